@@ -1,0 +1,471 @@
+"""The single-writer matching engine: many books, one sequence number, commands in, events out.
+
+Pure on purpose: no sockets, no clock, no files, no randomness. Given the same commands it emits
+the same events byte for byte, which is what makes journaling, replay, recovery and moving a pair
+to another shard possible.
+
+Commands and events are plain tuples of ints and strings (see ``shardex.engine.codes`` for the
+layouts). Tuples rather than objects because the engine handles hundreds of thousands of commands
+per second in CPython and every attribute lookup or allocation on the hot path shows up in the
+profile. The edge (``shardex.protocol``) turns them into JSON/msgpack with decimal strings.
+
+Every command produces at least one event. Every invalid command produces exactly one
+``rejected`` event with a precise reason and changes nothing. No input raises out of ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from heapq import heappop, heappush
+
+from shardex.engine.book import Book, Level, Order
+from shardex.engine.codes import (
+    BUY,
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_TRADE,
+    FOK,
+    GTC,
+    LIMIT,
+    MAX_ID_LEN,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+    OP_REJECT,
+    STP_CANCEL_MAKER,
+    STP_CANCEL_TAKER,
+    STP_NONE,
+    Command,
+    Event,
+)
+from shardex.engine.markets import Market
+
+_NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
+_SIDE_NAMES = ("bid", "ask")
+
+
+class Engine:
+    """Owns every book of one shard. Not thread-safe by design: exactly one writer calls it."""
+
+    def __init__(self, markets: Mapping[str, Market], seq: int = 0) -> None:
+        self.markets = markets
+        self.books: dict[str, Book] = {}
+        self.seq = seq
+
+    # ------------------------------------------------------------------ public API
+
+    def apply(self, cmd: Command, out: list[Event]) -> None:
+        """Apply one command, appending its events (each with the next seq) to ``out``."""
+        try:
+            op = cmd[0]
+            if op == OP_NEW:
+                self._new(cmd, out)
+            elif op == OP_CANCEL:
+                self._cancel(cmd, out)
+            elif op == OP_AMEND:
+                self._amend(cmd, out)
+            elif op == OP_REJECT:
+                self._edge_reject(cmd, out)
+            else:
+                self._reject(_field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", out)
+        except (TypeError, IndexError, KeyError, ValueError, AttributeError):
+            # Only reachable for inputs of a shape no check above anticipated. Validation runs
+            # before any mutation, so rejecting here leaves the book untouched.
+            self._reject(_field(cmd, 1), _field(cmd, 2), "malformed command", out)
+
+    def apply_many(self, cmds: Iterable[Command]) -> list[Event]:
+        """Apply commands in order and return all their events (convenience for replay/tests)."""
+        out: list[Event] = []
+        apply = self.apply
+        for cmd in cmds:
+            apply(cmd, out)
+        return out
+
+    def book(self, symbol: str) -> Book | None:
+        """The book of a known symbol (created on first use), or None for an unknown symbol."""
+        book = self.books.get(symbol)
+        if book is None and type(symbol) is str:
+            market = self.markets.get(symbol)
+            if market is not None:
+                book = self.books[symbol] = Book(symbol, market)
+        return book
+
+    def resting(self) -> int:
+        return sum(len(b.orders) for b in self.books.values())
+
+    # ------------------------------------------------------------------ commands
+
+    def _new(self, cmd: Command, out: list[Event]) -> None:
+        if len(cmd) != 11:
+            return self._reject(_field(cmd, 1), _field(cmd, 2), "new: expected 11 fields", out)
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
+        book = self.books.get(symbol) if type(symbol) is str else None
+        if book is None:
+            book = self.book(symbol)
+            if book is None:
+                return self._reject(symbol, oid, _unknown_symbol(symbol), out)
+        if type(oid) is not str or not 0 < len(oid) <= MAX_ID_LEN:
+            return self._reject(symbol, oid, f"id must be a string of 1..{MAX_ID_LEN} chars", out)
+        if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+            return self._reject(
+                symbol, oid, f"account must be a string of 1..{MAX_ID_LEN} chars", out
+            )
+        if type(side) is not int or not 0 <= side <= 1:
+            return self._reject(symbol, oid, f"unknown side {side!r}", out)
+        if type(otype) is not int or not 0 <= otype <= 1:
+            return self._reject(symbol, oid, f"unknown type {otype!r}", out)
+        if type(tif) is not int or not 0 <= tif <= 2:
+            return self._reject(symbol, oid, f"unknown tif {tif!r}", out)
+        if type(stp) is not int or not 0 <= stp <= 3:
+            return self._reject(symbol, oid, f"unknown stp {stp!r}", out)
+        if type(post_only) is not bool:
+            return self._reject(symbol, oid, "post_only must be a boolean", out)
+        market = book.market
+        if type(qty) is not int:
+            return self._reject(symbol, oid, "qty must be an integer number of lots", out)
+        if not 0 < qty <= market.max_qty_lots:
+            return self._reject(symbol, oid, _range_reason("qty", qty, market), out)
+        if otype == LIMIT:
+            if type(price) is not int:
+                return self._reject(symbol, oid, "limit order needs an integer price in ticks", out)
+            if not 0 < price <= market.max_price_ticks:
+                return self._reject(symbol, oid, _range_reason("price", price, market), out)
+            limit_key = price if side == BUY else -price
+        else:
+            if price is not None:
+                return self._reject(symbol, oid, "market order must not have a price", out)
+            if post_only:
+                return self._reject(symbol, oid, "post_only market order is not allowed", out)
+            if tif == GTC:
+                return self._reject(symbol, oid, "market order tif must be ioc or fok", out)
+            limit_key = _NO_LIMIT
+        if post_only and tif != GTC:
+            return self._reject(
+                symbol, oid, f"post_only requires tif gtc (got {('gtc', 'ioc', 'fok')[tif]})", out
+            )
+        if oid in book.orders:
+            return self._reject(symbol, oid, "duplicate id: a live order has it", out)
+
+        opp = book.sides[side ^ 1]
+        if post_only:
+            key = _top(opp)
+            if key is not None and key <= limit_key:
+                best = opp.levels[key].price
+                return self._reject(
+                    symbol,
+                    oid,
+                    f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
+                    f"{market.price_str(best)}",
+                    out,
+                )
+        seq = self.seq + 1
+        out.append((EV_ACCEPTED, seq, symbol, oid))
+        self.seq = seq
+        if tif == FOK and _fillable(opp, limit_key, qty, account, stp) < qty:
+            self.seq = seq = seq + 1
+            out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
+            return None
+        qty = _match(self, book, side, limit_key, qty, oid, account, stp, out)
+        if qty > 0:
+            if tif == GTC:
+                _rest(book, Order(oid, account, side, price, qty, stp, post_only))
+            else:
+                self.seq = seq = self.seq + 1
+                out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
+        return None
+
+    def _cancel(self, cmd: Command, out: list[Event]) -> None:
+        if len(cmd) != 4:
+            return self._reject(_field(cmd, 1), _field(cmd, 2), "cancel: expected 4 fields", out)
+        _, symbol, oid, account = cmd
+        order = self._live_order(symbol, oid, account, out)
+        if order is None:
+            return None
+        book = self.books[symbol]
+        qty = order.qty
+        _unlink(book, order)
+        self.seq = seq = self.seq + 1
+        out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
+        return None
+
+    def _amend(self, cmd: Command, out: list[Event]) -> None:
+        if len(cmd) != 6:
+            return self._reject(_field(cmd, 1), _field(cmd, 2), "amend: expected 6 fields", out)
+        _, symbol, oid, account, qty, price = cmd
+        order = self._live_order(symbol, oid, account, out)
+        if order is None:
+            return None
+        book = self.books[symbol]
+        market = book.market
+        if qty is None and price is None:
+            return self._reject(symbol, oid, "amend needs qty and/or price", out)
+        if qty is not None:
+            if type(qty) is not int:
+                return self._reject(symbol, oid, "qty must be an integer number of lots", out)
+            if qty <= 0:
+                return self._reject(symbol, oid, "qty must be > 0 (cancel to remove)", out)
+            if qty > order.qty:
+                return self._reject(
+                    symbol,
+                    oid,
+                    f"amend cannot increase qty (open {market.qty_str(order.qty)}, "
+                    f"asked {market.qty_str(qty)})",
+                    out,
+                )
+        else:
+            qty = order.qty
+        if price is not None:
+            if type(price) is not int:
+                return self._reject(symbol, oid, "price must be an integer number of ticks", out)
+            if not 0 < price <= market.max_price_ticks:
+                return self._reject(symbol, oid, _range_reason("price", price, market), out)
+        side = order.side
+        if price is None or price == order.price:
+            # Same price: only the open quantity shrinks, so time priority is kept.
+            diff = order.qty - qty
+            if diff:
+                key = -order.price if side == BUY else order.price
+                book.sides[side].levels[key].total -= diff
+                order.qty = qty
+            self.seq = seq = self.seq + 1
+            out.append((EV_AMENDED, seq, symbol, oid, qty, order.price))
+            return None
+        # New price: the order loses its place, and may trade at once as a taker.
+        limit_key = price if side == BUY else -price
+        opp = book.sides[side ^ 1]
+        if order.post_only:
+            key = _top(opp)
+            if key is not None and key <= limit_key:
+                return self._reject(
+                    symbol,
+                    oid,
+                    f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
+                    f"{market.price_str(opp.levels[key].price)}",
+                    out,
+                )
+        _unlink(book, order)
+        self.seq = seq = self.seq + 1
+        out.append((EV_AMENDED, seq, symbol, oid, qty, price))
+        qty = _match(self, book, side, limit_key, qty, oid, account, order.stp, out)
+        if qty > 0:
+            _rest(book, Order(oid, account, side, price, qty, order.stp, order.post_only))
+        return None
+
+    def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
+        """A command the edge could not decode; it still gets a seq so replay stays identical."""
+        reason = _field(cmd, 3)
+        self._reject(
+            _field(cmd, 1), _field(cmd, 2), reason if type(reason) is str else "rejected", out
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _live_order(self, symbol: object, oid: object, account: object, out: list[Event]):
+        book = self.books.get(symbol) if type(symbol) is str else None
+        if book is None:
+            book = self.book(symbol)  # type: ignore[arg-type]
+            if book is None:
+                return self._reject(symbol, oid, _unknown_symbol(symbol), out)
+        if type(oid) is not str:
+            return self._reject(symbol, oid, "id must be a string", out)
+        order = book.orders.get(oid)
+        if order is None:
+            return self._reject(symbol, oid, "order is not live (unknown or finished)", out)
+        if account != order.account:
+            return self._reject(symbol, oid, "order belongs to another account", out)
+        return order
+
+    def _reject(self, symbol: object, oid: object, reason: str, out: list[Event]) -> None:
+        self.seq = seq = self.seq + 1
+        out.append(
+            (
+                EV_REJECTED,
+                seq,
+                symbol if type(symbol) is str else "",
+                oid if type(oid) is str else "",
+                reason,
+            )
+        )
+        return None
+
+
+# ---------------------------------------------------------------------- module-level hot path
+
+
+def _match(
+    eng: Engine,
+    book: Book,
+    side: int,
+    limit_key: int,
+    qty: int,
+    oid: str,
+    account: str,
+    stp: int,
+    out: list[Event],
+) -> int:
+    """Cross ``qty`` against the opposite side up to ``limit_key``; return what is left.
+
+    A return of 0 also covers "stopped by self-trade prevention" (the taker's cancel event is
+    emitted here), so callers only rest or IOC-cancel a positive remainder.
+    """
+    opp = book.sides[side ^ 1]
+    levels = opp.levels
+    heap = opp.heap
+    symbol = book.symbol
+    seq = eng.seq
+    append = out.append
+    orders = book.orders
+    trade_id = book.trade_id
+    while qty:
+        while heap:
+            key = heap[0]
+            if key in levels:
+                break
+            heappop(heap)
+        else:
+            break
+        if key > limit_key:
+            break
+        level = levels[key]
+        dq = level.orders
+        price = level.price
+        while dq:
+            maker = dq[0]
+            mq = maker.qty
+            if not mq:
+                dq.popleft()
+                continue
+            if stp and maker.account == account:
+                if stp != STP_CANCEL_TAKER:  # cancel_maker / cancel_both: maker goes
+                    dq.popleft()
+                    level.total -= mq
+                    level.live -= 1
+                    maker.qty = 0
+                    del orders[maker.id]
+                    seq += 1
+                    append((EV_CANCELLED, seq, symbol, maker.id, "stp", mq))
+                if stp != STP_CANCEL_MAKER:  # cancel_taker / cancel_both: taker goes
+                    seq += 1
+                    append((EV_CANCELLED, seq, symbol, oid, "stp", qty))
+                    qty = 0
+                    break
+                continue
+            trade_id += 1
+            seq += 1
+            if mq > qty:
+                maker.qty = mq - qty
+                level.total -= qty
+                append((EV_TRADE, seq, symbol, price, qty, oid, maker.id, side, trade_id))
+                qty = 0
+                break
+            dq.popleft()
+            level.total -= mq
+            level.live -= 1
+            maker.qty = 0
+            del orders[maker.id]
+            append((EV_TRADE, seq, symbol, price, mq, oid, maker.id, side, trade_id))
+            qty -= mq
+            if not qty:
+                break
+        if not level.live:
+            del levels[key]
+            heappop(heap)
+    eng.seq = seq
+    book.trade_id = trade_id
+    return qty
+
+
+def _rest(book: Book, order: Order) -> None:
+    side = order.side
+    s = book.sides[side]
+    key = -order.price if side == BUY else order.price
+    levels = s.levels
+    level = levels.get(key)
+    if level is None:
+        level = levels[key] = Level(order.price)
+        heappush(s.heap, key)
+        s.maybe_rebuild_heap()
+    level.orders.append(order)
+    level.total += order.qty
+    level.live += 1
+    book.orders[order.id] = order
+
+
+def _unlink(book: Book, order: Order) -> None:
+    """Take a live order out of the book in O(1): lazy removal from its level's deque."""
+    side = order.side
+    s = book.sides[side]
+    key = -order.price if side == BUY else order.price
+    level = s.levels[key]
+    level.total -= order.qty
+    level.live -= 1
+    order.qty = 0
+    del book.orders[order.id]
+    if not level.live:
+        del s.levels[key]
+    elif len(level.orders) > 2 * level.live + 16:
+        level.orders = deque([o for o in level.orders if o.qty])
+
+
+def _top(side) -> int | None:
+    heap, levels = side.heap, side.levels
+    while heap:
+        key = heap[0]
+        if key in levels:
+            return key
+        heappop(heap)
+    return None
+
+
+def _fillable(opp, limit_key: int, want: int, account: str, stp: int) -> int:
+    """How much a taker could fill up to ``limit_key``, exactly as ``_match`` would (for FOK).
+
+    Stops counting as soon as ``want`` is reached, so a FOK costs no more than the match it
+    precedes. With STP, same-account makers are skipped (cancel_maker) or end the walk
+    (cancel_taker/cancel_both), mirroring what matching would do.
+    """
+    got = 0
+    for key in opp.iter_keys():
+        if key > limit_key:
+            break
+        level = opp.levels[key]
+        if stp == STP_NONE:
+            got += level.total
+        else:
+            for o in level.orders:
+                if not o.qty:
+                    continue
+                if o.account == account:
+                    if stp == STP_CANCEL_MAKER:
+                        continue
+                    return got
+                got += o.qty
+                if got >= want:
+                    return got
+        if got >= want:
+            return got
+    return got
+
+
+def _field(cmd: object, i: int) -> object:
+    try:
+        return cmd[i]  # type: ignore[index]
+    except Exception:
+        return None
+
+
+def _unknown_symbol(symbol: object) -> str:
+    if type(symbol) is not str:
+        return "symbol must be a string"
+    return f"unknown symbol {symbol}"
+
+
+def _range_reason(what: str, value: int, market: Market) -> str:
+    if value <= 0:
+        return f"{what} must be > 0"
+    if what == "price":
+        return f"price above max {market.max_price}"
+    return f"qty above max {market.max_qty}"

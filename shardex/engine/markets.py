@@ -1,0 +1,135 @@
+"""Market definitions: the only place that knows how a symbol's decimals map to integer ticks/lots.
+
+The engine works in integers only (ticks of price, lots of quantity) so that matching is exact and
+cheap. Conversion from/to decimal strings happens at the edge (``shardex.protocol``) with the
+helpers here, never with floats.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+
+class MarketError(ValueError):
+    """A markets file or definition that cannot be used; the message says which entry and why."""
+
+
+@dataclass(frozen=True)
+class Market:
+    """One tradable pair. ``tick``/``lot`` are the grids; ``max_price``/``max_qty`` bound inputs."""
+
+    symbol: str
+    tick: Decimal
+    lot: Decimal
+    max_price: Decimal
+    max_qty: Decimal
+    # Derived integer bounds, computed once so the hot path compares ints only.
+    max_price_ticks: int = field(init=False)
+    max_qty_lots: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("tick", "lot", "max_price", "max_qty"):
+            value = getattr(self, name)
+            if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
+                raise MarketError(f"market {self.symbol}: {name} must be a positive decimal")
+        if self.max_price % self.tick or self.max_qty % self.lot:
+            raise MarketError(f"market {self.symbol}: max_price/max_qty must lie on tick/lot grid")
+        object.__setattr__(self, "max_price_ticks", int(self.max_price / self.tick))
+        object.__setattr__(self, "max_qty_lots", int(self.max_qty / self.lot))
+
+    def price_str(self, ticks: int) -> str:
+        """Ticks → decimal string with the market's tick precision (e.g. 3000050 → '30000.50')."""
+        return str(ticks * self.tick)
+
+    def qty_str(self, lots: int) -> str:
+        """Lots → decimal string with the market's lot precision (e.g. 2500 → '0.2500')."""
+        return str(lots * self.lot)
+
+    def to_ticks(self, value: Decimal) -> int | str:
+        """Decimal price → ticks, or a reject reason string when it is out of range/off grid."""
+        return _to_units(value, self.tick, self.max_price, "price", "tick")
+
+    def to_lots(self, value: Decimal) -> int | str:
+        """Decimal quantity → lots, or a reject reason string when it is out of range/off grid."""
+        return _to_units(value, self.lot, self.max_qty, "qty", "lot")
+
+
+def _to_units(value: Decimal, unit: Decimal, bound: Decimal, what: str, grid: str) -> int | str:
+    if not value.is_finite():
+        return f"{what} must be a finite decimal"
+    if value <= 0:
+        return f"{what} must be > 0"
+    if value > bound:
+        return f"{what} {value} above max {bound}"
+    try:
+        if value % unit:
+            return f"{what} not on {grid} grid {unit}"
+        return int(value / unit)
+    except InvalidOperation:  # pragma: no cover - bounded above, kept as a guard
+        return f"{what} {value} cannot be represented"
+
+
+def _m(symbol: str, tick: str, lot: str, max_price: str, max_qty: str) -> Market:
+    return Market(symbol, Decimal(tick), Decimal(lot), Decimal(max_price), Decimal(max_qty))
+
+
+DEFAULT_MARKETS: dict[str, Market] = {
+    m.symbol: m
+    for m in (
+        _m("BTC-USD", "0.01", "0.0001", "10000000", "10000"),
+        _m("ETH-USD", "0.01", "0.001", "1000000", "100000"),
+        _m("SOL-USD", "0.001", "0.01", "100000", "1000000"),
+        _m("XRP-USD", "0.0001", "1", "1000", "100000000"),
+        _m("DOGE-USD", "0.00001", "1", "1000", "1000000000"),
+        _m("ADA-USD", "0.0001", "1", "1000", "100000000"),
+        _m("LTC-USD", "0.01", "0.001", "100000", "1000000"),
+        _m("ETH-BTC", "0.00001", "0.001", "100", "100000"),
+    )
+}
+
+
+def load_markets(path: str | Path | None = None) -> dict[str, Market]:
+    """Defaults, extended (or overridden per symbol) by a TOML file.
+
+    File format::
+
+        [markets.AAPL-USD]
+        tick = "0.01"
+        lot = "1"
+        max_price = "100000"   # optional, default 1000000
+        max_qty = "1000000"    # optional, default 1000000000
+    """
+    markets = dict(DEFAULT_MARKETS)
+    if path is None:
+        return markets
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise MarketError(f"cannot read markets file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise MarketError(f"markets file {path} is not valid TOML: {exc}") from exc
+    table = data.get("markets")
+    if not isinstance(table, dict) or not table:
+        raise MarketError(f"markets file {path}: expected one or more [markets.SYMBOL] tables")
+    for symbol, spec in table.items():
+        if not isinstance(spec, dict):
+            raise MarketError(f"markets file {path}: markets.{symbol} must be a table")
+        unknown = set(spec) - {"tick", "lot", "max_price", "max_qty"}
+        if unknown:
+            raise MarketError(
+                f"markets file {path}: markets.{symbol}: unknown keys {sorted(unknown)}"
+            )
+        try:
+            values = {k: Decimal(str(spec[k])) for k in ("tick", "lot") if k in spec}
+            if set(values) != {"tick", "lot"}:
+                raise MarketError(f"markets file {path}: markets.{symbol} needs tick and lot")
+            values["max_price"] = Decimal(str(spec.get("max_price", "1000000")))
+            values["max_qty"] = Decimal(str(spec.get("max_qty", "1000000000")))
+        except InvalidOperation as exc:
+            raise MarketError(f"markets file {path}: markets.{symbol}: bad decimal") from exc
+        markets[symbol] = Market(symbol, **values)
+    return markets

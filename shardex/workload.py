@@ -1,0 +1,154 @@
+"""Seeded, realistic order flow for benches and tests (engine command tuples, ints inside).
+
+The mix follows what a busy venue sees: mostly limit orders near the touch, a large share of
+cancels of *live* orders, some IOC/market takers and a few amends. A shadow engine tracks which
+orders are really live, so cancels and amends hit resting orders instead of producing rejects.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+
+from shardex.engine import Engine
+from shardex.engine.codes import (
+    BUY,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+    Command,
+)
+from shardex.engine.markets import DEFAULT_MARKETS, Market
+
+DEFAULT_MIX = {"limit": 45, "ioc": 10, "market": 5, "cancel": 35, "amend": 5}
+
+
+class Workload:
+    """Generates commands one at a time; keeps per-symbol mid prices and the live-order set."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str] = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"),
+        seed: int = 1,
+        markets: Mapping[str, Market] = DEFAULT_MARKETS,
+        mix: Mapping[str, int] = DEFAULT_MIX,
+        accounts: int = 100,
+        levels: int = 200,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.symbols = list(symbols)
+        self.markets = markets
+        self.shadow = Engine(markets)
+        self.accounts = [f"acct-{i}" for i in range(accounts)]
+        self.levels = levels
+        self.mid = {}
+        self.unit = {}
+        for s in self.symbols:
+            m = markets[s]
+            # Mid around a plausible price, expressed in ticks; lots sized ~1 unit of the asset.
+            self.mid[s] = m.max_price_ticks // 200
+            self.unit[s] = max(1, int(1 / m.lot) // 10) if m.lot < 1 else 10
+        self.live: list[tuple[str, str, str]] = []  # (symbol, id, account)
+        self.next_id = 0
+        kinds, weights = zip(*mix.items(), strict=True)
+        self._kinds = kinds
+        self._cum = []
+        acc = 0
+        for w in weights:
+            acc += w
+            self._cum.append(acc)
+        self._total = acc
+        self._events: list = []
+
+    def warmup(self, orders_per_symbol: int) -> list[Command]:
+        """Resting GTC orders on both sides over ``levels`` price levels (book depth)."""
+        cmds = []
+        rng = self.rng
+        for s in self.symbols:
+            for _ in range(orders_per_symbol):
+                side = rng.random() < 0.5
+                off = 1 + rng.randrange(self.levels)
+                price = self.mid[s] - off if side == BUY else self.mid[s] + off
+                cmds.append(self._emit(self._new(s, side, LIMIT, price, GTC)))
+        return cmds
+
+    def take(self, n: int) -> list[Command]:
+        return [self.next() for _ in range(n)]
+
+    def next(self) -> Command:
+        rng = self.rng
+        r = rng.random() * self._total
+        kind = self._kinds[bisect_right(self._cum, r)]
+        s = self.symbols[rng.randrange(len(self.symbols))]
+        self._follow_touch(s)
+        if kind in ("cancel", "amend"):
+            picked = self._pick_live()
+            if picked is not None:
+                sym, oid, account = picked
+                if kind == "cancel":
+                    return self._emit((OP_CANCEL, sym, oid, account))
+                self.live.append(picked)  # still live after the amend (checked lazily later)
+                order = self.shadow.books[sym].orders[oid]
+                if order.qty > 1 and rng.random() < 0.7:
+                    return self._emit((OP_AMEND, sym, oid, account, order.qty // 2, None))
+                step = rng.choice((-2, -1, 1, 2))
+                return self._emit((OP_AMEND, sym, oid, account, None, max(1, order.price + step)))
+            kind = "limit"
+        side = BUY if rng.random() < 0.5 else 1
+        if kind == "market":
+            tif = IOC if rng.random() < 0.9 else FOK
+            return self._emit(self._new(s, side, MARKET, None, tif, taker=True))
+        # Near the touch: mostly passive, a few ticks through the mid for IOC takers.
+        if kind == "ioc":
+            off = -rng.randrange(1, 6)
+            tif = IOC
+        else:
+            off = int(rng.expovariate(0.15)) + 1 if rng.random() < 0.95 else -rng.randrange(1, 3)
+            tif = GTC
+        price = self.mid[s] - off if side == BUY else self.mid[s] + off
+        return self._emit(self._new(s, side, LIMIT, max(1, price), tif, taker=tif == IOC))
+
+    def _follow_touch(self, symbol: str) -> None:
+        """Quote around the live touch (with a little noise) so the book neither drains nor
+        drifts away from where new orders land."""
+        book = self.shadow.books.get(symbol)
+        if book is not None:
+            bid, ask = book.best(BUY), book.best(1)
+            if bid is not None and ask is not None:
+                self.mid[symbol] = (bid + ask) // 2
+        self.mid[symbol] += self.rng.choice((-1, 0, 0, 1))
+
+    def _new(
+        self, symbol: str, side: int, otype: int, price: int | None, tif: int, taker: bool = False
+    ) -> Command:
+        self.next_id += 1
+        account = self.accounts[self.rng.randrange(len(self.accounts))]
+        # Takers are smaller than resting orders, as on real venues; this also keeps the
+        # stream's book depth steady instead of draining under the 35% cancel share.
+        qty = self.unit[symbol] * self.rng.randrange(1, 6 if taker else 20)
+        return (OP_NEW, symbol, f"o{self.next_id}", account, side, otype, price, qty, tif, False, 0)
+
+    def _emit(self, cmd: Command) -> Command:
+        ev = self._events
+        ev.clear()
+        self.shadow.apply(cmd, ev)
+        if cmd[0] == OP_NEW and cmd[8] == GTC and cmd[2] in self.shadow.books[cmd[1]].orders:
+            self.live.append((cmd[1], cmd[2], cmd[3]))
+        return cmd
+
+    def _pick_live(self) -> tuple[str, str, str] | None:
+        live, rng, books = self.live, self.rng, self.shadow.books
+        while live:
+            i = rng.randrange(len(live))
+            live[i], live[-1] = live[-1], live[i]
+            sym, oid, account = live[-1]
+            live.pop()
+            if oid in books[sym].orders:
+                return sym, oid, account
+        return None
