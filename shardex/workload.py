@@ -72,7 +72,7 @@ class Workload:
         rng = self.rng
         for s in self.symbols:
             for _ in range(orders_per_symbol):
-                side = rng.random() < 0.5
+                side = BUY if rng.random() < 0.5 else 1
                 off = 1 + rng.randrange(self.levels)
                 price = self.mid[s] - off if side == BUY else self.mid[s] + off
                 cmds.append(self._emit(self._new(s, side, LIMIT, price, GTC)))

@@ -1,0 +1,218 @@
+"""Property tests: random command streams against invariants and against the reference matcher."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from refmatcher import RefEngine
+
+from shardex.engine import DEFAULT_MARKETS, Engine
+from shardex.engine.codes import (
+    BUY,
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_TRADE,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+)
+from shardex.workload import Workload
+
+SYMBOLS = ("BTC-USD", "ETH-USD")
+IDS = [f"o{i}" for i in range(12)]
+ACCOUNTS = ("alice", "bob", "carol")
+
+new_cmd = st.builds(
+    lambda sym, oid, acct, side, otype, price, qty, tif, post_only, stp: (
+        OP_NEW,
+        sym,
+        oid,
+        acct,
+        side,
+        otype,
+        None if otype == MARKET else price,
+        qty,
+        (tif or IOC) if otype == MARKET else tif,
+        post_only and otype == LIMIT and tif == GTC,
+        stp,
+    ),
+    st.sampled_from(SYMBOLS),
+    st.sampled_from(IDS),
+    st.sampled_from(ACCOUNTS),
+    st.integers(0, 1),
+    st.sampled_from((LIMIT, LIMIT, LIMIT, MARKET)),
+    st.integers(95, 105),
+    st.integers(1, 10),
+    st.sampled_from((GTC, GTC, IOC, FOK)),
+    st.booleans(),
+    st.integers(0, 3),
+)
+cancel_cmd = st.builds(
+    lambda sym, oid, acct: (OP_CANCEL, sym, oid, acct),
+    st.sampled_from(SYMBOLS),
+    st.sampled_from(IDS),
+    st.sampled_from(ACCOUNTS),
+)
+amend_cmd = st.builds(
+    lambda sym, oid, acct, qty, price: (OP_AMEND, sym, oid, acct, qty, price),
+    st.sampled_from(SYMBOLS),
+    st.sampled_from(IDS),
+    st.sampled_from(ACCOUNTS),
+    st.one_of(st.none(), st.integers(1, 10)),
+    st.one_of(st.none(), st.integers(95, 105)),
+).filter(lambda c: c[4] is not None or c[5] is not None)
+commands = st.lists(
+    st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=1, max_size=80
+)
+
+
+def _comparable(events):
+    """Reject reasons are not modelled by the reference; compare everything else exactly."""
+    return [e[:4] if e[0] == EV_REJECTED else e for e in events]
+
+
+def _check_not_crossed(engine: Engine) -> None:
+    for book in engine.books.values():
+        bid, ask = book.best(BUY), book.best(1)
+        if bid is not None and ask is not None:
+            assert bid < ask, f"{book.symbol} crossed: bid {bid} >= ask {ask}"
+
+
+class Ledger:
+    """Tracks every accepted order's open qty from events alone (quantity conservation)."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str], int] = {}
+        self.time: dict[tuple[str, str], int] = {}
+        self.clock = 0
+        self.submitted: dict[tuple[str, str], int] = {}
+        self.reprice: set[tuple[str, str, int]] = set()
+
+    def feed(self, events) -> None:
+        for e in events:
+            kind, sym = e[0], e[2]
+            if kind == EV_ACCEPTED:
+                self.open[(sym, e[3])] = self.submitted[(sym, e[3])]
+                self.clock += 1
+                self.time[(sym, e[3])] = self.clock
+            elif kind == EV_TRADE:
+                for oid in (e[5], e[6]):
+                    self.open[(sym, oid)] -= e[4]
+                    assert self.open[(sym, oid)] >= 0
+            elif kind == EV_CANCELLED:
+                # A cancel always removes the whole open remainder.
+                assert self.open[(sym, e[3])] == e[5]
+                self.open[(sym, e[3])] = 0
+            elif kind == EV_AMENDED:
+                assert 0 < e[4] <= self.open[(sym, e[3])]
+                self.open[(sym, e[3])] = e[4]
+                self.reprice.add((sym, e[3], e[5]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands)
+def test_engine_matches_reference_and_keeps_invariants(cmds):
+    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+    ledger = Ledger()
+    prices: dict[tuple[str, str], int] = {}
+    for cmd in cmds:
+        if cmd[0] == OP_NEW:
+            ledger.submitted[(cmd[1], cmd[2])] = cmd[7]
+        out: list = []
+        engine.apply(cmd, out)
+        assert _comparable(out) == _comparable(ref.apply(cmd))
+        assert out, "every command yields at least one event"
+        _check_not_crossed(engine)
+        # quantity conservation: submitted = filled + cancelled + amended away + open
+        ledger.reprice = set()
+        ledger.feed(out)
+        for sym, oid, price in ledger.reprice:
+            order = engine.books[sym].orders.get(oid)
+            if order is not None and prices.get((sym, oid)) != price:
+                ledger.clock += 1
+                ledger.time[(sym, oid)] = ledger.clock
+        for book in engine.books.values():
+            for oid, order in book.orders.items():
+                prices[(book.symbol, oid)] = order.price
+    for book in engine.books.values():
+        live = {oid: o.qty for oid, o in book.orders.items()}
+        for (sym, oid), q in ledger.open.items():
+            if sym == book.symbol:
+                assert q == live.get(oid, 0), f"{sym} {oid}: ledger {q} != book {live.get(oid)}"
+        # FIFO within each level: orders sit in the order they (re)entered the book.
+        for side in (0, 1):
+            for level in book.level_orders(side):
+                times = [ledger.time[(book.symbol, oid)] for oid, _ in level]
+                assert times == sorted(times)
+
+
+@settings(max_examples=100, deadline=None)
+@given(commands)
+def test_same_commands_same_events(cmds):
+    assert Engine(DEFAULT_MARKETS).apply_many(cmds) == Engine(DEFAULT_MARKETS).apply_many(cmds)
+
+
+def test_cross_check_thousands_of_random_commands():
+    """Long random streams (deep books, many levels) against the reference, event for event."""
+    rng = random.Random(7)
+    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+    for n in range(6000):
+        kind = rng.random()
+        sym = rng.choice(SYMBOLS)
+        oid = f"o{rng.randrange(300)}"
+        acct = rng.choice(ACCOUNTS)
+        if kind < 0.6:
+            otype = MARKET if rng.random() < 0.08 else LIMIT
+            tif = rng.choice((GTC, GTC, GTC, IOC, FOK))
+            if otype == MARKET and tif == GTC:
+                tif = IOC
+            side = rng.randrange(2)
+            price = None if otype == MARKET else rng.randrange(80, 121)
+            post_only = otype == LIMIT and tif == GTC and rng.random() < 0.1
+            stp = rng.choice((0, 0, 0, 1, 2, 3))
+            cmd = (
+                OP_NEW,
+                sym,
+                oid,
+                acct,
+                side,
+                otype,
+                price,
+                rng.randrange(1, 30),
+                tif,
+                post_only,
+                stp,
+            )
+        elif kind < 0.9:
+            cmd = (OP_CANCEL, sym, oid, acct)
+        else:
+            qty = rng.choice((None, rng.randrange(1, 30)))
+            price = rng.randrange(80, 121) if qty is None or rng.random() < 0.3 else None
+            cmd = (OP_AMEND, sym, oid, acct, qty, price)
+        out: list = []
+        engine.apply(cmd, out)
+        assert _comparable(out) == _comparable(ref.apply(cmd)), f"diverged at command {n}: {cmd}"
+    assert engine.resting() > 50, "the stream should leave a real book behind"
+
+
+def test_workload_stream_cross_checked_against_reference():
+    """The bench's realistic stream (amends, FOK, cancels of live orders) on both matchers."""
+    wl = Workload(symbols=("BTC-USD", "SOL-USD"), seed=3)
+    cmds = wl.warmup(150) + wl.take(2500)
+    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+    trades = 0
+    for cmd in cmds:
+        out: list = []
+        engine.apply(cmd, out)
+        assert _comparable(out) == _comparable(ref.apply(cmd))
+        trades += sum(1 for e in out if e[0] == EV_TRADE)
+    assert trades > 100

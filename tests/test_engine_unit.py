@@ -1,0 +1,673 @@
+"""Unit tests of the engine through its public JSON edge: order types, tif, amend, STP, rejects."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardex.engine import DEFAULT_MARKETS, Engine
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.protocol import command_from_json, event_to_json
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.engine = Engine(DEFAULT_MARKETS)
+        self.n = 0
+
+    def send(self, **fields) -> list[dict]:
+        out: list = []
+        self.engine.apply(command_from_json(fields, DEFAULT_MARKETS), out)
+        return [event_to_json(e, DEFAULT_MARKETS) for e in out]
+
+    def raw(self, cmd) -> list[dict]:
+        out: list = []
+        self.engine.apply(cmd, out)
+        return [event_to_json(e, DEFAULT_MARKETS) for e in out]
+
+    def limit(self, oid, side, price, qty, account="alice", symbol="BTC-USD", **kw):
+        return self.send(
+            op="new",
+            symbol=symbol,
+            id=oid,
+            account=account,
+            side=side,
+            type="limit",
+            price=price,
+            qty=qty,
+            **kw,
+        )
+
+    def market(self, oid, side, qty, account="bob", **kw):
+        return self.send(
+            op="new",
+            symbol="BTC-USD",
+            id=oid,
+            account=account,
+            side=side,
+            type="market",
+            qty=qty,
+            **kw,
+        )
+
+    def book(self, symbol="BTC-USD"):
+        return self.engine.books[symbol].level_orders(0), self.engine.books[symbol].level_orders(1)
+
+
+def kinds(events):
+    return [e["ev"] for e in events]
+
+
+def trades(events):
+    return [(e["price"], e["qty"], e["taker"], e["maker"]) for e in events if e["ev"] == "trade"]
+
+
+@pytest.fixture
+def h():
+    return Harness()
+
+
+def test_design_examples_end_to_end(h):
+    assert h.limit("o-1", "buy", "30000.50", "0.25", tif="gtc", post_only=False) == [
+        {"ev": "accepted", "symbol": "BTC-USD", "id": "o-1", "seq": 1}
+    ]
+    ev = h.market("o-2", "sell", "0.1")
+    assert ev == [
+        {"ev": "accepted", "symbol": "BTC-USD", "id": "o-2", "seq": 2},
+        {
+            "ev": "trade",
+            "symbol": "BTC-USD",
+            "price": "30000.50",
+            "qty": "0.1000",
+            "taker": "o-2",
+            "maker": "o-1",
+            "taker_side": "sell",
+            "trade_id": 1,
+            "seq": 3,
+        },
+    ]
+    assert h.send(op="amend", symbol="BTC-USD", id="o-1", account="alice", qty="0.10") == [
+        {
+            "ev": "amended",
+            "symbol": "BTC-USD",
+            "id": "o-1",
+            "qty": "0.1000",
+            "price": "30000.50",
+            "seq": 4,
+        }
+    ]
+    assert h.send(op="cancel", symbol="BTC-USD", id="o-1", account="alice") == [
+        {
+            "ev": "cancelled",
+            "symbol": "BTC-USD",
+            "id": "o-1",
+            "reason": "user",
+            "qty": "0.1000",
+            "seq": 5,
+        }
+    ]
+
+
+def test_price_time_priority_best_price_then_fifo(h):
+    h.limit("a", "sell", "101", "1", account="m1")
+    h.limit("b", "sell", "100", "1", account="m2")
+    h.limit("c", "sell", "100", "1", account="m3")
+    h.limit("d", "sell", "102", "1", account="m4")
+    ev = h.limit("t", "buy", "101", "2.5", account="taker")
+    assert trades(ev) == [
+        ("100.00", "1.0000", "t", "b"),
+        ("100.00", "1.0000", "t", "c"),
+        ("101.00", "0.5000", "t", "a"),
+    ]
+    # trade ids increase in matching order, seqs are consecutive
+    tids = [e["trade_id"] for e in ev if e["ev"] == "trade"]
+    assert tids == [1, 2, 3]
+    assert [e["seq"] for e in ev] == list(range(ev[0]["seq"], ev[0]["seq"] + len(ev)))
+    bids, asks = h.book()
+    assert asks == [[("a", 5000)], [("d", 10000)]] and bids == []
+
+
+def test_limit_rests_remainder_after_partial_fill(h):
+    h.limit("m", "sell", "100", "1", account="m")
+    ev = h.limit("t", "buy", "100.50", "3", account="t")
+    assert kinds(ev) == ["accepted", "trade"]
+    bids, asks = h.book()
+    assert bids == [[("t", 20000)]] and asks == []
+
+
+def test_market_order_remainder_cancelled_ioc(h):
+    h.limit("m", "sell", "100", "1", account="m")
+    ev = h.market("t", "buy", "1.5")
+    assert kinds(ev) == ["accepted", "trade", "cancelled"]
+    assert ev[-1]["reason"] == "ioc" and ev[-1]["qty"] == "0.5000"
+
+
+def test_market_order_on_empty_book_is_cancelled(h):
+    ev = h.market("t", "buy", "1")
+    assert kinds(ev) == ["accepted", "cancelled"] and ev[1]["reason"] == "ioc"
+
+
+def test_ioc_never_rests(h):
+    h.limit("m", "sell", "100", "1", account="m")
+    ev = h.limit("t", "buy", "100", "2", tif="ioc", account="t")
+    assert kinds(ev) == ["accepted", "trade", "cancelled"]
+    assert h.book() == ([], [])
+
+
+def test_fok_fills_completely_or_not_at_all(h):
+    h.limit("m1", "sell", "100", "1", account="m")
+    h.limit("m2", "sell", "101", "1", account="m")
+    ev = h.limit("t1", "buy", "101", "2.5", tif="fok", account="t")
+    assert kinds(ev) == ["accepted", "cancelled"] and ev[1]["reason"] == "fok"
+    assert ev[1]["qty"] == "2.5000"
+    assert h.book()[1] == [[("m1", 10000)], [("m2", 10000)]]  # untouched
+    ev = h.limit("t2", "buy", "101", "2", tif="fok", account="t")
+    assert kinds(ev) == ["accepted", "trade", "trade"]
+    assert h.book() == ([], [])
+
+
+def test_fok_market(h):
+    h.limit("m1", "sell", "100", "1", account="m")
+    assert kinds(h.market("t", "buy", "2", tif="fok")) == ["accepted", "cancelled"]
+    assert kinds(h.market("t", "buy", "1", tif="fok")) == ["accepted", "trade"]
+
+
+def test_post_only_rests_or_is_rejected(h):
+    h.limit("m", "sell", "100", "1", account="m")
+    assert kinds(h.limit("p1", "buy", "99.99", "1", post_only=True)) == ["accepted"]
+    ev = h.limit("p2", "buy", "100", "1", post_only=True)
+    assert ev[0]["ev"] == "rejected"
+    assert ev[0]["reason"] == "post_only order would cross best ask 100.00"
+
+
+def test_amend_reduce_keeps_priority(h):
+    h.limit("a", "buy", "100", "2", account="x")
+    h.limit("b", "buy", "100", "2", account="y")
+    h.send(op="amend", symbol="BTC-USD", id="a", account="x", qty="1")
+    assert h.book()[0] == [[("a", 10000), ("b", 20000)]]
+    ev = h.market("t", "sell", "1")
+    assert trades(ev) == [("100.00", "1.0000", "t", "a")]
+
+
+def test_amend_price_loses_priority(h):
+    h.limit("a", "buy", "100", "1", account="x")
+    h.limit("b", "buy", "100", "1", account="y")
+    h.send(op="amend", symbol="BTC-USD", id="a", account="x", price="99")
+    h.send(op="amend", symbol="BTC-USD", id="a", account="x", price="100")
+    assert h.book()[0] == [[("b", 10000), ("a", 10000)]]
+
+
+def test_amend_price_can_match_at_once(h):
+    h.limit("s", "sell", "101", "1", account="m")
+    h.limit("a", "buy", "100", "2", account="x")
+    ev = h.send(op="amend", symbol="BTC-USD", id="a", account="x", price="101")
+    assert kinds(ev) == ["amended", "trade"]
+    assert trades(ev) == [("101.00", "1.0000", "a", "s")]
+    assert h.book()[0] == [[("a", 10000)]]
+
+
+def test_amend_post_only_to_crossing_price_rejected(h):
+    h.limit("s", "sell", "101", "1", account="m")
+    h.limit("a", "buy", "100", "1", account="x", post_only=True)
+    ev = h.send(op="amend", symbol="BTC-USD", id="a", account="x", price="101")
+    assert ev[0]["ev"] == "rejected" and "post_only" in ev[0]["reason"]
+    assert h.book()[0] == [[("a", 10000)]]
+
+
+@pytest.mark.parametrize(
+    "mode,expected_kinds,left_asks",
+    [
+        ("none", ["accepted", "trade"], []),
+        ("cancel_taker", ["accepted", "cancelled"], [[("own", 10000)]]),
+        ("cancel_maker", ["accepted", "cancelled", "trade"], []),
+        ("cancel_both", ["accepted", "cancelled", "cancelled"], []),
+    ],
+)
+def test_self_trade_prevention(h, mode, expected_kinds, left_asks):
+    h.limit("own", "sell", "100", "1", account="alice")
+    h.limit("other", "sell", "100", "1", account="bob")
+    ev = h.limit("t", "buy", "100", "1", account="alice", stp=mode)
+    assert kinds(ev) == expected_kinds
+    cancels = [(e["id"], e["reason"]) for e in ev if e["ev"] == "cancelled"]
+    if mode == "cancel_taker":
+        assert cancels == [("t", "stp")]
+    elif mode == "cancel_maker":
+        assert cancels == [("own", "stp")] and trades(ev) == [("100.00", "1.0000", "t", "other")]
+    elif mode == "cancel_both":
+        assert cancels == [("own", "stp"), ("t", "stp")]
+    else:
+        assert trades(ev) == [("100.00", "1.0000", "t", "own")]
+    asks = h.book()[1]
+    expect = left_asks[0] if left_asks else []
+    remaining = [o for level in asks for o in level if o[0] == "own"]
+    assert remaining == expect
+    assert not h.engine.books["BTC-USD"].orders.get("t")
+
+
+REJECTS = [
+    (
+        {
+            "op": "new",
+            "symbol": "NOPE-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+        },
+        "unknown symbol NOPE-USD",
+    ),
+    (
+        {"op": "explode", "symbol": "BTC-USD", "id": "x", "account": "a"},
+        "unknown op 'explode' (expected new, cancel or amend)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "up",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+        },
+        "unknown side 'up' (expected one of buy, sell)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "stop",
+            "price": "1",
+            "qty": "1",
+        },
+        "unknown type 'stop' (expected one of limit, market)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+            "tif": "gtd",
+        },
+        "unknown tif 'gtd' (expected one of gtc, ioc, fok)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+            "stp": "maybe",
+        },
+        "unknown stp 'maybe' (expected one of none, cancel_taker, cancel_maker, cancel_both)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "qty": "1",
+        },
+        "limit order needs a price",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+        },
+        "missing field 'account'",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": 1,
+        },
+        "qty must be a decimal string, got int",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": 7,
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+        },
+        "field 'id' must be a non-empty string",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+            "colour": "red",
+        },
+        "unknown field 'colour' for op new",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "0",
+            "qty": "1",
+        },
+        "price must be > 0",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "-2",
+        },
+        "qty must be > 0",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1.001",
+            "qty": "1",
+        },
+        "price not on tick grid 0.01",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "0.00001",
+        },
+        "qty not on lot grid 0.0001",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "20000000",
+            "qty": "1",
+        },
+        "price 20000000 above max 10000000",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1e9",
+        },
+        "qty '1e9' is not a plain decimal string",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "20000",
+        },
+        "qty 20000 above max 10000",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "NaN",
+            "qty": "1",
+        },
+        "price 'NaN' is not a plain decimal string",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "market",
+            "price": "1",
+            "qty": "1",
+        },
+        "market order must not have a price",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "market",
+            "qty": "1",
+            "post_only": True,
+        },
+        "post_only market order is not allowed",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "market",
+            "qty": "1",
+            "tif": "gtc",
+        },
+        "market order tif must be ioc or fok",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+            "tif": "fok",
+            "post_only": True,
+        },
+        "post_only requires tif gtc (got fok)",
+    ),
+    (
+        {
+            "op": "new",
+            "symbol": "BTC-USD",
+            "id": "x",
+            "account": "a",
+            "side": "buy",
+            "type": "limit",
+            "price": "1",
+            "qty": "1",
+            "post_only": "yes",
+        },
+        "post_only must be true or false",
+    ),
+    (
+        {"op": "cancel", "symbol": "BTC-USD", "id": "ghost", "account": "a"},
+        "order is not live (unknown or finished)",
+    ),
+    (
+        {"op": "amend", "symbol": "BTC-USD", "id": "ghost", "account": "a", "qty": "1"},
+        "order is not live (unknown or finished)",
+    ),
+    (
+        {"op": "amend", "symbol": "BTC-USD", "id": "live", "account": "a"},
+        "amend needs qty and/or price",
+    ),
+]
+
+
+@pytest.mark.parametrize("cmd,reason", REJECTS, ids=[r for _, r in REJECTS])
+def test_every_reject_reason_and_nothing_changes(h, cmd, reason):
+    h.limit("live", "sell", "100", "1", account="a")
+    before = h.book()
+    ev = h.send(**cmd)
+    assert len(ev) == 1 and ev[0]["ev"] == "rejected"
+    assert ev[0]["reason"] == reason
+    assert h.book() == before
+
+
+def test_duplicate_live_id_rejected_but_finished_id_reusable(h):
+    h.limit("x", "buy", "100", "1")
+    ev = h.limit("x", "buy", "99", "1")
+    assert ev[0]["reason"] == "duplicate id: a live order has it"
+    h.send(op="cancel", symbol="BTC-USD", id="x", account="alice")
+    assert kinds(h.limit("x", "buy", "99", "1")) == ["accepted"]
+    # ids are per symbol: the same id may live on another pair
+    assert kinds(h.limit("x", "buy", "99", "1", symbol="ETH-USD")) == ["accepted"]
+
+
+def test_cancel_and_amend_need_the_owning_account(h):
+    h.limit("x", "buy", "100", "1", account="alice")
+    ev = h.send(op="cancel", symbol="BTC-USD", id="x", account="mallory")
+    assert ev[0]["reason"] == "order belongs to another account"
+    ev = h.send(op="amend", symbol="BTC-USD", id="x", account="mallory", qty="0.5")
+    assert ev[0]["reason"] == "order belongs to another account"
+    assert h.book()[0] == [[("x", 10000)]]
+
+
+def test_amend_cannot_increase_qty(h):
+    h.limit("x", "buy", "100", "1")
+    ev = h.send(op="amend", symbol="BTC-USD", id="x", account="alice", qty="2")
+    assert ev[0]["reason"] == "amend cannot increase qty (open 1.0000, asked 2.0000)"
+
+
+def test_cancel_of_filled_order_rejected(h):
+    h.limit("m", "sell", "100", "1", account="m")
+    h.market("t", "buy", "1")
+    ev = h.send(op="cancel", symbol="BTC-USD", id="m", account="m")
+    assert ev[0]["reason"] == "order is not live (unknown or finished)"
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        None,
+        5,
+        "new",
+        b"\x00",
+        (),
+        [],
+        (OP_NEW,),
+        (OP_NEW,) * 11,
+        (99, "BTC-USD"),
+        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 1.5, 1, 0, False, 0),
+        (OP_NEW, "BTC-USD", "x", "a", True, 0, 100, 1, 0, False, 0),
+        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 10**30, 0, False, 0),
+        (OP_NEW, "BTC-USD", "x", "a", 0, 0, -5, 1, 0, False, 0),
+        (OP_NEW, "BTC-USD", ["x"], "a", 0, 0, 100, 1, 0, False, 0),
+        (OP_NEW, ["BTC-USD"], "x", "a", 0, 0, 100, 1, 0, False, 0),
+        (OP_NEW, "BTC-USD", "x" * 65, "a", 0, 0, 100, 1, 0, False, 0),
+        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 1, 0, 1, 0),
+        (OP_CANCEL, "BTC-USD", {"x": 1}, "a"),
+        (OP_CANCEL, "BTC-USD"),
+        (OP_AMEND, "BTC-USD", "live", "a", "1", None),
+        (OP_AMEND, "BTC-USD", "live", "a", None, 10**40),
+        (OP_AMEND, "BTC-USD", "live", "a", 0, None),
+    ],
+)
+def test_raw_garbage_never_raises_and_changes_nothing(h, cmd):
+    h.limit("live", "sell", "100", "1", account="a")
+    before = h.book()
+    seq = h.engine.seq
+    ev = h.raw(cmd)
+    assert len(ev) == 1 and ev[0]["ev"] == "rejected" and ev[0]["reason"]
+    assert ev[0]["seq"] == seq + 1
+    assert h.book() == before
+
+
+def test_hundred_thousand_resting_orders_over_a_thousand_levels():
+    """Deep books stay usable: sweep, cancels and depth work with 100k resting orders."""
+    engine = Engine(DEFAULT_MARKETS)
+    out: list = []
+    n = 0
+    for level in range(1000):
+        for _ in range(100):
+            n += 1
+            engine.apply(
+                (OP_NEW, "BTC-USD", f"s{n}", "m", 1, 0, 1_000_000 + level, 1, 0, False, 0), out
+            )
+    book = engine.books["BTC-USD"]
+    assert book.resting() == 100_000
+    bids, asks = book.depth(5)
+    assert [a[0] for a in asks] == [1_000_000 + i for i in range(5)] and all(
+        a[1] == 100 and a[2] == 100 for a in asks
+    )
+    for i in range(1, 100_001, 2):
+        engine.apply((OP_CANCEL, "BTC-USD", f"s{i}", "m"), out)
+    out.clear()
+    engine.apply((OP_NEW, "BTC-USD", "big", "t", 0, 1, None, 30_000, 1, False, 0), out)
+    assert sum(e[4] for e in out if e[0] == 1) == 30_000
+    assert book.resting() == 50_000 - 30_000
+    assert book.best(1) == 1_000_000 + 600
+    engine.apply((OP_AMEND, "BTC-USD", "s60002", "m", None, 999_999), out)
+    assert book.best(1) == 999_999
