@@ -29,7 +29,9 @@ from shardex.engine.codes import (
     EV_TRADE,
     FOK,
     GTC,
+    IOC,
     LIMIT,
+    MARKET,
     MAX_ID_LEN,
     OP_AMEND,
     OP_CANCEL,
@@ -44,6 +46,17 @@ from shardex.engine.codes import (
 from shardex.engine.markets import Market
 
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
+# Every valid (side, type, tif, post_only, stp) of a new order: market orders need ioc/fok and no
+# post_only; post_only needs gtc.
+_VALID_NEW = frozenset(
+    (side, otype, tif, post_only, stp)
+    for side in (0, 1)
+    for otype in (LIMIT, MARKET)
+    for tif in (GTC, IOC, FOK)
+    for post_only in (False, True)
+    for stp in range(4)
+    if not (otype == MARKET and (tif == GTC or post_only)) and not (post_only and tif != GTC)
+)
 _SIDE_NAMES = ("bid", "ask")
 
 
@@ -72,9 +85,13 @@ class Engine:
             else:
                 self._reject(_field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", out)
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
-            # Only reachable for inputs of a shape no check above anticipated. Validation runs
-            # before any mutation, so rejecting here leaves the book untouched.
-            self._reject(_field(cmd, 1), _field(cmd, 2), "malformed command", out)
+            # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
+            # Validation runs before any mutation, so rejecting here leaves the book untouched.
+            try:
+                reason = self._why_new_invalid(cmd) if cmd[0] == OP_NEW else "malformed command"
+            except Exception:
+                reason = "malformed command"
+            self._reject(_field(cmd, 1), _field(cmd, 2), reason, out)
 
     def apply_many(self, cmds: Iterable[Command]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
@@ -99,53 +116,34 @@ class Engine:
     # ------------------------------------------------------------------ commands
 
     def _new(self, cmd: Command, out: list[Event]) -> None:
-        if len(cmd) != 11:
-            return self._reject(_field(cmd, 1), _field(cmd, 2), "new: expected 11 fields", out)
+        # One cheap gate for the common, valid case; precise reasons come from the slow path.
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
-        book = self.books.get(symbol) if type(symbol) is str else None
+        book = self.books.get(symbol)
         if book is None:
-            book = self.book(symbol)
-            if book is None:
-                return self._reject(symbol, oid, _unknown_symbol(symbol), out)
-        if type(oid) is not str or not 0 < len(oid) <= MAX_ID_LEN:
-            return self._reject(symbol, oid, f"id must be a string of 1..{MAX_ID_LEN} chars", out)
-        if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
-            return self._reject(
-                symbol, oid, f"account must be a string of 1..{MAX_ID_LEN} chars", out
+            book = self.book(symbol)  # the first command of a known symbol creates its book
+        if (
+            book is None
+            or type(oid) is not str
+            or type(account) is not str
+            or type(qty) is not int
+            or type(side) is not int
+            or type(otype) is not int
+            or type(tif) is not int
+            or type(stp) is not int
+            or type(post_only) is not bool
+            or (side, otype, tif, post_only, stp) not in _VALID_NEW
+            or not 0 < len(oid) <= MAX_ID_LEN
+            or not 0 < len(account) <= MAX_ID_LEN
+            or not 0 < qty <= book.market.max_qty_lots
+            or (
+                type(price) is not int or not 0 < price <= book.market.max_price_ticks
+                if otype == LIMIT
+                else price is not None
             )
-        if type(side) is not int or not 0 <= side <= 1:
-            return self._reject(symbol, oid, f"unknown side {side!r}", out)
-        if type(otype) is not int or not 0 <= otype <= 1:
-            return self._reject(symbol, oid, f"unknown type {otype!r}", out)
-        if type(tif) is not int or not 0 <= tif <= 2:
-            return self._reject(symbol, oid, f"unknown tif {tif!r}", out)
-        if type(stp) is not int or not 0 <= stp <= 3:
-            return self._reject(symbol, oid, f"unknown stp {stp!r}", out)
-        if type(post_only) is not bool:
-            return self._reject(symbol, oid, "post_only must be a boolean", out)
+        ):
+            return self._reject(symbol, oid, self._why_new_invalid(cmd), out)
         market = book.market
-        if type(qty) is not int:
-            return self._reject(symbol, oid, "qty must be an integer number of lots", out)
-        if not 0 < qty <= market.max_qty_lots:
-            return self._reject(symbol, oid, _range_reason("qty", qty, market), out)
-        if otype == LIMIT:
-            if type(price) is not int:
-                return self._reject(symbol, oid, "limit order needs an integer price in ticks", out)
-            if not 0 < price <= market.max_price_ticks:
-                return self._reject(symbol, oid, _range_reason("price", price, market), out)
-            limit_key = price if side == BUY else -price
-        else:
-            if price is not None:
-                return self._reject(symbol, oid, "market order must not have a price", out)
-            if post_only:
-                return self._reject(symbol, oid, "post_only market order is not allowed", out)
-            if tif == GTC:
-                return self._reject(symbol, oid, "market order tif must be ioc or fok", out)
-            limit_key = _NO_LIMIT
-        if post_only and tif != GTC:
-            return self._reject(
-                symbol, oid, f"post_only requires tif gtc (got {('gtc', 'ioc', 'fok')[tif]})", out
-            )
+        limit_key = _NO_LIMIT if otype else (price if side == BUY else -price)
         if oid in book.orders:
             return self._reject(symbol, oid, "duplicate id: a live order has it", out)
 
@@ -168,7 +166,9 @@ class Engine:
             self.seq = seq = seq + 1
             out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
             return None
-        qty = _match(self, book, side, limit_key, qty, oid, account, stp, out)
+        heap = opp.heap
+        if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
+            qty = _match(self, book, side, limit_key, qty, oid, account, stp, out)
         if qty > 0:
             if tif == GTC:
                 _rest(book, Order(oid, account, side, price, qty, stp, post_only))
@@ -176,6 +176,49 @@ class Engine:
                 self.seq = seq = self.seq + 1
                 out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
         return None
+
+    def _why_new_invalid(self, cmd: Command) -> str:
+        """The precise reason a ``new`` failed the fast validity gate (slow path only)."""
+        if len(cmd) != 11:
+            return "new: expected 11 fields"
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
+        book = self.book(symbol) if type(symbol) is str else None
+        if book is None:
+            return _unknown_symbol(symbol)
+        if type(oid) is not str or not 0 < len(oid) <= MAX_ID_LEN:
+            return f"id must be a string of 1..{MAX_ID_LEN} chars"
+        if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+            return f"account must be a string of 1..{MAX_ID_LEN} chars"
+        if type(side) is not int or not 0 <= side <= 1:
+            return f"unknown side {side!r}"
+        if type(otype) is not int or not 0 <= otype <= 1:
+            return f"unknown type {otype!r}"
+        if type(tif) is not int or not 0 <= tif <= 2:
+            return f"unknown tif {tif!r}"
+        if type(stp) is not int or not 0 <= stp <= 3:
+            return f"unknown stp {stp!r}"
+        if type(post_only) is not bool:
+            return "post_only must be a boolean"
+        market = book.market
+        if type(qty) is not int:
+            return "qty must be an integer number of lots"
+        if not 0 < qty <= market.max_qty_lots:
+            return _range_reason("qty", qty, market)
+        if otype == LIMIT:
+            if type(price) is not int:
+                return "limit order needs an integer price in ticks"
+            if not 0 < price <= market.max_price_ticks:
+                return _range_reason("price", price, market)
+        else:
+            if price is not None:
+                return "market order must not have a price"
+            if post_only:
+                return "post_only market order is not allowed"
+            if tif == GTC:
+                return "market order tif must be ioc or fok"
+        if post_only and tif != GTC:
+            return f"post_only requires tif gtc (got {('gtc', 'ioc', 'fok')[tif]})"
+        return "malformed command"
 
     def _cancel(self, cmd: Command, out: list[Event]) -> None:
         if len(cmd) != 4:
