@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+import time
 from collections import Counter
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
 from shardex.engine import Engine, MarketError, load_markets
 from shardex.engine.codes import EV_REJECTED, EV_TRADE
+from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
 from shardex.protocol import command_from_json_line, event_to_json_line
 
 
@@ -31,8 +36,24 @@ markets_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shardex")
-def main() -> None:
-    """shardex: a sharded, multiprocess order-matching cluster."""
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    envvar="SHARDEX_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def main(log_level: str) -> None:
+    """shardex: a sharded, multiprocess order-matching cluster.
+
+    Start a local cluster with `shardex up`, look at it with `shardex status` and
+    `shardex book SYMBOL`, run the engine on a file with `shardex replay`.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @main.command()
@@ -75,6 +96,370 @@ def replay(source: BinaryIO, markets_file: str | None, output, summary: bool) ->
         )
         for reason, n in rejects.most_common():
             err.write(f"  {n:>8}  {reason}\n")
+
+
+# --------------------------------------------------------------------------------- cluster
+
+host_option = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SHARDEX_HOST",
+    help="Host of the default endpoint layout.",
+)
+base_port_option = click.option(
+    "--base-port",
+    type=int,
+    default=DEFAULT_BASE_PORT,
+    show_default=True,
+    envvar="SHARDEX_BASE_PORT",
+    help="Base port of the default layout: router base+0 (clients) and base+1 (shards), shard i "
+    "direct base+100+i, PUB base+200+i.",
+)
+endpoint_option = click.option(
+    "--endpoint",
+    default=None,
+    envvar="SHARDEX_ENDPOINT",
+    help="Router client endpoint [default: tcp://HOST:BASE_PORT].",
+)
+
+
+def honcho_concurrency(process_type: str) -> int | None:
+    """The ``-c NAME=K`` of the honcho that started us (walking up parent processes), else 1
+    when under honcho without -c, else None. Lets ``honcho start -c engine=4`` size the cluster."""
+    pid = os.getppid()
+    for _ in range(6):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if any(os.path.basename(a) == "honcho" or a.endswith("/honcho") for a in argv[:2]) or (
+            len(argv) > 2 and argv[1:3] == ["-m", "honcho"]
+        ):
+            conc = None
+            for i, a in enumerate(argv):
+                if a in ("-c", "--concurrency") and i + 1 < len(argv):
+                    conc = argv[i + 1]
+                elif a.startswith("--concurrency="):
+                    conc = a.split("=", 1)[1]
+            if conc:
+                for item in conc.split(","):
+                    name, _, k = item.partition("=")
+                    if name.strip() == process_type and k.strip().isdigit():
+                        return int(k)
+            return 1
+        pid = ppid
+        if pid <= 1:
+            return None
+    return None
+
+
+def resolve_shards(value: str) -> int:
+    if value == "auto":
+        n = honcho_concurrency("engine")
+        if n is None:
+            raise click.UsageError(
+                "--shards auto (SHARDEX_SHARDS=auto) only works under honcho; give a number"
+            )
+        return n
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.UsageError(f"--shards must be a number or 'auto', got {value!r}") from None
+    if not 1 <= n <= MAX_SHARDS:
+        raise click.UsageError(f"--shards must be 1..{MAX_SHARDS}, got {n}")
+    return n
+
+
+def resolve_shard_index(value: int | None) -> int:
+    if value is not None:
+        return value
+    name = os.environ.get("HONCHO_PROCESS_NAME", "")
+    kind, _, num = name.rpartition(".")
+    if kind and num.isdigit():
+        return int(num) - 1  # honcho numbers processes from 1
+    raise click.UsageError("--shard is required (or run under honcho: engine.N → shard N-1)")
+
+
+@main.command()
+@click.option(
+    "--shards",
+    default="1",
+    envvar="SHARDEX_SHARDS",
+    show_default=True,
+    help="Number of engine shards (N in crc32(symbol) % N), or 'auto' under honcho.",
+)
+@host_option
+@base_port_option
+@click.option("--frontend", default=None, help="Bind endpoint for clients [layout].")
+@click.option("--backend", default=None, help="Bind endpoint for shards [layout].")
+def router(
+    shards: str, host: str, base_port: int, frontend: str | None, backend: str | None
+) -> None:
+    """Run the router: hash each request's symbol to a shard and forward it."""
+    from shardex.router import RouterConfig, run_router
+
+    n = resolve_shards(shards)
+    layout = Layout(host, base_port, n)
+    run_router(RouterConfig(n, frontend or layout.frontend, backend or layout.backend))
+
+
+@main.command()
+@click.option(
+    "--shard",
+    "index",
+    type=int,
+    default=None,
+    envvar="SHARDEX_SHARD",
+    help="This shard's index 0..N-1 [from HONCHO_PROCESS_NAME under honcho].",
+)
+@click.option(
+    "--shards",
+    default="1",
+    envvar="SHARDEX_SHARDS",
+    show_default=True,
+    help="Total number of shards, or 'auto' under honcho.",
+)
+@host_option
+@base_port_option
+@click.option(
+    "--router",
+    "router_ep",
+    default=None,
+    help="Router backend endpoint to connect to [layout]; 'none' for direct only.",
+)
+@click.option("--direct", default=None, help="Bind endpoint for direct clients [layout].")
+@click.option("--pub", default=None, help="Bind endpoint for the event stream [layout].")
+@markets_option
+@click.option(
+    "--max-backlog",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Messages waiting in one wake-up beyond which requests get 'overloaded'.",
+)
+@click.option("--cpu", type=int, default=None, help="Pin to this CPU [auto: shard i → i mod n].")
+@click.option("--no-pin", is_flag=True, help="Do not pin the process to a CPU.")
+def engine(
+    index: int | None,
+    shards: str,
+    host: str,
+    base_port: int,
+    router_ep: str | None,
+    direct: str | None,
+    pub: str | None,
+    markets_file: str | None,
+    max_backlog: int,
+    cpu: int | None,
+    no_pin: bool,
+) -> None:
+    """Run one engine shard: the single writer of the pairs that hash to it."""
+    from shardex.shard import ShardConfig, run_shard
+
+    n = resolve_shards(shards)
+    i = resolve_shard_index(index)
+    if not 0 <= i < n:
+        raise click.UsageError(
+            f"shard index {i} out of range for {n} shards "
+            "(under honcho, SHARDEX_SHARDS must match -c engine=N)"
+        )
+    if max_backlog < 1:
+        raise click.UsageError("--max-backlog must be >= 1")
+    layout = Layout(host, base_port, n)
+    cfg = ShardConfig(
+        index=i,
+        shards=n,
+        router=None if router_ep == "none" else (router_ep or layout.backend),
+        direct=direct or layout.direct(i),
+        pub=pub or layout.pub(i),
+        markets=_markets(markets_file),
+        max_backlog=max_backlog,
+        pin=not no_pin,
+        cpu=cpu,
+    )
+    run_shard(cfg)
+
+
+@main.command()
+@click.option(
+    "--shards", type=int, default=None, help="Number of engine shards [default: usable cores]."
+)
+@host_option
+@base_port_option
+@markets_option
+@click.option(
+    "--max-backlog",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Per-shard load-shedding threshold (messages).",
+)
+@click.option("--no-pin", is_flag=True, help="Do not pin shards to CPUs.")
+def up(
+    shards: int | None,
+    host: str,
+    base_port: int,
+    markets_file: str | None,
+    max_backlog: int,
+    no_pin: bool,
+) -> None:
+    """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
+    from shardex.supervisor import Supervisor, build_children, port_free
+
+    n = shards or len(os.sched_getaffinity(0))
+    try:
+        layout = Layout(host, base_port, n)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    busy = [p for p in layout.ports() if not port_free(host, p)]
+    if busy:
+        raise click.ClickException(
+            f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
+            "(is another cluster running? use --base-port)"
+        )
+    _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    sup = Supervisor(build_children(layout, markets_file, max_backlog, not no_pin, level))
+
+    def ready() -> None:
+        _print_endpoints(layout)
+
+    sys.exit(sup.run(on_ready=ready))
+
+
+def _print_endpoints(layout: Layout) -> None:
+    from shardex.client import Client, ShardexError
+
+    shards_up = 0
+    with Client(layout.frontend, timeout=1.0) as c:
+        for _ in range(20):
+            try:
+                info = c.topology()
+            except ShardexError:
+                continue
+            shards_up = sum(1 for t in info["topology"] if t.get("pid"))
+            if shards_up == layout.shards:
+                break
+            time.sleep(0.25)
+    lines = [
+        f"shardex cluster: {layout.shards} shard(s), {shards_up} registered",
+        f"  router (clients)   {layout.frontend}",
+        f"  router (shards)    {layout.backend}",
+    ]
+    for i in range(layout.shards):
+        lines.append(f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}")
+    lines.append("Ctrl-C stops everything.")
+    click.echo("\n".join(lines), err=False)
+    sys.stdout.flush()
+
+
+def _client(endpoint: str | None, host: str, base_port: int, timeout: float):
+    from shardex.client import Client
+
+    return Client(endpoint or Layout(host, base_port).frontend, timeout=timeout)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("symbol")
+@click.option("--depth", type=int, default=10, show_default=True, help="Levels per side.")
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def book(
+    symbol: str,
+    depth: int,
+    endpoint: str | None,
+    host: str,
+    base_port: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Show SYMBOL's order book (L2: price, quantity, orders per level)."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout) as c:
+            b = c.book(symbol, depth)
+    except ShardexError as exc:
+        _fail(exc)
+    if "error" in b:
+        raise click.ClickException(b["error"])
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    **b,
+                    "bids": [[str(p), str(q), n] for p, q, n in b["bids"]],
+                    "asks": [[str(p), str(q), n] for p, q, n in b["asks"]],
+                }
+            )
+        )
+        return
+    click.echo(f"{symbol}  (shard {b['shard']}, seq {b['seq']})")
+    click.echo(
+        f"{'bid orders':>10} {'bid qty':>16} {'bid':>14} | {'ask':<14} {'ask qty':<16} "
+        f"{'orders':<6}"
+    )
+    for k in range(max(len(b["bids"]), len(b["asks"]))):
+        bid = b["bids"][k] if k < len(b["bids"]) else None
+        ask = b["asks"][k] if k < len(b["asks"]) else None
+        left = f"{bid[2]:>10} {bid[1]!s:>16} {bid[0]!s:>14}" if bid else " " * 42
+        right = f"{ask[0]!s:<14} {ask[1]!s:<16} {ask[2]:<6}" if ask else ""
+        click.echo(f"{left} | {right}")
+    if not b["bids"] and not b["asks"]:
+        click.echo("(empty book)")
+
+
+@main.command()
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(endpoint: str | None, host: str, base_port: int, timeout: float, as_json: bool) -> None:
+    """Show every shard's status: seq, resting orders, backlog, uptime."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout) as c:
+            topo = c.topology()
+            shards = c.status()
+    except ShardexError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"router": topo, "shards": shards}, default=str))
+        return
+    click.echo(
+        f"router pid {topo['pid']}: {topo['shards']} shard(s), forwarded "
+        f"{sum(topo['forwarded'])}, rejected {topo['rejected']}"
+    )
+    hdr = (
+        f"{'shard':>5} {'state':<7} {'pid':>7} {'cpu':>4} {'seq':>10} {'resting':>9} "
+        f"{'commands':>10} {'backlog':>7} {'shed':>6} {'uptime':>9}"
+    )
+    click.echo(hdr)
+    for st in shards:
+        if "error" in st:
+            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            continue
+        click.echo(
+            f"{st['shard']:>5} {'up':<7} {st['pid']:>7} {_s(st.get('cpu')):>4} "
+            f"{st['seq']:>10} {st['resting']:>9} {st['commands']:>10} "
+            f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s"
+        )
+
+
+def _s(v: Any) -> str:
+    return "-" if v is None else str(v)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+
+import msgpack
 
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -263,3 +266,97 @@ def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
 
 def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
     return json.dumps(event_to_json(ev, markets), separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary wire protocol (ZeroMQ multipart + msgpack)
+#
+# client → router:  [routing key, request id, payload]
+# router → shard:   [client identity, request id, payload]            (over the shard's DEALER)
+# shard → client:   [request id, reply]                               (router prepends identity)
+#
+# routing key: the UTF-8 symbol of the batch's commands (router hashes it), ``#<i>`` to address
+#              shard i directly (status/book reads), or empty to ask the router itself (topology).
+# payload:     msgpack [VERSION, [command, ...]]; commands are the engine tuples of
+#              ``shardex.engine.codes`` (ints inside) plus the read ops below.
+# reply:       msgpack [VERSION, error, results]; ``error`` is None or a batch-level reason
+#              (``overloaded``, ``shard unavailable``, ``malformed payload: ...``) in which case
+#              ``results`` is None; otherwise one result per command, in order: the command's
+#              event tuples for writes, a map for reads.
+# events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order.
+# ---------------------------------------------------------------------------------------------
+
+VERSION = 1
+OP_BOOK = 10  # (OP_BOOK, symbol, depth)
+OP_STATUS = 11  # (OP_STATUS,)
+OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
+MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
+
+ERR_OVERLOADED = "overloaded"
+ERR_UNAVAILABLE = "shard unavailable"
+
+_packer = msgpack.Packer(use_bin_type=True)
+packb = _packer.pack
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode one msgpack frame; arrays become tuples (what the engine expects)."""
+    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
+
+
+def shard_for(symbol: str | bytes, shards: int) -> int:
+    """The shard that owns ``symbol``: crc32 (stable across processes and hosts) modulo N.
+
+    The one routing function of the cluster; router, shards and direct clients all call it.
+    """
+    key = symbol.encode() if isinstance(symbol, str) else symbol
+    return zlib.crc32(key) % shards
+
+
+def encode_request(cmds: list[Command] | tuple[Command, ...]) -> bytes:
+    return packb((VERSION, cmds))
+
+
+def decode_request(payload: bytes) -> tuple[Any, str | None]:
+    """Request payload → (commands, None) or (None, reason) for a batch-level reject."""
+    if len(payload) > MAX_FRAME:
+        return None, f"frame too large ({len(payload)} bytes > {MAX_FRAME})"
+    try:
+        msg = unpackb(payload)
+    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
+        return None, f"malformed payload: {type(exc).__name__}"
+    if type(msg) is not tuple or len(msg) != 2:
+        return None, "malformed payload: expected [version, commands]"
+    version, cmds = msg
+    if version != VERSION:
+        return None, f"unsupported protocol version {version!r} (this side speaks {VERSION})"
+    if type(cmds) is not tuple:
+        return None, "malformed payload: commands must be an array"
+    return cmds, None
+
+
+def encode_reply(results: list[Any] | None, error: str | None = None) -> bytes:
+    return packb((VERSION, error, results))
+
+
+def decode_reply(payload: bytes) -> tuple[str | None, Any]:
+    """Reply payload → (error, results). Never raises: garbage becomes an error string."""
+    try:
+        msg = unpackb(payload)
+        version, error, results = msg
+    except Exception as exc:
+        return f"malformed reply: {type(exc).__name__}", None
+    if version != VERSION:
+        return f"unsupported protocol version {version!r} in reply", None
+    return error, results
+
+
+def encode_events(shard: int, events: list[Event]) -> bytes:
+    return packb((VERSION, shard, events))
+
+
+def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
+    version, shard, events = unpackb(payload)
+    if version != VERSION:
+        raise ValueError(f"unsupported protocol version {version!r} in events")
+    return shard, events

@@ -1,0 +1,162 @@
+"""``shardex up``: start the router and N engine shards as child processes and keep them alive.
+
+The supervisor is deliberately dumb: each component is an ordinary ``shardex <component>``
+process (the same commands the Procfile runs), so what runs under ``shardex up`` is exactly what
+runs under honcho or systemd. It restarts a child that dies (loudly, with backoff) and on
+Ctrl-C/SIGTERM stops everything: SIGTERM first, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from shardex.layout import Layout
+
+log = logging.getLogger("shardex.up")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def build_children(
+    layout: Layout, markets_file: str | None, max_backlog: int, pin: bool, log_level: str
+) -> list[Child]:
+    exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
+    markets = ["--markets", markets_file] if markets_file else []
+    children = [
+        Child(
+            "router",
+            [
+                *exe,
+                "router",
+                "--shards",
+                str(layout.shards),
+                "--frontend",
+                layout.frontend,
+                "--backend",
+                layout.backend,
+            ],
+        )
+    ]
+    for i in range(layout.shards):
+        children.append(
+            Child(
+                f"engine.{i}",
+                [
+                    *exe,
+                    "engine",
+                    "--shard",
+                    str(i),
+                    "--shards",
+                    str(layout.shards),
+                    "--router",
+                    layout.backend,
+                    "--direct",
+                    layout.direct(i),
+                    "--pub",
+                    layout.pub(i),
+                    "--max-backlog",
+                    str(max_backlog),
+                    *markets,
+                    *([] if pin else ["--no-pin"]),
+                ],
+            )
+        )
+    return children
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], grace: float = 5.0) -> None:
+        self.children = children
+        self.grace = grace
+        self.stopping = False
+
+    def run(self, on_ready=None) -> int:
+        def stop(signum, frame):  # noqa: ARG001
+            self.stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        for c in self.children:
+            c.start()
+        if on_ready is not None and not self.stopping:
+            on_ready()
+        while not self.stopping:
+            now = time.monotonic()
+            for c in self.children:
+                if c.proc is None:
+                    if now >= c.next_start:
+                        c.start()
+                    continue
+                rc = c.proc.poll()
+                if rc is None:
+                    continue
+                how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+                # Restart at once the first time, then back off if it keeps dying.
+                c.history = [t for t in c.history if now - t < 60] + [now]
+                delay = 0.0 if len(c.history) <= 1 else min(10.0, 0.5 * 2 ** (len(c.history) - 2))
+                c.restarts += 1
+                log.error(
+                    "!!! %s (pid %d) DIED with %s; restarting in %.1fs (restart #%d)",
+                    c.name,
+                    c.proc.pid,
+                    how,
+                    delay,
+                    c.restarts,
+                )
+                c.proc = None
+                c.next_start = now + delay
+            time.sleep(0.05)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        log.info("stopping %d processes", len(self.children))
+        for c in reversed(self.children):
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.terminate()
+        deadline = time.monotonic() + self.grace
+        for c in self.children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s (pid %d) ignored SIGTERM for %.0fs: killing it",
+                    c.name,
+                    c.proc.pid,
+                    self.grace,
+                )
+                c.proc.kill()
+                c.proc.wait()
+        log.info("all stopped")
+        return 0
