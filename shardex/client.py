@@ -247,8 +247,9 @@ class _Base:
         return {**book, "bids": conv, "asks": conva}
 
 
-def _socket_options(sock: zmq.Socket) -> None:
+def _socket_options(sock: zmq.Socket, timeout: float) -> None:
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.IMMEDIATE, 1)  # do not queue toward a peer that is not connected
@@ -271,7 +272,7 @@ class Client(_Base):
         super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
         self.ctx = context or zmq.Context.instance()
         self._router = self.ctx.socket(zmq.DEALER)
-        _socket_options(self._router)
+        _socket_options(self._router, timeout)
         self._router.connect(endpoint)
         self._shard_socks: list[zmq.Socket] = []
         self._poller = zmq.Poller()
@@ -323,8 +324,14 @@ class Client(_Base):
                 s, key, idx = queue.pop()
                 req = _REQ.pack(next(self._req))
                 sock = self._shard_socks[s] if self.direct else self._router
-                sock.send_multipart([key, req, encode_request([tuples[i] for i in idx])])
+                try:
+                    self._send(sock, [key, req, encode_request([tuples[i] for i in idx])])
+                except RequestTimeout as exc:
+                    self._results(cmds, idx, str(exc), None, out)
+                    continue
                 inflight[req] = (idx, time.monotonic() + self.timeout)
+            if not inflight:
+                continue
             deadline = min(d for _, d in inflight.values())
             got = self._recv(deadline)
             if got is None:
@@ -362,7 +369,7 @@ class Client(_Base):
     def topology(self) -> dict[str, Any]:
         """Ask the router for the cluster shape (shard count, shard endpoints, pids)."""
         req = _REQ.pack(next(self._req))
-        self._router.send_multipart([b"", req, encode_request([])])
+        self._send(self._router, [b"", req, encode_request([])])
         info = self._wait(req, time.monotonic() + self.timeout, what="router topology")
         self.shards = info["shards"]
         return info
@@ -392,7 +399,7 @@ class Client(_Base):
         self.shards = len(eps)
         for ep in eps:
             sock = self.ctx.socket(zmq.DEALER)
-            _socket_options(sock)
+            _socket_options(sock, self.timeout)
             sock.connect(ep)
             self._poller.register(sock, zmq.POLLIN)
             self._shard_socks.append(sock)
@@ -400,8 +407,19 @@ class Client(_Base):
     def _read(self, key: bytes, cmd: tuple, shard: int) -> dict[str, Any]:
         req = _REQ.pack(next(self._req))
         sock = self._shard_socks[shard] if self.direct else self._router
-        sock.send_multipart([key, req, encode_request([cmd])])
+        self._send(sock, [key, req, encode_request([cmd])])
         return self._wait(req, time.monotonic() + self.timeout, what=f"shard {shard}")
+
+    def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        """Send, waiting at most ``timeout`` for a connected peer (IMMEDIATE: never queue a
+        request toward a peer that is down, where it could run long after we gave up)."""
+        try:
+            sock.send_multipart(frames)
+        except zmq.Again:
+            raise RequestTimeout(
+                f"cannot reach {sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
+                f"within {self.timeout}s (not running?)"
+            ) from None
 
     def _wait(self, req: bytes, deadline: float, what: str) -> Any:
         while True:
@@ -445,7 +463,7 @@ class AsyncClient(_Base):
         super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
         self.ctx = zmq.asyncio.Context.instance()
         self._router = self.ctx.socket(zmq.DEALER)
-        _socket_options(self._router)
+        _socket_options(self._router, timeout)
         self._router.connect(endpoint)
         self._shard_socks: list[zmq.asyncio.Socket] = []
         self._waiters: dict[bytes, asyncio.Future] = {}
@@ -466,7 +484,7 @@ class AsyncClient(_Base):
             self.shards = len(eps)
             for ep in eps:
                 sock = self.ctx.socket(zmq.DEALER)
-                _socket_options(sock)
+                _socket_options(sock, self.timeout)
                 sock.connect(ep)
                 self._shard_socks.append(sock)
                 self._readers.append(asyncio.ensure_future(self._reader(sock)))
@@ -486,7 +504,13 @@ class AsyncClient(_Base):
         req = _REQ.pack(next(self._req))
         fut = asyncio.get_running_loop().create_future()
         self._waiters[req] = fut
-        await sock.send_multipart([key, req, encode_request(cmds)])
+        try:
+            await asyncio.wait_for(
+                sock.send_multipart([key, req, encode_request(cmds)]), self.timeout
+            )
+        except (TimeoutError, zmq.Again):
+            self._waiters.pop(req, None)
+            raise RequestTimeout(f"cannot reach {self.endpoint} within {self.timeout}s") from None
         return req, fut
 
     async def _reply(self, req: bytes, fut: asyncio.Future, what: str) -> tuple[str | None, Any]:
@@ -550,7 +574,12 @@ class AsyncClient(_Base):
         for s, key, idx in self._plan(tuples, max(1, batch)):
             await gate.acquire()
             sock = self._shard_socks[s] if self.direct else self._router
-            req, fut = await self._send(sock, key, [tuples[i] for i in idx])
+            try:
+                req, fut = await self._send(sock, key, [tuples[i] for i in idx])
+            except RequestTimeout as exc:
+                gate.release()
+                self._results(cmds, idx, str(exc), None, out)
+                continue
             tasks.append(asyncio.ensure_future(finish(req, fut, s, idx)))
         await asyncio.gather(*tasks)
         return out  # type: ignore[return-value]

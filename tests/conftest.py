@@ -1,0 +1,129 @@
+"""Fixtures that run real shardex processes on loopback, on free ports, and always clean up."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shardex.client import Client, ShardexError
+from shardex.layout import Layout
+from shardex.supervisor import port_free
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_layout(shards: int) -> Layout:
+    """A layout whose every port is free right now (random base, retried)."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - 400)
+        layout = Layout("127.0.0.1", base, shards)
+        if all(port_free("127.0.0.1", p) for p in layout.ports()):
+            return layout
+    raise RuntimeError("no free port range found")
+
+
+def wait_for_cluster(layout: Layout, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    with Client(layout.frontend, timeout=0.5) as c:
+        while time.monotonic() < deadline:
+            try:
+                info = c.topology()
+                if all(t.get("pid") for t in info["topology"]):
+                    return info
+                last = info
+            except ShardexError as exc:
+                last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"cluster at {layout.frontend} not ready: {last}")
+
+
+class Cluster:
+    """A ``shardex up`` child in its own process group."""
+
+    def __init__(self, shards: int, *extra: str) -> None:
+        self.layout = free_layout(shards)
+        self.log = open(  # noqa: SIM115 - closed in stop()
+            f"/tmp/shardex-test-{self.layout.base_port}.log", "w+b"
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shardex.cli",
+                "up",
+                "--shards",
+                str(shards),
+                "--base-port",
+                str(self.layout.base_port),
+                "--no-pin",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        try:
+            self.info = wait_for_cluster(self.layout)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return self.layout.frontend
+
+    def client(self, **kw) -> Client:
+        kw.setdefault("timeout", 5.0)
+        return Client(self.endpoint, **kw)
+
+    def shard_pid(self, i: int) -> int:
+        with self.client() as c:
+            return c.topology()["topology"][i]["pid"]
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in the group
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def cluster2() -> Iterator[Cluster]:
+    c = Cluster(2)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cluster1() -> Iterator[Cluster]:
+    c = Cluster(1)
+    try:
+        yield c
+    finally:
+        c.stop()
