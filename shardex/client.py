@@ -221,18 +221,24 @@ class _Base:
         plan.extend((s, key, idx) for s, (key, idx) in open_.items())
         return plan
 
-    def _results(self, cmds, idx: list[int], error: str | None, results: Any, out) -> None:
+    @staticmethod
+    def _store(idx: list[int], error: str | None, results: Any, out: list) -> None:
+        """Record one frame's outcome as (error, events) per command index."""
         if error is None and (not isinstance(results, tuple | list) or len(results) != len(idx)):
             error = "malformed reply: result count does not match the batch"
-        for k, i in enumerate(idx):
-            if error is not None:
-                out[i] = Result(cmds[i], [], error)
-            else:
+        if error is not None:
+            for i in idx:
+                out[i] = (error, ())
+        else:
+            for k, i in enumerate(idx):
                 evs = results[k]
-                out[i] = Result(
-                    cmds[i],
-                    [self.codec.event(e) for e in evs] if isinstance(evs, tuple | list) else [],
-                )
+                out[i] = (None, evs if isinstance(evs, tuple | list) else ())
+
+    def _to_results(self, cmds: list[dict[str, Any]], raw: list) -> list[Result]:
+        event = self.codec.event
+        return [
+            Result(c, [event(e) for e in evs], err) for c, (err, evs) in zip(cmds, raw, strict=True)
+        ]
 
     def _decimal_book(self, book: dict[str, Any]) -> dict[str, Any]:
         m = self.markets.get(book.get("symbol"))
@@ -311,12 +317,19 @@ class Client(_Base):
         ``error='timeout ...'`` (the commands may or may not have been applied).
         """
         cmds = [dict(c) for c in commands]
-        if not cmds:
+        raw = self.submit_raw([self.codec.command(c) for c in cmds], batch=batch, window=window)
+        return self._to_results(cmds, raw)
+
+    def submit_raw(
+        self, tuples: list[Command], *, batch: int = 100, window: int = 8
+    ) -> list[tuple[str | None, tuple]]:
+        """Fast path for load generators: engine command tuples (ints) in, and per command
+        ``(error, event tuples)`` out, with no Decimal conversion on either side."""
+        if not tuples:
             return []
         if self.shards is None:
             self.topology()
-        tuples = [self.codec.command(c) for c in cmds]
-        out: list[Result | None] = [None] * len(cmds)
+        out: list[Any] = [None] * len(tuples)
         queue = list(reversed(self._plan(tuples, max(1, batch))))
         inflight: dict[bytes, tuple[list[int], float]] = {}
         while queue or inflight:
@@ -327,7 +340,7 @@ class Client(_Base):
                 try:
                     self._send(sock, [key, req, encode_request([tuples[i] for i in idx])])
                 except RequestTimeout as exc:
-                    self._results(cmds, idx, str(exc), None, out)
+                    self._store(idx, str(exc), None, out)
                     continue
                 inflight[req] = (idx, time.monotonic() + self.timeout)
             if not inflight:
@@ -339,15 +352,15 @@ class Client(_Base):
                 for req, (idx, d) in list(inflight.items()):
                     if d <= now:
                         del inflight[req]
-                        self._results(cmds, idx, f"timeout after {self.timeout}s", None, out)
+                        self._store(idx, f"timeout after {self.timeout}s", None, out)
                 continue
             req, payload = got
             entry = inflight.pop(req, None)
             if entry is None:
                 continue  # a late reply to a request that already timed out
             error, results = decode_reply(payload)
-            self._results(cmds, entry[0], error, results, out)
-        return out  # type: ignore[return-value]
+            self._store(entry[0], error, results, out)
+        return out
 
     def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
         """L2 depth: {'bids': [(price, qty, orders)...], 'asks': [...]} with Decimals."""
@@ -555,10 +568,15 @@ class AsyncClient(_Base):
     async def submit_many(
         self, commands: Iterable[Mapping[str, Any]], *, batch: int = 100, window: int = 8
     ) -> list[Result]:
-        await self._start()
         cmds = [dict(c) for c in commands]
         tuples = [self.codec.command(c) for c in cmds]
-        out: list[Result | None] = [None] * len(cmds)
+        return self._to_results(cmds, await self.submit_raw(tuples, batch=batch, window=window))
+
+    async def submit_raw(
+        self, tuples: list[Command], *, batch: int = 100, window: int = 8
+    ) -> list[tuple[str | None, tuple]]:
+        await self._start()
+        out: list[Any] = [None] * len(tuples)
         gate = asyncio.Semaphore(max(1, window))
 
         async def finish(req: bytes, fut: asyncio.Future, s: int, idx: list[int]) -> None:
@@ -568,7 +586,7 @@ class AsyncClient(_Base):
                 error, results = str(exc), None
             finally:
                 gate.release()
-            self._results(cmds, idx, error, results, out)
+            self._store(idx, error, results, out)
 
         tasks = []
         for s, key, idx in self._plan(tuples, max(1, batch)):
@@ -578,11 +596,11 @@ class AsyncClient(_Base):
                 req, fut = await self._send(sock, key, [tuples[i] for i in idx])
             except RequestTimeout as exc:
                 gate.release()
-                self._results(cmds, idx, str(exc), None, out)
+                self._store(idx, str(exc), None, out)
                 continue
             tasks.append(asyncio.ensure_future(finish(req, fut, s, idx)))
         await asyncio.gather(*tasks)
-        return out  # type: ignore[return-value]
+        return out
 
     async def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
         await self._start()

@@ -1,0 +1,318 @@
+"""Cluster throughput and latency: real `shardex up` clusters, real ZeroMQ, real processes.
+
+For 1 and 2 shards, through the router and direct to the shards:
+
+* closed loop: client processes push pre-built orders with ``submit_raw`` (batch B, window W
+  frames in flight) as fast as replies come back → acked orders/s (and frame round-trip
+  percentiles);
+* open loop: one order per frame sent on a fixed schedule (R orders/s); latency is measured from
+  the *intended* send time, so a stall delays every order behind it and shows up in the tail
+  (no coordinated omission).
+
+Prints a table; ``--json`` prints one JSON object with ``acked_per_s``, ``p50_us``, ``p99_us``,
+``p999_us`` per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from hdrh.histogram import HdrHistogram
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shardex.client import Client  # noqa: E402
+from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL  # noqa: E402
+from shardex.layout import Layout  # noqa: E402
+from shardex.protocol import decode_reply, encode_request, shard_for  # noqa: E402
+
+SYMBOLS_2 = ("BTC-USD", "ETH-USD")  # crc32 puts these on different shards when N = 2
+assert shard_for(SYMBOLS_2[0], 2) != shard_for(SYMBOLS_2[1], 2)
+
+
+def free_base() -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        ok = True
+        for p in Layout("127.0.0.1", base, 4).ports():
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise SystemExit("no free ports")
+
+
+def start_cluster(shards: int, pin: bool) -> tuple[subprocess.Popen, Layout]:
+    layout = Layout("127.0.0.1", free_base(), shards)
+    argv = [
+        sys.executable,
+        "-m",
+        "shardex.cli",
+        "--log-level",
+        "WARNING",
+        "up",
+        "--shards",
+        str(shards),
+        "--base-port",
+        str(layout.base_port),
+    ]
+    if not pin:
+        argv.append("--no-pin")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+    with Client(layout.frontend, timeout=0.5) as c:
+        for _ in range(100):
+            try:
+                if all(t.get("pid") for t in c.topology()["topology"]):
+                    return proc, layout
+            except Exception:
+                pass
+            time.sleep(0.1)
+    stop_cluster(proc)
+    raise SystemExit("cluster did not come up")
+
+
+def stop_cluster(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def orders(n: int, symbols: tuple[str, ...], seed: int, prefix: str) -> list[tuple]:
+    """Limit orders around one price on each symbol: about half cross, so books stay small."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        side = BUY if i % 2 else SELL
+        price = 1_000_000 + rng.randint(-5, 5)
+        out.append(
+            (
+                OP_NEW,
+                symbols[i % len(symbols)],
+                f"{prefix}{i}",
+                f"a{i % 50}",
+                side,
+                LIMIT,
+                price,
+                rng.randint(1, 5),
+                GTC,
+                False,
+                0,
+            )
+        )
+    return out
+
+
+def _closed_worker(endpoint, direct, symbols, n, batch, window, seed, barrier, q):
+    with Client(endpoint, direct=direct, timeout=30) as c:
+        c.topology()
+        cmds = orders(n, symbols, seed, f"w{seed}-")
+        warm = orders(2000, symbols, seed + 1000, f"warm{seed}-")
+        c.submit_raw(warm, batch=batch, window=window)
+        barrier.wait()
+        t0 = time.perf_counter()
+        res = c.submit_raw(cmds, batch=batch, window=window)
+        dt = time.perf_counter() - t0
+    q.put((sum(1 for e, _ in res if e is None), dt))
+
+
+def closed_loop(layout, direct, symbols, n, clients, batch, window) -> dict:
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(clients + 1)
+    q = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_closed_worker,
+            args=(layout.frontend, direct, symbols, n // clients, batch, window, 7 + k, barrier, q),
+        )
+        for k in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait(60)
+    t0 = time.perf_counter()
+    results = [q.get(timeout=300) for _ in procs]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join(10)
+    acked = sum(a for a, _ in results)
+    return {
+        "acked": acked,
+        "seconds": round(wall, 3),
+        "acked_per_s": round(acked / wall),
+        "p50_us": None,
+        "p99_us": None,
+        "p999_us": None,
+    }
+
+
+def open_loop(layout, direct, symbols, shards, rate, duration) -> dict:
+    """One order per frame at a fixed schedule; latency from the intended send time."""
+    ctx = zmq.Context.instance()
+    socks = []
+    if direct:
+        info = Client(layout.frontend, timeout=2).topology()
+        for t in info["topology"]:
+            s = ctx.socket(zmq.DEALER)
+            s.connect(t["direct"])
+            socks.append(s)
+    else:
+        s = ctx.socket(zmq.DEALER)
+        s.connect(layout.frontend)
+        socks = [s] * shards
+    for s in set(socks):
+        s.setsockopt(zmq.LINGER, 0)
+    total = int(rate * duration)
+    cmds = orders(total, symbols, 99, f"ol{rate}-")
+    frames = []
+    for i, c in enumerate(cmds):
+        frames.append(
+            (
+                socks[shard_for(c[1], shards)],
+                c[1].encode(),
+                struct.pack("<Q", i),
+                encode_request([c]),
+            )
+        )
+    time.sleep(0.3)  # let direct sockets connect
+    hist = HdrHistogram(1, 60_000_000, 3)
+    intended = [0.0] * total
+    interval = 1.0 / rate
+    sent = got = errors = 0
+    t0 = time.perf_counter() + 0.05
+    deadline = t0 + duration + 5
+    clock = time.perf_counter
+    fds = [s.getsockopt(zmq.FD) for s in set(socks)]
+    uniq = list(set(socks))
+    while got < total and clock() < deadline:
+        now = clock()
+        while sent < total and t0 + sent * interval <= now:
+            sock, key, req, payload = frames[sent]
+            intended[sent] = t0 + sent * interval
+            sock.send_multipart([key, req, payload])
+            sent += 1
+        for sock in uniq:
+            while True:
+                try:
+                    req, payload = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                i = struct.unpack("<Q", req)[0]
+                hist.record_value(max(1, int((clock() - intended[i]) * 1e6)))
+                got += 1
+                if decode_reply(payload)[0] is not None:
+                    errors += 1
+        # Sleep until the next send is due or a reply arrives, with µs resolution (select on
+        # the sockets' FDs) rather than zmq_poll's 1 ms: neither late sends nor a spinning
+        # client that steals the cluster's cores.
+        wait = (t0 + sent * interval - clock()) if sent < total else 0.05
+        if wait > 0:
+            select.select(fds, [], [], wait)
+    for s in set(socks):
+        s.close(0)
+    return {
+        "acked": got - errors,
+        "seconds": duration,
+        "acked_per_s": round((got - errors) / duration),
+        "p50_us": hist.get_value_at_percentile(50),
+        "p99_us": hist.get_value_at_percentile(99),
+        "p999_us": hist.get_value_at_percentile(99.9),
+        "errors": errors,
+        "lost": total - got,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--orders", type=int, default=200_000, help="closed-loop orders per config")
+    p.add_argument("--clients", type=int, default=2, help="closed-loop client processes")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--rates", default="1000,5000,20000", help="open-loop offered rates")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per open-loop rate")
+    p.add_argument("--shards", default="1,2")
+    p.add_argument("--modes", default="router,direct")
+    p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    rows = []
+    for shards in [int(x) for x in args.shards.split(",")]:
+        proc, layout = start_cluster(shards, not args.no_pin)
+        try:
+            for mode in args.modes.split(","):
+                direct = mode == "direct"
+                label = {"shards": shards, "mode": mode, "symbols": len(SYMBOLS_2)}
+                r = closed_loop(
+                    layout, direct, SYMBOLS_2, args.orders, args.clients, args.batch, args.window
+                )
+                rows.append(
+                    {
+                        **label,
+                        "load": f"closed b={args.batch} w={args.window} c={args.clients}",
+                        **r,
+                    }
+                )
+                if not args.json:
+                    print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+                for rate in [int(x) for x in args.rates.split(",")]:
+                    r = open_loop(layout, direct, SYMBOLS_2, shards, rate, args.duration)
+                    rows.append({**label, "load": f"open {rate}/s", **r})
+                    if not args.json:
+                        print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            stop_cluster(proc)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores "
+        f"{platform.machine()} {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "results": rows,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"\n{report['date']}  {report['machine']}")
+        print(
+            f"{'shards':>6} {'mode':<7} {'load':<22} {'acked/s':>10} {'p50 µs':>8} "
+            f"{'p99 µs':>8} {'p99.9 µs':>9}"
+        )
+        for r in rows:
+            print(_fmt(r))
+
+
+def _fmt(r: dict) -> str:
+    def f(v):
+        return "-" if v is None else f"{v:,}"
+
+    return (
+        f"{r['shards']:>6} {r['mode']:<7} {r['load']:<22} {r['acked_per_s']:>10,} "
+        f"{f(r['p50_us']):>8} {f(r['p99_us']):>8} {f(r['p999_us']):>9}"
+    )
+
+
+if __name__ == "__main__":
+    main()
