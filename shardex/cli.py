@@ -14,6 +14,7 @@ import click
 
 from shardex.engine import Engine, MarketError, load_markets
 from shardex.engine.codes import EV_REJECTED, EV_TRADE
+from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
 from shardex.protocol import command_from_json_line, event_to_json_line
 
@@ -56,16 +57,35 @@ def main(log_level: str) -> None:
     )
 
 
+def _journal_commands(directory: str):
+    from shardex.journal import read_commands
+
+    if not os.path.isdir(directory):
+        raise click.ClickException(f"{directory} is not a journal directory")
+    for _, cmd in read_commands(directory):
+        yield cmd
+
+
 @main.command()
 @click.argument("source", type=click.File("rb"), default="-")
 @markets_option
 @click.option("-o", "--output", type=click.File("w"), default="-", help="Write events here.")
 @click.option("--summary", is_flag=True, help="Print counts (commands, trades, rejects) to stderr.")
-def replay(source: BinaryIO, markets_file: str | None, output, summary: bool) -> None:
+@click.option(
+    "--journal",
+    "journal_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Replay a shard's journal directory instead of SOURCE (events as JSON lines).",
+)
+def replay(
+    source: BinaryIO, markets_file: str | None, output, summary: bool, journal_dir: str | None
+) -> None:
     """Run JSON-lines commands from SOURCE (a file or -) through one engine; print events.
 
     Deterministic: the same input always gives the same events. A malformed line becomes a
-    `rejected` event naming its line number, and replay goes on.
+    `rejected` event naming its line number, and replay goes on. With --journal DIR, the
+    commands come from a shard's journal (from its first record still on disk).
     """
     markets = _markets(markets_file)
     engine = Engine(markets)
@@ -73,12 +93,18 @@ def replay(source: BinaryIO, markets_file: str | None, output, summary: bool) ->
     rejects: Counter[str] = Counter()
     out: list = []
     write = output.write
-    for lineno, raw in enumerate(source, 1):
-        if not raw.strip():
-            continue
+    if journal_dir is not None:
+        source_cmds = ((0, cmd) for cmd in _journal_commands(journal_dir))
+    else:
+        source_cmds = (
+            (lineno, command_from_json_line(raw, markets, f"line {lineno}: "))
+            for lineno, raw in enumerate(source, 1)
+            if raw.strip()
+        )
+    for _, cmd in source_cmds:
         commands += 1
         out.clear()
-        engine.apply(command_from_json_line(raw, markets, f"line {lineno}: "), out)
+        engine.apply(cmd, out)
         for ev in out:
             if ev[0] == EV_TRADE:
                 trades += 1
@@ -98,6 +124,44 @@ def replay(source: BinaryIO, markets_file: str | None, output, summary: bool) ->
             err.write(f"  {n:>8}  {reason}\n")
 
 
+@main.group()
+def journal() -> None:
+    """Look at a shard's journal directory."""
+
+
+@journal.command("inspect")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def journal_inspect(directory: str, as_json: bool) -> None:
+    """Records, seq range, snapshots and any damage in DIRECTORY (changes nothing)."""
+    from shardex.journal import inspect
+
+    try:
+        info = inspect(directory)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(
+        f"{info['dir']}: {info['records']} records in {len(info['segments'])} "
+        f"segment(s), {len(info['snapshots'])} snapshot(s)"
+    )
+    for seg in info["segments"]:
+        state = seg["damage"] or (f"torn tail: {seg['torn_tail']}" if seg["torn_tail"] else "ok")
+        click.echo(
+            f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['records']:>10,} records  "
+            f"seq {seg['first_seq']}..{seg['last_seq']}  {state}"
+        )
+    for snap in info["snapshots"]:
+        click.echo(
+            f"  {snap['file']}  seq {snap['seq']}  "
+            f"{'valid' if snap['valid'] else 'DAMAGED'}  orders {snap['orders']}"
+        )
+    if any(s["damage"] for s in info["segments"]):
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------------- cluster
 
 host_option = click.option(
@@ -115,6 +179,14 @@ base_port_option = click.option(
     envvar="SHARDEX_BASE_PORT",
     help="Base port of the default layout: router base+0 (clients) and base+1 (shards), shard i "
     "direct base+100+i, PUB base+200+i.",
+)
+fsync_option = click.option(
+    "--fsync",
+    type=click.Choice(["always", "batch", "none"]),
+    default="batch",
+    show_default=True,
+    envvar="SHARDEX_FSYNC",
+    help="Journal fsync: after every command, once per drained batch (group commit), or never.",
 )
 endpoint_option = click.option(
     "--endpoint",
@@ -243,6 +315,28 @@ def router(
 )
 @click.option("--cpu", type=int, default=None, help="Pin to this CPU [auto: shard i → i mod n].")
 @click.option("--no-pin", is_flag=True, help="Do not pin the process to a CPU.")
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="SHARDEX_DATA_DIR",
+    help="Journal and snapshots go to DATA_DIR/shard-I (recovered at start). "
+    "Without it the shard keeps state in memory only.",
+)
+@fsync_option
+@click.option(
+    "--snapshot-every",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Journaled commands between snapshots.",
+)
+@click.option(
+    "--snapshot-interval",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between snapshots (when something changed).",
+)
 def engine(
     index: int | None,
     shards: str,
@@ -255,6 +349,10 @@ def engine(
     max_backlog: int,
     cpu: int | None,
     no_pin: bool,
+    data_dir: str | None,
+    fsync: str,
+    snapshot_every: int,
+    snapshot_interval: float,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.shard import ShardConfig, run_shard
@@ -279,8 +377,15 @@ def engine(
         max_backlog=max_backlog,
         pin=not no_pin,
         cpu=cpu,
+        journal_dir=os.path.join(data_dir, f"shard-{i}") if data_dir else None,
+        fsync=fsync,
+        snapshot_every=max(1, snapshot_every),
+        snapshot_interval=snapshot_interval,
     )
-    run_shard(cfg)
+    try:
+        run_shard(cfg)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -298,6 +403,15 @@ def engine(
     help="Per-shard load-shedding threshold (messages).",
 )
 @click.option("--no-pin", is_flag=True, help="Do not pin shards to CPUs.")
+@click.option(
+    "--data-dir",
+    default="data",
+    show_default=True,
+    envvar="SHARDEX_DATA_DIR",
+    help="Journals and snapshots (DATA_DIR/shard-I); a restarted shard recovers from them.",
+)
+@click.option("--ephemeral", is_flag=True, help="No journal: state lives in memory only.")
+@fsync_option
 def up(
     shards: int | None,
     host: str,
@@ -305,6 +419,9 @@ def up(
     markets_file: str | None,
     max_backlog: int,
     no_pin: bool,
+    data_dir: str,
+    ephemeral: bool,
+    fsync: str,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
     from shardex.supervisor import Supervisor, build_children, port_free
@@ -322,7 +439,17 @@ def up(
         )
     _markets(markets_file)  # fail fast on a bad markets file, before starting anything
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    sup = Supervisor(build_children(layout, markets_file, max_backlog, not no_pin, level))
+    sup = Supervisor(
+        build_children(
+            layout,
+            markets_file,
+            max_backlog,
+            not no_pin,
+            level,
+            None if ephemeral else os.path.abspath(data_dir),
+            fsync,
+        )
+    )
 
     def ready() -> None:
         _print_endpoints(layout)

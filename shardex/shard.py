@@ -19,6 +19,7 @@ from typing import Any
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT, Event
+from shardex.journal import Journal
 from shardex.protocol import (
     ERR_OVERLOADED,
     OP_BOOK,
@@ -40,13 +41,23 @@ HELLO_EVERY_S = 1.0
 class ShardCore:
     """Everything a shard does per request, without sockets or clocks (testable on its own)."""
 
-    def __init__(self, index: int, shards: int, markets: Mapping[str, Market]) -> None:
+    def __init__(
+        self,
+        index: int,
+        shards: int,
+        markets: Mapping[str, Market],
+        engine: Engine | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         if not 0 <= index < shards:
             raise ValueError(f"shard index {index} out of range for {shards} shards")
         self.index = index
         self.shards = shards
         self.markets = markets
-        self.engine = Engine(markets)
+        self.engine = engine if engine is not None else Engine(markets)
+        # Every command applied is journaled before its reply leaves (the loop commits the
+        # journal, then sends the replies of the batch).
+        self.journal = journal
         self._owner: dict[Any, int] = {}
         self.commands = 0
 
@@ -64,7 +75,9 @@ class ShardCore:
         if error is not None:
             return encode_reply(None, error)
         results: list[Any] = []
-        apply = self.engine.apply
+        engine = self.engine
+        apply = engine.apply
+        journal = self.journal
         index = self.index
         for cmd in cmds:
             op = cmd[0] if type(cmd) is tuple and cmd else None
@@ -82,7 +95,10 @@ class ShardCore:
                         f"symbol {symbol} belongs to shard {owner}, not {index}",
                     )
                 start = len(out)
+                seq = engine.seq
                 apply(cmd, out)
+                if journal is not None:
+                    journal.add(seq, cmd)
                 results.append(out[start:])
             elif op == OP_BOOK:
                 results.append(self.book(cmd))
@@ -90,7 +106,11 @@ class ShardCore:
                 results.append(self.status(info))
             else:
                 start = len(out)
-                apply((OP_REJECT, _at(cmd, 1), _at(cmd, 2), f"unknown op {op!r}"), out)
+                seq = engine.seq
+                cmd = (OP_REJECT, _at(cmd, 1), _at(cmd, 2), f"unknown op {op!r}"[:200])
+                apply(cmd, out)
+                if journal is not None:
+                    journal.add(seq, cmd)
                 results.append(out[start:])
         self.commands += len(cmds)
         return encode_reply(results)
@@ -172,6 +192,10 @@ class ShardConfig:
     pin: bool = True
     cpu: int | None = None
     pub_hwm: int = 100_000
+    journal_dir: str | None = None  # None: in-memory only (state lost on crash)
+    fsync: str = "batch"  # always | batch | none
+    snapshot_every: int = 1_000_000  # journaled commands between snapshots
+    snapshot_interval: float = 300.0  # seconds between snapshots (if anything changed)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,7 +204,30 @@ def run_shard(cfg: ShardConfig) -> None:
     cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
     import zmq  # imported after pinning so no zmq thread exists before the affinity is set
 
-    core = ShardCore(cfg.index, cfg.shards, cfg.markets)
+    journal = None
+    engine = None
+    if cfg.journal_dir:
+        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
+        t = time.monotonic()
+        rec = journal.recover()
+        engine = rec.engine
+        log.info(
+            "recovered shard %d from %s: snapshot seq %s + %d journaled commands in %.2fs "
+            "→ seq %d, %d resting orders",
+            cfg.index,
+            cfg.journal_dir,
+            rec.snapshot_seq,
+            rec.replayed,
+            time.monotonic() - t,
+            engine.seq,
+            engine.resting(),
+        )
+    else:
+        log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
+    core = ShardCore(cfg.index, cfg.shards, cfg.markets, engine=engine, journal=journal)
+    last_snap_seq = core.engine.seq
+    last_snap = time.monotonic()
+    last_snap_records = 0
     ctx = zmq.Context()
     sockets = []
     dealer = direct = None
@@ -242,8 +289,24 @@ def run_shard(cfg: ShardConfig) -> None:
         cfg.pub,
     )
     out: list[Event] = []
+    replies: list[tuple[Any, list[bytes], bytes]] = []
     NOBLOCK = zmq.NOBLOCK
     Again = zmq.Again
+
+    def flush() -> None:
+        """Group commit: journal the batch's commands, then reply, then publish its events."""
+        if journal is not None:
+            journal.commit(core.engine.seq)
+        for sock, head, reply in replies:
+            try:
+                sock.send_multipart([*head, reply], NOBLOCK)
+            except Again:
+                pass  # the peer's pipe is full: it stops reading, we must not stop matching
+        replies.clear()
+        if out:
+            _publish(pub, cfg.index, out)
+            out.clear()
+
     while running:
         now = time.monotonic()
         if dealer is not None and now - last_hello >= HELLO_EVERY_S:
@@ -293,19 +356,28 @@ def run_shard(cfg: ShardConfig) -> None:
                 head = [frames[0], frames[2]]
             if n >= cfg.max_backlog:
                 shed_total += 1
-                reply = overloaded_reply
+                replies.append((sock, head, overloaded_reply))
             else:
-                reply = core.handle(frames[-1], out, info)
-            try:
-                sock.send_multipart([*head, reply], NOBLOCK)
-            except Again:
-                pass  # the peer's pipe is full: it stops reading, we must not stop matching
+                replies.append((sock, head, core.handle(frames[-1], out, info)))
             if len(out) >= publish_every:
-                _publish(pub, cfg.index, out)
-                out.clear()
-        if out:
-            _publish(pub, cfg.index, out)
-            out.clear()
+                flush()
+        flush()
+        if journal is not None and (
+            journal.records_written - last_snap_records >= cfg.snapshot_every
+            or (core.engine.seq != last_snap_seq and now - last_snap >= cfg.snapshot_interval)
+        ):
+            t = time.monotonic()
+            path = journal.snapshot(core.engine)
+            log.info(
+                "snapshot %s (%d resting orders) in %.1f ms",
+                path.name,
+                core.engine.resting(),
+                (time.monotonic() - t) * 1000,
+            )
+            last_snap_seq, last_snap = core.engine.seq, now
+            last_snap_records = journal.records_written
+    if journal is not None:
+        journal.close()
     for s in (*sockets, pub):
         s.close(0)
     ctx.term()

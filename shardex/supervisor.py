@@ -48,7 +48,13 @@ def port_free(host: str, port: int) -> bool:
 
 
 def build_children(
-    layout: Layout, markets_file: str | None, max_backlog: int, pin: bool, log_level: str
+    layout: Layout,
+    markets_file: str | None,
+    max_backlog: int,
+    pin: bool,
+    log_level: str,
+    data_dir: str | None = None,
+    fsync: str = "batch",
 ) -> list[Child]:
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
@@ -88,6 +94,7 @@ def build_children(
                     str(max_backlog),
                     *markets,
                     *([] if pin else ["--no-pin"]),
+                    *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
                 ],
             )
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,8 +52,10 @@ def wait_for_cluster(layout: Layout, timeout: float = 20.0) -> dict:
 class Cluster:
     """A ``shardex up`` child in its own process group."""
 
-    def __init__(self, shards: int, *extra: str) -> None:
+    def __init__(self, shards: int, *extra: str, data_dir: str | None = None) -> None:
         self.layout = free_layout(shards)
+        self.own_data = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
         self.log = open(  # noqa: SIM115 - closed in stop()
             f"/tmp/shardex-test-{self.layout.base_port}.log", "w+b"
         )
@@ -66,6 +70,8 @@ class Cluster:
                 "--base-port",
                 str(self.layout.base_port),
                 "--no-pin",
+                "--data-dir",
+                self.data_dir,
                 *extra,
             ],
             stdout=self.log,
@@ -109,6 +115,8 @@ class Cluster:
             pass
         self.proc.wait(5)
         self.log.close()
+        if self.own_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

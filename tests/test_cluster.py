@@ -392,11 +392,15 @@ def test_up_refuses_busy_ports(cluster1: Cluster):
 
 def test_procfile_under_honcho_with_concurrency(tmp_path):
     layout = free_layout(3)
-    env = {**os.environ, "SHARDEX_BASE_PORT": str(layout.base_port)}
+    # honcho lets .env override the environment, so the test brings its own env file
+    env_file = tmp_path / "test.env"
+    env_file.write_text(
+        f"SHARDEX_SHARDS=auto\nSHARDEX_BASE_PORT={layout.base_port}\n"
+        f"SHARDEX_DATA_DIR={tmp_path / 'data'}\n"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-c", "engine=3"],
+        [sys.executable, "-m", "honcho", "start", "-e", str(env_file), "-c", "engine=3"],
         cwd=ROOT,
-        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
