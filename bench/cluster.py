@@ -62,8 +62,10 @@ def free_base() -> int:
     raise SystemExit("no free ports")
 
 
-def start_cluster(shards: int, pin: bool) -> tuple[subprocess.Popen, Layout]:
+def start_cluster(shards: int, pin: bool, *extra: str) -> tuple[subprocess.Popen, Layout]:
     layout = Layout("127.0.0.1", free_base(), shards)
+    if "--data-dir" not in extra:
+        extra = (*extra, "--ephemeral")
     argv = [
         sys.executable,
         "-m",
@@ -78,6 +80,7 @@ def start_cluster(shards: int, pin: bool) -> tuple[subprocess.Popen, Layout]:
     ]
     if not pin:
         argv.append("--no-pin")
+    argv.extend(extra)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     with Client(layout.frontend, timeout=0.5) as c:
         for _ in range(100):

@@ -144,13 +144,13 @@ def journal_inspect(directory: str, as_json: bool) -> None:
         click.echo(json.dumps(info))
         return
     click.echo(
-        f"{info['dir']}: {info['records']} records in {len(info['segments'])} "
-        f"segment(s), {len(info['snapshots'])} snapshot(s)"
+        f"{info['dir']}: {info['commands']} commands, {info['records']} records in "
+        f"{len(info['segments'])} segment(s), {len(info['snapshots'])} snapshot(s)"
     )
     for seg in info["segments"]:
         state = seg["damage"] or (f"torn tail: {seg['torn_tail']}" if seg["torn_tail"] else "ok")
         click.echo(
-            f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['records']:>10,} records  "
+            f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['commands']:>10,} commands  "
             f"seq {seg['first_seq']}..{seg['last_seq']}  {state}"
         )
     for snap in info["snapshots"]:

@@ -9,11 +9,15 @@ Layout of a journal directory::
     journal-<first seq, 20 digits>.log   segments, rolled at a size limit
     snapshot-<seq, 20 digits>.snap       engine state at seq (temp, fsync, rename, fsync dir)
 
-Record (little endian): ``u32 length | u32 crc32(seq bytes + payload) | u64 seq | payload`` where
-``seq`` is the engine seq *before* the command (its events are seq+1, seq+2, ...) and the payload
-is the msgpack engine command tuple. A record cut short at the end of the newest segment is a torn
-write from a crash: it is truncated on recovery (and logged). A bad record anywhere else means the
-file is damaged: recovery refuses, naming the file and the offset.
+Record (little endian): ``u32 length | u32 crc32(seq bytes + payload) | u64 seq | payload``, one
+record per group commit: ``seq`` is the engine seq *before* the first command of the group (its
+events are seq+1, seq+2, ...) and the payload is the msgpack array of the group's engine command
+tuples. Batching records is what makes the write path one write + one fsync per drained batch
+and recovery one msgpack decode per batch instead of per command.
+
+A record cut short at the end of the newest segment is a torn write from a crash: it is truncated
+on recovery (and logged). A bad record anywhere else means the file is damaged: recovery refuses,
+naming the file and the offset.
 """
 
 from __future__ import annotations
@@ -155,6 +159,7 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
     with open(path, "rb") as fh:
         data = fh.read()
     scan.size = len(data)
+    view = memoryview(data)
     off = 0
     n = len(data)
     while off < n:
@@ -169,8 +174,7 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
             else:
                 scan.damage = f"{path} offset {off}: bad record length {length}"
             break
-        payload = data[off + HEADER.size : end]
-        if zlib.crc32(SEQ.pack(seq) + payload) != crc:
+        if zlib.crc32(view[off + 8 : end]) != crc:  # seq bytes + payload are contiguous
             if end == n:
                 scan.torn = True  # the last record of the file: a torn write
             else:
@@ -182,7 +186,7 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
         scan.last_seq = seq
         off = end
         scan.good_bytes = off
-        yield seq, payload
+        yield seq, data[off - length : off]
 
 
 @dataclass
@@ -214,7 +218,8 @@ class Journal:
         self.keep_snapshots = max(1, keep_snapshots)
         self._fh: Any = None
         self._size = 0
-        self._buf: list[bytes] = []
+        self._buf: list[Command] = []
+        self._first = 0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self.records_written = 0
 
@@ -247,18 +252,20 @@ class Journal:
         for i, path in enumerate(segments):
             last = i == len(segments) - 1
             scan = SegmentScan(path)
+            apply = engine.apply
             for seq, payload in iter_records(path, scan):
                 if seq < engine.seq:
-                    continue  # covered by the snapshot
+                    continue  # covered by the snapshot (snapshots fall between records)
                 if seq != engine.seq:
                     raise JournalError(
                         f"{path}: record with seq {seq} but the engine is at {engine.seq} "
                         "(missing records or a foreign file); refusing to start"
                     )
-                cmd = unpackb(payload)
+                cmds = unpackb(payload)
+                for cmd in cmds:
+                    apply(cmd, out)
                 out.clear()
-                engine.apply(cmd, out)
-                replayed += 1
+                replayed += len(cmds)
             if scan.damage:
                 raise JournalError(
                     f"journal damaged: {scan.damage}; refusing to start "
@@ -287,26 +294,26 @@ class Journal:
 
     def add(self, seq_before: int, cmd: Command) -> None:
         """Buffer one command (applied at ``seq_before``); ``commit`` writes the buffer."""
-        payload = self._pack(cmd)
-        head = SEQ.pack(seq_before)
-        self._buf.append(
-            HEADER.pack(len(payload), zlib.crc32(head + payload), seq_before) + payload
-        )
+        if not self._buf:
+            self._first = seq_before
+        self._buf.append(cmd)
         if self.fsync == "always":
-            self.commit(seq_before)
+            self.commit()
 
-    def commit(self, next_seq: int) -> None:
-        """Write buffered records in one write (+ fsync unless policy is none): group commit."""
+    def commit(self) -> None:
+        """Write buffered commands as one record, one write (+ fsync unless policy is none)."""
         if not self._buf:
             return
         if self._fh is None or self._size >= self.segment_bytes:
-            self._roll(int.from_bytes(self._buf[0][8:16], "little"))
-        data = b"".join(self._buf)
-        self._fh.write(data)
+            self._roll(self._first)
+        payload = self._pack(self._buf)
+        head = SEQ.pack(self._first)
+        data = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(head)), self._first)
+        self._fh.write(data + payload)
         self._fh.flush()
         if self.fsync != "none":
             os.fsync(self._fh.fileno())
-        self._size += len(data)
+        self._size += len(data) + len(payload)
         self.records_written += len(self._buf)
         self._buf.clear()
 
@@ -366,7 +373,8 @@ class Journal:
         for seq, payload in self._records_from(engine.seq):
             if seq != engine.seq:
                 raise JournalError(f"events {first}..{last} are no longer in the journal")
-            engine.apply(unpackb(payload), out)
+            for cmd in unpackb(payload):
+                engine.apply(cmd, out)
             if engine.seq >= last:
                 break
         result = [e for e in out if first <= e[1] <= last]
@@ -382,10 +390,12 @@ class Journal:
 
 
 def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:
-    """Every journaled (seq_before, command) still on disk, oldest first (read-only)."""
+    """Every journaled command still on disk with the seq before its record, oldest first
+    (read-only)."""
     for path in sorted(Path(directory).glob("journal-*.log"), key=_seq_of):
         for seq, payload in iter_records(path):
-            yield seq, unpackb(payload)
+            for cmd in unpackb(payload):
+                yield seq, cmd
 
 
 def inspect(directory: str | Path) -> dict[str, Any]:
@@ -396,13 +406,13 @@ def inspect(directory: str | Path) -> dict[str, Any]:
     segs = []
     for path in sorted(d.glob("journal-*.log"), key=_seq_of):
         scan = SegmentScan(path)
-        for _ in iter_records(path, scan):
-            pass
+        commands = sum(len(unpackb(payload)) for _, payload in iter_records(path, scan))
         segs.append(
             {
                 "file": path.name,
                 "bytes": scan.size,
                 "records": scan.records,
+                "commands": commands,
                 "first_seq": scan.first_seq,
                 "last_seq": scan.last_seq,
                 "damage": scan.damage,
@@ -429,4 +439,5 @@ def inspect(directory: str | Path) -> dict[str, Any]:
         "segments": segs,
         "snapshots": snaps,
         "records": sum(s["records"] for s in segs),
+        "commands": sum(s["commands"] for s in segs),
     }

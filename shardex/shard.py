@@ -296,7 +296,7 @@ def run_shard(cfg: ShardConfig) -> None:
     def flush() -> None:
         """Group commit: journal the batch's commands, then reply, then publish its events."""
         if journal is not None:
-            journal.commit(core.engine.seq)
+            journal.commit()
         for sock, head, reply in replies:
             try:
                 sock.send_multipart([*head, reply], NOBLOCK)
