@@ -324,6 +324,13 @@ def router(
 )
 @fsync_option
 @click.option(
+    "--pub-hwm",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="PUB high-water mark (messages); past it events are dropped and repaired by seq.",
+)
+@click.option(
     "--snapshot-every",
     type=int,
     default=1_000_000,
@@ -351,6 +358,7 @@ def engine(
     no_pin: bool,
     data_dir: str | None,
     fsync: str,
+    pub_hwm: int,
     snapshot_every: int,
     snapshot_interval: float,
 ) -> None:
@@ -381,6 +389,7 @@ def engine(
         fsync=fsync,
         snapshot_every=max(1, snapshot_every),
         snapshot_interval=snapshot_interval,
+        pub_hwm=max(1, pub_hwm),
     )
     try:
         run_shard(cfg)
@@ -412,6 +421,14 @@ def engine(
 )
 @click.option("--ephemeral", is_flag=True, help="No journal: state lives in memory only.")
 @fsync_option
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="SHARDEX_REDIS_URL",
+    help="Bridge events to this Redis instead of starting the embedded one.",
+)
+@click.option("--no-bridge", is_flag=True, help="Start neither Redis nor the bridge.")
+@click.option("--pub-hwm", type=int, default=None, help="Shards' PUB high-water mark.")
 def up(
     shards: int | None,
     host: str,
@@ -422,6 +439,9 @@ def up(
     data_dir: str,
     ephemeral: bool,
     fsync: str,
+    redis_url: str | None,
+    no_bridge: bool,
+    pub_hwm: int | None,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
     from shardex.supervisor import Supervisor, build_children, port_free
@@ -431,7 +451,10 @@ def up(
         layout = Layout(host, base_port, n)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    busy = [p for p in layout.ports() if not port_free(host, p)]
+    ports = layout.ports()
+    if redis_url or no_bridge:
+        ports.remove(layout.redis_port)
+    busy = [p for p in ports if not port_free(host, p)]
     if busy:
         raise click.ClickException(
             f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
@@ -448,16 +471,18 @@ def up(
             level,
             None if ephemeral else os.path.abspath(data_dir),
             fsync,
+            redis=None if no_bridge else (redis_url or "embedded"),
+            pub_hwm=pub_hwm,
         )
     )
 
     def ready() -> None:
-        _print_endpoints(layout)
+        _print_endpoints(layout, None if no_bridge else (redis_url or layout.redis_url))
 
     sys.exit(sup.run(on_ready=ready))
 
 
-def _print_endpoints(layout: Layout) -> None:
+def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
     from shardex.client import Client, ShardexError
 
     shards_up = 0
@@ -478,9 +503,135 @@ def _print_endpoints(layout: Layout) -> None:
     ]
     for i in range(layout.shards):
         lines.append(f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}")
+    if redis_url:
+        lines.append(
+            f"  redis (events)     {redis_url}   streams shardex:events:<shard>, "
+            "shardex:trades:<SYMBOL>"
+        )
+        lines.append(f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/")
     lines.append("Ctrl-C stops everything.")
     click.echo("\n".join(lines), err=False)
     sys.stdout.flush()
+
+
+@main.command()
+@endpoint_option
+@host_option
+@base_port_option
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="SHARDEX_REDIS_URL",
+    help="Redis to write to [default: the embedded one of the layout, base+4].",
+)
+@markets_option
+@click.option(
+    "--maxlen",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Approximate MAXLEN per stream (0: keep everything).",
+)
+@click.option("--batch", type=int, default=2000, show_default=True, help="Events per write.")
+@click.option(
+    "--sub-hwm",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="SUB high-water mark (messages); drops past it are repaired by seq.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus exporter port [layout: base+3]; 0 disables it.",
+)
+def bridge(
+    endpoint: str | None,
+    host: str,
+    base_port: int,
+    redis_url: str | None,
+    markets_file: str | None,
+    maxlen: int,
+    batch: int,
+    sub_hwm: int,
+    metrics_port: int | None,
+) -> None:
+    """Write every shard's events to Redis Streams, in order, exactly once.
+
+    shardex:events:<shard> gets every event, shardex:trades:<SYMBOL> one entry per trade;
+    entry IDs are <seq>-0, so nothing is ever written twice.
+    """
+    from shardex.bridge import BridgeConfig, run_bridge
+
+    layout = Layout(host, base_port)
+    run_bridge(
+        BridgeConfig(
+            router=endpoint or layout.frontend,
+            redis_url=redis_url or layout.redis_url,
+            markets=_markets(markets_file),
+            maxlen=max(0, maxlen),
+            batch=max(1, batch),
+            sub_hwm=max(1, sub_hwm),
+            metrics_port=layout.bridge_metrics_port if metrics_port is None else metrics_port,
+        )
+    )
+
+
+@main.command()
+@click.argument("symbol")
+@host_option
+@base_port_option
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="SHARDEX_REDIS_URL",
+    help="Redis to read [default: the embedded one of the layout].",
+)
+@click.option("--from-start", is_flag=True, help="Print the stream from its first entry.")
+@click.option("--count", type=int, default=0, help="Stop after this many trades (0: follow).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per trade.")
+def tail(
+    symbol: str,
+    host: str,
+    base_port: int,
+    redis_url: str | None,
+    from_start: bool,
+    count: int,
+    as_json: bool,
+) -> None:
+    """Follow SYMBOL's trades live from Redis (shardex:trades:SYMBOL, XREAD BLOCK)."""
+    import redis
+
+    r = redis.Redis.from_url(
+        redis_url or Layout(host, base_port).redis_url,
+        decode_responses=True,
+        socket_connect_timeout=3,
+    )
+    key = f"shardex:trades:{symbol}"
+    last = "0-0" if from_start else "$"
+    seen = 0
+    try:
+        while True:
+            resp = r.xread({key: last}, block=1000, count=1000)
+            for _, entries in resp:
+                for entry_id, f in entries:
+                    last = entry_id
+                    seen += 1
+                    if as_json:
+                        click.echo(json.dumps({"id": entry_id, "symbol": symbol, **f}))
+                    else:
+                        click.echo(
+                            f"{symbol} {f['taker_side']:<4} {f['qty']:>14} @ "
+                            f"{f['price']:<14} taker {f['taker']} maker {f['maker']} "
+                            f"#{f['trade_id']} seq {f['seq']}"
+                        )
+                    if count and seen >= count:
+                        return
+    except redis.exceptions.ConnectionError as exc:
+        raise click.ClickException(f"cannot read from Redis: {exc}") from None
+    except KeyboardInterrupt:
+        pass
 
 
 def _client(endpoint: str | None, host: str, base_port: int, timeout: float):

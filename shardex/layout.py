@@ -43,6 +43,14 @@ class Layout:
     def bridge_metrics_port(self) -> int:
         return self.base_port + 3
 
+    @property
+    def redis_port(self) -> int:
+        return self.base_port + 4
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
     def direct(self, i: int) -> str:
         return self._ep(self.base_port + 100 + i)
 
@@ -55,7 +63,7 @@ class Layout:
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
-        out = [base, base + 1, base + 2, base + 3]
+        out = [base, base + 1, base + 2, base + 3, base + 4]
         for i in range(self.shards):
             out += [base + 100 + i, base + 200 + i, base + 300 + i]
         return out

@@ -289,6 +289,8 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 VERSION = 1
 OP_BOOK = 10  # (OP_BOOK, symbol, depth)
 OP_STATUS = 11  # (OP_STATUS,)
+OP_EVENTS = 12  # (OP_EVENTS, first seq, last seq): re-send a range (gap repair)
+MAX_EVENTS_REPLY = 10_000  # events per OP_EVENTS reply; ask again for the rest
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
 

