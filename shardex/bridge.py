@@ -197,6 +197,7 @@ class Bridge:
         self._req = 0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._outage_lock = asyncio.Lock()
+        self._fmt: dict[tuple[str, int, int], str] = {}
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -437,10 +438,65 @@ class Bridge:
             return
 
     def _item(self, ev: tuple, shard: int) -> tuple:
-        fields = event_fields(ev, self.cfg.markets, shard)
-        if ev[0] == EV_TRADE:
-            return (f"{ev[1]}-0", fields, ev[2], trade_fields(ev, self.cfg.markets, shard))
-        return (f"{ev[1]}-0", fields)
+        if ev[0] != EV_TRADE:
+            return (f"{ev[1]}-0", event_fields(ev, self.cfg.markets, shard))
+        # Trades are the bulk: format them directly, with cached decimal strings (prices and
+        # sizes repeat a lot, and Decimal formatting is the costliest step here).
+        _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
+        cache = self._fmt
+        p = cache.get((symbol, 0, price))
+        if p is None:
+            p = cache[(symbol, 0, price)] = self.cfg.markets[symbol].price_str(price)
+        q = cache.get((symbol, 1, qty))
+        if q is None:
+            q = cache[(symbol, 1, qty)] = self.cfg.markets[symbol].qty_str(qty)
+        if len(cache) > 200_000:
+            cache.clear()
+        s, sh, tid, ts = str(seq), str(shard), str(trade_id), ("buy", "sell")[side]
+        return (
+            f"{seq}-0",
+            [
+                "ev",
+                "trade",
+                "symbol",
+                symbol,
+                "price",
+                p,
+                "qty",
+                q,
+                "taker",
+                taker,
+                "maker",
+                maker,
+                "taker_side",
+                ts,
+                "trade_id",
+                tid,
+                "seq",
+                s,
+                "shard",
+                sh,
+            ],
+            symbol,
+            [
+                "price",
+                p,
+                "qty",
+                q,
+                "taker",
+                taker,
+                "maker",
+                maker,
+                "taker_side",
+                ts,
+                "trade_id",
+                tid,
+                "seq",
+                s,
+                "shard",
+                sh,
+            ],
+        )
 
     async def _outage(self, exc: Exception) -> None:
         """Wait until Redis answers again (one waiter for all shards), then re-sync ``last``."""

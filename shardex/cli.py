@@ -578,6 +578,24 @@ def bridge(
     )
 
 
+@main.command("redis")
+@host_option
+@base_port_option
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="SHARDEX_DATA_DIR",
+    help="AOF goes to DATA_DIR/redis (none: in memory only).",
+)
+def redis_cmd(host: str, base_port: int, data_dir: str | None) -> None:
+    """Run the embedded Redis-compatible server on the layout's port (base+4)."""
+    from shardex.supervisor import embedded_redis_argv
+
+    data = os.path.abspath(data_dir) if data_dir else None
+    argv = embedded_redis_argv(Layout(host, base_port), data)
+    os.execv(argv[0], argv)
+
+
 @main.command()
 @click.argument("symbol")
 @host_option

@@ -13,9 +13,11 @@ from decimal import Decimal
 
 import msgpack
 import pytest
+import redis
 import zmq
 from conftest import ROOT, Cluster, free_layout, wait_for_cluster
 
+from shardex.client import Client
 from shardex.protocol import (
     MAX_FRAME,
     OP_BOOK,
@@ -401,16 +403,28 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "-e", str(env_file), "-c", "engine=3"],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         info = wait_for_cluster(layout)
         assert info["shards"] == 3
-        with __import__("shardex.client").client.Client(layout.frontend, account="h") as c:
+        with Client(layout.frontend, account="h") as c:
             assert all(c.place(s, "buy", "1", "1").ok for s in SYMBOLS)
+            assert c.place("BTC-USD", "sell", "1", "1", account="g").trades
             assert len(c.status()) == 3
+        # the Procfile's redis + bridge carry the trade to Redis
+        r = redis.Redis.from_url(layout.redis_url, decode_responses=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if r.xlen("shardex:trades:BTC-USD") == 1:
+                    break
+            except redis.exceptions.ConnectionError:
+                pass
+            time.sleep(0.2)
+        assert r.xlen("shardex:trades:BTC-USD") == 1
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
