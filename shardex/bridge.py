@@ -33,13 +33,14 @@ import msgpack
 import redis.asyncio as aioredis
 import zmq
 import zmq.asyncio
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE
+from shardex.metrics import LATENCY_BUCKETS, serve
 from shardex.protocol import (
     OP_EVENTS,
     OP_STATUS,
@@ -52,24 +53,6 @@ from shardex.protocol import (
 log = logging.getLogger("shardex.bridge")
 
 PREFIX = "shardex:"
-LATENCY_BUCKETS = (
-    1e-6,
-    2.5e-6,
-    5e-6,
-    1e-5,
-    2.5e-5,
-    5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    1e-2,
-    2.5e-2,
-    5e-2,
-    1e-1,
-)
 
 # One call writes a whole batch. ARGV: blob, events stream key, trades key prefix, maxlen.
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
@@ -554,8 +537,7 @@ def _transient(exc: Exception) -> bool:
 def run_bridge(cfg: BridgeConfig) -> None:
     import uvloop
 
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port, addr="0.0.0.0")
+    serve(cfg.metrics_port, "bridge")
     bridge_holder: dict[str, Bridge] = {}
 
     async def main() -> None:

@@ -268,15 +268,33 @@ def resolve_shard_index(value: int | None) -> int:
 @base_port_option
 @click.option("--frontend", default=None, help="Bind endpoint for clients [layout].")
 @click.option("--backend", default=None, help="Bind endpoint for shards [layout].")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus exporter port [layout: base+2]; 0 disables it.",
+)
 def router(
-    shards: str, host: str, base_port: int, frontend: str | None, backend: str | None
+    shards: str,
+    host: str,
+    base_port: int,
+    frontend: str | None,
+    backend: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.router import RouterConfig, run_router
 
     n = resolve_shards(shards)
     layout = Layout(host, base_port, n)
-    run_router(RouterConfig(n, frontend or layout.frontend, backend or layout.backend))
+    run_router(
+        RouterConfig(
+            n,
+            frontend or layout.frontend,
+            backend or layout.backend,
+            metrics_port=layout.router_metrics_port if metrics_port is None else metrics_port,
+        )
+    )
 
 
 @main.command()
@@ -324,6 +342,12 @@ def router(
 )
 @fsync_option
 @click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus exporter port [layout: base+300+I]; 0 disables it.",
+)
+@click.option(
     "--pub-hwm",
     type=int,
     default=100_000,
@@ -358,6 +382,7 @@ def engine(
     no_pin: bool,
     data_dir: str | None,
     fsync: str,
+    metrics_port: int | None,
     pub_hwm: int,
     snapshot_every: int,
     snapshot_interval: float,
@@ -390,6 +415,7 @@ def engine(
         snapshot_every=max(1, snapshot_every),
         snapshot_interval=snapshot_interval,
         pub_hwm=max(1, pub_hwm),
+        metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
     )
     try:
         run_shard(cfg)
@@ -501,14 +527,20 @@ def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
         f"  router (clients)   {layout.frontend}",
         f"  router (shards)    {layout.backend}",
     ]
+    lines.append(f"  router metrics     http://{layout.host}:{layout.router_metrics_port}/metrics")
     for i in range(layout.shards):
-        lines.append(f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}")
+        lines.append(
+            f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}"
+            f"   metrics http://{layout.host}:{layout.shard_metrics_port(i)}/metrics"
+        )
     if redis_url:
         lines.append(
             f"  redis (events)     {redis_url}   streams shardex:events:<shard>, "
             "shardex:trades:<SYMBOL>"
         )
-        lines.append(f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/")
+        lines.append(
+            f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/metrics"
+        )
     lines.append("Ctrl-C stops everything.")
     click.echo("\n".join(lines), err=False)
     sys.stdout.flush()

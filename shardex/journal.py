@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import msgpack
@@ -222,6 +223,8 @@ class Journal:
         self._first = 0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self.records_written = 0
+        self.last_write_s = 0.0  # timings of the last commit, read by the shard's metrics
+        self.last_fsync_s = 0.0
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -300,6 +303,11 @@ class Journal:
         if self.fsync == "always":
             self.commit()
 
+    @property
+    def pending(self) -> int:
+        """Commands added but not yet committed."""
+        return len(self._buf)
+
     def commit(self) -> None:
         """Write buffered commands as one record, one write (+ fsync unless policy is none)."""
         if not self._buf:
@@ -309,10 +317,14 @@ class Journal:
         payload = self._pack(self._buf)
         head = SEQ.pack(self._first)
         data = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(head)), self._first)
+        t0 = perf_counter()
         self._fh.write(data + payload)
         self._fh.flush()
+        t1 = perf_counter()
+        self.last_write_s = t1 - t0
         if self.fsync != "none":
             os.fsync(self._fh.fileno())
+            self.last_fsync_s = perf_counter() - t1
         self._size += len(data) + len(payload)
         self.records_written += len(self._buf)
         self._buf.clear()

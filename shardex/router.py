@@ -14,10 +14,14 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import zmq
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.metrics import LATENCY_BUCKETS, Hist, serve
 from shardex.protocol import (
     ERR_OVERLOADED,
     ERR_UNAVAILABLE,
@@ -37,6 +41,7 @@ class RouterConfig:
     frontend: str  # bind: clients connect here
     backend: str  # bind: shards connect here
     hwm: int = 10_000  # per-pipe high-water mark toward each shard (messages)
+    metrics_port: int | None = None
 
 
 class Router:
@@ -52,6 +57,52 @@ class Router:
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * shards
         self.rejected = {ERR_OVERLOADED: 0, ERR_UNAVAILABLE: 0, "malformed": 0}
+        # order→ack as the router sees it: forward time of each in-flight request
+        self.inflight: dict[tuple[bytes, bytes], tuple[int, float]] = {}
+        self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(shards)]
+
+    def sent(self, client: bytes, req: bytes, shard: int, now: float) -> None:
+        self.forwarded[shard] += 1
+        self.inflight[(client, req)] = (shard, now)
+
+    def acked(self, client: bytes, req: bytes, now: float) -> None:
+        entry = self.inflight.pop((client, req), None)
+        if entry is not None:
+            self.ack_time[entry[0]].add(now - entry[1])
+
+    def expire(self, now: float, older_than: float = 30.0) -> None:
+        """Forget requests a dead shard will never answer (bounded memory)."""
+        stale = [k for k, (_, t) in self.inflight.items() if now - t > older_than]
+        for k in stale:
+            del self.inflight[k]
+
+    def collect(self):
+        now = time.monotonic()
+        fam = CounterMetricFamily(
+            "shardex_router_forwarded", "Requests forwarded to a shard", labels=["shard"]
+        )
+        for i, n in enumerate(self.forwarded):
+            fam.add_metric([str(i)], n)
+        yield fam
+        fam = CounterMetricFamily(
+            "shardex_router_rejected", "Requests the router rejected", labels=["reason"]
+        )
+        for reason, n in self.rejected.items():
+            fam.add_metric([reason.replace(" ", "_")], n)
+        yield fam
+        fam = GaugeMetricFamily(
+            "shardex_router_shard_up", "1 when the shard said hello within 3 s", labels=["shard"]
+        )
+        for i in range(self.shards):
+            seen = self.last_seen.get(i)
+            fam.add_metric([str(i)], 1 if seen is not None and now - seen < 3 else 0)
+        yield fam
+        for i, h in enumerate(self.ack_time):
+            yield h.family(
+                "shardex_router_ack_seconds",
+                "Order→ack time seen by the router (forward to reply)",
+                {"shard": str(i)},
+            )
 
     def identity_for(self, key: bytes) -> bytes | None:
         ident = self._route.get(key)
@@ -160,7 +211,13 @@ def run_router(cfg: RouterConfig) -> None:
         cfg.frontend,
         cfg.backend,
     )
+    REGISTRY.register(router)
+    serve(cfg.metrics_port, "router")
+    last_expire = time.monotonic()
     while running:
+        if time.monotonic() - last_expire > 10:
+            router.expire(perf_counter())
+            last_expire = time.monotonic()
         try:
             ready = dict(poller.poll(200))
         except zmq.ZMQError:
@@ -178,6 +235,7 @@ def run_router(cfg: RouterConfig) -> None:
                     if frames[2] == b"HELLO":
                         router.hello(frames[3], time.monotonic())
                     continue
+                router.acked(frames[1], frames[2], perf_counter())
                 try:
                     front.send_multipart(frames[1:], NOBLOCK)
                 except (Again, zmq.ZMQError):
@@ -210,7 +268,7 @@ def run_router(cfg: RouterConfig) -> None:
                     continue
                 try:
                     back.send_multipart([ident, client, req, payload], NOBLOCK)
-                    router.forwarded[index_of[ident]] += 1
+                    router.sent(client, req, index_of[ident], perf_counter())
                 except Again:
                     router.rejected[ERR_OVERLOADED] += 1
                     front.send_multipart([client, req, overloaded], NOBLOCK)

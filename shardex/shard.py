@@ -15,11 +15,15 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
+
+from prometheus_client import REGISTRY
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT, Event
 from shardex.journal import Journal, JournalError
+from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.protocol import (
     ERR_OVERLOADED,
     MAX_EVENTS_REPLY,
@@ -62,6 +66,7 @@ class ShardCore:
         # journal, then sends the replies of the batch).
         self.journal = journal
         self.ring = EventRing(ring_size)
+        self.stats = ShardStats(index)
         self._owner: dict[Any, int] = {}
         self.commands = 0
 
@@ -78,6 +83,8 @@ class ShardCore:
         cmds, error = decode_request(payload)
         if error is not None:
             return encode_reply(None, error)
+        stats = self.stats
+        t0 = perf_counter()
         results: list[Any] = []
         engine = self.engine
         apply = engine.apply
@@ -118,7 +125,12 @@ class ShardCore:
                 if journal is not None:
                     journal.add(seq, cmd)
                 results.append(out[start:])
-        self.commands += len(cmds)
+        n = len(cmds)
+        self.commands += n
+        if n:
+            stats.received += n
+            stats.engine_time.add((perf_counter() - t0) / n, n)
+            stats.cmds_per_msg.add(n)
         return encode_reply(results)
 
     def events(self, cmd: tuple) -> dict[str, Any]:
@@ -253,6 +265,7 @@ class ShardConfig:
     fsync: str = "batch"  # always | batch | none
     snapshot_every: int = 1_000_000  # journaled commands between snapshots
     snapshot_interval: float = 300.0  # seconds between snapshots (if anything changed)
+    metrics_port: int | None = None  # Prometheus exporter; None/0: off
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -282,9 +295,14 @@ def run_shard(cfg: ShardConfig) -> None:
     else:
         log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
     core = ShardCore(cfg.index, cfg.shards, cfg.markets, engine=engine, journal=journal)
+    stats = core.stats
+    stats.seq = core.engine.seq
+    REGISTRY.register(ShardCollector(stats))
+    serve(cfg.metrics_port, "engine", shard=str(cfg.index))
     last_snap_seq = core.engine.seq
     last_snap = time.monotonic()
     last_snap_records = 0
+    last_resting = 0.0
     ctx = zmq.Context()
     sockets = []
     dealer = direct = None
@@ -352,8 +370,11 @@ def run_shard(cfg: ShardConfig) -> None:
 
     def flush() -> None:
         """Group commit: journal the batch's commands, then reply, then publish its events."""
-        if journal is not None:
+        if journal is not None and journal.pending:
             journal.commit()
+            stats.journal_write.add(journal.last_write_s)
+            if journal.fsync != "none":
+                stats.journal_fsync.add(journal.last_fsync_s)
         for sock, head, reply in replies:
             try:
                 sock.send_multipart([*head, reply], NOBLOCK)
@@ -361,6 +382,7 @@ def run_shard(cfg: ShardConfig) -> None:
                 pass  # the peer's pipe is full: it stops reading, we must not stop matching
         replies.clear()
         if out:
+            stats.count_events(out)
             core.ring.extend(out)
             _publish(pub, cfg.index, out)
             out.clear()
@@ -385,6 +407,8 @@ def run_shard(cfg: ShardConfig) -> None:
                 except Again:
                     break
         backlog_seen = len(pending)
+        stats.backlog = backlog_seen
+        stats.batch_size.add(backlog_seen)
         info = {
             "uptime_s": round(now - started, 3),
             "pid": os.getpid(),
@@ -414,12 +438,17 @@ def run_shard(cfg: ShardConfig) -> None:
                 head = [frames[0], frames[2]]
             if n >= cfg.max_backlog:
                 shed_total += 1
+                stats.shed += 1
                 replies.append((sock, head, overloaded_reply))
             else:
                 replies.append((sock, head, core.handle(frames[-1], out, info)))
             if len(out) >= publish_every:
                 flush()
         flush()
+        stats.seq = core.engine.seq
+        if now - last_resting >= 1.0:
+            stats.resting = core.engine.resting()
+            last_resting = now
         if journal is not None and (
             journal.records_written - last_snap_records >= cfg.snapshot_every
             or (core.engine.seq != last_snap_seq and now - last_snap >= cfg.snapshot_interval)

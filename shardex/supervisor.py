@@ -79,6 +79,8 @@ def build_children(
                 layout.frontend,
                 "--backend",
                 layout.backend,
+                "--metrics-port",
+                str(layout.router_metrics_port),
             ],
         )
     ]
@@ -101,6 +103,8 @@ def build_children(
                     layout.pub(i),
                     "--max-backlog",
                     str(max_backlog),
+                    "--metrics-port",
+                    str(layout.shard_metrics_port(i)),
                     *markets,
                     *([] if pin else ["--no-pin"]),
                     *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),

@@ -1,0 +1,198 @@
+"""Prometheus metrics: names are a contract with ``grafana/`` (prefix ``shardex_``, seconds).
+
+Each process serves its own exporter (router base+2, bridge base+3, shard i base+300+i).
+
+The shard's hot path never calls prometheus-client: ``Histogram.observe`` costs about as much as
+matching an order. Instead it bumps plain ints and lists (``ShardStats``) once per batch, and a
+custom collector turns them into metric families when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+
+from shardex import __version__
+
+# 1 µs .. 100 ms in a 1-2.5-5 series
+LATENCY_BUCKETS = tuple(round(m * 10.0**e, 9) for e in range(-6, -1) for m in (1, 2.5, 5)) + (0.1,)
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+REJECT_CLASSES = (
+    ("unknown symbol", "unknown_symbol"),
+    ("duplicate id", "duplicate_id"),
+    ("not live", "not_live"),
+    ("belongs to another account", "wrong_account"),
+    ("would cross", "post_only_cross"),
+    ("grid", "off_grid"),
+    ("above max", "out_of_range"),
+    ("must be > 0", "out_of_range"),
+    ("cannot increase", "amend_increase"),
+    ("belongs to shard", "wrong_shard"),
+    ("unknown op", "unknown_op"),
+)
+
+
+def reject_class(reason: str) -> str:
+    """A bounded label for a free-text reject reason (labels must not explode)."""
+    for needle, label in REJECT_CLASSES:
+        if needle in reason:
+            return label
+    return "invalid"
+
+
+class Hist:
+    """A histogram as plain lists: ``add(value, n)`` is a bisect and two adds."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def add(self, value: float, n: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
+    def family(self, name: str, doc: str, labels: dict[str, str]) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(name, doc, labels=list(labels))
+        cum = 0
+        buckets = []
+        for bound, c in zip(self.bounds, self.counts, strict=False):
+            cum += c
+            buckets.append((repr(float(bound)), cum))
+        cum += self.counts[-1]
+        buckets.append(("+Inf", cum))
+        fam.add_metric(list(labels.values()), buckets, self.sum)
+        return fam
+
+
+class ShardStats:
+    """Everything a shard counts, as plain numbers updated once per batch."""
+
+    def __init__(self, shard: int) -> None:
+        self.shard = str(shard)
+        self.received = 0  # commands received (writes and reads)
+        self.accepted: dict[str, int] = {}  # per symbol
+        self.trades: dict[str, int] = {}  # per symbol
+        self.rejected: dict[str, int] = {}  # per reason class
+        self.cancelled = 0
+        self.shed = 0  # messages answered "overloaded"
+        self.engine_time = Hist(LATENCY_BUCKETS)  # seconds per command (batch average)
+        self.batch_size = Hist(SIZE_BUCKETS)  # messages per wake-up
+        self.cmds_per_msg = Hist(SIZE_BUCKETS)
+        self.journal_write = Hist(LATENCY_BUCKETS)
+        self.journal_fsync = Hist(LATENCY_BUCKETS)
+        self.backlog = 0
+        self.seq = 0
+        self.resting = 0
+        self.up = 1
+
+    def count_events(self, events: list) -> None:
+        acc, trd, rej = self.accepted, self.trades, self.rejected
+        for ev in events:
+            kind = ev[0]
+            if kind == 0:
+                acc[ev[2]] = acc.get(ev[2], 0) + 1
+            elif kind == 1:
+                trd[ev[2]] = trd.get(ev[2], 0) + 1
+            elif kind == 2:
+                self.cancelled += 1
+            elif kind == 3:
+                c = reject_class(ev[4])
+                rej[c] = rej.get(c, 0) + 1
+
+
+class ShardCollector:
+    def __init__(self, stats: ShardStats) -> None:
+        self.s = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self.s
+        lab = {"shard": s.shard}
+        yield _counter(
+            "shardex_commands_received", "Commands received by the shard", lab, s.received
+        )
+        fam = CounterMetricFamily(
+            "shardex_orders_accepted", "Orders accepted", labels=["shard", "symbol"]
+        )
+        for sym, n in sorted(s.accepted.items()):
+            fam.add_metric([s.shard, sym], n)
+        yield fam
+        fam = CounterMetricFamily("shardex_trades", "Trades", labels=["shard", "symbol"])
+        for sym, n in sorted(s.trades.items()):
+            fam.add_metric([s.shard, sym], n)
+        yield fam
+        fam = CounterMetricFamily(
+            "shardex_commands_rejected", "Rejected commands by reason", labels=["shard", "reason"]
+        )
+        for reason, n in sorted(s.rejected.items()):
+            fam.add_metric([s.shard, reason], n)
+        fam.add_metric([s.shard, "overloaded"], s.shed)
+        yield fam
+        yield _counter(
+            "shardex_orders_cancelled", "Cancel events (user, ioc, fok, stp)", lab, s.cancelled
+        )
+        yield s.engine_time.family(
+            "shardex_engine_command_seconds", "Engine time per command (batch average)", lab
+        )
+        yield s.batch_size.family("shardex_shard_batch_messages", "Messages per wake-up", lab)
+        yield s.cmds_per_msg.family("shardex_shard_message_commands", "Commands per message", lab)
+        yield s.journal_write.family(
+            "shardex_journal_write_seconds", "Journal write per batch", lab
+        )
+        yield s.journal_fsync.family(
+            "shardex_journal_fsync_seconds", "Journal fsync per batch", lab
+        )
+        yield _gauge(
+            "shardex_shard_backlog", "Messages waiting in the last wake-up", lab, s.backlog
+        )
+        yield _gauge("shardex_shard_seq", "Last event seq of the shard", lab, s.seq)
+        yield _gauge("shardex_shard_resting_orders", "Resting orders", lab, s.resting)
+        yield _gauge("shardex_shard_up", "1 while the shard process runs", lab, s.up)
+
+
+def _counter(name: str, doc: str, labels: dict[str, str], value: float) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=list(labels))
+    fam.add_metric(list(labels.values()), value)
+    return fam
+
+
+def _gauge(name: str, doc: str, labels: dict[str, str], value: float) -> GaugeMetricFamily:
+    fam = GaugeMetricFamily(name, doc, labels=list(labels))
+    fam.add_metric(list(labels.values()), value)
+    return fam
+
+
+class InfoCollector:
+    def __init__(self, role: str, extra: dict[str, str]) -> None:
+        self.role = role
+        self.extra = extra
+
+    def collect(self) -> Iterator[Any]:
+        fam = InfoMetricFamily(
+            "shardex_process", "What this process is", labels=["role", "version", *self.extra]
+        )
+        fam.add_metric([self.role, __version__, *self.extra.values()], {})
+        yield fam
+
+
+def serve(port: int | None, role: str, **extra: str) -> None:
+    """Start this process's exporter (a daemon thread) unless ``port`` is falsy.
+
+    Binds ``SHARDEX_METRICS_HOST`` (default 127.0.0.1; set 0.0.0.0 for a remote Prometheus).
+    """
+    REGISTRY.register(InfoCollector(role, extra))
+    if port:
+        start_http_server(port, addr=os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1"))
