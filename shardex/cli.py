@@ -455,6 +455,12 @@ def engine(
 )
 @click.option("--no-bridge", is_flag=True, help="Start neither Redis nor the bridge.")
 @click.option("--pub-hwm", type=int, default=None, help="Shards' PUB high-water mark.")
+@click.option(
+    "--prometheus-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a prometheus.yml scraping this cluster's exporters to this path.",
+)
 def up(
     shards: int | None,
     host: str,
@@ -468,6 +474,7 @@ def up(
     redis_url: str | None,
     no_bridge: bool,
     pub_hwm: int | None,
+    prometheus_config: str | None,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
     from shardex.supervisor import Supervisor, build_children, port_free
@@ -487,6 +494,12 @@ def up(
             "(is another cluster running? use --base-port)"
         )
     _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    if prometheus_config:
+        from shardex.metrics import prometheus_config as render
+
+        with open(prometheus_config, "w") as fh:
+            fh.write(render(layout))
+        click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     sup = Supervisor(
         build_children(
@@ -682,6 +695,196 @@ def tail(
         raise click.ClickException(f"cannot read from Redis: {exc}") from None
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@endpoint_option
+@host_option
+@base_port_option
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Open loop: orders/s offered (latency from intended send time).",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Closed loop: connections (per generator process).",
+)
+@click.option(
+    "--window",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Closed loop: frames in flight per connection.",
+)
+@click.option(
+    "--batch",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Orders per frame (open loop: at most, of those due).",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds of load (ignored when --orders is given).",
+)
+@click.option("--orders", type=int, default=None, help="Send exactly this many commands.")
+@click.option(
+    "--symbols", type=int, default=2, show_default=True, help="Trade the first K built-in markets."
+)
+@click.option("--accounts", type=int, default=100, show_default=True)
+@click.option(
+    "--mix",
+    default="limit=60,market=5,cancel=30,amend=5",
+    show_default=True,
+    help="Weights of limit/market/cancel/amend.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--direct", is_flag=True, help="Send straight to the shards (skip the router).")
+@click.option(
+    "--procs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Generator processes (their histograms are merged).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds before an unanswered frame counts as timed out.",
+)
+@click.option(
+    "--max-error-rate",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Exit 1 when (timeouts + batch errors) / sent exceeds this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the JSON report to this file.",
+)
+@click.option("--quiet", is_flag=True, help="No progress line.")
+def loadgen(
+    endpoint: str | None,
+    host: str,
+    base_port: int,
+    rate: float | None,
+    concurrency: int,
+    window: int,
+    batch: int,
+    duration: float,
+    orders: int | None,
+    symbols: int,
+    accounts: int,
+    mix: str,
+    seed: int,
+    direct: bool,
+    procs: int,
+    timeout: float,
+    max_error_rate: float,
+    as_json: bool,
+    out: str | None,
+    quiet: bool,
+) -> None:
+    """Drive the cluster with orders and report throughput and latency percentiles."""
+    from shardex.loadgen import LoadConfig, LoadError, parse_mix, run
+
+    try:
+        if rate is not None and rate <= 0:
+            raise LoadError("--rate must be > 0")
+        for name, v in (
+            ("--concurrency", concurrency),
+            ("--window", window),
+            ("--batch", batch),
+            ("--procs", procs),
+        ):
+            if v < 1:
+                raise LoadError(f"{name} must be >= 1")
+        cfg = LoadConfig(
+            endpoint=endpoint or Layout(host, base_port).frontend,
+            rate=rate,
+            concurrency=concurrency,
+            window=window,
+            batch=batch,
+            duration=None if orders is not None else duration,
+            orders=orders,
+            symbols=symbols,
+            accounts=accounts,
+            mix=parse_mix(mix),
+            seed=seed,
+            direct=direct,
+            procs=procs,
+            timeout=timeout,
+        )
+        err = click.get_text_stream("stderr")
+
+        def progress(elapsed, sent, acked, errors, p99):
+            if not quiet:
+                err.write(
+                    f"\r{elapsed:6.1f}s  sent {sent:>10,}  acked {acked:>10,} "
+                    f"({acked / max(elapsed, 1e-9):>9,.0f}/s)  p99 {p99:>8,} µs  "
+                    f"errors {errors:,}   "
+                )
+                err.flush()
+
+        rep = run(cfg, on_progress=progress)
+    except LoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not quiet:
+        click.echo("", err=True)
+    report = rep.to_dict()
+    report["config"] = {
+        "endpoint": cfg.endpoint,
+        "mode": "open" if rate else "closed",
+        "rate": rate,
+        "concurrency": concurrency,
+        "window": window,
+        "batch": batch,
+        "procs": procs,
+        "direct": direct,
+        "mix": mix,
+    }
+    if out:
+        with open(out, "w") as fh:
+            json.dump(report, fh, indent=2)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        lat = report["latency_us"]
+        click.echo(
+            f"sent {report['sent']:,}  acked {report['acked']:,} in "
+            f"{report['seconds']:.2f}s = {report['acked_per_s']:,} orders/s"
+        )
+        click.echo(
+            f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
+            f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}"
+        )
+        for reason, n in sorted(report["rejected"].items(), key=lambda kv: -kv[1]):
+            click.echo(f"  rejected {reason:<18} {n:>10,}")
+        for reason, n in sorted(report["errors"].items(), key=lambda kv: -kv[1]):
+            click.echo(f"  error    {reason:<18} {n:>10,}")
+        if lat:
+            click.echo("latency µs   " + "  ".join(f"{k} {v:,}" for k, v in lat.items()))
+    sent = max(1, rep.sent)
+    if rep.error_count / sent > max_error_rate:
+        click.echo(
+            f"error rate {rep.error_count / sent:.2%} > --max-error-rate {max_error_rate:.2%}",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def _client(endpoint: str | None, host: str, base_port: int, timeout: float):

@@ -196,3 +196,24 @@ def serve(port: int | None, role: str, **extra: str) -> None:
     REGISTRY.register(InfoCollector(role, extra))
     if port:
         start_http_server(port, addr=os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1"))
+
+
+def prometheus_config(layout: Any, interval: str = "5s") -> str:
+    """A prometheus.yml scraping every exporter of a ``shardex up`` layout."""
+    host = layout.host
+    engines = ", ".join(f"'{host}:{layout.shard_metrics_port(i)}'" for i in range(layout.shards))
+    return f"""# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).
+global:
+  scrape_interval: {interval}
+  evaluation_interval: {interval}
+scrape_configs:
+  - job_name: shardex-router
+    static_configs:
+      - targets: ['{host}:{layout.router_metrics_port}']
+  - job_name: shardex-engine
+    static_configs:
+      - targets: [{engines}]
+  - job_name: shardex-bridge
+    static_configs:
+      - targets: ['{host}:{layout.bridge_metrics_port}']
+"""
