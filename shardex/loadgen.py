@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import random
 import select
+import signal
 import struct
 import time
 from collections import Counter
@@ -412,6 +413,23 @@ def run(cfg: LoadConfig, on_progress=None) -> Report:
         p = ctx.Process(target=_child, args=(sub, i, progress, results), daemon=True)
         p.start()
         procs.append(p)
+
+    def stop(signum, frame):  # noqa: ARG001 - stop the generators with us
+        for p in procs:
+            p.terminate()
+        raise LoadError("interrupted")
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _collect(procs, progress, results, on_progress)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+
+def _collect(procs: list, progress: Any, results: Any, on_progress) -> Report:
     last: dict[int, tuple] = {}
     got: list[tuple[str, Any]] = []
     t0 = time.monotonic()

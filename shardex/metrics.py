@@ -84,10 +84,7 @@ class ShardStats:
     def __init__(self, shard: int) -> None:
         self.shard = str(shard)
         self.received = 0  # commands received (writes and reads)
-        self.accepted: dict[str, int] = {}  # per symbol
-        self.trades: dict[str, int] = {}  # per symbol
-        self.rejected: dict[str, int] = {}  # per reason class
-        self.cancelled = 0
+        self.engine: Any = None  # accepted/trades/cancelled/rejects are the engine's counters
         self.shed = 0  # messages answered "overloaded"
         self.engine_time = Hist(LATENCY_BUCKETS)  # seconds per command (batch average)
         self.batch_size = Hist(SIZE_BUCKETS)  # messages per wake-up
@@ -98,20 +95,6 @@ class ShardStats:
         self.seq = 0
         self.resting = 0
         self.up = 1
-
-    def count_events(self, events: list) -> None:
-        acc, trd, rej = self.accepted, self.trades, self.rejected
-        for ev in events:
-            kind = ev[0]
-            if kind == 0:
-                acc[ev[2]] = acc.get(ev[2], 0) + 1
-            elif kind == 1:
-                trd[ev[2]] = trd.get(ev[2], 0) + 1
-            elif kind == 2:
-                self.cancelled += 1
-            elif kind == 3:
-                c = reject_class(ev[4])
-                rej[c] = rej.get(c, 0) + 1
 
 
 class ShardCollector:
@@ -124,25 +107,34 @@ class ShardCollector:
         yield _counter(
             "shardex_commands_received", "Commands received by the shard", lab, s.received
         )
+        books = list(s.engine.books.values()) if s.engine is not None else []
+        rejected: dict[str, int] = {}
+        if s.engine is not None:
+            for reason, n in dict(s.engine.rejected).items():
+                c = reject_class(reason)
+                rejected[c] = rejected.get(c, 0) + n
         fam = CounterMetricFamily(
             "shardex_orders_accepted", "Orders accepted", labels=["shard", "symbol"]
         )
-        for sym, n in sorted(s.accepted.items()):
-            fam.add_metric([s.shard, sym], n)
+        for b in books:
+            fam.add_metric([s.shard, b.symbol], b.accepted)
         yield fam
         fam = CounterMetricFamily("shardex_trades", "Trades", labels=["shard", "symbol"])
-        for sym, n in sorted(s.trades.items()):
-            fam.add_metric([s.shard, sym], n)
+        for b in books:
+            fam.add_metric([s.shard, b.symbol], b.trade_id)
         yield fam
         fam = CounterMetricFamily(
             "shardex_commands_rejected", "Rejected commands by reason", labels=["shard", "reason"]
         )
-        for reason, n in sorted(s.rejected.items()):
+        for reason, n in sorted(rejected.items()):
             fam.add_metric([s.shard, reason], n)
         fam.add_metric([s.shard, "overloaded"], s.shed)
         yield fam
         yield _counter(
-            "shardex_orders_cancelled", "Cancel events (user, ioc, fok, stp)", lab, s.cancelled
+            "shardex_orders_cancelled",
+            "Cancel events (user, ioc, fok, stp)",
+            lab,
+            sum(b.cancelled for b in books),
         )
         yield s.engine_time.family(
             "shardex_engine_command_seconds", "Engine time per command (batch average)", lab

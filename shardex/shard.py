@@ -296,6 +296,7 @@ def run_shard(cfg: ShardConfig) -> None:
         log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
     core = ShardCore(cfg.index, cfg.shards, cfg.markets, engine=engine, journal=journal)
     stats = core.stats
+    stats.engine = core.engine
     stats.seq = core.engine.seq
     REGISTRY.register(ShardCollector(stats))
     serve(cfg.metrics_port, "engine", shard=str(cfg.index))
@@ -382,7 +383,6 @@ def run_shard(cfg: ShardConfig) -> None:
                 pass  # the peer's pipe is full: it stops reading, we must not stop matching
         replies.clear()
         if out:
-            stats.count_events(out)
             core.ring.extend(out)
             _publish(pub, cfg.index, out)
             out.clear()

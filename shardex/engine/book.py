@@ -90,14 +90,18 @@ class Side:
 class Book:
     """All state of one symbol. Separable on purpose: a pair can be snapshotted and moved alone."""
 
-    __slots__ = ("symbol", "market", "sides", "orders", "trade_id")
+    __slots__ = ("symbol", "market", "sides", "orders", "trade_id", "accepted", "cancelled")
 
     def __init__(self, symbol: str, market: object) -> None:
         self.symbol = symbol
         self.market = market
         self.sides = (Side(), Side())  # 0 = bids (key -price), 1 = asks (key price)
         self.orders: dict[str, Order] = {}
-        self.trade_id = 0
+        self.trade_id = 0  # also the number of trades of this pair
+        # Counters for metrics (read at scrape time; not part of snapshots: they count what
+        # this process did, like any Prometheus counter).
+        self.accepted = 0
+        self.cancelled = 0
 
     def best(self, side: int) -> int | None:
         """Best price (ticks) of a side, or None when empty."""

@@ -67,6 +67,7 @@ class Engine:
         self.markets = markets
         self.books: dict[str, Book] = {}
         self.seq = seq
+        self.rejected: dict[str, int] = {}  # reason → count (metrics; bounded)
 
     # ------------------------------------------------------------------ public API
 
@@ -162,9 +163,11 @@ class Engine:
         seq = self.seq + 1
         out.append((EV_ACCEPTED, seq, symbol, oid))
         self.seq = seq
+        book.accepted += 1
         if tif == FOK and _fillable(opp, limit_key, qty, account, stp) < qty:
             self.seq = seq = seq + 1
             out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
+            book.cancelled += 1
             return None
         heap = opp.heap
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
@@ -175,6 +178,7 @@ class Engine:
             else:
                 self.seq = seq = self.seq + 1
                 out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
+                book.cancelled += 1
         return None
 
     def _why_new_invalid(self, cmd: Command) -> str:
@@ -232,6 +236,7 @@ class Engine:
         _unlink(book, order)
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
+        book.cancelled += 1
         return None
 
     def _amend(self, cmd: Command, out: list[Event]) -> None:
@@ -322,6 +327,9 @@ class Engine:
         return order
 
     def _reject(self, symbol: object, oid: object, reason: str, out: list[Event]) -> None:
+        rej = self.rejected
+        key = reason if reason in rej or len(rej) < 10_000 else "(other reasons)"
+        rej[key] = rej.get(key, 0) + 1
         self.seq = seq = self.seq + 1
         out.append(
             (
@@ -390,9 +398,11 @@ def _match(
                     del orders[maker.id]
                     seq += 1
                     append((EV_CANCELLED, seq, symbol, maker.id, "stp", mq))
+                    book.cancelled += 1
                 if stp != STP_CANCEL_MAKER:  # cancel_taker / cancel_both: taker goes
                     seq += 1
                     append((EV_CANCELLED, seq, symbol, oid, "stp", qty))
+                    book.cancelled += 1
                     qty = 0
                     break
                 continue

@@ -1,0 +1,224 @@
+"""Metrics, dashboards proven on a real Prometheus, and the load generator against real shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Cluster, free_layout
+from prometheus_client.parser import text_string_to_metric_families
+
+from shardex.layout import Layout
+from shardex.metrics import LATENCY_BUCKETS, prometheus_config
+
+DASHBOARD = ROOT / "grafana" / "dashboards" / "shardex.json"
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of each sample name (all label sets) from one exporter."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def loadgen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "loadgen", *args],
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_loadgen_counts_match_shard_status_and_exporters():
+    cluster = Cluster(2)
+    try:
+        proc = loadgen(
+            "--endpoint",
+            cluster.endpoint,
+            "--orders",
+            "6000",
+            "--symbols",
+            "3",
+            "--json",
+            "--quiet",
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        rep = json.loads(proc.stdout)
+        assert rep["sent"] == rep["acked"] == 6000 and rep["timeouts"] == 0
+        assert rep["trades"] > 0 and rep["accepted"] > 0
+        with cluster.client() as c:
+            status = c.status()
+        # every command the generator sent reached a shard (status reads are excluded below)
+        assert sum(s["commands"] for s in status) == rep["sent"]
+        totals: dict[str, float] = {}
+        for i in range(2):
+            for k, v in scrape(cluster.layout.shard_metrics_port(i)).items():
+                totals[k] = totals.get(k, 0.0) + v
+        assert totals["shardex_orders_accepted_total"] == rep["accepted"]
+        assert totals["shardex_trades_total"] == rep["trades"]
+        assert totals["shardex_orders_cancelled_total"] == rep["cancelled"]
+        assert totals["shardex_commands_rejected_total"] == sum(rep["rejected"].values())
+        assert totals["shardex_engine_command_seconds_count"] >= rep["sent"]
+        router = scrape(cluster.layout.router_metrics_port)
+        assert (
+            router["shardex_router_ack_seconds_count"] == router["shardex_router_forwarded_total"]
+        )
+        # open loop and several generator processes work too
+        proc = loadgen(
+            "--endpoint",
+            cluster.endpoint,
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "--procs",
+            "2",
+            "--out",
+            str(Path(cluster.data_dir) / "r.json"),
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert b"latency" in proc.stdout and b"p99.9" in proc.stdout
+        rep2 = json.loads((Path(cluster.data_dir) / "r.json").read_text())
+        assert 3000 <= rep2["sent"] <= 4400 and rep2["config"]["mode"] == "open"
+    finally:
+        cluster.stop()
+
+
+def test_loadgen_bad_endpoint_and_bad_options_are_clear_errors():
+    layout = free_layout(1)
+    proc = loadgen("--endpoint", layout.frontend, "--duration", "1", "--timeout", "0.5")
+    assert proc.returncode != 0
+    assert b"cannot reach" in proc.stderr and b"Traceback" not in proc.stderr
+    proc = loadgen("--endpoint", "not-an-endpoint", "--duration", "1")
+    assert proc.returncode != 0 and b"bad endpoint" in proc.stderr
+    proc = loadgen("--mix", "limit=5,teleport=1")
+    assert proc.returncode != 0 and b"unknown kind 'teleport'" in proc.stderr
+
+
+def test_grafana_files_are_consistent():
+    assert (ROOT / "grafana" / "prometheus.yml").read_text() == prometheus_config(Layout(shards=4))
+    dash = json.loads(DASHBOARD.read_text())
+    text = DASHBOARD.read_text()
+    assert "${DS_" not in text and "__inputs" not in dash
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == "shardex-prometheus"
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == "shardex-prometheus" and t["expr"]
+    ds = (ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    assert "uid: shardex-prometheus" in ds
+    assert LATENCY_BUCKETS[0] == 1e-6 and LATENCY_BUCKETS[-1] == 0.1
+    if shutil.which("promtool"):
+        subprocess.run(
+            ["promtool", "check", "config", str(ROOT / "grafana" / "prometheus.yml")],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _prometheus_or_skip() -> str:
+    exe = shutil.which("prometheus")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is not installed: .ci/run must install it")
+        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    return exe
+
+
+def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path):
+    exe = _prometheus_or_skip()
+    cluster = Cluster(2, redis="embedded")
+    prom = None
+    load = None
+    try:
+        # the same generator `shardex up --prometheus-config` uses, at a 1 s scrape interval
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text(prometheus_config(cluster.layout, interval="1s"))
+        port = free_layout(1).base_port
+        prom = subprocess.Popen(
+            [
+                exe,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        load = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shardex.cli",
+                "loadgen",
+                "--endpoint",
+                cluster.endpoint,
+                "--rate",
+                "3000",
+                "--duration",
+                "25",
+                "--quiet",
+                "--max-error-rate",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{port}/api/v1/"
+
+        def query(expr: str) -> list:
+            url = base + "query?" + urllib.parse.urlencode({"query": expr})
+            body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+            assert body["status"] == "success", body
+            return body["data"]["result"]
+
+        exprs = []
+        for panel in json.loads(DASHBOARD.read_text())["panels"]:
+            for t in panel["targets"]:
+                exprs.append((panel["title"], t["expr"].replace("$__rate_interval", "5s")))
+        assert len(exprs) >= 10
+        missing: list[str] = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            try:
+                missing = [f"{title}: {e}" for title, e in exprs if not query(e)]
+            except (OSError, json.JSONDecodeError):
+                missing = ["prometheus not answering yet"]
+            if not missing:
+                break
+            time.sleep(1)
+        assert not missing, "panels without data:\n" + "\n".join(missing)
+        # latency series hold numbers, not just labels
+        p99 = query(exprs[1][1])
+        assert any(re.match(r"^[0-9.e-]+$", s["value"][1]) for s in p99)
+        targets = json.loads(urllib.request.urlopen(base + "targets", timeout=10).read())
+        health = {t["scrapeUrl"]: t["health"] for t in targets["data"]["activeTargets"]}
+        assert health and all(h == "up" for h in health.values()), health
+    finally:
+        for p in (load, prom):
+            if p is not None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)  # the whole group: loadgen's children too
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+                except ProcessLookupError:
+                    pass
+        cluster.stop()
