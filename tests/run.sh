@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# README's test command: install what the tests need, then run them. `.ci/run` calls this too.
+#   - Debian's redis-server (the bridge tests run against a real Redis) and prometheus (the
+#     dashboard test evaluates every panel's query in a real Prometheus), when missing;
+#   - the package with its dev extra (pytest, hypothesis, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} (apt-get)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${need[@]}" >/dev/null
+fi
+python3 -m pip install -q -e '.[dev]'
+exec python3 -m pytest -q "$@"
