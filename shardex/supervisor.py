@@ -34,9 +34,23 @@ class Child:
     history: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.proc = subprocess.Popen(self.argv, preexec_fn=_child_setup)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+
+def _child_setup() -> None:
+    """In the child before exec: its own process group, so a terminal's Ctrl-C reaches only the
+    supervisor (which then stops children in order instead of racing their deaths); and, on
+    Linux, SIGTERM when the supervisor dies, so a killed supervisor leaves no orphans."""
+    os.setpgid(0, 0)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def port_free(host: str, port: int) -> bool:
