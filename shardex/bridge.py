@@ -119,28 +119,6 @@ def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[s
     return out
 
 
-def trade_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[str]:
-    m = markets[ev[2]]
-    return [
-        "price",
-        m.price_str(ev[3]),
-        "qty",
-        m.qty_str(ev[4]),
-        "taker",
-        ev[5],
-        "maker",
-        ev[6],
-        "taker_side",
-        ("buy", "sell")[ev[7]],
-        "trade_id",
-        str(ev[8]),
-        "seq",
-        str(ev[1]),
-        "shard",
-        str(shard),
-    ]
-
-
 @dataclass
 class ShardState:
     index: int
@@ -435,51 +413,11 @@ class Bridge:
             q = cache[(symbol, 1, qty)] = self.cfg.markets[symbol].qty_str(qty)
         if len(cache) > 200_000:
             cache.clear()
-        s, sh, tid, ts = str(seq), str(shard), str(trade_id), ("buy", "sell")[side]
-        return (
-            f"{seq}-0",
-            [
-                "ev",
-                "trade",
-                "symbol",
-                symbol,
-                "price",
-                p,
-                "qty",
-                q,
-                "taker",
-                taker,
-                "maker",
-                maker,
-                "taker_side",
-                ts,
-                "trade_id",
-                tid,
-                "seq",
-                s,
-                "shard",
-                sh,
-            ],
-            symbol,
-            [
-                "price",
-                p,
-                "qty",
-                q,
-                "taker",
-                taker,
-                "maker",
-                maker,
-                "taker_side",
-                ts,
-                "trade_id",
-                tid,
-                "seq",
-                s,
-                "shard",
-                sh,
-            ],
-        )
+        tail = ["price", p, "qty", q, "taker", taker, "maker", maker,
+                "taker_side", ("buy", "sell")[side], "trade_id", str(trade_id),
+                "seq", str(seq), "shard", str(shard)]  # fmt: skip
+        # the events stream entry is the trades stream entry plus what the stream key implies
+        return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
     async def _outage(self, exc: Exception) -> None:
         """Wait until Redis answers again (one waiter for all shards), then re-sync ``last``."""
