@@ -671,3 +671,14 @@ def test_hundred_thousand_resting_orders_over_a_thousand_levels():
     assert book.best(1) == 1_000_000 + 600
     engine.apply((OP_AMEND, "BTC-USD", "s60002", "m", None, 999_999), out)
     assert book.best(1) == 999_999
+
+
+def test_edge_reject_reason_is_bounded(h):
+    from shardex.engine.codes import OP_REJECT
+
+    ev = h.raw((OP_REJECT, "BTC-USD", "x", "y" * 100_000))
+    assert ev[0]["ev"] == "rejected" and len(ev[0]["reason"]) == 200
+    ev = h.raw((OP_REJECT, "BTC-USD", "x", 5))
+    assert ev[0]["reason"] == "rejected"
+    ev = h.raw((OP_NEW, "BTC-USD", "x", "a", "z" * 10_000, 0, 100, 1, 0, False, 0))
+    assert ev[0]["reason"].startswith("unknown side 'zzz") and len(ev[0]["reason"]) == 200

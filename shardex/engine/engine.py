@@ -45,6 +45,7 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 
+MAX_REASON_LEN = 200
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
 # Every valid (side, type, tif, post_only, stp) of a new order: market orders need ioc/fok and no
 # post_only; post_only needs gtc.
@@ -305,9 +306,8 @@ class Engine:
     def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
         """A command the edge could not decode; it still gets a seq so replay stays identical."""
         reason = _field(cmd, 3)
-        self._reject(
-            _field(cmd, 1), _field(cmd, 2), reason if type(reason) is str else "rejected", out
-        )
+        reason = reason if type(reason) is str and reason else "rejected"
+        self._reject(_field(cmd, 1), _field(cmd, 2), reason, out)
 
     # ------------------------------------------------------------------ helpers
 
@@ -327,6 +327,8 @@ class Engine:
         return order
 
     def _reject(self, symbol: object, oid: object, reason: str, out: list[Event]) -> None:
+        if len(reason) > MAX_REASON_LEN:  # reasons may quote client input: keep them small
+            reason = reason[:MAX_REASON_LEN]
         rej = self.rejected
         key = reason if reason in rej or len(rej) < 10_000 else "(other reasons)"
         rej[key] = rej.get(key, 0) + 1
