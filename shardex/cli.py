@@ -177,8 +177,9 @@ base_port_option = click.option(
     default=DEFAULT_BASE_PORT,
     show_default=True,
     envvar="SHARDEX_BASE_PORT",
-    help="Base port of the default layout: router base+0 (clients) and base+1 (shards), shard i "
-    "direct base+100+i, PUB base+200+i.",
+    help="Base port of the default layout: router base+0 (clients), base+1 (shards), router "
+    "metrics base+2, bridge metrics base+3, Redis base+4; shard i direct base+100+i, PUB "
+    "base+200+i, metrics base+300+i.",
 )
 fsync_option = click.option(
     "--fsync",
