@@ -224,6 +224,19 @@ def _at(cmd: Any, i: int) -> Any:
     return v if type(v) is str else ""
 
 
+def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
+    """Refuse to serve a journal whose pairs now hash to other shards (``--shards`` changed):
+    their resting orders would be stranded here while their new owner starts empty."""
+    foreign = sorted(s for s in engine.books if shard_for(s, shards) != index)
+    if foreign:
+        raise JournalError(
+            f"{where} holds pairs that shard {index} of {shards} does not own "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was written "
+            "with another --shards. Moving pairs between shards is not supported yet; start "
+            "with the old shard count or another --data-dir."
+        )
+
+
 def pin_to_cpu(index: int, cpu: int | None, shards: int) -> int | None:
     """Pin this process to one core before any thread (zmq's I/O thread) exists.
 
@@ -281,6 +294,7 @@ def run_shard(cfg: ShardConfig) -> None:
         t = time.monotonic()
         rec = journal.recover()
         engine = rec.engine
+        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
         log.info(
             "recovered shard %d from %s: snapshot seq %s + %d journaled commands in %.2fs "
             "→ seq %d, %d resting orders",

@@ -291,3 +291,41 @@ def test_journal_events_in_consecutive_ranges_match_a_full_replay(tmp_path):
     assert j.events(5, 9) == events[4:9]
     with pytest.raises(JournalError):
         j.events(engine.seq + 10, engine.seq + 20)
+
+
+def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
+    """Pairs re-map when N changes: a shard must not serve state it no longer owns."""
+    from shardex.protocol import shard_for
+
+    d = tmp_path / "data" / "shard-0"
+    wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=1)
+    _journal_run(d, wl.warmup(10), fsync="none")  # written by shard 0 of 1: owns everything
+    assert shard_for("ETH-USD", 2) != 0
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardex.cli",
+            "engine",
+            "--shard",
+            "0",
+            "--shards",
+            "2",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--router",
+            "none",
+            "--no-pin",
+            "--direct",
+            "tcp://127.0.0.1:0",
+            "--pub",
+            "tcp://127.0.0.1:0",
+            "--metrics-port",
+            "0",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert b"ETH-USD" in proc.stderr and b"another --shards" in proc.stderr
+    assert b"Traceback" not in proc.stderr
