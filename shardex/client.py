@@ -244,13 +244,16 @@ class _Base:
         m = self.markets.get(book.get("symbol"))
         if m is None or "error" in book:
             return book
-        conv = [
-            (Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n) for p, q, n in book.get("bids", ())
-        ]
-        conva = [
-            (Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n) for p, q, n in book.get("asks", ())
-        ]
-        return {**book, "bids": conv, "asks": conva}
+        return {
+            **book,
+            **{
+                side: [
+                    (Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n)
+                    for p, q, n in book.get(side, ())
+                ]
+                for side in ("bids", "asks")
+            },
+        }
 
 
 def _socket_options(sock: zmq.Socket, timeout: float) -> None:

@@ -360,7 +360,6 @@ def run_shard(cfg: ShardConfig) -> None:
         **cfg.extra,
     }
     overloaded_reply = encode_reply(None, ERR_OVERLOADED)
-    shed_total = 0
     backlog_seen = 0
     last_hello = 0.0
     poller = zmq.Poller()
@@ -428,7 +427,7 @@ def run_shard(cfg: ShardConfig) -> None:
             "pid": os.getpid(),
             "cpu": cpu,
             "backlog": backlog_seen,
-            "shed": shed_total,
+            "shed": stats.shed,
         }
         for n, (sock, frames) in enumerate(pending):
             if sock is dealer:
@@ -451,7 +450,6 @@ def run_shard(cfg: ShardConfig) -> None:
                     continue
                 head = [frames[0], frames[2]]
             if n >= cfg.max_backlog:
-                shed_total += 1
                 stats.shed += 1
                 replies.append((sock, head, overloaded_reply))
             else:
