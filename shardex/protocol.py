@@ -291,8 +291,20 @@ OP_BOOK = 10  # (OP_BOOK, symbol, depth)
 OP_STATUS = 11  # (OP_STATUS,)
 OP_EVENTS = 12  # (OP_EVENTS, first seq, last seq): re-send a range (gap repair)
 MAX_EVENTS_REPLY = 10_000  # events per OP_EVENTS reply; ask again for the rest
+OP_ORDER = 13  # (OP_ORDER, symbol, account, id): the fate of one order (see ``order_state``)
+OP_MARKETS = 14  # (OP_MARKETS,): the shard's market table, as ``markets_to_wire`` gives it
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
+MAX_EVENTS_REPLY_BYTES = 1 << 20  # an OP_EVENTS reply stops adding events past this size
+MAX_BOOK_DEPTH = 1000  # levels per side a book read may ask for
+MAX_SYMBOL_LEN = 32  # bytes; longer symbols are rejected at the edge
+QUOTE_LEN = 64  # bytes of client input a reject reason may quote
+
+# Order fates (OP_ORDER replies: {"state": ..., ...}); "unknown" means the shard has neither the
+# live order nor a record of it within its recent-results window: it was never executed there.
+STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
+
+ERR_JOURNAL = "journal unavailable"  # prefix of the batch error while the journal cannot write
 
 ERR_OVERLOADED = "overloaded"
 ERR_UNAVAILABLE = "shard unavailable"
@@ -304,6 +316,31 @@ packb = _packer.pack
 def unpackb(data: bytes) -> Any:
     """Decode one msgpack frame; arrays become tuples (what the engine expects)."""
     return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
+
+
+def markets_to_wire(markets: Mapping[str, Market]) -> dict[str, list[str]]:
+    """Market table → plain msgpack-able map {symbol: [tick, lot, max_price, max_qty]} (decimal
+    strings), so a client learns the cluster's markets instead of guessing them."""
+    return {
+        s: [str(m.tick), str(m.lot), str(m.max_price), str(m.max_qty)]
+        for s, m in sorted(markets.items())
+    }
+
+
+def markets_from_wire(obj: Any) -> dict[str, Market]:
+    """Inverse of ``markets_to_wire``; raises ``ValueError`` on anything malformed."""
+    if not isinstance(obj, Mapping):
+        raise ValueError("markets: expected a map")
+    out: dict[str, Market] = {}
+    for symbol, spec in obj.items():
+        if type(symbol) is not str or not isinstance(spec, list | tuple) or len(spec) != 4:
+            raise ValueError(f"markets: bad entry for {str(symbol)[:QUOTE_LEN]!r}")
+        try:
+            tick, lot, max_price, max_qty = (Decimal(str(v)) for v in spec)
+            out[symbol] = Market(symbol, tick, lot, max_price, max_qty)
+        except (ArithmeticError, ValueError) as exc:
+            raise ValueError(f"markets: bad entry for {symbol[:QUOTE_LEN]!r}: {exc}") from None
+    return out
 
 
 def shard_for(symbol: str | bytes, shards: int) -> int:
