@@ -26,6 +26,16 @@ def _markets(path: str | None):
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_data_dir(data_dir: str, shards: int, markets, only=None) -> None:
+    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find."""
+    from shardex.datadir import DataDirError, check_data_dir
+
+    try:
+        check_data_dir(data_dir, shards, markets, only)
+    except (DataDirError, JournalError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 markets_option = click.option(
     "--markets",
     "markets_file",
@@ -400,6 +410,11 @@ def engine(
         )
     if max_backlog < 1:
         raise click.UsageError("--max-backlog must be >= 1")
+    markets = _markets(markets_file)
+    if data_dir:
+        # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
+        # shard's own dir is checked too (its recovery re-checks the rebuilt state).
+        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n)
     layout = Layout(host, base_port, n)
     cfg = ShardConfig(
         index=i,
@@ -407,7 +422,7 @@ def engine(
         router=None if router_ep == "none" else (router_ep or layout.backend),
         direct=direct or layout.direct(i),
         pub=pub or layout.pub(i),
-        markets=_markets(markets_file),
+        markets=markets,
         max_backlog=max_backlog,
         pin=not no_pin,
         cpu=cpu,
@@ -494,7 +509,9 @@ def up(
             f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
             "(is another cluster running? use --base-port)"
         )
-    _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    if not ephemeral:
+        _check_data_dir(data_dir, n, markets)
     if prometheus_config:
         from shardex.metrics import prometheus_config as render
 

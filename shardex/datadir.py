@@ -1,0 +1,181 @@
+"""Shard-count safety for a data directory: which pairs each ``shard-K`` directory holds, and
+whether a cluster of N shards would find every pair where ``shard_for(symbol, N)`` sends it.
+
+Changing ``--shards`` re-maps pairs. A shard only recovers its own ``shard-I`` directory, so a
+pair whose journal sits in another directory (or in ``shard-K`` with K >= N, which no shard
+reads) would silently start empty on its new owner: its resting orders gone, its trade ids and
+seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up`` and
+``shardex engine`` call :func:`check_data_dir` before starting and refuse with a message that
+names the pairs and directories.
+
+What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
+plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
+its book, as in the engine). Only snapshots and records after the newest snapshot are read, so
+the cost is one snapshot decode plus at most ``--snapshot-every`` commands, not the whole
+history. Everything is read through ``shardex.journal``'s public functions and nothing is
+written.
+
+Moving pairs between shards is a later capability; :class:`Misplaced` is what a mover would
+take as its work list (pair, directory it is in, shard it belongs to).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.journal import Journal, iter_records, read_snapshot
+from shardex.layout import MAX_SHARDS
+from shardex.protocol import shard_for, unpackb
+
+_SHARD_DIR = re.compile(r"^shard-(\d+)$")
+_BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
+
+
+class DataDirError(Exception):
+    """The data directory does not fit the shard count; the message says what and how to go on."""
+
+
+@dataclass
+class ShardDir:
+    """What one ``shard-K`` directory holds."""
+
+    index: int
+    path: Path
+    pairs: set[str] = field(default_factory=set)
+    snapshot_seq: int | None = None
+    records: int = 0  # journal records read after the snapshot
+
+
+@dataclass(frozen=True)
+class Misplaced:
+    """A pair stored in ``directory`` (shard ``found_in``) that N shards would give to ``owner``."""
+
+    symbol: str
+    found_in: int
+    owner: int
+    directory: Path
+
+
+def shard_dirs(data_dir: str | Path) -> list[Path]:
+    """The ``shard-K`` subdirectories of ``data_dir`` (any K), by index."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SHARD_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if p.is_dir()]
+
+
+def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
+    """The pairs ``path`` holds: the newest valid snapshot's books plus the pairs of the records
+    after it. ``known`` are the market symbols: a journaled command for an unknown symbol was a
+    reject and created no book, so it holds nothing (and must not block a shard-count change)."""
+    path = Path(path)
+    m = _SHARD_DIR.match(path.name)
+    info = ShardDir(int(m.group(1)) if m else -1, path)
+    journal = Journal(path, {})  # read-only use: snapshots() and segments() only list files
+    snap_seq = 0
+    for snap in reversed(journal.snapshots()):
+        state = read_snapshot(snap)
+        if state is not None:
+            info.pairs.update(str(s) for s in state["books"])
+            snap_seq = info.snapshot_seq = int(state["seq"])
+            break
+    for seg in journal.segments():
+        for seq, payload in iter_records(seg):
+            if seq < snap_seq:
+                continue  # covered by the snapshot
+            info.records += 1
+            for cmd in unpackb(payload):
+                if (
+                    type(cmd) in (tuple, list)
+                    and len(cmd) > 1
+                    and cmd[0] in _BOOK_OPS
+                    and type(cmd[1]) is str
+                    and cmd[1] in known
+                ):
+                    info.pairs.add(cmd[1])
+    return info
+
+
+def scan(
+    data_dir: str | Path, known: Collection[str], only: Callable[[int], bool] | None = None
+) -> list[ShardDir]:
+    """``scan_shard_dir`` for every ``shard-K`` directory (or those whose K passes ``only``)."""
+    return [
+        scan_shard_dir(p, known)
+        for p in shard_dirs(data_dir)
+        if only is None or only(int(p.name.split("-", 1)[1]))
+    ]
+
+
+def misplaced(dirs: Iterable[ShardDir], shards: int) -> list[Misplaced]:
+    """Every pair that N = ``shards`` would route to a shard other than the one holding it
+    (a directory K >= N is read by no shard, so all its pairs are misplaced)."""
+    out = []
+    for d in dirs:
+        for symbol in sorted(d.pairs):
+            owner = shard_for(symbol, shards)
+            if owner != d.index:
+                out.append(Misplaced(symbol, d.index, owner, d.path))
+    return out
+
+
+def fitting_counts(dirs: Iterable[ShardDir], limit: int = MAX_SHARDS) -> list[int]:
+    """Shard counts under which every pair already sits in its owner's directory."""
+    dirs = [d for d in dirs if d.pairs]
+    return [n for n in range(1, limit + 1) if not misplaced(dirs, n)]
+
+
+def describe(problems: list[Misplaced], dirs: list[ShardDir], shards: int, data_dir: str) -> str:
+    """One message: what is where, why it refuses, and how to proceed."""
+    by_dir: dict[int, list[Misplaced]] = {}
+    for p in problems:
+        by_dir.setdefault(p.found_in, []).append(p)
+    parts = []
+    for index, items in sorted(by_dir.items()):
+        where = items[0].directory
+        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+        if index >= shards:
+            names = ", ".join(p.symbol for p in items[:8])
+            parts.append(f"{where} (read by no shard of {shards}) holds {names}{more}")
+        else:
+            names = ", ".join(f"{p.symbol} (→ shard {p.owner})" for p in items[:8])
+            parts.append(
+                f"{where} holds pairs shard {index} of {shards} does not own: {names}{more}"
+            )
+    fits = fitting_counts(dirs)
+    if fits:
+        also = f"; also fits {', '.join(map(str, fits[1:4]))}" if len(fits) > 1 else ""
+        hint = f"start with the shard count it was written with (--shards {fits[0]}{also})"
+    else:
+        hint = "start with the shard count it was written with"
+    return (
+        f"refusing to start {shards} shard(s) on data dir {data_dir}: it was written with another "
+        "shard count, and these pairs would start empty on their new shard (resting orders and "
+        f"trade history left behind): {'; '.join(parts)}. To proceed, {hint}, or use another "
+        "--data-dir. Moving pairs between shards is not supported yet."
+    )
+
+
+def check_data_dir(
+    data_dir: str | Path,
+    shards: int,
+    known: Collection[str],
+    only: Callable[[int], bool] | None = None,
+) -> list[ShardDir]:
+    """Raise DataDirError when a cluster of ``shards`` shards would not find every pair of
+    ``data_dir`` in its owner's directory; return the scanned directories otherwise.
+
+    ``only`` limits the scan to some directories: ``shardex engine --shard I`` checks its own
+    and every K >= N (the other engines check theirs; the shard's recovery checks its own again,
+    on the state it rebuilt).
+    """
+    dirs = scan(data_dir, known, only)
+    problems = misplaced(dirs, shards)
+    if problems:
+        raise DataDirError(describe(problems, dirs, shards, str(data_dir)))
+    return dirs

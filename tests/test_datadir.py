@@ -1,0 +1,192 @@
+"""Shard-count safety: a data dir written with N shards is refused by any other N (never a
+silently dropped book), and accepted by the same N with every book intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Cluster, free_layout
+
+from shardex.datadir import DataDirError, check_data_dir, fitting_counts, scan
+from shardex.engine import DEFAULT_MARKETS, Engine
+from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, SELL, STP_NONE
+from shardex.journal import Journal
+from shardex.protocol import shard_for
+
+# Under N = 2: BTC-USD and ADA-USD → shard 0, ETH-USD and SOL-USD → shard 1.
+assert shard_for("BTC-USD", 2) == 0 and shard_for("ETH-USD", 2) == 1
+
+
+def run_cli(*args: str, timeout: float = 25) -> subprocess.CompletedProcess:
+    """Run ``shardex ARGS``; one that keeps running past ``timeout`` was not refused (killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardex.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"shardex {' '.join(args)} was not refused (still running): {err[-2000:]!r}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def up(data_dir: Path, shards: int) -> subprocess.CompletedProcess:
+    layout = free_layout(shards)
+    return run_cli(
+        "up",
+        "--shards",
+        str(shards),
+        "--base-port",
+        str(layout.base_port),
+        "--no-pin",
+        "--no-bridge",
+        "--data-dir",
+        str(data_dir),
+    )
+
+
+def engine(data_dir: Path, index: int, shards: int) -> subprocess.CompletedProcess:
+    layout = free_layout(shards)
+    return run_cli(
+        "engine",
+        "--shard",
+        str(index),
+        "--shards",
+        str(shards),
+        "--base-port",
+        str(layout.base_port),
+        "--router",
+        "none",
+        "--no-pin",
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    )
+
+
+def rest_orders(cluster: Cluster, symbols: list[str]) -> dict[str, dict]:
+    """One resting bid and ask on each symbol; returns each symbol's book."""
+    books = {}
+    with cluster.client(account="alice") as c:
+        for s in symbols:
+            assert c.place(s, "buy", "1", "10", id=f"{s}-b").ok
+            assert c.place(s, "sell", "2", "20", id=f"{s}-a").ok
+        for s in symbols:
+            books[s] = c.book(s)
+            assert books[s]["bids"] and books[s]["asks"]
+    return books
+
+
+def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    err = proc.stderr.decode()
+    assert proc.returncode not in (0, None), err
+    assert "Traceback" not in err, err
+    assert "refusing to start" in err, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def test_two_shards_to_one_is_refused_and_two_again_keeps_every_book(tmp_path):
+    data = tmp_path / "data"
+    cluster = Cluster(2, data_dir=str(data))
+    try:
+        before = rest_orders(cluster, ["BTC-USD", "ETH-USD", "SOL-USD"])
+    finally:
+        cluster.stop()
+    # honcho's Procfile with 1 shard on the same ./data: the supervisor refuses, naming the
+    # pairs of shard-1 that no shard would read, and says how to proceed
+    err = refused(up(data, 1), "shard-1", "ETH-USD", "SOL-USD", "--shards 2", "--data-dir")
+    assert "BTC-USD" not in err  # shard 0's pair is where N = 1 looks for it
+    # the engine alone (as honcho runs it) refuses too: shard-1 >= N holds pairs
+    refused(engine(data, 0, 1), "shard-1", "ETH-USD")
+    # the same count starts and finds every book as it was
+    cluster = Cluster(2, data_dir=str(data))
+    try:
+        with cluster.client() as c:
+            for s, book in before.items():
+                after = c.book(s)
+                assert (after["bids"], after["asks"]) == (book["bids"], book["asks"])
+    finally:
+        cluster.stop()
+
+
+def test_one_shard_to_two_is_refused(tmp_path):
+    data = tmp_path / "data"
+    cluster = Cluster(1, data_dir=str(data))
+    try:
+        rest_orders(cluster, ["BTC-USD", "ETH-USD"])
+    finally:
+        cluster.stop()
+    err = refused(up(data, 2), "shard-0", "ETH-USD (→ shard 1)", "--shards 1")
+    assert "BTC-USD" not in err
+    refused(engine(data, 0, 2), "ETH-USD")
+
+
+def _journal_dir(root: Path, index: int, commands: list[tuple], snapshot_after: int | None):
+    """A shard-INDEX journal holding ``commands`` (a snapshot after the first K, if given)."""
+    j = Journal(root / f"shard-{index}", DEFAULT_MARKETS)
+    engine = Engine(DEFAULT_MARKETS)
+    out: list = []
+    for k, cmd in enumerate(commands):
+        j.add(engine.seq, cmd)
+        engine.apply(cmd, out)
+        j.commit()
+        if snapshot_after is not None and k + 1 == snapshot_after:
+            j.snapshot(engine)
+    j.close()
+    return engine
+
+
+def _new(symbol: str, oid: str, side: int = BUY, price: int = 100) -> tuple:
+    return (OP_NEW, symbol, oid, "a", side, LIMIT, price, 1, GTC, False, STP_NONE)
+
+
+def test_scan_reads_snapshot_books_and_records_after_it_and_ignores_unknown_symbols(tmp_path):
+    cmds = [
+        _new("BTC-USD", "1"),
+        _new("ETH-USD", "2", SELL),
+        (OP_CANCEL, "ETH-USD", "2", "a"),  # ETH-USD's book exists (empty): still its pair
+        _new("NOPE-USD", "3"),  # unknown: a reject, no book, holds nothing
+        _new("SOL-USD", "4"),
+    ]
+    engine = _journal_dir(tmp_path, 0, cmds, snapshot_after=3)
+    # the segments before the snapshot are not needed: the snapshot names BTC and ETH
+    (d,) = scan(tmp_path, DEFAULT_MARKETS)
+    assert d.pairs == set(engine.books) == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    assert d.snapshot_seq == 3 and d.records == 2
+    # N = 1 owns everything; N = 2 would send ETH-USD and SOL-USD to shard 1
+    check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
+    with pytest.raises(DataDirError, match=r"ETH-USD \(→ shard 1\), SOL-USD \(→ shard 1\)"):
+        check_data_dir(tmp_path, 2, DEFAULT_MARKETS)
+    assert fitting_counts([d])[0] == 1
+
+
+def test_shard_dir_beyond_n_with_only_rejects_does_not_block(tmp_path):
+    _journal_dir(tmp_path, 0, [_new("BTC-USD", "1")], None)
+    _journal_dir(tmp_path, 1, [_new("NOPE-USD", "1")], None)  # no pair: nothing to lose
+    check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
+    _journal_dir(tmp_path, 2, [_new("ETH-USD", "1")], None)
+    with pytest.raises(DataDirError, match=r"shard-2 \(read by no shard of 1\) holds ETH-USD"):
+        check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
+    # an engine checks only its own dir and those >= N: shard 0 of 1 sees shard-2
+    check_data_dir(tmp_path, 1, DEFAULT_MARKETS, only=lambda k: k == 0)
+    with pytest.raises(DataDirError, match="ETH-USD"):
+        check_data_dir(tmp_path, 1, DEFAULT_MARKETS, only=lambda k: k == 0 or k >= 1)
+
+
+def test_missing_or_empty_data_dir_is_fine(tmp_path):
+    assert check_data_dir(tmp_path / "nothing", 4, DEFAULT_MARKETS) == []
+    (tmp_path / "shard-7").mkdir()
+    assert check_data_dir(tmp_path, 2, DEFAULT_MARKETS)[0].pairs == set()
