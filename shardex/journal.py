@@ -35,9 +35,7 @@ from typing import Any
 import msgpack
 
 from shardex.engine import Engine, Market
-from shardex.engine.book import Order
 from shardex.engine.codes import Command, Event
-from shardex.engine.engine import _rest
 from shardex.protocol import unpackb
 
 log = logging.getLogger("shardex.journal")
@@ -76,39 +74,16 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------ snapshots
 
 
-def snapshot_state(engine: Engine) -> dict[str, Any]:
-    """Everything the engine needs to continue identically: seq, and per book its trade-id
-    counter and live orders in priority order (each pair separable, keyed by symbol)."""
-    books = {}
-    for symbol, book in sorted(engine.books.items()):
-        sides = []
-        for side in (0, 1):
-            s = book.sides[side]
-            orders = []
-            for key in sorted(s.levels):
-                for o in s.levels[key].orders:
-                    if o.qty:
-                        orders.append((o.id, o.account, o.price, o.qty, o.stp, o.post_only))
-            sides.append(orders)
-        books[symbol] = {"trade_id": book.trade_id, "bids": sides[0], "asks": sides[1]}
-    return {"seq": engine.seq, "books": books}
-
-
-def restore_state(state: Mapping[str, Any], markets: Mapping[str, Market]) -> Engine:
-    engine = Engine(markets, seq=state["seq"])
-    for symbol, b in state["books"].items():
-        book = engine.book(symbol)
-        if book is None:
-            raise JournalError(f"snapshot has a book for unknown market {symbol} (--markets?)")
-        book.trade_id = b["trade_id"]
-        for side, orders in ((0, b["bids"]), (1, b["asks"])):
-            for oid, account, price, qty, stp, post_only in orders:
-                _rest(book, Order(oid, account, side, price, qty, stp, post_only))
-    return engine
+def restore_engine(state: Mapping[str, Any], markets: Mapping[str, Market]) -> Engine:
+    """The engine a snapshot describes; JournalError when it does not fit ``markets``."""
+    try:
+        return Engine.restore(state, markets)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JournalError(f"snapshot seq {state.get('seq')!r} cannot be restored: {exc}") from None
 
 
 def write_snapshot(directory: Path, engine: Engine) -> Path:
-    body = msgpack.packb(snapshot_state(engine), use_bin_type=True)
+    body = msgpack.packb(engine.snapshot(), use_bin_type=True)
     data = SNAP_MAGIC + struct.pack("<I", zlib.crc32(body)) + body
     final = directory / _snap_name(engine.seq)
     tmp = final.with_suffix(".tmp")
@@ -244,7 +219,7 @@ class Journal:
             if state is None:
                 log.warning("snapshot %s is damaged; trying an older one", path)
                 continue
-            engine = restore_state(state, self.markets)
+            engine = restore_engine(state, self.markets)
             snap_seq = engine.seq
             break
         if engine is None:
@@ -383,7 +358,7 @@ class Journal:
             for path in reversed(self.snapshots()):
                 state = read_snapshot(path)
                 if state is not None and state["seq"] < first:
-                    base = restore_state(state, self.markets)
+                    base = restore_engine(state, self.markets)
                     break
             engine = base or Engine(self.markets)
             cur = self._cursor = (engine, self._records_from(engine.seq), [])

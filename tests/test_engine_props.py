@@ -132,6 +132,7 @@ def test_engine_matches_reference_and_keeps_invariants(cmds):
         assert _comparable(out) == _comparable(ref.apply(cmd))
         assert out, "every command yields at least one event"
         _check_not_crossed(engine)
+        engine.check_integrity()
         # quantity conservation: submitted = filled + cancelled + amended away + open
         ledger.reprice = set()
         ledger.feed(out)
@@ -201,6 +202,9 @@ def test_cross_check_thousands_of_random_commands():
         out: list = []
         engine.apply(cmd, out)
         assert _comparable(out) == _comparable(ref.apply(cmd)), f"diverged at command {n}: {cmd}"
+        if n % 10 == 0:
+            engine.check_integrity()
+    engine.check_integrity()
     assert engine.resting() > 50, "the stream should leave a real book behind"
 
 
@@ -214,5 +218,6 @@ def test_workload_stream_cross_checked_against_reference():
         out: list = []
         engine.apply(cmd, out)
         assert _comparable(out) == _comparable(ref.apply(cmd))
+        engine.check_integrity()
         trades += sum(1 for e in out if e[0] == EV_TRADE)
     assert trades > 100

@@ -17,8 +17,17 @@ Matching itself lives in ``engine.py`` so that the hot loop can keep everything 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from heapq import heapify, heappop, heappush
+from typing import Any
+
+
+class IntegrityError(AssertionError):
+    """A book's internal structures disagree with each other; the message says where and how.
+
+    An ``AssertionError`` so that tests treat it as a failed check; raised explicitly (never with
+    ``assert``) so that it also works under ``python -O``.
+    """
 
 
 class Order:
@@ -129,3 +138,130 @@ class Book:
         """Every level best-first as [(id, open qty), ...] in priority order (tests, snapshots)."""
         s = self.sides[side]
         return [[(o.id, o.qty) for o in s.levels[key].orders if o.qty] for key in sorted(s.levels)]
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """This pair's matching state: trade-id counter and live orders in priority order.
+
+        Plain lists/ints/strings only (msgpack-able); ``restore`` rebuilds an identical book.
+        """
+        sides = []
+        for side in (0, 1):
+            s = self.sides[side]
+            orders = []
+            for key in sorted(s.levels):
+                for o in s.levels[key].orders:
+                    if o.qty:
+                        orders.append((o.id, o.account, o.price, o.qty, o.stp, o.post_only))
+            sides.append(orders)
+        return {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load what ``snapshot`` produced into this (empty) book; raises ValueError if unusable."""
+        if self.orders or self.sides[0].levels or self.sides[1].levels:
+            raise ValueError(f"book {self.symbol}: restore needs an empty book")
+        trade_id = state["trade_id"]
+        if type(trade_id) is not int or trade_id < 0:
+            raise ValueError(f"book {self.symbol}: bad trade_id {trade_id!r}")
+        self.trade_id = trade_id
+        market = self.market
+        max_price = getattr(market, "max_price_ticks", None)
+        max_qty = getattr(market, "max_qty_lots", None)
+        for side, orders in ((0, state["bids"]), (1, state["asks"])):
+            for entry in orders:
+                oid, account, price, qty, stp, post_only = entry[:6]
+                if (
+                    type(oid) is not str
+                    or type(account) is not str
+                    or type(price) is not int
+                    or type(qty) is not int
+                    or not 0 < price <= (max_price or price)
+                    or not 0 < qty <= (max_qty or qty)
+                    or stp not in (0, 1, 2, 3)
+                    or type(post_only) is not bool
+                ):
+                    raise ValueError(f"book {self.symbol}: bad order entry {tuple(entry)!r:.200}")
+                if oid in self.orders:
+                    raise ValueError(f"book {self.symbol}: order {oid!r} appears twice")
+                rest_order(self, Order(oid, account, side, price, qty, stp, post_only))
+
+    def check_integrity(self) -> None:
+        """Raise IntegrityError unless every internal structure agrees with the others.
+
+        Checks: each level's key, price, ``total`` and ``live`` against its live orders; every
+        live order in exactly one level of its own side and price, and in the ``orders`` index
+        (and nothing else in the index); no empty level kept; every level key in its side's heap
+        and the heap ordered; open quantities and prices positive; the book not crossed.
+        Costs O(orders + heap); meant for tests, recovery and debugging, not the hot path.
+        """
+        sym = self.symbol
+        seen: dict[str, Order] = {}
+        for side in (0, 1):
+            s = self.sides[side]
+            name = ("bids", "asks")[side]
+            for key, level in s.levels.items():
+                where = f"{sym} {name} level {level.price}"
+                if type(level.price) is not int or level.price <= 0:
+                    raise IntegrityError(f"{where}: price must be a positive int")
+                if key != (-level.price if side == 0 else level.price):
+                    raise IntegrityError(f"{where}: stored under key {key}")
+                total = live = 0
+                for o in level.orders:
+                    if type(o.qty) is not int or o.qty < 0:
+                        raise IntegrityError(f"{where}: order {o.id!r} has qty {o.qty!r}")
+                    if not o.qty:
+                        continue
+                    live += 1
+                    total += o.qty
+                    if o.side != side or o.price != level.price:
+                        raise IntegrityError(
+                            f"{where}: order {o.id!r} is side {o.side} price {o.price}"
+                        )
+                    if o.id in seen:
+                        raise IntegrityError(f"{where}: order {o.id!r} rests twice")
+                    seen[o.id] = o
+                    if self.orders.get(o.id) is not o:
+                        raise IntegrityError(f"{where}: order {o.id!r} missing from the index")
+                if not live:
+                    raise IntegrityError(f"{where}: empty level kept")
+                if level.total != total or level.live != live:
+                    raise IntegrityError(
+                        f"{where}: counters total={level.total} live={level.live}, "
+                        f"orders say total={total} live={live}"
+                    )
+            heap = s.heap
+            for i in range(1, len(heap)):
+                if heap[(i - 1) // 2] > heap[i]:
+                    raise IntegrityError(f"{sym} {name}: heap order broken at index {i}")
+            missing = set(s.levels).difference(heap)
+            if missing:
+                raise IntegrityError(f"{sym} {name}: level keys {sorted(missing)} not in heap")
+        if len(seen) != len(self.orders):
+            extra = sorted(set(self.orders).difference(seen))[:5]
+            raise IntegrityError(f"{sym}: index holds orders resting nowhere: {extra}")
+        for oid, o in self.orders.items():
+            if o.id != oid:
+                raise IntegrityError(f"{sym}: index key {oid!r} holds order {o.id!r}")
+        if type(self.trade_id) is not int or self.trade_id < 0:
+            raise IntegrityError(f"{sym}: trade_id {self.trade_id!r}")
+        bid, ask = self.best(0), self.best(1)
+        if bid is not None and ask is not None and bid >= ask:
+            raise IntegrityError(f"{sym}: crossed book, best bid {bid} >= best ask {ask}")
+
+
+def rest_order(book: Book, order: Order) -> None:
+    """Append a live order at the back of its price level (creating the level if needed)."""
+    side = order.side
+    s = book.sides[side]
+    key = -order.price if side == 0 else order.price
+    levels = s.levels
+    level = levels.get(key)
+    if level is None:
+        level = levels[key] = Level(order.price)
+        heappush(s.heap, key)
+        s.maybe_rebuild_heap()
+    level.orders.append(order)
+    level.total += order.qty
+    level.live += 1
+    book.orders[order.id] = order

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from heapq import heappop, heappush
+from heapq import heappop
+from typing import Any
 
-from shardex.engine.book import Book, Level, Order
+from shardex.engine.book import Book, IntegrityError, Order
+from shardex.engine.book import rest_order as _rest
 from shardex.engine.codes import (
     BUY,
     EV_ACCEPTED,
@@ -114,6 +116,69 @@ class Engine:
 
     def resting(self) -> int:
         return sum(len(b.orders) for b in self.books.values())
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue identically: seq and every pair's state (msgpack-able).
+
+        Shape: ``{"seq": int, "books": {symbol: Book.snapshot()}}`` (each pair separable, so
+        that one can be moved to another engine with ``snapshot_pair``/``restore_pair``).
+        """
+        return {
+            "seq": self.seq,
+            "books": {symbol: self.books[symbol].snapshot() for symbol in sorted(self.books)},
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any], markets: Mapping[str, Market]) -> Engine:
+        """An engine that continues exactly where the one that made ``state`` stood.
+
+        Raises ValueError (naming the pair) when the state cannot be used with ``markets``, e.g.
+        a book of a market this engine does not know.
+        """
+        seq = state["seq"]
+        if type(seq) is not int or seq < 0:
+            raise ValueError(f"snapshot seq must be a non-negative int, got {seq!r}")
+        engine = cls(markets, seq=seq)
+        for symbol, pair in state["books"].items():
+            engine.restore_pair(symbol, pair)
+        return engine
+
+    def snapshot_pair(self, symbol: str) -> dict[str, Any]:
+        """One pair's state (see ``Book.snapshot``); raises KeyError for a pair with no book."""
+        return self.books[symbol].snapshot()
+
+    def restore_pair(self, symbol: str, state: Mapping[str, Any]) -> None:
+        """Install one pair's state (from ``snapshot_pair``) into this engine.
+
+        The pair must be a known market with no live orders here. The seq is not touched: the
+        engine's seq is its own, the pair's trade ids travel with the pair.
+        """
+        market = self.markets.get(symbol) if type(symbol) is str else None
+        if market is None:
+            raise ValueError(f"state has a book for unknown market {symbol!r} (markets file?)")
+        book = self.books.get(symbol)
+        if book is not None and book.orders:
+            raise ValueError(f"pair {symbol} already has live orders here")
+        book = self.books[symbol] = Book(symbol, market)
+        try:
+            book.restore(state)
+            book.check_integrity()
+        except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
+            del self.books[symbol]
+            raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
+
+    def check_integrity(self) -> None:
+        """Raise IntegrityError unless every book is internally consistent (see Book)."""
+        if type(self.seq) is not int or self.seq < 0:
+            raise IntegrityError(f"engine seq {self.seq!r}")
+        for symbol, book in self.books.items():
+            if book.symbol != symbol:
+                raise IntegrityError(f"book of {book.symbol} stored under {symbol}")
+            if self.markets.get(symbol) is not book.market:
+                raise IntegrityError(f"book {symbol}: market differs from the engine's table")
+            book.check_integrity()
 
     # ------------------------------------------------------------------ commands
 
@@ -431,22 +496,6 @@ def _match(
     eng.seq = seq
     book.trade_id = trade_id
     return qty
-
-
-def _rest(book: Book, order: Order) -> None:
-    side = order.side
-    s = book.sides[side]
-    key = -order.price if side == BUY else order.price
-    levels = s.levels
-    level = levels.get(key)
-    if level is None:
-        level = levels[key] = Level(order.price)
-        heappush(s.heap, key)
-        s.maybe_rebuild_heap()
-    level.orders.append(order)
-    level.total += order.qty
-    level.live += 1
-    book.orders[order.id] = order
 
 
 def _unlink(book: Book, order: Order) -> None:
