@@ -352,6 +352,88 @@ def shard_for(symbol: str | bytes, shards: int) -> int:
     return zlib.crc32(key) % shards
 
 
+_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 4}
+_SCALAR = frozenset((int, str, bool, float, type(None)))
+MAX_REASON_LEN = 200  # a client-sent OP_REJECT reason is cut to this
+
+
+def quote(value: Any) -> str:
+    """A bounded, printable rendering of client input for a reject reason (≤ QUOTE_LEN chars)."""
+    if isinstance(value, str | bytes):
+        text = repr(value[: QUOTE_LEN + 1])
+    elif value is None or isinstance(value, int | float):
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print (CPython's int→str limit)
+            text = "a huge int"
+    else:
+        text = type(value).__name__
+    return text if len(text) <= QUOTE_LEN else text[: QUOTE_LEN - 3] + "..."
+
+
+def _too_long(text: str, limit: int) -> bool:
+    """More than ``limit`` bytes of UTF-8 (chars counted first: the common, cheap case)."""
+    if len(text) > limit:
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def _bounded(value: Any, limit: int) -> str:
+    return value if type(value) is str and not _too_long(value, limit) else ""
+
+
+def edge_command(cmd: Any) -> Command:
+    """A decoded write command from the wire → a command safe to apply and journal.
+
+    The shard calls this before the engine sees a write. A command of the expected shape passes
+    unchanged (the engine still judges its meaning); anything else becomes an ``OP_REJECT`` whose
+    symbol and id are echoed only when they are bounded strings, with a reason that quotes at
+    most ``QUOTE_LEN`` chars of the input. So a reject journals and publishes a bounded record
+    whatever the client sent (a 1 MiB id costs a few bytes, not a megabyte, downstream).
+    """
+    if type(cmd) is not tuple or not cmd:
+        return (OP_REJECT, "", "", f"malformed command: expected an array, got {quote(cmd)}")
+    op = cmd[0]
+    n = _WRITE_LEN.get(op) if type(op) is int else None
+    if n is None:
+        return (OP_REJECT, _bounded(_at(cmd, 1), MAX_SYMBOL_LEN), _bounded(_at(cmd, 2), MAX_ID_LEN),
+                f"unknown op {quote(op)}")  # fmt: skip
+    symbol, oid = _at(cmd, 1), _at(cmd, 2)
+    reason = None
+    if len(cmd) != n:
+        reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
+    elif type(symbol) is not str:
+        reason = f"symbol must be a string, got {quote(symbol)}"
+    elif _too_long(symbol, MAX_SYMBOL_LEN):
+        reason = f"symbol longer than {MAX_SYMBOL_LEN} bytes: {quote(symbol)}"
+    elif type(oid) is not str:
+        reason = f"id must be a string, got {quote(oid)}"
+    elif _too_long(oid, MAX_ID_LEN):
+        reason = f"id longer than {MAX_ID_LEN} bytes: {quote(oid)}"
+    else:
+        for i in range(3, n):
+            v = cmd[i]
+            t = type(v)
+            if t not in _SCALAR:
+                reason = f"malformed command: field {i} is a {t.__name__}"
+                break
+            if t is str and _too_long(v, MAX_ID_LEN) and not (op == OP_REJECT and i == 3):
+                reason = f"field {i} longer than {MAX_ID_LEN} bytes: {quote(v)}"
+                break
+        else:
+            if op == OP_REJECT and len(cmd[3]) > MAX_REASON_LEN:
+                return cmd[:3] + (cmd[3][:MAX_REASON_LEN],)
+            return cmd
+    return (OP_REJECT, _bounded(symbol, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN), reason)
+
+
+def _at(seq: Any, i: int) -> Any:
+    try:
+        return seq[i]
+    except Exception:
+        return None
+
+
 def encode_request(cmds: list[Command] | tuple[Command, ...]) -> bytes:
     return packb((VERSION, cmds))
 

@@ -13,39 +13,92 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
 from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shardex.engine import Engine, Market
-from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT, Event
+from shardex.engine.codes import OP_REJECT, Event
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.protocol import (
+    ERR_JOURNAL,
     ERR_OVERLOADED,
+    MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
+    MAX_EVENTS_REPLY_BYTES,
+    MAX_SYMBOL_LEN,
     OP_BOOK,
     OP_EVENTS,
     OP_HELLO,
+    OP_MARKETS,
+    OP_ORDER,
     OP_STATUS,
+    STATE_LIVE,
+    STATE_UNKNOWN,
     decode_request,
+    edge_command,
     encode_events,
     encode_reply,
+    markets_to_wire,
     packb,
+    quote,
     shard_for,
 )
 
+try:  # the journal's "cannot write now" error (disk full, I/O error): the shard stays up
+    from shardex.journal import JournalUnavailable
+except ImportError:  # pragma: no cover - older journal module
+    JournalUnavailable = OSError  # type: ignore[misc,assignment]
+
 log = logging.getLogger("shardex.shard")
 
-_WRITE_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT))
 HELLO_EVERY_S = 1.0
+JOURNAL_RETRY_S = 1.0
+OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
+OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
+_MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
+
+
+class NullJournal:
+    """The journal of an ephemeral shard: accepts everything, keeps nothing (no ``None`` checks
+    on the hot path, and the same code path with and without durability)."""
+
+    fsync = "none"
+    pending = 0
+    records_written = 0
+    last_write_s = 0.0
+    last_fsync_s = 0.0
+    durable = False
+
+    def add(self, seq_before: int, cmd: Any) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def events(self, first: int, last: int) -> list[Event] | None:
+        return None
+
+    def snapshot(self, engine: Engine) -> Any:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 class ShardCore:
-    """Everything a shard does per request, without sockets or clocks (testable on its own)."""
+    """Everything a shard does per request, without sockets or clocks (testable on its own).
+
+    The contract, for any payload bytes whatsoever: ``handle`` returns a reply of bounded size
+    and never raises; a write that is not of the expected shape becomes a bounded ``rejected``
+    event (see ``protocol.edge_command``); reads never change state.
+    """
 
     def __init__(
         self,
@@ -53,7 +106,7 @@ class ShardCore:
         shards: int,
         markets: Mapping[str, Market],
         engine: Engine | None = None,
-        journal: Journal | None = None,
+        journal: Journal | NullJournal | None = None,
         ring_size: int = 1 << 20,
     ) -> None:
         if not 0 <= index < shards:
@@ -64,16 +117,26 @@ class ShardCore:
         self.engine = engine if engine is not None else Engine(markets)
         # Every command applied is journaled before its reply leaves (the loop commits the
         # journal, then sends the replies of the batch).
-        self.journal = journal
+        self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
         self.ring = EventRing(ring_size)
         self.stats = ShardStats(index)
         self._owner: dict[Any, int] = {}
         self.commands = 0
+        self.internal_errors = 0
+        # Set while the journal cannot write: writes are refused with this reason, reads served.
+        self.journal_down: str | None = None
+        self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
+            OP_BOOK: self.book,
+            OP_EVENTS: self.events,
+            OP_STATUS: self.status,
+            OP_ORDER: self.order,
+            OP_MARKETS: self.markets_read,
+        }
 
-    def owner(self, symbol: Any) -> int:
+    def owner(self, symbol: str) -> int:
         owner = self._owner.get(symbol)
         if owner is None:
-            owner = shard_for(symbol, self.shards) if type(symbol) is str else self.index
+            owner = shard_for(symbol, self.shards) if symbol else self.index
             if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
                 self._owner[symbol] = owner
         return owner
@@ -83,48 +146,43 @@ class ShardCore:
         cmds, error = decode_request(payload)
         if error is not None:
             return encode_reply(None, error)
+        reads = self._reads
+        if self.journal_down is not None:
+            for cmd in cmds:
+                if self._read_op(cmd) is None:
+                    return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
         stats = self.stats
         t0 = perf_counter()
         results: list[Any] = []
+        apply = self.engine.apply
+        journal_add = self.journal.add
         engine = self.engine
-        apply = engine.apply
-        journal = self.journal
         index = self.index
-        for cmd in cmds:
-            op = cmd[0] if type(cmd) is tuple and cmd else None
-            if op in _WRITE_OPS:
-                try:
-                    symbol = cmd[1]
-                    owner = self.owner(symbol)
-                except (IndexError, TypeError):
-                    owner = index  # malformed: let the engine reject it with a reason
+        try:
+            for cmd in cmds:
+                op = self._read_op(cmd)
+                if op is not None:
+                    results.append(reads[op](cmd, info))
+                    continue
+                cmd = edge_command(cmd)
+                owner = self.owner(cmd[1])
                 if owner != index:
                     cmd = (
                         OP_REJECT,
-                        symbol,
-                        cmd[2] if len(cmd) > 2 else "",
-                        f"symbol {symbol} belongs to shard {owner}, not {index}",
+                        cmd[1],
+                        cmd[2],
+                        f"symbol {cmd[1]} belongs to shard {owner}, not {index}",
                     )
                 start = len(out)
                 seq = engine.seq
                 apply(cmd, out)
-                if journal is not None:
-                    journal.add(seq, cmd)
+                journal_add(seq, cmd)
                 results.append(out[start:])
-            elif op == OP_BOOK:
-                results.append(self.book(cmd))
-            elif op == OP_EVENTS:
-                results.append(self.events(cmd))
-            elif op == OP_STATUS:
-                results.append(self.status(info))
-            else:
-                start = len(out)
-                seq = engine.seq
-                cmd = (OP_REJECT, _at(cmd, 1), _at(cmd, 2), f"unknown op {op!r}"[:200])
-                apply(cmd, out)
-                if journal is not None:
-                    journal.add(seq, cmd)
-                results.append(out[start:])
+        except Exception as exc:  # the engine's contract says this cannot happen; if it does,
+            # the process must survive it, and the applied writes stay queryable (OP_ORDER).
+            self.internal_errors += 1
+            log.exception("internal error while handling a request")
+            return encode_reply(None, f"internal error ({type(exc).__name__}); see shard log")
         n = len(cmds)
         self.commands += n
         if n:
@@ -133,41 +191,55 @@ class ShardCore:
             stats.cmds_per_msg.add(n)
         return encode_reply(results)
 
-    def events(self, cmd: tuple) -> dict[str, Any]:
-        """Re-send events [first, last] (capped) from the in-memory ring, else the journal."""
-        try:
-            _, first, last = cmd
-            if type(first) is not int or type(last) is not int or not 0 < first <= last:
-                raise ValueError
-        except (ValueError, TypeError):
+    def _read_op(self, cmd: Any) -> int | None:
+        """The read op of ``cmd`` if it is one (then it changes nothing), else None."""
+        if type(cmd) is tuple and cmd:
+            op = cmd[0]
+            if type(op) is int and op in self._reads:
+                return op
+        return None
+
+    # -- reads: each (cmd, info) → a map; a bad argument is an {"error": reason} map --------
+
+    def events(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        """Re-send events [first, last] from the in-memory ring, else the journal. The reply is
+        capped in count and bytes: the caller asks again from the last seq it got + 1."""
+        if len(cmd) != 3 or type(cmd[1]) is not int or type(cmd[2]) is not int:
             return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
-        last = min(last, first + MAX_EVENTS_REPLY - 1, self.engine.seq)
+        first, last = cmd[1], cmd[2]
+        if not 0 < first <= last:
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        seq = self.engine.seq
+        last = min(last, first + MAX_EVENTS_REPLY - 1, seq)
         if first > last:
-            return {"events": [], "seq": self.engine.seq}
+            return {"events": [], "seq": seq}
         evs = self.ring.get(first, last)
-        if evs is None and self.journal is not None:
+        if evs is None:
             try:
                 evs = self.journal.events(first, last)
             except JournalError as exc:
-                return {"error": str(exc), "seq": self.engine.seq}
+                return {"error": str(exc), "seq": seq}
         if evs is None:
             return {
                 "error": f"events {first}..{last} are gone (ring starts at "
                 f"{self.ring.first}, no journal)",
-                "seq": self.engine.seq,
+                "seq": seq,
             }
-        return {"events": evs, "seq": self.engine.seq}
+        return {"events": _cap_bytes(evs, MAX_EVENTS_REPLY_BYTES), "seq": seq}
 
-    def book(self, cmd: tuple) -> dict[str, Any]:
+    def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         symbol = _at(cmd, 1)
-        depth = _at(cmd, 2)
-        if type(depth) is not int or not 0 < depth <= 1000:
-            depth = 10
-        book = self.engine.book(symbol) if type(symbol) is str else None
-        if book is None:
-            return {"symbol": symbol, "error": f"unknown symbol {symbol}"}
+        depth = cmd[2] if len(cmd) > 2 else 10
+        if type(symbol) is not str:
+            return {"error": f"book: symbol must be a string, got {quote(symbol)}"}
+        if type(depth) is not int or not 0 < depth <= MAX_BOOK_DEPTH:
+            return {"symbol": symbol, "error": f"book: depth must be 1..{MAX_BOOK_DEPTH}"}
+        if symbol not in self.markets:
+            return {"symbol": _sym(symbol), "error": f"unknown symbol {_sym(symbol)}"}
         if self.owner(symbol) != self.index:
             return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+        book = self.engine.book(symbol)
+        assert book is not None  # a known market always has (or gets) a book
         bids, asks = book.depth(depth)
         return {
             "symbol": symbol,
@@ -177,7 +249,24 @@ class ShardCore:
             "asks": asks,
         }
 
-    def status(self, info: dict[str, Any]) -> dict[str, Any]:
+    def order(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        """The fate of one order: live / filled / cancelled (from the book and the engine's
+        bounded recent-results window) or unknown (never executed here within that window)."""
+        if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
+            return {"error": "order: expected (op, symbol, account, id) as strings"}
+        _, symbol, account, oid = cmd
+        if symbol not in self.markets:
+            return {"error": f"unknown symbol {_sym(symbol)}"}
+        if self.owner(symbol) != self.index:
+            return {"error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+        status = _order_status(self.engine, symbol, account, oid)
+        status["seq"] = self.engine.seq
+        return status
+
+    def markets_read(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        return {"markets": markets_to_wire(self.markets)}
+
+    def status(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         eng = self.engine
         return {
             "shard": self.index,
@@ -186,8 +275,37 @@ class ShardCore:
             "resting": eng.resting(),
             "symbols": {s: len(b.orders) for s, b in sorted(eng.books.items())},
             "commands": self.commands,
+            "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
             **info,
         }
+
+
+def _order_status(engine: Engine, symbol: str, account: str, oid: str) -> dict[str, Any]:
+    """The engine's answer; an engine without a recent-results index answers from the book."""
+    status = getattr(engine, "order_status", None)
+    if status is not None:
+        return dict(status(symbol, account, oid))
+    book = engine.books.get(symbol)
+    o = book.orders.get(oid) if book is not None else None
+    if o is None or o.account != account or not o.qty:
+        return {"state": STATE_UNKNOWN, "symbol": symbol, "id": oid}
+    return {"state": STATE_LIVE, "symbol": symbol, "id": oid, "side": o.side, "price": o.price,
+            "qty": o.qty}  # fmt: skip
+
+
+def _sym(symbol: str) -> str:
+    """A symbol as a reason may show it: as is when short and printable, else quoted/cut."""
+    return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
+
+
+def _cap_bytes(evs: list[Event], limit: int) -> list[Event]:
+    """The longest prefix of ``evs`` whose msgpack encoding stays within ``limit`` bytes."""
+    size = 0
+    for k, ev in enumerate(evs):
+        size += len(packb(ev))
+        if size > limit:
+            return evs[: max(1, k)]
+    return evs
 
 
 class EventRing:
@@ -218,10 +336,9 @@ class EventRing:
 
 def _at(cmd: Any, i: int) -> Any:
     try:
-        v = cmd[i]
+        return cmd[i]
     except Exception:
-        return ""
-    return v if type(v) is str else ""
+        return None
 
 
 def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
@@ -279,17 +396,173 @@ class ShardConfig:
     snapshot_every: int = 1_000_000  # journaled commands between snapshots
     snapshot_interval: float = 300.0  # seconds between snapshots (if anything changed)
     metrics_port: int | None = None  # Prometheus exporter; None/0: off
+    ring_size: int = 1 << 20  # events kept in memory for gap repair
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_shard(cfg: ShardConfig) -> None:
-    """The shard's process loop. Returns on SIGTERM/SIGINT."""
-    cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
-    import zmq  # imported after pinning so no zmq thread exists before the affinity is set
+class Outbox:
+    """Replies that could not be sent at once (the peer's pipe is full), per peer, bounded.
 
-    journal = None
-    engine = None
-    if cfg.journal_dir:
+    A reply is never discarded in silence: it waits here until the pipe drains, or, past the
+    bounds, is counted in ``dropped`` by reason (``shardex_replies_dropped_total``) while the
+    order's result stays retrievable with ``OP_ORDER``. ``router`` sockets key by peer identity
+    (one slow client must not hold back the others); a DEALER has one peer.
+    """
+
+    def __init__(self, sock: Any, router: bool, zmq: Any) -> None:
+        self.sock = sock
+        self.router = router
+        self.queues: dict[bytes, deque[list[bytes]]] = {}
+        self.size = 0
+        self.dropped: dict[str, int] = {}
+        self._again = zmq.Again
+        self._error = zmq.ZMQError
+        self._noblock = zmq.NOBLOCK
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def send(self, frames: list[bytes]) -> None:
+        key = frames[0] if self.router else b""
+        q = self.queues.get(key)
+        if q is None and self._try(frames):
+            return
+        if q is None:
+            q = self.queues[key] = deque()
+        if self.size >= OUTBOX_LIMIT or len(q) >= OUTBOX_PEER_LIMIT:
+            self._drop("outbox_full")
+            if not q:
+                del self.queues[key]
+            return
+        q.append(frames)
+        self.size += 1
+
+    def _try(self, frames: list[bytes]) -> bool:
+        """Send now; True when done (sent, or dropped because the peer is gone)."""
+        try:
+            self.sock.send_multipart(frames, self._noblock)
+            return True
+        except self._again:
+            return False
+        except self._error:  # EHOSTUNREACH: the peer disconnected; nobody to tell
+            self._drop("peer_gone")
+            return True
+
+    def pump(self) -> None:
+        """Send what waits, in order per peer, until each pipe is full again."""
+        for key in list(self.queues):
+            q = self.queues[key]
+            while q and self._try(q[0]):
+                q.popleft()
+                self.size -= 1
+            if not q:
+                del self.queues[key]
+
+
+class _NodeCollector:
+    """The process loop's own counters (what ``ShardStats`` does not cover)."""
+
+    def __init__(self, node: ShardNode) -> None:
+        self.node = node
+
+    def collect(self) -> Any:
+        node = self.node
+        lab = [str(node.core.index)]
+        fam = CounterMetricFamily(
+            "shardex_replies_dropped",
+            "Replies that could not be delivered (order results stay queryable)",
+            labels=["shard", "reason"],
+        )
+        dropped: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
+        for box in node.outboxes:
+            for reason, n in box.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+        for reason, n in sorted(dropped.items()):
+            fam.add_metric([*lab, reason], n)
+        yield fam
+        fam = GaugeMetricFamily(
+            "shardex_shard_outbox", "Replies waiting for a full pipe", labels=["shard"]
+        )
+        fam.add_metric(lab, sum(b.size for b in node.outboxes))
+        yield fam
+        fam = GaugeMetricFamily(
+            "shardex_journal_up", "1 while the journal can write (0: writes refused)",
+            labels=["shard"],
+        )  # fmt: skip
+        fam.add_metric(lab, 0 if node.core.journal_down else 1)
+        yield fam
+        fam = CounterMetricFamily(
+            "shardex_shard_malformed_messages",
+            "Messages with a wrong frame count, dropped or answered with an error",
+            labels=["shard"],
+        )
+        fam.add_metric(lab, node.malformed)
+        yield fam
+        fam = CounterMetricFamily(
+            "shardex_shard_internal_errors", "Requests that hit a bug (ALERT)", labels=["shard"]
+        )
+        fam.add_metric(lab, node.core.internal_errors)
+        yield fam
+
+
+class ShardNode:
+    """The shard process: recover, then loop drain → dispatch → flush (journal, reply, publish).
+
+    The loop never blocks on anything downstream: PUB drops rather than waits (the bridge
+    repairs by seq), replies to a full pipe wait in a bounded ``Outbox``, a backlog past
+    ``max_backlog`` is answered ``overloaded``, and a journal that cannot write holds its batch
+    and refuses new writes until it can (reads go on).
+    """
+
+    def __init__(self, cfg: ShardConfig) -> None:
+        self.cfg = cfg
+        self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
+        import zmq  # imported after pinning so no zmq thread exists before the affinity is set
+
+        self.zmq = zmq
+        self.core = ShardCore(
+            cfg.index, cfg.shards, cfg.markets, *self.recover(), ring_size=cfg.ring_size
+        )
+        self.stats = self.core.stats
+        self.stats.engine = self.core.engine
+        self.stats.seq = self.core.engine.seq
+        self.running = True
+        self.malformed = 0
+        self.started = time.monotonic()
+        self.last_hello = 0.0
+        self.last_resting = 0.0
+        self.last_snap = time.monotonic()
+        self.last_snap_seq = self.core.engine.seq
+        self.last_snap_records = 0
+        self.last_journal_try = 0.0
+        self.out: list[Event] = []
+        self.replies: list[tuple[Outbox, list[bytes]]] = []
+        self.held: tuple[list[tuple[Outbox, list[bytes]]], list[Event]] | None = None
+        self._sockets(zmq)
+        self.hello_msg = packb(
+            (
+                OP_HELLO,
+                {
+                    "shard": cfg.index,
+                    "shards": cfg.shards,
+                    "pid": os.getpid(),
+                    "cpu": self.cpu,
+                    "direct": cfg.direct,
+                    "pub": cfg.pub,
+                    "markets": markets_to_wire(cfg.markets),
+                    **cfg.extra,
+                },
+            )
+        )
+        self.overloaded = encode_reply(None, ERR_OVERLOADED)
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def recover(self) -> tuple[Engine | None, Journal | NullJournal]:
+        cfg = self.cfg
+        if not cfg.journal_dir:
+            log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
+            return None, NullJournal()
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
         t = time.monotonic()
         rec = journal.recover()
@@ -306,181 +579,268 @@ def run_shard(cfg: ShardConfig) -> None:
             engine.seq,
             engine.resting(),
         )
-    else:
-        log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
-    core = ShardCore(cfg.index, cfg.shards, cfg.markets, engine=engine, journal=journal)
-    stats = core.stats
-    stats.engine = core.engine
-    stats.seq = core.engine.seq
-    REGISTRY.register(ShardCollector(stats))
-    serve(cfg.metrics_port, "engine", shard=str(cfg.index))
-    last_snap_seq = core.engine.seq
-    last_snap = time.monotonic()
-    last_snap_records = 0
-    last_resting = 0.0
-    ctx = zmq.Context()
-    sockets = []
-    dealer = direct = None
-    if cfg.router:
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-        dealer.setsockopt(zmq.RCVHWM, 0)  # backlog is bounded by max_backlog, not by drops
-        dealer.connect(cfg.router)
-        sockets.append(dealer)
-    if cfg.direct:
-        direct = ctx.socket(zmq.ROUTER)
-        direct.setsockopt(zmq.LINGER, 0)
-        direct.bind(cfg.direct)
-        sockets.append(direct)
-    pub = ctx.socket(zmq.PUB)
-    pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(cfg.pub)
+        return engine, journal
 
-    running = True
+    def _sockets(self, zmq: Any) -> None:
+        cfg = self.cfg
+        self.ctx = zmq.Context()
+        self.sockets: list[Any] = []
+        self.outboxes: list[Outbox] = []
+        self.box: dict[Any, Outbox] = {}
+        self.dealer = None
+        if cfg.router:
+            d = self.dealer = self.ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
+            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+            # Inbound is bounded by the router's in-flight cap per shard (and max_backlog here);
+            # outbound replies get a pipe larger than that cap, plus the outbox beyond it.
+            d.setsockopt(zmq.RCVHWM, 0)
+            d.setsockopt(zmq.SNDHWM, 50_000)
+            d.connect(cfg.router)
+            self._add(d, router=False)
+        if cfg.direct:
+            r = self.ctx.socket(zmq.ROUTER)
+            r.setsockopt(zmq.LINGER, 0)
+            r.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone peer raises: never a silent drop
+            r.setsockopt(zmq.SNDHWM, 10_000)
+            r.setsockopt(zmq.RCVHWM, 10_000)
+            # past this size libzmq drops the connection instead of buffering the frame
+            r.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+            r.bind(cfg.direct)
+            self._add(r, router=True)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(cfg.pub)
+        self.poller = zmq.Poller()
+        for sock in self.sockets:
+            self.poller.register(sock, zmq.POLLIN)
 
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        nonlocal running
-        running = False
+    def _add(self, sock: Any, router: bool) -> None:
+        box = Outbox(sock, router, self.zmq)
+        self.sockets.append(sock)
+        self.outboxes.append(box)
+        self.box[sock] = box
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # -- the loop ---------------------------------------------------------------------------------
 
-    started = time.monotonic()
-    hello = {
-        "shard": cfg.index,
-        "shards": cfg.shards,
-        "pid": os.getpid(),
-        "cpu": cpu,
-        "direct": cfg.direct,
-        "pub": cfg.pub,
-        **cfg.extra,
-    }
-    overloaded_reply = encode_reply(None, ERR_OVERLOADED)
-    backlog_seen = 0
-    last_hello = 0.0
-    poller = zmq.Poller()
-    for s in sockets:
-        poller.register(s, zmq.POLLIN)
-    drain_cap = 2 * cfg.max_backlog  # bounds one wake-up; past max_backlog we only shed
-    publish_every = cfg.publish_every
-    log.info(
-        "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
-        cfg.index,
-        cfg.shards,
-        os.getpid(),
-        cpu,
-        cfg.router,
-        cfg.direct,
-        cfg.pub,
-    )
-    out: list[Event] = []
-    replies: list[tuple[Any, list[bytes], bytes]] = []
-    NOBLOCK = zmq.NOBLOCK
-    Again = zmq.Again
-
-    def flush() -> None:
-        """Group commit: journal the batch's commands, then reply, then publish its events."""
-        if journal is not None and journal.pending:
-            journal.commit()
-            stats.journal_write.add(journal.last_write_s)
-            if journal.fsync != "none":
-                stats.journal_fsync.add(journal.last_fsync_s)
-        for sock, head, reply in replies:
-            try:
-                sock.send_multipart([*head, reply], NOBLOCK)
-            except Again:
-                pass  # the peer's pipe is full: it stops reading, we must not stop matching
-        replies.clear()
-        if out:
-            core.ring.extend(out)
-            _publish(pub, cfg.index, out)
-            out.clear()
-
-    while running:
-        now = time.monotonic()
-        if dealer is not None and now - last_hello >= HELLO_EVERY_S:
-            dealer.send_multipart([b"", b"HELLO", packb((OP_HELLO, hello))], NOBLOCK)
-            last_hello = now
+    def run(self) -> None:
+        cfg = self.cfg
+        REGISTRY.register(ShardCollector(self.stats))
+        REGISTRY.register(_NodeCollector(self))
+        serve(cfg.metrics_port, "engine", shard=str(cfg.index))
+        log.info(
+            "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
+            cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,
+        )  # fmt: skip
+        zmq = self.zmq
         try:
-            ready = poller.poll(200)
-        except zmq.ZMQError:
-            continue  # EINTR from a signal: loop re-checks ``running``
-        if not ready:
-            continue
-        # Drain what is waiting on each socket (non-blocking): the backlog of this wake-up.
-        pending: list[tuple[Any, list[bytes]]] = []
-        for sock in sockets:
-            while len(pending) < drain_cap:
+            while self.running:
+                now = time.monotonic()
+                self.hello(now)
+                if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
+                    self.retry_journal(now)
+                waiting = any(b.size for b in self.outboxes)
                 try:
-                    pending.append((sock, sock.recv_multipart(NOBLOCK)))
+                    ready = self.poller.poll(10 if waiting else 200)
+                except zmq.ZMQError:
+                    continue  # EINTR from a signal: loop re-checks ``running``
+                for box in self.outboxes:
+                    if box.size:
+                        box.pump()
+                if ready:
+                    self.dispatch(self.drain(), now)
+                    self.flush()
+                self.housekeeping(now)
+        finally:
+            self.close()
+
+    def hello(self, now: float) -> None:
+        """Register with the router every second; a full pipe just skips one (never raises)."""
+        if self.dealer is None or now - self.last_hello < HELLO_EVERY_S:
+            return
+        self.last_hello = now
+        try:
+            self.dealer.send_multipart([b"", b"HELLO", self.hello_msg], self.zmq.NOBLOCK)
+        except self.zmq.ZMQError:
+            pass  # EAGAIN: the router is not reading; the next hello will try again
+
+    def drain(self) -> list[tuple[Any, list[bytes]]]:
+        """What waits on each socket now (non-blocking), bounded per wake-up."""
+        cap = 2 * self.cfg.max_backlog  # past max_backlog we only shed
+        Again = self.zmq.Again
+        pending: list[tuple[Any, list[bytes]]] = []
+        for sock in self.sockets:
+            while len(pending) < cap:
+                try:
+                    pending.append((sock, sock.recv_multipart(self.zmq.NOBLOCK)))
                 except Again:
                     break
-        backlog_seen = len(pending)
-        stats.backlog = backlog_seen
-        stats.batch_size.add(backlog_seen)
+        return pending
+
+    def dispatch(self, pending: list[tuple[Any, list[bytes]]], now: float) -> None:
+        stats = self.stats
+        core = self.core
+        stats.backlog = len(pending)
+        stats.batch_size.add(len(pending))
         info = {
-            "uptime_s": round(now - started, 3),
+            "uptime_s": round(now - self.started, 3),
             "pid": os.getpid(),
-            "cpu": cpu,
-            "backlog": backlog_seen,
+            "cpu": self.cpu,
+            "backlog": len(pending),
             "shed": stats.shed,
         }
+        out = self.out
+        replies = self.replies
+        max_backlog = self.cfg.max_backlog
+        publish_every = self.cfg.publish_every
         for n, (sock, frames) in enumerate(pending):
-            if sock is dealer:
+            box = self.box[sock]
+            if sock is self.dealer:
                 # [client identity, request id, payload] from the router
                 if len(frames) != 3:
-                    continue  # not from our router: nothing sensible to answer
+                    self.malformed += 1  # not from our router: nothing sensible to answer
+                    continue
                 head = frames[:2]
             else:
                 # [client identity, routing key, request id, payload] from a direct client
                 if len(frames) != 4:
+                    self.malformed += 1
                     if len(frames) >= 2:
-                        sock.send_multipart(
-                            [
-                                frames[0],
-                                frames[-2] if len(frames) > 2 else b"",
-                                encode_reply(None, "malformed message: expected 3 frames"),
-                            ],
-                            NOBLOCK,
-                        )
+                        req = frames[-2] if len(frames) > 2 else b""
+                        box.send([frames[0], req, _MALFORMED])
                     continue
                 head = [frames[0], frames[2]]
-            if n >= cfg.max_backlog:
+            if n >= max_backlog:
                 stats.shed += 1
-                replies.append((sock, head, overloaded_reply))
+                replies.append((box, [*head, self.overloaded]))
             else:
-                replies.append((sock, head, core.handle(frames[-1], out, info)))
+                replies.append((box, [*head, core.handle(frames[-1], out, info)]))
             if len(out) >= publish_every:
-                flush()
-        flush()
+                self.flush()
+
+    def flush(self) -> None:
+        """Group commit: journal the batch's commands, then reply, then publish its events.
+
+        If the journal cannot write, the batch (its replies and events) is held and retried;
+        meanwhile ``ShardCore`` refuses writes and serves reads, whose replies go out now.
+        """
+        journal = self.core.journal
+        if self.held is None and journal.pending:
+            try:
+                journal.commit()
+            except JournalUnavailable as exc:
+                self._journal_failed(exc)
+        if self.held is not None and journal.pending:
+            # this batch's commands wait with the held batch (normally none: writes refused)
+            held_replies, held_events = self.held
+            held_replies.extend(self.replies)
+            held_events.extend(self.out)
+            self.replies = []
+            self.out = []
+            return
+        stats = self.stats
+        if journal.pending == 0 and journal.last_write_s:
+            stats.journal_write.add(journal.last_write_s)
+            if journal.fsync != "none":
+                stats.journal_fsync.add(journal.last_fsync_s)
+            journal.last_write_s = 0.0
+        for box, frames in self.replies:
+            box.send(frames)
+        self.replies.clear()
+        if self.out:
+            self.core.ring.extend(self.out)
+            _publish(self.pub, self.core.index, self.out)
+            self.out.clear()
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if self.core.journal_down is None:
+            log.error(
+                "ALERT journal of shard %d cannot write (%s): holding %d replies, refusing "
+                "writes and serving reads until it can; retrying every %.0fs",
+                self.core.index, reason, len(self.replies), JOURNAL_RETRY_S,
+            )  # fmt: skip
+        self.core.journal_down = reason
+        self.held = (self.replies, self.out)
+        self.replies = []
+        self.out = []
+        self.last_journal_try = time.monotonic()
+
+    def retry_journal(self, now: float) -> None:
+        self.last_journal_try = now
+        try:
+            self.core.journal.commit()
+        except JournalUnavailable as exc:
+            self.core.journal_down = str(exc).splitlines()[0][:200] or type(exc).__name__
+            return
+        held_replies, held_events = self.held  # type: ignore[misc]
+        self.held = None
+        self.core.journal_down = None
+        log.warning(
+            "journal of shard %d writes again: releasing %d held replies", self.core.index,
+            len(held_replies),
+        )  # fmt: skip
+        self.replies = held_replies + self.replies
+        self.out = held_events + self.out
+        self.flush()
+
+    def housekeeping(self, now: float) -> None:
+        core, stats, cfg = self.core, self.stats, self.cfg
         stats.seq = core.engine.seq
-        if now - last_resting >= 1.0:
+        if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()
-            last_resting = now
-        if journal is not None and (
-            journal.records_written - last_snap_records >= cfg.snapshot_every
-            or (core.engine.seq != last_snap_seq and now - last_snap >= cfg.snapshot_interval)
+            self.last_resting = now
+        journal = core.journal
+        if self.held is not None or not isinstance(journal, Journal):
+            return
+        if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
+            core.engine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
         ):
-            t = time.monotonic()
-            path = journal.snapshot(core.engine)
-            log.info(
-                "snapshot %s (%d resting orders) in %.1f ms",
-                path.name,
-                core.engine.resting(),
-                (time.monotonic() - t) * 1000,
-            )
-            last_snap_seq, last_snap = core.engine.seq, now
-            last_snap_records = journal.records_written
-    if journal is not None:
-        journal.close()
-    for s in (*sockets, pub):
-        s.close(0)
-    ctx.term()
-    log.info("shard %d stopped", cfg.index)
+            self.snapshot(now)
+
+    def snapshot(self, now: float) -> None:
+        core = self.core
+        t = time.monotonic()
+        self.last_snap = now  # on failure too: retry at the next interval, not every loop
+        try:
+            path = core.journal.snapshot(core.engine)
+        except (JournalUnavailable, OSError) as exc:
+            log.error("ALERT snapshot of shard %d failed (%s); will retry", core.index, exc)
+            return
+        log.info(
+            "snapshot %s (%d resting orders) in %.1f ms",
+            getattr(path, "name", path), core.engine.resting(), (time.monotonic() - t) * 1000,
+        )  # fmt: skip
+        self.last_snap_seq = core.engine.seq
+        self.last_snap_records = core.journal.records_written
+
+    def close(self) -> None:
+        if self.held is not None:
+            log.error(
+                "shard %d stops with %d replies held by an unwritable journal: those commands "
+                "were never acknowledged and are not in the journal",
+                self.core.index, len(self.held[0]),
+            )  # fmt: skip
+        self.core.journal.close()
+        for s in (*self.sockets, self.pub):
+            s.close(0)
+        self.ctx.term()
+        log.info("shard %d stopped", self.cfg.index)
+
+
+def run_shard(cfg: ShardConfig) -> None:
+    """The shard's process: returns on SIGTERM/SIGINT."""
+    node = ShardNode(cfg)
+
+    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+        node.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    node.run()
 
 
 def _publish(pub: Any, shard: int, events: list[Event]) -> None:
