@@ -42,39 +42,150 @@ class RouterConfig:
     backend: str  # bind: shards connect here
     hwm: int = 10_000  # per-pipe high-water mark toward each shard (messages)
     metrics_port: int | None = None
+    # Load shedding: past these, a request gets an immediate ``overloaded`` instead of a queue
+    # (a short queue in front of each shard is what keeps the p99 of accepted orders bounded).
+    max_inflight: int = 1_000  # requests forwarded to one shard and not yet answered
+    max_inflight_bytes: int = 8 << 20  # their payload bytes
+    client_max_inflight: int = 1_000  # requests of one client connection not yet answered
+    client_hwm: int = 5_000  # replies queued toward one client before they are dropped (counted)
+    inflight_timeout: float = 30.0  # forget a request a dead shard will never answer
+
+
+# What ``Router.from_client`` decides: forward frames to a shard, or answer the client now.
+TO_SHARD, TO_CLIENT = 0, 1
+_MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
+_TOO_LARGE = encode_reply(None, f"frame too large (max {MAX_FRAME} bytes)")
+_BAD_KEY = encode_reply(None, "unknown routing key")
+_UNAVAILABLE = encode_reply(None, ERR_UNAVAILABLE)
+_OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 
 
 class Router:
-    """Routing state: which identity serves which key, and what the shards told us about them."""
+    """All routing decisions and counters, without sockets (the loop in ``RouterNode`` moves
+    frames; tests drive this class directly).
 
-    def __init__(self, shards: int) -> None:
+    Requests are tracked from forward to reply, per shard and per client, so that a shard's
+    queue and one client's share of it stay bounded: that is where load is shed.
+    """
+
+    def __init__(self, shards: int, cfg: RouterConfig | None = None) -> None:
         if shards < 1:
             raise ValueError("need at least one shard")
+        self.cfg = cfg or RouterConfig(shards, "", "")
         self.shards = shards
         self.identities = [f"shard-{i}".encode() for i in range(shards)]
+        self.index_of = {ident: i for i, ident in enumerate(self.identities)}
         self._route: dict[bytes, bytes] = {}
         self.topology: dict[int, dict[str, Any]] = {}
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * shards
-        self.rejected = {ERR_OVERLOADED: 0, ERR_UNAVAILABLE: 0, "malformed": 0}
-        # order→ack as the router sees it: forward time of each in-flight request
-        self.inflight: dict[tuple[bytes, bytes], tuple[int, float]] = {}
+        self.rejected = {ERR_OVERLOADED: 0, ERR_UNAVAILABLE: 0, "malformed": 0, "bad_key": 0}
+        self.replies_dropped = {"client_slow": 0, "client_gone": 0}
+        # order→ack as the router sees it: (shard, forward time, bytes) of each request
+        self.inflight: dict[tuple[bytes, bytes], tuple[int, float, int]] = {}
+        self.shard_inflight = [0] * shards
+        self.shard_bytes = [0] * shards
+        self.client_inflight: dict[bytes, int] = {}
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(shards)]
 
-    def sent(self, client: bytes, req: bytes, shard: int, now: float) -> None:
+    # -- decisions --------------------------------------------------------------------------------
+
+    def from_client(self, frames: list[bytes], now: float) -> tuple[int, list[bytes]]:
+        """A client's message → (TO_SHARD, frames for the backend) or (TO_CLIENT, reply)."""
+        client = frames[0]
+        if len(frames) != 4:
+            self.rejected["malformed"] += 1
+            return TO_CLIENT, [client, frames[2] if len(frames) > 2 else b"", _MALFORMED]
+        key, req, payload = frames[1], frames[2], frames[3]
+        if not key:
+            return TO_CLIENT, [client, req, encode_reply([self.info(now)])]
+        if len(payload) > MAX_FRAME:
+            self.rejected["malformed"] += 1
+            return TO_CLIENT, [client, req, _TOO_LARGE]
+        ident = self.identity_for(key)
+        if ident is None:
+            self.rejected["bad_key"] += 1
+            return TO_CLIENT, [client, req, _BAD_KEY]
+        shard = self.index_of[ident]
+        cfg = self.cfg
+        if (
+            self.shard_inflight[shard] >= cfg.max_inflight
+            or self.shard_bytes[shard] + len(payload) > cfg.max_inflight_bytes
+            or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
+        ):
+            self.rejected[ERR_OVERLOADED] += 1
+            return TO_CLIENT, [client, req, _OVERLOADED]
+        return TO_SHARD, [ident, client, req, payload]
+
+    def sent(self, frames: list[bytes], now: float) -> None:
+        """The backend took ``frames`` (from ``from_client``): track the request until its reply."""
+        ident, client, req, payload = frames
+        shard = self.index_of[ident]
+        key = (client, req)
+        old = self.inflight.get(key)
+        if old is not None:  # a client reusing a request id: count it once
+            self._forget(key, old)
+        self.inflight[key] = (shard, now, len(payload))
         self.forwarded[shard] += 1
-        self.inflight[(client, req)] = (shard, now)
+        self.shard_inflight[shard] += 1
+        self.shard_bytes[shard] += len(payload)
+        self.client_inflight[client] = self.client_inflight.get(client, 0) + 1
 
-    def acked(self, client: bytes, req: bytes, now: float) -> None:
-        entry = self.inflight.pop((client, req), None)
+    def send_failed(self, frames: list[bytes], unreachable: bool) -> list[bytes]:
+        """The backend refused ``frames``: the client's immediate reject."""
+        _, client, req, _ = frames
+        if unreachable:
+            self.rejected[ERR_UNAVAILABLE] += 1
+            return [client, req, _UNAVAILABLE]
+        self.rejected[ERR_OVERLOADED] += 1
+        return [client, req, _OVERLOADED]
+
+    def from_shard(self, frames: list[bytes], now: float) -> list[bytes] | None:
+        """A shard's message → the frames for the client, or None (hello or garbage)."""
+        # [shard identity, client identity, request id, reply]
+        if len(frames) != 4:
+            return None
+        if not frames[1]:
+            if frames[2] == b"HELLO":
+                self.hello(frames[0], frames[3], now)
+            return None
+        key = (frames[1], frames[2])
+        entry = self.inflight.pop(key, None)
         if entry is not None:
+            self._forget(key, entry, popped=True)
             self.ack_time[entry[0]].add(now - entry[1])
+        return frames[1:]
 
-    def expire(self, now: float, older_than: float = 30.0) -> None:
-        """Forget requests a dead shard will never answer (bounded memory)."""
-        stale = [k for k, (_, t) in self.inflight.items() if now - t > older_than]
-        for k in stale:
-            del self.inflight[k]
+    def reply_dropped(self, gone: bool) -> None:
+        self.replies_dropped["client_gone" if gone else "client_slow"] += 1
+
+    def _forget(
+        self, key: tuple[bytes, bytes], entry: tuple[int, float, int], popped: bool = False
+    ) -> None:
+        if not popped:
+            del self.inflight[key]
+        shard, _, size = entry
+        self.shard_inflight[shard] -= 1
+        self.shard_bytes[shard] -= size
+        client = key[0]
+        n = self.client_inflight.get(client, 0) - 1
+        if n > 0:
+            self.client_inflight[client] = n
+        else:
+            self.client_inflight.pop(client, None)
+
+    def expire(self, now: float, older_than: float | None = None) -> int:
+        """Forget requests a dead shard will never answer (bounded memory, caps freed)."""
+        limit = self.cfg.inflight_timeout if older_than is None else older_than
+        stale = [(k, e) for k, e in self.inflight.items() if now - e[1] > limit]
+        for k, e in stale:
+            self._forget(k, e)
+        return len(stale)
+
+    def _shard_restarted(self, shard: int) -> None:
+        """A new process took over ``shard``: what the old one held will never be answered."""
+        for k, e in [(k, e) for k, e in self.inflight.items() if e[0] == shard]:
+            self._forget(k, e)
 
     def collect(self):
         now = time.monotonic()
@@ -89,6 +200,20 @@ class Router:
         )
         for reason, n in self.rejected.items():
             fam.add_metric([reason.replace(" ", "_")], n)
+        yield fam
+        fam = CounterMetricFamily(
+            "shardex_router_replies_dropped",
+            "Replies a client could not take (its pipe full, or gone); results stay queryable",
+            labels=["reason"],
+        )
+        for reason, n in self.replies_dropped.items():
+            fam.add_metric([reason], n)
+        yield fam
+        fam = GaugeMetricFamily(
+            "shardex_router_inflight", "Requests forwarded and not yet answered", labels=["shard"]
+        )
+        for i, n in enumerate(self.shard_inflight):
+            fam.add_metric([str(i)], n)
         yield fam
         fam = GaugeMetricFamily(
             "shardex_router_shard_up", "1 when the shard said hello within 3 s", labels=["shard"]
@@ -120,13 +245,15 @@ class Router:
                 self._route[key] = ident
         return ident
 
-    def hello(self, payload: bytes, now: float) -> None:
+    def hello(self, sender: bytes, payload: bytes, now: float) -> None:
         try:
             op, info = unpackb(payload)
-            i = int(info["shard"])
-            n = int(info["shards"])
+            i = info["shard"]
+            n = info["shards"]
+            if type(i) is not int or type(n) is not int or type(info) is not dict:
+                raise TypeError
         except Exception:
-            log.warning("ignoring malformed hello from a shard")
+            log.warning("ignoring malformed hello from %r", sender[:32])
             return
         if op != OP_HELLO or n != self.shards or not 0 <= i < self.shards:
             log.error(
@@ -137,7 +264,13 @@ class Router:
                 self.shards,
             )
             return
-        if i not in self.topology or self.topology[i].get("pid") != info.get("pid"):
+        if sender != self.identities[i]:
+            log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
+            return
+        old = self.topology.get(i)
+        if old is None or old.get("pid") != info.get("pid"):
+            if old is not None:
+                self._shard_restarted(i)
             log.info(
                 "shard %d registered (pid %s, direct %s, pub %s)",
                 i,
@@ -164,120 +297,121 @@ class Router:
             ],
             "forwarded": self.forwarded,
             "rejected": self.rejected,
+            "inflight": self.shard_inflight,
+            "replies_dropped": self.replies_dropped,
         }
 
 
+class RouterNode:
+    """The router process: two ROUTER sockets and a poll loop that moves frames as ``Router``
+    decides. Every send is non-blocking and every failure becomes a counted reject or drop."""
+
+    def __init__(self, cfg: RouterConfig) -> None:
+        self.cfg = cfg
+        self.router = Router(cfg.shards, cfg)
+        self.running = True
+        self.ctx = zmq.Context()
+        front = self.front = self.ctx.socket(zmq.ROUTER)
+        front.setsockopt(zmq.LINGER, 0)
+        front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone client raises: counted, not silent
+        front.setsockopt(zmq.SNDHWM, cfg.client_hwm)  # a client that never reads is bounded
+        front.setsockopt(zmq.RCVHWM, 10_000)
+        front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+        front.bind(cfg.frontend)
+        back = self.back = self.ctx.socket(zmq.ROUTER)
+        back.setsockopt(zmq.LINGER, 0)
+        back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
+        back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted shard takes over its identity
+        back.setsockopt(zmq.SNDHWM, cfg.hwm)
+        back.setsockopt(zmq.HEARTBEAT_IVL, 500)
+        back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+        back.bind(cfg.backend)
+        self.poller = zmq.Poller()
+        self.poller.register(front, zmq.POLLIN)
+        self.poller.register(back, zmq.POLLIN)
+
+    def to_client(self, frames: list[bytes]) -> None:
+        try:
+            self.front.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.router.reply_dropped(gone=False)
+        except zmq.ZMQError:
+            self.router.reply_dropped(gone=True)
+
+    def from_shards(self) -> None:
+        router, back = self.router, self.back
+        for _ in range(10_000):
+            try:
+                frames = back.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = router.from_shard(frames, perf_counter())
+            if reply is not None:
+                self.to_client(reply)
+
+    def from_clients(self) -> None:
+        router, front, back = self.router, self.front, self.back
+        for _ in range(10_000):
+            try:
+                frames = front.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            dest, out = router.from_client(frames, time.monotonic())
+            if dest == TO_SHARD:
+                try:
+                    back.send_multipart(out, zmq.NOBLOCK)
+                    router.sent(out, perf_counter())
+                    continue
+                except zmq.Again:
+                    out = router.send_failed(out, unreachable=False)
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EHOSTUNREACH:
+                        log.warning("backend send failed: %s", exc)
+                    out = router.send_failed(out, unreachable=True)
+            self.to_client(out)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        log.info(
+            "router up (pid %d): %d shards, frontend %s, backend %s",
+            os.getpid(),
+            cfg.shards,
+            cfg.frontend,
+            cfg.backend,
+        )
+        REGISTRY.register(self.router)
+        serve(cfg.metrics_port, "router")
+        last_expire = time.monotonic()
+        try:
+            while self.running:
+                if time.monotonic() - last_expire > 1.0:
+                    n = self.router.expire(perf_counter())
+                    if n:
+                        log.warning("forgot %d requests no shard answered within %.0fs", n,
+                                    cfg.inflight_timeout)  # fmt: skip
+                    last_expire = time.monotonic()
+                try:
+                    ready = dict(self.poller.poll(200))
+                except zmq.ZMQError:
+                    continue
+                if self.back in ready:
+                    self.from_shards()
+                if self.front in ready:
+                    self.from_clients()
+        finally:
+            self.front.close(0)
+            self.back.close(0)
+            self.ctx.term()
+            log.info("router stopped")
+
+
 def run_router(cfg: RouterConfig) -> None:
-    router = Router(cfg.shards)
-    ctx = zmq.Context()
-    front = ctx.socket(zmq.ROUTER)
-    front.setsockopt(zmq.LINGER, 0)
-    front.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by requests; never drop one
-    front.bind(cfg.frontend)
-    back = ctx.socket(zmq.ROUTER)
-    back.setsockopt(zmq.LINGER, 0)
-    back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
-    back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted shard takes over its identity
-    back.setsockopt(zmq.SNDHWM, cfg.hwm)
-    back.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-    back.bind(cfg.backend)
+    """The router's process: returns on SIGTERM/SIGINT."""
+    node = RouterNode(cfg)
 
-    running = True
-
-    def stop(signum, frame):  # noqa: ARG001
-        nonlocal running
-        running = False
+    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+        node.running = False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-
-    unavailable = encode_reply(None, ERR_UNAVAILABLE)
-    overloaded = encode_reply(None, ERR_OVERLOADED)
-    too_large = encode_reply(None, f"frame too large (max {MAX_FRAME} bytes)")
-    bad_key = encode_reply(None, "unknown routing key")
-    malformed = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
-    poller = zmq.Poller()
-    poller.register(front, zmq.POLLIN)
-    poller.register(back, zmq.POLLIN)
-    NOBLOCK = zmq.NOBLOCK
-    Again = zmq.Again
-    identities = router.identities
-    index_of = {ident: i for i, ident in enumerate(identities)}
-    log.info(
-        "router up (pid %d): %d shards, frontend %s, backend %s",
-        os.getpid(),
-        cfg.shards,
-        cfg.frontend,
-        cfg.backend,
-    )
-    REGISTRY.register(router)
-    serve(cfg.metrics_port, "router")
-    last_expire = time.monotonic()
-    while running:
-        if time.monotonic() - last_expire > 10:
-            router.expire(perf_counter())
-            last_expire = time.monotonic()
-        try:
-            ready = dict(poller.poll(200))
-        except zmq.ZMQError:
-            continue
-        if back in ready:
-            for _ in range(10_000):
-                try:
-                    frames = back.recv_multipart(NOBLOCK)
-                except Again:
-                    break
-                # [shard identity, client identity, request id, reply]
-                if len(frames) != 4:
-                    continue
-                if not frames[1]:
-                    if frames[2] == b"HELLO":
-                        router.hello(frames[3], time.monotonic())
-                    continue
-                router.acked(frames[1], frames[2], perf_counter())
-                try:
-                    front.send_multipart(frames[1:], NOBLOCK)
-                except (Again, zmq.ZMQError):
-                    pass  # client gone: nothing to deliver to
-        if front in ready:
-            for _ in range(10_000):
-                try:
-                    frames = front.recv_multipart(NOBLOCK)
-                except Again:
-                    break
-                client = frames[0]
-                if len(frames) != 4:
-                    router.rejected["malformed"] += 1
-                    req = frames[2] if len(frames) > 2 else b""
-                    front.send_multipart([client, req, malformed], NOBLOCK)
-                    continue
-                key, req, payload = frames[1], frames[2], frames[3]
-                if not key:
-                    front.send_multipart(
-                        [client, req, encode_reply([router.info(time.monotonic())])], NOBLOCK
-                    )
-                    continue
-                if len(payload) > MAX_FRAME:
-                    router.rejected["malformed"] += 1
-                    front.send_multipart([client, req, too_large], NOBLOCK)
-                    continue
-                ident = router.identity_for(key)
-                if ident is None:
-                    front.send_multipart([client, req, bad_key], NOBLOCK)
-                    continue
-                try:
-                    back.send_multipart([ident, client, req, payload], NOBLOCK)
-                    router.sent(client, req, index_of[ident], perf_counter())
-                except Again:
-                    router.rejected[ERR_OVERLOADED] += 1
-                    front.send_multipart([client, req, overloaded], NOBLOCK)
-                except zmq.ZMQError as exc:
-                    if exc.errno != errno.EHOSTUNREACH:
-                        raise
-                    router.rejected[ERR_UNAVAILABLE] += 1
-                    front.send_multipart([client, req, unavailable], NOBLOCK)
-    front.close(0)
-    back.close(0)
-    ctx.term()
-    log.info("router stopped")
+    node.run()
