@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -24,6 +25,40 @@ def _markets(path: str | None):
         return load_markets(path)
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+class UsageLineError(click.ClickException):
+    """A bad option value: one line on stderr (``Error: ...``) and exit code 2, no usage dump."""
+
+    exit_code = 2
+
+
+_TCP = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d{1,5}|\*)$")
+
+
+def check_endpoint(value: str, option: str = "--endpoint", allow: tuple[str, ...] = ()) -> str:
+    """A ZeroMQ endpoint a user typed: ``tcp://HOST:PORT`` or ``ipc://PATH``, else one line
+    naming the option (instead of zmq's traceback from deep inside a socket call)."""
+    if value in allow:
+        return value
+    m = _TCP.match(value)
+    ok = (m is not None and (m.group(2) == "*" or 1 <= int(m.group(2)) <= 65535)) or (
+        value.startswith("ipc://") and len(value) > len("ipc://")
+    )
+    if not ok:
+        extra = f" or {' / '.join(allow)}" if allow else ""
+        raise UsageLineError(
+            f"bad endpoint {value!r} for {option}: expected tcp://HOST:PORT "
+            f"(e.g. tcp://127.0.0.1:5555) or ipc://PATH{extra}"
+        )
+    return value
+
+
+def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:  # noqa: ARG001
+    if value is None:
+        return None
+    allow = ("none",) if param.name == "router_ep" else ()
+    return check_endpoint(value, param.opts[0], allow)
 
 
 def _check_data_dir(data_dir: str, shards: int, markets, only=None) -> None:
@@ -161,7 +196,7 @@ def journal_inspect(directory: str, as_json: bool) -> None:
         state = seg["damage"] or (f"torn tail: {seg['torn_tail']}" if seg["torn_tail"] else "ok")
         click.echo(
             f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['commands']:>10,} commands  "
-            f"seq {seg['first_seq']}..{seg['last_seq']}  {state}"
+            f"{_seq_range(seg)}  {state}"
         )
     for snap in info["snapshots"]:
         click.echo(
@@ -170,6 +205,16 @@ def journal_inspect(directory: str, as_json: bool) -> None:
         )
     if any(s["damage"] for s in info["segments"]):
         sys.exit(1)
+
+
+def _seq_range(seg: dict[str, Any]) -> str:
+    """The event seqs a segment's commands produced, when the journal says (first..last event);
+    otherwise only what records carry: the seq *before* each record's first command."""
+    if seg.get("first_event_seq") is not None:
+        return f"events seq {seg['first_event_seq']}..{seg['last_event_seq']}"
+    if seg.get("first_seq") is None:
+        return "no records"
+    return f"records after seq {seg['first_seq']}..{seg['last_seq']}"
 
 
 # --------------------------------------------------------------------------------- cluster
@@ -203,6 +248,7 @@ endpoint_option = click.option(
     "--endpoint",
     default=None,
     envvar="SHARDEX_ENDPOINT",
+    callback=_endpoint_cb,
     help="Router client endpoint [default: tcp://HOST:BASE_PORT].",
 )
 
@@ -257,6 +303,19 @@ def resolve_shards(value: str) -> int:
     return n
 
 
+def _up_shards(value: str) -> int:
+    """``shardex up --shards``: 'auto' is the usable cores; 0 is an error, not a silent auto."""
+    if value == "auto":
+        return min(MAX_SHARDS, len(os.sched_getaffinity(0)))
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageLineError(f"--shards must be 1..{MAX_SHARDS} or 'auto', got {value!r}") from None
+    if not 1 <= n <= MAX_SHARDS:
+        raise UsageLineError(f"--shards must be 1..{MAX_SHARDS} or 'auto', got {n}")
+    return n
+
+
 def resolve_shard_index(value: int | None) -> int:
     if value is not None:
         return value
@@ -277,8 +336,12 @@ def resolve_shard_index(value: int | None) -> int:
 )
 @host_option
 @base_port_option
-@click.option("--frontend", default=None, help="Bind endpoint for clients [layout].")
-@click.option("--backend", default=None, help="Bind endpoint for shards [layout].")
+@click.option(
+    "--frontend", default=None, callback=_endpoint_cb, help="Bind endpoint for clients [layout]."
+)
+@click.option(
+    "--backend", default=None, callback=_endpoint_cb, help="Bind endpoint for shards [layout]."
+)
 @click.option(
     "--metrics-port",
     type=int,
@@ -330,10 +393,21 @@ def router(
     "--router",
     "router_ep",
     default=None,
+    callback=_endpoint_cb,
     help="Router backend endpoint to connect to [layout]; 'none' for direct only.",
 )
-@click.option("--direct", default=None, help="Bind endpoint for direct clients [layout].")
-@click.option("--pub", default=None, help="Bind endpoint for the event stream [layout].")
+@click.option(
+    "--direct",
+    default=None,
+    callback=_endpoint_cb,
+    help="Bind endpoint for direct clients [layout].",
+)
+@click.option(
+    "--pub",
+    default=None,
+    callback=_endpoint_cb,
+    help="Bind endpoint for the event stream [layout].",
+)
 @markets_option
 @click.option(
     "--max-backlog",
@@ -441,7 +515,9 @@ def engine(
 
 @main.command()
 @click.option(
-    "--shards", type=int, default=None, help="Number of engine shards [default: usable cores]."
+    "--shards",
+    default="auto",
+    help="Number of engine shards 1..100, or 'auto' [default: auto = usable cores].",
 )
 @host_option
 @base_port_option
@@ -478,7 +554,7 @@ def engine(
     help="Also write a prometheus.yml scraping this cluster's exporters to this path.",
 )
 def up(
-    shards: int | None,
+    shards: str,
     host: str,
     base_port: int,
     markets_file: str | None,
@@ -495,7 +571,7 @@ def up(
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
     from shardex.supervisor import Supervisor, build_children, port_free
 
-    n = shards or len(os.sched_getaffinity(0))
+    n = _up_shards(shards)
     try:
         layout = Layout(host, base_port, n)
     except ValueError as exc:
@@ -652,11 +728,10 @@ def bridge(
 )
 def redis_cmd(host: str, base_port: int, data_dir: str | None) -> None:
     """Run the embedded Redis-compatible server on the layout's port (base+4)."""
-    from shardex.supervisor import embedded_redis_argv
+    from shardex.supervisor import embedded_redis_argv, run_filtered
 
     data = os.path.abspath(data_dir) if data_dir else None
-    argv = embedded_redis_argv(Layout(host, base_port), data)
-    os.execv(argv[0], argv)
+    sys.exit(run_filtered(embedded_redis_argv(Layout(host, base_port), data)))
 
 
 @main.command()
@@ -672,6 +747,7 @@ def redis_cmd(host: str, base_port: int, data_dir: str | None) -> None:
 @click.option("--from-start", is_flag=True, help="Print the stream from its first entry.")
 @click.option("--count", type=int, default=0, help="Stop after this many trades (0: follow).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trade.")
+@markets_option
 def tail(
     symbol: str,
     host: str,
@@ -680,37 +756,32 @@ def tail(
     from_start: bool,
     count: int,
     as_json: bool,
+    markets_file: str | None,
 ) -> None:
-    """Follow SYMBOL's trades live from Redis (shardex:trades:SYMBOL, XREAD BLOCK)."""
+    """Follow SYMBOL's trades live from Redis (shardex:trades:SYMBOL, XREAD BLOCK).
+
+    Each line carries read_at, the UTC time it was read (stream IDs are <seq>-0, not times).
+    """
     import redis
+
+    from shardex.tools.tail import TailError, follow, trade_line
 
     r = redis.Redis.from_url(
         redis_url or Layout(host, base_port).redis_url,
         decode_responses=True,
         socket_connect_timeout=3,
     )
-    key = f"shardex:trades:{symbol}"
-    last = "0-0" if from_start else "$"
-    seen = 0
+    err = click.get_text_stream("stderr")
+
+    def waiting(msg: str) -> None:
+        err.write(msg + "\n")
+        err.flush()
+
     try:
-        while True:
-            resp = r.xread({key: last}, block=1000, count=1000)
-            for _, entries in resp:
-                for entry_id, f in entries:
-                    last = entry_id
-                    seen += 1
-                    if as_json:
-                        click.echo(json.dumps({"id": entry_id, "symbol": symbol, **f}))
-                    else:
-                        click.echo(
-                            f"{symbol} {f['taker_side']:<4} {f['qty']:>14} @ "
-                            f"{f['price']:<14} taker {f['taker']} maker {f['maker']} "
-                            f"#{f['trade_id']} seq {f['seq']}"
-                        )
-                    if count and seen >= count:
-                        return
-    except redis.exceptions.ConnectionError as exc:
-        raise click.ClickException(f"cannot read from Redis: {exc}") from None
+        for rec in follow(r, symbol, _markets(markets_file), from_start, count, waiting):
+            click.echo(json.dumps(rec) if as_json else trade_line(rec))
+    except TailError as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
 
@@ -823,6 +894,10 @@ def loadgen(
     try:
         if rate is not None and rate <= 0:
             raise LoadError("--rate must be > 0")
+        if orders is None and not duration > 0:
+            raise LoadError(f"--duration must be > 0 seconds, got {duration:g}")
+        if orders is not None and orders < 1:
+            raise LoadError("--orders must be >= 1")
         for name, v in (
             ("--concurrency", concurrency),
             ("--window", window),
@@ -849,22 +924,28 @@ def loadgen(
         )
         err = click.get_text_stream("stderr")
 
-        def progress(elapsed, sent, acked, errors, p99):
+        def progress(elapsed, sent, acked, errors, p99, timeouts=0):
             if not quiet:
                 err.write(
                     f"\r{elapsed:6.1f}s  sent {sent:>10,}  acked {acked:>10,} "
                     f"({acked / max(elapsed, 1e-9):>9,.0f}/s)  p99 {p99:>8,} µs  "
-                    f"errors {errors:,}   "
+                    f"errors {errors:,}  timeouts {timeouts:,}   "
                 )
                 err.flush()
 
         rep = run(cfg, on_progress=progress)
     except LoadError as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C reached the generators before they could hand over their counts.
+        click.echo("\ninterrupted before the generators reported: no report", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo("", err=True)
+    interrupted = bool(getattr(rep, "interrupted", False))
     report = rep.to_dict()
     report["config"] = {
+        **report.get("config", {}),
         "endpoint": cfg.endpoint,
         "mode": "open" if rate else "closed",
         "rate": rate,
@@ -874,6 +955,12 @@ def loadgen(
         "procs": procs,
         "direct": direct,
         "mix": mix,
+        "duration": cfg.duration,
+        "orders": orders,
+        "symbols": symbols,
+        "accounts": accounts,
+        "seed": seed,
+        "timeout": timeout,
     }
     if out:
         with open(out, "w") as fh:
@@ -896,6 +983,9 @@ def loadgen(
             click.echo(f"  error    {reason:<18} {n:>10,}")
         if lat:
             click.echo("latency µs   " + "  ".join(f"{k} {v:,}" for k, v in lat.items()))
+    if interrupted:
+        click.echo(f"interrupted after {report['seconds']:.2f}s: partial report above", err=True)
+        sys.exit(130)
     sent = max(1, rep.sent)
     if rep.error_count / sent > max_error_rate:
         click.echo(

@@ -15,12 +15,56 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from shardex.layout import Layout
 
 log = logging.getLogger("shardex.up")
+
+# Lines of a child's output that say nothing actionable to a shardex user, dropped one by one (all
+# other output passes). The embedded server warns at every start when vm.overcommit_memory is 0, a
+# host setting a developer's `shardex up` should not need root to change. It matters only if a
+# fork (AOF rewrite) fails under memory pressure, and that failure is logged by the server as an
+# error, which still passes. No valkey/redis option silences this warning (ignore-warnings covers
+# only ARM64-COW-BUG), hence the filter.
+REDIS_NOISE = (b"Memory overcommit must be enabled",)
+
+
+def forward_lines(src: BinaryIO, dst: BinaryIO, drop: Sequence[bytes]) -> None:
+    """Copy ``src`` to ``dst`` line by line until EOF, leaving out lines containing any ``drop``."""
+    for line in iter(src.readline, b""):
+        if not any(d in line for d in drop):
+            dst.write(line)
+            dst.flush()
+    src.close()
+
+
+def _start_filtered(argv: list[str], drop: Sequence[bytes]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        argv, preexec_fn=_child_setup, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out = sys.stdout.buffer
+    threading.Thread(target=forward_lines, args=(proc.stdout, out, drop), daemon=True).start()
+    return proc
+
+
+def run_filtered(argv: list[str], drop: Sequence[bytes] = REDIS_NOISE) -> int:
+    """Run ``argv`` as a child whose output is forwarded minus ``drop`` lines; SIGINT/SIGTERM go
+    to the child; returns its exit code (``shardex redis`` under honcho)."""
+    proc = _start_filtered(argv, drop)
+
+    def forward(signum, frame):  # noqa: ARG001 - signal handler signature
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    rc = proc.wait()
+    return rc if rc >= 0 else 128 - rc
 
 
 @dataclass
@@ -32,9 +76,13 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     history: list[float] = field(default_factory=list)
+    drop: tuple[bytes, ...] = ()  # output lines to leave out (see REDIS_NOISE)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, preexec_fn=_child_setup)
+        if self.drop:
+            self.proc = _start_filtered(self.argv, self.drop)
+        else:
+            self.proc = subprocess.Popen(self.argv, preexec_fn=_child_setup)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -80,7 +128,7 @@ def build_children(
     markets = ["--markets", markets_file] if markets_file else []
     front: list[Child] = []
     if redis == "embedded":
-        front.append(Child("redis", embedded_redis_argv(layout, data_dir)))
+        front.append(Child("redis", embedded_redis_argv(layout, data_dir), drop=REDIS_NOISE))
     children = [
         Child(
             "router",

@@ -20,6 +20,43 @@ from shardex.layout import Layout
 from shardex.supervisor import port_free
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = Path(tempfile.gettempdir())
+
+# Logs of the clusters started during the running test: deleted when it passes, kept (and named
+# in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.
+_TEST_LOGS: list[Path] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ARG001 - pytest hook signature
+    outcome = yield
+    if outcome.get_result().failed:
+        item.shardex_failed = True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cluster_logs(request) -> Iterator[None]:
+    """Logs of clusters that outlive one test (module fixtures): kept only if anything failed."""
+    yield
+    if not request.session.testsfailed:
+        for path in _TEST_LOGS:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _cluster_logs(request) -> Iterator[None]:
+    first = len(_TEST_LOGS)
+    yield
+    logs = _TEST_LOGS[first:]
+    del _TEST_LOGS[first:]
+    if getattr(request.node, "shardex_failed", False):
+        if logs:
+            request.node.add_report_section(
+                "teardown", "shardex logs", "kept: " + " ".join(map(str, logs))
+            )
+        return
+    for path in logs:
+        path.unlink(missing_ok=True)
 
 
 def free_layout(shards: int) -> Layout:
@@ -63,9 +100,9 @@ class Cluster:
         self.layout = free_layout(shards)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
-        self.log = open(  # noqa: SIM115 - closed in stop()
-            f"/tmp/shardex-test-{self.layout.base_port}.log", "w+b"
-        )
+        self.log_path = LOG_DIR / f"shardex-test-{self.layout.base_port}.log"
+        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
+        _TEST_LOGS.append(self.log_path)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -19,7 +19,7 @@ from conftest import ROOT, Cluster, free_layout
 from prometheus_client.parser import text_string_to_metric_families
 
 from shardex.layout import Layout
-from shardex.metrics import LATENCY_BUCKETS, prometheus_config
+from shardex.metrics import LATENCY_BUCKETS, Hist, prometheus_config
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "shardex.json"
 
@@ -120,7 +120,7 @@ def test_grafana_files_are_consistent():
             assert t["datasource"]["uid"] == "shardex-prometheus" and t["expr"]
     ds = (ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
     assert "uid: shardex-prometheus" in ds
-    assert LATENCY_BUCKETS[0] == 1e-6 and LATENCY_BUCKETS[-1] == 0.1
+    assert LATENCY_BUCKETS[0] == 1e-6 and LATENCY_BUCKETS[-1] >= 10
     if shutil.which("promtool"):
         subprocess.run(
             ["promtool", "check", "config", str(ROOT / "grafana" / "prometheus.yml")],
@@ -128,6 +128,34 @@ def test_grafana_files_are_consistent():
             capture_output=True,
             timeout=60,
         )
+
+
+def test_latency_buckets_hold_a_tail_of_seconds():
+    """A 1.6 s tail must not read as the top bucket's bound (it read 0.1 s when buckets ended at
+    100 ms): the 1-2.5-5 series runs from 1 µs to at least 10 s."""
+    assert tuple(sorted(LATENCY_BUCKETS)) == LATENCY_BUCKETS
+    for lo, hi in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:], strict=False):
+        assert round(hi / lo, 6) in (2.0, 2.5)  # 1 → 2.5 → 5 → 10
+    h = Hist(LATENCY_BUCKETS)
+    h.add(0.0005, 98)
+    h.add(1.6, 2)
+    fam = h.family("shardex_test_seconds", "test", {"shard": "0"})
+    cum = {s.labels["le"]: s.value for s in fam.samples if s.name.endswith("_bucket")}
+    # p99 is inside the (1.0, 2.5] bucket: histogram_quantile interpolates there, not at 0.1
+    assert cum["1.0"] == 98 and cum["2.5"] == 100 and cum["10.0"] == 100 and cum["+Inf"] == 100
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _prometheus_or_skip() -> str:
@@ -179,6 +207,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
+            start_new_session=True,  # its own group: the killpg below reaches it and its children
         )
         base = f"http://127.0.0.1:{port}/api/v1/"
 
@@ -222,3 +251,8 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
                 except ProcessLookupError:
                     pass
         cluster.stop()
+    # nothing of the load generator outlives the test (it used to run on after pytest exited)
+    deadline = time.monotonic() + 10
+    while group_members(load.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_members(load.pid)

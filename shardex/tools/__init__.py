@@ -1,0 +1,1 @@
+"""Tools around the cluster (not processes of it): replay, tail."""

@@ -1,0 +1,94 @@
+"""``shardex tail``: follow one pair's trades from Redis (``shardex:trades:SYMBOL``).
+
+Trade entries carry no event time: entry IDs are ``<seq>-0`` (seq-derived, for exactly-once), so
+an ID's "ms" part is a sequence number, not a clock. Each line therefore gets ``read_at``, the UTC
+time this reader received it (close to the trade time when following live, meaningless for old
+entries read with ``--from-start``). When the bridge writes a ``ts`` field (event time in ms),
+it is passed through as an int.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+INT_FIELDS = ("trade_id", "seq", "shard", "ts")
+
+
+class TailError(Exception):
+    """A reason tail cannot go on (unknown symbol, Redis unreachable); one line."""
+
+
+def stream_key(symbol: str) -> str:
+    return f"shardex:trades:{symbol}"
+
+
+def iso_utc(t: float) -> str:
+    """2026-11-24T10:00:00.123Z (ms precision, UTC)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def trade_record(entry_id: str, fields: dict[str, str], symbol: str, read_at: float) -> dict:
+    """One stream entry as the public JSON: ints as ints, money as decimal strings, read_at."""
+    rec: dict[str, Any] = {"id": entry_id, "symbol": symbol}
+    for k, v in fields.items():
+        rec[k] = int(v) if k in INT_FIELDS and v.lstrip("-").isdigit() else v
+    rec["read_at"] = iso_utc(read_at)
+    return rec
+
+
+def trade_line(rec: dict) -> str:
+    """One human line: time, side, qty @ price, orders, trade id and seq."""
+    return (
+        f"{rec['read_at'][11:23]} {rec['symbol']} {rec.get('taker_side', '?'):<4} "
+        f"{rec.get('qty', '?'):>14} @ {rec.get('price', '?'):<14} taker {rec.get('taker')} "
+        f"maker {rec.get('maker')} #{rec.get('trade_id')} seq {rec.get('seq')}"
+    )
+
+
+def follow(
+    r: Any,
+    symbol: str,
+    known: Collection[str],
+    from_start: bool = False,
+    count: int = 0,
+    on_wait: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[dict]:
+    """Yield ``symbol``'s trades as records (see ``trade_record``), live (XREAD BLOCK).
+
+    An unknown symbol (not in ``known`` and no stream in Redis) raises TailError at once instead
+    of waiting forever; a known one without trades yet calls ``on_wait`` with a message.
+    """
+    import redis
+
+    key = stream_key(symbol)
+    try:
+        length = r.xlen(key) if r.exists(key) else None
+    except redis.exceptions.ConnectionError as exc:
+        raise TailError(f"cannot read from Redis: {exc}") from None
+    if length is None and symbol not in known:
+        sample = ", ".join(sorted(known)[:8])
+        raise TailError(
+            f"unknown symbol {symbol!r}: no market of that name (known: {sample}; "
+            "--markets FILE for custom markets) and no trades in Redis"
+        )
+    if on_wait is not None and not length:
+        on_wait(f"waiting for the first {symbol} trade ({key} is empty); Ctrl-C stops")
+    last = "0-0" if from_start else "$"
+    seen = 0
+    while True:
+        try:
+            resp = r.xread({key: last}, block=1000, count=1000)
+        except redis.exceptions.ConnectionError as exc:
+            raise TailError(f"cannot read from Redis: {exc}") from None
+        now = clock()
+        for _, entries in resp:
+            for entry_id, fields in entries:
+                last = entry_id
+                seen += 1
+                yield trade_record(entry_id, fields, symbol, now)
+                if count and seen >= count:
+                    return
