@@ -7,15 +7,51 @@ high-water mark):
   ``<seq>-0``, so Redis itself refuses a second copy ("equal or smaller than the target stream top
   item") and a restarted bridge can never duplicate.
 * The bridge resumes from the last ID in ``shardex:events:<shard>``. A hole in the seqs it
-  receives, or a shard whose ``seq`` (polled every second) is ahead of what arrived, is repaired by
-  asking that shard to re-send the range (``OP_EVENTS``: its in-memory ring, else its journal). A
-  range that is gone is logged and counted (``shardex_bridge_lost_events_total``), never hidden.
+  receives (still open after ``hole_wait``), or a shard whose ``seq`` (polled every
+  ``poll_interval``) was ahead of what is written one poll ago, is repaired by asking that shard
+  to re-send the range (``OP_EVENTS``: its in-memory ring, else its journal). A range that is
+  gone is logged as an ALERT and counted (``shardex_bridge_lost_events_total``), never hidden.
 * Writes are batched into one server-side script call per batch (``EVALSHA`` of a msgpack blob):
   the script does one ``XADD`` per event into ``shardex:events:<shard>`` and one per trade into
-  ``shardex:trades:<SYMBOL>``, atomically. Encoding one blob instead of thousands of redis-py
-  commands is what lifts the write rate past redis-py's own ~28k commands/s here.
+  ``shardex:trades:<SYMBOL>``. Encoding one blob instead of thousands of redis-py commands is what
+  lifts the write rate past redis-py's own ~28k commands/s here.
 * Redis down: the batch is retried with back-off; on reconnect the bridge re-reads the last
   written seq from Redis (an AOF may have lost its last second) and repairs from there.
+
+Structure. ``ShardTracker`` is the socket-free, clock-free core of one shard (what to write next,
+which range to repair, what is lost, when the shard is stalled, when Redis is ahead of the
+shard); ``Bridge`` is the asyncio loop that drives one tracker per shard. ``decode_pub``,
+``check_event``, ``parse_status`` and ``parse_events_reply`` are pure decoders: whatever a peer
+sends (any msgpack value in any position), they return good events or raise ``Malformed``; the
+loop counts it in ``shardex_bridge_malformed_total{source}`` and goes on. No task ever dies of
+input.
+
+Requests to a shard (status polls, repairs) go over one DEALER per shard read by one task that
+hands each reply to the waiter of its request id (``ShardLink``): no reply is ever taken by the
+wrong waiter. A request with no answer times out and is retried with a growing timeout (a repair
+answered late is still used when it arrives).
+
+Alerts (one ``ALERT`` log line, ``shardex_bridge_alerts_total{shard,kind}``):
+
+* ``stalled``: the shard answers its status polls, is ahead of Redis, yet nothing has been written
+  for ``stall_after`` seconds (``shardex_bridge_stalled{shard}`` is 1 until writes resume).
+* ``lost``: a range the shard can no longer re-send.
+* ``conflict``: Redis holds a *different* entry at our ID, or a stream top above our ID with no
+  entry at it (a forged/foreign entry, another cluster writing the same keys, a shard restarted
+  without its journal). Policy: that one entry is **not** stored in that stream; it is counted in
+  ``shardex_bridge_conflicts_total{shard,stream}`` and the bridge moves on (every other stream,
+  shard and later event keeps flowing; no crash, no retry loop). An identical entry at our ID is a
+  true duplicate (``shardex_bridge_duplicates_total``). The events of a trade whose trades stream
+  conflicts are still in ``shardex:events:<shard>``. To recover the events-stream entries:
+  delete the foreign entries (``XDEL``) and restart the bridge; it resumes from the stream's top
+  and re-fetches the rest from the shard's journal.
+* ``behind``: a shard reports a seq below what Redis already holds for it (a foreign top entry,
+  or a shard restarted without its journal). The bridge rewinds to the highest entry at or below
+  the shard's seq and goes on; whatever then meets a foreign entry is a counted ``conflict``.
+
+The PUB channel is trusted for content (a well-formed event with a plausible seq is written as
+sent); malformed input is dropped and counted, and a seq beyond what the shard says it has is
+discarded when a repair reveals it.
 """
 
 from __future__ import annotations
@@ -25,8 +61,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -39,15 +76,16 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shardex.engine import Market
-from shardex.engine.codes import EV_TRADE
+from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE
 from shardex.metrics import LATENCY_BUCKETS, serve
 from shardex.protocol import (
     OP_EVENTS,
     OP_STATUS,
-    decode_events,
+    VERSION,
     decode_reply,
     encode_request,
     event_to_json,
+    unpackb,
 )
 
 log = logging.getLogger("shardex.bridge")
@@ -56,37 +94,89 @@ PREFIX = "shardex:"
 
 # One call writes a whole batch. ARGV: blob, events stream key, trades key prefix, maxlen.
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
+# Returns {written, dups, trades, conflicts} where conflicts is a flat list
+# [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take).
 WRITE_SCRIPT = """
 local evs = cmsgpack.unpack(ARGV[1])
 local stream, tprefix, maxlen = ARGV[2], ARGV[3], ARGV[4]
 local written, dups, trades = 0, 0, 0
-for i = 1, #evs do
-  local e = evs[i]
+local conflicts = {}
+local function seqof(id)
+  return tonumber(string.match(id, '^(%d+)')) or 0
+end
+-- 0 written, 1 identical entry already there, 2 conflict (reason in the second value)
+local function add(key, id, fields)
   local r
   if maxlen ~= '0' then
-    r = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, e[1], unpack(e[2]))
+    r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, unpack(fields))
   else
-    r = redis.pcall('XADD', stream, e[1], unpack(e[2]))
+    r = redis.pcall('XADD', key, id, unpack(fields))
   end
-  if type(r) == 'table' and r.err then
-    if string.find(r.err, 'equal or smaller', 1, true) then
-      dups = dups + 1
-    else
-      return redis.error_reply(r.err)
+  if type(r) ~= 'table' or not r.err then
+    return 0
+  end
+  if not string.find(r.err, 'equal or smaller', 1, true) then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then
+      return 2, 'key holds another type'
     end
+    return -1, r.err
+  end
+  local cur = redis.call('XRANGE', key, id, id)
+  if #cur == 1 then
+    local f = cur[1][2]
+    if #f == #fields then
+      local same = true
+      for k = 1, #f do
+        if f[k] ~= fields[k] then
+          same = false
+          break
+        end
+      end
+      if same then
+        return 1
+      end
+    end
+    return 2, 'a different entry holds this id'
+  end
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if #first == 1 and seqof(id) < seqof(first[1][1]) then
+    return 1  -- trimmed away below the stream's first entry: written long ago
+  end
+  return 2, 'a foreign entry above this id tops the stream'
+end
+for i = 1, #evs do
+  local e = evs[i]
+  local s, why = add(stream, e[1], e[2])
+  if s == -1 then
+    return redis.error_reply(why)
+  end
+  if s == 1 then
+    dups = dups + 1
   else
-    written = written + 1
+    if s == 0 then
+      written = written + 1
+    else
+      conflicts[#conflicts + 1] = stream
+      conflicts[#conflicts + 1] = e[1]
+      conflicts[#conflicts + 1] = why
+    end
     if e[3] then
-      trades = trades + 1
-      if maxlen ~= '0' then
-        redis.call('XADD', tprefix .. e[3], 'MAXLEN', '~', maxlen, e[1], unpack(e[4]))
-      else
-        redis.call('XADD', tprefix .. e[3], e[1], unpack(e[4]))
+      local key = tprefix .. e[3]
+      local t, twhy = add(key, e[1], e[4])
+      if t == -1 then
+        return redis.error_reply(twhy)
+      end
+      if t == 0 then
+        trades = trades + 1
+      elseif t == 2 then
+        conflicts[#conflicts + 1] = key
+        conflicts[#conflicts + 1] = e[1]
+        conflicts[#conflicts + 1] = twhy
       end
     end
   end
 end
-return {written, dups, trades}
+return {written, dups, trades, conflicts}
 """
 
 WRITTEN = Counter("shardex_bridge_events_written_total", "Events written to Redis", ["shard"])
@@ -100,12 +190,429 @@ REPAIRED = Counter(
 LOST = Counter(
     "shardex_bridge_lost_events_total", "Events no longer available anywhere (ALERT)", ["shard"]
 )
+CONFLICTS = Counter(
+    "shardex_bridge_conflicts_total",
+    "Entries not stored because Redis holds a different/foreign entry there (ALERT)",
+    ["shard", "stream"],
+)
+ALERTS = Counter(
+    "shardex_bridge_alerts_total", "ALERT log lines raised by the bridge", ["shard", "kind"]
+)
+ALERT_KINDS = ("stalled", "lost", "conflict", "behind", "redis")
+STALLED = Gauge(
+    "shardex_bridge_stalled",
+    "1 while a reachable shard is ahead of Redis and nothing is written for it",
+    ["shard"],
+)
+MALFORMED = Counter(
+    "shardex_bridge_malformed_total",
+    "Messages or events from shards that could not be decoded (dropped)",
+    ["source"],
+)
+MALFORMED_SOURCES = ("pub", "reply")
 LAG = Gauge("shardex_bridge_lag_events", "Shard seq minus last seq written to Redis", ["shard"])
 LAST = Gauge("shardex_bridge_last_seq", "Last seq written to Redis", ["shard"])
 XADD_TIME = Histogram(
     "shardex_bridge_write_seconds", "Time of one batch write to Redis", buckets=LATENCY_BUCKETS
 )
 REDIS_UP = Gauge("shardex_bridge_redis_up", "1 when the last Redis call succeeded")
+
+MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
+MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
+
+_SEQ = itemgetter(1)
+
+
+# -- pure decoders --------------------------------------------------------------------------------
+
+
+class Malformed(ValueError):
+    """Input from a shard that is not what the protocol says; the message says what."""
+
+
+def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
+    """True if ``ev`` is an event tuple the bridge can format and write (see engine/codes.py).
+
+    Checks exactly what formatting relies on: types (``bool`` is not an ``int`` here), a seq that
+    fits a stream ID, a known symbol where prices/sizes need its market, bounded strings.
+    """
+    if type(ev) is not tuple or len(ev) < 4:
+        return False
+    kind, seq, symbol = ev[0], ev[1], ev[2]
+    if type(seq) is not int or not 0 < seq <= MAX_SEQ or type(kind) is not int:
+        return False
+    if type(symbol) is not str or len(symbol) > MAX_STR:
+        return False
+    if kind == EV_TRADE:
+        if len(ev) != 9 or symbol not in markets:
+            return False
+        _, _, _, price, qty, taker, maker, side, trade_id = ev
+        return (
+            type(price) is int
+            and type(qty) is int
+            and type(taker) is str
+            and type(maker) is str
+            and len(taker) <= MAX_STR
+            and len(maker) <= MAX_STR
+            and type(side) is int
+            and 0 <= side <= 1
+            and type(trade_id) is int
+        )
+    oid = ev[3]
+    if type(oid) is not str or len(oid) > MAX_STR:
+        return False
+    if kind == EV_ACCEPTED:
+        return True
+    if kind == EV_REJECTED:
+        return len(ev) >= 5 and type(ev[4]) is str and len(ev[4]) <= MAX_STR
+    if kind == EV_CANCELLED:
+        return (
+            len(ev) >= 6
+            and symbol in markets
+            and type(ev[4]) is str
+            and len(ev[4]) <= MAX_STR
+            and type(ev[5]) is int
+        )
+    if kind == EV_AMENDED:
+        return len(ev) >= 6 and symbol in markets and type(ev[4]) is int and type(ev[5]) is int
+    return False
+
+
+def check_events(events: Any, markets: Mapping[str, Market]) -> tuple[list[tuple], int]:
+    """A decoded event array → (good events, number of bad ones dropped)."""
+    if type(events) is not tuple:
+        raise Malformed(f"events must be an array, got {type(events).__name__}")
+    good = [ev for ev in events if check_event(ev, markets)]
+    return good, len(events) - len(good)
+
+
+def decode_pub(
+    payload: Any, shards: int, markets: Mapping[str, Market]
+) -> tuple[int, list[tuple], int]:
+    """One PUB payload ``[VERSION, shard, [event, ...]]`` → (shard, good events, bad count).
+
+    Raises ``Malformed`` when the message as a whole is unusable (not msgpack, wrong shape or
+    version, a shard index outside ``0..shards-1``).
+    """
+    if not isinstance(payload, bytes):
+        raise Malformed("payload is not bytes")
+    try:
+        msg = unpackb(payload)
+    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
+        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
+    if type(msg) is not tuple or len(msg) != 3:
+        raise Malformed("expected [version, shard, events]")
+    version, shard, events = msg
+    if type(version) is not int or version != VERSION:
+        raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
+    if type(shard) is not int or not 0 <= shard < shards:
+        raise Malformed(f"shard {str(shard)[:20]!r} is not one of 0..{shards - 1}")
+    good, bad = check_events(events, markets)
+    return shard, good, bad
+
+
+def _result(error: Any, results: Any) -> dict:
+    if error is not None:
+        raise Malformed(f"shard answered with an error: {str(error)[:100]}")
+    if type(results) is not tuple or len(results) != 1 or not isinstance(results[0], dict):
+        raise Malformed("expected one result map")
+    return results[0]
+
+
+def parse_status(error: Any, results: Any) -> int:
+    """``decode_reply`` of an ``OP_STATUS`` request → the shard's seq, or ``Malformed``."""
+    res = _result(error, results)
+    seq = res.get("seq")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise Malformed(f"status seq {str(seq)[:20]!r} is not a seq")
+    return seq
+
+
+def parse_events_reply(
+    error: Any, results: Any, first: int, last: int, markets: Mapping[str, Market]
+) -> tuple[list[tuple] | None, str | None, int | None, int]:
+    """``decode_reply`` of ``(OP_EVENTS, first, last)`` → (events, gone reason, shard seq, bad).
+
+    ``events`` holds the well-formed events whose seq lies in ``first..last``; ``gone`` is the
+    shard's reason when it cannot re-send the range (then ``events`` is None); ``shard seq`` is
+    what the shard says it has (None if it did not say); ``bad`` counts dropped garbage.
+    """
+    res = _result(error, results)
+    seq = res.get("seq")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        seq = None
+    if "error" in res:
+        return None, str(res["error"])[:200], seq, 0
+    good, bad = check_events(res.get("events"), markets)
+    inside = [ev for ev in good if first <= ev[1] <= last]
+    return inside, None, seq, bad + len(good) - len(inside)
+
+
+# -- per-shard decision logic (no sockets, no clock) ----------------------------------------------
+
+
+@dataclass
+class StatusOutcome:
+    """What one status answer changed: the loop logs and measures these."""
+
+    behind: bool = False  # the shard is below what Redis holds: rewind (see ShardTracker)
+    stalled: bool | None = None  # True: became stalled, False: recovered, None: no change
+
+
+class ShardTracker:
+    """Seq tracking of one shard: what to write next, what to repair, what is lost or stalled.
+
+    Driven by the loop with plain values (events, seqs, ``now`` in seconds); it never touches a
+    socket or a clock, so every decision is unit-tested alone. One writer: the loop's writer task
+    is the only caller of ``take``/``written``/``putback``/``rewind``; ``accept`` and
+    ``on_status`` only add information.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        max_pending: int = 2_000_000,
+        hole_wait: float = 0.1,
+        stall_after: float = 5.0,
+    ) -> None:
+        self.index = index
+        self.max_pending = max_pending  # beyond this, received events are dropped (and repaired)
+        self.hole_wait = hole_wait  # a hole younger than this may still fill from PUB
+        self.stall_after = stall_after
+        self.last = 0  # last seq known written to Redis
+        self.pending: list[tuple] = []  # received, not yet written (any order, copies allowed)
+        self.shard_seq = 0  # the shard's seq as its last status answer said
+        self.prev_poll = 0  # the shard's seq one poll ago: must be written by now
+        self.repair_to = 0  # repair up to here once nothing pending is in the way
+        self.lost = 0
+        self.conflicted = 0
+        self.dropped = 0  # received past max_pending (to be repaired)
+        self.stalled = False
+        self.behind_at: int | None = None  # shard seq to rewind to (writer acts on it)
+        self._check_from: float | None = None  # statuses sent after this compare with ``last``
+        self._resumed_last = 0
+        self._progress_last = 0
+        self._progress_at = 0.0
+        self._hole: tuple[int, int] | None = None  # (last, first pending seq) of the open hole
+        self._hole_since = 0.0
+        self._sorted = True
+
+    # information in
+
+    def resume(self, last: int, now: float) -> None:
+        """``last`` as read from Redis (start-up, after an outage). The next status answer sent
+        after ``now`` checks that the shard is not below it."""
+        self.last = last
+        self._resumed_last = last
+        self._check_from = now
+        self._progress_last, self._progress_at = last, now
+
+    def accept(self, events: list[tuple]) -> None:
+        """Events received from PUB (checked by ``check_event``): queued unless over the cap."""
+        p = self.pending
+        if len(p) >= self.max_pending:
+            self.dropped += len(events)
+            return
+        if p and events and events[0][1] <= p[-1][1]:
+            self._sorted = False
+        p.extend(events)
+
+    def accept_repair(self, events: list[tuple], shard_seq: int | None) -> None:
+        """Events a repair brought (whatever the cap). ``shard_seq``: the shard's seq at the
+        time; a pending seq above it was never sent by that shard and is discarded."""
+        if events:
+            self._sorted = False
+            self.pending.extend(events)
+        if shard_seq is not None and not events:
+            bogus = [ev for ev in self.pending if ev[1] > shard_seq]
+            if bogus:
+                self.pending = [ev for ev in self.pending if ev[1] <= shard_seq]
+                self.dropped += len(bogus)
+            self.repair_to = min(self.repair_to, shard_seq)
+
+    def on_status(self, seq: int, sent_at: float, now: float) -> StatusOutcome:
+        """The shard answered a status request sent at ``sent_at`` with its ``seq``."""
+        out = StatusOutcome()
+        check = self._check_from is not None and sent_at >= self._check_from
+        if (check and seq < self._resumed_last) or seq < self.shard_seq:
+            out.behind = True
+            self.behind_at = seq
+        if check:
+            self._check_from = None
+        # What the shard had one poll ago and is still not written is lost in transit (e.g.
+        # the tail of a burst dropped by PUB): repair it.
+        if self.prev_poll > self.last:
+            self.repair_to = max(self.repair_to, self.prev_poll)
+        self.prev_poll = seq
+        self.shard_seq = seq
+        if self.last != self._progress_last or seq <= self.last:
+            self._progress_last, self._progress_at = self.last, now
+        stalled = seq > self.last and now - self._progress_at >= self.stall_after
+        if stalled != self.stalled:
+            self.stalled = out.stalled = stalled
+        return out
+
+    # decisions out
+
+    def take(self, limit: int) -> list[tuple]:
+        """The next contiguous run of pending events from ``last + 1`` (at most ``limit``).
+
+        Older seqs and second copies are dropped. The caller must then call ``written`` (or
+        ``putback`` if the write did not happen) before taking again.
+        """
+        p = self.pending
+        if not p:
+            return []
+        if not self._sorted:
+            p.sort(key=_SEQ)
+            self._sorted = True
+        expect = self.last + 1
+        n = len(p)
+        i = 0
+        while i < n and p[i][1] < expect:
+            i += 1
+        batch: list[tuple] = []
+        while i < n:
+            ev = p[i]
+            s = ev[1]
+            if s == expect:
+                if len(batch) >= limit:
+                    break
+                batch.append(ev)
+                expect += 1
+            elif s > expect:
+                break  # a hole
+            i += 1  # s < expect: a second copy of what is in the batch
+        if i:
+            del p[:i]
+        return batch
+
+    def written(self, upto: int, now: float) -> None:
+        if upto > self.last:
+            self.last = upto
+            self._progress_last, self._progress_at = upto, now
+
+    def putback(self, batch: list[tuple]) -> None:
+        """A batch that was not (or not surely) written: take it again later."""
+        if batch:
+            self.pending[:0] = batch
+            self._sorted = False
+
+    def gap(self, now: float) -> tuple[int, int] | None:
+        """The range to ask the shard for, if any (call after ``take`` returned nothing)."""
+        nxt = self.last + 1
+        p = self.pending
+        if p:
+            if not self._sorted:
+                p.sort(key=_SEQ)
+                self._sorted = True
+            head = p[0][1]
+            if head > nxt:
+                # a hole: events may still be on their way (one batch is several PUB messages)
+                if self._hole is None or self._hole[1] != head:
+                    self._hole, self._hole_since = (self.last, head), now
+                if now - self._hole_since >= self.hole_wait:
+                    return nxt, head - 1
+                return None
+            self._hole = None
+            return None
+        self._hole = None
+        if self.repair_to >= nxt:
+            return nxt, self.repair_to
+        return None
+
+    def lose(self, first: int, last: int) -> int:
+        """The shard cannot re-send ``first..last``: count it and move on. Returns the count."""
+        if first != self.last + 1 or last < first:
+            return 0
+        n = last - first + 1
+        self.lost += n
+        self.last = last
+        return n
+
+    def rewind(self, last: int, now: float) -> None:
+        """Redis was ahead of the shard: go on from ``last`` (the highest entry ≤ its seq)."""
+        self.last = last
+        self.behind_at = None
+        self.repair_to = max(self.repair_to, self.shard_seq)
+        self._progress_last, self._progress_at = last, now
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.shard_seq - self.last)
+
+
+# -- transport: one DEALER per shard, replies matched to requests --------------------------------
+
+
+class ShardLink:
+    """Requests to one shard's direct port; a single reader hands each reply to its waiter.
+
+    A reply whose request timed out is passed to that request's ``late`` callback if it had one
+    (a repair answered late still carries good events), else dropped.
+    """
+
+    MAX_LATE = 256
+
+    def __init__(
+        self, ctx: zmq.asyncio.Context, endpoint: str, on_malformed: Callable[[], None]
+    ) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing toward a shard that is not there
+        self.sock.connect(endpoint)
+        self.waiting: dict[bytes, asyncio.Future] = {}
+        self.late: dict[bytes, Callable[[Any, Any], None]] = {}
+        self.on_malformed = on_malformed
+        self._next = 0
+
+    async def read(self) -> None:
+        """The reader task: forever dispatch replies by request id."""
+        while True:
+            frames = await self.sock.recv_multipart()
+            if len(frames) != 2:
+                self.on_malformed()
+                continue
+            req, payload = frames
+            fut = self.waiting.pop(req, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(payload)
+                continue
+            late = self.late.pop(req, None)
+            if late is not None:
+                error, results = decode_reply(payload)
+                late(error, results)
+
+    async def request(
+        self, cmd: tuple, timeout: float, late: Callable[[Any, Any], None] | None = None
+    ) -> tuple[Any, Any] | None:
+        """Send one command; (error, results) of its reply, or None if none came in time."""
+        self._next += 1
+        req = self._next.to_bytes(8, "little")
+        try:
+            await self.sock.send_multipart([b"bridge", req, encode_request([cmd])], zmq.NOBLOCK)
+        except zmq.Again:
+            return None  # not connected (IMMEDIATE) or pipe full: as good as no answer
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[req] = fut
+        try:
+            payload = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.waiting.pop(req, None)
+            if late is not None:
+                self.late[req] = late
+                while len(self.late) > self.MAX_LATE:
+                    self.late.pop(next(iter(self.late)))
+            return None
+        return decode_reply(payload)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+# -- the process ----------------------------------------------------------------------------------
 
 
 def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[str]:
@@ -121,14 +628,16 @@ def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[s
 
 @dataclass
 class ShardState:
+    """The loop's side of one shard: its tracker, link and wake-up event."""
+
     index: int
-    last: int = 0  # last seq known written to Redis
-    pending: list[tuple] = field(default_factory=list)  # received, not yet written, seq order
-    shard_seq: int = 0  # latest seq the shard reported or we saw
-    repair_to: int = 0  # the shard's seq one poll ago: must be written by now
-    prev_poll: int = 0
+    tracker: ShardTracker
+    link: ShardLink | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    lost: int = 0
+    repair_timeout: float = 2.0
+    unreachable: bool = False
+    repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
+    idle: int = 0
 
 
 @dataclass
@@ -143,6 +652,10 @@ class BridgeConfig:
     max_pending: int = 2_000_000  # per shard; beyond this we drop and repair later
     metrics_port: int | None = None
     poll_interval: float = 0.5
+    status_timeout: float = 1.0
+    repair_timeout: float = 2.0  # first wait for a repair answer; doubles up to 30 s
+    stall_after: float = 5.0  # seconds without progress while the shard is ahead → ALERT
+    hole_wait: float = 0.1
 
 
 class Bridge:
@@ -153,12 +666,12 @@ class Bridge:
         self.sha: str | None = None
         self.shards: list[ShardState] = []
         self.endpoints: list[dict[str, Any]] = []
-        self.req_socks: list[zmq.asyncio.Socket] = []
         self.running = True
-        self._req = 0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._outage_lock = asyncio.Lock()
         self._fmt: dict[tuple[str, int, int], str] = {}
+        self._alerted: dict[tuple[int, str], float] = {}  # (shard, what) → last ALERT time
+        self._malformed_logged = 0.0
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -170,18 +683,20 @@ class Bridge:
             while self.running:
                 await sock.send_multipart([b"", b"t", encode_request([])])
                 if await sock.poll(2000):
-                    error, results = decode_reply((await sock.recv_multipart())[1])
-                    info = results[0]
-                    if all(t.get("pub") and t.get("direct") for t in info["topology"]):
-                        return info["topology"]
+                    frames = await sock.recv_multipart()
+                    topo = _topology(frames)
+                    if topo is not None:
+                        return topo
                 log.info("waiting for every shard to register with the router %s", self.cfg.router)
                 await asyncio.sleep(0.5)
         finally:
             sock.close(0)
         return []
 
-    async def last_written(self, shard: int) -> int:
-        entries = await self.redis.xrevrange(self._events_key(shard), count=1)
+    async def last_written(self, shard: int, at_most: int | None = None) -> int:
+        """Seq of the stream's top entry (or of the highest entry ≤ ``at_most``)."""
+        top = "+" if at_most is None else f"{at_most}-0"
+        entries = await self.redis.xrevrange(self._events_key(shard), top, "-", count=1)
         if not entries:
             return 0
         return int(entries[0][0].split(b"-", 1)[0])
@@ -196,207 +711,332 @@ class Bridge:
         if not self.running:
             return
         n = len(self.endpoints)
-        self.shards = [ShardState(i) for i in range(n)]
+        cfg = self.cfg
+        self.shards = [
+            ShardState(
+                i,
+                ShardTracker(
+                    i,
+                    max_pending=cfg.max_pending,
+                    hole_wait=cfg.hole_wait,
+                    stall_after=cfg.stall_after,
+                ),
+                repair_timeout=cfg.repair_timeout,
+            )
+            for i in range(n)
+        ]
+        for i in range(n):
+            s = str(i)
+            STALLED.labels(s).set(0)
+            for kind in ALERT_KINDS:
+                ALERTS.labels(s, kind)
+            LOST.labels(s)
+        for source in MALFORMED_SOURCES:
+            MALFORMED.labels(source)
         await self._until_redis(self._sync_last)
-        for st in self.shards:
-            st.prev_poll = st.last
         sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, self.cfg.sub_hwm)
+        sub.setsockopt(zmq.RCVHWM, cfg.sub_hwm)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        for t in self.endpoints:
+        for st, t in zip(self.shards, self.endpoints, strict=True):
             sub.connect(t["pub"])
-            req = self.ctx.socket(zmq.DEALER)
-            req.setsockopt(zmq.LINGER, 0)
-            req.connect(t["direct"])
-            self.req_socks.append(req)
+            st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed)
         log.info(
             "bridge up: %d shards → %s (resuming at seqs %s)",
             n,
-            self.cfg.redis_url,
-            [s.last for s in self.shards],
+            cfg.redis_url,
+            [s.tracker.last for s in self.shards],
         )
-        tasks = [asyncio.ensure_future(self._reader(sub)), asyncio.ensure_future(self._poller())]
-        tasks += [asyncio.ensure_future(self._writer(s)) for s in self.shards]
-        while self.running:
-            await asyncio.sleep(0.2)
+        tasks = [asyncio.ensure_future(self._reader(sub))]
+        for st in self.shards:
+            assert st.link is not None
+            tasks.append(asyncio.ensure_future(st.link.read()))
+            tasks.append(asyncio.ensure_future(self._poller(st)))
+            tasks.append(asyncio.ensure_future(self._writer(st)))
+        try:
+            while self.running:
+                await asyncio.sleep(0.2)
+                for t in tasks:
+                    if t.done() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+        finally:
             for t in tasks:
-                if t.done() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
-        for t in tasks:
-            t.cancel()
-        sub.close(0)
-        for s in self.req_socks:
-            s.close(0)
-        await self.redis.aclose()
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            sub.close(0)
+            for st in self.shards:
+                if st.link is not None:
+                    st.link.close()
+            await self.redis.aclose()
 
     async def _sync_last(self) -> None:
+        now = time.monotonic()
         for s in self.shards:
-            s.last = await self.last_written(s.index)
-            LAST.labels(str(s.index)).set(s.last)
+            s.tracker.resume(await self.last_written(s.index), now)
+            LAST.labels(str(s.index)).set(s.tracker.last)
+
+    def _alert(self, shard: int, kind: str, key: str, msg: str, *args: Any) -> None:
+        """One ALERT line per (shard, key) per 5 s; the counter counts every call."""
+        ALERTS.labels(str(shard), kind).inc()
+        now = time.monotonic()
+        if now - self._alerted.get((shard, key), -1e9) >= 5.0:
+            self._alerted[(shard, key)] = now
+            log.error("ALERT " + msg, *args)
+
+    def _malformed(self, source: str, n: int, why: str) -> None:
+        MALFORMED.labels(source).inc(n)
+        now = time.monotonic()
+        if now - self._malformed_logged >= 5.0:
+            self._malformed_logged = now
+            log.warning("dropping malformed input from a shard's %s: %s", source, why)
+
+    def _reply_malformed(self) -> None:
+        self._malformed("reply", 1, "reply is not [request id, payload]")
 
     async def _reader(self, sub: zmq.asyncio.Socket) -> None:
+        shards = self.shards
+        n = len(shards)
+        markets = self.cfg.markets
         while True:
             frames = await sub.recv_multipart()
             try:
-                shard, events = decode_events(frames[1])
-                st = self.shards[shard]
-            except Exception:
-                log.warning("ignoring a malformed event message")
+                if len(frames) != 2:
+                    raise Malformed(f"{len(frames)} frames, expected [topic, payload]")
+                shard, events, bad = decode_pub(frames[1], n, markets)
+            except Malformed as exc:
+                self._malformed("pub", 1, str(exc))
                 continue
-            if len(st.pending) < self.cfg.max_pending:
-                st.pending.extend(events)
-            # else: dropped on purpose; the poller sees the shard ahead and repairs
+            if bad:
+                self._malformed("pub", bad, f"{bad} malformed events from shard {shard}")
             if events:
-                st.shard_seq = max(st.shard_seq, events[-1][1])
-            st.wake.set()
+                st = shards[shard]
+                st.tracker.accept(events)
+                st.wake.set()
 
-    async def _poller(self) -> None:
-        """Each poll interval: ask every shard its seq (lag metric; gaps no later event shows)."""
+    async def _poller(self, st: ShardState) -> None:
+        """Every poll interval: ask the shard its seq (lag, tail repair, stall and behind)."""
+        tr = st.tracker
+        s = str(st.index)
+        assert st.link is not None
         while True:
-            for st in self.shards:
-                res = await self._request(st.index, (OP_STATUS,), timeout=1.0)
-                if res is not None and "seq" in res:
-                    if res["seq"] < st.last:
-                        log.error(
-                            "shard %d is at seq %d but Redis already has %d: the shard "
-                            "lost state (no journal?); its new events will be refused",
-                            st.index,
-                            res["seq"],
-                            st.last,
-                        )
-                    # What the shard had one poll ago and we still have not written is lost
-                    # in transit (e.g. the tail of a burst dropped by PUB): repair it.
-                    if st.prev_poll > st.last:
-                        st.repair_to = max(st.repair_to, st.prev_poll)
-                        st.wake.set()
-                    st.prev_poll = res["seq"]
-                    st.shard_seq = max(st.shard_seq, res["seq"])
-                LAG.labels(str(st.index)).set(max(0, st.shard_seq - st.last))
+            sent = time.monotonic()
+            reply = await st.link.request((OP_STATUS,), timeout=self.cfg.status_timeout)
+            seq = None
+            if reply is not None:
+                try:
+                    seq = parse_status(*reply)
+                except Malformed as exc:
+                    self._malformed("reply", 1, f"status of shard {st.index}: {exc}")
+            if seq is None:
+                if not st.unreachable:
+                    log.warning("shard %d does not answer its status requests", st.index)
+                    st.unreachable = True
+            else:
+                if st.unreachable:
+                    log.info("shard %d answers again", st.index)
+                    st.unreachable = False
+                out = tr.on_status(seq, sent, time.monotonic())
+                if out.behind:
+                    self._alert(
+                        st.index,
+                        "behind",
+                        "behind",
+                        "shard %d is at seq %d but Redis already holds entries above it "
+                        "(last written %d): a foreign entry, or the shard lost its state; "
+                        "rewinding to the highest entry at or below %d",
+                        st.index,
+                        seq,
+                        tr.last,
+                        seq,
+                    )
+                if out.stalled:
+                    STALLED.labels(s).set(1)
+                    self._alert(
+                        st.index,
+                        "stalled",
+                        "stalled",
+                        "shard %d is reachable and at seq %d, but Redis has been stuck at %d "
+                        "for %.0f s (pending %d)",
+                        st.index,
+                        seq,
+                        tr.last,
+                        tr.stall_after,
+                        len(tr.pending),
+                    )
+                elif out.stalled is False:
+                    STALLED.labels(s).set(0)
+                    log.info("shard %d is flowing again (Redis at seq %d)", st.index, tr.last)
+                if out.behind or tr.repair_to > tr.last:
+                    st.wake.set()
+            LAG.labels(s).set(tr.lag)
             await asyncio.sleep(self.cfg.poll_interval)
 
     async def _writer(self, st: ShardState) -> None:
+        tr = st.tracker
+        batch_size = self.cfg.batch
+        wake = st.wake
         while True:
-            await st.wake.wait()
-            st.wake.clear()
-            progressed = await self._drain(st)
-            if progressed and not st.pending and st.repair_to > st.last:
-                # nothing received beyond what is written, yet the shard was ahead a poll ago
-                await self._repair(st, st.last + 1, st.repair_to)
-            LAG.labels(str(st.index)).set(max(0, st.shard_seq - st.last))
-            if not progressed or st.pending or st.repair_to > st.last:
-                await asyncio.sleep(0.2)  # e.g. shard unreachable for a repair: retry soon
-                st.wake.set()
-
-    async def _drain(self, st: ShardState) -> bool:
-        """Write pending events in seq order, repairing holes. False if stuck on a hole."""
-        pending, st.pending = st.pending, []
-        batch: list[tuple] = []
-        i = 0
-        while i < len(pending):
-            ev = pending[i]
-            seq = ev[1]
-            expect = st.last + len(batch) + 1
-            if seq < expect:
-                i += 1  # already written, or a copy we fetched while repairing
-                continue
-            if seq > expect:
+            if not wake.is_set():
+                try:
+                    await asyncio.wait_for(wake.wait(), self.cfg.hole_wait)
+                except TimeoutError:
+                    pass
+            wake.clear()
+            if tr.behind_at is not None:
+                last = await self._until_redis(
+                    lambda at=tr.behind_at: self.last_written(st.index, at)
+                )
+                tr.rewind(last, time.monotonic())
+                LAST.labels(str(st.index)).set(last)
+            while batch := tr.take(batch_size):
                 await self._write(st, batch)
-                batch = []
-                await self._repair(st, st.last + 1, seq - 1)
-                if seq > st.last + 1:
-                    st.pending = pending[i:] + st.pending  # keep order; retry later
-                    return False
-                continue
-            batch.append(ev)
-            i += 1
-            if len(batch) >= self.cfg.batch:
-                await self._write(st, batch)
-                batch = []
-        await self._write(st, batch)
-        return True
+            gap = tr.gap(time.monotonic())
+            if gap is not None:
+                if gap[0] == st.repaired_at:
+                    # the last repair did not move us: garbage or nothing came back; pace it
+                    await asyncio.sleep(min(2.0, self.cfg.hole_wait * 2 ** min(st.idle, 5)))
+                    st.idle += 1
+                else:
+                    st.idle = 0
+                st.repaired_at = gap[0]
+                await self._repair(st, *gap)
+                wake.set()  # write what it brought, or ask again
+            LAG.labels(str(st.index)).set(tr.lag)
 
     async def _repair(self, st: ShardState, first: int, last: int) -> None:
-        while first <= last and self.running:
-            res = await self._request(st.index, (OP_EVENTS, first, last), timeout=5.0)
-            if res is None:
-                log.warning(
-                    "shard %d did not answer a repair request for %d..%d", st.index, first, last
-                )
-                return
-            if "error" in res:
-                gone = last - first + 1
-                log.error(
-                    "ALERT shard %d events %d..%d cannot be repaired (%s): %d events "
-                    "lost for Redis",
-                    st.index,
-                    first,
-                    last,
-                    res["error"],
-                    gone,
-                )
-                LOST.labels(str(st.index)).inc(gone)
-                st.lost += gone
-                st.last = last  # move on: later events must still flow
-                LAST.labels(str(st.index)).set(st.last)
-                return
-            evs = res["events"]
-            if not evs:
-                return
-            REPAIRED.labels(str(st.index)).inc(len(evs))
-            for k in range(0, len(evs), self.cfg.batch):
-                await self._write(st, list(evs[k : k + self.cfg.batch]))
-            first = evs[-1][1] + 1
+        """Ask the shard for ``first..last`` once; feed what comes back to the tracker."""
+        assert st.link is not None
+        tr = st.tracker
 
-    async def _request(self, shard: int, cmd: tuple, timeout: float) -> dict[str, Any] | None:
-        sock = self.req_socks[shard]
-        self._req += 1
-        req = self._req.to_bytes(8, "little")
-        await sock.send_multipart([b"bridge", req, encode_request([cmd])])
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not await sock.poll(int(left * 1000) + 1):
-                break
-            frames = await sock.recv_multipart()
-            if frames[0] != req:
-                continue  # a late answer to an earlier request
-            error, results = decode_reply(frames[1])
-            return None if error is not None else results[0]
-        return None
+        def use(error: Any, results: Any, late: bool = True) -> bool:
+            try:
+                evs, gone, seq, bad = parse_events_reply(
+                    error, results, first, last, self.cfg.markets
+                )
+            except Malformed as exc:
+                self._malformed("reply", 1, f"repair reply of shard {st.index}: {exc}")
+                return False
+            if bad:
+                self._malformed("reply", bad, f"{bad} malformed events from shard {st.index}")
+            if gone is not None:
+                if late:
+                    return False  # decide on a fresh answer only
+                n = tr.lose(first, last)
+                if n:
+                    LOST.labels(str(st.index)).inc(n)
+                    LAST.labels(str(st.index)).set(tr.last)
+                    self._alert(
+                        st.index,
+                        "lost",
+                        f"lost{first}",
+                        "shard %d events %d..%d cannot be repaired (%s): %d events lost for "
+                        "Redis",
+                        st.index,
+                        first,
+                        last,
+                        gone,
+                        n,
+                    )
+                return True
+            assert evs is not None
+            if evs:
+                REPAIRED.labels(str(st.index)).inc(len(evs))
+            tr.accept_repair(evs, None if late else seq)  # a late answer's seq is stale
+            st.wake.set()
+            return True
+
+        reply = await st.link.request(
+            (OP_EVENTS, first, last), timeout=st.repair_timeout, late=use
+        )
+        if reply is not None and use(*reply, late=False):
+            st.repair_timeout = self.cfg.repair_timeout
+            return
+        log.warning(
+            "shard %d did not answer a repair request for %d..%d within %.0f s; asking again",
+            st.index,
+            first,
+            last,
+            st.repair_timeout,
+        )
+        st.repair_timeout = min(30.0, st.repair_timeout * 2)
 
     # -- Redis ----------------------------------------------------------------------------------
 
     async def _write(self, st: ShardState, batch: list[tuple]) -> None:
-        """One script call for the batch (contiguous seqs starting at ``st.last + 1``)."""
+        """One script call for the batch (contiguous seqs starting at ``last + 1``)."""
         shard = st.index
-        while batch:
-            blob = self._pack([self._item(ev, shard) for ev in batch])
-            args = (
-                blob,
-                self._events_key(shard),
-                f"{self.cfg.prefix}trades:",
-                str(self.cfg.maxlen),
-            )
-            t0 = time.perf_counter()
-            try:
-                written, dups, trades = await self._eval(args)
-            except _TRANSIENT as exc:
-                if not _transient(exc):
-                    raise
-                await self._outage(exc)
-                # Redis is back and ``last`` re-read from it. Retry what it still lacks, if
-                # that is contiguous; otherwise leave it to gap repair (Redis lost entries).
-                batch = [ev for ev in batch if ev[1] > st.last]
-                if batch and batch[0][1] != st.last + 1:
-                    return
-                continue
-            XADD_TIME.observe(time.perf_counter() - t0)
-            REDIS_UP.set(1)
-            WRITTEN.labels(str(shard)).inc(written)
-            TRADES.labels(str(shard)).inc(trades)
-            DUPS.labels(str(shard)).inc(dups)
-            st.last = max(st.last, batch[-1][1])
-            LAST.labels(str(shard)).set(st.last)
+        tr = st.tracker
+        try:
+            items = [self._item(ev, shard) for ev in batch]
+        except Exception:  # an event the checks let through but formatting refused
+            items = []
+            for ev in batch:
+                try:
+                    items.append(self._item(ev, shard))
+                except Exception as exc:
+                    self._malformed("pub", 1, f"event {ev[1]} cannot be formatted: {exc!r}")
+                    tr.putback([e for e in batch if e[1] > ev[1]])
+                    batch = batch[: len(items)]
+                    break
+        if not batch:
             return
+        args = (
+            self._pack(items),
+            self._events_key(shard),
+            f"{self.cfg.prefix}trades:",
+            str(self.cfg.maxlen),
+        )
+        t0 = time.perf_counter()
+        try:
+            written, dups, trades, conflicts = await self._eval(args)
+        except _TRANSIENT as exc:
+            if not _transient(exc):
+                if not isinstance(exc, ResponseError):
+                    raise
+                # a Redis refusal the script did not expect (OOM, read-only replica...):
+                # the batch may be partly written; retry it whole after a pause (copies are
+                # recognised as duplicates), never crash
+                self._alert(shard, "redis", "redis", "Redis refused a write: %s", exc)
+                tr.putback(batch)
+                await asyncio.sleep(1.0)
+                return
+            await self._outage(exc)
+            tr.putback([ev for ev in batch if ev[1] > tr.last])
+            return
+        XADD_TIME.observe(time.perf_counter() - t0)
+        REDIS_UP.set(1)
+        s = str(shard)
+        WRITTEN.labels(s).inc(written)
+        TRADES.labels(s).inc(trades)
+        if dups:
+            DUPS.labels(s).inc(dups)
+        if conflicts:
+            self._conflicts(shard, conflicts)
+        tr.written(batch[-1][1], time.monotonic())
+        LAST.labels(s).set(tr.last)
+
+    def _conflicts(self, shard: int, flat: list) -> None:
+        by_stream: dict[str, list[str]] = {}
+        why: dict[str, str] = {}
+        for k in range(0, len(flat) - 2, 3):
+            key = _text(flat[k])
+            by_stream.setdefault(key, []).append(_text(flat[k + 1]))
+            why[key] = _text(flat[k + 2])
+        for key, ids in by_stream.items():
+            CONFLICTS.labels(str(shard), key).inc(len(ids))
+            self.shards[shard].tracker.conflicted += len(ids)
+            self._alert(
+                shard,
+                "conflict",
+                f"conflict {key}",
+                "shard %d: %d entries not stored in %s (ids %s..%s): %s; counted in "
+                "shardex_bridge_conflicts_total",
+                shard,
+                len(ids),
+                key,
+                ids[0],
+                ids[-1],
+                why[key],
+            )
 
     def _item(self, ev: tuple, shard: int) -> tuple:
         if ev[0] != EV_TRADE:
@@ -440,9 +1080,11 @@ class Bridge:
                     delay = min(2.0, delay * 2)
             self.sha = None
             if logged:
-                log.info("Redis is back; resuming at seqs %s", [s.last for s in self.shards])
+                log.info(
+                    "Redis is back; resuming at seqs %s", [s.tracker.last for s in self.shards]
+                )
 
-    async def _eval(self, args: tuple) -> tuple[int, int, int]:
+    async def _eval(self, args: tuple) -> tuple[int, int, int, list]:
         if self.sha is None:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
         try:
@@ -450,7 +1092,7 @@ class Bridge:
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, 0, *args)
-        return int(res[0]), int(res[1]), int(res[2])
+        return int(res[0]), int(res[1]), int(res[2]), res[3]
 
     async def _until_redis(self, call):
         while True:
@@ -460,6 +1102,32 @@ class Bridge:
                 if not _transient(exc):
                     raise
                 await self._outage(exc)
+
+
+def _text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
+    """The router's topology reply → every shard's endpoints, or None if incomplete/garbage."""
+    if len(frames) != 2:
+        return None
+    error, results = decode_reply(frames[1])
+    try:
+        topo = _result(error, results)["topology"]
+        if type(topo) is not tuple or not topo:
+            return None
+        out = []
+        for t in topo:
+            if not isinstance(t, dict):
+                return None
+            pub, direct = t.get("pub"), t.get("direct")
+            if type(pub) is not str or type(direct) is not str or not pub or not direct:
+                return None
+            out.append({"pub": pub, "direct": direct})
+        return out
+    except (Malformed, KeyError, TypeError):
+        return None
 
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, ResponseError)
@@ -476,11 +1144,9 @@ def run_bridge(cfg: BridgeConfig) -> None:
     import uvloop
 
     serve(cfg.metrics_port, "bridge")
-    bridge_holder: dict[str, Bridge] = {}
 
     async def main() -> None:
         bridge = Bridge(cfg)
-        bridge_holder["b"] = bridge
         loop = asyncio.get_running_loop()
 
         def stop() -> None:

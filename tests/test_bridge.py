@@ -264,3 +264,139 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
         assert trade_ids == list(range(1, len(trade_ids) + 1))
     assert "DIED with signal 9" in cluster.output()
     assert "Traceback" not in cluster.output()
+
+
+# -- the bridge against a stand-in shard (real sockets, real protocol, real Redis) ----------------
+
+
+class BridgeProc:
+    """``shardex bridge`` as a real child process, its log in a file, its metrics on a port."""
+
+    def __init__(self, fake, redis_url: str, tmp_path) -> None:
+        import subprocess
+        import sys
+
+        from conftest import ROOT, free_layout
+
+        self.metrics_port = free_layout(1).base_port
+        self.log_path = tmp_path / "bridge.log"
+        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shardex.cli", "bridge", "--endpoint", fake.layout.frontend,
+             "--redis-url", redis_url, "--metrics-port", str(self.metrics_port)],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of the exporter, keyed by ``name{labels}`` as printed."""
+        try:
+            text = (
+                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def fake_bridge(redis_server: RedisServer, tmp_path):
+    from fakeshard import FakeShards
+
+    fake = FakeShards(1)
+    bridge = BridgeProc(fake, redis_server.url, tmp_path)
+    try:
+        yield fake, bridge, redis_server.client()
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
+def wait_until(cond, timeout: float, what: str, bridge: BridgeProc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    tail = f"\n{bridge.output()[-3000:]}" if bridge else ""
+    pytest.fail(f"{what} not reached in {timeout} s{tail}")
+
+
+def assert_exact(r, fake, bridge: BridgeProc, shard: int = 0) -> None:
+    """Redis holds exactly the stand-in's events: 1..seq, no hole, no copy, same fields."""
+    evs = fake.events[shard]
+    entries = r.xrange(f"shardex:events:{shard}")
+    assert [e[0] for e in entries] == [f"{s}-0" for s in range(1, len(evs) + 1)]
+    trades = {e[0]: e[1] for e in r.xrange("shardex:trades:BTC-USD")}
+    for ev, (eid, f) in zip(evs, entries, strict=True):
+        if ev[0] == EV_TRADE:
+            assert (f["seq"], f["taker"], f["trade_id"]) == (str(ev[1]), ev[5], str(ev[8]))
+            assert trades[eid]["taker"] == ev[5]
+    assert "Traceback" not in bridge.output()
+    assert bridge.proc.poll() is None, "the bridge process died"
+
+
+def test_delayed_repair_replies_still_catch_up(fake_bridge):
+    """Regression: status polls and repairs shared one socket and ate each other's replies, so a
+    shard answering repairs after 6 s was never repaired (0 of 5 answered). Replies are now
+    matched to their request; a late repair answer is still used."""
+    from fakeshard import trade
+
+    fake, bridge, r = fake_bridge
+    wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+    time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+    fake.repair_delay = 6.0
+    fake.publish(trade, 200)
+    fake.publish(trade, 200, drop=True)  # a hole the next message reveals
+    fake.publish(trade, 200)
+    fake.publish(trade, 100, drop=True)  # a tail only the status poll reveals
+    wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 40, "catch-up", bridge)
+    assert_exact(r, fake, bridge)
+    assert fake.repairs_answered >= 2
+    m = bridge.metrics()
+    assert m['shardex_bridge_repaired_events_total{shard="0"}'] >= 300
+    assert m['shardex_bridge_lost_events_total{shard="0"}'] == 0
+
+
+def test_reachable_shard_that_never_repairs_raises_a_stall_alert(fake_bridge):
+    """A shard that answers its status but never re-sends a hole: within seconds an ALERT line and
+    ``shardex_bridge_stalled{shard} 1``; once it answers, the gauge goes back to 0 and Redis is
+    exact."""
+    from fakeshard import trade
+
+    fake, bridge, r = fake_bridge
+    wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+    time.sleep(0.3)
+    fake.answer_repairs = False
+    fake.publish(trade, 50)
+    fake.publish(trade, 50, drop=True)
+    fake.publish(trade, 50)
+    stalled = 'shardex_bridge_stalled{shard="0"}'
+    wait_until(lambda: bridge.metrics().get(stalled) == 1.0, 20, "stalled gauge 1", bridge)
+    assert "ALERT shard 0 is reachable" in bridge.output()
+    assert bridge.metrics()['shardex_bridge_alerts_total{kind="stalled",shard="0"}'] >= 1
+    assert r.xlen("shardex:events:0") == 50
+    fake.answer_repairs = True
+    wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 40, "catch-up", bridge)
+    wait_until(lambda: bridge.metrics().get(stalled) == 0.0, 10, "stalled gauge 0", bridge)
+    assert_exact(r, fake, bridge)
+    assert "shard 0 is flowing again" in bridge.output()
