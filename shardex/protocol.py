@@ -449,8 +449,8 @@ def decode_request(payload: bytes) -> tuple[Any, str | None]:
     if type(msg) is not tuple or len(msg) != 2:
         return None, "malformed payload: expected [version, commands]"
     version, cmds = msg
-    if version != VERSION:
-        return None, f"unsupported protocol version {version!r} (this side speaks {VERSION})"
+    if type(version) is not int or version != VERSION:
+        return None, f"unsupported protocol version {quote(version)} (this side speaks {VERSION})"
     if type(cmds) is not tuple:
         return None, "malformed payload: commands must be an array"
     return cmds, None
@@ -461,15 +461,24 @@ def encode_reply(results: list[Any] | None, error: str | None = None) -> bytes:
 
 
 def decode_reply(payload: bytes) -> tuple[str | None, Any]:
-    """Reply payload → (error, results). Never raises: garbage becomes an error string."""
+    """Reply payload → (error, results). Never raises: garbage becomes an error string.
+
+    ``results`` is a tuple when ``error`` is None (callers still check its length and items).
+    """
     try:
         msg = unpackb(payload)
         version, error, results = msg
     except Exception as exc:
         return f"malformed reply: {type(exc).__name__}", None
-    if version != VERSION:
-        return f"unsupported protocol version {version!r} in reply", None
-    return error, results
+    if type(version) is not int or version != VERSION:
+        return f"unsupported protocol version {quote(version)} in reply", None
+    if error is not None:
+        if type(error) is not str:
+            return f"malformed reply: error {quote(error)}", None
+        return error[:200], None
+    if type(results) is not tuple:
+        return f"malformed reply: results must be an array, got {quote(results)}", None
+    return None, results
 
 
 def encode_events(shard: int, events: list[Event]) -> bytes:

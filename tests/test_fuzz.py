@@ -1,0 +1,185 @@
+"""Untrusted input, property-tested: any msgpack value in any position of a request.
+
+For every generated payload: nothing raises out of ``ShardCore.handle``, the router's decisions,
+the reply decoder or the edge; the reply is bounded; the journal and the events only ever hold
+bounded records; and garbage changes no book (every write that is not a valid command is a
+``rejected`` event and nothing else).
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import EV_REJECTED, OP_NEW
+from shardex.protocol import (
+    MAX_EVENTS_REPLY_BYTES,
+    MAX_ID_LEN,
+    MAX_SYMBOL_LEN,
+    VERSION,
+    decode_reply,
+    edge_command,
+    encode_request,
+    quote,
+    unpackb,
+)
+from shardex.router import Router, RouterConfig
+from shardex.shard import ShardCore
+
+VALID = (OP_NEW, "BTC-USD", "o-1", "alice", 0, 0, 3_000_000, 10, 0, False, 0)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.text(min_size=1000, max_size=3000),  # very long strings
+    st.binary(max_size=80),
+    st.sampled_from(["BTC-USD", "ETH-USD", "o-1", "alice", "", "NOPE-USD"]),
+    st.integers(min_value=-2, max_value=20),  # plausible ops, sides, tifs
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def payloads(draw) -> bytes:
+    """A request payload with garbage in one chosen position (or everywhere)."""
+    where = draw(st.sampled_from(["raw", "whole", "version", "commands", "command", "field"]))
+    if where == "raw":
+        return draw(st.binary(max_size=200))
+    if where == "whole":
+        return msgpack.packb(draw(values))
+    if where == "version":
+        return msgpack.packb([draw(values), [list(VALID)]])
+    if where == "commands":
+        return msgpack.packb([VERSION, draw(values)])
+    if where == "command":
+        return msgpack.packb([VERSION, [draw(values), list(VALID)]])
+    cmd = list(VALID)
+    cmd[draw(st.integers(0, len(cmd) - 1))] = draw(values)
+    if draw(st.booleans()):
+        cmd = cmd[: draw(st.integers(0, len(cmd)))]
+    return msgpack.packb([VERSION, [cmd]])
+
+
+def _books(core: ShardCore) -> dict:
+    return core.engine.snapshot()["books"]
+
+
+class RecordingJournal:
+    """Stands in for the journal's file (the bytes are what matters here, not the disk)."""
+
+    def __init__(self) -> None:
+        self.cmds: list = []
+        self.pending = 0
+
+    def add(self, seq: int, cmd: tuple) -> None:
+        self.cmds.append(cmd)
+
+    def commit(self) -> None:
+        pass
+
+    def events(self, first: int, last: int):
+        return None
+
+
+def _core() -> tuple[ShardCore, RecordingJournal]:
+    journal = RecordingJournal()
+    core = ShardCore(0, 1, DEFAULT_MARKETS, journal=journal, ring_size=64)  # type: ignore[arg-type]
+    out: list = []
+    core.handle(encode_request([VALID]), out, {})  # a resting order garbage must not touch
+    core.ring.extend(out)
+    return core, journal
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=payloads())
+def test_shard_core_survives_any_payload_and_changes_no_book(payload: bytes):
+    core, journal = _core()
+    before = _books(core)
+    journal.cmds.clear()
+    out: list = []
+    reply = core.handle(payload, out, {})
+    assert isinstance(reply, bytes) and len(reply) <= MAX_EVENTS_REPLY_BYTES + 4096
+    error, results = decode_reply(reply)
+    assert error is not None or isinstance(results, tuple)
+    # whatever was applied, only rejects came out and no book changed (a fuzzed command may by
+    # chance be the valid order itself: then it is a duplicate id, rejected too)
+    assert all(ev[0] == EV_REJECTED for ev in out), out
+    assert _books(core) == before
+    core.engine.check_integrity()
+    for ev in out:  # bounded events (they are published and written to Redis)
+        assert len(msgpack.packb(ev)) <= 400, ev
+    for cmd in journal.cmds:  # bounded journal records
+        assert len(msgpack.packb(cmd)) <= 400, cmd
+
+
+@settings(max_examples=300, deadline=None)
+@given(cmd=values)
+def test_edge_command_bounds_any_value(cmd):
+    value = tuple(cmd) if isinstance(cmd, list) else cmd
+    safe = edge_command(value)
+    assert type(safe) is tuple and safe
+    if safe is not value:
+        op, symbol, oid, reason = safe
+        assert op == 4 and len(symbol) <= MAX_SYMBOL_LEN and len(oid) <= MAX_ID_LEN
+        assert len(reason) <= 200
+
+
+@given(v=st.one_of(values, st.integers(min_value=10**5000, max_value=10**5001)))
+def test_quote_is_bounded_and_never_raises(v):
+    q = quote(v)
+    assert isinstance(q, str) and len(q) <= 64
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(st.binary(max_size=40), max_size=6), payload=values)
+def test_router_decisions_never_raise(frames, payload):
+    r = Router(2, RouterConfig(2, "", ""))
+    frames = [b"client", *frames]
+    if len(frames) == 4:
+        frames[3] = msgpack.packb(payload)
+    dest, out = r.from_client(frames, 0.0)
+    assert out[0] in (b"client", b"shard-0", b"shard-1")
+    r.from_shard([b"shard-0", *frames[1:]], 0.0)
+    r.from_shard([b"shard-0", b"", b"HELLO", msgpack.packb(payload)], 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.one_of(st.binary(max_size=100), values.map(msgpack.packb)))
+def test_reply_decoder_never_raises(payload):
+    error, results = decode_reply(payload)
+    if error is None:
+        assert unpackb(payload)[0] == VERSION and isinstance(results, tuple)
+    else:
+        assert isinstance(error, str) and results is None
+
+
+def test_nan_and_float_fields_are_rejected_with_a_reason():
+    core, _ = _core()
+    cmd = list(VALID)
+    cmd[2] = "o-2"
+    cmd[6] = math.nan
+    out: list = []
+    core.handle(msgpack.packb([VERSION, [cmd]]), out, {})
+    assert out[0][0] == EV_REJECTED and "price" in out[0][4]
+
+
+def test_the_ten_byte_payload_that_killed_a_shard():
+    core, _ = _core()
+    out: list = []
+    reply = core.handle(msgpack.packb([1, [[{}]]]), out, {})
+    error, results = decode_reply(reply)
+    assert error is None and results[0][0][0] == EV_REJECTED
+    assert "unknown op" in results[0][0][4]
