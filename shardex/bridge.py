@@ -138,9 +138,11 @@ local function add(key, id, fields)
     end
     return 2, 'a different entry holds this id'
   end
-  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-  if #first == 1 and seqof(id) < seqof(first[1][1]) then
-    return 1  -- trimmed away below the stream's first entry: written long ago
+  if maxlen ~= '0' and redis.call('XLEN', key) >= tonumber(maxlen) then
+    local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+    if #first == 1 and seqof(id) < seqof(first[1][1]) then
+      return 1  -- trimmed away below the stream's first entry: written long ago
+    end
   end
   return 2, 'a foreign entry above this id tops the stream'
 end
@@ -217,6 +219,7 @@ XADD_TIME = Histogram(
 )
 REDIS_UP = Gauge("shardex_bridge_redis_up", "1 when the last Redis call succeeded")
 
+RESUME_SCAN = 1000  # entries looked at from a stream's top to find our last one
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
 
@@ -390,6 +393,9 @@ class ShardTracker:
         self.dropped = 0  # received past max_pending (to be repaired)
         self.stalled = False
         self.behind_at: int | None = None  # shard seq to rewind to (writer acts on it)
+        # ``last`` as read from Redis is trusted only once a status answer sent after the read
+        # shows the shard at or above it (a foreign top entry must not hide the shard's events)
+        self.verified = False
         self._check_from: float | None = None  # statuses sent after this compare with ``last``
         self._resumed_last = 0
         self._progress_last = 0
@@ -402,7 +408,8 @@ class ShardTracker:
 
     def resume(self, last: int, now: float) -> None:
         """``last`` as read from Redis (start-up, after an outage). The next status answer sent
-        after ``now`` checks that the shard is not below it."""
+        after ``now`` checks that the shard is not below it; nothing is written until then."""
+        self.verified = False
         self.last = last
         self._resumed_last = last
         self._check_from = now
@@ -440,6 +447,7 @@ class ShardTracker:
             self.behind_at = seq
         if check:
             self._check_from = None
+            self.verified = True
         # What the shard had one poll ago and is still not written is lost in transit (e.g.
         # the tail of a burst dropped by PUB): repair it.
         if self.prev_poll > self.last:
@@ -462,7 +470,7 @@ class ShardTracker:
         ``putback`` if the write did not happen) before taking again.
         """
         p = self.pending
-        if not p:
+        if not p or not self.verified:
             return []
         if not self._sorted:
             p.sort(key=_SEQ)
@@ -501,6 +509,8 @@ class ShardTracker:
 
     def gap(self, now: float) -> tuple[int, int] | None:
         """The range to ask the shard for, if any (call after ``take`` returned nothing)."""
+        if not self.verified:
+            return None
         nxt = self.last + 1
         p = self.pending
         if p:
@@ -694,12 +704,37 @@ class Bridge:
         return []
 
     async def last_written(self, shard: int, at_most: int | None = None) -> int:
-        """Seq of the stream's top entry (or of the highest entry ≤ ``at_most``)."""
+        """Seq of the highest entry of the shard's events stream that is ours (≤ ``at_most``).
+
+        Our entries have ID ``<seq>-0`` and fields ``seq`` and ``shard`` that say the same; a
+        foreign entry above them (forged, another writer) is skipped with an ALERT, so it can
+        never make the bridge believe that events it never wrote are in Redis. Resuming lower
+        than needed is safe: what is already there is recognised as a duplicate.
+        """
         top = "+" if at_most is None else f"{at_most}-0"
-        entries = await self.redis.xrevrange(self._events_key(shard), top, "-", count=1)
-        if not entries:
-            return 0
-        return int(entries[0][0].split(b"-", 1)[0])
+        entries = await self.redis.xrevrange(self._events_key(shard), top, "-", count=RESUME_SCAN)
+        want_shard = str(shard).encode()
+        for n, (eid, fields) in enumerate(entries):
+            head, _, tail = eid.partition(b"-")
+            if tail == b"0" and fields.get(b"seq") == head and fields.get(b"shard") == want_shard:
+                if n:
+                    self._foreign_top(shard, n, entries[0][0])
+                return int(head)
+        if entries:
+            self._foreign_top(shard, len(entries), entries[0][0])
+        return 0
+
+    def _foreign_top(self, shard: int, n: int, top: bytes) -> None:
+        self._alert(
+            shard,
+            "conflict",
+            "foreign top",
+            "%s has %d foreign entries at its top (up to %s): not ours, resuming below them; "
+            "our events at their IDs will be counted as conflicts",
+            self._events_key(shard),
+            n,
+            _text(top),
+        )
 
     def _events_key(self, shard: int) -> str:
         return f"{self.cfg.prefix}events:{shard}"
@@ -865,8 +900,7 @@ class Bridge:
                 elif out.stalled is False:
                     STALLED.labels(s).set(0)
                     log.info("shard %d is flowing again (Redis at seq %d)", st.index, tr.last)
-                if out.behind or tr.repair_to > tr.last:
-                    st.wake.set()
+                st.wake.set()
             LAG.labels(s).set(tr.lag)
             await asyncio.sleep(self.cfg.poll_interval)
 

@@ -400,3 +400,59 @@ def test_reachable_shard_that_never_repairs_raises_a_stall_alert(fake_bridge):
     wait_until(lambda: bridge.metrics().get(stalled) == 0.0, 10, "stalled gauge 0", bridge)
     assert_exact(r, fake, bridge)
     assert "shard 0 is flowing again" in bridge.output()
+
+
+def test_forged_entries_are_reported_and_the_rest_keeps_flowing(redis_server: RedisServer):
+    """Regression: a foreign entry with a higher ID in ``shardex:events:1`` made Redis refuse the
+    shard's next events as duplicates (lost in silence), and one in ``shardex:trades:BTC-USD``
+    crashed the bridge in a loop (an XADD error inside the write script). Now: each refused entry
+    is compared with what Redis holds; a foreign one is an ALERT and a counted conflict, nothing
+    else stops, and the bridge starts fine over a stream top above the shard's seq."""
+    r = redis_server.client()
+    r.xadd("shardex:events:1", {"forged": "yes"}, id="50-0")  # shard 1 is ETH-USD's
+    r.xadd("shardex:trades:BTC-USD", {"forged": "yes"}, id="30-0")  # shard 0 is BTC-USD's
+    cluster = Cluster(2, redis=redis_server.url)
+    try:
+        load = Load(cluster, rounds=4, per_round=100)
+        load.run()
+        assert not load.errors
+        with cluster.client() as c:
+            status = {s["shard"]: s["seq"] for s in c.status()}
+        assert status[1] > 50 and status[0] > 30
+
+        def events_ids(shard: int) -> list[int]:
+            return [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{shard}")]
+
+        want1 = [50, *range(51, status[1] + 1)]
+        want0 = list(range(1, status[0] + 1))
+        wait_until(lambda: events_ids(0) == want0 and events_ids(1) == want1, 30, "both streams")
+        # ETH-USD's trades all arrived (their events stream entries below 50 did not)
+        eth = [int(e[0].split("-")[0]) for e in r.xrange("shardex:trades:ETH-USD")]
+        assert eth == sorted(load.trades["ETH-USD"])
+        # BTC-USD's trades above the forged ID arrived; those below are counted conflicts
+        btc = r.xrange("shardex:trades:BTC-USD")
+        assert btc[0] == ("30-0", {"forged": "yes"})
+        assert [int(e[0].split("-")[0]) for e in btc[1:]] == sorted(
+            s for s in load.trades["BTC-USD"] if s > 30
+        )
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{cluster.layout.bridge_metrics_port}/metrics", timeout=5
+        ).read().decode()
+
+        def sample(name: str) -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith(name))  # fmt: skip
+
+        assert sample('shardex_bridge_conflicts_total{shard="1",stream="shardex:events:1"}') == 50
+        assert sample(
+            'shardex_bridge_conflicts_total{shard="0",stream="shardex:trades:BTC-USD"}'
+        ) == sum(1 for s in load.trades["BTC-USD"] if s <= 30)
+        assert sample('shardex_bridge_alerts_total{kind="conflict"') >= 2
+        out = cluster.output()
+        assert "ALERT shardex:events:1 has 1 foreign entries at its top (up to 50-0)" in out
+        assert "entries not stored in shardex:events:1" in out
+        assert "entries not stored in shardex:trades:BTC-USD" in out
+        assert out.count("started bridge (pid") == 1, "the bridge restarted"
+        assert "Traceback" not in out
+    finally:
+        cluster.stop()
