@@ -8,16 +8,15 @@ import os
 import re
 import sys
 import time
-from collections import Counter
 from typing import Any, BinaryIO
 
 import click
 
-from shardex.engine import Engine, MarketError, load_markets
-from shardex.engine.codes import EV_REJECTED, EV_TRADE
+from shardex.config import load_markets
+from shardex.engine import MarketError
+from shardex.honcho import honcho_concurrency, honcho_index
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
-from shardex.protocol import command_from_json_line, event_to_json_line
 
 
 def _markets(path: str | None):
@@ -102,15 +101,6 @@ def main(log_level: str) -> None:
     )
 
 
-def _journal_commands(directory: str):
-    from shardex.journal import read_commands
-
-    if not os.path.isdir(directory):
-        raise click.ClickException(f"{directory} is not a journal directory")
-    for _, cmd in read_commands(directory):
-        yield cmd
-
-
 @main.command()
 @click.argument("source", type=click.File("rb"), default="-")
 @markets_option
@@ -132,41 +122,21 @@ def replay(
     `rejected` event naming its line number, and replay goes on. With --journal DIR, the
     commands come from a shard's journal (from its first record still on disk).
     """
+    from shardex.tools.replay import journal_commands, json_commands
+    from shardex.tools.replay import replay as run_replay
+
     markets = _markets(markets_file)
-    engine = Engine(markets)
-    commands = trades = 0
-    rejects: Counter[str] = Counter()
-    out: list = []
-    write = output.write
     if journal_dir is not None:
-        source_cmds = ((0, cmd) for cmd in _journal_commands(journal_dir))
+        cmds = journal_commands(journal_dir)
     else:
-        source_cmds = (
-            (lineno, command_from_json_line(raw, markets, f"line {lineno}: "))
-            for lineno, raw in enumerate(source, 1)
-            if raw.strip()
-        )
-    for _, cmd in source_cmds:
-        commands += 1
-        out.clear()
-        engine.apply(cmd, out)
-        for ev in out:
-            if ev[0] == EV_TRADE:
-                trades += 1
-            elif ev[0] == EV_REJECTED:
-                reason = ev[4].split(": ", 1)[1] if ev[4].startswith("line ") else ev[4]
-                rejects[reason] += 1
-            write(event_to_json_line(ev, markets))
-            write("\n")
+        cmds = json_commands(source, markets)
+    try:
+        result = run_replay(cmds, markets, output.write)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
     output.flush()
     if summary:
-        err = click.get_text_stream("stderr")
-        err.write(
-            f"commands {commands}  events {engine.seq}  trades {trades}  "
-            f"rejects {sum(rejects.values())}\n"
-        )
-        for reason, n in rejects.most_common():
-            err.write(f"  {n:>8}  {reason}\n")
+        click.echo("\n".join(result.lines()), err=True)
 
 
 @main.group()
@@ -253,39 +223,6 @@ endpoint_option = click.option(
 )
 
 
-def honcho_concurrency(process_type: str) -> int | None:
-    """The ``-c NAME=K`` of the honcho that started us (walking up parent processes), else 1
-    when under honcho without -c, else None. Lets ``honcho start -c engine=4`` size the cluster."""
-    pid = os.getppid()
-    for _ in range(6):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-        if any(os.path.basename(a) == "honcho" or a.endswith("/honcho") for a in argv[:2]) or (
-            len(argv) > 2 and argv[1:3] == ["-m", "honcho"]
-        ):
-            conc = None
-            for i, a in enumerate(argv):
-                if a in ("-c", "--concurrency") and i + 1 < len(argv):
-                    conc = argv[i + 1]
-                elif a.startswith("--concurrency="):
-                    conc = a.split("=", 1)[1]
-            if conc:
-                for item in conc.split(","):
-                    name, _, k = item.partition("=")
-                    if name.strip() == process_type and k.strip().isdigit():
-                        return int(k)
-            return 1
-        pid = ppid
-        if pid <= 1:
-            return None
-    return None
-
-
 def resolve_shards(value: str) -> int:
     if value == "auto":
         n = honcho_concurrency("engine")
@@ -319,11 +256,10 @@ def _up_shards(value: str) -> int:
 def resolve_shard_index(value: int | None) -> int:
     if value is not None:
         return value
-    name = os.environ.get("HONCHO_PROCESS_NAME", "")
-    kind, _, num = name.rpartition(".")
-    if kind and num.isdigit():
-        return int(num) - 1  # honcho numbers processes from 1
-    raise click.UsageError("--shard is required (or run under honcho: engine.N → shard N-1)")
+    index = honcho_index()
+    if index is None:
+        raise click.UsageError("--shard is required (or run under honcho: engine.N → shard N-1)")
+    return index
 
 
 @main.command()

@@ -265,3 +265,31 @@ def test_seq_range_labels():
         == "events seq 1..12"
     )
     assert _seq_range({"first_seq": None, "last_seq": None}) == "no records"
+
+
+# ------------------------------------------------------------------------------ honcho helpers
+
+
+def test_honcho_concurrency_reads_the_parent_honcho_command_line():
+    from shardex.honcho import honcho_concurrency, honcho_index
+
+    fake = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            'exec -a /usr/bin/honcho python3 -c "import time; time.sleep(30)" -c engine=3,bridge=1',
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while b"honcho" not in Path(f"/proc/{fake.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert honcho_concurrency("engine", pid=fake.pid) == 3
+        assert honcho_concurrency("router", pid=fake.pid) == 1  # under honcho, no -c for it
+    finally:
+        fake.kill()
+        fake.wait()
+    assert honcho_concurrency("engine", pid=os.getpid()) is None  # pytest is not honcho
+    assert honcho_index({"HONCHO_PROCESS_NAME": "engine.3"}) == 2
+    assert honcho_index({"HONCHO_PROCESS_NAME": "bridge"}) is None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Cluster
 
-from shardex.engine import load_markets
+from shardex.config import load_markets
 
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 
-from shardex.engine import MarketError, load_markets
+from shardex.config import load_markets
+from shardex.engine import MarketError
 
 DESIGN_EXAMPLES = b"""\
 {"op":"new","symbol":"BTC-USD","id":"o-1","account":"alice","side":"buy","type":"limit","price":"30000.50","qty":"0.25","tif":"gtc","post_only":false}
@@ -137,3 +139,12 @@ def test_replay_help():
         [sys.executable, "-m", "shardex.cli", "replay", "--help"], capture_output=True, timeout=60
     )
     assert proc.returncode == 0 and b"--summary" in proc.stdout
+
+
+def test_markets_from_table_is_pure_and_names_its_source():
+    from shardex.config import markets_from_table
+
+    m = markets_from_table({"AAPL-USD": {"tick": "0.01", "lot": 1}}, "cluster table")
+    assert m["AAPL-USD"].tick == Decimal("0.01") and m["AAPL-USD"].max_qty == Decimal(10**9)
+    with pytest.raises(MarketError, match=r"^cluster table: markets.X needs tick and lot$"):
+        markets_from_table({"X": {"tick": "1"}}, "cluster table")
