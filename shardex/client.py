@@ -7,38 +7,97 @@ what makes the cluster fast: one ZeroMQ round trip per batch instead of per orde
 
 ``direct=True`` asks the router once for the topology, then talks straight to each shard's own
 endpoint with the same ``shard_for`` hash, skipping the router hop.
+
+Markets: ``markets=`` takes a mapping or the path of a markets TOML file. Without it the client
+learns the cluster's own table on connect (first request): from the router's topology, else by
+asking a shard (``OP_MARKETS``), and uses the built-in defaults only when the cluster does not
+say. So a market defined with ``shardex up --markets FILE`` just works in the client.
+
+Every ``Result`` says what happened to its command (``Result.fate``):
+
+* ``"executed"``: the shard ran it (its events are in ``Result.events``; a reject is executed too,
+  ``Result.ok`` tells the outcome);
+* ``"not executed"``: it never ran (``overloaded``, ``shard unavailable``, ``journal unavailable``,
+  cannot connect, or the shard says it has no record of the order);
+* ``"unknown"``: only when the shard itself could not be asked.
+
+When a command gets no reply within ``timeout`` the client does not guess: it asks the owning
+shard for the order (``OP_ORDER``: live / filled / cancelled / unknown) before returning, and puts
+the answer, Decimal-converted, in ``Result.status``. ``order_status(symbol, id)`` asks the same
+question directly. For a cancel or amend the fate is read from the order's state (cancelled by
+the user / live with the asked qty and price), since the shard keeps fates per order.
+
+Retrying safely: a shard refuses a ``new`` whose id is live or finished within its recent-results
+window as a duplicate. So after a timeout, either look at ``Result.fate`` (``"not executed"``:
+send it again) or simply send the *same* command with the *same id* again: it can never be
+placed twice within the window; a duplicate reject means the first one ran (ask
+``order_status`` for its fills). Never retry with a new id unless the fate is ``"not executed"``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from shardex.engine import DEFAULT_MARKETS, Market
-from shardex.engine.codes import Command
+from shardex.engine import DEFAULT_MARKETS, Market, load_markets
+from shardex.engine.codes import (
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_TRADE,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+    SIDES,
+    Command,
+)
 from shardex.layout import Layout
 from shardex.protocol import (
     OP_BOOK,
+    OP_MARKETS,
+    OP_ORDER,
     OP_STATUS,
+    STATE_CANCELLED,
+    STATE_FILLED,
+    STATE_LIVE,
+    STATE_UNKNOWN,
     command_from_json,
     decode_reply,
     encode_request,
     event_to_json,
+    markets_from_wire,
     shard_for,
+)
+from shardex.transport import (
+    EndpointError,
+    Pending,
+    RequestIds,
+    TopologyError,
+    check_endpoint,
+    dealer,
+    parse_topology,
+    topology_frames,
 )
 
 DEFAULT_ENDPOINT = Layout().frontend
-_REQ = struct.Struct("<Q")
+
+EXECUTED, NOT_EXECUTED, UNKNOWN = "executed", "not executed", "unknown"
+TIMEOUT_PREFIX = "timeout after"  # local error: no reply in time (fate must be asked)
+MALFORMED_PREFIX = "malformed reply"  # local error: a reply we cannot read (fate must be asked)
+UNREACHABLE_PREFIX = "cannot reach"  # local error: the request could not even be sent
+_MAX_INT = 1 << 63
+MARKETS_RETRY_S = 10.0  # seconds between attempts to learn the cluster's markets
+_MAX_REASON = 300  # characters of a peer's error string kept (a hostile peer may send MBs)
 
 
 class ShardexError(Exception):
@@ -49,13 +108,20 @@ class RequestTimeout(ShardexError):
     """No reply within the client's timeout (shard or router down, or overloaded)."""
 
 
+class _Malformed(Exception):
+    """Internal: a reply value that does not have the shape the protocol promises."""
+
+
 @dataclass
 class Result:
-    """What happened to one command: its events (Decimal amounts) or a batch-level error."""
+    """What happened to one command: its events (Decimal amounts) or a batch-level error, and
+    its ``fate`` (executed / not executed / unknown; see the module docstring)."""
 
     command: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # overloaded / shard unavailable / timeout / malformed ...
+    fate: str | None = None
+    status: dict[str, Any] | None = None  # the order's state, when the fate had to be asked
 
     @property
     def rejected(self) -> bool:
@@ -93,48 +159,119 @@ def _money(value: Any, name: str) -> str:
     raise TypeError(f"{name}: expected Decimal, str or int, got {type(value).__name__}")
 
 
-class _Codec:
-    """Decimal ↔ ticks at the edge, JSON-schema dicts ↔ engine tuples."""
-
-    def __init__(self, markets: Mapping[str, Market]) -> None:
-        self.markets = markets
-
-    def command(self, obj: Mapping[str, Any]) -> Command:
-        obj = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in obj.items()}
-        return command_from_json(obj, self.markets)
-
-    def event(self, ev: Any) -> dict[str, Any]:
-        try:
-            d = event_to_json(ev, self.markets)
-        except (KeyError, IndexError, ValueError, TypeError):
-            return {"ev": "unknown", "raw": ev}
-        for k in ("price", "qty"):
-            if k in d:
-                d[k] = Decimal(d[k])
-        return d
+def _is_int(v: Any) -> bool:
+    return type(v) is int and 0 <= v < _MAX_INT
 
 
-class _Base:
+# Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1).
+_EVENT_SHAPES: dict[int, str] = {
+    EV_ACCEPTED: "iiss",
+    EV_TRADE: "iisiissdi",
+    EV_CANCELLED: "iisssi",
+    EV_REJECTED: "iisss",
+    EV_AMENDED: "iissii",
+}
+_NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
+
+
+def _check(value: Any, kind: str) -> bool:
+    if kind == "i":
+        return _is_int(value)
+    if kind == "s":
+        return type(value) is str
+    return type(value) is int and value in (0, 1)
+
+
+def uncertain(error: str | None) -> bool:
+    """True when an error leaves the command's fate open (it may have run): ask the shard."""
+    return error is not None and (
+        error.startswith(TIMEOUT_PREFIX) or error.startswith(MALFORMED_PREFIX)
+    )
+
+
+def fate_from_state(cmd: Command, status: Mapping[str, Any]) -> str:
+    """The fate of ``cmd`` (engine tuple) from its order's raw ``OP_ORDER`` answer.
+
+    new: live/filled/cancelled → executed, unknown → not executed. cancel: the order cancelled
+    by the user → executed, else not executed (live, filled first, or never there). amend: live
+    with the asked qty and price → executed, else not executed. Anything unreadable → unknown.
+    """
+    state = status.get("state") if isinstance(status, Mapping) else None
+    if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
+        return UNKNOWN
+    op = cmd[0]
+    if op == OP_NEW:
+        return NOT_EXECUTED if state == STATE_UNKNOWN else EXECUTED
+    if op == OP_CANCEL:
+        return (
+            EXECUTED
+            if state == STATE_CANCELLED and status.get("reason") == "user"
+            else (NOT_EXECUTED)
+        )
+    if op == OP_AMEND:
+        if state != STATE_LIVE:
+            return NOT_EXECUTED
+        qty_ok = cmd[4] is None or status.get("qty") == cmd[4]
+        price_ok = cmd[5] is None or status.get("price") == cmd[5]
+        return EXECUTED if qty_ok and price_ok else NOT_EXECUTED
+    return UNKNOWN
+
+
+def _load(markets: Mapping[str, Market] | str | os.PathLike | None) -> dict[str, Market] | None:
+    if markets is None:
+        return None
+    if isinstance(markets, str | os.PathLike):
+        return load_markets(Path(markets))  # MarketError (a ValueError) names file and entry
+    if isinstance(markets, Mapping):
+        return dict(markets)
+    raise TypeError(
+        f"markets: expected a mapping or a TOML file path, got {type(markets).__name__}"
+    )
+
+
+class ClientCore:
+    """Everything both clients do that is not I/O: command building, batching plan, storing and
+    decoding replies (never raising on garbage), error mapping, topology, markets and fates.
+
+    ``Client`` and ``AsyncClient`` only move frames; keeping the rest here is what stops the two
+    from drifting apart. It can be used and tested without any socket.
+    """
+
     def __init__(
         self,
-        endpoint: str,
-        markets: Mapping[str, Market] | None,
-        timeout: float,
-        direct: bool,
-        shard_endpoints: list[str] | None,
-        account: str | None,
+        endpoint: str = DEFAULT_ENDPOINT,
+        markets: Mapping[str, Market] | str | os.PathLike | None = None,
+        timeout: float = 5.0,
+        direct: bool = False,
+        shard_endpoints: list[str] | None = None,
+        account: str | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.markets = markets if markets is not None else DEFAULT_MARKETS
-        self.codec = _Codec(self.markets)
+        try:
+            self.endpoint = check_endpoint(endpoint)
+            for ep in shard_endpoints or ():
+                check_endpoint(ep)
+        except EndpointError as exc:
+            raise ShardexError(str(exc)) from None
+        if shard_endpoints is not None and not shard_endpoints:
+            raise ShardexError("shard_endpoints: give one endpoint per shard (none given)")
+        given = _load(markets)
+        self.markets: dict[str, Market] = given if given is not None else dict(DEFAULT_MARKETS)
+        # "given": from the caller; "cluster": learned; None: defaults until the cluster says.
+        self.markets_source: str | None = "given" if given is not None else None
         self.timeout = timeout
         self.direct = direct or shard_endpoints is not None
-        self.shard_endpoints = shard_endpoints
+        self.shard_endpoints = list(shard_endpoints) if shard_endpoints else None
         self.account = account
         self.shards: int | None = len(shard_endpoints) if shard_endpoints else None
-        self._ids = itertools.count(1)
-        self._req = itertools.count(1)
+        self.ids = RequestIds()
+        self._markets_retry_at = 0.0
+        self._n = 0
         self._prefix = os.urandom(4).hex()
+
+    @property
+    def codec(self) -> ClientCore:
+        """The JSON-dict → engine-tuple converter (``codec.command``); kept for old callers."""
+        return self
 
     # -- command builders (JSON schema dicts) -----------------------------------------------
 
@@ -145,7 +282,8 @@ class _Base:
         return account
 
     def new_id(self) -> str:
-        return f"{self._prefix}-{next(self._ids)}"
+        self._n += 1
+        return f"{self._prefix}-{self._n}"
 
     def order(
         self,
@@ -197,22 +335,31 @@ class _Base:
             cmd["price"] = _money(price, "price")
         return cmd
 
+    def command(self, obj: Mapping[str, Any]) -> Command:
+        """JSON-schema dict (Decimals allowed) → engine tuple, or an OP_REJECT with the reason."""
+        obj = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in obj.items()}
+        return command_from_json(obj, self.markets)
+
     # -- batching plan -------------------------------------------------------------------------
 
-    def _plan(self, tuples: list[Command], batch: int) -> list[tuple[int, bytes, list[int]]]:
+    def shard_of(self, symbol: Any) -> int:
+        return shard_for(symbol, self.shards) if self.shards and type(symbol) is str else 0
+
+    def plan(self, tuples: list[Command], batch: int) -> list[tuple[int, bytes, list[int]]]:
         """Group command indexes into per-shard batches, keeping each shard's order.
 
-        Returns (shard, routing key, indexes) in send order.
+        Returns (shard, routing key, indexes) in send order. The key is the first command's
+        symbol (the router hashes it to the same shard) or ``#<shard>`` when it has none.
         """
-        n = self.shards or 1
+        batch = max(1, batch)
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
         for i, t in enumerate(tuples):
-            symbol = t[1] if type(t[1]) is str else ""
-            s = shard_for(symbol, n) if self.shards else 0
+            symbol = t[1] if len(t) > 1 and type(t[1]) is str else ""
+            s = self.shard_of(symbol)
             cur = open_.get(s)
             if cur is None:
-                key = symbol.encode() if symbol else f"#{shard_for('', n)}".encode()
+                key = symbol.encode() if symbol else f"#{s}".encode()
                 cur = open_[s] = (key, [])
             cur[1].append(i)
             if len(cur[1]) >= batch:
@@ -221,57 +368,301 @@ class _Base:
         plan.extend((s, key, idx) for s, (key, idx) in open_.items())
         return plan
 
+    # -- replies: store, decode, map errors (never raise on a peer's garbage) -------------------
+
     @staticmethod
-    def _store(idx: list[int], error: str | None, results: Any, out: list) -> None:
-        """Record one frame's outcome as (error, events) per command index."""
+    def store(idx: list[int], error: Any, results: Any, out: list) -> None:
+        """Record one frame's outcome as ``(error, raw result)`` per command index."""
+        if error is not None and (type(error) is not str or not error):
+            error = f"{MALFORMED_PREFIX}: batch error is not a non-empty string"
         if error is None and (not isinstance(results, tuple | list) or len(results) != len(idx)):
-            error = "malformed reply: result count does not match the batch"
+            error = f"{MALFORMED_PREFIX}: result count does not match the batch"
         if error is not None:
+            error = error[:_MAX_REASON]
             for i in idx:
-                out[i] = (error, ())
+                out[i] = (error, None)
         else:
             for k, i in enumerate(idx):
-                evs = results[k]
-                out[i] = (None, evs if isinstance(evs, tuple | list) else ())
+                out[i] = (None, results[k])
 
-    def _to_results(self, cmds: list[dict[str, Any]], raw: list) -> list[Result]:
-        event = self.codec.event
-        return [
-            Result(c, [event(e) for e in evs], err) for c, (err, evs) in zip(cmds, raw, strict=True)
-        ]
+    @staticmethod
+    def raw_events(out: list) -> list[tuple[str | None, tuple]]:
+        """``store``'s outcomes → ``(error, event tuples)`` (the ``submit_raw`` contract)."""
+        res = []
+        for error, evs in out:
+            if error is None and not isinstance(evs, tuple | list):
+                res.append((f"{MALFORMED_PREFIX}: result is not an event list", ()))
+            else:
+                res.append((error, tuple(evs) if error is None else ()))
+        return res
 
-    def _decimal_book(self, book: dict[str, Any]) -> dict[str, Any]:
-        m = self.markets.get(book.get("symbol"))
+    def event(self, ev: Any) -> dict[str, Any]:
+        """One event tuple → public dict with Decimal amounts; ``_Malformed`` on a bad shape."""
+        if not isinstance(ev, tuple | list) or not ev:
+            raise _Malformed("event is not an array")
+        kind = ev[0]
+        shape = _EVENT_SHAPES.get(kind) if type(kind) is int else None
+        if shape is None:
+            raise _Malformed(f"unknown event kind {str(kind)[:20]!r}")
+        if len(ev) != len(shape) or not all(map(_check, ev, shape)):
+            raise _Malformed(f"bad fields in a kind {kind} event")
+        if kind in _NEEDS_MARKET and ev[2] not in self.markets:
+            raise _Malformed(
+                f"event for symbol {ev[2][:32]!r} not in the client's market table "
+                "(client and cluster disagree on markets)"
+            )
+        d = event_to_json(tuple(ev), self.markets)
+        for k in ("price", "qty"):
+            if k in d:
+                d[k] = Decimal(d[k])
+        return d
+
+    def decode(self, out: list) -> list[tuple[str | None, list[dict[str, Any]]]]:
+        """``store``'s outcomes → ``(error, event dicts)``; a malformed result becomes an error."""
+        decoded = []
+        event = self.event
+        for error, evs in out:
+            if error is not None:
+                decoded.append((error, []))
+                continue
+            try:
+                if not isinstance(evs, tuple | list):
+                    raise _Malformed("result is not an event list")
+                decoded.append((None, [event(e) for e in evs]))
+            except _Malformed as exc:
+                decoded.append((f"{MALFORMED_PREFIX}: {exc}", []))
+        return decoded
+
+    def results(
+        self,
+        cmds: list[dict[str, Any]],
+        decoded: list[tuple[str | None, list[dict[str, Any]]]],
+        fates: Mapping[int, tuple[str, dict[str, Any] | None]] | None = None,
+    ) -> list[Result]:
+        """Build ``Result``s; ``fates`` (index → (fate, status)) covers the uncertain ones."""
+        fates = fates or {}
+        out = []
+        for i, (c, (err, evs)) in enumerate(zip(cmds, decoded, strict=True)):
+            if i in fates:
+                fate, status = fates[i]
+            else:
+                fate, status = (EXECUTED if err is None else NOT_EXECUTED), None
+                if uncertain(err):
+                    fate = UNKNOWN
+            out.append(Result(c, evs, err, fate, status))
+        return out
+
+    @staticmethod
+    def read_result(error: Any, results: Any, what: str) -> dict[str, Any]:
+        """A read's reply (status, book, order, markets) → its map, or ``ShardexError``."""
+        if error is not None:
+            raise ShardexError(f"{what}: {str(error)[:_MAX_REASON]}")
+        if not isinstance(results, tuple | list) or len(results) != 1:
+            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected one result")
+        res = results[0]
+        if not isinstance(res, dict):
+            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected a map")
+        return res
+
+    def decimal_book(self, book: dict[str, Any]) -> dict[str, Any]:
+        """Book read (ticks/lots) → Decimals; a malformed level list becomes ``ShardexError``."""
+        symbol = book.get("symbol")
+        m = self.markets.get(symbol) if type(symbol) is str else None
         if m is None or "error" in book:
             return book
-        return {
-            **book,
-            **{
-                side: [
-                    (Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n)
-                    for p, q, n in book.get(side, ())
-                ]
-                for side in ("bids", "asks")
-            },
-        }
+        out = dict(book)
+        for side in ("bids", "asks"):
+            levels = book.get(side, ())
+            if not isinstance(levels, tuple | list):
+                raise ShardexError(f"book: {MALFORMED_PREFIX}: {side} is not a list")
+            conv = []
+            for lvl in levels:
+                if not (isinstance(lvl, tuple | list) and len(lvl) == 3 and all(map(_is_int, lvl))):
+                    raise ShardexError(f"book: {MALFORMED_PREFIX}: bad level in {side}")
+                p, q, n = lvl
+                conv.append((Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n))
+            out[side] = conv
+        return out
+
+    def order_status_map(self, raw: Any) -> dict[str, Any]:
+        """An ``OP_ORDER`` answer → map with Decimal price/qty/filled and trade tuples
+        ``(price, qty, trade_id)``, side as "buy"/"sell"; ``ShardexError`` when malformed."""
+        if not isinstance(raw, dict):
+            raise ShardexError(f"order status: {MALFORMED_PREFIX}: expected a map")
+        if "error" in raw:
+            raise ShardexError(f"order status: {str(raw['error'])[:_MAX_REASON]}")
+        state = raw.get("state")
+        if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
+            raise ShardexError(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
+        out: dict[str, Any] = {"state": state}
+        for k in ("symbol", "id"):
+            if type(raw.get(k)) is not str:
+                raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {k}")
+            out[k] = raw[k]
+        if not _is_int(raw.get("seq")):
+            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad seq")
+        out["seq"] = raw["seq"]
+        if state == STATE_UNKNOWN:
+            return out
+        m = self.markets.get(out["symbol"])
+        if m is None:
+            raise ShardexError(f"order status: symbol {out['symbol'][:32]!r} not in market table")
+        try:
+            if state == STATE_LIVE:
+                side, price, qty = raw["side"], raw["price"], raw["qty"]
+                if side not in (0, 1) or type(side) is not int or not _is_int(qty):
+                    raise _Malformed("side/qty")
+                if price is not None and not _is_int(price):
+                    raise _Malformed("price")
+                out["side"] = SIDES[side]
+                out["price"] = None if price is None else Decimal(m.price_str(price))
+                out["qty"] = Decimal(m.qty_str(qty))
+            elif state == STATE_CANCELLED:
+                reason = raw.get("reason", "")
+                if type(reason) is not str:
+                    raise _Malformed("reason")
+                out["reason"] = reason
+            # filled/trades: given by shards with a recent-results index (absent: not known)
+            if "filled" in raw:
+                if not _is_int(raw["filled"]):
+                    raise _Malformed("filled")
+                out["filled"] = Decimal(m.qty_str(raw["filled"]))
+            if "trades" in raw:
+                trades = raw["trades"]
+                if not isinstance(trades, tuple | list):
+                    raise _Malformed("trades")
+                conv = []
+                for t in trades:
+                    if not (isinstance(t, tuple | list) and len(t) == 3 and all(map(_is_int, t))):
+                        raise _Malformed("trade")
+                    conv.append((Decimal(m.price_str(t[0])), Decimal(m.qty_str(t[1])), t[2]))
+                out["trades"] = conv
+        except (_Malformed, KeyError) as exc:
+            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
+        return out
+
+    # -- fates of uncertain commands -----------------------------------------------------------
+
+    @staticmethod
+    def fate_targets(tuples: list[Command], decoded: list[tuple[str | None, Any]]) -> list[int]:
+        """Indexes whose fate must be asked: uncertain errors on new/cancel/amend with an id."""
+        return [
+            i
+            for i, (err, _) in enumerate(decoded)
+            if uncertain(err)
+            and len(tuples[i]) >= 4
+            and tuples[i][0] in (OP_NEW, OP_CANCEL, OP_AMEND)
+            and type(tuples[i][1]) is str
+            and type(tuples[i][2]) is str
+            and type(tuples[i][3]) is str
+        ]
+
+    @staticmethod
+    def fate_query(cmd: Command) -> Command:
+        """The ``OP_ORDER`` read asking for ``cmd``'s order: (op, symbol, account, id)."""
+        return (OP_ORDER, cmd[1], cmd[3], cmd[2])
+
+    def fate_of(self, cmd: Command, error: Any, raw: Any) -> tuple[str, dict[str, Any] | None]:
+        """(fate, Decimal status map) of ``cmd`` from its ``OP_ORDER`` outcome; ``error``
+        (timeout, unreachable, batch error, malformed) leaves it unknown."""
+        if error is not None:
+            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+        try:
+            status = self.order_status_map(raw)
+        except ShardexError as exc:
+            return UNKNOWN, {"error": str(exc)}
+        return fate_from_state(cmd, raw), status
+
+    # -- topology and markets ------------------------------------------------------------------
+
+    def apply_topology(self, error: Any, results: Any) -> dict[str, Any]:
+        """Check a topology reply, take the shard count and (if not given) the markets."""
+        try:
+            info = parse_topology(error, results)
+        except TopologyError as exc:
+            raise ShardexError(f"router at {self.endpoint}: {exc}") from None
+        if self.shard_endpoints is not None and len(self.shard_endpoints) != info["shards"]:
+            raise ShardexError(
+                f"{len(self.shard_endpoints)} shard endpoints given but the cluster has "
+                f"{info['shards']} shards"
+            )
+        self.shards = info["shards"]
+        self.learn_markets([t.get("markets") for t in info["topology"]])
+        return info
+
+    def direct_endpoints(self, info: dict[str, Any]) -> list[str]:
+        """Each shard's direct endpoint from a checked topology, or ``ShardexError`` naming the
+        shard that has not registered one (yet)."""
+        eps = []
+        for i, t in enumerate(info["topology"]):
+            ep = t.get("direct")
+            if type(ep) is not str or not ep:
+                raise ShardexError(f"shard {i} has not registered a direct endpoint")
+            try:
+                eps.append(check_endpoint(ep))
+            except EndpointError as exc:
+                raise ShardexError(f"shard {i}: {exc}") from None
+        return eps
+
+    def learn_markets(self, tables: list[Any]) -> bool:
+        """Take the cluster's markets (wire tables, one per shard; unreadable ones skipped)
+        unless the caller gave them. Returns True when the table is now known."""
+        if self.markets_source == "given":
+            return True
+        merged: dict[str, Market] = {}
+        for t in tables:
+            if t is None:
+                continue
+            try:
+                merged.update(markets_from_wire(t))
+            except ValueError:
+                continue
+        if merged:
+            self.markets = merged
+            self.markets_source = "cluster"
+        return self.markets_source is not None
+
+    def learn_markets_reply(self, error: Any, results: Any) -> None:
+        """An ``OP_MARKETS`` reply → markets; a shard that answered but does not say (an older
+        shard rejects the op) means defaults for good; no answer leaves it to try again."""
+        if error is not None:
+            return
+        res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
+        if not (isinstance(res, dict) and self.learn_markets([res.get("markets")])):
+            self.markets_source = "defaults"
+
+    def needs_markets(self) -> bool:
+        return self.markets_source is None
+
+    def markets_due(self) -> bool:
+        """True when the market table is still unknown and it is time to ask (again)."""
+        return self.markets_source is None and time.monotonic() >= self._markets_retry_at
+
+    def markets_tried(self) -> None:
+        """After an attempt: if the cluster could not say, wait before asking again (so a down
+        shard does not cost every call a timeout)."""
+        if self.markets_source is None:
+            self._markets_retry_at = time.monotonic() + MARKETS_RETRY_S
+
+    @staticmethod
+    def markets_shard(info: dict[str, Any] | None) -> int | None:
+        """The shard to ask ``OP_MARKETS``: the first registered one (0 with no topology)."""
+        if info is None:
+            return 0
+        for i, t in enumerate(info["topology"]):
+            if t.get("pid") is not None:
+                return i
+        return None
 
 
-def _socket_options(sock: zmq.Socket, timeout: float) -> None:
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.setsockopt(zmq.IMMEDIATE, 1)  # do not queue toward a peer that is not connected
-
-
-class Client(_Base):
+class Client(ClientCore):
     """Blocking client. Not thread-safe: one per thread (ZeroMQ sockets are single-threaded)."""
 
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
         *,
-        markets: Mapping[str, Market] | None = None,
+        markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
         direct: bool = False,
         shard_endpoints: list[str] | None = None,
@@ -280,15 +671,10 @@ class Client(_Base):
     ) -> None:
         super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
         self.ctx = context or zmq.Context.instance()
-        self._router = self.ctx.socket(zmq.DEALER)
-        _socket_options(self._router, timeout)
-        self._router.connect(endpoint)
+        self._router = dealer(self.ctx, self.endpoint, timeout)
         self._shard_socks: list[zmq.Socket] = []
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
-        self._late: dict[bytes, bytes] = {}
-        if self.direct:
-            self._connect_direct()
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -316,60 +702,45 @@ class Client(_Base):
         """Send many JSON-schema command dicts; results come back in input order.
 
         Commands are grouped per shard into frames of ``batch``; up to ``window`` frames are in
-        flight at once. A frame that gets no reply within ``timeout`` yields results with
-        ``error='timeout ...'`` (the commands may or may not have been applied).
+        flight at once. A command that gets no reply within ``timeout`` has its fate asked from
+        its shard before this returns (``Result.fate``/``Result.status``).
         """
         cmds = [dict(c) for c in commands]
-        raw = self.submit_raw([self.codec.command(c) for c in cmds], batch=batch, window=window)
-        return self._to_results(cmds, raw)
+        self._ready(markets=True)
+        tuples = [self.command(c) for c in cmds]
+        decoded = self.decode(self._exchange(tuples, batch, window))
+        fates = self._fates(tuples, decoded, batch)
+        return self.results(cmds, decoded, fates)
 
     def submit_raw(
         self, tuples: list[Command], *, batch: int = 100, window: int = 8
     ) -> list[tuple[str | None, tuple]]:
         """Fast path for load generators: engine command tuples (ints) in, and per command
-        ``(error, event tuples)`` out, with no Decimal conversion on either side."""
+        ``(error, event tuples)`` out, with no Decimal conversion and no fate queries."""
         if not tuples:
             return []
-        if self.shards is None:
-            self.topology()
-        out: list[Any] = [None] * len(tuples)
-        queue = list(reversed(self._plan(tuples, max(1, batch))))
-        inflight: dict[bytes, tuple[list[int], float]] = {}
-        while queue or inflight:
-            while queue and len(inflight) < max(1, window):
-                s, key, idx = queue.pop()
-                req = _REQ.pack(next(self._req))
-                sock = self._shard_socks[s] if self.direct else self._router
-                try:
-                    self._send(sock, [key, req, encode_request([tuples[i] for i in idx])])
-                except RequestTimeout as exc:
-                    self._store(idx, str(exc), None, out)
-                    continue
-                inflight[req] = (idx, time.monotonic() + self.timeout)
-            if not inflight:
-                continue
-            deadline = min(d for _, d in inflight.values())
-            got = self._recv(deadline)
-            if got is None:
-                now = time.monotonic()
-                for req, (idx, d) in list(inflight.items()):
-                    if d <= now:
-                        del inflight[req]
-                        self._store(idx, f"timeout after {self.timeout}s", None, out)
-                continue
-            req, payload = got
-            entry = inflight.pop(req, None)
-            if entry is None:
-                continue  # a late reply to a request that already timed out
-            error, results = decode_reply(payload)
-            self._store(entry[0], error, results, out)
-        return out
+        self._ready(markets=False)
+        return self.raw_events(self._exchange(tuples, batch, window))
+
+    def order_status(
+        self,
+        symbol: str,
+        id: str,  # noqa: A002
+        account: str | None = None,
+    ) -> dict[str, Any]:
+        """The order's fate from its shard: ``{"state": "live"|"filled"|"cancelled"|"unknown",
+        ...}`` with Decimal price/qty/filled and trades ``[(price, qty, trade_id)]``."""
+        self._ready(markets=True)
+        cmd = (OP_ORDER, symbol, self._acct(account), id)
+        s = self.shard_of(symbol)
+        raw = self._read(symbol.encode(), cmd, s)
+        return self.order_status_map(raw)
 
     def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
         """L2 depth: {'bids': [(price, qty, orders)...], 'asks': [...]} with Decimals."""
-        s = shard_for(symbol, self.shards) if self.shards else 0
-        res = self._read(symbol.encode(), (OP_BOOK, symbol, depth), s)
-        return self._decimal_book(res)
+        self._ready(markets=True)
+        s = self.shard_of(symbol)
+        return self.decimal_book(self._read(symbol.encode(), (OP_BOOK, symbol, depth), s))
 
     def status(self) -> list[dict[str, Any]]:
         """Status of every shard (seq, resting orders, backlog, uptime...)."""
@@ -383,12 +754,11 @@ class Client(_Base):
         return out
 
     def topology(self) -> dict[str, Any]:
-        """Ask the router for the cluster shape (shard count, shard endpoints, pids)."""
-        req = _REQ.pack(next(self._req))
-        self._send(self._router, [b"", req, encode_request([])])
-        info = self._wait(req, time.monotonic() + self.timeout, what="router topology")
-        self.shards = info["shards"]
-        return info
+        """Ask the router for the cluster shape (shard count, shard endpoints, pids, markets)."""
+        req = self.ids.next()
+        self._send(self._router, topology_frames(req))
+        error, results = self._wait(req, time.monotonic() + self.timeout, "router topology")
+        return self.apply_topology(error, results)
 
     def close(self) -> None:
         for s in (self._router, *self._shard_socks):
@@ -402,29 +772,92 @@ class Client(_Base):
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _connect_direct(self) -> None:
-        eps = self.shard_endpoints
-        if eps is None:
-            info = self.topology()
-            eps = []
-            for t in info["topology"]:
-                if not t.get("direct"):
-                    raise ShardexError(f"shard {t['shard']} has not registered a direct endpoint")
-                eps.append(t["direct"])
-            self.shard_endpoints = eps
-        self.shards = len(eps)
-        for ep in eps:
-            sock = self.ctx.socket(zmq.DEALER)
-            _socket_options(sock, self.timeout)
-            sock.connect(ep)
-            self._poller.register(sock, zmq.POLLIN)
-            self._shard_socks.append(sock)
+    def _ready(self, markets: bool) -> None:
+        """Connect lazily: topology (shard count, direct endpoints), then the market table."""
+        info = None
+        if self.shards is None or (self.direct and not self._shard_socks):
+            if self.shard_endpoints is None:
+                info = self.topology()
+            if self.direct and not self._shard_socks:
+                for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
+                    sock = dealer(self.ctx, ep, self.timeout)
+                    self._poller.register(sock, zmq.POLLIN)
+                    self._shard_socks.append(sock)
+                self.shards = len(self._shard_socks)
+        if markets and self.markets_due():
+            try:
+                if info is None and self.shard_endpoints is None:
+                    info = self.topology()
+                s = self.markets_shard(info)
+                if self.needs_markets() and s is not None:
+                    key = f"#{s}".encode()
+                    self.learn_markets_reply(*self._request(self._sock(s), key, (OP_MARKETS,), ""))
+            except ShardexError:
+                pass  # the cluster cannot say right now: defaults for now, asked again later
+            finally:
+                self.markets_tried()
+
+    def _sock(self, shard: int) -> zmq.Socket:
+        return self._shard_socks[shard] if self.direct else self._router
+
+    def _exchange(self, tuples: list[Command], batch: int, window: int) -> list:
+        """Send ``tuples`` in planned frames with ``window`` in flight; ``store``'s outcomes."""
+        out: list[Any] = [None] * len(tuples)
+        queue = list(reversed(self.plan(tuples, batch)))
+        pending = Pending(self.timeout)
+        window = max(1, window)
+        while queue or pending:
+            while queue and len(pending) < window:
+                s, key, idx = queue.pop()
+                req = self.ids.next()
+                try:
+                    self._send(self._sock(s), [key, req, encode_request([tuples[i] for i in idx])])
+                except RequestTimeout as exc:
+                    self.store(idx, str(exc), None, out)
+                    continue
+                pending.add(req, idx)
+            if not pending:
+                continue
+            got = self._recv(pending.next_deadline() or 0.0)
+            if got is None:
+                for idx in pending.expire():
+                    self.store(idx, f"{TIMEOUT_PREFIX} {self.timeout}s", None, out)
+                continue
+            idx = pending.pop(got[0])
+            if idx is None:
+                continue  # a late reply to a request that already timed out
+            self.store(idx, *decode_reply(got[1]), out)
+        return out
+
+    def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, tuple]:
+        """Ask the owning shards for the orders of uncertain commands (timeouts, bad replies);
+        a query refused with a batch error (e.g. overloaded) is asked again a few times."""
+        targets = self.fate_targets(tuples, decoded)
+        fates: dict[int, tuple] = {}
+        for attempt in range(3):
+            if not targets:
+                break
+            queries = [self.fate_query(tuples[i]) for i in targets]
+            out = self._exchange(queries, batch, 8)
+            retry = []
+            for i, (error, raw) in zip(targets, out, strict=True):
+                fates[i] = self.fate_of(tuples[i], error, raw)
+                if error is not None and not uncertain(error) and attempt < 2:
+                    retry.append(i)
+            targets = retry
+            if retry:
+                time.sleep(0.05 * (attempt + 1))
+        return fates
+
+    def _request(self, sock: zmq.Socket, key: bytes, cmd: tuple, what: str) -> tuple[Any, Any]:
+        """One read command → its reply's ``(error, results)``; ``RequestTimeout`` if none."""
+        req = self.ids.next()
+        self._send(sock, [key, req, encode_request([cmd])])
+        return self._wait(req, time.monotonic() + self.timeout, what)
 
     def _read(self, key: bytes, cmd: tuple, shard: int) -> dict[str, Any]:
-        req = _REQ.pack(next(self._req))
-        sock = self._shard_socks[shard] if self.direct else self._router
-        self._send(sock, [key, req, encode_request([cmd])])
-        return self._wait(req, time.monotonic() + self.timeout, what=f"shard {shard}")
+        what = f"shard {shard}"
+        return self.read_result(*self._request(self._sock(shard), key, cmd, what), what)
 
     def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         """Send, waiting at most ``timeout`` for a connected peer (IMMEDIATE: never queue a
@@ -433,24 +866,22 @@ class Client(_Base):
             sock.send_multipart(frames)
         except zmq.Again:
             raise RequestTimeout(
-                f"cannot reach {sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
+                f"{UNREACHABLE_PREFIX} "
+                f"{sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
                 f"within {self.timeout}s (not running?)"
             ) from None
 
-    def _wait(self, req: bytes, deadline: float, what: str) -> Any:
+    def _wait(self, req: bytes, deadline: float, what: str) -> tuple[Any, Any]:
+        """Wait for the reply to ``req`` → ``(error, results)``; ``RequestTimeout`` if none."""
         while True:
             got = self._recv(deadline)
             if got is None:
                 raise RequestTimeout(
-                    f"no reply from {what} within {self.timeout}s "
+                    f"no reply from {what or 'the cluster'} within {self.timeout}s "
                     f"(is the cluster running at {self.endpoint}?)"
                 )
-            if got[0] != req:
-                continue
-            error, results = decode_reply(got[1])
-            if error is not None:
-                raise ShardexError(f"{what}: {error}")
-            return results[0]
+            if got[0] == req:
+                return decode_reply(got[1])
 
     def _recv(self, deadline: float) -> tuple[bytes, bytes] | None:
         while True:
@@ -463,14 +894,14 @@ class Client(_Base):
                     return frames[0], frames[1]
 
 
-class AsyncClient(_Base):
+class AsyncClient(ClientCore):
     """asyncio twin of ``Client``: same methods, awaitable; safe to share between tasks."""
 
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
         *,
-        markets: Mapping[str, Market] | None = None,
+        markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
         direct: bool = False,
         shard_endpoints: list[str] | None = None,
@@ -478,34 +909,47 @@ class AsyncClient(_Base):
     ) -> None:
         super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
         self.ctx = zmq.asyncio.Context.instance()
-        self._router = self.ctx.socket(zmq.DEALER)
-        _socket_options(self._router, timeout)
-        self._router.connect(endpoint)
+        self._router = dealer(self.ctx, self.endpoint, timeout)
         self._shard_socks: list[zmq.asyncio.Socket] = []
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._readers: list[asyncio.Task] = []
-        self._started = False
+        self._lock: asyncio.Lock | None = None
 
-    async def _start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._readers.append(asyncio.ensure_future(self._reader(self._router)))
-        if self.direct:
-            eps = self.shard_endpoints
-            if eps is None:
-                info = await self.topology()
-                eps = [t["direct"] for t in info["topology"]]
-                self.shard_endpoints = eps
-            self.shards = len(eps)
-            for ep in eps:
-                sock = self.ctx.socket(zmq.DEALER)
-                _socket_options(sock, self.timeout)
-                sock.connect(ep)
-                self._shard_socks.append(sock)
-                self._readers.append(asyncio.ensure_future(self._reader(sock)))
-        elif self.shards is None:
-            await self.topology()
+    async def _ready(self, markets: bool) -> None:
+        """Connect lazily (once, even with many tasks): topology, direct sockets, markets."""
+        if not self._readers:
+            self._readers.append(asyncio.ensure_future(self._reader(self._router)))
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            info = None
+            if self.shards is None or (self.direct and not self._shard_socks):
+                if self.shard_endpoints is None:
+                    info = await self.topology()
+                if self.direct and not self._shard_socks:
+                    for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
+                        sock = dealer(self.ctx, ep, self.timeout)
+                        self._shard_socks.append(sock)
+                        self._readers.append(asyncio.ensure_future(self._reader(sock)))
+                    self.shards = len(self._shard_socks)
+            if markets and self.markets_due():
+                try:
+                    if info is None and self.shard_endpoints is None:
+                        info = await self.topology()
+                    s = self.markets_shard(info)
+                    if self.needs_markets() and s is not None:
+                        self.learn_markets_reply(
+                            *await self._request(
+                                self._sock(s), f"#{s}".encode(), [(OP_MARKETS,)], ""
+                            )
+                        )
+                except ShardexError:
+                    pass  # the cluster cannot say right now: defaults for now, asked again later
+                finally:
+                    self.markets_tried()
+
+    def _sock(self, shard: int) -> zmq.asyncio.Socket:
+        return self._shard_socks[shard] if self.direct else self._router
 
     async def _reader(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -517,7 +961,7 @@ class AsyncClient(_Base):
 
     async def _send(self, sock, key: bytes, cmds: list) -> tuple[bytes, asyncio.Future]:
         """Send one frame now (so frames leave in call order); return its reply future."""
-        req = _REQ.pack(next(self._req))
+        req = self.ids.next()
         fut = asyncio.get_running_loop().create_future()
         self._waiters[req] = fut
         try:
@@ -526,30 +970,30 @@ class AsyncClient(_Base):
             )
         except (TimeoutError, zmq.Again):
             self._waiters.pop(req, None)
-            raise RequestTimeout(f"cannot reach {self.endpoint} within {self.timeout}s") from None
+            raise RequestTimeout(
+                f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s"
+            ) from None
         return req, fut
 
-    async def _reply(self, req: bytes, fut: asyncio.Future, what: str) -> tuple[str | None, Any]:
+    async def _reply(self, req: bytes, fut: asyncio.Future, what: str) -> tuple[Any, Any]:
         try:
             payload = await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
             self._waiters.pop(req, None)
-            raise RequestTimeout(f"no reply from {what} within {self.timeout}s") from None
+            raise RequestTimeout(
+                f"{TIMEOUT_PREFIX} {self.timeout}s (no reply from {what or 'the cluster'})"
+            ) from None
         return decode_reply(payload)
 
-    async def _request(self, sock, key: bytes, cmds: list, what: str) -> tuple[str | None, Any]:
+    async def _request(self, sock, key: bytes, cmds: list, what: str) -> tuple[Any, Any]:
         req, fut = await self._send(sock, key, cmds)
         return await self._reply(req, fut, what)
 
     async def topology(self) -> dict[str, Any]:
-        if not self._started:
-            self._started = True
+        if not self._readers:
             self._readers.append(asyncio.ensure_future(self._reader(self._router)))
-        error, results = await self._request(self._router, b"", [], "router topology")
-        if error is not None:
-            raise ShardexError(error)
-        self.shards = results[0]["shards"]
-        return results[0]
+        req, fut = await self._send(self._router, b"", [])
+        return self.apply_topology(*await self._reply(req, fut, "router topology"))
 
     async def place(self, symbol: str, side: str, qty: Any, price: Any = None, **kw) -> Result:
         return (await self.submit_many([self.order(symbol, side, qty, price, **kw)]))[0]
@@ -572,13 +1016,21 @@ class AsyncClient(_Base):
         self, commands: Iterable[Mapping[str, Any]], *, batch: int = 100, window: int = 8
     ) -> list[Result]:
         cmds = [dict(c) for c in commands]
-        tuples = [self.codec.command(c) for c in cmds]
-        return self._to_results(cmds, await self.submit_raw(tuples, batch=batch, window=window))
+        await self._ready(markets=True)
+        tuples = [self.command(c) for c in cmds]
+        decoded = self.decode(await self._exchange(tuples, batch, window))
+        fates = await self._fates(tuples, decoded, batch)
+        return self.results(cmds, decoded, fates)
 
     async def submit_raw(
         self, tuples: list[Command], *, batch: int = 100, window: int = 8
     ) -> list[tuple[str | None, tuple]]:
-        await self._start()
+        if not tuples:
+            return []
+        await self._ready(markets=False)
+        return self.raw_events(await self._exchange(tuples, batch, window))
+
+    async def _exchange(self, tuples: list[Command], batch: int, window: int) -> list:
         out: list[Any] = [None] * len(tuples)
         gate = asyncio.Semaphore(max(1, window))
 
@@ -589,44 +1041,75 @@ class AsyncClient(_Base):
                 error, results = str(exc), None
             finally:
                 gate.release()
-            self._store(idx, error, results, out)
+            self.store(idx, error, results, out)
 
         tasks = []
-        for s, key, idx in self._plan(tuples, max(1, batch)):
+        for s, key, idx in self.plan(tuples, batch):
             await gate.acquire()
-            sock = self._shard_socks[s] if self.direct else self._router
             try:
-                req, fut = await self._send(sock, key, [tuples[i] for i in idx])
+                req, fut = await self._send(self._sock(s), key, [tuples[i] for i in idx])
             except RequestTimeout as exc:
                 gate.release()
-                self._store(idx, str(exc), None, out)
+                self.store(idx, str(exc), None, out)
                 continue
             tasks.append(asyncio.ensure_future(finish(req, fut, s, idx)))
         await asyncio.gather(*tasks)
         return out
 
-    async def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
-        await self._start()
-        s = shard_for(symbol, self.shards) if self.shards else 0
-        sock = self._shard_socks[s] if self.direct else self._router
-        error, results = await self._request(
-            sock, symbol.encode(), [(OP_BOOK, symbol, depth)], f"shard {s}"
+    async def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, tuple]:
+        targets = self.fate_targets(tuples, decoded)
+        fates: dict[int, tuple] = {}
+        for attempt in range(3):
+            if not targets:
+                break
+            queries = [self.fate_query(tuples[i]) for i in targets]
+            out = await self._exchange(queries, batch, 8)
+            retry = []
+            for i, (error, raw) in zip(targets, out, strict=True):
+                fates[i] = self.fate_of(tuples[i], error, raw)
+                if error is not None and not uncertain(error) and attempt < 2:
+                    retry.append(i)
+            targets = retry
+            if retry:
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return fates
+
+    async def order_status(
+        self,
+        symbol: str,
+        id: str,  # noqa: A002
+        account: str | None = None,
+    ) -> dict[str, Any]:
+        await self._ready(markets=True)
+        s = self.shard_of(symbol)
+        cmd = (OP_ORDER, symbol, self._acct(account), id)
+        res = self.read_result(
+            *await self._request(self._sock(s), symbol.encode(), [cmd], f"shard {s}"),
+            f"shard {s}",
         )
-        if error is not None:
-            raise ShardexError(error)
-        return self._decimal_book(results[0])
+        return self.order_status_map(res)
+
+    async def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
+        await self._ready(markets=True)
+        s = self.shard_of(symbol)
+        res = self.read_result(
+            *await self._request(
+                self._sock(s), symbol.encode(), [(OP_BOOK, symbol, depth)], f"shard {s}"
+            ),
+            f"shard {s}",
+        )
+        return self.decimal_book(res)
 
     async def status(self) -> list[dict[str, Any]]:
-        await self._start()
+        await self._ready(markets=False)
         out = []
         for i in range(self.shards or 0):
-            sock = self._shard_socks[i] if self.direct else self._router
             try:
                 error, results = await self._request(
-                    sock, f"#{i}".encode(), [(OP_STATUS,)], f"shard {i}"
+                    self._sock(i), f"#{i}".encode(), [(OP_STATUS,)], f"shard {i}"
                 )
-                out.append(results[0] if error is None else {"shard": i, "error": error})
-            except RequestTimeout as exc:
+                out.append(self.read_result(error, results, f"shard {i}"))
+            except ShardexError as exc:
                 out.append({"shard": i, "error": str(exc)})
         return out
 
@@ -637,11 +1120,22 @@ class AsyncClient(_Base):
             s.close(0)
 
     async def __aenter__(self) -> AsyncClient:
-        await self._start()
+        await self._ready(markets=False)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
-__all__ = ["AsyncClient", "Client", "RequestTimeout", "Result", "ShardexError"]
+__all__ = [
+    "EXECUTED",
+    "NOT_EXECUTED",
+    "UNKNOWN",
+    "AsyncClient",
+    "Client",
+    "ClientCore",
+    "RequestTimeout",
+    "Result",
+    "ShardexError",
+    "fate_from_state",
+]

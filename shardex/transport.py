@@ -1,0 +1,263 @@
+"""Client-side ZeroMQ plumbing, written once: endpoint checks, DEALER setup, request ids and
+reply correlation, the topology request, and the SIGINT/SIGTERM stop flag of process loops.
+
+Everything here is transport only: it moves opaque request/reply frames and never interprets a
+command (``shardex.protocol`` owns the schema, ``shardex.client`` the meaning of replies).
+
+Public API (kept small on purpose; ``Client``, ``AsyncClient`` and ``loadgen`` use it):
+
+* ``check_endpoint(ep)`` → ``ep`` or ``EndpointError`` naming it and the expected form.
+* ``dealer(ctx, ep, timeout=...)`` → a connected client DEALER with the client options.
+* ``RequestIds`` → unique 8-byte request ids; ``Pending`` → in-flight table with deadlines.
+* ``TOPOLOGY_KEY``/``topology_frames(req)``/``parse_topology(error, results)`` and the blocking
+  ``request(sock, key, cmds, timeout, ids)`` that sends one request and waits for its reply.
+* ``StopFlag`` → a flag set by SIGINT/SIGTERM, for ``while not stop: ...`` loops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+
+from shardex.protocol import decode_reply, encode_request
+
+__all__ = [
+    "TOPOLOGY_KEY",
+    "EndpointError",
+    "Pending",
+    "RequestIds",
+    "StopFlag",
+    "TopologyError",
+    "check_endpoint",
+    "dealer",
+    "parse_topology",
+    "request",
+    "topology_frames",
+]
+
+MAX_SHARDS_SEEN = 1000  # a topology claiming more shards than this is garbage, not a cluster
+
+_TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(\d{1,5})")
+_OTHER = re.compile(r"(ipc|inproc)://\S+")
+
+
+class EndpointError(ValueError):
+    """An endpoint string ZeroMQ cannot connect to; the message names it and the expected form."""
+
+
+class TopologyError(ValueError):
+    """A router's topology reply that is missing or malformed; the message says what."""
+
+
+def check_endpoint(endpoint: Any) -> str:
+    """Return ``endpoint`` if it is a ZeroMQ address a client can connect to, else raise.
+
+    Checked up front because ZeroMQ's own error for ``localhost:5555`` is a bare
+    ``ZMQError: Invalid argument`` raised deep inside a connect, which tells a user nothing.
+    """
+    if type(endpoint) is str:
+        m = _TCP.fullmatch(endpoint)
+        if m is not None and 1 <= int(m.group(2)) <= 65535:
+            return endpoint
+        if _OTHER.fullmatch(endpoint):
+            return endpoint
+    raise EndpointError(
+        f"bad endpoint {str(endpoint)[:100]!r}: expected tcp://host:port "
+        "(e.g. tcp://127.0.0.1:5555)"
+    )
+
+
+def dealer(ctx: zmq.Context, endpoint: str, timeout: float, *, immediate: bool = True) -> Any:
+    """A connected client DEALER (works with ``zmq.Context`` and ``zmq.asyncio.Context``).
+
+    Options, and why: LINGER 0 (closing never blocks on unsent requests); SNDTIMEO = timeout
+    (a blocking send gives up instead of hanging); IMMEDIATE (a request is never queued toward a
+    peer that is not connected, where it could run long after the caller gave up); HWM 0 on the
+    client side (what a client has in flight is bounded by its own window, not by dropping).
+    """
+    check_endpoint(endpoint)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise EndpointError(f"cannot connect to {endpoint!r}: {exc}") from None
+    return sock
+
+
+class RequestIds:
+    """Request ids: 8-byte counters, unique per socket owner (replies echo them back)."""
+
+    _REQ = struct.Struct("<Q")
+
+    def __init__(self) -> None:
+        self._n = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self._REQ.pack(next(self._n))
+
+
+class Pending:
+    """Requests in flight: request id → caller's value, each with a deadline ``timeout`` after
+    it was added. Deadlines are therefore in insertion order, so ``expire`` only looks at the
+    oldest entries (O(expired), cheap enough to call on every loop turn of a load generator)."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self.clock = clock
+        self._items: dict[bytes, tuple[Any, float]] = {}
+
+    def add(self, req: bytes, value: Any) -> None:
+        self._items[req] = (value, self.clock() + self.timeout)
+
+    def pop(self, req: bytes) -> Any:
+        """The value of ``req``, or None when unknown (a late reply to an expired request)."""
+        item = self._items.pop(req, None)
+        return None if item is None else item[0]
+
+    def next_deadline(self) -> float | None:
+        for _, deadline in self._items.values():
+            return deadline
+        return None
+
+    def expire(self, now: float | None = None) -> list[Any]:
+        """Remove and return the values whose deadline has passed."""
+        now = self.clock() if now is None else now
+        items = self._items
+        gone = []
+        for req, (_, deadline) in items.items():
+            if deadline > now:
+                break
+            gone.append(req)
+        return [items.pop(req)[0] for req in gone]
+
+    def drain(self) -> list[Any]:
+        """Remove and return every value (e.g. on shutdown)."""
+        out = [v for v, _ in self._items.values()]
+        self._items.clear()
+        return out
+
+    def values(self) -> Iterator[Any]:
+        return (v for v, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+
+# -- the topology request: routing key empty = ask the router itself ---------------------------
+
+TOPOLOGY_KEY = b""
+
+
+def topology_frames(req: bytes) -> list[bytes]:
+    """The frames of a topology request to a router (an empty batch to routing key ``b""``)."""
+    return [TOPOLOGY_KEY, req, encode_request([])]
+
+
+def parse_topology(error: Any, results: Any) -> dict[str, Any]:
+    """A router's reply to ``topology_frames`` → its info map, checked enough to be used.
+
+    Guarantees: ``info["shards"]`` is an int ≥ 1 and ``info["topology"]`` a list of that many
+    maps (entries of shards not registered yet hold only ``"shard"``). Raises ``TopologyError``.
+    """
+    if error is not None:
+        raise TopologyError(f"router answered: {str(error)[:200]}")
+    info = results[0] if isinstance(results, list | tuple) and len(results) == 1 else None
+    if not isinstance(info, dict):
+        raise TopologyError("malformed topology reply: expected one map")
+    shards = info.get("shards")
+    topo = info.get("topology")
+    if type(shards) is not int or not 1 <= shards <= MAX_SHARDS_SEEN:
+        raise TopologyError(f"malformed topology reply: shards {str(shards)[:40]!r}")
+    if not isinstance(topo, list | tuple) or len(topo) != shards:
+        raise TopologyError("malformed topology reply: expected one entry per shard")
+    if not all(isinstance(t, dict) for t in topo):
+        raise TopologyError("malformed topology reply: entries must be maps")
+    return {**info, "topology": list(topo)}
+
+
+def request(
+    sock: zmq.Socket, key: bytes, cmds: list[Any], timeout: float, ids: RequestIds
+) -> tuple[Any, Any]:
+    """Send one request on a blocking DEALER and wait for *its* reply (replies to other, older
+    requests on the same socket are skipped). Returns ``protocol.decode_reply``'s
+    ``(error, results)``; raises ``TimeoutError`` when nothing matching arrives in time or the
+    request cannot even be queued (no connected peer)."""
+    req = ids.next()
+    try:
+        sock.send_multipart([key, req, encode_request(cmds)])
+    except zmq.Again:
+        raise TimeoutError("cannot send: no connected peer") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        wait = deadline - time.monotonic()
+        if wait <= 0 or not sock.poll(max(1, int(wait * 1000))):
+            raise TimeoutError(f"no reply within {timeout}s")
+        frames = sock.recv_multipart()
+        if len(frames) == 2 and frames[0] == req:
+            return decode_reply(frames[1])
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: process loops run ``while not stop:`` and exit cleanly.
+
+    ``StopFlag.install()`` replaces the handlers (main thread only) and remembers the old ones;
+    ``restore()`` puts them back. ``on_signal`` (optional) runs inside the handler, e.g. to
+    forward the signal to child processes. Also usable as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.on_signal: Callable[[int], None] | None = None
+        self._old: dict[int, Any] = {}
+
+    @classmethod
+    def install(
+        cls,
+        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+        on_signal: Callable[[int], None] | None = None,
+    ) -> StopFlag:
+        flag = cls()
+        flag.on_signal = on_signal
+        for s in signals:
+            flag._old[s] = signal.signal(s, flag._handle)
+        return flag
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - handler signature
+        self.signum = signum
+        if self.on_signal is not None:
+            self.on_signal(signum)
+
+    def set(self) -> None:
+        """Stop without a signal (tests, or a loop that decides to end)."""
+        self.signum = self.signum or 0
+
+    def restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopFlag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()

@@ -1,0 +1,523 @@
+"""SDK tests: the socket-free client core (decoders never raise on garbage), both clients against
+a stand-in cluster (a real ZeroMQ ROUTER in a thread), and the real cluster where it matters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shardex.client import (
+    EXECUTED,
+    NOT_EXECUTED,
+    UNKNOWN,
+    AsyncClient,
+    Client,
+    ClientCore,
+    Result,
+    ShardexError,
+)
+from shardex.engine import DEFAULT_MARKETS, Engine, Market, MarketError
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT
+from shardex.protocol import (
+    OP_MARKETS,
+    OP_ORDER,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    markets_to_wire,
+)
+from shardex.transport import Pending, StopFlag, check_endpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARD_HAS_ORDER = "OP_ORDER" in (ROOT / "shardex" / "shard.py").read_text()
+needs_order = pytest.mark.skipif(not SHARD_HAS_ORDER, reason="needs OP_ORDER in shard")
+
+CUSTOM = {
+    "FOO-USD": Market("FOO-USD", Decimal("0.5"), Decimal("2"), Decimal("1000"), Decimal("1000"))
+}
+
+
+# -- a stand-in cluster: one ROUTER answering like router + shard ---------------------------------
+
+
+class StandIn:
+    """A real ROUTER on a free loopback port, answering in a thread with ``handler``.
+
+    ``handler(key, cmds)`` returns reply bytes, or None to leave the request unanswered."""
+
+    def __init__(self, handler: Callable[[bytes, Any], bytes | None]) -> None:
+        self.handler = handler
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.requests: list[tuple[bytes, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            ident, key, req, payload = self.sock.recv_multipart()
+            cmds, _ = decode_request(payload)
+            self.requests.append((key, cmds))
+            reply = self.handler(key, cmds)
+            if reply is not None:
+                self.sock.send_multipart([ident, req, reply])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+
+    def __enter__(self) -> StandIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def shard_like(
+    markets: dict[str, Market],
+    topo: list[dict[str, Any]] | None = None,
+    silent: Callable[[tuple], bool] = lambda cmd: False,
+    order_state: Callable[[tuple], dict | None] | None = None,
+    markets_reply: Any = None,
+) -> Callable[[bytes, Any], bytes | None]:
+    """A handler: topology on key b"", writes applied to a real Engine, OP_ORDER/OP_MARKETS
+    answered by the given functions; a frame holding a ``silent`` command gets no reply."""
+    engine = Engine(markets)
+    topo = topo if topo is not None else [{"shard": 0, "pid": 1}]
+
+    def handle(key: bytes, cmds: Any) -> bytes | None:
+        if key == b"":
+            return encode_reply([{"router": True, "shards": len(topo), "topology": topo}])
+        if any(silent(c) for c in cmds):
+            return None
+        results: list[Any] = []
+        for c in cmds:
+            if c[0] == OP_ORDER:
+                state = order_state(c) if order_state else None
+                if state is None:
+                    return None
+                results.append(state)
+            elif c[0] == OP_MARKETS:
+                if markets_reply is None:
+                    return None
+                results.append(markets_reply)
+            else:
+                out: list = []
+                engine.apply(c, out)
+                results.append(out)
+        return encode_reply(results)
+
+    return handle
+
+
+# -- endpoint validation (issue 10: a raw ZMQError before) ----------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["localhost:5555", "tcp://localhost", "tcp://h:99999", "", "5555"])
+def test_bad_endpoint_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(ShardexError, match=r"tcp://host:port") as exc:
+        Client(bad)
+    assert repr(bad)[1:-1] in str(exc.value)
+    with pytest.raises(ShardexError, match=r"tcp://host:port"):
+        AsyncClient(bad)
+    with pytest.raises(ShardexError, match=r"tcp://host:port"):
+        Client("tcp://127.0.0.1:5555", shard_endpoints=["tcp://127.0.0.1:6000", bad])
+    assert check_endpoint("tcp://[::1]:5555") == "tcp://[::1]:5555"
+
+
+# -- AsyncClient and Client map the same errors (issue 11: KeyError in the async one) -------------
+
+
+def test_unregistered_direct_shard_is_shardex_error_in_both_clients() -> None:
+    topo = [{"shard": 0, "pid": 1, "direct": "tcp://127.0.0.1:1"}, {"shard": 1}]
+    with StandIn(shard_like(DEFAULT_MARKETS, topo)) as si:
+        c = Client(si.endpoint, direct=True, timeout=2, account="a")
+        with c, pytest.raises(ShardexError, match="shard 1 has not registered"):
+            c.place("BTC-USD", "buy", "1", "100")
+
+        async def main() -> None:
+            async with AsyncClient(si.endpoint, direct=True, timeout=2, account="a") as c:
+                await c.place("BTC-USD", "buy", "1", "100")
+
+        with pytest.raises(ShardexError, match="shard 1 has not registered"):
+            asyncio.run(main())
+
+
+def test_both_clients_give_equal_results_on_the_stand_in() -> None:
+    with StandIn(shard_like(DEFAULT_MARKETS)) as si, Client(si.endpoint, timeout=2) as c:
+        cmds = [c.order("ETH-USD", "sell", "1.5", "2000.00", id="x1", account="s")]
+        cmds.append(c.order("ETH-USD", "buy", "1", "2000.00", id="x2", account="s"))
+        sync = c.submit_many(cmds)
+
+    with StandIn(shard_like(DEFAULT_MARKETS)) as si:
+
+        async def main() -> list[Result]:
+            async with AsyncClient(si.endpoint, timeout=2, account="s") as c:
+                return await c.submit_many(cmds)
+
+        asy = asyncio.run(main())
+    assert [(r.events, r.error, r.fate) for r in sync] == [(r.events, r.error, r.fate) for r in asy]
+    assert sync[1].filled == Decimal("1.000") and sync[1].fate == EXECUTED
+
+
+# -- decoders never raise on garbage (issue 9 item 1) ----------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.sampled_from(["BTC-USD", "ETH-USD", "live", "filled", "cancelled", "unknown", "user"]),
+    st.integers(min_value=0, max_value=5),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6).map(tuple),
+        st.dictionaries(
+            st.one_of(
+                st.sampled_from(
+                    ["state", "symbol", "id", "seq", "side", "price", "qty", "filled", "trades"]
+                ),
+                st.text(max_size=5),
+            ),
+            inner,
+            max_size=8,
+        ),
+    ),
+    max_leaves=30,
+)
+# event-shaped tuples: right kind and length, random fields (the likeliest garbage to slip through)
+events = st.integers(min_value=0, max_value=4).flatmap(
+    lambda k: st.lists(scalars, min_size=3, max_size=9).map(lambda xs: (k, *xs))
+)
+
+
+def _core() -> ClientCore:
+    core = ClientCore("tcp://127.0.0.1:5555", timeout=1.0)
+    core.shards = 2
+    return core
+
+
+def _ok_result(r: Result) -> None:
+    assert isinstance(r, Result)
+    if r.error is not None:
+        assert isinstance(r.error, str) and r.error
+        assert r.events == []
+    for e in r.events:
+        for k in ("price", "qty"):
+            if k in e:
+                assert isinstance(e[k], Decimal) and e[k].is_finite()
+    assert r.fate in (EXECUTED, NOT_EXECUTED, UNKNOWN)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(values, st.none(), st.text(max_size=10)),
+    st.one_of(values, st.lists(st.lists(st.one_of(events, values), max_size=4), max_size=4)),
+)
+def test_store_and_decode_never_raise(error: Any, results: Any) -> None:
+    core = _core()
+    idx = [0, 1, 2]
+    out: list = [None] * 3
+    core.store(idx, error, results, out)
+    raw = core.raw_events(out)
+    assert all(isinstance(e, str) or e is None for e, _ in raw)
+    cmds = [{"op": "new"}] * 3
+    tuples = [(OP_NEW, "BTC-USD", "i", "a")] * 3
+    decoded = core.decode(out)
+    for r in core.results(cmds, decoded):
+        _ok_result(r)
+    targets = core.fate_targets(tuples, decoded)
+    fates = {i: core.fate_of(tuples[i], None, results) for i in targets}
+    for r in core.results(cmds, decoded, fates):
+        _ok_result(r)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(values, st.binary(max_size=64)))
+def test_read_decoders_raise_only_shardex_error(value: Any) -> None:
+    core = _core()
+    try:
+        payload = value if isinstance(value, bytes) else msgpack.packb(value, use_bin_type=True)
+    except (OverflowError, ValueError):
+        payload = b"\xc1"  # msgpack cannot carry ints beyond 64 bits: a never-used byte instead
+    error, results = decode_reply(payload)
+    for fn in (
+        lambda: core.read_result(error, results, "shard 0"),
+        lambda: core.decimal_book(core.read_result(error, results, "shard 0")),
+        lambda: core.order_status_map(value),
+        lambda: core.decimal_book(value if isinstance(value, dict) else {}),
+        lambda: core.apply_topology(error, results),
+    ):
+        try:
+            fn()
+        except ShardexError as exc:
+            assert str(exc)
+    core.learn_markets_reply(error, results)  # never raises; markets stay a usable table
+    assert all(isinstance(m, Market) for m in core.markets.values())
+    for cmd in ((OP_NEW, "BTC-USD", "i", "a"), (OP_CANCEL, "BTC-USD", "i", "a")):
+        fate, status = core.fate_of(cmd, None, value)
+        assert fate in (EXECUTED, NOT_EXECUTED, UNKNOWN)
+        assert status is None or isinstance(status, dict)
+
+
+def test_decoders_examples_of_garbage() -> None:
+    core = _core()
+    out: list = [None] * 2
+    core.store([0, 1], None, ([(1, 5, "BTC-USD", math.nan, 1, "a", "b", 0, 1)], [(9,)]), out)
+    decoded = core.decode(out)
+    assert decoded[0][0].startswith("malformed reply") and decoded[1][0].startswith("malformed")
+    core.store([0, 1], None, ([(1, 5, "BTC-USD", 2**80, 1, "a", "b", 0, 1)], ()), out)
+    assert core.decode(out)[0][0].startswith("malformed reply")
+    core.store([0, 1], 12, None, out)
+    assert out[0][0] == "malformed reply: batch error is not a non-empty string"
+    core.store([0, 1], None, [()], out)
+    assert "count does not match" in out[1][0]
+    core.store([0, 1], "x" * 10_000, None, out)
+    assert len(out[0][0]) <= 300
+    with pytest.raises(ShardexError, match="malformed"):
+        core.order_status_map({"state": "live", "symbol": "BTC-USD", "id": "a", "seq": 1.5})
+    with pytest.raises(ShardexError, match="malformed"):
+        core.decimal_book({"symbol": "BTC-USD", "bids": [(1, math.inf, 1)]})
+
+
+# -- markets: a TOML path, a mapping, or learned from the cluster (issue 10) ---------------------
+
+
+def test_markets_from_toml_path_and_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "mk.toml"
+    path.write_text('[markets.AAPL-USD]\ntick = "0.01"\nlot = "1"\n')
+    with Client("tcp://127.0.0.1:5555", markets=str(path)) as c:
+        assert c.markets["AAPL-USD"].tick == Decimal("0.01") and "BTC-USD" in c.markets
+        assert c.command(c.order("AAPL-USD", "buy", "3", "1.50", account="a"))[6:8] == (150, 3)
+    with Client("tcp://127.0.0.1:5555", markets=path) as c:
+        assert "AAPL-USD" in c.markets
+    with Client("tcp://127.0.0.1:5555", markets=CUSTOM) as c:
+        assert list(c.markets) == ["FOO-USD"]
+    with pytest.raises(MarketError, match="nope.toml"):
+        Client("tcp://127.0.0.1:5555", markets=str(tmp_path / "nope.toml"))
+    with pytest.raises(TypeError, match="mapping or a TOML file path"):
+        Client("tcp://127.0.0.1:5555", markets=42)  # type: ignore[arg-type]
+
+
+def test_markets_learned_from_topology() -> None:
+    topo = [{"shard": 0, "pid": 1, "markets": markets_to_wire(CUSTOM)}]
+    with StandIn(shard_like(CUSTOM, topo)) as si, Client(si.endpoint, timeout=2) as c:
+        r = c.place("FOO-USD", "buy", "4", "10.5", account="a")
+        assert r.ok, r.reason
+        assert si.requests[-1][1][0][6:8] == (21, 2)  # ticks and lots of the custom market
+        assert c.markets_source == "cluster"
+        assert not any(cmds and cmds[0][0] == OP_MARKETS for _, cmds in si.requests)
+
+
+def test_markets_from_op_markets_then_defaults_when_cluster_does_not_say() -> None:
+    reply = {"markets": markets_to_wire(CUSTOM)}
+    with StandIn(shard_like(CUSTOM, markets_reply=reply)) as si, Client(si.endpoint) as c:
+        assert c.place("FOO-USD", "sell", "2", "1", account="a").ok
+        assert c.markets_source == "cluster"
+
+    async def main(endpoint: str) -> Result:
+        async with AsyncClient(endpoint, timeout=2) as c:
+            return await c.place("FOO-USD", "sell", "2", "1", account="a")
+
+    with StandIn(shard_like(CUSTOM, markets_reply=reply)) as si:
+        assert asyncio.run(main(si.endpoint)).ok
+
+    # an older shard rejects OP_MARKETS with events: defaults, asked once only
+    old = [(3, 1, "", "", "unknown op 14")]
+    with StandIn(shard_like(DEFAULT_MARKETS, markets_reply=old)) as si:
+        with Client(si.endpoint, timeout=2) as c:
+            assert c.place("BTC-USD", "buy", "1", "100", account="a").ok
+            assert c.place("BTC-USD", "buy", "1", "100", account="a").ok
+            assert c.markets_source == "defaults"
+        asks = [1 for _, cmds in si.requests if cmds and cmds[0][0] == OP_MARKETS]
+        assert len(asks) == 1
+
+
+# -- fate on timeout (issue 9 item 3) --------------------------------------------------------------
+
+
+def _fate_handler() -> Callable[[bytes, Any], bytes | None]:
+    """new "run" executes but its reply is lost; "lost" never arrives; "dark" has no answer."""
+    states = {
+        "run": {
+            "state": "live",
+            "symbol": "BTC-USD",
+            "id": "run",
+            "side": 0,
+            "price": 10_000,
+            "qty": 3,
+            "filled": 1,
+            "trades": [(10_000, 1, 7)],
+            "seq": 9,
+        },
+        "lost": {"state": "unknown", "symbol": "BTC-USD", "id": "lost", "seq": 9},
+        "gone": {
+            "state": "cancelled",
+            "symbol": "BTC-USD",
+            "id": "gone",
+            "filled": 0,
+            "trades": [],
+            "reason": "user",
+            "seq": 9,
+        },
+    }
+    return shard_like(
+        DEFAULT_MARKETS,
+        silent=lambda c: c[0] in (OP_NEW, OP_CANCEL, OP_AMEND) and c[2] != "fine",
+        order_state=lambda c: states.get(c[3]),
+    )
+
+
+def test_timeout_asks_the_shard_for_the_fate() -> None:
+    with StandIn(_fate_handler()) as si, Client(si.endpoint, timeout=0.3, account="a") as c:
+        cmds = [c.order("BTC-USD", "buy", "0.0004", "100", id=i) for i in ("run", "lost", "fine")]
+        cmds += [c._cancel_cmd("BTC-USD", "gone", None), c.order("BTC-USD", "buy", "1", id="dark")]
+        run, lost, fine, gone, dark = c.submit_many(cmds, batch=1)
+        assert run.error.startswith("timeout") and run.fate == EXECUTED
+        assert run.status["state"] == "live" and run.status["price"] == Decimal("100.00")
+        assert run.status["qty"] == Decimal("0.0003") and run.status["side"] == "buy"
+        assert run.status["trades"] == [(Decimal("100.00"), Decimal("0.0001"), 7)]
+        assert lost.fate == NOT_EXECUTED and lost.status["state"] == "unknown"
+        assert fine.ok and fine.fate == EXECUTED and fine.status is None
+        assert gone.fate == EXECUTED and gone.status["reason"] == "user"
+        assert dark.fate == UNKNOWN and "timeout" in dark.status["error"]
+        assert c.order_status("BTC-USD", "run")["filled"] == Decimal("0.0001")
+        queries = [cmds[0] for _, cmds in si.requests if cmds and cmds[0][0] == OP_ORDER]
+        assert (OP_ORDER, "BTC-USD", "a", "run") in queries
+
+    async def main(endpoint: str) -> tuple[list[Result], dict]:
+        async with AsyncClient(endpoint, timeout=0.3, account="a") as c:
+            rs = await c.submit_many(cmds, batch=1)
+            return rs, await c.order_status("BTC-USD", "lost")
+
+    with StandIn(_fate_handler()) as si:
+        rs, st_ = asyncio.run(main(si.endpoint))
+    assert [r.fate for r in rs] == [EXECUTED, NOT_EXECUTED, EXECUTED, EXECUTED, UNKNOWN]
+    assert st_ == {"state": "unknown", "symbol": "BTC-USD", "id": "lost", "seq": 9}
+
+
+def test_batch_errors_are_not_executed_and_need_no_query() -> None:
+    with StandIn(lambda key, cmds: encode_reply(None, "overloaded") if key else None) as si:
+        with Client(si.endpoint, timeout=0.5, account="a", shard_endpoints=None) as c:
+            c.shards = 1
+            c.markets_source = "given"
+            (r,) = c.submit_many([c.order("BTC-USD", "buy", "1", "100")])
+        assert r.error == "overloaded" and r.fate == NOT_EXECUTED and r.status is None
+        assert all(cmds[0][0] != OP_ORDER for _, cmds in si.requests)
+
+
+# -- transport -------------------------------------------------------------------------------------
+
+
+def test_pending_expires_oldest_first() -> None:
+    now = [0.0]
+    p = Pending(1.0, clock=lambda: now[0])
+    p.add(b"a", 1)
+    now[0] = 0.5
+    p.add(b"b", 2)
+    assert p.expire(1.2) == [1] and p.pop(b"a") is None and p.next_deadline() == 1.5
+    assert p.pop(b"b") == 2 and not p
+
+
+def test_stop_flag_set_by_sigterm_and_restored() -> None:
+    old = signal.getsignal(signal.SIGTERM)
+    seen: list[int] = []
+    with StopFlag.install(on_signal=seen.append) as stop:
+        assert not stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop and seen == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is old
+
+
+# -- the real cluster ----------------------------------------------------------------------------
+
+
+def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
+    """A shard endpoint with nothing behind it: both clients say "cannot reach", not executed."""
+    bad = ["tcp://127.0.0.1:1"]
+    with Client(bad[0], shard_endpoints=bad, timeout=0.3, account="a") as c:
+        c.markets_source = "given"
+        (r,) = c.submit_many([c.order("BTC-USD", "buy", "1", "100")])
+
+    async def main() -> Result:
+        async with AsyncClient(bad[0], shard_endpoints=bad, timeout=0.3) as c:
+            c.markets_source = "given"
+            return (await c.submit_many([c.order("BTC-USD", "buy", "1", "100", account="a")]))[0]
+
+    ra = asyncio.run(main())
+    for res in (r, ra):
+        assert res.error.startswith("cannot reach") and res.fate == NOT_EXECUTED
+
+
+@needs_order
+def test_real_cluster_custom_market_just_works(tmp_path: Path) -> None:
+    from conftest import Cluster
+
+    path = tmp_path / "mk.toml"
+    path.write_text('[markets.ZED-USD]\ntick = "0.5"\nlot = "2"\n')
+    cluster = Cluster(2, "--markets", str(path))
+    try:
+        with cluster.client(account="z") as c:
+            r = c.place("ZED-USD", "buy", "4", "10.5")
+            assert r.ok, r.reason
+            assert c.order_status("ZED-USD", r.command["id"])["qty"] == Decimal("4")
+    finally:
+        cluster.stop()
+
+
+@needs_order
+def test_real_cluster_fate_of_a_timed_out_order_and_a_safe_retry(cluster1) -> None:
+    """SIGSTOP the shard: the order times out and its shard cannot be asked → unknown; after
+    SIGCONT the order ran (live), and sending the same id again is refused as a duplicate."""
+    pid = cluster1.shard_pid(0)
+    with cluster1.client(account="f", timeout=0.5) as c:
+        c.markets_source = "given"
+        cmd = c.order("BTC-USD", "buy", "1", "100", id="fate-1")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            (r,) = c.submit_many([cmd])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert r.error.startswith("timeout") and r.fate == UNKNOWN
+        deadline = time.monotonic() + 10
+        while c.order_status("BTC-USD", "fate-1")["state"] != "live":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (again,) = c.submit_many([cmd])
+        assert again.fate == EXECUTED and again.rejected and "duplicate" in again.reason
+        assert c.order_status("BTC-USD", "fate-1")["qty"] == Decimal("1")
+
+
+def test_op_reject_tuple_is_left_alone_by_fate_queries() -> None:
+    core = _core()
+    decoded = [("timeout after 1s", [])]
+    assert core.fate_targets([(OP_REJECT, "BTC-USD", "i", "bad")], decoded) == []
