@@ -456,3 +456,44 @@ def test_forged_entries_are_reported_and_the_rest_keeps_flowing(redis_server: Re
         assert "Traceback" not in out
     finally:
         cluster.stop()
+
+
+def test_garbage_on_pub_and_in_repair_replies_is_counted_and_ignored(fake_bridge):
+    """Regression: the SUB reader trusted every event's shape; an event whose seq is not an int
+    (or a NaN, a list, an unknown symbol's trade...) killed the writer task and the bridge. Now
+    every malformed message or event is counted in ``shardex_bridge_malformed_total`` and
+    dropped, real events keep flowing, and Redis ends exact."""
+    import msgpack
+    from fakeshard import accepted, trade
+
+    from shardex.protocol import VERSION, encode_events
+
+    fake, bridge, r = fake_bridge
+    wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+    time.sleep(0.3)
+    fake.garbage_repairs = 2  # the first two repair answers carry only garbage events
+    pack = msgpack.packb
+    garbage = [
+        b"\xc1",
+        pack("hello"),
+        pack([VERSION + 1, 0, []]),
+        pack([VERSION, 7, []]),
+        pack([VERSION, 0, {"a": [1, 2]}]),
+        encode_events(0, [(1, "x"), [1, 2.5, "BTC-USD"], (1, float("nan"), "BTC-USD")]),
+        encode_events(0, [(1, 3, "NOPE-USD", 1, 1, "t", "m", 0, 1), (1, 1 << 63, "BTC-USD")]),
+        encode_events(0, [(0, True, "BTC-USD", "o"), (2, 4, "BTC-USD", "o", "user", 1.5)]),
+        pack([VERSION, 0, [[9, 1, "BTC-USD", "x"], None, {"seq": 1}]]),
+    ]
+    for k in range(6):
+        fake.publish(trade if k % 2 else accepted, 40)
+        for g in garbage:
+            fake.publish_raw(b"BTC-USD", g)
+        fake.publish_raw(b"only-one-frame")
+    fake.publish(trade, 40, drop=True)  # a hole: repaired after two garbage answers
+    fake.publish(trade, 40)
+    wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+    assert_exact(r, fake, bridge)
+    m = bridge.metrics()
+    assert m['shardex_bridge_malformed_total{source="pub"}'] >= 6 * len(garbage)
+    assert m['shardex_bridge_malformed_total{source="reply"}'] >= 2
+    assert "dropping malformed input" in bridge.output()
