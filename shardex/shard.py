@@ -538,6 +538,7 @@ class ShardNode:
         self.out: list[Event] = []
         self.replies: list[tuple[Outbox, list[bytes]]] = []
         self.held: tuple[list[tuple[Outbox, list[bytes]]], list[Event]] | None = None
+        self.held_pending = 0  # journal commands waiting with the held batch
         self._sockets(zmq)
         self.hello_msg = packb(
             (
@@ -595,8 +596,9 @@ class ShardNode:
             d.setsockopt(zmq.HEARTBEAT_IVL, 500)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
             # Inbound is bounded by the router's in-flight cap per shard (and max_backlog here);
-            # outbound replies get a pipe larger than that cap, plus the outbox beyond it.
-            d.setsockopt(zmq.RCVHWM, 0)
+            # past this HWM the router's send fails and it answers ``overloaded`` itself.
+            # Outbound replies get a pipe larger than that cap, plus the outbox beyond it.
+            d.setsockopt(zmq.RCVHWM, 20_000)
             d.setsockopt(zmq.SNDHWM, 50_000)
             d.connect(cfg.router)
             self._add(d, router=False)
@@ -733,8 +735,10 @@ class ShardNode:
                 journal.commit()
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
-        if self.held is not None and journal.pending:
-            # this batch's commands wait with the held batch (normally none: writes refused)
+        if self.held is not None and journal.pending > self.held_pending:
+            # new commands joined the held batch (they cannot: writes are refused while the
+            # journal is down; kept as a safety net so nothing is acknowledged before it is durable)
+            self.held_pending = journal.pending
             held_replies, held_events = self.held
             held_replies.extend(self.replies)
             held_events.extend(self.out)
@@ -765,6 +769,7 @@ class ShardNode:
             )  # fmt: skip
         self.core.journal_down = reason
         self.held = (self.replies, self.out)
+        self.held_pending = self.core.journal.pending
         self.replies = []
         self.out = []
         self.last_journal_try = time.monotonic()
@@ -824,7 +829,10 @@ class ShardNode:
                 "were never acknowledged and are not in the journal",
                 self.core.index, len(self.held[0]),
             )  # fmt: skip
-        self.core.journal.close()
+        try:
+            self.core.journal.close()
+        except OSError as exc:
+            log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
         for s in (*self.sockets, self.pub):
             s.close(0)
         self.ctx.term()
