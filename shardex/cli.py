@@ -284,6 +284,21 @@ def resolve_shard_index(value: int | None) -> int:
     default=None,
     help="Prometheus exporter port [layout: base+2]; 0 disables it.",
 )
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Requests one shard may have unanswered; past it, clients get an immediate "
+    "'overloaded' (a short queue keeps the p99 of accepted orders bounded).",
+)
+@click.option(
+    "--client-max-inflight",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Requests one client connection may have unanswered.",
+)
 def router(
     shards: str,
     host: str,
@@ -291,6 +306,8 @@ def router(
     frontend: str | None,
     backend: str | None,
     metrics_port: int | None,
+    max_inflight: int,
+    client_max_inflight: int,
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.router import RouterConfig, run_router
@@ -303,6 +320,8 @@ def router(
             frontend or layout.frontend,
             backend or layout.backend,
             metrics_port=layout.router_metrics_port if metrics_port is None else metrics_port,
+            max_inflight=max_inflight,
+            client_max_inflight=client_max_inflight,
         )
     )
 
