@@ -5,47 +5,93 @@ delays every command scheduled behind it and shows in the tail (no coordinated o
 Closed loop keeps C connections each with W frames of B commands in flight and measures the
 frame round trip for each command in it.
 
-The generator is deliberately cheap (pre-sized random choices, engine tuples straight to msgpack)
-so that one process drives well over 100k orders/s; ``procs`` runs several generator processes
-and merges their HDR histograms.
+Orders come from ``shardex.workload.Workload`` in its cheap mode (the project's one generator and
+one default mix), engine tuples straight to msgpack, so one process drives well over 100k
+orders/s; ``procs`` runs several generator processes and merges their HDR histograms.
+
+A command that gets no reply within ``timeout`` is not just counted: its shard is asked for the
+order (``OP_ORDER``) and the report counts the fates of timeouts separately (``fates``:
+executed / not_executed / unknown, the last only when the shard cannot be asked).
+
+Ctrl-C / SIGTERM stops sending, waits a moment for replies in flight, and returns the partial
+report of every generator process with ``interrupted: true``.
+
+Interface for the CLI::
+
+    cfg = LoadConfig(endpoint=..., rate=None, concurrency=1, window=8, batch=100, duration=10.0,
+                     orders=None, symbols=2, accounts=100, mix=DEFAULT_MIX_TEXT, seed=1,
+                     direct=False, procs=1, timeout=5.0)    # LoadError on any bad value
+    report = run(cfg, on_progress=callback)                # callback(p: Progress) once a second
+    report.to_dict()  # JSON report, ``config`` holds everything needed to repeat the run
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing as mp
 import os
-import random
 import select
 import signal
-import struct
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 from hdrh.histogram import HdrHistogram
 
-from shardex.engine import DEFAULT_MARKETS
+from shardex.client import EXECUTED, NOT_EXECUTED, fate_from_state
+from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,
-    GTC,
-    IOC,
-    LIMIT,
-    MARKET,
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
 )
 from shardex.metrics import reject_class
-from shardex.protocol import decode_reply, encode_request, shard_for
+from shardex.protocol import (
+    OP_ORDER,
+    decode_reply,
+    encode_request,
+    markets_from_wire,
+    markets_to_wire,
+    shard_for,
+)
+from shardex.transport import (
+    EndpointError,
+    Pending,
+    RequestIds,
+    StopFlag,
+    TopologyError,
+    Unreachable,
+    check_endpoint,
+    dealer,
+    parse_topology,
+    request,
+)
+from shardex.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 
 HIST_MAX_US = 60_000_000
-DEFAULT_MIX = "limit=60,market=5,cancel=30,amend=5"
-_REQ = struct.Struct("<Q")
+FATES = ("executed", "not_executed", "unknown")  # report keys of the fates of timeouts
+_FATE_KEY = {EXECUTED: "executed", NOT_EXECUTED: "not_executed"}
+MAX_FATE_QUERIES = 200_000  # timeouts whose fate one process asks; beyond that: "unknown"
+INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: how long replies in flight are still awaited
+
+__all__ = [
+    "DEFAULT_MIX",
+    "DEFAULT_MIX_TEXT",
+    "FATES",
+    "LoadConfig",
+    "LoadError",
+    "Progress",
+    "Report",
+    "parse_mix",
+    "run",
+]
 
 
 class LoadError(Exception):
@@ -53,12 +99,13 @@ class LoadError(Exception):
 
 
 def parse_mix(text: str) -> dict[str, int]:
+    """``"limit=45,ioc=10,..."`` → weights; ``LoadError`` naming the bad part."""
     mix: dict[str, int] = {}
     for part in text.split(","):
         name, _, weight = part.partition("=")
         name = name.strip()
-        if name not in ("limit", "market", "cancel", "amend"):
-            raise LoadError(f"--mix: unknown kind {name!r} (limit, market, cancel, amend)")
+        if name not in KINDS:
+            raise LoadError(f"--mix: unknown kind {name!r} ({', '.join(KINDS)})")
         try:
             mix[name] = int(weight)
         except ValueError:
@@ -72,20 +119,106 @@ def parse_mix(text: str) -> dict[str, int]:
 
 @dataclass
 class LoadConfig:
+    """One run's settings; validated on creation (``LoadError`` with the option's name)."""
+
     endpoint: str
     rate: float | None = None  # orders/s offered (open loop); None: closed loop
-    concurrency: int = 1
+    concurrency: int = 1  # connections per generator process
     window: int = 8
     batch: int = 100
-    duration: float | None = 10.0
+    duration: float | None = 10.0  # seconds; None only together with ``orders``
     orders: int | None = None
-    symbols: int = 2
+    symbols: int | Sequence[str] = 2  # the first K markets of the cluster, or names
     accounts: int = 100
-    mix: dict[str, int] = field(default_factory=lambda: parse_mix(DEFAULT_MIX))
+    mix: str | Mapping[str, int] = DEFAULT_MIX_TEXT
     seed: int = 1
     direct: bool = False
     procs: int = 1
     timeout: float = 5.0
+    markets: dict[str, list[str]] | None = None  # wire form; filled from the cluster by ``run``
+
+    def __post_init__(self) -> None:
+        try:
+            check_endpoint(self.endpoint)
+        except EndpointError as exc:
+            raise LoadError(str(exc)) from None
+        if isinstance(self.mix, str):
+            self.mix = parse_mix(self.mix)
+        else:
+            self.mix = parse_mix(format_mix(self.mix))
+        if self.rate is not None and not self.rate > 0:
+            raise LoadError(f"--rate must be > 0 orders/s, got {self.rate}")
+        if self.orders is not None and self.orders < 1:
+            raise LoadError(f"--orders must be >= 1, got {self.orders}")
+        if self.duration is not None and not self.duration > 0:
+            raise LoadError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.duration is None and self.orders is None:
+            raise LoadError("give --duration (seconds) or --orders (a count): a run must end")
+        for name in ("concurrency", "window", "batch", "procs", "accounts"):
+            if getattr(self, name) < 1:
+                raise LoadError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not self.timeout > 0:
+            raise LoadError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if isinstance(self.symbols, int):
+            if self.symbols < 1:
+                raise LoadError(f"--symbols must be >= 1, got {self.symbols}")
+        elif not self.symbols or not all(isinstance(s, str) for s in self.symbols):
+            raise LoadError("--symbols: give a count or a non-empty list of symbol names")
+        else:
+            self.symbols = list(self.symbols)
+
+    def market_table(self) -> dict[str, Market]:
+        return markets_from_wire(self.markets) if self.markets else dict(DEFAULT_MARKETS)
+
+    def symbol_names(self) -> list[str]:
+        """The symbols traded: names as given, or the first K of the market table (the built-in
+        markets first, in their usual order, then the cluster's others by name)."""
+        table = self.market_table()
+        names = [s for s in DEFAULT_MARKETS if s in table]
+        names += sorted(set(table) - set(DEFAULT_MARKETS))
+        if isinstance(self.symbols, int):
+            if self.symbols > len(names):
+                raise LoadError(f"--symbols must be 1..{len(names)} (the cluster's markets)")
+            return names[: self.symbols]
+        missing = [s for s in self.symbols if s not in names]
+        if missing:
+            raise LoadError(f"--symbols: {missing[0]} is not a market of the cluster")
+        return list(self.symbols)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything needed to repeat the run (the report's ``config``)."""
+        return {
+            "endpoint": self.endpoint,
+            "mode": "open" if self.rate else "closed",
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+            "connections": self.concurrency * self.procs,
+            "window": self.window,
+            "batch": self.batch,
+            "duration": self.duration,
+            "orders": self.orders,
+            "symbols": self.symbol_names(),
+            "accounts": self.accounts,
+            "mix": format_mix(self.mix),  # type: ignore[arg-type]
+            "seed": self.seed,
+            "direct": self.direct,
+            "procs": self.procs,
+            "timeout": self.timeout,
+        }
+
+
+class Progress(NamedTuple):
+    """What the progress callback gets once a second (sums over generator processes)."""
+
+    elapsed: float
+    sent: int
+    acked: int
+    errors: int  # batch errors + timeouts
+    p99: int  # µs
+    timeouts: int
+    executed: int  # fates of timeouts asked so far
+    not_executed: int
+    unknown: int
 
 
 @dataclass
@@ -97,16 +230,24 @@ class Report:
     cancelled: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # engine rejects by class
     errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
+    fates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FATES, 0))
+    abandoned: int = 0  # in flight when interrupted: neither answered nor timed out
+    interrupted: bool = False
     seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
     hist: Any = None
 
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
 
+    @property
+    def timeouts(self) -> int:
+        return sum(v for k, v in self.errors.items() if k.startswith("timeout"))
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "hist"}
-        d["timeouts"] = sum(v for k, v in self.errors.items() if k.startswith("timeout"))
+        d["timeouts"] = self.timeouts
         d["acked_per_s"] = round(self.acked / self.seconds) if self.seconds else 0
         h = self.hist
         d["latency_us"] = (
@@ -124,117 +265,94 @@ class Report:
         return d
 
 
-class Generator:
-    """Cheap, seeded order flow over the first K default markets."""
+def _probe(cfg: LoadConfig, ctx: zmq.Context) -> dict[str, Any]:
+    """The router's topology (one request), with every way it can fail said in one line."""
+    sock = dealer(ctx, cfg.endpoint, cfg.timeout)
+    try:
+        info = parse_topology(*request(sock, b"", [], cfg.timeout, RequestIds()))
+    except Unreachable:
+        raise LoadError(
+            f"cannot reach {cfg.endpoint} within {cfg.timeout}s (is the cluster running?)"
+        ) from None
+    except TimeoutError:
+        raise LoadError(
+            f"no answer from a router at {cfg.endpoint} within {cfg.timeout}s "
+            "(is the cluster running?)"
+        ) from None
+    except TopologyError as exc:
+        raise LoadError(f"router at {cfg.endpoint}: {exc}") from None
+    finally:
+        sock.close(0)
+    return info
 
-    def __init__(self, cfg: LoadConfig, prefix: str) -> None:
-        self.rng = random.Random(cfg.seed)
-        names = list(DEFAULT_MARKETS)
-        if not 1 <= cfg.symbols <= len(names):
-            raise LoadError(f"--symbols must be 1..{len(names)} (the built-in markets)")
-        self.symbols = names[: cfg.symbols]
-        self.accounts = [f"lg-{i}" for i in range(max(1, cfg.accounts))]
-        self.mid = {s: DEFAULT_MARKETS[s].max_price_ticks // 200 for s in self.symbols}
-        self.unit = {}
-        for s in self.symbols:
-            lot = DEFAULT_MARKETS[s].lot
-            self.unit[s] = max(1, int(1 / lot) // 100) if lot < 1 else 1
-        kinds = []
-        for kind, w in cfg.mix.items():
-            kinds += [kind] * w
-        self.kinds = kinds
-        self.prefix = prefix
-        self.n = 0
-        self.live: list[tuple[str, str, str]] = []  # (symbol, id, account) of resting orders
 
-    def next(self) -> tuple:
-        rng = self.rng
-        kind = self.kinds[int(rng.random() * len(self.kinds))]
-        if kind in ("cancel", "amend") and self.live:
-            i = int(rng.random() * len(self.live))
-            self.live[i], self.live[-1] = self.live[-1], self.live[i]
-            sym, oid, acct = self.live.pop() if kind == "cancel" else self.live[-1]
-            if kind == "cancel":
-                return (OP_CANCEL, sym, oid, acct)
-            return (OP_AMEND, sym, oid, acct, self.unit[sym], None)
-        self.n += 1
-        sym = self.symbols[int(rng.random() * len(self.symbols))]
-        side = 0 if rng.random() < 0.5 else 1
-        acct = self.accounts[int(rng.random() * len(self.accounts))]
-        qty = self.unit[sym] * (1 + int(rng.random() * 10))
-        oid = f"{self.prefix}{self.n}"
-        if kind == "market":
-            return (OP_NEW, sym, oid, acct, side, MARKET, None, qty, IOC, False, 0)
-        off = int(rng.random() * 20) - 2  # mostly passive, some crossing
-        price = self.mid[sym] - off if side == 0 else self.mid[sym] + off
-        if len(self.live) < 100_000:
-            self.live.append((sym, oid, acct))
-        return (OP_NEW, sym, oid, acct, side, LIMIT, price, qty, GTC, False, 0)
+def _cluster_markets(info: dict[str, Any]) -> dict[str, list[str]] | None:
+    """The market table the shards registered (merged), in wire form; None if none say."""
+    merged: dict[str, Market] = {}
+    for t in info["topology"]:
+        try:
+            merged.update(markets_from_wire(t.get("markets")))
+        except ValueError:
+            continue
+    return markets_to_wire(merged) if merged else None
 
 
 def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
     """Sockets (per connection; per shard when direct) and the shard count from the router."""
-    probe = ctx.socket(zmq.DEALER)
-    probe.setsockopt(zmq.LINGER, 0)
-    probe.setsockopt(zmq.IMMEDIATE, 1)
-    probe.setsockopt(zmq.SNDTIMEO, int(cfg.timeout * 1000))
-    try:
-        probe.connect(cfg.endpoint)
-    except zmq.ZMQError as exc:
-        raise LoadError(f"bad endpoint {cfg.endpoint!r}: {exc}") from None
-    try:
-        probe.send_multipart([b"", b"topo", encode_request([])])
-        if not probe.poll(int(cfg.timeout * 1000)):
-            raise LoadError(f"no answer from a router at {cfg.endpoint} within {cfg.timeout}s")
-        error, results = decode_reply(probe.recv_multipart()[1])
-    except zmq.Again:
-        raise LoadError(
-            f"cannot reach {cfg.endpoint} within {cfg.timeout}s (is the cluster running?)"
-        ) from None
-    finally:
-        probe.close(0)
-    if error is not None:
-        raise LoadError(f"router at {cfg.endpoint} answered: {error}")
-    info = results[0]
+    info = _probe(cfg, ctx)
     shards = info["shards"]
     eps = [t.get("direct") for t in info["topology"]] if cfg.direct else [cfg.endpoint]
-    if cfg.direct and not all(eps):
+    if cfg.direct and not all(type(e) is str and e for e in eps):
         raise LoadError("not every shard has registered a direct endpoint yet")
     socks = []
-    for _ in range(max(1, cfg.concurrency)):
+    for _ in range(cfg.concurrency):
         for ep in eps:
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.SNDHWM, 0)
-            s.setsockopt(zmq.RCVHWM, 0)
-            s.connect(ep)
-            socks.append(s)
+            try:
+                socks.append(dealer(ctx, ep, cfg.timeout, immediate=False))
+            except EndpointError as exc:
+                raise LoadError(str(exc)) from None
     return socks, shards
 
 
-def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
-    """One generator process's load; ``progress`` (a queue) gets (sent, acked, errors, p99)."""
+def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None) -> Report:
+    """One generator process's load. ``progress`` (a queue) gets a tuple once a second:
+    (index, sent, acked, errors, p99, timeouts, executed, not_executed, unknown); ``stop`` (a
+    ``StopFlag`` or anything truthy when set) ends the run early with a partial report."""
     ctx = zmq.Context()
     socks, shards = _connect(cfg, ctx)
-    per_conn = len(socks) // max(1, cfg.concurrency)
-    gen = Generator(cfg, prefix=f"g{index}-{os.getpid()}-{cfg.seed}-")
+    per_conn = len(socks) // cfg.concurrency
+    gen = Workload(
+        cfg.symbol_names(),
+        seed=cfg.seed,
+        markets=cfg.market_table(),
+        mix=cfg.mix,  # type: ignore[arg-type]
+        accounts=cfg.accounts,
+        shadow=False,
+        prefix=f"g{index}-{os.getpid()}-{cfg.seed}-",
+    )
     hist = HdrHistogram(1, HIST_MAX_US, 3)
     rep = Report(hist=hist)
     rejected: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
     uniq = list(dict.fromkeys(socks))
     fds = [s.getsockopt(zmq.FD) for s in uniq]
-    inflight: dict[bytes, tuple[list[tuple], Any, int]] = {}  # req → (cmds, sent times, conn)
+    # req → ("cmds", cmds, sent stamps, socket index) or ("fate", cmds, attempt, socket index)
+    pending = Pending(cfg.timeout, time.perf_counter)
     per_sock_inflight = [0] * len(socks)
-    reqn = 0
-    limit_orders = cfg.orders if cfg.orders is not None else None
-    rate = cfg.rate / max(1, cfg.procs) if cfg.rate else None
+    ids = RequestIds()
+    fate_queue: list[tuple[tuple, int]] = []  # (timed-out command, attempt) to ask about
+    asked = 0
+    limit_orders = cfg.orders
+    rate = cfg.rate / cfg.procs if cfg.rate else None
     time.sleep(0.2)  # let connections establish
-    t0 = time.perf_counter()
-    end = t0 + cfg.duration if cfg.duration else None
     clock = time.perf_counter
+    t0 = clock()
+    end = t0 + cfg.duration if cfg.duration else None
     last_progress = t0
     sent_cmds = 0
+    stopped_at: float | None = None
+    timeout_text = f"timeout after {cfg.timeout}s"
 
     def target(cmd: tuple, conn: int) -> tuple[int, int]:
         """(socket index, shard): a frame must hold commands of one shard only, because the
@@ -242,20 +360,62 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
         shard = shard_for(cmd[1], shards)
         return (conn if per_conn == 1 else conn * per_conn + shard), shard
 
-    def send(sock_i: int, cmds: list[tuple], stamps: Any) -> None:
-        nonlocal reqn
-        reqn += 1
-        req = _REQ.pack(reqn)
-        key = cmds[0][1].encode()
-        socks[sock_i].send_multipart([key, req, encode_request(cmds)])
-        inflight[req] = (cmds, stamps, sock_i)
-        per_sock_inflight[sock_i] += 1
+    def send(sock_i: int, cmds: list[tuple], stamps: Any, kind: str = "cmds") -> None:
+        req = ids.next()
+        socks[sock_i].send_multipart([cmds[0][1].encode(), req, encode_request(cmds)])
+        pending.add(req, (kind, cmds, stamps, sock_i))
+        if kind == "cmds":
+            per_sock_inflight[sock_i] += 1
+
+    def timed_out(cmds: list[tuple]) -> None:
+        nonlocal asked
+        errors[timeout_text] += len(cmds)
+        for c in cmds:
+            if c[0] in (OP_NEW, OP_CANCEL, OP_AMEND) and asked < MAX_FATE_QUERIES:
+                asked += 1
+                fate_queue.append((c, 0))
+            else:
+                fates["unknown"] += 1
+
+    def fate_answer(cmds: list[tuple], attempt: int, error: Any, results: Any) -> None:
+        ok = error is None and isinstance(results, tuple | list) and len(results) == len(cmds)
+        for k, c in enumerate(cmds):
+            if ok:
+                fate = fate_from_state(c, results[k]) if isinstance(results[k], dict) else None
+                fates[_FATE_KEY.get(fate, "unknown")] += 1  # type: ignore[arg-type]
+            elif error is not None and attempt < 2 and stopped_at is None:
+                fate_queue.append((c, attempt + 1))  # refused (e.g. overloaded): ask again
+            else:
+                fates["unknown"] += 1
+
+    def ask_fates() -> None:
+        """Send the queued fate questions, one frame per target socket (≤ batch each)."""
+        groups: dict[int, list[tuple]] = {}
+        attempts: dict[int, int] = {}
+        while fate_queue:
+            c, attempt = fate_queue.pop()
+            si = target(c, 0)[0]
+            groups.setdefault(si, []).append(c)
+            attempts[si] = max(attempts.get(si, 0), attempt)
+            if len(groups[si]) >= cfg.batch:
+                break
+        for si, cmds in groups.items():
+            queries = [(OP_ORDER, c[1], c[3], c[2]) for c in cmds]
+            req = ids.next()
+            socks[si].send_multipart([cmds[0][1].encode(), req, encode_request(queries)])
+            pending.add(req, ("fate", cmds, attempts[si], si))
 
     def handle(frames: list[bytes]) -> None:
-        entry = inflight.pop(frames[0], None)
+        if len(frames) != 2:
+            return
+        entry = pending.pop(frames[0])
         if entry is None:
             return
-        cmds, stamps, sock_i = entry
+        kind, cmds, stamps, sock_i = entry
+        error, results = decode_reply(frames[1])
+        if kind == "fate":
+            fate_answer(cmds, stamps, error, results)
+            return
         per_sock_inflight[sock_i] -= 1
         now = clock()
         n = len(cmds)
@@ -264,39 +424,43 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
         else:
             for t in stamps:
                 hist.record_value(max(1, int((now - t) * 1e6)))
-        error, results = decode_reply(frames[1])
-        if error is not None:
-            errors[error] += n
+        if error is not None or not isinstance(results, tuple | list) or len(results) != n:
+            errors[str(error)[:200] if error is not None else "malformed reply"] += n
             return
         rep.acked += n
         for evs in results:
-            for ev in evs:
-                kind = ev[0]
+            for ev in evs if isinstance(evs, tuple | list) else ():
+                kind = ev[0] if isinstance(ev, tuple | list) and ev else None
                 if kind == EV_ACCEPTED:
                     rep.accepted += 1
                 elif kind == EV_TRADE:
                     rep.trades += 1
                 elif kind == EV_CANCELLED:
                     rep.cancelled += 1
-                elif kind == EV_REJECTED:
-                    rejected[reject_class(ev[4])] += 1
+                elif kind == EV_REJECTED and len(ev) > 4:
+                    rejected[reject_class(str(ev[4]))] += 1
 
     def expire(now: float) -> None:
-        for req, (cmds, stamps, sock_i) in list(inflight.items()):
-            first = stamps if isinstance(stamps, float) else stamps[0]
-            if now - first > cfg.timeout:
-                del inflight[req]
+        for kind, cmds, _, sock_i in pending.expire(now):
+            if kind == "fate":
+                fates["unknown"] += len(cmds)  # its shard could not be asked in time
+            else:
                 per_sock_inflight[sock_i] -= 1
-                errors[f"timeout after {cfg.timeout}s"] += len(cmds)
+                timed_out(cmds)
 
     def done_sending(now: float) -> bool:
+        if stopped_at is not None:
+            return True
         if limit_orders is not None and sent_cmds >= limit_orders:
             return True
         return end is not None and now >= end
 
     next_i = 0  # open loop: index of the next scheduled command
+    last_fates = t0
     while True:
         now = clock()
+        if stop and stopped_at is None:
+            stopped_at = now
         if not done_sending(now):
             if rate:
                 due = int((now - t0) * rate) + 1  # command i is due at t0 + i / rate
@@ -308,9 +472,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
                     count = 0
                     while next_i < due and count < cfg.batch:
                         cmd = gen.next()
-                        g = groups.setdefault(
-                            target(cmd, next_i % max(1, cfg.concurrency)), ([], [])
-                        )
+                        g = groups.setdefault(target(cmd, next_i % cfg.concurrency), ([], []))
                         g[0].append(cmd)
                         g[1].append(t0 + next_i / rate)
                         next_i += 1
@@ -319,7 +481,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
                         send(si, cmds, stamps)
                         sent_cmds += len(cmds)
             else:
-                for conn in range(max(1, cfg.concurrency)):
+                for conn in range(cfg.concurrency):
                     base = conn * per_conn
                     while sum(per_sock_inflight[base : base + per_conn]) < cfg.window:
                         n = cfg.batch
@@ -335,8 +497,6 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
                         for (si, _), cmds in by_target.items():
                             send(si, cmds, stamp)
                         sent_cmds += n
-        elif not inflight:
-            break
         got_any = False
         for sock in uniq:
             while True:
@@ -357,8 +517,19 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
             if wait > 0:
                 select.select(fds, [], [], wait)
         now = clock()
-        if done_sending(now) and inflight:
-            expire(now)
+        expire(now)
+        if fate_queue and (now - last_fates >= 0.2 or done_sending(now)):
+            ask_fates()
+            last_fates = now
+        if stopped_at is not None and now - stopped_at > min(cfg.timeout, INTERRUPT_GRACE_S):
+            for kind, cmds, _, _ in pending.drain():
+                if kind == "fate":
+                    fates["unknown"] += len(cmds)
+                else:
+                    rep.abandoned += len(cmds)
+            for _ in fate_queue:
+                fates["unknown"] += 1
+            fate_queue.clear()
         if progress is not None and now - last_progress >= 1.0:
             progress.put(
                 (
@@ -367,15 +538,21 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
                     rep.acked,
                     sum(errors.values()),
                     hist.get_value_at_percentile(99),
+                    errors[timeout_text],
+                    fates["executed"],
+                    fates["not_executed"],
+                    fates["unknown"],
                 )
             )
             last_progress = now
-        if done_sending(now) and not inflight:
+        if done_sending(now) and not pending and not fate_queue:
             break
-    rep.seconds = clock() - t0
+    rep.seconds = (stopped_at or clock()) - t0
     rep.sent = sent_cmds
     rep.rejected = dict(rejected)
     rep.errors = dict(errors)
+    rep.fates = dict(fates)
+    rep.interrupted = stopped_at is not None
     for s in socks:
         s.close(0)
     ctx.term()
@@ -383,8 +560,9 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None) -> Report:
 
 
 def _child(cfg: LoadConfig, index: int, progress: Any, results: Any) -> None:
+    stop = StopFlag.install()  # first thing: Ctrl-C reaches the whole process group
     try:
-        rep = run_one(cfg, index, progress)
+        rep = run_one(cfg, index, progress, stop)
         d = rep.to_dict()
         d["hist"] = rep.hist.encode()
         results.put(("ok", d))
@@ -394,78 +572,140 @@ def _child(cfg: LoadConfig, index: int, progress: Any, results: Any) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def run(cfg: LoadConfig, on_progress=None) -> Report:
-    """Run ``cfg.procs`` generator processes and merge their reports."""
+def _caller(on_progress: Callable[..., Any] | None) -> Callable[[Progress], Any] | None:
+    """``on_progress(p: Progress)``; a callback taking positional (elapsed, sent, acked,
+    errors, p99[, timeouts]) as before ``Progress`` existed is still served."""
+    if on_progress is None:
+        return None
+    try:
+        params = inspect.signature(on_progress).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return on_progress
+    if len(positional) <= 1:
+        return on_progress
+    n = min(len(positional), 6)
+    return lambda p: on_progress(*p[:n])
+
+
+def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Report:
+    """Run ``cfg.procs`` generator processes and merge their reports.
+
+    Ctrl-C or SIGTERM: every generator stops sending, waits at most a second for replies in
+    flight, and reports; the merged report has ``interrupted=True``. The market table and the
+    symbols traded come from the cluster (asked once here, so a bad endpoint fails before any
+    process starts)."""
+    zctx = zmq.Context()
+    try:
+        info = _probe(cfg, zctx)
+    finally:
+        zctx.term()
+    cfg = LoadConfig(**{**asdict(cfg), "markets": _cluster_markets(info)})
+    config = cfg.describe()  # also checks the symbols against the cluster's markets
     ctx = mp.get_context("fork")
     progress: Any = ctx.Queue()
     results: Any = ctx.Queue()
-    procs = []
-    for i in range(max(1, cfg.procs)):
-        sub = LoadConfig(
-            **{
-                **asdict(cfg),
-                "seed": cfg.seed * 1000 + i,
-                "orders": None
-                if cfg.orders is None
-                else cfg.orders // cfg.procs + (1 if i < cfg.orders % cfg.procs else 0),
-            }
-        )
-        p = ctx.Process(target=_child, args=(sub, i, progress, results), daemon=True)
-        p.start()
-        procs.append(p)
+    procs: list[Any] = []
 
-    def stop(signum, frame):  # noqa: ARG001 - stop the generators with us
+    def forward(signum: int) -> None:
         for p in procs:
-            p.terminate()
-        raise LoadError("interrupted")
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)  # a SIGTERM sent to us only: pass it on
+                except ProcessLookupError:
+                    pass
 
-    old = signal.signal(signal.SIGTERM, stop)
+    stop = StopFlag.install(on_signal=forward)
     try:
-        return _collect(procs, progress, results, on_progress)
+        for i in range(cfg.procs):
+            orders = None
+            if cfg.orders is not None:
+                orders = cfg.orders // cfg.procs + (1 if i < cfg.orders % cfg.procs else 0)
+                if orders == 0:
+                    continue
+            sub = LoadConfig(
+                **{
+                    **asdict(cfg),
+                    "symbols": cfg.symbol_names(),
+                    "seed": cfg.seed * 1000 + i,
+                    "orders": orders,
+                }
+            )
+            p = ctx.Process(target=_child, args=(sub, i, progress, results), daemon=True)
+            p.start()
+            procs.append(p)
+        rep = _collect(cfg, procs, progress, results, _caller(on_progress), stop)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        stop.restore()
         for p in procs:
             if p.is_alive():
                 p.terminate()
+            p.join(5)
+    rep.config = config
+    return rep
 
 
-def _collect(procs: list, progress: Any, results: Any, on_progress) -> Report:
+def _collect(
+    cfg: LoadConfig,
+    procs: list,
+    progress: Any,
+    results: Any,
+    on_progress: Callable[[Progress], Any] | None,
+    stop: StopFlag,
+) -> Report:
     last: dict[int, tuple] = {}
     got: list[tuple[str, Any]] = []
     t0 = time.monotonic()
+    give_up: float | None = None  # after a stop: when to stop waiting for reports
     while len(got) < len(procs):
+        if stop and give_up is None:
+            give_up = time.monotonic() + min(cfg.timeout, INTERRUPT_GRACE_S) + 5.0
+        if give_up is not None and time.monotonic() > give_up:
+            break
         while not progress.empty():
             item = progress.get()
             last[item[0]] = item[1:]
-        if on_progress is not None and last:
-            sent = sum(v[0] for v in last.values())
-            acked = sum(v[1] for v in last.values())
-            errs = sum(v[2] for v in last.values())
-            p99 = max(v[3] for v in last.values())
-            on_progress(time.monotonic() - t0, sent, acked, errs, p99)
+        if on_progress is not None and last and not stop:
+            vals = list(last.values())
+            on_progress(
+                Progress(
+                    time.monotonic() - t0,
+                    *(sum(v[k] for v in vals) for k in range(3)),
+                    max(v[3] for v in vals),
+                    *(sum(v[k] for v in vals) for k in range(4, 8)),
+                )
+            )
         try:
-            got.append(results.get(timeout=1.0))
+            got.append(results.get(timeout=0.5 if stop else 1.0))
         except Exception:
             if not any(p.is_alive() for p in procs) and results.empty():
+                if stop:
+                    break
                 raise LoadError("a generator process died without a report") from None
-    for p in procs:
-        p.join(5)
     errors_ = [v for k, v in got if k == "error"]
-    if errors_:
+    if errors_ and not stop:
         raise LoadError(errors_[0])
     merged = Report(hist=HdrHistogram(1, HIST_MAX_US, 3))
     rej: Counter[str] = Counter()
     errs: Counter[str] = Counter()
-    for _, d in got:
+    fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
+    for kind, d in got:
+        if kind != "ok":
+            continue
         merged.sent += d["sent"]
         merged.acked += d["acked"]
         merged.accepted += d["accepted"]
         merged.trades += d["trades"]
         merged.cancelled += d["cancelled"]
+        merged.abandoned += d["abandoned"]
+        merged.interrupted |= d["interrupted"]
         merged.seconds = max(merged.seconds, d["seconds"])
         rej.update(d["rejected"])
         errs.update(d["errors"])
+        fates.update(d["fates"])
         merged.hist.add(HdrHistogram.decode(d["hist"]))
     merged.rejected = dict(rej)
     merged.errors = dict(errs)
+    merged.fates = dict(fates)
+    merged.interrupted |= bool(stop)
     return merged

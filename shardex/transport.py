@@ -35,6 +35,7 @@ __all__ = [
     "RequestIds",
     "StopFlag",
     "TopologyError",
+    "Unreachable",
     "check_endpoint",
     "dealer",
     "parse_topology",
@@ -50,6 +51,10 @@ _OTHER = re.compile(r"(ipc|inproc)://\S+")
 
 class EndpointError(ValueError):
     """An endpoint string ZeroMQ cannot connect to; the message names it and the expected form."""
+
+
+class Unreachable(TimeoutError):
+    """A request that could not even be queued: no peer connected within the send timeout."""
 
 
 class TopologyError(ValueError):
@@ -203,7 +208,7 @@ def request(
     try:
         sock.send_multipart([key, req, encode_request(cmds)])
     except zmq.Again:
-        raise TimeoutError("cannot send: no connected peer") from None
+        raise Unreachable(f"cannot reach a peer within {timeout}s") from None
     deadline = time.monotonic() + timeout
     while True:
         wait = deadline - time.monotonic()

@@ -1,8 +1,13 @@
-"""Seeded, realistic order flow for benches and tests (engine command tuples, ints inside).
+"""Seeded, realistic order flow for benches, tests and ``shardex loadgen`` (engine command tuples,
+ints inside). The one order generator of the project, with the one default mix.
 
 The mix follows what a busy venue sees: mostly limit orders near the touch, a large share of
-cancels of *live* orders, some IOC/market takers and a few amends. A shadow engine tracks which
-orders are really live, so cancels and amends hit resting orders instead of producing rejects.
+cancels of *live* orders, some IOC/market takers and a few amends. With ``shadow=True`` (the
+default) a shadow engine tracks which orders are really live, so cancels and amends hit resting
+orders instead of producing rejects, and prices follow the real touch. ``shadow=False`` is the
+load generator's cheap mode (no matching inside the generator, so one process offers well over
+100k orders/s): it remembers the resting orders it sent, some of which the cluster has filled
+meanwhile (their cancels are then rejected as unknown, as a real client's sometimes are).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from shardex.engine.codes import (
 from shardex.engine.markets import DEFAULT_MARKETS, Market
 
 DEFAULT_MIX = {"limit": 45, "ioc": 10, "market": 5, "cancel": 35, "amend": 5}
+KINDS = tuple(DEFAULT_MIX)  # the kinds a mix may weigh
+MAX_REMEMBERED = 100_000  # resting orders the cheap mode keeps for cancels/amends
+
+
+def format_mix(mix: Mapping[str, int]) -> str:
+    """``{"limit": 45, ...}`` → ``"limit=45,..."`` (the ``--mix`` option's form)."""
+    return ",".join(f"{k}={v}" for k, v in mix.items())
+
+
+DEFAULT_MIX_TEXT = format_mix(DEFAULT_MIX)
 
 
 class Workload:
@@ -40,11 +55,24 @@ class Workload:
         mix: Mapping[str, int] = DEFAULT_MIX,
         accounts: int = 100,
         levels: int = 200,
+        *,
+        shadow: bool = True,
+        prefix: str = "o",
     ) -> None:
+        unknown = set(mix) - set(KINDS)
+        if unknown:
+            raise ValueError(f"mix: unknown kind {sorted(unknown)[0]!r} ({', '.join(KINDS)})")
+        if sum(mix.values()) <= 0 or min(mix.values()) < 0:
+            raise ValueError("mix: weights must be >= 0 and add up to more than 0")
+        missing = [s for s in symbols if s not in markets]
+        if missing or not symbols:
+            raise ValueError(f"symbols: {missing[0] if missing else 'none'} not in the markets")
         self.rng = random.Random(seed)
         self.symbols = list(symbols)
         self.markets = markets
-        self.shadow = Engine(markets)
+        self.shadow: Engine | None = Engine(markets) if shadow else None
+        self.prefix = prefix
+        self._open: dict[str, list[int]] = {}  # cheap mode: id → [open qty, price] as sent
         self.accounts = [f"acct-{i}" for i in range(accounts)]
         self.levels = levels
         self.mid = {}
@@ -86,7 +114,8 @@ class Workload:
         r = rng.random() * self._total
         kind = self._kinds[bisect_right(self._cum, r)]
         s = self.symbols[rng.randrange(len(self.symbols))]
-        self._follow_touch(s)
+        if self.shadow is not None:  # the cheap mode quotes around a fixed mid (no book here)
+            self._follow_touch(s)
         if kind in ("cancel", "amend"):
             picked = self._pick_live()
             if picked is not None:
@@ -94,11 +123,15 @@ class Workload:
                 if kind == "cancel":
                     return self._emit((OP_CANCEL, sym, oid, account))
                 self.live.append(picked)  # still live after the amend (checked lazily later)
-                order = self.shadow.books[sym].orders[oid]
-                if order.qty > 1 and rng.random() < 0.7:
-                    return self._emit((OP_AMEND, sym, oid, account, order.qty // 2, None))
+                if self.shadow is not None:
+                    order = self.shadow.books[sym].orders[oid]
+                    qty, price = order.qty, order.price
+                else:
+                    qty, price = self._open[oid]
+                if qty > 1 and rng.random() < 0.7:
+                    return self._emit((OP_AMEND, sym, oid, account, qty // 2, None))
                 step = rng.choice((-2, -1, 1, 2))
-                return self._emit((OP_AMEND, sym, oid, account, None, max(1, order.price + step)))
+                return self._emit((OP_AMEND, sym, oid, account, None, max(1, price + step)))
             kind = "limit"
         side = BUY if rng.random() < 0.5 else 1
         if kind == "market":
@@ -117,7 +150,7 @@ class Workload:
     def _follow_touch(self, symbol: str) -> None:
         """Quote around the live touch (with a little noise) so the book neither drains nor
         drifts away from where new orders land."""
-        book = self.shadow.books.get(symbol)
+        book = self.shadow.books.get(symbol) if self.shadow is not None else None
         if book is not None:
             bid, ask = book.best(BUY), book.best(1)
             if bid is not None and ask is not None:
@@ -132,9 +165,12 @@ class Workload:
         # Takers are smaller than resting orders, as on real venues; this also keeps the
         # stream's book depth steady instead of draining under the 35% cancel share.
         qty = self.unit[symbol] * self.rng.randrange(1, 6 if taker else 20)
-        return (OP_NEW, symbol, f"o{self.next_id}", account, side, otype, price, qty, tif, False, 0)
+        oid = f"{self.prefix}{self.next_id}"
+        return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, False, 0)
 
     def _emit(self, cmd: Command) -> Command:
+        if self.shadow is None:
+            return self._remember(cmd)
         ev = self._events
         ev.clear()
         self.shadow.apply(cmd, ev)
@@ -142,13 +178,31 @@ class Workload:
             self.live.append((cmd[1], cmd[2], cmd[3]))
         return cmd
 
+    def _remember(self, cmd: Command) -> Command:
+        """Cheap mode: remember GTC limit orders as resting (bounded) and follow amends."""
+        op = cmd[0]
+        if op == OP_NEW:
+            if cmd[8] == GTC and cmd[5] == LIMIT and len(self._open) < MAX_REMEMBERED:
+                self.live.append((cmd[1], cmd[2], cmd[3]))
+                self._open[cmd[2]] = [cmd[7], cmd[6]]
+        elif op == OP_AMEND:
+            entry = self._open[cmd[2]]
+            if cmd[4] is not None:
+                entry[0] = cmd[4]
+            if cmd[5] is not None:
+                entry[1] = cmd[5]
+        elif op == OP_CANCEL:
+            self._open.pop(cmd[2], None)
+        return cmd
+
     def _pick_live(self) -> tuple[str, str, str] | None:
-        live, rng, books = self.live, self.rng, self.shadow.books
+        live, rng = self.live, self.rng
+        books = self.shadow.books if self.shadow is not None else None
         while live:
             i = rng.randrange(len(live))
             live[i], live[-1] = live[-1], live[i]
             sym, oid, account = live[-1]
             live.pop()
-            if oid in books[sym].orders:
+            if books is None or oid in books[sym].orders:
                 return sym, oid, account
         return None
