@@ -3,12 +3,16 @@
 Everything is a flat list scanned and sorted on every step: slow on purpose, easy to read.
 It consumes the same well-formed engine command tuples and emits the same event tuples; reject
 reasons are not modelled (callers compare rejects by kind, seq, symbol and id only).
+
+It also models each order's fate (``status``, same dicts as ``Engine.order_status``) and the
+recent-results window: the last ``window`` finished orders, in the order they finished (makers
+as they leave the book, the taker after its match), refuse a ``new`` that reuses their id.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shardex.engine.codes import (
     BUY,
@@ -27,6 +31,8 @@ from shardex.engine.codes import (
     STP_CANCEL_TAKER,
 )
 
+KEEP = 32  # trades reported per order (the engine's RECENT_TRADES)
+
 
 @dataclass
 class RefOrder:
@@ -38,15 +44,50 @@ class RefOrder:
     stp: int
     post_only: bool
     time: int
+    filled: int = 0
+    trades: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class RefEngine:
-    def __init__(self) -> None:
+    def __init__(self, window: int = 100_000) -> None:
         self.orders: dict[str, list[RefOrder]] = {}  # symbol -> resting orders (any order)
         self.trade_ids: dict[str, int] = {}
         self.seq = 0
         self.clock = 0
         self.out: list[tuple] = []
+        self.window = window
+        self.finished: list[tuple[str, str]] = []  # (symbol, id), oldest first
+        self.fates: dict[tuple[str, str], tuple] = {}  # (symbol, id) -> (account, state, ...)
+
+    def _finish(self, symbol, oid, account, state, filled, trades, reason=None) -> None:
+        if not self.window:
+            return
+        self.finished.append((symbol, oid))
+        self.fates[(symbol, oid)] = (account, state, filled, trades[-KEEP:], reason)
+        if len(self.finished) > self.window:
+            del self.fates[self.finished.pop(0)]
+
+    def status(self, symbol: str, account: str, oid: str) -> dict:
+        for o in self.orders.get(symbol, []):
+            if o.id == oid and o.account == account:
+                return {
+                    "state": "live",
+                    "symbol": symbol,
+                    "id": oid,
+                    "side": o.side,
+                    "price": o.price,
+                    "qty": o.qty,
+                    "filled": o.filled,
+                    "trades": o.trades[-KEEP:],
+                }
+        fate = self.fates.get((symbol, oid))
+        if fate is None or fate[0] != account or self._live(symbol, oid) is not None:
+            return {"state": "unknown", "symbol": symbol, "id": oid}
+        _, state, filled, trades, reason = fate
+        st = {"state": state, "symbol": symbol, "id": oid, "filled": filled, "trades": trades}
+        if reason is not None:
+            st["reason"] = reason
+        return st
 
     def _ev(self, *fields) -> None:
         self.seq += 1
@@ -67,8 +108,8 @@ class RefEngine:
             return min(cands, key=lambda o: (o.price, o.time))
         return min(cands, key=lambda o: (-o.price, o.time))
 
-    def _match(self, symbol, side, limit, qty, oid, account, stp) -> tuple[int, int]:
-        """Returns (remaining qty, traded qty)."""
+    def _match(self, symbol, side, limit, qty, oid, account, stp, trades) -> tuple[int, int, bool]:
+        """Returns (remaining qty, traded qty, stopped by STP); appends the taker's trades."""
         traded = 0
         book = self.orders[symbol]
         while qty > 0:
@@ -79,19 +120,26 @@ class RefEngine:
                 if stp != STP_CANCEL_TAKER:
                     book.remove(maker)
                     self._ev(EV_CANCELLED, symbol, maker.id, "stp", maker.qty)
+                    m = maker
+                    self._finish(symbol, m.id, m.account, "cancelled", m.filled, m.trades, "stp")
                 if stp != STP_CANCEL_MAKER:
                     self._ev(EV_CANCELLED, symbol, oid, "stp", qty)
-                    return 0, traded
+                    return 0, traded, True
                 continue
             q = min(qty, maker.qty)
             self.trade_ids[symbol] = self.trade_ids.get(symbol, 0) + 1
-            self._ev(EV_TRADE, symbol, maker.price, q, oid, maker.id, side, self.trade_ids[symbol])
+            tid = self.trade_ids[symbol]
+            self._ev(EV_TRADE, symbol, maker.price, q, oid, maker.id, side, tid)
             maker.qty -= q
+            maker.filled += q
+            maker.trades.append((maker.price, q, tid))
+            trades.append((maker.price, q, tid))
             qty -= q
             traded += q
             if maker.qty == 0:
                 book.remove(maker)
-        return qty, traded
+                self._finish(symbol, maker.id, maker.account, "filled", maker.filled, maker.trades)
+        return qty, traded, False
 
     def _live(self, symbol: str, oid: str) -> RefOrder | None:
         for o in self.orders[symbol]:
@@ -106,7 +154,7 @@ class RefEngine:
         if op == OP_NEW:
             _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd
             limit = None if otype == MARKET else price
-            if self._live(symbol, oid) is not None:
+            if self._live(symbol, oid) is not None or (symbol, oid) in self.fates:
                 self._ev(EV_REJECTED, symbol, oid)
                 return self.out
             if post_only and self._best(symbol, side, limit) is not None:
@@ -116,19 +164,27 @@ class RefEngine:
             if tif == FOK:
                 trial = copy.deepcopy(self)
                 trial.out = []
-                _, traded = trial._match(symbol, side, limit, qty, oid, account, stp)
+                _, traded, _ = trial._match(symbol, side, limit, qty, oid, account, stp, [])
                 if traded < qty:
                     self._ev(EV_CANCELLED, symbol, oid, "fok", qty)
+                    self._finish(symbol, oid, account, "cancelled", 0, [], "fok")
                     return self.out
-            rest, _ = self._match(symbol, side, limit, qty, oid, account, stp)
-            if rest > 0:
-                if tif == GTC:
-                    self.clock += 1
-                    self.orders[symbol].append(
-                        RefOrder(oid, account, side, price, rest, stp, post_only, self.clock)
-                    )
-                else:
-                    self._ev(EV_CANCELLED, symbol, oid, "ioc", rest)
+            trades: list = []
+            rest, traded, stopped = self._match(symbol, side, limit, qty, oid, account, stp, trades)
+            if stopped:
+                self._finish(symbol, oid, account, "cancelled", traded, trades, "stp")
+            elif rest == 0:
+                self._finish(symbol, oid, account, "filled", traded, trades)
+            elif tif == GTC:
+                self.clock += 1
+                self.orders[symbol].append(
+                    RefOrder(oid, account, side, price, rest, stp, post_only, self.clock)
+                )
+                self.orders[symbol][-1].filled = traded
+                self.orders[symbol][-1].trades = trades
+            else:
+                self._ev(EV_CANCELLED, symbol, oid, "ioc", rest)
+                self._finish(symbol, oid, account, "cancelled", traded, trades, "ioc")
             return self.out
         order = self._live(symbol, oid)
         if order is None or order.account != account:
@@ -137,6 +193,7 @@ class RefEngine:
         if op == OP_CANCEL:
             self.orders[symbol].remove(order)
             self._ev(EV_CANCELLED, symbol, oid, "user", order.qty)
+            self._finish(symbol, oid, account, "cancelled", order.filled, order.trades, "user")
             return self.out
         assert op == OP_AMEND
         qty, price = cmd[4], cmd[5]
@@ -153,8 +210,16 @@ class RefEngine:
             return self.out
         self.orders[symbol].remove(order)
         self._ev(EV_AMENDED, symbol, oid, new_qty, price)
-        rest, _ = self._match(symbol, order.side, price, new_qty, oid, account, order.stp)
-        if rest > 0:
+        trades = order.trades
+        rest, traded, stopped = self._match(
+            symbol, order.side, price, new_qty, oid, account, order.stp, trades
+        )
+        order.filled += traded
+        if stopped:
+            self._finish(symbol, oid, account, "cancelled", order.filled, trades, "stp")
+        elif rest == 0:
+            self._finish(symbol, oid, account, "filled", order.filled, trades)
+        else:
             self.clock += 1
             order.price, order.qty, order.time = price, rest, self.clock
             self.orders[symbol].append(order)

@@ -73,6 +73,11 @@ amend_cmd = st.builds(
 commands = st.lists(
     st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=1, max_size=80
 )
+# Hypothesis keeps lists short (6 commands on average above: a few trades in 300 examples);
+# streams long enough to build books, trade, hit STP and recycle ids through a small window.
+long_commands = st.lists(
+    st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=20, max_size=100
+)
 
 
 def _comparable(events):
@@ -118,10 +123,20 @@ class Ledger:
                 self.reprice.add((sym, e[3], e[5]))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(commands)
-def test_engine_matches_reference_and_keeps_invariants(cmds):
-    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+# Recent-results windows: none, tiny (ids recycle and eviction order matters), default.
+windows = st.sampled_from((0, 1, 3, 100_000))
+
+
+def _check_status(engine: Engine, ref: RefEngine, symbol: str, oid: str) -> None:
+    for account in ACCOUNTS:
+        got = engine.order_status(symbol, account, oid)
+        assert got == ref.status(symbol, account, oid), (symbol, account, oid)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_commands, windows)
+def test_engine_matches_reference_and_keeps_invariants(cmds, window):
+    engine, ref = Engine(DEFAULT_MARKETS, recent=window), RefEngine(window)
     ledger = Ledger()
     prices: dict[tuple[str, str], int] = {}
     for cmd in cmds:
@@ -133,6 +148,7 @@ def test_engine_matches_reference_and_keeps_invariants(cmds):
         assert out, "every command yields at least one event"
         _check_not_crossed(engine)
         engine.check_integrity()
+        _check_status(engine, ref, cmd[1], cmd[2])
         # quantity conservation: submitted = filled + cancelled + amended away + open
         ledger.reprice = set()
         ledger.feed(out)
@@ -144,6 +160,9 @@ def test_engine_matches_reference_and_keeps_invariants(cmds):
         for book in engine.books.values():
             for oid, order in book.orders.items():
                 prices[(book.symbol, oid)] = order.price
+    for sym in SYMBOLS:
+        for oid in IDS:
+            _check_status(engine, ref, sym, oid)
     for book in engine.books.values():
         live = {oid: o.qty for oid, o in book.orders.items()}
         for (sym, oid), q in ledger.open.items():
@@ -157,15 +176,17 @@ def test_engine_matches_reference_and_keeps_invariants(cmds):
 
 
 @settings(max_examples=100, deadline=None)
-@given(commands)
-def test_same_commands_same_events(cmds):
-    assert Engine(DEFAULT_MARKETS).apply_many(cmds) == Engine(DEFAULT_MARKETS).apply_many(cmds)
+@given(commands, windows)
+def test_same_commands_same_events(cmds, window):
+    a, b = Engine(DEFAULT_MARKETS, recent=window), Engine(DEFAULT_MARKETS, recent=window)
+    assert a.apply_many(cmds) == b.apply_many(cmds)
 
 
 def test_cross_check_thousands_of_random_commands():
     """Long random streams (deep books, many levels) against the reference, event for event."""
     rng = random.Random(7)
-    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+    # a window smaller than the id space, so finished ids come back once they leave it
+    engine, ref = Engine(DEFAULT_MARKETS, recent=60), RefEngine(60)
     for n in range(6000):
         kind = rng.random()
         sym = rng.choice(SYMBOLS)
@@ -204,7 +225,11 @@ def test_cross_check_thousands_of_random_commands():
         assert _comparable(out) == _comparable(ref.apply(cmd)), f"diverged at command {n}: {cmd}"
         if n % 10 == 0:
             engine.check_integrity()
+            _check_status(engine, ref, sym, oid)
     engine.check_integrity()
+    for sym in SYMBOLS:
+        for i in range(300):
+            _check_status(engine, ref, sym, f"o{i}")
     assert engine.resting() > 50, "the stream should leave a real book behind"
 
 

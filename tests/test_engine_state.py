@@ -5,11 +5,28 @@ from __future__ import annotations
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_engine_props import commands
+from test_engine_props import ACCOUNTS, IDS, SYMBOLS, long_commands, windows
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.book import IntegrityError, Order, rest_order
-from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
+from shardex.engine.codes import (
+    BUY,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+    RECENT_TRADES,
+    SELL,
+    STATE_CANCELLED,
+    STATE_FILLED,
+    STATE_LIVE,
+    STATE_UNKNOWN,
+    STP_CANCEL_BOTH,
+)
 from shardex.workload import Workload
 
 
@@ -24,16 +41,64 @@ def _limit(oid, side, price, qty, account="a", symbol="BTC-USD"):
     return (OP_NEW, symbol, oid, account, side, LIMIT, price, qty, GTC, False, 0)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(commands, commands)
-def test_restore_continues_exactly_like_the_original(before, after):
-    engine = Engine(DEFAULT_MARKETS)
+def _statuses(engine):
+    return [
+        engine.order_status(s, a, i) for s in SYMBOLS for a in ACCOUNTS for i in IDS
+    ]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_commands, long_commands, windows)
+def test_restore_continues_exactly_like_the_original(before, after, window):
+    """Including the recent-results index: later duplicate rejects and statuses are identical."""
+    engine = Engine(DEFAULT_MARKETS, recent=window)
     engine.apply_many(before)
-    restored = Engine.restore(_roundtrip(engine.snapshot()), DEFAULT_MARKETS)
+    restored = Engine.restore(_roundtrip(engine.snapshot()), DEFAULT_MARKETS, recent=window)
     restored.check_integrity()
     assert _roundtrip(restored.snapshot()) == _roundtrip(engine.snapshot())
+    assert _statuses(restored) == _statuses(engine)
     assert restored.apply_many(after) == engine.apply_many(after)
     restored.check_integrity()
+    assert _statuses(restored) == _statuses(engine)
+    assert list(restored.recent) != [] or window == 0 or not engine.recent
+
+
+def test_version1_snapshot_is_still_read():
+    """A snapshot written before the recent-results index (6-field orders, no version)."""
+    v1 = {
+        "seq": 12,
+        "books": {
+            "BTC-USD": {
+                "trade_id": 4,
+                "bids": ((("b1", "alice", 100, 5, 0, False),)),
+                "asks": (("s1", "bob", 105, 2, 1, True), ("s2", "bob", 105, 3, 0, False)),
+            },
+            "ETH-USD": {"trade_id": 0, "bids": (), "asks": ()},
+        },
+    }
+    eng = Engine.restore(_roundtrip(v1), DEFAULT_MARKETS)
+    eng.check_integrity()
+    assert eng.seq == 12 and eng.books["BTC-USD"].trade_id == 4
+    assert eng.books["BTC-USD"].level_orders(1) == [[("s1", 2), ("s2", 3)]]
+    st_ = eng.order_status("BTC-USD", "bob", "s1")
+    assert st_ == {
+        "state": STATE_LIVE,
+        "symbol": "BTC-USD",
+        "id": "s1",
+        "side": SELL,
+        "price": 105,
+        "qty": 2,
+        "filled": 0,
+        "trades": [],
+    }
+    out = eng.apply_many([_limit("t", BUY, 105, 3, account="carol")])
+    assert [e[1] for e in out] == [13, 14, 15] and out[1][-1] == 5  # seq and trade ids go on
+    assert eng.snapshot()["version"] == 2
+
+
+def test_restore_refuses_a_newer_version():
+    with pytest.raises(ValueError, match="version 3"):
+        Engine.restore({"version": 3, "seq": 0, "books": {}}, DEFAULT_MARKETS)
 
 
 def test_pair_moves_to_another_engine_and_trades_there_identically():
@@ -51,6 +116,11 @@ def test_pair_moves_to_another_engine_and_trades_there_identically():
         b.level_orders(0),
         b.level_orders(1),
     )
+    finished = [oid for b, oid in src.recent if b.symbol == "ETH-USD"]
+    assert finished and [oid for _, oid in dst.recent] == finished
+    for oid in finished[-50:]:
+        acct = src.books["ETH-USD"].done[oid][0]
+        assert dst.order_status("ETH-USD", acct, oid) == src.order_status("ETH-USD", acct, oid)
     taker = (OP_NEW, "ETH-USD", "sweep", "t", BUY, 1, None, 500_000, 1, False, 0)
     strip = [e[:1] + e[2:] for e in src.apply_many([taker])]  # same events but for the seq
     assert strip == [e[:1] + e[2:] for e in dst.apply_many([taker])]
@@ -173,3 +243,139 @@ def test_check_integrity_holds_on_a_long_realistic_stream():
         eng.apply_many(wl.take(500))
         eng.check_integrity()
     assert eng.resting() > 100
+
+
+# ---------------------------------------------------------------------- order status
+
+
+def _st(eng, oid, account="a", symbol="BTC-USD"):
+    return eng.order_status(symbol, account, oid)
+
+
+def test_status_live_filled_and_every_cancel_reason():
+    eng = Engine(DEFAULT_MARKETS)
+    eng.apply_many(
+        [
+            _limit("m1", SELL, 100, 3, account="m"),
+            _limit("m2", SELL, 101, 3, account="m"),
+            _limit("t1", BUY, 101, 4, account="t"),  # takes m1 (3) and 1 of m2
+        ]
+    )
+    assert _st(eng, "m1", "m") == {
+        "state": STATE_FILLED,
+        "symbol": "BTC-USD",
+        "id": "m1",
+        "filled": 3,
+        "trades": [(100, 3, 1)],
+    }
+    assert _st(eng, "t1", "t") == {
+        "state": STATE_FILLED,
+        "symbol": "BTC-USD",
+        "id": "t1",
+        "filled": 4,
+        "trades": [(100, 3, 1), (101, 1, 2)],
+    }
+    live = _st(eng, "m2", "m")
+    assert live == {
+        "state": STATE_LIVE,
+        "symbol": "BTC-USD",
+        "id": "m2",
+        "side": SELL,
+        "price": 101,
+        "qty": 2,
+        "filled": 1,
+        "trades": [(101, 1, 2)],
+    }
+    eng.apply_many(
+        [
+            (OP_NEW, "BTC-USD", "ioc", "t", BUY, LIMIT, 101, 5, IOC, False, 0),
+            (OP_NEW, "BTC-USD", "fok", "t", BUY, MARKET, None, 5, FOK, False, 0),
+            _limit("m3", SELL, 102, 1, account="m"),
+            (OP_NEW, "BTC-USD", "self", "m", BUY, LIMIT, 102, 1, GTC, False, STP_CANCEL_BOTH),
+            _limit("u", BUY, 90, 1),
+            (OP_CANCEL, "BTC-USD", "u", "a"),
+        ]
+    )
+    ioc = _st(eng, "ioc", "t")
+    assert (ioc["state"], ioc["reason"], ioc["filled"]) == (STATE_CANCELLED, "ioc", 2)
+    assert ioc["trades"] == [(101, 2, 3)]
+    fok = _st(eng, "fok", "t")
+    assert (fok["state"], fok["reason"], fok["filled"], fok["trades"]) == (
+        STATE_CANCELLED,
+        "fok",
+        0,
+        [],
+    )
+    for oid in ("m3", "self"):
+        assert _st(eng, oid, "m")["reason"] == "stp"
+    assert _st(eng, "u") == {
+        "state": STATE_CANCELLED,
+        "symbol": "BTC-USD",
+        "id": "u",
+        "filled": 0,
+        "trades": [],
+        "reason": "user",
+    }
+
+
+def test_status_never_leaks_another_accounts_order_nor_rejects():
+    eng = Engine(DEFAULT_MARKETS)
+    eng.apply_many([_limit("x", BUY, 100, 1, account="alice"), _limit("y", BUY, 0, 1)])
+    assert _st(eng, "x", "mallory") == {"state": STATE_UNKNOWN, "symbol": "BTC-USD", "id": "x"}
+    assert _st(eng, "y")["state"] == STATE_UNKNOWN  # rejected: never executed
+    eng.apply_many([(OP_CANCEL, "BTC-USD", "x", "alice")])
+    assert _st(eng, "x", "mallory")["state"] == STATE_UNKNOWN
+    assert _st(eng, "x", "alice")["state"] == STATE_CANCELLED
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (None, None, None),
+        ("BTC-USD", "a", None),
+        ("BTC-USD", None, "x"),
+        (["BTC-USD"], "a", "x"),
+        ("BTC-USD", {"a": 1}, "x"),
+        ("BTC-USD", "a", {"x"}),
+        ("NOPE-USD", "a", "x"),
+        ("BTC-USD", "a", "x" * 100_000),
+        (b"BTC-USD", b"a", b"x"),
+        (float("nan"), 10**30, -1),
+    ],
+)
+def test_status_of_garbage_is_unknown_and_never_raises(args):
+    eng = Engine(DEFAULT_MARKETS)
+    eng.apply_many([_limit("x", BUY, 100, 1)])
+    got = eng.order_status(*args)
+    assert got["state"] == STATE_UNKNOWN
+    assert all(len(v) <= 64 for v in got.values()), "nothing long is echoed back"
+    assert "BTC-USD" not in eng.books or eng.books["BTC-USD"].orders["x"].qty == 1
+
+
+def test_status_keeps_the_most_recent_trades_only():
+    eng = Engine(DEFAULT_MARKETS)
+    eng.apply_many([_limit("big", SELL, 100, 100, account="m")])
+    for i in range(40):
+        eng.apply_many([_limit(f"t{i}", BUY, 100, 1, account="t")])
+    live = _st(eng, "big", "m")
+    assert live["filled"] == 40 and live["qty"] == 60
+    assert len(live["trades"]) == RECENT_TRADES
+    assert live["trades"][0] == (100, 1, 40 - RECENT_TRADES + 1) and live["trades"][-1][2] == 40
+    # a reprice that trades merges the old and new trades, still capped
+    eng.apply_many(
+        [_limit("s", SELL, 99, 5, account="x"), (OP_AMEND, "BTC-USD", "big", "m", None, 98)]
+    )
+    assert _st(eng, "big", "m")["trades"][-1][2] == 40
+    sweep = (OP_NEW, "BTC-USD", "sweep", "t", BUY, LIMIT, 100, 200, IOC, False, 0)
+    eng.apply_many([sweep])
+    done = _st(eng, "big", "m")
+    assert (done["state"], done["filled"], len(done["trades"])) == (STATE_FILLED, 100, 32)
+    eng.check_integrity()
+
+
+def test_snapshot_of_default_window_engine_stays_bounded():
+    eng = Engine(DEFAULT_MARKETS, recent=50)
+    wl = Workload(symbols=("BTC-USD",), seed=2)
+    eng.apply_many(wl.warmup(100) + wl.take(3000))
+    assert len(eng.recent) == 50 == sum(len(b.done) for b in eng.books.values())
+    assert sum(len(p["recent"]) for p in eng.snapshot()["books"].values()) == 50

@@ -168,7 +168,7 @@ def test_fok_fills_completely_or_not_at_all(h):
 def test_fok_market(h):
     h.limit("m1", "sell", "100", "1", account="m")
     assert kinds(h.market("t", "buy", "2", tif="fok")) == ["accepted", "cancelled"]
-    assert kinds(h.market("t", "buy", "1", tif="fok")) == ["accepted", "trade"]
+    assert kinds(h.market("t2", "buy", "1", tif="fok")) == ["accepted", "trade"]
 
 
 def test_post_only_rests_or_is_rejected(h):
@@ -576,14 +576,30 @@ def test_every_reject_reason_and_nothing_changes(h, cmd, reason):
     assert h.book() == before
 
 
-def test_duplicate_live_id_rejected_but_finished_id_reusable(h):
+def test_duplicate_live_or_recently_finished_id_rejected(h):
     h.limit("x", "buy", "100", "1")
     ev = h.limit("x", "buy", "99", "1")
     assert ev[0]["reason"] == "duplicate id: a live order has it"
     h.send(op="cancel", symbol="BTC-USD", id="x", account="alice")
-    assert kinds(h.limit("x", "buy", "99", "1")) == ["accepted"]
+    # a retry of a finished order can never place it twice within the window
+    ev = h.limit("x", "buy", "99", "1")
+    assert ev[0]["reason"] == "duplicate id x (recently finished)"
     # ids are per symbol: the same id may live on another pair
     assert kinds(h.limit("x", "buy", "99", "1", symbol="ETH-USD")) == ["accepted"]
+
+
+def test_finished_id_reusable_once_it_left_the_window():
+    h = Harness()
+    h.engine = Engine(DEFAULT_MARKETS, recent=2)
+    h.limit("x", "buy", "100", "1")
+    h.send(op="cancel", symbol="BTC-USD", id="x", account="alice")
+    for oid in ("y", "z"):  # two more orders finish: x drops out of the FIFO window
+        assert kinds(h.limit(oid, "buy", "100", "1", tif="ioc")) == ["accepted", "cancelled"]
+        assert h.engine.order_status("BTC-USD", "alice", "x")["state"] == (
+            "cancelled" if oid == "y" else "unknown"
+        )
+    assert kinds(h.limit("x", "buy", "99", "1")) == ["accepted"]
+    h.engine.check_integrity()
 
 
 def test_cancel_and_amend_need_the_owning_account(h):

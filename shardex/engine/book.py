@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from heapq import heapify, heappop, heappush
 from typing import Any
 
+from shardex.engine.codes import RECENT_TRADES, STATE_CANCELLED, STATE_FILLED
+
 
 class IntegrityError(AssertionError):
     """A book's internal structures disagree with each other; the message says where and how.
@@ -31,12 +33,26 @@ class IntegrityError(AssertionError):
 
 
 class Order:
-    """A resting order. ``qty`` is the open quantity in lots; 0 means dead (cancelled/filled)."""
+    """A resting order. ``qty`` is the open quantity in lots; 0 means dead (cancelled/filled).
 
-    __slots__ = ("id", "account", "side", "price", "qty", "stp", "post_only")
+    ``filled`` (lots) and ``trades`` (the most recent ``RECENT_TRADES`` as (price ticks, qty
+    lots, trade id), None until the first) are only touched when the order trades, so that an
+    order status query needs no log.
+    """
+
+    __slots__ = ("id", "account", "side", "price", "qty", "stp", "post_only", "filled", "trades")
 
     def __init__(
-        self, oid: str, account: str, side: int, price: int, qty: int, stp: int, post_only: bool
+        self,
+        oid: str,
+        account: str,
+        side: int,
+        price: int,
+        qty: int,
+        stp: int,
+        post_only: bool,
+        filled: int = 0,
+        trades: list[tuple[int, int, int]] | None = None,
     ) -> None:
         self.id = oid
         self.account = account
@@ -45,6 +61,13 @@ class Order:
         self.qty = qty
         self.stp = stp
         self.post_only = post_only
+        self.filled = filled
+        self.trades = trades
+
+
+# A finished order as the recent-results index keeps it:
+# (account, state, filled lots, recent trades or None, cancel reason or None).
+Finished = tuple[str, str, int, "list[tuple[int, int, int]] | None", "str | None"]
 
 
 class Level:
@@ -99,13 +122,25 @@ class Side:
 class Book:
     """All state of one symbol. Separable on purpose: a pair can be snapshotted and moved alone."""
 
-    __slots__ = ("symbol", "market", "sides", "orders", "trade_id", "accepted", "cancelled")
+    __slots__ = (
+        "symbol",
+        "market",
+        "sides",
+        "orders",
+        "done",
+        "trade_id",
+        "accepted",
+        "cancelled",
+    )
 
     def __init__(self, symbol: str, market: object) -> None:
         self.symbol = symbol
         self.market = market
         self.sides = (Side(), Side())  # 0 = bids (key -price), 1 = asks (key price)
         self.orders: dict[str, Order] = {}
+        # Recently finished orders of this pair (id → Finished); the engine bounds them with one
+        # FIFO over all pairs, so eviction order is global and deterministic.
+        self.done: dict[str, Finished] = {}
         self.trade_id = 0  # also the number of trades of this pair
         # Counters for metrics (read at scrape time; not part of snapshots: they count what
         # this process did, like any Prometheus counter).
@@ -144,7 +179,10 @@ class Book:
     def snapshot(self) -> dict[str, Any]:
         """This pair's matching state: trade-id counter and live orders in priority order.
 
-        Plain lists/ints/strings only (msgpack-able); ``restore`` rebuilds an identical book.
+        Each order is ``(id, account, price, qty, stp, post_only, filled, trades)``; the first
+        six fields are the version-1 layout, which ``restore`` still reads. Plain lists, ints and
+        strings only (msgpack-able); ``restore`` rebuilds an identical book. The recently
+        finished orders are added by the engine, which owns their global order.
         """
         sides = []
         for side in (0, 1):
@@ -153,7 +191,18 @@ class Book:
             for key in sorted(s.levels):
                 for o in s.levels[key].orders:
                     if o.qty:
-                        orders.append((o.id, o.account, o.price, o.qty, o.stp, o.post_only))
+                        orders.append(
+                            (
+                                o.id,
+                                o.account,
+                                o.price,
+                                o.qty,
+                                o.stp,
+                                o.post_only,
+                                o.filled,
+                                o.trades or [],
+                            )
+                        )
             sides.append(orders)
         return {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
 
@@ -182,9 +231,16 @@ class Book:
                     or type(post_only) is not bool
                 ):
                     raise ValueError(f"book {self.symbol}: bad order entry {tuple(entry)!r:.200}")
+                filled, trades = 0, None  # version 1 entries carry no fill history
+                if len(entry) >= 8:
+                    filled, trades = entry[6], checked_trades(entry[7])
+                if type(filled) is not int or filled < 0:
+                    raise ValueError(f"book {self.symbol}: order {oid!r} filled {filled!r}")
                 if oid in self.orders:
                     raise ValueError(f"book {self.symbol}: order {oid!r} appears twice")
-                rest_order(self, Order(oid, account, side, price, qty, stp, post_only))
+                rest_order(
+                    self, Order(oid, account, side, price, qty, stp, post_only, filled, trades)
+                )
 
     def check_integrity(self) -> None:
         """Raise IntegrityError unless every internal structure agrees with the others.
@@ -245,9 +301,37 @@ class Book:
                 raise IntegrityError(f"{sym}: index key {oid!r} holds order {o.id!r}")
         if type(self.trade_id) is not int or self.trade_id < 0:
             raise IntegrityError(f"{sym}: trade_id {self.trade_id!r}")
+        for oid, o in self.orders.items():
+            if o.filled < 0 or (o.trades is not None and not 0 < len(o.trades) <= RECENT_TRADES):
+                raise IntegrityError(f"{sym}: order {oid!r} filled {o.filled} trades {o.trades}")
+            if oid in self.done:
+                raise IntegrityError(f"{sym}: order {oid!r} is both live and finished")
+        for oid, rec in self.done.items():
+            account, state, filled, trades, reason = rec
+            if state not in (STATE_FILLED, STATE_CANCELLED) or (
+                (reason is None) != (state == STATE_FILLED)
+            ):
+                raise IntegrityError(f"{sym}: finished order {oid!r} state {state} {reason}")
+            if filled < 0 or (trades is not None and not 0 < len(trades) <= RECENT_TRADES):
+                raise IntegrityError(f"{sym}: finished order {oid!r} filled {filled} {trades}")
         bid, ask = self.best(0), self.best(1)
         if bid is not None and ask is not None and bid >= ask:
             raise IntegrityError(f"{sym}: crossed book, best bid {bid} >= best ask {ask}")
+
+
+def checked_trades(raw: Any) -> list[tuple[int, int, int]] | None:
+    """Validate a snapshot's trade list: [] → None, else at most RECENT_TRADES int triples."""
+    if not raw:
+        return None
+    out = []
+    for t in raw:
+        price, qty, tid = t
+        if type(price) is not int or type(qty) is not int or type(tid) is not int:
+            raise ValueError(f"bad trade {tuple(t)!r:.100}")
+        out.append((price, qty, tid))
+    if len(out) > RECENT_TRADES:
+        raise ValueError(f"{len(out)} trades kept, more than {RECENT_TRADES}")
+    return out
 
 
 def rest_order(book: Book, order: Order) -> None:

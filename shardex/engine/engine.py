@@ -20,10 +20,11 @@ from collections.abc import Iterable, Mapping
 from heapq import heappop
 from typing import Any
 
-from shardex.engine.book import Book, IntegrityError, Order
+from shardex.engine.book import Book, IntegrityError, Order, checked_trades
 from shardex.engine.book import rest_order as _rest
 from shardex.engine.codes import (
     BUY,
+    DEFAULT_RECENT,
     EV_ACCEPTED,
     EV_AMENDED,
     EV_CANCELLED,
@@ -39,6 +40,11 @@ from shardex.engine.codes import (
     OP_CANCEL,
     OP_NEW,
     OP_REJECT,
+    RECENT_TRADES,
+    STATE_CANCELLED,
+    STATE_FILLED,
+    STATE_LIVE,
+    STATE_UNKNOWN,
     STP_CANCEL_MAKER,
     STP_CANCEL_TAKER,
     STP_NONE,
@@ -61,16 +67,27 @@ _VALID_NEW = frozenset(
     if not (otype == MARKET and (tif == GTC or post_only)) and not (post_only and tif != GTC)
 )
 _SIDE_NAMES = ("bid", "ask")
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp")
 
 
 class Engine:
     """Owns every book of one shard. Not thread-safe by design: exactly one writer calls it."""
 
-    def __init__(self, markets: Mapping[str, Market], seq: int = 0) -> None:
+    def __init__(
+        self, markets: Mapping[str, Market], seq: int = 0, recent: int = DEFAULT_RECENT
+    ) -> None:
+        if type(recent) is not int or recent < 0:
+            raise ValueError(f"recent must be an int >= 0, got {recent!r}")
         self.markets = markets
         self.books: dict[str, Book] = {}
         self.seq = seq
         self.rejected: dict[str, int] = {}  # reason → count (metrics; bounded)
+        # The recent-results index: every finished order is kept (in its book's ``done``) until
+        # ``recent`` later orders have finished, FIFO over all pairs. It answers order status
+        # queries and refuses a ``new`` that reuses a recently finished id, so a client retry
+        # can never place an order twice within the window. Part of the snapshot.
+        self.recent_limit = recent
+        self.recent: deque[tuple[Book, str]] = deque()
 
     # ------------------------------------------------------------------ public API
 
@@ -105,6 +122,48 @@ class Engine:
             apply(cmd, out)
         return out
 
+    def order_status(self, symbol: object, account: object, oid: object) -> dict[str, Any]:
+        """The fate of one order, as its owner may see it (never raises, whatever the input).
+
+        ``live`` (with side, price, open qty), ``filled`` or ``cancelled`` (with reason) from the
+        book or the recent-results index, each with filled lots and the most recent trades as
+        (price ticks, qty lots, trade id); ``unknown`` when the order was never accepted here
+        within the window, was rejected, or belongs to another account (no leak of other
+        accounts' orders).
+        """
+        sym = symbol if type(symbol) is str and len(symbol) <= MAX_ID_LEN else ""
+        ident = oid if type(oid) is str and len(oid) <= MAX_ID_LEN else ""
+        book = self.books.get(sym) if sym else None
+        if book is not None and ident and type(account) is str:
+            order = book.orders.get(ident)
+            if order is not None:
+                if order.account == account:
+                    return {
+                        "state": STATE_LIVE,
+                        "symbol": sym,
+                        "id": ident,
+                        "side": order.side,
+                        "price": order.price,
+                        "qty": order.qty,
+                        "filled": order.filled,
+                        "trades": list(order.trades or ()),
+                    }
+            else:
+                rec = book.done.get(ident)
+                if rec is not None and rec[0] == account:
+                    _, state, filled, trades, reason = rec
+                    status = {
+                        "state": state,
+                        "symbol": sym,
+                        "id": ident,
+                        "filled": filled,
+                        "trades": list(trades or ()),
+                    }
+                    if reason is not None:
+                        status["reason"] = reason
+                    return status
+        return {"state": STATE_UNKNOWN, "symbol": sym, "id": ident}
+
     def book(self, symbol: str) -> Book | None:
         """The book of a known symbol (created on first use), or None for an unknown symbol."""
         book = self.books.get(symbol)
@@ -120,54 +179,100 @@ class Engine:
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue identically: seq and every pair's state (msgpack-able).
+        """Everything needed to continue identically (msgpack-able plain data).
 
-        Shape: ``{"seq": int, "books": {symbol: Book.snapshot()}}`` (each pair separable, so
-        that one can be moved to another engine with ``snapshot_pair``/``restore_pair``).
+        Shape (version 2)::
+
+            {"version": 2, "seq": int, "books": {symbol: pair state}}
+
+        where a pair state is ``Book.snapshot()`` plus ``"recent"``: that pair's recently
+        finished orders as ``(id, account, state, filled, trades, reason, n)``, ``n`` being the
+        position in the engine-wide FIFO, so that a restore evicts in the same order. Version 1
+        (no ``version`` key, 6-field orders, no ``recent``) is still read by ``restore``.
         """
-        return {
-            "seq": self.seq,
-            "books": {symbol: self.books[symbol].snapshot() for symbol in sorted(self.books)},
-        }
+        recent = self._recent_by_symbol()
+        books = {}
+        for symbol in sorted(self.books):
+            pair = self.books[symbol].snapshot()
+            pair["recent"] = recent.get(symbol, [])
+            books[symbol] = pair
+        return {"version": 2, "seq": self.seq, "books": books}
+
+    def _recent_by_symbol(self, only: str | None = None) -> dict[str, list[tuple]]:
+        out: dict[str, list[tuple]] = {}
+        for n, (book, oid) in enumerate(self.recent):
+            if only is None or book.symbol == only:
+                account, state, filled, trades, reason = book.done[oid]
+                out.setdefault(book.symbol, []).append(
+                    (oid, account, state, filled, trades or [], reason, n)
+                )
+        return out
 
     @classmethod
-    def restore(cls, state: Mapping[str, Any], markets: Mapping[str, Market]) -> Engine:
+    def restore(
+        cls,
+        state: Mapping[str, Any],
+        markets: Mapping[str, Market],
+        recent: int = DEFAULT_RECENT,
+    ) -> Engine:
         """An engine that continues exactly where the one that made ``state`` stood.
 
-        Raises ValueError (naming the pair) when the state cannot be used with ``markets``, e.g.
-        a book of a market this engine does not know.
+        Reads versions 1 and 2 of ``snapshot``. Raises ValueError (naming the pair) when the
+        state cannot be used with ``markets``, e.g. a book of a market this engine does not know.
         """
+        version = state.get("version", 1)
+        if version not in (1, 2):
+            raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
         seq = state["seq"]
         if type(seq) is not int or seq < 0:
             raise ValueError(f"snapshot seq must be a non-negative int, got {seq!r}")
-        engine = cls(markets, seq=seq)
+        engine = cls(markets, seq=seq, recent=recent)
+        finished = []
         for symbol, pair in state["books"].items():
-            engine.restore_pair(symbol, pair)
+            engine.restore_pair(symbol, pair, _recent=False)
+            book = engine.books[symbol]
+            try:
+                finished.extend((e, book) for e in _finished_entries(book, pair))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
+        finished.sort(key=lambda eb: eb[0][6])  # the engine-wide FIFO order
+        engine._restore_recent(finished)
         return engine
 
     def snapshot_pair(self, symbol: str) -> dict[str, Any]:
-        """One pair's state (see ``Book.snapshot``); raises KeyError for a pair with no book."""
-        return self.books[symbol].snapshot()
+        """One pair's state with its recent-results entries; KeyError for a pair with no book."""
+        pair = self.books[symbol].snapshot()
+        pair["recent"] = self._recent_by_symbol(symbol).get(symbol, [])
+        return pair
 
-    def restore_pair(self, symbol: str, state: Mapping[str, Any]) -> None:
+    def restore_pair(self, symbol: str, state: Mapping[str, Any], _recent: bool = True) -> None:
         """Install one pair's state (from ``snapshot_pair``) into this engine.
 
-        The pair must be a known market with no live orders here. The seq is not touched: the
-        engine's seq is its own, the pair's trade ids travel with the pair.
+        The pair must be a known market with no live orders here; any recent results this
+        engine had for it are replaced by the state's (appended at the back of the FIFO). The
+        seq is not touched: the engine's seq is its own, the pair's trade ids travel with it.
         """
         market = self.markets.get(symbol) if type(symbol) is str else None
         if market is None:
             raise ValueError(f"state has a book for unknown market {symbol!r} (markets file?)")
-        book = self.books.get(symbol)
-        if book is not None and book.orders:
+        old = self.books.get(symbol)
+        if old is not None and old.orders:
             raise ValueError(f"pair {symbol} already has live orders here")
-        book = self.books[symbol] = Book(symbol, market)
+        book = Book(symbol, market)
         try:
             book.restore(state)
+            finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
             book.check_integrity()
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
-            del self.books[symbol]
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
+        if old is not None and old.done:
+            self.recent = deque(e for e in self.recent if e[0] is not old)
+        self.books[symbol] = book
+        self._restore_recent(finished)
+
+    def _restore_recent(self, finished: list[tuple[tuple, Book]]) -> None:
+        for (oid, account, state, filled, trades, reason, _), book in finished:
+            self._finish(book, oid, (account, state, filled, trades, reason))
 
     def check_integrity(self) -> None:
         """Raise IntegrityError unless every book is internally consistent (see Book)."""
@@ -179,6 +284,14 @@ class Engine:
             if self.markets.get(symbol) is not book.market:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
+        if len(self.recent) > self.recent_limit:
+            raise IntegrityError(f"{len(self.recent)} recent results, limit {self.recent_limit}")
+        for book, oid in self.recent:
+            if self.books.get(book.symbol) is not book or oid not in book.done:
+                raise IntegrityError(f"recent result {book.symbol} {oid!r} not in its book")
+        held = sum(len(b.done) for b in self.books.values())
+        if held != len(self.recent):
+            raise IntegrityError(f"books hold {held} finished orders, the FIFO {len(self.recent)}")
 
     # ------------------------------------------------------------------ commands
 
@@ -213,6 +326,8 @@ class Engine:
         limit_key = _NO_LIMIT if otype else (price if side == BUY else -price)
         if oid in book.orders:
             return self._reject(symbol, oid, "duplicate id: a live order has it", out)
+        if oid in book.done:
+            return self._reject(symbol, oid, f"duplicate id {oid} (recently finished)", out)
 
         opp = book.sides[side ^ 1]
         if post_only:
@@ -234,18 +349,62 @@ class Engine:
             self.seq = seq = seq + 1
             out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
             book.cancelled += 1
+            self._finish(book, oid, (account, STATE_CANCELLED, 0, None, "fok"))
             return None
         heap = opp.heap
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
-            qty = _match(self, book, side, limit_key, qty, oid, account, stp, out)
-        if qty > 0:
-            if tif == GTC:
-                _rest(book, Order(oid, account, side, price, qty, stp, post_only))
-            else:
-                self.seq = seq = self.seq + 1
-                out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
-                book.cancelled += 1
+            tr: list[tuple[int, int, int]] = []
+            left = _match(self, book, side, limit_key, qty, oid, account, stp, out, tr)
+            if left <= 0:  # filled, or stopped by STP (left = -1 - open qty it cancelled)
+                trades = (tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]) or None
+                if left == 0:
+                    rec = (account, STATE_FILLED, qty, trades, None)
+                else:
+                    rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
+                self._finish(book, oid, rec)
+                return None
+            if tr:
+                trades = tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]
+                if tif == GTC:
+                    _rest(
+                        book,
+                        Order(oid, account, side, price, left, stp, post_only, qty - left, trades),
+                    )
+                else:
+                    self._cancel_rest(book, oid, account, left, qty - left, trades, out)
+                return None
+        if tif == GTC:
+            _rest(book, Order(oid, account, side, price, qty, stp, post_only))
+        else:
+            self._cancel_rest(book, oid, account, qty, 0, None, out)
         return None
+
+    def _cancel_rest(
+        self,
+        book: Book,
+        oid: str,
+        account: str,
+        qty: int,
+        filled: int,
+        trades: list[tuple[int, int, int]] | None,
+        out: list[Event],
+    ) -> None:
+        """An IOC taker's unfilled remainder goes: cancel event, then the order is finished."""
+        self.seq = seq = self.seq + 1
+        out.append((EV_CANCELLED, seq, book.symbol, oid, "ioc", qty))
+        book.cancelled += 1
+        self._finish(book, oid, (account, STATE_CANCELLED, filled, trades, "ioc"))
+
+    def _finish(self, book: Book, oid: str, rec: tuple) -> None:
+        """Record a finished order in the recent-results index, evicting the oldest (FIFO)."""
+        if not self.recent_limit:
+            return
+        book.done[oid] = rec
+        recent = self.recent
+        recent.append((book, oid))
+        if len(recent) > self.recent_limit:
+            old_book, old_id = recent.popleft()
+            del old_book.done[old_id]
 
     def _why_new_invalid(self, cmd: Command) -> str:
         """The precise reason a ``new`` failed the fast validity gate (slow path only)."""
@@ -303,6 +462,8 @@ class Engine:
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
         book.cancelled += 1
+        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user")
+        self._finish(book, oid, rec)
         return None
 
     def _amend(self, cmd: Command, out: list[Event]) -> None:
@@ -363,9 +524,23 @@ class Engine:
         _unlink(book, order)
         self.seq = seq = self.seq + 1
         out.append((EV_AMENDED, seq, symbol, oid, qty, price))
-        qty = _match(self, book, side, limit_key, qty, oid, account, order.stp, out)
-        if qty > 0:
-            _rest(book, Order(oid, account, side, price, qty, order.stp, order.post_only))
+        tr: list[tuple[int, int, int]] = []
+        left = _match(self, book, side, limit_key, qty, oid, account, order.stp, out, tr)
+        filled = order.filled + (qty - left if left >= 0 else qty + 1 + left)
+        trades = order.trades
+        if tr:
+            trades = (trades or []) + tr
+            if len(trades) > RECENT_TRADES:
+                trades = trades[-RECENT_TRADES:]
+        if left > 0:
+            _rest(
+                book,
+                Order(oid, account, side, price, left, order.stp, order.post_only, filled, trades),
+            )
+        elif left == 0:
+            self._finish(book, oid, (account, STATE_FILLED, filled, trades, None))
+        else:
+            self._finish(book, oid, (account, STATE_CANCELLED, filled, trades, "stp"))
         return None
 
     def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
@@ -423,11 +598,15 @@ def _match(
     account: str,
     stp: int,
     out: list[Event],
+    tr: list[tuple[int, int, int]],
 ) -> int:
     """Cross ``qty`` against the opposite side up to ``limit_key``; return what is left.
 
-    A return of 0 also covers "stopped by self-trade prevention" (the taker's cancel event is
-    emitted here), so callers only rest or IOC-cancel a positive remainder.
+    The taker's trades are appended to ``tr`` as (price, qty, trade id); makers keep theirs on
+    the order, and a maker that finishes (filled, or cancelled by STP) is recorded in the
+    recent-results index here. Returns the open remainder (> 0: caller rests or IOC-cancels
+    it), 0 when fully filled, or ``-1 - q`` when self-trade prevention stopped the taker with
+    ``q`` lots open (its cancel event is emitted here; the caller records the finished taker).
     """
     opp = book.sides[side ^ 1]
     levels = opp.levels
@@ -437,6 +616,8 @@ def _match(
     append = out.append
     orders = book.orders
     trade_id = book.trade_id
+    tr_append = tr.append
+    finish = eng._finish
     while qty:
         while heap:
             key = heap[0]
@@ -466,11 +647,16 @@ def _match(
                     seq += 1
                     append((EV_CANCELLED, seq, symbol, maker.id, "stp", mq))
                     book.cancelled += 1
+                    finish(
+                        book,
+                        maker.id,
+                        (maker.account, STATE_CANCELLED, maker.filled, maker.trades, "stp"),
+                    )
                 if stp != STP_CANCEL_MAKER:  # cancel_taker / cancel_both: taker goes
                     seq += 1
                     append((EV_CANCELLED, seq, symbol, oid, "stp", qty))
                     book.cancelled += 1
-                    qty = 0
+                    qty = -1 - qty
                     break
                 continue
             trade_id += 1
@@ -479,20 +665,43 @@ def _match(
                 maker.qty = mq - qty
                 level.total -= qty
                 append((EV_TRADE, seq, symbol, price, qty, oid, maker.id, side, trade_id))
+                t = (price, qty, trade_id)
+                tr_append(t)
+                maker.filled += qty
+                mt = maker.trades
+                if mt is None:
+                    maker.trades = [t]
+                else:
+                    mt.append(t)
+                    if len(mt) > RECENT_TRADES:
+                        del mt[0]
                 qty = 0
                 break
             dq.popleft()
             level.total -= mq
             level.live -= 1
             maker.qty = 0
-            del orders[maker.id]
-            append((EV_TRADE, seq, symbol, price, mq, oid, maker.id, side, trade_id))
+            mid = maker.id
+            del orders[mid]
+            append((EV_TRADE, seq, symbol, price, mq, oid, mid, side, trade_id))
+            t = (price, mq, trade_id)
+            tr_append(t)
+            mt = maker.trades
+            if mt is None:
+                mt = [t]
+            else:
+                mt.append(t)
+                if len(mt) > RECENT_TRADES:
+                    del mt[0]
+            finish(book, mid, (maker.account, STATE_FILLED, maker.filled + mq, mt, None))
             qty -= mq
             if not qty:
                 break
         if not level.live:
             del levels[key]
             heappop(heap)
+        if qty < 0:
+            break
     eng.seq = seq
     book.trade_id = trade_id
     return qty
@@ -552,6 +761,31 @@ def _fillable(opp, limit_key: int, want: int, account: str, stp: int) -> int:
         if got >= want:
             return got
     return got
+
+
+def _finished_entries(book: Book, pair: Mapping[str, Any]) -> list[tuple]:
+    """A pair state's recent results, validated against ``book`` (version 1 has none)."""
+    symbol = book.symbol
+    seen: set[str] = set()
+    out = []
+    for entry in pair.get("recent", ()):
+        oid, account, state, filled, trades, reason, n = entry
+        ok_reason = reason is None if state == STATE_FILLED else reason in _CANCEL_REASONS
+        if (
+            type(oid) is not str
+            or type(account) is not str
+            or state not in (STATE_FILLED, STATE_CANCELLED)
+            or not ok_reason
+            or type(filled) is not int
+            or filled < 0
+            or type(n) is not int
+        ):
+            raise ValueError(f"pair {symbol}: bad recent result {tuple(entry)!r:.200}")
+        if oid in seen or oid in book.orders:
+            raise ValueError(f"pair {symbol}: order {oid!r} finished twice, or finished and live")
+        seen.add(oid)
+        out.append((oid, account, state, filled, checked_trades(trades), reason, n))
+    return out
 
 
 def _field(cmd: object, i: int) -> object:
