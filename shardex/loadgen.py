@@ -89,6 +89,7 @@ __all__ = [
     "LoadError",
     "Progress",
     "Report",
+    "generator",
     "parse_mix",
     "run",
 ]
@@ -314,6 +315,20 @@ def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
     return socks, shards
 
 
+def generator(cfg: LoadConfig, prefix: str) -> Workload:
+    """The load generator's order flow for ``cfg``: the project's one ``Workload`` in its cheap
+    mode (ids ``prefix`` + n; ``.next()`` gives one engine command tuple)."""
+    return Workload(
+        cfg.symbol_names(),
+        seed=cfg.seed,
+        markets=cfg.market_table(),
+        mix=cfg.mix,  # type: ignore[arg-type]
+        accounts=cfg.accounts,
+        shadow=False,
+        prefix=prefix,
+    )
+
+
 def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None) -> Report:
     """One generator process's load. ``progress`` (a queue) gets a tuple once a second:
     (index, sent, acked, errors, p99, timeouts, executed, not_executed, unknown); ``stop`` (a
@@ -321,15 +336,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     ctx = zmq.Context()
     socks, shards = _connect(cfg, ctx)
     per_conn = len(socks) // cfg.concurrency
-    gen = Workload(
-        cfg.symbol_names(),
-        seed=cfg.seed,
-        markets=cfg.market_table(),
-        mix=cfg.mix,  # type: ignore[arg-type]
-        accounts=cfg.accounts,
-        shadow=False,
-        prefix=f"g{index}-{os.getpid()}-{cfg.seed}-",
-    )
+    gen = generator(cfg, f"g{index}-{os.getpid()}-{cfg.seed}-")
     hist = HdrHistogram(1, HIST_MAX_US, 3)
     rep = Report(hist=hist)
     rejected: Counter[str] = Counter()
