@@ -15,6 +15,10 @@ events are seq+1, seq+2, ...) and the payload is the msgpack array of the group'
 tuples. Batching records is what makes the write path one write + one fsync per drained batch
 and recovery one msgpack decode per batch instead of per command.
 
+A group commit larger than ``MAX_RECORD`` (the one limit both the writer and the reader use)
+is written as several consecutive records, each headed by the seq before its own first command,
+so nothing is ever written that recovery would reject.
+
 A record cut short at the end of the newest segment is a torn write from a crash: it is truncated
 on recovery (and logged). A bad record anywhere else means the file is damaged: recovery refuses,
 naming the file and the offset.
@@ -42,7 +46,7 @@ log = logging.getLogger("shardex.journal")
 
 HEADER = struct.Struct("<IIQ")
 SEQ = struct.Struct("<Q")
-MAX_RECORD = 1 << 24
+MAX_RECORD = 1 << 24  # payload bytes of one record: the writer splits to it, the reader checks it
 SNAP_MAGIC = b"SHXSNAP1"
 FSYNC_POLICIES = ("always", "batch", "none")
 
@@ -117,6 +121,21 @@ def read_snapshot(path: Path) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------ records
 
 
+def _frame(seq: int, payload: bytes) -> bytes:
+    """One record: header (length, crc of seq bytes + payload, seq) then the payload."""
+    crc = zlib.crc32(payload, zlib.crc32(SEQ.pack(seq)))
+    return HEADER.pack(len(payload), crc, seq) + payload
+
+
+def _array(items: list[bytes]) -> bytes:
+    """A msgpack array from already-encoded items."""
+    n = len(items)
+    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else (
+        b"\xdd" + n.to_bytes(4, "big")
+    )
+    return head + b"".join(items)
+
+
 @dataclass
 class SegmentScan:
     path: Path
@@ -183,9 +202,13 @@ class Journal:
         fsync: str = "batch",
         segment_bytes: int = 64 << 20,
         keep_snapshots: int = 2,
+        max_record: int = MAX_RECORD,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        if not 64 <= max_record <= MAX_RECORD:
+            raise ValueError(f"max_record must be in 64..{MAX_RECORD} (what recovery accepts)")
+        self.max_record = max_record
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.markets = markets
@@ -195,7 +218,7 @@ class Journal:
         self._fh: Any = None
         self._size = 0
         self._buf: list[Command] = []
-        self._first = 0
+        self._seqs: list[int] = []  # engine seq before each buffered command (record headers)
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self.records_written = 0
         self._cursor: tuple[Engine, Iterator[tuple[int, bytes]], list[Event]] | None = None
@@ -273,9 +296,8 @@ class Journal:
 
     def add(self, seq_before: int, cmd: Command) -> None:
         """Buffer one command (applied at ``seq_before``); ``commit`` writes the buffer."""
-        if not self._buf:
-            self._first = seq_before
         self._buf.append(cmd)
+        self._seqs.append(seq_before)
         if self.fsync == "always":
             self.commit()
 
@@ -285,25 +307,55 @@ class Journal:
         return len(self._buf)
 
     def commit(self) -> None:
-        """Write buffered commands as one record, one write (+ fsync unless policy is none)."""
+        """Write buffered commands, one write (+ fsync unless policy is none).
+
+        Normally one record; a buffer whose encoding exceeds ``max_record`` becomes several
+        consecutive records (see ``_encode``), all in the same write.
+        """
         if not self._buf:
             return
         if self._fh is None or self._size >= self.segment_bytes:
-            self._roll(self._first)
-        payload = self._pack(self._buf)
-        head = SEQ.pack(self._first)
-        data = HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(head)), self._first)
+            self._roll(self._seqs[0])
+        data = self._encode()
         t0 = perf_counter()
-        self._fh.write(data + payload)
+        self._fh.write(data)
         self._fh.flush()
         t1 = perf_counter()
         self.last_write_s = t1 - t0
         if self.fsync != "none":
             os.fsync(self._fh.fileno())
             self.last_fsync_s = perf_counter() - t1
-        self._size += len(data) + len(payload)
+        self._size += len(data)
         self.records_written += len(self._buf)
         self._buf.clear()
+        self._seqs.clear()
+
+    def _encode(self) -> bytes:
+        """The buffer as framed records, each payload at most ``max_record`` bytes."""
+        payload = self._pack(self._buf)
+        if len(payload) <= self.max_record:
+            return _frame(self._seqs[0], payload)
+        # Rare: split into chunks. A msgpack array is its header followed by its items' own
+        # encodings, so each chunk is framed from the per-command encodings.
+        pack, limit = self._pack, self.max_record - 5  # 5 = largest array header
+        parts: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 0
+        start = 0
+        for i, cmd in enumerate(self._buf):
+            item = pack(cmd)
+            if len(item) > limit:
+                raise JournalError(
+                    f"command at seq {self._seqs[i]} encodes to {len(item)} bytes, over the "
+                    f"journal record limit of {self.max_record}; it cannot be journaled"
+                )
+            if chunk and size + len(item) > limit:
+                parts.append(_frame(self._seqs[start], _array(chunk)))
+                chunk, size, start = [], 0, i
+            chunk.append(item)
+            size += len(item)
+        parts.append(_frame(self._seqs[start], _array(chunk)))
+        return b"".join(parts)
 
     def _roll(self, first_seq: int) -> None:
         if self._fh is not None:
