@@ -17,6 +17,7 @@ from shardex.engine import MarketError
 from shardex.honcho import honcho_concurrency, honcho_index
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
+from shardex.workload import DEFAULT_MIX_TEXT
 
 
 def _markets(path: str | None):
@@ -786,9 +787,9 @@ def tail(
 @click.option("--accounts", type=int, default=100, show_default=True)
 @click.option(
     "--mix",
-    default="limit=60,market=5,cancel=30,amend=5",
+    default=DEFAULT_MIX_TEXT,
     show_default=True,
-    help="Weights of limit/market/cancel/amend.",
+    help="Weights of limit/ioc/market/cancel/amend.",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--direct", is_flag=True, help="Send straight to the shards (skip the router).")
@@ -844,23 +845,9 @@ def loadgen(
     quiet: bool,
 ) -> None:
     """Drive the cluster with orders and report throughput and latency percentiles."""
-    from shardex.loadgen import LoadConfig, LoadError, parse_mix, run
+    from shardex.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
     try:
-        if rate is not None and rate <= 0:
-            raise LoadError("--rate must be > 0")
-        if orders is None and not duration > 0:
-            raise LoadError(f"--duration must be > 0 seconds, got {duration:g}")
-        if orders is not None and orders < 1:
-            raise LoadError("--orders must be >= 1")
-        for name, v in (
-            ("--concurrency", concurrency),
-            ("--window", window),
-            ("--batch", batch),
-            ("--procs", procs),
-        ):
-            if v < 1:
-                raise LoadError(f"{name} must be >= 1")
         cfg = LoadConfig(
             endpoint=endpoint or Layout(host, base_port).frontend,
             rate=rate,
@@ -871,7 +858,7 @@ def loadgen(
             orders=orders,
             symbols=symbols,
             accounts=accounts,
-            mix=parse_mix(mix),
+            mix=mix,
             seed=seed,
             direct=direct,
             procs=procs,
@@ -879,66 +866,26 @@ def loadgen(
         )
         err = click.get_text_stream("stderr")
 
-        def progress(elapsed, sent, acked, errors, p99, timeouts=0):
+        def progress(p) -> None:
             if not quiet:
-                err.write(
-                    f"\r{elapsed:6.1f}s  sent {sent:>10,}  acked {acked:>10,} "
-                    f"({acked / max(elapsed, 1e-9):>9,.0f}/s)  p99 {p99:>8,} µs  "
-                    f"errors {errors:,}  timeouts {timeouts:,}   "
-                )
+                err.write("\r" + format_progress(p))
                 err.flush()
 
         rep = run(cfg, on_progress=progress)
     except LoadError as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        # Ctrl-C reached the generators before they could hand over their counts.
-        click.echo("\ninterrupted before the generators reported: no report", err=True)
-        sys.exit(130)
     if not quiet:
         click.echo("", err=True)
-    interrupted = bool(getattr(rep, "interrupted", False))
     report = rep.to_dict()
-    report["config"] = {
-        **report.get("config", {}),
-        "endpoint": cfg.endpoint,
-        "mode": "open" if rate else "closed",
-        "rate": rate,
-        "concurrency": concurrency,
-        "window": window,
-        "batch": batch,
-        "procs": procs,
-        "direct": direct,
-        "mix": mix,
-        "duration": cfg.duration,
-        "orders": orders,
-        "symbols": symbols,
-        "accounts": accounts,
-        "seed": seed,
-        "timeout": timeout,
-    }
     if out:
         with open(out, "w") as fh:
             json.dump(report, fh, indent=2)
     if as_json:
         click.echo(json.dumps(report))
     else:
-        lat = report["latency_us"]
-        click.echo(
-            f"sent {report['sent']:,}  acked {report['acked']:,} in "
-            f"{report['seconds']:.2f}s = {report['acked_per_s']:,} orders/s"
-        )
-        click.echo(
-            f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
-            f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}"
-        )
-        for reason, n in sorted(report["rejected"].items(), key=lambda kv: -kv[1]):
-            click.echo(f"  rejected {reason:<18} {n:>10,}")
-        for reason, n in sorted(report["errors"].items(), key=lambda kv: -kv[1]):
-            click.echo(f"  error    {reason:<18} {n:>10,}")
-        if lat:
-            click.echo("latency µs   " + "  ".join(f"{k} {v:,}" for k, v in lat.items()))
-    if interrupted:
+        for line in format_report(report):
+            click.echo(line)
+    if rep.interrupted:
         click.echo(f"interrupted after {report['seconds']:.2f}s: partial report above", err=True)
         sys.exit(130)
     sent = max(1, rep.sent)

@@ -266,6 +266,40 @@ class Report:
         return d
 
 
+def format_progress(p: Progress) -> str:
+    """The one-line progress shown while a run goes (timeouts and their fates included)."""
+    fates = f" (executed {p.executed:,}, not {p.not_executed:,}, unknown {p.unknown:,})"
+    return (
+        f"{p.elapsed:6.1f}s  sent {p.sent:>10,}  acked {p.acked:>10,} "
+        f"({p.acked / max(p.elapsed, 1e-9):>9,.0f}/s)  p99 {p.p99:>8,} µs  "
+        f"errors {p.errors:,}  timeouts {p.timeouts:,}" + (fates if p.timeouts else "") + "   "
+    )
+
+
+def format_report(report: Mapping[str, Any]) -> list[str]:
+    """A report (``Report.to_dict()``) as the lines ``shardex loadgen`` prints."""
+    lines = [
+        f"sent {report['sent']:,}  acked {report['acked']:,} in "
+        f"{report['seconds']:.2f}s = {report['acked_per_s']:,} orders/s",
+        f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
+        f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}",
+    ]
+    if report["timeouts"]:
+        f = report["fates"]
+        lines.append(
+            f"  timeouts: executed {f['executed']:,}  not executed {f['not_executed']:,}  "
+            f"unknown {f['unknown']:,}"
+        )
+    for reason, n in sorted(report["rejected"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  rejected {reason:<18} {n:>10,}")
+    for reason, n in sorted(report["errors"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  error    {reason:<18} {n:>10,}")
+    lat = report["latency_us"]
+    if lat:
+        lines.append("latency µs   " + "  ".join(f"{k} {v:,}" for k, v in lat.items()))
+    return lines
+
+
 def _probe(cfg: LoadConfig, ctx: zmq.Context) -> dict[str, Any]:
     """The router's topology (one request), with every way it can fail said in one line."""
     sock = dealer(ctx, cfg.endpoint, cfg.timeout)
