@@ -49,10 +49,25 @@ SEQ = struct.Struct("<Q")
 MAX_RECORD = 1 << 24  # payload bytes of one record: the writer splits to it, the reader checks it
 SNAP_MAGIC = b"SHXSNAP1"
 FSYNC_POLICIES = ("always", "batch", "none")
+# The segment writer's system calls, named so that fault tests can make them fail (a full disk
+# cannot be arranged for every case, e.g. a truncate that fails after a failed write).
+_write, _fsync, _ftruncate = os.write, os.fsync, os.ftruncate
 
 
 class JournalError(Exception):
     """The journal cannot be used as it is; the message names the file and offset."""
+
+
+class JournalUnavailable(JournalError):
+    """A write failed (disk full, I/O error); the message is the one-line reason.
+
+    The journal stays consistent (the failed write is truncated away) and keeps the buffered
+    commands: calling ``commit`` again retries them. The caller holds its replies meanwhile.
+    """
+
+
+def _reason(exc: OSError) -> str:
+    return " ".join(str(exc.strerror or exc).split()) or type(exc).__name__
 
 
 def _seg_name(seq: int) -> str:
@@ -87,16 +102,32 @@ def restore_engine(state: Mapping[str, Any], markets: Mapping[str, Market]) -> E
 
 
 def write_snapshot(directory: Path, engine: Engine) -> Path:
+    """Temp file, fsync, rename, fsync dir: a snapshot is either complete or absent.
+
+    On a write error (disk full, ...) the temp file is removed and JournalUnavailable raised;
+    recovery never sees a partial snapshot (temp files do not match ``snapshot-*.snap``, and
+    every snapshot is checksummed anyway).
+    """
     body = msgpack.packb(engine.snapshot(), use_bin_type=True)
     data = SNAP_MAGIC + struct.pack("<I", zlib.crc32(body)) + body
     final = directory / _snap_name(engine.seq)
     tmp = final.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(directory)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            _fsync(fh.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise JournalUnavailable(f"snapshot not written: {_reason(exc)}") from None
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:  # the snapshot file itself is complete and fsynced
+        log.warning("fsync of %s after snapshot failed: %s", directory, _reason(exc))
     return final
 
 
@@ -130,9 +161,12 @@ def _frame(seq: int, payload: bytes) -> bytes:
 def _array(items: list[bytes]) -> bytes:
     """A msgpack array from already-encoded items."""
     n = len(items)
-    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else (
-        b"\xdd" + n.to_bytes(4, "big")
-    )
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
     return head + b"".join(items)
 
 
@@ -215,8 +249,12 @@ class Journal:
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.keep_snapshots = max(1, keep_snapshots)
-        self._fh: Any = None
-        self._size = 0
+        self._fd: int | None = None  # current segment, O_APPEND, unbuffered (see commit)
+        self._path: Path | None = None
+        self._size = 0  # bytes of whole records in the current segment
+        self._dirty: Path | None = None  # a segment whose failed write could not be cut off
+        self.healthy = True  # False from a failed commit until one succeeds
+        self.last_error: str | None = None  # one-line reason of the last failed write
         self._buf: list[Command] = []
         self._seqs: list[int] = []  # engine seq before each buffered command (record headers)
         self._pack = msgpack.Packer(use_bin_type=True).pack
@@ -234,7 +272,13 @@ class Journal:
         return sorted(self.dir.glob("snapshot-*.snap"), key=_seq_of)
 
     def recover(self) -> Recovered:
-        """Newest valid snapshot + replay of every record after it. Truncates a torn tail."""
+        """Newest valid snapshot + replay of every record after it. Truncates a torn tail.
+
+        A torn record may end the newest segment (a crash mid-write), or an older one when
+        the next segment continues exactly where its last whole record ended (a write that
+        failed and could not be cut off, after which the writer rolled a new segment).
+        Anything else that is incomplete or bad is damage: recovery refuses, naming it.
+        """
         engine: Engine | None = None
         snap_seq = None
         for path in reversed(self.snapshots()):
@@ -250,12 +294,23 @@ class Journal:
         segments = self.segments()
         replayed = 0
         truncated = []
+        cut: list[SegmentScan] = []
+        torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
         out: list[Event] = []
         for i, path in enumerate(segments):
             last = i == len(segments) - 1
             scan = SegmentScan(path)
             apply = engine.apply
             for seq, payload in iter_records(path, scan):
+                if torn is not None:
+                    if seq > engine.seq:
+                        raise JournalError(
+                            f"journal damaged: {torn.path} offset {torn.good_bytes}: "
+                            f"incomplete record, and {path} does not continue it (starts at "
+                            f"seq {seq}, the journal ends at {engine.seq}); refusing to start"
+                        )
+                    cut.append(torn)
+                    torn = None
                 if seq < engine.seq:
                     continue  # covered by the snapshot (snapshots fall between records)
                 if seq != engine.seq:
@@ -274,22 +329,24 @@ class Journal:
                     "(restore the file or move it away to start from what is left)"
                 )
             if scan.torn:
-                if not last:
-                    raise JournalError(
-                        f"journal damaged: {path} offset {scan.good_bytes}: "
-                        "incomplete record in a segment that is not the newest"
-                    )
-                log.warning(
-                    "truncating torn tail of %s at offset %d (%d bytes of a partial "
-                    "record from a crash)",
-                    path,
-                    scan.good_bytes,
-                    scan.size - scan.good_bytes,
-                )
-                with open(path, "r+b") as fh:
-                    fh.truncate(scan.good_bytes)
-                    os.fsync(fh.fileno())
-                truncated.append(f"{path}@{scan.good_bytes}")
+                if last:
+                    cut.append(scan)
+                else:
+                    torn = scan  # acceptable only if a later segment continues it
+        if torn is not None:
+            cut.append(torn)  # only empty segments follow it: it is the end of the log
+        for scan in cut:
+            log.warning(
+                "truncating torn tail of %s at offset %d (%d bytes of a partial record from a "
+                "crash or a failed write)",
+                scan.path,
+                scan.good_bytes,
+                scan.size - scan.good_bytes,
+            )
+            with open(scan.path, "r+b") as fh:
+                fh.truncate(scan.good_bytes)
+                os.fsync(fh.fileno())
+            truncated.append(f"{scan.path}@{scan.good_bytes}")
         return Recovered(engine, snap_seq, replayed, truncated)
 
     # -- writing ----------------------------------------------------------------------------
@@ -299,7 +356,10 @@ class Journal:
         self._buf.append(cmd)
         self._seqs.append(seq_before)
         if self.fsync == "always":
-            self.commit()
+            try:
+                self.commit()
+            except JournalUnavailable:
+                pass  # kept buffered; the caller's next commit() reports it
 
     @property
     def pending(self) -> int:
@@ -314,21 +374,69 @@ class Journal:
         """
         if not self._buf:
             return
-        if self._fh is None or self._size >= self.segment_bytes:
-            self._roll(self._seqs[0])
         data = self._encode()
-        t0 = perf_counter()
-        self._fh.write(data)
-        self._fh.flush()
-        t1 = perf_counter()
+        try:
+            if self._dirty is not None:
+                self._repair_tail()
+            if self._fd is None or self._size >= self.segment_bytes:
+                self._roll(self._seqs[0])
+            fd = self._fd
+            assert fd is not None
+            start = self._size
+            t0 = perf_counter()
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked
+                    view = view[_write(fd, view) :]
+                t1 = perf_counter()
+                if self.fsync != "none":
+                    _fsync(fd)
+                    self.last_fsync_s = perf_counter() - t1
+            except OSError:
+                self._cut(start)
+                raise
+        except OSError as exc:
+            self.healthy = False
+            self.last_error = _reason(exc)
+            log.error(
+                "journal write failed (%s): %d commands kept for retry",
+                self.last_error,
+                len(self._buf),
+            )
+            raise JournalUnavailable(self.last_error) from None
         self.last_write_s = t1 - t0
-        if self.fsync != "none":
-            os.fsync(self._fh.fileno())
-            self.last_fsync_s = perf_counter() - t1
-        self._size += len(data)
+        self._size = start + len(data)
         self.records_written += len(self._buf)
         self._buf.clear()
         self._seqs.clear()
+        if not self.healthy:
+            log.warning("journal writes again after: %s", self.last_error)
+        self.healthy = True
+        self.last_error = None
+
+    def _cut(self, good: int) -> None:
+        """After a failed write: drop whatever part of it reached the file."""
+        try:
+            _ftruncate(self._fd, good)  # type: ignore[arg-type]
+        except OSError as exc:
+            # The segment may end in a partial record: nothing may be appended after it.
+            log.error("cannot truncate %s to %d: %s", self._path, good, _reason(exc))
+            self._dirty = self._path
+
+    def _repair_tail(self) -> None:
+        """Retry cutting a failed write off; failing that, leave the segment for a new one.
+
+        Recovery accepts a torn record at the end of a segment only when the next segment
+        continues exactly where its last whole record ended, which is what rolling gives.
+        """
+        dirty = self._dirty
+        try:
+            _ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+        except OSError:
+            if self._size == 0:  # nothing good in it: a new segment would get its very name
+                os.unlink(dirty)  # type: ignore[arg-type]  # OSError → JournalUnavailable
+            self._close_segment()
+        self._dirty = None
 
     def _encode(self) -> bytes:
         """The buffer as framed records, each payload at most ``max_record`` bytes."""
@@ -358,19 +466,40 @@ class Journal:
         return b"".join(parts)
 
     def _roll(self, first_seq: int) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        """Start (or reopen) the segment whose first record has ``first_seq``.
+
+        Unbuffered O_APPEND writes: after a failed write the file holds exactly what the
+        kernel took, which ``_cut`` removes; no library buffer can write it again later.
+        """
+        self._close_segment()
         path = self.dir / _seg_name(first_seq)
-        self._fh = open(path, "ab")  # noqa: SIM115 - lives as long as the journal
-        self._size = self._fh.tell()
-        _fsync_dir(self.dir)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._size = os.fstat(fd).st_size
+            _fsync_dir(self.dir)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._path = fd, path
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def snapshot(self, engine: Engine) -> Path:
-        """Write a snapshot, start a new segment after it, drop what older snapshots cover."""
+        """Write a snapshot, start a new segment after it, drop what older snapshots cover.
+
+        Commits buffered commands first (a snapshot must not hold state the log lacks);
+        raises JournalUnavailable when that or the snapshot write fails.
+        """
+        self.commit()
         path = write_snapshot(self.dir, engine)
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None  # next commit rolls a segment that starts at this seq
+        if self._dirty is None:
+            self._close_segment()  # next commit rolls a segment that starts at this seq
         self._retain()
         return path
 
@@ -387,9 +516,7 @@ class Journal:
                 seg.unlink()  # every record in it precedes the oldest snapshot we keep
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self._close_segment()
 
     # -- reading back ------------------------------------------------------------------------
 
