@@ -296,9 +296,10 @@ def resolve_shard_index(value: int | None) -> int:
 @click.option(
     "--client-max-inflight",
     type=click.IntRange(1),
-    default=1000,
+    default=250,
     show_default=True,
-    help="Requests one client connection may have unanswered.",
+    help="Requests one client connection may have unanswered (keep it well below "
+    "--max-inflight so one client cannot fill a shard's queue).",
 )
 def router(
     shards: str,

@@ -295,7 +295,11 @@ OP_ORDER = 13  # (OP_ORDER, symbol, account, id): the fate of one order (see ``o
 OP_MARKETS = 14  # (OP_MARKETS,): the shard's market table, as ``markets_to_wire`` gives it
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
-MAX_EVENTS_REPLY_BYTES = 1 << 20  # an OP_EVENTS reply stops adding events past this size
+# Reply size budgets per request (reads share them; an OP_EVENTS read stops adding events past
+# what is left, always returning at least one). Small enough that a peer which never reads cannot
+# make a process hold much: the bound is (pipe HWM + outbox) × budget.
+MAX_EVENTS_REPLY_BYTES = 256 << 10  # a request on a shard's direct port (the bridge's repairs)
+MAX_ROUTED_REPLY_BYTES = 64 << 10  # a request relayed by the router (ask direct for more)
 MAX_BOOK_DEPTH = 1000  # levels per side a book read may ask for
 MAX_SYMBOL_LEN = 32  # bytes; longer symbols are rejected at the edge
 QUOTE_LEN = 64  # bytes of client input a reject reason may quote

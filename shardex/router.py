@@ -26,6 +26,7 @@ from shardex.protocol import (
     ERR_OVERLOADED,
     ERR_UNAVAILABLE,
     MAX_FRAME,
+    MAX_SYMBOL_LEN,
     OP_HELLO,
     encode_reply,
     shard_for,
@@ -46,8 +47,12 @@ class RouterConfig:
     # (a short queue in front of each shard is what keeps the p99 of accepted orders bounded).
     max_inflight: int = 1_000  # requests forwarded to one shard and not yet answered
     max_inflight_bytes: int = 8 << 20  # their payload bytes
-    client_max_inflight: int = 1_000  # requests of one client connection not yet answered
-    client_hwm: int = 5_000  # replies queued toward one client before they are dropped (counted)
+    # requests of one client connection not yet answered: a quarter of a shard's queue, so one
+    # client alone cannot fill it and starve the others
+    client_max_inflight: int = 250
+    # replies queued toward one client before they are dropped (counted): with the shards'
+    # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
+    client_hwm: int = 1_000
     inflight_timeout: float = 30.0  # forget a request a dead shard will never answer
 
 
@@ -232,6 +237,8 @@ class Router:
     def identity_for(self, key: bytes) -> bytes | None:
         ident = self._route.get(key)
         if ident is None:
+            if len(key) > MAX_SYMBOL_LEN:
+                return None  # no symbol is this long; never cache client-chosen big keys
             if key[:1] == b"#":
                 try:
                     i = int(key[1:])

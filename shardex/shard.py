@@ -32,6 +32,7 @@ from shardex.protocol import (
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
     MAX_EVENTS_REPLY_BYTES,
+    MAX_ROUTED_REPLY_BYTES,
     MAX_SYMBOL_LEN,
     OP_BOOK,
     OP_EVENTS,
@@ -62,6 +63,9 @@ HELLO_EVERY_S = 1.0
 JOURNAL_RETRY_S = 1.0
 OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
 OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
+OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
+OUTBOX_PEER_BYTES = 16 << 20  # their bytes, one peer
+DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
 _MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
 
 
@@ -122,6 +126,7 @@ class ShardCore:
         self.stats = ShardStats(index)
         self._owner: dict[Any, int] = {}
         self.commands = 0
+        self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0
         # Set while the journal cannot write: writes are refused with this reason, reads served.
         self.journal_down: str | None = None
@@ -141,8 +146,18 @@ class ShardCore:
                 self._owner[symbol] = owner
         return owner
 
-    def handle(self, payload: bytes, out: list[Event], info: dict[str, Any]) -> bytes:
-        """One request payload → reply bytes; the commands' events are appended to ``out``."""
+    def handle(
+        self,
+        payload: bytes,
+        out: list[Event],
+        info: dict[str, Any],
+        budget: int = MAX_EVENTS_REPLY_BYTES,
+    ) -> bytes:
+        """One request payload → reply bytes; the commands' events are appended to ``out``.
+
+        ``budget`` bounds the bytes this request's reads may return, all reads together.
+        """
+        self.budget = budget
         cmds, error = decode_request(payload)
         if error is not None:
             return encode_reply(None, error)
@@ -225,7 +240,9 @@ class ShardCore:
                 f"{self.ring.first}, no journal)",
                 "seq": seq,
             }
-        return {"events": _cap_bytes(evs, MAX_EVENTS_REPLY_BYTES), "seq": seq}
+        evs, size = _cap_bytes(evs, self.budget)
+        self.budget -= size
+        return {"events": evs, "seq": seq}
 
     def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         symbol = _at(cmd, 1)
@@ -240,7 +257,8 @@ class ShardCore:
             return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
         book = self.engine.book(symbol)
         assert book is not None  # a known market always has (or gets) a book
-        bids, asks = book.depth(depth)
+        bids, asks = book.depth(min(depth, max(1, self.budget // 64)))
+        self.budget -= 24 * (len(bids) + len(asks))
         return {
             "symbol": symbol,
             "shard": self.index,
@@ -298,14 +316,16 @@ def _sym(symbol: str) -> str:
     return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
 
 
-def _cap_bytes(evs: list[Event], limit: int) -> list[Event]:
-    """The longest prefix of ``evs`` whose msgpack encoding stays within ``limit`` bytes."""
+def _cap_bytes(evs: list[Event], limit: int) -> tuple[list[Event], int]:
+    """The longest prefix of ``evs`` whose msgpack encoding stays within ``limit`` bytes (at
+    least one event, so a repair always progresses), and its size."""
     size = 0
     for k, ev in enumerate(evs):
-        size += len(packb(ev))
-        if size > limit:
-            return evs[: max(1, k)]
-    return evs
+        n = len(packb(ev))
+        if size + n > limit and k:
+            return evs[:k], size
+        size += n
+    return evs, size
 
 
 class EventRing:
@@ -413,7 +433,9 @@ class Outbox:
         self.sock = sock
         self.router = router
         self.queues: dict[bytes, deque[list[bytes]]] = {}
+        self.peer_bytes: dict[bytes, int] = {}
         self.size = 0
+        self.bytes = 0
         self.dropped: dict[str, int] = {}
         self._again = zmq.Again
         self._error = zmq.ZMQError
@@ -427,15 +449,22 @@ class Outbox:
         q = self.queues.get(key)
         if q is None and self._try(frames):
             return
+        n = len(frames[-1])
+        peer = self.peer_bytes.get(key, 0)
+        if (
+            self.size >= OUTBOX_LIMIT
+            or self.bytes + n > OUTBOX_BYTES
+            or (q is not None and len(q) >= OUTBOX_PEER_LIMIT)
+            or peer + n > OUTBOX_PEER_BYTES
+        ):
+            self._drop("outbox_full")
+            return
         if q is None:
             q = self.queues[key] = deque()
-        if self.size >= OUTBOX_LIMIT or len(q) >= OUTBOX_PEER_LIMIT:
-            self._drop("outbox_full")
-            if not q:
-                del self.queues[key]
-            return
         q.append(frames)
         self.size += 1
+        self.bytes += n
+        self.peer_bytes[key] = peer + n
 
     def _try(self, frames: list[bytes]) -> bool:
         """Send now; True when done (sent, or dropped because the peer is gone)."""
@@ -453,10 +482,13 @@ class Outbox:
         for key in list(self.queues):
             q = self.queues[key]
             while q and self._try(q[0]):
-                q.popleft()
+                n = len(q.popleft()[-1])
                 self.size -= 1
+                self.bytes -= n
+                self.peer_bytes[key] -= n
             if not q:
                 del self.queues[key]
+                del self.peer_bytes[key]
 
 
 class _NodeCollector:
@@ -606,7 +638,7 @@ class ShardNode:
             r = self.ctx.socket(zmq.ROUTER)
             r.setsockopt(zmq.LINGER, 0)
             r.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone peer raises: never a silent drop
-            r.setsockopt(zmq.SNDHWM, 10_000)
+            r.setsockopt(zmq.SNDHWM, DIRECT_HWM)  # then the outbox, bounded in bytes
             r.setsockopt(zmq.RCVHWM, 10_000)
             # past this size libzmq drops the connection instead of buffering the frame
             r.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
@@ -719,7 +751,8 @@ class ShardNode:
                 stats.shed += 1
                 replies.append((box, [*head, self.overloaded]))
             else:
-                replies.append((box, [*head, core.handle(frames[-1], out, info)]))
+                budget = MAX_ROUTED_REPLY_BYTES if sock is self.dealer else MAX_EVENTS_REPLY_BYTES
+                replies.append((box, [*head, core.handle(frames[-1], out, info, budget)]))
             if len(out) >= publish_every:
                 self.flush()
 
