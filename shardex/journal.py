@@ -38,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from shardex.engine import Engine, Market
+from shardex.engine import DEFAULT_MARKETS, Engine, Market
 from shardex.engine.codes import Command, Event
 from shardex.protocol import unpackb
 
@@ -218,6 +218,76 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
         yield seq, data[off - length : off]
 
 
+def _best_snapshot(directory: Path, markets: Mapping[str, Market]) -> tuple[Engine, int | None]:
+    """The engine of the newest valid snapshot (damaged ones are skipped), or a fresh one."""
+    for path in sorted(directory.glob("snapshot-*.snap"), key=_seq_of, reverse=True):
+        state = read_snapshot(path)
+        if state is None:
+            log.warning("snapshot %s is damaged; trying an older one", path)
+            continue
+        engine = restore_engine(state, markets)
+        return engine, engine.seq
+    return Engine(markets), None
+
+
+def _replay(
+    engine: Engine,
+    segments: list[Path],
+    ends: dict[Path, int] | None = None,
+) -> tuple[int, list[SegmentScan]]:
+    """Apply every record after ``engine.seq``; return (commands replayed, torn tails to cut).
+
+    Read-only: the caller truncates. Raises JournalError on damage, a gap, or a torn older
+    segment that the next one does not continue. ``ends`` receives, per segment with a replayed
+    record, the seq reached after its last record (the last event seq it produced).
+    """
+    replayed = 0
+    cut: list[SegmentScan] = []
+    torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
+    out: list[Event] = []
+    apply = engine.apply
+    for i, path in enumerate(segments):
+        last = i == len(segments) - 1
+        scan = SegmentScan(path)
+        for seq, payload in iter_records(path, scan):
+            if torn is not None:
+                if seq > engine.seq:
+                    raise JournalError(
+                        f"journal damaged: {torn.path} offset {torn.good_bytes}: "
+                        f"incomplete record, and {path} does not continue it (starts at "
+                        f"seq {seq}, the journal ends at {engine.seq}); refusing to start"
+                    )
+                cut.append(torn)
+                torn = None
+            if seq < engine.seq:
+                continue  # covered by the snapshot (snapshots fall between records)
+            if seq != engine.seq:
+                raise JournalError(
+                    f"{path}: record with seq {seq} but the engine is at {engine.seq} "
+                    "(missing records or a foreign file); refusing to start"
+                )
+            cmds = unpackb(payload)
+            for cmd in cmds:
+                apply(cmd, out)
+            out.clear()
+            replayed += len(cmds)
+            if ends is not None:
+                ends[path] = engine.seq
+        if scan.damage:
+            raise JournalError(
+                f"journal damaged: {scan.damage}; refusing to start "
+                "(restore the file or move it away to start from what is left)"
+            )
+        if scan.torn:
+            if last:
+                cut.append(scan)
+            else:
+                torn = scan  # acceptable only if a later segment continues it
+    if torn is not None:
+        cut.append(torn)  # only empty segments follow it: it is the end of the log
+    return replayed, cut
+
+
 @dataclass
 class Recovered:
     engine: Engine
@@ -279,62 +349,9 @@ class Journal:
         failed and could not be cut off, after which the writer rolled a new segment).
         Anything else that is incomplete or bad is damage: recovery refuses, naming it.
         """
-        engine: Engine | None = None
-        snap_seq = None
-        for path in reversed(self.snapshots()):
-            state = read_snapshot(path)
-            if state is None:
-                log.warning("snapshot %s is damaged; trying an older one", path)
-                continue
-            engine = restore_engine(state, self.markets)
-            snap_seq = engine.seq
-            break
-        if engine is None:
-            engine = Engine(self.markets)
-        segments = self.segments()
-        replayed = 0
+        engine, snap_seq = _best_snapshot(self.dir, self.markets)
+        replayed, cut = _replay(engine, self.segments())
         truncated = []
-        cut: list[SegmentScan] = []
-        torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
-        out: list[Event] = []
-        for i, path in enumerate(segments):
-            last = i == len(segments) - 1
-            scan = SegmentScan(path)
-            apply = engine.apply
-            for seq, payload in iter_records(path, scan):
-                if torn is not None:
-                    if seq > engine.seq:
-                        raise JournalError(
-                            f"journal damaged: {torn.path} offset {torn.good_bytes}: "
-                            f"incomplete record, and {path} does not continue it (starts at "
-                            f"seq {seq}, the journal ends at {engine.seq}); refusing to start"
-                        )
-                    cut.append(torn)
-                    torn = None
-                if seq < engine.seq:
-                    continue  # covered by the snapshot (snapshots fall between records)
-                if seq != engine.seq:
-                    raise JournalError(
-                        f"{path}: record with seq {seq} but the engine is at {engine.seq} "
-                        "(missing records or a foreign file); refusing to start"
-                    )
-                cmds = unpackb(payload)
-                for cmd in cmds:
-                    apply(cmd, out)
-                out.clear()
-                replayed += len(cmds)
-            if scan.damage:
-                raise JournalError(
-                    f"journal damaged: {scan.damage}; refusing to start "
-                    "(restore the file or move it away to start from what is left)"
-                )
-            if scan.torn:
-                if last:
-                    cut.append(scan)
-                else:
-                    torn = scan  # acceptable only if a later segment continues it
-        if torn is not None:
-            cut.append(torn)  # only empty segments follow it: it is the end of the log
         for scan in cut:
             log.warning(
                 "truncating torn tail of %s at offset %d (%d bytes of a partial record from a "
@@ -577,13 +594,22 @@ def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:
                 yield seq, cmd
 
 
-def inspect(directory: str | Path) -> dict[str, Any]:
-    """What is in a journal directory, and any damage, without changing anything."""
+def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) -> dict[str, Any]:
+    """What is in a journal directory, and any damage, without changing anything.
+
+    Record headers hold the seq *before* their commands, so ``first_seq``/``last_seq`` of a
+    segment are not event seqs. The event seqs are ``first_event_seq``/``last_event_seq`` per
+    segment and ``seq`` overall: the seq a recovery would reach (found by replaying from the
+    newest valid snapshot with ``markets``, default the built-in table; ``seq`` is None and
+    ``seq_error`` says why when recovery would refuse).
+    """
     d = Path(directory)
     if not d.is_dir():
         raise JournalError(f"{d} is not a directory")
+    markets = DEFAULT_MARKETS if markets is None else markets
+    paths = sorted(d.glob("journal-*.log"), key=_seq_of)
     segs = []
-    for path in sorted(d.glob("journal-*.log"), key=_seq_of):
+    for path in paths:
         scan = SegmentScan(path)
         commands = sum(len(unpackb(payload)) for _, payload in iter_records(path, scan))
         segs.append(
@@ -594,6 +620,8 @@ def inspect(directory: str | Path) -> dict[str, Any]:
                 "commands": commands,
                 "first_seq": scan.first_seq,
                 "last_seq": scan.last_seq,
+                "first_event_seq": None if scan.first_seq is None else scan.first_seq + 1,
+                "last_event_seq": None,
                 "damage": scan.damage,
                 "torn_tail": f"{scan.size - scan.good_bytes} bytes at offset {scan.good_bytes}"
                 if scan.torn
@@ -613,10 +641,36 @@ def inspect(directory: str | Path) -> dict[str, Any]:
                 else None,
             }
         )
+    seq: int | None = None
+    seq_error = None
+    snap_seq = None
+    ends: dict[Path, int] = {}
+    try:
+        engine, snap_seq = _best_snapshot(d, markets)
+        _replay(engine, paths, ends)
+        seq = engine.seq
+    except JournalError as exc:
+        seq_error = str(exc)
+    # A segment's events end where the next segment's records begin (records are contiguous),
+    # or where replay got to; a newest segment wholly covered by the snapshot ends at it (the
+    # journal commits, snapshots, then starts a new segment).
+    following: int | None = None
+    for path, seg in zip(reversed(paths), reversed(segs), strict=True):
+        if path in ends:
+            seg["last_event_seq"] = ends[path]
+        elif seg["records"]:
+            if following is not None:
+                seg["last_event_seq"] = following
+            elif snap_seq is not None and seg["last_seq"] < snap_seq:
+                seg["last_event_seq"] = snap_seq
+        if seg["first_seq"] is not None:
+            following = seg["first_seq"]
     return {
         "dir": str(d),
         "segments": segs,
         "snapshots": snaps,
         "records": sum(s["records"] for s in segs),
         "commands": sum(s["commands"] for s in segs),
+        "seq": seq,
+        "seq_error": seq_error,
     }

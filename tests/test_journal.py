@@ -329,3 +329,30 @@ def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
     assert proc.returncode != 0
     assert b"ETH-USD" in proc.stderr and b"another --shards" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("snapshot_at", [None, 100, 209])
+def test_inspect_reports_event_seqs_and_the_seq_recovery_reaches(tmp_path, snapshot_at):
+    """Regression: record headers are the seq *before* their commands, so inspect showed
+    ``seq 0..N-1`` for a shard at seq N; it now gives the event seqs and the recovery seq."""
+    wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=8)
+    cmds = wl.warmup(20) + wl.take(190)
+    engine, _ = _journal_run(tmp_path, cmds, snapshot_at=snapshot_at)
+    info = inspect(tmp_path)
+    assert info["seq"] == engine.seq and info["seq_error"] is None
+    segs = [s for s in info["segments"] if s["records"]]
+    assert len(segs) > 3
+    assert segs[0]["first_event_seq"] == 1
+    assert segs[-1]["last_event_seq"] == engine.seq
+    for a, b in zip(segs, segs[1:], strict=False):
+        assert a["first_event_seq"] == a["first_seq"] + 1
+        assert a["last_event_seq"] + 1 == b["first_event_seq"]
+    # damage: recovery would refuse, inspect says so instead of a seq
+    seg = tmp_path / segs[1]["file"]
+    data = bytearray(seg.read_bytes())
+    data[HEADER.size + 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    info = inspect(tmp_path)
+    assert info["seq"] is None and "checksum mismatch" in info["seq_error"]
+    with pytest.raises(JournalError, match="checksum mismatch"):
+        Journal(tmp_path, DEFAULT_MARKETS).recover()
