@@ -642,6 +642,21 @@ def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
     default=None,
     help="Prometheus exporter port [layout: base+3]; 0 disables it.",
 )
+@click.option(
+    "--stall-after",
+    type=click.FloatRange(0.5),
+    default=5.0,
+    show_default=True,
+    help="Seconds a reachable shard may stay ahead of Redis without progress before an ALERT "
+    "(log line and shardex_bridge_stalled=1).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.05),
+    default=0.5,
+    show_default=True,
+    help="Seconds between asking each shard its seq (catches events PUB dropped at the tail).",
+)
 def bridge(
     endpoint: str | None,
     host: str,
@@ -652,6 +667,8 @@ def bridge(
     batch: int,
     sub_hwm: int,
     metrics_port: int | None,
+    stall_after: float,
+    poll_interval: float,
 ) -> None:
     """Write every shard's events to Redis Streams, in order, exactly once.
 
@@ -670,6 +687,8 @@ def bridge(
             batch=max(1, batch),
             sub_hwm=max(1, sub_hwm),
             metrics_port=layout.bridge_metrics_port if metrics_port is None else metrics_port,
+            stall_after=stall_after,
+            poll_interval=poll_interval,
         )
     )
 
