@@ -761,3 +761,48 @@ def test_distinct_huge_symbols_do_not_grow_router_or_shard(cluster2: Cluster):
     assert all(v < RSS_BOUND for v in growth.values()), seen
     with cluster2.client(account="after") as c:
         assert c.place(SHARD0_SYMBOL, "buy", "1", "1").ok
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. read amplification: many deep book reads in one small frame
+# ---------------------------------------------------------------------------------------------
+
+
+def test_many_book_reads_in_one_frame_have_a_bounded_reply(cluster2: Cluster):
+    """A 1000-level book on each side, then one ~30 KB frame of 2,000 ``(OP_BOOK, symbol,
+    1000)`` reads: each read is capped in depth, but without a byte budget for the whole reply
+    the frame asks for ~50 MB (×1700 amplification; a 1 MiB frame could ask for ~2 GB). The
+    reply must stay ≤ 2 × MAX_EVENTS_REPLY_BYTES, the shard must grow < 100 MB, and the first
+    read must still be a real 1000-level book. (On 8f70947 a raw read's depth was ignored:
+    always 10 levels, so that version fails on the depth, not on the size.)"""
+    shard = shard_for(SHARD0_SYMBOL, 2)
+    with cluster2.client(account="depth", timeout=30.0) as c:
+        cmds = [new_order(SHARD0_SYMBOL, f"b{i}", "mm", 100_000 + i, side=0) for i in range(1000)]
+        cmds += [new_order(SHARD0_SYMBOL, f"a{i}", "mm", 200_000 + i, side=1) for i in range(1000)]
+        raw = c.submit_raw(cmds, batch=200, window=4)
+        assert all(err is None for err, _ in raw)
+    pid = pids(cluster2)[f"shard-{shard}"]
+    rss0 = rss(pid)
+    payload = encode_request([(OP_BOOK, SHARD0_SYMBOL, 1000)] * 2000)
+    sock = dealer(cluster2.endpoint)
+    try:
+        reply = request(sock, SHARD0_SYMBOL.encode(), payload, wait_s=60)
+    finally:
+        sock.close(0)
+    growth = rss(pid) - rss0
+    assert reply is not None, "no reply to the book-read frame"
+    error, results = decode_reply(reply)
+    first = results[0] if error is None else None
+    seen = {
+        "payload bytes": len(payload),
+        "reply bytes": len(reply),
+        "first read levels": None if not isinstance(first, dict) else len(first.get("bids", ())),
+        "shard RSS growth MB": round(growth / MB, 1),
+        "batch error": error,
+    }
+    print(seen)
+    # the budget's own per-read markers ("budget spent, ask again") may add a little
+    assert len(reply) <= 2 * MAX_EVENTS_REPLY_BYTES, seen
+    assert growth < RSS_BOUND, seen
+    assert error is None and seen["first read levels"] == 1000, seen
+    assert alive(pid) and not restarts(cluster2), seen
