@@ -653,7 +653,8 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
     """30k single-order frames sent open loop over 16 DEALERs, replies read as they come. Every
     order gets a reply (accepted / rejected / overloaded); an order whose reply never came is
     asked about with OP_ORDER, which must tell its fate. Orders never cross, so the shard's
-    resting count says exactly how many ran: it must equal what the clients learned."""
+    resting count says exactly how many ran: it must equal what the clients learned. OP_ORDER
+    on a sample agrees: accepted orders are live, ``overloaded`` ones were never executed."""
     n_orders, n_socks = 30_000, 16
     before = pids(cluster1)
     socks = [dealer(cluster1.endpoint) for _ in range(n_socks)]
@@ -708,12 +709,21 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
     counts: dict[str, int] = {}
     for v in outcome.values():
         counts[v] = counts.get(v, 0) + 1
+    # the fate query agrees with the replies: accepted → live, overloaded → never executed
+    by_outcome: dict[str, list[tuple]] = {}
+    for req, v in outcome.items():
+        by_outcome.setdefault(v, []).append(orders[req])
+    sample_states = {
+        v: sorted(set(order_fates(cluster1.endpoint, key, cmds[:300])))
+        for v, cmds in by_outcome.items()
+    }
     told = {"live", "filled", "cancelled", "unknown"}
     seen = {
         "replies": counts,
         "no reply": len(missing),
         "fate of those": fates,
         "resting on the shard": status["resting"],
+        "OP_ORDER on a sample of each outcome": sample_states,
         "restarts": restarts(cluster1)[:2],
     }
     print(seen)
@@ -721,6 +731,8 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
     assert sum(n for s, n in fates.items() if s not in told) == 0, seen  # none lost in silence
     assert status["resting"] == counts.get("accepted", 0) + live_missing, seen
     assert set(counts) <= {"accepted", "rejected", ERR_OVERLOADED}, seen
+    assert sample_states.get("accepted", ["live"]) == ["live"], seen
+    assert sample_states.get(ERR_OVERLOADED, ["unknown"]) == ["unknown"], seen
 
 
 # ---------------------------------------------------------------------------------------------
