@@ -97,8 +97,9 @@ def restore_engine(state: Mapping[str, Any], markets: Mapping[str, Market]) -> E
     """The engine a snapshot describes; JournalError when it does not fit ``markets``."""
     try:
         return Engine.restore(state, markets)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise JournalError(f"snapshot seq {state.get('seq')!r} cannot be restored: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        seq = state.get("seq") if isinstance(state, Mapping) else None
+        raise JournalError(f"snapshot seq {seq!r} cannot be restored: {exc}") from None
 
 
 def write_snapshot(directory: Path, engine: Engine) -> Path:

@@ -116,8 +116,8 @@ def test_pair_moves_to_another_engine_and_trades_there_identically():
         b.level_orders(0),
         b.level_orders(1),
     )
-    finished = [oid for b, oid in src.recent if b.symbol == "ETH-USD"]
-    assert finished and [oid for _, oid in dst.recent] == finished
+    finished = [rec[6] for rec in src.recent if rec[5].symbol == "ETH-USD"]
+    assert finished and [rec[6] for rec in dst.recent] == finished
     for oid in finished[-50:]:
         acct = src.books["ETH-USD"].done[oid][0]
         assert dst.order_status("ETH-USD", acct, oid) == src.order_status("ETH-USD", acct, oid)

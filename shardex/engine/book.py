@@ -65,9 +65,9 @@ class Order:
         self.trades = trades
 
 
-# A finished order as the recent-results index keeps it:
-# (account, state, filled lots, recent trades or None, cancel reason or None).
-Finished = tuple[str, str, int, "list[tuple[int, int, int]] | None", "str | None"]
+# A finished order as the recent-results index keeps it: (account, state, filled lots, recent
+# trades or None, cancel reason or None, its Book, its id); see Engine._finish.
+Finished = tuple[Any, ...]
 
 
 class Level:
@@ -307,7 +307,9 @@ class Book:
             if oid in self.done:
                 raise IntegrityError(f"{sym}: order {oid!r} is both live and finished")
         for oid, rec in self.done.items():
-            account, state, filled, trades, reason = rec
+            account, state, filled, trades, reason, book, rec_id = rec
+            if book is not self or rec_id != oid:
+                raise IntegrityError(f"{sym}: finished order {oid!r} filed as {rec_id!r}")
             if state not in (STATE_FILLED, STATE_CANCELLED) or (
                 (reason is None) != (state == STATE_FILLED)
             ):

@@ -87,7 +87,8 @@ class Engine:
         # queries and refuses a ``new`` that reuses a recently finished id, so a client retry
         # can never place an order twice within the window. Part of the snapshot.
         self.recent_limit = recent
-        self.recent: deque[tuple[Book, str]] = deque()
+        # Entries are the books' ``done`` records themselves (see ``_finish``): one object each.
+        self.recent: deque[tuple] = deque()
 
     # ------------------------------------------------------------------ public API
 
@@ -151,7 +152,7 @@ class Engine:
             else:
                 rec = book.done.get(ident)
                 if rec is not None and rec[0] == account:
-                    _, state, filled, trades, reason = rec
+                    _, state, filled, trades, reason = rec[:5]
                     status = {
                         "state": state,
                         "symbol": sym,
@@ -200,9 +201,9 @@ class Engine:
 
     def _recent_by_symbol(self, only: str | None = None) -> dict[str, list[tuple]]:
         out: dict[str, list[tuple]] = {}
-        for n, (book, oid) in enumerate(self.recent):
+        for n, rec in enumerate(self.recent):
+            account, state, filled, trades, reason, book, oid = rec
             if only is None or book.symbol == only:
-                account, state, filled, trades, reason = book.done[oid]
                 out.setdefault(book.symbol, []).append(
                     (oid, account, state, filled, trades or [], reason, n)
                 )
@@ -266,13 +267,13 @@ class Engine:
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         if old is not None and old.done:
-            self.recent = deque(e for e in self.recent if e[0] is not old)
+            self.recent = deque(rec for rec in self.recent if rec[5] is not old)
         self.books[symbol] = book
         self._restore_recent(finished)
 
     def _restore_recent(self, finished: list[tuple[tuple, Book]]) -> None:
         for (oid, account, state, filled, trades, reason, _), book in finished:
-            self._finish(book, oid, (account, state, filled, trades, reason))
+            self._finish(book, oid, account, state, filled, trades, reason)
 
     def check_integrity(self) -> None:
         """Raise IntegrityError unless every book is internally consistent (see Book)."""
@@ -286,8 +287,9 @@ class Engine:
             book.check_integrity()
         if len(self.recent) > self.recent_limit:
             raise IntegrityError(f"{len(self.recent)} recent results, limit {self.recent_limit}")
-        for book, oid in self.recent:
-            if self.books.get(book.symbol) is not book or oid not in book.done:
+        for rec in self.recent:
+            book, oid = rec[5], rec[6]
+            if self.books.get(book.symbol) is not book or book.done.get(oid) is not rec:
                 raise IntegrityError(f"recent result {book.symbol} {oid!r} not in its book")
         held = sum(len(b.done) for b in self.books.values())
         if held != len(self.recent):
@@ -349,7 +351,7 @@ class Engine:
             self.seq = seq = seq + 1
             out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
             book.cancelled += 1
-            self._finish(book, oid, (account, STATE_CANCELLED, 0, None, "fok"))
+            self._finish(book, oid, account, STATE_CANCELLED, 0, None, "fok")
             return None
         heap = opp.heap
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
@@ -358,10 +360,10 @@ class Engine:
             if left <= 0:  # filled, or stopped by STP (left = -1 - open qty it cancelled)
                 trades = (tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]) or None
                 if left == 0:
-                    rec = (account, STATE_FILLED, qty, trades, None)
+                    self._finish(book, oid, account, STATE_FILLED, qty, trades, None)
                 else:
-                    rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
-                self._finish(book, oid, rec)
+                    filled = qty + 1 + left
+                    self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "stp")
                 return None
             if tr:
                 trades = tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]
@@ -393,18 +395,32 @@ class Engine:
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, book.symbol, oid, "ioc", qty))
         book.cancelled += 1
-        self._finish(book, oid, (account, STATE_CANCELLED, filled, trades, "ioc"))
+        self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "ioc")
 
-    def _finish(self, book: Book, oid: str, rec: tuple) -> None:
-        """Record a finished order in the recent-results index, evicting the oldest (FIFO)."""
-        if not self.recent_limit:
-            return
+    def _finish(
+        self,
+        book: Book,
+        oid: str,
+        account: str,
+        state: str,
+        filled: int,
+        trades: list[tuple[int, int, int]] | None,
+        reason: str | None,
+    ) -> None:
+        """Record a finished order in the recent-results index, evicting the oldest (FIFO).
+
+        The record is ``(account, state, filled, trades, reason, book, id)``: the same tuple
+        in the book's ``done`` and in the engine's FIFO, so that eviction needs no other
+        object. (Inlined in ``_cancel`` and ``_match``, the hot callers; keep them in step.)
+        With a window of 0 the record is evicted at once.
+        """
+        rec = (account, state, filled, trades, reason, book, oid)
         book.done[oid] = rec
         recent = self.recent
-        recent.append((book, oid))
+        recent.append(rec)
         if len(recent) > self.recent_limit:
-            old_book, old_id = recent.popleft()
-            del old_book.done[old_id]
+            old = recent.popleft()
+            del old[5].done[old[6]]
 
     def _why_new_invalid(self, cmd: Command) -> str:
         """The precise reason a ``new`` failed the fast validity gate (slow path only)."""
@@ -462,8 +478,14 @@ class Engine:
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
         book.cancelled += 1
-        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user")
-        self._finish(book, oid, rec)
+        # inlined _finish
+        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user", book, oid)
+        book.done[oid] = rec
+        recent = self.recent
+        recent.append(rec)
+        if len(recent) > self.recent_limit:
+            old = recent.popleft()
+            del old[5].done[old[6]]
         return None
 
     def _amend(self, cmd: Command, out: list[Event]) -> None:
@@ -538,9 +560,9 @@ class Engine:
                 Order(oid, account, side, price, left, order.stp, order.post_only, filled, trades),
             )
         elif left == 0:
-            self._finish(book, oid, (account, STATE_FILLED, filled, trades, None))
+            self._finish(book, oid, account, STATE_FILLED, filled, trades, None)
         else:
-            self._finish(book, oid, (account, STATE_CANCELLED, filled, trades, "stp"))
+            self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "stp")
         return None
 
     def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
@@ -617,7 +639,9 @@ def _match(
     orders = book.orders
     trade_id = book.trade_id
     tr_append = tr.append
-    finish = eng._finish
+    done = book.done
+    recent = eng.recent
+    limit = eng.recent_limit
     while qty:
         while heap:
             key = heap[0]
@@ -647,10 +671,14 @@ def _match(
                     seq += 1
                     append((EV_CANCELLED, seq, symbol, maker.id, "stp", mq))
                     book.cancelled += 1
-                    finish(
+                    eng._finish(
                         book,
                         maker.id,
-                        (maker.account, STATE_CANCELLED, maker.filled, maker.trades, "stp"),
+                        maker.account,
+                        STATE_CANCELLED,
+                        maker.filled,
+                        maker.trades,
+                        "stp",
                     )
                 if stp != STP_CANCEL_MAKER:  # cancel_taker / cancel_both: taker goes
                     seq += 1
@@ -693,7 +721,13 @@ def _match(
                 mt.append(t)
                 if len(mt) > RECENT_TRADES:
                     del mt[0]
-            finish(book, mid, (maker.account, STATE_FILLED, maker.filled + mq, mt, None))
+            # inlined _finish
+            rec = (maker.account, STATE_FILLED, maker.filled + mq, mt, None, book, mid)
+            done[mid] = rec
+            recent.append(rec)
+            if len(recent) > limit:
+                old = recent.popleft()
+                del old[5].done[old[6]]
             qty -= mq
             if not qty:
                 break
