@@ -27,7 +27,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,18 +274,34 @@ class KeyStore:
     def init(self) -> bool:
         """Create the server keypair, the registry and an admin key if missing; True if created.
 
-        Idempotent: an existing cluster keeps its keys (clients' key files stay valid).
+        Idempotent and safe to race (a lock file): processes started together by honcho may all
+        call it; an existing cluster keeps its keys (clients' key files stay valid).
         """
         if self.exists():
             return False
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
-        public, secret = keypair()
-        KeyFile(public, secret, public, "server", "server").write(self.dir / SERVER_KEY_FILE)
-        reg = Registry(self.registry_path)
-        reg.save()
-        self.issue("admin", "admin", path=self.dir / ADMIN_KEY_FILE)
+        with self._lock():
+            if self.exists():
+                return False
+            public, secret = keypair()
+            KeyFile(public, secret, public, "server", "server").write(self.dir / SERVER_KEY_FILE)
+            Registry(self.registry_path).save()
+            self.issue("admin", "admin", path=self.dir / ADMIN_KEY_FILE)
         return True
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One writer of the key store at a time (across processes)."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def issue(
         self,
@@ -304,13 +321,15 @@ class KeyStore:
 
     def process_key(self, name: str, role: str, shard: int | None = None) -> KeyFile:
         """The key of an internal process (``shard-3``, ``bridge``), issued on first use."""
+        self.init()
         path = self.dir / f"{name}.key"
-        if path.exists():
-            kf = KeyFile.read(path)
-            if self.registry().lookup(kf.public) is not None:
-                return kf
-            path.unlink()  # revoked or lost from the registry: issue a fresh one
-        return KeyFile.read(self.issue(name, role, shard=shard, path=path))
+        with self._lock():
+            if path.exists():
+                kf = KeyFile.read(path)
+                if self.registry().lookup(kf.public) is not None:
+                    return kf
+                path.unlink()  # revoked or lost from the registry: issue a fresh one
+            return KeyFile.read(self.issue(name, role, shard=shard, path=path))
 
 
 # ------------------------------------------------------------------------------ sockets

@@ -21,6 +21,15 @@ import zmq
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.auth import (
+    DOMAIN_CLIENTS,
+    DOMAIN_SHARDS,
+    KeyStore,
+    Registry,
+    ZapHandler,
+    server_socket,
+    user_of,
+)
 from shardex.metrics import LATENCY_BUCKETS, Hist, serve
 from shardex.protocol import (
     ERR_OVERLOADED,
@@ -54,6 +63,8 @@ class RouterConfig:
     # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
     client_hwm: int = 1_000
     inflight_timeout: float = 30.0  # forget a request a dead shard will never answer
+    # CURVE + ZAP on both sockets from this key store (``shardex.auth``); None: insecure (lab)
+    keys_dir: str | None = None
 
 
 # What ``Router.from_client`` decides: forward frames to a shard, or answer the client now.
@@ -63,6 +74,7 @@ _TOO_LARGE = encode_reply(None, f"frame too large (max {MAX_FRAME} bytes)")
 _BAD_KEY = encode_reply(None, "unknown routing key")
 _UNAVAILABLE = encode_reply(None, ERR_UNAVAILABLE)
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
+_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
 
 
 class Router:
@@ -73,10 +85,15 @@ class Router:
     queue and one client's share of it stay bounded: that is where load is shed.
     """
 
-    def __init__(self, shards: int, cfg: RouterConfig | None = None) -> None:
+    def __init__(
+        self, shards: int, cfg: RouterConfig | None = None, registry: Registry | None = None
+    ) -> None:
         if shards < 1:
             raise ValueError("need at least one shard")
         self.cfg = cfg or RouterConfig(shards, "", "")
+        # With a registry every message must come from a live key (checked per message, so a
+        # revoked key is cut off on connections it already has); None: insecure mode.
+        self.registry = registry
         self.shards = shards
         self.identities = [f"shard-{i}".encode() for i in range(shards)]
         self.index_of = {ident: i for i, ident in enumerate(self.identities)}
@@ -84,7 +101,13 @@ class Router:
         self.topology: dict[int, dict[str, Any]] = {}
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * shards
-        self.rejected = {ERR_OVERLOADED: 0, ERR_UNAVAILABLE: 0, "malformed": 0, "bad_key": 0}
+        self.rejected = {
+            ERR_OVERLOADED: 0,
+            ERR_UNAVAILABLE: 0,
+            "malformed": 0,
+            "bad_key": 0,
+            "unauthenticated": 0,
+        }
         self.replies_dropped = {"client_slow": 0, "client_gone": 0}
         # order→ack as the router sees it: (shard, forward time, bytes) of each request
         self.inflight: dict[tuple[bytes, bytes], tuple[int, float, int]] = {}
@@ -95,13 +118,22 @@ class Router:
 
     # -- decisions --------------------------------------------------------------------------------
 
-    def from_client(self, frames: list[bytes], now: float) -> tuple[int, list[bytes]]:
-        """A client's message → (TO_SHARD, frames for the backend) or (TO_CLIENT, reply)."""
+    def from_client(
+        self, frames: list[bytes], now: float, user: str | None = None
+    ) -> tuple[int, list[bytes]]:
+        """A client's message → (TO_SHARD, frames for the backend) or (TO_CLIENT, reply).
+
+        ``user`` is the connection's authenticated key id (ZAP ``User-Id``); it travels to the
+        shard in a frame of its own that no client can write.
+        """
         client = frames[0]
         if len(frames) != 4:
             self.rejected["malformed"] += 1
             return TO_CLIENT, [client, frames[2] if len(frames) > 2 else b"", _MALFORMED]
         key, req, payload = frames[1], frames[2], frames[3]
+        if self.registry is not None and self.registry.lookup(user) is None:
+            self.rejected["unauthenticated"] += 1
+            return TO_CLIENT, [client, req, _UNKNOWN_KEY]
         if not key:
             return TO_CLIENT, [client, req, encode_reply([self.info(now)])]
         if len(payload) > MAX_FRAME:
@@ -120,11 +152,11 @@ class Router:
         ):
             self.rejected[ERR_OVERLOADED] += 1
             return TO_CLIENT, [client, req, _OVERLOADED]
-        return TO_SHARD, [ident, client, req, payload]
+        return TO_SHARD, [ident, client, req, (user or "").encode(), payload]
 
     def sent(self, frames: list[bytes], now: float) -> None:
         """The backend took ``frames`` (from ``from_client``): track the request until its reply."""
-        ident, client, req, payload = frames
+        ident, client, req, _, payload = frames
         shard = self.index_of[ident]
         key = (client, req)
         old = self.inflight.get(key)
@@ -138,21 +170,23 @@ class Router:
 
     def send_failed(self, frames: list[bytes], unreachable: bool) -> list[bytes]:
         """The backend refused ``frames``: the client's immediate reject."""
-        _, client, req, _ = frames
+        client, req = frames[1], frames[2]
         if unreachable:
             self.rejected[ERR_UNAVAILABLE] += 1
             return [client, req, _UNAVAILABLE]
         self.rejected[ERR_OVERLOADED] += 1
         return [client, req, _OVERLOADED]
 
-    def from_shard(self, frames: list[bytes], now: float) -> list[bytes] | None:
+    def from_shard(
+        self, frames: list[bytes], now: float, user: str | None = None
+    ) -> list[bytes] | None:
         """A shard's message → the frames for the client, or None (hello or garbage)."""
         # [shard identity, client identity, request id, reply]
         if len(frames) != 4:
             return None
         if not frames[1]:
             if frames[2] == b"HELLO":
-                self.hello(frames[0], frames[3], now)
+                self.hello(frames[0], frames[3], now, user)
             return None
         key = (frames[1], frames[2])
         entry = self.inflight.pop(key, None)
@@ -252,7 +286,7 @@ class Router:
                 self._route[key] = ident
         return ident
 
-    def hello(self, sender: bytes, payload: bytes, now: float) -> None:
+    def hello(self, sender: bytes, payload: bytes, now: float, user: str | None = None) -> None:
         try:
             op, info = unpackb(payload)
             i = info["shard"]
@@ -274,6 +308,15 @@ class Router:
         if sender != self.identities[i]:
             log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
             return
+        if self.registry is not None:
+            key = self.registry.lookup(user)
+            if key is None or key.role != "shard" or key.shard != i:
+                log.error(
+                    "ALERT refused a registration as shard %d from a key not issued for it (%s)",
+                    i,
+                    "unknown key" if key is None else f"{key.role} key {key.name!r}",
+                )
+                return
         old = self.topology.get(i)
         if old is None or old.get("pid") != info.get("pid"):
             if old is not None:
@@ -315,15 +358,24 @@ class RouterNode:
 
     def __init__(self, cfg: RouterConfig) -> None:
         self.cfg = cfg
-        self.router = Router(cfg.shards, cfg)
         self.running = True
         self.ctx = zmq.Context()
+        self.zap: ZapHandler | None = None
+        server = None
+        if cfg.keys_dir:
+            store = KeyStore(cfg.keys_dir)
+            store.init()
+            server = store.server()
+            self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
+        self.router = Router(cfg.shards, cfg, self.zap.registry if self.zap else None)
         front = self.front = self.ctx.socket(zmq.ROUTER)
         front.setsockopt(zmq.LINGER, 0)
         front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone client raises: counted, not silent
         front.setsockopt(zmq.SNDHWM, cfg.client_hwm)  # a client that never reads is bounded
         front.setsockopt(zmq.RCVHWM, 10_000)
         front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+        if server is not None:
+            server_socket(front, server, DOMAIN_CLIENTS)
         front.bind(cfg.frontend)
         back = self.back = self.ctx.socket(zmq.ROUTER)
         back.setsockopt(zmq.LINGER, 0)
@@ -332,10 +384,15 @@ class RouterNode:
         back.setsockopt(zmq.SNDHWM, cfg.hwm)
         back.setsockopt(zmq.HEARTBEAT_IVL, 500)
         back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+        if server is not None:
+            server_socket(back, server, DOMAIN_SHARDS)
         back.bind(cfg.backend)
         self.poller = zmq.Poller()
         self.poller.register(front, zmq.POLLIN)
         self.poller.register(back, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.sock, zmq.POLLIN)
+        self.recv = _recv_with_user if self.zap is not None else _recv
 
     def to_client(self, frames: list[bytes]) -> None:
         try:
@@ -349,10 +406,10 @@ class RouterNode:
         router, back = self.router, self.back
         for _ in range(10_000):
             try:
-                frames = back.recv_multipart(zmq.NOBLOCK)
+                frames, user = self.recv(back)
             except zmq.Again:
                 return
-            reply = router.from_shard(frames, perf_counter())
+            reply = router.from_shard(frames, perf_counter(), user)
             if reply is not None:
                 self.to_client(reply)
 
@@ -360,10 +417,10 @@ class RouterNode:
         router, front, back = self.router, self.front, self.back
         for _ in range(10_000):
             try:
-                frames = front.recv_multipart(zmq.NOBLOCK)
+                frames, user = self.recv(front)
             except zmq.Again:
                 return
-            dest, out = router.from_client(frames, time.monotonic())
+            dest, out = router.from_client(frames, time.monotonic(), user)
             if dest == TO_SHARD:
                 try:
                     back.send_multipart(out, zmq.NOBLOCK)
@@ -388,9 +445,10 @@ class RouterNode:
         )
         REGISTRY.register(self.router)
         serve(cfg.metrics_port, "router")
-        last_expire = time.monotonic()
+        last_expire = last_reload = time.monotonic()
         try:
             while self.running:
+                now = time.monotonic()
                 if time.monotonic() - last_expire > 1.0:
                     n = self.router.expire(perf_counter())
                     if n:
@@ -401,6 +459,12 @@ class RouterNode:
                     ready = dict(self.poller.poll(200))
                 except zmq.ZMQError:
                     continue
+                if self.zap is not None:
+                    if self.zap.sock in ready:
+                        self.zap.serve()
+                    if now - last_reload >= 1.0:
+                        self.zap.registry.reload()  # keys added/revoked without a restart
+                        last_reload = now
                 if self.back in ready:
                     self.from_shards()
                 if self.front in ready:
@@ -408,8 +472,20 @@ class RouterNode:
         finally:
             self.front.close(0)
             self.back.close(0)
+            if self.zap is not None:
+                self.zap.close()
             self.ctx.term()
             log.info("router stopped")
+
+
+def _recv(sock: Any) -> tuple[list[bytes], None]:
+    return sock.recv_multipart(zmq.NOBLOCK), None
+
+
+def _recv_with_user(sock: Any) -> tuple[list[bytes], str | None]:
+    """Receive without copying so the frames carry libzmq's metadata (the ZAP User-Id)."""
+    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+    return [f.bytes for f in frames], user_of(frames[-1])
 
 
 def run_router(cfg: RouterConfig) -> None:

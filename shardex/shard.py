@@ -22,6 +22,17 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.auth import (
+    DOMAIN_CLIENTS,
+    DOMAIN_EVENTS,
+    KeyInfo,
+    KeyStore,
+    Registry,
+    ZapHandler,
+    client_socket,
+    server_socket,
+    user_of,
+)
 from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_REJECT, Event
 from shardex.journal import Journal, JournalError
@@ -67,6 +78,7 @@ OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
 OUTBOX_PEER_BYTES = 16 << 20  # their bytes, one peer
 DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
 _MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
+_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
 
 
 class NullJournal:
@@ -112,6 +124,7 @@ class ShardCore:
         engine: Engine | None = None,
         journal: Journal | NullJournal | None = None,
         ring_size: int = 1 << 20,
+        registry: Registry | None = None,
     ) -> None:
         if not 0 <= index < shards:
             raise ValueError(f"shard index {index} out of range for {shards} shards")
@@ -130,6 +143,10 @@ class ShardCore:
         self.internal_errors = 0
         # Set while the journal cannot write: writes are refused with this reason, reads served.
         self.journal_down: str | None = None
+        # With a registry every request carries its connection's key id and may act only for
+        # the accounts that key holds; None: insecure mode (no identity checks).
+        self.registry = registry
+        self.key: KeyInfo | None = None  # the key of the request being handled
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
             OP_BOOK: self.book,
             OP_EVENTS: self.events,
@@ -152,12 +169,20 @@ class ShardCore:
         out: list[Event],
         info: dict[str, Any],
         budget: int = MAX_EVENTS_REPLY_BYTES,
+        user: str | None = None,
     ) -> bytes:
         """One request payload → reply bytes; the commands' events are appended to ``out``.
 
         ``budget`` bounds the bytes this request's reads may return, all reads together.
+        ``user`` is the authenticated key id of the connection (never a client-written field).
         """
         self.budget = budget
+        key = None
+        if self.registry is not None:
+            key = self.registry.lookup(user)
+            if key is None:
+                return _UNKNOWN_KEY
+        self.key = key
         cmds, error = decode_request(payload)
         if error is not None:
             return encode_reply(None, error)
@@ -180,6 +205,8 @@ class ShardCore:
                     results.append(reads[op](cmd, info))
                     continue
                 cmd = edge_command(cmd)
+                if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
+                    cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]))
                 owner = self.owner(cmd[1])
                 if owner != index:
                     cmd = (
@@ -206,6 +233,17 @@ class ShardCore:
             stats.cmds_per_msg.add(n)
         return encode_reply(results)
 
+    def _may_read(self, op: int, account: Any = None) -> str | None:
+        """Why the current key may not do read ``op`` (None: it may)."""
+        key = self.key
+        if key is None or key.role == "admin":
+            return None
+        if op == OP_EVENTS and key.role not in ("bridge", "reader"):
+            return "events: not allowed for this key"
+        if op == OP_ORDER and not key.may_act_for(account):
+            return _not_allowed(account)
+        return None
+
     def _read_op(self, cmd: Any) -> int | None:
         """The read op of ``cmd`` if it is one (then it changes nothing), else None."""
         if type(cmd) is tuple and cmd:
@@ -219,6 +257,9 @@ class ShardCore:
     def events(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         """Re-send events [first, last] from the in-memory ring, else the journal. The reply is
         capped in count and bytes: the caller asks again from the last seq it got + 1."""
+        denied = self._may_read(OP_EVENTS)
+        if denied:
+            return {"error": denied}
         if len(cmd) != 3 or type(cmd[1]) is not int or type(cmd[2]) is not int:
             return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
         first, last = cmd[1], cmd[2]
@@ -273,6 +314,9 @@ class ShardCore:
         if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
             return {"error": "order: expected (op, symbol, account, id) as strings"}
         _, symbol, account, oid = cmd
+        denied = self._may_read(OP_ORDER, account)
+        if denied:
+            return {"error": denied}
         if symbol not in self.markets:
             return {"error": f"unknown symbol {_sym(symbol)}"}
         if self.owner(symbol) != self.index:
@@ -309,6 +353,11 @@ def _order_status(engine: Engine, symbol: str, account: str, oid: str) -> dict[s
         return {"state": STATE_UNKNOWN, "symbol": symbol, "id": oid}
     return {"state": STATE_LIVE, "symbol": symbol, "id": oid, "side": o.side, "price": o.price,
             "qty": o.qty}  # fmt: skip
+
+
+def _not_allowed(account: Any) -> str:
+    shown = account if type(account) is str and len(account) <= 64 else quote(account)
+    return f"account {shown} not allowed for this key"
 
 
 def _sym(symbol: str) -> str:
@@ -417,6 +466,9 @@ class ShardConfig:
     snapshot_interval: float = 300.0  # seconds between snapshots (if anything changed)
     metrics_port: int | None = None  # Prometheus exporter; None/0: off
     ring_size: int = 1 << 20  # events kept in memory for gap repair
+    # CURVE + ZAP from this key store (``shardex.auth``): the router link uses this shard's own
+    # key, the direct port and PUB are CURVE servers; None: insecure (lab)
+    keys_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -552,8 +604,20 @@ class ShardNode:
         import zmq  # imported after pinning so no zmq thread exists before the affinity is set
 
         self.zmq = zmq
+        self.ctx = zmq.Context()
+        self.zap: ZapHandler | None = None
+        if cfg.keys_dir:
+            store = KeyStore(cfg.keys_dir)
+            self.key = store.process_key(f"shard-{cfg.index}", "shard", cfg.index)
+            self.server = store.server()
+            self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
         self.core = ShardCore(
-            cfg.index, cfg.shards, cfg.markets, *self.recover(), ring_size=cfg.ring_size
+            cfg.index,
+            cfg.shards,
+            cfg.markets,
+            *self.recover(),
+            ring_size=cfg.ring_size,
+            registry=self.zap.registry if self.zap else None,
         )
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
@@ -616,7 +680,7 @@ class ShardNode:
 
     def _sockets(self, zmq: Any) -> None:
         cfg = self.cfg
-        self.ctx = zmq.Context()
+        secure = self.zap is not None
         self.sockets: list[Any] = []
         self.outboxes: list[Outbox] = []
         self.box: dict[Any, Outbox] = {}
@@ -632,6 +696,8 @@ class ShardNode:
             # Outbound replies get a pipe larger than that cap, plus the outbox beyond it.
             d.setsockopt(zmq.RCVHWM, 20_000)
             d.setsockopt(zmq.SNDHWM, 50_000)
+            if secure:
+                client_socket(d, self.key)  # the router knows this key as shard ``index``
             d.connect(cfg.router)
             self._add(d, router=False)
         if cfg.direct:
@@ -642,15 +708,21 @@ class ShardNode:
             r.setsockopt(zmq.RCVHWM, 10_000)
             # past this size libzmq drops the connection instead of buffering the frame
             r.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+            if secure:
+                server_socket(r, self.server, DOMAIN_CLIENTS)
             r.bind(cfg.direct)
             self._add(r, router=True)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
+        if secure:
+            server_socket(self.pub, self.server, DOMAIN_EVENTS)  # subscribers need a key too
         self.pub.bind(cfg.pub)
         self.poller = zmq.Poller()
         for sock in self.sockets:
             self.poller.register(sock, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.sock, zmq.POLLIN)
 
     def _add(self, sock: Any, router: bool) -> None:
         box = Outbox(sock, router, self.zmq)
@@ -685,6 +757,8 @@ class ShardNode:
                     if box.size:
                         box.pump()
                 if ready:
+                    if self.zap is not None:
+                        self.zap.serve()
                     self.dispatch(self.drain(), now)
                     self.flush()
                 self.housekeeping(now)
@@ -701,20 +775,27 @@ class ShardNode:
         except self.zmq.ZMQError:
             pass  # EAGAIN: the router is not reading; the next hello will try again
 
-    def drain(self) -> list[tuple[Any, list[bytes]]]:
-        """What waits on each socket now (non-blocking), bounded per wake-up."""
+    def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
+        """What waits on each socket now (non-blocking), bounded per wake-up, with the key id
+        of the connection each message came on (None in insecure mode)."""
         cap = 2 * self.cfg.max_backlog  # past max_backlog we only shed
-        Again = self.zmq.Again
-        pending: list[tuple[Any, list[bytes]]] = []
+        zmq = self.zmq
+        Again = zmq.Again
+        pending: list[tuple[Any, list[bytes], str | None]] = []
+        secure = self.zap is not None
         for sock in self.sockets:
             while len(pending) < cap:
                 try:
-                    pending.append((sock, sock.recv_multipart(self.zmq.NOBLOCK)))
+                    if secure:  # uncopied frames carry libzmq's metadata (the ZAP User-Id)
+                        raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        pending.append((sock, [f.bytes for f in raw], user_of(raw[-1])))
+                    else:
+                        pending.append((sock, sock.recv_multipart(zmq.NOBLOCK), None))
                 except Again:
                     break
         return pending
 
-    def dispatch(self, pending: list[tuple[Any, list[bytes]]], now: float) -> None:
+    def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float) -> None:
         stats = self.stats
         core = self.core
         stats.backlog = len(pending)
@@ -730,14 +811,17 @@ class ShardNode:
         replies = self.replies
         max_backlog = self.cfg.max_backlog
         publish_every = self.cfg.publish_every
-        for n, (sock, frames) in enumerate(pending):
+        secure = self.zap is not None
+        for n, (sock, frames, user) in enumerate(pending):
             box = self.box[sock]
             if sock is self.dealer:
-                # [client identity, request id, payload] from the router
-                if len(frames) != 3:
+                # [client identity, request id, client's key id, payload] from the router: the
+                # key id is trusted because this link is CURVE-authenticated to the router
+                if len(frames) != 4:
                     self.malformed += 1  # not from our router: nothing sensible to answer
                     continue
                 head = frames[:2]
+                user = frames[2].decode("ascii", "replace") if secure else None
             else:
                 # [client identity, routing key, request id, payload] from a direct client
                 if len(frames) != 4:
@@ -752,7 +836,8 @@ class ShardNode:
                 replies.append((box, [*head, self.overloaded]))
             else:
                 budget = MAX_ROUTED_REPLY_BYTES if sock is self.dealer else MAX_EVENTS_REPLY_BYTES
-                replies.append((box, [*head, core.handle(frames[-1], out, info, budget)]))
+                reply = core.handle(frames[-1], out, info, budget, user)
+                replies.append((box, [*head, reply]))
             if len(out) >= publish_every:
                 self.flush()
 
@@ -831,6 +916,8 @@ class ShardNode:
         if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()
             self.last_resting = now
+            if self.zap is not None:
+                self.zap.registry.reload()  # keys added/revoked without a restart
         journal = core.journal
         if self.held is not None or not isinstance(journal, Journal):
             return
@@ -868,6 +955,8 @@ class ShardNode:
             log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
         for s in (*self.sockets, self.pub):
             s.close(0)
+        if self.zap is not None:
+            self.zap.close()
         self.ctx.term()
         log.info("shard %d stopped", self.cfg.index)
 

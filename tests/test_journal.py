@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, free_layout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_engine_props import commands
@@ -317,9 +317,9 @@ def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
             "none",
             "--no-pin",
             "--direct",
-            "tcp://127.0.0.1:0",
+            free_layout(1).direct(0),
             "--pub",
-            "tcp://127.0.0.1:0",
+            free_layout(1).pub(0),
             "--metrics-port",
             "0",
         ],
@@ -327,7 +327,7 @@ def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
         timeout=60,
     )
     assert proc.returncode != 0
-    assert b"ETH-USD" in proc.stderr and b"another --shards" in proc.stderr
+    assert b"ETH-USD" in proc.stderr and b"--shards 1" in proc.stderr
     assert b"Traceback" not in proc.stderr
 
 
