@@ -277,7 +277,9 @@ def test_honcho_concurrency_reads_the_parent_honcho_command_line():
         [
             "bash",
             "-c",
-            'exec -a /usr/bin/honcho python3 -c "import time; time.sleep(30)" -c engine=3,bridge=1',
+            # the real interpreter, not a shim (pyenv's would exec again and lose argv[0])
+            f'exec -a /usr/bin/honcho {sys.executable} -c "import time; time.sleep(30)" '
+            "-c engine=3,bridge=1",
         ]
     )
     try:
