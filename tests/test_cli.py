@@ -284,7 +284,8 @@ def test_honcho_concurrency_reads_the_parent_honcho_command_line():
     )
     try:
         deadline = time.monotonic() + 10
-        while b"honcho" not in Path(f"/proc/{fake.pid}/cmdline").read_bytes():
+        # bash's own command line mentions honcho too: wait for the exec itself
+        while not Path(f"/proc/{fake.pid}/cmdline").read_bytes().startswith(b"/usr/bin/honcho"):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert honcho_concurrency("engine", pid=fake.pid) == 3
