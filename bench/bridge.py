@@ -34,14 +34,14 @@ import redis  # noqa: E402
 from cluster import free_base  # noqa: E402
 
 from shardex.layout import Layout  # noqa: E402
-from shardex.protocol import (  # noqa: E402
+from shardex.node.supervisor import redis_binary  # noqa: E402
+from shardex.wire.protocol import (  # noqa: E402
     OP_EVENTS,
     OP_STATUS,
     decode_request,
     encode_events,
     encode_reply,
 )
-from shardex.supervisor import redis_binary  # noqa: E402
 
 
 def fake_shard(layout: Layout, rate: int, seconds: float, batch: int, q) -> None:

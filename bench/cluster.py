@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from shardex.client import Client  # noqa: E402
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
-from shardex.protocol import decode_reply, encode_request, shard_for  # noqa: E402
+from shardex.wire.protocol import decode_reply, encode_request, shard_for  # noqa: E402
 
 SYMBOLS_2 = ("BTC-USD", "ETH-USD")  # crc32 puts these on different shards when N = 2
 assert shard_for(SYMBOLS_2[0], 2) != shard_for(SYMBOLS_2[1], 2)

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shardex.engine import Engine, load_markets  # noqa: E402
 from shardex.engine.codes import EV_TRADE  # noqa: E402
 from shardex.metrics import ShardStats  # noqa: E402
-from shardex.protocol import command_from_json_line  # noqa: E402
-from shardex.workload import Workload  # noqa: E402
+from shardex.tools.workload import Workload  # noqa: E402
+from shardex.wire.protocol import command_from_json_line  # noqa: E402
 
 
 def build(args, markets):

@@ -27,7 +27,7 @@ from cluster import SYMBOLS_2, closed_loop, start_cluster, stop_cluster  # noqa:
 
 from shardex.engine import DEFAULT_MARKETS, Engine  # noqa: E402
 from shardex.journal import Journal  # noqa: E402
-from shardex.workload import Workload  # noqa: E402
+from shardex.tools.workload import Workload  # noqa: E402
 
 
 def throughput(policy: str, orders: int, clients: int, batch: int, window: int) -> dict:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cluster import free_base  # noqa: E402
 
 from shardex.layout import Layout  # noqa: E402
-from shardex.protocol import encode_reply  # noqa: E402
+from shardex.wire.protocol import encode_reply  # noqa: E402
 
 
 def echo(endpoint: str, shards: int) -> None:

@@ -3,7 +3,7 @@
 Starts its own 2-shard cluster (``shardex up`` on free loopback ports, journal in a temp
 ``--data-dir``, embedded Redis + bridge unless ``--no-bridge``), then:
 
-1. measures the saturation rate S: closed loop (``shardex.loadgen`` API, ``--procs`` generator
+1. measures the saturation rate S: closed loop (``shardex.tools.loadgen`` API, ``--procs`` generator
    processes × ``--connections`` connections × ``--window`` frames of ``--batch`` orders) for
    ``--sat-seconds``;
 2. runs open loop at 0.5×, 1× and 3× S (``--levels``) for ``--seconds`` each, from ``--procs``
@@ -54,14 +54,14 @@ from cluster import free_base  # noqa: E402
 
 from shardex.client import Client  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
-from shardex.loadgen import LoadConfig  # noqa: E402
-from shardex.loadgen import run as loadgen_run  # noqa: E402
+from shardex.tools.loadgen import LoadConfig  # noqa: E402
+from shardex.tools.loadgen import run as loadgen_run  # noqa: E402
 
 try:  # the order flow of ``shardex loadgen`` (its API before the Workload refactor: Generator)
-    from shardex.loadgen import generator as _workload  # noqa: E402
+    from shardex.tools.loadgen import generator as _workload  # noqa: E402
 except ImportError:  # pragma: no cover - older checkouts, to measure main before issue 9
-    from shardex.loadgen import Generator as _workload  # noqa: E402
-from shardex.protocol import ERR_OVERLOADED, decode_reply, encode_request  # noqa: E402
+    from shardex.tools.loadgen import Generator as _workload  # noqa: E402
+from shardex.wire.protocol import ERR_OVERLOADED, decode_reply, encode_request  # noqa: E402
 
 HIST_MAX_US = 120_000_000
 _REQ = struct.Struct("<Q")

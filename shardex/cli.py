@@ -14,10 +14,10 @@ import click
 
 from shardex.config import load_markets
 from shardex.engine import MarketError
-from shardex.honcho import honcho_concurrency, honcho_index
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
-from shardex.workload import DEFAULT_MIX_TEXT
+from shardex.node.honcho import honcho_concurrency, honcho_index
+from shardex.tools.workload import DEFAULT_MIX_TEXT
 
 
 def _markets(path: str | None):
@@ -312,7 +312,7 @@ def router(
     client_max_inflight: int,
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
-    from shardex.router import RouterConfig, run_router
+    from shardex.node.router import RouterConfig, run_router
 
     n = resolve_shards(shards)
     layout = Layout(host, base_port, n)
@@ -430,7 +430,7 @@ def engine(
     snapshot_interval: float,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
-    from shardex.shard import ShardConfig, run_shard
+    from shardex.node.shard import ShardConfig, run_shard
 
     n = resolve_shards(shards)
     i = resolve_shard_index(index)
@@ -526,7 +526,7 @@ def up(
     prometheus_config: str | None,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
-    from shardex.supervisor import Supervisor, build_children, port_free
+    from shardex.node.supervisor import Supervisor, build_children, port_free
 
     n = _up_shards(shards)
     try:
@@ -675,7 +675,7 @@ def bridge(
     shardex:events:<shard> gets every event, shardex:trades:<SYMBOL> one entry per trade;
     entry IDs are <seq>-0, so nothing is ever written twice.
     """
-    from shardex.bridge import BridgeConfig, run_bridge
+    from shardex.node.bridge import BridgeConfig, run_bridge
 
     layout = Layout(host, base_port)
     run_bridge(
@@ -704,7 +704,7 @@ def bridge(
 )
 def redis_cmd(host: str, base_port: int, data_dir: str | None) -> None:
     """Run the embedded Redis-compatible server on the layout's port (base+4)."""
-    from shardex.supervisor import embedded_redis_argv, run_filtered
+    from shardex.node.supervisor import embedded_redis_argv, run_filtered
 
     data = os.path.abspath(data_dir) if data_dir else None
     sys.exit(run_filtered(embedded_redis_argv(Layout(host, base_port), data)))
@@ -865,7 +865,7 @@ def loadgen(
     quiet: bool,
 ) -> None:
     """Drive the cluster with orders and report throughput and latency percentiles."""
-    from shardex.loadgen import LoadConfig, LoadError, format_progress, format_report, run
+    from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
     try:
         cfg = LoadConfig(

@@ -62,7 +62,7 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.layout import Layout
-from shardex.protocol import (
+from shardex.wire.protocol import (
     OP_BOOK,
     OP_MARKETS,
     OP_ORDER,
@@ -78,7 +78,7 @@ from shardex.protocol import (
     markets_from_wire,
     shard_for,
 )
-from shardex.transport import (
+from shardex.wire.transport import (
     EndpointError,
     Pending,
     RequestIds,

@@ -29,7 +29,7 @@ from pathlib import Path
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
 from shardex.journal import Journal, iter_records, read_snapshot
 from shardex.layout import MAX_SHARDS
-from shardex.protocol import shard_for, unpackb
+from shardex.wire.protocol import shard_for, unpackb
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))

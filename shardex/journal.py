@@ -40,7 +40,7 @@ import msgpack
 
 from shardex.engine import DEFAULT_MARKETS, Engine, Market
 from shardex.engine.codes import Command, Event
-from shardex.protocol import unpackb
+from shardex.wire.protocol import unpackb
 
 log = logging.getLogger("shardex.journal")
 

@@ -17,7 +17,7 @@ import pytest
 
 from shardex.client import Client, ShardexError
 from shardex.layout import Layout
-from shardex.supervisor import port_free
+from shardex.node.supervisor import port_free
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.gettempdir())
@@ -194,7 +194,7 @@ def redis_server_binary() -> str:
     """Debian's real redis-server when installed (CI installs it), else the embedded one."""
     import shutil as _shutil
 
-    from shardex.supervisor import redis_binary
+    from shardex.node.supervisor import redis_binary
 
     return _shutil.which("redis-server") or redis_binary()
 

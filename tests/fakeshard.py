@@ -21,7 +21,7 @@ from conftest import free_layout
 
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.layout import Layout
-from shardex.protocol import (
+from shardex.wire.protocol import (
     MAX_EVENTS_REPLY,
     OP_EVENTS,
     OP_STATUS,

@@ -12,7 +12,7 @@ import pytest
 from conftest import Cluster, RedisServer
 
 from shardex.engine.codes import EV_TRADE
-from shardex.protocol import shard_for
+from shardex.wire.protocol import shard_for
 
 SYMBOLS = ("BTC-USD", "ETH-USD")  # on different shards when N = 2
 assert shard_for(SYMBOLS[0], 2) != shard_for(SYMBOLS[1], 2)
@@ -466,7 +466,7 @@ def test_garbage_on_pub_and_in_repair_replies_is_counted_and_ignored(fake_bridge
     import msgpack
     from fakeshard import accepted, trade
 
-    from shardex.protocol import VERSION, encode_events
+    from shardex.wire.protocol import VERSION, encode_events
 
     fake, bridge, r = fake_bridge
     wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)

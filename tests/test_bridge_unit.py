@@ -10,7 +10,9 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardex.bridge import (
+from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
+from shardex.engine.markets import load_markets
+from shardex.node.bridge import (
     MAX_SEQ,
     Bridge,
     BridgeConfig,
@@ -21,9 +23,7 @@ from shardex.bridge import (
     parse_events_reply,
     parse_status,
 )
-from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
-from shardex.engine.markets import load_markets
-from shardex.protocol import VERSION, decode_reply, encode_events, encode_reply
+from shardex.wire.protocol import VERSION, decode_reply, encode_events, encode_reply
 
 MARKETS = load_markets()
 

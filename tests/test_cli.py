@@ -184,7 +184,7 @@ def test_loadgen_ctrl_c_exits_130_without_traceback(cluster, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "interrupted" in err, err
-    from shardex.loadgen import Report
+    from shardex.tools.loadgen import Report
 
     if "interrupted" not in Report.__dataclass_fields__:
         pytest.skip("loadgen.run does not return a partial report on Ctrl-C yet (helper H3a)")
@@ -271,7 +271,7 @@ def test_seq_range_labels():
 
 
 def test_honcho_concurrency_reads_the_parent_honcho_command_line():
-    from shardex.honcho import honcho_concurrency, honcho_index
+    from shardex.node.honcho import honcho_concurrency, honcho_index
 
     fake = subprocess.Popen(
         [

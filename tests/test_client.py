@@ -32,7 +32,7 @@ from shardex.client import (
 )
 from shardex.engine import DEFAULT_MARKETS, Engine, Market, MarketError
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT
-from shardex.protocol import (
+from shardex.wire.protocol import (
     OP_MARKETS,
     OP_ORDER,
     decode_reply,
@@ -40,11 +40,9 @@ from shardex.protocol import (
     encode_reply,
     markets_to_wire,
 )
-from shardex.transport import Pending, StopFlag, check_endpoint
+from shardex.wire.transport import Pending, StopFlag, check_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARD_HAS_ORDER = "OP_ORDER" in (ROOT / "shardex" / "shard.py").read_text()
-needs_order = pytest.mark.skipif(not SHARD_HAS_ORDER, reason="needs OP_ORDER in shard")
 
 CUSTOM = {
     "FOO-USD": Market("FOO-USD", Decimal("0.5"), Decimal("2"), Decimal("1000"), Decimal("1000"))
@@ -478,7 +476,6 @@ def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
         assert res.error.startswith("cannot reach") and res.fate == NOT_EXECUTED
 
 
-@needs_order
 def test_real_cluster_custom_market_just_works(tmp_path: Path) -> None:
     from conftest import Cluster
 
@@ -494,7 +491,6 @@ def test_real_cluster_custom_market_just_works(tmp_path: Path) -> None:
         cluster.stop()
 
 
-@needs_order
 def test_real_cluster_fate_of_a_timed_out_order_and_a_safe_retry(cluster1) -> None:
     """SIGSTOP the shard: the order times out and its shard cannot be asked → unknown; after
     SIGCONT the order ran (live), and sending the same id again is refused as a duplicate."""

@@ -18,7 +18,7 @@ import zmq
 from conftest import ROOT, Cluster, free_layout, wait_for_cluster
 
 from shardex.client import Client
-from shardex.protocol import (
+from shardex.wire.protocol import (
     MAX_FRAME,
     OP_BOOK,
     OP_STATUS,

@@ -16,7 +16,7 @@ from shardex.datadir import DataDirError, check_data_dir, fitting_counts, scan
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, SELL, STP_NONE
 from shardex.journal import Journal
-from shardex.protocol import shard_for
+from shardex.wire.protocol import shard_for
 
 # Under N = 2: BTC-USD and ADA-USD → shard 0, ETH-USD and SOL-USD → shard 1.
 assert shard_for("BTC-USD", 2) == 0 and shard_for("ETH-USD", 2) == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Cluster
 
-from shardex.protocol import ERR_JOURNAL, OP_ORDER
+from shardex.wire.protocol import ERR_JOURNAL, OP_ORDER
 
 SIZE = "3m"
 

@@ -25,7 +25,7 @@ from shardex.engine.codes import (
     OP_CANCEL,
     OP_NEW,
 )
-from shardex.workload import Workload
+from shardex.tools.workload import Workload
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
 IDS = [f"o{i}" for i in range(12)]

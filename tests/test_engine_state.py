@@ -27,7 +27,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     STP_CANCEL_BOTH,
 )
-from shardex.workload import Workload
+from shardex.tools.workload import Workload
 
 
 def _roundtrip(state):

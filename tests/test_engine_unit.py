@@ -6,7 +6,7 @@ import pytest
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.protocol import command_from_json, event_to_json
+from shardex.wire.protocol import command_from_json, event_to_json
 
 
 class Harness:

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import EV_REJECTED, OP_NEW
-from shardex.protocol import (
+from shardex.node.router import Router, RouterConfig
+from shardex.node.shard import ShardCore
+from shardex.wire.protocol import (
     MAX_EVENTS_REPLY_BYTES,
     MAX_ID_LEN,
     MAX_SYMBOL_LEN,
@@ -27,8 +29,6 @@ from shardex.protocol import (
     quote,
     unpackb,
 )
-from shardex.router import Router, RouterConfig
-from shardex.shard import ShardCore
 
 VALID = (OP_NEW, "BTC-USD", "o-1", "alice", 0, 0, 3_000_000, 10, 0, False, 0)
 

@@ -40,7 +40,7 @@ from shardex.engine.codes import (
     OP_NEW,
     OP_REJECT,
 )
-from shardex.protocol import (
+from shardex.wire.protocol import (
     ERR_OVERLOADED,
     MAX_EVENTS_REPLY_BYTES,
     OP_BOOK,

@@ -18,8 +18,8 @@ from test_engine_props import commands
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import HEADER, Journal, JournalError, inspect, iter_records, read_commands
-from shardex.protocol import unpackb
-from shardex.workload import Workload
+from shardex.tools.workload import Workload
+from shardex.wire.protocol import unpackb
 
 
 def _book_state(engine: Engine):
@@ -238,8 +238,8 @@ def test_kill9_shard_loses_no_acked_order_and_seq_continues(tmp_path):
 
 def test_gap_repair_reads_old_ranges_from_the_journal(tmp_path):
     """A shard whose in-memory ring no longer holds a range re-sends it from its journal."""
-    from shardex.protocol import OP_EVENTS, decode_reply, encode_request
-    from shardex.shard import ShardCore
+    from shardex.node.shard import ShardCore
+    from shardex.wire.protocol import OP_EVENTS, decode_reply, encode_request
 
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
     core = ShardCore(0, 1, DEFAULT_MARKETS, journal=j, ring_size=50)
@@ -295,7 +295,7 @@ def test_journal_events_in_consecutive_ranges_match_a_full_replay(tmp_path):
 
 def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
     """Pairs re-map when N changes: a shard must not serve state it no longer owns."""
-    from shardex.protocol import shard_for
+    from shardex.wire.protocol import shard_for
 
     d = tmp_path / "data" / "shard-0"
     wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=1)

@@ -22,8 +22,8 @@ from shardex.journal import (
     _array,
     iter_records,
 )
-from shardex.protocol import unpackb
-from shardex.workload import Workload
+from shardex.tools.workload import Workload
+from shardex.wire.protocol import unpackb
 
 
 def _state(engine: Engine):

@@ -16,7 +16,7 @@ from test_client import StandIn, shard_like
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_NEW
-from shardex.loadgen import (
+from shardex.tools.loadgen import (
     DEFAULT_MIX,
     FATES,
     LoadConfig,
@@ -24,8 +24,8 @@ from shardex.loadgen import (
     Progress,
     run,
 )
-from shardex.protocol import markets_to_wire
-from shardex.workload import DEFAULT_MIX_TEXT, Workload
+from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
+from shardex.wire.protocol import markets_to_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -116,7 +116,7 @@ def test_real_cluster_report_and_config(cluster2) -> None:
 
 SCRIPT = """
 import json, sys
-from shardex.loadgen import LoadConfig, run
+from shardex.tools.loadgen import LoadConfig, run
 rep = run(LoadConfig(endpoint=sys.argv[1], duration=60.0, procs=2, window=2, batch=10))
 print(json.dumps(rep.to_dict()), flush=True)
 """

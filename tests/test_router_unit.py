@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgpack
 
-from shardex.protocol import (
+from shardex.node.router import TO_CLIENT, TO_SHARD, Router, RouterConfig
+from shardex.wire.protocol import (
     ERR_OVERLOADED,
     ERR_UNAVAILABLE,
     OP_HELLO,
@@ -13,7 +14,6 @@ from shardex.protocol import (
     packb,
     shard_for,
 )
-from shardex.router import TO_CLIENT, TO_SHARD, Router, RouterConfig
 
 
 def _router(**kw) -> Router:

@@ -37,8 +37,8 @@ EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended")
 
 MAX_ID_LEN = 64
 
-# Order fates (``Engine.order_status``); the same strings as ``shardex.protocol.STATE_*``, which
-# the pure engine must not import.
+# Order fates (``Engine.order_status``); the same strings as
+# ``shardex.wire.protocol.STATE_*``, which the pure engine must not import.
 STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
 RECENT_TRADES = 32  # most recent trades kept per order (live or recently finished)
 DEFAULT_RECENT = 100_000  # finished orders an engine remembers (FIFO) for status and duplicates

@@ -7,7 +7,7 @@ to another shard possible.
 Commands and events are plain tuples of ints and strings (see ``shardex.engine.codes`` for the
 layouts). Tuples rather than objects because the engine handles hundreds of thousands of commands
 per second in CPython and every attribute lookup or allocation on the hot path shows up in the
-profile. The edge (``shardex.protocol``) turns them into JSON/msgpack with decimal strings.
+profile. The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
 
 Every command produces at least one event. Every invalid command produces exactly one
 ``rejected`` event with a precise reason and changes nothing. No input raises out of ``apply``.

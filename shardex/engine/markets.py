@@ -1,7 +1,7 @@
 """Market definitions: the only place that knows how a symbol's decimals map to integer ticks/lots.
 
 The engine works in integers only (ticks of price, lots of quantity) so that matching is exact and
-cheap. Conversion from/to decimal strings happens at the edge (``shardex.protocol``) with the
+cheap. Conversion from/to decimal strings happens at the edge (``shardex.wire.protocol``) with the
 helpers here, never with floats.
 """
 

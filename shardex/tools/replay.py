@@ -15,7 +15,7 @@ from typing import BinaryIO
 from shardex.engine import Engine, Market
 from shardex.engine.codes import EV_REJECTED, EV_TRADE, Command
 from shardex.journal import JournalError, read_commands
-from shardex.protocol import command_from_json_line, event_to_json_line
+from shardex.wire.protocol import command_from_json_line, event_to_json_line
 
 
 @dataclass

@@ -31,7 +31,7 @@ from shardex.auth import (
     user_of,
 )
 from shardex.metrics import LATENCY_BUCKETS, Hist, serve
-from shardex.protocol import (
+from shardex.wire.protocol import (
     ERR_OVERLOADED,
     ERR_UNAVAILABLE,
     MAX_FRAME,

@@ -5,9 +5,9 @@ delays every command scheduled behind it and shows in the tail (no coordinated o
 Closed loop keeps C connections each with W frames of B commands in flight and measures the
 frame round trip for each command in it.
 
-Orders come from ``shardex.workload.Workload`` in its cheap mode (the project's one generator and
-one default mix), engine tuples straight to msgpack, so one process drives well over 100k
-orders/s; ``procs`` runs several generator processes and merges their HDR histograms.
+Orders come from ``shardex.tools.workload.Workload`` in its cheap mode (the project's one
+generator and one default mix), engine tuples straight to msgpack, so one process drives well
+over 100k orders/s; ``procs`` runs several generator processes and merges their HDR histograms.
 
 A command that gets no reply within ``timeout`` is not just counted: its shard is asked for the
 order (``OP_ORDER``) and the report counts the fates of timeouts separately (``fates``:
@@ -53,7 +53,8 @@ from shardex.engine.codes import (
     OP_NEW,
 )
 from shardex.metrics import reject_class
-from shardex.protocol import (
+from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
+from shardex.wire.protocol import (
     OP_ORDER,
     decode_reply,
     encode_request,
@@ -61,7 +62,7 @@ from shardex.protocol import (
     markets_to_wire,
     shard_for,
 )
-from shardex.transport import (
+from shardex.wire.transport import (
     EndpointError,
     Pending,
     RequestIds,
@@ -73,7 +74,6 @@ from shardex.transport import (
     parse_topology,
     request,
 )
-from shardex.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 
 HIST_MAX_US = 60_000_000
 FATES = ("executed", "not_executed", "unknown")  # report keys of the fates of timeouts

@@ -78,7 +78,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shardex.engine import Market
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE
 from shardex.metrics import LATENCY_BUCKETS, serve
-from shardex.protocol import (
+from shardex.wire.protocol import (
     OP_EVENTS,
     OP_STATUS,
     VERSION,

@@ -37,7 +37,7 @@ from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_REJECT, Event
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardCollector, ShardStats, serve
-from shardex.protocol import (
+from shardex.wire.protocol import (
     ERR_JOURNAL,
     ERR_OVERLOADED,
     MAX_BOOK_DEPTH,

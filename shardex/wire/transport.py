@@ -2,7 +2,7 @@
 reply correlation, the topology request, and the SIGINT/SIGTERM stop flag of process loops.
 
 Everything here is transport only: it moves opaque request/reply frames and never interprets a
-command (``shardex.protocol`` owns the schema, ``shardex.client`` the meaning of replies).
+command (``shardex.wire.protocol`` owns the schema, ``shardex.client`` the meaning of replies).
 
 Public API (kept small on purpose; ``Client``, ``AsyncClient`` and ``loadgen`` use it):
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from shardex.protocol import decode_reply, encode_request
+from shardex.wire.protocol import decode_reply, encode_request
 
 __all__ = [
     "TOPOLOGY_KEY",
