@@ -1,0 +1,291 @@
+"""Redis ACL users of a cluster: generated passwords, the embedded server's ACL, and URLs.
+
+Why this shape:
+
+* **Two users, least privilege, no default user.** ``bridge`` may write only ``shardex:*`` and
+  only with the commands the bridge runs; ``reader`` (``shardex tail`` and consumers) may only
+  read ``shardex:*`` streams and keep its own consumer-group state. The ``default`` user is
+  switched off, so a connection without credentials can do nothing (``NOAUTH``).
+* **Passwords live in one file**, ``KEYS_DIR/redis.json`` (mode 0600, next to the CURVE keys),
+  created on first use by ``RedisUsers.ensure`` (idempotent and safe to race: a lock file, like
+  ``KeyStore.init``). The server is given only SHA-256 hashes (``#<hex>`` ACL rules), so a
+  cleartext password never appears on a command line (``ps``) or in a config file.
+* **Passwords never travel on argv either**: a URL that names a user but has no password
+  (``redis://bridge@127.0.0.1:6379/0``) means "take this user's password from the keys dir"
+  (``resolve_url``). Every URL that is logged goes through ``mask_url``.
+
+API (what the supervisor, the CLI and the bridge call):
+
+``RedisUsers.ensure(keys_dir) -> RedisUsers``
+    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for ``bridge`` and
+    ``reader``) when missing. ``RedisUsers.load(keys_dir)`` reads only (``RedisAuthError`` if
+    the file is missing or broken).
+``users.server_args() -> list[str]``
+    Extra argv for the embedded valkey-server / redis-server (≥ 6.0): ``--user`` directives for
+    ``default`` (off), ``bridge`` and ``reader``, passwords as hashes.
+``users.acl_lines() -> list[str]`` / ``users.write_acl_file(path)``
+    The same rules as ACL-file lines (``aclfile`` of an external server you run yourself).
+``users.url(base_url, user) -> str``
+    ``base_url`` with ``user:password@`` put in (scheme, host, port, db, query kept; works for
+    ``rediss://``). For in-process use only: never log it, never put it on argv.
+``resolve_url(url, keys_dir) -> str``
+    A URL naming a user without a password gets that user's password from ``keys_dir``; any
+    other URL is returned unchanged (an external Redis keeps the credentials you gave it).
+``mask_url(url) -> str``
+    The URL with its password replaced by ``***``: what to log.
+
+What the supervisor (``shardex up`` / ``shardex redis``) must do when it has a keys dir:
+
+1. ``users = RedisUsers.ensure(keys_dir)`` before starting the embedded server, and append
+   ``users.server_args()`` to ``embedded_redis_argv(...)`` (after the other options). Keep
+   ``--protected-mode no`` out of a secure start or keep it: with ACL users and the default user
+   off, protected mode has nothing to protect (it only guards a passwordless default user).
+2. Start the bridge with ``--keys-dir KEYS_DIR`` and ``--redis-url
+   redis://bridge@HOST:PORT/0`` (``bridge_url(layout.redis_url)``): the bridge fills in the
+   password itself, so it is never on a command line.
+3. Print the Redis endpoint with ``mask_url`` (or without credentials at all), and say how a
+   consumer authenticates: user ``reader``, password in ``KEYS_DIR/redis.json``.
+``--insecure`` (no keys dir): none of this; the embedded server runs as before.
+
+Consumer groups: ``reader`` may ``XGROUP CREATE`` (and ``CREATECONSUMER``/``DELCONSUMER``),
+``XREADGROUP``, ``XACK``, ``XPENDING``, ``XCLAIM``, ``XAUTOCLAIM``. These change a group's state
+(its last-delivered ID, pending lists), never a stream's entries; ``XGROUP CREATE … MKSTREAM``
+can create an *empty* ``shardex:*`` stream, which the bridge then writes into as usual. Not
+allowed: ``XADD``, ``XDEL``, ``XTRIM``, ``XSETID``, ``XGROUP DESTROY/SETID`` (another consumer's
+group), ``DEL``, ``SCAN``/``KEYS`` (consumers know their symbols from the markets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from shardex.auth import _write_private
+
+REDIS_FILE = "redis.json"
+USERS = ("bridge", "reader")
+KEY_PATTERN = "~shardex:*"
+
+# Commands per user. Sub-commands are named (``script|load``) so a user gets exactly that one.
+# ``select``: redis-py sends SELECT when the URL names a db other than 0.
+BRIDGE_COMMANDS = (
+    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN, each ACL-checked)
+    "+script|load",  # load that script (first use, after a server restart)
+    "+xadd",
+    "+xrange",
+    "+xrevrange",  # resume: the last entry written per shard
+    "+xlen",
+    "+ping",  # outage probe
+    "+select",
+)
+READER_COMMANDS = (
+    "+xread",
+    "+xreadgroup",
+    "+xrange",
+    "+xrevrange",
+    "+xlen",
+    "+xinfo",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+    "+xgroup|delconsumer",
+    "+xack",
+    "+xpending",
+    "+xclaim",
+    "+xautoclaim",
+    "+exists",  # tail: does the symbol's stream exist yet
+    "+type",
+    "+ping",
+    "+select",
+)
+RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS}
+
+
+class RedisAuthError(Exception):
+    """The Redis credentials file is missing or unusable; the message says which and why."""
+
+
+def _hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RedisUsers:
+    """The cluster's Redis users and their passwords (``KEYS_DIR/redis.json``)."""
+
+    passwords: dict[str, str]
+    path: Path | None = None
+
+    # -- the file ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, keys_dir: str | Path) -> RedisUsers:
+        """Read ``keys_dir/redis.json``; ``RedisAuthError`` if it is missing or broken."""
+        path = Path(keys_dir) / REDIS_FILE
+        try:
+            raw = json.loads(path.read_text())
+            users = raw["users"]
+            passwords = {u: str(users[u]["password"]) for u in USERS}
+        except FileNotFoundError:
+            raise RedisAuthError(
+                f"no Redis credentials in {path} (start the cluster once with this keys dir, "
+                "or pass a --redis-url with user and password)"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = type(exc).__name__
+            raise RedisAuthError(f"{path} is not a shardex Redis credentials ({why})") from None
+        if any(len(p) < 16 for p in passwords.values()):
+            raise RedisAuthError(f"{path}: passwords must be at least 16 characters")
+        return cls(passwords, path)
+
+    @classmethod
+    def ensure(cls, keys_dir: str | Path) -> RedisUsers:
+        """Load the credentials, creating them on first use (idempotent, safe to race)."""
+        d = Path(keys_dir)
+        path = d / REDIS_FILE
+        if path.exists():
+            return cls.load(d)
+        with _lock(d):
+            if not path.exists():
+                pw = {u: secrets.token_urlsafe(32) for u in USERS}
+                _write_private(path, {"users": {u: {"password": p} for u, p in pw.items()}})
+        return cls.load(d)
+
+    def password(self, user: str) -> str:
+        try:
+            return self.passwords[user]
+        except KeyError:
+            raise RedisAuthError(f"no Redis user {user!r} (users: {', '.join(USERS)})") from None
+
+    # -- the server -------------------------------------------------------------------------------
+
+    def rules(self, user: str) -> list[str]:
+        """ACL rules of ``user`` (password as its SHA-256 hash)."""
+        if user not in RULES:
+            raise RedisAuthError(f"no Redis user {user!r} (users: {', '.join(USERS)})")
+        return [
+            "reset",
+            "on",
+            f"#{_hash(self.password(user))}",
+            KEY_PATTERN,
+            "resetchannels",
+            "-@all",
+            *RULES[user],
+        ]
+
+    def acl_lines(self) -> list[str]:
+        """``user …`` lines for an ACL file: the default user off, then bridge and reader."""
+        lines = ["user default reset off"]
+        lines += [" ".join(["user", u, *self.rules(u)]) for u in USERS]
+        return lines
+
+    def write_acl_file(self, path: str | Path) -> None:
+        """Write ``acl_lines`` to ``path`` (0600) for a server started with ``--aclfile``."""
+        p = Path(path)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(self.acl_lines()) + "\n")
+        os.chmod(p, 0o600)
+
+    def server_args(self) -> list[str]:
+        """Extra argv for the embedded server: ``--user`` directives (hashes only)."""
+        args = ["--user", "default", "reset", "off"]
+        for u in USERS:
+            args += ["--user", u, *self.rules(u)]
+        return args
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def url(self, base_url: str, user: str) -> str:
+        """``base_url`` with ``user``'s credentials. Never log it (``mask_url``)."""
+        return with_credentials(base_url, user, self.password(user))
+
+
+@contextmanager
+def _lock(directory: Path) -> Iterator[None]:
+    """One creator of the credentials at a time (processes started together may race)."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".redis.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` (quoted) in place of whatever credentials it had."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def url_user(url: str) -> tuple[str | None, str | None]:
+    """(user, password) named in ``url`` (unquoted), each None when absent."""
+    parts = urlsplit(url)
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return user, password
+
+
+def bridge_url(base_url: str) -> str:
+    """``base_url`` naming user ``bridge`` without a password (safe for argv and logs)."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"bridge@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def resolve_url(url: str, keys_dir: str | Path | None) -> str:
+    """A URL naming a user but no password gets that user's password from ``keys_dir``.
+
+    A URL with a password, or with no user, is returned as given: credentials of an external
+    Redis are the operator's, and a passwordless URL to an insecure cluster stays one.
+    """
+    user, password = url_user(url)
+    if user is None or password is not None:
+        return url
+    if keys_dir is None:
+        raise RedisAuthError(
+            f"the Redis URL names user {user!r} without a password and no keys dir is given "
+            "to look it up in"
+        )
+    return RedisUsers.load(keys_dir).url(url, user)
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe to log: its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = f"{parts.username or ''}:***@{host}"
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+        # redis-py also takes ?password=… in the query
+        query = _PW_QUERY.sub(r"\1***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # unparsable: show nothing of it rather than a secret
+        return "<redis url>"
+
+
+_PW_QUERY = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
