@@ -90,7 +90,7 @@ class RecordingJournal:
     def commit(self) -> None:
         pass
 
-    def events(self, first: int, last: int):
+    def events(self, first: int, last: int, budget: int | None = None):
         return None
 
 

@@ -71,6 +71,7 @@ except ImportError:  # pragma: no cover - older journal module
 log = logging.getLogger("shardex.shard")
 
 HELLO_EVERY_S = 1.0
+JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
 OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
 OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
@@ -98,7 +99,7 @@ class NullJournal:
     def commit(self) -> None:
         pass
 
-    def events(self, first: int, last: int) -> list[Event] | None:
+    def events(self, first: int, last: int, budget: int | None = None) -> list[Event] | None:
         return None
 
     def snapshot(self, engine: Engine) -> Any:
@@ -272,9 +273,11 @@ class ShardCore:
         evs = self.ring.get(first, last)
         if evs is None:
             try:
-                evs = self.journal.events(first, last)
+                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
             except JournalError as exc:
                 return {"error": str(exc), "seq": seq}
+            if evs == []:  # still replaying towards ``first``: ask again (bounded work each)
+                return {"events": [], "seq": seq, "pending": True}
         if evs is None:
             return {
                 "error": f"events {first}..{last} are gone (ring starts at "
