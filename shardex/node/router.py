@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass
 from time import perf_counter
@@ -41,6 +40,7 @@ from shardex.wire.protocol import (
     shard_for,
     unpackb,
 )
+from shardex.wire.transport import StopFlag
 
 log = logging.getLogger("shardex.router")
 
@@ -358,7 +358,7 @@ class RouterNode:
 
     def __init__(self, cfg: RouterConfig) -> None:
         self.cfg = cfg
-        self.running = True
+        self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
         self.ctx = zmq.Context()
         self.zap: ZapHandler | None = None
         server = None
@@ -447,7 +447,7 @@ class RouterNode:
         serve(cfg.metrics_port, "router")
         last_expire = last_reload = time.monotonic()
         try:
-            while self.running:
+            while not self.stop:
                 now = time.monotonic()
                 if time.monotonic() - last_expire > 1.0:
                     n = self.router.expire(perf_counter())
@@ -491,10 +491,5 @@ def _recv_with_user(sock: Any) -> tuple[list[bytes], str | None]:
 def run_router(cfg: RouterConfig) -> None:
     """The router's process: returns on SIGTERM/SIGINT."""
     node = RouterNode(cfg)
-
-    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
-        node.running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    node.stop = StopFlag.install()
     node.run()

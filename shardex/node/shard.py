@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -62,6 +61,7 @@ from shardex.wire.protocol import (
     quote,
     shard_for,
 )
+from shardex.wire.transport import StopFlag
 
 try:  # the journal's "cannot write now" error (disk full, I/O error): the shard stays up
     from shardex.journal import JournalUnavailable
@@ -625,7 +625,7 @@ class ShardNode:
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
-        self.running = True
+        self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
         self.malformed = 0
         self.started = time.monotonic()
         self.last_hello = 0.0
@@ -746,7 +746,7 @@ class ShardNode:
         )  # fmt: skip
         zmq = self.zmq
         try:
-            while self.running:
+            while not self.stop:
                 now = time.monotonic()
                 self.hello(now)
                 if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
@@ -755,7 +755,7 @@ class ShardNode:
                 try:
                     ready = self.poller.poll(10 if waiting else 200)
                 except zmq.ZMQError:
-                    continue  # EINTR from a signal: loop re-checks ``running``
+                    continue  # EINTR from a signal: the loop re-checks ``stop``
                 for box in self.outboxes:
                     if box.size:
                         box.pump()
@@ -967,12 +967,7 @@ class ShardNode:
 def run_shard(cfg: ShardConfig) -> None:
     """The shard's process: returns on SIGTERM/SIGINT."""
     node = ShardNode(cfg)
-
-    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
-        node.running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    node.stop = StopFlag.install()
     node.run()
 
 
