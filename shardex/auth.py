@@ -29,7 +29,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,18 +221,22 @@ class KeyFile:
     """One identity as a client or process holds it."""
 
     public: str
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or a traceback's locals repr
     server_public: str
     name: str = ""
     role: str = ""
+    # what the registry granted when the file was written (a hint for clients: the default
+    # account of a one-account trader key); the registry, not this, is what the cluster checks
+    accounts: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, path: str | Path) -> KeyFile:
         p = Path(path)
         try:
             raw = json.loads(p.read_text())
+            accounts = tuple(str(a) for a in raw.get("accounts", ()))
             kf = cls(raw["public"], raw["secret"], raw["server_public"], raw.get("name", ""),
-                     raw.get("role", ""))  # fmt: skip
+                     raw.get("role", ""), accounts)  # fmt: skip
         except FileNotFoundError:
             raise AuthError(f"key file {p} not found") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -247,7 +251,7 @@ class KeyFile:
     def write(self, path: str | Path) -> None:
         _write_private(Path(path), {
             "public": self.public, "secret": self.secret, "server_public": self.server_public,
-            "name": self.name, "role": self.role,
+            "name": self.name, "role": self.role, "accounts": list(self.accounts),
         })  # fmt: skip
 
 
@@ -311,13 +315,36 @@ class KeyStore:
         shard: int | None = None,
         path: str | Path | None = None,
     ) -> Path:
-        """Register a new key and write its key file (default ``keys/<name>.key``)."""
+        """Register a new key and write its key file (default ``keys/<name>.key``).
+
+        Callers hold the store's lock (``init``, ``process_key``) or use ``add``, which takes it.
+        """
         server = self.server()
+        accounts = sorted(set(accounts))
         public, secret = self.registry().add(name, role, accounts, shard)
         assert secret is not None
         out = Path(path) if path is not None else self.dir / f"{name}.key"
-        KeyFile(public, secret, server.public, name, role).write(out)
+        KeyFile(public, secret, server.public, name, role, tuple(accounts)).write(out)
         return out
+
+    def add(
+        self,
+        name: str,
+        role: str,
+        accounts: Iterable[str] = (),
+        shard: int | None = None,
+        path: str | Path | None = None,
+    ) -> Path:
+        """``issue`` under the store's lock (``shardex keys add``), creating the store first if
+        needed: a key added while processes start and issue their own keys is never lost."""
+        self.init()
+        with self._lock():
+            return self.issue(name, role, accounts, shard, path)
+
+    def revoke(self, name_or_key: str) -> list[KeyInfo]:
+        """Revoke every live key with this name or public key, under the store's lock."""
+        with self._lock():
+            return self.registry().revoke(name_or_key)
 
     def process_key(self, name: str, role: str, shard: int | None = None) -> KeyFile:
         """The key of an internal process (``shard-3``, ``bridge``), issued on first use."""

@@ -188,6 +188,228 @@ def _seq_range(seg: dict[str, Any]) -> str:
     return f"records after seq {seg['first_seq']}..{seg['last_seq']}"
 
 
+# -------------------------------------------------------------------------------- identity
+
+INSECURE_WARNING = (
+    "WARNING: INSECURE cluster (--insecure): no authentication, anyone who can reach its ports "
+    "can trade as any account and pose as a shard. For a lab only."
+)
+
+
+def keys_dir_of(data_dir: str | None, keys_dir: str | None) -> str | None:
+    """The key store a command uses: ``--keys-dir``, else ``DATA_DIR/keys``, else None."""
+    if keys_dir:
+        return os.path.abspath(keys_dir)
+    if data_dir:
+        return os.path.abspath(os.path.join(data_dir, "keys"))
+    return None
+
+
+def process_keys_dir(
+    component: str, data_dir: str | None, keys_dir: str | None, insecure: bool
+) -> str | None:
+    """The keys dir of a cluster process (router, engine, bridge, redis), or None with
+    ``--insecure`` (said loudly); with neither, one line saying how to proceed (exit 2)."""
+    if insecure:
+        if keys_dir:
+            raise UsageLineError("--insecure and --keys-dir contradict each other: give one")
+        logging.getLogger("shardex").warning(
+            "%s: %s", component, INSECURE_WARNING.removeprefix("WARNING: ")
+        )
+        return None
+    found = keys_dir_of(data_dir, keys_dir)
+    if found is None:
+        raise UsageLineError(
+            f"{component}: no keys: give --data-dir DIR (keys in DIR/keys, created on first "
+            "start or by `shardex keys init`) or --keys-dir DIR, or --insecure to run without "
+            "authentication (a lab only)"
+        )
+    return found
+
+
+keys_dir_option = click.option(
+    "--keys-dir",
+    default=None,
+    envvar="SHARDEX_KEYS_DIR",
+    type=click.Path(file_okay=False),
+    help="The cluster's key store (server key, key registry, process keys) [DATA_DIR/keys].",
+)
+insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="SHARDEX_INSECURE",
+    help="No authentication at all (no CURVE, no key registry): a lab only.",
+)
+key_option = click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Key file to connect with [$SHARDEX_KEY, else DATA_DIR/keys/admin.key "
+    "($SHARDEX_DATA_DIR or ./data) if it exists, else none]; 'none' for an --insecure cluster.",
+)
+
+
+def client_key(key_file: str | None):
+    """``--key`` → what ``Client(key=...)`` takes: a path, False for 'none', None: default."""
+    from shardex.wire.transport import NO_KEY
+
+    if key_file is None:
+        return None
+    return False if key_file.strip().lower() in NO_KEY else key_file
+
+
+store_options = [
+    click.option(
+        "--data-dir",
+        default="data",
+        show_default=True,
+        envvar="SHARDEX_DATA_DIR",
+        help="The cluster's data dir; keys live in DATA_DIR/keys.",
+    ),
+    keys_dir_option,
+]
+
+
+def _store_opts(f):
+    for opt in reversed(store_options):
+        f = opt(f)
+    return f
+
+
+def _store(data_dir: str, keys_dir: str | None, must_exist: bool = True):
+    from shardex.auth import KeyStore
+
+    store = KeyStore(keys_dir_of(data_dir, keys_dir) or "")
+    if must_exist and not store.exists():
+        raise click.ClickException(
+            f"no key store in {store.dir} (created by `shardex up` on first start or by "
+            "`shardex keys init`; use --data-dir/--keys-dir for another one)"
+        )
+    return store
+
+
+@main.group()
+def keys() -> None:
+    """Identity: who may connect and act for which accounts (keys in DATA_DIR/keys).
+
+    Every connection to the cluster is authenticated with a CURVE key; the key registry says
+    which accounts each key may act for. Changes take effect without a restart.
+    """
+
+
+@keys.command("init")
+@_store_opts
+def keys_init(data_dir: str, keys_dir: str | None) -> None:
+    """Create the cluster's keys (server key, registry, admin key) if missing."""
+    from shardex.auth import ADMIN_KEY_FILE
+
+    store = _store(data_dir, keys_dir, must_exist=False)
+    created = store.init()
+    click.echo(
+        f"{'created' if created else 'already there:'} key store {store.dir} "
+        f"(admin key {store.dir / ADMIN_KEY_FILE})"
+    )
+
+
+@keys.command("add")
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    help="An account this key may act for (repeat for several); trader keys need one.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["trader", "reader", "admin", "bridge"]),
+    default="trader",
+    show_default=True,
+    help="trader: orders for its accounts + reads; reader: market data and status only; "
+    "admin: everything, any account; bridge: the event stream.",
+)
+@click.option("--name", default=None, help="Key name [the account; ROLE-xxxx for others].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the key file here [KEYS_DIR/NAME.key].",
+)
+@_store_opts
+def keys_add(
+    accounts: tuple[str, ...],
+    role: str,
+    name: str | None,
+    out: str | None,
+    data_dir: str,
+    keys_dir: str | None,
+) -> None:
+    """Create a keypair file (mode 0600) for a user and register its public key."""
+    from shardex.auth import AuthError
+
+    accounts = tuple(dict.fromkeys(accounts))
+    if role != "trader" and accounts:
+        raise UsageLineError(f"--account is for trader keys (a {role} key has no accounts)")
+    if role == "trader" and not accounts:
+        raise UsageLineError("a trader key needs at least one --account")
+    if name is None:
+        name = "+".join(accounts) if accounts else f"{role}-{os.urandom(2).hex()}"
+    store = _store(data_dir, keys_dir, must_exist=False)
+    if not store.exists():
+        store.init()
+        click.echo(f"created the cluster's key store in {store.dir} (with an admin key)")
+    path = os.path.abspath(out) if out else str(store.dir / f"{name}.key")
+    if os.path.exists(path):
+        raise click.ClickException(f"{path} exists: choose another --out or --name")
+    try:
+        written = store.add(name, role, accounts, path=path)
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from None
+    from shardex.auth import KeyFile
+
+    kf = KeyFile.read(written)
+    what = f"for account(s) {', '.join(accounts)}" if accounts else "(no accounts)"
+    click.echo(f"added {role} key {name!r} {what}, key id {kf.public[:8]}…")
+    click.echo(f"key file: {written} (mode 0600: it holds the secret key; give it to its user)")
+    click.echo(f'use it:   Client("tcp://HOST:5555", key="{written}")')
+    click.echo(f"     or   SHARDEX_KEY={written} shardex status   (or --key FILE)")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+@_store_opts
+def keys_list(as_json: bool, data_dir: str, keys_dir: str | None) -> None:
+    """Every registered key: name, role, accounts, shard, revoked, key id (never a secret)."""
+    store = _store(data_dir, keys_dir)
+    infos = sorted(store.registry().keys.values(), key=lambda i: (i.revoked, i.role, i.name))
+    if as_json:
+        for i in infos:
+            click.echo(json.dumps({**i.to_json(), "key": i.key}))
+        return
+    click.echo(f"{'name':<20} {'role':<7} {'shard':>5} {'state':<8} {'key id':<10} accounts")
+    for i in infos:
+        accounts = "*" if i.role == "admin" else ",".join(sorted(i.accounts)) or "-"
+        click.echo(
+            f"{i.name:<20} {i.role:<7} {_s(i.shard):>5} "
+            f"{'revoked' if i.revoked else 'live':<8} {i.key[:8] + '…':<10} {accounts}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("target")
+@_store_opts
+def keys_revoke(target: str, data_dir: str, keys_dir: str | None) -> None:
+    """Revoke the live key named TARGET (or whose public key is TARGET); its connections are
+    refused from their next message (processes re-read the registry within a second)."""
+    store = _store(data_dir, keys_dir)
+    hits = store.revoke(target)
+    if not hits:
+        raise click.ClickException(f"no live key named {target!r} or with that key id")
+    for i in hits:
+        click.echo(f"revoked {i.role} key {i.name!r} (key id {i.key[:8]}…)")
+    if any(i.role in ("shard", "bridge") for i in hits):
+        click.echo("a revoked process key is replaced by a new one when that process restarts")
+
+
 # --------------------------------------------------------------------------------- cluster
 
 host_option = click.option(
@@ -301,6 +523,14 @@ def resolve_shard_index(value: int | None) -> int:
     help="Requests one client connection may have unanswered (keep it well below "
     "--max-inflight so one client cannot fill a shard's queue).",
 )
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="SHARDEX_DATA_DIR",
+    help="The cluster's data dir (keys in DATA_DIR/keys).",
+)
+@keys_dir_option
+@insecure_option
 def router(
     shards: str,
     host: str,
@@ -310,10 +540,14 @@ def router(
     metrics_port: int | None,
     max_inflight: int,
     client_max_inflight: int,
+    data_dir: str | None,
+    keys_dir: str | None,
+    insecure: bool,
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.node.router import RouterConfig, run_router
 
+    keys = process_keys_dir("router", data_dir, keys_dir, insecure)
     n = resolve_shards(shards)
     layout = Layout(host, base_port, n)
     run_router(
@@ -324,6 +558,7 @@ def router(
             metrics_port=layout.router_metrics_port if metrics_port is None else metrics_port,
             max_inflight=max_inflight,
             client_max_inflight=client_max_inflight,
+            keys_dir=keys,
         )
     )
 
@@ -410,6 +645,8 @@ def router(
     show_default=True,
     help="Seconds between snapshots (when something changed).",
 )
+@keys_dir_option
+@insecure_option
 def engine(
     index: int | None,
     shards: str,
@@ -428,10 +665,13 @@ def engine(
     pub_hwm: int,
     snapshot_every: int,
     snapshot_interval: float,
+    keys_dir: str | None,
+    insecure: bool,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
 
+    keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     n = resolve_shards(shards)
     i = resolve_shard_index(index)
     if not 0 <= i < n:
@@ -463,6 +703,7 @@ def engine(
         snapshot_interval=snapshot_interval,
         pub_hwm=max(1, pub_hwm),
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
+        keys_dir=keys,
     )
     try:
         run_shard(cfg)
@@ -510,6 +751,18 @@ def engine(
     default=None,
     help="Also write a prometheus.yml scraping this cluster's exporters to this path.",
 )
+@click.option(
+    "--keys-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The cluster's key store [DATA_DIR/keys; with --ephemeral a temp dir for this run].",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="SHARDEX_INSECURE",
+    help="No authentication (no CURVE keys, no Redis users): a lab only, said loudly.",
+)
 def up(
     shards: str,
     host: str,
@@ -524,8 +777,15 @@ def up(
     no_bridge: bool,
     pub_hwm: int | None,
     prometheus_config: str | None,
+    keys_dir: str | None,
+    insecure: bool,
 ) -> None:
-    """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C."""
+    """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
+
+    Secure by default: on first start the cluster's keys and an admin key are created in
+    DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
+    process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
+    """
     from shardex.node.supervisor import Supervisor, build_children, port_free
 
     n = _up_shards(shards)
@@ -551,6 +811,7 @@ def up(
         with open(prometheus_config, "w") as fh:
             fh.write(render(layout))
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
+    keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     sup = Supervisor(
         build_children(
@@ -563,20 +824,62 @@ def up(
             fsync,
             redis=None if no_bridge else (redis_url or "embedded"),
             pub_hwm=pub_hwm,
+            keys_dir=keys,
         )
     )
 
     def ready() -> None:
-        _print_endpoints(layout, None if no_bridge else (redis_url or layout.redis_url))
+        _print_endpoints(
+            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys
+        )
 
-    sys.exit(sup.run(on_ready=ready))
+    try:
+        rc = sup.run(on_ready=ready)
+    finally:
+        if temp_keys:
+            import shutil
+
+            shutil.rmtree(keys or "", ignore_errors=True)
+    sys.exit(rc)
 
 
-def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
+def _up_keys(
+    data_dir: str, keys_dir: str | None, ephemeral: bool, insecure: bool
+) -> tuple[str | None, bool]:
+    """``shardex up``'s key store (created on first start), and whether it is a temp one."""
+    if insecure:
+        if keys_dir:
+            raise UsageLineError("--insecure and --keys-dir contradict each other: give one")
+        click.echo(INSECURE_WARNING, err=True)
+        return None, False
+    from shardex.auth import AuthError, KeyStore
+
+    temp = False
+    if keys_dir:
+        path = os.path.abspath(keys_dir)
+    elif ephemeral:
+        import tempfile
+
+        path, temp = tempfile.mkdtemp(prefix="shardex-keys-"), True
+    else:
+        path = os.path.abspath(os.path.join(data_dir, "keys"))
+    try:
+        if KeyStore(path).init():
+            click.echo(f"created the cluster's keys and an admin key in {path}")
+    except (AuthError, OSError) as exc:
+        raise click.ClickException(f"key store {path}: {exc}") from None
+    return path, temp
+
+
+def _print_endpoints(
+    layout: Layout, redis_url: str | None, keys: str | None = None, temp_keys: bool = False
+) -> None:
+    from shardex.auth import ADMIN_KEY_FILE
     from shardex.client import Client, ShardexError
 
     shards_up = 0
-    with Client(layout.frontend, timeout=1.0) as c:
+    admin = os.path.join(keys, ADMIN_KEY_FILE) if keys else None
+    with Client(layout.frontend, timeout=1.0, key=admin or False) as c:
         for _ in range(20):
             try:
                 info = c.topology()
@@ -598,13 +901,30 @@ def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
             f"   metrics http://{layout.host}:{layout.shard_metrics_port(i)}/metrics"
         )
     if redis_url:
+        from shardex.redisauth import mask_url
+
         lines.append(
-            f"  redis (events)     {redis_url}   streams shardex:events:<shard>, "
+            f"  redis (events)     {mask_url(redis_url)}   streams shardex:events:<shard>, "
             "shardex:trades:<SYMBOL>"
         )
+        if keys and redis_url == layout.redis_url:
+            lines.append(
+                f"  redis users        reader (read-only; password in {keys}/redis.json), "
+                "bridge (writes)"
+            )
         lines.append(
             f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/metrics"
         )
+    if keys:
+        temp = " (temporary: deleted at exit)" if temp_keys else ""
+        lines.append(f"  keys               {keys}{temp}")
+        lines.append(
+            f"  admin key          {admin}"
+            + (f"  (clients: export SHARDEX_KEY={admin})" if temp_keys else "")
+        )
+        lines.append("  add a trader       shardex keys add --account NAME (a key file for them)")
+    else:
+        lines.append(INSECURE_WARNING)
     lines.append("Ctrl-C stops everything.")
     click.echo("\n".join(lines), err=False)
     sys.stdout.flush()
@@ -657,6 +977,14 @@ def _print_endpoints(layout: Layout, redis_url: str | None) -> None:
     show_default=True,
     help="Seconds between asking each shard its seq (catches events PUB dropped at the tail).",
 )
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="SHARDEX_DATA_DIR",
+    help="The cluster's data dir (keys in DATA_DIR/keys).",
+)
+@keys_dir_option
+@insecure_option
 def bridge(
     endpoint: str | None,
     host: str,
@@ -669,6 +997,9 @@ def bridge(
     metrics_port: int | None,
     stall_after: float,
     poll_interval: float,
+    data_dir: str | None,
+    keys_dir: str | None,
+    insecure: bool,
 ) -> None:
     """Write every shard's events to Redis Streams, in order, exactly once.
 
@@ -677,11 +1008,14 @@ def bridge(
     """
     from shardex.node.bridge import BridgeConfig, run_bridge
 
+    keys = process_keys_dir("bridge", data_dir, keys_dir, insecure)
     layout = Layout(host, base_port)
+    secure = {"keys_dir": keys} if keys else {}  # (an older BridgeConfig has no keys_dir)
     run_bridge(
         BridgeConfig(
+            **secure,
             router=endpoint or layout.frontend,
-            redis_url=redis_url or layout.redis_url,
+            redis_url=redis_url or _bridge_redis_url(layout.redis_url, keys),
             markets=_markets(markets_file),
             maxlen=max(0, maxlen),
             batch=max(1, batch),
@@ -693,6 +1027,16 @@ def bridge(
     )
 
 
+def _bridge_redis_url(url: str, keys: str | None) -> str:
+    """The embedded Redis as the bridge reaches it: as user ``bridge`` when the cluster has
+    keys (the password is read from the keys dir, never put on a command line)."""
+    if not keys:
+        return url
+    from shardex.redisauth import bridge_url
+
+    return bridge_url(url)
+
+
 @main.command("redis")
 @host_option
 @base_port_option
@@ -700,14 +1044,23 @@ def bridge(
     "--data-dir",
     default=None,
     envvar="SHARDEX_DATA_DIR",
-    help="AOF goes to DATA_DIR/redis (none: in memory only).",
+    help="AOF goes to DATA_DIR/redis (none: in memory only); ACL users from DATA_DIR/keys.",
 )
-def redis_cmd(host: str, base_port: int, data_dir: str | None) -> None:
-    """Run the embedded Redis-compatible server on the layout's port (base+4)."""
+@keys_dir_option
+@insecure_option
+def redis_cmd(
+    host: str, base_port: int, data_dir: str | None, keys_dir: str | None, insecure: bool
+) -> None:
+    """Run the embedded Redis-compatible server on the layout's port (base+4).
+
+    With keys (the default): ACL users ``bridge`` (writes shardex:*) and ``reader`` (reads),
+    passwords in KEYS_DIR/redis.json, no anonymous access.
+    """
     from shardex.node.supervisor import embedded_redis_argv, run_filtered
 
+    keys = process_keys_dir("redis", data_dir, keys_dir, insecure)
     data = os.path.abspath(data_dir) if data_dir else None
-    sys.exit(run_filtered(embedded_redis_argv(Layout(host, base_port), data)))
+    sys.exit(run_filtered(embedded_redis_argv(Layout(host, base_port), data, keys)))
 
 
 @main.command()
@@ -842,6 +1195,7 @@ def tail(
     help="Also write the JSON report to this file.",
 )
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@key_option
 def loadgen(
     endpoint: str | None,
     host: str,
@@ -863,8 +1217,13 @@ def loadgen(
     as_json: bool,
     out: str | None,
     quiet: bool,
+    key_file: str | None,
 ) -> None:
-    """Drive the cluster with orders and report throughput and latency percentiles."""
+    """Drive the cluster with orders and report throughput and latency percentiles.
+
+    Orders are for accounts acct-0.. (--accounts): the key must be an admin key (the default:
+    DATA_DIR/keys/admin.key) or a trader key holding those accounts.
+    """
     from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
     try:
@@ -883,6 +1242,7 @@ def loadgen(
             direct=direct,
             procs=procs,
             timeout=timeout,
+            key=key_file,
         )
         err = click.get_text_stream("stderr")
 
@@ -917,10 +1277,14 @@ def loadgen(
         sys.exit(1)
 
 
-def _client(endpoint: str | None, host: str, base_port: int, timeout: float):
+def _client(
+    endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None
+):
     from shardex.client import Client
 
-    return Client(endpoint or Layout(host, base_port).frontend, timeout=timeout)
+    return Client(
+        endpoint or Layout(host, base_port).frontend, timeout=timeout, key=client_key(key_file)
+    )
 
 
 def _fail(exc: Exception) -> None:
@@ -935,6 +1299,7 @@ def _fail(exc: Exception) -> None:
 @base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@key_option
 def book(
     symbol: str,
     depth: int,
@@ -943,12 +1308,13 @@ def book(
     base_port: int,
     timeout: float,
     as_json: bool,
+    key_file: str | None,
 ) -> None:
     """Show SYMBOL's order book (L2: price, quantity, orders per level)."""
     from shardex.client import ShardexError
 
     try:
-        with _client(endpoint, host, base_port, timeout) as c:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
             b = c.book(symbol, depth)
     except ShardexError as exc:
         _fail(exc)
@@ -986,19 +1352,32 @@ def book(
 @base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(endpoint: str | None, host: str, base_port: int, timeout: float, as_json: bool) -> None:
+@key_option
+def status(
+    endpoint: str | None,
+    host: str,
+    base_port: int,
+    timeout: float,
+    as_json: bool,
+    key_file: str | None,
+) -> None:
     """Show every shard's status: seq, resting orders, backlog, uptime."""
     from shardex.client import ShardexError
 
     try:
-        with _client(endpoint, host, base_port, timeout) as c:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
             topo = c.topology()
             shards = c.status()
+            secure = c.key is not None  # a keyless client got in: the cluster is insecure
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({"router": topo, "shards": shards}, default=str))
+        click.echo(
+            json.dumps({"router": topo, "shards": shards, "secure": secure}, default=str)
+        )
         return
+    if not secure:
+        click.echo(INSECURE_WARNING)
     click.echo(
         f"router pid {topo['pid']}: {topo['shards']} shard(s), forwarded "
         f"{sum(topo['forwarded'])}, rejected {topo['rejected']}"

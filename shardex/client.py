@@ -13,6 +13,12 @@ learns the cluster's own table on connect (first request): from the router's top
 asking a shard (``OP_MARKETS``), and uses the built-in defaults only when the cluster does not
 say. So a market defined with ``shardex up --markets FILE`` just works in the client.
 
+Identity: ``key=`` is a key file path (or ``KeyFile``) from ``shardex keys add``; without it the
+client uses ``$SHARDEX_KEY``, else the local cluster's admin key (``./data/keys/admin.key``, made
+by ``shardex up``), else no key (an ``--insecure`` cluster); ``key=False`` forces no key. The
+cluster acts only for the accounts the key holds: a one-account trader key makes that account
+the default. A key the cluster refuses raises ``AuthenticationFailed`` (a ``ShardexError``).
+
 Every ``Result`` says what happened to its command (``Result.fate``):
 
 * ``"executed"``: the shard ran it (its events are in ``Result.events``; a reject is executed too,
@@ -48,6 +54,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardex.auth import AuthError, KeyFile
 from shardex.engine import DEFAULT_MARKETS, Market, load_markets
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -80,11 +87,13 @@ from shardex.wire.protocol import (
 )
 from shardex.wire.transport import (
     EndpointError,
+    Handshake,
     Pending,
     RequestIds,
     TopologyError,
     check_endpoint,
     dealer,
+    find_key,
     parse_topology,
     topology_frames,
 )
@@ -106,6 +115,14 @@ class ShardexError(Exception):
 
 class RequestTimeout(ShardexError):
     """No reply within the client's timeout (shard or router down, or overloaded)."""
+
+
+class AuthenticationFailed(ShardexError):
+    """The cluster refused this client's key (unknown, revoked, or another cluster's), or the
+    client and the cluster disagree on security (a secure cluster and no key, or the reverse)."""
+
+
+KeyArg = KeyFile | str | os.PathLike | bool | None
 
 
 class _Malformed(Exception):
@@ -168,7 +185,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_ACCEPTED: "iiss",
     EV_TRADE: "iisiissdi",
     EV_CANCELLED: "iisssi",
-    EV_REJECTED: "iisss",
+    EV_REJECTED: "iisssi",  # ..., reason, code (any int: a newer shard may know more codes)
     EV_AMENDED: "iissii",
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
@@ -245,7 +262,16 @@ class ClientCore:
         direct: bool = False,
         shard_endpoints: list[str] | None = None,
         account: str | None = None,
+        key: KeyArg = None,
     ) -> None:
+        try:
+            self.key: KeyFile | None = find_key(key)
+        except AuthError as exc:
+            raise ShardexError(str(exc)) from None
+        if account is None and self.key is not None and self.key.role == "trader":
+            if len(self.key.accounts) == 1:
+                account = self.key.accounts[0]  # the one account this key may act for
+        self._watches: list[Handshake] = []
         try:
             self.endpoint = check_endpoint(endpoint)
             for ep in shard_endpoints or ():
@@ -267,6 +293,24 @@ class ClientCore:
         self._markets_retry_at = 0.0
         self._n = 0
         self._prefix = os.urandom(4).hex()
+
+    def no_reply(self, message: str) -> ShardexError:
+        """The error for a request that got nowhere: ``AuthenticationFailed`` when a security
+        handshake failed (libzmq delivers nothing then, so the monitor is the only witness),
+        else ``RequestTimeout`` (naming the key as a suspect when one is in use)."""
+        for w in self._watches:
+            problem = w.problem()
+            if problem is not None:
+                who = f"key {self.key.name or self.key.public[:8]!r}" if self.key else "no key"
+                return AuthenticationFailed(f"{problem} ({who}, {self.endpoint})")
+        if self.key is not None:
+            message += " (no reply: wrong or revoked key, or cluster down)"
+        return RequestTimeout(message)
+
+    def close_watches(self) -> None:
+        for w in self._watches:
+            w.close()
+        self._watches.clear()
 
     @property
     def codec(self) -> ClientCore:
@@ -667,11 +711,12 @@ class Client(ClientCore):
         direct: bool = False,
         shard_endpoints: list[str] | None = None,
         account: str | None = None,
+        key: KeyArg = None,
         context: zmq.Context | None = None,
     ) -> None:
-        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
+        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key)
         self.ctx = context or zmq.Context.instance()
-        self._router = dealer(self.ctx, self.endpoint, timeout)
+        self._router = dealer(self.ctx, self.endpoint, timeout, key=self.key, watch=self._watches)
         self._shard_socks: list[zmq.Socket] = []
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
@@ -761,6 +806,7 @@ class Client(ClientCore):
         return self.apply_topology(error, results)
 
     def close(self) -> None:
+        self.close_watches()
         for s in (self._router, *self._shard_socks):
             s.close(0)
 
@@ -780,7 +826,7 @@ class Client(ClientCore):
                 info = self.topology()
             if self.direct and not self._shard_socks:
                 for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
-                    sock = dealer(self.ctx, ep, self.timeout)
+                    sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
                     self._poller.register(sock, zmq.POLLIN)
                     self._shard_socks.append(sock)
                 self.shards = len(self._shard_socks)
@@ -865,7 +911,7 @@ class Client(ClientCore):
         try:
             sock.send_multipart(frames)
         except zmq.Again:
-            raise RequestTimeout(
+            raise self.no_reply(
                 f"{UNREACHABLE_PREFIX} "
                 f"{sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
                 f"within {self.timeout}s (not running?)"
@@ -876,7 +922,7 @@ class Client(ClientCore):
         while True:
             got = self._recv(deadline)
             if got is None:
-                raise RequestTimeout(
+                raise self.no_reply(
                     f"no reply from {what or 'the cluster'} within {self.timeout}s "
                     f"(is the cluster running at {self.endpoint}?)"
                 )
@@ -906,10 +952,11 @@ class AsyncClient(ClientCore):
         direct: bool = False,
         shard_endpoints: list[str] | None = None,
         account: str | None = None,
+        key: KeyArg = None,
     ) -> None:
-        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account)
+        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key)
         self.ctx = zmq.asyncio.Context.instance()
-        self._router = dealer(self.ctx, self.endpoint, timeout)
+        self._router = dealer(self.ctx, self.endpoint, timeout, key=self.key, watch=self._watches)
         self._shard_socks: list[zmq.asyncio.Socket] = []
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._readers: list[asyncio.Task] = []
@@ -928,7 +975,9 @@ class AsyncClient(ClientCore):
                     info = await self.topology()
                 if self.direct and not self._shard_socks:
                     for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
-                        sock = dealer(self.ctx, ep, self.timeout)
+                        sock = dealer(
+                            self.ctx, ep, self.timeout, key=self.key, watch=self._watches
+                        )
                         self._shard_socks.append(sock)
                         self._readers.append(asyncio.ensure_future(self._reader(sock)))
                     self.shards = len(self._shard_socks)
@@ -970,7 +1019,7 @@ class AsyncClient(ClientCore):
             )
         except (TimeoutError, zmq.Again):
             self._waiters.pop(req, None)
-            raise RequestTimeout(
+            raise self.no_reply(
                 f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s"
             ) from None
         return req, fut
@@ -980,7 +1029,7 @@ class AsyncClient(ClientCore):
             payload = await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
             self._waiters.pop(req, None)
-            raise RequestTimeout(
+            raise self.no_reply(
                 f"{TIMEOUT_PREFIX} {self.timeout}s (no reply from {what or 'the cluster'})"
             ) from None
         return decode_reply(payload)
@@ -1114,6 +1163,7 @@ class AsyncClient(ClientCore):
         return out
 
     async def close(self) -> None:
+        self.close_watches()
         for t in self._readers:
             t.cancel()
         for s in (self._router, *self._shard_socks):
@@ -1132,6 +1182,7 @@ __all__ = [
     "NOT_EXECUTED",
     "UNKNOWN",
     "AsyncClient",
+    "AuthenticationFailed",
     "Client",
     "ClientCore",
     "RequestTimeout",

@@ -1,4 +1,10 @@
-"""Fixtures that run real shardex processes on loopback, on free ports, and always clean up."""
+"""Fixtures that run real shardex processes on loopback, on free ports, and always clean up.
+
+Clusters run secure (``shardex up``'s default: CURVE keys in DATA_DIR/keys) unless a test asks
+for ``insecure=True`` (tests that speak raw ZeroMQ to the ports). Clients get the cluster's admin
+key explicitly: ``SHARDEX_KEY=none`` below keeps a developer's ./data/keys/admin.key (or their
+own $SHARDEX_KEY) from leaking into tests that connect without naming a key.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from shardex.node.supervisor import port_free
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.gettempdir())
+os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
 
 # Logs of the clusters started during the running test: deleted when it passes, kept (and named
 # in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.
@@ -70,10 +77,16 @@ def free_layout(shards: int) -> Layout:
     raise RuntimeError("no free port range found")
 
 
-def wait_for_cluster(layout: Layout, timeout: float = 20.0) -> dict:
+def wait_for_cluster(layout: Layout, timeout: float = 20.0, key: Path | None = None) -> dict:
+    """The topology once every shard registered; ``key``: the admin key file to ask with (it
+    appears once ``shardex up`` created the cluster's keys), None for an insecure cluster."""
     deadline = time.monotonic() + timeout
     last: object = None
-    with Client(layout.frontend, timeout=0.5) as c:
+    while key is not None and not key.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no admin key {key} within {timeout}s")
+        time.sleep(0.05)
+    with Client(layout.frontend, timeout=0.5, key=key or False) as c:
         while time.monotonic() < deadline:
             try:
                 info = c.topology()
@@ -90,9 +103,17 @@ class Cluster:
     """A ``shardex up`` child in its own process group."""
 
     def __init__(
-        self, shards: int, *extra: str, data_dir: str | None = None, redis: str | None = None
+        self,
+        shards: int,
+        *extra: str,
+        data_dir: str | None = None,
+        redis: str | None = None,
+        insecure: bool = False,
     ) -> None:
-        """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL."""
+        """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
+        ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ."""
+        if insecure:
+            extra = ("--insecure", *extra)
         if redis is None:
             extra = ("--no-bridge", *extra)
         elif redis != "embedded":
@@ -100,6 +121,9 @@ class Cluster:
         self.layout = free_layout(shards)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
+        self.keys_dir: Path | None = None if insecure else Path(self.data_dir) / "keys"
+        # the admin key ``shardex up`` creates on first start (None: insecure cluster)
+        self.key: Path | None = None if insecure else self.keys_dir / "admin.key"
         self.log_path = LOG_DIR / f"shardex-test-{self.layout.base_port}.log"
         self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
         _TEST_LOGS.append(self.log_path)
@@ -124,7 +148,7 @@ class Cluster:
             cwd=ROOT,
         )
         try:
-            self.info = wait_for_cluster(self.layout)
+            self.info = wait_for_cluster(self.layout, key=self.key)
         except Exception:
             self.stop()
             raise
@@ -135,7 +159,12 @@ class Cluster:
 
     def client(self, **kw) -> Client:
         kw.setdefault("timeout", 5.0)
+        kw.setdefault("key", self.key or False)
         return Client(self.endpoint, **kw)
+
+    def key_args(self) -> list[str]:
+        """``--key FILE`` (or ``--key none``) for CLI commands that talk to this cluster."""
+        return ["--key", str(self.key) if self.key else "none"]
 
     def child_pid(self, name: str) -> int:
         """Pid of the newest child ``name`` (e.g. "bridge") from the supervisor's log."""

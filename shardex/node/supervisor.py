@@ -4,6 +4,11 @@ The supervisor is deliberately dumb: each component is an ordinary ``shardex <co
 process (the same commands the Procfile runs), so what runs under ``shardex up`` is exactly what
 runs under honcho or systemd. It restarts a child that dies (loudly, with backoff) and on
 Ctrl-C/SIGTERM stops everything: SIGTERM first, SIGKILL after a grace period.
+
+Identity: with a keys dir (``shardex up``'s default, DATA_DIR/keys) every child gets
+``--keys-dir`` (router, engines and bridge authenticate with CURVE keys from it) and the embedded
+Redis gets ACL users from it (``shardex.redisauth``); without one every child gets
+``--insecure``, so no child ever falls back to no authentication by omission.
 """
 
 from __future__ import annotations
@@ -121,14 +126,19 @@ def build_children(
     fsync: str = "batch",
     redis: str | None = "embedded",
     pub_hwm: int | None = None,
+    keys_dir: str | None = None,
 ) -> list[Child]:
     """The processes of a cluster, in start order. ``redis``: "embedded" (start one), a URL
-    (use it), or None (no Redis and no bridge)."""
+    (use it), or None (no Redis and no bridge). ``keys_dir``: the key store every process
+    authenticates with; None: an ``--insecure`` cluster (said to every child)."""
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
+    security = ["--keys-dir", keys_dir] if keys_dir else ["--insecure"]
     front: list[Child] = []
     if redis == "embedded":
-        front.append(Child("redis", embedded_redis_argv(layout, data_dir), drop=REDIS_NOISE))
+        front.append(
+            Child("redis", embedded_redis_argv(layout, data_dir, keys_dir), drop=REDIS_NOISE)
+        )
     children = [
         Child(
             "router",
@@ -143,6 +153,7 @@ def build_children(
                 layout.backend,
                 "--metrics-port",
                 str(layout.router_metrics_port),
+                *security,
             ],
         )
     ]
@@ -171,11 +182,16 @@ def build_children(
                     *([] if pin else ["--no-pin"]),
                     *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
                     *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []),
+                    *security,
                 ],
             )
         )
     if redis is not None:
         url = layout.redis_url if redis == "embedded" else redis
+        if redis == "embedded" and keys_dir:
+            from shardex.redisauth import bridge_url
+
+            url = bridge_url(url)  # user only: the bridge reads its password from keys_dir
         children.append(
             Child(
                 "bridge",
@@ -189,6 +205,7 @@ def build_children(
                     "--metrics-port",
                     str(layout.bridge_metrics_port),
                     *markets,
+                    *security,
                 ],
             )
         )
@@ -211,7 +228,11 @@ def redis_binary() -> str:
         ) from None
 
 
-def embedded_redis_argv(layout: Layout, data_dir: str | None) -> list[str]:
+def embedded_redis_argv(
+    layout: Layout, data_dir: str | None, keys_dir: str | None = None
+) -> list[str]:
+    """The embedded server's argv; with ``keys_dir``, ACL users from it (``bridge`` writes,
+    ``reader`` reads, the default user off; passwords as hashes only, never in cleartext)."""
     argv = [
         redis_binary(),
         "--port",
@@ -231,6 +252,10 @@ def embedded_redis_argv(layout: Layout, data_dir: str | None) -> list[str]:
         argv += ["--dir", rdir, "--appendonly", "yes", "--appendfsync", "everysec"]
     else:
         argv += ["--appendonly", "no"]
+    if keys_dir:
+        from shardex.redisauth import RedisUsers
+
+        argv += RedisUsers.ensure(keys_dir).server_args()
     return argv
 
 

@@ -20,7 +20,9 @@ Interface for the CLI::
 
     cfg = LoadConfig(endpoint=..., rate=None, concurrency=1, window=8, batch=100, duration=10.0,
                      orders=None, symbols=2, accounts=100, mix=DEFAULT_MIX_TEXT, seed=1,
-                     direct=False, procs=1, timeout=5.0)    # LoadError on any bad value
+                     direct=False, procs=1, timeout=5.0, key=None)  # LoadError on bad values
+    # key: a key file path, "none", or None (the client default: $SHARDEX_KEY, else
+    # DATA_DIR/keys/admin.key). Orders are for accounts acct-N: use an admin key.
     report = run(cfg, on_progress=callback)                # callback(p: Progress) once a second
     report.to_dict()  # JSON report, ``config`` holds everything needed to repeat the run
 """
@@ -41,6 +43,7 @@ from typing import Any, NamedTuple
 import zmq
 from hdrh.histogram import HdrHistogram
 
+from shardex.auth import AuthError, KeyFile
 from shardex.client import EXECUTED, NOT_EXECUTED, fate_from_state
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
@@ -51,8 +54,8 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    reject_name,
 )
-from shardex.metrics import reject_class
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 from shardex.wire.protocol import (
     OP_ORDER,
@@ -63,7 +66,9 @@ from shardex.wire.protocol import (
     shard_for,
 )
 from shardex.wire.transport import (
+    NO_KEY,
     EndpointError,
+    Handshake,
     Pending,
     RequestIds,
     StopFlag,
@@ -71,6 +76,7 @@ from shardex.wire.transport import (
     Unreachable,
     check_endpoint,
     dealer,
+    find_key,
     parse_topology,
     request,
 )
@@ -137,6 +143,7 @@ class LoadConfig:
     procs: int = 1
     timeout: float = 5.0
     markets: dict[str, list[str]] | None = None  # wire form; filled from the cluster by ``run``
+    key: str | None = None  # key file path; "none": no key; None: the client default
 
     def __post_init__(self) -> None:
         try:
@@ -167,6 +174,17 @@ class LoadConfig:
             raise LoadError("--symbols: give a count or a non-empty list of symbol names")
         else:
             self.symbols = list(self.symbols)
+        self.keyfile()  # a named key file that cannot be read fails here, before any process
+
+    def keyfile(self) -> KeyFile | None:
+        """The key the generators connect with (see ``shardex.wire.transport.find_key``)."""
+        key: Any = self.key
+        if isinstance(key, str) and key.strip().lower() in NO_KEY:
+            key = False
+        try:
+            return find_key(key)
+        except AuthError as exc:
+            raise LoadError(str(exc)) from None
 
     def market_table(self) -> dict[str, Market]:
         return markets_from_wire(self.markets) if self.markets else dict(DEFAULT_MARKETS)
@@ -302,21 +320,29 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
 
 def _probe(cfg: LoadConfig, ctx: zmq.Context) -> dict[str, Any]:
     """The router's topology (one request), with every way it can fail said in one line."""
-    sock = dealer(ctx, cfg.endpoint, cfg.timeout)
+    key = cfg.keyfile()
+    watch: list[Handshake] = []
+    sock = dealer(ctx, cfg.endpoint, cfg.timeout, key=key, watch=watch)
+    suspect = " (or a wrong or revoked key)" if key is not None else ""
     try:
         info = parse_topology(*request(sock, b"", [], cfg.timeout, RequestIds()))
-    except Unreachable:
-        raise LoadError(
-            f"cannot reach {cfg.endpoint} within {cfg.timeout}s (is the cluster running?)"
-        ) from None
-    except TimeoutError:
+    except (TimeoutError, Unreachable) as exc:
+        problem = watch[0].problem()
+        if problem is not None:
+            raise LoadError(f"{problem} ({cfg.endpoint})") from None
+        if isinstance(exc, Unreachable):
+            raise LoadError(
+                f"cannot reach {cfg.endpoint} within {cfg.timeout}s (is the cluster running?)"
+                f"{suspect}"
+            ) from None
         raise LoadError(
             f"no answer from a router at {cfg.endpoint} within {cfg.timeout}s "
-            "(is the cluster running?)"
+            f"(is the cluster running?){suspect}"
         ) from None
     except TopologyError as exc:
         raise LoadError(f"router at {cfg.endpoint}: {exc}") from None
     finally:
+        watch[0].close()
         sock.close(0)
     return info
 
@@ -340,10 +366,11 @@ def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
     if cfg.direct and not all(type(e) is str and e for e in eps):
         raise LoadError("not every shard has registered a direct endpoint yet")
     socks = []
+    key = cfg.keyfile()
     for _ in range(cfg.concurrency):
         for ep in eps:
             try:
-                socks.append(dealer(ctx, ep, cfg.timeout, immediate=False))
+                socks.append(dealer(ctx, ep, cfg.timeout, immediate=False, key=key))
             except EndpointError as exc:
                 raise LoadError(str(exc)) from None
     return socks, shards
@@ -478,8 +505,8 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                     rep.trades += 1
                 elif kind == EV_CANCELLED:
                     rep.cancelled += 1
-                elif kind == EV_REJECTED and len(ev) > 4:
-                    rejected[reject_class(str(ev[4]))] += 1
+                elif kind == EV_REJECTED:
+                    rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
 
     def expire(now: float) -> None:
         for kind, cmds, _, sock_i in pending.expire(now):

@@ -12,25 +12,36 @@ Public API (kept small on purpose; ``Client``, ``AsyncClient`` and ``loadgen`` u
 * ``TOPOLOGY_KEY``/``topology_frames(req)``/``parse_topology(error, results)`` and the blocking
   ``request(sock, key, cmds, timeout, ids)`` that sends one request and waits for its reply.
 * ``StopFlag`` → a flag set by SIGINT/SIGTERM, for ``while not stop: ...`` loops.
+* ``find_key(key)`` → the ``KeyFile`` a client uses (given, ``$SHARDEX_KEY``, else the admin key
+  of ``$SHARDEX_DATA_DIR`` or ``./data``), or None (insecure cluster); ``dealer(..., key=)``
+  makes the socket a CURVE client; ``Handshake(sock)`` (before connect) tells why a secure
+  connection never came up (libzmq delivers no message on a refused handshake: a client would
+  otherwise see only a timeout).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import struct
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from shardex.auth import ADMIN_KEY_FILE, AuthError, KeyFile, client_socket
 from shardex.wire.protocol import decode_reply, encode_request
 
 __all__ = [
+    "KEY_ENV",
     "TOPOLOGY_KEY",
+    "AuthError",
     "EndpointError",
+    "Handshake",
     "Pending",
     "RequestIds",
     "StopFlag",
@@ -38,6 +49,7 @@ __all__ = [
     "Unreachable",
     "check_endpoint",
     "dealer",
+    "find_key",
     "parse_topology",
     "request",
     "topology_frames",
@@ -79,13 +91,121 @@ def check_endpoint(endpoint: Any) -> str:
     )
 
 
-def dealer(ctx: zmq.Context, endpoint: str, timeout: float, *, immediate: bool = True) -> Any:
+# -- identity: which key a client uses, and why a secure connection did not come up -----------
+
+KEY_ENV = "SHARDEX_KEY"  # path of the key file to use; "none": no key (insecure cluster)
+DATA_DIR_ENV = "SHARDEX_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+NO_KEY = ("none", "insecure", "")
+
+
+def default_key_path() -> Path | None:
+    """Where a client looks for a key when none is given: ``$SHARDEX_KEY`` (a path, or "none"),
+    else the admin key of the local cluster's data dir (``$SHARDEX_DATA_DIR``, else ``./data``)
+    that ``shardex up`` creates, so the README's commands work with no flag. None: no key."""
+    env = os.environ.get(KEY_ENV)
+    if env is not None:
+        return None if env.strip().lower() in NO_KEY else Path(env)
+    data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    path = Path(data_dir) / "keys" / ADMIN_KEY_FILE
+    return path if path.exists() else None
+
+
+def find_key(key: KeyFile | str | os.PathLike | bool | None = None) -> KeyFile | None:
+    """The key a client connects with: a ``KeyFile``, a key file path, ``False`` (explicitly
+    none: an insecure cluster), or None (``default_key_path``). ``AuthError`` when a key file
+    is named but cannot be used (the message names the file and why; never its contents)."""
+    if key is False:
+        return None
+    if isinstance(key, KeyFile):
+        return key
+    if key is None or key is True:
+        path = default_key_path()
+        return None if path is None else KeyFile.read(path)
+    if isinstance(key, str | os.PathLike):
+        return KeyFile.read(key)
+    raise AuthError(f"key: expected a key file path or a KeyFile, got {type(key).__name__}")
+
+
+AUTH_REFUSED = "authentication failed: the cluster refused this key (unknown or revoked)"
+HANDSHAKE_FAILED = (
+    "security handshake failed: the cluster and this client disagree (a secure cluster and no "
+    "key, a key on an insecure cluster, or a key file of another cluster)"
+)
+
+
+class Handshake:
+    """Watches one socket's security handshakes (a libzmq monitor, attached before connect).
+
+    A refused CURVE handshake never delivers a message, so without this a wrong or revoked key
+    looks exactly like a cluster that is down. ``problem()`` (non-blocking) says which it was.
+    """
+
+    EVENTS = (
+        zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    )
+    _n = itertools.count(1)
+
+    def __init__(self, sock: Any) -> None:
+        addr = f"inproc://shardex-handshake-{os.getpid()}-{id(self)}-{next(self._n)}"
+        sock.monitor(addr, self.EVENTS)
+        # a plain (blocking-API) socket on the same libzmq context, also for asyncio sockets:
+        # it is only ever read with NOBLOCK
+        self._ctx = zmq.Context.shadow(sock.context.underlying)
+        self._mon = self._ctx.socket(zmq.PAIR)
+        self._mon.setsockopt(zmq.LINGER, 0)
+        self._mon.connect(addr)
+        self._sock = sock
+        self.succeeded = False
+        self._problem: str | None = None
+
+    def problem(self) -> str | None:
+        """Why the last handshake failed (None: none failed, or a later one succeeded)."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            try:
+                msg = parse_monitor_message(self._mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return self._problem
+            except zmq.ZMQError:
+                return self._problem
+            ev = msg["event"]
+            if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.succeeded, self._problem = True, None
+            elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._problem = AUTH_REFUSED
+            else:
+                self._problem = HANDSHAKE_FAILED
+
+    def close(self) -> None:
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._mon.close(0)
+
+
+def dealer(
+    ctx: zmq.Context,
+    endpoint: str,
+    timeout: float,
+    *,
+    immediate: bool = True,
+    key: KeyFile | None = None,
+    watch: list[Handshake] | None = None,
+) -> Any:
     """A connected client DEALER (works with ``zmq.Context`` and ``zmq.asyncio.Context``).
 
     Options, and why: LINGER 0 (closing never blocks on unsent requests); SNDTIMEO = timeout
     (a blocking send gives up instead of hanging); IMMEDIATE (a request is never queued toward a
     peer that is not connected, where it could run long after the caller gave up); HWM 0 on the
     client side (what a client has in flight is bounded by its own window, not by dropping).
+    ``key``: a CURVE client with this identity. ``watch``: a ``Handshake`` for the socket is
+    appended to it (attached before the connect, so no handshake is missed).
     """
     check_endpoint(endpoint)
     sock = ctx.socket(zmq.DEALER)
@@ -95,6 +215,10 @@ def dealer(ctx: zmq.Context, endpoint: str, timeout: float, *, immediate: bool =
     sock.setsockopt(zmq.RCVHWM, 0)
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
+    if key is not None:
+        client_socket(sock, key)
+    if watch is not None:
+        watch.append(Handshake(sock))
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
