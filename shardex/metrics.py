@@ -23,33 +23,20 @@ from prometheus_client.core import (
 )
 
 from shardex import __version__
+from shardex.engine.codes import REJECT_NAMES
 
 # 1 µs .. 10 s in a 1-2.5-5 series: a tail of seconds (an overloaded open-loop run) must land in a
 # bucket of its own, or histogram_quantile flattens the p99 at the top bucket's bound.
 LATENCY_BUCKETS = tuple(round(m * 10.0**e, 9) for e in range(-6, 1) for m in (1, 2.5, 5)) + (10.0,)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
-REJECT_CLASSES = (
-    ("unknown symbol", "unknown_symbol"),
-    ("duplicate id", "duplicate_id"),
-    ("not live", "not_live"),
-    ("belongs to another account", "wrong_account"),
-    ("would cross", "post_only_cross"),
-    ("grid", "off_grid"),
-    ("above max", "out_of_range"),
-    ("must be > 0", "out_of_range"),
-    ("cannot increase", "amend_increase"),
-    ("belongs to shard", "wrong_shard"),
-    ("unknown op", "unknown_op"),
-)
-
-
-def reject_class(reason: str) -> str:
-    """A bounded label for a free-text reject reason (labels must not explode)."""
-    for needle, label in REJECT_CLASSES:
-        if needle in reason:
-            return label
-    return "invalid"
+# ``shardex_commands_rejected_total{reason=...}``: the label value is the reject code's public
+# name (``shardex.engine.codes.REJECT_NAMES``: malformed, invalid, unknown_op, unknown_symbol,
+# out_of_range, off_grid, duplicate_id, not_live, wrong_account, post_only_cross, amend_increase,
+# wrong_shard, not_allowed), plus ``overloaded`` for messages the shard shed. Every value is
+# always exported (0 until it happens), so a dashboard's series never appear out of nowhere.
+# The values are a contract: codes are only ever appended, never renamed.
+OVERLOADED_LABEL = "overloaded"
 
 
 class Hist:
@@ -109,11 +96,7 @@ class ShardCollector:
             "shardex_commands_received", "Commands received by the shard", lab, s.received
         )
         books = list(s.engine.books.values()) if s.engine is not None else []
-        rejected: dict[str, int] = {}
-        if s.engine is not None:
-            for reason, n in dict(s.engine.rejected).items():
-                c = reject_class(reason)
-                rejected[c] = rejected.get(c, 0) + n
+        counts = list(s.engine.rejected) if s.engine is not None else []
         fam = CounterMetricFamily(
             "shardex_orders_accepted", "Orders accepted", labels=["shard", "symbol"]
         )
@@ -125,11 +108,13 @@ class ShardCollector:
             fam.add_metric([s.shard, b.symbol], b.trade_id)
         yield fam
         fam = CounterMetricFamily(
-            "shardex_commands_rejected", "Rejected commands by reason", labels=["shard", "reason"]
+            "shardex_commands_rejected",
+            "Rejected commands by reject code name (or overloaded)",
+            labels=["shard", "reason"],
         )
-        for reason, n in sorted(rejected.items()):
-            fam.add_metric([s.shard, reason], n)
-        fam.add_metric([s.shard, "overloaded"], s.shed)
+        for code, name in enumerate(REJECT_NAMES):
+            fam.add_metric([s.shard, name], counts[code] if code < len(counts) else 0)
+        fam.add_metric([s.shard, OVERLOADED_LABEL], s.shed)
         yield fam
         yield _counter(
             "shardex_orders_cancelled",

@@ -2,7 +2,8 @@
 
 Everything is a flat list scanned and sorted on every step: slow on purpose, easy to read.
 It consumes the same well-formed engine command tuples and emits the same event tuples; reject
-reasons are not modelled (callers compare rejects by kind, seq, symbol and id only).
+reasons are not modelled (None), reject codes are (callers compare rejects by kind, seq, symbol,
+id and code).
 
 It also models each order's fate (``status``, same dicts as ``Engine.order_status``) and the
 recent-results window: the last ``window`` finished orders, in the order they finished (makers
@@ -27,6 +28,11 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    REJ_AMEND_INCREASE,
+    REJ_DUPLICATE_ID,
+    REJ_NOT_LIVE,
+    REJ_POST_ONLY_CROSS,
+    REJ_WRONG_ACCOUNT,
     STP_CANCEL_MAKER,
     STP_CANCEL_TAKER,
 )
@@ -155,10 +161,10 @@ class RefEngine:
             _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd
             limit = None if otype == MARKET else price
             if self._live(symbol, oid) is not None or (symbol, oid) in self.fates:
-                self._ev(EV_REJECTED, symbol, oid)
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_DUPLICATE_ID)
                 return self.out
             if post_only and self._best(symbol, side, limit) is not None:
-                self._ev(EV_REJECTED, symbol, oid)
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_POST_ONLY_CROSS)
                 return self.out
             self._ev(EV_ACCEPTED, symbol, oid)
             if tif == FOK:
@@ -188,7 +194,8 @@ class RefEngine:
             return self.out
         order = self._live(symbol, oid)
         if order is None or order.account != account:
-            self._ev(EV_REJECTED, symbol, oid)
+            code = REJ_NOT_LIVE if order is None else REJ_WRONG_ACCOUNT
+            self._ev(EV_REJECTED, symbol, oid, None, code)
             return self.out
         if op == OP_CANCEL:
             self.orders[symbol].remove(order)
@@ -199,14 +206,14 @@ class RefEngine:
         qty, price = cmd[4], cmd[5]
         new_qty = order.qty if qty is None else qty
         if new_qty > order.qty:
-            self._ev(EV_REJECTED, symbol, oid)
+            self._ev(EV_REJECTED, symbol, oid, None, REJ_AMEND_INCREASE)
             return self.out
         if price is None or price == order.price:
             order.qty = new_qty
             self._ev(EV_AMENDED, symbol, oid, new_qty, order.price)
             return self.out
         if order.post_only and self._best(symbol, order.side, price) is not None:
-            self._ev(EV_REJECTED, symbol, oid)
+            self._ev(EV_REJECTED, symbol, oid, None, REJ_POST_ONLY_CROSS)
             return self.out
         self.orders[symbol].remove(order)
         self._ev(EV_AMENDED, symbol, oid, new_qty, price)

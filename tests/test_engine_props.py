@@ -24,6 +24,8 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    OP_REJECT,
+    REJECT_NAMES,
 )
 from shardex.tools.workload import Workload
 
@@ -81,8 +83,17 @@ long_commands = st.lists(
 
 
 def _comparable(events):
-    """Reject reasons are not modelled by the reference; compare everything else exactly."""
-    return [e[:4] if e[0] == EV_REJECTED else e for e in events]
+    """Reject reasons are not modelled by the reference; compare everything else (codes too)."""
+    return [e[:4] + e[5:] if e[0] == EV_REJECTED else e for e in events]
+
+
+def _check_reject_codes(events) -> None:
+    """Every rejected event carries a reason and a known code, and nothing after the code."""
+    for e in events:
+        if e[0] == EV_REJECTED:
+            assert len(e) == 6, e
+            assert type(e[4]) is str and e[4], e
+            assert type(e[5]) is int and 0 <= e[5] < len(REJECT_NAMES), e
 
 
 def _check_not_crossed(engine: Engine) -> None:
@@ -146,6 +157,7 @@ def test_engine_matches_reference_and_keeps_invariants(cmds, window):
         engine.apply(cmd, out)
         assert _comparable(out) == _comparable(ref.apply(cmd))
         assert out, "every command yields at least one event"
+        _check_reject_codes(out)
         _check_not_crossed(engine)
         engine.check_integrity()
         _check_status(engine, ref, cmd[1], cmd[2])
@@ -180,6 +192,45 @@ def test_engine_matches_reference_and_keeps_invariants(cmds, window):
 def test_same_commands_same_events(cmds, window):
     a, b = Engine(DEFAULT_MARKETS, recent=window), Engine(DEFAULT_MARKETS, recent=window)
     assert a.apply_many(cmds) == b.apply_many(cmds)
+
+
+# Anything at all in a command's positions: plausible values mixed with garbage of every type.
+_any_field = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 20),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=70),
+    st.sampled_from(SYMBOLS + ("NOPE-USD", "") + tuple(IDS) + ACCOUNTS),
+    st.lists(st.integers(), max_size=2),
+)
+_any_cmd = st.one_of(
+    st.tuples(st.sampled_from((OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT, 0, 99, "new", None)))
+    .flatmap(lambda op: st.lists(_any_field, max_size=12).map(lambda rest: op + tuple(rest))),
+    new_cmd,
+    cancel_cmd,
+    amend_cmd,
+    _any_field,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_any_cmd, min_size=1, max_size=30), windows)
+def test_every_rejected_event_has_a_known_code(cmds, window):
+    """Whatever arrives, a rejected event is (kind, seq, symbol, id, reason, known code)."""
+    engine = Engine(DEFAULT_MARKETS, recent=window)
+    per_code = [0] * len(REJECT_NAMES)
+    for cmd in cmds:
+        out: list = []
+        engine.apply(cmd, out)
+        assert out
+        _check_reject_codes(out)
+        for e in out:
+            if e[0] == EV_REJECTED:
+                per_code[e[5]] += 1
+    assert engine.rejected == per_code  # the metrics counters are the events' codes
+    engine.check_integrity()
 
 
 def test_cross_check_thousands_of_random_commands():

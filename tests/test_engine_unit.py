@@ -177,6 +177,7 @@ def test_post_only_rests_or_is_rejected(h):
     ev = h.limit("p2", "buy", "100", "1", post_only=True)
     assert ev[0]["ev"] == "rejected"
     assert ev[0]["reason"] == "post_only order would cross best ask 100.00"
+    assert ev[0]["code"] == "post_only_cross"
 
 
 def test_amend_reduce_keeps_priority(h):
@@ -210,6 +211,7 @@ def test_amend_post_only_to_crossing_price_rejected(h):
     h.limit("a", "buy", "100", "1", account="x", post_only=True)
     ev = h.send(op="amend", symbol="BTC-USD", id="a", account="x", price="101")
     assert ev[0]["ev"] == "rejected" and "post_only" in ev[0]["reason"]
+    assert ev[0]["code"] == "post_only_cross"
     assert h.book()[0] == [[("a", 10000)]]
 
 
@@ -256,10 +258,12 @@ REJECTS = [
             "qty": "1",
         },
         "unknown symbol NOPE-USD",
+        "unknown_symbol",
     ),
     (
         {"op": "explode", "symbol": "BTC-USD", "id": "x", "account": "a"},
         "unknown op 'explode' (expected new, cancel or amend)",
+        "unknown_op",
     ),
     (
         {
@@ -273,6 +277,7 @@ REJECTS = [
             "qty": "1",
         },
         "unknown side 'up' (expected one of buy, sell)",
+        "invalid",
     ),
     (
         {
@@ -286,6 +291,7 @@ REJECTS = [
             "qty": "1",
         },
         "unknown type 'stop' (expected one of limit, market)",
+        "invalid",
     ),
     (
         {
@@ -300,6 +306,7 @@ REJECTS = [
             "tif": "gtd",
         },
         "unknown tif 'gtd' (expected one of gtc, ioc, fok)",
+        "invalid",
     ),
     (
         {
@@ -314,6 +321,7 @@ REJECTS = [
             "stp": "maybe",
         },
         "unknown stp 'maybe' (expected one of none, cancel_taker, cancel_maker, cancel_both)",
+        "invalid",
     ),
     (
         {
@@ -326,6 +334,7 @@ REJECTS = [
             "qty": "1",
         },
         "limit order needs a price",
+        "invalid",
     ),
     (
         {
@@ -338,6 +347,7 @@ REJECTS = [
             "qty": "1",
         },
         "missing field 'account'",
+        "malformed",
     ),
     (
         {
@@ -351,6 +361,7 @@ REJECTS = [
             "qty": 1,
         },
         "qty must be a decimal string, got int",
+        "malformed",
     ),
     (
         {
@@ -364,6 +375,7 @@ REJECTS = [
             "qty": "1",
         },
         "field 'id' must be a non-empty string",
+        "malformed",
     ),
     (
         {
@@ -378,6 +390,7 @@ REJECTS = [
             "colour": "red",
         },
         "unknown field 'colour' for op new",
+        "malformed",
     ),
     (
         {
@@ -391,6 +404,7 @@ REJECTS = [
             "qty": "1",
         },
         "price must be > 0",
+        "out_of_range",
     ),
     (
         {
@@ -404,6 +418,7 @@ REJECTS = [
             "qty": "-2",
         },
         "qty must be > 0",
+        "out_of_range",
     ),
     (
         {
@@ -417,6 +432,7 @@ REJECTS = [
             "qty": "1",
         },
         "price not on tick grid 0.01",
+        "off_grid",
     ),
     (
         {
@@ -430,6 +446,7 @@ REJECTS = [
             "qty": "0.00001",
         },
         "qty not on lot grid 0.0001",
+        "off_grid",
     ),
     (
         {
@@ -443,6 +460,7 @@ REJECTS = [
             "qty": "1",
         },
         "price 20000000 above max 10000000",
+        "out_of_range",
     ),
     (
         {
@@ -456,6 +474,7 @@ REJECTS = [
             "qty": "1e9",
         },
         "qty '1e9' is not a plain decimal string",
+        "malformed",
     ),
     (
         {
@@ -469,6 +488,7 @@ REJECTS = [
             "qty": "20000",
         },
         "qty 20000 above max 10000",
+        "out_of_range",
     ),
     (
         {
@@ -482,6 +502,7 @@ REJECTS = [
             "qty": "1",
         },
         "price 'NaN' is not a plain decimal string",
+        "malformed",
     ),
     (
         {
@@ -495,6 +516,7 @@ REJECTS = [
             "qty": "1",
         },
         "market order must not have a price",
+        "invalid",
     ),
     (
         {
@@ -508,6 +530,7 @@ REJECTS = [
             "post_only": True,
         },
         "post_only market order is not allowed",
+        "invalid",
     ),
     (
         {
@@ -521,6 +544,7 @@ REJECTS = [
             "tif": "gtc",
         },
         "market order tif must be ioc or fok",
+        "invalid",
     ),
     (
         {
@@ -536,6 +560,7 @@ REJECTS = [
             "post_only": True,
         },
         "post_only requires tif gtc (got fok)",
+        "invalid",
     ),
     (
         {
@@ -550,29 +575,34 @@ REJECTS = [
             "post_only": "yes",
         },
         "post_only must be true or false",
+        "malformed",
     ),
     (
         {"op": "cancel", "symbol": "BTC-USD", "id": "ghost", "account": "a"},
         "order is not live (unknown or finished)",
+        "not_live",
     ),
     (
         {"op": "amend", "symbol": "BTC-USD", "id": "ghost", "account": "a", "qty": "1"},
         "order is not live (unknown or finished)",
+        "not_live",
     ),
     (
         {"op": "amend", "symbol": "BTC-USD", "id": "live", "account": "a"},
         "amend needs qty and/or price",
+        "invalid",
     ),
 ]
 
 
-@pytest.mark.parametrize("cmd,reason", REJECTS, ids=[r for _, r in REJECTS])
-def test_every_reject_reason_and_nothing_changes(h, cmd, reason):
+@pytest.mark.parametrize("cmd,reason,code", REJECTS, ids=[r for _, r, _ in REJECTS])
+def test_every_reject_reason_and_nothing_changes(h, cmd, reason, code):
     h.limit("live", "sell", "100", "1", account="a")
     before = h.book()
     ev = h.send(**cmd)
     assert len(ev) == 1 and ev[0]["ev"] == "rejected"
     assert ev[0]["reason"] == reason
+    assert ev[0]["code"] == code
     assert h.book() == before
 
 
@@ -580,10 +610,12 @@ def test_duplicate_live_or_recently_finished_id_rejected(h):
     h.limit("x", "buy", "100", "1")
     ev = h.limit("x", "buy", "99", "1")
     assert ev[0]["reason"] == "duplicate id: a live order has it"
+    assert ev[0]["code"] == "duplicate_id"
     h.send(op="cancel", symbol="BTC-USD", id="x", account="alice")
     # a retry of a finished order can never place it twice within the window
     ev = h.limit("x", "buy", "99", "1")
     assert ev[0]["reason"] == "duplicate id x (recently finished)"
+    assert ev[0]["code"] == "duplicate_id"
     # ids are per symbol: the same id may live on another pair
     assert kinds(h.limit("x", "buy", "99", "1", symbol="ETH-USD")) == ["accepted"]
 
@@ -606,8 +638,10 @@ def test_cancel_and_amend_need_the_owning_account(h):
     h.limit("x", "buy", "100", "1", account="alice")
     ev = h.send(op="cancel", symbol="BTC-USD", id="x", account="mallory")
     assert ev[0]["reason"] == "order belongs to another account"
+    assert ev[0]["code"] == "wrong_account"
     ev = h.send(op="amend", symbol="BTC-USD", id="x", account="mallory", qty="0.5")
     assert ev[0]["reason"] == "order belongs to another account"
+    assert ev[0]["code"] == "wrong_account"
     assert h.book()[0] == [[("x", 10000)]]
 
 
@@ -615,6 +649,7 @@ def test_amend_cannot_increase_qty(h):
     h.limit("x", "buy", "100", "1")
     ev = h.send(op="amend", symbol="BTC-USD", id="x", account="alice", qty="2")
     assert ev[0]["reason"] == "amend cannot increase qty (open 1.0000, asked 2.0000)"
+    assert ev[0]["code"] == "amend_increase"
 
 
 def test_cancel_of_filled_order_rejected(h):
@@ -622,41 +657,49 @@ def test_cancel_of_filled_order_rejected(h):
     h.market("t", "buy", "1")
     ev = h.send(op="cancel", symbol="BTC-USD", id="m", account="m")
     assert ev[0]["reason"] == "order is not live (unknown or finished)"
+    assert ev[0]["code"] == "not_live"
 
 
 @pytest.mark.parametrize(
-    "cmd",
+    "cmd,code",
     [
-        None,
-        5,
-        "new",
-        b"\x00",
-        (),
-        [],
-        (OP_NEW,),
-        (OP_NEW,) * 11,
-        (99, "BTC-USD"),
-        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 1.5, 1, 0, False, 0),
-        (OP_NEW, "BTC-USD", "x", "a", True, 0, 100, 1, 0, False, 0),
-        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 10**30, 0, False, 0),
-        (OP_NEW, "BTC-USD", "x", "a", 0, 0, -5, 1, 0, False, 0),
-        (OP_NEW, "BTC-USD", ["x"], "a", 0, 0, 100, 1, 0, False, 0),
-        (OP_NEW, ["BTC-USD"], "x", "a", 0, 0, 100, 1, 0, False, 0),
-        (OP_NEW, "BTC-USD", "x" * 65, "a", 0, 0, 100, 1, 0, False, 0),
-        (OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 1, 0, 1, 0),
-        (OP_CANCEL, "BTC-USD", {"x": 1}, "a"),
-        (OP_CANCEL, "BTC-USD"),
-        (OP_AMEND, "BTC-USD", "live", "a", "1", None),
-        (OP_AMEND, "BTC-USD", "live", "a", None, 10**40),
-        (OP_AMEND, "BTC-USD", "live", "a", 0, None),
+        (None, "malformed"),
+        (5, "malformed"),
+        ("new", "unknown_op"),  # indexable: op "n" (the edge refuses non-arrays first)
+        (b"\x00", "unknown_op"),
+        ((), "malformed"),
+        ([], "malformed"),
+        ((OP_NEW,), "malformed"),
+        ((OP_NEW,) * 11, "malformed"),
+        ((99, "BTC-USD"), "unknown_op"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, 1.5, 1, 0, False, 0), "malformed"),
+        ((OP_NEW, "BTC-USD", "x", "a", True, 0, 100, 1, 0, False, 0), "malformed"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 10**30, 0, False, 0), "out_of_range"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, -5, 1, 0, False, 0), "out_of_range"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, None, 1, 0, False, 0), "invalid"),
+        ((OP_NEW, "BTC-USD", "x", "a", 7, 0, 100, 1, 0, False, 0), "invalid"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 1, 0, False, 9), "invalid"),
+        ((OP_NEW, "BTC-USD", ["x"], "a", 0, 0, 100, 1, 0, False, 0), "malformed"),
+        ((OP_NEW, ["BTC-USD"], "x", "a", 0, 0, 100, 1, 0, False, 0), "malformed"),
+        ((OP_NEW, "NOPE-USD", "x", "a", 0, 0, 100, 1, 0, False, 0), "unknown_symbol"),
+        ((OP_NEW, "BTC-USD", "x" * 65, "a", 0, 0, 100, 1, 0, False, 0), "malformed"),
+        ((OP_NEW, "BTC-USD", "x", "a", 0, 0, 100, 1, 0, 1, 0), "malformed"),
+        ((OP_CANCEL, "BTC-USD", {"x": 1}, "a"), "malformed"),
+        ((OP_CANCEL, "BTC-USD"), "malformed"),
+        ((OP_CANCEL, "NOPE-USD", "live", "a"), "unknown_symbol"),
+        ((OP_AMEND, "BTC-USD", "live", "a", "1", None), "malformed"),
+        ((OP_AMEND, "BTC-USD", "live", "a", None, 10**40), "out_of_range"),
+        ((OP_AMEND, "BTC-USD", "live", "a", None, "100"), "malformed"),
+        ((OP_AMEND, "BTC-USD", "live", "a", 0, None), "out_of_range"),
     ],
 )
-def test_raw_garbage_never_raises_and_changes_nothing(h, cmd):
+def test_raw_garbage_never_raises_and_changes_nothing(h, cmd, code):
     h.limit("live", "sell", "100", "1", account="a")
     before = h.book()
     seq = h.engine.seq
     ev = h.raw(cmd)
     assert len(ev) == 1 and ev[0]["ev"] == "rejected" and ev[0]["reason"]
+    assert ev[0]["code"] == code
     assert ev[0]["seq"] == seq + 1
     assert h.book() == before
 
@@ -698,3 +741,87 @@ def test_edge_reject_reason_is_bounded(h):
     assert ev[0]["reason"] == "rejected"
     ev = h.raw((OP_NEW, "BTC-USD", "x", "a", "z" * 10_000, 0, 100, 1, 0, False, 0))
     assert ev[0]["reason"].startswith("unknown side 'zzz") and len(ev[0]["reason"]) == 200
+    assert ev[0]["code"] == "malformed"
+
+
+def test_edge_reject_code_is_its_fifth_field_or_malformed(h):
+    """A coded OP_REJECT keeps its code; one from before codes (4 fields) or with a code the
+    engine does not know is ``malformed``: an old journal replays to the same events plus that."""
+    from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD
+
+    out: list = []
+    h.engine.apply((OP_REJECT, "BTC-USD", "x", "account a not allowed for this key",
+                    REJ_NOT_ALLOWED), out)  # fmt: skip
+    h.engine.apply((OP_REJECT, "BTC-USD", "x", "symbol BTC-USD belongs to shard 1, not 0",
+                    REJ_WRONG_SHARD), out)  # fmt: skip
+    h.engine.apply((OP_REJECT, "BTC-USD", "x", "line 3: invalid JSON"), out)
+    for bad in (-1, 13, 10**30, True, "wrong_shard", None, 1.0):
+        h.engine.apply((OP_REJECT, "BTC-USD", "x", "why", bad), out)
+    codes = [event_to_json(e, DEFAULT_MARKETS)["code"] for e in out]
+    assert codes == ["not_allowed", "wrong_shard"] + ["malformed"] * 8
+    assert [e[4] for e in out[:3]] == [
+        "account a not allowed for this key",
+        "symbol BTC-USD belongs to shard 1, not 0",
+        "line 3: invalid JSON",
+    ]
+    assert all(len(e) == 6 for e in out)
+
+
+def test_edge_codes_survive_the_line_prefix_and_the_edge():
+    """``command_from_json_line`` prefixes the reason and keeps the code; ``edge_command``
+    passes a client's coded or old-style OP_REJECT and codes what it refuses itself."""
+    from shardex.engine.codes import (
+        OP_REJECT,
+        REJ_MALFORMED,
+        REJ_OFF_GRID,
+        REJ_UNKNOWN_OP,
+        REJ_UNKNOWN_SYMBOL,
+    )
+    from shardex.wire.protocol import command_from_json_line, edge_command
+
+    line = b'{"op":"new","symbol":"BTC-USD","id":"x","account":"a","side":"buy",' \
+        b'"type":"limit","price":"1.001","qty":"1"}'  # fmt: skip
+    cmd = command_from_json_line(line, DEFAULT_MARKETS, "line 7: ")
+    assert cmd == (OP_REJECT, "BTC-USD", "x", "line 7: price not on tick grid 0.01", REJ_OFF_GRID)
+    cmd = command_from_json_line(b'{"op":"new","symbol":"NOPE"}', DEFAULT_MARKETS, "line 8: ")
+    assert cmd[3:] == ("line 8: unknown symbol NOPE", REJ_UNKNOWN_SYMBOL)
+    assert command_from_json_line(b"{", DEFAULT_MARKETS)[4] == REJ_MALFORMED
+    assert command_from_json_line(b"\xff", DEFAULT_MARKETS)[4] == REJ_MALFORMED
+    coded = (OP_REJECT, "BTC-USD", "x", "why", REJ_OFF_GRID)
+    assert edge_command(coded) == coded
+    assert edge_command(coded[:4]) == coded[:4]
+    assert edge_command((OP_REJECT, "BTC-USD", "x", "y" * 500, 5)) == (
+        OP_REJECT, "BTC-USD", "x", "y" * 200, 5)  # fmt: skip
+    assert edge_command((77, "BTC-USD", "x"))[3:] == ("unknown op 77", REJ_UNKNOWN_OP)
+    assert edge_command("garbage")[4] == REJ_MALFORMED
+    assert edge_command((OP_REJECT, "BTC-USD", "x", "why", 5, 6))[4] == REJ_MALFORMED
+    assert edge_command((OP_CANCEL, "BTC-USD", ["x"], "a"))[4] == REJ_MALFORMED
+
+
+def test_client_reject_with_a_non_string_reason_passes_the_edge(h):
+    """Regression: ``edge_command`` raised TypeError (len of an int) on a client's
+    ``(OP_REJECT, symbol, id, 5)``, which the shard counted as an internal error."""
+    from shardex.engine.codes import OP_REJECT
+    from shardex.wire.protocol import edge_command
+
+    for reason in (5, None, 1.5, True):
+        cmd = edge_command((OP_REJECT, "BTC-USD", "x", reason))
+        ev = h.raw(cmd)
+        assert len(ev) == 1 and ev[0]["reason"] == "rejected" and ev[0]["code"] == "malformed"
+
+
+def test_reject_names_are_the_public_contract():
+    """Names are what JSON and metrics show: one per code, unique, never renamed (append only);
+    anything that is not a known code reads as ``invalid``."""
+    from shardex.engine import codes
+
+    assert codes.REJECT_NAMES[:13] == (
+        "malformed", "invalid", "unknown_op", "unknown_symbol", "out_of_range", "off_grid",
+        "duplicate_id", "not_live", "wrong_account", "post_only_cross", "amend_increase",
+        "wrong_shard", "not_allowed",
+    )  # fmt: skip
+    for name in codes.REJECT_NAMES:
+        assert getattr(codes, "REJ_" + name.upper()) == codes.REJECT_CODES[name]
+        assert codes.reject_name(codes.REJECT_CODES[name]) == name
+    for bad in (None, -1, len(codes.REJECT_NAMES), True, "3", 2.0):
+        assert codes.reject_name(bad) == "invalid"

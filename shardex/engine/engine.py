@@ -10,7 +10,8 @@ per second in CPython and every attribute lookup or allocation on the hot path s
 profile. The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
 
 Every command produces at least one event. Every invalid command produces exactly one
-``rejected`` event with a precise reason and changes nothing. No input raises out of ``apply``.
+``rejected`` event with a precise reason and a stable ``REJ_*`` code, and changes nothing. No
+input raises out of ``apply``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ from shardex.engine.codes import (
     OP_NEW,
     OP_REJECT,
     RECENT_TRADES,
+    REJ_AMEND_INCREASE,
+    REJ_DUPLICATE_ID,
+    REJ_INVALID,
+    REJ_MALFORMED,
+    REJ_NOT_LIVE,
+    REJ_OUT_OF_RANGE,
+    REJ_POST_ONLY_CROSS,
+    REJ_UNKNOWN_OP,
+    REJ_UNKNOWN_SYMBOL,
+    REJ_WRONG_ACCOUNT,
+    REJECT_NAMES,
     STATE_CANCELLED,
     STATE_FILLED,
     STATE_LIVE,
@@ -81,7 +93,8 @@ class Engine:
         self.markets = markets
         self.books: dict[str, Book] = {}
         self.seq = seq
-        self.rejected: dict[str, int] = {}  # reason → count (metrics; bounded)
+        # rejects per REJ_* code (metrics; read at scrape time, not part of snapshots)
+        self.rejected: list[int] = [0] * len(REJECT_NAMES)
         # The recent-results index: every finished order is kept (in its book's ``done``) until
         # ``recent`` later orders have finished, FIFO over all pairs. It answers order status
         # queries and refuses a ``new`` that reuses a recently finished id, so a client retry
@@ -105,15 +118,21 @@ class Engine:
             elif op == OP_REJECT:
                 self._edge_reject(cmd, out)
             else:
-                self._reject(_field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", out)
+                self._reject(
+                    _field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", REJ_UNKNOWN_OP, out
+                )
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
             # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
             try:
-                reason = self._why_new_invalid(cmd) if cmd[0] == OP_NEW else "malformed command"
+                reason, code = (
+                    self._why_new_invalid(cmd)
+                    if cmd[0] == OP_NEW
+                    else ("malformed command", REJ_MALFORMED)
+                )
             except Exception:
-                reason = "malformed command"
-            self._reject(_field(cmd, 1), _field(cmd, 2), reason, out)
+                reason, code = "malformed command", REJ_MALFORMED
+            self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
 
     def apply_many(self, cmds: Iterable[Command]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
@@ -323,13 +342,17 @@ class Engine:
                 else price is not None
             )
         ):
-            return self._reject(symbol, oid, self._why_new_invalid(cmd), out)
+            return self._reject(symbol, oid, *self._why_new_invalid(cmd), out)
         market = book.market
         limit_key = _NO_LIMIT if otype else (price if side == BUY else -price)
         if oid in book.orders:
-            return self._reject(symbol, oid, "duplicate id: a live order has it", out)
+            return self._reject(
+                symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
+            )
         if oid in book.done:
-            return self._reject(symbol, oid, f"duplicate id {oid} (recently finished)", out)
+            return self._reject(
+                symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
+            )
 
         opp = book.sides[side ^ 1]
         if post_only:
@@ -341,6 +364,7 @@ class Engine:
                     oid,
                     f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
                     f"{market.price_str(best)}",
+                    REJ_POST_ONLY_CROSS,
                     out,
                 )
         seq = self.seq + 1
@@ -422,52 +446,56 @@ class Engine:
             old = recent.popleft()
             del old[5].done[old[6]]
 
-    def _why_new_invalid(self, cmd: Command) -> str:
-        """The precise reason a ``new`` failed the fast validity gate (slow path only)."""
+    def _why_new_invalid(self, cmd: Command) -> tuple[str, int]:
+        """The precise reason and code a ``new`` failed the fast validity gate (slow path only).
+
+        A field of the wrong type is ``malformed``; a field of the right type with a value or
+        combination that is not allowed is ``invalid`` (see the codes in ``codes.py``).
+        """
         if len(cmd) != 11:
-            return "new: expected 11 fields"
+            return "new: expected 11 fields", REJ_MALFORMED
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
         book = self.book(symbol) if type(symbol) is str else None
         if book is None:
             return _unknown_symbol(symbol)
         if type(oid) is not str or not 0 < len(oid) <= MAX_ID_LEN:
-            return f"id must be a string of 1..{MAX_ID_LEN} chars"
+            return f"id must be a string of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
         if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
-            return f"account must be a string of 1..{MAX_ID_LEN} chars"
-        if type(side) is not int or not 0 <= side <= 1:
-            return f"unknown side {side!r}"
-        if type(otype) is not int or not 0 <= otype <= 1:
-            return f"unknown type {otype!r}"
-        if type(tif) is not int or not 0 <= tif <= 2:
-            return f"unknown tif {tif!r}"
+            return f"account must be a string of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
+        for what, value, top in (("side", side, 1), ("type", otype, 1), ("tif", tif, 2)):
+            if type(value) is not int or not 0 <= value <= top:
+                return f"unknown {what} {value!r}", _int_code(value)
         if type(stp) is not int or not 0 <= stp <= 3:
-            return f"unknown stp {stp!r}"
+            return f"unknown stp {stp!r}", _int_code(stp)
         if type(post_only) is not bool:
-            return "post_only must be a boolean"
+            return "post_only must be a boolean", REJ_MALFORMED
         market = book.market
         if type(qty) is not int:
-            return "qty must be an integer number of lots"
+            return "qty must be an integer number of lots", REJ_MALFORMED
         if not 0 < qty <= market.max_qty_lots:
-            return _range_reason("qty", qty, market)
+            return _range_reason("qty", qty, market), REJ_OUT_OF_RANGE
         if otype == LIMIT:
             if type(price) is not int:
-                return "limit order needs an integer price in ticks"
+                code = REJ_INVALID if price is None else REJ_MALFORMED
+                return "limit order needs an integer price in ticks", code
             if not 0 < price <= market.max_price_ticks:
-                return _range_reason("price", price, market)
+                return _range_reason("price", price, market), REJ_OUT_OF_RANGE
         else:
             if price is not None:
-                return "market order must not have a price"
+                return "market order must not have a price", REJ_INVALID
             if post_only:
-                return "post_only market order is not allowed"
+                return "post_only market order is not allowed", REJ_INVALID
             if tif == GTC:
-                return "market order tif must be ioc or fok"
+                return "market order tif must be ioc or fok", REJ_INVALID
         if post_only and tif != GTC:
-            return f"post_only requires tif gtc (got {('gtc', 'ioc', 'fok')[tif]})"
-        return "malformed command"
+            return f"post_only requires tif gtc (got {('gtc', 'ioc', 'fok')[tif]})", REJ_INVALID
+        return "malformed command", REJ_MALFORMED
 
     def _cancel(self, cmd: Command, out: list[Event]) -> None:
         if len(cmd) != 4:
-            return self._reject(_field(cmd, 1), _field(cmd, 2), "cancel: expected 4 fields", out)
+            return self._reject(
+                _field(cmd, 1), _field(cmd, 2), "cancel: expected 4 fields", REJ_MALFORMED, out
+            )
         _, symbol, oid, account = cmd
         order = self._live_order(symbol, oid, account, out)
         if order is None:
@@ -490,7 +518,9 @@ class Engine:
 
     def _amend(self, cmd: Command, out: list[Event]) -> None:
         if len(cmd) != 6:
-            return self._reject(_field(cmd, 1), _field(cmd, 2), "amend: expected 6 fields", out)
+            return self._reject(
+                _field(cmd, 1), _field(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
+            )
         _, symbol, oid, account, qty, price = cmd
         order = self._live_order(symbol, oid, account, out)
         if order is None:
@@ -498,27 +528,36 @@ class Engine:
         book = self.books[symbol]
         market = book.market
         if qty is None and price is None:
-            return self._reject(symbol, oid, "amend needs qty and/or price", out)
+            return self._reject(symbol, oid, "amend needs qty and/or price", REJ_INVALID, out)
         if qty is not None:
             if type(qty) is not int:
-                return self._reject(symbol, oid, "qty must be an integer number of lots", out)
+                return self._reject(
+                    symbol, oid, "qty must be an integer number of lots", REJ_MALFORMED, out
+                )
             if qty <= 0:
-                return self._reject(symbol, oid, "qty must be > 0 (cancel to remove)", out)
+                return self._reject(
+                    symbol, oid, "qty must be > 0 (cancel to remove)", REJ_OUT_OF_RANGE, out
+                )
             if qty > order.qty:
                 return self._reject(
                     symbol,
                     oid,
                     f"amend cannot increase qty (open {market.qty_str(order.qty)}, "
                     f"asked {market.qty_str(qty)})",
+                    REJ_AMEND_INCREASE,
                     out,
                 )
         else:
             qty = order.qty
         if price is not None:
             if type(price) is not int:
-                return self._reject(symbol, oid, "price must be an integer number of ticks", out)
+                return self._reject(
+                    symbol, oid, "price must be an integer number of ticks", REJ_MALFORMED, out
+                )
             if not 0 < price <= market.max_price_ticks:
-                return self._reject(symbol, oid, _range_reason("price", price, market), out)
+                return self._reject(
+                    symbol, oid, _range_reason("price", price, market), REJ_OUT_OF_RANGE, out
+                )
         side = order.side
         if price is None or price == order.price:
             # Same price: only the open quantity shrinks, so time priority is kept.
@@ -541,6 +580,7 @@ class Engine:
                     oid,
                     f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
                     f"{market.price_str(opp.levels[key].price)}",
+                    REJ_POST_ONLY_CROSS,
                     out,
                 )
         _unlink(book, order)
@@ -566,10 +606,17 @@ class Engine:
         return None
 
     def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
-        """A command the edge could not decode; it still gets a seq so replay stays identical."""
+        """A command the edge could not decode; it still gets a seq so replay stays identical.
+
+        The code is the command's 5th field when that is a known code; a 4-field command (a
+        journal written before codes existed) or an unknown code gives ``REJ_MALFORMED``.
+        """
         reason = _field(cmd, 3)
         reason = reason if type(reason) is str and reason else "rejected"
-        self._reject(_field(cmd, 1), _field(cmd, 2), reason, out)
+        code = _field(cmd, 4)
+        if type(code) is not int or not 0 <= code < len(REJECT_NAMES):
+            code = REJ_MALFORMED
+        self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
 
     # ------------------------------------------------------------------ helpers
 
@@ -578,22 +625,26 @@ class Engine:
         if book is None:
             book = self.book(symbol)  # type: ignore[arg-type]
             if book is None:
-                return self._reject(symbol, oid, _unknown_symbol(symbol), out)
+                return self._reject(symbol, oid, *_unknown_symbol(symbol), out)
         if type(oid) is not str:
-            return self._reject(symbol, oid, "id must be a string", out)
+            return self._reject(symbol, oid, "id must be a string", REJ_MALFORMED, out)
         order = book.orders.get(oid)
         if order is None:
-            return self._reject(symbol, oid, "order is not live (unknown or finished)", out)
+            return self._reject(
+                symbol, oid, "order is not live (unknown or finished)", REJ_NOT_LIVE, out
+            )
         if account != order.account:
-            return self._reject(symbol, oid, "order belongs to another account", out)
+            return self._reject(
+                symbol, oid, "order belongs to another account", REJ_WRONG_ACCOUNT, out
+            )
         return order
 
-    def _reject(self, symbol: object, oid: object, reason: str, out: list[Event]) -> None:
+    def _reject(
+        self, symbol: object, oid: object, reason: str, code: int, out: list[Event]
+    ) -> None:
         if len(reason) > MAX_REASON_LEN:  # reasons may quote client input: keep them small
             reason = reason[:MAX_REASON_LEN]
-        rej = self.rejected
-        key = reason if reason in rej or len(rej) < 10_000 else "(other reasons)"
-        rej[key] = rej.get(key, 0) + 1
+        self.rejected[code] += 1
         self.seq = seq = self.seq + 1
         out.append(
             (
@@ -602,6 +653,7 @@ class Engine:
                 symbol if type(symbol) is str else "",
                 oid if type(oid) is str else "",
                 reason,
+                code,
             )
         )
         return None
@@ -829,10 +881,15 @@ def _field(cmd: object, i: int) -> object:
         return None
 
 
-def _unknown_symbol(symbol: object) -> str:
+def _unknown_symbol(symbol: object) -> tuple[str, int]:
     if type(symbol) is not str:
-        return "symbol must be a string"
-    return f"unknown symbol {symbol}"
+        return "symbol must be a string", REJ_MALFORMED
+    return f"unknown symbol {symbol}", REJ_UNKNOWN_SYMBOL
+
+
+def _int_code(value: object) -> int:
+    """An enum field out of range is ``invalid``; one of another type is ``malformed``."""
+    return REJ_INVALID if type(value) is int else REJ_MALFORMED
 
 
 def _range_reason(what: str, value: int, market: Market) -> str:

@@ -11,10 +11,20 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import NamedTuple
+
+from shardex.engine.codes import REJ_INVALID, REJ_OFF_GRID, REJ_OUT_OF_RANGE
 
 
 class MarketError(ValueError):
     """A markets file or definition that cannot be used; the message says which entry and why."""
+
+
+class Refusal(NamedTuple):
+    """Why a decimal cannot become ticks/lots: the reject reason and its ``REJ_*`` code."""
+
+    reason: str
+    code: int
 
 
 @dataclass(frozen=True)
@@ -48,28 +58,30 @@ class Market:
         """Lots → decimal string with the market's lot precision (e.g. 2500 → '0.2500')."""
         return str(lots * self.lot)
 
-    def to_ticks(self, value: Decimal) -> int | str:
-        """Decimal price → ticks, or a reject reason string when it is out of range/off grid."""
+    def to_ticks(self, value: Decimal) -> int | Refusal:
+        """Decimal price → ticks, or a ``Refusal`` when it is out of range or off the grid."""
         return _to_units(value, self.tick, self.max_price, "price", "tick")
 
-    def to_lots(self, value: Decimal) -> int | str:
-        """Decimal quantity → lots, or a reject reason string when it is out of range/off grid."""
+    def to_lots(self, value: Decimal) -> int | Refusal:
+        """Decimal quantity → lots, or a ``Refusal`` when it is out of range or off the grid."""
         return _to_units(value, self.lot, self.max_qty, "qty", "lot")
 
 
-def _to_units(value: Decimal, unit: Decimal, bound: Decimal, what: str, grid: str) -> int | str:
+def _to_units(
+    value: Decimal, unit: Decimal, bound: Decimal, what: str, grid: str
+) -> int | Refusal:
     if not value.is_finite():
-        return f"{what} must be a finite decimal"
+        return Refusal(f"{what} must be a finite decimal", REJ_INVALID)
     if value <= 0:
-        return f"{what} must be > 0"
+        return Refusal(f"{what} must be > 0", REJ_OUT_OF_RANGE)
     if value > bound:
-        return f"{what} {value} above max {bound}"
+        return Refusal(f"{what} {value} above max {bound}", REJ_OUT_OF_RANGE)
     try:
         if value % unit:
-            return f"{what} not on {grid} grid {unit}"
+            return Refusal(f"{what} not on {grid} grid {unit}", REJ_OFF_GRID)
         return int(value / unit)
     except InvalidOperation:  # pragma: no cover - bounded above, kept as a guard
-        return f"{what} {value} cannot be represented"
+        return Refusal(f"{what} {value} cannot be represented", REJ_OUT_OF_RANGE)
 
 
 def _m(symbol: str, tick: str, lot: str, max_price: str, max_qty: str) -> Market:

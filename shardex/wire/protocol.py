@@ -32,12 +32,17 @@ from shardex.engine.codes import (
     OP_CANCEL,
     OP_NEW,
     OP_REJECT,
+    REJ_INVALID,
+    REJ_MALFORMED,
+    REJ_UNKNOWN_OP,
+    REJ_UNKNOWN_SYMBOL,
     SIDES,
     STPS,
     TIFS,
     TYPES,
     Command,
     Event,
+    reject_name,
 )
 from shardex.engine.markets import Market
 
@@ -63,10 +68,14 @@ _DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 
 
 class _Bad(Exception):
-    """Internal: a decoding problem; its message is the reject reason."""
+    """Internal: a decoding problem; its message is the reject reason, ``code`` its REJ_* code."""
+
+    def __init__(self, reason: str, code: int = REJ_MALFORMED) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
-def _reject(obj: Any, reason: str) -> Command:
+def _reject(obj: Any, reason: str, code: int) -> Command:
     symbol = obj.get("symbol") if isinstance(obj, dict) else None
     oid = obj.get("id") if isinstance(obj, dict) else None
     return (
@@ -74,6 +83,7 @@ def _reject(obj: Any, reason: str) -> Command:
         symbol if type(symbol) is str else "",
         oid if type(oid) is str else "",
         reason,
+        code,
     )
 
 
@@ -95,7 +105,8 @@ def _enum(obj: dict[str, Any], name: str, names: tuple[str, ...], default: int |
         return default
     value = obj[name]
     if value not in names or type(value) is not str:
-        raise _Bad(f"unknown {name} {value!r} (expected one of {', '.join(names)})")
+        code = REJ_INVALID if type(value) is str else REJ_MALFORMED
+        raise _Bad(f"unknown {name} {value!r} (expected one of {', '.join(names)})", code)
     return names.index(value)
 
 
@@ -111,8 +122,8 @@ def _decimal(obj: dict[str, Any], name: str) -> Decimal:
 def _units(obj: dict[str, Any], name: str, market: Market) -> int:
     d = _decimal(obj, name)
     units = market.to_ticks(d) if name == "price" else market.to_lots(d)
-    if type(units) is str:
-        raise _Bad(units)
+    if type(units) is not int:
+        raise _Bad(units.reason, units.code)
     return units
 
 
@@ -121,7 +132,7 @@ def command_from_json(obj: Any, markets: Mapping[str, Market]) -> Command:
     try:
         return _command(obj, markets)
     except _Bad as exc:
-        return _reject(obj, str(exc))
+        return _reject(obj, str(exc), exc.code)
 
 
 def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
@@ -130,21 +141,21 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     op = obj.get("op")
     fields = _FIELDS.get(op) if type(op) is str else None
     if fields is None:
-        raise _Bad(f"unknown op {op!r} (expected new, cancel or amend)")
+        raise _Bad(f"unknown op {op!r} (expected new, cancel or amend)", REJ_UNKNOWN_OP)
     unknown = set(obj) - fields
     if unknown:
         raise _Bad(f"unknown field {sorted(unknown)[0]!r} for op {op}")
     symbol = _str(obj, "symbol")
     market = markets.get(symbol)
     if market is None:
-        raise _Bad(f"unknown symbol {symbol}")
+        raise _Bad(f"unknown symbol {symbol}", REJ_UNKNOWN_SYMBOL)
     oid = _str(obj, "id")
     account = _str(obj, "account")
     if op == "cancel":
         return (OP_CANCEL, symbol, oid, account)
     if op == "amend":
         if "qty" not in obj and "price" not in obj:
-            raise _Bad("amend needs qty and/or price")
+            raise _Bad("amend needs qty and/or price", REJ_INVALID)
         qty = _units(obj, "qty", market) if "qty" in obj else None
         price = _units(obj, "price", market) if "price" in obj else None
         return (OP_AMEND, symbol, oid, account, qty, price)
@@ -155,12 +166,12 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     qty = _units(obj, "qty", market)
     if otype == MARKET:
         if "price" in obj:
-            raise _Bad("market order must not have a price")
+            raise _Bad("market order must not have a price", REJ_INVALID)
         price = None
         tif = _enum(obj, "tif", TIFS, IOC)
     else:
         if "price" not in obj:
-            raise _Bad("limit order needs a price")
+            raise _Bad("limit order needs a price", REJ_INVALID)
         price = _units(obj, "price", market)
         tif = _enum(obj, "tif", TIFS, GTC)
     post_only = obj.get("post_only", False)
@@ -177,13 +188,13 @@ def command_from_json_line(
     try:
         obj = json.loads(line)
     except UnicodeDecodeError:
-        return (OP_REJECT, "", "", f"{where}not valid UTF-8")
+        return (OP_REJECT, "", "", f"{where}not valid UTF-8", REJ_MALFORMED)
     except (ValueError, RecursionError) as exc:
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        return (OP_REJECT, "", "", f"{where}invalid JSON: {msg}")
+        return (OP_REJECT, "", "", f"{where}invalid JSON: {msg}", REJ_MALFORMED)
     cmd = command_from_json(obj, markets)
     if cmd[0] == OP_REJECT and where:
-        cmd = cmd[:3] + (where + cmd[3],)
+        cmd = cmd[:3] + (where + cmd[3],) + cmd[4:]
     return cmd
 
 
@@ -250,7 +261,14 @@ def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
             "seq": seq,
         }
     if kind == EV_REJECTED:
-        return {"ev": "rejected", "symbol": symbol, "id": ev[3], "reason": ev[4], "seq": seq}
+        return {
+            "ev": "rejected",
+            "symbol": symbol,
+            "id": ev[3],
+            "reason": ev[4],
+            "code": reject_name(_at(ev, 5)),  # the stable name; "invalid" if none or unknown
+            "seq": seq,
+        }
     if kind == EV_AMENDED:
         m = markets[symbol]
         return {
@@ -356,7 +374,7 @@ def shard_for(symbol: str | bytes, shards: int) -> int:
     return zlib.crc32(key) % shards
 
 
-_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 4}
+_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5}  # OP_REJECT: 4 also (no code)
 _SCALAR = frozenset((int, str, bool, float, type(None)))
 MAX_REASON_LEN = 200  # a client-sent OP_REJECT reason is cut to this
 
@@ -392,19 +410,22 @@ def edge_command(cmd: Any) -> Command:
     The shard calls this before the engine sees a write. A command of the expected shape passes
     unchanged (the engine still judges its meaning); anything else becomes an ``OP_REJECT`` whose
     symbol and id are echoed only when they are bounded strings, with a reason that quotes at
-    most ``QUOTE_LEN`` chars of the input. So a reject journals and publishes a bounded record
+    most ``QUOTE_LEN`` chars of the input and a ``REJ_*`` code (``unknown_op`` or ``malformed``).
+    A client's own ``OP_REJECT`` may have 4 fields or 5 (with a code; the engine turns a code it
+    does not know into ``malformed``). So a reject journals and publishes a bounded record
     whatever the client sent (a 1 MiB id costs a few bytes, not a megabyte, downstream).
     """
     if type(cmd) is not tuple or not cmd:
-        return (OP_REJECT, "", "", f"malformed command: expected an array, got {quote(cmd)}")
+        reason = f"malformed command: expected an array, got {quote(cmd)}"
+        return (OP_REJECT, "", "", reason, REJ_MALFORMED)
     op = cmd[0]
     n = _WRITE_LEN.get(op) if type(op) is int else None
     if n is None:
         return (OP_REJECT, _bounded(_at(cmd, 1), MAX_SYMBOL_LEN), _bounded(_at(cmd, 2), MAX_ID_LEN),
-                f"unknown op {quote(op)}")  # fmt: skip
+                f"unknown op {quote(op)}", REJ_UNKNOWN_OP)  # fmt: skip
     symbol, oid = _at(cmd, 1), _at(cmd, 2)
     reason = None
-    if len(cmd) != n:
+    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == 4):
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
@@ -415,7 +436,7 @@ def edge_command(cmd: Any) -> Command:
     elif _too_long(oid, MAX_ID_LEN):
         reason = f"id longer than {MAX_ID_LEN} bytes: {quote(oid)}"
     else:
-        for i in range(3, n):
+        for i in range(3, len(cmd)):
             v = cmd[i]
             t = type(v)
             if t not in _SCALAR:
@@ -425,10 +446,11 @@ def edge_command(cmd: Any) -> Command:
                 reason = f"field {i} longer than {MAX_ID_LEN} bytes: {quote(v)}"
                 break
         else:
-            if op == OP_REJECT and len(cmd[3]) > MAX_REASON_LEN:
-                return cmd[:3] + (cmd[3][:MAX_REASON_LEN],)
+            if op == OP_REJECT and type(cmd[3]) is str and len(cmd[3]) > MAX_REASON_LEN:
+                return cmd[:3] + (cmd[3][:MAX_REASON_LEN],) + cmd[4:]
             return cmd
-    return (OP_REJECT, _bounded(symbol, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN), reason)
+    symbol, oid = _bounded(symbol, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN)
+    return (OP_REJECT, symbol, oid, reason, REJ_MALFORMED)
 
 
 def _at(seq: Any, i: int) -> Any:
