@@ -252,11 +252,13 @@ def bridge_url(base_url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def resolve_url(url: str, keys_dir: str | Path | None) -> str:
+def resolve_url(url: str, keys_dir: str | Path | None, create: bool = False) -> str:
     """A URL naming a user but no password gets that user's password from ``keys_dir``.
 
     A URL with a password, or with no user, is returned as given: credentials of an external
     Redis are the operator's, and a passwordless URL to an insecure cluster stays one.
+    ``create``: make ``redis.json`` if missing (the bridge may start before the embedded server
+    under honcho; both then use the same file), else a missing file is a ``RedisAuthError``.
     """
     user, password = url_user(url)
     if user is None or password is not None:
@@ -266,7 +268,8 @@ def resolve_url(url: str, keys_dir: str | Path | None) -> str:
             f"the Redis URL names user {user!r} without a password and no keys dir is given "
             "to look it up in"
         )
-    return RedisUsers.load(keys_dir).url(url, user)
+    users = RedisUsers.ensure(keys_dir) if create else RedisUsers.load(keys_dir)
+    return users.url(url, user)
 
 
 def mask_url(url: str) -> str:

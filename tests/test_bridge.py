@@ -220,7 +220,14 @@ def test_up_with_embedded_redis_bridges_by_default():
         load.run()
         import redis
 
-        r = redis.Redis.from_url(cluster.layout.redis_url, decode_responses=True)
+        from shardex.redisauth import RedisUsers
+
+        # secure by default: the embedded server has ACL users; consumers read as ``reader``
+        assert cluster.keys_dir is not None
+        users = RedisUsers.load(cluster.keys_dir)
+        r = redis.Redis.from_url(
+            users.url(cluster.layout.redis_url, "reader"), decode_responses=True
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and r.xlen("shardex:trades:BTC-USD") < len(
             load.trades["BTC-USD"]
@@ -228,6 +235,9 @@ def test_up_with_embedded_redis_bridges_by_default():
             time.sleep(0.2)
         assert r.xlen("shardex:trades:BTC-USD") == len(load.trades["BTC-USD"]) > 0
         assert "started redis (pid" in cluster.output()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            r.xadd("shardex:trades:BTC-USD", {"forged": "1"})
+        assert users.password("bridge") not in cluster.output()
     finally:
         cluster.stop()
 
@@ -272,7 +282,9 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
 class BridgeProc:
     """``shardex bridge`` as a real child process, its log in a file, its metrics on a port."""
 
-    def __init__(self, fake, redis_url: str, tmp_path) -> None:
+    def __init__(self, fake, redis_url: str, tmp_path, keys_dir=None) -> None:
+        """``keys_dir``: the bridge authenticates with its key from there (None: --insecure,
+        for stand-in shards without CURVE)."""
         import subprocess
         import sys
 
@@ -283,7 +295,8 @@ class BridgeProc:
         self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shardex.cli", "bridge", "--endpoint", fake.layout.frontend,
-             "--redis-url", redis_url, "--metrics-port", str(self.metrics_port)],
+             "--redis-url", redis_url, "--metrics-port", str(self.metrics_port),
+             *(["--keys-dir", str(keys_dir)] if keys_dir else ["--insecure"])],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
 

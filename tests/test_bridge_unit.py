@@ -132,7 +132,7 @@ def test_decode_pub_examples():
         (EV_TRADE, 5, "BTC-USD", 1, 1, "t", "m", True, 1),  # bool side
         (EV_TRADE, MAX_SEQ + 1, "BTC-USD", 1, 1, "t", "m", 0, 1),  # seq beyond a stream ID
         [EV_ACCEPTED, 7, "BTC-USD"], "x", None,
-        (EV_REJECTED, 9, "NOPE-USD", "o", "unknown symbol NOPE-USD"),  # fine: a real reject
+        (EV_REJECTED, 9, "NOPE-USD", "o", "unknown symbol NOPE-USD", 3),  # fine: a real reject
     ])  # fmt: skip
     shard, events, bad = decode_pub(junk, 1, MARKETS)
     assert [ev[1] for ev in events] == [1, 9] and bad == 8

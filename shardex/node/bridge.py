@@ -45,9 +45,21 @@ Alerts (one ``ALERT`` log line, ``shardex_bridge_alerts_total{shard,kind}``):
   conflicts are still in ``shardex:events:<shard>``. To recover the events-stream entries:
   delete the foreign entries (``XDEL``) and restart the bridge; it resumes from the stream's top
   and re-fetches the rest from the shard's journal.
+* ``auth``: a shard or the router refused the bridge's CURVE key (unknown, revoked, or not allowed
+  to read events), or a shard has another cluster's server key. The bridge reconnects with a
+  growing pause (libzmq itself gives up on a refused key) and never counts refused repairs as
+  lost events. ``shard`` is ``router`` for the router.
+* ``redis``: Redis refused the bridge's credentials, a command or a key (ACL), or a write; the
+  bridge retries with a pause. Logged URLs never show a password (``redisauth.mask_url``).
 * ``behind``: a shard reports a seq below what Redis already holds for it (a foreign top entry,
   or a shard restarted without its journal). The bridge rewinds to the highest entry at or below
   the shard's seq and goes on; whatever then meets a foreign entry is a counted ``conflict``.
+
+Identity (``BridgeConfig.keys_dir``; None is the insecure lab mode): the bridge holds its own
+process key (``KeyStore.process_key("bridge", "bridge")``, role ``bridge``) and is a CURVE client
+on every socket: the SUB to each shard's PUB, each shard's DEALER, and the topology request to the
+router. Its Redis URL may name user ``bridge`` without a password; the password then comes from
+``KEYS_DIR/redis.json`` (``redisauth.resolve_url``), so it is never on a command line.
 
 The PUB channel is trusted for content (a well-formed event with a plausible seq is written as
 sent); malformed input is dropped and counted, and a seq beyond what the shard says it has is
@@ -71,13 +83,17 @@ import redis.asyncio as aioredis
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from zmq.utils.monitor import parse_monitor_message
 
+from shardex.auth import AuthError, KeyFile, KeyStore, client_socket
 from shardex.engine import Market
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE
 from shardex.metrics import LATENCY_BUCKETS, serve
+from shardex.redisauth import RedisAuthError, mask_url, resolve_url, url_user
 from shardex.wire.protocol import (
     OP_EVENTS,
     OP_STATUS,
@@ -92,13 +108,20 @@ log = logging.getLogger("shardex.bridge")
 
 PREFIX = "shardex:"
 
-# One call writes a whole batch. ARGV: blob, events stream key, trades key prefix, maxlen.
+# One call writes a whole batch. KEYS: the events stream, then every trades stream the batch
+# writes (declared, so Redis checks the caller's ACL on all of them before the script runs: a
+# bridge user limited to ``~shardex:*`` is refused the whole batch, never half of it).
+# ARGV: blob, trades key prefix, maxlen.
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
 # Returns {written, dups, trades, conflicts} where conflicts is a flat list
 # [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take).
 WRITE_SCRIPT = """
 local evs = cmsgpack.unpack(ARGV[1])
-local stream, tprefix, maxlen = ARGV[2], ARGV[3], ARGV[4]
+local stream, tprefix, maxlen = KEYS[1], ARGV[2], ARGV[3]
+local declared = {}
+for i = 2, #KEYS do
+  declared[KEYS[i]] = true
+end
 local written, dups, trades = 0, 0, 0
 local conflicts = {}
 local function seqof(id)
@@ -164,6 +187,9 @@ for i = 1, #evs do
     end
     if e[3] then
       local key = tprefix .. e[3]
+      if not declared[key] then
+        return redis.error_reply('ERR trades stream ' .. key .. ' not declared in KEYS')
+      end
       local t, twhy = add(key, e[1], e[4])
       if t == -1 then
         return redis.error_reply(twhy)
@@ -200,7 +226,7 @@ CONFLICTS = Counter(
 ALERTS = Counter(
     "shardex_bridge_alerts_total", "ALERT log lines raised by the bridge", ["shard", "kind"]
 )
-ALERT_KINDS = ("stalled", "lost", "conflict", "behind", "redis")
+ALERT_KINDS = ("stalled", "lost", "conflict", "behind", "redis", "auth")
 STALLED = Gauge(
     "shardex_bridge_stalled",
     "1 while a reachable shard is ahead of Redis and nothing is written for it",
@@ -327,6 +353,13 @@ def decode_pub(
         raise Malformed(f"shard {str(shard)[:20]!r} is not one of 0..{shards - 1}")
     good, bad = check_events(events, markets)
     return shard, good, bad
+
+
+def denied(error: Any) -> bool:
+    """True if a shard's error text says our key may not do this (not a fault of the data)."""
+    if type(error) is not str:
+        return False
+    return error.startswith("authentication failed") or error.endswith("not allowed for this key")
 
 
 def _result(error: Any, results: Any) -> dict:
@@ -581,11 +614,18 @@ class ShardLink:
     MAX_LATE = 256
 
     def __init__(
-        self, ctx: zmq.asyncio.Context, endpoint: str, on_malformed: Callable[[], None]
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        on_malformed: Callable[[], None],
+        key: KeyFile | None = None,
     ) -> None:
+        self.endpoint = endpoint
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing toward a shard that is not there
+        if key is not None:
+            client_socket(self.sock, key)
         self.sock.connect(endpoint)
         self.waiting: dict[bytes, asyncio.Future] = {}
         self.late: dict[bytes, Callable[[Any, Any], None]] = {}
@@ -637,6 +677,104 @@ class ShardLink:
         self.sock.close(0)
 
 
+class Handshakes:
+    """Watches one socket's CURVE handshakes (its monitor): a refusal is an ALERT and a reconnect.
+
+    libzmq does not retry a connection whose key the server's ZAP handler refused: it would stay
+    dead even after the key is registered again. So on a refusal the endpoint is disconnected and
+    connected again after a pause (1 s, doubling up to ``MAX_PAUSE``), with one ALERT per refusal
+    (rate-limited by ``alert``). A handshake that fails for another reason (the server has another
+    cluster's key, or is not a CURVE server) is retried by libzmq itself; it is only reported.
+    """
+
+    MAX_PAUSE = 30.0
+    EVENTS = (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
+
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket,
+        peers: Mapping[str, tuple[int | str, str]],
+        alert: Callable[..., None],
+    ) -> None:
+        self.sock = sock
+        self.peers = peers  # endpoint → (alert label: shard index or "router", what it is)
+        self.alert = alert
+        self.mon = sock.get_monitor_socket(self.EVENTS)
+        self.pause: dict[str, float] = {}  # endpoint → pause before the next reconnect
+        self.refused = 0
+        self.failed = 0
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self) -> None:
+        while True:
+            msg = await self.mon.recv_multipart()
+            try:
+                ev = parse_monitor_message(msg)
+                endpoint = ev["endpoint"].decode("utf-8", "replace")
+                event, value = int(ev["event"]), int(ev["value"])
+            except Exception:  # a monitor message we cannot read: nothing to act on
+                continue
+            label, what = self.peers.get(endpoint, ("router", endpoint))
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self.pause.pop(endpoint, None) is not None:
+                    log.info("%s (%s) accepts the bridge's key again", what, endpoint)
+                continue
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.refused += 1
+                pause = min(self.MAX_PAUSE, self.pause.get(endpoint, 0.5) * 2)
+                self.pause[endpoint] = pause
+                self.alert(
+                    label,
+                    "auth",
+                    f"auth {endpoint}",
+                    "%s (%s) refused the bridge's key (ZAP status %d): the bridge key is not "
+                    "in that cluster's registry, revoked, or not allowed there; connecting "
+                    "again in %.0f s",
+                    what,
+                    endpoint,
+                    value,
+                    pause,
+                )
+                self._loop.call_later(pause, self._reconnect, endpoint)
+                continue
+            self.failed += 1
+            self.alert(
+                label,
+                "auth",
+                f"handshake {endpoint}",
+                "CURVE handshake with %s (%s) failed (%s): it has another cluster's server key "
+                "or does not speak CURVE (insecure?); retrying",
+                what,
+                endpoint,
+                "protocol error" if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL else "no detail",
+            )
+
+    def _reconnect(self, endpoint: str) -> None:
+        if self.sock.closed:
+            return
+        try:
+            self.sock.disconnect(endpoint)
+        except zmq.ZMQError:
+            pass  # libzmq already dropped it
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            log.warning("cannot connect to %s again: %s", endpoint, exc)
+
+    def close(self) -> None:
+        if not self.sock.closed:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        self.mon.close(0)
+
+
 # -- the process ----------------------------------------------------------------------------------
 
 
@@ -681,13 +819,25 @@ class BridgeConfig:
     repair_timeout: float = 2.0  # first wait for a repair answer; doubles up to 30 s
     stall_after: float = 5.0  # seconds without progress while the shard is ahead → ALERT
     hole_wait: float = 0.1
+    # CURVE key store (``shardex.auth``): the bridge authenticates with its process key to the
+    # router and every shard, and takes its Redis password from ``redis.json`` there when the
+    # URL names a user without one. None: insecure (lab)
+    keys_dir: str | None = None
 
 
 class Bridge:
     def __init__(self, cfg: BridgeConfig) -> None:
         self.cfg = cfg
+        self.key: KeyFile | None = None
+        if cfg.keys_dir:
+            self.key = KeyStore(cfg.keys_dir).process_key("bridge", "bridge")
+        # the password (if it comes from the keys dir) lives only here and in redis-py
+        url = resolve_url(cfg.redis_url, cfg.keys_dir, create=True)
+        self.redis_shown = mask_url(url)
+        self._password = url_user(url)[1]
         self.ctx = zmq.asyncio.Context()
-        self.redis = aioredis.from_url(cfg.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.watches: list[Handshakes] = []
         self.sha: str | None = None
         self.shards: list[ShardState] = []
         self.endpoints: list[dict[str, Any]] = []
@@ -700,9 +850,22 @@ class Bridge:
 
     # -- setup ------------------------------------------------------------------------------------
 
+    def _watch(
+        self, sock: zmq.asyncio.Socket, peers: Mapping[str, tuple[int | str, str]]
+    ) -> asyncio.Future | None:
+        """Report (and recover from) refused handshakes on ``sock`` (secure mode only)."""
+        if self.key is None:
+            return None
+        w = Handshakes(sock, peers, self._alert)
+        self.watches.append(w)
+        return asyncio.ensure_future(w.run())
+
     async def topology(self) -> list[dict[str, Any]]:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.key is not None:
+            client_socket(sock, self.key)
+        watch = self._watch(sock, {self.cfg.router: ("router", "the router")})
         sock.connect(self.cfg.router)
         try:
             while self.running:
@@ -715,6 +878,10 @@ class Bridge:
                 log.info("waiting for every shard to register with the router %s", self.cfg.router)
                 await asyncio.sleep(0.5)
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                self.watches.pop().close()
             sock.close(0)
         return []
 
@@ -787,16 +954,24 @@ class Bridge:
         sub = self.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, cfg.sub_hwm)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.key is not None:
+            client_socket(sub, self.key)
+        pubs = {t["pub"]: (i, f"shard {i}'s PUB") for i, t in enumerate(self.endpoints)}
+        watches = [self._watch(sub, pubs)]
         for st, t in zip(self.shards, self.endpoints, strict=True):
             sub.connect(t["pub"])
-            st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed)
+            st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed, self.key)
+            direct = {t["direct"]: (st.index, f"shard {st.index}'s direct port")}
+            watches.append(self._watch(st.link.sock, direct))
         log.info(
-            "bridge up: %d shards → %s (resuming at seqs %s)",
+            "bridge up: %d shards → %s%s (resuming at seqs %s)",
             n,
-            cfg.redis_url,
+            self.redis_shown,
+            "" if self.key is None else ", authenticated as bridge",
             [s.tracker.last for s in self.shards],
         )
-        tasks = [asyncio.ensure_future(self._reader(sub))]
+        tasks = [w for w in watches if w is not None]
+        tasks.append(asyncio.ensure_future(self._reader(sub)))
         for st in self.shards:
             assert st.link is not None
             tasks.append(asyncio.ensure_future(st.link.read()))
@@ -812,6 +987,8 @@ class Bridge:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for w in self.watches:
+                w.close()
             sub.close(0)
             for st in self.shards:
                 if st.link is not None:
@@ -824,13 +1001,26 @@ class Bridge:
             s.tracker.resume(await self.last_written(s.index), now)
             LAST.labels(str(s.index)).set(s.tracker.last)
 
-    def _alert(self, shard: int, kind: str, key: str, msg: str, *args: Any) -> None:
+    def _alert(self, shard: int | str, kind: str, key: str, msg: str, *args: Any) -> None:
         """One ALERT line per (shard, key) per 5 s; the counter counts every call."""
         ALERTS.labels(str(shard), kind).inc()
         now = time.monotonic()
         if now - self._alerted.get((shard, key), -1e9) >= 5.0:
             self._alerted[(shard, key)] = now
             log.error("ALERT " + msg, *args)
+
+    def _refused(self, shard: int, what: str, why: Any) -> None:
+        """A shard answered that the bridge's key may not ask this: ALERT, never lost events."""
+        self._alert(
+            shard,
+            "auth",
+            f"refused {what}",
+            "shard %d refuses the bridge's %s requests (%s): the bridge key must have role "
+            "bridge in this cluster's registry; asking again",
+            shard,
+            what,
+            str(why)[:100],
+        )
 
     def _malformed(self, source: str, n: int, why: str) -> None:
         MALFORMED.labels(source).inc(n)
@@ -871,7 +1061,9 @@ class Bridge:
             sent = time.monotonic()
             reply = await st.link.request((OP_STATUS,), timeout=self.cfg.status_timeout)
             seq = None
-            if reply is not None:
+            if reply is not None and denied(reply[0]):
+                self._refused(st.index, "status", reply[0])
+            elif reply is not None:
                 try:
                     seq = parse_status(*reply)
                 except Malformed as exc:
@@ -957,6 +1149,9 @@ class Bridge:
         tr = st.tracker
 
         def use(error: Any, results: Any, late: bool = True) -> bool:
+            if denied(error):
+                self._refused(st.index, "repair", error)
+                return not late
             try:
                 evs, gone, seq, bad = parse_events_reply(
                     error, results, first, last, self.cfg.markets
@@ -966,6 +1161,9 @@ class Bridge:
                 return False
             if bad:
                 self._malformed("reply", bad, f"{bad} malformed events from shard {st.index}")
+            if gone is not None and denied(gone):
+                self._refused(st.index, "repair", gone)  # our key, not the shard's journal
+                return not late
             if gone is not None:
                 if late:
                     return False  # decide on a fresh answer only
@@ -1028,15 +1226,12 @@ class Bridge:
                     break
         if not batch:
             return
-        args = (
-            self._pack(items),
-            self._events_key(shard),
-            f"{self.cfg.prefix}trades:",
-            str(self.cfg.maxlen),
-        )
+        tprefix = f"{self.cfg.prefix}trades:"
+        keys = [self._events_key(shard), *{tprefix + it[2] for it in items if len(it) > 2}]
+        args = (self._pack(items), tprefix, str(self.cfg.maxlen))
         t0 = time.perf_counter()
         try:
-            written, dups, trades, conflicts = await self._eval(args)
+            written, dups, trades, conflicts = await self._eval(keys, args)
         except _TRANSIENT as exc:
             if not _transient(exc):
                 if not isinstance(exc, ResponseError):
@@ -1044,7 +1239,8 @@ class Bridge:
                 # a Redis refusal the script did not expect (OOM, read-only replica...):
                 # the batch may be partly written; retry it whole after a pause (copies are
                 # recognised as duplicates), never crash
-                self._alert(shard, "redis", "redis", "Redis refused a write: %s", exc)
+                self._alert(shard, "redis", "redis", "Redis refused a write: %s",
+                            self._scrub(str(exc)))  # fmt: skip
                 tr.putback(batch)
                 await asyncio.sleep(1.0)
                 return
@@ -1119,11 +1315,11 @@ class Bridge:
                     await self._sync_last()
                     break
                 except _TRANSIENT as again:
-                    if not _transient(again):
-                        raise
+                    # whatever Redis says (down, loading, wrong password, an ACL refusal, a
+                    # wrong-type key): report once, retry with a pause, never crash
                     REDIS_UP.set(0)
                     if not logged:
-                        log.error("Redis unavailable (%s); retrying", exc)
+                        self._redis_trouble(again if _transient(exc) else exc)
                         logged = True
                     await asyncio.sleep(delay)
                     delay = min(2.0, delay * 2)
@@ -1133,14 +1329,14 @@ class Bridge:
                     "Redis is back; resuming at seqs %s", [s.tracker.last for s in self.shards]
                 )
 
-    async def _eval(self, args: tuple) -> tuple[int, int, int, list]:
+    async def _eval(self, keys: list[str], args: tuple) -> tuple[int, int, int, list]:
         if self.sha is None:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
         try:
-            res = await self.redis.evalsha(self.sha, 0, *args)
+            res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
-            res = await self.redis.evalsha(self.sha, 0, *args)
+            res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         return int(res[0]), int(res[1]), int(res[2]), res[3]
 
     async def _until_redis(self, call):
@@ -1149,8 +1345,34 @@ class Bridge:
                 return await call()
             except _TRANSIENT as exc:
                 if not _transient(exc):
-                    raise
+                    # Redis answers but refuses this (ACL, wrong type): say so, pace the retry
+                    self._redis_trouble(exc)
+                    await asyncio.sleep(1.0)
                 await self._outage(exc)
+
+    def _redis_trouble(self, exc: Exception) -> None:
+        """One ALERT line saying what Redis refused, with the URL's password masked."""
+        why = self._scrub(str(exc))
+        if isinstance(exc, RedisAuthenticationError):
+            self._alert("redis", "redis", "auth",
+                        "Redis %s refused the bridge's credentials (%s): check the user and "
+                        "password (KEYS_DIR/redis.json for the embedded server); retrying",
+                        self.redis_shown, why)  # fmt: skip
+        elif isinstance(exc, NoPermissionError):
+            self._alert("redis", "redis", "acl",
+                        "Redis %s denies the bridge a command or key (ACL): %s; the bridge "
+                        "user needs ~%s* and the bridge's commands; retrying",
+                        self.redis_shown, why, self.cfg.prefix)  # fmt: skip
+        elif isinstance(exc, ResponseError) and not _transient(exc):
+            self._alert("redis", "redis", "refused", "Redis %s refused a command: %s; retrying",
+                        self.redis_shown, why)  # fmt: skip
+        else:
+            REDIS_UP.set(0)
+            log.error("Redis %s unavailable (%s); retrying", self.redis_shown, why)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the Redis password, should any library ever echo it."""
+        return text.replace(self._password, "***") if self._password else text
 
 
 def _text(v: Any) -> str:
@@ -1206,5 +1428,9 @@ def run_bridge(cfg: BridgeConfig) -> None:
         await bridge.run()
 
     log.info("bridge starting (pid %d)", os.getpid())
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    except (AuthError, RedisAuthError) as exc:
+        log.error("bridge cannot start: %s", exc)  # a configuration error, one line
+        raise SystemExit(2) from None
     log.info("bridge stopped")
