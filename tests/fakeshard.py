@@ -5,6 +5,10 @@ answers ``OP_STATUS``/``OP_EVENTS`` as ``shard.py`` does, and a PUB of events), 
 background thread. The test drives it through thread-safe methods: ``publish`` (events reach
 the PUB, or are "dropped" as a full PUB would), ``publish_raw`` (any frames), and knobs for
 repair answers (delayed, withheld, garbage). Sockets are only touched by the thread.
+
+With ``keys_dir`` every socket is a CURVE server of that key store, as in a secure cluster: the
+frontend and direct ports in the ``clients`` domain, the PUBs in ``events``, each connection
+checked by the real ``ZapHandler`` against the store's registry (served by the same thread).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import zmq
 from conftest import free_layout
 
+from shardex.auth import DOMAIN_CLIENTS, DOMAIN_EVENTS, KeyStore, ZapHandler, server_socket
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.layout import Layout
 from shardex.wire.protocol import (
@@ -44,13 +49,20 @@ def accepted(seq: int, symbol: str = "BTC-USD") -> tuple:
 class FakeShards:
     """Router topology + ``shards`` stand-in shards, served by one thread until ``stop``."""
 
-    def __init__(self, shards: int = 1) -> None:
+    def __init__(self, shards: int = 1, keys_dir: str | None = None) -> None:
         self.layout: Layout = free_layout(shards)
         self.n = shards
+        self.keys_dir = keys_dir
+        if keys_dir is not None:
+            KeyStore(keys_dir).init()
         self.events: list[list[tuple]] = [[] for _ in range(shards)]  # published or not
         self.repair_delay = 0.0  # seconds before an OP_EVENTS reply leaves
         self.answer_repairs = True  # False: OP_EVENTS requests are never answered
         self.garbage_repairs = 0  # this many OP_EVENTS replies carry garbage events first
+        self.deny: str | None = None  # answer every request with this error (a refusing shard)
+        # answer OP_EVENTS with this per-command error, as a shard does for a key without the
+        # right role ("events: not allowed for this key")
+        self.deny_events: str | None = None
         self.repairs_asked = 0
         self.repairs_answered = 0
         self.status_asked = 0
@@ -101,13 +113,24 @@ class FakeShards:
     def _serve(self) -> None:
         ctx = zmq.Context()
         lay = self.layout
-        front = ctx.socket(zmq.ROUTER)
+        zap = server = None
+        if self.keys_dir is not None:
+            store = KeyStore(self.keys_dir)
+            server = store.server()
+            zap = ZapHandler(ctx, store.registry())  # bound before any CURVE socket
+
+        def secure(sock: Any, domain: str) -> Any:
+            if server is not None:
+                server_socket(sock, server, domain)
+            return sock
+
+        front = secure(ctx.socket(zmq.ROUTER), DOMAIN_CLIENTS)
         front.bind(lay.frontend)
         directs, pubs = [], []
         for i in range(self.n):
-            d = ctx.socket(zmq.ROUTER)
+            d = secure(ctx.socket(zmq.ROUTER), DOMAIN_CLIENTS)
             d.bind(lay.direct(i))
-            p = ctx.socket(zmq.PUB)
+            p = secure(ctx.socket(zmq.PUB), DOMAIN_EVENTS)
             p.setsockopt(zmq.SNDHWM, 0)
             p.bind(lay.pub(i))
             directs.append(d)
@@ -126,6 +149,8 @@ class FakeShards:
         poller.register(front, zmq.POLLIN)
         for d in directs:
             poller.register(d, zmq.POLLIN)
+        if zap is not None:
+            poller.register(zap.sock, zmq.POLLIN)
         later: list[tuple[float, int, Any, list[bytes]]] = []  # delayed replies (due, n, sock, fr)
         n = 0
         self._ready.set()
@@ -142,6 +167,9 @@ class FakeShards:
                     _, _, sock, frames = heapq.heappop(later)
                     sock.send_multipart(frames)
                 for sock, _ in poller.poll(5):
+                    if zap is not None and sock is zap.sock:
+                        zap.serve()
+                        continue
                     frames = sock.recv_multipart()
                     if sock is front:
                         sock.send_multipart([frames[0], frames[2], encode_reply([topo])])
@@ -159,6 +187,8 @@ class FakeShards:
         finally:
             for s in (front, *directs, *pubs):
                 s.close(0)
+            if zap is not None:
+                zap.close()
             ctx.term()
 
     def _answer(self, shard: int, payload: bytes) -> tuple[bytes | None, float]:
@@ -166,6 +196,10 @@ class FakeShards:
         if error is not None or not cmds:
             return encode_reply(None, error or "empty"), 0.0
         cmd = cmds[0]
+        if self.deny is not None:
+            if cmd[0] == OP_STATUS:
+                self.status_asked += 1
+            return encode_reply(None, self.deny), 0.0
         with self._lock:
             evs = self.events[shard]
             seq = len(evs)
@@ -175,6 +209,8 @@ class FakeShards:
             if cmd[0] != OP_EVENTS:
                 return encode_reply(None, "unsupported by the fake shard"), 0.0
             self.repairs_asked += 1
+            if self.deny_events is not None:
+                return encode_reply([{"error": self.deny_events, "seq": seq}]), 0.0
             if not self.answer_repairs:
                 return None, 0.0
             if self.garbage_repairs > 0:

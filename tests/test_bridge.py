@@ -510,3 +510,122 @@ def test_garbage_on_pub_and_in_repair_replies_is_counted_and_ignored(fake_bridge
     assert m['shardex_bridge_malformed_total{source="pub"}'] >= 6 * len(garbage)
     assert m['shardex_bridge_malformed_total{source="reply"}'] >= 2
     assert "dropping malformed input" in bridge.output()
+
+
+# -- identity: the bridge as a CURVE client of shards and router ---------------------------------
+
+
+def _stranger_sub(fake, server_public: str):
+    """A SUB to the stand-in's PUB with a key no registry knows (the right server key, though)."""
+    import zmq
+
+    from shardex.auth import KeyFile, client_socket, keypair
+
+    public, secret = keypair()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    client_socket(sub, KeyFile(public, secret, server_public))
+    sub.connect(fake.layout.pub(0))
+    return ctx, sub
+
+
+def test_bridge_key_reads_a_curve_shard_and_a_stranger_gets_nothing(redis_server, tmp_path):
+    """The stand-in is a CURVE server checked by the real ZAP handler: the bridge (its process
+    key, role bridge) gets the topology, every PUB event and its repairs; a SUB with an unknown
+    key, connected the whole time, receives nothing."""
+    from fakeshard import FakeShards, accepted, trade
+
+    from shardex.auth import KeyStore
+
+    keys = tmp_path / "keys"
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, redis_server.url, tmp_path, keys_dir=keys)
+    ctx, sub = _stranger_sub(fake, KeyStore(keys).server().public)
+    r = redis_server.client()
+    try:
+        wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+        time.sleep(0.3)  # the SUB handshake
+        for k in range(5):
+            fake.publish(trade if k % 2 else accepted, 30)
+        fake.publish(trade, 30, drop=True)  # repaired over the authenticated direct port
+        fake.publish(trade, 30)
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)
+        assert sub.poll(200) == 0, "a SUB with an unknown key received events"
+        assert "authenticated as bridge" in bridge.output()
+        assert "ALERT" not in bridge.output()
+    finally:
+        sub.close(0)
+        ctx.term()
+        bridge.stop()
+        fake.stop()
+
+
+def test_bridge_with_an_unregistered_key_alerts_and_connects_once_registered(
+    redis_server, tmp_path
+):
+    """A bridge whose key the cluster does not know: the router refuses it at the handshake, the
+    bridge says so in an ALERT line and keeps trying (libzmq alone would never reconnect after a
+    ZAP refusal); once the key is registered it gets the topology and writes every event."""
+    import shutil
+
+    from fakeshard import FakeShards, trade
+
+    from shardex.auth import SERVER_KEY_FILE, KeyFile, KeyStore, Registry
+
+    cluster_keys = tmp_path / "cluster"
+    fake = FakeShards(1, keys_dir=str(cluster_keys))
+    # the bridge's own keys dir: the cluster's server key, but a registry of its own
+    own = tmp_path / "own"
+    own.mkdir(mode=0o700)
+    shutil.copy(cluster_keys / SERVER_KEY_FILE, own / SERVER_KEY_FILE)
+    Registry(own / "registry.json").save()
+    bridge = BridgeProc(fake, redis_server.url, tmp_path, keys_dir=own)
+    r = redis_server.client()
+    try:
+        fake.publish(trade, 50, drop=True)  # before the bridge is in: fetched by repair
+        wait_until(lambda: "refused the bridge's key" in bridge.output(), 20, "an ALERT", bridge)
+        out = bridge.output()
+        assert "ALERT the router" in out and "ZAP status 400" in out
+        assert fake.status_asked == 0 and bridge.proc.poll() is None
+        bridge_key = KeyFile.read(own / "bridge.key")
+        KeyStore(cluster_keys).registry().add("bridge", "bridge", public=bridge_key.public)
+        fake.publish(trade, 50)
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)
+        assert "accepts the bridge's key again" in bridge.output()
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
+def test_shard_refusing_the_bridges_requests_is_an_alert_not_lost_events(fake_bridge):
+    """Regression: a shard's refusal of a repair (``events: not allowed for this key``, what a
+    shard answers a key without the bridge role) came back as a per-command error and was taken
+    for "this range is gone": the bridge marked the events lost for ever. Now a refusal is an
+    ``auth`` ALERT, the range is asked again, and once the shard answers nothing is lost."""
+    from fakeshard import trade
+
+    fake, bridge, r = fake_bridge
+    wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+    time.sleep(0.3)
+    fake.publish(trade, 20)
+    wait_until(lambda: r.xlen("shardex:events:0") == 20, 20, "the first events", bridge)
+    fake.deny_events = "events: not allowed for this key"
+    fake.publish(trade, 30, drop=True)  # a hole the bridge must repair
+    fake.publish(trade, 10)
+    wait_until(lambda: "refuses the bridge's repair requests" in bridge.output(), 20, "ALERT",
+               bridge)  # fmt: skip
+    asked = fake.repairs_asked
+    fake.deny = "authentication failed: unknown key"  # whole requests refused, as for a key
+    wait_until(lambda: "refuses the bridge's status requests" in bridge.output(), 20, "ALERT",
+               bridge)  # fmt: skip
+    assert r.xlen("shardex:events:0") == 20 and asked >= 1
+    fake.deny = fake.deny_events = None
+    wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+    assert_exact(r, fake, bridge)
+    m = bridge.metrics()
+    assert m['shardex_bridge_lost_events_total{shard="0"}'] == 0
+    assert m['shardex_bridge_alerts_total{kind="auth",shard="0"}'] >= 2
