@@ -5,6 +5,11 @@ an ID's "ms" part is a sequence number, not a clock. Each line therefore gets ``
 time this reader received it (close to the trade time when following live, meaningless for old
 entries read with ``--from-start``). When the bridge writes a ``ts`` field (event time in ms),
 it is passed through as an int.
+
+Credentials (``connect``): a secure cluster's Redis has ACL users; tail reads as ``reader``, whose
+password it finds in ``KEYS_DIR/redis.json`` when no ``--redis-url`` is given. A ``--redis-url``
+is used as given (``redis://user:pass@…``, ``rediss://`` for TLS), and one that names a user
+without a password gets it from the keys dir. The URL is only ever shown masked.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 INT_FIELDS = ("trade_id", "seq", "shard", "ts")
@@ -19,6 +25,49 @@ INT_FIELDS = ("trade_id", "seq", "shard", "ts")
 
 class TailError(Exception):
     """A reason tail cannot go on (unknown symbol, Redis unreachable); one line."""
+
+
+def tail_url(redis_url: str | None, default_url: str, keys_dir: str | Path | None) -> str:
+    """The URL tail connects to (with credentials: never print it, see ``mask_url``).
+
+    ``redis_url`` (``--redis-url``) wins; else ``default_url`` (the layout's embedded server) as
+    user ``reader`` when ``keys_dir`` holds the cluster's Redis credentials, else as is (an
+    insecure cluster's Redis has no users).
+    """
+    from shardex.redisauth import REDIS_FILE, RedisAuthError, RedisUsers, resolve_url
+
+    try:
+        if redis_url:
+            return resolve_url(redis_url, keys_dir)
+        if keys_dir is not None and (Path(keys_dir) / REDIS_FILE).exists():
+            return RedisUsers.load(keys_dir).url(default_url, "reader")
+    except RedisAuthError as exc:
+        raise TailError(str(exc)) from None
+    return default_url
+
+
+def connect(redis_url: str | None, default_url: str, keys_dir: str | Path | None) -> Any:
+    """A redis-py client for tail (see ``tail_url``); nothing is sent until first use."""
+    import redis
+
+    return redis.Redis.from_url(
+        tail_url(redis_url, default_url, keys_dir), decode_responses=True, socket_connect_timeout=3
+    )
+
+
+def redis_error(exc: Exception) -> TailError:
+    """A redis-py error as one line saying what to do (never the URL or a password)."""
+    import redis
+
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return TailError(
+            f"Redis refused the credentials ({exc}): tail reads as user reader with the password "
+            "in KEYS_DIR/redis.json (--data-dir/--keys-dir), or give --redis-url "
+            "redis://USER:PASSWORD@HOST:PORT/0"
+        )
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return TailError(f"Redis refused a read (ACL): {exc}")
+    return TailError(f"cannot read from Redis: {exc}")
 
 
 def stream_key(symbol: str) -> str:
@@ -67,8 +116,8 @@ def follow(
     key = stream_key(symbol)
     try:
         length = r.xlen(key) if r.exists(key) else None
-    except redis.exceptions.ConnectionError as exc:
-        raise TailError(f"cannot read from Redis: {exc}") from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.ResponseError) as exc:
+        raise redis_error(exc) from None
     if length is None and symbol not in known:
         sample = ", ".join(sorted(known)[:8])
         raise TailError(
@@ -82,8 +131,8 @@ def follow(
     while True:
         try:
             resp = r.xread({key: last}, block=1000, count=1000)
-        except redis.exceptions.ConnectionError as exc:
-            raise TailError(f"cannot read from Redis: {exc}") from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.ResponseError) as exc:
+            raise redis_error(exc) from None
         now = clock()
         for _, entries in resp:
             for entry_id, fields in entries:
