@@ -1,0 +1,352 @@
+"""Redis ACL users (``shardex.redisauth``) on real servers: Debian's redis-server and the embedded
+valkey-server. The bridge user writes ``shardex:*`` and nothing else, the reader only reads (and
+keeps its own consumer-group state), the default user can do nothing, and no password is ever
+in a log line or on a command line."""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import free_layout, redis_server_binary
+from fakeshard import FakeShards, accepted, trade
+from test_bridge import BridgeProc, assert_exact, wait_until
+
+from shardex.node.bridge import WRITE_SCRIPT
+from shardex.node.supervisor import redis_binary
+from shardex.redisauth import (
+    REDIS_FILE,
+    RedisUsers,
+    bridge_url,
+    mask_url,
+    resolve_url,
+    url_user,
+    with_credentials,
+)
+from shardex.tools.tail import TailError, follow, tail_url
+from shardex.tools.tail import connect as tail_connect
+
+BINARIES = {"redis-server": redis_server_binary(), "embedded": redis_binary()}
+
+
+class AclRedis:
+    """A real server on a free loopback port, ACL users from ``users`` (``--user`` args, as the
+    supervisor starts the embedded one, or an ``--aclfile``)."""
+
+    def __init__(self, binary: str, users: RedisUsers, workdir: Path, aclfile: bool = False):
+        self.binary = binary
+        self.users = users
+        self.dir = workdir
+        self.port = free_layout(1).base_port
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.aclfile = aclfile
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def argv(self) -> list[str]:
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning"]  # fmt: skip
+        if self.aclfile:
+            path = self.dir / "users.acl"
+            self.users.write_acl_file(path)
+            return [*argv, "--aclfile", str(path)]
+        return [*argv, *self.users.server_args()]
+
+    def start(self) -> None:
+        self.log = open(self.dir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT)
+        r = self.client("bridge", socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.binary} exited: {self.output()[-2000:]}")
+            try:
+                if r.ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.binary} not ready: {self.output()[-2000:]}")
+
+    def output(self) -> str:
+        self.log.flush()
+        logs = sorted(self.dir.glob("redis-*.log"))
+        return "".join(p.read_text(errors="replace") for p in logs)
+
+    def client(self, user: str | None, **kw) -> redis.Redis:
+        url = self.url if user is None else self.users.url(self.url, user)
+        kw.setdefault("decode_responses", True)
+        return redis.Redis.from_url(url, **kw)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(params=sorted(BINARIES))
+def acl_redis(request, tmp_path):
+    users = RedisUsers.ensure(tmp_path / "keys")
+    server = AclRedis(BINARIES[request.param], users, tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def refused(call) -> str:
+    """The error text of a call that must be refused (fails the test if it is not)."""
+    with pytest.raises(redis.exceptions.ResponseError) as info:
+        call()
+    return str(info.value)
+
+
+# -- the credentials file -----------------------------------------------------------------------
+
+
+def _ensure(path: str, out) -> None:
+    out.put(RedisUsers.ensure(path).passwords)
+
+
+def test_credentials_file_is_private_idempotent_and_race_safe(tmp_path):
+    keys = tmp_path / "keys"
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_ensure, args=(str(keys), out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=20) for _ in procs]
+    for p in procs:
+        p.join(20)
+    assert all(g == got[0] for g in got), "racing processes made different passwords"
+    assert set(got[0]) == {"bridge", "reader"} and got[0]["bridge"] != got[0]["reader"]
+    assert all(len(p) >= 32 for p in got[0].values())
+    assert RedisUsers.ensure(keys).passwords == got[0]  # idempotent
+    assert stat.S_IMODE((keys / REDIS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    users = RedisUsers.load(keys)
+    argv = " ".join(users.server_args() + users.acl_lines())
+    assert not any(p in argv for p in got[0].values()), "a cleartext password on argv"
+
+
+def test_broken_or_missing_credentials_are_a_clear_error(tmp_path):
+    from shardex.redisauth import RedisAuthError
+
+    with pytest.raises(RedisAuthError, match="no Redis credentials"):
+        RedisUsers.load(tmp_path)
+    (tmp_path / REDIS_FILE).write_text('{"users": {"bridge": {}}}')
+    with pytest.raises(RedisAuthError, match="not a shardex Redis credentials"):
+        RedisUsers.load(tmp_path)
+    with pytest.raises(RedisAuthError, match="without a password"):
+        resolve_url("redis://bridge@127.0.0.1:1/0", None)
+
+
+def test_urls_carry_credentials_and_logs_never_do(tmp_path):
+    users = RedisUsers.ensure(tmp_path)
+    pw = users.password("bridge")
+    url = users.url("rediss://127.0.0.1:6380/2?ssl_cert_reqs=none", "bridge")
+    assert url.startswith("rediss://bridge:")
+    assert url.endswith("@127.0.0.1:6380/2?ssl_cert_reqs=none")
+    assert url_user(url) == ("bridge", pw)
+    assert mask_url(url) == "rediss://bridge:***@127.0.0.1:6380/2?ssl_cert_reqs=none"
+    assert pw not in mask_url(url)
+    assert mask_url("redis://h:1/0?password=s3cret&db=1") == "redis://h:1/0?password=***&db=1"
+    # the supervisor's argv form: user, no password; resolved from the keys dir
+    assert bridge_url("redis://127.0.0.1:5/0") == "redis://bridge@127.0.0.1:5/0"
+    assert resolve_url(bridge_url("redis://127.0.0.1:5/0"), tmp_path) == users.url(
+        "redis://127.0.0.1:5/0", "bridge"
+    )
+    given = "redis://someone:theirs@db.example:6379/0"  # an operator's own: untouched
+    assert resolve_url(given, tmp_path) == given
+    assert resolve_url("redis://127.0.0.1:5/0", tmp_path) == "redis://127.0.0.1:5/0"
+    # a password with URL-special characters survives redis-py's parsing
+    odd = with_credentials("redis://[::1]:7/0", "us er", "p@ss:w/rd%")
+    kw = redis.connection.parse_url(odd)
+    assert (kw["username"], kw["password"], kw["host"], kw["port"]) == ("us er", "p@ss:w/rd%",
+                                                                       "::1", 7)  # fmt: skip
+
+
+# -- the servers accept the rules, and the rules hold ---------------------------------------------
+
+
+def test_default_user_can_do_nothing(acl_redis):
+    anon = acl_redis.client(None)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anon.ping()
+    wrong = redis.Redis.from_url(with_credentials(acl_redis.url, "bridge", "x" * 40))
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        wrong.ping()
+
+
+def test_bridge_user_writes_shardex_keys_only(acl_redis):
+    b = acl_redis.client("bridge")
+    assert b.xadd("shardex:events:0", {"seq": "1"}, id="1-0") == "1-0"
+    assert b.xrevrange("shardex:events:0", count=1)[0][0] == "1-0"
+    assert b.xlen("shardex:events:0") == 1
+    assert "no permissions" in refused(lambda: b.set("foo", "1"))
+    assert "permissions" in refused(lambda: b.xadd("other:x", {"a": "1"}))
+    assert "permissions" in refused(lambda: b.xrange("other:x"))
+    for call in (lambda: b.delete("shardex:events:0"), lambda: b.xtrim("shardex:events:0", 0),
+                 lambda: b.xdel("shardex:events:0", "1-0"), lambda: b.flushall(),
+                 lambda: b.config_get("*"), lambda: b.keys("*"),
+                 lambda: b.eval("return 1", 0)):  # fmt: skip
+        assert "no permissions" in refused(call)
+    # the bridge's own script: allowed on shardex:* streams, refused as a whole (before any
+    # write) when a declared stream is outside shardex:*
+    sha = b.script_load(WRITE_SCRIPT)
+    import msgpack
+
+    blob = msgpack.packb([["2-0", ["seq", "2"], "X", ["seq", "2"]]], use_bin_type=True)
+    res = b.evalsha(sha, 2, "shardex:events:0", "shardex:trades:X", blob, "shardex:trades:", "0")
+    assert res[:3] == [1, 0, 1]
+    blob = msgpack.packb([["3-0", ["seq", "3"], "X", ["seq", "3"]]], use_bin_type=True)
+    assert "permissions" in refused(
+        lambda: b.evalsha(sha, 2, "shardex:events:0", "other:trades:X", blob, "other:trades:", "0")
+    )
+    assert b.xlen("shardex:events:0") == 2, "a refused batch wrote part of itself"
+    # a script cannot reach undeclared keys outside shardex:* either (checked at each call)
+    blob = msgpack.packb([["4-0", ["seq", "4"], "X", ["seq", "4"]]], use_bin_type=True)
+    assert "not declared" in refused(
+        lambda: b.evalsha(sha, 1, "shardex:events:0", blob, "other:trades:", "0")
+    )
+
+
+def test_reader_reads_and_keeps_group_state_but_never_writes(acl_redis):
+    b = acl_redis.client("bridge")
+    key = "shardex:trades:BTC-USD"
+    for i in range(1, 6):
+        b.xadd(key, {"seq": str(i)}, id=f"{i}-0")
+    r = acl_redis.client("reader")
+    assert [e[0] for e in r.xread({key: "0"})[0][1]] == [f"{i}-0" for i in range(1, 6)]
+    assert r.xrange(key, count=2)[1][0] == "2-0" and r.xrevrange(key, count=1)[0][0] == "5-0"
+    assert r.xlen(key) == 5 and r.exists(key) == 1 and r.type(key) == "stream"
+    assert r.xinfo_stream(key)["length"] == 5
+    assert r.xgroup_create(key, "g", id="0")
+    got = r.xreadgroup("g", "c1", {key: ">"}, count=3)[0][1]
+    assert [e[0] for e in got] == ["1-0", "2-0", "3-0"]
+    assert r.xack(key, "g", "1-0") == 1
+    assert r.xpending(key, "g")["pending"] == 2
+    assert [e[0] for e in r.xclaim(key, "g", "c2", 0, ["2-0"])] == ["2-0"]
+    assert r.xautoclaim(key, "g", "c2", 0)[1]
+    assert r.xinfo_groups(key)[0]["name"] == "g"
+    for call in (lambda: r.xadd(key, {"forged": "1"}), lambda: r.delete(key),
+                 lambda: r.xtrim(key, 0), lambda: r.xdel(key, "1-0"),
+                 lambda: r.execute_command("XSETID", key, "9-0"),
+                 lambda: r.xgroup_destroy(key, "g"), lambda: r.xgroup_setid(key, "g", "0"),
+                 lambda: r.set("foo", "1"), lambda: r.flushall(), lambda: r.keys("*"),
+                 lambda: r.script_load("return 1"), lambda: r.config_get("*")):  # fmt: skip
+        assert "no permissions" in refused(call)
+    assert "permissions" in refused(lambda: r.xread({"other:x": "0"}))
+    assert b.xlen(key) == 5 and b.xrange(key)[0][1] == {"seq": "1"}
+
+
+def test_acl_file_form_is_accepted(tmp_path):
+    users = RedisUsers.ensure(tmp_path / "keys")
+    for binary in sorted(set(BINARIES.values())):
+        work = tmp_path / Path(binary).name
+        work.mkdir()
+        server = AclRedis(binary, users, work, aclfile=True)
+        try:
+            assert stat.S_IMODE((work / "users.acl").stat().st_mode) == 0o600
+            assert server.client("bridge").xadd("shardex:x", {"a": "1"})
+            assert "no permissions" in refused(lambda s=server: s.client("reader").xadd(
+                "shardex:x", {"a": "1"}))  # fmt: skip
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                server.client(None).ping()
+        finally:
+            server.stop()
+
+
+# -- the bridge and tail as ACL users --------------------------------------------------------------
+
+
+def test_bridge_writes_as_its_user_and_no_password_reaches_a_log(acl_redis, tmp_path):
+    """The supervisor's way: ``--redis-url redis://bridge@…`` (no password on argv) and
+    ``--keys-dir``; the bridge reads its password there, authenticates to the CURVE stand-in
+    with its key, and writes exact streams that the reader can read."""
+    keys = tmp_path / "keys"  # acl_redis's users live here too
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, bridge_url(acl_redis.url), tmp_path, keys_dir=keys)
+    r = acl_redis.client("reader")
+    try:
+        for k in range(4):
+            fake.publish(trade if k % 2 else accepted, 25)
+        fake.publish(trade, 25, drop=True)
+        fake.publish(trade, 25)
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)
+        out = bridge.output()
+        assert "redis://bridge:***@127.0.0.1" in out
+        assert acl_redis.users.password("bridge") not in out
+        assert acl_redis.users.password("bridge") not in " ".join(bridge.proc.args)
+        assert "ALERT" not in out
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
+def test_bridge_with_a_wrong_password_alerts_retries_and_recovers(tmp_path):
+    """Redis refuses the bridge's credentials: one clear ALERT (password masked), no crash, no
+    restart; once the server knows that password the bridge writes everything."""
+    keys = tmp_path / "keys"
+    other = RedisUsers.ensure(tmp_path / "other")  # the server's users: not the bridge's
+    work = tmp_path / "redis"
+    work.mkdir()
+    server = AclRedis(redis_server_binary(), other, work)
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, bridge_url(server.url), tmp_path, keys_dir=keys)
+    try:
+        fake.publish(trade, 40)
+        wait_until(lambda: "refused the bridge's credentials" in bridge.output(), 20, "ALERT",
+                   bridge)  # fmt: skip
+        assert bridge.proc.poll() is None
+        # the operator fixes it: the server restarts with the cluster's users
+        server.stop()
+        server.users = RedisUsers.load(keys)
+        server.start()
+        fake.publish(trade, 40)
+        r = server.client("reader")
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)
+        out = bridge.output()
+        assert out.count("bridge starting") == 1
+        for pw in (*other.passwords.values(), *server.users.passwords.values()):
+            assert pw not in out
+    finally:
+        bridge.stop()
+        fake.stop()
+        server.stop()
+
+
+def test_tail_reads_as_reader_from_the_keys_dir(acl_redis, tmp_path):
+    b = acl_redis.client("bridge")
+    for i in range(1, 4):
+        fields = {"price": "100.00", "qty": "1", "seq": str(i)}
+        b.xadd("shardex:trades:BTC-USD", fields, id=f"{i}-0")
+    keys = tmp_path / "keys"
+    markets = ("BTC-USD",)
+    # no --redis-url: the layout's URL as reader, password from the keys dir
+    r = tail_connect(None, acl_redis.url, keys)
+    assert r.connection_pool.connection_kwargs["username"] == "reader"
+    recs = list(follow(r, "BTC-USD", markets, from_start=True, count=3))
+    assert [rec["seq"] for rec in recs] == [1, 2, 3]
+    # --redis-url naming the user only: password from the keys dir; a full URL used as given
+    assert tail_url("redis://reader@h:1/0", "x", keys) == acl_redis.users.url("redis://h:1/0",
+                                                                              "reader")  # fmt: skip
+    assert tail_url("rediss://u:p@h:1/0", "x", keys) == "rediss://u:p@h:1/0"
+    # no credentials: one clear line, no traceback
+    with pytest.raises(TailError, match="reader"):
+        next(follow(tail_connect(None, acl_redis.url, None), "BTC-USD", markets, True, 1))
+    # a wrong password: the same clear line
+    wrong = with_credentials(acl_redis.url, "reader", "nope" * 8)
+    with pytest.raises(TailError, match="refused the credentials"):
+        next(follow(tail_connect(wrong, "x", None), "BTC-USD", markets, True, 1))
