@@ -6,6 +6,7 @@ in a log line or on a command line."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import stat
 import subprocess
 import time
@@ -38,12 +39,25 @@ class AclRedis:
     """A real server on a free loopback port, ACL users from ``users`` (``--user`` args, as the
     supervisor starts the embedded one, or an ``--aclfile``)."""
 
-    def __init__(self, binary: str, users: RedisUsers, workdir: Path, aclfile: bool = False):
+    def __init__(
+        self,
+        binary: str,
+        users: RedisUsers,
+        workdir: Path,
+        aclfile: bool = False,
+        tls: Path | None = None,
+    ) -> None:
+        """``tls``: a directory with ``cert.pem``/``key.pem`` (see ``self_signed``): TLS only."""
         self.binary = binary
         self.users = users
         self.dir = workdir
         self.port = free_layout(1).base_port
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls
+        if tls is None:
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            ca = tls / "cert.pem"
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"
         self.aclfile = aclfile
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -51,6 +65,11 @@ class AclRedis:
     def argv(self) -> list[str]:
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning"]  # fmt: skip
+        if self.tls is not None:
+            cert, key = str(self.tls / "cert.pem"), str(self.tls / "key.pem")
+            argv[2] = "0"  # no plain port
+            argv += ["--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]  # fmt: skip
         if self.aclfile:
             path = self.dir / "users.acl"
             self.users.write_acl_file(path)
@@ -91,6 +110,20 @@ class AclRedis:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+def self_signed(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (``cert.pem``, ``key.pem``) made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    directory.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return directory
 
 
 @pytest.fixture(params=sorted(BINARIES))
@@ -352,3 +385,40 @@ def test_tail_reads_as_reader_from_the_keys_dir(acl_redis, tmp_path):
     wrong = with_credentials(acl_redis.url, "reader", "nope" * 8)
     with pytest.raises(TailError, match="refused the credentials"):
         next(follow(tail_connect(wrong, "x", None), "BTC-USD", markets, True, 1))
+
+
+def test_bridge_and_tail_over_tls_with_rediss_urls(tmp_path):
+    """``rediss://`` is honoured end to end: a TLS-only server (no plain port), the bridge given
+    ``rediss://bridge@…?ssl_ca_certs=…`` (password from the keys dir, query kept), tail reading
+    as reader over TLS."""
+    keys = tmp_path / "keys"
+    users = RedisUsers.ensure(keys)
+    work = tmp_path / "redis"
+    work.mkdir()
+    try:
+        server = AclRedis(redis_server_binary(), users, work, tls=self_signed(tmp_path / "tls"))
+    except RuntimeError as exc:
+        if "tls" in str(exc).lower():
+            pytest.skip(f"this redis-server has no TLS: {exc}")
+        raise
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, bridge_url(server.url), tmp_path, keys_dir=keys)
+    try:
+        assert bridge_url(server.url).startswith("rediss://bridge@127.0.0.1:")
+        fake.publish(trade, 30)
+        r = tail_connect(None, server.url, keys)
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)
+        recs = list(follow(r, "BTC-USD", ("BTC-USD",), from_start=True, count=30))
+        assert [rec["seq"] for rec in recs] == list(range(1, 31))
+        pw = users.password("reader")
+        plain = redis.Redis(port=server.port, username="reader", password=pw,
+                            socket_connect_timeout=2, socket_timeout=2)  # fmt: skip
+        with pytest.raises(redis.exceptions.ConnectionError):
+            plain.ping()  # TLS only: a plain connection gets nowhere
+        assert "rediss://bridge:***@127.0.0.1" in bridge.output()
+        assert users.password("bridge") not in bridge.output()
+    finally:
+        bridge.stop()
+        fake.stop()
+        server.stop()
