@@ -1368,7 +1368,7 @@ class Bridge:
                         self.redis_shown, why)  # fmt: skip
         else:
             REDIS_UP.set(0)
-            log.error("Redis %s unavailable (%s); retrying", self.redis_shown, why)
+            log.error("Redis unavailable at %s (%s); retrying", self.redis_shown, why)
 
     def _scrub(self, text: str) -> str:
         """``text`` without the Redis password, should any library ever echo it."""
