@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ REGISTRY_FILE = "registry.json"
 SERVER_KEY_FILE = "server.key"
 ADMIN_KEY_FILE = "admin.key"
 MAX_NAME_LEN = 64
+MISS_RELOAD_S = 0.01  # a flood of unknown keys costs at most 100 stat() calls a second
 
 
 class AuthError(Exception):
@@ -118,6 +120,7 @@ class Registry:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._mtime: float | None = None
+        self._miss_reload = 0.0  # monotonic time of the last re-read a lookup miss caused
         self.keys: dict[str, KeyInfo] = {}
         self.reload()
 
@@ -144,12 +147,26 @@ class Registry:
         return True
 
     def lookup(self, key: str | bytes | None) -> KeyInfo | None:
-        """The live (not revoked) entry of ``key``, or None."""
+        """The live (not revoked) entry of ``key``, or None.
+
+        A miss re-reads the file first (if it changed; at most every ``MISS_RELOAD_S``): a key
+        just added is known to every process at once (the router's ZAP handler re-reads on each
+        connection, so without this a shard could refuse a new key the router accepted for up
+        to a second). Hits never touch the file; revocations arrive with the periodic reload.
+        """
         if key is None:
             return None
         if isinstance(key, bytes):
             key = key.decode("ascii", "replace")
         info = self.keys.get(key)
+        if info is None or info.revoked:
+            now = time.monotonic()
+            if now - self._miss_reload < MISS_RELOAD_S:
+                return None
+            self._miss_reload = now
+            if not self.reload():
+                return None
+            info = self.keys.get(key)
         return None if info is None or info.revoked else info
 
     def save(self) -> None:

@@ -547,8 +547,8 @@ def router(
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.node.router import RouterConfig, run_router
 
-    keys = process_keys_dir("router", data_dir, keys_dir, insecure)
     n = resolve_shards(shards)
+    keys = process_keys_dir("router", data_dir, keys_dir, insecure)
     layout = Layout(host, base_port, n)
     run_router(
         RouterConfig(
@@ -671,7 +671,6 @@ def engine(
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
 
-    keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     n = resolve_shards(shards)
     i = resolve_shard_index(index)
     if not 0 <= i < n:
@@ -681,6 +680,7 @@ def engine(
         )
     if max_backlog < 1:
         raise click.UsageError("--max-backlog must be >= 1")
+    keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     markets = _markets(markets_file)
     if data_dir:
         # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
@@ -1077,6 +1077,7 @@ def redis_cmd(
 @click.option("--count", type=int, default=0, help="Stop after this many trades (0: follow).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trade.")
 @markets_option
+@_store_opts
 def tail(
     symbol: str,
     host: str,
@@ -1086,20 +1087,21 @@ def tail(
     count: int,
     as_json: bool,
     markets_file: str | None,
+    data_dir: str,
+    keys_dir: str | None,
 ) -> None:
     """Follow SYMBOL's trades live from Redis (shardex:trades:SYMBOL, XREAD BLOCK).
 
     Each line carries read_at, the UTC time it was read (stream IDs are <seq>-0, not times).
+    Reads as the Redis user ``reader`` (password from DATA_DIR/keys/redis.json) when the
+    cluster has one; --redis-url redis://USER:PASS@HOST:PORT/0 gives other credentials.
     """
-    import redis
+    from shardex.tools.tail import TailError, connect, follow, trade_line
 
-    from shardex.tools.tail import TailError, follow, trade_line
-
-    r = redis.Redis.from_url(
-        redis_url or Layout(host, base_port).redis_url,
-        decode_responses=True,
-        socket_connect_timeout=3,
-    )
+    try:
+        r = connect(redis_url, Layout(host, base_port).redis_url, keys_dir_of(data_dir, keys_dir))
+    except TailError as exc:
+        raise click.ClickException(str(exc)) from None
     err = click.get_text_stream("stderr")
 
     def waiting(msg: str) -> None:

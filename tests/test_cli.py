@@ -91,9 +91,11 @@ def test_loadgen_duration_must_be_positive():
 
 
 def test_tail_unknown_symbol_is_refused_at_once(cluster):
-    redis_url = cluster.layout.redis_url
+    where = ["--base-port", str(cluster.layout.base_port), "--data-dir", cluster.data_dir]
+    one_line_error(cli("tail", "NOPE-USD", *where), 1, "unknown symbol 'NOPE-USD'")
+    # the cluster's Redis has no anonymous access: a URL without credentials is one line too
     one_line_error(
-        cli("tail", "NOPE-USD", "--redis-url", redis_url), 1, "unknown symbol 'NOPE-USD'"
+        cli("tail", "BTC-USD", "--redis-url", cluster.layout.redis_url, "--count", "1"), 1
     )
 
 
@@ -105,8 +107,10 @@ def test_tail_says_it_waits_then_prints_json_with_ints_and_time(cluster):
             "shardex.cli",
             "tail",
             "LTC-USD",
-            "--redis-url",
-            cluster.layout.redis_url,
+            "--base-port",
+            str(cluster.layout.base_port),
+            "--data-dir",  # reads as Redis user reader, password from DATA_DIR/keys
+            cluster.data_dir,
             "--json",
             "--count",
             "1",
@@ -140,7 +144,10 @@ def test_tail_says_it_waits_then_prints_json_with_ints_and_time(cluster):
 
 
 def test_loadgen_progress_line_shows_timeouts(cluster):
-    proc = cli("loadgen", "--endpoint", cluster.endpoint, "--duration", "3", "--rate", "500")
+    proc = cli(
+        "loadgen", "--endpoint", cluster.endpoint, "--duration", "3", "--rate", "500",
+        *cluster.key_args(),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"timeouts 0" in proc.stderr
 
@@ -161,6 +168,7 @@ def test_loadgen_ctrl_c_exits_130_without_traceback(cluster, tmp_path):
             "60",
             "--out",
             str(out),
+            *cluster.key_args(),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -204,7 +212,8 @@ def test_embedded_redis_output_has_no_overcommit_warning_but_keeps_the_rest(clus
     # shardex redis (the Procfile's process): other lines still pass
     layout = free_layout(1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shardex.cli", "redis", "--base-port", str(layout.base_port)],
+        [sys.executable, "-m", "shardex.cli", "redis", "--base-port", str(layout.base_port),
+         "--insecure"],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,

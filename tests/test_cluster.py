@@ -31,6 +31,16 @@ from shardex.wire.protocol import (
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "LTC-USD"]
 
 
+@pytest.fixture
+def insecure2():
+    """For tests that send raw ZeroMQ frames: ``shardex up --insecure`` (no keys)."""
+    c = Cluster(2, insecure=True)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
 def test_symbols_land_on_the_shard_the_hash_says(cluster2: Cluster):
     assert len({shard_for(s, 2) for s in SYMBOLS}) == 2  # the test really spans both shards
     with cluster2.client(account="alice") as c:
@@ -186,7 +196,9 @@ def test_async_client_same_results(cluster2: Cluster):
     from shardex.client import AsyncClient
 
     async def main():
-        async with AsyncClient(cluster2.endpoint, account="async", timeout=5) as c:
+        async with AsyncClient(
+            cluster2.endpoint, account="async", timeout=5, key=cluster2.key
+        ) as c:
             r1 = await c.place("ETH-USD", "sell", "1.5", "2000.00")
             r2 = await c.place("ETH-USD", "buy", "1", "2000.00")
             many = await c.submit_many(
@@ -276,7 +288,8 @@ def _raw(sock, frames):
 
 
 @pytest.mark.parametrize("target", ["router", "direct"])
-def test_malformed_frames_get_rejects_and_every_process_stays_up(cluster2: Cluster, target):
+def test_malformed_frames_get_rejects_and_every_process_stays_up(insecure2: Cluster, target):
+    cluster2 = insecure2
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -328,7 +341,7 @@ def test_book_and_status_cli(cluster2: Cluster):
     with cluster2.client(account="cli") as c:
         c.place("BTC-USD", "buy", "0.5", "30000.00")
         c.place("BTC-USD", "sell", "0.25", "30010.00")
-    base = ["--base-port", str(cluster2.layout.base_port)]
+    base = ["--base-port", str(cluster2.layout.base_port), *cluster2.key_args()]
     run = [sys.executable, "-m", "shardex.cli"]
     out = subprocess.run(
         [*run, "book", "BTC-USD", *base], capture_output=True, timeout=30, check=True
@@ -349,7 +362,18 @@ def test_book_and_status_cli(cluster2: Cluster):
             [*run, "status", "--json", *base], capture_output=True, timeout=30, check=True
         ).stdout
     )
-    assert sum(s["resting"] for s in js["shards"]) == 2
+    assert sum(s["resting"] for s in js["shards"]) == 2 and js["secure"] is True
+    # with no --key the CLI finds the admin key of $SHARDEX_DATA_DIR (or ./data) by itself
+    env = {**os.environ, "SHARDEX_DATA_DIR": cluster2.data_dir}
+    del env["SHARDEX_KEY"]
+    out = subprocess.run(
+        [*run, "status", "--base-port", str(cluster2.layout.base_port)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+        env=env,
+    ).stdout.decode()
+    assert out.count(" up ") == 2 and "INSECURE" not in out
     bad = subprocess.run([*run, "book", "NOPE-USD", *base], capture_output=True, timeout=30)
     assert bad.returncode != 0 and b"unknown symbol NOPE-USD" in bad.stderr
 
@@ -407,15 +431,19 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    keys = tmp_path / "data" / "keys"  # every process of the Procfile found (and shared) them
     try:
-        info = wait_for_cluster(layout)
+        info = wait_for_cluster(layout, key=keys / "admin.key")
         assert info["shards"] == 3
-        with Client(layout.frontend, account="h") as c:
+        with Client(layout.frontend, account="h", key=keys / "admin.key") as c:
             assert all(c.place(s, "buy", "1", "1").ok for s in SYMBOLS)
             assert c.place("BTC-USD", "sell", "1", "1", account="g").trades
             assert len(c.status()) == 3
-        # the Procfile's redis + bridge carry the trade to Redis
-        r = redis.Redis.from_url(layout.redis_url, decode_responses=True)
+        # the Procfile's redis + bridge carry the trade to Redis (read as the reader user)
+        from shardex.redisauth import RedisUsers
+
+        reader = RedisUsers.load(keys).url(layout.redis_url, "reader")
+        r = redis.Redis.from_url(reader, decode_responses=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -434,7 +462,8 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
             proc.wait(5)
 
 
-def test_request_to_unregistered_shard_index_rejected(cluster2: Cluster):
+def test_request_to_unregistered_shard_index_rejected(insecure2: Cluster):
+    cluster2 = insecure2
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

@@ -67,6 +67,26 @@ assert shard_for(SHARD0_SYMBOL, 2) == 0 and shard_for(SHARD1_SYMBOL, 2) == 1
 assert shard_for(CHECK_SYMBOL, 2) == 1
 
 
+# These tests speak raw ZeroMQ to every port: the clusters run --insecure (what a key refuses
+# is tests/test_identity.py's subject; here it is what the processes do with hostile bytes).
+@pytest.fixture
+def cluster2():
+    c = Cluster(2, insecure=True)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cluster1():
+    c = Cluster(1, insecure=True)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------

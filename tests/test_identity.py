@@ -430,3 +430,16 @@ def test_book_reads_need_a_live_key_at_core_level(registry):
     for who in ("stranger", "revoked", "none"):
         error, _ = decode_reply(core.handle(payload, [], {}, user=users[who]))
         assert error == "authentication failed: unknown key", who
+
+
+def test_a_key_added_is_known_at_once_to_a_process_that_read_the_registry_before(tmp_path):
+    """Regression: the router's ZAP handler re-reads the registry per connection, a shard only
+    once a second, so a brand-new key was accepted at connect and then refused by the shard
+    (`authentication failed: unknown key`) for up to a second."""
+    store = KeyStore(tmp_path / "keys")
+    store.init()
+    process_view = store.registry()  # what a running shard holds
+    kf = KeyFile.read(store.add("zed", "trader", ["zed"]))
+    info = process_view.lookup(kf.public)
+    assert info is not None and info.may_act_for("zed") and not info.may_act_for("alice")
+    assert process_view.lookup(keypair()[0]) is None  # a stranger stays unknown

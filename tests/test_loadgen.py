@@ -104,7 +104,14 @@ def test_timeouts_get_their_fate_asked_and_counted() -> None:
 
 def test_real_cluster_report_and_config(cluster2) -> None:
     seen: list[Progress] = []
-    cfg = LoadConfig(endpoint=cluster2.endpoint, orders=3000, duration=None, procs=2, symbols=3)
+    cfg = LoadConfig(
+        endpoint=cluster2.endpoint,
+        orders=3000,
+        duration=None,
+        procs=2,
+        symbols=3,
+        key=str(cluster2.key),  # the admin key: loadgen's accounts acct-N are nobody's own
+    )
     rep = run(cfg, on_progress=seen.append)
     d = rep.to_dict()
     assert d["sent"] == 3000 and d["acked"] == 3000 and d["timeouts"] == 0
@@ -117,7 +124,8 @@ def test_real_cluster_report_and_config(cluster2) -> None:
 SCRIPT = """
 import json, sys
 from shardex.tools.loadgen import LoadConfig, run
-rep = run(LoadConfig(endpoint=sys.argv[1], duration=60.0, procs=2, window=2, batch=10))
+rep = run(LoadConfig(endpoint=sys.argv[1], duration=60.0, procs=2, window=2, batch=10,
+                     key=sys.argv[2]))
 print(json.dumps(rep.to_dict()), flush=True)
 """
 
@@ -125,7 +133,7 @@ print(json.dumps(rep.to_dict()), flush=True)
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, cluster1.endpoint],
+        [sys.executable, "-c", SCRIPT, cluster1.endpoint, str(cluster1.key)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -147,3 +155,10 @@ def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
     d = json.loads(out)
     assert d["interrupted"] is True and d["sent"] > 0 and d["acked"] > 0
     assert d["seconds"] < 60 and d["config"]["duration"] == 60.0
+
+
+def test_loadgen_without_the_clusters_key_is_one_clear_error(cluster1) -> None:
+    with pytest.raises(LoadError, match="handshake failed"):
+        run(LoadConfig(endpoint=cluster1.endpoint, orders=10, duration=None, key="none"))
+    with pytest.raises(LoadError, match="not found"):
+        LoadConfig(endpoint=cluster1.endpoint, key=str(Path(cluster1.data_dir) / "nope.key"))

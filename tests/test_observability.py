@@ -55,6 +55,7 @@ def test_loadgen_counts_match_shard_status_and_exporters():
             "3",
             "--json",
             "--quiet",
+            *cluster.key_args(),
         )
         assert proc.returncode == 0, proc.stderr.decode()
         rep = json.loads(proc.stdout)
@@ -89,6 +90,7 @@ def test_loadgen_counts_match_shard_status_and_exporters():
             "2",
             "--out",
             str(Path(cluster.data_dir) / "r.json"),
+            *cluster.key_args(),
         )
         assert proc.returncode == 0, proc.stderr.decode()
         assert b"latency" in proc.stdout and b"p99.9" in proc.stdout
@@ -203,6 +205,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
                 "--quiet",
                 "--max-error-rate",
                 "1",
+                *cluster.key_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

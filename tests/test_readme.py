@@ -46,12 +46,24 @@ def cluster(workdir) -> Iterator[Cluster]:
 
 
 def env_for(cluster: Cluster) -> dict[str, str]:
-    return {**os.environ, "SHARDEX_BASE_PORT": str(cluster.layout.base_port)}
+    """As a user's shell in the cluster's directory: no SHARDEX_KEY (conftest sets "none"), so
+    commands and examples find ./data/keys/admin.key by themselves, as the README promises."""
+    env = {k: v for k, v in os.environ.items() if k != "SHARDEX_KEY"}
+    return {**env, "SHARDEX_BASE_PORT": str(cluster.layout.base_port)}
 
 
 def test_python_examples_run_as_pasted(cluster, workdir):
     examples = blocks("python")
-    assert len(examples) >= 2
+    assert len(examples) >= 3
+    # the Identity section's example uses the key its `shardex keys add` line creates
+    add = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "keys", "add", "--account", "alice"],
+        capture_output=True,
+        timeout=30,
+        cwd=workdir,
+        env=env_for(cluster),
+    )
+    assert add.returncode == 0, add.stderr.decode()
     outputs = []
     for code in examples:
         assert "tcp://127.0.0.1:5555" in code or "port=5559" in code, code
@@ -59,12 +71,17 @@ def test_python_examples_run_as_pasted(cluster, workdir):
             "port=5559", f"port={cluster.layout.redis_port}"
         )
         proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, timeout=60, cwd=workdir
+            [sys.executable, "-c", code],
+            capture_output=True,
+            timeout=60,
+            cwd=workdir,
+            env=env_for(cluster),
         )
         assert proc.returncode == 0, f"README example failed:\n{code}\n{proc.stderr.decode()}"
         outputs.append(proc.stdout.decode())
-    sdk, consumer = outputs[0], outputs[1]
+    sdk, identity, consumer = outputs[0], outputs[1], outputs[2]
     assert "301 of 301 ok" in sdk
+    assert identity.splitlines() == ["True", "account bob not allowed for this key"], identity
     # the SDK example's BTC-USD trade reached the consumer group through the bridge
     assert "booked 1 0.1000 @ 30000.50" in consumer
 
@@ -105,6 +122,30 @@ def test_every_shell_command_exists_and_the_runnable_ones_run(cluster, workdir):
         assert proc.stdout.strip(), line
         ran += 1
     assert ran >= 5
+
+
+def test_keys_lines_run_as_written(tmp_path):
+    """The Identity section's `shardex keys` lines, in order, in a fresh directory."""
+    lines = [line for line in shell_lines() if line.startswith("shardex keys ")]
+    assert len(lines) >= 4
+    env = {k: v for k, v in os.environ.items() if k not in ("SHARDEX_KEY", "SHARDEX_DATA_DIR")}
+    for line in lines:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shardex.cli", *shlex.split(line)[1:]],
+            capture_output=True,
+            timeout=30,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert proc.returncode == 0, f"{line}:\n{proc.stderr.decode()}"
+    listing = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "keys", "list"],
+        capture_output=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.decode()
+    assert "desk" in listing and "dashboard" in listing and "revoked" in listing
 
 
 def test_replay_example_prints_what_the_readme_shows(tmp_path):
