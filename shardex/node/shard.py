@@ -33,7 +33,7 @@ from shardex.auth import (
     user_of,
 )
 from shardex.engine import Engine, Market
-from shardex.engine.codes import OP_REJECT, Event
+from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Event
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.wire.protocol import (
@@ -207,7 +207,7 @@ class ShardCore:
                     continue
                 cmd = edge_command(cmd)
                 if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
-                    cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]))
+                    cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
                 owner = self.owner(cmd[1])
                 if owner != index:
                     cmd = (
@@ -215,6 +215,7 @@ class ShardCore:
                         cmd[1],
                         cmd[2],
                         f"symbol {cmd[1]} belongs to shard {owner}, not {index}",
+                        REJ_WRONG_SHARD,
                     )
                 start = len(out)
                 seq = engine.seq
