@@ -34,7 +34,7 @@ from shardex.auth import (
 )
 from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Event
-from shardex.journal import Journal, JournalError
+from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.wire.protocol import (
     ERR_JOURNAL,
@@ -62,11 +62,6 @@ from shardex.wire.protocol import (
     shard_for,
 )
 from shardex.wire.transport import StopFlag
-
-try:  # the journal's "cannot write now" error (disk full, I/O error): the shard stays up
-    from shardex.journal import JournalUnavailable
-except ImportError:  # pragma: no cover - older journal module
-    JournalUnavailable = OSError  # type: ignore[misc,assignment]
 
 log = logging.getLogger("shardex.shard")
 
