@@ -9,6 +9,10 @@ For 1 and 2 shards, through the router and direct to the shards:
   the *intended* send time, so a stall delays every order behind it and shows up in the tail
   (no coordinated omission).
 
+``--secure`` runs the cluster with its CURVE keys (``shardex up``'s default; keys in a temp dir,
+clients use its admin key); without it the cluster runs ``--insecure``, as the numbers before
+identity existed did. Run both back to back to see what authentication and encryption cost.
+
 Prints a table; ``--json`` prints one JSON object with ``acked_per_s``, ``p50_us``, ``p99_us``,
 ``p999_us`` per configuration.
 """
@@ -36,11 +40,13 @@ from hdrh.histogram import HdrHistogram
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
 from shardex.wire.protocol import decode_reply, encode_request, shard_for  # noqa: E402
 
+KEY: Path | None = None  # the admin key of a --secure cluster (set before any worker forks)
 SYMBOLS_2 = ("BTC-USD", "ETH-USD")  # crc32 puts these on different shards when N = 2
 assert shard_for(SYMBOLS_2[0], 2) != shard_for(SYMBOLS_2[1], 2)
 
@@ -62,10 +68,22 @@ def free_base() -> int:
     raise SystemExit("no free ports")
 
 
-def start_cluster(shards: int, pin: bool, *extra: str) -> tuple[subprocess.Popen, Layout]:
+def start_cluster(
+    shards: int, pin: bool, *extra: str, secure: bool = False
+) -> tuple[subprocess.Popen, Layout]:
+    global KEY
     layout = Layout("127.0.0.1", free_base(), shards)
     if "--data-dir" not in extra:
         extra = (*extra, "--ephemeral")
+    if secure:
+        import tempfile
+
+        keys = Path(tempfile.mkdtemp(prefix="shardex-bench-keys-"))
+        extra = (*extra, "--keys-dir", str(keys))
+        KEY = keys / "admin.key"
+    else:
+        extra = (*extra, "--insecure")
+        KEY = None
     argv = [
         sys.executable,
         "-m",
@@ -82,7 +100,11 @@ def start_cluster(shards: int, pin: bool, *extra: str) -> tuple[subprocess.Popen
         argv.append("--no-pin")
     argv.extend(extra)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
-    with Client(layout.frontend, timeout=0.5) as c:
+    for _ in range(100):
+        if KEY is None or KEY.exists():
+            break
+        time.sleep(0.1)
+    with Client(layout.frontend, timeout=0.5, key=KEY or False) as c:
         for _ in range(100):
             try:
                 if all(t.get("pid") for t in c.topology()["topology"]):
@@ -129,7 +151,7 @@ def orders(n: int, symbols: tuple[str, ...], seed: int, prefix: str) -> list[tup
 
 
 def _closed_worker(endpoint, direct, symbols, n, batch, window, seed, barrier, q):
-    with Client(endpoint, direct=direct, timeout=30) as c:
+    with Client(endpoint, direct=direct, timeout=30, key=KEY or False) as c:
         c.topology()
         cmds = orders(n, symbols, seed, f"w{seed}-")
         warm = orders(2000, symbols, seed + 1000, f"warm{seed}-")
@@ -175,16 +197,21 @@ def open_loop(layout, direct, symbols, shards, rate, duration) -> dict:
     """One order per frame at a fixed schedule; latency from the intended send time."""
     ctx = zmq.Context.instance()
     socks = []
-    if direct:
-        info = Client(layout.frontend, timeout=2).topology()
-        for t in info["topology"]:
-            s = ctx.socket(zmq.DEALER)
-            s.connect(t["direct"])
-            socks.append(s)
-    else:
+    key = KeyFile.read(KEY) if KEY is not None else None
+
+    def connect(ep: str) -> zmq.Socket:
         s = ctx.socket(zmq.DEALER)
-        s.connect(layout.frontend)
-        socks = [s] * shards
+        if key is not None:
+            client_socket(s, key)
+        s.connect(ep)
+        return s
+
+    if direct:
+        with Client(layout.frontend, timeout=2, key=key or False) as c:
+            info = c.topology()
+        socks = [connect(t["direct"]) for t in info["topology"]]
+    else:
+        socks = [connect(layout.frontend)] * shards
     for s in set(socks):
         s.setsockopt(zmq.LINGER, 0)
     total = int(rate * duration)
@@ -261,10 +288,13 @@ def main() -> None:
     p.add_argument("--modes", default="router,direct")
     p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--secure", action="store_true", help="CURVE keys (the default of shardex up)"
+    )
     args = p.parse_args()
     rows = []
     for shards in [int(x) for x in args.shards.split(",")]:
-        proc, layout = start_cluster(shards, not args.no_pin)
+        proc, layout = start_cluster(shards, not args.no_pin, secure=args.secure)
         try:
             for mode in args.modes.split(","):
                 direct = mode == "direct"
@@ -288,8 +318,13 @@ def main() -> None:
                         print(_fmt(rows[-1]), file=sys.stderr, flush=True)
         finally:
             stop_cluster(proc)
+            if KEY is not None:
+                import shutil
+
+                shutil.rmtree(KEY.parent, ignore_errors=True)
     report = {
         "date": time.strftime("%Y-%m-%d"),
+        "secure": args.secure,
         "machine": f"{os.cpu_count()} cores "
         f"{platform.machine()} {platform.python_implementation()} "
         f"{platform.python_version()}",
@@ -298,7 +333,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"\n{report['date']}  {report['machine']}")
+        what = "secure (CURVE)" if args.secure else "insecure"
+        print(f"\n{report['date']}  {report['machine']}  {what}")
         print(
             f"{'shards':>6} {'mode':<7} {'load':<22} {'acked/s':>10} {'p50 µs':>8} "
             f"{'p99 µs':>8} {'p99.9 µs':>9}"
