@@ -517,3 +517,70 @@ def test_op_reject_tuple_is_left_alone_by_fate_queries() -> None:
     core = _core()
     decoded = [("timeout after 1s", [])]
     assert core.fate_targets([(OP_REJECT, "BTC-USD", "i", "bad")], decoded) == []
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+def test_key_resolution_order(tmp_path, monkeypatch):
+    from shardex.auth import KeyStore
+    from shardex.wire.transport import default_key_path, find_key
+
+    store = KeyStore(tmp_path / "data" / "keys")
+    store.init()
+    alice = store.add("alice", "trader", ["alice"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHARDEX_DATA_DIR", raising=False)
+    monkeypatch.delenv("SHARDEX_KEY", raising=False)
+    # nothing named: the local cluster's admin key (./data/keys/admin.key)
+    assert default_key_path() == Path("data/keys/admin.key")
+    assert find_key().role == "admin"
+    # $SHARDEX_DATA_DIR names another cluster: its admin key, or none if it has none
+    monkeypatch.setenv("SHARDEX_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert find_key() is None
+    # $SHARDEX_KEY wins over both; "none" means no key
+    monkeypatch.setenv("SHARDEX_KEY", str(alice))
+    assert find_key().name == "alice"
+    monkeypatch.setenv("SHARDEX_KEY", "none")
+    assert find_key() is None
+    # an explicit key wins over everything; False is "no key" whatever the environment says
+    assert find_key(str(alice)).accounts == ("alice",)
+    monkeypatch.setenv("SHARDEX_KEY", str(alice))
+    assert find_key(False) is None
+
+
+def test_client_key_sets_the_default_account_and_bad_key_files_are_clear(tmp_path):
+    from shardex.auth import KeyStore
+
+    store = KeyStore(tmp_path / "keys")
+    one = store.add("alice", "trader", ["alice"])
+    two = store.add("desk", "trader", ["mm1", "mm2"])
+    with Client("tcp://127.0.0.1:5555", key=one) as c:
+        assert c.account == "alice" and c.key.name == "alice"
+    with Client("tcp://127.0.0.1:5555", key=one, account="other") as c:
+        assert c.account == "other"  # an explicit account is kept (the shard decides)
+    with Client("tcp://127.0.0.1:5555", key=two) as c:
+        assert c.account is None  # two accounts: the caller must say which
+    with pytest.raises(ShardexError, match="not found"):
+        Client("tcp://127.0.0.1:5555", key=tmp_path / "nope.key")
+    bad = tmp_path / "bad.key"
+    bad.write_text("not json")
+    with pytest.raises(ShardexError, match="not a shardex key file"):
+        AsyncClient("tcp://127.0.0.1:5555", key=bad)
+    assert "secret" not in repr(store.server()) and store.server().secret not in repr(
+        store.server()
+    )
+
+
+def test_a_key_on_an_insecure_peer_is_a_clear_error_not_a_bare_timeout(tmp_path):
+    from shardex.auth import KeyStore
+    from shardex.client import AuthenticationFailed
+
+    store = KeyStore(tmp_path / "keys")
+    store.init()
+    with (
+        StandIn(shard_like(DEFAULT_MARKETS)) as si,  # a plain (NULL security) peer
+        pytest.raises(AuthenticationFailed, match="handshake failed"),
+        Client(si.endpoint, key=store.dir / "admin.key", timeout=1) as c,
+    ):
+        c.topology()
