@@ -6,8 +6,11 @@ reasons are not modelled (None), reject codes are (callers compare rejects by ki
 id and code).
 
 It also models each order's fate (``status``, same dicts as ``Engine.order_status``) and the
-recent-results window: the last ``window`` finished orders, in the order they finished (makers
-as they leave the book, the taker after its match), refuse a ``new`` that reuses their id.
+recent-results window, in the order orders finish (makers as they leave the book, the taker
+after its match): two generations of ``window // 2`` finished orders each; when the current one
+is full and another order finishes, the previous one is forgotten and the current one becomes
+the previous (window 1: only the last finished order; 0: none). Remembered ids refuse a ``new``
+that reuses them.
 """
 
 from __future__ import annotations
@@ -62,16 +65,22 @@ class RefEngine:
         self.clock = 0
         self.out: list[tuple] = []
         self.window = window
-        self.finished: list[tuple[str, str]] = []  # (symbol, id), oldest first
+        self.gen = window // 2 if window >= 2 else window
+        self.current: list[tuple[str, str]] = []  # (symbol, id) of the current generation
+        self.previous: list[tuple[str, str]] = []
         self.fates: dict[tuple[str, str], tuple] = {}  # (symbol, id) -> (account, state, ...)
 
     def _finish(self, symbol, oid, account, state, filled, trades, reason=None) -> None:
         if not self.window:
             return
-        self.finished.append((symbol, oid))
+        if len(self.current) == self.gen:
+            forgotten = self.previous if self.window >= 2 else self.previous + self.current
+            for key in forgotten:
+                del self.fates[key]
+            self.previous = self.current if self.window >= 2 else []
+            self.current = []
+        self.current.append((symbol, oid))
         self.fates[(symbol, oid)] = (account, state, filled, trades[-KEEP:], reason)
-        if len(self.finished) > self.window:
-            del self.fates[self.finished.pop(0)]
 
     def status(self, symbol: str, account: str, oid: str) -> dict:
         for o in self.orders.get(symbol, []):

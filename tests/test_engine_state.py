@@ -11,6 +11,8 @@ from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.book import IntegrityError, Order, rest_order
 from shardex.engine.codes import (
     BUY,
+    EV_ACCEPTED,
+    EV_CANCELLED,
     FOK,
     GTC,
     IOC,
@@ -20,6 +22,7 @@ from shardex.engine.codes import (
     OP_CANCEL,
     OP_NEW,
     RECENT_TRADES,
+    REJ_DUPLICATE_ID,
     SELL,
     STATE_CANCELLED,
     STATE_FILLED,
@@ -41,6 +44,14 @@ def _limit(oid, side, price, qty, account="a", symbol="BTC-USD"):
     return (OP_NEW, symbol, oid, account, side, LIMIT, price, qty, GTC, False, 0)
 
 
+def _finished(engine):
+    """Every book's recent results by generation (previous, current), in recording order."""
+    return {
+        s: (list(b.prev.items()), list(b.done.items()), engine._left)
+        for s, b in engine.books.items()
+    }
+
+
 def _statuses(engine):
     return [
         engine.order_status(s, a, i) for s in SYMBOLS for a in ACCOUNTS for i in IDS
@@ -60,7 +71,7 @@ def test_restore_continues_exactly_like_the_original(before, after, window):
     assert restored.apply_many(after) == engine.apply_many(after)
     restored.check_integrity()
     assert _statuses(restored) == _statuses(engine)
-    assert list(restored.recent) != [] or window == 0 or not engine.recent
+    assert _finished(restored) == _finished(engine)
 
 
 def test_version1_snapshot_is_still_read():
@@ -93,12 +104,12 @@ def test_version1_snapshot_is_still_read():
     }
     out = eng.apply_many([_limit("t", BUY, 105, 3, account="carol")])
     assert [e[1] for e in out] == [13, 14, 15] and out[1][-1] == 5  # seq and trade ids go on
-    assert eng.snapshot()["version"] == 2
+    assert eng.snapshot()["version"] == 3
 
 
 def test_restore_refuses_a_newer_version():
-    with pytest.raises(ValueError, match="version 3"):
-        Engine.restore({"version": 3, "seq": 0, "books": {}}, DEFAULT_MARKETS)
+    with pytest.raises(ValueError, match="version 4"):
+        Engine.restore({"version": 4, "seq": 0, "books": {}}, DEFAULT_MARKETS)
 
 
 def test_pair_moves_to_another_engine_and_trades_there_identically():
@@ -116,10 +127,11 @@ def test_pair_moves_to_another_engine_and_trades_there_identically():
         b.level_orders(0),
         b.level_orders(1),
     )
-    finished = [rec[6] for rec in src.recent if rec[5].symbol == "ETH-USD"]
-    assert finished and [rec[6] for rec in dst.recent] == finished
+    a_book, b_book = src.books["ETH-USD"], dst.books["ETH-USD"]
+    finished = [*a_book.prev, *a_book.done]
+    assert finished and [*b_book.prev, *b_book.done] == finished
     for oid in finished[-50:]:
-        acct = src.books["ETH-USD"].done[oid][0]
+        acct = (a_book.done.get(oid) or a_book.prev[oid])[0]
         assert dst.order_status("ETH-USD", acct, oid) == src.order_status("ETH-USD", acct, oid)
     taker = (OP_NEW, "ETH-USD", "sweep", "t", BUY, 1, None, 500_000, 1, False, 0)
     strip = [e[:1] + e[2:] for e in src.apply_many([taker])]  # same events but for the seq
@@ -377,5 +389,77 @@ def test_snapshot_of_default_window_engine_stays_bounded():
     eng = Engine(DEFAULT_MARKETS, recent=50)
     wl = Workload(symbols=("BTC-USD",), seed=2)
     eng.apply_many(wl.warmup(100) + wl.take(3000))
-    assert len(eng.recent) == 50 == sum(len(b.done) for b in eng.books.values())
-    assert sum(len(p["recent"]) for p in eng.snapshot()["books"].values()) == 50
+    held = sum(len(b.done) + len(b.prev) for b in eng.books.values())
+    assert 26 <= held <= 50  # two generations of 25: the last 26..50 finished orders
+    assert sum(len(p["recent"]) for p in eng.snapshot()["books"].values()) == held
+
+
+def _ioc(oid, account="a"):
+    """An IOC buy far below any ask: accepted, then cancelled at once (one finished order)."""
+    return (OP_NEW, "BTC-USD", oid, account, BUY, LIMIT, 1, 1, IOC, False, 0)
+
+
+def test_window_is_two_generations_of_half_the_window():
+    """recent=4: generations of 2. The engine remembers the last 3..4 finished orders; an id
+    is refused while remembered and accepted again once its generation is dropped."""
+    eng = Engine(DEFAULT_MARKETS, recent=4)
+    eng.apply_many([_ioc(f"f{i}") for i in range(1, 6)])
+    known = [i for i in range(1, 6) if _st(eng, f"f{i}", "a")["state"] != STATE_UNKNOWN]
+    assert known == [3, 4, 5]  # f5 rotated the generations: f1 and f2 were dropped together
+    assert eng.apply_many([_ioc("f3")])[0][5] == REJ_DUPLICATE_ID
+    assert [e[0] for e in eng.apply_many([_ioc("f1")])] == [EV_ACCEPTED, EV_CANCELLED]
+    eng.check_integrity()
+    one = Engine(DEFAULT_MARKETS, recent=1)  # window 1: exactly the last finished order
+    one.apply_many([_ioc("x"), _ioc("y")])
+    assert _st(one, "x", "a")["state"] == STATE_UNKNOWN != _st(one, "y", "a")["state"]
+    one.check_integrity()
+
+
+def test_version2_snapshot_is_still_read():
+    """A version-2 state (recent results with their FIFO position ``n``) is recorded again
+    oldest first: with a smaller window only the newest survive, in generations."""
+    v2 = {
+        "version": 2,
+        "seq": 9,
+        "books": {
+            "BTC-USD": {
+                "trade_id": 1,
+                "bids": (("b1", "alice", 100, 5, 0, False, 1, ((100, 1, 1),)),),
+                "asks": (),
+                "recent": (
+                    ("c", "carol", STATE_CANCELLED, 0, (), "user", 2),
+                    ("s", "bob", STATE_FILLED, 1, ((100, 1, 1),), None, 1),
+                    ("a", "alice", STATE_CANCELLED, 0, (), "ioc", 0),
+                ),
+            }
+        },
+    }
+    eng = Engine.restore(_roundtrip(v2), DEFAULT_MARKETS)
+    eng.check_integrity()
+    assert list(eng.books["BTC-USD"].done) == ["a", "s", "c"]  # by n, not by listing order
+    assert _st(eng, "s", "bob") == {
+        "state": STATE_FILLED, "symbol": "BTC-USD", "id": "s", "filled": 1,
+        "trades": [(100, 1, 1)],
+    }  # fmt: skip
+    small = Engine.restore(_roundtrip(v2), DEFAULT_MARKETS, recent=2)  # generations of 1
+    small.check_integrity()
+    assert (list(small.books["BTC-USD"].prev), list(small.books["BTC-USD"].done)) == (["s"], ["c"])
+    assert small.snapshot()["version"] == 3
+
+
+def test_version3_snapshot_under_another_window_is_recorded_again():
+    eng = Engine(DEFAULT_MARKETS, recent=6)
+    eng.apply_many([_ioc(f"f{i}") for i in range(8)])
+    state = _roundtrip(eng.snapshot())
+    same = Engine.restore(state, DEFAULT_MARKETS, recent=6)
+    assert _finished(same) == _finished(eng)
+    other = Engine.restore(state, DEFAULT_MARKETS, recent=2)
+    other.check_integrity()
+    book = other.books["BTC-USD"]
+    assert (list(book.prev), list(book.done)) == (["f6"], ["f7"])
+    bad = dict(state, recent_left=99)  # a left count that does not fit: recorded again too
+    again = Engine.restore(bad, DEFAULT_MARKETS, recent=6)
+    again.check_integrity()
+    assert {*again.books["BTC-USD"].prev, *again.books["BTC-USD"].done} == {
+        *eng.books["BTC-USD"].prev, *eng.books["BTC-USD"].done
+    }

@@ -66,7 +66,7 @@ class Order:
 
 
 # A finished order as the recent-results index keeps it: (account, state, filled lots, recent
-# trades or None, cancel reason or None, its Book, its id); see Engine._finish.
+# trades or None, cancel reason or None); see Engine._finish.
 Finished = tuple[Any, ...]
 
 
@@ -128,6 +128,7 @@ class Book:
         "sides",
         "orders",
         "done",
+        "prev",
         "trade_id",
         "accepted",
         "cancelled",
@@ -138,9 +139,11 @@ class Book:
         self.market = market
         self.sides = (Side(), Side())  # 0 = bids (key -price), 1 = asks (key price)
         self.orders: dict[str, Order] = {}
-        # Recently finished orders of this pair (id → Finished); the engine bounds them with one
-        # FIFO over all pairs, so eviction order is global and deterministic.
+        # Recently finished orders of this pair (id → Finished) in the engine's current and
+        # previous generation; the engine rotates the generations of all pairs at once, so
+        # what is forgotten when is global and deterministic (see Engine.__init__).
         self.done: dict[str, Finished] = {}
+        self.prev: dict[str, Finished] = {}
         self.trade_id = 0  # also the number of trades of this pair
         # Counters for metrics (read at scrape time; not part of snapshots: they count what
         # this process did, like any Prometheus counter).
@@ -304,12 +307,12 @@ class Book:
         for oid, o in self.orders.items():
             if o.filled < 0 or (o.trades is not None and not 0 < len(o.trades) <= RECENT_TRADES):
                 raise IntegrityError(f"{sym}: order {oid!r} filled {o.filled} trades {o.trades}")
-            if oid in self.done:
+            if oid in self.done or oid in self.prev:
                 raise IntegrityError(f"{sym}: order {oid!r} is both live and finished")
-        for oid, rec in self.done.items():
-            account, state, filled, trades, reason, book, rec_id = rec
-            if book is not self or rec_id != oid:
-                raise IntegrityError(f"{sym}: finished order {oid!r} filed as {rec_id!r}")
+        for oid, rec in (*self.done.items(), *self.prev.items()):
+            if oid in self.done and oid in self.prev:
+                raise IntegrityError(f"{sym}: order {oid!r} finished in both generations")
+            account, state, filled, trades, reason = rec
             if state not in (STATE_FILLED, STATE_CANCELLED) or (
                 (reason is None) != (state == STATE_FILLED)
             ):

@@ -95,13 +95,20 @@ class Engine:
         self.seq = seq
         # rejects per REJ_* code (metrics; read at scrape time, not part of snapshots)
         self.rejected: list[int] = [0] * len(REJECT_NAMES)
-        # The recent-results index: every finished order is kept (in its book's ``done``) until
-        # ``recent`` later orders have finished, FIFO over all pairs. It answers order status
-        # queries and refuses a ``new`` that reuses a recently finished id, so a client retry
-        # can never place an order twice within the window. Part of the snapshot.
+        # The recent-results index answers order status queries and refuses a ``new`` that
+        # reuses a recently finished id, so a client retry can never place an order twice
+        # within the window. Two generations over all pairs: each book's ``done`` (current)
+        # and ``prev`` (previous). A finished order goes into its book's ``done``; when the
+        # current generation holds ``gen_size`` = recent // 2 orders, every book's ``prev`` is
+        # dropped and ``done`` becomes ``prev``. So the engine remembers the last
+        # recent // 2 + 1 .. recent finished orders (recent 1: the last one; 0: none) at O(1)
+        # per finished order: no FIFO, no per-order eviction. The price is a rotation every
+        # recent // 2 finishes that frees the oldest generation at once (one dict per book).
+        # Part of the snapshot.
         self.recent_limit = recent
-        # Entries are the books' ``done`` records themselves (see ``_finish``): one object each.
-        self.recent: deque[tuple] = deque()
+        self.gen_size = recent // 2 if recent >= 2 else recent
+        self._keep_prev = recent >= 2
+        self._left = self.gen_size  # finished orders the current generation still takes
 
     # ------------------------------------------------------------------ public API
 
@@ -169,9 +176,9 @@ class Engine:
                         "trades": list(order.trades or ()),
                     }
             else:
-                rec = book.done.get(ident)
+                rec = book.done.get(ident) or book.prev.get(ident)
                 if rec is not None and rec[0] == account:
-                    _, state, filled, trades, reason = rec[:5]
+                    _, state, filled, trades, reason = rec
                     status = {
                         "state": state,
                         "symbol": sym,
@@ -201,32 +208,28 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue identically (msgpack-able plain data).
 
-        Shape (version 2)::
+        Shape (version 3)::
 
-            {"version": 2, "seq": int, "books": {symbol: pair state}}
+            {"version": 3, "seq": int, "recent": window, "recent_left": int,
+             "books": {symbol: pair state}}
 
         where a pair state is ``Book.snapshot()`` plus ``"recent"``: that pair's recently
-        finished orders as ``(id, account, state, filled, trades, reason, n)``, ``n`` being the
-        position in the engine-wide FIFO, so that a restore evicts in the same order. Version 1
-        (no ``version`` key, 6-field orders, no ``recent``) is still read by ``restore``.
+        finished orders as ``(id, account, state, filled, trades, reason, gen)``, ``gen`` 0 for
+        the previous generation and 1 for the current one, and ``recent_left`` is how many
+        more finished orders the current generation takes. Version 2 (``n``, a position in a
+        FIFO, in place of ``gen``) and version 1 (no ``version`` key, 6-field orders, no
+        ``recent``) are still read by ``restore``.
         """
-        recent = self._recent_by_symbol()
         books = {}
         for symbol in sorted(self.books):
-            pair = self.books[symbol].snapshot()
-            pair["recent"] = recent.get(symbol, [])
-            books[symbol] = pair
-        return {"version": 2, "seq": self.seq, "books": books}
-
-    def _recent_by_symbol(self, only: str | None = None) -> dict[str, list[tuple]]:
-        out: dict[str, list[tuple]] = {}
-        for n, rec in enumerate(self.recent):
-            account, state, filled, trades, reason, book, oid = rec
-            if only is None or book.symbol == only:
-                out.setdefault(book.symbol, []).append(
-                    (oid, account, state, filled, trades or [], reason, n)
-                )
-        return out
+            books[symbol] = self.snapshot_pair(symbol)
+        return {
+            "version": 3,
+            "seq": self.seq,
+            "recent": self.recent_limit,
+            "recent_left": self._left,
+            "books": books,
+        }
 
     @classmethod
     def restore(
@@ -237,11 +240,14 @@ class Engine:
     ) -> Engine:
         """An engine that continues exactly where the one that made ``state`` stood.
 
-        Reads versions 1 and 2 of ``snapshot``. Raises ValueError (naming the pair) when the
-        state cannot be used with ``markets``, e.g. a book of a market this engine does not know.
+        Reads versions 1, 2 and 3 of ``snapshot``. Raises ValueError (naming the pair) when
+        the state cannot be used with ``markets``, e.g. a book of a market this engine does
+        not know. A version 3 state of the same window is restored generation for generation;
+        otherwise (version 2, or another window) the finished orders are recorded again,
+        oldest first, as if they finished in that order.
         """
         version = state.get("version", 1)
-        if version not in (1, 2):
+        if version not in (1, 2, 3):
             raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
         seq = state["seq"]
         if type(seq) is not int or seq < 0:
@@ -255,22 +261,51 @@ class Engine:
                 finished.extend((e, book) for e in _finished_entries(book, pair))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
-        finished.sort(key=lambda eb: eb[0][6])  # the engine-wide FIFO order
+        left = state.get("recent_left")
+        if version == 3 and state.get("recent") == recent and engine._exact(finished, left):
+            return engine
+        # oldest first: version 2 by FIFO position, version 3 by generation (stable sort)
+        finished.sort(key=lambda eb: eb[0][6])
         engine._restore_recent(finished)
         return engine
 
+    def _exact(self, finished: list[tuple[tuple, Book]], left: Any) -> bool:
+        """Install version-3 generations as they were; False (nothing changed) if they do not
+        fit this engine's window."""
+        cur = sum(1 for e, _ in finished if e[6] == 1)
+        prev = len(finished) - cur
+        gen = self.gen_size
+        if (
+            type(left) is not int
+            or any(e[6] not in (0, 1) for e, _ in finished)
+            or cur + left != gen
+            or left < 0
+            or prev > (gen if self._keep_prev else 0)
+        ):
+            return False
+        for (oid, account, state, filled, trades, reason, g), book in finished:
+            (book.done if g else book.prev)[oid] = (account, state, filled, trades, reason)
+        self._left = left
+        return True
+
     def snapshot_pair(self, symbol: str) -> dict[str, Any]:
         """One pair's state with its recent-results entries; KeyError for a pair with no book."""
-        pair = self.books[symbol].snapshot()
-        pair["recent"] = self._recent_by_symbol(symbol).get(symbol, [])
+        book = self.books[symbol]
+        pair = book.snapshot()
+        pair["recent"] = [
+            (oid, account, state, filled, trades or [], reason, gen)
+            for gen, done in ((0, book.prev), (1, book.done))
+            for oid, (account, state, filled, trades, reason) in done.items()
+        ]
         return pair
 
     def restore_pair(self, symbol: str, state: Mapping[str, Any], _recent: bool = True) -> None:
         """Install one pair's state (from ``snapshot_pair``) into this engine.
 
         The pair must be a known market with no live orders here; any recent results this
-        engine had for it are replaced by the state's (appended at the back of the FIFO). The
-        seq is not touched: the engine's seq is its own, the pair's trade ids travel with it.
+        engine had for it are replaced by the state's (recorded again, oldest first, as the
+        latest to finish here). The seq is not touched: the engine's seq is its own, the
+        pair's trade ids travel with it.
         """
         market = self.markets.get(symbol) if type(symbol) is str else None
         if market is None:
@@ -285,9 +320,10 @@ class Engine:
             book.check_integrity()
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
-        if old is not None and old.done:
-            self.recent = deque(rec for rec in self.recent if rec[5] is not old)
+        if old is not None:
+            self._left += len(old.done)  # its current-generation entries leave with it
         self.books[symbol] = book
+        finished.sort(key=lambda eb: eb[0][6])
         self._restore_recent(finished)
 
     def _restore_recent(self, finished: list[tuple[tuple, Book]]) -> None:
@@ -304,15 +340,13 @@ class Engine:
             if self.markets.get(symbol) is not book.market:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
-        if len(self.recent) > self.recent_limit:
-            raise IntegrityError(f"{len(self.recent)} recent results, limit {self.recent_limit}")
-        for rec in self.recent:
-            book, oid = rec[5], rec[6]
-            if self.books.get(book.symbol) is not book or book.done.get(oid) is not rec:
-                raise IntegrityError(f"recent result {book.symbol} {oid!r} not in its book")
-        held = sum(len(b.done) for b in self.books.values())
-        if held != len(self.recent):
-            raise IntegrityError(f"books hold {held} finished orders, the FIFO {len(self.recent)}")
+        gen, left = self.gen_size, self._left
+        cur = sum(len(b.done) for b in self.books.values())
+        prev = sum(len(b.prev) for b in self.books.values())
+        if not 0 <= left <= gen or cur != gen - left:
+            raise IntegrityError(f"current generation holds {cur}, size {gen}, {left} left")
+        if prev > (gen if self._keep_prev else 0):
+            raise IntegrityError(f"previous generation holds {prev}, window {self.recent_limit}")
 
     # ------------------------------------------------------------------ commands
 
@@ -349,7 +383,7 @@ class Engine:
             return self._reject(
                 symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
             )
-        if oid in book.done:
+        if oid in book.done or oid in book.prev:
             return self._reject(
                 symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
             )
@@ -431,20 +465,30 @@ class Engine:
         trades: list[tuple[int, int, int]] | None,
         reason: str | None,
     ) -> None:
-        """Record a finished order in the recent-results index, evicting the oldest (FIFO).
+        """Record a finished order in the recent-results index (see ``__init__``).
 
-        The record is ``(account, state, filled, trades, reason, book, id)``: the same tuple
-        in the book's ``done`` and in the engine's FIFO, so that eviction needs no other
-        object. (Inlined in ``_cancel`` and ``_match``, the hot callers; keep them in step.)
-        With a window of 0 the record is evicted at once.
+        The record is ``(account, state, filled, trades, reason)`` under the order's id in its
+        book's ``done``. The fast path (current generation not full) is inlined in ``_cancel``
+        and ``_match``; keep them in step.
         """
-        rec = (account, state, filled, trades, reason, book, oid)
+        if self._left:
+            self._left -= 1
+            book.done[oid] = (account, state, filled, trades, reason)
+        else:
+            self._store(book, oid, (account, state, filled, trades, reason))
+
+    def _store(self, book: Book, oid: str, rec: tuple) -> None:
+        """Record ``rec`` when the current generation is full: rotate, then record (window 0:
+        nothing is kept)."""
+        gen = self.gen_size
+        if not gen:
+            return
+        keep = self._keep_prev
+        for b in self.books.values():
+            b.prev = b.done if keep else {}
+            b.done = {}
         book.done[oid] = rec
-        recent = self.recent
-        recent.append(rec)
-        if len(recent) > self.recent_limit:
-            old = recent.popleft()
-            del old[5].done[old[6]]
+        self._left = gen - 1
 
     def _why_new_invalid(self, cmd: Command) -> tuple[str, int]:
         """The precise reason and code a ``new`` failed the fast validity gate (slow path only).
@@ -506,14 +550,12 @@ class Engine:
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
         book.cancelled += 1
-        # inlined _finish
-        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user", book, oid)
-        book.done[oid] = rec
-        recent = self.recent
-        recent.append(rec)
-        if len(recent) > self.recent_limit:
-            old = recent.popleft()
-            del old[5].done[old[6]]
+        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user")
+        if self._left:  # inlined _finish
+            self._left -= 1
+            book.done[oid] = rec
+        else:
+            self._store(book, oid, rec)
         return None
 
     def _amend(self, cmd: Command, out: list[Event]) -> None:
@@ -691,9 +733,6 @@ def _match(
     orders = book.orders
     trade_id = book.trade_id
     tr_append = tr.append
-    done = book.done
-    recent = eng.recent
-    limit = eng.recent_limit
     while qty:
         while heap:
             key = heap[0]
@@ -773,13 +812,12 @@ def _match(
                 mt.append(t)
                 if len(mt) > RECENT_TRADES:
                     del mt[0]
-            # inlined _finish
-            rec = (maker.account, STATE_FILLED, maker.filled + mq, mt, None, book, mid)
-            done[mid] = rec
-            recent.append(rec)
-            if len(recent) > limit:
-                old = recent.popleft()
-                del old[5].done[old[6]]
+            rec = (maker.account, STATE_FILLED, maker.filled + mq, mt, None)
+            if eng._left:  # inlined _finish
+                eng._left -= 1
+                book.done[mid] = rec
+            else:
+                eng._store(book, mid, rec)
             qty -= mq
             if not qty:
                 break
