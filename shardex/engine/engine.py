@@ -412,48 +412,41 @@ class Engine:
             self._finish(book, oid, account, STATE_CANCELLED, 0, None, "fok")
             return None
         heap = opp.heap
+        filled = 0
+        trades = None
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
             tr: list[tuple[int, int, int]] = []
             left = _match(self, book, side, limit_key, qty, oid, account, stp, out, tr)
-            if left <= 0:  # filled, or stopped by STP (left = -1 - open qty it cancelled)
-                trades = (tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]) or None
-                if left == 0:
-                    self._finish(book, oid, account, STATE_FILLED, qty, trades, None)
-                else:
-                    filled = qty + 1 + left
-                    self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "stp")
-                return None
             if tr:
                 trades = tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]
-                if tif == GTC:
-                    _rest(
-                        book,
-                        Order(oid, account, side, price, left, stp, post_only, qty - left, trades),
-                    )
+            if left > 0:
+                filled = qty - left
+                qty = left
+            else:  # filled, or stopped by STP (left = -1 - open qty it cancelled)
+                if left == 0:
+                    rec = (account, STATE_FILLED, qty, trades, None)
                 else:
-                    self._cancel_rest(book, oid, account, left, qty - left, trades, out)
+                    rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
+                if self._left:  # inlined _finish
+                    self._left -= 1
+                    book.done[oid] = rec
+                else:
+                    self._store(book, oid, rec)
                 return None
         if tif == GTC:
-            _rest(book, Order(oid, account, side, price, qty, stp, post_only))
-        else:
-            self._cancel_rest(book, oid, account, qty, 0, None, out)
-        return None
-
-    def _cancel_rest(
-        self,
-        book: Book,
-        oid: str,
-        account: str,
-        qty: int,
-        filled: int,
-        trades: list[tuple[int, int, int]] | None,
-        out: list[Event],
-    ) -> None:
-        """An IOC taker's unfilled remainder goes: cancel event, then the order is finished."""
+            _rest(book, Order(oid, account, side, price, qty, stp, post_only, filled, trades))
+            return None
+        # an IOC taker's unfilled remainder goes: cancel event, then the order is finished
         self.seq = seq = self.seq + 1
-        out.append((EV_CANCELLED, seq, book.symbol, oid, "ioc", qty))
+        out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
         book.cancelled += 1
-        self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "ioc")
+        rec = (account, STATE_CANCELLED, filled, trades, "ioc")
+        if self._left:  # inlined _finish
+            self._left -= 1
+            book.done[oid] = rec
+        else:
+            self._store(book, oid, rec)
+        return None
 
     def _finish(
         self,
@@ -468,8 +461,8 @@ class Engine:
         """Record a finished order in the recent-results index (see ``__init__``).
 
         The record is ``(account, state, filled, trades, reason)`` under the order's id in its
-        book's ``done``. The fast path (current generation not full) is inlined in ``_cancel``
-        and ``_match``; keep them in step.
+        book's ``done``. The fast path (current generation not full) is inlined in ``_new``,
+        ``_cancel`` and ``_match``; keep them in step.
         """
         if self._left:
             self._left -= 1
