@@ -200,12 +200,6 @@ def test_a_non_shard_key_posing_as_shard_0_gets_no_orders_and_cannot_change_topo
         rogue.close(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known hole, for router.py: with ROUTER_HANDOVER a valid shard key issued for shard 1 "
-    "that connects as identity shard-0 takes over shard 0's routing id and receives its client "
-    "orders (the router should route to the routing id learned from an authenticated hello)",
-)
 def test_a_shard_key_of_another_index_posing_as_shard_0_gets_no_orders(secure):
     cluster, keys = secure
     rogue_key = KeyFile.read(keys.store.add("rogue-shard", "shard", shard=1))

@@ -110,3 +110,36 @@ def test_hello_registers_only_the_matching_identity_and_restart_frees_inflight()
     for garbage in (b"", b"\xc1", msgpack.packb([OP_HELLO, [1, 2]]), msgpack.packb({"a": 1})):
         r.from_shard([b"shard-1", b"", b"HELLO", garbage], 2.0)  # never raises
     assert r.topology[1]["pid"] == 11
+
+
+def test_secure_router_routes_only_to_the_link_that_signed_the_shards_hello(tmp_path):
+    """Secure mode: a shard's traffic goes to the connection whose HELLO was signed by that
+    shard's own key, never to a connection that merely names itself ``shard-i``."""
+    from shardex.auth import KeyStore
+
+    store = KeyStore(tmp_path / "keys")
+    store.init()
+    k0 = store.process_key("shard-0", "shard", 0)
+    k1 = store.process_key("shard-1", "shard", 1)
+    r = Router(2, RouterConfig(2, "", ""), store.registry())
+    sym0 = next(s for s in ("BTC-USD", "ETH-USD", "SOL-USD") if shard_for(s, 2) == 0)
+    admin = store.process_key("ops", "admin")
+    # before any signed hello: nowhere to send it
+    dest, out = r.from_client(_order_frames(b"c", b"r1", sym0), 0.0, admin.public)
+    assert dest == TO_CLIENT and decode_reply(out[2])[0] == ERR_UNAVAILABLE
+    hello0 = packb((OP_HELLO, {"shard": 0, "shards": 2, "pid": 1}))
+    r.from_shard([b"rogue", b"", b"HELLO", hello0], 0.0, k1.public)  # shard 1's key claims 0
+    r.from_shard([b"shard-0", b"", b"HELLO", hello0], 0.0, None)  # a bare name claims 0
+    assert r.route_ids[0] is None and 0 not in r.topology
+    r.from_shard([b"\x00link-a", b"", b"HELLO", hello0], 0.0, k0.public)
+    dest, out = r.from_client(_order_frames(b"c", b"r1", sym0), 0.0, admin.public)
+    assert dest == TO_SHARD and out[0] == b"\x00link-a" and out[3] == admin.public.encode()
+    r.sent(out, 0.0)
+    # a reply from any other connection is dropped, the request stays in flight
+    assert r.from_shard([b"rogue", b"c", b"r1", b"forged"], 0.1) is None
+    assert r.foreign_replies == 1 and r.shard_inflight[0] == 1
+    assert r.from_shard([b"\x00link-a", b"c", b"r1", b"real"], 0.2) == [b"c", b"r1", b"real"]
+    assert r.shard_inflight[0] == 0
+    # an unknown key is refused before routing
+    dest, out = r.from_client(_order_frames(b"c", b"r2", sym0), 0.0, "x" * 40)
+    assert dest == TO_CLIENT and "authentication failed" in decode_reply(out[2])[0]

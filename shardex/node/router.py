@@ -96,8 +96,15 @@ class Router:
         self.registry = registry
         self.shards = shards
         self.identities = [f"shard-{i}".encode() for i in range(shards)]
-        self.index_of = {ident: i for i, ident in enumerate(self.identities)}
-        self._route: dict[bytes, bytes] = {}
+        # Where shard i's requests go: its connection's routing id. Insecure: the id the shard
+        # names itself (``shard-i``). Secure: learned only from a HELLO signed by shard i's own
+        # key, so nobody can take a shard's traffic by choosing its name (ROUTER_HANDOVER).
+        secure = registry is not None
+        self.route_ids: list[bytes | None] = [None] * shards if secure else list(self.identities)
+        self.shard_of: dict[bytes, int] = {} if secure else {
+            ident: i for i, ident in enumerate(self.identities)
+        }
+        self._route: dict[bytes, int] = {}
         self.topology: dict[int, dict[str, Any]] = {}
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * shards
@@ -108,6 +115,7 @@ class Router:
             "bad_key": 0,
             "unauthenticated": 0,
         }
+        self.foreign_replies = 0  # replies from a connection that is not the request's shard
         self.replies_dropped = {"client_slow": 0, "client_gone": 0}
         # order→ack as the router sees it: (shard, forward time, bytes) of each request
         self.inflight: dict[tuple[bytes, bytes], tuple[int, float, int]] = {}
@@ -139,11 +147,14 @@ class Router:
         if len(payload) > MAX_FRAME:
             self.rejected["malformed"] += 1
             return TO_CLIENT, [client, req, _TOO_LARGE]
-        ident = self.identity_for(key)
-        if ident is None:
+        shard = self.shard_index_for(key)
+        if shard is None:
             self.rejected["bad_key"] += 1
             return TO_CLIENT, [client, req, _BAD_KEY]
-        shard = self.index_of[ident]
+        ident = self.route_ids[shard]
+        if ident is None:  # not registered (yet): nobody to send it to
+            self.rejected[ERR_UNAVAILABLE] += 1
+            return TO_CLIENT, [client, req, _UNAVAILABLE]
         cfg = self.cfg
         if (
             self.shard_inflight[shard] >= cfg.max_inflight
@@ -157,7 +168,7 @@ class Router:
     def sent(self, frames: list[bytes], now: float) -> None:
         """The backend took ``frames`` (from ``from_client``): track the request until its reply."""
         ident, client, req, _, payload = frames
-        shard = self.index_of[ident]
+        shard = self.shard_of[ident]
         key = (client, req)
         old = self.inflight.get(key)
         if old is not None:  # a client reusing a request id: count it once
@@ -188,9 +199,14 @@ class Router:
             if frames[2] == b"HELLO":
                 self.hello(frames[0], frames[3], now, user)
             return None
+        shard = self.shard_of.get(frames[0])
         key = (frames[1], frames[2])
-        entry = self.inflight.pop(key, None)
+        entry = self.inflight.get(key)
+        if shard is None or (entry is not None and entry[0] != shard):
+            self.foreign_replies += 1  # not from the shard that holds this request: drop it
+            return None
         if entry is not None:
+            del self.inflight[key]
             self._forget(key, entry, popped=True)
             self.ack_time[entry[0]].add(now - entry[1])
         return frames[1:]
@@ -268,9 +284,10 @@ class Router:
                 {"shard": str(i)},
             )
 
-    def identity_for(self, key: bytes) -> bytes | None:
-        ident = self._route.get(key)
-        if ident is None:
+    def shard_index_for(self, key: bytes) -> int | None:
+        """The shard a routing key names: a symbol (hashed), ``#i``, or None if neither."""
+        shard = self._route.get(key)
+        if shard is None:
             if len(key) > MAX_SYMBOL_LEN:
                 return None  # no symbol is this long; never cache client-chosen big keys
             if key[:1] == b"#":
@@ -278,13 +295,11 @@ class Router:
                     i = int(key[1:])
                 except ValueError:
                     return None
-                if not 0 <= i < self.shards:
-                    return None
-                return self.identities[i]
-            ident = self.identities[shard_for(key, self.shards)]
+                return i if 0 <= i < self.shards else None
+            shard = shard_for(key, self.shards)
             if len(self._route) < 100_000:
-                self._route[key] = ident
-        return ident
+                self._route[key] = shard
+        return shard
 
     def hello(self, sender: bytes, payload: bytes, now: float, user: str | None = None) -> None:
         try:
@@ -305,7 +320,7 @@ class Router:
                 self.shards,
             )
             return
-        if sender != self.identities[i]:
+        if self.registry is None and sender != self.identities[i]:
             log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
             return
         if self.registry is not None:
@@ -318,7 +333,12 @@ class Router:
                 )
                 return
         old = self.topology.get(i)
-        if old is None or old.get("pid") != info.get("pid"):
+        moved = self.route_ids[i] != sender
+        if moved:  # (secure mode) this connection now serves shard i
+            self.shard_of.pop(self.route_ids[i], None)  # type: ignore[arg-type]
+            self.route_ids[i] = sender
+            self.shard_of[sender] = i
+        if old is None or old.get("pid") != info.get("pid") or moved:
             if old is not None:
                 self._shard_restarted(i)
             log.info(
@@ -348,6 +368,7 @@ class Router:
             "forwarded": self.forwarded,
             "rejected": self.rejected,
             "inflight": self.shard_inflight,
+            "foreign_replies": self.foreign_replies,
             "replies_dropped": self.replies_dropped,
         }
 

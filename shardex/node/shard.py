@@ -686,7 +686,8 @@ class ShardNode:
         self.dealer = None
         if cfg.router:
             d = self.dealer = self.ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
+            if not secure:  # secure: the router learns this link from our signed HELLO instead
+                d.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
             d.setsockopt(zmq.LINGER, 0)
             d.setsockopt(zmq.HEARTBEAT_IVL, 500)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
