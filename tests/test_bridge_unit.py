@@ -352,3 +352,20 @@ def test_a_write_that_failed_is_put_back_and_written_once():
     loop.tr.putback(batch)  # Redis went away before the write
     loop.drain()
     assert sorted(loop.redis) == list(range(1, 7))
+
+
+def test_rejected_events_need_their_code_and_write_its_name():
+    """A rejected event is (kind, seq, symbol, id, reason, code): without an int code it is
+    dropped as malformed; with one, the Redis fields carry the reason and the code's name."""
+    from shardex.engine.codes import REJ_UNKNOWN_SYMBOL
+    from shardex.node.bridge import event_fields
+
+    good = (EV_REJECTED, 9, "NOPE-USD", "o", "unknown symbol NOPE-USD", REJ_UNKNOWN_SYMBOL)
+    assert check_event(good, MARKETS)
+    fields = event_fields(good, MARKETS, 0)
+    assert dict(zip(fields[::2], fields[1::2], strict=True)) == {
+        "ev": "rejected", "symbol": "NOPE-USD", "id": "o", "reason": "unknown symbol NOPE-USD",
+        "code": "unknown_symbol", "seq": "9", "shard": "0",
+    }  # fmt: skip
+    for bad in (good[:5], good[:5] + ("unknown_symbol",), good[:5] + (True,), good[:5] + (None,)):
+        assert not check_event(bad, MARKETS), bad

@@ -294,7 +294,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
     if kind == EV_ACCEPTED:
         return True
     if kind == EV_REJECTED:
-        return len(ev) >= 5 and type(ev[4]) is str and len(ev[4]) <= MAX_STR
+        # (..., reason, code): any int code formats (an unknown one as "invalid")
+        return len(ev) >= 6 and type(ev[4]) is str and len(ev[4]) <= MAX_STR and type(ev[5]) is int
     if kind == EV_CANCELLED:
         return (
             len(ev) >= 6
