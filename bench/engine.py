@@ -3,14 +3,25 @@
 Everything is generated/decoded first; only ``Engine.apply`` is timed. Two passes on fresh
 engines: one untimed per command (throughput), one timing each command (latency percentiles,
 recorded in an HDR histogram) so that the clock reads do not pollute the throughput figure.
+
+``--against DIR`` compares this engine with the one of another checkout (e.g. a
+``git worktree add /tmp/base <commit>``) in one process, in lock step: both apply the same
+stream in alternating slices of 10k commands (who goes first alternates too), each keeping its
+own state; the figure is the median over slices of (this time / that time). On a shared,
+noisy machine that is far steadier than comparing separate runs, since both sides see the same
+load at nearly the same moment.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +75,63 @@ def timed(markets, warm, cmds, with_metrics: bool):
     return dt, trades, engine.resting(), stats
 
 
+def other_engine(checkout: str):
+    """The ``shardex.engine`` package of another checkout, imported under a private name (a
+    copy whose absolute imports are rewritten), so that both engines live in one process."""
+    src = Path(checkout) / "shardex" / "engine"
+    if not (src / "engine.py").exists():
+        raise SystemExit(f"--against: no shardex/engine/engine.py under {checkout}")
+    root = Path(tempfile.mkdtemp(prefix="shardex-ab-"))
+    dst = root / "shardex_against_engine"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in dst.glob("*.py"):
+        f.write_text(f.read_text().replace("shardex.engine", dst.name))
+    sys.path.insert(0, str(root))
+    return importlib.import_module(dst.name)
+
+
+def against(args, markets, warm, cmds) -> dict:
+    """Lock-step A/B against ``args.against`` (see the module docstring)."""
+    other = other_engine(args.against)
+    other_markets = other.load_markets(args.markets)
+    slice_ = 10_000
+    ratios: list[float] = []
+    totals = [0.0, 0.0]
+    clock = time.perf_counter
+    for rep in range(args.repeat):
+        this, that = Engine(markets), other.Engine(other_markets)
+        this.apply_many(warm)
+        that.apply_many(warm)
+        engines = (this, that)
+        out: list = []
+        gc.collect()
+        gc.disable()
+        for i in range(0, len(cmds), slice_):
+            chunk = cmds[i : i + slice_]
+            dt = [0.0, 0.0]
+            for k in (0, 1) if (i // slice_ + rep) % 2 == 0 else (1, 0):
+                apply = engines[k].apply
+                t = clock()
+                for c in chunk:
+                    apply(c, out)
+                dt[k] = clock() - t
+                out.clear()
+            ratios.append(dt[0] / dt[1])
+            totals[0] += dt[0]
+            totals[1] += dt[1]
+        gc.enable()
+    deciles = statistics.quantiles(ratios, n=10)
+    return {
+        "against": args.against,
+        "commands": len(cmds),
+        "slices": len(ratios),
+        "time_ratio_median": round(statistics.median(ratios), 3),
+        "time_ratio_p10": round(deciles[0], 3),
+        "time_ratio_p90": round(deciles[-1], 3),
+        "time_ratio_total": round(totals[0] / totals[1], 3),
+    }
+
+
 def run(args) -> dict:
     markets = load_markets(args.markets)
     t0 = time.perf_counter()
@@ -74,6 +142,8 @@ def run(args) -> dict:
             f"in {time.perf_counter() - t0:.1f}s",
             file=sys.stderr,
         )
+    if args.against:
+        return against(args, markets, warm, cmds)
 
     best = None
     for _ in range(args.repeat):
@@ -127,10 +197,21 @@ def main() -> None:
         action="store_false",
         help="skip the run with the shard's per-batch metrics accounting",
     )
+    p.add_argument(
+        "--against",
+        metavar="DIR",
+        help="lock-step A/B with the engine of another checkout (time ratio this/that)",
+    )
     args = p.parse_args()
     r = run(args)
     if args.json:
         print(json.dumps(r))
+    elif args.against:
+        print(
+            f"this/that time per slice: median {r['time_ratio_median']:.3f}  "
+            f"p10 {r['time_ratio_p10']:.3f}  p90 {r['time_ratio_p90']:.3f}  "
+            f"total {r['time_ratio_total']:.3f}  ({r['slices']} slices of 10k, {args.against})"
+        )
     else:
         print(f"commands      {r['commands']:>12,}")
         print(f"seconds       {r['seconds']:>12.3f}")
