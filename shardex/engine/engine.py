@@ -412,35 +412,31 @@ class Engine:
             self._finish(book, oid, account, STATE_CANCELLED, 0, None, "fok")
             return None
         heap = opp.heap
-        filled = 0
-        trades = None
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
             tr: list[tuple[int, int, int]] = []
             left = _match(self, book, side, limit_key, qty, oid, account, stp, out, tr)
-            if tr:
-                trades = tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]
+            trades = (tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]) if tr else None
             if left > 0:
-                filled = qty - left
-                qty = left
-            else:  # filled, or stopped by STP (left = -1 - open qty it cancelled)
-                if left == 0:
-                    rec = (account, STATE_FILLED, qty, trades, None)
-                else:
-                    rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
-                if self._left:  # inlined _finish
-                    self._left -= 1
-                    book.done[oid] = rec
-                else:
-                    self._store(book, oid, rec)
-                return None
-        if tif == GTC:
-            _rest(book, Order(oid, account, side, price, qty, stp, post_only, filled, trades))
+                if tif == GTC:
+                    o = Order(oid, account, side, price, left, stp, post_only, qty - left, trades)
+                    _rest(book, o)
+                    return None
+                self.seq = seq = self.seq + 1
+                out.append((EV_CANCELLED, seq, symbol, oid, "ioc", left))
+                book.cancelled += 1
+                rec = (account, STATE_CANCELLED, qty - left, trades, "ioc")
+            elif left == 0:
+                rec = (account, STATE_FILLED, qty, trades, None)
+            else:  # stopped by STP (left = -1 - open qty it cancelled)
+                rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
+        elif tif == GTC:
+            _rest(book, Order(oid, account, side, price, qty, stp, post_only))
             return None
-        # an IOC taker's unfilled remainder goes: cancel event, then the order is finished
-        self.seq = seq = self.seq + 1
-        out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
-        book.cancelled += 1
-        rec = (account, STATE_CANCELLED, filled, trades, "ioc")
+        else:  # IOC with nothing to cross: the cancel event, then the order is finished
+            self.seq = seq = self.seq + 1
+            out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
+            book.cancelled += 1
+            rec = (account, STATE_CANCELLED, 0, None, "ioc")
         if self._left:  # inlined _finish
             self._left -= 1
             book.done[oid] = rec
