@@ -396,15 +396,24 @@ class ClientCore:
         symbol (the router hashes it to the same shard) or ``#<shard>`` when it has none.
         """
         batch = max(1, batch)
+        n = self.shards
+        # per distinct symbol once: (shard, routing key) — the loop below runs per command
+        where: dict[Any, tuple[int, bytes]] = {}
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
         for i, t in enumerate(tuples):
-            symbol = t[1] if len(t) > 1 and type(t[1]) is str else ""
-            s = self.shard_of(symbol)
+            symbol = t[1] if len(t) > 1 else ""
+            w = where.get(symbol) if type(symbol) is str else None
+            if w is None:
+                sym = symbol if type(symbol) is str else ""
+                s = shard_for(sym, n) if n and sym else 0
+                w = (s, sym.encode() if sym else f"#{s}".encode())
+                if type(symbol) is str:
+                    where[symbol] = w
+            s = w[0]
             cur = open_.get(s)
             if cur is None:
-                key = symbol.encode() if symbol else f"#{s}".encode()
-                cur = open_[s] = (key, [])
+                cur = open_[s] = (w[1], [])
             cur[1].append(i)
             if len(cur[1]) >= batch:
                 plan.append((s, cur[0], cur[1]))
@@ -426,18 +435,25 @@ class ClientCore:
             for i in idx:
                 out[i] = (error, None)
         else:
-            for k, i in enumerate(idx):
-                out[i] = (None, results[k])
+            for i, res in zip(idx, results, strict=True):
+                out[i] = (None, res)
 
     @staticmethod
     def raw_events(out: list) -> list[tuple[str | None, tuple]]:
         """``store``'s outcomes → ``(error, event tuples)`` (the ``submit_raw`` contract)."""
         res = []
+        append = res.append
         for error, evs in out:
-            if error is None and not isinstance(evs, tuple | list):
-                res.append((f"{MALFORMED_PREFIX}: result is not an event list", ()))
+            if error is None:
+                t = type(evs)
+                if t is tuple:
+                    append((None, evs))
+                elif t is list:
+                    append((None, tuple(evs)))
+                else:
+                    append((f"{MALFORMED_PREFIX}: result is not an event list", ()))
             else:
-                res.append((error, tuple(evs) if error is None else ()))
+                append((error, ()))
         return res
 
     def event(self, ev: Any) -> dict[str, Any]:
