@@ -53,7 +53,9 @@ def _start_filtered(argv: list[str], drop: Sequence[bytes]) -> subprocess.Popen:
         argv, preexec_fn=_child_setup, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     out = sys.stdout.buffer
-    threading.Thread(target=forward_lines, args=(proc.stdout, out, drop), daemon=True).start()
+    pump = threading.Thread(target=forward_lines, args=(proc.stdout, out, drop), daemon=True)
+    pump.start()
+    proc.pump = pump  # type: ignore[attr-defined]  # joined after exit: the last lines matter
     return proc
 
 
@@ -69,6 +71,7 @@ def run_filtered(argv: list[str], drop: Sequence[bytes] = REDIS_NOISE) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     rc = proc.wait()
+    proc.pump.join(5)  # type: ignore[attr-defined]  # the server's last words (shutdown lines)
     return rc if rc >= 0 else 128 - rc
 
 
