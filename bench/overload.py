@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from cluster import free_base  # noqa: E402
 
+from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
 from shardex.tools.loadgen import LoadConfig  # noqa: E402
@@ -98,6 +99,10 @@ class BenchCluster:
             *([] if bridge else ["--no-bridge"]),
             *extra,
         ]
+        if "--insecure" in extra:
+            os.environ["SHARDEX_KEY"] = "none"  # clients (and loadgen children) use no key
+        else:  # secure: every client of this bench uses the cluster's admin key
+            os.environ["SHARDEX_KEY"] = os.path.join(self.data_dir, "data", "keys", "admin.key")
         self.proc = subprocess.Popen(
             argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
         )
@@ -109,17 +114,17 @@ class BenchCluster:
 
     def _wait_ready(self) -> dict[str, Any]:
         deadline = time.monotonic() + 30
-        with Client(self.layout.frontend, timeout=0.5) as c:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"shardex up exited:\n{self.output()[-3000:]}")
-                try:
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"shardex up exited:\n{self.output()[-3000:]}")
+            try:  # a new client each try: the admin key file appears once `up` has made it
+                with Client(self.layout.frontend, timeout=0.5) as c:
                     info = c.topology()
-                    if all(t.get("pid") for t in info["topology"]):
-                        return info
-                except Exception:
-                    pass
-                time.sleep(0.1)
+                if all(t.get("pid") for t in info["topology"]):
+                    return info
+            except Exception:
+                pass
+            time.sleep(0.1)
         raise SystemExit(f"cluster did not come up:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
@@ -225,11 +230,15 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
     gen = _workload(cfg, f"ov{index}-{os.getpid()}-{a['seed']}-")
     ctx = zmq.Context()
     socks = []
+    key_path = os.environ.get("SHARDEX_KEY", "none")
+    key = KeyFile.read(key_path) if key_path != "none" else None
     for _ in range(a["connections"]):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
+        if key is not None:
+            client_socket(s, key)  # the cluster is secure: these raw sockets need a key too
         s.connect(a["endpoint"])
         socks.append(s)
     fds = [s.getsockopt(zmq.FD) for s in socks]
@@ -420,6 +429,9 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="no reply after this = timeout")
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--no-bridge", action="store_true", help="no Redis, no bridge")
+    p.add_argument(
+        "--insecure", action="store_true", help="no CURVE keys (default: the secure default)"
+    )
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
@@ -429,7 +441,7 @@ def main() -> None:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    cluster = BenchCluster(args.shards, not args.no_bridge, [])
+    cluster = BenchCluster(args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [])
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores {platform.machine()} "
