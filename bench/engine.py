@@ -29,7 +29,8 @@ from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shardex.engine import Engine, load_markets  # noqa: E402
+from shardex.config import load_markets  # noqa: E402
+from shardex.engine import Engine  # noqa: E402
 from shardex.engine.codes import EV_TRADE  # noqa: E402
 from shardex.metrics import ShardStats  # noqa: E402
 from shardex.tools.workload import Workload  # noqa: E402
@@ -93,7 +94,10 @@ def other_engine(checkout: str):
 def against(args, markets, warm, cmds) -> dict:
     """Lock-step A/B against ``args.against`` (see the module docstring)."""
     other = other_engine(args.against)
-    other_markets = other.load_markets(args.markets)
+    # the same markets, as the other checkout's own Market objects
+    other_markets = {
+        s: other.Market(s, m.tick, m.lot, m.max_price, m.max_qty) for s, m in markets.items()
+    }
     slice_ = 10_000
     ratios: list[float] = []
     totals = [0.0, 0.0]

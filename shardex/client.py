@@ -55,7 +55,8 @@ import zmq
 import zmq.asyncio
 
 from shardex.auth import AuthError, KeyFile
-from shardex.engine import DEFAULT_MARKETS, Market, load_markets
+from shardex.config import load_markets
+from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_AMENDED,

@@ -10,8 +10,8 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shardex.config import load_markets
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
-from shardex.engine.markets import load_markets
 from shardex.node.bridge import (
     MAX_SEQ,
     Bridge,

@@ -2,6 +2,6 @@
 
 from shardex.engine.codes import *  # noqa: F403 - the codes are this package's vocabulary
 from shardex.engine.engine import Engine
-from shardex.engine.markets import DEFAULT_MARKETS, Market, MarketError, load_markets
+from shardex.engine.markets import DEFAULT_MARKETS, Market, MarketError
 
-__all__ = ["DEFAULT_MARKETS", "Engine", "Market", "MarketError", "load_markets"]
+__all__ = ["DEFAULT_MARKETS", "Engine", "Market", "MarketError"]

@@ -7,11 +7,10 @@ helpers here, never with floats.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from shardex.engine.codes import REJ_INVALID, REJ_OFF_GRID, REJ_OUT_OF_RANGE
 
@@ -103,45 +102,32 @@ DEFAULT_MARKETS: dict[str, Market] = {
 }
 
 
-def load_markets(path: str | Path | None = None) -> dict[str, Market]:
-    """Defaults, extended (or overridden per symbol) by a TOML file.
+MARKET_KEYS = frozenset(("tick", "lot", "max_price", "max_qty"))
 
-    File format::
 
-        [markets.AAPL-USD]
-        tick = "0.01"
-        lot = "1"
-        max_price = "100000"   # optional, default 1000000
-        max_qty = "1000000"    # optional, default 1000000000
+def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
+    """``{symbol: {tick, lot[, max_price, max_qty]}}`` (decimal strings or numbers) → Markets.
+
+    Pure (no I/O): the parsed ``[markets]`` table of a TOML file (``shardex.config`` reads the
+    file), or the same shape from anywhere else. ``where`` prefixes every error (e.g. "markets
+    file m.toml").
     """
-    markets = dict(DEFAULT_MARKETS)
-    if path is None:
-        return markets
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise MarketError(f"cannot read markets file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise MarketError(f"markets file {path} is not valid TOML: {exc}") from exc
-    table = data.get("markets")
-    if not isinstance(table, dict) or not table:
-        raise MarketError(f"markets file {path}: expected one or more [markets.SYMBOL] tables")
+    if not isinstance(table, Mapping) or not table:
+        raise MarketError(f"{where}: expected one or more [markets.SYMBOL] tables")
+    out: dict[str, Market] = {}
     for symbol, spec in table.items():
-        if not isinstance(spec, dict):
-            raise MarketError(f"markets file {path}: markets.{symbol} must be a table")
-        unknown = set(spec) - {"tick", "lot", "max_price", "max_qty"}
+        if not isinstance(spec, Mapping):
+            raise MarketError(f"{where}: markets.{symbol} must be a table")
+        unknown = set(spec) - MARKET_KEYS
         if unknown:
-            raise MarketError(
-                f"markets file {path}: markets.{symbol}: unknown keys {sorted(unknown)}"
-            )
+            raise MarketError(f"{where}: markets.{symbol}: unknown keys {sorted(unknown)}")
         try:
             values = {k: Decimal(str(spec[k])) for k in ("tick", "lot") if k in spec}
             if set(values) != {"tick", "lot"}:
-                raise MarketError(f"markets file {path}: markets.{symbol} needs tick and lot")
+                raise MarketError(f"{where}: markets.{symbol} needs tick and lot")
             values["max_price"] = Decimal(str(spec.get("max_price", "1000000")))
             values["max_qty"] = Decimal(str(spec.get("max_qty", "1000000000")))
         except InvalidOperation as exc:
-            raise MarketError(f"markets file {path}: markets.{symbol}: bad decimal") from exc
-        markets[symbol] = Market(symbol, **values)
-    return markets
+            raise MarketError(f"{where}: markets.{symbol}: bad decimal") from exc
+        out[symbol] = Market(symbol, **values)
+    return out
