@@ -1102,7 +1102,7 @@ def tail(
         r = connect(redis_url, Layout(host, base_port).redis_url, keys_dir_of(data_dir, keys_dir))
     except TailError as exc:
         raise click.ClickException(str(exc)) from None
-    err = click.get_text_stream("stderr")
+    err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
     def waiting(msg: str) -> None:
         err.write(msg + "\n")
@@ -1246,7 +1246,7 @@ def loadgen(
             timeout=timeout,
             key=key_file,
         )
-        err = click.get_text_stream("stderr")
+        err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
         def progress(p) -> None:
             if not quiet:
