@@ -305,3 +305,21 @@ def test_honcho_concurrency_reads_the_parent_honcho_command_line():
     assert honcho_concurrency("engine", pid=os.getpid()) is None  # pytest is not honcho
     assert honcho_index({"HONCHO_PROCESS_NAME": "engine.3"}) == 2
     assert honcho_index({"HONCHO_PROCESS_NAME": "bridge"}) is None
+
+
+def test_no_command_emits_deprecation_warnings():
+    """A fresh install may get a newer click: a DeprecationWarning printed by the CLI (run as
+    __main__, so Python shows it) once broke `tail`'s first line (the tail tests above cover that
+    runtime path). Every command's --help must also run clean with warnings as errors."""
+    cmds = ["", "up", "router", "engine", "bridge", "loadgen", "tail", "status", "book", "keys",
+            "replay", "journal", "redis"]  # fmt: skip
+    for c in cmds:
+        proc = subprocess.run(
+            [sys.executable, "-W", "error::DeprecationWarning", "-m", "shardex.cli",
+             *([c] if c else []), "--help"],  # fmt: skip
+            capture_output=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, (c, proc.stderr.decode()[-500:])
+        assert b"Warning" not in proc.stderr, (c, proc.stderr.decode()[-500:])
