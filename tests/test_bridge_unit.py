@@ -369,3 +369,29 @@ def test_rejected_events_need_their_code_and_write_its_name():
     }  # fmt: skip
     for bad in (good[:5], good[:5] + ("unknown_symbol",), good[:5] + (True,), good[:5] + (None,)):
         assert not check_event(bad, MARKETS), bad
+
+
+def test_a_redis_blip_that_heals_before_the_first_retry_is_still_alerted(caplog):
+    """A failed Redis call whose server answers again at once (restarted within ~0.1 s) used
+    to leave no log line and no metric: nothing was lost, but the outage was invisible."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from shardex.node.bridge import ALERTS
+
+    bridge = Bridge(
+        BridgeConfig(router="tcp://127.0.0.1:9", redis_url="redis://127.0.0.1:9/0", markets=MARKETS)
+    )
+
+    class AnswersAtOnce:
+        async def ping(self) -> bool:
+            return True
+
+    bridge.redis = AnswersAtOnce()  # type: ignore[assignment]
+    before = ALERTS.labels("redis", "redis")._value.get()
+    with caplog.at_level("ERROR", logger="shardex.bridge"):
+        asyncio.run(bridge._outage(RedisConnectionError("Connection reset by peer")))
+    assert ALERTS.labels("redis", "redis")._value.get() == before + 1
+    assert any("answered again at once" in r.getMessage() for r in caplog.records)
+    bridge.ctx.term()

@@ -1329,6 +1329,12 @@ class Bridge:
                 log.info(
                     "Redis is back; resuming at seqs %s", [s.tracker.last for s in self.shards]
                 )
+            else:  # a call failed but Redis answered at once (e.g. restarted within ~0.1 s):
+                # nothing is lost (last seqs re-read), but an outage must never go unseen
+                self._alert("redis", "redis", "blip",
+                            "a Redis call failed (%s) but %s answered again at once; resuming "
+                            "at seqs %s", self._scrub(str(exc))[:200], self.redis_shown,
+                            [s.tracker.last for s in self.shards])  # fmt: skip
 
     async def _eval(self, keys: list[str], args: tuple) -> tuple[int, int, int, list]:
         if self.sha is None:
