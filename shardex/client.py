@@ -159,6 +159,16 @@ class Result:
         return None
 
     @property
+    def code(self) -> str | None:
+        """The engine's stable reject code (``off_grid``, ``duplicate_id``, …) when the command
+        was rejected; None otherwise (also for batch errors, which ``error`` carries). Match on
+        this, not on ``reason``'s wording."""
+        for e in self.events:
+            if e["ev"] == "rejected":
+                return e.get("code")
+        return None
+
+    @property
     def trades(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["ev"] == "trade"]
 

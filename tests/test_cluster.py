@@ -473,3 +473,14 @@ def test_request_to_unregistered_shard_index_rejected(insecure2: Cluster):
         assert decode_reply(reply[1])[0] == "unknown routing key"
     finally:
         sock.close(0)
+
+
+def test_sdk_result_carries_the_reject_code(cluster2: Cluster):
+    """Scripts match on the stable code, never on the reason's wording."""
+    with cluster2.client(account="alice") as c:
+        off_grid = c.place("BTC-USD", "buy", "1", "100.001")
+        assert off_grid.rejected and off_grid.code == "off_grid", off_grid
+        ok = c.place("BTC-USD", "buy", "1", "100.01", id="code-1")
+        assert ok.ok and ok.code is None
+        dup = c.place("BTC-USD", "buy", "1", "100.01", id="code-1")
+        assert dup.code == "duplicate_id", dup
