@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,22 @@ def keypair() -> tuple[str, str]:
     return public.decode("ascii"), secret.decode("ascii")
 
 
-def _write_private(path: Path, data: dict[str, Any]) -> None:
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created, in a 0700 dir) held across processes: for files
+    that processes started together (honcho) may all try to create."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_private(path: Path, data: dict[str, Any]) -> None:
     """Write JSON readable by the owner only (0600), atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -170,7 +185,7 @@ class Registry:
         return None if info is None or info.revoked else info
 
     def save(self) -> None:
-        _write_private(self.path, {"keys": {k: v.to_json() for k, v in self.keys.items()}})
+        write_private(self.path, {"keys": {k: v.to_json() for k, v in self.keys.items()}})
         self._mtime = None
         self.reload()
 
@@ -266,7 +281,7 @@ class KeyFile:
         return kf
 
     def write(self, path: str | Path) -> None:
-        _write_private(Path(path), {
+        write_private(Path(path), {
             "public": self.public, "secret": self.secret, "server_public": self.server_public,
             "name": self.name, "role": self.role, "accounts": list(self.accounts),
         })  # fmt: skip
@@ -311,18 +326,9 @@ class KeyStore:
             self.issue("admin", "admin", path=self.dir / ADMIN_KEY_FILE)
         return True
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self) -> AbstractContextManager[None]:
         """One writer of the key store at a time (across processes)."""
-        import fcntl
-
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.dir / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return locked(self.dir / ".lock")
 
     def issue(
         self,

@@ -62,13 +62,12 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from shardex.auth import _write_private
+from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
 USERS = ("bridge", "reader")
@@ -155,7 +154,7 @@ class RedisUsers:
         with _lock(d):
             if not path.exists():
                 pw = {u: secrets.token_urlsafe(32) for u in USERS}
-                _write_private(path, {"users": {u: {"password": p} for u, p in pw.items()}})
+                write_private(path, {"users": {u: {"password": p} for u, p in pw.items()}})
         return cls.load(d)
 
     def password(self, user: str) -> str:
@@ -208,18 +207,9 @@ class RedisUsers:
         return with_credentials(base_url, user, self.password(user))
 
 
-@contextmanager
-def _lock(directory: Path) -> Iterator[None]:
+def _lock(directory: Path) -> AbstractContextManager[None]:
     """One creator of the credentials at a time (processes started together may race)."""
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / ".redis.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return locked(directory / ".redis.lock")
 
 
 def with_credentials(url: str, user: str, password: str) -> str:

@@ -231,8 +231,9 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A real Redis server on a free loopback port, AOF on, in its own directory."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, extra_args: tuple[str, ...] = ()) -> None:
         self.dir = directory
+        self.extra_args = extra_args  # more server options (e.g. --enable-debug-command local)
         self.port = free_layout(1).base_port
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -258,6 +259,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -365,36 +365,10 @@ def bridged(redis_server: RedisServer):
         cluster.stop()
 
 
-class DebugRedisServer(RedisServer):
-    """conftest's real redis-server (AOF always) that also takes ``DEBUG`` from loopback
-    (Redis 7 refuses ``DEBUG SLEEP`` unless started with ``--enable-debug-command``)."""
-
-    def start(self) -> None:
-        import subprocess
-
-        import redis
-        from conftest import redis_server_binary
-
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--protected-mode", "no", "--loglevel", "warning", "--enable-debug-command", "local"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        r = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if r.ping():
-                    return
-            except redis.exceptions.RedisError:
-                time.sleep(0.05)
-        raise TimeoutError("redis did not start")
-
-
 @pytest.fixture
 def debug_bridged(tmp_path):
-    server = DebugRedisServer(str(tmp_path))
+    # Redis 7 refuses DEBUG SLEEP unless started with --enable-debug-command
+    server = RedisServer(str(tmp_path), ("--enable-debug-command", "local"))
     try:
         cluster = Cluster(2, redis=server.url)
         try:
