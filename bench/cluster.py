@@ -13,6 +13,9 @@ For 1 and 2 shards, through the router and direct to the shards:
 clients use its admin key); without it the cluster runs ``--insecure``, as the numbers before
 identity existed did. Run both back to back to see what authentication and encryption cost.
 
+``--compare REF [options]`` runs ``bench/compare.py REF [options]`` instead: REF (a temp git
+worktree) and this tree, interleaved, one-order frames, with ratios.
+
 Prints a table; ``--json`` prints one JSON object with ``acked_per_s``, ``p50_us``, ``p99_us``,
 ``p999_us`` per configuration.
 """
@@ -274,7 +277,22 @@ def open_loop(layout, direct, symbols, shards, rate, duration) -> dict:
     }
 
 
+def compare_argv(argv: list[str]) -> list[str] | None:
+    """``--compare REF [options]`` → ``bench/compare.py REF [options]``'s argv (None without it):
+    the before/after bench lives in its own script, reachable from here as issue 13 asks."""
+    for i, a in enumerate(argv):
+        if a == "--compare" and i + 1 < len(argv):
+            return [argv[i + 1], *argv[:i], *argv[i + 2 :]]
+        if a.startswith("--compare="):
+            return [a.split("=", 1)[1], *argv[:i], *argv[i + 1 :]]
+    return None
+
+
 def main() -> None:
+    rest = compare_argv(sys.argv[1:])
+    if rest is not None:
+        script = str(ROOT / "bench" / "compare.py")
+        os.execv(sys.executable, [sys.executable, script, *rest])
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -288,8 +306,12 @@ def main() -> None:
     p.add_argument("--modes", default="router,direct")
     p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--secure", action="store_true", help="CURVE keys (the default of shardex up)")
     p.add_argument(
-        "--secure", action="store_true", help="CURVE keys (the default of shardex up)"
+        "--compare",
+        metavar="REF",
+        help="instead: the before/after bench, REF vs this tree interleaved "
+        "(bench/compare.py REF; its options follow, see python bench/compare.py --help)",
     )
     args = p.parse_args()
     rows = []

@@ -67,7 +67,14 @@ class Worktree:
     """A detached worktree of ``ref`` in a temp dir, removed (and pruned) on exit."""
 
     def __init__(self, ref: str) -> None:
-        self.commit = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        found = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode != 0 or not found.stdout.strip():
+            raise SystemExit(f"REF {ref!r}: not a commit of {ROOT} (give a hash, tag or branch)")
+        self.commit = found.stdout.strip()
         self.short = self.commit[:8]
         self.path = Path(tempfile.mkdtemp(prefix="shardex-compare-")) / "tree"
 

@@ -110,9 +110,32 @@ def symbol_shard(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
+BUILTIN_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "LTC-USD",
+                   "ETH-BTC")  # fmt: skip
+SPREAD = 64  # synthetic pairs are balanced over crc32 mod 64: so over every power of 2 ≤ 64
+
+
 def synthetic_pairs(pairs: int) -> list[str]:
-    """The extra markets beyond the built-in ones: P000-USD, P001-USD, …"""
-    return [f"P{i:03d}-USD" for i in range(max(0, pairs - BUILTIN_PAIRS))]
+    """The extra markets beyond the built-in ones (``Pnnnn-USD``), chosen so every shard gets
+    its share: crc32 is linear, so consecutive names like P000..P063 leave whole residues mod 16
+    empty (shards with no orders). Greedy: each next pair goes to the residue mod 64 holding the
+    fewest pairs so far (the built-ins counted), which balances every power-of-two shard count;
+    other counts come out close (``run`` warns about a shard left with none)."""
+    counts = [0] * SPREAD
+    for sym in BUILTIN_SYMBOLS[: min(pairs, BUILTIN_PAIRS)]:
+        counts[symbol_shard(sym, SPREAD)] += 1
+    pool: dict[int, list[str]] = {r: [] for r in range(SPREAD)}
+    out: list[str] = []
+    i = 0
+    while len(out) < pairs - BUILTIN_PAIRS:
+        want = counts.index(min(counts))
+        while not pool[want]:
+            name = f"P{i:04d}-USD"
+            pool[symbol_shard(name, SPREAD)].append(name)
+            i += 1
+        out.append(pool[want].pop(0))
+        counts[want] += 1
+    return out
 
 
 def write_markets(path: Path, pairs: int) -> Path:
@@ -519,17 +542,8 @@ def run(args: argparse.Namespace, tree: Path = ROOT) -> dict[str, Any]:
 
 
 def all_symbols(pairs: int) -> list[str]:
-    builtin = [
-        "BTC-USD",
-        "ETH-USD",
-        "SOL-USD",
-        "XRP-USD",
-        "DOGE-USD",
-        "ADA-USD",
-        "LTC-USD",
-        "ETH-BTC",
-    ][: min(pairs, BUILTIN_PAIRS)]
-    return builtin + synthetic_pairs(pairs)
+    """Every pair the bench trades, in ``loadgen --symbols K``'s order (built-ins first)."""
+    return [*BUILTIN_SYMBOLS[: min(pairs, BUILTIN_PAIRS)], *synthetic_pairs(pairs)]
 
 
 def machine() -> str:

@@ -1,0 +1,185 @@
+"""The scaling and before/after benches run end to end with tiny parameters and print their tables.
+
+Real ``shardex up`` clusters, real ``shardex loadgen`` processes, a real git worktree: what is
+checked is that the scripts work (and clean up), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import scaling  # noqa: E402
+
+from shardex.wire.protocol import shard_for  # noqa: E402
+
+
+def run_bench(*argv: str, timeout: float = 110) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def worktrees() -> set[str]:
+    """The paths of the repository's worktrees (others' commits move their HEADs meanwhile)."""
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
+
+
+def test_scaling_helpers() -> None:
+    """The driver's own crc32 is the cluster's routing function; the synthetic pairs reach every
+    shard of the counts the bench uses; shard counts double up to the maximum."""
+    syms = scaling.all_symbols(64)
+    assert len(syms) == 64 and len(set(syms)) == 64
+    for n in (1, 2, 3, 4, 8, 16):
+        assert [scaling.symbol_shard(s, n) for s in syms] == [shard_for(s, n) for s in syms]
+        per_shard = [sum(1 for s in syms if shard_for(s, n) == k) for k in range(n)]
+        assert min(per_shard) >= 1  # every shard gets work
+        if n & (n - 1) == 0:  # powers of two: balanced to within the built-ins' lumps
+            assert max(per_shard) - min(per_shard) <= 2, per_shard
+    assert scaling.shard_counts(1) == [1]
+    assert scaling.shard_counts(2) == [1, 2]
+    assert scaling.shard_counts(6) == [1, 2, 4, 6]
+    text = (
+        "shardex cluster\n  router (clients)   tcp://127.0.0.1:5555\n  router (shards) tcp://x:1\n"
+    )
+    assert scaling.router_endpoints(text) == ["tcp://127.0.0.1:5555"]
+
+
+def test_scaling_markets_file_is_accepted(tmp_path: Path) -> None:
+    """The generated markets file parses with the project's own parser (exact decimals)."""
+    from shardex.config import load_markets
+
+    path = scaling.write_markets(tmp_path / "m.toml", 12)
+    markets = load_markets(str(path))
+    assert list(markets) == scaling.all_symbols(12)  # built-ins first, as loadgen --symbols takes
+    last = markets[scaling.all_symbols(12)[-1]]
+    assert str(last.tick) == "0.01" and str(last.lot) == "0.001"
+
+
+def test_scaling_runs_and_prints_its_table() -> None:
+    r = run_bench(
+        "bench/scaling.py",
+        "--shards",
+        "1,2",
+        "--batches",
+        "1,10",
+        "--seconds",
+        "0.5",
+        "--loadgens",
+        "1",
+        "--concurrency",
+        "1",
+        "--window",
+        "2",
+        "--pairs",
+        "12",
+        "--ephemeral",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    got = {(x["shards"], x["batch"]) for x in rep["results"]}
+    assert got == {(1, 1), (1, 10), (2, 1), (2, 10)}
+    for x in rep["results"]:
+        assert x["acked_per_s"] > 0 and x["routers"] == 1
+        if x["shards"] == 1:
+            assert x["speedup"] == 1.0 and x["efficiency"] == 1.0
+    assert "[2/2] 2 shard(s), 1 router(s)" in r.stderr  # progress on stderr
+
+    table = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json,sys,scaling; scaling.print_table(json.load(sys.stdin))",
+        ],
+        input=r.stdout,
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+    )
+    assert "| routers | orders/frame | shards | acked orders/s |" in table.stdout
+    assert table.stdout.count("\n| 1 | ") == 4
+
+
+def test_scaling_refuses_routers_the_cli_lacks() -> None:
+    """R > 1 needs ``shardex up --routers``; without it: a clear stop, not a broken cluster."""
+    if scaling.supports_routers(ROOT):
+        pytest.skip("this shardex has --routers: the guard does not apply")
+    r = run_bench("bench/scaling.py", "--shards", "1", "--routers", "1,2", "--seconds", "0.5")
+    assert r.returncode != 0
+    assert "no `shardex up --routers`" in r.stderr
+
+
+def test_scaling_rejects_bad_lists() -> None:
+    r = run_bench("bench/scaling.py", "--shards", "1,x")
+    assert r.returncode != 0 and "--shards" in r.stderr
+    r = run_bench("bench/scaling.py", "--batches", "0")
+    assert r.returncode != 0 and "--batches" in r.stderr
+
+
+def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
+    """HEAD against this tree: every metric has one value per round and side, the echo was
+    measured, the ratios are there, and the temp worktree is gone afterwards."""
+    before = worktrees()
+    r = run_bench(
+        "bench/cluster.py",  # --compare is reachable from the cluster bench
+        "--compare",
+        "HEAD",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.5",
+        "--warmup",
+        "0",
+        "--rate",
+        "300",
+        "--overload-rate",
+        "600",
+        "--procs",
+        "1",
+        "--connections",
+        "1",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    for side in ("ref", "current"):
+        for metric in ("saturation", "goodput", "p50_us"):
+            assert len(rep["raw"][side][metric]) == 1 and rep["raw"][side][metric][0] > 0
+    assert rep["raw"]["echo"]["p50_us"][0] > 0
+    assert rep["overload_offered_per_s"] == 600
+    assert set(rep["ratios"]) >= {"saturation current/ref", "goodput current/ref"}
+    assert "p50 current/echo" in rep["ratios"]
+    assert not {w for w in worktrees() - before if "shardex-compare-" in w}  # removed again
+
+    table = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json,sys,compare; compare.print_report(json.load(sys.stdin))",
+        ],
+        input=r.stdout,
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+    )
+    assert "| saturation, acked orders/s |" in table.stdout
+    assert "| p50 current/echo |" in table.stdout
+
+
+def test_compare_rejects_an_unknown_ref() -> None:
+    r = run_bench("bench/compare.py", "no-such-ref-xyz")
+    assert r.returncode != 0 and "not a commit" in r.stderr
