@@ -19,10 +19,14 @@ from shardex.engine.codes import EV_REJECTED, OP_NEW
 from shardex.node.router import Router, RouterConfig
 from shardex.node.shard import ShardCore
 from shardex.wire.protocol import (
+    BATCH,
+    BATCH_REPLY_WIDTH,
+    BATCH_REQUEST_WIDTH,
     MAX_EVENTS_REPLY_BYTES,
     MAX_ID_LEN,
     MAX_SYMBOL_LEN,
     VERSION,
+    decode_batch,
     decode_reply,
     edge_command,
     encode_request,
@@ -150,10 +154,17 @@ def test_router_decisions_never_raise(frames, payload):
     frames = [b"client", *frames]
     if len(frames) == 4:
         frames[3] = msgpack.packb(payload)
-    dest, out = r.from_client(frames, 0.0)
-    assert out[0] in (b"client", b"shard-0", b"shard-1")
+    shard, reply = r.from_client(frames, 0.0)
+    assert (shard in (0, 1) and reply is None) or (shard == -1 and reply[0] == b"client")
     r.from_shard([b"shard-0", *frames[1:]], 0.0)
     r.from_shard([b"shard-0", b"", b"HELLO", msgpack.packb(payload)], 0.0)
+    r.from_shard([b"shard-0", b"", BATCH, msgpack.packb(payload)], 0.0)
+    for data in (msgpack.packb(payload), *frames):  # any batch body, either width
+        for width in (BATCH_REQUEST_WIDTH, BATCH_REPLY_WIDTH):
+            items = decode_batch(data, width)
+            assert items is None or (
+                len(items) % width == 0 and all(type(x) is bytes for x in items)
+            )
 
 
 @settings(max_examples=300, deadline=None)

@@ -37,8 +37,11 @@ from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Ev
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.wire.protocol import (
+    BATCH,
+    BATCH_REQUEST_WIDTH,
     ERR_JOURNAL,
     ERR_OVERLOADED,
+    MAX_BATCH,
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
     MAX_EVENTS_REPLY_BYTES,
@@ -52,8 +55,10 @@ from shardex.wire.protocol import (
     OP_STATUS,
     STATE_LIVE,
     STATE_UNKNOWN,
+    decode_batch,
     decode_request,
     edge_command,
+    encode_batch,
     encode_events,
     encode_reply,
     markets_to_wire,
@@ -61,7 +66,7 @@ from shardex.wire.protocol import (
     quote,
     shard_for,
 )
-from shardex.wire.transport import StopFlag
+from shardex.wire.transport import StopFlag, send_frames
 
 log = logging.getLogger("shardex.shard")
 
@@ -520,7 +525,7 @@ class Outbox:
     def _try(self, frames: list[bytes]) -> bool:
         """Send now; True when done (sent, or dropped because the peer is gone)."""
         try:
-            self.sock.send_multipart(frames, self._noblock)
+            send_frames(self.sock, frames)
             return True
         except self._again:
             return False
@@ -540,6 +545,27 @@ class Outbox:
             if not q:
                 del self.queues[key]
                 del self.peer_bytes[key]
+
+
+class RouterLink(Outbox):
+    """The DEALER toward the router: the replies of one flush travel as one batched message
+    (``protocol.BATCH``), which the router splits back to its clients; the message then waits
+    in the outbox like any reply if the pipe is full."""
+
+    def __init__(self, sock: Any, zmq: Any) -> None:
+        super().__init__(sock, False, zmq)
+        self.items: list[bytes] = []
+
+    def send(self, frames: list[bytes]) -> None:
+        self.items.extend(frames)  # client, request id, reply
+        if len(self.items) >= MAX_BATCH * 3:
+            self.commit()
+
+    def commit(self) -> None:
+        """Send the replies collected since the last commit (at the end of every flush)."""
+        if self.items:
+            items, self.items = self.items, []
+            super().send([b"", BATCH, encode_batch(items)])
 
 
 class _NodeCollector:
@@ -684,6 +710,7 @@ class ShardNode:
         self.outboxes: list[Outbox] = []
         self.box: dict[Any, Outbox] = {}
         self.dealer = None
+        self.link: RouterLink | None = None
         if cfg.router:
             d = self.dealer = self.ctx.socket(zmq.DEALER)
             if not secure:  # secure: the router learns this link from our signed HELLO instead
@@ -699,7 +726,8 @@ class ShardNode:
             if secure:
                 client_socket(d, self.key)  # the router knows this key as shard ``index``
             d.connect(cfg.router)
-            self._add(d, router=False)
+            self.link = RouterLink(d, zmq)
+            self._add(d, router=False, box=self.link)
         if cfg.direct:
             r = self.ctx.socket(zmq.ROUTER)
             r.setsockopt(zmq.LINGER, 0)
@@ -724,8 +752,8 @@ class ShardNode:
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
 
-    def _add(self, sock: Any, router: bool) -> None:
-        box = Outbox(sock, router, self.zmq)
+    def _add(self, sock: Any, router: bool, box: Outbox | None = None) -> None:
+        box = box or Outbox(sock, router, self.zmq)
         self.sockets.append(sock)
         self.outboxes.append(box)
         self.box[sock] = box
@@ -771,19 +799,35 @@ class ShardNode:
             return
         self.last_hello = now
         try:
-            self.dealer.send_multipart([b"", b"HELLO", self.hello_msg], self.zmq.NOBLOCK)
+            send_frames(self.dealer, [b"", b"HELLO", self.hello_msg])
         except self.zmq.ZMQError:
             pass  # EAGAIN: the router is not reading; the next hello will try again
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
-        """What waits on each socket now (non-blocking), bounded per wake-up, with the key id
-        of the connection each message came on (None in insecure mode)."""
+        """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
+        request (a router batch is split here), with the key id of the connection each direct
+        request came on (None in insecure mode and for the router's, which carry their own)."""
         cap = 2 * self.cfg.max_backlog  # past max_backlog we only shed
         zmq = self.zmq
         Again = zmq.Again
         pending: list[tuple[Any, list[bytes], str | None]] = []
         secure = self.zap is not None
         for sock in self.sockets:
+            if sock is self.dealer:
+                while len(pending) < cap:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except Again:
+                        break
+                    items = None
+                    if len(frames) == 2 and frames[0] == BATCH:
+                        items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
+                    if items is None:
+                        self.malformed += 1  # not from our router: nothing sensible to answer
+                        continue
+                    for i in range(0, len(items), 4):
+                        pending.append((sock, items[i : i + 4], None))
+                continue
             while len(pending) < cap:
                 try:
                     if secure:  # uncopied frames carry libzmq's metadata (the ZAP User-Id)
@@ -815,11 +859,8 @@ class ShardNode:
         for n, (sock, frames, user) in enumerate(pending):
             box = self.box[sock]
             if sock is self.dealer:
-                # [client identity, request id, client's key id, payload] from the router: the
-                # key id is trusted because this link is CURVE-authenticated to the router
-                if len(frames) != 4:
-                    self.malformed += 1  # not from our router: nothing sensible to answer
-                    continue
+                # [client identity, request id, client's key id, payload] from a router batch:
+                # the key id is trusted because this link is CURVE-authenticated to the router
                 head = frames[:2]
                 user = frames[2].decode("ascii", "replace") if secure else None
             else:
@@ -872,6 +913,8 @@ class ShardNode:
         for box, frames in self.replies:
             box.send(frames)
         self.replies.clear()
+        if self.link is not None:
+            self.link.commit()
         if self.out:
             self.core.ring.extend(self.out)
             _publish(self.pub, self.core.index, self.out)

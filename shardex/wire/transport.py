@@ -12,6 +12,7 @@ Public API (kept small on purpose; ``Client``, ``AsyncClient`` and ``loadgen`` u
 * ``TOPOLOGY_KEY``/``topology_frames(req)``/``parse_topology(error, results)`` and the blocking
   ``request(sock, key, cmds, timeout, ids)`` that sends one request and waits for its reply.
 * ``StopFlag`` → a flag set by SIGINT/SIGTERM, for ``while not stop: ...`` loops.
+* ``send_frames(sock, frames)`` → a non-blocking multipart send for process hot loops.
 * ``find_key(key)`` → the ``KeyFile`` a client uses (given, ``$SHARDEX_KEY``, else the admin key
   of ``$SHARDEX_DATA_DIR`` or ``./data``), or None (insecure cluster); ``dealer(..., key=)``
   makes the socket a CURVE client; ``Handshake(sock)`` (before connect) tells why a secure
@@ -52,8 +53,29 @@ __all__ = [
     "find_key",
     "parse_topology",
     "request",
+    "send_frames",
     "topology_frames",
 ]
+
+# pyzmq's ``send_multipart`` type-checks every frame and computes ``SNDMORE | flags`` as an
+# IntFlag per frame: measured ~5 µs per 3-frame message here vs ~0.9 µs calling the backend
+# socket's ``send`` with precomputed int flags (it was ~29% of the router's Python time).
+_backend_send = zmq.backend.Socket.send
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def send_frames(sock: Any, frames: list[bytes]) -> None:
+    """Send ``frames`` as one message without blocking (raises ``zmq.Again``/``ZMQError``).
+
+    libzmq refuses a message (full pipe, unroutable peer) on its first frame only, so a failure
+    never leaves half a message queued.
+    """
+    last = len(frames) - 1
+    for i in range(last):
+        _backend_send(sock, frames[i], _MORE_NOBLOCK)
+    _backend_send(sock, frames[last], _NOBLOCK)
+
 
 MAX_SHARDS_SEEN = 1000  # a topology claiming more shards than this is garbage, not a cluster
 
