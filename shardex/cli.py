@@ -15,7 +15,7 @@ import click
 from shardex.config import load_markets
 from shardex.engine import MarketError
 from shardex.journal import JournalError
-from shardex.layout import DEFAULT_BASE_PORT, MAX_SHARDS, Layout
+from shardex.layout import DEFAULT_BASE_PORT, MAX_ROUTERS, MAX_SHARDS, Layout
 from shardex.node.honcho import honcho_concurrency, honcho_index
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -58,6 +58,10 @@ def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None:
         return None
     allow = ("none",) if param.name == "router_ep" else ()
+    if param.name in ("endpoint", "router_ep") and "," in value:  # several routers
+        for ep in value.split(","):
+            check_endpoint(ep, param.opts[0])
+        return value
     return check_endpoint(value, param.opts[0], allow)
 
 
@@ -463,6 +467,18 @@ def resolve_shards(value: str) -> int:
     return n
 
 
+def resolve_routers(value: str) -> int:
+    if value == "auto":
+        return honcho_concurrency("router") or 1
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.UsageError(f"--routers must be a number or 'auto', got {value!r}") from None
+    if not 1 <= n <= MAX_ROUTERS:
+        raise click.UsageError(f"--routers must be 1..{MAX_ROUTERS}, got {n}")
+    return n
+
+
 def _up_shards(value: str) -> int:
     """``shardex up --shards``: 'auto' is the usable cores; 0 is an error, not a silent auto."""
     if value == "auto":
@@ -529,12 +545,20 @@ def resolve_shard_index(value: int | None) -> int:
     envvar="SHARDEX_DATA_DIR",
     help="The cluster's data dir (keys in DATA_DIR/keys).",
 )
+@click.option(
+    "--index",
+    type=click.IntRange(0, MAX_ROUTERS - 1),
+    default=None,
+    envvar="SHARDEX_ROUTER_INDEX",
+    help="This router's index in the layout (its ports) [0; router.N under honcho → N-1].",
+)
 @keys_dir_option
 @insecure_option
 def router(
     shards: str,
     host: str,
     base_port: int,
+    index: int | None,
     frontend: str | None,
     backend: str | None,
     metrics_port: int | None,
@@ -548,14 +572,18 @@ def router(
     from shardex.node.router import RouterConfig, run_router
 
     n = resolve_shards(shards)
+    if index is None:
+        index = honcho_index() or 0
+    if not 0 <= index < MAX_ROUTERS:
+        raise click.UsageError(f"router index {index} out of range 0..{MAX_ROUTERS - 1}")
     keys = process_keys_dir("router", data_dir, keys_dir, insecure)
-    layout = Layout(host, base_port, n)
+    layout = Layout(host, base_port, n, index + 1)
     run_router(
         RouterConfig(
             n,
-            frontend or layout.frontend,
-            backend or layout.backend,
-            metrics_port=layout.router_metrics_port if metrics_port is None else metrics_port,
+            frontend or layout.router_frontend(index),
+            backend or layout.router_backend(index),
+            metrics_port=layout.router_metrics(index) if metrics_port is None else metrics_port,
             max_inflight=max_inflight,
             client_max_inflight=client_max_inflight,
             keys_dir=keys,
@@ -586,7 +614,16 @@ def router(
     "router_ep",
     default=None,
     callback=_endpoint_cb,
-    help="Router backend endpoint to connect to [layout]; 'none' for direct only.",
+    help="Router backend endpoint(s) to connect to, comma-separated [layout: every router's]; "
+    "'none' for direct only.",
+)
+@click.option(
+    "--routers",
+    default="1",
+    envvar="SHARDEX_ROUTERS",
+    show_default=True,
+    help="How many routers the layout has (this shard serves them all), or 'auto' under honcho "
+    "(the -c router=R it was started with).",
 )
 @click.option(
     "--direct",
@@ -653,6 +690,7 @@ def engine(
     host: str,
     base_port: int,
     router_ep: str | None,
+    routers: str,
     direct: str | None,
     pub: str | None,
     markets_file: str | None,
@@ -686,11 +724,11 @@ def engine(
         # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
         # shard's own dir is checked too (its recovery re-checks the rebuilt state).
         _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n)
-    layout = Layout(host, base_port, n)
+    layout = Layout(host, base_port, n, resolve_routers(routers))
     cfg = ShardConfig(
         index=i,
         shards=n,
-        router=None if router_ep == "none" else (router_ep or layout.backend),
+        router=None if router_ep == "none" else (router_ep or layout.backends),
         direct=direct or layout.direct(i),
         pub=pub or layout.pub(i),
         markets=markets,
@@ -728,6 +766,15 @@ def engine(
     help="Per-shard load-shedding threshold (messages).",
 )
 @click.option("--no-pin", is_flag=True, help="Do not pin shards to CPUs.")
+@click.option(
+    "--routers",
+    type=click.IntRange(1, MAX_ROUTERS),
+    default=1,
+    show_default=True,
+    envvar="SHARDEX_ROUTERS",
+    help="Router processes in front of the same shards (clients spread over them: give them "
+    "every router's endpoint, comma-separated, as printed).",
+)
 @click.option(
     "--data-dir",
     default="data",
@@ -770,6 +817,7 @@ def up(
     markets_file: str | None,
     max_backlog: int,
     no_pin: bool,
+    routers: int,
     data_dir: str,
     ephemeral: bool,
     fsync: str,
@@ -790,7 +838,7 @@ def up(
 
     n = _up_shards(shards)
     try:
-        layout = Layout(host, base_port, n)
+        layout = Layout(host, base_port, n, routers)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     ports = layout.ports()
@@ -877,24 +925,34 @@ def _print_endpoints(
     from shardex.auth import ADMIN_KEY_FILE
     from shardex.client import Client, ShardexError
 
-    shards_up = 0
     admin = os.path.join(keys, ADMIN_KEY_FILE) if keys else None
-    with Client(layout.frontend, timeout=1.0, key=admin or False) as c:
-        for _ in range(20):
-            try:
-                info = c.topology()
-            except ShardexError:
-                continue
-            shards_up = sum(1 for t in info["topology"] if t.get("pid"))
-            if shards_up == layout.shards:
-                break
-            time.sleep(0.25)
-    lines = [
-        f"shardex cluster: {layout.shards} shard(s), {shards_up} registered",
-        f"  router (clients)   {layout.frontend}",
-        f"  router (shards)    {layout.backend}",
-    ]
-    lines.append(f"  router metrics     http://{layout.host}:{layout.router_metrics_port}/metrics")
+    registered = []  # per router: the shards registered with it
+    for j in range(layout.routers):
+        shards_up = 0
+        with Client(layout.router_frontend(j), timeout=1.0, key=admin or False) as c:
+            for _ in range(20):
+                try:
+                    info = c.topology()
+                except ShardexError:
+                    continue
+                shards_up = sum(1 for t in info["topology"] if t.get("pid"))
+                if shards_up == layout.shards:
+                    break
+                time.sleep(0.25)
+        registered.append(shards_up)
+    lines = [f"shardex cluster: {layout.shards} shard(s), {min(registered)} registered"]
+    if layout.routers > 1:
+        lines[0] += f" with each of {layout.routers} routers"
+    w = 19 if layout.routers == 1 else 22
+    for j in range(layout.routers):
+        name = "router" if layout.routers == 1 else f"router {j}"
+        lines += [
+            f"  {name + ' (clients)':<{w}}{layout.router_frontend(j)}",
+            f"  {name + ' (shards)':<{w}}{layout.router_backend(j)}",
+            f"  {name + ' metrics':<{w}}http://{layout.host}:{layout.router_metrics(j)}/metrics",
+        ]
+    if layout.routers > 1:
+        lines.append(f"  clients connect to {layout.frontends}")
     for i in range(layout.shards):
         lines.append(
             f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 DEFAULT_BASE_PORT = 5555
 MAX_SHARDS = 100  # the layout reserves 100 ports per kind of per-shard endpoint
+MAX_ROUTERS = 16  # router j >= 1 uses base+10+j (clients), base+40+j (shards), base+70+j (metrics)
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,13 @@ class Layout:
     host: str = "127.0.0.1"
     base_port: int = DEFAULT_BASE_PORT
     shards: int = 1
+    routers: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ValueError(f"shards must be 1..{MAX_SHARDS}, got {self.shards}")
+        if not 1 <= self.routers <= MAX_ROUTERS:
+            raise ValueError(f"routers must be 1..{MAX_ROUTERS}, got {self.routers}")
         if not 1024 <= self.base_port <= 65535 - 400:
             raise ValueError(f"base port must be 1024..{65535 - 400}, got {self.base_port}")
 
@@ -29,15 +33,35 @@ class Layout:
 
     @property
     def frontend(self) -> str:
-        return self._ep(self.base_port)
+        return self.router_frontend(0)
 
     @property
     def backend(self) -> str:
-        return self._ep(self.base_port + 1)
+        return self.router_backend(0)
 
     @property
     def router_metrics_port(self) -> int:
-        return self.base_port + 2
+        return self.router_metrics(0)
+
+    # Router j of R (router 0 keeps the historic base+0/1/2, so one-router setups never change).
+    def router_frontend(self, j: int) -> str:
+        return self._ep(self.base_port + (10 + j if j else 0))
+
+    def router_backend(self, j: int) -> str:
+        return self._ep(self.base_port + (40 + j if j else 1))
+
+    def router_metrics(self, j: int) -> int:
+        return self.base_port + (70 + j if j else 2)
+
+    @property
+    def frontends(self) -> str:
+        """Every router's client endpoint, comma-separated (what clients take)."""
+        return ",".join(self.router_frontend(j) for j in range(self.routers))
+
+    @property
+    def backends(self) -> str:
+        """Every router's shard endpoint, comma-separated (what each shard connects to)."""
+        return ",".join(self.router_backend(j) for j in range(self.routers))
 
     @property
     def bridge_metrics_port(self) -> int:
@@ -64,6 +88,8 @@ class Layout:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
         out = [base, base + 1, base + 2, base + 3, base + 4]
+        for j in range(1, self.routers):
+            out += [base + 10 + j, base + 40 + j, base + 70 + j]
         for i in range(self.shards):
             out += [base + 100 + i, base + 200 + i, base + 300 + i]
         return out

@@ -180,6 +180,9 @@ def prometheus_config(layout: Any, interval: str = "5s") -> str:
     """A prometheus.yml scraping every exporter of a ``shardex up`` layout."""
     host = layout.host
     engines = ", ".join(f"'{host}:{layout.shard_metrics_port(i)}'" for i in range(layout.shards))
+    routers = ", ".join(
+        f"'{host}:{layout.router_metrics(j)}'" for j in range(getattr(layout, "routers", 1))
+    )
     return f"""# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).
 global:
   scrape_interval: {interval}
@@ -187,7 +190,7 @@ global:
 scrape_configs:
   - job_name: shardex-router
     static_configs:
-      - targets: ['{host}:{layout.router_metrics_port}']
+      - targets: [{routers}]
   - job_name: shardex-engine
     static_configs:
       - targets: [{engines}]

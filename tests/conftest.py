@@ -66,12 +66,12 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def free_layout(shards: int) -> Layout:
+def free_layout(shards: int, routers: int = 1) -> Layout:
     """A layout whose every port is free right now (random base, retried)."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         base = rng.randrange(20000, 60000 - 400)
-        layout = Layout("127.0.0.1", base, shards)
+        layout = Layout("127.0.0.1", base, shards, routers)
         if all(port_free("127.0.0.1", p) for p in layout.ports()):
             return layout
     raise RuntimeError("no free port range found")
@@ -109,6 +109,7 @@ class Cluster:
         data_dir: str | None = None,
         redis: str | None = None,
         insecure: bool = False,
+        routers: int = 1,
     ) -> None:
         """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
         ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ."""
@@ -118,7 +119,9 @@ class Cluster:
             extra = ("--no-bridge", *extra)
         elif redis != "embedded":
             extra = ("--redis-url", redis, *extra)
-        self.layout = free_layout(shards)
+        if routers != 1:
+            extra = ("--routers", str(routers), *extra)
+        self.layout = free_layout(shards, routers)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
         self.keys_dir: Path | None = None if insecure else Path(self.data_dir) / "keys"

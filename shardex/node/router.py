@@ -35,6 +35,7 @@ from shardex.auth import (
     user_of,
 )
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist, serve
+from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REPLY_WIDTH,
@@ -74,6 +75,7 @@ class RouterConfig:
     # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
     client_hwm: int = 1_000
     inflight_timeout: float = 30.0  # forget a request a dead shard will never answer
+    open_after: float = 3.0  # bind the client endpoint by then even if shards are missing
     # CURVE + ZAP on both sockets from this key store (``shardex.auth``); None: insecure (lab)
     keys_dir: str | None = None
 
@@ -456,7 +458,7 @@ class RouterNode:
         front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
         if server is not None:
             server_socket(front, server, DOMAIN_CLIENTS)
-        front.bind(cfg.frontend)
+        self.front_open = False  # bound by ``open_front`` once the shards have registered
         back = self.back = self.ctx.socket(zmq.ROUTER)
         back.setsockopt(zmq.LINGER, 0)
         back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
@@ -473,6 +475,24 @@ class RouterNode:
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
         self.recv = _recv_with_user if self.zap is not None else _recv
+
+    def open_front(self, now: float, started: float) -> None:
+        """Take clients only once every shard has registered (or after ``open_after`` s).
+
+        A router that took clients at once would answer ``shard unavailable`` until the shards'
+        next hello: with several routers, a restarted one would fail requests that its peers
+        could serve. Clients' DEALERs (IMMEDIATE) never send to a router that is not bound.
+        """
+        router = self.router
+        if all(r is not None for r in router.route_ids) and len(router.topology) == router.shards:
+            why = "every shard registered"
+        elif now - started >= self.cfg.open_after:
+            why = f"not every shard registered within {self.cfg.open_after:.0f}s"
+        else:
+            return
+        self.front.bind(self.cfg.frontend)
+        self.front_open = True
+        log.info("taking clients on %s (%s)", self.cfg.frontend, why)
 
     def to_client(self, frames: list[bytes]) -> None:
         try:
@@ -540,10 +560,13 @@ class RouterNode:
         )
         REGISTRY.register(self.router)
         serve(cfg.metrics_port, "router")
-        last_expire = last_reload = time.monotonic()
+        tune_gc()
+        last_expire = last_reload = started = time.monotonic()
         try:
             while not self.stop:
                 now = time.monotonic()
+                if not self.front_open:
+                    self.open_front(now, started)
                 if time.monotonic() - last_expire > 1.0:
                     n = self.router.expire(perf_counter())
                     if n:
@@ -551,7 +574,7 @@ class RouterNode:
                                     cfg.inflight_timeout)  # fmt: skip
                     last_expire = time.monotonic()
                 try:
-                    ready = dict(self.poller.poll(200))
+                    ready = dict(self.poller.poll(200 if self.front_open else 20))
                 except zmq.ZMQError:
                     continue
                 if self.zap is not None:

@@ -36,6 +36,7 @@ from shardex.engine import Engine, Market
 from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Event
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
+from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -455,7 +456,7 @@ def pin_to_cpu(index: int, cpu: int | None, shards: int) -> int | None:
 class ShardConfig:
     index: int
     shards: int
-    router: str | None  # router backend endpoint to connect to (None: direct clients only)
+    router: str | None  # router backend endpoint(s), comma-separated (None: direct clients only)
     direct: str | None  # endpoint to bind for direct clients (None: router only)
     pub: str  # endpoint to bind for the event stream
     markets: Mapping[str, Market]
@@ -709,10 +710,14 @@ class ShardNode:
         self.sockets: list[Any] = []
         self.outboxes: list[Outbox] = []
         self.box: dict[Any, Outbox] = {}
-        self.dealer = None
-        self.link: RouterLink | None = None
-        if cfg.router:
-            d = self.dealer = self.ctx.socket(zmq.DEALER)
+        # One DEALER per router (``cfg.router`` may list several, comma-separated): a reply must
+        # go back through the router that forwarded its request, and each router keeps its own
+        # in-flight caps, so the links are separate sockets, not one DEALER connected to all.
+        self.links: list[RouterLink] = []
+        for endpoint in (cfg.router or "").split(","):
+            if not endpoint:
+                continue
+            d = self.ctx.socket(zmq.DEALER)
             if not secure:  # secure: the router learns this link from our signed HELLO instead
                 d.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
             d.setsockopt(zmq.LINGER, 0)
@@ -725,9 +730,10 @@ class ShardNode:
             d.setsockopt(zmq.SNDHWM, 50_000)
             if secure:
                 client_socket(d, self.key)  # the router knows this key as shard ``index``
-            d.connect(cfg.router)
-            self.link = RouterLink(d, zmq)
-            self._add(d, router=False, box=self.link)
+            d.connect(endpoint)
+            link = RouterLink(d, zmq)
+            self.links.append(link)
+            self._add(d, router=False, box=link)
         if cfg.direct:
             r = self.ctx.socket(zmq.ROUTER)
             r.setsockopt(zmq.LINGER, 0)
@@ -765,6 +771,7 @@ class ShardNode:
         REGISTRY.register(ShardCollector(self.stats))
         REGISTRY.register(_NodeCollector(self))
         serve(cfg.metrics_port, "engine", shard=str(cfg.index))
+        tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
             "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
             cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,
@@ -794,14 +801,15 @@ class ShardNode:
             self.close()
 
     def hello(self, now: float) -> None:
-        """Register with the router every second; a full pipe just skips one (never raises)."""
-        if self.dealer is None or now - self.last_hello < HELLO_EVERY_S:
+        """Register with each router every second; a full pipe just skips one (never raises)."""
+        if not self.links or now - self.last_hello < HELLO_EVERY_S:
             return
         self.last_hello = now
-        try:
-            send_frames(self.dealer, [b"", b"HELLO", self.hello_msg])
-        except self.zmq.ZMQError:
-            pass  # EAGAIN: the router is not reading; the next hello will try again
+        for link in self.links:
+            try:
+                send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
+            except self.zmq.ZMQError:
+                pass  # EAGAIN: that router is not reading; the next hello will try again
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
         """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
@@ -813,7 +821,7 @@ class ShardNode:
         pending: list[tuple[Any, list[bytes], str | None]] = []
         secure = self.zap is not None
         for sock in self.sockets:
-            if sock is self.dealer:
+            if type(self.box[sock]) is RouterLink:
                 while len(pending) < cap:
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -858,7 +866,8 @@ class ShardNode:
         secure = self.zap is not None
         for n, (sock, frames, user) in enumerate(pending):
             box = self.box[sock]
-            if sock is self.dealer:
+            routed = type(box) is RouterLink
+            if routed:
                 # [client identity, request id, client's key id, payload] from a router batch:
                 # the key id is trusted because this link is CURVE-authenticated to the router
                 head = frames[:2]
@@ -876,7 +885,7 @@ class ShardNode:
                 stats.shed += 1
                 replies.append((box, [*head, self.overloaded]))
             else:
-                budget = MAX_ROUTED_REPLY_BYTES if sock is self.dealer else MAX_EVENTS_REPLY_BYTES
+                budget = MAX_ROUTED_REPLY_BYTES if routed else MAX_EVENTS_REPLY_BYTES
                 reply = core.handle(frames[-1], out, info, budget, user)
                 replies.append((box, [*head, reply]))
             if len(out) >= publish_every:
@@ -913,8 +922,8 @@ class ShardNode:
         for box, frames in self.replies:
             box.send(frames)
         self.replies.clear()
-        if self.link is not None:
-            self.link.commit()
+        for link in self.links:
+            link.commit()
         if self.out:
             self.core.ring.extend(self.out)
             _publish(self.pub, self.core.index, self.out)

@@ -144,21 +144,24 @@ def build_children(
         )
     children = [
         Child(
-            "router",
+            "router" if j == 0 else f"router.{j}",
             [
                 *exe,
                 "router",
                 "--shards",
                 str(layout.shards),
+                "--index",
+                str(j),
                 "--frontend",
-                layout.frontend,
+                layout.router_frontend(j),
                 "--backend",
-                layout.backend,
+                layout.router_backend(j),
                 "--metrics-port",
-                str(layout.router_metrics_port),
+                str(layout.router_metrics(j)),
                 *security,
             ],
         )
+        for j in range(layout.routers)
     ]
     for i in range(layout.shards):
         children.append(
@@ -172,7 +175,7 @@ def build_children(
                     "--shards",
                     str(layout.shards),
                     "--router",
-                    layout.backend,
+                    layout.backends,
                     "--direct",
                     layout.direct(i),
                     "--pub",

@@ -54,6 +54,7 @@ __all__ = [
     "parse_topology",
     "request",
     "send_frames",
+    "split_endpoints",
     "topology_frames",
 ]
 
@@ -98,19 +99,28 @@ class TopologyError(ValueError):
 def check_endpoint(endpoint: Any) -> str:
     """Return ``endpoint`` if it is a ZeroMQ address a client can connect to, else raise.
 
+    A comma-separated list (``tcp://h:5555,tcp://h:5566``) names several routers of one
+    cluster: a client's DEALER connects to all of them and ZeroMQ spreads its requests over
+    those that are up (each reply comes back through the router that forwarded the request).
     Checked up front because ZeroMQ's own error for ``localhost:5555`` is a bare
     ``ZMQError: Invalid argument`` raised deep inside a connect, which tells a user nothing.
     """
-    if type(endpoint) is str:
-        m = _TCP.fullmatch(endpoint)
-        if m is not None and 1 <= int(m.group(2)) <= 65535:
-            return endpoint
-        if _OTHER.fullmatch(endpoint):
+    if type(endpoint) is str and endpoint:
+        for ep in endpoint.split(","):
+            m = _TCP.fullmatch(ep)
+            if not (m is not None and 1 <= int(m.group(2)) <= 65535) and not _OTHER.fullmatch(ep):
+                break
+        else:
             return endpoint
     raise EndpointError(
         f"bad endpoint {str(endpoint)[:100]!r}: expected tcp://host:port "
-        "(e.g. tcp://127.0.0.1:5555)"
+        "(e.g. tcp://127.0.0.1:5555), or several separated by commas"
     )
+
+
+def split_endpoints(endpoint: str) -> list[str]:
+    """``"tcp://a:1,tcp://b:2"`` → ``["tcp://a:1", "tcp://b:2"]`` (one endpoint → one item)."""
+    return endpoint.split(",")
 
 
 # -- identity: which key a client uses, and why a secure connection did not come up -----------
@@ -241,11 +251,12 @@ def dealer(
         client_socket(sock, key)
     if watch is not None:
         watch.append(Handshake(sock))
-    try:
-        sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close(0)
-        raise EndpointError(f"cannot connect to {endpoint!r}: {exc}") from None
+    for ep in split_endpoints(endpoint):
+        try:
+            sock.connect(ep)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise EndpointError(f"cannot connect to {ep!r}: {exc}") from None
     return sock
 
 
