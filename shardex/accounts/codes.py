@@ -1,0 +1,68 @@
+"""Tuple layouts and codes of the account tier (commands in, events out), like ``engine.codes``.
+
+Client commands (from the router; amounts are integer units of the asset, see ``assets``):
+
+* ``(A_DEPOSIT, account, asset, amount, ref)`` / ``(A_WITHDRAW, account, asset, amount, ref)`` —
+  ``ref`` is a unique string per transfer: a retry with the same ref and the same content is
+  acknowledged again (``AE_REPEATED``) and changes nothing; another content is refused.
+* ``(A_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp, budget|None)``
+  — the engine's ``OP_NEW`` fields plus ``budget``: units of the quote asset a market *buy* may
+  spend (required for it, None for every other order).
+* ``(A_AMEND, symbol, id, account, qty|None, price|None)`` — the engine's ``OP_AMEND`` fields.
+
+Settlements (from an engine shard's ``SettlementFeed``; ``eshard`` the engine shard, ``eseq``
+the engine event's seq, ``prev`` the eseq of the previous settlement on the same
+engine shard → account shard link, 0 for the first):
+
+* ``(S_TRADE, eshard, eseq, prev, symbol, price, qty, taker_account, taker_id, maker_account,
+  maker_id, taker_side, trade_id)``
+* ``(S_CANCELLED, eshard, eseq, prev, symbol, account, id, reason, qty)`` — the order ended with
+  ``qty`` lots open (reason ``user|ioc|fok|stp``)
+* ``(S_REJECTED, eshard, eseq, prev, symbol, account, id, op, code, cause)`` — the engine
+  refused a forwarded ``new`` (the order never lived) or ``amend`` (the order is unchanged);
+  ``cause`` is the account shard's seq of that forward (its ``AE_FORWARD`` seq)
+* ``(S_AMENDED, eshard, eseq, prev, symbol, account, id, qty, price)``
+
+Events (index 0 kind, index 1 the account shard's seq):
+
+* ``(AE_BALANCE, seq, account, asset, available, held, why, ref)`` — one per (account, asset) a
+  command changed, with the values after it; ``why`` is ``deposit|withdraw|hold|release|trade``
+  and ``ref`` the transfer ref, order id or ``"t<trade_id>"``
+* ``(AE_FEES, seq, asset, total)`` — the shard's fee ledger after a fee was collected
+* ``(AE_REJECTED, seq, account, ref, reason, code)`` — ``code`` a ``REJ_*`` (engine codes plus
+  the ones below); nothing changed
+* ``(AE_REPEATED, seq, account, ref)`` — a transfer retried with its ref: already applied
+* ``(AE_FORWARD, seq, eshard, prev, cmd)`` — send the engine command ``cmd`` to engine shard
+  ``eshard``; ``prev`` is the seq of the previous forward on that link (0 for the first)
+* ``(AE_GAP, seq, eshard, have, prev, eseq)`` — a settlement arrived whose ``prev`` is not the
+  last applied (``have``): nothing applied; the caller asks the engine shard to re-send
+  ``(have, eseq]``
+* ``(AE_ANOMALY, seq, eshard, eseq, reason)`` — a settlement that does not fit this shard's
+  state (unknown order, qty beyond what is open, malformed): consumed, nothing changed, alert
+"""
+
+from shardex.engine.codes import REJECT_NAMES
+
+A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND = 1, 2, 3, 4
+S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
+AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
+AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly")
+
+# Reject codes the account tier adds. They continue the engine's numbering and must be appended
+# to ``shardex.engine.codes.REJECT_NAMES`` in this order when the tier is wired (the lead owns
+# that file); tests/test_accounts_core.py fails if the engine's list grows differently.
+REJ_INSUFFICIENT_FUNDS = 13
+REJ_UNKNOWN_ASSET = 14
+REJ_DUPLICATE_REF = 15
+ACCOUNT_REJECT_NAMES = {
+    REJ_INSUFFICIENT_FUNDS: "insufficient_funds",
+    REJ_UNKNOWN_ASSET: "unknown_asset",
+    REJ_DUPLICATE_REF: "duplicate_ref",
+}
+
+
+def reject_name(code: int) -> str:
+    """Public name of an engine or account reject code (``"invalid"`` for an unknown one)."""
+    if 0 <= code < len(REJECT_NAMES):
+        return REJECT_NAMES[code]
+    return ACCOUNT_REJECT_NAMES.get(code, "invalid")

@@ -1,0 +1,111 @@
+"""The engine shard's half of settlement: engine events → settlement messages per account shard.
+
+Pure and deterministic, so an engine shard rebuilt from its journal re-sends byte-identical
+messages (the account shards skip them as duplicates). It runs in the engine shard process next
+to the ``Engine``: after each command it gets the command, the events it produced and the
+``cause`` (the account shard's seq of the forward that carried the command), and returns the
+messages to send, each addressed to one account shard (layouts in ``shardex.accounts.codes``).
+
+The engine's events name orders by id only; settlements need the accounts (to find the account
+shard and the order there). The feed keeps ``(symbol, id) → [account, open lots]`` for the live
+orders of its engine shard, from the commands and events it sees. That duplicates what the
+books hold (one small list per live order); an engine event carrying the maker's account would
+make it unnecessary (see docs/accounts.md, "changes asked of files I do not own").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
+from shardex.accounts.core import account_shard_for
+from shardex.accounts.link import Outbox
+from shardex.engine.codes import (
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_TRADE,
+    OP_AMEND,
+    OP_NEW,
+)
+
+
+class SettlementFeed:
+    """Engine shard ``eshard``'s settlement stage for ``shards`` account shards."""
+
+    def __init__(self, eshard: int, shards: int) -> None:
+        if type(shards) is not int or shards < 1:
+            raise ValueError(f"account shards must be an int >= 1, got {shards!r}")
+        self.eshard = eshard
+        self.shards = shards
+        self.live: dict[tuple[str, str], list] = {}  # (symbol, id) → [account, open lots]
+        self.outbox = Outbox()
+
+    def route(
+        self, cmd: tuple, events: list[tuple], cause: int | None = None
+    ) -> list[tuple[int, tuple]]:
+        """The settlement messages of one applied command, as ``(account shard, message)`` in
+        event order. ``cause`` None means the command did not come from an account shard (a
+        direct or legacy order): its refusals settle nothing."""
+        out: list[tuple[int, tuple]] = []
+        op = cmd[0] if cmd else None
+        account = cmd[3] if op in (OP_NEW, OP_AMEND) and len(cmd) > 3 else None
+        live = self.live
+        for ev in events:
+            kind = ev[0]
+            if kind == EV_ACCEPTED:
+                live[(ev[2], ev[3])] = [account, cmd[7]]
+            elif kind == EV_TRADE:
+                _, seq, symbol, price, qty, tid, mid, tside, trade_id = ev
+                taker = live.get((symbol, tid))
+                maker = live[(symbol, mid)]
+                t_acct = taker[0] if taker else account
+                for key, rec in (((symbol, tid), taker), ((symbol, mid), maker)):
+                    if rec is not None:
+                        rec[1] -= qty
+                        if not rec[1]:
+                            del live[key]
+                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid, maker[0],
+                       mid, tside, trade_id)  # fmt: skip
+                for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[0]))):
+                    out.append(self._put(j, msg))
+            elif kind == EV_CANCELLED:
+                _, seq, symbol, oid, reason, qty = ev
+                rec = live.pop((symbol, oid))
+                msg = (S_CANCELLED, self.eshard, seq, 0, symbol, rec[0], oid, reason, qty)
+                out.append(self._put(self._shard(rec[0]), msg))
+            elif kind == EV_AMENDED:
+                _, seq, symbol, oid, qty, price = ev
+                rec = live[(symbol, oid)]
+                rec[1] = qty
+                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[0], oid, qty, price)
+                out.append(self._put(self._shard(rec[0]), msg))
+            elif kind == EV_REJECTED and cause is not None and type(account) is str:
+                _, seq, symbol, oid, _reason, code = ev
+                msg = (S_REJECTED, self.eshard, seq, 0, symbol, account, oid, op, code, cause)
+                out.append(self._put(self._shard(account), msg))
+        return out
+
+    def _shard(self, account: str) -> int:
+        return account_shard_for(account, self.shards)
+
+    def _put(self, j: int, msg: tuple) -> tuple[int, tuple]:
+        prev = self.outbox.put(j, msg[2])
+        return j, msg[:3] + (prev,) + msg[4:]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "eshard": self.eshard,
+            "shards": self.shards,
+            "live": [[s, i, a, q] for (s, i), (a, q) in self.live.items()],
+            "outbox": sorted(self.outbox.last.items()),
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> SettlementFeed:
+        feed = cls(state["eshard"], state["shards"])
+        feed.live = {(s, i): [a, q] for s, i, a, q in state["live"]}
+        feed.outbox = Outbox({int(k): int(v) for k, v in state["outbox"]})
+        return feed
