@@ -87,6 +87,7 @@ from shardex.wire.protocol import (
     shard_for,
 )
 from shardex.wire.transport import (
+    AsyncReplies,
     EndpointError,
     Handshake,
     Pending,
@@ -985,14 +986,14 @@ class AsyncClient(ClientCore):
         self.ctx = zmq.asyncio.Context.instance()
         self._router = dealer(self.ctx, self.endpoint, timeout, key=self.key, watch=self._watches)
         self._shard_socks: list[zmq.asyncio.Socket] = []
-        self._waiters: dict[bytes, asyncio.Future] = {}
+        self._replies = AsyncReplies()
         self._readers: list[asyncio.Task] = []
         self._lock: asyncio.Lock | None = None
 
     async def _ready(self, markets: bool) -> None:
         """Connect lazily (once, even with many tasks): topology, direct sockets, markets."""
         if not self._readers:
-            self._readers.append(asyncio.ensure_future(self._reader(self._router)))
+            self._readers.append(asyncio.ensure_future(self._replies.read(self._router)))
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -1006,7 +1007,7 @@ class AsyncClient(ClientCore):
                             self.ctx, ep, self.timeout, key=self.key, watch=self._watches
                         )
                         self._shard_socks.append(sock)
-                        self._readers.append(asyncio.ensure_future(self._reader(sock)))
+                        self._readers.append(asyncio.ensure_future(self._replies.read(sock)))
                     self.shards = len(self._shard_socks)
             if markets and self.markets_due():
                 try:
@@ -1027,25 +1028,16 @@ class AsyncClient(ClientCore):
     def _sock(self, shard: int) -> zmq.asyncio.Socket:
         return self._shard_socks[shard] if self.direct else self._router
 
-    async def _reader(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frames = await sock.recv_multipart()
-            if len(frames) == 2:
-                fut = self._waiters.pop(frames[0], None)
-                if fut is not None and not fut.done():
-                    fut.set_result(frames[1])
-
     async def _send(self, sock, key: bytes, cmds: list) -> tuple[bytes, asyncio.Future]:
         """Send one frame now (so frames leave in call order); return its reply future."""
         req = self.ids.next()
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters[req] = fut
+        fut = self._replies.expect(req)
         try:
             await asyncio.wait_for(
                 sock.send_multipart([key, req, encode_request(cmds)]), self.timeout
             )
         except (TimeoutError, zmq.Again):
-            self._waiters.pop(req, None)
+            self._replies.forget(req)
             raise self.no_reply(
                 f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s"
             ) from None
@@ -1055,7 +1047,7 @@ class AsyncClient(ClientCore):
         try:
             payload = await asyncio.wait_for(fut, self.timeout)
         except TimeoutError:
-            self._waiters.pop(req, None)
+            self._replies.forget(req)
             raise self.no_reply(
                 f"{TIMEOUT_PREFIX} {self.timeout}s (no reply from {what or 'the cluster'})"
             ) from None
@@ -1067,7 +1059,7 @@ class AsyncClient(ClientCore):
 
     async def topology(self) -> dict[str, Any]:
         if not self._readers:
-            self._readers.append(asyncio.ensure_future(self._reader(self._router)))
+            self._readers.append(asyncio.ensure_future(self._replies.read(self._router)))
         req, fut = await self._send(self._router, b"", [])
         return self.apply_topology(*await self._reply(req, fut, "router topology"))
 

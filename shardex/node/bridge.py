@@ -103,6 +103,14 @@ from shardex.wire.protocol import (
     event_to_json,
     unpackb,
 )
+from shardex.wire.transport import (
+    AsyncReplies,
+    RequestIds,
+    TopologyError,
+    parse_topology,
+    split_endpoints,
+    topology_frames,
+)
 
 log = logging.getLogger("shardex.bridge")
 
@@ -606,13 +614,11 @@ class ShardTracker:
 
 
 class ShardLink:
-    """Requests to one shard's direct port; a single reader hands each reply to its waiter.
-
-    A reply whose request timed out is passed to that request's ``late`` callback if it had one
-    (a repair answered late still carries good events), else dropped.
+    """Requests to one shard's direct port; replies are matched to their waiters by request id
+    (``transport.AsyncReplies``: one reader task, so concurrent requests never take each
+    other's answers). A reply whose request timed out is passed to that request's ``late``
+    callback if it had one (a repair answered late still carries good events), else dropped.
     """
-
-    MAX_LATE = 256
 
     def __init__(
         self,
@@ -628,49 +634,28 @@ class ShardLink:
         if key is not None:
             client_socket(self.sock, key)
         self.sock.connect(endpoint)
-        self.waiting: dict[bytes, asyncio.Future] = {}
-        self.late: dict[bytes, Callable[[Any, Any], None]] = {}
-        self.on_malformed = on_malformed
-        self._next = 0
+        self.replies = AsyncReplies(on_malformed)
+        self.ids = RequestIds()
 
     async def read(self) -> None:
         """The reader task: forever dispatch replies by request id."""
-        while True:
-            frames = await self.sock.recv_multipart()
-            if len(frames) != 2:
-                self.on_malformed()
-                continue
-            req, payload = frames
-            fut = self.waiting.pop(req, None)
-            if fut is not None:
-                if not fut.done():
-                    fut.set_result(payload)
-                continue
-            late = self.late.pop(req, None)
-            if late is not None:
-                error, results = decode_reply(payload)
-                late(error, results)
+        await self.replies.read(self.sock)
 
     async def request(
         self, cmd: tuple, timeout: float, late: Callable[[Any, Any], None] | None = None
     ) -> tuple[Any, Any] | None:
         """Send one command; (error, results) of its reply, or None if none came in time."""
-        self._next += 1
-        req = self._next.to_bytes(8, "little")
+        req = self.ids.next()
+        fut = self.replies.expect(req)
         try:
             await self.sock.send_multipart([b"bridge", req, encode_request([cmd])], zmq.NOBLOCK)
         except zmq.Again:
+            self.replies.forget(req)
             return None  # not connected (IMMEDIATE) or pipe full: as good as no answer
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting[req] = fut
         try:
             payload = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            self.waiting.pop(req, None)
-            if late is not None:
-                self.late[req] = late
-                while len(self.late) > self.MAX_LATE:
-                    self.late.pop(next(iter(self.late)))
+            self.replies.forget(req, late)
             return None
         return decode_reply(payload)
 
@@ -866,11 +851,14 @@ class Bridge:
         sock.setsockopt(zmq.LINGER, 0)
         if self.key is not None:
             client_socket(sock, self.key)
-        watch = self._watch(sock, {self.cfg.router: ("router", "the router")})
-        sock.connect(self.cfg.router)
+        routers = split_endpoints(self.cfg.router)  # several routers: any of them answers
+        watch = self._watch(sock, {ep: ("router", "the router") for ep in routers})
+        for ep in routers:
+            sock.connect(ep)
+        ids = RequestIds()
         try:
             while self.running:
-                await sock.send_multipart([b"", b"t", encode_request([])])
+                await sock.send_multipart(topology_frames(ids.next()))
                 if await sock.poll(2000):
                     frames = await sock.recv_multipart()
                     topo = _topology(frames)
@@ -1390,21 +1378,16 @@ def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
     """The router's topology reply → every shard's endpoints, or None if incomplete/garbage."""
     if len(frames) != 2:
         return None
-    error, results = decode_reply(frames[1])
     try:
-        topo = _result(error, results)["topology"]
-        if type(topo) is not tuple or not topo:
-            return None
+        topo = parse_topology(*decode_reply(frames[1]))["topology"]
         out = []
         for t in topo:
-            if not isinstance(t, dict):
-                return None
             pub, direct = t.get("pub"), t.get("direct")
             if type(pub) is not str or type(direct) is not str or not pub or not direct:
                 return None
             out.append({"pub": pub, "direct": direct})
         return out
-    except (Malformed, KeyError, TypeError):
+    except TopologyError:
         return None
 
 

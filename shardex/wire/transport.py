@@ -8,7 +8,9 @@ Public API (kept small on purpose; ``Client``, ``AsyncClient`` and ``loadgen`` u
 
 * ``check_endpoint(ep)`` → ``ep`` or ``EndpointError`` naming it and the expected form.
 * ``dealer(ctx, ep, timeout=...)`` → a connected client DEALER with the client options.
-* ``RequestIds`` → unique 8-byte request ids; ``Pending`` → in-flight table with deadlines.
+* ``RequestIds`` → unique 8-byte request ids; ``Pending`` → in-flight table with deadlines;
+  ``AsyncReplies`` → the asyncio twin: one reader task per socket hands each reply to the future
+  of its request id (``AsyncClient`` and the bridge's shard links).
 * ``TOPOLOGY_KEY``/``topology_frames(req)``/``parse_topology(error, results)`` and the blocking
   ``request(sock, key, cmds, timeout, ids)`` that sends one request and waits for its reply.
 * ``StopFlag`` → a flag set by SIGINT/SIGTERM, for ``while not stop: ...`` loops.
@@ -40,6 +42,7 @@ from shardex.wire.protocol import decode_reply, encode_request
 __all__ = [
     "KEY_ENV",
     "TOPOLOGY_KEY",
+    "AsyncReplies",
     "AuthError",
     "EndpointError",
     "Handshake",
@@ -270,6 +273,59 @@ class RequestIds:
 
     def next(self) -> bytes:
         return self._REQ.pack(next(self._n))
+
+
+class AsyncReplies:
+    """asyncio request/reply correlation over DEALERs: request id → future of its reply.
+
+    One ``read(sock)`` task per socket hands each ``[request id, payload]`` reply to the future
+    of its id, so concurrent requests (status polls and gap repairs, many SDK tasks) never take
+    each other's answers. A request that gives up calls ``forget``; if it passes ``late``, a
+    reply that still comes is decoded and handed to it (a repair answered late still carries good
+    events): at most ``MAX_LATE`` such callbacks are kept, oldest dropped first.
+    """
+
+    MAX_LATE = 256
+
+    def __init__(self, on_malformed: Callable[[], None] | None = None) -> None:
+        self.waiting: dict[bytes, Any] = {}  # request id → asyncio.Future of the payload
+        self.late: dict[bytes, Callable[[Any, Any], None]] = {}
+        self.on_malformed = on_malformed
+
+    def expect(self, req: bytes) -> Any:
+        """The future that the reply to ``req`` will complete (call before sending)."""
+        import asyncio
+
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[req] = fut
+        return fut
+
+    def forget(self, req: bytes, late: Callable[[Any, Any], None] | None = None) -> None:
+        self.waiting.pop(req, None)
+        if late is not None:
+            self.late[req] = late
+            while len(self.late) > self.MAX_LATE:
+                self.late.pop(next(iter(self.late)))
+
+    def deliver(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            if self.on_malformed is not None:
+                self.on_malformed()
+            return
+        req, payload = frames
+        fut = self.waiting.pop(req, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(payload)
+            return
+        late = self.late.pop(req, None)
+        if late is not None:
+            late(*decode_reply(payload))
+
+    async def read(self, sock: Any) -> None:
+        """The reader task of one socket: forever deliver its replies."""
+        while True:
+            self.deliver(await sock.recv_multipart())
 
 
 class Pending:
