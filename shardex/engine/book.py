@@ -22,9 +22,18 @@ from heapq import heapify, heappop, heappush
 from itertools import islice
 from typing import Any
 
+try:  # only the compiled build (mypyc, see shardex.engine.build) needs it; a no-op otherwise
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - the default install has no mypy
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 from shardex.engine.codes import STATE_CANCELLED, STATE_FILLED
+from shardex.engine.markets import Market
 
 
+@mypyc_attr(native_class=False)  # mypyc compiles no subclass of a builtin exception
 class IntegrityError(AssertionError):
     """A book's internal structures disagree with each other; the message says where and how.
 
@@ -137,7 +146,7 @@ class Book:
         "cancelled",
     )
 
-    def __init__(self, symbol: str, market: object) -> None:
+    def __init__(self, symbol: str, market: Market) -> None:
         self.symbol = symbol
         self.market = market
         self.sides = (Side(), Side())  # 0 = bids (key -price), 1 = asks (key price)

@@ -121,8 +121,11 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def apply(self, cmd: Command, out: list[Event]) -> None:
-        """Apply one command, appending its events (each with the next seq) to ``out``."""
+    def apply(self, cmd: Any, out: list[Event]) -> None:
+        """Apply one command, appending its events (each with the next seq) to ``out``.
+
+        ``cmd`` is typed Any on purpose: the compiled build checks argument types on entry,
+        and anything at all must become a ``rejected`` event here, not a TypeError."""
         try:
             op = cmd[0]
             if op == OP_NEW:
@@ -150,7 +153,7 @@ class Engine:
                 reason, code = "malformed command", REJ_MALFORMED
             self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
 
-    def apply_many(self, cmds: Iterable[Command]) -> list[Event]:
+    def apply_many(self, cmds: Iterable[Any]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
         out: list[Event] = []
         apply = self.apply
@@ -296,7 +299,7 @@ class Engine:
         if type(seq) is not int or seq < 0:
             raise ValueError(f"snapshot seq must be a non-negative int, got {seq!r}")
         engine = cls(markets, seq=seq, recent=recent)
-        finished = []
+        finished: list[tuple[tuple, Book]] = []
         for symbol, pair in state["books"].items():
             engine.restore_pair(symbol, pair, _recent=False, _since=seq)
             book = engine.books[symbol]
@@ -485,7 +488,7 @@ class Engine:
                 self.seq = last = self.seq + 1
                 out.append((EV_CANCELLED, last, symbol, oid, "ioc", left))
                 book.cancelled += 1
-                rec = (account, STATE_CANCELLED, qty - left, "ioc", seq, last)
+                rec: Finished = (account, STATE_CANCELLED, qty - left, "ioc", seq, last)
             elif left == 0:
                 rec = (account, STATE_FILLED, qty, None, seq, self.seq)
             else:  # stopped by STP (left = -1 - open qty it cancelled)
