@@ -30,7 +30,7 @@ from hdrh.histogram import HdrHistogram
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shardex.config import load_markets  # noqa: E402
-from shardex.engine import Engine  # noqa: E402
+from shardex.engine import Engine, implementation  # noqa: E402
 from shardex.engine.codes import EV_TRADE  # noqa: E402
 from shardex.metrics import ShardStats  # noqa: E402
 from shardex.tools.workload import Workload  # noqa: E402
@@ -206,8 +206,18 @@ def main() -> None:
         metavar="DIR",
         help="lock-step A/B with the engine of another checkout (time ratio this/that)",
     )
+    p.add_argument(
+        "--vs-interpreted",
+        action="store_true",
+        help="lock-step A/B of the engine that runs (compiled if built) against this "
+        "checkout's interpreted engine (--against this checkout)",
+    )
     args = p.parse_args()
+    if args.vs_interpreted:
+        args.against = str(Path(__file__).resolve().parent.parent)
+    print(f"engine implementation: {implementation()}", file=sys.stderr)
     r = run(args)
+    r["implementation"] = implementation()
     if args.json:
         print(json.dumps(r))
     elif args.against:

@@ -27,6 +27,7 @@ from shardex.engine.codes import (
     OP_REJECT,
     REJECT_NAMES,
 )
+from shardex.engine.engine import TRADE_SCAN
 from shardex.tools.workload import Workload
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
@@ -80,6 +81,33 @@ commands = st.lists(
 long_commands = st.lists(
     st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=20, max_size=100
 )
+
+
+class Logged(Engine):
+    """An engine that keeps every event it emitted and gives its order statuses that log as
+    their event source (the part a shard's event ring plays), so statuses carry trades."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log: list = []
+
+    def apply(self, cmd, out) -> None:
+        n = len(out)
+        super().apply(cmd, out)
+        self.log.extend(out[n:])
+
+    def events(self, first: int, last: int):
+        """Events first..last from the log, or None when it does not hold them all."""
+        if not self.log:
+            return None
+        base = self.log[0][1]
+        if first < base or last - base >= len(self.log):
+            return None
+        return self.log[first - base : last - base + 1]
+
+    def order_status(self, symbol, account, oid, events=None, scan=TRADE_SCAN):
+        return super().order_status(symbol, account, oid, events or self.events, scan)
+
 
 
 def _comparable(events):
@@ -147,7 +175,7 @@ def _check_status(engine: Engine, ref: RefEngine, symbol: str, oid: str) -> None
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(long_commands, windows)
 def test_engine_matches_reference_and_keeps_invariants(cmds, window):
-    engine, ref = Engine(DEFAULT_MARKETS, recent=window), RefEngine(window)
+    engine, ref = Logged(DEFAULT_MARKETS, recent=window), RefEngine(window)
     ledger = Ledger()
     prices: dict[tuple[str, str], int] = {}
     for cmd in cmds:
@@ -190,7 +218,7 @@ def test_engine_matches_reference_and_keeps_invariants(cmds, window):
 @settings(max_examples=100, deadline=None)
 @given(commands, windows)
 def test_same_commands_same_events(cmds, window):
-    a, b = Engine(DEFAULT_MARKETS, recent=window), Engine(DEFAULT_MARKETS, recent=window)
+    a, b = Logged(DEFAULT_MARKETS, recent=window), Logged(DEFAULT_MARKETS, recent=window)
     assert a.apply_many(cmds) == b.apply_many(cmds)
 
 
@@ -219,7 +247,7 @@ _any_cmd = st.one_of(
 @given(st.lists(_any_cmd, min_size=1, max_size=30), windows)
 def test_every_rejected_event_has_a_known_code(cmds, window):
     """Whatever arrives, a rejected event is (kind, seq, symbol, id, reason, known code)."""
-    engine = Engine(DEFAULT_MARKETS, recent=window)
+    engine = Logged(DEFAULT_MARKETS, recent=window)
     per_code = [0] * len(REJECT_NAMES)
     for cmd in cmds:
         out: list = []
@@ -237,7 +265,7 @@ def test_cross_check_thousands_of_random_commands():
     """Long random streams (deep books, many levels) against the reference, event for event."""
     rng = random.Random(7)
     # a window smaller than the id space, so finished ids come back once they leave it
-    engine, ref = Engine(DEFAULT_MARKETS, recent=60), RefEngine(60)
+    engine, ref = Logged(DEFAULT_MARKETS, recent=60), RefEngine(60)
     for n in range(6000):
         kind = rng.random()
         sym = rng.choice(SYMBOLS)
@@ -288,7 +316,7 @@ def test_workload_stream_cross_checked_against_reference():
     """The bench's realistic stream (amends, FOK, cancels of live orders) on both matchers."""
     wl = Workload(symbols=("BTC-USD", "SOL-USD"), seed=3)
     cmds = wl.warmup(150) + wl.take(2500)
-    engine, ref = Engine(DEFAULT_MARKETS), RefEngine()
+    engine, ref = Logged(DEFAULT_MARKETS), RefEngine()
     trades = 0
     for cmd in cmds:
         out: list = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_engine_props import ACCOUNTS, IDS, SYMBOLS, long_commands, windows
+from test_engine_props import ACCOUNTS, IDS, SYMBOLS, Logged, long_commands, windows
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.book import IntegrityError, Order, rest_order
@@ -52,25 +52,26 @@ def _finished(engine):
     }
 
 
-def _statuses(engine):
-    return [
-        engine.order_status(s, a, i) for s in SYMBOLS for a in ACCOUNTS for i in IDS
-    ]
+def _statuses(engine, source=None):
+    """Every status; trades looked up in ``source``'s log (default: the engine's own)."""
+    events = (source or engine).events
+    return [engine.order_status(s, a, i, events) for s in SYMBOLS for a in ACCOUNTS for i in IDS]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(long_commands, long_commands, windows)
 def test_restore_continues_exactly_like_the_original(before, after, window):
     """Including the recent-results index: later duplicate rejects and statuses are identical."""
-    engine = Engine(DEFAULT_MARKETS, recent=window)
+    engine = Logged(DEFAULT_MARKETS, recent=window)
     engine.apply_many(before)
-    restored = Engine.restore(_roundtrip(engine.snapshot()), DEFAULT_MARKETS, recent=window)
+    restored = Logged.restore(_roundtrip(engine.snapshot()), DEFAULT_MARKETS, recent=window)
     restored.check_integrity()
     assert _roundtrip(restored.snapshot()) == _roundtrip(engine.snapshot())
-    assert _statuses(restored) == _statuses(engine)
+    # the same seq line: the original's events serve the restored engine's trade look-ups
+    assert _statuses(restored, engine) == _statuses(engine)
     assert restored.apply_many(after) == engine.apply_many(after)
     restored.check_integrity()
-    assert _statuses(restored) == _statuses(engine)
+    assert _statuses(restored, engine) == _statuses(engine)
     assert _finished(restored) == _finished(engine)
 
 
@@ -87,7 +88,7 @@ def test_version1_snapshot_is_still_read():
             "ETH-USD": {"trade_id": 0, "bids": (), "asks": ()},
         },
     }
-    eng = Engine.restore(_roundtrip(v1), DEFAULT_MARKETS)
+    eng = Logged.restore(_roundtrip(v1), DEFAULT_MARKETS)
     eng.check_integrity()
     assert eng.seq == 12 and eng.books["BTC-USD"].trade_id == 4
     assert eng.books["BTC-USD"].level_orders(1) == [[("s1", 2), ("s2", 3)]]
@@ -104,19 +105,19 @@ def test_version1_snapshot_is_still_read():
     }
     out = eng.apply_many([_limit("t", BUY, 105, 3, account="carol")])
     assert [e[1] for e in out] == [13, 14, 15] and out[1][-1] == 5  # seq and trade ids go on
-    assert eng.snapshot()["version"] == 3
+    assert eng.snapshot()["version"] == 4
 
 
 def test_restore_refuses_a_newer_version():
-    with pytest.raises(ValueError, match="version 4"):
-        Engine.restore({"version": 4, "seq": 0, "books": {}}, DEFAULT_MARKETS)
+    with pytest.raises(ValueError, match="version 5"):
+        Logged.restore({"version": 5, "seq": 0, "books": {}}, DEFAULT_MARKETS)
 
 
 def test_pair_moves_to_another_engine_and_trades_there_identically():
     wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=5)
-    src = Engine(DEFAULT_MARKETS)
+    src = Logged(DEFAULT_MARKETS)
     src.apply_many(wl.warmup(200) + wl.take(2000))
-    dst = Engine(DEFAULT_MARKETS, seq=77)
+    dst = Logged(DEFAULT_MARKETS, seq=77)
     dst.restore_pair("ETH-USD", _roundtrip(src.snapshot_pair("ETH-USD")))
     dst.check_integrity()
     assert dst.seq == 77, "moving a pair does not touch the target's seq"
@@ -132,14 +133,18 @@ def test_pair_moves_to_another_engine_and_trades_there_identically():
     assert finished and [*b_book.prev, *b_book.done] == finished
     for oid in finished[-50:]:
         acct = (a_book.done.get(oid) or a_book.prev[oid])[0]
-        assert dst.order_status("ETH-USD", acct, oid) == src.order_status("ETH-USD", acct, oid)
+        # another engine's seq line: the moved records keep fate and fill, their trades are
+        # not looked up there (no ``trades`` key: unknown)
+        want = src.order_status("ETH-USD", acct, oid)
+        del want["trades"]
+        assert dst.order_status("ETH-USD", acct, oid) == want
     taker = (OP_NEW, "ETH-USD", "sweep", "t", BUY, 1, None, 500_000, 1, False, 0)
     strip = [e[:1] + e[2:] for e in src.apply_many([taker])]  # same events but for the seq
     assert strip == [e[:1] + e[2:] for e in dst.apply_many([taker])]
 
 
 def test_restore_pair_refuses_unknown_market_and_a_pair_with_live_orders():
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     with pytest.raises(ValueError, match="unknown market 'NOPE-USD'"):
         eng.restore_pair("NOPE-USD", {"trade_id": 0, "bids": [], "asks": []})
     eng.apply_many([_limit("x", BUY, 100, 1)])
@@ -160,7 +165,7 @@ def test_restore_pair_refuses_unknown_market_and_a_pair_with_live_orders():
     ],
 )
 def test_restore_validates_every_entry(bids, asks, match):
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     state = {"trade_id": 3, "bids": bids, "asks": asks}
     if match is None:
         eng.restore_pair("BTC-USD", state)
@@ -172,7 +177,7 @@ def test_restore_validates_every_entry(bids, asks, match):
 
 
 def _engine_with_book():
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many(
         [
             _limit("b1", BUY, 100, 5),
@@ -249,7 +254,7 @@ def test_check_integrity_names_each_kind_of_damage(corrupt, message):
 
 def test_check_integrity_holds_on_a_long_realistic_stream():
     wl = Workload(symbols=("BTC-USD", "SOL-USD"), seed=11)
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many(wl.warmup(300))
     for _ in range(20):
         eng.apply_many(wl.take(500))
@@ -265,7 +270,7 @@ def _st(eng, oid, account="a", symbol="BTC-USD"):
 
 
 def test_status_live_filled_and_every_cancel_reason():
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many(
         [
             _limit("m1", SELL, 100, 3, account="m"),
@@ -331,7 +336,7 @@ def test_status_live_filled_and_every_cancel_reason():
 
 
 def test_status_never_leaks_another_accounts_order_nor_rejects():
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many([_limit("x", BUY, 100, 1, account="alice"), _limit("y", BUY, 0, 1)])
     assert _st(eng, "x", "mallory") == {"state": STATE_UNKNOWN, "symbol": "BTC-USD", "id": "x"}
     assert _st(eng, "y")["state"] == STATE_UNKNOWN  # rejected: never executed
@@ -356,7 +361,7 @@ def test_status_never_leaks_another_accounts_order_nor_rejects():
     ],
 )
 def test_status_of_garbage_is_unknown_and_never_raises(args):
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many([_limit("x", BUY, 100, 1)])
     got = eng.order_status(*args)
     assert got["state"] == STATE_UNKNOWN
@@ -365,7 +370,7 @@ def test_status_of_garbage_is_unknown_and_never_raises(args):
 
 
 def test_status_keeps_the_most_recent_trades_only():
-    eng = Engine(DEFAULT_MARKETS)
+    eng = Logged(DEFAULT_MARKETS)
     eng.apply_many([_limit("big", SELL, 100, 100, account="m")])
     for i in range(40):
         eng.apply_many([_limit(f"t{i}", BUY, 100, 1, account="t")])
@@ -386,7 +391,7 @@ def test_status_keeps_the_most_recent_trades_only():
 
 
 def test_snapshot_of_default_window_engine_stays_bounded():
-    eng = Engine(DEFAULT_MARKETS, recent=50)
+    eng = Logged(DEFAULT_MARKETS, recent=50)
     wl = Workload(symbols=("BTC-USD",), seed=2)
     eng.apply_many(wl.warmup(100) + wl.take(3000))
     held = sum(len(b.done) + len(b.prev) for b in eng.books.values())
@@ -402,14 +407,14 @@ def _ioc(oid, account="a"):
 def test_window_is_two_generations_of_half_the_window():
     """recent=4: generations of 2. The engine remembers the last 3..4 finished orders; an id
     is refused while remembered and accepted again once its generation is dropped."""
-    eng = Engine(DEFAULT_MARKETS, recent=4)
+    eng = Logged(DEFAULT_MARKETS, recent=4)
     eng.apply_many([_ioc(f"f{i}") for i in range(1, 6)])
     known = [i for i in range(1, 6) if _st(eng, f"f{i}", "a")["state"] != STATE_UNKNOWN]
     assert known == [3, 4, 5]  # f5 rotated the generations: f1 and f2 were dropped together
     assert eng.apply_many([_ioc("f3")])[0][5] == REJ_DUPLICATE_ID
     assert [e[0] for e in eng.apply_many([_ioc("f1")])] == [EV_ACCEPTED, EV_CANCELLED]
     eng.check_integrity()
-    one = Engine(DEFAULT_MARKETS, recent=1)  # window 1: exactly the last finished order
+    one = Logged(DEFAULT_MARKETS, recent=1)  # window 1: exactly the last finished order
     one.apply_many([_ioc("x"), _ioc("y")])
     assert _st(one, "x", "a")["state"] == STATE_UNKNOWN != _st(one, "y", "a")["state"]
     one.check_integrity()
@@ -434,32 +439,106 @@ def test_version2_snapshot_is_still_read():
             }
         },
     }
-    eng = Engine.restore(_roundtrip(v2), DEFAULT_MARKETS)
+    eng = Logged.restore(_roundtrip(v2), DEFAULT_MARKETS)
     eng.check_integrity()
     assert list(eng.books["BTC-USD"].done) == ["a", "s", "c"]  # by n, not by listing order
+    # versions before 4 kept trade lists, not seq ranges: the fate and fill stay, the
+    # trades are unknown (no ``trades`` key)
     assert _st(eng, "s", "bob") == {
         "state": STATE_FILLED, "symbol": "BTC-USD", "id": "s", "filled": 1,
-        "trades": [(100, 1, 1)],
     }  # fmt: skip
-    small = Engine.restore(_roundtrip(v2), DEFAULT_MARKETS, recent=2)  # generations of 1
+    small = Logged.restore(_roundtrip(v2), DEFAULT_MARKETS, recent=2)  # generations of 1
     small.check_integrity()
     assert (list(small.books["BTC-USD"].prev), list(small.books["BTC-USD"].done)) == (["s"], ["c"])
-    assert small.snapshot()["version"] == 3
+    assert small.snapshot()["version"] == 4
 
 
 def test_version3_snapshot_under_another_window_is_recorded_again():
-    eng = Engine(DEFAULT_MARKETS, recent=6)
+    eng = Logged(DEFAULT_MARKETS, recent=6)
     eng.apply_many([_ioc(f"f{i}") for i in range(8)])
     state = _roundtrip(eng.snapshot())
-    same = Engine.restore(state, DEFAULT_MARKETS, recent=6)
+    same = Logged.restore(state, DEFAULT_MARKETS, recent=6)
     assert _finished(same) == _finished(eng)
-    other = Engine.restore(state, DEFAULT_MARKETS, recent=2)
+    other = Logged.restore(state, DEFAULT_MARKETS, recent=2)
     other.check_integrity()
     book = other.books["BTC-USD"]
     assert (list(book.prev), list(book.done)) == (["f6"], ["f7"])
     bad = dict(state, recent_left=99)  # a left count that does not fit: recorded again too
-    again = Engine.restore(bad, DEFAULT_MARKETS, recent=6)
+    again = Logged.restore(bad, DEFAULT_MARKETS, recent=6)
     again.check_integrity()
     assert {*again.books["BTC-USD"].prev, *again.books["BTC-USD"].done} == {
-        *eng.books["BTC-USD"].prev, *eng.books["BTC-USD"].done
+        *eng.books["BTC-USD"].prev,
+        *eng.books["BTC-USD"].done,
     }
+
+
+def test_trades_are_looked_up_in_the_event_source_within_the_order_s_seq_range():
+    """Nothing per fill: the engine knows each order's seq range, the source has the trades."""
+    eng = Logged(DEFAULT_MARKETS)
+    eng.apply_many([_limit("m", SELL, 100, 10, account="m")])
+    for i in range(3):  # the maker's fills are far apart, between other orders' events
+        eng.apply_many([_limit(f"b{i}", BUY, 90, 1, account="x"), _limit(f"t{i}", BUY, 100, 2)])
+    first, last = eng.trade_range("BTC-USD", "m")
+    assert (first, last) == (1, eng.seq)
+    assert eng.trade_range("BTC-USD", "nope") is None and eng.trade_range(3, "m") is None
+    live = eng.order_status("BTC-USD", "m", "m")
+    assert live["filled"] == 6 and live["trades"] == [(100, 2, 1), (100, 2, 2), (100, 2, 3)]
+    # without a source the status says nothing about trades (the client reads "not known")
+    plain = Engine.order_status(eng, "BTC-USD", "m", "m")
+    assert "trades" not in plain and plain["filled"] == 6
+    # a source that no longer holds the older events: only what it has, never a wrong trade
+    base = eng.log[-1][1] - 1
+
+    def tail(f, la):
+        return eng.events(f, la) if f >= base else None
+
+    recent = eng.order_status("BTC-USD", "m", "m", tail)
+    assert recent["trades"] == [(100, 2, 3)]
+    # the scan is bounded: nothing beyond ``scan`` events back from the last one
+    assert eng.order_status("BTC-USD", "m", "m", scan=1)["trades"] == [(100, 2, 3)]
+    # a finished order keeps its range (accepted .. last event), so its trades stay found
+    eng.apply_many([(OP_CANCEL, "BTC-USD", "m", "m")])
+    done = eng.order_status("BTC-USD", "m", "m")
+    assert (done["state"], done["reason"], done["filled"]) == (STATE_CANCELLED, "user", 6)
+    assert done["trades"] == live["trades"] and eng.trade_range("BTC-USD", "m") == (1, eng.seq)
+
+
+def test_version3_snapshot_is_still_read():
+    """Version 3: orders and recent results with trade lists; fates and fills are kept."""
+    v3 = {
+        "version": 3, "seq": 9, "recent": 100_000, "recent_left": 49_999,
+        "books": {"BTC-USD": {
+            "trade_id": 2,
+            "bids": (("b1", "alice", 100, 5, 0, False, 2, ((100, 1, 1), (100, 1, 2))),),
+            "asks": (),
+            "recent": (("s", "bob", STATE_FILLED, 2, ((100, 1, 1), (100, 1, 2)), None, 1),),
+        }},
+    }  # fmt: skip
+    eng = Logged.restore(_roundtrip(v3), DEFAULT_MARKETS)
+    eng.check_integrity()
+    assert eng.books["BTC-USD"].orders["b1"].filled == 2
+    assert eng.trade_range("BTC-USD", "s") is None  # range unknown
+    assert _st(eng, "s", "bob") == {
+        "state": STATE_FILLED, "symbol": "BTC-USD", "id": "s", "filled": 2,
+    }  # fmt: skip
+    assert _st(eng, "b1", "alice")["trades"] == []  # none since the restore
+    eng.apply_many([_limit("s2", SELL, 100, 1, account="bob")])
+    assert _st(eng, "b1", "alice")["trades"] == [(100, 1, 3)]
+    assert _st(eng, "s", "bob")["state"] == STATE_FILLED
+    assert eng.apply_many([_limit("s", SELL, 200, 1, account="bob")])[0][5] == REJ_DUPLICATE_ID
+
+
+def test_integrity_check_sees_a_bad_generation_count_and_a_future_seq():
+    eng = Logged(DEFAULT_MARKETS, recent=4)
+    eng.apply_many([_limit(f"i{i}", BUY, 100, 1) for i in range(3)])
+    eng.apply_many([(OP_CANCEL, "BTC-USD", f"i{i}", "a") for i in range(3)])
+    eng.check_integrity()
+    book = eng.books["BTC-USD"]
+    book.nprev += 5
+    with pytest.raises(IntegrityError, match="previous of"):
+        eng.check_integrity()
+    book.nprev -= 5
+    eng.apply_many([_limit("z", BUY, 100, 1)])
+    book.orders["z"].seq = eng.seq + 1
+    with pytest.raises(IntegrityError, match="accepted at"):
+        eng.check_integrity()

@@ -19,11 +19,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Mapping
 from heapq import heapify, heappop, heappush
+from itertools import islice
 from typing import Any
 
-from shardex.engine.codes import RECENT_TRADES, STATE_CANCELLED, STATE_FILLED
+try:  # only the compiled build (mypyc, see shardex.engine.build) needs it; a no-op otherwise
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - the default install has no mypy
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
+from shardex.engine.codes import STATE_CANCELLED, STATE_FILLED
+from shardex.engine.markets import Market
 
 
+@mypyc_attr(native_class=False)  # mypyc compiles no subclass of a builtin exception
 class IntegrityError(AssertionError):
     """A book's internal structures disagree with each other; the message says where and how.
 
@@ -35,12 +45,14 @@ class IntegrityError(AssertionError):
 class Order:
     """A resting order. ``qty`` is the open quantity in lots; 0 means dead (cancelled/filled).
 
-    ``filled`` (lots) and ``trades`` (the most recent ``RECENT_TRADES`` as (price ticks, qty
-    lots, trade id), None until the first) are only touched when the order trades, so that an
-    order status query needs no log.
+    ``seq`` is the seq of the event that accepted it (kept across a re-pricing amend) and
+    ``filled`` the lots it has traded: with the seq of its last event they bound where its
+    trades are in the event stream, so an order status query needs no per-fill trade list
+    (see ``Engine.order_status``). ``filled`` is the only per-fill bookkeeping, and only on
+    a partial maker fill.
     """
 
-    __slots__ = ("id", "account", "side", "price", "qty", "stp", "post_only", "filled", "trades")
+    __slots__ = ("id", "account", "side", "price", "qty", "stp", "post_only", "seq", "filled")
 
     def __init__(
         self,
@@ -51,8 +63,8 @@ class Order:
         qty: int,
         stp: int,
         post_only: bool,
+        seq: int = 0,
         filled: int = 0,
-        trades: list[tuple[int, int, int]] | None = None,
     ) -> None:
         self.id = oid
         self.account = account
@@ -61,12 +73,12 @@ class Order:
         self.qty = qty
         self.stp = stp
         self.post_only = post_only
+        self.seq = seq
         self.filled = filled
-        self.trades = trades
 
 
-# A finished order as the recent-results index keeps it: (account, state, filled lots, recent
-# trades or None, cancel reason or None); see Engine._finish.
+# A finished order as the recent-results index keeps it: (account, state, filled lots, cancel
+# reason or None, seq of its accepted event, seq of its last event); see Engine._finish.
 Finished = tuple[Any, ...]
 
 
@@ -127,28 +139,55 @@ class Book:
         "market",
         "sides",
         "orders",
-        "done",
-        "prev",
+        "finished",
+        "nprev",
         "trade_id",
         "accepted",
         "cancelled",
     )
 
-    def __init__(self, symbol: str, market: object) -> None:
+    def __init__(self, symbol: str, market: Market) -> None:
         self.symbol = symbol
         self.market = market
         self.sides = (Side(), Side())  # 0 = bids (key -price), 1 = asks (key price)
         self.orders: dict[str, Order] = {}
-        # Recently finished orders of this pair (id → Finished) in the engine's current and
-        # previous generation; the engine rotates the generations of all pairs at once, so
-        # what is forgotten when is global and deterministic (see Engine.__init__).
-        self.done: dict[str, Finished] = {}
-        self.prev: dict[str, Finished] = {}
+        # Recently finished orders of this pair (id → Finished), oldest first, in one dict:
+        # the first ``nprev`` are the engine's previous generation, the rest its current one.
+        # One dict so that a new order's duplicate check is one probe, not one per generation
+        # (each probe of a large dict is a likely cache miss). The engine rotates the
+        # generations of all pairs at once, so what is forgotten when is global and
+        # deterministic (see Engine.__init__ and Engine._store).
+        self.finished: dict[str, Finished] = {}
+        self.nprev = 0
         self.trade_id = 0  # also the number of trades of this pair
         # Counters for metrics (read at scrape time; not part of snapshots: they count what
         # this process did, like any Prometheus counter).
         self.accepted = 0
         self.cancelled = 0
+
+    @property
+    def prev(self) -> dict[str, Finished]:
+        """The previous generation of finished orders (a copy; tests and debugging)."""
+        return dict(islice(self.finished.items(), self.nprev))
+
+    @property
+    def done(self) -> dict[str, Finished]:
+        """The current generation of finished orders (a copy; tests and debugging)."""
+        return dict(islice(self.finished.items(), self.nprev, None))
+
+    def forget_previous(self, keep: bool) -> None:
+        """Rotate this pair's generations: drop the previous one (the oldest ``nprev``
+        entries) and make the current one previous (``keep``) or drop it too."""
+        fin = self.finished
+        n = self.nprev
+        if not keep or n >= len(fin):
+            self.finished = {}
+            self.nprev = 0
+            return
+        if n:
+            for oid in list(islice(fin, n)):
+                del fin[oid]
+        self.nprev = len(fin)
 
     def best(self, side: int) -> int | None:
         """Best price (ticks) of a side, or None when empty."""
@@ -182,8 +221,9 @@ class Book:
     def snapshot(self) -> dict[str, Any]:
         """This pair's matching state: trade-id counter and live orders in priority order.
 
-        Each order is ``(id, account, price, qty, stp, post_only, filled, trades)``; the first
-        six fields are the version-1 layout, which ``restore`` still reads. Plain lists, ints and
+        Each order is ``(id, account, price, qty, stp, post_only, filled, seq)``; the first
+        six fields are the version-1 layout, which ``restore`` still reads (as it reads the
+        version-3 layout, whose 8th field was a list of trades). Plain lists, ints and
         strings only (msgpack-able); ``restore`` rebuilds an identical book. The recently
         finished orders are added by the engine, which owns their global order.
         """
@@ -203,14 +243,18 @@ class Book:
                                 o.stp,
                                 o.post_only,
                                 o.filled,
-                                o.trades or [],
+                                o.seq,
                             )
                         )
             sides.append(orders)
         return {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Load what ``snapshot`` produced into this (empty) book; raises ValueError if unusable."""
+    def restore(self, state: Mapping[str, Any], since: int = 0) -> None:
+        """Load what ``snapshot`` produced into this (empty) book; raises ValueError if unusable.
+
+        ``since``: the accept seq given to orders of older layouts, which do not carry one
+        (the snapshot's seq: their trades before it are not looked up).
+        """
         if self.orders or self.sides[0].levels or self.sides[1].levels:
             raise ValueError(f"book {self.symbol}: restore needs an empty book")
         trade_id = state["trade_id"]
@@ -234,15 +278,19 @@ class Book:
                     or type(post_only) is not bool
                 ):
                     raise ValueError(f"book {self.symbol}: bad order entry {tuple(entry)!r:.200}")
-                filled, trades = 0, None  # version 1 entries carry no fill history
+                filled, seq = 0, since  # version 1 entries carry no fill history
                 if len(entry) >= 8:
-                    filled, trades = entry[6], checked_trades(entry[7])
+                    filled = entry[6]
+                    if type(entry[7]) is int:  # version 4; version 3 had a trade list here
+                        seq = entry[7]
                 if type(filled) is not int or filled < 0:
                     raise ValueError(f"book {self.symbol}: order {oid!r} filled {filled!r}")
+                if type(seq) is not int or seq < 0:
+                    raise ValueError(f"book {self.symbol}: order {oid!r} seq {seq!r}")
                 if oid in self.orders:
                     raise ValueError(f"book {self.symbol}: order {oid!r} appears twice")
                 rest_order(
-                    self, Order(oid, account, side, price, qty, stp, post_only, filled, trades)
+                    self, Order(oid, account, side, price, qty, stp, post_only, seq, filled)
                 )
 
     def check_integrity(self) -> None:
@@ -305,38 +353,25 @@ class Book:
         if type(self.trade_id) is not int or self.trade_id < 0:
             raise IntegrityError(f"{sym}: trade_id {self.trade_id!r}")
         for oid, o in self.orders.items():
-            if o.filled < 0 or (o.trades is not None and not 0 < len(o.trades) <= RECENT_TRADES):
-                raise IntegrityError(f"{sym}: order {oid!r} filled {o.filled} trades {o.trades}")
-            if oid in self.done or oid in self.prev:
+            if type(o.filled) is not int or o.filled < 0 or type(o.seq) is not int or o.seq < 0:
+                raise IntegrityError(f"{sym}: order {oid!r} filled {o.filled!r} seq {o.seq!r}")
+            if oid in self.finished:
                 raise IntegrityError(f"{sym}: order {oid!r} is both live and finished")
-        for oid, rec in (*self.done.items(), *self.prev.items()):
-            if oid in self.done and oid in self.prev:
-                raise IntegrityError(f"{sym}: order {oid!r} finished in both generations")
-            account, state, filled, trades, reason = rec
+        if type(self.nprev) is not int or not 0 <= self.nprev <= len(self.finished):
+            raise IntegrityError(f"{sym}: {self.nprev} previous of {len(self.finished)} finished")
+        for oid, rec in self.finished.items():
+            account, state, filled, reason, first, last = rec
             if state not in (STATE_FILLED, STATE_CANCELLED) or (
                 (reason is None) != (state == STATE_FILLED)
             ):
                 raise IntegrityError(f"{sym}: finished order {oid!r} state {state} {reason}")
-            if filled < 0 or (trades is not None and not 0 < len(trades) <= RECENT_TRADES):
-                raise IntegrityError(f"{sym}: finished order {oid!r} filled {filled} {trades}")
+            if type(filled) is not int or filled < 0 or not 0 <= first <= last:
+                raise IntegrityError(
+                    f"{sym}: finished order {oid!r} filled {filled} seqs {first}..{last}"
+                )
         bid, ask = self.best(0), self.best(1)
         if bid is not None and ask is not None and bid >= ask:
             raise IntegrityError(f"{sym}: crossed book, best bid {bid} >= best ask {ask}")
-
-
-def checked_trades(raw: Any) -> list[tuple[int, int, int]] | None:
-    """Validate a snapshot's trade list: [] → None, else at most RECENT_TRADES int triples."""
-    if not raw:
-        return None
-    out = []
-    for t in raw:
-        price, qty, tid = t
-        if type(price) is not int or type(qty) is not int or type(tid) is not int:
-            raise ValueError(f"bad trade {tuple(t)!r:.100}")
-        out.append((price, qty, tid))
-    if len(out) > RECENT_TRADES:
-        raise ValueError(f"{len(out)} trades kept, more than {RECENT_TRADES}")
-    return out
 
 
 def rest_order(book: Book, order: Order) -> None:

@@ -17,11 +17,11 @@ input raises out of ``apply``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from heapq import heappop
 from typing import Any
 
-from shardex.engine.book import Book, IntegrityError, Order, checked_trades
+from shardex.engine.book import Book, Finished, IntegrityError, Order
 from shardex.engine.book import rest_order as _rest
 from shardex.engine.codes import (
     BUY,
@@ -66,6 +66,12 @@ from shardex.engine.codes import (
 from shardex.engine.markets import Market
 
 MAX_REASON_LEN = 200
+# An order status looks its trades up over at most this many events back from its last one
+# (about 10 ms of Python at worst), in slices of _CHUNK.
+TRADE_SCAN = 1 << 17
+_CHUNK = 4096
+# ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
+EventSource = Callable[[int, int], "list[Event] | None"]
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
 # Every valid (side, type, tif, post_only, stp) of a new order: market orders need ioc/fok and no
 # post_only; post_only needs gtc.
@@ -97,13 +103,16 @@ class Engine:
         self.rejected: list[int] = [0] * len(REJECT_NAMES)
         # The recent-results index answers order status queries and refuses a ``new`` that
         # reuses a recently finished id, so a client retry can never place an order twice
-        # within the window. Two generations over all pairs: each book's ``done`` (current)
-        # and ``prev`` (previous). A finished order goes into its book's ``done``; when the
-        # current generation holds ``gen_size`` = recent // 2 orders, every book's ``prev`` is
-        # dropped and ``done`` becomes ``prev``. So the engine remembers the last
-        # recent // 2 + 1 .. recent finished orders (recent 1: the last one; 0: none) at O(1)
-        # per finished order: no FIFO, no per-order eviction. The price is a rotation every
-        # recent // 2 finishes that frees the oldest generation at once (one dict per book).
+        # within the window. Two generations over all pairs, kept in each book's ``finished``
+        # (one dict, oldest first: its first ``nprev`` entries are the previous generation,
+        # the rest the current one). A finished order is added to its book's ``finished``;
+        # when the current generation holds ``gen_size`` = recent // 2 orders, every book
+        # drops its previous generation and the current one becomes previous. So the engine
+        # remembers the last recent // 2 + 1 .. recent finished orders (recent 1: the last
+        # one; 0: none) at O(1) per finished order, and a new order's duplicate check is one
+        # dict probe. The price is a rotation every recent // 2 finishes that deletes the
+        # oldest generation's entries in one go (see Book.forget_previous). A record holds
+        # the order's seq range, not its trades (see order_status).
         # Part of the snapshot.
         self.recent_limit = recent
         self.gen_size = recent // 2 if recent >= 2 else recent
@@ -112,8 +121,11 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def apply(self, cmd: Command, out: list[Event]) -> None:
-        """Apply one command, appending its events (each with the next seq) to ``out``."""
+    def apply(self, cmd: Any, out: list[Event]) -> None:
+        """Apply one command, appending its events (each with the next seq) to ``out``.
+
+        ``cmd`` is typed Any on purpose: the compiled build checks argument types on entry,
+        and anything at all must become a ``rejected`` event here, not a TypeError."""
         try:
             op = cmd[0]
             if op == OP_NEW:
@@ -141,7 +153,7 @@ class Engine:
                 reason, code = "malformed command", REJ_MALFORMED
             self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
 
-    def apply_many(self, cmds: Iterable[Command]) -> list[Event]:
+    def apply_many(self, cmds: Iterable[Any]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
         out: list[Event] = []
         apply = self.apply
@@ -149,14 +161,29 @@ class Engine:
             apply(cmd, out)
         return out
 
-    def order_status(self, symbol: object, account: object, oid: object) -> dict[str, Any]:
+    def order_status(
+        self,
+        symbol: object,
+        account: object,
+        oid: object,
+        events: EventSource | None = None,
+        scan: int = TRADE_SCAN,
+    ) -> dict[str, Any]:
         """The fate of one order, as its owner may see it (never raises, whatever the input).
 
         ``live`` (with side, price, open qty), ``filled`` or ``cancelled`` (with reason) from the
-        book or the recent-results index, each with filled lots and the most recent trades as
-        (price ticks, qty lots, trade id); ``unknown`` when the order was never accepted here
-        within the window, was rejected, or belongs to another account (no leak of other
-        accounts' orders).
+        book or the recent-results index, each with the lots filled; ``unknown`` when the order
+        was never accepted here within the window, was rejected, or belongs to another account
+        (no leak of other accounts' orders).
+
+        Trades are not kept per order (that per-fill bookkeeping cost the hot path ~15%): the
+        engine knows the seq range of the order's events (``trade_range``), and with an
+        ``events`` source (``events(first, last)`` → the events of seqs first..last, or None
+        when they are not at hand, e.g. the shard's in-memory ring) the answer gains
+        ``trades``: the order's most recent ``RECENT_TRADES`` trades as (price ticks, qty
+        lots, trade id), oldest first, looked up over at most ``scan`` events back from its
+        last one. Without a source, or when the range is unknown (restored from an older
+        snapshot), there is no ``trades`` key (the client reads that as "not known").
         """
         sym = symbol if type(symbol) is str and len(symbol) <= MAX_ID_LEN else ""
         ident = oid if type(oid) is str and len(oid) <= MAX_ID_LEN else ""
@@ -165,7 +192,7 @@ class Engine:
             order = book.orders.get(ident)
             if order is not None:
                 if order.account == account:
-                    return {
+                    status = {
                         "state": STATE_LIVE,
                         "symbol": sym,
                         "id": ident,
@@ -173,23 +200,39 @@ class Engine:
                         "price": order.price,
                         "qty": order.qty,
                         "filled": order.filled,
-                        "trades": list(order.trades or ()),
                     }
+                    if events is not None:
+                        status["trades"] = order_trades(
+                            events, sym, ident, order.seq, self.seq, scan
+                        )
+                    return status
             else:
-                rec = book.done.get(ident) or book.prev.get(ident)
+                rec = book.finished.get(ident)
                 if rec is not None and rec[0] == account:
-                    _, state, filled, trades, reason = rec
-                    status = {
-                        "state": state,
-                        "symbol": sym,
-                        "id": ident,
-                        "filled": filled,
-                        "trades": list(trades or ()),
-                    }
+                    _, state, filled, reason, first, last = rec
+                    status = {"state": state, "symbol": sym, "id": ident, "filled": filled}
+                    if events is not None and last:
+                        status["trades"] = order_trades(events, sym, ident, first, last, scan)
                     if reason is not None:
                         status["reason"] = reason
                     return status
         return {"state": STATE_UNKNOWN, "symbol": sym, "id": ident}
+
+    def trade_range(self, symbol: object, oid: object) -> tuple[int, int] | None:
+        """Seqs (first, last) between which a live or recently finished order's trades are
+        (its accepted event .. its last event, or the engine's seq while it is live); None
+        when the order is neither, or the range is unknown (restored from an older snapshot).
+        For a caller that looks trades up itself (``order_trades`` does it given a source)."""
+        book = self.books.get(symbol) if type(symbol) is str else None
+        if book is None or type(oid) is not str:
+            return None
+        order = book.orders.get(oid)
+        if order is not None:
+            return order.seq, self.seq
+        rec = book.finished.get(oid)
+        if rec is None or not rec[5]:
+            return None
+        return rec[4], rec[5]
 
     def book(self, symbol: str) -> Book | None:
         """The book of a known symbol (created on first use), or None for an unknown symbol."""
@@ -208,23 +251,26 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue identically (msgpack-able plain data).
 
-        Shape (version 3)::
+        Shape (version 4)::
 
-            {"version": 3, "seq": int, "recent": window, "recent_left": int,
+            {"version": 4, "seq": int, "recent": window, "recent_left": int,
              "books": {symbol: pair state}}
 
         where a pair state is ``Book.snapshot()`` plus ``"recent"``: that pair's recently
-        finished orders as ``(id, account, state, filled, trades, reason, gen)``, ``gen`` 0 for
-        the previous generation and 1 for the current one, and ``recent_left`` is how many
-        more finished orders the current generation takes. Version 2 (``n``, a position in a
-        FIFO, in place of ``gen``) and version 1 (no ``version`` key, 6-field orders, no
-        ``recent``) are still read by ``restore``.
+        finished orders as ``(id, account, state, filled, reason, first, last, gen)`` (first,
+        last: the seqs of its accepted and last events), ``gen`` 0 for the previous generation
+        and 1 for the current one, and ``recent_left`` is how many more finished orders the
+        current generation takes. Older versions are still read by ``restore``: version 3
+        (``(id, account, state, filled, trades, reason, gen)``, orders with a trade list),
+        version 2 (``n``, a position in a FIFO, in place of ``gen``) and version 1 (no
+        ``version`` key, 6-field orders, no ``recent``); their trade lists are dropped and
+        their orders' trade ranges are unknown (status without ``trades``).
         """
         books = {}
         for symbol in sorted(self.books):
             books[symbol] = self.snapshot_pair(symbol)
         return {
-            "version": 3,
+            "version": 4,
             "seq": self.seq,
             "recent": self.recent_limit,
             "recent_left": self._left,
@@ -240,51 +286,54 @@ class Engine:
     ) -> Engine:
         """An engine that continues exactly where the one that made ``state`` stood.
 
-        Reads versions 1, 2 and 3 of ``snapshot``. Raises ValueError (naming the pair) when
+        Reads versions 1 to 4 of ``snapshot``. Raises ValueError (naming the pair) when
         the state cannot be used with ``markets``, e.g. a book of a market this engine does
-        not know. A version 3 state of the same window is restored generation for generation;
-        otherwise (version 2, or another window) the finished orders are recorded again,
+        not know. A version 3 or 4 state of the same window is restored generation for
+        generation; otherwise (version 2, or another window) the finished orders are recorded again,
         oldest first, as if they finished in that order.
         """
         version = state.get("version", 1)
-        if version not in (1, 2, 3):
+        if version not in (1, 2, 3, 4):
             raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
         seq = state["seq"]
         if type(seq) is not int or seq < 0:
             raise ValueError(f"snapshot seq must be a non-negative int, got {seq!r}")
         engine = cls(markets, seq=seq, recent=recent)
-        finished = []
+        finished: list[tuple[tuple, Book]] = []
         for symbol, pair in state["books"].items():
-            engine.restore_pair(symbol, pair, _recent=False)
+            engine.restore_pair(symbol, pair, _recent=False, _since=seq)
             book = engine.books[symbol]
             try:
                 finished.extend((e, book) for e in _finished_entries(book, pair))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         left = state.get("recent_left")
-        if version == 3 and state.get("recent") == recent and engine._exact(finished, left):
+        if version >= 3 and state.get("recent") == recent and engine._exact(finished, left):
             return engine
         # oldest first: version 2 by FIFO position, version 3 by generation (stable sort)
-        finished.sort(key=lambda eb: eb[0][6])
+        finished.sort(key=lambda eb: eb[0][7])
         engine._restore_recent(finished)
         return engine
 
     def _exact(self, finished: list[tuple[tuple, Book]], left: Any) -> bool:
         """Install version-3 generations as they were; False (nothing changed) if they do not
         fit this engine's window."""
-        cur = sum(1 for e, _ in finished if e[6] == 1)
+        cur = sum(1 for e, _ in finished if e[7] == 1)
         prev = len(finished) - cur
         gen = self.gen_size
         if (
             type(left) is not int
-            or any(e[6] not in (0, 1) for e, _ in finished)
+            or any(e[7] not in (0, 1) for e, _ in finished)
             or cur + left != gen
             or left < 0
             or prev > (gen if self._keep_prev else 0)
         ):
             return False
-        for (oid, account, state, filled, trades, reason, g), book in finished:
-            (book.done if g else book.prev)[oid] = (account, state, filled, trades, reason)
+        finished = sorted(finished, key=lambda eb: eb[0][7])  # previous generation first
+        for (oid, account, state, filled, reason, first, last, g), book in finished:
+            book.finished[oid] = (account, state, filled, reason, first, last)
+            if not g:
+                book.nprev += 1
         self._left = left
         return True
 
@@ -292,20 +341,24 @@ class Engine:
         """One pair's state with its recent-results entries; KeyError for a pair with no book."""
         book = self.books[symbol]
         pair = book.snapshot()
+        n = book.nprev
         pair["recent"] = [
-            (oid, account, state, filled, trades or [], reason, gen)
-            for gen, done in ((0, book.prev), (1, book.done))
-            for oid, (account, state, filled, trades, reason) in done.items()
+            (oid, *rec, 0 if i < n else 1) for i, (oid, rec) in enumerate(book.finished.items())
         ]
         return pair
 
-    def restore_pair(self, symbol: str, state: Mapping[str, Any], _recent: bool = True) -> None:
+    def restore_pair(
+        self, symbol: str, state: Mapping[str, Any], _recent: bool = True, _since: int = -1
+    ) -> None:
         """Install one pair's state (from ``snapshot_pair``) into this engine.
 
         The pair must be a known market with no live orders here; any recent results this
         engine had for it are replaced by the state's (recorded again, oldest first, as the
         latest to finish here). The seq is not touched: the engine's seq is its own, the
-        pair's trade ids travel with it.
+        pair's trade ids travel with it. Orders of an older layout get this engine's seq as
+        their accept seq; finished orders keep their seq ranges only when the pair stays on
+        this engine's seq line (``restore``): moved to another engine they would point into
+        another event stream, so there they are unknown (status without ``trades``).
         """
         market = self.markets.get(symbol) if type(symbol) is str else None
         if market is None:
@@ -315,20 +368,25 @@ class Engine:
             raise ValueError(f"pair {symbol} already has live orders here")
         book = Book(symbol, market)
         try:
-            book.restore(state)
+            book.restore(state, self.seq if _since < 0 else _since)
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
+            if _since < 0:
+                for o in book.orders.values():
+                    o.seq = self.seq
+                finished = [((*e[:5], 0, 0, e[7]), b) for e, b in finished]
             book.check_integrity()
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         if old is not None:
-            self._left += len(old.done)  # its current-generation entries leave with it
+            # its current-generation entries leave with it
+            self._left += len(old.finished) - old.nprev
         self.books[symbol] = book
-        finished.sort(key=lambda eb: eb[0][6])
+        finished.sort(key=lambda eb: eb[0][7])
         self._restore_recent(finished)
 
     def _restore_recent(self, finished: list[tuple[tuple, Book]]) -> None:
-        for (oid, account, state, filled, trades, reason, _), book in finished:
-            self._finish(book, oid, account, state, filled, trades, reason)
+        for (oid, account, state, filled, reason, first, last, _), book in finished:
+            self._finish(book, oid, (account, state, filled, reason, first, last))
 
     def check_integrity(self) -> None:
         """Raise IntegrityError unless every book is internally consistent (see Book)."""
@@ -341,12 +399,20 @@ class Engine:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
         gen, left = self.gen_size, self._left
-        cur = sum(len(b.done) for b in self.books.values())
-        prev = sum(len(b.prev) for b in self.books.values())
+        prev = sum(b.nprev for b in self.books.values())
+        cur = sum(len(b.finished) for b in self.books.values()) - prev
         if not 0 <= left <= gen or cur != gen - left:
             raise IntegrityError(f"current generation holds {cur}, size {gen}, {left} left")
         if prev > (gen if self._keep_prev else 0):
             raise IntegrityError(f"previous generation holds {prev}, window {self.recent_limit}")
+        seq = self.seq
+        for symbol, book in self.books.items():
+            for oid, o in book.orders.items():
+                if o.seq > seq:
+                    raise IntegrityError(f"{symbol}: order {oid!r} accepted at {o.seq} > {seq}")
+            for oid, rec in book.finished.items():
+                if rec[5] > seq:
+                    raise IntegrityError(f"{symbol}: order {oid!r} finished at {rec[5]} > {seq}")
 
     # ------------------------------------------------------------------ commands
 
@@ -383,7 +449,7 @@ class Engine:
             return self._reject(
                 symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
             )
-        if oid in book.done or oid in book.prev:
+        if oid in book.finished:
             return self._reject(
                 symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
             )
@@ -406,65 +472,56 @@ class Engine:
         self.seq = seq
         book.accepted += 1
         if tif == FOK and _fillable(opp, limit_key, qty, account, stp) < qty:
-            self.seq = seq = seq + 1
-            out.append((EV_CANCELLED, seq, symbol, oid, "fok", qty))
+            self.seq = last = seq + 1
+            out.append((EV_CANCELLED, last, symbol, oid, "fok", qty))
             book.cancelled += 1
-            self._finish(book, oid, account, STATE_CANCELLED, 0, None, "fok")
+            self._finish(book, oid, (account, STATE_CANCELLED, 0, "fok", seq, last))
             return None
         heap = opp.heap
         if heap and heap[0] <= limit_key:  # may be a stale key; _match sorts that out
-            tr: list[tuple[int, int, int]] = []
-            left = _match(self, book, side, limit_key, qty, oid, account, stp, out, tr)
-            trades = (tr if len(tr) <= RECENT_TRADES else tr[-RECENT_TRADES:]) if tr else None
+            left = _match(self, book, side, limit_key, qty, oid, account, stp, out)
             if left > 0:
                 if tif == GTC:
-                    o = Order(oid, account, side, price, left, stp, post_only, qty - left, trades)
+                    o = Order(oid, account, side, price, left, stp, post_only, seq, qty - left)
                     _rest(book, o)
                     return None
-                self.seq = seq = self.seq + 1
-                out.append((EV_CANCELLED, seq, symbol, oid, "ioc", left))
+                self.seq = last = self.seq + 1
+                out.append((EV_CANCELLED, last, symbol, oid, "ioc", left))
                 book.cancelled += 1
-                rec = (account, STATE_CANCELLED, qty - left, trades, "ioc")
+                rec: Finished = (account, STATE_CANCELLED, qty - left, "ioc", seq, last)
             elif left == 0:
-                rec = (account, STATE_FILLED, qty, trades, None)
+                rec = (account, STATE_FILLED, qty, None, seq, self.seq)
             else:  # stopped by STP (left = -1 - open qty it cancelled)
-                rec = (account, STATE_CANCELLED, qty + 1 + left, trades, "stp")
+                rec = (account, STATE_CANCELLED, qty + 1 + left, "stp", seq, self.seq)
         elif tif == GTC:
-            _rest(book, Order(oid, account, side, price, qty, stp, post_only))
+            _rest(book, Order(oid, account, side, price, qty, stp, post_only, seq))
             return None
         else:  # IOC with nothing to cross: the cancel event, then the order is finished
-            self.seq = seq = self.seq + 1
-            out.append((EV_CANCELLED, seq, symbol, oid, "ioc", qty))
+            self.seq = last = seq + 1
+            out.append((EV_CANCELLED, last, symbol, oid, "ioc", qty))
             book.cancelled += 1
-            rec = (account, STATE_CANCELLED, 0, None, "ioc")
+            rec = (account, STATE_CANCELLED, 0, "ioc", seq, last)
         if self._left:  # inlined _finish
             self._left -= 1
-            book.done[oid] = rec
+            book.finished[oid] = rec
         else:
             self._store(book, oid, rec)
         return None
 
-    def _finish(
-        self,
-        book: Book,
-        oid: str,
-        account: str,
-        state: str,
-        filled: int,
-        trades: list[tuple[int, int, int]] | None,
-        reason: str | None,
-    ) -> None:
+    def _finish(self, book: Book, oid: str, rec: Finished) -> None:
         """Record a finished order in the recent-results index (see ``__init__``).
 
-        The record is ``(account, state, filled, trades, reason)`` under the order's id in its
-        book's ``done``. The fast path (current generation not full) is inlined in ``_new``,
-        ``_cancel`` and ``_match``; keep them in step.
+        ``rec`` is ``(account, state, filled lots, cancel reason or None, seq of its accepted
+        event, seq of its last event)``, kept under the order's id in its book's ``done``:
+        nothing per fill, and no trade list (``order_status`` finds the trades between the two
+        seqs). The fast path (current generation not full) is inlined in ``_new``, ``_cancel``
+        and ``_match``; keep them in step.
         """
         if self._left:
             self._left -= 1
-            book.done[oid] = (account, state, filled, trades, reason)
+            book.finished[oid] = rec
         else:
-            self._store(book, oid, (account, state, filled, trades, reason))
+            self._store(book, oid, rec)
 
     def _store(self, book: Book, oid: str, rec: tuple) -> None:
         """Record ``rec`` when the current generation is full: rotate, then record (window 0:
@@ -474,9 +531,8 @@ class Engine:
             return
         keep = self._keep_prev
         for b in self.books.values():
-            b.prev = b.done if keep else {}
-            b.done = {}
-        book.done[oid] = rec
+            b.forget_previous(keep)
+        book.finished[oid] = rec
         self._left = gen - 1
 
     def _why_new_invalid(self, cmd: Command) -> tuple[str, int]:
@@ -539,10 +595,10 @@ class Engine:
         self.seq = seq = self.seq + 1
         out.append((EV_CANCELLED, seq, symbol, oid, "user", qty))
         book.cancelled += 1
-        rec = (order.account, STATE_CANCELLED, order.filled, order.trades, "user")
+        rec = (order.account, STATE_CANCELLED, order.filled, "user", order.seq, seq)
         if self._left:  # inlined _finish
             self._left -= 1
-            book.done[oid] = rec
+            book.finished[oid] = rec
         else:
             self._store(book, oid, rec)
         return None
@@ -617,23 +673,18 @@ class Engine:
         _unlink(book, order)
         self.seq = seq = self.seq + 1
         out.append((EV_AMENDED, seq, symbol, oid, qty, price))
-        tr: list[tuple[int, int, int]] = []
-        left = _match(self, book, side, limit_key, qty, oid, account, order.stp, out, tr)
+        left = _match(self, book, side, limit_key, qty, oid, account, order.stp, out)
         filled = order.filled + (qty - left if left >= 0 else qty + 1 + left)
-        trades = order.trades
-        if tr:
-            trades = (trades or []) + tr
-            if len(trades) > RECENT_TRADES:
-                trades = trades[-RECENT_TRADES:]
+        first = order.seq  # the order keeps its identity: its trades before the amend count
         if left > 0:
             _rest(
                 book,
-                Order(oid, account, side, price, left, order.stp, order.post_only, filled, trades),
+                Order(oid, account, side, price, left, order.stp, order.post_only, first, filled),
             )
         elif left == 0:
-            self._finish(book, oid, account, STATE_FILLED, filled, trades, None)
+            self._finish(book, oid, (account, STATE_FILLED, filled, None, first, self.seq))
         else:
-            self._finish(book, oid, account, STATE_CANCELLED, filled, trades, "stp")
+            self._finish(book, oid, (account, STATE_CANCELLED, filled, "stp", first, self.seq))
         return None
 
     def _edge_reject(self, cmd: Command, out: list[Event]) -> None:
@@ -703,15 +754,14 @@ def _match(
     account: str,
     stp: int,
     out: list[Event],
-    tr: list[tuple[int, int, int]],
 ) -> int:
     """Cross ``qty`` against the opposite side up to ``limit_key``; return what is left.
 
-    The taker's trades are appended to ``tr`` as (price, qty, trade id); makers keep theirs on
-    the order, and a maker that finishes (filled, or cancelled by STP) is recorded in the
-    recent-results index here. Returns the open remainder (> 0: caller rests or IOC-cancels
-    it), 0 when fully filled, or ``-1 - q`` when self-trade prevention stopped the taker with
-    ``q`` lots open (its cancel event is emitted here; the caller records the finished taker).
+    A maker that trades partly adds to its ``filled``; a maker that finishes (filled, or
+    cancelled by STP) is recorded in the recent-results index here; no trade lists. Returns
+    the open remainder (> 0: caller rests or IOC-cancels it), 0 when fully filled, or
+    ``-1 - q`` when self-trade prevention stopped the taker with ``q`` lots open (its cancel
+    event is emitted here; the caller records the finished taker).
     """
     opp = book.sides[side ^ 1]
     levels = opp.levels
@@ -721,7 +771,6 @@ def _match(
     append = out.append
     orders = book.orders
     trade_id = book.trade_id
-    tr_append = tr.append
     while qty:
         while heap:
             key = heap[0]
@@ -754,11 +803,7 @@ def _match(
                     eng._finish(
                         book,
                         maker.id,
-                        maker.account,
-                        STATE_CANCELLED,
-                        maker.filled,
-                        maker.trades,
-                        "stp",
+                        (maker.account, STATE_CANCELLED, maker.filled, "stp", maker.seq, seq),
                     )
                 if stp != STP_CANCEL_MAKER:  # cancel_taker / cancel_both: taker goes
                     seq += 1
@@ -773,16 +818,7 @@ def _match(
                 maker.qty = mq - qty
                 level.total -= qty
                 append((EV_TRADE, seq, symbol, price, qty, oid, maker.id, side, trade_id))
-                t = (price, qty, trade_id)
-                tr_append(t)
                 maker.filled += qty
-                mt = maker.trades
-                if mt is None:
-                    maker.trades = [t]
-                else:
-                    mt.append(t)
-                    if len(mt) > RECENT_TRADES:
-                        del mt[0]
                 qty = 0
                 break
             dq.popleft()
@@ -792,19 +828,10 @@ def _match(
             mid = maker.id
             del orders[mid]
             append((EV_TRADE, seq, symbol, price, mq, oid, mid, side, trade_id))
-            t = (price, mq, trade_id)
-            tr_append(t)
-            mt = maker.trades
-            if mt is None:
-                mt = [t]
-            else:
-                mt.append(t)
-                if len(mt) > RECENT_TRADES:
-                    del mt[0]
-            rec = (maker.account, STATE_FILLED, maker.filled + mq, mt, None)
+            rec = (maker.account, STATE_FILLED, maker.filled + mq, None, maker.seq, seq)
             if eng._left:  # inlined _finish
                 eng._left -= 1
-                book.done[mid] = rec
+                book.finished[mid] = rec
             else:
                 eng._store(book, mid, rec)
             qty -= mq
@@ -877,12 +904,19 @@ def _fillable(opp, limit_key: int, want: int, account: str, stp: int) -> int:
 
 
 def _finished_entries(book: Book, pair: Mapping[str, Any]) -> list[tuple]:
-    """A pair state's recent results, validated against ``book`` (version 1 has none)."""
+    """A pair state's recent results, validated against ``book``, as version-4 tuples
+    ``(id, account, state, filled, reason, first, last, gen)``. Version 3 and 2 entries
+    ``(id, account, state, filled, trades, reason, gen or n)`` get an unknown range (0, 0);
+    version 1 has none."""
     symbol = book.symbol
     seen: set[str] = set()
     out = []
     for entry in pair.get("recent", ()):
-        oid, account, state, filled, trades, reason, n = entry
+        if len(entry) == 8:
+            oid, account, state, filled, reason, first, last, n = entry
+        else:
+            oid, account, state, filled, _trades, reason, n = entry
+            first = last = 0
         ok_reason = reason is None if state == STATE_FILLED else reason in _CANCEL_REASONS
         if (
             type(oid) is not str
@@ -892,13 +926,54 @@ def _finished_entries(book: Book, pair: Mapping[str, Any]) -> list[tuple]:
             or type(filled) is not int
             or filled < 0
             or type(n) is not int
+            or type(first) is not int
+            or type(last) is not int
+            or not 0 <= first <= last
         ):
             raise ValueError(f"pair {symbol}: bad recent result {tuple(entry)!r:.200}")
         if oid in seen or oid in book.orders:
             raise ValueError(f"pair {symbol}: order {oid!r} finished twice, or finished and live")
         seen.add(oid)
-        out.append((oid, account, state, filled, checked_trades(trades), reason, n))
+        out.append((oid, account, state, filled, reason, first, last, n))
     return out
+
+
+def order_trades(
+    events: EventSource, symbol: str, oid: str, first: int, last: int, scan: int = TRADE_SCAN
+) -> list[tuple[int, int, int]]:
+    """The most recent ``RECENT_TRADES`` trades of order ``oid`` of ``symbol`` as (price
+    ticks, qty lots, trade id), oldest first, from the events of seqs ``first``..``last``.
+
+    Walks back from ``last`` in chunks, over at most ``scan`` events, and stops early once it
+    has ``RECENT_TRADES``, or at the source's oldest event (where ``events`` returns None for
+    a slice, the slice is halved until it fits or is one event). An id is
+    unique in its book over that range (a new order cannot reuse the id of a live or recently
+    finished order), so matching taker or maker id and symbol finds exactly its trades.
+    """
+    found: list[tuple[int, int, int]] = []
+    lo = max(first, last - scan + 1, 1)
+    hi = last
+    size = _CHUNK
+    while hi >= lo and len(found) < RECENT_TRADES:
+        start = max(lo, hi - size + 1)
+        try:
+            chunk = events(start, hi)
+        except Exception:  # a source that fails is a source with nothing at hand
+            chunk = None
+        if not chunk:
+            # the source's oldest event may lie inside this slice: halve it to get up to there
+            if start == hi:
+                break
+            size = (hi - start + 1) // 2
+            continue
+        for e in reversed(chunk):
+            if e[0] == EV_TRADE and (e[5] == oid or e[6] == oid) and e[2] == symbol:
+                found.append((e[3], e[4], e[8]))
+                if len(found) == RECENT_TRADES:
+                    break
+        hi = start - 1
+    found.reverse()
+    return found
 
 
 def _field(cmd: object, i: int) -> object:

@@ -1,0 +1,111 @@
+"""The optional mypyc-compiled engine gives byte-identical events to the interpreted one.
+
+Builds the compiled engine into a temporary cache (about half a minute on 2 cores) unless
+mypy/mypyc or a C compiler is missing (then skipped, saying which). Both engines run in child
+processes (``SHARDEX_ENGINE=compiled`` / ``interpreted``) over the same streams, made once here:
+the property tests' random streams and the workload generator's (all mixes, garbage included),
+and each child prints msgpack of every event, every order status and the final snapshot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_engine_props import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
+
+from shardex.engine import DEFAULT_MARKETS
+from shardex.tools.workload import Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import os, pickle, sys
+import msgpack
+import shardex.engine as pkg
+from shardex.engine import DEFAULT_MARKETS, Engine
+assert pkg.implementation() == os.environ["SHARDEX_ENGINE"], pkg.implementation()
+streams = pickle.load(open(sys.argv[1], "rb"))
+out = []
+for window, cmds, probes in streams:
+    eng = Engine(DEFAULT_MARKETS, recent=window)
+    evs = eng.apply_many(cmds)
+    src = lambda f, l: evs[f - 1 : l]
+    st = [eng.order_status(s, a, i, src) for s, a, i in probes]
+    eng.check_integrity()
+    snap = eng.snapshot()
+    again = Engine.restore(snap, DEFAULT_MARKETS, recent=window)
+    out.append((evs, st, snap, again.snapshot(), eng.rejected))
+sys.stdout.buffer.write(msgpack.packb(out, use_bin_type=True))
+"""
+
+
+def _streams() -> list:
+    rng = random.Random(11)
+    streams = []
+    probes = [(s, a, i) for s in SYMBOLS for a in ACCOUNTS for i in IDS]
+    for n in range(40):  # the property tests' generators, drawn reproducibly
+        cmds = long_commands.example() if n % 2 else [_any_cmd.example() for _ in range(40)]
+        streams.append((rng.choice((0, 1, 3, 100_000)), list(cmds), probes))
+    for seed, mix in ((1, None), (2, {"limit": 30, "ioc": 30, "market": 10, "cancel": 20,
+                                       "amend": 10})):  # fmt: skip
+        kw = {"mix": mix} if mix else {}
+        wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=seed, markets=DEFAULT_MARKETS, **kw)
+        cmds = wl.warmup(300) + wl.take(20_000)
+        ids = [c[2] for c in cmds[-2000:] if c[0] == 0][:300]
+        p = [(c[1], c[3], c[2]) for c in cmds if c[0] == 0 and c[2] in set(ids)]
+        streams.append((1000, cmds, p))
+    return streams
+
+
+def _run(mode: str, data: Path, cache: Path) -> bytes:
+    env = {**os.environ, "SHARDEX_ENGINE": mode, "SHARDEX_ENGINE_CACHE": str(cache),
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(data)], env=env, capture_output=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def compiled_cache(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("mypyc") is None:
+        pytest.skip("mypyc is not installed (pip install mypy): compiled engine not testable")
+    if shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler: compiled engine not testable")
+    cache = tmp_path_factory.mktemp("engine-cache")
+    env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardex.engine.build"], env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return cache
+
+
+def test_compiled_engine_gives_byte_identical_events(compiled_cache, tmp_path):
+    data = tmp_path / "streams.pickle"
+    data.write_bytes(pickle.dumps(_streams()))
+    compiled = _run("compiled", data, compiled_cache)
+    interpreted = _run("interpreted", data, compiled_cache)
+    assert len(interpreted) > 100_000
+    assert compiled == interpreted
+
+
+def test_stale_or_missing_build_is_never_loaded(tmp_path):
+    """A build is found only under the hash of the sources being imported."""
+    env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    code = "import shardex.engine as e; print(e.implementation())"
+    auto = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert auto.stdout.strip() == "interpreted"
+    env["SHARDEX_ENGINE"] = "compiled"
+    forced = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert forced.returncode != 0 and "python -m shardex.engine.build" in forced.stderr
