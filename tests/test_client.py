@@ -513,6 +513,23 @@ def test_real_cluster_fate_of_a_timed_out_order_and_a_safe_retry(cluster1) -> No
         assert c.order_status("BTC-USD", "fate-1")["qty"] == Decimal("1")
 
 
+def test_live_order_status_lists_the_orders_trades(cluster1) -> None:
+    """The engine keeps only each order's seq range; the shard finds its trades in the event
+    ring, for a resting maker and for a filled one."""
+    with cluster1.client(account="mk") as maker, cluster1.client(account="tk") as taker:
+        assert maker.place("BTC-USD", "sell", "1", "100", id="m-1").ok
+        assert taker.place("BTC-USD", "buy", "0.4", "100", id="t-1").ok
+        st1 = maker.order_status("BTC-USD", "m-1")
+        assert st1["state"] == "live" and st1["qty"] == Decimal("0.6")
+        assert [(p, q) for p, q, _ in st1["trades"]] == [(Decimal("100.00"), Decimal("0.4"))]
+        assert taker.place("BTC-USD", "buy", "0.6", "101", id="t-2").ok
+        st2 = maker.order_status("BTC-USD", "m-1")
+        assert st2["state"] == "filled" and st2["filled"] == Decimal("1")
+        assert [q for _, q, _ in st2["trades"]] == [Decimal("0.4"), Decimal("0.6")]
+        assert all(p == Decimal("100.00") for p, _, _ in st2["trades"])  # the maker's price
+        assert taker.order_status("BTC-USD", "t-2")["trades"][0][1] == Decimal("0.6")
+
+
 def test_op_reject_tuple_is_left_alone_by_fate_queries() -> None:
     core = _core()
     decoded = [("timeout after 1s", [])]

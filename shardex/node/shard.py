@@ -54,8 +54,6 @@ from shardex.wire.protocol import (
     OP_MARKETS,
     OP_ORDER,
     OP_STATUS,
-    STATE_LIVE,
-    STATE_UNKNOWN,
     decode_batch,
     decode_request,
     edge_command,
@@ -326,7 +324,8 @@ class ShardCore:
             return {"error": f"unknown symbol {_sym(symbol)}"}
         if self.owner(symbol) != self.index:
             return {"error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
-        status = _order_status(self.engine, symbol, account, oid)
+        # trades are looked up in the event ring (the engine keeps only each order's seq range)
+        status = dict(self.engine.order_status(symbol, account, oid, self.ring.get))
         status["seq"] = self.engine.seq
         return status
 
@@ -345,19 +344,6 @@ class ShardCore:
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
             **info,
         }
-
-
-def _order_status(engine: Engine, symbol: str, account: str, oid: str) -> dict[str, Any]:
-    """The engine's answer; an engine without a recent-results index answers from the book."""
-    status = getattr(engine, "order_status", None)
-    if status is not None:
-        return dict(status(symbol, account, oid))
-    book = engine.books.get(symbol)
-    o = book.orders.get(oid) if book is not None else None
-    if o is None or o.account != account or not o.qty:
-        return {"state": STATE_UNKNOWN, "symbol": symbol, "id": oid}
-    return {"state": STATE_LIVE, "symbol": symbol, "id": oid, "side": o.side, "price": o.price,
-            "qty": o.qty}  # fmt: skip
 
 
 def _not_allowed(account: Any) -> str:
