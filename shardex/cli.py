@@ -1444,7 +1444,7 @@ def status(
     )
     hdr = (
         f"{'shard':>5} {'state':<7} {'pid':>7} {'cpu':>4} {'seq':>10} {'resting':>9} "
-        f"{'commands':>10} {'backlog':>7} {'shed':>6} {'uptime':>9}"
+        f"{'commands':>10} {'backlog':>7} {'shed':>6} {'uptime':>9} engine"
     )
     click.echo(hdr)
     for st in shards:
@@ -1454,7 +1454,8 @@ def status(
         click.echo(
             f"{st['shard']:>5} {'up':<7} {st['pid']:>7} {_s(st.get('cpu')):>4} "
             f"{st['seq']:>10} {st['resting']:>9} {st['commands']:>10} "
-            f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s"
+            f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s "
+            f"{st.get('engine', '-')}"
         )
 
 

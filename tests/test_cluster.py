@@ -363,6 +363,9 @@ def test_book_and_status_cli(cluster2: Cluster):
         ).stdout
     )
     assert sum(s["resting"] for s in js["shards"]) == 2 and js["secure"] is True
+    # which engine each shard runs: the mypyc build or the interpreted reference
+    assert {s["engine"] for s in js["shards"]} <= {"compiled", "interpreted"}
+    assert out.splitlines()[-1].split()[-1] in ("compiled", "interpreted")
     # with no --key the CLI finds the admin key of $SHARDEX_DATA_DIR (or ./data) by itself
     env = {**os.environ, "SHARDEX_DATA_DIR": cluster2.data_dir}
     del env["SHARDEX_KEY"]

@@ -32,7 +32,7 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
-from shardex.engine import Engine, Market
+from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Event
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
@@ -342,6 +342,7 @@ class ShardCore:
             "symbols": {s: len(b.orders) for s, b in sorted(eng.books.items())},
             "commands": self.commands,
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+            "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"
             **info,
         }
 
