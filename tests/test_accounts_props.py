@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import msgpack
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,13 @@ MARKETS = {s: DEFAULT_MARKETS[s] for s in ("BTC-USD", "ETH-USD", "ETH-BTC")}
 FEES = {"BTC-USD": Fee(2, 5), "ETH-USD": Fee(0, 10), "ETH-BTC": Fee(3, 3)}
 
 
+def frozen(state: Any) -> Any:
+    """A snapshot as the processes store it: through msgpack, so it shares nothing with the
+    live state (an engine snapshot holds references to its orders' trade lists) and proves it
+    is msgpack-able."""
+    return msgpack.unpackb(msgpack.packb(state), strict_map_key=False)
+
+
 class EngineSide:
     """One engine shard: the engine, its settlement feed, the inbox of forwards, its journal."""
 
@@ -52,7 +60,7 @@ class EngineSide:
         self.journal: list[tuple[Any, int | None]] = []  # (cmd, cause) since snap
 
     def _snapshot(self) -> tuple:
-        return (self.engine.snapshot(), self.feed.snapshot(), dict(self.inbox.last))
+        return (frozen(self.engine.snapshot()), frozen(self.feed.snapshot()), dict(self.inbox.last))
 
     def run(self, cmd: tuple, cause: int | None) -> list[tuple[int, tuple]]:
         self.journal.append((cmd, cause))
@@ -90,7 +98,7 @@ class Venue:
         self.m, self.n = m, n
         route = self.engine_for = lambda s: shard_for(s, n)  # noqa: E731
         self.cores = [AccountCore(MARKETS, j, m, FEES, route) for j in range(m)]
-        self.core_snap = [c.snapshot() for c in self.cores]
+        self.core_snap = [frozen(c.snapshot()) for c in self.cores]
         self.core_journal: list[list[tuple]] = [[] for _ in range(m)]
         self.core_events: list[list[tuple]] = [[] for _ in range(m)]  # since snap
         self.engines = [EngineSide(i, m) for i in range(n)]
@@ -149,7 +157,7 @@ class Venue:
             raise AssertionError(f"core {j}: anomaly {ev}")
 
     def checkpoint_core(self, j: int) -> None:
-        self.core_snap[j] = self.cores[j].snapshot()
+        self.core_snap[j] = frozen(self.cores[j].snapshot())
         self.core_journal[j] = []
         self.core_events[j] = []
 
@@ -162,7 +170,7 @@ class Venue:
         for cmd in self.core_journal[j]:
             core.apply(cmd, out)
         assert out == self.core_events[j], "replay emitted other events"
-        assert core.snapshot() == before, "replay reached another state"
+        assert frozen(core.snapshot()) == frozen(before), "replay reached another state"
         self.cores[j] = core
         # Re-sent forwards reach the engine shards again: they must be skipped.
         for ev in out:
@@ -208,7 +216,9 @@ class Venue:
         before = side._snapshot()
         sent_since = {k: list(v) for k, v in self.settle_log.items() if k[0] == i}
         resent = side.crash()
-        assert side._snapshot() == before, "engine replay reached another state"
+        after = side._snapshot()
+        for name, a, b in zip(("engine", "feed", "inbox"), before, after, strict=True):
+            assert a == b, f"engine shard {i}: replay reached another {name} state: {a} != {b}"
         for j, msg in resent:
             assert msg in sent_since[(i, j)], f"replay sent a new settlement {msg}"
             self.settle[(i, j)].append(msg)  # duplicates: the core must skip them
@@ -236,7 +246,7 @@ class Venue:
         """A deep copy through the components' own snapshot/restore (which tests them too)."""
         v = Venue.__new__(Venue)
         v.__dict__.update(self.__dict__)
-        v.cores = [AccountCore.restore(c.snapshot(), MARKETS, FEES, self.engine_for)
+        v.cores = [AccountCore.restore(frozen(c.snapshot()), MARKETS, FEES, self.engine_for)
                    for c in self.cores]  # fmt: skip
         v.core_journal = [list(x) for x in self.core_journal]
         v.core_events = [list(x) for x in self.core_events]
@@ -244,8 +254,8 @@ class Venue:
         for side in self.engines:
             s = EngineSide.__new__(EngineSide)
             s.__dict__.update(side.__dict__)
-            s.engine = Engine.restore(side.engine.snapshot(), MARKETS)
-            s.feed = SettlementFeed.restore(side.feed.snapshot())
+            s.engine = Engine.restore(frozen(side.engine.snapshot()), MARKETS)
+            s.feed = SettlementFeed.restore(frozen(side.feed.snapshot()))
             s.inbox = Inbox(side.inbox.last)
             s.journal = list(side.journal)
             v.engines.append(s)
@@ -266,7 +276,7 @@ class Venue:
     def check_global(self) -> None:
         """Once every message in flight is delivered (on a clone, so the run goes on with its
         interleaving): per asset Σ(available + held) + fees == deposits - withdrawals, and
-        each core's open orders are exactly the engines' live orders, open qty for open qty."""
+        each core's open orders are exactly the engines' live orders (open qty, price)."""
         v = self.clone()
         v.drain()
         v.check_local()
@@ -283,8 +293,8 @@ class Venue:
         for side in v.engines:
             for symbol, book in side.engine.books.items():
                 for oid, o in book.orders.items():
-                    live[(o.account, symbol, oid)] = o.qty
-        held = {key: o.rem for c in v.cores for key, o in c.orders.items()}
+                    live[(o.account, symbol, oid)] = (o.qty, o.price)
+        held = {key: (o.rem, o.price) for c in v.cores for key, o in c.orders.items()}
         assert held == live, f"open orders differ: accounts {held}, engines {live}"
 
 

@@ -820,6 +820,7 @@ class AccountCore:
         """Raise IntegrityError unless the books balance:
 
         * every balance and every order's hold >= 0, every order owned here and of a known pair;
+        * a buy holds at its price, or higher only while an amend is in flight;
         * every order's hold == ``required`` (what its open remainder can still cost) and each
           account's held == Σ of its open orders' holds, per asset;
         * per asset: Σ(available + held) + fees == deposits - withdrawals + net trade inflow
@@ -833,6 +834,14 @@ class AccountCore:
                 raise IntegrityError(f"order {oid} of {acct} on {symbol} does not belong here")
             if o.rem <= 0 or o.held < 0 or o.pending < 0:
                 raise IntegrityError(f"order {oid}: open {o.rem}, held {o.held}")
+            if (
+                o.side == BUY
+                and o.price is not None
+                and (o.cap < o.price or (not o.pending and o.cap != o.price))
+            ):
+                raise IntegrityError(
+                    f"order {oid}: holds at {o.cap}, price {o.price}, {o.pending} amends in flight"
+                )
             need = required(o, pair)
             if o.held != need:
                 raise IntegrityError(f"order {oid} of {acct}: holds {o.held}, can cost {need}")
