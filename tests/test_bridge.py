@@ -190,8 +190,15 @@ def test_redis_down_for_seconds_then_back_still_exactly_once(bridged):
 def test_tiny_pub_hwm_drops_are_repaired(redis_server: RedisServer):
     cluster = Cluster(2, "--pub-hwm", "1", redis=redis_server.url)
     try:
-        load = Load(cluster, rounds=20, per_round=500)
-        load.run()
+        load = Load(cluster, rounds=40, per_round=500)
+        # The bridge is stopped while the load runs, so its socket buffers fill and the shards'
+        # PUB (HWM 1) must drop: without this a fast bridge kept up and nothing was dropped.
+        bridge = cluster.child_pid("bridge")
+        os.kill(bridge, signal.SIGSTOP)
+        try:
+            load.run()
+        finally:
+            os.kill(bridge, signal.SIGCONT)
         assert not load.errors
         r = redis_server.client()
         wait_for_streams(r, load, cluster)
