@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
@@ -114,13 +112,17 @@ def test_scaling_runs_and_prints_its_table() -> None:
     assert table.stdout.count("\n| 1 | ") == 4
 
 
-def test_scaling_refuses_routers_the_cli_lacks() -> None:
-    """R > 1 needs ``shardex up --routers``; without it: a clear stop, not a broken cluster."""
-    if scaling.supports_routers(ROOT):
-        pytest.skip("this shardex has --routers: the guard does not apply")
-    r = run_bench("bench/scaling.py", "--shards", "1", "--routers", "1,2", "--seconds", "0.5")
-    assert r.returncode != 0
-    assert "no `shardex up --routers`" in r.stderr
+def test_scaling_runs_two_routers_in_front_of_the_shards() -> None:
+    """R = 2 (``shardex up --routers 2``): every loadgen process is acked through a router."""
+    assert scaling.supports_routers(ROOT)
+    r = run_bench(
+        "bench/scaling.py", "--shards", "1", "--routers", "2", "--batches", "1",
+        "--seconds", "0.5", "--loadgens", "2", "--concurrency", "1", "--window", "2",
+        "--pairs", "8", "--ephemeral", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (x,) = json.loads(r.stdout)["results"]
+    assert x["routers"] == 2 and x["shards"] == 1 and x["acked_per_s"] > 0
 
 
 def test_scaling_rejects_bad_lists() -> None:
