@@ -36,15 +36,19 @@ from typing import Any
 
 log = logging.getLogger("shardex.auth")
 
-ROLES = ("trader", "reader", "admin", "shard", "bridge")
+ROLES = ("trader", "reader", "admin", "shard", "bridge", "accounts")
 CLIENT_ROLES = frozenset(("trader", "reader", "admin", "bridge"))  # router front, shard direct
 EVENT_ROLES = frozenset(("bridge", "reader", "admin"))  # shard PUB subscribers
-SHARD_ROLES = frozenset(("shard",))  # router back
+# router back: engine shards, and account shards (issue 14: ``accounts-J`` process keys)
+SHARD_ROLES = frozenset(("shard", "accounts"))
+ACCOUNT_LINK_ROLES = frozenset(("accounts",))  # an engine shard's account link
 DOMAIN_CLIENTS, DOMAIN_SHARDS, DOMAIN_EVENTS = "clients", "shards", "events"
+DOMAIN_ACCOUNT_LINK = "account-link"
 DOMAIN_ROLES = {
     DOMAIN_CLIENTS: CLIENT_ROLES,
     DOMAIN_SHARDS: SHARD_ROLES,
     DOMAIN_EVENTS: EVENT_ROLES,
+    DOMAIN_ACCOUNT_LINK: ACCOUNT_LINK_ROLES,
 }
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 REGISTRY_FILE = "registry.json"
@@ -207,8 +211,8 @@ class Registry:
             raise AuthError("a trader key needs at least one --account")
         if any(not a or len(a) > 64 for a in accounts):
             raise AuthError("account names must be 1..64 chars")
-        if role == "shard" and shard is None:
-            raise AuthError("a shard key needs its shard index")
+        if role in ("shard", "accounts") and shard is None:
+            raise AuthError(f"a {role} key needs its shard index")
         if any(i.name == name and not i.revoked for i in self.keys.values()):
             raise AuthError(f"a live key named {name!r} exists (revoke it first)")
         secret = None

@@ -552,6 +552,14 @@ def resolve_shard_index(value: int | None) -> int:
     envvar="SHARDEX_ROUTER_INDEX",
     help="This router's index in the layout (its ports) [0; router.N under honcho → N-1].",
 )
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    envvar="SHARDEX_ACCOUNTS",
+    help="Account shards M (issue 14; 0: the account tier is off).",
+)
 @keys_dir_option
 @insecure_option
 def router(
@@ -567,6 +575,7 @@ def router(
     data_dir: str | None,
     keys_dir: str | None,
     insecure: bool,
+    accounts: int = 0,
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.node.router import RouterConfig, run_router
@@ -587,6 +596,7 @@ def router(
             max_inflight=max_inflight,
             client_max_inflight=client_max_inflight,
             keys_dir=keys,
+            accounts=accounts,
         )
     )
 
@@ -682,6 +692,20 @@ def router(
     show_default=True,
     help="Seconds between snapshots (when something changed).",
 )
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    envvar="SHARDEX_ACCOUNTS",
+    help="Account shards M (issue 14; 0: the account tier is off).",
+)
+@click.option(
+    "--account-link",
+    default=None,
+    callback=_endpoint_cb,
+    help="Bind endpoint for the account shards' links [layout, with --accounts].",
+)
 @keys_dir_option
 @insecure_option
 def engine(
@@ -705,6 +729,8 @@ def engine(
     snapshot_interval: float,
     keys_dir: str | None,
     insecure: bool,
+    accounts: int = 0,
+    account_link: str | None = None,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
@@ -742,6 +768,10 @@ def engine(
         pub_hwm=max(1, pub_hwm),
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
         keys_dir=keys,
+        accounts=accounts,
+        account_link=(account_link or Layout(host, base_port, n, accounts=accounts).account_link(i))
+        if accounts
+        else None,
     )
     try:
         run_shard(cfg)
@@ -810,6 +840,14 @@ def engine(
     envvar="SHARDEX_INSECURE",
     help="No authentication (no CURVE keys, no Redis users): a lab only, said loudly.",
 )
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="Account shards M: balances, holds before matching, settlement after (issue 14, "
+    "phase 1; 0: off, orders are unfunded as before).",
+)
 def up(
     shards: str,
     host: str,
@@ -827,6 +865,7 @@ def up(
     prometheus_config: str | None,
     keys_dir: str | None,
     insecure: bool,
+    accounts: int = 0,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -838,7 +877,7 @@ def up(
 
     n = _up_shards(shards)
     try:
-        layout = Layout(host, base_port, n, routers)
+        layout = Layout(host, base_port, n, routers, accounts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     ports = layout.ports()
@@ -1337,9 +1376,7 @@ def loadgen(
         sys.exit(1)
 
 
-def _client(
-    endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None
-):
+def _client(endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None):
     from shardex.client import Client
 
     return Client(
@@ -1432,9 +1469,7 @@ def status(
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(
-            json.dumps({"router": topo, "shards": shards, "secure": secure}, default=str)
-        )
+        click.echo(json.dumps({"router": topo, "shards": shards, "secure": secure}, default=str))
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -1461,6 +1496,171 @@ def status(
 
 def _s(v: Any) -> str:
     return "-" if v is None else str(v)
+
+
+
+# -- the account tier (issue 14, phase 1) --------------------------------------------------------
+
+
+@main.command()
+@click.option("--shard", "index", type=int, required=True, help="This account shard J (0..M-1).")
+@click.option("--shards", type=click.IntRange(1, 100), required=True, help="Account shards M.")
+@click.option("--engines", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Engine shards N (symbol → crc32 % N).")  # fmt: skip
+@host_option
+@base_port_option
+@click.option(
+    "--router",
+    "router_ep",
+    default=None,
+    callback=_endpoint_cb,
+    help="Router backend endpoint(s), comma-separated [layout].",
+)
+@click.option(
+    "--engine-links",
+    default=None,
+    help="Each engine shard's account link endpoint, comma-separated [layout].",
+)
+@markets_option
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="SHARDEX_DATA_DIR",
+    help="Journal and snapshots go to DATA_DIR/accounts-J (recovered at start).",
+)
+@fsync_option
+@click.option("--metrics-port", type=int, default=None,
+              help="Prometheus exporter port [layout: base+500+J]; 0 disables it.")  # fmt: skip
+@keys_dir_option
+@insecure_option
+def accounts(
+    index: int,
+    shards: int,
+    engines: int,
+    host: str,
+    base_port: int,
+    router_ep: str | None,
+    engine_links: str | None,
+    markets_file: str | None,
+    data_dir: str | None,
+    fsync: str,
+    metrics_port: int | None,
+    keys_dir: str | None,
+    insecure: bool,
+) -> None:
+    """Run account shard J of M: balances and holds of the accounts with crc32 % M == J."""
+    from shardex.node.accounts import AccountsConfig, run_accounts
+
+    if not 0 <= index < shards:
+        raise click.UsageError(f"account shard {index} out of range for {shards}")
+    keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
+    layout = Layout(host, base_port, engines, accounts=shards)
+    links = (engine_links or layout.account_links).split(",")
+    if len(links) != engines:
+        raise click.UsageError(f"--engine-links: {len(links)} endpoints for {engines} engines")
+    cfg = AccountsConfig(
+        index=index,
+        shards=shards,
+        engines=engines,
+        router=router_ep or layout.backends,
+        engine_links=links,
+        markets=_markets(markets_file),
+        journal_dir=os.path.join(data_dir, f"accounts-{index}") if data_dir else None,
+        fsync=fsync,
+        metrics_port=layout.account_metrics_port(index) if metrics_port is None else metrics_port,
+        keys_dir=keys,
+    )
+    try:
+        run_accounts(cfg)
+    except (JournalError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file):
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            fn = c.deposit if kind == "deposit" else c.withdraw
+            res = fn(account, asset, amount, ref=ref)
+    except ShardexError as exc:
+        _fail(exc)
+    if res.rejected:
+        raise click.ClickException(f"{kind} rejected ({res.code}): {res.reason}")
+    ev = res.events[0]
+    click.echo(f"{account} {asset}: available {ev['available']}, held {ev['held']}"
+               + (" (already applied)" if ev.get("repeated") else ""))  # fmt: skip
+
+
+def _transfer_command(kind: str):
+    @main.command(name=kind, help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")
+    @click.argument("account")
+    @click.argument("asset")
+    @click.argument("amount")
+    @click.option("--ref", default=None, help="Unique transfer ref (a retry with it is a no-op).")
+    @endpoint_option
+    @host_option
+    @base_port_option
+    @click.option("--timeout", type=float, default=3.0, show_default=True)
+    @key_option
+    def cmd(account, asset, amount, ref, endpoint, host, base_port, timeout, key_file) -> None:
+        _transfer(kind, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file)
+
+    return cmd
+
+
+deposit = _transfer_command("deposit")
+withdraw = _transfer_command("withdraw")
+
+
+@main.command()
+@click.argument("account")
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@key_option
+def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
+    """Show ACCOUNT's balances per asset (available, held by open orders)."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            b = c.balance(account)
+    except ShardexError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({k: [str(a), str(h)] for k, (a, h) in b.items()}))
+        return
+    click.echo(f"{'asset':<8} {'available':>24} {'held':>24}")
+    for asset, (avail, held) in sorted(b.items()):
+        click.echo(f"{asset:<8} {avail!s:>24} {held!s:>24}")
+    if not b:
+        click.echo(f"(no balances for {account})")
+
+
+@main.command()
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@key_option
+def audit(endpoint, host, base_port, timeout, key_file) -> None:
+    """Check conservation on a live cluster: per asset, over every account shard,
+    balances + fees == deposits - withdrawals, and each shard's own integrity. Exit 1 on a
+    violation (or an account shard that cannot answer)."""
+    from shardex.client import ShardexError, audit_report
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            shards = c.audit()
+    except ShardexError as exc:
+        _fail(exc)
+    lines, ok = audit_report(shards)
+    for line in lines:
+        click.echo(line)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -71,14 +72,19 @@ from shardex.engine.codes import (
 )
 from shardex.layout import Layout
 from shardex.wire.protocol import (
+    OP_AUDIT,
+    OP_BALANCE,
     OP_BOOK,
+    OP_DEPOSIT,
     OP_MARKETS,
     OP_ORDER,
     OP_STATUS,
+    OP_WITHDRAW,
     STATE_CANCELLED,
     STATE_FILLED,
     STATE_LIVE,
     STATE_UNKNOWN,
+    account_route,
     command_from_json,
     decode_reply,
     encode_request,
@@ -301,6 +307,9 @@ class ClientCore:
         self.shard_endpoints = list(shard_endpoints) if shard_endpoints else None
         self.account = account
         self.shards: int | None = len(shard_endpoints) if shard_endpoints else None
+        # account shards (from the router's topology): with M > 0, new/amend go to the
+        # account's shard (routing key ``@account``), which holds their funds first
+        self.accounts = 0
         self.ids = RequestIds()
         self._markets_retry_at = 0.0
         self._n = 0
@@ -413,8 +422,24 @@ class ClientCore:
         where: dict[Any, tuple[int, bytes]] = {}
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
+        m = self.accounts
         for i, t in enumerate(tuples):
             symbol = t[1] if len(t) > 1 else ""
+            if m and n and len(t) > 3 and t[0] in (OP_NEW, OP_AMEND) and type(t[3]) is str:
+                # account tier: to the account's shard (slot n + j; the router's socket)
+                key = account_route(t[3])
+                s = n + zlib.crc32(t[3].encode()) % m
+                cur = open_.get(s)
+                if cur is None:
+                    cur = open_[s] = (key, [])
+                if cur[0] != key:  # another account of the same shard: its own frame
+                    plan.append((s, cur[0], cur[1]))
+                    cur = open_[s] = (key, [])
+                cur[1].append(i)
+                if len(cur[1]) >= batch:
+                    plan.append((s, cur[0], cur[1]))
+                    del open_[s]
+                continue
             w = where.get(symbol) if type(symbol) is str else None
             if w is None:
                 sym = symbol if type(symbol) is str else ""
@@ -659,6 +684,8 @@ class ClientCore:
                 f"{info['shards']} shards"
             )
         self.shards = info["shards"]
+        accounts = info.get("accounts", 0)
+        self.accounts = accounts if type(accounts) is int and 0 <= accounts <= 100 else 0
         self.learn_markets([t.get("markets") for t in info["topology"]])
         return info
 
@@ -872,7 +899,67 @@ class Client(ClientCore):
                 self.markets_tried()
 
     def _sock(self, shard: int) -> zmq.Socket:
-        return self._shard_socks[shard] if self.direct else self._router
+        if self.direct and shard < len(self._shard_socks):
+            return self._shard_socks[shard]
+        return self._router  # account shards (slots >= N) are reached through the router
+
+    # -- the account tier (issue 14, phase 1) ----------------------------------------------
+
+    def _need_accounts(self) -> None:
+        self._ready(markets=False)
+        if not self.accounts:
+            raise ShardexError(
+                "this cluster runs without account shards (start it with shardex up --accounts M)"
+            )
+
+    def deposit(self, account: str, asset: str, amount: Any, *, ref: str | None = None) -> Result:
+        """Credit ``amount`` (Decimal or str) of ``asset`` (admin key). ``ref`` makes it
+        idempotent: sending the same transfer again with it changes nothing."""
+        return self._transfer(OP_DEPOSIT, account, asset, amount, ref)
+
+    def withdraw(self, account: str, asset: str, amount: Any, *, ref: str | None = None) -> Result:
+        """Debit ``amount`` of ``asset`` (admin key); refused beyond what is available."""
+        return self._transfer(OP_WITHDRAW, account, asset, amount, ref)
+
+    def _transfer(self, op: int, account: str, asset: str, amount: Any, ref: str | None) -> Result:
+        self._need_accounts()
+        ref = ref or self.new_id()
+        cmd = (op, account, asset, _money(amount, "amount"), ref)
+        what = "deposit" if op == OP_DEPOSIT else "withdraw"
+        command = {"op": what, "account": account, "asset": asset, "amount": cmd[3], "ref": ref}
+        error, results = self._request(self._router, account_route(account), cmd, what)
+        return transfer_result(command, error, results)
+
+    def balance(self, account: str | None = None) -> dict[str, tuple[Decimal, Decimal]]:
+        """``{asset: (available, held)}`` as Decimals (a trader key reads its own only)."""
+        self._need_accounts()
+        account = self._acct(account)
+        raw = self.read_result(
+            *self._request(self._router, account_route(account), (OP_BALANCE, account), ""),
+            f"balance of {account}",
+        )
+        if "error" in raw:
+            raise ShardexError(f"balance: {str(raw['error'])[:_MAX_REASON]}")
+        try:
+            return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every account shard's books (integer units) for ``audit_report``; a shard that
+        cannot answer is an ``{"shard": j, "error": ...}`` entry."""
+        self._need_accounts()
+        out = []
+        for j in range(self.accounts):
+            try:
+                raw = self.read_result(
+                    *self._request(self._router, f"%{j}".encode(), (OP_AUDIT,), ""),
+                    f"account shard {j}",
+                )
+            except ShardexError as exc:
+                raw = {"shard": j, "error": str(exc)}
+            out.append(raw)
+        return out
 
     def _exchange(self, tuples: list[Command], batch: int, window: int) -> list:
         """Send ``tuples`` in planned frames with ``window`` in flight; ``store``'s outcomes."""
@@ -1003,9 +1090,7 @@ class AsyncClient(ClientCore):
                     info = await self.topology()
                 if self.direct and not self._shard_socks:
                     for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
-                        sock = dealer(
-                            self.ctx, ep, self.timeout, key=self.key, watch=self._watches
-                        )
+                        sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
                         self._shard_socks.append(sock)
                         self._readers.append(asyncio.ensure_future(self._replies.read(sock)))
                     self.shards = len(self._shard_socks)
@@ -1209,3 +1294,63 @@ __all__ = [
     "ShardexError",
     "fate_from_state",
 ]
+
+
+def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result:
+    """An account shard's answer to a deposit/withdraw → a ``Result`` whose one event is
+    ``balance`` (available/held after it, Decimals) or ``rejected`` (reason, code)."""
+    if error is not None:
+        return Result(command, [], str(error)[:_MAX_REASON], NOT_EXECUTED)
+    res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
+    if not isinstance(res, dict):
+        return Result(command, [], f"{MALFORMED_PREFIX}: expected a map", UNKNOWN)
+    if "rejected" in res:
+        ev = {"ev": "rejected", "reason": str(res["rejected"]), "code": res.get("code")}
+        return Result(command, [ev], None, EXECUTED)
+    try:
+        ev = {"ev": "balance", "asset": res["asset"], "available": Decimal(res["available"]),
+              "held": Decimal(res["held"]), "repeated": bool(res.get("repeated"))}  # fmt: skip
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return Result(command, [], f"{MALFORMED_PREFIX}: bad balance", UNKNOWN)
+    return Result(command, [ev], None, EXECUTED)
+
+
+def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
+    """Conservation over every account shard (lines to print, ok): per asset, Σ(available +
+    held) + fees == deposits - withdrawals, the shards' trade inflows sum to 0, and each shard
+    passes its own integrity check. A shard that did not answer fails the audit."""
+    ok = True
+    lines: list[str] = []
+    sums: dict[str, dict[str, int]] = {}
+    units: dict[str, Decimal] = {}
+    for sh in shards:
+        j = sh.get("shard")
+        if "error" in sh:
+            lines.append(f"account shard {j}: ERROR {sh['error']}")
+            ok = False
+            continue
+        if sh.get("integrity") != "ok":
+            lines.append(f"account shard {j}: INTEGRITY {sh.get('integrity')}")
+            ok = False
+        for a, u in (sh.get("units") or {}).items():
+            units[a] = Decimal(u)
+        for name in ("balances", "fees", "deposited", "withdrawn", "flow"):
+            for a, v in (sh.get(name) or {}).items():
+                sums.setdefault(a, {}).setdefault(name, 0)
+                sums[a][name] += int(v)
+        if sh.get("anomalies"):
+            lines.append(f"account shard {j}: {sh['anomalies']} settlement anomalies (ALERT)")
+    for a in sorted(sums):
+        t = sums[a]
+        have = t.get("balances", 0) + t.get("fees", 0)
+        owed = t.get("deposited", 0) - t.get("withdrawn", 0)
+        unit = units.get(a, Decimal(1))
+        good = have == owed and t.get("flow", 0) == 0
+        ok = ok and good
+        lines.append(
+            f"{a:<6} balances+fees {have * unit}  deposits-withdrawals {owed * unit}  "
+            f"fees {t.get('fees', 0) * unit}  trade inflow {t.get('flow', 0) * unit}  "
+            f"{'ok' if good else 'VIOLATION'}"
+        )
+    lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
+    return lines, ok

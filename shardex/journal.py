@@ -93,10 +93,33 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------ snapshots
 
 
-def restore_engine(state: Mapping[str, Any], markets: Mapping[str, Market]) -> Engine:
+class Machine:
+    """What a journal replays into: a deterministic state machine with ``apply(cmd, out)``,
+    ``seq`` (its last event seq), ``snapshot()`` (msgpack-able) — by default the ``Engine``.
+
+    The generic seam that lets another single-writer process (the account shard, an engine
+    shard with its settlement stage) reuse this journal instead of copying it: pass an object
+    with ``new(markets)`` and ``restore(state, markets)`` as ``Journal(machine=...)``.
+    """
+
+    @staticmethod
+    def new(markets: Mapping[str, Market]) -> Any:
+        return Engine(markets)
+
+    @staticmethod
+    def restore(state: Mapping[str, Any], markets: Mapping[str, Market]) -> Any:
+        return Engine.restore(state, markets)
+
+
+ENGINE = Machine()
+
+
+def restore_engine(
+    state: Mapping[str, Any], markets: Mapping[str, Market], machine: Machine = ENGINE
+) -> Engine:
     """The engine a snapshot describes; JournalError when it does not fit ``markets``."""
     try:
-        return Engine.restore(state, markets)
+        return machine.restore(state, markets)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         seq = state.get("seq") if isinstance(state, Mapping) else None
         raise JournalError(f"snapshot seq {seq!r} cannot be restored: {exc}") from None
@@ -219,16 +242,18 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
         yield seq, data[off - length : off]
 
 
-def _best_snapshot(directory: Path, markets: Mapping[str, Market]) -> tuple[Engine, int | None]:
+def _best_snapshot(
+    directory: Path, markets: Mapping[str, Market], machine: Machine = ENGINE
+) -> tuple[Engine, int | None]:
     """The engine of the newest valid snapshot (damaged ones are skipped), or a fresh one."""
     for path in sorted(directory.glob("snapshot-*.snap"), key=_seq_of, reverse=True):
         state = read_snapshot(path)
         if state is None:
             log.warning("snapshot %s is damaged; trying an older one", path)
             continue
-        engine = restore_engine(state, markets)
+        engine = restore_engine(state, markets, machine)
         return engine, engine.seq
-    return Engine(markets), None
+    return machine.new(markets), None
 
 
 def _replay(
@@ -308,7 +333,9 @@ class Journal:
         segment_bytes: int = 64 << 20,
         keep_snapshots: int = 2,
         max_record: int = MAX_RECORD,
+        machine: Machine = ENGINE,
     ) -> None:
+        self.machine = machine
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         if not 64 <= max_record <= MAX_RECORD:
@@ -350,7 +377,7 @@ class Journal:
         failed and could not be cut off, after which the writer rolled a new segment).
         Anything else that is incomplete or bad is damage: recovery refuses, naming it.
         """
-        engine, snap_seq = _best_snapshot(self.dir, self.markets)
+        engine, snap_seq = _best_snapshot(self.dir, self.markets, self.machine)
         replayed, cut = _replay(engine, self.segments())
         truncated = []
         for scan in cut:
@@ -559,9 +586,9 @@ class Journal:
             for path in reversed(self.snapshots()):
                 state = read_snapshot(path)
                 if state is not None and state["seq"] < first:
-                    base = restore_engine(state, self.markets)
+                    base = restore_engine(state, self.markets, self.machine)
                     break
-            engine = base or Engine(self.markets)
+            engine = base or self.machine.new(self.markets)
             cur = self._cursor = (engine, self._records_from(engine.seq), [])
         engine, records, buf = cur
         if buf and buf[0][1] < first:

@@ -19,6 +19,7 @@ class Layout:
     base_port: int = DEFAULT_BASE_PORT
     shards: int = 1
     routers: int = 1
+    accounts: int = 0  # account shards (issue 14); 0: the account tier is off
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
@@ -27,6 +28,10 @@ class Layout:
             raise ValueError(f"routers must be 1..{MAX_ROUTERS}, got {self.routers}")
         if not 1024 <= self.base_port <= 65535 - 400:
             raise ValueError(f"base port must be 1024..{65535 - 400}, got {self.base_port}")
+        if not 0 <= self.accounts <= MAX_SHARDS:
+            raise ValueError(f"accounts must be 0..{MAX_SHARDS}, got {self.accounts}")
+        if self.accounts and self.base_port > 65535 - 600:
+            raise ValueError(f"with accounts the base port must be <= {65535 - 600}")
 
     def _ep(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -84,6 +89,17 @@ class Layout:
     def shard_metrics_port(self, i: int) -> int:
         return self.base_port + 300 + i
 
+    def account_link(self, i: int) -> str:
+        """Engine shard i's endpoint for the account shards' links (accounts on only)."""
+        return self._ep(self.base_port + 400 + i)
+
+    @property
+    def account_links(self) -> str:
+        return ",".join(self.account_link(i) for i in range(self.shards))
+
+    def account_metrics_port(self, j: int) -> int:
+        return self.base_port + 500 + j
+
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
@@ -92,4 +108,7 @@ class Layout:
             out += [base + 10 + j, base + 40 + j, base + 70 + j]
         for i in range(self.shards):
             out += [base + 100 + i, base + 200 + i, base + 300 + i]
+        if self.accounts:
+            out += [base + 400 + i for i in range(self.shards)]
+            out += [base + 500 + j for j in range(self.accounts)]
         return out

@@ -91,6 +91,10 @@ REJECT_NAMES = (
     "amend_increase",
     "wrong_shard",
     "not_allowed",
+    # the account tier's (shardex.accounts.codes, issue 14): only account shards emit them
+    "insufficient_funds",  # a hold or withdraw exceeds the available balance
+    "unknown_asset",  # a transfer in an asset no market trades
+    "duplicate_ref",  # a transfer ref already used by another transfer
 )
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -34,9 +35,12 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
+from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist, serve
 from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import (
+    ACCOUNT_ROUTE,
+    ACCOUNT_SHARD_ROUTE,
     BATCH,
     BATCH_REPLY_WIDTH,
     ERR_OVERLOADED,
@@ -78,6 +82,10 @@ class RouterConfig:
     open_after: float = 3.0  # bind the client endpoint by then even if shards are missing
     # CURVE + ZAP on both sockets from this key store (``shardex.auth``); None: insecure (lab)
     keys_dir: str | None = None
+    # Account shards (issue 14): M > 0 routes ``@<account>`` keys (new, amend, transfers,
+    # balance) to account shard crc32(account) % M and ``%<j>`` to account shard j; they
+    # register on the backend like engine shards and take slots N..N+M-1. 0: off.
+    accounts: int = 0
 
 
 _MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
@@ -106,19 +114,23 @@ class Router:
         # revoked key is cut off on connections it already has); None: insecure mode.
         self.registry = registry
         self.shards = shards
-        self.identities = [f"shard-{i}".encode() for i in range(shards)]
+        self.accounts = self.cfg.accounts
+        slots = self.slots = shards + self.accounts  # engine shards, then account shards
+        self.identities = [f"shard-{i}".encode() for i in range(shards)] + [
+            f"accounts-{j}".encode() for j in range(self.accounts)
+        ]
         # Where shard i's requests go: its connection's routing id. Insecure: the id the shard
         # names itself (``shard-i``). Secure: learned only from a HELLO signed by shard i's own
         # key, so nobody can take a shard's traffic by choosing its name (ROUTER_HANDOVER).
         secure = registry is not None
-        self.route_ids: list[bytes | None] = [None] * shards if secure else list(self.identities)
-        self.shard_of: dict[bytes, int] = {} if secure else {
-            ident: i for i, ident in enumerate(self.identities)
-        }
+        self.route_ids: list[bytes | None] = [None] * slots if secure else list(self.identities)
+        self.shard_of: dict[bytes, int] = (
+            {} if secure else {ident: i for i, ident in enumerate(self.identities)}
+        )
         self._route: dict[bytes, int] = {}
         self.topology: dict[int, dict[str, Any]] = {}
         self.last_seen: dict[int, float] = {}
-        self.forwarded = [0] * shards
+        self.forwarded = [0] * slots
         self.rejected = {
             ERR_OVERLOADED: 0,
             ERR_UNAVAILABLE: 0,
@@ -131,14 +143,14 @@ class Router:
         self.replies_dropped = {"client_slow": 0, "client_gone": 0}
         # order→ack as the router sees it: (shard, forward time, bytes) of each request
         self.inflight: dict[tuple[bytes, bytes], tuple[int, float, int]] = {}
-        self.shard_inflight = [0] * shards
-        self.shard_bytes = [0] * shards
+        self.shard_inflight = [0] * slots
+        self.shard_bytes = [0] * slots
         self.client_inflight: dict[bytes, int] = {}
-        self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(shards)]
+        self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]
         # requests admitted in this wake-up and not yet sent, per shard (flat frames), and the
         # shards that have any, in the order they got their first
-        self.batches: list[list[bytes]] = [[] for _ in range(shards)]
-        self.batch_bytes = [0] * shards
+        self.batches: list[list[bytes]] = [[] for _ in range(slots)]
+        self.batch_bytes = [0] * slots
         self.ready: list[int] = []
         self.batch_size = Hist(SIZE_BUCKETS)  # requests per message sent to a shard
 
@@ -324,7 +336,7 @@ class Router:
         fam = GaugeMetricFamily(
             "shardex_router_shard_up", "1 when the shard said hello within 3 s", labels=["shard"]
         )
-        for i in range(self.shards):
+        for i in range(self.slots):
             seen = self.last_seen.get(i)
             fam.add_metric([str(i)], 1 if seen is not None and now - seen < 3 else 0)
         yield fam
@@ -344,6 +356,8 @@ class Router:
         """The shard a routing key names: a symbol (hashed), ``#i``, or None if neither."""
         shard = self._route.get(key)
         if shard is None:
+            if self.accounts and key[:1] in (ACCOUNT_ROUTE, ACCOUNT_SHARD_ROUTE):
+                return self._account_slot(key)
             if len(key) > MAX_SYMBOL_LEN:
                 return None  # no symbol is this long; never cache client-chosen big keys
             if key[:1] == b"#":
@@ -357,6 +371,19 @@ class Router:
                 self._route[key] = shard
         return shard
 
+    def _account_slot(self, key: bytes) -> int | None:
+        """``@<account>`` → its account shard's slot; ``%<j>`` → account shard j's slot."""
+        rest = key[1:]
+        if key[:1] == ACCOUNT_ROUTE:
+            if not 0 < len(rest) <= MAX_ID_LEN:
+                return None
+            return self.shards + zlib.crc32(rest) % self.accounts
+        try:
+            j = int(rest) if len(rest) <= 3 else -1
+        except ValueError:
+            return None
+        return self.shards + j if 0 <= j < self.accounts else None
+
     def hello(self, sender: bytes, payload: bytes, now: float, user: str | None = None) -> None:
         try:
             op, info = unpackb(payload)
@@ -367,7 +394,15 @@ class Router:
         except Exception:
             log.warning("ignoring malformed hello from %r", sender[:32])
             return
-        if op != OP_HELLO or n != self.shards or not 0 <= i < self.shards:
+        tier = info.get("tier")
+        role, j = "shard", i
+        if tier == "accounts":  # account shard j of M: slot N + j
+            if op != OP_HELLO or n != self.accounts or not 0 <= i < self.accounts:
+                log.error("account shard hello j=%s of M=%s does not match this router (M=%d)",
+                          i, n, self.accounts)  # fmt: skip
+                return
+            j, i, role = i, self.shards + i, "accounts"
+        elif op != OP_HELLO or n != self.shards or not 0 <= i < self.shards:
             log.error(
                 "shard hello with shards=%s index=%s does not match this router "
                 "(%d shards): ignoring it",
@@ -381,7 +416,7 @@ class Router:
             return
         if self.registry is not None:
             key = self.registry.lookup(user)
-            if key is None or key.role != "shard" or key.shard != i:
+            if key is None or key.role != role or key.shard != (j if role == "accounts" else i):
                 log.error(
                     "ALERT refused a registration as shard %d from a key not issued for it (%s)",
                     i,
@@ -412,6 +447,16 @@ class Router:
             "router": True,
             "shards": self.shards,
             "pid": os.getpid(),
+            "accounts": self.accounts,
+            "account_topology": [
+                {
+                    **self.topology.get(self.shards + j, {"shard": j}),
+                    "seen_s_ago": round(now - self.last_seen[self.shards + j], 3)
+                    if self.shards + j in self.last_seen
+                    else None,
+                }
+                for j in range(self.accounts)
+            ],
             "topology": [
                 {
                     **self.topology.get(i, {"shard": i}),
@@ -421,7 +466,7 @@ class Router:
                 }
                 for i in range(self.shards)
             ],
-            "forwarded": self.forwarded,
+            "forwarded": self.forwarded[: self.shards],
             "rejected": self.rejected,
             "inflight": self.shard_inflight,
             "foreign_replies": self.foreign_replies,
@@ -484,7 +529,7 @@ class RouterNode:
         could serve. Clients' DEALERs (IMMEDIATE) never send to a router that is not bound.
         """
         router = self.router
-        if all(r is not None for r in router.route_ids) and len(router.topology) == router.shards:
+        if all(r is not None for r in router.route_ids) and len(router.topology) == router.slots:
             why = "every shard registered"
         elif now - started >= self.cfg.open_after:
             why = f"not every shard registered within {self.cfg.open_after:.0f}s"

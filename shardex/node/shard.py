@@ -21,7 +21,11 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.accounts.core import account_shard_for
+from shardex.accounts.link import APPLY, GAP
+from shardex.accounts.machines import SettledEngine, SettledEngineFactory
 from shardex.auth import (
+    DOMAIN_ACCOUNT_LINK,
     DOMAIN_CLIENTS,
     DOMAIN_EVENTS,
     KeyInfo,
@@ -33,7 +37,14 @@ from shardex.auth import (
     user_of,
 )
 from shardex.engine import Engine, Market, implementation
-from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, Event
+from shardex.engine.codes import (
+    OP_AMEND,
+    OP_NEW,
+    OP_REJECT,
+    REJ_NOT_ALLOWED,
+    REJ_WRONG_SHARD,
+    Event,
+)
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
 from shardex.node.runtime import tune_gc
@@ -42,6 +53,10 @@ from shardex.wire.protocol import (
     BATCH_REQUEST_WIDTH,
     ERR_JOURNAL,
     ERR_OVERLOADED,
+    LINK_FWD,
+    LINK_HAVE,
+    LINK_SETTLE,
+    LINK_SYNC,
     MAX_BATCH,
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
@@ -50,6 +65,7 @@ from shardex.wire.protocol import (
     MAX_SYMBOL_LEN,
     OP_BOOK,
     OP_EVENTS,
+    OP_FORWARD,
     OP_HELLO,
     OP_MARKETS,
     OP_ORDER,
@@ -64,6 +80,7 @@ from shardex.wire.protocol import (
     packb,
     quote,
     shard_for,
+    unpackb,
 )
 from shardex.wire.transport import StopFlag, send_frames
 
@@ -147,6 +164,9 @@ class ShardCore:
         # the accounts that key holds; None: insecure mode (no identity checks).
         self.registry = registry
         self.key: KeyInfo | None = None  # the key of the request being handled
+        # Account shards (issue 14): with M > 0 the engine is a ``SettledEngine`` and orders
+        # come only from the account tier (their holds are taken there); 0: off.
+        self.accounts = 0
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
             OP_BOOK: self.book,
             OP_EVENTS: self.events,
@@ -207,6 +227,8 @@ class ShardCore:
                 cmd = edge_command(cmd)
                 if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
                     cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
+                if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
+                    cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
                 owner = self.owner(cmd[1])
                 if owner != index:
                     cmd = (
@@ -233,6 +255,23 @@ class ShardCore:
             stats.engine_time.add((perf_counter() - t0) / n, n)
             stats.cmds_per_msg.add(n)
         return encode_reply(results)
+
+    def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
+        """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as
+        ``(OP_FORWARD, j, seq, prev, cmd)`` so a replay rebuilds the settlement stage too.
+        The caller checked the link (``forward_verdict`` is APPLY)."""
+        cmd = edge_command(cmd)
+        if cmd[0] not in (OP_NEW, OP_AMEND) or account_shard_for(cmd[3], self.accounts) != j:
+            # Not what an account shard sends: still consumed (the link must not stall) and
+            # refused; its hold, if any, cannot be settled by the feed: ALERT.
+            log.error("ALERT account shard %d forwarded an unusable command %.200r", j, cmd)
+            self.internal_errors += 1
+        rec = (OP_FORWARD, j, seq, prev, cmd)
+        before = self.engine.seq
+        self.engine.apply(rec, out)
+        self.journal.add(before, rec)
+        self.commands += 1
+        self.stats.received += 1
 
     def _may_read(self, op: int, account: Any = None) -> str | None:
         """Why the current key may not do read ``op`` (None: it may)."""
@@ -345,6 +384,12 @@ class ShardCore:
             "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"
             **info,
         }
+
+
+_NOT_VIA_ACCOUNTS = (
+    "with the account tier on, new and amend go through the account's shard "
+    "(routing key @account), which holds their funds first"
+)
 
 
 def _not_allowed(account: Any) -> str:
@@ -462,6 +507,10 @@ class ShardConfig:
     # key, the direct port and PUB are CURVE servers; None: insecure (lab)
     keys_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Account tier (issue 14): M account shards connect to ``account_link`` (bound here) and
+    # forward orders; 0: off (orders come from clients, as before).
+    accounts: int = 0
+    account_link: str | None = None
 
 
 class Outbox:
@@ -600,6 +649,15 @@ class _NodeCollector:
         )
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
+        if node.cfg.accounts:
+            fam = CounterMetricFamily(
+                "shardex_shard_account_link",
+                "Account link: forwards applied/duplicate/gap, settlements sent/re-sent/unsent",
+                labels=["shard", "what"],
+            )
+            for what, n in node.link_counts.items():
+                fam.add_metric([*lab, what], n)
+            yield fam
 
 
 class ShardNode:
@@ -632,6 +690,11 @@ class ShardNode:
             ring_size=cfg.ring_size,
             registry=self.zap.registry if self.zap else None,
         )
+        self.core.accounts = cfg.accounts
+        self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
+        self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
+        self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
+                            "resent": 0, "unsent": 0, "refused": 0}  # fmt: skip
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
@@ -670,10 +733,14 @@ class ShardNode:
 
     def recover(self) -> tuple[Engine | None, Journal | NullJournal]:
         cfg = self.cfg
+        factory = SettledEngineFactory(cfg.index, cfg.accounts) if cfg.accounts else None
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
-            return None, NullJournal()
-        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
+            return (factory.new(cfg.markets) if factory else None), NullJournal()
+        if factory is not None:
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+        else:
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
         t = time.monotonic()
         rec = journal.recover()
         engine = rec.engine
@@ -733,6 +800,17 @@ class ShardNode:
                 server_socket(r, self.server, DOMAIN_CLIENTS)
             r.bind(cfg.direct)
             self._add(r, router=True)
+        self.alink = None
+        if cfg.accounts and cfg.account_link:
+            a = self.alink = self.ctx.socket(zmq.ROUTER)
+            a.setsockopt(zmq.LINGER, 0)
+            a.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone account shard: counted, re-sent later
+            a.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted account shard takes its id over
+            a.setsockopt(zmq.SNDHWM, 100_000)
+            a.setsockopt(zmq.RCVHWM, 100_000)
+            if secure:
+                server_socket(a, self.server, DOMAIN_ACCOUNT_LINK)
+            a.bind(cfg.account_link)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
@@ -742,6 +820,8 @@ class ShardNode:
         self.poller = zmq.Poller()
         for sock in self.sockets:
             self.poller.register(sock, zmq.POLLIN)
+        if self.alink is not None:
+            self.poller.register(self.alink, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
 
@@ -782,6 +862,8 @@ class ShardNode:
                     if self.zap is not None:
                         self.zap.serve()
                     self.dispatch(self.drain(), now)
+                    if self.alink is not None:
+                        self.from_accounts()
                     self.flush()
                 self.housekeeping(now)
         finally:
@@ -911,10 +993,123 @@ class ShardNode:
         self.replies.clear()
         for link in self.links:
             link.commit()
+        if self.alink is not None:
+            self.send_settlements()
         if self.out:
             self.core.ring.extend(self.out)
             _publish(self.pub, self.core.index, self.out)
             self.out.clear()
+
+    # -- the account link (issue 14) ---------------------------------------------------------
+
+    def from_accounts(self) -> None:
+        """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
+        applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
+        journal that cannot write) makes us answer HAVE so the account shard re-sends."""
+        zmq, sock, core = self.zmq, self.alink, self.core
+        secure = self.zap is not None
+        engine: SettledEngine = core.engine  # type: ignore[assignment]
+        counts = self.link_counts
+        for _ in range(10_000):
+            try:
+                raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            frames = [f.bytes for f in raw]
+            try:
+                if len(frames) != 3:
+                    raise ValueError("frame count")
+                ident, kind, payload = frames
+                j, body = unpackb(payload)
+                if type(j) is not int or not 0 <= j < self.cfg.accounts:
+                    raise ValueError(f"account shard {j!r}")
+            except Exception:
+                self.malformed += 1
+                continue
+            if secure:
+                key = core.registry.lookup(user_of(raw[-1])) if core.registry else None
+                ok = key is not None and key.role == "accounts" and key.shard == j
+            else:
+                ok = ident == f"accounts-{j}".encode()
+            if not ok:
+                counts["refused"] += 1
+                log.error("ALERT refused an account-link message as account shard %d", j)
+                continue
+            self.account_peers[j] = ident
+            if kind == LINK_SYNC:
+                if type(body) is int and body >= 0:
+                    self.syncs[j] = body  # answered after this wake-up's group commit
+                continue
+            if kind != LINK_FWD or type(body) is not tuple:
+                self.malformed += 1
+                continue
+            for item in body:
+                if type(item) is not tuple or len(item) != 3:
+                    self.malformed += 1
+                    break
+                seq, prev, cmd = item
+                if type(seq) is not int or type(prev) is not int:
+                    self.malformed += 1
+                    break
+                verdict = engine.forward_verdict(j, seq, prev)
+                if verdict == APPLY and core.journal_down is None:
+                    core.forward(j, seq, prev, cmd, self.out)
+                    counts["forwards"] += 1
+                elif verdict in (GAP, APPLY):
+                    counts["gaps"] += 1
+                    self.syncs.setdefault(j, -1)  # -1: only tell them what we have
+                    break
+                else:
+                    counts["duplicates"] += 1
+            if len(self.out) >= self.cfg.publish_every:
+                self.flush()
+
+    def send_settlements(self) -> None:
+        """After the group commit: the batch's settlements, then answers to SYNCs (re-sends
+        from the ring and HAVE), each link's messages in seq order. A message that cannot be
+        sent is dropped and counted: the account shard's next SYNC gets it again."""
+        engine: SettledEngine = self.core.engine  # type: ignore[assignment]
+        counts = self.link_counts
+        index = self.core.index
+        if engine.outgoing:
+            per: dict[int, list[tuple]] = {}
+            for j, msg in engine.outgoing:
+                per.setdefault(j, []).append(msg)
+            engine.outgoing.clear()
+            for j, msgs in per.items():
+                counts["settlements"] += len(msgs)
+                self._link_send(j, LINK_SETTLE, msgs)
+        if self.syncs:
+            syncs, self.syncs = self.syncs, {}
+            for j, after in syncs.items():
+                if after >= 0:
+                    msgs, complete = engine.resend(j, after)
+                    if not complete:
+                        log.error(
+                            "ALERT account shard %d needs settlements after eseq %d that the "
+                            "ring no longer holds (journal-backed repair is not built yet)",
+                            j, after,
+                        )  # fmt: skip
+                    counts["resent"] += len(msgs)
+                    for k in range(0, len(msgs), 1000):
+                        self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
+                peer = self.account_peers.get(j)
+                if peer is not None:
+                    have = packb((index, engine.inbox.last.get(j, 0)))
+                    try:
+                        send_frames(self.alink, [peer, LINK_HAVE, have])
+                    except self.zmq.ZMQError:
+                        counts["unsent"] += 1
+
+    def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
+        peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)
+        if peer is None:
+            self.link_counts["unsent"] += len(msgs)
+            return
+        try:
+            send_frames(self.alink, [peer, kind, packb((self.core.index, msgs))])
+        except self.zmq.ZMQError:  # not connected (yet) or its pipe is full: its SYNC repairs
+            self.link_counts["unsent"] += len(msgs)
 
     def _journal_failed(self, exc: BaseException) -> None:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

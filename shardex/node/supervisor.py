@@ -159,6 +159,7 @@ def build_children(
                 "--metrics-port",
                 str(layout.router_metrics(j)),
                 *security,
+                *(["--accounts", str(layout.accounts)] if layout.accounts else []),
             ],
         )
         for j in range(layout.routers)
@@ -188,6 +189,41 @@ def build_children(
                     *([] if pin else ["--no-pin"]),
                     *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
                     *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []),
+                    *security,
+                    *(
+                        [
+                            "--accounts",
+                            str(layout.accounts),
+                            "--account-link",
+                            layout.account_link(i),
+                        ]
+                        if layout.accounts
+                        else []
+                    ),  # fmt: skip
+                ],
+            )
+        )
+    for j in range(layout.accounts):  # the account tier (issue 14), after the engines
+        children.append(
+            Child(
+                f"accounts.{j}",
+                [
+                    *exe,
+                    "accounts",
+                    "--shard",
+                    str(j),
+                    "--shards",
+                    str(layout.accounts),
+                    "--engines",
+                    str(layout.shards),
+                    "--router",
+                    layout.backends,
+                    "--engine-links",
+                    layout.account_links,
+                    "--metrics-port",
+                    str(layout.account_metrics_port(j)),
+                    *markets,
+                    *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
                     *security,
                 ],
             )

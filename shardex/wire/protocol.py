@@ -559,3 +559,50 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
         if type(item) is not bytes:
             return None
     return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Account tier (issue 14, phase 1; design in docs/accounts.md). Off unless the cluster runs with
+# account shards (``shardex up --accounts M``); nothing above changes with it off.
+#
+# client → router → account shard: routing key ``@<account>`` (the router hashes the account
+# with crc32 % M, ``shardex.accounts.account_shard_for``) or ``%<j>`` (account shard j: status,
+# audit). Same payload/reply framing as the engine shards. Commands there:
+#   (OP_NEW, ... 11 fields as for an engine shard [, budget decimal str of the quote asset])
+#   (OP_AMEND, ...) as for an engine shard; cancels go to the engine shard (symbol key).
+#   (OP_DEPOSIT|OP_WITHDRAW, account, asset, amount decimal str, ref)  admin keys only
+#   (OP_BALANCE, account) read → {"account", "balances": {asset: [available, held]}} decimals
+#   (OP_AUDIT,) read → this account shard's totals per asset (decimal strings) and "integrity"
+# A new/amend's result is ``[]`` when its hold was taken and it was forwarded to its engine
+# shard, else one EV_REJECTED event (reason like ``insufficient USD: available 10.00, needed
+# 30.01``, code ``insufficient_funds``); a transfer's result is a map (``ok`` or ``rejected``).
+#
+# account shard j ⇄ engine shard i: account shard j's DEALER (identity ``accounts-<j>``)
+# connects to engine shard i's account link (a ROUTER bound at ``Layout.account_link(i)``):
+#   j → i: [LINK_FWD, msgpack (j, [(seq, prev, engine command), ...])]   forwarded orders
+#   j → i: [LINK_SYNC, msgpack (j, last engine seq j applied from i)]    every second + on gap
+#   i → j: [LINK_SETTLE, msgpack (i, [settlement, ...])]   layouts in shardex.accounts.codes
+#   i → j: [LINK_HAVE, msgpack (i, last forward seq i applied from j)]   answer to a SYNC
+# A SYNC makes i re-send its settlements for j after the given seq (from a bounded ring); a
+# HAVE makes j re-send its forwards after the given seq. Both sides skip duplicates and refuse
+# gaps by (seq, prev) (``shardex.accounts.link``), so every message is applied exactly once.
+# ---------------------------------------------------------------------------------------------
+
+OP_DEPOSIT = 30
+OP_WITHDRAW = 31
+OP_BALANCE = 32
+OP_AUDIT = 33
+# Engine shard journal record of a forwarded command: (OP_FORWARD, j, seq, prev, command).
+# Never accepted from a client: only the account link produces it.
+OP_FORWARD = 40
+ACCOUNT_ROUTE = b"@"  # routing key prefix: @<account>
+ACCOUNT_SHARD_ROUTE = b"%"  # routing key prefix: %<account shard index>
+LINK_FWD = b"FWD"
+LINK_SYNC = b"SYNC"
+LINK_SETTLE = b"SETTLE"
+LINK_HAVE = b"HAVE"
+
+
+def account_route(account: str) -> bytes:
+    """The routing key of an account's commands (new, amend, transfers, balance)."""
+    return ACCOUNT_ROUTE + account.encode()

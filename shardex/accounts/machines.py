@@ -1,0 +1,209 @@
+"""The two journaled state machines of the account tier, in the shape ``shardex.journal`` replays.
+
+* ``SettledEngine`` — an engine shard with accounts on: the ``Engine`` plus the
+  ``SettlementFeed`` (engine events → settlements per account shard), the ``Inbox`` of forwards
+  per account shard, and a bounded ring of the settlements sent on each link (re-sent on a
+  ``SYNC``). Journaled commands are the engine's own plus ``(OP_FORWARD, j, seq, prev, cmd)``
+  for what account shard ``j`` forwarded, so replaying the journal rebuilds all of it and
+  regenerates byte-identical settlements (the account shards skip them as duplicates).
+* ``AccountMachine`` — an account shard: ``AccountCore`` plus a bounded ring of the forwards it
+  sent per engine shard (re-sent on a ``HAVE``), rebuilt by replay the same way.
+
+Both are pure (no I/O, no clock); the processes in ``shardex.node`` drive them. A machine is made
+by its factory's ``new(markets)`` / ``restore(state, markets)`` (``shardex.journal.Machine``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shardex.accounts.assets import Fee
+from shardex.accounts.codes import AE_FORWARD
+from shardex.accounts.core import AccountCore
+from shardex.accounts.feed import SettlementFeed
+from shardex.accounts.link import APPLY, Inbox
+from shardex.engine import Engine, Market
+from shardex.wire.protocol import OP_FORWARD
+
+RING = 100_000  # messages kept per link for re-sending (a longer outage needs the journal)
+SNAP_RING = 10_000  # of them, kept in a snapshot (so a restart can still re-send recent ones)
+
+
+class SettledEngine:
+    """Engine shard ``eshard``'s state with accounts on (see the module docstring).
+
+    Everything the shard reads from its engine (books, order status, seq, resting) is
+    delegated to the wrapped ``Engine``; ``apply`` appends only the engine's events to ``out``
+    (so the event stream, the ring and the journal's event re-generation are unchanged) and
+    queues the settlements in ``outgoing`` for the process to send after its group commit.
+    """
+
+    def __init__(self, engine: Engine, eshard: int, accounts: int) -> None:
+        self.engine = engine
+        self.feed = SettlementFeed(eshard, accounts)
+        self.inbox = Inbox()  # forwards: last seq applied per account shard
+        self.rings: dict[int, deque[tuple]] = {}
+        self.outgoing: list[tuple[int, tuple]] = []  # (account shard, settlement) to send
+        self.anomalies = 0  # events the feed could not place (an order it never saw): ALERT
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    @property
+    def seq(self) -> int:
+        return self.engine.seq
+
+    def forward_verdict(self, j: int, seq: int, prev: int) -> int:
+        """``link.APPLY`` / ``DUPLICATE`` / ``GAP`` for a forward, without applying it."""
+        return self.inbox.check(j, seq, prev)
+
+    def apply(self, cmd: Any, out: list[tuple]) -> None:
+        start = len(out)
+        if type(cmd) is tuple and len(cmd) == 5 and cmd[0] == OP_FORWARD:
+            _, j, seq, prev, inner = cmd
+            if self.inbox.check(j, seq, prev) != APPLY:
+                return  # a duplicate or a gap: nothing happens (the process asks for a re-send)
+            self.inbox.applied(j, seq)
+            self.engine.apply(inner, out)
+            self._route(inner, out[start:], seq)
+        else:
+            self.engine.apply(cmd, out)
+            self._route(cmd, out[start:], None)
+
+    def _route(self, cmd: Any, events: list[tuple], cause: int | None) -> None:
+        try:
+            msgs = self.feed.route(cmd, events, cause)
+        except (KeyError, TypeError, IndexError):
+            # An event about an order the feed never saw (cannot happen when every order came
+            # through it; possible only for a journal that predates the account tier).
+            self.anomalies += 1
+            return
+        for j, msg in msgs:
+            ring = self.rings.get(j)
+            if ring is None:
+                ring = self.rings[j] = deque(maxlen=RING)
+            ring.append(msg)
+            self.outgoing.append((j, msg))
+
+    def resend(self, j: int, after: int) -> tuple[list[tuple], bool]:
+        """The settlements for account shard ``j`` with engine seq > ``after`` from the ring,
+        and whether the ring reached back far enough (False: some are only in the journal)."""
+        ring = self.rings.get(j)
+        if not ring or ring[-1][2] <= after:
+            return [], True
+        msgs = [m for m in ring if m[2] > after]
+        complete = ring[0][2] <= after or msgs[0][3] == after
+        return msgs, complete
+
+    def snapshot(self) -> dict[str, Any]:
+        state = dict(self.engine.snapshot())
+        state["settlement"] = {
+            "feed": self.feed.snapshot(),
+            "inbox": sorted(self.inbox.last.items()),
+            "rings": [[j, list(r)[-SNAP_RING:]] for j, r in sorted(self.rings.items())],
+        }
+        return state
+
+
+class SettledEngineFactory:
+    """``journal.Machine`` for an engine shard with ``accounts`` account shards."""
+
+    def __init__(self, eshard: int, accounts: int) -> None:
+        self.eshard = eshard
+        self.accounts = accounts
+
+    def new(self, markets: Mapping[str, Market]) -> SettledEngine:
+        return SettledEngine(Engine(markets), self.eshard, self.accounts)
+
+    def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> SettledEngine:
+        engine = Engine.restore(state, markets)
+        se = SettledEngine(engine, self.eshard, self.accounts)
+        extra = state.get("settlement")
+        if extra is None:
+            if engine.resting():
+                raise ValueError(
+                    "this snapshot was written without the account tier and holds resting "
+                    "orders nobody holds funds for: start accounts on an empty data dir"
+                )
+            return se
+        feed = SettlementFeed.restore(extra["feed"])
+        if feed.shards != self.accounts or feed.eshard != self.eshard:
+            raise ValueError(
+                f"snapshot written for engine shard {feed.eshard} with {feed.shards} account "
+                f"shards, not {self.eshard} with {self.accounts}"
+            )
+        se.feed = feed
+        se.inbox = Inbox({int(k): int(v) for k, v in extra["inbox"]})
+        se.rings = {int(j): deque(map(tuple, msgs), maxlen=RING) for j, msgs in extra["rings"]}
+        return se
+
+
+class AccountMachine:
+    """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring)."""
+
+    def __init__(self, core: AccountCore) -> None:
+        self.core = core
+        self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
+
+    @property
+    def seq(self) -> int:
+        return self.core.seq
+
+    def apply(self, cmd: Any, out: list[tuple]) -> None:
+        start = len(out)
+        self.core.apply(cmd, out)
+        for ev in out[start:]:
+            if ev[0] == AE_FORWARD:
+                ring = self.rings.get(ev[2])
+                if ring is None:
+                    ring = self.rings[ev[2]] = deque(maxlen=RING)
+                ring.append((ev[1], ev[3], ev[4]))
+
+    def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
+        """Forwards to ``eshard`` with seq > ``after`` as (seq, prev, cmd), and whether the ring
+        reached back far enough."""
+        ring = self.rings.get(eshard)
+        if not ring or ring[-1][0] <= after:
+            return [], True
+        msgs = [m for m in ring if m[0] > after]
+        return msgs, ring[0][0] <= after or msgs[0][1] == after
+
+    def snapshot(self) -> dict[str, Any]:
+        state = self.core.snapshot()
+        state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
+        return state
+
+
+class AccountMachineFactory:
+    """``journal.Machine`` for account shard ``shard`` of ``shards``, forwarding to ``engines``
+    engine shards with ``engine_for`` (the cluster's symbol → engine shard function)."""
+
+    def __init__(
+        self,
+        shard: int,
+        shards: int,
+        engine_for: Callable[[str], int],
+        fees: Mapping[str, Fee] | None = None,
+    ) -> None:
+        self.shard = shard
+        self.shards = shards
+        self.engine_for = engine_for
+        self.fees = fees
+
+    def new(self, markets: Mapping[str, Market]) -> AccountMachine:
+        return AccountMachine(
+            AccountCore(markets, self.shard, self.shards, self.fees, self.engine_for)
+        )
+
+    def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> AccountMachine:
+        if state.get("shard") != self.shard or state.get("shards") != self.shards:
+            raise ValueError(
+                f"snapshot of account shard {state.get('shard')!r} of {state.get('shards')!r}, "
+                f"not {self.shard} of {self.shards} (changing --shards is not supported)"
+            )
+        m = AccountMachine(AccountCore.restore(state, markets, self.fees, self.engine_for))
+        for e, msgs in state.get("forwards", ()):
+            m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=RING)
+        return m

@@ -1,0 +1,706 @@
+"""Account shard process (issue 14): balances and holds of the accounts with crc32 % M == J.
+
+``AccountHandler`` is the socket-free part (decode a client request, check the key, turn it into
+``AccountCore`` commands, build the reply); ``AccountNode`` is the thin loop around it, shaped
+like the engine shard's ``ShardNode``: recover (snapshot + journal replay through
+``shardex.journal`` with an ``AccountMachine``), then drain → apply → group commit → send.
+Nothing leaves before the group commit that journals it: replies to clients, forwards to the
+engine shards, answers to their ``HAVE``. Flow is one way: router → here → engine shard →
+(settlements) → here; the engine link is sequenced and idempotent both ways
+(``shardex.accounts.link``), repaired by ``SYNC``/``HAVE`` (see ``shardex.wire.protocol``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from shardex.accounts.codes import (
+    A_AMEND,
+    A_DEPOSIT,
+    A_NEW,
+    A_WITHDRAW,
+    AE_ANOMALY,
+    AE_BALANCE,
+    AE_FORWARD,
+    AE_GAP,
+    AE_REJECTED,
+    AE_REPEATED,
+    reject_name,
+)
+from shardex.accounts.link import APPLY, DUPLICATE
+from shardex.accounts.machines import AccountMachine, AccountMachineFactory
+from shardex.auth import KeyInfo, KeyStore, Registry, ZapHandler, client_socket
+from shardex.engine import Market
+from shardex.engine.book import IntegrityError
+from shardex.engine.codes import (
+    EV_REJECTED,
+    OP_AMEND,
+    OP_NEW,
+    OP_REJECT,
+    REJ_MALFORMED,
+    REJ_NOT_ALLOWED,
+    REJ_OFF_GRID,
+    REJ_UNKNOWN_OP,
+)
+from shardex.journal import Journal, JournalUnavailable
+from shardex.metrics import serve
+from shardex.node.runtime import tune_gc
+from shardex.node.shard import NullJournal, RouterLink
+from shardex.wire.protocol import (
+    BATCH,
+    BATCH_REQUEST_WIDTH,
+    ERR_JOURNAL,
+    LINK_FWD,
+    LINK_HAVE,
+    LINK_SETTLE,
+    LINK_SYNC,
+    OP_AUDIT,
+    OP_BALANCE,
+    OP_DEPOSIT,
+    OP_HELLO,
+    OP_STATUS,
+    OP_WITHDRAW,
+    decode_batch,
+    decode_request,
+    edge_command,
+    encode_reply,
+    markets_to_wire,
+    packb,
+    shard_for,
+    unpackb,
+)
+from shardex.wire.transport import StopFlag, send_frames
+
+log = logging.getLogger("shardex.accounts")
+
+HELLO_EVERY_S = 1.0
+SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
+_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+_CANCEL_HERE = (
+    "cancels go straight to the engine shard (routing key: the symbol), not to an account shard"
+)
+
+
+@dataclass
+class AccountsConfig:
+    index: int  # J
+    shards: int  # M
+    engines: int  # N (symbol → engine shard: crc32 % N)
+    router: str  # router backend endpoint(s), comma-separated
+    engine_links: list[str]  # engine shard i's account link endpoint, i = 0..N-1
+    markets: Mapping[str, Market]
+    journal_dir: str | None = None
+    fsync: str = "batch"
+    snapshot_every: int = 1_000_000
+    snapshot_interval: float = 300.0
+    metrics_port: int | None = None
+    keys_dir: str | None = None
+
+
+class AccountHandler:
+    """Client requests → ``AccountMachine`` commands and replies, without sockets.
+
+    For any payload: a bounded reply, never an exception. Writes are journaled (``journal.add``)
+    before they are applied; the caller commits before any reply or forward leaves.
+    """
+
+    def __init__(
+        self,
+        machine: AccountMachine,
+        journal: Journal | NullJournal,
+        registry: Registry | None = None,
+    ) -> None:
+        self.machine = machine
+        self.core = machine.core
+        self.table = machine.core.table
+        self.journal = journal
+        self.registry = registry
+        self.journal_down: str | None = None
+        self.commands = 0
+        self.rejected = 0
+        self.key: KeyInfo | None = None
+
+    def apply(self, cmd: tuple, out: list[tuple]) -> int:
+        """Journal and apply one core command; returns where its events start in ``out``."""
+        start = len(out)
+        self.journal.add(self.machine.seq, cmd)
+        self.machine.apply(cmd, out)
+        self.commands += 1
+        return start
+
+    def handle(self, payload: bytes, out: list[tuple], user: str | None = None) -> bytes:
+        key = None
+        if self.registry is not None:
+            key = self.registry.lookup(user)
+            if key is None:
+                return _UNKNOWN_KEY
+        self.key = key
+        cmds, error = decode_request(payload)
+        if error is not None:
+            return encode_reply(None, error)
+        reads = (OP_STATUS, OP_BALANCE, OP_AUDIT)
+        if self.journal_down is not None and any(_op(c) not in reads for c in cmds):
+            return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+        results = []
+        for cmd in cmds:
+            op = _op(cmd)
+            if op == OP_STATUS:
+                results.append(self.status())
+            elif op == OP_BALANCE:
+                results.append(self.balance(cmd))
+            elif op == OP_AUDIT:
+                results.append(self.audit())
+            elif op in (OP_DEPOSIT, OP_WITHDRAW):
+                results.append(self.transfer(cmd, out))
+            elif op in (OP_NEW, OP_AMEND):
+                results.append(self.order(cmd, out))
+            else:
+                reason = _CANCEL_HERE if op == 2 else f"unknown op {op!r:.20} for an account shard"
+                results.append([self._rej(cmd, reason, REJ_UNKNOWN_OP)])
+        return encode_reply(results)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _rej(self, cmd: Any, reason: str, code: int) -> tuple:
+        self.rejected += 1
+        sym = _at(cmd, 1)
+        oid = _at(cmd, 2)
+        return (
+            EV_REJECTED,
+            self.machine.seq,
+            sym if type(sym) is str and len(sym) <= 32 else "",
+            oid if type(oid) is str and len(oid) <= 64 else "",
+            reason,
+            code,
+        )
+
+    def order(self, cmd: tuple, out: list[tuple]) -> list[tuple]:
+        """A new (11 engine fields, + a budget for a market buy) or amend → hold and forward:
+        ``[]`` when forwarded, else one ``rejected`` event with the reason and code."""
+        budget = None
+        if cmd[0] == OP_NEW and len(cmd) == 12:
+            raw = cmd[11]
+            cmd = cmd[:11]
+            symbol = _at(cmd, 1)
+            pair = self.table.pairs.get(symbol) if type(symbol) is str else None
+            if raw is not None:
+                amount = _decimal(raw)
+                budget = self.table.to_units(pair.quote, amount) if pair and amount else None
+                if budget is None:
+                    return [self._rej(cmd, f"budget {raw!r:.40} is not an amount", REJ_OFF_GRID)]
+        cmd = edge_command(cmd)
+        if cmd[0] == OP_REJECT:
+            return [self._rej(cmd, cmd[3], cmd[4] if len(cmd) > 4 else REJ_MALFORMED)]
+        if self.key is not None and not self.key.may_act_for(cmd[3]):
+            return [self._rej(cmd, f"account {cmd[3]} not allowed for this key", REJ_NOT_ALLOWED)]
+        acmd = (A_NEW, *cmd[1:], budget) if cmd[0] == OP_NEW else (A_AMEND, *cmd[1:])
+        start = self.apply(acmd, out)
+        for ev in out[start:]:
+            if ev[0] == AE_REJECTED:
+                self.rejected += 1
+                return [(EV_REJECTED, ev[1], cmd[1], cmd[2], ev[4], ev[5])]
+        return []
+
+    def transfer(self, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
+        """Deposit/withdraw (admin keys only): a map, ``{"ok": True, ...balance}`` or
+        ``{"rejected": reason, "code": name}``."""
+        if len(cmd) != 5 or not all(type(v) is str for v in cmd[1:]):
+            return self._map_rej("transfer: expected (op, account, asset, amount, ref)", 0)
+        op, account, asset, raw, ref = cmd
+        if self.key is not None and self.key.role != "admin":
+            return self._map_rej("deposits and withdrawals need an admin key", REJ_NOT_ALLOWED)
+        amount = _decimal(raw)
+        if amount is None:
+            return self._map_rej(f"amount {raw[:40]!r} is not a decimal", REJ_MALFORMED)
+        units = self.table.to_units(asset, amount) if asset in self.table.units else 0
+        if units is None:
+            unit = self.table.units[asset]
+            return self._map_rej(f"amount {raw[:40]} is not a multiple of {unit}", REJ_OFF_GRID)
+        a = A_DEPOSIT if op == OP_DEPOSIT else A_WITHDRAW
+        start = self.apply((a, account, asset, units, ref), out)
+        for ev in out[start:]:
+            if ev[0] == AE_REJECTED:
+                return self._map_rej(ev[4], ev[5])
+            if ev[0] == AE_REPEATED:
+                avail, held = self.core.balance(account, asset)
+                return self._balance_map(account, asset, avail, held, repeated=True)
+            if ev[0] == AE_BALANCE:
+                return self._balance_map(account, asset, ev[4], ev[5])
+        return self._map_rej("transfer had no effect", REJ_MALFORMED)  # unreachable
+
+    def _map_rej(self, reason: str, code: int) -> dict[str, Any]:
+        self.rejected += 1
+        return {"rejected": reason, "code": reject_name(code)}
+
+    def _balance_map(self, account, asset, avail, held, repeated=False) -> dict[str, Any]:
+        fmt = self.table.fmt
+        out = {"ok": True, "account": account, "asset": asset,
+               "available": fmt(asset, avail), "held": fmt(asset, held)}  # fmt: skip
+        if repeated:
+            out["repeated"] = True
+        return out
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def balance(self, cmd: tuple) -> dict[str, Any]:
+        account = _at(cmd, 1)
+        if len(cmd) != 2 or type(account) is not str:
+            return {"error": "balance: expected (op, account)"}
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
+            return {"error": f"account {account[:64]} not allowed for this key"}
+        if not self.core.owns(account):
+            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+        fmt = self.table.fmt
+        cells = self.core.balances.get(account, {})
+        return {
+            "account": account,
+            "shard": self.core.shard,
+            "balances": {a: [fmt(a, c[0]), fmt(a, c[1])] for a, c in sorted(cells.items())},
+            "orders": sum(1 for k in self.core.orders if k[0] == account),
+            "seq": self.core.seq,
+        }
+
+    def audit(self) -> dict[str, Any]:
+        """This shard's books, in integer units, for a cluster-wide conservation check (the
+        inflows by trade of all account shards sum to zero), and its own integrity check."""
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader"):
+            return {"error": "audit: not allowed for this key"}
+        core = self.core
+        try:
+            core.check_integrity()
+            integrity = "ok"
+        except IntegrityError as exc:
+            integrity = str(exc)[:300]
+        totals: dict[str, int] = {}
+        for cells in core.balances.values():
+            for asset, (avail, held) in cells.items():
+                totals[asset] = totals.get(asset, 0) + avail + held
+        return {
+            "shard": core.shard,
+            "shards": core.shards,
+            "seq": core.seq,
+            "units": {a: str(u) for a, u in core.table.units.items()},
+            "balances": totals,
+            "fees": dict(core.fees),
+            "deposited": dict(core.deposited),
+            "withdrawn": dict(core.withdrawn),
+            "flow": dict(core.flow),
+            "open_orders": len(core.orders),
+            "anomalies": core.anomalies,
+            "integrity": integrity,
+        }
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "account_shard": core.shard,
+            "shards": core.shards,
+            "seq": core.seq,
+            "accounts": len(core.balances),
+            "open_orders": len(core.orders),
+            "commands": self.commands,
+            "duplicates": core.duplicates,
+            "gaps": core.gaps,
+            "anomalies": core.anomalies,
+            "inbox": dict(core.inbox.last),
+            "outbox": dict(core.outbox.last),
+            "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+        }
+
+
+def _op(cmd: Any) -> Any:
+    return cmd[0] if type(cmd) is tuple and cmd else None
+
+
+def _at(cmd: Any, i: int) -> Any:
+    try:
+        return cmd[i]
+    except Exception:
+        return None
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    if type(raw) is not str or len(raw) > 64:
+        return None
+    try:
+        d = Decimal(raw)
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+class AccountNode:
+    """The account shard process: recover, then loop drain → apply → commit → send."""
+
+    def __init__(self, cfg: AccountsConfig) -> None:
+        import zmq
+
+        if not 0 <= cfg.index < cfg.shards:
+            raise ValueError(f"account shard {cfg.index} out of range for {cfg.shards}")
+        if len(cfg.engine_links) != cfg.engines:
+            raise ValueError(f"{len(cfg.engine_links)} engine links for {cfg.engines} engines")
+        self.cfg = cfg
+        self.zmq = zmq
+        self.ctx = zmq.Context()
+        self.zap: ZapHandler | None = None
+        self.key = None
+        if cfg.keys_dir:
+            store = KeyStore(cfg.keys_dir)
+            self.key = store.process_key(f"accounts-{cfg.index}", "accounts", cfg.index)
+            self.zap = ZapHandler(self.ctx, store.registry())
+        machine, journal = self.recover()
+        self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
+        self.machine = machine
+        self.stop = StopFlag()
+        self.out: list[tuple] = []
+        self.replies: list[tuple[RouterLink, list[bytes]]] = []
+        self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
+        self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
+        self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
+                       "unsent": 0, "malformed": 0}  # fmt: skip
+        self.started = time.monotonic()
+        self.last_hello = 0.0
+        self.last_sync = 0.0
+        self.last_snap = time.monotonic()
+        self.last_snap_seq = machine.seq
+        self.last_snap_records = 0
+        self.last_journal_try = 0.0
+        self._sockets()
+
+    def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
+        cfg = self.cfg
+        n = cfg.engines
+        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+        if not cfg.journal_dir:
+            log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
+            return factory.new(cfg.markets), NullJournal()
+        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+        t = time.monotonic()
+        rec = journal.recover()
+        machine: AccountMachine = rec.engine  # type: ignore[assignment]
+        log.info(
+            "recovered account shard %d from %s: snapshot seq %s + %d journaled commands in "
+            "%.2fs → seq %d, %d accounts, %d open orders",
+            cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, time.monotonic() - t,
+            machine.seq, len(machine.core.balances), len(machine.core.orders),
+        )  # fmt: skip
+        machine.core.check_integrity()  # refuse to serve books that do not balance
+        return machine, journal
+
+    def _sockets(self) -> None:
+        zmq, cfg = self.zmq, self.cfg
+        secure = self.zap is not None
+        ident = f"accounts-{cfg.index}".encode()
+        self.links: list[RouterLink] = []
+        for endpoint in cfg.router.split(","):
+            if not endpoint:
+                continue
+            d = self.ctx.socket(zmq.DEALER)
+            if not secure:
+                d.setsockopt(zmq.IDENTITY, ident)
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
+            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+            d.setsockopt(zmq.RCVHWM, 20_000)
+            d.setsockopt(zmq.SNDHWM, 50_000)
+            if secure:
+                client_socket(d, self.key)
+            d.connect(endpoint)
+            self.links.append(RouterLink(d, zmq))
+        self.engines: list[Any] = []
+        for endpoint in cfg.engine_links:
+            d = self.ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.IDENTITY, ident)  # the engine shard checks it (and the key)
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.SNDHWM, 100_000)
+            d.setsockopt(zmq.RCVHWM, 100_000)
+            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
+            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+            if secure:
+                client_socket(d, self.key)
+            d.connect(endpoint)
+            self.engines.append(d)
+        self.poller = zmq.Poller()
+        for link in self.links:
+            self.poller.register(link.sock, zmq.POLLIN)
+        for d in self.engines:
+            self.poller.register(d, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.sock, zmq.POLLIN)
+        self.hello_msg = packb(
+            (
+                OP_HELLO,
+                {
+                    "tier": "accounts",
+                    "shard": cfg.index,
+                    "shards": cfg.shards,
+                    "engines": cfg.engines,
+                    "pid": os.getpid(),
+                    "markets": markets_to_wire(cfg.markets),
+                },
+            )
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg = self.cfg
+        REGISTRY.register(_Collector(self))
+        serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
+        tune_gc()
+        log.info(
+            "account shard %d/%d up (pid %d): router=%s engines=%s",
+            cfg.index, cfg.shards, os.getpid(), cfg.router, ",".join(cfg.engine_links),
+        )  # fmt: skip
+        zmq = self.zmq
+        try:
+            while not self.stop:
+                now = time.monotonic()
+                self.periodic(now)
+                waiting = any(link.size for link in self.links)
+                try:
+                    ready = self.poller.poll(10 if waiting else 100)
+                except zmq.ZMQError:
+                    continue
+                for link in self.links:
+                    if link.size:
+                        link.pump()
+                if ready:
+                    if self.zap is not None:
+                        self.zap.serve()
+                    self.from_engines()
+                    self.from_routers()
+                    self.flush()
+                self.housekeeping(now)
+        finally:
+            self.close()
+
+    def periodic(self, now: float) -> None:
+        if now - self.last_hello >= HELLO_EVERY_S:
+            self.last_hello = now
+            for link in self.links:
+                try:
+                    send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
+                except self.zmq.ZMQError:
+                    pass
+        if now - self.last_sync >= SYNC_EVERY_S:
+            self.last_sync = now
+            for i in range(self.cfg.engines):
+                self.sync(i)
+        if self.handler.journal_down is not None and now - self.last_journal_try >= 1.0:
+            self.last_journal_try = now
+            self.flush()
+
+    def sync(self, i: int) -> None:
+        """Tell engine shard ``i`` the last settlement applied from it: it re-sends what
+        follows and answers HAVE (the forwards it has), so both directions heal."""
+        have = self.machine.core.inbox.last.get(i, 0)
+        try:
+            send_frames(self.engines[i], [LINK_SYNC, packb((self.cfg.index, have))])
+        except self.zmq.ZMQError:
+            pass  # not connected yet: the next SYNC
+
+    def from_routers(self) -> None:
+        zmq = self.zmq
+        secure = self.zap is not None
+        for link in self.links:
+            for _ in range(10_000):
+                try:
+                    frames = link.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                items = None
+                if len(frames) == 2 and frames[0] == BATCH:
+                    items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
+                if items is None:
+                    self.counts["malformed"] += 1
+                    continue
+                for k in range(0, len(items), 4):
+                    client, req, user, payload = items[k : k + 4]
+                    who = user.decode("ascii", "replace") if secure else None
+                    reply = self.handler.handle(payload, self.out, who)
+                    self.replies.append((link, [client, req, reply]))
+
+    def from_engines(self) -> None:
+        zmq = self.zmq
+        core = self.machine.core
+        for i, sock in enumerate(self.engines):
+            for _ in range(1_000):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    kind, payload = frames
+                    sender, body = unpackb(payload)
+                    if sender != i:
+                        raise ValueError
+                except Exception:
+                    self.counts["malformed"] += 1
+                    continue
+                if kind == LINK_HAVE:
+                    if type(body) is int:
+                        self.haves[i] = body
+                    continue
+                if kind != LINK_SETTLE or type(body) is not tuple:
+                    self.counts["malformed"] += 1
+                    continue
+                if self.handler.journal_down is not None:
+                    continue  # not journaled, not applied: re-sent on the next SYNC
+                for msg in body:
+                    eseq, prev = _at(msg, 2), _at(msg, 3)
+                    if type(eseq) is int and type(prev) is int and _at(msg, 1) == i:
+                        verdict = core.inbox.check(i, eseq, prev)
+                        if verdict == DUPLICATE:
+                            self.counts["duplicates"] += 1
+                            continue
+                        if verdict != APPLY:
+                            self.syncs_due.add(i)  # a gap: ask for the rest (after the commit)
+                            break
+                    self.handler.apply(msg, self.out)  # a malformed one: the core's anomaly
+                    self.counts["settlements"] += 1
+
+    def flush(self) -> None:
+        """Group commit, then replies, forwards, answers to HAVE and SYNCs for gaps."""
+        handler = self.handler
+        try:
+            handler.journal.commit()
+        except JournalUnavailable as exc:
+            if handler.journal_down is None:
+                log.error("ALERT journal of account shard %d cannot write (%s): holding "
+                          "replies, refusing writes", self.cfg.index, exc)  # fmt: skip
+            handler.journal_down = str(exc)[:200] or "write failed"
+            return
+        if handler.journal_down is not None:
+            log.warning("journal of account shard %d writes again", self.cfg.index)
+            handler.journal_down = None
+        for link, frames in self.replies:
+            link.send(frames)
+        self.replies.clear()
+        for link in self.links:
+            link.commit()
+        per: dict[int, list[tuple]] = {}
+        for ev in self.out:
+            kind = ev[0]
+            if kind == AE_FORWARD:
+                per.setdefault(ev[2], []).append((ev[1], ev[3], ev[4]))
+            elif kind == AE_GAP:
+                self.syncs_due.add(ev[2])
+            elif kind == AE_ANOMALY:
+                log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
+                          "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip
+        self.out.clear()
+        for i, fwds in per.items():
+            self.counts["forwards"] += len(fwds)
+            self._send_fwd(i, fwds)
+        if self.haves:
+            haves, self.haves = self.haves, {}
+            for i, have in haves.items():
+                msgs, complete = self.machine.resend(i, have)
+                if not complete:
+                    log.error("ALERT engine shard %d needs forwards after seq %d that the ring "
+                              "no longer holds", i, have)  # fmt: skip
+                if msgs:
+                    self.counts["resent"] += len(msgs)
+                    for k in range(0, len(msgs), 1000):
+                        self._send_fwd(i, msgs[k : k + 1000])
+        if self.syncs_due:
+            due, self.syncs_due = self.syncs_due, set()
+            for i in due:
+                if 0 <= i < self.cfg.engines:
+                    self.sync(i)
+
+    def _send_fwd(self, i: int, fwds: list[tuple]) -> None:
+        try:
+            send_frames(self.engines[i], [LINK_FWD, packb((self.cfg.index, fwds))])
+        except self.zmq.ZMQError:  # engine down or pipe full: its HAVE makes us re-send
+            self.counts["unsent"] += len(fwds)
+
+    def housekeeping(self, now: float) -> None:
+        journal = self.handler.journal
+        if self.handler.journal_down is not None or not isinstance(journal, Journal):
+            return
+        cfg = self.cfg
+        if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
+            self.machine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
+        ):
+            self.last_snap = now
+            try:
+                journal.snapshot(self.machine)  # type: ignore[arg-type]
+            except (JournalUnavailable, OSError) as exc:
+                log.error("ALERT snapshot of account shard %d failed (%s)", cfg.index, exc)
+                return
+            self.last_snap_seq = self.machine.seq
+            self.last_snap_records = journal.records_written
+
+    def close(self) -> None:
+        try:
+            self.handler.journal.close()
+        except OSError as exc:
+            log.error("closing the journal of account shard %d failed: %s", self.cfg.index, exc)
+        for link in self.links:
+            link.sock.close(0)
+        for d in self.engines:
+            d.close(0)
+        if self.zap is not None:
+            self.zap.close()
+        self.ctx.term()
+        log.info("account shard %d stopped", self.cfg.index)
+
+
+class _Collector:
+    """Prometheus: the account shard's counters and gauges."""
+
+    def __init__(self, node: AccountNode) -> None:
+        self.node = node
+
+    def collect(self) -> Any:
+        node = self.node
+        core = node.machine.core
+        lab = [str(node.cfg.index)]
+        fam = CounterMetricFamily(
+            "shardex_accounts_link", "Engine link messages by kind", labels=["shard", "what"]
+        )
+        for what, n in node.counts.items():
+            fam.add_metric([*lab, what], n)
+        yield fam
+        for name, doc, value in (
+            ("shardex_accounts_commands", "Commands journaled and applied", node.handler.commands),
+            ("shardex_accounts_rejected", "Client commands refused (funds, shape, key)",
+             node.handler.rejected),
+            ("shardex_accounts_anomalies", "Settlements that did not fit (ALERT)", core.anomalies),
+        ):  # fmt: skip
+            fam = CounterMetricFamily(name, doc, labels=["shard"])
+            fam.add_metric(lab, value)
+            yield fam
+        for name, doc, value in (
+            ("shardex_accounts_seq", "Last event seq", core.seq),
+            ("shardex_accounts_open_orders", "Orders holding funds", len(core.orders)),
+            ("shardex_accounts_accounts", "Accounts with a balance", len(core.balances)),
+            ("shardex_accounts_journal_up", "1 while the journal can write",
+             0 if node.handler.journal_down else 1),
+        ):  # fmt: skip
+            fam = GaugeMetricFamily(name, doc, labels=["shard"])
+            fam.add_metric(lab, value)
+            yield fam
+
+
+def run_accounts(cfg: AccountsConfig) -> None:
+    """The account shard's process: returns on SIGTERM/SIGINT."""
+    node = AccountNode(cfg)
+    node.stop = StopFlag.install()
+    node.run()
+
+
+__all__ = ["AccountHandler", "AccountNode", "AccountsConfig", "run_accounts"]
