@@ -764,7 +764,7 @@ class ShardNode:
                 for box in self.outboxes:
                     if box.size:
                         box.pump()
-                if self.inflight or self.held is not None:
+                if self.writer_fd is not None:
                     self.journal_done()  # release what became durable before taking more
                 if ready:
                     if self.zap is not None:
