@@ -31,6 +31,13 @@ every batch from the failed one on still queued (nothing after a hole is ever wr
 A record cut short at the end of the newest segment is a torn write from a crash: it is truncated
 on recovery (and logged). A bad record anywhere else means the file is damaged: recovery refuses,
 naming the file and the offset.
+
+The writer thread preallocates its segment in ``PREALLOCATE`` steps of written (and synced)
+zeros ahead of the last record, so a group commit's sync has only data to flush, not the file's
+new size (measured: about a quarter less per sync on ext4; ``bench/journal.py --sync-micro``).
+A segment may therefore end in zeros: never-written space, which recovery cuts off like a torn
+tail (a bad record followed only by zeros is a torn write into that space). A clean close trims
+the zeros.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ log = logging.getLogger("shardex.journal")
 HEADER = struct.Struct("<IIQ")
 SEQ = struct.Struct("<Q")
 MAX_RECORD = 1 << 24  # payload bytes of one record: the writer splits to it, the reader checks it
+# Zeros the writer thread keeps written ahead of its last record. Small steps: each costs one
+# extra write + sync (~1 in 600 one-order commits), and space preallocated is space a full disk
+# does not report until it is used up.
+PREALLOCATE = 64 << 10
 SNAP_MAGIC = b"SHXSNAP1"
 FSYNC_POLICIES = ("always", "batch", "none")
 # The segment writer's system calls, named so that fault tests can make them fail (a full disk
@@ -191,7 +202,13 @@ class SegmentScan:
     good_bytes: int = 0  # offset just past the last complete, valid record
     size: int = 0
     damage: str | None = None  # description of a bad record followed by more data
-    torn: bool = False  # a partial/bad record at the very end
+    torn: bool = False  # a partial/bad record at the very end (or followed only by zeros)
+    zeros: int = 0  # bytes of preallocated, never-written space at the end
+
+
+def _zeros_from(data: bytes, start: int) -> bool:
+    """Whether ``data[start:]`` is all zero bytes (preallocated space), cheaply."""
+    return data.count(0, start) == len(data) - start
 
 
 def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[int, bytes]]:
@@ -204,19 +221,24 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
     off = 0
     n = len(data)
     while off < n:
+        if data[off] == 0 and _zeros_from(data, off):
+            scan.zeros = n - off  # preallocated space: the end of the log, not a record
+            break
         if n - off < HEADER.size:
             scan.torn = True
             break
         length, crc, seq = HEADER.unpack_from(data, off)
         end = off + HEADER.size + length
+        # a bad record followed only by zeros: a torn write into preallocated space
+        zeros_after = _zeros_from(data, min(n, end if length <= MAX_RECORD else off + HEADER.size))
         if length > MAX_RECORD or end > n:
-            if end >= n or length > MAX_RECORD and n - off < HEADER.size + 64:
+            if end >= n or length > MAX_RECORD and n - off < HEADER.size + 64 or zeros_after:
                 scan.torn = True
             else:
                 scan.damage = f"{path} offset {off}: bad record length {length}"
             break
         if zlib.crc32(view[off + 8 : end]) != crc:  # seq bytes + payload are contiguous
-            if end == n:
+            if end == n or zeros_after:
                 scan.torn = True  # the last record of the file: a torn write
             else:
                 scan.damage = f"{path} offset {off}: checksum mismatch"
@@ -295,6 +317,8 @@ def _replay(
                 cut.append(scan)
             else:
                 torn = scan  # acceptable only if a later segment continues it
+        elif scan.zeros:
+            cut.append(scan)  # preallocated space the writer never reached
     if torn is not None:
         cut.append(torn)  # only empty segments follow it: it is the end of the log
     return replayed, cut
@@ -354,6 +378,8 @@ class Journal:
         self._retry = False
         self._stopping = False
         self._signal_r = self._signal_w = -1  # completion pipe: writer → caller
+        self.preallocate = 0  # zeros kept written ahead of the last record (writer thread)
+        self._alloc = 0  # bytes of the current segment file (records + preallocated zeros)
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -375,17 +401,21 @@ class Journal:
         replayed, cut = _replay(engine, self.segments())
         truncated = []
         for scan in cut:
-            log.warning(
-                "truncating torn tail of %s at offset %d (%d bytes of a partial record from a "
-                "crash or a failed write)",
-                scan.path,
-                scan.good_bytes,
-                scan.size - scan.good_bytes,
-            )
+            if scan.torn:
+                log.warning(
+                    "truncating torn tail of %s at offset %d (%d bytes of a partial record "
+                    "from a crash or a failed write)",
+                    scan.path,
+                    scan.good_bytes,
+                    scan.size - scan.good_bytes,
+                )
+            else:
+                log.info("trimming %d preallocated bytes off %s", scan.zeros, scan.path)
             with open(scan.path, "r+b") as fh:
                 fh.truncate(scan.good_bytes)
                 os.fsync(fh.fileno())
-            truncated.append(f"{scan.path}@{scan.good_bytes}")
+            if scan.torn:
+                truncated.append(f"{scan.path}@{scan.good_bytes}")
         return Recovered(engine, snap_seq, replayed, truncated)
 
     # -- writing ----------------------------------------------------------------------------
@@ -437,8 +467,11 @@ class Journal:
             fd = self._fd
             assert fd is not None
             start = self._size
+            if self.preallocate and start + len(data) > self._alloc:
+                self._extend(start + len(data))
             t0 = perf_counter()
             try:
+                os.lseek(fd, start, os.SEEK_SET)  # (a failed write may have moved it)
                 view = memoryview(data)
                 while view:  # os.write may write less than asked
                     view = view[_write(fd, view) :]
@@ -466,13 +499,37 @@ class Journal:
         self.healthy = True
         self.last_error = None
 
+    def _extend(self, end: int) -> None:
+        """Write and sync zeros past ``end`` (whole ``preallocate`` steps) so that the syncs of
+        the records that fill them flush data only. Best effort: on a failure (disk full) the
+        file is cut back and the record is appended as without preallocation."""
+        fd, step = self._fd, self.preallocate
+        assert fd is not None
+        target = (end // step + 1) * step
+        try:
+            zero = bytes(min(step, 1 << 20))
+            pos = self._alloc
+            while pos < target:
+                pos += os.pwrite(fd, zero[: target - pos], pos)
+            os.fsync(fd)  # (not ``_fsync``: the record syncs are the ones tests hold or fail)
+            self._alloc = target
+        except OSError as exc:
+            log.warning("cannot preallocate %s to %d bytes: %s", self._path, target,
+                        _reason(exc))  # fmt: skip
+            try:
+                os.ftruncate(fd, self._alloc)
+            except OSError:
+                pass
+
     # -- the writer thread ----------------------------------------------------------------------
 
-    def start_writer(self) -> int:
+    def start_writer(self, preallocate: int = PREALLOCATE) -> int:
         """Move writes and fsyncs to a writer thread; return the fd that becomes readable when
-        batches become durable or the writer fails (poll it, then call ``completions``)."""
+        batches become durable or the writer fails (poll it, then call ``completions``).
+        ``preallocate``: zeros kept ahead of the last record (0: none)."""
         if self._thread is not None:
             return self._signal_r
+        self.preallocate = max(0, preallocate)
         self._signal_r, self._signal_w = os.pipe()
         os.set_blocking(self._signal_r, False)
         os.set_blocking(self._signal_w, False)  # a full pipe already says "look"
@@ -622,6 +679,7 @@ class Journal:
         """After a failed write: drop whatever part of it reached the file."""
         try:
             _ftruncate(self._fd, good)  # type: ignore[arg-type]
+            self._alloc = good
         except OSError as exc:
             # The segment may end in a partial record: nothing may be appended after it.
             log.error("cannot truncate %s to %d: %s", self._path, good, _reason(exc))
@@ -636,6 +694,7 @@ class Journal:
         dirty = self._dirty
         try:
             _ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+            self._alloc = self._size
         except OSError:
             if self._size == 0:  # nothing good in it: a new segment would get its very name
                 os.unlink(dirty)  # type: ignore[arg-type]  # OSError → JournalUnavailable
@@ -672,14 +731,15 @@ class Journal:
     def _roll(self, first_seq: int) -> None:
         """Start (or reopen) the segment whose first record has ``first_seq``.
 
-        Unbuffered O_APPEND writes: after a failed write the file holds exactly what the
-        kernel took, which ``_cut`` removes; no library buffer can write it again later.
+        Unbuffered writes at the end of the last record: after a failed write the file holds
+        exactly what the kernel took, which ``_cut`` removes; no library buffer can write it
+        again later.
         """
         self._close_segment()
         path = self.dir / _seg_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            self._size = os.fstat(fd).st_size
+            self._size = self._alloc = os.fstat(fd).st_size
             _fsync_dir(self.dir)
         except OSError:
             os.close(fd)
@@ -689,6 +749,11 @@ class Journal:
     def _close_segment(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            if self._alloc > self._size and self._dirty is None:
+                try:  # a cleanly left segment ends at its last record
+                    os.ftruncate(fd, self._size)
+                except OSError as exc:
+                    log.warning("cannot trim %s: %s", self._path, _reason(exc))
             try:
                 os.close(fd)
             except OSError:
