@@ -66,7 +66,7 @@ class _Gate:
         self.calls += 1
         self.entered.set()
         self.open.wait(30)
-        os.fsync(fd)
+        os.fdatasync(fd)
 
 
 def _wait_signal(fd: int, timeout: float = 10.0) -> None:
@@ -83,6 +83,7 @@ def test_writer_batches_become_durable_in_order_and_waiting_ones_share_a_sync(
 ):
     gate = _Gate()
     monkeypatch.setattr(jmod, "_fsync", gate)
+    monkeypatch.setattr(jmod, "_fdatasync", gate)  # (records in preallocated space)
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
     fd = j.start_writer()
@@ -138,6 +139,7 @@ def test_failure_mid_pipeline_holds_every_later_batch_and_retry_writes_them_in_o
     gate = _Gate()
     fail = _FailWrites(partial)
     monkeypatch.setattr(jmod, "_fsync", gate)
+    monkeypatch.setattr(jmod, "_fdatasync", gate)
     monkeypatch.setattr(jmod, "_write", fail)
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
@@ -210,7 +212,7 @@ _GATED_SHARD = textwrap.dedent(
         while os.path.exists(gate):
             time.sleep(0.005)
         real(fd)
-    jmod._fsync = gated
+    jmod._fsync = jmod._fdatasync = gated
     from shardex.cli import main
     sys.argv = ["shardex", *sys.argv[2:]]
     main()

@@ -149,3 +149,34 @@ def test_a_bad_record_followed_by_data_is_still_damage(tmp_path):
     seg.write_bytes(bytes(data) + bytes(4096))
     with pytest.raises(JournalError, match="checksum mismatch"):
         Journal(tmp_path, DEFAULT_MARKETS).recover()
+
+
+def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
+    """Records inside written, synced zeros need data only; anything that grows the file (no
+    preallocation, or preallocation failed) gets a full fsync."""
+    import shardex.journal as jmod
+
+    calls: list[str] = []
+    monkeypatch.setattr(jmod, "_fsync", lambda fd: calls.append("fsync") or os.fsync(fd))
+    monkeypatch.setattr(jmod, "_fdatasync", lambda fd: calls.append("data") or os.fsync(fd))
+    _write(tmp_path / "writer", _cmds(120), batch=40)
+    assert calls and set(calls) == {"data"}  # (submits waiting together share one)
+    calls.clear()
+    plain = Journal(tmp_path / "plain", DEFAULT_MARKETS, fsync="batch")  # no writer thread
+    engine, out = Engine(DEFAULT_MARKETS), []
+    for cmd in _cmds(40):
+        seq = engine.seq
+        engine.apply(cmd, out)
+        plain.add(seq, cmd)
+    plain.commit()
+    assert calls == ["fsync"]
+    calls.clear()
+
+    def no_space(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jmod.os, "pwrite", no_space)  # preallocation fails: append + fsync
+    assert _state(_write(tmp_path / "full", _cmds(40), batch=40)) == _state(
+        Journal(tmp_path / "full", DEFAULT_MARKETS).recover().engine
+    )
+    assert calls == ["fsync"]
