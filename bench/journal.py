@@ -87,13 +87,18 @@ def recovery(n: int) -> dict:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def latency_round(config: str, rate: int, seconds: float, ref: str | None) -> dict:
+def latency_round(
+    config: str, rate: int, seconds: float, ref: str | None, bridge: bool = False
+) -> dict:
     """One open-loop run on a fresh 1-shard cluster: ``ephemeral``, ``batch`` or ``ref`` (the
-    ``batch`` policy run from the ``ref`` checkout)."""
+    ``batch`` policy run from the ``ref`` checkout). Without the bridge (and its Redis) unless
+    asked: fewer processes on the cores, and the tax measured is the journal's."""
     data = tempfile.mkdtemp(prefix="shardex-bench-")
     root = cluster.ROOT
     try:
-        extra = () if config == "ephemeral" else ("--data-dir", data, "--fsync", "batch")
+        extra: tuple[str, ...] = () if bridge else ("--no-bridge",)
+        if config != "ephemeral":
+            extra += ("--data-dir", data, "--fsync", "batch")
         if config == "ref":
             cluster.ROOT = Path(ref)  # type: ignore[arg-type]  # `-m shardex.cli` from there
         proc, layout = start_cluster(1, True, *extra)
@@ -118,7 +123,7 @@ def latency(args: argparse.Namespace) -> dict:
     rounds: list[dict[str, dict]] = []
     for k in range(args.rounds):
         order = configs if k % 2 == 0 else configs[::-1]  # A/B/B/A: drift hits both alike
-        row = {c: latency_round(c, args.rate, args.seconds, args.ref) for c in order}
+        row = {c: latency_round(c, args.rate, args.seconds, args.ref, args.bridge) for c in order}
         rounds.append(row)
         if not args.json:
             print(
@@ -195,6 +200,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="--latency: seconds per run")
     p.add_argument("--rounds", type=int, default=4, help="--latency: interleaved rounds")
     p.add_argument("--ref", default=None, help="--latency: also run batch from this checkout")
+    p.add_argument("--bridge", action="store_true", help="--latency: run the bridge and Redis too")
     p.add_argument("--sync-micro", default=None, metavar="DIR",
                    help="time write + sync variants in DIR (its disk) and exit")  # fmt: skip
     p.add_argument("--syncs", type=int, default=300, help="--sync-micro: syncs per variant")
@@ -213,8 +219,10 @@ def main() -> None:
         if args.json:
             print(json.dumps(rep))
             return
-        print(f"\nopen loop {args.rate}/s, {args.seconds:.0f}s × {args.rounds} rounds, "
-              "1 shard via the router; ratio min/median/max:")  # fmt: skip
+        print(
+            f"\nopen loop {args.rate}/s, {args.seconds:.0f}s × {args.rounds} rounds, 1 shard "
+            f"via the router{'' if args.bridge else ', no bridge'}; ratio min/median/max:"
+        )
         for name, xs in rep["ratios"].items():
             print(f"  {name:<24} {_spread(xs)}")
         return
