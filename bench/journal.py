@@ -8,8 +8,9 @@
 ``--latency``: the latency tax of durability instead. Open loop (one order per frame at a fixed
 rate, latency from the intended send time) through the router of a 1-shard cluster, ``--fsync
 batch`` and ``--ephemeral`` back to back, ``--rounds`` times interleaved (A/B/A/B), p50/p99 and
-their ratios per round; ``--ref TREE`` adds ``--fsync batch`` run from another checkout (e.g. a
-worktree of the commit before the writer thread) in the same rounds.
+their ratios per round; ``--writer`` adds ``--fsync batch`` with the journal writer thread
+(SHARDEX_JOURNAL_WRITER=1), ``--ref TREE`` adds ``--fsync batch`` run from another checkout (e.g.
+a worktree of the commit before this work) in the same rounds.
 
 ``--sync-micro``: what one group commit's sync costs on this disk: fsync vs fdatasync, on an
 appended file vs a preallocated one (posix_fallocate, or written zeros), for records of about
@@ -90,9 +91,10 @@ def recovery(n: int) -> dict:
 def latency_round(
     config: str, rate: int, seconds: float, ref: str | None, bridge: bool = False
 ) -> dict:
-    """One open-loop run on a fresh 1-shard cluster: ``ephemeral``, ``batch`` or ``ref`` (the
-    ``batch`` policy run from the ``ref`` checkout). Without the bridge (and its Redis) unless
-    asked: fewer processes on the cores, and the tax measured is the journal's."""
+    """One open-loop run on a fresh 1-shard cluster: ``ephemeral``, ``batch``, ``writer`` (batch
+    with the writer thread) or ``ref`` (the ``batch`` policy run from the ``ref`` checkout).
+    Without the bridge (and its Redis) unless asked: fewer processes on the cores, and the tax
+    measured is the journal's."""
     data = tempfile.mkdtemp(prefix="shardex-bench-")
     root = cluster.ROOT
     try:
@@ -101,8 +103,12 @@ def latency_round(
             extra += ("--data-dir", data, "--fsync", "batch")
         if config == "ref":
             cluster.ROOT = Path(ref)  # type: ignore[arg-type]  # `-m shardex.cli` from there
-        proc, layout = start_cluster(1, True, *extra)
-        cluster.ROOT = root
+        os.environ["SHARDEX_JOURNAL_WRITER"] = "1" if config == "writer" else "0"
+        try:
+            proc, layout = start_cluster(1, True, *extra)
+        finally:
+            cluster.ROOT = root
+            os.environ.pop("SHARDEX_JOURNAL_WRITER", None)
         try:
             open_loop(layout, False, SYMBOLS_2, 1, rate + 1, 1.0)  # warm-up (other ids)
             return open_loop(layout, False, SYMBOLS_2, 1, rate, seconds)
@@ -119,7 +125,8 @@ def _spread(xs: list[float]) -> str:
 
 
 def latency(args: argparse.Namespace) -> dict:
-    configs = ["ephemeral", "batch"] + (["ref"] if args.ref else [])
+    configs = ["ephemeral", "batch"] + (["writer"] if args.writer else [])
+    configs += ["ref"] if args.ref else []
     rounds: list[dict[str, dict]] = []
     for k in range(args.rounds):
         order = configs if k % 2 == 0 else configs[::-1]  # A/B/B/A: drift hits both alike
@@ -201,6 +208,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="--latency: interleaved rounds")
     p.add_argument("--ref", default=None, help="--latency: also run batch from this checkout")
     p.add_argument("--bridge", action="store_true", help="--latency: run the bridge and Redis too")
+    p.add_argument("--writer", action="store_true", help="--latency: also batch + writer thread")
     p.add_argument("--sync-micro", default=None, metavar="DIR",
                    help="time write + sync variants in DIR (its disk) and exit")  # fmt: skip
     p.add_argument("--syncs", type=int, default=300, help="--sync-micro: syncs per variant")

@@ -224,7 +224,7 @@ class GatedShard:
     """``shardex engine`` (direct port, no router, insecure) whose journal syncs only while
     ``gate`` does not exist."""
 
-    def __init__(self, tmp: Path, fsync: str = "batch", *extra: str) -> None:
+    def __init__(self, tmp: Path, fsync: str = "batch", *extra: str, writer: bool = True) -> None:
         self.layout = free_layout(1)
         self.data = tmp / "data"
         self.gate = tmp / "gate"
@@ -232,6 +232,7 @@ class GatedShard:
         self.pub = self.layout.pub(0)
         self.fsync = fsync
         self.extra = extra
+        self.env = {**os.environ, "SHARDEX_JOURNAL_WRITER": "1" if writer else "0"}
         self.ctx = zmq.Context()
         self.log = open(tmp / "shard.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc: subprocess.Popen | None = None
@@ -248,7 +249,7 @@ class GatedShard:
              "--shards", "1", "--router", "none", "--direct", self.direct, "--pub", self.pub,
              "--data-dir", str(self.data), "--fsync", self.fsync, "--no-pin", "--insecure",
              "--metrics-port", "0", *self.extra],
-            stdout=self.log, stderr=self.log,
+            stdout=self.log, stderr=self.log, env=self.env,
         )  # fmt: skip
         self.dealer.connect(self.direct)
         self.sub.connect(self.pub)
@@ -323,9 +324,10 @@ def _journaled_ids(directory: Path) -> list[str]:
     ]
 
 
-@pytest.fixture
-def gated(tmp_path):
-    shard = GatedShard(tmp_path)
+@pytest.fixture(params=[True, False], ids=["writer-thread", "loop-thread"])
+def gated(tmp_path, request):
+    """Both commit paths: the journal writer thread, and the commit on the loop's thread."""
+    shard = GatedShard(tmp_path, writer=request.param)
     try:
         yield shard
     finally:

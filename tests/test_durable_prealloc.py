@@ -162,7 +162,7 @@ def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
     _write(tmp_path / "writer", _cmds(120), batch=40)
     assert calls and set(calls) == {"data"}  # (submits waiting together share one)
     calls.clear()
-    plain = Journal(tmp_path / "plain", DEFAULT_MARKETS, fsync="batch")  # no writer thread
+    plain = Journal(tmp_path / "plain", DEFAULT_MARKETS, fsync="batch", preallocate=0)
     engine, out = Engine(DEFAULT_MARKETS), []
     for cmd in _cmds(40):
         seq = engine.seq
@@ -170,6 +170,12 @@ def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
         plain.add(seq, cmd)
     plain.commit()
     assert calls == ["fsync"]
+    calls.clear()
+    sync = Journal(tmp_path / "sync", DEFAULT_MARKETS, fsync="batch")  # no writer thread
+    for cmd in _cmds(40):
+        sync.add(0, cmd)  # (seqs do not matter to the write path)
+    sync.commit()
+    assert calls == ["data"], "the synchronous path preallocates too"
     calls.clear()
 
     def no_space(fd, data, offset):

@@ -68,6 +68,12 @@ log = logging.getLogger("shardex.shard")
 HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
+# The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
+# box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
+# than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
+# (See bench/journal.py --latency / --sync-micro; worth re-measuring on a machine with cores to
+# spare, where the hand-offs are cheap.)
+JOURNAL_WRITER = os.environ.get("SHARDEX_JOURNAL_WRITER", "") == "1"
 OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
 OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
 OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
@@ -723,12 +729,13 @@ class ShardNode:
             self.poller.register(sock, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
-        # ``batch``/``always``: a writer thread makes batch k durable while the loop matches
-        # batch k+1; each batch's replies and events wait in ``inflight`` until it is durable.
+        # With JOURNAL_WRITER (``batch``/``always``): a writer thread makes batch k durable while
+        # the loop matches batch k+1; each batch's replies and events wait in ``inflight``
+        # until it is durable.
         journal = self.core.journal
         self.inflight: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
         self.writer_fd: int | None = None
-        if isinstance(journal, Journal) and journal.fsync != "none":
+        if JOURNAL_WRITER and isinstance(journal, Journal) and journal.fsync != "none":
             self.writer_fd = journal.start_writer()
             self.poller.register(self.writer_fd, zmq.POLLIN)
 
