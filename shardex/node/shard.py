@@ -89,6 +89,12 @@ log = logging.getLogger("shardex.shard")
 HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
+# The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
+# box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
+# than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
+# (See bench/journal.py --latency / --sync-micro; worth re-measuring on a machine with cores to
+# spare, where the hand-offs are cheap.)
+JOURNAL_WRITER = os.environ.get("SHARDEX_JOURNAL_WRITER", "") == "1"
 OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
 OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
 OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
@@ -824,6 +830,22 @@ class ShardNode:
             self.poller.register(self.alink, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
+        # With JOURNAL_WRITER (``batch``/``always``): a writer thread makes batch k durable while
+        # the loop matches batch k+1; each batch's replies and events wait in ``inflight``
+        # until it is durable. Not with accounts: settlements are drawn from the engine as they
+        # are produced, so one could leave before its batch is durable (money from a trade a
+        # crash would erase); the loop-thread group commit never lets that happen.
+        journal = self.core.journal
+        self.inflight: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
+        self.writer_fd: int | None = None
+        if (
+            JOURNAL_WRITER
+            and self.alink is None
+            and isinstance(journal, Journal)
+            and journal.fsync != "none"
+        ):
+            self.writer_fd = journal.start_writer()
+            self.poller.register(self.writer_fd, zmq.POLLIN)
 
     def _add(self, sock: Any, router: bool, box: Outbox | None = None) -> None:
         box = box or Outbox(sock, router, self.zmq)
@@ -858,6 +880,8 @@ class ShardNode:
                 for box in self.outboxes:
                     if box.size:
                         box.pump()
+                if self.writer_fd is not None:
+                    self.journal_done()  # release what became durable before taking more
                 if ready:
                     if self.zap is not None:
                         self.zap.serve()
@@ -963,10 +987,25 @@ class ShardNode:
     def flush(self) -> None:
         """Group commit: journal the batch's commands, then reply, then publish its events.
 
-        If the journal cannot write, the batch (its replies and events) is held and retried;
-        meanwhile ``ShardCore`` refuses writes and serves reads, whose replies go out now.
+        With the writer thread the batch is submitted and its replies and events wait in
+        ``inflight`` until the writer reports it durable (``journal_done``), in batch order:
+        a batch without writes waits behind the batches before it too, since its reads may
+        show their state. If the journal cannot write, the batch (its replies and events) is
+        held and retried; meanwhile ``ShardCore`` refuses writes and serves reads, whose
+        replies go out now.
         """
         journal = self.core.journal
+        if self.writer_fd is not None:
+            if self.held is None or journal.pending:  # (down: reads only, served now)
+                ticket = journal.submit()  # type: ignore[union-attr]  # ``always``: submitted
+                if self.inflight or ticket > journal.durable:  # type: ignore[union-attr]
+                    if self.replies or self.out:
+                        self.inflight.append((ticket, self.replies, self.out))
+                        self.replies = []
+                        self.out = []
+                    return
+            self._release(self.replies, self.out)
+            return
         if self.held is None and journal.pending:
             try:
                 journal.commit()
@@ -982,23 +1021,45 @@ class ShardNode:
             self.replies = []
             self.out = []
             return
-        stats = self.stats
-        if journal.pending == 0 and journal.last_write_s:
+        self._release(self.replies, self.out)
+
+    def _release(self, replies: list[tuple[Outbox, list[bytes]]], events: list[Event]) -> None:
+        """Send a durable batch's replies, then publish its events (and keep them for repair)."""
+        journal = self.core.journal
+        if journal.last_write_s:
+            stats = self.stats
             stats.journal_write.add(journal.last_write_s)
             if journal.fsync != "none":
                 stats.journal_fsync.add(journal.last_fsync_s)
             journal.last_write_s = 0.0
-        for box, frames in self.replies:
+        for box, frames in replies:
             box.send(frames)
-        self.replies.clear()
+        replies.clear()
         for link in self.links:
             link.commit()
         if self.alink is not None:
-            self.send_settlements()
-        if self.out:
-            self.core.ring.extend(self.out)
-            _publish(self.pub, self.core.index, self.out)
-            self.out.clear()
+            self.send_settlements()  # (the writer thread is off with accounts: see __init__)
+        if events:
+            self.core.ring.extend(events)
+            _publish(self.pub, self.core.index, events)
+            events.clear()
+
+    def journal_done(self) -> None:
+        """The writer's news: release, in order, every batch now durable; on a failure hold
+        the rest and refuse writes; when a retry succeeded, accept writes again."""
+        journal = self.core.journal
+        durable, failure = journal.completions()  # type: ignore[union-attr]
+        inflight = self.inflight
+        while inflight and inflight[0][0] <= durable:
+            _, replies, events = inflight.popleft()
+            self._release(replies, events)
+        if failure is not None:
+            self._journal_failed(JournalUnavailable(failure))
+        elif self.held is not None and not journal.queued:  # type: ignore[union-attr]
+            self.held = None
+            self.core.journal_down = None
+            log.warning("journal of shard %d writes again: held replies released",
+                        self.core.index)  # fmt: skip
 
     # -- the account link (issue 14) ---------------------------------------------------------
 
@@ -1114,20 +1175,27 @@ class ShardNode:
     def _journal_failed(self, exc: BaseException) -> None:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         if self.core.journal_down is None:
+            held = sum(len(r) for _, r, _ in self.inflight) if self.writer_fd else len(self.replies)
             log.error(
                 "ALERT journal of shard %d cannot write (%s): holding %d replies, refusing "
                 "writes and serving reads until it can; retrying every %.0fs",
-                self.core.index, reason, len(self.replies), JOURNAL_RETRY_S,
+                self.core.index, reason, held, JOURNAL_RETRY_S,
             )  # fmt: skip
+            self.last_journal_try = time.monotonic()
         self.core.journal_down = reason
+        if self.writer_fd is not None:
+            self.held = ([], [])  # the held batches stay in ``inflight``, in order
+            return
         self.held = (self.replies, self.out)
         self.held_pending = self.core.journal.pending
         self.replies = []
         self.out = []
-        self.last_journal_try = time.monotonic()
 
     def retry_journal(self, now: float) -> None:
         self.last_journal_try = now
+        if self.writer_fd is not None:
+            self.core.journal.retry()  # type: ignore[union-attr]  # outcome: ``journal_done``
+            return
         try:
             self.core.journal.commit()
         except JournalUnavailable as exc:
@@ -1177,16 +1245,20 @@ class ShardNode:
         self.last_snap_records = core.journal.records_written
 
     def close(self) -> None:
-        if self.held is not None:
+        try:
+            self.core.journal.close()  # the writer first writes what is queued, if it can
+        except OSError as exc:
+            log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
+        if self.writer_fd is not None:
+            self.journal_done()  # replies of batches that became durable: best effort
+        held = len(self.held[0]) if self.held is not None else 0
+        held += sum(len(r) for _, r, _ in self.inflight)
+        if held:
             log.error(
                 "shard %d stops with %d replies held by an unwritable journal: those commands "
                 "were never acknowledged and are not in the journal",
-                self.core.index, len(self.held[0]),
+                self.core.index, held,
             )  # fmt: skip
-        try:
-            self.core.journal.close()
-        except OSError as exc:
-            log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
         for s in (*self.sockets, self.pub):
             s.close(0)
         if self.zap is not None:
