@@ -12,6 +12,11 @@ their ratios per round; ``--writer`` adds ``--fsync batch`` with the journal wri
 (SHARDEX_JOURNAL_WRITER=1), ``--ref TREE`` adds ``--fsync batch`` run from another checkout (e.g.
 a worktree of the commit before this work) in the same rounds.
 
+``--commit-path``: the shard's commit path alone, in one process (no sockets): commands arrive
+open loop at ``--rate``; ``loop`` commits on the arriving thread (arrivals queue meanwhile, as in
+the shard's loop), ``writer`` submits to the writer thread and releases on its completion
+signal; each with and without preallocation. Latency = release - arrival; modes interleaved.
+
 ``--sync-micro``: what one group commit's sync costs on this disk: fsync vs fdatasync, on an
 appended file vs a preallocated one (posix_fallocate, or written zeros), for records of about
 1, 10 and 64 commands, variants interleaved.
@@ -192,6 +197,60 @@ def sync_micro(directory: str, n: int) -> list[dict]:
     return rows
 
 
+def commit_path(mode: str, rate: int, n: int) -> tuple[float, float]:
+    """(p50, p99) µs from arrival to durable for ``n`` one-command commits arriving at ``rate``."""
+    import select
+
+    wl = Workload(symbols=("BTC-USD",), seed=3)
+    cmds = wl.warmup(50) + wl.take(n)
+    d = tempfile.mkdtemp(prefix="shardex-commit-")
+    try:
+        engine, out = Engine(DEFAULT_MARKETS), []
+        prealloc = None if mode.endswith("+prealloc") else 0
+        j = Journal(d, DEFAULT_MARKETS, fsync="batch", preallocate=prealloc)
+        fd = j.start_writer() if mode.startswith("writer") else None
+        for cmd in cmds[:50]:
+            engine.apply(cmd, out)
+        clock, interval = time.perf_counter, 1.0 / rate
+        t0 = clock() + 0.01
+        lat: list[float] = []
+        inflight: list[tuple[int, list[float]]] = []
+        nxt = 0
+        while len(lat) < n:
+            now = clock()
+            arrived = []
+            while nxt < n and t0 + nxt * interval <= now:
+                arrived.append(t0 + nxt * interval)
+                cmd = cmds[50 + nxt]
+                seq = engine.seq
+                engine.apply(cmd, out)
+                j.add(seq, cmd)
+                nxt += 1
+            out.clear()
+            if arrived and fd is None:
+                j.commit()
+                t = clock()
+                lat.extend(t - a for a in arrived)
+            elif arrived:
+                inflight.append((j.submit(), arrived))
+            if inflight:
+                durable = j.completions()[0]
+                while inflight and inflight[0][0] <= durable:
+                    t = clock()
+                    lat.extend(t - a for a in inflight.pop(0)[1])
+            wait = t0 + nxt * interval - clock() if nxt < n else 0.01
+            if wait > 0:
+                if inflight:
+                    select.select([fd], [], [], wait)
+                else:
+                    time.sleep(wait)
+        j.close()
+        lat.sort()
+        return lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,7 +271,24 @@ def main() -> None:
     p.add_argument("--sync-micro", default=None, metavar="DIR",
                    help="time write + sync variants in DIR (its disk) and exit")  # fmt: skip
     p.add_argument("--syncs", type=int, default=300, help="--sync-micro: syncs per variant")
+    p.add_argument("--commit-path", action="store_true", help="the commit path alone (above)")
     args = p.parse_args()
+    if args.commit_path:
+        modes = ["loop", "loop+prealloc", "writer", "writer+prealloc"]
+        res: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        n = max(500, int(args.rate * 0.6))
+        for k in range(args.rounds):
+            for m in modes if k % 2 == 0 else modes[::-1]:
+                res[m].append(commit_path(m, args.rate, n))
+        if args.json:
+            print(json.dumps({"rate": args.rate, "commits": n, "rounds": res}))
+            return
+        print(f"commit path, {args.rate}/s open loop, {n} commits × {args.rounds} rounds (µs)")
+        for m in modes:
+            p50 = " ".join(f"{a:5.0f}" for a, _ in res[m])
+            p99 = " ".join(f"{b:5.0f}" for _, b in res[m])
+            print(f"  {m:<16} p50 {p50}   p99 {p99}")
+        return
     if args.sync_micro:
         rows = sync_micro(args.sync_micro, args.syncs)
         if args.json:
