@@ -166,3 +166,35 @@ def test_null_journal_shard_core_creates_no_cycles_either(gc_off):
         if i % 100 == 0:
             out.clear()
     assert _cycles() == 0
+
+
+def test_account_core_creates_no_reference_cycles(gc_off):
+    """The account shard runs with the GC off too (``AccountNode`` calls ``tune_gc``)."""
+    from shardex.accounts.codes import A_DEPOSIT, A_NEW, A_WITHDRAW, S_CANCELLED, S_TRADE
+    from shardex.accounts.core import AccountCore, Fee
+    from shardex.engine.codes import BUY, GTC, LIMIT, SELL
+
+    c = AccountCore(DEFAULT_MARKETS, fees={"BTC-USD": Fee(2, 5)})
+    out: list = []
+    seq = 0
+    for i in range(1_000):
+        for cmd in (
+            (A_DEPOSIT, "alice", "USD", 100_000_000, f"d{i}"),
+            (A_DEPOSIT, "bob", "BTC", 10_000_000, f"e{i}"),
+            (A_NEW, "BTC-USD", f"ask{i}", "bob", SELL, LIMIT, 2_900_000, 4, GTC, False, 0, None),
+            (A_NEW, "BTC-USD", f"b{i}", "alice", BUY, LIMIT, 3_000_000, 10, GTC, False, 0, None),
+            (S_TRADE, 0, seq + 1, seq, "BTC-USD", 2_900_000, 4, "alice", f"b{i}", "bob",
+             f"ask{i}", BUY, i + 1),  # fmt: skip
+            (S_CANCELLED, 0, seq + 2, seq + 1, "BTC-USD", "alice", f"b{i}", "user", 6),
+            (A_WITHDRAW, "bob", "USD", 1_000, f"w{i}"),
+            (A_NEW, "BTC-USD", f"x{i}", "carol", BUY, LIMIT, 3_000_000, 10, GTC, False, 0, None),
+            GARBAGE[i % len(GARBAGE)],
+        ):
+            c.apply(cmd, out)
+        seq += 2
+        if len(out) > 5_000:
+            out.clear()
+    c.check_integrity()
+    assert not c.orders  # every order of the run ended
+    c.snapshot()
+    assert _cycles() == 0
