@@ -81,6 +81,10 @@ def compiled_cache(tmp_path_factory) -> Path:
         pytest.skip("mypyc is not installed (pip install mypy): compiled engine not testable")
     if shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None:
         pytest.skip("no C compiler: compiled engine not testable")
+    import sysconfig
+
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        pytest.skip("no Python headers (Python.h): compiled engine not testable")
     cache = tmp_path_factory.mktemp("engine-cache")
     env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
