@@ -1531,6 +1531,11 @@ def _s(v: Any) -> str:
 @fsync_option
 @click.option("--metrics-port", type=int, default=None,
               help="Prometheus exporter port [layout: base+500+J]; 0 disables it.")  # fmt: skip
+@click.option("--pub", "pub_ep", default=None,
+              help="Bind endpoint of the balance-event PUB (for the bridge) [layout: base+600+J].")
+@click.option("--direct", "direct_ep", default=None,
+              help="Bind endpoint for the bridge's status and re-send requests "
+              "[layout: base+700+J].")  # fmt: skip
 @keys_dir_option
 @insecure_option
 def accounts(
@@ -1545,6 +1550,8 @@ def accounts(
     data_dir: str | None,
     fsync: str,
     metrics_port: int | None,
+    pub_ep: str | None,
+    direct_ep: str | None,
     keys_dir: str | None,
     insecure: bool,
 ) -> None:
@@ -1569,6 +1576,8 @@ def accounts(
         fsync=fsync,
         metrics_port=layout.account_metrics_port(index) if metrics_port is None else metrics_port,
         keys_dir=keys,
+        pub=pub_ep or layout.account_pub(index),
+        direct=direct_ep or layout.account_direct(index),
     )
     try:
         run_accounts(cfg)
