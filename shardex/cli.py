@@ -1294,6 +1294,21 @@ def tail(
     help="Also write the JSON report to this file.",
 )
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option(
+    "--risk",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="on: orders go through the account shards (@account routing; needs shardex up "
+    "--accounts M); off: straight to the engine shards (only a cluster WITHOUT accounts takes "
+    "them); auto: on iff the cluster has account shards.",
+)
+@click.option(
+    "--fund/--no-fund",
+    default=True,
+    show_default=True,
+    help="With risk on: top every account up with admin deposits before sending.",
+)
 @key_option
 def loadgen(
     endpoint: str | None,
@@ -1316,6 +1331,8 @@ def loadgen(
     as_json: bool,
     out: str | None,
     quiet: bool,
+    risk: str,
+    fund: bool,
     key_file: str | None,
 ) -> None:
     """Drive the cluster with orders and report throughput and latency percentiles.
@@ -1342,6 +1359,8 @@ def loadgen(
             procs=procs,
             timeout=timeout,
             key=key_file,
+            risk=risk,
+            fund=fund,
         )
         err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1531,8 +1550,12 @@ def _s(v: Any) -> str:
 @fsync_option
 @click.option("--metrics-port", type=int, default=None,
               help="Prometheus exporter port [layout: base+500+J]; 0 disables it.")  # fmt: skip
-@click.option("--pub", "pub_ep", default=None,
-              help="Bind endpoint of the balance-event PUB (for the bridge) [layout: base+600+J].")
+@click.option(
+    "--pub",
+    "pub_ep",
+    default=None,
+    help="Bind endpoint of the balance-event PUB (for the bridge) [layout: base+600+J].",
+)
 @click.option("--direct", "direct_ep", default=None,
               help="Bind endpoint for the bridge's status and re-send requests "
               "[layout: base+700+J].")  # fmt: skip
