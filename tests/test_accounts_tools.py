@@ -123,3 +123,13 @@ def test_loadgen_cli_risk_off_on_an_accounts_cluster_is_refused_clearly(cluster)
     assert out.returncode == 1
     assert "--risk off sends orders straight to the engine shards" in out.stderr
     assert "use --risk on" in out.stderr
+
+
+def test_sigterm_stops_an_engine_shard_with_an_account_link():
+    """Regression: the engine shard's account link socket was never closed, so its
+    ``ctx.term()`` blocked and SIGTERM only ended it by the supervisor's SIGKILL 5 s later."""
+    cl = Cluster(1, "--accounts", "1")
+    cl.stop()
+    text = cl.log_path.read_text(errors="replace")
+    assert "shard 0 stopped" in text
+    assert "ignored SIGTERM" not in text
