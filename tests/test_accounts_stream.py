@@ -9,23 +9,64 @@ each once, with exact decimal amounts — also after kill -9 of the bridge in th
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
 from decimal import Decimal as D
 
+import conftest
 import pytest
 import zmq
 from conftest import Cluster, RedisServer
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES
+from shardex.accounts.codes import A_DEPOSIT, AE_BALANCE, AE_FEES, AE_FORWARD
+from shardex.accounts.machines import AccountMachineFactory, EventRing
 from shardex.auth import KeyFile, client_socket
 from shardex.config import load_markets
-from shardex.wire.protocol import OP_EVENTS, OP_STATUS, decode_reply, encode_request
+from shardex.layout import Layout
+from shardex.node.accounts import AccountHandler
+from shardex.node.bridge import Malformed, check_account_event, decode_account_pub
+from shardex.node.shard import NullJournal
+from shardex.wire.protocol import (
+    OP_EVENTS,
+    OP_STATUS,
+    decode_reply,
+    encode_events,
+    encode_request,
+    packb,
+    unpackb,
+)
 
 pytestmark = pytest.mark.timeout(120)
 ASSETS = AssetTable(load_markets(None))
+
+
+def free_accounts_layout(shards: int, accounts: int, routers: int = 1) -> Layout:
+    """A layout whose every port is free, the account tier's (base+400.., +500.., +600..,
+    +700..) included: ``conftest.free_layout`` checks only the engine tier's, so an account
+    shard could meet a port in use and the cluster not start (better fixed in conftest)."""
+    rng = random.Random()
+    for _ in range(200):
+        layout = Layout(
+            "127.0.0.1", rng.randrange(20000, 60000 - 800), shards, routers, accounts=accounts
+        )
+        if all(conftest.port_free("127.0.0.1", p) for p in layout.ports()):
+            return layout
+    raise RuntimeError("no free port range found")
+
+
+def accounts_cluster(shards: int, accounts: int, *extra: str, **kw) -> Cluster:
+    """``Cluster(shards, "--accounts", M, ...)`` on a ``free_accounts_layout``."""
+
+    def free_layout(n: int, routers: int = 1) -> Layout:
+        layout = free_accounts_layout(n, accounts, routers)
+        return Layout("127.0.0.1", layout.base_port, n, routers)  # what Cluster expects
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conftest, "free_layout", free_layout)
+        return Cluster(shards, "--accounts", str(accounts), *extra, **kw)
 
 
 def _ask(cluster: Cluster, j: int, cmd: tuple) -> dict:
@@ -107,8 +148,68 @@ def _flow(c, tag: str, n: int, halfway: threading.Event | None = None) -> None:
         c.cancel("BTC-USD", f"{tag}-r{k}", account=a)
 
 
+def test_event_ring_serves_contiguous_ranges_only():
+    r = EventRing(5)
+    r.extend([(AE_BALANCE, 1), (AE_BALANCE, 2)])
+    r.extend([(AE_FORWARD, 3)])
+    assert r.get(1, 3) == [(AE_BALANCE, 1), (AE_BALANCE, 2), (AE_FORWARD, 3)]
+    assert r.get(2, 99) == [(AE_BALANCE, 2), (AE_FORWARD, 3)]  # capped at the newest
+    r.extend([(0, 4), (0, 5), (0, 6)])
+    assert r.first == 2 and r.get(1, 2) is None  # fell off the ring: gone, never a part
+    r.extend([(0, 9)])  # a hole: the ring restarts rather than serve a range across it
+    assert r.first == 9 and r.get(6, 9) is None and r.get(9, 9) == [(0, 9)]
+
+
+def _machine():
+    return AccountMachineFactory(0, 1, lambda _s: 0).new(load_markets(None))
+
+
+def test_events_survive_snapshot_restore_and_only_published_ones_are_served():
+    m = _machine()
+    out: list = []
+    for k in range(3):
+        m.apply((A_DEPOSIT, f"u{k}", "USD", 1_000_000, f"r{k}"), out)
+    assert [ev[1] for ev in out] == [1, 2, 3]
+    restored = AccountMachineFactory(0, 1, lambda _s: 0).restore(
+        unpackb(packb(m.snapshot())), load_markets(None)
+    )
+    assert restored.events.get(1, 3) == m.events.get(1, 3)
+    h = AccountHandler(m, NullJournal())
+    # the bridge sees what was published (journaled) only, whatever the ring holds
+    _, results = decode_reply(h.direct(encode_request([(OP_EVENTS, 1, 3)]), None, 2))
+    assert [ev[1] for ev in results[0]["events"]] == [1, 2] and results[0]["seq"] == 2
+    _, results = decode_reply(h.direct(encode_request([(OP_STATUS,)]), None, 2))
+    assert results[0]["seq"] == 2
+    for bad in [(OP_EVENTS, 0, 3), (OP_EVENTS, 3, 1), (OP_EVENTS, "1", 2), (99,)]:
+        _, results = decode_reply(h.direct(encode_request([bad]), None, 3))
+        assert "error" in results[0]
+
+
+def test_bridge_account_decoders_refuse_garbage_without_crashing():
+    ok = (AE_BALANCE, 5, "alice", "USD", 10, 0, "deposit", "d1")
+    assert check_account_event(ok, ASSETS)
+    assert check_account_event((AE_FEES, 6, "USD", 3), ASSETS)
+    assert check_account_event((AE_FORWARD, 7, 0, 6, ("x",)), ASSETS)  # tracked, not written
+    for bad in [
+        (AE_BALANCE, 5, "alice", "XYZ", 10, 0, "deposit", "d1"),  # unknown asset
+        (AE_BALANCE, 5, "alice", "USD", -1, 0, "deposit", "d1"),  # negative
+        (AE_BALANCE, 5, "alice", "USD", True, 0, "deposit", "d1"),  # bool is not an amount
+        (AE_BALANCE, 0, "alice", "USD", 1, 0, "deposit", "d1"),  # seq 0
+        (AE_FEES, 6, "USD"),
+        (99, 1),
+        "x",
+        (),
+    ]:
+        assert not check_account_event(bad, ASSETS), bad
+    shard, good, nbad = decode_account_pub(encode_events(1, [ok, (99, 1)]), 2, ASSETS)
+    assert (shard, good, nbad) == (1, [ok], 1)
+    for payload in [b"junk", packb((1, 5, [])), packb((9, 0, [])), packb([1, 0])]:
+        with pytest.raises(Malformed):
+            decode_account_pub(payload, 2, ASSETS)
+
+
 def test_balances_stream_exactly_once_also_across_a_bridge_kill(redis_server: RedisServer):
-    cluster = Cluster(1, "--accounts", "2", redis=redis_server.url)
+    cluster = accounts_cluster(1, 2, redis=redis_server.url)
     try:
         r = redis_server.client()
         with cluster.client() as c:

@@ -14,7 +14,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
+from test_accounts_stream import accounts_cluster
 
 from shardex.accounts.assets import AssetTable
 from shardex.client import AsyncClient, audit_report
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def cluster():
-    cl = Cluster(1, "--accounts", "2")
+    cl = accounts_cluster(1, 2)
     try:
         yield cl
     finally:
@@ -128,7 +128,7 @@ def test_loadgen_cli_risk_off_on_an_accounts_cluster_is_refused_clearly(cluster)
 def test_sigterm_stops_an_engine_shard_with_an_account_link():
     """Regression: the engine shard's account link socket was never closed, so its
     ``ctx.term()`` blocked and SIGTERM only ended it by the supervisor's SIGKILL 5 s later."""
-    cl = Cluster(1, "--accounts", "1")
+    cl = accounts_cluster(1, 1)
     cl.stop()
     text = cl.log_path.read_text(errors="replace")
     assert "shard 0 stopped" in text

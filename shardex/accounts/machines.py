@@ -157,11 +157,13 @@ class EventRing:
         return self.events[0][1] if self.events else 0
 
     def extend(self, events: list[tuple]) -> None:
+        """Append one command's events (contiguous seqs, as ``AccountCore`` emits them)."""
+        if not events:
+            return
         ring = self.events
-        for ev in events:
-            if ring and ev[1] != ring[-1][1] + 1:
-                ring.clear()  # never serve a range with a hole in it
-            ring.append(ev)
+        if ring and events[0][1] != ring[-1][1] + 1:
+            ring.clear()  # never serve a range with a hole in it
+        ring.extend(events)
 
     def get(self, first: int, last: int) -> list[tuple] | None:
         """Events ``first..last`` (``last`` ≤ the newest held), or None if ``first`` is gone."""
