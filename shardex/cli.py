@@ -467,7 +467,7 @@ def resolve_shards(value: str) -> int:
     return n
 
 
-def resolve_accounts(value: str | int) -> int:
+def resolve_accounts(value: str | int, option: str = "--accounts") -> int:
     """Account shards M from ``--accounts``/``SHARDEX_ACCOUNTS``: a number 0..100, or 'auto'
     (under honcho: the ``-c accounts=M`` it was started with, 0 when not given; elsewhere 0).
     Off unless asked for, so a plain ``honcho start`` runs the cluster as before."""
@@ -476,9 +476,9 @@ def resolve_accounts(value: str | int) -> int:
     try:
         m = int(value)
     except ValueError:
-        raise click.UsageError(f"--accounts must be 0..100 or 'auto', got {value!r}") from None
+        raise click.UsageError(f"{option} must be 0..100 or 'auto', got {value!r}") from None
     if not 0 <= m <= 100:
-        raise click.UsageError(f"--accounts must be 0..100, got {m}")
+        raise click.UsageError(f"{option} must be 0..100, got {m}")
     return m
 
 
@@ -1616,7 +1616,7 @@ def accounts(
         if honcho_index() is None:
             raise click.UsageError("--shards M is required (or SHARDEX_ACCOUNTS)")
         shards = "auto"  # a Procfile without SHARDEX_ACCOUNTS: on only with -c accounts=M
-    m = resolve_accounts(shards)
+    m = resolve_accounts(shards, "--shards")
     if m == 0:
         _idle_off()
         return
