@@ -467,6 +467,21 @@ def resolve_shards(value: str) -> int:
     return n
 
 
+def resolve_accounts(value: str | int, option: str = "--accounts") -> int:
+    """Account shards M from ``--accounts``/``SHARDEX_ACCOUNTS``: a number 0..100, or 'auto'
+    (under honcho: the ``-c accounts=M`` it was started with, 0 when not given; elsewhere 0).
+    Off unless asked for, so a plain ``honcho start`` runs the cluster as before."""
+    if value == "auto":
+        return honcho_concurrency("accounts", default=0) or 0
+    try:
+        m = int(value)
+    except ValueError:
+        raise click.UsageError(f"{option} must be 0..100 or 'auto', got {value!r}") from None
+    if not 0 <= m <= 100:
+        raise click.UsageError(f"{option} must be 0..100, got {m}")
+    return m
+
+
 def resolve_routers(value: str) -> int:
     if value == "auto":
         return honcho_concurrency("router") or 1
@@ -554,11 +569,11 @@ def resolve_shard_index(value: int | None) -> int:
 )
 @click.option(
     "--accounts",
-    type=click.IntRange(0, 100),
-    default=0,
+    default="0",
     show_default=True,
     envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off).",
+    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
+    "(the -c accounts=M it was started with; 0 without one).",
 )
 @keys_dir_option
 @insecure_option
@@ -575,12 +590,13 @@ def router(
     data_dir: str | None,
     keys_dir: str | None,
     insecure: bool,
-    accounts: int = 0,
+    accounts: str = "0",
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.node.router import RouterConfig, run_router
 
     n = resolve_shards(shards)
+    m = resolve_accounts(accounts)
     if index is None:
         index = honcho_index() or 0
     if not 0 <= index < MAX_ROUTERS:
@@ -596,7 +612,7 @@ def router(
             max_inflight=max_inflight,
             client_max_inflight=client_max_inflight,
             keys_dir=keys,
-            accounts=accounts,
+            accounts=m,
         )
     )
 
@@ -694,11 +710,11 @@ def router(
 )
 @click.option(
     "--accounts",
-    type=click.IntRange(0, 100),
-    default=0,
+    default="0",
     show_default=True,
     envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off).",
+    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
+    "(the -c accounts=M it was started with; 0 without one).",
 )
 @click.option(
     "--account-link",
@@ -729,13 +745,14 @@ def engine(
     snapshot_interval: float,
     keys_dir: str | None,
     insecure: bool,
-    accounts: int = 0,
+    accounts: str = "0",
     account_link: str | None = None,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
 
     n = resolve_shards(shards)
+    m = resolve_accounts(accounts)
     i = resolve_shard_index(index)
     if not 0 <= i < n:
         raise click.UsageError(
@@ -768,9 +785,9 @@ def engine(
         pub_hwm=max(1, pub_hwm),
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
         keys_dir=keys,
-        accounts=accounts,
-        account_link=(account_link or Layout(host, base_port, n, accounts=accounts).account_link(i))
-        if accounts
+        accounts=m,
+        account_link=(account_link or Layout(host, base_port, n, accounts=m).account_link(i))
+        if m
         else None,
     )
     try:
@@ -1294,6 +1311,21 @@ def tail(
     help="Also write the JSON report to this file.",
 )
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option(
+    "--risk",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="on: orders go through the account shards (@account routing; needs shardex up "
+    "--accounts M); off: straight to the engine shards (only a cluster WITHOUT accounts takes "
+    "them); auto: on iff the cluster has account shards.",
+)
+@click.option(
+    "--fund/--no-fund",
+    default=True,
+    show_default=True,
+    help="With risk on: top every account up with admin deposits before sending.",
+)
 @key_option
 def loadgen(
     endpoint: str | None,
@@ -1316,6 +1348,8 @@ def loadgen(
     as_json: bool,
     out: str | None,
     quiet: bool,
+    risk: str,
+    fund: bool,
     key_file: str | None,
 ) -> None:
     """Drive the cluster with orders and report throughput and latency percentiles.
@@ -1342,6 +1376,8 @@ def loadgen(
             procs=procs,
             timeout=timeout,
             key=key_file,
+            risk=risk,
+            fund=fund,
         )
         err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1503,10 +1539,19 @@ def _s(v: Any) -> str:
 
 
 @main.command()
-@click.option("--shard", "index", type=int, required=True, help="This account shard J (0..M-1).")
-@click.option("--shards", type=click.IntRange(1, 100), required=True, help="Account shards M.")
-@click.option("--engines", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Engine shards N (symbol → crc32 % N).")  # fmt: skip
+@click.option("--shard", "index", type=int, default=None,
+              help="This account shard J (0..M-1) [under honcho: accounts.K → K-1].")  # fmt: skip
+@click.option(
+    "--shards",
+    default=None,
+    envvar="SHARDEX_ACCOUNTS",
+    help="Account shards M, or 'auto' under honcho (the -c accounts=M it was started with). "
+    "0: the account tier is off and this process only waits (so honcho keeps the rest up).",
+)
+@click.option("--engines", default="1", show_default=True, envvar="SHARDEX_SHARDS",
+              help="Engine shards N (symbol → crc32 % N), or 'auto' under honcho.")  # fmt: skip
+@click.option("--routers", default="1", show_default=True, envvar="SHARDEX_ROUTERS",
+              help="Routers in the layout (connects to all), or 'auto' under honcho.")  # fmt: skip
 @host_option
 @base_port_option
 @click.option(
@@ -1531,12 +1576,22 @@ def _s(v: Any) -> str:
 @fsync_option
 @click.option("--metrics-port", type=int, default=None,
               help="Prometheus exporter port [layout: base+500+J]; 0 disables it.")  # fmt: skip
+@click.option(
+    "--pub",
+    "pub_ep",
+    default=None,
+    help="Bind endpoint of the balance-event PUB (for the bridge) [layout: base+600+J].",
+)
+@click.option("--direct", "direct_ep", default=None,
+              help="Bind endpoint for the bridge's status and re-send requests "
+              "[layout: base+700+J].")  # fmt: skip
 @keys_dir_option
 @insecure_option
 def accounts(
-    index: int,
-    shards: int,
-    engines: int,
+    index: int | None,
+    shards: str | None,
+    engines: str,
+    routers: str,
     host: str,
     base_port: int,
     router_ep: str | None,
@@ -1545,23 +1600,45 @@ def accounts(
     data_dir: str | None,
     fsync: str,
     metrics_port: int | None,
+    pub_ep: str | None,
+    direct_ep: str | None,
     keys_dir: str | None,
     insecure: bool,
 ) -> None:
-    """Run account shard J of M: balances and holds of the accounts with crc32 % M == J."""
+    """Run account shard J of M: balances and holds of the accounts with crc32 % M == J.
+
+    Under honcho (the Procfile's ``accounts: shardex accounts``) J comes from the process name
+    and M from SHARDEX_ACCOUNTS (``auto``: ``honcho start -c accounts=M``). With M = 0 the
+    process says so and waits for SIGTERM: honcho stops every process when one exits."""
     from shardex.node.accounts import AccountsConfig, run_accounts
 
-    if not 0 <= index < shards:
-        raise click.UsageError(f"account shard {index} out of range for {shards}")
+    if shards is None:
+        if honcho_index() is None:
+            raise click.UsageError("--shards M is required (or SHARDEX_ACCOUNTS)")
+        shards = "auto"  # a Procfile without SHARDEX_ACCOUNTS: on only with -c accounts=M
+    m = resolve_accounts(shards, "--shards")
+    if m == 0:
+        _idle_off()
+        return
+    if index is None:
+        index = honcho_index()
+        if index is None:
+            raise click.UsageError("--shard is required (or run under honcho: accounts.K)")
+    if not 0 <= index < m:
+        raise click.UsageError(
+            f"account shard {index} out of range for {m} (under honcho, -c accounts=M must "
+            "match SHARDEX_ACCOUNTS unless it is auto)"
+        )
+    n = resolve_shards(engines)
     keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
-    layout = Layout(host, base_port, engines, accounts=shards)
+    layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
     links = (engine_links or layout.account_links).split(",")
-    if len(links) != engines:
-        raise click.UsageError(f"--engine-links: {len(links)} endpoints for {engines} engines")
+    if len(links) != n:
+        raise click.UsageError(f"--engine-links: {len(links)} endpoints for {n} engines")
     cfg = AccountsConfig(
         index=index,
-        shards=shards,
-        engines=engines,
+        shards=m,
+        engines=n,
         router=router_ep or layout.backends,
         engine_links=links,
         markets=_markets(markets_file),
@@ -1569,11 +1646,28 @@ def accounts(
         fsync=fsync,
         metrics_port=layout.account_metrics_port(index) if metrics_port is None else metrics_port,
         keys_dir=keys,
+        pub=pub_ep or layout.account_pub(index),
+        direct=direct_ep or layout.account_direct(index),
     )
     try:
         run_accounts(cfg)
     except (JournalError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _idle_off() -> None:
+    """The account tier is off (M = 0): one clear line, then wait for SIGTERM/SIGINT and exit
+    0 (under honcho an exiting process would stop the whole cluster)."""
+    from shardex.wire.transport import StopFlag
+
+    logging.getLogger("shardex.accounts").warning(
+        "account tier off (SHARDEX_ACCOUNTS=0, or auto without -c accounts=M): no account "
+        "shard runs here; this process only waits. To run M account shards: honcho start -c "
+        "accounts=M (SHARDEX_ACCOUNTS=auto), or shardex up --accounts M"
+    )
+    stop = StopFlag.install()
+    while not stop:
+        time.sleep(0.2)
 
 
 def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file):

@@ -1148,6 +1148,66 @@ class AsyncClient(ClientCore):
         req, fut = await self._send(self._router, b"", [])
         return self.apply_topology(*await self._reply(req, fut, "router topology"))
 
+    # -- the account tier (issue 14): twins of Client's, same arguments and results -------------
+
+    async def _need_accounts(self) -> None:
+        await self._ready(markets=False)
+        if not self.accounts:
+            raise ShardexError(
+                "this cluster runs without account shards (start it with shardex up --accounts M)"
+            )
+
+    async def deposit(
+        self, account: str, asset: str, amount: Any, *, ref: str | None = None
+    ) -> Result:
+        """Credit ``amount`` of ``asset`` (admin key); ``ref`` makes a retry a no-op."""
+        return await self._transfer(OP_DEPOSIT, account, asset, amount, ref)
+
+    async def withdraw(
+        self, account: str, asset: str, amount: Any, *, ref: str | None = None
+    ) -> Result:
+        """Debit ``amount`` of ``asset`` (admin key); refused beyond what is available."""
+        return await self._transfer(OP_WITHDRAW, account, asset, amount, ref)
+
+    async def _transfer(
+        self, op: int, account: str, asset: str, amount: Any, ref: str | None
+    ) -> Result:
+        await self._need_accounts()
+        ref = ref or self.new_id()
+        cmd = (op, account, asset, _money(amount, "amount"), ref)
+        what = "deposit" if op == OP_DEPOSIT else "withdraw"
+        command = {"op": what, "account": account, "asset": asset, "amount": cmd[3], "ref": ref}
+        error, results = await self._request(self._router, account_route(account), [cmd], what)
+        return transfer_result(command, error, results)
+
+    async def balance(self, account: str | None = None) -> dict[str, tuple[Decimal, Decimal]]:
+        """``{asset: (available, held)}`` as Decimals (a trader key reads its own only)."""
+        await self._need_accounts()
+        account = self._acct(account)
+        reply = await self._request(
+            self._router, account_route(account), [(OP_BALANCE, account)], ""
+        )
+        raw = self.read_result(*reply, f"balance of {account}")
+        if "error" in raw:
+            raise ShardexError(f"balance: {str(raw['error'])[:_MAX_REASON]}")
+        try:
+            return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+
+    async def audit(self) -> list[dict[str, Any]]:
+        """Every account shard's books for ``audit_report`` (as ``Client.audit``)."""
+        await self._need_accounts()
+        out = []
+        for j in range(self.accounts):
+            try:
+                reply = await self._request(self._router, f"%{j}".encode(), [(OP_AUDIT,)], "")
+                raw = self.read_result(*reply, f"account shard {j}")
+            except ShardexError as exc:
+                raw = {"shard": j, "error": str(exc)}
+            out.append(raw)
+        return out
+
     async def place(self, symbol: str, side: str, qty: Any, price: Any = None, **kw) -> Result:
         return (await self.submit_many([self.order(symbol, side, qty, price, **kw)]))[0]
 

@@ -30,8 +30,8 @@ class Layout:
             raise ValueError(f"base port must be 1024..{65535 - 400}, got {self.base_port}")
         if not 0 <= self.accounts <= MAX_SHARDS:
             raise ValueError(f"accounts must be 0..{MAX_SHARDS}, got {self.accounts}")
-        if self.accounts and self.base_port > 65535 - 600:
-            raise ValueError(f"with accounts the base port must be <= {65535 - 600}")
+        if self.accounts and self.base_port > 65535 - 800:
+            raise ValueError(f"with accounts the base port must be <= {65535 - 800}")
 
     def _ep(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -100,6 +100,14 @@ class Layout:
     def account_metrics_port(self, j: int) -> int:
         return self.base_port + 500 + j
 
+    def account_pub(self, j: int) -> str:
+        """Account shard j's event PUB (balance changes for the bridge)."""
+        return self._ep(self.base_port + 600 + j)
+
+    def account_direct(self, j: int) -> str:
+        """Account shard j's direct port (the bridge's status polls and range repairs)."""
+        return self._ep(self.base_port + 700 + j)
+
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
@@ -111,4 +119,6 @@ class Layout:
         if self.accounts:
             out += [base + 400 + i for i in range(self.shards)]
             out += [base + 500 + j for j in range(self.accounts)]
+            out += [base + 600 + j for j in range(self.accounts)]
+            out += [base + 700 + j for j in range(self.accounts)]
         return out

@@ -29,6 +29,7 @@ from shardex.wire.protocol import OP_FORWARD
 
 RING = 100_000  # messages kept per link for re-sending (a longer outage needs the journal)
 SNAP_RING = 10_000  # of them, kept in a snapshot (so a restart can still re-send recent ones)
+EVENT_RING = 200_000  # account shard events kept for the bridge's range repairs (OP_EVENTS)
 
 
 class SettledEngine:
@@ -140,12 +141,50 @@ class SettledEngineFactory:
         return se
 
 
+class EventRing:
+    """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
+    repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
+    regenerates the same events), and its tail is kept in snapshots, so a restart can still
+    re-send recent events. A range older than the ring is gone (journal-backed re-send is not
+    built for account shards: the bridge then counts the range as lost, with an ALERT)."""
+
+    def __init__(self, size: int = EVENT_RING) -> None:
+        self.events: deque[tuple] = deque(maxlen=size)
+
+    @property
+    def first(self) -> int:
+        """Seq of the oldest event held (0: empty)."""
+        return self.events[0][1] if self.events else 0
+
+    def extend(self, events: list[tuple]) -> None:
+        """Append one command's events (contiguous seqs, as ``AccountCore`` emits them)."""
+        if not events:
+            return
+        ring = self.events
+        if ring and events[0][1] != ring[-1][1] + 1:
+            ring.clear()  # never serve a range with a hole in it
+        ring.extend(events)
+
+    def get(self, first: int, last: int) -> list[tuple] | None:
+        """Events ``first..last`` (``last`` ≤ the newest held), or None if ``first`` is gone."""
+        ring = self.events
+        if not ring:
+            return None
+        lo, hi = ring[0][1], ring[-1][1]
+        if first < lo or first > hi:
+            return None
+        last = min(last, hi)
+        return [ring[i - lo] for i in range(first, last + 1)]
+
+
 class AccountMachine:
-    """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring)."""
+    """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring) + its
+    recent events (``EventRing``, for the bridge)."""
 
     def __init__(self, core: AccountCore) -> None:
         self.core = core
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
+        self.events = EventRing()
 
     @property
     def seq(self) -> int:
@@ -154,7 +193,9 @@ class AccountMachine:
     def apply(self, cmd: Any, out: list[tuple]) -> None:
         start = len(out)
         self.core.apply(cmd, out)
-        for ev in out[start:]:
+        new = out[start:]
+        self.events.extend(new)
+        for ev in new:
             if ev[0] == AE_FORWARD:
                 ring = self.rings.get(ev[2])
                 if ring is None:
@@ -173,6 +214,7 @@ class AccountMachine:
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
+        state["events"] = list(self.events.events)[-SNAP_RING:]
         return state
 
 
@@ -206,4 +248,5 @@ class AccountMachineFactory:
         m = AccountMachine(AccountCore.restore(state, markets, self.fees, self.engine_for))
         for e, msgs in state.get("forwards", ()):
             m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=RING)
+        m.events.extend([tuple(ev) for ev in state.get("events", ())])  # older snapshots: none
         return m

@@ -38,7 +38,17 @@ from shardex.accounts.codes import (
 )
 from shardex.accounts.link import APPLY, DUPLICATE
 from shardex.accounts.machines import AccountMachine, AccountMachineFactory
-from shardex.auth import KeyInfo, KeyStore, Registry, ZapHandler, client_socket
+from shardex.auth import (
+    DOMAIN_CLIENTS,
+    DOMAIN_EVENTS,
+    KeyInfo,
+    KeyStore,
+    Registry,
+    ZapHandler,
+    client_socket,
+    server_socket,
+    user_of,
+)
 from shardex.engine import Market
 from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
@@ -66,12 +76,14 @@ from shardex.wire.protocol import (
     OP_AUDIT,
     OP_BALANCE,
     OP_DEPOSIT,
+    OP_EVENTS,
     OP_HELLO,
     OP_STATUS,
     OP_WITHDRAW,
     decode_batch,
     decode_request,
     edge_command,
+    encode_events,
     encode_reply,
     markets_to_wire,
     packb,
@@ -83,6 +95,7 @@ from shardex.wire.transport import StopFlag, send_frames
 log = logging.getLogger("shardex.accounts")
 
 HELLO_EVERY_S = 1.0
+MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again from there)
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 _UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
 _CANCEL_HERE = (
@@ -104,6 +117,11 @@ class AccountsConfig:
     snapshot_interval: float = 300.0
     metrics_port: int | None = None
     keys_dir: str | None = None
+    # Balance events for the bridge (phase 2): every event is published with its seq on ``pub``;
+    # ``direct`` answers OP_STATUS / OP_EVENTS (range re-send from the event ring). None: off.
+    pub: str | None = None
+    direct: str | None = None
+    pub_hwm: int = 100_000
 
 
 class AccountHandler:
@@ -301,6 +319,52 @@ class AccountHandler:
             "integrity": integrity,
         }
 
+    def direct(self, payload: bytes, user: str | None, published: int) -> bytes:
+        """A request on the direct port (the bridge): ``OP_STATUS`` → ``{"seq": published}``,
+        ``(OP_EVENTS, first, last)`` → the events of that range from the ring. Only what has
+        been journaled and published is visible here (``published``): an event the journal
+        could still lose must never reach Redis."""
+        key = None
+        if self.registry is not None:
+            key = self.registry.lookup(user)
+            if key is None:
+                return _UNKNOWN_KEY
+            if key.role not in ("bridge", "admin"):
+                return encode_reply([{"error": "events: not allowed for this key"}])
+        cmds, error = decode_request(payload)
+        if error is not None:
+            return encode_reply(None, error)
+        results: list[Any] = []
+        for cmd in cmds:
+            op = _op(cmd)
+            if op == OP_STATUS:
+                results.append({"seq": published, "account_shard": self.core.shard})
+            elif op == OP_EVENTS:
+                results.append(self.events(cmd, published))
+            else:
+                results.append({"error": f"op {op!r:.20} is not served on the direct port"})
+        return encode_reply(results)
+
+    def events(self, cmd: tuple, published: int) -> dict[str, Any]:
+        if (
+            len(cmd) != 3
+            or type(cmd[1]) is not int
+            or type(cmd[2]) is not int
+            or not (0 < cmd[1] <= cmd[2])
+        ):
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        first, last = cmd[1], min(cmd[2], cmd[1] + MAX_EVENTS_REPLY - 1, published)
+        if first > last:
+            return {"events": [], "seq": published}
+        evs = self.machine.events.get(first, last)
+        if evs is None:
+            return {
+                "error": f"events {first}..{last} are gone (ring starts at "
+                f"{self.machine.events.first}; journal-backed re-send is not built)",
+                "seq": published,
+            }
+        return {"events": evs, "seq": published}
+
     def status(self) -> dict[str, Any]:
         core = self.core
         return {
@@ -359,16 +423,18 @@ class AccountNode:
             store = KeyStore(cfg.keys_dir)
             self.key = store.process_key(f"accounts-{cfg.index}", "accounts", cfg.index)
             self.zap = ZapHandler(self.ctx, store.registry())
+            self.server = store.server()
         machine, journal = self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
         self.machine = machine
+        self.published = machine.seq  # events up to here are journaled (and were published)
         self.stop = StopFlag()
         self.out: list[tuple] = []
         self.replies: list[tuple[RouterLink, list[bytes]]] = []
         self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
         self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
-                       "unsent": 0, "malformed": 0}  # fmt: skip
+                       "unsent": 0, "malformed": 0, "unpublished": 0}  # fmt: skip
         self.started = time.monotonic()
         self.last_hello = 0.0
         self.last_sync = 0.0
@@ -431,7 +497,26 @@ class AccountNode:
                 client_socket(d, self.key)
             d.connect(endpoint)
             self.engines.append(d)
+        self.pub = self.direct = None
+        if cfg.pub:
+            self.pub = self.ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
+            self.pub.setsockopt(zmq.LINGER, 0)
+            if secure:
+                server_socket(self.pub, self.server, DOMAIN_EVENTS)
+            self.pub.bind(cfg.pub)
+        if cfg.direct:
+            r = self.direct = self.ctx.socket(zmq.ROUTER)
+            r.setsockopt(zmq.LINGER, 0)
+            r.setsockopt(zmq.SNDHWM, 1_000)
+            r.setsockopt(zmq.RCVHWM, 1_000)
+            r.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+            if secure:
+                server_socket(r, self.server, DOMAIN_CLIENTS)
+            r.bind(cfg.direct)
         self.poller = zmq.Poller()
+        if self.direct is not None:
+            self.poller.register(self.direct, zmq.POLLIN)
         for link in self.links:
             self.poller.register(link.sock, zmq.POLLIN)
         for d in self.engines:
@@ -447,6 +532,8 @@ class AccountNode:
                     "shards": cfg.shards,
                     "engines": cfg.engines,
                     "pid": os.getpid(),
+                    "pub": cfg.pub,
+                    "direct": cfg.direct,
                     "markets": markets_to_wire(cfg.markets),
                 },
             )
@@ -482,6 +569,7 @@ class AccountNode:
                     self.from_engines()
                     self.from_routers()
                     self.flush()
+                    self.from_direct()
                 self.housekeeping(now)
         finally:
             self.close()
@@ -531,6 +619,31 @@ class AccountNode:
                     who = user.decode("ascii", "replace") if secure else None
                     reply = self.handler.handle(payload, self.out, who)
                     self.replies.append((link, [client, req, reply]))
+
+    def from_direct(self) -> None:
+        """The bridge's status polls and range repairs (after a flush: ``published`` is
+        current), bounded per wake-up; a malformed request is dropped (or answered)."""
+        if self.direct is None:
+            return
+        zmq = self.zmq
+        secure = self.zap is not None
+        for _ in range(100):
+            try:
+                if secure:
+                    raw = self.direct.recv_multipart(zmq.NOBLOCK, copy=False)
+                    frames, user = [f.bytes for f in raw], user_of(raw[-1])
+                else:
+                    frames, user = self.direct.recv_multipart(zmq.NOBLOCK), None
+            except zmq.Again:
+                return
+            if len(frames) != 4:  # [identity, routing key, request id, payload]
+                self.counts["malformed"] += 1
+                continue
+            reply = self.handler.direct(frames[3], user, self.published)
+            try:
+                self.direct.send_multipart([frames[0], frames[2], reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # a gone or slow peer: it asks again
 
     def from_engines(self) -> None:
         zmq = self.zmq
@@ -591,6 +704,8 @@ class AccountNode:
         for link in self.links:
             link.commit()
         per: dict[int, list[tuple]] = {}
+        if self.out:
+            self.publish(self.out)
         for ev in self.out:
             kind = ev[0]
             if kind == AE_FORWARD:
@@ -620,6 +735,22 @@ class AccountNode:
             for i in due:
                 if 0 <= i < self.cfg.engines:
                     self.sync(i)
+
+    def publish(self, events: list[tuple]) -> None:
+        """Every event of a committed batch, in seq order, on the PUB (the bridge keeps the
+        balance changes; it needs every seq to see that nothing is missing). PUB never blocks:
+        a dropped message is a hole the bridge repairs from the ring."""
+        self.published = events[-1][1]
+        if self.pub is None:
+            return
+        for k in range(0, len(events), 1000):
+            try:
+                self.pub.send_multipart(
+                    [b"accounts", encode_events(self.cfg.index, events[k : k + 1000])],
+                    self.zmq.NOBLOCK,
+                )
+            except self.zmq.Again:
+                self.counts["unpublished"] += 1
 
     def _send_fwd(self, i: int, fwds: list[tuple]) -> None:
         try:
@@ -653,6 +784,9 @@ class AccountNode:
             link.sock.close(0)
         for d in self.engines:
             d.close(0)
+        for sock in (self.pub, self.direct):
+            if sock is not None:
+                sock.close(0)
         if self.zap is not None:
             self.zap.close()
         self.ctx.term()

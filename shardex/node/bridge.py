@@ -89,6 +89,8 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from zmq.utils.monitor import parse_monitor_message
 
+from shardex.accounts.assets import AssetTable
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_NAMES
 from shardex.auth import AuthError, KeyFile, KeyStore, client_socket
 from shardex.engine import Market
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE
@@ -258,6 +260,7 @@ MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
 
 _SEQ = itemgetter(1)
+_BALANCE_KINDS = (AE_BALANCE, AE_FEES)
 _TRADE_TYPES = (int, int, str, int, int, str, str, int, int)
 
 
@@ -339,6 +342,69 @@ def check_events(events: Any, markets: Mapping[str, Market]) -> tuple[list[tuple
     return good, len(events) - len(good)
 
 
+def check_account_event(ev: Any, assets: AssetTable) -> bool:
+    """True if ``ev`` is an account shard event (``shardex.accounts.codes``) the bridge can
+    track, and — for the balance and fee events it writes — format: exact types, a known asset,
+    no negative amount, bounded strings. Other kinds only need a plausible seq."""
+    if type(ev) is not tuple or len(ev) < 2:
+        return False
+    kind, seq = ev[0], ev[1]
+    if type(kind) is not int or type(seq) is not int or not 0 < seq <= MAX_SEQ:
+        return False
+    if kind == AE_BALANCE:
+        if len(ev) != 8:
+            return False
+        _, _, account, asset, avail, held, why, ref = ev
+        return (
+            all(type(v) is str and len(v) <= MAX_STR for v in (account, why, ref))
+            and type(asset) is str
+            and asset in assets.units
+            and type(avail) is int
+            and type(held) is int
+            and avail >= 0
+            and held >= 0
+        )
+    if kind == AE_FEES:
+        return (
+            len(ev) == 4
+            and type(ev[2]) is str
+            and ev[2] in assets.units
+            and type(ev[3]) is int
+            and ev[3] >= 0
+        )
+    return 0 <= kind < len(AE_NAMES)
+
+
+def check_account_events(events: Any, assets: AssetTable) -> tuple[list[tuple], int]:
+    """A decoded account-shard event array → (good events, number of bad ones dropped)."""
+    if type(events) is not tuple:
+        raise Malformed(f"events must be an array, got {type(events).__name__}")
+    good = [ev for ev in events if check_account_event(ev, assets)]
+    return good, len(events) - len(good)
+
+
+def decode_account_pub(
+    payload: Any, shards: int, assets: AssetTable
+) -> tuple[int, list[tuple], int]:
+    """One account shard PUB payload ``[VERSION, j, [event, ...]]`` → (j, good events, bad
+    count); ``Malformed`` when the message as a whole is unusable (as ``decode_pub``)."""
+    if not isinstance(payload, bytes):
+        raise Malformed("payload is not bytes")
+    try:
+        msg = unpackb(payload)
+    except Exception as exc:
+        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
+    if type(msg) is not tuple or len(msg) != 3:
+        raise Malformed("expected [version, account shard, events]")
+    version, shard, events = msg
+    if type(version) is not int or version != VERSION:
+        raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
+    if type(shard) is not int or not 0 <= shard < shards:
+        raise Malformed(f"account shard {str(shard)[:20]!r} is not one of 0..{shards - 1}")
+    good, bad = check_account_events(events, assets)
+    return shard, good, bad
+
+
 def decode_pub(
     payload: Any, shards: int, markets: Mapping[str, Market]
 ) -> tuple[int, list[tuple], int]:
@@ -389,7 +455,12 @@ def parse_status(error: Any, results: Any) -> int:
 
 
 def parse_events_reply(
-    error: Any, results: Any, first: int, last: int, markets: Mapping[str, Market]
+    error: Any,
+    results: Any,
+    first: int,
+    last: int,
+    markets: Mapping[str, Market],
+    check: Callable[[Any], tuple[list[tuple], int]] | None = None,
 ) -> tuple[list[tuple] | None, str | None, int | None, int]:
     """``decode_reply`` of ``(OP_EVENTS, first, last)`` → (events, gone reason, shard seq, bad).
 
@@ -403,7 +474,10 @@ def parse_events_reply(
         seq = None
     if "error" in res:
         return None, str(res["error"])[:200], seq, 0
-    good, bad = check_events(res.get("events"), markets)
+    if check is None:
+        good, bad = check_events(res.get("events"), markets)
+    else:  # an account shard's events (``check_account_events`` with its asset table)
+        good, bad = check(res.get("events"))
     inside = [ev for ev in good if first <= ev[1] <= last]
     return inside, None, seq, bad + len(good) - len(inside)
 
@@ -787,6 +861,19 @@ class ShardState:
     unreachable: bool = False
     repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
     idle: int = 0
+    # "events": an engine shard (``shardex:events:<i>`` + trades); "balances": an account shard
+    # (issue 14): all its events are tracked by seq, its balance changes are written to
+    # ``shardex:balances:<j>``
+    kind: str = "events"
+
+    @property
+    def label(self) -> str:
+        """Metric/alert label: ``"3"`` for engine shard 3, ``"a3"`` for account shard 3."""
+        return str(self.index) if self.kind == "events" else f"a{self.index}"
+
+    @property
+    def name(self) -> str:
+        return f"shard {self.index}" if self.kind == "events" else f"account shard {self.index}"
 
 
 @dataclass
@@ -827,6 +914,10 @@ class Bridge:
         self.sha: str | None = None
         self.shards: list[ShardState] = []
         self.endpoints: list[dict[str, Any]] = []
+        # account shards (issue 14): their balance changes go to shardex:balances:<j>
+        self.accounts: list[ShardState] = []
+        self.account_endpoints: list[dict[str, Any]] = []
+        self.assets = AssetTable(cfg.markets)
         self.running = True
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._outage_lock = asyncio.Lock()
@@ -862,7 +953,9 @@ class Bridge:
                 if await sock.poll(2000):
                     frames = await sock.recv_multipart()
                     topo = _topology(frames)
-                    if topo is not None:
+                    accounts = _account_topology(frames)
+                    if topo is not None and accounts is not None:
+                        self.account_endpoints = accounts
                         return topo
                 log.info("waiting for every shard to register with the router %s", self.cfg.router)
                 await asyncio.sleep(0.5)
@@ -874,7 +967,7 @@ class Bridge:
             sock.close(0)
         return []
 
-    async def last_written(self, shard: int, at_most: int | None = None) -> int:
+    async def last_written(self, st: ShardState, at_most: int | None = None) -> int:
         """Seq of the highest entry of the shard's events stream that is ours (≤ ``at_most``).
 
         Our entries have ID ``<seq>-0`` and fields ``seq`` and ``shard`` that say the same; a
@@ -883,32 +976,40 @@ class Bridge:
         than needed is safe: what is already there is recognised as a duplicate.
         """
         top = "+" if at_most is None else f"{at_most}-0"
-        entries = await self.redis.xrevrange(self._events_key(shard), top, "-", count=RESUME_SCAN)
-        want_shard = str(shard).encode()
+        key = self._stream_key(st)
+        entries = await self.redis.xrevrange(key, top, "-", count=RESUME_SCAN)
+        want_shard = str(st.index).encode()
         for n, (eid, fields) in enumerate(entries):
             head, _, tail = eid.partition(b"-")
             if tail == b"0" and fields.get(b"seq") == head and fields.get(b"shard") == want_shard:
                 if n:
-                    self._foreign_top(shard, n, entries[0][0])
+                    self._foreign_top(st, n, entries[0][0])
                 return int(head)
         if entries:
-            self._foreign_top(shard, len(entries), entries[0][0])
+            self._foreign_top(st, len(entries), entries[0][0])
         return 0
 
-    def _foreign_top(self, shard: int, n: int, top: bytes) -> None:
+    def _foreign_top(self, st: ShardState, n: int, top: bytes) -> None:
         self._alert(
-            shard,
+            st.label,
             "conflict",
             "foreign top",
             "%s has %d foreign entries at its top (up to %s): not ours, resuming below them; "
             "our events at their IDs will be counted as conflicts",
-            self._events_key(shard),
+            self._stream_key(st),
             n,
             _text(top),
         )
 
     def _events_key(self, shard: int) -> str:
         return f"{self.cfg.prefix}events:{shard}"
+
+    def _stream_key(self, st: ShardState) -> str:
+        """``shardex:events:<i>`` for an engine shard, ``shardex:balances:<j>`` for an account
+        shard (resuming after a restart reads the top of this stream)."""
+        if st.kind == "balances":
+            return f"{self.cfg.prefix}balances:{st.index}"
+        return self._events_key(st.index)
 
     # -- main -----------------------------------------------------------------------------------
 
@@ -937,6 +1038,25 @@ class Bridge:
             for kind in ALERT_KINDS:
                 ALERTS.labels(s, kind)
             LOST.labels(s)
+        self.accounts = [
+            ShardState(
+                j,
+                ShardTracker(
+                    j,
+                    max_pending=cfg.max_pending,
+                    hole_wait=cfg.hole_wait,
+                    stall_after=cfg.stall_after,
+                ),
+                repair_timeout=cfg.repair_timeout,
+                kind="balances",
+            )  # fmt: skip
+            for j in range(len(self.account_endpoints))
+        ]
+        for st in self.accounts:
+            STALLED.labels(st.label).set(0)
+            for kind in ALERT_KINDS:
+                ALERTS.labels(st.label, kind)
+            LOST.labels(st.label)
         for source in MALFORMED_SOURCES:
             MALFORMED.labels(source)
         await self._until_redis(self._sync_last)
@@ -959,9 +1079,32 @@ class Bridge:
             "" if self.key is None else ", authenticated as bridge",
             [s.tracker.last for s in self.shards],
         )
+        asub = None
+        if self.accounts:
+            asub = self.ctx.socket(zmq.SUB)
+            asub.setsockopt(zmq.RCVHWM, cfg.sub_hwm)
+            asub.setsockopt(zmq.SUBSCRIBE, b"")
+            if self.key is not None:
+                client_socket(asub, self.key)
+            apubs = {t["pub"]: (f"a{j}", f"account shard {j}'s PUB")
+                     for j, t in enumerate(self.account_endpoints)}  # fmt: skip
+            watches.append(self._watch(asub, apubs))
+            for st, t in zip(self.accounts, self.account_endpoints, strict=True):
+                asub.connect(t["pub"])
+                st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed, self.key)
+                direct = {t["direct"]: (st.label, f"account shard {st.index}'s direct port")}
+                watches.append(self._watch(st.link.sock, direct))
+            log.info(
+                "balances of %d account shards → %sbalances:<j> (resuming at seqs %s)",
+                len(self.accounts),
+                cfg.prefix,
+                [s.tracker.last for s in self.accounts],
+            )
         tasks = [w for w in watches if w is not None]
         tasks.append(asyncio.ensure_future(self._reader(sub)))
-        for st in self.shards:
+        if asub is not None:
+            tasks.append(asyncio.ensure_future(self._account_reader(asub)))
+        for st in (*self.shards, *self.accounts):
             assert st.link is not None
             tasks.append(asyncio.ensure_future(st.link.read()))
             tasks.append(asyncio.ensure_future(self._poller(st)))
@@ -979,16 +1122,18 @@ class Bridge:
             for w in self.watches:
                 w.close()
             sub.close(0)
-            for st in self.shards:
+            if asub is not None:
+                asub.close(0)
+            for st in (*self.shards, *self.accounts):
                 if st.link is not None:
                     st.link.close()
             await self.redis.aclose()
 
     async def _sync_last(self) -> None:
         now = time.monotonic()
-        for s in self.shards:
-            s.tracker.resume(await self.last_written(s.index), now)
-            LAST.labels(str(s.index)).set(s.tracker.last)
+        for s in (*self.shards, *self.accounts):
+            s.tracker.resume(await self.last_written(s), now)
+            LAST.labels(s.label).set(s.tracker.last)
 
     def _alert(self, shard: int | str, kind: str, key: str, msg: str, *args: Any) -> None:
         """One ALERT line per (shard, key) per 5 s; the counter counts every call."""
@@ -998,15 +1143,15 @@ class Bridge:
             self._alerted[(shard, key)] = now
             log.error("ALERT " + msg, *args)
 
-    def _refused(self, shard: int, what: str, why: Any) -> None:
+    def _refused(self, st: ShardState, what: str, why: Any) -> None:
         """A shard answered that the bridge's key may not ask this: ALERT, never lost events."""
         self._alert(
-            shard,
+            st.label,
             "auth",
             f"refused {what}",
-            "shard %d refuses the bridge's %s requests (%s): the bridge key must have role "
+            "%s refuses the bridge's %s requests (%s): the bridge key must have role "
             "bridge in this cluster's registry; asking again",
-            shard,
+            st.name,
             what,
             str(why)[:100],
         )
@@ -1041,40 +1186,62 @@ class Bridge:
                 st.tracker.accept(events)
                 st.wake.set()
 
+    def _check_accounts(self, events: Any) -> tuple[list[tuple], int]:
+        return check_account_events(events, self.assets)
+
+    async def _account_reader(self, sub: zmq.asyncio.Socket) -> None:
+        """The account shards' PUBs → their trackers (as ``_reader`` for engine shards)."""
+        states = self.accounts
+        while True:
+            frames = await sub.recv_multipart()
+            try:
+                if len(frames) != 2:
+                    raise Malformed(f"{len(frames)} frames, expected [topic, payload]")
+                j, events, bad = decode_account_pub(frames[1], len(states), self.assets)
+            except Malformed as exc:
+                self._malformed("pub", 1, str(exc))
+                continue
+            if bad:
+                self._malformed("pub", bad, f"{bad} malformed events from account shard {j}")
+            if events:
+                st = states[j]
+                st.tracker.accept(events)
+                st.wake.set()
+
     async def _poller(self, st: ShardState) -> None:
         """Every poll interval: ask the shard its seq (lag, tail repair, stall and behind)."""
         tr = st.tracker
-        s = str(st.index)
+        s = st.label
         assert st.link is not None
         while True:
             sent = time.monotonic()
             reply = await st.link.request((OP_STATUS,), timeout=self.cfg.status_timeout)
             seq = None
             if reply is not None and denied(reply[0]):
-                self._refused(st.index, "status", reply[0])
+                self._refused(st, "status", reply[0])
             elif reply is not None:
                 try:
                     seq = parse_status(*reply)
                 except Malformed as exc:
-                    self._malformed("reply", 1, f"status of shard {st.index}: {exc}")
+                    self._malformed("reply", 1, f"status of {st.name}: {exc}")
             if seq is None:
                 if not st.unreachable:
-                    log.warning("shard %d does not answer its status requests", st.index)
+                    log.warning("%s does not answer its status requests", st.name)
                     st.unreachable = True
             else:
                 if st.unreachable:
-                    log.info("shard %d answers again", st.index)
+                    log.info("%s answers again", st.name)
                     st.unreachable = False
                 out = tr.on_status(seq, sent, time.monotonic())
                 if out.behind:
                     self._alert(
-                        st.index,
+                        st.label,
                         "behind",
                         "behind",
-                        "shard %d is at seq %d but Redis already holds entries above it "
+                        "%s is at seq %d but Redis already holds entries above it "
                         "(last written %d): a foreign entry, or the shard lost its state; "
                         "rewinding to the highest entry at or below %d",
-                        st.index,
+                        st.name,
                         seq,
                         tr.last,
                         seq,
@@ -1082,12 +1249,12 @@ class Bridge:
                 if out.stalled:
                     STALLED.labels(s).set(1)
                     self._alert(
-                        st.index,
+                        st.label,
                         "stalled",
                         "stalled",
-                        "shard %d is reachable and at seq %d, but Redis has been stuck at %d "
+                        "%s is reachable and at seq %d, but Redis has been stuck at %d "
                         "for %.0f s (pending %d)",
-                        st.index,
+                        st.name,
                         seq,
                         tr.last,
                         tr.stall_after,
@@ -1095,7 +1262,7 @@ class Bridge:
                     )
                 elif out.stalled is False:
                     STALLED.labels(s).set(0)
-                    log.info("shard %d is flowing again (Redis at seq %d)", st.index, tr.last)
+                    log.info("%s is flowing again (Redis at seq %d)", st.name, tr.last)
                 st.wake.set()
             LAG.labels(s).set(tr.lag)
             await asyncio.sleep(self.cfg.poll_interval)
@@ -1112,11 +1279,9 @@ class Bridge:
                     pass
             wake.clear()
             if tr.behind_at is not None:
-                last = await self._until_redis(
-                    lambda at=tr.behind_at: self.last_written(st.index, at)
-                )
+                last = await self._until_redis(lambda at=tr.behind_at: self.last_written(st, at))
                 tr.rewind(last, time.monotonic())
-                LAST.labels(str(st.index)).set(last)
+                LAST.labels(st.label).set(last)
             while batch := tr.take(batch_size):
                 await self._write(st, batch)
             gap = tr.gap(time.monotonic())
@@ -1130,7 +1295,7 @@ class Bridge:
                 st.repaired_at = gap[0]
                 await self._repair(st, *gap)
                 wake.set()  # write what it brought, or ask again
-            LAG.labels(str(st.index)).set(tr.lag)
+            LAG.labels(st.label).set(tr.lag)
 
     async def _repair(self, st: ShardState, first: int, last: int) -> None:
         """Ask the shard for ``first..last`` once; feed what comes back to the tracker."""
@@ -1139,34 +1304,34 @@ class Bridge:
 
         def use(error: Any, results: Any, late: bool = True) -> bool:
             if denied(error):
-                self._refused(st.index, "repair", error)
+                self._refused(st, "repair", error)
                 return not late
             try:
                 evs, gone, seq, bad = parse_events_reply(
-                    error, results, first, last, self.cfg.markets
-                )
+                    error, results, first, last, self.cfg.markets,
+                    self._check_accounts if st.kind == "balances" else None,
+                )  # fmt: skip
             except Malformed as exc:
-                self._malformed("reply", 1, f"repair reply of shard {st.index}: {exc}")
+                self._malformed("reply", 1, f"repair reply of {st.name}: {exc}")
                 return False
             if bad:
-                self._malformed("reply", bad, f"{bad} malformed events from shard {st.index}")
+                self._malformed("reply", bad, f"{bad} malformed events from {st.name}")
             if gone is not None and denied(gone):
-                self._refused(st.index, "repair", gone)  # our key, not the shard's journal
+                self._refused(st, "repair", gone)  # our key, not the shard's journal
                 return not late
             if gone is not None:
                 if late:
                     return False  # decide on a fresh answer only
                 n = tr.lose(first, last)
                 if n:
-                    LOST.labels(str(st.index)).inc(n)
-                    LAST.labels(str(st.index)).set(tr.last)
+                    LOST.labels(st.label).inc(n)
+                    LAST.labels(st.label).set(tr.last)
                     self._alert(
-                        st.index,
+                        st.label,
                         "lost",
                         f"lost{first}",
-                        "shard %d events %d..%d cannot be repaired (%s): %d events lost for "
-                        "Redis",
-                        st.index,
+                        "%s events %d..%d cannot be repaired (%s): %d events lost for Redis",
+                        st.name,
                         first,
                         last,
                         gone,
@@ -1175,20 +1340,18 @@ class Bridge:
                 return True
             assert evs is not None
             if evs:
-                REPAIRED.labels(str(st.index)).inc(len(evs))
+                REPAIRED.labels(st.label).inc(len(evs))
             tr.accept_repair(evs, None if late else seq)  # a late answer's seq is stale
             st.wake.set()
             return True
 
-        reply = await st.link.request(
-            (OP_EVENTS, first, last), timeout=st.repair_timeout, late=use
-        )
+        reply = await st.link.request((OP_EVENTS, first, last), timeout=st.repair_timeout, late=use)
         if reply is not None and use(*reply, late=False):
             st.repair_timeout = self.cfg.repair_timeout
             return
         log.warning(
-            "shard %d did not answer a repair request for %d..%d within %.0f s; asking again",
-            st.index,
+            "%s did not answer a repair request for %d..%d within %.0f s; asking again",
+            st.name,
             first,
             last,
             st.repair_timeout,
@@ -1201,6 +1364,9 @@ class Bridge:
         """One script call for the batch (contiguous seqs starting at ``last + 1``)."""
         shard = st.index
         tr = st.tracker
+        if st.kind == "balances":
+            await self._write_balances(st, batch)
+            return
         try:
             items = [self._item(ev, shard) for ev in batch]
         except Exception:  # an event the checks let through but formatting refused
@@ -1244,11 +1410,59 @@ class Bridge:
         if dups:
             DUPS.labels(s).inc(dups)
         if conflicts:
-            self._conflicts(shard, conflicts)
+            self._conflicts(st, conflicts)
         tr.written(batch[-1][1], time.monotonic())
         LAST.labels(s).set(tr.last)
 
-    def _conflicts(self, shard: int, flat: list) -> None:
+    async def _write_balances(self, st: ShardState, batch: list[tuple]) -> None:
+        """An account shard's batch (contiguous seqs): its balance and fee-ledger changes go to
+        ``shardex:balances:<j>`` with ID ``<seq>-0`` (so Redis refuses a second copy, as for
+        trades); its other events (forwards, refusals...) only advance the seq."""
+        tr = st.tracker
+        items = [self._balance_item(ev, st.index) for ev in batch if ev[0] in _BALANCE_KINDS]
+        if items:
+            keys = [self._stream_key(st)]
+            args = (self._pack(items), f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
+            t0 = time.perf_counter()
+            try:
+                written, dups, _, conflicts = await self._eval(keys, args)
+            except _TRANSIENT as exc:
+                if not _transient(exc):
+                    if not isinstance(exc, ResponseError):
+                        raise
+                    self._alert(st.label, "redis", "redis", "Redis refused a write: %s",
+                                self._scrub(str(exc)))  # fmt: skip
+                    tr.putback(batch)
+                    await asyncio.sleep(1.0)
+                    return
+                await self._outage(exc)
+                tr.putback([ev for ev in batch if ev[1] > tr.last])
+                return
+            XADD_TIME.observe(time.perf_counter() - t0)
+            REDIS_UP.set(1)
+            WRITTEN.labels(st.label).inc(written)
+            if dups:
+                DUPS.labels(st.label).inc(dups)
+            if conflicts:
+                self._conflicts(st, conflicts)
+        tr.written(batch[-1][1], time.monotonic())
+        LAST.labels(st.label).set(tr.last)
+
+    def _balance_item(self, ev: tuple, shard: int) -> tuple:
+        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields), amounts as exact decimal
+        strings of the asset (``AssetTable.fmt``)."""
+        fmt = self.assets.fmt
+        if ev[0] == AE_BALANCE:
+            _, seq, account, asset, avail, held, why, ref = ev
+            fields = ["ev", "balance", "account", account, "asset", asset,
+                      "available", fmt(asset, avail), "held", fmt(asset, held),
+                      "why", why, "ref", ref]  # fmt: skip
+        else:
+            _, seq, asset, total = ev
+            fields = ["ev", "fees", "asset", asset, "total", fmt(asset, total)]
+        return (f"{seq}-0", [*fields, "seq", str(seq), "shard", str(shard)])
+
+    def _conflicts(self, st: ShardState, flat: list) -> None:
         by_stream: dict[str, list[str]] = {}
         why: dict[str, str] = {}
         for k in range(0, len(flat) - 2, 3):
@@ -1256,15 +1470,15 @@ class Bridge:
             by_stream.setdefault(key, []).append(_text(flat[k + 1]))
             why[key] = _text(flat[k + 2])
         for key, ids in by_stream.items():
-            CONFLICTS.labels(str(shard), key).inc(len(ids))
-            self.shards[shard].tracker.conflicted += len(ids)
+            CONFLICTS.labels(st.label, key).inc(len(ids))
+            st.tracker.conflicted += len(ids)
             self._alert(
-                shard,
+                st.label,
                 "conflict",
                 f"conflict {key}",
-                "shard %d: %d entries not stored in %s (ids %s..%s): %s; counted in "
+                "%s: %d entries not stored in %s (ids %s..%s): %s; counted in "
                 "shardex_bridge_conflicts_total",
-                shard,
+                st.name,
                 len(ids),
                 key,
                 ids[0],
@@ -1315,7 +1529,8 @@ class Bridge:
             self.sha = None
             if logged:
                 log.info(
-                    "Redis is back; resuming at seqs %s", [s.tracker.last for s in self.shards]
+                    "Redis is back; resuming at seqs %s",
+                    [s.tracker.last for s in (*self.shards, *self.accounts)],
                 )
             else:  # a call failed but Redis answered at once (e.g. restarted within ~0.1 s):
                 # nothing is lost (last seqs re-read), but an outage must never go unseen
@@ -1372,6 +1587,27 @@ class Bridge:
 
 def _text(v: Any) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
+    """The router's account shards (issue 14) → each one's PUB and direct endpoints; ``[]``
+    when the account tier is off, None until every account shard has registered."""
+    try:
+        info = parse_topology(*decode_reply(frames[1]))
+    except (TopologyError, Exception):
+        return None
+    topo = info.get("account_topology") or []
+    if not isinstance(topo, list | tuple) or len(topo) != (info.get("accounts") or 0):
+        return None
+    out = []
+    for t in topo:
+        if not isinstance(t, dict):
+            return None
+        pub, direct = t.get("pub"), t.get("direct")
+        if type(pub) is not str or type(direct) is not str or not pub or not direct:
+            return None
+        out.append({"pub": pub, "direct": direct})
+    return out
 
 
 def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:

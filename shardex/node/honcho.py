@@ -16,7 +16,7 @@ def _is_honcho(argv: list[str]) -> bool:
     )
 
 
-def _concurrency(argv: list[str], process_type: str) -> int:
+def _concurrency(argv: list[str], process_type: str, default: int | None = 1) -> int | None:
     conc = None
     for i, a in enumerate(argv):
         if a in ("-c", "--concurrency") and i + 1 < len(argv):
@@ -28,12 +28,15 @@ def _concurrency(argv: list[str], process_type: str) -> int:
             name, _, k = item.partition("=")
             if name.strip() == process_type and k.strip().isdigit():
                 return int(k)
-    return 1
+    return default
 
 
-def honcho_concurrency(process_type: str, pid: int | None = None) -> int | None:
+def honcho_concurrency(
+    process_type: str, pid: int | None = None, default: int | None = 1
+) -> int | None:
     """The ``-c NAME=K`` of the honcho that started us (walking up parent processes through
-    /proc), else 1 when under honcho without -c, else None (not under honcho)."""
+    /proc), else ``default`` (honcho's own: 1) when under honcho without it, else None (not
+    under honcho). The account tier passes ``default=0``: it is on only when asked for."""
     pid = os.getppid() if pid is None else pid
     for _ in range(6):
         try:
@@ -44,7 +47,7 @@ def honcho_concurrency(process_type: str, pid: int | None = None) -> int | None:
         except (OSError, ValueError, IndexError):
             return None
         if _is_honcho(argv):
-            return _concurrency(argv, process_type)
+            return _concurrency(argv, process_type, default)
         pid = ppid
         if pid <= 1:
             return None

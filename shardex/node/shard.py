@@ -1261,6 +1261,8 @@ class ShardNode:
             )  # fmt: skip
         for s in (*self.sockets, self.pub):
             s.close(0)
+        if self.alink is not None:
+            self.alink.close(0)  # an open socket would block ctx.term() (SIGTERM never ends it)
         if self.zap is not None:
             self.zap.close()
         self.ctx.term()

@@ -13,6 +13,16 @@ A command that gets no reply within ``timeout`` is not just counted: its shard i
 order (``OP_ORDER``) and the report counts the fates of timeouts separately (``fates``:
 executed / not_executed / unknown, the last only when the shard cannot be asked).
 
+Account tier (issue 14): on a cluster started with ``--accounts M`` the engine shards refuse
+orders that did not come through an account shard, so ``risk="on"`` (the default there: "auto")
+routes each ``new``/``amend`` to its account's shard (``%j``, grouped per shard; cancels by
+symbol), gives market buys a quote ``budget``, and first *funds* every account it trades: an
+admin deposit tops each one up to ``fund`` units of every asset it trades (``fund_accounts``),
+so orders are not refused for funds. ``risk="off"`` sends orders straight to the engine shards:
+it only works on a cluster *without* accounts (with accounts it is refused before sending).
+With risk on, an ``ok`` reply means held and forwarded (the account shard's answer), so the
+latency measured includes the account tier but not the match.
+
 Ctrl-C / SIGTERM stops sending, waits a moment for replies in flight, and returns the partial
 report of every generator process with ``interrupted: true``.
 
@@ -35,6 +45,7 @@ import os
 import select
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,14 +54,17 @@ from typing import Any, NamedTuple
 import zmq
 from hdrh.histogram import HdrHistogram
 
+from shardex.accounts.core import account_shard_for
 from shardex.auth import AuthError, KeyFile
 from shardex.client import EXECUTED, NOT_EXECUTED, fate_from_state
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
+    BUY,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,
+    MARKET,
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
@@ -144,6 +158,10 @@ class LoadConfig:
     timeout: float = 5.0
     markets: dict[str, list[str]] | None = None  # wire form; filled from the cluster by ``run``
     key: str | None = None  # key file path; "none": no key; None: the client default
+    # account tier: "auto" (on iff the cluster has account shards), "on", "off"
+    risk: str = "auto"
+    fund: bool = True  # with risk on: top every account up before sending (admin key)
+    account_shards: int = 0  # M, filled from the cluster by ``run``
 
     def __post_init__(self) -> None:
         try:
@@ -174,6 +192,8 @@ class LoadConfig:
             raise LoadError("--symbols: give a count or a non-empty list of symbol names")
         else:
             self.symbols = list(self.symbols)
+        if self.risk not in ("auto", "on", "off"):
+            raise LoadError(f"--risk must be on, off or auto, got {self.risk!r}")
         self.keyfile()  # a named key file that cannot be read fails here, before any process
 
     def keyfile(self) -> KeyFile | None:
@@ -223,6 +243,8 @@ class LoadConfig:
             "direct": self.direct,
             "procs": self.procs,
             "timeout": self.timeout,
+            "risk": self.risk,
+            "account_shards": self.account_shards,
         }
 
 
@@ -302,6 +324,12 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
         f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}",
     ]
+    if report.get("config", {}).get("risk") == "on":
+        lines.append(
+            f"  risk on ({report['config'].get('account_shards')} account shard(s), "
+            f"{report['config'].get('funded', 0)} funding deposits): an ok reply means held and "
+            "forwarded; fills settle asynchronously (shardex balance, shardex:balances:<j>)"
+        )
     if report["timeouts"]:
         f = report["fates"]
         lines.append(
@@ -356,6 +384,82 @@ def _cluster_markets(info: dict[str, Any]) -> dict[str, list[str]] | None:
         except ValueError:
             continue
     return markets_to_wire(merged) if merged else None
+
+
+def resolve_risk(cfg: LoadConfig, info: dict[str, Any]) -> tuple[str, int]:
+    """("on" | "off", M) for a run on the cluster described by ``info`` (the router's
+    topology), or ``LoadError`` with a reason when the choice cannot work there."""
+    m = info.get("accounts") or 0
+    m = m if type(m) is int and m > 0 else 0
+    risk = cfg.risk if cfg.risk != "auto" else ("on" if m else "off")
+    if risk == "off" and m:
+        raise LoadError(
+            f"--risk off sends orders straight to the engine shards, which refuse orders that "
+            f"did not come through an account shard on this cluster ({m} account shard(s)): "
+            f"use --risk on (or a cluster without --accounts)"
+        )
+    if risk == "on" and not m:
+        raise LoadError(
+            "--risk on needs a cluster with account shards (shardex up --accounts M); "
+            "this one has none: use --risk off"
+        )
+    if risk == "on" and cfg.direct:
+        raise LoadError("--direct cannot be used with --risk on: account shards are reached "
+                        "through the router only")  # fmt: skip
+    return risk, m
+
+
+def fund_target_units(accounts: int) -> int:
+    """Units of each asset every generator account is topped up to: an eighth of an account
+    shard's per-asset cap (``MAX_UNITS``) split over the accounts, so that even if trading
+    moved all of it onto one account shard, its totals stay far inside the cap."""
+    from shardex.accounts.assets import MAX_UNITS
+
+    return MAX_UNITS // (8 * accounts)
+
+
+def fund_accounts(cfg: LoadConfig) -> int:
+    """Top every account the run trades (``acct-0``..) up to ``fund_target_units`` of every
+    asset of the traded markets with admin deposits (each with a fresh ``ref``). Returns the
+    number of deposits made; ``LoadError`` when one is refused (e.g. not an admin key)."""
+    from shardex.accounts.assets import AssetTable
+    from shardex.client import Client, ShardexError
+
+    table = AssetTable(cfg.market_table())
+    pairs = [table.pairs[s] for s in cfg.symbol_names()]
+    assets = sorted({a for p in pairs for a in (p.base, p.quote)})
+    target = fund_target_units(cfg.accounts)
+    key: Any = cfg.key
+    if isinstance(key, str) and key.strip().lower() in NO_KEY:
+        key = False
+    run_id = uuid.uuid4().hex[:12]
+    made = 0
+    try:
+        with Client(cfg.endpoint, key=key, timeout=cfg.timeout) as c:
+            for i in range(cfg.accounts):
+                account = f"acct-{i}"
+                have = c.balance(account)
+                for asset in assets:
+                    avail, held = have.get(asset, (0, 0))
+                    units = (table.to_units(asset, avail) or 0) + (table.to_units(asset, held) or 0)
+                    if units >= target:
+                        continue
+                    amount = table.fmt(asset, target - units)
+                    res = c.deposit(account, asset, amount, ref=f"loadgen-{run_id}-{i}-{asset}")
+                    if not res.ok:
+                        raise LoadError(f"funding {account}: deposit of {amount} {asset} "
+                                        f"refused ({res.code}): {res.reason}")  # fmt: skip
+                    made += 1
+    except ShardexError as exc:
+        raise LoadError(f"funding the accounts failed: {exc}") from None
+    return made
+
+
+def _budget(cmd: tuple, table: Mapping[str, Market], mid: Mapping[str, int]) -> tuple:
+    """A market buy with a quote ``budget`` (the account tier requires one): twice the mid's
+    notional of its qty, as a decimal string of the quote asset."""
+    m = table[cmd[1]]
+    return (*cmd, str(m.tick * m.lot * (2 * mid[cmd[1]] * cmd[7])))
 
 
 def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
@@ -422,15 +526,27 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     stopped_at: float | None = None
     timeout_text = f"timeout after {cfg.timeout}s"
 
+    risk_on = cfg.risk == "on" and cfg.account_shards > 0
+    m_shards = cfg.account_shards
+    table = cfg.market_table()
+
     def target(cmd: tuple, conn: int) -> tuple[int, int]:
         """(socket index, shard): a frame must hold commands of one shard only, because the
-        router routes a whole frame by its key and a shard rejects pairs it does not own."""
+        router routes a whole frame by its key and a shard rejects pairs it does not own.
+        With risk on, new/amend go to their account's shard: slot N + j."""
+        if risk_on and cmd[0] in (OP_NEW, OP_AMEND):
+            return conn, shards + account_shard_for(cmd[3], m_shards)
         shard = shard_for(cmd[1], shards)
         return (conn if per_conn == 1 else conn * per_conn + shard), shard
 
-    def send(sock_i: int, cmds: list[tuple], stamps: Any, kind: str = "cmds") -> None:
+    def route_key(group: int, cmds: list[tuple]) -> bytes:
+        return f"%{group - shards}".encode() if group >= shards else cmds[0][1].encode()
+
+    def send(
+        sock_i: int, cmds: list[tuple], stamps: Any, kind: str = "cmds", group: int = -1
+    ) -> None:
         req = ids.next()
-        socks[sock_i].send_multipart([cmds[0][1].encode(), req, encode_request(cmds)])
+        socks[sock_i].send_multipart([route_key(group, cmds), req, encode_request(cmds)])
         pending.add(req, (kind, cmds, stamps, sock_i))
         if kind == "cmds":
             per_sock_inflight[sock_i] += 1
@@ -540,13 +656,15 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                     count = 0
                     while next_i < due and count < cfg.batch:
                         cmd = gen.next()
+                        if risk_on and cmd[0] == OP_NEW and cmd[5] == MARKET and cmd[4] == BUY:
+                            cmd = _budget(cmd, table, gen.mid)
                         g = groups.setdefault(target(cmd, next_i % cfg.concurrency), ([], []))
                         g[0].append(cmd)
                         g[1].append(t0 + next_i / rate)
                         next_i += 1
                         count += 1
-                    for (si, _), (cmds, stamps) in groups.items():
-                        send(si, cmds, stamps)
+                    for (si, grp), (cmds, stamps) in groups.items():
+                        send(si, cmds, stamps, group=grp)
                         sent_cmds += len(cmds)
             else:
                 for conn in range(cfg.concurrency):
@@ -560,10 +678,12 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                         by_target: dict[tuple[int, int], list[tuple]] = {}
                         for _ in range(n):
                             cmd = gen.next()
+                            if risk_on and cmd[0] == OP_NEW and cmd[5] == MARKET and cmd[4] == BUY:
+                                cmd = _budget(cmd, table, gen.mid)
                             by_target.setdefault(target(cmd, conn), []).append(cmd)
                         stamp = clock()
-                        for (si, _), cmds in by_target.items():
-                            send(si, cmds, stamp)
+                        for (si, grp), cmds in by_target.items():
+                            send(si, cmds, stamp, group=grp)
                         sent_cmds += n
         got_any = False
         for sock in uniq:
@@ -668,8 +788,13 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
         info = _probe(cfg, zctx)
     finally:
         zctx.term()
-    cfg = LoadConfig(**{**asdict(cfg), "markets": _cluster_markets(info)})
+    risk, m = resolve_risk(cfg, info)
+    cfg = LoadConfig(
+        **{**asdict(cfg), "markets": _cluster_markets(info), "risk": risk, "account_shards": m}
+    )
     config = cfg.describe()  # also checks the symbols against the cluster's markets
+    if risk == "on" and cfg.fund:
+        config["funded"] = fund_accounts(cfg)  # deposits made before the first order
     ctx = mp.get_context("fork")
     progress: Any = ctx.Queue()
     results: Any = ctx.Queue()

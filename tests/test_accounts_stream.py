@@ -1,0 +1,257 @@
+"""Balance changes → Redis (issue 14, phase 2): ``shardex:balances:<j>`` through the bridge.
+
+Real ``shardex up --accounts`` clusters (CURVE keys), a real redis-server, the real bridge. What
+the stream must hold is read back from each account shard itself (its direct port re-sends any
+range of its events, ``OP_EVENTS``): exactly its balance and fee-ledger events, in seq order,
+each once, with exact decimal amounts — also after kill -9 of the bridge in the middle of load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from decimal import Decimal as D
+
+import conftest
+import pytest
+import zmq
+from conftest import Cluster, RedisServer
+
+from shardex.accounts.assets import AssetTable
+from shardex.accounts.codes import A_DEPOSIT, AE_BALANCE, AE_FEES, AE_FORWARD
+from shardex.accounts.machines import AccountMachineFactory, EventRing
+from shardex.auth import KeyFile, client_socket
+from shardex.config import load_markets
+from shardex.layout import Layout
+from shardex.node.accounts import AccountHandler
+from shardex.node.bridge import Malformed, check_account_event, decode_account_pub
+from shardex.node.shard import NullJournal
+from shardex.wire.protocol import (
+    OP_EVENTS,
+    OP_STATUS,
+    decode_reply,
+    encode_events,
+    encode_request,
+    packb,
+    unpackb,
+)
+
+pytestmark = pytest.mark.timeout(120)
+ASSETS = AssetTable(load_markets(None))
+
+
+def free_accounts_layout(shards: int, accounts: int, routers: int = 1) -> Layout:
+    """A layout whose every port is free, the account tier's (base+400.., +500.., +600..,
+    +700..) included: ``conftest.free_layout`` checks only the engine tier's, so an account
+    shard could meet a port in use and the cluster not start (better fixed in conftest)."""
+    rng = random.Random()
+    for _ in range(200):
+        layout = Layout(
+            "127.0.0.1", rng.randrange(20000, 60000 - 800), shards, routers, accounts=accounts
+        )
+        if all(conftest.port_free("127.0.0.1", p) for p in layout.ports()):
+            return layout
+    raise RuntimeError("no free port range found")
+
+
+def accounts_cluster(shards: int, accounts: int, *extra: str, **kw) -> Cluster:
+    """``Cluster(shards, "--accounts", M, ...)`` on a ``free_accounts_layout``."""
+
+    def free_layout(n: int, routers: int = 1) -> Layout:
+        layout = free_accounts_layout(n, accounts, routers)
+        return Layout("127.0.0.1", layout.base_port, n, routers)  # what Cluster expects
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conftest, "free_layout", free_layout)
+        return Cluster(shards, "--accounts", str(accounts), *extra, **kw)
+
+
+def _ask(cluster: Cluster, j: int, cmd: tuple) -> dict:
+    """One request to account shard j's direct port, with the cluster's admin key."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    client_socket(s, KeyFile.read(cluster.key))
+    s.connect(cluster.layout.account_direct(j))
+    try:
+        s.send_multipart([b"test", b"r1", encode_request([cmd])])
+        assert s.poll(5000), f"account shard {j} did not answer {cmd!r}"
+        req, payload = s.recv_multipart()
+        error, results = decode_reply(payload)
+        assert error is None, error
+        return results[0]
+    finally:
+        s.close(0)
+
+
+def _expected(cluster: Cluster, j: int) -> list[tuple[str, dict[str, str]]]:
+    """Account shard j's balance and fee events, as the stream entries they must become."""
+    seq = _ask(cluster, j, (OP_STATUS,))["seq"]
+    out: list[tuple[str, dict[str, str]]] = []
+    first = 1
+    while first <= seq:
+        res = _ask(cluster, j, (OP_EVENTS, first, seq))
+        assert "error" not in res, res
+        evs = res["events"]
+        assert evs and evs[0][1] == first
+        for ev in evs:
+            fmt = ASSETS.fmt
+            if ev[0] == AE_BALANCE:
+                _, s, account, asset, avail, held, why, ref = ev
+                f = {"ev": "balance", "account": account, "asset": asset,
+                     "available": fmt(asset, avail), "held": fmt(asset, held),
+                     "why": why, "ref": ref}  # fmt: skip
+            elif ev[0] == AE_FEES:
+                _, s, asset, total = ev
+                f = {"ev": "fees", "asset": asset, "total": fmt(asset, total)}
+            else:
+                continue
+            out.append((f"{s}-0", {**f, "seq": str(s), "shard": str(j)}))
+        first = evs[-1][1] + 1
+    return out
+
+
+def _stream(r, j: int) -> list[tuple[str, dict[str, str]]]:
+    return [(eid, dict(f)) for eid, f in r.xrange(f"shardex:balances:{j}")]
+
+
+def _converged(cluster: Cluster, r, shards: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        diff = []
+        for j in range(shards):
+            want, got = _expected(cluster, j), _stream(r, j)
+            if want != got:
+                diff.append((j, len(want), len(got)))
+        if not diff:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"balances streams differ (shard, want, got): {diff}")
+        time.sleep(0.2)
+
+
+def _flow(c, tag: str, n: int, halfway: threading.Event | None = None) -> None:
+    """Deposits, resting orders, trades (price improvement, fees) and cancels."""
+    for k in range(n):
+        if halfway is not None and k == n // 2:
+            halfway.set()
+            time.sleep(0.3)  # the bridge dies here; orders go on
+        a, b = f"buyer-{tag}-{k % 3}", f"seller-{tag}-{k % 3}"
+        assert c.deposit(a, "USD", "1000", ref=f"{tag}-d{k}a").ok
+        assert c.deposit(b, "BTC", "1", ref=f"{tag}-d{k}b").ok
+        assert c.place("BTC-USD", "sell", "0.01", "100", account=b, id=f"{tag}-s{k}").ok
+        assert c.place("BTC-USD", "buy", "0.01", "101", account=a, id=f"{tag}-b{k}").ok
+        assert c.place("BTC-USD", "buy", "0.01", "50", account=a, id=f"{tag}-r{k}").ok
+        c.cancel("BTC-USD", f"{tag}-r{k}", account=a)
+
+
+def test_event_ring_serves_contiguous_ranges_only():
+    r = EventRing(5)
+    r.extend([(AE_BALANCE, 1), (AE_BALANCE, 2)])
+    r.extend([(AE_FORWARD, 3)])
+    assert r.get(1, 3) == [(AE_BALANCE, 1), (AE_BALANCE, 2), (AE_FORWARD, 3)]
+    assert r.get(2, 99) == [(AE_BALANCE, 2), (AE_FORWARD, 3)]  # capped at the newest
+    r.extend([(0, 4), (0, 5), (0, 6)])
+    assert r.first == 2 and r.get(1, 2) is None  # fell off the ring: gone, never a part
+    r.extend([(0, 9)])  # a hole: the ring restarts rather than serve a range across it
+    assert r.first == 9 and r.get(6, 9) is None and r.get(9, 9) == [(0, 9)]
+
+
+def _machine():
+    return AccountMachineFactory(0, 1, lambda _s: 0).new(load_markets(None))
+
+
+def test_events_survive_snapshot_restore_and_only_published_ones_are_served():
+    m = _machine()
+    out: list = []
+    for k in range(3):
+        m.apply((A_DEPOSIT, f"u{k}", "USD", 1_000_000, f"r{k}"), out)
+    assert [ev[1] for ev in out] == [1, 2, 3]
+    restored = AccountMachineFactory(0, 1, lambda _s: 0).restore(
+        unpackb(packb(m.snapshot())), load_markets(None)
+    )
+    assert restored.events.get(1, 3) == m.events.get(1, 3)
+    h = AccountHandler(m, NullJournal())
+    # the bridge sees what was published (journaled) only, whatever the ring holds
+    _, results = decode_reply(h.direct(encode_request([(OP_EVENTS, 1, 3)]), None, 2))
+    assert [ev[1] for ev in results[0]["events"]] == [1, 2] and results[0]["seq"] == 2
+    _, results = decode_reply(h.direct(encode_request([(OP_STATUS,)]), None, 2))
+    assert results[0]["seq"] == 2
+    for bad in [(OP_EVENTS, 0, 3), (OP_EVENTS, 3, 1), (OP_EVENTS, "1", 2), (99,)]:
+        _, results = decode_reply(h.direct(encode_request([bad]), None, 3))
+        assert "error" in results[0]
+
+
+def test_bridge_account_decoders_refuse_garbage_without_crashing():
+    ok = (AE_BALANCE, 5, "alice", "USD", 10, 0, "deposit", "d1")
+    assert check_account_event(ok, ASSETS)
+    assert check_account_event((AE_FEES, 6, "USD", 3), ASSETS)
+    assert check_account_event((AE_FORWARD, 7, 0, 6, ("x",)), ASSETS)  # tracked, not written
+    for bad in [
+        (AE_BALANCE, 5, "alice", "XYZ", 10, 0, "deposit", "d1"),  # unknown asset
+        (AE_BALANCE, 5, "alice", "USD", -1, 0, "deposit", "d1"),  # negative
+        (AE_BALANCE, 5, "alice", "USD", True, 0, "deposit", "d1"),  # bool is not an amount
+        (AE_BALANCE, 0, "alice", "USD", 1, 0, "deposit", "d1"),  # seq 0
+        (AE_FEES, 6, "USD"),
+        (99, 1),
+        "x",
+        (),
+    ]:
+        assert not check_account_event(bad, ASSETS), bad
+    shard, good, nbad = decode_account_pub(encode_events(1, [ok, (99, 1)]), 2, ASSETS)
+    assert (shard, good, nbad) == (1, [ok], 1)
+    for payload in [b"junk", packb((1, 5, [])), packb((9, 0, [])), packb([1, 0])]:
+        with pytest.raises(Malformed):
+            decode_account_pub(payload, 2, ASSETS)
+
+
+def test_balances_stream_exactly_once_also_across_a_bridge_kill(redis_server: RedisServer):
+    cluster = accounts_cluster(1, 2, redis=redis_server.url)
+    try:
+        r = redis_server.client()
+        with cluster.client() as c:
+            _flow(c, "a", 6)
+            _converged(cluster, r, 2)
+            stream = _stream(r, 0) + _stream(r, 1)
+            kinds = {f["ev"] for _, f in stream}
+            assert kinds == {"balance", "fees"}
+            whys = {f["why"] for _, f in stream if f["ev"] == "balance"}
+            assert {"deposit", "hold", "trade", "release"} <= whys
+            # a deposit's entry carries the exact amount and its ref
+            dep = [f for _, f in stream if f.get("ref") == "a-d0a"]
+            assert len(dep) == 1 and D(dep[0]["available"]) == D(1000)
+
+            # kill -9 the bridge while orders flow; the supervisor restarts it, it resumes from
+            # the streams' tops and repairs the rest from the account shards' rings
+            errors: list[BaseException] = []
+            halfway = threading.Event()
+
+            def load() -> None:
+                try:
+                    with cluster.client() as c2:
+                        _flow(c2, "b", 60, halfway)
+                except BaseException as exc:  # reported by the main thread
+                    errors.append(exc)
+
+            old = cluster.child_pid("bridge")
+            t = threading.Thread(target=load)
+            t.start()
+            assert halfway.wait(30)
+            os.kill(old, signal.SIGKILL)
+            t.join(60)
+            assert not errors, errors
+            assert not t.is_alive()
+            deadline = time.monotonic() + 20
+            while cluster.child_pid("bridge") == old:  # the supervisor restarts it
+                assert time.monotonic() < deadline, "bridge not restarted"
+                time.sleep(0.1)
+            _converged(cluster, r, 2, timeout=30.0)
+            for j in range(2):
+                ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, j)]
+                assert ids == sorted(set(ids))  # in order, no duplicates
+        assert "bridge (pid" in cluster.output() and "DIED" in cluster.output()
+    finally:
+        cluster.stop()

@@ -1,0 +1,135 @@
+"""The account tier's tools (issue 14, phase 2): ``AsyncClient`` transfers and balances, and
+``shardex loadgen`` on a cluster with accounts (funding first, ``--risk on|off``).
+
+One real ``shardex up --accounts 2`` cluster (CURVE keys) for the module; tiny loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from test_accounts_stream import accounts_cluster
+
+from shardex.accounts.assets import AssetTable
+from shardex.client import AsyncClient, audit_report
+from shardex.engine import DEFAULT_MARKETS
+from shardex.tools.loadgen import (
+    LoadConfig,
+    LoadError,
+    fund_target_units,
+    resolve_risk,
+    run,
+)
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cl = accounts_cluster(1, 2)
+    try:
+        yield cl
+    finally:
+        cl.stop()
+
+
+def test_async_client_deposit_withdraw_balance_audit(cluster):
+    async def go() -> None:
+        async with AsyncClient(cluster.endpoint, key=cluster.key, timeout=5) as c:
+            r = await c.deposit("async-a", "USD", "100.25", ref="as-1")
+            assert r.ok and r.events[0]["available"] == D("100.25")
+            again = await c.deposit("async-a", "USD", "100.25", ref="as-1")
+            assert again.ok and again.events[0].get("repeated")  # the ref: applied once
+            too_much = await c.withdraw("async-a", "USD", "1000", ref="as-2")
+            assert too_much.rejected and too_much.code == "insufficient_funds"
+            assert "available 100.25" in too_much.reason
+            assert (await c.withdraw("async-a", "USD", "0.25", ref="as-3")).ok
+            assert await c.balance("async-a") == {"USD": (D(100), D(0))}
+            bad = await c.deposit("async-a", "XYZ", "1", ref="as-4")
+            assert bad.rejected and bad.code == "unknown_asset"
+            lines, ok = audit_report(await c.audit())
+            assert ok, lines
+
+    asyncio.run(go())
+
+
+def test_resolve_risk_says_what_works_where():
+    cfg = LoadConfig(endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, key="none")
+    assert resolve_risk(cfg, {"shards": 1}) == ("off", 0)  # auto, no accounts: unchanged
+    assert resolve_risk(cfg, {"shards": 1, "accounts": 2}) == ("on", 2)
+    off = LoadConfig(endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="off")
+    with pytest.raises(LoadError, match="--risk off sends orders straight to the engine"):
+        resolve_risk(off, {"shards": 1, "accounts": 2})
+    on = LoadConfig(endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="on")
+    with pytest.raises(LoadError, match="needs a cluster with account shards"):
+        resolve_risk(on, {"shards": 1, "accounts": 0})
+    direct = LoadConfig(
+        endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="on", direct=True
+    )
+    with pytest.raises(LoadError, match="--direct cannot be used with --risk on"):
+        resolve_risk(direct, {"shards": 1, "accounts": 1})
+    with pytest.raises(LoadError, match="--risk must be on, off or auto"):
+        LoadConfig(endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="maybe")
+
+
+def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
+    cfg = LoadConfig(
+        endpoint=cluster.endpoint, orders=400, duration=None, accounts=6, key=str(cluster.key),
+        batch=20, window=4, timeout=10,
+    )  # fmt: skip
+    rep = run(cfg).to_dict()
+    assert rep["config"]["risk"] == "on" and rep["config"]["account_shards"] == 2
+    # 6 accounts × the assets of the two traded markets (BTC-USD, ETH-USD: BTC, ETH, USD)
+    assert rep["config"]["funded"] == 18
+    assert rep["sent"] == rep["acked"] == 400 and not rep["errors"]
+    assert "insufficient_funds" not in rep["rejected"], rep["rejected"]
+    # the money is where the deposits put it, and the books balance once settlements land
+    target = fund_target_units(6)
+    table = AssetTable(DEFAULT_MARKETS)
+    with cluster.client() as c:
+        deadline = time.monotonic() + 15
+        while True:
+            lines, ok = audit_report(c.audit())
+            if ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert ok, lines
+        for i in range(6):
+            bal = c.balance(f"acct-{i}")
+            assert set(bal) >= {"BTC", "ETH", "USD"}
+            assert all(a >= 0 and h >= 0 for a, h in bal.values())
+        # a second run tops up to the same target again (never above it)
+        rep2 = run(LoadConfig(**{**cfg.__dict__, "orders": 40})).to_dict()
+        assert rep2["acked"] == 40 and not rep2["errors"]
+        for i in range(6):
+            total = sum(table.to_units(a, sum(v)) for a, v in c.balance(f"acct-{i}").items())
+            assert total > 0
+    assert target > 0
+
+
+def test_loadgen_cli_risk_off_on_an_accounts_cluster_is_refused_clearly(cluster):
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", cluster.endpoint,
+         "--orders", "10", "--risk", "off", "--key", str(cluster.key), "--quiet"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "--risk off sends orders straight to the engine shards" in out.stderr
+    assert "use --risk on" in out.stderr
+
+
+def test_sigterm_stops_an_engine_shard_with_an_account_link():
+    """Regression: the engine shard's account link socket was never closed, so its
+    ``ctx.term()`` blocked and SIGTERM only ended it by the supervisor's SIGKILL 5 s later."""
+    cl = accounts_cluster(1, 1)
+    cl.stop()
+    text = cl.log_path.read_text(errors="replace")
+    assert "shard 0 stopped" in text
+    assert "ignored SIGTERM" not in text
