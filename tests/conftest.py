@@ -66,12 +66,13 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def free_layout(shards: int, routers: int = 1) -> Layout:
-    """A layout whose every port is free right now (random base, retried)."""
+def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
+    """A layout whose every port is free right now (random base, retried), the account
+    tier's included when it is on."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - 400)
-        layout = Layout("127.0.0.1", base, shards, routers)
+        base = rng.randrange(20000, 60000 - 800)
+        layout = Layout("127.0.0.1", base, shards, routers, accounts=accounts)
         if all(port_free("127.0.0.1", p) for p in layout.ports()):
             return layout
     raise RuntimeError("no free port range found")
@@ -110,6 +111,7 @@ class Cluster:
         redis: str | None = None,
         insecure: bool = False,
         routers: int = 1,
+        accounts: int = 0,
     ) -> None:
         """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
         ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ."""
@@ -121,7 +123,9 @@ class Cluster:
             extra = ("--redis-url", redis, *extra)
         if routers != 1:
             extra = ("--routers", str(routers), *extra)
-        self.layout = free_layout(shards, routers)
+        if accounts:
+            extra = ("--accounts", str(accounts), *extra)
+        self.layout = free_layout(shards, routers, accounts)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
         self.keys_dir: Path | None = None if insecure else Path(self.data_dir) / "keys"

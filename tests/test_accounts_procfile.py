@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, wait_for_cluster
-from test_accounts_stream import free_accounts_layout
+from conftest import ROOT, free_layout, wait_for_cluster
 
 from shardex.client import Client
 from shardex.redisauth import RedisUsers
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _honcho(tmp_path: Path, concurrency: str, log: Path):
-    layout = free_accounts_layout(1, 2)
+    layout = free_layout(1, accounts=2)
     env_file = tmp_path / "test.env"  # honcho lets .env override the environment: our own
     env_file.write_text(
         f"SHARDEX_SHARDS=auto\nSHARDEX_ROUTERS=auto\nSHARDEX_ACCOUNTS=auto\n"

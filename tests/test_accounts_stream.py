@@ -9,13 +9,11 @@ each once, with exact decimal amounts — also after kill -9 of the bridge in th
 from __future__ import annotations
 
 import os
-import random
 import signal
 import threading
 import time
 from decimal import Decimal as D
 
-import conftest
 import pytest
 import zmq
 from conftest import Cluster, RedisServer
@@ -25,7 +23,6 @@ from shardex.accounts.codes import A_DEPOSIT, AE_BALANCE, AE_FEES, AE_FORWARD
 from shardex.accounts.machines import AccountMachineFactory, EventRing
 from shardex.auth import KeyFile, client_socket
 from shardex.config import load_markets
-from shardex.layout import Layout
 from shardex.node.accounts import AccountHandler
 from shardex.node.bridge import Malformed, check_account_event, decode_account_pub
 from shardex.node.shard import NullJournal
@@ -43,30 +40,9 @@ pytestmark = pytest.mark.timeout(120)
 ASSETS = AssetTable(load_markets(None))
 
 
-def free_accounts_layout(shards: int, accounts: int, routers: int = 1) -> Layout:
-    """A layout whose every port is free, the account tier's (base+400.., +500.., +600..,
-    +700..) included: ``conftest.free_layout`` checks only the engine tier's, so an account
-    shard could meet a port in use and the cluster not start (better fixed in conftest)."""
-    rng = random.Random()
-    for _ in range(200):
-        layout = Layout(
-            "127.0.0.1", rng.randrange(20000, 60000 - 800), shards, routers, accounts=accounts
-        )
-        if all(conftest.port_free("127.0.0.1", p) for p in layout.ports()):
-            return layout
-    raise RuntimeError("no free port range found")
-
-
 def accounts_cluster(shards: int, accounts: int, *extra: str, **kw) -> Cluster:
-    """``Cluster(shards, "--accounts", M, ...)`` on a ``free_accounts_layout``."""
-
-    def free_layout(n: int, routers: int = 1) -> Layout:
-        layout = free_accounts_layout(n, accounts, routers)
-        return Layout("127.0.0.1", layout.base_port, n, routers)  # what Cluster expects
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conftest, "free_layout", free_layout)
-        return Cluster(shards, "--accounts", str(accounts), *extra, **kw)
+    """A cluster with the account tier on (every port of it checked free by ``Cluster``)."""
+    return Cluster(shards, *extra, accounts=accounts, **kw)
 
 
 def _ask(cluster: Cluster, j: int, cmd: tuple) -> dict:

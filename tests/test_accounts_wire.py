@@ -48,7 +48,7 @@ def _settled(c: Client, account: str, expect: dict[str, tuple[D, D]]):
 
 @pytest.fixture(scope="module")
 def cluster():
-    cl = Cluster(2, "--accounts", "2")
+    cl = Cluster(2, accounts=2)
     try:
         yield cl
     finally:
@@ -140,7 +140,7 @@ def test_audit_report_flags_a_violation():
 
 
 def test_kill9_account_and_engine_shard_mid_flow():
-    cl = Cluster(1, "--accounts", "1")
+    cl = Cluster(1, accounts=1)
     try:
         with Client(cl.endpoint, key=cl.key, timeout=5) as c:
             assert c.deposit("m", "BTC", "10", ref="k-m").ok

@@ -198,3 +198,24 @@ def test_account_core_creates_no_reference_cycles(gc_off):
     assert not c.orders  # every order of the run ended
     c.snapshot()
     assert _cycles() == 0
+
+
+def test_settled_engine_creates_no_reference_cycles(gc_off):
+    """With accounts on, an engine shard runs ``SettledEngine`` (engine + settlement feed)."""
+    from shardex.accounts.machines import SettledEngine
+    from shardex.engine.codes import OP_NEW
+    from shardex.wire.protocol import OP_FORWARD
+
+    eng = SettledEngine(Engine(DEFAULT_MARKETS, recent=1000), 0, 2)
+    out: list = []
+    for n, cmd in enumerate(_workload(20_000, 11)):
+        if cmd[0] == OP_NEW and n % 3:  # most new orders come forwarded by an account shard
+            eng.apply((OP_FORWARD, n % 2, n, eng.inbox.last.get(n % 2, 0), cmd), out)
+        else:
+            eng.apply(cmd, out)
+        if len(out) > 5_000:
+            out.clear()
+            eng.outgoing.clear()
+    assert eng.inbox.last.get(0, 0) > 1_000 and eng.inbox.last.get(1, 0) > 1_000  # applied
+    eng.snapshot()
+    assert _cycles() == 0
