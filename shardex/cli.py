@@ -706,6 +706,30 @@ def router(
     callback=_endpoint_cb,
     help="Bind endpoint for the account shards' links [layout, with --accounts].",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["single", "auto"]),
+    default="single",
+    show_default=True,
+    help="single: the only process of its shard (as before); auto: one of two replicas, "
+    "primary or hot standby as the Redis lease decides (issue 15; needs --data-dir, --redis-url).",
+)
+@click.option(
+    "--replica",
+    type=click.IntRange(0, 1),
+    default=0,
+    show_default=True,
+    help="With --role auto: which replica this is (journal DATA_DIR/shard-I for 0, "
+    "DATA_DIR/shard-I.r1 for 1; its own direct/pub/metrics ports [layout]).",
+)
+@click.option("--redis-url", default=None, help="With --role auto: the Redis of the lease.")
+@click.option(
+    "--repl",
+    default=None,
+    callback=_endpoint_cb,
+    help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
+    "learns it from the lease, so on several hosts give an address the other host can reach.",
+)
 @keys_dir_option
 @insecure_option
 def engine(
@@ -731,6 +755,10 @@ def engine(
     insecure: bool,
     accounts: int = 0,
     account_link: str | None = None,
+    role: str = "single",
+    replica: int = 0,
+    redis_url: str | None = None,
+    repl: str | None = None,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
@@ -751,6 +779,17 @@ def engine(
         # shard's own dir is checked too (its recovery re-checks the rebuilt state).
         _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n)
     layout = Layout(host, base_port, n, resolve_routers(routers))
+    if role == "auto":
+        if not data_dir or not redis_url:
+            raise click.UsageError("--role auto needs --data-dir and --redis-url")
+        if accounts:
+            raise click.UsageError("--role auto with --accounts is not supported yet (phase 2)")
+        if keys:
+            raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
+        direct = direct or layout.replica_direct(i, replica)
+        pub = pub or layout.replica_pub(i, replica)
+        if metrics_port is None:
+            metrics_port = layout.replica_metrics(i, replica)
     cfg = ShardConfig(
         index=i,
         shards=n,
@@ -773,6 +812,15 @@ def engine(
         if accounts
         else None,
     )
+    if role == "auto":
+        from shardex.node.replica import replica_dir, run_replicated
+
+        cfg.journal_dir = replica_dir(data_dir, i, replica)  # type: ignore[arg-type]
+        try:
+            run_replicated(cfg, replica, redis_url, repl or layout.repl(i, replica))  # type: ignore[arg-type]
+        except JournalError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     try:
         run_shard(cfg)
     except JournalError as exc:

@@ -100,6 +100,38 @@ class Layout:
     def account_metrics_port(self, j: int) -> int:
         return self.base_port + 500 + j
 
+    # Replicated shards (issue 15, ``--replicas 2``): replica 0 keeps the classic direct/pub/
+    # metrics ports; replica 1 gets its own (both run on one box here); each replica binds a
+    # replication endpoint its standby connects to.
+    def repl(self, i: int, r: int) -> str:
+        """Replica ``r`` (0 or 1) of shard ``i``: where it ships batches when it leads."""
+        return self._ep(self.base_port + 600 + 100 * self._replica(r) + i)
+
+    def replica_direct(self, i: int, r: int) -> str:
+        return self.direct(i) if not self._replica(r) else self._ep(self.base_port + 800 + i)
+
+    def replica_pub(self, i: int, r: int) -> str:
+        return self.pub(i) if not self._replica(r) else self._ep(self.base_port + 900 + i)
+
+    def replica_metrics(self, i: int, r: int) -> int:
+        return self.shard_metrics_port(i) if not self._replica(r) else self.base_port + 1000 + i
+
+    def replica_ports(self) -> list[int]:
+        """The ports ``--replicas 2`` adds (repl endpoints of both, replica 1's own ports)."""
+        base = self.base_port
+        if base + 1100 > 65535:
+            raise ValueError(f"with --replicas 2 the base port must be <= {65535 - 1100}")
+        out = []
+        for i in range(self.shards):
+            out += [base + 600 + i, base + 700 + i, base + 800 + i, base + 900 + i, base + 1000 + i]
+        return out
+
+    @staticmethod
+    def _replica(r: int) -> int:
+        if r not in (0, 1):
+            raise ValueError(f"replica must be 0 or 1, got {r}")
+        return r
+
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
