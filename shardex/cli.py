@@ -896,6 +896,15 @@ def engine(
     help="Account shards M: balances, holds before matching, settlement after (issue 14, "
     "phase 1; 0: off, orders are unfunded as before).",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Processes per engine shard: 2 = a primary and a hot standby with their own journals "
+    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15, phase 1; needs "
+    "Redis and, for now, --insecure); 1: one process per shard.",
+)
 def up(
     shards: str,
     host: str,
@@ -914,6 +923,7 @@ def up(
     keys_dir: str | None,
     insecure: bool,
     accounts: int = 0,
+    replicas: int = 1,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -931,6 +941,16 @@ def up(
     ports = layout.ports()
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
+    if replicas > 1:
+        if no_bridge or ephemeral or accounts or not insecure:
+            raise click.UsageError(
+                "--replicas 2 needs Redis (no --no-bridge), journals (no --ephemeral), no "
+                "--accounts, and --insecure for now (phase 1)"
+            )
+        try:
+            ports += layout.replica_ports()
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     busy = [p for p in ports if not port_free(host, p)]
     if busy:
         raise click.ClickException(
@@ -960,6 +980,7 @@ def up(
             redis=None if no_bridge else (redis_url or "embedded"),
             pub_hwm=pub_hwm,
             keys_dir=keys,
+            replicas=replicas,
         )
     )
 
@@ -1540,6 +1561,12 @@ def status(
             f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s "
             f"{st.get('engine', '-')}"
         )
+        if "role" in st:  # a replicated shard (issue 15): its lease and replication state
+            lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+            click.echo(
+                f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
+                f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+            )
 
 
 def _s(v: Any) -> str:

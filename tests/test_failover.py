@@ -266,6 +266,11 @@ def test_sigstop_primary_is_fenced_after_resume(pair: Pair) -> None:
     new_ids = _journal_ids(replica_dir(pair.data, 0, int(second[-1])))
     assert {"pre", "during", *(f"post{k}" for k in range(20))} <= set(new_ids)
     assert "lost the lease" in pair.output("r" + first[-1])
+    # restarted (as the supervisor would), it rejoins as a standby and catches up
+    pair.start_replica(int(first[-1]))
+    pair.wait_isr({first, second})
+    assert {f"post{k}" for k in range(20)} <= set(_journal_ids(old_dir))
+    _replayed_seq(old_dir)  # one contiguous history again
 
 
 def test_standby_dies_primary_goes_on_and_it_rejoins(pair: Pair) -> None:

@@ -228,6 +228,7 @@ class Replicator:
     def info(self) -> dict[str, Any]:
         return {
             "role": "primary",
+            "node": self.node,
             "epoch": self.epoch,
             "isr": list(self.isr),
             "lag": {p.node: self.committed - p.acked for p in self.peers.values()},

@@ -974,6 +974,8 @@ class ShardNode:
             "backlog": len(pending),
             "shed": stats.shed,
         }
+        if self.replica is not None:  # role, epoch, in-sync set, lag: in ``shardex status``
+            info.update(self.replica.info())
         out = self.out
         replies = self.replies
         max_backlog = self.cfg.max_backlog
