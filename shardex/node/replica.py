@@ -264,6 +264,7 @@ class Standby:
         self.last_heard = 0.0
         self.last_sub = 0.0
         self.applied = 0
+        self.last_warned = 0.0
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -322,7 +323,9 @@ class Standby:
                     if self._check_lease():
                         return True
                 except Exception as exc:  # Redis down: keep following whoever we follow
-                    log.warning("lease check failed: %s", exc)
+                    if now - self.last_warned >= 5.0:  # (not every 100 ms)
+                        self.last_warned = now
+                        log.warning("lease check failed: %s", exc)
             if self.sock is None:
                 time.sleep(CHECK_LEASE_S / 2)
                 continue
