@@ -11,6 +11,11 @@ Per round: failover time = kill → the first successful reply to an order sent 
 lost = orders acknowledged (a reply without error) that are not in the leader's journal at the
 end; duplicated = order ids journaled more than once (each id is sent once). Numbers are noisy
 on a shared box: say so when you quote them.
+
+``--cost`` instead measures what replication costs, interleaved A/B/A/B (``--replicas 1`` then
+``2``, each a fresh cluster with Redis and bridge): open-loop p50/p99 at ``--rate`` orders/s
+(latency from the intended send time) and closed-loop acked orders/s (one order per frame,
+16 frames in flight).
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ SYMBOL = "BTC-USD"
 
 
 class OpenLoop:
-    """One DEALER to the router: a sender thread on a fixed schedule, a receiver thread."""
+    """One DEALER to the router, driven by one thread (a ZeroMQ socket is not thread-safe):
+    orders leave on a fixed schedule whatever the replies do; replies are read in between."""
 
     def __init__(self, endpoint: str, rate: float, prefix: str) -> None:
         self.ctx = zmq.Context()
@@ -57,60 +63,58 @@ class OpenLoop:
         self.rate = rate
         self.prefix = prefix
         self.sent: dict[bytes, tuple[str, float]] = {}  # request id → (order id, sent at)
+        self.intended: dict[bytes, float] = {}  # request id → its scheduled send time
         self.acked: dict[str, float] = {}  # order id → reply time (successful replies)
+        self.latencies: list[float] = []  # reply time - intended send time (successful)
         self.errors = 0
         self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._send, daemon=True),
-                        threading.Thread(target=self._recv, daemon=True)]  # fmt: skip
-        for t in self.threads:
-            t.start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
-    def _send(self) -> None:
+    def _run(self) -> None:
+        sock = self.sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
         k = 0
         t0 = time.monotonic()
-        while not self.stopping.is_set():
-            due = t0 + k / self.rate
+        drain_until = None
+        while True:
             now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            k += 1
-            oid = f"{self.prefix}-{k}"
-            side = k % 2
-            cmd = (OP_NEW, SYMBOL, oid, "bench", side, 0, 10_000 + k % 5, 1, 0, False, 0)
-            req = k.to_bytes(8, "big")
-            with self.lock:
+            if self.stopping.is_set() and drain_until is None:
+                drain_until = now + 0.5  # replies in flight
+            if drain_until is not None and now >= drain_until:
+                return
+            due = t0 + k / self.rate
+            while drain_until is None and due <= now:
+                k += 1
+                oid = f"{self.prefix}-{k}"
+                cmd = (OP_NEW, SYMBOL, oid, "bench", k % 2, 0, 10_000 + k % 5, 1, 0, False, 0)
+                req = k.to_bytes(8, "big")
                 self.sent[req] = (oid, time.monotonic())
-                self.sock.send_multipart([SYMBOL.encode(), req, encode_request([cmd])])
-
-    def _recv(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        while not self.stopping.is_set():
-            if not poller.poll(100):
-                continue
-            with self.lock:
+                self.intended[req] = due
+                sock.send_multipart([SYMBOL.encode(), req, encode_request([cmd])])
+                due = t0 + k / self.rate
+            if poller.poll(max(0, int((due - time.monotonic()) * 1000))):
                 while True:
                     try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     now = time.monotonic()
-                    req, payload = frames[-2], frames[-1]
-                    error, _ = decode_reply(payload)
+                    req = frames[-2]
+                    error, _ = decode_reply(frames[-1])
                     entry = self.sent.get(req)
                     if entry is None:
                         continue
                     if error is None:
                         self.acked[entry[0]] = now
+                        self.latencies.append(now - self.intended[req])
                     else:
                         self.errors += 1
 
     def stop(self) -> None:
-        time.sleep(0.5)  # replies in flight
         self.stopping.set()
-        for t in self.threads:
-            t.join(5)
+        self.thread.join(10)
         self.sock.close(0)
         self.ctx.term()
 
@@ -138,6 +142,81 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def start_cluster(replicas: int) -> tuple[subprocess.Popen, str, Any, str]:
+    """``shardex up --shards 1 --replicas R --insecure`` on free ports (temp data dir)."""
+    from shardex.node.supervisor import port_free
+
+    while True:  # the replicas' ports must be free too
+        base = free_base()
+        layout = Layout("127.0.0.1", base, 1)
+        if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
+            break
+    data = tempfile.mkdtemp(prefix="shardex-failover-")
+    log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115 - closed in stop_cluster
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", str(replicas),
+         "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+    )  # fmt: skip
+    return proc, layout.frontend, log, data
+
+
+def stop_cluster(proc: subprocess.Popen, log: Any, data: str) -> None:
+    import shutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Replication on vs off, interleaved, fresh clusters."""
+    rows = []
+    for rnd, replicas in enumerate([1, 2, 1, 2]):
+        proc, endpoint, log, data = start_cluster(replicas)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    st = status(endpoint)
+                    if replicas == 1 or len(st.get("isr", [])) == 2:
+                        break
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("cluster not ready")
+                time.sleep(0.2)
+            load = OpenLoop(endpoint, args.rate, f"c{rnd}")
+            time.sleep(args.seconds)
+            load.stop()
+            lat = load.latencies
+            with Client(endpoint, key=False, timeout=5.0) as c:
+                cmds = [(OP_NEW, SYMBOL, f"k{rnd}-{k}", "bench", k % 2, 0, 10_000 + k % 5, 1,
+                         0, False, 0) for k in range(200_000)]  # fmt: skip
+                t0 = time.monotonic()
+                done = 0
+                while time.monotonic() - t0 < args.seconds:
+                    res = c.submit_raw(cmds[done : done + 2000], batch=1, window=16)
+                    done += sum(1 for err, _ in res if err is None)
+                rate = done / (time.monotonic() - t0)
+            row = {"replicas": replicas, "open_p50_ms": round(pct(lat, 50) * 1000, 2),
+                   "open_p99_ms": round(pct(lat, 99) * 1000, 2), "open_errors": load.errors,
+                   "closed_acked_per_s": round(rate)}  # fmt: skip
+            rows.append(row)
+            if not args.json:
+                print(row, flush=True)
+        finally:
+            stop_cluster(proc, log, data)
+    if args.json:
+        print(json.dumps(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=20)
@@ -145,7 +224,12 @@ def main() -> None:
     ap.add_argument("--before", type=float, default=1.5, help="seconds of load before the kill")
     ap.add_argument("--after", type=float, default=3.0, help="seconds of load after the kill")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cost", action="store_true", help="replication on vs off instead")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (--cost)")
     args = ap.parse_args()
+    if args.cost:
+        cost(args)
+        return
     from shardex.node.supervisor import port_free
 
     while True:  # the replicas' ports must be free too

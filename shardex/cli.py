@@ -786,6 +786,8 @@ def engine(
             raise click.UsageError("--role auto with --accounts is not supported yet (phase 2)")
         if keys:
             raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
+        if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
+            raise click.UsageError("--role auto takes --fsync batch or none (phase 1)")
         direct = direct or layout.replica_direct(i, replica)
         pub = pub or layout.replica_pub(i, replica)
         if metrics_port is None:

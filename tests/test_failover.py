@@ -428,3 +428,27 @@ def test_standby_that_is_ahead_starts_over(tmp_path) -> None:
         standby.check_divergence()  # empty now: a prefix of anything
     finally:
         standby.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["engine", "--shard", "0", "--role", "auto", "--insecure"], "needs --data-dir and"),
+        (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
+          "--redis-url", "redis://127.0.0.1:1/0", "--fsync", "always"], "--fsync batch or none"),
+        (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
+          "--redis-url", "redis://127.0.0.1:1/0", "--accounts", "1"], "--accounts"),
+        (["up", "--shards", "1", "--replicas", "2", "--data-dir", "{d}"], "--insecure"),
+        (["up", "--shards", "1", "--replicas", "2", "--insecure", "--no-bridge",
+          "--data-dir", "{d}"], "needs Redis"),
+    ],
+)  # fmt: skip
+def test_replica_options_refused_with_a_reason(tmp_path, args: list[str], reason: str) -> None:
+    from click.testing import CliRunner
+
+    from shardex.cli import main
+
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert reason in result.output, result.output

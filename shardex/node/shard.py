@@ -1030,15 +1030,18 @@ class ShardNode:
                     return
             self._release(self.replies, self.out)
             return
-        batch = journal.buffered() if self.replica is not None and self.held is None else None
+        if self.replica is not None and self.held is None:
+            batch = journal.buffered()
+            if batch is not None:  # shipped before our own fsync, so the two overlap (a batch
+                # the standby has and we lost in a crash was never acked: see replica.py)
+                self.replica.ship(batch[0], batch[1], self.core.engine.seq)
         if self.held is None and journal.pending:
             try:
                 journal.commit()
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
-                batch = None
         if self.replica is not None and self.held is None:
-            self.replicate(batch)
+            self.replicate()
             return
         if self.held is not None and journal.pending > self.held_pending:
             # new commands joined the held batch (they cannot: writes are refused while the
@@ -1054,12 +1057,11 @@ class ShardNode:
 
     # -- replication (issue 15; ``shardex.node.replica``) -----------------------------------------
 
-    def replicate(self, batch: tuple[int, list[Any]] | None) -> None:
-        """After a group commit: ship the batch to the standbys; its replies and events wait
-        until the in-sync standbys have it durably (reads wait too: they may show its state)."""
+    def replicate(self) -> None:
+        """After a group commit (the batch was shipped just before it): its replies and events
+        wait until the in-sync standbys have it durably too (reads wait as well: they may show
+        its state)."""
         seq = self.core.engine.seq
-        if batch is not None:
-            self.replica.ship(batch[0], batch[1], seq)
         if self.replies or self.out:
             self.repl_wait.append((seq, self.replies, self.out))
             self.replies = []
