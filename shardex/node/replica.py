@@ -178,8 +178,8 @@ class Replicator:
             peer.waiting = 0.0  # its ack got lost: send again from what it acked
             peer.sent = peer.acked
         recent = self.recent
-        if recent and recent[0][0] <= peer.sent:
-            for seq0, seq1, payload in recent:
+        if recent and recent[0][0] <= peer.sent and any(b[0] == peer.sent for b in recent):
+            for seq0, seq1, payload in recent:  # (a batch boundary in memory: stream from it)
                 if seq0 < peer.sent:
                     continue
                 if seq0 != peer.sent or not self._rec(peer, seq0, seq1, payload):
@@ -442,12 +442,21 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     if not promoted:
         return
     journal, engine = standby.journal, standby.engine
+    took = time.monotonic()
+    silent = took - standby.last_heard if standby.last_heard else None
     cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": node}
     cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
     shard = ShardNode(cfg, recovered=(engine, journal),
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                             journal, engine.seq))  # fmt: skip
     shard.stop = stop
+    log.warning(
+        "FAILOVER %s leads shard %d at epoch %d from seq %d: lease taken %s after the last "
+        "record from the old leader; sockets up %.0f ms after taking it",
+        node, cfg.index, lease.epoch, engine.seq,
+        f"{silent * 1000:.0f} ms" if silent is not None else "(never followed one)",
+        (time.monotonic() - took) * 1000,
+    )  # fmt: skip
     try:
         shard.run()
     except LeaseLost as exc:
