@@ -370,10 +370,21 @@ def test_up_replicas_2_kill9_leader_stream_contiguous() -> None:
     c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
     try:
         with c.client(account="acct1") as cl:
+            deadline = time.monotonic() + 15
+            while len(cl.status()[0].get("isr", [])) != 2:  # the standby joined
+                assert time.monotonic() < deadline, cl.status()
+                time.sleep(0.1)
             for k in range(20):
                 assert _place_until_ok(cl, cl.order(SYMBOL, "buy", "1", "100", id=f"a{k}")).ok
             leader = cl.status()[0]
             assert leader["role"] == "primary" and leader["epoch"] >= 1
+            import urllib.request
+
+            port = c.layout.replica_metrics(0, int(leader["node"][-1]))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert f'shardex_replica_epoch{{shard="0"}} {leader["epoch"]}.0' in metrics
+            assert 'shardex_replica_in_sync{shard="0"} 2.0' in metrics
             os.kill(leader["pid"], signal.SIGKILL)
             for k in range(20):
                 assert _place_until_ok(cl, cl.order(SYMBOL, "sell", "1", "100", id=f"b{k}")).ok
@@ -452,3 +463,29 @@ def test_replica_options_refused_with_a_reason(tmp_path, args: list[str], reason
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert reason in result.output, result.output
+
+
+def test_journal_record_ranges_and_epoch(tmp_path) -> None:
+    """The journal's additive replication APIs: records from an exact record start (else
+    nothing: the caller must not guess a boundary), and an epoch that never goes down."""
+    journal = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
+    engine = journal.recover().engine
+    starts = []
+    for batch in range(3):
+        starts.append(engine.seq)
+        for k in range(2):
+            cmd = (OP_NEW, SYMBOL, f"b{batch}-{k}", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+            before = engine.seq
+            engine.apply(cmd, [])
+            journal.add(before, cmd)
+        assert journal.buffered() is not None and journal.buffered()[0] == starts[-1]
+        journal.commit()
+        assert journal.buffered() is None
+    assert [s for s, _ in journal.records(starts[1])] == starts[1:]
+    assert [s for s, _ in journal.records(starts[0], limit=2)] == starts[:2]
+    assert journal.records(starts[1] + 1) == []  # inside a record: no guess
+    assert journal.records(engine.seq) == []  # nothing written there yet
+    assert journal.read_epoch() == 0
+    journal.write_epoch(3)
+    journal.write_epoch(2)  # never lowers it
+    assert Journal(tmp_path, DEFAULT_MARKETS).read_epoch() == 3

@@ -658,6 +658,29 @@ class _NodeCollector:
         )
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
+        if node.replica is not None:  # a replicated leader (issue 15)
+            rep = node.replica
+            fam = GaugeMetricFamily("shardex_replica_epoch", "Leader epoch held", labels=["shard"])
+            fam.add_metric(lab, rep.epoch)
+            yield fam
+            fam = GaugeMetricFamily(
+                "shardex_replica_in_sync", "Replicas in the in-sync set (leader included)",
+                labels=["shard"],
+            )  # fmt: skip
+            fam.add_metric(lab, len(rep.isr))
+            yield fam
+            fam = CounterMetricFamily(
+                "shardex_replica_isr_changes", "In-sync set changes (shrink or grow)",
+                labels=["shard"],
+            )  # fmt: skip
+            fam.add_metric(lab, rep.changes)
+            yield fam
+            fam = GaugeMetricFamily(
+                "shardex_replica_lag", "Seq the standby has not acked yet", labels=["shard", "node"]
+            )
+            for peer, lag in rep.info()["lag"].items():
+                fam.add_metric([*lab, peer], lag)
+            yield fam
         if node.cfg.accounts:
             fam = CounterMetricFamily(
                 "shardex_shard_account_link",
