@@ -920,13 +920,13 @@ class ShardNode:
                     ready = self.poller.poll(10 if waiting else 200 if self.replica is None else 20)
                 except zmq.ZMQError:
                     continue  # EINTR from a signal: the loop re-checks ``stop``
+                if self.replica is not None and not self.replica.lease.valid():
+                    continue  # (paused inside poll past our deadline: send and take nothing)
                 for box in self.outboxes:
                     if box.size:
                         box.pump()
                 if self.writer_fd is not None:
                     self.journal_done()  # release what became durable before taking more
-                if self.replica is not None and not self.replica.lease.valid():
-                    continue  # (paused inside poll past our deadline: take nothing in)
                 if ready:
                     if self.zap is not None:
                         self.zap.serve()
