@@ -489,3 +489,53 @@ def test_journal_record_ranges_and_epoch(tmp_path) -> None:
     journal.write_epoch(3)
     journal.write_epoch(2)  # never lowers it
     assert Journal(tmp_path, DEFAULT_MARKETS).read_epoch() == 3
+
+
+def test_standby_ignores_garbage_from_the_replication_link(tmp_path) -> None:
+    """Unreadable or malformed messages on the replication link are logged and skipped; a good
+    record after them is still applied and acknowledged (the standby never crashes on input)."""
+    import zlib
+
+    import zmq
+
+    from shardex.node.replica import ACK, REC, Standby
+    from shardex.wire.protocol import packb, unpackb
+
+    class FakeLease:
+        node = "shard-0.r1"
+
+        def starts(self) -> dict[int, int]:
+            return {}
+
+    d = str(tmp_path / "shard-0.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(FakeLease(), d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)  # type: ignore[arg-type]
+    leader = standby.ctx.socket(zmq.ROUTER)
+    leader.setsockopt(zmq.LINGER, 0)
+    port = leader.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        standby.sock = standby.ctx.socket(zmq.DEALER)
+        standby.sock.setsockopt(zmq.IDENTITY, b"shard-0.r1")
+        standby.sock.connect(f"tcp://127.0.0.1:{port}")
+        standby.sock.send_multipart([b"SUB", packb(("shard-0.r1", 0, 0))])
+        ident, _, _ = leader.recv_multipart()
+        cmd = (OP_NEW, SYMBOL, "g1", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        payload = packb([cmd])
+        for kind, body in [
+            (REC, b"\xc1garbage"),
+            (REC, packb(("x", 0, 0, 0, b""))),
+            (REC, packb((1, 0, 0, 12345, payload))),  # bad crc
+            (REC, packb((1, 0, 0, zlib.crc32(payload), payload))),
+        ]:
+            leader.send_multipart([ident, kind, body])
+        deadline = time.monotonic() + 5
+        while standby.engine.seq == 0 and time.monotonic() < deadline:
+            if standby.sock.poll(100):
+                standby._drain()
+        assert standby.engine.seq > 0
+        _, kind, body = leader.recv_multipart()
+        assert kind == ACK and unpackb(body) == (1, standby.engine.seq)
+        assert _journal_ids(d) == ["g1"] and journal.read_epoch() == 1
+    finally:
+        leader.close(0)
+        standby.close()

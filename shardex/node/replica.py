@@ -265,6 +265,8 @@ class Standby:
         self.last_sub = 0.0
         self.applied = 0
         self.last_warned = 0.0
+        self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
+        self.epoch_of: Journal | None = None
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -360,7 +362,9 @@ class Standby:
     def _drain(self) -> None:
         zmq = self.zmq
         journal, engine = self.journal, self.engine
-        mine = journal.read_epoch()
+        if self.epoch is None or self.epoch_of is not journal:  # (read once per journal)
+            self.epoch, self.epoch_of = journal.read_epoch(), journal
+        mine = self.epoch
         applied = False
         for _ in range(10_000):
             try:
@@ -370,19 +374,27 @@ class Standby:
             except ValueError:
                 continue
             self.last_heard = time.monotonic()
-            msg = unpackb(body)
+            try:
+                msg = unpackb(body)
+            except Exception:
+                log.error("ALERT unreadable replication message (%d bytes) ignored", len(body))
+                continue
             if kind == DIV:
                 raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})")
             if kind != REC or type(msg) is not tuple or len(msg) != 5:
                 continue
             epoch, seq0, seq1, crc, payload = msg
+            ints = (epoch, seq0, seq1, crc)
+            if not all(type(v) is int for v in ints) or type(payload) is not bytes:
+                log.error("ALERT malformed replication record ignored")
+                continue
             if epoch < mine:
                 log.warning("refused a record of epoch %d < %d", epoch, mine)
                 continue
             if epoch > mine:
                 journal.commit()
                 journal.write_epoch(epoch)  # before anything of that epoch is journaled
-                mine = epoch
+                mine = self.epoch = epoch
             if seq0 != engine.seq:
                 if seq0 > engine.seq:  # a gap: ask again from what we have
                     self.last_heard = 0.0
