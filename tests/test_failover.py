@@ -284,8 +284,13 @@ def test_standby_dies_primary_goes_on_and_it_rejoins(pair: Pair) -> None:
         for k in range(30):  # the primary answers alone once it shrank the in-sync set
             assert _place_until_ok(c, c.order(SYMBOL, "sell", "1", "200", id=f"alone{k}")).ok
     assert pair.lease().isr() == [first]
-    pair.start_replica(int(standby[-1]))
-    pair.wait_isr({first, standby})  # it caught up from the primary, then joined
+    load = Load(pair)  # it rejoins while orders keep coming
+    try:
+        pair.start_replica(int(standby[-1]))
+        pair.wait_isr({first, standby})  # it caught up from the primary, then joined
+    finally:
+        load.stop()
+    assert load.acked
     rejoined = replica_dir(pair.data, 0, int(standby[-1]))
     assert {f"alone{k}" for k in range(30)} <= set(_journal_ids(rejoined))
     _replayed_seq(rejoined)  # contiguous

@@ -61,6 +61,10 @@ class Peer:
     heard: float  # monotonic time of its last message
     progress: float  # last time it was caught up or its ack advanced
     waiting: float = 0.0  # a journal catch-up step is out: wait for its ack (time sent)
+    # Joining the in-sync set: the committed seq when it became live (-1: not joining). While
+    # joining, the high watermark waits for it too, so once it has acked the mark it holds
+    # everything ever released, even under a load that never lets it be fully caught up.
+    joining: int = -1
 
 
 class Replicator:
@@ -114,6 +118,9 @@ class Replicator:
             if node != self.node:
                 peer = self.peers.get(node)
                 hw = min(hw, peer.acked if peer is not None else 0)
+        for peer in self.peers.values():
+            if peer.joining >= 0:
+                hw = min(hw, peer.acked)
         return hw
 
     def tick(self, now: float) -> None:
@@ -214,8 +221,17 @@ class Replicator:
                               f"{ISR_TIMEOUT_S:.1f}s)")  # fmt: skip
                 return
         for peer in self.peers.values():
-            if peer.node not in isr and peer.acked >= committed and now - peer.heard < 1.0:
-                self._set_isr([*isr, peer.node], f"{peer.node} caught up at seq {committed}")
+            if peer.node in isr:
+                peer.joining = -1
+                continue
+            live = peer.sent >= committed and not peer.waiting and now - peer.heard < 1.0
+            if peer.joining < 0:
+                if live:
+                    peer.joining, peer.progress = committed, now
+            elif now - peer.progress > ISR_TIMEOUT_S or now - peer.heard > 1.0:
+                peer.joining = -1  # stalled while joining: stop waiting for it
+            elif peer.acked >= peer.joining:
+                self._set_isr([*isr, peer.node], f"{peer.node} caught up at seq {peer.acked}")
                 return
 
     def _set_isr(self, members: list[str], why: str) -> None:
