@@ -283,9 +283,11 @@ def main() -> None:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"failover (kill -9 → first ack from the new leader) over {len(times)} rounds "
-                  f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
-                  f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms")
+            print(
+                f"failover (kill -9 → first ack from the new leader) over {len(times)} rounds "
+                f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
+                f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms"
+            )
             print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup} "
                   "(noisy: shared 2-core box)")  # fmt: skip
     finally:
