@@ -722,6 +722,30 @@ def router(
     callback=_endpoint_cb,
     help="Bind endpoint for the account shards' links [layout, with --accounts].",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["single", "auto"]),
+    default="single",
+    show_default=True,
+    help="single: the only process of its shard (as before); auto: one of two replicas, "
+    "primary or hot standby as the Redis lease decides (issue 15; needs --data-dir, --redis-url).",
+)
+@click.option(
+    "--replica",
+    type=click.IntRange(0, 1),
+    default=0,
+    show_default=True,
+    help="With --role auto: which replica this is (journal DATA_DIR/shard-I for 0, "
+    "DATA_DIR/shard-I.r1 for 1; its own direct/pub/metrics ports [layout]).",
+)
+@click.option("--redis-url", default=None, help="With --role auto: the Redis of the lease.")
+@click.option(
+    "--repl",
+    default=None,
+    callback=_endpoint_cb,
+    help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
+    "learns it from the lease, so on several hosts give an address the other host can reach.",
+)
 @keys_dir_option
 @insecure_option
 def engine(
@@ -747,6 +771,10 @@ def engine(
     insecure: bool,
     accounts: str = "0",
     account_link: str | None = None,
+    role: str = "single",
+    replica: int = 0,
+    redis_url: str | None = None,
+    repl: str | None = None,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
@@ -768,6 +796,19 @@ def engine(
         # shard's own dir is checked too (its recovery re-checks the rebuilt state).
         _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n)
     layout = Layout(host, base_port, n, resolve_routers(routers))
+    if role == "auto":
+        if not data_dir or not redis_url:
+            raise click.UsageError("--role auto needs --data-dir and --redis-url")
+        if accounts:
+            raise click.UsageError("--role auto with --accounts is not supported yet (phase 2)")
+        if keys:
+            raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
+        if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
+            raise click.UsageError("--role auto takes --fsync batch or none (phase 1)")
+        direct = direct or layout.replica_direct(i, replica)
+        pub = pub or layout.replica_pub(i, replica)
+        if metrics_port is None:
+            metrics_port = layout.replica_metrics(i, replica)
     cfg = ShardConfig(
         index=i,
         shards=n,
@@ -790,6 +831,15 @@ def engine(
         if m
         else None,
     )
+    if role == "auto":
+        from shardex.node.replica import replica_dir, run_replicated
+
+        cfg.journal_dir = replica_dir(data_dir, i, replica)  # type: ignore[arg-type]
+        try:
+            run_replicated(cfg, replica, redis_url, repl or layout.repl(i, replica))  # type: ignore[arg-type]
+        except JournalError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     try:
         run_shard(cfg)
     except JournalError as exc:
@@ -865,6 +915,15 @@ def engine(
     help="Account shards M: balances, holds before matching, settlement after (issue 14, "
     "phase 1; 0: off, orders are unfunded as before).",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Processes per engine shard: 2 = a primary and a hot standby with their own journals "
+    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15, phase 1; needs "
+    "Redis and, for now, --insecure); 1: one process per shard.",
+)
 def up(
     shards: str,
     host: str,
@@ -883,6 +942,7 @@ def up(
     keys_dir: str | None,
     insecure: bool,
     accounts: int = 0,
+    replicas: int = 1,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -900,6 +960,16 @@ def up(
     ports = layout.ports()
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
+    if replicas > 1:
+        if no_bridge or ephemeral or accounts or not insecure:
+            raise click.UsageError(
+                "--replicas 2 needs Redis (no --no-bridge), journals (no --ephemeral), no "
+                "--accounts, and --insecure for now (phase 1)"
+            )
+        try:
+            ports += layout.replica_ports()
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     busy = [p for p in ports if not port_free(host, p)]
     if busy:
         raise click.ClickException(
@@ -929,6 +999,7 @@ def up(
             redis=None if no_bridge else (redis_url or "embedded"),
             pub_hwm=pub_hwm,
             keys_dir=keys,
+            replicas=replicas,
         )
     )
 
@@ -1528,6 +1599,12 @@ def status(
             f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s "
             f"{st.get('engine', '-')}"
         )
+        if "role" in st:  # a replicated shard (issue 15): its lease and replication state
+            lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+            click.echo(
+                f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
+                f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+            )
 
 
 def _s(v: Any) -> str:

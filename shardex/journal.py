@@ -81,6 +81,8 @@ _write, _fsync, _ftruncate = os.write, os.fsync, os.ftruncate
 # journal commit for the file's timestamps.
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
+EPOCH_FILE = "epoch"  # highest leader epoch seen (replicated shards, issue 15)
+
 
 class JournalError(Exception):
     """The journal cannot be used as it is; the message names the file and offset."""
@@ -881,6 +883,56 @@ class Journal:
             self._cursor = None
             raise JournalError(f"events {first}..{last} are no longer in the journal")
         return result
+
+    # -- replication (issue 15): additive, used only by ``shardex.node.replica`` ---------------
+
+    def buffered(self) -> tuple[int, list[Command]] | None:
+        """The commands added since the last commit and the seq before the first (None: none):
+        what the next ``commit`` writes, which a primary ships to its standby."""
+        if not self._buf:
+            return None
+        return self._seqs[0], list(self._buf)
+
+    def records(self, first_seq: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` committed records (seq before, msgpack payload), the first starting
+        exactly at ``first_seq`` ([] if no record starts there: trimmed away, or not written
+        yet). Segments wholly before ``first_seq`` are not read."""
+        segs = self.segments()
+        start = 0
+        for k, path in enumerate(segs):
+            if _seq_of(path) <= first_seq:
+                start = k
+        out: list[tuple[int, bytes]] = []
+        for path in segs[start:]:
+            for s, payload in iter_records(path):
+                if s < first_seq:
+                    continue
+                if not out and s != first_seq:
+                    return []
+                out.append((s, payload))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def read_epoch(self) -> int:
+        """The highest leader epoch this journal has seen (0: never replicated)."""
+        try:
+            return int((self.dir / EPOCH_FILE).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def write_epoch(self, epoch: int) -> None:
+        """Record ``epoch`` durably (never lowers it): written before anything of that epoch
+        is journaled, so a node's epoch never goes backwards across restarts."""
+        if epoch <= self.read_epoch():
+            return
+        tmp = self.dir / (EPOCH_FILE + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(f"{epoch}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / EPOCH_FILE)
+        _fsync_dir(self.dir)
 
     def _records_from(self, seq: int) -> Iterator[tuple[int, bytes]]:
         for path in self.segments():

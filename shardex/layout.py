@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 DEFAULT_BASE_PORT = 5555
 MAX_SHARDS = 100  # the layout reserves 100 ports per kind of per-shard endpoint
+REPLICA_BASE = 1100  # --replicas 2: base+1100.. (repl, replica 1's direct/pub/metrics)
 MAX_ROUTERS = 16  # router j >= 1 uses base+10+j (clients), base+40+j (shards), base+70+j (metrics)
 
 
@@ -107,6 +108,47 @@ class Layout:
     def account_direct(self, j: int) -> str:
         """Account shard j's direct port (the bridge's status polls and range repairs)."""
         return self._ep(self.base_port + 700 + j)
+
+    # Replicated shards (issue 15, ``--replicas 2``): replica 0 keeps the classic direct/pub/
+    # metrics ports; replica 1 gets its own (both run on one box here); each replica binds a
+    # replication endpoint its standby connects to. (base+1100.. : base+400..799 belong to the
+    # account tier.)
+    def repl(self, i: int, r: int) -> str:
+        """Replica ``r`` (0 or 1) of shard ``i``: where it ships batches when it leads."""
+        return self._ep(self.base_port + REPLICA_BASE + 100 * self._replica(r) + i)
+
+    def replica_direct(self, i: int, r: int) -> str:
+        if not self._replica(r):
+            return self.direct(i)
+        return self._ep(self.base_port + REPLICA_BASE + 200 + i)
+
+    def replica_pub(self, i: int, r: int) -> str:
+        if not self._replica(r):
+            return self.pub(i)
+        return self._ep(self.base_port + REPLICA_BASE + 300 + i)
+
+    def replica_metrics(self, i: int, r: int) -> int:
+        if not self._replica(r):
+            return self.shard_metrics_port(i)
+        return self.base_port + REPLICA_BASE + 400 + i
+
+    def replica_ports(self) -> list[int]:
+        """The ports ``--replicas 2`` adds (repl endpoints of both, replica 1's own ports)."""
+        base = self.base_port + REPLICA_BASE
+        if base + 500 > 65535:
+            raise ValueError(
+                f"with --replicas 2 the base port must be <= {65535 - REPLICA_BASE - 500}"
+            )
+        out = []
+        for i in range(self.shards):
+            out += [base + i, base + 100 + i, base + 200 + i, base + 300 + i, base + 400 + i]
+        return out
+
+    @staticmethod
+    def _replica(r: int) -> int:
+        if r not in (0, 1):
+            raise ValueError(f"replica must be 0 or 1, got {r}")
+        return r
 
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""

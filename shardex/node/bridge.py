@@ -1065,6 +1065,7 @@ class Bridge:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         if self.key is not None:
             client_socket(sub, self.key)
+        self.sub = sub
         pubs = {t["pub"]: (i, f"shard {i}'s PUB") for i, t in enumerate(self.endpoints)}
         watches = [self._watch(sub, pubs)]
         for st, t in zip(self.shards, self.endpoints, strict=True):
@@ -1128,6 +1129,36 @@ class Bridge:
                 if st.link is not None:
                     st.link.close()
             await self.redis.aclose()
+
+    async def _follow_leader(self, st: ShardState) -> None:
+        """A shard that does not answer may have a new leader elsewhere (issue 15): ask the
+        router, and move this shard's SUB and DEALER to the endpoints of a newer epoch only
+        (the old leader's PUB is disconnected: nothing from an older epoch is read again).
+        Entries are written by seq, so an event seen from both leaders is written once."""
+        old = self.endpoints[st.index]
+        topo = await self.topology()
+        if len(topo) != len(self.endpoints):
+            return
+        new = topo[st.index]
+        if new["epoch"] <= old.get("epoch", 0) or (new["pub"], new["direct"]) == (
+            old["pub"], old["direct"]):  # fmt: skip
+            self.endpoints[st.index] = {**old, "epoch": max(new["epoch"], old.get("epoch", 0))}
+            return
+        log.warning(
+            "shard %d: leader epoch %d now at PUB %s, direct %s (was epoch %s)",
+            st.index, new["epoch"], new["pub"], new["direct"], old.get("epoch"),
+        )  # fmt: skip
+        assert st.link is not None
+        for sock, before, after in ((self.sub, old["pub"], new["pub"]),
+                                    (st.link.sock, old["direct"], new["direct"])):  # fmt: skip
+            if before != after:
+                try:
+                    sock.disconnect(before)
+                except zmq.ZMQError:
+                    pass
+                sock.connect(after)
+        st.link.endpoint = new["direct"]
+        self.endpoints[st.index] = new
 
     async def _sync_last(self) -> None:
         now = time.monotonic()
@@ -1228,6 +1259,7 @@ class Bridge:
                 if not st.unreachable:
                     log.warning("%s does not answer its status requests", st.name)
                     st.unreachable = True
+                await self._follow_leader(st)
             else:
                 if st.unreachable:
                     log.info("%s answers again", st.name)
@@ -1621,7 +1653,8 @@ def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
             pub, direct = t.get("pub"), t.get("direct")
             if type(pub) is not str or type(direct) is not str or not pub or not direct:
                 return None
-            out.append({"pub": pub, "direct": direct})
+            epoch = t.get("epoch")  # a replicated shard's leader epoch (issue 15), else None
+            out.append({"pub": pub, "direct": direct, "epoch": epoch if type(epoch) is int else 0})
         return out
     except TopologyError:
         return None

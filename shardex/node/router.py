@@ -129,6 +129,10 @@ class Router:
         )
         self._route: dict[bytes, int] = {}
         self.topology: dict[int, dict[str, Any]] = {}
+        # Replicated shards (issue 15): the highest leader epoch seen per slot; a HELLO of an
+        # older epoch (a deposed leader) is ignored, so its connection is never routed to.
+        self.epochs: dict[int, int] = {}
+        self.stale_epochs: set[tuple[int, int]] = set()
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * slots
         self.rejected = {
@@ -411,7 +415,20 @@ class Router:
                 self.shards,
             )
             return
-        if self.registry is None and sender != self.identities[i]:
+        epoch = info.get("epoch")
+        if epoch is not None and (type(epoch) is not int or epoch < 1):
+            log.warning("ignoring hello of shard %d with a bad epoch %r", i, epoch)
+            return
+        if epoch is not None and epoch < self.epochs.get(i, 0):
+            if (i, epoch) not in self.stale_epochs:  # logged once per deposed epoch
+                self.stale_epochs.add((i, epoch))
+                log.error("ALERT ignoring shard %d's hello of epoch %d (pid %s): epoch %d leads",
+                          i, epoch, info.get("pid"), self.epochs[i])  # fmt: skip
+            return
+        expected = self.identities[i]
+        if epoch is not None:  # a replicated leader's link is named after its epoch
+            expected += f".e{epoch}".encode()
+        if self.registry is None and sender != expected:
             log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
             return
         if self.registry is not None:
@@ -423,6 +440,9 @@ class Router:
                     "unknown key" if key is None else f"{key.role} key {key.name!r}",
                 )
                 return
+        if epoch is not None and epoch > self.epochs.get(i, 0):
+            log.warning("shard %d: leader epoch %d (pid %s)", i, epoch, info.get("pid"))
+            self.epochs[i] = epoch
         old = self.topology.get(i)
         moved = self.route_ids[i] != sender
         if moved:  # (secure mode) this connection now serves shard i

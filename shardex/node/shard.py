@@ -517,6 +517,9 @@ class ShardConfig:
     # forward orders; 0: off (orders come from clients, as before).
     accounts: int = 0
     account_link: str | None = None
+    # The router link's identity (None: ``shard-I``); a replicated leader uses ``shard-I.eE`` so
+    # the router can tell epochs apart (issue 15).
+    link_identity: str | None = None
 
 
 class Outbox:
@@ -655,6 +658,29 @@ class _NodeCollector:
         )
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
+        if node.replica is not None:  # a replicated leader (issue 15)
+            rep = node.replica
+            fam = GaugeMetricFamily("shardex_replica_epoch", "Leader epoch held", labels=["shard"])
+            fam.add_metric(lab, rep.epoch)
+            yield fam
+            fam = GaugeMetricFamily(
+                "shardex_replica_in_sync", "Replicas in the in-sync set (leader included)",
+                labels=["shard"],
+            )  # fmt: skip
+            fam.add_metric(lab, len(rep.isr))
+            yield fam
+            fam = CounterMetricFamily(
+                "shardex_replica_isr_changes", "In-sync set changes (shrink or grow)",
+                labels=["shard"],
+            )  # fmt: skip
+            fam.add_metric(lab, rep.changes)
+            yield fam
+            fam = GaugeMetricFamily(
+                "shardex_replica_lag", "Seq the standby has not acked yet", labels=["shard", "node"]
+            )
+            for peer, lag in rep.info()["lag"].items():
+                fam.add_metric([*lab, peer], lag)
+            yield fam
         if node.cfg.accounts:
             fam = CounterMetricFamily(
                 "shardex_shard_account_link",
@@ -675,7 +701,14 @@ class ShardNode:
     and refuses new writes until it can (reads go on).
     """
 
-    def __init__(self, cfg: ShardConfig) -> None:
+    def __init__(
+        self,
+        cfg: ShardConfig,
+        recovered: tuple[Engine, Journal] | None = None,
+        replicate: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        """``recovered``: an engine and journal already recovered (a promoted standby's);
+        ``replicate(ctx, zmq)``: builds the ``replica.Replicator`` of a replicated leader."""
         self.cfg = cfg
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
         import zmq  # imported after pinning so no zmq thread exists before the affinity is set
@@ -692,7 +725,7 @@ class ShardNode:
             cfg.index,
             cfg.shards,
             cfg.markets,
-            *self.recover(),
+            *(recovered or self.recover()),
             ring_size=cfg.ring_size,
             registry=self.zap.registry if self.zap else None,
         )
@@ -717,7 +750,13 @@ class ShardNode:
         self.replies: list[tuple[Outbox, list[bytes]]] = []
         self.held: tuple[list[tuple[Outbox, list[bytes]]], list[Event]] | None = None
         self.held_pending = 0  # journal commands waiting with the held batch
+        # Replicated leader (issue 15): each batch's replies and events wait here, (seq after
+        # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
+        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.repl_wait: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
         self._sockets(zmq)
+        if self.replica is not None:
+            self.poller.register(self.replica.sock, zmq.POLLIN)
         self.hello_msg = packb(
             (
                 OP_HELLO,
@@ -779,7 +818,7 @@ class ShardNode:
                 continue
             d = self.ctx.socket(zmq.DEALER)
             if not secure:  # secure: the router learns this link from our signed HELLO instead
-                d.setsockopt(zmq.IDENTITY, f"shard-{cfg.index}".encode())
+                d.setsockopt(zmq.IDENTITY, (cfg.link_identity or f"shard-{cfg.index}").encode())
             d.setsockopt(zmq.LINGER, 0)
             d.setsockopt(zmq.HEARTBEAT_IVL, 500)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
@@ -841,6 +880,7 @@ class ShardNode:
         if (
             JOURNAL_WRITER
             and self.alink is None
+            and self.replica is None  # (the replication hooks are on the loop-thread commit)
             and isinstance(journal, Journal)
             and journal.fsync != "none"
         ):
@@ -869,14 +909,19 @@ class ShardNode:
         try:
             while not self.stop:
                 now = time.monotonic()
+                if self.replica is not None and not self.replica_tick(now):
+                    time.sleep(0.01)  # past our lease deadline: accept and answer nothing
+                    continue
                 self.hello(now)
                 if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
                     self.retry_journal(now)
                 waiting = any(b.size for b in self.outboxes)
                 try:
-                    ready = self.poller.poll(10 if waiting else 200)
+                    ready = self.poller.poll(10 if waiting else 200 if self.replica is None else 20)
                 except zmq.ZMQError:
                     continue  # EINTR from a signal: the loop re-checks ``stop``
+                if self.replica is not None and not self.replica.lease.valid():
+                    continue  # (paused inside poll past our deadline: send and take nothing)
                 for box in self.outboxes:
                     if box.size:
                         box.pump()
@@ -952,6 +997,8 @@ class ShardNode:
             "backlog": len(pending),
             "shed": stats.shed,
         }
+        if self.replica is not None:  # role, epoch, in-sync set, lag: in ``shardex status``
+            info.update(self.replica.info())
         out = self.out
         replies = self.replies
         max_backlog = self.cfg.max_backlog
@@ -1006,11 +1053,19 @@ class ShardNode:
                     return
             self._release(self.replies, self.out)
             return
+        if self.replica is not None and self.held is None:
+            batch = journal.buffered()
+            if batch is not None:  # shipped before our own fsync, so the two overlap (a batch
+                # the standby has and we lost in a crash was never acked: see replica.py)
+                self.replica.ship(batch[0], batch[1], self.core.engine.seq)
         if self.held is None and journal.pending:
             try:
                 journal.commit()
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
+        if self.replica is not None and self.held is None:
+            self.replicate()
+            return
         if self.held is not None and journal.pending > self.held_pending:
             # new commands joined the held batch (they cannot: writes are refused while the
             # journal is down; kept as a safety net so nothing is acknowledged before it is durable)
@@ -1022,6 +1077,37 @@ class ShardNode:
             self.out = []
             return
         self._release(self.replies, self.out)
+
+    # -- replication (issue 15; ``shardex.node.replica``) -----------------------------------------
+
+    def replicate(self) -> None:
+        """After a group commit (the batch was shipped just before it): its replies and events
+        wait until the in-sync standbys have it durably too (reads wait as well: they may show
+        its state)."""
+        seq = self.core.engine.seq
+        if self.replies or self.out:
+            self.repl_wait.append((seq, self.replies, self.out))
+            self.replies = []
+            self.out = []
+        self.release_acked()
+
+    def release_acked(self) -> None:
+        """Release waiting batches up to the high watermark, only while our lease is valid
+        (monotonic local deadline, earlier than its expiry in Redis)."""
+        if not self.replica.lease.valid():
+            return
+        hw = self.replica.hw()
+        wait = self.repl_wait
+        while wait and wait[0][0] <= hw:
+            _, replies, events = wait.popleft()
+            self._release(replies, events)
+
+    def replica_tick(self, now: float) -> bool:
+        """Renew the lease, take acks, release what they cover; False past our deadline
+        (raises ``LeaseLost`` once Redis says the lease is someone else's)."""
+        self.replica.tick(now)
+        self.release_acked()
+        return self.replica.lease.valid()
 
     def _release(self, replies: list[tuple[Outbox, list[bytes]]], events: list[Event]) -> None:
         """Send a durable batch's replies, then publish its events (and keep them for repair)."""
@@ -1245,6 +1331,8 @@ class ShardNode:
         self.last_snap_records = core.journal.records_written
 
     def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
         try:
             self.core.journal.close()  # the writer first writes what is queued, if it can
         except OSError as exc:

@@ -130,10 +130,13 @@ def build_children(
     redis: str | None = "embedded",
     pub_hwm: int | None = None,
     keys_dir: str | None = None,
+    replicas: int = 1,
 ) -> list[Child]:
     """The processes of a cluster, in start order. ``redis``: "embedded" (start one), a URL
     (use it), or None (no Redis and no bridge). ``keys_dir``: the key store every process
-    authenticates with; None: an ``--insecure`` cluster (said to every child)."""
+    authenticates with; None: an ``--insecure`` cluster (said to every child).
+    ``replicas`` 2: each engine shard runs as two ``--role auto`` processes, ``engine.I`` and
+    ``engine.I.r1``, whose lease lives in that Redis (issue 15); 1: one process, as before."""
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
     security = ["--keys-dir", keys_dir] if keys_dir else ["--insecure"]
@@ -164,7 +167,30 @@ def build_children(
         )
         for j in range(layout.routers)
     ]
-    for i in range(layout.shards):
+    lease_url = None
+    if replicas > 1:
+        if redis is None or data_dir is None:
+            raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
+        lease_url = layout.redis_url if redis == "embedded" else redis
+    for i in range(layout.shards if replicas > 1 else 0):
+        for r in range(replicas):
+            children.append(
+                Child(
+                    f"engine.{i}" + (f".r{r}" if r else ""),
+                    [
+                        *exe, "engine", "--shard", str(i), "--shards", str(layout.shards),
+                        "--router", layout.backends, "--role", "auto", "--replica", str(r),
+                        "--redis-url", lease_url, "--repl", layout.repl(i, r),  # type: ignore[list-item]
+                        "--direct", layout.replica_direct(i, r), "--pub", layout.replica_pub(i, r),
+                        "--metrics-port", str(layout.replica_metrics(i, r)),
+                        "--max-backlog", str(max_backlog), *markets,
+                        *([] if pin else ["--no-pin"]),
+                        "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
+                        *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []), *security,
+                    ],
+                )
+            )  # fmt: skip
+    for i in range(layout.shards if replicas == 1 else 0):
         children.append(
             Child(
                 f"engine.{i}",

@@ -1,0 +1,306 @@
+"""Failover time and safety under load (issue 15): kill -9 the primary N times.
+
+Starts ``shardex up --shards 1 --replicas 2 --insecure`` on free loopback ports (temp data dir,
+embedded Redis + bridge), then per round: open-loop orders at ``--rate``/s through the router
+(each order a new id, sent on schedule whatever the replies do), kill -9 of the current leader
+after ``--before`` s, ``--after`` s more load, then wait until the killed replica (restarted by
+the supervisor) is back in the in-sync set.
+
+Per round: failover time = kill → the first successful reply to an order sent after the kill
+(it can only come from the new leader). Over all rounds: p50/p99 of that, and
+lost = orders acknowledged (a reply without error) that are not in the leader's journal at the
+end; duplicated = order ids journaled more than once (each id is sent once). Numbers are noisy
+on a shared box: say so when you quote them.
+
+``--cost`` instead measures what replication costs, interleaved A/B/A/B (``--replicas 1`` then
+``2``, each a fresh cluster with Redis and bridge): open-loop p50/p99 at ``--rate`` orders/s
+(latency from the intended send time) and closed-loop acked orders/s (one order per frame,
+16 frames in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cluster import free_base  # noqa: E402
+
+from shardex.client import Client  # noqa: E402
+from shardex.engine.codes import OP_NEW  # noqa: E402
+from shardex.journal import read_commands  # noqa: E402
+from shardex.layout import Layout  # noqa: E402
+from shardex.node.replica import replica_dir  # noqa: E402
+from shardex.wire.protocol import decode_reply, encode_request  # noqa: E402
+
+SYMBOL = "BTC-USD"
+
+
+class OpenLoop:
+    """One DEALER to the router, driven by one thread (a ZeroMQ socket is not thread-safe):
+    orders leave on a fixed schedule whatever the replies do; replies are read in between."""
+
+    def __init__(self, endpoint: str, rate: float, prefix: str) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.rate = rate
+        self.prefix = prefix
+        self.sent: dict[bytes, tuple[str, float]] = {}  # request id → (order id, sent at)
+        self.intended: dict[bytes, float] = {}  # request id → its scheduled send time
+        self.acked: dict[str, float] = {}  # order id → reply time (successful replies)
+        self.latencies: list[float] = []  # reply time - intended send time (successful)
+        self.errors = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sock = self.sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        k = 0
+        t0 = time.monotonic()
+        drain_until = None
+        while True:
+            now = time.monotonic()
+            if self.stopping.is_set() and drain_until is None:
+                drain_until = now + 0.5  # replies in flight
+            if drain_until is not None and now >= drain_until:
+                return
+            due = t0 + k / self.rate
+            while drain_until is None and due <= now:
+                k += 1
+                oid = f"{self.prefix}-{k}"
+                cmd = (OP_NEW, SYMBOL, oid, "bench", k % 2, 0, 10_000 + k % 5, 1, 0, False, 0)
+                req = k.to_bytes(8, "big")
+                self.sent[req] = (oid, time.monotonic())
+                self.intended[req] = due
+                sock.send_multipart([SYMBOL.encode(), req, encode_request([cmd])])
+                due = t0 + k / self.rate
+            if poller.poll(max(0, int((due - time.monotonic()) * 1000))):
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = time.monotonic()
+                    req = frames[-2]
+                    error, _ = decode_reply(frames[-1])
+                    entry = self.sent.get(req)
+                    if entry is None:
+                        continue
+                    if error is None:
+                        self.acked[entry[0]] = now
+                        self.latencies.append(now - self.intended[req])
+                    else:
+                        self.errors += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def status(endpoint: str) -> dict[str, Any]:
+    with Client(endpoint, key=False, timeout=2.0) as c:
+        return c.status()[0]
+
+
+def wait_full_isr(endpoint: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = status(endpoint)
+            if len(st.get("isr", [])) == 2:
+                return st
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the pair never got back to two in-sync replicas")
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def start_cluster(replicas: int) -> tuple[subprocess.Popen, str, Any, str]:
+    """``shardex up --shards 1 --replicas R --insecure`` on free ports (temp data dir)."""
+    from shardex.node.supervisor import port_free
+
+    while True:  # the replicas' ports must be free too
+        base = free_base()
+        layout = Layout("127.0.0.1", base, 1)
+        if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
+            break
+    data = tempfile.mkdtemp(prefix="shardex-failover-")
+    log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115 - closed in stop_cluster
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", str(replicas),
+         "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+    )  # fmt: skip
+    return proc, layout.frontend, log, data
+
+
+def stop_cluster(proc: subprocess.Popen, log: Any, data: str) -> None:
+    import shutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Replication on vs off, interleaved, fresh clusters."""
+    rows = []
+    for rnd, replicas in enumerate([1, 2, 1, 2]):
+        proc, endpoint, log, data = start_cluster(replicas)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    st = status(endpoint)
+                    if replicas == 1 or len(st.get("isr", [])) == 2:
+                        break
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("cluster not ready")
+                time.sleep(0.2)
+            load = OpenLoop(endpoint, args.rate, f"c{rnd}")
+            time.sleep(args.seconds)
+            load.stop()
+            lat = load.latencies
+            with Client(endpoint, key=False, timeout=5.0) as c:
+                cmds = [(OP_NEW, SYMBOL, f"k{rnd}-{k}", "bench", k % 2, 0, 10_000 + k % 5, 1,
+                         0, False, 0) for k in range(200_000)]  # fmt: skip
+                t0 = time.monotonic()
+                done = 0
+                while time.monotonic() - t0 < args.seconds:
+                    res = c.submit_raw(cmds[done : done + 2000], batch=1, window=16)
+                    done += sum(1 for err, _ in res if err is None)
+                rate = done / (time.monotonic() - t0)
+            row = {"replicas": replicas, "open_p50_ms": round(pct(lat, 50) * 1000, 2),
+                   "open_p99_ms": round(pct(lat, 99) * 1000, 2), "open_errors": load.errors,
+                   "closed_acked_per_s": round(rate)}  # fmt: skip
+            rows.append(row)
+            if not args.json:
+                print(row, flush=True)
+        finally:
+            stop_cluster(proc, log, data)
+    if args.json:
+        print(json.dumps(rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=500.0, help="orders/s, open loop")
+    ap.add_argument("--before", type=float, default=1.5, help="seconds of load before the kill")
+    ap.add_argument("--after", type=float, default=3.0, help="seconds of load after the kill")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cost", action="store_true", help="replication on vs off instead")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (--cost)")
+    args = ap.parse_args()
+    if args.cost:
+        cost(args)
+        return
+    from shardex.node.supervisor import port_free
+
+    while True:  # the replicas' ports must be free too
+        base = free_base()
+        layout = Layout("127.0.0.1", base, 1)
+        if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
+            break
+    data = tempfile.mkdtemp(prefix="shardex-failover-")
+    log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", "2",
+         "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+    )  # fmt: skip
+    times: list[float] = []
+    acked_all: set[str] = set()
+    try:
+        endpoint = layout.frontend
+        wait_full_isr(endpoint)
+        for rnd in range(args.rounds):
+            load = OpenLoop(endpoint, args.rate, f"r{rnd}")
+            time.sleep(args.before)
+            leader = status(endpoint)
+            t_kill = time.monotonic()
+            os.kill(leader["pid"], signal.SIGKILL)
+            time.sleep(args.after)
+            load.stop()
+            after = [(load.acked[oid], oid) for oid, sent in load.sent.values()
+                     if sent > t_kill and oid in load.acked]  # fmt: skip
+            if after:
+                times.append(min(after)[0] - t_kill)
+            acked_all |= set(load.acked)
+            st = wait_full_isr(endpoint)
+            if not args.json:
+                print(f"round {rnd + 1}: killed {leader['node']} (epoch {leader['epoch']}), "
+                      f"{st['node']} leads epoch {st['epoch']}, failover "
+                      f"{times[-1] * 1000 if after else float('nan'):.0f} ms, "
+                      f"{len(load.acked)} acked, {load.errors} errors", flush=True)  # fmt: skip
+        leader = status(endpoint)
+        path = replica_dir(data, 0, int(leader["node"].rsplit(".r", 1)[1]))
+        ids = Counter(cmd[2] for _, cmd in read_commands(path) if cmd[0] == OP_NEW)
+        lost = len(acked_all - set(ids))
+        dup = sum(1 for n in ids.values() if n > 1)
+        result = {
+            "rounds": args.rounds, "rate": args.rate, "measured": len(times),
+            "failover_p50_ms": round(pct(times, 50) * 1000, 1) if times else None,
+            "failover_p99_ms": round(pct(times, 99) * 1000, 1) if times else None,
+            "failover_max_ms": round(max(times) * 1000, 1) if times else None,
+            "acked": len(acked_all), "lost": lost, "duplicated": dup,
+        }  # fmt: skip
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(
+                f"failover (kill -9 → first ack from the new leader) over {len(times)} rounds "
+                f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
+                f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms"
+            )
+            print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup} "
+                  "(noisy: shared 2-core box)")  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        import shutil
+
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,546 @@
+"""Failover (issue 15, phase 1): a hot standby per shard, the Redis lease, epoch fencing.
+
+Real processes: a real redis-server, one router, two ``shardex engine --role auto`` replicas of
+one shard (each with its own journal), clients through the router. Nothing here asserts time;
+``bench/failover.py`` prints failover times.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import _TEST_LOGS, LOG_DIR, ROOT, RedisServer, free_layout
+
+from shardex.client import Client
+from shardex.engine import Engine
+from shardex.engine.codes import OP_NEW
+from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.journal import Journal, read_commands
+from shardex.lease import Lease, LeaseLost, parse_holder
+from shardex.node.replica import replica_dir
+
+SYMBOL = "BTC-USD"
+
+
+class Pair:
+    """A router and two replicas of shard 0 on free ports, insecure, with one Redis."""
+
+    def __init__(self, tmp: Path, redis_url: str) -> None:
+        self.layout = free_layout(1)
+        while True:  # the replication ports must be free too
+            try:
+                from shardex.node.supervisor import port_free
+
+                if all(port_free("127.0.0.1", p) for p in self.layout.replica_ports()):
+                    break
+            except ValueError:
+                pass
+            self.layout = free_layout(1)
+        self.data = str(tmp / "data")
+        self.redis_url = redis_url
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Any] = {}
+        self.start("router", ["router", "--shards", "1"])
+        self.start_replica(0)
+        self.wait_leader()
+        self.start_replica(1)
+
+    def start(self, name: str, args: list[str]) -> None:
+        path = LOG_DIR / f"shardex-failover-{self.layout.base_port}-{name}.log"
+        _TEST_LOGS.append(path)
+        log = self.logs.get(name) or open(path, "ab")  # noqa: SIM115 - closed in stop()
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "shardex.cli", *args, "--base-port",
+             str(self.layout.base_port), "--insecure"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+
+    def start_replica(self, r: int) -> None:
+        self.start(f"r{r}", [
+            "engine", "--shard", "0", "--shards", "1", "--role", "auto", "--replica", str(r),
+            "--redis-url", self.redis_url, "--data-dir", self.data, "--no-pin",
+            "--metrics-port", "0",
+        ])  # fmt: skip
+
+    def lease(self) -> Lease:
+        import redis
+
+        return Lease(redis.Redis.from_url(self.redis_url), 0, "test-observer", "none")
+
+    def wait_leader(self, not_node: str | None = None, timeout: float = 15.0) -> str:
+        lease = self.lease()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = lease.holder()
+            if h is not None and h.node != not_node:
+                return h.node
+            time.sleep(0.05)
+        raise TimeoutError("no leader")
+
+    def wait_isr(self, members: set[str], timeout: float = 15.0) -> None:
+        lease = self.lease()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(lease.isr()) == members:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"in-sync set {lease.isr()} never became {members}")
+
+    def client(self) -> Client:
+        return Client(self.layout.frontend, timeout=3.0, key=False, account="acct1")
+
+    def proc_of(self, node: str) -> subprocess.Popen:
+        return self.procs["r" + node.rsplit(".r", 1)[1]]
+
+    def output(self, name: str) -> str:
+        log = self.logs[name]
+        log.flush()
+        return Path(log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    proc.terminate()
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        for log in self.logs.values():
+            log.close()
+
+
+@pytest.fixture
+def pair(tmp_path) -> Any:
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(str(tmp_path / "redis"))
+    p = Pair(tmp_path, redis.url)
+    p.redis = redis  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        p.stop()
+        redis.stop()
+
+
+def _place_until_ok(c: Client, cmd: dict[str, Any], timeout: float = 10.0) -> Any:
+    """Send one order until it has a definite answer (the router answers "unavailable" and
+    requests time out while the leader changes); the same id each time: never twice."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.submit_many([cmd])[0]
+        if r.error is None:
+            return r
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer for {cmd['id']}: {r.error}")
+        time.sleep(0.05)
+
+
+def _journal_ids(path: str) -> list[str]:
+    """Ids of the new orders journaled in ``path`` (read-only: the journal may be live)."""
+    return [cmd[2] for _, cmd in read_commands(path) if cmd[0] == OP_NEW]
+
+
+def _replayed_seq(path: str) -> int:
+    """Replay ``path``'s commands in a fresh engine, checking each record starts where the one
+    before ended (one contiguous seq history, across the epochs); the final seq."""
+    engine = Engine(DEFAULT_MARKETS)
+    last_record = None
+    for seq, cmd in read_commands(path):
+        if seq != last_record:
+            assert seq == engine.seq, f"record at seq {seq} after seq {engine.seq}: a gap"
+            last_record = seq
+        engine.apply(cmd, [])
+    return engine.seq
+
+
+class Load:
+    """Orders placed one after another until stopped; records which were acknowledged."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.acked: list[str] = []
+        self.errors = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with self.pair.client() as c:
+            k = 0
+            while not self.stopping.is_set():
+                k += 1
+                cmd = c.order(SYMBOL, "buy" if k % 2 else "sell", "1", str(100 + k % 7),
+                              id=f"o{k}")  # fmt: skip
+                r = c.submit_many([cmd])[0]
+                if r.error is None:
+                    self.acked.append(cmd["id"])
+                else:
+                    self.errors += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
+def test_kill9_primary_under_load_loses_nothing_acked(pair: Pair) -> None:
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    load = Load(pair)
+    time.sleep(1.5)
+    before_kill = list(load.acked)
+    pair.proc_of(first).send_signal(signal.SIGKILL)
+    second = pair.wait_leader(not_node=first)
+    assert second != first
+    time.sleep(2.0)  # the load goes on against the new leader
+    load.stop()
+    assert before_kill, "no order was acknowledged before the kill"
+    with pair.client() as c:
+        r = _place_until_ok(c, c.order(SYMBOL, "buy", "1", "1", id="after"))
+        assert r.ok
+        status = c.status()
+    # every order acknowledged (before and after the kill) is in the new leader's journal, once
+    new_dir = replica_dir(pair.data, 0, int(second[-1]))
+    ids = _journal_ids(new_dir)
+    loaded = [i for i in ids if i.startswith("o")]  # (each sent once: never retried)
+    assert len(loaded) == len(set(loaded)), "an order was journaled twice"
+    missing = set(load.acked) - set(ids)
+    assert not missing, f"acknowledged orders lost in the failover: {sorted(missing)[:10]}"
+    assert "after" in ids
+    # the seq continues: the new leader's journal replays to one contiguous history, to the
+    # seq it serves
+    assert _replayed_seq(new_dir) == status[0]["seq"]
+    epoch = parse_holder(pair.lease().r.get("shardex:lease:0")).epoch
+    assert Journal(new_dir, DEFAULT_MARKETS).read_epoch() == epoch >= 2
+
+
+def test_sigstop_primary_is_fenced_after_resume(pair: Pair) -> None:
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    old = pair.proc_of(first)
+    old_dir = replica_dir(pair.data, 0, int(first[-1]))
+    with pair.client() as c:
+        assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "50", id="pre")).ok
+    old.send_signal(signal.SIGSTOP)
+    second = pair.wait_leader(not_node=first)
+    with pair.client() as c:
+        assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "51", id="during")).ok
+    time.sleep(max(0.0, 3.0 - 1.5))
+    seq_before_resume = max((s for s, _ in read_commands(old_dir)), default=0)
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)  # the old leader's event stream: silent after resume
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(pair.layout.replica_pub(0, int(first[-1])))
+    time.sleep(0.2)
+    old.send_signal(signal.SIGCONT)
+    with pair.client() as c:  # requests while the old leader is awake again
+        for k in range(20):
+            assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "52", id=f"post{k}")).ok
+    try:
+        old.wait(10)  # it learns it lost the lease and exits (the supervisor would restart it)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the deposed leader did not exit after resuming")
+    assert old.returncode == 3
+    published = sub.poll(200)
+    sub.close(0)
+    assert not published, "the deposed leader published after it resumed"
+    # it journaled (accepted) nothing after it resumed, and the router never routed to it
+    assert max((s for s, _ in read_commands(old_dir)), default=0) == seq_before_resume
+    assert not {f"post{k}" for k in range(20)} & set(_journal_ids(old_dir))
+    new_ids = _journal_ids(replica_dir(pair.data, 0, int(second[-1])))
+    assert {"pre", "during", *(f"post{k}" for k in range(20))} <= set(new_ids)
+    assert "lost the lease" in pair.output("r" + first[-1])
+    # restarted (as the supervisor would), it rejoins as a standby and catches up
+    pair.start_replica(int(first[-1]))
+    pair.wait_isr({first, second})
+    assert {f"post{k}" for k in range(20)} <= set(_journal_ids(old_dir))
+    _replayed_seq(old_dir)  # one contiguous history again
+
+
+def test_standby_dies_primary_goes_on_and_it_rejoins(pair: Pair) -> None:
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    standby = "shard-0.r1" if first == "shard-0.r0" else "shard-0.r0"
+    pair.proc_of(standby).send_signal(signal.SIGKILL)
+    pair.proc_of(standby).wait(5)
+    with pair.client() as c:
+        for k in range(30):  # the primary answers alone once it shrank the in-sync set
+            assert _place_until_ok(c, c.order(SYMBOL, "sell", "1", "200", id=f"alone{k}")).ok
+    assert pair.lease().isr() == [first]
+    load = Load(pair)  # it rejoins while orders keep coming
+    try:
+        pair.start_replica(int(standby[-1]))
+        pair.wait_isr({first, standby})  # it caught up from the primary, then joined
+    finally:
+        load.stop()
+    assert load.acked
+    rejoined = replica_dir(pair.data, 0, int(standby[-1]))
+    assert {f"alone{k}" for k in range(30)} <= set(_journal_ids(rejoined))
+    _replayed_seq(rejoined)  # contiguous
+
+
+def test_redis_restart_no_split_brain(pair: Pair) -> None:
+    """Redis (the lease's home) stops for 2 s and comes back with its AOF: the leader stops
+    answering at its deadline, one leader serves afterwards, nothing acknowledged is lost, and
+    both replicas end in sync on one history."""
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    acked = []
+    with pair.client() as c:
+        for k in range(10):
+            assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "60", id=f"pre{k}")).ok
+            acked.append(f"pre{k}")
+    pair.redis.stop()  # type: ignore[attr-defined]
+    with pair.client() as c:  # acked only while the leader's lease deadline holds
+        for k in range(10):
+            r = c.submit_many([c.order(SYMBOL, "buy", "1", "61", id=f"mid{k}")])[0]
+            if r.error is None:
+                acked.append(f"mid{k}")
+    time.sleep(2.0)
+    pair.redis.start()  # type: ignore[attr-defined]
+    with pair.client() as c:
+        for k in range(10):
+            assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "62", id=f"post{k}")).ok
+            acked.append(f"post{k}")
+    leader = pair.wait_leader()
+    lease = pair.lease()
+    deadline = time.monotonic() + 15
+    while set(lease.isr()) != {"shard-0.r0", "shard-0.r1"}:
+        assert time.monotonic() < deadline, f"in-sync set stays {lease.isr()}"
+        for r in (0, 1):  # a leader that lost its lease exits (3): restart it, as supervised
+            proc = pair.procs[f"r{r}"]
+            if proc.poll() is not None:
+                assert proc.returncode == 3
+                pair.start_replica(r)
+        time.sleep(0.1)
+    with pair.client() as c:
+        seq = c.status()[0]["seq"]
+    for r in (0, 1):  # both hold every acknowledged order, on one contiguous history
+        path = replica_dir(pair.data, 0, r)
+        deadline = time.monotonic() + 10
+        while _replayed_seq(path) < seq and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not set(acked) - set(_journal_ids(path)), f"replica {r} lacks acked orders"
+        assert _replayed_seq(path) == seq
+    assert first and leader  # (either may lead afterwards: exactly one holds the lease)
+
+
+def test_lease_is_exclusive_and_fenced(redis_server: RedisServer) -> None:
+    """The lease on its own: one holder; a non-member may not take it; epochs only grow."""
+    import redis
+
+    r = redis.Redis(port=redis_server.port)
+    a = Lease(r, 7, "a", "tcp://a", ttl_ms=300, renew_ms=100)
+    b = Lease(r, 7, "b", "tcp://b", ttl_ms=300, renew_ms=100)
+    assert a.try_acquire(0, 0)[0] == 1
+    assert b.try_acquire(0, 0) == (0, "held")
+    assert a.renew() and a.valid()
+    time.sleep(0.4)  # a stopped renewing: expired; b is not in the in-sync set {a}
+    assert not a.valid()
+    epoch, why = b.try_acquire(0, 0)
+    assert epoch == 0 and "in-sync" in why
+    assert a.try_acquire(5, 10)[0] == 6  # the journal's floor wins over the counter
+    assert a.set_isr(["a", "b"])
+    a.release()
+    assert b.try_acquire(0, 20)[0] == 7
+    with pytest.raises(LeaseLost):
+        a.value = "6|a|tcp://a"
+        a.renew()
+    assert b.starts() == {1: 0, 6: 10, 7: 20}
+
+
+def test_up_replicas_2_kill9_leader_stream_contiguous() -> None:
+    """``shardex up --replicas 2`` end to end: the supervisor's pair, the embedded Redis and the
+    bridge; kill -9 the leader: orders go on, the Redis stream stays contiguous, no duplicate."""
+    import redis
+    from conftest import Cluster
+
+    c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
+    try:
+        with c.client(account="acct1") as cl:
+            deadline = time.monotonic() + 15
+            while len(cl.status()[0].get("isr", [])) != 2:  # the standby joined
+                assert time.monotonic() < deadline, cl.status()
+                time.sleep(0.1)
+            for k in range(20):
+                assert _place_until_ok(cl, cl.order(SYMBOL, "buy", "1", "100", id=f"a{k}")).ok
+            leader = cl.status()[0]
+            assert leader["role"] == "primary" and leader["epoch"] >= 1
+            import urllib.request
+
+            port = c.layout.replica_metrics(0, int(leader["node"][-1]))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert f'shardex_replica_epoch{{shard="0"}} {leader["epoch"]}.0' in metrics
+            assert 'shardex_replica_in_sync{shard="0"} 2.0' in metrics
+            os.kill(leader["pid"], signal.SIGKILL)
+            for k in range(20):
+                assert _place_until_ok(cl, cl.order(SYMBOL, "sell", "1", "100", id=f"b{k}")).ok
+            after = cl.status()[0]
+        assert after["pid"] != leader["pid"] and after["epoch"] > leader["epoch"]
+        r = redis.Redis(port=c.layout.redis_port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seqs = [int(i.split(b"-")[0]) for i, _ in r.xrange("shardex:events:0")]
+            if seqs and seqs[-1] >= after["seq"]:
+                break
+            time.sleep(0.1)
+        assert seqs == list(range(1, after["seq"] + 1)), "the events stream has a gap or a dup"
+        if after["node"] != leader["node"]:  # the other replica leads, on other ports
+            assert "now at PUB" in c.output()  # the bridge followed it
+    finally:
+        c.stop()
+
+
+def test_standby_that_is_ahead_starts_over(tmp_path) -> None:
+    """A deposed leader whose journal runs past the start of the next epoch (records it
+    committed but never got acked) moves its journal aside and starts from an empty one."""
+    from shardex.node.replica import Diverged, Standby
+
+    d = str(tmp_path / "shard-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    engine = journal.recover().engine
+    for k in range(3):
+        cmd = (OP_NEW, SYMBOL, f"x{k}", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        before = engine.seq
+        engine.apply(cmd, [])
+        journal.add(before, cmd)
+    journal.commit()
+    journal.write_epoch(1)
+    ahead = engine.seq
+
+    class FakeLease:
+        node = "shard-0.r0"
+
+        def starts(self) -> dict[int, int]:
+            return {1: 0, 2: ahead - 1}  # epoch 2 began one seq before our end
+
+    standby = Standby(FakeLease(), d, DEFAULT_MARKETS, "none", journal, engine)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(Diverged):
+            standby.check_divergence()
+        standby.start_over("test")
+        assert standby.engine.seq == 0 and standby.journal.read_epoch() == 0
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith("shard-0.diverged-")]
+        assert len(aside) == 1 and _journal_ids(str(aside[0])) == ["x0", "x1", "x2"]
+        FakeLease.starts = lambda self: {1: 0, 2: 5}  # type: ignore[method-assign]
+        standby.check_divergence()  # empty now: a prefix of anything
+    finally:
+        standby.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["engine", "--shard", "0", "--role", "auto", "--insecure"], "needs --data-dir and"),
+        (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
+          "--redis-url", "redis://127.0.0.1:1/0", "--fsync", "always"], "--fsync batch or none"),
+        (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
+          "--redis-url", "redis://127.0.0.1:1/0", "--accounts", "1"], "--accounts"),
+        (["up", "--shards", "1", "--replicas", "2", "--data-dir", "{d}"], "--insecure"),
+        (["up", "--shards", "1", "--replicas", "2", "--insecure", "--no-bridge",
+          "--data-dir", "{d}"], "needs Redis"),
+    ],
+)  # fmt: skip
+def test_replica_options_refused_with_a_reason(tmp_path, args: list[str], reason: str) -> None:
+    from click.testing import CliRunner
+
+    from shardex.cli import main
+
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert reason in result.output, result.output
+
+
+def test_journal_record_ranges_and_epoch(tmp_path) -> None:
+    """The journal's additive replication APIs: records from an exact record start (else
+    nothing: the caller must not guess a boundary), and an epoch that never goes down."""
+    journal = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
+    engine = journal.recover().engine
+    starts = []
+    for batch in range(3):
+        starts.append(engine.seq)
+        for k in range(2):
+            cmd = (OP_NEW, SYMBOL, f"b{batch}-{k}", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+            before = engine.seq
+            engine.apply(cmd, [])
+            journal.add(before, cmd)
+        assert journal.buffered() is not None and journal.buffered()[0] == starts[-1]
+        journal.commit()
+        assert journal.buffered() is None
+    assert [s for s, _ in journal.records(starts[1])] == starts[1:]
+    assert [s for s, _ in journal.records(starts[0], limit=2)] == starts[:2]
+    assert journal.records(starts[1] + 1) == []  # inside a record: no guess
+    assert journal.records(engine.seq) == []  # nothing written there yet
+    assert journal.read_epoch() == 0
+    journal.write_epoch(3)
+    journal.write_epoch(2)  # never lowers it
+    assert Journal(tmp_path, DEFAULT_MARKETS).read_epoch() == 3
+
+
+def test_standby_ignores_garbage_from_the_replication_link(tmp_path) -> None:
+    """Unreadable or malformed messages on the replication link are logged and skipped; a good
+    record after them is still applied and acknowledged (the standby never crashes on input)."""
+    import zlib
+
+    import zmq
+
+    from shardex.node.replica import ACK, REC, Standby
+    from shardex.wire.protocol import packb, unpackb
+
+    class FakeLease:
+        node = "shard-0.r1"
+
+        def starts(self) -> dict[int, int]:
+            return {}
+
+    d = str(tmp_path / "shard-0.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(FakeLease(), d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)  # type: ignore[arg-type]
+    leader = standby.ctx.socket(zmq.ROUTER)
+    leader.setsockopt(zmq.LINGER, 0)
+    port = leader.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        standby.sock = standby.ctx.socket(zmq.DEALER)
+        standby.sock.setsockopt(zmq.IDENTITY, b"shard-0.r1")
+        standby.sock.connect(f"tcp://127.0.0.1:{port}")
+        standby.sock.send_multipart([b"SUB", packb(("shard-0.r1", 0, 0))])
+        ident, _, _ = leader.recv_multipart()
+        cmd = (OP_NEW, SYMBOL, "g1", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        payload = packb([cmd])
+        for kind, body in [
+            (REC, b"\xc1garbage"),
+            (REC, packb(("x", 0, 0, 0, b""))),
+            (REC, packb((1, 0, 0, 12345, payload))),  # bad crc
+            (REC, packb((1, 0, 0, zlib.crc32(payload), payload))),
+        ]:
+            leader.send_multipart([ident, kind, body])
+        deadline = time.monotonic() + 5
+        while standby.engine.seq == 0 and time.monotonic() < deadline:
+            if standby.sock.poll(100):
+                standby._drain()
+        assert standby.engine.seq > 0
+        _, kind, body = leader.recv_multipart()
+        assert kind == ACK and unpackb(body) == (1, standby.engine.seq)
+        assert _journal_ids(d) == ["g1"] and journal.read_epoch() == 1
+    finally:
+        leader.close(0)
+        standby.close()
