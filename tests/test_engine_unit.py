@@ -747,7 +747,7 @@ def test_edge_reject_reason_is_bounded(h):
 def test_edge_reject_code_is_its_fifth_field_or_malformed(h):
     """A coded OP_REJECT keeps its code; one from before codes (4 fields) or with a code the
     engine does not know is ``malformed``: an old journal replays to the same events plus that."""
-    from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD
+    from shardex.engine.codes import OP_REJECT, REJ_NOT_ALLOWED, REJ_WRONG_SHARD, REJECT_NAMES
 
     out: list = []
     h.engine.apply((OP_REJECT, "BTC-USD", "x", "account a not allowed for this key",
@@ -755,7 +755,7 @@ def test_edge_reject_code_is_its_fifth_field_or_malformed(h):
     h.engine.apply((OP_REJECT, "BTC-USD", "x", "symbol BTC-USD belongs to shard 1, not 0",
                     REJ_WRONG_SHARD), out)  # fmt: skip
     h.engine.apply((OP_REJECT, "BTC-USD", "x", "line 3: invalid JSON"), out)
-    for bad in (-1, 13, 10**30, True, "wrong_shard", None, 1.0):
+    for bad in (-1, len(REJECT_NAMES), 10**30, True, "wrong_shard", None, 1.0):
         h.engine.apply((OP_REJECT, "BTC-USD", "x", "why", bad), out)
     codes = [event_to_json(e, DEFAULT_MARKETS)["code"] for e in out]
     assert codes == ["not_allowed", "wrong_shard"] + ["malformed"] * 8

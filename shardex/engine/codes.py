@@ -76,7 +76,12 @@ MAX_ID_LEN = 64
     REJ_AMEND_INCREASE,
     REJ_WRONG_SHARD,
     REJ_NOT_ALLOWED,
-) = range(13)
+    # the account tier's (``shardex.accounts.codes`` uses the same numbers): only account
+    # shards emit them
+    REJ_INSUFFICIENT_FUNDS,
+    REJ_UNKNOWN_ASSET,
+    REJ_DUPLICATE_REF,
+) = range(16)
 REJECT_NAMES = (
     "malformed",
     "invalid",
