@@ -799,7 +799,7 @@ def engine(
     if role == "auto":
         if not data_dir or not redis_url:
             raise click.UsageError("--role auto needs --data-dir and --redis-url")
-        if accounts:
+        if resolve_accounts(accounts):
             raise click.UsageError("--role auto with --accounts is not supported yet (phase 2)")
         if keys:
             raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
