@@ -78,6 +78,33 @@ def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
     raise RuntimeError("no free port range found")
 
 
+def listening(port: int) -> bool:
+    """True when something LISTENs on 127.0.0.1/0.0.0.0:``port`` (read from /proc, so asking
+    never connects: connecting to a port nobody listens on yet can self-connect and take it)."""
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    if f[1].endswith(want) and f[3] == "0A":  # 0A: LISTEN
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_listening(ports: list[int], timeout: float = 20.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(listening(p) for p in ports):
+        if proc is not None and proc.poll() is not None:
+            return  # it died: the caller reports why
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ports {ports} not listening within {timeout}s")
+        time.sleep(0.05)
+
+
 def wait_for_cluster(layout: Layout, timeout: float = 20.0, key: Path | None = None) -> dict:
     """The topology once every shard registered; ``key``: the admin key file to ask with (it
     appears once ``shardex up`` created the cluster's keys), None for an insecure cluster."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import free_layout
+from conftest import free_layout, wait_listening
 
 import shardex.journal as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
@@ -251,6 +251,9 @@ class GatedShard:
              "--metrics-port", "0", *self.extra],
             stdout=self.log, stderr=self.log, env=self.env,
         )  # fmt: skip
+        # connect only once the shard listens (a connect to a port not bound yet can take it)
+        wait_listening([int(ep.rsplit(":", 1)[1]) for ep in (self.direct, self.pub)],
+                       proc=self.proc)  # fmt: skip
         self.dealer.connect(self.direct)
         self.sub.connect(self.pub)
         deadline = time.monotonic() + 20

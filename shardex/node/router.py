@@ -526,7 +526,11 @@ class RouterNode:
         front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
         if server is not None:
             server_socket(front, server, DOMAIN_CLIENTS)
-        self.front_open = False  # bound by ``open_front`` once the shards have registered
+        # Bound at once (a port that is not listening yet can be taken by a client's own
+        # connect: Linux may pick the very port as its ephemeral source, a self-connection), but
+        # read only once the shards have registered (``open_front``).
+        front.bind(cfg.frontend)
+        self.front_open = False
         back = self.back = self.ctx.socket(zmq.ROUTER)
         back.setsockopt(zmq.LINGER, 0)
         back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
@@ -538,18 +542,18 @@ class RouterNode:
             server_socket(back, server, DOMAIN_SHARDS)
         back.bind(cfg.backend)
         self.poller = zmq.Poller()
-        self.poller.register(front, zmq.POLLIN)
         self.poller.register(back, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
         self.recv = _recv_with_user if self.zap is not None else _recv
 
     def open_front(self, now: float, started: float) -> None:
-        """Take clients only once every shard has registered (or after ``open_after`` s).
+        """Read clients only once every shard has registered (or after ``open_after`` s).
 
-        A router that took clients at once would answer ``shard unavailable`` until the shards'
+        A router that read clients at once would answer ``shard unavailable`` until the shards'
         next hello: with several routers, a restarted one would fail requests that its peers
-        could serve. Clients' DEALERs (IMMEDIATE) never send to a router that is not bound.
+        could serve. Until then requests wait in the socket (bounded by its RCVHWM): a delay
+        of at most a hello interval, not a failure.
         """
         router = self.router
         if all(r is not None for r in router.route_ids) and len(router.topology) == router.slots:
@@ -558,7 +562,7 @@ class RouterNode:
             why = f"not every shard registered within {self.cfg.open_after:.0f}s"
         else:
             return
-        self.front.bind(self.cfg.frontend)
+        self.poller.register(self.front, zmq.POLLIN)
         self.front_open = True
         log.info("taking clients on %s (%s)", self.cfg.frontend, why)
 
