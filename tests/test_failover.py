@@ -48,10 +48,14 @@ class Pair:
         self.redis_url = redis_url
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Any] = {}
-        self.start("router", ["router", "--shards", "1"])
-        self.start_replica(0)
-        self.wait_leader()
-        self.start_replica(1)
+        try:
+            self.start("router", ["router", "--shards", "1"])
+            self.start_replica(0)
+            self.wait_leader()
+            self.start_replica(1)
+        except BaseException:
+            self.stop()  # a start that fails must not leave the router running
+            raise
 
     def start(self, name: str, args: list[str]) -> None:
         path = LOG_DIR / f"shardex-failover-{self.layout.base_port}-{name}.log"
