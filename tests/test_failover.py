@@ -132,7 +132,11 @@ class Pair:
 def pair(tmp_path) -> Any:
     (tmp_path / "redis").mkdir()
     redis = RedisServer(str(tmp_path / "redis"))
-    p = Pair(tmp_path, redis.url)
+    try:
+        p = Pair(tmp_path, redis.url)  # stops what it started if it fails
+    except BaseException:
+        redis.stop()  # and so does the fixture: no redis-server left behind
+        raise
     p.redis = redis  # type: ignore[attr-defined]
     try:
         yield p
