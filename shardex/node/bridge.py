@@ -383,24 +383,31 @@ def check_account_events(events: Any, assets: AssetTable) -> tuple[list[tuple], 
     return good, len(events) - len(good)
 
 
+def _pub_envelope(payload: Any, shards: int, what: str) -> tuple[int, Any]:
+    """``[VERSION, shard, events]`` of an engine or account shard's PUB → (shard, events),
+    checked as a whole (``Malformed`` if not); the events are the caller's to check."""
+    if not isinstance(payload, bytes):
+        raise Malformed("payload is not bytes")
+    try:
+        msg = unpackb(payload)
+    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
+        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
+    if type(msg) is not tuple or len(msg) != 3:
+        raise Malformed(f"expected [version, {what}, events]")
+    version, shard, events = msg
+    if type(version) is not int or version != VERSION:
+        raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
+    if type(shard) is not int or not 0 <= shard < shards:
+        raise Malformed(f"{what} {str(shard)[:20]!r} is not one of 0..{shards - 1}")
+    return shard, events
+
+
 def decode_account_pub(
     payload: Any, shards: int, assets: AssetTable
 ) -> tuple[int, list[tuple], int]:
     """One account shard PUB payload ``[VERSION, j, [event, ...]]`` → (j, good events, bad
     count); ``Malformed`` when the message as a whole is unusable (as ``decode_pub``)."""
-    if not isinstance(payload, bytes):
-        raise Malformed("payload is not bytes")
-    try:
-        msg = unpackb(payload)
-    except Exception as exc:
-        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
-    if type(msg) is not tuple or len(msg) != 3:
-        raise Malformed("expected [version, account shard, events]")
-    version, shard, events = msg
-    if type(version) is not int or version != VERSION:
-        raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
-    if type(shard) is not int or not 0 <= shard < shards:
-        raise Malformed(f"account shard {str(shard)[:20]!r} is not one of 0..{shards - 1}")
+    shard, events = _pub_envelope(payload, shards, "account shard")
     good, bad = check_account_events(events, assets)
     return shard, good, bad
 
@@ -413,19 +420,7 @@ def decode_pub(
     Raises ``Malformed`` when the message as a whole is unusable (not msgpack, wrong shape or
     version, a shard index outside ``0..shards-1``).
     """
-    if not isinstance(payload, bytes):
-        raise Malformed("payload is not bytes")
-    try:
-        msg = unpackb(payload)
-    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
-        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
-    if type(msg) is not tuple or len(msg) != 3:
-        raise Malformed("expected [version, shard, events]")
-    version, shard, events = msg
-    if type(version) is not int or version != VERSION:
-        raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
-    if type(shard) is not int or not 0 <= shard < shards:
-        raise Malformed(f"shard {str(shard)[:20]!r} is not one of 0..{shards - 1}")
+    shard, events = _pub_envelope(payload, shards, "shard")
     good, bad = check_events(events, markets)
     return shard, good, bad
 
