@@ -441,6 +441,14 @@ fsync_option = click.option(
     envvar="SHARDEX_FSYNC",
     help="Journal fsync: after every command, once per drained batch (group commit), or never.",
 )
+accounts_option = click.option(
+    "--accounts",
+    default="0",
+    show_default=True,
+    envvar="SHARDEX_ACCOUNTS",
+    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
+    "(the -c accounts=M it was started with; 0 without one).",
+)
 endpoint_option = click.option(
     "--endpoint",
     default=None,
@@ -567,14 +575,7 @@ def resolve_shard_index(value: int | None) -> int:
     envvar="SHARDEX_ROUTER_INDEX",
     help="This router's index in the layout (its ports) [0; router.N under honcho → N-1].",
 )
-@click.option(
-    "--accounts",
-    default="0",
-    show_default=True,
-    envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
-    "(the -c accounts=M it was started with; 0 without one).",
-)
+@accounts_option
 @keys_dir_option
 @insecure_option
 def router(
@@ -708,14 +709,7 @@ def router(
     show_default=True,
     help="Seconds between snapshots (when something changed).",
 )
-@click.option(
-    "--accounts",
-    default="0",
-    show_default=True,
-    envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
-    "(the -c accounts=M it was started with; 0 without one).",
-)
+@accounts_option
 @click.option(
     "--account-link",
     default=None,
