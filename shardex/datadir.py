@@ -21,6 +21,8 @@ take as its work list (pair, directory it is in, shard it belongs to).
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -179,3 +181,116 @@ def check_data_dir(
     if problems:
         raise DataDirError(describe(problems, dirs, shards, str(data_dir)))
     return dirs
+
+
+# -- the account tier (issue 14) ------------------------------------------------------------------
+#
+# Balances and holds live in ``accounts-J`` directories; books in ``shard-K``. The two must have
+# been written by the same tier: resting orders journaled without the account tier hold no funds,
+# so settling their fills would create money; books journaled with it settle into balances that a
+# cluster without the tier would never touch (holds stuck, trades unsettled). And accounts hash
+# with ``crc32(account) % M``, so a different M would look for an account's balance in the wrong
+# directory. ``TIER_FILE`` records the M a data directory was first started with.
+
+TIER_FILE = "accounts.json"
+NO_TIER = (
+    "it was written without the account tier: its resting orders hold no funds, and settling "
+    "their fills would create money; "
+)
+BALANCES = (
+    "balances and holds live in its accounts-J directories, and without the account tier its "
+    "books would trade unsettled; "
+)
+OTHER_M = (
+    "accounts hash to crc32(account) % M, so a different M would look for their balances in "
+    "the wrong directory (moving accounts is not supported yet); "
+)
+_ACCOUNT_DIR = re.compile(r"^accounts-(\d+)$")
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a journal directory holds anything recovery would rebuild state from."""
+    journal = Journal(path, {})  # read-only use: it only lists files
+    if journal.snapshots():
+        return True
+    return any(next(iter_records(seg), None) is not None for seg in journal.segments())
+
+
+def _any_data(root: Path) -> bool:
+    dirs = [p for p in root.iterdir() if p.is_dir() and _ACCOUNT_DIR.match(p.name)]
+    return any(_holds_data(p) for p in [*shard_dirs(root), *dirs])
+
+
+def recorded_tier(data_dir: str | Path) -> int | None:
+    """The account shard count M recorded in ``data_dir`` (None: not recorded yet)."""
+    try:
+        raw = json.loads((Path(data_dir) / TIER_FILE).read_text())
+        value = raw["accounts"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        where = Path(data_dir) / TIER_FILE
+        raise DataDirError(f"{where} is unreadable ({exc}): fix or remove it") from None
+    if type(value) is not int or value < 0:
+        raise DataDirError(f"{Path(data_dir) / TIER_FILE}: 'accounts' must be an integer >= 0")
+    return value
+
+
+def check_account_tier(data_dir: str | Path, accounts: int) -> None:
+    """Raise DataDirError when a cluster with ``accounts`` account shards (0: the tier off) would
+    misread ``data_dir``; else record M in it (first start) and return.
+
+    Refuses: a recorded M that differs (unless nothing was journaled yet); without a record (a
+    directory from before the record existed), account data the tier would not read (any ``accounts-J`` with data when M = 0,
+    or J >= M), or engine journals with the tier turned on over them (they were written
+    without it). Safe to call from every process of a cluster at once: the record is created
+    atomically and only ever compared afterwards.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+    how = "start with --accounts {m} (Procfile: -c accounts={m}), or use a new --data-dir"
+    recorded = recorded_tier(root)
+    if recorded is not None and recorded != accounts and not _any_data(root):
+        (root / TIER_FILE).unlink(missing_ok=True)  # nothing was written under it: re-record
+        recorded = None
+    if recorded is not None:
+        if recorded != accounts:
+            raise DataDirError(
+                f"refusing to start with {accounts} account shard(s) on data dir {root}: it was "
+                f"started with {recorded}; "
+                + (NO_TIER if recorded == 0 else BALANCES if accounts == 0 else OTHER_M)
+                + how.format(m=recorded)  # fmt: skip
+            )
+        return
+    account_dirs = sorted(
+        (int(m.group(1)), p)
+        for p in (root.iterdir())
+        if (m := _ACCOUNT_DIR.match(p.name)) and p.is_dir() and _holds_data(p)
+    )
+    if account_dirs and (accounts == 0 or account_dirs[-1][0] >= accounts):
+        found = account_dirs[-1][0] + 1
+        raise DataDirError(
+            f"refusing to start with {accounts} account shard(s) on data dir {root}: it holds "
+            "balances of account shard(s) "
+            f"{', '.join(p.name for _, p in account_dirs)}, which {accounts} account shard(s) "
+            f"would not read: {how.format(m=found)}"
+        )
+    if accounts and not account_dirs:
+        engines = [p for p in shard_dirs(root) if _holds_data(p)]
+        if engines:
+            raise DataDirError(
+                f"refusing to start with the account tier on data dir {root}: it holds engine "
+                f"journals ({', '.join(p.name for p in engines)}): "
+                f"{NO_TIER}{how.format(m=0)}"
+            )
+    tmp = root / f".{TIER_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps({"accounts": accounts}) + "\n")
+    try:
+        os.link(tmp, root / TIER_FILE)  # atomic create-if-absent: a racing process loses...
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    if recorded_tier(root) != accounts:  # ...and compares with what the winner recorded
+        check_account_tier(root, accounts)

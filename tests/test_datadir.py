@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Cluster, free_layout
 
-from shardex.datadir import DataDirError, check_data_dir, fitting_counts, scan
+from shardex.datadir import (
+    DataDirError,
+    check_account_tier,
+    check_data_dir,
+    fitting_counts,
+    recorded_tier,
+    scan,
+)
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, SELL, STP_NONE
 from shardex.journal import Journal
@@ -50,6 +57,8 @@ def up(data_dir: Path, shards: int) -> subprocess.CompletedProcess:
         str(layout.base_port),
         "--no-pin",
         "--no-bridge",
+        "--accounts",
+        "0",
         "--data-dir",
         str(data_dir),
     )
@@ -190,3 +199,69 @@ def test_missing_or_empty_data_dir_is_fine(tmp_path):
     assert check_data_dir(tmp_path / "nothing", 4, DEFAULT_MARKETS) == []
     (tmp_path / "shard-7").mkdir()
     assert check_data_dir(tmp_path, 2, DEFAULT_MARKETS)[0].pairs == set()
+
+
+# -- the account tier (issue 14): a data dir keeps the M it was written with ----------------------
+
+
+def up_accounts(data_dir: Path, accounts: int) -> subprocess.CompletedProcess:
+    layout = free_layout(1, accounts=accounts)
+    return run_cli(
+        "up", "--shards", "1", "--base-port", str(layout.base_port), "--no-pin", "--no-bridge",
+        "--accounts", str(accounts), "--data-dir", str(data_dir),
+    )  # fmt: skip
+
+
+def test_account_tier_on_over_books_written_without_it_is_refused(tmp_path):
+    """Resting orders journaled without the tier hold no funds: settling their fills under the
+    (now default) tier would create money. Before the record existed, `shardex up` started."""
+    data = tmp_path / "data"
+    cluster = Cluster(1, data_dir=str(data), accounts=0)
+    try:
+        rest_orders(cluster, ["BTC-USD"])
+    finally:
+        cluster.stop()
+    refused(up_accounts(data, 1), "without the account tier", "create money", "--accounts 0")
+    # a data dir from before the record (no accounts.json) with books: refused the same way
+    (data / "accounts.json").unlink()
+    refused(up_accounts(data, 1), "engine journals (shard-0)", "--accounts 0")
+    assert check_account_tier(data, 0) is None  # the tier it was written with still starts
+
+
+def test_account_tier_off_or_other_m_over_balances_is_refused(tmp_path):
+    data = tmp_path / "data"
+    cluster = Cluster(1, data_dir=str(data), accounts=1)
+    try:
+        with cluster.client() as c:
+            assert c.deposit("alice", "USD", "100").ok
+    finally:
+        cluster.stop()
+    assert recorded_tier(data) == 1
+    refused(up_accounts(data, 0), "started with 1", "--accounts 1")
+    refused(up_accounts(data, 2), "started with 1", "--accounts 1")
+    # without the record: the balances in accounts-0 still tell
+    (data / "accounts.json").unlink()
+    with pytest.raises(DataDirError, match="accounts-0"):
+        check_account_tier(data, 0)
+    check_account_tier(data, 1)  # the count that fits starts, and is recorded again
+    assert recorded_tier(data) == 1
+    cluster = Cluster(1, data_dir=str(data), accounts=1)
+    try:
+        with cluster.client() as c:
+            assert c.balance("alice")["USD"][0] == 100
+    finally:
+        cluster.stop()
+
+
+def test_account_tier_record_is_first_writer_wins(tmp_path):
+    check_account_tier(tmp_path, 2)
+    assert recorded_tier(tmp_path) == 2
+    check_account_tier(tmp_path, 2)  # every process of the cluster checks: same M is fine
+    (tmp_path / "accounts.json").write_text("{not json")
+    with pytest.raises(DataDirError, match="unreadable"):
+        check_account_tier(tmp_path, 2)
+    # a recorded tier under which nothing was journaled yet is simply re-recorded
+    empty = tmp_path / "empty"
+    check_account_tier(empty, 0)
+    check_account_tier(empty, 1)
+    assert recorded_tier(empty) == 1
