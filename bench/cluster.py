@@ -23,6 +23,7 @@ Prints a table; ``--json`` prints one JSON object with ``acked_per_s``, ``p50_us
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -53,6 +54,18 @@ KEY: Path | None = None  # the admin key of a --secure cluster (set before any w
 SYMBOLS_2 = ("BTC-USD", "ETH-USD")  # crc32 puts these on different shards when N = 2
 assert shard_for(SYMBOLS_2[0], 2) != shard_for(SYMBOLS_2[1], 2)
 
+
+
+@functools.cache
+def accounts_off(root: Path) -> tuple[str, ...]:
+    """``--accounts 0`` when ``root``'s ``shardex up`` has an account tier (on by default since
+    issue 14): these benches measure the order path itself, unfunded, as before the tier existed
+    (``bench/accounts.py`` measures the tier). Empty for an older tree without the option."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "up", "--help"],
+        cwd=root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return ("--accounts", "0") if "--accounts" in out.stdout else ()
 
 def free_base() -> int:
     rng = random.Random()
@@ -101,6 +114,7 @@ def start_cluster(
     ]
     if not pin:
         argv.append("--no-pin")
+    argv.extend(accounts_off(ROOT))
     argv.extend(extra)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     for _ in range(100):

@@ -155,7 +155,7 @@ def start_cluster(replicas: int) -> tuple[subprocess.Popen, str, Any, str]:
     log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115 - closed in stop_cluster
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", str(replicas),
-         "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+         "--accounts", "0", "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
     return proc, layout.frontend, log, data
@@ -241,7 +241,7 @@ def main() -> None:
     log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", "2",
-         "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+         "--accounts", "0", "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
     times: list[float] = []

@@ -97,6 +97,8 @@ class BenchCluster:
             "--data-dir",
             os.path.join(self.data_dir, "data"),
             *([] if bridge else ["--no-bridge"]),
+            "--accounts",  # the order path itself (bench/accounts.py measures the account tier)
+            "0",
             *extra,
         ]
         if "--insecure" in extra:

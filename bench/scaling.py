@@ -24,6 +24,7 @@ once with a message saying so.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -83,6 +84,12 @@ def cli_help(tree: Path, command: str) -> str:
 def supports_routers(tree: Path) -> bool:
     """True when ``tree``'s ``shardex up`` takes ``--routers`` (router scale-out)."""
     return "--routers" in cli_help(tree, "up")
+
+
+@functools.cache
+def supports_accounts(tree: Path) -> bool:
+    """True when ``tree``'s ``shardex up`` has the account tier (on by default since issue 14)."""
+    return "--accounts" in cli_help(tree, "up")
 
 
 def free_base(span: int = 420) -> int:
@@ -189,6 +196,8 @@ class TreeCluster:
     def _start_once(self) -> None:
         base = free_base()
         argv = ["up", "--shards", str(self.shards), "--base-port", str(base), "--no-bridge"]
+        if supports_accounts(self.tree):  # unfunded order path, as before the account tier
+            argv += ["--accounts", "0"]
         if self.routers != 1:
             argv += ["--routers", str(self.routers)]
         if self.ephemeral:

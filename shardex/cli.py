@@ -65,12 +65,18 @@ def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) 
     return check_endpoint(value, param.opts[0], allow)
 
 
-def _check_data_dir(data_dir: str, shards: int, markets, only=None) -> None:
-    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find."""
-    from shardex.datadir import DataDirError, check_data_dir
+def _check_data_dir(
+    data_dir: str, shards: int | None, markets, only=None, accounts: int | None = None
+) -> None:
+    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find, or was
+    written with another account tier (M) than ``accounts`` (None: not checked)."""
+    from shardex.datadir import DataDirError, check_account_tier, check_data_dir
 
     try:
-        check_data_dir(data_dir, shards, markets, only)
+        if accounts is not None:
+            check_account_tier(data_dir, accounts)
+        if shards is not None:
+            check_data_dir(data_dir, shards, markets, only)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -443,11 +449,12 @@ fsync_option = click.option(
 )
 accounts_option = click.option(
     "--accounts",
-    default="0",
+    default="auto",
     show_default=True,
     envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off), or 'auto' under honcho "
-    "(the -c accounts=M it was started with; 0 without one).",
+    help="Account shards M (issue 14; 0: the account tier is off; every process of a cluster "
+    "needs the same M). auto: under honcho the -c accounts=M it was started with (honcho's "
+    "default 1 without one, as shardex up), elsewhere 0.",
 )
 endpoint_option = click.option(
     "--endpoint",
@@ -477,10 +484,10 @@ def resolve_shards(value: str) -> int:
 
 def resolve_accounts(value: str | int, option: str = "--accounts") -> int:
     """Account shards M from ``--accounts``/``SHARDEX_ACCOUNTS``: a number 0..100, or 'auto'
-    (under honcho: the ``-c accounts=M`` it was started with, 0 when not given; elsewhere 0).
-    Off unless asked for, so a plain ``honcho start`` runs the cluster as before."""
+    (under honcho: the ``-c accounts=M`` it was started with, honcho's default 1 when not
+    given, as ``shardex up``; elsewhere 0). ``-c accounts=0`` turns the tier off."""
     if value == "auto":
-        return honcho_concurrency("accounts", default=0) or 0
+        return honcho_concurrency("accounts") or 0
     try:
         m = int(value)
     except ValueError:
@@ -591,7 +598,7 @@ def router(
     data_dir: str | None,
     keys_dir: str | None,
     insecure: bool,
-    accounts: str = "0",
+    accounts: str = "auto",
 ) -> None:
     """Run the router: hash each request's symbol to a shard and forward it."""
     from shardex.node.router import RouterConfig, run_router
@@ -763,7 +770,7 @@ def engine(
     snapshot_interval: float,
     keys_dir: str | None,
     insecure: bool,
-    accounts: str = "0",
+    accounts: str = "auto",
     account_link: str | None = None,
     role: str = "single",
     replica: int = 0,
@@ -788,13 +795,15 @@ def engine(
     if data_dir:
         # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
         # shard's own dir is checked too (its recovery re-checks the rebuilt state).
-        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n)
+        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers))
     if role == "auto":
         if not data_dir or not redis_url:
             raise click.UsageError("--role auto needs --data-dir and --redis-url")
-        if resolve_accounts(accounts):
-            raise click.UsageError("--role auto with --accounts is not supported yet (phase 2)")
+        if m:
+            raise click.UsageError(
+                "--role auto with an account tier is not supported yet: give --accounts 0"
+            )
         if keys:
             raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
         if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
@@ -904,10 +913,10 @@ def engine(
 @click.option(
     "--accounts",
     type=click.IntRange(0, 100),
-    default=0,
+    default=1,
     show_default=True,
-    help="Account shards M: balances, holds before matching, settlement after (issue 14, "
-    "phase 1; 0: off, orders are unfunded as before).",
+    help="Account shards M: balances, holds before matching, settlement after (deposit "
+    "before trading: shardex deposit). 0: the tier is off, orders are unfunded.",
 )
 @click.option(
     "--replicas",
@@ -957,8 +966,8 @@ def up(
     if replicas > 1:
         if no_bridge or ephemeral or accounts or not insecure:
             raise click.UsageError(
-                "--replicas 2 needs Redis (no --no-bridge), journals (no --ephemeral), no "
-                "--accounts, and --insecure for now (phase 1)"
+                "--replicas 2 needs Redis (no --no-bridge), journals (no --ephemeral), the "
+                "account tier off (--accounts 0) and --insecure for now (phase 1)"
             )
         try:
             ports += layout.replica_ports()
@@ -972,7 +981,7 @@ def up(
         )
     markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
     if not ephemeral:
-        _check_data_dir(data_dir, n, markets)
+        _check_data_dir(data_dir, n, markets, accounts=accounts)
     if prometheus_config:
         from shardex.metrics import prometheus_config as render
 
@@ -1686,7 +1695,7 @@ def accounts(
     if shards is None:
         if honcho_index() is None:
             raise click.UsageError("--shards M is required (or SHARDEX_ACCOUNTS)")
-        shards = "auto"  # a Procfile without SHARDEX_ACCOUNTS: on only with -c accounts=M
+        shards = "auto"  # a Procfile without SHARDEX_ACCOUNTS: honcho's -c accounts=M (default 1)
     m = resolve_accounts(shards, "--shards")
     if m == 0:
         _idle_off()
@@ -1702,6 +1711,8 @@ def accounts(
         )
     n = resolve_shards(engines)
     keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
+    if data_dir:
+        _check_data_dir(data_dir, None, None, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
     links = (engine_links or layout.account_links).split(",")
     if len(links) != n:
@@ -1732,9 +1743,9 @@ def _idle_off() -> None:
     from shardex.wire.transport import StopFlag
 
     logging.getLogger("shardex.accounts").warning(
-        "account tier off (SHARDEX_ACCOUNTS=0, or auto without -c accounts=M): no account "
-        "shard runs here; this process only waits. To run M account shards: honcho start -c "
-        "accounts=M (SHARDEX_ACCOUNTS=auto), or shardex up --accounts M"
+        "account tier off (SHARDEX_ACCOUNTS=0): no account shard runs here; this process only "
+        "waits. To run M account shards: honcho start -c accounts=M (SHARDEX_ACCOUNTS=auto), "
+        "or shardex up --accounts M"
     )
     stop = StopFlag.install()
     while not stop:

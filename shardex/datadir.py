@@ -241,10 +241,10 @@ def check_account_tier(data_dir: str | Path, accounts: int) -> None:
     misread ``data_dir``; else record M in it (first start) and return.
 
     Refuses: a recorded M that differs (unless nothing was journaled yet); without a record (a
-    directory from before the record existed), account data the tier would not read (any ``accounts-J`` with data when M = 0,
-    or J >= M), or engine journals with the tier turned on over them (they were written
-    without it). Safe to call from every process of a cluster at once: the record is created
-    atomically and only ever compared afterwards.
+    directory from before the record existed), account data the tier would not read (any
+    ``accounts-J`` with data when M = 0, or J >= M), or engine journals with the tier turned on
+    over them (they were written without it). Safe to call from every process of a cluster at
+    once: the record is created atomically and only ever compared afterwards.
     """
     root = Path(data_dir)
     if not root.is_dir():

@@ -150,8 +150,9 @@ class Cluster:
             extra = ("--redis-url", redis, *extra)
         if routers != 1:
             extra = ("--routers", str(routers), *extra)
-        if accounts:
-            extra = ("--accounts", str(accounts), *extra)
+        # explicit either way: ``shardex up``'s default is one account shard, and most tests
+        # exercise the engine path without funds
+        extra = ("--accounts", str(accounts), *extra)
         self.layout = free_layout(shards, routers, accounts)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")

@@ -1,8 +1,9 @@
 """The account tier under honcho (issue 14, phase 2): the Procfile's ``accounts`` process.
 
 ``SHARDEX_ACCOUNTS=auto``: ``honcho start -c accounts=M`` runs M account shards and the router,
-engines and bridge all see M; without ``-c accounts`` the tier is off, the accounts process says
-so and waits (an exiting process would make honcho stop the whole cluster).
+engines and bridge all see M; without ``-c accounts`` honcho's default concurrency 1 applies (one
+account shard, as ``shardex up``); with ``SHARDEX_ACCOUNTS=0`` the tier is off, the accounts
+process says so and waits (an exiting process would make honcho stop the whole cluster).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from shardex.redisauth import RedisUsers
 pytestmark = pytest.mark.timeout(120)
 
 
-def _honcho(tmp_path: Path, concurrency: str, log: Path):
+def _honcho(tmp_path: Path, concurrency: str, log: Path, accounts: str = "auto"):
     layout = free_layout(1, accounts=2)
     env_file = tmp_path / "test.env"  # honcho lets .env override the environment: our own
     env_file.write_text(
-        f"SHARDEX_SHARDS=auto\nSHARDEX_ROUTERS=auto\nSHARDEX_ACCOUNTS=auto\n"
+        f"SHARDEX_SHARDS=auto\nSHARDEX_ROUTERS=auto\nSHARDEX_ACCOUNTS={accounts}\n"
         f"SHARDEX_BASE_PORT={layout.base_port}\nSHARDEX_DATA_DIR={tmp_path / 'data'}\n"
     )
     out = open(log, "w")  # noqa: SIM115 - closed by the caller's finally
@@ -85,9 +86,27 @@ def test_procfile_runs_account_shards_with_c_accounts(tmp_path):
         _stop(proc, out)
 
 
-def test_procfile_without_c_accounts_keeps_the_tier_off(tmp_path):
+def test_procfile_without_c_accounts_runs_one_account_shard(tmp_path):
+    """A plain ``honcho start`` runs the account tier with M = 1, as ``shardex up`` does."""
     log = tmp_path / "honcho.log"
     layout, proc, out = _honcho(tmp_path, "engine=1", log)
+    keys = tmp_path / "data" / "keys"
+    try:
+        info = wait_for_cluster(layout, key=keys / "admin.key")
+        assert info.get("accounts") == 1
+        with Client(layout.frontend, account="h", key=keys / "admin.key", timeout=5) as c:
+            refused = c.place("BTC-USD", "buy", "1", "1")
+            assert refused.code == "insufficient_funds", refused.reason
+            assert c.deposit("h", "USD", "10").ok
+            assert c.place("BTC-USD", "buy", "1", "1").ok
+            assert c.balance("h")["USD"][1] > 0  # held
+    finally:
+        _stop(proc, out)
+
+
+def test_procfile_with_accounts_0_keeps_the_tier_off(tmp_path):
+    log = tmp_path / "honcho.log"
+    layout, proc, out = _honcho(tmp_path, "engine=1", log, accounts="0")
     keys = tmp_path / "data" / "keys"
     try:
         info = wait_for_cluster(layout, key=keys / "admin.key")

@@ -438,9 +438,18 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
     try:
         info = wait_for_cluster(layout, key=keys / "admin.key")
         assert info["shards"] == 3
+        # a plain Procfile runs the account tier too (honcho's default concurrency 1, as `shardex
+        # up`): orders trade only what was deposited, and fills settle after the reply
         with Client(layout.frontend, account="h", key=keys / "admin.key") as c:
+            assert c.place("BTC-USD", "buy", "1", "1").code == "insufficient_funds"
+            assert c.deposit("h", "USD", "100").ok and c.deposit("g", "BTC", "1").ok
             assert all(c.place(s, "buy", "1", "1").ok for s in SYMBOLS)
-            assert c.place("BTC-USD", "sell", "1", "1", account="g").trades
+            sell = c.place("BTC-USD", "sell", "1", "1", account="g")
+            assert sell.ok
+            deadline = time.monotonic() + 10
+            while c.order_status("BTC-USD", sell.command["id"], account="g")["state"] != "filled":
+                assert time.monotonic() < deadline, "the sell never filled"
+                time.sleep(0.1)
             assert len(c.status()) == 3
         # the Procfile's redis + bridge carry the trade to Redis (read as the reader user)
         from shardex.redisauth import RedisUsers

@@ -38,7 +38,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(workdir) -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"))
+    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"), accounts=1)  # up's default
     try:
         yield c
     finally:

@@ -162,7 +162,8 @@ def build_children(
                 "--metrics-port",
                 str(layout.router_metrics(j)),
                 *security,
-                *(["--accounts", str(layout.accounts)] if layout.accounts else []),
+                "--accounts",  # always explicit: SHARDEX_ACCOUNTS in the environment must not
+                str(layout.accounts),  # give a child another M than its siblings
             ],
         )
         for j in range(layout.routers)
@@ -186,6 +187,7 @@ def build_children(
                         "--max-backlog", str(max_backlog), *markets,
                         *([] if pin else ["--no-pin"]),
                         "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
+                        "--accounts", str(layout.accounts),
                         *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []), *security,
                     ],
                 )
@@ -216,16 +218,9 @@ def build_children(
                     *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
                     *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []),
                     *security,
-                    *(
-                        [
-                            "--accounts",
-                            str(layout.accounts),
-                            "--account-link",
-                            layout.account_link(i),
-                        ]
-                        if layout.accounts
-                        else []
-                    ),  # fmt: skip
+                    "--accounts",
+                    str(layout.accounts),
+                    *(["--account-link", layout.account_link(i)] if layout.accounts else []),
                 ],
             )
         )
