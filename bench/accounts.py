@@ -80,9 +80,8 @@ class Up:
             sys.executable, "-m", "shardex.cli", "--log-level", "WARNING", "up",
             "--shards", str(shards), "--base-port", str(self.layout.base_port),
             "--ephemeral", "--keys-dir", str(self.keys),
+            "--accounts", str(accounts),  # explicit: shardex up's default is 1
         ]  # fmt: skip
-        if accounts:
-            argv += ["--accounts", str(accounts)]
         if not bridge:
             argv.append("--no-bridge")
         if not pin:
