@@ -435,6 +435,33 @@ def test_lease_user_may_touch_the_lease_keys_and_nothing_else(tmp_path: Path, bi
         server.stop()
 
 
+def test_an_older_credentials_file_gains_the_lease_user_and_keeps_its_passwords(
+    tmp_path: Path,
+) -> None:
+    """A ``redis.json`` written before the lease user existed: ``load`` says what is missing
+    and how to fix it; ``ensure`` (every ``shardex up``) adds ``lease`` and keeps the other
+    passwords, so consumers' credentials stay valid."""
+    import json
+    import stat
+
+    from shardex.redisauth import REDIS_FILE, RedisAuthError
+
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    old = {"bridge": "b" * 32, "reader": "r" * 32}
+    (keys / REDIS_FILE).write_text(json.dumps({"users": {u: {"password": p}
+                                                         for u, p in old.items()}}))  # fmt: skip
+    with pytest.raises(RedisAuthError, match="lease.*adds them"):
+        RedisUsers.load(keys)
+    users = RedisUsers.ensure(keys)
+    assert {u: users.password(u) for u in old} == old
+    assert len(users.password("lease")) >= 32 and users.password("lease") not in old.values()
+    assert RedisUsers.ensure(keys).passwords == users.passwords  # idempotent
+    assert stat.S_IMODE((keys / REDIS_FILE).stat().st_mode) == 0o600
+    assert any(line.startswith("user lease ") and "~shardex:lease:*" in line
+               for line in users.acl_lines())  # fmt: skip
+
+
 def test_engine_refuses_to_start_with_lease_credentials_redis_refuses(tmp_path: Path) -> None:
     """A replica whose Redis URL has no user (or a wrong one) against an ACL'd Redis exits at
     once with one line saying so, instead of standing by forever without a lease."""
