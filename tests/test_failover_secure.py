@@ -133,9 +133,10 @@ def _standby_node(leader: str) -> str:
 
 def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
     """A trader's, another shard's, an account shard's, the admin's, a stranger's key and no
-    key at all: none gets a record, none of their SUB/ACK/REC frames reaches the leader (each
-    poses as the real standby, whose routing id it would take over if it got in), and the
-    pair goes on in sync. Shard 0's own key does get records (the link is not just dead)."""
+    key at all: none gets a record, not one of their SUB/ACK/REC frames reaches the leader
+    (each poses as the real standby, whose routing id it would take over if it got in), and
+    the pair goes on in sync. A frame on shard 0's own key does reach it (the link is not
+    just dead)."""
     pair = secure_pair
     leader = pair.wait_leader()
     standby = _standby_node(leader)
@@ -170,6 +171,7 @@ def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
         for name, s in socks.items():
             assert not s.poll(300), f"the {name} socket got something from the replication link"
         assert status["node"] == leader and set(status["isr"]) == {leader, standby}
+        assert status["repl_refused"] == 0, "an attacker's frame reached the leader"
         assert "forged" not in _journal_ids(replica_dir(pair.data, 0, int(leader[-1])))
         assert "refused a CURVE connection on replication-0" in pair.output("r" + leader[-1])
         # the standby still follows: it has every order placed during the attack
@@ -178,13 +180,18 @@ def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
         while not {f"s{k}" for k in range(10)} <= set(_journal_ids(path)):
             assert time.monotonic() < deadline, "the standby fell out of step"
             time.sleep(0.1)
-        # positive control: shard 0's own key is let in and streamed to
+        # positive control: a frame on shard 0's own key gets in (and, not well formed, is
+        # refused and counted); so does a SUB naming a node that is no replica of shard 0
         own = _dealer(ctx, endpoint, store.process_key("shard-0", "shard", 0), b"shard-0.r7")
         socks["own"] = own
+        own.send_multipart([b"XYZ", packb(None)])
         own.send_multipart([SUB, packb(("shard-0.r7", 0, 0))])
-        assert own.poll(5000), "shard 0's own key got nothing"
-        kind, body = own.recv_multipart()
-        assert kind == REC and unpackb(body)[1] == 0
+        with pair.client() as c:
+            deadline = time.monotonic() + 10
+            while c.status()[0]["repl_refused"] < 2:
+                assert time.monotonic() < deadline, "shard 0's own key was not let in"
+                time.sleep(0.1)
+        assert not own.poll(200)
     finally:
         for s in socks.values():
             s.close(0)

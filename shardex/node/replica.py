@@ -66,6 +66,7 @@ CHECK_LEASE_S = 0.1  # how often a standby looks at the lease
 CATCHUP_RECORDS = 200  # journal records per catch-up step (then wait for the standby's ack)
 RECENT_BATCHES = 8192  # batches kept in memory for a standby that fell a little behind
 EXIT_LEASE_LOST = 3  # exit code of a leader that lost its lease (the supervisor restarts it)
+REPLICAS = 2  # replicas per shard (``--replica 0..1``): the only node names a SUB may carry
 REGISTRY_RELOAD_S = 1.0  # how often the leader re-reads the key registry (revocations)
 MAX_STANDBY_MSG = 1 << 16  # SUB and ACK are tiny: a bigger message drops the connection
 LOG_EVERY_S = 1.0  # refused replication messages: at most one log line per second
@@ -190,7 +191,8 @@ class Replicator:
     def _receive(self, now: float) -> None:
         zmq = self.zmq
         refuse = self.refused
-        prefix = f"shard-{self.lease.shard}.r"
+        # (peers are never forgotten: a SUB may only name one of the shard's replicas)
+        nodes = {f"shard-{self.lease.shard}.r{r}" for r in range(REPLICAS)} - {self.node}
         for _ in range(10_000):
             try:
                 raw = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -213,9 +215,8 @@ class Replicator:
             if kind == SUB and type(msg) is tuple and len(msg) == 3:
                 node, epoch, seq = msg
                 if (
-                    type(node) is not str or type(seq) is not int or type(epoch) is not int
-                    or not node.startswith(prefix) or not node[len(prefix) :].isdigit()
-                    or node == self.node or seq < 0 or epoch < 0
+                    node not in nodes or type(seq) is not int or type(epoch) is not int
+                    or seq < 0 or epoch < 0
                 ):  # fmt: skip
                     refuse(f"bad SUB {str(msg)[:80]}")
                     continue
