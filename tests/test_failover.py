@@ -400,7 +400,7 @@ def test_up_replicas_2_kill9_leader_stream_contiguous() -> None:
     import redis
     from conftest import Cluster
 
-    c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
+    c = Cluster(1, "--replicas", "2", "--accounts", "0", insecure=True, redis="embedded")
     try:
         with c.client(account="acct1") as cl:
             deadline = time.monotonic() + 15
