@@ -50,6 +50,10 @@ DOMAIN_ROLES = {
     DOMAIN_EVENTS: EVENT_ROLES,
     DOMAIN_ACCOUNT_LINK: ACCOUNT_LINK_ROLES,
 }
+# A replicated shard's replication link (issue 15): one ZAP domain per shard, ``replication-I``,
+# that admits only shard I's own key (both replicas of shard I run with it); not a role set
+# like the domains above, since "any shard key" would let shard J read shard I's stream.
+DOMAIN_REPLICATION = "replication"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 REGISTRY_FILE = "registry.json"
 SERVER_KEY_FILE = "server.key"
@@ -88,6 +92,26 @@ class KeyInfo:
             "shard": self.shard,
             "revoked": self.revoked,
         }
+
+
+def replication_domain(shard: int) -> str:
+    """The ZAP domain of shard ``shard``'s replication socket."""
+    return f"{DOMAIN_REPLICATION}-{shard}"
+
+
+def replication_peer(info: KeyInfo | None, shard: int) -> bool:
+    """Whether ``info`` (a live registry entry or None) may speak on shard ``shard``'s
+    replication link: only shard ``shard``'s own process key."""
+    return info is not None and not info.revoked and info.role == "shard" and info.shard == shard
+
+
+def domain_allows(domain: str, info: KeyInfo) -> bool:
+    """Whether a live key may connect to a socket whose ZAP domain is ``domain``."""
+    prefix = DOMAIN_REPLICATION + "-"
+    if domain.startswith(prefix):
+        index = domain[len(prefix) :]
+        return index.isdigit() and len(index) < 6 and replication_peer(info, int(index))
+    return info.role in DOMAIN_ROLES.get(domain, frozenset())
 
 
 def keypair() -> tuple[str, str]:
@@ -455,8 +479,7 @@ class ZapHandler:
 
             key = z85.encode(creds[0]).decode("ascii")
             info = self.registry.lookup(key)
-            roles = DOMAIN_ROLES.get(domain.decode("ascii", "replace"), frozenset())
-            if info is not None and info.role in roles:
+            if info is not None and domain_allows(domain.decode("ascii", "replace"), info):
                 code, text, user = b"200", b"OK", key.encode("ascii")
             elif info is not None:
                 text = b"authentication failed: key not allowed here"

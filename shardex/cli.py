@@ -198,6 +198,14 @@ def _seq_range(seg: dict[str, Any]) -> str:
     return f"records after seq {seg['first_seq']}..{seg['last_seq']}"
 
 
+# Issue 15 × issue 14: an account shard links to an engine shard's fixed account-link endpoint
+# and keeps no follow-the-leader logic, and a standby's engine is not the settled engine.
+ACCOUNTS_REPLICAS_REFUSAL = (
+    "--replicas 2 / --role auto do not run with account shards yet (an account shard's link "
+    "does not follow an engine shard's new leader): give --accounts 0 for replicated engine "
+    "shards, or --replicas 1 for the account tier"
+)
+
 # -------------------------------------------------------------------------------- identity
 
 INSECURE_WARNING = (
@@ -801,11 +809,7 @@ def engine(
         if not data_dir or not redis_url:
             raise click.UsageError("--role auto needs --data-dir and --redis-url")
         if m:
-            raise click.UsageError(
-                "--role auto with an account tier is not supported yet: give --accounts 0"
-            )
-        if keys:
-            raise click.UsageError("--role auto runs --insecure only for now (phase 2: keys)")
+            raise click.UsageError(ACCOUNTS_REPLICAS_REFUSAL)
         if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
             raise click.UsageError("--role auto takes --fsync batch or none (phase 1)")
         direct = direct or layout.replica_direct(i, replica)
@@ -924,8 +928,8 @@ def engine(
     default=1,
     show_default=True,
     help="Processes per engine shard: 2 = a primary and a hot standby with their own journals "
-    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15, phase 1; needs "
-    "Redis and, for now, --insecure); 1: one process per shard.",
+    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15; needs Redis, not "
+    "with --accounts yet); 1: one process per shard.",
 )
 def up(
     shards: str,
@@ -964,11 +968,13 @@ def up(
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
     if replicas > 1:
-        if no_bridge or ephemeral or accounts or not insecure:
+        if no_bridge or ephemeral:
             raise click.UsageError(
-                "--replicas 2 needs Redis (no --no-bridge), journals (no --ephemeral), the "
-                "account tier off (--accounts 0) and --insecure for now (phase 1)"
+                "--replicas 2 needs Redis for the lease (no --no-bridge) and journals "
+                "(no --ephemeral)"
             )
+        if accounts:
+            raise click.UsageError(ACCOUNTS_REPLICAS_REFUSAL)
         try:
             ports += layout.replica_ports()
         except ValueError as exc:

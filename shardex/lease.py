@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+LEASE_USER = "lease"  # the Redis ACL user of the lease (``shardex.redisauth``): lease keys only
+
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'held'} end
 local isr = redis.call('GET', KEYS[3])
@@ -65,6 +67,39 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def connect(url: str, keys_dir: str | None = None) -> Any:
+    """The lease's Redis client, with short timeouts (a slow Redis must not stall the loop).
+
+    In a secure cluster the URL names the ``lease`` user without a password
+    (``redis://lease@HOST:PORT/0``, what ``shardex up`` passes) and the password comes from
+    ``keys_dir/redis.json``, so it is never on a command line; a URL with a password, or an
+    insecure cluster's URL without a user, is used as given. Raises ``RedisAuthError`` when the
+    URL names a user whose password cannot be found."""
+    import redis
+
+    from shardex.redisauth import resolve_url
+
+    return redis.Redis.from_url(
+        resolve_url(url, keys_dir), socket_timeout=0.25, socket_connect_timeout=0.25
+    )
+
+
+def check_access(r: Any) -> str | None:
+    """Why this client can never use the lease (wrong credentials, a user without the lease
+    commands), or None: usable, or Redis merely unreachable now (the loops retry that)."""
+    import redis
+
+    try:
+        r.get("shardex:lease:access-check")
+    except redis.exceptions.AuthenticationError as exc:
+        return f"Redis refused the credentials ({exc})"
+    except redis.exceptions.ConnectionError:
+        return None  # not up (yet): the standby keeps trying
+    except redis.exceptions.ResponseError as exc:  # NOAUTH, NOPERM
+        return f"Redis refused the lease's commands ({exc})"
+    return None
 
 
 class LeaseLost(Exception):

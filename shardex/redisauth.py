@@ -2,10 +2,13 @@
 
 Why this shape:
 
-* **Two users, least privilege, no default user.** ``bridge`` may write only ``shardex:*`` and
+* **Three users, least privilege, no default user.** ``bridge`` may write only ``shardex:*`` and
   only with the commands the bridge runs; ``reader`` (``shardex tail`` and consumers) may only
-  read ``shardex:*`` streams and keep its own consumer-group state. The ``default`` user is
-  switched off, so a connection without credentials can do nothing (``NOAUTH``).
+  read ``shardex:*`` streams and keep its own consumer-group state; ``lease`` (the engine
+  processes of replicated shards, issue 15) may touch only the lease keys ``shardex:lease:*``
+  (``shardex.lease``: holder, epoch counter, in-sync set, epoch starts) with the few commands
+  the lease scripts run, and no stream command at all. The ``default`` user is switched off, so
+  a connection without credentials can do nothing (``NOAUTH``).
 * **Passwords live in one file**, ``KEYS_DIR/redis.json`` (mode 0600, next to the CURVE keys),
   created on first use by ``RedisUsers.ensure`` (idempotent and safe to race: a lock file, like
   ``KeyStore.init``). The server is given only SHA-256 hashes (``#<hex>`` ACL rules), so a
@@ -17,12 +20,13 @@ Why this shape:
 API (what the supervisor, the CLI and the bridge call):
 
 ``RedisUsers.ensure(keys_dir) -> RedisUsers``
-    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for ``bridge`` and
-    ``reader``) when missing. ``RedisUsers.load(keys_dir)`` reads only (``RedisAuthError`` if
-    the file is missing or broken).
+    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for ``bridge``,
+    ``reader`` and ``lease``) when missing, and adding a user a file of an older version lacks
+    (``lease``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
+    (``RedisAuthError`` if the file is missing or broken).
 ``users.server_args() -> list[str]``
     Extra argv for the embedded valkey-server / redis-server (≥ 6.0): ``--user`` directives for
-    ``default`` (off), ``bridge`` and ``reader``, passwords as hashes.
+    ``default`` (off), ``bridge``, ``reader`` and ``lease``, passwords as hashes.
 ``users.acl_lines() -> list[str]`` / ``users.write_acl_file(path)``
     The same rules as ACL-file lines (``aclfile`` of an external server you run yourself).
 ``users.url(base_url, user) -> str``
@@ -42,7 +46,8 @@ What the supervisor (``shardex up`` / ``shardex redis``) must do when it has a k
    off, protected mode has nothing to protect (it only guards a passwordless default user).
 2. Start the bridge with ``--keys-dir KEYS_DIR`` and ``--redis-url
    redis://bridge@HOST:PORT/0`` (``bridge_url(layout.redis_url)``): the bridge fills in the
-   password itself, so it is never on a command line.
+   password itself, so it is never on a command line. Replicated engines (``--role auto``)
+   likewise get ``redis://lease@HOST:PORT/0`` (``user_url(url, "lease")``).
 3. Print the Redis endpoint with ``mask_url`` (or without credentials at all), and say how a
    consumer authenticates: user ``reader``, password in ``KEYS_DIR/redis.json``.
 ``--insecure`` (no keys dir): none of this; the embedded server runs as before.
@@ -70,8 +75,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
-USERS = ("bridge", "reader")
+USERS = ("bridge", "reader", "lease")
 KEY_PATTERN = "~shardex:*"
+LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
 
 # Commands per user. Sub-commands are named (``script|load``) so a user gets exactly that one.
 # ``select``: redis-py sends SELECT when the URL names a db other than 0.
@@ -104,7 +110,25 @@ READER_COMMANDS = (
     "+ping",
     "+select",
 )
-RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS}
+# The lease scripts (``shardex.lease``) run EXISTS/GET/INCR/SET/HSET/PEXPIRE/DEL on the lease
+# keys, each ACL-checked; the process itself runs GET/HGETALL (holder, in-sync set, epoch
+# starts). No stream command: a compromised engine cannot read or forge the event streams.
+LEASE_COMMANDS = (
+    "+evalsha",
+    "+script|load",
+    "+exists",
+    "+get",
+    "+set",
+    "+incr",
+    "+hset",
+    "+hgetall",
+    "+pexpire",
+    "+del",
+    "+ping",
+    "+select",
+)
+RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS, "lease": LEASE_COMMANDS}
+PATTERNS = {"bridge": KEY_PATTERN, "reader": KEY_PATTERN, "lease": LEASE_KEY_PATTERN}
 
 
 class RedisAuthError(Exception):
@@ -128,32 +152,27 @@ class RedisUsers:
     def load(cls, keys_dir: str | Path) -> RedisUsers:
         """Read ``keys_dir/redis.json``; ``RedisAuthError`` if it is missing or broken."""
         path = Path(keys_dir) / REDIS_FILE
-        try:
-            raw = json.loads(path.read_text())
-            users = raw["users"]
-            passwords = {u: str(users[u]["password"]) for u in USERS}
-        except FileNotFoundError:
+        passwords = _read(path)
+        missing = [u for u in USERS if u not in passwords]
+        if missing:
             raise RedisAuthError(
-                f"no Redis credentials in {path} (start the cluster once with this keys dir, "
-                "or pass a --redis-url with user and password)"
-            ) from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            why = type(exc).__name__
-            raise RedisAuthError(f"{path} is not a shardex Redis credentials ({why})") from None
-        if any(len(p) < 16 for p in passwords.values()):
-            raise RedisAuthError(f"{path}: passwords must be at least 16 characters")
-        return cls(passwords, path)
+                f"{path} has no password for Redis user(s) {', '.join(missing)} (written by an "
+                "older version: any `shardex up` with this keys dir adds them)"
+            )
+        return cls({u: passwords[u] for u in USERS}, path)
 
     @classmethod
     def ensure(cls, keys_dir: str | Path) -> RedisUsers:
-        """Load the credentials, creating them on first use (idempotent, safe to race)."""
+        """Load the credentials, creating them on first use, and adding users a file of an
+        older version lacks (existing passwords kept). Idempotent and safe to race."""
         d = Path(keys_dir)
         path = d / REDIS_FILE
-        if path.exists():
+        if path.exists() and set(USERS) <= set(_read(path)):
             return cls.load(d)
         with _lock(d):
-            if not path.exists():
-                pw = {u: secrets.token_urlsafe(32) for u in USERS}
+            have = _read(path) if path.exists() else {}
+            if not set(USERS) <= set(have):
+                pw = {u: have.get(u) or secrets.token_urlsafe(32) for u in USERS}
                 write_private(path, {"users": {u: {"password": p} for u, p in pw.items()}})
         return cls.load(d)
 
@@ -173,14 +192,14 @@ class RedisUsers:
             "reset",
             "on",
             f"#{_hash(self.password(user))}",
-            KEY_PATTERN,
+            PATTERNS[user],
             "resetchannels",
             "-@all",
             *RULES[user],
         ]
 
     def acl_lines(self) -> list[str]:
-        """``user …`` lines for an ACL file: the default user off, then bridge and reader."""
+        """``user …`` lines for an ACL file: the default user off, then our users."""
         lines = ["user default reset off"]
         lines += [" ".join(["user", u, *self.rules(u)]) for u in USERS]
         return lines
@@ -205,6 +224,25 @@ class RedisUsers:
     def url(self, base_url: str, user: str) -> str:
         """``base_url`` with ``user``'s credentials. Never log it (``mask_url``)."""
         return with_credentials(base_url, user, self.password(user))
+
+
+def _read(path: Path) -> dict[str, str]:
+    """user → password of a credentials file (every user it names, each checked)."""
+    try:
+        raw = json.loads(path.read_text())
+        users = raw["users"]
+        passwords = {str(u): str(v["password"]) for u, v in users.items()}
+    except FileNotFoundError:
+        raise RedisAuthError(
+            f"no Redis credentials in {path} (start the cluster once with this keys dir, "
+            "or pass a --redis-url with user and password)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = type(exc).__name__
+        raise RedisAuthError(f"{path} is not a shardex Redis credentials ({why})") from None
+    if any(len(p) < 16 for p in passwords.values()):
+        raise RedisAuthError(f"{path}: passwords must be at least 16 characters")
+    return passwords
 
 
 def _lock(directory: Path) -> AbstractContextManager[None]:
@@ -232,14 +270,20 @@ def url_user(url: str) -> tuple[str | None, str | None]:
     return user, password
 
 
-def bridge_url(base_url: str) -> str:
-    """``base_url`` naming user ``bridge`` without a password (safe for argv and logs)."""
+def user_url(base_url: str, user: str) -> str:
+    """``base_url`` naming ``user`` without a password (safe for argv and logs): the process
+    takes the password from its keys dir (``resolve_url``)."""
     parts = urlsplit(base_url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"bridge@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    netloc = f"{quote(user, safe='')}@{host}" + (f":{parts.port}" if parts.port is not None else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def bridge_url(base_url: str) -> str:
+    """``base_url`` naming user ``bridge`` without a password (safe for argv and logs)."""
+    return user_url(base_url, "bridge")
 
 
 def resolve_url(url: str, keys_dir: str | Path | None, create: bool = False) -> str:

@@ -31,9 +31,14 @@ SYMBOL = "BTC-USD"
 
 
 class Pair:
-    """A router and two replicas of shard 0 on free ports, insecure, with one Redis."""
+    """A router and two replicas of shard 0 on free ports, with one Redis; insecure, or with
+    ``keys_dir`` secure (CURVE keys from it; ``redis_url`` then names the ``lease`` user and
+    ``observer_url`` is a URL with credentials to watch the lease with)."""
 
-    def __init__(self, tmp: Path, redis_url: str) -> None:
+    def __init__(self, tmp: Path, redis_url: str, keys_dir: str | None = None,
+                 observer_url: str | None = None) -> None:  # fmt: skip
+        self.keys_dir = keys_dir
+        self.observer_url = observer_url or redis_url
         self.layout = free_layout(1)
         while True:  # the replication ports must be free too
             try:
@@ -64,7 +69,8 @@ class Pair:
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "shardex.cli", *args, "--base-port",
-             str(self.layout.base_port), "--insecure"],
+             str(self.layout.base_port),
+             *(["--keys-dir", self.keys_dir] if self.keys_dir else ["--insecure"])],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         )  # fmt: skip
 
@@ -78,7 +84,7 @@ class Pair:
     def lease(self) -> Lease:
         import redis
 
-        return Lease(redis.Redis.from_url(self.redis_url), 0, "test-observer", "none")
+        return Lease(redis.Redis.from_url(self.observer_url), 0, "test-observer", "none")
 
     def wait_leader(self, not_node: str | None = None, timeout: float = 15.0) -> str:
         lease = self.lease()
@@ -100,7 +106,23 @@ class Pair:
         raise TimeoutError(f"in-sync set {lease.isr()} never became {members}")
 
     def client(self) -> Client:
-        return Client(self.layout.frontend, timeout=3.0, key=False, account="acct1")
+        key: Any = os.path.join(self.keys_dir, "admin.key") if self.keys_dir else False
+        return Client(self.layout.frontend, timeout=3.0, key=key, account="acct1")
+
+    def subscriber(self, ctx: Any, endpoint: str) -> Any:
+        """A SUB socket on ``endpoint`` (every topic) that the cluster lets in (a key when
+        secure: a keyless one would hear nothing and prove nothing)."""
+        import zmq
+
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        if self.keys_dir:
+            from shardex.auth import KeyFile, client_socket
+
+            client_socket(sub, KeyFile.read(os.path.join(self.keys_dir, "admin.key")))
+        sub.connect(endpoint)
+        return sub
 
     def proc_of(self, node: str) -> subprocess.Popen:
         return self.procs["r" + node.rsplit(".r", 1)[1]]
@@ -252,10 +274,8 @@ def test_sigstop_primary_is_fenced_after_resume(pair: Pair) -> None:
     import zmq
 
     ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)  # the old leader's event stream: silent after resume
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(pair.layout.replica_pub(0, int(first[-1])))
+    # the old leader's event stream: silent after resume
+    sub = pair.subscriber(ctx, pair.layout.replica_pub(0, int(first[-1])))
     time.sleep(0.2)
     old.send_signal(signal.SIGCONT)
     with pair.client() as c:  # requests while the old leader is awake again
@@ -380,7 +400,7 @@ def test_up_replicas_2_kill9_leader_stream_contiguous() -> None:
     import redis
     from conftest import Cluster
 
-    c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
+    c = Cluster(1, "--replicas", "2", "--accounts", "0", insecure=True, redis="embedded")
     try:
         with c.client(account="acct1") as cl:
             deadline = time.monotonic() + 15
@@ -461,8 +481,9 @@ def test_standby_that_is_ahead_starts_over(tmp_path) -> None:
         (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
           "--redis-url", "redis://127.0.0.1:1/0", "--fsync", "always"], "--fsync batch or none"),
         (["engine", "--shard", "0", "--role", "auto", "--insecure", "--data-dir", "{d}",
-          "--redis-url", "redis://127.0.0.1:1/0", "--accounts", "1"], "--accounts"),
-        (["up", "--shards", "1", "--replicas", "2", "--data-dir", "{d}"], "--insecure"),
+          "--redis-url", "redis://127.0.0.1:1/0", "--accounts", "1"], "--accounts 0"),
+        (["up", "--shards", "1", "--replicas", "2", "--accounts", "1", "--data-dir", "{d}"],
+         "--accounts 0"),
         (["up", "--shards", "1", "--replicas", "2", "--insecure", "--no-bridge",
           "--data-dir", "{d}"], "needs Redis"),
     ],

@@ -17,10 +17,18 @@ at its local deadline (before the Redis key can expire) and exits once Redis say
 someone else's; the supervisor restarts it, and it rejoins as a standby, first discarding its
 journal if it holds records the new leader never had (it was ahead: they were never acked).
 
-Wire (this process pair only, insecure loopback/LAN link; CURVE on it is phase 2):
-standby → leader ``[SUB, (node, epoch, seq)]`` (hello / resync) and ``[ACK, (epoch, seq)]``;
-leader → standby ``[REC, (epoch, seq before, seq after or 0, crc32, payload)]`` and
-``[DIV, leader seq]`` (you hold records I do not: start over).
+Wire (this process pair only): standby → leader ``[SUB, (node, epoch, seq)]`` (hello /
+resync) and ``[ACK, (epoch, seq)]``; leader → standby ``[REC, (epoch, seq before, seq after or
+0, crc32, payload)]`` and ``[DIV, leader seq]`` (you hold records I do not: start over).
+
+Security (a cluster with keys, the default): the leader's ROUTER is a CURVE server whose ZAP
+domain ``replication-I`` (``shardex.auth.domain_allows``, answered by the shard process's own
+ZAP handler) admits only shard I's own key, which both replicas of shard I run with; the
+standby connects as a CURVE client with that key and trusts only the cluster's server key. A
+client's, another shard's, an account shard's or the admin key is refused at the handshake, and
+every message is checked again against the registry (a key revoked since). A message that is
+not well-formed, from either side, is refused and counted (``refused``), never applied and
+never a crash. ``--insecure``: none of this (a lab only).
 """
 
 from __future__ import annotations
@@ -35,8 +43,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shardex.auth import (
+    KeyFile,
+    KeyStore,
+    Registry,
+    client_socket,
+    replication_domain,
+    replication_peer,
+    server_socket,
+    user_of,
+)
 from shardex.journal import Journal
-from shardex.lease import Holder, Lease, LeaseLost
+from shardex.lease import Holder, Lease, LeaseLost, check_access, connect
 from shardex.wire.protocol import packb, unpackb
 
 log = logging.getLogger("shardex.replica")
@@ -48,6 +66,29 @@ CHECK_LEASE_S = 0.1  # how often a standby looks at the lease
 CATCHUP_RECORDS = 200  # journal records per catch-up step (then wait for the standby's ack)
 RECENT_BATCHES = 8192  # batches kept in memory for a standby that fell a little behind
 EXIT_LEASE_LOST = 3  # exit code of a leader that lost its lease (the supervisor restarts it)
+REPLICAS = 2  # replicas per shard (``--replica 0..1``): the only node names a SUB may carry
+REGISTRY_RELOAD_S = 1.0  # how often the leader re-reads the key registry (revocations)
+MAX_STANDBY_MSG = 1 << 16  # SUB and ACK are tiny: a bigger message drops the connection
+LOG_EVERY_S = 1.0  # refused replication messages: at most one log line per second
+
+
+class Refusals:
+    """Counts refused replication messages; logs the first and then at most one a second
+    (a flood of garbage must not become a flood of log lines)."""
+
+    def __init__(self, side: str) -> None:
+        self.side = side
+        self.count = 0
+        self.logged = 0
+        self.last_log = 0.0
+
+    def __call__(self, why: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last_log >= LOG_EVERY_S:
+            log.error("ALERT %s refused %d replication message(s) (latest: %s)", self.side,
+                      self.count - self.logged, why)  # fmt: skip
+            self.logged, self.last_log = self.count, now
 
 
 @dataclass
@@ -72,7 +113,10 @@ class Replicator:
     high watermark. Driven by the shard's loop (no thread)."""
 
     def __init__(self, ctx: Any, zmq: Any, endpoint: str, lease: Lease, journal: Journal,
-                 seq: int) -> None:  # fmt: skip
+                 seq: int, keys_dir: str | None = None) -> None:  # fmt: skip
+        """``keys_dir``: a secure cluster's key store (the socket is a CURVE server that
+        admits only this shard's key; ``ctx`` must already have the process's ZAP handler);
+        None: ``--insecure``."""
         self.zmq = zmq
         self.lease = lease
         self.node = lease.node
@@ -81,6 +125,14 @@ class Replicator:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted standby takes its id over
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_STANDBY_MSG)
+        self.registry: Registry | None = None
+        self.last_reload = 0.0
+        if keys_dir:
+            store = KeyStore(keys_dir)
+            self.registry = store.registry()
+            server_socket(self.sock, store.server(), replication_domain(lease.shard))
+        self.refused = Refusals(f"leader {self.node}")
         self.sock.bind(endpoint)
         self.committed = seq
         self.recent: deque[tuple[int, int, bytes]] = deque(maxlen=RECENT_BATCHES)
@@ -128,6 +180,9 @@ class Replicator:
         in-sync set. Raises LeaseLost when Redis says the lease is someone else's."""
         if self.lease.due(now):
             self.lease.renew()
+        if self.registry is not None and now - self.last_reload >= REGISTRY_RELOAD_S:
+            self.last_reload = now
+            self.registry.reload()  # a revoked key is refused on its open connection too
         self._receive(now)
         for peer in self.peers.values():
             self._catch_up(peer, now)
@@ -135,20 +190,35 @@ class Replicator:
 
     def _receive(self, now: float) -> None:
         zmq = self.zmq
+        refuse = self.refused
+        # (peers are never forgotten: a SUB may only name one of the shard's replicas)
+        nodes = {f"shard-{self.lease.shard}.r{r}" for r in range(REPLICAS)} - {self.node}
         for _ in range(10_000):
             try:
-                ident, kind, body = self.sock.recv_multipart(zmq.NOBLOCK)
+                raw = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            except ValueError:
+            if self.registry is not None and not replication_peer(
+                self.registry.lookup(user_of(raw[-1])), self.lease.shard
+            ):
+                refuse("a key not of this shard (revoked?)")
                 continue
+            if len(raw) != 3:
+                refuse(f"{len(raw)} frames")
+                continue
+            ident, kind, body = (f.bytes for f in raw)
             try:
                 msg = unpackb(body)
             except Exception:
+                refuse(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue
             if kind == SUB and type(msg) is tuple and len(msg) == 3:
                 node, epoch, seq = msg
-                if type(node) is not str or type(seq) is not int or type(epoch) is not int:
+                if (
+                    node not in nodes or type(seq) is not int or type(epoch) is not int
+                    or seq < 0 or epoch < 0
+                ):  # fmt: skip
+                    refuse(f"bad SUB {str(msg)[:80]}")
                     continue
                 if epoch > self.epoch:
                     raise LeaseLost(f"standby {node} has seen epoch {epoch} > ours {self.epoch}")
@@ -167,14 +237,19 @@ class Replicator:
                 peer.waiting = 0.0
             elif kind == ACK and type(msg) is tuple and len(msg) == 2:
                 epoch, seq = msg
+                if type(seq) is not int or type(epoch) is not int or not 0 <= seq <= self.committed:
+                    refuse(f"bad ACK {str(msg)[:80]} (committed {self.committed})")
+                    continue
                 for peer in self.peers.values():
-                    if peer.ident == ident and epoch == self.epoch and type(seq) is int:
+                    if peer.ident == ident and epoch == self.epoch:
                         peer.heard = now
                         if seq > peer.acked:
                             peer.acked = seq
                             peer.progress = now
                         if peer.waiting:
                             peer.sent, peer.waiting = seq, 0.0
+            else:
+                refuse(f"unknown {kind[:8]!r} or bad shape")
 
     def _catch_up(self, peer: Peer, now: float) -> None:
         if peer.sent >= self.committed:
@@ -248,6 +323,7 @@ class Replicator:
             "epoch": self.epoch,
             "isr": list(self.isr),
             "lag": {p.node: self.committed - p.acked for p in self.peers.values()},
+            "repl_refused": self.refused.count,
         }
 
     def close(self) -> None:
@@ -263,7 +339,9 @@ class Standby:
     the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
-                 journal: Journal, engine: Any) -> None:  # fmt: skip
+                 journal: Journal, engine: Any, key: KeyFile | None = None) -> None:  # fmt: skip
+        """``key``: this shard's key pair in a secure cluster (the link to the leader is
+        CURVE, trusting only the cluster's server key); None: ``--insecure``."""
         import zmq
 
         self.zmq = zmq
@@ -283,6 +361,8 @@ class Standby:
         self.last_warned = 0.0
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
+        self.key = key
+        self.refused = Refusals(f"standby {self.node}")
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -314,7 +394,13 @@ class Standby:
         s = self.sock = self.ctx.socket(self.zmq.DEALER)
         s.setsockopt(self.zmq.LINGER, 0)
         s.setsockopt(self.zmq.IDENTITY, self.node.encode())
-        s.connect(holder.endpoint)
+        if self.key is not None:
+            client_socket(s, self.key)  # shard I's key; the leader must hold the server key
+        try:
+            s.connect(holder.endpoint)
+        except self.zmq.ZMQError as exc:  # a garbled endpoint in the lease: wait for the next
+            log.error("ALERT cannot connect to %s's replication endpoint %r: %s", holder.node,
+                      holder.endpoint, exc)  # fmt: skip
         self.leader = holder
         self.last_sub = 0.0
         log.info("%s follows %s (epoch %d) at %s from seq %d", self.node, holder.node,
@@ -388,22 +474,25 @@ class Standby:
             except zmq.Again:
                 break
             except ValueError:
+                self.refused("not 2 frames")
                 continue
-            self.last_heard = time.monotonic()
             try:
                 msg = unpackb(body)
             except Exception:
-                log.error("ALERT unreadable replication message (%d bytes) ignored", len(body))
+                self.refused(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue
-            if kind == DIV:
+            if kind == DIV and type(msg) is int and 0 <= msg < engine.seq:
+                self.last_heard = time.monotonic()
                 raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})")
             if kind != REC or type(msg) is not tuple or len(msg) != 5:
+                self.refused(f"unknown {kind[:8]!r} or bad shape")
                 continue
             epoch, seq0, seq1, crc, payload = msg
             ints = (epoch, seq0, seq1, crc)
             if not all(type(v) is int for v in ints) or type(payload) is not bytes:
-                log.error("ALERT malformed replication record ignored")
+                self.refused("malformed record")
                 continue
+            self.last_heard = time.monotonic()
             if epoch < mine:
                 log.warning("refused a record of epoch %d < %d", epoch, mine)
                 continue
@@ -416,11 +505,20 @@ class Standby:
                     self.last_heard = 0.0
                 continue  # (below: a duplicate)
             if zlib.crc32(payload) != crc:
-                log.error("ALERT record at seq %d failed its crc: resync", seq0)
+                self.refused(f"record at seq {seq0} failed its crc: resync")
+                self.last_heard = 0.0
+                continue
+            try:
+                cmds = unpackb(payload)
+            except Exception:
+                cmds = None
+            if type(cmds) is not tuple:  # (arrays decode as tuples; the engine takes any
+                # command, so only the batch's shape is checked here)
+                self.refused(f"record at seq {seq0} holds no command list: resync")
                 self.last_heard = 0.0
                 continue
             out: list[Any] = []
-            for cmd in unpackb(payload):
+            for cmd in cmds:
                 before = engine.seq
                 engine.apply(cmd, out)
                 journal.add(before, cmd)
@@ -445,23 +543,37 @@ def replica_dir(data_dir: str, index: int, replica: int) -> str:
 
 
 def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -> None:
-    """``shardex engine --role auto``: stand by until this node holds the lease, then lead."""
-    import redis
+    """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
 
+    With ``cfg.keys_dir`` (a secure cluster) both the replication link and the lease are
+    authenticated: the link with shard I's CURVE key pair (the same key the leader registers
+    with the router), the lease as Redis user ``lease`` (``redis://lease@HOST:PORT/0``, the
+    password from the keys dir)."""
     from shardex.node.shard import ShardNode, check_ownership
+    from shardex.redisauth import RedisAuthError, mask_url
     from shardex.wire.transport import StopFlag
 
     if not cfg.journal_dir:
         raise SystemExit("--role auto needs --data-dir (each replica journals)")
     Path(cfg.journal_dir).mkdir(parents=True, exist_ok=True)
     node = f"shard-{cfg.index}.r{replica}"
-    r = redis.Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    try:
+        r = connect(redis_url, cfg.keys_dir)
+    except RedisAuthError as exc:
+        raise SystemExit(f"the lease's Redis: {exc}") from None
+    why = check_access(r)
+    if why is not None:  # wrong credentials never heal by waiting: say so and stop
+        hint = " (a secure cluster's is redis://lease@HOST:PORT/0)" if cfg.keys_dir else ""
+        raise SystemExit(f"the lease's Redis {mask_url(redis_url)}: {why}{hint}")
+    key = None
+    if cfg.keys_dir:
+        key = KeyStore(cfg.keys_dir).process_key(f"shard-{cfg.index}", "shard", cfg.index)
     lease = Lease(r, cfg.index, node, repl_endpoint)
     journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
     engine = journal.recover().engine
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
-    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine)
+    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key)
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
@@ -476,7 +588,8 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
     shard = ShardNode(cfg, recovered=(engine, journal),
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
-                                                            journal, engine.seq))  # fmt: skip
+                                                            journal, engine.seq,
+                                                            cfg.keys_dir))  # fmt: skip
     shard.stop = stop
     log.warning(
         "FAILOVER %s leads shard %d at epoch %d from seq %d: lease taken %s after the last "

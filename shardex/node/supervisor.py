@@ -173,6 +173,11 @@ def build_children(
         if redis is None or data_dir is None:
             raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
         lease_url = layout.redis_url if redis == "embedded" else redis
+        if redis == "embedded" and keys_dir:
+            from shardex.redisauth import user_url
+
+            # user only: the engines read the lease user's password from keys_dir
+            lease_url = user_url(lease_url, "lease")
     for i in range(layout.shards if replicas > 1 else 0):
         for r in range(replicas):
             children.append(
