@@ -21,7 +21,6 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.accounts.core import account_shard_for
 from shardex.accounts.link import APPLY, GAP
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory
 from shardex.auth import (
@@ -38,6 +37,7 @@ from shardex.auth import (
 )
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import (
+    MAX_ID_LEN,
     OP_AMEND,
     OP_NEW,
     OP_REJECT,
@@ -89,6 +89,7 @@ log = logging.getLogger("shardex.shard")
 HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
+MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
@@ -265,17 +266,26 @@ class ShardCore:
     def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
         """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as
         ``(OP_FORWARD, j, seq, prev, cmd)`` so a replay rebuilds the settlement stage too.
-        The caller checked the link (``forward_verdict`` is APPLY)."""
-        cmd = edge_command(cmd)
-        if cmd[0] not in (OP_NEW, OP_AMEND) or account_shard_for(cmd[3], self.accounts) != j:
-            # Not what an account shard sends: still consumed (the link must not stall) and
-            # refused; its hold, if any, cannot be settled by the feed: ALERT.
-            log.error("ALERT account shard %d forwarded an unusable command %.200r", j, cmd)
-            self.internal_errors += 1
+        The caller checked the link (``forward_verdict`` is APPLY). The ``SettledEngine``
+        judges the command (shape, account of shard ``j``, symbol of this shard): one it
+        refuses is rejected and settled back to ``j`` (the hold is released there), with an
+        ALERT here since only a misconfigured cluster or a bug sends such a forward."""
+        if len(packb(cmd)) > MAX_FORWARD_BYTES:  # journal a bounded stand-in, never megabytes
+            cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
+                        for i in range(4))  # fmt: skip
+            cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
         rec = (OP_FORWARD, j, seq, prev, cmd)
-        before = self.engine.seq
-        self.engine.apply(rec, out)
+        engine = self.engine
+        before = engine.seq
+        refusals = getattr(engine, "refusals", 0)
+        start = len(out)
+        engine.apply(rec, out)
         self.journal.add(before, rec)
+        if getattr(engine, "refusals", 0) != refusals:
+            self.internal_errors += 1
+            reason = out[-1][4] if len(out) > start else "?"
+            log.error("ALERT account shard %d forwarded a command this shard refuses (%s): "
+                      "rejected and settled back", j, reason)  # fmt: skip
         self.commands += 1
         self.stats.received += 1
 
@@ -778,7 +788,9 @@ class ShardNode:
 
     def recover(self) -> tuple[Engine | None, Journal | NullJournal]:
         cfg = self.cfg
-        factory = SettledEngineFactory(cfg.index, cfg.accounts) if cfg.accounts else None
+        factory = (
+            SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
+        )
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
