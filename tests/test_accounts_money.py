@@ -14,9 +14,16 @@ The pure half drives the very machines the processes run (``AccountMachine``,
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal as D
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,3 +238,138 @@ def test_any_misshapen_forward_releases_its_hold(data, field, junk):
     v.direct(0, (2, sym, "o0", a))
     _nothing_held(v, [a])
     assert v.replayed(0) == v.sent[0]
+
+
+# ------------------------------------------------------------------ real processes
+
+
+class HandCluster:
+    """Router, engine shards and account shards started one by one (insecure), so a test can
+    give the tiers configurations that disagree, as an operator's mistake would."""
+
+    def __init__(self, engine_args: list[list[str]], account_args: list[list[str]], router_args):
+        from conftest import free_layout
+
+        self.layout = free_layout(2, 1, accounts=2)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.procs: list[subprocess.Popen] = []
+        base = ["--base-port", str(self.layout.base_port), "--insecure"]
+        try:
+            for args in [["router", *router_args], *(["engine", *a] for a in engine_args),
+                         *(["accounts", *a] for a in account_args)]:  # fmt: skip
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "shardex.cli", *args, *base, "--metrics-port", "0"],
+                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                    )  # fmt: skip
+                )
+            from conftest import wait_for_cluster
+
+            wait_for_cluster(self.layout)
+        except Exception:
+            self.stop()
+            raise
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.log.close()
+
+
+def _wait(pred, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except Exception as exc:  # noqa: BLE001 - a process still starting: ask again
+            last = exc
+        if last is True:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.mark.timeout(60)
+def test_misconfigured_tiers_refuse_forwards_and_release_holds():
+    """Real processes whose tiers disagree: engine shards started with --accounts 2, one
+    account shard started as 0 of 1 believing in one engine shard (--engines 1, so every
+    symbol is forwarded to engine shard 0). A forward naming an account of the other account
+    shard, and one of a symbol engine shard 1 owns, are refused by engine shard 0 and settled
+    back: the holds are released (before the fix: ALERT, then matched anyway, the hold stuck
+    on an order the account shard never hears of again)."""
+    from shardex.client import Client
+
+    sym0, sym1 = _sym_of(0), _sym_of(1)  # owned by engine shard 0 / 1 of 2
+    stranger = next(a for a in _accounts_of(0, 1, 8) if account_shard_for(a, 2) == 1)
+    local = next(a for a in _accounts_of(0, 1, 8) if account_shard_for(a, 2) == 0)
+    hc = None
+    try:
+        hc = HandCluster(
+            engine_args=[["--shard", str(i), "--shards", "2", "--no-pin", "--accounts", "2"]
+                         for i in range(2)],  # fmt: skip
+            account_args=[["--shard", "0", "--shards", "1", "--engines", "1"]],
+            router_args=["--shards", "2", "--accounts", "1"],
+        )
+        with Client(hc.layout.frontend, key=False, timeout=5) as c:
+            for acct in (stranger, local):
+                for asset in ("USD", "BTC", "ETH"):
+                    assert c.deposit(acct, asset, "1000", ref=f"{acct}-{asset}").ok
+            quote1 = sym1.split("-")[1]
+            r1 = c.place(sym0, "buy", "0.1", "100", account=stranger, id="s-1")
+            r2 = c.place(sym1, "buy", "0.1", "1", account=local, id="l-1")
+            assert r1.ok and r2.ok  # held and forwarded: the refusal comes back as a settlement
+            quote0 = sym0.split("-")[1]
+            _wait(lambda: c.balance(stranger)[quote0] == (D(1000), D(0)), "stranger released")
+            _wait(lambda: c.balance(local)[quote1] == (D(1000), D(0)), "local released")
+        assert "refuses" in hc.output() and "ALERT" in hc.output()
+    finally:
+        if hc is not None:
+            hc.stop()
+
+
+@pytest.mark.timeout(90)
+def test_engine_rejects_of_a_real_cluster_release_holds():
+    """Through a real ``shardex up --accounts 2`` cluster, every engine-level refusal a client
+    can provoke after its hold is taken: duplicate id (live, and recently finished), post-only
+    cross, post-only with an IOC. Each hold comes back, the audit stays clean."""
+    from conftest import Cluster
+
+    from shardex.client import audit_report
+
+    cl = Cluster(1, accounts=2)
+    try:
+        with cl.client() as c:
+            a, b = "rej-alice", "rej-bob"
+            assert account_shard_for(a, 2) != account_shard_for(b, 2)
+            for acct in (a, b):
+                assert c.deposit(acct, "USD", "1000", ref=f"{acct}-usd").ok
+                assert c.deposit(acct, "BTC", "10", ref=f"{acct}-btc").ok
+            assert c.place("BTC-USD", "sell", "1", "100", account=a, id="dup").ok
+            _wait(lambda: c.order_status("BTC-USD", "dup", account=a)["state"] == "live", "rest")
+            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, id="dup").ok  # live id
+            assert c.place("BTC-USD", "buy", "0.1", "101", account=b, post_only=True).ok
+            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, post_only=True,
+                           tif="ioc").ok  # fmt: skip
+            assert c.place("BTC-USD", "buy", "0.01", "100", account=b, id="fill").ok  # fills
+            _wait(lambda: c.balance(b)["BTC"][0] == D("10.01"), "the fill settled")
+            assert c.place("BTC-USD", "buy", "0.01", "90", account=b, id="fill").ok  # finished id
+            # bob paid 0.01 × 100 + 5 bps taker fee for the fill; every other hold came back
+            _wait(lambda: c.balance(b)["USD"] == (D("998.9995"), D(0)), "bob's holds released")
+            assert c.cancel("BTC-USD", "dup", account=a).ok
+            _wait(lambda: c.balance(a)["BTC"][1] == D(0), "alice released")
+            lines, ok = audit_report(c.audit())
+            assert ok, lines
+    finally:
+        cl.stop()
