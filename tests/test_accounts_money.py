@@ -14,6 +14,7 @@ The pure half drives the very machines the processes run (``AccountMachine``,
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -371,5 +372,99 @@ def test_engine_rejects_of_a_real_cluster_release_holds():
             _wait(lambda: c.balance(a)["BTC"][1] == D(0), "alice released")
             lines, ok = audit_report(c.audit())
             assert ok, lines
+    finally:
+        cl.stop()
+
+
+def _metric(port: int, name: str, what: str | None = None) -> float:
+    """One sample of a Prometheus exporter (the first whose labels contain ``what``)."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name) and (what is None or f'what="{what}"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {what or ''} at :{port}")
+
+
+def _dead(pid: int) -> bool:
+    """A killed child of a stopped supervisor is a zombie until reaped: dead all the same."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(120)
+def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkeypatch):
+    """Rings of 4 settlements per link and 8 account events (``SHARDEX_LINK_RING``,
+    ``SHARDEX_EVENT_RING``). (a) Account shard 1 is down (its supervisor paused, so it stays
+    down) while 30 fills of its maker's order happen: on restart the engine shard re-sends the
+    settlements from its journal; the maker is paid exactly, the audit is clean. (b) The
+    bridge is down while account shard 1 emits more events than its ring holds: on restart the
+    bridge gets the range from the account shard's journal. Both balance streams then equal
+    exactly what the account shards emitted, in order, each event once."""
+    from conftest import Cluster
+    from test_accounts_stream import _converged, _stream
+
+    from shardex.client import audit_report
+
+    monkeypatch.setenv("SHARDEX_LINK_RING", "4")
+    monkeypatch.setenv("SHARDEX_EVENT_RING", "8")
+    cl = Cluster(1, accounts=2, redis=redis_server.url)
+    sup = cl.proc.pid
+    try:
+        r = redis_server.client()
+        maker = next(a for a in (f"maker{k}" for k in range(50)) if account_shard_for(a, 2) == 1)
+        taker = next(a for a in (f"taker{k}" for k in range(50)) if account_shard_for(a, 2) == 0)
+        with cl.client() as c:
+            assert c.deposit(maker, "BTC", "10", ref="m-btc").ok
+            assert c.deposit(taker, "USD", "100000", ref="t-usd").ok
+            assert c.place("BTC-USD", "sell", "1", "100", account=maker, id="m-1").ok
+            _wait(lambda: c.order_status("BTC-USD", "m-1", account=maker)["state"] == "live",
+                  "the maker's order on the book")  # fmt: skip
+            _converged(cl, r, 2)
+
+            # (a) account shard 1 down while its order fills 30 times
+            victim = cl.child_pid("accounts.1")
+            os.kill(sup, signal.SIGSTOP)
+            try:
+                os.kill(victim, signal.SIGKILL)
+                _wait(lambda: _dead(victim), "account shard 1 dead")
+                for k in range(30):
+                    res = c.place("BTC-USD", "buy", "0.01", "100", account=taker, id=f"t-{k}",
+                                  tif="ioc")  # fmt: skip
+                    assert res.ok, res
+            finally:
+                os.kill(sup, signal.SIGCONT)
+            # 0.3 BTC sold at 100, maker fee 2 bps: 30 - 0.006 USD
+            want = {"BTC": (D(9), D("0.7")), "USD": (D("29.994"), D(0))}
+            _wait(lambda: c.balance(maker) == want, "the maker paid for all 30 fills", 30)
+            assert _metric(cl.layout.shard_metrics_port(0), "shardex_shard_account_link",
+                           "journal") > 0  # fmt: skip
+
+            # (b) the bridge down while account shard 1 emits 20 events (ring: 8)
+            bridge = cl.child_pid("bridge")
+            os.kill(sup, signal.SIGSTOP)
+            try:
+                os.kill(bridge, signal.SIGKILL)
+                _wait(lambda: _dead(bridge), "bridge dead")
+                for k in range(20):
+                    assert c.deposit(maker, "USD", "1", ref=f"m-usd-{k}").ok
+            finally:
+                os.kill(sup, signal.SIGCONT)
+            _converged(cl, r, 2, timeout=30.0)
+            assert _metric(cl.layout.account_metrics_port(1),
+                           "shardex_accounts_journal_resent") > 0  # fmt: skip
+            for j in range(2):
+                ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, j)]
+                assert ids == sorted(set(ids))
+            lines, ok = audit_report(c.audit())
+            assert ok, lines
+        out = cl.output()
+        assert "no longer holds" not in out and "ALERT" not in out.replace(
+            "ALERT refused", ""
+        ), [ln for ln in out.splitlines() if "ALERT" in ln]
     finally:
         cl.stop()

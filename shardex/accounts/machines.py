@@ -34,6 +34,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
     REJ_WRONG_SHARD,
 )
+from shardex.journal import JournalError
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
@@ -190,6 +191,55 @@ class SettledEngine:
             "rings": [[j, list(r)[-SNAP_RING:]] for j, r in sorted(self.rings.items())],
         }
         return state
+
+
+class SettlementRepair:
+    """Settlements for account shard ``j`` older than the ring, regenerated from the engine
+    shard's journal (``journal.Replay`` of a ``SettledEngine``: byte-identical to what was
+    sent, so the account shard applies them once).
+
+    Kept between requests like the bridge's journal cursor: a long repair is one pass over the
+    journal, ``budget`` commands per call, ``limit`` messages per answer. ``replay_from(at)``
+    makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
+    """
+
+    def __init__(self, j: int, replay_from: Callable[[int], Any]) -> None:
+        self.j = j
+        self.replay_from = replay_from
+        self.replay: Any = None
+        self.pending: list[tuple] = []  # regenerated, not yet past the receiver's ``after``
+
+    def _continues(self, after: int) -> bool:
+        """True when every settlement for j with eseq in (after, replay position] is pending."""
+        if self.replay is None:
+            return False
+        if self.pending:
+            return self.pending[0][3] == after
+        return self.replay.machine.feed.outbox.last.get(self.j, 0) <= after
+
+    def take(self, after: int, budget: int, limit: int) -> list[tuple]:
+        """Up to ``limit`` settlements with eseq > ``after``, their chain starting at
+        ``after`` ([]: still replaying towards them, or none in the journal). Raises
+        ``journal.JournalError`` when the journal no longer reaches back that far."""
+        self.pending = [m for m in self.pending if m[2] > after]
+        if not self._continues(after):
+            self.replay = self.replay_from(after)
+            self.pending = []
+        replay, j = self.replay, self.j
+        machine = replay.machine
+        start = replay.replayed
+        while len(self.pending) < limit and not replay.done and replay.replayed - start < budget:
+            replay.step(min(10_000, budget - (replay.replayed - start)))
+            out, machine.outgoing = machine.outgoing, []
+            self.pending.extend(m for k, m in out if k == j and m[2] > after)
+        msgs = self.pending[:limit]
+        if msgs and msgs[0][3] != after:
+            self.replay = None
+            raise JournalError(
+                f"settlements after eseq {after} for account shard {j} are no longer in the "
+                f"journal (it resumes at eseq {msgs[0][2]}, after {msgs[0][3]})"
+            )
+        return msgs
 
 
 class SettledEngineFactory:

@@ -61,10 +61,10 @@ from shardex.engine.codes import (
     REJ_OFF_GRID,
     REJ_UNKNOWN_OP,
 )
-from shardex.journal import Journal, JournalUnavailable
+from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import serve
 from shardex.node.runtime import tune_gc
-from shardex.node.shard import NullJournal, RouterLink
+from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -145,6 +145,7 @@ class AccountHandler:
         self.journal_down: str | None = None
         self.commands = 0
         self.rejected = 0
+        self.journal_resent = 0  # events re-sent to the bridge from the journal
         self.key: KeyInfo | None = None
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
@@ -357,10 +358,21 @@ class AccountHandler:
         if first > last:
             return {"events": [], "seq": published}
         evs = self.machine.events.get(first, last)
+        if evs is None and isinstance(self.journal, Journal):
+            # Older than the ring: regenerated from the journal (replay is deterministic, so
+            # the events are the ones published), bounded work per request with the cursor
+            # kept between requests, as the engine shard's range re-send does.
+            try:
+                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
+            except JournalError as exc:
+                return {"error": str(exc), "seq": published}
+            if evs == []:  # still replaying towards ``first``: ask again
+                return {"events": [], "seq": published, "pending": True}
+            self.journal_resent += len(evs)
         if evs is None:
             return {
                 "error": f"events {first}..{last} are gone (ring starts at "
-                f"{self.machine.events.first}; journal-backed re-send is not built)",
+                f"{self.machine.events.first}, no journal)",
                 "seq": published,
             }
         return {"events": evs, "seq": published}
@@ -814,6 +826,8 @@ class _Collector:
             ("shardex_accounts_rejected", "Client commands refused (funds, shape, key)",
              node.handler.rejected),
             ("shardex_accounts_anomalies", "Settlements that did not fit (ALERT)", core.anomalies),
+            ("shardex_accounts_journal_resent", "Events re-sent to the bridge from the journal "
+             "(older than the ring)", node.handler.journal_resent),
         ):  # fmt: skip
             fam = CounterMetricFamily(name, doc, labels=["shard"])
             fam.add_metric(lab, value)

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shardex.accounts.link import APPLY, GAP
-from shardex.accounts.machines import SettledEngine, SettledEngineFactory
+from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
 from shardex.auth import (
     DOMAIN_ACCOUNT_LINK,
     DOMAIN_CLIENTS,
@@ -89,6 +89,7 @@ log = logging.getLogger("shardex.shard")
 HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
+MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
 MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
@@ -742,8 +743,9 @@ class ShardNode:
         self.core.accounts = cfg.accounts
         self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
         self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
+        self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
-                            "resent": 0, "unsent": 0, "refused": 0}  # fmt: skip
+                            "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
@@ -1243,12 +1245,10 @@ class ShardNode:
             for j, after in syncs.items():
                 if after >= 0:
                     msgs, complete = engine.resend(j, after)
-                    if not complete:
-                        log.error(
-                            "ALERT account shard %d needs settlements after eseq %d that the "
-                            "ring no longer holds (journal-backed repair is not built yet)",
-                            j, after,
-                        )  # fmt: skip
+                    if complete:
+                        self.repairs.pop(j, None)
+                    else:
+                        msgs = self._journal_settlements(j, after)
                     counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
                         self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
@@ -1259,6 +1259,27 @@ class ShardNode:
                         send_frames(self.alink, [peer, LINK_HAVE, have])
                     except self.zmq.ZMQError:
                         counts["unsent"] += 1
+
+    def _journal_settlements(self, j: int, after: int) -> list[tuple]:
+        """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,
+        regenerated from the journal (bounded work per SYNC; the cursor is kept, so the next
+        SYNC continues). [] while replaying towards them; ALERT when the journal lost them."""
+        journal = self.core.journal
+        if not isinstance(journal, Journal):
+            log.error("ALERT account shard %d needs settlements after eseq %d that the ring "
+                      "no longer holds, and this shard has no journal", j, after)  # fmt: skip
+            return []
+        repair = self.repairs.get(j)
+        if repair is None:
+            repair = self.repairs[j] = SettlementRepair(j, journal.replay_from)
+        try:
+            msgs = repair.take(after, JOURNAL_READ_BUDGET, MAX_RESEND)
+        except JournalError as exc:
+            self.repairs.pop(j, None)
+            log.error("ALERT account shard %d needs settlements after eseq %d: %s", j, after, exc)
+            return []
+        self.link_counts["journal"] += len(msgs)
+        return msgs
 
     def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
         peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)
