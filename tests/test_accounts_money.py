@@ -403,8 +403,10 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
     down) while 30 fills of its maker's order happen: on restart the engine shard re-sends the
     settlements from its journal; the maker is paid exactly, the audit is clean. (b) The
     bridge is down while account shard 1 emits more events than its ring holds: on restart the
-    bridge gets the range from the account shard's journal. Both balance streams then equal
-    exactly what the account shards emitted, in order, each event once."""
+    bridge gets the range from the account shard's journal. (c) Engine shard 0 loses 10 forwards
+    (frozen, then killed): on restart they come from the account shard's journal and all rest
+    on the book. Both balance streams then equal exactly what the account shards
+    emitted, in order, each event once; the audit is clean."""
     from conftest import Cluster
     from test_accounts_stream import _converged, _stream
 
@@ -460,6 +462,26 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
             for j in range(2):
                 ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, j)]
                 assert ids == sorted(set(ids))
+
+            # (c) 10 forwards lost with engine shard 0: sent into its socket while it is
+            # frozen, then it is killed (ZeroMQ would have queued them while it was merely
+            # down); its HAVE after the restart asks for more than the ring (4) holds
+            engine = cl.shard_pid(0)
+            os.kill(engine, signal.SIGSTOP)
+            try:
+                for k in range(10):
+                    assert c.place("BTC-USD", "buy", "0.01", "50", account=taker,
+                                   id=f"late-{k}").ok  # fmt: skip
+                time.sleep(0.3)
+            finally:
+                os.kill(engine, signal.SIGKILL)
+            for k in range(10):
+                _wait(lambda k=k: c.order_status("BTC-USD", f"late-{k}",
+                                                 account=taker)["state"] == "live",
+                      f"late-{k} on the book", 30)  # fmt: skip
+            assert _metric(cl.layout.account_metrics_port(0), "shardex_accounts_link",
+                           "journal") > 0  # fmt: skip
+            _converged(cl, r, 2, timeout=30.0)
             lines, ok = audit_report(c.audit())
             assert ok, lines
         out = cl.output()

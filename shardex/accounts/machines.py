@@ -193,53 +193,91 @@ class SettledEngine:
         return state
 
 
-class SettlementRepair:
-    """Settlements for account shard ``j`` older than the ring, regenerated from the engine
-    shard's journal (``journal.Replay`` of a ``SettledEngine``: byte-identical to what was
-    sent, so the account shard applies them once).
+class LinkRepair:
+    """The messages of one link older than its ring, regenerated from the sender's journal
+    (``journal.Replay`` of the sender's machine: byte-identical to what was sent, so the
+    receiver applies each once). Subclasses say which messages of a replay belong to the link.
 
     Kept between requests like the bridge's journal cursor: a long repair is one pass over the
     journal, ``budget`` commands per call, ``limit`` messages per answer. ``replay_from(at)``
     makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
     """
 
-    def __init__(self, j: int, replay_from: Callable[[int], Any]) -> None:
-        self.j = j
+    SEQ, PREV = 0, 1  # where a message carries its seq and prev
+
+    def __init__(self, link: int, replay_from: Callable[[int], Any]) -> None:
+        self.link = link
         self.replay_from = replay_from
         self.replay: Any = None
         self.pending: list[tuple] = []  # regenerated, not yet past the receiver's ``after``
 
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        """The link's messages among what one replay step produced."""
+        raise NotImplementedError
+
+    def last_sent(self, machine: Any) -> int:
+        """The seq of the last message the replayed machine put on the link."""
+        raise NotImplementedError
+
     def _continues(self, after: int) -> bool:
-        """True when every settlement for j with eseq in (after, replay position] is pending."""
+        """True when every message with seq in (after, replay position] is pending."""
         if self.replay is None:
             return False
         if self.pending:
-            return self.pending[0][3] == after
-        return self.replay.machine.feed.outbox.last.get(self.j, 0) <= after
+            return self.pending[0][self.PREV] == after
+        return self.last_sent(self.replay.machine) <= after
 
     def take(self, after: int, budget: int, limit: int) -> list[tuple]:
-        """Up to ``limit`` settlements with eseq > ``after``, their chain starting at
-        ``after`` ([]: still replaying towards them, or none in the journal). Raises
+        """Up to ``limit`` messages with seq > ``after``, their chain starting at ``after``
+        ([]: still replaying towards them, or none in the journal). Raises
         ``journal.JournalError`` when the journal no longer reaches back that far."""
-        self.pending = [m for m in self.pending if m[2] > after]
+        seq, prev = self.SEQ, self.PREV
+        self.pending = [m for m in self.pending if m[seq] > after]
         if not self._continues(after):
             self.replay = self.replay_from(after)
             self.pending = []
-        replay, j = self.replay, self.j
-        machine = replay.machine
+        replay = self.replay
         start = replay.replayed
-        while len(self.pending) < limit and not replay.done and replay.replayed - start < budget:
-            replay.step(min(10_000, budget - (replay.replayed - start)))
-            out, machine.outgoing = machine.outgoing, []
-            self.pending.extend(m for k, m in out if k == j and m[2] > after)
+        while len(self.pending) < limit and replay.replayed - start < budget:
+            events = replay.step(min(10_000, budget - (replay.replayed - start)))
+            self.pending.extend(
+                m for m in self.collect(replay.machine, events) if m[seq] > after
+            )
+            if replay.done:
+                break
         msgs = self.pending[:limit]
-        if msgs and msgs[0][3] != after:
+        if msgs and msgs[0][prev] != after:
             self.replay = None
             raise JournalError(
-                f"settlements after eseq {after} for account shard {j} are no longer in the "
-                f"journal (it resumes at eseq {msgs[0][2]}, after {msgs[0][3]})"
+                f"messages after seq {after} on link {self.link} are no longer in the journal "
+                f"(it resumes at seq {msgs[0][seq]}, after {msgs[0][prev]})"
             )
         return msgs
+
+
+class SettlementRepair(LinkRepair):
+    """Settlements for account shard ``link`` from an engine shard's journal."""
+
+    SEQ, PREV = 2, 3  # (kind, eshard, eseq, prev, ...)
+
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        out, machine.outgoing = machine.outgoing, []
+        return [m for k, m in out if k == self.link]
+
+    def last_sent(self, machine: Any) -> int:
+        return machine.feed.outbox.last.get(self.link, 0)
+
+
+class ForwardRepair(LinkRepair):
+    """Forwards to engine shard ``link`` from an account shard's journal, as ``(seq, prev,
+    cmd)`` like ``AccountMachine.resend``."""
+
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        return [(ev[1], ev[3], ev[4]) for ev in events
+                if ev[0] == AE_FORWARD and ev[2] == self.link]  # fmt: skip
+
+    def last_sent(self, machine: Any) -> int:
+        return machine.core.outbox.last.get(self.link, 0)
 
 
 class SettledEngineFactory:
