@@ -490,3 +490,73 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
         ), [ln for ln in out.splitlines() if "ALERT" in ln]
     finally:
         cl.stop()
+
+
+def _journaled_pair(tmp_path, monkeypatch):
+    """An engine shard (``SettledEngine``) and an account shard (``AccountMachine``), each
+    journaling to disk exactly as the processes do, rings of 4."""
+    from shardex.journal import Journal
+
+    monkeypatch.setenv("SHARDEX_LINK_RING", "4")
+    efac = SettledEngineFactory(0, 1, 1)
+    afac = AccountMachineFactory(0, 1, lambda _s: 0, FEES)
+    ej = Journal(tmp_path / "e", MARKETS, fsync="none", machine=efac, keep_snapshots=1)
+    aj = Journal(tmp_path / "a", MARKETS, fsync="none", machine=afac, keep_snapshots=1)
+    eng, acc = ej.recover().engine, aj.recover().engine
+    sent: list[tuple] = []
+    fwds: list[tuple] = []
+
+    def run(cmd: tuple) -> None:
+        out: list[tuple] = []
+        aj.add(acc.seq, cmd)
+        acc.apply(cmd, out)
+        aj.commit()
+        for ev in out:
+            if ev[0] == AE_FORWARD:
+                fwds.append((ev[1], ev[3], ev[4]))
+                rec = (OP_FORWARD, 0, ev[1], ev[3], ev[4])
+                ej.add(eng.seq, rec)
+                eng.apply(rec, [])
+        ej.commit()
+        sent.extend(m for _, m in eng.outgoing)
+        eng.outgoing.clear()
+
+    return ej, aj, eng, acc, run, sent, fwds
+
+
+def test_link_repairs_regenerate_what_was_sent_across_snapshots(tmp_path, monkeypatch):
+    """Settlements and forwards older than the rings come back from the journals byte for
+    byte, in chunks (``limit``), across snapshots, continuing one replay between requests;
+    a journal trimmed past the range says so (JournalError) instead of sending a gap."""
+    from shardex.accounts.machines import ForwardRepair, SettlementRepair
+    from shardex.journal import JournalError
+
+    ej, aj, eng, acc, run, sent, fwds = _journaled_pair(tmp_path, monkeypatch)
+    run((A_DEPOSIT, "m", "BTC", 10**12, "d1"))
+    run((A_DEPOSIT, "t", "USD", 10**15, "d2"))
+    run(_new("BTC-USD", "m1", "m", side=SELL, price=100_00, qty=1000))
+    for k in range(40):
+        run(_new("BTC-USD", f"t{k}", "t", side=BUY, price=100_00, qty=1, tif=IOC))
+        if k == 20:
+            ej.snapshot(eng)  # replays for ranges after it start from it
+            aj.snapshot(acc)
+    assert len(sent) == 40 and eng.resend(0, sent[0][2])[1] is False  # the ring holds 4
+    rep = SettlementRepair(0, ej.replay_from)
+    got, after = [], 0
+    while True:
+        chunk = rep.take(after, budget=7, limit=6)  # tiny budget: several calls per chunk
+        if not chunk:
+            if rep.replay.done:
+                break
+            continue
+        got.extend(chunk)
+        after = chunk[-1][2]
+    assert got == sent
+    frep = ForwardRepair(0, aj.replay_from)
+    assert frep.take(fwds[10][0], 10_000, 100) == fwds[11:]
+    assert frep.take(fwds[30][0], 10_000, 5) == fwds[31:36]  # continues the same replay
+    ej.snapshot(eng)  # keep_snapshots=1: the records before it are trimmed away
+    with pytest.raises(JournalError):
+        SettlementRepair(0, ej.replay_from).take(sent[5][2], 10_000, 100)
+    tail = SettlementRepair(0, ej.replay_from).take(sent[-1][2], 10_000, 100)
+    assert tail == []  # nothing after the newest: nothing to send, no error
