@@ -560,3 +560,57 @@ def test_link_repairs_regenerate_what_was_sent_across_snapshots(tmp_path, monkey
         SettlementRepair(0, ej.replay_from).take(sent[5][2], 10_000, 100)
     tail = SettlementRepair(0, ej.replay_from).take(sent[-1][2], 10_000, 100)
     assert tail == []  # nothing after the newest: nothing to send, no error
+
+
+@pytest.mark.timeout(90)
+def test_live_audit_exits_1_naming_the_asset_when_money_appears():
+    """``shardex audit`` on a live cluster: exit 0 while the books balance; then account shard
+    0's state is forged while it is down (a snapshot crediting 5 USD as trade inflow that no
+    other account paid: each shard's own check still passes, only the cross-shard identity
+    can catch it), and after its restart the audit exits 1 naming USD and the 5.00."""
+    from conftest import Cluster
+
+    from shardex.config import load_markets
+    from shardex.journal import Journal
+
+    cl = Cluster(1, accounts=2)
+    sup = cl.proc.pid
+    audit = [sys.executable, "-m", "shardex.cli", "audit", "--endpoint", cl.endpoint,
+             *cl.key_args()]  # fmt: skip
+    try:
+        victim_acct = next(a for a in (f"v{k}" for k in range(50)) if account_shard_for(a, 2) == 0)
+        with cl.client() as c:
+            assert c.deposit(victim_acct, "USD", "100", ref="v-usd").ok
+            assert c.deposit("someone-else", "BTC", "1", ref="s-btc").ok
+        clean = subprocess.run(audit, capture_output=True, text=True, timeout=30)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "audit: ok" in clean.stdout
+
+        victim = cl.child_pid("accounts.0")
+        os.kill(sup, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            _wait(lambda: _dead(victim), "account shard 0 dead")
+            fac = AccountMachineFactory(0, 2, lambda s: shard_for(s, 1))
+            j = Journal(os.path.join(cl.data_dir, "accounts-0"), load_markets(None), machine=fac)
+            m = j.recover().engine
+            units = m.core.table.to_units("USD", D(5))
+            m.core.balances[victim_acct]["USD"][0] += units  # 5 USD out of thin air ...
+            m.core.flow["USD"] = m.core.flow.get("USD", 0) + units  # ... booked as a trade
+            m.core.check_integrity()  # the shard alone cannot see it
+            j.snapshot(m)
+            j.close()
+        finally:
+            os.kill(sup, signal.SIGCONT)
+        with cl.client() as c:
+            _wait(lambda: c.balance(victim_acct)["USD"][0] == D(105), "forged shard back", 20)
+        bad = subprocess.run(audit, capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        usd = [ln for ln in bad.stdout.splitlines() if ln.startswith("USD")]
+        assert len(usd) == 1 and "VIOLATION" in usd[0], bad.stdout
+        assert "105" in usd[0] and "100" in usd[0] and "inflow 5" in usd[0], usd[0]
+        assert "audit: FAILED" in bad.stdout
+        btc = [ln for ln in bad.stdout.splitlines() if ln.startswith("BTC")]
+        assert btc and btc[0].endswith("ok")  # only the asset that was forged is named
+    finally:
+        cl.stop()
