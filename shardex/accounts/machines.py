@@ -320,8 +320,8 @@ class EventRing:
     """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
     repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
     regenerates the same events), and its tail is kept in snapshots, so a restart can still
-    re-send recent events. A range older than the ring is gone (journal-backed re-send is not
-    built for account shards: the bridge then counts the range as lost, with an ALERT)."""
+    re-send recent events. A range older than the ring is regenerated from the journal
+    (``AccountHandler.events``); only one the journal no longer holds is lost (ALERT)."""
 
     def __init__(self, size: int | None = None) -> None:
         self.events: deque[tuple] = deque(maxlen=size or event_ring())
