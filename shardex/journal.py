@@ -891,6 +891,8 @@ class Journal:
         after that snapshot are no longer on disk."""
         base = None
         for path in reversed(self.snapshots()):
+            if _seq_of(path) > at:
+                continue  # (named by its seq: not worth reading)
             state = read_snapshot(path)
             if state is not None and state["seq"] <= at:
                 base = restore_engine(state, self.markets, self.machine)

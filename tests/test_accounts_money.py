@@ -261,7 +261,9 @@ class HandCluster:
                 self.procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "shardex.cli", *args, *base, "--metrics-port", "0"],
-                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                        stdout=self.log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     )  # fmt: skip
                 )
             from conftest import wait_for_cluster
@@ -318,8 +320,10 @@ def test_misconfigured_tiers_refuse_forwards_and_release_holds():
     hc = None
     try:
         hc = HandCluster(
-            engine_args=[["--shard", str(i), "--shards", "2", "--no-pin", "--accounts", "2"]
-                         for i in range(2)],  # fmt: skip
+            engine_args=[
+                ["--shard", str(i), "--shards", "2", "--no-pin", "--accounts", "2"]
+                for i in range(2)
+            ],  # fmt: skip
             account_args=[["--shard", "0", "--shards", "1", "--engines", "1"]],
             router_args=["--shards", "2", "--accounts", "1"],
         )
@@ -485,9 +489,9 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
             lines, ok = audit_report(c.audit())
             assert ok, lines
         out = cl.output()
-        assert "no longer holds" not in out and "ALERT" not in out.replace(
-            "ALERT refused", ""
-        ), [ln for ln in out.splitlines() if "ALERT" in ln]
+        assert "no longer holds" not in out and "ALERT" not in out.replace("ALERT refused", ""), [
+            ln for ln in out.splitlines() if "ALERT" in ln
+        ]
     finally:
         cl.stop()
 

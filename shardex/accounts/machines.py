@@ -240,9 +240,7 @@ class LinkRepair:
         start = replay.replayed
         while len(self.pending) < limit and replay.replayed - start < budget:
             events = replay.step(min(10_000, budget - (replay.replayed - start)))
-            self.pending.extend(
-                m for m in self.collect(replay.machine, events) if m[seq] > after
-            )
+            self.pending.extend(m for m in self.collect(replay.machine, events) if m[seq] > after)
             if replay.done:
                 break
         msgs = self.pending[:limit]
