@@ -86,6 +86,7 @@ class SettledEngine:
         self.feed = SettlementFeed(eshard, accounts)
         # N, for the check that a forwarded symbol is this engine shard's (None: unchecked)
         self.engines = engines
+        self._owner: dict[str, int] = {}  # symbol → engine shard (cache of shard_for)
         self.inbox = Inbox()  # forwards: last seq applied per account shard
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple]] = {}
@@ -148,12 +149,18 @@ class SettledEngine:
                 "(--accounts differs between tiers?)",
                 REJ_WRONG_SHARD,
             )
-        if self.engines is not None and shard_for(symbol, self.engines) != self.feed.eshard:
-            return (
-                f"symbol {symbol} belongs to engine shard {shard_for(symbol, self.engines)}, "
-                f"not {self.feed.eshard} (--engines differs between tiers?)",
-                REJ_WRONG_SHARD,
-            )
+        if self.engines is not None:
+            owner = self._owner.get(symbol)
+            if owner is None:
+                owner = shard_for(symbol, self.engines)
+                if len(self._owner) < 10_000:  # bounded: junk symbols must not grow memory
+                    self._owner[symbol] = owner
+            if owner != self.feed.eshard:
+                return (
+                    f"symbol {symbol} belongs to engine shard {owner}, not "
+                    f"{self.feed.eshard} (--engines differs between tiers?)",
+                    REJ_WRONG_SHARD,
+                )
         return None
 
     def _route(

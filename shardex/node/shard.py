@@ -271,7 +271,8 @@ class ShardCore:
         judges the command (shape, account of shard ``j``, symbol of this shard): one it
         refuses is rejected and settled back to ``j`` (the hold is released there), with an
         ALERT here since only a misconfigured cluster or a bug sends such a forward."""
-        if len(packb(cmd)) > MAX_FORWARD_BYTES:  # journal a bounded stand-in, never megabytes
+        if edge_command(cmd)[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
+            # journal a bounded stand-in (still refused and settled), never megabytes
             cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
                         for i in range(4))  # fmt: skip
             cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
