@@ -68,12 +68,19 @@ class Venue:
     settlement to the account shard the engine shard addresses; each engine shard keeps its
     journal of records (replayed to prove the settlements regenerate byte for byte)."""
 
-    def __init__(self, m: int = 2, engine_m: int | None = None, account_engines: int = N):
+    def __init__(
+        self,
+        m: int = 2,
+        engine_m: int | None = None,
+        account_engines: int = N,
+        engine_markets: dict | None = None,
+    ):
         self.m = m
+        self.engine_markets = engine_markets or MARKETS
         fac = AccountMachineFactory(0, m, lambda s: shard_for(s, account_engines), FEES)
         self.acc = fac.new(MARKETS)
         self.efacs = [SettledEngineFactory(i, engine_m or m, N) for i in range(N)]
-        self.engines = [f.new(MARKETS) for f in self.efacs]
+        self.engines = [f.new(self.engine_markets) for f in self.efacs]
         self.records: list[list[tuple]] = [[] for _ in range(N)]
         self.sent: list[list[tuple]] = [[] for _ in range(N)]
         self.anomalies: list[tuple] = []
@@ -112,7 +119,7 @@ class Venue:
 
     def replayed(self, i: int) -> list[tuple]:
         """The settlements engine shard ``i`` regenerates from its journal (recovery)."""
-        eng = self.efacs[i].new(MARKETS)
+        eng = self.efacs[i].new(self.engine_markets)
         for rec in self.records[i]:
             eng.apply(rec, [])
         return eng.outgoing
@@ -157,6 +164,29 @@ def test_engine_rejects_release_the_hold():
     assert not v.anomalies
     v.direct(0, (2, sym, "rest", a))  # a cancel goes straight to the engine shard
     _nothing_held(v, [a, b])
+    assert v.replayed(0) == v.sent[0]
+
+
+def test_market_tables_that_differ_between_tiers_release_holds():
+    """The engine shard's market table lacks a symbol the account shard trades, or bounds the
+    price lower (a markets file changed and only some processes restarted): the engine's
+    unknown_symbol / out_of_range rejects settle back and release the holds."""
+    from dataclasses import replace
+
+    from shardex.engine.codes import REJ_OUT_OF_RANGE, REJ_UNKNOWN_SYMBOL
+
+    sym = _sym_of(0)
+    gone = next(s for s in MARKETS if s != sym and shard_for(s, N) == 0)
+    low = replace(MARKETS[sym], max_price=MARKETS[sym].tick * 50_00)
+    engine_markets = {s: mk for s, mk in MARKETS.items() if s != gone} | {sym: low}
+    v = Venue(engine_markets=engine_markets)
+    (a,) = _accounts_of(0, 2, 1)
+    _fund(v, a)
+    v.apply(_new(sym, "too-high", a, side=BUY, price=60_00))  # the engine's bound is 50.00
+    v.apply(_new(gone, "nowhere", a, side=SELL, price=1_00))  # the engine has no such market
+    _nothing_held(v, [a])
+    codes = sorted(m[8] for _, m in v.sent[0] if m[0] == S_REJECTED)
+    assert codes == sorted([REJ_OUT_OF_RANGE, REJ_UNKNOWN_SYMBOL]) and not v.anomalies
     assert v.replayed(0) == v.sent[0]
 
 
