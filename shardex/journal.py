@@ -50,7 +50,7 @@ import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -884,6 +884,34 @@ class Journal:
             raise JournalError(f"events {first}..{last} are no longer in the journal")
         return result
 
+    def replay_from(self, at: int) -> Replay:
+        """A ``Replay`` of this journal's machine from the newest snapshot with seq <= ``at``
+        (or from the start): what a re-send older than an in-memory ring regenerates its
+        messages with (the account tier's settlements). Raises JournalError when the records
+        after that snapshot are no longer on disk."""
+        base = None
+        for path in reversed(self.snapshots()):
+            if _seq_of(path) > at:
+                continue  # (named by its seq: not worth reading)
+            state = read_snapshot(path)
+            if state is not None and state["seq"] <= at:
+                base = restore_engine(state, self.markets, self.machine)
+                break
+        machine = base if base is not None else self.machine.new(self.markets)
+        return Replay(machine, self._records_skipping)
+
+    def _records_skipping(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """Records with seq >= ``seq``, not reading the segments wholly before it."""
+        segs = self.segments()
+        start = 0
+        for k, path in enumerate(segs):
+            if _seq_of(path) <= seq:
+                start = k
+        for path in segs[start:]:
+            for s, payload in iter_records(path):
+                if s >= seq:
+                    yield s, payload
+
     # -- replication (issue 15): additive, used only by ``shardex.node.replica`` ---------------
 
     def buffered(self) -> tuple[int, list[Command]] | None:
@@ -939,6 +967,56 @@ class Journal:
             for s, payload in iter_records(path):
                 if s >= seq:
                     yield s, payload
+
+
+class Replay:
+    """A machine moved forward through committed journal records, a bounded number of
+    commands per ``step`` (the caller's loop must not stall on one repair). Read-only: it
+    never touches the journal's files or the live machine. Made by ``Journal.replay_from``."""
+
+    def __init__(
+        self, machine: Any, records_from: Callable[[int], Iterator[tuple[int, bytes]]]
+    ) -> None:
+        self.machine = machine
+        self._records_from = records_from
+        self._records = records_from(machine.seq)
+        self.done = False  # the last step reached the end of what is on disk (for now)
+        self.replayed = 0  # commands replayed so far
+
+    def step(self, budget: int) -> list[Event]:
+        """Replay whole records until ``budget`` commands are spent or the journal ends; the
+        events they produced. Raises JournalError on a hole (a record that does not start at
+        the machine's seq: trimmed away, or a foreign file)."""
+        out: list[Event] = []
+        spent = 0
+        self.done = False
+        reopened = False
+        while spent < budget:
+            try:
+                seq, payload = next(self._records)
+            except StopIteration:
+                if reopened:
+                    self.done = True
+                    break
+                # records committed since this replay began: read on from where it stands
+                reopened = True
+                self._records = self._records_from(self.machine.seq)
+                continue
+            except OSError as exc:  # a segment removed by snapshot retention meanwhile
+                raise JournalError(f"journal replay failed: {_reason(exc)}") from None
+            if seq < self.machine.seq:
+                continue  # covered by the snapshot
+            if seq != self.machine.seq:
+                raise JournalError(
+                    f"journal record at seq {seq}, replay at {self.machine.seq}: "
+                    "the records in between are no longer on disk"
+                )
+            cmds = unpackb(payload)
+            for cmd in cmds:
+                self.machine.apply(cmd, out)
+            spent += len(cmds)
+        self.replayed += spent
+        return out
 
 
 def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:

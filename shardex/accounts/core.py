@@ -596,6 +596,12 @@ class AccountCore:
             return "rejected: expected 10 fields"
         _, _, _, _, symbol, account, oid, op, code, cause = cmd
         found = self._settled_order(symbol, account, oid)
+        if not isinstance(found, str) and type(cause) is int and cause == found[0].opened:
+            # The forward that placed the order was refused: it never lived, whatever ``op``
+            # the engine shard could read from it.
+            o, pair = found
+            self._close(account, oid, o, pair, out, oid)
+            return None
         if op == OP_AMEND and type(cause) is int:
             if isinstance(found, str) or cause < found[0].opened:
                 return None
@@ -603,13 +609,27 @@ class AccountCore:
             if o.pending:
                 o.pending -= 1
             return self._rehold(account, oid, o, pair, out)
+        # The engine shard could not name the order (a forward it refused by its shape, whose
+        # names are junk or another order's): the forward's seq still does. Release the hold
+        # that forward took, and report the anomaly.
+        by_cause = self._opened_by(cause)
+        if by_cause is not None:
+            (acct, _, boid), o = by_cause
+            self._close(acct, boid, o, self.table.pairs[o.symbol], out, boid)
+            return f"refused forward {cause} named {account!r:.70}/{oid!r:.70}: released {boid}"
         if isinstance(found, str):
             return found
-        o, pair = found
-        if op == OP_NEW and cause == o.opened:
-            self._close(account, oid, o, pair, out, oid)
-            return None
         return f"rejected settlement for op {op!r:.20} cause {cause!r:.20} does not fit {oid}"
+
+    def _opened_by(self, cause: object) -> tuple[tuple[str, str, str], HeldOrder] | None:
+        """The open order the forward with seq ``cause`` placed (a scan: only on the anomaly
+        path, for a refusal the engine shard could not name)."""
+        if type(cause) is not int or cause <= 0:
+            return None
+        for key, o in self.orders.items():
+            if o.opened == cause:
+                return key, o
+        return None
 
     def _amended(self, cmd: Any, out: list[tuple]) -> str | None:
         if len(cmd) != 9:

@@ -27,6 +27,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,
+    MAX_ID_LEN,
     OP_AMEND,
     OP_NEW,
 )
@@ -44,13 +45,24 @@ class SettlementFeed:
         self.outbox = Outbox()
 
     def route(
-        self, cmd: tuple, events: list[tuple], cause: int | None = None
+        self,
+        cmd: tuple,
+        events: list[tuple],
+        cause: int | None = None,
+        origin: int | None = None,
     ) -> list[tuple[int, tuple]]:
         """The settlement messages of one applied command, as ``(account shard, message)`` in
         event order. ``cause`` None means the command did not come from an account shard (a
-        direct or legacy order): its refusals settle nothing."""
+        direct or legacy order): its refusals settle nothing.
+
+        ``origin`` is the account shard that forwarded the command: a refusal is settled back
+        to it, whatever the command says (it holds the funds; a forward this engine shard
+        refused because it names an account of another account shard, a symbol of another
+        engine shard, or is not of a forward's shape, must still release that hold). Its
+        account is echoed when it is a bounded string, else ``""`` (the account shard then
+        finds the order by ``cause``)."""
         out: list[tuple[int, tuple]] = []
-        op = cmd[0] if cmd else None
+        op = cmd[0] if type(cmd) is tuple and cmd else None
         account = cmd[3] if op in (OP_NEW, OP_AMEND) and len(cmd) > 3 else None
         live = self.live
         for ev in events:
@@ -82,10 +94,15 @@ class SettlementFeed:
                 rec[1] = qty
                 msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[0], oid, qty, price)
                 out.append(self._put(self._shard(rec[0]), msg))
-            elif kind == EV_REJECTED and cause is not None and type(account) is str:
+            elif kind == EV_REJECTED and cause is not None:
                 _, seq, symbol, oid, _reason, code = ev
-                msg = (S_REJECTED, self.eshard, seq, 0, symbol, account, oid, op, code, cause)
-                out.append(self._put(self._shard(account), msg))
+                named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
+                if origin is None and not named:
+                    continue  # (no origin and no account: nobody to settle with)
+                j = origin if origin is not None else self._shard(account)  # type: ignore[arg-type]
+                msg = (S_REJECTED, self.eshard, seq, 0, symbol, account if named else "", oid,
+                       op if type(op) is int else -1, code, cause)  # fmt: skip
+                out.append(self._put(j, msg))
         return out
 
     def _shard(self, account: str) -> int:

@@ -15,21 +15,59 @@ by its factory's ``new(markets)`` / ``restore(state, markets)`` (``shardex.journ
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
-from shardex.accounts.core import AccountCore
+from shardex.accounts.core import AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.link import APPLY, Inbox
 from shardex.engine import Engine, Market
-from shardex.wire.protocol import OP_FORWARD
+from shardex.engine.codes import (
+    MAX_ID_LEN,
+    OP_AMEND,
+    OP_NEW,
+    OP_REJECT,
+    REJ_UNKNOWN_OP,
+    REJ_WRONG_SHARD,
+)
+from shardex.journal import JournalError
+from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
-RING = 100_000  # messages kept per link for re-sending (a longer outage needs the journal)
+RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
 SNAP_RING = 10_000  # of them, kept in a snapshot (so a restart can still re-send recent ones)
 EVENT_RING = 200_000  # account shard events kept for the bridge's range repairs (OP_EVENTS)
+
+
+def _env_size(name: str, default: int) -> int:
+    """A ring size from the environment (``SHARDEX_LINK_RING``, ``SHARDEX_EVENT_RING``), else
+    ``default``. Read when a machine is made, so a test can make the rings tiny for the
+    processes it starts and exercise the journal-backed re-send; a bad value is an error."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected an integer >= 1") from None
+    if size < 1:
+        raise ValueError(f"{name}={raw!r}: expected an integer >= 1")
+    return size
+
+
+def link_ring() -> int:
+    """Messages kept in memory per link (settlements per account shard, forwards per engine
+    shard): ``SHARDEX_LINK_RING`` or ``RING``."""
+    return _env_size("SHARDEX_LINK_RING", RING)
+
+
+def event_ring() -> int:
+    """Account shard events kept in memory for the bridge: ``SHARDEX_EVENT_RING`` or
+    ``EVENT_RING``."""
+    return _env_size("SHARDEX_EVENT_RING", EVENT_RING)
 
 
 class SettledEngine:
@@ -41,13 +79,20 @@ class SettledEngine:
     queues the settlements in ``outgoing`` for the process to send after its group commit.
     """
 
-    def __init__(self, engine: Engine, eshard: int, accounts: int) -> None:
+    def __init__(
+        self, engine: Engine, eshard: int, accounts: int, engines: int | None = None
+    ) -> None:
         self.engine = engine
         self.feed = SettlementFeed(eshard, accounts)
+        # N, for the check that a forwarded symbol is this engine shard's (None: unchecked)
+        self.engines = engines
+        self._owner: dict[str, int] = {}  # symbol → engine shard (cache of shard_for)
         self.inbox = Inbox()  # forwards: last seq applied per account shard
+        self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple]] = {}
         self.outgoing: list[tuple[int, tuple]] = []  # (account shard, settlement) to send
         self.anomalies = 0  # events the feed could not place (an order it never saw): ALERT
+        self.refusals = 0  # forwards refused before the engine (settled, but ALERT: config)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -67,15 +112,62 @@ class SettledEngine:
             if self.inbox.check(j, seq, prev) != APPLY:
                 return  # a duplicate or a gap: nothing happens (the process asks for a re-send)
             self.inbox.applied(j, seq)
-            self.engine.apply(inner, out)
-            self._route(inner, out[start:], seq)
+            refused = self.refusal(j, inner)
+            if refused is None:
+                self.engine.apply(inner, out)
+            else:
+                # Refused here, before the engine: the engine still records the reject (it gets
+                # a seq, is published and replays identically) and the feed settles it back to
+                # account shard j, which releases the hold it took (``S_REJECTED``, cause seq).
+                self.refusals += 1
+                sym, oid = _at(inner, 1), _at(inner, 2)
+                self.engine.apply(
+                    (OP_REJECT, _bounded(sym, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN),
+                     *refused), out,
+                )  # fmt: skip
+            self._route(inner, out[start:], seq, j)
         else:
             self.engine.apply(cmd, out)
             self._route(cmd, out[start:], None)
 
-    def _route(self, cmd: Any, events: list[tuple], cause: int | None) -> None:
+    def refusal(self, j: int, inner: Any) -> tuple[str, int] | None:
+        """Why a forward from account shard ``j`` must not reach the engine (reason, code), or
+        None. Pure and deterministic (configuration only), so a replay refuses the same ones:
+        a command not of the wire's shape, not a new/amend, naming an account that account
+        shard ``j`` does not own (``--accounts`` differs between the tiers), or a symbol of
+        another engine shard (``--shards``/``--engines`` differ)."""
+        checked = edge_command(inner)
+        if checked[0] == OP_REJECT:
+            return str(checked[3]), int(checked[4]) if len(checked) > 4 else 0
+        if checked[0] not in (OP_NEW, OP_AMEND):
+            return f"op {checked[0]} is not forwarded by account shards", REJ_UNKNOWN_OP
+        account, symbol = checked[3], checked[1]
+        if type(account) is not str or account_shard_for(account, self.feed.shards) != j:
+            shown = account if type(account) is str else "?"
+            return (
+                f"account {shown} is not of account shard {j} of {self.feed.shards} "
+                "(--accounts differs between tiers?)",
+                REJ_WRONG_SHARD,
+            )
+        if self.engines is not None:
+            owner = self._owner.get(symbol)
+            if owner is None:
+                owner = shard_for(symbol, self.engines)
+                if len(self._owner) < 10_000:  # bounded: junk symbols must not grow memory
+                    self._owner[symbol] = owner
+            if owner != self.feed.eshard:
+                return (
+                    f"symbol {symbol} belongs to engine shard {owner}, not "
+                    f"{self.feed.eshard} (--engines differs between tiers?)",
+                    REJ_WRONG_SHARD,
+                )
+        return None
+
+    def _route(
+        self, cmd: Any, events: list[tuple], cause: int | None, origin: int | None = None
+    ) -> None:
         try:
-            msgs = self.feed.route(cmd, events, cause)
+            msgs = self.feed.route(cmd, events, cause, origin)
         except (KeyError, TypeError, IndexError):
             # An event about an order the feed never saw (cannot happen when every order came
             # through it; possible only for a journal that predates the account tier).
@@ -84,7 +176,7 @@ class SettledEngine:
         for j, msg in msgs:
             ring = self.rings.get(j)
             if ring is None:
-                ring = self.rings[j] = deque(maxlen=RING)
+                ring = self.rings[j] = deque(maxlen=self.ring_size)
             ring.append(msg)
             self.outgoing.append((j, msg))
 
@@ -108,19 +200,105 @@ class SettledEngine:
         return state
 
 
+class LinkRepair:
+    """The messages of one link older than its ring, regenerated from the sender's journal
+    (``journal.Replay`` of the sender's machine: byte-identical to what was sent, so the
+    receiver applies each once). Subclasses say which messages of a replay belong to the link.
+
+    Kept between requests like the bridge's journal cursor: a long repair is one pass over the
+    journal, ``budget`` commands per call, ``limit`` messages per answer. ``replay_from(at)``
+    makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
+    """
+
+    SEQ, PREV = 0, 1  # where a message carries its seq and prev
+
+    def __init__(self, link: int, replay_from: Callable[[int], Any]) -> None:
+        self.link = link
+        self.replay_from = replay_from
+        self.replay: Any = None
+        self.pending: list[tuple] = []  # regenerated, not yet past the receiver's ``after``
+
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        """The link's messages among what one replay step produced."""
+        raise NotImplementedError
+
+    def last_sent(self, machine: Any) -> int:
+        """The seq of the last message the replayed machine put on the link."""
+        raise NotImplementedError
+
+    def _continues(self, after: int) -> bool:
+        """True when every message with seq in (after, replay position] is pending."""
+        if self.replay is None:
+            return False
+        if self.pending:
+            return self.pending[0][self.PREV] == after
+        return self.last_sent(self.replay.machine) <= after
+
+    def take(self, after: int, budget: int, limit: int) -> list[tuple]:
+        """Up to ``limit`` messages with seq > ``after``, their chain starting at ``after``
+        ([]: still replaying towards them, or none in the journal). Raises
+        ``journal.JournalError`` when the journal no longer reaches back that far."""
+        seq, prev = self.SEQ, self.PREV
+        self.pending = [m for m in self.pending if m[seq] > after]
+        if not self._continues(after):
+            self.replay = self.replay_from(after)
+            self.pending = []
+        replay = self.replay
+        start = replay.replayed
+        while len(self.pending) < limit and replay.replayed - start < budget:
+            events = replay.step(min(10_000, budget - (replay.replayed - start)))
+            self.pending.extend(m for m in self.collect(replay.machine, events) if m[seq] > after)
+            if replay.done:
+                break
+        msgs = self.pending[:limit]
+        if msgs and msgs[0][prev] != after:
+            self.replay = None
+            raise JournalError(
+                f"messages after seq {after} on link {self.link} are no longer in the journal "
+                f"(it resumes at seq {msgs[0][seq]}, after {msgs[0][prev]})"
+            )
+        return msgs
+
+
+class SettlementRepair(LinkRepair):
+    """Settlements for account shard ``link`` from an engine shard's journal."""
+
+    SEQ, PREV = 2, 3  # (kind, eshard, eseq, prev, ...)
+
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        out, machine.outgoing = machine.outgoing, []
+        return [m for k, m in out if k == self.link]
+
+    def last_sent(self, machine: Any) -> int:
+        return machine.feed.outbox.last.get(self.link, 0)
+
+
+class ForwardRepair(LinkRepair):
+    """Forwards to engine shard ``link`` from an account shard's journal, as ``(seq, prev,
+    cmd)`` like ``AccountMachine.resend``."""
+
+    def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
+        return [(ev[1], ev[3], ev[4]) for ev in events
+                if ev[0] == AE_FORWARD and ev[2] == self.link]  # fmt: skip
+
+    def last_sent(self, machine: Any) -> int:
+        return machine.core.outbox.last.get(self.link, 0)
+
+
 class SettledEngineFactory:
     """``journal.Machine`` for an engine shard with ``accounts`` account shards."""
 
-    def __init__(self, eshard: int, accounts: int) -> None:
+    def __init__(self, eshard: int, accounts: int, engines: int | None = None) -> None:
         self.eshard = eshard
         self.accounts = accounts
+        self.engines = engines
 
     def new(self, markets: Mapping[str, Market]) -> SettledEngine:
-        return SettledEngine(Engine(markets), self.eshard, self.accounts)
+        return SettledEngine(Engine(markets), self.eshard, self.accounts, self.engines)
 
     def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> SettledEngine:
         engine = Engine.restore(state, markets)
-        se = SettledEngine(engine, self.eshard, self.accounts)
+        se = SettledEngine(engine, self.eshard, self.accounts, self.engines)
         extra = state.get("settlement")
         if extra is None:
             if engine.resting():
@@ -137,7 +315,9 @@ class SettledEngineFactory:
             )
         se.feed = feed
         se.inbox = Inbox({int(k): int(v) for k, v in extra["inbox"]})
-        se.rings = {int(j): deque(map(tuple, msgs), maxlen=RING) for j, msgs in extra["rings"]}
+        se.rings = {
+            int(j): deque(map(tuple, msgs), maxlen=se.ring_size) for j, msgs in extra["rings"]
+        }
         return se
 
 
@@ -145,11 +325,11 @@ class EventRing:
     """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
     repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
     regenerates the same events), and its tail is kept in snapshots, so a restart can still
-    re-send recent events. A range older than the ring is gone (journal-backed re-send is not
-    built for account shards: the bridge then counts the range as lost, with an ALERT)."""
+    re-send recent events. A range older than the ring is regenerated from the journal
+    (``AccountHandler.events``); only one the journal no longer holds is lost (ALERT)."""
 
-    def __init__(self, size: int = EVENT_RING) -> None:
-        self.events: deque[tuple] = deque(maxlen=size)
+    def __init__(self, size: int | None = None) -> None:
+        self.events: deque[tuple] = deque(maxlen=size or event_ring())
 
     @property
     def first(self) -> int:
@@ -183,6 +363,7 @@ class AccountMachine:
 
     def __init__(self, core: AccountCore) -> None:
         self.core = core
+        self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
         self.events = EventRing()
 
@@ -199,7 +380,7 @@ class AccountMachine:
             if ev[0] == AE_FORWARD:
                 ring = self.rings.get(ev[2])
                 if ring is None:
-                    ring = self.rings[ev[2]] = deque(maxlen=RING)
+                    ring = self.rings[ev[2]] = deque(maxlen=self.ring_size)
                 ring.append((ev[1], ev[3], ev[4]))
 
     def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
@@ -247,6 +428,19 @@ class AccountMachineFactory:
             )
         m = AccountMachine(AccountCore.restore(state, markets, self.fees, self.engine_for))
         for e, msgs in state.get("forwards", ()):
-            m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=RING)
+            m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=m.ring_size)
         m.events.extend([tuple(ev) for ev in state.get("events", ())])  # older snapshots: none
         return m
+
+
+def _at(cmd: Any, i: int) -> Any:
+    try:
+        return cmd[i]
+    except Exception:
+        return None
+
+
+def _bounded(value: Any, limit: int) -> str:
+    """``value`` when it is a string of at most ``limit`` chars, else ``""`` (echoed in a
+    reject: never a caller's megabyte)."""
+    return value if type(value) is str and len(value) <= limit else ""

@@ -37,7 +37,7 @@ from shardex.accounts.codes import (
     reject_name,
 )
 from shardex.accounts.link import APPLY, DUPLICATE
-from shardex.accounts.machines import AccountMachine, AccountMachineFactory
+from shardex.accounts.machines import AccountMachine, AccountMachineFactory, ForwardRepair
 from shardex.auth import (
     DOMAIN_CLIENTS,
     DOMAIN_EVENTS,
@@ -61,10 +61,10 @@ from shardex.engine.codes import (
     REJ_OFF_GRID,
     REJ_UNKNOWN_OP,
 )
-from shardex.journal import Journal, JournalUnavailable
+from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import serve
 from shardex.node.runtime import tune_gc
-from shardex.node.shard import NullJournal, RouterLink
+from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -96,6 +96,7 @@ log = logging.getLogger("shardex.accounts")
 
 HELLO_EVERY_S = 1.0
 MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again from there)
+MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 _UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
 _CANCEL_HERE = (
@@ -145,6 +146,7 @@ class AccountHandler:
         self.journal_down: str | None = None
         self.commands = 0
         self.rejected = 0
+        self.journal_resent = 0  # events re-sent to the bridge from the journal
         self.key: KeyInfo | None = None
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
@@ -357,10 +359,27 @@ class AccountHandler:
         if first > last:
             return {"events": [], "seq": published}
         evs = self.machine.events.get(first, last)
+        if evs is None and isinstance(self.journal, Journal):
+            # Older than the ring: regenerated from the journal (replay is deterministic, so
+            # the events are the ones published), bounded work per request with the cursor
+            # kept between requests, as the engine shard's range re-send does.
+            try:
+                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
+            except JournalError:
+                # ``Journal.events`` keeps its cursor between calls, and that cursor does not
+                # see records committed after it began (it then reports the range missing and
+                # drops itself): one fresh try from the snapshot before calling it lost.
+                try:
+                    evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
+                except JournalError as exc:
+                    return {"error": str(exc), "seq": published}
+            if evs == []:  # still replaying towards ``first``: ask again
+                return {"events": [], "seq": published, "pending": True}
+            self.journal_resent += len(evs)
         if evs is None:
             return {
                 "error": f"events {first}..{last} are gone (ring starts at "
-                f"{self.machine.events.first}; journal-backed re-send is not built)",
+                f"{self.machine.events.first}, no journal)",
                 "seq": published,
             }
         return {"events": evs, "seq": published}
@@ -434,7 +453,8 @@ class AccountNode:
         self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
         self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
-                       "unsent": 0, "malformed": 0, "unpublished": 0}  # fmt: skip
+                       "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
+        self.repairs: dict[int, ForwardRepair] = {}  # journal re-sends under way, per engine
         self.started = time.monotonic()
         self.last_hello = 0.0
         self.last_sync = 0.0
@@ -723,9 +743,10 @@ class AccountNode:
             haves, self.haves = self.haves, {}
             for i, have in haves.items():
                 msgs, complete = self.machine.resend(i, have)
-                if not complete:
-                    log.error("ALERT engine shard %d needs forwards after seq %d that the ring "
-                              "no longer holds", i, have)  # fmt: skip
+                if complete:
+                    self.repairs.pop(i, None)
+                else:
+                    msgs = self._journal_forwards(i, have)
                 if msgs:
                     self.counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
@@ -735,6 +756,27 @@ class AccountNode:
             for i in due:
                 if 0 <= i < self.cfg.engines:
                     self.sync(i)
+
+    def _journal_forwards(self, i: int, have: int) -> list[tuple]:
+        """Forwards to engine shard ``i`` after ``have`` that the ring no longer holds (an
+        engine shard down for long), regenerated from the journal: bounded work per HAVE, the
+        cursor kept for the next one. Without them the holds of those orders would stay."""
+        journal = self.handler.journal
+        if not isinstance(journal, Journal):
+            log.error("ALERT engine shard %d needs forwards after seq %d that the ring no "
+                      "longer holds, and this account shard has no journal", i, have)  # fmt: skip
+            return []
+        repair = self.repairs.get(i)
+        if repair is None:
+            repair = self.repairs[i] = ForwardRepair(i, journal.replay_from)
+        try:
+            msgs = repair.take(have, JOURNAL_READ_BUDGET, MAX_FORWARD_RESEND)
+        except JournalError as exc:
+            self.repairs.pop(i, None)
+            log.error("ALERT engine shard %d needs forwards after seq %d: %s", i, have, exc)
+            return []
+        self.counts["journal"] += len(msgs)
+        return msgs
 
     def publish(self, events: list[tuple]) -> None:
         """Every event of a committed batch, in seq order, on the PUB (the bridge keeps the
@@ -814,6 +856,8 @@ class _Collector:
             ("shardex_accounts_rejected", "Client commands refused (funds, shape, key)",
              node.handler.rejected),
             ("shardex_accounts_anomalies", "Settlements that did not fit (ALERT)", core.anomalies),
+            ("shardex_accounts_journal_resent", "Events re-sent to the bridge from the journal "
+             "(older than the ring)", node.handler.journal_resent),
         ):  # fmt: skip
             fam = CounterMetricFamily(name, doc, labels=["shard"])
             fam.add_metric(lab, value)

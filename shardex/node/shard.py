@@ -21,9 +21,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.accounts.core import account_shard_for
 from shardex.accounts.link import APPLY, GAP
-from shardex.accounts.machines import SettledEngine, SettledEngineFactory
+from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
 from shardex.auth import (
     DOMAIN_ACCOUNT_LINK,
     DOMAIN_CLIENTS,
@@ -38,6 +37,7 @@ from shardex.auth import (
 )
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import (
+    MAX_ID_LEN,
     OP_AMEND,
     OP_NEW,
     OP_REJECT,
@@ -89,6 +89,8 @@ log = logging.getLogger("shardex.shard")
 HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
 JOURNAL_RETRY_S = 1.0
+MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
+MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
@@ -265,17 +267,27 @@ class ShardCore:
     def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
         """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as
         ``(OP_FORWARD, j, seq, prev, cmd)`` so a replay rebuilds the settlement stage too.
-        The caller checked the link (``forward_verdict`` is APPLY)."""
-        cmd = edge_command(cmd)
-        if cmd[0] not in (OP_NEW, OP_AMEND) or account_shard_for(cmd[3], self.accounts) != j:
-            # Not what an account shard sends: still consumed (the link must not stall) and
-            # refused; its hold, if any, cannot be settled by the feed: ALERT.
-            log.error("ALERT account shard %d forwarded an unusable command %.200r", j, cmd)
-            self.internal_errors += 1
+        The caller checked the link (``forward_verdict`` is APPLY). The ``SettledEngine``
+        judges the command (shape, account of shard ``j``, symbol of this shard): one it
+        refuses is rejected and settled back to ``j`` (the hold is released there), with an
+        ALERT here since only a misconfigured cluster or a bug sends such a forward."""
+        if edge_command(cmd)[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
+            # journal a bounded stand-in (still refused and settled), never megabytes
+            cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
+                        for i in range(4))  # fmt: skip
+            cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
         rec = (OP_FORWARD, j, seq, prev, cmd)
-        before = self.engine.seq
-        self.engine.apply(rec, out)
+        engine = self.engine
+        before = engine.seq
+        refusals = getattr(engine, "refusals", 0)
+        start = len(out)
+        engine.apply(rec, out)
         self.journal.add(before, rec)
+        if getattr(engine, "refusals", 0) != refusals:
+            self.internal_errors += 1
+            reason = out[-1][4] if len(out) > start else "?"
+            log.error("ALERT account shard %d forwarded a command this shard refuses (%s): "
+                      "rejected and settled back", j, reason)  # fmt: skip
         self.commands += 1
         self.stats.received += 1
 
@@ -732,8 +744,9 @@ class ShardNode:
         self.core.accounts = cfg.accounts
         self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
         self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
+        self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
-                            "resent": 0, "unsent": 0, "refused": 0}  # fmt: skip
+                            "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
@@ -778,7 +791,9 @@ class ShardNode:
 
     def recover(self) -> tuple[Engine | None, Journal | NullJournal]:
         cfg = self.cfg
-        factory = SettledEngineFactory(cfg.index, cfg.accounts) if cfg.accounts else None
+        factory = (
+            SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
+        )
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
@@ -1231,12 +1246,10 @@ class ShardNode:
             for j, after in syncs.items():
                 if after >= 0:
                     msgs, complete = engine.resend(j, after)
-                    if not complete:
-                        log.error(
-                            "ALERT account shard %d needs settlements after eseq %d that the "
-                            "ring no longer holds (journal-backed repair is not built yet)",
-                            j, after,
-                        )  # fmt: skip
+                    if complete:
+                        self.repairs.pop(j, None)
+                    else:
+                        msgs = self._journal_settlements(j, after)
                     counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
                         self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
@@ -1247,6 +1260,27 @@ class ShardNode:
                         send_frames(self.alink, [peer, LINK_HAVE, have])
                     except self.zmq.ZMQError:
                         counts["unsent"] += 1
+
+    def _journal_settlements(self, j: int, after: int) -> list[tuple]:
+        """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,
+        regenerated from the journal (bounded work per SYNC; the cursor is kept, so the next
+        SYNC continues). [] while replaying towards them; ALERT when the journal lost them."""
+        journal = self.core.journal
+        if not isinstance(journal, Journal):
+            log.error("ALERT account shard %d needs settlements after eseq %d that the ring "
+                      "no longer holds, and this shard has no journal", j, after)  # fmt: skip
+            return []
+        repair = self.repairs.get(j)
+        if repair is None:
+            repair = self.repairs[j] = SettlementRepair(j, journal.replay_from)
+        try:
+            msgs = repair.take(after, JOURNAL_READ_BUDGET, MAX_RESEND)
+        except JournalError as exc:
+            self.repairs.pop(j, None)
+            log.error("ALERT account shard %d needs settlements after eseq %d: %s", j, after, exc)
+            return []
+        self.link_counts["journal"] += len(msgs)
+        return msgs
 
     def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
         peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)

@@ -1,0 +1,656 @@
+"""Money edges of the account tier (issue 14, brief H8): no path where money appears or
+disappears.
+
+1. A forward the engine shard refuses before or at the engine (its shape, an account of another
+   account shard, a symbol of another engine shard, and the engine's own rejects: duplicate id,
+   post-only cross, invalid combination, unknown symbol, out of range) is settled back to the
+   account shard that forwarded it, which releases the hold exactly once.
+2. Settlements and balance events older than the in-memory rings are re-sent from the journal.
+3. ``shardex audit`` exits 1 naming the asset on a real violation, 0 on a clean cluster.
+
+The pure half drives the very machines the processes run (``AccountMachine``,
+``SettledEngine``); the rest uses real processes and sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal as D
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardex.accounts import Fee
+from shardex.accounts.codes import (
+    A_AMEND,
+    A_DEPOSIT,
+    A_NEW,
+    AE_ANOMALY,
+    AE_FORWARD,
+    S_REJECTED,
+)
+from shardex.accounts.core import account_shard_for
+from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
+from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import BUY, GTC, IOC, LIMIT, OP_AMEND, OP_NEW, SELL
+from shardex.wire.protocol import OP_FORWARD, shard_for
+
+MARKETS = {s: DEFAULT_MARKETS[s] for s in ("BTC-USD", "ETH-USD", "ETH-BTC")}
+FEES = {s: Fee(2, 5) for s in MARKETS}
+N = 2  # engine shards of the in-memory venue
+
+
+def _accounts_of(j: int, m: int, n: int = 4) -> list[str]:
+    out, k = [], 0
+    while len(out) < n:
+        name = f"acct{k}"
+        if account_shard_for(name, m) == j:
+            out.append(name)
+        k += 1
+    return out
+
+
+def _sym_of(i: int) -> str:
+    return next(s for s in MARKETS if shard_for(s, N) == i)
+
+
+class Venue:
+    """Account shard 0 of ``m`` and the engine shards, linked in memory: every forward goes to
+    the engine shard the account shard *thinks* owns the symbol (``account_engines``), every
+    settlement to the account shard the engine shard addresses; each engine shard keeps its
+    journal of records (replayed to prove the settlements regenerate byte for byte)."""
+
+    def __init__(
+        self,
+        m: int = 2,
+        engine_m: int | None = None,
+        account_engines: int = N,
+        engine_markets: dict | None = None,
+    ):
+        self.m = m
+        self.engine_markets = engine_markets or MARKETS
+        fac = AccountMachineFactory(0, m, lambda s: shard_for(s, account_engines), FEES)
+        self.acc = fac.new(MARKETS)
+        self.efacs = [SettledEngineFactory(i, engine_m or m, N) for i in range(N)]
+        self.engines = [f.new(self.engine_markets) for f in self.efacs]
+        self.records: list[list[tuple]] = [[] for _ in range(N)]
+        self.sent: list[list[tuple]] = [[] for _ in range(N)]
+        self.anomalies: list[tuple] = []
+
+    def apply(self, cmd: tuple) -> list[tuple]:
+        out: list[tuple] = []
+        self.acc.apply(cmd, out)
+        for ev in out:
+            if ev[0] == AE_FORWARD:
+                self.forward(ev[2], ev[1], ev[3], ev[4])
+            elif ev[0] == AE_ANOMALY:
+                self.anomalies.append(ev)
+        return out
+
+    def forward(self, i: int, seq: int, prev: int, cmd: Any) -> None:
+        rec = (OP_FORWARD, 0, seq, prev, cmd)
+        rec = msgpack.unpackb(msgpack.packb(rec))  # as the journal and the wire carry it
+        rec = _tuples(rec)
+        self.records[i].append(rec)
+        self.engines[i].apply(rec, [])
+        self.pump(i)
+
+    def direct(self, i: int, cmd: tuple) -> None:
+        """A command straight to engine shard ``i`` (a cancel), journaled like the shard does."""
+        self.records[i].append(cmd)
+        self.engines[i].apply(cmd, [])
+        self.pump(i)
+
+    def pump(self, i: int) -> None:
+        eng = self.engines[i]
+        msgs, eng.outgoing = eng.outgoing, []
+        for j, msg in msgs:
+            self.sent[i].append((j, msg))
+            if j == 0:
+                self.apply(msg)
+
+    def replayed(self, i: int) -> list[tuple]:
+        """The settlements engine shard ``i`` regenerates from its journal (recovery)."""
+        eng = self.efacs[i].new(self.engine_markets)
+        for rec in self.records[i]:
+            eng.apply(rec, [])
+        return eng.outgoing
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def _new(symbol, oid, account, side=BUY, price=100_00, qty=10, tif=GTC, post=False, stp=0):
+    return (A_NEW, symbol, oid, account, side, LIMIT, price, qty, tif, post, stp, None)
+
+
+def _fund(v: Venue, account: str) -> None:
+    for asset in ("USD", "BTC", "ETH"):
+        v.apply((A_DEPOSIT, account, asset, 10**15, f"{account}-{asset}"))
+
+
+def _nothing_held(v: Venue, accounts: list[str]) -> None:
+    core = v.acc.core
+    core.check_integrity()
+    for a in accounts:
+        for asset in ("USD", "BTC", "ETH"):
+            assert core.balance(a, asset) == (10**15, 0), (a, asset)
+
+
+def test_engine_rejects_release_the_hold():
+    """The engine's own rejects of a forwarded new: each releases its hold (duplicate id of
+    another account's live order, post-only cross, an invalid tif, a buy against itself)."""
+    v = Venue()
+    a, b = _accounts_of(0, 2, 2)
+    for acct in (a, b):
+        _fund(v, acct)
+    sym = _sym_of(0)
+    v.apply(_new(sym, "rest", a, side=SELL, price=100_00))  # a's sell rests at 100
+    v.apply(_new(sym, "rest", b, side=BUY, price=90_00))  # duplicate id on the engine
+    v.apply(_new(sym, "po", b, side=BUY, price=101_00, post=True))  # post-only would cross
+    v.apply(_new(sym, "bad-tif", b, side=BUY, price=90_00, tif=7))  # tif unknown to the engine
+    assert [k[2] for k in v.acc.core.orders] == ["rest"]  # only a's sell still holds
+    codes = [m[8] for _, m in v.sent[0] if m[0] == S_REJECTED]
+    assert len(codes) == 3
+    assert not v.anomalies
+    v.direct(0, (2, sym, "rest", a))  # a cancel goes straight to the engine shard
+    _nothing_held(v, [a, b])
+    assert v.replayed(0) == v.sent[0]
+
+
+def test_market_tables_that_differ_between_tiers_release_holds():
+    """The engine shard's market table lacks a symbol the account shard trades, or bounds the
+    price lower (a markets file changed and only some processes restarted): the engine's
+    unknown_symbol / out_of_range rejects settle back and release the holds."""
+    from dataclasses import replace
+
+    from shardex.engine.codes import REJ_OUT_OF_RANGE, REJ_UNKNOWN_SYMBOL
+
+    sym = _sym_of(0)
+    gone = next(s for s in MARKETS if s != sym and shard_for(s, N) == 0)
+    low = replace(MARKETS[sym], max_price=MARKETS[sym].tick * 50_00)
+    engine_markets = {s: mk for s, mk in MARKETS.items() if s != gone} | {sym: low}
+    v = Venue(engine_markets=engine_markets)
+    (a,) = _accounts_of(0, 2, 1)
+    _fund(v, a)
+    v.apply(_new(sym, "too-high", a, side=BUY, price=60_00))  # the engine's bound is 50.00
+    v.apply(_new(gone, "nowhere", a, side=SELL, price=1_00))  # the engine has no such market
+    _nothing_held(v, [a])
+    codes = sorted(m[8] for _, m in v.sent[0] if m[0] == S_REJECTED)
+    assert codes == sorted([REJ_OUT_OF_RANGE, REJ_UNKNOWN_SYMBOL]) and not v.anomalies
+    assert v.replayed(0) == v.sent[0]
+
+
+def test_forward_naming_another_account_shard_is_refused_and_released():
+    """Engine shards started with another --accounts than the account shards: the engine shard
+    refuses the forward (before: ALERT, then applied, the settlement went to the wrong account
+    shard and the hold stayed forever) and settles it back to the sender."""
+    v = Venue(m=1, engine_m=2)
+    accts = _accounts_of(0, 1, 6)
+    stranger = next(x for x in accts if account_shard_for(x, 2) != 0)
+    _fund(v, stranger)
+    sym = _sym_of(0)
+    v.apply(_new(sym, "o1", stranger, side=BUY, price=100_00))
+    _nothing_held(v, [stranger])
+    assert v.engines[0].refusals == 1 and not v.engines[0].engine.resting()
+    rej = [m for _, m in v.sent[0] if m[0] == S_REJECTED]
+    assert len(rej) == 1 and rej[0][5] == stranger and rej[0][7] == OP_NEW
+    assert not v.anomalies
+    assert v.replayed(0) == v.sent[0]
+
+
+def test_forward_to_the_wrong_engine_shard_is_refused_and_released():
+    """Account shards started with another --engines: a symbol lands on an engine shard that
+    does not own it; refused (not matched on a book nobody else sees) and released."""
+    v = Venue(account_engines=1)  # the account shard sends every symbol to engine shard 0
+    (a,) = _accounts_of(0, 2, 1)
+    _fund(v, a)
+    foreign = _sym_of(1)
+    v.apply(_new(foreign, "o1", a, side=SELL, price=100_00))
+    _nothing_held(v, [a])
+    assert v.engines[0].refusals == 1 and not v.engines[0].engine.resting()
+    assert v.replayed(0) == v.sent[0]
+
+
+def test_refused_amend_puts_the_cap_back():
+    """An amend raising a buy's price holds the difference first; refused by the engine shard
+    (here: --engines differs for that symbol once the order is on the book) it is released."""
+    v = Venue()
+    (a,) = _accounts_of(0, 2, 1)
+    _fund(v, a)
+    sym = _sym_of(0)
+    v.apply(_new(sym, "o1", a, side=BUY, price=100_00, qty=10))
+    core = v.acc.core
+    held = core.balance(a, "USD")[1]
+    # a misshapen amend as a buggy forwarder would send it: refused at the engine shard's edge
+    out: list[tuple] = []
+    core.apply((A_AMEND, sym, "o1", a, None, 120_00), out)
+    fwd = next(ev for ev in out if ev[0] == AE_FORWARD)
+    assert core.balance(a, "USD")[1] > held
+    v.forward(fwd[2], fwd[1], fwd[3], (OP_AMEND, sym, "o1", a, None, 120_00, "extra"))
+    assert core.balance(a, "USD")[1] == held and not v.anomalies
+    core.check_integrity()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    field=st.integers(0, 10),
+    junk=st.sampled_from([None, -1, 2**40, "x" * 70, 1.5, [1], "", True, "o0", 3]),
+)
+def test_any_misshapen_forward_releases_its_hold(data, field, junk):
+    """Whatever a forward turns into on the way (any field replaced by junk), the engine shard
+    settles it and the account shard ends with nothing held: if the engine could still name
+    the order it is closed by name, else by the forward's seq (``cause``), with an anomaly."""
+    v = Venue()
+    (a,) = _accounts_of(0, 2, 1)
+    _fund(v, a)
+    sym = _sym_of(0)
+    out: list[tuple] = []
+    side = data.draw(st.sampled_from([BUY, SELL]))
+    core = v.acc.core
+    v.apply(_new(sym, "o0", a, side=BUY, price=1_00, qty=1))  # rests: a name junk can hit
+    core.apply(_new(sym, "o1", a, side=side, price=100_00, qty=10, tif=IOC), out)
+    fwd = next(ev for ev in out if ev[0] == AE_FORWARD)
+    cmd = list(fwd[4])
+    cmd[field] = junk
+    v.forward(fwd[2], fwd[1], fwd[3], tuple(cmd))
+    # o1 cannot rest (an IOC, or refused; junk may have made it trade with o0): cancel o0 if
+    # still open, then nothing may stay held and every unit is accounted for
+    assert (a, sym, "o1") not in core.orders
+    if core.orders:
+        v.direct(0, (2, sym, "o0", a))
+    assert not core.orders
+    core.check_integrity()
+    for asset in ("USD", "BTC", "ETH"):
+        avail, held = core.balance(a, asset)
+        assert held == 0 and avail + core.fees.get(asset, 0) == 10**15, asset
+    assert v.replayed(0) == v.sent[0]
+
+
+# ------------------------------------------------------------------ real processes
+
+
+class HandCluster:
+    """Router, engine shards and account shards started one by one (insecure), so a test can
+    give the tiers configurations that disagree, as an operator's mistake would."""
+
+    def __init__(self, engine_args: list[list[str]], account_args: list[list[str]], router_args):
+        from conftest import free_layout
+
+        self.layout = free_layout(2, 1, accounts=2)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.procs: list[subprocess.Popen] = []
+        base = ["--base-port", str(self.layout.base_port), "--insecure"]
+        try:
+            for args in [["router", *router_args], *(["engine", *a] for a in engine_args),
+                         *(["accounts", *a] for a in account_args)]:  # fmt: skip
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "shardex.cli", *args, *base, "--metrics-port", "0"],
+                        stdout=self.log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )  # fmt: skip
+                )
+            from conftest import wait_for_cluster
+
+            wait_for_cluster(self.layout)
+        except Exception:
+            self.stop()
+            raise
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.log.close()
+
+
+def _wait(pred, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except Exception as exc:  # noqa: BLE001 - a process still starting: ask again
+            last = exc
+        if last is True:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.mark.timeout(60)
+def test_misconfigured_tiers_refuse_forwards_and_release_holds():
+    """Real processes whose tiers disagree: engine shards started with --accounts 2, one
+    account shard started as 0 of 1 believing in one engine shard (--engines 1, so every
+    symbol is forwarded to engine shard 0). A forward naming an account of the other account
+    shard, and one of a symbol engine shard 1 owns, are refused by engine shard 0 and settled
+    back: the holds are released (before the fix: ALERT, then matched anyway, the hold stuck
+    on an order the account shard never hears of again)."""
+    from shardex.client import Client
+
+    sym0, sym1 = _sym_of(0), _sym_of(1)  # owned by engine shard 0 / 1 of 2
+    stranger = next(a for a in _accounts_of(0, 1, 8) if account_shard_for(a, 2) == 1)
+    local = next(a for a in _accounts_of(0, 1, 8) if account_shard_for(a, 2) == 0)
+    hc = None
+    try:
+        hc = HandCluster(
+            engine_args=[
+                ["--shard", str(i), "--shards", "2", "--no-pin", "--accounts", "2"]
+                for i in range(2)
+            ],  # fmt: skip
+            account_args=[["--shard", "0", "--shards", "1", "--engines", "1"]],
+            router_args=["--shards", "2", "--accounts", "1"],
+        )
+        with Client(hc.layout.frontend, key=False, timeout=5) as c:
+            for acct in (stranger, local):
+                for asset in ("USD", "BTC", "ETH"):
+                    assert c.deposit(acct, asset, "1000", ref=f"{acct}-{asset}").ok
+            quote1 = sym1.split("-")[1]
+            r1 = c.place(sym0, "buy", "0.1", "100", account=stranger, id="s-1")
+            r2 = c.place(sym1, "buy", "0.1", "1", account=local, id="l-1")
+            assert r1.ok and r2.ok  # held and forwarded: the refusal comes back as a settlement
+            quote0 = sym0.split("-")[1]
+            _wait(lambda: c.balance(stranger)[quote0] == (D(1000), D(0)), "stranger released")
+            _wait(lambda: c.balance(local)[quote1] == (D(1000), D(0)), "local released")
+        assert "refuses" in hc.output() and "ALERT" in hc.output()
+    finally:
+        if hc is not None:
+            hc.stop()
+
+
+@pytest.mark.timeout(90)
+def test_engine_rejects_of_a_real_cluster_release_holds():
+    """Through a real ``shardex up --accounts 2`` cluster, every engine-level refusal a client
+    can provoke after its hold is taken: duplicate id (live, and recently finished), post-only
+    cross, post-only with an IOC. Each hold comes back, the audit stays clean."""
+    from conftest import Cluster
+
+    from shardex.client import audit_report
+
+    cl = Cluster(1, accounts=2)
+    try:
+        with cl.client() as c:
+            a, b = "rej-alice", "rej-bob"
+            assert account_shard_for(a, 2) != account_shard_for(b, 2)
+            for acct in (a, b):
+                assert c.deposit(acct, "USD", "1000", ref=f"{acct}-usd").ok
+                assert c.deposit(acct, "BTC", "10", ref=f"{acct}-btc").ok
+            assert c.place("BTC-USD", "sell", "1", "100", account=a, id="dup").ok
+            _wait(lambda: c.order_status("BTC-USD", "dup", account=a)["state"] == "live", "rest")
+            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, id="dup").ok  # live id
+            assert c.place("BTC-USD", "buy", "0.1", "101", account=b, post_only=True).ok
+            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, post_only=True,
+                           tif="ioc").ok  # fmt: skip
+            assert c.place("BTC-USD", "buy", "0.01", "100", account=b, id="fill").ok  # fills
+            _wait(lambda: c.balance(b)["BTC"][0] == D("10.01"), "the fill settled")
+            assert c.place("BTC-USD", "buy", "0.01", "90", account=b, id="fill").ok  # finished id
+            # bob paid 0.01 × 100 + 5 bps taker fee for the fill; every other hold came back
+            _wait(lambda: c.balance(b)["USD"] == (D("998.9995"), D(0)), "bob's holds released")
+            assert c.cancel("BTC-USD", "dup", account=a).ok
+            _wait(lambda: c.balance(a)["BTC"][1] == D(0), "alice released")
+            lines, ok = audit_report(c.audit())
+            assert ok, lines
+    finally:
+        cl.stop()
+
+
+def _metric(port: int, name: str, what: str | None = None) -> float:
+    """One sample of a Prometheus exporter (the first whose labels contain ``what``)."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name) and (what is None or f'what="{what}"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {what or ''} at :{port}")
+
+
+def _dead(pid: int) -> bool:
+    """A killed child of a stopped supervisor is a zombie until reaped: dead all the same."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(120)
+def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkeypatch):
+    """Rings of 4 settlements per link and 8 account events (``SHARDEX_LINK_RING``,
+    ``SHARDEX_EVENT_RING``). (a) Account shard 1 is down (its supervisor paused, so it stays
+    down) while 30 fills of its maker's order happen: on restart the engine shard re-sends the
+    settlements from its journal; the maker is paid exactly, the audit is clean. (b) The
+    bridge is down while account shard 1 emits more events than its ring holds: on restart the
+    bridge gets the range from the account shard's journal. (c) Engine shard 0 loses 10 forwards
+    (frozen, then killed): on restart they come from the account shard's journal and all rest
+    on the book. Both balance streams then equal exactly what the account shards
+    emitted, in order, each event once; the audit is clean."""
+    from conftest import Cluster
+    from test_accounts_stream import _converged, _stream
+
+    from shardex.client import audit_report
+
+    monkeypatch.setenv("SHARDEX_LINK_RING", "4")
+    monkeypatch.setenv("SHARDEX_EVENT_RING", "8")
+    cl = Cluster(1, accounts=2, redis=redis_server.url)
+    sup = cl.proc.pid
+    try:
+        r = redis_server.client()
+        maker = next(a for a in (f"maker{k}" for k in range(50)) if account_shard_for(a, 2) == 1)
+        taker = next(a for a in (f"taker{k}" for k in range(50)) if account_shard_for(a, 2) == 0)
+        with cl.client() as c:
+            assert c.deposit(maker, "BTC", "10", ref="m-btc").ok
+            assert c.deposit(taker, "USD", "100000", ref="t-usd").ok
+            assert c.place("BTC-USD", "sell", "1", "100", account=maker, id="m-1").ok
+            _wait(lambda: c.order_status("BTC-USD", "m-1", account=maker)["state"] == "live",
+                  "the maker's order on the book")  # fmt: skip
+            _converged(cl, r, 2)
+
+            # (a) account shard 1 down while its order fills 30 times
+            victim = cl.child_pid("accounts.1")
+            os.kill(sup, signal.SIGSTOP)
+            try:
+                os.kill(victim, signal.SIGKILL)
+                _wait(lambda: _dead(victim), "account shard 1 dead")
+                for k in range(30):
+                    res = c.place("BTC-USD", "buy", "0.01", "100", account=taker, id=f"t-{k}",
+                                  tif="ioc")  # fmt: skip
+                    assert res.ok, res
+            finally:
+                os.kill(sup, signal.SIGCONT)
+            # 0.3 BTC sold at 100, maker fee 2 bps: 30 - 0.006 USD
+            want = {"BTC": (D(9), D("0.7")), "USD": (D("29.994"), D(0))}
+            _wait(lambda: c.balance(maker) == want, "the maker paid for all 30 fills", 30)
+            assert _metric(cl.layout.shard_metrics_port(0), "shardex_shard_account_link",
+                           "journal") > 0  # fmt: skip
+
+            # (b) the bridge down while account shard 1 emits 20 events (ring: 8)
+            bridge = cl.child_pid("bridge")
+            os.kill(sup, signal.SIGSTOP)
+            try:
+                os.kill(bridge, signal.SIGKILL)
+                _wait(lambda: _dead(bridge), "bridge dead")
+                for k in range(20):
+                    assert c.deposit(maker, "USD", "1", ref=f"m-usd-{k}").ok
+            finally:
+                os.kill(sup, signal.SIGCONT)
+            _converged(cl, r, 2, timeout=30.0)
+            assert _metric(cl.layout.account_metrics_port(1),
+                           "shardex_accounts_journal_resent") > 0  # fmt: skip
+            for j in range(2):
+                ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, j)]
+                assert ids == sorted(set(ids))
+
+            # (c) 10 forwards lost with engine shard 0: sent into its socket while it is
+            # frozen, then it is killed (ZeroMQ would have queued them while it was merely
+            # down); its HAVE after the restart asks for more than the ring (4) holds
+            engine = cl.shard_pid(0)
+            os.kill(engine, signal.SIGSTOP)
+            try:
+                for k in range(10):
+                    assert c.place("BTC-USD", "buy", "0.01", "50", account=taker,
+                                   id=f"late-{k}").ok  # fmt: skip
+                time.sleep(0.3)
+            finally:
+                os.kill(engine, signal.SIGKILL)
+            for k in range(10):
+                _wait(lambda k=k: c.order_status("BTC-USD", f"late-{k}",
+                                                 account=taker)["state"] == "live",
+                      f"late-{k} on the book", 30)  # fmt: skip
+            assert _metric(cl.layout.account_metrics_port(0), "shardex_accounts_link",
+                           "journal") > 0  # fmt: skip
+            _converged(cl, r, 2, timeout=30.0)
+            lines, ok = audit_report(c.audit())
+            assert ok, lines
+        out = cl.output()
+        assert "no longer holds" not in out and "ALERT" not in out.replace("ALERT refused", ""), [
+            ln for ln in out.splitlines() if "ALERT" in ln
+        ]
+    finally:
+        cl.stop()
+
+
+def _journaled_pair(tmp_path, monkeypatch):
+    """An engine shard (``SettledEngine``) and an account shard (``AccountMachine``), each
+    journaling to disk exactly as the processes do, rings of 4."""
+    from shardex.journal import Journal
+
+    monkeypatch.setenv("SHARDEX_LINK_RING", "4")
+    efac = SettledEngineFactory(0, 1, 1)
+    afac = AccountMachineFactory(0, 1, lambda _s: 0, FEES)
+    ej = Journal(tmp_path / "e", MARKETS, fsync="none", machine=efac, keep_snapshots=1)
+    aj = Journal(tmp_path / "a", MARKETS, fsync="none", machine=afac, keep_snapshots=1)
+    eng, acc = ej.recover().engine, aj.recover().engine
+    sent: list[tuple] = []
+    fwds: list[tuple] = []
+
+    def run(cmd: tuple) -> None:
+        out: list[tuple] = []
+        aj.add(acc.seq, cmd)
+        acc.apply(cmd, out)
+        aj.commit()
+        for ev in out:
+            if ev[0] == AE_FORWARD:
+                fwds.append((ev[1], ev[3], ev[4]))
+                rec = (OP_FORWARD, 0, ev[1], ev[3], ev[4])
+                ej.add(eng.seq, rec)
+                eng.apply(rec, [])
+        ej.commit()
+        sent.extend(m for _, m in eng.outgoing)
+        eng.outgoing.clear()
+
+    return ej, aj, eng, acc, run, sent, fwds
+
+
+def test_link_repairs_regenerate_what_was_sent_across_snapshots(tmp_path, monkeypatch):
+    """Settlements and forwards older than the rings come back from the journals byte for
+    byte, in chunks (``limit``), across snapshots, continuing one replay between requests;
+    a journal trimmed past the range says so (JournalError) instead of sending a gap."""
+    from shardex.accounts.machines import ForwardRepair, SettlementRepair
+    from shardex.journal import JournalError
+
+    ej, aj, eng, acc, run, sent, fwds = _journaled_pair(tmp_path, monkeypatch)
+    run((A_DEPOSIT, "m", "BTC", 10**12, "d1"))
+    run((A_DEPOSIT, "t", "USD", 10**15, "d2"))
+    run(_new("BTC-USD", "m1", "m", side=SELL, price=100_00, qty=1000))
+    for k in range(40):
+        run(_new("BTC-USD", f"t{k}", "t", side=BUY, price=100_00, qty=1, tif=IOC))
+        if k == 20:
+            ej.snapshot(eng)  # replays for ranges after it start from it
+            aj.snapshot(acc)
+    assert len(sent) == 40 and eng.resend(0, sent[0][2])[1] is False  # the ring holds 4
+    rep = SettlementRepair(0, ej.replay_from)
+    got, after = [], 0
+    while True:
+        chunk = rep.take(after, budget=7, limit=6)  # tiny budget: several calls per chunk
+        if not chunk:
+            if rep.replay.done:
+                break
+            continue
+        got.extend(chunk)
+        after = chunk[-1][2]
+    assert got == sent
+    frep = ForwardRepair(0, aj.replay_from)
+    assert frep.take(fwds[10][0], 10_000, 100) == fwds[11:]
+    assert frep.take(fwds[30][0], 10_000, 5) == fwds[31:36]  # continues the same replay
+    ej.snapshot(eng)  # keep_snapshots=1: the records before it are trimmed away
+    with pytest.raises(JournalError):
+        SettlementRepair(0, ej.replay_from).take(sent[5][2], 10_000, 100)
+    tail = SettlementRepair(0, ej.replay_from).take(sent[-1][2], 10_000, 100)
+    assert tail == []  # nothing after the newest: nothing to send, no error
+
+
+@pytest.mark.timeout(90)
+def test_live_audit_exits_1_naming_the_asset_when_money_appears():
+    """``shardex audit`` on a live cluster: exit 0 while the books balance; then account shard
+    0's state is forged while it is down (a snapshot crediting 5 USD as trade inflow that no
+    other account paid: each shard's own check still passes, only the cross-shard identity
+    can catch it), and after its restart the audit exits 1 naming USD and the 5.00."""
+    from conftest import Cluster
+
+    from shardex.config import load_markets
+    from shardex.journal import Journal
+
+    cl = Cluster(1, accounts=2)
+    sup = cl.proc.pid
+    audit = [sys.executable, "-m", "shardex.cli", "audit", "--endpoint", cl.endpoint,
+             *cl.key_args()]  # fmt: skip
+    try:
+        victim_acct = next(a for a in (f"v{k}" for k in range(50)) if account_shard_for(a, 2) == 0)
+        with cl.client() as c:
+            assert c.deposit(victim_acct, "USD", "100", ref="v-usd").ok
+            assert c.deposit("someone-else", "BTC", "1", ref="s-btc").ok
+        clean = subprocess.run(audit, capture_output=True, text=True, timeout=30)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "audit: ok" in clean.stdout
+
+        victim = cl.child_pid("accounts.0")
+        os.kill(sup, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            _wait(lambda: _dead(victim), "account shard 0 dead")
+            fac = AccountMachineFactory(0, 2, lambda s: shard_for(s, 1))
+            j = Journal(os.path.join(cl.data_dir, "accounts-0"), load_markets(None), machine=fac)
+            m = j.recover().engine
+            units = m.core.table.to_units("USD", D(5))
+            m.core.balances[victim_acct]["USD"][0] += units  # 5 USD out of thin air ...
+            m.core.flow["USD"] = m.core.flow.get("USD", 0) + units  # ... booked as a trade
+            m.core.check_integrity()  # the shard alone cannot see it
+            j.snapshot(m)
+            j.close()
+        finally:
+            os.kill(sup, signal.SIGCONT)
+        with cl.client() as c:
+            _wait(lambda: c.balance(victim_acct)["USD"][0] == D(105), "forged shard back", 20)
+        bad = subprocess.run(audit, capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        usd = [ln for ln in bad.stdout.splitlines() if ln.startswith("USD")]
+        assert len(usd) == 1 and "VIOLATION" in usd[0], bad.stdout
+        assert "105" in usd[0] and "100" in usd[0] and "inflow 5" in usd[0], usd[0]
+        assert "audit: FAILED" in bad.stdout
+        btc = [ln for ln in bad.stdout.splitlines() if ln.startswith("BTC")]
+        assert btc and btc[0].endswith("ok")  # only the asset that was forged is named
+    finally:
+        cl.stop()
