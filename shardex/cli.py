@@ -1613,6 +1613,7 @@ def status(
             click.echo(
                 f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
                 f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+                + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
             )
 
 

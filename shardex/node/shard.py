@@ -693,6 +693,13 @@ class _NodeCollector:
             for peer, lag in rep.info()["lag"].items():
                 fam.add_metric([*lab, peer], lag)
             yield fam
+            fam = CounterMetricFamily(
+                "shardex_replica_refused",
+                "Replication messages refused (malformed or from a key that is not this shard's)",
+                labels=["shard"],
+            )  # fmt: skip
+            fam.add_metric(lab, rep.refused.count)
+            yield fam
         if node.cfg.accounts:
             fam = CounterMetricFamily(
                 "shardex_shard_account_link",
