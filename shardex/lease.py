@@ -1,4 +1,4 @@
-"""The leader lease of one replicated shard, in Redis (issue 15, phase 1).
+"""The leader lease of one replicated shard, in Redis (issue 15).
 
 Keys, for shard I:
 
@@ -8,18 +8,47 @@ Keys, for shard I:
 - ``shardex:lease:I:starts``  hash epoch → the seq its leader started from (divergence checks)
 
 Why a lease and not just "the process is up": a primary that is paused (SIGSTOP, a long GC, a
-VM freeze) and resumes must not act as leader once someone else could have taken over. The
-holder renews every ~200 ms with a compare-and-refresh, and computes its *local* deadline from
-the monotonic clock read *before* the renew was sent: Redis starts its ``PX`` countdown when it
-runs the script, which is later, so the local deadline always falls before the Redis expiry
-(minus ``margin`` for clock-rate drift). A primary checks that deadline before every reply
-flush, so by the time a standby can take the key the old primary has stopped answering.
+VM freeze) and resumes must not act as leader once someone else could have taken over.
+
+Timing (``TTL_MS`` = 800, ``RENEW_MS`` = 150, ``MARGIN`` = 5 %). A failover after a kill -9
+costs what is left of the ttl (650–800 ms: the last renew was 0–150 ms before the kill) plus the
+standby's reaction (it reads the key's ``PTTL`` and looks again just after it runs out, not on a
+fixed period) plus the new leader's start-up and first HELLO to the router. The ttl is the only
+part that safety needs; everything else is cut to the bone.
+
+Safety argument (why the old leader has stopped before anyone can take over):
+
+1. The leader reads its monotonic clock at ``t0`` *before* sending the acquire/renew, and from
+   then on may act as leader only until ``deadline = t0 + ttl·(1 - margin)`` (its own clock).
+2. Redis runs the script at some instant ``tr ≥ t0`` (it cannot run a request before it was
+   sent) and sets the key to expire at ``tr + ttl`` on Redis's clock. A slow round trip only
+   moves ``tr`` later (more margin); the leader's deadline never depends on when the reply came.
+3. So, measured in real time, the leader stops at ``t0 + ttl·(1-m)·(1+ρ)`` where ``ρ`` is how
+   much faster real time runs than the leader's monotonic clock over one ttl, and the key can
+   disappear no earlier than ``t0 + ttl·(1-ρ')`` (``ρ'`` the same for Redis's clock). The
+   leader is always first as long as ``ρ + ρ' < m``: with m = 5 % of 800 ms = 40 ms, clocks
+   may disagree in *rate* by 5 % — a free-running crystal is off by ~10⁻⁴, NTP slews at most
+   5·10⁻⁴. A standby reads the key only after Redis has expired it, so it takes over at
+   ``≥ tr + ttl``, after the old leader's deadline.
+4. The leader checks its deadline before every release of replies/events and before taking
+   requests, so after its deadline it accepts and publishes nothing (a renew that fails
+   because Redis is slow or down leaves the deadline where it was: stalls, never extends).
+5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
+   a write is acked only once every in-sync standby has it (high watermark), the promoted
+   standby stops acking the moment it leads, and shrinking the in-sync set is a Lua
+   compare-on-the-lease-value that fails once the key is someone else's. The deadline is
+   what keeps a paused leader from serving stale *reads* and events after resuming.
 
 What this relies on (README "Failover"): one Redis (not a Sentinel/cluster failover, whose
-async replication could hand the key to two holders), and clocks that run at about the same
-rate. If Redis loses its data (restart without AOF) the ISR key is gone: any node may then
-take the lease; the epoch still never goes backwards because each node's journal keeps the
-highest epoch it saw and passes it as a floor.
+async replication could hand the key to two holders); clock *rates* within the margin above;
+and a Redis host whose wall clock is never stepped forward (Redis stores expiries as absolute
+wall-clock times: a forward step expires keys early; run NTP slewing, e.g. chrony without
+``makestep`` after boot). If Redis loses its data (restart without AOF) the ISR key is gone:
+any node may then take the lease; the epoch still never goes backwards because each node's
+journal keeps the highest epoch it saw and passes it as a floor.
+
+Cost of the short ttl: a leader whose loop or Redis round trips stall for more than
+``ttl·(1-m) - renew`` (~610 ms) loses its lease and hands over (a failover, not a fault).
 """
 
 from __future__ import annotations
@@ -67,6 +96,11 @@ return 0
 """
 
 
+TTL_MS = 800  # the key's expiry: the part of a failover that safety needs (see above)
+RENEW_MS = 150  # renew period: ~5 renews per ttl, so 3 slow or lost ones are survived
+MARGIN = 0.05  # the leader stops this fraction of the ttl before Redis can expire the key
+
+
 class LeaseLost(Exception):
     """Redis says someone else holds (or nobody holds) the lease we thought was ours."""
 
@@ -102,9 +136,9 @@ class Lease:
         shard: int,
         node: str,
         endpoint: str,
-        ttl_ms: int = 1000,
-        renew_ms: int = 200,
-        margin: float = 0.05,
+        ttl_ms: int = TTL_MS,
+        renew_ms: int = RENEW_MS,
+        margin: float = MARGIN,
     ) -> None:
         if "|" in node or "," in node or "|" in endpoint:
             raise ValueError("node ids and endpoints may not contain '|' or ','")
@@ -132,6 +166,16 @@ class Lease:
 
     def holder(self) -> Holder | None:
         return parse_holder(self.r.get(self.keys[0]))
+
+    def holder_ttl(self) -> tuple[Holder | None, int]:
+        """The holder and the milliseconds left before Redis expires its lease (one round
+        trip; -1/-2 when there is no ttl/no key). A standby uses it to look again just after
+        the lease can have expired instead of on a fixed period (failover time)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys[0])
+        pipe.pttl(self.keys[0])
+        value, pttl = pipe.execute()
+        return parse_holder(value), int(pttl)
 
     def isr(self) -> list[str]:
         raw = self.r.get(self.keys[2])

@@ -44,7 +44,8 @@ log = logging.getLogger("shardex.replica")
 SUB, ACK, REC, DIV = b"SUB", b"ACK", b"REC", b"DIV"
 ISR_TIMEOUT_S = 0.5  # a member that has not acked what is committed for this long is dropped
 RESYNC_S = 0.3  # a standby that heard nothing for this long says SUB again (also its heartbeat)
-CHECK_LEASE_S = 0.1  # how often a standby looks at the lease
+CHECK_LEASE_S = 0.1  # how often a standby looks at the lease (sooner when it is about to expire)
+EXPIRY_SLACK_S = 0.002  # look again this long after the holder's ttl runs out
 CATCHUP_RECORDS = 200  # journal records per catch-up step (then wait for the standby's ack)
 RECENT_BATCHES = 8192  # batches kept in memory for a standby that fell a little behind
 EXIT_LEASE_LOST = 3  # exit code of a leader that lost its lease (the supervisor restarts it)
@@ -283,6 +284,7 @@ class Standby:
         self.last_warned = 0.0
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
+        self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -331,21 +333,24 @@ class Standby:
             self.check_divergence()
         except Diverged as exc:
             self.start_over(str(exc))
-        last_check = 0.0
+        next_check = 0.0
         poller = None
         while not stop:
             now = time.monotonic()
-            if now - last_check >= CHECK_LEASE_S:
-                last_check = now
+            if now >= next_check:
                 try:
-                    if self._check_lease():
+                    wait = self._check_lease()
+                    if wait is None:
                         return True
                 except Exception as exc:  # Redis down: keep following whoever we follow
+                    wait = CHECK_LEASE_S
                     if now - self.last_warned >= 5.0:  # (not every 100 ms)
                         self.last_warned = now
                         log.warning("lease check failed: %s", exc)
+                next_check = time.monotonic() + wait
+            until_check = max(0.0, next_check - time.monotonic())
             if self.sock is None:
-                time.sleep(CHECK_LEASE_S / 2)
+                time.sleep(min(until_check, CHECK_LEASE_S / 2))
                 continue
             if poller is None or poller.sockets[0][0] is not self.sock:
                 poller = self.zmq.Poller()
@@ -353,27 +358,35 @@ class Standby:
             if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
                 self.last_sub = now
                 self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
-            if poller.poll(50):
+            if poller.poll(min(50, int(until_check * 1000) + 1)):
                 try:
                     self._drain()
                 except Diverged as exc:
                     self.start_over(str(exc))
         return False
 
-    def _check_lease(self) -> bool:
-        holder = self.lease.holder()
+    def _check_lease(self) -> float | None:
+        """Look at the lease: take it if it is free and we may (None: we lead now), else
+        follow its holder. Returns when to look again: the holder's remaining ttl plus a hair
+        when that is sooner than ``CHECK_LEASE_S`` (so a dead leader's lease is taken within
+        a few ms of its expiry in Redis, not up to a period later)."""
+        holder, pttl = self.lease.holder_ttl()
         if holder is None:
+            t0 = time.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
             if epoch:
                 self.journal.write_epoch(epoch)
+                self.took_at = t0
                 log.warning("%s took the lease of shard %d: epoch %d from seq %d", self.node,
                             self.lease.shard, epoch, self.engine.seq)  # fmt: skip
-                return True
+                return None
             log.info("%s may not lead: %s", self.node, why)
-            return False
+            return CHECK_LEASE_S
         if holder.node != self.node and holder != self.leader:
             self._follow(holder)
-        return False
+        if pttl >= 0:
+            return min(CHECK_LEASE_S, pttl / 1000 + EXPIRY_SLACK_S)
+        return CHECK_LEASE_S
 
     def _drain(self) -> None:
         zmq = self.zmq
@@ -470,7 +483,7 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     if not promoted:
         return
     journal, engine = standby.journal, standby.engine
-    took = time.monotonic()
+    took = standby.took_at or time.monotonic()
     silent = took - standby.last_heard if standby.last_heard else None
     cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": node}
     cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
@@ -478,12 +491,15 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                             journal, engine.seq))  # fmt: skip
     shard.stop = stop
+    shard.hello(time.monotonic())  # register with the routers now, before the loop's set-up
+    up = time.monotonic()
     log.warning(
         "FAILOVER %s leads shard %d at epoch %d from seq %d: lease taken %s after the last "
-        "record from the old leader; sockets up %.0f ms after taking it",
+        "record from the old leader; sockets up and HELLO sent %.0f ms after taking it "
+        "(monotonic took=%.4f hello=%.4f)",
         node, cfg.index, lease.epoch, engine.seq,
         f"{silent * 1000:.0f} ms" if silent is not None else "(never followed one)",
-        (time.monotonic() - took) * 1000,
+        (up - took) * 1000, took, up,
     )  # fmt: skip
     try:
         shard.run()
