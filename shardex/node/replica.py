@@ -457,8 +457,12 @@ def replica_dir(data_dir: str, index: int, replica: int) -> str:
     return os.path.join(data_dir, f"shard-{index}" + (f".r{replica}" if replica else ""))
 
 
-def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -> None:
-    """``shardex engine --role auto``: stand by until this node holds the lease, then lead."""
+def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
+                   repl_advertised: str | None = None) -> None:  # fmt: skip
+    """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
+
+    ``repl_endpoint`` is bound when leading; ``repl_advertised`` (default: the same) goes into
+    the lease, where the standby on another host reads where to connect."""
     import redis
 
     from shardex.node.shard import ShardNode, check_ownership
@@ -469,7 +473,7 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     Path(cfg.journal_dir).mkdir(parents=True, exist_ok=True)
     node = f"shard-{cfg.index}.r{replica}"
     r = redis.Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
-    lease = Lease(r, cfg.index, node, repl_endpoint)
+    lease = Lease(r, cfg.index, node, repl_advertised or repl_endpoint)
     journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
     engine = journal.recover().engine
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
