@@ -71,6 +71,7 @@ class OpenLoop:
         self.acked: dict[str, float] = {}  # order id → reply time (successful replies)
         self.latencies: list[float] = []  # reply time - intended send time (successful)
         self.errors = 0
+        self.failed: list[tuple[float, str]] = []  # (reply time, error) of failed replies
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -115,6 +116,7 @@ class OpenLoop:
                         self.latencies.append(now - self.intended[req])
                     else:
                         self.errors += 1
+                        self.failed.append((now, str(error)[:60]))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -322,6 +324,9 @@ def main() -> None:
                 phases.append(p)
                 phase = " [ttl left {:.0f}, expiry→taken {:.0f}, taken→hello {:.0f}, " \
                         "hello→ack {:.0f} ms]".format(*(x * 1000 for x in p))  # fmt: skip
+                late = Counter(e for t, e in load.failed if hello <= t <= min(after)[0])
+                if late:  # (why the first requests the new leader could take still failed)
+                    phase += f" errors after the HELLO: {dict(late)}"
             if not args.json:
                 print(f"round {rnd + 1}: killed {leader['node']} (epoch {leader['epoch']}), "
                       f"{st['node']} leads epoch {st['epoch']}, failover "
