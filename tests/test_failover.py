@@ -24,7 +24,7 @@ from shardex.engine import Engine
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import Journal, read_commands
-from shardex.lease import Lease, LeaseLost, parse_holder
+from shardex.lease import Holder, Lease, LeaseLost, parse_holder
 from shardex.node.replica import replica_dir
 
 SYMBOL = "BTC-USD"
@@ -551,4 +551,37 @@ def test_standby_ignores_garbage_from_the_replication_link(tmp_path) -> None:
         assert _journal_ids(d) == ["g1"] and journal.read_epoch() == 1
     finally:
         leader.close(0)
+        standby.close()
+
+
+def test_standby_looks_again_when_the_holders_lease_runs_out(redis_server, tmp_path) -> None:
+    """A standby schedules its next look at the lease by the holder's remaining ttl (PTTL) when
+    that is sooner than its period, so a dead leader's lease is taken within a few ms of its
+    expiry in Redis instead of up to a period later (failover time, issue 15)."""
+    import redis
+
+    from shardex.node.replica import CHECK_LEASE_S, EXPIRY_SLACK_S, Standby
+
+    r = redis.Redis(port=redis_server.port)
+    old = Lease(r, 3, "shard-3.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100)
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["shard-3.r0", "shard-3.r1"])
+    mine = Lease(r, 3, "shard-3.r1", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100)
+    holder, pttl = mine.holder_ttl()
+    assert holder is not None and holder.node == "shard-3.r0" and 0 < pttl <= 300
+    d = str(tmp_path / "shard-3.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        r.persist("shardex:lease:3")  # no ttl (not ours to judge): the fixed period
+        assert standby._check_lease() == CHECK_LEASE_S
+        assert standby.leader == holder  # it follows the holder meanwhile
+        r.pexpire("shardex:lease:3", 40)  # the holder died: 40 ms of its lease are left
+        wait = standby._check_lease()
+        assert wait is not None and 0 < wait <= 0.040 + EXPIRY_SLACK_S < CHECK_LEASE_S
+        time.sleep(wait)  # looked at again just after the expiry: taken at once
+        assert standby._check_lease() is None
+        assert mine.epoch == 2 and mine.holder() == Holder(2, "shard-3.r1", "tcp://127.0.0.1:9")
+        assert standby.took_at > 0 and journal.read_epoch() == 2
+    finally:
         standby.close()
