@@ -53,9 +53,14 @@ Cost of the short ttl: a leader whose loop or Redis round trips stall for more t
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("shardex.lease")
 
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'held'} end
@@ -99,6 +104,9 @@ return 0
 TTL_MS = 800  # the key's expiry: the part of a failover that safety needs (see above)
 RENEW_MS = 150  # renew period: ~5 renews per ttl, so 3 slow or lost ones are survived
 MARGIN = 0.05  # the leader stops this fraction of the ttl before Redis can expire the key
+# The renewer thread renews only while the shard loop has ticked within this long: a loop busy
+# for a while (a gap-repair replay from the journal) keeps its lease; a wedged one loses it.
+LOOP_STALL_S = 3.0
 
 
 class LeaseLost(Exception):
@@ -157,6 +165,8 @@ class Lease:
         self.value: str | None = None
         self.deadline = 0.0
         self.last_renew = 0.0
+        self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
+        self._stop_renewer: threading.Event | None = None
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._renew = redis_client.register_script(_RENEW)
         self._set_isr = redis_client.register_script(_SET_ISR)
@@ -235,6 +245,45 @@ class Lease:
         self._granted(t0)
         return True
 
+    # -- the renewer thread (the leader) -------------------------------------------------------
+
+    def start_renewer(self, loop_beat: Callable[[], float], stall_s: float = LOOP_STALL_S) -> None:
+        """Renew from a thread of its own every ``renew`` period, so that a busy shard loop
+        (a long gap-repair read, a slow Redis round trip) neither loses the lease nor waits
+        for Redis. ``loop_beat()`` is the monotonic time the loop last ticked: past
+        ``stall_s`` without one the thread stops renewing, so a wedged leader still hands
+        over. The safety argument is unchanged (the deadline is computed the same way and the
+        loop checks it before every release); Redis saying the lease is someone else's is
+        kept in ``lost`` and raised in the loop by ``check``."""
+        stop = self._stop_renewer = threading.Event()
+
+        def run() -> None:
+            stalled = False
+            while not stop.wait(max(0.0, self.last_renew + self.renew_s - time.monotonic())):
+                if self.value is None:
+                    return
+                if time.monotonic() - loop_beat() > stall_s:
+                    if not stalled:
+                        log.error("ALERT shard %d: the loop has not ticked for %.1f s: no "
+                                  "more lease renewals (a standby takes over)", self.shard,
+                                  stall_s)  # fmt: skip
+                    stalled = True
+                    self.last_renew = time.monotonic()  # (look again a period later)
+                    continue
+                stalled = False
+                try:
+                    self.renew()
+                except LeaseLost as exc:
+                    self.lost = exc
+                    return
+
+        threading.Thread(target=run, name=f"lease-{self.shard}", daemon=True).start()
+
+    def check(self) -> None:
+        """Raise what the renewer thread learned: Redis says the lease is not ours."""
+        if self.lost is not None:
+            raise self.lost
+
     def set_isr(self, members: list[str]) -> bool:
         """Record the in-sync set (only while holding the lease). False if Redis could not be
         asked; raises LeaseLost when the lease is not ours."""
@@ -253,6 +302,8 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up now (clean shutdown: the standby need not wait for the expiry)."""
+        if self._stop_renewer is not None:
+            self._stop_renewer.set()
         if self.value is None:
             return
         value, self.value, self.deadline = self.value, None, 0.0

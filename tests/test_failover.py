@@ -585,3 +585,36 @@ def test_standby_looks_again_when_the_holders_lease_runs_out(redis_server, tmp_p
         assert standby.took_at > 0 and journal.read_epoch() == 2
     finally:
         standby.close()
+
+
+def test_lease_renewer_survives_a_busy_loop_but_not_a_wedged_one(redis_server) -> None:
+    """The leader's lease is renewed by a thread: a shard loop busy for longer than the ttl (a
+    gap-repair replay from the journal stalled new leaders past their deadline, and each lost
+    its lease: a second failover) keeps it; a loop that stops ticking for ``stall_s`` lets it
+    go (a standby takes over); Redis saying it is someone else's is raised in the loop."""
+    import redis
+
+    r = redis.Redis(port=redis_server.port)
+    lease = Lease(r, 5, "shard-5.r0", "tcp://a", ttl_ms=600, renew_ms=100)
+    assert lease.try_acquire(0, 0)[0] == 1
+    beat = [time.monotonic()]
+    lease.start_renewer(lambda: beat[0], stall_s=2.0)
+    try:
+        time.sleep(1.2)  # twice the ttl without a tick: busy, not wedged
+        assert lease.valid() and lease.holder() == Holder(1, "shard-5.r0", "tcp://a")
+        lease.check()  # nothing to raise
+        time.sleep(2.5)  # past stall_s: no more renewals, the key expires
+        assert not lease.valid() and lease.holder() is None
+        beat[0] = time.monotonic()  # the loop is back, but someone else leads now
+        other = Lease(r, 5, "shard-5.r1", "tcp://b", ttl_ms=600, renew_ms=100)
+        epoch, why = other.try_acquire(0, 0)
+        assert epoch == 0 and "in-sync" in why  # the set still names the old leader
+        r.delete("shardex:lease:5:isr")  # (as if Redis lost it: anyone may take it)
+        assert other.try_acquire(0, 0)[0] == 2
+        deadline = time.monotonic() + 5
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LeaseLost):
+            lease.check()
+    finally:
+        lease.release()

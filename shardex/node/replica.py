@@ -89,6 +89,8 @@ class Replicator:
         self.peers: dict[str, Peer] = {}
         self.isr: list[str] = [self.node]  # as recorded in Redis at the acquire
         self.changes = 0  # in-sync set changes (metrics / status)
+        self.beat = time.monotonic()  # the loop's last tick (the lease renewer watches it)
+        lease.start_renewer(lambda: self.beat)
 
     @property
     def epoch(self) -> int:
@@ -126,10 +128,11 @@ class Replicator:
         return hw
 
     def tick(self, now: float) -> None:
-        """Renew the lease when due, read the standbys' messages, catch them up, keep the
-        in-sync set. Raises LeaseLost when Redis says the lease is someone else's."""
-        if self.lease.due(now):
-            self.lease.renew()
+        """Read the standbys' messages, catch them up, keep the in-sync set (the lease is
+        renewed by its own thread while these ticks come). Raises LeaseLost when Redis says
+        the lease is someone else's."""
+        self.beat = now
+        self.lease.check()
         self._receive(now)
         for peer in self.peers.values():
             self._catch_up(peer, now)
@@ -253,6 +256,7 @@ class Replicator:
         }
 
     def close(self) -> None:
+        self.lease.release()  # (stops the renewer; a no-op once lost)
         self.sock.close(0)
 
 
