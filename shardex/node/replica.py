@@ -269,8 +269,10 @@ class Standby:
     the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
-                 journal: Journal, engine: Any) -> None:  # fmt: skip
+                 journal: Journal, engine: Any, ring_size: int = 1 << 20) -> None:  # fmt: skip
         import zmq
+
+        from shardex.node.shard import EventRing
 
         self.zmq = zmq
         self.ctx = zmq.Context()
@@ -290,6 +292,12 @@ class Standby:
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
         self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
+        # The events of what it applies, as the leader keeps them (same seqs): handed to the
+        # ring of the leader it becomes, so the bridge's repair of the old leader's last
+        # unpublished events is served from memory. (A journal replay of that range stalled
+        # new leaders' loops for seconds.)
+        self.ring_size = ring_size
+        self.ring = EventRing(ring_size)
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -312,6 +320,7 @@ class Standby:
         os.makedirs(self.journal_dir, exist_ok=True)
         self.journal = Journal(self.journal_dir, self.markets, fsync=self.fsync)
         self.engine = self.journal.recover().engine
+        self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
         if self.sock is not None:
             self.last_sub = 0.0
 
@@ -442,6 +451,7 @@ class Standby:
                 before = engine.seq
                 engine.apply(cmd, out)
                 journal.add(before, cmd)
+            self.ring.extend(out)
             self.applied += 1
             applied = True
             if seq1 and engine.seq != seq1:
@@ -487,7 +497,8 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
     # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
     # reason (no collector pauses while it acks) and so that promotion is fast: see below.
     gc_off = tune_gc()
-    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine)
+    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine,
+                      cfg.ring_size)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
@@ -506,6 +517,8 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                             journal, engine.seq))  # fmt: skip
     shard.stop = stop
+    if standby.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
+        shard.core.ring = standby.ring
     shard.hello(time.monotonic())  # register with the routers now, before the loop's set-up
     up = time.monotonic()
     log.warning(
