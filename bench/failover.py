@@ -221,6 +221,20 @@ def cost(args: argparse.Namespace) -> None:
             stop_cluster(proc, log, data)
     if args.json:
         print(json.dumps(rows))
+        return
+
+    def mean(replicas: int, key: str) -> float:
+        vals = [r[key] for r in rows if r["replicas"] == replicas]
+        return sum(vals) / len(vals)
+
+    print(
+        "replication on/off (mean of 2 interleaved runs each): acked orders/s "
+        f"{mean(2, 'closed_acked_per_s'):.0f} vs {mean(1, 'closed_acked_per_s'):.0f} "
+        f"({mean(2, 'closed_acked_per_s') / mean(1, 'closed_acked_per_s'):.2f}x), open-loop "
+        f"p50 {mean(2, 'open_p50_ms'):.2f} vs {mean(1, 'open_p50_ms'):.2f} ms, p99 "
+        f"{mean(2, 'open_p99_ms'):.2f} vs {mean(1, 'open_p99_ms'):.2f} ms at {args.rate:.0f}/s "
+        "(noisy: shared 2-core box)"
+    )
 
 
 FAILOVER_LINE = re.compile(

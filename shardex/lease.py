@@ -33,6 +33,8 @@ Safety argument (why the old leader has stopped before anyone can take over):
 4. The leader checks its deadline before every release of replies/events and before taking
    requests, so after its deadline it accepts and publishes nothing (a renew that fails
    because Redis is slow or down leaves the deadline where it was: stalls, never extends).
+   Renewals run in a thread of their own (``start_renewer``) so that a busy shard loop does
+   not lose the lease; that changes who sends the renew, not how the deadline is computed.
 5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
    a write is acked only once every in-sync standby has it (high watermark), the promoted
    standby stops acking the moment it leads, and shrinking the in-sync set is a Lua
