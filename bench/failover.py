@@ -7,10 +7,13 @@ after ``--before`` s, ``--after`` s more load, then wait until the killed replic
 the supervisor) is back in the in-sync set.
 
 Per round: failover time = kill → the first successful reply to an order sent after the kill
-(it can only come from the new leader). Over all rounds: p50/p99 of that, and
-lost = orders acknowledged (a reply without error) that are not in the leader's journal at the
-end; duplicated = order ids journaled more than once (each id is sent once). Numbers are noisy
-on a shared box: say so when you quote them.
+(it can only come from the new leader), split in phases: the lease ttl left at the kill (PTTL),
+its expiry → the standby took it, → the new leader's first HELLO, → the first ack (times from
+the new leader's FAILOVER log line, on the system-wide monotonic clock). Over all rounds:
+p50/p99 of that, and lost = orders acknowledged (a reply without error) that are not in the
+leader's journal at the end; duplicated = order ids journaled more than once (each id is sent
+once); the bridge's Redis stream of the shard is checked for gaps and duplicates against seq
+1..last. Numbers are noisy on a shared box: say so when you quote them.
 
 ``--cost`` instead measures what replication costs, interleaved A/B/A/B (``--replicas 1`` then
 ``2``, each a fresh cluster with Redis and bridge): open-loop p50/p99 at ``--rate`` orders/s
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +71,7 @@ class OpenLoop:
         self.acked: dict[str, float] = {}  # order id → reply time (successful replies)
         self.latencies: list[float] = []  # reply time - intended send time (successful)
         self.errors = 0
+        self.failed: list[tuple[float, str]] = []  # (reply time, error) of failed replies
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -111,6 +116,7 @@ class OpenLoop:
                         self.latencies.append(now - self.intended[req])
                     else:
                         self.errors += 1
+                        self.failed.append((now, str(error)[:60]))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -215,21 +221,72 @@ def cost(args: argparse.Namespace) -> None:
             stop_cluster(proc, log, data)
     if args.json:
         print(json.dumps(rows))
+        return
+
+    def mean(replicas: int, key: str) -> float:
+        vals = [r[key] for r in rows if r["replicas"] == replicas]
+        return sum(vals) / len(vals)
+
+    print(
+        "replication on/off (mean of 2 interleaved runs each): acked orders/s "
+        f"{mean(2, 'closed_acked_per_s'):.0f} vs {mean(1, 'closed_acked_per_s'):.0f} "
+        f"({mean(2, 'closed_acked_per_s') / mean(1, 'closed_acked_per_s'):.2f}x), open-loop "
+        f"p50 {mean(2, 'open_p50_ms'):.2f} vs {mean(1, 'open_p50_ms'):.2f} ms, p99 "
+        f"{mean(2, 'open_p99_ms'):.2f} vs {mean(1, 'open_p99_ms'):.2f} ms at {args.rate:.0f}/s "
+        "(noisy: shared 2-core box)"
+    )
+
+
+FAILOVER_LINE = re.compile(
+    rb"FAILOVER (\S+) leads .* at epoch (\d+) .*monotonic took=([\d.]+) hello=([\d.]+)"
+)
+
+
+def failover_lines(log_path: str) -> dict[int, tuple[str, float, float]]:
+    """The new leaders' FAILOVER log lines: epoch → (node, took, hello), monotonic times (one
+    system-wide clock on Linux, the same as this process's ``time.monotonic``)."""
+    out = {}
+    for m in FAILOVER_LINE.finditer(Path(log_path).read_bytes()):
+        out[int(m[2])] = (m[1].decode(), float(m[3]), float(m[4]))
+    return out
+
+
+def stream_check(redis_port: int, last_seq: int) -> tuple[int, int, int]:
+    """The bridge's Redis stream of shard 0, once it has caught up to ``last_seq``:
+    (entries, gaps, duplicates) against the contiguous seq history 1..last_seq."""
+    import redis
+
+    r = redis.Redis(port=redis_port)
+    deadline = time.monotonic() + 20
+    seqs: list[int] = []
+    while time.monotonic() < deadline:
+        seqs = [int(i.split(b"-")[0]) for i, _ in r.xrange("shardex:events:0")]
+        if seqs and seqs[-1] >= last_seq:
+            break
+        time.sleep(0.2)
+    counts = Counter(seqs)
+    dups = sum(n - 1 for n in counts.values())
+    gaps = sum(1 for s in range(1, last_seq + 1) if s not in counts)
+    return len(seqs), gaps, dups
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--kills", "--rounds", dest="rounds", type=int, default=20,
+                    help="kill -9 of the leader this many times")  # fmt: skip
     ap.add_argument("--rate", type=float, default=500.0, help="orders/s, open loop")
     ap.add_argument("--before", type=float, default=1.5, help="seconds of load before the kill")
     ap.add_argument("--after", type=float, default=3.0, help="seconds of load after the kill")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the data dir and cluster.log")
     ap.add_argument("--cost", action="store_true", help="replication on vs off instead")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (--cost)")
     args = ap.parse_args()
     if args.cost:
         cost(args)
         return
+    import redis
+
     from shardex.node.supervisor import port_free
 
     while True:  # the replicas' ports must be free too
@@ -238,21 +295,27 @@ def main() -> None:
         if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
             break
     data = tempfile.mkdtemp(prefix="shardex-failover-")
-    log = open(os.path.join(data, "cluster.log"), "wb")  # noqa: SIM115
+    log_path = os.path.join(data, "cluster.log")
+    log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", "2",
          "--accounts", "0", "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
     times: list[float] = []
+    # per round: (ttl left at the kill, expiry → lease taken, taken → HELLO, HELLO → first ack)
+    phases: list[tuple[float, float, float, float]] = []
+    extra_epochs = 0
     acked_all: set[str] = set()
     try:
         endpoint = layout.frontend
         wait_full_isr(endpoint)
+        rds = redis.Redis(port=layout.redis_port)
         for rnd in range(args.rounds):
             load = OpenLoop(endpoint, args.rate, f"r{rnd}")
             time.sleep(args.before)
             leader = status(endpoint)
+            pttl = rds.pttl("shardex:lease:0") / 1000  # (one loopback round trip before)
             t_kill = time.monotonic()
             os.kill(leader["pid"], signal.SIGKILL)
             time.sleep(args.after)
@@ -263,32 +326,59 @@ def main() -> None:
                 times.append(min(after)[0] - t_kill)
             acked_all |= set(load.acked)
             st = wait_full_isr(endpoint)
+            if st["epoch"] != leader["epoch"] + 1:
+                extra_epochs += 1
+            log.flush()
+            fo = failover_lines(log_path).get(leader["epoch"] + 1)
+            phase = ""
+            if fo is not None and after:
+                _, took, hello = fo
+                expiry = t_kill + pttl
+                p = (pttl, took - expiry, hello - took, min(after)[0] - hello)
+                phases.append(p)
+                phase = " [ttl left {:.0f}, expiry→taken {:.0f}, taken→hello {:.0f}, " \
+                        "hello→ack {:.0f} ms]".format(*(x * 1000 for x in p))  # fmt: skip
+                late = Counter(e for t, e in load.failed if hello <= t <= min(after)[0])
+                if late:  # (why the first requests the new leader could take still failed)
+                    phase += f" errors after the HELLO: {dict(late)}"
             if not args.json:
                 print(f"round {rnd + 1}: killed {leader['node']} (epoch {leader['epoch']}), "
                       f"{st['node']} leads epoch {st['epoch']}, failover "
-                      f"{times[-1] * 1000 if after else float('nan'):.0f} ms, "
+                      f"{times[-1] * 1000 if after else float('nan'):.0f} ms{phase}, "
                       f"{len(load.acked)} acked, {load.errors} errors", flush=True)  # fmt: skip
         leader = status(endpoint)
         path = replica_dir(data, 0, int(leader["node"].rsplit(".r", 1)[1]))
         ids = Counter(cmd[2] for _, cmd in read_commands(path) if cmd[0] == OP_NEW)
         lost = len(acked_all - set(ids))
         dup = sum(1 for n in ids.values() if n > 1)
+        entries, gaps, sdups = stream_check(layout.redis_port, leader["seq"])
+
+        def ms(values: list[float], q: float) -> float | None:
+            return round(pct(values, q) * 1000, 1) if values else None
+
         result = {
             "rounds": args.rounds, "rate": args.rate, "measured": len(times),
-            "failover_p50_ms": round(pct(times, 50) * 1000, 1) if times else None,
-            "failover_p99_ms": round(pct(times, 99) * 1000, 1) if times else None,
+            "failover_p50_ms": ms(times, 50), "failover_p99_ms": ms(times, 99),
             "failover_max_ms": round(max(times) * 1000, 1) if times else None,
+            "phases_p50_ms": {name: ms([p[k] for p in phases], 50) for k, name in
+                              enumerate(["ttl_left", "expiry_to_taken", "taken_to_hello",
+                                         "hello_to_ack"])},
             "acked": len(acked_all), "lost": lost, "duplicated": dup,
+            "extra_epochs": extra_epochs, "stream_entries": entries, "stream_gaps": gaps,
+            "stream_duplicates": sdups, "last_seq": leader["seq"],
         }  # fmt: skip
         if args.json:
             print(json.dumps(result))
         else:
             print(
-                f"failover (kill -9 → first ack from the new leader) over {len(times)} rounds "
+                f"failover (kill -9 → first ack from the new leader) over {len(times)} kills "
                 f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
                 f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms"
             )
-            print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup} "
+            print(f"phases, p50 ms: {result['phases_p50_ms']}")
+            print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup}; stream of "
+                  f"{entries} entries to seq {leader['seq']}: {gaps} gaps, {sdups} duplicates; "
+                  f"failovers that took more than one epoch: {extra_epochs} "
                   "(noisy: shared 2-core box)")  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -299,7 +389,10 @@ def main() -> None:
         log.close()
         import shutil
 
-        shutil.rmtree(data, ignore_errors=True)
+        if args.keep:
+            print(f"kept {data}", file=sys.stderr)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,33 @@ def check_endpoint(value: str, option: str = "--endpoint", allow: tuple[str, ...
     return value
 
 
+_WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::")
+
+
+def advertised(endpoint: str, host: str | None, option: str) -> str:
+    """The address other hosts reach a bound ``endpoint`` at: its host replaced by ``host``
+    (``--advertise``) when given. One line naming the option when the result would be an
+    address nobody can connect to (a wildcard host or port), since the standby (lease), the
+    routers' topology and the bridge (HELLO) connect to exactly what is advertised."""
+    m = _TCP.match(endpoint)
+    if m is None:  # ipc://: one host only; advertised as bound
+        if host:
+            raise UsageLineError(f"--advertise {host} with {option} {endpoint}: an ipc:// "
+                                 "endpoint cannot be reached from another host")  # fmt: skip
+        return endpoint
+    if m.group(2) == "*":
+        raise UsageLineError(f"{option} {endpoint}: a random port cannot be advertised; "
+                             "give the port")  # fmt: skip
+    if host:
+        return check_endpoint(f"tcp://{host}:{m.group(2)}", "--advertise")
+    if m.group(1) in _WILDCARD_HOSTS:
+        raise UsageLineError(
+            f"{option} {endpoint} binds every interface, which is no address to connect to: "
+            "give --advertise HOST (the address the other hosts reach this one at)"
+        )
+    return endpoint
+
+
 def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:  # noqa: ARG001
     if value is None:
         return None
@@ -753,7 +780,16 @@ def router(
     default=None,
     callback=_endpoint_cb,
     help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
-    "learns it from the lease, so on several hosts give an address the other host can reach.",
+    "learns it from the lease, so on several hosts give an address the other host can reach "
+    "(or bind tcp://0.0.0.0:PORT and give --advertise).",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    metavar="HOST",
+    help="The host other machines reach this engine at: --repl, --direct and --pub are bound "
+    "as given (e.g. tcp://0.0.0.0:PORT) and announced with HOST (in the lease and the HELLO) "
+    "[default: announced as bound; --role auto refuses a wildcard bind without it].",
 )
 @keys_dir_option
 @insecure_option
@@ -784,6 +820,7 @@ def engine(
     replica: int = 0,
     redis_url: str | None = None,
     repl: str | None = None,
+    advertise: str | None = None,
 ) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     from shardex.node.shard import ShardConfig, run_shard
@@ -838,12 +875,20 @@ def engine(
         if m
         else None,
     )
+    if role == "auto" or advertise:  # what the routers' topology and the bridge connect to
+        announce = {}
+        for name, ep in (("direct", cfg.direct), ("pub", cfg.pub)):
+            if ep:
+                announce[name] = advertised(ep, advertise, f"--{name}")
+        cfg.extra = {**cfg.extra, **announce}
     if role == "auto":
         from shardex.node.replica import replica_dir, run_replicated
 
         cfg.journal_dir = replica_dir(data_dir, i, replica)  # type: ignore[arg-type]
+        repl = repl or layout.repl(i, replica)
+        repl_at = advertised(repl, advertise, "--repl")
         try:
-            run_replicated(cfg, replica, redis_url, repl or layout.repl(i, replica))  # type: ignore[arg-type]
+            run_replicated(cfg, replica, redis_url, repl, repl_at)  # type: ignore[arg-type]
         except JournalError as exc:
             raise click.ClickException(str(exc)) from None
         return

@@ -1,4 +1,4 @@
-"""The leader lease of one replicated shard, in Redis (issue 15, phase 1).
+"""The leader lease of one replicated shard, in Redis (issue 15).
 
 Keys, for shard I:
 
@@ -8,27 +8,62 @@ Keys, for shard I:
 - ``shardex:lease:I:starts``  hash epoch → the seq its leader started from (divergence checks)
 
 Why a lease and not just "the process is up": a primary that is paused (SIGSTOP, a long GC, a
-VM freeze) and resumes must not act as leader once someone else could have taken over. The
-holder renews every ~200 ms with a compare-and-refresh, and computes its *local* deadline from
-the monotonic clock read *before* the renew was sent: Redis starts its ``PX`` countdown when it
-runs the script, which is later, so the local deadline always falls before the Redis expiry
-(minus ``margin`` for clock-rate drift). A primary checks that deadline before every reply
-flush, so by the time a standby can take the key the old primary has stopped answering.
+VM freeze) and resumes must not act as leader once someone else could have taken over.
+
+Timing (``TTL_MS`` = 800, ``RENEW_MS`` = 150, ``MARGIN`` = 5 %). A failover after a kill -9
+costs what is left of the ttl (650–800 ms: the last renew was 0–150 ms before the kill) plus the
+standby's reaction (it reads the key's ``PTTL`` and looks again just after it runs out, not on a
+fixed period) plus the new leader's start-up and first HELLO to the router. The ttl is the only
+part that safety needs; everything else is cut to the bone.
+
+Safety argument (why the old leader has stopped before anyone can take over):
+
+1. The leader reads its monotonic clock at ``t0`` *before* sending the acquire/renew, and from
+   then on may act as leader only until ``deadline = t0 + ttl·(1 - margin)`` (its own clock).
+2. Redis runs the script at some instant ``tr ≥ t0`` (it cannot run a request before it was
+   sent) and sets the key to expire at ``tr + ttl`` on Redis's clock. A slow round trip only
+   moves ``tr`` later (more margin); the leader's deadline never depends on when the reply came.
+3. So, measured in real time, the leader stops at ``t0 + ttl·(1-m)·(1+ρ)`` where ``ρ`` is how
+   much faster real time runs than the leader's monotonic clock over one ttl, and the key can
+   disappear no earlier than ``t0 + ttl·(1-ρ')`` (``ρ'`` the same for Redis's clock). The
+   leader is always first as long as ``ρ + ρ' < m``: with m = 5 % of 800 ms = 40 ms, clocks
+   may disagree in *rate* by 5 % — a free-running crystal is off by ~10⁻⁴, NTP slews at most
+   5·10⁻⁴. A standby reads the key only after Redis has expired it, so it takes over at
+   ``≥ tr + ttl``, after the old leader's deadline.
+4. The leader checks its deadline before every release of replies/events and before taking
+   requests, so after its deadline it accepts and publishes nothing (a renew that fails
+   because Redis is slow or down leaves the deadline where it was: stalls, never extends).
+   Renewals run in a thread of their own (``start_renewer``) so that a busy shard loop does
+   not lose the lease; that changes who sends the renew, not how the deadline is computed.
+5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
+   a write is acked only once every in-sync standby has it (high watermark), the promoted
+   standby stops acking the moment it leads, and shrinking the in-sync set is a Lua
+   compare-on-the-lease-value that fails once the key is someone else's. The deadline is
+   what keeps a paused leader from serving stale *reads* and events after resuming.
 
 What this relies on (README "Failover"): one Redis (not a Sentinel/cluster failover, whose
-async replication could hand the key to two holders), and clocks that run at about the same
-rate. If Redis loses its data (restart without AOF) the ISR key is gone: any node may then
-take the lease; the epoch still never goes backwards because each node's journal keeps the
-highest epoch it saw and passes it as a floor.
+async replication could hand the key to two holders); clock *rates* within the margin above;
+and a Redis host whose wall clock is never stepped forward (Redis stores expiries as absolute
+wall-clock times: a forward step expires keys early; run NTP slewing, e.g. chrony without
+``makestep`` after boot). If Redis loses its data (restart without AOF) the ISR key is gone:
+any node may then take the lease; the epoch still never goes backwards because each node's
+journal keeps the highest epoch it saw and passes it as a floor.
+
+Cost of the short ttl: a leader whose loop or Redis round trips stall for more than
+``ttl·(1-m) - renew`` (~610 ms) loses its lease and hands over (a failover, not a fault).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 LEASE_USER = "lease"  # the Redis ACL user of the lease (``shardex.redisauth``): lease keys only
+log = logging.getLogger("shardex.lease")
 
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'held'} end
@@ -102,6 +137,14 @@ def check_access(r: Any) -> str | None:
     return None
 
 
+TTL_MS = 800  # the key's expiry: the part of a failover that safety needs (see above)
+RENEW_MS = 150  # renew period: ~5 renews per ttl, so 3 slow or lost ones are survived
+MARGIN = 0.05  # the leader stops this fraction of the ttl before Redis can expire the key
+# The renewer thread renews only while the shard loop has ticked within this long: a loop busy
+# for a while (a gap-repair replay from the journal) keeps its lease; a wedged one loses it.
+LOOP_STALL_S = 3.0
+
+
 class LeaseLost(Exception):
     """Redis says someone else holds (or nobody holds) the lease we thought was ours."""
 
@@ -137,9 +180,9 @@ class Lease:
         shard: int,
         node: str,
         endpoint: str,
-        ttl_ms: int = 1000,
-        renew_ms: int = 200,
-        margin: float = 0.05,
+        ttl_ms: int = TTL_MS,
+        renew_ms: int = RENEW_MS,
+        margin: float = MARGIN,
     ) -> None:
         if "|" in node or "," in node or "|" in endpoint:
             raise ValueError("node ids and endpoints may not contain '|' or ','")
@@ -158,6 +201,8 @@ class Lease:
         self.value: str | None = None
         self.deadline = 0.0
         self.last_renew = 0.0
+        self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
+        self._stop_renewer: threading.Event | None = None
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._renew = redis_client.register_script(_RENEW)
         self._set_isr = redis_client.register_script(_SET_ISR)
@@ -167,6 +212,16 @@ class Lease:
 
     def holder(self) -> Holder | None:
         return parse_holder(self.r.get(self.keys[0]))
+
+    def holder_ttl(self) -> tuple[Holder | None, int]:
+        """The holder and the milliseconds left before Redis expires its lease (one round
+        trip; -1/-2 when there is no ttl/no key). A standby uses it to look again just after
+        the lease can have expired instead of on a fixed period (failover time)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys[0])
+        pipe.pttl(self.keys[0])
+        value, pttl = pipe.execute()
+        return parse_holder(value), int(pttl)
 
     def isr(self) -> list[str]:
         raw = self.r.get(self.keys[2])
@@ -226,6 +281,45 @@ class Lease:
         self._granted(t0)
         return True
 
+    # -- the renewer thread (the leader) -------------------------------------------------------
+
+    def start_renewer(self, loop_beat: Callable[[], float], stall_s: float = LOOP_STALL_S) -> None:
+        """Renew from a thread of its own every ``renew`` period, so that a busy shard loop
+        (a long gap-repair read, a slow Redis round trip) neither loses the lease nor waits
+        for Redis. ``loop_beat()`` is the monotonic time the loop last ticked: past
+        ``stall_s`` without one the thread stops renewing, so a wedged leader still hands
+        over. The safety argument is unchanged (the deadline is computed the same way and the
+        loop checks it before every release); Redis saying the lease is someone else's is
+        kept in ``lost`` and raised in the loop by ``check``."""
+        stop = self._stop_renewer = threading.Event()
+
+        def run() -> None:
+            stalled = False
+            while not stop.wait(max(0.0, self.last_renew + self.renew_s - time.monotonic())):
+                if self.value is None:
+                    return
+                if time.monotonic() - loop_beat() > stall_s:
+                    if not stalled:
+                        log.error("ALERT shard %d: the loop has not ticked for %.1f s: no "
+                                  "more lease renewals (a standby takes over)", self.shard,
+                                  stall_s)  # fmt: skip
+                    stalled = True
+                    self.last_renew = time.monotonic()  # (look again a period later)
+                    continue
+                stalled = False
+                try:
+                    self.renew()
+                except LeaseLost as exc:
+                    self.lost = exc
+                    return
+
+        threading.Thread(target=run, name=f"lease-{self.shard}", daemon=True).start()
+
+    def check(self) -> None:
+        """Raise what the renewer thread learned: Redis says the lease is not ours."""
+        if self.lost is not None:
+            raise self.lost
+
     def set_isr(self, members: list[str]) -> bool:
         """Record the in-sync set (only while holding the lease). False if Redis could not be
         asked; raises LeaseLost when the lease is not ours."""
@@ -244,6 +338,8 @@ class Lease:
 
     def release(self) -> None:
         """Give the lease up now (clean shutdown: the standby need not wait for the expiry)."""
+        if self._stop_renewer is not None:
+            self._stop_renewer.set()
         if self.value is None:
             return
         value, self.value, self.deadline = self.value, None, 0.0

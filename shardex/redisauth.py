@@ -111,8 +111,8 @@ READER_COMMANDS = (
     "+select",
 )
 # The lease scripts (``shardex.lease``) run EXISTS/GET/INCR/SET/HSET/PEXPIRE/DEL on the lease
-# keys, each ACL-checked; the process itself runs GET/HGETALL (holder, in-sync set, epoch
-# starts). No stream command: a compromised engine cannot read or forge the event streams.
+# keys, each ACL-checked; the process itself runs GET/HGETALL/PTTL (holder and its time left,
+# in-sync set, epoch starts). No stream command: a compromised engine cannot read or forge the event streams.
 LEASE_COMMANDS = (
     "+evalsha",
     "+script|load",
@@ -123,6 +123,7 @@ LEASE_COMMANDS = (
     "+hset",
     "+hgetall",
     "+pexpire",
+    "+pttl",
     "+del",
     "+ping",
     "+select",

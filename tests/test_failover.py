@@ -24,7 +24,7 @@ from shardex.engine import Engine
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import Journal, read_commands
-from shardex.lease import Lease, LeaseLost, parse_holder
+from shardex.lease import Holder, Lease, LeaseLost, parse_holder
 from shardex.node.replica import replica_dir
 
 SYMBOL = "BTC-USD"
@@ -570,6 +570,130 @@ def test_standby_ignores_garbage_from_the_replication_link(tmp_path) -> None:
         _, kind, body = leader.recv_multipart()
         assert kind == ACK and unpackb(body) == (1, standby.engine.seq)
         assert _journal_ids(d) == ["g1"] and journal.read_epoch() == 1
+    finally:
+        leader.close(0)
+        standby.close()
+
+
+def test_standby_looks_again_when_the_holders_lease_runs_out(redis_server, tmp_path) -> None:
+    """A standby schedules its next look at the lease by the holder's remaining ttl (PTTL) when
+    that is sooner than its period, so a dead leader's lease is taken within a few ms of its
+    expiry in Redis instead of up to a period later (failover time, issue 15)."""
+    import redis
+
+    from shardex.node.replica import CHECK_LEASE_S, EXPIRY_SLACK_S, Standby
+
+    r = redis.Redis(port=redis_server.port)
+    old = Lease(r, 3, "shard-3.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100)
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["shard-3.r0", "shard-3.r1"])
+    mine = Lease(r, 3, "shard-3.r1", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100)
+    holder, pttl = mine.holder_ttl()
+    assert holder is not None and holder.node == "shard-3.r0" and 0 < pttl <= 300
+    d = str(tmp_path / "shard-3.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        r.persist("shardex:lease:3")  # no ttl (not ours to judge): the fixed period
+        assert standby._check_lease() == CHECK_LEASE_S
+        assert standby.leader == holder  # it follows the holder meanwhile
+        r.pexpire("shardex:lease:3", 40)  # the holder died: 40 ms of its lease are left
+        wait = standby._check_lease()
+        assert wait is not None and 0 < wait <= 0.040 + EXPIRY_SLACK_S < CHECK_LEASE_S
+        time.sleep(wait)  # looked at again just after the expiry: taken at once
+        assert standby._check_lease() is None
+        assert mine.epoch == 2 and mine.holder() == Holder(2, "shard-3.r1", "tcp://127.0.0.1:9")
+        assert standby.took_at > 0 and journal.read_epoch() == 2
+    finally:
+        standby.close()
+
+
+def test_lease_renewer_survives_a_busy_loop_but_not_a_wedged_one(redis_server) -> None:
+    """The leader's lease is renewed by a thread: a shard loop busy for longer than the ttl (a
+    gap-repair replay from the journal stalled new leaders past their deadline, and each lost
+    its lease: a second failover) keeps it; a loop that stops ticking for ``stall_s`` lets it
+    go (a standby takes over); Redis saying it is someone else's is raised in the loop."""
+    import redis
+
+    r = redis.Redis(port=redis_server.port)
+    lease = Lease(r, 5, "shard-5.r0", "tcp://a", ttl_ms=600, renew_ms=100)
+    assert lease.try_acquire(0, 0)[0] == 1
+    beat = [time.monotonic()]
+    lease.start_renewer(lambda: beat[0], stall_s=2.0)
+    try:
+        time.sleep(1.2)  # twice the ttl without a tick: busy, not wedged
+        assert lease.valid() and lease.holder() == Holder(1, "shard-5.r0", "tcp://a")
+        lease.check()  # nothing to raise
+        time.sleep(2.5)  # past stall_s: no more renewals, the key expires
+        assert not lease.valid() and lease.holder() is None
+        beat[0] = time.monotonic()  # the loop is back, but someone else leads now
+        other = Lease(r, 5, "shard-5.r1", "tcp://b", ttl_ms=600, renew_ms=100)
+        epoch, why = other.try_acquire(0, 0)
+        assert epoch == 0 and "in-sync" in why  # the set still names the old leader
+        r.delete("shardex:lease:5:isr")  # (as if Redis lost it: anyone may take it)
+        assert other.try_acquire(0, 0)[0] == 2
+        deadline = time.monotonic() + 5
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LeaseLost):
+            lease.check()
+    finally:
+        lease.release()
+
+
+def test_standby_keeps_the_events_of_what_it_applies(tmp_path) -> None:
+    """The standby keeps the events of the records it applies (the same as the leader's: the
+    engine is deterministic), so the leader it becomes serves the bridge's repair of the old
+    leader's last unpublished events from memory. (Replaying them from the journal stalled new
+    leaders' loops for seconds: clients got errors, and new leaders lost their lease.)"""
+    import zlib
+
+    import zmq
+
+    from shardex.node.replica import REC, Standby
+    from shardex.wire.protocol import packb
+
+    class FakeLease:
+        node = "shard-0.r1"
+
+        def starts(self) -> dict[int, int]:
+            return {}
+
+    cmds = [(OP_NEW, SYMBOL, f"e{k}", "acct1", k % 2, 0, 10_000, 1, 0, False, 0) for k in range(6)]
+    expected: list[Any] = []
+    reference = Engine(DEFAULT_MARKETS)
+    for cmd in cmds:
+        reference.apply(cmd, expected)
+    d = str(tmp_path / "shard-0.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(FakeLease(), d, DEFAULT_MARKETS, "none", journal, journal.recover().engine,
+                      ring_size=64)  # type: ignore[arg-type]  # fmt: skip
+    leader = standby.ctx.socket(zmq.ROUTER)
+    leader.setsockopt(zmq.LINGER, 0)
+    port = leader.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        standby.sock = standby.ctx.socket(zmq.DEALER)
+        standby.sock.setsockopt(zmq.IDENTITY, b"shard-0.r1")
+        standby.sock.connect(f"tcp://127.0.0.1:{port}")
+        standby.sock.send_multipart([b"SUB", packb(("shard-0.r1", 0, 0))])
+        ident, _, _ = leader.recv_multipart()
+        seq = 0
+        for batch in (cmds[:3], cmds[3:]):  # two records, as two group commits would ship them
+            probe = Engine(DEFAULT_MARKETS)
+            for cmd in cmds[: cmds.index(batch[-1]) + 1]:
+                probe.apply(cmd, [])
+            payload = packb(batch)
+            leader.send_multipart([ident, REC, packb((1, seq, probe.seq, zlib.crc32(payload),
+                                                      payload))])  # fmt: skip
+            seq = probe.seq
+        deadline = time.monotonic() + 5
+        while standby.engine.seq < seq and time.monotonic() < deadline:
+            if standby.sock.poll(100):
+                standby._drain()
+        assert standby.engine.seq == seq == reference.seq
+        assert standby.ring.get(1, seq) == expected  # the leader's events, by seq
+        standby.start_over("test")  # a journal started over: its events start over too
+        assert standby.ring.get(1, 1) is None
     finally:
         leader.close(0)
         standby.close()

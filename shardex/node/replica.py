@@ -33,6 +33,7 @@ never a crash. ``--insecure``: none of this (a lab only).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -62,7 +63,8 @@ log = logging.getLogger("shardex.replica")
 SUB, ACK, REC, DIV = b"SUB", b"ACK", b"REC", b"DIV"
 ISR_TIMEOUT_S = 0.5  # a member that has not acked what is committed for this long is dropped
 RESYNC_S = 0.3  # a standby that heard nothing for this long says SUB again (also its heartbeat)
-CHECK_LEASE_S = 0.1  # how often a standby looks at the lease
+CHECK_LEASE_S = 0.1  # how often a standby looks at the lease (sooner when it is about to expire)
+EXPIRY_SLACK_S = 0.002  # look again this long after the holder's ttl runs out
 CATCHUP_RECORDS = 200  # journal records per catch-up step (then wait for the standby's ack)
 RECENT_BATCHES = 8192  # batches kept in memory for a standby that fell a little behind
 EXIT_LEASE_LOST = 3  # exit code of a leader that lost its lease (the supervisor restarts it)
@@ -139,6 +141,8 @@ class Replicator:
         self.peers: dict[str, Peer] = {}
         self.isr: list[str] = [self.node]  # as recorded in Redis at the acquire
         self.changes = 0  # in-sync set changes (metrics / status)
+        self.beat = time.monotonic()  # the loop's last tick (the lease renewer watches it)
+        lease.start_renewer(lambda: self.beat)
 
     @property
     def epoch(self) -> int:
@@ -176,10 +180,11 @@ class Replicator:
         return hw
 
     def tick(self, now: float) -> None:
-        """Renew the lease when due, read the standbys' messages, catch them up, keep the
-        in-sync set. Raises LeaseLost when Redis says the lease is someone else's."""
-        if self.lease.due(now):
-            self.lease.renew()
+        """Read the standbys' messages, catch them up, keep the in-sync set (the lease is
+        renewed by its own thread while these ticks come). Raises LeaseLost when Redis says
+        the lease is someone else's."""
+        self.beat = now
+        self.lease.check()
         if self.registry is not None and now - self.last_reload >= REGISTRY_RELOAD_S:
             self.last_reload = now
             self.registry.reload()  # a revoked key is refused on its open connection too
@@ -327,6 +332,7 @@ class Replicator:
         }
 
     def close(self) -> None:
+        self.lease.release()  # (stops the renewer; a no-op once lost)
         self.sock.close(0)
 
 
@@ -339,10 +345,13 @@ class Standby:
     the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
-                 journal: Journal, engine: Any, key: KeyFile | None = None) -> None:  # fmt: skip
+                 journal: Journal, engine: Any, key: KeyFile | None = None,
+                 ring_size: int = 1 << 20) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
         CURVE, trusting only the cluster's server key); None: ``--insecure``."""
         import zmq
+
+        from shardex.node.shard import EventRing
 
         self.zmq = zmq
         self.ctx = zmq.Context()
@@ -363,6 +372,13 @@ class Standby:
         self.epoch_of: Journal | None = None
         self.key = key
         self.refused = Refusals(f"standby {self.node}")
+        self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
+        # The events of what it applies, as the leader keeps them (same seqs): handed to the
+        # ring of the leader it becomes, so the bridge's repair of the old leader's last
+        # unpublished events is served from memory. (A journal replay of that range stalled
+        # new leaders' loops for seconds.)
+        self.ring_size = ring_size
+        self.ring = EventRing(ring_size)
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -385,6 +401,7 @@ class Standby:
         os.makedirs(self.journal_dir, exist_ok=True)
         self.journal = Journal(self.journal_dir, self.markets, fsync=self.fsync)
         self.engine = self.journal.recover().engine
+        self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
         if self.sock is not None:
             self.last_sub = 0.0
 
@@ -417,21 +434,24 @@ class Standby:
             self.check_divergence()
         except Diverged as exc:
             self.start_over(str(exc))
-        last_check = 0.0
+        next_check = 0.0
         poller = None
         while not stop:
             now = time.monotonic()
-            if now - last_check >= CHECK_LEASE_S:
-                last_check = now
+            if now >= next_check:
                 try:
-                    if self._check_lease():
+                    wait = self._check_lease()
+                    if wait is None:
                         return True
                 except Exception as exc:  # Redis down: keep following whoever we follow
+                    wait = CHECK_LEASE_S
                     if now - self.last_warned >= 5.0:  # (not every 100 ms)
                         self.last_warned = now
                         log.warning("lease check failed: %s", exc)
+                next_check = time.monotonic() + wait
+            until_check = max(0.0, next_check - time.monotonic())
             if self.sock is None:
-                time.sleep(CHECK_LEASE_S / 2)
+                time.sleep(min(until_check, CHECK_LEASE_S / 2))
                 continue
             if poller is None or poller.sockets[0][0] is not self.sock:
                 poller = self.zmq.Poller()
@@ -439,27 +459,35 @@ class Standby:
             if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
                 self.last_sub = now
                 self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
-            if poller.poll(50):
+            if poller.poll(min(50, int(until_check * 1000) + 1)):
                 try:
                     self._drain()
                 except Diverged as exc:
                     self.start_over(str(exc))
         return False
 
-    def _check_lease(self) -> bool:
-        holder = self.lease.holder()
+    def _check_lease(self) -> float | None:
+        """Look at the lease: take it if it is free and we may (None: we lead now), else
+        follow its holder. Returns when to look again: the holder's remaining ttl plus a hair
+        when that is sooner than ``CHECK_LEASE_S`` (so a dead leader's lease is taken within
+        a few ms of its expiry in Redis, not up to a period later)."""
+        holder, pttl = self.lease.holder_ttl()
         if holder is None:
+            t0 = time.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
             if epoch:
                 self.journal.write_epoch(epoch)
+                self.took_at = t0
                 log.warning("%s took the lease of shard %d: epoch %d from seq %d", self.node,
                             self.lease.shard, epoch, self.engine.seq)  # fmt: skip
-                return True
+                return None
             log.info("%s may not lead: %s", self.node, why)
-            return False
+            return CHECK_LEASE_S
         if holder.node != self.node and holder != self.leader:
             self._follow(holder)
-        return False
+        if pttl >= 0:
+            return min(CHECK_LEASE_S, pttl / 1000 + EXPIRY_SLACK_S)
+        return CHECK_LEASE_S
 
     def _drain(self) -> None:
         zmq = self.zmq
@@ -522,6 +550,7 @@ class Standby:
                 before = engine.seq
                 engine.apply(cmd, out)
                 journal.add(before, cmd)
+            self.ring.extend(out)
             self.applied += 1
             applied = True
             if seq1 and engine.seq != seq1:
@@ -542,13 +571,17 @@ def replica_dir(data_dir: str, index: int, replica: int) -> str:
     return os.path.join(data_dir, f"shard-{index}" + (f".r{replica}" if replica else ""))
 
 
-def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -> None:
+def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
+                   repl_advertised: str | None = None) -> None:  # fmt: skip
     """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
 
-    With ``cfg.keys_dir`` (a secure cluster) both the replication link and the lease are
+    ``repl_endpoint`` is bound when leading; ``repl_advertised`` (default: the same) goes into
+    the lease, where the standby on another host reads where to connect. With
+    ``cfg.keys_dir`` (a secure cluster) both the replication link and the lease are
     authenticated: the link with shard I's CURVE key pair (the same key the leader registers
     with the router), the lease as Redis user ``lease`` (``redis://lease@HOST:PORT/0``, the
     password from the keys dir)."""
+    from shardex.node.runtime import tune_gc
     from shardex.node.shard import ShardNode, check_ownership
     from shardex.redisauth import RedisAuthError, mask_url
     from shardex.wire.transport import StopFlag
@@ -568,12 +601,16 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     key = None
     if cfg.keys_dir:
         key = KeyStore(cfg.keys_dir).process_key(f"shard-{cfg.index}", "shard", cfg.index)
-    lease = Lease(r, cfg.index, node, repl_endpoint)
+    lease = Lease(r, cfg.index, node, repl_advertised or repl_endpoint)
     journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
     engine = journal.recover().engine
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
-    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key)
+    # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
+    # reason (no collector pauses while it acks) and so that promotion is fast: see below.
+    gc_off = tune_gc()
+    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
+                      cfg.ring_size)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
@@ -581,8 +618,10 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
         standby.close()
     if not promoted:
         return
+    if gc_off:  # the books built while following: frozen now (O(1)), so the ``gc.collect`` of
+        gc.freeze()  # the leader's set-up scans nothing big (it cost 20–60 ms of the failover)
     journal, engine = standby.journal, standby.engine
-    took = time.monotonic()
+    took = standby.took_at or time.monotonic()
     silent = took - standby.last_heard if standby.last_heard else None
     cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": node}
     cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
@@ -591,12 +630,17 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
                                                             journal, engine.seq,
                                                             cfg.keys_dir))  # fmt: skip
     shard.stop = stop
+    if standby.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
+        shard.core.ring = standby.ring
+    shard.hello(time.monotonic())  # register with the routers now, before the loop's set-up
+    up = time.monotonic()
     log.warning(
         "FAILOVER %s leads shard %d at epoch %d from seq %d: lease taken %s after the last "
-        "record from the old leader; sockets up %.0f ms after taking it",
+        "record from the old leader; sockets up and HELLO sent %.0f ms after taking it "
+        "(monotonic took=%.4f hello=%.4f)",
         node, cfg.index, lease.epoch, engine.seq,
         f"{silent * 1000:.0f} ms" if silent is not None else "(never followed one)",
-        (time.monotonic() - took) * 1000,
+        (up - took) * 1000, took, up,
     )  # fmt: skip
     try:
         shard.run()
