@@ -112,7 +112,8 @@ READER_COMMANDS = (
 )
 # The lease scripts (``shardex.lease``) run EXISTS/GET/INCR/SET/HSET/PEXPIRE/DEL on the lease
 # keys, each ACL-checked; the process itself runs GET/HGETALL/PTTL (holder and its time left,
-# in-sync set, epoch starts). No stream command: a compromised engine cannot read or forge the event streams.
+# in-sync set, epoch starts). No stream command: a compromised engine cannot read or forge the
+# event streams.
 LEASE_COMMANDS = (
     "+evalsha",
     "+script|load",
