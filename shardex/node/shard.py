@@ -87,7 +87,8 @@ from shardex.wire.transport import StopFlag, send_frames
 log = logging.getLogger("shardex.shard")
 
 HELLO_EVERY_S = 1.0
-JOURNAL_READ_BUDGET = 100_000  # journaled commands one gap-repair read may replay (~0.3 s)
+JOURNAL_READ_BUDGET = 20_000  # journaled commands one gap-repair read may replay (~60 ms quiet;
+# it blocks the loop: orders wait, and a replicated leader must keep ticking its lease)
 JOURNAL_RETRY_S = 1.0
 MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
 MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
