@@ -263,7 +263,7 @@ class Standby:
     the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
-                 journal: Journal, engine: Any) -> None:  # fmt: skip
+                 journal: Journal, engine: Any, direct: str | None = None) -> None:  # fmt: skip
         import zmq
 
         self.zmq = zmq
@@ -283,6 +283,22 @@ class Standby:
         self.last_warned = 0.0
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
+        # The direct port this replica serves once it leads, bound while it stands by so a
+        # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
+        # a timeout; only OP_STATUS is served (``serve_clients``). Closed before promotion.
+        self.front: Any = None
+        self.refused = 0
+        if direct:
+            front = self.ctx.socket(zmq.ROUTER)
+            front.setsockopt(zmq.LINGER, 0)
+            front.setsockopt(zmq.SNDHWM, 1000)
+            try:
+                front.bind(direct)
+                self.front = front
+            except zmq.ZMQError as exc:
+                front.close(0)
+                log.warning("standby %s cannot bind %s (%s): clients there time out instead "
+                            "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -344,12 +360,19 @@ class Standby:
                     if now - self.last_warned >= 5.0:  # (not every 100 ms)
                         self.last_warned = now
                         log.warning("lease check failed: %s", exc)
+            if self.front is not None:
+                self.serve_clients()
             if self.sock is None:
-                time.sleep(CHECK_LEASE_S / 2)
+                if self.front is not None:
+                    self.front.poll(int(CHECK_LEASE_S * 500))
+                else:
+                    time.sleep(CHECK_LEASE_S / 2)
                 continue
             if poller is None or poller.sockets[0][0] is not self.sock:
                 poller = self.zmq.Poller()
                 poller.register(self.sock, self.zmq.POLLIN)
+                if self.front is not None:
+                    poller.register(self.front, self.zmq.POLLIN)
             if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
                 self.last_sub = now
                 self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
@@ -359,6 +382,52 @@ class Standby:
                 except Diverged as exc:
                     self.start_over(str(exc))
         return False
+
+    def status(self) -> dict[str, Any]:
+        """What a standby tells an OP_STATUS read (``shardex status``): role, epoch, seq and
+        whom it follows."""
+        leader = self.leader
+        return {
+            "shard": self.lease.shard,
+            "role": "standby",
+            "node": self.node,
+            "epoch": self.journal.read_epoch() if self.epoch is None else self.epoch,
+            "seq": self.engine.seq,
+            "leader": leader.node if leader is not None else None,
+            "leader_epoch": leader.epoch if leader is not None else None,
+            "pid": os.getpid(),
+        }
+
+    def serve_clients(self) -> None:
+        """Answer what waits on the direct port: ``not_leader`` (nothing runs here; the
+        client refreshes its topology and goes to the leader), OP_STATUS reads served."""
+        from shardex.node.shard import not_leader_reply
+        from shardex.wire.protocol import not_leader_error
+
+        zmq, front = self.zmq, self.front
+        error = status = None
+        for _ in range(1000):
+            try:
+                frames = front.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 4:  # [client, routing key, request id, payload]
+                continue
+            if status is None:
+                status = self.status()
+                leader = self.leader
+                error = not_leader_error(
+                    max(status["epoch"], leader.epoch if leader is not None else 0),
+                    f"{self.node} is a standby of shard {self.lease.shard}; "
+                    + (f"{leader.node} leads (epoch {leader.epoch})" if leader else "no leader"),
+                )
+            self.refused += 1
+            try:
+                front.send_multipart([frames[0], frames[2],
+                                      not_leader_reply(frames[3], error, status)],
+                                     zmq.NOBLOCK)  # fmt: skip
+            except zmq.ZMQError:
+                pass  # full or gone: that client times out
 
     def _check_lease(self) -> bool:
         holder = self.lease.holder()
@@ -436,6 +505,9 @@ class Standby:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
+        if self.front is not None:
+            self.front.close(0)  # (before ctx.term: the leader binds the same port next)
+            self.front = None
         self.ctx.term()
 
 
@@ -461,7 +533,8 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     engine = journal.recover().engine
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
-    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine)
+    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine,
+                      direct=cfg.direct)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)

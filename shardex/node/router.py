@@ -49,6 +49,7 @@ from shardex.wire.protocol import (
     MAX_BATCH_BYTES,
     MAX_FRAME,
     MAX_SYMBOL_LEN,
+    NOT_LEADER,
     OP_HELLO,
     decode_batch,
     encode_batch,
@@ -133,6 +134,9 @@ class Router:
         # older epoch (a deposed leader) is ignored, so its connection is never routed to.
         self.epochs: dict[int, int] = {}
         self.stale_epochs: set[tuple[int, int]] = set()
+        # A leader link that said NOT_LEADER (past its lease deadline): no longer routed to;
+        # its replies still count as its slot's until another link registers for the slot.
+        self.fenced: dict[int, bytes] = {}
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * slots
         self.rejected = {
@@ -256,6 +260,9 @@ class Router:
             return []
         if frames[2] == b"HELLO":
             self.hello(frames[0], frames[3], now, user)
+            return []
+        if frames[2] == NOT_LEADER:
+            self.not_leader(frames[0])
             return []
         shard = self.shard_of.get(frames[0])
         items = decode_batch(frames[3], BATCH_REPLY_WIDTH) if frames[2] == BATCH else None
@@ -388,6 +395,20 @@ class Router:
             return None
         return self.shards + j if 0 <= j < self.accounts else None
 
+    def not_leader(self, sender: bytes) -> None:
+        """The link we route a slot to says it no longer leads (a replicated leader past its
+        lease deadline): stop routing there, so requests get ``shard unavailable`` at once
+        (retryable, nothing ran) instead of a refusal round trip or a timeout, until a leader
+        registers: the next epoch's, or this one again if its lease comes back (its hello).
+        A NOT_LEADER from any other connection changes nothing."""
+        i = self.shard_of.get(sender)
+        if i is None or self.route_ids[i] != sender:
+            return
+        log.error("ALERT shard %d: its leader link %r says it is not leader any more; answering "
+                  "shard unavailable until a leader registers", i, sender[:32])  # fmt: skip
+        self.route_ids[i] = None
+        self.fenced[i] = sender
+
     def hello(self, sender: bytes, payload: bytes, now: float, user: str | None = None) -> None:
         try:
             op, info = unpackb(payload)
@@ -447,6 +468,9 @@ class Router:
         moved = self.route_ids[i] != sender
         if moved:  # (secure mode) this connection now serves shard i
             self.shard_of.pop(self.route_ids[i], None)  # type: ignore[arg-type]
+            fenced = self.fenced.pop(i, None)
+            if fenced is not None and fenced != sender:
+                self.shard_of.pop(fenced, None)
             self.route_ids[i] = sender
             self.shard_of[sender] = i
         if old is None or old.get("pid") != info.get("pid") or moved:
