@@ -1,0 +1,225 @@
+"""Failover as clients see it (issue 15, item 3): ``not leader`` refusals, SDK retries that never
+run a command twice, direct clients that follow the new leader, the leader epoch on PUB.
+
+Real processes (``test_failover.Pair``: a redis-server, a router, two ``--role auto`` replicas
+of shard 0, insecure) except the socket-free checks of the retry decisions. Nothing here
+asserts time.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from test_failover import SYMBOL, Pair, pair  # noqa: F401 - ``pair`` is the fixture
+
+from shardex.client import (
+    EXECUTED,
+    NOT_EXECUTED,
+    Client,
+    ClientCore,
+    Result,
+    Retry,
+    retryable,
+    stale_topology,
+)
+from shardex.engine import Engine
+from shardex.engine.codes import EV_REJECTED, OP_CANCEL, OP_NEW, REJECT_CODES
+from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.journal import read_commands
+from shardex.node.replica import replica_dir
+from shardex.wire.protocol import (
+    ERR_UNAVAILABLE,
+    decode_events_epoch,
+    encode_events,
+    not_leader_epoch,
+    not_leader_error,
+)
+
+# -- the decisions, without sockets -------------------------------------------------------------
+
+
+def test_not_leader_error_carries_the_epoch_and_reads_as_retryable() -> None:
+    direct = not_leader_error(7, "shard-0.r1 is a standby of shard 0")
+    routed = not_leader_error(7, "x", routed=True)
+    assert not_leader_epoch(direct) == 7 and not_leader_epoch(routed) == 7
+    assert routed.startswith(ERR_UNAVAILABLE)  # old clients: not executed, as before
+    assert not_leader_epoch("shard unavailable") is None and not_leader_epoch(None) is None
+    assert REJECT_CODES["not_leader"] == 16
+    r = Result({"op": "new"}, [], direct, NOT_EXECUTED)
+    assert r.code == "not_leader" and not r.ok
+    for err in (direct, routed, "shard unavailable", "timeout after 1s", "cannot reach x"):
+        assert retryable(err)
+    for err in ("overloaded", "journal unavailable: disk full", None):
+        assert not retryable(err)
+    assert stale_topology(direct) and stale_topology("cannot reach tcp://h:1 within 1s")
+    assert not stale_topology("timeout after 1s") and not stale_topology("overloaded")
+
+
+def test_retry_plan_asks_fates_before_sending_again() -> None:
+    """Open outcomes are asked first; only a send that never left goes again at once; a
+    retried new refused as duplicate_id is asked (an earlier attempt ran); settled ones and
+    final errors are left alone."""
+    new = (OP_NEW, SYMBOL, "a", "acct1", 0, 0, 100, 1, 0, False, 0)
+    tuples = [new, new[:2] + ("b",) + new[3:], (OP_CANCEL, SYMBOL, "c", "acct1"), new, new, new]
+    dup = [{"ev": "rejected", "code": "duplicate_id", "reason": "dup"}]
+    decoded = [
+        ("timeout after 1s", []),
+        ("cannot reach tcp://127.0.0.1:1 within 1s", []),
+        (not_leader_error(2, "standby"), []),
+        ("overloaded", []),
+        (None, dup),
+        (None, [{"ev": "accepted"}]),
+    ]
+    attempts = [1, 1, 1, 1, 2, 2]
+    ask, send = ClientCore.retry_plan(tuples, decoded, {}, attempts)
+    assert ask == [0, 2, 4] and send == [1]
+    assert ClientCore.retry_plan(tuples, decoded, {0: 1, 2: 1, 4: 1}, attempts) == ([], [1])
+    core = ClientCore("tcp://127.0.0.1:1", key=False)
+    resolved: dict[int, Any] = {}
+    last: dict[int, Any] = {}
+    out = [
+        (None, {"state": "live", "symbol": SYMBOL, "id": "a", "seq": 3, "side": 0,
+                "price": 10_000, "qty": 1}),  # fmt: skip
+        (None, {"state": "live", "symbol": SYMBOL, "id": "c", "seq": 3, "side": 0,
+                "price": 10_000, "qty": 1}),  # fmt: skip
+        ("shard unavailable", None),
+    ]
+    again = core.retry_fates(tuples, decoded, [0, 2, 4], out, resolved, last)
+    assert again == [2]  # the cancel has not run (order still live): send it again
+    assert resolved[0][0] == EXECUTED and decoded[0] == (None, [])  # settled from its fate
+    assert 4 not in resolved and last[4][0] == "unknown"  # query unanswered: asked next round
+    results = core.retry_results([{}] * 6, tuples, decoded, resolved, [2, 1, 1, 1, 2, 2], last)
+    assert results[0].ok and results[0].fate == EXECUTED and results[0].attempts == 2
+    assert results[0].status["state"] == "live"
+    with pytest.raises(ValueError):
+        Retry(deadline=-1)
+    with pytest.raises(TypeError):
+        ClientCore("tcp://127.0.0.1:1", key=False, retry=5)  # type: ignore[arg-type]
+
+
+def test_pub_epoch_is_additive() -> None:
+    ev = (0, 5, SYMBOL, "o1")
+    assert decode_events_epoch(encode_events(0, [ev])) == (0, (ev,), None)
+    assert decode_events_epoch(encode_events(0, [ev], 3)) == (0, (ev,), 3)
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+def _runs(path: str) -> dict[str, int]:
+    """Replay ``path`` and count, per order id, the ``new`` commands that ran (were not
+    rejected): a command sent twice and refused as duplicate_id the second time ran once."""
+    engine = Engine(DEFAULT_MARKETS)
+    runs: dict[str, int] = {}
+    for _, cmd in read_commands(path):
+        out: list[Any] = []
+        engine.apply(cmd, out)
+        if cmd[0] == OP_NEW and not (out and out[0][0] == EV_REJECTED):
+            runs[cmd[2]] = runs.get(cmd[2], 0) + 1
+    return runs
+
+
+def test_standby_answers_not_leader_and_serves_status(pair: Pair) -> None:
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    standby = 1 - int(first[-1])
+    ep = pair.layout.replica_direct(0, standby)
+    with Client(ep, shard_endpoints=[ep], timeout=3.0, key=False, account="acct1") as c:
+        c.markets_source = "given"
+        r = c.place(SYMBOL, "buy", "1", "100", id="to-standby")
+        assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
+        assert not_leader_epoch(r.error) >= 1 and f"{first} leads" in r.error
+        st = c.status()[0]
+        assert st["role"] == "standby" and st["leader"] == first and st["seq"] >= 0
+        with pytest.raises(Exception, match="not leader"):
+            c.order_status(SYMBOL, "to-standby")
+    assert "to-standby" not in _runs(replica_dir(pair.data, 0, standby))
+    assert "to-standby" not in _runs(replica_dir(pair.data, 0, int(first[-1])))
+
+
+def test_leader_past_its_deadline_refuses_as_not_leader(pair: Pair) -> None:
+    """Redis stops: the leader cannot renew, and past its deadline it answers direct requests
+    ``not leader`` and routed ones ``shard unavailable`` (the router stops routing to it)."""
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    ep = pair.layout.replica_direct(0, int(first[-1]))
+    with Client(ep, shard_endpoints=[ep], timeout=3.0, key=False, account="acct1") as d:
+        d.markets_source = "given"
+        assert d.place(SYMBOL, "buy", "1", "100", id="before").ok
+        pair.redis.stop()  # type: ignore[attr-defined]
+        time.sleep(1.5)  # past the leader's deadline (< 1 s ttl)
+        r = d.place(SYMBOL, "buy", "1", "100", id="fenced-direct")
+        assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
+    with pair.client() as c:
+        r = c.place(SYMBOL, "buy", "1", "100", id="fenced-routed")
+        assert r.error is not None and r.error.startswith(ERR_UNAVAILABLE), r
+        assert r.fate == NOT_EXECUTED
+    assert "says it is not leader" in pair.output("router")
+    runs = _runs(replica_dir(pair.data, 0, int(first[-1])))
+    assert runs.get("before") == 1 and "fenced-direct" not in runs and "fenced-routed" not in runs
+
+
+class RetryingLoad:
+    """SDK clients (``Retry`` on) placing orders one after another, each id once: through the
+    router and, if ``direct``, straight to the shard; every call's result is kept."""
+
+    def __init__(self, pair: Pair, name: str, direct: bool = False) -> None:
+        self.pair = pair
+        self.name = name
+        self.direct = direct
+        self.results: list[Result] = []
+        self.failures: list[BaseException] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        retry = Retry(deadline=15.0)
+        try:
+            with Client(self.pair.layout.frontend, timeout=1.0, key=False, account="acct1",
+                        direct=self.direct, retry=retry) as c:  # fmt: skip
+                k = 0
+                while not self.stopping.is_set():
+                    k += 1
+                    side = "buy" if k % 2 else "sell"
+                    price = str(100 + k % 5) if side == "buy" else str(103 + k % 5)
+                    self.results.append(c.place(SYMBOL, side, "1", price, id=f"{self.name}{k}"))
+        except BaseException as exc:  # a call that raised instead of returning a result
+            self.failures.append(exc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(60)
+
+
+def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> None:
+    first = pair.wait_leader()
+    pair.wait_isr({"shard-0.r0", "shard-0.r1"})
+    loads = [RetryingLoad(pair, "r"), RetryingLoad(pair, "s"), RetryingLoad(pair, "d", True)]
+    time.sleep(1.5)
+    pair.proc_of(first).send_signal(signal.SIGKILL)
+    second = pair.wait_leader(not_node=first)
+    time.sleep(3.0)  # the clients go on against the new leader
+    for load in loads:
+        load.stop()
+    assert not any(load.failures for load in loads), [load.failures for load in loads]
+    results = [r for load in loads for r in load.results]
+    assert all(r.ok or r.error for r in results)  # a result, or a clear error
+    runs = _runs(replica_dir(pair.data, 0, int(second[-1])))
+    twice = {i: n for i, n in runs.items() if n > 1}
+    assert not twice, f"orders that ran twice: {twice}"
+    for r in results:
+        oid = r.command["id"]
+        if r.fate == EXECUTED:
+            assert runs.get(oid) == 1, f"{oid} executed ({r}) but not in the new leader's journal"
+        elif r.fate == NOT_EXECUTED:
+            assert oid not in runs, f"{oid} said not executed but ran"
+    retried = [r for r in results if r.attempts > 1 or r.status is not None]
+    assert retried, "the kill cost no client a retry (it should have cost some)"
+    assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+    for load in loads:  # every client went on after the failover
+        assert any(r.ok and r.command["id"] in runs for r in load.results[-3:]), load.name
