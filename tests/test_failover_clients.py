@@ -8,17 +8,20 @@ asserts time.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from typing import Any
 
 import pytest
-from test_failover import SYMBOL, Pair, pair  # noqa: F401 - ``pair`` is the fixture
+from conftest import RedisServer
+from test_failover import SYMBOL, Pair
 
 from shardex.client import (
     EXECUTED,
     NOT_EXECUTED,
+    AsyncClient,
     Client,
     ClientCore,
     Result,
@@ -82,10 +85,30 @@ def test_retry_plan_asks_fates_before_sending_again() -> None:
     resolved: dict[int, Any] = {}
     last: dict[int, Any] = {}
     out = [
-        (None, {"state": "live", "symbol": SYMBOL, "id": "a", "seq": 3, "side": 0,
-                "price": 10_000, "qty": 1}),  # fmt: skip
-        (None, {"state": "live", "symbol": SYMBOL, "id": "c", "seq": 3, "side": 0,
-                "price": 10_000, "qty": 1}),  # fmt: skip
+        (
+            None,
+            {
+                "state": "live",
+                "symbol": SYMBOL,
+                "id": "a",
+                "seq": 3,
+                "side": 0,
+                "price": 10_000,
+                "qty": 1,
+            },
+        ),  # fmt: skip
+        (
+            None,
+            {
+                "state": "live",
+                "symbol": SYMBOL,
+                "id": "c",
+                "seq": 3,
+                "side": 0,
+                "price": 10_000,
+                "qty": 1,
+            },
+        ),  # fmt: skip
         ("shard unavailable", None),
     ]
     again = core.retry_fates(tuples, decoded, [0, 2, 4], out, resolved, last)
@@ -108,6 +131,24 @@ def test_pub_epoch_is_additive() -> None:
 
 
 # -- real processes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair(tmp_path) -> Any:
+    """``test_failover``'s pair (a router, two replicas of shard 0, one redis-server)."""
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(str(tmp_path / "redis"))
+    try:
+        p = Pair(tmp_path, redis.url)  # stops what it started if it fails
+    except BaseException:
+        redis.stop()
+        raise
+    p.redis = redis  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        p.stop()
+        redis.stop()
 
 
 def _runs(path: str) -> dict[str, int]:
@@ -167,27 +208,44 @@ class RetryingLoad:
     """SDK clients (``Retry`` on) placing orders one after another, each id once: through the
     router and, if ``direct``, straight to the shard; every call's result is kept."""
 
-    def __init__(self, pair: Pair, name: str, direct: bool = False) -> None:
+    def __init__(self, pair: Pair, name: str, direct: bool = False, aio: bool = False) -> None:
         self.pair = pair
         self.name = name
         self.direct = direct
+        self.aio = aio  # an AsyncClient (same decisions, its own I/O)
         self.results: list[Result] = []
         self.failures: list[BaseException] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
+    def order(self, k: int) -> tuple[str, str, str]:
+        side = "buy" if k % 2 else "sell"
+        return side, str(100 + k % 5) if side == "buy" else str(103 + k % 5), f"{self.name}{k}"
+
+    async def run_async(self) -> None:
+        async with AsyncClient(self.pair.layout.frontend, timeout=1.0, key=False,
+                               account="acct1", direct=self.direct,
+                               retry=Retry(deadline=15.0)) as c:  # fmt: skip
+            k = 0
+            while not self.stopping.is_set():
+                k += 1
+                side, price, oid = self.order(k)
+                self.results.append(await c.place(SYMBOL, side, "1", price, id=oid))
+
     def run(self) -> None:
         retry = Retry(deadline=15.0)
         try:
+            if self.aio:
+                asyncio.run(self.run_async())
+                return
             with Client(self.pair.layout.frontend, timeout=1.0, key=False, account="acct1",
                         direct=self.direct, retry=retry) as c:  # fmt: skip
                 k = 0
                 while not self.stopping.is_set():
                     k += 1
-                    side = "buy" if k % 2 else "sell"
-                    price = str(100 + k % 5) if side == "buy" else str(103 + k % 5)
-                    self.results.append(c.place(SYMBOL, side, "1", price, id=f"{self.name}{k}"))
+                    side, price, oid = self.order(k)
+                    self.results.append(c.place(SYMBOL, side, "1", price, id=oid))
         except BaseException as exc:  # a call that raised instead of returning a result
             self.failures.append(exc)
 
@@ -199,7 +257,12 @@ class RetryingLoad:
 def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> None:
     first = pair.wait_leader()
     pair.wait_isr({"shard-0.r0", "shard-0.r1"})
-    loads = [RetryingLoad(pair, "r"), RetryingLoad(pair, "s"), RetryingLoad(pair, "d", True)]
+    loads = [
+        RetryingLoad(pair, "r"),
+        RetryingLoad(pair, "d", direct=True),
+        RetryingLoad(pair, "a", aio=True),
+        RetryingLoad(pair, "ad", direct=True, aio=True),
+    ]
     time.sleep(1.5)
     pair.proc_of(first).send_signal(signal.SIGKILL)
     second = pair.wait_leader(not_node=first)
