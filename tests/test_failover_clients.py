@@ -286,3 +286,73 @@ def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> No
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     for load in loads:  # every client went on after the failover
         assert any(r.ok and r.command["id"] in runs for r in load.results[-3:]), load.name
+
+
+# -- the leader epoch on PUB and in the bridge's writes (issue 15) -------------------------------
+
+
+def _publish_epoch(fake: Any, make: Any, count: int, epoch: int, *, drop: bool = False,
+                   forged: bool = False) -> None:  # fmt: skip
+    """``FakeShards.publish`` with an epoch on the message; ``forged``: events at the next seqs
+    that the stand-in does not hold (a deposed leader's view), ``drop``: held, not sent."""
+    with fake._lock:
+        start = len(fake.events[0])
+        evs = [make(s) for s in range(start + 1, start + count + 1)]
+        if not forged:
+            fake.events[0].extend(evs)
+    if not drop:
+        fake.publish_raw(b"BTC-USD", encode_events(0, evs, epoch))
+
+
+def test_bridge_drops_pub_of_an_older_epoch(redis_server: RedisServer, tmp_path) -> None:
+    """A PUB message of an epoch older than the newest seen for the shard (a deposed leader
+    that still publishes) never reaches Redis: it is dropped and counted, and the seqs it
+    claimed are filled from the current leader (repair), so Redis ends exact."""
+    from fakeshard import FakeShards, accepted, trade
+    from test_bridge import BridgeProc, assert_exact, wait_until
+
+    fake = FakeShards(1)
+    bridge = BridgeProc(fake, redis_server.url, tmp_path)
+    r = redis_server.client()
+    try:
+        wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
+        time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+        _publish_epoch(fake, trade, 50, 2)
+        wait_until(lambda: r.xlen("shardex:events:0") == 50, 20, "epoch 2 written", bridge)
+        _publish_epoch(fake, accepted, 30, 1, forged=True)  # the deposed leader's seqs 51..80
+        _publish_epoch(fake, trade, 30, 2, drop=True)  # the leader's 51..80: a hole to repair
+        _publish_epoch(fake, trade, 40, 2)
+        wait_until(lambda: r.xlen("shardex:events:0") == fake.seq(), 30, "catch-up", bridge)
+        assert_exact(r, fake, bridge)  # the forged events are nowhere
+        assert bridge.metrics()['shardex_bridge_stale_epoch_total{shard="0"}'] >= 1
+        assert r.get("shardex:events:0:epoch") == "2"
+        assert "dropped a PUB message of epoch 1" in bridge.output()
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
+def test_write_script_checks_the_epoch_then_adds(redis_server: RedisServer) -> None:
+    """The bridge's write script: a batch of an older epoch than Redis holds for the shard
+    writes nothing and returns the newer epoch; without an epoch (single-process shards)
+    nothing is checked, as before."""
+    import msgpack
+
+    from shardex.node.bridge import WRITE_SCRIPT
+
+    r = redis_server.client()
+    script = r.register_script(WRITE_SCRIPT)
+    stream, ekey = "shardex:events:0", "shardex:events:0:epoch"
+
+    def write(seq: int, epoch: int | None) -> list:
+        blob = msgpack.packb([[f"{seq}-0", ["seq", str(seq)]]])
+        keys = [stream, ekey] if epoch else [stream]
+        args = [blob, "shardex:trades:", "0", *([str(epoch)] if epoch else [])]
+        return script(keys=keys, args=args)
+
+    assert write(1, 3)[:2] == [1, 0] and r.get(ekey) == "3"
+    assert write(2, 2) == [0, 0, 0, [], 3]  # deposed epoch: refused, nothing written
+    assert [e[0] for e in r.xrange(stream)] == ["1-0"]
+    assert write(2, 4)[:2] == [1, 0] and r.get(ekey) == "4"
+    assert write(3, None)[:2] == [1, 0]  # no epoch: no check
+    assert r.xlen(stream) == 3

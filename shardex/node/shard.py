@@ -1197,7 +1197,9 @@ class ShardNode:
             self.send_settlements()  # (the writer thread is off with accounts: see __init__)
         if events:
             self.core.ring.extend(events)
-            _publish(self.pub, self.core.index, events)
+            # a replicated leader stamps its epoch (the bridge drops a deposed one's)
+            _publish(self.pub, self.core.index, events,
+                     self.replica.epoch if self.replica is not None else None)  # fmt: skip
             events.clear()
 
     def journal_done(self) -> None:
@@ -1434,8 +1436,9 @@ def run_shard(cfg: ShardConfig) -> None:
     node.run()
 
 
-def _publish(pub: Any, shard: int, events: list[Event]) -> None:
-    """One PUB message per symbol per batch (topic = symbol), events in seq order."""
+def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:
+    """One PUB message per symbol per batch (topic = symbol), events in seq order; ``epoch``:
+    a replicated leader's, carried in each message (None: the 3-field form of before)."""
     import zmq
 
     groups: dict[str, list[Event]] = {}
@@ -1447,6 +1450,6 @@ def _publish(pub: Any, shard: int, events: list[Event]) -> None:
             g.append(ev)
     for symbol, evs in groups.items():
         try:
-            pub.send_multipart([symbol.encode(), encode_events(shard, evs)], zmq.NOBLOCK)
+            pub.send_multipart([symbol.encode(), encode_events(shard, evs, epoch)], zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq
