@@ -356,3 +356,61 @@ def test_write_script_checks_the_epoch_then_adds(redis_server: RedisServer) -> N
     assert write(2, 4)[:2] == [1, 0] and r.get(ekey) == "4"
     assert write(3, None)[:2] == [1, 0]  # no epoch: no check
     assert r.xlen(stream) == 3
+
+
+def test_sigstopped_leader_never_reaches_redis_after_resume() -> None:
+    """``shardex up --replicas 2`` with its bridge: SIGSTOP the leader, the standby takes over
+    and orders go on (SDK retries on), SIGCONT: the Redis stream holds exactly the new
+    leader's history (contiguous, each entry the event its journal replays to, the epoch key at
+    the new epoch): nothing the deposed leader held or could say reached Redis."""
+    import os
+
+    import redis
+    from conftest import Cluster
+
+    from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
+
+    c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
+    try:
+        with c.client(account="acct1", timeout=1.0, retry=Retry(deadline=15.0)) as cl:
+            deadline = time.monotonic() + 15
+            while len(cl.status()[0].get("isr", [])) != 2:  # the standby joined
+                assert time.monotonic() < deadline, cl.status()
+                time.sleep(0.1)
+            for k in range(20):
+                assert cl.place(SYMBOL, "buy", "1", str(100 + k % 3), id=f"pre{k}").ok
+            old = cl.status()[0]
+            os.kill(old["pid"], signal.SIGSTOP)
+            try:
+                for k in range(20):  # through the takeover: retried until the new leader
+                    assert cl.place(SYMBOL, "sell", "1", str(101 + k % 3), id=f"mid{k}").ok
+            finally:
+                os.kill(old["pid"], signal.SIGCONT)
+            for k in range(20):
+                assert cl.place(SYMBOL, "buy", "1", "90", id=f"post{k}").ok
+            new = cl.status()[0]
+        assert new["epoch"] > old["epoch"] and new["node"] != old["node"]
+        r = redis.Redis(port=c.layout.redis_port, decode_responses=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            entries = r.xrange("shardex:events:0")
+            if entries and int(entries[-1][0].split("-")[0]) >= new["seq"]:
+                break
+            time.sleep(0.1)
+        seqs = [int(i.split("-")[0]) for i, _ in entries]
+        assert seqs == list(range(1, new["seq"] + 1)), "the events stream has a gap or a dup"
+        engine = Engine(DEFAULT_MARKETS)
+        events: list[Any] = []
+        path = replica_dir(c.data_dir, 0, int(new["node"][-1]))
+        for _, cmd in read_commands(path):
+            engine.apply(cmd, events)
+        assert [ev[1] for ev in events][: len(entries)] == seqs
+        for ev, (_, fields) in zip(events, entries, strict=False):
+            assert fields["seq"] == str(ev[1])
+            if ev[0] == EV_TRADE:
+                assert (fields["ev"], fields["trade_id"]) == ("trade", str(ev[8]))
+            elif ev[0] == EV_ACCEPTED:
+                assert (fields["ev"], fields["id"]) == ("accepted", ev[3])
+        assert int(r.get("shardex:events:0:epoch")) == new["epoch"]
+    finally:
+        c.stop()
