@@ -124,6 +124,35 @@ def test_retry_plan_asks_fates_before_sending_again() -> None:
         ClientCore("tcp://127.0.0.1:1", key=False, retry=5)  # type: ignore[arg-type]
 
 
+def test_router_stops_routing_to_a_leader_that_says_not_leader() -> None:
+    """NOT_LEADER from the link a slot is routed to: requests get ``shard unavailable`` at
+    once until a leader registers; the same message from any other link changes nothing, and
+    a hello of the next epoch routes there (a later NOT_LEADER of the deposed one is ignored)."""
+    from shardex.node.router import Router
+    from shardex.wire.protocol import NOT_LEADER, OP_HELLO, decode_reply, encode_request, packb
+
+    r = Router(1)
+
+    def hello(epoch: int) -> list[bytes]:
+        info = {"shard": 0, "shards": 1, "pid": 10 + epoch, "epoch": epoch}
+        return [f"shard-0.e{epoch}".encode(), b"", b"HELLO", packb((OP_HELLO, info))]
+
+    def order(req: bytes) -> tuple[int, Any]:
+        return r.from_client([b"c", SYMBOL.encode(), req, encode_request([])], 0.0)
+
+    r.from_shard(hello(1), 0.0)
+    assert order(b"1") == (0, None)
+    r.from_shard([b"stranger", b"", NOT_LEADER, b""], 0.1)  # not the routed link: ignored
+    assert r.route_ids[0] == b"shard-0.e1"
+    r.from_shard([b"shard-0.e1", b"", NOT_LEADER, hello(1)[3]], 0.2)
+    shard, reply = order(b"2")
+    assert shard == -1 and decode_reply(reply[2])[0] == ERR_UNAVAILABLE
+    r.from_shard(hello(2), 0.3)
+    assert order(b"3") == (0, None) and r.route_ids[0] == b"shard-0.e2"
+    r.from_shard([b"shard-0.e1", b"", NOT_LEADER, hello(1)[3]], 0.4)
+    assert r.route_ids[0] == b"shard-0.e2" and b"shard-0.e1" not in r.shard_of
+
+
 def test_pub_epoch_is_additive() -> None:
     ev = (0, 5, SYMBOL, "o1")
     assert decode_events_epoch(encode_events(0, [ev])) == (0, (ev,), None)

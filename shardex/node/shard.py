@@ -691,6 +691,13 @@ class _NodeCollector:
             )  # fmt: skip
             fam.add_metric(lab, rep.changes)
             yield fam
+            fam = CounterMetricFamily(
+                "shardex_replica_refused_not_leader",
+                "Requests answered not_leader while past the lease deadline (nothing ran)",
+                labels=["shard"],
+            )
+            fam.add_metric(lab, node.refused)
+            yield fam
             fam = GaugeMetricFamily(
                 "shardex_replica_lag", "Seq the standby has not acked yet", labels=["shard", "node"]
             )
