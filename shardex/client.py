@@ -46,11 +46,13 @@ asked first (``OP_ORDER``) and the command is sent again, with the same id, only
 shard has no record of it (``unknown``; a cancel or amend: when the order does not show it
 yet); a retried ``new`` refused as ``duplicate_id`` ran in an earlier attempt, and its fate is
 asked. A command resolved from its fate has no events (``Result.status`` has the order's state,
-fills and trades) and ``Result.attempts`` > 1. A direct client (``direct=True``) asks the
-router for the topology again after ``not leader`` or cannot reach, so it follows the new
-leader's endpoint. Past the deadline the last error is returned with its fate (never a
-guess). Not retried: ``overloaded`` (load shedding), ``journal unavailable``, reads,
-``submit_raw``. ``retry=None`` (the default) keeps one attempt per command, as before.
+fills and trades) and ``Result.attempts`` > 1. A direct client (``direct=True``; with or
+without ``retry``) asks the router for the topology again after ``not leader`` or cannot
+reach, so it (or its next call) follows the new leader's endpoint. Past the deadline (a round
+started before it finishes: its fate query and re-send, each bounded by ``timeout``) the last
+error is returned with its fate (never a guess). Not retried: ``overloaded`` (load
+shedding), ``journal unavailable``, reads, ``submit_raw``. ``retry=None`` (the default)
+keeps one attempt per command, as before.
 """
 
 from __future__ import annotations
@@ -964,6 +966,8 @@ class Client(ClientCore):
         decoded = self.decode(self._exchange(tuples, batch, window))
         if self.retry is not None:
             return self._retried(cmds, tuples, decoded, batch, window)
+        if self.direct and any(stale_topology(err) for err, _ in decoded):
+            self._refresh_direct()  # (the next call goes to the leader the router knows)
         fates = self._fates(tuples, decoded, batch)
         return self.results(cmds, decoded, fates)
 
@@ -1447,6 +1451,8 @@ class AsyncClient(ClientCore):
         decoded = self.decode(await self._exchange(tuples, batch, window))
         if self.retry is not None:
             return await self._retried(cmds, tuples, decoded, batch, window)
+        if self.direct and any(stale_topology(err) for err, _ in decoded):
+            await self._refresh_direct()
         fates = await self._fates(tuples, decoded, batch)
         return self.results(cmds, decoded, fates)
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+import zmq
 from conftest import RedisServer
 from test_failover import SYMBOL, Pair
 
@@ -41,6 +42,7 @@ from shardex.wire.protocol import (
     not_leader_epoch,
     not_leader_error,
 )
+from shardex.wire.transport import dealer
 
 # -- the decisions, without sockets -------------------------------------------------------------
 
@@ -207,8 +209,21 @@ def test_standby_answers_not_leader_and_serves_status(pair: Pair) -> None:
         assert st["role"] == "standby" and st["leader"] == first and st["seq"] >= 0
         with pytest.raises(Exception, match="not leader"):
             c.order_status(SYMBOL, "to-standby")
+    # a direct client whose topology went stale (its socket at the standby) hears not_leader,
+    # asks the router again, and its next call reaches the leader (no retry policy needed)
+    with Client(pair.layout.frontend, direct=True, timeout=3.0, key=False, account="acct1") as d:
+        assert d.place(SYMBOL, "buy", "1", "100", id="direct-ok").ok
+        d._poller.unregister(d._shard_socks[0])
+        d._shard_socks[0].close(0)
+        d._shard_socks[0] = dealer(d.ctx, ep, 3.0)
+        d._poller.register(d._shard_socks[0], zmq.POLLIN)
+        d.direct_eps[0] = ep
+        assert d.place(SYMBOL, "buy", "1", "100", id="stale").code == "not_leader"
+        assert d.direct_eps[0] == pair.layout.replica_direct(0, int(first[-1]))
+        assert d.place(SYMBOL, "buy", "1", "100", id="stale").ok  # (it never ran: same id)
+    runs = _runs(replica_dir(pair.data, 0, int(first[-1])))
+    assert "to-standby" not in runs and runs["stale"] == 1 and runs["direct-ok"] == 1
     assert "to-standby" not in _runs(replica_dir(pair.data, 0, standby))
-    assert "to-standby" not in _runs(replica_dir(pair.data, 0, int(first[-1])))
 
 
 def test_leader_past_its_deadline_refuses_as_not_leader(pair: Pair) -> None:
