@@ -654,10 +654,11 @@ class ClientCore:
     @staticmethod
     def topology_stale(decoded: list, last: Mapping[int, tuple[str, Any]], idx: list[int]) -> bool:
         """A direct client should ask the router for the topology again: a command or its last
-        fate query reached a process that does not lead, or nothing at all."""
+        fate query reached a process that does not lead, or nothing at all (a first timeout
+        too: the fate query would wait another ``timeout`` at a dead leader's port)."""
         for i in idx:
-            if stale_topology(decoded[i][0]):
-                return True
+            if stale_topology(decoded[i][0]) or uncertain(decoded[i][0]) and i not in last:
+                return True  # (no reply at all: maybe a dead leader; asking is cheap)
             status = last.get(i, (None, None))[1]
             if isinstance(status, dict) and stale_topology(status.get("error")):
                 return True
@@ -989,7 +990,7 @@ class Client(ClientCore):
             if not (ask or send) or time.monotonic() >= deadline:
                 break
             if self.direct and self.topology_stale(decoded, last, ask + send):
-                self._refresh_direct()
+                self._refresh_direct()  # (its fate query would go where nothing answers)
             time.sleep(pause)
             pause = min(2 * pause, policy.max_backoff)
             if ask:

@@ -155,6 +155,32 @@ def test_router_stops_routing_to_a_leader_that_says_not_leader() -> None:
     assert r.route_ids[0] == b"shard-0.e2" and b"shard-0.e1" not in r.shard_of
 
 
+def test_router_answers_requests_in_flight_to_a_deposed_leader_as_open() -> None:
+    """A newer epoch registers: what was in flight to the deposed leader is answered at once
+    (not after the client's timeout) with an error every client reads as an open outcome
+    (``timeout after``...: ask the fate), and stops counting against the caps."""
+    from shardex.client import uncertain
+    from shardex.node.router import Router
+    from shardex.wire.protocol import OP_HELLO, decode_reply, encode_request, packb
+
+    r = Router(1)
+
+    def hello(epoch: int) -> list[bytes]:
+        info = {"shard": 0, "shards": 1, "pid": 10 + epoch, "epoch": epoch}
+        return [f"shard-0.e{epoch}".encode(), b"", b"HELLO", packb((OP_HELLO, info))]
+
+    assert r.from_shard(hello(1), 0.0) == []  # a first leader: nothing deposed
+    for req in (b"1", b"2"):
+        assert r.from_client([b"c", SYMBOL.encode(), req, encode_request([])], 0.5)[0] == 0
+    r.take_batch(0)
+    orphans = r.from_shard(hello(2), 2.0)
+    assert [(o[0], o[1]) for o in orphans] == [(b"c", b"1"), (b"c", b"2")]
+    error = decode_reply(orphans[0][2])[0]
+    assert uncertain(error) and "epoch 2" in error and "may have run" in error
+    assert r.shard_inflight[0] == 0 and not r.inflight and r.rejected["leader_changed"] == 2
+    assert r.from_shard(hello(2), 3.0) == []  # the same leader again: nothing
+
+
 def test_pub_epoch_is_additive() -> None:
     ev = (0, 5, SYMBOL, "o1")
     assert decode_events_epoch(encode_events(0, [ev])) == (0, (ev,), None)

@@ -311,6 +311,8 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 # its epoch): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
 # through a router. A fenced leader also tells each router once, on its link:
 #   shard → router:  ["", NOT_LEADER, msgpack (OP_HELLO, info)]  (this link stopped leading)
+# When a newer epoch's leader registers, the router answers the requests still in flight to
+# the deposed one with ``leader_changed_error`` (``timeout after ...``: they may have run).
 #
 # Router ⇄ shard link (smart batching): per wake-up the router merges the requests it forwards
 # to one shard into one message, and the shard answers a wake-up's requests from one router in one
@@ -368,6 +370,17 @@ def not_leader_error(epoch: int, why: str, routed: bool = False) -> str:
     return f"{ERR_UNAVAILABLE}: {text}" if routed else text
 
 
+def leader_changed_error(age: float, shard: int, epoch: int) -> str:
+    """The router's answer to a request that was in flight to a leader deposed by ``epoch``
+    (it will never answer): the request may have run, ask its fate before sending it again.
+    Starts with ``timeout after`` (what the client would otherwise have waited for), which
+    every client, old ones too, reads as an open outcome."""
+    return (
+        f"timeout after {age:.1f}s at the router: shard {shard} changed leader (epoch {epoch}) "
+        "while the request was in flight; it may have run: ask its fate"
+    )
+
+
 def not_leader_epoch(error: Any) -> int | None:
     """The epoch a ``not_leader_error`` carries (the refusing process's), or None when
     ``error`` is not one."""
@@ -375,6 +388,7 @@ def not_leader_epoch(error: Any) -> int | None:
         return None
     m = _NOT_LEADER_RE.search(error)
     return int(m.group(1)) if m else None
+
 
 _packer = msgpack.Packer(use_bin_type=True)
 packb = _packer.pack
