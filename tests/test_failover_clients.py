@@ -221,7 +221,7 @@ def _runs(path: str) -> dict[str, int]:
     return runs
 
 
-def test_standby_answers_not_leader_and_serves_status(pair: Pair) -> None:
+def test_standby_answers_not_leader_even_to_status(pair: Pair) -> None:
     first = pair.wait_leader()
     pair.wait_isr({"shard-0.r0", "shard-0.r1"})
     standby = 1 - int(first[-1])
@@ -231,8 +231,8 @@ def test_standby_answers_not_leader_and_serves_status(pair: Pair) -> None:
         r = c.place(SYMBOL, "buy", "1", "100", id="to-standby")
         assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
         assert not_leader_epoch(r.error) >= 1 and f"{first} leads" in r.error
-        st = c.status()[0]
-        assert st["role"] == "standby" and st["leader"] == first and st["seq"] >= 0
+        st = c.status()[0]  # refused too: a status answer would pass for the leader's
+        assert "not leader" in st["error"] and "is a standby of shard 0 at seq" in st["error"]
         with pytest.raises(Exception, match="not leader"):
             c.order_status(SYMBOL, "to-standby")
     # a direct client whose topology went stale (its socket at the standby) hears not_leader,

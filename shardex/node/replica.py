@@ -285,7 +285,7 @@ class Standby:
         self.epoch_of: Journal | None = None
         # The direct port this replica serves once it leads, bound while it stands by so a
         # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
-        # a timeout; only OP_STATUS is served (``serve_clients``). Closed before promotion.
+        # a timeout (``serve_clients``). Closed before promotion.
         self.front: Any = None
         self.refused = 0
         if direct:
@@ -384,8 +384,7 @@ class Standby:
         return False
 
     def status(self) -> dict[str, Any]:
-        """What a standby tells an OP_STATUS read (``shardex status``): role, epoch, seq and
-        whom it follows."""
+        """The standby's state (role, epoch, seq, whom it follows), for its refusals."""
         leader = self.leader
         return {
             "shard": self.lease.shard,
@@ -400,12 +399,16 @@ class Standby:
 
     def serve_clients(self) -> None:
         """Answer what waits on the direct port: ``not_leader`` (nothing runs here; the
-        client refreshes its topology and goes to the leader), OP_STATUS reads served."""
+        client refreshes its topology and goes to the leader), for reads too: OP_STATUS
+        included, since a status answer is what the bridge (and any poller) takes as "this
+        is the shard's leader" (serving it kept a bridge polling a restarted old leader's
+        port, now a standby's, instead of following the new leader). The refusal says the
+        standby's seq and whom it follows."""
         from shardex.node.shard import not_leader_reply
         from shardex.wire.protocol import not_leader_error
 
         zmq, front = self.zmq, self.front
-        error = status = None
+        error = None
         for _ in range(1000):
             try:
                 frames = front.recv_multipart(zmq.NOBLOCK)
@@ -413,18 +416,18 @@ class Standby:
                 return
             if len(frames) != 4:  # [client, routing key, request id, payload]
                 continue
-            if status is None:
+            if error is None:
                 status = self.status()
                 leader = self.leader
                 error = not_leader_error(
                     max(status["epoch"], leader.epoch if leader is not None else 0),
-                    f"{self.node} is a standby of shard {self.lease.shard}; "
+                    f"{self.node} is a standby of shard {self.lease.shard} at seq "
+                    f"{status['seq']}; "
                     + (f"{leader.node} leads (epoch {leader.epoch})" if leader else "no leader"),
                 )
             self.refused += 1
             try:
-                front.send_multipart([frames[0], frames[2],
-                                      not_leader_reply(frames[3], error, status)],
+                front.send_multipart([frames[0], frames[2], not_leader_reply(frames[3], error)],
                                      zmq.NOBLOCK)  # fmt: skip
             except zmq.ZMQError:
                 pass  # full or gone: that client times out

@@ -405,18 +405,12 @@ def _not_allowed(account: Any) -> str:
     return f"account {shown} not allowed for this key"
 
 
-def not_leader_reply(payload: bytes, error: str, status: dict[str, Any] | None = None) -> bytes:
+def not_leader_reply(payload: bytes, error: str) -> bytes:
     """The reply of a process that does not lead its shard (a standby): ``error`` (a
-    ``not_leader_error``) for anything that could run or read state, except a request made
-    only of OP_STATUS reads, answered with ``status`` (role, epoch, seq, leader: safe, it
-    claims nothing about the leader's books)."""
-    cmds, bad = decode_request(payload)
-    if bad is not None:
-        return encode_reply(None, bad)
-    if status is not None and cmds and all(type(c) is tuple and c[:1] == (OP_STATUS,)
-                                           for c in cmds):  # fmt: skip
-        return encode_reply([status for _ in cmds])
-    return encode_reply(None, error)
+    ``not_leader_error``) for every well-formed request, reads too (see
+    ``Standby.serve_clients``); a malformed one gets its own reason."""
+    _, bad = decode_request(payload)
+    return encode_reply(None, bad if bad is not None else error)
 
 
 def _sym(symbol: str) -> str:

@@ -306,9 +306,9 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 #              (issue 15; additive: a single-process shard sends the 3-field form, as before).
 #
 # Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
-# fenced by a newer epoch or past its lease deadline) runs nothing and answers every write and
-# every read but OP_STATUS with the batch error ``not_leader_error`` (code ``not_leader``, with
-# its epoch): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
+# fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
+# reads included, with the batch error ``not_leader_error`` (code ``not_leader``, with its
+# epoch): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
 # through a router. A fenced leader also tells each router once, on its link:
 #   shard → router:  ["", NOT_LEADER, msgpack (OP_HELLO, info)]  (this link stopped leading)
 # When a newer epoch's leader registers, the router answers the requests still in flight to
