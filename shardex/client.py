@@ -632,7 +632,8 @@ class ClientCore:
         that never left this client, ``cannot reach``, goes again at once), and a retried
         ``new`` refused as ``duplicate_id`` (an earlier attempt ran: its fate says how).
         ``resolved``: indexes already settled by a fate answer."""
-        ask, send = [], []
+        ask: list[int] = []
+        send: list[int] = []
         for i, (err, evs) in enumerate(decoded):
             if i in resolved or tuples[i][0] not in (OP_NEW, OP_CANCEL, OP_AMEND):
                 continue

@@ -984,13 +984,13 @@ class ShardNode:
         routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
         direct = encode_reply(None, not_leader_error(rep.epoch, why))
         for sock in self.sockets:
-            link = type(self.box[sock]) is RouterLink
+            via_router = type(self.box[sock]) is RouterLink
             for _ in range(1000):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if link:
+                if via_router:
                     items = None
                     if len(frames) == 2 and frames[0] == BATCH:
                         items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
