@@ -38,6 +38,21 @@ window as a duplicate. So after a timeout, either look at ``Result.fate`` (``"no
 send it again) or simply send the *same* command with the *same id* again: it can never be
 placed twice within the window; a duplicate reject means the first one ran (ask
 ``order_status`` for its fills). Never retry with a new id unless the fate is ``"not executed"``.
+
+Automatic retries (``retry=Retry()``; issue 15, failover): a write whose outcome is open or that
+a non-leader refused (timeout, unreadable reply, ``not leader``, ``shard unavailable``, cannot
+reach) is retried within ``Retry.deadline`` so that it never runs twice: its order's fate is
+asked first (``OP_ORDER``) and the command is sent again, with the same id, only when the
+shard has no record of it (``unknown``; a cancel or amend: when the order does not show it
+yet); a retried ``new`` refused as ``duplicate_id`` ran in an earlier attempt, and its fate is
+asked. A command resolved from its fate has no events (``Result.status`` has the order's state,
+fills and trades) and ``Result.attempts`` > 1. A direct client (``direct=True``; with or
+without ``retry``) asks the router for the topology again after ``not leader`` or cannot
+reach, so it (or its next call) follows the new leader's endpoint. Past the deadline (a round
+started before it finishes: its fate query and re-send, each bounded by ``timeout``) the last
+error is returned with its fate (never a guess). Not retried: ``overloaded`` (load
+shedding), ``journal unavailable``, reads, ``submit_raw``. ``retry=None`` (the default)
+keeps one attempt per command, as before.
 """
 
 from __future__ import annotations
@@ -72,6 +87,8 @@ from shardex.engine.codes import (
 )
 from shardex.layout import Layout
 from shardex.wire.protocol import (
+    ERR_NOT_LEADER,
+    ERR_UNAVAILABLE,
     OP_AUDIT,
     OP_BALANCE,
     OP_BOOK,
@@ -90,6 +107,7 @@ from shardex.wire.protocol import (
     encode_request,
     event_to_json,
     markets_from_wire,
+    not_leader_epoch,
     shard_for,
 )
 from shardex.wire.transport import (
@@ -115,6 +133,25 @@ UNREACHABLE_PREFIX = "cannot reach"  # local error: the request could not even b
 _MAX_INT = 1 << 63
 MARKETS_RETRY_S = 10.0  # seconds between attempts to learn the cluster's markets
 _MAX_REASON = 300  # characters of a peer's error string kept (a hostile peer may send MBs)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The SDK's retry policy for writes whose outcome is open or that a non-leader refused
+    (see the module docstring): bounded by ``deadline`` seconds after the first attempt, with
+    a pause between rounds that starts at ``backoff`` and doubles up to ``max_backoff`` (a
+    failover takes ~1–1.5 s: a round every ~0.3 s past the first ones)."""
+
+    deadline: float = 10.0
+    backoff: float = 0.05
+    max_backoff: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not (self.deadline >= 0 and self.backoff > 0 and self.max_backoff >= self.backoff):
+            raise ValueError("Retry: deadline >= 0 and 0 < backoff <= max_backoff")
+
+
+DEFAULT_RETRY: Retry | None = None  # ``Client(retry=...)`` default: one attempt, as before
 
 
 class ShardexError(Exception):
@@ -147,6 +184,7 @@ class Result:
     error: str | None = None  # overloaded / shard unavailable / timeout / malformed ...
     fate: str | None = None
     status: dict[str, Any] | None = None  # the order's state, when the fate had to be asked
+    attempts: int = 1  # sends of this command (> 1: retried, see ``Retry``)
 
     @property
     def rejected(self) -> bool:
@@ -168,8 +206,11 @@ class Result:
     @property
     def code(self) -> str | None:
         """The engine's stable reject code (``off_grid``, ``duplicate_id``, …) when the command
-        was rejected; None otherwise (also for batch errors, which ``error`` carries). Match on
-        this, not on ``reason``'s wording."""
+        was rejected; ``not_leader`` for a non-leader's refusal (nothing ran); None otherwise
+        (also for other batch errors, which ``error`` carries). Match on this, not on
+        ``reason``'s wording."""
+        if not_leader_epoch(self.error) is not None:
+            return "not_leader"
         for e in self.events:
             if e["ev"] == "rejected":
                 return e.get("code")
@@ -221,6 +262,25 @@ def uncertain(error: str | None) -> bool:
     """True when an error leaves the command's fate open (it may have run): ask the shard."""
     return error is not None and (
         error.startswith(TIMEOUT_PREFIX) or error.startswith(MALFORMED_PREFIX)
+    )
+
+
+def retryable(error: str | None) -> bool:
+    """True when ``Retry`` may send the command again (after asking its fate): its outcome is
+    open, or a router or non-leader refused it during a failover, or it could not be sent."""
+    return error is not None and (
+        uncertain(error)
+        or error.startswith(ERR_UNAVAILABLE)
+        or error.startswith(ERR_NOT_LEADER)
+        or error.startswith(UNREACHABLE_PREFIX)
+    )
+
+
+def stale_topology(error: str | None) -> bool:
+    """True when a direct client should ask the router for the topology again: the process it
+    reached does not lead (a standby, a fenced leader) or nothing answers there."""
+    return error is not None and (
+        not_leader_epoch(error) is not None or error.startswith(UNREACHABLE_PREFIX)
     )
 
 
@@ -281,7 +341,13 @@ class ClientCore:
         shard_endpoints: list[str] | None = None,
         account: str | None = None,
         key: KeyArg = None,
+        retry: Retry | bool | None = None,
     ) -> None:
+        if retry is True:
+            retry = Retry()
+        if retry is not None and retry is not False and not isinstance(retry, Retry):
+            raise TypeError(f"retry: expected a Retry, True or None, got {type(retry).__name__}")
+        self.retry: Retry | None = retry or None
         try:
             self.key: KeyFile | None = find_key(key)
         except AuthError as exc:
@@ -306,6 +372,7 @@ class ClientCore:
         self.direct = direct or shard_endpoints is not None
         self.shard_endpoints = list(shard_endpoints) if shard_endpoints else None
         self.account = account
+        self.direct_eps: list[str] = []  # the endpoints the direct sockets are connected to
         self.shards: int | None = len(shard_endpoints) if shard_endpoints else None
         # account shards (from the router's topology): with M > 0, new/amend go to the
         # account's shard (routing key ``@account``), which holds their funds first
@@ -535,6 +602,7 @@ class ClientCore:
         cmds: list[dict[str, Any]],
         decoded: list[tuple[str | None, list[dict[str, Any]]]],
         fates: Mapping[int, tuple[str, dict[str, Any] | None]] | None = None,
+        attempts: list[int] | None = None,
     ) -> list[Result]:
         """Build ``Result``s; ``fates`` (index → (fate, status)) covers the uncertain ones."""
         fates = fates or {}
@@ -546,8 +614,96 @@ class ClientCore:
                 fate, status = (EXECUTED if err is None else NOT_EXECUTED), None
                 if uncertain(err):
                     fate = UNKNOWN
-            out.append(Result(c, evs, err, fate, status))
+            out.append(Result(c, evs, err, fate, status, attempts[i] if attempts else 1))
         return out
+
+    # -- retries (``Retry``): the decisions, shared by both clients -----------------------------
+
+    @staticmethod
+    def retry_plan(
+        tuples: list[Command],
+        decoded: list[tuple[str | None, Any]],
+        resolved: Mapping[int, Any],
+        attempts: list[int],
+    ) -> tuple[list[int], list[int]]:
+        """(indexes whose fate to ask, indexes to send again now) for the next retry round.
+
+        Asked first: every write whose last attempt may have run or was refused (only a send
+        that never left this client, ``cannot reach``, goes again at once), and a retried
+        ``new`` refused as ``duplicate_id`` (an earlier attempt ran: its fate says how).
+        ``resolved``: indexes already settled by a fate answer."""
+        ask: list[int] = []
+        send: list[int] = []
+        for i, (err, evs) in enumerate(decoded):
+            if i in resolved or tuples[i][0] not in (OP_NEW, OP_CANCEL, OP_AMEND):
+                continue
+            if err is None:
+                if (
+                    attempts[i] > 1
+                    and tuples[i][0] == OP_NEW
+                    and any(
+                        e.get("ev") == "rejected" and e.get("code") == "duplicate_id" for e in evs
+                    )
+                ):
+                    ask.append(i)
+                continue
+            if not retryable(err):
+                continue
+            (send if err.startswith(UNREACHABLE_PREFIX) else ask).append(i)
+        return ask, send
+
+    @staticmethod
+    def topology_stale(decoded: list, last: Mapping[int, tuple[str, Any]], idx: list[int]) -> bool:
+        """A direct client should ask the router for the topology again: a command or its last
+        fate query reached a process that does not lead, or nothing at all (a first timeout
+        too: the fate query would wait another ``timeout`` at a dead leader's port)."""
+        for i in idx:
+            if stale_topology(decoded[i][0]) or uncertain(decoded[i][0]) and i not in last:
+                return True  # (no reply at all: maybe a dead leader; asking is cheap)
+            status = last.get(i, (None, None))[1]
+            if isinstance(status, dict) and stale_topology(status.get("error")):
+                return True
+        return False
+
+    def retry_fates(
+        self,
+        tuples: list[Command],
+        decoded: list[tuple[str | None, Any]],
+        ask: list[int],
+        out: list,
+        resolved: dict[int, tuple[str, dict[str, Any] | None]],
+        last: dict[int, tuple[str, dict[str, Any] | None]],
+    ) -> list[int]:
+        """Take the fate answers ``out`` of ``ask``: an executed command is settled (its result
+        becomes the order's state, no events, no error); the ones the shard has no record of
+        are returned, to be sent again; an unanswered query is asked again next round.
+        ``last``: each command's latest fate answer (for the results if time runs out)."""
+        again = []
+        for i, (error, raw) in zip(ask, out, strict=True):
+            fate, status = last[i] = self.fate_of(tuples[i], error, raw)
+            if fate == EXECUTED:
+                resolved[i] = (EXECUTED, status)
+                decoded[i] = (None, [])
+            elif fate == NOT_EXECUTED:
+                again.append(i)
+        return again
+
+    def retry_results(
+        self,
+        cmds: list[dict[str, Any]],
+        tuples: list[Command],
+        decoded: list,
+        resolved: dict[int, tuple[str, dict[str, Any] | None]],
+        attempts: list[int],
+        last_fates: dict[int, tuple[str, dict[str, Any] | None]],
+    ) -> list[Result]:
+        """The results once the rounds ended: settled ones from their fate, the rest from
+        their last attempt (an open one with the last fate answer, else ``unknown``)."""
+        fates = dict(resolved)
+        for i, (err, _) in enumerate(decoded):
+            if i not in fates and uncertain(err):
+                fates[i] = last_fates.get(i, (UNKNOWN, None))
+        return self.results(cmds, decoded, fates, attempts)
 
     @staticmethod
     def read_result(error: Any, results: Any, what: str) -> dict[str, Any]:
@@ -768,8 +924,9 @@ class Client(ClientCore):
         account: str | None = None,
         key: KeyArg = None,
         context: zmq.Context | None = None,
+        retry: Retry | bool | None = DEFAULT_RETRY,
     ) -> None:
-        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key)
+        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key, retry)
         self.ctx = context or zmq.Context.instance()
         self._router = dealer(self.ctx, self.endpoint, timeout, key=self.key, watch=self._watches)
         self._shard_socks: list[zmq.Socket] = []
@@ -809,8 +966,64 @@ class Client(ClientCore):
         self._ready(markets=True)
         tuples = [self.command(c) for c in cmds]
         decoded = self.decode(self._exchange(tuples, batch, window))
+        if self.retry is not None:
+            return self._retried(cmds, tuples, decoded, batch, window)
+        if self.direct and any(stale_topology(err) for err, _ in decoded):
+            self._refresh_direct()  # (the next call goes to the leader the router knows)
         fates = self._fates(tuples, decoded, batch)
         return self.results(cmds, decoded, fates)
+
+    def _retried(
+        self, cmds: list[dict[str, Any]], tuples: list[Command], decoded: list, batch: int,
+        window: int,
+    ) -> list[Result]:  # fmt: skip
+        """``Retry`` rounds until every write is settled or the deadline passed (each round may
+        add one ``timeout`` to it): ask the fates, send again what never ran."""
+        policy = self.retry
+        assert policy is not None
+        deadline = time.monotonic() + policy.deadline
+        pause = policy.backoff
+        resolved: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        last: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        attempts = [1] * len(tuples)
+        while True:
+            ask, send = self.retry_plan(tuples, decoded, resolved, attempts)
+            if not (ask or send) or time.monotonic() >= deadline:
+                break
+            if self.direct and self.topology_stale(decoded, last, ask + send):
+                self._refresh_direct()  # (its fate query would go where nothing answers)
+            time.sleep(pause)
+            pause = min(2 * pause, policy.max_backoff)
+            if ask:
+                out = self._exchange([self.fate_query(tuples[i]) for i in ask], batch, window)
+                send += self.retry_fates(tuples, decoded, ask, out, resolved, last)
+            if send:
+                got = self.decode(self._exchange([tuples[i] for i in send], batch, window))
+                for i, d in zip(send, got, strict=True):
+                    decoded[i] = d
+                    attempts[i] += 1
+                    last.pop(i, None)
+        return self.retry_results(cmds, tuples, decoded, resolved, attempts, last)
+
+    def _refresh_direct(self) -> None:
+        """Ask the router for the topology again and reconnect the direct sockets whose shard
+        now registers another endpoint (a new leader after a failover)."""
+        if self.shard_endpoints is not None:
+            return  # given by the caller: nothing to learn
+        try:
+            eps = self.direct_endpoints(self.topology())
+        except ShardexError:
+            return  # the router cannot say right now: the next round asks again
+        for s, ep in enumerate(eps[: len(self._shard_socks)]):
+            if self.direct_eps[s] == ep:
+                continue
+            old = self._shard_socks[s]
+            self._poller.unregister(old)
+            old.close(0)
+            sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
+            self._poller.register(sock, zmq.POLLIN)
+            self._shard_socks[s] = sock
+            self.direct_eps[s] = ep
 
     def submit_raw(
         self, tuples: list[Command], *, batch: int = 100, window: int = 8
@@ -884,6 +1097,7 @@ class Client(ClientCore):
                     sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
                     self._poller.register(sock, zmq.POLLIN)
                     self._shard_socks.append(sock)
+                    self.direct_eps.append(ep)
                 self.shards = len(self._shard_socks)
         if markets and self.markets_due():
             try:
@@ -1068,13 +1282,15 @@ class AsyncClient(ClientCore):
         shard_endpoints: list[str] | None = None,
         account: str | None = None,
         key: KeyArg = None,
+        retry: Retry | bool | None = DEFAULT_RETRY,
     ) -> None:
-        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key)
+        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key, retry)
         self.ctx = zmq.asyncio.Context.instance()
         self._router = dealer(self.ctx, self.endpoint, timeout, key=self.key, watch=self._watches)
         self._shard_socks: list[zmq.asyncio.Socket] = []
         self._replies = AsyncReplies()
         self._readers: list[asyncio.Task] = []
+        self._shard_readers: list[asyncio.Task] = []  # one per direct socket, in shard order
         self._lock: asyncio.Lock | None = None
 
     async def _ready(self, markets: bool) -> None:
@@ -1092,7 +1308,10 @@ class AsyncClient(ClientCore):
                     for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
                         sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
                         self._shard_socks.append(sock)
-                        self._readers.append(asyncio.ensure_future(self._replies.read(sock)))
+                        self.direct_eps.append(ep)
+                        reader = asyncio.ensure_future(self._replies.read(sock))
+                        self._readers.append(reader)
+                        self._shard_readers.append(reader)
                     self.shards = len(self._shard_socks)
             if markets and self.markets_due():
                 try:
@@ -1232,8 +1451,63 @@ class AsyncClient(ClientCore):
         await self._ready(markets=True)
         tuples = [self.command(c) for c in cmds]
         decoded = self.decode(await self._exchange(tuples, batch, window))
+        if self.retry is not None:
+            return await self._retried(cmds, tuples, decoded, batch, window)
+        if self.direct and any(stale_topology(err) for err, _ in decoded):
+            await self._refresh_direct()
         fates = await self._fates(tuples, decoded, batch)
         return self.results(cmds, decoded, fates)
+
+    async def _retried(
+        self, cmds: list[dict[str, Any]], tuples: list[Command], decoded: list, batch: int,
+        window: int,
+    ) -> list[Result]:  # fmt: skip
+        """``Client._retried``'s twin (same decisions, from ``ClientCore``)."""
+        policy = self.retry
+        assert policy is not None
+        deadline = time.monotonic() + policy.deadline
+        pause = policy.backoff
+        resolved: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        last: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        attempts = [1] * len(tuples)
+        while True:
+            ask, send = self.retry_plan(tuples, decoded, resolved, attempts)
+            if not (ask or send) or time.monotonic() >= deadline:
+                break
+            if self.direct and self.topology_stale(decoded, last, ask + send):
+                await self._refresh_direct()
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, policy.max_backoff)
+            if ask:
+                queries = [self.fate_query(tuples[i]) for i in ask]
+                out = await self._exchange(queries, batch, window)
+                send += self.retry_fates(tuples, decoded, ask, out, resolved, last)
+            if send:
+                sent = await self._exchange([tuples[i] for i in send], batch, window)
+                for i, d in zip(send, self.decode(sent), strict=True):
+                    decoded[i] = d
+                    attempts[i] += 1
+                    last.pop(i, None)
+        return self.retry_results(cmds, tuples, decoded, resolved, attempts, last)
+
+    async def _refresh_direct(self) -> None:
+        """``Client._refresh_direct``'s twin."""
+        if self.shard_endpoints is not None:
+            return
+        try:
+            eps = self.direct_endpoints(await self.topology())
+        except ShardexError:
+            return
+        for s, ep in enumerate(eps[: len(self._shard_socks)]):
+            if self.direct_eps[s] == ep:
+                continue
+            self._shard_readers[s].cancel()
+            self._shard_socks[s].close(0)
+            sock = dealer(self.ctx, ep, self.timeout, key=self.key, watch=self._watches)
+            self._shard_socks[s] = sock
+            self.direct_eps[s] = ep
+            reader = self._shard_readers[s] = asyncio.ensure_future(self._replies.read(sock))
+            self._readers.append(reader)
 
     async def submit_raw(
         self, tuples: list[Command], *, batch: int = 100, window: int = 8
@@ -1351,6 +1625,7 @@ __all__ = [
     "ClientCore",
     "RequestTimeout",
     "Result",
+    "Retry",
     "ShardexError",
     "fate_from_state",
 ]

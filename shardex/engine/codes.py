@@ -62,6 +62,9 @@ MAX_ID_LEN = 64
 # amend_increase   an amend asks for more than the open qty
 # wrong_shard      the symbol belongs to another shard
 # not_allowed      the client's key may not act for that account (identity)
+# not_leader       the process that got the request does not lead its shard (a standby, or a
+#                  leader fenced by a newer epoch / past its lease deadline): nothing ran; it
+#                  travels as a batch error (``protocol.not_leader_error``, with the epoch)
 (
     REJ_MALFORMED,
     REJ_INVALID,
@@ -81,7 +84,9 @@ MAX_ID_LEN = 64
     REJ_INSUFFICIENT_FUNDS,
     REJ_UNKNOWN_ASSET,
     REJ_DUPLICATE_REF,
-) = range(16)
+    # replicated shards (issue 15): never an engine event, the code of a batch error
+    REJ_NOT_LEADER,
+) = range(17)
 REJECT_NAMES = (
     "malformed",
     "invalid",
@@ -100,6 +105,8 @@ REJECT_NAMES = (
     "insufficient_funds",  # a hold or withdraw exceeds the available balance
     "unknown_asset",  # a transfer in an asset no market trades
     "duplicate_ref",  # a transfer ref already used by another transfer
+    # replicated shards (issue 15): the batch error of a standby or fenced leader, nothing ran
+    "not_leader",
 )
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 

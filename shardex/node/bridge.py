@@ -125,11 +125,28 @@ PREFIX = "shardex:"
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
 # Returns {written, dups, trades, conflicts} where conflicts is a flat list
 # [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take).
+# Replicated shards (issue 15): ARGV[4] is the leader epoch the batch was received under and the
+# last KEY is ``<events key>:epoch``, the highest epoch written for the shard: a batch of an
+# older epoch writes nothing and returns {0, 0, 0, {}, that epoch} (check epoch, then XADD, in
+# one script: no writer of a deposed epoch can slip an entry in). ARGV[4] absent or 0: no check.
 WRITE_SCRIPT = """
 local evs = cmsgpack.unpack(ARGV[1])
 local stream, tprefix, maxlen = KEYS[1], ARGV[2], ARGV[3]
+local epoch = tonumber(ARGV[4] or '0') or 0
+local nkeys = #KEYS
+if epoch > 0 then
+  local ekey = KEYS[nkeys]
+  nkeys = nkeys - 1
+  local cur = tonumber(redis.call('GET', ekey) or '0') or 0
+  if cur > epoch then
+    return {0, 0, 0, {}, cur}
+  end
+  if cur < epoch then
+    redis.call('SET', ekey, epoch)
+  end
+end
 local declared = {}
-for i = 2, #KEYS do
+for i = 2, nkeys do
   declared[KEYS[i]] = true
 end
 local written, dups, trades = 0, 0, 0
@@ -248,6 +265,12 @@ MALFORMED = Counter(
     ["source"],
 )
 MALFORMED_SOURCES = ("pub", "reply")
+STALE_EPOCH = Counter(
+    "shardex_bridge_stale_epoch_total",
+    "PUB messages dropped (and batches not written) because they came from a leader epoch "
+    "older than the newest seen for the shard (issue 15: a deposed leader)",
+    ["shard"],
+)
 LAG = Gauge("shardex_bridge_lag_events", "Shard seq minus last seq written to Redis", ["shard"])
 LAST = Gauge("shardex_bridge_last_seq", "Last seq written to Redis", ["shard"])
 XADD_TIME = Histogram(
@@ -383,23 +406,30 @@ def check_account_events(events: Any, assets: AssetTable) -> tuple[list[tuple], 
     return good, len(events) - len(good)
 
 
-def _pub_envelope(payload: Any, shards: int, what: str) -> tuple[int, Any]:
+def _pub_envelope(payload: Any, shards: int, what: str, with_epoch: bool = False) -> Any:
     """``[VERSION, shard, events]`` of an engine or account shard's PUB → (shard, events),
-    checked as a whole (``Malformed`` if not); the events are the caller's to check."""
+    checked as a whole (``Malformed`` if not); the events are the caller's to check.
+    ``with_epoch``: also accept a 4th field, a replicated leader's epoch (an int >= 1), and
+    return (shard, events, epoch or None)."""
     if not isinstance(payload, bytes):
         raise Malformed("payload is not bytes")
     try:
         msg = unpackb(payload)
     except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
         raise Malformed(f"not msgpack ({type(exc).__name__})") from None
-    if type(msg) is not tuple or len(msg) != 3:
+    if type(msg) is not tuple or not (len(msg) == 3 or (with_epoch and len(msg) == 4)):
         raise Malformed(f"expected [version, {what}, events]")
-    version, shard, events = msg
+    version, shard, events = msg[:3]
     if type(version) is not int or version != VERSION:
         raise Malformed(f"unsupported protocol version {str(version)[:20]!r}")
     if type(shard) is not int or not 0 <= shard < shards:
         raise Malformed(f"{what} {str(shard)[:20]!r} is not one of 0..{shards - 1}")
-    return shard, events
+    if not with_epoch:
+        return shard, events
+    epoch = msg[3] if len(msg) == 4 else None
+    if epoch is not None and (type(epoch) is not int or not 0 < epoch < 1 << 63):
+        raise Malformed(f"epoch {str(epoch)[:20]!r} is not a positive int")
+    return shard, events, epoch
 
 
 def decode_account_pub(
@@ -420,9 +450,17 @@ def decode_pub(
     Raises ``Malformed`` when the message as a whole is unusable (not msgpack, wrong shape or
     version, a shard index outside ``0..shards-1``).
     """
-    shard, events = _pub_envelope(payload, shards, "shard")
+    return decode_pub_epoch(payload, shards, markets)[:3]  # type: ignore[return-value]
+
+
+def decode_pub_epoch(
+    payload: Any, shards: int, markets: Mapping[str, Market]
+) -> tuple[int, list[tuple], int, int | None]:
+    """``decode_pub`` plus the publisher's leader epoch: ``[VERSION, shard, events, epoch]``
+    from a replicated leader (issue 15), None from a single-process shard (3 fields)."""
+    shard, events, epoch = _pub_envelope(payload, shards, "shard", with_epoch=True)
     good, bad = check_events(events, markets)
-    return shard, good, bad
+    return shard, good, bad, epoch
 
 
 def denied(error: Any) -> bool:
@@ -860,6 +898,9 @@ class ShardState:
     # (issue 14): all its events are tracked by seq, its balance changes are written to
     # ``shardex:balances:<j>``
     kind: str = "events"
+    # A replicated shard's newest leader epoch seen (PUB messages, topology): PUB messages of
+    # an older epoch are dropped, and writes carry it (WRITE_SCRIPT checks it). 0: none seen.
+    epoch: int = 0
 
     @property
     def label(self) -> str:
@@ -1027,6 +1068,8 @@ class Bridge:
             )
             for i in range(n)
         ]
+        for st, ep in zip(self.shards, self.endpoints, strict=True):
+            st.epoch = ep.get("epoch", 0)  # a replicated shard's leader epoch (else 0)
         for i in range(n):
             s = str(i)
             STALLED.labels(s).set(0)
@@ -1139,6 +1182,7 @@ class Bridge:
         if len(topo) != len(self.endpoints):
             return
         new = topo[st.index]
+        st.epoch = max(st.epoch, new["epoch"])
         if new["epoch"] <= old.get("epoch", 0) or (new["pub"], new["direct"]) == (
             old["pub"], old["direct"]):  # fmt: skip
             self.endpoints[st.index] = {**old, "epoch": max(new["epoch"], old.get("epoch", 0))}
@@ -1205,16 +1249,27 @@ class Bridge:
             try:
                 if len(frames) != 2:
                     raise Malformed(f"{len(frames)} frames, expected [topic, payload]")
-                shard, events, bad = decode_pub(frames[1], n, markets)
+                shard, events, bad, epoch = decode_pub_epoch(frames[1], n, markets)
             except Malformed as exc:
                 self._malformed("pub", 1, str(exc))
                 continue
+            st = shards[shard]
+            if epoch is not None and epoch != st.epoch:
+                if epoch < st.epoch:  # a deposed leader's: what it says, the leader re-sends
+                    self._stale_epoch(st, epoch)
+                    continue
+                st.epoch = epoch
             if bad:
                 self._malformed("pub", bad, f"{bad} malformed events from shard {shard}")
             if events:
-                st = shards[shard]
                 st.tracker.accept(events)
                 st.wake.set()
+
+    def _stale_epoch(self, st: ShardState, epoch: int) -> None:
+        STALE_EPOCH.labels(st.label).inc()
+        self._alert(st.label, "conflict", "stale epoch",
+                    "%s: dropped a PUB message of epoch %d (the newest seen is %d): a deposed "
+                    "leader published", st.name, epoch, st.epoch)  # fmt: skip
 
     def _check_accounts(self, events: Any) -> tuple[list[tuple], int]:
         return check_account_events(events, self.assets)
@@ -1414,10 +1469,13 @@ class Bridge:
             return
         tprefix = f"{self.cfg.prefix}trades:"
         keys = [self._events_key(shard), *{tprefix + it[2] for it in items if len(it) > 2}]
-        args = (self._pack(items), tprefix, str(self.cfg.maxlen))
+        args: tuple = (self._pack(items), tprefix, str(self.cfg.maxlen))
+        if st.epoch:  # a replicated shard: written only under the newest epoch (WRITE_SCRIPT)
+            keys.append(self._events_key(shard) + ":epoch")
+            args += (str(st.epoch),)
         t0 = time.perf_counter()
         try:
-            written, dups, trades, conflicts = await self._eval(keys, args)
+            written, dups, trades, conflicts, newer = await self._eval(keys, args)
         except _TRANSIENT as exc:
             if not _transient(exc):
                 if not isinstance(exc, ResponseError):
@@ -1435,6 +1493,17 @@ class Bridge:
             return
         XADD_TIME.observe(time.perf_counter() - t0)
         REDIS_UP.set(1)
+        if newer:  # another writer already wrote a newer epoch: this batch is not trusted
+            STALE_EPOCH.labels(st.label).inc()
+            self._alert(st.label, "conflict", "stale epoch write",
+                        "%s: Redis has entries of epoch %d, this bridge follows epoch %d: the "
+                        "batch is not written; following the newer leader", st.name, newer,
+                        st.epoch)  # fmt: skip
+            st.epoch = max(st.epoch, newer)
+            tr.putback(batch)  # (re-checked under the newer epoch; repairs fill the rest)
+            await self._follow_leader(st)
+            await asyncio.sleep(0.2)
+            return
         s = str(shard)
         WRITTEN.labels(s).inc(written)
         TRADES.labels(s).inc(trades)
@@ -1456,7 +1525,7 @@ class Bridge:
             args = (self._pack(items), f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
             t0 = time.perf_counter()
             try:
-                written, dups, _, conflicts = await self._eval(keys, args)
+                written, dups, _, conflicts, _ = await self._eval(keys, args)
             except _TRANSIENT as exc:
                 if not _transient(exc):
                     if not isinstance(exc, ResponseError):
@@ -1570,7 +1639,8 @@ class Bridge:
                             "at seqs %s", self._scrub(str(exc))[:200], self.redis_shown,
                             [s.tracker.last for s in self.shards])  # fmt: skip
 
-    async def _eval(self, keys: list[str], args: tuple) -> tuple[int, int, int, list]:
+    async def _eval(self, keys: list[str], args: tuple) -> tuple[int, int, int, list, int]:
+        """(written, dups, trades, conflicts, newer epoch in Redis or 0) of one batch."""
         if self.sha is None:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
         try:
@@ -1578,7 +1648,8 @@ class Bridge:
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        return int(res[0]), int(res[1]), int(res[2]), res[3]
+        newer = int(res[4]) if len(res) > 4 else 0
+        return int(res[0]), int(res[1]), int(res[2]), res[3], newer
 
     async def _until_redis(self, call):
         while True:

@@ -346,9 +346,13 @@ class Standby:
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
                  journal: Journal, engine: Any, key: KeyFile | None = None,
-                 ring_size: int = 1 << 20) -> None:  # fmt: skip
+                 ring_size: int = 1 << 20, direct: str | None = None,
+                 keys_dir: str | None = None) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
-        CURVE, trusting only the cluster's server key); None: ``--insecure``."""
+        CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
+        client port this replica serves once it leads, bound meanwhile to answer
+        ``not_leader`` (a CURVE server checked by this process's own ZAP handler when
+        ``keys_dir`` is given, as the leader's is)."""
         import zmq
 
         from shardex.node.shard import EventRing
@@ -379,6 +383,29 @@ class Standby:
         # new leaders' loops for seconds.)
         self.ring_size = ring_size
         self.ring = EventRing(ring_size)
+        # The direct port this replica serves once it leads, bound while it stands by so a
+        # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
+        # a timeout (``serve_clients``). Closed before promotion.
+        self.front: Any = None
+        self.zap: Any = None
+        self.not_leader_refused = 0
+        if direct:
+            front = self.ctx.socket(zmq.ROUTER)
+            front.setsockopt(zmq.LINGER, 0)
+            front.setsockopt(zmq.SNDHWM, 1000)
+            try:
+                if keys_dir:  # secure clients must complete a handshake to hear the refusal
+                    from shardex.auth import DOMAIN_CLIENTS, ZapHandler, server_socket
+
+                    store = KeyStore(keys_dir)
+                    self.zap = ZapHandler(self.ctx, store.registry())
+                    server_socket(front, store.server(), DOMAIN_CLIENTS)
+                front.bind(direct)
+                self.front = front
+            except zmq.ZMQError as exc:
+                front.close(0)
+                log.warning("standby %s cannot bind %s (%s): clients there time out instead "
+                            "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -450,12 +477,23 @@ class Standby:
                         log.warning("lease check failed: %s", exc)
                 next_check = time.monotonic() + wait
             until_check = max(0.0, next_check - time.monotonic())
+            if self.zap is not None:
+                self.zap.serve()
+            if self.front is not None:
+                self.serve_clients()
             if self.sock is None:
-                time.sleep(min(until_check, CHECK_LEASE_S / 2))
+                if self.front is not None:
+                    self.front.poll(int(min(until_check, CHECK_LEASE_S / 2) * 1000) + 1)
+                else:
+                    time.sleep(min(until_check, CHECK_LEASE_S / 2))
                 continue
             if poller is None or poller.sockets[0][0] is not self.sock:
                 poller = self.zmq.Poller()
                 poller.register(self.sock, self.zmq.POLLIN)
+                if self.front is not None:
+                    poller.register(self.front, self.zmq.POLLIN)
+                if self.zap is not None:
+                    poller.register(self.zap.sock, self.zmq.POLLIN)
             if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
                 self.last_sub = now
                 self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
@@ -465,6 +503,55 @@ class Standby:
                 except Diverged as exc:
                     self.start_over(str(exc))
         return False
+
+    def status(self) -> dict[str, Any]:
+        """The standby's state (role, epoch, seq, whom it follows), for its refusals."""
+        leader = self.leader
+        return {
+            "shard": self.lease.shard,
+            "role": "standby",
+            "node": self.node,
+            "epoch": self.journal.read_epoch() if self.epoch is None else self.epoch,
+            "seq": self.engine.seq,
+            "leader": leader.node if leader is not None else None,
+            "leader_epoch": leader.epoch if leader is not None else None,
+            "pid": os.getpid(),
+        }
+
+    def serve_clients(self) -> None:
+        """Answer what waits on the direct port: ``not_leader`` (nothing runs here; the
+        client refreshes its topology and goes to the leader), for reads too: OP_STATUS
+        included, since a status answer is what the bridge (and any poller) takes as "this
+        is the shard's leader" (serving it kept a bridge polling a restarted old leader's
+        port, now a standby's, instead of following the new leader). The refusal says the
+        standby's seq and whom it follows."""
+        from shardex.node.shard import not_leader_reply
+        from shardex.wire.protocol import not_leader_error
+
+        zmq, front = self.zmq, self.front
+        error = None
+        for _ in range(1000):
+            try:
+                frames = front.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 4:  # [client, routing key, request id, payload]
+                continue
+            if error is None:
+                status = self.status()
+                leader = self.leader
+                error = not_leader_error(
+                    max(status["epoch"], leader.epoch if leader is not None else 0),
+                    f"{self.node} is a standby of shard {self.lease.shard} at seq "
+                    f"{status['seq']}; "
+                    + (f"{leader.node} leads (epoch {leader.epoch})" if leader else "no leader"),
+                )
+            self.not_leader_refused += 1
+            try:
+                front.send_multipart([frames[0], frames[2], not_leader_reply(frames[3], error)],
+                                     zmq.NOBLOCK)  # fmt: skip
+            except zmq.ZMQError:
+                pass  # full or gone: that client times out
 
     def _check_lease(self) -> float | None:
         """Look at the lease: take it if it is free and we may (None: we lead now), else
@@ -563,6 +650,12 @@ class Standby:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
+        if self.front is not None:
+            self.front.close(0)  # (before ctx.term: the leader binds the same port next)
+            self.front = None
+        if self.zap is not None:
+            self.zap.close()
+            self.zap = None
         self.ctx.term()
 
 
@@ -610,7 +703,7 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
     # reason (no collector pauses while it acks) and so that promotion is fast: see below.
     gc_off = tune_gc()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
-                      cfg.ring_size)  # fmt: skip
+                      cfg.ring_size, direct=cfg.direct, keys_dir=cfg.keys_dir)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)

@@ -49,10 +49,12 @@ from shardex.wire.protocol import (
     MAX_BATCH_BYTES,
     MAX_FRAME,
     MAX_SYMBOL_LEN,
+    NOT_LEADER,
     OP_HELLO,
     decode_batch,
     encode_batch,
     encode_reply,
+    leader_changed_error,
     shard_for,
     unpackb,
 )
@@ -133,6 +135,11 @@ class Router:
         # older epoch (a deposed leader) is ignored, so its connection is never routed to.
         self.epochs: dict[int, int] = {}
         self.stale_epochs: set[tuple[int, int]] = set()
+        # A leader link that said NOT_LEADER (past its lease deadline): no longer routed to;
+        # its replies still count as its slot's until another link registers for the slot.
+        self.fenced: dict[int, bytes] = {}
+        # replies the last hello produced (``_leader_changed``), for ``from_shard`` to return
+        self.orphans: list[list[bytes]] = []
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * slots
         self.rejected = {
@@ -141,6 +148,7 @@ class Router:
             "malformed": 0,
             "bad_key": 0,
             "unauthenticated": 0,
+            "leader_changed": 0,  # in flight to a deposed leader: answered "may have run"
         }
         self.foreign_replies = 0  # replies from a connection that is not the request's shard
         self.malformed_from_shards = 0  # messages on the backend that are no hello or batch
@@ -256,6 +264,10 @@ class Router:
             return []
         if frames[2] == b"HELLO":
             self.hello(frames[0], frames[3], now, user)
+            orphans, self.orphans = self.orphans, []
+            return orphans
+        if frames[2] == NOT_LEADER:
+            self.not_leader(frames[0])
             return []
         shard = self.shard_of.get(frames[0])
         items = decode_batch(frames[3], BATCH_REPLY_WIDTH) if frames[2] == BATCH else None
@@ -303,6 +315,21 @@ class Router:
         for k, e in stale:
             self._forget(k, e)
         return len(stale)
+
+    def _leader_changed(self, shard: int, now: float, epoch: int) -> list[list[bytes]]:
+        """A newer epoch's leader registered: the deposed leader will never answer what it
+        was sent (it is dead, or fenced: it can acknowledge nothing any more). Each such
+        request gets an answer now instead of its client's timeout, and the answer says the
+        truth: it may have run (the new leader holds everything the old one acknowledged, and
+        maybe more), so the client must ask its fate before sending it again. It starts with
+        ``timeout after`` so that every client, old ones too, reads it as uncertain."""
+        out = []
+        for k, e in [(k, e) for k, e in self.inflight.items() if e[0] == shard]:
+            self._forget(k, e)
+            error = leader_changed_error(max(0.0, now - e[1]), shard, epoch)
+            out.append([k[0], k[1], encode_reply(None, error)])
+        self.rejected["leader_changed"] += len(out)
+        return out
 
     def _shard_restarted(self, shard: int) -> None:
         """A new process took over ``shard``: what the old one held will never be answered."""
@@ -388,6 +415,20 @@ class Router:
             return None
         return self.shards + j if 0 <= j < self.accounts else None
 
+    def not_leader(self, sender: bytes) -> None:
+        """The link we route a slot to says it no longer leads (a replicated leader past its
+        lease deadline): stop routing there, so requests get ``shard unavailable`` at once
+        (retryable, nothing ran) instead of a refusal round trip or a timeout, until a leader
+        registers: the next epoch's, or this one again if its lease comes back (its hello).
+        A NOT_LEADER from any other connection changes nothing."""
+        i = self.shard_of.get(sender)
+        if i is None or self.route_ids[i] != sender:
+            return
+        log.error("ALERT shard %d: its leader link %r says it is not leader any more; answering "
+                  "shard unavailable until a leader registers", i, sender[:32])  # fmt: skip
+        self.route_ids[i] = None
+        self.fenced[i] = sender
+
     def hello(self, sender: bytes, payload: bytes, now: float, user: str | None = None) -> None:
         try:
             op, info = unpackb(payload)
@@ -440,17 +481,23 @@ class Router:
                     "unknown key" if key is None else f"{key.role} key {key.name!r}",
                 )
                 return
-        if epoch is not None and epoch > self.epochs.get(i, 0):
+        deposed = self.epochs.get(i, 0)  # the epoch this hello may take over from (0: none)
+        if epoch is not None and epoch > deposed:
             log.warning("shard %d: leader epoch %d (pid %s)", i, epoch, info.get("pid"))
             self.epochs[i] = epoch
         old = self.topology.get(i)
         moved = self.route_ids[i] != sender
         if moved:  # (secure mode) this connection now serves shard i
             self.shard_of.pop(self.route_ids[i], None)  # type: ignore[arg-type]
+            fenced = self.fenced.pop(i, None)
+            if fenced is not None and fenced != sender:
+                self.shard_of.pop(fenced, None)
             self.route_ids[i] = sender
             self.shard_of[sender] = i
         if old is None or old.get("pid") != info.get("pid") or moved:
-            if old is not None:
+            if old is not None and epoch is not None and deposed and epoch > deposed:
+                self.orphans += self._leader_changed(i, now, epoch)
+            elif old is not None:
                 self._shard_restarted(i)
             log.info(
                 "shard %d registered (pid %s, direct %s, pub %s)",

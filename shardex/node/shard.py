@@ -63,6 +63,7 @@ from shardex.wire.protocol import (
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
     MAX_SYMBOL_LEN,
+    NOT_LEADER,
     OP_BOOK,
     OP_EVENTS,
     OP_FORWARD,
@@ -77,6 +78,7 @@ from shardex.wire.protocol import (
     encode_events,
     encode_reply,
     markets_to_wire,
+    not_leader_error,
     packb,
     quote,
     shard_for,
@@ -416,6 +418,14 @@ def _not_allowed(account: Any) -> str:
     return f"account {shown} not allowed for this key"
 
 
+def not_leader_reply(payload: bytes, error: str) -> bytes:
+    """The reply of a process that does not lead its shard (a standby): ``error`` (a
+    ``not_leader_error``) for every well-formed request, reads too (see
+    ``Standby.serve_clients``); a malformed one gets its own reason."""
+    _, bad = decode_request(payload)
+    return encode_reply(None, bad if bad is not None else error)
+
+
 def _sym(symbol: str) -> str:
     """A symbol as a reason may show it: as is when short and printable, else quoted/cut."""
     return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
@@ -688,6 +698,13 @@ class _NodeCollector:
             )  # fmt: skip
             fam.add_metric(lab, rep.changes)
             yield fam
+            fam = CounterMetricFamily(
+                "shardex_replica_refused_not_leader",
+                "Requests answered not_leader while past the lease deadline (nothing ran)",
+                labels=["shard"],
+            )
+            fam.add_metric(lab, node.refused)
+            yield fam
             fam = GaugeMetricFamily(
                 "shardex_replica_lag", "Seq the standby has not acked yet", labels=["shard", "node"]
             )
@@ -762,6 +779,8 @@ class ShardNode:
         self.malformed = 0
         self.started = time.monotonic()
         self.last_hello = 0.0
+        self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
+        self.refused = 0  # requests answered ``not_leader`` meanwhile
         self.last_resting = 0.0
         self.last_snap = time.monotonic()
         self.last_snap_seq = self.core.engine.seq
@@ -933,8 +952,12 @@ class ShardNode:
             while not self.stop:
                 now = time.monotonic()
                 if self.replica is not None and not self.replica_tick(now):
-                    time.sleep(0.01)  # past our lease deadline: accept and answer nothing
+                    # past our lease deadline: accept nothing, acknowledge nothing; requests
+                    # are answered ``not_leader`` (nothing ran: the client may send them again)
+                    self.refuse(now)
+                    time.sleep(0.01)
                     continue
+                self.fenced = False
                 self.hello(now)
                 if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
                     self.retry_journal(now)
@@ -971,6 +994,54 @@ class ShardNode:
                 send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
             except self.zmq.ZMQError:
                 pass  # EAGAIN: that router is not reading; the next hello will try again
+
+    def refuse(self, now: float) -> None:
+        """A replicated leader past its lease deadline (fenced, or Redis unreachable): every
+        request waiting is answered ``not_leader`` with our epoch (nothing runs; what was
+        admitted before the deadline stays held), and each router is told once that this
+        link stopped leading, so it answers ``shard unavailable`` at once until a leader
+        registers (it re-points on that leader's hello, or on ours if the lease comes back)."""
+        zmq = self.zmq
+        rep = self.replica
+        why = f"{rep.node} led shard {self.core.index} at epoch {rep.epoch}: lease not confirmed"
+        routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
+        direct = encode_reply(None, not_leader_error(rep.epoch, why))
+        for sock in self.sockets:
+            via_router = type(self.box[sock]) is RouterLink
+            for _ in range(1000):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if via_router:
+                    items = None
+                    if len(frames) == 2 and frames[0] == BATCH:
+                        items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
+                    if not items:
+                        continue
+                    out: list[bytes] = []
+                    for i in range(0, len(items), BATCH_REQUEST_WIDTH):
+                        out += (items[i], items[i + 1], routed)
+                    self.refused += len(out) // 3
+                    reply = [b"", BATCH, encode_batch(out)]
+                elif len(frames) == 4:
+                    self.refused += 1
+                    reply = [frames[0], frames[2], direct]
+                else:
+                    continue
+                try:
+                    send_frames(sock, reply)
+                except zmq.ZMQError:
+                    pass  # full or gone: that client times out and asks the order's fate
+        if not self.fenced:
+            self.fenced = True
+            log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as "
+                      "not leader", rep.node, rep.epoch)  # fmt: skip
+            for link in self.links:
+                try:
+                    send_frames(link.sock, [b"", NOT_LEADER, self.hello_msg])
+                except zmq.ZMQError:
+                    pass
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
         """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
@@ -1150,7 +1221,9 @@ class ShardNode:
             self.send_settlements()  # (the writer thread is off with accounts: see __init__)
         if events:
             self.core.ring.extend(events)
-            _publish(self.pub, self.core.index, events)
+            # a replicated leader stamps its epoch (the bridge drops a deposed one's)
+            _publish(self.pub, self.core.index, events,
+                     self.replica.epoch if self.replica is not None else None)  # fmt: skip
             events.clear()
 
     def journal_done(self) -> None:
@@ -1406,8 +1479,9 @@ def run_shard(cfg: ShardConfig) -> None:
     node.run()
 
 
-def _publish(pub: Any, shard: int, events: list[Event]) -> None:
-    """One PUB message per symbol per batch (topic = symbol), events in seq order."""
+def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:
+    """One PUB message per symbol per batch (topic = symbol), events in seq order; ``epoch``:
+    a replicated leader's, carried in each message (None: the 3-field form of before)."""
     import zmq
 
     groups: dict[str, list[Event]] = {}
@@ -1419,6 +1493,6 @@ def _publish(pub: Any, shard: int, events: list[Event]) -> None:
             g.append(ev)
     for symbol, evs in groups.items():
         try:
-            pub.send_multipart([symbol.encode(), encode_events(shard, evs)], zmq.NOBLOCK)
+            pub.send_multipart([symbol.encode(), encode_events(shard, evs, epoch)], zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq

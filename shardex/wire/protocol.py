@@ -301,7 +301,18 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 #              (``overloaded``, ``shard unavailable``, ``malformed payload: ...``) in which case
 #              ``results`` is None; otherwise one result per command, in order: the command's
 #              event tuples for writes, a map for reads.
-# events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order.
+# events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order; a
+#              replicated shard's leader appends its epoch: [VERSION, shard, [event, ...], epoch]
+#              (issue 15; additive: a single-process shard sends the 3-field form, as before).
+#
+# Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
+# fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
+# reads included, with the batch error ``not_leader_error`` (code ``not_leader``, with its
+# epoch): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
+# through a router. A fenced leader also tells each router once, on its link:
+#   shard → router:  ["", NOT_LEADER, msgpack (OP_HELLO, info)]  (this link stopped leading)
+# When a newer epoch's leader registers, the router answers the requests still in flight to
+# the deposed one with ``leader_changed_error`` (``timeout after ...``: they may have run).
 #
 # Router ⇄ shard link (smart batching): per wake-up the router merges the requests it forwards
 # to one shard into one message, and the shard answers a wake-up's requests from one router in one
@@ -345,6 +356,39 @@ ERR_JOURNAL = "journal unavailable"  # prefix of the batch error while the journ
 
 ERR_OVERLOADED = "overloaded"
 ERR_UNAVAILABLE = "shard unavailable"
+ERR_NOT_LEADER = "not leader"  # (a standby or fenced leader: nothing ran; see above)
+NOT_LEADER = b"NOTLEADER"  # shard → router: this link no longer leads its shard
+_NOT_LEADER_RE = re.compile(r"not leader \(epoch (\d+)\)")
+
+
+def not_leader_error(epoch: int, why: str, routed: bool = False) -> str:
+    """The batch error of a request that reached a process not leading its shard (nothing
+    ran: safe to send again to the leader). ``routed``: it came through a router, so the
+    client sees the router's retryable ``shard unavailable`` (the router re-points when the
+    new leader registers). Short: ``decode_reply`` keeps 200 chars of an error."""
+    text = f"{ERR_NOT_LEADER} (epoch {epoch}): {why}"[:180]
+    return f"{ERR_UNAVAILABLE}: {text}" if routed else text
+
+
+def leader_changed_error(age: float, shard: int, epoch: int) -> str:
+    """The router's answer to a request that was in flight to a leader deposed by ``epoch``
+    (it will never answer): the request may have run, ask its fate before sending it again.
+    Starts with ``timeout after`` (what the client would otherwise have waited for), which
+    every client, old ones too, reads as an open outcome."""
+    return (
+        f"timeout after {age:.1f}s at the router: shard {shard} changed leader (epoch {epoch}) "
+        "while the request was in flight; it may have run: ask its fate"
+    )
+
+
+def not_leader_epoch(error: Any) -> int | None:
+    """The epoch a ``not_leader_error`` carries (the refusing process's), or None when
+    ``error`` is not one."""
+    if type(error) is not str:
+        return None
+    m = _NOT_LEADER_RE.search(error)
+    return int(m.group(1)) if m else None
+
 
 _packer = msgpack.Packer(use_bin_type=True)
 packb = _packer.pack
@@ -525,15 +569,27 @@ def decode_reply(payload: bytes) -> tuple[str | None, Any]:
     return None, results
 
 
-def encode_events(shard: int, events: list[Event]) -> bytes:
-    return packb((VERSION, shard, events))
+def encode_events(shard: int, events: list[Event], epoch: int | None = None) -> bytes:
+    """A PUB payload; ``epoch`` (a replicated leader's) is appended only when given, so a
+    single-process shard's messages keep the 3-field form older subscribers read."""
+    if epoch is None:
+        return packb((VERSION, shard, events))
+    return packb((VERSION, shard, events, epoch))
 
 
 def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
-    version, shard, events = unpackb(payload)
+    return decode_events_epoch(payload)[:2]  # type: ignore[return-value]
+
+
+def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | None]:
+    """A PUB payload → (shard, events, the publisher's epoch or None when it sent none)."""
+    msg = unpackb(payload)
+    if type(msg) is not tuple or len(msg) not in (3, 4):
+        raise ValueError("expected [version, shard, events(, epoch)] in events")
+    version, shard, events = msg[:3]
     if version != VERSION:
         raise ValueError(f"unsupported protocol version {version!r} in events")
-    return shard, events
+    return shard, events, (msg[3] if len(msg) == 4 else None)
 
 
 def encode_batch(items: list[bytes]) -> bytes:
