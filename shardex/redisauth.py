@@ -85,6 +85,8 @@ BRIDGE_COMMANDS = (
     "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN, each ACL-checked)
     "+script|load",  # load that script (first use, after a server restart)
     "+xadd",
+    "+get",  # the write script's epoch fence: GET, then SET a newer epoch, then XADD
+    "+set",
     "+xrange",
     "+xrevrange",  # resume: the last entry written per shard
     "+xlen",
@@ -130,7 +132,14 @@ LEASE_COMMANDS = (
     "+select",
 )
 RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS, "lease": LEASE_COMMANDS}
-PATTERNS = {"bridge": KEY_PATTERN, "reader": KEY_PATTERN, "lease": LEASE_KEY_PATTERN}
+# The bridge writes the event, trade and balance streams and each shard's epoch key
+# (``shardex:events:I:epoch``, the write script's fence); never the lease's keys.
+BRIDGE_KEY_PATTERNS = ("~shardex:events:*", "~shardex:trades:*", "~shardex:balances:*")
+PATTERNS = {
+    "bridge": BRIDGE_KEY_PATTERNS,
+    "reader": (KEY_PATTERN,),
+    "lease": (LEASE_KEY_PATTERN,),
+}
 
 
 class RedisAuthError(Exception):
@@ -194,7 +203,7 @@ class RedisUsers:
             "reset",
             "on",
             f"#{_hash(self.password(user))}",
-            PATTERNS[user],
+            *PATTERNS[user],
             "resetchannels",
             "-@all",
             *RULES[user],

@@ -225,7 +225,13 @@ def test_bridge_user_writes_shardex_keys_only(acl_redis):
     assert b.xadd("shardex:events:0", {"seq": "1"}, id="1-0") == "1-0"
     assert b.xrevrange("shardex:events:0", count=1)[0][0] == "1-0"
     assert b.xlen("shardex:events:0") == 1
-    assert "no permissions" in refused(lambda: b.set("foo", "1"))
+    assert "permissions" in refused(lambda: b.set("foo", "1"))
+    # the epoch fence key of the write script: GET/SET there, but never on the lease's keys
+    assert b.set("shardex:events:0:epoch", "1") and b.get("shardex:events:0:epoch") == "1"
+    for call in (lambda: b.set("shardex:lease:0", "1|evil|tcp://x:1"),
+                 lambda: b.get("shardex:lease:0"), lambda: b.xadd("shardex:lease:0", {"a": "1"}),
+                 lambda: b.set("shardex:other", "1")):  # fmt: skip
+        assert "permissions" in refused(call)
     assert "permissions" in refused(lambda: b.xadd("other:x", {"a": "1"}))
     assert "permissions" in refused(lambda: b.xrange("other:x"))
     for call in (lambda: b.delete("shardex:events:0"), lambda: b.xtrim("shardex:events:0", 0),
@@ -290,7 +296,7 @@ def test_acl_file_form_is_accepted(tmp_path):
         server = AclRedis(binary, users, work, aclfile=True)
         try:
             assert stat.S_IMODE((work / "users.acl").stat().st_mode) == 0o600
-            assert server.client("bridge").xadd("shardex:x", {"a": "1"})
+            assert server.client("bridge").xadd("shardex:events:x", {"a": "1"})
             assert "no permissions" in refused(lambda s=server: s.client("reader").xadd(
                 "shardex:x", {"a": "1"}))  # fmt: skip
             with pytest.raises(redis.exceptions.AuthenticationError):
