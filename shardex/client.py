@@ -1686,6 +1686,8 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
             f"{a:<6} balances+fees {have * unit}  deposits-withdrawals {owed * unit}  "
             f"fees {t.get('fees', 0) * unit}  trade inflow {t.get('flow', 0) * unit}  "
             f"{'ok' if good else 'VIOLATION'}"
+            + ("" if have == owed else f" (difference {(have - owed) * unit}: money "
+               f"{'appeared' if have > owed else 'disappeared'})")  # fmt: skip
         )
     lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     return lines, ok

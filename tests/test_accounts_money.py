@@ -649,6 +649,7 @@ def test_live_audit_exits_1_naming_the_asset_when_money_appears():
         usd = [ln for ln in bad.stdout.splitlines() if ln.startswith("USD")]
         assert len(usd) == 1 and "VIOLATION" in usd[0], bad.stdout
         assert "105" in usd[0] and "100" in usd[0] and "inflow 5" in usd[0], usd[0]
+        assert "difference 5" in usd[0] and "money appeared" in usd[0], usd[0]
         assert "audit: FAILED" in bad.stdout
         btc = [ln for ln in bad.stdout.splitlines() if ln.startswith("BTC")]
         assert btc and btc[0].endswith("ok")  # only the asset that was forged is named
