@@ -180,3 +180,30 @@ def test_kill9_account_and_engine_shard_mid_flow():
             assert all(sh.get("anomalies") == 0 for sh in c.audit())
     finally:
         cl.stop()
+
+
+def test_a_cancel_sent_after_the_place_reply_never_overtakes_its_order(cluster):
+    """The place reply means "held and forwarded"; the cancel takes the short path (router →
+    engine shard). The forward must already be on its way, and the engine shard must read its
+    account links before client requests, so the cancel finds the order. Before: the account
+    shard answered clients before it sent the forwards, and the engine shard read client
+    requests first, so a cancel right after the reply was now and then refused as unknown
+    (README's example failed in CI that way)."""
+    with _client(cluster) as c:
+        assert c.deposit("erin", "USD", "1000000", ref="t-overtake").ok
+        ids = [f"erin-{k}" for k in range(300)]
+        results = c.submit_many(
+            [c.order("BTC-USD", "buy", "1", str(100 + k % 50), account="erin", id=oid)
+             for k, oid in enumerate(ids)],  # fmt: skip
+            batch=100,
+            window=8,
+        )
+        assert all(r.ok for r in results), [r.reason for r in results if not r.ok][:3]
+        cancels = c.submit_many(
+            [{"op": "cancel", "symbol": "BTC-USD", "id": oid, "account": "erin"} for oid in ids],
+            batch=100,
+            window=8,
+        )
+        refused = [(oid, r.reason) for oid, r in zip(ids, cancels, strict=True) if not r.ok]
+        assert not refused, f"{len(refused)} cancels overtook their orders: {refused[:3]}"
+        _wait(_settled(c, "erin", {"USD": (D("1000000.00"), D(0))}), "every hold released")

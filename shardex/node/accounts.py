@@ -705,7 +705,7 @@ class AccountNode:
                     self.counts["settlements"] += 1
 
     def flush(self) -> None:
-        """Group commit, then replies, forwards, answers to HAVE and SYNCs for gaps."""
+        """Group commit, then forwards, replies, answers to HAVE and SYNCs for gaps."""
         handler = self.handler
         try:
             handler.journal.commit()
@@ -718,11 +718,6 @@ class AccountNode:
         if handler.journal_down is not None:
             log.warning("journal of account shard %d writes again", self.cfg.index)
             handler.journal_down = None
-        for link, frames in self.replies:
-            link.send(frames)
-        self.replies.clear()
-        for link in self.links:
-            link.commit()
         per: dict[int, list[tuple]] = {}
         if self.out:
             self.publish(self.out)
@@ -739,6 +734,14 @@ class AccountNode:
         for i, fwds in per.items():
             self.counts["forwards"] += len(fwds)
             self._send_fwd(i, fwds)
+        # Replies only after the forwards: "ok" means held and forwarded, and a client may
+        # cancel at once along the short path (router → engine shard); the forward must be
+        # on its link before the client can even know the order exists.
+        for link, frames in self.replies:
+            link.send(frames)
+        self.replies.clear()
+        for link in self.links:
+            link.commit()
         if self.haves:
             haves, self.haves = self.haves, {}
             for i, have in haves.items():

@@ -976,9 +976,9 @@ class ShardNode:
                 if ready:
                     if self.zap is not None:
                         self.zap.serve()
+                    if self.alink is not None:  # forwards before client requests: a cancel
+                        self.from_accounts()  # sent after its order's "ok" must find it here
                     self.dispatch(self.drain(), now)
-                    if self.alink is not None:
-                        self.from_accounts()
                     self.flush()
                 self.housekeeping(now)
         finally:
