@@ -105,17 +105,33 @@ def wait_listening(ports: list[int], timeout: float = 20.0, proc=None) -> None:
         time.sleep(0.05)
 
 
-def wait_for_cluster(layout: Layout, timeout: float = 20.0, key: Path | None = None) -> dict:
+class ClusterExited(RuntimeError):
+    """``shardex up`` ended while the test waited for it (the message: its output's tail)."""
+
+
+def wait_for_cluster(
+    layout: Layout, timeout: float = 20.0, key: Path | None = None, proc=None, log=None
+) -> dict:
     """The topology once every shard registered; ``key``: the admin key file to ask with (it
-    appears once ``shardex up`` created the cluster's keys), None for an insecure cluster."""
+    appears once ``shardex up`` created the cluster's keys), None for an insecure cluster.
+    ``proc``/``log``: the ``shardex up`` process and its output file, so that a cluster that
+    refused to start (say, ports taken meanwhile by another process) is reported at once."""
     deadline = time.monotonic() + timeout
     last: object = None
+
+    def exited() -> None:
+        if proc is not None and proc.poll() is not None:
+            tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
+            raise ClusterExited(f"shardex up exited with {proc.returncode}: {tail}")
+
     while key is not None and not key.exists():
+        exited()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no admin key {key} within {timeout}s")
         time.sleep(0.05)
     with Client(layout.frontend, timeout=0.5, key=key or False) as c:
         while time.monotonic() < deadline:
+            exited()
             try:
                 info = c.topology()
                 if all(t.get("pid") for t in info["topology"]):
@@ -153,40 +169,48 @@ class Cluster:
         # explicit either way: ``shardex up``'s default is one account shard, and most tests
         # exercise the engine path without funds
         extra = ("--accounts", str(accounts), *extra)
-        self.layout = free_layout(shards, routers, accounts)
         self.own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="shardex-data-")
         self.keys_dir: Path | None = None if insecure else Path(self.data_dir) / "keys"
         # the admin key ``shardex up`` creates on first start (None: insecure cluster)
         self.key: Path | None = None if insecure else self.keys_dir / "admin.key"
-        self.log_path = LOG_DIR / f"shardex-test-{self.layout.base_port}.log"
-        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
-        _TEST_LOGS.append(self.log_path)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shardex.cli",
-                "up",
-                "--shards",
-                str(shards),
-                "--base-port",
-                str(self.layout.base_port),
-                "--no-pin",
-                "--data-dir",
-                self.data_dir,
-                *extra,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        try:
-            self.info = wait_for_cluster(self.layout, key=self.key)
-        except Exception:
-            self.stop()
-            raise
+        for attempt in range(3):  # free ports can be taken between the check and the bind
+            self.layout = free_layout(shards, routers, accounts)
+            self.log_path = LOG_DIR / f"shardex-test-{self.layout.base_port}.log"
+            self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
+            _TEST_LOGS.append(self.log_path)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "shardex.cli",
+                    "up",
+                    "--shards",
+                    str(shards),
+                    "--base-port",
+                    str(self.layout.base_port),
+                    "--no-pin",
+                    "--data-dir",
+                    self.data_dir,
+                    *extra,
+                ],
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+            try:
+                self.info = wait_for_cluster(
+                    self.layout, key=self.key, proc=self.proc, log=self.log_path
+                )
+                return
+            except ClusterExited as exc:
+                self.stop()
+                if "ports already in use" not in str(exc) or attempt == 2:
+                    raise
+            except Exception:
+                self.stop()
+                raise
 
     @property
     def endpoint(self) -> str:
