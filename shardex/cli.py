@@ -1139,12 +1139,24 @@ def _print_endpoints(
             f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}"
             f"   metrics http://{layout.host}:{layout.shard_metrics_port(i)}/metrics"
         )
+    for j in range(layout.accounts):
+        lines.append(
+            f"  accounts {j:<3} direct {layout.account_direct(j)}   balances (PUB) "
+            f"{layout.account_pub(j)}   metrics "
+            f"http://{layout.host}:{layout.account_metrics_port(j)}/metrics"
+        )
+    if layout.accounts:
+        lines.append(
+            "  money first        shardex deposit ACCOUNT ASSET AMOUNT (orders hold funds; "
+            "--accounts 0: no account tier)"
+        )
     if redis_url:
         from shardex.redisauth import mask_url
 
         lines.append(
             f"  redis (events)     {mask_url(redis_url)}   streams shardex:events:<shard>, "
             "shardex:trades:<SYMBOL>"
+            + (", shardex:balances:<account shard>" if layout.accounts else "")
         )
         if keys and redis_url == layout.redis_url:
             lines.append(
@@ -1619,18 +1631,21 @@ def status(
     as_json: bool,
     key_file: str | None,
 ) -> None:
-    """Show every shard's status: seq, resting orders, backlog, uptime."""
+    """Show every shard's status: seq, resting orders, backlog, uptime; and every account
+    shard's: seq, accounts, open orders, link gaps, anomalies, journal."""
     from shardex.client import ShardexError
 
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             topo = c.topology()
             shards = c.status()
+            accounts = c.account_status()
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({"router": topo, "shards": shards, "secure": secure}, default=str))
+        click.echo(json.dumps({"router": topo, "shards": shards, "accounts": accounts,
+                               "secure": secure}, default=str))  # fmt: skip
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -1660,6 +1675,20 @@ def status(
                 f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
                 + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
             )
+    if accounts:  # the account tier (issue 14)
+        click.echo(
+            f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "
+            f"{'commands':>10} {'gaps':>5} {'anomal.':>7} journal"
+        )
+    for st in accounts:
+        if "error" in st:
+            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            continue
+        click.echo(
+            f"{st['account_shard']:>5} {'up':<7} {st['seq']:>10} {st['accounts']:>9} "
+            f"{st['open_orders']:>8} {st['commands']:>10} {st['gaps']:>5} "
+            f"{st['anomalies']:>7} {st['journal']}"
+        )
 
 
 def _s(v: Any) -> str:

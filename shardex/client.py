@@ -1163,11 +1163,20 @@ class Client(ClientCore):
         """Every account shard's books (integer units) for ``audit_report``; a shard that
         cannot answer is an ``{"shard": j, "error": ...}`` entry."""
         self._need_accounts()
+        return self._each_account_shard(OP_AUDIT)
+
+    def account_status(self) -> list[dict[str, Any]]:
+        """Every account shard's status (seq, accounts, open orders, link state, journal);
+        ``[]`` on a cluster without the account tier."""
+        self._ready(markets=False)
+        return self._each_account_shard(OP_STATUS)
+
+    def _each_account_shard(self, op: int) -> list[dict[str, Any]]:
         out = []
         for j in range(self.accounts):
             try:
                 raw = self.read_result(
-                    *self._request(self._router, f"%{j}".encode(), (OP_AUDIT,), ""),
+                    *self._request(self._router, f"%{j}".encode(), (op,), ""),
                     f"account shard {j}",
                 )
             except ShardexError as exc:
@@ -1417,10 +1426,18 @@ class AsyncClient(ClientCore):
     async def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books for ``audit_report`` (as ``Client.audit``)."""
         await self._need_accounts()
+        return await self._each_account_shard(OP_AUDIT)
+
+    async def account_status(self) -> list[dict[str, Any]]:
+        """Every account shard's status (as ``Client.account_status``)."""
+        await self._ready(markets=False)
+        return await self._each_account_shard(OP_STATUS)
+
+    async def _each_account_shard(self, op: int) -> list[dict[str, Any]]:
         out = []
         for j in range(self.accounts):
             try:
-                reply = await self._request(self._router, f"%{j}".encode(), [(OP_AUDIT,)], "")
+                reply = await self._request(self._router, f"%{j}".encode(), [(op,)], "")
                 raw = self.read_result(*reply, f"account shard {j}")
             except ShardexError as exc:
                 raw = {"shard": j, "error": str(exc)}

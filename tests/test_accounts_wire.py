@@ -129,6 +129,22 @@ def test_audit_cli_exit_code(cluster):
     assert "audit: ok (2 account shards)" in out.stdout
 
 
+def test_status_shows_the_account_shards(cluster):
+    env = {**os.environ, "SHARDEX_KEY": str(cluster.key)}
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "status", "--endpoint", cluster.endpoint],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines()]
+    acct = rows.index(["acct", "state", "seq", "accounts", "open", "commands", "gaps",
+                       "anomal.", "journal"])  # fmt: skip
+    assert [r[:2] for r in rows[acct + 1 : acct + 3]] == [["0", "up"], ["1", "up"]], out.stdout
+    assert all(r[-1] == "ok" for r in rows[acct + 1 : acct + 3]), out.stdout
+    with _client(cluster) as c:
+        assert [st["account_shard"] for st in c.account_status()] == [0, 1]
+
+
 def test_audit_report_flags_a_violation():
     good = {"shard": 0, "integrity": "ok", "units": {"USD": "0.01"}, "balances": {"USD": 100},
             "fees": {"USD": 1}, "deposited": {"USD": 101}, "withdrawn": {}, "flow": {}}  # fmt: skip

@@ -500,8 +500,8 @@ class Router:
             elif old is not None:
                 self._shard_restarted(i)
             log.info(
-                "shard %d registered (pid %s, direct %s, pub %s)",
-                i,
+                "%s registered (pid %s, direct %s, pub %s)",
+                f"shard {i}" if i < self.shards else f"account shard {i - self.shards}",
                 info.get("pid"),
                 info.get("direct"),
                 info.get("pub"),
