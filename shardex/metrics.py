@@ -183,6 +183,9 @@ def prometheus_config(layout: Any, interval: str = "5s") -> str:
     routers = ", ".join(
         f"'{host}:{layout.router_metrics(j)}'" for j in range(getattr(layout, "routers", 1))
     )
+    accounts = ", ".join(
+        f"'{host}:{layout.account_metrics_port(j)}'" for j in range(getattr(layout, "accounts", 0))
+    )
     return f"""# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).
 global:
   scrape_interval: {interval}
@@ -197,4 +200,11 @@ scrape_configs:
   - job_name: shardex-bridge
     static_configs:
       - targets: ['{host}:{layout.bridge_metrics_port}']
+""" + (
+        f"""  - job_name: shardex-accounts
+    static_configs:
+      - targets: [{accounts}]
 """
+        if accounts
+        else ""
+    )

@@ -112,7 +112,9 @@ def test_loadgen_bad_endpoint_and_bad_options_are_clear_errors():
 
 
 def test_grafana_files_are_consistent():
-    assert (ROOT / "grafana" / "prometheus.yml").read_text() == prometheus_config(Layout(shards=4))
+    # the default `shardex up` layout for 4 shards (one account shard: the tier is on by default)
+    expected = prometheus_config(Layout(shards=4, accounts=1))
+    assert (ROOT / "grafana" / "prometheus.yml").read_text() == expected
     dash = json.loads(DASHBOARD.read_text())
     text = DASHBOARD.read_text()
     assert "${DS_" not in text and "__inputs" not in dash
@@ -171,7 +173,7 @@ def _prometheus_or_skip() -> str:
 
 def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path):
     exe = _prometheus_or_skip()
-    cluster = Cluster(2, redis="embedded")
+    cluster = Cluster(2, redis="embedded", accounts=1)  # as `shardex up`: the account tier on
     prom = None
     load = None
     try:
