@@ -339,9 +339,14 @@ class Standby:
     the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
-                 journal: Journal, engine: Any, key: KeyFile | None = None) -> None:  # fmt: skip
+                 journal: Journal, engine: Any, key: KeyFile | None = None,
+                 machine: Any = None) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
-        CURVE, trusting only the cluster's server key); None: ``--insecure``."""
+        CURVE, trusting only the cluster's server key); None: ``--insecure``. ``machine``:
+        the journal's state machine when it is not the plain engine (with the account tier a
+        ``SettledEngineFactory``: the standby then replays the leader's forward records into
+        the same inbox, settlement feed and rings, so a promoted standby re-sends exactly the
+        settlements the old leader would have); ``journal`` must have been made with it."""
         import zmq
 
         self.zmq = zmq
@@ -362,6 +367,7 @@ class Standby:
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
         self.key = key
+        self.machine = machine
         self.refused = Refusals(f"standby {self.node}")
 
     def check_divergence(self) -> None:
@@ -383,7 +389,7 @@ class Standby:
                   self.node, why, aside)  # fmt: skip
         shutil.move(self.journal_dir, aside)
         os.makedirs(self.journal_dir, exist_ok=True)
-        self.journal = Journal(self.journal_dir, self.markets, fsync=self.fsync)
+        self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine)
         self.engine = self.journal.recover().engine
         if self.sock is not None:
             self.last_sub = 0.0
@@ -522,6 +528,9 @@ class Standby:
                 before = engine.seq
                 engine.apply(cmd, out)
                 journal.add(before, cmd)
+            outgoing = getattr(engine, "outgoing", None)
+            if outgoing:  # (a settled engine: the rings keep them for re-sending once we
+                outgoing.clear()  # lead; a standby sends no settlement itself)
             self.applied += 1
             applied = True
             if seq1 and engine.seq != seq1:
@@ -535,6 +544,14 @@ class Standby:
         if self.sock is not None:
             self.sock.close(0)
         self.ctx.term()
+
+
+def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
+    """A replica's journal: of the plain engine, or of ``machine`` (the account tier's
+    ``SettledEngineFactory``)."""
+    if machine is None:
+        return Journal(journal_dir, markets, fsync=fsync)
+    return Journal(journal_dir, markets, fsync=fsync, machine=machine)
 
 
 def replica_dir(data_dir: str, index: int, replica: int) -> str:
@@ -569,11 +586,19 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     if cfg.keys_dir:
         key = KeyStore(cfg.keys_dir).process_key(f"shard-{cfg.index}", "shard", cfg.index)
     lease = Lease(r, cfg.index, node, repl_endpoint)
-    journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
+    machine = None
+    if cfg.accounts:  # the same machine the leader journals (``ShardNode.recover``)
+        from shardex.accounts.machines import SettledEngineFactory
+
+        machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards)
+    journal = open_journal(cfg.journal_dir, cfg.markets, cfg.fsync, machine)
     engine = journal.recover().engine
+    if getattr(engine, "outgoing", None):  # replayed settlements: the rings keep them, and
+        engine.outgoing.clear()  # the account shards' SYNCs get them once we lead
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
-    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key)
+    standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
+                      machine)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)

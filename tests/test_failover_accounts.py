@@ -1,0 +1,420 @@
+"""Failover with the account tier (issue 15 item 4 × issue 14): replicated engine shards under
+funded load, account shards following the leader.
+
+Real processes (``shardex up --replicas 2 --accounts 1``, secure as by default: CURVE keys, the
+lease and the bridge as Redis ACL users), the embedded Redis, the real bridge. The engine shard
+runs as two replicas; the account shard is one process whose link connects to both and follows
+whichever leads. What must hold after kill -9 or SIGSTOP of the engine leader:
+
+* every order the account shard acknowledged (held and forwarded) is in the new leader's
+  journal, once (a forward lost on the way to a dead or paused leader is re-sent through
+  SYNC/HAVE; the link is sequenced and idempotent);
+* the settlements the account shard applied are exactly the ones the new leader's own history
+  produces (replayed from its journal): none the deposed leader made and the standby never had,
+  none twice, none missing (the high-watermark rule for settlements);
+* ``shardex audit`` passes (conservation, held == what open orders can cost);
+* the balances stream in Redis holds exactly the account shard's balance and fee events, in seq
+  order, each once.
+
+The release rule itself is also checked on one process with a stand-in replicator (no
+timing): a batch's settlements and SYNC re-sends never leave before the standby acked it.
+Nothing here asserts time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import zmq
+from conftest import ROOT, Cluster
+from test_accounts_stream import _converged
+
+from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
+from shardex.accounts.machines import SettledEngineFactory
+from shardex.client import Client, audit_report
+from shardex.engine.codes import OP_NEW
+from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.journal import read_commands
+from shardex.layout import Layout
+from shardex.node.replica import replica_dir
+from shardex.node.supervisor import port_free
+from shardex.redisauth import RedisUsers
+from shardex.wire.protocol import LINK_FWD, LINK_SETTLE, LINK_SYNC, OP_FORWARD, packb, unpackb
+
+pytestmark = pytest.mark.timeout(120)
+SYMBOL = "BTC-USD"
+TRADERS = [f"t{k}" for k in range(4)]
+SETTLEMENTS = (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED)
+
+
+class AccountsPair(Cluster):
+    """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, "--replicas", "2", accounts=1, redis="embedded")
+        try:
+            self.wait_isr(2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def admin(self, **kw: Any) -> Client:
+        return self.client(timeout=3.0, **kw)
+
+    def leader(self) -> dict[str, Any]:
+        with self.admin() as c:
+            return c.status()[0]
+
+    def wait_isr(self, members: int, not_pid: int | None = None, timeout: float = 20.0) -> dict:
+        """The leader's status once its in-sync set has ``members`` nodes (and, with
+        ``not_pid``, once a process other than that one leads)."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        with self.admin() as c:
+            while time.monotonic() < deadline:
+                last = c.status()[0]
+                if len(last.get("isr", [])) == members and last.get("pid") != not_pid:
+                    return last
+                time.sleep(0.1)
+        raise TimeoutError(f"in-sync set never reached {members}: {last}")
+
+    def account_status(self, c: Client) -> dict[str, Any]:
+        from shardex.wire.protocol import OP_STATUS
+
+        return c.read_result(*c._request(c._router, b"%0", (OP_STATUS,), ""), "account shard 0")
+
+    def redis(self) -> redis.Redis:
+        assert self.keys_dir is not None
+        url = RedisUsers.ensure(self.keys_dir).url(self.layout.redis_url, "reader")
+        return redis.Redis.from_url(url)
+
+
+@pytest.fixture
+def apair() -> Any:
+    c = AccountsPair()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _fund(c: Client) -> None:
+    for t in TRADERS:
+        assert c.deposit(t, "USD", "1000000", ref=f"{t}-usd").ok
+        assert c.deposit(t, "BTC", "1000", ref=f"{t}-btc").ok
+
+
+class FundedLoad:
+    """Crossing orders one after another (trades, so settlements flow), and cancels of what
+    rests; records the ids the account shard acknowledged (held and forwarded)."""
+
+    def __init__(self, cluster: AccountsPair, tag: str) -> None:
+        self.cluster = cluster
+        self.tag = tag
+        self.acked: list[str] = []
+        self.sent = 0
+        self.errors = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with self.cluster.admin() as c:
+            k = 0
+            while not self.stopping.is_set():
+                k += 1
+                t = TRADERS[k % len(TRADERS)]
+                side = "buy" if k % 2 else "sell"
+                oid = f"{self.tag}{k}"
+                r = c.place(SYMBOL, side, "0.01", str(100 + k % 5), account=t, id=oid)
+                self.sent += 1
+                if r.error is None and r.ok:
+                    self.acked.append(oid)
+                else:
+                    self.errors += 1
+                if k % 7 == 0:  # a cancel straight to the engine shard (may be gone: filled)
+                    c.cancel(SYMBOL, oid, account=t)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(15)
+
+
+def _engine_history(path: str) -> tuple[int, list[str], list[bytes]]:
+    """Replay an engine replica's journal (read-only) through the account tier's machine:
+    its seq (checking one contiguous history), the ids of the forwarded orders, and the
+    settlements it produced for account shard 0 (packed, to compare exactly)."""
+    machine = SettledEngineFactory(0, 1, 1).new(DEFAULT_MARKETS)
+    ids: list[str] = []
+    last_record = None
+    for seq, cmd in read_commands(path):
+        if seq != last_record:
+            assert seq == machine.seq, f"record at seq {seq} after seq {machine.seq}: a gap"
+            last_record = seq
+        machine.apply(cmd, [])
+        if cmd[0] == OP_FORWARD and type(cmd[4]) is tuple and cmd[4][0] == OP_NEW:
+            ids.append(cmd[4][2])
+    return machine.seq, ids, [packb(m) for j, m in machine.outgoing if j == 0]
+
+
+def _account_settlements(path: str) -> list[bytes]:
+    """The settlements account shard 0 journaled (it journals only what it applies)."""
+    return [packb(cmd) for _, cmd in read_commands(path)
+            if cmd[0] in SETTLEMENTS and cmd[1] == 0]  # fmt: skip
+
+
+def _check_consistent(cluster: AccountsPair, acked: list[str], timeout: float = 30.0) -> dict:
+    """Wait until the tiers agree, then check everything the module docstring promises."""
+    data = cluster.data_dir
+    deadline = time.monotonic() + timeout
+    why = ""
+    while True:
+        leader = cluster.leader()
+        node = leader.get("node", "")
+        path = replica_dir(data, 0, int(node[-1])) if node else ""
+        seq, ids, want = _engine_history(path) if path else (0, [], [])
+        got = _account_settlements(os.path.join(data, "accounts-0"))
+        with cluster.admin() as c:
+            lines, ok = audit_report(c.audit())
+        missing = set(acked) - set(ids)
+        if not missing and got == want and ok and seq == leader.get("seq"):
+            break
+        why = (f"missing {len(missing)} acked orders, settlements applied {len(got)} vs "
+               f"produced {len(want)} (equal: {got == want}), audit ok: {ok}, replayed seq "
+               f"{seq} vs leader {leader.get('seq')}; " + "; ".join(lines))  # fmt: skip
+        if time.monotonic() > deadline:
+            # a prefix is the only allowed difference while converging; anything else is
+            # a settlement the new leader never made
+            assert got == want[: len(got)], "the account shard applied a settlement the " \
+                "leader's history does not hold"  # fmt: skip
+            raise AssertionError(f"the tiers did not converge: {why}")
+        assert got == want[: len(got)], "the account shard applied a settlement the leader's " \
+            "history does not hold (or one twice)"  # fmt: skip
+        time.sleep(0.3)
+    assert len(ids) == len(set(ids)), "an order was forwarded to the engine twice"
+    assert want, "no settlement flowed: the test proves nothing"
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "audit", "--endpoint", cluster.endpoint,
+         *cluster.key_args()],
+        capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _converged(cluster, cluster.redis(), 1, timeout=20.0)  # type: ignore[arg-type]
+    return leader
+
+
+def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
+    with apair.admin() as c:
+        _fund(c)
+    first = apair.leader()
+    load = FundedLoad(apair, "k")
+    try:
+        time.sleep(1.5)
+        before = len(load.acked)
+        os.kill(first["pid"], signal.SIGKILL)
+        second = apair.wait_isr(1, not_pid=first["pid"])  # the standby leads (alone, at first)
+        time.sleep(2.0)  # funded orders go on against the new leader
+    finally:
+        load.stop()
+    assert before, "no order was acknowledged before the kill"
+    assert second["epoch"] > first["epoch"]
+    assert len(load.acked) > before, "no order was acknowledged after the kill"
+    leader = _check_consistent(apair, load.acked)
+    assert leader["pid"] != first["pid"]
+    # the killed replica comes back (the supervisor), catches up and rejoins
+    apair.wait_isr(2)
+
+
+def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair) -> None:
+    with apair.admin() as c:
+        _fund(c)
+    first = apair.leader()
+    load = FundedLoad(apair, "s")
+    try:
+        time.sleep(1.0)
+        os.kill(first["pid"], signal.SIGSTOP)
+        try:
+            apair.wait_isr(1, not_pid=first["pid"])
+            time.sleep(1.5)
+        finally:
+            os.kill(first["pid"], signal.SIGCONT)  # it is past its deadline: fenced
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    assert load.acked
+    _check_consistent(apair, load.acked)
+    out = apair.output()
+    assert "lost the lease" in out  # the deposed leader said so and exited (code 3)
+    apair.wait_isr(2)  # restarted by the supervisor, it rejoins as a standby
+
+
+# -- the release rule on one process (a stand-in replicator; no timing) -------------------------
+
+
+class _Lease:
+    def __init__(self) -> None:
+        self.ok = True
+        self.epoch = 1
+        self.node = "shard-0.r0"
+
+    def valid(self) -> bool:
+        return self.ok
+
+
+class _Replicator:
+    """What ``ShardNode`` needs of ``replica.Replicator``, with a high watermark the test
+    moves by hand (the standby's acks)."""
+
+    def __init__(self, ctx: Any, zmq_: Any) -> None:
+        self.sock = ctx.socket(zmq_.PAIR)
+        self.lease = _Lease()
+        self.epoch = 1
+        self.isr = ["shard-0.r0"]
+        self.changes = 0
+        self.committed = 0
+        self.acked = 0
+        self.shipped: list[tuple[int, int]] = []
+
+    def ship(self, seq0: int, cmds: list[Any], seq1: int) -> None:
+        self.committed = seq1
+        self.shipped.append((seq0, seq1))
+
+    def hw(self) -> int:
+        return self.acked
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def info(self) -> dict[str, Any]:
+        return {"role": "primary"}
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def _free_port() -> int:
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port_free("127.0.0.1", port):
+            return port
+    raise RuntimeError("no free port")
+
+
+def _recv_settlements(sock: Any, wait_ms: int) -> list[tuple]:
+    """Settlements that reach account shard 0's link socket within ``wait_ms`` (HAVEs skipped)."""
+    got: list[tuple] = []
+    while sock.poll(wait_ms):
+        kind, payload = sock.recv_multipart()
+        if kind == LINK_SETTLE:
+            got.extend(unpackb(payload)[1])
+        wait_ms = 100
+    return got
+
+
+def test_settlements_wait_for_the_standby(tmp_path: Path) -> None:
+    """Regression (issue 15 × 14): a replicated leader sent every settlement produced so far
+    as soon as any earlier batch was released, and re-sent on SYNC everything in its ring —
+    settlements of batches the standby had not acked. Had it died then, the account shard
+    would hold money moves the next leader never made. Now a batch's settlements leave with
+    that batch (at the high watermark, while the lease is valid) and SYNC re-sends stop there."""
+    from shardex.node.shard import ShardConfig, ShardNode
+
+    link = f"tcp://127.0.0.1:{_free_port()}"
+    cfg = ShardConfig(
+        index=0, shards=1, router=None, direct=f"tcp://127.0.0.1:{_free_port()}",
+        pub=f"tcp://127.0.0.1:{_free_port()}", markets=DEFAULT_MARKETS, pin=False,
+        journal_dir=str(tmp_path / "shard-0"), fsync="none", accounts=1, account_link=link,
+    )  # fmt: skip
+    node = ShardNode(cfg, replicate=_Replicator)
+    rep: _Replicator = node.replica
+    ctx = zmq.Context()
+    acc = ctx.socket(zmq.DEALER)
+    acc.setsockopt(zmq.LINGER, 0)
+    acc.setsockopt(zmq.IDENTITY, b"accounts-0")
+    acc.connect(link)
+
+    def forward(seq: int, prev: int, oid: str, side: int, account: str) -> None:
+        cmd = (OP_NEW, SYMBOL, oid, account, side, 0, 10_000, 100, 0, False, 0)
+        acc.send_multipart([LINK_FWD, packb((0, [(seq, prev, cmd)]))])
+        deadline = time.monotonic() + 5
+        while node.link_counts["forwards"] < seq:  # (the test's own pace, not a timing assert)
+            assert time.monotonic() < deadline, "the forward never arrived"
+            if node.alink.poll(100):
+                node.from_accounts()
+        node.flush()  # group commit → ship → wait for the standby
+
+    try:
+        forward(1, 0, "m1", 1, "alice")  # a resting sell: no settlement yet
+        forward(2, 1, "t1", 0, "bob")  # a crossing buy: a trade → settlements
+        batch1 = rep.committed
+        forward(3, 2, "m2", 1, "alice")
+        forward(4, 3, "t2", 0, "bob")  # a second trade, in a later batch
+        assert node.repl_settle, "the settlements wait with their batches"
+        assert _recv_settlements(acc, 300) == [], "a settlement left before any ack"
+        rep.acked = batch1  # the standby acks the first trade's batch only
+        node.release_acked()
+        first = _recv_settlements(acc, 2000)
+        assert first and all(m[2] <= batch1 for m in first), first
+        # a SYNC from 0 re-sends from the ring: still only what the standby has
+        acc.send_multipart([LINK_SYNC, packb((0, 0))])
+        while not node.syncs:
+            if node.alink.poll(100):
+                node.from_accounts()
+        node.release_acked()
+        resent = _recv_settlements(acc, 2000)
+        assert resent == first, "a SYNC re-sent a settlement the standby has not acked"
+        # past our lease deadline nothing leaves, acked or not
+        rep.lease.ok = False
+        rep.acked = rep.committed
+        node.release_acked()
+        assert _recv_settlements(acc, 300) == []
+        rep.lease.ok = True
+        node.release_acked()
+        second = _recv_settlements(acc, 2000)
+        assert second and all(m[2] > batch1 for m in second)
+        assert second[0][3] == first[-1][2]  # the link's chain continues, nothing skipped
+    finally:
+        acc.close(0)
+        ctx.term()
+        node.close()
+
+
+def test_layout_gives_each_replica_its_own_account_link() -> None:
+    layout = Layout("127.0.0.1", 20000, 2, accounts=1)
+    assert layout.replica_account_link(0, 0) == layout.account_link(0)
+    ones = {layout.replica_account_link(i, 1) for i in range(2)}
+    assert not ones & {layout.account_link(i) for i in range(2)}
+    assert {int(ep.rsplit(":", 1)[1]) for ep in ones} <= set(layout.replica_ports())
+    assert not set(layout.replica_ports()) & set(layout.ports())
+    assert layout.replica_account_links.split(",")[1] == (
+        f"{layout.account_link(1)}+{layout.replica_account_link(1, 1)}"
+    )
+    # without accounts, --replicas 2 adds no account-link port
+    assert len(Layout("127.0.0.1", 20000, 2).replica_ports()) == 10
+
+
+def test_engine_links_with_more_than_two_replicas_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shardex.cli import main
+
+    bad = "tcp://127.0.0.1:1+tcp://127.0.0.1:2+tcp://127.0.0.1:3"
+    for links, reason in ((bad, "at most 2"), ("tcp://x+nope", "bad endpoint")):
+        result = CliRunner().invoke(main, [
+            "accounts", "--shard", "0", "--shards", "1", "--engines", "1", "--insecure",
+            "--engine-links", links, "--data-dir", str(tmp_path),
+        ])  # fmt: skip
+        assert result.exit_code != 0 and reason in result.output, result.output
