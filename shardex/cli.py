@@ -1649,6 +1649,14 @@ def _s(v: Any) -> str:
     "engine shard (--role auto) gives both replicas' endpoints joined by '+' "
     "(tcp://a:5955+tcp://b:7155): the account shard follows whichever leads.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Processes per engine shard, for the layout's --engine-links: 2 connects to both "
+    "replicas' links of each engine shard (as shardex up --replicas 2 does).",
+)
 @markets_option
 @click.option(
     "--data-dir",
@@ -1687,6 +1695,7 @@ def accounts(
     direct_ep: str | None,
     keys_dir: str | None,
     insecure: bool,
+    replicas: int = 1,
 ) -> None:
     """Run account shard J of M: balances and holds of the accounts with crc32 % M == J.
 
@@ -1717,7 +1726,8 @@ def accounts(
     if data_dir:
         _check_data_dir(data_dir, None, None, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
-    links = (engine_links or layout.account_links).split(",")
+    default_links = layout.replica_account_links if replicas > 1 else layout.account_links
+    links = (engine_links or default_links).split(",")
     if len(links) != n:
         raise click.UsageError(f"--engine-links: {len(links)} endpoints for {n} engines")
     for link in links:

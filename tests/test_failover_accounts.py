@@ -36,7 +36,7 @@ import pytest
 import redis
 import zmq
 from conftest import ROOT, Cluster
-from test_accounts_stream import _converged
+from test_accounts_stream import _expected, _stream
 
 from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
 from shardex.accounts.machines import SettledEngineFactory
@@ -74,15 +74,21 @@ class AccountsPair(Cluster):
         with self.admin() as c:
             return c.status()[0]
 
-    def wait_isr(self, members: int, not_pid: int | None = None, timeout: float = 20.0) -> dict:
-        """The leader's status once its in-sync set has ``members`` nodes (and, with
-        ``not_pid``, once a process other than that one leads)."""
+    def wait_isr(self, members: int | None, not_pid: int | None = None,
+                 timeout: float = 20.0) -> dict:  # fmt: skip
+        """The leader's status once its in-sync set has ``members`` nodes (None: any), and,
+        with ``not_pid``, once a process other than that one leads."""
         deadline = time.monotonic() + timeout
         last: Any = None
         with self.admin() as c:
             while time.monotonic() < deadline:
                 last = c.status()[0]
-                if len(last.get("isr", [])) == members and last.get("pid") != not_pid:
+                isr = last.get("isr")
+                if (
+                    isr is not None
+                    and (members is None or len(isr) == members)
+                    and last.get("pid") != not_pid
+                ):  # fmt: skip
                     return last
                 time.sleep(0.1)
         raise TimeoutError(f"in-sync set never reached {members}: {last}")
@@ -95,7 +101,7 @@ class AccountsPair(Cluster):
     def redis(self) -> redis.Redis:
         assert self.keys_dir is not None
         url = RedisUsers.ensure(self.keys_dir).url(self.layout.redis_url, "reader")
-        return redis.Redis.from_url(url)
+        return redis.Redis.from_url(url, decode_responses=True)
 
 
 @pytest.fixture
@@ -208,8 +214,28 @@ def _check_consistent(cluster: AccountsPair, acked: list[str], timeout: float = 
         capture_output=True, text=True, cwd=ROOT, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _converged(cluster, cluster.redis(), 1, timeout=20.0)  # type: ignore[arg-type]
+    _stream_converged(cluster)
     return leader
+
+
+def _stream_converged(cluster: AccountsPair, timeout: float = 20.0) -> None:
+    """``shardex:balances:0`` holds exactly account shard 0's balance and fee events (read
+    back from the account shard itself), in seq order, each once."""
+    r = cluster.redis()
+    deadline = time.monotonic() + timeout
+    while True:
+        want, got = _expected(cluster, 0), _stream(r, 0)  # type: ignore[arg-type]
+        if want == got:
+            return
+        if time.monotonic() > deadline:
+            pairs = enumerate(zip(want, got, strict=False))
+            diff = next((k for k, (a, b) in pairs if a != b), None)
+            shown = (want[diff], got[diff]) if diff is not None else ""
+            raise AssertionError(
+                f"balances stream: {len(got)} entries, want {len(want)}; first difference "
+                f"at {diff}: {shown}"
+            )
+        time.sleep(0.2)
 
 
 def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
@@ -221,7 +247,7 @@ def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
         time.sleep(1.5)
         before = len(load.acked)
         os.kill(first["pid"], signal.SIGKILL)
-        second = apair.wait_isr(1, not_pid=first["pid"])  # the standby leads (alone, at first)
+        second = apair.wait_isr(None, not_pid=first["pid"])  # the standby leads
         time.sleep(2.0)  # funded orders go on against the new leader
     finally:
         load.stop()
@@ -243,7 +269,7 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
         time.sleep(1.0)
         os.kill(first["pid"], signal.SIGSTOP)
         try:
-            apair.wait_isr(1, not_pid=first["pid"])
+            apair.wait_isr(None, not_pid=first["pid"])
             time.sleep(1.5)
         finally:
             os.kill(first["pid"], signal.SIGCONT)  # it is past its deadline: fenced
@@ -418,3 +444,81 @@ def test_engine_links_with_more_than_two_replicas_refused(tmp_path: Path) -> Non
             "--engine-links", links, "--data-dir", str(tmp_path),
         ])  # fmt: skip
         assert result.exit_code != 0 and reason in result.output, result.output
+
+
+class _StandbyLease:
+    node = "shard-0.r1"
+
+    def starts(self) -> dict[int, int]:
+        return {}
+
+
+def test_standby_replays_forwards_into_the_settled_engine(tmp_path: Path) -> None:
+    """A standby of an engine shard with the account tier journals and applies the leader's
+    forward records with the same machine (inbox, settlement feed, rings): promoted, it can
+    re-send every settlement; it sends none itself (``outgoing`` stays empty). Moved aside
+    (``start_over``), its new journal still uses that machine."""
+    import zlib
+
+    from shardex.journal import Journal
+    from shardex.node.replica import ACK, REC, SUB, Standby, open_journal
+
+    factory = SettledEngineFactory(0, 1, 1)
+    d = str(tmp_path / "shard-0.r1")
+    journal = open_journal(d, DEFAULT_MARKETS, "none", factory)
+    standby = Standby(_StandbyLease(), d, DEFAULT_MARKETS, "none", journal,  # type: ignore[arg-type]
+                      journal.recover().engine, machine=factory)  # fmt: skip
+    leader = standby.ctx.socket(zmq.ROUTER)
+    leader.setsockopt(zmq.LINGER, 0)
+    port = leader.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        standby.sock = standby.ctx.socket(zmq.DEALER)
+        standby.sock.setsockopt(zmq.IDENTITY, b"shard-0.r1")
+        standby.sock.connect(f"tcp://127.0.0.1:{port}")
+        standby.sock.send_multipart([SUB, packb(("shard-0.r1", 0, 0))])
+        ident, _, _ = leader.recv_multipart()
+        sell = (OP_NEW, SYMBOL, "m1", "alice", 1, 0, 10_000, 100, 0, False, 0)
+        buy = (OP_NEW, SYMBOL, "t1", "bob", 0, 0, 10_000, 100, 0, False, 0)
+        payload = packb([(OP_FORWARD, 0, 1, 0, sell), (OP_FORWARD, 0, 2, 1, buy)])
+        leader.send_multipart([ident, REC, packb((1, 0, 0, zlib.crc32(payload), payload))])
+        deadline = time.monotonic() + 5
+        while standby.engine.seq == 0:
+            assert time.monotonic() < deadline, "the record was not applied"
+            if standby.sock.poll(100):
+                standby._drain()
+        _, kind, body = leader.recv_multipart()
+        assert kind == ACK and unpackb(body) == (1, standby.engine.seq)
+        engine = standby.engine
+        assert engine.inbox.last == {0: 2}  # the forwards' link state is replicated
+        assert engine.outgoing == []  # a standby sends no settlement
+        ring = engine.resend(0, 0)[0]
+        assert ring and ring[0][0] == S_TRADE  # ... but can re-send them once it leads
+        # what it journaled replays to the same settlements (the journal's machine)
+        assert _engine_history(d)[2] == [packb(m) for m in ring]
+        standby.start_over("test")
+        assert type(standby.engine).__name__ == "SettledEngine"
+        assert isinstance(standby.journal, Journal) and standby.journal.machine is factory
+    finally:
+        leader.close(0)
+        standby.close()
+
+
+def test_accounts_replicas_2_connects_to_both_replicas_links(tmp_path: Path, monkeypatch) -> None:
+    """``shardex accounts --replicas 2`` (by hand, on the layout) links to both replicas of each
+    engine shard, as ``shardex up --replicas 2`` passes them."""
+    from click.testing import CliRunner
+
+    import shardex.node.accounts as accounts_mod
+    from shardex.cli import main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(accounts_mod, "run_accounts", lambda cfg: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(main, [
+        "accounts", "--shard", "0", "--shards", "1", "--engines", "2", "--insecure",
+        "--replicas", "2", "--base-port", "20000",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    layout = Layout("127.0.0.1", 20000, 2, accounts=1)
+    assert seen["cfg"].engine_links == [
+        f"{layout.account_link(i)}+{layout.replica_account_link(i, 1)}" for i in range(2)
+    ]
