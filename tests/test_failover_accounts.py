@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import redis
 import zmq
-from conftest import ROOT, Cluster
+from conftest import ROOT, Cluster, listening
 from test_accounts_stream import _expected, _stream
 
 from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
@@ -238,10 +238,18 @@ def _stream_converged(cluster: AccountsPair, timeout: float = 20.0) -> None:
         time.sleep(0.2)
 
 
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
 def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
     with apair.admin() as c:
         _fund(c)
     first = apair.leader()
+    # only the leader takes forwards: the standby has not even bound its account link
+    r = int(first["node"][-1])
+    assert listening(_port(apair.layout.replica_account_link(0, r)))
+    assert not listening(_port(apair.layout.replica_account_link(0, 1 - r)))
     load = FundedLoad(apair, "k")
     try:
         time.sleep(1.5)
