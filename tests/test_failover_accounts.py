@@ -60,7 +60,22 @@ class AccountsPair(Cluster):
     """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge)."""
 
     def __init__(self) -> None:
-        super().__init__(1, "--replicas", "2", accounts=1, redis="embedded")
+        import conftest
+
+        plain = conftest.free_layout
+
+        def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
+            for _ in range(50):  # the replicas' ports (replica 1's link too) must be free too
+                layout = plain(shards, routers, accounts)
+                if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
+                    return layout
+            raise RuntimeError("no free port range for two replicas")
+
+        conftest.free_layout = free_layout  # (``Cluster`` picks its layout with it)
+        try:
+            super().__init__(1, "--replicas", "2", accounts=1, redis="embedded")
+        finally:
+            conftest.free_layout = plain
         try:
             self.wait_isr(2)
         except BaseException:
@@ -114,9 +129,17 @@ def apair() -> Any:
 
 
 def _fund(c: Client) -> None:
+    """Deposits (each with its ref: a retry is a no-op), retried while the account shard has
+    not registered with the router yet ("shard unavailable" right after start)."""
     for t in TRADERS:
-        assert c.deposit(t, "USD", "1000000", ref=f"{t}-usd").ok
-        assert c.deposit(t, "BTC", "1000", ref=f"{t}-btc").ok
+        for asset, amount in (("USD", "1000000"), ("BTC", "1000")):
+            deadline = time.monotonic() + 15
+            while True:
+                r = c.deposit(t, asset, amount, ref=f"{t}-{asset}")
+                if r.error is None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert r.ok, r
 
 
 class FundedLoad:
@@ -530,3 +553,63 @@ def test_accounts_replicas_2_connects_to_both_replicas_links(tmp_path: Path, mon
     assert seen["cfg"].engine_links == [
         f"{layout.account_link(i)}+{layout.replica_account_link(i, 1)}" for i in range(2)
     ]
+
+
+def test_restarted_old_leader_checks_divergence_when_the_new_leader_appears(
+    tmp_path: Path,
+) -> None:
+    """Regression: a leader killed with an unacked tail and restarted at once (the supervisor)
+    stood by before its successor took the lease: its start-up check saw no later epoch, it
+    followed the new leader, wrote the new epoch into its journal with the first record (so no
+    later check could tell), and applied the leader's batches on top of a tail the leader never
+    had: "ALERT replica diverged", exit, restart, forever. It now checks again when it sees a
+    leader of a later epoch, and starts over from an empty journal."""
+    from shardex.journal import Journal
+    from shardex.lease import Holder
+    from shardex.node.replica import Standby
+
+    d = str(tmp_path / "shard-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    engine = journal.recover().engine
+    for k in range(3):
+        cmd = (OP_NEW, SYMBOL, f"x{k}", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        before = engine.seq
+        engine.apply(cmd, [])
+        journal.add(before, cmd)
+    journal.commit()
+    journal.write_epoch(1)
+    ahead = engine.seq
+    successor = Holder(2, "shard-0.r1", "tcp://127.0.0.1:9")  # (nothing listens: never sent to)
+
+    class RacingLease:
+        node = "shard-0.r0"
+        shard = 0
+        calls = 0
+
+        def starts(self) -> dict[int, int]:
+            self.calls += 1  # at start-up epoch 2 does not exist yet; then it began below us
+            return {1: 0} if self.calls == 1 else {1: 0, 2: ahead - 1}
+
+        def holder(self) -> Holder:
+            return successor
+
+        def holder_ttl(self) -> tuple[Holder, int]:
+            return successor, 500
+
+    class Stop:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __bool__(self) -> bool:
+            self.n += 1
+            return standby.leader is not None or self.n > 200
+
+    standby = Standby(RacingLease(), d, DEFAULT_MARKETS, "none", journal, engine)  # type: ignore[arg-type]
+    try:
+        assert standby.run(Stop()) is False
+        assert standby.leader == successor, "it never followed the new leader"
+        assert standby.engine.seq == 0 and standby.journal.read_epoch() == 0, "it kept its tail"
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith("shard-0.diverged-")]
+        assert len(aside) == 1
+    finally:
+        standby.close()

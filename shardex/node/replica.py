@@ -432,6 +432,8 @@ class Standby:
                 try:
                     if self._check_lease():
                         return True
+                except Diverged as exc:  # (a new leader whose epoch began below our seq)
+                    self.start_over(str(exc))
                 except Exception as exc:  # Redis down: keep following whoever we follow
                     if now - self.last_warned >= 5.0:  # (not every 100 ms)
                         self.last_warned = now
@@ -464,6 +466,13 @@ class Standby:
             log.info("%s may not lead: %s", self.node, why)
             return False
         if holder.node != self.node and holder != self.leader:
+            if holder.epoch > self.journal.read_epoch():
+                # Checked again here, not only at start: a deposed leader restarted at once
+                # (kill -9, the supervisor) stands by before its successor took the lease, so
+                # the start-up check saw no later epoch; and the first record of the new
+                # epoch would write that epoch into our journal, hiding the divergence for
+                # good (we would apply the leader's batches on top of a tail it never had).
+                self.check_divergence()
             self._follow(holder)
         return False
 
@@ -598,7 +607,7 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str) -
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
-                      machine)  # fmt: skip
+                      machine=machine)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
