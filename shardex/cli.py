@@ -1731,13 +1731,13 @@ def accounts(
     if len(links) != n:
         raise click.UsageError(f"--engine-links: {len(links)} endpoints for {n} engines")
     for link in links:
-        replicas = link.split(LINK_REPLICAS)
-        if len(replicas) > 2:
+        ends = link.split(LINK_REPLICAS)
+        if len(ends) > 2:
             raise click.UsageError(
-                f"--engine-links: {link!r} names {len(replicas)} replicas (at most 2, joined by "
+                f"--engine-links: {link!r} names {len(ends)} replicas (at most 2, joined by "
                 f"'{LINK_REPLICAS}')"
             )
-        for ep in replicas:
+        for ep in ends:
             check_endpoint(ep, "--engine-links")
     cfg = AccountsConfig(
         index=index,
