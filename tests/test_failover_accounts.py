@@ -314,6 +314,31 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
     apair.wait_isr(2)  # restarted by the supervisor, it rejoins as a standby
 
 
+def test_kill9_account_shard_while_engines_replicated(apair: AccountsPair) -> None:
+    """The account shard stays one process: kill -9 under funded load, the supervisor restarts
+    it from its journal, its link reconnects to both replicas (only the leader answers) and
+    the tiers converge as after an engine failover."""
+    with apair.admin() as c:
+        _fund(c)
+    load = FundedLoad(apair, "a")
+    try:
+        time.sleep(1.0)
+        old = apair.child_pid("accounts.0")
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while apair.child_pid("accounts.0") == old:
+            assert time.monotonic() < deadline, "the account shard was not restarted"
+            time.sleep(0.1)
+        acked = len(load.acked)
+        while len(load.acked) <= acked:  # orders are acknowledged again
+            assert time.monotonic() < deadline, "no order acknowledged after the restart"
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    _check_consistent(apair, load.acked)
+
+
 # -- the release rule on one process (a stand-in replicator; no timing) -------------------------
 
 
