@@ -44,7 +44,7 @@ from shardex.client import Client, audit_report
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import read_commands
-from shardex.layout import Layout
+from shardex.layout import REPLICA_BASE, Layout
 from shardex.node.replica import replica_dir
 from shardex.node.supervisor import port_free
 from shardex.redisauth import RedisUsers
@@ -56,6 +56,17 @@ TRADERS = [f"t{k}" for k in range(4)]
 SETTLEMENTS = (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED)
 
 
+def base_limit() -> int:
+    """The highest base port whose whole layout (replicas' ports included) stays below the
+    kernel's ephemeral port range (Linux; elsewhere: no limit)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 65535
+    return low - REPLICA_BASE - 700
+
+
 class AccountsPair(Cluster):
     """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge)."""
 
@@ -65,8 +76,15 @@ class AccountsPair(Cluster):
         plain = conftest.free_layout
 
         def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
-            for _ in range(50):  # the replicas' ports (replica 1's link too) must be free too
+            # The replicas' ports (replica 1's link too) must be free too, and all of them
+            # below the kernel's ephemeral range when possible: a promoted standby binds its
+            # ports only then, and an outgoing connection's ephemeral port taken meanwhile
+            # (the box is shared) made it fail to bind and lose the shard for seconds.
+            top = base_limit()
+            for attempt in range(400):
                 layout = plain(shards, routers, accounts)
+                if layout.base_port > top and attempt < 300:
+                    continue
                 if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
                     return layout
             raise RuntimeError("no free port range for two replicas")
