@@ -15,7 +15,7 @@ import click
 from shardex.config import load_markets
 from shardex.engine import MarketError
 from shardex.journal import JournalError
-from shardex.layout import DEFAULT_BASE_PORT, MAX_ROUTERS, MAX_SHARDS, Layout
+from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
 from shardex.node.honcho import honcho_concurrency, honcho_index
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -224,14 +224,6 @@ def _seq_range(seg: dict[str, Any]) -> str:
         return "no records"
     return f"records after seq {seg['first_seq']}..{seg['last_seq']}"
 
-
-# Issue 15 × issue 14: an account shard links to an engine shard's fixed account-link endpoint
-# and keeps no follow-the-leader logic, and a standby's engine is not the settled engine.
-ACCOUNTS_REPLICAS_REFUSAL = (
-    "--replicas 2 / --role auto do not run with account shards yet (an account shard's link "
-    "does not follow an engine shard's new leader): give --accounts 0 for replicated engine "
-    "shards, or --replicas 1 for the account tier"
-)
 
 # -------------------------------------------------------------------------------- identity
 
@@ -845,8 +837,6 @@ def engine(
     if role == "auto":
         if not data_dir or not redis_url:
             raise click.UsageError("--role auto needs --data-dir and --redis-url")
-        if m:
-            raise click.UsageError(ACCOUNTS_REPLICAS_REFUSAL)
         if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
             raise click.UsageError("--role auto takes --fsync batch or none (phase 1)")
         direct = direct or layout.replica_direct(i, replica)
@@ -871,7 +861,14 @@ def engine(
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
         keys_dir=keys,
         accounts=m,
-        account_link=(account_link or Layout(host, base_port, n, accounts=m).account_link(i))
+        account_link=(
+            account_link
+            # replicated: each replica its own (a new leader must not need the port a paused,
+            # deposed one may still hold); account shards connect to both (``--engine-links``)
+            or Layout(host, base_port, n, accounts=m).replica_account_link(
+                i, replica if role == "auto" else 0
+            )
+        )
         if m
         else None,
     )
@@ -973,8 +970,8 @@ def engine(
     default=1,
     show_default=True,
     help="Processes per engine shard: 2 = a primary and a hot standby with their own journals "
-    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15; needs Redis, not "
-    "with --accounts yet); 1: one process per shard.",
+    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15; needs Redis); "
+    "account shards stay one process each and follow the leader; 1: one process per shard.",
 )
 def up(
     shards: str,
@@ -1018,8 +1015,6 @@ def up(
                 "--replicas 2 needs Redis for the lease (no --no-bridge) and journals "
                 "(no --ephemeral)"
             )
-        if accounts:
-            raise click.UsageError(ACCOUNTS_REPLICAS_REFUSAL)
         try:
             ports += layout.replica_ports()
         except ValueError as exc:
@@ -1725,7 +1720,17 @@ def _s(v: Any) -> str:
 @click.option(
     "--engine-links",
     default=None,
-    help="Each engine shard's account link endpoint, comma-separated [layout].",
+    help="Each engine shard's account link endpoint, comma-separated [layout]; a replicated "
+    "engine shard (--role auto) gives both replicas' endpoints joined by '+' "
+    "(tcp://a:5955+tcp://b:7155): the account shard follows whichever leads.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Processes per engine shard, for the layout's --engine-links: 2 connects to both "
+    "replicas' links of each engine shard (as shardex up --replicas 2 does).",
 )
 @markets_option
 @click.option(
@@ -1765,6 +1770,7 @@ def accounts(
     direct_ep: str | None,
     keys_dir: str | None,
     insecure: bool,
+    replicas: int = 1,
 ) -> None:
     """Run account shard J of M: balances and holds of the accounts with crc32 % M == J.
 
@@ -1795,9 +1801,19 @@ def accounts(
     if data_dir:
         _check_data_dir(data_dir, None, None, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
-    links = (engine_links or layout.account_links).split(",")
+    default_links = layout.replica_account_links if replicas > 1 else layout.account_links
+    links = (engine_links or default_links).split(",")
     if len(links) != n:
         raise click.UsageError(f"--engine-links: {len(links)} endpoints for {n} engines")
+    for link in links:
+        ends = link.split(LINK_REPLICAS)
+        if len(ends) > 2:
+            raise click.UsageError(
+                f"--engine-links: {link!r} names {len(ends)} replicas (at most 2, joined by "
+                f"'{LINK_REPLICAS}')"
+            )
+        for ep in ends:
+            check_endpoint(ep, "--engine-links")
     cfg = AccountsConfig(
         index=index,
         shards=m,

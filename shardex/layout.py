@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 DEFAULT_BASE_PORT = 5555
 MAX_SHARDS = 100  # the layout reserves 100 ports per kind of per-shard endpoint
-REPLICA_BASE = 1100  # --replicas 2: base+1100.. (repl, replica 1's direct/pub/metrics)
+REPLICA_BASE = 1100  # --replicas 2: base+1100.. (repl, replica 1's direct/pub/metrics/link)
+LINK_REPLICAS = "+"  # in an account shard's --engine-links: one engine shard's replicas
 MAX_ROUTERS = 16  # router j >= 1 uses base+10+j (clients), base+40+j (shards), base+70+j (metrics)
 
 
@@ -132,16 +133,39 @@ class Layout:
             return self.shard_metrics_port(i)
         return self.base_port + REPLICA_BASE + 400 + i
 
+    def replica_account_link(self, i: int, r: int) -> str:
+        """Replica ``r`` of engine shard ``i``: where it binds the account shards' link when
+        it leads (accounts on only). Each replica has its own, so a new leader never needs the
+        port a deposed one (paused, not yet exited) may still hold."""
+        if not self._replica(r):
+            return self.account_link(i)
+        return self._ep(self.base_port + REPLICA_BASE + 500 + i)
+
+    @property
+    def replica_account_links(self) -> str:
+        """``--engine-links`` of an account shard when every engine shard runs as two
+        replicas: per engine shard both replicas' link endpoints joined by ``+`` (the account
+        shard connects to both; only the leader has bound its endpoint), engine shards
+        separated by commas."""
+        return ",".join(
+            LINK_REPLICAS.join(self.replica_account_link(i, r) for r in (0, 1))
+            for i in range(self.shards)
+        )
+
     def replica_ports(self) -> list[int]:
-        """The ports ``--replicas 2`` adds (repl endpoints of both, replica 1's own ports)."""
+        """The ports ``--replicas 2`` adds (repl endpoints of both, replica 1's own ports,
+        with accounts replica 1's account link)."""
         base = self.base_port + REPLICA_BASE
-        if base + 500 > 65535:
+        top = 600 if self.accounts else 500
+        if base + top > 65535:
             raise ValueError(
-                f"with --replicas 2 the base port must be <= {65535 - REPLICA_BASE - 500}"
+                f"with --replicas 2 the base port must be <= {65535 - REPLICA_BASE - top}"
             )
         out = []
         for i in range(self.shards):
             out += [base + i, base + 100 + i, base + 200 + i, base + 300 + i, base + 400 + i]
+            if self.accounts:
+                out.append(base + 500 + i)
         return out
 
     @staticmethod

@@ -62,6 +62,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError, JournalUnavailable
+from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.node.runtime import tune_gc
 from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink
@@ -110,7 +111,9 @@ class AccountsConfig:
     shards: int  # M
     engines: int  # N (symbol → engine shard: crc32 % N)
     router: str  # router backend endpoint(s), comma-separated
-    engine_links: list[str]  # engine shard i's account link endpoint, i = 0..N-1
+    # engine shard i's account link endpoint, i = 0..N-1 (a replicated one: both replicas'
+    # endpoints joined by ``+``, ``layout.LINK_REPLICAS``)
+    engine_links: list[str]
     markets: Mapping[str, Market]
     journal_dir: str | None = None
     fsync: str = "batch"
@@ -505,7 +508,8 @@ class AccountNode:
             d.connect(endpoint)
             self.links.append(RouterLink(d, zmq))
         self.engines: list[Any] = []
-        for endpoint in cfg.engine_links:
+        for endpoints in cfg.engine_links:
+            replicas = endpoints.split(LINK_REPLICAS)
             d = self.ctx.socket(zmq.DEALER)
             d.setsockopt(zmq.IDENTITY, ident)  # the engine shard checks it (and the key)
             d.setsockopt(zmq.LINGER, 0)
@@ -513,9 +517,19 @@ class AccountNode:
             d.setsockopt(zmq.RCVHWM, 100_000)
             d.setsockopt(zmq.HEARTBEAT_IVL, 500)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+            if len(replicas) > 1:
+                # A replicated engine shard (``ep0+ep1``): only its leader has bound its
+                # link endpoint, so with IMMEDIATE a message goes only to a connection that
+                # completed its handshake, i.e. to the leader; a dead or paused (deposed)
+                # one is dropped by the heartbeat within HEARTBEAT_TIMEOUT. What went to a
+                # deposed leader meanwhile is never applied (it is past its lease deadline)
+                # and the new leader's HAVE makes us re-send it: the link is sequenced and
+                # idempotent. (One endpoint: no IMMEDIATE, messages wait for the connection.)
+                d.setsockopt(zmq.IMMEDIATE, 1)
             if secure:
                 client_socket(d, self.key)
-            d.connect(endpoint)
+            for endpoint in replicas:
+                d.connect(endpoint)
             self.engines.append(d)
         self.pub = self.direct = None
         if cfg.pub:

@@ -347,12 +347,16 @@ class Standby:
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
                  journal: Journal, engine: Any, key: KeyFile | None = None,
                  ring_size: int = 1 << 20, direct: str | None = None,
-                 keys_dir: str | None = None) -> None:  # fmt: skip
+                 keys_dir: str | None = None, machine: Any = None) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
         CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
         client port this replica serves once it leads, bound meanwhile to answer
         ``not_leader`` (a CURVE server checked by this process's own ZAP handler when
-        ``keys_dir`` is given, as the leader's is)."""
+        ``keys_dir`` is given, as the leader's is). ``machine``: the journal's state machine
+        when it is not the plain engine (with the account tier a ``SettledEngineFactory``:
+        the standby then replays the leader's forward records into the same inbox,
+        settlement feed and rings, so a promoted standby re-sends exactly the settlements the
+        old leader would have); ``journal`` must have been made with it."""
         import zmq
 
         from shardex.node.shard import EventRing
@@ -375,6 +379,7 @@ class Standby:
         self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
         self.epoch_of: Journal | None = None
         self.key = key
+        self.machine = machine
         self.refused = Refusals(f"standby {self.node}")
         self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
         # The events of what it applies, as the leader keeps them (same seqs): handed to the
@@ -426,7 +431,7 @@ class Standby:
                   self.node, why, aside)  # fmt: skip
         shutil.move(self.journal_dir, aside)
         os.makedirs(self.journal_dir, exist_ok=True)
-        self.journal = Journal(self.journal_dir, self.markets, fsync=self.fsync)
+        self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine)
         self.engine = self.journal.recover().engine
         self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
         if self.sock is not None:
@@ -470,6 +475,9 @@ class Standby:
                     wait = self._check_lease()
                     if wait is None:
                         return True
+                except Diverged as exc:  # (a new leader whose epoch began below our seq)
+                    self.start_over(str(exc))
+                    wait = 0.0  # (then follow it, from an empty journal)
                 except Exception as exc:  # Redis down: keep following whoever we follow
                     wait = CHECK_LEASE_S
                     if now - self.last_warned >= 5.0:  # (not every 100 ms)
@@ -571,6 +579,13 @@ class Standby:
             log.info("%s may not lead: %s", self.node, why)
             return CHECK_LEASE_S
         if holder.node != self.node and holder != self.leader:
+            if holder.epoch > self.journal.read_epoch():
+                # Checked again here, not only at start: a deposed leader restarted at once
+                # (kill -9, the supervisor) stands by before its successor took the lease, so
+                # the start-up check saw no later epoch; and the first record of the new
+                # epoch would write that epoch into our journal, hiding the divergence for
+                # good (we would apply the leader's batches on top of a tail it never had).
+                self.check_divergence()
             self._follow(holder)
         if pttl >= 0:
             return min(CHECK_LEASE_S, pttl / 1000 + EXPIRY_SLACK_S)
@@ -638,6 +653,9 @@ class Standby:
                 engine.apply(cmd, out)
                 journal.add(before, cmd)
             self.ring.extend(out)
+            outgoing = getattr(engine, "outgoing", None)
+            if outgoing:  # (a settled engine: the rings keep them for re-sending once we
+                outgoing.clear()  # lead; a standby sends no settlement itself)
             self.applied += 1
             applied = True
             if seq1 and engine.seq != seq1:
@@ -657,6 +675,14 @@ class Standby:
             self.zap.close()
             self.zap = None
         self.ctx.term()
+
+
+def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
+    """A replica's journal: of the plain engine, or of ``machine`` (the account tier's
+    ``SettledEngineFactory``)."""
+    if machine is None:
+        return Journal(journal_dir, markets, fsync=fsync)
+    return Journal(journal_dir, markets, fsync=fsync, machine=machine)
 
 
 def replica_dir(data_dir: str, index: int, replica: int) -> str:
@@ -695,15 +721,24 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
     if cfg.keys_dir:
         key = KeyStore(cfg.keys_dir).process_key(f"shard-{cfg.index}", "shard", cfg.index)
     lease = Lease(r, cfg.index, node, repl_advertised or repl_endpoint)
-    journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
+    machine = None
+    if cfg.accounts:  # the same machine the leader journals (``ShardNode.recover``)
+        from shardex.accounts.machines import SettledEngineFactory
+
+        machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards)
+    journal = open_journal(cfg.journal_dir, cfg.markets, cfg.fsync, machine)
     engine = journal.recover().engine
+    replayed = getattr(engine, "outgoing", None)
+    if replayed:  # settlements regenerated by the replay: the rings keep them, and the
+        replayed.clear()  # account shards' SYNCs get them once we lead
     check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
     stop = StopFlag.install()
     # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
     # reason (no collector pauses while it acks) and so that promotion is fast: see below.
     gc_off = tune_gc()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
-                      cfg.ring_size, direct=cfg.direct, keys_dir=cfg.keys_dir)  # fmt: skip
+                      cfg.ring_size, direct=cfg.direct, keys_dir=cfg.keys_dir,
+                      machine=machine)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)

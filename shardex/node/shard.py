@@ -794,6 +794,10 @@ class ShardNode:
         # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
         self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
         self.repl_wait: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
+        # With accounts too: each batch's settlements, (seq after the batch, [(account shard,
+        # settlement)]), wait for the same high watermark (``send_settlements``): one that left
+        # before the standby had its batch would be money the next leader never moved.
+        self.repl_settle: deque[tuple[int, list[tuple[int, tuple]]]] = deque()
         self._sockets(zmq)
         if self.replica is not None:
             self.poller.register(self.replica.sock, zmq.POLLIN)
@@ -1183,11 +1187,17 @@ class ShardNode:
             self.repl_wait.append((seq, self.replies, self.out))
             self.replies = []
             self.out = []
+        if self.alink is not None:
+            engine: SettledEngine = self.core.engine  # type: ignore[assignment]
+            if engine.outgoing:
+                self.repl_settle.append((seq, engine.outgoing))
+                engine.outgoing = []
         self.release_acked()
 
     def release_acked(self) -> None:
         """Release waiting batches up to the high watermark, only while our lease is valid
-        (monotonic local deadline, earlier than its expiry in Redis)."""
+        (monotonic local deadline, earlier than its expiry in Redis); with accounts, then
+        their settlements and the answers to SYNCs, up to the same mark."""
         if not self.replica.lease.valid():
             return
         hw = self.replica.hw()
@@ -1195,6 +1205,8 @@ class ShardNode:
         while wait and wait[0][0] <= hw:
             _, replies, events = wait.popleft()
             self._release(replies, events)
+        if self.alink is not None:
+            self.send_settlements(hw)
 
     def replica_tick(self, now: float) -> bool:
         """Renew the lease, take acks, release what they cover; False past our deadline
@@ -1217,7 +1229,7 @@ class ShardNode:
         replies.clear()
         for link in self.links:
             link.commit()
-        if self.alink is not None:
+        if self.alink is not None and self.replica is None:  # (replicated: ``release_acked``)
             self.send_settlements()  # (the writer thread is off with accounts: see __init__)
         if events:
             self.core.ring.extend(events)
@@ -1307,21 +1319,26 @@ class ShardNode:
             if len(self.out) >= self.cfg.publish_every:
                 self.flush()
 
-    def send_settlements(self) -> None:
+    def send_settlements(self, upto: int | None = None) -> None:
         """After the group commit: the batch's settlements, then answers to SYNCs (re-sends
         from the ring and HAVE), each link's messages in seq order. A message that cannot be
-        sent is dropped and counted: the account shard's next SYNC gets it again."""
+        sent is dropped and counted: the account shard's next SYNC gets it again.
+
+        ``upto`` (a replicated leader's high watermark): only the settlements of batches up to
+        that seq leave (``repl_settle``), and a SYNC is re-sent only up to it, so an account
+        shard never applies a settlement the standby has not made durable (if we die, the new
+        leader re-sends from its own rings exactly what it has). None: no standby, all go."""
         engine: SettledEngine = self.core.engine  # type: ignore[assignment]
         counts = self.link_counts
         index = self.core.index
-        if engine.outgoing:
-            per: dict[int, list[tuple]] = {}
-            for j, msg in engine.outgoing:
-                per.setdefault(j, []).append(msg)
-            engine.outgoing.clear()
-            for j, msgs in per.items():
-                counts["settlements"] += len(msgs)
-                self._link_send(j, LINK_SETTLE, msgs)
+        if upto is None:
+            if engine.outgoing:
+                outgoing, engine.outgoing = engine.outgoing, []
+                self._send_outgoing(outgoing)
+        else:
+            wait = self.repl_settle
+            while wait and wait[0][0] <= upto:
+                self._send_outgoing(wait.popleft()[1])
         if self.syncs:
             syncs, self.syncs = self.syncs, {}
             for j, after in syncs.items():
@@ -1331,6 +1348,8 @@ class ShardNode:
                         self.repairs.pop(j, None)
                     else:
                         msgs = self._journal_settlements(j, after)
+                    if upto is not None and msgs and msgs[-1][2] > upto:
+                        msgs = [m for m in msgs if m[2] <= upto]  # (a prefix: seq order)
                     counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
                         self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
@@ -1341,6 +1360,15 @@ class ShardNode:
                         send_frames(self.alink, [peer, LINK_HAVE, have])
                     except self.zmq.ZMQError:
                         counts["unsent"] += 1
+
+    def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
+        """One batch's settlements, one message per account shard, in seq order."""
+        per: dict[int, list[tuple]] = {}
+        for j, msg in outgoing:
+            per.setdefault(j, []).append(msg)
+        for j, msgs in per.items():
+            self.link_counts["settlements"] += len(msgs)
+            self._link_send(j, LINK_SETTLE, msgs)
 
     def _journal_settlements(self, j: int, after: int) -> list[tuple]:
         """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,

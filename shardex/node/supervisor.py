@@ -136,7 +136,9 @@ def build_children(
     (use it), or None (no Redis and no bridge). ``keys_dir``: the key store every process
     authenticates with; None: an ``--insecure`` cluster (said to every child).
     ``replicas`` 2: each engine shard runs as two ``--role auto`` processes, ``engine.I`` and
-    ``engine.I.r1``, whose lease lives in that Redis (issue 15); 1: one process, as before."""
+    ``engine.I.r1``, whose lease lives in that Redis (issue 15), each with its own account
+    link endpoint, and every account shard is given both (it follows the leader); account
+    shards stay single processes, restarted from their journals; 1: one process, as before."""
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
     security = ["--keys-dir", keys_dir] if keys_dir else ["--insecure"]
@@ -193,6 +195,8 @@ def build_children(
                         *([] if pin else ["--no-pin"]),
                         "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
                         "--accounts", str(layout.accounts),
+                        *(["--account-link", layout.replica_account_link(i, r)]
+                          if layout.accounts else []),
                         *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []), *security,
                     ],
                 )
@@ -244,8 +248,8 @@ def build_children(
                     str(layout.shards),
                     "--router",
                     layout.backends,
-                    "--engine-links",
-                    layout.account_links,
+                    "--engine-links",  # replicated: both replicas of each, the leader answers
+                    layout.replica_account_links if replicas > 1 else layout.account_links,
                     "--metrics-port",
                     str(layout.account_metrics_port(j)),
                     "--pub",
