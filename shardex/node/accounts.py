@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_AMEND,
     A_DEPOSIT,
@@ -34,6 +36,7 @@ from shardex.accounts.codes import (
     AE_GAP,
     AE_REJECTED,
     AE_REPEATED,
+    REJ_UNKNOWN_ASSET,
     reject_name,
 )
 from shardex.accounts.link import APPLY, DUPLICATE
@@ -59,6 +62,7 @@ from shardex.engine.codes import (
     REJ_MALFORMED,
     REJ_NOT_ALLOWED,
     REJ_OFF_GRID,
+    REJ_OUT_OF_RANGE,
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError, JournalUnavailable
@@ -73,6 +77,7 @@ from shardex.wire.protocol import (
     LINK_HAVE,
     LINK_SETTLE,
     LINK_SYNC,
+    MAX_ID_LEN,
     OP_AUDIT,
     OP_BALANCE,
     OP_DEPOSIT,
@@ -217,6 +222,8 @@ class AccountHandler:
                 budget = self.table.to_units(pair.quote, amount) if pair and amount else None
                 if budget is None:
                     return [self._rej(cmd, f"budget {raw!r:.40} is not an amount", REJ_OFF_GRID)]
+                if budget > MAX_UNITS:  # (it would not even fit the journal's 64-bit ints)
+                    return [self._rej(cmd, f"budget {raw:.40} is out of range", REJ_OUT_OF_RANGE)]
         cmd = edge_command(cmd)
         if cmd[0] == OP_REJECT:
             return [self._rej(cmd, cmd[3], cmd[4] if len(cmd) > 4 else REJ_MALFORMED)]
@@ -238,13 +245,28 @@ class AccountHandler:
         op, account, asset, raw, ref = cmd
         if self.key is not None and self.key.role != "admin":
             return self._map_rej("deposits and withdrawals need an admin key", REJ_NOT_ALLOWED)
+        if not (0 < len(account) <= MAX_ID_LEN and 0 < len(ref) <= MAX_ID_LEN):
+            # refused before the journal: a 1 MiB account or ref must not cost a 1 MiB record
+            return self._map_rej(
+                f"account and ref must be strings of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
+            )
+        if asset not in self.table.units:
+            return self._map_rej(f"unknown asset {asset[:40]!r}", REJ_UNKNOWN_ASSET)
         amount = _decimal(raw)
         if amount is None:
             return self._map_rej(f"amount {raw[:40]!r} is not a decimal", REJ_MALFORMED)
-        units = self.table.to_units(asset, amount) if asset in self.table.units else 0
+        if amount.adjusted() > 30:  # no balance comes near: refused before any arithmetic
+            return self._map_rej(f"amount {raw[:40]} is out of range", REJ_OUT_OF_RANGE)
+        units = self.table.to_units(asset, amount)
         if units is None:
             unit = self.table.units[asset]
             return self._map_rej(f"amount {raw[:40]} is not a multiple of {unit}", REJ_OFF_GRID)
+        if abs(units) > MAX_UNITS:  # journaled commands must fit msgpack's 64-bit ints
+            return self._map_rej(
+                f"amount {raw[:40]} is above what an account shard can hold "
+                f"({self.table.fmt(asset, MAX_UNITS)} {asset})",
+                REJ_OUT_OF_RANGE,
+            )
         a = A_DEPOSIT if op == OP_DEPOSIT else A_WITHDRAW
         start = self.apply((a, account, asset, units, ref), out)
         for ev in out[start:]:
@@ -413,8 +435,13 @@ def _at(cmd: Any, i: int) -> Any:
         return None
 
 
+# An amount on the wire: a plain decimal string, optionally with an exponent (``str`` of a
+# ``Decimal`` may have one). Not what ``Decimal()`` also takes: blanks, ``_``, NaN, Infinity.
+_AMOUNT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _decimal(raw: Any) -> Decimal | None:
-    if type(raw) is not str or len(raw) > 64:
+    if type(raw) is not str or len(raw) > 64 or not _AMOUNT_RE.fullmatch(raw):
         return None
     try:
         d = Decimal(raw)
