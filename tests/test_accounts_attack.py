@@ -197,3 +197,26 @@ def test_any_msgpack_in_any_position_is_a_bounded_reply_and_a_journalable_record
     assert len(reply) < 2_000
     journal.commit()
     h.core.check_integrity()
+
+
+def test_journal_events_see_records_committed_after_the_cursor_began():
+    """Regression (``Journal.events``, which serves the bridge's gap repair of both tiers): the
+    read position kept between calls listed and read the segments once, so a range committed
+    after it began came back cut short (3..5 → [3]) and then "no longer in the journal"."""
+    with tempfile.TemporaryDirectory() as path:
+        h, journal = _journaled_handler(path)
+
+        def deposits(refs: range) -> None:
+            for k in refs:
+                (res,) = _ask(h, [(OP_DEPOSIT, "alice", "USD", "1", f"r{k}")])
+                assert res["ok"]
+            journal.commit()
+
+        deposits(range(3))
+        assert [e[1] for e in journal.events(1, 2)] == [1, 2]
+        deposits(range(3, 6))
+        assert [e[1] for e in journal.events(3, 5)] == [3, 4, 5]
+        deposits(range(6, 8))
+        assert [e[1] for e in journal.events(4, 7)] == [4, 5, 6, 7]
+        assert journal.events(7, 7) == h.machine.events.get(7, 7)
+        journal.close()

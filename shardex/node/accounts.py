@@ -387,14 +387,8 @@ class AccountHandler:
             # kept between requests, as the engine shard's range re-send does.
             try:
                 evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
-            except JournalError:
-                # ``Journal.events`` keeps its cursor between calls, and that cursor does not
-                # see records committed after it began (it then reports the range missing and
-                # drops itself): one fresh try from the snapshot before calling it lost.
-                try:
-                    evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
-                except JournalError as exc:
-                    return {"error": str(exc), "seq": published}
+            except JournalError as exc:
+                return {"error": str(exc), "seq": published}
             if evs == []:  # still replaying towards ``first``: ask again
                 return {"events": [], "seq": published, "pending": True}
             self.journal_resent += len(evs)
