@@ -92,6 +92,7 @@ from shardex.wire.protocol import (
     encode_reply,
     markets_to_wire,
     packb,
+    quote,
     shard_for,
     unpackb,
 )
@@ -152,6 +153,7 @@ class AccountHandler:
         self.commands = 0
         self.rejected = 0
         self.journal_resent = 0  # events re-sent to the bridge from the journal
+        self.internal_errors = 0  # requests that hit a bug (ALERT): must stay 0
         self.key: KeyInfo | None = None
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
@@ -163,6 +165,20 @@ class AccountHandler:
         return start
 
     def handle(self, payload: bytes, out: list[tuple], user: str | None = None) -> bytes:
+        """One client request → its reply. Never raises: the core's contract is that bad
+        input is refused before anything changes; if a bug breaks it anyway, the process must
+        survive (ALERT, counted, an error reply), as the engine shard's ``handle`` does."""
+        try:
+            return self._handle(payload, out, user)
+        except Exception as exc:
+            return self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> bytes:
+        self.internal_errors += 1
+        log.exception("ALERT internal error while handling a request on an account shard")
+        return encode_reply(None, f"internal error ({type(exc).__name__}); see shard log")
+
+    def _handle(self, payload: bytes, out: list[tuple], user: str | None) -> bytes:
         key = None
         if self.registry is not None:
             key = self.registry.lookup(user)
@@ -189,7 +205,7 @@ class AccountHandler:
             elif op in (OP_NEW, OP_AMEND):
                 results.append(self.order(cmd, out))
             else:
-                reason = _CANCEL_HERE if op == 2 else f"unknown op {op!r:.20} for an account shard"
+                reason = _CANCEL_HERE if op == 2 else f"unknown op {quote(op)} for an account shard"
                 results.append([self._rej(cmd, reason, REJ_UNKNOWN_OP)])
         return encode_reply(results)
 
@@ -221,7 +237,7 @@ class AccountHandler:
                 amount = _decimal(raw)
                 budget = self.table.to_units(pair.quote, amount) if pair and amount else None
                 if budget is None:
-                    return [self._rej(cmd, f"budget {raw!r:.40} is not an amount", REJ_OFF_GRID)]
+                    return [self._rej(cmd, f"budget {quote(raw)} is not an amount", REJ_OFF_GRID)]
                 if budget > MAX_UNITS:  # (it would not even fit the journal's 64-bit ints)
                     return [self._rej(cmd, f"budget {raw:.40} is out of range", REJ_OUT_OF_RANGE)]
         cmd = edge_command(cmd)
@@ -347,7 +363,13 @@ class AccountHandler:
         """A request on the direct port (the bridge): ``OP_STATUS`` → ``{"seq": published}``,
         ``(OP_EVENTS, first, last)`` → the events of that range from the ring. Only what has
         been journaled and published is visible here (``published``): an event the journal
-        could still lose must never reach Redis."""
+        could still lose must never reach Redis. Never raises (see ``handle``)."""
+        try:
+            return self._direct(payload, user, published)
+        except Exception as exc:
+            return self._internal_error(exc)
+
+    def _direct(self, payload: bytes, user: str | None, published: int) -> bytes:
         key = None
         if self.registry is not None:
             key = self.registry.lookup(user)
@@ -366,7 +388,7 @@ class AccountHandler:
             elif op == OP_EVENTS:
                 results.append(self.events(cmd, published))
             else:
-                results.append({"error": f"op {op!r:.20} is not served on the direct port"})
+                results.append({"error": f"op {quote(op)} is not served on the direct port"})
         return encode_reply(results)
 
     def events(self, cmd: tuple, published: int) -> dict[str, Any]:
@@ -409,6 +431,7 @@ class AccountHandler:
             "accounts": len(core.balances),
             "open_orders": len(core.orders),
             "commands": self.commands,
+            "internal_errors": self.internal_errors,
             "duplicates": core.duplicates,
             "gaps": core.gaps,
             "anomalies": core.anomalies,
@@ -879,6 +902,8 @@ class _Collector:
             ("shardex_accounts_anomalies", "Settlements that did not fit (ALERT)", core.anomalies),
             ("shardex_accounts_journal_resent", "Events re-sent to the bridge from the journal "
              "(older than the ring)", node.handler.journal_resent),
+            ("shardex_accounts_internal_errors", "Requests that hit a bug (ALERT)",
+             node.handler.internal_errors),
         ):  # fmt: skip
             fam = CounterMetricFamily(name, doc, labels=["shard"])
             fam.add_metric(lab, value)
