@@ -9,9 +9,13 @@ book or released, and ``shardex audit`` is clean.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from decimal import Decimal as D
@@ -24,7 +28,17 @@ from conftest import Cluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_accounts_wire import _wait
-from test_hostile import CHECK_SYMBOL, MB, Fuzzer, dealer, dir_bytes, pids, restarts
+from test_hostile import (
+    CHECK_SYMBOL,
+    MB,
+    RSS_BOUND,
+    Fuzzer,
+    dealer,
+    dir_bytes,
+    pids,
+    restarts,
+    rss,
+)
 
 from shardex.accounts.assets import MAX_UNITS, AssetTable
 from shardex.accounts.codes import A_DEPOSIT
@@ -35,6 +49,7 @@ from shardex.journal import Journal
 from shardex.node.accounts import AccountHandler
 from shardex.node.shard import NullJournal
 from shardex.wire.protocol import (
+    ERR_OVERLOADED,
     LINK_FWD,
     LINK_HAVE,
     LINK_SETTLE,
@@ -461,3 +476,189 @@ def test_live_fuzz_of_every_account_tier_port(insecure_accounts: Cluster):
     assert not problems and answered == framed, seen
     assert seen["ok"] and seen["held"] == seen["resting"] and not seen["anomalies"], seen
     assert seen["data_growth"] < 20 * MB, seen  # journals: bounded records only
+
+
+# ---------------------------------------------------------------------------------------------
+# live: overload through the router
+# ---------------------------------------------------------------------------------------------
+
+
+def _resting_order(i: int, account: str) -> tuple:
+    """A funded order that never crosses (buys ≤ 29,000.00, sells ≥ 30,000.00 on BTC-USD)."""
+    side = i % 2
+    price = 3_000_000 + (i % 50) * 100 if side else 2_900_000 - (i % 50) * 100
+    return (OP_NEW, "BTC-USD", f"o{i}", account, side, 0, price, 1, 0, False, 0)
+
+
+def test_burst_and_a_client_that_never_reads_lose_no_hold(insecure_accounts: Cluster):
+    """30,000 one-order frames at the account shard through the router (4 connections, sent
+    as fast as the sockets take them): every frame is answered, held (and on the book) or
+    ``overloaded`` (counted, and then unknown to both tiers); no hold without its order. Then
+    a client sends 20,000 more and never reads: memory stays bounded, and again every hold is
+    a live order and the audit is clean."""
+    cl = insecure_accounts
+    accounts = [f"u{k}" for k in range(10)]
+    with cl.client() as c:
+        for a in accounts:
+            assert c.deposit(a, "USD", "100000000", ref=f"{a}-usd").ok
+            assert c.deposit(a, "BTC", "1000", ref=f"{a}-btc").ok
+        apid = c.topology()["account_topology"][0]["pid"]
+    before = {**pids(cl), "accounts-0": apid}
+    rss0 = {name: rss(pid) for name, pid in before.items()}
+    socks = [dealer(cl.endpoint) for _ in range(4)]
+    cmds: dict[bytes, tuple] = {}
+    n = 30_000
+    for i in range(n):
+        cmd = _resting_order(i, accounts[i % 10])
+        req = struct.pack(">I", i)
+        cmds[req] = cmd
+        socks[i % 4].send_multipart([f"@{cmd[3]}".encode(), req, msgpack.packb([VERSION, [cmd]])])
+    outcome: dict[bytes, str] = {}
+    deadline = time.monotonic() + 60
+    while len(outcome) < n and time.monotonic() < deadline:
+        for s in socks:
+            while s.poll(0):
+                req, payload = s.recv_multipart()
+                error, results = decode_reply(payload)
+                outcome[req] = error or ("held" if results == ((),) else str(results)[:80])
+        time.sleep(0.005)
+    for s in socks:
+        s.close(0)
+    kinds: dict[str, int] = {}
+    for v in outcome.values():
+        kinds[v] = kinds.get(v, 0) + 1
+    seen: dict[str, Any] = {"answered": len(outcome), "kinds": kinds}
+    assert len(outcome) == n and set(kinds) <= {"held", ERR_OVERLOADED}, seen
+    state = _quiet_and_clean(cl)
+    seen.update(state)
+    assert state["ok"] and state["held"] == state["resting"] == kinds["held"], seen
+    with cl.client() as c:  # shed orders are unknown on both tiers (no hold, no order)
+        shed = [cmds[r] for r, v in outcome.items() if v != "held"][:100]
+        for cmd in shed:
+            assert c.order_status("BTC-USD", cmd[2], account=cmd[3])["state"] == "unknown"
+    # a client that never reads
+    mute = dealer(cl.endpoint, rcvhwm=1)
+    for i in range(n, n + 20_000):
+        cmd = _resting_order(i, accounts[i % 10])
+        try:
+            mute.send_multipart(
+                [f"@{cmd[3]}".encode(), struct.pack(">I", i), msgpack.packb([VERSION, [cmd]])],
+                zmq.NOBLOCK,
+            )
+        except zmq.Again:
+            break
+    time.sleep(2)
+    grown = {name: rss(pid) - rss0[name] for name, pid in before.items()}
+    mute.close(0)
+    state = _quiet_and_clean(cl)
+    seen.update(state, grown=grown, restarts=restarts(cl)[:3])
+    print(seen)
+    assert state["ok"] and state["held"] == state["resting"] and not state["anomalies"], seen
+    assert not seen["restarts"] and {**pids(cl), "accounts-0": apid} == before, seen
+    assert all(g < RSS_BOUND for g in grown.values()), seen
+
+
+def test_stopped_engine_shard_makes_the_account_shard_shed_not_grow(monkeypatch):
+    """Regression: with its engine shard stopped (SIGSTOP: wedged, swapping, a long GC) the
+    account shard went on holding and acking every order: 205,000 acks in 10 s and +183 MB
+    of RSS, growing for as long as the engine shard stayed stopped (its forwards queued in
+    the link). Now past ``max_unconfirmed`` forwards without the engine shard's HAVE, new
+    orders for its symbols are answered ``overloaded`` (nothing held, counted) until it
+    catches up; every hold made before is settled once it runs again."""
+    cap = 2_000
+    monkeypatch.setenv("SHARDEX_ACCOUNTS_MAX_UNCONFIRMED", str(cap))
+    cl = Cluster(1, insecure=True, accounts=1)
+    try:
+        accounts = [f"u{k}" for k in range(10)]
+        with cl.client() as c:
+            for a in accounts:
+                assert c.deposit(a, "USD", "100000000", ref=f"{a}-usd").ok
+                assert c.deposit(a, "BTC", "1000", ref=f"{a}-btc").ok
+            epid = c.topology()["topology"][0]["pid"]
+        socks = [dealer(cl.endpoint) for _ in range(2)]
+
+        def burst(first: int, n: int) -> dict[str, int]:
+            """``n`` one-order frames, 400 in flight (the router's caps do not shed them)."""
+            kinds: dict[str, int] = {}
+            for k in range(first, first + n, 400):
+                for i in range(k, min(k + 400, first + n)):
+                    cmd = _resting_order(i, accounts[i % 10])
+                    frames = [f"@{cmd[3]}".encode(), b"r", msgpack.packb([VERSION, [cmd]])]
+                    socks[i % 2].send_multipart(frames)
+                want = min(k + 400, first + n) - first
+                deadline = time.monotonic() + 30
+                while sum(kinds.values()) < want and time.monotonic() < deadline:
+                    for sock in socks:
+                        if sock.poll(10):
+                            _tally(sock.recv_multipart(), kinds)
+            return kinds
+
+        os.kill(epid, signal.SIGSTOP)
+        try:
+            stopped = burst(0, 8_000)
+        finally:
+            os.kill(epid, signal.SIGCONT)
+        seen: dict[str, Any] = {"while stopped": stopped}
+        assert sum(stopped.values()) == 8_000, seen
+        assert stopped.get(ERR_OVERLOADED, 0) > 0 and stopped.get("held", 0) <= 2 * cap, seen
+        probes = iter(range(10**6))
+        with cl.client() as c:  # the engine shard catches up: orders are taken again
+            _wait(lambda: c.place("BTC-USD", "buy", "0.0001", "1.00", account="u0",
+                                  id=f"p{next(probes)}").ok, "orders taken again")  # fmt: skip
+        again = burst(8_000, 500)
+        seen["after"] = again
+        assert again == {"held": 500}, seen
+        state = _quiet_and_clean(cl)
+        seen.update(state)
+        assert state["ok"] and state["held"] == state["resting"] == stopped["held"] + 501, seen
+        for s in socks:
+            s.close(0)
+    finally:
+        cl.stop()
+
+
+def _tally(frames: list[bytes], kinds: dict[str, int]) -> int:
+    error, results = decode_reply(frames[-1])
+    kind = error or ("held" if results == ((),) else str(results)[:80])
+    kinds[kind] = kinds.get(kind, 0) + 1
+    return sum(kinds.values())
+
+
+def _metric(port: int, name: str, what: str) -> float:
+    """One sample of the account shard's /metrics (``name{...what="..."}``)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'what="{what}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise LookupError(f"{name} {what} not in /metrics")
+
+
+def test_busy_link_does_not_resend_what_is_in_flight():
+    """Regression: each HAVE of a busy engine shard (every second) made the account shard
+    re-send every forward after it from the ring, though those were only queued, not lost:
+    46,320 re-sent for 148,357 forwards in 8 s of closed-loop load with nothing lost (the
+    engine shard skipped each again). Now only a HAVE that did not move re-sends. Also:
+    after heavy funded load, the audit is clean and every hold is a live order."""
+    cl = Cluster(1, accounts=1)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", cl.endpoint,
+             "--key", str(cl.key), "--duration", "5", "--concurrency", "8", "--window", "8",
+             "--batch", "100", "--accounts", "50", "--json", "--quiet",
+             "--max-error-rate", "1"],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        report = json.loads(out.stdout)
+        state = _quiet_and_clean(cl)
+        port = cl.layout.account_metrics_port(0)
+        link = {w: _metric(port, "shardex_accounts_link_total", w)
+                for w in ("forwards", "resent", "unsent")}  # fmt: skip
+        seen = {"acked": report["acked"], "errors": report["errors"], "link": link, **state}
+        print(seen)
+        assert link["forwards"] > 10_000 and link["unsent"] == 0, seen
+        assert link["resent"] <= link["forwards"] / 100, seen
+        assert state["ok"] and state["held"] == state["resting"] and not state["anomalies"], seen
+    finally:
+        cl.stop()
