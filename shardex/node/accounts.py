@@ -526,7 +526,8 @@ class AccountNode:
         self.published = machine.seq  # events up to here are journaled (and were published)
         self.stop = StopFlag()
         self.out: list[tuple] = []
-        self.replies: list[tuple[RouterLink, list[bytes]]] = []
+        self.replies: list[tuple[RouterLink, list[bytes]]] = []  # sent after the commit
+        self.free: list[tuple[RouterLink, list[bytes]]] = []  # sent even if it fails
         self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
         self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
@@ -715,11 +716,19 @@ class AccountNode:
                 if items is None:
                     self.counts["malformed"] += 1
                     continue
+                handler = self.handler
                 for k in range(0, len(items), 4):
                     client, req, user, payload = items[k : k + 4]
                     who = user.decode("ascii", "replace") if secure else None
-                    reply = self.handler.handle(payload, self.out, who)
-                    self.replies.append((link, [client, req, reply]))
+                    journaled = handler.commands
+                    reply = handler.handle(payload, self.out, who)
+                    if handler.journal_down is not None and handler.commands == journaled:
+                        # journal down and nothing of this request in it (a read, or a write
+                        # refused for the journal): answered now, not held with the batch
+                        # the journal could not write (which would mute the shard)
+                        self.free.append((link, [client, req, reply]))
+                    else:
+                        self.replies.append((link, [client, req, reply]))
 
     def from_direct(self) -> None:
         """The bridge's status polls and range repairs (after a flush: ``published`` is
@@ -796,6 +805,7 @@ class AccountNode:
                 log.error("ALERT journal of account shard %d cannot write (%s): holding "
                           "replies, refusing writes", self.cfg.index, exc)  # fmt: skip
             handler.journal_down = str(exc)[:200] or "write failed"
+            self._send_free()
             return
         if handler.journal_down is not None:
             log.warning("journal of account shard %d writes again", self.cfg.index)
@@ -803,8 +813,7 @@ class AccountNode:
         for link, frames in self.replies:
             link.send(frames)
         self.replies.clear()
-        for link in self.links:
-            link.commit()
+        self._send_free()
         per: dict[int, list[tuple]] = {}
         if self.out:
             self.publish(self.out)
@@ -848,6 +857,14 @@ class AccountNode:
             for i in due:
                 if 0 <= i < self.cfg.engines:
                     self.sync(i)
+
+    def _send_free(self) -> None:
+        """Replies that wait for no journal write, then every link's batch of replies."""
+        for link, frames in self.free:
+            link.send(frames)
+        self.free.clear()
+        for link in self.links:
+            link.commit()
 
     def _resend_due(self, i: int, have: int, now: float) -> bool:
         """Whether engine shard ``i``'s HAVE calls for a re-send of the forwards after it.
