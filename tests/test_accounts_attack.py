@@ -27,9 +27,10 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from conftest import Cluster
+from conftest import Cluster, RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_accounts_stream import _converged, _stream
 from test_accounts_wire import _wait
 from test_hostile import (
     CHECK_SYMBOL,
@@ -743,3 +744,63 @@ def test_account_journal_on_a_full_disk(small_disk: Path):
     finally:
         cl.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# chaos: kill -9 and SIGSTOP of both tiers under funded load, the balances stream checked
+# ---------------------------------------------------------------------------------------------
+
+
+def test_chaos_of_both_tiers_under_funded_load(redis_server: RedisServer):
+    """Funded closed-loop load through the account tier while, in turn: kill -9 of the
+    account shard, SIGSTOP (1.5 s) of the engine shard, kill -9 of the engine shard, SIGSTOP
+    of the account shard. Afterwards: the audit is clean with no anomaly (a settlement
+    applied twice would be one, or break conservation), every hold is a live order and the
+    other way round, and ``shardex:balances:0`` holds exactly the account shard's balance
+    events, in order, each once."""
+    cl = Cluster(1, accounts=1, redis=redis_server.url)
+    try:
+        load = subprocess.Popen(
+            [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", cl.endpoint,
+             "--key", str(cl.key), "--duration", "9", "--concurrency", "2", "--window", "2",
+             "--batch", "10", "--accounts", "20", "--json", "--quiet", "--max-error-rate", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def pid(tier: str) -> int:
+            with cl.client() as c:
+                return c.topology()[tier][0]["pid"]
+
+        def back(tier: str, old: int) -> None:
+            _wait(lambda: pid(tier) not in (None, old), f"{tier} restarted", timeout=20)
+
+        time.sleep(1.5)
+        old = pid("account_topology")
+        os.kill(old, signal.SIGKILL)
+        back("account_topology", old)
+        time.sleep(1)
+        stopped = pid("topology")
+        os.kill(stopped, signal.SIGSTOP)
+        time.sleep(1.5)
+        os.kill(stopped, signal.SIGCONT)
+        time.sleep(1)
+        os.kill(stopped, signal.SIGKILL)
+        back("topology", stopped)
+        time.sleep(1)
+        stopped = pid("account_topology")
+        os.kill(stopped, signal.SIGSTOP)
+        time.sleep(1.5)
+        os.kill(stopped, signal.SIGCONT)
+        out, err = load.communicate(timeout=90)
+        report = json.loads(out)
+        state = _quiet_and_clean(cl)
+        seen = {"acked": report["acked"], "errors": report["errors"], **state}
+        print(seen)
+        assert report["acked"] > 1000, (seen, err[-500:])
+        assert state["ok"] and state["held"] == state["resting"] and not state["anomalies"], seen
+        r = redis_server.client()
+        _converged(cl, r, 1, timeout=30.0)
+        ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, 0)]
+        assert ids == sorted(set(ids)), "balances stream out of order or duplicated"
+    finally:
+        cl.stop()
