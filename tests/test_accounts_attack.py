@@ -47,6 +47,7 @@ from test_hostile import (
 from shardex.accounts.assets import MAX_UNITS, AssetTable
 from shardex.accounts.codes import A_DEPOSIT
 from shardex.accounts.machines import AccountMachineFactory
+from shardex.auth import KeyFile, KeyStore, client_socket
 from shardex.client import audit_report
 from shardex.config import load_markets
 from shardex.journal import Journal
@@ -802,5 +803,74 @@ def test_chaos_of_both_tiers_under_funded_load(redis_server: RedisServer):
         _converged(cl, r, 1, timeout=30.0)
         ids = [int(eid.split("-")[0]) for eid, _ in _stream(r, 0)]
         assert ids == sorted(set(ids)), "balances stream out of order or duplicated"
+    finally:
+        cl.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# keys: what a trader key, a stranger key and another account shard's key get
+# ---------------------------------------------------------------------------------------------
+
+
+def _secure_dealer(endpoint: str, key: KeyFile, ident: bytes | None = None) -> zmq.Socket:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if ident is not None:
+        s.setsockopt(zmq.IDENTITY, ident)
+    client_socket(s, key)
+    s.connect(endpoint)
+    return s
+
+
+def test_keys_at_the_account_tier():
+    """Secure cluster, 2 account shards. A trader key cannot move money, act for another
+    account, read another's balance, audit, or use an account shard's direct port; a trader
+    key cannot even connect to an engine shard's account link; account shard 1's key posing
+    as account shard 0 there is refused and counted (ALERT), and changes nothing."""
+    cl = Cluster(1, accounts=2)
+    try:
+        store = KeyStore(cl.keys_dir)
+        path = store.add("t-alice", "trader", accounts=["alice"], path=Path(cl.data_dir) / "t.key")
+        with cl.client() as admin:
+            assert admin.deposit("alice", "USD", "100", ref="ka").ok
+            assert admin.deposit("bob", "USD", "100", ref="kb").ok
+        with cl.client(key=path) as t:
+            r = t.deposit("alice", "USD", "1000000", ref="k1")
+            assert r.rejected and "admin" in r.reason
+            r = t.withdraw("alice", "USD", "1", ref="k2")
+            assert r.rejected and "admin" in r.reason
+            r = t.place("BTC-USD", "buy", "0.01", "100", account="bob")
+            assert r.rejected and "not allowed" in r.reason
+            with pytest.raises(Exception, match="not allowed"):
+                t.balance("bob")
+            assert "error" in t.audit()[0]
+            assert t.place("BTC-USD", "buy", "0.01", "100", account="alice").ok  # her own
+        trader = KeyFile.read(path)
+        direct = _secure_dealer(cl.layout.account_direct(0), trader)
+        direct.send_multipart([b"k", b"r1", msgpack.packb([VERSION, [[OP_STATUS]]])])
+        assert direct.poll(5000)
+        error, results = decode_reply(direct.recv_multipart()[-1])
+        assert "not allowed" in str(results), (error, results)
+        direct.close(0)
+        # the engine shard's account link: a trader key is refused at the handshake (no
+        # HAVE ever comes back); account shard 1's key claiming to be account shard 0 is
+        # refused message by message
+        sync0 = msgpack.packb([0, 0])
+        stranger = _secure_dealer(cl.layout.account_link(0), trader, b"accounts-0")
+        other = _secure_dealer(
+            cl.layout.account_link(0), KeyFile.read(cl.keys_dir / "accounts-1.key")
+        )
+        for _ in range(5):
+            stranger.send_multipart([LINK_SYNC, sync0], zmq.NOBLOCK)
+            other.send_multipart([LINK_SYNC, sync0])
+            other.send_multipart([LINK_FWD, msgpack.packb([0, [[1, 0, ["x"]]]])])
+        assert not stranger.poll(1000) and not other.poll(200)
+        stranger.close(0)
+        other.close(0)
+        port = cl.layout.shard_metrics_port(0)
+        assert _metric(port, "shardex_shard_account_link_total", "refused") == 10
+        assert _metric(port, "shardex_shard_account_link_total", "forwards") == 1  # alice's
+        state = _quiet_and_clean(cl)
+        assert state["ok"] and state["held"] == state["resting"] == 1, state
     finally:
         cl.stop()
