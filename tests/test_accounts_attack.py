@@ -198,6 +198,24 @@ def test_deeply_nested_values_are_quoted_without_recursion():
     assert len(out) == 2 and all(len(ev[4]) < 200 for ev in out)  # two bounded rejects
 
 
+def test_a_frame_of_many_reads_is_refused_before_any_work():
+    """Regression: one 400 KB frame of 200,000 ``(OP_AUDIT,)`` made a 36 MB reply and stalled
+    the account shard 5.5 s (each audit walks every account and order); 106,000 balance reads
+    made 5 MB. Now more than ``MAX_READS`` reads, or more than one audit, in one request is
+    refused whole, with the reason, before any of it runs."""
+    import shardex.node.accounts as node
+
+    max_reads = getattr(node, "MAX_READS", 256)
+    h = AccountHandler(AccountMachineFactory(0, 1, lambda _s: 0).new(MARKETS), NullJournal())
+    for cmds in ([(OP_AUDIT,)] * 200_000, [(OP_BALANCE, "alice")] * (max_reads + 1),
+                 [(OP_AUDIT,), (OP_AUDIT,)]):  # fmt: skip
+        reply = h.handle(msgpack.packb([VERSION, cmds]), [])
+        error, results = decode_reply(reply)
+        assert error and "too many reads" in error and len(reply) < 200, error
+    results = _ask(h, [(OP_BALANCE, "alice")] * (max_reads - 1) + [(OP_AUDIT,)])
+    assert len(results) == max_reads and results[-1]["integrity"] == "ok"
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -109,6 +109,7 @@ log = logging.getLogger("shardex.accounts")
 
 HELLO_EVERY_S = 1.0
 MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again from there)
+MAX_READS = 256  # balance/status/audit reads in one request (their replies are not small)
 MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 SYNC_FULL_S = 0.5  # ... and this often while one is backed up (its HAVE ends the shedding)
@@ -216,6 +217,17 @@ class AccountHandler:
         if error is not None:
             return encode_reply(None, error)
         reads = (OP_STATUS, OP_BALANCE, OP_AUDIT)
+        n_reads = n_audits = 0
+        for c in cmds:
+            op = _op(c)
+            if op in reads:
+                n_reads += 1
+                n_audits += op == OP_AUDIT
+        if n_reads > MAX_READS or n_audits > 1:
+            # refused before any work: 200,000 audits in a 400 KB frame made a 36 MB reply
+            # and a 5.5 s stall of the shard (an audit walks every account and order)
+            return encode_reply(None, f"too many reads in one request ({n_reads}, {n_audits} "
+                                      f"audits): at most {MAX_READS}, and one audit")  # fmt: skip
         if self.journal_down is not None and any(_op(c) not in reads for c in cmds):
             return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
         if self.full and any(self._to_full(c) for c in cmds):
