@@ -648,13 +648,13 @@ def _tally(frames: list[bytes], kinds: dict[str, int]) -> int:
     return sum(kinds.values())
 
 
-def _metric(port: int, name: str, what: str) -> float:
-    """One sample of the account shard's /metrics (``name{...what="..."}``)."""
+def _metric(port: int, name: str, what: str, label: str = "what") -> float:
+    """One sample of a process's /metrics (``name{...<label>="<what>"}``)."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     for line in text.splitlines():
-        if line.startswith(name + "{") and f'what="{what}"' in line:
+        if line.startswith(name + "{") and f'{label}="{what}"' in line:
             return float(line.rsplit(" ", 1)[1])
     raise LookupError(f"{name} {what} not in /metrics")
 
@@ -679,10 +679,14 @@ def test_busy_link_does_not_resend_what_is_in_flight():
         port = cl.layout.account_metrics_port(0)
         link = {w: _metric(port, "shardex_accounts_link_total", w)
                 for w in ("forwards", "resent", "unsent")}  # fmt: skip
-        seen = {"acked": report["acked"], "errors": report["errors"], "link": link, **state}
+        dropped = sum(_metric(port, "shardex_accounts_replies_dropped_total", reason, "reason")
+                      for reason in ("outbox_full", "peer_gone"))  # fmt: skip
+        seen = {"acked": report["acked"], "errors": report["errors"], "link": link,
+                "replies_dropped": dropped, **state}  # fmt: skip
         print(seen)
         assert link["forwards"] > 10_000 and link["unsent"] == 0, seen
         assert link["resent"] <= link["forwards"] / 100, seen
+        assert dropped == 0, seen  # no ack lost (the router may still shed, counted)
         assert state["ok"] and state["held"] == state["resting"] and not state["anomalies"], seen
     finally:
         cl.stop()

@@ -1005,6 +1005,25 @@ class _Collector:
         for what, n in node.counts.items():
             fam.add_metric([*lab, what], n)
         yield fam
+        # replies (acks of holds among them) that the router link could not take: counted,
+        # never silent; the order's fate stays queryable on its engine shard (OP_ORDER)
+        fam = CounterMetricFamily(
+            "shardex_accounts_replies_dropped",
+            "Reply batches the router link could not take (its outbox full, or the router gone)",
+            labels=["shard", "reason"],
+        )
+        dropped: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
+        for link in node.links:
+            for reason, n in link.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+        for reason, n in sorted(dropped.items()):
+            fam.add_metric([*lab, reason], n)
+        yield fam
+        fam = GaugeMetricFamily(
+            "shardex_accounts_outbox", "Reply batches waiting for a full pipe", labels=["shard"]
+        )
+        fam.add_metric(lab, sum(link.size for link in node.links))
+        yield fam
         for name, doc, value in (
             ("shardex_accounts_commands", "Commands journaled and applied", node.handler.commands),
             ("shardex_accounts_rejected", "Client commands refused (funds, shape, key)",
