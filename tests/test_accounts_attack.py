@@ -40,6 +40,7 @@ from test_hostile import (
     dealer,
     dir_bytes,
     pids,
+    request,
     restarts,
     rss,
 )
@@ -257,7 +258,11 @@ def fuzzed():
         journal.close()
 
 
-@settings(max_examples=600, suppress_health_check=list(HealthCheck), deadline=None)
+@settings(
+    max_examples=int(os.environ.get("ATTACK_EXAMPLES", 600)),
+    suppress_health_check=list(HealthCheck),
+    deadline=None,
+)
 @given(st.data())
 def test_any_msgpack_in_any_position_is_a_bounded_reply_and_a_journalable_record(fuzzed, data):
     """Issue 9's property for the account shard: garbage anywhere in a request → a bounded
@@ -407,6 +412,19 @@ def _quiet_and_clean(cl: Cluster) -> dict[str, Any]:
     return seen
 
 
+def _account_status(cl: Cluster, j: int = 0) -> dict[str, Any]:
+    """Account shard ``j``'s ``OP_STATUS`` (through the router, routing key ``%j``)."""
+    sock = dealer(cl.endpoint)
+    try:
+        reply = request(sock, f"%{j}".encode(), msgpack.packb([VERSION, [[OP_STATUS]]]))
+    finally:
+        sock.close(0)
+    assert reply is not None, "account shard status: no reply"
+    error, results = decode_reply(reply)
+    assert error is None, error
+    return results[0]
+
+
 def test_live_fuzz_of_every_account_tier_port(insecure_accounts: Cluster):
     """≥ 6,000 fuzzed frames: to the router with ``@account``/``%j`` keys, to the account
     shard's direct port, and to the engine shard's account link (as strangers); a funded
@@ -493,6 +511,7 @@ def test_live_fuzz_of_every_account_tier_port(insecure_accounts: Cluster):
         "restarts": restarts(cl)[:3],
         "pids": (before, after),
         "data_growth": dir_bytes(cl.data_dir) - data_before,
+        "internal_errors": _account_status(cl)["internal_errors"],
         **_quiet_and_clean(cl),
     }
     print(seen)
@@ -500,6 +519,7 @@ def test_live_fuzz_of_every_account_tier_port(insecure_accounts: Cluster):
     assert not problems and answered == framed, seen
     assert seen["ok"] and seen["held"] == seen["resting"] and not seen["anomalies"], seen
     assert seen["data_growth"] < 20 * MB, seen  # journals: bounded records only
+    assert seen["internal_errors"] == 0, seen  # survived, but no request hit a bug either
 
 
 # ---------------------------------------------------------------------------------------------
