@@ -354,8 +354,9 @@ class AccountHandler:
 
     def balance(self, cmd: tuple) -> dict[str, Any]:
         account = _at(cmd, 1)
-        if len(cmd) != 2 or type(account) is not str:
-            return {"error": "balance: expected (op, account)"}
+        if len(cmd) != 2 or type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+            # (the answer names the account: a 1 MiB name would be echoed whole)
+            return {"error": f"balance: expected (op, account of 1..{MAX_ID_LEN} chars)"}
         key = self.key
         if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
             return {"error": f"account {account[:64]} not allowed for this key"}
