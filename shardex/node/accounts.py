@@ -891,6 +891,8 @@ class AccountNode:
         repeats its HAVE and applies nothing)."""
         prev = self.last_have.get(i)
         self.last_have[i] = have
+        if i in self.repairs:
+            return True  # a re-send from the journal under way: its next part, every HAVE
         if prev is not None and have > prev:
             return False
         if now - self.last_resend.get(i, -SYNC_EVERY_S) < SYNC_EVERY_S:
