@@ -66,6 +66,7 @@ from shardex.wire.protocol import (
     OP_DEPOSIT,
     OP_EVENTS,
     OP_NEW,
+    OP_ORDER,
     OP_STATUS,
     OP_WITHDRAW,
     VERSION,
@@ -919,3 +920,45 @@ def test_keys_at_the_account_tier():
         assert state["ok"] and state["held"] == state["resting"] == 1, state
     finally:
         cl.stop()
+
+
+def test_fate_of_an_order_queued_at_a_stopped_account_shard(insecure_accounts: Cluster):
+    """Regression: a client whose order timed out while the account shard was stopped asked
+    the engine shard for its fate, was told "not executed" (the engine shard had never seen
+    it), and the order then ran when the account shard resumed. The account shard now answers
+    ``OP_ORDER`` itself, behind the order on the same router link: ``held`` once it took it,
+    ``not_held`` for one it never took (or that ended: the engine shard then knows it)."""
+    cl = insecure_accounts
+    with cl.client() as c:
+        assert c.deposit("alice", "USD", "1000", ref="fa").ok
+        apid = c.topology()["account_topology"][0]["pid"]
+    sock = dealer(cl.endpoint)
+    order = (OP_NEW, "BTC-USD", "q1", "alice", 0, 0, 10_000, 100, 0, False, 0)
+    fate = [OP_ORDER, "BTC-USD", "alice", "q1"]
+    os.kill(apid, signal.SIGSTOP)
+    try:
+        sock.send_multipart([b"@alice", b"order", msgpack.packb([VERSION, [order]])])
+        assert not sock.poll(1000)  # the client's timeout: no answer while it is stopped
+        sock.send_multipart([b"@alice", b"fate", msgpack.packb([VERSION, [fate]])])
+    finally:
+        os.kill(apid, signal.SIGCONT)
+    replies = {}
+    while len(replies) < 2 and sock.poll(10_000):
+        req, payload = sock.recv_multipart()
+        replies[req] = decode_reply(payload)
+    sock.close(0)
+    assert replies.get(b"order") == (None, ((),)), replies  # held and forwarded
+    error, results = replies[b"fate"]
+    assert error is None and results[0]["state"] == "held", replies
+    with cl.client() as c:
+        _wait(lambda: c.order_status("BTC-USD", "q1", account="alice")["state"] == "live",
+              "the order on the book")  # fmt: skip
+        assert c.cancel("BTC-USD", "q1", account="alice").ok
+        _wait(lambda: c.balance("alice")["USD"] == (D("1000.00"), D(0)), "hold released")
+    sock = dealer(cl.endpoint)
+    for oid in ("q1", "never-sent"):  # ended and settled / never taken
+        reply = request(
+            sock, b"@alice", msgpack.packb([VERSION, [[OP_ORDER, "BTC-USD", "alice", oid]]])
+        )
+        assert decode_reply(reply)[1][0]["state"] == "not_held"
+    sock.close(0)

@@ -90,6 +90,7 @@ from shardex.wire.protocol import (
     OP_DEPOSIT,
     OP_EVENTS,
     OP_HELLO,
+    OP_ORDER,
     OP_STATUS,
     OP_WITHDRAW,
     decode_batch,
@@ -216,7 +217,7 @@ class AccountHandler:
         cmds, error = decode_request(payload)
         if error is not None:
             return encode_reply(None, error)
-        reads = (OP_STATUS, OP_BALANCE, OP_AUDIT)
+        reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER)
         n_reads = n_audits = 0
         for c in cmds:
             op = _op(c)
@@ -243,6 +244,8 @@ class AccountHandler:
                 results.append(self.balance(cmd))
             elif op == OP_AUDIT:
                 results.append(self.audit())
+            elif op == OP_ORDER:
+                results.append(self.held(cmd))
             elif op in (OP_DEPOSIT, OP_WITHDRAW):
                 results.append(self.transfer(cmd, out))
             elif op in (OP_NEW, OP_AMEND):
@@ -371,6 +374,34 @@ class AccountHandler:
             "orders": sum(1 for k in self.core.orders if k[0] == account),
             "seq": self.core.seq,
         }
+
+    def held(self, cmd: tuple) -> dict[str, Any]:
+        """``(OP_ORDER, symbol, account, id)`` asked of the account shard: whether it holds
+        funds for that order now (``"held"``: taken and forwarded; pending on or live at the
+        engine shard) or not (``"not_held"``: never taken, or ended and settled, which the
+        engine shard's own ``OP_ORDER`` then tells apart).
+
+        Why here: a client whose reply was lost asks for its order's fate. Asked of the
+        engine shard alone, an order still queued at a stopped or slow account shard was
+        reported "not executed" and then ran. This query travels the same router link as the
+        order, behind it, so when it is answered the order has been taken or refused."""
+        if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
+            return {"error": "order: expected (op, symbol, account, id)"}
+        _, symbol, account, oid = cmd
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
+            return {"error": f"account {account[:64]} not allowed for this key"}
+        o = self.core.orders.get((account, symbol, oid))
+        out: dict[str, Any] = {
+            "state": "held" if o is not None else "not_held",
+            "symbol": symbol[:32],
+            "account": account[:64],
+            "id": oid[:64],
+            "seq": self.core.seq,
+        }
+        if o is not None:
+            out["open_lots"] = o.rem
+        return out
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the
