@@ -200,7 +200,11 @@ class AccountHandler:
         if _op(cmd) not in (OP_NEW, OP_AMEND):
             return False
         symbol = _at(cmd, 1)
-        return symbol in self.table.pairs and self.core.engine_for(symbol) in self.full
+        return (
+            type(symbol) is str
+            and symbol in self.table.pairs
+            and self.core.engine_for(symbol) in self.full
+        )
 
     def _internal_error(self, exc: Exception) -> bytes:
         self.internal_errors += 1
