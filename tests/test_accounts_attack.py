@@ -916,6 +916,8 @@ def test_keys_at_the_account_tier():
         stranger.close(0)
         other.close(0)
         port = cl.layout.shard_metrics_port(0)
+        _wait(lambda: _metric(port, "shardex_shard_account_link_total", "refused") >= 10,
+              "the 10 messages refused")  # fmt: skip
         assert _metric(port, "shardex_shard_account_link_total", "refused") == 10
         assert _metric(port, "shardex_shard_account_link_total", "forwards") == 1  # alice's
         state = _quiet_and_clean(cl)
