@@ -858,18 +858,31 @@ class Journal:
                     base = restore_engine(state, self.markets, self.machine)
                     break
             engine = base or self.machine.new(self.markets)
-            cur = self._cursor = (engine, self._records_from(engine.seq), [])
+            cur = self._cursor = (engine, self._records_skipping(engine.seq), [])
         engine, records, buf = cur
         if buf and buf[0][1] < first:
             del buf[: max(0, min(len(buf), first - buf[0][1]))]
         spent = 0
+        reopened = False
         while engine.seq < last:
             if budget is not None and spent >= budget and engine.seq < first:
                 return []  # not there yet: the cursor keeps the position for the next call
             try:
                 seq, payload = next(records)
             except StopIteration:
-                break
+                if reopened:
+                    break
+                # The reader saw the segments as they were when it began: records committed
+                # since then (the cursor outlives calls) are read on from where it stands.
+                # Without this a range committed after the cursor was made was reported "no
+                # longer in the journal" (or cut short), and the repair gave up on it.
+                reopened = True
+                records = self._records_skipping(engine.seq)
+                self._cursor = (engine, records, buf)
+                continue
+            except OSError as exc:  # a segment removed by snapshot retention meanwhile
+                self._cursor = None
+                raise JournalError(f"events {first}..{last}: journal read failed ({exc})") from None
             if seq != engine.seq:
                 break
             cmds = unpackb(payload)
@@ -961,12 +974,6 @@ class Journal:
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / EPOCH_FILE)
         _fsync_dir(self.dir)
-
-    def _records_from(self, seq: int) -> Iterator[tuple[int, bytes]]:
-        for path in self.segments():
-            for s, payload in iter_records(path):
-                if s >= seq:
-                    yield s, payload
 
 
 class Replay:

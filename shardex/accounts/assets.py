@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, DecimalException, Inexact, Overflow, Underflow
 from math import gcd
 from typing import NamedTuple
 
@@ -33,6 +33,12 @@ DEFAULT_TAKER_BPS = 5
 # capped so that every balance, and the sum over up to 32 account shards, fits a signed 64-bit
 # msgpack int (journals, snapshots, wire): 32 * 2**58 == 2**63.
 MAX_UNITS = 2**58
+# Exact arithmetic for amounts from the edge: a result that would need rounding (more digits
+# than ``prec``, or a quotient that does not terminate) raises instead of being rounded, and so
+# does an exponent out of range. The default context would round silently at 28 digits
+# ("1.00000000000000000000000000000001" USD became exactly 1 USD) and raise ``Overflow`` out of
+# the account shard's loop for "1e999999".
+_EXACT = Context(prec=200, traps=[Inexact, Overflow, Underflow])
 
 
 class Fee(NamedTuple):
@@ -127,12 +133,18 @@ class AssetTable:
         return f"{value:f}"
 
     def to_units(self, asset: str, amount: Decimal) -> int | None:
-        """A decimal amount → units, or None when it is not a whole number of units (the
-        edge rejects it as off grid) or the asset is unknown."""
+        """A decimal amount → units, or None when it is not exactly a whole number of units
+        (the edge rejects it as off grid), the asset is unknown or the amount is beyond 10^60.
+        Exact: never rounds, never raises."""
         unit = self.units.get(asset)
         if unit is None or not isinstance(amount, Decimal) or not amount.is_finite():
             return None
-        n = amount / unit
+        if amount.adjusted() > 60:
+            return None  # far beyond any balance (MAX_UNITS); never build a huge int for it
+        try:
+            n = _EXACT.divide(amount, unit)
+        except DecimalException:
+            return None  # not a whole number of units (or a tiny exponent): off grid
         return int(n) if n == n.to_integral_value() else None
 
 

@@ -211,7 +211,7 @@ class AccountCore:
                 return self._amend(cmd, out)
             if op in (A_DEPOSIT, A_WITHDRAW):
                 return self._transfer(cmd, out)
-            return self._reject(_f(cmd, 3), "", f"unknown op {op!r:.20}", REJ_UNKNOWN_OP, out)
+            return self._reject(_f(cmd, 3), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
             # Only shape checks can raise, and they all run before the first mutation.
             return self._reject(_f(cmd, 3), "", "malformed command", REJ_MALFORMED, out)
@@ -258,7 +258,7 @@ class AccountCore:
             )
         if type(asset) is not str or asset not in self.table.units:
             return self._reject(
-                account, ref, f"unknown asset {asset!r:.40}", REJ_UNKNOWN_ASSET, out
+                account, ref, f"unknown asset {_q(asset, 40)}", REJ_UNKNOWN_ASSET, out
             )
         if type(amount) is not int:
             return self._reject(
@@ -324,7 +324,7 @@ class AccountCore:
         for what, value in (("side", side), ("type", otype)):
             if type(value) is not int or value not in (0, 1):
                 code = REJ_INVALID if type(value) is int else REJ_MALFORMED
-                return self._reject(account, oid, f"unknown {what} {value!r:.20}", code, out)
+                return self._reject(account, oid, f"unknown {what} {_q(value, 20)}", code, out)
         if type(qty) is not int:
             return self._reject(
                 account, oid, "qty must be an integer number of lots", REJ_MALFORMED, out
@@ -459,7 +459,7 @@ class AccountCore:
 
     def _order_gate(self, symbol: object, oid: object, account: object) -> tuple[str, int] | None:
         if type(symbol) is not str or symbol not in self.table.pairs:
-            return f"unknown symbol {symbol!r:.40}", REJ_UNKNOWN_SYMBOL
+            return f"unknown symbol {_q(symbol, 40)}", REJ_UNKNOWN_SYMBOL
         if not _ident(oid) or not _ident(account):
             return f"id and account must be strings of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
         if not self.owns(account):
@@ -509,7 +509,7 @@ class AccountCore:
         (_, _, _, _, symbol, price, qty, t_acct, t_id, m_acct, m_id, t_side, trade_id) = cmd
         pair = self.table.pairs.get(symbol) if type(symbol) is str else None
         if pair is None:
-            return f"trade of unknown symbol {symbol!r:.40}"
+            return f"trade of unknown symbol {_q(symbol, 40)}"
         if not (
             type(price) is int
             and price > 0
@@ -528,15 +528,15 @@ class AccountCore:
                 continue
             o = self.orders.get((acct, symbol, oid)) if type(oid) is str else None
             if o is None:
-                return f"trade {trade_id!r:.20}: no open order {oid!r:.70} of {acct}"
+                return f"trade {_q(trade_id, 20)}: no open order {_q(oid, 70)} of {acct}"
             if o.side != side or qty > o.rem or (side == BUY and price > o.cap):
                 return (
-                    f"trade {trade_id!r:.20}: does not fit order {oid} (side {o.side}, "
+                    f"trade {_q(trade_id, 20)}: does not fit order {oid} (side {o.side}, "
                     f"open {o.rem}, cap {o.cap})"
                 )
             sides.append((acct, oid, o, maker))
         if not sides:
-            return f"trade {trade_id!r:.20}: neither side belongs to this shard"
+            return f"trade {_q(trade_id, 20)}: neither side belongs to this shard"
         ref = f"t{trade_id}"
         notional = price * qty * pair.quote_per_tick_lot
         base = qty * pair.base_per_lot
@@ -584,7 +584,7 @@ class AccountCore:
         o, pair = found
         self._close(account, oid, o, pair, out, oid)
         if qty != o.rem:
-            return f"order {oid} ended with {qty!r:.20} lots open, this shard had {o.rem}"
+            return f"order {oid} ended with {_q(qty, 20)} lots open, this shard had {o.rem}"
         return None
 
     def _refused(self, cmd: Any, out: list[tuple]) -> str | None:
@@ -616,10 +616,10 @@ class AccountCore:
         if by_cause is not None:
             (acct, _, boid), o = by_cause
             self._close(acct, boid, o, self.table.pairs[o.symbol], out, boid)
-            return f"refused forward {cause} named {account!r:.70}/{oid!r:.70}: released {boid}"
+            return f"refused forward {cause} named {_q(account, 70)}/{_q(oid, 70)}: released {boid}"
         if isinstance(found, str):
             return found
-        return f"rejected settlement for op {op!r:.20} cause {cause!r:.20} does not fit {oid}"
+        return f"rejected settlement for op {_q(op, 20)} cause {_q(cause, 20)} does not fit {oid}"
 
     def _opened_by(self, cause: object) -> tuple[tuple[str, str, str], HeldOrder] | None:
         """The open order the forward with seq ``cause`` placed (a scan: only on the anomaly
@@ -640,7 +640,9 @@ class AccountCore:
             return found
         o, pair = found
         if type(qty) is not int or not 0 < qty <= o.rem or type(price) is not int or price < 1:
-            return f"amended {oid}: qty {qty!r:.20} / price {price!r:.20} do not fit open {o.rem}"
+            return (
+                f"amended {oid}: qty {_q(qty, 20)} / price {_q(price, 20)} do not fit open {o.rem}"
+            )
         unsolicited = not o.pending
         o.rem, o.price = qty, price
         if o.pending:
@@ -655,10 +657,12 @@ class AccountCore:
     def _settled_order(self, symbol: object, account: object, oid: object):
         pair = self.table.pairs.get(symbol) if type(symbol) is str else None
         if pair is None or not self.owns(account) or type(oid) is not str:
-            return f"settlement for {account!r:.70}/{symbol!r:.40}/{oid!r:.70} not of this shard"
+            return (
+                f"settlement for {_q(account, 70)}/{_q(symbol, 40)}/{_q(oid, 70)} not of this shard"
+            )
         o = self.orders.get((account, symbol, oid))
         if o is None:
-            return f"settlement for order {oid!r:.70} of {account} that is not open here"
+            return f"settlement for order {_q(oid, 70)} of {account} that is not open here"
         return o, pair
 
     def _rehold(
@@ -910,6 +914,15 @@ def _budget_cap(pair: Pair, qty: int, budget: int) -> int:
 
 def _ident(value: object) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_ID_LEN
+
+
+def _q(value: object, limit: int) -> str:
+    """Client or peer input quoted in a reason: at most ``limit`` chars, and never an
+    exception (``repr`` of a 1,000-deep list raises RecursionError): scalars are shown,
+    containers by their type only."""
+    if value is None or type(value) in (str, bytes, int, float, bool):
+        return repr(value[: limit + 1] if type(value) in (str, bytes) else value)[:limit]
+    return type(value).__name__
 
 
 def _f(cmd: Any, i: int) -> Any:
