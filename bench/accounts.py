@@ -108,6 +108,15 @@ class Up:
         self.stop()
         raise SystemExit("cluster did not come up")
 
+    def pids(self) -> dict[str, list[int]]:
+        """The engine shards' and account shards' pids (from the router's topology)."""
+        with Client(self.layout.frontend, timeout=2, key=self.key) as c:
+            info = c.topology()
+        return {
+            "engine": [t["pid"] for t in info["topology"]],
+            "accounts": [t["pid"] for t in info.get("account_topology", ())],
+        }
+
     def engine_seq(self) -> int:
         with Client(self.layout.frontend, timeout=2, key=self.key) as c:
             return sum(s.get("seq", 0) for s in c.status())
@@ -134,6 +143,22 @@ class Up:
             self.proc.wait(5)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far (``/proc/PID/stat``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / _TICK
+
+
 def measure(up: Up, risk: str, mode: str, args: argparse.Namespace, seed: int) -> dict:
     kw: dict = dict(
         endpoint=up.layout.frontend, key=str(up.key), risk=risk, accounts=args.traders,
@@ -147,6 +172,8 @@ def measure(up: Up, risk: str, mode: str, args: argparse.Namespace, seed: int) -
             **kw, batch=batch, window=args.window, concurrency=args.clients,
             orders=args.orders if batch == 1 else args.orders * 4, duration=None,
         )  # fmt: skip
+    pids = up.pids()
+    cpu0 = {tier: cpu_seconds(p) for tier, p in pids.items()}
     rep = run(cfg).to_dict()
     end = time.monotonic()
     out = {
@@ -160,6 +187,12 @@ def measure(up: Up, risk: str, mode: str, args: argparse.Namespace, seed: int) -
         drained = up.drained_at()
         extra = max(0.0, drained - end)
         out["settled_per_s"] = round(rep["acked"] / (rep["seconds"] + extra))
+    # CPU per acked order in each tier: what one engine shard can carry does not depend on
+    # where the account shard runs (on this 2-core box it shares the cores with everything)
+    for tier, p in pids.items():
+        if p and rep["acked"]:
+            used = cpu_seconds(p) - cpu0[tier]
+            out[f"{tier}_cpu_us"] = round(used / rep["acked"] * 1e6, 1)
     return out
 
 
@@ -212,19 +245,24 @@ def main() -> None:
         f"shard(s), {args.rounds} interleaved round(s), bridge {'on' if args.bridge else 'off'}"
         f"{' (SMOKE: not numbers)' if args.smoke else ''}"
     )
-    print(f"{'mode':<16}{'metric':<14}{'without':>12}{'with':>12}{'ratio':>8}")
+    print(f"{'mode':<16}{'metric':<16}{'without':>12}{'with':>12}{'ratio':>8}")
     for row in table:
         print(
-            f"{row['mode']:<16}{row['metric']:<14}{row['without']:>12,}{row['with']:>12,}"
+            f"{row['mode']:<16}{row['metric']:<16}{row['without']:>12,}{row['with']:>12,}"
             f"{row['ratio']:>8.2f}"
         )
     print("median over rounds; shared machine: compare ratios, not absolute numbers")
+    print(
+        "engine_cpu_us / accounts_cpu_us: CPU µs per acked order in each tier; one engine "
+        "shard's capacity with the tier = 1 / the engine_cpu_us ratio (independent of where the "
+        "account shard runs)"
+    )
 
 
 def summarize(results: dict, args: argparse.Namespace) -> list[dict]:
     """Median per (mode, metric) of each side and their ratio (with / without)."""
 
-    def med(xs: list) -> int:
+    def med(xs: list) -> float:
         xs = sorted(x for x in xs if x is not None)
         return xs[len(xs) // 2] if xs else 0
 
@@ -234,6 +272,8 @@ def summarize(results: dict, args: argparse.Namespace) -> list[dict]:
         metrics = ["acked_per_s", "settled_per_s", "p99_us"] if mode != "open" else [
             "p50_us", "p99_us"
         ]  # fmt: skip
+        if mode != "open":
+            metrics += ["engine_cpu_us", "accounts_cpu_us"]
         for metric in metrics:
             a = med([x.get(metric) for x in sides["off"]])
             b = med([x.get(metric) for x in sides["on"]])

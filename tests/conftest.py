@@ -66,14 +66,29 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+def _base_range(span: int = 1800) -> tuple[int, int]:
+    """Base ports whose whole layout (replica ports included: base+1100..base+1700) lies below
+    the kernel's ephemeral range: a port there that is free when checked can still be taken by
+    an outgoing connection before the cluster binds it (seen on a busy box)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low - span > 12000:
+        return 10000, low - span
+    return 20000, 60000 - span  # an unusual ephemeral range: the old choice
+
+
 def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
     """A layout whose every port is free right now (random base, retried), the account
-    tier's included when it is on."""
+    tier's and the ``--replicas 2`` ports included."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    lo, hi = _base_range()
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - 800)
+        base = rng.randrange(lo, hi)
         layout = Layout("127.0.0.1", base, shards, routers, accounts=accounts)
-        if all(port_free("127.0.0.1", p) for p in layout.ports()):
+        if all(port_free("127.0.0.1", p) for p in (*layout.ports(), *layout.replica_ports())):
             return layout
     raise RuntimeError("no free port range found")
 
