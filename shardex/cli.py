@@ -1116,6 +1116,20 @@ def _print_endpoints(
                     break
                 time.sleep(0.25)
         registered.append(shards_up)
+    unlinked: list[int] = []  # account shards not yet heard from by every engine shard
+    if layout.accounts:  # "ready" includes the account links: a forward sent before waits
+        with Client(layout.frontend, timeout=1.0, key=admin or False) as c:
+            for _ in range(40):
+                try:
+                    sts = c.account_status()
+                except ShardexError:
+                    sts = []
+                want = list(range(layout.shards))
+                linked = [list(st.get("engines_linked", ())) == want for st in sts]
+                unlinked = [j for j in range(layout.accounts) if j >= len(sts) or not linked[j]]
+                if not unlinked:
+                    break
+                time.sleep(0.25)
     lines = [f"shardex cluster: {layout.shards} shard(s), {min(registered)} registered"]
     if layout.routers > 1:
         lines[0] += f" with each of {layout.routers} routers"
@@ -1144,6 +1158,11 @@ def _print_endpoints(
         lines.append(
             "  money first        shardex deposit ACCOUNT ASSET AMOUNT (orders hold funds; "
             "--accounts 0: no account tier)"
+        )
+    if unlinked:
+        lines.append(
+            f"  WARNING            account shard(s) {', '.join(map(str, unlinked))} not linked "
+            "to every engine shard yet (see their log)"
         )
     if redis_url:
         from shardex.redisauth import mask_url

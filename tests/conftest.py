@@ -120,6 +120,15 @@ def wait_listening(ports: list[int], timeout: float = 20.0, proc=None) -> None:
         time.sleep(0.05)
 
 
+def _accounts_linked(c: Client, info: dict) -> bool:
+    """Every account shard has heard from every engine shard on its link (a forward sent
+    before that waits in ZeroMQ, and a cancel on the short path could overtake it)."""
+    if not info.get("accounts"):
+        return True
+    engines = list(range(info["shards"]))
+    return all(list(st.get("engines_linked", ())) == engines for st in c.account_status())
+
+
 class ClusterExited(RuntimeError):
     """``shardex up`` ended while the test waited for it (the message: its output's tail)."""
 
@@ -149,7 +158,7 @@ def wait_for_cluster(
             exited()
             try:
                 info = c.topology()
-                if all(t.get("pid") for t in info["topology"]):
+                if all(t.get("pid") for t in info["topology"]) and _accounts_linked(c, info):
                     return info
                 last = info
             except ShardexError as exc:

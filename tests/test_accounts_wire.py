@@ -142,7 +142,10 @@ def test_status_shows_the_account_shards(cluster):
     assert [r[:2] for r in rows[acct + 1 : acct + 3]] == [["0", "up"], ["1", "up"]], out.stdout
     assert all(r[-1] == "ok" for r in rows[acct + 1 : acct + 3]), out.stdout
     with _client(cluster) as c:
-        assert [st["account_shard"] for st in c.account_status()] == [0, 1]
+        sts = c.account_status()
+        assert [st["account_shard"] for st in sts] == [0, 1]
+        # each has heard from both engine shards on its link (what readiness waits for)
+        assert [list(st["engines_linked"]) for st in sts] == [[0, 1], [0, 1]]
 
 
 def test_audit_report_flags_a_violation():

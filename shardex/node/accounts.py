@@ -178,6 +178,7 @@ class AccountHandler:
         # engine shards whose link is backed up (set by the node from their HAVE): new orders
         # and amends for their symbols are shed with ``overloaded``, counted in ``shed``
         self.full: set[int] = set()
+        self.linked: set[int] = set()  # engine shards heard from (the node shares its set)
         self.shed = 0
         self.key: KeyInfo | None = None
 
@@ -516,6 +517,7 @@ class AccountHandler:
             "internal_errors": self.internal_errors,
             "shed": self.shed,
             "engines_backed_up": sorted(self.full),
+            "engines_linked": sorted(self.linked),
             "duplicates": core.duplicates,
             "gaps": core.gaps,
             "anomalies": core.anomalies,
@@ -580,6 +582,10 @@ class AccountNode:
         self.replies: list[tuple[RouterLink, list[bytes]]] = []  # sent after the commit
         self.free: list[tuple[RouterLink, list[bytes]]] = []  # sent even if it fails
         self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
+        # Engine shards heard from on their link (a HAVE or settlements): until then a forward
+        # waits in ZeroMQ for the connection, and a cancel on the short path (router → engine
+        # shard) could overtake it; readiness checks (``shardex up``, tests) wait for this.
+        self.handler.linked = self.linked = set()
         self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
                        "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
@@ -834,6 +840,7 @@ class AccountNode:
                 except Exception:
                     self.counts["malformed"] += 1
                     continue
+                self.linked.add(i)
                 if kind == LINK_HAVE:
                     if type(body) is int:
                         self.haves[i] = body
