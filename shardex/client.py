@@ -477,11 +477,15 @@ class ClientCore:
     def shard_of(self, symbol: Any) -> int:
         return shard_for(symbol, self.shards) if self.shards and type(symbol) is str else 0
 
-    def plan(self, tuples: list[Command], batch: int) -> list[tuple[int, bytes, list[int]]]:
+    def plan(
+        self, tuples: list[Command], batch: int, via_accounts: bool = False
+    ) -> list[tuple[int, bytes, list[int]]]:
         """Group command indexes into per-shard batches, keeping each shard's order.
 
         Returns (shard, routing key, indexes) in send order. The key is the first command's
         symbol (the router hashes it to the same shard) or ``#<shard>`` when it has none.
+        ``via_accounts``: ``OP_ORDER`` reads ``(op, symbol, account, id)`` go to the account's
+        shard (the account tier's fate query) instead of the symbol's engine shard.
         """
         batch = max(1, batch)
         n = self.shards
@@ -492,10 +496,15 @@ class ClientCore:
         m = self.accounts
         for i, t in enumerate(tuples):
             symbol = t[1] if len(t) > 1 else ""
-            if m and n and len(t) > 3 and t[0] in (OP_NEW, OP_AMEND) and type(t[3]) is str:
+            acct = None
+            if len(t) > 3 and t[0] in (OP_NEW, OP_AMEND):
+                acct = t[3]
+            elif via_accounts and len(t) == 4 and t[0] == OP_ORDER:
+                acct = t[2]
+            if m and n and type(acct) is str:
                 # account tier: to the account's shard (slot n + j; the router's socket)
-                key = account_route(t[3])
-                s = n + zlib.crc32(t[3].encode()) % m
+                key = account_route(acct)
+                s = n + zlib.crc32(acct.encode()) % m
                 cur = open_.get(s)
                 if cur is None:
                     cur = open_[s] = (key, [])
@@ -809,6 +818,25 @@ class ClientCore:
             and type(tuples[i][2]) is str
             and type(tuples[i][3]) is str
         ]
+
+    def held_targets(self, tuples: list[Command], targets: list[int]) -> list[int]:
+        """The uncertain ``new`` orders whose fate the account shard must answer first (the
+        account tier is on): one still queued there would look "not executed" at the engine
+        shard and run later."""
+        return [i for i in targets if self.accounts and tuples[i][0] == OP_NEW]
+
+    @staticmethod
+    def held_fate(error: Any, raw: Any) -> tuple[str, dict[str, Any] | None] | None:
+        """The fate from the account shard's ``OP_ORDER`` answer: ``held`` → executed (taken
+        and forwarded; its engine state follows); no answer → unknown (it may still run);
+        ``not_held`` → None: never taken, or ended and settled — the engine shard tells."""
+        if error is not None:
+            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+        if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
+            return UNKNOWN, {"error": f"account shard: {MALFORMED_PREFIX}"}
+        if raw["state"] == "held":
+            return EXECUTED, {"state": "held", "seq": raw.get("seq")}
+        return None
 
     @staticmethod
     def fate_query(cmd: Command) -> Command:
@@ -1184,10 +1212,12 @@ class Client(ClientCore):
             out.append(raw)
         return out
 
-    def _exchange(self, tuples: list[Command], batch: int, window: int) -> list:
+    def _exchange(
+        self, tuples: list[Command], batch: int, window: int, via_accounts: bool = False
+    ) -> list:
         """Send ``tuples`` in planned frames with ``window`` in flight; ``store``'s outcomes."""
         out: list[Any] = [None] * len(tuples)
-        queue = list(reversed(self.plan(tuples, batch)))
+        queue = list(reversed(self.plan(tuples, batch, via_accounts)))
         pending = Pending(self.timeout)
         window = max(1, window)
         while queue or pending:
@@ -1218,6 +1248,14 @@ class Client(ClientCore):
         a query refused with a batch error (e.g. overloaded) is asked again a few times."""
         targets = self.fate_targets(tuples, decoded)
         fates: dict[int, tuple] = {}
+        held = self.held_targets(tuples, targets)
+        if held:  # the account tier: its shard first (the order may still be queued there)
+            out = self._exchange([self.fate_query(tuples[i]) for i in held], batch, 8, True)
+            for i, (error, raw) in zip(held, out, strict=True):
+                fate = self.held_fate(error, raw)
+                if fate is not None:
+                    fates[i] = fate
+            targets = [i for i in targets if i not in fates]
         for attempt in range(3):
             if not targets:
                 break
@@ -1534,7 +1572,9 @@ class AsyncClient(ClientCore):
         await self._ready(markets=False)
         return self.raw_events(await self._exchange(tuples, batch, window))
 
-    async def _exchange(self, tuples: list[Command], batch: int, window: int) -> list:
+    async def _exchange(
+        self, tuples: list[Command], batch: int, window: int, via_accounts: bool = False
+    ) -> list:
         out: list[Any] = [None] * len(tuples)
         gate = asyncio.Semaphore(max(1, window))
 
@@ -1548,7 +1588,7 @@ class AsyncClient(ClientCore):
             self.store(idx, error, results, out)
 
         tasks = []
-        for s, key, idx in self.plan(tuples, batch):
+        for s, key, idx in self.plan(tuples, batch, via_accounts):
             await gate.acquire()
             try:
                 req, fut = await self._send(self._sock(s), key, [tuples[i] for i in idx])
@@ -1563,6 +1603,14 @@ class AsyncClient(ClientCore):
     async def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, tuple]:
         targets = self.fate_targets(tuples, decoded)
         fates: dict[int, tuple] = {}
+        held = self.held_targets(tuples, targets)
+        if held:  # the account tier: its shard first (as ``Client._fates``)
+            out = await self._exchange([self.fate_query(tuples[i]) for i in held], batch, 8, True)
+            for i, (error, raw) in zip(held, out, strict=True):
+                fate = self.held_fate(error, raw)
+                if fate is not None:
+                    fates[i] = fate
+            targets = [i for i in targets if i not in fates]
         for attempt in range(3):
             if not targets:
                 break

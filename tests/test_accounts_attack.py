@@ -966,3 +966,36 @@ def test_fate_of_an_order_queued_at_a_stopped_account_shard(insecure_accounts: C
         )
         assert decode_reply(reply)[1][0]["state"] == "not_held"
     sock.close(0)
+
+
+def test_sdk_fate_of_a_risk_on_order_asks_the_account_shard_first(insecure_accounts: Cluster):
+    """The SDK side of the test above. Before: a ``place`` that timed out while the account
+    shard was stopped came back with ``fate == "not executed"`` (asked of the engine shard
+    alone), and the order then ran — the docs say a "not executed" order may be re-sent with a
+    new id, so it would have run twice. Now the SDK asks the account shard first: no answer →
+    ``unknown``; ``held`` → ``executed``; ``not_held`` → the engine shard decides, as before."""
+    cl = insecure_accounts
+    with cl.client(timeout=1.0) as c:
+        assert c.deposit("bob", "USD", "1000", ref="sdk-fate").ok
+        apid = c.topology()["account_topology"][0]["pid"]
+        os.kill(apid, signal.SIGSTOP)
+        try:
+            r = c.place("BTC-USD", "buy", "1", "10", account="bob", id="sdk-q1")
+        finally:
+            os.kill(apid, signal.SIGCONT)
+        assert r.error and r.error.startswith("timeout after"), r.error
+        assert r.fate == "unknown", (r.fate, r.status)  # never "not executed": it may still run
+        _wait(lambda: c.order_status("BTC-USD", "sdk-q1", account="bob")["state"] == "live",
+              "the timed-out order ran after SIGCONT")  # fmt: skip
+        _wait(lambda: "error" not in c.account_status()[0], "the router routes to it again")
+        # a held order whose reply was lost: executed, from the account shard's answer
+        cmd = c.command(c.order("BTC-USD", "buy", "1", "10", account="bob", id="sdk-q1"))
+        fates = c._fates([cmd], [("timeout after 1.0s", None)], 1)
+        assert fates[0][0] == "executed" and fates[0][1]["state"] == "held", fates
+        assert c.cancel("BTC-USD", "sdk-q1", account="bob").ok
+        _wait(lambda: c.balance("bob")["USD"] == (D("1000.00"), D(0)), "hold released")
+        # ended and settled (not_held at the account shard): the engine shard's answer decides
+        fates = c._fates([cmd], [("timeout after 1.0s", None)], 1)
+        assert fates[0][0] == "executed" and fates[0][1]["state"] == "cancelled", fates
+        never = c.command(c.order("BTC-USD", "buy", "1", "10", account="bob", id="sdk-never"))
+        assert c._fates([never], [("timeout after 1.0s", None)], 1)[0][0] == "not executed"
