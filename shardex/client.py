@@ -1747,11 +1747,14 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
         unit = units.get(a, Decimal(1))
         good = have == owed and t.get("flow", 0) == 0
         ok = ok and good
+        def amt(units: int, unit: Decimal = unit) -> str:
+            return format(units * unit, "f")  # (never 0E-8)
+
         lines.append(
-            f"{a:<6} balances+fees {have * unit}  deposits-withdrawals {owed * unit}  "
-            f"fees {t.get('fees', 0) * unit}  trade inflow {t.get('flow', 0) * unit}  "
+            f"{a:<6} balances+fees {amt(have)}  deposits-withdrawals {amt(owed)}  "
+            f"fees {amt(t.get('fees', 0))}  trade inflow {amt(t.get('flow', 0))}  "
             f"{'ok' if good else 'VIOLATION'}"
-            + ("" if have == owed else f" (difference {(have - owed) * unit}: money "
+            + ("" if have == owed else f" (difference {amt(have - owed)}: money "
                f"{'appeared' if have > owed else 'disappeared'})")  # fmt: skip
         )
     lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")

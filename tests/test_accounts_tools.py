@@ -22,6 +22,7 @@ from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.loadgen import (
     LoadConfig,
     LoadError,
+    format_report,
     fund_target_units,
     resolve_risk,
     run,
@@ -90,6 +91,11 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
     assert rep["config"]["funded"] == 18
     assert rep["sent"] == rep["acked"] == 400 and not rep["errors"]
     assert "insufficient_funds" not in rep["rejected"], rep["rejected"]
+    # the account tier answers new/amend before matching ("held and forwarded", no events):
+    # counted as such, not as "accepted 0" (what a user saw before)
+    assert rep["held"] > 0 and rep["accepted"] == 0, rep
+    lines = format_report(rep)
+    assert lines[1].startswith(f"held and forwarded {rep['held']:,}"), lines
     # the money is where the deposits put it, and the books balance once settlements land
     target = fund_target_units(6)
     table = AssetTable(DEFAULT_MARKETS)

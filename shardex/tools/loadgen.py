@@ -267,6 +267,7 @@ class Report:
     sent: int = 0
     acked: int = 0  # commands that got their reply (any outcome)
     accepted: int = 0
+    held: int = 0  # risk on: ok replies of the account tier ("held and forwarded", no events)
     trades: int = 0
     cancelled: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # engine rejects by class
@@ -325,6 +326,10 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}",
     ]
     if report.get("config", {}).get("risk") == "on":
+        lines[1] = (  # the account shard answers new/amend before matching: no events there
+            f"held and forwarded {report.get('held', 0):,}  cancelled {report['cancelled']:,}"
+            f"  timeouts {report['timeouts']:,}"
+        )
         lines.append(
             f"  risk on ({report['config'].get('account_shards')} account shard(s), "
             f"{report['config'].get('funded', 0)} funding deposits): an ok reply means held and "
@@ -613,6 +618,8 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             return
         rep.acked += n
         for evs in results:
+            if evs == ():
+                rep.held += 1
             for ev in evs if isinstance(evs, tuple | list) else ():
                 kind = ev[0] if isinstance(ev, tuple | list) and ev else None
                 if kind == EV_ACCEPTED:
@@ -888,6 +895,7 @@ def _collect(
         merged.sent += d["sent"]
         merged.acked += d["acked"]
         merged.accepted += d["accepted"]
+        merged.held += d.get("held", 0)
         merged.trades += d["trades"]
         merged.cancelled += d["cancelled"]
         merged.abandoned += d["abandoned"]
