@@ -92,6 +92,7 @@ HELLO_EVERY_S = 1.0
 JOURNAL_READ_BUDGET = 20_000  # journaled commands one gap-repair read may replay (~60 ms quiet;
 # it blocks the loop: orders wait, and a replicated leader must keep ticking its lease)
 JOURNAL_RETRY_S = 1.0
+RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (_resend_due)
 MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
 MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
@@ -770,6 +771,8 @@ class ShardNode:
         self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
         self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
         self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
+        self.sync_after: dict[int, int] = {}  # account shard → the ``have`` of its last SYNC
+        self.resent_at: dict[int, float] = {}  # account shard → when we last re-sent to it
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.stats = self.core.stats
@@ -1341,8 +1344,9 @@ class ShardNode:
                 self._send_outgoing(wait.popleft()[1])
         if self.syncs:
             syncs, self.syncs = self.syncs, {}
+            now = time.monotonic()
             for j, after in syncs.items():
-                if after >= 0:
+                if after >= 0 and self._resend_due(j, after, now):
                     msgs, complete = engine.resend(j, after)
                     if complete:
                         self.repairs.pop(j, None)
@@ -1360,6 +1364,26 @@ class ShardNode:
                         send_frames(self.alink, [peer, LINK_HAVE, have])
                     except self.zmq.ZMQError:
                         counts["unsent"] += 1
+
+    def _resend_due(self, j: int, after: int, now: float) -> bool:
+        """Whether account shard ``j``'s SYNC calls for re-sending the settlements after
+        ``after``. Not while ``after`` advances: what follows is then in flight (on the link or
+        in its backlog), not lost; re-sending on every SYNC made ~30% of a busy link's
+        settlements duplicates (skipped there, but carried and checked twice). A lost one
+        stops the account shard at the one before it (the next is a gap), so its next SYNC
+        repeats ``after`` and the re-send happens then. At most every ``RESEND_EVERY_S`` per
+        link (gap SYNCs come in bursts); a journal re-send under way continues every SYNC.
+        (The account shard applies the same rule to its forwards.)"""
+        prev = self.sync_after.get(j)
+        self.sync_after[j] = after
+        if j in self.repairs:
+            return True
+        if prev is not None and after > prev:
+            return False
+        if now - self.resent_at.get(j, -RESEND_EVERY_S) < RESEND_EVERY_S:
+            return False
+        self.resent_at[j] = now
+        return True
 
     def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
         """One batch's settlements, one message per account shard, in seq order."""
