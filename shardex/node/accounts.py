@@ -75,7 +75,7 @@ from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.node.runtime import tune_gc
-from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink
+from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink, outbox_families
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -1069,23 +1069,12 @@ class _Collector:
         yield fam
         # replies (acks of holds among them) that the router link could not take: counted,
         # never silent; the order's fate stays queryable on its engine shard (OP_ORDER)
-        fam = CounterMetricFamily(
-            "shardex_accounts_replies_dropped",
-            "Reply batches the router link could not take (its outbox full, or the router gone)",
-            labels=["shard", "reason"],
-        )
-        dropped: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
-        for link in node.links:
-            for reason, n in link.dropped.items():
-                dropped[reason] = dropped.get(reason, 0) + n
-        for reason, n in sorted(dropped.items()):
-            fam.add_metric([*lab, reason], n)
-        yield fam
-        fam = GaugeMetricFamily(
-            "shardex_accounts_outbox", "Reply batches waiting for a full pipe", labels=["shard"]
-        )
-        fam.add_metric(lab, sum(link.size for link in node.links))
-        yield fam
+        yield from outbox_families(
+            node.links, lab,
+            ("shardex_accounts_replies_dropped",
+             "Reply batches the router link could not take (its outbox full, or the router gone)"),
+            ("shardex_accounts_outbox", "Reply batches waiting for a full pipe"),
+        )  # fmt: skip
         for name, doc, value in (
             ("shardex_accounts_commands", "Commands journaled and applied", node.handler.commands),
             ("shardex_accounts_rejected", "Client commands refused (funds, shape, key)",

@@ -638,6 +638,25 @@ class RouterLink(Outbox):
             super().send([b"", BATCH, encode_batch(items)])
 
 
+def outbox_families(
+    boxes: Any, lab: list[str], dropped: tuple[str, str], size: tuple[str, str]
+) -> Any:
+    """The two metrics of a process's bounded reply outboxes (``Outbox``/``RouterLink``):
+    replies dropped by reason (counted, never silent) and replies waiting for a full pipe.
+    Engine and account shards export them under their own names."""
+    fam = CounterMetricFamily(*dropped, labels=["shard", "reason"])
+    total: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
+    for box in boxes:
+        for reason, n in box.dropped.items():
+            total[reason] = total.get(reason, 0) + n
+    for reason, n in sorted(total.items()):
+        fam.add_metric([*lab, reason], n)
+    yield fam
+    gauge = GaugeMetricFamily(*size, labels=["shard"])
+    gauge.add_metric(lab, sum(box.size for box in boxes))
+    yield gauge
+
+
 class _NodeCollector:
     """The process loop's own counters (what ``ShardStats`` does not cover)."""
 
@@ -647,23 +666,12 @@ class _NodeCollector:
     def collect(self) -> Any:
         node = self.node
         lab = [str(node.core.index)]
-        fam = CounterMetricFamily(
-            "shardex_replies_dropped",
-            "Replies that could not be delivered (order results stay queryable)",
-            labels=["shard", "reason"],
-        )
-        dropped: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
-        for box in node.outboxes:
-            for reason, n in box.dropped.items():
-                dropped[reason] = dropped.get(reason, 0) + n
-        for reason, n in sorted(dropped.items()):
-            fam.add_metric([*lab, reason], n)
-        yield fam
-        fam = GaugeMetricFamily(
-            "shardex_shard_outbox", "Replies waiting for a full pipe", labels=["shard"]
-        )
-        fam.add_metric(lab, sum(b.size for b in node.outboxes))
-        yield fam
+        yield from outbox_families(
+            node.outboxes, lab,
+            ("shardex_replies_dropped",
+             "Replies that could not be delivered (order results stay queryable)"),
+            ("shardex_shard_outbox", "Replies waiting for a full pipe"),
+        )  # fmt: skip
         fam = GaugeMetricFamily(
             "shardex_journal_up", "1 while the journal can write (0: writes refused)",
             labels=["shard"],
