@@ -576,14 +576,16 @@ class Standby:
         a few ms of its expiry in Redis, not up to a period later)."""
         holder, pttl = self.lease.holder_ttl()
         if holder is None:
-            if time.monotonic() - self.started < START_GRACE_S and any(
-                m != self.node for m in self.lease.isr()
+            if (
+                self.leader is None
+                and time.monotonic() - self.started < START_GRACE_S
+                and any(m != self.node for m in self.lease.isr())
             ):
-                # Just (re)started: a leader killed and restarted at once (the supervisor)
-                # found the lease free before its live standby's expiry check took it, and
-                # won it back: safe, but a second failover for nothing, and it serves from
-                # a cold process. Leave a free lease to the other in-sync member for one
-                # ttl; if nobody takes it (the other is down too), take it then.
+                # Just (re)started and never followed anyone: a leader killed and restarted
+                # at once (the supervisor) found the lease free before its live standby's
+                # expiry check took it, and won it back: safe, but a second failover for
+                # nothing, served from a cold process. Leave a free lease to the other
+                # in-sync member for one ttl; if nobody takes it (it is down too), take it.
                 if not self.deferred:
                     self.deferred = True
                     log.info("%s: the lease is free; leaving it to %s for %.1f s (just "
