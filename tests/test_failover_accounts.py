@@ -268,7 +268,9 @@ def _stream_converged(cluster: AccountsPair, timeout: float = 20.0) -> None:
     r = cluster.redis()
     deadline = time.monotonic() + timeout
     while True:
-        want, got = _expected(cluster, 0), _stream(r, 0)  # type: ignore[arg-type]
+        with cluster.admin() as c:  # the account shard's leader (replicated: either node)
+            direct = c.topology()["account_topology"][0]["direct"]
+        want, got = _expected(cluster, 0, direct), _stream(r, 0)  # type: ignore[arg-type]
         if want == got:
             return
         if time.monotonic() > deadline:
