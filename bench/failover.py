@@ -15,6 +15,12 @@ leader's journal at the end; duplicated = order ids journaled more than once (ea
 once); the bridge's Redis stream of the shard is checked for gaps and duplicates against seq
 1..last. Numbers are noisy on a shared box: say so when you quote them.
 
+``--tier accounts`` kills the *account shard's* leader instead (``--accounts 1``: both tiers
+run as two replicas; the load is funded orders of one account, routed through its account
+shard): failover = kill → the first "held and forwarded" from the new account leader; lost =
+acknowledged orders that never reached the engine shard's journal; duplicated = orders
+forwarded twice; the balances stream is checked for duplicates.
+
 ``--cost`` instead measures what replication costs, interleaved A/B/A/B (``--replicas 1`` then
 ``2``, each a fresh cluster with Redis and bridge): open-loop p50/p99 at ``--rate`` orders/s
 (latency from the intended send time) and closed-loop acked orders/s (one order per frame,
@@ -50,7 +56,7 @@ from shardex.engine.codes import OP_NEW  # noqa: E402
 from shardex.journal import read_commands  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
 from shardex.node.replica import replica_dir  # noqa: E402
-from shardex.wire.protocol import decode_reply, encode_request  # noqa: E402
+from shardex.wire.protocol import OP_FORWARD, account_route, decode_reply, encode_request  # noqa: E402
 
 SYMBOL = "BTC-USD"
 
@@ -59,7 +65,9 @@ class OpenLoop:
     """One DEALER to the router, driven by one thread (a ZeroMQ socket is not thread-safe):
     orders leave on a fixed schedule whatever the replies do; replies are read in between."""
 
-    def __init__(self, endpoint: str, rate: float, prefix: str) -> None:
+    def __init__(self, endpoint: str, rate: float, prefix: str, route: bytes = SYMBOL.encode()
+                 ) -> None:  # fmt: skip
+        self.route = route  # the symbol (engine shard), or the account (its account shard)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -97,7 +105,7 @@ class OpenLoop:
                 req = k.to_bytes(8, "big")
                 self.sent[req] = (oid, time.monotonic())
                 self.intended[req] = due
-                sock.send_multipart([SYMBOL.encode(), req, encode_request([cmd])])
+                sock.send_multipart([self.route, req, encode_request([cmd])])
                 due = t0 + k / self.rate
             if poller.poll(max(0, int((due - time.monotonic()) * 1000))):
                 while True:
@@ -125,16 +133,17 @@ class OpenLoop:
         self.ctx.term()
 
 
-def status(endpoint: str) -> dict[str, Any]:
+def status(endpoint: str, tier: str = "engine") -> dict[str, Any]:
+    """The status of engine shard 0 or (``tier`` "accounts") of account shard 0."""
     with Client(endpoint, key=False, timeout=2.0) as c:
-        return c.status()[0]
+        return (c.account_status() if tier == "accounts" else c.status())[0]
 
 
-def wait_full_isr(endpoint: str, timeout: float = 30.0) -> dict[str, Any]:
+def wait_full_isr(endpoint: str, timeout: float = 30.0, tier: str = "engine") -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            st = status(endpoint)
+            st = status(endpoint, tier)
             if len(st.get("isr", [])) == 2:
                 return st
         except Exception:
@@ -242,13 +251,35 @@ FAILOVER_LINE = re.compile(
 )
 
 
-def failover_lines(log_path: str) -> dict[int, tuple[str, float, float]]:
-    """The new leaders' FAILOVER log lines: epoch → (node, took, hello), monotonic times (one
-    system-wide clock on Linux, the same as this process's ``time.monotonic``)."""
+def failover_lines(log_path: str, tier: str = "engine") -> dict[int, tuple[str, float, float]]:
+    """The new leaders' FAILOVER log lines of one tier (node ``shard-I.rR`` or
+    ``accounts-J.rR``): epoch → (node, took, hello), monotonic times (one system-wide clock on
+    Linux, the same as this process's ``time.monotonic``)."""
+    prefix = "accounts-" if tier == "accounts" else "shard-"
     out = {}
     for m in FAILOVER_LINE.finditer(Path(log_path).read_bytes()):
-        out[int(m[2])] = (m[1].decode(), float(m[3]), float(m[4]))
+        if m[1].decode().startswith(prefix):
+            out[int(m[2])] = (m[1].decode(), float(m[3]), float(m[4]))
     return out
+
+
+def _order_id(cmd: Any) -> str | None:
+    """The id of a new order in an engine shard's journal: a client's ``OP_NEW``, or one
+    forwarded by an account shard (``OP_FORWARD`` wrapping it)."""
+    if cmd[0] == OP_NEW:
+        return cmd[2]
+    if cmd[0] == OP_FORWARD and type(cmd[4]) is tuple and cmd[4][0] == OP_NEW:
+        return cmd[4][2]
+    return None
+
+
+def balances_duplicates(redis_port: int) -> int:
+    """Entries of account shard 0's balances stream that repeat a seq (must be 0)."""
+    import redis
+
+    time.sleep(2.0)  # (the bridge catching up)
+    seqs = [i.split(b"-")[0] for i, _ in redis.Redis(port=redis_port).xrange("shardex:balances:0")]
+    return len(seqs) - len(set(seqs))
 
 
 def stream_check(redis_port: int, last_seq: int) -> tuple[int, int, int]:
@@ -281,7 +312,11 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the data dir and cluster.log")
     ap.add_argument("--cost", action="store_true", help="replication on vs off instead")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (--cost)")
+    ap.add_argument("--tier", choices=["engine", "accounts"], default="engine",
+                    help="whose leader to kill: engine shard 0's, or account shard 0's (then "
+                    "both tiers are replicated and the load is funded)")  # fmt: skip
     args = ap.parse_args()
+    tier = args.tier
     if args.cost:
         cost(args)
         return
@@ -291,7 +326,7 @@ def main() -> None:
 
     while True:  # the replicas' ports must be free too
         base = free_base()
-        layout = Layout("127.0.0.1", base, 1)
+        layout = Layout("127.0.0.1", base, 1, accounts=1 if tier == "accounts" else 0)
         if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
             break
     data = tempfile.mkdtemp(prefix="shardex-failover-")
@@ -299,7 +334,8 @@ def main() -> None:
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", "2",
-         "--accounts", "0", "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
+         "--accounts", str(layout.accounts), "--insecure", "--no-pin", "--base-port", str(base),
+         "--data-dir", data],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
     )  # fmt: skip
     times: list[float] = []
@@ -310,12 +346,20 @@ def main() -> None:
     try:
         endpoint = layout.frontend
         wait_full_isr(endpoint)
+        route = SYMBOL.encode()
+        if tier == "accounts":
+            wait_full_isr(endpoint, tier=tier)
+            with Client(endpoint, key=False, timeout=5.0) as c:
+                for asset, amount in (("USD", "1000000000"), ("BTC", "1000000")):
+                    assert c.deposit("bench", asset, amount, ref=f"fund-{asset}").ok
+            route = account_route("bench")
+        lease_key = "shardex:lease:accounts-0" if tier == "accounts" else "shardex:lease:0"
         rds = redis.Redis(port=layout.redis_port)
         for rnd in range(args.rounds):
-            load = OpenLoop(endpoint, args.rate, f"r{rnd}")
+            load = OpenLoop(endpoint, args.rate, f"r{rnd}", route)
             time.sleep(args.before)
-            leader = status(endpoint)
-            pttl = rds.pttl("shardex:lease:0") / 1000  # (one loopback round trip before)
+            leader = status(endpoint, tier)
+            pttl = rds.pttl(lease_key) / 1000  # (one loopback round trip before)
             t_kill = time.monotonic()
             os.kill(leader["pid"], signal.SIGKILL)
             time.sleep(args.after)
@@ -325,11 +369,11 @@ def main() -> None:
             if after:
                 times.append(min(after)[0] - t_kill)
             acked_all |= set(load.acked)
-            st = wait_full_isr(endpoint)
+            st = wait_full_isr(endpoint, tier=tier)
             if st["epoch"] != leader["epoch"] + 1:
                 extra_epochs += 1
             log.flush()
-            fo = failover_lines(log_path).get(leader["epoch"] + 1)
+            fo = failover_lines(log_path, tier).get(leader["epoch"] + 1)
             phase = ""
             if fo is not None and after:
                 _, took, hello = fo
@@ -346,9 +390,11 @@ def main() -> None:
                       f"{st['node']} leads epoch {st['epoch']}, failover "
                       f"{times[-1] * 1000 if after else float('nan'):.0f} ms{phase}, "
                       f"{len(load.acked)} acked, {load.errors} errors", flush=True)  # fmt: skip
-        leader = status(endpoint)
+        leader = status(endpoint)  # (engine shard 0: where every acked order must be)
         path = replica_dir(data, 0, int(leader["node"].rsplit(".r", 1)[1]))
-        ids = Counter(cmd[2] for _, cmd in read_commands(path) if cmd[0] == OP_NEW)
+        ids = Counter(_order_id(cmd) for _, cmd in read_commands(path))
+        ids.pop(None, None)
+        balance_dups = balances_duplicates(layout.redis_port) if tier == "accounts" else 0
         lost = len(acked_all - set(ids))
         dup = sum(1 for n in ids.values() if n > 1)
         entries, gaps, sdups = stream_check(layout.redis_port, leader["seq"])
@@ -365,21 +411,24 @@ def main() -> None:
                                          "hello_to_ack"])},
             "acked": len(acked_all), "lost": lost, "duplicated": dup,
             "extra_epochs": extra_epochs, "stream_entries": entries, "stream_gaps": gaps,
-            "stream_duplicates": sdups, "last_seq": leader["seq"],
+            "stream_duplicates": sdups, "last_seq": leader["seq"], "tier": tier,
+            "balances_stream_duplicates": balance_dups,
         }  # fmt: skip
         if args.json:
             print(json.dumps(result))
         else:
             print(
-                f"failover (kill -9 → first ack from the new leader) over {len(times)} kills "
+                f"{tier} tier: failover (kill -9 → first ack from the new leader) over "
+                f"{len(times)} kills "
                 f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
                 f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms"
             )
             print(f"phases, p50 ms: {result['phases_p50_ms']}")
             print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup}; stream of "
                   f"{entries} entries to seq {leader['seq']}: {gaps} gaps, {sdups} duplicates; "
-                  f"failovers that took more than one epoch: {extra_epochs} "
-                  "(noisy: shared 2-core box)")  # fmt: skip
+                  f"failovers that took more than one epoch: {extra_epochs}"
+                  + (f"; balances stream duplicates: {balance_dups}" if tier == "accounts"
+                     else ""))  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
