@@ -226,7 +226,8 @@ class Rig:
     """Router + bridge processes, an ACL'd Redis, an engine stand-in; account stand-ins are
     added by the test (``replica``)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, engine_epoch: int | None = None) -> None:
+        """``engine_epoch``: the engine stand-in is a replicated shard's leader at that epoch."""
         self.tmp = tmp_path
         self.layout = free_layout(1, accounts=1)
         self.users = RedisUsers.ensure(tmp_path / "keys")
@@ -244,7 +245,8 @@ class Rig:
         port = int(self.layout.backend.rsplit(":", 1)[1])
         wait_listening([port], proc=self.router)
         lay = self.layout
-        self.engine = self.add(StandIn(lay.backend, lay.pub(0), lay.direct(0)))
+        self.engine = self.add(StandIn(lay.backend, lay.pub(0), lay.direct(0),
+                                       epoch=engine_epoch, node="shard-0.r0"))  # fmt: skip
 
     def add(self, s: StandIn) -> StandIn:
         self.stand_ins.append(s)
@@ -406,3 +408,45 @@ def test_bridge_follows_the_account_shards_new_leader(rig: Rig, old_leader: str)
         assert "account shard 0 at " in out and "answers not leader" in out
     assert "ALERT" not in out, out[-3000:]
     assert "Traceback" not in out and bridge.proc.poll() is None
+
+
+def test_engine_and_account_leaders_both_move(tmp_path: Path) -> None:
+    """Both tiers fail over: the router already shows account shard 0's new leader when the
+    bridge follows engine shard 0's. Following the engine shard must not take the account
+    shard's new endpoints as already followed (reading the topology stored both kinds: the
+    account shard's later follow then saw "no change" while its sockets still pointed at the
+    old leader, a stall); each kind moves its own sockets."""
+    rig = Rig(tmp_path, engine_epoch=1)
+    try:
+        history = History()
+        r0 = rig.replica(0, epoch=1, history=history)
+        bridge = rig.start_bridge()
+        wait_until(lambda: r0.status_asked >= 1, 20, "the bridge polling the leader", bridge)
+        time.sleep(0.3)
+        r0.advance(60)
+        wait_until(lambda: rig.ids() == balance_seqs(60), 20, "epoch 1's events", bridge)
+        # account shard 0: the new leader registers; the old one still answers (it has not
+        # noticed yet) and publishes nothing more
+        r1 = rig.replica(1, epoch=2, history=history)
+        r1.publish(history.range(1, 60), drop=True)
+        time.sleep(0.5)  # (the router has its hello: it sends one every 0.2 s)
+        # engine shard 0 moves too, and the bridge follows it while r0 still answers
+        rig.engine.close()
+        rig.stand_ins.remove(rig.engine)
+        lay = rig.layout
+        rig.engine = rig.add(StandIn(lay.backend, lay.repl(0, 0), lay.repl(0, 1), epoch=2,
+                                     node="shard-0.r1"))  # fmt: skip
+        wait_until(lambda: "shard 0: leader epoch 2 now at PUB" in bridge.output(), 30,
+                   "the bridge following the engine shard", bridge)  # fmt: skip
+        wait_until(lambda: rig.engine.status_asked >= 1, 20, "engine status polls", bridge)
+        r0.step_down()
+        wait_until(lambda: r1.status_asked >= 1, 30, "the bridge following r1", bridge)
+        time.sleep(0.3)
+        r1.advance(150)
+        wait_until(lambda: rig.ids() == balance_seqs(150), 30, "epoch 2's events", bridge)
+        rig.assert_exact(history)
+        out = bridge.output()
+        assert "account shard 0: leader epoch 2 now at PUB" in out
+        assert "Traceback" not in out and bridge.proc.poll() is None
+    finally:
+        rig.stop()
