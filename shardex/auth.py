@@ -94,23 +94,29 @@ class KeyInfo:
         }
 
 
-def replication_domain(shard: int) -> str:
-    """The ZAP domain of shard ``shard``'s replication socket."""
+def replication_domain(shard: int, role: str = "shard") -> str:
+    """The ZAP domain of a replication socket: engine shard ``shard``'s (``replication-I``)
+    or, with ``role`` "accounts", account shard ``shard``'s (``replication-accounts-J``)."""
+    if role == "accounts":
+        return f"{DOMAIN_REPLICATION}-accounts-{shard}"
     return f"{DOMAIN_REPLICATION}-{shard}"
 
 
-def replication_peer(info: KeyInfo | None, shard: int) -> bool:
-    """Whether ``info`` (a live registry entry or None) may speak on shard ``shard``'s
-    replication link: only shard ``shard``'s own process key."""
-    return info is not None and not info.revoked and info.role == "shard" and info.shard == shard
+def replication_peer(info: KeyInfo | None, shard: int, role: str = "shard") -> bool:
+    """Whether ``info`` (a live registry entry or None) may speak on the replication link of
+    ``role`` shard ``shard``: only that shard's own process key (both of its replicas run with
+    it); never another shard's, another tier's, a client's or the admin's."""
+    return info is not None and not info.revoked and info.role == role and info.shard == shard
 
 
 def domain_allows(domain: str, info: KeyInfo) -> bool:
     """Whether a live key may connect to a socket whose ZAP domain is ``domain``."""
     prefix = DOMAIN_REPLICATION + "-"
     if domain.startswith(prefix):
-        index = domain[len(prefix) :]
-        return index.isdigit() and len(index) < 6 and replication_peer(info, int(index))
+        index, role = domain[len(prefix) :], "shard"
+        if index.startswith("accounts-"):
+            index, role = index[len("accounts-") :], "accounts"
+        return index.isdigit() and len(index) < 6 and replication_peer(info, int(index), role)
     return info.role in DOMAIN_ROLES.get(domain, frozenset())
 
 

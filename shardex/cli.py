@@ -969,9 +969,10 @@ def engine(
     type=click.IntRange(1, 2),
     default=1,
     show_default=True,
-    help="Processes per engine shard: 2 = a primary and a hot standby with their own journals "
-    "(DATA_DIR/shard-I, DATA_DIR/shard-I.r1) and a Redis lease (issue 15; needs Redis); "
-    "account shards stay one process each and follow the leader; 1: one process per shard.",
+    help="Processes per shard: 2 = a primary and a hot standby with their own journals "
+    "(DATA_DIR/shard-I and DATA_DIR/shard-I.r1; DATA_DIR/accounts-J and accounts-J.r1) and a "
+    "Redis lease each (issue 15; needs Redis), for engine and account shards; 1: one process "
+    "per shard.",
 )
 def up(
     shards: str,
@@ -1682,13 +1683,7 @@ def status(
             f"{st['backlog']:>7} {st['shed']:>6} {st['uptime_s']:>8.0f}s "
             f"{st.get('engine', '-')}"
         )
-        if "role" in st:  # a replicated shard (issue 15): its lease and replication state
-            lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
-            click.echo(
-                f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
-                f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
-                + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
-            )
+        _replica_line(st)
     if accounts:  # the account tier (issue 14)
         click.echo(
             f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "
@@ -1703,6 +1698,19 @@ def status(
             f"{st['open_orders']:>8} {st['commands']:>10} {st['gaps']:>5} "
             f"{st['anomalies']:>7} {st['journal']}"
         )
+        _replica_line(st)
+
+
+def _replica_line(st: dict[str, Any]) -> None:
+    """A replicated shard's (engine or account, issue 15) lease and replication state."""
+    if "role" not in st:
+        return
+    lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+    click.echo(
+        f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
+        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+        + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
+    )
 
 
 def _s(v: Any) -> str:
@@ -1751,6 +1759,39 @@ def _s(v: Any) -> str:
     help="Processes per engine shard, for the layout's --engine-links: 2 connects to both "
     "replicas' links of each engine shard (as shardex up --replicas 2 does).",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["single", "auto"]),
+    default="single",
+    show_default=True,
+    help="single: the only process of this account shard; auto: one of two replicas, leader "
+    "or hot standby as the Redis lease shardex:lease:accounts-J decides (needs --data-dir, "
+    "--redis-url).",
+)
+@click.option(
+    "--replica",
+    type=click.IntRange(0, 1),
+    default=0,
+    show_default=True,
+    help="With --role auto: which replica this is (journal DATA_DIR/accounts-J for 0, "
+    "DATA_DIR/accounts-J.r1 for 1; its own direct/pub/metrics ports [layout]).",
+)
+@click.option("--redis-url", default=None, help="With --role auto: the Redis of the lease.")
+@click.option(
+    "--repl",
+    default=None,
+    callback=_endpoint_cb,
+    help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
+    "learns it from the lease (on several hosts: an address the other host reaches, or bind "
+    "tcp://0.0.0.0:PORT and give --advertise).",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    metavar="HOST",
+    help="The host other machines reach this process at: --repl, --direct and --pub are "
+    "bound as given and announced with HOST (in the lease and the HELLO).",
+)
 @markets_option
 @click.option(
     "--data-dir",
@@ -1790,6 +1831,11 @@ def accounts(
     keys_dir: str | None,
     insecure: bool,
     replicas: int = 1,
+    role: str = "single",
+    replica: int = 0,
+    redis_url: str | None = None,
+    repl: str | None = None,
+    advertise: str | None = None,
 ) -> None:
     """Run account shard J of M: balances and holds of the accounts with crc32 % M == J.
 
@@ -1833,6 +1879,15 @@ def accounts(
             )
         for ep in ends:
             check_endpoint(ep, "--engine-links")
+    if role == "auto":
+        if not data_dir or not redis_url:
+            raise click.UsageError("--role auto needs --data-dir and --redis-url")
+        if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
+            raise click.UsageError("--role auto takes --fsync batch or none")
+        direct_ep = direct_ep or layout.account_replica_direct(index, replica)
+        pub_ep = pub_ep or layout.account_replica_pub(index, replica)
+        if metrics_port is None:
+            metrics_port = layout.account_replica_metrics(index, replica)
     cfg = AccountsConfig(
         index=index,
         shards=m,
@@ -1847,8 +1902,20 @@ def accounts(
         pub=pub_ep or layout.account_pub(index),
         direct=direct_ep or layout.account_direct(index),
     )
+    if role == "auto" or advertise:  # what the routers' topology and the bridge connect to
+        for name, ep in (("direct", cfg.direct), ("pub", cfg.pub)):
+            if ep:
+                cfg.extra[name] = advertised(ep, advertise, f"--{name}")
     try:
-        run_accounts(cfg)
+        if role == "auto":
+            from shardex.node.replica import replica_dir, run_replicated_accounts
+
+            cfg.journal_dir = replica_dir(data_dir, index, replica, "accounts")  # type: ignore[arg-type]
+            repl = repl or layout.account_repl(index, replica)
+            repl_at = advertised(repl, advertise, "--repl")
+            run_replicated_accounts(cfg, replica, redis_url, repl, repl_at)  # type: ignore[arg-type]
+        else:
+            run_accounts(cfg)
     except (JournalError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -152,11 +152,32 @@ class Layout:
             for i in range(self.shards)
         )
 
+    # Replicated account shards (``--replicas 2`` with the account tier): base+1700.. for the
+    # replication endpoints of both replicas, base+1900.. for replica 1's direct/pub/metrics.
+    def account_repl(self, j: int, r: int) -> str:
+        """Replica ``r`` of account shard ``j``: where it ships batches when it leads."""
+        return self._ep(self.base_port + REPLICA_BASE + 600 + 100 * self._replica(r) + j)
+
+    def account_replica_direct(self, j: int, r: int) -> str:
+        if not self._replica(r):
+            return self.account_direct(j)
+        return self._ep(self.base_port + REPLICA_BASE + 800 + j)
+
+    def account_replica_pub(self, j: int, r: int) -> str:
+        if not self._replica(r):
+            return self.account_pub(j)
+        return self._ep(self.base_port + REPLICA_BASE + 900 + j)
+
+    def account_replica_metrics(self, j: int, r: int) -> int:
+        if not self._replica(r):
+            return self.account_metrics_port(j)
+        return self.base_port + REPLICA_BASE + 1000 + j
+
     def replica_ports(self) -> list[int]:
         """The ports ``--replicas 2`` adds (repl endpoints of both, replica 1's own ports,
-        with accounts replica 1's account link)."""
+        with accounts replica 1's account link and the account shards' replica ports)."""
         base = self.base_port + REPLICA_BASE
-        top = 600 if self.accounts else 500
+        top = 1100 if self.accounts else 500
         if base + top > 65535:
             raise ValueError(
                 f"with --replicas 2 the base port must be <= {65535 - REPLICA_BASE - top}"
@@ -166,6 +187,9 @@ class Layout:
             out += [base + i, base + 100 + i, base + 200 + i, base + 300 + i, base + 400 + i]
             if self.accounts:
                 out.append(base + 500 + i)
+        for j in range(self.accounts):
+            out += [base + 600 + j, base + 700 + j, base + 800 + j, base + 900 + j,
+                    base + 1000 + j]  # fmt: skip
         return out
 
     @staticmethod

@@ -183,19 +183,24 @@ class Lease:
         ttl_ms: int = TTL_MS,
         renew_ms: int = RENEW_MS,
         margin: float = MARGIN,
+        name: str | None = None,
     ) -> None:
+        """``name``: the lease's key suffix and what logs call it: the engine shard's index
+        by default (``shardex:lease:I``, as before), ``accounts-J`` for account shard J."""
         if "|" in node or "," in node or "|" in endpoint:
             raise ValueError("node ids and endpoints may not contain '|' or ','")
         if not 0 < renew_ms * 3 <= ttl_ms:
             raise ValueError("renew at least three times per ttl")
         self.r = redis_client
         self.shard = shard
+        self.name = name or str(shard)
+        self.label = f"shard {shard}" if name is None else self.name
         self.node = node
         self.endpoint = endpoint
         self.ttl_ms = ttl_ms
         self.renew_s = renew_ms / 1000
         self.margin = margin
-        base = f"shardex:lease:{shard}"
+        base = f"shardex:lease:{self.name}"
         self.keys = (base, base + ":epoch", base + ":isr", base + ":starts")
         self.epoch = 0
         self.value: str | None = None
@@ -277,7 +282,7 @@ class Lease:
         if not ok:
             self.value = None
             self.deadline = 0.0
-            raise LeaseLost(f"lease of shard {self.shard} epoch {self.epoch} is no longer ours")
+            raise LeaseLost(f"lease of {self.label} epoch {self.epoch} is no longer ours")
         self._granted(t0)
         return True
 
@@ -300,8 +305,8 @@ class Lease:
                     return
                 if time.monotonic() - loop_beat() > stall_s:
                     if not stalled:
-                        log.error("ALERT shard %d: the loop has not ticked for %.1f s: no "
-                                  "more lease renewals (a standby takes over)", self.shard,
+                        log.error("ALERT %s: the loop has not ticked for %.1f s: no "
+                                  "more lease renewals (a standby takes over)", self.label,
                                   stall_s)  # fmt: skip
                     stalled = True
                     self.last_renew = time.monotonic()  # (look again a period later)
@@ -313,7 +318,7 @@ class Lease:
                     self.lost = exc
                     return
 
-        threading.Thread(target=run, name=f"lease-{self.shard}", daemon=True).start()
+        threading.Thread(target=run, name=f"lease-{self.name}", daemon=True).start()
 
     def check(self) -> None:
         """Raise what the renewer thread learned: Redis says the lease is not ours."""
@@ -333,7 +338,7 @@ class Lease:
         if not ok:
             self.value = None
             self.deadline = 0.0
-            raise LeaseLost(f"lease of shard {self.shard} epoch {self.epoch} is no longer ours")
+            raise LeaseLost(f"lease of {self.label} epoch {self.epoch} is no longer ours")
         return True
 
     def release(self) -> None:

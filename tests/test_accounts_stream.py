@@ -45,13 +45,14 @@ def accounts_cluster(shards: int, accounts: int, *extra: str, **kw) -> Cluster:
     return Cluster(shards, *extra, accounts=accounts, **kw)
 
 
-def _ask(cluster: Cluster, j: int, cmd: tuple) -> dict:
-    """One request to account shard j's direct port, with the cluster's admin key."""
+def _ask(cluster: Cluster, j: int, cmd: tuple, direct: str | None = None) -> dict:
+    """One request to account shard j's direct port (``direct``: a replicated one's leader's),
+    with the cluster's admin key."""
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     client_socket(s, KeyFile.read(cluster.key))
-    s.connect(cluster.layout.account_direct(j))
+    s.connect(direct or cluster.layout.account_direct(j))
     try:
         s.send_multipart([b"test", b"r1", encode_request([cmd])])
         assert s.poll(5000), f"account shard {j} did not answer {cmd!r}"
@@ -63,13 +64,14 @@ def _ask(cluster: Cluster, j: int, cmd: tuple) -> dict:
         s.close(0)
 
 
-def _expected(cluster: Cluster, j: int) -> list[tuple[str, dict[str, str]]]:
+def _expected(cluster: Cluster, j: int, direct: str | None = None
+              ) -> list[tuple[str, dict[str, str]]]:  # fmt: skip
     """Account shard j's balance and fee events, as the stream entries they must become."""
-    seq = _ask(cluster, j, (OP_STATUS,))["seq"]
+    seq = _ask(cluster, j, (OP_STATUS,), direct)["seq"]
     out: list[tuple[str, dict[str, str]]] = []
     first = 1
     while first <= seq:
-        res = _ask(cluster, j, (OP_EVENTS, first, seq))
+        res = _ask(cluster, j, (OP_EVENTS, first, seq), direct)
         assert "error" not in res, res
         evs = res["events"]
         assert evs and evs[0][1] == first

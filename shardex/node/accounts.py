@@ -86,6 +86,7 @@ from shardex.wire.protocol import (
     LINK_SETTLE,
     LINK_SYNC,
     MAX_ID_LEN,
+    NOT_LEADER,
     OP_AUDIT,
     OP_BALANCE,
     OP_DEPOSIT,
@@ -100,6 +101,7 @@ from shardex.wire.protocol import (
     encode_events,
     encode_reply,
     markets_to_wire,
+    not_leader_error,
     packb,
     quote,
     shard_for,
@@ -150,6 +152,11 @@ class AccountsConfig:
     max_unconfirmed: int = field(
         default_factory=lambda: _env_size("SHARDEX_ACCOUNTS_MAX_UNCONFIRMED", 50_000)
     )
+    # A replicated leader (``--role auto``, issue 15): what its HELLO adds (role, epoch, node,
+    # advertised endpoints) and the routing id of its router links (named after its epoch,
+    # as an engine shard leader's: a deposed leader's link is never the one routed to).
+    extra: dict[str, Any] = field(default_factory=dict)
+    link_identity: str | None = None
 
 
 class AccountHandler:
@@ -181,6 +188,7 @@ class AccountHandler:
         self.linked: set[int] = set()  # engine shards heard from (the node shares its set)
         self.shed = 0
         self.key: KeyInfo | None = None
+        self.replica: Any = None  # a replicated leader's ``Replicator`` (role, epoch: status)
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
@@ -510,6 +518,7 @@ class AccountHandler:
         return {
             "account_shard": core.shard,
             "shards": core.shards,
+            "pid": os.getpid(),
             "seq": core.seq,
             "accounts": len(core.balances),
             "open_orders": len(core.orders),
@@ -524,6 +533,7 @@ class AccountHandler:
             "inbox": dict(core.inbox.last),
             "outbox": dict(core.outbox.last),
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+            **(self.replica.info() if self.replica is not None else {}),
         }
 
 
@@ -554,9 +564,24 @@ def _decimal(raw: Any) -> Decimal | None:
 
 
 class AccountNode:
-    """The account shard process: recover, then loop drain → apply → commit → send."""
+    """The account shard process: recover, then loop drain → apply → commit → send.
 
-    def __init__(self, cfg: AccountsConfig) -> None:
+    Replicated (``--role auto``, ``shardex.node.replica``): the leader ships each group commit
+    to its standby before its own fsync, and what a batch sends (balance events, forwards to
+    engine shards, replies) waits until the in-sync standbys have it (high watermark), as an
+    engine shard leader's replies and events do: a forward, a reply or an event that left
+    before would be money the next leader never moved. Past its lease deadline it runs
+    nothing and answers ``not_leader``.
+    """
+
+    def __init__(
+        self,
+        cfg: AccountsConfig,
+        recovered: tuple[AccountMachine, Journal] | None = None,
+        replicate: Any = None,
+    ) -> None:
+        """``recovered``: a promoted standby's machine and journal; ``replicate(ctx, zmq)``:
+        builds the ``replica.Replicator`` of a replicated leader."""
         import zmq
 
         if not 0 <= cfg.index < cfg.shards:
@@ -573,7 +598,7 @@ class AccountNode:
             self.key = store.process_key(f"accounts-{cfg.index}", "accounts", cfg.index)
             self.zap = ZapHandler(self.ctx, store.registry())
             self.server = store.server()
-        machine, journal = self.recover()
+        machine, journal = recovered or self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
         self.machine = machine
         self.published = machine.seq  # events up to here are journaled (and were published)
@@ -601,7 +626,19 @@ class AccountNode:
         self.last_snap_seq = machine.seq
         self.last_snap_records = 0
         self.last_journal_try = 0.0
+        # Replicated leader: each committed batch's (seq after it, events, replies) waits here
+        # for the high watermark (``release_acked``); ``released``: the seq released so far.
+        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.handler.replica = self.replica
+        self.repl_wait: deque[tuple[int, list[tuple], list[tuple[RouterLink, list[bytes]]]]] = (
+            deque()
+        )
+        self.released = machine.seq
+        self.fenced = False
+        self.refused = 0  # requests answered not_leader past the lease deadline
         self._sockets()
+        if self.replica is not None:
+            self.poller.register(self.replica.sock, zmq.POLLIN)
 
     def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
         cfg = self.cfg
@@ -632,8 +669,8 @@ class AccountNode:
             if not endpoint:
                 continue
             d = self.ctx.socket(zmq.DEALER)
-            if not secure:
-                d.setsockopt(zmq.IDENTITY, ident)
+            if not secure:  # secure: the router learns this link from our signed HELLO
+                d.setsockopt(zmq.IDENTITY, (cfg.link_identity or ident.decode()).encode())
             d.setsockopt(zmq.LINGER, 0)
             d.setsockopt(zmq.HEARTBEAT_IVL, 500)
             d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
@@ -705,6 +742,7 @@ class AccountNode:
                     "pub": cfg.pub,
                     "direct": cfg.direct,
                     "markets": markets_to_wire(cfg.markets),
+                    **cfg.extra,
                 },
             )
         )
@@ -724,12 +762,19 @@ class AccountNode:
         try:
             while not self.stop:
                 now = time.monotonic()
+                if self.replica is not None and not self.replica_tick(now):
+                    self.refuse()  # past our lease deadline: run nothing, send nothing
+                    time.sleep(0.01)
+                    continue
+                self.fenced = False
                 self.periodic(now)
                 waiting = any(link.size for link in self.links)
                 try:
-                    ready = self.poller.poll(10 if waiting else 100)
+                    ready = self.poller.poll(10 if waiting else 100 if self.replica is None else 20)
                 except zmq.ZMQError:
                     continue
+                if self.replica is not None and not self.replica.lease.valid():
+                    continue  # (paused inside poll past our deadline: send and take nothing)
                 for link in self.links:
                     if link.size:
                         link.pump()
@@ -744,14 +789,18 @@ class AccountNode:
         finally:
             self.close()
 
+    def hello(self, now: float) -> None:
+        """Register with each router (every ``HELLO_EVERY_S``; a full pipe skips one)."""
+        self.last_hello = now
+        for link in self.links:
+            try:
+                send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
+            except self.zmq.ZMQError:
+                pass
+
     def periodic(self, now: float) -> None:
         if now - self.last_hello >= HELLO_EVERY_S:
-            self.last_hello = now
-            for link in self.links:
-                try:
-                    send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
-                except self.zmq.ZMQError:
-                    pass
+            self.hello(now)
         if now - self.last_sync >= (SYNC_FULL_S if self.handler.full else SYNC_EVERY_S):
             self.last_sync = now
             for i in range(self.cfg.engines):
@@ -865,10 +914,19 @@ class AccountNode:
                     self.counts["settlements"] += 1
 
     def flush(self) -> None:
-        """Group commit, then forwards, replies, answers to HAVE and SYNCs for gaps."""
+        """Group commit, then forwards, replies, answers to HAVE and SYNCs for gaps.
+
+        Replicated: the batch is shipped to the standby before our own fsync (the two
+        overlap) and what it sends waits in ``repl_wait`` for the high watermark."""
         handler = self.handler
+        journal = handler.journal
+        rep = self.replica
+        if rep is not None and handler.journal_down is None:
+            batch = journal.buffered()  # type: ignore[union-attr]
+            if batch is not None:  # (a retried commit is not shipped twice: it is down then)
+                rep.ship(batch[0], batch[1], self.machine.seq)
         try:
-            handler.journal.commit()
+            journal.commit()
         except JournalUnavailable as exc:
             if handler.journal_down is None:
                 log.error("ALERT journal of account shard %d cannot write (%s): holding "
@@ -879,35 +937,20 @@ class AccountNode:
         if handler.journal_down is not None:
             log.warning("journal of account shard %d writes again", self.cfg.index)
             handler.journal_down = None
-        per: dict[int, list[tuple]] = {}
-        if self.out:
-            self.publish(self.out)
         for ev in self.out:
             kind = ev[0]
-            if kind == AE_FORWARD:
-                per.setdefault(ev[2], []).append((ev[1], ev[3], ev[4]))
-            elif kind == AE_GAP:
+            if kind == AE_GAP:
                 self.syncs_due.add(ev[2])
             elif kind == AE_ANOMALY:
                 log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
                           "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip
-        self.out.clear()
-        for i, fwds in per.items():
-            self.counts["forwards"] += len(fwds)
-            self._send_fwd(i, fwds)
-            pending = self.unconfirmed.get(i)
-            if pending is not None:
-                pending.extend(f[0] for f in fwds)
-                if len(pending) >= self.cfg.max_unconfirmed and i not in handler.full:
-                    handler.full.add(i)
-                    log.warning("engine shard %d has not confirmed %d forwards: new orders for "
-                                "its symbols are shed (overloaded)", i, len(pending))  # fmt: skip
-        # Replies only after the forwards: "ok" means held and forwarded, and a client may
-        # cancel at once along the short path (router → engine shard); the forward must be
-        # on its link before the client can even know the order exists.
-        for link, frames in self.replies:
-            link.send(frames)
-        self.replies.clear()
+        if rep is None:
+            self._release(self.out, self.replies)
+            self.released = self.machine.seq
+        elif self.out or self.replies:
+            self.repl_wait.append((self.machine.seq, self.out, self.replies))
+            self.out, self.replies = [], []
+            self.release_acked()
         self._send_free()
         if self.haves:
             haves, self.haves = self.haves, {}
@@ -920,6 +963,8 @@ class AccountNode:
                     self.repairs.pop(i, None)
                 else:
                     msgs = self._journal_forwards(i, have)
+                if rep is not None:  # never a forward the standby may not have yet
+                    msgs = [m for m in msgs if m[0] <= self.released]
                 if msgs:
                     self.counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
@@ -929,6 +974,86 @@ class AccountNode:
             for i in due:
                 if 0 <= i < self.cfg.engines:
                     self.sync(i)
+
+    def _release(self, events: list[tuple], replies: list[tuple[RouterLink, list[bytes]]]
+                 ) -> None:  # fmt: skip
+        """What a durable (and, replicated, acked) batch sends: its events on the PUB, its
+        forwards to the engine shards, then its replies. Replies after the forwards: "ok"
+        means held and forwarded, and a client may cancel at once along the short path
+        (router → engine shard); the forward must be on its link before the client can even
+        know the order exists."""
+        handler = self.handler
+        per: dict[int, list[tuple]] = {}
+        if events:
+            self.publish(events)
+        for ev in events:
+            if ev[0] == AE_FORWARD:
+                per.setdefault(ev[2], []).append((ev[1], ev[3], ev[4]))
+        events.clear()
+        for i, fwds in per.items():
+            self.counts["forwards"] += len(fwds)
+            self._send_fwd(i, fwds)
+            pending = self.unconfirmed.get(i)
+            if pending is not None:
+                pending.extend(f[0] for f in fwds)
+                if len(pending) >= self.cfg.max_unconfirmed and i not in handler.full:
+                    handler.full.add(i)
+                    log.warning("engine shard %d has not confirmed %d forwards: new orders for "
+                                "its symbols are shed (overloaded)", i, len(pending))  # fmt: skip
+        for link, frames in replies:
+            link.send(frames)
+        replies.clear()
+
+    # -- replication (issue 15; ``shardex.node.replica``) ---------------------------------------
+
+    def release_acked(self) -> None:
+        """Release waiting batches up to the high watermark, only while our lease is valid
+        (monotonic local deadline, earlier than its expiry in Redis)."""
+        rep = self.replica
+        if not self.repl_wait or not rep.lease.valid():
+            return
+        hw = rep.hw()
+        wait = self.repl_wait
+        if not wait or wait[0][0] > hw:
+            return
+        while wait and wait[0][0] <= hw:
+            seq, events, replies = wait.popleft()
+            self._release(events, replies)
+            self.released = seq
+        for link in self.links:
+            link.commit()
+
+    def replica_tick(self, now: float) -> bool:
+        """Renew the lease, take acks, release what they cover; False past our deadline
+        (raises ``LeaseLost`` once Redis says the lease is someone else's)."""
+        self.replica.tick(now)
+        self.release_acked()
+        return self.replica.lease.valid()
+
+    def refuse(self) -> None:
+        """Past the lease deadline: every request waiting (routers' and direct) is answered
+        ``not_leader`` (nothing runs; what was admitted before stays held), engine links are
+        not read, and each router is told once that this link stopped leading."""
+        from shardex.node.replica import answer_not_leader
+
+        zmq, rep = self.zmq, self.replica
+        why = (f"{rep.node} led account shard {self.cfg.index} at epoch {rep.epoch}: lease "
+               "not confirmed")  # fmt: skip
+        routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
+        direct = encode_reply(None, not_leader_error(rep.epoch, why))
+        for link in self.links:
+            self.refused += answer_not_leader(zmq, link.sock, True, routed, direct)
+        if self.direct is not None:
+            self.refused += answer_not_leader(zmq, self.direct, False, routed, direct)
+        if not self.fenced:
+            self.fenced = True
+            log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as "
+                      "not leader", rep.node, rep.epoch)  # fmt: skip
+            for link in self.links:
+                try:
+                    send_frames(link.sock, [b"", NOT_LEADER, self.hello_msg])
+                except zmq.ZMQError:
+                    pass
 
     def _send_free(self) -> None:
         """Replies that wait for no journal write, then every link's batch of replies."""
@@ -1001,10 +1126,12 @@ class AccountNode:
         self.published = events[-1][1]
         if self.pub is None:
             return
+        # a replicated leader stamps its epoch (the bridge drops a deposed one's)
+        epoch = self.replica.epoch if self.replica is not None else None
         for k in range(0, len(events), 1000):
             try:
                 self.pub.send_multipart(
-                    [b"accounts", encode_events(self.cfg.index, events[k : k + 1000])],
+                    [b"accounts", encode_events(self.cfg.index, events[k : k + 1000], epoch)],
                     self.zmq.NOBLOCK,
                 )
             except self.zmq.Again:
@@ -1034,6 +1161,8 @@ class AccountNode:
             self.last_snap_records = journal.records_written
 
     def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
         try:
             self.handler.journal.close()
         except OSError as exc:
@@ -1102,6 +1231,11 @@ class _Collector:
             fam = GaugeMetricFamily(name, doc, labels=["shard"])
             fam.add_metric(lab, value)
             yield fam
+        if node.replica is not None:  # a replicated leader (issue 15)
+            from shardex.node.replica import replica_families
+
+            yield from replica_families(node.replica, node.refused, lab,
+                                        "shardex_accounts_replica")  # fmt: skip
 
 
 def run_accounts(cfg: AccountsConfig) -> None:

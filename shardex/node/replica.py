@@ -72,6 +72,9 @@ REPLICAS = 2  # replicas per shard (``--replica 0..1``): the only node names a S
 REGISTRY_RELOAD_S = 1.0  # how often the leader re-reads the key registry (revocations)
 MAX_STANDBY_MSG = 1 << 16  # SUB and ACK are tiny: a bigger message drops the connection
 LOG_EVERY_S = 1.0  # refused replication messages: at most one log line per second
+# A node that has just started does not take a free lease for this long while another node is
+# in the in-sync set (that one is alive and about to take it): one lease ttl and a bit.
+START_GRACE_S = 1.0
 
 
 class Refusals:
@@ -115,11 +118,13 @@ class Replicator:
     high watermark. Driven by the shard's loop (no thread)."""
 
     def __init__(self, ctx: Any, zmq: Any, endpoint: str, lease: Lease, journal: Journal,
-                 seq: int, keys_dir: str | None = None) -> None:  # fmt: skip
+                 seq: int, keys_dir: str | None = None, role: str = "shard") -> None:  # fmt: skip
         """``keys_dir``: a secure cluster's key store (the socket is a CURVE server that
         admits only this shard's key; ``ctx`` must already have the process's ZAP handler);
-        None: ``--insecure``."""
+        None: ``--insecure``. ``role``: "shard" (an engine shard) or "accounts" (an account
+        shard: its own ZAP domain, node names ``accounts-J.rR`` and key role)."""
         self.zmq = zmq
+        self.role = role
         self.lease = lease
         self.node = lease.node
         self.journal = journal
@@ -133,7 +138,7 @@ class Replicator:
         if keys_dir:
             store = KeyStore(keys_dir)
             self.registry = store.registry()
-            server_socket(self.sock, store.server(), replication_domain(lease.shard))
+            server_socket(self.sock, store.server(), replication_domain(lease.shard, role))
         self.refused = Refusals(f"leader {self.node}")
         self.sock.bind(endpoint)
         self.committed = seq
@@ -197,14 +202,14 @@ class Replicator:
         zmq = self.zmq
         refuse = self.refused
         # (peers are never forgotten: a SUB may only name one of the shard's replicas)
-        nodes = {f"shard-{self.lease.shard}.r{r}" for r in range(REPLICAS)} - {self.node}
+        nodes = {node_name(self.role, self.lease.shard, r) for r in range(REPLICAS)} - {self.node}
         for _ in range(10_000):
             try:
                 raw = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if self.registry is not None and not replication_peer(
-                self.registry.lookup(user_of(raw[-1])), self.lease.shard
+                self.registry.lookup(user_of(raw[-1])), self.lease.shard, self.role
             ):
                 refuse("a key not of this shard (revoked?)")
                 continue
@@ -318,7 +323,7 @@ class Replicator:
         if self.lease.set_isr(members):  # (False: Redis unreachable; the hw keeps waiting)
             self.isr = members
             self.changes += 1
-            log.warning("shard %d epoch %d in-sync set now %s: %s", self.lease.shard,
+            log.warning("%s epoch %d in-sync set now %s: %s", self.lease.label,
                         self.epoch, ",".join(members), why)  # fmt: skip
 
     def info(self) -> dict[str, Any]:
@@ -382,6 +387,8 @@ class Standby:
         self.machine = machine
         self.refused = Refusals(f"standby {self.node}")
         self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
+        self.started = time.monotonic()
+        self.deferred = False  # logged once: a free lease left to the live standby
         # The events of what it applies, as the leader keeps them (same seqs): handed to the
         # ring of the leader it becomes, so the bridge's repair of the old leader's last
         # unpublished events is served from memory. (A journal replay of that range stalled
@@ -516,7 +523,8 @@ class Standby:
         """The standby's state (role, epoch, seq, whom it follows), for its refusals."""
         leader = self.leader
         return {
-            "shard": self.lease.shard,
+            ("account_shard" if self.lease.name.startswith("accounts") else "shard"):
+                self.lease.shard,
             "role": "standby",
             "node": self.node,
             "epoch": self.journal.read_epoch() if self.epoch is None else self.epoch,
@@ -550,7 +558,7 @@ class Standby:
                 leader = self.leader
                 error = not_leader_error(
                     max(status["epoch"], leader.epoch if leader is not None else 0),
-                    f"{self.node} is a standby of shard {self.lease.shard} at seq "
+                    f"{self.node} is a standby of {self.lease.label} at seq "
                     f"{status['seq']}; "
                     + (f"{leader.node} leads (epoch {leader.epoch})" if leader else "no leader"),
                 )
@@ -568,13 +576,29 @@ class Standby:
         a few ms of its expiry in Redis, not up to a period later)."""
         holder, pttl = self.lease.holder_ttl()
         if holder is None:
+            if (
+                self.leader is None
+                and time.monotonic() - self.started < START_GRACE_S
+                and any(m != self.node for m in self.lease.isr())
+            ):
+                # Just (re)started and never followed anyone: a leader killed and restarted
+                # at once (the supervisor) found the lease free before its live standby's
+                # expiry check took it, and won it back: safe, but a second failover for
+                # nothing, served from a cold process. Leave a free lease to the other
+                # in-sync member for one ttl; if nobody takes it (it is down too), take it.
+                if not self.deferred:
+                    self.deferred = True
+                    log.info("%s: the lease is free; leaving it to %s for %.1f s (just "
+                             "started)", self.node, ",".join(self.lease.isr()),
+                             START_GRACE_S)  # fmt: skip
+                return CHECK_LEASE_S
             t0 = time.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
             if epoch:
                 self.journal.write_epoch(epoch)
                 self.took_at = t0
-                log.warning("%s took the lease of shard %d: epoch %d from seq %d", self.node,
-                            self.lease.shard, epoch, self.engine.seq)  # fmt: skip
+                log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
+                            self.lease.label, epoch, self.engine.seq)  # fmt: skip
                 return None
             log.info("%s may not lead: %s", self.node, why)
             return CHECK_LEASE_S
@@ -685,30 +709,119 @@ def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None
     return Journal(journal_dir, markets, fsync=fsync, machine=machine)
 
 
-def replica_dir(data_dir: str, index: int, replica: int) -> str:
-    """Replica 0 keeps the classic DATA_DIR/shard-I; replica r > 0 uses DATA_DIR/shard-I.rR."""
-    return os.path.join(data_dir, f"shard-{index}" + (f".r{replica}" if replica else ""))
+def replica_dir(data_dir: str, index: int, replica: int, role: str = "shard") -> str:
+    """Replica 0 keeps the classic DATA_DIR/shard-I (DATA_DIR/accounts-J); replica r > 0 uses
+    DATA_DIR/shard-I.rR (DATA_DIR/accounts-J.rR)."""
+    return os.path.join(data_dir, f"{role}-{index}" + (f".r{replica}" if replica else ""))
 
 
-def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
-                   repl_advertised: str | None = None) -> None:  # fmt: skip
-    """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
+def node_name(role: str, index: int, replica: int) -> str:
+    """A replica's node id in the lease and on the replication link: ``shard-I.rR`` of an
+    engine shard, ``accounts-J.rR`` of an account shard."""
+    return f"{role}-{index}.r{replica}"
 
-    ``repl_endpoint`` is bound when leading; ``repl_advertised`` (default: the same) goes into
-    the lease, where the standby on another host reads where to connect. With
-    ``cfg.keys_dir`` (a secure cluster) both the replication link and the lease are
-    authenticated: the link with shard I's CURVE key pair (the same key the leader registers
-    with the router), the lease as Redis user ``lease`` (``redis://lease@HOST:PORT/0``, the
-    password from the keys dir)."""
+
+def replica_families(rep: Replicator, refused: int, lab: list[str],
+                     prefix: str = "shardex_replica") -> Any:  # fmt: skip
+    """Prometheus families of a replicated leader (engine shards: ``shardex_replica_*``,
+    account shards: ``shardex_accounts_replica_*``), labelled ``shard``."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for cls, name, doc, value in (
+        (GaugeMetricFamily, "epoch", "Leader epoch held", rep.epoch),
+        (GaugeMetricFamily, "in_sync", "Replicas in the in-sync set (leader included)",
+         len(rep.isr)),
+        (CounterMetricFamily, "isr_changes", "In-sync set changes (shrink or grow)",
+         rep.changes),
+        (CounterMetricFamily, "refused_not_leader",
+         "Requests answered not_leader while past the lease deadline (nothing ran)", refused),
+        (CounterMetricFamily, "refused",
+         "Replication messages refused (malformed or from a key that is not this shard's)",
+         rep.refused.count),
+    ):  # fmt: skip
+        fam = cls(f"{prefix}_{name}", doc, labels=["shard"])
+        fam.add_metric(lab, value)
+        yield fam
+    fam = GaugeMetricFamily(f"{prefix}_lag", "Seq the standby has not acked yet",
+                            labels=["shard", "node"])  # fmt: skip
+    for peer, lag in rep.info()["lag"].items():
+        fam.add_metric([*lab, peer], lag)
+    yield fam
+
+
+def answer_not_leader(zmq: Any, sock: Any, via_router: bool, routed: bytes,
+                      direct: bytes) -> int:  # fmt: skip
+    """Answer every request waiting on ``sock`` with ``not_leader`` (a fenced leader: nothing
+    runs, the client may send it again): a router link's batch with ``routed`` per request, a
+    direct client's request with ``direct``. Bounded per call; returns the requests refused."""
+    from shardex.wire.protocol import BATCH, BATCH_REQUEST_WIDTH, decode_batch, encode_batch
+    from shardex.wire.transport import send_frames
+
+    refused = 0
+    for _ in range(1000):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        if via_router:
+            items = None
+            if len(frames) == 2 and frames[0] == BATCH:
+                items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
+            if not items:
+                continue
+            out: list[bytes] = []
+            for i in range(0, len(items), BATCH_REQUEST_WIDTH):
+                out += (items[i], items[i + 1], routed)
+            refused += len(out) // 3
+            reply = [b"", BATCH, encode_batch(out)]
+        elif len(frames) == 4:
+            refused += 1
+            reply = [frames[0], frames[2], direct]
+        else:
+            continue
+        try:
+            send_frames(sock, reply)
+        except zmq.ZMQError:
+            pass  # full or gone: that client times out and asks the order's fate
+    return refused
+
+
+@dataclass
+class Promotion:
+    """What a standby hands to the leader it becomes: the lease it took, its journal and
+    state machine (same seq as the old leader's last acked batch), and failover timings."""
+
+    node: str
+    lease: Lease
+    journal: Journal
+    engine: Any
+    ring: Any  # the standby's event ring (engine shards: served to the bridge's repairs)
+    took: float  # monotonic time the lease was taken
+    silent: float | None  # how long the old leader had been silent then (None: never followed)
+    stop: Any
+
+
+def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised: str,
+             machine: Any = None, check: Any = None) -> Promotion | None:  # fmt: skip
+    """The standby phase of ``--role auto``, the same for both tiers: recover this replica's
+    journal, follow the lease holder until this node takes the lease (returns what the
+    leader needs) or the process is told to stop (None).
+
+    ``role``: "shard" or "accounts" (node names, the lease key, the replication key);
+    ``machine``: the journal's state machine factory (None: the plain engine); ``check``:
+    called with the recovered state machine before anything is served (refuse state that
+    does not belong here or does not balance). With ``cfg.keys_dir`` (a secure cluster) both
+    the replication link and the lease are authenticated: the link with the shard's own CURVE
+    key pair (the same key the leader registers with the router), the lease as Redis user
+    ``lease`` (``redis://lease@HOST:PORT/0``, the password from the keys dir)."""
     from shardex.node.runtime import tune_gc
-    from shardex.node.shard import ShardNode, check_ownership
     from shardex.redisauth import RedisAuthError, mask_url
     from shardex.wire.transport import StopFlag
 
     if not cfg.journal_dir:
         raise SystemExit("--role auto needs --data-dir (each replica journals)")
     Path(cfg.journal_dir).mkdir(parents=True, exist_ok=True)
-    node = f"shard-{cfg.index}.r{replica}"
+    node = node_name(role, cfg.index, replica)
     try:
         r = connect(redis_url, cfg.keys_dir)
     except RedisAuthError as exc:
@@ -719,62 +832,121 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
         raise SystemExit(f"the lease's Redis {mask_url(redis_url)}: {why}{hint}")
     key = None
     if cfg.keys_dir:
-        key = KeyStore(cfg.keys_dir).process_key(f"shard-{cfg.index}", "shard", cfg.index)
-    lease = Lease(r, cfg.index, node, repl_advertised or repl_endpoint)
-    machine = None
-    if cfg.accounts:  # the same machine the leader journals (``ShardNode.recover``)
-        from shardex.accounts.machines import SettledEngineFactory
-
-        machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards)
+        key = KeyStore(cfg.keys_dir).process_key(f"{role}-{cfg.index}", role, cfg.index)
+    lease = Lease(r, cfg.index, node, repl_advertised,
+                  name=None if role == "shard" else f"{role}-{cfg.index}")  # fmt: skip
     journal = open_journal(cfg.journal_dir, cfg.markets, cfg.fsync, machine)
     engine = journal.recover().engine
     replayed = getattr(engine, "outgoing", None)
     if replayed:  # settlements regenerated by the replay: the rings keep them, and the
         replayed.clear()  # account shards' SYNCs get them once we lead
-    check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
+    if check is not None:
+        check(engine)
     stop = StopFlag.install()
     # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
     # reason (no collector pauses while it acks) and so that promotion is fast: see below.
     gc_off = tune_gc()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
-                      cfg.ring_size, direct=cfg.direct, keys_dir=cfg.keys_dir,
-                      machine=machine)  # fmt: skip
+                      getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct,
+                      keys_dir=cfg.keys_dir, machine=machine)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
     finally:
         standby.close()
     if not promoted:
-        return
+        return None
     if gc_off:  # the books built while following: frozen now (O(1)), so the ``gc.collect`` of
         gc.freeze()  # the leader's set-up scans nothing big (it cost 20–60 ms of the failover)
-    journal, engine = standby.journal, standby.engine
     took = standby.took_at or time.monotonic()
     silent = took - standby.last_heard if standby.last_heard else None
-    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": node}
+    return Promotion(node, lease, standby.journal, standby.engine, standby.ring, took, silent,
+                     stop)  # fmt: skip
+
+
+def _log_failover(p: Promotion, what: str) -> None:
+    up = time.monotonic()
+    log.warning(
+        "FAILOVER %s leads %s at epoch %d from seq %d: lease taken %s after the last "
+        "record from the old leader; sockets up and HELLO sent %.0f ms after taking it "
+        "(monotonic took=%.4f hello=%.4f)",
+        p.node, what, p.lease.epoch, p.engine.seq,
+        f"{p.silent * 1000:.0f} ms" if p.silent is not None else "(never followed one)",
+        (up - p.took) * 1000, p.took, up,
+    )  # fmt: skip
+
+
+def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
+                   repl_advertised: str | None = None) -> None:  # fmt: skip
+    """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
+
+    ``repl_endpoint`` is bound when leading; ``repl_advertised`` (default: the same) goes into
+    the lease, where the standby on another host reads where to connect (``stand_by``)."""
+    from shardex.node.shard import ShardNode, check_ownership
+
+    machine = None
+    if cfg.accounts:  # the same machine the leader journals (``ShardNode.recover``)
+        from shardex.accounts.machines import SettledEngineFactory
+
+        machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards)
+    p = stand_by(cfg, "shard", replica, redis_url, repl_advertised or repl_endpoint, machine,
+                 lambda engine: check_ownership(engine, cfg.index, cfg.shards,
+                                                cfg.journal_dir))  # fmt: skip
+    if p is None:
+        return
+    journal, engine, lease = p.journal, p.engine, p.lease
+    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
     cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
     shard = ShardNode(cfg, recovered=(engine, journal),
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                             journal, engine.seq,
                                                             cfg.keys_dir))  # fmt: skip
-    shard.stop = stop
-    if standby.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
-        shard.core.ring = standby.ring
+    shard.stop = p.stop
+    if p.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
+        shard.core.ring = p.ring
     shard.hello(time.monotonic())  # register with the routers now, before the loop's set-up
-    up = time.monotonic()
-    log.warning(
-        "FAILOVER %s leads shard %d at epoch %d from seq %d: lease taken %s after the last "
-        "record from the old leader; sockets up and HELLO sent %.0f ms after taking it "
-        "(monotonic took=%.4f hello=%.4f)",
-        node, cfg.index, lease.epoch, engine.seq,
-        f"{silent * 1000:.0f} ms" if silent is not None else "(never followed one)",
-        (up - took) * 1000, took, up,
-    )  # fmt: skip
+    _log_failover(p, f"shard {cfg.index}")
     try:
         shard.run()
     except LeaseLost as exc:
         log.error("ALERT %s lost the lease (%s): it stopped answering at its deadline and "
-                  "exits; restarted, it rejoins as a standby", node, exc)  # fmt: skip
+                  "exits; restarted, it rejoins as a standby", p.node, exc)  # fmt: skip
         raise SystemExit(EXIT_LEASE_LOST) from None
     finally:
         lease.release()  # (a no-op once lost)
+
+
+def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
+                            repl_advertised: str | None = None) -> None:  # fmt: skip
+    """``shardex accounts --role auto``: account shard J as one of two replicas, the same
+    standby phase and lease rules as an engine shard's (``stand_by``), then an
+    ``AccountNode`` that ships each group commit and releases forwards, replies and balance
+    events only at the high watermark (see ``AccountNode.flush``)."""
+    from shardex.accounts.machines import AccountMachineFactory
+    from shardex.node.accounts import AccountNode
+    from shardex.wire.protocol import shard_for
+
+    n = cfg.engines
+    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+    p = stand_by(cfg, "accounts", replica, redis_url, repl_advertised or repl_endpoint, factory,
+                 lambda machine: machine.core.check_integrity())  # fmt: skip
+    if p is None:
+        return
+    journal, machine, lease = p.journal, p.engine, p.lease
+    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
+    cfg.link_identity = f"accounts-{cfg.index}.e{lease.epoch}"
+    node = AccountNode(cfg, recovered=(machine, journal),
+                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
+                                                             journal, machine.seq, cfg.keys_dir,
+                                                             role="accounts"))  # fmt: skip
+    node.stop = p.stop
+    node.hello(time.monotonic())
+    _log_failover(p, f"account shard {cfg.index}")
+    try:
+        node.run()
+    except LeaseLost as exc:
+        log.error("ALERT %s lost the lease (%s): it stopped answering at its deadline and "
+                  "exits; restarted, it rejoins as a standby", p.node, exc)  # fmt: skip
+        raise SystemExit(EXIT_LEASE_LOST) from None
+    finally:
+        lease.release()

@@ -691,42 +691,9 @@ class _NodeCollector:
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
         if node.replica is not None:  # a replicated leader (issue 15)
-            rep = node.replica
-            fam = GaugeMetricFamily("shardex_replica_epoch", "Leader epoch held", labels=["shard"])
-            fam.add_metric(lab, rep.epoch)
-            yield fam
-            fam = GaugeMetricFamily(
-                "shardex_replica_in_sync", "Replicas in the in-sync set (leader included)",
-                labels=["shard"],
-            )  # fmt: skip
-            fam.add_metric(lab, len(rep.isr))
-            yield fam
-            fam = CounterMetricFamily(
-                "shardex_replica_isr_changes", "In-sync set changes (shrink or grow)",
-                labels=["shard"],
-            )  # fmt: skip
-            fam.add_metric(lab, rep.changes)
-            yield fam
-            fam = CounterMetricFamily(
-                "shardex_replica_refused_not_leader",
-                "Requests answered not_leader while past the lease deadline (nothing ran)",
-                labels=["shard"],
-            )
-            fam.add_metric(lab, node.refused)
-            yield fam
-            fam = GaugeMetricFamily(
-                "shardex_replica_lag", "Seq the standby has not acked yet", labels=["shard", "node"]
-            )
-            for peer, lag in rep.info()["lag"].items():
-                fam.add_metric([*lab, peer], lag)
-            yield fam
-            fam = CounterMetricFamily(
-                "shardex_replica_refused",
-                "Replication messages refused (malformed or from a key that is not this shard's)",
-                labels=["shard"],
-            )  # fmt: skip
-            fam.add_metric(lab, rep.refused.count)
-            yield fam
+            from shardex.node.replica import replica_families
+
+            yield from replica_families(node.replica, node.refused, lab)
         if node.cfg.accounts:
             fam = CounterMetricFamily(
                 "shardex_shard_account_link",
@@ -1021,33 +988,11 @@ class ShardNode:
         why = f"{rep.node} led shard {self.core.index} at epoch {rep.epoch}: lease not confirmed"
         routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
         direct = encode_reply(None, not_leader_error(rep.epoch, why))
+        from shardex.node.replica import answer_not_leader
+
         for sock in self.sockets:
             via_router = type(self.box[sock]) is RouterLink
-            for _ in range(1000):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if via_router:
-                    items = None
-                    if len(frames) == 2 and frames[0] == BATCH:
-                        items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
-                    if not items:
-                        continue
-                    out: list[bytes] = []
-                    for i in range(0, len(items), BATCH_REQUEST_WIDTH):
-                        out += (items[i], items[i + 1], routed)
-                    self.refused += len(out) // 3
-                    reply = [b"", BATCH, encode_batch(out)]
-                elif len(frames) == 4:
-                    self.refused += 1
-                    reply = [frames[0], frames[2], direct]
-                else:
-                    continue
-                try:
-                    send_frames(sock, reply)
-                except zmq.ZMQError:
-                    pass  # full or gone: that client times out and asks the order's fate
+            self.refused += answer_not_leader(zmq, sock, via_router, routed, direct)
         if not self.fenced:
             self.fenced = True
             log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as "

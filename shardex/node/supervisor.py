@@ -137,8 +137,9 @@ def build_children(
     authenticates with; None: an ``--insecure`` cluster (said to every child).
     ``replicas`` 2: each engine shard runs as two ``--role auto`` processes, ``engine.I`` and
     ``engine.I.r1``, whose lease lives in that Redis (issue 15), each with its own account
-    link endpoint, and every account shard is given both (it follows the leader); account
-    shards stay single processes, restarted from their journals; 1: one process, as before."""
+    link endpoint, and every account shard is given both (it follows the leader); each
+    account shard likewise runs as ``accounts.J`` and ``accounts.J.r1`` with a lease of its
+    own; 1: one process each, as before."""
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     markets = ["--markets", markets_file] if markets_file else []
     security = ["--keys-dir", keys_dir] if keys_dir else ["--insecure"]
@@ -233,7 +234,26 @@ def build_children(
                 ],
             )
         )
-    for j in range(layout.accounts):  # the account tier (issue 14), after the engines
+    for j in range(layout.accounts if replicas > 1 else 0):  # replicated account shards
+        for r in range(replicas):
+            children.append(
+                Child(
+                    f"accounts.{j}" + (f".r{r}" if r else ""),
+                    [
+                        *exe, "accounts", "--shard", str(j), "--shards", str(layout.accounts),
+                        "--engines", str(layout.shards), "--router", layout.backends,
+                        "--engine-links", layout.replica_account_links,
+                        "--role", "auto", "--replica", str(r),
+                        "--redis-url", lease_url, "--repl", layout.account_repl(j, r),  # type: ignore[list-item]
+                        "--direct", layout.account_replica_direct(j, r),
+                        "--pub", layout.account_replica_pub(j, r),
+                        "--metrics-port", str(layout.account_replica_metrics(j, r)),
+                        *markets, "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
+                        *security,
+                    ],
+                )
+            )  # fmt: skip
+    for j in range(layout.accounts if replicas == 1 else 0):  # the account tier (issue 14)
         children.append(
             Child(
                 f"accounts.{j}",

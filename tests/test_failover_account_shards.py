@@ -1,0 +1,295 @@
+"""Replicated account shards (issue 15 item 4 × issue 14), on one process, no timing.
+
+The end-to-end proof (kill -9 / SIGSTOP of the account shard leader under funded load) is in
+tests/test_failover_accounts.py. Here: the leader's release rule with a stand-in replicator
+whose high watermark the test moves by hand (the standby's acks), real ZeroMQ sockets playing
+the router, the engine shard's account link and the bridge's SUB; the ZAP domain of the
+account replication link; the lease key and node names of an account shard; a restarted node
+leaving a free lease to its live in-sync standby (real redis-server).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from test_failover_accounts import _free_port
+
+from shardex.auth import KeyStore, domain_allows, replication_domain, replication_peer
+from shardex.engine.codes import OP_NEW
+from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.layout import Layout
+from shardex.node.accounts import AccountNode, AccountsConfig
+from shardex.wire.protocol import (
+    BATCH,
+    LINK_FWD,
+    LINK_HAVE,
+    OP_DEPOSIT,
+    VERSION,
+    decode_batch,
+    decode_events_epoch,
+    decode_reply,
+    encode_batch,
+    packb,
+    unpackb,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _Lease:
+    def __init__(self) -> None:
+        self.ok = True
+        self.epoch = 3
+        self.node = "accounts-0.r0"
+
+    def valid(self) -> bool:
+        return self.ok
+
+
+class _Replicator:
+    """What ``AccountNode`` needs of ``replica.Replicator``; ``acked`` is the standby's ack."""
+
+    def __init__(self, ctx: Any, zmq_: Any) -> None:
+        self.sock = ctx.socket(zmq_.PAIR)
+        self.lease = _Lease()
+        self.epoch = 3
+        self.node = "accounts-0.r0"
+        self.isr = [self.node]
+        self.changes = 0
+        self.committed = 0
+        self.acked = 0
+        self.shipped: list[tuple[int, int, int]] = []
+
+    def ship(self, seq0: int, cmds: list[Any], seq1: int) -> None:
+        self.committed = seq1
+        self.shipped.append((seq0, len(cmds), seq1))
+
+    def hw(self) -> int:
+        return self.acked
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def info(self) -> dict[str, Any]:
+        return {"role": "primary", "epoch": self.epoch}
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class _Rig:
+    """An ``AccountNode`` (account shard 0 of 1, engine shards: 1) with a stand-in replicator,
+    and the test's sockets in the other seats: the router (a ROUTER it connects to), engine
+    shard 0's account link (a ROUTER it connects to) and a SUB on its PUB."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ctx = zmq.Context()
+        router_ep, link_ep = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+        self.router = self._bind(zmq.ROUTER, router_ep)
+        self.link = self._bind(zmq.ROUTER, link_ep)
+        cfg = AccountsConfig(
+            index=0, shards=1, engines=1, router=router_ep, engine_links=[link_ep],
+            markets=DEFAULT_MARKETS, journal_dir=str(tmp / "accounts-0"), fsync="none",
+            pub=f"tcp://127.0.0.1:{_free_port()}", direct=f"tcp://127.0.0.1:{_free_port()}",
+            link_identity="accounts-0.e3", extra={"role": "primary", "epoch": 3},
+        )  # fmt: skip
+        self.node = AccountNode(cfg, replicate=_Replicator)
+        self.rep: _Replicator = self.node.replica
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(cfg.pub)  # type: ignore[arg-type]
+        self.node.hello(time.monotonic())
+        self.ident = self._hello()
+        self.req = 0
+
+    def _bind(self, kind: int, ep: str) -> Any:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        return s
+
+    def _hello(self) -> bytes:
+        assert self.router.poll(5000), "no HELLO from the account shard"
+        ident, _, kind, body = self.router.recv_multipart()
+        assert kind == b"HELLO" and unpackb(body)[1]["epoch"] == 3
+        assert ident == b"accounts-0.e3"  # its router link is named after its epoch
+        return ident
+
+    def ask(self, cmd: tuple) -> None:
+        """One request through the 'router', read and journaled by the node (not sent yet)."""
+        self.req += 1
+        payload = msgpack.packb([VERSION, [list(cmd)]])
+        item = [b"client", str(self.req).encode(), b"", payload]
+        self.router.send_multipart([self.ident, BATCH, encode_batch(item)])
+        before = self.node.handler.commands
+        deadline = time.monotonic() + 5
+        while self.node.handler.commands == before:  # (the test's own pace)
+            assert time.monotonic() < deadline, "the request never arrived"
+            self.node.poller.poll(100)
+            self.node.from_routers()
+        self.node.flush()
+
+    def replies(self, wait_ms: int) -> list[Any]:
+        got = []
+        while self.router.poll(wait_ms):
+            frames = self.router.recv_multipart()
+            if frames[2] == BATCH:
+                items = decode_batch(frames[3], 3)
+                got += [decode_reply(items[k + 2]) for k in range(0, len(items), 3)]
+            wait_ms = 100
+        return got
+
+    def forwards(self, wait_ms: int) -> list[tuple]:
+        got: list[tuple] = []
+        while self.link.poll(wait_ms):
+            _, kind, payload = self.link.recv_multipart()
+            if kind == LINK_FWD:
+                got.extend(unpackb(payload)[1])
+            wait_ms = 100
+        return got
+
+    def events(self, wait_ms: int) -> list[tuple[int, int | None]]:
+        """(seq, epoch) of each balance event published."""
+        got = []
+        while self.sub.poll(wait_ms):
+            _, payload = self.sub.recv_multipart()
+            _, evs, epoch = decode_events_epoch(payload)
+            got += [(ev[1], epoch) for ev in evs]
+            wait_ms = 100
+        return got
+
+    def close(self) -> None:
+        for s in (self.router, self.link, self.sub):
+            s.close(0)
+        self.ctx.term()
+        self.node.close()
+
+
+def test_account_leader_sends_nothing_before_the_standby_has_it(tmp_path: Path) -> None:
+    """A replicated account shard leader ships each group commit to its standby and sends
+    what the batch produced — the deposit's reply and balance event, an order's forward to
+    its engine shard, its "held and forwarded" reply — only once the standby has acked that
+    batch and only while its lease is valid; a HAVE's re-send stops at the same mark. Any of
+    them leaving earlier would be money (or an order) the next leader never had."""
+    rig = _Rig(tmp_path)
+    try:
+        rep = rig.rep
+        rig.ask((OP_DEPOSIT, "alice", "USD", "100000000", "d1"))
+        deposit_batch = rep.committed
+        assert rep.shipped and rep.shipped[-1][2] == deposit_batch
+        rig.ask((OP_NEW, "BTC-USD", "o1", "alice", 0, 0, 100_000_000, 10, 0, False, 0))
+        order_batch = rep.committed
+        assert order_batch > deposit_batch
+        assert rig.replies(300) == [] and rig.events(100) == [] and rig.forwards(100) == []
+        # the engine shard says it has nothing (HAVE 0): the re-send is capped at what the
+        # standby has acked, i.e. nothing yet
+        rig.link.send_multipart([b"accounts-0", LINK_HAVE, packb((0, 0))])
+        deadline = time.monotonic() + 5
+        while 0 not in rig.node.linked:
+            assert time.monotonic() < deadline, "the HAVE never arrived"
+            rig.node.poller.poll(100)
+            rig.node.from_engines()
+        rig.node.flush()
+        assert rig.forwards(300) == [], "a HAVE re-sent a forward the standby has not acked"
+
+        rep.acked = deposit_batch  # the standby acks the deposit's batch only
+        rig.node.release_acked()
+        (deposit,) = rig.replies(2000)
+        assert deposit[0] is None
+        events = rig.events(2000)
+        assert events and all(seq <= deposit_batch and epoch == 3 for seq, epoch in events)
+        assert rig.forwards(300) == []
+
+        rep.lease.ok = False  # past our lease deadline nothing leaves, acked or not
+        rep.acked = order_batch
+        rig.node.release_acked()
+        assert rig.replies(300) == [] and rig.forwards(100) == [] and rig.events(100) == []
+        rep.lease.ok = True
+        rig.node.release_acked()
+        (fwd,) = rig.forwards(2000)
+        assert fwd[2][2] == "o1" and fwd[0] <= order_batch
+        (placed,) = rig.replies(2000)
+        assert placed[0] is None
+        assert rig.node.released == order_batch
+        assert rig.node.handler.status()["epoch"] == 3  # role and epoch in status
+    finally:
+        rig.close()
+
+
+def test_account_replication_domain_admits_only_that_account_shards_key(
+    tmp_path: Path,
+) -> None:
+    """The account shard's replication link has a ZAP domain of its own: only account shard
+    J's key (both replicas run with it), never engine shard J's, another account shard's, a
+    client's or the admin's."""
+    store = KeyStore(str(tmp_path / "keys"))
+    acct0 = store.process_key("accounts-0", "accounts", 0)
+    acct1 = store.process_key("accounts-1", "accounts", 1)
+    shard0 = store.process_key("shard-0", "shard", 0)
+    reg = store.registry()
+    info = {k.public: reg.lookup(k.public) for k in (acct0, acct1, shard0)}
+    domain = replication_domain(0, "accounts")
+    assert domain == "replication-accounts-0" and replication_domain(0) == "replication-0"
+    assert domain_allows(domain, info[acct0.public])  # type: ignore[arg-type]
+    assert not domain_allows(domain, info[acct1.public])  # type: ignore[arg-type]
+    assert not domain_allows(domain, info[shard0.public])  # type: ignore[arg-type]
+    assert not domain_allows(replication_domain(0), info[acct0.public])  # type: ignore[arg-type]
+    assert replication_peer(info[acct0.public], 0, "accounts")
+    assert not replication_peer(info[shard0.public], 0, "accounts")
+
+
+def test_account_replica_ports_do_not_collide() -> None:
+    """Every port ``--replicas 2`` adds with the account tier is distinct from each other and
+    from the cluster's own."""
+    layout = Layout(base_port=20000, shards=3, accounts=2)
+    extra = layout.replica_ports()
+    assert len(set(extra)) == len(extra)
+    assert not set(extra) & set(layout.ports())
+    for j in range(2):
+        for r in (0, 1):
+            for ep in (layout.account_repl(j, r), layout.account_replica_direct(j, r),
+                       layout.account_replica_pub(j, r)):  # fmt: skip
+                port = int(ep.rsplit(":", 1)[1])
+                assert port in extra or port in layout.ports()
+
+
+def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """Regression (issue 15): a leader killed with kill -9 and restarted at once by the
+    supervisor found the lease free (its standby takes it only at the expiry) and won it back
+    — a second failover for nothing (seen with account shards: the killed node led again at
+    the next epoch). A node that has just started and never followed anyone now leaves a free
+    lease to the other in-sync member for ``START_GRACE_S``, then takes it if nobody did."""
+    import redis
+
+    from shardex.journal import Journal
+    from shardex.lease import Lease
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S, Standby
+
+    r = redis.Redis(port=redis_server.port)
+    old = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                name="accounts-0")  # fmt: skip
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
+    assert r.exists("shardex:lease:accounts-0")  # an account shard's own lease key
+    r.delete("shardex:lease:accounts-0")  # the leader died; its lease is gone
+    mine = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                 name="accounts-0")  # fmt: skip
+    d = str(tmp_path / "accounts-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        assert standby._check_lease() == CHECK_LEASE_S  # left to accounts-0.r1
+        assert mine.holder() is None
+        standby.started -= START_GRACE_S  # (nobody took it within the grace)
+        assert standby._check_lease() is None
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
+    finally:
+        standby.close()
