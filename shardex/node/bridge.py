@@ -55,6 +55,17 @@ Alerts (one ``ALERT`` log line, ``shardex_bridge_alerts_total{shard,kind}``):
   or a shard restarted without its journal). The bridge rewinds to the highest entry at or below
   the shard's seq and goes on; whatever then meets a foreign entry is a counted ``conflict``.
 
+Replicated shards (issue 15; engine shards and account shards alike): a leader's PUB messages
+carry its epoch (a 4th field) and its HELLO to the router carries it too. The bridge keeps the
+newest epoch seen per shard: a PUB message of an older epoch (a deposed leader's) is dropped
+and counted (``shardex_bridge_stale_epoch_total{shard}``, a ``conflict`` ALERT); each write
+carries that epoch to WRITE_SCRIPT, which refuses it if ``<stream key>:epoch`` holds a newer
+one (``shardex:events:I:epoch``, ``shardex:balances:J:epoch``). A shard that stops answering,
+or answers ``not_leader`` (a standby now holds that endpoint), is looked up in the router's
+topology and, once a newer epoch registered elsewhere, its SUB and DEALER move there
+(``_follow_leader``); the new leader serves the same journal, so seqs continue and whatever
+was missed is repaired from it; an event seen from both leaders is written once (by seq).
+
 Identity (``BridgeConfig.keys_dir``; None is the insecure lab mode): the bridge holds its own
 process key (``KeyStore.process_key("bridge", "bridge")``, role ``bridge``) and is a CURVE client
 on every socket: the SUB to each shard's PUB, each shard's DEALER, and the topology request to the
