@@ -132,8 +132,10 @@ LEASE_COMMANDS = (
     "+select",
 )
 RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS, "lease": LEASE_COMMANDS}
-# The bridge writes the event, trade and balance streams and each shard's epoch key
-# (``shardex:events:I:epoch``, the write script's fence); never the lease's keys.
+# The bridge writes the event, trade and balance streams and each replicated shard's epoch key
+# (the write script's fence: ``shardex:events:I:epoch`` for engine shard I,
+# ``shardex:balances:J:epoch`` for account shard J, both inside these patterns); never the
+# lease's keys.
 BRIDGE_KEY_PATTERNS = ("~shardex:events:*", "~shardex:trades:*", "~shardex:balances:*")
 PATTERNS = {
     "bridge": BRIDGE_KEY_PATTERNS,

@@ -55,6 +55,17 @@ Alerts (one ``ALERT`` log line, ``shardex_bridge_alerts_total{shard,kind}``):
   or a shard restarted without its journal). The bridge rewinds to the highest entry at or below
   the shard's seq and goes on; whatever then meets a foreign entry is a counted ``conflict``.
 
+Replicated shards (issue 15; engine shards and account shards alike): a leader's PUB messages
+carry its epoch (a 4th field) and its HELLO to the router carries it too. The bridge keeps the
+newest epoch seen per shard: a PUB message of an older epoch (a deposed leader's) is dropped
+and counted (``shardex_bridge_stale_epoch_total{shard}``, a ``conflict`` ALERT); each write
+carries that epoch to WRITE_SCRIPT, which refuses it if ``<stream key>:epoch`` holds a newer
+one (``shardex:events:I:epoch``, ``shardex:balances:J:epoch``). A shard that stops answering,
+or answers ``not_leader`` (a standby now holds that endpoint), is looked up in the router's
+topology and, once a newer epoch registered elsewhere, its SUB and DEALER move there
+(``_follow_leader``); the new leader serves the same journal, so seqs continue and whatever
+was missed is repaired from it; an event seen from both leaders is written once (by seq).
+
 Identity (``BridgeConfig.keys_dir``; None is the insecure lab mode): the bridge holds its own
 process key (``KeyStore.process_key("bridge", "bridge")``, role ``bridge``) and is a CURVE client
 on every socket: the SUB to each shard's PUB, each shard's DEALER, and the topology request to the
@@ -103,6 +114,7 @@ from shardex.wire.protocol import (
     decode_reply,
     encode_request,
     event_to_json,
+    not_leader_epoch,
     unpackb,
 )
 from shardex.wire.transport import (
@@ -435,11 +447,22 @@ def _pub_envelope(payload: Any, shards: int, what: str, with_epoch: bool = False
 def decode_account_pub(
     payload: Any, shards: int, assets: AssetTable
 ) -> tuple[int, list[tuple], int]:
-    """One account shard PUB payload ``[VERSION, j, [event, ...]]`` → (j, good events, bad
-    count); ``Malformed`` when the message as a whole is unusable (as ``decode_pub``)."""
-    shard, events = _pub_envelope(payload, shards, "account shard")
+    """One account shard PUB payload ``[VERSION, j, [event, ...]]`` (or with a 4th field, the
+    epoch of a replicated leader) → (j, good events, bad count); ``Malformed`` when the message
+    as a whole is unusable (as ``decode_pub``)."""
+    return decode_account_pub_epoch(payload, shards, assets)[:3]  # type: ignore[return-value]
+
+
+def decode_account_pub_epoch(
+    payload: Any, shards: int, assets: AssetTable
+) -> tuple[int, list[tuple], int, int | None]:
+    """``decode_account_pub`` plus the publisher's leader epoch: ``[VERSION, j, events,
+    epoch]`` from a replicated account shard's leader (issue 15), None from a single-process
+    account shard (3 fields). The bridge drops a message of an epoch older than the newest it
+    has seen for ``j`` (a deposed leader's), exactly as for engine shards."""
+    shard, events, epoch = _pub_envelope(payload, shards, "account shard", with_epoch=True)
     good, bad = check_account_events(events, assets)
-    return shard, good, bad
+    return shard, good, bad, epoch
 
 
 def decode_pub(
@@ -901,6 +924,9 @@ class ShardState:
     # A replicated shard's newest leader epoch seen (PUB messages, topology): PUB messages of
     # an older epoch are dropped, and writes carry it (WRITE_SCRIPT checks it). 0: none seen.
     epoch: int = 0
+    # endpoint → (alert label, what) of its DEALER's handshake watch; a followed leader's
+    # direct endpoint is added, so a refused key there is reported under this shard's label
+    peers: dict[str, tuple[int | str, str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -953,6 +979,13 @@ class Bridge:
         # account shards (issue 14): their balance changes go to shardex:balances:<j>
         self.accounts: list[ShardState] = []
         self.account_endpoints: list[dict[str, Any]] = []
+        self.sub: zmq.asyncio.Socket | None = None  # the engine shards' PUBs
+        self.asub: zmq.asyncio.Socket | None = None  # the account shards' PUBs
+        # each SUB's handshake-watch peers (endpoint → label, what), by ShardState.kind
+        self._pub_peers: dict[str, dict[str, tuple[int | str, str]]] = {
+            "events": {},
+            "balances": {},
+        }
         self.assets = AssetTable(cfg.markets)
         self.running = True
         self._pack = msgpack.Packer(use_bin_type=True).pack
@@ -973,7 +1006,12 @@ class Bridge:
         self.watches.append(w)
         return asyncio.ensure_future(w.run())
 
-    async def topology(self) -> list[dict[str, Any]]:
+    async def topology(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(engine shards, account shards) as the router sees them, once every one of them
+        has registered; ``([], [])`` if the bridge stops meanwhile. Only returned, never
+        stored here: the caller decides which endpoints it moves to (storing the account
+        shards' endpoints on every engine-shard follow made a later account-shard follow see
+        "no change" while its sockets still pointed at the old leader)."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if self.key is not None:
@@ -991,8 +1029,7 @@ class Bridge:
                     topo = _topology(frames)
                     accounts = _account_topology(frames)
                     if topo is not None and accounts is not None:
-                        self.account_endpoints = accounts
-                        return topo
+                        return topo, accounts
                 log.info("waiting for every shard to register with the router %s", self.cfg.router)
                 await asyncio.sleep(0.5)
         finally:
@@ -1001,7 +1038,7 @@ class Bridge:
                 await asyncio.gather(watch, return_exceptions=True)
                 self.watches.pop().close()
             sock.close(0)
-        return []
+        return [], []
 
     async def last_written(self, st: ShardState, at_most: int | None = None) -> int:
         """Seq of the highest entry of the shard's events stream that is ours (≤ ``at_most``).
@@ -1050,7 +1087,7 @@ class Bridge:
     # -- main -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.endpoints = await self.topology()
+        self.endpoints, self.account_endpoints = await self.topology()
         if not self.running:
             return
         n = len(self.endpoints)
@@ -1090,6 +1127,8 @@ class Bridge:
             )  # fmt: skip
             for j in range(len(self.account_endpoints))
         ]
+        for st, ep in zip(self.accounts, self.account_endpoints, strict=True):
+            st.epoch = ep.get("epoch", 0)  # a replicated account shard's leader epoch (else 0)
         for st in self.accounts:
             STALLED.labels(st.label).set(0)
             for kind in ALERT_KINDS:
@@ -1104,13 +1143,14 @@ class Bridge:
         if self.key is not None:
             client_socket(sub, self.key)
         self.sub = sub
-        pubs = {t["pub"]: (i, f"shard {i}'s PUB") for i, t in enumerate(self.endpoints)}
+        pubs = self._pub_peers["events"]
+        pubs.update({t["pub"]: (i, f"shard {i}'s PUB") for i, t in enumerate(self.endpoints)})
         watches = [self._watch(sub, pubs)]
         for st, t in zip(self.shards, self.endpoints, strict=True):
             sub.connect(t["pub"])
             st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed, self.key)
-            direct = {t["direct"]: (st.index, f"shard {st.index}'s direct port")}
-            watches.append(self._watch(st.link.sock, direct))
+            st.peers[t["direct"]] = (st.index, f"shard {st.index}'s direct port")
+            watches.append(self._watch(st.link.sock, st.peers))
         log.info(
             "bridge up: %d shards → %s%s (resuming at seqs %s)",
             n,
@@ -1120,19 +1160,20 @@ class Bridge:
         )
         asub = None
         if self.accounts:
-            asub = self.ctx.socket(zmq.SUB)
+            asub = self.asub = self.ctx.socket(zmq.SUB)
             asub.setsockopt(zmq.RCVHWM, cfg.sub_hwm)
             asub.setsockopt(zmq.SUBSCRIBE, b"")
             if self.key is not None:
                 client_socket(asub, self.key)
-            apubs = {t["pub"]: (f"a{j}", f"account shard {j}'s PUB")
-                     for j, t in enumerate(self.account_endpoints)}  # fmt: skip
+            apubs = self._pub_peers["balances"]
+            apubs.update({t["pub"]: (f"a{j}", f"account shard {j}'s PUB")
+                          for j, t in enumerate(self.account_endpoints)})  # fmt: skip
             watches.append(self._watch(asub, apubs))
             for st, t in zip(self.accounts, self.account_endpoints, strict=True):
                 asub.connect(t["pub"])
                 st.link = ShardLink(self.ctx, t["direct"], self._reply_malformed, self.key)
-                direct = {t["direct"]: (st.label, f"account shard {st.index}'s direct port")}
-                watches.append(self._watch(st.link.sock, direct))
+                st.peers[t["direct"]] = (st.label, f"account shard {st.index}'s direct port")
+                watches.append(self._watch(st.link.sock, st.peers))
             log.info(
                 "balances of %d account shards → %sbalances:<j> (resuming at seqs %s)",
                 len(self.accounts),
@@ -1169,30 +1210,35 @@ class Bridge:
             await self.redis.aclose()
 
     async def _follow_leader(self, st: ShardState) -> None:
-        """A shard that does not answer may have a new leader elsewhere (issue 15): ask the
-        router, and move this shard's SUB and DEALER to the endpoints of a newer epoch only
-        (the old leader's PUB is disconnected: nothing from an older epoch is read again).
+        """A shard that does not answer (or answers ``not_leader``) may have a new leader
+        elsewhere (issue 15): ask the router, and move this shard's SUB and DEALER to the
+        endpoints of a newer epoch only (the old leader's PUB is disconnected: nothing from an
+        older epoch is read again). Engine shards and account shards alike: each kind has its
+        own endpoint list (``endpoints`` / ``account_endpoints``) and SUB (``sub`` / ``asub``).
         Entries are written by seq, so an event seen from both leaders is written once.
-        Account shards are not replicated (yet): nothing to follow (their index is not one of
-        ``endpoints``: looking it up there killed the bridge of every accounts cluster)."""
-        if st.kind != "events":
+        A shard that is not replicated (epoch 0) never moves: it comes back where it was."""
+        accounts = st.kind == "balances"
+        mine = self.account_endpoints if accounts else self.endpoints
+        sub = self.asub if accounts else self.sub
+        if not 0 <= st.index < len(mine) or sub is None or st.link is None:
             return
-        old = self.endpoints[st.index]
-        topo = await self.topology()
-        if len(topo) != len(self.endpoints):
+        topo, atopo = await self.topology()
+        theirs = atopo if accounts else topo
+        if len(theirs) != len(mine):
             return
-        new = topo[st.index]
+        old, new = mine[st.index], theirs[st.index]
         st.epoch = max(st.epoch, new["epoch"])
         if new["epoch"] <= old.get("epoch", 0) or (new["pub"], new["direct"]) == (
             old["pub"], old["direct"]):  # fmt: skip
-            self.endpoints[st.index] = {**old, "epoch": max(new["epoch"], old.get("epoch", 0))}
+            mine[st.index] = {**old, "epoch": max(new["epoch"], old.get("epoch", 0))}
             return
         log.warning(
-            "shard %d: leader epoch %d now at PUB %s, direct %s (was epoch %s)",
-            st.index, new["epoch"], new["pub"], new["direct"], old.get("epoch"),
+            "%s: leader epoch %d now at PUB %s, direct %s (was epoch %s)",
+            st.name, new["epoch"], new["pub"], new["direct"], old.get("epoch"),
         )  # fmt: skip
-        assert st.link is not None
-        for sock, before, after in ((self.sub, old["pub"], new["pub"]),
+        self._pub_peers[st.kind][new["pub"]] = (st.label, f"{st.name}'s PUB")
+        st.peers[new["direct"]] = (st.label, f"{st.name}'s direct port")
+        for sock, before, after in ((sub, old["pub"], new["pub"]),
                                     (st.link.sock, old["direct"], new["direct"])):  # fmt: skip
             if before != after:
                 try:
@@ -1201,7 +1247,7 @@ class Bridge:
                     pass
                 sock.connect(after)
         st.link.endpoint = new["direct"]
-        self.endpoints[st.index] = new
+        mine[st.index] = new
 
     async def _sync_last(self) -> None:
         now = time.monotonic()
@@ -1275,21 +1321,30 @@ class Bridge:
         return check_account_events(events, self.assets)
 
     async def _account_reader(self, sub: zmq.asyncio.Socket) -> None:
-        """The account shards' PUBs → their trackers (as ``_reader`` for engine shards)."""
+        """The account shards' PUBs → their trackers (as ``_reader`` for engine shards: a
+        message of an epoch older than the newest seen for its account shard is dropped and
+        counted in ``shardex_bridge_stale_epoch_total{shard="aJ"}``)."""
         states = self.accounts
         while True:
             frames = await sub.recv_multipart()
             try:
                 if len(frames) != 2:
                     raise Malformed(f"{len(frames)} frames, expected [topic, payload]")
-                j, events, bad = decode_account_pub(frames[1], len(states), self.assets)
+                j, events, bad, epoch = decode_account_pub_epoch(
+                    frames[1], len(states), self.assets
+                )
             except Malformed as exc:
                 self._malformed("pub", 1, str(exc))
                 continue
+            st = states[j]
+            if epoch is not None and epoch != st.epoch:
+                if epoch < st.epoch:  # a deposed leader's: what it says, the leader re-sends
+                    self._stale_epoch(st, epoch)
+                    continue
+                st.epoch = epoch
             if bad:
                 self._malformed("pub", bad, f"{bad} malformed events from account shard {j}")
             if events:
-                st = states[j]
                 st.tracker.accept(events)
                 st.wake.set()
 
@@ -1304,6 +1359,13 @@ class Bridge:
             seq = None
             if reply is not None and denied(reply[0]):
                 self._refused(st, "status", reply[0])
+            elif reply is not None and not_leader_epoch(reply[0]) is not None:
+                # a standby (or a fenced leader) holds this endpoint now: not garbage, not a
+                # stall; the leader is elsewhere, find it (below)
+                if not st.unreachable:
+                    log.warning("%s at %s answers not leader (%s); following its leader",
+                                st.name, st.link.endpoint, str(reply[0])[:200])  # fmt: skip
+                    st.unreachable = True
             elif reply is not None:
                 try:
                     seq = parse_status(*reply)
@@ -1392,6 +1454,8 @@ class Bridge:
             if denied(error):
                 self._refused(st, "repair", error)
                 return not late
+            if not_leader_epoch(error) is not None:
+                return False  # asked a standby: the poller follows the leader; ask it again
             try:
                 evs, gone, seq, bad = parse_events_reply(
                     error, results, first, last, self.cfg.markets,
@@ -1494,15 +1558,7 @@ class Bridge:
         XADD_TIME.observe(time.perf_counter() - t0)
         REDIS_UP.set(1)
         if newer:  # another writer already wrote a newer epoch: this batch is not trusted
-            STALE_EPOCH.labels(st.label).inc()
-            self._alert(st.label, "conflict", "stale epoch write",
-                        "%s: Redis has entries of epoch %d, this bridge follows epoch %d: the "
-                        "batch is not written; following the newer leader", st.name, newer,
-                        st.epoch)  # fmt: skip
-            st.epoch = max(st.epoch, newer)
-            tr.putback(batch)  # (re-checked under the newer epoch; repairs fill the rest)
-            await self._follow_leader(st)
-            await asyncio.sleep(0.2)
+            await self._newer_in_redis(st, batch, newer)
             return
         s = str(shard)
         WRITTEN.labels(s).inc(written)
@@ -1522,10 +1578,13 @@ class Bridge:
         items = [self._balance_item(ev, st.index) for ev in batch if ev[0] in _BALANCE_KINDS]
         if items:
             keys = [self._stream_key(st)]
-            args = (self._pack(items), f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
+            args: tuple = (self._pack(items), f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
+            if st.epoch:  # a replicated account shard: its own epoch key, as an engine shard's
+                keys.append(self._stream_key(st) + ":epoch")
+                args += (str(st.epoch),)
             t0 = time.perf_counter()
             try:
-                written, dups, _, conflicts, _ = await self._eval(keys, args)
+                written, dups, _, conflicts, newer = await self._eval(keys, args)
             except _TRANSIENT as exc:
                 if not _transient(exc):
                     if not isinstance(exc, ResponseError):
@@ -1540,6 +1599,9 @@ class Bridge:
                 return
             XADD_TIME.observe(time.perf_counter() - t0)
             REDIS_UP.set(1)
+            if newer:
+                await self._newer_in_redis(st, batch, newer)
+                return
             WRITTEN.labels(st.label).inc(written)
             if dups:
                 DUPS.labels(st.label).inc(dups)
@@ -1547,6 +1609,21 @@ class Bridge:
                 self._conflicts(st, conflicts)
         tr.written(batch[-1][1], time.monotonic())
         LAST.labels(st.label).set(tr.last)
+
+    async def _newer_in_redis(self, st: ShardState, batch: list[tuple], newer: int) -> None:
+        """WRITE_SCRIPT wrote nothing: Redis holds entries of a newer epoch than the one this
+        batch was received under (another bridge follows a newer leader). Count it, take the
+        newer epoch, keep the batch for later (it is re-checked under the newer epoch; repairs
+        from the new leader fill the rest) and follow that leader."""
+        STALE_EPOCH.labels(st.label).inc()
+        self._alert(st.label, "conflict", "stale epoch write",
+                    "%s: Redis has entries of epoch %d, this bridge follows epoch %d: the "
+                    "batch is not written; following the newer leader", st.name, newer,
+                    st.epoch)  # fmt: skip
+        st.epoch = max(st.epoch, newer)
+        st.tracker.putback(batch)
+        await self._follow_leader(st)
+        await asyncio.sleep(0.2)
 
     def _balance_item(self, ev: tuple, shard: int) -> tuple:
         """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields), amounts as exact decimal
@@ -1692,8 +1769,9 @@ def _text(v: Any) -> str:
 
 
 def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
-    """The router's account shards (issue 14) → each one's PUB and direct endpoints; ``[]``
-    when the account tier is off, None until every account shard has registered."""
+    """The router's account shards (issue 14) → each one's PUB and direct endpoints and leader
+    epoch (0: not replicated); ``[]`` when the account tier is off, None until every account
+    shard has registered."""
     try:
         info = parse_topology(*decode_reply(frames[1]))
     except (TopologyError, Exception):
@@ -1708,7 +1786,8 @@ def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
         pub, direct = t.get("pub"), t.get("direct")
         if type(pub) is not str or type(direct) is not str or not pub or not direct:
             return None
-        out.append({"pub": pub, "direct": direct})
+        epoch = t.get("epoch")  # a replicated account shard's leader epoch (issue 15)
+        out.append({"pub": pub, "direct": direct, "epoch": epoch if type(epoch) is int else 0})
     return out
 
 
