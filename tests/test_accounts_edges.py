@@ -181,3 +181,66 @@ def test_account_shard_answers_decide_new_and_amend_fates():
     assert fates[0][0] == "executed" and fates[1][0] == "executed"  # held / amended qty 1
     assert fates[2][0] == "unknown" and refused == [2]  # refused query: asked again
     time.sleep(0)  # (no clock in the decision: nothing to wait for)
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine shard's account link: peer ids in a secure cluster
+# ---------------------------------------------------------------------------------------------
+
+
+def test_another_account_shards_key_cannot_take_over_a_link_by_its_identity():
+    """Regression (secure cluster, M = 2): account shards connected to an engine shard's
+    account link (a ROUTER with ROUTER_HANDOVER) with the fixed IDENTITY ``accounts-J``, and
+    settlements and HAVE for J were sent to that identity. A process holding account shard
+    1's (valid) key that connected with IDENTITY ``accounts-0`` took account shard 0's pipe
+    over at the handshake — before sending anything, so no key check could stop it —: the
+    settlement of bob's (shard 0) resting order, filled by alice (shard 1), went to it, and
+    account shard 0 was muted until its heartbeat reconnected it. Now, secure, the routing id
+    is libzmq's own (no IDENTITY, no handover) and is learned only from a message whose key
+    is J's: the impostor gets nothing and account shard 0's money keeps moving."""
+    import msgpack
+    import zmq
+
+    from shardex.auth import KeyFile, client_socket
+    from shardex.client import audit_report
+    from shardex.wire.protocol import LINK_SYNC
+
+    cl = Cluster(1, accounts=2)
+    ctx = zmq.Context.instance()
+    impostor = ctx.socket(zmq.DEALER)
+    try:
+        with cl.client() as c:
+            assert c.deposit("bob", "BTC", "1", ref="link-bob").ok  # bob: account shard 0
+            assert c.deposit("alice", "USD", "1000", ref="link-alice").ok  # alice: shard 1
+            for k in range(3):
+                assert c.place(SYMBOL, "sell", "0.01", "10", account="bob", id=f"s{k}").ok
+            _wait(lambda: c.book(SYMBOL)["asks"][:1] == [(D("10.00"), D("0.0300"), 3)],
+                  "bob's asks on the book")  # fmt: skip
+            impostor.setsockopt(zmq.LINGER, 0)
+            impostor.setsockopt(zmq.IDENTITY, b"accounts-0")
+            client_socket(impostor, KeyFile.read(cl.keys_dir / "accounts-1.key"))
+            monitor = impostor.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            impostor.connect(cl.layout.account_link(0))
+            assert monitor.poll(5000), "the impostor's handshake (its key is a valid one)"
+            got: list[list[bytes]] = []
+            for k in range(3):  # alice takes bob's asks: a settlement for each shard per trade
+                r = c.place(SYMBOL, "buy", "0.01", "10", account="alice", id=f"b{k}", tif="ioc")
+                assert r.ok, r.reason
+                while impostor.poll(300):
+                    got.append(impostor.recv_multipart())
+            while impostor.poll(1500):  # (> a SYNC/HAVE round of account shard 0)
+                got.append(impostor.recv_multipart())
+            assert not got, f"the impostor received account shard 0's messages: {got[:2]}"
+            # the impostor may speak as what its key is; as shard 0 it is refused, unread
+            impostor.send_multipart([LINK_SYNC, msgpack.packb([0, 0])])
+            assert not impostor.poll(1200)
+            _wait(lambda: c.balance("bob").get("USD", (0, 0))[0] > 0
+                  and c.balance("bob")["BTC"] == (D("0.97000000"), D(0)),
+                  "bob's three fills settled on account shard 0")  # fmt: skip
+            _wait(lambda: c.balance("alice")["BTC"][0] == D("0.03"), "alice's fills settled")
+            lines, ok = audit_report(c.audit())
+            assert ok, lines
+        monitor.close(0)
+    finally:
+        impostor.close(0)
+        cl.stop()
