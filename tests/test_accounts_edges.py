@@ -244,3 +244,146 @@ def test_another_account_shards_key_cannot_take_over_a_link_by_its_identity():
     finally:
         impostor.close(0)
         cl.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# transfer refs: a bounded dedup window, deterministic under snapshot and replay
+# ---------------------------------------------------------------------------------------------
+
+_ACCOUNTS = ("u1", "u2")  # both on account shard 0 of 1
+_REF_POOL = [f"ref-{k}" for k in range(8)]
+
+
+def _transfer_ops():
+    from hypothesis import strategies as st
+
+    from shardex.accounts.codes import A_DEPOSIT, A_WITHDRAW
+
+    op = st.tuples(
+        st.sampled_from((A_DEPOSIT, A_DEPOSIT, A_WITHDRAW)),
+        st.sampled_from(_ACCOUNTS),
+        st.just("USD"),
+        st.integers(1, 3),
+        st.sampled_from(_REF_POOL),
+    )
+    return st.lists(st.tuples(op, st.booleans()), min_size=1, max_size=60)
+
+
+def _model_kind(model: dict, window: int, balances: dict, cmd: tuple) -> str:
+    """What the documented dedup window says ``cmd`` must do, and the model's update:
+    ``repeated`` (same transfer, ref in the window), ``duplicate_ref`` (another transfer,
+    ref in the window), ``refused`` (withdraw beyond available: not remembered), ``new``."""
+    from shardex.accounts.codes import A_DEPOSIT
+
+    op, account, _asset, amount, ref = cmd
+    if ref in model:
+        return "repeated" if model[ref] == (op, account, "USD", amount) else "duplicate_ref"
+    if op != A_DEPOSIT and amount > balances.get(account, 0):
+        return "refused"
+    balances[account] = balances.get(account, 0) + (amount if op == A_DEPOSIT else -amount)
+    model[ref] = (op, account, "USD", amount)
+    while len(model) > window:
+        del model[next(iter(model))]
+    return "new"
+
+
+def test_transfer_refs_window_holds_and_replay_equals_live(tmp_path_factory):
+    """Regression: every deposit/withdraw ref stayed in memory and in every snapshot forever
+    (``AccountCore.refs``). Now the newest ``ref_window`` are kept, oldest evicted first:
+    within the window a retry is acknowledged again and a reused ref refused; an evicted ref
+    is a new transfer (documented). The window is state: a restore from any snapshot plus a
+    journal replay gives the live state byte for byte, and a plain replay of the commands
+    from nothing gives the same events."""
+    import msgpack
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from shardex.accounts.codes import AE_BALANCE, AE_REJECTED, AE_REPEATED
+    from shardex.accounts.core import AccountCore
+    from shardex.accounts.machines import AccountMachineFactory
+    from shardex.config import load_markets
+    from shardex.journal import Journal
+
+    markets = load_markets(None)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(window=st.integers(1, 5), ops=_transfer_ops())
+    def check(window: int, ops: list) -> None:
+        os.environ["SHARDEX_REF_WINDOW"] = str(window)
+        try:
+            factory = AccountMachineFactory(0, 1, lambda _s: 0)
+        finally:
+            del os.environ["SHARDEX_REF_WINDOW"]
+        path = tmp_path_factory.mktemp("refs")
+        journal = Journal(path, markets, fsync="none", machine=factory)
+        live = journal.recover().engine
+        model: dict = {}
+        balances: dict = {}
+        events: list = []
+        for cmd, snap in ops:
+            out: list = []
+            journal.add(live.seq, cmd)
+            live.apply(cmd, out)
+            journal.commit()
+            events.extend(out)
+            want = _model_kind(model, window, balances, cmd)
+            kinds = {ev[0] for ev in out}
+            got = ("repeated" if AE_REPEATED in kinds else "new" if AE_BALANCE in kinds
+                   else "duplicate_ref" if any(ev[0] == AE_REJECTED and ev[5] == 15
+                                               for ev in out)
+                   else "refused")  # fmt: skip
+            assert got == want, (cmd, out, model)
+            assert list(live.core.refs) == list(model)  # the window: newest, in order
+            assert len(live.core.refs) <= window
+            live.core.check_integrity()
+            if snap:
+                journal.snapshot(live)
+        journal.close()
+        state = msgpack.packb(live.snapshot())
+        assert msgpack.unpackb(state)["ref_window"] == window
+        # recovery: newest snapshot + journal replay (under another configured window: the
+        # snapshot's — or, with none, the first start's — is what the journal was written under)
+        os.environ["SHARDEX_REF_WINDOW"] = str(window + 3) if any(s for _, s in ops) else str(
+            window
+        )
+        try:
+            again = Journal(path, markets, fsync="none", machine=AccountMachineFactory(
+                0, 1, lambda _s: 0)).recover().engine  # fmt: skip
+        finally:
+            del os.environ["SHARDEX_REF_WINDOW"]
+        assert msgpack.packb(again.snapshot()) == state
+        # a plain replay from nothing: the same events, byte for byte
+        core = AccountCore(markets, ref_window=window)
+        assert msgpack.packb(core.apply_many([c for c, _ in ops])) == msgpack.packb(events)
+        assert msgpack.packb(core.snapshot()) == msgpack.packb(live.core.snapshot())
+
+    check()
+
+
+def test_ref_window_config_is_checked_and_old_snapshots_are_trimmed():
+    """``SHARDEX_REF_WINDOW`` must be an integer >= 1 (a clear error, not a silent default);
+    a snapshot from before the window (no ``ref_window``, every ref ever) is restored with the
+    configured window, its oldest refs evicted."""
+    from shardex.accounts.codes import A_DEPOSIT
+    from shardex.accounts.core import REF_WINDOW, AccountCore
+    from shardex.accounts.machines import AccountMachineFactory
+    from shardex.config import load_markets
+
+    markets = load_markets(None)
+    for bad in ("0", "-3", "lots"):
+        os.environ["SHARDEX_REF_WINDOW"] = bad
+        try:
+            with pytest.raises(ValueError, match="SHARDEX_REF_WINDOW"):
+                AccountMachineFactory(0, 1, lambda _s: 0)
+        finally:
+            del os.environ["SHARDEX_REF_WINDOW"]
+    assert AccountMachineFactory(0, 1, lambda _s: 0).ref_window == REF_WINDOW
+    with pytest.raises(ValueError, match="ref_window"):
+        AccountCore(markets, ref_window=0)
+    core = AccountCore(markets, ref_window=10)
+    core.apply_many([(A_DEPOSIT, "u1", "USD", 1, f"d{k}") for k in range(6)])
+    old = core.snapshot()
+    del old["ref_window"]  # as written before the window existed
+    restored = AccountCore.restore(old, markets, ref_window=4)
+    assert list(restored.refs) == ["d2", "d3", "d4", "d5"] and restored.ref_window == 4
+    assert AccountCore.restore(core.snapshot(), markets, ref_window=4).ref_window == 10
