@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal as D
@@ -180,7 +179,6 @@ def test_account_shard_answers_decide_new_and_amend_fates():
     fates, refused = done.value.value
     assert fates[0][0] == "executed" and fates[1][0] == "executed"  # held / amended qty 1
     assert fates[2][0] == "unknown" and refused == [2]  # refused query: asked again
-    time.sleep(0)  # (no clock in the decision: nothing to wait for)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,8 +341,8 @@ def test_transfer_refs_window_holds_and_replay_equals_live(tmp_path_factory):
         assert msgpack.unpackb(state)["ref_window"] == window
         # recovery: newest snapshot + journal replay (under another configured window: the
         # snapshot's — or, with none, the first start's — is what the journal was written under)
-        os.environ["SHARDEX_REF_WINDOW"] = str(window + 3) if any(s for _, s in ops) else str(
-            window
+        os.environ["SHARDEX_REF_WINDOW"] = (
+            str(window + 3) if any(s for _, s in ops) else str(window)
         )
         try:
             again = Journal(path, markets, fsync="none", machine=AccountMachineFactory(
