@@ -18,6 +18,7 @@ from decimal import Decimal as D
 
 import pytest
 from conftest import Cluster
+from test_accounts_attack import _metric
 from test_accounts_wire import _wait
 
 from shardex.client import AsyncClient, Retry
@@ -238,6 +239,22 @@ def test_another_account_shards_key_cannot_take_over_a_link_by_its_identity():
             _wait(lambda: c.balance("alice")["BTC"][0] == D("0.03"), "alice's fills settled")
             lines, ok = audit_report(c.audit())
             assert ok, lines
+        # even account shard 0's own key is not routed to by a name it chose itself (another
+        # name than the impostor's: without handover a second peer of a name in use is unread)
+        named = ctx.socket(zmq.DEALER)
+        try:
+            named.setsockopt(zmq.LINGER, 0)
+            named.setsockopt(zmq.IDENTITY, b"self-named-0")
+            client_socket(named, KeyFile.read(cl.keys_dir / "accounts-0.key"))
+            named.connect(cl.layout.account_link(0))
+            port = cl.layout.shard_metrics_port(0)
+            refused = _metric(port, "shardex_shard_account_link_total", "refused")
+            named.send_multipart([LINK_SYNC, msgpack.packb([0, 0])])
+            assert not named.poll(1500), "a HAVE went to a self-named peer"
+            _wait(lambda: _metric(port, "shardex_shard_account_link_total", "refused")
+                  > refused, "the self-named SYNC refused and counted")  # fmt: skip
+        finally:
+            named.close(0)
         monitor.close(0)
     finally:
         impostor.close(0)
