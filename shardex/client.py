@@ -32,6 +32,10 @@ shard for the order (``OP_ORDER``: live / filled / cancelled / unknown) before r
 the answer, Decimal-converted, in ``Result.status``. ``order_status(symbol, id)`` asks the same
 question directly. For a cancel or amend the fate is read from the order's state (cancelled by
 the user / live with the asked qty and price), since the shard keeps fates per order.
+With the account tier on, a ``new`` or ``amend`` (which go through the account's shard: it
+holds, then forwards) asks that account shard first, on every path (``Retry`` too): no answer →
+``unknown`` (it may still be queued there, and run); a held ``new`` → executed; else the
+engine shard decides as above (``ClientCore.fate_steps``, shared by both clients).
 
 Retrying safely: a shard refuses a ``new`` whose id is live or finished within its recent-results
 window as a duplicate. So after a timeout, either look at ``Result.fate`` (``"not executed"``:
@@ -61,7 +65,7 @@ import asyncio
 import os
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -127,6 +131,10 @@ from shardex.wire.transport import (
 DEFAULT_ENDPOINT = Layout().frontend
 
 EXECUTED, NOT_EXECUTED, UNKNOWN = "executed", "not executed", "unknown"
+Fate = tuple[str, dict[str, Any] | None]  # (executed / not executed / unknown, status)
+# ``ClientCore.fate_steps``: yields (queries, via account shards), is sent their outcomes,
+# returns (index → fate, indexes whose query a batch error refused)
+FateSteps = Generator[tuple[list[Command], bool], list, tuple[dict[int, Fate], list[int]]]
 TIMEOUT_PREFIX = "timeout after"  # local error: no reply in time (fate must be asked)
 MALFORMED_PREFIX = "malformed reply"  # local error: a reply we cannot read (fate must be asked)
 UNREACHABLE_PREFIX = "cannot reach"  # local error: the request could not even be sent
@@ -683,13 +691,27 @@ class ClientCore:
         resolved: dict[int, tuple[str, dict[str, Any] | None]],
         last: dict[int, tuple[str, dict[str, Any] | None]],
     ) -> list[int]:
-        """Take the fate answers ``out`` of ``ask``: an executed command is settled (its result
-        becomes the order's state, no events, no error); the ones the shard has no record of
-        are returned, to be sent again; an unanswered query is asked again next round.
-        ``last``: each command's latest fate answer (for the results if time runs out)."""
+        """``settle_fates`` from engine-shard ``OP_ORDER`` outcomes ``out`` of ``ask`` (the
+        answers alone, without the account shard's; the clients use ``fate_steps``)."""
+        fates = {i: self.fate_of(tuples[i], e, raw) for i, (e, raw) in zip(ask, out, strict=True)}
+        return self.settle_fates(decoded, ask, fates, resolved, last)
+
+    @staticmethod
+    def settle_fates(
+        decoded: list[tuple[str | None, Any]],
+        ask: list[int],
+        fates: Mapping[int, tuple[str, dict[str, Any] | None]],
+        resolved: dict[int, tuple[str, dict[str, Any] | None]],
+        last: dict[int, tuple[str, dict[str, Any] | None]],
+    ) -> list[int]:
+        """Take a retry round's fates of ``ask`` (from ``fate_steps``): an executed command is
+        settled (its result becomes the order's state, no events, no error); the ones nobody
+        has a record of are returned, to be sent again; an unknown one (a query unanswered, an
+        order or amend still queued at or in flight from its account shard) is asked again
+        next round. ``last``: each command's latest fate (for the results if time runs out)."""
         again = []
-        for i, (error, raw) in zip(ask, out, strict=True):
-            fate, status = last[i] = self.fate_of(tuples[i], error, raw)
+        for i in ask:
+            fate, status = last[i] = fates[i]
             if fate == EXECUTED:
                 resolved[i] = (EXECUTED, status)
                 decoded[i] = (None, [])
@@ -819,24 +841,66 @@ class ClientCore:
             and type(tuples[i][3]) is str
         ]
 
-    def held_targets(self, tuples: list[Command], targets: list[int]) -> list[int]:
-        """The uncertain ``new`` orders whose fate the account shard must answer first (the
-        account tier is on): one still queued there would look "not executed" at the engine
-        shard and run later."""
-        return [i for i in targets if self.accounts and tuples[i][0] == OP_NEW]
+    def account_first(self, tuples: list[Command], idx: list[int]) -> list[int]:
+        """The commands whose fate the account shard must answer first (the account tier is
+        on): ``new`` and ``amend`` go through it (it holds, then forwards them), so one still
+        queued there would look "not executed" at the engine shard and run later — and be sent
+        again by ``Retry``. Cancels go straight to the engine shard: it alone answers."""
+        if not self.accounts:
+            return []
+        return [i for i in idx if tuples[i][0] in (OP_NEW, OP_AMEND)]
 
     @staticmethod
-    def held_fate(error: Any, raw: Any) -> tuple[str, dict[str, Any] | None] | None:
-        """The fate from the account shard's ``OP_ORDER`` answer: ``held`` → executed (taken
-        and forwarded; its engine state follows); no answer → unknown (it may still run);
-        ``not_held`` → None: never taken, or ended and settled — the engine shard tells."""
+    def held_fate(cmd: Command, error: Any, raw: Any) -> tuple[str, dict[str, Any] | None] | None:
+        """The fate from the account shard's ``OP_ORDER`` answer, or None when the engine
+        shard must decide. The query travels the same router link as the command, behind it,
+        so an answer means the account shard has taken (held and forwarded) or refused it.
+
+        No answer → unknown (it may still be queued there). ``new``: ``held`` → executed (its
+        engine state follows); ``not_held`` → None (never taken, or ended and settled: the
+        engine shard tells). ``amend``: ``held`` with amends in flight (``pending`` > 0, from
+        shards that report it) → unknown (forwarded, maybe not yet at the engine shard: asked
+        again); otherwise None — the account shard forwarded it before it answered, and the
+        engine shard reads its account link before client requests, so its state shows it."""
         if error is not None:
             return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
         if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
             return UNKNOWN, {"error": f"account shard: {MALFORMED_PREFIX}"}
-        if raw["state"] == "held":
-            return EXECUTED, {"state": "held", "seq": raw.get("seq")}
-        return None
+        if raw["state"] != "held":
+            return None
+        if cmd[0] == OP_AMEND:
+            pending = raw.get("pending")
+            if _is_int(pending) and pending > 0:
+                return UNKNOWN, {"state": "held", "pending": pending, "seq": raw.get("seq")}
+            return None
+        return EXECUTED, {"state": "held", "seq": raw.get("seq")}
+
+    def fate_steps(self, tuples: list[Command], idx: list[int]) -> FateSteps:
+        """The fate questions for commands ``idx`` as a dialogue both clients run with their
+        own I/O (``_ask_fates``), so the decision lives once: yields ``(queries, via
+        accounts)``, is sent their ``store`` outcomes, returns ``(fates, refused)`` — index →
+        (fate, status), and the indexes whose query a batch error refused (e.g. overloaded:
+        worth asking again). With the account tier, new/amend ask its shard first
+        (``held_fate``); the rest, and those it leaves open, ask the engine shard."""
+        fates: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        refused: list[int] = []
+        first = self.account_first(tuples, idx)
+        if first:
+            out = yield [self.fate_query(tuples[i]) for i in first], True
+            for i, (error, raw) in zip(first, out, strict=True):
+                fate = self.held_fate(tuples[i], error, raw)
+                if fate is not None:
+                    fates[i] = fate
+                    if error is not None and not uncertain(error):
+                        refused.append(i)
+        rest = [i for i in idx if i not in fates]
+        if rest:
+            out = yield [self.fate_query(tuples[i]) for i in rest], False
+            for i, (error, raw) in zip(rest, out, strict=True):
+                fates[i] = self.fate_of(tuples[i], error, raw)
+                if error is not None and not uncertain(error):
+                    refused.append(i)
+        return fates, refused
 
     @staticmethod
     def fate_query(cmd: Command) -> Command:
@@ -1023,8 +1087,8 @@ class Client(ClientCore):
             time.sleep(pause)
             pause = min(2 * pause, policy.max_backoff)
             if ask:
-                out = self._exchange([self.fate_query(tuples[i]) for i in ask], batch, window)
-                send += self.retry_fates(tuples, decoded, ask, out, resolved, last)
+                fates, _ = self._ask_fates(tuples, ask, batch, window)
+                send += self.settle_fates(decoded, ask, fates, resolved, last)
             if send:
                 got = self.decode(self._exchange([tuples[i] for i in send], batch, window))
                 for i, d in zip(send, got, strict=True):
@@ -1243,33 +1307,33 @@ class Client(ClientCore):
             self.store(idx, *decode_reply(got[1]), out)
         return out
 
-    def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, tuple]:
-        """Ask the owning shards for the orders of uncertain commands (timeouts, bad replies);
-        a query refused with a batch error (e.g. overloaded) is asked again a few times."""
+    def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, Fate]:
+        """Ask for the fates of uncertain commands (timeouts, bad replies): ``fate_steps``,
+        the account shard first with the tier on; a query refused with a batch error (e.g.
+        overloaded) is asked again a few times."""
         targets = self.fate_targets(tuples, decoded)
-        fates: dict[int, tuple] = {}
-        held = self.held_targets(tuples, targets)
-        if held:  # the account tier: its shard first (the order may still be queued there)
-            out = self._exchange([self.fate_query(tuples[i]) for i in held], batch, 8, True)
-            for i, (error, raw) in zip(held, out, strict=True):
-                fate = self.held_fate(error, raw)
-                if fate is not None:
-                    fates[i] = fate
-            targets = [i for i in targets if i not in fates]
+        fates: dict[int, Fate] = {}
         for attempt in range(3):
             if not targets:
                 break
-            queries = [self.fate_query(tuples[i]) for i in targets]
-            out = self._exchange(queries, batch, 8)
-            retry = []
-            for i, (error, raw) in zip(targets, out, strict=True):
-                fates[i] = self.fate_of(tuples[i], error, raw)
-                if error is not None and not uncertain(error) and attempt < 2:
-                    retry.append(i)
-            targets = retry
-            if retry:
+            got, refused = self._ask_fates(tuples, targets, batch, 8)
+            fates.update(got)
+            targets = refused if attempt < 2 else []
+            if targets:
                 time.sleep(0.05 * (attempt + 1))
         return fates
+
+    def _ask_fates(
+        self, tuples: list[Command], idx: list[int], batch: int, window: int
+    ) -> tuple[dict[int, Fate], list[int]]:
+        """Run ``fate_steps`` for ``idx``: each step's queries sent, its outcomes given back."""
+        steps = self.fate_steps(tuples, idx)
+        try:
+            queries, via = next(steps)
+            while True:
+                queries, via = steps.send(self._exchange(queries, batch, window, via))
+        except StopIteration as done:
+            return done.value
 
     def _request(self, sock: zmq.Socket, key: bytes, cmd: tuple, what: str) -> tuple[Any, Any]:
         """One read command → its reply's ``(error, results)``; ``RequestTimeout`` if none."""
@@ -1534,9 +1598,8 @@ class AsyncClient(ClientCore):
             await asyncio.sleep(pause)
             pause = min(2 * pause, policy.max_backoff)
             if ask:
-                queries = [self.fate_query(tuples[i]) for i in ask]
-                out = await self._exchange(queries, batch, window)
-                send += self.retry_fates(tuples, decoded, ask, out, resolved, last)
+                fates, _ = await self._ask_fates(tuples, ask, batch, window)
+                send += self.settle_fates(decoded, ask, fates, resolved, last)
             if send:
                 sent = await self._exchange([tuples[i] for i in send], batch, window)
                 for i, d in zip(send, self.decode(sent), strict=True):
@@ -1600,31 +1663,31 @@ class AsyncClient(ClientCore):
         await asyncio.gather(*tasks)
         return out
 
-    async def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, tuple]:
+    async def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, Fate]:
+        """``Client._fates``'s twin (the decisions are ``ClientCore.fate_steps``)."""
         targets = self.fate_targets(tuples, decoded)
-        fates: dict[int, tuple] = {}
-        held = self.held_targets(tuples, targets)
-        if held:  # the account tier: its shard first (as ``Client._fates``)
-            out = await self._exchange([self.fate_query(tuples[i]) for i in held], batch, 8, True)
-            for i, (error, raw) in zip(held, out, strict=True):
-                fate = self.held_fate(error, raw)
-                if fate is not None:
-                    fates[i] = fate
-            targets = [i for i in targets if i not in fates]
+        fates: dict[int, Fate] = {}
         for attempt in range(3):
             if not targets:
                 break
-            queries = [self.fate_query(tuples[i]) for i in targets]
-            out = await self._exchange(queries, batch, 8)
-            retry = []
-            for i, (error, raw) in zip(targets, out, strict=True):
-                fates[i] = self.fate_of(tuples[i], error, raw)
-                if error is not None and not uncertain(error) and attempt < 2:
-                    retry.append(i)
-            targets = retry
-            if retry:
+            got, refused = await self._ask_fates(tuples, targets, batch, 8)
+            fates.update(got)
+            targets = refused if attempt < 2 else []
+            if targets:
                 await asyncio.sleep(0.05 * (attempt + 1))
         return fates
+
+    async def _ask_fates(
+        self, tuples: list[Command], idx: list[int], batch: int, window: int
+    ) -> tuple[dict[int, Fate], list[int]]:
+        """``Client._ask_fates``'s twin."""
+        steps = self.fate_steps(tuples, idx)
+        try:
+            queries, via = next(steps)
+            while True:
+                queries, via = steps.send(await self._exchange(queries, batch, window, via))
+        except StopIteration as done:
+            return done.value
 
     async def order_status(
         self,

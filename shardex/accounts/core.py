@@ -25,6 +25,7 @@ Money rules (what a risk officer checks):
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -73,6 +74,12 @@ from shardex.engine.markets import Market
 
 MAX_REASON_LEN = 200
 _BPS = 10_000
+# Transfer refs remembered for idempotency (the dedup window): the newest REF_WINDOW, oldest
+# evicted first. Within it a retried deposit/withdraw is acknowledged again (AE_REPEATED) and a
+# ref reused for another transfer is refused (duplicate_ref); a ref older than the window is a
+# new transfer. 100,000 is ~2.8 h of admin transfers at 10/s (a client retries within seconds);
+# ~25 MB of memory and ~5 MB of snapshot at most.
+REF_WINDOW = 100_000
 
 
 def account_shard_for(account: str, shards: int) -> int:
@@ -166,9 +173,12 @@ class AccountCore:
         fees: Mapping[str, Fee] | None = None,
         engine_for: Callable[[str], int] | None = None,
         seq: int = 0,
+        ref_window: int = REF_WINDOW,
     ) -> None:
         if type(shards) is not int or shards < 1 or type(shard) is not int:
             raise ValueError(f"shards must be an int >= 1, got {shards!r}")
+        if type(ref_window) is not int or ref_window < 1:
+            raise ValueError(f"ref_window must be an int >= 1, got {ref_window!r}")
         if not 0 <= shard < shards:
             raise ValueError(f"shard must be in 0..{shards - 1}, got {shard!r}")
         self.shard = shard
@@ -185,7 +195,10 @@ class AccountCore:
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}
         self.flow: dict[str, int] = {}  # net inflow by trades (Σ over all shards is 0)
-        self.refs: dict[str, tuple] = {}  # transfer ref → (op, account, asset, amount)
+        # transfer ref → (op, account, asset, amount), oldest first; at most ``ref_window``
+        # (state: in snapshots, so a replay evicts exactly what the live run evicted)
+        self.refs: OrderedDict[str, tuple] = OrderedDict()
+        self.ref_window = ref_window
         self.inbox = Inbox()  # settlements: last engine seq applied per engine shard
         self.outbox = Outbox()  # forwards: last own seq sent per engine shard
         # counters (metrics; not part of snapshots)
@@ -297,9 +310,17 @@ class AccountCore:
             cell = self._cell(account, asset)
             cell[0] -= amount
             self.withdrawn[asset] = self.withdrawn.get(asset, 0) + amount
-        self.refs[ref] = (op, account, asset, amount)
+        self._remember(ref, (op, account, asset, amount))
         self._bal(out, account, asset, what, ref)
         return None
+
+    def _remember(self, ref: str, transfer: tuple) -> None:
+        """Keep ``ref`` in the dedup window, evicting the oldest refs beyond ``ref_window``
+        (count-based: the core has no clock). An evicted ref, sent again, is a new transfer."""
+        refs = self.refs
+        refs[ref] = transfer
+        while len(refs) > self.ref_window:
+            refs.popitem(last=False)
 
     # ------------------------------------------------------------------ orders
 
@@ -792,7 +813,8 @@ class AccountCore:
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
             "flow": sorted(self.flow.items()),
-            "refs": [[ref, *v] for ref, v in self.refs.items()],
+            "refs": [[ref, *v] for ref, v in self.refs.items()],  # oldest first
+            "ref_window": self.ref_window,
             "inbox": sorted(self.inbox.last.items()),
             "outbox": sorted(self.outbox.last.items()),
         }
@@ -804,16 +826,23 @@ class AccountCore:
         markets: Mapping[str, Market],
         fees: Mapping[str, Fee] | None = None,
         engine_for: Callable[[str], int] | None = None,
+        ref_window: int = REF_WINDOW,
     ) -> AccountCore:
         """A core that continues exactly where the one that made ``state`` stood.
 
-        Raises ValueError when the state is not usable (unknown version, an asset or market
-        this table lacks, or a state that fails ``check_integrity``).
+        The dedup window is the snapshot's own (``ref_window`` applies only to a snapshot
+        made before the window existed): the journal after the snapshot was written under
+        it, so a replay evicts the same refs as the live run did. Raises ValueError when the
+        state is not usable (unknown version, an asset or market this table lacks, a bad
+        window, or a state that fails ``check_integrity``).
         """
         try:
             if state.get("version") != 1:
                 raise ValueError(f"account snapshot version {state.get('version')!r} unknown")
-            core = cls(markets, state["shard"], state["shards"], fees, engine_for, state["seq"])
+            window = state.get("ref_window", ref_window)
+            core = cls(
+                markets, state["shard"], state["shards"], fees, engine_for, state["seq"], window
+            )
             units = core.table.units
             for acct, asset, avail, held in state["balances"]:
                 if asset not in units:
@@ -830,7 +859,7 @@ class AccountCore:
                         raise ValueError(f"{name} in unknown asset {asset!r}")
                     target[asset] = int(amount)
             for ref, op, acct, asset, amount in state["refs"]:
-                core.refs[ref] = (op, acct, asset, amount)
+                core._remember(ref, (op, acct, asset, amount))  # (an older, larger set: trimmed)
             core.inbox = Inbox({int(k): int(v) for k, v in state["inbox"]})
             core.outbox = Outbox({int(k): int(v) for k, v in state["outbox"]})
             core.check_integrity()

@@ -22,7 +22,7 @@ from typing import Any
 
 from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
-from shardex.accounts.core import AccountCore, account_shard_for
+from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.link import APPLY, Inbox
 from shardex.engine import Engine, Market
@@ -56,6 +56,13 @@ def _env_size(name: str, default: int) -> int:
     if size < 1:
         raise ValueError(f"{name}={raw!r}: expected an integer >= 1")
     return size
+
+
+def ref_window() -> int:
+    """Transfer refs an account shard remembers (its dedup window): ``SHARDEX_REF_WINDOW`` or
+    ``core.REF_WINDOW``. Taken when an account shard's state is first created; a restored
+    state keeps the window it was journaled under (see ``AccountCore.restore``)."""
+    return _env_size("SHARDEX_REF_WINDOW", REF_WINDOW)
 
 
 def link_ring() -> int:
@@ -414,10 +421,18 @@ class AccountMachineFactory:
         self.shards = shards
         self.engine_for = engine_for
         self.fees = fees
+        self.ref_window = ref_window()
 
     def new(self, markets: Mapping[str, Market]) -> AccountMachine:
         return AccountMachine(
-            AccountCore(markets, self.shard, self.shards, self.fees, self.engine_for)
+            AccountCore(
+                markets,
+                self.shard,
+                self.shards,
+                self.fees,
+                self.engine_for,
+                ref_window=self.ref_window,
+            )
         )
 
     def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> AccountMachine:
@@ -426,7 +441,9 @@ class AccountMachineFactory:
                 f"snapshot of account shard {state.get('shard')!r} of {state.get('shards')!r}, "
                 f"not {self.shard} of {self.shards} (changing --shards is not supported)"
             )
-        m = AccountMachine(AccountCore.restore(state, markets, self.fees, self.engine_for))
+        m = AccountMachine(
+            AccountCore.restore(state, markets, self.fees, self.engine_for, self.ref_window)
+        )
         for e, msgs in state.get("forwards", ()):
             m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=m.ring_size)
         m.events.extend([tuple(ev) for ev in state.get("events", ())])  # older snapshots: none

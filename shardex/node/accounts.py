@@ -684,7 +684,8 @@ class AccountNode:
         for endpoints in cfg.engine_links:
             replicas = endpoints.split(LINK_REPLICAS)
             d = self.ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.IDENTITY, ident)  # the engine shard checks it (and the key)
+            if not secure:  # secure: the engine shard learns our (libzmq) id from our key
+                d.setsockopt(zmq.IDENTITY, ident)
             d.setsockopt(zmq.LINGER, 0)
             d.setsockopt(zmq.SNDHWM, 100_000)
             d.setsockopt(zmq.RCVHWM, 100_000)

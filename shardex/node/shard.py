@@ -874,7 +874,14 @@ class ShardNode:
             a = self.alink = self.ctx.socket(zmq.ROUTER)
             a.setsockopt(zmq.LINGER, 0)
             a.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone account shard: counted, re-sent later
-            a.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted account shard takes its id over
+            if not secure:
+                # Insecure: account shard J connects as IDENTITY ``accounts-J`` and a restarted
+                # one takes its id over. Secure: never — a peer names its own IDENTITY before
+                # any message can be key-checked, so handover gave account shard J's pipe to
+                # any valid account-link key that said ``accounts-J``. There the routing id is
+                # libzmq's own (account shards set none) and is learned from a key-checked
+                # message (``from_accounts``); a reconnect is a new id, learned from its SYNC.
+                a.setsockopt(zmq.ROUTER_HANDOVER, 1)
             a.setsockopt(zmq.SNDHWM, 100_000)
             a.setsockopt(zmq.RCVHWM, 100_000)
             if secure:
@@ -1238,13 +1245,18 @@ class ShardNode:
                 self.malformed += 1
                 continue
             if secure:
+                # J's key, and a routing id libzmq generated (first byte 0): one a peer chose
+                # itself (IDENTITY) must never be what settlements for J are sent to
                 key = core.registry.lookup(user_of(raw[-1])) if core.registry else None
                 ok = key is not None and key.role == "accounts" and key.shard == j
+                ok = ok and ident[:1] == b"\x00"
             else:
                 ok = ident == f"accounts-{j}".encode()
             if not ok:
                 counts["refused"] += 1
-                log.error("ALERT refused an account-link message as account shard %d", j)
+                log.error("ALERT refused an account-link message as account shard %d (%s)", j,
+                          "not its key, or a self-chosen IDENTITY" if secure else
+                          "IDENTITY not accounts-J")  # fmt: skip
                 continue
             self.account_peers[j] = ident
             if kind == LINK_SYNC:
