@@ -417,6 +417,7 @@ class AccountHandler:
         }
         if o is not None:
             out["open_lots"] = o.rem
+            out["pending"] = o.pending  # amends forwarded, not yet settled (the SDK: unknown)
         return out
 
     def audit(self) -> dict[str, Any]:
