@@ -1033,7 +1033,7 @@ def up(
         from shardex.metrics import prometheus_config as render
 
         with open(prometheus_config, "w") as fh:
-            fh.write(render(layout))
+            fh.write(render(layout, replicas=replicas))
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())

@@ -176,15 +176,22 @@ def serve(port: int | None, role: str, **extra: str) -> None:
         start_http_server(port, addr=os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1"))
 
 
-def prometheus_config(layout: Any, interval: str = "5s") -> str:
-    """A prometheus.yml scraping every exporter of a ``shardex up`` layout."""
+def prometheus_config(layout: Any, interval: str = "5s", replicas: int = 1) -> str:
+    """A prometheus.yml scraping every exporter of a ``shardex up`` layout (``replicas`` 2:
+    both replicas of every engine and account shard; only the leader exports the shard's
+    metrics, a standby's port answers nothing until it leads)."""
     host = layout.host
-    engines = ", ".join(f"'{host}:{layout.shard_metrics_port(i)}'" for i in range(layout.shards))
+    reps = range(replicas)
+    engines = ", ".join(
+        f"'{host}:{layout.replica_metrics(i, r) if replicas > 1 else layout.shard_metrics_port(i)}'"
+        for i in range(layout.shards) for r in reps
+    )
     routers = ", ".join(
         f"'{host}:{layout.router_metrics(j)}'" for j in range(getattr(layout, "routers", 1))
     )
     accounts = ", ".join(
-        f"'{host}:{layout.account_metrics_port(j)}'" for j in range(getattr(layout, "accounts", 0))
+        f"'{host}:{layout.account_replica_metrics(j, r)}'"
+        for j in range(getattr(layout, "accounts", 0)) for r in reps
     )
     return f"""# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).
 global:

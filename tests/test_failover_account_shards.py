@@ -293,3 +293,18 @@ def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
         assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
     finally:
         standby.close()
+
+
+def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
+    """``shardex up --replicas 2 --prometheus-config``: every replica's exporter port (the
+    leader's answers; a standby's answers once it leads), for engine and account shards."""
+    from shardex.metrics import prometheus_config
+
+    layout = Layout(base_port=20000, shards=2, accounts=1)
+    cfg = prometheus_config(layout, replicas=2)
+    for i in range(2):
+        for r in (0, 1):
+            assert f"'127.0.0.1:{layout.replica_metrics(i, r)}'" in cfg
+    for r in (0, 1):
+        assert f"'127.0.0.1:{layout.account_replica_metrics(0, r)}'" in cfg
+    assert f"{layout.replica_metrics(0, 1)}" not in prometheus_config(layout)
