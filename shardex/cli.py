@@ -1055,7 +1055,8 @@ def up(
 
     def ready() -> None:
         _print_endpoints(
-            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys
+            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys,
+            replicas,
         )
 
     try:
@@ -1097,7 +1098,8 @@ def _up_keys(
 
 
 def _print_endpoints(
-    layout: Layout, redis_url: str | None, keys: str | None = None, temp_keys: bool = False
+    layout: Layout, redis_url: str | None, keys: str | None = None, temp_keys: bool = False,
+    replicas: int = 1,
 ) -> None:
     from shardex.auth import ADMIN_KEY_FILE
     from shardex.client import Client, ShardexError
@@ -1149,12 +1151,26 @@ def _print_endpoints(
             f"  shard {i:<3} direct   {layout.direct(i)}   events (PUB) {layout.pub(i)}"
             f"   metrics http://{layout.host}:{layout.shard_metrics_port(i)}/metrics"
         )
+        if replicas > 1:  # (whichever of the two leads serves; the other answers not_leader)
+            lines.append(
+                f"    replica 1 direct   {layout.replica_direct(i, 1)}   events (PUB) "
+                f"{layout.replica_pub(i, 1)}   metrics "
+                f"http://{layout.host}:{layout.replica_metrics(i, 1)}/metrics"
+            )
     for j in range(layout.accounts):
         lines.append(
             f"  accounts {j:<3} direct {layout.account_direct(j)}   balances (PUB) "
             f"{layout.account_pub(j)}   metrics "
             f"http://{layout.host}:{layout.account_metrics_port(j)}/metrics"
         )
+        if replicas > 1:
+            lines.append(
+                f"    replica 1 direct   {layout.account_replica_direct(j, 1)}   balances (PUB) "
+                f"{layout.account_replica_pub(j, 1)}   metrics "
+                f"http://{layout.host}:{layout.account_replica_metrics(j, 1)}/metrics"
+            )
+    if replicas > 1:
+        lines.append("  replicas           2 per shard: shardex status shows who leads")
     if layout.accounts:
         lines.append(
             "  money first        shardex deposit ACCOUNT ASSET AMOUNT (orders hold funds; "
