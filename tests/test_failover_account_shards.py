@@ -308,3 +308,42 @@ def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
     for r in (0, 1):
         assert f"'127.0.0.1:{layout.account_replica_metrics(0, r)}'" in cfg
     assert f"{layout.replica_metrics(0, 1)}" not in prometheus_config(layout)
+
+
+def test_a_standby_holds_the_ports_it_will_bind_as_leader(tmp_path: Path) -> None:
+    """Regression (issue 15): a promoted standby bound its PUB, replication and account-link
+    ports only after taking the lease; meanwhile another process's outgoing connection could
+    take one as its ephemeral port, the bind failed, the new leader exited and the shard was
+    leaderless for seconds (seen once). The standby now holds them (bound, not listening)
+    while it stands by, and releases them at promotion, when the leader binds them."""
+    import zmq as _zmq
+
+    from shardex.journal import Journal
+    from shardex.node.replica import Standby
+    from shardex.node.supervisor import port_free
+
+    ports = [_free_port(), _free_port()]
+    eps = tuple(f"tcp://127.0.0.1:{p}" for p in ports)
+
+    class _NoLease:
+        node = "accounts-0.r1"
+        shard = 0
+        name = label = "accounts-0"
+
+    d = str(tmp_path / "accounts-0.r1")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(_NoLease(), d, DEFAULT_MARKETS, "none", journal,  # type: ignore[arg-type]
+                      journal.recover().engine, reserve=(*eps, None, "ipc:///tmp/x"))  # fmt: skip
+    try:
+        assert not any(port_free("127.0.0.1", p) for p in ports), "the ports are not held"
+    finally:
+        standby.close()
+    ctx = _zmq.Context()
+    try:  # released: the leader binds them at once
+        for ep in eps:
+            s = ctx.socket(_zmq.PUB)
+            s.setsockopt(_zmq.LINGER, 0)
+            s.bind(ep)
+            s.close(0)
+    finally:
+        ctx.term()

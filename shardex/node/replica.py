@@ -352,7 +352,8 @@ class Standby:
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
                  journal: Journal, engine: Any, key: KeyFile | None = None,
                  ring_size: int = 1 << 20, direct: str | None = None,
-                 keys_dir: str | None = None, machine: Any = None) -> None:  # fmt: skip
+                 keys_dir: str | None = None, machine: Any = None,
+                 reserve: tuple[str | None, ...] = ()) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
         CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
         client port this replica serves once it leads, bound meanwhile to answer
@@ -361,7 +362,12 @@ class Standby:
         when it is not the plain engine (with the account tier a ``SettledEngineFactory``:
         the standby then replays the leader's forward records into the same inbox,
         settlement feed and rings, so a promoted standby re-sends exactly the settlements the
-        old leader would have); ``journal`` must have been made with it."""
+        old leader would have); ``journal`` must have been made with it. ``reserve``: the
+        other endpoints it binds once it leads (PUB, replication, account link): their TCP
+        ports are held (bound, not listening) while it stands by, so no other process's
+        outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
+        could not bind exited, and the shard was leaderless for seconds); released at
+        ``close``, just before the leader binds them."""
         import zmq
 
         from shardex.node.shard import EventRing
@@ -401,6 +407,7 @@ class Standby:
         self.front: Any = None
         self.zap: Any = None
         self.not_leader_refused = 0
+        self.reserved = [r for r in (reserve_port(ep) for ep in reserve if ep) if r is not None]
         if direct:
             front = self.ctx.socket(zmq.ROUTER)
             front.setsockopt(zmq.LINGER, 0)
@@ -690,6 +697,9 @@ class Standby:
             self._send(ACK, (mine, engine.seq))
 
     def close(self) -> None:
+        for held in self.reserved:  # (the leader binds these next)
+            held.close()
+        self.reserved = []
         if self.sock is not None:
             self.sock.close(0)
         if self.front is not None:
@@ -699,6 +709,30 @@ class Standby:
             self.zap.close()
             self.zap = None
         self.ctx.term()
+
+
+def reserve_port(endpoint: str) -> Any:
+    """Hold ``endpoint``'s TCP port: a socket bound to it (never listening), so the kernel
+    picks no ephemeral port there for another process's connect. None for a
+    non-TCP endpoint, or when the port is taken already (the bind at promotion says so)."""
+    import socket
+
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    host = "" if host in ("*", "0.0.0.0") else host.strip("[]")
+    try:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:  # (no SO_REUSEADDR: nobody else may bind it either; never listening, it leaves no
+        s.bind((host, int(port)))  # TIME_WAIT behind, so the leader rebinds it at once)
+    except (OSError, ValueError) as exc:
+        s.close()
+        log.warning("cannot hold %s while standing by (%s): binding it at promotion may fail",
+                    endpoint, exc)  # fmt: skip
+        return None
+    return s
 
 
 def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
@@ -802,7 +836,8 @@ class Promotion:
 
 
 def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised: str,
-             machine: Any = None, check: Any = None) -> Promotion | None:  # fmt: skip
+             machine: Any = None, check: Any = None,
+             reserve: tuple[str | None, ...] = ()) -> Promotion | None:  # fmt: skip
     """The standby phase of ``--role auto``, the same for both tiers: recover this replica's
     journal, follow the lease holder until this node takes the lease (returns what the
     leader needs) or the process is told to stop (None).
@@ -810,7 +845,8 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     ``role``: "shard" or "accounts" (node names, the lease key, the replication key);
     ``machine``: the journal's state machine factory (None: the plain engine); ``check``:
     called with the recovered state machine before anything is served (refuse state that
-    does not belong here or does not balance). With ``cfg.keys_dir`` (a secure cluster) both
+    does not belong here or does not balance); ``reserve``: the endpoints the leader will
+    bind, held while standing by (``Standby``). With ``cfg.keys_dir`` (a secure cluster) both
     the replication link and the lease are authenticated: the link with the shard's own CURVE
     key pair (the same key the leader registers with the router), the lease as Redis user
     ``lease`` (``redis://lease@HOST:PORT/0``, the password from the keys dir)."""
@@ -848,7 +884,7 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     gc_off = tune_gc()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct,
-                      keys_dir=cfg.keys_dir, machine=machine)  # fmt: skip
+                      keys_dir=cfg.keys_dir, machine=machine, reserve=reserve)  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
@@ -889,9 +925,10 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
         from shardex.accounts.machines import SettledEngineFactory
 
         machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards)
+    link = cfg.account_link if cfg.accounts else None
     p = stand_by(cfg, "shard", replica, redis_url, repl_advertised or repl_endpoint, machine,
-                 lambda engine: check_ownership(engine, cfg.index, cfg.shards,
-                                                cfg.journal_dir))  # fmt: skip
+                 lambda engine: check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir),
+                 reserve=(cfg.pub, repl_endpoint, link))  # fmt: skip
     if p is None:
         return
     journal, engine, lease = p.journal, p.engine, p.lease
@@ -929,7 +966,8 @@ def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoin
     n = cfg.engines
     factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
     p = stand_by(cfg, "accounts", replica, redis_url, repl_advertised or repl_endpoint, factory,
-                 lambda machine: machine.core.check_integrity())  # fmt: skip
+                 lambda machine: machine.core.check_integrity(),
+                 reserve=(cfg.pub, repl_endpoint))  # fmt: skip
     if p is None:
         return
     journal, machine, lease = p.journal, p.engine, p.lease
