@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import click
@@ -652,6 +653,48 @@ def router(
     )
 
 
+def replica_options(journal: str, lease: str) -> Callable[[Any], Any]:
+    """``--role/--replica/--redis-url/--repl/--advertise``: the options of a process that can
+    run as one of two replicas (an engine shard, ``journal`` "shard-I", or an account shard,
+    "accounts-J"), the same for both tiers."""
+    options = [
+        click.option(
+            "--role", type=click.Choice(["single", "auto"]), default="single",
+            show_default=True,
+            help="single: the only process of its shard (as before); auto: one of two "
+            f"replicas, primary or hot standby as the Redis lease {lease} decides (issue 15; "
+            "needs --data-dir, --redis-url).",
+        ),
+        click.option(
+            "--replica", type=click.IntRange(0, 1), default=0, show_default=True,
+            help=f"With --role auto: which replica this is (journal DATA_DIR/{journal} for 0, "
+            f"DATA_DIR/{journal}.r1 for 1; its own direct/pub/metrics ports [layout]).",
+        ),
+        click.option("--redis-url", default=None,
+                     help="With --role auto: the Redis of the lease."),
+        click.option(
+            "--repl", default=None, callback=_endpoint_cb,
+            help="With --role auto: bind endpoint for replication when leading [layout]; the "
+            "standby learns it from the lease, so on several hosts give an address the other "
+            "host can reach (or bind tcp://0.0.0.0:PORT and give --advertise).",
+        ),
+        click.option(
+            "--advertise", default=None, metavar="HOST",
+            help="The host other machines reach this process at: --repl, --direct and --pub "
+            "are bound as given (e.g. tcp://0.0.0.0:PORT) and announced with HOST (in the "
+            "lease and the HELLO) [default: announced as bound; --role auto refuses a "
+            "wildcard bind without it].",
+        ),
+    ]  # fmt: skip
+
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
 @main.command()
 @click.option(
     "--shard",
@@ -750,39 +793,7 @@ def router(
     callback=_endpoint_cb,
     help="Bind endpoint for the account shards' links [layout, with --accounts].",
 )
-@click.option(
-    "--role",
-    type=click.Choice(["single", "auto"]),
-    default="single",
-    show_default=True,
-    help="single: the only process of its shard (as before); auto: one of two replicas, "
-    "primary or hot standby as the Redis lease decides (issue 15; needs --data-dir, --redis-url).",
-)
-@click.option(
-    "--replica",
-    type=click.IntRange(0, 1),
-    default=0,
-    show_default=True,
-    help="With --role auto: which replica this is (journal DATA_DIR/shard-I for 0, "
-    "DATA_DIR/shard-I.r1 for 1; its own direct/pub/metrics ports [layout]).",
-)
-@click.option("--redis-url", default=None, help="With --role auto: the Redis of the lease.")
-@click.option(
-    "--repl",
-    default=None,
-    callback=_endpoint_cb,
-    help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
-    "learns it from the lease, so on several hosts give an address the other host can reach "
-    "(or bind tcp://0.0.0.0:PORT and give --advertise).",
-)
-@click.option(
-    "--advertise",
-    default=None,
-    metavar="HOST",
-    help="The host other machines reach this engine at: --repl, --direct and --pub are bound "
-    "as given (e.g. tcp://0.0.0.0:PORT) and announced with HOST (in the lease and the HELLO) "
-    "[default: announced as bound; --role auto refuses a wildcard bind without it].",
-)
+@replica_options("shard-I", "shardex:lease:I")
 @keys_dir_option
 @insecure_option
 def engine(
@@ -1775,39 +1786,7 @@ def _s(v: Any) -> str:
     help="Processes per engine shard, for the layout's --engine-links: 2 connects to both "
     "replicas' links of each engine shard (as shardex up --replicas 2 does).",
 )
-@click.option(
-    "--role",
-    type=click.Choice(["single", "auto"]),
-    default="single",
-    show_default=True,
-    help="single: the only process of this account shard; auto: one of two replicas, leader "
-    "or hot standby as the Redis lease shardex:lease:accounts-J decides (needs --data-dir, "
-    "--redis-url).",
-)
-@click.option(
-    "--replica",
-    type=click.IntRange(0, 1),
-    default=0,
-    show_default=True,
-    help="With --role auto: which replica this is (journal DATA_DIR/accounts-J for 0, "
-    "DATA_DIR/accounts-J.r1 for 1; its own direct/pub/metrics ports [layout]).",
-)
-@click.option("--redis-url", default=None, help="With --role auto: the Redis of the lease.")
-@click.option(
-    "--repl",
-    default=None,
-    callback=_endpoint_cb,
-    help="With --role auto: bind endpoint for replication when leading [layout]; the standby "
-    "learns it from the lease (on several hosts: an address the other host reaches, or bind "
-    "tcp://0.0.0.0:PORT and give --advertise).",
-)
-@click.option(
-    "--advertise",
-    default=None,
-    metavar="HOST",
-    help="The host other machines reach this process at: --repl, --direct and --pub are "
-    "bound as given and announced with HOST (in the lease and the HELLO).",
-)
+@replica_options("accounts-J", "shardex:lease:accounts-J")
 @markets_option
 @click.option(
     "--data-dir",

@@ -86,7 +86,6 @@ from shardex.wire.protocol import (
     LINK_SETTLE,
     LINK_SYNC,
     MAX_ID_LEN,
-    NOT_LEADER,
     OP_AUDIT,
     OP_BALANCE,
     OP_DEPOSIT,
@@ -101,7 +100,6 @@ from shardex.wire.protocol import (
     encode_events,
     encode_reply,
     markets_to_wire,
-    not_leader_error,
     packb,
     quote,
     shard_for,
@@ -1034,28 +1032,15 @@ class AccountNode:
 
     def refuse(self) -> None:
         """Past the lease deadline: every request waiting (routers' and direct) is answered
-        ``not_leader`` (nothing runs; what was admitted before stays held), engine links are
-        not read, and each router is told once that this link stopped leading."""
-        from shardex.node.replica import answer_not_leader
+        ``not_leader``, engine links are not read (``replica.fence``)."""
+        from shardex.node.replica import fence
 
-        zmq, rep = self.zmq, self.replica
-        why = (f"{rep.node} led account shard {self.cfg.index} at epoch {rep.epoch}: lease "
-               "not confirmed")  # fmt: skip
-        routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
-        direct = encode_reply(None, not_leader_error(rep.epoch, why))
-        for link in self.links:
-            self.refused += answer_not_leader(zmq, link.sock, True, routed, direct)
+        socks = [(link.sock, True) for link in self.links]
         if self.direct is not None:
-            self.refused += answer_not_leader(zmq, self.direct, False, routed, direct)
-        if not self.fenced:
-            self.fenced = True
-            log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as "
-                      "not leader", rep.node, rep.epoch)  # fmt: skip
-            for link in self.links:
-                try:
-                    send_frames(link.sock, [b"", NOT_LEADER, self.hello_msg])
-                except zmq.ZMQError:
-                    pass
+            socks.append((self.direct, False))
+        self.refused += fence(self.zmq, self.replica, f"account shard {self.cfg.index}", socks,
+                              self.links, self.hello_msg, self.fenced)  # fmt: skip
+        self.fenced = True
 
     def _send_free(self) -> None:
         """Replies that wait for no journal write, then every link's batch of replies."""

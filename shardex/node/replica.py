@@ -820,6 +820,33 @@ def answer_not_leader(zmq: Any, sock: Any, via_router: bool, routed: bytes,
     return refused
 
 
+def fence(zmq: Any, rep: Replicator, what: str, sockets: list[tuple[Any, bool]],
+          links: list[Any], hello_msg: bytes, fenced: bool) -> int:  # fmt: skip
+    """A replicated leader past its lease deadline (fenced, or Redis unreachable), engine or
+    account shard: every request waiting on ``sockets`` ((socket, via a router)) is answered
+    ``not_leader`` with our epoch (nothing runs; what was admitted before the deadline stays
+    held), and, the first time (``fenced`` False), each router link is told that this link
+    stopped leading, so routers answer ``shard unavailable`` at once until a leader registers
+    (they re-point on that leader's hello, or on ours if the lease comes back). Returns the
+    requests refused."""
+    from shardex.wire.protocol import NOT_LEADER, encode_reply, not_leader_error
+    from shardex.wire.transport import send_frames
+
+    why = f"{rep.node} led {what} at epoch {rep.epoch}: lease not confirmed"
+    routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
+    direct = encode_reply(None, not_leader_error(rep.epoch, why))
+    refused = sum(answer_not_leader(zmq, sock, via, routed, direct) for sock, via in sockets)
+    if not fenced:
+        log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as not "
+                  "leader", rep.node, rep.epoch)  # fmt: skip
+        for link in links:
+            try:
+                send_frames(link.sock, [b"", NOT_LEADER, hello_msg])
+            except zmq.ZMQError:
+                pass
+    return refused
+
+
 @dataclass
 class Promotion:
     """What a standby hands to the leader it becomes: the lease it took, its journal and
@@ -912,6 +939,23 @@ def _log_failover(p: Promotion, what: str) -> None:
     )  # fmt: skip
 
 
+def _lead(p: Promotion, node: Any, what: str) -> None:
+    """Run the leader ``node`` (a ``ShardNode`` or ``AccountNode``) a standby became: HELLO
+    to the routers before the loop's set-up, the FAILOVER line, then its loop until stopped
+    or the lease is lost (exit code 3: restarted, it rejoins as a standby)."""
+    node.stop = p.stop
+    node.hello(time.monotonic())  # register with the routers now, before the loop's set-up
+    _log_failover(p, what)
+    try:
+        node.run()
+    except LeaseLost as exc:
+        log.error("ALERT %s lost the lease (%s): it stopped answering at its deadline and "
+                  "exits; restarted, it rejoins as a standby", p.node, exc)  # fmt: skip
+        raise SystemExit(EXIT_LEASE_LOST) from None
+    finally:
+        p.lease.release()  # (a no-op once lost)
+
+
 def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
                    repl_advertised: str | None = None) -> None:  # fmt: skip
     """``shardex engine --role auto``: stand by until this node holds the lease, then lead.
@@ -938,19 +982,9 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                             journal, engine.seq,
                                                             cfg.keys_dir))  # fmt: skip
-    shard.stop = p.stop
     if p.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
         shard.core.ring = p.ring
-    shard.hello(time.monotonic())  # register with the routers now, before the loop's set-up
-    _log_failover(p, f"shard {cfg.index}")
-    try:
-        shard.run()
-    except LeaseLost as exc:
-        log.error("ALERT %s lost the lease (%s): it stopped answering at its deadline and "
-                  "exits; restarted, it rejoins as a standby", p.node, exc)  # fmt: skip
-        raise SystemExit(EXIT_LEASE_LOST) from None
-    finally:
-        lease.release()  # (a no-op once lost)
+    _lead(p, shard, f"shard {cfg.index}")
 
 
 def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
@@ -977,14 +1011,4 @@ def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoin
                        replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
                                                              journal, machine.seq, cfg.keys_dir,
                                                              role="accounts"))  # fmt: skip
-    node.stop = p.stop
-    node.hello(time.monotonic())
-    _log_failover(p, f"account shard {cfg.index}")
-    try:
-        node.run()
-    except LeaseLost as exc:
-        log.error("ALERT %s lost the lease (%s): it stopped answering at its deadline and "
-                  "exits; restarted, it rejoins as a standby", p.node, exc)  # fmt: skip
-        raise SystemExit(EXIT_LEASE_LOST) from None
-    finally:
-        lease.release()
+    _lead(p, node, f"account shard {cfg.index}")

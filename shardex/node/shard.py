@@ -63,7 +63,6 @@ from shardex.wire.protocol import (
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
     MAX_SYMBOL_LEN,
-    NOT_LEADER,
     OP_BOOK,
     OP_EVENTS,
     OP_FORWARD,
@@ -78,7 +77,6 @@ from shardex.wire.protocol import (
     encode_events,
     encode_reply,
     markets_to_wire,
-    not_leader_error,
     packb,
     quote,
     shard_for,
@@ -989,26 +987,14 @@ class ShardNode:
         request waiting is answered ``not_leader`` with our epoch (nothing runs; what was
         admitted before the deadline stays held), and each router is told once that this
         link stopped leading, so it answers ``shard unavailable`` at once until a leader
-        registers (it re-points on that leader's hello, or on ours if the lease comes back)."""
-        zmq = self.zmq
-        rep = self.replica
-        why = f"{rep.node} led shard {self.core.index} at epoch {rep.epoch}: lease not confirmed"
-        routed = encode_reply(None, not_leader_error(rep.epoch, why, routed=True))
-        direct = encode_reply(None, not_leader_error(rep.epoch, why))
-        from shardex.node.replica import answer_not_leader
+        registers (it re-points on that leader's hello, or on ours if the lease comes back);
+        ``replica.fence``, shared with account shards."""
+        from shardex.node.replica import fence
 
-        for sock in self.sockets:
-            via_router = type(self.box[sock]) is RouterLink
-            self.refused += answer_not_leader(zmq, sock, via_router, routed, direct)
-        if not self.fenced:
-            self.fenced = True
-            log.error("ALERT %s is past its lease deadline (epoch %d): refusing requests as "
-                      "not leader", rep.node, rep.epoch)  # fmt: skip
-            for link in self.links:
-                try:
-                    send_frames(link.sock, [b"", NOT_LEADER, self.hello_msg])
-                except zmq.ZMQError:
-                    pass
+        socks = [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
+        self.refused += fence(self.zmq, self.replica, f"shard {self.core.index}", socks, self.links,
+                              self.hello_msg, self.fenced)  # fmt: skip
+        self.fenced = True
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
         """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
