@@ -144,6 +144,49 @@ def test_retried_amend_asks_the_account_shard_and_is_not_sent_again(tier: Cluste
         _wait(lambda: c.balance("a2")["USD"] == (D("1000.00"), D(0)), "hold released")
 
 
+def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster):
+    """Regression: ``shardex loadgen`` with risk on asked the *engine* shard the fate of a
+    timed-out order: one still queued at its stopped account shard was counted "not
+    executed" and then ran (held, forwarded, matched). It now asks the account shard first
+    (``ClientCore.held_fate``, as the SDK): ``held`` → executed, no answer in time →
+    unknown, never "not executed" for an order that ran."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    with tier.client() as admin:
+        for asset, amount in (("USD", "100000000"), ("BTC", "100000")):
+            assert admin.deposit("acct-0", asset, amount, ref=f"lg-{asset}").ok
+        base = admin.account_status()[0]["commands"]
+        pid = _account_pid(admin)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", tier.endpoint,
+         "--key", "none", "--orders", "40", "--rate", "20", "--batch", "1", "--timeout", "0.5",
+         "--accounts", "1", "--symbols", "1", "--mix", "limit=1", "--no-fund", "--risk", "on",
+         "--json", "--quiet", "--max-error-rate", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        with tier.client() as admin:
+            deadline = time.monotonic() + 20
+            while admin.account_status()[0]["commands"] == base:  # loadgen is sending
+                assert time.monotonic() < deadline, "loadgen never sent"
+                time.sleep(0.02)
+        with stopped_for(pid, 1.5):  # orders sent meanwhile time out; their fates are asked
+            time.sleep(1.5)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    report = json.loads(out)
+    assert report["timeouts"] > 0, report  # (the scenario happened)
+    assert report["fates"]["not_executed"] == 0, json.dumps(report)
+    assert report["fates"]["executed"] > 0, report["fates"]
+    assert not report["rejected"], report["rejected"]  # (every order it sent could run)
+
+
 def test_account_shard_answers_decide_new_and_amend_fates():
     """The shared decision (``ClientCore.held_fate``), without sockets: what each answer of
     the account shard means for a ``new`` and an ``amend``."""

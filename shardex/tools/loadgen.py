@@ -56,7 +56,7 @@ from hdrh.histogram import HdrHistogram
 
 from shardex.accounts.core import account_shard_for
 from shardex.auth import AuthError, KeyFile
-from shardex.client import EXECUTED, NOT_EXECUTED, fate_from_state
+from shardex.client import EXECUTED, NOT_EXECUTED, ClientCore, fate_from_state
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     BUY,
@@ -518,7 +518,10 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     pending = Pending(cfg.timeout, time.perf_counter)
     per_sock_inflight = [0] * len(socks)
     ids = RequestIds()
-    fate_queue: list[tuple[tuple, int]] = []  # (timed-out command, attempt) to ask about
+    # (timed-out command, attempt, via its account shard) to ask about: with risk on, new and
+    # amend ask their account shard first (``ClientCore.held_fate``, as the SDK does), since
+    # one still queued there would look "not executed" at the engine shard and run later
+    fate_queue: list[tuple[tuple, int, bool]] = []
     asked = 0
     limit_orders = cfg.orders
     rate = cfg.rate / cfg.procs if cfg.rate else None
@@ -562,37 +565,52 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
         for c in cmds:
             if c[0] in (OP_NEW, OP_CANCEL, OP_AMEND) and asked < MAX_FATE_QUERIES:
                 asked += 1
-                fate_queue.append((c, 0))
+                fate_queue.append((c, 0, risk_on and c[0] in (OP_NEW, OP_AMEND)))
             else:
                 fates["unknown"] += 1
 
-    def fate_answer(cmds: list[tuple], attempt: int, error: Any, results: Any) -> None:
+    def fate_answer(cmds: list[tuple], attempt: int, error: Any, results: Any,
+                    via_accounts: bool = False) -> None:  # fmt: skip
         ok = error is None and isinstance(results, tuple | list) and len(results) == len(cmds)
         for k, c in enumerate(cmds):
-            if ok:
+            if ok and via_accounts:  # held → executed; else the engine shard decides
+                held = ClientCore.held_fate(c, None, results[k])
+                if held is None:
+                    fate_queue.append((c, attempt, False))
+                else:
+                    fates[_FATE_KEY.get(held[0], "unknown")] += 1
+            elif ok:
                 fate = fate_from_state(c, results[k]) if isinstance(results[k], dict) else None
                 fates[_FATE_KEY.get(fate, "unknown")] += 1  # type: ignore[arg-type]
             elif error is not None and attempt < 2 and stopped_at is None:
-                fate_queue.append((c, attempt + 1))  # refused (e.g. overloaded): ask again
+                fate_queue.append((c, attempt + 1, via_accounts))  # refused: ask again
             else:
                 fates["unknown"] += 1
 
     def ask_fates() -> None:
-        """Send the queued fate questions, one frame per target socket (≤ batch each)."""
-        groups: dict[int, list[tuple]] = {}
-        attempts: dict[int, int] = {}
+        """Send the queued fate questions, one frame per target (≤ batch each): to the
+        account shard (``@account`` route) first for risk-on new/amend, else to the symbol's
+        engine shard."""
+        groups: dict[tuple[int, int, bool], list[tuple]] = {}
+        attempts: dict[tuple[int, int, bool], int] = {}
         while fate_queue:
-            c, attempt = fate_queue.pop()
-            si = target(c, 0)[0]
-            groups.setdefault(si, []).append(c)
-            attempts[si] = max(attempts.get(si, 0), attempt)
-            if len(groups[si]) >= cfg.batch:
+            c, attempt, via_accounts = fate_queue.pop()
+            si, group = target(c, 0)
+            if not via_accounts and group >= shards:  # (the engine shard's turn)
+                group = shard_for(c[1], shards)
+                si = 0 if per_conn == 1 else group
+            key = (si, group, via_accounts)
+            groups.setdefault(key, []).append(c)
+            attempts[key] = max(attempts.get(key, 0), attempt)
+            if len(groups[key]) >= cfg.batch:
                 break
-        for si, cmds in groups.items():
+        for (si, group, via_accounts), cmds in groups.items():
             queries = [(OP_ORDER, c[1], c[3], c[2]) for c in cmds]
             req = ids.next()
-            socks[si].send_multipart([cmds[0][1].encode(), req, encode_request(queries)])
-            pending.add(req, ("fate", cmds, attempts[si], si))
+            route = route_key(group, cmds) if via_accounts else cmds[0][1].encode()
+            socks[si].send_multipart([route, req, encode_request(queries)])
+            kind = "afate" if via_accounts else "fate"
+            pending.add(req, (kind, cmds, attempts[(si, group, via_accounts)], si))
 
     def handle(frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -602,8 +620,8 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             return
         kind, cmds, stamps, sock_i = entry
         error, results = decode_reply(frames[1])
-        if kind == "fate":
-            fate_answer(cmds, stamps, error, results)
+        if kind in ("fate", "afate"):
+            fate_answer(cmds, stamps, error, results, kind == "afate")
             return
         per_sock_inflight[sock_i] -= 1
         now = clock()
@@ -633,7 +651,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
 
     def expire(now: float) -> None:
         for kind, cmds, _, sock_i in pending.expire(now):
-            if kind == "fate":
+            if kind in ("fate", "afate"):
                 fates["unknown"] += len(cmds)  # its shard could not be asked in time
             else:
                 per_sock_inflight[sock_i] -= 1
@@ -718,7 +736,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             last_fates = now
         if stopped_at is not None and now - stopped_at > min(cfg.timeout, INTERRUPT_GRACE_S):
             for kind, cmds, _, _ in pending.drain():
-                if kind == "fate":
+                if kind in ("fate", "afate"):
                     fates["unknown"] += len(cmds)
                 else:
                     rep.abandoned += len(cmds)
