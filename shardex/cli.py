@@ -695,6 +695,15 @@ def replica_options(journal: str, lease: str) -> Callable[[Any], Any]:
     return apply
 
 
+def _check_role_auto(data_dir: str | None, redis_url: str | None, fsync: str) -> None:
+    """What ``--role auto`` needs, for either tier: a journal and the lease's Redis, and
+    group commits to ship (with ``--fsync always`` each command is its own commit)."""
+    if not data_dir or not redis_url:
+        raise click.UsageError("--role auto needs --data-dir and --redis-url")
+    if fsync == "always":
+        raise click.UsageError("--role auto takes --fsync batch or none")
+
+
 @main.command()
 @click.option(
     "--shard",
@@ -846,10 +855,7 @@ def engine(
         _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers))
     if role == "auto":
-        if not data_dir or not redis_url:
-            raise click.UsageError("--role auto needs --data-dir and --redis-url")
-        if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
-            raise click.UsageError("--role auto takes --fsync batch or none (phase 1)")
+        _check_role_auto(data_dir, redis_url, fsync)
         direct = direct or layout.replica_direct(i, replica)
         pub = pub or layout.replica_pub(i, replica)
         if metrics_port is None:
@@ -1875,10 +1881,7 @@ def accounts(
         for ep in ends:
             check_endpoint(ep, "--engine-links")
     if role == "auto":
-        if not data_dir or not redis_url:
-            raise click.UsageError("--role auto needs --data-dir and --redis-url")
-        if fsync == "always":  # (each command is its own commit there: nothing to ship per batch)
-            raise click.UsageError("--role auto takes --fsync batch or none")
+        _check_role_auto(data_dir, redis_url, fsync)
         direct_ep = direct_ep or layout.account_replica_direct(index, replica)
         pub_ep = pub_ep or layout.account_replica_pub(index, replica)
         if metrics_port is None:

@@ -1014,7 +1014,7 @@ class AccountNode:
             return
         hw = rep.hw()
         wait = self.repl_wait
-        if not wait or wait[0][0] > hw:
+        if wait[0][0] > hw:
             return
         while wait and wait[0][0] <= hw:
             seq, events, replies = wait.popleft()

@@ -939,6 +939,18 @@ def _log_failover(p: Promotion, what: str) -> None:
     )  # fmt: skip
 
 
+def _leader_config(cfg: Any, p: Promotion, role: str, repl_endpoint: str) -> Any:
+    """What a promoted standby of either tier changes in its config before it builds its
+    node: the HELLO says primary, epoch and node; the router links are named after the epoch
+    (a deposed leader's link is never the one routed to). Returns the node's ``replicate``
+    factory: a ``Replicator`` on ``repl_endpoint`` from the seq the standby reached."""
+    lease, journal, seq = p.lease, p.journal, p.engine.seq
+    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
+    cfg.link_identity = f"{role}-{cfg.index}.e{lease.epoch}"
+    return lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease, journal, seq,
+                                       cfg.keys_dir, role=role)  # fmt: skip
+
+
 def _lead(p: Promotion, node: Any, what: str) -> None:
     """Run the leader ``node`` (a ``ShardNode`` or ``AccountNode``) a standby became: HELLO
     to the routers before the loop's set-up, the FAILOVER line, then its loop until stopped
@@ -975,14 +987,9 @@ def run_replicated(cfg: Any, replica: int, redis_url: str, repl_endpoint: str,
                  reserve=(cfg.pub, repl_endpoint, link))  # fmt: skip
     if p is None:
         return
-    journal, engine, lease = p.journal, p.engine, p.lease
-    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
-    cfg.link_identity = f"shard-{cfg.index}.e{lease.epoch}"
-    shard = ShardNode(cfg, recovered=(engine, journal),
-                      replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
-                                                            journal, engine.seq,
-                                                            cfg.keys_dir))  # fmt: skip
-    if p.ring.last == engine.seq:  # (contiguous up to now: what it applied as standby)
+    replicate = _leader_config(cfg, p, "shard", repl_endpoint)
+    shard = ShardNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
+    if p.ring.last == p.engine.seq:  # (contiguous up to now: what it applied as standby)
         shard.core.ring = p.ring
     _lead(p, shard, f"shard {cfg.index}")
 
@@ -1004,11 +1011,6 @@ def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoin
                  reserve=(cfg.pub, repl_endpoint))  # fmt: skip
     if p is None:
         return
-    journal, machine, lease = p.journal, p.engine, p.lease
-    cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
-    cfg.link_identity = f"accounts-{cfg.index}.e{lease.epoch}"
-    node = AccountNode(cfg, recovered=(machine, journal),
-                       replicate=lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease,
-                                                             journal, machine.seq, cfg.keys_dir,
-                                                             role="accounts"))  # fmt: skip
+    replicate = _leader_config(cfg, p, "accounts", repl_endpoint)
+    node = AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
     _lead(p, node, f"account shard {cfg.index}")
