@@ -712,7 +712,7 @@ def test_busy_link_does_not_resend_what_is_in_flight():
         # did not move re-sends
         eport = cl.layout.shard_metrics_port(0)
         settle = {w: _metric(eport, "shardex_shard_account_link_total", w)
-                  for w in ("settlements", "resent")}  # fmt: skip
+                  for w in ("settlements", "resent", "unsent", "gaps", "refused")}  # fmt: skip
         seen = {"acked": report["acked"], "errors": report["errors"], "link": link,
                 "settle": settle, "replies_dropped": dropped, **state}  # fmt: skip
         print(seen)
