@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shardex.client import Client, ShardexError
 from shardex.layout import Layout
@@ -28,6 +29,12 @@ from shardex.node.supervisor import port_free
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.gettempdir())
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
+
+# Property tests in CI print how to reproduce a failure (the blob for @reproduce_failure and the
+# seed), so a red run found by chance can be replayed exactly instead of waited for again.
+hypothesis_settings.register_profile("ci", print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # Logs of the clusters started during the running test: deleted when it passes, kept (and named
 # in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.

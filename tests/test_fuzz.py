@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 
 import msgpack
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import EV_REJECTED, OP_NEW
+from shardex.engine.codes import EV_ACCEPTED, EV_REJECTED, OP_NEW
 from shardex.node.router import Router, RouterConfig
 from shardex.node.shard import ShardCore
 from shardex.wire.protocol import (
@@ -57,24 +57,47 @@ values = st.recursive(
 
 
 @st.composite
-def payloads(draw) -> bytes:
-    """A request payload with garbage in one chosen position (or everywhere)."""
+def payloads(draw) -> tuple[bytes, str | None]:
+    """A request payload with garbage in one chosen position (or everywhere), and the id of the
+    new order it is when the garbage happens to make a valid order (else None).
+
+    The spec, written here independently of the decoder: a single-field mutation of ``VALID``
+    is a valid new order exactly when only the id changed, to a non-empty string of at most
+    ``MAX_ID_LEN`` UTF-8 bytes other than the resting order's own id ("o-1" is a duplicate).
+    Every other mutation must be refused.
+    """
     where = draw(st.sampled_from(["raw", "whole", "version", "commands", "command", "field"]))
     if where == "raw":
-        return draw(st.binary(max_size=200))
+        return draw(st.binary(max_size=200)), None
     if where == "whole":
-        return msgpack.packb(draw(values))
+        return msgpack.packb(draw(values)), None
     if where == "version":
-        return msgpack.packb([draw(values), [list(VALID)]])
+        return msgpack.packb([draw(values), [list(VALID)]]), None
     if where == "commands":
-        return msgpack.packb([VERSION, draw(values)])
+        return msgpack.packb([VERSION, draw(values)]), None
     if where == "command":
-        return msgpack.packb([VERSION, [draw(values), list(VALID)]])
+        return msgpack.packb([VERSION, [draw(values), list(VALID)]]), None
     cmd = list(VALID)
-    cmd[draw(st.integers(0, len(cmd) - 1))] = draw(values)
-    if draw(st.booleans()):
+    index = draw(st.integers(0, len(cmd) - 1))
+    cmd[index] = draw(values)
+    cut = draw(st.booleans())
+    if cut:
         cmd = cmd[: draw(st.integers(0, len(cmd)))]
-    return msgpack.packb([VERSION, [cmd]])
+    return msgpack.packb([VERSION, [cmd]]), _valid_new_id(cmd)
+
+
+def _valid_new_id(cmd: list) -> str | None:
+    """The id when ``cmd`` (VALID with one field replaced) is a valid new order, else None."""
+    if len(cmd) != len(VALID):
+        return None
+    pairs = zip(cmd, VALID, strict=True)
+    if any(a != b or type(a) is not type(b) for i, (a, b) in enumerate(pairs) if i != 2):
+        return None
+    oid = cmd[2]
+    if type(oid) is not str or oid == VALID[2]:
+        return None
+    size = len(oid.encode("utf-8", "surrogatepass"))
+    return oid if 0 < size <= MAX_ID_LEN else None
 
 
 def _books(core: ShardCore) -> dict:
@@ -108,8 +131,12 @@ def _core() -> tuple[ShardCore, RecordingJournal]:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(payload=payloads())
-def test_shard_core_survives_any_payload_and_changes_no_book(payload: bytes):
+@given(case=payloads())
+@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "", *VALID[3:]]]]), None))
+@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "o-2", *VALID[3:]]]]), "o-2"))
+@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "\x00", *VALID[3:]]]]), "\x00"))
+def test_shard_core_survives_any_payload_and_changes_no_book(case: tuple[bytes, str | None]):
+    payload, new_id = case
     core, journal = _core()
     before = _books(core)
     journal.cmds.clear()
@@ -118,10 +145,15 @@ def test_shard_core_survives_any_payload_and_changes_no_book(payload: bytes):
     assert isinstance(reply, bytes) and len(reply) <= MAX_EVENTS_REPLY_BYTES + 4096
     error, results = decode_reply(reply)
     assert error is not None or isinstance(results, tuple)
-    # whatever was applied, only rejects came out and no book changed (a fuzzed command may by
-    # chance be the valid order itself: then it is a duplicate id, rejected too)
-    assert all(ev[0] == EV_REJECTED for ev in out), out
-    assert _books(core) == before
+    if new_id is None:
+        # garbage: only rejects came out and no book changed (a fuzzed command may by chance be
+        # the valid order itself: then it is a duplicate id, rejected too)
+        assert all(ev[0] == EV_REJECTED for ev in out), out
+        assert _books(core) == before
+    else:
+        # the mutation made a valid order with a new id: it is accepted and rests beside o-1
+        assert [(ev[0], ev[3]) for ev in out] == [(EV_ACCEPTED, new_id)], out
+        assert _books(core) != before
     core.engine.check_integrity()
     for ev in out:  # bounded events (they are published and written to Redis)
         assert len(msgpack.packb(ev)) <= 400, ev
