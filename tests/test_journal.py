@@ -195,7 +195,7 @@ def test_kill9_shard_loses_no_acked_order_and_seq_continues(tmp_path):
     t = threading.Thread(target=stream)
     t.start()
     try:
-        time.sleep(1.0)
+        _wait_for(lambda: len(acked) > 100 or errors, "100 acked orders before the kill")
         seq_before_kill = max(e[1] for evs in list(acked.values()) for e in evs)
         os.kill(cluster.shard_pid(0), signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -204,7 +204,13 @@ def test_kill9_shard_loses_no_acked_order_and_seq_continues(tmp_path):
             if cluster.output().count("recovered shard 0") >= 2:
                 break
             time.sleep(0.1)
-        time.sleep(1.0)
+
+        def acked_after_restart() -> bool:
+            return bool(errors) or any(
+                e[1] > seq_before_kill for evs in list(acked.values()) for e in evs
+            )
+
+        _wait_for(acked_after_restart, "an order acked by the restarted shard")
         stop.set()
         t.join(30)
         with cluster.client() as c:
@@ -235,6 +241,14 @@ def test_kill9_shard_loses_no_acked_order_and_seq_continues(tmp_path):
     assert after, "no order was acked after the restart"
     assert replay.seq == st["seq"] and replay.resting() == st["resting"]
     assert len(acked) > 100
+
+
+def _wait_for(done, what: str, timeout: float = 30.0) -> None:
+    """Wait on progress, not on a fixed sleep (a loaded box may take longer)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def test_gap_repair_reads_old_ranges_from_the_journal(tmp_path):
