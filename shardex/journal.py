@@ -1046,14 +1046,21 @@ def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:
                 yield seq, cmd
 
 
-def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) -> dict[str, Any]:
+def inspect(
+    directory: str | Path,
+    markets: Mapping[str, Market] | None = None,
+    machine: Machine = ENGINE,
+    check: Callable[[Any], list[str]] | None = None,
+) -> dict[str, Any]:
     """What is in a journal directory, and any damage, without changing anything.
 
     Record headers hold the seq *before* their commands, so ``first_seq``/``last_seq`` of a
     segment are not event seqs. The event seqs are ``first_event_seq``/``last_event_seq`` per
     segment and ``seq`` overall: the seq a recovery would reach (found by replaying from the
-    newest valid snapshot with ``markets``, default the built-in table; ``seq`` is None and
-    ``seq_error`` says why when recovery would refuse).
+    newest valid snapshot with ``markets``, default the built-in table, into ``machine``: the
+    one the shard that wrote the journal recovers with; ``seq`` is None and ``seq_error`` says
+    why when recovery would refuse). ``check(machine)`` after that replay lists what is wrong
+    with the state it reached (``checks``).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -1088,19 +1095,20 @@ def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) 
                 "file": path.name,
                 "seq": _seq_of(path),
                 "valid": state is not None,
-                "orders": sum(len(b["bids"]) + len(b["asks"]) for b in state["books"].values())
-                if state
-                else None,
+                "orders": None if state is None else _open_orders(state),
             }
         )
     seq: int | None = None
     seq_error = None
     snap_seq = None
+    checks: list[str] = []
     ends: dict[Path, int] = {}
     try:
-        engine, snap_seq = _best_snapshot(d, markets)
+        engine, snap_seq = _best_snapshot(d, markets, machine)
         _replay(engine, paths, ends)
         seq = engine.seq
+        if check is not None:
+            checks = check(engine)
     except JournalError as exc:
         seq_error = str(exc)
     # A segment's events end where the next segment's records begin (records are contiguous),
@@ -1125,4 +1133,14 @@ def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) 
         "commands": sum(s["commands"] for s in segs),
         "seq": seq,
         "seq_error": seq_error,
+        "checks": checks,
     }
+
+
+def _open_orders(state: Mapping[str, Any]) -> int | None:
+    """Open orders in a snapshot: an engine's books, or an account shard's held orders."""
+    books = state.get("books")
+    if isinstance(books, Mapping):
+        return sum(len(b["bids"]) + len(b["asks"]) for b in books.values())
+    orders = state.get("orders")
+    return len(orders) if isinstance(orders, (list, tuple)) else None
