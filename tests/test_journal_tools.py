@@ -19,8 +19,16 @@ import pytest
 from conftest import RedisServer
 from test_accounts_stream import _converged, _flow, accounts_cluster
 
-from shardex.journal import HEADER, Journal, _frame
-from shardex.wire.protocol import packb
+from shardex.accounts.codes import A_DEPOSIT
+from shardex.accounts.core import account_shard_for
+from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
+from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, STP_NONE
+from shardex.journal import ENGINE, HEADER, Journal, JournalError, _frame, iter_records
+from shardex.tools.journals import journal_kind
+from shardex.tools.replay import ReplaySummary, replay_journal
+from shardex.tools.workload import Workload
+from shardex.wire.protocol import OP_FORWARD, event_to_json, packb, shard_for
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +137,79 @@ def test_tools_read_every_journal_of_an_accounts_cluster(tmp_path, redis_server:
     seg.write_bytes(bytes(raw))
     proc = _cli("journal", "inspect", str(broken / "accounts-0"))
     assert proc.returncode == 1 and b"checksum mismatch" in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------------- without processes
+
+
+def _write(directory: Path, machine, cmds, **kw) -> tuple[object, list]:
+    """Journal ``cmds`` as a shard does (apply, add, commit each), with ``machine``'s factory."""
+    j = Journal(directory, DEFAULT_MARKETS, fsync="none", machine=machine, **kw)
+    m = machine.new(DEFAULT_MARKETS)
+    out: list = []
+    for k, cmd in enumerate(cmds):
+        j.add(m.seq, cmd)
+        m.apply(cmd, out)
+        j.commit()
+        if kw and k % 40 == 39:
+            j.snapshot(m)
+    j.close()
+    return m, out
+
+
+def _lines(directory: Path) -> tuple[list[dict], ReplaySummary]:
+    lines: list[str] = []
+    summary = replay_journal(directory, DEFAULT_MARKETS, lines.append)
+    return [json.loads(x) for x in "".join(lines).splitlines()], summary
+
+
+def test_replay_starts_at_the_oldest_snapshot_the_records_continue(tmp_path):
+    """Older segments deleted by snapshot retention: the events after the oldest snapshot kept,
+    exactly as the uninterrupted run produced them (a fresh engine fed the later records
+    produced other events: unknown orders, other seqs)."""
+    wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=7)
+    cmds = wl.warmup(30) + wl.take(170)
+    engine, out = _write(tmp_path, ENGINE, cmds, segment_bytes=2048, keep_snapshots=1)
+    j = Journal(tmp_path, DEFAULT_MARKETS)
+    first = next(iter_records(j.segments()[0]))[0]
+    assert first > 0, "retention removed the first segments"
+    events, summary = _lines(tmp_path)
+    start = int(j.snapshots()[0].stem.split("-")[1])
+    want = [event_to_json(ev, DEFAULT_MARKETS) for ev in out if ev[1] > start]
+    assert events == want and summary.events == len(want) == engine.seq - start
+
+
+def test_kind_comes_from_the_data_dir_or_the_snapshot_or_is_refused(tmp_path):
+    data = tmp_path / "data"
+    (data / "shard-1").mkdir(parents=True)
+    (data / "accounts.json").write_text('{"accounts": 2}\n')
+    order = (OP_NEW, "BTC-USD", "o1", "acct-x", BUY, LIMIT, 100, 1, GTC, False, STP_NONE)
+    j = next(k for k in range(2) if account_shard_for("acct-x", 2) == k)
+    fwd = (OP_FORWARD, j, 1, 0, order)
+    settled = SettledEngineFactory(0, 2, 2)
+    _write(data / "shard-0", settled, [fwd])
+    kind = journal_kind(data / "shard-0")
+    assert (kind.role, kind.index, kind.accounts, kind.engines) == ("engine", 0, 2, 2)
+    events, summary = _lines(data / "shard-0")
+    assert [e["ev"] for e in events] == ["accepted"] and not summary.rejects
+    # the same journal anywhere else: nothing says how many account shards there were
+    shutil.copytree(data / "shard-0", tmp_path / "copy")
+    with pytest.raises(JournalError, match="forwarded by account shards, but nothing says"):
+        journal_kind(tmp_path / "copy")
+    # an account shard journal: M from accounts.json, N from the shard-I directories...
+    acct = AccountMachineFactory(1, 2, lambda s: shard_for(s, 2))
+    u = next(f"u{k}" for k in range(99) if account_shard_for(f"u{k}", 2) == 1)
+    _write(data / "accounts-1", acct, [(A_DEPOSIT, u, "USD", 10**6, "r1")])
+    kind = journal_kind(data / "accounts-1")
+    assert (kind.role, kind.index, kind.accounts, kind.engines) == ("accounts", 1, 2, 2)
+    events, summary = _lines(data / "accounts-1")
+    assert events == [{"ev": "balance", "account": u, "asset": "USD", "available": "1.00",
+                       "held": "0.00", "why": "deposit", "ref": "r1", "seq": 1}]  # fmt: skip
+    # ...and without its data dir, refused rather than guessed
+    shutil.copytree(data / "accounts-1", tmp_path / "accounts-1")
+    with pytest.raises(JournalError, match="how many account shards"):
+        journal_kind(tmp_path / "accounts-1")
+    # a plain engine journal anywhere is the engine's
+    _write(tmp_path / "plain", ENGINE, [order])
+    assert journal_kind(tmp_path / "plain").role == "engine"
+    assert not journal_kind(tmp_path / "plain").settled

@@ -151,7 +151,7 @@ def journal_kind(directory: str | Path) -> JournalKind:
     else:
         where = "no account tier recorded"
     if not tier:
-        if _has_forwards(d):
+        if tier is None and _has_forwards(d):  # (a recorded 0 is trusted: no full read)
             raise JournalError(
                 f"{d} holds orders forwarded by account shards, but nothing says how many "
                 f"account shards the cluster had ({TIER_FILE} of its data directory): "
