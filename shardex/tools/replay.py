@@ -37,7 +37,6 @@ from shardex.journal import (
     JournalError,
     SegmentScan,
     iter_records,
-    read_commands,
     read_snapshot,
     restore_engine,
 )
@@ -79,14 +78,6 @@ def json_commands(source: BinaryIO, markets: Mapping[str, Market]) -> Iterator[C
     for lineno, raw in enumerate(source, 1):
         if raw.strip():
             yield command_from_json_line(raw, markets, f"line {lineno}: ")
-
-
-def journal_commands(directory: str) -> Iterator[Command]:
-    """Every command still on disk in a shard's journal directory, oldest first."""
-    if not Path(directory).is_dir():
-        raise JournalError(f"{directory} is not a journal directory")
-    for _, cmd in read_commands(directory):
-        yield cmd
 
 
 def replay(
