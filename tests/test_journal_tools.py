@@ -213,3 +213,17 @@ def test_kind_comes_from_the_data_dir_or_the_snapshot_or_is_refused(tmp_path):
     _write(tmp_path / "plain", ENGINE, [order])
     assert journal_kind(tmp_path / "plain").role == "engine"
     assert not journal_kind(tmp_path / "plain").settled
+
+
+def test_inspect_exits_1_when_recovery_would_refuse(tmp_path):
+    """A record that does not continue the journal: the old inspect printed every segment "ok"
+    and exited 0 (the reason only in --json's seq_error)."""
+    wl = Workload(symbols=("BTC-USD",), seed=3)
+    engine, _ = _write(tmp_path, ENGINE, wl.warmup(10) + wl.take(30))
+    with open(Journal(tmp_path, {}).segments()[-1], "ab") as fh:
+        fh.write(_frame(engine.seq + 3, packb([])))
+    for extra in ((), ("--json",)):
+        proc = _cli("journal", "inspect", str(tmp_path), *extra)
+        assert proc.returncode == 1, (extra, proc.stdout, proc.stderr)
+        assert b"PROBLEM: recovery would refuse to start" in proc.stderr
+        assert f"record with seq {engine.seq + 3}".encode() in proc.stderr
