@@ -159,18 +159,19 @@ def replay(
 
     Deterministic: the same input always gives the same events. A malformed line becomes a
     `rejected` event naming its line number, and replay goes on. With --journal DIR, the
-    commands come from a shard's journal (from its first record still on disk).
+    events of any journal the cluster writes (DATA_DIR/shard-I, with or without the account
+    tier, or DATA_DIR/accounts-J), replayed as its shard does, from its first record still on
+    disk (or the oldest snapshot the records continue).
     """
-    from shardex.tools.replay import journal_commands, json_commands
+    from shardex.tools.replay import json_commands, replay_journal
     from shardex.tools.replay import replay as run_replay
 
     markets = _markets(markets_file)
-    if journal_dir is not None:
-        cmds = journal_commands(journal_dir)
-    else:
-        cmds = json_commands(source, markets)
     try:
-        result = run_replay(cmds, markets, output.write)
+        if journal_dir is not None:
+            result = replay_journal(journal_dir, markets, output.write)
+        else:
+            result = run_replay(json_commands(source, markets), markets, output.write)
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     output.flush()
@@ -185,34 +186,46 @@ def journal() -> None:
 
 @journal.command("inspect")
 @click.argument("directory", type=click.Path(file_okay=False))
+@markets_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def journal_inspect(directory: str, as_json: bool) -> None:
-    """Records, seq range, snapshots and any damage in DIRECTORY (changes nothing)."""
-    from shardex.journal import inspect
+def journal_inspect(directory: str, markets_file: str | None, as_json: bool) -> None:
+    """Records, seq range, snapshots and any damage in DIRECTORY (changes nothing).
+
+    Replays it as its shard would recover it (engine shard, with or without the account tier,
+    or account shard). Exit 1, naming each problem, when anything is wrong: damage, records
+    recovery would refuse, a damaged snapshot, state that does not add up.
+    """
+    from shardex.tools.journals import inspect_journal
 
     try:
-        info = inspect(directory)
+        info = inspect_journal(directory, _markets(markets_file))
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(info))
-        return
-    click.echo(
-        f"{info['dir']}: {info['commands']} commands, {info['records']} records in "
-        f"{len(info['segments'])} segment(s), {len(info['snapshots'])} snapshot(s)"
-    )
-    for seg in info["segments"]:
-        state = seg["damage"] or (f"torn tail: {seg['torn_tail']}" if seg["torn_tail"] else "ok")
+    else:
         click.echo(
-            f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['commands']:>10,} commands  "
-            f"{_seq_range(seg)}  {state}"
+            f"{info['dir']}: {info['kind']}: {info['commands']} commands, {info['records']} "
+            f"records in {len(info['segments'])} segment(s), {len(info['snapshots'])} snapshot(s)"
         )
-    for snap in info["snapshots"]:
-        click.echo(
-            f"  {snap['file']}  seq {snap['seq']}  "
-            f"{'valid' if snap['valid'] else 'DAMAGED'}  orders {snap['orders']}"
-        )
-    if any(s["damage"] for s in info["segments"]):
+        for seg in info["segments"]:
+            torn = f"torn tail: {seg['torn_tail']}" if seg["torn_tail"] else "ok"
+            state = seg["damage"] or torn
+            click.echo(
+                f"  {seg['file']}  {seg['bytes']:>12,} B  {seg['commands']:>10,} commands  "
+                f"{_seq_range(seg)}  {state}"
+            )
+        for snap in info["snapshots"]:
+            click.echo(
+                f"  {snap['file']}  seq {snap['seq']}  "
+                f"{'valid' if snap['valid'] else 'DAMAGED'}  orders {snap['orders']}"
+            )
+        if info["seq"] is not None:
+            click.echo(f"  recovery reaches seq {info['seq']}")
+    for problem in info["problems"]:
+        click.echo(f"PROBLEM: {problem}", err=True)
+    if info["problems"]:
+        click.echo(f"{directory}: {len(info['problems'])} problem(s) found", err=True)
         sys.exit(1)
 
 

@@ -76,6 +76,9 @@ FSYNC_POLICIES = ("always", "batch", "none")
 # The segment writer's system calls, named so that fault tests can make them fail (a full disk
 # cannot be arranged for every case, e.g. a truncate that fails after a failed write).
 _write, _fsync, _ftruncate = os.write, os.fsync, os.ftruncate
+# Preallocation's own calls: zeros written ahead, and their sync (not ``_fsync``: the record
+# syncs are the ones tests hold or fail).
+_pwrite, _prealloc_sync = os.pwrite, os.fsync
 # A record inside preallocated space changes no metadata that reading it back needs (size and
 # blocks are synced already): fdatasync, which, unlike fsync, does not wait for a file-system
 # journal commit for the file's timestamps.
@@ -532,6 +535,11 @@ class Journal:
             raise JournalUnavailable(self.last_error) from None
         self.last_write_s = t1 - t0
         self._size = start + len(data)
+        # A record written past the preallocated space (its preallocation failed: disk full)
+        # is part of the file now. ``_alloc`` never stays below it: the next preallocation
+        # would write its zeros from there, over this acknowledged record, or cut it off when
+        # it fails (a checksum mismatch followed by records: a journal that refuses to start).
+        self._alloc = max(self._alloc, self._size)
         self.records_written += commands
         if not self.healthy:
             log.warning("journal writes again after: %s", self.last_error)
@@ -545,20 +553,23 @@ class Journal:
         fd, step = self._fd, self.preallocate
         assert fd is not None
         target = (end // step + 1) * step
+        # Zeros go only past every whole record (and past zeros already synced): never over a
+        # record, and a failure cuts back to there, never into a record.
+        keep = max(self._alloc, self._size)
         try:
             zero = bytes(min(step, 1 << 20))
-            pos = self._alloc
+            pos = keep
             while pos < target:
-                pos += os.pwrite(fd, zero[: target - pos], pos)
-            os.fsync(fd)  # (not ``_fsync``: the record syncs are the ones tests hold or fail)
+                pos += _pwrite(fd, zero[: target - pos], pos)
+            _prealloc_sync(fd)
             self._alloc = target
         except OSError as exc:
             log.warning("cannot preallocate %s to %d bytes: %s", self._path, target,
                         _reason(exc))  # fmt: skip
             try:
-                os.ftruncate(fd, self._alloc)
+                _ftruncate(fd, keep)
             except OSError:
-                pass
+                pass  # zeros past ``keep`` stay: recovery reads them as the end of the log
 
     # -- the writer thread ----------------------------------------------------------------------
 
@@ -1035,14 +1046,21 @@ def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:
                 yield seq, cmd
 
 
-def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) -> dict[str, Any]:
+def inspect(
+    directory: str | Path,
+    markets: Mapping[str, Market] | None = None,
+    machine: Machine = ENGINE,
+    check: Callable[[Any], list[str]] | None = None,
+) -> dict[str, Any]:
     """What is in a journal directory, and any damage, without changing anything.
 
     Record headers hold the seq *before* their commands, so ``first_seq``/``last_seq`` of a
     segment are not event seqs. The event seqs are ``first_event_seq``/``last_event_seq`` per
     segment and ``seq`` overall: the seq a recovery would reach (found by replaying from the
-    newest valid snapshot with ``markets``, default the built-in table; ``seq`` is None and
-    ``seq_error`` says why when recovery would refuse).
+    newest valid snapshot with ``markets``, default the built-in table, into ``machine``: the
+    one the shard that wrote the journal recovers with; ``seq`` is None and ``seq_error`` says
+    why when recovery would refuse). ``check(machine)`` after that replay lists what is wrong
+    with the state it reached (``checks``).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -1077,19 +1095,20 @@ def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) 
                 "file": path.name,
                 "seq": _seq_of(path),
                 "valid": state is not None,
-                "orders": sum(len(b["bids"]) + len(b["asks"]) for b in state["books"].values())
-                if state
-                else None,
+                "orders": None if state is None else _open_orders(state),
             }
         )
     seq: int | None = None
     seq_error = None
     snap_seq = None
+    checks: list[str] = []
     ends: dict[Path, int] = {}
     try:
-        engine, snap_seq = _best_snapshot(d, markets)
+        engine, snap_seq = _best_snapshot(d, markets, machine)
         _replay(engine, paths, ends)
         seq = engine.seq
+        if check is not None:
+            checks = check(engine)
     except JournalError as exc:
         seq_error = str(exc)
     # A segment's events end where the next segment's records begin (records are contiguous),
@@ -1114,4 +1133,14 @@ def inspect(directory: str | Path, markets: Mapping[str, Market] | None = None) 
         "commands": sum(s["commands"] for s in segs),
         "seq": seq,
         "seq_error": seq_error,
+        "checks": checks,
     }
+
+
+def _open_orders(state: Mapping[str, Any]) -> int | None:
+    """Open orders in a snapshot: an engine's books, or an account shard's held orders."""
+    books = state.get("books")
+    if isinstance(books, Mapping):
+        return sum(len(b["bids"]) + len(b["asks"]) for b in books.values())
+    orders = state.get("orders")
+    return len(orders) if isinstance(orders, (list, tuple)) else None

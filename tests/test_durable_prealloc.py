@@ -181,7 +181,7 @@ def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
     def no_space(fd, data, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(jmod.os, "pwrite", no_space)  # preallocation fails: append + fsync
+    monkeypatch.setattr(jmod, "_pwrite", no_space)  # preallocation fails: append + fsync
     assert _state(_write(tmp_path / "full", _cmds(40), batch=40)) == _state(
         Journal(tmp_path / "full", DEFAULT_MARKETS).recover().engine
     )

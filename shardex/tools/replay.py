@@ -2,20 +2,51 @@
 
 Deterministic: the same input always gives the same events, byte for byte. A malformed line
 becomes a ``rejected`` event naming its line number, and replay goes on.
+
+A journal is replayed by the machine its shard recovers with (``tools.journals``): an engine
+shard's with the account tier understands the forwarded orders, an account shard's gives its
+balance, forward, reject... events (``account_event_to_json``). Replay starts from a fresh
+machine when the journal still holds its first record, else from the oldest snapshot the
+records continue; a record that does not continue the replay, or damage, stops it with an
+error (what was printed up to there is right).
 """
 
 from __future__ import annotations
 
-import os
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from shardex.accounts.assets import AssetTable
+from shardex.accounts.codes import (
+    AE_ANOMALY,
+    AE_BALANCE,
+    AE_FEES,
+    AE_FORWARD,
+    AE_GAP,
+    AE_REJECTED,
+    AE_REPEATED,
+    reject_name,
+)
 from shardex.engine import Engine, Market
 from shardex.engine.codes import EV_REJECTED, EV_TRADE, Command
-from shardex.journal import JournalError, read_commands
-from shardex.wire.protocol import command_from_json_line, event_to_json_line
+from shardex.journal import (
+    JournalError,
+    SegmentScan,
+    iter_records,
+    read_snapshot,
+    restore_engine,
+)
+from shardex.tools.journals import JournalKind, journal_kind
+from shardex.wire.protocol import (
+    command_from_json_line,
+    command_to_json,
+    event_to_json_line,
+    unpackb,
+)
 
 
 @dataclass
@@ -24,6 +55,8 @@ class ReplaySummary:
     events: int = 0
     trades: int = 0
     rejects: Counter[str] = field(default_factory=Counter)  # by reason, without "line N: "
+    kinds: Counter[str] = field(default_factory=Counter)  # events by kind (journal replays)
+    journal: str | None = None  # what wrote the replayed journal, and from which seq
 
     def lines(self) -> list[str]:
         """What ``--summary`` prints: totals, then each reject reason by count."""
@@ -31,7 +64,13 @@ class ReplaySummary:
             f"commands {self.commands}  events {self.events}  trades {self.trades}  "
             f"rejects {sum(self.rejects.values())}"
         )
-        return [head] + [f"  {n:>8}  {reason}" for reason, n in self.rejects.most_common()]
+        kinds = "  ".join(f"{k} {n}" for k, n in sorted(self.kinds.items()))
+        return (
+            ([f"journal: {self.journal}"] if self.journal else [])
+            + [head]
+            + ([f"  events by kind: {kinds}"] if kinds else [])
+            + [f"  {n:>8}  {reason}" for reason, n in self.rejects.most_common()]
+        )
 
 
 def json_commands(source: BinaryIO, markets: Mapping[str, Market]) -> Iterator[Command]:
@@ -39,14 +78,6 @@ def json_commands(source: BinaryIO, markets: Mapping[str, Market]) -> Iterator[C
     for lineno, raw in enumerate(source, 1):
         if raw.strip():
             yield command_from_json_line(raw, markets, f"line {lineno}: ")
-
-
-def journal_commands(directory: str) -> Iterator[Command]:
-    """Every command still on disk in a shard's journal directory, oldest first."""
-    if not os.path.isdir(directory):
-        raise JournalError(f"{directory} is not a journal directory")
-    for _, cmd in read_commands(directory):
-        yield cmd
 
 
 def replay(
@@ -71,3 +102,106 @@ def replay(
             write("\n")
     summary.events = engine.seq
     return summary
+
+
+def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
+    """An account shard event → JSON object, amounts as the asset's exact decimal strings
+    (``balance`` and ``fees`` have the fields the bridge writes to ``shardex:balances:<j>``)."""
+    kind, seq = ev[0], ev[1]
+    if kind == AE_BALANCE:
+        _, _, account, asset, avail, held, why, ref = ev
+        return {"ev": "balance", "account": account, "asset": asset,
+                "available": assets.fmt(asset, avail), "held": assets.fmt(asset, held),
+                "why": why, "ref": ref, "seq": seq}  # fmt: skip
+    if kind == AE_FEES:
+        return {"ev": "fees", "asset": ev[2], "total": assets.fmt(ev[2], ev[3]), "seq": seq}
+    if kind == AE_REJECTED:
+        return {"ev": "rejected", "account": ev[2], "ref": ev[3], "reason": ev[4],
+                "code": reject_name(ev[5]), "seq": seq}  # fmt: skip
+    if kind == AE_REPEATED:
+        return {"ev": "repeated", "account": ev[2], "ref": ev[3], "seq": seq}
+    if kind == AE_FORWARD:
+        try:
+            cmd: Any = command_to_json(ev[4], markets)
+        except (KeyError, ValueError, TypeError, IndexError):
+            cmd = repr(ev[4])
+        return {"ev": "forward", "shard": ev[2], "prev": ev[3], "command": cmd, "seq": seq}
+    if kind == AE_GAP:
+        return {"ev": "gap", "shard": ev[2], "have": ev[3], "prev": ev[4], "eseq": ev[5],
+                "seq": seq}  # fmt: skip
+    if kind == AE_ANOMALY:
+        return {"ev": "anomaly", "shard": ev[2], "eseq": ev[3], "reason": ev[4], "seq": seq}
+    raise ValueError(f"unknown account event kind {kind!r}")
+
+
+def _base(directory: Path, markets: Mapping[str, Market], kind: JournalKind) -> Any:
+    """The machine replay starts from: fresh when the journal holds its first record (seq 0),
+    else the oldest valid snapshot the records reach (older events are gone from the disk)."""
+    factory = kind.machine()
+    segments = sorted(directory.glob("journal-*.log"))
+    first = next((s for seg in segments for s, _ in iter_records(seg)), 0)
+    if first == 0:
+        return factory.new(markets)
+    for path in sorted(directory.glob("snapshot-*.snap")):
+        state = read_snapshot(path)
+        if state is not None and state["seq"] >= first:
+            return restore_engine(state, markets, factory)
+    raise JournalError(
+        f"{directory}: the oldest record still on disk follows seq {first} and no snapshot "
+        "continues it: the events before are gone, and the records cannot be replayed"
+    )
+
+
+def replay_journal(
+    directory: str | Path, markets: Mapping[str, Market], write: Callable[[str], object]
+) -> ReplaySummary:
+    """Replay a journal directory as its shard does; ``write`` each event as a JSON line (see
+    the module docstring). Raises JournalError on damage or records that do not continue."""
+    d = Path(directory)
+    kind = journal_kind(d)
+    machine = _base(d, markets, kind)
+    summary = ReplaySummary(journal=f"{kind.describe()}; events from seq {machine.seq + 1}")
+    assets = AssetTable(markets) if kind.role == "accounts" else None
+    trades: set[str] = set()
+    out: list = []
+    for path in sorted(d.glob("journal-*.log")):
+        scan = SegmentScan(path)
+        for seq, payload in iter_records(path, scan):
+            if seq < machine.seq:
+                continue  # covered by the snapshot replay started from
+            if seq != machine.seq:
+                raise JournalError(
+                    f"{path}: record with seq {seq} but the replay is at {machine.seq} "
+                    "(records missing, or a file of another journal)"
+                )
+            for cmd in unpackb(payload):
+                summary.commands += 1
+                out.clear()
+                machine.apply(cmd, out)
+                if kind.settled:
+                    machine.outgoing.clear()  # settlements: what the shard sent, not events
+                for ev in out:
+                    if assets is None:
+                        _count_engine(summary, ev)
+                        write(event_to_json_line(ev, markets))
+                    else:
+                        obj = account_event_to_json(ev, assets, markets)
+                        summary.kinds[obj["ev"]] += 1
+                        if obj["ev"] == "rejected":
+                            summary.rejects[obj["reason"]] += 1
+                        elif obj["ev"] == "balance" and obj["why"] == "trade":
+                            trades.add(obj["ref"])
+                        write(json.dumps(obj, separators=(",", ":")))
+                    write("\n")
+                    summary.events += 1
+        if scan.damage:
+            raise JournalError(f"journal damaged: {scan.damage}; replay stops there")
+    summary.trades = summary.trades if assets is None else len(trades)
+    return summary
+
+
+def _count_engine(summary: ReplaySummary, ev: tuple) -> None:
+    if ev[0] == EV_TRADE:
+        summary.trades += 1
+    elif ev[0] == EV_REJECTED:
+        summary.rejects[ev[4]] += 1
