@@ -94,17 +94,19 @@ def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _check_data_dir(
-    data_dir: str, shards: int | None, markets, only=None, accounts: int | None = None
+    data_dir: str, shards: int | None, markets, accounts: int | None = None, record: bool = True
 ) -> None:
-    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find, or was
-    written with another account tier (M) than ``accounts`` (None: not checked)."""
-    from shardex.datadir import DataDirError, check_account_tier, check_data_dir
+    """Refuse (one line, exit 1) when DATA_DIR was written with another engine shard count N
+    (``shardex.datadir.check_shard_count``: recorded in DATA_DIR/shards.json, or scanned) or
+    another account tier M than ``accounts`` (None: not checked). ``record``: False for a
+    process that only compares with what is recorded (the router)."""
+    from shardex.datadir import DataDirError, check_account_tier, check_shard_count
 
     try:
         if accounts is not None:
             check_account_tier(data_dir, accounts)
         if shards is not None:
-            check_data_dir(data_dir, shards, markets, only)
+            check_shard_count(data_dir, shards, markets, record)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -638,6 +640,8 @@ def router(
     if not 0 <= index < MAX_ROUTERS:
         raise click.UsageError(f"router index {index} out of range 0..{MAX_ROUTERS - 1}")
     keys = process_keys_dir("router", data_dir, keys_dir, insecure)
+    if data_dir:  # routing by another N than the data's would send pairs to the wrong shard
+        _check_data_dir(data_dir, n, _markets(None), record=False)
     layout = Layout(host, base_port, n, index + 1)
     run_router(
         RouterConfig(
@@ -850,9 +854,9 @@ def engine(
     keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     markets = _markets(markets_file)
     if data_dir:
-        # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
-        # shard's own dir is checked too (its recovery re-checks the rebuilt state).
-        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n, accounts=m)
+        # Another N than the data was written with re-maps pairs and forward chains (refused);
+        # the shard's recovery checks its own journal's record and rebuilt state again.
+        _check_data_dir(data_dir, n, markets, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers))
     if role == "auto":
         _check_role_auto(data_dir, redis_url, fsync)
@@ -1865,7 +1869,7 @@ def accounts(
     n = resolve_shards(engines)
     keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
     if data_dir:
-        _check_data_dir(data_dir, None, None, accounts=m)
+        _check_data_dir(data_dir, n, _markets(markets_file), accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
     default_links = layout.replica_account_links if replicas > 1 else layout.account_links
     links = (engine_links or default_links).split(",")
