@@ -30,7 +30,7 @@ from pathlib import Path
 
 from shardex.accounts.codes import A_AMEND, A_NEW
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.journal import Journal, iter_records, read_snapshot
+from shardex.journal import Journal, JournalError, iter_records, read_snapshot
 from shardex.layout import MAX_SHARDS
 from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
 
@@ -512,3 +512,21 @@ def check_shard_count(
         )
     if _record(root, SHARDS_FILE, {"shards": shards}, recorded_shards) != shards:
         check_shard_count(root, shards, known, record)  # a racing process recorded another
+
+
+def check_routing(journal_dir: str | Path, shards: int, who: str) -> None:
+    """Raise JournalError when the journal in ``journal_dir`` was written under another engine
+    shard count than ``shards``: a journal replays only with the routing it was written under.
+    (An engine shard replaying forwards under another N turned accepted orders into refusals;
+    an account shard rebuilt its forward chains per engine shard and re-sent them.) Called by
+    both tiers' recovery before any replay, whoever started them (the CLI checks first)."""
+    try:
+        written = written_shards(journal_dir)
+    except DataDirError as exc:
+        raise JournalError(str(exc)) from None
+    if written is not None and written != shards:
+        raise JournalError(
+            f"{who}: {journal_dir} was written with {written} engine shard(s), not {shards}: "
+            "replayed under another routing its forwarded orders would be refused or re-sent to "
+            f"shards that do not hold them; refusing to start (start with --shards {written})"
+        )

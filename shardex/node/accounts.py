@@ -58,6 +58,7 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
+from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
@@ -642,10 +643,11 @@ class AccountNode:
     def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
         cfg = self.cfg
         n = cfg.engines
-        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
         if not cfg.journal_dir:
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
+        check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         t = time.monotonic()
         rec = journal.recover()

@@ -35,6 +35,7 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
+from shardex.datadir import check_routing
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -804,6 +805,7 @@ class ShardNode:
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
+        check_routing(cfg.journal_dir, cfg.shards, f"engine shard {cfg.index}")
         if factory is not None:
             journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         else:
