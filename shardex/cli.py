@@ -2009,19 +2009,68 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
     """Check conservation on a live cluster: per asset, over every account shard,
-    balances + fees == deposits - withdrawals, and each shard's own integrity. Exit 1 on a
-    violation (or an account shard that cannot answer)."""
+    balances + fees == deposits - withdrawals, and each shard's own integrity; then order
+    by order, that every live order in every book is covered by its hold and every hold by
+    a live order. Exit 1 on a violation, a settlement anomaly, or a shard that cannot
+    answer."""
     from shardex.client import ShardexError, audit_report
 
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             shards = c.audit()
+            problems = c.audit_orders()
     except ShardexError as exc:
         _fail(exc)
     lines, ok = audit_report(shards)
+    lines.pop()  # (the summary: printed last, with the per-order result)
     for line in lines:
         click.echo(line)
+    for problem in problems:
+        click.echo(f"order  {problem}  VIOLATION")
+    held = sum(sh.get("open_orders", 0) for sh in shards)
+    click.echo(f"orders {held} held, each covering a live order and every live order held: "
+               f"{'VIOLATION' if problems else 'ok'}")  # fmt: skip
+    ok = ok and not problems
+    click.echo(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("account")
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one per order.")
+@key_option
+def orders(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
+    """List ACCOUNT's open orders and what each holds (an admin or reader key, or the
+    account's own): symbol, id, side, price, open quantity, held amount and asset, amends in
+    flight. An order holds funds from the moment its account shard takes it until it ends."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            rows = c.open_orders(account)
+    except ShardexError as exc:
+        _fail(exc)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({k: None if v is None else v if isinstance(v, bool | int)
+                                   else str(v) for k, v in r.items()}))  # fmt: skip
+        return
+    click.echo(f"{'symbol':<10} {'id':<24} {'side':<4} {'price':>16} {'open':>16} "
+               f"{'held':>22} asset")  # fmt: skip
+    for r in rows:
+        if r.get("truncated"):
+            click.echo("(more: the account shard lists at most 2,000 orders at once)")
+            continue
+        price = "market" if r["price"] is None else str(r["price"])
+        pending = f" ({r['pending_amends']} amends in flight)" if r["pending_amends"] else ""
+        click.echo(f"{r['symbol']:<10} {r['id']:<24} {r['side']:<4} {price:>16} "
+                   f"{r['open']!s:>16} {r['held']!s:>22} {r['asset']}{pending}")  # fmt: skip
+    if not rows:
+        click.echo(f"(no open orders for {account})")
 
 
 if __name__ == "__main__":  # pragma: no cover

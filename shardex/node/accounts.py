@@ -47,6 +47,7 @@ from shardex.accounts.machines import (
     ForwardRepair,
     _env_size,
 )
+from shardex.accounts.orders import account_orders, held_rows
 from shardex.auth import (
     DOMAIN_CLIENTS,
     DOMAIN_EVENTS,
@@ -238,7 +239,8 @@ class AccountHandler:
             op = _op(c)
             if op in reads:
                 n_reads += 1
-                n_audits += op == OP_AUDIT
+                # (an order listing scans every order of the shard, as an audit does)
+                n_audits += op == OP_AUDIT or (op == OP_ORDER and len(c) == 2)
         if n_reads > MAX_READS or n_audits > 1:
             # refused before any work: 200,000 audits in a 400 KB frame made a 36 MB reply
             # and a 5.5 s stall of the shard (an audit walks every account and order)
@@ -258,9 +260,9 @@ class AccountHandler:
             elif op == OP_BALANCE:
                 results.append(self.balance(cmd))
             elif op == OP_AUDIT:
-                results.append(self.audit())
+                results.append(self.audit() if len(cmd) == 1 else self.audit_page(cmd))
             elif op == OP_ORDER:
-                results.append(self.held(cmd))
+                results.append(self.held(cmd) if len(cmd) != 2 else self.open_orders(cmd))
             elif op in (OP_DEPOSIT, OP_WITHDRAW):
                 results.append(self.transfer(cmd, out))
             elif op in (OP_NEW, OP_AMEND):
@@ -418,6 +420,31 @@ class AccountHandler:
             out["open_lots"] = o.rem
             out["pending"] = o.pending  # amends forwarded, not yet settled (the SDK: unknown)
         return out
+
+    def open_orders(self, cmd: tuple) -> dict[str, Any]:
+        """``(OP_ORDER, account)``: the account's open orders with what each holds (the
+        account's own key, or an admin/reader key)."""
+        account = cmd[1]
+        if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+            return {"error": f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)"}
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
+            return {"error": f"account {account[:64]} not allowed for this key"}
+        if not self.core.owns(account):
+            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+        return {**account_orders(self.core.orders, account, self.table), "seq": self.core.seq}
+
+    def audit_page(self, cmd: tuple) -> dict[str, Any]:
+        """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
+        integer units (``shardex.accounts.orders``), for the per-order audit."""
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader"):
+            return {"error": "audit: not allowed for this key"}
+        if type(cmd[1]) is not int or cmd[1] < 0:
+            return {"error": "audit: expected (op, offset >= 0)"}
+        core = self.core
+        return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
+                "orders": held_rows(core.orders, cmd[1])}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the
