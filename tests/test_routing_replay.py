@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_shardcount import _account_dir, _forwarded_journal
+from test_shardcount import _account_dir, _forwarded_journal, _order
 
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.datadir import SHARDS_FILE, check_shard_count, recorded_shards
@@ -73,3 +73,56 @@ def test_account_shard_never_rebuilds_its_forward_chains_under_another_routing(t
         _accounts_recover(tmp_path, 3)  # no record: its snapshot tells
     factory = AccountMachineFactory(0, 1, lambda s: shard_for(s, 2), engines=2)
     assert Journal(tmp_path / "accounts-0", DEFAULT_MARKETS, machine=factory).recover().engine
+
+
+def test_account_shard_halts_when_an_engine_shard_holds_more_of_its_chain(tmp_path):
+    """The last line of defence: an engine shard whose HAVE says it applied forwards beyond
+    this account shard's chain to it (chains rebuilt under another routing, however that came
+    about) halts the account shard: no re-send, no forward, new orders refused, ALERT. Before,
+    it re-sent everything after the engine's HAVE on the rebuilt chains."""
+    import time
+
+    import zmq
+
+    from shardex.wire.protocol import LINK_HAVE, decode_reply, encode_request, packb
+
+    _account_dir(tmp_path, 1, ["BTC-USD"], snapshot=False)  # its chain to engine 0 ends at 3
+    ctx = zmq.Context.instance()
+    engine = ctx.socket(zmq.ROUTER)
+    engine.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    engine.setsockopt(zmq.LINGER, 0)
+    port = engine.bind_to_random_port("tcp://127.0.0.1")
+    cfg = AccountsConfig(0, 1, 1, "tcp://127.0.0.1:1", [f"tcp://127.0.0.1:{port}"],
+                         DEFAULT_MARKETS, journal_dir=str(tmp_path / "accounts-0"))  # fmt: skip
+    node = AccountNode(cfg)
+    try:
+        assert node.machine.core.outbox.last == {0: 3}
+
+        def have(seq: int) -> None:
+            deadline = time.monotonic() + 10
+            while True:  # (ROUTER_MANDATORY: refused until the account shard connected)
+                try:
+                    engine.send_multipart([b"accounts-0", LINK_HAVE, packb((0, seq))])
+                    break
+                except zmq.ZMQError:
+                    assert time.monotonic() < deadline, "account shard never connected"
+                    time.sleep(0.01)
+            deadline = time.monotonic() + 10
+            while 0 not in node.haves and node.handler.halted is None:
+                assert time.monotonic() < deadline, "HAVE never read"
+                node.from_engines()
+                time.sleep(0.01)
+
+        have(3)
+        assert node.handler.halted is None and node.haves == {0: 3}
+        node.haves.clear()
+        have(50)
+        assert "up to seq 50, its chain to it ends at 3" in (node.handler.halted or "")
+        assert node.haves == {}  # nothing is re-sent on it
+        order = _order("BTC-USD", "o9")
+        error, _ = decode_reply(node.handler.handle(encode_request([order]), []))
+        assert error is not None and error.startswith("halted: engine shard 0"), error
+        assert node.handler.status()["halted"] == node.handler.halted
+    finally:
+        node.close()
+        engine.close(0)

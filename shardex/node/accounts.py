@@ -189,6 +189,10 @@ class AccountHandler:
         self.shed = 0
         self.key: KeyInfo | None = None
         self.replica: Any = None  # a replicated leader's ``Replicator`` (role, epoch: status)
+        # Set when an engine shard has applied more forwards from this shard than its chain to
+        # it holds (the chains were rebuilt under another routing): new orders and amends are
+        # refused with it, and nothing is forwarded or re-sent any more (ALERT).
+        self.halted: str | None = None
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
@@ -248,6 +252,8 @@ class AccountHandler:
                                       f"audits): at most {MAX_READS}, and one audit")  # fmt: skip
         if self.journal_down is not None and any(_op(c) not in reads for c in cmds):
             return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+        if self.halted is not None and any(_op(c) in (OP_NEW, OP_AMEND) for c in cmds):
+            return encode_reply(None, f"halted: {self.halted}")
         if self.full and any(self._to_full(c) for c in cmds):
             # nothing of the request is journaled or held: the client knows it did not run
             self.shed += len(cmds)
@@ -560,6 +566,7 @@ class AccountHandler:
             "inbox": dict(core.inbox.last),
             "outbox": dict(core.outbox.last),
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+            **({"halted": self.halted} if self.halted else {}),
             **(self.replica.info() if self.replica is not None else {}),
         }
 
@@ -929,7 +936,7 @@ class AccountNode:
                     continue
                 self.linked.add(i)
                 if kind == LINK_HAVE:
-                    if type(body) is int:
+                    if type(body) is int and not self.diverged(i, body):
                         self.haves[i] = body
                         self.confirmed(i, body)
                     continue
@@ -990,7 +997,7 @@ class AccountNode:
             self.out, self.replies = [], []
             self.release_acked()
         self._send_free()
-        if self.haves:
+        if self.haves and handler.halted is None:
             haves, self.haves = self.haves, {}
             now = time.monotonic()
             for i, have in haves.items():
@@ -1030,6 +1037,9 @@ class AccountNode:
         events.clear()
         for i, fwds in per.items():
             self.counts["forwards"] += len(fwds)
+            if handler.halted is not None:
+                self.counts["unsent"] += len(fwds)  # (never a forward on a diverged chain)
+                continue
             self._send_fwd(i, fwds)
             pending = self.unconfirmed.get(i)
             if pending is not None:
@@ -1107,6 +1117,24 @@ class AccountNode:
         if now - self.last_resend.get(i, -SYNC_EVERY_S) < SYNC_EVERY_S:
             return False
         self.last_resend[i] = now
+        return True
+
+    def diverged(self, i: int, have: int) -> bool:
+        """Whether engine shard ``i``'s HAVE says it applied forwards from this shard beyond
+        the last one this shard's chain to it holds: then the chains were rebuilt under
+        another routing than they were sent under (the data's shard count changed), and
+        re-sending would place orders twice or on shards that do not hold their pairs. The
+        shard halts: ALERT, no forward or re-send leaves, new orders and amends are refused."""
+        last = self.machine.core.outbox.last.get(i, 0)
+        if have <= last:
+            return False
+        if self.handler.halted is None:
+            self.handler.halted = (
+                f"engine shard {i} has forwards from account shard {self.cfg.index} up to seq "
+                f"{have}, its chain to it ends at {last}: forward chains rebuilt under another "
+                "routing (was the data written with another --shards?)"
+            )
+            log.error("ALERT account shard %d halted: %s", self.cfg.index, self.handler.halted)
         return True
 
     def confirmed(self, i: int, have: int) -> None:
