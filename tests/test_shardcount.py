@@ -147,12 +147,16 @@ def _cmd(name: str, data: Path, shards: int, *extra: str):
     )  # fmt: skip
 
 
-def test_resting_orders_and_fills_through_the_account_tier_pin_the_shard_count(tmp_path):
-    """2 shards with the tier on, resting orders and partial fills on both shards; then 3 and 1
-    are refused by every process kind, and 2 starts with every book, hold and balance intact
-    (before: 3 and 1 started, re-sent forwards traded twice, holds outlived their orders)."""
+@pytest.mark.parametrize("written, others", [(2, (3, 1)), (1, (2,))])
+def test_resting_orders_and_fills_through_the_account_tier_pin_the_shard_count(
+    tmp_path, written: int, others: tuple[int, ...]
+):
+    """N shards with the tier on, resting orders and partial fills (on both shards for N = 2);
+    then every other count is refused by every process kind, and N starts with every book,
+    hold and balance intact (before: 2 → 3 and 2 → 1 started, re-sent forwards traded twice,
+    holds outlived their orders; 1 → 2 crash-looped shard 0 and re-executed old trades)."""
     data = tmp_path / "data"
-    cl = Cluster(2, data_dir=str(data), accounts=1, insecure=True)
+    cl = Cluster(written, data_dir=str(data), accounts=1, insecure=True)
     try:
         with cl.client() as c:
             for acct, asset, amount in (("alice", "USD", "100000"), ("bob", "BTC", "1"),
@@ -168,18 +172,19 @@ def test_resting_orders_and_fills_through_the_account_tier_pin_the_shard_count(t
             books = {s: c.book(s) for s in ("BTC-USD", "SOL-USD")}
     finally:
         cl.stop()
-    assert recorded_shards(data) == 2
-    for n in (3, 1):
+    assert recorded_shards(data) == written
+    was = f"written with {written} shard(s)"
+    for n in others:
         err = refused(_cmd("up", data, n, "--no-pin", "--no-bridge", "--accounts", "1"),
-                      "written with 2 shard(s)", "--shards 2")  # fmt: skip
+                      was, f"--shards {written}")  # fmt: skip
         assert "SOL-USD" in err
         refused(_cmd("engine", data, n, "--shard", "0", "--router", "none", "--no-pin",
-                     "--metrics-port", "0", "--accounts", "1"), "written with 2")  # fmt: skip
+                     "--metrics-port", "0", "--accounts", "1"), was)  # fmt: skip
         refused(_cmd("accounts", data, n, "--shard", "0", "--shards", "1",
-                     "--metrics-port", "0"), "written with 2")  # fmt: skip
-        refused(_cmd("router", data, n, "--metrics-port", "0", "--accounts", "1"), "written with 2")
-    assert recorded_shards(data) == 2
-    cl = Cluster(2, data_dir=str(data), accounts=1, insecure=True)
+                     "--metrics-port", "0"), was)  # fmt: skip
+        refused(_cmd("router", data, n, "--metrics-port", "0", "--accounts", "1"), was)
+    assert recorded_shards(data) == written
+    cl = Cluster(written, data_dir=str(data), accounts=1, insecure=True)
     try:
         with cl.client() as c:
             assert {a: c.balance(a) for a in before} == before
