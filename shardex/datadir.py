@@ -4,16 +4,18 @@ whether a cluster of N shards would find every pair where ``shard_for(symbol, N)
 Changing ``--shards`` re-maps pairs. A shard only recovers its own ``shard-I`` directory, so a
 pair whose journal sits in another directory (or in ``shard-K`` with K >= N, which no shard
 reads) would silently start empty on its new owner: its resting orders gone, its trade ids and
-seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up`` and
-``shardex engine`` call :func:`check_data_dir` before starting and refuse with a message that
-names the pairs and directories.
+seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up``,
+``engine``, ``accounts`` and ``router`` call :func:`check_shard_count` before starting: the N a
+data directory was first written with is recorded (``SHARDS_FILE``) and any other N over data
+is refused; a directory without the record is scanned (:func:`check_data_dir` and the account
+tier's forward chains, :func:`scan_account_dir`). The message names the pairs and directories.
 
 What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
 plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
-its book, as in the engine). Only snapshots and records after the newest snapshot are read, so
-the cost is one snapshot decode plus at most ``--snapshot-every`` commands, not the whole
-history. Everything is read through ``shardex.journal``'s public functions and nothing is
-written.
+its book, as in the engine; with the account tier, the command inside a forwarded record).
+Only snapshots and records after the newest snapshot are read, so the cost is one snapshot
+decode plus at most ``--snapshot-every`` commands, not the whole history. Everything is read
+through ``shardex.journal``'s public functions and nothing is written.
 
 Moving pairs between shards is a later capability; :class:`Misplaced` is what a mover would
 take as its work list (pair, directory it is in, shard it belongs to).
