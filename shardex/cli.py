@@ -94,17 +94,19 @@ def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _check_data_dir(
-    data_dir: str, shards: int | None, markets, only=None, accounts: int | None = None
+    data_dir: str, shards: int | None, markets, accounts: int | None = None, record: bool = True
 ) -> None:
-    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find, or was
-    written with another account tier (M) than ``accounts`` (None: not checked)."""
-    from shardex.datadir import DataDirError, check_account_tier, check_data_dir
+    """Refuse (one line, exit 1) when DATA_DIR was written with another engine shard count N
+    (``shardex.datadir.check_shard_count``: recorded in DATA_DIR/shards.json, or scanned) or
+    another account tier M than ``accounts`` (None: not checked). ``record``: False for a
+    process that only compares with what is recorded (the router)."""
+    from shardex.datadir import DataDirError, check_account_tier, check_shard_count
 
     try:
         if accounts is not None:
             check_account_tier(data_dir, accounts)
         if shards is not None:
-            check_data_dir(data_dir, shards, markets, only)
+            check_shard_count(data_dir, shards, markets, record)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -651,6 +653,8 @@ def router(
     if not 0 <= index < MAX_ROUTERS:
         raise click.UsageError(f"router index {index} out of range 0..{MAX_ROUTERS - 1}")
     keys = process_keys_dir("router", data_dir, keys_dir, insecure)
+    if data_dir:  # routing by another N than the data's would send pairs to the wrong shard
+        _check_data_dir(data_dir, n, _markets(None), record=False)
     layout = Layout(host, base_port, n, index + 1)
     run_router(
         RouterConfig(
@@ -863,9 +867,9 @@ def engine(
     keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     markets = _markets(markets_file)
     if data_dir:
-        # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
-        # shard's own dir is checked too (its recovery re-checks the rebuilt state).
-        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n, accounts=m)
+        # Another N than the data was written with re-maps pairs and forward chains (refused);
+        # the shard's recovery checks its own journal's record and rebuilt state again.
+        _check_data_dir(data_dir, n, markets, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers))
     if role == "auto":
         _check_role_auto(data_dir, redis_url, fsync)
@@ -1878,7 +1882,7 @@ def accounts(
     n = resolve_shards(engines)
     keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
     if data_dir:
-        _check_data_dir(data_dir, None, None, accounts=m)
+        _check_data_dir(data_dir, n, _markets(markets_file), accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
     default_links = layout.replica_account_links if replicas > 1 else layout.account_links
     links = (engine_links or default_links).split(",")
@@ -2018,19 +2022,71 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
     """Check conservation on a live cluster: per asset, over every account shard,
-    balances + fees == deposits - withdrawals, and each shard's own integrity. Exit 1 on a
-    violation (or an account shard that cannot answer)."""
+    balances + fees == deposits - withdrawals, and each shard's own integrity; then order
+    by order, that every live order in every book is covered by its hold and every hold by
+    a live order. Exit 1 on a violation, a settlement anomaly, or a shard that cannot
+    answer."""
     from shardex.client import ShardexError, audit_report
 
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             shards = c.audit()
+            try:
+                problems = c.audit_orders()
+            except ShardexError as exc:  # (the conservation lines are still printed)
+                problems = [f"cannot be checked: {exc}"]
     except ShardexError as exc:
         _fail(exc)
     lines, ok = audit_report(shards)
+    lines.pop()  # (the summary: printed last, with the per-order result)
     for line in lines:
         click.echo(line)
+    for problem in problems:
+        click.echo(f"order  {problem}  VIOLATION")
+    held = sum(sh.get("open_orders", 0) for sh in shards)
+    click.echo(f"orders {held} held, each covering a live order and every live order held: "
+               f"{'VIOLATION' if problems else 'ok'}")  # fmt: skip
+    ok = ok and not problems
+    click.echo(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("account")
+@endpoint_option
+@host_option
+@base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one per order.")
+@key_option
+def orders(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
+    """List ACCOUNT's open orders and what each holds (an admin or reader key, or the
+    account's own): symbol, id, side, price, open quantity, held amount and asset, amends in
+    flight. An order holds funds from the moment its account shard takes it until it ends."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            rows = c.open_orders(account)
+    except ShardexError as exc:
+        _fail(exc)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({k: None if v is None else v if isinstance(v, bool | int)
+                                   else str(v) for k, v in r.items()}))  # fmt: skip
+        return
+    click.echo(f"{'symbol':<10} {'id':<24} {'side':<4} {'price':>16} {'open':>16} "
+               f"{'held':>22} asset")  # fmt: skip
+    for r in rows:
+        if r.get("truncated"):
+            click.echo("(more: the account shard lists at most 2,000 orders at once)")
+            continue
+        price = "market" if r["price"] is None else str(r["price"])
+        pending = f" ({r['pending_amends']} amends in flight)" if r["pending_amends"] else ""
+        click.echo(f"{r['symbol']:<10} {r['id']:<24} {r['side']:<4} {price:>16} "
+                   f"{r['open']!s:>16} {r['held']!s:>22} {r['asset']}{pending}")  # fmt: skip
+    if not rows:
+        click.echo(f"(no open orders for {account})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -397,8 +397,9 @@ def _funded_check(c: Any, n: int) -> list[str]:
 
 
 def _quiet_and_clean(cl: Cluster) -> dict[str, Any]:
-    """Once the tiers are quiet: the audit, and every order holding funds on an account shard
-    is live on an engine shard and the other way round (counted)."""
+    """Once the tiers are quiet: the audit, and order by order, every order holding funds on
+    an account shard is live on an engine shard and every live order is held
+    (``Client.audit_orders``; counts alone passed an unfunded order next to an orphan hold)."""
     seen: dict[str, Any] = {}
 
     def settled() -> bool:
@@ -406,10 +407,11 @@ def _quiet_and_clean(cl: Cluster) -> dict[str, Any]:
             shards = c.audit()
             lines, ok = audit_report(shards)
             resting = sum(s.get("resting", 0) for s in c.status())
-        seen.update(ok=ok, lines=lines, resting=resting,
+            orders = c.audit_orders()
+        seen.update(ok=ok and not orders, lines=lines + orders, resting=resting, orders=orders,
                     held=sum(s.get("open_orders", 0) for s in shards),
                     anomalies=sum(s.get("anomalies", 0) for s in shards))  # fmt: skip
-        return ok and seen["held"] == resting
+        return seen["ok"] and seen["held"] == resting
 
     try:
         _wait(settled, "audit clean and holds == live orders", timeout=20)

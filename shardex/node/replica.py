@@ -1005,7 +1005,7 @@ def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoin
     from shardex.wire.protocol import shard_for
 
     n = cfg.engines
-    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
     p = stand_by(cfg, "accounts", replica, redis_url, repl_advertised or repl_endpoint, factory,
                  lambda machine: machine.core.check_integrity(),
                  reserve=(cfg.pub, repl_endpoint))  # fmt: skip
