@@ -290,6 +290,7 @@ XADD_TIME = Histogram(
 )
 REDIS_UP = Gauge("shardex_bridge_redis_up", "1 when the last Redis call succeeded")
 
+CLOSE_WAIT = 1.0  # seconds a stopping bridge waits to close its Redis connections
 RESUME_SCAN = 1000  # entries looked at from a stream's top to find our last one
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -1087,6 +1088,14 @@ class Bridge:
     # -- main -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Bridge until stopped. However it ends (``running`` cleared, or cancelled by a stop
+        while it waits for Redis or the router), its Redis connections are closed."""
+        try:
+            await self._serve()
+        finally:
+            await self.close_redis()
+
+    async def _serve(self) -> None:
         self.endpoints, self.account_endpoints = await self.topology()
         if not self.running:
             return
@@ -1207,7 +1216,13 @@ class Bridge:
             for st in (*self.shards, *self.accounts):
                 if st.link is not None:
                     st.link.close()
-            await self.redis.aclose()
+
+    async def close_redis(self) -> None:
+        """Drop the Redis connections without waiting on a server that is gone or stuck."""
+        try:
+            await asyncio.wait_for(self.redis.aclose(), CLOSE_WAIT)
+        except (TimeoutError, *_TRANSIENT):
+            pass
 
     async def _follow_leader(self, st: ShardState) -> None:
         """A shard that does not answer (or answers ``not_leader``) may have a new leader
@@ -1827,13 +1842,24 @@ def run_bridge(cfg: BridgeConfig) -> None:
     async def main() -> None:
         bridge = Bridge(cfg)
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
 
         def stop() -> None:
-            bridge.running = False
+            # Cancel whatever the bridge awaits (a Redis retry loop, the topology wait, a
+            # write): a flag alone is not seen by a loop waiting for Redis to come back, and
+            # the process then outlived its supervisor's grace period, metrics port and all.
+            if bridge.running:
+                bridge.running = False
+                task.cancel()
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
-        await bridge.run()
+        try:
+            await bridge.run()
+        except asyncio.CancelledError:
+            if bridge.running:
+                raise  # not our stop: let it propagate
 
     log.info("bridge starting (pid %d)", os.getpid())
     try:
