@@ -75,72 +75,95 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
-USERS = ("bridge", "reader", "lease")
+USERS = ("bridge", "reader", "lease", "consumer")
 KEY_PATTERN = "~shardex:*"
 LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
+MIN_SERVER = (7, 0)  # ACL selectors ``(…)`` and ``%R~``/``%W~`` key permissions
 
-# Commands per user. Sub-commands are named (``script|load``) so a user gets exactly that one.
-# ``select``: redis-py sends SELECT when the URL names a db other than 0.
+# Key families. The bridge writes the event, trade and balance streams and each replicated
+# shard's epoch fence (``shardex:events:I:epoch``, ``shardex:balances:J:epoch``: WRITE_SCRIPT's
+# GET then SET of a newer epoch). A stream key ends in its shard number (``…:events:3``) or a
+# symbol; a fence key ends in ``:epoch``: the ``*[0-9]`` patterns keep a stream command off the
+# fences (an XADD or XGROUP … MKSTREAM there would turn the fence into a stream and jam every
+# write of that shard), and ``*:epoch`` keeps GET/SET off the streams.
+STREAMS = ("shardex:events:*", "shardex:trades:*", "shardex:balances:*")
+STREAMS_ONLY = ("shardex:events:*[0-9]", "shardex:trades:*", "shardex:balances:*[0-9]")
+FENCES = ("shardex:events:*:epoch", "shardex:balances:*:epoch")
+
+
+def _keys(perm: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """``perm`` (``~`` read-write, ``%R~`` read, ``%W~`` write) before each pattern."""
+    return tuple(perm + k for k in patterns)
+
+
+def _selector(*rules: str) -> str:
+    """One ACL selector (Redis/Valkey >= 7.0): these commands on these keys only. A command is
+    allowed when the user's root rules or any one selector allow it with all its keys."""
+    return "(" + " ".join(rules) + ")"
+
+
+# Per user: its root rules (commands and the keys they may name), then its selectors.
+# Sub-commands are named (``script|load``) so a user gets exactly that one. ``select``:
+# redis-py sends SELECT when the URL names a db other than 0.
+#
+# bridge: EVALSHA of WRITE_SCRIPT names every key of a batch (streams and the fence), so the
+# root patterns cover both; the commands the script runs are checked again, one by one, against
+# the selectors (Redis checks a script's commands as the calling user: a script cannot lend a
+# user a command it lacks, so XADD must be granted — on stream keys only). It may not SET, DEL,
+# XTRIM, XDEL, XSETID, RENAME, EXPIRE… anything, nor GET or SET a stream key.
 BRIDGE_COMMANDS = (
-    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN, each ACL-checked)
+    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN/GET/SET, each ACL-checked)
     "+script|load",  # load that script (first use, after a server restart)
-    "+xadd",
-    "+get",  # the write script's epoch fence: GET, then SET a newer epoch, then XADD
-    "+set",
-    "+xrange",
-    "+xrevrange",  # resume: the last entry written per shard
-    "+xlen",
     "+ping",  # outage probe
     "+select",
+    *_keys("~", STREAMS),
+    _selector("+xadd", *_keys("%W~", STREAMS_ONLY)),
+    _selector("+xrange", "+xrevrange", "+xlen", *_keys("%R~", STREAMS_ONLY)),  # resume, dups
+    _selector("+get", "+set", *_keys("~", FENCES)),  # the epoch fence, nothing else
 )
-READER_COMMANDS = (
-    "+xread",
+# reader: reads, and nothing that changes any state (no consumer groups: a group's pending list
+# and last-delivered id are state another consumer relies on).
+_READS = ("+xread", "+xrange", "+xrevrange", "+xlen", "+xinfo", "+xpending",
+          "+exists", "+type", "+ping", "+select")  # fmt: skip
+READER_COMMANDS = (*_READS, *_keys("%R~", STREAMS))
+# consumer: the reads plus its consumer-group work. A group lives inside its stream's key and
+# its name is an argument, which ACLs cannot match: every holder of this user can act on every
+# group (see docs/redis.md for a user per application). Stream keys only (no MKSTREAM on a
+# fence); never XGROUP DESTROY/SETID, never an entry written, trimmed or deleted.
+CONSUMER_COMMANDS = (
+    *_READS,
     "+xreadgroup",
-    "+xrange",
-    "+xrevrange",
-    "+xlen",
-    "+xinfo",
     "+xgroup|create",
     "+xgroup|createconsumer",
     "+xgroup|delconsumer",
     "+xack",
-    "+xpending",
     "+xclaim",
     "+xautoclaim",
-    "+exists",  # tail: does the symbol's stream exist yet
-    "+type",
-    "+ping",
-    "+select",
+    *_keys("~", STREAMS_ONLY),
 )
-# The lease scripts (``shardex.lease``) run EXISTS/GET/INCR/SET/HSET/PEXPIRE/DEL on the lease
-# keys, each ACL-checked; the process itself runs GET/HGETALL/PTTL (holder and its time left,
-# in-sync set, epoch starts). No stream command: a compromised engine cannot read or forge the
-# event streams.
+# lease: the scripts of ``shardex.lease`` name all four keys of a shard's lease; each command
+# they (and the process) run is allowed only on the key it is for: the holder
+# ``shardex:lease:I`` (EXISTS/SET/PTTL/PEXPIRE/DEL), the epoch counter ``…:epoch`` (INCR/SET),
+# the in-sync set ``…:isr`` (SET) and the epoch starts ``…:starts`` (HSET/HGETALL); GET reads
+# any lease key. So the lease user cannot DEL an epoch counter (epochs would be reused), turn a
+# key into another type, or expire the in-sync set; no stream command at all.
 LEASE_COMMANDS = (
     "+evalsha",
     "+script|load",
-    "+exists",
     "+get",
-    "+set",
-    "+incr",
-    "+hset",
-    "+hgetall",
-    "+pexpire",
-    "+pttl",
-    "+del",
     "+ping",
     "+select",
+    LEASE_KEY_PATTERN,
+    _selector("+exists", "+set", "+pttl", "+pexpire", "+del", "~shardex:lease:*[0-9]"),
+    _selector("+incr", "+set", "~shardex:lease:*:epoch"),
+    _selector("+set", "~shardex:lease:*:isr"),
+    _selector("+hset", "+hgetall", "~shardex:lease:*:starts"),
 )
-RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS, "lease": LEASE_COMMANDS}
-# The bridge writes the event, trade and balance streams and each replicated shard's epoch key
-# (the write script's fence: ``shardex:events:I:epoch`` for engine shard I,
-# ``shardex:balances:J:epoch`` for account shard J, both inside these patterns); never the
-# lease's keys.
-BRIDGE_KEY_PATTERNS = ("~shardex:events:*", "~shardex:trades:*", "~shardex:balances:*")
-PATTERNS = {
-    "bridge": BRIDGE_KEY_PATTERNS,
-    "reader": (KEY_PATTERN,),
-    "lease": (LEASE_KEY_PATTERN,),
+RULES = {
+    "bridge": BRIDGE_COMMANDS,
+    "reader": READER_COMMANDS,
+    "lease": LEASE_COMMANDS,
+    "consumer": CONSUMER_COMMANDS,
 }
 
 
@@ -205,7 +228,6 @@ class RedisUsers:
             "reset",
             "on",
             f"#{_hash(self.password(user))}",
-            *PATTERNS[user],
             "resetchannels",
             "-@all",
             *RULES[user],
