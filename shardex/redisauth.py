@@ -1,14 +1,20 @@
 """Redis ACL users of a cluster: generated passwords, the embedded server's ACL, and URLs.
 
-Why this shape:
+Why this shape (docs/redis.md says it for operators):
 
-* **Three users, least privilege, no default user.** ``bridge`` may write only ``shardex:*`` and
-  only with the commands the bridge runs; ``reader`` (``shardex tail`` and consumers) may only
-  read ``shardex:*`` streams and keep its own consumer-group state; ``lease`` (the engine
-  processes of replicated shards, issue 15) may touch only the lease keys ``shardex:lease:*``
-  (``shardex.lease``: holder, epoch counter, in-sync set, epoch starts) with the few commands
-  the lease scripts run, and no stream command at all. The ``default`` user is switched off, so
-  a connection without credentials can do nothing (``NOAUTH``).
+* **Four users, least privilege per command and key, no default user.** Each command a user
+  holds is allowed on the keys it is for only (ACL selectors, Redis/Valkey >= 7.0):
+  ``bridge`` XADDs the ``shardex:events|trades|balances`` streams, reads them, and GETs/SETs
+  only the epoch fences ``…:epoch``; ``reader`` (``shardex tail``, dashboards) only reads the
+  streams; ``consumer`` reads and does consumer-group work (XREADGROUP, XACK, XCLAIM…);
+  ``lease`` (the engines of replicated shards) runs the lease commands, each on its own lease
+  key. Nothing can DEL, XTRIM, XDEL, XSETID, RENAME, EXPIRE or SET a stream. The ``default``
+  user is off, so a connection without credentials can do nothing (``NOAUTH``).
+* **What an ACL cannot do.** Redis checks every command a script runs against the calling
+  user, so a script cannot lend its caller a command (a user allowed only EVALSHA/FCALL cannot
+  have the script XADD), and ACLs never look at arguments: the bridge user can still XADD with
+  ``MAXLEN``/``MINID`` (trim a stream) and SET an epoch fence (stop the bridge's writes).
+  Guard its password like the CURVE keys.
 * **Passwords live in one file**, ``KEYS_DIR/redis.json`` (mode 0600, next to the CURVE keys),
   created on first use by ``RedisUsers.ensure`` (idempotent and safe to race: a lock file, like
   ``KeyStore.init``). The server is given only SHA-256 hashes (``#<hex>`` ACL rules), so a
@@ -20,13 +26,13 @@ Why this shape:
 API (what the supervisor, the CLI and the bridge call):
 
 ``RedisUsers.ensure(keys_dir) -> RedisUsers``
-    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for ``bridge``,
-    ``reader`` and ``lease``) when missing, and adding a user a file of an older version lacks
-    (``lease``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
+    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for every user in
+    ``USERS``) when missing, and adding a user a file of an older version lacks (``lease``,
+    ``consumer``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
     (``RedisAuthError`` if the file is missing or broken).
 ``users.server_args() -> list[str]``
-    Extra argv for the embedded valkey-server / redis-server (≥ 6.0): ``--user`` directives for
-    ``default`` (off), ``bridge``, ``reader`` and ``lease``, passwords as hashes.
+    Extra argv for the embedded valkey-server / redis-server (>= 7.0: selectors): ``--user``
+    directives for ``default`` (off) and every user, passwords as hashes.
 ``users.acl_lines() -> list[str]`` / ``users.write_acl_file(path)``
     The same rules as ACL-file lines (``aclfile`` of an external server you run yourself).
 ``users.url(base_url, user) -> str``
@@ -49,15 +55,18 @@ What the supervisor (``shardex up`` / ``shardex redis``) must do when it has a k
    password itself, so it is never on a command line. Replicated engines (``--role auto``)
    likewise get ``redis://lease@HOST:PORT/0`` (``user_url(url, "lease")``).
 3. Print the Redis endpoint with ``mask_url`` (or without credentials at all), and say how a
-   consumer authenticates: user ``reader``, password in ``KEYS_DIR/redis.json``.
+   consumer authenticates: user ``reader`` (reads) or ``consumer`` (consumer groups), password
+   in ``KEYS_DIR/redis.json``.
 ``--insecure`` (no keys dir): none of this; the embedded server runs as before.
 
-Consumer groups: ``reader`` may ``XGROUP CREATE`` (and ``CREATECONSUMER``/``DELCONSUMER``),
+Consumer groups (user ``consumer``): ``XGROUP CREATE`` (and ``CREATECONSUMER``/``DELCONSUMER``),
 ``XREADGROUP``, ``XACK``, ``XPENDING``, ``XCLAIM``, ``XAUTOCLAIM``. These change a group's state
 (its last-delivered ID, pending lists), never a stream's entries; ``XGROUP CREATE … MKSTREAM``
-can create an *empty* ``shardex:*`` stream, which the bridge then writes into as usual. Not
-allowed: ``XADD``, ``XDEL``, ``XTRIM``, ``XSETID``, ``XGROUP DESTROY/SETID`` (another consumer's
-group), ``DEL``, ``SCAN``/``KEYS`` (consumers know their symbols from the markets).
+can create an *empty* stream (never at a fence or lease key). A group is named by an argument,
+not a key, so no ACL can keep one application's ``consumer`` out of another's group: give each
+application its own user (docs/redis.md). Not allowed: ``XADD``, ``XDEL``, ``XTRIM``,
+``XSETID``, ``XGROUP DESTROY/SETID``, ``DEL``, ``SCAN``/``KEYS`` (consumers know their symbols
+from the markets).
 """
 
 from __future__ import annotations
@@ -76,9 +85,7 @@ from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
 USERS = ("bridge", "reader", "lease", "consumer")
-KEY_PATTERN = "~shardex:*"
 LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
-MIN_SERVER = (7, 0)  # ACL selectors ``(…)`` and ``%R~``/``%W~`` key permissions
 
 # Key families. The bridge writes the event, trade and balance streams and each replicated
 # shard's epoch fence (``shardex:events:I:epoch``, ``shardex:balances:J:epoch``: WRITE_SCRIPT's
@@ -112,13 +119,14 @@ def _selector(*rules: str) -> str:
 # user a command it lacks, so XADD must be granted — on stream keys only). It may not SET, DEL,
 # XTRIM, XDEL, XSETID, RENAME, EXPIRE… anything, nor GET or SET a stream key.
 BRIDGE_COMMANDS = (
-    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN/GET/SET, each ACL-checked)
+    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN/XINFO/GET/SET, each checked)
     "+script|load",  # load that script (first use, after a server restart)
     "+ping",  # outage probe
     "+select",
     *_keys("~", STREAMS),
     _selector("+xadd", *_keys("%W~", STREAMS_ONLY)),
-    _selector("+xrange", "+xrevrange", "+xlen", *_keys("%R~", STREAMS_ONLY)),  # resume, dups
+    # resume, duplicates, and the script's check that nobody trimmed a stream (XINFO STREAM)
+    _selector("+xrange", "+xrevrange", "+xlen", "+xinfo|stream", *_keys("%R~", STREAMS_ONLY)),
     _selector("+get", "+set", *_keys("~", FENCES)),  # the epoch fence, nothing else
 )
 # reader: reads, and nothing that changes any state (no consumer groups: a group's pending list

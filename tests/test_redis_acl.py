@@ -456,6 +456,38 @@ def test_bridge_writes_as_its_user_and_no_password_reaches_a_log(acl_redis, tmp_
         fake.stop()
 
 
+def test_a_trimmed_stream_is_an_alert_and_the_bridge_still_writes_once(acl_redis, tmp_path):
+    """What no ACL can refuse (it never sees arguments): a holder of the bridge's password runs
+    ``XADD … MAXLEN 0`` and wipes ``shardex:events:0`` (the attack of the issue, done as the
+    bridge user). Regression: that went unseen; the bridge now raises an ALERT naming the
+    stream (XINFO STREAM's max-deleted-entry-id: it never trims without --maxlen), counts the
+    forged entry as a conflict, and writes every later event exactly once."""
+    keys = tmp_path / "keys"
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, bridge_url(acl_redis.url), tmp_path, keys_dir=keys)
+    r = acl_redis.client("reader")
+    try:
+        fake.publish(accepted, 10)
+        wait_until(lambda: r.xlen("shardex:events:0") == 10, 30, "first events", bridge)
+        b = acl_redis.client("bridge")
+        b.xadd("shardex:events:0", {"forged": "1"}, id="11-0", maxlen=0)
+        assert r.xlen("shardex:events:0") == 0  # wiped, its top id now 11-0
+        fake.publish(accepted, 10)
+        ids = [f"{s}-0" for s in range(12, 21)]  # event 11: its id was taken (a conflict)
+        wait_until(lambda: [e[0] for e in r.xrange("shardex:events:0")] == ids, 30, "the rest",
+                   bridge)  # fmt: skip
+        wait_until(lambda: "11 entries were deleted from shardex:events:0" in bridge.output(), 30,
+                   "the trim ALERT", bridge)  # fmt: skip
+        out = bridge.output()
+        assert "a foreign entry above this id tops the stream" in out
+        assert r.xrange("shardex:events:0", "12-0", "12-0")[0][1]["seq"] == "12"
+        assert out.count("entries were deleted from") == 1, "reported more than once"
+        assert bridge.proc.poll() is None and "Traceback" not in out
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
 def test_bridge_with_a_wrong_password_alerts_retries_and_recovers(tmp_path):
     """Redis refuses the bridge's credentials: one clear ALERT (password masked), no crash, no
     restart; once the server knows that password the bridge writes everything."""
