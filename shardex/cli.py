@@ -1225,8 +1225,8 @@ def _print_endpoints(
         )
         if keys and redis_url == layout.redis_url:
             lines.append(
-                f"  redis users        reader (read-only; password in {keys}/redis.json), "
-                "bridge (writes)"
+                f"  redis users        reader (read-only), consumer (consumer groups); "
+                f"passwords in {keys}/redis.json"
             )
         lines.append(
             f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/metrics"
@@ -1369,8 +1369,9 @@ def redis_cmd(
 ) -> None:
     """Run the embedded Redis-compatible server on the layout's port (base+4).
 
-    With keys (the default): ACL users ``bridge`` (writes shardex:*) and ``reader`` (reads),
-    passwords in KEYS_DIR/redis.json, no anonymous access.
+    With keys (the default): ACL users ``bridge`` (writes the streams), ``reader`` (reads),
+    ``consumer`` (consumer groups) and ``lease``, passwords in KEYS_DIR/redis.json, no
+    anonymous access (docs/redis.md). Needs redis-server/valkey-server >= 7.0.
     """
     from shardex.node.supervisor import embedded_redis_argv, run_filtered
 
