@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import click
 
+from shardex import endpoints
 from shardex.config import load_markets
+from shardex.endpoints import EndpointsFileError, Found, connection_error, explain, find_router
+from shardex.endpoints import read as read_endpoints
 from shardex.engine import MarketError
+from shardex.envdoc import document_env
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
 from shardex.node.honcho import honcho_concurrency, honcho_index
@@ -408,8 +413,21 @@ def keys_add(
     what = f"for account(s) {', '.join(accounts)}" if accounts else "(no accounts)"
     click.echo(f"added {role} key {name!r} {what}, key id {kf.public[:8]}…")
     click.echo(f"key file: {written} (mode 0600: it holds the secret key; give it to its user)")
-    click.echo(f'use it:   Client("tcp://HOST:5555", key="{written}")')
+    click.echo(f"use it:   {_client_hint(data_dir, written)}")
     click.echo(f"     or   SHARDEX_KEY={written} shardex status   (or --key FILE)")
+
+
+def _client_hint(data_dir: str, key_file: str) -> str:
+    """How to connect with a new key: the router of DATA_DIR/endpoints.json when ``shardex up``
+    wrote one, else the placeholder of the default layout."""
+    try:
+        rec = read_endpoints(data_dir)
+    except EndpointsFileError:
+        rec = None
+    if rec is None:
+        return (f'Client("tcp://HOST:{DEFAULT_BASE_PORT}", key="{key_file}")   (the router '
+                "endpoint shardex up prints)")  # fmt: skip
+    return f'Client("{rec["router"]}", key="{key_file}")'
 
 
 @keys.command("list")
@@ -489,7 +507,25 @@ endpoint_option = click.option(
     default=None,
     envvar="SHARDEX_ENDPOINT",
     callback=_endpoint_cb,
-    help="Router client endpoint [default: tcp://HOST:BASE_PORT].",
+    help="Router client endpoint(s) [default: tcp://HOST:BASE_PORT when either is given, else "
+    "the router of DATA_DIR/endpoints.json (written by shardex up; DATA_DIR: $SHARDEX_DATA_DIR "
+    "or ./data), else tcp://127.0.0.1:5555].",
+)
+# A client command's --host/--base-port: no default, so "not given" can fall through to the
+# endpoints file ``shardex up`` wrote (shardex.endpoints); the cluster processes keep theirs.
+client_host_option = click.option(
+    "--host",
+    default=None,
+    envvar="SHARDEX_HOST",
+    help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1].",
+)
+client_base_port_option = click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    envvar="SHARDEX_BASE_PORT",
+    help=f"Base port of the cluster's layout (router clients: base+0) [DATA_DIR/endpoints.json's, "
+    f"else {DEFAULT_BASE_PORT}].",
 )
 
 
@@ -1070,20 +1106,39 @@ def up(
         )
     )
 
-    def ready() -> None:
-        _print_endpoints(
-            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys,
-            replicas,
-        )
+    redis = None if no_bridge else (redis_url or layout.redis_url)
 
+    def ready() -> None:
+        _print_endpoints(layout, redis, keys, temp_keys, replicas)
+
+    recorded = _record_endpoints(data_dir, layout, replicas, redis, keys)
     try:
         rc = sup.run(on_ready=ready)
     finally:
+        if recorded:
+            endpoints.mark_stopped(data_dir, os.getpid())
         if temp_keys:
             import shutil
 
             shutil.rmtree(keys or "", ignore_errors=True)
     sys.exit(rc)
+
+
+def _record_endpoints(
+    data_dir: str, layout: Layout, replicas: int, redis: str | None, keys: str | None
+) -> bool:
+    """Write DATA_DIR/endpoints.json before the children start, so every other command and the
+    SDK find this cluster's ports (shardex.endpoints); False (said) when it cannot be written."""
+    rec = endpoints.record(layout, replicas=replicas, redis_url=redis, keys_dir=keys,
+                           pid=os.getpid(), now=time.time())  # fmt: skip
+    try:
+        path = endpoints.write(data_dir, rec)
+    except OSError as exc:
+        click.echo(f"WARNING: cannot record the endpoints in {data_dir}: {exc}; other commands "
+                   "need --endpoint/--base-port", err=True)  # fmt: skip
+        return False
+    click.echo(f"endpoints recorded in {path} (shardex status and the SDK find them there)")
+    return True
 
 
 def _up_keys(
@@ -1364,8 +1419,8 @@ def redis_cmd(
 
 @main.command()
 @click.argument("symbol")
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--redis-url",
     default=None,
@@ -1379,8 +1434,8 @@ def redis_cmd(
 @_store_opts
 def tail(
     symbol: str,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     redis_url: str | None,
     from_start: bool,
     count: int,
@@ -1395,11 +1450,13 @@ def tail(
     Reads as the Redis user ``reader`` (password from DATA_DIR/keys/redis.json) when the
     cluster has one; --redis-url redis://USER:PASS@HOST:PORT/0 gives other credentials.
     """
+    from shardex.endpoints import find_redis
     from shardex.tools.tail import TailError, connect, follow, trade_line
 
     try:
-        r = connect(redis_url, Layout(host, base_port).redis_url, keys_dir_of(data_dir, keys_dir))
-    except TailError as exc:
+        default = find_redis(host, base_port, data_dir).endpoint
+        r = connect(redis_url, default, keys_dir_of(data_dir, keys_dir))
+    except (TailError, EndpointsFileError) as exc:
         raise click.ClickException(str(exc)) from None
     err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1418,8 +1475,8 @@ def tail(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--rate",
     type=float,
@@ -1514,8 +1571,8 @@ def tail(
 @key_option
 def loadgen(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     rate: float | None,
     concurrency: int,
     window: int,
@@ -1544,9 +1601,10 @@ def loadgen(
     """
     from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
+    found = _router(endpoint, host, base_port)
     try:
         cfg = LoadConfig(
-            endpoint=endpoint or Layout(host, base_port).frontend,
+            endpoint=found.endpoint,
             rate=rate,
             concurrency=concurrency,
             window=window,
@@ -1573,7 +1631,8 @@ def loadgen(
 
         rep = run(cfg, on_progress=progress)
     except LoadError as exc:
-        raise click.ClickException(str(exc)) from None
+        msg = str(exc)
+        raise click.ClickException(explain(msg, found) if connection_error(msg) else msg) from None
     if not quiet:
         click.echo("", err=True)
     report = rep.to_dict()
@@ -1597,12 +1656,32 @@ def loadgen(
         sys.exit(1)
 
 
-def _client(endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None):
-    from shardex.client import Client
+def _router(endpoint: str | None, host: str | None, base_port: int | None) -> Found:
+    """The router a client command talks to (shardex.endpoints: flags, then the endpoints file
+    ``shardex up`` wrote, then the default layout); a broken endpoints file is one line."""
+    try:
+        return find_router(endpoint, host, base_port)
+    except EndpointsFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
-    return Client(
-        endpoint or Layout(host, base_port).frontend, timeout=timeout, key=client_key(key_file)
-    )
+
+@contextlib.contextmanager
+def _client(
+    endpoint: str | None, host: str | None, base_port: int | None, timeout: float,
+    key_file: str | None,
+) -> Iterator[Any]:
+    """A ``Client`` for a command; a connection error comes out naming the endpoint tried,
+    where it came from and the likely cause (``shardex.endpoints.explain``)."""
+    from shardex.client import Client, ShardexError
+
+    found = _router(endpoint, host, base_port)
+    try:
+        with Client(found.endpoint, timeout=timeout, key=client_key(key_file)) as c:
+            yield c
+    except ShardexError as exc:
+        if not connection_error(str(exc)):
+            raise
+        raise click.ClickException(explain(str(exc), found)) from None
 
 
 def _fail(exc: Exception) -> None:
@@ -1613,8 +1692,8 @@ def _fail(exc: Exception) -> None:
 @click.argument("symbol")
 @click.option("--depth", type=int, default=10, show_default=True, help="Levels per side.")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
@@ -1622,8 +1701,8 @@ def book(
     symbol: str,
     depth: int,
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1666,15 +1745,15 @@ def book(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
 def status(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1956,8 +2035,8 @@ def _transfer_command(kind: str):
     @click.argument("amount")
     @click.option("--ref", default=None, help="Unique transfer ref (a retry with it is a no-op).")
     @endpoint_option
-    @host_option
-    @base_port_option
+    @client_host_option
+    @client_base_port_option
     @click.option("--timeout", type=float, default=3.0, show_default=True)
     @key_option
     def cmd(account, asset, amount, ref, endpoint, host, base_port, timeout, key_file) -> None:
@@ -1973,8 +2052,8 @@ withdraw = _transfer_command("withdraw")
 @main.command()
 @click.argument("account")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @key_option
@@ -1999,8 +2078,8 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
@@ -2019,6 +2098,8 @@ def audit(endpoint, host, base_port, timeout, key_file) -> None:
         click.echo(line)
     sys.exit(0 if ok else 1)
 
+
+document_env(main)  # last: every command is defined
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
