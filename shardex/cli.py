@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import click
 
 from shardex import endpoints
+from shardex.amounts import RULE, parse_decimal, plain
 from shardex.config import load_markets
 from shardex.endpoints import EndpointsFileError, Found, connection_error, explain, find_router
 from shardex.endpoints import read as read_endpoints
@@ -2015,6 +2016,9 @@ def _idle_off() -> None:
 def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file):
     from shardex.client import ShardexError
 
+    value = parse_decimal(amount)
+    if value is None or not value:
+        raise UsageLineError(f"{kind}: amount {amount[:40]!r} is not a positive amount: {RULE}")
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             fn = c.deposit if kind == "deposit" else c.withdraw
@@ -2024,12 +2028,29 @@ def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port,
     if res.rejected:
         raise click.ClickException(f"{kind} rejected ({res.code}): {res.reason}")
     ev = res.events[0]
-    click.echo(f"{account} {asset}: available {ev['available']}, held {ev['held']}"
+    click.echo(f"{account} {asset}: available {plain(ev['available'])}, held {plain(ev['held'])}"
                + (" (already applied)" if ev.get("repeated") else ""))  # fmt: skip
 
 
+class _AmountCommand(click.Command):
+    """A command whose AMOUNT argument a user may type as ``-5``: click takes that for an
+    unknown option ("No such option '-5'"); say what is wrong with the amount instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if re.fullmatch(r"-[0-9.]\S*", exc.option_name or ""):
+                raise UsageLineError(
+                    f"{ctx.info_name}: amount {exc.option_name} is negative: amounts are "
+                    f"positive ({RULE}); to take money out use shardex withdraw"
+                ) from None
+            raise
+
+
 def _transfer_command(kind: str):
-    @main.command(name=kind, help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")
+    @main.command(name=kind, cls=_AmountCommand,
+                  help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")  # fmt: skip
     @click.argument("account")
     @click.argument("asset")
     @click.argument("amount")
@@ -2067,11 +2088,11 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({k: [str(a), str(h)] for k, (a, h) in b.items()}))
+        click.echo(json.dumps({k: [plain(a), plain(h)] for k, (a, h) in b.items()}))
         return
     click.echo(f"{'asset':<8} {'available':>24} {'held':>24}")
-    for asset, (avail, held) in sorted(b.items()):
-        click.echo(f"{asset:<8} {avail!s:>24} {held!s:>24}")
+    for asset, (avail, held) in sorted(b.items()):  # (at the asset's precision: the shard's)
+        click.echo(f"{asset:<8} {plain(avail):>24} {plain(held):>24}")
     if not b:
         click.echo(f"(no balances for {account})")
 

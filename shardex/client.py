@@ -74,6 +74,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardex.amounts import plain
 from shardex.auth import AuthError, KeyFile
 from shardex.config import load_markets
 from shardex.endpoints import EndpointsFileError, find_router
@@ -238,7 +239,7 @@ def _money(value: Any, name: str) -> str:
     if isinstance(value, float):
         raise TypeError(f"{name}: use Decimal or str for money and size, never float")
     if isinstance(value, Decimal | int):
-        return str(value)
+        return plain(value)  # never "1E+2": the edge takes plain decimals only
     if isinstance(value, str):
         return value
     raise TypeError(f"{name}: expected Decimal, str or int, got {type(value).__name__}")
