@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from shardex.amounts import RULE, parse_decimal
+from shardex.amounts import parse_decimal
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_AMENDED,
@@ -115,7 +115,7 @@ def _decimal(obj: dict[str, Any], name: str) -> Decimal:
     # signed: a negative price or qty gets its precise range reject ("qty must be > 0")
     d = parse_decimal(value, signed=True)
     if d is None:
-        raise _Bad(f"{name} {value[:40]!r} is not a plain decimal string ({RULE})")
+        raise _Bad(f"{name} {value[:40]!r} is not a plain decimal string")
     return d
 
 
