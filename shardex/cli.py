@@ -22,7 +22,15 @@ from shardex.endpoints import read as read_endpoints
 from shardex.engine import MarketError
 from shardex.envdoc import document_env
 from shardex.journal import JournalError
-from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
+from shardex.layout import (
+    DEFAULT_BASE_PORT,
+    LINK_REPLICAS,
+    MAX_ROUTERS,
+    MAX_SHARDS,
+    Layout,
+    idle_shards_warning,
+    pairs_by_shard,
+)
 from shardex.node.honcho import honcho_concurrency, honcho_index
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -1061,6 +1069,10 @@ def up(
         layout = Layout(host, base_port, n, routers, accounts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    idle = idle_shards_warning(markets, n)
+    if idle:  # (said first: also when the start fails below)
+        click.echo(idle, err=True)
     ports = layout.ports()
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
@@ -1080,7 +1092,6 @@ def up(
             f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
             "(is another cluster running? use --base-port)"
         )
-    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
     if not ephemeral:
         _check_data_dir(data_dir, n, markets, accounts=accounts)
     if prometheus_config:
@@ -1769,11 +1780,12 @@ def status(
             shards = c.status()
             accounts = c.account_status()
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
+            pairs = pairs_by_shard(c.markets, topo["shards"])  # (the cluster's table, learned)
     except ShardexError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps({"router": topo, "shards": shards, "accounts": accounts,
-                               "secure": secure}, default=str))  # fmt: skip
+                               "secure": secure, "pairs": pairs}, default=str))  # fmt: skip
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -1797,6 +1809,8 @@ def status(
             f"{st.get('engine', '-')}"
         )
         _replica_line(st)
+        if isinstance(st.get("shard"), int) and 0 <= st["shard"] < len(pairs):
+            click.echo(f"{'':>5} pairs {', '.join(pairs[st['shard']]) or 'none (idle)'}")
     if accounts:  # the account tier (issue 14)
         click.echo(
             f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "

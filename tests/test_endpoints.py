@@ -150,6 +150,7 @@ def test_commands_find_a_cluster_on_another_port(monkeypatch: pytest.MonkeyPatch
         assert rec["router"] == cluster.endpoint and rec["state"] == "running"
         res = _cli("status", env=env, cwd=data)
         assert res.returncode == 0 and "1 shard(s)" in res.stdout, res.stderr
+        assert "pairs ADA-USD, BTC-USD, DOGE-USD" in res.stdout  # the pairs per shard
         monkeypatch.setenv("SHARDEX_DATA_DIR", data)
         with Client(key=cluster.key, timeout=5.0) as c:  # no endpoint: the file's
             assert c.topology()["shards"] == 1
@@ -171,3 +172,34 @@ def test_commands_find_a_cluster_on_another_port(monkeypatch: pytest.MonkeyPatch
         import shutil
 
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_pairs_by_shard_and_the_idle_shard_warning() -> None:
+    from shardex.config import load_markets
+    from shardex.layout import idle_shards_warning, pairs_by_shard
+    from shardex.wire.protocol import shard_for
+
+    markets = load_markets(None)
+    by = pairs_by_shard(markets, 3)
+    assert sorted(sum(by, [])) == sorted(markets)
+    assert all(shard_for(s, 3) == i for i, pairs in enumerate(by) for s in pairs)
+    assert by[1] == [] and "shard(s) 1 own none" in idle_shards_warning(markets, 3)
+    assert idle_shards_warning(markets, 2) is None
+
+
+def test_up_says_at_start_that_a_shard_owns_no_pair() -> None:
+    """Regression: ``shardex up --shards 3`` left shard 1 without any built-in pair, silently.
+    (A taken port stops this start right after the warning: no cluster needed.)"""
+    import socket
+
+    layout = free_layout(3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", layout.base_port))
+        s.listen()
+        res = subprocess.run(
+            [sys.executable, "-m", "shardex.cli", "up", "--shards", "3", "--base-port",
+             str(layout.base_port), "--ephemeral", "--no-bridge", "--insecure"],
+            capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
+        )  # fmt: skip
+    assert res.returncode == 1 and "ports already in use" in res.stderr
+    assert "shard(s) 1 own none of the markets" in res.stderr
