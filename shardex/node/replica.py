@@ -33,10 +33,12 @@ never a crash. ``--insecure``: none of this (a lab only).
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
 import shutil
+import socket
 import time
 import zlib
 from collections import deque
@@ -715,8 +717,6 @@ def reserve_port(endpoint: str) -> Any:
     """Hold ``endpoint``'s TCP port: a socket bound to it (never listening), so the kernel
     picks no ephemeral port there for another process's connect. None for a
     non-TCP endpoint, or when the port is taken already (the bind at promotion says so)."""
-    import socket
-
     if not endpoint.startswith("tcp://"):
         return None
     host, _, port = endpoint[len("tcp://") :].rpartition(":")
@@ -725,14 +725,30 @@ def reserve_port(endpoint: str) -> Any:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
         return None
-    try:  # (no SO_REUSEADDR: nobody else may bind it either; never listening, it leaves no
-        s.bind((host, int(port)))  # TIME_WAIT behind, so the leader rebinds it at once)
-    except (OSError, ValueError) as exc:
-        s.close()
-        log.warning("cannot hold %s while standing by (%s): binding it at promotion may fail",
-                    endpoint, exc)  # fmt: skip
-        return None
+    try:  # (no SO_REUSEADDR first: nobody else may bind it either; never listening, it leaves
+        s.bind((host, int(port)))  # no TIME_WAIT behind, so the leader rebinds it at once)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return _cannot_hold(s, endpoint, exc)
+        # A former leader restarted as standby: its own last connections on this port (the
+        # bridge's SUB, the standby's) linger in TIME_WAIT, which refuses a plain bind on
+        # every such restart. SO_REUSEADDR binds past TIME_WAIT only: a live listener still
+        # refuses (a real conflict, said below), and the leader's bind (libzmq sets
+        # SO_REUSEADDR too) works the same.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError as again:
+            return _cannot_hold(s, endpoint, again)
+    except ValueError as exc:
+        return _cannot_hold(s, endpoint, exc)
     return s
+
+
+def _cannot_hold(s: Any, endpoint: str, exc: Exception) -> None:
+    s.close()
+    log.warning("cannot hold %s while standing by (%s): binding it at promotion may fail",
+                endpoint, exc)  # fmt: skip
 
 
 def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
