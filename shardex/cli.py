@@ -1833,9 +1833,10 @@ def _replica_line(st: dict[str, Any]) -> None:
     if "role" not in st:
         return
     lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+    pids = ", ".join(f"{n} {p}" for n, p in sorted(st.get("standby_pids", {}).items())) or "-"
     click.echo(
         f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
-        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}, standby pid {pids}"
         + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
     )
 
