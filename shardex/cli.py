@@ -17,7 +17,14 @@ import click
 from shardex import endpoints
 from shardex.amounts import RULE, parse_decimal, plain
 from shardex.config import load_markets
-from shardex.endpoints import EndpointsFileError, Found, connection_error, explain, find_router
+from shardex.endpoints import (
+    EndpointsFileError,
+    Found,
+    connection_error,
+    explain,
+    find_redis,
+    find_router,
+)
 from shardex.endpoints import read as read_endpoints
 from shardex.engine import MarketError
 from shardex.envdoc import document_env
@@ -1462,7 +1469,6 @@ def tail(
     Reads as the Redis user ``reader`` (password from DATA_DIR/keys/redis.json) when the
     cluster has one; --redis-url redis://USER:PASS@HOST:PORT/0 gives other credentials.
     """
-    from shardex.endpoints import find_redis
     from shardex.tools.tail import TailError, connect, follow, trade_line
 
     try:
@@ -2056,9 +2062,11 @@ class _AmountCommand(click.Command):
             return super().parse_args(ctx, args)
         except click.NoSuchOption as exc:
             if re.fullmatch(r"-[0-9.]\S*", exc.option_name or ""):
+                out = ctx.info_name == "deposit"
+                hint = "; to take money out use shardex withdraw" if out else ""
                 raise UsageLineError(
                     f"{ctx.info_name}: amount {exc.option_name} is negative: amounts are "
-                    f"positive ({RULE}); to take money out use shardex withdraw"
+                    f"positive ({RULE}){hint}"
                 ) from None
             raise
 
