@@ -35,7 +35,7 @@ RINGS = {
 HONCHO = {"HONCHO_PROCESS_NAME": "under honcho: this process's index (NAME.K)"}
 
 EXTRA: dict[str, dict[str, str]] = {
-    "up": {**CLIENT, **NODE, **SHARD, **RINGS},
+    "up": {**NODE, **SHARD, **RINGS},  # (what its children read: they inherit the environment)
     "router": {**NODE, **HONCHO},
     "engine": {**NODE, **SHARD, **HONCHO},
     "accounts": {**NODE, **RINGS, **HONCHO},
