@@ -1474,7 +1474,7 @@ def tail(
     try:
         default = find_redis(host, base_port, data_dir).endpoint
         r = connect(redis_url, default, keys_dir_of(data_dir, keys_dir))
-    except (TailError, EndpointsFileError) as exc:
+    except (TailError, EndpointsFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1681,6 +1681,8 @@ def _router(endpoint: str | None, host: str | None, base_port: int | None) -> Fo
         return find_router(endpoint, host, base_port)
     except EndpointsFileError as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # a base port the layout cannot have
+        raise UsageLineError(f"--base-port: {exc}") from None
 
 
 @contextlib.contextmanager

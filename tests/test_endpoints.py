@@ -203,3 +203,10 @@ def test_up_says_at_start_that_a_shard_owns_no_pair() -> None:
         )  # fmt: skip
     assert res.returncode == 1 and "ports already in use" in res.stderr
     assert "shard(s) 1 own none of the markets" in res.stderr
+
+
+def test_a_base_port_out_of_range_is_one_line() -> None:
+    """(It was a ValueError traceback.)"""
+    res = CliRunner().invoke(main, ["status", "--base-port", "80", "--key", "none"])
+    assert res.exit_code == 2 and "base port must be 1024.." in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
