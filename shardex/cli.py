@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import click
 
+from shardex import endpoints
+from shardex.amounts import RULE, parse_decimal, plain
 from shardex.config import load_markets
+from shardex.endpoints import (
+    EndpointsFileError,
+    Found,
+    connection_error,
+    explain,
+    find_redis,
+    find_router,
+)
+from shardex.endpoints import read as read_endpoints
 from shardex.engine import MarketError
+from shardex.envdoc import document_env
 from shardex.journal import JournalError
-from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
+from shardex.layout import (
+    DEFAULT_BASE_PORT,
+    LINK_REPLICAS,
+    MAX_ROUTERS,
+    MAX_SHARDS,
+    Layout,
+    idle_shards_warning,
+    pairs_by_shard,
+)
 from shardex.node.honcho import honcho_concurrency, honcho_index
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -423,8 +444,21 @@ def keys_add(
     what = f"for account(s) {', '.join(accounts)}" if accounts else "(no accounts)"
     click.echo(f"added {role} key {name!r} {what}, key id {kf.public[:8]}…")
     click.echo(f"key file: {written} (mode 0600: it holds the secret key; give it to its user)")
-    click.echo(f'use it:   Client("tcp://HOST:5555", key="{written}")')
+    click.echo(f"use it:   {_client_hint(data_dir, written)}")
     click.echo(f"     or   SHARDEX_KEY={written} shardex status   (or --key FILE)")
+
+
+def _client_hint(data_dir: str, key_file: str) -> str:
+    """How to connect with a new key: the router of DATA_DIR/endpoints.json when ``shardex up``
+    wrote one, else the placeholder of the default layout."""
+    try:
+        rec = read_endpoints(data_dir)
+    except EndpointsFileError:
+        rec = None
+    if rec is None:
+        return (f'Client("tcp://HOST:{DEFAULT_BASE_PORT}", key="{key_file}")   (the router '
+                "endpoint shardex up prints)")  # fmt: skip
+    return f'Client("{rec["router"]}", key="{key_file}")'
 
 
 @keys.command("list")
@@ -504,7 +538,25 @@ endpoint_option = click.option(
     default=None,
     envvar="SHARDEX_ENDPOINT",
     callback=_endpoint_cb,
-    help="Router client endpoint [default: tcp://HOST:BASE_PORT].",
+    help="Router client endpoint(s) [default: tcp://HOST:BASE_PORT when either is given, else "
+    "the router of DATA_DIR/endpoints.json (written by shardex up; DATA_DIR: $SHARDEX_DATA_DIR "
+    "or ./data), else tcp://127.0.0.1:5555].",
+)
+# A client command's --host/--base-port: no default, so "not given" can fall through to the
+# endpoints file ``shardex up`` wrote (shardex.endpoints); the cluster processes keep theirs.
+client_host_option = click.option(
+    "--host",
+    default=None,
+    envvar="SHARDEX_HOST",
+    help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1].",
+)
+client_base_port_option = click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    envvar="SHARDEX_BASE_PORT",
+    help=f"Base port of the cluster's layout (router clients: base+0) [DATA_DIR/endpoints.json's, "
+    f"else {DEFAULT_BASE_PORT}].",
 )
 
 
@@ -1041,6 +1093,10 @@ def up(
         layout = Layout(host, base_port, n, routers, accounts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    idle = idle_shards_warning(markets, n)
+    if idle:  # (said first: also when the start fails below)
+        click.echo(idle, err=True)
     ports = layout.ports()
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
@@ -1060,7 +1116,6 @@ def up(
             f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
             "(is another cluster running? use --base-port)"
         )
-    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
     if not ephemeral:
         _check_data_dir(data_dir, n, markets, accounts=accounts)
     if prometheus_config:
@@ -1087,20 +1142,39 @@ def up(
         )
     )
 
-    def ready() -> None:
-        _print_endpoints(
-            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys,
-            replicas,
-        )
+    redis = None if no_bridge else (redis_url or layout.redis_url)
 
+    def ready() -> None:
+        _print_endpoints(layout, redis, keys, temp_keys, replicas)
+
+    recorded = _record_endpoints(data_dir, layout, replicas, redis, keys)
     try:
         rc = sup.run(on_ready=ready)
     finally:
+        if recorded:
+            endpoints.mark_stopped(data_dir, os.getpid())
         if temp_keys:
             import shutil
 
             shutil.rmtree(keys or "", ignore_errors=True)
     sys.exit(rc)
+
+
+def _record_endpoints(
+    data_dir: str, layout: Layout, replicas: int, redis: str | None, keys: str | None
+) -> bool:
+    """Write DATA_DIR/endpoints.json before the children start, so every other command and the
+    SDK find this cluster's ports (shardex.endpoints); False (said) when it cannot be written."""
+    rec = endpoints.record(layout, replicas=replicas, redis_url=redis, keys_dir=keys,
+                           pid=os.getpid(), now=time.time())  # fmt: skip
+    try:
+        path = endpoints.write(data_dir, rec)
+    except OSError as exc:
+        click.echo(f"WARNING: cannot record the endpoints in {data_dir}: {exc}; other commands "
+                   "need --endpoint/--base-port", err=True)  # fmt: skip
+        return False
+    click.echo(f"endpoints recorded in {path} (shardex status and the SDK find them there)")
+    return True
 
 
 def _up_keys(
@@ -1382,8 +1456,8 @@ def redis_cmd(
 
 @main.command()
 @click.argument("symbol")
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--redis-url",
     default=None,
@@ -1397,8 +1471,8 @@ def redis_cmd(
 @_store_opts
 def tail(
     symbol: str,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     redis_url: str | None,
     from_start: bool,
     count: int,
@@ -1416,8 +1490,9 @@ def tail(
     from shardex.tools.tail import TailError, connect, follow, trade_line
 
     try:
-        r = connect(redis_url, Layout(host, base_port).redis_url, keys_dir_of(data_dir, keys_dir))
-    except TailError as exc:
+        default = find_redis(host, base_port, data_dir).endpoint
+        r = connect(redis_url, default, keys_dir_of(data_dir, keys_dir))
+    except (TailError, EndpointsFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1436,8 +1511,8 @@ def tail(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--rate",
     type=float,
@@ -1532,8 +1607,8 @@ def tail(
 @key_option
 def loadgen(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     rate: float | None,
     concurrency: int,
     window: int,
@@ -1562,9 +1637,10 @@ def loadgen(
     """
     from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
+    found = _router(endpoint, host, base_port)
     try:
         cfg = LoadConfig(
-            endpoint=endpoint or Layout(host, base_port).frontend,
+            endpoint=found.endpoint,
             rate=rate,
             concurrency=concurrency,
             window=window,
@@ -1591,7 +1667,8 @@ def loadgen(
 
         rep = run(cfg, on_progress=progress)
     except LoadError as exc:
-        raise click.ClickException(str(exc)) from None
+        msg = str(exc)
+        raise click.ClickException(explain(msg, found) if connection_error(msg) else msg) from None
     if not quiet:
         click.echo("", err=True)
     report = rep.to_dict()
@@ -1615,12 +1692,34 @@ def loadgen(
         sys.exit(1)
 
 
-def _client(endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None):
-    from shardex.client import Client
+def _router(endpoint: str | None, host: str | None, base_port: int | None) -> Found:
+    """The router a client command talks to (shardex.endpoints: flags, then the endpoints file
+    ``shardex up`` wrote, then the default layout); a broken endpoints file is one line."""
+    try:
+        return find_router(endpoint, host, base_port)
+    except EndpointsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # a base port the layout cannot have
+        raise UsageLineError(f"--base-port: {exc}") from None
 
-    return Client(
-        endpoint or Layout(host, base_port).frontend, timeout=timeout, key=client_key(key_file)
-    )
+
+@contextlib.contextmanager
+def _client(
+    endpoint: str | None, host: str | None, base_port: int | None, timeout: float,
+    key_file: str | None,
+) -> Iterator[Any]:
+    """A ``Client`` for a command; a connection error comes out naming the endpoint tried,
+    where it came from and the likely cause (``shardex.endpoints.explain``)."""
+    from shardex.client import Client, ShardexError
+
+    found = _router(endpoint, host, base_port)
+    try:
+        with Client(found.endpoint, timeout=timeout, key=client_key(key_file)) as c:
+            yield c
+    except ShardexError as exc:
+        if not connection_error(str(exc)):
+            raise
+        raise click.ClickException(explain(str(exc), found)) from None
 
 
 def _fail(exc: Exception) -> None:
@@ -1631,8 +1730,8 @@ def _fail(exc: Exception) -> None:
 @click.argument("symbol")
 @click.option("--depth", type=int, default=10, show_default=True, help="Levels per side.")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
@@ -1640,8 +1739,8 @@ def book(
     symbol: str,
     depth: int,
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1684,15 +1783,15 @@ def book(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
 def status(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1707,11 +1806,12 @@ def status(
             shards = c.status()
             accounts = c.account_status()
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
+            pairs = pairs_by_shard(c.markets, topo["shards"])  # (the cluster's table, learned)
     except ShardexError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps({"router": topo, "shards": shards, "accounts": accounts,
-                               "secure": secure}, default=str))  # fmt: skip
+                               "secure": secure, "pairs": pairs}, default=str))  # fmt: skip
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -1735,6 +1835,8 @@ def status(
             f"{st.get('engine', '-')}"
         )
         _replica_line(st)
+        if isinstance(st.get("shard"), int) and 0 <= st["shard"] < len(pairs):
+            click.echo(f"{'':>5} pairs {', '.join(pairs[st['shard']]) or 'none (idle)'}")
     if accounts:  # the account tier (issue 14)
         click.echo(
             f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "
@@ -1757,9 +1859,10 @@ def _replica_line(st: dict[str, Any]) -> None:
     if "role" not in st:
         return
     lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+    pids = ", ".join(f"{n} {p}" for n, p in sorted(st.get("standby_pids", {}).items())) or "-"
     click.echo(
         f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
-        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}, standby pid {pids}"
         + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
     )
 
@@ -1954,6 +2057,9 @@ def _idle_off() -> None:
 def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file):
     from shardex.client import ShardexError
 
+    value = parse_decimal(amount)
+    if value is None or not value:
+        raise UsageLineError(f"{kind}: amount {amount[:40]!r} is not a positive amount: {RULE}")
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             fn = c.deposit if kind == "deposit" else c.withdraw
@@ -1963,19 +2069,38 @@ def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port,
     if res.rejected:
         raise click.ClickException(f"{kind} rejected ({res.code}): {res.reason}")
     ev = res.events[0]
-    click.echo(f"{account} {asset}: available {ev['available']}, held {ev['held']}"
+    click.echo(f"{account} {asset}: available {plain(ev['available'])}, held {plain(ev['held'])}"
                + (" (already applied)" if ev.get("repeated") else ""))  # fmt: skip
 
 
+class _AmountCommand(click.Command):
+    """A command whose AMOUNT argument a user may type as ``-5``: click takes that for an
+    unknown option ("No such option '-5'"); say what is wrong with the amount instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if re.fullmatch(r"-[0-9.]\S*", exc.option_name or ""):
+                out = ctx.info_name == "deposit"
+                hint = "; to take money out use shardex withdraw" if out else ""
+                raise UsageLineError(
+                    f"{ctx.info_name}: amount {exc.option_name} is negative: amounts are "
+                    f"positive ({RULE}){hint}"
+                ) from None
+            raise
+
+
 def _transfer_command(kind: str):
-    @main.command(name=kind, help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")
+    @main.command(name=kind, cls=_AmountCommand,
+                  help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")  # fmt: skip
     @click.argument("account")
     @click.argument("asset")
     @click.argument("amount")
     @click.option("--ref", default=None, help="Unique transfer ref (a retry with it is a no-op).")
     @endpoint_option
-    @host_option
-    @base_port_option
+    @client_host_option
+    @client_base_port_option
     @click.option("--timeout", type=float, default=3.0, show_default=True)
     @key_option
     def cmd(account, asset, amount, ref, endpoint, host, base_port, timeout, key_file) -> None:
@@ -1991,8 +2116,8 @@ withdraw = _transfer_command("withdraw")
 @main.command()
 @click.argument("account")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @key_option
@@ -2006,19 +2131,19 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({k: [str(a), str(h)] for k, (a, h) in b.items()}))
+        click.echo(json.dumps({k: [plain(a), plain(h)] for k, (a, h) in b.items()}))
         return
     click.echo(f"{'asset':<8} {'available':>24} {'held':>24}")
-    for asset, (avail, held) in sorted(b.items()):
-        click.echo(f"{asset:<8} {avail!s:>24} {held!s:>24}")
+    for asset, (avail, held) in sorted(b.items()):  # (at the asset's precision: the shard's)
+        click.echo(f"{asset:<8} {plain(avail):>24} {plain(held):>24}")
     if not b:
         click.echo(f"(no balances for {account})")
 
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
@@ -2055,8 +2180,8 @@ def audit(endpoint, host, base_port, timeout, key_file) -> None:
 @main.command()
 @click.argument("account")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one per order.")
 @key_option
@@ -2089,6 +2214,7 @@ def orders(account, endpoint, host, base_port, timeout, as_json, key_file) -> No
     if not rows:
         click.echo(f"(no open orders for {account})")
 
+document_env(main)  # last: every command is defined
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -75,8 +75,10 @@ import zmq
 import zmq.asyncio
 
 from shardex.accounts.orders import PlanError, audit_plan, persistent
+from shardex.amounts import plain
 from shardex.auth import AuthError, KeyFile
 from shardex.config import load_markets
+from shardex.endpoints import EndpointsFileError, find_router
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -238,7 +240,7 @@ def _money(value: Any, name: str) -> str:
     if isinstance(value, float):
         raise TypeError(f"{name}: use Decimal or str for money and size, never float")
     if isinstance(value, Decimal | int):
-        return str(value)
+        return plain(value)  # never "1E+2": the edge takes plain decimals only
     if isinstance(value, str):
         return value
     raise TypeError(f"{name}: expected Decimal, str or int, got {type(value).__name__}")
@@ -343,7 +345,7 @@ class ClientCore:
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
         direct: bool = False,
@@ -365,6 +367,15 @@ class ClientCore:
             if len(self.key.accounts) == 1:
                 account = self.key.accounts[0]  # the one account this key may act for
         self._watches: list[Handshake] = []
+        # None: where ``shardex up`` recorded its router (DATA_DIR/endpoints.json), else the
+        # default layout; the source is quoted in connection errors (a wrong port is common)
+        self.endpoint_source: str | None = None
+        if endpoint is None:
+            try:
+                found = find_router()
+            except EndpointsFileError as exc:
+                raise ShardexError(str(exc)) from None
+            endpoint, self.endpoint_source = found.endpoint, found.describe()
         try:
             self.endpoint = check_endpoint(endpoint)
             for ep in shard_endpoints or ():
@@ -399,9 +410,12 @@ class ClientCore:
             problem = w.problem()
             if problem is not None:
                 who = f"key {self.key.name or self.key.public[:8]!r}" if self.key else "no key"
-                return AuthenticationFailed(f"{problem} ({who}, {self.endpoint})")
+                src = f"; {self.endpoint_source}" if self.endpoint_source else ""
+                return AuthenticationFailed(f"{problem} ({who}, {self.endpoint}{src})")
         if self.key is not None:
             message += " (no reply: wrong or revoked key, or cluster down)"
+        if self.endpoint_source:
+            message += f" (router {self.endpoint_source})"
         return RequestTimeout(message)
 
     def close_watches(self) -> None:
@@ -1026,7 +1040,7 @@ class Client(ClientCore):
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
@@ -1441,7 +1455,7 @@ class AsyncClient(ClientCore):
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,

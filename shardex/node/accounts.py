@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -48,6 +47,7 @@ from shardex.accounts.machines import (
     _env_size,
 )
 from shardex.accounts.orders import account_orders, held_rows
+from shardex.amounts import parse_decimal
 from shardex.auth import (
     DOMAIN_CLIENTS,
     DOMAIN_EVENTS,
@@ -369,7 +369,7 @@ class AccountHandler:
         return {"rejected": reason, "code": reject_name(code)}
 
     def _balance_map(self, account, asset, avail, held, repeated=False) -> dict[str, Any]:
-        fmt = self.table.fmt
+        fmt = self.table.fixed  # at the asset's precision, as the balance read
         out = {"ok": True, "account": account, "asset": asset,
                "available": fmt(asset, avail), "held": fmt(asset, held)}  # fmt: skip
         if repeated:
@@ -388,7 +388,7 @@ class AccountHandler:
             return {"error": f"account {account[:64]} not allowed for this key"}
         if not self.core.owns(account):
             return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
-        fmt = self.table.fmt
+        fmt = self.table.fixed  # every balance of an asset at its precision: columns line up
         cells = self.core.balances.get(account, {})
         return {
             "account": account,
@@ -582,19 +582,9 @@ def _at(cmd: Any, i: int) -> Any:
         return None
 
 
-# An amount on the wire: a plain decimal string, optionally with an exponent (``str`` of a
-# ``Decimal`` may have one). Not what ``Decimal()`` also takes: blanks, ``_``, NaN, Infinity.
-_AMOUNT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-
-
 def _decimal(raw: Any) -> Decimal | None:
-    if type(raw) is not str or len(raw) > 64 or not _AMOUNT_RE.fullmatch(raw):
-        return None
-    try:
-        d = Decimal(raw)
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
+    """An amount or budget: a plain, unsigned ASCII decimal (``shardex.amounts``), else None."""
+    return parse_decimal(raw)
 
 
 class AccountNode:

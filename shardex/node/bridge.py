@@ -927,6 +927,15 @@ def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[s
     return out
 
 
+STARTUP_GRACE_S = 60.0  # a shard that never answered yet may be recovering its journal this long
+
+
+def still_starting(answered: bool, age: float, grace: float = STARTUP_GRACE_S) -> bool:
+    """Whether a shard's silence is its start (never answered yet, within ``grace`` seconds
+    of the bridge's start): said once at INFO, not as a WARNING of a shard that went quiet."""
+    return not answered and age < grace
+
+
 @dataclass
 class ShardState:
     """The loop's side of one shard: its tracker, link and wake-up event."""
@@ -937,6 +946,9 @@ class ShardState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     repair_timeout: float = 2.0
     unreachable: bool = False
+    answered: bool = False  # it has answered a status request once (it is no longer starting)
+    waiting_said: bool = False  # "waiting for it to answer" logged (once, while it starts)
+    created: float = field(default_factory=time.monotonic)
     repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
     idle: int = 0
     # "events": an engine shard (``shardex:events:<i>`` + trades); "balances": an account shard
@@ -1409,11 +1421,16 @@ class Bridge:
                 except Malformed as exc:
                     self._malformed("reply", 1, f"status of {st.name}: {exc}")
             if seq is None:
-                if not st.unreachable:
+                if not st.unreachable and still_starting(st.answered, sent - st.created):
+                    if not st.waiting_said:  # (every shard is silent while the cluster starts)
+                        log.info("%s does not answer yet (starting?): waiting for it", st.name)
+                        st.waiting_said = True
+                elif not st.unreachable:
                     log.warning("%s does not answer its status requests", st.name)
                     st.unreachable = True
                 await self._follow_leader(st)
             else:
+                st.answered = True
                 if st.unreachable:
                     log.info("%s answers again", st.name)
                     st.unreachable = False
