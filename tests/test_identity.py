@@ -343,6 +343,26 @@ def test_processes_without_keys_refuse_to_start_with_one_line():
 ACCOUNTS = ("alice", "bob", "carol")
 SYMBOL = "BTC-USD"
 
+# Who may act for which account: written down by hand from the documented roles (README
+# "Identity and keys", the table of roles, and shardex/auth.py's docstring), never computed by
+# ``KeyInfo.may_act_for``, so that a wrong rule there is caught instead of agreed with:
+#   trader: orders for its own accounts only; admin: everything, any account; reader: market
+#   data and status, no orders; bridge: reads the event stream; shard / accounts: process keys
+#   (register as their shard, carry the links), never a client's orders; revoked: nothing.
+MAY_ACT_FOR: dict[str, frozenset[str]] = {
+    "admin": frozenset(("alice", "bob", "carol", "dave")),  # any account, even one no key holds
+    "alice": frozenset(("alice",)),
+    "bob": frozenset(("bob",)),
+    "alice+bob": frozenset(("alice", "bob")),
+    "reader": frozenset(),
+    "bridge": frozenset(),
+    "shard-0": frozenset(),
+    "accounts-0": frozenset(),
+}
+# Refused before any rule as an unknown key: never registered, no key at all, or revoked (it
+# held carol before).
+UNKNOWN_KEYS = ("stranger", "none", "revoked")
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> tuple[Registry, dict[str, str | None]]:
@@ -358,12 +378,26 @@ def registry(tmp_path_factory) -> tuple[Registry, dict[str, str | None]]:
         ("revoked", "trader", ("carol",)),
     ):
         users[name] = reg.add(name, role, accounts)[0]
-    shard_key = reg.add("shard-0", "shard", shard=0)[0]
-    users["shard-0"] = shard_key
+    users["shard-0"] = reg.add("shard-0", "shard", shard=0)[0]
+    users["accounts-0"] = reg.add("accounts-0", "accounts", shard=0)[0]
     reg.revoke("revoked")
     users["stranger"] = keypair()[0]
     users["none"] = None
+    assert set(users) == set(MAY_ACT_FOR) | set(UNKNOWN_KEYS)  # the table covers every key
     return reg, users
+
+
+def test_who_may_act_for_which_account_is_the_documented_table(registry):
+    reg, users = registry
+    for who, accounts in MAY_ACT_FOR.items():
+        key = reg.lookup(users[who])
+        assert key is not None, who
+        for account in (*ACCOUNTS, "dave"):
+            assert key.may_act_for(account) == (account in accounts), (who, account)
+    for who in UNKNOWN_KEYS:
+        assert reg.lookup(users[who]) is None, who
+    revoked = reg.keys[users["revoked"]]  # its entry, kept as revoked: it acts for nobody
+    assert revoked.revoked and not any(revoked.may_act_for(a) for a in (*ACCOUNTS, "dave"))
 
 
 command = st.tuples(
@@ -386,16 +420,18 @@ def _orders(core: ShardCore) -> dict[str, tuple]:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(st.tuples(st.sampled_from(range(10)), command), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from((*MAY_ACT_FOR, *UNKNOWN_KEYS)), command), min_size=1, max_size=40
+    )
+)
 def test_no_command_changes_an_order_of_an_account_its_key_may_not_act_for(registry, steps):
     reg, users = registry
-    names = list(users)
     core = ShardCore(0, 1, DEFAULT_MARKETS, registry=reg)
     owner: dict[str, str] = {}  # order id → account that placed it (while it rests)
-    for who_i, (op, account, n, side, price, qty) in steps:
-        who = names[who_i % len(names)]
-        key = reg.lookup(users[who])
-        allowed = key is not None and key.may_act_for(account)
+    for who, (op, account, n, side, price, qty) in steps:
+        known = who not in UNKNOWN_KEYS
+        allowed = account in MAY_ACT_FOR.get(who, ())  # the table, not the code under test
         oid = f"o{n}"
         if op == OP_NEW:
             cmd = (OP_NEW, SYMBOL, oid, account, side, LIMIT, price, qty, GTC, False, STP_NONE)
@@ -407,7 +443,7 @@ def test_no_command_changes_an_order_of_an_account_its_key_may_not_act_for(regis
         out: list = []
         error, results = decode_reply(core.handle(encode_request([cmd]), out, {}, user=users[who]))
         after = _orders(core)
-        if key is None:
+        if not known:
             assert error == "authentication failed: unknown key" and after == before
             continue
         assert error is None
