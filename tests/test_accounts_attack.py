@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from conftest import Cluster, RedisServer
+from conftest import Cluster, RedisServer, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_accounts_stream import _converged, _stream
@@ -736,15 +736,14 @@ def test_busy_link_does_not_resend_what_is_in_flight():
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A 3 MB tmpfs (root only; skipped with the reason otherwise), as tests/test_diskfull.py."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+    require(os.geteuid() == 0, "needs root to mount a tmpfs")
     mnt = Path(tempfile.mkdtemp(prefix="shardex-full-"))
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
     )
     if proc.returncode != 0:
         os.rmdir(mnt)
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    require(proc.returncode == 0, f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
         yield mnt
     finally:
