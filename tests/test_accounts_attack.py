@@ -913,6 +913,8 @@ def test_keys_at_the_account_tier():
         # HAVE ever comes back); account shard 1's key claiming to be account shard 0 is
         # refused message by message
         sync0 = msgpack.packb([0, 0])
+        line = "refused a CURVE connection on account-link: authentication failed: key not allowed"
+        refusals = cl.output().count(line)
         stranger = _secure_dealer(cl.layout.account_link(0), trader, b"accounts-0")
         other = _secure_dealer(
             cl.layout.account_link(0), KeyFile.read(cl.keys_dir / "accounts-1.key")
@@ -921,6 +923,8 @@ def test_keys_at_the_account_tier():
             stranger.send_multipart([LINK_SYNC, sync0], zmq.NOBLOCK)
             other.send_multipart([LINK_SYNC, sync0])
             other.send_multipart([LINK_FWD, msgpack.packb([0, [[1, 0, ["x"]]]])])
+        # the trader key's connection did reach the link, and was refused at its handshake
+        _wait(lambda: cl.output().count(line) > refusals, "the trader key refused at the link")
         assert not stranger.poll(1000) and not other.poll(200)
         stranger.close(0)
         other.close(0)
