@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import free_layout, redis_server_binary
+from conftest import free_layout, redis_server_binary, require
 from fakeshard import FakeShards, accepted, trade
 from test_bridge import BridgeProc, assert_exact, wait_until
 
@@ -114,8 +114,7 @@ class AclRedis:
 
 def self_signed(directory: Path) -> Path:
     """A self-signed certificate for 127.0.0.1 (``cert.pem``, ``key.pem``) made with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl to make a test certificate")
+    require(shutil.which("openssl") is not None, "no openssl to make a test certificate")
     directory.mkdir()
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -560,7 +559,7 @@ def test_bridge_and_tail_over_tls_with_rediss_urls(tmp_path):
         server = AclRedis(redis_server_binary(), users, work, tls=self_signed(tmp_path / "tls"))
     except RuntimeError as exc:
         if "tls" in str(exc).lower():
-            pytest.skip(f"this redis-server has no TLS: {exc}")
+            require(False, f"this redis-server has no TLS: {exc}")
         raise
     fake = FakeShards(1, keys_dir=str(keys))
     bridge = BridgeProc(fake, bridge_url(server.url), tmp_path, keys_dir=keys)
