@@ -18,7 +18,9 @@ from shardex.engine import MarketError
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
 from shardex.node.honcho import honcho_concurrency, honcho_index
+from shardex.recovery import describe as recovery_describe
 from shardex.tools.workload import DEFAULT_MIX_TEXT
+from shardex.wire.protocol import ERR_RECOVERING
 
 
 def _markets(path: str | None):
@@ -100,6 +102,7 @@ def _check_data_dir(
     written with another account tier (M) than ``accounts`` (None: not checked)."""
     from shardex.datadir import DataDirError, check_account_tier, check_data_dir
 
+    t = time.monotonic()
     try:
         if accounts is not None:
             check_account_tier(data_dir, accounts)
@@ -107,6 +110,9 @@ def _check_data_dir(
             check_data_dir(data_dir, shards, markets, only)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    logging.getLogger("shardex.datadir").info(
+        "data dir %s checked in %.2f s", data_dir, time.monotonic() - t
+    )
 
 
 markets_option = click.option(
@@ -1123,6 +1129,7 @@ def _print_endpoints(
 
     admin = os.path.join(keys, ADMIN_KEY_FILE) if keys else None
     registered = []  # per router: the shards registered with it
+    recovering: dict[str, Any] = {}  # slot name → its replay estimate (``shardex.recovery``)
     for j in range(layout.routers):
         shards_up = 0
         with Client(layout.router_frontend(j), timeout=1.0, key=admin or False) as c:
@@ -1132,6 +1139,7 @@ def _print_endpoints(
                 except ShardexError:
                     continue
                 shards_up = sum(1 for t in info["topology"] if t.get("pid"))
+                recovering = info.get("recovering") or {}
                 if shards_up == layout.shards:
                     break
                 time.sleep(0.25)
@@ -1151,6 +1159,9 @@ def _print_endpoints(
                     break
                 time.sleep(0.25)
     lines = [f"shardex cluster: {layout.shards} shard(s), {min(registered)} registered"]
+    if recovering:
+        lines[0] += (f"; recovering (answering 'recovering' meanwhile, see shardex status): "
+                     f"{'; '.join(recovery_describe(v) for v in recovering.values())}")  # fmt: skip
     if layout.routers > 1:
         lines[0] += f" with each of {layout.routers} routers"
     w = 19 if layout.routers == 1 else 22
@@ -1671,6 +1682,11 @@ def book(
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
+def _down(error: str) -> str:
+    """A shard's state column when its status read failed: replaying its journal, or down."""
+    return "RECOVER" if error.startswith(ERR_RECOVERING) else "DOWN"
+
+
 def status(
     endpoint: str | None,
     host: str,
@@ -1708,7 +1724,7 @@ def status(
     click.echo(hdr)
     for st in shards:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
             continue
         click.echo(
             f"{st['shard']:>5} {'up':<7} {st['pid']:>7} {_s(st.get('cpu')):>4} "
@@ -1724,7 +1740,7 @@ def status(
         )
     for st in accounts:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
             continue
         click.echo(
             f"{st['account_shard']:>5} {'up':<7} {st['seq']:>10} {st['accounts']:>9} "

@@ -86,6 +86,8 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    OP_REJECT,
+    REJ_MALFORMED,
     SIDES,
     Command,
 )
@@ -256,6 +258,10 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_AMENDED: "iissii",
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
+
+
+def _item(seq: Any, i: int) -> Any:
+    return seq[i] if len(seq) > i else None
 
 
 def _check(value: Any, kind: str) -> bool:
@@ -503,6 +509,8 @@ class ClientCore:
         plan: list[tuple[int, bytes, list[int]]] = []
         m = self.accounts
         for i, t in enumerate(tuples):
+            if t and t[0] == OP_REJECT:
+                continue  # answered here (``edge_rejects``): shards refuse a client's OP_REJECT
             symbol = t[1] if len(t) > 1 else ""
             acct = None
             if len(t) > 3 and t[0] in (OP_NEW, OP_AMEND):
@@ -541,6 +549,17 @@ class ClientCore:
                 del open_[s]
         plan.extend((s, key, idx) for s, (key, idx) in open_.items())
         return plan
+
+    @staticmethod
+    def edge_rejects(tuples: list[Command], out: list) -> None:
+        """Answer, in ``out``, the commands this client could not encode (``OP_REJECT`` tuples):
+        a ``rejected`` event with the reason and code, seq 0 (no shard sequenced it). Shards
+        refuse an ``OP_REJECT`` from a client (``ERR_INTERNAL_OP``), so it is never sent."""
+        for i, t in enumerate(tuples):
+            if t and t[0] == OP_REJECT:
+                code = t[4] if len(t) > 4 and type(t[4]) is int else REJ_MALFORMED
+                sym, oid = (v if type(v) is str else "" for v in (_item(t, 1), _item(t, 2)))
+                out[i] = (None, [(EV_REJECTED, 0, sym, oid, str(_item(t, 3)), code)])
 
     # -- replies: store, decode, map errors (never raise on a peer's garbage) -------------------
 
@@ -1281,6 +1300,7 @@ class Client(ClientCore):
     ) -> list:
         """Send ``tuples`` in planned frames with ``window`` in flight; ``store``'s outcomes."""
         out: list[Any] = [None] * len(tuples)
+        self.edge_rejects(tuples, out)
         queue = list(reversed(self.plan(tuples, batch, via_accounts)))
         pending = Pending(self.timeout)
         window = max(1, window)
@@ -1639,6 +1659,7 @@ class AsyncClient(ClientCore):
         self, tuples: list[Command], batch: int, window: int, via_accounts: bool = False
     ) -> list:
         out: list[Any] = [None] * len(tuples)
+        self.edge_rejects(tuples, out)
         gate = asyncio.Semaphore(max(1, window))
 
         async def finish(req: bytes, fut: asyncio.Future, s: int, idx: list[int]) -> None:
@@ -1810,6 +1831,7 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
         unit = units.get(a, Decimal(1))
         good = have == owed and t.get("flow", 0) == 0
         ok = ok and good
+
         def amt(units: int, unit: Decimal = unit) -> str:
             return format(units * unit, "f")  # (never 0E-8)
 
@@ -1817,8 +1839,12 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
             f"{a:<6} balances+fees {amt(have)}  deposits-withdrawals {amt(owed)}  "
             f"fees {amt(t.get('fees', 0))}  trade inflow {amt(t.get('flow', 0))}  "
             f"{'ok' if good else 'VIOLATION'}"
-            + ("" if have == owed else f" (difference {amt(have - owed)}: money "
-               f"{'appeared' if have > owed else 'disappeared'})")  # fmt: skip
+            + (
+                ""
+                if have == owed
+                else f" (difference {amt(have - owed)}: money "
+                f"{'appeared' if have > owed else 'disappeared'})"
+            )  # fmt: skip
         )
     lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     return lines, ok

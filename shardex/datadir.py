@@ -22,6 +22,7 @@ take as its work list (pair, directory it is in, shard it belongs to).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -29,9 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.journal import Journal, iter_records, read_snapshot
+from shardex.journal import Journal, iter_records, read_snapshot, uncovered
 from shardex.layout import MAX_SHARDS
-from shardex.wire.protocol import shard_for, unpackb
+from shardex.wire.protocol import packb, shard_for, unpackb
+
+log = logging.getLogger("shardex.datadir")
+LOG_BYTES = 16 << 20  # a directory with this much journal to read says so first
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
@@ -86,11 +90,19 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
             info.pairs.update(str(s) for s in state["books"])
             snap_seq = info.snapshot_seq = int(state["seq"])
             break
-    for seg in journal.segments():
+    segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
+    size = sum(p.stat().st_size for p in segments)
+    if size >= LOG_BYTES:
+        log.info("data dir check: reading %.0f MB of %s's journal after its snapshot (seq %d)",
+                 size / 1e6, path.name, snap_seq)  # fmt: skip
+    wanted = {s: packb(s) for s in known}  # a symbol's bytes as a command would hold them
+    for seg in segments:
         for seq, payload in iter_records(seg):
             if seq < snap_seq:
                 continue  # covered by the snapshot
             info.records += 1
+            if not any(b in payload for s, b in wanted.items() if s not in info.pairs):
+                continue  # names no symbol it does not hold yet: nothing to decode
             for cmd in unpackb(payload):
                 if (
                     type(cmd) in (tuple, list)

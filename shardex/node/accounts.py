@@ -76,6 +76,7 @@ from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.node.runtime import tune_gc
 from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink, outbox_families
+from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -99,6 +100,7 @@ from shardex.wire.protocol import (
     edge_command,
     encode_events,
     encode_reply,
+    internal_op_refusal,
     markets_to_wire,
     packb,
     quote,
@@ -134,8 +136,8 @@ class AccountsConfig:
     markets: Mapping[str, Market]
     journal_dir: str | None = None
     fsync: str = "batch"
-    snapshot_every: int = 1_000_000
-    snapshot_interval: float = 300.0
+    snapshot_every: int = field(default_factory=snapshot_every_default)
+    snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None
     keys_dir: str | None = None
     # Balance events for the bridge (phase 2): every event is published with its seq on ``pub``;
@@ -229,6 +231,8 @@ class AccountHandler:
                 return _UNKNOWN_KEY
         self.key = key
         cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)
         if error is not None:
             return encode_reply(None, error)
         reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER)
@@ -468,6 +472,8 @@ class AccountHandler:
             if key.role not in ("bridge", "admin"):
                 return encode_reply([{"error": "events: not allowed for this key"}])
         cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)  # (read-only here anyway: the same answer)
         if error is not None:
             return encode_reply(None, error)
         results: list[Any] = []
@@ -648,7 +654,11 @@ class AccountNode:
             return factory.new(cfg.markets), NullJournal()
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         t = time.monotonic()
-        rec = journal.recover()
+        rec = recover_visibly(
+            journal.recover, f"account shard {cfg.index}", self.ctx, cfg.router,
+            f"accounts-{cfg.index}", self.key, {"tier": "accounts", "shard": cfg.index,
+                                                "shards": cfg.shards, "pid": os.getpid()},
+        )  # fmt: skip
         machine: AccountMachine = rec.engine  # type: ignore[assignment]
         log.info(
             "recovered account shard %d from %s: snapshot seq %s + %d journaled commands in "
@@ -1147,16 +1157,32 @@ class AccountNode:
         if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
             self.machine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
         ):
-            self.last_snap = now
-            try:
-                journal.snapshot(self.machine)  # type: ignore[arg-type]
-            except (JournalUnavailable, OSError) as exc:
-                log.error("ALERT snapshot of account shard %d failed (%s)", cfg.index, exc)
-                return
-            self.last_snap_seq = self.machine.seq
-            self.last_snap_records = journal.records_written
+            self.snapshot(now)
+
+    def snapshot(self, now: float) -> None:
+        """Snapshot the machine (periodic, and at a clean stop); a failure is an ALERT, retried
+        at the next interval."""
+        journal = self.handler.journal
+        if not isinstance(journal, Journal):
+            return
+        t = time.monotonic()
+        self.last_snap = now
+        try:
+            path = journal.snapshot(self.machine)  # type: ignore[arg-type]
+        except (JournalUnavailable, OSError) as exc:
+            log.error("ALERT snapshot of account shard %d failed (%s)", self.cfg.index, exc)
+            return
+        log.info("snapshot %s of account shard %d in %.1f ms", path.name, self.cfg.index,
+                 (time.monotonic() - t) * 1000)  # fmt: skip
+        self.last_snap_seq = self.machine.seq
+        self.last_snap_records = journal.records_written
 
     def close(self) -> None:
+        if self.handler.journal_down is None and self.machine.seq != self.last_snap_seq:
+            # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
+            log.info("account shard %d stopping: snapshot at seq %d", self.cfg.index,
+                     self.machine.seq)  # fmt: skip
+            self.snapshot(time.monotonic())
         if self.replica is not None:
             self.replica.close()
         try:
