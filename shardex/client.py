@@ -94,6 +94,7 @@ from shardex.engine.codes import (
 from shardex.layout import Layout
 from shardex.wire.protocol import (
     ERR_NOT_LEADER,
+    ERR_RECOVERING,
     ERR_UNAVAILABLE,
     OP_AUDIT,
     OP_BALANCE,
@@ -285,6 +286,7 @@ def retryable(error: str | None) -> bool:
     return error is not None and (
         uncertain(error)
         or error.startswith(ERR_UNAVAILABLE)
+        or error.startswith(ERR_RECOVERING)
         or error.startswith(ERR_NOT_LEADER)
         or error.startswith(UNREACHABLE_PREFIX)
     )
