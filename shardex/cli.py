@@ -18,6 +18,12 @@ from shardex.engine import MarketError
 from shardex.journal import JournalError
 from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
 from shardex.node.honcho import honcho_concurrency, honcho_index
+from shardex.recovery import (
+    SNAPSHOT_EVERY,
+    SNAPSHOT_INTERVAL,
+    snapshot_every_default,
+    snapshot_interval_default,
+)
 from shardex.recovery import describe as recovery_describe
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 from shardex.wire.protocol import ERR_RECOVERING
@@ -790,16 +796,17 @@ def _check_role_auto(data_dir: str | None, redis_url: str | None, fsync: str) ->
 @click.option(
     "--snapshot-every",
     type=int,
-    default=1_000_000,
-    show_default=True,
-    help="Journaled commands between snapshots.",
+    default=None,
+    help="Journaled commands between snapshots (bounds a restart's replay) "
+    f"[default: SHARDEX_SNAPSHOT_EVERY or {SNAPSHOT_EVERY:,}].",
 )
 @click.option(
     "--snapshot-interval",
     type=float,
-    default=300.0,
-    show_default=True,
-    help="Seconds between snapshots (when something changed).",
+    default=None,
+    help="Seconds between snapshots when something changed "
+    f"[default: SHARDEX_SNAPSHOT_INTERVAL or {SNAPSHOT_INTERVAL:.0f}]. A clean stop "
+    "(SIGTERM/SIGINT) always snapshots.",
 )
 @accounts_option
 @click.option(
@@ -828,8 +835,8 @@ def engine(
     fsync: str,
     metrics_port: int | None,
     pub_hwm: int,
-    snapshot_every: int,
-    snapshot_interval: float,
+    snapshot_every: int | None,
+    snapshot_interval: float | None,
     keys_dir: str | None,
     insecure: bool,
     accounts: str = "auto",
@@ -878,8 +885,8 @@ def engine(
         cpu=cpu,
         journal_dir=os.path.join(data_dir, f"shard-{i}") if data_dir else None,
         fsync=fsync,
-        snapshot_every=max(1, snapshot_every),
-        snapshot_interval=snapshot_interval,
+        snapshot_every=max(1, snapshot_every or snapshot_every_default()),
+        snapshot_interval=snapshot_interval or snapshot_interval_default(),
         pub_hwm=max(1, pub_hwm),
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
         keys_dir=keys,

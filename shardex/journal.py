@@ -854,6 +854,11 @@ class Journal:
         path = write_snapshot(self.dir, engine)
         if self._dirty is None:
             self._close_segment()  # next commit rolls a segment that starts at this seq
+            try:  # ... created now, so a restart sees the snapshot covers every older segment
+                self._roll(engine.seq)  # (and reads none of them)
+            except OSError as exc:
+                log.warning("cannot start the segment after snapshot %s: %s (the next commit "
+                            "will)", path.name, _reason(exc))  # fmt: skip
         self._retain()
         return path
 

@@ -666,7 +666,8 @@ class AccountNode:
             cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, time.monotonic() - t,
             machine.seq, len(machine.core.balances), len(machine.core.orders),
         )  # fmt: skip
-        machine.core.check_integrity()  # refuse to serve books that do not balance
+        if rec.replayed or rec.snapshot_seq is None:  # (a restored snapshot was just checked)
+            machine.core.check_integrity()  # refuse to serve books that do not balance
         return machine, journal
 
     def _sockets(self) -> None:
