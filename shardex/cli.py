@@ -1682,6 +1682,11 @@ def book(
         click.echo("(empty book)")
 
 
+def _down(error: str) -> str:
+    """A shard's state column when its status read failed: replaying its journal, or down."""
+    return "RECOVER" if error.startswith(ERR_RECOVERING) else "DOWN"
+
+
 @main.command()
 @endpoint_option
 @host_option
@@ -1689,11 +1694,6 @@ def book(
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
-def _down(error: str) -> str:
-    """A shard's state column when its status read failed: replaying its journal, or down."""
-    return "RECOVER" if error.startswith(ERR_RECOVERING) else "DOWN"
-
-
 def status(
     endpoint: str | None,
     host: str,
