@@ -1684,7 +1684,7 @@ def book(
 
 def _down(error: str) -> str:
     """A shard's state column when its status read failed: replaying its journal, or down."""
-    return "RECOVER" if error.startswith(ERR_RECOVERING) else "DOWN"
+    return "RECOVER" if f"{ERR_RECOVERING}: " in error else "DOWN"
 
 
 @main.command()

@@ -269,3 +269,21 @@ def _assert_exact(data: Path) -> None:
             assert _state(a.engine) == _state(b.engine), name
         finally:
             shutil.rmtree(bare, ignore_errors=True)
+
+
+def test_the_bridge_names_what_it_waits_for():
+    """The bridge's wait line (logged once per change, not every 0.5 s) names the shards not
+    registered and the recovering estimate the router holds for them."""
+    from shardex.node.bridge import _waiting_for
+    from shardex.wire.protocol import encode_reply
+
+    r = Router(2, RouterConfig(2, "", "", accounts=1))
+    est = {"what": "account shard 0", "done": 10, "total": 100, "eta_s": 9.0}
+    r.hello(b"recovering-accounts-0", packb((OP_HELLO, {"tier": "accounts", "shard": 0,
+                                                         "shards": 1, "recovering": est})),
+            now=1.0)  # fmt: skip
+    r.hello(b"shard-0", packb((OP_HELLO, {"shard": 0, "shards": 2, "pub": "tcp://p",
+                                          "direct": "tcp://d"})), now=1.0)  # fmt: skip
+    names, detail = _waiting_for([b"req", encode_reply([r.info(1.5)])])
+    assert names == ("shard 1", "account shard 0")
+    assert "account shard 0, replayed 10 of ~100, ~9 s left" in detail
