@@ -162,9 +162,10 @@ def phases(log: Path, since: int) -> dict[str, Any]:
     if m:
         out["datadir_check_s"] = float(m.group(1))
     for m in re.finditer(r"recovered (shard \d+|account shard \d+) from \S+: snapshot seq "
-                         r"(\S+) \+ (\d+) journaled commands in ([\d.]+)s", text):  # fmt: skip
+                         r"(\S+) \+ (\d+) journaled commands in ([\d.]+)s \(([\d.]+)s CPU",
+                         text):  # fmt: skip
         out[m.group(1)] = {"snapshot_seq": m.group(2), "replayed": int(m.group(3)),
-                           "seconds": float(m.group(4))}  # fmt: skip
+                           "seconds": float(m.group(4)), "cpu_s": float(m.group(5))}  # fmt: skip
     return out
 
 

@@ -653,7 +653,7 @@ class AccountNode:
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
-        t = time.monotonic()
+        t, cpu = time.monotonic(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"account shard {cfg.index}", self.ctx, cfg.router,
             f"accounts-{cfg.index}", self.key, {"tier": "accounts", "shard": cfg.index,
@@ -662,8 +662,9 @@ class AccountNode:
         machine: AccountMachine = rec.engine  # type: ignore[assignment]
         log.info(
             "recovered account shard %d from %s: snapshot seq %s + %d journaled commands in "
-            "%.2fs → seq %d, %d accounts, %d open orders",
+            "%.2fs (%.2fs CPU) → seq %d, %d accounts, %d open orders",
             cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, time.monotonic() - t,
+            time.process_time() - cpu,
             machine.seq, len(machine.core.balances), len(machine.core.orders),
         )  # fmt: skip
         if rec.replayed or rec.snapshot_seq is None:  # (a restored snapshot was just checked)
