@@ -144,6 +144,19 @@ def fund(up: Up, limit: float = 120.0) -> None:
     raise SystemExit(f"no deposit accepted within {limit}s; see {up.log}")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` since it started (``/proc/PID/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / _TICK, 2)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def fill(up: Up, orders: int, seed: int = 1) -> dict[str, Any]:
     fund(up)
     cfg = LoadConfig(endpoint=up.layout.frontend, key=str(up.key), risk="on", accounts=100,
@@ -215,9 +228,13 @@ def main() -> None:
             up = Up(data, base, log, [])
             took = up.first_order(600)
             every = up.all_serving(600)
+            # CPU each process used from its start until every shard served: what the restart
+            # costs without the other tenants of a shared box (wall time there says little)
+            cpu = {str(pid): cpu_seconds(pid) for pid in up.pids()}
             result[how] = {
                 "start_to_first_order_s": round(took, 2),
                 "start_to_every_shard_s": round(every, 2),
+                "shard_cpu_s": cpu,
                 **phases(log, since),
             }
             if not args.json:
