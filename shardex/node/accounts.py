@@ -74,7 +74,7 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
-from shardex.node.runtime import tune_gc
+from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink, outbox_families
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
@@ -1267,6 +1267,7 @@ def run_accounts(cfg: AccountsConfig) -> None:
     node = AccountNode(cfg)
     node.stop = StopFlag.install()
     node.run()
+    exit_now()  # stopped cleanly: skip the heap's teardown
 
 
 __all__ = ["AccountHandler", "AccountNode", "AccountsConfig", "run_accounts"]

@@ -47,7 +47,7 @@ from shardex.engine.codes import (
 )
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
-from shardex.node.runtime import tune_gc
+from shardex.node.runtime import exit_now, tune_gc
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
@@ -1498,6 +1498,7 @@ def run_shard(cfg: ShardConfig) -> None:
     node = ShardNode(cfg)
     node.stop = StopFlag.install()
     node.run()
+    exit_now()  # stopped cleanly: skip the heap's teardown
 
 
 def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:
