@@ -347,6 +347,8 @@ def _replay(
     apply = engine.apply
     total = _sizes(segments) if progress is not None else 0
     read = 0  # bytes of the segments before this one
+    if progress is not None:
+        progress(0, 0, total)  # the snapshot is loaded: the replay starts
     for i, path in enumerate(segments):
         last = i == len(segments) - 1
         scan = SegmentScan(path)

@@ -29,6 +29,7 @@ SNAPSHOT_EVERY = 100_000  # journaled commands: ~1.5 s of engine replay on a 2-c
 SNAPSHOT_INTERVAL = 60.0  # seconds
 BEACON_EVERY_S = 0.5  # recovering hellos: the router forgets the state 3 s after the last
 LOG_EVERY_S = 1.0
+LOADING, REPLAYING = "loading its newest snapshot", "replaying the journal after it"
 
 
 def _env(name: str, default: float, kind: type) -> Any:
@@ -65,10 +66,12 @@ class Progress:
         self.now = start
         self.logged = start
         self.finished = False
+        self.phase = LOADING  # then REPLAYING once the journal after the snapshot is read
 
     def update(self, done: int, bytes_read: int, total_bytes: int, now: float) -> None:
         self.total_bytes = max(0, total_bytes)
         self.done, self.bytes, self.now = done, min(bytes_read, self.total_bytes), now
+        self.phase = REPLAYING
 
     def estimate(self) -> dict[str, Any]:
         """``{"what", "done", "total", "eta_s", "elapsed_s"}``: commands replayed, the estimated
@@ -81,8 +84,8 @@ class Progress:
                 eta = round((self.total_bytes - self.bytes) * elapsed / self.bytes, 1)
         if self.finished:
             total, eta = self.done, 0.0
-        return {"what": self.what, "done": self.done, "total": total, "eta_s": eta,
-                "elapsed_s": round(elapsed, 1)}  # fmt: skip
+        return {"what": self.what, "phase": self.phase, "done": self.done, "total": total,
+                "eta_s": eta, "elapsed_s": round(elapsed, 1)}  # fmt: skip
 
     def line(self) -> str:
         e = self.estimate()
@@ -104,6 +107,10 @@ def describe(state: Any) -> str:
         return "recovering"
     done, total, eta = state.get("done"), state.get("total"), state.get("eta_s")
     parts = [str(state.get("what", "shard"))[:40]]
+    if state.get("phase") == LOADING:
+        elapsed = state.get("elapsed_s")
+        since = f" ({elapsed:.0f} s so far)" if isinstance(elapsed, int | float) else ""
+        return ", ".join(parts) + f", {LOADING}{since}"
     if type(done) is int:
         parts.append(f"replayed {done:,}" + (f" of ~{total:,}" if type(total) is int else ""))
     if isinstance(eta, int | float) and not isinstance(eta, bool):
@@ -140,6 +147,8 @@ class Beacon:
         socks = self._open()
         try:
             while not self._stop.is_set():
+                if self.progress.phase == LOADING:
+                    self.progress.now = time.monotonic()  # (no updates while it loads)
                 payload = self._hello(self.progress.estimate())
                 for s in socks:
                     try:

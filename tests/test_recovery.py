@@ -25,7 +25,7 @@ from shardex.client import Client, ShardexError, retryable
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import Journal, iter_records, uncovered
 from shardex.node.router import Router, RouterConfig, RouterNode
-from shardex.recovery import Progress, recover_visibly
+from shardex.recovery import Progress, describe, recover_visibly
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import (
     ERR_RECOVERING,
@@ -43,10 +43,12 @@ from shardex.wire.protocol import (
 def test_progress_estimates_total_and_time_left_from_bytes():
     p = Progress("shard 0", start=100.0)
     assert p.estimate()["total"] is None and p.estimate()["eta_s"] is None
+    p.now = 103.0  # (the beacon's clock while the snapshot loads)
+    assert describe(p.estimate()) == "shard 0, loading its newest snapshot (3 s so far)"
     p.update(1_000, 250, 1_000, now=102.0)  # a quarter of the bytes in 2 s
     e = p.estimate()
-    assert e == {"what": "shard 0", "done": 1_000, "total": 4_000, "eta_s": 6.0,
-                 "elapsed_s": 2.0}  # fmt: skip
+    assert e == {"what": "shard 0", "phase": "replaying the journal after it", "done": 1_000,
+                 "total": 4_000, "eta_s": 6.0, "elapsed_s": 2.0}  # fmt: skip
     assert "replayed 1,000 of ~4,000" in p.line() and "~6 s left" in p.line()
     p.finished = True
     assert p.estimate()["total"] == 1_000 and p.estimate()["eta_s"] == 0.0
