@@ -961,6 +961,13 @@ class Journal:
                 base = restore_engine(state, self.markets, self.machine)
                 break
         machine = base if base is not None else self.machine.new(self.markets)
+        segs = self.segments()
+        if segs and _seq_of(segs[0]) > machine.seq:  # (a later record would say so too, but
+            # after a snapshot the only segment may still be empty)
+            raise JournalError(
+                f"journal records from seq {machine.seq} to {_seq_of(segs[0])} are no longer "
+                "on disk (removed by snapshot retention)"
+            )
         return Replay(machine, self._records_skipping)
 
     def _records_skipping(self, seq: int) -> Iterator[tuple[int, bytes]]:
