@@ -306,6 +306,26 @@ def _sizes(paths: list[Path]) -> int:
     return total
 
 
+class _Meter:
+    """A replay's progress reports (``Journal.recover``'s ``progress``): at the start, every
+    ``PROGRESS_EVERY`` records, at the end; bytes read against the bytes of its segments."""
+
+    def __init__(self, segments: list[Path], progress: Callable[[int, int, int], None] | None):
+        self.progress = progress
+        self.total = _sizes(segments) if progress is not None else 0
+        self.read = 0  # bytes of the segments before the current one
+        if progress is not None:
+            progress(0, 0, self.total)  # the snapshot is loaded: the replay starts
+
+    def record(self, replayed: int, scan: SegmentScan) -> None:
+        if self.progress is not None and scan.records % PROGRESS_EVERY == 0:
+            self.progress(replayed, self.read + scan.good_bytes, self.total)
+
+    def end(self, replayed: int) -> None:
+        if self.progress is not None:
+            self.progress(replayed, self.total, self.total)
+
+
 def uncovered(segments: list[Path], seq: int) -> list[Path]:
     """``segments`` (sorted) without those a snapshot at ``seq`` covers whole: a segment whose
     successor starts at or before ``seq`` holds only records before it. A restart reads only
@@ -345,16 +365,12 @@ def _replay(
     torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
     out: list[Event] = []
     apply = engine.apply
-    total = _sizes(segments) if progress is not None else 0
-    read = 0  # bytes of the segments before this one
-    if progress is not None:
-        progress(0, 0, total)  # the snapshot is loaded: the replay starts
+    meter = _Meter(segments, progress)
     for i, path in enumerate(segments):
         last = i == len(segments) - 1
         scan = SegmentScan(path)
         for seq, payload in iter_records(path, scan):
-            if progress is not None and scan.records % PROGRESS_EVERY == 0:
-                progress(replayed, read + scan.good_bytes, total)
+            meter.record(replayed, scan)
             if torn is not None:
                 if seq > engine.seq:
                     raise JournalError(
@@ -390,9 +406,8 @@ def _replay(
                 torn = scan  # acceptable only if a later segment continues it
         elif scan.zeros:
             cut.append(scan)  # preallocated space the writer never reached
-        read += scan.size
-    if progress is not None:
-        progress(replayed, total, total)
+        meter.read += scan.size
+    meter.end(replayed)
     if torn is not None:
         cut.append(torn)  # only empty segments follow it: it is the end of the log
     return replayed, cut

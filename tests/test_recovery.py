@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import zmq
 from conftest import Cluster, free_layout
 
 from shardex import journal as journal_mod
@@ -24,6 +25,7 @@ from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactor
 from shardex.client import Client, ShardexError, retryable
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import Journal, iter_records, uncovered
+from shardex.node.bridge import _waiting_for
 from shardex.node.router import Router, RouterConfig, RouterNode
 from shardex.recovery import Progress, describe, recover_visibly
 from shardex.tools.workload import Workload
@@ -33,6 +35,7 @@ from shardex.wire.protocol import (
     OP_HELLO,
     VERSION,
     decode_reply,
+    encode_reply,
     packb,
     shard_for,
 )
@@ -155,8 +158,6 @@ def test_a_replaying_shard_makes_a_real_router_answer_recovering(tmp_path):
     """Real router process loop and sockets, real beacon: while ``recover`` runs (held here
     until a client has seen the answer), requests for that shard get ``recovering`` with the
     estimate instead of ``shard unavailable``; after it, the router forgets the state."""
-    import zmq
-
     layout = free_layout(1)
     node = RouterNode(RouterConfig(1, layout.frontend, layout.backend, open_after=0.0))
     t = threading.Thread(target=node.run, daemon=True)
@@ -276,9 +277,6 @@ def _assert_exact(data: Path) -> None:
 def test_the_bridge_names_what_it_waits_for():
     """The bridge's wait line (logged once per change, not every 0.5 s) names the shards not
     registered and the recovering estimate the router holds for them."""
-    from shardex.node.bridge import _waiting_for
-    from shardex.wire.protocol import encode_reply
-
     r = Router(2, RouterConfig(2, "", "", accounts=1))
     est = {"what": "account shard 0", "done": 10, "total": 100, "eta_s": 9.0}
     r.hello(b"recovering-accounts-0", packb((OP_HELLO, {"tier": "accounts", "shard": 0,
