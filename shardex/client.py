@@ -1841,12 +1841,8 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
             f"{a:<6} balances+fees {amt(have)}  deposits-withdrawals {amt(owed)}  "
             f"fees {amt(t.get('fees', 0))}  trade inflow {amt(t.get('flow', 0))}  "
             f"{'ok' if good else 'VIOLATION'}"
-            + (
-                ""
-                if have == owed
-                else f" (difference {amt(have - owed)}: money "
-                f"{'appeared' if have > owed else 'disappeared'})"
-            )  # fmt: skip
+            + ("" if have == owed else f" (difference {amt(have - owed)}: money "
+               f"{'appeared' if have > owed else 'disappeared'})")  # fmt: skip
         )
     lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     return lines, ok

@@ -1180,7 +1180,8 @@ class AccountNode:
         self.last_snap_records = journal.records_written
 
     def close(self) -> None:
-        if self.handler.journal_down is None and self.machine.seq != self.last_snap_seq:
+        durable = isinstance(self.handler.journal, Journal)
+        if durable and self.handler.journal_down is None and self.machine.seq != self.last_snap_seq:
             # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
             log.info("account shard %d stopping: snapshot at seq %d", self.cfg.index,
                      self.machine.seq)  # fmt: skip

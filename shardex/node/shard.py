@@ -532,8 +532,8 @@ class ShardConfig:
     pub_hwm: int = 100_000
     journal_dir: str | None = None  # None: in-memory only (state lost on crash)
     fsync: str = "batch"  # always | batch | none
-    # journaled commands (records, i.e. batches) between snapshots, and seconds between
-    # snapshots when something changed: together they bound a restart's replay
+    # journaled commands between snapshots, and seconds between snapshots when something
+    # changed: together they bound a restart's replay (``shardex.recovery``)
     snapshot_every: int = field(default_factory=snapshot_every_default)
     snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None  # Prometheus exporter; None/0: off
@@ -1463,7 +1463,8 @@ class ShardNode:
         self.last_snap_records = core.journal.records_written
 
     def close(self) -> None:
-        if self.held is None and self.core.engine.seq != self.last_snap_seq:
+        durable = isinstance(self.core.journal, Journal)
+        if durable and self.held is None and self.core.engine.seq != self.last_snap_seq:
             # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
             log.info("shard %d stopping: snapshot at seq %d", self.core.index, self.core.engine.seq)
             self.snapshot(time.monotonic())
