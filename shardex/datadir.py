@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.journal import Journal, iter_records, read_snapshot, uncovered
+from shardex.journal import Journal, iter_records, snapshot_books, uncovered
 from shardex.layout import MAX_SHARDS
 from shardex.wire.protocol import packb, shard_for, unpackb
 
@@ -85,10 +85,10 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
     journal = Journal(path, {})  # read-only use: snapshots() and segments() only list files
     snap_seq = 0
     for snap in reversed(journal.snapshots()):
-        state = read_snapshot(snap)
-        if state is not None:
-            info.pairs.update(str(s) for s in state["books"])
-            snap_seq = info.snapshot_seq = int(state["seq"])
+        books = snapshot_books(snap)
+        if books is not None:
+            info.pairs.update(books[1])
+            snap_seq = info.snapshot_seq = books[0]
             break
     segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
     size = sum(p.stat().st_size for p in segments)

@@ -167,7 +167,7 @@ def timed_progress(progress: Progress) -> Callable[[int, int, int], None]:
     def step(done: int, bytes_read: int, total_bytes: int) -> None:
         now = time.monotonic()
         progress.update(done, bytes_read, total_bytes, now)
-        if progress.log_due(now):
+        if total_bytes and progress.log_due(now):  # (nothing after the snapshot: no line)
             log.info("%s", progress.line())
 
     return step
