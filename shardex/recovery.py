@@ -28,6 +28,7 @@ log = logging.getLogger("shardex.recovery")
 SNAPSHOT_EVERY = 100_000  # journaled commands: ~1.5 s of engine replay on a 2-core box
 SNAPSHOT_INTERVAL = 60.0  # seconds
 BEACON_EVERY_S = 0.5  # recovering hellos: the router forgets the state 3 s after the last
+FIRST_BEAT_S = 1.0  # ... the first one once a recovery has taken this long
 LOG_EVERY_S = 1.0
 LOADING, REPLAYING = "loading its newest snapshot", "replaying the journal after it"
 
@@ -144,6 +145,8 @@ class Beacon:
         self._thread.join(5)
 
     def _run(self) -> None:
+        if self._stop.wait(FIRST_BEAT_S):
+            return  # a quick recovery (most starts) registers as usual, without a beacon
         socks = self._open()
         try:
             while not self._stop.is_set():
