@@ -39,7 +39,15 @@ from shardex.layout import (
     pairs_by_shard,
 )
 from shardex.node.honcho import honcho_concurrency, honcho_index
+from shardex.recovery import (
+    SNAPSHOT_EVERY,
+    SNAPSHOT_INTERVAL,
+    snapshot_every_default,
+    snapshot_interval_default,
+)
+from shardex.recovery import describe as recovery_describe
 from shardex.tools.workload import DEFAULT_MIX_TEXT
+from shardex.wire.protocol import ERR_RECOVERING
 
 
 def _markets(path: str | None):
@@ -123,6 +131,7 @@ def _check_data_dir(
     process that only compares with what is recorded (the router)."""
     from shardex.datadir import DataDirError, check_account_tier, check_shard_count
 
+    t = time.monotonic()
     try:
         if accounts is not None:
             check_account_tier(data_dir, accounts)
@@ -130,6 +139,9 @@ def _check_data_dir(
             check_shard_count(data_dir, shards, markets, record)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    logging.getLogger("shardex.datadir").info(
+        "data dir %s checked in %.2f s", data_dir, time.monotonic() - t
+    )
 
 
 markets_option = click.option(
@@ -853,16 +865,17 @@ def _check_role_auto(data_dir: str | None, redis_url: str | None, fsync: str) ->
 @click.option(
     "--snapshot-every",
     type=int,
-    default=1_000_000,
-    show_default=True,
-    help="Journaled commands between snapshots.",
+    default=None,
+    help="Journaled commands between snapshots (bounds a restart's replay) "
+    f"[default: SHARDEX_SNAPSHOT_EVERY or {SNAPSHOT_EVERY:,}].",
 )
 @click.option(
     "--snapshot-interval",
     type=float,
-    default=300.0,
-    show_default=True,
-    help="Seconds between snapshots (when something changed).",
+    default=None,
+    help="Seconds between snapshots when something changed "
+    f"[default: SHARDEX_SNAPSHOT_INTERVAL or {SNAPSHOT_INTERVAL:.0f}]. A clean stop "
+    "(SIGTERM/SIGINT) always snapshots.",
 )
 @accounts_option
 @click.option(
@@ -891,8 +904,8 @@ def engine(
     fsync: str,
     metrics_port: int | None,
     pub_hwm: int,
-    snapshot_every: int,
-    snapshot_interval: float,
+    snapshot_every: int | None,
+    snapshot_interval: float | None,
     keys_dir: str | None,
     insecure: bool,
     accounts: str = "auto",
@@ -941,8 +954,8 @@ def engine(
         cpu=cpu,
         journal_dir=os.path.join(data_dir, f"shard-{i}") if data_dir else None,
         fsync=fsync,
-        snapshot_every=max(1, snapshot_every),
-        snapshot_interval=snapshot_interval,
+        snapshot_every=max(1, snapshot_every or snapshot_every_default()),
+        snapshot_interval=snapshot_interval or snapshot_interval_default(),
         pub_hwm=max(1, pub_hwm),
         metrics_port=layout.shard_metrics_port(i) if metrics_port is None else metrics_port,
         keys_dir=keys,
@@ -1214,6 +1227,7 @@ def _print_endpoints(
 
     admin = os.path.join(keys, ADMIN_KEY_FILE) if keys else None
     registered = []  # per router: the shards registered with it
+    recovering: dict[str, Any] = {}  # slot name → its replay estimate (``shardex.recovery``)
     for j in range(layout.routers):
         shards_up = 0
         with Client(layout.router_frontend(j), timeout=1.0, key=admin or False) as c:
@@ -1223,6 +1237,7 @@ def _print_endpoints(
                 except ShardexError:
                     continue
                 shards_up = sum(1 for t in info["topology"] if t.get("pid"))
+                recovering = info.get("recovering") or {}
                 if shards_up == layout.shards:
                     break
                 time.sleep(0.25)
@@ -1242,6 +1257,9 @@ def _print_endpoints(
                     break
                 time.sleep(0.25)
     lines = [f"shardex cluster: {layout.shards} shard(s), {min(registered)} registered"]
+    if recovering:
+        lines[0] += (f"; recovering (answering 'recovering' meanwhile, see shardex status): "
+                     f"{'; '.join(recovery_describe(v) for v in recovering.values())}")  # fmt: skip
     if layout.routers > 1:
         lines[0] += f" with each of {layout.routers} routers"
     w = 19 if layout.routers == 1 else 22
@@ -1781,6 +1799,11 @@ def book(
         click.echo("(empty book)")
 
 
+def _down(error: str) -> str:
+    """A shard's state column when its status read failed: replaying its journal, or down."""
+    return "RECOVER" if f"{ERR_RECOVERING}: " in error else "DOWN"
+
+
 @main.command()
 @endpoint_option
 @client_host_option
@@ -1826,7 +1849,7 @@ def status(
     click.echo(hdr)
     for st in shards:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
             continue
         click.echo(
             f"{st['shard']:>5} {'up':<7} {st['pid']:>7} {_s(st.get('cpu')):>4} "
@@ -1844,7 +1867,7 @@ def status(
         )
     for st in accounts:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {'DOWN':<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
             continue
         click.echo(
             f"{st['account_shard']:>5} {'up':<7} {st['seq']:>10} {st['accounts']:>9} "

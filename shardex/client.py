@@ -89,12 +89,15 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    OP_REJECT,
+    REJ_MALFORMED,
     SIDES,
     Command,
 )
 from shardex.layout import Layout
 from shardex.wire.protocol import (
     ERR_NOT_LEADER,
+    ERR_RECOVERING,
     ERR_UNAVAILABLE,
     OP_AUDIT,
     OP_BALANCE,
@@ -261,6 +264,10 @@ _EVENT_SHAPES: dict[int, str] = {
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
 
 
+def _item(seq: Any, i: int) -> Any:
+    return seq[i] if len(seq) > i else None
+
+
 def _check(value: Any, kind: str) -> bool:
     if kind == "i":
         return _is_int(value)
@@ -282,6 +289,7 @@ def retryable(error: str | None) -> bool:
     return error is not None and (
         uncertain(error)
         or error.startswith(ERR_UNAVAILABLE)
+        or error.startswith(ERR_RECOVERING)
         or error.startswith(ERR_NOT_LEADER)
         or error.startswith(UNREACHABLE_PREFIX)
     )
@@ -518,6 +526,8 @@ class ClientCore:
         plan: list[tuple[int, bytes, list[int]]] = []
         m = self.accounts
         for i, t in enumerate(tuples):
+            if t and t[0] == OP_REJECT:
+                continue  # answered here (``edge_rejects``): shards refuse a client's OP_REJECT
             symbol = t[1] if len(t) > 1 else ""
             acct = None
             if len(t) > 3 and t[0] in (OP_NEW, OP_AMEND):
@@ -556,6 +566,17 @@ class ClientCore:
                 del open_[s]
         plan.extend((s, key, idx) for s, (key, idx) in open_.items())
         return plan
+
+    @staticmethod
+    def edge_rejects(tuples: list[Command], out: list) -> None:
+        """Answer, in ``out``, the commands this client could not encode (``OP_REJECT`` tuples):
+        a ``rejected`` event with the reason and code, seq 0 (no shard sequenced it). Shards
+        refuse an ``OP_REJECT`` from a client (``ERR_INTERNAL_OP``), so it is never sent."""
+        for i, t in enumerate(tuples):
+            if t and t[0] == OP_REJECT:
+                code = t[4] if len(t) > 4 and type(t[4]) is int else REJ_MALFORMED
+                sym, oid = (v if type(v) is str else "" for v in (_item(t, 1), _item(t, 2)))
+                out[i] = (None, [(EV_REJECTED, 0, sym, oid, str(_item(t, 3)), code)])
 
     # -- replies: store, decode, map errors (never raise on a peer's garbage) -------------------
 
@@ -1351,6 +1372,7 @@ class Client(ClientCore):
     ) -> list:
         """Send ``tuples`` in planned frames with ``window`` in flight; ``store``'s outcomes."""
         out: list[Any] = [None] * len(tuples)
+        self.edge_rejects(tuples, out)
         queue = list(reversed(self.plan(tuples, batch, via_accounts)))
         pending = Pending(self.timeout)
         window = max(1, window)
@@ -1743,6 +1765,7 @@ class AsyncClient(ClientCore):
         self, tuples: list[Command], batch: int, window: int, via_accounts: bool = False
     ) -> list:
         out: list[Any] = [None] * len(tuples)
+        self.edge_rejects(tuples, out)
         gate = asyncio.Semaphore(max(1, window))
 
         async def finish(req: bytes, fut: asyncio.Future, s: int, idx: list[int]) -> None:
@@ -1917,6 +1940,7 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
         unit = units.get(a, Decimal(1))
         good = have == owed and t.get("flow", 0) == 0
         ok = ok and good
+
         def amt(units: int, unit: Decimal = unit) -> str:
             return format(units * unit, "f")  # (never 0E-8)
 

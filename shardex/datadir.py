@@ -24,6 +24,7 @@ take as its work list (pair, directory it is in, shard it belongs to).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -32,9 +33,19 @@ from pathlib import Path
 
 from shardex.accounts.codes import A_AMEND, A_NEW
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.journal import Journal, JournalError, iter_records, read_snapshot
+from shardex.journal import (
+    Journal,
+    JournalError,
+    iter_records,
+    read_snapshot,
+    snapshot_books,
+    uncovered,
+)
 from shardex.layout import MAX_SHARDS
-from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
+from shardex.wire.protocol import OP_FORWARD, packb, shard_for, unpackb
+
+log = logging.getLogger("shardex.datadir")
+LOG_BYTES = 16 << 20  # a directory with this much journal to read says so first
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
@@ -84,16 +95,24 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
     journal = Journal(path, {})  # read-only use: snapshots() and segments() only list files
     snap_seq = 0
     for snap in reversed(journal.snapshots()):
-        state = read_snapshot(snap)
-        if state is not None:
-            info.pairs.update(str(s) for s in state["books"])
-            snap_seq = info.snapshot_seq = int(state["seq"])
+        books = snapshot_books(snap)
+        if books is not None:
+            info.pairs.update(books[1])
+            snap_seq = info.snapshot_seq = books[0]
             break
-    for seg in journal.segments():
+    segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
+    size = sum(p.stat().st_size for p in segments)
+    if size >= LOG_BYTES:
+        log.info("data dir check: reading %.0f MB of %s's journal after its snapshot (seq %d)",
+                 size / 1e6, path.name, snap_seq)  # fmt: skip
+    wanted = {s: packb(s) for s in known}  # a symbol's bytes as a command would hold them
+    for seg in segments:
         for seq, payload in iter_records(seg):
             if seq < snap_seq:
                 continue  # covered by the snapshot
             info.records += 1
+            if not any(b in payload for s, b in wanted.items() if s not in info.pairs):
+                continue  # names no symbol it does not hold yet: nothing to decode
             for cmd in unpackb(payload):
                 symbol = book_symbol(cmd, known)
                 if symbol is not None:

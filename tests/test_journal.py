@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from test_engine_props import commands
 
 from shardex.engine import DEFAULT_MARKETS, Engine
-from shardex.journal import HEADER, Journal, JournalError, inspect, iter_records, read_commands
+from shardex.journal import (
+    HEADER,
+    Journal,
+    JournalError,
+    inspect,
+    iter_records,
+    read_commands,
+    uncovered,
+)
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import unpackb
 
@@ -368,8 +376,15 @@ def test_inspect_reports_event_seqs_and_the_seq_recovery_reaches(tmp_path, snaps
     seg.write_bytes(bytes(data))
     info = inspect(tmp_path)
     assert info["seq"] is None and "checksum mismatch" in info["seq_error"]
+    j = Journal(tmp_path, DEFAULT_MARKETS)
+    snaps = j.snapshots()
+    snap_seq = int(snaps[-1].name.split("-")[1].split(".")[0]) if snaps else None
+    if snap_seq is not None and seg not in uncovered(j.segments(), snap_seq):
+        # a segment the snapshot covers whole is not read by a restart (not needed)
+        assert j.recover().engine.seq == engine.seq
+        return
     with pytest.raises(JournalError, match="checksum mismatch"):
-        Journal(tmp_path, DEFAULT_MARKETS).recover()
+        j.recover()
 
 
 def test_journal_event_reads_do_bounded_work_and_resume(tmp_path):

@@ -76,8 +76,9 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
-from shardex.node.runtime import tune_gc
+from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink, outbox_families
+from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -101,6 +102,7 @@ from shardex.wire.protocol import (
     edge_command,
     encode_events,
     encode_reply,
+    internal_op_refusal,
     markets_to_wire,
     packb,
     quote,
@@ -136,8 +138,8 @@ class AccountsConfig:
     markets: Mapping[str, Market]
     journal_dir: str | None = None
     fsync: str = "batch"
-    snapshot_every: int = 1_000_000
-    snapshot_interval: float = 300.0
+    snapshot_every: int = field(default_factory=snapshot_every_default)
+    snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None
     keys_dir: str | None = None
     # Balance events for the bridge (phase 2): every event is published with its seq on ``pub``;
@@ -235,6 +237,8 @@ class AccountHandler:
                 return _UNKNOWN_KEY
         self.key = key
         cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)
         if error is not None:
             return encode_reply(None, error)
         reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER)
@@ -502,6 +506,8 @@ class AccountHandler:
             if key.role not in ("bridge", "admin"):
                 return encode_reply([{"error": "events: not allowed for this key"}])
         cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)  # (read-only here anyway: the same answer)
         if error is not None:
             return encode_reply(None, error)
         results: list[Any] = []
@@ -673,16 +679,22 @@ class AccountNode:
             return factory.new(cfg.markets), NullJournal()
         check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
-        t = time.monotonic()
-        rec = journal.recover()
+        t, cpu = time.monotonic(), time.process_time()
+        rec = recover_visibly(
+            journal.recover, f"account shard {cfg.index}", self.ctx, cfg.router,
+            f"accounts-{cfg.index}", self.key, {"tier": "accounts", "shard": cfg.index,
+                                                "shards": cfg.shards, "pid": os.getpid()},
+        )  # fmt: skip
         machine: AccountMachine = rec.engine  # type: ignore[assignment]
         log.info(
             "recovered account shard %d from %s: snapshot seq %s + %d journaled commands in "
-            "%.2fs → seq %d, %d accounts, %d open orders",
+            "%.2fs (%.2fs CPU) → seq %d, %d accounts, %d open orders",
             cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, time.monotonic() - t,
+            time.process_time() - cpu,
             machine.seq, len(machine.core.balances), len(machine.core.orders),
         )  # fmt: skip
-        machine.core.check_integrity()  # refuse to serve books that do not balance
+        if rec.replayed or rec.snapshot_seq is None:  # (a restored snapshot was just checked)
+            machine.core.check_integrity()  # refuse to serve books that do not balance
         return machine, journal
 
     def _sockets(self) -> None:
@@ -1194,16 +1206,33 @@ class AccountNode:
         if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
             self.machine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
         ):
-            self.last_snap = now
-            try:
-                journal.snapshot(self.machine)  # type: ignore[arg-type]
-            except (JournalUnavailable, OSError) as exc:
-                log.error("ALERT snapshot of account shard %d failed (%s)", cfg.index, exc)
-                return
-            self.last_snap_seq = self.machine.seq
-            self.last_snap_records = journal.records_written
+            self.snapshot(now)
+
+    def snapshot(self, now: float) -> None:
+        """Snapshot the machine (periodic, and at a clean stop); a failure is an ALERT, retried
+        at the next interval."""
+        journal = self.handler.journal
+        if not isinstance(journal, Journal):
+            return
+        t = time.monotonic()
+        self.last_snap = now
+        try:
+            path = journal.snapshot(self.machine)  # type: ignore[arg-type]
+        except (JournalUnavailable, OSError) as exc:
+            log.error("ALERT snapshot of account shard %d failed (%s)", self.cfg.index, exc)
+            return
+        log.info("snapshot %s of account shard %d in %.1f ms", path.name, self.cfg.index,
+                 (time.monotonic() - t) * 1000)  # fmt: skip
+        self.last_snap_seq = self.machine.seq
+        self.last_snap_records = journal.records_written
 
     def close(self) -> None:
+        durable = isinstance(self.handler.journal, Journal)
+        if durable and self.handler.journal_down is None and self.machine.seq != self.last_snap_seq:
+            # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
+            log.info("account shard %d stopping: snapshot at seq %d", self.cfg.index,
+                     self.machine.seq)  # fmt: skip
+            self.snapshot(time.monotonic())
         if self.replica is not None:
             self.replica.close()
         try:
@@ -1286,6 +1315,7 @@ def run_accounts(cfg: AccountsConfig) -> None:
     node = AccountNode(cfg)
     node.stop = StopFlag.install()
     node.run()
+    exit_now()  # stopped cleanly: skip the heap's teardown
 
 
 __all__ = ["AccountHandler", "AccountNode", "AccountsConfig", "run_accounts"]

@@ -106,6 +106,7 @@ from shardex.auth import AuthError, KeyFile, KeyStore, client_socket
 from shardex.engine import Market
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE
 from shardex.metrics import LATENCY_BUCKETS, serve
+from shardex.recovery import describe as describe_recovery
 from shardex.redisauth import RedisAuthError, mask_url, resolve_url, url_user
 from shardex.wire.protocol import (
     OP_EVENTS,
@@ -1056,16 +1057,25 @@ class Bridge:
         for ep in routers:
             sock.connect(ep)
         ids = RequestIds()
+        said: tuple[str, ...] | None = None  # what the last wait line named (said once)
         try:
             while self.running:
                 await sock.send_multipart(topology_frames(ids.next()))
+                missing: tuple[str, ...] = ("an answer from the router",)
+                detail = ""
                 if await sock.poll(2000):
                     frames = await sock.recv_multipart()
                     topo = _topology(frames)
                     accounts = _account_topology(frames)
                     if topo is not None and accounts is not None:
+                        if said is not None:
+                            log.info("every shard registered with the router %s", self.cfg.router)
                         return topo, accounts
-                log.info("waiting for every shard to register with the router %s", self.cfg.router)
+                    missing, detail = _waiting_for(frames)
+                if missing != said:  # once per change of what it waits for, not per poll
+                    said = missing
+                    log.info("waiting for %s to register with the router %s%s",
+                             ", ".join(missing), self.cfg.router, detail)  # fmt: skip
                 await asyncio.sleep(0.5)
         finally:
             if watch is not None:
@@ -1861,6 +1871,25 @@ def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
         epoch = t.get("epoch")  # a replicated account shard's leader epoch (issue 15)
         out.append({"pub": pub, "direct": direct, "epoch": epoch if type(epoch) is int else 0})
     return out
+
+
+def _waiting_for(frames: list[bytes]) -> tuple[tuple[str, ...], str]:
+    """From a router's topology reply: the shards not registered yet (names) and, for those
+    replaying their journal, the router's recovering estimate (text)."""
+    try:
+        info = parse_topology(*decode_reply(frames[1]))
+    except Exception:
+        return ("a valid topology from the router",), ""
+    names = [f"shard {i}" for i, t in enumerate(info.get("topology") or ())
+             if not (isinstance(t, dict) and t.get("pub") and t.get("direct"))]  # fmt: skip
+    names += [f"account shard {j}" for j, t in enumerate(info.get("account_topology") or ())
+              if not (isinstance(t, dict) and t.get("pub") and t.get("direct"))]  # fmt: skip
+    recovering = info.get("recovering")
+    detail = ""
+    if isinstance(recovering, dict) and recovering:
+        detail = " (recovering: " + "; ".join(describe_recovery(v) for v in
+                                              recovering.values()) + ")"  # fmt: skip
+    return tuple(names) or ("every shard",), detail
 
 
 def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:

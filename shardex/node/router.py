@@ -38,12 +38,14 @@ from shardex.auth import (
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist, serve
 from shardex.node.runtime import tune_gc
+from shardex.recovery import RECOVERING_ID, describe
 from shardex.wire.protocol import (
     ACCOUNT_ROUTE,
     ACCOUNT_SHARD_ROUTE,
     BATCH,
     BATCH_REPLY_WIDTH,
     ERR_OVERLOADED,
+    ERR_RECOVERING,
     ERR_UNAVAILABLE,
     MAX_BATCH,
     MAX_BATCH_BYTES,
@@ -98,6 +100,13 @@ _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 _UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
 
 
+RECOVERING_TTL_S = 3.0  # a recovering state this old is forgotten (the beacon beats at 2 Hz)
+
+
+def _slot_name(slot: int, shards: int) -> str:
+    return f"shard {slot}" if slot < shards else f"account shard {slot - shards}"
+
+
 class Router:
     """All routing decisions and counters, without sockets (the loop in ``RouterNode`` moves
     frames; tests drive this class directly).
@@ -142,9 +151,13 @@ class Router:
         self.orphans: list[list[bytes]] = []
         self.last_seen: dict[int, float] = {}
         self.forwarded = [0] * slots
+        # slots whose process is replaying its journal: (its estimate, when it said so); see
+        # ``shardex.recovery``. Requests for them are answered ``recovering`` meanwhile.
+        self.recovering: dict[int, tuple[Any, float]] = {}
         self.rejected = {
             ERR_OVERLOADED: 0,
             ERR_UNAVAILABLE: 0,
+            ERR_RECOVERING: 0,
             "malformed": 0,
             "bad_key": 0,
             "unauthenticated": 0,
@@ -195,6 +208,11 @@ class Router:
         if shard is None:
             self.rejected["bad_key"] += 1
             return -1, [client, req, _BAD_KEY]
+        if self.recovering and shard in self.recovering:
+            reply = self.recovering_reply(shard, now)
+            if reply is not None:  # replaying its journal: say so, with its estimate
+                self.rejected[ERR_RECOVERING] += 1
+                return -1, [client, req, reply]
         if self.route_ids[shard] is None:  # not registered (yet): nobody to send it to
             self.rejected[ERR_UNAVAILABLE] += 1
             return -1, [client, req, _UNAVAILABLE]
@@ -479,6 +497,9 @@ class Router:
         expected = self.identities[i]
         if epoch is not None:  # a replicated leader's link is named after its epoch
             expected += f".e{epoch}".encode()
+        recovering = info.get("recovering")
+        if recovering is not None:  # the recovery beacon's own connection
+            expected = RECOVERING_ID + self.identities[i]
         if self.registry is None and sender != expected:
             log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
             return
@@ -491,6 +512,14 @@ class Router:
                     "unknown key" if key is None else f"{key.role} key {key.name!r}",
                 )
                 return
+        if recovering is not None:
+            if i not in self.recovering:
+                log.warning("%s is recovering (pid %s): answering 'recovering' until it "
+                            "registers", _slot_name(i, self.shards), info.get("pid"))  # fmt: skip
+            self.recovering[i] = (recovering, now)
+            return
+        if self.recovering.pop(i, None) is not None:
+            log.info("%s recovered", _slot_name(i, self.shards))
         deposed = self.epochs.get(i, 0)  # the epoch this hello may take over from (0: none)
         if epoch is not None and epoch > deposed:
             log.warning("shard %d: leader epoch %d (pid %s)", i, epoch, info.get("pid"))
@@ -519,9 +548,25 @@ class Router:
         self.topology[i] = dict(info)
         self.last_seen[i] = now
 
+    def recovering_reply(self, slot: int, now: float) -> bytes | None:
+        """The ``recovering`` batch error for ``slot`` (its estimate in the text), or None when
+        its last recovering hello is older than ``RECOVERING_TTL_S`` (the process died)."""
+        state, seen = self.recovering[slot]
+        if now - seen > RECOVERING_TTL_S:
+            del self.recovering[slot]
+            return None
+        return encode_reply(None, f"{ERR_RECOVERING}: {_slot_name(slot, self.shards)} is "
+                                  f"replaying its journal ({describe(state)})")  # fmt: skip
+
+    def recovering_now(self, now: float) -> dict[str, Any]:
+        """Fresh recovering estimates by slot name (``shardex status`` and the start banner)."""
+        return {_slot_name(i, self.shards): state for i, (state, seen) in self.recovering.items()
+                if now - seen <= RECOVERING_TTL_S}  # fmt: skip
+
     def info(self, now: float) -> dict[str, Any]:
         return {
             "router": True,
+            "recovering": self.recovering_now(now),
             "shards": self.shards,
             "pid": os.getpid(),
             "accounts": self.accounts,

@@ -24,7 +24,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 log = logging.getLogger("shardex.runtime")
 
@@ -63,3 +64,17 @@ def tune_gc() -> bool:
         _registered = True
     log.debug("gc: froze %d start-up objects; automatic collection off", gc.get_freeze_count())
     return True
+
+
+def exit_now() -> NoReturn:
+    """End a shard process that stopped cleanly (journal closed, shutdown snapshot written)
+    without tearing its heap down object by object: with a million events in its ring and
+    the books of a long run that took 1-3 s after "stopped" on a loaded 2-core box (and kept
+    ``shardex up``'s Ctrl-C waiting); the OS frees the memory at once. Logs are flushed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)

@@ -49,7 +49,8 @@ from shardex.engine.codes import (
 )
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.metrics import ShardCollector, ShardStats, serve
-from shardex.node.runtime import tune_gc
+from shardex.node.runtime import exit_now, tune_gc
+from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -78,6 +79,7 @@ from shardex.wire.protocol import (
     encode_batch,
     encode_events,
     encode_reply,
+    internal_op_refusal,
     markets_to_wire,
     packb,
     quote,
@@ -216,6 +218,8 @@ class ShardCore:
                 return _UNKNOWN_KEY
         self.key = key
         cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)
         if error is not None:
             return encode_reply(None, error)
         reads = self._reads
@@ -238,6 +242,7 @@ class ShardCore:
                     continue
                 cmd = edge_command(cmd)
                 if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
+                    # (an OP_REJECT here is one edge_command made: clients' own are refused)
                     cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
                 if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
                     cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
@@ -543,8 +548,10 @@ class ShardConfig:
     pub_hwm: int = 100_000
     journal_dir: str | None = None  # None: in-memory only (state lost on crash)
     fsync: str = "batch"  # always | batch | none
-    snapshot_every: int = 1_000_000  # journaled commands between snapshots
-    snapshot_interval: float = 300.0  # seconds between snapshots (if anything changed)
+    # journaled commands between snapshots, and seconds between snapshots when something
+    # changed: together they bound a restart's replay (``shardex.recovery``)
+    snapshot_every: int = field(default_factory=snapshot_every_default)
+    snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None  # Prometheus exporter; None/0: off
     ring_size: int = 1 << 20  # events kept in memory for gap repair
     # CURVE + ZAP from this key store (``shardex.auth``): the router link uses this shard's own
@@ -825,18 +832,23 @@ class ShardNode:
             journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         else:
             journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
-        t = time.monotonic()
-        rec = journal.recover()
+        t, cpu = time.monotonic(), time.process_time()
+        rec = recover_visibly(
+            journal.recover, f"shard {cfg.index}", self.ctx, cfg.router, f"shard-{cfg.index}",
+            getattr(self, "key", None), {"shard": cfg.index, "shards": cfg.shards,
+                                          "pid": os.getpid()},
+        )  # fmt: skip
         engine = rec.engine
         check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
         log.info(
             "recovered shard %d from %s: snapshot seq %s + %d journaled commands in %.2fs "
-            "→ seq %d, %d resting orders",
+            "(%.2fs CPU) → seq %d, %d resting orders",
             cfg.index,
             cfg.journal_dir,
             rec.snapshot_seq,
             rec.replayed,
             time.monotonic() - t,
+            time.process_time() - cpu,
             engine.seq,
             engine.resting(),
         )
@@ -1451,6 +1463,8 @@ class ShardNode:
 
     def snapshot(self, now: float) -> None:
         core = self.core
+        if not isinstance(core.journal, Journal):
+            return
         t = time.monotonic()
         self.last_snap = now  # on failure too: retry at the next interval, not every loop
         try:
@@ -1466,6 +1480,11 @@ class ShardNode:
         self.last_snap_records = core.journal.records_written
 
     def close(self) -> None:
+        durable = isinstance(self.core.journal, Journal)
+        if durable and self.held is None and self.core.engine.seq != self.last_snap_seq:
+            # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
+            log.info("shard %d stopping: snapshot at seq %d", self.core.index, self.core.engine.seq)
+            self.snapshot(time.monotonic())
         if self.replica is not None:
             self.replica.close()
         try:
@@ -1497,6 +1516,7 @@ def run_shard(cfg: ShardConfig) -> None:
     node = ShardNode(cfg)
     node.stop = StopFlag.install()
     node.run()
+    exit_now()  # stopped cleanly: skip the heap's teardown
 
 
 def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:

@@ -75,6 +75,10 @@ def run_filtered(argv: list[str], drop: Sequence[bytes] = REDIS_NOISE) -> int:
     return rc if rc >= 0 else 128 - rc
 
 
+SNAPSHOT_GRACE = 60.0  # a shard's shutdown snapshot (seconds at most; the snapshot is sub-second
+# on a quiet box, but several seconds of CPU contention must not cost the next start a replay)
+
+
 @dataclass
 class Child:
     name: str
@@ -85,6 +89,13 @@ class Child:
     next_start: float = 0.0
     history: list[float] = field(default_factory=list)
     drop: tuple[bytes, ...] = ()  # output lines to leave out (see REDIS_NOISE)
+    # seconds between SIGTERM and SIGKILL at shutdown (None: the supervisor's); shards get
+    # ``SNAPSHOT_GRACE``: they snapshot while stopping, so the next start replays nothing
+    grace: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.grace is None and self.name.startswith(("engine.", "accounts.")):
+            self.grace = SNAPSHOT_GRACE
 
     def start(self) -> None:
         if self.drop:
@@ -404,18 +415,19 @@ class Supervisor:
         for c in reversed(self.children):
             if c.proc is not None and c.proc.poll() is None:
                 c.proc.terminate()
-        deadline = time.monotonic() + self.grace
+        start = time.monotonic()
         for c in self.children:
             if c.proc is None:
                 continue
+            grace = self.grace if c.grace is None else c.grace
             try:
-                c.proc.wait(max(0.0, deadline - time.monotonic()))
+                c.proc.wait(max(0.0, start + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning(
                     "%s (pid %d) ignored SIGTERM for %.0fs: killing it",
                     c.name,
                     c.proc.pid,
-                    self.grace,
+                    grace,
                 )
                 c.proc.kill()
                 c.proc.wait()

@@ -356,6 +356,12 @@ ERR_JOURNAL = "journal unavailable"  # prefix of the batch error while the journ
 
 ERR_OVERLOADED = "overloaded"
 ERR_UNAVAILABLE = "shard unavailable"
+# The router's answer for a shard that is replaying its journal after a restart (nothing ran;
+# send it again later): "recovering: shard 0 is replaying its journal (…, ~4 s left)".
+ERR_RECOVERING = "recovering"
+# Prefix of the batch error of a request holding a command only the cluster itself creates
+# (see ``internal_op_refusal``): nothing of that request ran, was journaled or published.
+ERR_INTERNAL_OP = "internal op"
 ERR_NOT_LEADER = "not leader"  # (a standby or fenced leader: nothing ran; see above)
 NOT_LEADER = b"NOTLEADER"  # shard → router: this link no longer leads its shard
 _NOT_LEADER_RE = re.compile(r"not leader \(epoch (\d+)\)")
@@ -657,6 +663,25 @@ LINK_FWD = b"FWD"
 LINK_SYNC = b"SYNC"
 LINK_SETTLE = b"SETTLE"
 LINK_HAVE = b"HAVE"
+
+
+# Commands that only shardex creates, never a client: an edge reject (the SDK answers its own
+# undecodable commands locally; a shard records the rejects it makes itself), a forward (only
+# the account link makes one) and a shard's registration. A client that sends one could put
+# any order id and any text into the journal and the event streams.
+INTERNAL_OPS = frozenset((OP_REJECT, OP_HELLO, OP_FORWARD))
+
+
+def internal_op_refusal(cmds: Any) -> str | None:
+    """The batch error for a decoded request holding an internal-only op (None: it holds none).
+
+    Checked before anything of the request is applied, so a refused request leaves no trace.
+    """
+    for cmd in cmds:
+        if type(cmd) is tuple and cmd and type(cmd[0]) is int and cmd[0] in INTERNAL_OPS:
+            return (f"{ERR_INTERNAL_OP} {cmd[0]}: made inside the cluster only, never accepted "
+                    "from a client (nothing of this request ran)")  # fmt: skip
+    return None
 
 
 def account_route(account: str) -> bytes:
