@@ -261,7 +261,7 @@ def _assert_exact(data: Path) -> None:
     """Each directory: state from its snapshot (+ tail) == state from a full replay."""
     engine_for = lambda s: shard_for(s, 1)  # noqa: E731
     machines = {"shard-0": SettledEngineFactory(0, 1, 1),
-                "accounts-0": AccountMachineFactory(0, 1, engine_for)}  # fmt: skip
+                "accounts-0": AccountMachineFactory(0, 1, engine_for, engines=1)}  # fmt: skip
     for name, factory in machines.items():
         src = data / name
         bare = data.parent / f"{data.name}-{name}-bare"

@@ -26,13 +26,13 @@ from shardex.wire.protocol import shard_for
 def _engine_recover(data: Path, shards: int):
     cfg = ShardConfig(0, shards, None, None, "inproc://x", DEFAULT_MARKETS, accounts=1,
                       journal_dir=str(data / "shard-0"))  # fmt: skip
-    return ShardNode.recover(SimpleNamespace(cfg=cfg))  # type: ignore[arg-type]
+    return ShardNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None))  # type: ignore[arg-type]
 
 
 def _accounts_recover(data: Path, engines: int):
     cfg = AccountsConfig(0, 1, engines, "inproc://r", ["inproc://e"] * engines, DEFAULT_MARKETS,
                          journal_dir=str(data / "accounts-0"))  # fmt: skip
-    return AccountNode.recover(SimpleNamespace(cfg=cfg))  # type: ignore[arg-type]
+    return AccountNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None))  # type: ignore[arg-type]
 
 
 def test_engine_shard_never_replays_accepted_forwards_as_refusals(tmp_path):

@@ -64,7 +64,9 @@ class JournalKind:
         """The ``journal.Machine`` factory the shard recovers this journal with."""
         if self.role == "accounts":
             n = self.engines or 1
-            return AccountMachineFactory(self.index or 0, self.accounts, lambda s: shard_for(s, n))
+            return AccountMachineFactory(
+                self.index or 0, self.accounts, lambda s: shard_for(s, n), engines=self.engines
+            )
         if self.accounts:
             return SettledEngineFactory(self.index or 0, self.accounts, self.engines)
         return ENGINE
