@@ -278,3 +278,24 @@ def test_loadgen_without_the_clusters_key_is_one_clear_error(cluster1) -> None:
         run(LoadConfig(endpoint=cluster1.endpoint, orders=10, duration=None, key="none"))
     with pytest.raises(LoadError, match="not found"):
         LoadConfig(endpoint=cluster1.endpoint, key=str(Path(cluster1.data_dir) / "nope.key"))
+
+
+def test_fill_counter_counts_this_runs_orders_and_says_what_it_missed() -> None:
+    from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
+    from shardex.tools.fills import FillCounter
+
+    c = FillCounter("lgx-", {0: 10, 1: 0})
+    c.feed(0, [(EV_ACCEPTED, 9, "BTC-USD", "lgx-1")])  # before the run: ignored
+    c.feed(0, [(EV_ACCEPTED, 11, "BTC-USD", "lgx-1"), (EV_ACCEPTED, 12, "BTC-USD", "other-1"),
+               (EV_TRADE, 13, "BTC-USD", 5, 1, "lgx-2", "lgx-1", 0, 1),
+               (EV_TRADE, 14, "BTC-USD", 5, 1, "lgx-3", "other-1", 0, 2),
+               (EV_TRADE, 15, "BTC-USD", 5, 1, "other-2", "other-1", 0, 3)])  # fmt: skip
+    c.feed(0, [(EV_TRADE, 13, "BTC-USD", 5, 1, "lgx-2", "lgx-1", 0, 1)])  # a repeat: ignored
+    c.feed(1, [(EV_CANCELLED, 3, "ETH-USD", "lgx-4", "ioc", 1),  # seqs 1, 2 missed
+               (EV_REJECTED, 4, "ETH-USD", "lgx-5", "why", 10)])  # fmt: skip
+    c.feed(7, [(EV_ACCEPTED, 1, "X", "lgx-9")])  # a shard it was not told of: ignored
+    assert (c.accepted, c.trades, c.fills, c.cancelled, c.lost) == (1, 2, 3, 1, 2)
+    assert c.rejected == {"amend_increase": 1}  # by code (10), never by text
+    assert c.behind({0: 17, 1: 4}) == 2
+    c.close({0: 17, 1: 4})
+    assert c.report()["events_lost"] == 4

@@ -73,6 +73,7 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.tools.fates import FATES, FateTracker, Step
+from shardex.tools.fills import EventWatch, FillCounter
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 from shardex.wire.protocol import (
     decode_reply,
@@ -163,6 +164,7 @@ class LoadConfig:
     risk: str = "auto"
     fund: bool = True  # with risk on: top every account up before sending (admin key)
     fate_wait: float = FATE_WAIT_S  # seconds after the load to keep asking open fates
+    id_prefix: str = ""  # set by ``run``: every order id of the run starts with it
     account_shards: int = 0  # M, filled from the cluster by ``run``
 
     def __post_init__(self) -> None:
@@ -275,8 +277,14 @@ class Report:
     accepted: int = 0
     held: int = 0  # risk on: ok replies of the account tier ("held and forwarded", no events)
     trades: int = 0
+    fills: int = 0  # order sides of this run filled (a trade between two of its orders: 2)
     cancelled: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # engine rejects by class
+    rejected: dict[str, int] = field(default_factory=dict)  # rejects by class (code name)
+    # where accepted/trades/fills/cancelled/engine rejects were counted: "replies" (risk off:
+    # the engine shard's reply holds them) or "events" (risk on: the engine shards' PUB,
+    # ``shardex.tools.fills``); events_lost: events the subscriber missed (counts are short)
+    counted_from: str = "replies"
+    events_lost: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
     # fates of the commands whose outcome was open (timeouts, the router's "may have run",
     # unreadable replies), asked until known or ``fate_wait`` after the load; unknown_why:
@@ -303,6 +311,7 @@ class Report:
         d = {k: v for k, v in asdict(self).items() if k != "hist"}
         d["timeouts"] = self.timeouts
         d["acked_per_s"] = round(self.acked / self.seconds) if self.seconds else 0
+        d["trades_per_s"] = round(self.trades / self.seconds) if self.seconds else 0
         h = self.hist
         d["latency_us"] = (
             {
@@ -335,18 +344,18 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
     lines = [
         f"sent {report['sent']:,}  acked {report['acked']:,} in "
         f"{report['seconds']:.2f}s = {report['acked_per_s']:,} orders/s",
-        f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
+        f"accepted {report['accepted']:,}  trades {report['trades']:,} "
+        f"({report.get('trades_per_s', 0):,}/s)  fills {report.get('fills', 0):,}  "
         f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}",
     ]
     if report.get("config", {}).get("risk") == "on":
-        lines[1] = (  # the account shard answers new/amend before matching: no events there
-            f"held and forwarded {report.get('held', 0):,}  cancelled {report['cancelled']:,}"
-            f"  timeouts {report['timeouts']:,}"
-        )
+        lost = report.get("events_lost", 0)
         lines.append(
             f"  risk on ({report['config'].get('account_shards')} account shard(s), "
-            f"{report['config'].get('funded', 0)} funding deposits): an ok reply means held and "
-            "forwarded; fills settle asynchronously (shardex balance, shardex:balances:<j>)"
+            f"{report['config'].get('funded', 0)} funding deposits): held and forwarded "
+            f"{report.get('held', 0):,} (the ok replies); accepted, trades, fills and cancels "
+            "counted from the engine shards' events (PUB) of this run's orders"
+            + (f"; {lost:,} events missed: those counts are short" if lost else "")
         )
     f = report["fates"]
     if report["timeouts"] or any(f.values()):
@@ -534,9 +543,20 @@ def _progress_item(index: int, rep: Report, sent: int, errors: Counter[str], tim
     )  # fmt: skip
 
 
-def _count_events(rep: Report, rejected: Counter[str], results: Sequence[Any]) -> None:
+def _count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], ours: str,
+                  engine: bool = True) -> None:  # fmt: skip
     """Count one frame's per-command results: ``()`` is the account tier's "held and
-    forwarded" (no events), else the engine shard's events (reject classes by code)."""
+    forwarded" (no events), else the events in the reply (reject classes by code; a trade's
+    maker is one of ours when its id starts with ``ours``). ``engine`` False: only what the
+    account tier decided (held, its rejects): the engine's events come from its PUB."""
+    if not engine:
+        for evs in results:
+            if evs == ():
+                rep.held += 1
+            for ev in evs if isinstance(evs, tuple | list) else ():
+                if isinstance(ev, tuple | list) and len(ev) > 5 and ev[0] == EV_REJECTED:
+                    rejected[reject_name(ev[5])] += 1
+        return
     for evs in results:
         if evs == ():
             rep.held += 1
@@ -546,6 +566,7 @@ def _count_events(rep: Report, rejected: Counter[str], results: Sequence[Any]) -
                 rep.accepted += 1
             elif kind == EV_TRADE:
                 rep.trades += 1
+                rep.fills += 2 if len(ev) > 6 and str(ev[6]).startswith(ours) else 1
             elif kind == EV_CANCELLED:
                 rep.cancelled += 1
             elif kind == EV_REJECTED:
@@ -559,7 +580,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     ctx = zmq.Context()
     socks, shards = _connect(cfg, ctx)
     per_conn = len(socks) // cfg.concurrency
-    gen = generator(cfg, f"g{index}-{os.getpid()}-{cfg.seed}-")
+    gen = generator(cfg, f"{cfg.id_prefix}g{index}-{os.getpid()}-{cfg.seed}-")
     hist = HdrHistogram(1, HIST_MAX_US, 3)
     rep = Report(hist=hist)
     rejected: Counter[str] = Counter()
@@ -609,7 +630,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     def send(sock_i: int, cmds: list[tuple], stamps: Any, group: int) -> None:
         req = ids.next()
         socks[sock_i].send_multipart([route_key(group, cmds), req, encode_request(cmds)])
-        pending.add(req, ("cmds", cmds, stamps, sock_i))
+        pending.add(req, ("cmds", cmds, stamps, (sock_i, group)))
         per_sock_inflight[sock_i] += 1
 
     def ask(steps: list[Step]) -> None:
@@ -634,11 +655,12 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
         entry = pending.pop(frames[0])
         if entry is None:
             return
-        kind, cmds, stamps, sock_i = entry
+        kind, cmds, stamps, where = entry
         error, results = decode_reply(frames[1])
         if kind == "fate":
             ask(fates.answer(*cmds, error, results, clock()))
             return
+        sock_i, group = where
         per_sock_inflight[sock_i] -= 1
         now = clock()
         n = len(cmds)
@@ -656,14 +678,17 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                     fates.add(c, now)
             return
         rep.acked += n
-        _count_events(rep, rejected, results)
+        if not risk_on:
+            _count_events(rep, rejected, results, cfg.id_prefix)
+        elif group >= shards:  # (an engine shard's reply: its events are on its PUB)
+            _count_events(rep, rejected, results, cfg.id_prefix, engine=False)
 
     def expire(now: float) -> None:
-        for kind, cmds, _, sock_i in pending.expire(now):
+        for kind, cmds, _, where in pending.expire(now):
             if kind == "fate":
                 ask(fates.answer(*cmds, timeout_text, None, now))
             else:
-                per_sock_inflight[sock_i] -= 1
+                per_sock_inflight[where[0]] -= 1
                 errors[timeout_text] += len(cmds)
                 for c in cmds:
                     fates.add(c, now)
@@ -815,11 +840,13 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
         zctx.term()
     risk, m = resolve_risk(cfg, info)
     cfg = LoadConfig(
-        **{**asdict(cfg), "markets": _cluster_markets(info), "risk": risk, "account_shards": m}
-    )
+        **{**asdict(cfg), "markets": _cluster_markets(info), "risk": risk, "account_shards": m,
+           "id_prefix": f"lg{uuid.uuid4().hex[:6]}-"}
+    )  # fmt: skip
     config = cfg.describe()  # also checks the symbols against the cluster's markets
     if risk == "on" and cfg.fund:
         config["funded"] = fund_accounts(cfg)  # deposits made before the first order
+    watch = _watch_events(cfg, info) if risk == "on" else None
     ctx = mp.get_context("fork")
     progress: Any = ctx.Queue()
     results: Any = ctx.Queue()
@@ -853,7 +880,11 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
             p.start()
             procs.append(p)
         rep = _collect(cfg, procs, progress, results, _caller(on_progress), stop)
+        if watch is not None:
+            _count_from_events(cfg, watch, rep, wait=not stop)
     finally:
+        if watch is not None:
+            watch.stop()
         stop.restore()
         for p in procs:
             if p.is_alive():
@@ -861,6 +892,49 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
             p.join(5)
     rep.config = config
     return rep
+
+
+def _shard_seqs(cfg: LoadConfig) -> dict[int, int]:
+    """Each engine shard's seq now (``OP_STATUS``); ``LoadError`` if one cannot say."""
+    from shardex.client import Client, ShardexError
+
+    key: Any = cfg.key
+    if isinstance(key, str) and key.strip().lower() in NO_KEY:
+        key = False
+    try:
+        with Client(cfg.endpoint, key=key, timeout=cfg.timeout) as c:
+            status = c.status()
+    except ShardexError as exc:
+        raise LoadError(f"asking the engine shards' seqs failed: {exc}") from None
+    seqs = {s.get("shard"): s.get("seq") for s in status}
+    if not all(type(k) is int and type(v) is int for k, v in seqs.items()):
+        raise LoadError(f"an engine shard did not tell its seq: {status}")
+    return seqs  # type: ignore[return-value]
+
+
+def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
+    """Subscribe to every engine shard's events PUB before the first order (risk on: the
+    replies do not say what matched), counting this run's orders from each shard's seq now."""
+    pubs = [t.get("pub") for t in info["topology"]]
+    if not all(type(p) is str and p for p in pubs):
+        raise LoadError("not every engine shard has registered its events PUB yet")
+    return EventWatch(pubs, FillCounter(cfg.id_prefix, _shard_seqs(cfg)), cfg.keyfile())
+
+
+def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bool) -> None:
+    """After the load: wait (bounded by ``timeout``; not after Ctrl-C) until the subscriber
+    has seen every shard's events up to its seq now, then put the counts in ``rep`` (events it
+    missed are counted as lost)."""
+    end = _shard_seqs(cfg)
+    deadline = time.monotonic() + (cfg.timeout if wait else 0.0)
+    while watch.behind(end) and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
+    watch.stop()
+    c = watch.counter
+    c.close(end)
+    rep.accepted, rep.trades, rep.fills, rep.cancelled = c.accepted, c.trades, c.fills, c.cancelled
+    rep.rejected = dict(Counter(rep.rejected) + c.rejected)
+    rep.counted_from, rep.events_lost = "events", c.lost
 
 
 def _collect(
@@ -916,6 +990,7 @@ def _collect(
         merged.accepted += d["accepted"]
         merged.held += d.get("held", 0)
         merged.trades += d["trades"]
+        merged.fills += d["fills"]
         merged.cancelled += d["cancelled"]
         merged.abandoned += d["abandoned"]
         merged.interrupted |= d["interrupted"]

@@ -1,0 +1,149 @@
+"""What a load run's orders did in the books, read from the engine shards' events PUB.
+
+With the account tier on, an order's reply is the account shard's "held and forwarded": the
+match happens later at the engine shard and its events never come back in the reply. So the
+load generator counts accepted orders, trades, fills and engine-side rejects from the events
+the engine shards publish (the stream the bridge writes to Redis), keeping only the events of
+this run's own orders (ids start with the run's prefix). It is cheap (one SUB socket in the
+parent process, reading the messages the shards publish anyway) and honest about its limits:
+every shard's events carry consecutive seqs, so events the subscriber missed (a slow joiner, a
+full pipe) are counted as ``lost``, from the shard's seq before the load to its seq after it,
+never silently.
+
+``FillCounter`` is the pure part; ``EventWatch`` the thread that feeds it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import zmq
+
+from shardex.auth import KeyFile, client_socket
+from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE, reject_name
+from shardex.wire.protocol import VERSION, unpackb
+
+SUB_HWM = 1_000_000  # messages the subscriber may queue (a burst must not drop)
+
+
+class FillCounter:
+    """Counts the events of orders whose ids start with ``prefix``, per engine shard in seq
+    order from ``start[shard] + 1``; a seq skipped is counted in ``lost``."""
+
+    def __init__(self, prefix: str, start: Mapping[int, int]) -> None:
+        self.prefix = prefix
+        self.next = {shard: seq + 1 for shard, seq in start.items()}
+        self.accepted = 0
+        self.trades = 0  # trades with at least one side ours (each counted once)
+        self.fills = 0  # order sides of ours filled (a trade between two of ours: 2)
+        self.cancelled = 0
+        self.rejected: Counter[str] = Counter()
+        self.lost = 0  # events the subscriber never saw (a hole in the seqs)
+
+    def feed(self, shard: int, events: Any) -> None:
+        """One PUB message's events of ``shard`` (older seqs and repeats are ignored)."""
+        nxt = self.next.get(shard)
+        if nxt is None or not isinstance(events, tuple | list):
+            return
+        p = self.prefix
+        for ev in events:
+            if not isinstance(ev, tuple | list) or len(ev) < 4 or type(ev[1]) is not int:
+                continue
+            seq = ev[1]
+            if seq < nxt:
+                continue
+            if seq > nxt:
+                self.lost += seq - nxt
+            nxt = seq + 1
+            kind = ev[0]
+            if kind == EV_TRADE and len(ev) > 6:
+                ours = (type(ev[5]) is str and ev[5].startswith(p)) + (
+                    type(ev[6]) is str and ev[6].startswith(p)
+                )
+                if ours:
+                    self.trades += 1
+                    self.fills += ours
+            elif type(ev[3]) is not str or not ev[3].startswith(p):
+                continue
+            elif kind == EV_ACCEPTED:
+                self.accepted += 1
+            elif kind == EV_CANCELLED:
+                self.cancelled += 1
+            elif kind == EV_REJECTED:
+                self.rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+        self.next[shard] = nxt
+
+    def behind(self, end: Mapping[int, int]) -> int:
+        """Events up to ``end`` (each shard's seq after the load) not seen yet."""
+        return sum(max(0, seq + 1 - self.next.get(shard, seq + 1)) for shard, seq in end.items())
+
+    def close(self, end: Mapping[int, int]) -> None:
+        """Stop at ``end``: what was not seen by now is lost."""
+        self.lost += self.behind(end)
+        for shard, seq in end.items():
+            self.next[shard] = max(self.next.get(shard, 0), seq + 1)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "trades": self.trades,
+            "fills": self.fills,
+            "cancelled": self.cancelled,
+            "rejected": dict(self.rejected),
+            "events_lost": self.lost,
+        }
+
+
+class EventWatch:
+    """A thread subscribed to every engine shard's PUB (CURVE with ``key``) feeding a
+    ``FillCounter``; ``stop`` joins it."""
+
+    def __init__(self, pubs: list[str], counter: FillCounter, key: KeyFile | None) -> None:
+        self.counter = counter
+        self.lock = threading.Lock()
+        self._ctx = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, SUB_HWM)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        if key is not None:
+            client_socket(self._sub, key)
+        for ep in pubs:
+            self._sub.connect(ep)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadgen-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sub = self._sub
+        while not self._halt.is_set():
+            if not sub.poll(50):
+                continue
+            for _ in range(1000):
+                try:
+                    frames = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    msg = unpackb(frames[-1])
+                except Exception:  # msgpack raises many types for garbage; skip the message
+                    continue
+                if type(msg) is tuple and len(msg) >= 3 and msg[0] == VERSION:
+                    with self.lock:
+                        self.counter.feed(msg[1], msg[2])
+
+    def behind(self, end: Mapping[int, int]) -> int:
+        with self.lock:
+            return self.counter.behind(end)
+
+    def stop(self) -> None:
+        """Stop reading and close (idempotent)."""
+        if self._halt.is_set():
+            return
+        self._halt.set()
+        self._thread.join(5)
+        self._sub.close(0)
+        self._ctx.term()
