@@ -435,9 +435,6 @@ def resolve_risk(cfg: LoadConfig, info: dict[str, Any]) -> tuple[str, int]:
             "--risk on needs a cluster with account shards (shardex up --accounts M); "
             "this one has none: use --risk off"
         )
-    if risk == "on" and cfg.direct:
-        raise LoadError("--direct cannot be used with --risk on: account shards are reached "
-                        "through the router only")  # fmt: skip
     return risk, m
 
 
@@ -495,10 +492,18 @@ def _budget(cmd: tuple, table: Mapping[str, Market], mid: Mapping[str, int]) -> 
 
 
 def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
-    """Sockets (per connection; per shard when direct) and the shard count from the router."""
+    """Sockets (per connection; when direct, one per engine shard then one per account shard
+    with risk on: their direct ports) and the engine shard count from the router."""
     info = _probe(cfg, ctx)
     shards = info["shards"]
-    eps = [t.get("direct") for t in info["topology"]] if cfg.direct else [cfg.endpoint]
+    eps = [cfg.endpoint]
+    if cfg.direct:
+        eps = [t.get("direct") for t in info["topology"]]
+        if cfg.risk == "on":
+            accts = sorted(info.get("account_topology") or (), key=lambda t: t.get("shard", -1))
+            eps += [t.get("direct") for t in accts]
+        if len(eps) != shards + (cfg.account_shards if cfg.risk == "on" else 0):
+            raise LoadError("not every shard has registered with the router yet")
     if cfg.direct and not all(type(e) is str and e for e in eps):
         raise LoadError("not every shard has registered a direct endpoint yet")
     socks = []
