@@ -280,7 +280,7 @@ def test_loadgen_without_the_clusters_key_is_one_clear_error(cluster1) -> None:
         LoadConfig(endpoint=cluster1.endpoint, key=str(Path(cluster1.data_dir) / "nope.key"))
 
 
-def test_fill_counter_counts_this_runs_orders_and_says_what_it_missed() -> None:
+def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> None:
     from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
     from shardex.tools.fills import FillCounter
 
@@ -295,7 +295,14 @@ def test_fill_counter_counts_this_runs_orders_and_says_what_it_missed() -> None:
                (EV_REJECTED, 4, "ETH-USD", "lgx-5", "why", 10)])  # fmt: skip
     c.feed(7, [(EV_ACCEPTED, 1, "X", "lgx-9")])  # a shard it was not told of: ignored
     assert (c.accepted, c.trades, c.fills, c.cancelled, c.lost) == (1, 2, 3, 1, 2)
-    assert c.rejected == {"amend_increase": 1}  # by code (10), never by text
+    assert c.rejected == {"amend_increase": 1}  # by code (10), never by its text
     assert c.behind({0: 17, 1: 4}) == 2
     c.close({0: 17, 1: 4})
-    assert c.report()["events_lost"] == 4
+    assert c.holes == [(1, 1, 2), (0, 16, 17)] and c.lost == 4
+    # the range re-send fills a hole, in parts; events outside it or out of order are not counted
+    assert c.repair(0, [(EV_ACCEPTED, 1, "ETH-USD", "lgx-6"), (EV_ACCEPTED, 5, "E", "lgx-7")])
+    assert c.holes[0] == (1, 2, 2) and c.accepted == 2
+    assert c.repair(0, [(EV_TRADE, 2, "ETH-USD", 5, 1, "lgx-8", "lgx-9", 1, 4)])
+    assert not c.repair(1, [])  # nothing came: stop asking
+    assert (c.trades, c.fills, c.lost, c.repaired) == (3, 5, 2, 2)
+    assert c.report()["events_lost"] == 2

@@ -7,8 +7,9 @@ the engine shards publish (the stream the bridge writes to Redis), keeping only 
 this run's own orders (ids start with the run's prefix). It is cheap (one SUB socket in the
 parent process, reading the messages the shards publish anyway) and honest about its limits:
 every shard's events carry consecutive seqs, so events the subscriber missed (a slow joiner, a
-full pipe) are counted as ``lost``, from the shard's seq before the load to its seq after it,
-never silently.
+full pipe), from the shard's seq before the load to its seq after it, are fetched again by seq
+range (``OP_EVENTS``, as the bridge repairs its gaps) and only what that cannot fetch is counted
+as ``lost``, never silently.
 
 ``FillCounter`` is the pure part; ``EventWatch`` the thread that feeds it.
 """
@@ -31,24 +32,30 @@ SUB_HWM = 1_000_000  # messages the subscriber may queue (a burst must not drop)
 
 class FillCounter:
     """Counts the events of orders whose ids start with ``prefix``, per engine shard in seq
-    order from ``start[shard] + 1``; a seq skipped is counted in ``lost``."""
+    order from ``start[shard] + 1``. Seqs it skips are kept as ``holes`` for ``repair`` (the
+    range re-send the bridge uses); what no repair filled is ``lost``."""
 
     def __init__(self, prefix: str, start: Mapping[int, int]) -> None:
         self.prefix = prefix
         self.next = {shard: seq + 1 for shard, seq in start.items()}
+        self.holes: list[tuple[int, int, int]] = []  # (shard, first, last) not seen
         self.accepted = 0
         self.trades = 0  # trades with at least one side ours (each counted once)
         self.fills = 0  # order sides of ours filled (a trade between two of ours: 2)
         self.cancelled = 0
         self.rejected: Counter[str] = Counter()
-        self.lost = 0  # events the subscriber never saw (a hole in the seqs)
+        self.repaired = 0  # events fetched again to fill holes
+
+    @property
+    def lost(self) -> int:
+        """Events never seen (holes not repaired): the counts are short by their orders."""
+        return sum(last - first + 1 for _, first, last in self.holes)
 
     def feed(self, shard: int, events: Any) -> None:
         """One PUB message's events of ``shard`` (older seqs and repeats are ignored)."""
         nxt = self.next.get(shard)
         if nxt is None or not isinstance(events, tuple | list):
             return
-        p = self.prefix
         for ev in events:
             if not isinstance(ev, tuple | list) or len(ev) < 4 or type(ev[1]) is not int:
                 continue
@@ -56,35 +63,57 @@ class FillCounter:
             if seq < nxt:
                 continue
             if seq > nxt:
-                self.lost += seq - nxt
+                self.holes.append((shard, nxt, seq - 1))
             nxt = seq + 1
-            kind = ev[0]
-            if kind == EV_TRADE and len(ev) > 6:
-                ours = (type(ev[5]) is str and ev[5].startswith(p)) + (
-                    type(ev[6]) is str and ev[6].startswith(p)
-                )
-                if ours:
-                    self.trades += 1
-                    self.fills += ours
-            elif type(ev[3]) is not str or not ev[3].startswith(p):
-                continue
-            elif kind == EV_ACCEPTED:
-                self.accepted += 1
-            elif kind == EV_CANCELLED:
-                self.cancelled += 1
-            elif kind == EV_REJECTED:
-                self.rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+            self._count(ev)
         self.next[shard] = nxt
+
+    def _count(self, ev: tuple | list) -> None:
+        p = self.prefix
+        kind = ev[0]
+        if kind == EV_TRADE and len(ev) > 6:
+            ours = (type(ev[5]) is str and ev[5].startswith(p)) + (
+                type(ev[6]) is str and ev[6].startswith(p)
+            )
+            if ours:
+                self.trades += 1
+                self.fills += ours
+        elif type(ev[3]) is not str or not ev[3].startswith(p):
+            return
+        elif kind == EV_ACCEPTED:
+            self.accepted += 1
+        elif kind == EV_CANCELLED:
+            self.cancelled += 1
+        elif kind == EV_REJECTED:
+            self.rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
 
     def behind(self, end: Mapping[int, int]) -> int:
         """Events up to ``end`` (each shard's seq after the load) not seen yet."""
         return sum(max(0, seq + 1 - self.next.get(shard, seq + 1)) for shard, seq in end.items())
 
     def close(self, end: Mapping[int, int]) -> None:
-        """Stop at ``end``: what was not seen by now is lost."""
-        self.lost += self.behind(end)
+        """Stop reading at ``end``: what was not seen by now is a hole (to repair)."""
         for shard, seq in end.items():
-            self.next[shard] = max(self.next.get(shard, 0), seq + 1)
+            nxt = self.next.get(shard)
+            if nxt is not None and nxt <= seq:
+                self.holes.append((shard, nxt, seq))
+                self.next[shard] = seq + 1
+
+    def repair(self, k: int, events: Any) -> bool:
+        """Events re-sent for hole ``k`` (``OP_EVENTS``, possibly only its start): counts those
+        inside it and shrinks it. False when nothing usable came (stop asking)."""
+        shard, first, last = self.holes[k]
+        nxt = first
+        for ev in events if isinstance(events, tuple | list) else ():
+            if isinstance(ev, tuple | list) and len(ev) >= 4 and type(ev[1]) is int:
+                if ev[1] == nxt and nxt <= last:
+                    self._count(ev)
+                    self.repaired += 1
+                    nxt += 1
+        if nxt == first:
+            return False
+        self.holes[k] = (shard, nxt, last)
+        return True
 
     def report(self) -> dict[str, Any]:
         return {
@@ -93,6 +122,7 @@ class FillCounter:
             "fills": self.fills,
             "cancelled": self.cancelled,
             "rejected": dict(self.rejected),
+            "events_repaired": self.repaired,
             "events_lost": self.lost,
         }
 

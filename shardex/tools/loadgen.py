@@ -76,6 +76,7 @@ from shardex.tools.fates import FATES, FateTracker, Step
 from shardex.tools.fills import EventWatch, FillCounter
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 from shardex.wire.protocol import (
+    OP_EVENTS,
     decode_reply,
     encode_request,
     markets_from_wire,
@@ -284,6 +285,7 @@ class Report:
     # the engine shard's reply holds them) or "events" (risk on: the engine shards' PUB,
     # ``shardex.tools.fills``); events_lost: events the subscriber missed (counts are short)
     counted_from: str = "replies"
+    events_repaired: int = 0  # events the subscriber missed, fetched again by seq range
     events_lost: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
     # fates of the commands whose outcome was open (timeouts, the router's "may have run",
@@ -355,6 +357,11 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
             f"{report['config'].get('funded', 0)} funding deposits): held and forwarded "
             f"{report.get('held', 0):,} (the ok replies); accepted, trades, fills and cancels "
             "counted from the engine shards' events (PUB) of this run's orders"
+            + (
+                f" ({report['events_repaired']:,} missed live, fetched again by seq)"
+                if report.get("events_repaired")
+                else ""
+            )
             + (f"; {lost:,} events missed: those counts are short" if lost else "")
         )
     f = report["fates"]
@@ -928,8 +935,8 @@ def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
 
 def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bool) -> None:
     """After the load: wait (bounded by ``timeout``; not after Ctrl-C) until the subscriber
-    has seen every shard's events up to its seq now, then put the counts in ``rep`` (events it
-    missed are counted as lost)."""
+    has seen every shard's events up to its seq now, fetch what it missed by seq range, then
+    put the counts in ``rep`` (what could not be fetched either: ``events_lost``)."""
     end = _shard_seqs(cfg)
     deadline = time.monotonic() + (cfg.timeout if wait else 0.0)
     while watch.behind(end) and time.monotonic() < deadline:
@@ -937,9 +944,37 @@ def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bo
     watch.stop()
     c = watch.counter
     c.close(end)
+    if c.holes and wait:
+        _repair_holes(cfg, c)
     rep.accepted, rep.trades, rep.fills, rep.cancelled = c.accepted, c.trades, c.fills, c.cancelled
     rep.rejected = dict(Counter(rep.rejected) + c.rejected)
-    rep.counted_from, rep.events_lost = "events", c.lost
+    rep.counted_from, rep.events_lost, rep.events_repaired = "events", c.lost, c.repaired
+
+
+def _repair_holes(cfg: LoadConfig, c: FillCounter) -> None:
+    """Ask each shard (through the router, ``#i``) for the events of every hole, a reply at a
+    time, within ``2 × timeout`` in all."""
+    ctx = zmq.Context()
+    sock = dealer(ctx, cfg.endpoint, cfg.timeout, key=cfg.keyfile())
+    ids = RequestIds()
+    deadline = time.monotonic() + 2 * cfg.timeout
+    try:
+        for k in range(len(c.holes)):
+            while time.monotonic() < deadline:
+                shard, first, last = c.holes[k]
+                if first > last:
+                    break
+                try:
+                    error, res = request(sock, f"#{shard}".encode(), [(OP_EVENTS, first, last)],
+                                         cfg.timeout, ids)  # fmt: skip
+                except TimeoutError:
+                    return
+                got = res[0] if error is None and isinstance(res, tuple | list) and res else {}
+                if not isinstance(got, dict) or not c.repair(k, got.get("events")):
+                    break
+    finally:
+        sock.close(0)
+        ctx.term()
 
 
 def _collect(
