@@ -97,8 +97,8 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
     # the account tier answers new/amend before matching ("held and forwarded", no events);
     # what matched is counted from the engine shards' events of this run's orders (before:
     # "accepted 0  trades 0" on every default cluster)
-    assert rep["held"] > 0 and rep["counted_from"] == "events", rep
-    assert rep["accepted"] > 0 and rep["trades"] > 0 and rep["fills"] >= rep["trades"], rep
+    assert rep["held"] > 0 and rep["accepted"] > 0 and rep["trades"] > 0, rep
+    assert rep["counted_from"] == "events" and rep["fills"] >= rep["trades"], rep
     assert rep["events_lost"] == 0 and rep["trades_per_s"] > 0, rep
     lines = format_report(rep)
     assert lines[1].startswith(f"accepted {rep['accepted']:,}  trades {rep['trades']:,}"), lines
