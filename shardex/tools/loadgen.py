@@ -578,7 +578,8 @@ def _count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], o
                 rep.accepted += 1
             elif kind == EV_TRADE:
                 rep.trades += 1
-                rep.fills += 2 if len(ev) > 6 and str(ev[6]).startswith(ours) else 1
+                maker_ours = ours and len(ev) > 6 and str(ev[6]).startswith(ours)
+                rep.fills += 2 if maker_ours else 1
             elif kind == EV_CANCELLED:
                 rep.cancelled += 1
             elif kind == EV_REJECTED:
@@ -599,7 +600,8 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     errors: Counter[str] = Counter()
     uniq = list(dict.fromkeys(socks))
     fds = [s.getsockopt(zmq.FD) for s in uniq]
-    # req → ("cmds", cmds, sent stamps, socket index) or ("fate", (token, positions), None, si)
+    # req → ("cmds", cmds, sent stamps, (socket index, shard slot)) or
+    #       ("fate", (dialogue token, positions), None, socket index)
     pending = Pending(cfg.timeout, time.perf_counter)
     per_sock_inflight = [0] * len(socks)
     ids = RequestIds()
