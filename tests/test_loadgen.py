@@ -189,6 +189,10 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
     t2.finish(0.2)
     assert t2.due(5.0) == [] and t2.done  # past the deadline: unknown with the last reason
     assert t2.fates["unknown"] == 1 and t2.why == {"timeout": 1}
+    t4 = FateTracker(_Core(), batch=1, window=2)  # questions never flood an overload
+    for c in cmds:
+        t4.add(c, 0.0)
+    assert len(t4.due(0.0)) == 2 and t4.due(0.0) == [] and t4.open == 4
     t3 = FateTracker(_Core(), batch=10, limit=1)
     t3.add(cmds[0], 0.0)
     t3.add(cmds[1], 0.0)

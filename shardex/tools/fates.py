@@ -121,12 +121,14 @@ class _Dialogue:
 
 
 class FateTracker:
-    """Asks the fates of open commands in dialogues of at most ``batch`` commands, again with
+    """Asks the fates of open commands in dialogues of at most ``batch`` commands (at most
+    ``window`` dialogues in flight: the questions must not add to an overload), again with
     back-off while they stay open, until ``finish(deadline)``'s deadline; counts the results."""
 
-    def __init__(self, core: ClientCore, batch: int, limit: int = 200_000) -> None:
+    def __init__(self, core: ClientCore, batch: int, limit: int = 200_000, window: int = 8) -> None:
         self.core = core
         self.batch = max(1, batch)
+        self.window = max(1, window)  # dialogues in flight at once: never a flood of questions
         self.limit = limit
         self.asked = 0  # commands taken (each at most ``limit`` per tracker)
         self.fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
@@ -170,7 +172,7 @@ class FateTracker:
                 self._unknown(heapq.heappop(self._queue)[4])
             return []
         steps: list[Step] = []
-        while self._queue and self._queue[0][0] <= now:
+        while self._queue and self._queue[0][0] <= now and len(self._open) < self.window:
             cmds: list[tuple] = []
             attempts: list[int] = []
             while self._queue and self._queue[0][0] <= now and len(cmds) < self.batch:

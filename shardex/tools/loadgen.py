@@ -610,7 +610,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     table = cfg.market_table()
     # commands whose outcome is open (timeout, the router's "may have run", unreadable reply):
     # their fates are asked with the SDK's decision, again with back-off, until a deadline
-    fates = FateTracker(_fate_core(cfg, table), cfg.batch, MAX_FATE_QUERIES)
+    fates = FateTracker(_fate_core(cfg, table), cfg.batch, MAX_FATE_QUERIES, cfg.window)
     limit_orders = cfg.orders
     rate = cfg.rate / cfg.procs if cfg.rate else None
     time.sleep(0.2)  # let connections establish
@@ -908,22 +908,25 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
     return rep
 
 
-def _shard_seqs(cfg: LoadConfig) -> dict[int, int]:
-    """Each engine shard's seq now (``OP_STATUS``); ``LoadError`` if one cannot say."""
+def _shard_seqs(cfg: LoadConfig, tries: int = 1) -> dict[int, int]:
+    """Each engine shard's seq now (``OP_STATUS``, each try waiting ``max(timeout, 2 s)``:
+    a shard busy with a backlog answers late); ``LoadError`` if one cannot say."""
     from shardex.client import Client, ShardexError
 
     key: Any = cfg.key
     if isinstance(key, str) and key.strip().lower() in NO_KEY:
         key = False
-    try:
-        with Client(cfg.endpoint, key=key, timeout=cfg.timeout) as c:
-            status = c.status()
-    except ShardexError as exc:
-        raise LoadError(f"asking the engine shards' seqs failed: {exc}") from None
-    seqs = {s.get("shard"): s.get("seq") for s in status}
-    if not all(type(k) is int and type(v) is int for k, v in seqs.items()):
-        raise LoadError(f"an engine shard did not tell its seq: {status}")
-    return seqs  # type: ignore[return-value]
+    status: Any = None
+    for _ in range(tries):
+        try:
+            with Client(cfg.endpoint, key=key, timeout=max(cfg.timeout, 2.0)) as c:
+                status = c.status()
+        except ShardexError as exc:
+            status = [{"error": str(exc)}]
+        seqs = {s.get("shard"): s.get("seq") for s in status}
+        if all(type(k) is int and type(v) is int for k, v in seqs.items()):
+            return seqs  # type: ignore[return-value]
+    raise LoadError(f"an engine shard did not tell its seq: {status}")
 
 
 def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
@@ -936,30 +939,38 @@ def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
 
 
 def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bool) -> None:
-    """After the load: wait (bounded by ``timeout``; not after Ctrl-C) until the subscriber
-    has seen every shard's events up to its seq now, fetch what it missed by seq range, then
-    put the counts in ``rep`` (what could not be fetched either: ``events_lost``)."""
-    end = _shard_seqs(cfg)
-    deadline = time.monotonic() + (cfg.timeout if wait else 0.0)
-    while watch.behind(end) and time.monotonic() < deadline:
-        time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
+    """After the load: wait (at most ``max(timeout, 5 s)``; not after Ctrl-C) until the
+    subscriber has seen every shard's events up to its seq now, fetch what it missed by seq
+    range, then put the counts in ``rep`` (what could not be fetched either: ``events_lost``).
+    A shard that cannot tell its seq after the load leaves the counts at what was seen
+    (``counted_from: "events_incomplete"``), never the report lost."""
+    try:
+        end: dict[int, int] | None = _shard_seqs(cfg, tries=3 if wait else 1)
+    except LoadError:
+        end = None
+    if end is not None:
+        deadline = time.monotonic() + (max(cfg.timeout, 5.0) if wait else 0.0)
+        while watch.behind(end) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
     watch.stop()
     c = watch.counter
-    c.close(end)
-    if c.holes and wait:
-        _repair_holes(cfg, c)
+    if end is not None:
+        c.close(end)
+        if c.holes and wait:
+            _repair_holes(cfg, c)
     rep.accepted, rep.trades, rep.fills, rep.cancelled = c.accepted, c.trades, c.fills, c.cancelled
     rep.rejected = dict(Counter(rep.rejected) + c.rejected)
-    rep.counted_from, rep.events_lost, rep.events_repaired = "events", c.lost, c.repaired
+    rep.counted_from = "events" if end is not None else "events_incomplete"
+    rep.events_lost, rep.events_repaired = c.lost, c.repaired
 
 
 def _repair_holes(cfg: LoadConfig, c: FillCounter) -> None:
     """Ask each shard (through the router, ``#i``) for the events of every hole, a reply at a
-    time, within ``2 × timeout`` in all."""
+    time, within ``2 × max(timeout, 5 s)`` in all."""
     ctx = zmq.Context()
     sock = dealer(ctx, cfg.endpoint, cfg.timeout, key=cfg.keyfile())
     ids = RequestIds()
-    deadline = time.monotonic() + 2 * cfg.timeout
+    deadline = time.monotonic() + 2 * max(cfg.timeout, 5.0)
     try:
         for k in range(len(c.holes)):
             while time.monotonic() < deadline:
