@@ -98,7 +98,8 @@ def test_timeouts_get_their_fate_asked_and_counted() -> None:
             duration=None,
             timeout=0.3,
             mix="limit=1",
-            fate_wait=1.0,
+            fate_wait=3.0,
+            window=64,  # (frames of fate questions in flight)
         )
         rep = run(cfg, on_progress=seen.append)
     d = rep.to_dict()
@@ -193,6 +194,8 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
     for c in cmds:
         t4.add(c, 0.0)
     assert len(t4.due(0.0)) == 2 and t4.due(0.0) == [] and t4.open == 4
+    t4.finish(0.5)
+    assert t4.due(1.0) == [] and t4.why == {"not_asked_before_deadline": 2}  # never sent
     t3 = FateTracker(_Core(), batch=10, limit=1)
     t3.add(cmds[0], 0.0)
     t3.add(cmds[1], 0.0)

@@ -59,6 +59,7 @@ WHY_UNREADABLE = "unreadable_state"  # an answer whose state the client cannot r
 WHY_OTHER = "other_error"
 WHY_NOT_ASKED = "not_asked_over_limit"  # past ``limit`` questions per process
 WHY_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM before it could be asked (again)
+WHY_NO_TIME = "not_asked_before_deadline"  # queued behind the window until the deadline
 # asked again (with back-off) until the deadline: the next answer may tell; the others are
 # answers that will not change (a shard's unreadable or refused answer): unknown at once
 RETRIED = frozenset((WHY_TIMEOUT, WHY_OVERLOADED, WHY_UNAVAILABLE, WHY_NOT_LEADER, WHY_JOURNAL,
@@ -150,7 +151,7 @@ class FateTracker:
             self._unknown(WHY_NOT_ASKED)
         else:
             self.asked += 1
-            heapq.heappush(self._queue, (now, next(self._n), cmd, 0, WHY_TIMEOUT))
+            heapq.heappush(self._queue, (now, next(self._n), cmd, 0, WHY_NO_TIME))
 
     @property
     def open(self) -> int:

@@ -102,6 +102,7 @@ from shardex.wire.transport import (
 HIST_MAX_US = 60_000_000
 MAX_FATE_QUERIES = 200_000  # open outcomes whose fate one process asks; beyond: "unknown"
 FATE_WAIT_S = 30.0  # default: how long after the load open fates are still asked
+FATE_TIMEOUT_S = 2.0  # a fate question's reply is awaited at least this long
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: how long replies in flight are still awaited
 
 __all__ = [
@@ -600,9 +601,13 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     errors: Counter[str] = Counter()
     uniq = list(dict.fromkeys(socks))
     fds = [s.getsockopt(zmq.FD) for s in uniq]
-    # req → ("cmds", cmds, sent stamps, (socket index, shard slot)) or
+    # req → ("cmds", cmds, sent stamps, (socket index, shard slot)); in ``asking``:
     #       ("fate", (dialogue token, positions), None, socket index)
     pending = Pending(cfg.timeout, time.perf_counter)
+    # fate questions wait longer: under a backlog a question asked again too soon is one more
+    # request queued behind the first (they are asked again only after back-off anyway)
+    asking = Pending(max(cfg.timeout, FATE_TIMEOUT_S), time.perf_counter)
+    asking_text = f"timeout after {max(cfg.timeout, FATE_TIMEOUT_S)}s"
     per_sock_inflight = [0] * len(socks)
     ids = RequestIds()
     risk_on = cfg.risk == "on" and cfg.account_shards > 0
@@ -661,12 +666,12 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                 si = slot(0, group)
                 socks[si].send_multipart([route_key(group, queries), req,
                                           encode_request(queries)])  # fmt: skip
-                pending.add(req, ("fate", (step.token, positions), None, si))
+                asking.add(req, ("fate", (step.token, positions), None, si))
 
     def handle(frames: list[bytes]) -> None:
         if len(frames) != 2:
             return
-        entry = pending.pop(frames[0])
+        entry = pending.pop(frames[0]) or asking.pop(frames[0])
         if entry is None:
             return
         kind, cmds, stamps, where = entry
@@ -698,9 +703,9 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             _count_events(rep, rejected, results, cfg.id_prefix, engine=False)
 
     def expire(now: float) -> None:
-        for kind, cmds, _, where in pending.expire(now):
+        for kind, cmds, _, where in [*pending.expire(now), *asking.expire(now)]:
             if kind == "fate":
-                ask(fates.answer(*cmds, timeout_text, None, now))
+                ask(fates.answer(*cmds, asking_text, None, now))
             else:
                 per_sock_inflight[where[0]] -= 1
                 errors[timeout_text] += len(cmds)
@@ -785,15 +790,15 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             fates.finish(now + cfg.fate_wait)
         ask(fates.due(now))
         if stopped_at is not None and now - stopped_at > min(cfg.timeout, INTERRUPT_GRACE_S):
-            for kind, cmds, _, _ in pending.drain():
-                if kind != "fate":
-                    rep.abandoned += len(cmds)
+            asking.drain()
+            for _, cmds, _, _ in pending.drain():
+                rep.abandoned += len(cmds)
             fates.abandon()
         if progress is not None and now - last_progress >= 1.0:
             timeouts = sum(v for k, v in errors.items() if k.startswith(TIMEOUT_PREFIX))
             progress.put(_progress_item(index, rep, sent_cmds, errors, timeouts, fates))
             last_progress = now
-        if done_sending(now) and not pending and fates.done:
+        if done_sending(now) and not pending and not asking and fates.done:
             break
     over = stopped_at or load_done or clock()
     rep.seconds = over - t0
