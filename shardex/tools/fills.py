@@ -11,12 +11,14 @@ full pipe), from the shard's seq before the load to its seq after it, are fetche
 range (``OP_EVENTS``, as the bridge repairs its gaps) and only what that cannot fetch is counted
 as ``lost``, never silently.
 
-``FillCounter`` is the pure part; ``EventWatch`` the thread that feeds it.
+``FillCounter`` is the pure part; ``EventWatch`` the thread that feeds it; ``settle`` ends a
+run's counting (catch up, repair, close).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -24,8 +26,10 @@ from typing import Any
 import zmq
 
 from shardex.auth import KeyFile, client_socket
+from shardex.client import Client, ShardexError
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE, reject_name
-from shardex.wire.protocol import VERSION, unpackb
+from shardex.wire.protocol import OP_EVENTS, VERSION, unpackb
+from shardex.wire.transport import RequestIds, dealer, request
 
 SUB_HWM = 1_000_000  # messages the subscriber may queue (a burst must not drop)
 
@@ -177,3 +181,65 @@ class EventWatch:
         self._thread.join(5)
         self._sub.close(0)
         self._ctx.term()
+
+
+def shard_seqs(endpoint: str, key: KeyFile | None, timeout: float,
+               tries: int = 1) -> dict[int, int] | None:  # fmt: skip
+    """Each engine shard's seq now (``OP_STATUS`` through the router, each try waiting
+    ``max(timeout, 2 s)``: a shard busy with a backlog answers late); None if one cannot say."""
+    for _ in range(tries):
+        try:
+            with Client(endpoint, key=key or False, timeout=max(timeout, 2.0)) as c:
+                status = c.status()
+        except ShardexError:
+            continue
+        seqs = {s.get("shard"): s.get("seq") for s in status}
+        if all(type(k) is int and type(v) is int for k, v in seqs.items()):
+            return seqs  # type: ignore[return-value]
+    return None
+
+
+def settle(watch: EventWatch, endpoint: str, key: KeyFile | None, timeout: float,
+           wait: bool = True) -> bool:  # fmt: skip
+    """End a run's counting: take each shard's seq now, wait (at most ``max(timeout, 5 s)``,
+    not at all without ``wait``) until the subscriber has seen that far, stop it, and fetch
+    what it missed by seq range. False when a shard could not tell its seq: the counts are
+    then what the subscriber saw."""
+    end = shard_seqs(endpoint, key, timeout, tries=3 if wait else 1)
+    if end is not None:
+        deadline = time.monotonic() + (max(timeout, 5.0) if wait else 0.0)
+        while watch.behind(end) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
+    watch.stop()
+    if end is None:
+        return False
+    watch.counter.close(end)
+    if watch.counter.holes and wait:
+        repair_holes(watch.counter, endpoint, key, timeout)
+    return True
+
+
+def repair_holes(c: FillCounter, endpoint: str, key: KeyFile | None, timeout: float) -> None:
+    """Ask each shard (through the router, ``#i``) for the events of every hole, a reply at a
+    time, within ``2 × max(timeout, 5 s)`` in all; what stays unfetched is ``c.lost``."""
+    ctx = zmq.Context()
+    sock = dealer(ctx, endpoint, timeout, key=key)
+    ids = RequestIds()
+    deadline = time.monotonic() + 2 * max(timeout, 5.0)
+    try:
+        for k in range(len(c.holes)):
+            while time.monotonic() < deadline:
+                shard, first, last = c.holes[k]
+                if first > last:
+                    break
+                try:
+                    error, res = request(sock, f"#{shard}".encode(), [(OP_EVENTS, first, last)],
+                                         timeout, ids)  # fmt: skip
+                except TimeoutError:
+                    return
+                got = res[0] if error is None and isinstance(res, tuple | list) and res else {}
+                if not isinstance(got, dict) or not c.repair(k, got.get("events")):
+                    break
+    finally:
+        sock.close(0)
+        ctx.term()

@@ -73,10 +73,9 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.tools.fates import FATES, FateTracker, Step
-from shardex.tools.fills import EventWatch, FillCounter
+from shardex.tools.fills import EventWatch, FillCounter, settle, shard_seqs
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 from shardex.wire.protocol import (
-    OP_EVENTS,
     decode_reply,
     encode_request,
     markets_from_wire,
@@ -913,86 +912,27 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
     return rep
 
 
-def _shard_seqs(cfg: LoadConfig, tries: int = 1) -> dict[int, int]:
-    """Each engine shard's seq now (``OP_STATUS``, each try waiting ``max(timeout, 2 s)``:
-    a shard busy with a backlog answers late); ``LoadError`` if one cannot say."""
-    from shardex.client import Client, ShardexError
-
-    key: Any = cfg.key
-    if isinstance(key, str) and key.strip().lower() in NO_KEY:
-        key = False
-    status: Any = None
-    for _ in range(tries):
-        try:
-            with Client(cfg.endpoint, key=key, timeout=max(cfg.timeout, 2.0)) as c:
-                status = c.status()
-        except ShardexError as exc:
-            status = [{"error": str(exc)}]
-        seqs = {s.get("shard"): s.get("seq") for s in status}
-        if all(type(k) is int and type(v) is int for k, v in seqs.items()):
-            return seqs  # type: ignore[return-value]
-    raise LoadError(f"an engine shard did not tell its seq: {status}")
-
-
 def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
     """Subscribe to every engine shard's events PUB before the first order (risk on: the
     replies do not say what matched), counting this run's orders from each shard's seq now."""
     pubs = [t.get("pub") for t in info["topology"]]
     if not all(type(p) is str and p for p in pubs):
         raise LoadError("not every engine shard has registered its events PUB yet")
-    return EventWatch(pubs, FillCounter(cfg.id_prefix, _shard_seqs(cfg)), cfg.keyfile())
+    start = shard_seqs(cfg.endpoint, cfg.keyfile(), cfg.timeout)
+    if start is None:
+        raise LoadError("an engine shard did not tell its seq (OP_STATUS): is it up?")
+    return EventWatch(pubs, FillCounter(cfg.id_prefix, start), cfg.keyfile())
 
 
 def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bool) -> None:
-    """After the load: wait (at most ``max(timeout, 5 s)``; not after Ctrl-C) until the
-    subscriber has seen every shard's events up to its seq now, fetch what it missed by seq
-    range, then put the counts in ``rep`` (what could not be fetched either: ``events_lost``).
-    A shard that cannot tell its seq after the load leaves the counts at what was seen
-    (``counted_from: "events_incomplete"``), never the report lost."""
-    try:
-        end: dict[int, int] | None = _shard_seqs(cfg, tries=3 if wait else 1)
-    except LoadError:
-        end = None
-    if end is not None:
-        deadline = time.monotonic() + (max(cfg.timeout, 5.0) if wait else 0.0)
-        while watch.behind(end) and time.monotonic() < deadline:
-            time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
-    watch.stop()
+    """After the load: the counts of this run's orders from the events (``settle``; not
+    waiting after Ctrl-C) into ``rep``, with where they come from and what was missed."""
+    complete = settle(watch, cfg.endpoint, cfg.keyfile(), cfg.timeout, wait)
     c = watch.counter
-    if end is not None:
-        c.close(end)
-        if c.holes and wait:
-            _repair_holes(cfg, c)
     rep.accepted, rep.trades, rep.fills, rep.cancelled = c.accepted, c.trades, c.fills, c.cancelled
     rep.rejected = dict(Counter(rep.rejected) + c.rejected)
-    rep.counted_from = "events" if end is not None else "events_incomplete"
+    rep.counted_from = "events" if complete else "events_incomplete"
     rep.events_lost, rep.events_repaired = c.lost, c.repaired
-
-
-def _repair_holes(cfg: LoadConfig, c: FillCounter) -> None:
-    """Ask each shard (through the router, ``#i``) for the events of every hole, a reply at a
-    time, within ``2 × max(timeout, 5 s)`` in all."""
-    ctx = zmq.Context()
-    sock = dealer(ctx, cfg.endpoint, cfg.timeout, key=cfg.keyfile())
-    ids = RequestIds()
-    deadline = time.monotonic() + 2 * max(cfg.timeout, 5.0)
-    try:
-        for k in range(len(c.holes)):
-            while time.monotonic() < deadline:
-                shard, first, last = c.holes[k]
-                if first > last:
-                    break
-                try:
-                    error, res = request(sock, f"#{shard}".encode(), [(OP_EVENTS, first, last)],
-                                         cfg.timeout, ids)  # fmt: skip
-                except TimeoutError:
-                    return
-                got = res[0] if error is None and isinstance(res, tuple | list) and res else {}
-                if not isinstance(got, dict) or not c.repair(k, got.get("events")):
-                    break
-    finally:
-        sock.close(0)
-        ctx.term()
 
 
 def _collect(
