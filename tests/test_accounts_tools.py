@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_accounts_stream import accounts_cluster
+from test_observability import scrape
 
 from shardex.accounts.assets import AssetTable
 from shardex.client import AsyncClient, audit_report
@@ -88,7 +89,9 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
         endpoint=cluster.endpoint, orders=400, duration=None, accounts=6, key=str(cluster.key),
         batch=20, window=4, timeout=10,
     )  # fmt: skip
+    before = scrape(cluster.layout.shard_metrics_port(0))
     rep = run(cfg).to_dict()
+    after = scrape(cluster.layout.shard_metrics_port(0))
     assert rep["config"]["risk"] == "on" and rep["config"]["account_shards"] == 2
     # 6 accounts × the assets of the two traded markets (BTC-USD, ETH-USD: BTC, ETH, USD)
     assert rep["config"]["funded"] == 18
@@ -100,6 +103,11 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
     assert rep["held"] > 0 and rep["accepted"] > 0 and rep["trades"] > 0, rep
     assert rep["counted_from"] == "events" and rep["fills"] >= rep["trades"], rep
     assert rep["events_lost"] == 0 and rep["trades_per_s"] > 0, rep
+    # exactly what the engine shard counted meanwhile (nothing else traded)
+    for metric, field in (("trades", "trades"), ("orders_accepted", "accepted"),
+                          ("orders_cancelled", "cancelled")):  # fmt: skip
+        name = f"shardex_{metric}_total"
+        assert after[name] - before.get(name, 0) == rep[field], (metric, rep)
     lines = format_report(rep)
     assert lines[1].startswith(f"accepted {rep['accepted']:,}  trades {rep['trades']:,}"), lines
     assert "counted from the engine shards' events" in lines[2], lines

@@ -35,13 +35,16 @@ SUB_HWM = 1_000_000  # messages the subscriber may queue (a burst must not drop)
 
 
 class FillCounter:
-    """Counts the events of orders whose ids start with ``prefix``, per engine shard in seq
-    order from ``start[shard] + 1``. Seqs it skips are kept as ``holes`` for ``repair`` (the
-    range re-send the bridge uses); what no repair filled is ``lost``."""
+    """Counts the events of orders whose ids start with ``prefix``, per engine shard from seq
+    ``start[shard] + 1``, each seq once. A shard publishes a batch as one message per symbol,
+    so seqs arrive interleaved across messages: ``next`` is the first seq not seen yet and
+    ``ahead`` the seqs seen beyond it. ``close`` turns what is still unseen into ``holes``
+    for ``repair`` (the range re-send the bridge uses); what no repair filled is ``lost``."""
 
     def __init__(self, prefix: str, start: Mapping[int, int]) -> None:
         self.prefix = prefix
         self.next = {shard: seq + 1 for shard, seq in start.items()}
+        self.ahead: dict[int, set[int]] = {shard: set() for shard in start}
         self.holes: list[tuple[int, int, int]] = []  # (shard, first, last) not seen
         self.accepted = 0
         self.trades = 0  # trades with at least one side ours (each counted once)
@@ -60,16 +63,21 @@ class FillCounter:
         nxt = self.next.get(shard)
         if nxt is None or not isinstance(events, tuple | list):
             return
+        ahead = self.ahead[shard]
         for ev in events:
             if not isinstance(ev, tuple | list) or len(ev) < 4 or type(ev[1]) is not int:
                 continue
             seq = ev[1]
-            if seq < nxt:
+            if seq < nxt or seq in ahead:
                 continue
-            if seq > nxt:
-                self.holes.append((shard, nxt, seq - 1))
-            nxt = seq + 1
             self._count(ev)
+            if seq == nxt:
+                nxt += 1
+                while nxt in ahead:
+                    ahead.discard(nxt)
+                    nxt += 1
+            else:
+                ahead.add(seq)
         self.next[shard] = nxt
 
     def _count(self, ev: tuple | list) -> None:
@@ -93,15 +101,25 @@ class FillCounter:
 
     def behind(self, end: Mapping[int, int]) -> int:
         """Events up to ``end`` (each shard's seq after the load) not seen yet."""
-        return sum(max(0, seq + 1 - self.next.get(shard, seq + 1)) for shard, seq in end.items())
-
-    def close(self, end: Mapping[int, int]) -> None:
-        """Stop reading at ``end``: what was not seen by now is a hole (to repair)."""
+        missing = 0
         for shard, seq in end.items():
             nxt = self.next.get(shard)
             if nxt is not None and nxt <= seq:
-                self.holes.append((shard, nxt, seq))
-                self.next[shard] = seq + 1
+                missing += seq + 1 - nxt - sum(1 for q in self.ahead[shard] if q <= seq)
+        return missing
+
+    def close(self, end: Mapping[int, int]) -> None:
+        """Stop reading at ``end``: every seq up to it not seen by now is in a hole."""
+        for shard, seq in end.items():
+            nxt = self.next.get(shard)
+            if nxt is None or nxt > seq:
+                continue
+            for q in sorted(q for q in self.ahead[shard] if q <= seq) + [seq + 1]:
+                if q > nxt:
+                    self.holes.append((shard, nxt, q - 1))
+                nxt = q + 1
+            self.next[shard] = seq + 1
+            self.ahead[shard] = {q for q in self.ahead[shard] if q > seq}
 
     def repair(self, k: int, events: Any) -> bool:
         """Events re-sent for hole ``k`` (``OP_EVENTS``, possibly only its start): counts those
@@ -202,14 +220,21 @@ def shard_seqs(endpoint: str, key: KeyFile | None, timeout: float,
 def settle(watch: EventWatch, endpoint: str, key: KeyFile | None, timeout: float,
            wait: bool = True) -> bool:  # fmt: skip
     """End a run's counting: take each shard's seq now, wait (at most ``max(timeout, 5 s)``,
-    not at all without ``wait``) until the subscriber has seen that far, stop it, and fetch
-    what it missed by seq range. False when a shard could not tell its seq: the counts are
-    then what the subscriber saw."""
+    not at all without ``wait``) until the subscriber has seen that far and the shards are
+    quiet, stop it, and fetch what it missed by seq range. False when a shard could not tell
+    its seq: the counts are then what the subscriber saw."""
     end = shard_seqs(endpoint, key, timeout, tries=3 if wait else 1)
-    if end is not None:
-        deadline = time.monotonic() + (max(timeout, 5.0) if wait else 0.0)
-        while watch.behind(end) and time.monotonic() < deadline:
+    deadline = time.monotonic() + (max(timeout, 5.0) if wait else 0.0)
+    while end is not None and time.monotonic() < deadline:
+        if watch.behind(end):
             time.sleep(0.05)  # (the subscriber thread reads; this only waits for its progress)
+            continue
+        # seen up to ``end``: done once the shards are quiet (an order the account tier
+        # acknowledged may reach its engine shard after the load ended)
+        now = shard_seqs(endpoint, key, timeout)
+        if now is None or now == end:
+            break
+        end = now
     watch.stop()
     if end is None:
         return False
