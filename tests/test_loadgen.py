@@ -103,8 +103,9 @@ def test_timeouts_get_their_fate_asked_and_counted() -> None:
         )
         rep = run(cfg, on_progress=seen.append)
     d = rep.to_dict()
-    assert d["timeouts"] == 80 and d["sent"] == 400 and d["acked"] == 320
-    assert sum(d["fates"].values()) == 80 and set(d["fates"]) == set(FATES)
+    # 80 frames dropped (on a loaded box a slow answer may time out too, and be asked)
+    assert d["timeouts"] >= 80 and d["sent"] == 400 and d["acked"] + d["timeouts"] == 400
+    assert sum(d["fates"].values()) == d["timeouts"] and set(d["fates"]) == set(FATES)
     assert all(d["fates"][k] > 0 for k in FATES), d["fates"]
     # the unanswered questions were asked again until fate_wait, then said why
     assert d["unknown_why"] == {"timeout": d["fates"]["unknown"]}, d
