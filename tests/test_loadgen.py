@@ -1,5 +1,7 @@
-"""Load generator: config validation, the one workload generator, fates of timeouts (stand-in
-cluster), and on the real cluster a full report and Ctrl-C/SIGTERM returning a partial one."""
+"""Load generator: config validation, the one workload generator, fates of open outcomes
+(stand-in cluster: timeouts, the router's "may have run" answers, questions refused as
+overloaded; the pure ``FateTracker``; a real kill -9 of a leader), the pure event counter, and
+on the real cluster a full report and Ctrl-C/SIGTERM returning a partial one."""
 
 from __future__ import annotations
 
