@@ -1593,6 +1593,14 @@ def tail(
     help="Seconds before an unanswered frame counts as timed out.",
 )
 @click.option(
+    "--fate-wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds after the load to keep asking (with back-off) the fates of orders whose "
+    "outcome stayed open; then they count as unknown, with the reason.",
+)
+@click.option(
     "--max-error-rate",
     type=float,
     default=0.01,
@@ -1640,6 +1648,7 @@ def loadgen(
     direct: bool,
     procs: int,
     timeout: float,
+    fate_wait: float,
     max_error_rate: float,
     as_json: bool,
     out: str | None,
@@ -1672,6 +1681,7 @@ def loadgen(
             direct=direct,
             procs=procs,
             timeout=timeout,
+            fate_wait=fate_wait,
             key=key_file,
             risk=risk,
             fund=fund,

@@ -7,6 +7,7 @@ One real ``shardex up --accounts 2`` cluster (CURVE keys) for the module; tiny l
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import pytest
 from test_accounts_stream import accounts_cluster
+from test_observability import scrape
 
 from shardex.accounts.assets import AssetTable
 from shardex.client import AsyncClient, audit_report
 from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import OP_NEW
+from shardex.node.accounts import AccountHandler
 from shardex.tools.loadgen import (
     LoadConfig,
     LoadError,
@@ -27,6 +31,7 @@ from shardex.tools.loadgen import (
     resolve_risk,
     run,
 )
+from shardex.wire.protocol import OP_BALANCE, OP_EVENTS, OP_STATUS, encode_request
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +79,7 @@ def test_resolve_risk_says_what_works_where():
     direct = LoadConfig(
         endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="on", direct=True
     )
-    with pytest.raises(LoadError, match="--direct cannot be used with --risk on"):
-        resolve_risk(direct, {"shards": 1, "accounts": 1})
+    assert resolve_risk(direct, {"shards": 1, "accounts": 1}) == ("on", 1)  # (it was refused)
     with pytest.raises(LoadError, match="--risk must be on, off or auto"):
         LoadConfig(endpoint="tcp://127.0.0.1:5555", orders=1, duration=None, risk="maybe")
 
@@ -85,17 +89,28 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
         endpoint=cluster.endpoint, orders=400, duration=None, accounts=6, key=str(cluster.key),
         batch=20, window=4, timeout=10,
     )  # fmt: skip
+    before = scrape(cluster.layout.shard_metrics_port(0))
     rep = run(cfg).to_dict()
+    after = scrape(cluster.layout.shard_metrics_port(0))
     assert rep["config"]["risk"] == "on" and rep["config"]["account_shards"] == 2
     # 6 accounts × the assets of the two traded markets (BTC-USD, ETH-USD: BTC, ETH, USD)
     assert rep["config"]["funded"] == 18
     assert rep["sent"] == rep["acked"] == 400 and not rep["errors"]
     assert "insufficient_funds" not in rep["rejected"], rep["rejected"]
-    # the account tier answers new/amend before matching ("held and forwarded", no events):
-    # counted as such, not as "accepted 0" (what a user saw before)
-    assert rep["held"] > 0 and rep["accepted"] == 0, rep
+    # the account tier answers new/amend before matching ("held and forwarded", no events);
+    # what matched is counted from the engine shards' events of this run's orders (before:
+    # "accepted 0  trades 0" on every default cluster)
+    assert rep["held"] > 0 and rep["accepted"] > 0 and rep["trades"] > 0, rep
+    assert rep["counted_from"] == "events" and rep["fills"] >= rep["trades"], rep
+    assert rep["events_lost"] == 0 and rep["trades_per_s"] > 0, rep
+    # exactly what the engine shard counted meanwhile (nothing else traded)
+    for metric, field in (("trades", "trades"), ("orders_accepted", "accepted"),
+                          ("orders_cancelled", "cancelled")):  # fmt: skip
+        name = f"shardex_{metric}_total"
+        assert after[name] - before.get(name, 0) == rep[field], (metric, rep)
     lines = format_report(rep)
-    assert lines[1].startswith(f"held and forwarded {rep['held']:,}"), lines
+    assert lines[1].startswith(f"accepted {rep['accepted']:,}  trades {rep['trades']:,}"), lines
+    assert "counted from the engine shards' events" in lines[2], lines
     # the money is where the deposits put it, and the books balance once settlements land
     target = fund_target_units(6)
     table = AssetTable(DEFAULT_MARKETS)
@@ -118,6 +133,33 @@ def test_loadgen_funds_its_accounts_and_goes_through_the_account_tier(cluster):
             total = sum(table.to_units(a, sum(v)) for a, v in c.balance(f"acct-{i}").items())
             assert total > 0
     assert target > 0
+
+
+def test_loadgen_direct_goes_straight_to_the_account_shards(cluster):
+    """Regression: ``--direct`` (a README example) failed on every default cluster with
+    "cannot be used with --risk on". New/amend now go to their account shard's direct port,
+    cancels to the engine shard's; the report counts what matched from the events."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", cluster.endpoint,
+         "--orders", "300", "--direct", "--accounts", "4", "--batch", "20", "--window", "4",
+         "--key", str(cluster.key), "--quiet", "--json"],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["config"]["direct"] and rep["config"]["risk"] == "on", rep
+    assert rep["sent"] == rep["acked"] == 300 and not rep["errors"], rep
+    assert rep["held"] > 0 and rep["accepted"] > 0 and rep["events_lost"] == 0, rep
+    assert "not_allowed" not in rep["rejected"], rep["rejected"]
+
+
+def test_account_shard_direct_port_tells_clients_from_the_bridge():
+    assert AccountHandler.for_clients(encode_request([(OP_NEW, "BTC-USD", "o1", "a", 0, 0, 1, 1,
+                                                       0, 0, 0)]))  # fmt: skip
+    assert AccountHandler.for_clients(encode_request([(OP_BALANCE, "a")]))
+    for bridge in ([(OP_STATUS,)], [(OP_EVENTS, 1, 3)], [(99,)], []):
+        assert not AccountHandler.for_clients(encode_request(bridge))
+    assert not AccountHandler.for_clients(b"garbage")
 
 
 def test_loadgen_cli_risk_off_on_an_accounts_cluster_is_refused_clearly(cluster):

@@ -120,6 +120,8 @@ MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journa
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 SYNC_FULL_S = 0.5  # ... and this often while one is backed up (its HAVE ends the shedding)
 _UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+# ops a client may send on the direct port (``AccountHandler.for_clients``)
+_CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT))
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 _CANCEL_HERE = (
     "cancels go straight to the engine shard (routing key: the symbol), not to an account shard"
@@ -487,6 +489,15 @@ class AccountHandler:
             "integrity": integrity,
         }
 
+    @staticmethod
+    def for_clients(payload: bytes) -> bool:
+        """Whether a request on the direct port is a client's (its first op is an order, a
+        transfer or a read other than status): served by ``handle`` exactly as one from the
+        router (same key checks, replies after the group commit), so a client can skip the
+        router hop. Anything else is the bridge's (``direct``)."""
+        cmds, error = decode_request(payload)
+        return error is None and bool(cmds) and _op(cmds[0]) in _CLIENT_OPS
+
     def direct(self, payload: bytes, user: str | None, published: int) -> bytes:
         """A request on the direct port (the bridge): ``OP_STATUS`` → ``{"seq": published}``,
         ``(OP_EVENTS, first, last)`` → the events of that range from the ring. Only what has
@@ -591,6 +602,22 @@ def _at(cmd: Any, i: int) -> Any:
 def _decimal(raw: Any) -> Decimal | None:
     """An amount or budget: a plain, unsigned ASCII decimal (``shardex.amounts``), else None."""
     return parse_decimal(raw)
+
+
+class DirectPort:
+    """Replies on the direct port (a ROUTER), sent like a router link's (``RouterLink.send``):
+    a full pipe or a gone client drops the reply (the client times out and asks the fate)."""
+
+    def __init__(self, sock: Any, zmq: Any) -> None:
+        self.sock = sock
+        self.zmq = zmq
+        self.dropped = 0
+
+    def send(self, frames: list[bytes]) -> None:
+        try:
+            self.sock.send_multipart(frames, self.zmq.NOBLOCK)
+        except self.zmq.ZMQError:
+            self.dropped += 1  # a gone or slow peer: it asks again
 
 
 class AccountNode:
@@ -759,6 +786,7 @@ class AccountNode:
             if secure:
                 server_socket(r, self.server, DOMAIN_CLIENTS)
             r.bind(cfg.direct)
+            self.direct_box = DirectPort(r, zmq)
         self.poller = zmq.Poller()
         if self.direct is not None:
             self.poller.register(self.direct, zmq.POLLIN)
@@ -896,11 +924,15 @@ class AccountNode:
 
     def from_direct(self) -> None:
         """The bridge's status polls and range repairs (after a flush: ``published`` is
-        current), bounded per wake-up; a malformed request is dropped (or answered)."""
+        current), and clients' requests (orders, transfers, reads: as from a router, their
+        replies after a group commit here), bounded per wake-up; a malformed request is
+        dropped (or answered)."""
         if self.direct is None:
             return
         zmq = self.zmq
         secure = self.zap is not None
+        handler = self.handler
+        took = False
         for _ in range(100):
             try:
                 if secure:
@@ -913,11 +945,18 @@ class AccountNode:
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue
-            reply = self.handler.direct(frames[3], user, self.published)
-            try:
-                self.direct.send_multipart([frames[0], frames[2], reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass  # a gone or slow peer: it asks again
+            if handler.for_clients(frames[3]):
+                journaled = handler.commands
+                reply = handler.handle(frames[3], self.out, user)
+                down = handler.journal_down is not None and handler.commands == journaled
+                (self.free if down else self.replies).append(
+                    (self.direct_box, [frames[0], frames[2], reply]))  # fmt: skip
+                took = True
+                continue
+            reply = handler.direct(frames[3], user, self.published)
+            self.direct_box.send([frames[0], frames[2], reply])
+        if took:
+            self.flush()  # (now, not after the next poll: the replies wait for this commit)
 
     def from_engines(self) -> None:
         zmq = self.zmq

@@ -9,9 +9,12 @@ Orders come from ``shardex.tools.workload.Workload`` in its cheap mode (the proj
 generator and one default mix), engine tuples straight to msgpack, so one process drives well
 over 100k orders/s; ``procs`` runs several generator processes and merges their HDR histograms.
 
-A command that gets no reply within ``timeout`` is not just counted: its shard is asked for the
-order (``OP_ORDER``) and the report counts the fates of timeouts separately (``fates``:
-executed / not_executed / unknown, the last only when the shard cannot be asked).
+A command whose outcome is open (no reply within ``timeout``, the router's "it may have run:
+ask its fate" answer after a failover, an unreadable reply) is not just counted: its order's fate
+is asked with the SDK's decision (``shardex.tools.fates``, ``ClientCore.fate_steps``), again with
+back-off while the answer leaves it open (overloaded, timed out, no leader), and after the load
+for at most ``fate_wait`` seconds (progress shown). ``fates`` counts executed / not_executed /
+unknown, and ``unknown_why`` says why each unknown one could not be told.
 
 Account tier (issue 14): on a cluster started with ``--accounts M`` the engine shards refuse
 orders that did not come through an account shard, so ``risk="on"`` (the default there: "auto")
@@ -56,7 +59,7 @@ from hdrh.histogram import HdrHistogram
 
 from shardex.accounts.core import account_shard_for
 from shardex.auth import AuthError, KeyFile
-from shardex.client import EXECUTED, NOT_EXECUTED, ClientCore, fate_from_state
+from shardex.client import MALFORMED_PREFIX, TIMEOUT_PREFIX, ClientCore, uncertain
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     BUY,
@@ -66,13 +69,13 @@ from shardex.engine.codes import (
     EV_TRADE,
     MARKET,
     OP_AMEND,
-    OP_CANCEL,
     OP_NEW,
     reject_name,
 )
+from shardex.tools.fates import FATES, FateTracker, Step
+from shardex.tools.fills import EventWatch, FillCounter, settle, shard_seqs
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
 from shardex.wire.protocol import (
-    OP_ORDER,
     decode_reply,
     encode_request,
     markets_from_wire,
@@ -96,9 +99,9 @@ from shardex.wire.transport import (
 )
 
 HIST_MAX_US = 60_000_000
-FATES = ("executed", "not_executed", "unknown")  # report keys of the fates of timeouts
-_FATE_KEY = {EXECUTED: "executed", NOT_EXECUTED: "not_executed"}
-MAX_FATE_QUERIES = 200_000  # timeouts whose fate one process asks; beyond that: "unknown"
+MAX_FATE_QUERIES = 200_000  # open outcomes whose fate one process asks; beyond: "unknown"
+FATE_WAIT_S = 30.0  # default: how long after the load open fates are still asked
+FATE_TIMEOUT_S = 2.0  # a fate question's reply is awaited at least this long
 INTERRUPT_GRACE_S = 1.0  # after Ctrl-C: how long replies in flight are still awaited
 
 __all__ = [
@@ -161,6 +164,8 @@ class LoadConfig:
     # account tier: "auto" (on iff the cluster has account shards), "on", "off"
     risk: str = "auto"
     fund: bool = True  # with risk on: top every account up before sending (admin key)
+    fate_wait: float = FATE_WAIT_S  # seconds after the load to keep asking open fates
+    id_prefix: str = ""  # set by ``run``: every order id of the run starts with it
     account_shards: int = 0  # M, filled from the cluster by ``run``
 
     def __post_init__(self) -> None:
@@ -185,6 +190,8 @@ class LoadConfig:
                 raise LoadError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if not self.timeout > 0:
             raise LoadError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if not self.fate_wait >= 0:
+            raise LoadError(f"--fate-wait must be >= 0 seconds, got {self.fate_wait}")
         if isinstance(self.symbols, int):
             if self.symbols < 1:
                 raise LoadError(f"--symbols must be >= 1, got {self.symbols}")
@@ -243,6 +250,7 @@ class LoadConfig:
             "direct": self.direct,
             "procs": self.procs,
             "timeout": self.timeout,
+            "fate_wait": self.fate_wait,
             "risk": self.risk,
             "account_shards": self.account_shards,
         }
@@ -260,6 +268,7 @@ class Progress(NamedTuple):
     executed: int  # fates of timeouts asked so far
     not_executed: int
     unknown: int
+    fates_open: int = 0  # still being asked (after the load: the fate phase)
 
 
 @dataclass
@@ -269,10 +278,23 @@ class Report:
     accepted: int = 0
     held: int = 0  # risk on: ok replies of the account tier ("held and forwarded", no events)
     trades: int = 0
+    fills: int = 0  # order sides of this run filled (a trade between two of its orders: 2)
     cancelled: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # engine rejects by class
+    rejected: dict[str, int] = field(default_factory=dict)  # rejects by class (code name)
+    # where accepted/trades/fills/cancelled/engine rejects were counted: "replies" (risk off:
+    # the engine shard's reply holds them) or "events" (risk on: the engine shards' PUB,
+    # ``shardex.tools.fills``); events_lost: events the subscriber missed (counts are short)
+    counted_from: str = "replies"
+    events_repaired: int = 0  # events the subscriber missed, fetched again by seq range
+    events_lost: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
+    # fates of the commands whose outcome was open (timeouts, the router's "may have run",
+    # unreadable replies), asked until known or ``fate_wait`` after the load; unknown_why:
+    # the unknown ones by the reason of their last question (``shardex.tools.fates.WHY_*``)
     fates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FATES, 0))
+    unknown_why: dict[str, int] = field(default_factory=dict)
+    fate_questions: int = 0  # fate queries sent (retries included)
+    fate_seconds: float = 0.0  # spent asking fates after the load (not in ``seconds``)
     abandoned: int = 0  # in flight when interrupted: neither answered nor timed out
     interrupted: bool = False
     seconds: float = 0.0
@@ -291,6 +313,7 @@ class Report:
         d = {k: v for k, v in asdict(self).items() if k != "hist"}
         d["timeouts"] = self.timeouts
         d["acked_per_s"] = round(self.acked / self.seconds) if self.seconds else 0
+        d["trades_per_s"] = round(self.trades / self.seconds) if self.seconds else 0
         h = self.hist
         d["latency_us"] = (
             {
@@ -309,7 +332,8 @@ class Report:
 
 def format_progress(p: Progress) -> str:
     """The one-line progress shown while a run goes (timeouts and their fates included)."""
-    fates = f" (executed {p.executed:,}, not {p.not_executed:,}, unknown {p.unknown:,})"
+    fates = f" (executed {p.executed:,}, not {p.not_executed:,}, unknown {p.unknown:,}"
+    fates += f", asking {p.fates_open:,})" if p.fates_open else ")"
     return (
         f"{p.elapsed:6.1f}s  sent {p.sent:>10,}  acked {p.acked:>10,} "
         f"({p.acked / max(p.elapsed, 1e-9):>9,.0f}/s)  p99 {p.p99:>8,} µs  "
@@ -322,25 +346,35 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
     lines = [
         f"sent {report['sent']:,}  acked {report['acked']:,} in "
         f"{report['seconds']:.2f}s = {report['acked_per_s']:,} orders/s",
-        f"accepted {report['accepted']:,}  trades {report['trades']:,}  "
+        f"accepted {report['accepted']:,}  trades {report['trades']:,} "
+        f"({report.get('trades_per_s', 0):,}/s)  fills {report.get('fills', 0):,}  "
         f"cancelled {report['cancelled']:,}  timeouts {report['timeouts']:,}",
     ]
     if report.get("config", {}).get("risk") == "on":
-        lines[1] = (  # the account shard answers new/amend before matching: no events there
-            f"held and forwarded {report.get('held', 0):,}  cancelled {report['cancelled']:,}"
-            f"  timeouts {report['timeouts']:,}"
-        )
+        lost = report.get("events_lost", 0)
         lines.append(
             f"  risk on ({report['config'].get('account_shards')} account shard(s), "
-            f"{report['config'].get('funded', 0)} funding deposits): an ok reply means held and "
-            "forwarded; fills settle asynchronously (shardex balance, shardex:balances:<j>)"
+            f"{report['config'].get('funded', 0)} funding deposits): held and forwarded "
+            f"{report.get('held', 0):,} (the ok replies); accepted, trades, fills and cancels "
+            "counted from the engine shards' events (PUB) of this run's orders"
+            + (
+                f" ({report['events_repaired']:,} missed live, fetched again by seq)"
+                if report.get("events_repaired")
+                else ""
+            )
+            + (f"; {lost:,} events missed: those counts are short" if lost else "")
         )
-    if report["timeouts"]:
-        f = report["fates"]
+    f = report["fates"]
+    if report["timeouts"] or any(f.values()):
         lines.append(
-            f"  timeouts: executed {f['executed']:,}  not executed {f['not_executed']:,}  "
-            f"unknown {f['unknown']:,}"
+            f"  fates of open outcomes (asked, {report.get('fate_questions', 0):,} questions, "
+            f"{report.get('fate_seconds', 0):.1f}s after the load): executed "
+            f"{f['executed']:,}  not executed {f['not_executed']:,}  unknown {f['unknown']:,}"
         )
+        why = report.get("unknown_why") or {}
+        if why:
+            lines.append("  unknown because: " + ", ".join(
+                f"{k} {v:,}" for k, v in sorted(why.items(), key=lambda kv: -kv[1])))  # fmt: skip
     for reason, n in sorted(report["rejected"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  rejected {reason:<18} {n:>10,}")
     for reason, n in sorted(report["errors"].items(), key=lambda kv: -kv[1]):
@@ -408,9 +442,6 @@ def resolve_risk(cfg: LoadConfig, info: dict[str, Any]) -> tuple[str, int]:
             "--risk on needs a cluster with account shards (shardex up --accounts M); "
             "this one has none: use --risk off"
         )
-    if risk == "on" and cfg.direct:
-        raise LoadError("--direct cannot be used with --risk on: account shards are reached "
-                        "through the router only")  # fmt: skip
     return risk, m
 
 
@@ -468,10 +499,18 @@ def _budget(cmd: tuple, table: Mapping[str, Market], mid: Mapping[str, int]) -> 
 
 
 def _connect(cfg: LoadConfig, ctx: zmq.Context) -> tuple[list[zmq.Socket], int]:
-    """Sockets (per connection; per shard when direct) and the shard count from the router."""
+    """Sockets (per connection; when direct, one per engine shard then one per account shard
+    with risk on: their direct ports) and the engine shard count from the router."""
     info = _probe(cfg, ctx)
     shards = info["shards"]
-    eps = [t.get("direct") for t in info["topology"]] if cfg.direct else [cfg.endpoint]
+    eps = [cfg.endpoint]
+    if cfg.direct:
+        eps = [t.get("direct") for t in info["topology"]]
+        if cfg.risk == "on":
+            accts = sorted(info.get("account_topology") or (), key=lambda t: t.get("shard", -1))
+            eps += [t.get("direct") for t in accts]
+        if len(eps) != shards + (cfg.account_shards if cfg.risk == "on" else 0):
+            raise LoadError("not every shard has registered with the router yet")
     if cfg.direct and not all(type(e) is str and e for e in eps):
         raise LoadError("not every shard has registered a direct endpoint yet")
     socks = []
@@ -499,30 +538,83 @@ def generator(cfg: LoadConfig, prefix: str) -> Workload:
     )
 
 
+def _fate_core(cfg: LoadConfig, table: Mapping[str, Market]) -> ClientCore:
+    """The SDK's socket-free core, for its fate decision (``ClientCore.fate_steps``)."""
+    core = ClientCore(cfg.endpoint, markets=table, timeout=cfg.timeout, key=False)
+    core.accounts = cfg.account_shards if cfg.risk == "on" else 0
+    return core
+
+
+def _progress_item(index: int, rep: Report, sent: int, errors: Counter[str], timeouts: int,
+                   fates: FateTracker) -> tuple:  # fmt: skip
+    """What a generator puts on the progress queue (see ``Progress``)."""
+    f = fates.fates
+    return (
+        index, sent, rep.acked, sum(errors.values()), rep.hist.get_value_at_percentile(99),
+        timeouts, f["executed"], f["not_executed"], f["unknown"], fates.open,
+    )  # fmt: skip
+
+
+def _count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], ours: str,
+                  engine: bool = True) -> None:  # fmt: skip
+    """Count one frame's per-command results: ``()`` is the account tier's "held and
+    forwarded" (no events), else the events in the reply (reject classes by code; a trade's
+    maker is one of ours when its id starts with ``ours``). ``engine`` False: only what the
+    account tier decided (held, its rejects): the engine's events come from its PUB."""
+    if not engine:
+        for evs in results:
+            if evs == ():
+                rep.held += 1
+            for ev in evs if isinstance(evs, tuple | list) else ():
+                if isinstance(ev, tuple | list) and len(ev) > 5 and ev[0] == EV_REJECTED:
+                    rejected[reject_name(ev[5])] += 1
+        return
+    for evs in results:
+        if evs == ():
+            rep.held += 1
+        for ev in evs if isinstance(evs, tuple | list) else ():
+            kind = ev[0] if isinstance(ev, tuple | list) and ev else None
+            if kind == EV_ACCEPTED:
+                rep.accepted += 1
+            elif kind == EV_TRADE:
+                rep.trades += 1
+                maker_ours = ours and len(ev) > 6 and str(ev[6]).startswith(ours)
+                rep.fills += 2 if maker_ours else 1
+            elif kind == EV_CANCELLED:
+                rep.cancelled += 1
+            elif kind == EV_REJECTED:
+                rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+
+
 def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None) -> Report:
-    """One generator process's load. ``progress`` (a queue) gets a tuple once a second:
-    (index, sent, acked, errors, p99, timeouts, executed, not_executed, unknown); ``stop`` (a
-    ``StopFlag`` or anything truthy when set) ends the run early with a partial report."""
+    """One generator process's load. ``progress`` (a queue) gets ``_progress_item`` once a
+    second; ``stop`` (a ``StopFlag`` or anything truthy when set) ends the run early with a
+    partial report. After the load, the fates still open are asked until ``cfg.fate_wait``."""
     ctx = zmq.Context()
     socks, shards = _connect(cfg, ctx)
     per_conn = len(socks) // cfg.concurrency
-    gen = generator(cfg, f"g{index}-{os.getpid()}-{cfg.seed}-")
+    gen = generator(cfg, f"{cfg.id_prefix}g{index}-{os.getpid()}-{cfg.seed}-")
     hist = HdrHistogram(1, HIST_MAX_US, 3)
     rep = Report(hist=hist)
     rejected: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
     uniq = list(dict.fromkeys(socks))
     fds = [s.getsockopt(zmq.FD) for s in uniq]
-    # req → ("cmds", cmds, sent stamps, socket index) or ("fate", cmds, attempt, socket index)
+    # req → ("cmds", cmds, sent stamps, (socket index, shard slot)); in ``asking``:
+    #       ("fate", (dialogue token, positions), None, socket index)
     pending = Pending(cfg.timeout, time.perf_counter)
+    # fate questions wait longer: under a backlog a question asked again too soon is one more
+    # request queued behind the first (they are asked again only after back-off anyway)
+    asking = Pending(max(cfg.timeout, FATE_TIMEOUT_S), time.perf_counter)
+    asking_text = f"timeout after {max(cfg.timeout, FATE_TIMEOUT_S)}s"
     per_sock_inflight = [0] * len(socks)
     ids = RequestIds()
-    # (timed-out command, attempt, via its account shard) to ask about: with risk on, new and
-    # amend ask their account shard first (``ClientCore.held_fate``, as the SDK does), since
-    # one still queued there would look "not executed" at the engine shard and run later
-    fate_queue: list[tuple[tuple, int, bool]] = []
-    asked = 0
+    risk_on = cfg.risk == "on" and cfg.account_shards > 0
+    m_shards = cfg.account_shards
+    table = cfg.market_table()
+    # commands whose outcome is open (timeout, the router's "may have run", unreadable reply):
+    # their fates are asked with the SDK's decision, again with back-off, until a deadline
+    fates = FateTracker(_fate_core(cfg, table), cfg.batch, MAX_FATE_QUERIES, cfg.window)
     limit_orders = cfg.orders
     rate = cfg.rate / cfg.procs if cfg.rate else None
     time.sleep(0.2)  # let connections establish
@@ -532,97 +624,61 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     last_progress = t0
     sent_cmds = 0
     stopped_at: float | None = None
+    load_done: float | None = None  # every order answered or timed out
     timeout_text = f"timeout after {cfg.timeout}s"
 
-    risk_on = cfg.risk == "on" and cfg.account_shards > 0
-    m_shards = cfg.account_shards
-    table = cfg.market_table()
+    def slot(conn: int, group: int) -> int:
+        """The socket of connection ``conn`` for shard slot ``group`` (direct: one socket per
+        engine shard, then per account shard; through the router: one per connection)."""
+        return conn if per_conn == 1 else conn * per_conn + group
 
     def target(cmd: tuple, conn: int) -> tuple[int, int]:
-        """(socket index, shard): a frame must hold commands of one shard only, because the
-        router routes a whole frame by its key and a shard rejects pairs it does not own.
+        """(socket index, shard slot): a frame must hold commands of one shard only, because
+        the router routes a whole frame by its key and a shard rejects pairs it does not own.
         With risk on, new/amend go to their account's shard: slot N + j."""
         if risk_on and cmd[0] in (OP_NEW, OP_AMEND):
-            return conn, shards + account_shard_for(cmd[3], m_shards)
-        shard = shard_for(cmd[1], shards)
-        return (conn if per_conn == 1 else conn * per_conn + shard), shard
+            group = shards + account_shard_for(cmd[3], m_shards)
+        else:
+            group = shard_for(cmd[1], shards)
+        return slot(conn, group), group
 
     def route_key(group: int, cmds: list[tuple]) -> bytes:
         return f"%{group - shards}".encode() if group >= shards else cmds[0][1].encode()
 
-    def send(
-        sock_i: int, cmds: list[tuple], stamps: Any, kind: str = "cmds", group: int = -1
-    ) -> None:
+    def send(sock_i: int, cmds: list[tuple], stamps: Any, group: int) -> None:
         req = ids.next()
         socks[sock_i].send_multipart([route_key(group, cmds), req, encode_request(cmds)])
-        pending.add(req, (kind, cmds, stamps, sock_i))
-        if kind == "cmds":
-            per_sock_inflight[sock_i] += 1
+        pending.add(req, ("cmds", cmds, stamps, (sock_i, group)))
+        per_sock_inflight[sock_i] += 1
 
-    def timed_out(cmds: list[tuple]) -> None:
-        nonlocal asked
-        errors[timeout_text] += len(cmds)
-        for c in cmds:
-            if c[0] in (OP_NEW, OP_CANCEL, OP_AMEND) and asked < MAX_FATE_QUERIES:
-                asked += 1
-                fate_queue.append((c, 0, risk_on and c[0] in (OP_NEW, OP_AMEND)))
-            else:
-                fates["unknown"] += 1
-
-    def fate_answer(cmds: list[tuple], attempt: int, error: Any, results: Any,
-                    via_accounts: bool = False) -> None:  # fmt: skip
-        ok = error is None and isinstance(results, tuple | list) and len(results) == len(cmds)
-        for k, c in enumerate(cmds):
-            if ok and via_accounts:  # held → executed; else the engine shard decides
-                held = ClientCore.held_fate(c, None, results[k])
-                if held is None:
-                    fate_queue.append((c, attempt, False))
-                else:
-                    fates[_FATE_KEY.get(held[0], "unknown")] += 1
-            elif ok:
-                fate = fate_from_state(c, results[k]) if isinstance(results[k], dict) else None
-                fates[_FATE_KEY.get(fate, "unknown")] += 1  # type: ignore[arg-type]
-            elif error is not None and attempt < 2 and stopped_at is None:
-                fate_queue.append((c, attempt + 1, via_accounts))  # refused: ask again
-            else:
-                fates["unknown"] += 1
-
-    def ask_fates() -> None:
-        """Send the queued fate questions, one frame per target (≤ batch each): to the
-        account shard (``@account`` route) first for risk-on new/amend, else to the symbol's
-        engine shard."""
-        groups: dict[tuple[int, int, bool], list[tuple]] = {}
-        attempts: dict[tuple[int, int, bool], int] = {}
-        while fate_queue:
-            c, attempt, via_accounts = fate_queue.pop()
-            si, group = target(c, 0)
-            if not via_accounts and group >= shards:  # (the engine shard's turn)
-                group = shard_for(c[1], shards)
-                si = 0 if per_conn == 1 else group
-            key = (si, group, via_accounts)
-            groups.setdefault(key, []).append(c)
-            attempts[key] = max(attempts.get(key, 0), attempt)
-            if len(groups[key]) >= cfg.batch:
-                break
-        for (si, group, via_accounts), cmds in groups.items():
-            queries = [(OP_ORDER, c[1], c[3], c[2]) for c in cmds]
-            req = ids.next()
-            route = route_key(group, cmds) if via_accounts else cmds[0][1].encode()
-            socks[si].send_multipart([route, req, encode_request(queries)])
-            kind = "afate" if via_accounts else "fate"
-            pending.add(req, (kind, cmds, attempts[(si, group, via_accounts)], si))
+    def ask(steps: list[Step]) -> None:
+        """Send fate questions: one frame per target shard (a query is (op, symbol, account,
+        id): its account's shard for the account tier's step, else its symbol's)."""
+        for step in steps:
+            groups: dict[int, list[int]] = {}
+            for k, q in zip(step.positions, step.queries, strict=True):
+                g = shards + account_shard_for(q[2], m_shards) if step.via_accounts else None
+                groups.setdefault(shard_for(q[1], shards) if g is None else g, []).append(k)
+            for group, positions in groups.items():
+                queries = [step.queries[k] for k in positions]
+                req = ids.next()
+                si = slot(0, group)
+                socks[si].send_multipart([route_key(group, queries), req,
+                                          encode_request(queries)])  # fmt: skip
+                asking.add(req, ("fate", (step.token, positions), None, si))
 
     def handle(frames: list[bytes]) -> None:
         if len(frames) != 2:
             return
-        entry = pending.pop(frames[0])
+        entry = pending.pop(frames[0]) or asking.pop(frames[0])
         if entry is None:
             return
-        kind, cmds, stamps, sock_i = entry
+        kind, cmds, stamps, where = entry
         error, results = decode_reply(frames[1])
-        if kind in ("fate", "afate"):
-            fate_answer(cmds, stamps, error, results, kind == "afate")
+        if kind == "fate":
+            ask(fates.answer(*cmds, error, results, clock()))
             return
+        sock_i, group = where
         per_sock_inflight[sock_i] -= 1
         now = clock()
         n = len(cmds)
@@ -631,31 +687,29 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
         else:
             for t in stamps:
                 hist.record_value(max(1, int((now - t) * 1e6)))
-        if error is not None or not isinstance(results, tuple | list) or len(results) != n:
-            errors[str(error)[:200] if error is not None else "malformed reply"] += n
+        if error is None and (not isinstance(results, tuple | list) or len(results) != n):
+            error = f"{MALFORMED_PREFIX} (result count)"
+        if error is not None:
+            errors[str(error)[:200]] += n
+            if uncertain(str(error)):  # e.g. the router's "may have run: ask its fate"
+                for c in cmds:
+                    fates.add(c, now)
             return
         rep.acked += n
-        for evs in results:
-            if evs == ():
-                rep.held += 1
-            for ev in evs if isinstance(evs, tuple | list) else ():
-                kind = ev[0] if isinstance(ev, tuple | list) and ev else None
-                if kind == EV_ACCEPTED:
-                    rep.accepted += 1
-                elif kind == EV_TRADE:
-                    rep.trades += 1
-                elif kind == EV_CANCELLED:
-                    rep.cancelled += 1
-                elif kind == EV_REJECTED:
-                    rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+        if not risk_on:
+            _count_events(rep, rejected, results, cfg.id_prefix)
+        elif group >= shards:  # (an engine shard's reply: its events are on its PUB)
+            _count_events(rep, rejected, results, cfg.id_prefix, engine=False)
 
     def expire(now: float) -> None:
-        for kind, cmds, _, sock_i in pending.expire(now):
-            if kind in ("fate", "afate"):
-                fates["unknown"] += len(cmds)  # its shard could not be asked in time
+        for kind, cmds, _, where in [*pending.expire(now), *asking.expire(now)]:
+            if kind == "fate":
+                ask(fates.answer(*cmds, asking_text, None, now))
             else:
-                per_sock_inflight[sock_i] -= 1
-                timed_out(cmds)
+                per_sock_inflight[where[0]] -= 1
+                errors[timeout_text] += len(cmds)
+                for c in cmds:
+                    fates.add(c, now)
 
     def done_sending(now: float) -> bool:
         if stopped_at is not None:
@@ -665,7 +719,6 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
         return end is not None and now >= end
 
     next_i = 0  # open loop: index of the next scheduled command
-    last_fates = t0
     while True:
         now = clock()
         if stop and stopped_at is None:
@@ -689,7 +742,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                         next_i += 1
                         count += 1
                     for (si, grp), (cmds, stamps) in groups.items():
-                        send(si, cmds, stamps, group=grp)
+                        send(si, cmds, stamps, grp)
                         sent_cmds += len(cmds)
             else:
                 for conn in range(cfg.concurrency):
@@ -708,7 +761,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                             by_target.setdefault(target(cmd, conn), []).append(cmd)
                         stamp = clock()
                         for (si, grp), cmds in by_target.items():
-                            send(si, cmds, stamp, group=grp)
+                            send(si, cmds, stamp, grp)
                         sent_cmds += n
         got_any = False
         for sock in uniq:
@@ -731,40 +784,30 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                 select.select(fds, [], [], wait)
         now = clock()
         expire(now)
-        if fate_queue and (now - last_fates >= 0.2 or done_sending(now)):
-            ask_fates()
-            last_fates = now
+        if load_done is None and done_sending(now) and not any(per_sock_inflight):
+            load_done = now  # the load is over: what is still open gets ``fate_wait`` more
+            fates.finish(now + cfg.fate_wait)
+        ask(fates.due(now))
         if stopped_at is not None and now - stopped_at > min(cfg.timeout, INTERRUPT_GRACE_S):
-            for kind, cmds, _, _ in pending.drain():
-                if kind in ("fate", "afate"):
-                    fates["unknown"] += len(cmds)
-                else:
-                    rep.abandoned += len(cmds)
-            for _ in fate_queue:
-                fates["unknown"] += 1
-            fate_queue.clear()
+            asking.drain()
+            for _, cmds, _, _ in pending.drain():
+                rep.abandoned += len(cmds)
+            fates.abandon()
         if progress is not None and now - last_progress >= 1.0:
-            progress.put(
-                (
-                    index,
-                    sent_cmds,
-                    rep.acked,
-                    sum(errors.values()),
-                    hist.get_value_at_percentile(99),
-                    errors[timeout_text],
-                    fates["executed"],
-                    fates["not_executed"],
-                    fates["unknown"],
-                )
-            )
+            timeouts = sum(v for k, v in errors.items() if k.startswith(TIMEOUT_PREFIX))
+            progress.put(_progress_item(index, rep, sent_cmds, errors, timeouts, fates))
             last_progress = now
-        if done_sending(now) and not pending and not fate_queue:
+        if done_sending(now) and not pending and not asking and fates.done:
             break
-    rep.seconds = (stopped_at or clock()) - t0
+    over = stopped_at or load_done or clock()
+    rep.seconds = over - t0
+    rep.fate_seconds = round(max(0.0, clock() - over), 3)
     rep.sent = sent_cmds
     rep.rejected = dict(rejected)
     rep.errors = dict(errors)
-    rep.fates = dict(fates)
+    rep.fates = dict(fates.fates)
+    rep.unknown_why = dict(fates.why)
+    rep.fate_questions = fates.questions
     rep.interrupted = stopped_at is not None
     for s in socks:
         s.close(0)
@@ -815,11 +858,13 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
         zctx.term()
     risk, m = resolve_risk(cfg, info)
     cfg = LoadConfig(
-        **{**asdict(cfg), "markets": _cluster_markets(info), "risk": risk, "account_shards": m}
-    )
+        **{**asdict(cfg), "markets": _cluster_markets(info), "risk": risk, "account_shards": m,
+           "id_prefix": f"lg{uuid.uuid4().hex[:6]}-"}
+    )  # fmt: skip
     config = cfg.describe()  # also checks the symbols against the cluster's markets
     if risk == "on" and cfg.fund:
         config["funded"] = fund_accounts(cfg)  # deposits made before the first order
+    watch = _watch_events(cfg, info) if risk == "on" else None
     ctx = mp.get_context("fork")
     progress: Any = ctx.Queue()
     results: Any = ctx.Queue()
@@ -853,7 +898,11 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
             p.start()
             procs.append(p)
         rep = _collect(cfg, procs, progress, results, _caller(on_progress), stop)
+        if watch is not None:
+            _count_from_events(cfg, watch, rep, wait=not stop)
     finally:
+        if watch is not None:
+            watch.stop()
         stop.restore()
         for p in procs:
             if p.is_alive():
@@ -861,6 +910,29 @@ def run(cfg: LoadConfig, on_progress: Callable[..., Any] | None = None) -> Repor
             p.join(5)
     rep.config = config
     return rep
+
+
+def _watch_events(cfg: LoadConfig, info: dict[str, Any]) -> EventWatch:
+    """Subscribe to every engine shard's events PUB before the first order (risk on: the
+    replies do not say what matched), counting this run's orders from each shard's seq now."""
+    pubs = [t.get("pub") for t in info["topology"]]
+    if not all(type(p) is str and p for p in pubs):
+        raise LoadError("not every engine shard has registered its events PUB yet")
+    start = shard_seqs(cfg.endpoint, cfg.keyfile(), cfg.timeout)
+    if start is None:
+        raise LoadError("an engine shard did not tell its seq (OP_STATUS): is it up?")
+    return EventWatch(pubs, FillCounter(cfg.id_prefix, start), cfg.keyfile())
+
+
+def _count_from_events(cfg: LoadConfig, watch: EventWatch, rep: Report, wait: bool) -> None:
+    """After the load: the counts of this run's orders from the events (``settle``; not
+    waiting after Ctrl-C) into ``rep``, with where they come from and what was missed."""
+    complete = settle(watch, cfg.endpoint, cfg.keyfile(), cfg.timeout, wait)
+    c = watch.counter
+    rep.accepted, rep.trades, rep.fills, rep.cancelled = c.accepted, c.trades, c.fills, c.cancelled
+    rep.rejected = dict(Counter(rep.rejected) + c.rejected)
+    rep.counted_from = "events" if complete else "events_incomplete"
+    rep.events_lost, rep.events_repaired = c.lost, c.repaired
 
 
 def _collect(
@@ -890,7 +962,7 @@ def _collect(
                     time.monotonic() - t0,
                     *(sum(v[k] for v in vals) for k in range(3)),
                     max(v[3] for v in vals),
-                    *(sum(v[k] for v in vals) for k in range(4, 8)),
+                    *(sum(v[k] for v in vals) for k in range(4, 9)),
                 )
             )
         try:
@@ -907,6 +979,7 @@ def _collect(
     rej: Counter[str] = Counter()
     errs: Counter[str] = Counter()
     fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
+    why: Counter[str] = Counter()
     for kind, d in got:
         if kind != "ok":
             continue
@@ -915,6 +988,7 @@ def _collect(
         merged.accepted += d["accepted"]
         merged.held += d.get("held", 0)
         merged.trades += d["trades"]
+        merged.fills += d["fills"]
         merged.cancelled += d["cancelled"]
         merged.abandoned += d["abandoned"]
         merged.interrupted |= d["interrupted"]
@@ -922,9 +996,13 @@ def _collect(
         rej.update(d["rejected"])
         errs.update(d["errors"])
         fates.update(d["fates"])
+        why.update(d["unknown_why"])
+        merged.fate_questions += d["fate_questions"]
+        merged.fate_seconds = max(merged.fate_seconds, d["fate_seconds"])
         merged.hist.add(HdrHistogram.decode(d["hist"]))
     merged.rejected = dict(rej)
     merged.errors = dict(errs)
     merged.fates = dict(fates)
+    merged.unknown_why = dict(why)
     merged.interrupted |= bool(stop)
     return merged
