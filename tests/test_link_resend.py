@@ -120,6 +120,22 @@ def test_a_journal_repair_continues_on_every_report():
     assert s.report(40, 0.2, repairing=True) == list(range(41, 101))  # (101: in flight)
 
 
+def test_a_restarted_sender_repairs_from_its_journal_past_the_first_report():
+    """A sender restarted from its journal sent nothing yet, but its journal put 1..100 on the
+    link (the old process sent them, or died first): they count as sent before the first
+    report, so the journal re-send it starts continues on the next reports (bounded by 0, it
+    would stall with the receiver at 40)."""
+    gate = ResendGate(every=10.0, sent=100)
+    gate.read()
+    assert gate.answer(0, 0.0) == ALL  # the first report: the node starts a journal re-send
+    gate.read()
+    assert gate.answer(40, 0.1, repairing=True) == 100
+    gate.read()
+    assert gate.answer(80, 0.2, repairing=True) == 100
+    gate.read()
+    assert gate.answer(100, 0.3) is None  # (the node ends the repair: the ring reaches back)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_a_simulated_link_loses_nothing_and_resends_only_what_was_lost(seed: int):
     """A FIFO link with delays below half a report period, bursts and quiet spells, and a

@@ -68,16 +68,18 @@ class ResendGate:
     answered after the burst's messages were sent, and may have been written before them.
     A lost message is so re-sent at the latest on the second report read after it was sent:
     nothing stalls. The first report (a sender or receiver that just started: nothing is known)
-    re-sends everything after ``have``. At most one re-send every ``every`` seconds (gap reports
-    come in bursts), except during a re-send from the journal (each report continues it).
+    re-sends everything after ``have``; ``sent``: the last seq the sender's journal put on the
+    link before it started, which counts as sent before that report (so a re-send from the
+    journal it starts goes on). At most one re-send every ``every`` seconds (gap reports come
+    in bursts), except during a re-send from the journal (each report continues it).
     """
 
     __slots__ = ("every", "sent", "_mark", "_have", "_bound", "_at")
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, sent: int = 0) -> None:
         self.every = every
-        self.sent = 0  # the newest seq put on the link
-        self._mark = 0  # ``sent`` when the report now waiting for its answer was read
+        self.sent = sent  # the newest seq put on the link
+        self._mark = sent  # ``sent`` when the report now waiting for its answer was read
         self._have: int | None = None  # the ``have`` of the previous report answered
         self._bound = 0  # ``sent`` when that report was read
         self._at: float | None = None  # when we last re-sent
