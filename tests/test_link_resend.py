@@ -13,11 +13,19 @@ lost. Now a repeated ``have`` re-sends only what was sent before the previous re
 from __future__ import annotations
 
 import random
+import socket
+import time
 from collections import deque
+from pathlib import Path
 
 import pytest
+import zmq
 
 from shardex.accounts.link import ALL, ResendGate
+from shardex.engine.codes import OP_NEW
+from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.node.shard import ShardConfig, ShardNode
+from shardex.wire.protocol import LINK_FWD, LINK_SETTLE, LINK_SYNC, packb, unpackb
 
 
 class Sender:
@@ -210,3 +218,91 @@ def _simulate(rng: random.Random, loss: float) -> tuple[int, float]:
             reports.append((t + STEP, have))  # read by the sender in its next wake-up
     assert have == seq, f"stalled at {have} of {seq}"
     return resent, max(lost.values(), default=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the wiring: a real engine shard node, its account link driven by a DEALER playing account
+# shard 0 (the node's own methods called in the order of its loop, so nothing is timing)
+# ---------------------------------------------------------------------------------------------
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _EngineRig:
+    """An engine shard node with accounts (no router) and a DEALER as account shard 0."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        link = f"tcp://127.0.0.1:{_port()}"
+        cfg = ShardConfig(
+            index=0, shards=1, router=None, direct=None, pub=f"tcp://127.0.0.1:{_port()}",
+            markets=DEFAULT_MARKETS, pin=False, journal_dir=str(tmp_path / "shard-0"),
+            fsync="none", accounts=1, account_link=link,
+        )  # fmt: skip
+        self.node = ShardNode(cfg)
+        self.ctx = zmq.Context()
+        self.acc = self.ctx.socket(zmq.DEALER)
+        self.acc.setsockopt(zmq.LINGER, 0)
+        self.acc.setsockopt(zmq.IDENTITY, b"accounts-0")
+        self.acc.connect(link)
+        self.seq = 0
+
+    def turn(self, orders: int = 0, sync: int | None = None) -> list[tuple]:
+        """One wake-up of the node: ``orders`` crossing pairs forwarded and a SYNC naming
+        ``sync`` (None: none) are read, then the group commit sends the settlements and
+        answers the SYNC; the settlements account shard 0 receives (in order)."""
+        node = self.node
+        want = node.link_counts["forwards"] + 2 * orders
+        for _ in range(orders):
+            for side, who in ((1, "alice"), (0, "bob")):  # a resting sell, then a crossing buy
+                self.seq += 1
+                cmd = (OP_NEW, "BTC-USD", f"o{self.seq}", who, side, 0, 10_000, 100, 0, False, 0)
+                fwd = [(self.seq, self.seq - 1, cmd)]
+                self.acc.send_multipart([LINK_FWD, packb((0, fwd))])
+        if sync is not None:
+            self.acc.send_multipart([LINK_SYNC, packb((0, sync))])
+        deadline = time.monotonic() + 10
+        while node.link_counts["forwards"] < want or (sync is not None and 0 not in node.syncs):
+            assert time.monotonic() < deadline, "the engine shard never read them"
+            if node.alink.poll(100):
+                node.from_accounts()
+        node.flush()
+        got: list[tuple] = []
+        wait = 2000 if orders or sync is not None else 100
+        while self.acc.poll(wait):
+            kind, payload = self.acc.recv_multipart()
+            if kind == LINK_SETTLE:
+                got.extend(unpackb(payload)[1])
+            wait = 200  # (the HAVE, or more of the burst)
+        return got
+
+    def close(self) -> None:
+        self.acc.close(0)
+        self.ctx.term()
+        self.node.close()
+
+
+def test_engine_shard_resends_no_settlement_of_a_burst_read_with_a_sync(tmp_path, monkeypatch):
+    """Regression, end to end in one engine shard process: a SYNC read in the same wake-up as
+    a burst of forwards, with the same ``have`` as the SYNC before it, re-sent the burst's
+    settlements right after sending them (duplicates). Now none; and a settlement that does go
+    missing is re-sent on the second SYNC after it was sent. (No rate limit here, so each SYNC
+    is judged on its own.)"""
+    monkeypatch.setattr("shardex.node.shard.RESEND_EVERY_S", 0.0)
+    rig = _EngineRig(tmp_path)
+    try:
+        assert rig.turn(sync=0) == []  # the link's first SYNC: nothing to re-send
+        assert rig.turn(sync=0) == []  # quiet
+        burst = rig.turn(orders=3, sync=0)  # the burst and a SYNC that predates it
+        assert burst and len({m[2] for m in burst}) == len(burst), burst  # each once
+        assert rig.node.link_counts["resent"] == 0, burst
+        # account shard 0 "lost" the burst: its SYNCs stay at 0
+        assert rig.turn(sync=0) == []  # sent after the previous SYNC was read: in flight
+        assert rig.turn(sync=0) == burst  # now overdue: re-sent, exactly those
+        have = burst[-1][2]
+        assert rig.turn(sync=have) == [] and rig.turn(sync=have) == []  # caught up
+    finally:
+        rig.close()
