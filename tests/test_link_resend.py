@@ -17,6 +17,7 @@ import socket
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -24,8 +25,20 @@ import zmq
 from shardex.accounts.link import ALL, ResendGate
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.node.accounts import AccountNode, AccountsConfig
 from shardex.node.shard import ShardConfig, ShardNode
-from shardex.wire.protocol import LINK_FWD, LINK_SETTLE, LINK_SYNC, packb, unpackb
+from shardex.wire.protocol import (
+    BATCH,
+    LINK_FWD,
+    LINK_HAVE,
+    LINK_SETTLE,
+    LINK_SYNC,
+    OP_DEPOSIT,
+    VERSION,
+    encode_batch,
+    packb,
+    unpackb,
+)
 
 
 class Sender:
@@ -304,5 +317,100 @@ def test_engine_shard_resends_no_settlement_of_a_burst_read_with_a_sync(tmp_path
         assert rig.turn(sync=0) == burst  # now overdue: re-sent, exactly those
         have = burst[-1][2]
         assert rig.turn(sync=have) == [] and rig.turn(sync=have) == []  # caught up
+    finally:
+        rig.close()
+
+
+class _AccountRig:
+    """An account shard node (0 of 1, one engine shard) with the test's sockets in the other
+    seats: the router (a ROUTER it connects to) and engine shard 0's link (a ROUTER)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.ctx = zmq.Context()
+        router_ep, link_ep = (f"tcp://127.0.0.1:{_port()}" for _ in range(2))
+        self.router, self.link = (self._bind(ep) for ep in (router_ep, link_ep))
+        self.link.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        cfg = AccountsConfig(
+            index=0, shards=1, engines=1, router=router_ep, engine_links=[link_ep],
+            markets=DEFAULT_MARKETS, journal_dir=str(tmp_path / "accounts-0"), fsync="none",
+            pub=f"tcp://127.0.0.1:{_port()}", direct=None,
+        )  # fmt: skip
+        self.node = AccountNode(cfg)
+        self.node.hello(time.monotonic())
+        assert self.router.poll(5000), "no HELLO from the account shard"
+        self.ident = self.router.recv_multipart()[0]
+        self.req = 0
+
+    def _bind(self, ep: str) -> Any:
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        return s
+
+    def turn(self, cmds: tuple[tuple, ...] = (), have: int | None = None) -> list[tuple]:
+        """One wake-up of the node in its loop's order: engine shard 0's HAVE naming ``have``
+        (None: none) read, then the requests ``cmds``, then the group commit sends their
+        forwards and answers the HAVE; the forwards engine shard 0 receives (in order)."""
+        node = self.node
+        deadline = time.monotonic() + 10
+        while have is not None:
+            try:  # (ROUTER_MANDATORY: until the node's DEALER is connected, it is unreachable)
+                self.link.send_multipart([b"accounts-0", LINK_HAVE, packb((0, have))])
+                break
+            except zmq.ZMQError:
+                assert time.monotonic() < deadline, "the account shard never connected"
+                time.sleep(0.01)
+        items = []
+        for cmd in cmds:
+            self.req += 1
+            items += [b"client", str(self.req).encode(), b"", packb([VERSION, [list(cmd)]])]
+        if items:
+            self.router.send_multipart([self.ident, BATCH, encode_batch(items)])
+        want = node.handler.commands + len(cmds)
+        while have is not None and 0 not in node.haves:
+            assert time.monotonic() < deadline, "the HAVE never arrived"
+            node.poller.poll(100)
+            node.from_engines()
+        while node.handler.commands < want:
+            assert time.monotonic() < deadline, "the requests never arrived"
+            node.poller.poll(100)
+            node.from_routers()
+        node.flush()
+        got: list[tuple] = []
+        wait = 2000 if cmds or have is not None else 100
+        while self.link.poll(wait):
+            _, kind, payload = self.link.recv_multipart()
+            if kind == LINK_FWD:
+                got.extend(unpackb(payload)[1])
+            wait = 200  # (the SYNC, or more of the burst)
+        return got
+
+    def close(self) -> None:
+        self.router.close(0)
+        self.link.close(0)
+        self.ctx.term()
+        self.node.close()
+
+
+def test_account_shard_resends_no_forward_of_a_burst_read_with_a_have(tmp_path, monkeypatch):
+    """The mirror on the account shard: a HAVE read in the same wake-up as a burst of orders,
+    with the same ``have`` as the HAVE before it, re-sent the burst's forwards right after
+    sending them. Now none; and a forward that does go missing is re-sent on the second HAVE
+    after it was sent. (No rate limit here, so each HAVE is judged on its own.)"""
+    monkeypatch.setattr("shardex.node.accounts.SYNC_EVERY_S", 0.0)
+    rig = _AccountRig(tmp_path)
+    try:
+        assert rig.turn(((OP_DEPOSIT, "alice", "USD", "100000000", "d1"),), have=0) == []
+        assert rig.turn(have=0) == []  # quiet
+        orders = tuple((OP_NEW, "BTC-USD", f"o{k}", "alice", 0, 0, 10_000, 10, 0, False, 0)
+                       for k in range(3))  # fmt: skip
+        burst = rig.turn(orders, have=0)  # the burst and a HAVE that predates it
+        assert [f[2][2] for f in burst] == ["o0", "o1", "o2"], burst  # each once
+        assert rig.node.counts["resent"] == 0, burst
+        # engine shard 0 "lost" them: its HAVEs stay at 0
+        assert rig.turn(have=0) == []  # sent after the previous HAVE was read: in flight
+        assert rig.turn(have=0) == burst  # now overdue: re-sent, exactly those
+        have = burst[-1][0]
+        assert rig.turn(have=have) == [] and rig.turn(have=have) == []  # caught up
     finally:
         rig.close()
