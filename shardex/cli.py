@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import click
 
+from shardex import endpoints
+from shardex.amounts import RULE, parse_decimal, plain
 from shardex.config import load_markets
+from shardex.endpoints import (
+    EndpointsFileError,
+    Found,
+    connection_error,
+    explain,
+    find_redis,
+    find_router,
+)
+from shardex.endpoints import read as read_endpoints
 from shardex.engine import MarketError
+from shardex.envdoc import document_env
 from shardex.journal import JournalError
-from shardex.layout import DEFAULT_BASE_PORT, LINK_REPLICAS, MAX_ROUTERS, MAX_SHARDS, Layout
+from shardex.layout import (
+    DEFAULT_BASE_PORT,
+    LINK_REPLICAS,
+    MAX_ROUTERS,
+    MAX_SHARDS,
+    Layout,
+    idle_shards_warning,
+    pairs_by_shard,
+)
 from shardex.node.honcho import honcho_concurrency, honcho_index
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -94,17 +115,19 @@ def _endpoint_cb(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _check_data_dir(
-    data_dir: str, shards: int | None, markets, only=None, accounts: int | None = None
+    data_dir: str, shards: int | None, markets, accounts: int | None = None, record: bool = True
 ) -> None:
-    """Refuse (one line, exit 1) when DATA_DIR holds pairs N shards would not find, or was
-    written with another account tier (M) than ``accounts`` (None: not checked)."""
-    from shardex.datadir import DataDirError, check_account_tier, check_data_dir
+    """Refuse (one line, exit 1) when DATA_DIR was written with another engine shard count N
+    (``shardex.datadir.check_shard_count``: recorded in DATA_DIR/shards.json, or scanned) or
+    another account tier M than ``accounts`` (None: not checked). ``record``: False for a
+    process that only compares with what is recorded (the router)."""
+    from shardex.datadir import DataDirError, check_account_tier, check_shard_count
 
     try:
         if accounts is not None:
             check_account_tier(data_dir, accounts)
         if shards is not None:
-            check_data_dir(data_dir, shards, markets, only)
+            check_shard_count(data_dir, shards, markets, record)
     except (DataDirError, JournalError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -421,8 +444,21 @@ def keys_add(
     what = f"for account(s) {', '.join(accounts)}" if accounts else "(no accounts)"
     click.echo(f"added {role} key {name!r} {what}, key id {kf.public[:8]}…")
     click.echo(f"key file: {written} (mode 0600: it holds the secret key; give it to its user)")
-    click.echo(f'use it:   Client("tcp://HOST:5555", key="{written}")')
+    click.echo(f"use it:   {_client_hint(data_dir, written)}")
     click.echo(f"     or   SHARDEX_KEY={written} shardex status   (or --key FILE)")
+
+
+def _client_hint(data_dir: str, key_file: str) -> str:
+    """How to connect with a new key: the router of DATA_DIR/endpoints.json when ``shardex up``
+    wrote one, else the placeholder of the default layout."""
+    try:
+        rec = read_endpoints(data_dir)
+    except EndpointsFileError:
+        rec = None
+    if rec is None:
+        return (f'Client("tcp://HOST:{DEFAULT_BASE_PORT}", key="{key_file}")   (the router '
+                "endpoint shardex up prints)")  # fmt: skip
+    return f'Client("{rec["router"]}", key="{key_file}")'
 
 
 @keys.command("list")
@@ -502,7 +538,25 @@ endpoint_option = click.option(
     default=None,
     envvar="SHARDEX_ENDPOINT",
     callback=_endpoint_cb,
-    help="Router client endpoint [default: tcp://HOST:BASE_PORT].",
+    help="Router client endpoint(s) [default: tcp://HOST:BASE_PORT when either is given, else "
+    "the router of DATA_DIR/endpoints.json (written by shardex up; DATA_DIR: $SHARDEX_DATA_DIR "
+    "or ./data), else tcp://127.0.0.1:5555].",
+)
+# A client command's --host/--base-port: no default, so "not given" can fall through to the
+# endpoints file ``shardex up`` wrote (shardex.endpoints); the cluster processes keep theirs.
+client_host_option = click.option(
+    "--host",
+    default=None,
+    envvar="SHARDEX_HOST",
+    help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1].",
+)
+client_base_port_option = click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    envvar="SHARDEX_BASE_PORT",
+    help=f"Base port of the cluster's layout (router clients: base+0) [DATA_DIR/endpoints.json's, "
+    f"else {DEFAULT_BASE_PORT}].",
 )
 
 
@@ -651,6 +705,8 @@ def router(
     if not 0 <= index < MAX_ROUTERS:
         raise click.UsageError(f"router index {index} out of range 0..{MAX_ROUTERS - 1}")
     keys = process_keys_dir("router", data_dir, keys_dir, insecure)
+    if data_dir:  # routing by another N than the data's would send pairs to the wrong shard
+        _check_data_dir(data_dir, n, _markets(None), record=False)
     layout = Layout(host, base_port, n, index + 1)
     run_router(
         RouterConfig(
@@ -863,9 +919,9 @@ def engine(
     keys = process_keys_dir("engine", data_dir, keys_dir, insecure)
     markets = _markets(markets_file)
     if data_dir:
-        # Pairs in shard dirs no shard of N reads (K >= N) would be dropped without a word; this
-        # shard's own dir is checked too (its recovery re-checks the rebuilt state).
-        _check_data_dir(data_dir, n, markets, only=lambda k: k == i or k >= n, accounts=m)
+        # Another N than the data was written with re-maps pairs and forward chains (refused);
+        # the shard's recovery checks its own journal's record and rebuilt state again.
+        _check_data_dir(data_dir, n, markets, accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers))
     if role == "auto":
         _check_role_auto(data_dir, redis_url, fsync)
@@ -1037,6 +1093,10 @@ def up(
         layout = Layout(host, base_port, n, routers, accounts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    idle = idle_shards_warning(markets, n)
+    if idle:  # (said first: also when the start fails below)
+        click.echo(idle, err=True)
     ports = layout.ports()
     if redis_url or no_bridge:
         ports.remove(layout.redis_port)
@@ -1056,7 +1116,6 @@ def up(
             f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
             "(is another cluster running? use --base-port)"
         )
-    markets = _markets(markets_file)  # fail fast on a bad markets file, before starting anything
     if not ephemeral:
         _check_data_dir(data_dir, n, markets, accounts=accounts)
     if prometheus_config:
@@ -1083,20 +1142,39 @@ def up(
         )
     )
 
-    def ready() -> None:
-        _print_endpoints(
-            layout, None if no_bridge else (redis_url or layout.redis_url), keys, temp_keys,
-            replicas,
-        )
+    redis = None if no_bridge else (redis_url or layout.redis_url)
 
+    def ready() -> None:
+        _print_endpoints(layout, redis, keys, temp_keys, replicas)
+
+    recorded = _record_endpoints(data_dir, layout, replicas, redis, keys)
     try:
         rc = sup.run(on_ready=ready)
     finally:
+        if recorded:
+            endpoints.mark_stopped(data_dir, os.getpid())
         if temp_keys:
             import shutil
 
             shutil.rmtree(keys or "", ignore_errors=True)
     sys.exit(rc)
+
+
+def _record_endpoints(
+    data_dir: str, layout: Layout, replicas: int, redis: str | None, keys: str | None
+) -> bool:
+    """Write DATA_DIR/endpoints.json before the children start, so every other command and the
+    SDK find this cluster's ports (shardex.endpoints); False (said) when it cannot be written."""
+    rec = endpoints.record(layout, replicas=replicas, redis_url=redis, keys_dir=keys,
+                           pid=os.getpid(), now=time.time())  # fmt: skip
+    try:
+        path = endpoints.write(data_dir, rec)
+    except OSError as exc:
+        click.echo(f"WARNING: cannot record the endpoints in {data_dir}: {exc}; other commands "
+                   "need --endpoint/--base-port", err=True)  # fmt: skip
+        return False
+    click.echo(f"endpoints recorded in {path} (shardex status and the SDK find them there)")
+    return True
 
 
 def _up_keys(
@@ -1221,8 +1299,8 @@ def _print_endpoints(
         )
         if keys and redis_url == layout.redis_url:
             lines.append(
-                f"  redis users        reader (read-only; password in {keys}/redis.json), "
-                "bridge (writes)"
+                f"  redis users        reader (read-only), consumer (consumer groups); "
+                f"passwords in {keys}/redis.json"
             )
         lines.append(
             f"  bridge metrics     http://{layout.host}:{layout.bridge_metrics_port}/metrics"
@@ -1365,8 +1443,9 @@ def redis_cmd(
 ) -> None:
     """Run the embedded Redis-compatible server on the layout's port (base+4).
 
-    With keys (the default): ACL users ``bridge`` (writes shardex:*) and ``reader`` (reads),
-    passwords in KEYS_DIR/redis.json, no anonymous access.
+    With keys (the default): ACL users ``bridge`` (writes the streams), ``reader`` (reads),
+    ``consumer`` (consumer groups) and ``lease``, passwords in KEYS_DIR/redis.json, no
+    anonymous access (docs/redis.md). Needs redis-server/valkey-server >= 7.0.
     """
     from shardex.node.supervisor import embedded_redis_argv, run_filtered
 
@@ -1377,8 +1456,8 @@ def redis_cmd(
 
 @main.command()
 @click.argument("symbol")
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--redis-url",
     default=None,
@@ -1392,8 +1471,8 @@ def redis_cmd(
 @_store_opts
 def tail(
     symbol: str,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     redis_url: str | None,
     from_start: bool,
     count: int,
@@ -1411,8 +1490,9 @@ def tail(
     from shardex.tools.tail import TailError, connect, follow, trade_line
 
     try:
-        r = connect(redis_url, Layout(host, base_port).redis_url, keys_dir_of(data_dir, keys_dir))
-    except TailError as exc:
+        default = find_redis(host, base_port, data_dir).endpoint
+        r = connect(redis_url, default, keys_dir_of(data_dir, keys_dir))
+    except (TailError, EndpointsFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     err = sys.stderr  # (click.get_text_stream is deprecated in click 8.5)
 
@@ -1431,8 +1511,8 @@ def tail(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option(
     "--rate",
     type=float,
@@ -1527,8 +1607,8 @@ def tail(
 @key_option
 def loadgen(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     rate: float | None,
     concurrency: int,
     window: int,
@@ -1557,9 +1637,10 @@ def loadgen(
     """
     from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 
+    found = _router(endpoint, host, base_port)
     try:
         cfg = LoadConfig(
-            endpoint=endpoint or Layout(host, base_port).frontend,
+            endpoint=found.endpoint,
             rate=rate,
             concurrency=concurrency,
             window=window,
@@ -1586,7 +1667,8 @@ def loadgen(
 
         rep = run(cfg, on_progress=progress)
     except LoadError as exc:
-        raise click.ClickException(str(exc)) from None
+        msg = str(exc)
+        raise click.ClickException(explain(msg, found) if connection_error(msg) else msg) from None
     if not quiet:
         click.echo("", err=True)
     report = rep.to_dict()
@@ -1610,12 +1692,34 @@ def loadgen(
         sys.exit(1)
 
 
-def _client(endpoint: str | None, host: str, base_port: int, timeout: float, key_file: str | None):
-    from shardex.client import Client
+def _router(endpoint: str | None, host: str | None, base_port: int | None) -> Found:
+    """The router a client command talks to (shardex.endpoints: flags, then the endpoints file
+    ``shardex up`` wrote, then the default layout); a broken endpoints file is one line."""
+    try:
+        return find_router(endpoint, host, base_port)
+    except EndpointsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # a base port the layout cannot have
+        raise UsageLineError(f"--base-port: {exc}") from None
 
-    return Client(
-        endpoint or Layout(host, base_port).frontend, timeout=timeout, key=client_key(key_file)
-    )
+
+@contextlib.contextmanager
+def _client(
+    endpoint: str | None, host: str | None, base_port: int | None, timeout: float,
+    key_file: str | None,
+) -> Iterator[Any]:
+    """A ``Client`` for a command; a connection error comes out naming the endpoint tried,
+    where it came from and the likely cause (``shardex.endpoints.explain``)."""
+    from shardex.client import Client, ShardexError
+
+    found = _router(endpoint, host, base_port)
+    try:
+        with Client(found.endpoint, timeout=timeout, key=client_key(key_file)) as c:
+            yield c
+    except ShardexError as exc:
+        if not connection_error(str(exc)):
+            raise
+        raise click.ClickException(explain(str(exc), found)) from None
 
 
 def _fail(exc: Exception) -> None:
@@ -1626,8 +1730,8 @@ def _fail(exc: Exception) -> None:
 @click.argument("symbol")
 @click.option("--depth", type=int, default=10, show_default=True, help="Levels per side.")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
@@ -1635,8 +1739,8 @@ def book(
     symbol: str,
     depth: int,
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1679,15 +1783,15 @@ def book(
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
 def status(
     endpoint: str | None,
-    host: str,
-    base_port: int,
+    host: str | None,
+    base_port: int | None,
     timeout: float,
     as_json: bool,
     key_file: str | None,
@@ -1702,11 +1806,12 @@ def status(
             shards = c.status()
             accounts = c.account_status()
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
+            pairs = pairs_by_shard(c.markets, topo["shards"])  # (the cluster's table, learned)
     except ShardexError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps({"router": topo, "shards": shards, "accounts": accounts,
-                               "secure": secure}, default=str))  # fmt: skip
+                               "secure": secure, "pairs": pairs}, default=str))  # fmt: skip
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -1730,6 +1835,8 @@ def status(
             f"{st.get('engine', '-')}"
         )
         _replica_line(st)
+        if isinstance(st.get("shard"), int) and 0 <= st["shard"] < len(pairs):
+            click.echo(f"{'':>5} pairs {', '.join(pairs[st['shard']]) or 'none (idle)'}")
     if accounts:  # the account tier (issue 14)
         click.echo(
             f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "
@@ -1752,9 +1859,10 @@ def _replica_line(st: dict[str, Any]) -> None:
     if "role" not in st:
         return
     lag = ", ".join(f"{n} {v}" for n, v in sorted(st.get("lag", {}).items())) or "-"
+    pids = ", ".join(f"{n} {p}" for n, p in sorted(st.get("standby_pids", {}).items())) or "-"
     click.echo(
         f"{'':>5} {st['role']} {st.get('node', '')} epoch {st['epoch']}, in-sync "
-        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}"
+        f"{','.join(st.get('isr', []))}, standby lag (seq) {lag}, standby pid {pids}"
         + (f", refused {st['repl_refused']}" if st.get("repl_refused") else "")
     )
 
@@ -1878,7 +1986,7 @@ def accounts(
     n = resolve_shards(engines)
     keys = process_keys_dir("accounts", data_dir, keys_dir, insecure)
     if data_dir:
-        _check_data_dir(data_dir, None, None, accounts=m)
+        _check_data_dir(data_dir, n, _markets(markets_file), accounts=m)
     layout = Layout(host, base_port, n, resolve_routers(routers), accounts=m)
     default_links = layout.replica_account_links if replicas > 1 else layout.account_links
     links = (engine_links or default_links).split(",")
@@ -1949,6 +2057,9 @@ def _idle_off() -> None:
 def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file):
     from shardex.client import ShardexError
 
+    value = parse_decimal(amount)
+    if value is None or not value:
+        raise UsageLineError(f"{kind}: amount {amount[:40]!r} is not a positive amount: {RULE}")
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             fn = c.deposit if kind == "deposit" else c.withdraw
@@ -1958,19 +2069,38 @@ def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port,
     if res.rejected:
         raise click.ClickException(f"{kind} rejected ({res.code}): {res.reason}")
     ev = res.events[0]
-    click.echo(f"{account} {asset}: available {ev['available']}, held {ev['held']}"
+    click.echo(f"{account} {asset}: available {plain(ev['available'])}, held {plain(ev['held'])}"
                + (" (already applied)" if ev.get("repeated") else ""))  # fmt: skip
 
 
+class _AmountCommand(click.Command):
+    """A command whose AMOUNT argument a user may type as ``-5``: click takes that for an
+    unknown option ("No such option '-5'"); say what is wrong with the amount instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if re.fullmatch(r"-[0-9.]\S*", exc.option_name or ""):
+                out = ctx.info_name == "deposit"
+                hint = "; to take money out use shardex withdraw" if out else ""
+                raise UsageLineError(
+                    f"{ctx.info_name}: amount {exc.option_name} is negative: amounts are "
+                    f"positive ({RULE}){hint}"
+                ) from None
+            raise
+
+
 def _transfer_command(kind: str):
-    @main.command(name=kind, help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")
+    @main.command(name=kind, cls=_AmountCommand,
+                  help=f"{kind.capitalize()} AMOUNT of ASSET for ACCOUNT (admin key).")  # fmt: skip
     @click.argument("account")
     @click.argument("asset")
     @click.argument("amount")
     @click.option("--ref", default=None, help="Unique transfer ref (a retry with it is a no-op).")
     @endpoint_option
-    @host_option
-    @base_port_option
+    @client_host_option
+    @client_base_port_option
     @click.option("--timeout", type=float, default=3.0, show_default=True)
     @key_option
     def cmd(account, asset, amount, ref, endpoint, host, base_port, timeout, key_file) -> None:
@@ -1986,8 +2116,8 @@ withdraw = _transfer_command("withdraw")
 @main.command()
 @click.argument("account")
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @key_option
@@ -2001,37 +2131,90 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
     except ShardexError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({k: [str(a), str(h)] for k, (a, h) in b.items()}))
+        click.echo(json.dumps({k: [plain(a), plain(h)] for k, (a, h) in b.items()}))
         return
     click.echo(f"{'asset':<8} {'available':>24} {'held':>24}")
-    for asset, (avail, held) in sorted(b.items()):
-        click.echo(f"{asset:<8} {avail!s:>24} {held!s:>24}")
+    for asset, (avail, held) in sorted(b.items()):  # (at the asset's precision: the shard's)
+        click.echo(f"{asset:<8} {plain(avail):>24} {plain(held):>24}")
     if not b:
         click.echo(f"(no balances for {account})")
 
 
 @main.command()
 @endpoint_option
-@host_option
-@base_port_option
+@client_host_option
+@client_base_port_option
 @click.option("--timeout", type=float, default=3.0, show_default=True)
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
     """Check conservation on a live cluster: per asset, over every account shard,
-    balances + fees == deposits - withdrawals, and each shard's own integrity. Exit 1 on a
-    violation (or an account shard that cannot answer)."""
+    balances + fees == deposits - withdrawals, and each shard's own integrity; then order
+    by order, that every live order in every book is covered by its hold and every hold by
+    a live order. Exit 1 on a violation, a settlement anomaly, or a shard that cannot
+    answer."""
     from shardex.client import ShardexError, audit_report
 
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             shards = c.audit()
+            try:
+                problems = c.audit_orders()
+            except ShardexError as exc:  # (the conservation lines are still printed)
+                problems = [f"cannot be checked: {exc}"]
     except ShardexError as exc:
         _fail(exc)
     lines, ok = audit_report(shards)
+    lines.pop()  # (the summary: printed last, with the per-order result)
     for line in lines:
         click.echo(line)
+    for problem in problems:
+        click.echo(f"order  {problem}  VIOLATION")
+    held = sum(sh.get("open_orders", 0) for sh in shards)
+    click.echo(f"orders {held} held, each covering a live order and every live order held: "
+               f"{'VIOLATION' if problems else 'ok'}")  # fmt: skip
+    ok = ok and not problems
+    click.echo(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     sys.exit(0 if ok else 1)
 
+
+@main.command()
+@click.argument("account")
+@endpoint_option
+@client_host_option
+@client_base_port_option
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one per order.")
+@key_option
+def orders(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
+    """List ACCOUNT's open orders and what each holds (an admin or reader key, or the
+    account's own): symbol, id, side, price, open quantity, held amount and asset, amends in
+    flight. An order holds funds from the moment its account shard takes it until it ends."""
+    from shardex.client import ShardexError
+
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            rows = c.open_orders(account)
+    except ShardexError as exc:
+        _fail(exc)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({k: None if v is None else v if isinstance(v, bool | int)
+                                   else str(v) for k, v in r.items()}))  # fmt: skip
+        return
+    click.echo(f"{'symbol':<10} {'id':<24} {'side':<4} {'price':>16} {'open':>16} "
+               f"{'held':>22} asset")  # fmt: skip
+    for r in rows:
+        if r.get("truncated"):
+            click.echo("(more: the account shard lists at most 2,000 orders at once)")
+            continue
+        price = "market" if r["price"] is None else str(r["price"])
+        pending = f" ({r['pending_amends']} amends in flight)" if r["pending_amends"] else ""
+        click.echo(f"{r['symbol']:<10} {r['id']:<24} {r['side']:<4} {price:>16} "
+                   f"{r['open']!s:>16} {r['held']!s:>22} {r['asset']}{pending}")  # fmt: skip
+    if not rows:
+        click.echo(f"(no open orders for {account})")
+
+document_env(main)  # last: every command is defined
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -74,8 +74,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardex.accounts.orders import PlanError, audit_plan, persistent
+from shardex.amounts import plain
 from shardex.auth import AuthError, KeyFile
 from shardex.config import load_markets
+from shardex.endpoints import EndpointsFileError, find_router
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -237,7 +240,7 @@ def _money(value: Any, name: str) -> str:
     if isinstance(value, float):
         raise TypeError(f"{name}: use Decimal or str for money and size, never float")
     if isinstance(value, Decimal | int):
-        return str(value)
+        return plain(value)  # never "1E+2": the edge takes plain decimals only
     if isinstance(value, str):
         return value
     raise TypeError(f"{name}: expected Decimal, str or int, got {type(value).__name__}")
@@ -342,7 +345,7 @@ class ClientCore:
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
         direct: bool = False,
@@ -364,6 +367,15 @@ class ClientCore:
             if len(self.key.accounts) == 1:
                 account = self.key.accounts[0]  # the one account this key may act for
         self._watches: list[Handshake] = []
+        # None: where ``shardex up`` recorded its router (DATA_DIR/endpoints.json), else the
+        # default layout; the source is quoted in connection errors (a wrong port is common)
+        self.endpoint_source: str | None = None
+        if endpoint is None:
+            try:
+                found = find_router()
+            except EndpointsFileError as exc:
+                raise ShardexError(str(exc)) from None
+            endpoint, self.endpoint_source = found.endpoint, found.describe()
         try:
             self.endpoint = check_endpoint(endpoint)
             for ep in shard_endpoints or ():
@@ -398,9 +410,12 @@ class ClientCore:
             problem = w.problem()
             if problem is not None:
                 who = f"key {self.key.name or self.key.public[:8]!r}" if self.key else "no key"
-                return AuthenticationFailed(f"{problem} ({who}, {self.endpoint})")
+                src = f"; {self.endpoint_source}" if self.endpoint_source else ""
+                return AuthenticationFailed(f"{problem} ({who}, {self.endpoint}{src})")
         if self.key is not None:
             message += " (no reply: wrong or revoked key, or cluster down)"
+        if self.endpoint_source:
+            message += f" (router {self.endpoint_source})"
         return RequestTimeout(message)
 
     def close_watches(self) -> None:
@@ -748,6 +763,24 @@ class ClientCore:
             raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected a map")
         return res
 
+    @staticmethod
+    def open_orders_result(raw: dict[str, Any], account: str) -> list[dict[str, Any]]:
+        """An account shard's ``(OP_ORDER, account)`` answer → its open orders, amounts as
+        Decimals (``price`` None for a market sell); ``ShardexError`` on an error."""
+        if "error" in raw:
+            raise ShardexError(f"orders of {account}: {str(raw['error'])[:_MAX_REASON]}")
+        try:
+            rows = [dict(r) for r in raw["orders"]]
+            for r in rows:
+                for name in ("price", "open", "held"):
+                    if r[name] is not None:
+                        r[name] = Decimal(r[name])
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+            raise ShardexError(f"orders of {account}: {MALFORMED_PREFIX}") from None
+        if raw.get("truncated"):
+            rows.append({"truncated": True})
+        return rows
+
     def decimal_book(self, book: dict[str, Any]) -> dict[str, Any]:
         """Book read (ticks/lots) → Decimals; a malformed level list becomes ``ShardexError``."""
         symbol = book.get("symbol")
@@ -1007,7 +1040,7 @@ class Client(ClientCore):
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
@@ -1257,6 +1290,43 @@ class Client(ClientCore):
         self._need_accounts()
         return self._each_account_shard(OP_AUDIT)
 
+    def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
+        """``account``'s open orders and what each holds: ``{symbol, id, side, price, open,
+        held, asset, pending_amends}`` each (a trader key reads its own only); a last
+        ``{"truncated": True}`` when there are more than the account shard lists at once."""
+        self._need_accounts()
+        account = self._acct(account)
+        cmd = (OP_ORDER, account)
+        raw = self.read_result(
+            *self._request(self._router, account_route(account), cmd, ""), f"orders of {account}"
+        )
+        return self.open_orders_result(raw, account)
+
+    def audit_orders(self, rounds: int = 3) -> list[str]:
+        """Per order: every live order in every book is covered by its hold, and every hold
+        by a live order (``shardex.accounts.orders.audit_orders``); the problems every one of
+        ``rounds`` reads found ([]: none). Admin or reader key."""
+        self._need_accounts()
+        self._ready(markets=True)
+        symbols = sorted(self.markets)
+        return persistent(
+            self._run_plan(audit_plan(self.accounts, symbols, self.shard_of)) for _ in range(rounds)
+        )
+
+    def _run_plan(self, plan: Generator[Any, Any, Any]) -> Any:
+        """Carry a ``shardex.accounts.orders`` plan's reads; return its result."""
+        try:
+            ask = next(plan)
+            while True:
+                key, cmd, shard = ask
+                what = "account shard" if shard is None else f"shard {shard}"
+                sock = self._router if shard is None else self._sock(shard)
+                ask = plan.send(self.read_result(*self._request(sock, key, cmd, what), what))
+        except StopIteration as done:
+            return done.value
+        except PlanError as exc:
+            raise ShardexError(str(exc)) from None
+
     def account_status(self) -> list[dict[str, Any]]:
         """Every account shard's status (seq, accounts, open orders, link state, journal);
         ``[]`` on a cluster without the account tier."""
@@ -1385,7 +1455,7 @@ class AsyncClient(ClientCore):
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         markets: Mapping[str, Market] | str | os.PathLike | None = None,
         timeout: float = 5.0,
@@ -1529,6 +1599,40 @@ class AsyncClient(ClientCore):
         """Every account shard's books for ``audit_report`` (as ``Client.audit``)."""
         await self._need_accounts()
         return await self._each_account_shard(OP_AUDIT)
+
+    async def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
+        """``account``'s open orders and their holds (as ``Client.open_orders``)."""
+        await self._need_accounts()
+        account = self._acct(account)
+        cmd = (OP_ORDER, account)
+        reply = await self._request(self._router, account_route(account), [cmd], "")
+        return self.open_orders_result(self.read_result(*reply, f"orders of {account}"), account)
+
+    async def audit_orders(self, rounds: int = 3) -> list[str]:
+        """The per-order audit (as ``Client.audit_orders``)."""
+        await self._need_accounts()
+        await self._ready(markets=True)
+        symbols = sorted(self.markets)
+        found: list[list[str]] = []
+        for _ in range(rounds):
+            found.append(await self._run_plan(audit_plan(self.accounts, symbols, self.shard_of)))
+            if not persistent(found):
+                return []
+        return persistent(found)
+
+    async def _run_plan(self, plan: Generator[Any, Any, Any]) -> Any:
+        try:
+            ask = next(plan)
+            while True:
+                key, cmd, shard = ask
+                what = "account shard" if shard is None else f"shard {shard}"
+                sock = self._router if shard is None else self._sock(shard)
+                reply = await self._request(sock, key, [cmd], what)
+                ask = plan.send(self.read_result(*reply, what))
+        except StopIteration as done:
+            return done.value
+        except PlanError as exc:
+            raise ShardexError(str(exc)) from None
 
     async def account_status(self) -> list[dict[str, Any]]:
         """Every account shard's status (as ``Client.account_status``)."""
@@ -1802,7 +1906,10 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
                 sums.setdefault(a, {}).setdefault(name, 0)
                 sums[a][name] += int(v)
         if sh.get("anomalies"):
-            lines.append(f"account shard {j}: {sh['anomalies']} settlement anomalies (ALERT)")
+            # a settlement that did not fit (an order traded twice, a fill of an order the
+            # shard never held): money may have moved where it should not, so the audit fails
+            lines.append(f"account shard {j}: {sh['anomalies']} settlement anomalies VIOLATION")
+            ok = False
     for a in sorted(sums):
         t = sums[a]
         have = t.get("balances", 0) + t.get("fees", 0)

@@ -4,16 +4,18 @@ whether a cluster of N shards would find every pair where ``shard_for(symbol, N)
 Changing ``--shards`` re-maps pairs. A shard only recovers its own ``shard-I`` directory, so a
 pair whose journal sits in another directory (or in ``shard-K`` with K >= N, which no shard
 reads) would silently start empty on its new owner: its resting orders gone, its trade ids and
-seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up`` and
-``shardex engine`` call :func:`check_data_dir` before starting and refuse with a message that
-names the pairs and directories.
+seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up``,
+``engine``, ``accounts`` and ``router`` call :func:`check_shard_count` before starting: the N a
+data directory was first written with is recorded (``SHARDS_FILE``) and any other N over data
+is refused; a directory without the record is scanned (:func:`check_data_dir` and the account
+tier's forward chains, :func:`scan_account_dir`). The message names the pairs and directories.
 
 What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
 plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
-its book, as in the engine). Only snapshots and records after the newest snapshot are read, so
-the cost is one snapshot decode plus at most ``--snapshot-every`` commands, not the whole
-history. Everything is read through ``shardex.journal``'s public functions and nothing is
-written.
+its book, as in the engine; with the account tier, the command inside a forwarded record).
+Only snapshots and records after the newest snapshot are read, so the cost is one snapshot
+decode plus at most ``--snapshot-every`` commands, not the whole history. Everything is read
+through ``shardex.journal``'s public functions and nothing is written.
 
 Moving pairs between shards is a later capability; :class:`Misplaced` is what a mover would
 take as its work list (pair, directory it is in, shard it belongs to).
@@ -28,10 +30,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shardex.accounts.codes import A_AMEND, A_NEW
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
-from shardex.journal import Journal, iter_records, read_snapshot
+from shardex.journal import Journal, JournalError, iter_records, read_snapshot
 from shardex.layout import MAX_SHARDS
-from shardex.wire.protocol import shard_for, unpackb
+from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
@@ -92,15 +95,27 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
                 continue  # covered by the snapshot
             info.records += 1
             for cmd in unpackb(payload):
-                if (
-                    type(cmd) in (tuple, list)
-                    and len(cmd) > 1
-                    and cmd[0] in _BOOK_OPS
-                    and type(cmd[1]) is str
-                    and cmd[1] in known
-                ):
-                    info.pairs.add(cmd[1])
+                symbol = book_symbol(cmd, known)
+                if symbol is not None:
+                    info.pairs.add(symbol)
     return info
+
+
+def book_symbol(cmd: object, known: Collection[str]) -> str | None:
+    """The known pair a journaled engine command creates a book for, or None. With the account
+    tier on, an engine shard journals orders as ``(OP_FORWARD, j, seq, prev, command)``: the
+    pair is the forwarded command's (missing these let every shard-count change start)."""
+    if type(cmd) in (tuple, list) and len(cmd) == 5 and cmd[0] == OP_FORWARD:
+        cmd = cmd[4]
+    if (
+        type(cmd) in (tuple, list)
+        and len(cmd) > 1
+        and cmd[0] in _BOOK_OPS
+        and type(cmd[1]) is str
+        and cmd[1] in known
+    ):
+        return cmd[1]
+    return None
 
 
 def scan(
@@ -294,3 +309,226 @@ def check_account_tier(data_dir: str | Path, accounts: int) -> None:
         tmp.unlink(missing_ok=True)
     if recorded_tier(root) != accounts:  # ...and compares with what the winner recorded
         check_account_tier(root, accounts)
+
+
+# -- the shard count N a data directory was written with ------------------------------------------
+#
+# With the account tier on, pairs are not the only thing N decides: each account shard keeps one
+# forward chain per engine shard (``(seq, prev)`` per link, rebuilt by replaying its journal with
+# ``shard_for(symbol, N)``), and an engine shard's replay refuses a forwarded symbol it does not
+# own under N. Replayed under another N, the chains are rebuilt differently and re-sent: orders
+# rest again unfunded on their new shard, filled takers trade twice, holds stay for orders no
+# book has. So N is recorded like M (``SHARDS_FILE``), and a data directory holding anything is
+# refused by any other N; without a record (older directories) the scan below decides.
+
+SHARDS_FILE = "shards.json"
+
+
+@dataclass
+class AccountDir:
+    """What one ``accounts-J`` directory says about where its orders were forwarded."""
+
+    index: int
+    path: Path
+    routed: set[tuple[str, int]] = field(default_factory=set)  # (symbol, engine shard) seen
+    pairs: set[str] = field(default_factory=set)  # symbols forwarded, engine shard not recorded
+    engines: set[int] = field(default_factory=set)  # engine shards its forward chains reach
+    written: int | None = None  # the N its newest snapshot was written under (if it says)
+
+
+def scan_account_dir(path: str | Path, known: Collection[str]) -> AccountDir:
+    """The forwards an account shard's directory holds: from its newest valid snapshot the
+    forward chains (``outbox``: which engine shards), the recent forwards (symbol → engine
+    shard) and the open orders' symbols; after it, the symbols of the journaled new/amend
+    commands (their engine shard is decided on replay, so only the symbol is known)."""
+    path = Path(path)
+    m = _ACCOUNT_DIR.match(path.name)
+    info = AccountDir(int(m.group(1)) if m else -1, path)
+    journal = Journal(path, {})  # read-only use: it only lists files
+    snap_seq = 0
+    for snap in reversed(journal.snapshots()):
+        state = read_snapshot(snap)
+        if state is None:
+            continue
+        snap_seq = int(state.get("seq", 0))
+        written = state.get("engines")
+        info.written = written if type(written) is int else None
+        info.engines.update(int(e) for e, _ in state.get("outbox", ()))
+        for e, msgs in state.get("forwards", ()):
+            for msg in msgs:
+                symbol = book_symbol(msg[2], known) if len(msg) > 2 else None
+                if symbol is not None:
+                    info.routed.add((symbol, int(e)))
+        info.pairs.update(o[1] for o in state.get("orders", ()) if o[1] in known)
+        break
+    for seg in journal.segments():
+        for seq, payload in iter_records(seg):
+            if seq < snap_seq:
+                continue
+            for cmd in unpackb(payload):
+                if (
+                    type(cmd) in (tuple, list)
+                    and len(cmd) > 1
+                    and cmd[0] in (A_NEW, A_AMEND)
+                    and type(cmd[1]) is str
+                    and cmd[1] in known
+                ):
+                    info.pairs.add(cmd[1])
+    info.pairs -= {s for s, _ in info.routed}
+    return info
+
+
+def account_dirs(data_dir: str | Path) -> list[Path]:
+    """The ``accounts-J`` subdirectories of ``data_dir`` (replicas' ``.r1`` excluded), by J."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _ACCOUNT_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if p.is_dir()]
+
+
+def account_problems(
+    accts: Iterable[AccountDir], placed: Collection[str], shards: int, fits: Collection[int]
+) -> list[str]:
+    """Why ``shards`` engine shards would re-route what the account shards forwarded: a
+    forward seen going to another shard, a chain to a shard that would not exist, a snapshot
+    written under another N, or a forwarded pair found in no engine directory whose shard the
+    data cannot tell (it differs between the counts the rest of the data fits)."""
+    out = []
+    for a in accts:
+        where = a.path
+        if a.written is not None and a.written != shards:
+            out.append(f"{where} was written with {a.written} engine shard(s)")
+        for symbol, e in sorted(a.routed):
+            owner = shard_for(symbol, shards)
+            if owner != e:
+                out.append(f"{where} forwarded {symbol} to shard {e} (→ shard {owner})")
+        beyond = sorted(e for e in a.engines if e >= shards)
+        if beyond:
+            out.append(f"{where} has forward chains to shard(s) {beyond} (no shard of {shards})")
+        for symbol in sorted(a.pairs - set(placed)):
+            if len({shard_for(symbol, n) for n in fits}) > 1:
+                out.append(f"{where} forwarded {symbol} to a shard the data does not tell")
+    return out
+
+
+def recorded_shards(data_dir: str | Path) -> int | None:
+    """The engine shard count N recorded in ``data_dir`` (None: not recorded yet)."""
+    where = Path(data_dir) / SHARDS_FILE
+    try:
+        value = json.loads(where.read_text())["shards"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataDirError(f"{where} is unreadable ({exc}): fix or remove it") from None
+    if type(value) is not int or not 1 <= value <= MAX_SHARDS:
+        raise DataDirError(f"{where}: 'shards' must be an integer 1..{MAX_SHARDS}")
+    return value
+
+
+def written_shards(journal_dir: str | Path) -> int | None:
+    """The N recorded for the data directory that holds the journal directory ``journal_dir``
+    (``DATA_DIR/shard-I``, ``accounts-J`` or a replica's ``.r1``): the routing its records were
+    written under. None when nothing is recorded."""
+    parent = Path(journal_dir).resolve().parent
+    return recorded_shards(parent)
+
+
+def _record(root: Path, name: str, body: dict, read: Callable[[Path], int | None]) -> int | None:
+    """Write ``body`` to ``root/name`` unless it exists (atomic create-if-absent: racing
+    processes agree on the first writer's); return what is recorded afterwards."""
+    tmp = root / f".{name}.{os.getpid()}"
+    tmp.write_text(json.dumps(body) + "\n")
+    try:
+        os.link(tmp, root / name)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return read(root)
+
+
+def _mismatch(root: Path, shards: int, recorded: int, known: Collection[str]) -> str:
+    """The refusal for a recorded N that differs: what it would re-route (as far as the scan
+    sees) and what to do."""
+    dirs = scan(root, known)
+    seen = [f"{p.directory} holds {p.symbol} (→ shard {p.owner})" if p.found_in < shards
+            else f"{p.directory} (read by no shard of {shards}) holds {p.symbol}"
+            for p in misplaced(dirs, shards)]  # fmt: skip
+    seen += account_problems(
+        [scan_account_dir(p, known) for p in account_dirs(root)],
+        {s for d in dirs for s in d.pairs}, shards, [recorded],
+    )  # fmt: skip
+    more = f" and {len(seen) - 8} more" if len(seen) > 8 else ""
+    found = f"; it holds: {'; '.join(seen[:8])}{more}" if seen else ""
+    return (
+        f"refusing to start {shards} shard(s) on data dir {root}: it was written with "
+        f"{recorded} shard(s) ({root / SHARDS_FILE}){found}. A shard count change re-maps pairs "
+        "(crc32(symbol) % N): their books, and with the account tier their holds and forward "
+        "chains, would be replayed and re-sent to shards that do not hold them. To proceed, "
+        f"start with the shard count it was written with (--shards {recorded}; Procfile: -c "
+        f"engine={recorded}), or use another --data-dir. Moving pairs between shards is not "
+        "supported yet."
+    )
+
+
+def check_shard_count(
+    data_dir: str | Path, shards: int, known: Collection[str], record: bool = True
+) -> None:
+    """Raise DataDirError unless ``data_dir`` was written with ``shards`` engine shards (or
+    holds nothing yet); record N on the first start (``record``: False for a process that only
+    compares, like the router, which knows no market table).
+
+    With a record: any other N over a directory holding data is refused (the message names
+    what the scan finds). Without one (a directory from before the record): the scan decides,
+    engine directories (their forwarded records too) and account directories alike, then N is
+    recorded. Safe to call from every process of a cluster at once."""
+    root = Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    recorded = recorded_shards(root)
+    if recorded is not None and recorded != shards and not _any_data(root):
+        (root / SHARDS_FILE).unlink(missing_ok=True)  # nothing written under it: re-record
+        recorded = None
+    if recorded is not None:
+        if recorded != shards:
+            raise DataDirError(_mismatch(root, shards, recorded, known))
+        return
+    if not record:
+        return
+    dirs = scan(root, known)
+    accts = [scan_account_dir(p, known) for p in account_dirs(root)]
+    problems = misplaced(dirs, shards)
+    if problems:
+        raise DataDirError(describe(problems, dirs, shards, str(root)))
+    fits = [n for n in fitting_counts(dirs) if not account_problems(accts, (), n, ())]
+    placed = {s for d in dirs for s in d.pairs}
+    trouble = account_problems(accts, placed, shards, fits)
+    if trouble:
+        also = f" (--shards {fits[0]} fits it)" if fits else ""
+        raise DataDirError(
+            f"refusing to start {shards} shard(s) on data dir {root}: the account tier's "
+            f"forwards were written with another shard count{also}: {'; '.join(trouble[:8])}. "
+            "Replayed under another N its forward chains would be re-sent to shards that do not "
+            "hold those pairs. To proceed, start with the shard count it was written with, or "
+            "use another --data-dir."
+        )
+    if _record(root, SHARDS_FILE, {"shards": shards}, recorded_shards) != shards:
+        check_shard_count(root, shards, known, record)  # a racing process recorded another
+
+
+def check_routing(journal_dir: str | Path, shards: int, who: str) -> None:
+    """Raise JournalError when the journal in ``journal_dir`` was written under another engine
+    shard count than ``shards``: a journal replays only with the routing it was written under.
+    (An engine shard replaying forwards under another N turned accepted orders into refusals;
+    an account shard rebuilt its forward chains per engine shard and re-sent them.) Called by
+    both tiers' recovery before any replay, whoever started them (the CLI checks first)."""
+    try:
+        written = written_shards(journal_dir)
+    except DataDirError as exc:
+        raise JournalError(str(exc)) from None
+    if written is not None and written != shards:
+        raise JournalError(
+            f"{who}: {journal_dir} was written with {written} engine shard(s), not {shards}: "
+            "replayed under another routing its forwarded orders would be refused or re-sent to "
+            f"shards that do not hold them; refusing to start (start with --shards {written})"
+        )

@@ -6,7 +6,10 @@ Every endpoint is a plain ZeroMQ address, so a multi-host deployment just passes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from shardex.wire.protocol import shard_for
 
 DEFAULT_BASE_PORT = 5555
 MAX_SHARDS = 100  # the layout reserves 100 ports per kind of per-shard endpoint
@@ -212,3 +215,25 @@ class Layout:
             out += [base + 600 + j for j in range(self.accounts)]
             out += [base + 700 + j for j in range(self.accounts)]
         return out
+
+
+def pairs_by_shard(symbols: Iterable[str], shards: int) -> list[list[str]]:
+    """The pairs each of N engine shards owns (sorted), by the cluster's one routing function:
+    ``shard_for`` hashes symbols, so with a few markets some shard may own none (say so)."""
+    out: list[list[str]] = [[] for _ in range(shards)]
+    for symbol in sorted(symbols):
+        out[shard_for(symbol, shards)].append(symbol)
+    return out
+
+
+def idle_shards_warning(symbols: Iterable[str], shards: int) -> str | None:
+    """One line naming the engine shards that own no pair of the market table, or None."""
+    idle = [i for i, pairs in enumerate(pairs_by_shard(symbols, shards)) if not pairs]
+    if not idle:
+        return None
+    which = ", ".join(map(str, idle))
+    return (
+        f"WARNING: with {shards} shards, shard(s) {which} own none of the markets (pairs are "
+        "spread by a hash of the symbol, not evenly): they will idle; add markets (--markets "
+        "FILE) or choose another --shards (shardex status lists the pairs per shard)"
+    )

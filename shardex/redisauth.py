@@ -1,14 +1,20 @@
 """Redis ACL users of a cluster: generated passwords, the embedded server's ACL, and URLs.
 
-Why this shape:
+Why this shape (docs/redis.md says it for operators):
 
-* **Three users, least privilege, no default user.** ``bridge`` may write only ``shardex:*`` and
-  only with the commands the bridge runs; ``reader`` (``shardex tail`` and consumers) may only
-  read ``shardex:*`` streams and keep its own consumer-group state; ``lease`` (the engine
-  processes of replicated shards, issue 15) may touch only the lease keys ``shardex:lease:*``
-  (``shardex.lease``: holder, epoch counter, in-sync set, epoch starts) with the few commands
-  the lease scripts run, and no stream command at all. The ``default`` user is switched off, so
-  a connection without credentials can do nothing (``NOAUTH``).
+* **Four users, least privilege per command and key, no default user.** Each command a user
+  holds is allowed on the keys it is for only (ACL selectors, Redis/Valkey >= 7.0):
+  ``bridge`` XADDs the ``shardex:events|trades|balances`` streams, reads them, and GETs/SETs
+  only the epoch fences ``…:epoch``; ``reader`` (``shardex tail``, dashboards) only reads the
+  streams; ``consumer`` reads and does consumer-group work (XREADGROUP, XACK, XCLAIM…);
+  ``lease`` (the engines of replicated shards) runs the lease commands, each on its own lease
+  key. Nothing can DEL, XTRIM, XDEL, XSETID, RENAME, EXPIRE or SET a stream. The ``default``
+  user is off, so a connection without credentials can do nothing (``NOAUTH``).
+* **What an ACL cannot do.** Redis checks every command a script runs against the calling
+  user, so a script cannot lend its caller a command (a user allowed only EVALSHA/FCALL cannot
+  have the script XADD), and ACLs never look at arguments: the bridge user can still XADD with
+  ``MAXLEN``/``MINID`` (trim a stream) and SET an epoch fence (stop the bridge's writes).
+  Guard its password like the CURVE keys.
 * **Passwords live in one file**, ``KEYS_DIR/redis.json`` (mode 0600, next to the CURVE keys),
   created on first use by ``RedisUsers.ensure`` (idempotent and safe to race: a lock file, like
   ``KeyStore.init``). The server is given only SHA-256 hashes (``#<hex>`` ACL rules), so a
@@ -20,13 +26,13 @@ Why this shape:
 API (what the supervisor, the CLI and the bridge call):
 
 ``RedisUsers.ensure(keys_dir) -> RedisUsers``
-    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for ``bridge``,
-    ``reader`` and ``lease``) when missing, and adding a user a file of an older version lacks
-    (``lease``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
+    Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for every user in
+    ``USERS``) when missing, and adding a user a file of an older version lacks (``lease``,
+    ``consumer``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
     (``RedisAuthError`` if the file is missing or broken).
 ``users.server_args() -> list[str]``
-    Extra argv for the embedded valkey-server / redis-server (≥ 6.0): ``--user`` directives for
-    ``default`` (off), ``bridge``, ``reader`` and ``lease``, passwords as hashes.
+    Extra argv for the embedded valkey-server / redis-server (>= 7.0: selectors): ``--user``
+    directives for ``default`` (off) and every user, passwords as hashes.
 ``users.acl_lines() -> list[str]`` / ``users.write_acl_file(path)``
     The same rules as ACL-file lines (``aclfile`` of an external server you run yourself).
 ``users.url(base_url, user) -> str``
@@ -49,15 +55,18 @@ What the supervisor (``shardex up`` / ``shardex redis``) must do when it has a k
    password itself, so it is never on a command line. Replicated engines (``--role auto``)
    likewise get ``redis://lease@HOST:PORT/0`` (``user_url(url, "lease")``).
 3. Print the Redis endpoint with ``mask_url`` (or without credentials at all), and say how a
-   consumer authenticates: user ``reader``, password in ``KEYS_DIR/redis.json``.
+   consumer authenticates: user ``reader`` (reads) or ``consumer`` (consumer groups), password
+   in ``KEYS_DIR/redis.json``.
 ``--insecure`` (no keys dir): none of this; the embedded server runs as before.
 
-Consumer groups: ``reader`` may ``XGROUP CREATE`` (and ``CREATECONSUMER``/``DELCONSUMER``),
+Consumer groups (user ``consumer``): ``XGROUP CREATE`` (and ``CREATECONSUMER``/``DELCONSUMER``),
 ``XREADGROUP``, ``XACK``, ``XPENDING``, ``XCLAIM``, ``XAUTOCLAIM``. These change a group's state
 (its last-delivered ID, pending lists), never a stream's entries; ``XGROUP CREATE … MKSTREAM``
-can create an *empty* ``shardex:*`` stream, which the bridge then writes into as usual. Not
-allowed: ``XADD``, ``XDEL``, ``XTRIM``, ``XSETID``, ``XGROUP DESTROY/SETID`` (another consumer's
-group), ``DEL``, ``SCAN``/``KEYS`` (consumers know their symbols from the markets).
+can create an *empty* stream (never at a fence or lease key). A group is named by an argument,
+not a key, so no ACL can keep one application's ``consumer`` out of another's group: give each
+application its own user (docs/redis.md). Not allowed: ``XADD``, ``XDEL``, ``XTRIM``,
+``XSETID``, ``XGROUP DESTROY/SETID``, ``DEL``, ``SCAN``/``KEYS`` (consumers know their symbols
+from the markets).
 """
 
 from __future__ import annotations
@@ -75,72 +84,94 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
-USERS = ("bridge", "reader", "lease")
-KEY_PATTERN = "~shardex:*"
+USERS = ("bridge", "reader", "lease", "consumer")
 LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
 
-# Commands per user. Sub-commands are named (``script|load``) so a user gets exactly that one.
-# ``select``: redis-py sends SELECT when the URL names a db other than 0.
+# Key families. The bridge writes the event, trade and balance streams and each replicated
+# shard's epoch fence (``shardex:events:I:epoch``, ``shardex:balances:J:epoch``: WRITE_SCRIPT's
+# GET then SET of a newer epoch). A stream key ends in its shard number (``…:events:3``) or a
+# symbol; a fence key ends in ``:epoch``: the ``*[0-9]`` patterns keep a stream command off the
+# fences (an XADD or XGROUP … MKSTREAM there would turn the fence into a stream and jam every
+# write of that shard), and ``*:epoch`` keeps GET/SET off the streams.
+STREAMS = ("shardex:events:*", "shardex:trades:*", "shardex:balances:*")
+STREAMS_ONLY = ("shardex:events:*[0-9]", "shardex:trades:*", "shardex:balances:*[0-9]")
+FENCES = ("shardex:events:*:epoch", "shardex:balances:*:epoch")
+
+
+def _keys(perm: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """``perm`` (``~`` read-write, ``%R~`` read, ``%W~`` write) before each pattern."""
+    return tuple(perm + k for k in patterns)
+
+
+def _selector(*rules: str) -> str:
+    """One ACL selector (Redis/Valkey >= 7.0): these commands on these keys only. A command is
+    allowed when the user's root rules or any one selector allow it with all its keys."""
+    return "(" + " ".join(rules) + ")"
+
+
+# Per user: its root rules (commands and the keys they may name), then its selectors.
+# Sub-commands are named (``script|load``) so a user gets exactly that one. ``select``:
+# redis-py sends SELECT when the URL names a db other than 0.
+#
+# bridge: EVALSHA of WRITE_SCRIPT names every key of a batch (streams and the fence), so the
+# root patterns cover both; the commands the script runs are checked again, one by one, against
+# the selectors (Redis checks a script's commands as the calling user: a script cannot lend a
+# user a command it lacks, so XADD must be granted — on stream keys only). It may not SET, DEL,
+# XTRIM, XDEL, XSETID, RENAME, EXPIRE… anything, nor GET or SET a stream key.
 BRIDGE_COMMANDS = (
-    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN, each ACL-checked)
+    "+evalsha",  # the batch write script (it runs XADD/XRANGE/XLEN/XINFO/GET/SET, each checked)
     "+script|load",  # load that script (first use, after a server restart)
-    "+xadd",
-    "+get",  # the write script's epoch fence: GET, then SET a newer epoch, then XADD
-    "+set",
-    "+xrange",
-    "+xrevrange",  # resume: the last entry written per shard
-    "+xlen",
     "+ping",  # outage probe
     "+select",
+    *_keys("~", STREAMS),
+    _selector("+xadd", *_keys("%W~", STREAMS_ONLY)),
+    # resume, duplicates, and the script's check that nobody trimmed a stream (XINFO STREAM)
+    _selector("+xrange", "+xrevrange", "+xlen", "+xinfo|stream", *_keys("%R~", STREAMS_ONLY)),
+    _selector("+get", "+set", *_keys("~", FENCES)),  # the epoch fence, nothing else
 )
-READER_COMMANDS = (
-    "+xread",
+# reader: reads, and nothing that changes any state (no consumer groups: a group's pending list
+# and last-delivered id are state another consumer relies on).
+_READS = ("+xread", "+xrange", "+xrevrange", "+xlen", "+xinfo", "+xpending",
+          "+exists", "+type", "+ping", "+select")  # fmt: skip
+READER_COMMANDS = (*_READS, *_keys("%R~", STREAMS))
+# consumer: the reads plus its consumer-group work. A group lives inside its stream's key and
+# its name is an argument, which ACLs cannot match: every holder of this user can act on every
+# group (see docs/redis.md for a user per application). Stream keys only (no MKSTREAM on a
+# fence); never XGROUP DESTROY/SETID, never an entry written, trimmed or deleted.
+CONSUMER_COMMANDS = (
+    *_READS,
     "+xreadgroup",
-    "+xrange",
-    "+xrevrange",
-    "+xlen",
-    "+xinfo",
     "+xgroup|create",
     "+xgroup|createconsumer",
     "+xgroup|delconsumer",
     "+xack",
-    "+xpending",
     "+xclaim",
     "+xautoclaim",
-    "+exists",  # tail: does the symbol's stream exist yet
-    "+type",
-    "+ping",
-    "+select",
+    *_keys("~", STREAMS_ONLY),
 )
-# The lease scripts (``shardex.lease``) run EXISTS/GET/INCR/SET/HSET/PEXPIRE/DEL on the lease
-# keys, each ACL-checked; the process itself runs GET/HGETALL/PTTL (holder and its time left,
-# in-sync set, epoch starts). No stream command: a compromised engine cannot read or forge the
-# event streams.
+# lease: the scripts of ``shardex.lease`` name all four keys of a shard's lease; each command
+# they (and the process) run is allowed only on the key it is for: the holder
+# ``shardex:lease:I`` (EXISTS/SET/PTTL/PEXPIRE/DEL), the epoch counter ``…:epoch`` (INCR/SET),
+# the in-sync set ``…:isr`` (SET) and the epoch starts ``…:starts`` (HSET/HGETALL); GET reads
+# any lease key. So the lease user cannot DEL an epoch counter (epochs would be reused), turn a
+# key into another type, or expire the in-sync set; no stream command at all.
 LEASE_COMMANDS = (
     "+evalsha",
     "+script|load",
-    "+exists",
     "+get",
-    "+set",
-    "+incr",
-    "+hset",
-    "+hgetall",
-    "+pexpire",
-    "+pttl",
-    "+del",
     "+ping",
     "+select",
+    LEASE_KEY_PATTERN,
+    _selector("+exists", "+set", "+pttl", "+pexpire", "+del", "~shardex:lease:*[0-9]"),
+    _selector("+incr", "+set", "~shardex:lease:*:epoch"),
+    _selector("+set", "~shardex:lease:*:isr"),
+    _selector("+hset", "+hgetall", "~shardex:lease:*:starts"),
 )
-RULES = {"bridge": BRIDGE_COMMANDS, "reader": READER_COMMANDS, "lease": LEASE_COMMANDS}
-# The bridge writes the event, trade and balance streams and each replicated shard's epoch key
-# (the write script's fence: ``shardex:events:I:epoch`` for engine shard I,
-# ``shardex:balances:J:epoch`` for account shard J, both inside these patterns); never the
-# lease's keys.
-BRIDGE_KEY_PATTERNS = ("~shardex:events:*", "~shardex:trades:*", "~shardex:balances:*")
-PATTERNS = {
-    "bridge": BRIDGE_KEY_PATTERNS,
-    "reader": (KEY_PATTERN,),
-    "lease": (LEASE_KEY_PATTERN,),
+RULES = {
+    "bridge": BRIDGE_COMMANDS,
+    "reader": READER_COMMANDS,
+    "lease": LEASE_COMMANDS,
+    "consumer": CONSUMER_COMMANDS,
 }
 
 
@@ -205,7 +236,6 @@ class RedisUsers:
             "reset",
             "on",
             f"#{_hash(self.password(user))}",
-            *PATTERNS[user],
             "resetchannels",
             "-@all",
             *RULES[user],

@@ -4,6 +4,13 @@ Clusters run secure (``shardex up``'s default: CURVE keys in DATA_DIR/keys) unle
 for ``insecure=True`` (tests that speak raw ZeroMQ to the ports). Clients get the cluster's admin
 key explicitly: ``SHARDEX_KEY=none`` below keeps a developer's ./data/keys/admin.key (or their
 own $SHARDEX_KEY) from leaking into tests that connect without naming a key.
+
+Tests that need what a box may lack (root to mount a tmpfs or make network namespaces, a C
+compiler, openssl, prometheus, ...) call ``require(condition, reason)``: without it they are
+skipped with the reason. ``SHARDEX_TESTS_STRICT=1`` makes such a skip a failure instead, for
+whoever wants to be sure that nothing was skipped (``SHARDEX_TESTS_STRICT=1 python -m pytest``).
+``.ci/run`` does not set it (CI runs as root with everything installed; a skip there is
+still reported by pytest's summary).
 """
 
 from __future__ import annotations
@@ -35,6 +42,20 @@ os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit
 hypothesis_settings.register_profile("ci", print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+STRICT_ENV = "SHARDEX_TESTS_STRICT"
+
+
+def require(condition: object, reason: str) -> None:
+    """Go on with the calling test only if ``condition`` holds (a capability of this box);
+    else skip it with ``reason``, or fail it when ``SHARDEX_TESTS_STRICT=1`` (read per call:
+    a silent skip must not pass for a green run when the caller asked for every test)."""
+    if condition:
+        return
+    if os.environ.get(STRICT_ENV, "") == "1":
+        pytest.fail(f"{reason} ({STRICT_ENV}=1: a test that cannot run here fails)", pytrace=False)
+    pytest.skip(reason)
+
 
 # Logs of the clusters started during the running test: deleted when it passes, kept (and named
 # in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.

@@ -10,11 +10,14 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} (apt-get)"
+    # apt's own lines (Get:, Unpacking, Setting up) are the progress of this phase, which can
+    # take minutes: shown, not hidden (-q drops only the redrawn progress bar, unreadable in CI)
+    echo "installing ${need[*]} (apt-get; this can take a few minutes)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        "${need[@]}" >/dev/null
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        "${need[@]}"
+    echo "installed ${need[*]}"
 fi
 python3 -m pip install -q -e '.[dev]'
 exec python3 -m pytest -q "$@"

@@ -273,8 +273,13 @@ def test_another_account_shards_key_cannot_take_over_a_link_by_its_identity():
             while impostor.poll(1500):  # (> a SYNC/HAVE round of account shard 0)
                 got.append(impostor.recv_multipart())
             assert not got, f"the impostor received account shard 0's messages: {got[:2]}"
-            # the impostor may speak as what its key is; as shard 0 it is refused, unread
+            # the impostor may speak as what its key is; as shard 0 it is refused, unread:
+            # first proved to have arrived (counted as refused), then nothing came back
+            port = cl.layout.shard_metrics_port(0)
+            refused = _metric(port, "shardex_shard_account_link_total", "refused")
             impostor.send_multipart([LINK_SYNC, msgpack.packb([0, 0])])
+            _wait(lambda: _metric(port, "shardex_shard_account_link_total", "refused")
+                  > refused, "the impostor's SYNC as shard 0 refused and counted")  # fmt: skip
             assert not impostor.poll(1200)
             _wait(lambda: c.balance("bob").get("USD", (0, 0))[0] > 0
                   and c.balance("bob")["BTC"] == (D("0.97000000"), D(0)),

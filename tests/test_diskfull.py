@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, require
 
 from shardex.wire.protocol import ERR_JOURNAL, OP_ORDER
 
@@ -24,15 +24,14 @@ SIZE = "3m"
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+    require(os.geteuid() == 0, "needs root to mount a tmpfs")
     mnt = Path(tempfile.mkdtemp(prefix="shardex-full-"))
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mnt)], capture_output=True
     )
     if proc.returncode != 0:
         os.rmdir(mnt)
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    require(proc.returncode == 0, f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
         yield mnt
     finally:

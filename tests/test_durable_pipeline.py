@@ -20,7 +20,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import free_layout, wait_listening
+from conftest import free_layout, require, wait_listening
 
 import shardex.journal as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
@@ -405,8 +405,7 @@ def test_an_idle_shard_after_snapshots_does_not_spin(tmp_path):
             time.sleep(0.05)
         assert shard.proc is not None
         stat = Path(f"/proc/{shard.proc.pid}/stat")
-        if not stat.exists():
-            pytest.skip("needs /proc to read the shard's CPU time")
+        require(stat.exists(), "needs /proc to read the shard's CPU time")
 
         def cpu_ticks() -> int:
             fields = stat.read_text().rsplit(")", 1)[1].split()

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require
 from test_engine_props import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 from shardex.engine import DEFAULT_MARKETS
@@ -77,14 +78,20 @@ def _run(mode: str, data: Path, cache: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def compiled_cache(tmp_path_factory) -> Path:
-    if importlib.util.find_spec("mypyc") is None:
-        pytest.skip("mypyc is not installed (pip install mypy): compiled engine not testable")
-    if shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler: compiled engine not testable")
+    require(
+        importlib.util.find_spec("mypyc") is not None,
+        "mypyc is not installed (pip install mypy): compiled engine not testable",
+    )
+    require(
+        shutil.which(os.environ.get("CC", "gcc")) is not None or shutil.which("cc") is not None,
+        "no C compiler: compiled engine not testable",
+    )
     import sysconfig
 
-    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
-        pytest.skip("no Python headers (Python.h): compiled engine not testable")
+    require(
+        (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
+        "no Python headers (Python.h): compiled engine not testable",
+    )
     cache = tmp_path_factory.mktemp("engine-cache")
     env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(

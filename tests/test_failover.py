@@ -324,6 +324,27 @@ def test_standby_dies_primary_goes_on_and_it_rejoins(pair: Pair) -> None:
     _replayed_seq(rejoined)  # contiguous
 
 
+def test_status_names_the_standby_pid(pair: Pair) -> None:
+    """Regression: ``shardex status`` showed the leader's pid and no standby's. The standby
+    tells its leader its pid (``[PID, pid]`` after each SUB); the leader's status lists it."""
+    first = pair.wait_leader()
+    standby = "shard-0.r1" if first == "shard-0.r0" else "shard-0.r0"
+    pair.wait_isr({first, standby})
+    want = {standby: pair.proc_of(standby).pid}
+    with pair.client() as c:
+        deadline = time.monotonic() + 15
+        while (st := c.status()[0]).get("standby_pids") != want:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+        assert st["pid"] == pair.proc_of(first).pid
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "status", "--endpoint", pair.layout.frontend,
+         "--key", "none"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"standby pid {standby} {want[standby]}" in out.stdout, out.stdout
+
+
 def test_redis_restart_no_split_brain(pair: Pair) -> None:
     """Redis (the lease's home) stops for 2 s and comes back with its AOF: the leader stops
     answering at its deadline, one leader serves afterwards, nothing acknowledged is lost, and

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _TEST_LOGS, LOG_DIR, ROOT, RedisServer, free_layout
+from conftest import _TEST_LOGS, LOG_DIR, ROOT, RedisServer, free_layout, require
 from test_failover import Load, _journal_ids, _place_until_ok, _replayed_seq
 
 from shardex.client import Client
@@ -198,16 +198,15 @@ class NetnsPair:
 @pytest.fixture
 def netns_pair(tmp_path) -> Any:
     why = _netns_unavailable()
-    if why:
-        pytest.skip(why)
+    require(why is None, why or "")
     try:
         hosts = Hosts()
     except (
         subprocess.CalledProcessError,
         OSError,
     ) as exc:  # e.g. a container without CAP_NET_ADMIN
-        err = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"cannot create network namespaces here: {err.decode(errors='replace') or exc}")
+        err = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")
+        require(False, f"cannot create network namespaces here: {err or exc}")
     redis = None
     pair = None
     try:

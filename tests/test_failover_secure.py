@@ -30,6 +30,7 @@ from test_failover import Pair, _journal_ids, _place_until_ok
 from test_failover import test_kill9_primary_under_load_loses_nothing_acked as _kill9_body
 from test_failover import test_sigstop_primary_is_fenced_after_resume as _sigstop_body
 from test_redis_acl import BINARIES, AclRedis, refused
+from zmq.utils.monitor import parse_monitor_message
 
 from shardex.auth import (
     KeyFile,
@@ -153,17 +154,35 @@ def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
         "no key": None,
     }
     endpoint = pair.layout.repl(0, int(leader[-1]))
+    line = "refused a CURVE connection on replication-0"
+    logged = pair.output("r" + leader[-1]).count(line)
     ctx = zmq.Context()
     socks = {n: _dealer(ctx, endpoint, k, standby.encode()) for n, k in attackers.items()}
+    # each attacker's own socket monitor: the witness that its connection reached the leader
+    monitors = {n: s.get_monitor_socket() for n, s in socks.items()}
+    refused_at: dict[str, int] = {}
     try:
         cmd = (OP_NEW, SYMBOL, "forged", "acct1", 0, 0, 10_000, 1, 0, False, 0)
         payload = packb([cmd])
-        for _ in range(3):
-            for s in socks.values():
+        deadline = time.monotonic() + 15
+        keyed = sum(k is not None for k in attackers.values())
+        # attack until every attacker was seen refused at its handshake (and, with a key, in
+        # the leader's log): "nothing got in" must not pass for "nothing was sent"
+        while len(refused_at) < len(socks) or (
+            pair.output("r" + leader[-1]).count(line) < logged + keyed
+        ):
+            assert time.monotonic() < deadline, f"refusals seen: {sorted(refused_at)}"
+            for n, s in socks.items():
                 _try_send(s, [SUB, packb((standby, 0, 0))])
                 _try_send(s, [ACK, packb((1, 10**9))])
                 _try_send(s, [REC, packb((99, 0, 0, zlib.crc32(payload), payload))])
-            time.sleep(0.3)
+                while monitors[n].poll(0):
+                    ev = parse_monitor_message(monitors[n].recv_multipart())["event"]
+                    if ev in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                              zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):  # fmt: skip
+                        refused_at[n] = ev
+                    assert ev != zmq.EVENT_HANDSHAKE_SUCCEEDED, f"the {n} key got in"
+            time.sleep(0.05)
         with pair.client() as c:
             for k in range(10):
                 assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "70", id=f"s{k}")).ok
@@ -193,7 +212,10 @@ def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
                 time.sleep(0.1)
         assert not own.poll(200)
     finally:
-        for s in socks.values():
+        for n, s in socks.items():
+            if n in monitors:
+                s.disable_monitor()
+                monitors[n].close(0)
             s.close(0)
         ctx.term()
 

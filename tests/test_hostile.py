@@ -542,6 +542,7 @@ def test_client_that_never_reads_leaves_memory_bounded(cluster2: Cluster):
     assert one > 30_000, f"reply of {one} bytes: the test needs big replies"
     with cluster2.client(account="x", timeout=30.0) as c:
         status0 = c.status()[0]["commands"]
+        shed0 = c.topology()["rejected"]["overloaded"]
     mute = dealer(cluster2.endpoint, rcvhwm=1)  # takes almost nothing off the wire itself
     ok = 0
     problems: list[str] = []
@@ -587,6 +588,10 @@ def test_client_that_never_reads_leaves_memory_bounded(cluster2: Cluster):
         "router rejected": router_rejected,
     }
     print(seen)
+    # first, the attack arrived: each of the 10,000 requests ran on shard 0 (its replies were
+    # never read) or was shed by the router (overloaded); a few of our own reads count too
+    ran, shed = last - status0, router_rejected["overloaded"] - shed0
+    assert ran + shed >= 9_000 and ran >= 100, seen
     assert not dead and not seen["restarts"], seen
     assert all(v < RSS_BOUND for v in growth.values()), seen
     assert ok == 6 and not problems, seen

@@ -11,6 +11,7 @@ import textwrap
 
 import msgpack
 import pytest
+from conftest import require
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import GTC, LIMIT, OP_NEW
@@ -289,15 +290,13 @@ def test_snapshot_refuses_while_commands_cannot_be_committed(tmp_path, monkeypat
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs (needs root and mount); always unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+    require(os.geteuid() == 0, "mounting a small tmpfs needs root")
     mnt = tmp_path / "disk"
     mnt.mkdir()
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
     )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    require(proc.returncode == 0, f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
     try:
         yield mnt
     finally:

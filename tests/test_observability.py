@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cluster, free_layout
+from conftest import ROOT, Cluster, free_layout, require
 from prometheus_client.parser import text_string_to_metric_families
 
 from shardex.layout import Layout
@@ -169,7 +169,7 @@ def _prometheus_or_skip() -> str:
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("prometheus is not installed: .ci/run must install it")
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
+        require(False, "prometheus not installed (apt-get install prometheus)")
     return exe
 
 

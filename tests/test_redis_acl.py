@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import free_layout, redis_server_binary
+from conftest import free_layout, redis_server_binary, require
 from fakeshard import FakeShards, accepted, trade
 from test_bridge import BridgeProc, assert_exact, wait_until
 
@@ -114,8 +114,7 @@ class AclRedis:
 
 def self_signed(directory: Path) -> Path:
     """A self-signed certificate for 127.0.0.1 (``cert.pem``, ``key.pem``) made with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl to make a test certificate")
+    require(shutil.which("openssl") is not None, "no openssl to make a test certificate")
     directory.mkdir()
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -143,6 +142,18 @@ def refused(call) -> str:
     return str(info.value)
 
 
+def noperm(call) -> None:
+    """``call`` is refused by the ACL: NOPERM for a command, or the script error that names the
+    refused command or key (the text differs between redis-server and valkey-server)."""
+    with pytest.raises(redis.exceptions.ResponseError) as info:
+        call()
+    text = str(info.value).lower()
+    acl = ("permission", "can't run", "can't access", "acl failure")
+    assert isinstance(info.value, redis.exceptions.NoPermissionError) or any(
+        w in text for w in acl
+    ), text
+
+
 # -- the credentials file -----------------------------------------------------------------------
 
 
@@ -161,7 +172,8 @@ def test_credentials_file_is_private_idempotent_and_race_safe(tmp_path):
     for p in procs:
         p.join(20)
     assert all(g == got[0] for g in got), "racing processes made different passwords"
-    assert set(got[0]) == {"bridge", "reader", "lease"} and got[0]["bridge"] != got[0]["reader"]
+    assert set(got[0]) == {"bridge", "reader", "lease", "consumer"}
+    assert len(set(got[0].values())) == 4, "two users share a password"
     assert all(len(p) >= 32 for p in got[0].values())
     assert RedisUsers.ensure(keys).passwords == got[0]  # idempotent
     assert stat.S_IMODE((keys / REDIS_FILE).stat().st_mode) == 0o600
@@ -259,33 +271,143 @@ def test_bridge_user_writes_shardex_keys_only(acl_redis):
     )
 
 
-def test_reader_reads_and_keeps_group_state_but_never_writes(acl_redis):
+def test_reader_only_reads(acl_redis):
+    """Regression: the "read-only" reader could XGROUP DELCONSUMER, XACK, XCLAIM and XAUTOCLAIM
+    in other consumers' groups; it now reads and nothing else (groups: user ``consumer``)."""
     b = acl_redis.client("bridge")
     key = "shardex:trades:BTC-USD"
     for i in range(1, 6):
         b.xadd(key, {"seq": str(i)}, id=f"{i}-0")
+    c = acl_redis.client("consumer")  # someone else's group, one entry pending in it
+    assert c.xgroup_create(key, "settlement", id="0")
+    assert len(c.xreadgroup("settlement", "worker-1", {key: ">"}, count=1)[0][1]) == 1
     r = acl_redis.client("reader")
     assert [e[0] for e in r.xread({key: "0"})[0][1]] == [f"{i}-0" for i in range(1, 6)]
     assert r.xrange(key, count=2)[1][0] == "2-0" and r.xrevrange(key, count=1)[0][0] == "5-0"
     assert r.xlen(key) == 5 and r.exists(key) == 1 and r.type(key) == "stream"
-    assert r.xinfo_stream(key)["length"] == 5
-    assert r.xgroup_create(key, "g", id="0")
-    got = r.xreadgroup("g", "c1", {key: ">"}, count=3)[0][1]
-    assert [e[0] for e in got] == ["1-0", "2-0", "3-0"]
-    assert r.xack(key, "g", "1-0") == 1
-    assert r.xpending(key, "g")["pending"] == 2
-    assert [e[0] for e in r.xclaim(key, "g", "c2", 0, ["2-0"])] == ["2-0"]
-    assert r.xautoclaim(key, "g", "c2", 0)[1]
-    assert r.xinfo_groups(key)[0]["name"] == "g"
-    for call in (lambda: r.xadd(key, {"forged": "1"}), lambda: r.delete(key),
+    assert r.xinfo_stream(key)["length"] == 5 and r.xinfo_groups(key)[0]["pending"] == 1
+    assert r.xpending(key, "settlement")["pending"] == 1
+    for call in (lambda: r.xgroup_create(key, "mine", id="0"),
+                 lambda: r.xgroup_createconsumer(key, "settlement", "intruder"),
+                 lambda: r.xgroup_delconsumer(key, "settlement", "worker-1"),
+                 lambda: r.xreadgroup("settlement", "intruder", {key: ">"}),
+                 lambda: r.xack(key, "settlement", "1-0"),
+                 lambda: r.xclaim(key, "settlement", "intruder", 0, ["1-0"]),
+                 lambda: r.xautoclaim(key, "settlement", "intruder", 0),
+                 lambda: r.xadd(key, {"forged": "1"}), lambda: r.delete(key),
                  lambda: r.xtrim(key, 0), lambda: r.xdel(key, "1-0"),
                  lambda: r.execute_command("XSETID", key, "9-0"),
-                 lambda: r.xgroup_destroy(key, "g"), lambda: r.xgroup_setid(key, "g", "0"),
+                 lambda: r.xgroup_destroy(key, "settlement"),
+                 lambda: r.xgroup_setid(key, "settlement", "0"),
                  lambda: r.set("foo", "1"), lambda: r.flushall(), lambda: r.keys("*"),
-                 lambda: r.script_load("return 1"), lambda: r.config_get("*")):  # fmt: skip
-        assert "no permissions" in refused(call)
-    assert "permissions" in refused(lambda: r.xread({"other:x": "0"}))
+                 lambda: r.script_load("return 1"), lambda: r.config_get("*"),
+                 lambda: r.get("shardex:lease:0"), lambda: r.type("shardex:lease:0")):  # fmt: skip
+        noperm(call)
+    noperm(lambda: r.xread({"other:x": "0"}))
+    info = r.xinfo_groups(key)[0]
+    assert (info["consumers"], info["pending"]) == (1, 1), "the reader changed a group"
     assert b.xlen(key) == 5 and b.xrange(key)[0][1] == {"seq": "1"}
+
+
+def test_consumer_keeps_group_state_but_never_writes(acl_redis):
+    b = acl_redis.client("bridge")
+    key = "shardex:trades:BTC-USD"
+    for i in range(1, 6):
+        b.xadd(key, {"seq": str(i)}, id=f"{i}-0")
+    c = acl_redis.client("consumer")
+    assert c.xgroup_create(key, "g", id="0")
+    assert c.xgroup_create("shardex:trades:NEW-USD", "g", id="0", mkstream=True)
+    got = c.xreadgroup("g", "c1", {key: ">"}, count=3)[0][1]
+    assert [e[0] for e in got] == ["1-0", "2-0", "3-0"]
+    assert c.xack(key, "g", "1-0") == 1
+    assert c.xpending(key, "g")["pending"] == 2
+    assert [e[0] for e in c.xclaim(key, "g", "c2", 0, ["2-0"])] == ["2-0"]
+    assert c.xautoclaim(key, "g", "c2", 0)[1]
+    assert c.xgroup_createconsumer(key, "g", "c3") and c.xgroup_delconsumer(key, "g", "c3") == 0
+    assert c.xinfo_groups(key)[0]["name"] == "g" and c.xlen(key) == 5
+    b.set("shardex:events:0:epoch", "1")
+    for call in (lambda: c.xadd(key, {"forged": "1"}), lambda: c.delete(key),
+                 lambda: c.xadd(key, {"x": "1"}, maxlen=0), lambda: c.xtrim(key, 0),
+                 lambda: c.xdel(key, "1-0"), lambda: c.execute_command("XSETID", key, "9-0"),
+                 lambda: c.xgroup_destroy(key, "g"), lambda: c.xgroup_setid(key, "g", "0"),
+                 lambda: c.set(key, "1"), lambda: c.get("shardex:events:0:epoch"),
+                 lambda: c.flushall(), lambda: c.keys("*"), lambda: c.eval("return 1", 0),
+                 lambda: c.script_load("return 1")):  # fmt: skip
+        noperm(call)
+    # no stream made out of a write fence or a lease key (it would jam the bridge, the lease)
+    for fence in ("shardex:events:1:epoch", "shardex:balances:0:epoch", "shardex:lease:0:epoch"):
+        assert "permissions" in refused(
+            lambda k=fence: c.xgroup_create(k, "g", id="0", mkstream=True)
+        )
+    assert b.xlen(key) == 5 and b.xrange(key)[0][1] == {"seq": "1"}
+
+
+def test_bridge_user_cannot_overwrite_or_delete_a_stream_by_hand(acl_redis):
+    """Regression: the bridge user could SET any stream key (``shardex:trades:XRP-USD`` became a
+    string) and run GET/SET on any ``shardex:events|trades|balances`` key. Each command it
+    holds is now allowed on its own keys only: XADD on streams, XRANGE/XREVRANGE/XLEN reading
+    streams, GET/SET on the epoch fences; nothing deletes, trims, renames or expires a key, and
+    a script of its own lends it nothing (Redis checks a script's commands as its caller)."""
+    b = acl_redis.client("bridge")
+    trades, events = "shardex:trades:XRP-USD", "shardex:events:1"
+    b.xadd(trades, {"seq": "1"}, id="1-0")
+    b.xadd(events, {"seq": "1"}, id="1-0")
+    b.xadd("shardex:balances:0", {"seq": "1"}, id="1-0")
+    assert b.set("shardex:balances:0:epoch", "2") and b.get("shardex:events:1:epoch") is None
+    attacks = [
+        lambda: b.set(trades, "x"), lambda: b.set(events, "x"), lambda: b.get(trades),
+        lambda: b.set("shardex:balances:0", "x"), lambda: b.delete(trades),
+        lambda: b.unlink(events), lambda: b.xtrim(events, 0), lambda: b.xdel(events, "1-0"),
+        lambda: b.execute_command("XSETID", events, "99-0"), lambda: b.rename(trades, "shardex:x"),
+        lambda: b.expire(events, 1), lambda: b.copy("shardex:trades:A", trades, replace=True),
+        lambda: b.restore(trades, 0, b"x", replace=True), lambda: b.xadd("shardex:events:1:epoch",
+                                                                      {"a": "1"}),
+        lambda: b.xgroup_create(events, "g", id="0"), lambda: b.hset(trades, "a", "1"),
+        lambda: b.execute_command("SCRIPT", "FLUSH"), lambda: b.function_load("#!lua name=x\n"),
+        lambda: b.eval("return 1", 0), lambda: b.acl_setuser("bridge"),
+    ]  # fmt: skip
+    for call in attacks:
+        noperm(call)
+    overwrite = b.script_load("return redis.call('SET', KEYS[1], 'x')")
+    for key in (trades, events):
+        noperm(lambda k=key: b.evalsha(overwrite, 1, k))
+    trim = b.script_load("return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)")
+    noperm(lambda: b.evalsha(trim, 1, events))
+    r = acl_redis.client("reader")
+    assert r.type(trades) == "stream" and r.xlen(trades) == 1 and r.xlen(events) == 1
+
+
+def test_lease_user_acts_on_each_lease_key_only_as_the_lease_does(acl_redis):
+    """The lease user may touch ``shardex:lease:*`` only, and now each key only with what the
+    lease does to it: DEL and PEXPIRE only the holder, INCR only the epoch counter, HSET only
+    the epoch starts. Regression: it could DEL an epoch counter (the next leader would reuse
+    an epoch), or make the starts hash a string (every later acquire fails)."""
+    from shardex.lease import Lease
+    from shardex.lease import connect as lease_connect
+
+    url = acl_redis.users.url(acl_redis.url, "lease")
+    a = Lease(lease_connect(url), 0, "shard-0.r0", "tcp://a", ttl_ms=5000)
+    assert a.try_acquire(0, 7) == (1, "ok") and a.renew() and a.set_isr(["shard-0.r0"])
+    acc = Lease(lease_connect(url), 1, "accounts-0.r0", "tcp://b", ttl_ms=5000,
+                name="accounts-0")  # fmt: skip
+    assert acc.try_acquire(0, 0) == (1, "ok")
+    assert a.holder_ttl()[0].node == "shard-0.r0" and a.isr() == ["shard-0.r0"]
+    assert a.starts() == {1: 7}
+    lease = acl_redis.client("lease")
+    base = "shardex:lease:0"
+    for call in (lambda: lease.delete(base + ":epoch"), lambda: lease.delete(base + ":isr"),
+                 lambda: lease.delete(base + ":starts"), lambda: lease.set(base + ":starts", "x"),
+                 lambda: lease.pexpire(base + ":isr", 1), lambda: lease.pexpire(base + ":epoch", 1),
+                 lambda: lease.execute_command("INCR", base),
+                 lambda: lease.hset(base, "1", "0"), lambda: lease.hset(base + ":epoch", "1", "0"),
+                 lambda: lease.execute_command("INCR", base + ":isr"),
+                 lambda: lease.xadd(base + ":x", {"a": "1"}), lambda: lease.xadd("shardex:events:0",
+                                                                                 {"a": "1"}),
+                 lambda: lease.get("shardex:events:0:epoch"), lambda: lease.keys("*")):  # fmt: skip
+        noperm(call)
+    a.release()
+    assert lease.get(base) is None and lease.get(base + ":epoch") == "1"
+    assert a.try_acquire(0, 0) == (2, "ok") and a.starts() == {1: 7, 2: 0}
 
 
 def test_acl_file_form_is_accepted(tmp_path):
@@ -296,7 +418,7 @@ def test_acl_file_form_is_accepted(tmp_path):
         server = AclRedis(binary, users, work, aclfile=True)
         try:
             assert stat.S_IMODE((work / "users.acl").stat().st_mode) == 0o600
-            assert server.client("bridge").xadd("shardex:events:x", {"a": "1"})
+            assert server.client("bridge").xadd("shardex:events:0", {"a": "1"})
             assert "no permissions" in refused(lambda s=server: s.client("reader").xadd(
                 "shardex:x", {"a": "1"}))  # fmt: skip
             with pytest.raises(redis.exceptions.AuthenticationError):
@@ -328,6 +450,38 @@ def test_bridge_writes_as_its_user_and_no_password_reaches_a_log(acl_redis, tmp_
         assert acl_redis.users.password("bridge") not in out
         assert acl_redis.users.password("bridge") not in " ".join(bridge.proc.args)
         assert "ALERT" not in out
+    finally:
+        bridge.stop()
+        fake.stop()
+
+
+def test_a_trimmed_stream_is_an_alert_and_the_bridge_still_writes_once(acl_redis, tmp_path):
+    """What no ACL can refuse (it never sees arguments): a holder of the bridge's password runs
+    ``XADD … MAXLEN 0`` and wipes ``shardex:events:0`` (the attack of the issue, done as the
+    bridge user). Regression: that went unseen; the bridge now raises an ALERT naming the
+    stream (XINFO STREAM's max-deleted-entry-id: it never trims without --maxlen), counts the
+    forged entry as a conflict, and writes every later event exactly once."""
+    keys = tmp_path / "keys"
+    fake = FakeShards(1, keys_dir=str(keys))
+    bridge = BridgeProc(fake, bridge_url(acl_redis.url), tmp_path, keys_dir=keys)
+    r = acl_redis.client("reader")
+    try:
+        fake.publish(accepted, 10)
+        wait_until(lambda: r.xlen("shardex:events:0") == 10, 30, "first events", bridge)
+        b = acl_redis.client("bridge")
+        b.xadd("shardex:events:0", {"forged": "1"}, id="11-0", maxlen=0)
+        assert r.xlen("shardex:events:0") == 0  # wiped, its top id now 11-0
+        fake.publish(accepted, 10)
+        ids = [f"{s}-0" for s in range(12, 21)]  # event 11: its id was taken (a conflict)
+        wait_until(lambda: [e[0] for e in r.xrange("shardex:events:0")] == ids, 30, "the rest",
+                   bridge)  # fmt: skip
+        wait_until(lambda: "11 entries were deleted from shardex:events:0" in bridge.output(), 30,
+                   "the trim ALERT", bridge)  # fmt: skip
+        out = bridge.output()
+        assert "a foreign entry above this id tops the stream" in out
+        assert r.xrange("shardex:events:0", "12-0", "12-0")[0][1]["seq"] == "12"
+        assert out.count("entries were deleted from") == 1, "reported more than once"
+        assert bridge.proc.poll() is None and "Traceback" not in out
     finally:
         bridge.stop()
         fake.stop()
@@ -405,7 +559,7 @@ def test_bridge_and_tail_over_tls_with_rediss_urls(tmp_path):
         server = AclRedis(redis_server_binary(), users, work, tls=self_signed(tmp_path / "tls"))
     except RuntimeError as exc:
         if "tls" in str(exc).lower():
-            pytest.skip(f"this redis-server has no TLS: {exc}")
+            require(False, f"this redis-server has no TLS: {exc}")
         raise
     fake = FakeShards(1, keys_dir=str(keys))
     bridge = BridgeProc(fake, bridge_url(server.url), tmp_path, keys_dir=keys)

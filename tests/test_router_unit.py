@@ -229,3 +229,22 @@ def test_secure_router_routes_only_to_the_link_that_signed_the_shards_hello(tmp_
     # an unknown key is refused before routing
     dest, out = r.from_client(_order_frames(b"c", b"r2", sym0), 0.0, "x" * 40)
     assert dest == TO_CLIENT and "authentication failed" in decode_reply(out[2])[0]
+
+
+def test_metrics_label_account_shards_apart_from_engine_shards():
+    """Regression: account shard j (router slot N+j) was exported as ``shard="N+j"``, a phantom
+    engine shard in every per-shard panel. Engine shards keep ``shardex_router_*{shard}``,
+    account shards get ``shardex_router_account_*{account_shard="j"}``."""
+    r = _router(accounts=2)
+    r.forwarded[:] = [5, 6, 7, 8]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in r.collect() for s in fam.samples}  # fmt: skip
+    shard_labels = {dict(k[1]).get("shard") for k in samples if "shard" in dict(k[1])}
+    assert shard_labels == {"0", "1"}  # engine shards only: no "2", no "3"
+    assert samples[("shardex_router_forwarded_total", (("shard", "1"),))] == 6
+    assert samples[("shardex_router_account_forwarded_total", (("account_shard", "0"),))] == 7
+    assert samples[("shardex_router_account_forwarded_total", (("account_shard", "1"),))] == 8
+    names = {k[0] for k in samples}
+    assert {"shardex_router_account_shard_up", "shardex_router_account_inflight",
+            "shardex_router_account_ack_seconds_count"} <= names  # fmt: skip
+    assert len([k for k in samples if k[0] == "shardex_router_ack_seconds_count"]) == 2

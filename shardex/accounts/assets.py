@@ -24,6 +24,7 @@ from decimal import Context, Decimal, DecimalException, Inexact, Overflow, Under
 from math import gcd
 from typing import NamedTuple
 
+from shardex.amounts import at_precision
 from shardex.engine.markets import Market
 
 MAX_FEE_BPS = 1000  # 10 %: above that a fee schedule is a typo, not a policy
@@ -131,6 +132,12 @@ class AssetTable:
         if value == value.to_integral_value() or -value.as_tuple().exponent < 2:
             value = value.quantize(Decimal("0.01"))
         return f"{value:f}"
+
+    def fixed(self, asset: str, units: int) -> str:
+        """Units → a decimal string at the asset's precision (as many decimals as its unit),
+        so every balance of one asset prints alike (``10.000000``, ``30.007500`` USD)."""
+        unit = self.units[asset]
+        return at_precision(units * unit, unit)
 
     def to_units(self, asset: str, amount: Decimal) -> int | None:
         """A decimal amount → units, or None when it is not exactly a whole number of units

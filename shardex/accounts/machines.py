@@ -203,6 +203,7 @@ class SettledEngine:
             "feed": self.feed.snapshot(),
             "inbox": sorted(self.inbox.last.items()),
             "rings": [[j, list(r)[-SNAP_RING:]] for j, r in sorted(self.rings.items())],
+            "engines": self.engines,  # the routing its forwards were refused under (N)
         }
         return state
 
@@ -320,6 +321,12 @@ class SettledEngineFactory:
                 f"snapshot written for engine shard {feed.eshard} with {feed.shards} account "
                 f"shards, not {self.eshard} with {self.accounts}"
             )
+        written = extra.get("engines")
+        if written is not None and self.engines is not None and written != self.engines:
+            raise ValueError(
+                f"snapshot written with {written} engine shards, not {self.engines}: its "
+                "forwards replay only under the routing they were written under"
+            )
         se.feed = feed
         se.inbox = Inbox({int(k): int(v) for k, v in extra["inbox"]})
         se.rings = {
@@ -368,8 +375,9 @@ class AccountMachine:
     """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring) + its
     recent events (``EventRing``, for the bridge)."""
 
-    def __init__(self, core: AccountCore) -> None:
+    def __init__(self, core: AccountCore, engines: int | None = None) -> None:
         self.core = core
+        self.engines = engines  # N its forwards are routed under (None: not recorded)
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
         self.events = EventRing()
@@ -403,6 +411,7 @@ class AccountMachine:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
         state["events"] = list(self.events.events)[-SNAP_RING:]
+        state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
 
 
@@ -416,12 +425,14 @@ class AccountMachineFactory:
         shards: int,
         engine_for: Callable[[str], int],
         fees: Mapping[str, Fee] | None = None,
+        engines: int | None = None,
     ) -> None:
         self.shard = shard
         self.shards = shards
         self.engine_for = engine_for
         self.fees = fees
         self.ref_window = ref_window()
+        self.engines = engines  # N behind ``engine_for`` (None: not checked against snapshots)
 
     def new(self, markets: Mapping[str, Market]) -> AccountMachine:
         return AccountMachine(
@@ -432,7 +443,8 @@ class AccountMachineFactory:
                 self.fees,
                 self.engine_for,
                 ref_window=self.ref_window,
-            )
+            ),
+            self.engines,
         )
 
     def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> AccountMachine:
@@ -441,8 +453,16 @@ class AccountMachineFactory:
                 f"snapshot of account shard {state.get('shard')!r} of {state.get('shards')!r}, "
                 f"not {self.shard} of {self.shards} (changing --shards is not supported)"
             )
+        written = state.get("engines")
+        if written is not None and self.engines is not None and written != self.engines:
+            raise ValueError(
+                f"snapshot of account shard {self.shard} written with {written} engine shards, "
+                f"not {self.engines}: its forward chains would be rebuilt under another routing "
+                "and re-sent"
+            )
         m = AccountMachine(
-            AccountCore.restore(state, markets, self.fees, self.engine_for, self.ref_window)
+            AccountCore.restore(state, markets, self.fees, self.engine_for, self.ref_window),
+            self.engines if self.engines is not None else written,
         )
         for e, msgs in state.get("forwards", ()):
             m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=m.ring_size)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -47,6 +46,8 @@ from shardex.accounts.machines import (
     ForwardRepair,
     _env_size,
 )
+from shardex.accounts.orders import account_orders, held_rows
+from shardex.amounts import parse_decimal
 from shardex.auth import (
     DOMAIN_CLIENTS,
     DOMAIN_EVENTS,
@@ -58,6 +59,7 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
+from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
@@ -187,6 +189,10 @@ class AccountHandler:
         self.shed = 0
         self.key: KeyInfo | None = None
         self.replica: Any = None  # a replicated leader's ``Replicator`` (role, epoch: status)
+        # Set when an engine shard has applied more forwards from this shard than its chain to
+        # it holds (the chains were rebuilt under another routing): new orders and amends are
+        # refused with it, and nothing is forwarded or re-sent any more (ALERT).
+        self.halted: str | None = None
 
     def apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
@@ -237,7 +243,8 @@ class AccountHandler:
             op = _op(c)
             if op in reads:
                 n_reads += 1
-                n_audits += op == OP_AUDIT
+                # (an order listing scans every order of the shard, as an audit does)
+                n_audits += op == OP_AUDIT or (op == OP_ORDER and len(c) == 2)
         if n_reads > MAX_READS or n_audits > 1:
             # refused before any work: 200,000 audits in a 400 KB frame made a 36 MB reply
             # and a 5.5 s stall of the shard (an audit walks every account and order)
@@ -245,6 +252,8 @@ class AccountHandler:
                                       f"audits): at most {MAX_READS}, and one audit")  # fmt: skip
         if self.journal_down is not None and any(_op(c) not in reads for c in cmds):
             return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+        if self.halted is not None and any(_op(c) in (OP_NEW, OP_AMEND) for c in cmds):
+            return encode_reply(None, f"halted: {self.halted}")
         if self.full and any(self._to_full(c) for c in cmds):
             # nothing of the request is journaled or held: the client knows it did not run
             self.shed += len(cmds)
@@ -257,9 +266,9 @@ class AccountHandler:
             elif op == OP_BALANCE:
                 results.append(self.balance(cmd))
             elif op == OP_AUDIT:
-                results.append(self.audit())
+                results.append(self.audit() if len(cmd) == 1 else self.audit_page(cmd))
             elif op == OP_ORDER:
-                results.append(self.held(cmd))
+                results.append(self.held(cmd) if len(cmd) != 2 else self.open_orders(cmd))
             elif op in (OP_DEPOSIT, OP_WITHDRAW):
                 results.append(self.transfer(cmd, out))
             elif op in (OP_NEW, OP_AMEND):
@@ -360,7 +369,7 @@ class AccountHandler:
         return {"rejected": reason, "code": reject_name(code)}
 
     def _balance_map(self, account, asset, avail, held, repeated=False) -> dict[str, Any]:
-        fmt = self.table.fmt
+        fmt = self.table.fixed  # at the asset's precision, as the balance read
         out = {"ok": True, "account": account, "asset": asset,
                "available": fmt(asset, avail), "held": fmt(asset, held)}  # fmt: skip
         if repeated:
@@ -379,7 +388,7 @@ class AccountHandler:
             return {"error": f"account {account[:64]} not allowed for this key"}
         if not self.core.owns(account):
             return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
-        fmt = self.table.fmt
+        fmt = self.table.fixed  # every balance of an asset at its precision: columns line up
         cells = self.core.balances.get(account, {})
         return {
             "account": account,
@@ -417,6 +426,31 @@ class AccountHandler:
             out["open_lots"] = o.rem
             out["pending"] = o.pending  # amends forwarded, not yet settled (the SDK: unknown)
         return out
+
+    def open_orders(self, cmd: tuple) -> dict[str, Any]:
+        """``(OP_ORDER, account)``: the account's open orders with what each holds (the
+        account's own key, or an admin/reader key)."""
+        account = cmd[1]
+        if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+            return {"error": f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)"}
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
+            return {"error": f"account {account[:64]} not allowed for this key"}
+        if not self.core.owns(account):
+            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+        return {**account_orders(self.core.orders, account, self.table), "seq": self.core.seq}
+
+    def audit_page(self, cmd: tuple) -> dict[str, Any]:
+        """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
+        integer units (``shardex.accounts.orders``), for the per-order audit."""
+        key = self.key
+        if key is not None and key.role not in ("admin", "reader"):
+            return {"error": "audit: not allowed for this key"}
+        if type(cmd[1]) is not int or cmd[1] < 0:
+            return {"error": "audit: expected (op, offset >= 0)"}
+        core = self.core
+        return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
+                "orders": held_rows(core.orders, cmd[1])}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the
@@ -532,6 +566,7 @@ class AccountHandler:
             "inbox": dict(core.inbox.last),
             "outbox": dict(core.outbox.last),
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+            **({"halted": self.halted} if self.halted else {}),
             **(self.replica.info() if self.replica is not None else {}),
         }
 
@@ -547,19 +582,9 @@ def _at(cmd: Any, i: int) -> Any:
         return None
 
 
-# An amount on the wire: a plain decimal string, optionally with an exponent (``str`` of a
-# ``Decimal`` may have one). Not what ``Decimal()`` also takes: blanks, ``_``, NaN, Infinity.
-_AMOUNT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-
-
 def _decimal(raw: Any) -> Decimal | None:
-    if type(raw) is not str or len(raw) > 64 or not _AMOUNT_RE.fullmatch(raw):
-        return None
-    try:
-        d = Decimal(raw)
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
+    """An amount or budget: a plain, unsigned ASCII decimal (``shardex.amounts``), else None."""
+    return parse_decimal(raw)
 
 
 class AccountNode:
@@ -644,10 +669,11 @@ class AccountNode:
     def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
         cfg = self.cfg
         n = cfg.engines
-        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
         if not cfg.journal_dir:
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
+        check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
         journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         t = time.monotonic()
         rec = journal.recover()
@@ -902,7 +928,7 @@ class AccountNode:
                     continue
                 self.linked.add(i)
                 if kind == LINK_HAVE:
-                    if type(body) is int:
+                    if type(body) is int and not self.diverged(i, body):
                         self.haves[i] = body
                         self.gates[i].read()  # (what was sent until now had a period more)
                         self.confirmed(i, body)
@@ -964,7 +990,7 @@ class AccountNode:
             self.out, self.replies = [], []
             self.release_acked()
         self._send_free()
-        if self.haves:
+        if self.haves and handler.halted is None:
             haves, self.haves = self.haves, {}
             now = time.monotonic()
             for i, have in haves.items():
@@ -1006,6 +1032,9 @@ class AccountNode:
         events.clear()
         for i, fwds in per.items():
             self.counts["forwards"] += len(fwds)
+            if handler.halted is not None:
+                self.counts["unsent"] += len(fwds)  # (never a forward on a diverged chain)
+                continue
             self.gates[i].put(fwds[-1][0])
             self._send_fwd(i, fwds)
             pending = self.unconfirmed.get(i)
@@ -1079,6 +1108,24 @@ class AccountNode:
         per engine shard (a journal-down engine shard repeats its HAVE and applies nothing);
         a re-send from the journal under way continues on every HAVE."""
         return self.gates[i].answer(have, now, i in self.repairs)
+
+    def diverged(self, i: int, have: int) -> bool:
+        """Whether engine shard ``i``'s HAVE says it applied forwards from this shard beyond
+        the last one this shard's chain to it holds: then the chains were rebuilt under
+        another routing than they were sent under (the data's shard count changed), and
+        re-sending would place orders twice or on shards that do not hold their pairs. The
+        shard halts: ALERT, no forward or re-send leaves, new orders and amends are refused."""
+        last = self.machine.core.outbox.last.get(i, 0)
+        if have <= last:
+            return False
+        if self.handler.halted is None:
+            self.handler.halted = (
+                f"engine shard {i} has forwards from account shard {self.cfg.index} up to seq "
+                f"{have}, its chain to it ends at {last}: forward chains rebuilt under another "
+                "routing (was the data written with another --shards?)"
+            )
+            log.error("ALERT account shard %d halted: %s", self.cfg.index, self.handler.halted)
+        return True
 
     def confirmed(self, i: int, have: int) -> None:
         """Engine shard ``i`` has applied every forward up to ``have``: they are no longer

@@ -135,8 +135,11 @@ PREFIX = "shardex:"
 # bridge user limited to ``~shardex:*`` is refused the whole batch, never half of it).
 # ARGV: blob, trades key prefix, maxlen.
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
-# Returns {written, dups, trades, conflicts} where conflicts is a flat list
-# [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take).
+# Returns {written, dups, trades, conflicts, 0, deleted} where conflicts is a flat list
+# [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take), and
+# deleted [stream key, entries removed, ...] names each stream of the batch that lost entries
+# although the bridge never trims (maxlen 0): no ACL can stop a writer's XADD MAXLEN/MINID, so
+# the bridge reports it (XINFO STREAM: entries-added minus length, Redis/Valkey >= 7.0).
 # Replicated shards (issue 15): ARGV[4] is the leader epoch the batch was received under and the
 # last KEY is ``<events key>:epoch``, the highest epoch written for the shard: a batch of an
 # older epoch writes nothing and returns {0, 0, 0, {}, that epoch} (check epoch, then XADD, in
@@ -243,7 +246,25 @@ for i = 1, #evs do
     end
   end
 end
-return {written, dups, trades, conflicts}
+-- a stream this bridge never trims (maxlen 0) with deleted entries: someone else trimmed it
+local deleted = {}
+if maxlen == '0' then
+  for i = 1, nkeys do
+    local info = redis.pcall('XINFO', 'STREAM', KEYS[i])
+    if type(info) == 'table' and not info.err then
+      local f = {}
+      for k = 1, #info - 1, 2 do
+        f[info[k]] = info[k + 1]
+      end
+      local gone = (tonumber(f['entries-added']) or 0) - (tonumber(f['length']) or 0)
+      if gone > 0 then
+        deleted[#deleted + 1] = KEYS[i]
+        deleted[#deleted + 1] = gone
+      end
+    end
+  end
+end
+return {written, dups, trades, conflicts, 0, deleted}
 """
 
 WRITTEN = Counter("shardex_bridge_events_written_total", "Events written to Redis", ["shard"])
@@ -290,6 +311,7 @@ XADD_TIME = Histogram(
 )
 REDIS_UP = Gauge("shardex_bridge_redis_up", "1 when the last Redis call succeeded")
 
+CLOSE_WAIT = 1.0  # seconds a stopping bridge waits to close its Redis connections
 RESUME_SCAN = 1000  # entries looked at from a stream's top to find our last one
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -905,6 +927,15 @@ def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[s
     return out
 
 
+STARTUP_GRACE_S = 60.0  # a shard that never answered yet may be recovering its journal this long
+
+
+def still_starting(answered: bool, age: float, grace: float = STARTUP_GRACE_S) -> bool:
+    """Whether a shard's silence is its start (never answered yet, within ``grace`` seconds
+    of the bridge's start): said once at INFO, not as a WARNING of a shard that went quiet."""
+    return not answered and age < grace
+
+
 @dataclass
 class ShardState:
     """The loop's side of one shard: its tracker, link and wake-up event."""
@@ -915,6 +946,9 @@ class ShardState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     repair_timeout: float = 2.0
     unreachable: bool = False
+    answered: bool = False  # it has answered a status request once (it is no longer starting)
+    waiting_said: bool = False  # "waiting for it to answer" logged (once, while it starts)
+    created: float = field(default_factory=time.monotonic)
     repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
     idle: int = 0
     # "events": an engine shard (``shardex:events:<i>`` + trades); "balances": an account shard
@@ -993,6 +1027,7 @@ class Bridge:
         self._fmt: dict[tuple[str, int, int], str] = {}
         self._alerted: dict[tuple[int, str], float] = {}  # (shard, what) → last ALERT time
         self._malformed_logged = 0.0
+        self._deleted: dict[str, int] = {}  # stream → entries deleted, as last reported (ALERT)
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -1087,6 +1122,14 @@ class Bridge:
     # -- main -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Bridge until stopped. However it ends (``running`` cleared, or cancelled by a stop
+        while it waits for Redis or the router), its Redis connections are closed."""
+        try:
+            await self._serve()
+        finally:
+            await self.close_redis()
+
+    async def _serve(self) -> None:
         self.endpoints, self.account_endpoints = await self.topology()
         if not self.running:
             return
@@ -1207,7 +1250,13 @@ class Bridge:
             for st in (*self.shards, *self.accounts):
                 if st.link is not None:
                     st.link.close()
-            await self.redis.aclose()
+
+    async def close_redis(self) -> None:
+        """Drop the Redis connections without waiting on a server that is gone or stuck."""
+        try:
+            await asyncio.wait_for(self.redis.aclose(), CLOSE_WAIT)
+        except (TimeoutError, *_TRANSIENT):
+            pass
 
     async def _follow_leader(self, st: ShardState) -> None:
         """A shard that does not answer (or answers ``not_leader``) may have a new leader
@@ -1372,11 +1421,16 @@ class Bridge:
                 except Malformed as exc:
                     self._malformed("reply", 1, f"status of {st.name}: {exc}")
             if seq is None:
-                if not st.unreachable:
+                if not st.unreachable and still_starting(st.answered, sent - st.created):
+                    if not st.waiting_said:  # (every shard is silent while the cluster starts)
+                        log.info("%s does not answer yet (starting?): waiting for it", st.name)
+                        st.waiting_said = True
+                elif not st.unreachable:
                     log.warning("%s does not answer its status requests", st.name)
                     st.unreachable = True
                 await self._follow_leader(st)
             else:
+                st.answered = True
                 if st.unreachable:
                     log.info("%s answers again", st.name)
                     st.unreachable = False
@@ -1539,7 +1593,7 @@ class Bridge:
             args += (str(st.epoch),)
         t0 = time.perf_counter()
         try:
-            written, dups, trades, conflicts, newer = await self._eval(keys, args)
+            written, dups, trades, conflicts, newer = await self._eval(keys, args, st.label)
         except _TRANSIENT as exc:
             if not _transient(exc):
                 if not isinstance(exc, ResponseError):
@@ -1584,7 +1638,7 @@ class Bridge:
                 args += (str(st.epoch),)
             t0 = time.perf_counter()
             try:
-                written, dups, _, conflicts, newer = await self._eval(keys, args)
+                written, dups, _, conflicts, newer = await self._eval(keys, args, st.label)
             except _TRANSIENT as exc:
                 if not _transient(exc):
                     if not isinstance(exc, ResponseError):
@@ -1716,8 +1770,11 @@ class Bridge:
                             "at seqs %s", self._scrub(str(exc))[:200], self.redis_shown,
                             [s.tracker.last for s in self.shards])  # fmt: skip
 
-    async def _eval(self, keys: list[str], args: tuple) -> tuple[int, int, int, list, int]:
-        """(written, dups, trades, conflicts, newer epoch in Redis or 0) of one batch."""
+    async def _eval(
+        self, keys: list[str], args: tuple, label: str = "redis"
+    ) -> tuple[int, int, int, list, int]:
+        """(written, dups, trades, conflicts, newer epoch in Redis or 0) of one batch;
+        ``label``: the shard an ALERT about its streams is counted for."""
         if self.sha is None:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
         try:
@@ -1726,7 +1783,22 @@ class Bridge:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         newer = int(res[4]) if len(res) > 4 else 0
+        if len(res) > 5 and res[5]:
+            self._trimmed(label, res[5])
         return int(res[0]), int(res[1]), int(res[2]), res[3], newer
+
+    def _trimmed(self, label: str, flat: list) -> None:
+        """ALERT once per stream and count: entries vanished from a stream the bridge never
+        trims (a holder of write access ran XADD MAXLEN/MINID, XTRIM or XDEL)."""
+        for k in range(0, len(flat) - 1, 2):
+            key, gone = _text(flat[k]), int(flat[k + 1])
+            if self._deleted.get(key) != gone:
+                self._deleted[key] = gone
+                self._alert(label, "conflict", f"deleted {key}",
+                            "%d entries were deleted from %s although this bridge never trims "
+                            "it (no --maxlen): someone with write access to Redis trimmed it "
+                            "(XADD MAXLEN/MINID, XTRIM, XDEL); readers miss them, the shard's "
+                            "journal still has them", gone, key)  # fmt: skip
 
     async def _until_redis(self, call):
         while True:
@@ -1750,8 +1822,8 @@ class Bridge:
         elif isinstance(exc, NoPermissionError):
             self._alert("redis", "redis", "acl",
                         "Redis %s denies the bridge a command or key (ACL): %s; the bridge "
-                        "user needs ~%s* and the bridge's commands; retrying",
-                        self.redis_shown, why, self.cfg.prefix)  # fmt: skip
+                        "user needs its rules (docs/redis.md, Redis >= 7.0) on %s* keys; "
+                        "retrying", self.redis_shown, why, self.cfg.prefix)  # fmt: skip
         elif isinstance(exc, ResponseError) and not _transient(exc):
             self._alert("redis", "redis", "refused", "Redis %s refused a command: %s; retrying",
                         self.redis_shown, why)  # fmt: skip
@@ -1827,13 +1899,24 @@ def run_bridge(cfg: BridgeConfig) -> None:
     async def main() -> None:
         bridge = Bridge(cfg)
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
 
         def stop() -> None:
-            bridge.running = False
+            # Cancel whatever the bridge awaits (a Redis retry loop, the topology wait, a
+            # write): a flag alone is not seen by a loop waiting for Redis to come back, and
+            # the process then outlived its supervisor's grace period, metrics port and all.
+            if bridge.running:
+                bridge.running = False
+                task.cancel()
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
-        await bridge.run()
+        try:
+            await bridge.run()
+        except asyncio.CancelledError:
+            if bridge.running:
+                raise  # not our stop: let it propagate
 
     log.info("bridge starting (pid %d)", os.getpid())
     try:

@@ -18,8 +18,10 @@ someone else's; the supervisor restarts it, and it rejoins as a standby, first d
 journal if it holds records the new leader never had (it was ahead: they were never acked).
 
 Wire (this process pair only): standby → leader ``[SUB, (node, epoch, seq)]`` (hello /
-resync) and ``[ACK, (epoch, seq)]``; leader → standby ``[REC, (epoch, seq before, seq after or
-0, crc32, payload)]`` and ``[DIV, leader seq]`` (you hold records I do not: start over).
+resync), then ``[PID, pid]`` (its process id, for ``shardex status``; a leader that does not
+know it refuses and counts it, nothing more) and ``[ACK, (epoch, seq)]``; leader → standby
+``[REC, (epoch, seq before, seq after or 0, crc32, payload)]`` and ``[DIV, leader seq]``
+(you hold records I do not: start over).
 
 Security (a cluster with keys, the default): the leader's ROUTER is a CURVE server whose ZAP
 domain ``replication-I`` (``shardex.auth.domain_allows``, answered by the shard process's own
@@ -33,10 +35,12 @@ never a crash. ``--insecure``: none of this (a lab only).
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
 import shutil
+import socket
 import time
 import zlib
 from collections import deque
@@ -60,7 +64,7 @@ from shardex.wire.protocol import packb, unpackb
 
 log = logging.getLogger("shardex.replica")
 
-SUB, ACK, REC, DIV = b"SUB", b"ACK", b"REC", b"DIV"
+SUB, ACK, REC, DIV, PID = b"SUB", b"ACK", b"REC", b"DIV", b"PID"
 ISR_TIMEOUT_S = 0.5  # a member that has not acked what is committed for this long is dropped
 RESYNC_S = 0.3  # a standby that heard nothing for this long says SUB again (also its heartbeat)
 CHECK_LEASE_S = 0.1  # how often a standby looks at the lease (sooner when it is about to expire)
@@ -111,6 +115,7 @@ class Peer:
     # joining, the high watermark waits for it too, so once it has acked the mark it holds
     # everything ever released, even under a load that never lets it be fully caught up.
     joining: int = -1
+    pid: int | None = None  # its process id (``[PID, pid]``), shown by ``shardex status``
 
 
 class Replicator:
@@ -258,6 +263,10 @@ class Replicator:
                             peer.progress = now
                         if peer.waiting:
                             peer.sent, peer.waiting = seq, 0.0
+            elif kind == PID and type(msg) is int and 0 < msg < 1 << 32:
+                for peer in self.peers.values():
+                    if peer.ident == ident:
+                        peer.pid = msg
             else:
                 refuse(f"unknown {kind[:8]!r} or bad shape")
 
@@ -333,6 +342,7 @@ class Replicator:
             "epoch": self.epoch,
             "isr": list(self.isr),
             "lag": {p.node: self.committed - p.acked for p in self.peers.values()},
+            "standby_pids": {p.node: p.pid for p in self.peers.values() if p.pid is not None},
             "repl_refused": self.refused.count,
         }
 
@@ -519,6 +529,7 @@ class Standby:
             if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
                 self.last_sub = now
                 self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
+                self._send(PID, os.getpid())
             if poller.poll(min(50, int(until_check * 1000) + 1)):
                 try:
                     self._drain()
@@ -715,8 +726,6 @@ def reserve_port(endpoint: str) -> Any:
     """Hold ``endpoint``'s TCP port: a socket bound to it (never listening), so the kernel
     picks no ephemeral port there for another process's connect. None for a
     non-TCP endpoint, or when the port is taken already (the bind at promotion says so)."""
-    import socket
-
     if not endpoint.startswith("tcp://"):
         return None
     host, _, port = endpoint[len("tcp://") :].rpartition(":")
@@ -725,14 +734,30 @@ def reserve_port(endpoint: str) -> Any:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
         return None
-    try:  # (no SO_REUSEADDR: nobody else may bind it either; never listening, it leaves no
-        s.bind((host, int(port)))  # TIME_WAIT behind, so the leader rebinds it at once)
-    except (OSError, ValueError) as exc:
-        s.close()
-        log.warning("cannot hold %s while standing by (%s): binding it at promotion may fail",
-                    endpoint, exc)  # fmt: skip
-        return None
+    try:  # (no SO_REUSEADDR first: nobody else may bind it either; never listening, it leaves
+        s.bind((host, int(port)))  # no TIME_WAIT behind, so the leader rebinds it at once)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return _cannot_hold(s, endpoint, exc)
+        # A former leader restarted as standby: its own last connections on this port (the
+        # bridge's SUB, the standby's) linger in TIME_WAIT, which refuses a plain bind on
+        # every such restart. SO_REUSEADDR binds past TIME_WAIT only: a live listener still
+        # refuses (a real conflict, said below), and the leader's bind (libzmq sets
+        # SO_REUSEADDR too) works the same.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError as again:
+            return _cannot_hold(s, endpoint, again)
+    except ValueError as exc:
+        return _cannot_hold(s, endpoint, exc)
     return s
+
+
+def _cannot_hold(s: Any, endpoint: str, exc: Exception) -> None:
+    s.close()
+    log.warning("cannot hold %s while standing by (%s): binding it at promotion may fail",
+                endpoint, exc)  # fmt: skip
 
 
 def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
@@ -1005,7 +1030,7 @@ def run_replicated_accounts(cfg: Any, replica: int, redis_url: str, repl_endpoin
     from shardex.wire.protocol import shard_for
 
     n = cfg.engines
-    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n))
+    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
     p = stand_by(cfg, "accounts", replica, redis_url, repl_advertised or repl_endpoint, factory,
                  lambda machine: machine.core.check_integrity(),
                  reserve=(cfg.pub, repl_endpoint))  # fmt: skip

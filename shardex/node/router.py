@@ -337,13 +337,7 @@ class Router:
             self._forget(k, e)
 
     def collect(self):
-        now = time.monotonic()
-        fam = CounterMetricFamily(
-            "shardex_router_forwarded", "Requests forwarded to a shard", labels=["shard"]
-        )
-        for i, n in enumerate(self.forwarded):
-            fam.add_metric([str(i)], n)
-        yield fam
+        yield from self._slot_families("", "shard", range(self.shards))
         fam = CounterMetricFamily(
             "shardex_router_rejected", "Requests the router rejected", labels=["reason"]
         )
@@ -358,29 +352,45 @@ class Router:
         for reason, n in self.replies_dropped.items():
             fam.add_metric([reason], n)
         yield fam
-        fam = GaugeMetricFamily(
-            "shardex_router_inflight", "Requests forwarded and not yet answered", labels=["shard"]
-        )
-        for i, n in enumerate(self.shard_inflight):
-            fam.add_metric([str(i)], n)
-        yield fam
-        fam = GaugeMetricFamily(
-            "shardex_router_shard_up", "1 when the shard said hello within 3 s", labels=["shard"]
-        )
-        for i in range(self.slots):
-            seen = self.last_seen.get(i)
-            fam.add_metric([str(i)], 1 if seen is not None and now - seen < 3 else 0)
-        yield fam
         yield self.batch_size.family(
             "shardex_router_batch_requests",
             "Requests per message the router sent to a shard (smart batching: >1 under load)",
             {},
         )
-        for i, h in enumerate(self.ack_time):
-            yield h.family(
-                "shardex_router_ack_seconds",
-                "Order→ack time seen by the router (forward to reply)",
-                {"shard": str(i)},
+        if self.accounts:
+            yield from self._slot_families(
+                "account_", "account_shard", range(self.shards, self.slots)
+            )
+
+    def _slot_families(self, kind: str, label: str, slots: range):
+        """Per-slot metrics of one tier: engine shards as ``shardex_router_*{shard}``, account
+        shards as ``shardex_router_account_*{account_shard}`` numbered 0..M-1 (slot N+j is
+        account shard j: labelled ``shard="N+j"`` it was a phantom engine shard per panel)."""
+        now = time.monotonic()
+        what = "an account shard" if kind else "a shard"
+        families = (
+            (CounterMetricFamily, "forwarded", f"Requests forwarded to {what}", self.forwarded),
+            (GaugeMetricFamily, "inflight", "Requests forwarded and not yet answered",
+             self.shard_inflight),
+        )  # fmt: skip
+        for cls, name, doc, values in families:
+            fam = cls(f"shardex_router_{kind}{name}", doc, labels=[label])
+            for i in slots:
+                fam.add_metric([str(i - slots.start)], values[i])
+            yield fam
+        fam = GaugeMetricFamily(
+            f"shardex_router_{kind}shard_up", f"1 when {what} said hello within 3 s",
+            labels=[label],
+        )
+        for i in slots:
+            seen = self.last_seen.get(i)
+            fam.add_metric([str(i - slots.start)], 1 if seen is not None and now - seen < 3 else 0)
+        yield fam
+        for i in slots:
+            yield self.ack_time[i].family(
+                f"shardex_router_{kind}ack_seconds",
+                f"Order→ack time seen by the router (forward to reply), per {what[2:]}",
+                {label: str(i - slots.start)},
             )
 
     def shard_index_for(self, key: bytes) -> int | None:

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shardex.accounts.link import APPLY, GAP, ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
+from shardex.accounts.orders import PAGE, book_rows
 from shardex.auth import (
     DOMAIN_ACCOUNT_LINK,
     DOMAIN_CLIENTS,
@@ -35,6 +36,7 @@ from shardex.auth import (
     server_socket,
     user_of,
 )
+from shardex.datadir import check_routing
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -360,6 +362,8 @@ class ShardCore:
             return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
         book = self.engine.book(symbol)
         assert book is not None  # a known market always has (or gets) a book
+        if len(cmd) == 4:  # (OP_BOOK, symbol, depth, offset): its live orders (the audit)
+            return self.book_orders(book, cmd[3])
         bids, asks = book.depth(min(depth, max(1, self.budget // 64)))
         self.budget -= 24 * (len(bids) + len(asks))
         return {
@@ -369,6 +373,18 @@ class ShardCore:
             "bids": bids,
             "asks": asks,
         }
+
+    def book_orders(self, book: Any, offset: Any) -> dict[str, Any]:
+        """A page of ``book``'s live orders with their accounts (admin and reader keys: the
+        per-order audit compares them with the account shards' holds)."""
+        if self.key is not None and self.key.role not in ("admin", "reader"):
+            return {"symbol": book.symbol, "error": "book orders: not allowed for this key"}
+        if type(offset) is not int or offset < 0:
+            return {"symbol": book.symbol, "error": "book: offset must be an int >= 0"}
+        rows = book_rows(book, offset, min(PAGE, max(1, self.budget // 96)))  # bytes: bounded
+        self.budget -= 96 * len(rows)
+        return {"symbol": book.symbol, "shard": self.index, "seq": self.engine.seq,
+                "total": len(book.orders), "orders": rows}  # fmt: skip
 
     def order(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         """The fate of one order: live / filled / cancelled (from the book and the engine's
@@ -806,6 +822,7 @@ class ShardNode:
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
+        check_routing(cfg.journal_dir, cfg.shards, f"engine shard {cfg.index}")
         if factory is not None:
             journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
         else:

@@ -20,15 +20,14 @@ every forward an ``unknown_op``, every deposit ``malformed``).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
-from shardex.datadir import TIER_FILE
+from shardex.datadir import SHARDS_FILE, TIER_FILE, DataDirError, recorded_shards, recorded_tier
 from shardex.engine import Market
 from shardex.journal import (
     ENGINE,
@@ -42,7 +41,6 @@ from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
 
 _DIR = re.compile(r"^(shard|accounts)-(\d+)(?:\.r\d+)?$")
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
-SHARDS_FILE = "shards.json"  # N, where the data directory records it
 
 
 @dataclass(frozen=True)
@@ -87,23 +85,17 @@ class JournalKind:
         return f"{what}; {self.source}"
 
 
-def _record(root: Path, name: str, key: str) -> int | None:
-    """An integer ``key`` from ``root/name`` (None: no such file)."""
-    where = root / name
+def _recorded(read: Callable[[Path], int | None], root: Path) -> int | None:
+    """M or N as the data directory records it (``shardex.datadir`` owns those files)."""
     try:
-        value = json.loads(where.read_text())[key]
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise JournalError(f"{where} is unreadable ({exc}): fix or remove it") from None
-    if type(value) is not int or value < 0:
-        raise JournalError(f"{where}: {key!r} must be an integer >= 0")
-    return value
+        return read(root)
+    except DataDirError as exc:
+        raise JournalError(str(exc)) from None
 
 
 def _engines_of(root: Path) -> tuple[int | None, str]:
     """N for a data directory: its record, else how many ``shard-I`` directories it has."""
-    recorded = _record(root, SHARDS_FILE, "shards")
+    recorded = _recorded(recorded_shards, root)
     if recorded:
         return recorded, f"N={recorded} from {SHARDS_FILE}"
     found = [int(m.group(1)) for p in root.iterdir() if (m := _SHARD_DIR.match(p.name))]
@@ -138,7 +130,7 @@ def journal_kind(directory: str | Path) -> JournalKind:
         raise JournalError(f"{d} is not a directory")
     m = _DIR.match(d.name)
     root = d.resolve().parent
-    tier = _record(root, TIER_FILE, "accounts") if m else None
+    tier = _recorded(recorded_tier, root) if m else None
     state = _newest_state(d)
     if m and m.group(1) == "accounts" or state is not None and "balances" in state:
         return _account_kind(d, m, root, tier, state)

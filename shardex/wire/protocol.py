@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from shardex.amounts import parse_decimal
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_AMENDED,
@@ -62,9 +63,6 @@ _NEW_FIELDS = {
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
 _FIELDS = {"new": _NEW_FIELDS, "cancel": _CANCEL_FIELDS, "amend": _AMEND_FIELDS}
-
-
-_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 
 
 class _Bad(Exception):
@@ -114,9 +112,11 @@ def _decimal(obj: dict[str, Any], name: str) -> Decimal:
     value = obj[name]
     if type(value) is not str:
         raise _Bad(f"{name} must be a decimal string, got {type(value).__name__}")
-    if len(value) > 64 or not _DECIMAL_RE.fullmatch(value):
+    # signed: a negative price or qty gets its precise range reject ("qty must be > 0")
+    d = parse_decimal(value, signed=True)
+    if d is None:
         raise _Bad(f"{name} {value[:40]!r} is not a plain decimal string")
-    return Decimal(value)
+    return d
 
 
 def _units(obj: dict[str, Any], name: str, market: Market) -> int:

@@ -164,8 +164,9 @@ def find_key(key: KeyFile | str | os.PathLike | bool | None = None) -> KeyFile |
 
 AUTH_REFUSED = "authentication failed: the cluster refused this key (unknown or revoked)"
 HANDSHAKE_FAILED = (
-    "security handshake failed: the cluster and this client disagree (a secure cluster and no "
-    "key, a key on an insecure cluster, or a key file of another cluster)"
+    "security handshake failed: what answers there and this client disagree (another cluster "
+    "at that port, a secure cluster and no key, a key on an insecure cluster, or a key file of "
+    "another cluster)"
 )
 
 

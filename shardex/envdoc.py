@@ -1,0 +1,70 @@
+"""Every environment variable a ``shardex`` command reads, shown in that command's ``--help``.
+
+Options bound to a variable (``envvar=``) get click's ``[env var: NAME]`` next to them; the
+variables read elsewhere (the client's key and data dir, the processes' tuning knobs) are listed
+in an "Environment" epilog here, so ``--help`` is the whole truth and nothing is folklore.
+"""
+
+from __future__ import annotations
+
+import click
+
+# What the client side reads (shardex.wire.transport.default_key_path, shardex.endpoints)
+CLIENT = {
+    "SHARDEX_KEY": "key file to connect with ('none': no key) [DATA_DIR/keys/admin.key]",
+    "SHARDEX_DATA_DIR": "where the admin key and endpoints.json (the ports shardex up "
+    "recorded) are found [./data]",
+}
+# What every long-running process reads (shardex.metrics, shardex.node.runtime)
+NODE = {
+    "SHARDEX_METRICS_HOST": "address the metrics exporter binds [127.0.0.1]",
+    "SHARDEX_GC": "'default' keeps Python's garbage collector settings (else: frozen, off)",
+}
+ENGINE = {
+    "SHARDEX_ENGINE": "auto | interpreted | compiled (the matching engine's build) [auto]",
+    "SHARDEX_ENGINE_CACHE": "where the compiled engine is built [~/.cache/shardex/engine]",
+}
+SHARD = {
+    **ENGINE,
+    "SHARDEX_JOURNAL_WRITER": "'1' commits the journal in a writer thread [off]",
+}
+RINGS = {
+    "SHARDEX_LINK_RING": "messages kept per link for re-sending [100000]",
+    "SHARDEX_EVENT_RING": "account events kept for the bridge's repairs [200000]",
+}
+HONCHO = {"HONCHO_PROCESS_NAME": "under honcho: this process's index (NAME.K)"}
+
+EXTRA: dict[str, dict[str, str]] = {
+    "up": {**NODE, **SHARD, **RINGS},  # (what its children read: they inherit the environment)
+    "router": {**NODE, **HONCHO},
+    "engine": {**NODE, **SHARD, **HONCHO},
+    "accounts": {**NODE, **RINGS, **HONCHO},
+    "bridge": {**NODE},
+    "replay": ENGINE,
+}
+# every command that connects as a client (any command not listed above that takes --key)
+
+
+def _epilog(extra: dict[str, str]) -> str:
+    lines = [f"  {name}: {text}" for name, text in extra.items()]
+    return "\b\nEnvironment (besides the [env var] of each option):\n" + "\n".join(lines)
+
+
+def document_env(group: click.Group) -> None:
+    """Show each option's variable in its help and add the other variables a command reads
+    as an epilog (subgroups included)."""
+    for param in group.params:
+        if param.envvar:
+            param.show_envvar = True  # type: ignore[attr-defined]
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            document_env(cmd)
+            continue
+        for param in cmd.params:
+            if getattr(param, "envvar", None):
+                param.show_envvar = True  # type: ignore[attr-defined]
+        extra = EXTRA.get(name)
+        if extra is None and any(p.name == "key_file" for p in cmd.params):
+            extra = CLIENT
+        if extra:
+            cmd.epilog = (cmd.epilog + "\n\n" if cmd.epilog else "") + _epilog(extra)
