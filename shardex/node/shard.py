@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.accounts.link import APPLY, GAP
+from shardex.accounts.link import APPLY, GAP, ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
 from shardex.accounts.orders import PAGE, book_rows
 from shardex.auth import (
@@ -767,8 +767,10 @@ class ShardNode:
         self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
         self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
         self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
-        self.sync_after: dict[int, int] = {}  # account shard → the ``have`` of its last SYNC
-        self.resent_at: dict[int, float] = {}  # account shard → when we last re-sent to it
+        # account shard → which settlements its SYNCs call for re-sending (``_resend_due``);
+        # what the journal put on each link before we started counts as sent
+        last = self.core.engine.feed.outbox.last if cfg.accounts else {}
+        self.gates = {j: ResendGate(RESEND_EVERY_S, last.get(j, 0)) for j in range(cfg.accounts)}
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.stats = self.core.stats
@@ -1277,6 +1279,7 @@ class ShardNode:
             if kind == LINK_SYNC:
                 if type(body) is int and body >= 0:
                     self.syncs[j] = body  # answered after this wake-up's group commit
+                    self.gates[j].read()  # (what was sent until now had a SYNC period more)
                 continue
             if kind != LINK_FWD or type(body) is not tuple:
                 self.malformed += 1
@@ -1326,14 +1329,17 @@ class ShardNode:
             syncs, self.syncs = self.syncs, {}
             now = time.monotonic()
             for j, after in syncs.items():
-                if after >= 0 and self._resend_due(j, after, now):
+                bound = self._resend_due(j, after, now) if after >= 0 else None
+                if bound is not None:
                     msgs, complete = engine.resend(j, after)
                     if complete:
                         self.repairs.pop(j, None)
                     else:
                         msgs = self._journal_settlements(j, after)
-                    if upto is not None and msgs and msgs[-1][2] > upto:
-                        msgs = [m for m in msgs if m[2] <= upto]  # (a prefix: seq order)
+                    if upto is not None:
+                        bound = min(bound, upto)
+                    if msgs and msgs[-1][2] > bound:
+                        msgs = [m for m in msgs if m[2] <= bound]  # (a prefix: seq order)
                     counts["resent"] += len(msgs)
                     for k in range(0, len(msgs), 1000):
                         self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
@@ -1345,25 +1351,18 @@ class ShardNode:
                     except self.zmq.ZMQError:
                         counts["unsent"] += 1
 
-    def _resend_due(self, j: int, after: int, now: float) -> bool:
-        """Whether account shard ``j``'s SYNC calls for re-sending the settlements after
-        ``after``. Not while ``after`` advances: what follows is then in flight (on the link or
-        in its backlog), not lost; re-sending on every SYNC made ~30% of a busy link's
-        settlements duplicates (skipped there, but carried and checked twice). A lost one
-        stops the account shard at the one before it (the next is a gap), so its next SYNC
-        repeats ``after`` and the re-send happens then. At most every ``RESEND_EVERY_S`` per
-        link (gap SYNCs come in bursts); a journal re-send under way continues every SYNC.
-        (The account shard applies the same rule to its forwards.)"""
-        prev = self.sync_after.get(j)
-        self.sync_after[j] = after
-        if j in self.repairs:
-            return True
-        if prev is not None and after > prev:
-            return False
-        if now - self.resent_at.get(j, -RESEND_EVERY_S) < RESEND_EVERY_S:
-            return False
-        self.resent_at[j] = now
-        return True
+    def _resend_due(self, j: int, after: int, now: float) -> int | None:
+        """Re-send the settlements for account shard ``j`` after ``after`` up to the seq
+        returned, or none (None): ``link.ResendGate``. Not while ``after`` advances: what
+        follows is then in flight (on the link or in its backlog), not lost; re-sending on
+        every SYNC made ~30% of a busy link's settlements duplicates (skipped there, but
+        carried and checked twice). A lost one stops the account shard at the one before it
+        (the next is a gap), so its SYNCs repeat ``after``; only what was sent before the
+        previous SYNC was read is then re-sent (a SYNC read with a burst of forwards is
+        answered after the burst's settlements left, and may be older than them), at most
+        every ``RESEND_EVERY_S`` per link (gap SYNCs come in bursts); a journal re-send under
+        way continues every SYNC. (The account shard applies the same rule to its forwards.)"""
+        return self.gates[j].answer(after, now, j in self.repairs)
 
     def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
         """One batch's settlements, one message per account shard, in seq order."""
@@ -1372,6 +1371,7 @@ class ShardNode:
             per.setdefault(j, []).append(msg)
         for j, msgs in per.items():
             self.link_counts["settlements"] += len(msgs)
+            self.gates[j].put(msgs[-1][2])
             self._link_send(j, LINK_SETTLE, msgs)
 
     def _journal_settlements(self, j: int, after: int) -> list[tuple]:
