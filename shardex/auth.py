@@ -404,9 +404,17 @@ class KeyStore:
             return self.registry().revoke(name_or_key)
 
     def process_key(self, name: str, role: str, shard: int | None = None) -> KeyFile:
-        """The key of an internal process (``shard-3``, ``bridge``), issued on first use."""
+        """The key of an internal process (``shard-3``, ``bridge``), issued on first use.
+
+        A key already issued and registered is read without the store's lock (key files and
+        the registry are replaced atomically): every process start used to take the lock, so
+        one process stopped while holding it (SIGSTOP during its start) blocked every restart
+        of every other process until it resumed. The lock is taken only to issue."""
         self.init()
         path = self.dir / f"{name}.key"
+        kf = self._registered(path)
+        if kf is not None:
+            return kf
         with self._lock():
             if path.exists():
                 kf = KeyFile.read(path)
@@ -414,6 +422,16 @@ class KeyStore:
                     return kf
                 path.unlink()  # revoked or lost from the registry: issue a fresh one
             return KeyFile.read(self.issue(name, role, shard=shard, path=path))
+
+
+    def _registered(self, path: Path) -> KeyFile | None:
+        """The key file at ``path`` if it exists, reads whole and its key is live in the
+        registry; else None (the caller issues one under the lock)."""
+        try:
+            kf = KeyFile.read(path)
+        except AuthError:
+            return None
+        return kf if self.registry().lookup(kf.public) is not None else None
 
 
 # ------------------------------------------------------------------------------ sockets
