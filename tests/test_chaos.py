@@ -480,6 +480,13 @@ def test_sigstop_shard_under_load(bridged, traders, stopped):
     keeps trading, nothing acked is lost, the bridge notices the silent shard and catches up."""
     cluster, server = bridged
     t = start_trader(traders, cluster, "s", timeout=1.0)
+    # the bridge has heard from shard 0 (it writes only what a status answer confirmed): a
+    # shard that never answered yet is one still starting, not one that went silent
+    r = server.client()
+    deadline = time.monotonic() + 30
+    while not r.xlen("shardex:events:0"):
+        assert time.monotonic() < deadline, "the bridge never wrote shard 0's events"
+        time.sleep(0.05)
     pid = cluster.shard_pid(0)
     os.kill(pid, signal.SIGSTOP)
     stopped.append(pid)

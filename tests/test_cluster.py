@@ -373,7 +373,9 @@ def test_book_and_status_cli(cluster2: Cluster):
     assert sum(s["resting"] for s in js["shards"]) == 2 and js["secure"] is True
     # which engine each shard runs: the mypyc build or the interpreted reference
     assert {s["engine"] for s in js["shards"]} <= {"compiled", "interpreted"}
-    assert out.splitlines()[-1].split()[-1] in ("compiled", "interpreted")
+    rows = [line.split() for line in out.splitlines() if " up " in line]  # (not "pairs" lines)
+    assert len(rows) == 2 and all(r[-1] in ("compiled", "interpreted") for r in rows), out
+    assert out.count(" pairs ") == 2, out  # each shard's pairs under its row
     # with no --key the CLI finds the admin key of $SHARDEX_DATA_DIR (or ./data) by itself
     env = {**os.environ, "SHARDEX_DATA_DIR": cluster2.data_dir}
     del env["SHARDEX_KEY"]
