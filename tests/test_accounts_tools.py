@@ -14,7 +14,10 @@ import time
 from decimal import Decimal as D
 from pathlib import Path
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_accounts_stream import accounts_cluster
 from test_observability import scrape
 
@@ -31,7 +34,7 @@ from shardex.tools.loadgen import (
     resolve_risk,
     run,
 )
-from shardex.wire.protocol import OP_BALANCE, OP_EVENTS, OP_STATUS, encode_request
+from shardex.wire.protocol import OP_BALANCE, OP_EVENTS, OP_STATUS, VERSION, encode_request
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +163,26 @@ def test_account_shard_direct_port_tells_clients_from_the_bridge():
     for bridge in ([(OP_STATUS,)], [(OP_EVENTS, 1, 3)], [(99,)], []):
         assert not AccountHandler.for_clients(encode_request(bridge))
     assert not AccountHandler.for_clients(b"garbage")
+    # a peer's first "op" may be anything: a dict crashed the account shard (unhashable)
+    for odd in ({"op": 1}, [1], None, 1.5, "x", 2**64 - 1):
+        assert not AccountHandler.for_clients(encode_request([(odd, "a")]))
+
+
+_any = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(),
+              st.text(max_size=8),
+              st.binary(max_size=8)),  # fmt: skip
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=3)),  # fmt: skip
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.one_of(st.binary(max_size=60), _any.map(msgpack.packb),
+                         st.lists(_any, max_size=3).map(lambda c: msgpack.packb([VERSION, c]))))
+def test_account_shard_direct_port_sorting_never_raises(payload):  # fmt: skip
+    assert AccountHandler.for_clients(payload) in (True, False)
 
 
 def test_loadgen_cli_risk_off_on_an_accounts_cluster_is_refused_clearly(cluster):

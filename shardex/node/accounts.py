@@ -496,7 +496,10 @@ class AccountHandler:
         router (same key checks, replies after the group commit), so a client can skip the
         router hop. Anything else is the bridge's (``direct``)."""
         cmds, error = decode_request(payload)
-        return error is None and bool(cmds) and _op(cmds[0]) in _CLIENT_OPS
+        if error is not None or not cmds:
+            return False
+        op = _op(cmds[0])  # anything a peer sent: only an int is an op (a dict is unhashable)
+        return type(op) is int and op in _CLIENT_OPS
 
     def direct(self, payload: bytes, user: str | None, published: int) -> bytes:
         """A request on the direct port (the bridge): ``OP_STATUS`` → ``{"seq": published}``,
