@@ -120,9 +120,12 @@ def test_keys_add_prints_the_recorded_endpoint(tmp_path: Path) -> None:
     [
         (["status"], ["SHARDEX_BASE_PORT", "SHARDEX_HOST", "SHARDEX_ENDPOINT", "SHARDEX_KEY",
                       "SHARDEX_DATA_DIR"]),  # fmt: skip
-        (["up"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_FSYNC", "SHARDEX_GC"]),
+        (["up"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_FSYNC", "SHARDEX_GC",
+                  "SHARDEX_SNAPSHOT_EVERY", "SHARDEX_SNAPSHOT_INTERVAL"]),  # fmt: skip
         (["engine"], ["SHARDEX_SHARD", "SHARDEX_ENGINE", "SHARDEX_JOURNAL_WRITER"]),
-        (["accounts"], ["SHARDEX_LINK_RING", "SHARDEX_ACCOUNTS"]),
+        (["accounts"], ["SHARDEX_LINK_RING", "SHARDEX_ACCOUNTS", "SHARDEX_SNAPSHOT_EVERY",
+                        "SHARDEX_SNAPSHOT_INTERVAL"]),  # fmt: skip
+        (["engine"], ["SHARDEX_SNAPSHOT_EVERY", "SHARDEX_SNAPSHOT_INTERVAL"]),
         (["deposit"], ["SHARDEX_BASE_PORT", "SHARDEX_KEY"]),
         (["tail"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_REDIS_URL"]),
     ],
