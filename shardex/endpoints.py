@@ -265,6 +265,10 @@ def listening(endpoint: str, timeout: float = 0.3) -> bool | None:
         return None
 
 
+# What a client adds to a timeout when it used a key: the key is one suspect among others
+NO_REPLY_SUSPECTS = " (no reply: wrong or revoked key, or cluster down)"
+
+
 def explain(error: str, found: Found) -> str:
     """A connection error made actionable: the endpoint tried, where it came from, and the
     likely cause (nothing listening there, or something that refused this client's key)."""
@@ -275,6 +279,7 @@ def explain(error: str, found: Found) -> str:
         )
     elif listening(found.endpoint) is False:
         cause = f"nothing is listening at {found.endpoint}: no cluster runs there"
+        error = error.replace(NO_REPLY_SUSPECTS, "")  # not the key: nothing answered at all
     else:
         cause = None
     hint = (

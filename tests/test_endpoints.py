@@ -101,6 +101,10 @@ def test_explain_names_endpoint_source_and_cause() -> None:
                             "stopped")  # fmt: skip
     msg = endpoints.explain("cannot reach x within 1s", found)
     assert f"nothing is listening at tcp://127.0.0.1:{port}" in msg
+    # a client with a key adds the key as a suspect; nothing listening rules that out
+    suspects = " (no reply: wrong or revoked key, or cluster down)"
+    msg = endpoints.explain("cannot reach x within 1s" + suspects, found)
+    assert "nothing is listening" in msg and "revoked key" not in msg
     assert "from data/endpoints.json; that cluster was stopped" in msg
     msg = endpoints.explain("security handshake failed: ...", found)
     assert "another cluster at that port (the wrong port?) or the wrong key" in msg
