@@ -2091,8 +2091,10 @@ def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port,
     from shardex.client import ShardexError
 
     value = parse_decimal(amount)
-    if value is None or not value:
+    if value is None:
         raise UsageLineError(f"{kind}: amount {amount[:40]!r} is not a positive amount: {RULE}")
+    if not value:
+        raise UsageLineError(f"{kind}: amount {amount[:40]!r} is zero: {kind} more than 0")
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             fn = c.deposit if kind == "deposit" else c.withdraw
