@@ -1123,6 +1123,9 @@ def up(
             ports += layout.replica_ports()
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    taken = None if ephemeral else endpoints.in_use(data_dir)
+    if taken:
+        raise click.ClickException(taken)
     busy = [p for p in ports if not port_free(host, p)]
     if busy:
         raise click.ClickException(

@@ -217,3 +217,54 @@ def test_a_base_port_out_of_range_is_one_line() -> None:
     res = CliRunner().invoke(main, ["status", "--base-port", "80", "--key", "none"])
     assert res.exit_code == 2 and "base port must be 1024.." in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_in_use_only_while_its_up_runs(tmp_path: Path) -> None:
+    endpoints.write(tmp_path, endpoints.record(_layout(), pid=42))
+    live = {"pid_alive": lambda pid: True, "runs_shardex": lambda pid: True}
+    assert "shardex up (pid 42) runs a cluster on it" in endpoints.in_use(tmp_path, **live)
+    assert endpoints.in_use(tmp_path, pid_alive=lambda pid: False) is None  # killed
+    assert endpoints.in_use(tmp_path, live["pid_alive"], lambda pid: False) is None  # pid reused
+    endpoints.mark_stopped(tmp_path, pid=42)
+    assert endpoints.in_use(tmp_path, **live) is None  # stopped cleanly
+
+
+def test_a_killed_unreaped_up_is_not_running() -> None:
+    """A zombie answers signal 0: a kill -9'd ``up`` whose parent had not reaped it yet was
+    taken for a running cluster."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = 0
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            deadline += 1
+            assert deadline < 10_000, "the child never exited"
+            os.sched_yield()
+        assert endpoints._pid_alive(proc.pid) is False
+    finally:
+        proc.wait(10)
+    assert endpoints._pid_alive(os.getpid()) is True
+
+
+def test_up_refuses_a_data_dir_another_up_runs_on(tmp_path: Path) -> None:
+    """Two ``shardex up`` on one data dir (another --base-port) both started and both wrote
+    every journal; the second now refuses before starting anything."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "shardex"])
+    try:
+        endpoints.write(tmp_path, endpoints.record(_layout(), pid=holder.pid))
+        port = free_layout(1).base_port
+        up = subprocess.Popen([sys.executable, "-m", "shardex.cli", "up", "--data-dir",
+                               str(tmp_path), "--base-port", str(port), "--shards", "1",
+                               "--no-bridge", "--accounts", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            out, _ = up.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # it started a second cluster: stop it whole
+            os.killpg(up.pid, 9)
+            up.wait(10)
+            pytest.fail("a second shardex up started on a data dir another one runs on")
+        assert up.returncode == 1, out
+        assert f"shardex up (pid {holder.pid}) runs a cluster on it" in out.decode(), out
+        assert not (tmp_path / "shard-0").exists()  # nothing started
+    finally:
+        holder.kill()
+        holder.wait(10)
