@@ -541,7 +541,7 @@ accounts_option = click.option(
     default="auto",
     show_default=True,
     envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off; every process of a cluster "
+    help="Account shards M (0: the account tier is off; every process of a cluster "
     "needs the same M). auto: under honcho the -c accounts=M it was started with (honcho's "
     "default 1 without one, as shardex up), elsewhere 0.",
 )
@@ -743,7 +743,7 @@ def replica_options(journal: str, lease: str) -> Callable[[Any], Any]:
             "--role", type=click.Choice(["single", "auto"]), default="single",
             show_default=True,
             help="single: the only process of its shard (as before); auto: one of two "
-            f"replicas, primary or hot standby as the Redis lease {lease} decides (issue 15; "
+            f"replicas, primary or hot standby as the Redis lease {lease} decides ("
             "needs --data-dir, --redis-url).",
         ),
         click.option(
@@ -1070,7 +1070,7 @@ def engine(
     show_default=True,
     help="Processes per shard: 2 = a primary and a hot standby with their own journals "
     "(DATA_DIR/shard-I and DATA_DIR/shard-I.r1; DATA_DIR/accounts-J and accounts-J.r1) and a "
-    "Redis lease each (issue 15; needs Redis), for engine and account shards; 1: one process "
+    "Redis lease each (needs Redis), for engine and account shards; 1: one process "
     "per shard.",
 )
 def up(

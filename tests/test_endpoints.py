@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -268,3 +269,10 @@ def test_up_refuses_a_data_dir_another_up_runs_on(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_no_help_text_cites_an_issue_number() -> None:
+    """``up --help`` said "(issue 15; needs Redis)": tracker numbers mean nothing to a user."""
+    for name in main.commands:
+        out = CliRunner().invoke(main, [name, "--help"], terminal_width=200).output
+        assert re.search(r"\bissue \d", out) is None, f"shardex {name} --help: {out}"
