@@ -1623,9 +1623,9 @@ def tail(
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="on: orders go through the account shards (@account routing; needs shardex up "
-    "--accounts M); off: straight to the engine shards (only a cluster WITHOUT accounts takes "
-    "them); auto: on iff the cluster has account shards.",
+    help="on: orders go through the account shards (@account routing; a default shardex up "
+    "runs one); off: straight to the engine shards (only a cluster started with --accounts 0 "
+    "takes them); auto: on iff the cluster has account shards.",
 )
 @click.option(
     "--fund/--no-fund",
