@@ -541,7 +541,7 @@ accounts_option = click.option(
     default="auto",
     show_default=True,
     envvar="SHARDEX_ACCOUNTS",
-    help="Account shards M (issue 14; 0: the account tier is off; every process of a cluster "
+    help="Account shards M (0: the account tier is off; every process of a cluster "
     "needs the same M). auto: under honcho the -c accounts=M it was started with (honcho's "
     "default 1 without one, as shardex up), elsewhere 0.",
 )
@@ -743,7 +743,7 @@ def replica_options(journal: str, lease: str) -> Callable[[Any], Any]:
             "--role", type=click.Choice(["single", "auto"]), default="single",
             show_default=True,
             help="single: the only process of its shard (as before); auto: one of two "
-            f"replicas, primary or hot standby as the Redis lease {lease} decides (issue 15; "
+            f"replicas, primary or hot standby as the Redis lease {lease} decides ("
             "needs --data-dir, --redis-url).",
         ),
         click.option(
@@ -1070,7 +1070,7 @@ def engine(
     show_default=True,
     help="Processes per shard: 2 = a primary and a hot standby with their own journals "
     "(DATA_DIR/shard-I and DATA_DIR/shard-I.r1; DATA_DIR/accounts-J and accounts-J.r1) and a "
-    "Redis lease each (issue 15; needs Redis), for engine and account shards; 1: one process "
+    "Redis lease each (needs Redis), for engine and account shards; 1: one process "
     "per shard.",
 )
 def up(
@@ -1123,6 +1123,9 @@ def up(
             ports += layout.replica_ports()
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    taken = None if ephemeral else endpoints.in_use(data_dir)
+    if taken:
+        raise click.ClickException(taken)
     busy = [p for p in ports if not port_free(host, p)]
     if busy:
         raise click.ClickException(
@@ -1620,9 +1623,9 @@ def tail(
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="on: orders go through the account shards (@account routing; needs shardex up "
-    "--accounts M); off: straight to the engine shards (only a cluster WITHOUT accounts takes "
-    "them); auto: on iff the cluster has account shards.",
+    help="on: orders go through the account shards (@account routing; a default shardex up "
+    "runs one); off: straight to the engine shards (only a cluster started with --accounts 0 "
+    "takes them); auto: on iff the cluster has account shards.",
 )
 @click.option(
     "--fund/--no-fund",
@@ -2091,8 +2094,10 @@ def _transfer(kind: str, account, asset, amount, ref, endpoint, host, base_port,
     from shardex.client import ShardexError
 
     value = parse_decimal(amount)
-    if value is None or not value:
+    if value is None:
         raise UsageLineError(f"{kind}: amount {amount[:40]!r} is not a positive amount: {RULE}")
+    if not value:
+        raise UsageLineError(f"{kind}: amount {amount[:40]!r} is zero: {kind} more than 0")
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             fn = c.deposit if kind == "deposit" else c.withdraw

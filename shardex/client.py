@@ -78,7 +78,7 @@ from shardex.accounts.orders import PlanError, audit_plan, persistent
 from shardex.amounts import plain
 from shardex.auth import AuthError, KeyFile
 from shardex.config import load_markets
-from shardex.endpoints import EndpointsFileError, find_router
+from shardex.endpoints import NO_REPLY_SUSPECTS, EndpointsFileError, find_router
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -421,7 +421,7 @@ class ClientCore:
                 src = f"; {self.endpoint_source}" if self.endpoint_source else ""
                 return AuthenticationFailed(f"{problem} ({who}, {self.endpoint}{src})")
         if self.key is not None:
-            message += " (no reply: wrong or revoked key, or cluster down)"
+            message += NO_REPLY_SUSPECTS
         if self.endpoint_source:
             message += f" (router {self.endpoint_source})"
         return RequestTimeout(message)

@@ -166,8 +166,9 @@ def fitting_counts(dirs: Iterable[ShardDir], limit: int = MAX_SHARDS) -> list[in
     return [n for n in range(1, limit + 1) if not misplaced(dirs, n)]
 
 
-def describe(problems: list[Misplaced], dirs: list[ShardDir], shards: int, data_dir: str) -> str:
-    """One message: what is where, why it refuses, and how to proceed."""
+def by_directory(problems: list[Misplaced], shards: int) -> list[str]:
+    """One part per directory naming its misplaced pairs (at most 8 each), so a refusal lists
+    ``shard-1 (read by no shard of 1) holds DOGE-USD, ETH-USD`` once, not once per pair."""
     by_dir: dict[int, list[Misplaced]] = {}
     for p in problems:
         by_dir.setdefault(p.found_in, []).append(p)
@@ -183,6 +184,12 @@ def describe(problems: list[Misplaced], dirs: list[ShardDir], shards: int, data_
             parts.append(
                 f"{where} holds pairs shard {index} of {shards} does not own: {names}{more}"
             )
+    return parts
+
+
+def describe(problems: list[Misplaced], dirs: list[ShardDir], shards: int, data_dir: str) -> str:
+    """One message: what is where, why it refuses, and how to proceed."""
+    parts = by_directory(problems, shards)
     fits = fitting_counts(dirs)
     if fits:
         also = f"; also fits {', '.join(map(str, fits[1:4]))}" if len(fits) > 1 else ""
@@ -471,9 +478,7 @@ def _mismatch(root: Path, shards: int, recorded: int, known: Collection[str]) ->
     """The refusal for a recorded N that differs: what it would re-route (as far as the scan
     sees) and what to do."""
     dirs = scan(root, known)
-    seen = [f"{p.directory} holds {p.symbol} (→ shard {p.owner})" if p.found_in < shards
-            else f"{p.directory} (read by no shard of {shards}) holds {p.symbol}"
-            for p in misplaced(dirs, shards)]  # fmt: skip
+    seen = by_directory(misplaced(dirs, shards), shards)
     seen += account_problems(
         [scan_account_dir(p, known) for p in account_dirs(root)],
         {s for d in dirs for s in d.pairs}, shards, [recorded],

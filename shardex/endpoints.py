@@ -197,13 +197,49 @@ def staleness(rec: dict[str, Any], pid_alive=None) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # (no /proc: the signal's answer is all there is)
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _runs_shardex(pid: int) -> bool:
+    """Whether ``pid``'s command line names shardex (a pid reused by another program after a
+    kill -9 is not a cluster); True when it cannot be read."""
+    try:
+        return b"shardex" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def in_use(data_dir: str | os.PathLike, pid_alive=None, runs_shardex=None) -> str | None:
+    """Why ``shardex up`` must not start on ``data_dir``: its endpoints file says a ``shardex
+    up`` on this host that is still running wrote it (two clusters on one data dir would both
+    write every journal), or None. An unreadable file, a stopped or dead writer: None."""
+    try:
+        rec = read(data_dir)
+    except EndpointsFileError:
+        return None
+    if rec is None or rec.get("state") != "running" or rec.get("hostname") != socket.gethostname():
+        return None
+    pid = rec.get("pid")
+    if type(pid) is not int or pid == os.getpid():
+        return None
+    if not (pid_alive or _pid_alive)(pid) or not (runs_shardex or _runs_shardex)(pid):
+        return None
+    return (
+        f"data dir {data_dir} is in use: shardex up (pid {pid}) runs a cluster on it (router "
+        f"{rec.get('router')}); two clusters on one data dir would both write its journals. "
+        f"Stop that one first (kill -INT {pid}), or use another --data-dir"
+    )
 
 
 def find_router(
@@ -265,6 +301,10 @@ def listening(endpoint: str, timeout: float = 0.3) -> bool | None:
         return None
 
 
+# What a client adds to a timeout when it used a key: the key is one suspect among others
+NO_REPLY_SUSPECTS = " (no reply: wrong or revoked key, or cluster down)"
+
+
 def explain(error: str, found: Found) -> str:
     """A connection error made actionable: the endpoint tried, where it came from, and the
     likely cause (nothing listening there, or something that refused this client's key)."""
@@ -275,6 +315,7 @@ def explain(error: str, found: Found) -> str:
         )
     elif listening(found.endpoint) is False:
         cause = f"nothing is listening at {found.endpoint}: no cluster runs there"
+        error = error.replace(NO_REPLY_SUSPECTS, "")  # not the key: nothing answered at all
     else:
         cause = None
     hint = (

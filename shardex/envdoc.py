@@ -32,13 +32,19 @@ RINGS = {
     "SHARDEX_LINK_RING": "messages kept per link for re-sending [100000]",
     "SHARDEX_EVENT_RING": "account events kept for the bridge's repairs [200000]",
 }
+# What every engine and account shard reads (shardex.recovery); `shardex engine` also has flags
+SNAPSHOTS = {
+    "SHARDEX_SNAPSHOT_EVERY": "journaled commands between snapshots [100000]",
+    "SHARDEX_SNAPSHOT_INTERVAL": "seconds between snapshots when something changed [60]",
+}
 HONCHO = {"HONCHO_PROCESS_NAME": "under honcho: this process's index (NAME.K)"}
 
 EXTRA: dict[str, dict[str, str]] = {
-    "up": {**NODE, **SHARD, **RINGS},  # (what its children read: they inherit the environment)
+    # up: what its children read (they inherit the environment)
+    "up": {**NODE, **SHARD, **RINGS, **SNAPSHOTS},
     "router": {**NODE, **HONCHO},
     "engine": {**NODE, **SHARD, **HONCHO},
-    "accounts": {**NODE, **RINGS, **HONCHO},
+    "accounts": {**NODE, **RINGS, **SNAPSHOTS, **HONCHO},
     "bridge": {**NODE},
     "replay": ENGINE,
 }

@@ -1213,7 +1213,9 @@ def inspect(
     ends: dict[Path, int] = {}
     try:
         engine, snap_seq = _best_snapshot(d, markets, machine)
-        _replay(engine, paths, ends)
+        # what recovery reads: not the segments the snapshot covers whole (their damage is
+        # still reported per segment, but a restart does not refuse over it)
+        _replay(engine, paths if snap_seq is None else uncovered(paths, snap_seq), ends)
         seq = engine.seq
         if check is not None:
             checks = check(engine)

@@ -67,6 +67,7 @@ class Progress:
         self.now = start
         self.logged = start
         self.finished = False
+        self.logged_done = -1  # commands replayed when the last line was logged
         self.phase = LOADING  # then REPLAYING once the journal after the snapshot is read
 
     def update(self, done: int, bytes_read: int, total_bytes: int, now: float) -> None:
@@ -172,6 +173,7 @@ def timed_progress(progress: Progress) -> Callable[[int, int, int], None]:
         progress.update(done, bytes_read, total_bytes, now)
         if total_bytes and progress.log_due(now):  # (nothing after the snapshot: no line)
             log.info("%s", progress.line())
+            progress.logged_done = done
 
     return step
 
@@ -223,6 +225,6 @@ def recover_visibly(
 
 def _finish(progress: Progress, result: Any) -> Any:
     progress.finished = True
-    if progress.done:
+    if progress.done and progress.done != progress.logged_done:  # (not the same line twice)
         log.info("%s", progress.line())
     return result

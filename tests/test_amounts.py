@@ -93,6 +93,11 @@ def test_cli_deposit_negative_amount_is_a_clear_error() -> None:
     res = CliRunner().invoke(main, ["deposit", "alice", "USD", "-5"])
     assert res.exit_code == 2 and "No such option" not in res.output
     assert "amount -5 is negative" in res.output and "shardex withdraw" in res.output
-    for text in ("+5", "1e2", ".5", "١٢", "0"):
+    for text in ("+5", "1e2", ".5", "١٢"):
         res = CliRunner().invoke(main, ["withdraw", "alice", "USD", text])
         assert res.exit_code == 2 and "is not a positive amount" in res.output, (text, res.output)
+    # zero is well formed: say it is zero, not that it is not ASCII digits
+    for text in ("0", "0.00"):
+        res = CliRunner().invoke(main, ["withdraw", "alice", "USD", text])
+        assert res.exit_code == 2 and f"amount '{text}' is zero" in res.output, res.output
+        assert "ASCII" not in res.output, res.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,10 @@ def test_explain_names_endpoint_source_and_cause() -> None:
                             "stopped")  # fmt: skip
     msg = endpoints.explain("cannot reach x within 1s", found)
     assert f"nothing is listening at tcp://127.0.0.1:{port}" in msg
+    # a client with a key adds the key as a suspect; nothing listening rules that out
+    suspects = " (no reply: wrong or revoked key, or cluster down)"
+    msg = endpoints.explain("cannot reach x within 1s" + suspects, found)
+    assert "nothing is listening" in msg and "revoked key" not in msg
     assert "from data/endpoints.json; that cluster was stopped" in msg
     msg = endpoints.explain("security handshake failed: ...", found)
     assert "another cluster at that port (the wrong port?) or the wrong key" in msg
@@ -120,9 +125,12 @@ def test_keys_add_prints_the_recorded_endpoint(tmp_path: Path) -> None:
     [
         (["status"], ["SHARDEX_BASE_PORT", "SHARDEX_HOST", "SHARDEX_ENDPOINT", "SHARDEX_KEY",
                       "SHARDEX_DATA_DIR"]),  # fmt: skip
-        (["up"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_FSYNC", "SHARDEX_GC"]),
+        (["up"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_FSYNC", "SHARDEX_GC",
+                  "SHARDEX_SNAPSHOT_EVERY", "SHARDEX_SNAPSHOT_INTERVAL"]),  # fmt: skip
         (["engine"], ["SHARDEX_SHARD", "SHARDEX_ENGINE", "SHARDEX_JOURNAL_WRITER"]),
-        (["accounts"], ["SHARDEX_LINK_RING", "SHARDEX_ACCOUNTS"]),
+        (["accounts"], ["SHARDEX_LINK_RING", "SHARDEX_ACCOUNTS", "SHARDEX_SNAPSHOT_EVERY",
+                        "SHARDEX_SNAPSHOT_INTERVAL"]),  # fmt: skip
+        (["engine"], ["SHARDEX_SNAPSHOT_EVERY", "SHARDEX_SNAPSHOT_INTERVAL"]),
         (["deposit"], ["SHARDEX_BASE_PORT", "SHARDEX_KEY"]),
         (["tail"], ["SHARDEX_BASE_PORT", "SHARDEX_DATA_DIR", "SHARDEX_REDIS_URL"]),
     ],
@@ -210,3 +218,61 @@ def test_a_base_port_out_of_range_is_one_line() -> None:
     res = CliRunner().invoke(main, ["status", "--base-port", "80", "--key", "none"])
     assert res.exit_code == 2 and "base port must be 1024.." in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_in_use_only_while_its_up_runs(tmp_path: Path) -> None:
+    endpoints.write(tmp_path, endpoints.record(_layout(), pid=42))
+    live = {"pid_alive": lambda pid: True, "runs_shardex": lambda pid: True}
+    assert "shardex up (pid 42) runs a cluster on it" in endpoints.in_use(tmp_path, **live)
+    assert endpoints.in_use(tmp_path, pid_alive=lambda pid: False) is None  # killed
+    assert endpoints.in_use(tmp_path, live["pid_alive"], lambda pid: False) is None  # pid reused
+    endpoints.mark_stopped(tmp_path, pid=42)
+    assert endpoints.in_use(tmp_path, **live) is None  # stopped cleanly
+
+
+def test_a_killed_unreaped_up_is_not_running() -> None:
+    """A zombie answers signal 0: a kill -9'd ``up`` whose parent had not reaped it yet was
+    taken for a running cluster."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = 0
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            deadline += 1
+            assert deadline < 10_000, "the child never exited"
+            os.sched_yield()
+        assert endpoints._pid_alive(proc.pid) is False
+    finally:
+        proc.wait(10)
+    assert endpoints._pid_alive(os.getpid()) is True
+
+
+def test_up_refuses_a_data_dir_another_up_runs_on(tmp_path: Path) -> None:
+    """Two ``shardex up`` on one data dir (another --base-port) both started and both wrote
+    every journal; the second now refuses before starting anything."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "shardex"])
+    try:
+        endpoints.write(tmp_path, endpoints.record(_layout(), pid=holder.pid))
+        port = free_layout(1).base_port
+        up = subprocess.Popen([sys.executable, "-m", "shardex.cli", "up", "--data-dir",
+                               str(tmp_path), "--base-port", str(port), "--shards", "1",
+                               "--no-bridge", "--accounts", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            out, _ = up.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # it started a second cluster: stop it whole
+            os.killpg(up.pid, 9)
+            up.wait(10)
+            pytest.fail("a second shardex up started on a data dir another one runs on")
+        assert up.returncode == 1, out
+        assert f"shardex up (pid {holder.pid}) runs a cluster on it" in out.decode(), out
+        assert not (tmp_path / "shard-0").exists()  # nothing started
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_no_help_text_cites_an_issue_number() -> None:
+    """``up --help`` said "(issue 15; needs Redis)": tracker numbers mean nothing to a user."""
+    for name in main.commands:
+        out = CliRunner().invoke(main, [name, "--help"], terminal_width=200).output
+        assert re.search(r"\bissue \d", out) is None, f"shardex {name} --help: {out}"

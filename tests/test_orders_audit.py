@@ -13,12 +13,14 @@ import json
 import subprocess
 import sys
 from decimal import Decimal as D
+from types import SimpleNamespace
 
 from conftest import Cluster
 from test_accounts_wire import _wait
 
+from shardex.accounts.assets import AssetTable
 from shardex.accounts.machines import AccountMachineFactory
-from shardex.accounts.orders import audit_orders, persistent
+from shardex.accounts.orders import account_orders, audit_orders, persistent
 from shardex.client import AsyncClient, audit_report
 from shardex.config import load_markets
 from shardex.engine.codes import BUY, SELL
@@ -66,6 +68,18 @@ def test_settlement_anomalies_fail_the_audit():
     assert ok, lines
 
 
+def test_listed_holds_print_at_the_asset_precision_like_balances():
+    """``shardex orders`` printed holds with whatever decimals they had (``2008.0035``,
+    ``2099.049``) in a column next to balances printed at the asset's precision."""
+    table = AssetTable(load_markets(None))
+    unit = table.units["USD"]
+    o = SimpleNamespace(side=BUY, rem=100, price=2_000_000, held=int(D("2099.049") / unit),
+                        pending=0)  # fmt: skip
+    row = account_orders({("alice", "BTC-USD", "a1"): o}, "alice", table)["orders"][0]
+    decimals = -unit.as_tuple().exponent
+    assert row["held"] == f"2099.049{'0' * (decimals - 3)}" == table.fixed("USD", o.held)
+
+
 def test_listing_and_the_per_order_audit_on_a_live_cluster(tmp_path):
     """Alice's two resting buys are listed with their holds; then account shard 0's snapshot is
     forged while the cluster is down so that order a2's hold is kept under another id: every
@@ -96,7 +110,7 @@ def test_listing_and_the_per_order_audit_on_a_live_cluster(tmp_path):
         out = subprocess.run([*cli, "orders", "alice", "--json", *where], capture_output=True,
                              text=True, timeout=30)  # fmt: skip
         assert out.returncode == 0, out.stderr
-        assert [json.loads(ln)["held"] for ln in out.stdout.splitlines()] == ["200.10"] * 2
+        assert [json.loads(ln)["held"] for ln in out.stdout.splitlines()] == ["200.100000"] * 2
         ok = subprocess.run([*cli, "audit", *where], capture_output=True, text=True, timeout=30)
         assert ok.returncode == 0 and "audit: ok" in ok.stdout, ok.stdout + ok.stderr
     finally:

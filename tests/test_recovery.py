@@ -21,6 +21,7 @@ import zmq
 from conftest import Cluster, free_layout
 
 from shardex import journal as journal_mod
+from shardex import recovery
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.client import Client, ShardexError, retryable
 from shardex.engine import DEFAULT_MARKETS, Engine
@@ -55,6 +56,23 @@ def test_progress_estimates_total_and_time_left_from_bytes():
     assert "replayed 1,000 of ~4,000" in p.line() and "~6 s left" in p.line()
     p.finished = True
     assert p.estimate()["total"] == 1_000 and p.estimate()["eta_s"] == 0.0
+
+
+def test_the_last_progress_line_is_logged_once(monkeypatch, caplog):
+    """A replay whose last step logged its line logged the same line again when it finished
+    (``replayed 13,771 of ~13,771 …`` twice in a row)."""
+    monkeypatch.setattr(recovery, "LOG_EVERY_S", 0.0)  # every step is due: no clock needed
+
+    def replay(step):
+        step(500, 500, 1_000)
+        step(1_000, 1_000, 1_000)
+        return "state"
+
+    with caplog.at_level("INFO", logger=recovery.log.name):
+        assert recover_visibly(replay, "shard 1", None, None, "shard-1", None, {}) == "state"
+    lines = [r.getMessage() for r in caplog.records if "replayed" in r.getMessage()]
+    assert [ln.split(" journaled")[0] for ln in lines] == [
+        "shard 1: replayed 500 of ~1,000", "shard 1: replayed 1,000 of ~1,000"]
 
 
 def test_record_scan_is_linear(tmp_path, monkeypatch):

@@ -248,3 +248,16 @@ def test_metrics_label_account_shards_apart_from_engine_shards():
     assert {"shardex_router_account_shard_up", "shardex_router_account_inflight",
             "shardex_router_account_ack_seconds_count"} <= names  # fmt: skip
     assert len([k for k in samples if k[0] == "shardex_router_ack_seconds_count"]) == 2
+
+
+def test_an_account_shard_leader_is_logged_by_its_own_name(caplog):
+    """The router gives account shard j slot N + j; its replicated leader's hello was logged as
+    ``shard 2: leader epoch 1`` (a shard that does not exist on a 2-shard cluster)."""
+    r = _router(accounts=1)
+    hello = packb((OP_HELLO, {"shard": 0, "shards": 1, "tier": "accounts", "pid": 9,
+                              "epoch": 1, "direct": "d", "pub": "p"}))  # fmt: skip
+    with caplog.at_level("WARNING", logger="shardex.router"):
+        r.from_shard([b"accounts-0.e1", b"", b"HELLO", hello], 0.0)
+    said = [rec.getMessage() for rec in caplog.records]
+    assert "account shard 0: leader epoch 1 (pid 9)" in said, said
+    assert not any(m.startswith("shard 2") for m in said), said

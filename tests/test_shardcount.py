@@ -74,6 +74,12 @@ def test_forwarded_records_hold_their_pairs(tmp_path):
         check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
     with pytest.raises(DataDirError, match=r"SOL-USD \(→ shard 2\)"):
         check_shard_count(tmp_path, 3, DEFAULT_MARKETS)
+    check_shard_count(tmp_path, 2, DEFAULT_MARKETS)
+    # a recorded N: one part per directory, its pairs listed together (was one per pair)
+    with pytest.raises(DataDirError, match=r"shard-1 \(read by no shard of 1\) holds ETH-USD, "
+                       r"SOL-USD[;.]"):  # fmt: skip
+        check_shard_count(tmp_path, 1, DEFAULT_MARKETS)
+    (tmp_path / "shards.json").unlink()
     assert recorded_shards(tmp_path) is None  # nothing recorded on a refusal
     check_shard_count(tmp_path, 2, DEFAULT_MARKETS)
     assert recorded_shards(tmp_path) == 2

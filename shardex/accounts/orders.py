@@ -51,8 +51,9 @@ def account_orders(
     orders: Mapping[tuple[str, str, str], Any], account: str, table: AssetTable
 ) -> dict[str, Any]:
     """One account's open orders for humans: decimal strings (price, open qty, held and its
-    asset), at most ``MAX_LISTED``, by symbol then id. A scan of the shard's orders: the
-    caller allows one per request, like an audit."""
+    asset; held at the asset's precision, as balances print), at most ``MAX_LISTED``, by
+    symbol then id. A scan of the shard's orders: the caller allows one per request, like an
+    audit."""
     mine = sorted((k[1], k[2], o) for k, o in orders.items() if k[0] == account)
     rows = []
     for symbol, oid, o in mine[:MAX_LISTED]:
@@ -62,7 +63,7 @@ def account_orders(
         rows.append({
             "symbol": symbol, "id": oid, "side": "buy" if o.side == BUY else "sell",
             "price": None if o.price is None else f"{(o.price * tick).quantize(tick):f}",
-            "open": f"{(o.rem * lot).quantize(lot):f}", "held": table.fmt(asset, o.held),
+            "open": f"{(o.rem * lot).quantize(lot):f}", "held": table.fixed(asset, o.held),
             "asset": asset, "pending_amends": o.pending,
         })  # fmt: skip
     return {"account": account, "orders": rows, "truncated": len(mine) > MAX_LISTED}

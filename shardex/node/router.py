@@ -452,8 +452,9 @@ class Router:
         i = self.shard_of.get(sender)
         if i is None or self.route_ids[i] != sender:
             return
-        log.error("ALERT shard %d: its leader link %r says it is not leader any more; answering "
-                  "shard unavailable until a leader registers", i, sender[:32])  # fmt: skip
+        log.error("ALERT %s: its leader link %r says it is not leader any more; answering "
+                  "shard unavailable until a leader registers", _slot_name(i, self.shards),
+                  sender[:32])  # fmt: skip
         self.route_ids[i] = None
         self.fenced[i] = sender
 
@@ -486,13 +487,15 @@ class Router:
             return
         epoch = info.get("epoch")
         if epoch is not None and (type(epoch) is not int or epoch < 1):
-            log.warning("ignoring hello of shard %d with a bad epoch %r", i, epoch)
+            log.warning("ignoring hello of %s with a bad epoch %r", _slot_name(i, self.shards),
+                        epoch)  # fmt: skip
             return
         if epoch is not None and epoch < self.epochs.get(i, 0):
             if (i, epoch) not in self.stale_epochs:  # logged once per deposed epoch
                 self.stale_epochs.add((i, epoch))
-                log.error("ALERT ignoring shard %d's hello of epoch %d (pid %s): epoch %d leads",
-                          i, epoch, info.get("pid"), self.epochs[i])  # fmt: skip
+                log.error("ALERT ignoring %s's hello of epoch %d (pid %s): epoch %d leads",
+                          _slot_name(i, self.shards), epoch, info.get("pid"),
+                          self.epochs[i])  # fmt: skip
             return
         expected = self.identities[i]
         if epoch is not None:  # a replicated leader's link is named after its epoch
@@ -501,14 +504,15 @@ class Router:
         if recovering is not None:  # the recovery beacon's own connection
             expected = RECOVERING_ID + self.identities[i]
         if self.registry is None and sender != expected:
-            log.error("hello for shard %d from identity %r: ignoring it", i, sender[:32])
+            log.error("hello for %s from identity %r: ignoring it", _slot_name(i, self.shards),
+                      sender[:32])  # fmt: skip
             return
         if self.registry is not None:
             key = self.registry.lookup(user)
             if key is None or key.role != role or key.shard != (j if role == "accounts" else i):
                 log.error(
-                    "ALERT refused a registration as shard %d from a key not issued for it (%s)",
-                    i,
+                    "ALERT refused a registration as %s from a key not issued for it (%s)",
+                    _slot_name(i, self.shards),
                     "unknown key" if key is None else f"{key.role} key {key.name!r}",
                 )
                 return
@@ -522,7 +526,8 @@ class Router:
             log.info("%s recovered", _slot_name(i, self.shards))
         deposed = self.epochs.get(i, 0)  # the epoch this hello may take over from (0: none)
         if epoch is not None and epoch > deposed:
-            log.warning("shard %d: leader epoch %d (pid %s)", i, epoch, info.get("pid"))
+            log.warning("%s: leader epoch %d (pid %s)", _slot_name(i, self.shards), epoch,
+                        info.get("pid"))  # fmt: skip
             self.epochs[i] = epoch
         old = self.topology.get(i)
         moved = self.route_ids[i] != sender
