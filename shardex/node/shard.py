@@ -854,6 +854,10 @@ class ShardNode:
             engine.seq,
             engine.resting(),
         )
+        replayed = getattr(engine, "outgoing", None)
+        if replayed:  # settlements the replay regenerated: the rings keep them and each
+            replayed.clear()  # account shard's first SYNC gets what it lacks (sending them
+            # now, before any account shard's link id is known, only counted them "unsent")
         return engine, journal
 
     def _sockets(self, zmq: Any) -> None:
