@@ -572,6 +572,17 @@ client_base_port_option = click.option(
 )
 
 
+
+def client_options(f: Any) -> Any:
+    """The options every client command shares, in this order: where the cluster is
+    (``--endpoint``, ``--host``, ``--base-port``: see ``shardex.endpoints``) and how long to
+    wait for an answer (``--timeout``)."""
+    timeout = click.option("--timeout", type=float, default=3.0, show_default=True,
+                           help="Seconds to wait for each answer.")  # fmt: skip
+    for option in (timeout, client_base_port_option, client_host_option, endpoint_option):
+        f = option(f)
+    return f
+
 def resolve_shards(value: str) -> int:
     if value == "auto":
         n = honcho_concurrency("engine")
@@ -1760,10 +1771,7 @@ def _fail(exc: Exception) -> None:
 @main.command()
 @click.argument("symbol")
 @click.option("--depth", type=int, default=10, show_default=True, help="Levels per side.")
-@endpoint_option
-@client_host_option
-@client_base_port_option
-@click.option("--timeout", type=float, default=3.0, show_default=True)
+@client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
 def book(
@@ -1818,10 +1826,7 @@ def _down(error: str) -> str:
 
 
 @main.command()
-@endpoint_option
-@client_host_option
-@client_base_port_option
-@click.option("--timeout", type=float, default=3.0, show_default=True)
+@client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @key_option
 def status(
@@ -2136,10 +2141,7 @@ def _transfer_command(kind: str):
     @click.argument("asset")
     @click.argument("amount")
     @click.option("--ref", default=None, help="Unique transfer ref (a retry with it is a no-op).")
-    @endpoint_option
-    @client_host_option
-    @client_base_port_option
-    @click.option("--timeout", type=float, default=3.0, show_default=True)
+    @client_options
     @key_option
     def cmd(account, asset, amount, ref, endpoint, host, base_port, timeout, key_file) -> None:
         _transfer(kind, account, asset, amount, ref, endpoint, host, base_port, timeout, key_file)
@@ -2153,10 +2155,7 @@ withdraw = _transfer_command("withdraw")
 
 @main.command()
 @click.argument("account")
-@endpoint_option
-@client_host_option
-@client_base_port_option
-@click.option("--timeout", type=float, default=3.0, show_default=True)
+@client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @key_option
 def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
@@ -2179,10 +2178,7 @@ def balance(account, endpoint, host, base_port, timeout, as_json, key_file) -> N
 
 
 @main.command()
-@endpoint_option
-@client_host_option
-@client_base_port_option
-@click.option("--timeout", type=float, default=3.0, show_default=True)
+@client_options
 @key_option
 def audit(endpoint, host, base_port, timeout, key_file) -> None:
     """Check conservation on a live cluster: per asset, over every account shard,
@@ -2217,10 +2213,7 @@ def audit(endpoint, host, base_port, timeout, key_file) -> None:
 
 @main.command()
 @click.argument("account")
-@endpoint_option
-@client_host_option
-@client_base_port_option
-@click.option("--timeout", type=float, default=3.0, show_default=True)
+@client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one per order.")
 @key_option
 def orders(account, endpoint, host, base_port, timeout, as_json, key_file) -> None:
