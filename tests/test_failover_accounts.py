@@ -247,7 +247,10 @@ def _check_consistent(cluster: AccountsPair, acked: list[str], timeout: float = 
             assert got == want[: len(got)], "the account shard applied a settlement the " \
                 "leader's history does not hold"  # fmt: skip
             raise AssertionError(f"the tiers did not converge: {why}")
-        assert got == want[: len(got)], "the account shard applied a settlement the leader's " \
+        # the two journals are read one after the other while the last settlements flow: either
+        # may be ahead, so only their common part can be compared before they converge
+        n = min(len(got), len(want))
+        assert got[:n] == want[:n], "the account shard applied a settlement the leader's " \
             "history does not hold (or one twice)"  # fmt: skip
         time.sleep(0.3)
     assert len(ids) == len(set(ids)), "an order was forwarded to the engine twice"
