@@ -111,6 +111,7 @@ from shardex.wire.protocol import (
     STATE_FILLED,
     STATE_LIVE,
     STATE_UNKNOWN,
+    ErrorText,
     account_route,
     command_from_json,
     decode_reply,
@@ -583,12 +584,12 @@ class ClientCore:
     @staticmethod
     def store(idx: list[int], error: Any, results: Any, out: list) -> None:
         """Record one frame's outcome as ``(error, raw result)`` per command index."""
-        if error is not None and (type(error) is not str or not error):
+        if error is not None and (not isinstance(error, str) or not error):
             error = f"{MALFORMED_PREFIX}: batch error is not a non-empty string"
         if error is None and (not isinstance(results, tuple | list) or len(results) != len(idx)):
             error = f"{MALFORMED_PREFIX}: result count does not match the batch"
         if error is not None:
-            error = error[:_MAX_REASON]
+            error = error.cut(_MAX_REASON) if isinstance(error, ErrorText) else error[:_MAX_REASON]
             for i in idx:
                 out[i] = (error, None)
         else:

@@ -26,6 +26,8 @@ from conftest import free_layout
 from shardex.auth import DOMAIN_CLIENTS, DOMAIN_EVENTS, KeyStore, ZapHandler, server_socket
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.layout import Layout
+from shardex.wire import codes
+from shardex.wire.errors import error as coded
 from shardex.wire.protocol import (
     MAX_EVENTS_REPLY,
     OP_EVENTS,
@@ -194,12 +196,12 @@ class FakeShards:
     def _answer(self, shard: int, payload: bytes) -> tuple[bytes | None, float]:
         cmds, error = decode_request(payload)
         if error is not None or not cmds:
-            return encode_reply(None, error or "empty"), 0.0
+            return encode_reply(None, error or coded(codes.MALFORMED_REQUEST, "empty")), 0.0
         cmd = cmds[0]
         if self.deny is not None:
             if cmd[0] == OP_STATUS:
                 self.status_asked += 1
-            return encode_reply(None, self.deny), 0.0
+            return encode_reply(None, coded(codes.UNKNOWN_KEY, self.deny)), 0.0
         with self._lock:
             evs = self.events[shard]
             seq = len(evs)
@@ -207,7 +209,7 @@ class FakeShards:
                 self.status_asked += 1
                 return encode_reply([{"shard": shard, "seq": seq}]), 0.0
             if cmd[0] != OP_EVENTS:
-                return encode_reply(None, "unsupported by the fake shard"), 0.0
+                return encode_reply(None, coded(codes.MALFORMED_REQUEST, "unsupported")), 0.0
             self.repairs_asked += 1
             if self.deny_events is not None:
                 return encode_reply([{"error": self.deny_events, "seq": seq}]), 0.0

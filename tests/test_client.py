@@ -33,6 +33,7 @@ from shardex.client import (
 from shardex.engine import DEFAULT_MARKETS, Engine, Market, MarketError
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT
 from shardex.wire.protocol import (
+    ERR_OVERLOADED,
     OP_MARKETS,
     OP_ORDER,
     decode_reply,
@@ -421,7 +422,7 @@ def test_timeout_asks_the_shard_for_the_fate() -> None:
 
 
 def test_batch_errors_are_not_executed_and_need_no_query() -> None:
-    with StandIn(lambda key, cmds: encode_reply(None, "overloaded") if key else None) as si:
+    with StandIn(lambda key, cmds: encode_reply(None, ERR_OVERLOADED) if key else None) as si:
         with Client(si.endpoint, timeout=0.5, account="a", shard_endpoints=None) as c:
             c.shards = 1
             c.markets_source = "given"

@@ -30,7 +30,14 @@ from shardex.tools.loadgen import (
     run,
 )
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
-from shardex.wire.protocol import OP_ORDER, encode_reply, leader_changed_error, markets_to_wire
+from shardex.wire.protocol import (
+    ERR_OVERLOADED,
+    OP_ORDER,
+    encode_reply,
+    leader_changed_error,
+    markets_to_wire,
+    not_leader_error,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -139,7 +146,7 @@ def test_router_may_have_run_answers_and_overloaded_questions_get_their_fate() -
             for c in cmds:
                 refused[c[3]] = refused.get(c[3], 0) + 1
                 if refused[c[3]] <= 3:
-                    return encode_reply(None, "overloaded")
+                    return encode_reply(None, ERR_OVERLOADED)
                 n = _n(c[3]) // 4
                 results.append(_live(c) if n % 2 == 0 else {"state": "unknown", "symbol": c[1],
                                                              "id": c[3], "seq": 1})  # fmt: skip
@@ -214,8 +221,8 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
         ("timeout after 5.0s", "timeout"),
         (leader_changed_error(1.0, 0, 3), "timeout"),
         ("overloaded", "overloaded"),
-        ("shard unavailable: not leader (epoch 3): standby", "not_leader"),
-        ("not leader (epoch 3): fenced", "not_leader"),
+        (not_leader_error(3, "standby", routed=True), "not_leader"),
+        (not_leader_error(3, "fenced"), "not_leader"),
         ("shard unavailable", "shard_unavailable"),
         ("journal unavailable: disk full", "journal_unavailable"),
         ("cannot reach tcp://x:1", "cannot_reach"),

@@ -25,7 +25,8 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 
 from typing import Any
 
-from shardex.wire import codes as wire_codes
+# (the compiled engine is built from the engine sources alone: there the table is untyped)
+from shardex.wire import codes as wire_codes  # type: ignore
 
 OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT = 1, 2, 3, 4
 BUY, SELL = 0, 1
@@ -47,27 +48,27 @@ MAX_ID_LEN = 64
 # one code table, ``shardex.wire.codes`` (numbers, names, stage and meaning of every result
 # code; never renumber or rename, only append); here under their historical ``REJ_`` names.
 # ``not_leader`` never appears in an event: it is the code of a batch error.
-REJ_MALFORMED = wire_codes.MALFORMED
-REJ_INVALID = wire_codes.INVALID
-REJ_UNKNOWN_OP = wire_codes.UNKNOWN_OP
-REJ_UNKNOWN_SYMBOL = wire_codes.UNKNOWN_SYMBOL
-REJ_OUT_OF_RANGE = wire_codes.OUT_OF_RANGE
-REJ_OFF_GRID = wire_codes.OFF_GRID
-REJ_DUPLICATE_ID = wire_codes.DUPLICATE_ID
-REJ_NOT_LIVE = wire_codes.NOT_LIVE
-REJ_WRONG_ACCOUNT = wire_codes.WRONG_ACCOUNT
-REJ_POST_ONLY_CROSS = wire_codes.POST_ONLY_CROSS
-REJ_AMEND_INCREASE = wire_codes.AMEND_INCREASE
-REJ_WRONG_SHARD = wire_codes.WRONG_SHARD
-REJ_NOT_ALLOWED = wire_codes.NOT_ALLOWED
+REJ_MALFORMED: int = wire_codes.MALFORMED
+REJ_INVALID: int = wire_codes.INVALID
+REJ_UNKNOWN_OP: int = wire_codes.UNKNOWN_OP
+REJ_UNKNOWN_SYMBOL: int = wire_codes.UNKNOWN_SYMBOL
+REJ_OUT_OF_RANGE: int = wire_codes.OUT_OF_RANGE
+REJ_OFF_GRID: int = wire_codes.OFF_GRID
+REJ_DUPLICATE_ID: int = wire_codes.DUPLICATE_ID
+REJ_NOT_LIVE: int = wire_codes.NOT_LIVE
+REJ_WRONG_ACCOUNT: int = wire_codes.WRONG_ACCOUNT
+REJ_POST_ONLY_CROSS: int = wire_codes.POST_ONLY_CROSS
+REJ_AMEND_INCREASE: int = wire_codes.AMEND_INCREASE
+REJ_WRONG_SHARD: int = wire_codes.WRONG_SHARD
+REJ_NOT_ALLOWED: int = wire_codes.NOT_ALLOWED
 # the account tier's (``shardex.accounts.codes``): only account shards emit them
-REJ_INSUFFICIENT_FUNDS = wire_codes.INSUFFICIENT_FUNDS
-REJ_UNKNOWN_ASSET = wire_codes.UNKNOWN_ASSET
-REJ_DUPLICATE_REF = wire_codes.DUPLICATE_REF
+REJ_INSUFFICIENT_FUNDS: int = wire_codes.INSUFFICIENT_FUNDS
+REJ_UNKNOWN_ASSET: int = wire_codes.UNKNOWN_ASSET
+REJ_DUPLICATE_REF: int = wire_codes.DUPLICATE_REF
 # replicated shards: never an engine event, the code of a batch error
-REJ_NOT_LEADER = wire_codes.NOT_LEADER
+REJ_NOT_LEADER: int = wire_codes.NOT_LEADER
 # names indexed by code: the per-command codes (0..16; batch and client codes start at 100)
-REJECT_NAMES = wire_codes.names_below(REJ_NOT_LEADER + 1)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_NOT_LEADER + 1)
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 
 

@@ -54,8 +54,9 @@ from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_i
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
-    ERR_JOURNAL,
+    ERR_MALFORMED_MESSAGE,
     ERR_OVERLOADED,
+    ERR_UNKNOWN_KEY,
     LINK_FWD,
     LINK_HAVE,
     LINK_SETTLE,
@@ -73,13 +74,16 @@ from shardex.wire.protocol import (
     OP_MARKETS,
     OP_ORDER,
     OP_STATUS,
+    ErrorText,
     decode_batch,
     decode_request,
     edge_command,
     encode_batch,
     encode_events,
     encode_reply,
+    internal_error,
     internal_op_refusal,
+    journal_error,
     markets_to_wire,
     packb,
     quote,
@@ -108,8 +112,8 @@ OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
 OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
 OUTBOX_PEER_BYTES = 16 << 20  # their bytes, one peer
 DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
-_MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
-_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+_MALFORMED = encode_reply(None, ERR_MALFORMED_MESSAGE)
+_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
 
 
 class NullJournal:
@@ -226,7 +230,7 @@ class ShardCore:
         if self.journal_down is not None:
             for cmd in cmds:
                 if self._read_op(cmd) is None:
-                    return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+                    return encode_reply(None, journal_error(self.journal_down))
         stats = self.stats
         t0 = perf_counter()
         results: list[Any] = []
@@ -264,7 +268,7 @@ class ShardCore:
             # the process must survive it, and the applied writes stay queryable (OP_ORDER).
             self.internal_errors += 1
             log.exception("internal error while handling a request")
-            return encode_reply(None, f"internal error ({type(exc).__name__}); see shard log")
+            return encode_reply(None, internal_error(exc))
         n = len(cmds)
         self.commands += n
         if n:
@@ -438,7 +442,7 @@ def _not_allowed(account: Any) -> str:
     return f"account {shown} not allowed for this key"
 
 
-def not_leader_reply(payload: bytes, error: str) -> bytes:
+def not_leader_reply(payload: bytes, error: ErrorText) -> bytes:
     """The reply of a process that does not lead its shard (a standby): ``error`` (a
     ``not_leader_error``) for every well-formed request, reads too (see
     ``Standby.serve_clients``); a malformed one gets its own reason."""

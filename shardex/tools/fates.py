@@ -73,7 +73,7 @@ def why_unknown(status: Mapping[str, Any] | None) -> str:
     if status.get("state") == "held" and status.get("pending"):
         return WHY_IN_FLIGHT
     error = status.get("error")
-    if type(error) is not str:
+    if not isinstance(error, str):
         return WHY_UNREADABLE
     if not_leader_epoch(error) is not None or error.startswith(ERR_NOT_LEADER):
         return WHY_NOT_LEADER
