@@ -95,10 +95,9 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.layout import Layout
+from shardex.wire import codes
+from shardex.wire import errors as wire_errors
 from shardex.wire.protocol import (
-    ERR_NOT_LEADER,
-    ERR_RECOVERING,
-    ERR_UNAVAILABLE,
     OP_AUDIT,
     OP_BALANCE,
     OP_BOOK,
@@ -118,7 +117,6 @@ from shardex.wire.protocol import (
     encode_request,
     event_to_json,
     markets_from_wire,
-    not_leader_epoch,
     shard_for,
 )
 from shardex.wire.transport import (
@@ -170,11 +168,29 @@ DEFAULT_RETRY: Retry | None = None  # ``Client(retry=...)`` default: one attempt
 
 
 class ShardexError(Exception):
-    """Base class of client errors (connection, timeout, bad reply)."""
+    """Base class of client errors (connection, timeout, bad reply). ``error``: the coded
+    error behind it when there is one, and ``code`` its public name (``shardex.wire.codes``:
+    ``timeout``, ``unreachable``, ``overloaded``...); match on that, not on the message."""
+
+    def __init__(
+        self, message: str = "", code: int | None = None, data: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error: ErrorText | None = None if code is None else ErrorText(code, message, data)
+
+    @property
+    def code(self) -> str | None:
+        return None if self.error is None else self.error.name
 
 
 class RequestTimeout(ShardexError):
-    """No reply within the client's timeout (shard or router down, or overloaded)."""
+    """No reply within the client's timeout (shard or router down, or overloaded); code
+    ``timeout``, or ``unreachable`` when the request could not even be sent."""
+
+    def __init__(
+        self, message: str = "", code: int = codes.TIMEOUT, data: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, code, data)
 
 
 class AuthenticationFailed(ShardexError):
@@ -220,12 +236,12 @@ class Result:
 
     @property
     def code(self) -> str | None:
-        """The engine's stable reject code (``off_grid``, ``duplicate_id``, …) when the command
-        was rejected; ``not_leader`` for a non-leader's refusal (nothing ran); None otherwise
-        (also for other batch errors, which ``error`` carries). Match on this, not on
-        ``reason``'s wording."""
-        if not_leader_epoch(self.error) is not None:
-            return "not_leader"
+        """The stable code (``shardex.wire.codes``) when the command was rejected: the engine's
+        (``off_grid``, ``duplicate_id``, …), or the batch error's (``not_leader``,
+        ``overloaded``, ``timeout``, …); None otherwise. Match on this, not on ``reason``'s
+        wording."""
+        if self.error is not None:
+            return self.error.name if type(self.error) is ErrorText else None
         for e in self.events:
             if e["ev"] == "rejected":
                 return e.get("code")
@@ -277,31 +293,49 @@ def _check(value: Any, kind: str) -> bool:
     return type(value) is int and value in (0, 1)
 
 
+# The decisions read the error's code (``shardex.wire.codes``), never its text.
+
+
 def uncertain(error: str | None) -> bool:
     """True when an error leaves the command's fate open (it may have run): ask the shard."""
-    return error is not None and (
-        error.startswith(TIMEOUT_PREFIX) or error.startswith(MALFORMED_PREFIX)
-    )
+    return wire_errors.uncertain(error)
 
 
 def retryable(error: str | None) -> bool:
     """True when ``Retry`` may send the command again (after asking its fate): its outcome is
     open, or a router or non-leader refused it during a failover, or it could not be sent."""
-    return error is not None and (
-        uncertain(error)
-        or error.startswith(ERR_UNAVAILABLE)
-        or error.startswith(ERR_RECOVERING)
-        or error.startswith(ERR_NOT_LEADER)
-        or error.startswith(UNREACHABLE_PREFIX)
-    )
+    return wire_errors.retryable(error)
 
 
 def stale_topology(error: str | None) -> bool:
     """True when a direct client should ask the router for the topology again: the process it
     reached does not lead (a standby, a fenced leader) or nothing answers there."""
-    return error is not None and (
-        not_leader_epoch(error) is not None or error.startswith(UNREACHABLE_PREFIX)
-    )
+    return wire_errors.refresh(error)
+
+
+def _malformed(detail: str, what: str = "") -> ErrorText:
+    """The client's own error for a reply it cannot read (its fate is open)."""
+    return ErrorText(codes.MALFORMED_REPLY, f"{what}{MALFORMED_PREFIX}: {detail}")
+
+
+def _kept(error: Any) -> Any:
+    """A peer's error, cut to ``_MAX_REASON`` chars, its code kept."""
+    if type(error) is ErrorText:
+        return error.cut(_MAX_REASON)
+    return str(error)[:_MAX_REASON]
+
+
+def _bad_reply(text: str) -> ShardexError:
+    """The exception for a read whose reply this client cannot read."""
+    return ShardexError(text, codes.MALFORMED_REPLY)
+
+
+def _failed(what: str, error: Any) -> ShardexError:
+    """The exception for a read answered with a batch error (its code kept)."""
+    text = f"{what}: {str(error)[:_MAX_REASON]}"
+    if type(error) is ErrorText:
+        return ShardexError(text, error.code, error.data)
+    return ShardexError(text)
 
 
 def fate_from_state(cmd: Command, status: Mapping[str, Any]) -> str:
@@ -411,7 +445,7 @@ class ClientCore:
         self._n = 0
         self._prefix = os.urandom(4).hex()
 
-    def no_reply(self, message: str) -> ShardexError:
+    def no_reply(self, message: str, code: int = codes.TIMEOUT) -> ShardexError:
         """The error for a request that got nowhere: ``AuthenticationFailed`` when a security
         handshake failed (libzmq delivers nothing then, so the monitor is the only witness),
         else ``RequestTimeout`` (naming the key as a suspect when one is in use)."""
@@ -425,7 +459,7 @@ class ClientCore:
             message += NO_REPLY_SUSPECTS
         if self.endpoint_source:
             message += f" (router {self.endpoint_source})"
-        return RequestTimeout(message)
+        return RequestTimeout(message, code)
 
     def close_watches(self) -> None:
         for w in self._watches:
@@ -585,11 +619,11 @@ class ClientCore:
     def store(idx: list[int], error: Any, results: Any, out: list) -> None:
         """Record one frame's outcome as ``(error, raw result)`` per command index."""
         if error is not None and (not isinstance(error, str) or not error):
-            error = f"{MALFORMED_PREFIX}: batch error is not a non-empty string"
+            error = _malformed("batch error is not a non-empty string")
         if error is None and (not isinstance(results, tuple | list) or len(results) != len(idx)):
-            error = f"{MALFORMED_PREFIX}: result count does not match the batch"
+            error = _malformed("result count does not match the batch")
         if error is not None:
-            error = error.cut(_MAX_REASON) if isinstance(error, ErrorText) else error[:_MAX_REASON]
+            error = _kept(error)
             for i in idx:
                 out[i] = (error, None)
         else:
@@ -609,7 +643,7 @@ class ClientCore:
                 elif t is list:
                     append((None, tuple(evs)))
                 else:
-                    append((f"{MALFORMED_PREFIX}: result is not an event list", ()))
+                    append((_malformed("result is not an event list"), ()))
             else:
                 append((error, ()))
         return res
@@ -648,7 +682,7 @@ class ClientCore:
                     raise _Malformed("result is not an event list")
                 decoded.append((None, [event(e) for e in evs]))
             except _Malformed as exc:
-                decoded.append((f"{MALFORMED_PREFIX}: {exc}", []))
+                decoded.append((_malformed(str(exc)), []))
         return decoded
 
     def results(
@@ -703,7 +737,7 @@ class ClientCore:
                 continue
             if not retryable(err):
                 continue
-            (send if err.startswith(UNREACHABLE_PREFIX) else ask).append(i)
+            (send if wire_errors.unsent(err) else ask).append(i)
         return ask, send
 
     @staticmethod
@@ -777,12 +811,12 @@ class ClientCore:
     def read_result(error: Any, results: Any, what: str) -> dict[str, Any]:
         """A read's reply (status, book, order, markets) → its map, or ``ShardexError``."""
         if error is not None:
-            raise ShardexError(f"{what}: {str(error)[:_MAX_REASON]}")
+            raise _failed(what, error)
         if not isinstance(results, tuple | list) or len(results) != 1:
-            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected one result")
+            raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one result")
         res = results[0]
         if not isinstance(res, dict):
-            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected a map")
+            raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected a map")
         return res
 
     @staticmethod
@@ -798,7 +832,7 @@ class ClientCore:
                     if r[name] is not None:
                         r[name] = Decimal(r[name])
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"orders of {account}: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"orders of {account}: {MALFORMED_PREFIX}") from None
         if raw.get("truncated"):
             rows.append({"truncated": True})
         return rows
@@ -813,11 +847,11 @@ class ClientCore:
         for side in ("bids", "asks"):
             levels = book.get(side, ())
             if not isinstance(levels, tuple | list):
-                raise ShardexError(f"book: {MALFORMED_PREFIX}: {side} is not a list")
+                raise _bad_reply(f"book: {MALFORMED_PREFIX}: {side} is not a list")
             conv = []
             for lvl in levels:
                 if not (isinstance(lvl, tuple | list) and len(lvl) == 3 and all(map(_is_int, lvl))):
-                    raise ShardexError(f"book: {MALFORMED_PREFIX}: bad level in {side}")
+                    raise _bad_reply(f"book: {MALFORMED_PREFIX}: bad level in {side}")
                 p, q, n = lvl
                 conv.append((Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n))
             out[side] = conv
@@ -827,19 +861,19 @@ class ClientCore:
         """An ``OP_ORDER`` answer → map with Decimal price/qty/filled and trade tuples
         ``(price, qty, trade_id)``, side as "buy"/"sell"; ``ShardexError`` when malformed."""
         if not isinstance(raw, dict):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: expected a map")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: expected a map")
         if "error" in raw:
             raise ShardexError(f"order status: {str(raw['error'])[:_MAX_REASON]}")
         state = raw.get("state")
         if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
         out: dict[str, Any] = {"state": state}
         for k in ("symbol", "id"):
             if type(raw.get(k)) is not str:
-                raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {k}")
+                raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {k}")
             out[k] = raw[k]
         if not _is_int(raw.get("seq")):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad seq")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad seq")
         out["seq"] = raw["seq"]
         if state == STATE_UNKNOWN:
             return out
@@ -877,7 +911,7 @@ class ClientCore:
                     conv.append((Decimal(m.price_str(t[0])), Decimal(m.qty_str(t[1])), t[2]))
                 out["trades"] = conv
         except (_Malformed, KeyError) as exc:
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
         return out
 
     # -- fates of uncertain commands -----------------------------------------------------------
@@ -918,9 +952,9 @@ class ClientCore:
         again); otherwise None — the account shard forwarded it before it answered, and the
         engine shard reads its account link before client requests, so its state shows it."""
         if error is not None:
-            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+            return UNKNOWN, {"error": _kept(error)}
         if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
-            return UNKNOWN, {"error": f"account shard: {MALFORMED_PREFIX}"}
+            return UNKNOWN, {"error": _malformed("no state", "account shard: ")}
         if raw["state"] != "held":
             return None
         if cmd[0] == OP_AMEND:
@@ -966,11 +1000,11 @@ class ClientCore:
         """(fate, Decimal status map) of ``cmd`` from its ``OP_ORDER`` outcome; ``error``
         (timeout, unreachable, batch error, malformed) leaves it unknown."""
         if error is not None:
-            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+            return UNKNOWN, {"error": _kept(error)}
         try:
             status = self.order_status_map(raw)
         except ShardexError as exc:
-            return UNKNOWN, {"error": str(exc)}
+            return UNKNOWN, {"error": exc.error if exc.error is not None else str(exc)}
         return fate_from_state(cmd, raw), status
 
     # -- topology and markets ------------------------------------------------------------------
@@ -1304,7 +1338,7 @@ class Client(ClientCore):
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
 
     def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books (integer units) for ``audit_report``; a shard that
@@ -1384,7 +1418,7 @@ class Client(ClientCore):
                 try:
                     self._send(self._sock(s), [key, req, encode_request([tuples[i] for i in idx])])
                 except RequestTimeout as exc:
-                    self.store(idx, str(exc), None, out)
+                    self.store(idx, exc.error, None, out)
                     continue
                 pending.add(req, idx)
             if not pending:
@@ -1392,7 +1426,9 @@ class Client(ClientCore):
             got = self._recv(pending.next_deadline() or 0.0)
             if got is None:
                 for idx in pending.expire():
-                    self.store(idx, f"{TIMEOUT_PREFIX} {self.timeout}s", None, out)
+                    timeout = ErrorText(codes.TIMEOUT, f"{TIMEOUT_PREFIX} {self.timeout}s",
+                                        {"after": self.timeout})  # fmt: skip
+                    self.store(idx, timeout, None, out)
                 continue
             idx = pending.pop(got[0])
             if idx is None:
@@ -1447,7 +1483,7 @@ class Client(ClientCore):
             raise self.no_reply(
                 f"{UNREACHABLE_PREFIX} "
                 f"{sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
-                f"within {self.timeout}s (not running?)"
+                f"within {self.timeout}s (not running?)", codes.UNREACHABLE
             ) from None
 
     def _wait(self, req: bytes, deadline: float, what: str) -> tuple[Any, Any]:
@@ -1547,7 +1583,7 @@ class AsyncClient(ClientCore):
         except (TimeoutError, zmq.Again):
             self._replies.forget(req)
             raise self.no_reply(
-                f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s"
+                f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s", codes.UNREACHABLE
             ) from None
         return req, fut
 
@@ -1616,7 +1652,7 @@ class AsyncClient(ClientCore):
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
 
     async def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books for ``audit_report`` (as ``Client.audit``)."""
@@ -1773,7 +1809,7 @@ class AsyncClient(ClientCore):
             try:
                 error, results = await self._reply(req, fut, f"shard {s}")
             except RequestTimeout as exc:
-                error, results = str(exc), None
+                error, results = exc.error, None
             finally:
                 gate.release()
             self.store(idx, error, results, out)
@@ -1785,7 +1821,7 @@ class AsyncClient(ClientCore):
                 req, fut = await self._send(self._sock(s), key, [tuples[i] for i in idx])
             except RequestTimeout as exc:
                 gate.release()
-                self.store(idx, str(exc), None, out)
+                self.store(idx, exc.error, None, out)
                 continue
             tasks.append(asyncio.ensure_future(finish(req, fut, s, idx)))
         await asyncio.gather(*tasks)
@@ -1891,10 +1927,10 @@ def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result
     """An account shard's answer to a deposit/withdraw → a ``Result`` whose one event is
     ``balance`` (available/held after it, Decimals) or ``rejected`` (reason, code)."""
     if error is not None:
-        return Result(command, [], str(error)[:_MAX_REASON], NOT_EXECUTED)
+        return Result(command, [], _kept(error), NOT_EXECUTED)
     res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
     if not isinstance(res, dict):
-        return Result(command, [], f"{MALFORMED_PREFIX}: expected a map", UNKNOWN)
+        return Result(command, [], _malformed("expected a map"), UNKNOWN)
     if "rejected" in res:
         ev = {"ev": "rejected", "reason": str(res["rejected"]), "code": res.get("code")}
         return Result(command, [ev], None, EXECUTED)
@@ -1902,7 +1938,7 @@ def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result
         ev = {"ev": "balance", "asset": res["asset"], "available": Decimal(res["available"]),
               "held": Decimal(res["held"]), "repeated": bool(res.get("repeated"))}  # fmt: skip
     except (KeyError, TypeError, ValueError, ArithmeticError):
-        return Result(command, [], f"{MALFORMED_PREFIX}: bad balance", UNKNOWN)
+        return Result(command, [], _malformed("bad balance"), UNKNOWN)
     return Result(command, [ev], None, EXECUTED)
 
 

@@ -22,6 +22,8 @@ from test_accounts_attack import _metric
 from test_accounts_wire import _wait
 
 from shardex.client import AsyncClient, Retry
+from shardex.wire import codes
+from shardex.wire.errors import ErrorText
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,7 +123,8 @@ def test_timed_out_amend_is_unknown_while_its_account_shard_cannot_answer(tier: 
         _wait(lambda: _reachable(c), "the router routes to the account shard again")
         # answered now: the account shard forwarded it, the engine shard shows it → executed
         cmd = c.command(c._amend_cmd(SYMBOL, "am-1", "0.01", None, "a1"))
-        fate, status = c._fates([cmd], [("timeout after 0.5s", None)], 1)[0]
+        timeout = ErrorText(codes.TIMEOUT, "timeout after 0.5s")
+        fate, status = c._fates([cmd], [(timeout, None)], 1)[0]
         assert fate == "executed" and status["qty"] == D("0.01"), (fate, status)
         assert c.cancel(SYMBOL, "am-1", account="a1").ok
         _wait(lambda: c.balance("a1")["USD"] == (D("1000.00"), D(0)), "hold released")

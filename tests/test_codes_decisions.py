@@ -24,8 +24,10 @@ from shardex.client import (
     NOT_EXECUTED,
     UNKNOWN,
     ClientCore,
+    RequestTimeout,
     Result,
     Retry,
+    ShardexError,
     retryable,
     stale_topology,
     uncertain,
@@ -40,6 +42,7 @@ from shardex.wire.protocol import (
     ERR_OVERLOADED,
     ERR_UNAVAILABLE,
     ERR_UNKNOWN_KEY,
+    VERSION,
     decode_reply,
     decode_request,
     encode_reply,
@@ -50,6 +53,7 @@ from shardex.wire.protocol import (
     leader_changed_error,
     not_leader_epoch,
     not_leader_error,
+    packb,
     recovering_error,
     too_many_reads_error,
 )
@@ -214,3 +218,22 @@ def test_a_retrying_client_gets_through_a_shard_restart_once_with_rewritten_text
         assert cluster.shard_pid(0) != pid
     finally:
         cluster.stop()
+
+
+def test_exceptions_carry_the_code_of_the_error_behind_them() -> None:
+    """``ShardexError.code``: a read answered with a batch error keeps its code (data too, even
+    a newer peer's unknown code, whose data has a ``code`` of its own)."""
+    for err, name in ((_wire(ERR_OVERLOADED), "overloaded"),
+                      (_wire(not_leader_error(3, "standby")), "not_leader"),
+                      (decode_reply(packb((VERSION, (999, "new", {}), None)))[0],
+                       "malformed_reply")):  # fmt: skip
+        with pytest.raises(ShardexError) as info:
+            ClientCore.read_result(err, None, "status")
+        assert info.value.code == name and info.value.error.data == err.data
+    with pytest.raises(ShardexError) as info:
+        ClientCore.read_result(None, (1, 2), "status")
+    assert info.value.code == "malformed_reply"
+    core = ClientCore("tcp://127.0.0.1:1", key=False)
+    assert core.no_reply("x").code == "timeout" and isinstance(core.no_reply("x"), RequestTimeout)
+    assert core.no_reply("x", codes.UNREACHABLE).code == "unreachable"
+    assert ShardexError("plain").code is None

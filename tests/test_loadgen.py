@@ -30,13 +30,18 @@ from shardex.tools.loadgen import (
     run,
 )
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
+from shardex.wire import codes
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
+    ERR_UNAVAILABLE,
     OP_ORDER,
+    ErrorText,
     encode_reply,
+    journal_error,
     leader_changed_error,
     markets_to_wire,
     not_leader_error,
+    recovering_error,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +192,7 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
         t.add(c, 0.0)
     steps = t.due(0.0)
     assert [len(s.queries) for s in steps] == [2, 2] and t.open == 4  # ≤ batch per dialogue
-    assert _answer_all(t, steps, 0.0, error="overloaded") == []
+    assert _answer_all(t, steps, 0.0, error=ERR_OVERLOADED) == []
     assert t.open == 4 and t.due(0.1) == []  # backing off: not due yet
     assert t.next_due() == 0.25
     steps = t.due(0.3)
@@ -197,7 +202,7 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
     assert t.why == {"unreadable_state": 3} or t.why == {"malformed_reply": 3}, t.why
     t2 = FateTracker(_Core(), batch=10)
     t2.add(cmds[0], 0.0)
-    _answer_all(t2, t2.due(0.0), 0.0, error="timeout after 1.0s")
+    _answer_all(t2, t2.due(0.0), 0.0, error=ErrorText(codes.TIMEOUT, "timeout after 1.0s"))
     t2.finish(0.2)
     assert t2.due(5.0) == [] and t2.done  # past the deadline: unknown with the last reason
     assert t2.fates["unknown"] == 1 and t2.why == {"timeout": 1}
@@ -218,19 +223,21 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
 @pytest.mark.parametrize(
     ("error", "why"),
     [
-        ("timeout after 5.0s", "timeout"),
+        (ErrorText(codes.TIMEOUT, "timeout after 5.0s"), "timeout"),
         (leader_changed_error(1.0, 0, 3), "timeout"),
-        ("overloaded", "overloaded"),
+        (ERR_OVERLOADED, "overloaded"),
         (not_leader_error(3, "standby", routed=True), "not_leader"),
         (not_leader_error(3, "fenced"), "not_leader"),
-        ("shard unavailable", "shard_unavailable"),
-        ("journal unavailable: disk full", "journal_unavailable"),
-        ("cannot reach tcp://x:1", "cannot_reach"),
-        ("malformed reply: result count", "malformed_reply"),
-        ("something new", "other_error"),
+        (ERR_UNAVAILABLE, "shard_unavailable"),
+        (journal_error("disk full"), "journal_unavailable"),
+        (recovering_error("shard 0", {}, "replaying its journal"), "recovering"),
+        (ErrorText(codes.UNREACHABLE, "cannot reach tcp://x:1"), "cannot_reach"),
+        (ErrorText(codes.MALFORMED_REPLY, "malformed reply: result count"), "malformed_reply"),
+        (ErrorText(codes.HALTED, "halted: x"), "other_error"),
+        ("timeout after 5.0s", "other_error"),  # a bare text: no code, nothing reads it
     ],
 )
-def test_unknown_reasons_are_read_from_the_stable_error_prefixes(error: str, why: str) -> None:
+def test_unknown_reasons_are_read_from_the_error_codes(error: str, why: str) -> None:
     assert why_unknown({"error": error}) == why
     assert why_unknown({"state": "held", "pending": 2}) == "amend_in_flight"
     assert why_unknown(None) == "unreadable_state"

@@ -75,7 +75,9 @@ from shardex.engine.codes import (
 from shardex.tools.fates import FATES, FateTracker, Step
 from shardex.tools.fills import EventWatch, FillCounter, settle, shard_seqs
 from shardex.tools.workload import DEFAULT_MIX, DEFAULT_MIX_TEXT, KINDS, Workload, format_mix
+from shardex.wire import codes
 from shardex.wire.protocol import (
+    ErrorText,
     decode_reply,
     encode_request,
     markets_from_wire,
@@ -271,6 +273,12 @@ class Progress(NamedTuple):
     fates_open: int = 0  # still being asked (after the load: the fate phase)
 
 
+def open_outcomes(error_codes: Mapping[str, int]) -> int:
+    """How many of the counted errors (by code name) left their command's fate open."""
+    return sum(n for name, n in error_codes.items()
+               if name in codes.BY_NAME and codes.BY_NAME[name].uncertain)  # fmt: skip
+
+
 @dataclass
 class Report:
     sent: int = 0
@@ -287,7 +295,8 @@ class Report:
     counted_from: str = "replies"
     events_repaired: int = 0  # events the subscriber missed, fetched again by seq range
     events_lost: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
+    errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts, by text
+    error_codes: dict[str, int] = field(default_factory=dict)  # the same, by code name
     # fates of the commands whose outcome was open (timeouts, the router's "may have run",
     # unreadable replies), asked until known or ``fate_wait`` after the load; unknown_why:
     # the unknown ones by the reason of their last question (``shardex.tools.fates.WHY_*``)
@@ -307,7 +316,9 @@ class Report:
 
     @property
     def timeouts(self) -> int:
-        return sum(v for k, v in self.errors.items() if k.startswith("timeout"))
+        """Commands whose outcome was open (a timeout, the router's "may have run", an
+        unreadable reply): their fates were asked."""
+        return open_outcomes(self.error_codes)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "hist"}
@@ -598,6 +609,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     rep = Report(hist=hist)
     rejected: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    error_codes: Counter[str] = Counter()  # the same errors by code name (decisions, timeouts)
     uniq = list(dict.fromkeys(socks))
     fds = [s.getsockopt(zmq.FD) for s in uniq]
     # req → ("cmds", cmds, sent stamps, (socket index, shard slot)); in ``asking``:
@@ -606,7 +618,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     # fate questions wait longer: under a backlog a question asked again too soon is one more
     # request queued behind the first (they are asked again only after back-off anyway)
     asking = Pending(max(cfg.timeout, FATE_TIMEOUT_S), time.perf_counter)
-    asking_text = f"timeout after {max(cfg.timeout, FATE_TIMEOUT_S)}s"
+    asking_text = ErrorText(codes.TIMEOUT, f"{TIMEOUT_PREFIX} {max(cfg.timeout, FATE_TIMEOUT_S)}s")
     per_sock_inflight = [0] * len(socks)
     ids = RequestIds()
     risk_on = cfg.risk == "on" and cfg.account_shards > 0
@@ -625,7 +637,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     sent_cmds = 0
     stopped_at: float | None = None
     load_done: float | None = None  # every order answered or timed out
-    timeout_text = f"timeout after {cfg.timeout}s"
+    timeout_text = f"{TIMEOUT_PREFIX} {cfg.timeout}s"
 
     def slot(conn: int, group: int) -> int:
         """The socket of connection ``conn`` for shard slot ``group`` (direct: one socket per
@@ -688,10 +700,11 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             for t in stamps:
                 hist.record_value(max(1, int((now - t) * 1e6)))
         if error is None and (not isinstance(results, tuple | list) or len(results) != n):
-            error = f"{MALFORMED_PREFIX} (result count)"
+            error = ErrorText(codes.MALFORMED_REPLY, f"{MALFORMED_PREFIX} (result count)")
         if error is not None:
             errors[str(error)[:200]] += n
-            if uncertain(str(error)):  # e.g. the router's "may have run: ask its fate"
+            error_codes[error.name] += n
+            if uncertain(error):  # e.g. the router's "may have run: ask its fate"
                 for c in cmds:
                     fates.add(c, now)
             return
@@ -708,6 +721,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
             else:
                 per_sock_inflight[where[0]] -= 1
                 errors[timeout_text] += len(cmds)
+                error_codes["timeout"] += len(cmds)
                 for c in cmds:
                     fates.add(c, now)
 
@@ -794,7 +808,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
                 rep.abandoned += len(cmds)
             fates.abandon()
         if progress is not None and now - last_progress >= 1.0:
-            timeouts = sum(v for k, v in errors.items() if k.startswith(TIMEOUT_PREFIX))
+            timeouts = open_outcomes(error_codes)
             progress.put(_progress_item(index, rep, sent_cmds, errors, timeouts, fates))
             last_progress = now
         if done_sending(now) and not pending and not asking and fates.done:
@@ -805,6 +819,7 @@ def run_one(cfg: LoadConfig, index: int, progress: Any = None, stop: Any = None)
     rep.sent = sent_cmds
     rep.rejected = dict(rejected)
     rep.errors = dict(errors)
+    rep.error_codes = dict(error_codes)
     rep.fates = dict(fates.fates)
     rep.unknown_why = dict(fates.why)
     rep.fate_questions = fates.questions
@@ -978,6 +993,7 @@ def _collect(
     merged = Report(hist=HdrHistogram(1, HIST_MAX_US, 3))
     rej: Counter[str] = Counter()
     errs: Counter[str] = Counter()
+    errcodes: Counter[str] = Counter()
     fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
     why: Counter[str] = Counter()
     for kind, d in got:
@@ -995,6 +1011,7 @@ def _collect(
         merged.seconds = max(merged.seconds, d["seconds"])
         rej.update(d["rejected"])
         errs.update(d["errors"])
+        errcodes.update(d.get("error_codes", {}))
         fates.update(d["fates"])
         why.update(d["unknown_why"])
         merged.fate_questions += d["fate_questions"]
@@ -1002,6 +1019,7 @@ def _collect(
         merged.hist.add(HdrHistogram.decode(d["hist"]))
     merged.rejected = dict(rej)
     merged.errors = dict(errs)
+    merged.error_codes = dict(errcodes)
     merged.fates = dict(fates)
     merged.unknown_why = dict(why)
     merged.interrupted |= bool(stop)

@@ -105,9 +105,9 @@ def decode_error(raw: Any) -> ErrorText:
 
 # -- the batch errors of the cluster's processes ----------------------------------------------
 
-# Batch errors (``[code, text, data]``, see ``shardex.wire.errors``). The texts are for humans
-# and may change; the code says what it is. The ``ERR_*`` strings are the texts' stable starts,
-# kept for logs and tests; ``ERR_OVERLOADED`` and ``ERR_UNAVAILABLE`` are whole errors.
+# The texts are for humans and may change; the code says what an error is. The ``ERR_*``
+# strings are the texts' starts, kept for logs and tests (nothing decides by them);
+# ``ERR_OVERLOADED``, ``ERR_UNAVAILABLE``, ``ERR_UNKNOWN_KEY`` are whole errors.
 ERR_JOURNAL = "journal unavailable"  # the journal cannot write (code journal_unavailable)
 ERR_OVERLOADED = error(codes.OVERLOADED, "overloaded")
 ERR_UNAVAILABLE = error(codes.UNAVAILABLE, "shard unavailable")
