@@ -33,6 +33,7 @@ import click
 import pytest
 import redis
 import yaml
+from click.testing import CliRunner
 from conftest import ROOT, Cluster, listening
 
 from shardex.cli import main as cli
@@ -120,14 +121,30 @@ def env_for(cluster: Cluster) -> dict[str, str]:
     return {**env, "SHARDEX_BASE_PORT": str(cluster.layout.base_port)}
 
 
-def run_cli(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 30):
-    return subprocess.run(
-        [sys.executable, "-m", "shardex.cli", *argv],
-        capture_output=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
+@dataclass(frozen=True)
+class Ran:
+    """What a command printed and how it ended."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run_cli(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Ran:
+    """``shardex argv`` in this process (click's runner: no interpreter start per line), in
+    ``cwd`` with exactly ``env`` as its environment, as a shell would run it."""
+    env = dict(os.environ) if env is None else env
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    changes.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner(env=changes).invoke(cli, argv, prog_name="shardex")
+    finally:
+        os.chdir(before)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout_bytes, result.stderr_bytes or b"")
 
 
 # what some python blocks print, checked (page name → check of its stdout)
