@@ -25,6 +25,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import pytest
 import redis
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, Cluster, listening
+from conftest import ROOT, Cluster, listening, wait_listening
 
 from shardex.cli import main as cli
 from shardex.config import load_markets
@@ -466,6 +467,68 @@ def test_config_blocks_parse(tmp_path):
         assert yaml.safe_load(b.body) is not None, b.where
     for b in blocks("json"):
         json.loads(b.body)
+
+
+# -- names the docs use exist -------------------------------------------------------------------
+
+PATH_REF = re.compile(r"(?<![\w/.-])((?:shardex|tests|bench|grafana)/[\w./-]*\w)(?![\w*<])")
+NOT_PATHS = {"grafana/grafana"}  # a docker image
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """`shardex/...`, `tests/...`, `bench/...` and `grafana/...` paths in README and the pages
+    exist: a moved or renamed file shows up here, with the page to fix."""
+    stale = []
+    for page in pages():
+        for m in PATH_REF.finditer(page.read_text()):
+            path = m.group(1).rstrip(".")
+            if path not in NOT_PATHS and not (ROOT / path).exists():
+                stale.append(f"{page.relative_to(ROOT)}: {path}")
+    assert not stale, stale
+
+
+def test_every_environment_variable_the_docs_name_is_read():
+    code = "\n".join(p.read_text() for p in (ROOT / "shardex").rglob("*.py"))
+    names = {m for page in pages() for m in re.findall(r"\bSHARDEX_[A-Z0-9_]*[A-Z0-9]\b",
+                                                       page.read_text())}  # fmt: skip
+    assert names and {n for n in names if n not in code} == set()
+
+
+# metrics a 1-shard cluster without replicas does not export
+REPLICA_ONLY = ("shardex_replica_", "shardex_accounts_replica_", "shardex_bridge_stale_epoch")
+
+
+def test_every_metric_the_docs_name_is_exported(cluster):
+    """Each ``shardex_*`` metric named in the docs is exported by the test cluster (router,
+    engine shard, account shard, bridge; histograms and counters by prefix) or, for a labelled
+    family that has no sample yet, defined by that name in the code."""
+    lay = cluster.layout
+    ports = [lay.router_metrics(0), lay.shard_metrics_port(0), lay.account_metrics_port(0),
+             lay.bridge_metrics_port]  # fmt: skip
+    wait_listening(ports)  # (the bridge binds its exporter once it has reached Redis)
+    samples: set[str] = set()
+    families: set[str] = set()
+    for port in ports:
+        with urllib.request.urlopen(f"http://{lay.host}:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        samples |= {ln.split("{")[0].split(" ")[0] for ln in text.splitlines() if ln[:1] != "#"}
+        # a labelled family without samples yet still has its TYPE line (counters without _total)
+        families |= {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")}
+    named = {m for page in pages() for m in re.findall(r"(?<![…\w])shardex_[a-z0-9_]*[a-z0-9]",
+                                                       page.read_text())}  # fmt: skip
+    named = {n for n in named if not n.startswith(REPLICA_ONLY)}
+    # a labelled family shows only once a label has a value (a conflict, a trade): such a name
+    # must then be defined literally in the code
+    code = "\n".join(p.read_text() for p in (ROOT / "shardex").rglob("*.py"))
+    missing = {
+        n
+        for n in named
+        if n.removesuffix("_total") not in families
+        and not any(s == n or s.startswith(n + "_") for s in samples)
+        and f'"{n}"' not in code
+        and f'"{n.removesuffix("_total")}"' not in code
+    }
+    assert len(named) > 30 and not missing, sorted(missing)
 
 
 # -- the site ----------------------------------------------------------------------------------
