@@ -13,6 +13,7 @@ from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE
+from shardex.wire.account_events import account_event_to_json
 from shardex.wire.protocol import event_to_json
 
 BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
@@ -21,14 +22,7 @@ FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[str]:
     """The flat field list of an engine event's entry (its public JSON form, plus its shard)."""
-    d = event_to_json(ev, markets)
-    out = []
-    for k, v in d.items():
-        out.append(k)
-        out.append(v if isinstance(v, str) else str(v))
-    out.append("shard")
-    out.append(str(shard))
-    return out
+    return _flat(event_to_json(ev, markets), shard)
 
 
 class EntryFormatter:
@@ -62,15 +56,17 @@ class EntryFormatter:
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
     def balance_item(self, ev: tuple, shard: int) -> tuple:
-        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields), amounts as exact decimal
-        strings of the asset (``AssetTable.fmt``)."""
-        fmt = self.assets.fmt
-        if ev[0] == AE_BALANCE:
-            _, seq, account, asset, avail, held, why, ref = ev
-            fields = ["ev", "balance", "account", account, "asset", asset,
-                      "available", fmt(asset, avail), "held", fmt(asset, held),
-                      "why", why, "ref", ref]  # fmt: skip
-        else:
-            _, seq, asset, total = ev
-            fields = ["ev", "fees", "asset", asset, "total", fmt(asset, total)]
-        return (f"{seq}-0", [*fields, "seq", str(seq), "shard", str(shard)])
+        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
+        (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
+        return (f"{ev[1]}-0", _flat(account_event_to_json(ev, self.assets, self.markets), shard))
+
+
+def _flat(obj: dict, shard: int) -> list[str]:
+    """A JSON object's fields as a flat list of strings, then the shard: an entry's fields."""
+    out = []
+    for k, v in obj.items():
+        out.append(k)
+        out.append(v if isinstance(v, str) else str(v))
+    out.append("shard")
+    out.append(str(shard))
+    return out
