@@ -64,7 +64,7 @@ Alerts (one ``ALERT`` log line, ``shardex_bridge_alerts_total{shard,kind}``):
   or a shard restarted without its journal). The bridge rewinds to the highest entry at or below
   the shard's seq and goes on; whatever then meets a foreign entry is a counted ``conflict``.
 
-Replicated shards (issue 15; engine shards and account shards alike): a leader's PUB messages
+Replicated shards (engine shards and account shards alike): a leader's PUB messages
 carry its epoch (a 4th field) and its HELLO to the router carries it too. The bridge keeps the
 newest epoch seen per shard: a PUB message of an older epoch (a deposed leader's) is dropped
 and counted (``shardex_bridge_stale_epoch_total{shard}``, a ``conflict`` ALERT); each write

@@ -196,8 +196,8 @@ class ShardState:
     repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
     idle: int = 0
     # "events": an engine shard (``shardex:events:<i>`` + trades); "balances": an account shard
-    # (issue 14): all its events are tracked by seq, its balance changes are written to
-    # ``shardex:balances:<j>``
+    # (all its events are tracked by seq, its balance changes are written to
+    # ``shardex:balances:<j>``)
     kind: str = "events"
     # A replicated shard's newest leader epoch seen (PUB messages, topology): PUB messages of
     # an older epoch are dropped, and writes carry it (WRITE_SCRIPT checks it). 0: none seen.

@@ -46,7 +46,7 @@ MALFORMED_SOURCES = ("pub", "reply")
 STALE_EPOCH = Counter(
     "shardex_bridge_stale_epoch_total",
     "PUB messages dropped (and batches not written) because they came from a leader epoch "
-    "older than the newest seen for the shard (issue 15: a deposed leader)",
+    "older than the newest seen for the shard (a deposed leader)",
     ["shard"],
 )
 LAG = Gauge("shardex_bridge_lag_events", "Shard seq minus last seq written to Redis", ["shard"])

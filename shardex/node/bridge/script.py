@@ -15,7 +15,7 @@ writer of a deposed epoch.
 # deleted [stream key, entries removed, ...] names each stream of the batch that lost entries
 # although the bridge never trims (maxlen 0): no ACL can stop a writer's XADD MAXLEN/MINID, so
 # the bridge reports it (XINFO STREAM: entries-added minus length, Redis/Valkey >= 7.0).
-# Replicated shards (issue 15): ARGV[4] is the leader epoch the batch was received under and the
+# Replicated shards: ARGV[4] is the leader epoch the batch was received under and the
 # last KEY is ``<events key>:epoch``, the highest epoch written for the shard: a batch of an
 # older epoch writes nothing and returns {0, 0, 0, {}, that epoch} (check epoch, then XADD, in
 # one script: no writer of a deposed epoch can slip an entry in). ARGV[4] absent or 0: no check.

@@ -83,7 +83,7 @@ async def _ask(
 
 
 def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
-    """The router's account shards (issue 14) → each one's PUB and direct endpoints and leader
+    """The router's account shards → each one's PUB and direct endpoints and leader
     epoch (0: not replicated); ``[]`` when the account tier is off, None until every account
     shard has registered."""
     try:
@@ -100,7 +100,7 @@ def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
         pub, direct = t.get("pub"), t.get("direct")
         if type(pub) is not str or type(direct) is not str or not pub or not direct:
             return None
-        epoch = t.get("epoch")  # a replicated account shard's leader epoch (issue 15)
+        epoch = t.get("epoch")  # a replicated account shard's leader epoch
         out.append({"pub": pub, "direct": direct, "epoch": epoch if type(epoch) is int else 0})
     return out
 
@@ -135,7 +135,7 @@ def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
             pub, direct = t.get("pub"), t.get("direct")
             if type(pub) is not str or type(direct) is not str or not pub or not direct:
                 return None
-            epoch = t.get("epoch")  # a replicated shard's leader epoch (issue 15), else None
+            epoch = t.get("epoch")  # a replicated shard's leader epoch, else None
             out.append({"pub": pub, "direct": direct, "epoch": epoch if type(epoch) is int else 0})
         return out
     except TopologyError:
