@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from time import perf_counter
 
-from shardex.journal import disk
+import shardex.journal.disk as disk
 from shardex.journal.disk import JournalUnavailable, _fsync_dir, _reason, _seg_name, _seq_of
 from shardex.journal.records import MAX_RECORD
 

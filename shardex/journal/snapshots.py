@@ -17,8 +17,8 @@ from typing import Any
 
 import msgpack
 
+import shardex.journal.disk as disk
 from shardex.engine import Engine, Market
-from shardex.journal import disk
 from shardex.journal.disk import (
     JournalError,
     JournalUnavailable,
