@@ -64,7 +64,7 @@ from shardex.journal.recovery import (
     Recovered,
     Replay,
     recover,
-    replay,
+    replay_segments,
     uncovered,
 )
 from shardex.journal.segment import (
@@ -86,7 +86,7 @@ from shardex.journal.snapshots import (
 )
 
 _best_snapshot = best_snapshot  # the names they had in the single-module journal
-_replay = replay
+_replay = replay_segments
 _open_orders = open_orders
 
 __all__ = [
@@ -132,7 +132,7 @@ __all__ = [
     "records_at",
     "records_from",
     "recover",
-    "replay",
+    "replay_segments",
     "restore_engine",
     "segment_paths",
     "snapshot_books",

@@ -10,7 +10,7 @@ from typing import Any
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.journal.disk import JournalError, _seq_of
 from shardex.journal.records import SegmentScan, iter_records
-from shardex.journal.recovery import replay, uncovered
+from shardex.journal.recovery import replay_segments, uncovered
 from shardex.journal.snapshots import ENGINE, Machine, best_snapshot, open_orders, read_snapshot
 from shardex.wire.protocol import unpackb
 
@@ -47,7 +47,7 @@ def inspect(
         engine, snap_seq = best_snapshot(d, markets, machine)
         # what recovery reads: not the segments the snapshot covers whole (their damage is
         # still reported per segment, but a restart does not refuse over it)
-        replay(engine, paths if snap_seq is None else uncovered(paths, snap_seq), ends)
+        replay_segments(engine, paths if snap_seq is None else uncovered(paths, snap_seq), ends)
         seq = engine.seq
         if check is not None:
             checks = check(engine)

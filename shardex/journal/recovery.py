@@ -73,7 +73,7 @@ def uncovered(segments: list[Path], seq: int) -> list[Path]:
             if nxt is None or _seq_of(nxt) > seq]  # fmt: skip
 
 
-def replay(
+def replay_segments(
     engine: Engine,
     segments: list[Path],
     ends: dict[Path, int] | None = None,
@@ -181,7 +181,7 @@ def recover(
     segments = segment_paths(directory)
     if snap_seq is not None:
         segments = uncovered(segments, snap_seq)
-    replayed, cut = replay(engine, segments, progress=progress)
+    replayed, cut = replay_segments(engine, segments, progress=progress)
     return Recovered(engine, snap_seq, replayed, _cut_tails(cut))
 
 
