@@ -12,44 +12,37 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import (
-    AE_ANOMALY,
-    AE_BALANCE,
-    AE_FEES,
-    AE_FORWARD,
-    AE_GAP,
-    AE_REJECTED,
-    AE_REPEATED,
-    reject_name,
-)
+from shardex.accounts.codes import AE_NAMES, reject_name
 from shardex.engine.markets import Market
 from shardex.wire.protocol import command_to_json
 
 
 def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
-    """An account shard event → JSON object; ValueError for an unknown kind."""
+    """An account shard event → JSON object (``ev`` is the kind's name in ``AE_NAMES``);
+    ValueError for an unknown kind."""
     kind, seq = ev[0], ev[1]
-    if kind == AE_BALANCE:
+    name = AE_NAMES[kind] if type(kind) is int and 0 <= kind < len(AE_NAMES) else None
+    if name == "balance":
         _, _, account, asset, avail, held, why, ref = ev
-        return {"ev": "balance", "account": account, "asset": asset,
+        return {"ev": name, "account": account, "asset": asset,
                 "available": assets.fmt(asset, avail), "held": assets.fmt(asset, held),
                 "why": why, "ref": ref, "seq": seq}  # fmt: skip
-    if kind == AE_FEES:
-        return {"ev": "fees", "asset": ev[2], "total": assets.fmt(ev[2], ev[3]), "seq": seq}
-    if kind == AE_REJECTED:
-        return {"ev": "rejected", "account": ev[2], "ref": ev[3], "reason": ev[4],
+    if name == "fees":
+        return {"ev": name, "asset": ev[2], "total": assets.fmt(ev[2], ev[3]), "seq": seq}
+    if name == "rejected":
+        return {"ev": name, "account": ev[2], "ref": ev[3], "reason": ev[4],
                 "code": reject_name(ev[5]), "seq": seq}  # fmt: skip
-    if kind == AE_REPEATED:
-        return {"ev": "repeated", "account": ev[2], "ref": ev[3], "seq": seq}
-    if kind == AE_FORWARD:
+    if name == "repeated":
+        return {"ev": name, "account": ev[2], "ref": ev[3], "seq": seq}
+    if name == "forward":
         try:
             cmd: Any = command_to_json(ev[4], markets)
         except (KeyError, ValueError, TypeError, IndexError):
             cmd = repr(ev[4])
-        return {"ev": "forward", "shard": ev[2], "prev": ev[3], "command": cmd, "seq": seq}
-    if kind == AE_GAP:
-        return {"ev": "gap", "shard": ev[2], "have": ev[3], "prev": ev[4], "eseq": ev[5],
+        return {"ev": name, "shard": ev[2], "prev": ev[3], "command": cmd, "seq": seq}
+    if name == "gap":
+        return {"ev": name, "shard": ev[2], "have": ev[3], "prev": ev[4], "eseq": ev[5],
                 "seq": seq}  # fmt: skip
-    if kind == AE_ANOMALY:
-        return {"ev": "anomaly", "shard": ev[2], "eseq": ev[3], "reason": ev[4], "seq": seq}
+    if name == "anomaly":
+        return {"ev": name, "shard": ev[2], "eseq": ev[3], "reason": ev[4], "seq": seq}
     raise ValueError(f"unknown account event kind {kind!r}")
