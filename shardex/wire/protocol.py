@@ -46,6 +46,8 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
+from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 
 _NEW_FIELDS = {
     "op",
@@ -304,6 +306,7 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 # events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order; a
 #              replicated shard's leader appends its epoch: [VERSION, shard, [event, ...], epoch]
 #              (issue 15; additive: a single-process shard sends the 3-field form, as before).
+#              Encoded and decoded in ``shardex.wire.pub`` (the bridge's decoder).
 #
 # Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
 # fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
@@ -324,7 +327,6 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 # MAX_BATCH_BYTES of payloads.
 # ---------------------------------------------------------------------------------------------
 
-VERSION = 1
 OP_BOOK = 10  # (OP_BOOK, symbol, depth)
 OP_STATUS = 11  # (OP_STATUS,)
 OP_EVENTS = 12  # (OP_EVENTS, first seq, last seq): re-send a range (gap repair)
@@ -394,15 +396,6 @@ def not_leader_epoch(error: Any) -> int | None:
         return None
     m = _NOT_LEADER_RE.search(error)
     return int(m.group(1)) if m else None
-
-
-_packer = msgpack.Packer(use_bin_type=True)
-packb = _packer.pack
-
-
-def unpackb(data: bytes) -> Any:
-    """Decode one msgpack frame; arrays become tuples (what the engine expects)."""
-    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
 
 
 def markets_to_wire(markets: Mapping[str, Market]) -> dict[str, list[str]]:
@@ -543,8 +536,9 @@ def decode_request(payload: bytes) -> tuple[Any, str | None]:
     if type(msg) is not tuple or len(msg) != 2:
         return None, "malformed payload: expected [version, commands]"
     version, cmds = msg
-    if type(version) is not int or version != VERSION:
-        return None, f"unsupported protocol version {quote(version)} (this side speaks {VERSION})"
+    reason = version_error(version)
+    if reason is not None:
+        return None, reason
     if type(cmds) is not tuple:
         return None, "malformed payload: commands must be an array"
     return cmds, None
@@ -564,8 +558,9 @@ def decode_reply(payload: bytes) -> tuple[str | None, Any]:
         version, error, results = msg
     except Exception as exc:
         return f"malformed reply: {type(exc).__name__}", None
-    if type(version) is not int or version != VERSION:
-        return f"unsupported protocol version {quote(version)} in reply", None
+    reason = version_error(version, " in reply")
+    if reason is not None:
+        return reason, None
     if error is not None:
         if type(error) is not str:
             return f"malformed reply: error {quote(error)}", None
@@ -573,29 +568,6 @@ def decode_reply(payload: bytes) -> tuple[str | None, Any]:
     if type(results) is not tuple:
         return f"malformed reply: results must be an array, got {quote(results)}", None
     return None, results
-
-
-def encode_events(shard: int, events: list[Event], epoch: int | None = None) -> bytes:
-    """A PUB payload; ``epoch`` (a replicated leader's) is appended only when given, so a
-    single-process shard's messages keep the 3-field form older subscribers read."""
-    if epoch is None:
-        return packb((VERSION, shard, events))
-    return packb((VERSION, shard, events, epoch))
-
-
-def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
-    return decode_events_epoch(payload)[:2]  # type: ignore[return-value]
-
-
-def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | None]:
-    """A PUB payload → (shard, events, the publisher's epoch or None when it sent none)."""
-    msg = unpackb(payload)
-    if type(msg) is not tuple or len(msg) not in (3, 4):
-        raise ValueError("expected [version, shard, events(, epoch)] in events")
-    version, shard, events = msg[:3]
-    if version != VERSION:
-        raise ValueError(f"unsupported protocol version {version!r} in events")
-    return shard, events, (msg[3] if len(msg) == 4 else None)
 
 
 def encode_batch(items: list[bytes]) -> bytes:
