@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from shardex.cli.base import advertised, check_data_dir, check_endpoint, markets, process_keys_dir
+from shardex.cli.base import (
+    advertised,
+    check_data_dir,
+    check_endpoint,
+    checked_layout,
+    markets,
+    process_keys_dir,
+)
 from shardex.cli.engine import Replication
 from shardex.cli.options import check_role_auto, resolve_accounts, resolve_routers, resolve_shards
 from shardex.journal import JournalError
@@ -74,7 +81,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
     table = markets(o["markets_file"])
     if data_dir:
         check_data_dir(data_dir, n, table, accounts=m)
-    layout = Layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), accounts=m)
+    layout = checked_layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), m)
     links = _links(o["engine_links"], layout, o.get("replicas", 1))
     auto = o.get("role", "single") == "auto"
     r = o.get("replica", 0) if auto else 0

@@ -15,11 +15,12 @@ from shardex.datadir import DataDirError, check_account_tier, check_shard_count
 from shardex.engine import MarketError
 from shardex.journal import JournalError
 from shardex.kinds.checks import UsageLineError, advertised, check_endpoint, endpoint_cb
+from shardex.layout import Layout
 from shardex.wire.transport import NO_KEY
 
 __all__ = ["INSECURE_WARNING", "UsageLineError", "advertised", "check_data_dir",
-           "check_endpoint", "client_key", "endpoint_cb", "keys_dir_of", "markets",
-           "open_store", "process_keys_dir"]  # fmt: skip
+           "check_endpoint", "checked_layout", "client_key", "endpoint_cb", "keys_dir_of",
+           "markets", "open_store", "process_keys_dir"]  # fmt: skip
 
 INSECURE_WARNING = (
     "WARNING: INSECURE cluster (--insecure): no authentication, anyone who can reach its ports "
@@ -33,6 +34,17 @@ def markets(path: str | None):
         return load_markets(path)
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def checked_layout(
+    host: str, base_port: int, shards: int = 1, routers: int = 1, accounts: int = 0
+) -> Layout:
+    """A process's default layout; a base port (or count) it cannot have is one line (exit 2)
+    instead of a traceback."""
+    try:
+        return Layout(host, base_port, shards, routers, accounts)
+    except ValueError as exc:
+        raise UsageLineError(f"--base-port {base_port}: {exc}") from None
 
 
 def check_data_dir(

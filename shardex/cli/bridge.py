@@ -7,10 +7,9 @@ from typing import Any
 
 import click
 
-from shardex.cli.base import markets, process_keys_dir
+from shardex.cli.base import checked_layout, markets, process_keys_dir
 from shardex.kinds import BRIDGE
 from shardex.kinds.bridge import redis_url_for_bridge
-from shardex.layout import Layout
 from shardex.node.bridge import BridgeConfig, run_bridge
 
 
@@ -18,7 +17,7 @@ def bridge_config(**o: Any) -> BridgeConfig:
     """The bridge's config from its options: the layout's router, Redis (as user ``bridge``
     when the cluster has keys) and metrics port unless given."""
     keys = process_keys_dir("bridge", o["data_dir"], o["keys_dir"], o["insecure"])
-    layout = Layout(o["host"], o["base_port"])
+    layout = checked_layout(o["host"], o["base_port"])
     secure = {"keys_dir": keys} if keys else {}  # (an older BridgeConfig has no keys_dir)
     metrics = o["metrics_port"]
     return BridgeConfig(

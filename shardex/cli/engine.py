@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from shardex.cli.base import advertised, check_data_dir, markets, process_keys_dir
+from shardex.cli.base import advertised, check_data_dir, checked_layout, markets, process_keys_dir
 from shardex.cli.options import (
     check_role_auto,
     resolve_accounts,
@@ -19,7 +19,6 @@ from shardex.cli.options import (
 )
 from shardex.journal import JournalError
 from shardex.kinds import ENGINE
-from shardex.layout import Layout
 from shardex.node.replica import replica_dir, run_replicated
 from shardex.node.shard import ShardConfig, run_shard
 from shardex.recovery import snapshot_every_default, snapshot_interval_default
@@ -76,7 +75,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
     r = o.get("replica", 0) if auto else 0
     if auto:
         check_role_auto(data_dir, o.get("redis_url"), o["fsync"])
-    layout = Layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), accounts=m)
+    layout = checked_layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), m)
     router_ep, metrics = o["router_ep"], o["metrics_port"]
     cfg = ShardConfig(
         index=i,

@@ -8,10 +8,9 @@ import sys
 
 import click
 
-from shardex.cli.base import process_keys_dir
+from shardex.cli.base import checked_layout, process_keys_dir
 from shardex.kinds import REDIS
 from shardex.kinds.redis import embedded_redis_argv
-from shardex.layout import Layout
 from shardex.node.supervisor import run_filtered
 
 
@@ -28,4 +27,4 @@ def redis_cmd(
     """
     keys = process_keys_dir("redis", data_dir, keys_dir, insecure)
     data = os.path.abspath(data_dir) if data_dir else None
-    sys.exit(run_filtered(embedded_redis_argv(Layout(host, base_port), data, keys)))
+    sys.exit(run_filtered(embedded_redis_argv(checked_layout(host, base_port), data, keys)))

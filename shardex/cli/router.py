@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from shardex.cli.base import check_data_dir, markets, process_keys_dir
+from shardex.cli.base import check_data_dir, checked_layout, markets, process_keys_dir
 from shardex.cli.options import resolve_accounts, resolve_shards
 from shardex.kinds import ROUTER
-from shardex.layout import MAX_ROUTERS, Layout
+from shardex.layout import MAX_ROUTERS
 from shardex.node.honcho import honcho_index
 from shardex.node.router import RouterConfig, run_router
 
@@ -40,7 +40,7 @@ def router_config(
     keys = process_keys_dir("router", data_dir, keys_dir, insecure)
     if data_dir:  # routing by another N than the data's would send pairs to the wrong shard
         check_data_dir(data_dir, n, markets(None), record=False)
-    layout = Layout(host, base_port, n, index + 1)
+    layout = checked_layout(host, base_port, n, index + 1)
     return RouterConfig(
         n,
         frontend or layout.router_frontend(index),

