@@ -5,6 +5,7 @@ click → parameter, and every child ``shardex up`` starts gets the Config its l
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from shardex.cli.router import router_config
 from shardex.kinds import KINDS, Plan, cluster_ports, spawns
 from shardex.kinds.files import dotenv, procfile, prometheus_config
 from shardex.layout import Layout
+from shardex.node.supervisor import REDIS_NOISE, SNAPSHOT_GRACE, build_children
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:7001"
@@ -191,3 +193,39 @@ def test_a_base_port_the_layout_cannot_have_is_one_line(argv: list[str]) -> None
     assert res.exit_code == 2, res.output
     assert "Error: --base-port 65500: " in res.output and "Traceback" not in res.output
     assert not isinstance(res.exception, ValueError)
+
+
+def test_build_children_runs_each_kind_as_its_shardex_command(tmp_path: Path) -> None:
+    layout = Layout("127.0.0.1", 23000, shards=1, accounts=1)
+    children = build_children(layout, None, 100, True, "DEBUG", str(tmp_path))
+    assert [c.name for c in children] == ["redis", "router", "engine.0", "accounts.0", "bridge"]
+    redis = children[0]
+    assert redis.drop == REDIS_NOISE and redis.argv[1:3] == ["--port", str(layout.redis_port)]
+    for child in children[1:]:
+        kind = child.name.split(".")[0]
+        exe = [sys.executable, "-m", "shardex.cli", "--log-level", "DEBUG", kind]
+        assert child.argv[:6] == exe and "--insecure" in child.argv  # never insecure by omission
+        assert child.grace == (SNAPSHOT_GRACE if kind in ("engine", "accounts") else None)
+    with pytest.raises(ValueError, match="--replicas 2 needs Redis"):
+        build_children(layout, None, 100, True, "INFO", str(tmp_path), redis=None, replicas=2)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_up_writes_the_prometheus_config_of_its_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replicas: int
+) -> None:
+    """``shardex up --prometheus-config`` (nothing started: the supervisor's run is stubbed)."""
+    import shardex.cli.up as up_mod
+
+    started: list[Any] = []
+    monkeypatch.setattr(up_mod, "_check_free", lambda *a: None)
+    monkeypatch.setattr(up_mod, "_run", lambda *a: started.append(a) or 0)
+    out = tmp_path / "prometheus.yml"
+    res = CliRunner().invoke(main, [
+        "up", "--shards", "2", "--base-port", "24000", "--insecure", "--replicas", str(replicas),
+        "--data-dir", str(tmp_path / "data"), "--prometheus-config", str(out),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    layout = Layout("127.0.0.1", 24000, shards=2, accounts=1)
+    assert out.read_text() == prometheus_config(layout, replicas=replicas)
+    assert "scrape_interval: 5s" in out.read_text() and len(started) == 1

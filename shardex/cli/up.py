@@ -24,7 +24,7 @@ from shardex.cli.options import (
     up_shards,
 )
 from shardex.kinds import Plan, cluster_ports
-from shardex.kinds.files import prometheus_config
+from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_ROUTERS, Layout, idle_shards_warning
 from shardex.node.supervisor import Supervisor, build_children, port_free
 
@@ -150,13 +150,10 @@ def up(
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
     if prometheus_config:
         with open(prometheus_config, "w") as fh:
-            fh.write(_prometheus(layout, replicas))
+            fh.write(render_prometheus(layout, replicas=replicas))
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
-
-
-_prometheus = prometheus_config  # (the option of the same name shadows it in ``up``)
 
 
 def _log_level() -> str:

@@ -46,7 +46,7 @@ def dotenv() -> str:
     return "".join(f"{name}={value}\n" for name, value in seen.items())
 
 
-def prometheus_config(layout: Layout, interval: str = "5s", replicas: int = 1) -> str:
+def prometheus_config(layout: Layout, *, interval: str = "5s", replicas: int = 1) -> str:
     """A prometheus.yml scraping every exporter of a ``shardex up`` layout: one job per kind
     with a metrics port (``replicas`` 2: both replicas of every engine and account shard;
     only the leader exports a shard's metrics, a standby's port answers nothing until it
