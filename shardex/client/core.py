@@ -261,14 +261,23 @@ class ClientCore(Replies, FateDecisions, Topology):
         id)`` go to the account's shard (the account tier's fate query).
         """
         batch = max(1, batch)
-        where: dict[Any, Route] = {}  # per distinct symbol once: the loop runs per command
+        where: dict[Any, Route] = {}  # per distinct symbol / account once: this runs per command
+        whose: dict[str, Route] = {}
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
-        tier = bool(self.accounts)
+        tier = bool(self.accounts and self.shards)
         for i, t in enumerate(tuples):
-            if t and t[0] == OP_REJECT:
+            op = t[0] if t else None
+            if op == OP_REJECT:
                 continue  # answered here (``edge_rejects``): shards refuse a client's OP_REJECT
-            acct = self._account_of(t, via_accounts) if tier else None
+            acct = None
+            if tier and len(t) >= 4:  # (``_account_of``, inline: the SDK's and loadgen's hot path)
+                if op in (OP_NEW, OP_AMEND):
+                    acct = t[3]
+                elif via_accounts and op == OP_ORDER and len(t) == 4:
+                    acct = t[2]
+                if type(acct) is not str:
+                    acct = None
             if acct is None:
                 symbol = t[1] if len(t) > 1 else ""
                 w = where.get(symbol) if type(symbol) is str else None
@@ -276,9 +285,11 @@ class ClientCore(Replies, FateDecisions, Topology):
                     w = self._symbol_route(symbol)
                     if type(symbol) is str:
                         where[symbol] = w
-                s, key = w
             else:
-                s, key = self._account_route(acct, by_shard)
+                w = whose.get(acct)
+                if w is None:
+                    w = whose[acct] = self._account_route(acct, by_shard)
+            s, key = w
             cur = open_.get(s)
             if cur is None:
                 cur = open_[s] = (key, [])

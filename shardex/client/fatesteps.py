@@ -30,6 +30,17 @@ from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
 from shardex.wire.protocol import OP_ORDER
 
 
+def askable(cmd: Any) -> bool:
+    """A write whose order can be asked about: new/cancel/amend with string symbol, id and
+    account (the ``OP_ORDER`` fate query needs all three)."""
+    return (
+        isinstance(cmd, tuple | list)
+        and len(cmd) >= 4
+        and cmd[0] in (OP_NEW, OP_CANCEL, OP_AMEND)
+        and all(type(cmd[k]) is str for k in (1, 2, 3))
+    )
+
+
 class FateDecisions:
     """Fates and retries of open commands (uses ``accounts``, ``order_status_map``)."""
 
@@ -162,16 +173,7 @@ class FateDecisions:
     @staticmethod
     def fate_targets(tuples: list[Command], decoded: list[tuple[str | None, Any]]) -> list[int]:
         """Indexes whose fate must be asked: uncertain errors on new/cancel/amend with an id."""
-        return [
-            i
-            for i, (err, _) in enumerate(decoded)
-            if uncertain(err)
-            and len(tuples[i]) >= 4
-            and tuples[i][0] in (OP_NEW, OP_CANCEL, OP_AMEND)
-            and type(tuples[i][1]) is str
-            and type(tuples[i][2]) is str
-            and type(tuples[i][3]) is str
-        ]
+        return [i for i, (err, _) in enumerate(decoded) if uncertain(err) and askable(tuples[i])]
 
     def account_first(self, tuples: list[Command], idx: list[int]) -> list[int]:
         """The commands whose fate the account shard must answer first (the account tier is
