@@ -32,7 +32,7 @@ from shardex.client import (
     ClientCore,
     FateSteps,
 )
-from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.client.fatesteps import askable
 from shardex.wire.protocol import (
     ERR_JOURNAL,
     ERR_NOT_LEADER,
@@ -90,16 +90,6 @@ def why_unknown(status: Mapping[str, Any] | None) -> str:
         if error.startswith(prefix):
             return why
     return WHY_OTHER
-
-
-def askable(cmd: Any) -> bool:
-    """A write whose order can be asked about: new/cancel/amend with string symbol, id, account."""
-    return (
-        isinstance(cmd, tuple)
-        and len(cmd) >= 4
-        and cmd[0] in (OP_NEW, OP_CANCEL, OP_AMEND)
-        and all(type(cmd[k]) is str for k in (1, 2, 3))
-    )
 
 
 class Step(NamedTuple):
