@@ -56,21 +56,19 @@ def _epilog(extra: dict[str, str]) -> str:
     return "\b\nEnvironment (besides the [env var] of each option):\n" + "\n".join(lines)
 
 
-def document_env(group: click.Group) -> None:
+def document_env(cmd: click.Command, name: str | None = None) -> None:
     """Show each option's variable in its help and add the other variables a command reads
-    as an epilog (subgroups included)."""
-    for param in group.params:
-        if param.envvar:
+    as an epilog; a group: its own options and every command it has loaded (subgroups
+    included). ``name``: the command's name under its group (``EXTRA``'s key)."""
+    for param in cmd.params:
+        if getattr(param, "envvar", None):
             param.show_envvar = True  # type: ignore[attr-defined]
-    for name, cmd in group.commands.items():
-        if isinstance(cmd, click.Group):
-            document_env(cmd)
-            continue
-        for param in cmd.params:
-            if getattr(param, "envvar", None):
-                param.show_envvar = True  # type: ignore[attr-defined]
-        extra = EXTRA.get(name)
-        if extra is None and any(p.name == "key_file" for p in cmd.params):
-            extra = CLIENT
-        if extra:
-            cmd.epilog = (cmd.epilog + "\n\n" if cmd.epilog else "") + _epilog(extra)
+    if isinstance(cmd, click.Group):
+        for sub_name, sub in cmd.commands.items():
+            document_env(sub, sub_name)
+        return
+    extra = EXTRA.get(name or cmd.name or "")
+    if extra is None and any(p.name == "key_file" for p in cmd.params):
+        extra = CLIENT
+    if extra:
+        cmd.epilog = (cmd.epilog + "\n\n" if cmd.epilog else "") + _epilog(extra)

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 
 from shardex import __version__
 from shardex.engine.codes import REJECT_NAMES
+from shardex.kinds.files import prometheus_config  # noqa: F401 - generated from the kinds
 
 # 1 µs .. 10 s in a 1-2.5-5 series: a tail of seconds (an overloaded open-loop run) must land in a
 # bucket of its own, or histogram_quantile flattens the p99 at the top bucket's bound.
@@ -176,42 +177,3 @@ def serve(port: int | None, role: str, **extra: str) -> None:
         start_http_server(port, addr=os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1"))
 
 
-def prometheus_config(layout: Any, interval: str = "5s", replicas: int = 1) -> str:
-    """A prometheus.yml scraping every exporter of a ``shardex up`` layout (``replicas`` 2:
-    both replicas of every engine and account shard; only the leader exports the shard's
-    metrics, a standby's port answers nothing until it leads)."""
-    host = layout.host
-    reps = range(replicas)
-    engines = ", ".join(
-        f"'{host}:{layout.replica_metrics(i, r) if replicas > 1 else layout.shard_metrics_port(i)}'"
-        for i in range(layout.shards) for r in reps
-    )
-    routers = ", ".join(
-        f"'{host}:{layout.router_metrics(j)}'" for j in range(getattr(layout, "routers", 1))
-    )
-    accounts = ", ".join(
-        f"'{host}:{layout.account_replica_metrics(j, r)}'"
-        for j in range(getattr(layout, "accounts", 0)) for r in reps
-    )
-    return f"""# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).
-global:
-  scrape_interval: {interval}
-  evaluation_interval: {interval}
-scrape_configs:
-  - job_name: shardex-router
-    static_configs:
-      - targets: [{routers}]
-  - job_name: shardex-engine
-    static_configs:
-      - targets: [{engines}]
-  - job_name: shardex-bridge
-    static_configs:
-      - targets: ['{host}:{layout.bridge_metrics_port}']
-""" + (
-        f"""  - job_name: shardex-accounts
-    static_configs:
-      - targets: [{accounts}]
-"""
-        if accounts
-        else ""
-    )

@@ -24,7 +24,6 @@ from shardex.accounts.machines import AccountMachineFactory, EventRing
 from shardex.auth import KeyFile, client_socket
 from shardex.config import load_markets
 from shardex.node.accounts import AccountHandler
-from shardex.node.bridge import Malformed, check_account_event, decode_account_pub
 from shardex.node.shard import NullJournal
 from shardex.wire.protocol import (
     OP_EVENTS,
@@ -35,6 +34,7 @@ from shardex.wire.protocol import (
     packb,
     unpackb,
 )
+from shardex.wire.pub import Malformed, check_account_event, decode_account_pub
 
 pytestmark = pytest.mark.timeout(120)
 ASSETS = AssetTable(load_markets(None))

@@ -33,7 +33,6 @@ from test_redis_acl import AclRedis
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FORWARD
 from shardex.engine import DEFAULT_MARKETS
-from shardex.node.bridge import Malformed, decode_account_pub, decode_account_pub_epoch
 from shardex.node.shard import not_leader_reply
 from shardex.redisauth import RedisUsers
 from shardex.wire.protocol import (
@@ -47,6 +46,7 @@ from shardex.wire.protocol import (
     not_leader_error,
     packb,
 )
+from shardex.wire.pub import Malformed, decode_account_pub, decode_account_pub_epoch
 
 ASSETS = AssetTable(DEFAULT_MARKETS)
 

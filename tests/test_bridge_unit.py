@@ -10,26 +10,19 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shardex.accounts.assets import AssetTable
 from shardex.config import load_markets
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE
 from shardex.node.bridge import (
-    MAX_SEQ,
     Bridge,
     BridgeConfig,
-    Malformed,
+    EntryFormatter,
     ShardTracker,
-    check_event,
-    decode_pub,
     parse_events_reply,
     parse_status,
 )
-from shardex.wire.protocol import (
-    ERR_OVERLOADED,
-    VERSION,
-    decode_reply,
-    encode_events,
-    encode_reply,
-)
+from shardex.wire.protocol import ERR_OVERLOADED, VERSION, decode_reply, encode_reply
+from shardex.wire.pub import MAX_SEQ, Malformed, check_event, decode_pub, encode_events
 
 MARKETS = load_markets()
 
@@ -83,12 +76,10 @@ def test_decode_pub_never_raises_anything_but_malformed(msg):
     except Malformed:
         return
     assert shard in (0, 1) and bad >= 0
-    bridge = Bridge.__new__(Bridge)  # only the formatter: no sockets, no Redis
-    bridge.cfg = BridgeConfig("tcp://127.0.0.1:1", "redis://127.0.0.1:1", MARKETS)
-    bridge._fmt = {}
+    entries = EntryFormatter(MARKETS, AssetTable(MARKETS))  # only the formatter: no Redis
     for ev in events:
         assert check_event(ev, MARKETS)
-        eid, fields, *_ = bridge._item(ev, shard)  # every accepted event can be written
+        eid, fields, *_ = entries.item(ev, shard)  # every accepted event can be written
         assert eid == f"{ev[1]}-0" and all(type(f) is str for f in fields)
 
 
@@ -394,10 +385,10 @@ def test_a_redis_blip_that_heals_before_the_first_retry_is_still_alerted(caplog)
         async def ping(self) -> bool:
             return True
 
-    bridge.redis = AnswersAtOnce()  # type: ignore[assignment]
+    bridge.store.redis = AnswersAtOnce()  # type: ignore[assignment]
     before = ALERTS.labels("redis", "redis")._value.get()
     with caplog.at_level("ERROR", logger="shardex.bridge"):
-        asyncio.run(bridge._outage(RedisConnectionError("Connection reset by peer")))
+        asyncio.run(bridge.store.outage(RedisConnectionError("Connection reset by peer")))
     assert ALERTS.labels("redis", "redis")._value.get() == before + 1
     assert any("answered again at once" in r.getMessage() for r in caplog.records)
     bridge.ctx.term()

@@ -34,6 +34,7 @@ from shardex.engine import DEFAULT_MARKETS, Engine, Market, MarketError
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
+    OP_BOOK,
     OP_MARKETS,
     OP_ORDER,
     decode_reply,
@@ -162,6 +163,40 @@ def test_unregistered_direct_shard_is_shardex_error_in_both_clients() -> None:
 
         with pytest.raises(ShardexError, match="shard 1 has not registered"):
             asyncio.run(main())
+
+
+def test_direct_clients_reach_account_shards_through_the_router() -> None:
+    """Regression: a direct ``AsyncClient`` on a cluster with account shards looked for the
+    account shard's slot among its direct engine sockets (IndexError) when placing an order;
+    the sync client sent it through the router. Both now share one ``_sock``: an order goes to
+    its account's shard through the router (``@account``), reads to the direct engine socket."""
+    def engine_shard(key: bytes, cmds: Any) -> bytes | None:
+        return encode_reply([{"symbol": c[1], "bids": [], "asks": []} for c in cmds])
+
+    with StandIn(engine_shard) as shard:
+        topo = [{"shard": 0, "pid": 1, "direct": shard.endpoint,
+                 "markets": markets_to_wire(DEFAULT_MARKETS)}]  # fmt: skip
+
+        def router(key: bytes, cmds: Any) -> bytes | None:
+            if key == b"":
+                return encode_reply([{"router": True, "shards": 1, "accounts": 1,
+                                      "topology": topo}])  # fmt: skip
+            return encode_reply([() for _ in cmds])  # the account shard: held and forwarded
+
+        with StandIn(router) as si:
+            with Client(si.endpoint, direct=True, timeout=2, account="alice") as c:
+                assert c.place("BTC-USD", "buy", "1", "100").ok
+                assert c.book("BTC-USD")["symbol"] == "BTC-USD"
+
+            async def main() -> Result:
+                async with AsyncClient(si.endpoint, direct=True, timeout=2, account="bob") as c:
+                    assert (await c.book("BTC-USD"))["symbol"] == "BTC-USD"
+                    return await c.place("BTC-USD", "buy", "1", "100")
+
+            assert asyncio.run(main()).ok
+            writes = [key for key, cmds in si.requests if cmds and cmds[0][0] == OP_NEW]
+            assert writes == [b"@alice", b"@bob"]
+            assert [cmds[0][0] for _, cmds in shard.requests if cmds] == [OP_BOOK, OP_BOOK]
 
 
 def test_both_clients_give_equal_results_on_the_stand_in() -> None:

@@ -22,7 +22,7 @@ import pytest
 import zmq
 from conftest import free_layout, require, wait_listening
 
-import shardex.journal as jmod
+import shardex.journal.disk as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
 from shardex.journal import Journal, JournalUnavailable, iter_records
@@ -206,7 +206,7 @@ def test_snapshot_with_the_writer_waits_for_it_and_recovers(tmp_path):
 _GATED_SHARD = textwrap.dedent(
     """
     import os, sys, time
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
     gate, real = sys.argv[1], os.fsync
     def gated(fd):
         while os.path.exists(gate):

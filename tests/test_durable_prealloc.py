@@ -154,7 +154,7 @@ def test_a_bad_record_followed_by_data_is_still_damage(tmp_path):
 def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
     """Records inside written, synced zeros need data only; anything that grows the file (no
     preallocation, or preallocation failed) gets a full fsync."""
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     calls: list[str] = []
     monkeypatch.setattr(jmod, "_fsync", lambda fd: calls.append("fsync") or os.fsync(fd))

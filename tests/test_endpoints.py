@@ -273,6 +273,6 @@ def test_up_refuses_a_data_dir_another_up_runs_on(tmp_path: Path) -> None:
 
 def test_no_help_text_cites_an_issue_number() -> None:
     """``up --help`` said "(issue 15; needs Redis)": tracker numbers mean nothing to a user."""
-    for name in main.commands:
+    for name in main.load_all():
         out = CliRunner().invoke(main, [name, "--help"], terminal_width=200).output
         assert re.search(r"\bissue \d", out) is None, f"shardex {name} --help: {out}"

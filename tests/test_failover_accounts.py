@@ -628,7 +628,7 @@ def test_accounts_replicas_2_connects_to_both_replicas_links(tmp_path: Path, mon
     engine shard, as ``shardex up --replicas 2`` passes them."""
     from click.testing import CliRunner
 
-    import shardex.node.accounts as accounts_mod
+    import shardex.cli.accounts as accounts_mod  # (the command runs the name it imported)
     from shardex.cli import main
 
     seen: dict[str, Any] = {}

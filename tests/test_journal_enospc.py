@@ -18,7 +18,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-import shardex.journal as jmod
+import shardex.journal.disk as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import HEADER, Journal, JournalError, JournalUnavailable, iter_records
 from shardex.tools.workload import Workload

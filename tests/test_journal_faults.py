@@ -157,7 +157,7 @@ def _recovered(directory) -> Engine:
 @pytest.mark.parametrize("partial", [0, 7, 300])
 def test_failed_write_is_cut_off_kept_and_retried(tmp_path, monkeypatch, partial):
     """ENOSPC mid-write: the file stays as it was, the commands stay buffered, retry works."""
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
@@ -189,7 +189,7 @@ def test_failed_write_is_cut_off_kept_and_retried(tmp_path, monkeypatch, partial
 
 
 def test_failed_fsync_is_retried_without_duplicating_records(tmp_path, monkeypatch):
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
@@ -216,7 +216,7 @@ def test_truncate_failing_too_rolls_a_new_segment_that_recovery_accepts(
     With good records before it, the writer leaves that segment and rolls a new one (recovery
     accepts a torn older segment that the next one continues); with none, the file goes.
     """
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
@@ -259,7 +259,7 @@ def test_a_torn_older_segment_not_continued_is_still_damage(tmp_path):
 
 
 def test_snapshot_write_failure_leaves_no_snapshot_and_no_temp(tmp_path, monkeypatch):
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
@@ -273,7 +273,7 @@ def test_snapshot_write_failure_leaves_no_snapshot_and_no_temp(tmp_path, monkeyp
 
 
 def test_snapshot_refuses_while_commands_cannot_be_committed(tmp_path, monkeypatch):
-    import shardex.journal as jmod
+    import shardex.journal.disk as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from test_client import StandIn, shard_like
 
+from shardex.accounts.core import account_shard_for
 from shardex.client import ClientCore
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import OP_CANCEL, OP_NEW
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
 from shardex.tools.fates import FateTracker, Step, why_unknown
 from shardex.tools.loadgen import (
     DEFAULT_MIX,
@@ -29,6 +30,7 @@ from shardex.tools.loadgen import (
     format_report,
     run,
 )
+from shardex.tools.loadproc import sdk_core
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -42,6 +44,7 @@ from shardex.wire.protocol import (
     markets_to_wire,
     not_leader_error,
     recovering_error,
+    shard_for,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -389,3 +392,31 @@ def test_failover_leaves_no_fate_unasked(pair) -> None:
     )  # (the kill left requests in flight: the scenario happened)
     assert sum(d["fates"].values()) == d["timeouts"], d
     assert d["fates"]["unknown"] == 0, (d["fates"], d["unknown_why"])
+
+
+def test_loadgen_frames_are_the_sdk_plan() -> None:
+    """loadgen routes and groups with the SDK core (``ClientCore.route``/``plan``), not its own
+    copy: with the account tier every new/amend goes to its account's shard, one frame per
+    account shard keyed ``%j`` (``by_shard``), cancels and fate queries by symbol, and fate
+    queries of the account tier's step to the account's shard."""
+    cfg = LoadConfig(endpoint=EP, risk="on", account_shards=3, mix="limit=3,cancel=1,amend=1")
+    core = sdk_core(cfg, DEFAULT_MARKETS, 4)
+    cmds = Workload(["BTC-USD", "ETH-USD"], seed=5, shadow=False, prefix="p-").take(400)
+    frames = core.plan(cmds, len(cmds), by_shard=True)
+    assert sorted(i for _, _, idx in frames for i in idx) == list(range(len(cmds)))
+    for slot, key, idx in frames:
+        for i in idx:
+            c = cmds[i]
+            if c[0] in (OP_NEW, OP_AMEND):
+                j = account_shard_for(c[3], 3)
+                assert (slot, key) == (4 + j, f"%{j}".encode())
+            else:
+                assert slot == shard_for(c[1], 4) and key == cmds[idx[0]][1].encode()
+    assert len(frames) == len({slot for slot, _, _ in frames})  # one frame per slot
+    assert {slot for slot, _, _ in frames} >= {4, 5, 6}
+    query = (OP_ORDER, "ETH-USD", "acct-7", "p-1")
+    j = account_shard_for("acct-7", 3)
+    assert core.plan([query], 1, True, True) == [(4 + j, f"%{j}".encode(), [0])]
+    assert core.plan([query], 1, False, True) == [(shard_for("ETH-USD", 4), b"ETH-USD", [0])]
+    off = sdk_core(LoadConfig(endpoint=EP, risk="off"), DEFAULT_MARKETS, 4)
+    assert {s for s, _, _ in off.plan(cmds, 100, by_shard=True)} <= {0, 1, 2, 3}

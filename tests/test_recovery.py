@@ -20,12 +20,12 @@ import msgpack
 import zmq
 from conftest import Cluster, free_layout
 
-from shardex import journal as journal_mod
 from shardex import recovery
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.client import Client, ShardexError, retryable
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import Journal, iter_records, read_snapshot, snapshot_books, uncovered
+from shardex.journal import records as journal_mod
 from shardex.node.bridge import _waiting_for
 from shardex.node.router import Router, RouterConfig, RouterNode
 from shardex.recovery import Progress, describe, recover_visibly

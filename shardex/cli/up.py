@@ -1,0 +1,259 @@
+"""``shardex up``: a whole local cluster under one supervisor (the children and their argv come
+from the process descriptions, ``shardex.kinds``); Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import click
+
+from shardex import endpoints
+from shardex.auth import AuthError, KeyStore
+from shardex.cli.banner import print_endpoints
+from shardex.cli.base import INSECURE_WARNING, UsageLineError, check_data_dir, markets
+from shardex.cli.options import (
+    base_port_option,
+    fsync_option,
+    host_option,
+    markets_option,
+    up_shards,
+)
+from shardex.kinds import Plan, cluster_ports
+from shardex.kinds.files import prometheus_config as render_prometheus
+from shardex.layout import MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.node.supervisor import Supervisor, build_children, port_free
+
+
+@click.command()
+@click.option(
+    "--shards",
+    default="auto",
+    help="Number of engine shards 1..100, or 'auto' [default: auto = usable cores].",
+)
+@host_option
+@base_port_option
+@markets_option
+@click.option(
+    "--max-backlog",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Per-shard load-shedding threshold (messages).",
+)
+@click.option("--no-pin", is_flag=True, help="Do not pin shards to CPUs.")
+@click.option(
+    "--routers",
+    type=click.IntRange(1, MAX_ROUTERS),
+    default=1,
+    show_default=True,
+    envvar="SHARDEX_ROUTERS",
+    help="Router processes in front of the same shards (clients spread over them: give them "
+    "every router's endpoint, comma-separated, as printed).",
+)
+@click.option(
+    "--data-dir",
+    default="data",
+    show_default=True,
+    envvar="SHARDEX_DATA_DIR",
+    help="Journals and snapshots (DATA_DIR/shard-I); a restarted shard recovers from them.",
+)
+@click.option("--ephemeral", is_flag=True, help="No journal: state lives in memory only.")
+@fsync_option
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="SHARDEX_REDIS_URL",
+    help="Bridge events to this Redis instead of starting the embedded one.",
+)
+@click.option("--no-bridge", is_flag=True, help="Start neither Redis nor the bridge.")
+@click.option("--pub-hwm", type=int, default=None, help="Shards' PUB high-water mark.")
+@click.option(
+    "--prometheus-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a prometheus.yml scraping this cluster's exporters to this path.",
+)
+@click.option(
+    "--keys-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The cluster's key store [DATA_DIR/keys; with --ephemeral a temp dir for this run].",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="SHARDEX_INSECURE",
+    help="No authentication (no CURVE keys, no Redis users): a lab only, said loudly.",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, 100),
+    default=1,
+    show_default=True,
+    help="Account shards M: balances, holds before matching, settlement after (deposit "
+    "before trading: shardex deposit). 0: the tier is off, orders are unfunded.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Processes per shard: 2 = a primary and a hot standby with their own journals "
+    "(DATA_DIR/shard-I and DATA_DIR/shard-I.r1; DATA_DIR/accounts-J and accounts-J.r1) and a "
+    "Redis lease each (needs Redis), for engine and account shards; 1: one process "
+    "per shard.",
+)
+def up(
+    shards: str,
+    host: str,
+    base_port: int,
+    markets_file: str | None,
+    max_backlog: int,
+    no_pin: bool,
+    routers: int,
+    data_dir: str,
+    ephemeral: bool,
+    fsync: str,
+    redis_url: str | None,
+    no_bridge: bool,
+    pub_hwm: int | None,
+    prometheus_config: str | None,
+    keys_dir: str | None,
+    insecure: bool,
+    accounts: int = 0,
+    replicas: int = 1,
+) -> None:
+    """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
+
+    Secure by default: on first start the cluster's keys and an admin key are created in
+    DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
+    process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
+    """
+    layout = _layout(up_shards(shards), host, base_port, routers, accounts)
+    table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    idle = idle_shards_warning(table, layout.shards)
+    if idle:  # (said first: also when the start fails below)
+        click.echo(idle, err=True)
+    if replicas > 1:
+        _check_replicas(layout, no_bridge or ephemeral)
+    redis = None if no_bridge else (redis_url or "embedded")
+    plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
+                None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
+                None, replicas)  # fmt: skip
+    _check_free(plan, data_dir, ephemeral)
+    if not ephemeral:
+        check_data_dir(data_dir, layout.shards, table, accounts=accounts)
+    if prometheus_config:
+        with open(prometheus_config, "w") as fh:
+            fh.write(render_prometheus(layout, replicas=replicas))
+        click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
+    keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
+    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
+
+
+def _log_level() -> str:
+    """The level the children log at: the one this process was started with."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def _layout(n: int, host: str, base_port: int, routers: int, accounts: int) -> Layout:
+    """The cluster's layout; one usage line when its ports do not fit."""
+    try:
+        return Layout(host, base_port, n, routers, accounts)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_replicas(layout: Layout, no_redis_or_journal: bool) -> None:
+    """What ``--replicas 2`` needs: Redis (the lease), journals, and room for its ports."""
+    if no_redis_or_journal:
+        raise click.UsageError(
+            "--replicas 2 needs Redis for the lease (no --no-bridge) and journals "
+            "(no --ephemeral)"
+        )
+    try:
+        layout.replica_ports()  # (says when the base port leaves them no room)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_free(plan: Plan, data_dir: str, ephemeral: bool) -> None:
+    """Refuse to start over another cluster: one on this data dir, or on any of our ports."""
+    taken = None if ephemeral else endpoints.in_use(data_dir)
+    if taken:
+        raise click.ClickException(taken)
+    host = plan.layout.host
+    busy = [p for p in cluster_ports(plan) if not port_free(host, p)]
+    if busy:
+        raise click.ClickException(
+            f"ports already in use on {host}: {', '.join(map(str, busy[:8]))} "
+            "(is another cluster running? use --base-port)"
+        )
+
+
+def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str) -> int:
+    """Start the children, say where everything is once they are up, supervise until a
+    signal; then forget the endpoints file and a temporary key store."""
+    p = plan
+    children = build_children(p.layout, p.markets_file, p.max_backlog, p.pin, p.log_level,
+                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas)
+    sup = Supervisor(children)
+    shown = None if p.redis is None else redis
+
+    def ready() -> None:
+        print_endpoints(p.layout, shown, keys, temp_keys, p.replicas)
+
+    recorded = _record_endpoints(data_dir, p.layout, p.replicas, shown, keys)
+    try:
+        return sup.run(on_ready=ready)
+    finally:
+        if recorded:
+            endpoints.mark_stopped(data_dir, os.getpid())
+        if temp_keys:
+            shutil.rmtree(keys or "", ignore_errors=True)
+
+
+def _record_endpoints(
+    data_dir: str, layout: Layout, replicas: int, redis: str | None, keys: str | None
+) -> bool:
+    """Write DATA_DIR/endpoints.json before the children start, so every other command and the
+    SDK find this cluster's ports (shardex.endpoints); False (said) when it cannot be written."""
+    rec = endpoints.record(layout, replicas=replicas, redis_url=redis, keys_dir=keys,
+                           pid=os.getpid(), now=time.time())  # fmt: skip
+    try:
+        path = endpoints.write(data_dir, rec)
+    except OSError as exc:
+        click.echo(f"WARNING: cannot record the endpoints in {data_dir}: {exc}; other commands "
+                   "need --endpoint/--base-port", err=True)  # fmt: skip
+        return False
+    click.echo(f"endpoints recorded in {path} (shardex status and the SDK find them there)")
+    return True
+
+
+def _up_keys(
+    data_dir: str, keys_dir: str | None, ephemeral: bool, insecure: bool
+) -> tuple[str | None, bool]:
+    """``shardex up``'s key store (created on first start), and whether it is a temp one."""
+    if insecure:
+        if keys_dir:
+            raise UsageLineError("--insecure and --keys-dir contradict each other: give one")
+        click.echo(INSECURE_WARNING, err=True)
+        return None, False
+    temp = False
+    if keys_dir:
+        path = os.path.abspath(keys_dir)
+    elif ephemeral:
+        path, temp = tempfile.mkdtemp(prefix="shardex-keys-"), True
+    else:
+        path = os.path.abspath(os.path.join(data_dir, "keys"))
+    try:
+        if KeyStore(path).init():
+            click.echo(f"created the cluster's keys and an admin key in {path}")
+    except (AuthError, OSError) as exc:
+        raise click.ClickException(f"key store {path}: {exc}") from None
+    return path, temp

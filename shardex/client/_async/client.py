@@ -1,0 +1,384 @@
+"""``AsyncClient``: the SDK's logic, written once (``shardex.client._sync.client`` is generated
+from this file by ``python scripts/unasync_client.py``: never edit that one by hand).
+
+Everything here runs the same way in both flavours; what genuinely differs (sockets, waiting for
+replies, sleeping) is ``AsyncIO`` in ``shardex.client._async.io`` and its hand-written sync
+counterpart. The decisions themselves (plan, fates, retries, decoding) are ``ClientCore``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from shardex.accounts.orders import PlanError, audit_plan, persistent
+from shardex.client._async.io import AsyncIO, ZmqContext
+from shardex.client.core import KeyArg
+from shardex.client.errors import MALFORMED_PREFIX, ShardexError, _bad_reply, stale_topology
+from shardex.client.results import (
+    _MAX_REASON,
+    DEFAULT_RETRY,
+    Fate,
+    Result,
+    Retry,
+    _money,
+    transfer_result,
+)
+from shardex.engine import Market
+from shardex.engine.codes import Command
+from shardex.wire.protocol import (
+    OP_AUDIT,
+    OP_BALANCE,
+    OP_BOOK,
+    OP_DEPOSIT,
+    OP_MARKETS,
+    OP_ORDER,
+    OP_STATUS,
+    OP_WITHDRAW,
+    account_route,
+)
+
+NO_ACCOUNT_TIER = "this cluster runs without account shards (start it with shardex up --accounts M)"
+
+
+class AsyncClient(AsyncIO):
+    """The SDK client (see ``shardex.client``). ``Client`` is blocking and not thread-safe (one
+    per thread: ZeroMQ sockets are single-threaded); ``AsyncClient`` has the same methods,
+    awaitable, and is safe to share between the tasks of one event loop."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        markets: Mapping[str, Market] | str | os.PathLike | None = None,
+        timeout: float = 5.0,
+        direct: bool = False,
+        shard_endpoints: list[str] | None = None,
+        account: str | None = None,
+        key: KeyArg = None,
+        context: ZmqContext | None = None,
+        retry: Retry | bool | None = DEFAULT_RETRY,
+    ) -> None:
+        super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key, retry)
+        self._open(context)
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    async def place(self, symbol: str, side: str, qty: Any, price: Any = None, **kw: Any) -> Result:
+        """Send one new order; returns its events (accepted, trades, cancels or a reject)."""
+        return (await self.submit_many([self.order(symbol, side, qty, price, **kw)]))[0]
+
+    async def cancel(self, symbol: str, id: str, *, account: str | None = None) -> Result:  # noqa: A002
+        return (await self.submit_many([self._cancel_cmd(symbol, id, account)]))[0]
+
+    async def amend(
+        self,
+        symbol: str,
+        id: str,  # noqa: A002
+        *,
+        qty: Any = None,
+        price: Any = None,
+        account: str | None = None,
+    ) -> Result:
+        return (await self.submit_many([self._amend_cmd(symbol, id, qty, price, account)]))[0]
+
+    async def submit_many(
+        self, commands: Iterable[Mapping[str, Any]], *, batch: int = 100, window: int = 8
+    ) -> list[Result]:
+        """Send many JSON-schema command dicts; results come back in input order.
+
+        Commands are grouped per shard into frames of ``batch``; up to ``window`` frames are in
+        flight at once. A command that gets no reply within ``timeout`` has its fate asked from
+        its shard before this returns (``Result.fate``/``Result.status``).
+        """
+        cmds = [dict(c) for c in commands]
+        await self._ready(markets=True)
+        tuples = [self.command(c) for c in cmds]
+        decoded = self.decode(await self._exchange(tuples, batch, window))
+        if self.retry is not None:
+            return await self._retried(cmds, tuples, decoded, batch, window)
+        if self.direct and any(stale_topology(err) for err, _ in decoded):
+            await self._refresh_direct()  # (the next call goes to the leader the router knows)
+        fates = await self._fates(tuples, decoded, batch)
+        return self.results(cmds, decoded, fates)
+
+    async def _retried(
+        self, cmds: list[dict[str, Any]], tuples: list[Command], decoded: list, batch: int,
+        window: int,
+    ) -> list[Result]:  # fmt: skip
+        """``Retry`` rounds until every write is settled or the deadline passed (each round may
+        add one ``timeout`` to it): ask the fates, send again what never ran."""
+        policy = self.retry
+        assert policy is not None
+        deadline = time.monotonic() + policy.deadline
+        pause = policy.backoff
+        resolved: dict[int, Fate] = {}
+        last: dict[int, Fate] = {}
+        attempts = [1] * len(tuples)
+        while True:
+            ask, send = self.retry_plan(tuples, decoded, resolved, attempts)
+            if not (ask or send) or time.monotonic() >= deadline:
+                break
+            if self.direct and self.topology_stale(decoded, last, ask + send):
+                await self._refresh_direct()  # (its fate query would go where nothing answers)
+            await self._sleep(pause)
+            pause = min(2 * pause, policy.max_backoff)
+            if ask:
+                fates, _ = await self._ask_fates(tuples, ask, batch, window)
+                send += self.settle_fates(decoded, ask, fates, resolved, last)
+            if send:
+                sent = await self._exchange([tuples[i] for i in send], batch, window)
+                for i, d in zip(send, self.decode(sent), strict=True):
+                    decoded[i] = d
+                    attempts[i] += 1
+                    last.pop(i, None)
+        return self.retry_results(cmds, tuples, decoded, resolved, attempts, last)
+
+    async def _refresh_direct(self) -> None:
+        """Ask the router for the topology again and reconnect the direct sockets whose shard
+        now registers another endpoint (a new leader after a failover)."""
+        if self.shard_endpoints is not None:
+            return  # given by the caller: nothing to learn
+        try:
+            eps = self.direct_endpoints(await self.topology())
+        except ShardexError:
+            return  # the router cannot say right now: the next round asks again
+        for s, ep in enumerate(eps[: len(self._shard_socks)]):
+            if self.direct_eps[s] != ep:
+                self._reconnect_direct(s, ep)
+
+    async def submit_raw(
+        self, tuples: list[Command], *, batch: int = 100, window: int = 8
+    ) -> list[tuple[str | None, tuple]]:
+        """Fast path for load generators: engine command tuples (ints) in, and per command
+        ``(error, event tuples)`` out, with no Decimal conversion and no fate queries."""
+        if not tuples:
+            return []
+        await self._ready(markets=False)
+        return self.raw_events(await self._exchange(tuples, batch, window))
+
+    async def _fates(self, tuples: list[Command], decoded: list, batch: int) -> dict[int, Fate]:
+        """Ask for the fates of uncertain commands (timeouts, bad replies): ``fate_steps``,
+        the account shard first with the tier on; a query refused with a batch error (e.g.
+        overloaded) is asked again a few times."""
+        targets = self.fate_targets(tuples, decoded)
+        fates: dict[int, Fate] = {}
+        for attempt in range(3):
+            if not targets:
+                break
+            got, refused = await self._ask_fates(tuples, targets, batch, 8)
+            fates.update(got)
+            targets = refused if attempt < 2 else []
+            if targets:
+                await self._sleep(0.05 * (attempt + 1))
+        return fates
+
+    async def _ask_fates(
+        self, tuples: list[Command], idx: list[int], batch: int, window: int
+    ) -> tuple[dict[int, Fate], list[int]]:
+        """Run ``fate_steps`` for ``idx``: each step's queries sent, its outcomes given back."""
+        steps = self.fate_steps(tuples, idx)
+        try:
+            queries, via = next(steps)
+            while True:
+                queries, via = steps.send(await self._exchange(queries, batch, window, via))
+        except StopIteration as done:
+            return done.value
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def order_status(
+        self,
+        symbol: str,
+        id: str,  # noqa: A002
+        account: str | None = None,
+    ) -> dict[str, Any]:
+        """The order's fate from its shard: ``{"state": "live"|"filled"|"cancelled"|"unknown",
+        ...}`` with Decimal price/qty/filled and trades ``[(price, qty, trade_id)]``."""
+        await self._ready(markets=True)
+        cmd = (OP_ORDER, symbol, self._acct(account), id)
+        raw = await self._read(symbol.encode(), cmd, self.shard_of(symbol))
+        return self.order_status_map(raw)
+
+    async def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
+        """L2 depth: {'bids': [(price, qty, orders)...], 'asks': [...]} with Decimals."""
+        await self._ready(markets=True)
+        s = self.shard_of(symbol)
+        return self.decimal_book(await self._read(symbol.encode(), (OP_BOOK, symbol, depth), s))
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Status of every shard (seq, resting orders, backlog, uptime...)."""
+        await self._ready(markets=False)
+        out = []
+        for i in range(self.shards or 0):
+            try:
+                out.append(await self._read(f"#{i}".encode(), (OP_STATUS,), i))
+            except ShardexError as exc:
+                out.append({"shard": i, "error": str(exc)})
+        return out
+
+    async def topology(self) -> dict[str, Any]:
+        """Ask the router for the cluster shape (shard count, shard endpoints, pids, markets)."""
+        return self.apply_topology(*await self._topology_reply())
+
+    def _sock(self, shard: int) -> Any:
+        """Shard ``shard``'s socket: its direct one, else the router's (account shards, slots
+        N and up, are always reached through the router)."""
+        if self.direct and shard < len(self._shard_socks):
+            return self._shard_socks[shard]
+        return self._router
+
+    async def _read(self, key: bytes, cmd: tuple, shard: int) -> dict[str, Any]:
+        what = f"shard {shard}"
+        return self.read_result(*await self._request(self._sock(shard), key, cmd, what), what)
+
+    # -- connecting and closing ------------------------------------------------------------------
+
+    async def _ready(self, markets: bool) -> None:
+        """Connect lazily (once, even with many tasks): topology (shard count, direct
+        endpoints), direct sockets, then the market table."""
+        self._start()
+        async with self._guard():
+            info = None
+            if self.shards is None or (self.direct and not self._shard_socks):
+                if self.shard_endpoints is None:
+                    info = await self.topology()
+                if self.direct and not self._shard_socks:
+                    for ep in self.shard_endpoints or self.direct_endpoints(info or {}):
+                        self._connect_direct(ep)
+                    self.shards = len(self._shard_socks)
+            if markets and self.markets_due():
+                await self._learn_markets(info)
+
+    async def _learn_markets(self, info: dict[str, Any] | None) -> None:
+        """Ask the cluster for its market table (from the topology, else a shard)."""
+        try:
+            if info is None and self.shard_endpoints is None:
+                info = await self.topology()
+            s = self.markets_shard(info)
+            if self.needs_markets() and s is not None:
+                reply = await self._request(self._sock(s), f"#{s}".encode(), (OP_MARKETS,), "")
+                self.learn_markets_reply(*reply)
+        except ShardexError:
+            pass  # the cluster cannot say right now: defaults for now, asked again later
+        finally:
+            self.markets_tried()
+
+    async def close(self) -> None:
+        self.close_watches()
+        self._close_sockets()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._enter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the account tier ----------------------------------------------------------------------
+
+    async def _need_accounts(self) -> None:
+        await self._ready(markets=False)
+        if not self.accounts:
+            raise ShardexError(NO_ACCOUNT_TIER)
+
+    async def deposit(
+        self, account: str, asset: str, amount: Any, *, ref: str | None = None
+    ) -> Result:
+        """Credit ``amount`` (Decimal or str) of ``asset`` (admin key). ``ref`` makes it
+        idempotent: sending the same transfer again with it changes nothing."""
+        return await self._transfer(OP_DEPOSIT, account, asset, amount, ref)
+
+    async def withdraw(
+        self, account: str, asset: str, amount: Any, *, ref: str | None = None
+    ) -> Result:
+        """Debit ``amount`` of ``asset`` (admin key); refused beyond what is available."""
+        return await self._transfer(OP_WITHDRAW, account, asset, amount, ref)
+
+    async def _transfer(
+        self, op: int, account: str, asset: str, amount: Any, ref: str | None
+    ) -> Result:
+        await self._need_accounts()
+        ref = ref or self.new_id()
+        cmd = (op, account, asset, _money(amount, "amount"), ref)
+        what = "deposit" if op == OP_DEPOSIT else "withdraw"
+        command = {"op": what, "account": account, "asset": asset, "amount": cmd[3], "ref": ref}
+        error, results = await self._request(self._router, account_route(account), cmd, what)
+        return transfer_result(command, error, results)
+
+    async def balance(self, account: str | None = None) -> dict[str, tuple[Decimal, Decimal]]:
+        """``{asset: (available, held)}`` as Decimals (a trader key reads its own only)."""
+        await self._need_accounts()
+        account = self._acct(account)
+        reply = await self._request(self._router, account_route(account), (OP_BALANCE, account), "")
+        raw = self.read_result(*reply, f"balance of {account}")
+        if "error" in raw:
+            raise ShardexError(f"balance: {str(raw['error'])[:_MAX_REASON]}")
+        try:
+            return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
+            raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
+
+    async def audit(self) -> list[dict[str, Any]]:
+        """Every account shard's books (integer units) for ``audit_report``; a shard that
+        cannot answer is an ``{"shard": j, "error": ...}`` entry."""
+        await self._need_accounts()
+        return await self._each_account_shard(OP_AUDIT)
+
+    async def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
+        """``account``'s open orders and what each holds: ``{symbol, id, side, price, open,
+        held, asset, pending_amends}`` each (a trader key reads its own only); a last
+        ``{"truncated": True}`` when there are more than the account shard lists at once."""
+        await self._need_accounts()
+        account = self._acct(account)
+        reply = await self._request(self._router, account_route(account), (OP_ORDER, account), "")
+        return self.open_orders_result(self.read_result(*reply, f"orders of {account}"), account)
+
+    async def audit_orders(self, rounds: int = 3) -> list[str]:
+        """Per order: every live order in every book is covered by its hold, and every hold
+        by a live order (``shardex.accounts.orders.audit_orders``); the problems every one of
+        ``rounds`` reads found ([]: none). Admin or reader key."""
+        await self._need_accounts()
+        await self._ready(markets=True)
+        symbols = sorted(self.markets)
+        found: list[list[str]] = []
+        for _ in range(rounds):
+            found.append(await self._run_plan(audit_plan(self.accounts, symbols, self.shard_of)))
+            if not persistent(found):
+                return []
+        return persistent(found)
+
+    async def _run_plan(self, plan: Generator[Any, Any, Any]) -> Any:
+        """Carry a ``shardex.accounts.orders`` plan's reads; return its result."""
+        try:
+            ask = next(plan)
+            while True:
+                key, cmd, shard = ask
+                what = "account shard" if shard is None else f"shard {shard}"
+                sock = self._router if shard is None else self._sock(shard)
+                reply = await self._request(sock, key, cmd, what)
+                ask = plan.send(self.read_result(*reply, what))
+        except StopIteration as done:
+            return done.value
+        except PlanError as exc:
+            raise ShardexError(str(exc)) from None
+
+    async def account_status(self) -> list[dict[str, Any]]:
+        """Every account shard's status (seq, accounts, open orders, link state, journal);
+        ``[]`` on a cluster without the account tier."""
+        await self._ready(markets=False)
+        return await self._each_account_shard(OP_STATUS)
+
+    async def _each_account_shard(self, op: int) -> list[dict[str, Any]]:
+        out = []
+        for j in range(self.accounts):
+            try:
+                reply = await self._request(self._router, f"%{j}".encode(), (op,), "")
+                raw = self.read_result(*reply, f"account shard {j}")
+            except ShardexError as exc:
+                raw = {"shard": j, "error": str(exc)}
+            out.append(raw)
+        return out

@@ -1,0 +1,142 @@
+"""Durability for a shard: append-only command journal, snapshots, deterministic recovery.
+
+The engine is deterministic, so the journal stores *commands*, not state: recovery loads the
+newest valid snapshot and re-applies the journaled commands after it, which reproduces the exact
+books, sequence numbers and trade ids of the uninterrupted run.
+
+Layout of a journal directory::
+
+    journal-<first seq, 20 digits>.log   segments, rolled at a size limit
+    snapshot-<seq, 20 digits>.snap       engine state at seq (temp, fsync, rename, fsync dir)
+
+Modules (one concern each; everything is importable from ``shardex.journal``):
+
+* ``records``: the record format and segment scanning (``iter_records``, ``SegmentScan``).
+* ``segment``: the segment writer (durable appends, rolling, preallocation, cutting failed
+  writes off); ``commit``: group commit and the writer thread on top of it.
+* ``snapshots``: writing and reading snapshots, and ``Machine`` (what a journal replays into).
+* ``recovery``: recovery (torn tails cut, damage refused), events for gap repair, ``Replay``.
+* ``core``: ``Journal``, one directory, tying them together; ``inspection``: ``inspect``.
+* ``disk``: file names, errors and the system calls (patched by fault tests).
+"""
+
+from __future__ import annotations
+
+from shardex.journal import disk
+from shardex.journal.commit import (
+    GroupCommit,
+)
+from shardex.journal.core import (
+    Journal,
+)
+from shardex.journal.disk import (
+    EPOCH_FILE,
+    JournalError,
+    JournalUnavailable,
+    _fsync_dir,
+    _reason,
+    _seg_name,
+    _seq_of,
+    _snap_name,
+)
+from shardex.journal.inspection import (
+    inspect,
+)
+from shardex.journal.records import (
+    HEADER,
+    MAX_RECORD,
+    SEQ,
+    SegmentScan,
+    _array,
+    _frame,
+    _zeros_after,
+    _zeros_from,
+    encode_records,
+    iter_records,
+    read_commands,
+    records_at,
+    records_from,
+    segment_paths,
+)
+from shardex.journal.recovery import (
+    PROGRESS_EVERY,
+    EventReader,
+    Recovered,
+    Replay,
+    recover,
+    replay_segments,
+    uncovered,
+)
+from shardex.journal.segment import (
+    FSYNC_POLICIES,
+    PREALLOCATE,
+    SegmentWriter,
+)
+from shardex.journal.snapshots import (
+    ENGINE,
+    SNAP_MAGIC,
+    Machine,
+    best_snapshot,
+    open_orders,
+    read_snapshot,
+    restore_engine,
+    snapshot_books,
+    snapshot_paths,
+    write_snapshot,
+)
+
+_best_snapshot = best_snapshot  # the names they had in the single-module journal
+_replay = replay_segments
+_open_orders = open_orders
+
+__all__ = [
+    "ENGINE",
+    "EPOCH_FILE",
+    "EventReader",
+    "FSYNC_POLICIES",
+    "GroupCommit",
+    "HEADER",
+    "Journal",
+    "JournalError",
+    "JournalUnavailable",
+    "MAX_RECORD",
+    "Machine",
+    "PREALLOCATE",
+    "PROGRESS_EVERY",
+    "Recovered",
+    "Replay",
+    "SEQ",
+    "SNAP_MAGIC",
+    "SegmentScan",
+    "SegmentWriter",
+    "_array",
+    "_best_snapshot",
+    "_frame",
+    "_fsync_dir",
+    "_open_orders",
+    "_reason",
+    "_replay",
+    "_seg_name",
+    "_seq_of",
+    "_snap_name",
+    "_zeros_after",
+    "_zeros_from",
+    "best_snapshot",
+    "disk",
+    "encode_records",
+    "inspect",
+    "iter_records",
+    "open_orders",
+    "read_commands",
+    "read_snapshot",
+    "records_at",
+    "records_from",
+    "recover",
+    "replay_segments",
+    "restore_engine",
+    "segment_paths",
+    "snapshot_books",
+    "snapshot_paths",
+    "uncovered",
+    "write_snapshot",
+]

@@ -1,0 +1,330 @@
+"""Reading a journal back: recovery (newest valid snapshot + replay of the records after it,
+torn tails cut), events regenerated for gap repair, and bounded replays for re-sends.
+
+A record cut short at the end of the newest segment is a torn write from a crash: it is
+truncated on recovery (and logged). A bad record anywhere else means the file is damaged:
+recovery refuses, naming the file and the offset. A segment may end in zeros (preallocated,
+never-written space), which recovery cuts off like a torn tail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shardex.engine import Engine, Market
+from shardex.engine.codes import Event
+from shardex.journal.disk import JournalError, _reason, _seq_of
+from shardex.journal.records import SegmentScan, iter_records, records_from, segment_paths
+from shardex.journal.snapshots import (
+    ENGINE,
+    Machine,
+    best_snapshot,
+    read_snapshot,
+    restore_engine,
+    snapshot_paths,
+)
+from shardex.wire.protocol import unpackb
+
+log = logging.getLogger("shardex.journal")
+
+PROGRESS_EVERY = 1024  # records between two progress reports of a replay
+
+
+def _sizes(paths: list[Path]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+class _Meter:
+    """A replay's progress reports (``Journal.recover``'s ``progress``): at the start, every
+    ``PROGRESS_EVERY`` records, at the end; bytes read against the bytes of its segments."""
+
+    def __init__(self, segments: list[Path], progress: Callable[[int, int, int], None] | None):
+        self.progress = progress
+        self.total = _sizes(segments) if progress is not None else 0
+        self.read = 0  # bytes of the segments before the current one
+        if progress is not None:
+            progress(0, 0, self.total)  # the snapshot is loaded: the replay starts
+
+    def record(self, replayed: int, scan: SegmentScan) -> None:
+        if self.progress is not None and scan.records % PROGRESS_EVERY == 0:
+            self.progress(replayed, self.read + scan.good_bytes, self.total)
+
+    def end(self, replayed: int) -> None:
+        if self.progress is not None:
+            self.progress(replayed, self.total, self.total)
+
+
+def uncovered(segments: list[Path], seq: int) -> list[Path]:
+    """``segments`` (sorted) without those a snapshot at ``seq`` covers whole: a segment whose
+    successor starts at or before ``seq`` holds only records before it. A restart reads only
+    the rest (retention keeps older segments for gap repair and the previous snapshot)."""
+    return [s for s, nxt in zip(segments, [*segments[1:], None], strict=True)
+            if nxt is None or _seq_of(nxt) > seq]  # fmt: skip
+
+
+def replay_segments(
+    engine: Engine,
+    segments: list[Path],
+    ends: dict[Path, int] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> tuple[int, list[SegmentScan]]:
+    """Apply every record after ``engine.seq``; return (commands replayed, torn tails to cut).
+
+    Read-only: the caller truncates. Raises JournalError on damage, a gap, or a torn older
+    segment that the next one does not continue. ``ends`` receives, per segment with a replayed
+    record, the seq reached after its last record (the last event seq it produced).
+    """
+    replayed = 0
+    cut: list[SegmentScan] = []
+    torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
+    meter = _Meter(segments, progress)
+    for i, path in enumerate(segments):
+        scan = SegmentScan(path)
+        n, torn = _replay_segment(engine, scan, torn, cut, meter, replayed, ends)
+        replayed += n
+        if scan.damage:
+            raise JournalError(
+                f"journal damaged: {scan.damage}; refusing to start "
+                "(restore the file or move it away to start from what is left)"
+            )
+        if scan.torn:
+            if i == len(segments) - 1:
+                cut.append(scan)
+            else:
+                torn = scan  # acceptable only if a later segment continues it
+        elif scan.zeros:
+            cut.append(scan)  # preallocated space the writer never reached
+        meter.read += scan.size
+    meter.end(replayed)
+    if torn is not None:
+        cut.append(torn)  # only empty segments follow it: it is the end of the log
+    return replayed, cut
+
+
+def _replay_segment(
+    engine: Engine,
+    scan: SegmentScan,
+    torn: SegmentScan | None,
+    cut: list[SegmentScan],
+    meter: _Meter,
+    replayed: int,
+    ends: dict[Path, int] | None,
+) -> tuple[int, SegmentScan | None]:
+    """Apply one segment's records after ``engine.seq``: (commands replayed, the torn older
+    segment still waiting to be continued, or None once this one continued it)."""
+    out: list[Event] = []
+    apply = engine.apply
+    n = 0
+    path = scan.path
+    for seq, payload in iter_records(path, scan):
+        meter.record(replayed + n, scan)
+        if torn is not None:
+            if seq > engine.seq:
+                raise JournalError(
+                    f"journal damaged: {torn.path} offset {torn.good_bytes}: "
+                    f"incomplete record, and {path} does not continue it (starts at "
+                    f"seq {seq}, the journal ends at {engine.seq}); refusing to start"
+                )
+            cut.append(torn)
+            torn = None
+        if seq < engine.seq:
+            continue  # covered by the snapshot (snapshots fall between records)
+        if seq != engine.seq:
+            raise JournalError(
+                f"{path}: record with seq {seq} but the engine is at {engine.seq} "
+                "(missing records or a foreign file); refusing to start"
+            )
+        cmds = unpackb(payload)
+        for cmd in cmds:
+            apply(cmd, out)
+        out.clear()
+        n += len(cmds)
+        if ends is not None:
+            ends[path] = engine.seq
+    return n, torn
+
+
+@dataclass
+class Recovered:
+    engine: Engine
+    snapshot_seq: int | None
+    replayed: int
+    truncated: list[str] = field(default_factory=list)
+
+
+def recover(
+    directory: Path,
+    markets: Mapping[str, Market],
+    machine: Machine = ENGINE,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> Recovered:
+    """Newest valid snapshot + replay of every record after it. Truncates a torn tail.
+
+    A torn record may end the newest segment (a crash mid-write), or an older one when
+    the next segment continues exactly where its last whole record ended (a write that
+    failed and could not be cut off, after which the writer rolled a new segment).
+    Anything else that is incomplete or bad is damage: recovery refuses, naming it.
+    ``progress(commands done, bytes read, bytes to read)`` is called as the replay goes.
+    """
+    engine, snap_seq = best_snapshot(directory, markets, machine)
+    segments = segment_paths(directory)
+    if snap_seq is not None:
+        segments = uncovered(segments, snap_seq)
+    replayed, cut = replay_segments(engine, segments, progress=progress)
+    return Recovered(engine, snap_seq, replayed, _cut_tails(cut))
+
+
+def _cut_tails(cut: list[SegmentScan]) -> list[str]:
+    """Truncate each torn tail or preallocated end; the torn ones as ``path@offset``."""
+    truncated = []
+    for scan in cut:
+        if scan.torn:
+            log.warning(
+                "truncating torn tail of %s at offset %d (%d bytes of a partial record "
+                "from a crash or a failed write)",
+                scan.path,
+                scan.good_bytes,
+                scan.size - scan.good_bytes,
+            )
+        else:
+            log.info("trimming %d preallocated bytes off %s", scan.zeros, scan.path)
+        with open(scan.path, "r+b") as fh:
+            fh.truncate(scan.good_bytes)
+            os.fsync(fh.fileno())
+        if scan.torn:
+            truncated.append(f"{scan.path}@{scan.good_bytes}")
+    return truncated
+
+
+class EventReader:
+    """Events of a seq range regenerated by replaying a journal directory from its best
+    snapshot: what repairs gaps older than what a shard keeps in memory. A repair walks forward
+    in consecutive ranges, so the replay position is kept between calls: a long repair costs
+    one pass over the journal, not one pass per range."""
+
+    def __init__(self, directory: Path, markets: Mapping[str, Market], machine: Machine) -> None:
+        self.dir = directory
+        self.markets = markets
+        self.machine = machine
+        self._cursor: tuple[Engine, Iterator[tuple[int, bytes]], list[Event]] | None = None
+
+    def _start(self, first: int) -> tuple[Engine, Iterator[tuple[int, bytes]], list[Event]]:
+        base: Engine | None = None
+        for path in reversed(snapshot_paths(self.dir)):
+            state = read_snapshot(path)
+            if state is not None and state["seq"] < first:
+                base = restore_engine(state, self.markets, self.machine)
+                break
+        engine = base or self.machine.new(self.markets)
+        return engine, records_from(segment_paths(self.dir), engine.seq), []
+
+    def events(self, first: int, last: int, budget: int | None = None) -> list[Event]:
+        """Events with seq in [first, last]; JournalError when the range is no longer covered
+        (trimmed by snapshot retention). ``budget`` caps the commands replayed by this call:
+        when the replay has not reached ``first`` yet, the result is empty and the position
+        is kept, so asking again continues where this call stopped."""
+        cur = self._cursor
+        if cur is None or (cur[2][0][1] > first if cur[2] else cur[0].seq >= first):
+            cur = self._cursor = self._start(first)
+        engine, records, buf = cur
+        _drop_before(buf, first)
+        spent = 0
+        reopened = False
+        while engine.seq < last:
+            if budget is not None and spent >= budget and engine.seq < first:
+                return []  # not there yet: the cursor keeps the position for the next call
+            try:
+                seq, payload = next(records)
+            except StopIteration:
+                if reopened:
+                    break
+                # The reader saw the segments as they were when it began: records committed
+                # since then (the cursor outlives calls) are read on from where it stands.
+                reopened = True
+                records = records_from(segment_paths(self.dir), engine.seq)
+                self._cursor = (engine, records, buf)
+                continue
+            except OSError as exc:  # a segment removed by snapshot retention meanwhile
+                self._cursor = None
+                raise JournalError(f"events {first}..{last}: journal read failed ({exc})") from None
+            if seq != engine.seq:
+                break
+            cmds = unpackb(payload)
+            spent += len(cmds)
+            for cmd in cmds:
+                engine.apply(cmd, buf)
+            _drop_before(buf, first)
+        return self._result(buf, first, last)
+
+    def _result(self, buf: list[Event], first: int, last: int) -> list[Event]:
+        result = [e for e in buf if e[1] <= last]
+        if not result or result[0][1] != first:
+            self._cursor = None
+            raise JournalError(f"events {first}..{last} are no longer in the journal")
+        return result
+
+
+def _drop_before(buf: list[Event], first: int) -> None:
+    if buf and buf[0][1] < first:
+        del buf[: max(0, min(len(buf), first - buf[0][1]))]
+
+
+class Replay:
+    """A machine moved forward through committed journal records, a bounded number of
+    commands per ``step`` (the caller's loop must not stall on one repair). Read-only: it
+    never touches the journal's files or the live machine. Made by ``Journal.replay_from``."""
+
+    def __init__(
+        self, machine: Any, records_from: Callable[[int], Iterator[tuple[int, bytes]]]
+    ) -> None:
+        self.machine = machine
+        self._records_from = records_from
+        self._records = records_from(machine.seq)
+        self.done = False  # the last step reached the end of what is on disk (for now)
+        self.replayed = 0  # commands replayed so far
+
+    def step(self, budget: int) -> list[Event]:
+        """Replay whole records until ``budget`` commands are spent or the journal ends; the
+        events they produced. Raises JournalError on a hole (a record that does not start at
+        the machine's seq: trimmed away, or a foreign file)."""
+        out: list[Event] = []
+        spent = 0
+        self.done = False
+        reopened = False
+        while spent < budget:
+            try:
+                seq, payload = next(self._records)
+            except StopIteration:
+                if reopened:
+                    self.done = True
+                    break
+                # records committed since this replay began: read on from where it stands
+                reopened = True
+                self._records = self._records_from(self.machine.seq)
+                continue
+            except OSError as exc:  # a segment removed by snapshot retention meanwhile
+                raise JournalError(f"journal replay failed: {_reason(exc)}") from None
+            if seq < self.machine.seq:
+                continue  # covered by the snapshot
+            if seq != self.machine.seq:
+                raise JournalError(
+                    f"journal record at seq {seq}, replay at {self.machine.seq}: "
+                    "the records in between are no longer on disk"
+                )
+            cmds = unpackb(payload)
+            for cmd in cmds:
+                self.machine.apply(cmd, out)
+            spent += len(cmds)
+        self.replayed += spent
+        return out

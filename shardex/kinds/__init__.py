@@ -1,0 +1,34 @@
+"""Every process kind of a cluster, each described once (``shardex.kinds.spec.Kind``).
+
+From ``KINDS`` come the options of ``shardex router|engine|accounts|bridge|redis``, the
+children (and their argv) ``shardex up`` starts, the Procfile and .env, the ports ``shardex
+up`` checks are free and the Prometheus scrape jobs (``shardex up --prometheus-config``).
+Adding a process kind = one module here (its ``Kind``) + its service + its command.
+"""
+
+from __future__ import annotations
+
+from shardex.kinds.accounts import ACCOUNTS
+from shardex.kinds.bridge import BRIDGE
+from shardex.kinds.engine import ENGINE
+from shardex.kinds.redis import REDIS
+from shardex.kinds.router import ROUTER
+from shardex.kinds.spec import Kind, Opt, Plan, Spawn
+
+# in start order: what a process connects to starts before it (it would retry anyway)
+KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE)
+BY_NAME = {kind.name: kind for kind in KINDS}
+
+
+def spawns(plan: Plan) -> list[tuple[Kind, Spawn]]:
+    """Every child of the cluster ``plan`` describes, in start order, with its kind."""
+    return [(kind, spawn) for kind in KINDS for spawn in kind.children(plan)]
+
+
+def cluster_ports(plan: Plan) -> list[int]:
+    """Every TCP port the children of ``plan`` bind (checked free before starting)."""
+    return [port for kind in KINDS for port in kind.ports(plan)]
+
+
+__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "ENGINE", "KINDS", "REDIS", "ROUTER", "Kind", "Opt",
+           "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip

@@ -1,0 +1,72 @@
+"""Stream entries: an event → (stream ID, fields) as the bridge writes it to Redis.
+
+Pure formatting (no Redis): an engine event becomes an entry of ``shardex:events:<i>`` (a trade
+also of ``shardex:trades:<SYMBOL>``), an account shard's balance or fee event an entry of
+``shardex:balances:<j>``. IDs are ``<seq>-0``, so Redis itself refuses a second copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shardex.accounts.assets import AssetTable
+from shardex.accounts.codes import AE_BALANCE, AE_FEES
+from shardex.engine import Market
+from shardex.engine.codes import EV_TRADE
+from shardex.wire.account_events import account_event_to_json
+from shardex.wire.protocol import event_to_json
+
+BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
+FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
+
+
+def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[str]:
+    """The flat field list of an engine event's entry (its public JSON form, plus its shard)."""
+    return _flat(event_to_json(ev, markets), shard)
+
+
+class EntryFormatter:
+    """Formats events into entries; trades (the bulk) with cached decimal strings."""
+
+    def __init__(self, markets: Mapping[str, Market], assets: AssetTable) -> None:
+        self.markets = markets
+        self.assets = assets
+        self._fmt: dict[tuple[str, int, int], str] = {}
+
+    def item(self, ev: tuple, shard: int) -> tuple:
+        """(ID, fields) of an engine event; a trade adds (symbol, trades-stream fields)."""
+        if ev[0] != EV_TRADE:
+            return (f"{ev[1]}-0", event_fields(ev, self.markets, shard))
+        # Trades are the bulk: format them directly, with cached decimal strings (prices and
+        # sizes repeat a lot, and Decimal formatting is the costliest step here).
+        _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
+        cache = self._fmt
+        p = cache.get((symbol, 0, price))
+        if p is None:
+            p = cache[(symbol, 0, price)] = self.markets[symbol].price_str(price)
+        q = cache.get((symbol, 1, qty))
+        if q is None:
+            q = cache[(symbol, 1, qty)] = self.markets[symbol].qty_str(qty)
+        if len(cache) > FORMAT_CACHE:
+            cache.clear()
+        tail = ["price", p, "qty", q, "taker", taker, "maker", maker,
+                "taker_side", ("buy", "sell")[side], "trade_id", str(trade_id),
+                "seq", str(seq), "shard", str(shard)]  # fmt: skip
+        # the events stream entry is the trades stream entry plus what the stream key implies
+        return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
+
+    def balance_item(self, ev: tuple, shard: int) -> tuple:
+        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
+        (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
+        return (f"{ev[1]}-0", _flat(account_event_to_json(ev, self.assets, self.markets), shard))
+
+
+def _flat(obj: dict, shard: int) -> list[str]:
+    """A JSON object's fields as a flat list of strings, then the shard: an entry's fields."""
+    out = []
+    for k, v in obj.items():
+        out.append(k)
+        out.append(v if isinstance(v, str) else str(v))
+    out.append("shard")
+    out.append(str(shard))
+    return out

@@ -1,0 +1,228 @@
+"""The events PUB stream: the one encoder and the one decoder of a shard's PUB messages.
+
+A PUB message is ``[topic = symbol, msgpack [VERSION, shard, [event, ...]]]`` in seq order; a
+replicated shard's leader appends its epoch: ``[VERSION, shard, [event, ...], epoch]`` (a
+single-process shard sends the 3-field form). Engine shards publish the event tuples of
+``shardex.engine.codes``, account shards those of ``shardex.accounts.codes``.
+
+The decoder is total: whatever a peer sends (any msgpack value in any position), it returns
+well-formed events or raises ``Malformed`` (a ``ValueError``). The bridge counts what it drops;
+tests and tools read the same stream with the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shardex.accounts.assets import AssetTable
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_NAMES
+from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE, Event
+from shardex.engine.markets import Market
+from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+
+MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
+MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
+MAX_EPOCH = 1 << 63
+
+_TRADE_TYPES = (int, int, str, int, int, str, str, int, int)
+
+
+class Malformed(ValueError):
+    """Input from a shard that is not what the protocol says; the message says what."""
+
+
+def encode_events(shard: int, events: list[Event], epoch: int | None = None) -> bytes:
+    """A PUB payload; ``epoch`` (a replicated leader's) is appended only when given, so a
+    single-process shard's messages keep the 3-field form older subscribers read."""
+    if epoch is None:
+        return packb((VERSION, shard, events))
+    return packb((VERSION, shard, events, epoch))
+
+
+def decode_envelope(
+    payload: Any, shards: int | None = None, what: str = "shard"
+) -> tuple[int, Any, int | None]:
+    """A PUB payload → (shard, events as sent, the publisher's epoch or None), checked as a
+    whole: msgpack, shape, version, a shard index in ``0..shards-1`` (any int when ``shards``
+    is None) and an epoch that is a positive int. The events are the caller's to check
+    (``check_events`` / ``check_account_events``)."""
+    if not isinstance(payload, bytes):
+        raise Malformed("payload is not bytes")
+    try:
+        msg = unpackb(payload)
+    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
+        raise Malformed(f"not msgpack ({type(exc).__name__})") from None
+    if type(msg) is not tuple or len(msg) not in (3, 4):
+        raise Malformed(f"expected [version, {what}, events(, epoch)]")
+    version, shard, events = msg[:3]
+    reason = version_error(version, " in events")
+    if reason is not None:
+        raise Malformed(reason)
+    if type(shard) is not int or not (shards is None or 0 <= shard < shards):
+        known = "an int" if shards is None else f"one of 0..{shards - 1}"
+        raise Malformed(f"{what} {str(shard)[:20]!r} is not {known}")
+    epoch = msg[3] if len(msg) == 4 else None
+    if epoch is not None and (type(epoch) is not int or not 0 < epoch < MAX_EPOCH):
+        raise Malformed(f"epoch {str(epoch)[:20]!r} is not a positive int")
+    return shard, events, epoch
+
+
+def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | None]:
+    """A PUB payload → (shard, events unchecked, epoch or None): for tools and tests that read
+    a stream they trust; ``decode_pub_epoch`` is what untrusted readers use."""
+    return decode_envelope(payload)
+
+
+def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
+    """``decode_events_epoch`` without the epoch."""
+    return decode_envelope(payload)[:2]  # type: ignore[return-value]
+
+
+def decode_pub_epoch(
+    payload: Any, shards: int, markets: Mapping[str, Market]
+) -> tuple[int, list[tuple], int, int | None]:
+    """One engine shard PUB payload → (shard, good events, bad count, epoch or None).
+
+    Raises ``Malformed`` when the message as a whole is unusable (not msgpack, wrong shape or
+    version, a shard index outside ``0..shards-1``, a bad epoch); single bad events are dropped
+    and counted in ``bad``.
+    """
+    shard, events, epoch = decode_envelope(payload, shards, "shard")
+    good, bad = check_events(events, markets)
+    return shard, good, bad, epoch
+
+
+def decode_pub(
+    payload: Any, shards: int, markets: Mapping[str, Market]
+) -> tuple[int, list[tuple], int]:
+    """``decode_pub_epoch`` without the epoch: (shard, good events, bad count)."""
+    return decode_pub_epoch(payload, shards, markets)[:3]  # type: ignore[return-value]
+
+
+def decode_account_pub_epoch(
+    payload: Any, shards: int, assets: AssetTable
+) -> tuple[int, list[tuple], int, int | None]:
+    """One account shard PUB payload → (j, good events, bad count, epoch or None), as
+    ``decode_pub_epoch`` for engine shards."""
+    shard, events, epoch = decode_envelope(payload, shards, "account shard")
+    good, bad = check_account_events(events, assets)
+    return shard, good, bad, epoch
+
+
+def decode_account_pub(
+    payload: Any, shards: int, assets: AssetTable
+) -> tuple[int, list[tuple], int]:
+    """``decode_account_pub_epoch`` without the epoch: (j, good events, bad count)."""
+    return decode_account_pub_epoch(payload, shards, assets)[:3]  # type: ignore[return-value]
+
+
+def _bounded(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_STR
+
+
+def _check_trade(ev: tuple, markets: Mapping[str, Market]) -> bool:
+    if len(ev) != 9 or ev[2] not in markets:
+        return False
+    _, _, _, price, qty, taker, maker, side, trade_id = ev
+    return (
+        type(price) is int
+        and type(qty) is int
+        and _bounded(taker)
+        and _bounded(maker)
+        and type(side) is int
+        and 0 <= side <= 1
+        and type(trade_id) is int
+    )
+
+
+def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
+    """True if ``ev`` is an engine event tuple the bridge can format and write.
+
+    Checks exactly what formatting relies on: types (``bool`` is not an ``int`` here), a seq that
+    fits a stream ID, a known symbol where prices/sizes need its market, bounded strings.
+    """
+    if type(ev) is not tuple or len(ev) < 4:
+        return False
+    kind, seq, symbol = ev[0], ev[1], ev[2]
+    if type(seq) is not int or not 0 < seq <= MAX_SEQ or type(kind) is not int:
+        return False
+    if not _bounded(symbol):
+        return False
+    if kind == EV_TRADE:
+        return _check_trade(ev, markets)
+    if not _bounded(ev[3]):
+        return False
+    if kind == EV_ACCEPTED:
+        return True
+    if kind == EV_REJECTED:
+        # (..., reason, code): any int code formats (an unknown one as "invalid")
+        return len(ev) >= 6 and _bounded(ev[4]) and type(ev[5]) is int
+    if kind == EV_CANCELLED:
+        return len(ev) >= 6 and symbol in markets and _bounded(ev[4]) and type(ev[5]) is int
+    if kind == EV_AMENDED:
+        return len(ev) >= 6 and symbol in markets and type(ev[4]) is int and type(ev[5]) is int
+    return False
+
+
+def check_events(events: Any, markets: Mapping[str, Market]) -> tuple[list[tuple], int]:
+    """A decoded event array → (good events, number of bad ones dropped)."""
+    if type(events) is not tuple:
+        raise Malformed(f"events must be an array, got {type(events).__name__}")
+    good: list[tuple] = []
+    append = good.append
+    for ev in events:
+        # fast path for the bulk (trades): one C-level type comparison, then the values
+        if (
+            type(ev) is tuple
+            and tuple(map(type, ev)) == _TRADE_TYPES
+            and ev[0] == EV_TRADE
+            and 0 < ev[1] <= MAX_SEQ
+            and ev[2] in markets
+            and 0 <= ev[7] <= 1
+            and len(ev[5]) <= MAX_STR
+            and len(ev[6]) <= MAX_STR
+        ) or check_event(ev, markets):
+            append(ev)
+    return good, len(events) - len(good)
+
+
+def check_account_event(ev: Any, assets: AssetTable) -> bool:
+    """True if ``ev`` is an account shard event (``shardex.accounts.codes``) the bridge can
+    track, and — for the balance and fee events it writes — format: exact types, a known asset,
+    no negative amount, bounded strings. Other kinds only need a plausible seq."""
+    if type(ev) is not tuple or len(ev) < 2:
+        return False
+    kind, seq = ev[0], ev[1]
+    if type(kind) is not int or type(seq) is not int or not 0 < seq <= MAX_SEQ:
+        return False
+    if kind == AE_BALANCE:
+        if len(ev) != 8:
+            return False
+        _, _, account, asset, avail, held, why, ref = ev
+        return (
+            all(_bounded(v) for v in (account, why, ref))
+            and type(asset) is str
+            and asset in assets.units
+            and type(avail) is int
+            and type(held) is int
+            and avail >= 0
+            and held >= 0
+        )
+    if kind == AE_FEES:
+        return (
+            len(ev) == 4
+            and type(ev[2]) is str
+            and ev[2] in assets.units
+            and type(ev[3]) is int
+            and ev[3] >= 0
+        )
+    return 0 <= kind < len(AE_NAMES)
+
+
+def check_account_events(events: Any, assets: AssetTable) -> tuple[list[tuple], int]:
+    """A decoded account-shard event array → (good events, number of bad ones dropped)."""
+    if type(events) is not tuple:
+        raise Malformed(f"events must be an array, got {type(events).__name__}")
+    good = [ev for ev in events if check_account_event(ev, assets)]
+    return good, len(events) - len(good)
