@@ -37,11 +37,36 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.gettempdir())
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
 
-# Property tests in CI print how to reproduce a failure (the blob for @reproduce_failure and the
-# seed), so a red run found by chance can be replayed exactly instead of waited for again.
-hypothesis_settings.register_profile("ci", print_blob=True)
+# ---- honest tests: hypothesis profile and strict mode (begin) --------------------------------
+# Kept in one block, apart from the port and worker code, so that edits to either merge cleanly.
+# docs/testing.md describes both modes.
+#
+# Property tests in CI (the ``CI`` variable set, as .ci/run has it) load the ``ci`` profile: new
+# random examples on every run (derandomize off: a fixed seed would only ever try the same
+# ones), the blob for ``@reproduce_failure`` printed with a failure, no per-example deadline (the
+# box is shared: a slow example is not a wrong one). The run's seed is chosen here and printed in
+# the report header, so a red run found by chance is replayed with ``--hypothesis-seed=N``.
+hypothesis_settings.register_profile("ci", print_blob=True, derandomize=False, deadline=None)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+
+@pytest.hookimpl(tryfirst=True)  # before hypothesis's own pytest_configure reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI, give the run a seed when none was asked for (pytest-xdist workers get the
+    controller's options, so every worker uses the same one)."""
+    if os.environ.get("CI") and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("hypothesis_seed", None)
+    if seed is None:
+        return None
+    return f"hypothesis seed: {seed} (replay a failure with --hypothesis-seed={seed})"
+
+
+# ---- honest tests (end) ----------------------------------------------------------------------
 
 STRICT_ENV = "SHARDEX_TESTS_STRICT"
 
