@@ -7,10 +7,11 @@ own $SHARDEX_KEY) from leaking into tests that connect without naming a key.
 
 Tests that need what a box may lack (root to mount a tmpfs or make network namespaces, a C
 compiler, openssl, prometheus, ...) call ``require(condition, reason)``: without it they are
-skipped with the reason. ``SHARDEX_TESTS_STRICT=1`` makes such a skip a failure instead, for
-whoever wants to be sure that nothing was skipped (``SHARDEX_TESTS_STRICT=1 python -m pytest``).
-``.ci/run`` does not set it (CI runs as root with everything installed; a skip there is
-still reported by pytest's summary).
+skipped with the reason. ``SHARDEX_TESTS_STRICT=1`` makes such a skip, and any other (a
+``skipif`` mark, ``pytest.skip``), a failure instead, for whoever wants to be sure that nothing
+was skipped (``SHARDEX_TESTS_STRICT=1 python -m pytest``). ``.ci/run`` does not set it (CI runs
+as root with everything installed; a skip there is still reported by pytest's summary).
+docs/testing.md describes the modes.
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"hypothesis seed: {seed} (replay a failure with --hypothesis-seed={seed})"
 
 
-# ---- honest tests (end) ----------------------------------------------------------------------
-
 STRICT_ENV = "SHARDEX_TESTS_STRICT"
 
 
@@ -81,6 +80,42 @@ def require(condition: object, reason: str) -> None:
         pytest.fail(f"{reason} ({STRICT_ENV}=1: a test that cannot run here fails)", pytrace=False)
     pytest.skip(reason)
 
+
+class StrictSkips:
+    """With ``SHARDEX_TESTS_STRICT=1``, every skip is reported as a failure, whatever made it:
+    ``require``, a ``skipif`` mark, ``pytest.skip`` or ``importorskip`` (an expected failure,
+    ``xfail``, stays what it is). So a run that asked for every test cannot pass with one
+    silently not run: a root-only test on a box without root, a missing tool."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):  # noqa: ARG002 - pytest hook signature
+        outcome = yield
+        report = outcome.get_result()
+        if report.skipped and not hasattr(report, "wasxfail"):
+            _fail_skip(report)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):  # noqa: ARG002 - pytest hook signature
+        outcome = yield  # (a whole module skipped at import: importorskip, allow_module_level)
+        report = outcome.get_result()
+        if report.skipped:
+            _fail_skip(report)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Make a skipped report a failed one that still says why it was skipped."""
+    why = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    why = str(why).removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = f"skipped, and {STRICT_ENV}=1 asks that nothing be: {why}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get(STRICT_ENV, "") == "1":
+        session.config.pluginmanager.register(StrictSkips(), "shardex-strict-skips")
+
+
+# ---- honest tests (end) ----------------------------------------------------------------------
 
 # Logs of the clusters started during the running test: deleted when it passes, kept (and named
 # in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.
