@@ -834,12 +834,13 @@ def test_chaos_of_both_tiers_under_funded_load(redis_server: RedisServer):
     cl = Cluster(1, accounts=1, redis=redis_server.url)
     load: subprocess.Popen | None = None
     try:
+        # a long duration: loadgen is stopped with SIGINT once every fault is over
         load = subprocess.Popen(
             [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint", cl.endpoint,
              "--key", str(cl.key), "--duration", "600", "--concurrency", "2", "--window", "2",
              "--batch", "10", "--accounts", "20", "--json", "--quiet", "--max-error-rate", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip  (a long duration: it is stopped with SIGINT once every fault is over)
+        )  # fmt: skip
 
         def pid(tier: str) -> int:
             with cl.client() as c:
