@@ -7,10 +7,11 @@ own $SHARDEX_KEY) from leaking into tests that connect without naming a key.
 
 Tests that need what a box may lack (root to mount a tmpfs or make network namespaces, a C
 compiler, openssl, prometheus, ...) call ``require(condition, reason)``: without it they are
-skipped with the reason. ``SHARDEX_TESTS_STRICT=1`` makes such a skip a failure instead, for
-whoever wants to be sure that nothing was skipped (``SHARDEX_TESTS_STRICT=1 python -m pytest``).
-``.ci/run`` does not set it (CI runs as root with everything installed; a skip there is
-still reported by pytest's summary).
+skipped with the reason. ``SHARDEX_TESTS_STRICT=1`` makes such a skip, and any other (a
+``skipif`` mark, ``pytest.skip``), a failure instead, for whoever wants to be sure that nothing
+was skipped (``SHARDEX_TESTS_STRICT=1 python -m pytest``). ``.ci/run`` does not set it (CI runs
+as root with everything installed; a skip there is still reported by pytest's summary).
+docs/testing.md describes the modes.
 """
 
 from __future__ import annotations
@@ -37,11 +38,34 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.gettempdir())
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
 
-# Property tests in CI print how to reproduce a failure (the blob for @reproduce_failure and the
-# seed), so a red run found by chance can be replayed exactly instead of waited for again.
-hypothesis_settings.register_profile("ci", print_blob=True)
+# ---- honest tests: hypothesis profile and strict mode (begin) --------------------------------
+# Kept in one block, apart from the port and worker code, so that edits to either merge cleanly.
+# docs/testing.md describes both modes.
+#
+# Property tests in CI (the ``CI`` variable set, as .ci/run has it) load the ``ci`` profile: new
+# random examples on every run (derandomize off: a fixed seed would only ever try the same
+# ones), the blob for ``@reproduce_failure`` printed with a failure, no per-example deadline (the
+# box is shared: a slow example is not a wrong one). The run's seed is chosen here and printed in
+# the report header, so a red run found by chance is replayed with ``--hypothesis-seed=N``.
+hypothesis_settings.register_profile("ci", print_blob=True, derandomize=False, deadline=None)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+
+@pytest.hookimpl(tryfirst=True)  # before hypothesis's own pytest_configure reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI, give the run a seed when none was asked for (pytest-xdist workers get the
+    controller's options, so every worker uses the same one)."""
+    if os.environ.get("CI") and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("hypothesis_seed", None)
+    if seed is None:
+        return None
+    return f"hypothesis seed: {seed} (replay a failure with --hypothesis-seed={seed})"
+
 
 STRICT_ENV = "SHARDEX_TESTS_STRICT"
 
@@ -56,6 +80,42 @@ def require(condition: object, reason: str) -> None:
         pytest.fail(f"{reason} ({STRICT_ENV}=1: a test that cannot run here fails)", pytrace=False)
     pytest.skip(reason)
 
+
+class StrictSkips:
+    """With ``SHARDEX_TESTS_STRICT=1``, every skip is reported as a failure, whatever made it:
+    ``require``, a ``skipif`` mark, ``pytest.skip`` or ``importorskip`` (an expected failure,
+    ``xfail``, stays what it is). So a run that asked for every test cannot pass with one
+    silently not run: a root-only test on a box without root, a missing tool."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):  # noqa: ARG002 - pytest hook signature
+        outcome = yield
+        report = outcome.get_result()
+        if report.skipped and not hasattr(report, "wasxfail"):
+            _fail_skip(report)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):  # noqa: ARG002 - pytest hook signature
+        outcome = yield  # (a whole module skipped at import: importorskip, allow_module_level)
+        report = outcome.get_result()
+        if report.skipped:
+            _fail_skip(report)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Make a skipped report a failed one that still says why it was skipped."""
+    why = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    why = str(why).removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = f"skipped, and {STRICT_ENV}=1 asks that nothing be: {why}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get(STRICT_ENV, "") == "1":
+        session.config.pluginmanager.register(StrictSkips(), "shardex-strict-skips")
+
+
+# ---- honest tests (end) ----------------------------------------------------------------------
 
 # Logs of the clusters started during the running test: deleted when it passes, kept (and named
 # in the report) when it fails, so a passing suite leaves nothing behind in the temp dir.

@@ -383,7 +383,9 @@ def test_standby_refuses_and_counts_hostile_frames_from_the_leader_side(tmp_path
 def test_standby_will_not_follow_an_impostor_without_the_server_key(tmp_path: Path) -> None:
     """A "leader" whose CURVE key is not the cluster's server key (say, someone who wrote a
     lease value pointing at their own port): the standby's handshake fails, so it neither
-    sends it anything nor applies anything from it."""
+    sends it anything nor applies anything from it. The impostor's socket monitor first shows
+    that the standby's connection reached it and its handshake failed (else "nothing came"
+    would pass as well for a standby that never dialled)."""
     store = KeyStore(tmp_path / "keys")
     store.init()
     key = store.process_key("shard-0", "shard", 0)
@@ -394,14 +396,27 @@ def test_standby_will_not_follow_an_impostor_without_the_server_key(tmp_path: Pa
     public, secret = keypair()
     lctx = zmq.Context()
     zap, impostor, endpoint = _secure_leader(lctx, store, KeyFile(public, secret, public))
+    monitor = impostor.get_monitor_socket()
+    failed = {zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+              zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL}  # fmt: skip
     try:
         from shardex.lease import Holder
 
         standby._follow(Holder(1, "shard-0.r0", endpoint))
         standby._send(SUB, ("shard-0.r1", 0, 0))
-        assert _recv_sub(zap, impostor, timeout=1.5) is None
+        events: set[int] = set()
+        deadline = time.monotonic() + 15
+        while not events & failed:  # arrival first: the standby dialled, the handshake failed
+            assert time.monotonic() < deadline, f"the standby never reached it: {events}"
+            zap.serve()
+            if monitor.poll(50):
+                events.add(parse_monitor_message(monitor.recv_multipart())["event"])
+        assert zmq.EVENT_HANDSHAKE_SUCCEEDED not in events
+        assert _recv_sub(zap, impostor, timeout=0.2) is None  # no SUB got through
         assert standby.engine.seq == 0 and not standby.sock.poll(200)
     finally:
+        impostor.disable_monitor()
+        monitor.close(0)
         impostor.close(0)
         zap.close()
         lctx.term()

@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import EV_ACCEPTED, EV_REJECTED, OP_NEW
+from shardex.engine.codes import (
+    EV_REJECTED,
+    EVENT_NAMES,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_NEW,
+    OP_REJECT,
+    REJECT_NAMES,
+)
 from shardex.node.router import Router, RouterConfig
 from shardex.node.shard import ShardCore
 from shardex.wire.protocol import (
@@ -56,52 +64,100 @@ values = st.recursive(
 )
 
 
-@st.composite
-def payloads(draw) -> tuple[bytes, str | None]:
-    """A request payload with garbage in one chosen position (or everywhere), and the id of the
-    new order it is when the garbage happens to make a valid order (else None).
+def _resting_order_command(v: object) -> bool:
+    """True when ``v`` holds, at any depth, a list that starts like a cancel or an amend of the
+    resting order (its op, symbol, id and account): such a list can be a valid command, so the
+    garbage positions below leave it out (the ``field`` position covers it, with its outcome)."""
+    if isinstance(v, dict):
+        return any(_resting_order_command(x) for x in v.values())
+    if not isinstance(v, list):
+        return False
+    if len(v) >= 4 and any(_same(v[0], op) for op in (OP_CANCEL, OP_AMEND)):
+        if all(_same(a, b) for a, b in zip(v[1:4], VALID[1:4], strict=True)):
+            return True
+    return any(_resting_order_command(x) for x in v)
 
-    The spec, written here independently of the decoder: a single-field mutation of ``VALID``
-    is a valid new order exactly when only the id changed, to a non-empty string of at most
-    ``MAX_ID_LEN`` UTF-8 bytes other than the resting order's own id ("o-1" is a duplicate).
-    Every other mutation must be refused.
+
+def _same(a: object, b: object) -> bool:
+    """Equal and of the same type (msgpack keeps ``True`` and ``1``, ``2.0`` and ``2`` apart,
+    and so does the decoder)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return a == b
+
+
+garbage = values.filter(lambda v: not _resting_order_command(v))
+
+
+@st.composite
+def payloads(draw) -> tuple[bytes, tuple[str, str] | None]:
+    """A request payload with garbage in one chosen position (or everywhere), and what the
+    garbage means when it happens to spell a valid command (``_meaning``), else None.
+
+    Garbage lists hold at most 6 items, so outside the ``field`` position no garbage is a new
+    order (11 fields); ``garbage`` leaves out every cancel or amend of the resting order, and a
+    cancel or amend of any other id names an order that is not live (a ``not_live`` reject).
     """
     where = draw(st.sampled_from(["raw", "whole", "version", "commands", "command", "field"]))
     if where == "raw":
         return draw(st.binary(max_size=200)), None
     if where == "whole":
-        return msgpack.packb(draw(values)), None
+        return msgpack.packb(draw(garbage)), None
     if where == "version":
-        return msgpack.packb([draw(values), [list(VALID)]]), None
+        return msgpack.packb([draw(garbage), [list(VALID)]]), None
     if where == "commands":
-        return msgpack.packb([VERSION, draw(values)]), None
+        return msgpack.packb([VERSION, draw(garbage)]), None
     if where == "command":
-        return msgpack.packb([VERSION, [draw(values), list(VALID)]]), None
+        return msgpack.packb([VERSION, [draw(garbage), list(VALID)]]), None
     cmd = list(VALID)
     index = draw(st.integers(0, len(cmd) - 1))
     cmd[index] = draw(values)
     cut = draw(st.booleans())
     if cut:
         cmd = cmd[: draw(st.integers(0, len(cmd)))]
-    return msgpack.packb([VERSION, [cmd]]), _valid_new_id(cmd)
+    return msgpack.packb([VERSION, [cmd]]), _meaning(cmd)
 
 
-def _valid_new_id(cmd: list) -> str | None:
-    """The id when ``cmd`` (VALID with one field replaced) is a valid new order, else None."""
+def _meaning(cmd: list) -> tuple[str, str] | None:
+    """What ``cmd`` (``VALID`` with one field replaced, maybe cut short) does when it is a valid
+    command, as ``(event kind, order id)``; None when it must be refused.
+
+    The spec, written here from the command layouts (``engine.codes``) independently of the
+    decoder and the engine. A one-field mutation of the resting order ``o-1`` is valid in
+    exactly two ways:
+
+    * only the id changed, to a non-empty string of at most ``MAX_ID_LEN`` UTF-8 bytes other
+      than ``o-1`` (a duplicate): a valid new order, ``accepted``;
+    * the op changed to ``OP_CANCEL`` and the command was cut to a cancel's four fields
+      ``(op, symbol, id, account)``: its owner cancels ``o-1``, ``cancelled`` (this one failed
+      the property when it said every mutation is refused).
+
+    Not valid, for the record: the op changed to ``OP_AMEND`` cut to six fields amends to qty 0
+    and price 0 (``out_of_range``); the op changed to ``OP_REJECT`` is an internal op a client
+    may not send; every other field changed keeps the id ``o-1``, a duplicate.
+    """
+    if len(cmd) == 4 and _same(cmd, [OP_CANCEL, *VALID[1:4]]):
+        return "cancelled", VALID[2]
     if len(cmd) != len(VALID):
         return None
-    pairs = zip(cmd, VALID, strict=True)
-    if any(a != b or type(a) is not type(b) for i, (a, b) in enumerate(pairs) if i != 2):
+    if not all(_same(a, b) for i, (a, b) in enumerate(zip(cmd, VALID, strict=True)) if i != 2):
         return None
     oid = cmd[2]
     if type(oid) is not str or oid == VALID[2]:
         return None
     size = len(oid.encode("utf-8", "surrogatepass"))
-    return oid if 0 < size <= MAX_ID_LEN else None
+    return ("accepted", oid) if 0 < size <= MAX_ID_LEN else None
 
 
 def _books(core: ShardCore) -> dict:
     return core.engine.snapshot()["books"]
+
+
+def _ids(book: dict) -> list[str]:
+    """The ids of the orders resting in one book of an engine snapshot."""
+    return [order[0] for side in ("bids", "asks") for order in book[side]]
 
 
 class RecordingJournal:
@@ -133,10 +189,25 @@ def _core() -> tuple[ShardCore, RecordingJournal]:
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=payloads())
 @example(case=(msgpack.packb([VERSION, [[*VALID[:2], "", *VALID[3:]]]]), None))
-@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "o-2", *VALID[3:]]]]), "o-2"))
-@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "\x00", *VALID[3:]]]]), "\x00"))
-def test_shard_core_survives_any_payload_and_changes_no_book(case: tuple[bytes, str | None]):
-    payload, new_id = case
+@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "o-2", *VALID[3:]]]]), ("accepted", "o-2")))
+@example(case=(msgpack.packb([VERSION, [[*VALID[:2], "\x00", *VALID[3:]]]]), ("accepted", "\x00")))
+# the op mutated to a cancel and the command cut to a cancel's fields: the owner's cancel of the
+# resting order, a valid command (the property once said every mutation is refused)
+@example(case=(msgpack.packb([VERSION, [[OP_CANCEL, *VALID[1:4]]]]), ("cancelled", "o-1")))
+# the same cut with the op mutated to an amend: qty 0, price 0, refused (out_of_range)
+@example(case=(msgpack.packb([VERSION, [[OP_AMEND, *VALID[1:6]]]]), None))
+@example(case=(msgpack.packb([VERSION, [[OP_REJECT, *VALID[1:4]]]]), None))  # internal op
+def test_shard_core_survives_any_payload_and_changes_no_book(
+    case: tuple[bytes, tuple[str, str] | None],
+):
+    """What is checked, for every payload: nothing raises; the reply is bounded and decodes;
+    the events and the journal records are bounded; the engine's integrity holds. Then either
+    the payload is refused (``meaning`` None): every event is a ``rejected`` one carrying a
+    known reject code (the stable half; no event at all when the whole request is refused, an
+    error reply instead, and then nothing was journaled), and no book changed; or it spells a
+    valid command (``_meaning``): exactly that command's one event came out, for that order,
+    and the book changed accordingly."""
+    payload, meaning = case
     core, journal = _core()
     before = _books(core)
     journal.cmds.clear()
@@ -145,15 +216,20 @@ def test_shard_core_survives_any_payload_and_changes_no_book(case: tuple[bytes, 
     assert isinstance(reply, bytes) and len(reply) <= MAX_EVENTS_REPLY_BYTES + 4096
     error, results = decode_reply(reply)
     assert error is not None or isinstance(results, tuple)
-    if new_id is None:
-        # garbage: only rejects came out and no book changed (a fuzzed command may by chance be
-        # the valid order itself: then it is a duplicate id, rejected too)
-        assert all(ev[0] == EV_REJECTED for ev in out), out
+    if meaning is None:
+        # garbage: only rejects with a stable code came out and no book changed (a fuzzed
+        # command may by chance be the valid order itself: then it is a duplicate id, refused)
+        assert all(ev[0] == EV_REJECTED and 0 <= ev[5] < len(REJECT_NAMES) for ev in out), out
+        if error is not None:  # the whole request was refused: nothing of it ran
+            assert out == [] and journal.cmds == [], (error, out)
         assert _books(core) == before
     else:
-        # the mutation made a valid order with a new id: it is accepted and rests beside o-1
-        assert [(ev[0], ev[3]) for ev in out] == [(EV_ACCEPTED, new_id)], out
-        assert _books(core) != before
+        kind, oid = meaning
+        assert [(EVENT_NAMES[ev[0]], ev[3]) for ev in out] == [(kind, oid)], out
+        after = _books(core)
+        assert after != before
+        resting = {ev_id for book in after.values() for ev_id in _ids(book)}
+        assert (oid in resting) == (kind == "accepted") and ("o-1" in resting) == (oid != "o-1")
     core.engine.check_integrity()
     for ev in out:  # bounded events (they are published and written to Redis)
         assert len(msgpack.packb(ev)) <= 400, ev

@@ -297,6 +297,38 @@ def test_gap_repair_reads_old_ranges_from_the_journal(tmp_path):
     assert "are gone" in decode_reply(reply)[1][0]["error"]
 
 
+def test_one_gap_repair_request_replays_at_most_20k_journaled_commands(tmp_path):
+    """Regression: one gap-repair request could replay 100,000 journaled commands, which
+    blocked the shard's loop for seconds under load (orders waited, and a replicated leader
+    stopped ticking its lease). Now a request replays at most 20,000 and answers ``pending``:
+    a range 25,000 commands into the journal takes two requests, and the second has it all."""
+    from shardex.node.shard import ShardCore
+    from shardex.wire.protocol import OP_EVENTS, decode_reply, encode_request
+
+    j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
+    core = ShardCore(0, 1, DEFAULT_MARKETS, journal=j, ring_size=50)
+    wl = Workload(symbols=("BTC-USD",), seed=4)
+    cmds = wl.warmup(20) + wl.take(25_000)
+    published: list = []
+    for k in range(0, len(cmds), 100):
+        out: list = []
+        core.handle(encode_request(cmds[k : k + 100]), out, {})
+        j.commit()
+        core.ring.extend(out)
+        published.extend(out)
+    first, last = published[-60][1], published[-51][1]  # long gone from the 50-event ring
+    assert core.ring.first > last
+
+    def ask() -> dict:
+        reply = core.handle(encode_request([(OP_EVENTS, first, last)]), [], {})
+        return decode_reply(reply)[1][0]
+
+    assert ask() == {"events": (), "seq": core.engine.seq, "pending": True}  # 20,000 replayed
+    got = ask()  # the other 5,020, then the range
+    assert [tuple(e) for e in got["events"]] == [tuple(e) for e in published[-60:-50]]
+    j.close()
+
+
 def test_journal_events_in_consecutive_ranges_match_a_full_replay(tmp_path):
     wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=12)
     cmds = wl.warmup(50) + wl.take(1500)

@@ -414,3 +414,34 @@ def test_account_shard_resends_no_forward_of_a_burst_read_with_a_have(tmp_path, 
         assert rig.turn(have=have) == [] and rig.turn(have=have) == []  # caught up
     finally:
         rig.close()
+
+
+def test_account_shard_journal_repair_sends_its_next_part_on_every_have(tmp_path, monkeypatch):
+    """Regression: a re-send of forwards from the journal (the ring no longer reaches back)
+    went on only on a HAVE that did not move, so each part was followed by a pause: the
+    in-flight rule (a moving HAVE means what follows is in flight) halved the repair's pace.
+    Now every HAVE, moving or not, gets the next part while the repair is under way."""
+    monkeypatch.setattr("shardex.node.accounts.SYNC_EVERY_S", 0.0)
+    monkeypatch.setattr("shardex.node.accounts.MAX_FORWARD_RESEND", 2)  # parts of 2
+    rig = _AccountRig(tmp_path)
+    try:
+        assert rig.turn(((OP_DEPOSIT, "alice", "USD", "100000000", "d1"),), have=0) == []
+        orders = tuple((OP_NEW, "BTC-USD", f"o{k}", "alice", 0, 0, 10_000, 10, 0, False, 0)
+                       for k in range(6))  # fmt: skip
+        burst = rig.turn(orders, have=0)
+        assert [f[2][2] for f in burst] == [f"o{k}" for k in range(6)], burst
+        ring = rig.node.machine.rings[0]
+        while len(ring) > 1:  # the ring keeps only the newest: the rest is in the journal only
+            ring.popleft()
+        # engine shard 0 lost them all: its HAVE stays at 0, then moves with each part
+        assert rig.turn(have=0) == []  # sent after the previous HAVE was read: in flight
+        part = rig.turn(have=0)  # overdue: the repair starts, from the journal
+        assert [f[2][2] for f in part] == ["o0", "o1"], part
+        assert rig.node.counts["journal"] == 2
+        for want in (["o2", "o3"], ["o4", "o5"]):  # the HAVE moved past each part: the next
+            have = part[-1][0]
+            part = rig.turn(have=have)
+            assert [f[2][2] for f in part] == want, (have, part)
+        assert rig.turn(have=burst[-1][0]) == [] and 0 not in rig.node.repairs  # repair over
+    finally:
+        rig.close()

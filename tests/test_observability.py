@@ -95,9 +95,11 @@ def test_loadgen_counts_match_shard_status_and_exporters():
         assert proc.returncode == 0, proc.stderr.decode()
         assert b"latency" in proc.stdout and b"p99.9" in proc.stdout
         rep2 = json.loads((Path(cluster.data_dir) / "r.json").read_text())
-        # an open loop never sends ahead of its schedule (2 procs x 2000/s x 2 s, 10% slack);
-        # how far behind it falls depends on the box, so no lower bound beyond "it sent"
-        assert 0 < rep2["sent"] <= 4400 and rep2["config"]["mode"] == "open"
+        # an open loop never sends ahead of its schedule: each of the 2 processes offers
+        # 2000/2 orders/s, command i due at t0 + i/1000 and none at or after t0 + 2 s, so at
+        # most 2 x 1000 x 2 = 4000 whatever the box's speed (a count the schedule fixes, not a
+        # rate measured); how far behind it falls depends on the box: no lower bound but "it sent"
+        assert 0 < rep2["sent"] <= 2 * 1000 * 2 and rep2["config"]["mode"] == "open"
     finally:
         cluster.stop()
 

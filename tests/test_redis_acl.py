@@ -410,6 +410,25 @@ def test_lease_user_acts_on_each_lease_key_only_as_the_lease_does(acl_redis):
     assert a.try_acquire(0, 0) == (2, "ok") and a.starts() == {1: 7, 2: 0}
 
 
+def test_a_standby_reads_the_holders_time_left_as_the_lease_user(acl_redis):
+    """Regression: the lease user could not PTTL, and a standby reads the holder's time left
+    (``Lease.holder_ttl``: GET + PTTL of the holder key) to look again just after it runs out;
+    as the lease user every such read was NOPERM. Asked here by a standby that does not hold
+    the lease, with its own connection, as a replica's loop does."""
+    from shardex.lease import Lease
+    from shardex.lease import connect as lease_connect
+
+    url = acl_redis.users.url(acl_redis.url, "lease")
+    leader = Lease(lease_connect(url), 3, "shard-3.r0", "tcp://a", ttl_ms=5000)
+    standby = Lease(lease_connect(url), 3, "shard-3.r1", "tcp://b", ttl_ms=5000)
+    assert standby.holder_ttl() == (None, -2)  # no holder yet: no key
+    assert leader.try_acquire(0, 0) == (1, "ok")
+    holder, left = standby.holder_ttl()
+    assert holder is not None and holder.node == "shard-3.r0" and 0 < left <= 5000
+    leader.release()
+    assert standby.holder_ttl() == (None, -2)
+
+
 def test_acl_file_form_is_accepted(tmp_path):
     users = RedisUsers.ensure(tmp_path / "keys")
     for binary in sorted(set(BINARIES.values())):
