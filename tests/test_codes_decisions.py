@@ -19,10 +19,13 @@ from typing import Any
 
 import pytest
 from conftest import Cluster
+from test_client import StandIn
 
+from shardex.cli import market as cli_market
 from shardex.client import (
     NOT_EXECUTED,
     UNKNOWN,
+    Client,
     ClientCore,
     RequestTimeout,
     Result,
@@ -233,3 +236,22 @@ def test_exceptions_carry_the_code_of_the_error_behind_them() -> None:
     assert core.no_reply("x").code == "timeout" and isinstance(core.no_reply("x"), RequestTimeout)
     assert core.no_reply("x", codes.UNREACHABLE).code == "unreachable"
     assert ShardexError("plain").code is None
+
+
+def test_status_labels_a_recovering_shard_by_its_code(scramble: list[str]) -> None:
+    """``shardex status`` shows RECOVER for a shard whose status read was answered with a
+    ``recovering`` error, whatever its text, and DOWN for any other error (even one whose text
+    reads "recovering: ..."): the client's status entry carries the code, the CLI reads it."""
+    answers = iter([recovering_error("shard 0", {}, "replaying its journal"), ERR_UNAVAILABLE])
+    with StandIn(lambda key, cmds: encode_reply(None, next(answers))) as si, Client(
+        si.endpoint, timeout=2.0, account="a", shard_endpoints=None
+    ) as c:
+        c.shards = 1
+        c.markets_source = "given"
+        (recovering,) = c.status()
+        (unavailable,) = c.status()
+    assert NONSENSE in recovering["error"] and recovering["code"] == "recovering"
+    assert cli_market._down(recovering) == "RECOVER"
+    assert unavailable["code"] == "unavailable" and cli_market._down(unavailable) == "DOWN"
+    lookalike = {"shard": 0, "error": "recovering: shard 0 is replaying", "code": "unavailable"}
+    assert cli_market._down(lookalike) == "DOWN"

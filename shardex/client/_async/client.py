@@ -217,7 +217,7 @@ class AsyncClient(AsyncIO):
             try:
                 out.append(await self._read(f"#{i}".encode(), (OP_STATUS,), i))
             except ShardexError as exc:
-                out.append({"shard": i, "error": str(exc)})
+                out.append({"shard": i, "error": str(exc), "code": exc.code})
         return out
 
     async def topology(self) -> dict[str, Any]:
@@ -379,6 +379,6 @@ class AsyncClient(AsyncIO):
                 reply = await self._request(self._router, f"%{j}".encode(), (op,), "")
                 raw = self.read_result(*reply, f"account shard {j}")
             except ShardexError as exc:
-                raw = {"shard": j, "error": str(exc)}
+                raw = {"shard": j, "error": str(exc), "code": exc.code}
             out.append(raw)
         return out

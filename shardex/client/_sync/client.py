@@ -218,7 +218,7 @@ class Client(SyncIO):
             try:
                 out.append(self._read(f"#{i}".encode(), (OP_STATUS,), i))
             except ShardexError as exc:
-                out.append({"shard": i, "error": str(exc)})
+                out.append({"shard": i, "error": str(exc), "code": exc.code})
         return out
 
     def topology(self) -> dict[str, Any]:
@@ -380,6 +380,6 @@ class Client(SyncIO):
                 reply = self._request(self._router, f"%{j}".encode(), (op,), "")
                 raw = self.read_result(*reply, f"account shard {j}")
             except ShardexError as exc:
-                raw = {"shard": j, "error": str(exc)}
+                raw = {"shard": j, "error": str(exc), "code": exc.code}
             out.append(raw)
         return out
