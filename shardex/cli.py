@@ -989,7 +989,8 @@ def engine(
                 announce[name] = advertised(ep, advertise, f"--{name}")
         cfg.extra = {**cfg.extra, **announce}
     if role == "auto":
-        from shardex.node.replica import replica_dir, run_replicated
+        from shardex.node.replica import replica_dir
+        from shardex.node.shard import run_replicated
 
         cfg.journal_dir = replica_dir(data_dir, i, replica)  # type: ignore[arg-type]
         repl = repl or layout.repl(i, replica)
@@ -2068,7 +2069,8 @@ def accounts(
                 cfg.extra[name] = advertised(ep, advertise, f"--{name}")
     try:
         if role == "auto":
-            from shardex.node.replica import replica_dir, run_replicated_accounts
+            from shardex.node.accounts import run_replicated_accounts
+            from shardex.node.replica import replica_dir
 
             cfg.journal_dir = replica_dir(data_dir, index, replica, "accounts")  # type: ignore[arg-type]
             repl = repl or layout.account_repl(index, replica)

@@ -16,11 +16,12 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import zmq
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -76,8 +77,13 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
+from shardex.node.failover import Promotion, run_failover
+from shardex.node.fencing import fence
+from shardex.node.leader import Replicator, replica_families
+from shardex.node.nulljournal import NullJournal
+from shardex.node.outbox import DirectPort, RouterLink, outbox_families
+from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
-from shardex.node.shard import JOURNAL_READ_BUDGET, NullJournal, RouterLink, outbox_families
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
@@ -607,22 +613,6 @@ def _decimal(raw: Any) -> Decimal | None:
     return parse_decimal(raw)
 
 
-class DirectPort:
-    """Replies on the direct port (a ROUTER), sent like a router link's (``RouterLink.send``):
-    a full pipe or a gone client drops the reply (the client times out and asks the fate)."""
-
-    def __init__(self, sock: Any, zmq: Any) -> None:
-        self.sock = sock
-        self.zmq = zmq
-        self.dropped = 0
-
-    def send(self, frames: list[bytes]) -> None:
-        try:
-            self.sock.send_multipart(frames, self.zmq.NOBLOCK)
-        except self.zmq.ZMQError:
-            self.dropped += 1  # a gone or slow peer: it asks again
-
-
 class AccountNode:
     """The account shard process: recover, then loop drain → apply → commit → send.
 
@@ -642,8 +632,6 @@ class AccountNode:
     ) -> None:
         """``recovered``: a promoted standby's machine and journal; ``replicate(ctx, zmq)``:
         builds the ``replica.Replicator`` of a replicated leader."""
-        import zmq
-
         if not 0 <= cfg.index < cfg.shards:
             raise ValueError(f"account shard {cfg.index} out of range for {cfg.shards}")
         if len(cfg.engine_links) != cfg.engines:
@@ -1130,9 +1118,7 @@ class AccountNode:
 
     def refuse(self) -> None:
         """Past the lease deadline: every request waiting (routers' and direct) is answered
-        ``not_leader``, engine links are not read (``replica.fence``)."""
-        from shardex.node.replica import fence
-
+        ``not_leader``, engine links are not read (``fencing.fence``)."""
         socks = [(link.sock, True) for link in self.links]
         if self.direct is not None:
             socks.append((self.direct, False))
@@ -1346,8 +1332,6 @@ class _Collector:
             fam.add_metric(lab, value)
             yield fam
         if node.replica is not None:  # a replicated leader (issue 15)
-            from shardex.node.replica import replica_families
-
             yield from replica_families(node.replica, node.refused, lab,
                                         "shardex_accounts_replica")  # fmt: skip
 
@@ -1360,4 +1344,28 @@ def run_accounts(cfg: AccountsConfig) -> None:
     exit_now()  # stopped cleanly: skip the heap's teardown
 
 
-__all__ = ["AccountHandler", "AccountNode", "AccountsConfig", "run_accounts"]
+def run_replicated_accounts(cfg: AccountsConfig, replica: int, redis_url: str,
+                            repl_endpoint: str, repl_advertised: str | None = None) -> None:
+    """``shardex accounts --role auto``: account shard J as one of two replicas, the same
+    standby phase and lease rules as an engine shard's (``failover.run_failover``), then an
+    ``AccountNode`` that ships each group commit and releases forwards, replies and balance
+    events only at the high watermark (see ``AccountNode.flush``)."""
+    n = cfg.engines
+    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
+
+    def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> AccountNode:
+        return AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
+
+    run_failover(cfg, "accounts", replica, redis_url, repl_endpoint, repl_advertised,
+                 f"account shard {cfg.index}", build, factory,
+                 lambda machine: machine.core.check_integrity(),
+                 reserve=(cfg.pub, repl_endpoint))  # fmt: skip
+
+
+__all__ = [
+    "AccountHandler",
+    "AccountNode",
+    "AccountsConfig",
+    "run_accounts",
+    "run_replicated_accounts",
+]

@@ -27,6 +27,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+
 log = logging.getLogger("shardex.runtime")
 
 
@@ -39,8 +42,6 @@ class _GcCollector:
     flat when they do; a steady climb with flat books means a new code path leaks cycles."""
 
     def collect(self) -> Any:
-        from prometheus_client.core import GaugeMetricFamily
-
         fam = GaugeMetricFamily(
             "shardex_gc_young_objects",
             "Tracked objects allocated since start-up, net of frees (cyclic GC is off)",
@@ -58,8 +59,6 @@ def tune_gc() -> bool:
     gc.disable()
     global _registered
     if not _registered:
-        from prometheus_client import REGISTRY
-
         REGISTRY.register(_GcCollector())
         _registered = True
     log.debug("gc: froze %d start-up objects; automatic collection off", gc.get_freeze_count())
