@@ -19,9 +19,8 @@ from typing import Any
 
 import zmq
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.accounts.link import APPLY, GAP, ResendGate
+from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
 from shardex.auth import (
     DOMAIN_ACCOUNT_LINK,
@@ -38,25 +37,24 @@ from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     Event,
 )
-from shardex.journal import Journal, JournalError, JournalUnavailable
+from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.node.failover import Promotion, run_failover
-from shardex.node.fencing import fence, not_leader_reply
-from shardex.node.leader import Replicator, replica_families
+from shardex.node.fencing import not_leader_reply
+from shardex.node.leader import Replicator
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
+from shardex.node.sequenced import JOURNAL_RETRY_S, SequencedNode
+from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
+from shardex.node.shard_metrics import ShardNodeCollector
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
     ERR_OVERLOADED,
-    LINK_FWD,
-    LINK_HAVE,
-    LINK_SETTLE,
-    LINK_SYNC,
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
     OP_HELLO,
@@ -65,18 +63,14 @@ from shardex.wire.protocol import (
     encode_reply,
     markets_to_wire,
     packb,
-    unpackb,
 )
-from shardex.wire.transport import StopFlag, send_frames
+from shardex.wire.transport import StopFlag
 
 log = logging.getLogger("shardex.shard")
 
 Replies = list[tuple[ReplyOutbox, list[bytes]]]  # (where, frames) of one batch, sent in order
 
-HELLO_EVERY_S = 1.0
-JOURNAL_RETRY_S = 1.0
 RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (_resend_due)
-MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
@@ -145,53 +139,7 @@ class ShardConfig:
     link_identity: str | None = None
 
 
-class _NodeCollector:
-    """The process loop's own counters (what ``ShardStats`` does not cover)."""
-
-    def __init__(self, node: ShardNode) -> None:
-        self.node = node
-
-    def collect(self) -> Any:
-        node = self.node
-        lab = [str(node.core.index)]
-        yield from outbox_families(
-            node.outboxes, lab,
-            ("shardex_replies_dropped",
-             "Replies that could not be delivered (order results stay queryable)"),
-            ("shardex_shard_outbox", "Replies waiting for a full pipe"),
-        )  # fmt: skip
-        fam = GaugeMetricFamily(
-            "shardex_journal_up", "1 while the journal can write (0: writes refused)",
-            labels=["shard"],
-        )  # fmt: skip
-        fam.add_metric(lab, 0 if node.core.journal_down else 1)
-        yield fam
-        fam = CounterMetricFamily(
-            "shardex_shard_malformed_messages",
-            "Messages with a wrong frame count, dropped or answered with an error",
-            labels=["shard"],
-        )
-        fam.add_metric(lab, node.malformed)
-        yield fam
-        fam = CounterMetricFamily(
-            "shardex_shard_internal_errors", "Requests that hit a bug (ALERT)", labels=["shard"]
-        )
-        fam.add_metric(lab, node.core.internal_errors)
-        yield fam
-        if node.replica is not None:  # a replicated leader (issue 15)
-            yield from replica_families(node.replica, node.refused, lab)
-        if node.cfg.accounts:
-            fam = CounterMetricFamily(
-                "shardex_shard_account_link",
-                "Account link: forwards applied/duplicate/gap, settlements sent/re-sent/unsent",
-                labels=["shard", "what"],
-            )
-            for what, n in node.link_counts.items():
-                fam.add_metric([*lab, what], n)
-            yield fam
-
-
-class ShardNode:
+class ShardNode(SettlementLink, SequencedNode):
     """The shard process: recover, then loop drain → dispatch → flush (journal, reply, publish).
 
     The loop never blocks on anything downstream: PUB drops rather than waits (the bridge
@@ -239,17 +187,9 @@ class ShardNode:
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
-        self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
+        self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        self.started = time.monotonic()
-        self.last_hello = 0.0
-        self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
-        self.refused = 0  # requests answered ``not_leader`` meanwhile
         self.last_resting = 0.0
-        self.last_snap = time.monotonic()
-        self.last_snap_seq = self.core.engine.seq
-        self.last_snap_records = 0
-        self.last_journal_try = 0.0
         self.out: list[Event] = []
         self.replies: Replies = []
         self.held: tuple[Replies, list[Event]] | None = None
@@ -422,75 +362,46 @@ class ShardNode:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    LABEL = "shard"
+    IDLE_POLL_MS = 200
+
+    @property
+    def journal(self) -> Journal | NullJournal:
+        return self.core.journal
+
+    @property
+    def machine(self) -> Engine:
+        return self.core.engine
+
+    def start(self) -> None:
         cfg = self.cfg
         REGISTRY.register(ShardCollector(self.stats))
-        REGISTRY.register(_NodeCollector(self))
+        REGISTRY.register(ShardNodeCollector(self))
         serve(cfg.metrics_port, "engine", shard=str(cfg.index))
         tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
             "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
             cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,
         )  # fmt: skip
-        zmq = self.zmq
-        try:
-            while not self.stop:
-                now = time.monotonic()
-                if self.replica is not None and not self.replica_tick(now):
-                    # past our lease deadline: accept nothing, acknowledge nothing; requests
-                    # are answered ``not_leader`` (nothing ran: the client may send them again)
-                    self.refuse(now)
-                    time.sleep(0.01)
-                    continue
-                self.fenced = False
-                self.hello(now)
-                if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
-                    self.retry_journal(now)
-                waiting = any(b.size for b in self.outboxes)
-                try:
-                    ready = self.poller.poll(10 if waiting else 200 if self.replica is None else 20)
-                except zmq.ZMQError:
-                    continue  # EINTR from a signal: the loop re-checks ``stop``
-                if self.replica is not None and not self.replica.lease.valid():
-                    continue  # (paused inside poll past our deadline: send and take nothing)
-                for box in self.outboxes:
-                    if box.size:
-                        box.pump()
-                if self.writer_fd is not None:
-                    self.journal_done()  # release what became durable before taking more
-                if ready:
-                    if self.zap is not None:
-                        self.zap.serve()
-                    if self.alink is not None:  # forwards before client requests: a cancel
-                        self.from_accounts()  # sent after its order's "ok" must find it here
-                    self.dispatch(self.drain(), now)
-                    self.flush()
-                self.housekeeping(now)
-        finally:
-            self.close()
 
-    def hello(self, now: float) -> None:
-        """Register with each router every second; a full pipe just skips one (never raises)."""
-        if not self.links or now - self.last_hello < HELLO_EVERY_S:
-            return
-        self.last_hello = now
-        for link in self.links:
-            try:
-                send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
-            except self.zmq.ZMQError:
-                pass  # EAGAIN: that router is not reading; the next hello will try again
+    # -- the loop's hooks (``SequencedNode``) ---------------------------------------------
 
-    def refuse(self, now: float) -> None:
-        """A replicated leader past its lease deadline (fenced, or Redis unreachable): every
-        request waiting is answered ``not_leader`` with our epoch (nothing runs; what was
-        admitted before the deadline stays held), and each router is told once that this
-        link stopped leading, so it answers ``shard unavailable`` at once until a leader
-        registers (it re-points on that leader's hello, or on ours if the lease comes back);
-        ``fencing.fence``, shared with account shards."""
-        socks = [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
-        self.refused += fence(self.zmq, self.replica, f"shard {self.core.index}", socks, self.links,
-                              self.hello_msg, self.fenced)  # fmt: skip
-        self.fenced = True
+    def journal_held(self) -> bool:
+        return self.held is not None
+
+    def after_pump(self) -> None:
+        if self.writer_fd is not None:
+            self.journal_done()  # release what became durable before taking more
+
+    def read_links(self) -> None:
+        if self.alink is not None:  # forwards before client requests: a cancel
+            self.from_accounts()  # sent after its order's "ok" must find it here
+
+    def read_requests(self, now: float) -> None:
+        self.dispatch(self.drain(), now)
+
+    def fence_sockets(self) -> list[tuple[Any, bool]]:
+        return [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
         """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
@@ -597,10 +508,7 @@ class ShardNode:
             self._release(self.replies, self.out)
             return
         if self.replica is not None and self.held is None:
-            batch = journal.buffered()
-            if batch is not None:  # shipped before our own fsync, so the two overlap (a batch
-                # the standby has and we lost in a crash was never acked: see replica.py)
-                self.replica.ship(batch[0], batch[1], self.core.engine.seq)
+            self.ship(journal, self.core.engine.seq)
         if self.held is None and journal.pending:
             try:
                 journal.commit()
@@ -653,13 +561,6 @@ class ShardNode:
         if self.alink is not None:
             self.send_settlements(hw)
 
-    def replica_tick(self, now: float) -> bool:
-        """Renew the lease, take acks, release what they cover; False past our deadline
-        (raises ``LeaseLost`` once Redis says the lease is someone else's)."""
-        self.replica.tick(now)
-        self.release_acked()
-        return self.replica.lease.valid()
-
     def _release(self, replies: Replies, events: list[Event]) -> None:
         """Send a durable batch's replies, then publish its events (and keep them for repair)."""
         journal = self.core.journal
@@ -699,176 +600,6 @@ class ShardNode:
             self.core.journal_down = None
             log.warning("journal of shard %d writes again: held replies released",
                         self.core.index)  # fmt: skip
-
-    # -- the account link (issue 14) ---------------------------------------------------------
-
-    def from_accounts(self) -> None:
-        """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
-        applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
-        journal that cannot write) makes us answer HAVE so the account shard re-sends."""
-        zmq, sock, core = self.zmq, self.alink, self.core
-        secure = self.zap is not None
-        engine: SettledEngine = core.engine  # type: ignore[assignment]
-        counts = self.link_counts
-        for _ in range(10_000):
-            try:
-                raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            frames = [f.bytes for f in raw]
-            try:
-                if len(frames) != 3:
-                    raise ValueError("frame count")
-                ident, kind, payload = frames
-                j, body = unpackb(payload)
-                if type(j) is not int or not 0 <= j < self.cfg.accounts:
-                    raise ValueError(f"account shard {j!r}")
-            except Exception:
-                self.malformed += 1
-                continue
-            if secure:
-                # J's key, and a routing id libzmq generated (first byte 0): one a peer chose
-                # itself (IDENTITY) must never be what settlements for J are sent to
-                key = core.registry.lookup(user_of(raw[-1])) if core.registry else None
-                ok = key is not None and key.role == "accounts" and key.shard == j
-                ok = ok and ident[:1] == b"\x00"
-            else:
-                ok = ident == f"accounts-{j}".encode()
-            if not ok:
-                counts["refused"] += 1
-                log.error("ALERT refused an account-link message as account shard %d (%s)", j,
-                          "not its key, or a self-chosen IDENTITY" if secure else
-                          "IDENTITY not accounts-J")  # fmt: skip
-                continue
-            self.account_peers[j] = ident
-            if kind == LINK_SYNC:
-                if type(body) is int and body >= 0:
-                    self.syncs[j] = body  # answered after this wake-up's group commit
-                    self.gates[j].read()  # (what was sent until now had a SYNC period more)
-                continue
-            if kind != LINK_FWD or type(body) is not tuple:
-                self.malformed += 1
-                continue
-            for item in body:
-                if type(item) is not tuple or len(item) != 3:
-                    self.malformed += 1
-                    break
-                seq, prev, cmd = item
-                if type(seq) is not int or type(prev) is not int:
-                    self.malformed += 1
-                    break
-                verdict = engine.forward_verdict(j, seq, prev)
-                if verdict == APPLY and core.journal_down is None:
-                    core.forward(j, seq, prev, cmd, self.out)
-                    counts["forwards"] += 1
-                elif verdict in (GAP, APPLY):
-                    counts["gaps"] += 1
-                    self.syncs.setdefault(j, -1)  # -1: only tell them what we have
-                    break
-                else:
-                    counts["duplicates"] += 1
-            if len(self.out) >= self.cfg.publish_every:
-                self.flush()
-
-    def send_settlements(self, upto: int | None = None) -> None:
-        """After the group commit: the batch's settlements, then answers to SYNCs (re-sends
-        from the ring and HAVE), each link's messages in seq order. A message that cannot be
-        sent is dropped and counted: the account shard's next SYNC gets it again.
-
-        ``upto`` (a replicated leader's high watermark): only the settlements of batches up to
-        that seq leave (``repl_settle``), and a SYNC is re-sent only up to it, so an account
-        shard never applies a settlement the standby has not made durable (if we die, the new
-        leader re-sends from its own rings exactly what it has). None: no standby, all go."""
-        engine: SettledEngine = self.core.engine  # type: ignore[assignment]
-        counts = self.link_counts
-        index = self.core.index
-        if upto is None:
-            if engine.outgoing:
-                outgoing, engine.outgoing = engine.outgoing, []
-                self._send_outgoing(outgoing)
-        else:
-            wait = self.repl_settle
-            while wait and wait[0][0] <= upto:
-                self._send_outgoing(wait.popleft()[1])
-        if self.syncs:
-            syncs, self.syncs = self.syncs, {}
-            now = time.monotonic()
-            for j, after in syncs.items():
-                bound = self._resend_due(j, after, now) if after >= 0 else None
-                if bound is not None:
-                    msgs, complete = engine.resend(j, after)
-                    if complete:
-                        self.repairs.pop(j, None)
-                    else:
-                        msgs = self._journal_settlements(j, after)
-                    if upto is not None:
-                        bound = min(bound, upto)
-                    if msgs and msgs[-1][2] > bound:
-                        msgs = [m for m in msgs if m[2] <= bound]  # (a prefix: seq order)
-                    counts["resent"] += len(msgs)
-                    for k in range(0, len(msgs), 1000):
-                        self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
-                peer = self.account_peers.get(j)
-                if peer is not None:
-                    have = packb((index, engine.inbox.last.get(j, 0)))
-                    try:
-                        send_frames(self.alink, [peer, LINK_HAVE, have])
-                    except self.zmq.ZMQError:
-                        counts["unsent"] += 1
-
-    def _resend_due(self, j: int, after: int, now: float) -> int | None:
-        """Re-send the settlements for account shard ``j`` after ``after`` up to the seq
-        returned, or none (None): ``link.ResendGate``. Not while ``after`` advances: what
-        follows is then in flight (on the link or in its backlog), not lost; re-sending on
-        every SYNC made ~30% of a busy link's settlements duplicates (skipped there, but
-        carried and checked twice). A lost one stops the account shard at the one before it
-        (the next is a gap), so its SYNCs repeat ``after``; only what was sent before the
-        previous SYNC was read is then re-sent (a SYNC read with a burst of forwards is
-        answered after the burst's settlements left, and may be older than them), at most
-        every ``RESEND_EVERY_S`` per link (gap SYNCs come in bursts); a journal re-send under
-        way continues every SYNC. (The account shard applies the same rule to its forwards.)"""
-        return self.gates[j].answer(after, now, j in self.repairs)
-
-    def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
-        """One batch's settlements, one message per account shard, in seq order."""
-        per: dict[int, list[tuple]] = {}
-        for j, msg in outgoing:
-            per.setdefault(j, []).append(msg)
-        for j, msgs in per.items():
-            self.link_counts["settlements"] += len(msgs)
-            self.gates[j].put(msgs[-1][2])
-            self._link_send(j, LINK_SETTLE, msgs)
-
-    def _journal_settlements(self, j: int, after: int) -> list[tuple]:
-        """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,
-        regenerated from the journal (bounded work per SYNC; the cursor is kept, so the next
-        SYNC continues). [] while replaying towards them; ALERT when the journal lost them."""
-        journal = self.core.journal
-        if not isinstance(journal, Journal):
-            log.error("ALERT account shard %d needs settlements after eseq %d that the ring "
-                      "no longer holds, and this shard has no journal", j, after)  # fmt: skip
-            return []
-        repair = self.repairs.get(j)
-        if repair is None:
-            repair = self.repairs[j] = SettlementRepair(j, journal.replay_from)
-        try:
-            msgs = repair.take(after, JOURNAL_READ_BUDGET, MAX_RESEND)
-        except JournalError as exc:
-            self.repairs.pop(j, None)
-            log.error("ALERT account shard %d needs settlements after eseq %d: %s", j, after, exc)
-            return []
-        self.link_counts["journal"] += len(msgs)
-        return msgs
-
-    def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
-        peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)
-        if peer is None:
-            self.link_counts["unsent"] += len(msgs)
-            return
-        try:
-            send_frames(self.alink, [peer, kind, packb((self.core.index, msgs))])
-        except self.zmq.ZMQError:  # not connected (yet) or its pipe is full: its SYNC repairs
-            self.link_counts["unsent"] += len(msgs)
 
     def _journal_failed(self, exc: BaseException) -> None:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -911,7 +642,7 @@ class ShardNode:
         self.flush()
 
     def housekeeping(self, now: float) -> None:
-        core, stats, cfg = self.core, self.stats, self.cfg
+        core, stats = self.core, self.stats
         stats.seq = core.engine.seq
         if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()
@@ -921,41 +652,14 @@ class ShardNode:
         journal = core.journal
         if self.held is not None or not isinstance(journal, Journal):
             return
-        if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
-            core.engine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
-        ):
+        if self.snapshot_due(now, journal, core.engine.seq):
             self.snapshot(now)
 
-    def snapshot(self, now: float) -> None:
-        core = self.core
-        if not isinstance(core.journal, Journal):
-            return
-        t = time.monotonic()
-        self.last_snap = now  # on failure too: retry at the next interval, not every loop
-        try:
-            path = core.journal.snapshot(core.engine)
-        except (JournalUnavailable, OSError) as exc:
-            log.error("ALERT snapshot of shard %d failed (%s); will retry", core.index, exc)
-            return
-        log.info(
-            "snapshot %s (%d resting orders) in %.1f ms",
-            getattr(path, "name", path), core.engine.resting(), (time.monotonic() - t) * 1000,
-        )  # fmt: skip
-        self.last_snap_seq = core.engine.seq
-        self.last_snap_records = core.journal.records_written
-
     def close(self) -> None:
-        durable = isinstance(self.core.journal, Journal)
-        if durable and self.held is None and self.core.engine.seq != self.last_snap_seq:
-            # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
-            log.info("shard %d stopping: snapshot at seq %d", self.core.index, self.core.engine.seq)
-            self.snapshot(time.monotonic())
+        self.snapshot_at_stop()
         if self.replica is not None:
             self.replica.close()
-        try:
-            self.core.journal.close()  # the writer first writes what is queued, if it can
-        except OSError as exc:
-            log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
+        self.close_journal()  # the writer first writes what is queued, if it can
         if self.writer_fd is not None:
             self.journal_done()  # replies of batches that became durable: best effort
         held = len(self.held[0]) if self.held is not None else 0
