@@ -36,12 +36,6 @@ from shardex.accounts.machines import (
     _env_size,
 )
 from shardex.auth import (
-    DOMAIN_CLIENTS,
-    DOMAIN_EVENTS,
-    KeyStore,
-    ZapHandler,
-    client_socket,
-    server_socket,
     user_of,
 )
 from shardex.datadir import check_routing
@@ -59,15 +53,15 @@ from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
+from shardex.node.sockets import direct_port, engine_link, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
-    OP_HELLO,
     decode_batch,
     encode_events,
     markets_to_wire,
-    packb,
     shard_for,
 )
 from shardex.wire.transport import StopFlag
@@ -140,13 +134,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self.cfg = cfg
         self.zmq = zmq
         self.ctx = zmq.Context()
-        self.zap: ZapHandler | None = None
-        self.key = None
-        if cfg.keys_dir:
-            store = KeyStore(cfg.keys_dir)
-            self.key = store.process_key(f"accounts-{cfg.index}", "accounts", cfg.index)
-            self.zap = ZapHandler(self.ctx, store.registry())
-            self.server = store.server()
+        self.open_keys("accounts")
         machine, journal = recovered or self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
         self.machine = machine
@@ -212,68 +200,26 @@ class AccountNode(ForwardLink, SequencedNode):
 
     def _sockets(self) -> None:
         zmq, cfg = self.zmq, self.cfg
-        secure = self.zap is not None
-        ident = f"accounts-{cfg.index}".encode()
-        self.links: list[RouterLink] = []
+        key, server = self.key, self.server
+        identity = cfg.link_identity or f"accounts-{cfg.index}"
+        self.links: list[RouterLink] = [
+            RouterLink(router_link(self.ctx, zmq, endpoint, identity, key), zmq)
+            for endpoint in cfg.router.split(",")
+            if endpoint
+        ]
         self.outboxes = self.links  # (what the loop pumps: the router links' reply batches)
-        for endpoint in cfg.router.split(","):
-            if not endpoint:
-                continue
-            d = self.ctx.socket(zmq.DEALER)
-            if not secure:  # secure: the router learns this link from our signed HELLO
-                d.setsockopt(zmq.IDENTITY, (cfg.link_identity or ident.decode()).encode())
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-            d.setsockopt(zmq.RCVHWM, 20_000)
-            d.setsockopt(zmq.SNDHWM, 50_000)
-            if secure:
-                client_socket(d, self.key)
-            d.connect(endpoint)
-            self.links.append(RouterLink(d, zmq))
-        self.engines: list[Any] = []
-        for endpoints in cfg.engine_links:
-            replicas = endpoints.split(LINK_REPLICAS)
-            d = self.ctx.socket(zmq.DEALER)
-            if not secure:  # secure: the engine shard learns our (libzmq) id from our key
-                d.setsockopt(zmq.IDENTITY, ident)
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.SNDHWM, 100_000)
-            d.setsockopt(zmq.RCVHWM, 100_000)
-            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-            if len(replicas) > 1:
-                # A replicated engine shard (``ep0+ep1``): only its leader has bound its
-                # link endpoint, so with IMMEDIATE a message goes only to a connection that
-                # completed its handshake, i.e. to the leader; a dead or paused (deposed)
-                # one is dropped by the heartbeat within HEARTBEAT_TIMEOUT. What went to a
-                # deposed leader meanwhile is never applied (it is past its lease deadline)
-                # and the new leader's HAVE makes us re-send it: the link is sequenced and
-                # idempotent. (One endpoint: no IMMEDIATE, messages wait for the connection.)
-                d.setsockopt(zmq.IMMEDIATE, 1)
-            if secure:
-                client_socket(d, self.key)
-            for endpoint in replicas:
-                d.connect(endpoint)
-            self.engines.append(d)
+        self.engines: list[Any] = [
+            engine_link(self.ctx, zmq, endpoints.split(LINK_REPLICAS), f"accounts-{cfg.index}",
+                        key)  # fmt: skip
+            for endpoints in cfg.engine_links
+        ]
         self.pub = self.direct = None
         if cfg.pub:
-            self.pub = self.ctx.socket(zmq.PUB)
-            self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
-            self.pub.setsockopt(zmq.LINGER, 0)
-            if secure:
-                server_socket(self.pub, self.server, DOMAIN_EVENTS)
-            self.pub.bind(cfg.pub)
+            self.pub = pub_socket(self.ctx, zmq, cfg.pub, cfg.pub_hwm, server)
         if cfg.direct:
-            r = self.direct = self.ctx.socket(zmq.ROUTER)
-            r.setsockopt(zmq.LINGER, 0)
-            r.setsockopt(zmq.SNDHWM, 1_000)
-            r.setsockopt(zmq.RCVHWM, 1_000)
-            r.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-            if secure:
-                server_socket(r, self.server, DOMAIN_CLIENTS)
-            r.bind(cfg.direct)
-            self.direct_box = DirectPort(r, zmq)
+            self.direct = direct_port(self.ctx, zmq, cfg.direct, server, sndhwm=1_000,
+                                      rcvhwm=1_000, max_msg=1 << 20, mandatory=False)  # fmt: skip
+            self.direct_box = DirectPort(self.direct, zmq)
         self.poller = zmq.Poller()
         if self.direct is not None:
             self.poller.register(self.direct, zmq.POLLIN)
@@ -283,22 +229,11 @@ class AccountNode(ForwardLink, SequencedNode):
             self.poller.register(d, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
-        self.hello_msg = packb(
-            (
-                OP_HELLO,
-                {
-                    "tier": "accounts",
-                    "shard": cfg.index,
-                    "shards": cfg.shards,
-                    "engines": cfg.engines,
-                    "pid": os.getpid(),
-                    "pub": cfg.pub,
-                    "direct": cfg.direct,
-                    "markets": markets_to_wire(cfg.markets),
-                    **cfg.extra,
-                },
-            )
-        )
+        self.hello_msg = encode_hello({
+            "tier": "accounts", "shard": cfg.index, "shards": cfg.shards,
+            "engines": cfg.engines, "pid": os.getpid(), "pub": cfg.pub, "direct": cfg.direct,
+            "markets": markets_to_wire(cfg.markets), **cfg.extra,
+        })  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------------
 

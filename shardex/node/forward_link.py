@@ -9,7 +9,8 @@ import logging
 from typing import Any
 
 from shardex.accounts.link import APPLY, DUPLICATE
-from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC, packb, unpackb
+from shardex.wire.link import decode_link, encode_link
+from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.accounts")
@@ -52,7 +53,7 @@ class ForwardLink:
                     break
                 try:
                     kind, payload = frames
-                    sender, body = unpackb(payload)
+                    sender, body = decode_link(payload)
                     if sender != i:
                         raise ValueError
                 except Exception:
@@ -88,7 +89,7 @@ class ForwardLink:
         follows and answers HAVE (the forwards it has), so both directions heal."""
         have = self.machine.core.inbox.last.get(i, 0)
         try:
-            send_frames(self.engines[i], [LINK_SYNC, packb((self.cfg.index, have))])
+            send_frames(self.engines[i], [LINK_SYNC, encode_link(self.cfg.index, have)])
         except self.zmq.ZMQError:
             pass  # not connected yet: the next SYNC
 
@@ -141,6 +142,6 @@ class ForwardLink:
 
     def _send_fwd(self, i: int, fwds: list[tuple]) -> None:
         try:
-            send_frames(self.engines[i], [LINK_FWD, packb((self.cfg.index, fwds))])
+            send_frames(self.engines[i], [LINK_FWD, encode_link(self.cfg.index, fwds)])
         except self.zmq.ZMQError:  # engine down or pipe full: its HAVE makes us re-send
             self.counts["unsent"] += len(fwds)

@@ -47,6 +47,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+from shardex.auth import KeyStore, ZapHandler
 from shardex.journal import Journal, JournalUnavailable
 from shardex.node.fencing import fence
 from shardex.node.nulljournal import NullJournal
@@ -98,6 +99,8 @@ class SequencedNode:
     zmq: Any
     ctx: Any
     zap: Any
+    key: Any
+    server: Any
     links: list[Any]
     outboxes: list[Any]
     poller: Any
@@ -105,6 +108,19 @@ class SequencedNode:
     hello_msg: bytes
     journal: Any  # the service's journal (``Journal`` or ``NullJournal``)
     machine: Any  # the ``Machine`` it drives
+
+    def open_keys(self, role: str) -> None:
+        """A secure cluster (``cfg.keys_dir``): this process's key pair (``key``, its links'
+        CURVE client key), the cluster's server pair (``server``) and the ZAP handler that
+        checks every connection to our server sockets (bound before any CURVE socket).
+        ``--insecure``: all three None."""
+        cfg = self.cfg
+        self.zap = self.key = self.server = None
+        if cfg.keys_dir:
+            store = KeyStore(cfg.keys_dir)
+            self.key = store.process_key(f"{role}-{cfg.index}", role, cfg.index)
+            self.server = store.server()
+            self.zap = ZapHandler(self.ctx, store.registry())
 
     def init_loop_state(self, seq: int) -> None:
         """The loop's own state (call from ``__init__``, ``seq`` = the recovered machine's)."""

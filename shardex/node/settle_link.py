@@ -15,7 +15,8 @@ from shardex.accounts.machines import SettledEngine, SettlementRepair
 from shardex.auth import user_of
 from shardex.journal import Journal, JournalError
 from shardex.node.ring import JOURNAL_READ_BUDGET
-from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC, packb, unpackb
+from shardex.wire.link import decode_link, encode_link
+from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.shard")
@@ -61,7 +62,7 @@ class SettlementLink:
                 if len(frames) != 3:
                     raise ValueError("frame count")
                 ident, kind, payload = frames
-                j, body = unpackb(payload)
+                j, body = decode_link(payload)
                 if type(j) is not int or not 0 <= j < self.cfg.accounts:
                     raise ValueError(f"account shard {j!r}")
             except Exception:
@@ -151,7 +152,7 @@ class SettlementLink:
                         self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
                 peer = self.account_peers.get(j)
                 if peer is not None:
-                    have = packb((index, engine.inbox.last.get(j, 0)))
+                    have = encode_link(index, engine.inbox.last.get(j, 0))
                     try:
                         send_frames(self.alink, [peer, LINK_HAVE, have])
                     except self.zmq.ZMQError:
@@ -207,6 +208,6 @@ class SettlementLink:
             self.link_counts["unsent"] += len(msgs)
             return
         try:
-            send_frames(self.alink, [peer, kind, packb((self.core.index, msgs))])
+            send_frames(self.alink, [peer, kind, encode_link(self.core.index, msgs)])
         except self.zmq.ZMQError:  # not connected (yet) or its pipe is full: its SYNC repairs
             self.link_counts["unsent"] += len(msgs)

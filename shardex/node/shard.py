@@ -23,13 +23,6 @@ from prometheus_client import REGISTRY
 from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
 from shardex.auth import (
-    DOMAIN_ACCOUNT_LINK,
-    DOMAIN_CLIENTS,
-    DOMAIN_EVENTS,
-    KeyStore,
-    ZapHandler,
-    client_socket,
-    server_socket,
     user_of,
 )
 from shardex.datadir import check_routing
@@ -50,19 +43,19 @@ from shardex.node.sequenced import JOURNAL_RETRY_S, SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
+from shardex.node.sockets import account_link_server, direct_port, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
     ERR_OVERLOADED,
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
-    OP_HELLO,
     decode_batch,
     encode_events,
     encode_reply,
     markets_to_wire,
-    packb,
 )
 from shardex.wire.transport import StopFlag
 
@@ -160,12 +153,7 @@ class ShardNode(SettlementLink, SequencedNode):
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
         self.zmq = zmq
         self.ctx = zmq.Context()
-        self.zap: ZapHandler | None = None
-        if cfg.keys_dir:
-            store = KeyStore(cfg.keys_dir)
-            self.key = store.process_key(f"shard-{cfg.index}", "shard", cfg.index)
-            self.server = store.server()
-            self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
+        self.open_keys("shard")
         self.core = ShardCore(
             cfg.index,
             cfg.shards,
@@ -205,21 +193,11 @@ class ShardNode(SettlementLink, SequencedNode):
         self._sockets(zmq)
         if self.replica is not None:
             self.poller.register(self.replica.sock, zmq.POLLIN)
-        self.hello_msg = packb(
-            (
-                OP_HELLO,
-                {
-                    "shard": cfg.index,
-                    "shards": cfg.shards,
-                    "pid": os.getpid(),
-                    "cpu": self.cpu,
-                    "direct": cfg.direct,
-                    "pub": cfg.pub,
-                    "markets": markets_to_wire(cfg.markets),
-                    **cfg.extra,
-                },
-            )
-        )
+        self.hello_msg = encode_hello({
+            "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
+            "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
+            **cfg.extra,
+        })  # fmt: skip
         self.overloaded = encode_reply(None, ERR_OVERLOADED)
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -240,7 +218,7 @@ class ShardNode(SettlementLink, SequencedNode):
         t, cpu = time.monotonic(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"shard {cfg.index}", self.ctx, cfg.router, f"shard-{cfg.index}",
-            getattr(self, "key", None), {"shard": cfg.index, "shards": cfg.shards,
+            self.key, {"shard": cfg.index, "shards": cfg.shards,
                                           "pid": os.getpid()},
         )  # fmt: skip
         engine = rec.engine
@@ -265,70 +243,28 @@ class ShardNode(SettlementLink, SequencedNode):
 
     def _sockets(self, zmq: Any) -> None:
         cfg = self.cfg
-        secure = self.zap is not None
+        key, server = self.key, self.server
         self.sockets: list[Any] = []
         self.outboxes: list[ReplyOutbox] = []
         self.box: dict[Any, ReplyOutbox] = {}
-        # One DEALER per router (``cfg.router`` may list several, comma-separated): a reply must
-        # go back through the router that forwarded its request, and each router keeps its own
-        # in-flight caps, so the links are separate sockets, not one DEALER connected to all.
+        # One DEALER per router (``cfg.router`` may list several, comma-separated).
         self.links: list[RouterLink] = []
+        identity = cfg.link_identity or f"shard-{cfg.index}"
         for endpoint in (cfg.router or "").split(","):
-            if not endpoint:
-                continue
-            d = self.ctx.socket(zmq.DEALER)
-            if not secure:  # secure: the router learns this link from our signed HELLO instead
-                d.setsockopt(zmq.IDENTITY, (cfg.link_identity or f"shard-{cfg.index}").encode())
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-            # Inbound is bounded by the router's in-flight cap per shard (and max_backlog here);
-            # past this HWM the router's send fails and it answers ``overloaded`` itself.
-            # Outbound replies get a pipe larger than that cap, plus the outbox beyond it.
-            d.setsockopt(zmq.RCVHWM, 20_000)
-            d.setsockopt(zmq.SNDHWM, 50_000)
-            if secure:
-                client_socket(d, self.key)  # the router knows this key as shard ``index``
-            d.connect(endpoint)
-            link = RouterLink(d, zmq)
-            self.links.append(link)
-            self._add(d, router=False, box=link)
+            if endpoint:
+                d = router_link(self.ctx, zmq, endpoint, identity, key)
+                link = RouterLink(d, zmq)
+                self.links.append(link)
+                self._add(d, router=False, box=link)
         if cfg.direct:
-            r = self.ctx.socket(zmq.ROUTER)
-            r.setsockopt(zmq.LINGER, 0)
-            r.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone peer raises: never a silent drop
-            r.setsockopt(zmq.SNDHWM, DIRECT_HWM)  # then the outbox, bounded in bytes
-            r.setsockopt(zmq.RCVHWM, 10_000)
-            # past this size libzmq drops the connection instead of buffering the frame
-            r.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-            if secure:
-                server_socket(r, self.server, DOMAIN_CLIENTS)
-            r.bind(cfg.direct)
+            # replies: DIRECT_HWM in the pipe, then the outbox, bounded in bytes
+            r = direct_port(self.ctx, zmq, cfg.direct, server, sndhwm=DIRECT_HWM,
+                            rcvhwm=10_000, max_msg=64 << 20, mandatory=True)  # fmt: skip
             self._add(r, router=True)
         self.alink = None
         if cfg.accounts and cfg.account_link:
-            a = self.alink = self.ctx.socket(zmq.ROUTER)
-            a.setsockopt(zmq.LINGER, 0)
-            a.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone account shard: counted, re-sent later
-            if not secure:
-                # Insecure: account shard J connects as IDENTITY ``accounts-J`` and a restarted
-                # one takes its id over. Secure: never — a peer names its own IDENTITY before
-                # any message can be key-checked, so handover gave account shard J's pipe to
-                # any valid account-link key that said ``accounts-J``. There the routing id is
-                # libzmq's own (account shards set none) and is learned from a key-checked
-                # message (``from_accounts``); a reconnect is a new id, learned from its SYNC.
-                a.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            a.setsockopt(zmq.SNDHWM, 100_000)
-            a.setsockopt(zmq.RCVHWM, 100_000)
-            if secure:
-                server_socket(a, self.server, DOMAIN_ACCOUNT_LINK)
-            a.bind(cfg.account_link)
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        if secure:
-            server_socket(self.pub, self.server, DOMAIN_EVENTS)  # subscribers need a key too
-        self.pub.bind(cfg.pub)
+            self.alink = account_link_server(self.ctx, zmq, cfg.account_link, server)
+        self.pub = pub_socket(self.ctx, zmq, cfg.pub, cfg.pub_hwm, server)
         self.poller = zmq.Poller()
         for sock in self.sockets:
             self.poller.register(sock, zmq.POLLIN)
