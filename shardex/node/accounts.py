@@ -394,24 +394,7 @@ class AccountNode(ForwardLink, SequencedNode):
             self.release_acked()
         self._send_free()
         if self.haves and handler.halted is None:
-            haves, self.haves = self.haves, {}
-            now = time.monotonic()
-            for i, have in haves.items():
-                bound = self._resend_due(i, have, now)
-                if bound is None:
-                    continue
-                msgs, complete = self.machine.resend(i, have)
-                if complete:
-                    self.repairs.pop(i, None)
-                else:
-                    msgs = self._journal_forwards(i, have)
-                if rep is not None:  # never a forward the standby may not have yet
-                    bound = min(bound, self.released)
-                msgs = [m for m in msgs if m[0] <= bound]
-                if msgs:
-                    self.counts["resent"] += len(msgs)
-                    for k in range(0, len(msgs), 1000):
-                        self._send_fwd(i, msgs[k : k + 1000])
+            self.answer_haves(self.released if rep is not None else None)
         if self.syncs_due:
             due, self.syncs_due = self.syncs_due, set()
             for i in due:

@@ -6,6 +6,7 @@ is the engine shard's ``settle_link.SettlementLink``; both follow ``accounts.lin
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from shardex.accounts.link import APPLY, DUPLICATE
@@ -41,6 +42,7 @@ class ForwardLink:
     syncs_due: set[int]
     counts: dict[str, int]
     out: list[tuple]
+    _journal_forwards: Any  # (the node's: it reads a constant tests patch there)
 
     def from_engines(self) -> None:
         zmq = self.zmq
@@ -83,6 +85,29 @@ class ForwardLink:
                             break
                     self.handler.apply(msg, self.out)  # a malformed one: the core's anomaly
                     self.counts["settlements"] += 1
+
+    def answer_haves(self, released: int | None) -> None:
+        """After the group commit: re-send what each HAVE read since the last one calls for
+        (``_resend_due``), from the ring or, past it, the journal; ``released`` (a replicated
+        leader's): never a forward the standby may not have yet (None: no standby)."""
+        haves, self.haves = self.haves, {}
+        now = time.monotonic()
+        for i, have in haves.items():
+            bound = self._resend_due(i, have, now)
+            if bound is None:
+                continue
+            msgs, complete = self.machine.resend(i, have)
+            if complete:
+                self.repairs.pop(i, None)
+            else:
+                msgs = self._journal_forwards(i, have)
+            if released is not None:
+                bound = min(bound, released)
+            msgs = [m for m in msgs if m[0] <= bound]
+            if msgs:
+                self.counts["resent"] += len(msgs)
+                for k in range(0, len(msgs), 1000):
+                    self._send_fwd(i, msgs[k : k + 1000])
 
     def sync(self, i: int) -> None:
         """Tell engine shard ``i`` the last settlement applied from it: it re-sends what

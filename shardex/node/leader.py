@@ -171,28 +171,7 @@ class Replicator:
                 refuse(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue
             if kind == SUB and type(msg) is tuple and len(msg) == 3:
-                node, epoch, seq = msg
-                if (
-                    node not in nodes or type(seq) is not int or type(epoch) is not int
-                    or seq < 0 or epoch < 0
-                ):  # fmt: skip
-                    refuse(f"bad SUB {str(msg)[:80]}")
-                    continue
-                if epoch > self.epoch:
-                    raise LeaseLost(f"standby {node} has seen epoch {epoch} > ours {self.epoch}")
-                peer = self.peers.get(node)
-                if peer is None:
-                    log.info("standby %s connected at seq %d (leader seq %d)", node, seq,
-                             self.committed)  # fmt: skip
-                    peer = self.peers[node] = Peer(node, ident, seq, seq, now, now)
-                peer.ident, peer.heard = ident, now
-                if seq > self.committed:
-                    log.error("standby %s is ahead (seq %d > %d): it must start over", node, seq,
-                              self.committed)  # fmt: skip
-                    self._send(peer, DIV, self.committed)
-                    continue
-                peer.sent = peer.acked = seq  # what it holds durably, by its own word
-                peer.waiting = 0.0
+                self._on_sub(ident, msg, nodes, now)
             elif kind == ACK and type(msg) is tuple and len(msg) == 2:
                 epoch, seq = msg
                 if type(seq) is not int or type(epoch) is not int or not 0 <= seq <= self.committed:
@@ -212,6 +191,33 @@ class Replicator:
                         peer.pid = msg
             else:
                 refuse(f"unknown {kind[:8]!r} or bad shape")
+
+    def _on_sub(self, ident: bytes, msg: tuple, nodes: set[str], now: float) -> None:
+        """A standby's hello or resync ``(node, epoch, seq)``: from here it is sent what
+        follows ``seq`` (what it holds durably, by its own word); one ahead of us must start
+        over (DIV); one that has seen a later epoch means we no longer lead."""
+        node, epoch, seq = msg
+        if (
+            node not in nodes or type(seq) is not int or type(epoch) is not int
+            or seq < 0 or epoch < 0
+        ):  # fmt: skip
+            self.refused(f"bad SUB {str(msg)[:80]}")
+            return
+        if epoch > self.epoch:
+            raise LeaseLost(f"standby {node} has seen epoch {epoch} > ours {self.epoch}")
+        peer = self.peers.get(node)
+        if peer is None:
+            log.info("standby %s connected at seq %d (leader seq %d)", node, seq,
+                     self.committed)  # fmt: skip
+            peer = self.peers[node] = Peer(node, ident, seq, seq, now, now)
+        peer.ident, peer.heard = ident, now
+        if seq > self.committed:
+            log.error("standby %s is ahead (seq %d > %d): it must start over", node, seq,
+                      self.committed)  # fmt: skip
+            self._send(peer, DIV, self.committed)
+            return
+        peer.sent = peer.acked = seq
+        peer.waiting = 0.0
 
     def _catch_up(self, peer: Peer, now: float) -> None:
         if peer.sent >= self.committed:

@@ -49,7 +49,6 @@ class SettlementLink:
         applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
         journal that cannot write) makes us answer HAVE so the account shard re-sends."""
         zmq, sock, core = self.zmq, self.alink, self.core
-        secure = self.zap is not None
         engine: SettledEngine = core.engine  # type: ignore[assignment]
         counts = self.link_counts
         for _ in range(10_000):
@@ -68,19 +67,7 @@ class SettlementLink:
             except Exception:
                 self.malformed += 1
                 continue
-            if secure:
-                # J's key, and a routing id libzmq generated (first byte 0): one a peer chose
-                # itself (IDENTITY) must never be what settlements for J are sent to
-                key = core.registry.lookup(user_of(raw[-1])) if core.registry else None
-                ok = key is not None and key.role == "accounts" and key.shard == j
-                ok = ok and ident[:1] == b"\x00"
-            else:
-                ok = ident == f"accounts-{j}".encode()
-            if not ok:
-                counts["refused"] += 1
-                log.error("ALERT refused an account-link message as account shard %d (%s)", j,
-                          "not its key, or a self-chosen IDENTITY" if secure else
-                          "IDENTITY not accounts-J")  # fmt: skip
+            if not self._sender_ok(j, ident, raw[-1]):
                 continue
             self.account_peers[j] = ident
             if kind == LINK_SYNC:
@@ -111,6 +98,26 @@ class SettlementLink:
                     counts["duplicates"] += 1
             if len(self.out) >= self.cfg.publish_every:
                 self.flush()
+
+    def _sender_ok(self, j: int, ident: bytes, last: Any) -> bool:
+        """Whether a message that says it is account shard ``j``'s came from it: secure, J's
+        key and a routing id libzmq generated (first byte 0: one a peer chose itself with
+        IDENTITY must never be what settlements for J are sent to); insecure, IDENTITY
+        ``accounts-J``. A refusal is an ALERT."""
+        secure = self.zap is not None
+        if secure:
+            registry = self.core.registry
+            key = registry.lookup(user_of(last)) if registry else None
+            ok = key is not None and key.role == "accounts" and key.shard == j
+            ok = ok and ident[:1] == b"\x00"
+        else:
+            ok = ident == f"accounts-{j}".encode()
+        if not ok:
+            self.link_counts["refused"] += 1
+            log.error("ALERT refused an account-link message as account shard %d (%s)", j,
+                      "not its key, or a self-chosen IDENTITY" if secure else
+                      "IDENTITY not accounts-J")  # fmt: skip
+        return ok
 
     def send_settlements(self, upto: int | None = None) -> None:
         """After the group commit: the batch's settlements, then answers to SYNCs (re-sends

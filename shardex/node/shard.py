@@ -34,12 +34,13 @@ from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
+from shardex.node.journal_hold import JournalHold
 from shardex.node.leader import Replicator
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
 from shardex.node.ring import JOURNAL_READ_BUDGET
-from shardex.node.runtime import exit_now, tune_gc
-from shardex.node.sequenced import JOURNAL_RETRY_S, SequencedNode
+from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
+from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
@@ -72,30 +73,6 @@ RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this of
 JOURNAL_WRITER = os.environ.get("SHARDEX_JOURNAL_WRITER", "") == "1"
 DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
 _MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
-
-
-def pin_to_cpu(index: int, cpu: int | None, shards: int) -> int | None:
-    """Pin this process to one core before any thread (zmq's I/O thread) exists.
-
-    Auto: shard i → i-th usable CPU modulo the count. Returns the CPU, or None if not pinned.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        log.warning("CPU pinning is not supported on this platform; running unpinned")
-        return None
-    usable = sorted(os.sched_getaffinity(0))
-    if shards > len(usable):
-        log.warning(
-            "%d shards on %d usable cores: shards will share cores and their latency will suffer",
-            shards,
-            len(usable),
-        )
-    target = usable[index % len(usable)] if cpu is None else cpu
-    try:
-        os.sched_setaffinity(0, {target})
-    except OSError as exc:
-        log.warning("could not pin to CPU %d (%s); running unpinned", target, exc)
-        return None
-    return target
 
 
 @dataclass
@@ -132,7 +109,7 @@ class ShardConfig:
     link_identity: str | None = None
 
 
-class ShardNode(SettlementLink, SequencedNode):
+class ShardNode(SettlementLink, JournalHold, SequencedNode):
     """The shard process: recover, then loop drain → dispatch → flush (journal, reply, publish).
 
     The loop never blocks on anything downstream: PUB drops rather than waits (the bridge
@@ -519,63 +496,6 @@ class ShardNode(SettlementLink, SequencedNode):
             _publish(self.pub, self.core.index, events,
                      self.replica.epoch if self.replica is not None else None)  # fmt: skip
             events.clear()
-
-    def journal_done(self) -> None:
-        """The writer's news: release, in order, every batch now durable; on a failure hold
-        the rest and refuse writes; when a retry succeeded, accept writes again."""
-        journal = self.core.journal
-        durable, failure = journal.completions()  # type: ignore[union-attr]
-        inflight = self.inflight
-        while inflight and inflight[0][0] <= durable:
-            _, replies, events = inflight.popleft()
-            self._release(replies, events)
-        if failure is not None:
-            self._journal_failed(JournalUnavailable(failure))
-        elif self.held is not None and not journal.queued:  # type: ignore[union-attr]
-            self.held = None
-            self.core.journal_down = None
-            log.warning("journal of shard %d writes again: held replies released",
-                        self.core.index)  # fmt: skip
-
-    def _journal_failed(self, exc: BaseException) -> None:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        if self.core.journal_down is None:
-            held = sum(len(r) for _, r, _ in self.inflight) if self.writer_fd else len(self.replies)
-            log.error(
-                "ALERT journal of shard %d cannot write (%s): holding %d replies, refusing "
-                "writes and serving reads until it can; retrying every %.0fs",
-                self.core.index, reason, held, JOURNAL_RETRY_S,
-            )  # fmt: skip
-            self.last_journal_try = time.monotonic()
-        self.core.journal_down = reason
-        if self.writer_fd is not None:
-            self.held = ([], [])  # the held batches stay in ``inflight``, in order
-            return
-        self.held = (self.replies, self.out)
-        self.held_pending = self.core.journal.pending
-        self.replies = []
-        self.out = []
-
-    def retry_journal(self, now: float) -> None:
-        self.last_journal_try = now
-        if self.writer_fd is not None:
-            self.core.journal.retry()  # type: ignore[union-attr]  # outcome: ``journal_done``
-            return
-        try:
-            self.core.journal.commit()
-        except JournalUnavailable as exc:
-            self.core.journal_down = str(exc).splitlines()[0][:200] or type(exc).__name__
-            return
-        held_replies, held_events = self.held  # type: ignore[misc]
-        self.held = None
-        self.core.journal_down = None
-        log.warning(
-            "journal of shard %d writes again: releasing %d held replies", self.core.index,
-            len(held_replies),
-        )  # fmt: skip
-        self.replies = held_replies + self.replies
-        self.out = held_events + self.out
-        self.flush()
 
     def housekeeping(self, now: float) -> None:
         core, stats = self.core, self.stats

@@ -111,14 +111,8 @@ class ShardCore:
                 self._owner[symbol] = owner
         return owner
 
-    def handle(
-        self,
-        payload: bytes,
-        out: list[Event],
-        info: dict[str, Any],
-        budget: int = MAX_EVENTS_REPLY_BYTES,
-        user: str | None = None,
-    ) -> bytes:
+    def handle(self, payload: bytes, out: list[Event], info: dict[str, Any],
+               budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None) -> bytes:  # fmt: skip
         """One request payload → reply bytes; the commands' events are appended to ``out``.
 
         ``budget`` bounds the bytes this request's reads may return, all reads together.
@@ -147,28 +141,13 @@ class ShardCore:
         apply = self.engine.apply
         journal_add = self.journal.add
         engine = self.engine
-        index = self.index
         try:
             for cmd in cmds:
                 op = self._read_op(cmd)
                 if op is not None:
                     results.append(reads[op](cmd, info))
                     continue
-                cmd = edge_command(cmd)
-                if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
-                    # (an OP_REJECT here is one edge_command made: clients' own are refused)
-                    cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
-                if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
-                    cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
-                owner = self.owner(cmd[1])
-                if owner != index:
-                    cmd = (
-                        OP_REJECT,
-                        cmd[1],
-                        cmd[2],
-                        f"symbol {cmd[1]} belongs to shard {owner}, not {index}",
-                        REJ_WRONG_SHARD,
-                    )
+                cmd = self._admit(edge_command(cmd), key)
                 start = len(out)
                 seq = engine.seq
                 apply(cmd, out)
@@ -186,6 +165,22 @@ class ShardCore:
             stats.engine_time.add((perf_counter() - t0) / n, n)
             stats.cmds_per_msg.add(n)
         return encode_reply(results)
+
+    def _admit(self, cmd: tuple, key: KeyInfo | None) -> tuple:
+        """The command the engine applies for a client's write (``edge_command`` shaped it):
+        itself, or the ``OP_REJECT`` it becomes when the key may not act for its account,
+        when orders must come through the account tier, or when its pair is another
+        shard's."""
+        if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
+            # (an OP_REJECT here is one edge_command made: clients' own are refused)
+            cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
+        if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
+            cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
+        owner = self.owner(cmd[1])
+        if owner != self.index:
+            reason = f"symbol {cmd[1]} belongs to shard {owner}, not {self.index}"
+            cmd = (OP_REJECT, cmd[1], cmd[2], reason, REJ_WRONG_SHARD)
+        return cmd
 
     def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
         """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as

@@ -107,20 +107,25 @@ class Standby:
         self.not_leader_refused = 0
         self.reserved = [r for r in (reserve_port(ep) for ep in reserve if ep) if r is not None]
         if direct:
-            front = self.ctx.socket(zmq.ROUTER)
-            front.setsockopt(zmq.LINGER, 0)
-            front.setsockopt(zmq.SNDHWM, 1000)
-            try:
-                if keys_dir:  # secure clients must complete a handshake to hear the refusal
-                    store = KeyStore(keys_dir)
-                    self.zap = ZapHandler(self.ctx, store.registry())
-                    server_socket(front, store.server(), DOMAIN_CLIENTS)
-                front.bind(direct)
-                self.front = front
-            except zmq.ZMQError as exc:
-                front.close(0)
-                log.warning("standby %s cannot bind %s (%s): clients there time out instead "
-                            "of hearing not_leader", self.node, direct, exc)  # fmt: skip
+            self._bind_front(direct, keys_dir)
+
+    def _bind_front(self, direct: str, keys_dir: str | None) -> None:
+        """Bind the direct port this replica serves once it leads, to answer ``not_leader``
+        meanwhile; one that cannot be bound is a warning (clients there time out)."""
+        front = self.ctx.socket(zmq.ROUTER)
+        front.setsockopt(zmq.LINGER, 0)
+        front.setsockopt(zmq.SNDHWM, 1000)
+        try:
+            if keys_dir:  # secure clients must complete a handshake to hear the refusal
+                store = KeyStore(keys_dir)
+                self.zap = ZapHandler(self.ctx, store.registry())
+                server_socket(front, store.server(), DOMAIN_CLIENTS)
+            front.bind(direct)
+            self.front = front
+        except zmq.ZMQError as exc:
+            front.close(0)
+            log.warning("standby %s cannot bind %s (%s): clients there time out instead "
+                        "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -363,32 +368,38 @@ class Standby:
                 self.refused(f"record at seq {seq0} failed its crc: resync")
                 self.last_heard = 0.0
                 continue
-            try:
-                cmds = unpackb(payload)
-            except Exception:
-                cmds = None
-            if type(cmds) is not tuple:  # (arrays decode as tuples; the engine takes any
-                # command, so only the batch's shape is checked here)
-                self.refused(f"record at seq {seq0} holds no command list: resync")
-                self.last_heard = 0.0
-                continue
-            out: list[Any] = []
-            for cmd in cmds:
-                before = engine.seq
-                engine.apply(cmd, out)
-                journal.add(before, cmd)
-            self.ring.extend(out)
-            outgoing = getattr(engine, "outgoing", None)
-            if outgoing:  # (a settled engine: the rings keep them for re-sending once we
-                outgoing.clear()  # lead; a standby sends no settlement itself)
-            self.applied += 1
-            applied = True
-            if seq1 and engine.seq != seq1:
-                raise SystemExit(f"ALERT replica diverged: seq {engine.seq} after applying a "
-                                 f"batch the leader ended at {seq1}")  # fmt: skip
+            applied = self._apply_record(seq0, seq1, payload) or applied
         if applied:
             journal.commit()
             self._send(ACK, (mine, engine.seq))
+
+    def _apply_record(self, seq0: int, seq1: int, payload: bytes) -> bool:
+        """Journal and apply one record of the leader's (its crc checked): True when applied;
+        one that holds no command list is refused and we ask again from what we have."""
+        journal, engine = self.journal, self.engine
+        try:
+            cmds = unpackb(payload)
+        except Exception:
+            cmds = None
+        if type(cmds) is not tuple:  # (arrays decode as tuples; the engine takes any
+            # command, so only the batch's shape is checked here)
+            self.refused(f"record at seq {seq0} holds no command list: resync")
+            self.last_heard = 0.0
+            return False
+        out: list[Any] = []
+        for cmd in cmds:
+            before = engine.seq
+            engine.apply(cmd, out)
+            journal.add(before, cmd)
+        self.ring.extend(out)
+        outgoing = getattr(engine, "outgoing", None)
+        if outgoing:  # (a settled engine: the rings keep them for re-sending once we
+            outgoing.clear()  # lead; a standby sends no settlement itself)
+        self.applied += 1
+        if seq1 and engine.seq != seq1:
+            raise SystemExit(f"ALERT replica diverged: seq {engine.seq} after applying a "
+                             f"batch the leader ended at {seq1}")  # fmt: skip
+        return True
 
     def close(self) -> None:
         for held in self.reserved:  # (the leader binds these next)
