@@ -7,7 +7,6 @@ knows no concrete node."""
 from __future__ import annotations
 
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -25,22 +24,27 @@ from shardex.auth import (
 from shardex.journal import Journal
 from shardex.lease import Lease, LeaseLost
 from shardex.node.replication import (
-    ACK,
     CATCHUP_RECORDS,
-    DIV,
     ISR_TIMEOUT_S,
     MAX_STANDBY_MSG,
-    PID,
-    REC,
     RECENT_BATCHES,
     REGISTRY_RELOAD_S,
     REPLICAS,
-    SUB,
     Refusals,
     log,
     node_name,
 )
-from shardex.wire.protocol import packb, unpackb
+from shardex.wire.replication import (
+    ACK,
+    DIV,
+    PID,
+    REC,
+    SUB,
+    decode_body,
+    encode_body,
+    encode_commands,
+    rec_body,
+)
 
 
 @dataclass
@@ -103,17 +107,17 @@ class Replicator:
 
     def _send(self, peer: Peer, kind: bytes, body: Any) -> bool:
         try:
-            self.sock.send_multipart([peer.ident, kind, packb(body)], self.zmq.NOBLOCK)
+            self.sock.send_multipart([peer.ident, kind, encode_body(body)], self.zmq.NOBLOCK)
             return True
         except self.zmq.ZMQError:  # full or gone: the standby's SUB resyncs it
             return False
 
     def _rec(self, peer: Peer, seq0: int, seq1: int, payload: bytes) -> bool:
-        return self._send(peer, REC, (self.epoch, seq0, seq1, zlib.crc32(payload), payload))
+        return self._send(peer, REC, rec_body(self.epoch, seq0, seq1, payload))
 
     def ship(self, seq0: int, cmds: list[Any], seq1: int) -> None:
         """One group commit, durable here: send it to every standby that is live-streaming."""
-        payload = packb(cmds)
+        payload = encode_commands(cmds)
         self.recent.append((seq0, seq1, payload))
         self.committed = seq1
         for peer in self.peers.values():
@@ -166,7 +170,7 @@ class Replicator:
                 continue
             ident, kind, body = (f.bytes for f in raw)
             try:
-                msg = unpackb(body)
+                msg = decode_body(body)
             except Exception:
                 refuse(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue

@@ -11,23 +11,18 @@ from shardex.node.failover import Promotion, run_failover, stand_by
 from shardex.node.fencing import answer_not_leader, fence
 from shardex.node.leader import Peer, Replicator, replica_families
 from shardex.node.replication import (
-    ACK,
     CATCHUP_RECORDS,
     CHECK_LEASE_S,
-    DIV,
     EXIT_LEASE_LOST,
     EXPIRY_SLACK_S,
     ISR_TIMEOUT_S,
     LOG_EVERY_S,
     MAX_STANDBY_MSG,
-    PID,
-    REC,
     RECENT_BATCHES,
     REGISTRY_RELOAD_S,
     REPLICAS,
     RESYNC_S,
     START_GRACE_S,
-    SUB,
     Refusals,
     node_name,
     open_journal,
@@ -35,6 +30,7 @@ from shardex.node.replication import (
     reserve_port,
 )
 from shardex.node.standby import Diverged, Standby
+from shardex.wire.replication import ACK, DIV, PID, REC, SUB
 
 __all__ = [
     "ACK", "CATCHUP_RECORDS", "CHECK_LEASE_S", "DIV", "EXIT_LEASE_LOST", "EXPIRY_SLACK_S",

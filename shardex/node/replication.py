@@ -17,9 +17,10 @@ at its local deadline (before the Redis key can expire) and exits once Redis say
 someone else's; the supervisor restarts it, and it rejoins as a standby, first discarding its
 journal if it holds records the new leader never had (it was ahead: they were never acked).
 
-Wire (this process pair only): standby → leader ``[SUB, (node, epoch, seq)]`` (hello /
-resync), then ``[PID, pid]`` (its process id, for ``shardex status``; a leader that does not
-know it refuses and counts it, nothing more) and ``[ACK, (epoch, seq)]``; leader → standby
+Wire (this process pair only; packed in ``shardex.wire.replication``): standby → leader
+``[SUB, (node, epoch, seq)]`` (hello / resync), then ``[PID, pid]`` (its process id, for
+``shardex status``; a leader that does not know it refuses and counts it, nothing more) and
+``[ACK, (epoch, seq)]``; leader → standby
 ``[REC, (epoch, seq before, seq after or 0, crc32, payload)]`` and ``[DIV, leader seq]``
 (you hold records I do not: start over).
 
@@ -47,7 +48,6 @@ from shardex.journal import Journal
 log = logging.getLogger("shardex.replica")
 
 
-SUB, ACK, REC, DIV, PID = b"SUB", b"ACK", b"REC", b"DIV", b"PID"
 ISR_TIMEOUT_S = 0.5  # a member that has not acked what is committed for this long is dropped
 RESYNC_S = 0.3  # a standby that heard nothing for this long says SUB again (also its heartbeat)
 CHECK_LEASE_S = 0.1  # how often a standby looks at the lease (sooner when it is about to expire)

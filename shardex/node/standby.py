@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import zlib
 from typing import Any
 
 import zmq
@@ -25,22 +24,29 @@ from shardex.journal import Journal
 from shardex.lease import Holder, Lease
 from shardex.node.fencing import not_leader_reply
 from shardex.node.replication import (
-    ACK,
     CHECK_LEASE_S,
-    DIV,
     EXPIRY_SLACK_S,
-    PID,
-    REC,
     RESYNC_S,
     START_GRACE_S,
-    SUB,
     Refusals,
     log,
     open_journal,
     reserve_port,
 )
 from shardex.node.ring import PublishedRing
-from shardex.wire.protocol import not_leader_error, packb, unpackb
+from shardex.wire.protocol import not_leader_error
+from shardex.wire.replication import (
+    ACK,
+    DIV,
+    PID,
+    REC,
+    SUB,
+    crc_ok,
+    decode_body,
+    decode_commands,
+    encode_body,
+    rec_fields,
+)
 
 
 class Diverged(Exception):
@@ -172,7 +178,7 @@ class Standby:
 
     def _send(self, kind: bytes, body: Any) -> None:
         try:
-            self.sock.send_multipart([kind, packb(body)], self.zmq.NOBLOCK)
+            self.sock.send_multipart([kind, encode_body(body)], self.zmq.NOBLOCK)
         except self.zmq.ZMQError:
             pass
 
@@ -337,7 +343,7 @@ class Standby:
                 self.refused("not 2 frames")
                 continue
             try:
-                msg = unpackb(body)
+                msg = decode_body(body)
             except Exception:
                 self.refused(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue
@@ -347,11 +353,11 @@ class Standby:
             if kind != REC or type(msg) is not tuple or len(msg) != 5:
                 self.refused(f"unknown {kind[:8]!r} or bad shape")
                 continue
-            epoch, seq0, seq1, crc, payload = msg
-            ints = (epoch, seq0, seq1, crc)
-            if not all(type(v) is int for v in ints) or type(payload) is not bytes:
+            fields = rec_fields(msg)
+            if fields is None:
                 self.refused("malformed record")
                 continue
+            epoch, seq0, seq1, crc, payload = fields
             self.last_heard = time.monotonic()
             if epoch < mine:
                 log.warning("refused a record of epoch %d < %d", epoch, mine)
@@ -364,7 +370,7 @@ class Standby:
                 if seq0 > engine.seq:  # a gap: ask again from what we have
                     self.last_heard = 0.0
                 continue  # (below: a duplicate)
-            if zlib.crc32(payload) != crc:
+            if not crc_ok(crc, payload):
                 self.refused(f"record at seq {seq0} failed its crc: resync")
                 self.last_heard = 0.0
                 continue
@@ -377,10 +383,7 @@ class Standby:
         """Journal and apply one record of the leader's (its crc checked): True when applied;
         one that holds no command list is refused and we ask again from what we have."""
         journal, engine = self.journal, self.engine
-        try:
-            cmds = unpackb(payload)
-        except Exception:
-            cmds = None
+        cmds = decode_commands(payload)
         if type(cmds) is not tuple:  # (arrays decode as tuples; the engine takes any
             # command, so only the batch's shape is checked here)
             self.refused(f"record at seq {seq0} holds no command list: resync")
