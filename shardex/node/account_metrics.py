@@ -61,6 +61,6 @@ class AccountCollector:
             fam = GaugeMetricFamily(name, doc, labels=["shard"])
             fam.add_metric(lab, value)
             yield fam
-        if node.replica is not None:  # a replicated leader (issue 15)
+        if node.replica is not None:  # a replicated leader
             yield from replica_families(node.replica, node.refused, lab,
                                         "shardex_accounts_replica")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Account shard process (issue 14): balances and holds of the accounts with crc32 % M == J.
+"""Account shard process: balances and holds of the accounts with crc32 % M == J.
 
 ``AccountHandler`` is the socket-free part (decode a client request, check the key, turn it into
 ``AccountCore`` commands, build the reply); ``AccountNode`` is the thin loop around it, shaped
@@ -101,7 +101,7 @@ class AccountsConfig:
     max_unconfirmed: int = field(
         default_factory=lambda: _env_size("SHARDEX_ACCOUNTS_MAX_UNCONFIRMED", 50_000)
     )
-    # A replicated leader (``--role auto``, issue 15): what its HELLO adds (role, epoch, node,
+    # A replicated leader (``--role auto``): what its HELLO adds (role, epoch, node,
     # advertised endpoints) and the routing id of its router links (named after its epoch,
     # as an engine shard leader's: a deposed leader's link is never the one routed to).
     extra: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +111,7 @@ class AccountsConfig:
 class AccountNode(ForwardLink, SequencedNode):
     """The account shard process: recover, then loop drain → apply → commit → send.
 
-    Replicated (``--role auto``, ``shardex.node.replica``): the leader ships each group commit
+    Replicated (``--role auto``, ``shardex.node.failover``): the leader ships each group commit
     to its standby before its own fsync, and what a batch sends (balance events, forwards to
     engine shards, replies) waits until the in-sync standbys have it (high watermark), as an
     engine shard leader's replies and events do: a forward, a reply or an event that left
@@ -126,7 +126,7 @@ class AccountNode(ForwardLink, SequencedNode):
         replicate: Any = None,
     ) -> None:
         """``recovered``: a promoted standby's machine and journal; ``replicate(ctx, zmq)``:
-        builds the ``replica.Replicator`` of a replicated leader."""
+        builds the ``leader.Replicator`` of a replicated leader."""
         if not 0 <= cfg.index < cfg.shards:
             raise ValueError(f"account shard {cfg.index} out of range for {cfg.shards}")
         if len(cfg.engine_links) != cfg.engines:
@@ -434,7 +434,7 @@ class AccountNode(ForwardLink, SequencedNode):
             link.send(frames)
         replies.clear()
 
-    # -- replication (issue 15; ``shardex.node.replica``) ---------------------------------------
+    # -- replication (``leader.Replicator``) ---------------------------------------------------
 
     def release_acked(self) -> None:
         """Release waiting batches up to the high watermark, only while our lease is valid

@@ -100,12 +100,12 @@ class ShardConfig:
     # key, the direct port and PUB are CURVE servers; None: insecure (lab)
     keys_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # Account tier (issue 14): M account shards connect to ``account_link`` (bound here) and
+    # Account tier: M account shards connect to ``account_link`` (bound here) and
     # forward orders; 0: off (orders come from clients, as before).
     accounts: int = 0
     account_link: str | None = None
     # The router link's identity (None: ``shard-I``); a replicated leader uses ``shard-I.eE`` so
-    # the router can tell epochs apart (issue 15).
+    # the router can tell epochs apart.
     link_identity: str | None = None
 
 
@@ -125,7 +125,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         replicate: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """``recovered``: an engine and journal already recovered (a promoted standby's);
-        ``replicate(ctx, zmq)``: builds the ``replica.Replicator`` of a replicated leader."""
+        ``replicate(ctx, zmq)``: builds the ``leader.Replicator`` of a replicated leader."""
         self.cfg = cfg
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
         self.zmq = zmq
@@ -159,7 +159,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.replies: Replies = []
         self.held: tuple[Replies, list[Event]] | None = None
         self.held_pending = 0  # journal commands waiting with the held batch
-        # Replicated leader (issue 15): each batch's replies and events wait here, (seq after
+        # Replicated leader: each batch's replies and events wait here, (seq after
         # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
         self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
         self.repl_wait: deque[tuple[int, Replies, list[Event]]] = deque()
@@ -442,7 +442,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             return
         self._release(self.replies, self.out)
 
-    # -- replication (issue 15; ``shardex.node.replica``) -----------------------------------------
+    # -- replication (``leader.Replicator``) -----------------------------------------------------
 
     def replicate(self) -> None:
         """After a group commit (the batch was shipped just before it): its replies and events

@@ -92,7 +92,7 @@ class ShardCore:
         # the accounts that key holds; None: insecure mode (no identity checks).
         self.registry = registry
         self.key: KeyInfo | None = None  # the key of the request being handled
-        # Account shards (issue 14): with M > 0 the engine is a ``SettledEngine`` and orders
+        # Account shards: with M > 0 the engine is a ``SettledEngine`` and orders
         # come only from the account tier (their holds are taken there); 0: off.
         self.accounts = 0
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {

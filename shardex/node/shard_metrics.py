@@ -44,7 +44,7 @@ class ShardNodeCollector:
         )
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
-        if node.replica is not None:  # a replicated leader (issue 15)
+        if node.replica is not None:  # a replicated leader
             yield from replica_families(node.replica, node.refused, lab)
         if node.cfg.accounts:
             fam = CounterMetricFamily(
