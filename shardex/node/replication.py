@@ -2,15 +2,15 @@
 
 Two processes serve shard I, each with its own journal directory; the Redis lease
 (``shardex.lease``) decides which one leads. The leader is an ordinary sequenced node
-(``ShardNode``, ``AccountNode``) with a ``Replicator`` (``leader``) attached: after each commit it ships the batch's commands
-``(epoch, seq before, seq after, crc, commands)`` to the standby over a ROUTER socket, and the
-batch's replies and events wait until every in-sync standby has acknowledged that seq
-(high-watermark rule). The standby (``Standby``) journals and applies each batch to its own
-engine (same books, same seq; the engine is deterministic) and acks the seq it has made
-durable (the state machine is the journal's: an ``Engine``, ``SettledEngine`` or
-``AccountMachine``). A standby that is behind catches up from the leader's recent batches in memory, else
-from its journal, before the leader adds it to the in-sync set (recorded in Redis with the
-lease: only a member may take an expired lease).
+(``ShardNode``, ``AccountNode``) with a ``Replicator`` (``leader``) attached: after each commit
+it ships the batch's commands ``(epoch, seq before, seq after, crc, commands)`` to the standby
+over a ROUTER socket, and the batch's replies and events wait until every in-sync standby has
+acknowledged that seq (high-watermark rule). The standby (``Standby``) journals and applies
+each batch to its own engine (same books, same seq; the engine is deterministic) and acks the
+seq it has made durable (the state machine is the journal's: an ``Engine``, ``SettledEngine``
+or ``AccountMachine``). A standby that is behind catches up from the leader's recent batches in
+memory, else from its journal, before the leader adds it to the in-sync set (recorded in Redis
+with the lease: only a member may take an expired lease).
 
 A standby that misses acks for ``ISR_TIMEOUT_S`` is dropped from the in-sync set (recorded in
 Redis first) and the leader goes on alone. A leader that cannot renew its lease stops replying
