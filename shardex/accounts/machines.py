@@ -398,6 +398,11 @@ class AccountMachine:
                     ring = self.rings[ev[2]] = deque(maxlen=self.ring_size)
                 ring.append((ev[1], ev[3], ev[4]))
 
+    def check_integrity(self) -> None:
+        """Refuse state that does not balance (``AccountCore.check_integrity``): the
+        ``Machine`` protocol's name for the check every tier's state machine has."""
+        self.core.check_integrity()
+
     def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
         """Forwards to ``eshard`` with seq > ``after`` as (seq, prev, cmd), and whether the ring
         reached back far enough."""

@@ -23,9 +23,9 @@ from shardex.cli.options import check_role_auto, resolve_accounts, resolve_route
 from shardex.journal import JournalError
 from shardex.kinds import ACCOUNTS
 from shardex.layout import LINK_REPLICAS, Layout
-from shardex.node.accounts import AccountsConfig, run_accounts
+from shardex.node.accounts import AccountsConfig, run_accounts, run_replicated_accounts
 from shardex.node.honcho import honcho_index
-from shardex.node.replica import replica_dir, run_replicated_accounts
+from shardex.node.replica import replica_dir
 from shardex.wire.transport import StopFlag
 
 

@@ -19,8 +19,8 @@ from shardex.cli.options import (
 )
 from shardex.journal import JournalError
 from shardex.kinds import ENGINE
-from shardex.node.replica import replica_dir, run_replicated
-from shardex.node.shard import ShardConfig, run_shard
+from shardex.node.replica import replica_dir
+from shardex.node.shard import ShardConfig, run_replicated, run_shard
 from shardex.recovery import snapshot_every_default, snapshot_interval_default
 
 

@@ -27,6 +27,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+
 log = logging.getLogger("shardex.runtime")
 
 
@@ -39,8 +42,6 @@ class _GcCollector:
     flat when they do; a steady climb with flat books means a new code path leaks cycles."""
 
     def collect(self) -> Any:
-        from prometheus_client.core import GaugeMetricFamily
-
         fam = GaugeMetricFamily(
             "shardex_gc_young_objects",
             "Tracked objects allocated since start-up, net of frees (cyclic GC is off)",
@@ -58,8 +59,6 @@ def tune_gc() -> bool:
     gc.disable()
     global _registered
     if not _registered:
-        from prometheus_client import REGISTRY
-
         REGISTRY.register(_GcCollector())
         _registered = True
     log.debug("gc: froze %d start-up objects; automatic collection off", gc.get_freeze_count())
@@ -78,3 +77,27 @@ def exit_now() -> NoReturn:
         except (OSError, ValueError):
             pass
     os._exit(0)
+
+
+def pin_to_cpu(index: int, cpu: int | None, shards: int) -> int | None:
+    """Pin this process to one core before any thread (zmq's I/O thread) exists.
+
+    Auto: shard i → i-th usable CPU modulo the count. Returns the CPU, or None if not pinned.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        log.warning("CPU pinning is not supported on this platform; running unpinned")
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if shards > len(usable):
+        log.warning(
+            "%d shards on %d usable cores: shards will share cores and their latency will suffer",
+            shards,
+            len(usable),
+        )
+    target = usable[index % len(usable)] if cpu is None else cpu
+    try:
+        os.sched_setaffinity(0, {target})
+    except OSError as exc:
+        log.warning("could not pin to CPU %d (%s); running unpinned", target, exc)
+        return None
+    return target

@@ -15,526 +15,65 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from time import perf_counter
 from typing import Any
 
+import zmq
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.accounts.link import APPLY, GAP, ResendGate
+from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
-from shardex.accounts.orders import PAGE, book_rows
 from shardex.auth import (
-    DOMAIN_ACCOUNT_LINK,
-    DOMAIN_CLIENTS,
-    DOMAIN_EVENTS,
-    KeyInfo,
-    KeyStore,
-    Registry,
-    ZapHandler,
-    client_socket,
-    server_socket,
     user_of,
 )
 from shardex.datadir import check_routing
-from shardex.engine import Engine, Market, implementation
+from shardex.engine import Engine, Market
 from shardex.engine.codes import (
-    MAX_ID_LEN,
-    OP_AMEND,
-    OP_NEW,
-    OP_REJECT,
-    REJ_NOT_ALLOWED,
-    REJ_WRONG_SHARD,
     Event,
 )
-from shardex.journal import Journal, JournalError, JournalUnavailable
-from shardex.metrics import ShardCollector, ShardStats, serve
-from shardex.node.runtime import exit_now, tune_gc
+from shardex.journal import Journal, JournalUnavailable
+from shardex.metrics import ShardCollector, serve
+from shardex.node.failover import Promotion, run_failover
+from shardex.node.fencing import not_leader_reply
+from shardex.node.journal_hold import JournalHold
+from shardex.node.leader import Replicator
+from shardex.node.nulljournal import NullJournal
+from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
+from shardex.node.ring import JOURNAL_READ_BUDGET
+from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
+from shardex.node.sequenced import SequencedNode
+from shardex.node.settle_link import SettlementLink
+from shardex.node.shard_core import ShardCore, check_ownership
+from shardex.node.shard_metrics import ShardNodeCollector
+from shardex.node.sockets import account_link_server, direct_port, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
     ERR_MALFORMED_MESSAGE,
     ERR_OVERLOADED,
-    ERR_UNKNOWN_KEY,
-    LINK_FWD,
-    LINK_HAVE,
-    LINK_SETTLE,
-    LINK_SYNC,
-    MAX_BATCH,
-    MAX_BOOK_DEPTH,
-    MAX_EVENTS_REPLY,
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
-    MAX_SYMBOL_LEN,
-    OP_BOOK,
-    OP_EVENTS,
-    OP_FORWARD,
-    OP_HELLO,
-    OP_MARKETS,
-    OP_ORDER,
-    OP_STATUS,
-    ErrorText,
     decode_batch,
-    decode_request,
-    edge_command,
-    encode_batch,
     encode_events,
     encode_reply,
-    internal_error,
-    internal_op_refusal,
-    journal_error,
     markets_to_wire,
-    packb,
-    quote,
-    shard_for,
-    unpackb,
 )
-from shardex.wire.transport import StopFlag, send_frames
+from shardex.wire.transport import StopFlag
 
 log = logging.getLogger("shardex.shard")
 
-HELLO_EVERY_S = 1.0
-JOURNAL_READ_BUDGET = 20_000  # journaled commands one gap-repair read may replay (~60 ms quiet;
-# it blocks the loop: orders wait, and a replicated leader must keep ticking its lease)
-JOURNAL_RETRY_S = 1.0
+Replies = list[tuple[ReplyOutbox, list[bytes]]]  # (where, frames) of one batch, sent in order
+
 RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (_resend_due)
-MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (then the next SYNC)
-MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
 # (See bench/journal.py --latency / --sync-micro; worth re-measuring on a machine with cores to
 # spare, where the hand-offs are cheap.)
 JOURNAL_WRITER = os.environ.get("SHARDEX_JOURNAL_WRITER", "") == "1"
-OUTBOX_LIMIT = 10_000  # replies waiting for a full pipe, all peers together
-OUTBOX_PEER_LIMIT = 2_000  # replies waiting for one peer
-OUTBOX_BYTES = 64 << 20  # their bytes, all peers together
-OUTBOX_PEER_BYTES = 16 << 20  # their bytes, one peer
 DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
 _MALFORMED = encode_reply(None, ERR_MALFORMED_MESSAGE)
-_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
-
-
-class NullJournal:
-    """The journal of an ephemeral shard: accepts everything, keeps nothing (no ``None`` checks
-    on the hot path, and the same code path with and without durability)."""
-
-    fsync = "none"
-    pending = 0
-    records_written = 0
-    last_write_s = 0.0
-    last_fsync_s = 0.0
-    durable = False
-
-    def add(self, seq_before: int, cmd: Any) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def events(self, first: int, last: int, budget: int | None = None) -> list[Event] | None:
-        return None
-
-    def snapshot(self, engine: Engine) -> Any:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class ShardCore:
-    """Everything a shard does per request, without sockets or clocks (testable on its own).
-
-    The contract, for any payload bytes whatsoever: ``handle`` returns a reply of bounded size
-    and never raises; a write that is not of the expected shape becomes a bounded ``rejected``
-    event (see ``protocol.edge_command``); reads never change state.
-    """
-
-    def __init__(
-        self,
-        index: int,
-        shards: int,
-        markets: Mapping[str, Market],
-        engine: Engine | None = None,
-        journal: Journal | NullJournal | None = None,
-        ring_size: int = 1 << 20,
-        registry: Registry | None = None,
-    ) -> None:
-        if not 0 <= index < shards:
-            raise ValueError(f"shard index {index} out of range for {shards} shards")
-        self.index = index
-        self.shards = shards
-        self.markets = markets
-        self.engine = engine if engine is not None else Engine(markets)
-        # Every command applied is journaled before its reply leaves (the loop commits the
-        # journal, then sends the replies of the batch).
-        self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
-        self.ring = EventRing(ring_size)
-        self.stats = ShardStats(index)
-        self._owner: dict[Any, int] = {}
-        self.commands = 0
-        self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
-        self.internal_errors = 0
-        # Set while the journal cannot write: writes are refused with this reason, reads served.
-        self.journal_down: str | None = None
-        # With a registry every request carries its connection's key id and may act only for
-        # the accounts that key holds; None: insecure mode (no identity checks).
-        self.registry = registry
-        self.key: KeyInfo | None = None  # the key of the request being handled
-        # Account shards (issue 14): with M > 0 the engine is a ``SettledEngine`` and orders
-        # come only from the account tier (their holds are taken there); 0: off.
-        self.accounts = 0
-        self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
-            OP_BOOK: self.book,
-            OP_EVENTS: self.events,
-            OP_STATUS: self.status,
-            OP_ORDER: self.order,
-            OP_MARKETS: self.markets_read,
-        }
-
-    def owner(self, symbol: str) -> int:
-        owner = self._owner.get(symbol)
-        if owner is None:
-            owner = shard_for(symbol, self.shards) if symbol else self.index
-            if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
-                self._owner[symbol] = owner
-        return owner
-
-    def handle(
-        self,
-        payload: bytes,
-        out: list[Event],
-        info: dict[str, Any],
-        budget: int = MAX_EVENTS_REPLY_BYTES,
-        user: str | None = None,
-    ) -> bytes:
-        """One request payload → reply bytes; the commands' events are appended to ``out``.
-
-        ``budget`` bounds the bytes this request's reads may return, all reads together.
-        ``user`` is the authenticated key id of the connection (never a client-written field).
-        """
-        self.budget = budget
-        key = None
-        if self.registry is not None:
-            key = self.registry.lookup(user)
-            if key is None:
-                return _UNKNOWN_KEY
-        self.key = key
-        cmds, error = decode_request(payload)
-        if error is None:
-            error = internal_op_refusal(cmds)
-        if error is not None:
-            return encode_reply(None, error)
-        reads = self._reads
-        if self.journal_down is not None:
-            for cmd in cmds:
-                if self._read_op(cmd) is None:
-                    return encode_reply(None, journal_error(self.journal_down))
-        stats = self.stats
-        t0 = perf_counter()
-        results: list[Any] = []
-        apply = self.engine.apply
-        journal_add = self.journal.add
-        engine = self.engine
-        index = self.index
-        try:
-            for cmd in cmds:
-                op = self._read_op(cmd)
-                if op is not None:
-                    results.append(reads[op](cmd, info))
-                    continue
-                cmd = edge_command(cmd)
-                if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
-                    # (an OP_REJECT here is one edge_command made: clients' own are refused)
-                    cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
-                if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
-                    cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
-                owner = self.owner(cmd[1])
-                if owner != index:
-                    cmd = (
-                        OP_REJECT,
-                        cmd[1],
-                        cmd[2],
-                        f"symbol {cmd[1]} belongs to shard {owner}, not {index}",
-                        REJ_WRONG_SHARD,
-                    )
-                start = len(out)
-                seq = engine.seq
-                apply(cmd, out)
-                journal_add(seq, cmd)
-                results.append(out[start:])
-        except Exception as exc:  # the engine's contract says this cannot happen; if it does,
-            # the process must survive it, and the applied writes stay queryable (OP_ORDER).
-            self.internal_errors += 1
-            log.exception("internal error while handling a request")
-            return encode_reply(None, internal_error(exc))
-        n = len(cmds)
-        self.commands += n
-        if n:
-            stats.received += n
-            stats.engine_time.add((perf_counter() - t0) / n, n)
-            stats.cmds_per_msg.add(n)
-        return encode_reply(results)
-
-    def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
-        """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as
-        ``(OP_FORWARD, j, seq, prev, cmd)`` so a replay rebuilds the settlement stage too.
-        The caller checked the link (``forward_verdict`` is APPLY). The ``SettledEngine``
-        judges the command (shape, account of shard ``j``, symbol of this shard): one it
-        refuses is rejected and settled back to ``j`` (the hold is released there), with an
-        ALERT here since only a misconfigured cluster or a bug sends such a forward."""
-        if edge_command(cmd)[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
-            # journal a bounded stand-in (still refused and settled), never megabytes
-            cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
-                        for i in range(4))  # fmt: skip
-            cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
-        rec = (OP_FORWARD, j, seq, prev, cmd)
-        engine = self.engine
-        before = engine.seq
-        refusals = getattr(engine, "refusals", 0)
-        start = len(out)
-        engine.apply(rec, out)
-        self.journal.add(before, rec)
-        if getattr(engine, "refusals", 0) != refusals:
-            self.internal_errors += 1
-            reason = out[-1][4] if len(out) > start else "?"
-            log.error("ALERT account shard %d forwarded a command this shard refuses (%s): "
-                      "rejected and settled back", j, reason)  # fmt: skip
-        self.commands += 1
-        self.stats.received += 1
-
-    def _may_read(self, op: int, account: Any = None) -> str | None:
-        """Why the current key may not do read ``op`` (None: it may)."""
-        key = self.key
-        if key is None or key.role == "admin":
-            return None
-        if op == OP_EVENTS and key.role not in ("bridge", "reader"):
-            return "events: not allowed for this key"
-        if op == OP_ORDER and not key.may_act_for(account):
-            return _not_allowed(account)
-        return None
-
-    def _read_op(self, cmd: Any) -> int | None:
-        """The read op of ``cmd`` if it is one (then it changes nothing), else None."""
-        if type(cmd) is tuple and cmd:
-            op = cmd[0]
-            if type(op) is int and op in self._reads:
-                return op
-        return None
-
-    # -- reads: each (cmd, info) → a map; a bad argument is an {"error": reason} map --------
-
-    def events(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        """Re-send events [first, last] from the in-memory ring, else the journal. The reply is
-        capped in count and bytes: the caller asks again from the last seq it got + 1."""
-        denied = self._may_read(OP_EVENTS)
-        if denied:
-            return {"error": denied}
-        if len(cmd) != 3 or type(cmd[1]) is not int or type(cmd[2]) is not int:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
-        first, last = cmd[1], cmd[2]
-        if not 0 < first <= last:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
-        seq = self.engine.seq
-        last = min(last, first + MAX_EVENTS_REPLY - 1, seq)
-        if first > last:
-            return {"events": [], "seq": seq}
-        evs = self.ring.get(first, last)
-        if evs is None:
-            try:
-                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
-            except JournalError as exc:
-                return {"error": str(exc), "seq": seq}
-            if evs == []:  # still replaying towards ``first``: ask again (bounded work each)
-                return {"events": [], "seq": seq, "pending": True}
-        if evs is None:
-            return {
-                "error": f"events {first}..{last} are gone (ring starts at "
-                f"{self.ring.first}, no journal)",
-                "seq": seq,
-            }
-        evs, size = _cap_bytes(evs, self.budget)
-        self.budget -= size
-        return {"events": evs, "seq": seq}
-
-    def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        symbol = _at(cmd, 1)
-        depth = cmd[2] if len(cmd) > 2 else 10
-        if type(symbol) is not str:
-            return {"error": f"book: symbol must be a string, got {quote(symbol)}"}
-        if type(depth) is not int or not 0 < depth <= MAX_BOOK_DEPTH:
-            return {"symbol": symbol, "error": f"book: depth must be 1..{MAX_BOOK_DEPTH}"}
-        if symbol not in self.markets:
-            return {"symbol": _sym(symbol), "error": f"unknown symbol {_sym(symbol)}"}
-        if self.owner(symbol) != self.index:
-            return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
-        book = self.engine.book(symbol)
-        assert book is not None  # a known market always has (or gets) a book
-        if len(cmd) == 4:  # (OP_BOOK, symbol, depth, offset): its live orders (the audit)
-            return self.book_orders(book, cmd[3])
-        bids, asks = book.depth(min(depth, max(1, self.budget // 64)))
-        self.budget -= 24 * (len(bids) + len(asks))
-        return {
-            "symbol": symbol,
-            "shard": self.index,
-            "seq": self.engine.seq,
-            "bids": bids,
-            "asks": asks,
-        }
-
-    def book_orders(self, book: Any, offset: Any) -> dict[str, Any]:
-        """A page of ``book``'s live orders with their accounts (admin and reader keys: the
-        per-order audit compares them with the account shards' holds)."""
-        if self.key is not None and self.key.role not in ("admin", "reader"):
-            return {"symbol": book.symbol, "error": "book orders: not allowed for this key"}
-        if type(offset) is not int or offset < 0:
-            return {"symbol": book.symbol, "error": "book: offset must be an int >= 0"}
-        rows = book_rows(book, offset, min(PAGE, max(1, self.budget // 96)))  # bytes: bounded
-        self.budget -= 96 * len(rows)
-        return {"symbol": book.symbol, "shard": self.index, "seq": self.engine.seq,
-                "total": len(book.orders), "orders": rows}  # fmt: skip
-
-    def order(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        """The fate of one order: live / filled / cancelled (from the book and the engine's
-        bounded recent-results window) or unknown (never executed here within that window)."""
-        if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
-            return {"error": "order: expected (op, symbol, account, id) as strings"}
-        _, symbol, account, oid = cmd
-        denied = self._may_read(OP_ORDER, account)
-        if denied:
-            return {"error": denied}
-        if symbol not in self.markets:
-            return {"error": f"unknown symbol {_sym(symbol)}"}
-        if self.owner(symbol) != self.index:
-            return {"error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
-        # trades are looked up in the event ring (the engine keeps only each order's seq range)
-        status = dict(self.engine.order_status(symbol, account, oid, self.ring.get))
-        status["seq"] = self.engine.seq
-        return status
-
-    def markets_read(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        return {"markets": markets_to_wire(self.markets)}
-
-    def status(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        eng = self.engine
-        return {
-            "shard": self.index,
-            "shards": self.shards,
-            "seq": eng.seq,
-            "resting": eng.resting(),
-            "symbols": {s: len(b.orders) for s, b in sorted(eng.books.items())},
-            "commands": self.commands,
-            "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
-            "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"
-            **info,
-        }
-
-
-_NOT_VIA_ACCOUNTS = (
-    "with the account tier on, new and amend go through the account's shard "
-    "(routing key @account), which holds their funds first"
-)
-
-
-def _not_allowed(account: Any) -> str:
-    shown = account if type(account) is str and len(account) <= 64 else quote(account)
-    return f"account {shown} not allowed for this key"
-
-
-def not_leader_reply(payload: bytes, error: ErrorText) -> bytes:
-    """The reply of a process that does not lead its shard (a standby): ``error`` (a
-    ``not_leader_error``) for every well-formed request, reads too (see
-    ``Standby.serve_clients``); a malformed one gets its own reason."""
-    _, bad = decode_request(payload)
-    return encode_reply(None, bad if bad is not None else error)
-
-
-def _sym(symbol: str) -> str:
-    """A symbol as a reason may show it: as is when short and printable, else quoted/cut."""
-    return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
-
-
-def _cap_bytes(evs: list[Event], limit: int) -> tuple[list[Event], int]:
-    """The longest prefix of ``evs`` whose msgpack encoding stays within ``limit`` bytes (at
-    least one event, so a repair always progresses), and its size."""
-    size = 0
-    for k, ev in enumerate(evs):
-        n = len(packb(ev))
-        if size + n > limit and k:
-            return evs[:k], size
-        size += n
-    return evs, size
-
-
-class EventRing:
-    """The last ``size`` published events, by seq, for gap repair (events are contiguous)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.buf: list[Event | None] = [None] * size
-        self.first = 0  # seq of the oldest event held (0: empty)
-        self.last = 0
-
-    def extend(self, events: list[Event]) -> None:
-        buf, size = self.buf, self.size
-        for ev in events:
-            buf[ev[1] % size] = ev
-        if events:
-            self.last = events[-1][1]
-            if not self.first:
-                self.first = events[0][1]
-            self.first = max(self.first, self.last - size + 1)
-
-    def get(self, first: int, last: int) -> list[Event] | None:
-        if not self.first or first < self.first or last > self.last:
-            return None
-        size = self.size
-        return [self.buf[s % size] for s in range(first, last + 1)]  # type: ignore[misc]
-
-
-def _at(cmd: Any, i: int) -> Any:
-    try:
-        return cmd[i]
-    except Exception:
-        return None
-
-
-def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
-    """Refuse to serve a journal whose pairs now hash to other shards (``--shards`` changed):
-    their resting orders would be stranded here while their new owner starts empty."""
-    foreign = sorted(s for s in engine.books if shard_for(s, shards) != index)
-    if foreign:
-        raise JournalError(
-            f"{where} holds pairs that shard {index} of {shards} does not own "
-            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was written "
-            "with another --shards. Moving pairs between shards is not supported yet; start "
-            "with the old shard count or another --data-dir."
-        )
-
-
-def pin_to_cpu(index: int, cpu: int | None, shards: int) -> int | None:
-    """Pin this process to one core before any thread (zmq's I/O thread) exists.
-
-    Auto: shard i → i-th usable CPU modulo the count. Returns the CPU, or None if not pinned.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        log.warning("CPU pinning is not supported on this platform; running unpinned")
-        return None
-    usable = sorted(os.sched_getaffinity(0))
-    if shards > len(usable):
-        log.warning(
-            "%d shards on %d usable cores: shards will share cores and their latency will suffer",
-            shards,
-            len(usable),
-        )
-    target = usable[index % len(usable)] if cpu is None else cpu
-    try:
-        os.sched_setaffinity(0, {target})
-    except OSError as exc:
-        log.warning("could not pin to CPU %d (%s); running unpinned", target, exc)
-        return None
-    return target
 
 
 @dataclass
@@ -562,179 +101,20 @@ class ShardConfig:
     # key, the direct port and PUB are CURVE servers; None: insecure (lab)
     keys_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # Account tier (issue 14): M account shards connect to ``account_link`` (bound here) and
+    # Account tier: M account shards connect to ``account_link`` (bound here) and
     # forward orders; 0: off (orders come from clients, as before).
     accounts: int = 0
     account_link: str | None = None
     # The router link's identity (None: ``shard-I``); a replicated leader uses ``shard-I.eE`` so
-    # the router can tell epochs apart (issue 15).
+    # the router can tell epochs apart.
     link_identity: str | None = None
 
 
-class Outbox:
-    """Replies that could not be sent at once (the peer's pipe is full), per peer, bounded.
-
-    A reply is never discarded in silence: it waits here until the pipe drains, or, past the
-    bounds, is counted in ``dropped`` by reason (``shardex_replies_dropped_total``) while the
-    order's result stays retrievable with ``OP_ORDER``. ``router`` sockets key by peer identity
-    (one slow client must not hold back the others); a DEALER has one peer.
-    """
-
-    def __init__(self, sock: Any, router: bool, zmq: Any) -> None:
-        self.sock = sock
-        self.router = router
-        self.queues: dict[bytes, deque[list[bytes]]] = {}
-        self.peer_bytes: dict[bytes, int] = {}
-        self.size = 0
-        self.bytes = 0
-        self.dropped: dict[str, int] = {}
-        self._again = zmq.Again
-        self._error = zmq.ZMQError
-        self._noblock = zmq.NOBLOCK
-
-    def _drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
-
-    def send(self, frames: list[bytes]) -> None:
-        key = frames[0] if self.router else b""
-        q = self.queues.get(key)
-        if q is None and self._try(frames):
-            return
-        n = len(frames[-1])
-        peer = self.peer_bytes.get(key, 0)
-        if (
-            self.size >= OUTBOX_LIMIT
-            or self.bytes + n > OUTBOX_BYTES
-            or (q is not None and len(q) >= OUTBOX_PEER_LIMIT)
-            or peer + n > OUTBOX_PEER_BYTES
-        ):
-            self._drop("outbox_full")
-            return
-        if q is None:
-            q = self.queues[key] = deque()
-        q.append(frames)
-        self.size += 1
-        self.bytes += n
-        self.peer_bytes[key] = peer + n
-
-    def _try(self, frames: list[bytes]) -> bool:
-        """Send now; True when done (sent, or dropped because the peer is gone)."""
-        try:
-            send_frames(self.sock, frames)
-            return True
-        except self._again:
-            return False
-        except self._error:  # EHOSTUNREACH: the peer disconnected; nobody to tell
-            self._drop("peer_gone")
-            return True
-
-    def pump(self) -> None:
-        """Send what waits, in order per peer, until each pipe is full again."""
-        for key in list(self.queues):
-            q = self.queues[key]
-            while q and self._try(q[0]):
-                n = len(q.popleft()[-1])
-                self.size -= 1
-                self.bytes -= n
-                self.peer_bytes[key] -= n
-            if not q:
-                del self.queues[key]
-                del self.peer_bytes[key]
-
-
-class RouterLink(Outbox):
-    """The DEALER toward the router: the replies of one flush travel as one batched message
-    (``protocol.BATCH``), which the router splits back to its clients; the message then waits
-    in the outbox like any reply if the pipe is full."""
-
-    def __init__(self, sock: Any, zmq: Any) -> None:
-        super().__init__(sock, False, zmq)
-        self.items: list[bytes] = []
-
-    def send(self, frames: list[bytes]) -> None:
-        self.items.extend(frames)  # client, request id, reply
-        if len(self.items) >= MAX_BATCH * 3:
-            self.commit()
-
-    def commit(self) -> None:
-        """Send the replies collected since the last commit (at the end of every flush)."""
-        if self.items:
-            items, self.items = self.items, []
-            super().send([b"", BATCH, encode_batch(items)])
-
-
-def outbox_families(
-    boxes: Any, lab: list[str], dropped: tuple[str, str], size: tuple[str, str]
-) -> Any:
-    """The two metrics of a process's bounded reply outboxes (``Outbox``/``RouterLink``):
-    replies dropped by reason (counted, never silent) and replies waiting for a full pipe.
-    Engine and account shards export them under their own names."""
-    fam = CounterMetricFamily(*dropped, labels=["shard", "reason"])
-    total: dict[str, int] = {"outbox_full": 0, "peer_gone": 0}
-    for box in boxes:
-        for reason, n in box.dropped.items():
-            total[reason] = total.get(reason, 0) + n
-    for reason, n in sorted(total.items()):
-        fam.add_metric([*lab, reason], n)
-    yield fam
-    gauge = GaugeMetricFamily(*size, labels=["shard"])
-    gauge.add_metric(lab, sum(box.size for box in boxes))
-    yield gauge
-
-
-class _NodeCollector:
-    """The process loop's own counters (what ``ShardStats`` does not cover)."""
-
-    def __init__(self, node: ShardNode) -> None:
-        self.node = node
-
-    def collect(self) -> Any:
-        node = self.node
-        lab = [str(node.core.index)]
-        yield from outbox_families(
-            node.outboxes, lab,
-            ("shardex_replies_dropped",
-             "Replies that could not be delivered (order results stay queryable)"),
-            ("shardex_shard_outbox", "Replies waiting for a full pipe"),
-        )  # fmt: skip
-        fam = GaugeMetricFamily(
-            "shardex_journal_up", "1 while the journal can write (0: writes refused)",
-            labels=["shard"],
-        )  # fmt: skip
-        fam.add_metric(lab, 0 if node.core.journal_down else 1)
-        yield fam
-        fam = CounterMetricFamily(
-            "shardex_shard_malformed_messages",
-            "Messages with a wrong frame count, dropped or answered with an error",
-            labels=["shard"],
-        )
-        fam.add_metric(lab, node.malformed)
-        yield fam
-        fam = CounterMetricFamily(
-            "shardex_shard_internal_errors", "Requests that hit a bug (ALERT)", labels=["shard"]
-        )
-        fam.add_metric(lab, node.core.internal_errors)
-        yield fam
-        if node.replica is not None:  # a replicated leader (issue 15)
-            from shardex.node.replica import replica_families
-
-            yield from replica_families(node.replica, node.refused, lab)
-        if node.cfg.accounts:
-            fam = CounterMetricFamily(
-                "shardex_shard_account_link",
-                "Account link: forwards applied/duplicate/gap, settlements sent/re-sent/unsent",
-                labels=["shard", "what"],
-            )
-            for what, n in node.link_counts.items():
-                fam.add_metric([*lab, what], n)
-            yield fam
-
-
-class ShardNode:
+class ShardNode(SettlementLink, JournalHold, SequencedNode):
     """The shard process: recover, then loop drain → dispatch → flush (journal, reply, publish).
 
     The loop never blocks on anything downstream: PUB drops rather than waits (the bridge
-    repairs by seq), replies to a full pipe wait in a bounded ``Outbox``, a backlog past
+    repairs by seq), replies to a full pipe wait in a bounded ``ReplyOutbox``, a backlog past
     ``max_backlog`` is answered ``overloaded``, and a journal that cannot write holds its batch
     and refuses new writes until it can (reads go on).
     """
@@ -746,19 +126,12 @@ class ShardNode:
         replicate: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """``recovered``: an engine and journal already recovered (a promoted standby's);
-        ``replicate(ctx, zmq)``: builds the ``replica.Replicator`` of a replicated leader."""
+        ``replicate(ctx, zmq)``: builds the ``leader.Replicator`` of a replicated leader."""
         self.cfg = cfg
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
-        import zmq  # imported after pinning so no zmq thread exists before the affinity is set
-
         self.zmq = zmq
         self.ctx = zmq.Context()
-        self.zap: ZapHandler | None = None
-        if cfg.keys_dir:
-            store = KeyStore(cfg.keys_dir)
-            self.key = store.process_key(f"shard-{cfg.index}", "shard", cfg.index)
-            self.server = store.server()
-            self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
+        self.open_keys("shard")
         self.core = ShardCore(
             cfg.index,
             cfg.shards,
@@ -780,25 +153,17 @@ class ShardNode:
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
-        self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
+        self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        self.started = time.monotonic()
-        self.last_hello = 0.0
-        self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
-        self.refused = 0  # requests answered ``not_leader`` meanwhile
         self.last_resting = 0.0
-        self.last_snap = time.monotonic()
-        self.last_snap_seq = self.core.engine.seq
-        self.last_snap_records = 0
-        self.last_journal_try = 0.0
         self.out: list[Event] = []
-        self.replies: list[tuple[Outbox, list[bytes]]] = []
-        self.held: tuple[list[tuple[Outbox, list[bytes]]], list[Event]] | None = None
+        self.replies: Replies = []
+        self.held: tuple[Replies, list[Event]] | None = None
         self.held_pending = 0  # journal commands waiting with the held batch
-        # Replicated leader (issue 15): each batch's replies and events wait here, (seq after
+        # Replicated leader: each batch's replies and events wait here, (seq after
         # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
         self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
-        self.repl_wait: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
+        self.repl_wait: deque[tuple[int, Replies, list[Event]]] = deque()
         # With accounts too: each batch's settlements, (seq after the batch, [(account shard,
         # settlement)]), wait for the same high watermark (``send_settlements``): one that left
         # before the standby had its batch would be money the next leader never moved.
@@ -806,21 +171,11 @@ class ShardNode:
         self._sockets(zmq)
         if self.replica is not None:
             self.poller.register(self.replica.sock, zmq.POLLIN)
-        self.hello_msg = packb(
-            (
-                OP_HELLO,
-                {
-                    "shard": cfg.index,
-                    "shards": cfg.shards,
-                    "pid": os.getpid(),
-                    "cpu": self.cpu,
-                    "direct": cfg.direct,
-                    "pub": cfg.pub,
-                    "markets": markets_to_wire(cfg.markets),
-                    **cfg.extra,
-                },
-            )
-        )
+        self.hello_msg = encode_hello({
+            "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
+            "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
+            **cfg.extra,
+        })  # fmt: skip
         self.overloaded = encode_reply(None, ERR_OVERLOADED)
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -841,7 +196,7 @@ class ShardNode:
         t, cpu = time.monotonic(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"shard {cfg.index}", self.ctx, cfg.router, f"shard-{cfg.index}",
-            getattr(self, "key", None), {"shard": cfg.index, "shards": cfg.shards,
+            self.key, {"shard": cfg.index, "shards": cfg.shards,
                                           "pid": os.getpid()},
         )  # fmt: skip
         engine = rec.engine
@@ -866,70 +221,28 @@ class ShardNode:
 
     def _sockets(self, zmq: Any) -> None:
         cfg = self.cfg
-        secure = self.zap is not None
+        key, server = self.key, self.server
         self.sockets: list[Any] = []
-        self.outboxes: list[Outbox] = []
-        self.box: dict[Any, Outbox] = {}
-        # One DEALER per router (``cfg.router`` may list several, comma-separated): a reply must
-        # go back through the router that forwarded its request, and each router keeps its own
-        # in-flight caps, so the links are separate sockets, not one DEALER connected to all.
+        self.outboxes: list[ReplyOutbox] = []
+        self.box: dict[Any, ReplyOutbox] = {}
+        # One DEALER per router (``cfg.router`` may list several, comma-separated).
         self.links: list[RouterLink] = []
+        identity = cfg.link_identity or f"shard-{cfg.index}"
         for endpoint in (cfg.router or "").split(","):
-            if not endpoint:
-                continue
-            d = self.ctx.socket(zmq.DEALER)
-            if not secure:  # secure: the router learns this link from our signed HELLO instead
-                d.setsockopt(zmq.IDENTITY, (cfg.link_identity or f"shard-{cfg.index}").encode())
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.HEARTBEAT_IVL, 500)
-            d.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-            # Inbound is bounded by the router's in-flight cap per shard (and max_backlog here);
-            # past this HWM the router's send fails and it answers ``overloaded`` itself.
-            # Outbound replies get a pipe larger than that cap, plus the outbox beyond it.
-            d.setsockopt(zmq.RCVHWM, 20_000)
-            d.setsockopt(zmq.SNDHWM, 50_000)
-            if secure:
-                client_socket(d, self.key)  # the router knows this key as shard ``index``
-            d.connect(endpoint)
-            link = RouterLink(d, zmq)
-            self.links.append(link)
-            self._add(d, router=False, box=link)
+            if endpoint:
+                d = router_link(self.ctx, zmq, endpoint, identity, key)
+                link = RouterLink(d, zmq)
+                self.links.append(link)
+                self._add(d, router=False, box=link)
         if cfg.direct:
-            r = self.ctx.socket(zmq.ROUTER)
-            r.setsockopt(zmq.LINGER, 0)
-            r.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone peer raises: never a silent drop
-            r.setsockopt(zmq.SNDHWM, DIRECT_HWM)  # then the outbox, bounded in bytes
-            r.setsockopt(zmq.RCVHWM, 10_000)
-            # past this size libzmq drops the connection instead of buffering the frame
-            r.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-            if secure:
-                server_socket(r, self.server, DOMAIN_CLIENTS)
-            r.bind(cfg.direct)
+            # replies: DIRECT_HWM in the pipe, then the outbox, bounded in bytes
+            r = direct_port(self.ctx, zmq, cfg.direct, server, sndhwm=DIRECT_HWM,
+                            rcvhwm=10_000, max_msg=64 << 20, mandatory=True)  # fmt: skip
             self._add(r, router=True)
         self.alink = None
         if cfg.accounts and cfg.account_link:
-            a = self.alink = self.ctx.socket(zmq.ROUTER)
-            a.setsockopt(zmq.LINGER, 0)
-            a.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone account shard: counted, re-sent later
-            if not secure:
-                # Insecure: account shard J connects as IDENTITY ``accounts-J`` and a restarted
-                # one takes its id over. Secure: never — a peer names its own IDENTITY before
-                # any message can be key-checked, so handover gave account shard J's pipe to
-                # any valid account-link key that said ``accounts-J``. There the routing id is
-                # libzmq's own (account shards set none) and is learned from a key-checked
-                # message (``from_accounts``); a reconnect is a new id, learned from its SYNC.
-                a.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            a.setsockopt(zmq.SNDHWM, 100_000)
-            a.setsockopt(zmq.RCVHWM, 100_000)
-            if secure:
-                server_socket(a, self.server, DOMAIN_ACCOUNT_LINK)
-            a.bind(cfg.account_link)
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        if secure:
-            server_socket(self.pub, self.server, DOMAIN_EVENTS)  # subscribers need a key too
-        self.pub.bind(cfg.pub)
+            self.alink = account_link_server(self.ctx, zmq, cfg.account_link, server)
+        self.pub = pub_socket(self.ctx, zmq, cfg.pub, cfg.pub_hwm, server)
         self.poller = zmq.Poller()
         for sock in self.sockets:
             self.poller.register(sock, zmq.POLLIN)
@@ -943,7 +256,7 @@ class ShardNode:
         # are produced, so one could leave before its batch is durable (money from a trade a
         # crash would erase); the loop-thread group commit never lets that happen.
         journal = self.core.journal
-        self.inflight: deque[tuple[int, list[tuple[Outbox, list[bytes]]], list[Event]]] = deque()
+        self.inflight: deque[tuple[int, Replies, list[Event]]] = deque()
         self.writer_fd: int | None = None
         if (
             JOURNAL_WRITER
@@ -955,85 +268,54 @@ class ShardNode:
             self.writer_fd = journal.start_writer()
             self.poller.register(self.writer_fd, zmq.POLLIN)
 
-    def _add(self, sock: Any, router: bool, box: Outbox | None = None) -> None:
-        box = box or Outbox(sock, router, self.zmq)
+    def _add(self, sock: Any, router: bool, box: ReplyOutbox | None = None) -> None:
+        box = box or ReplyOutbox(sock, router, self.zmq)
         self.sockets.append(sock)
         self.outboxes.append(box)
         self.box[sock] = box
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    LABEL = "shard"
+    IDLE_POLL_MS = 200
+
+    @property
+    def journal(self) -> Journal | NullJournal:
+        return self.core.journal
+
+    @property
+    def machine(self) -> Engine:
+        return self.core.engine
+
+    def start(self) -> None:
         cfg = self.cfg
         REGISTRY.register(ShardCollector(self.stats))
-        REGISTRY.register(_NodeCollector(self))
+        REGISTRY.register(ShardNodeCollector(self))
         serve(cfg.metrics_port, "engine", shard=str(cfg.index))
         tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
             "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
             cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,
         )  # fmt: skip
-        zmq = self.zmq
-        try:
-            while not self.stop:
-                now = time.monotonic()
-                if self.replica is not None and not self.replica_tick(now):
-                    # past our lease deadline: accept nothing, acknowledge nothing; requests
-                    # are answered ``not_leader`` (nothing ran: the client may send them again)
-                    self.refuse(now)
-                    time.sleep(0.01)
-                    continue
-                self.fenced = False
-                self.hello(now)
-                if self.held is not None and now - self.last_journal_try >= JOURNAL_RETRY_S:
-                    self.retry_journal(now)
-                waiting = any(b.size for b in self.outboxes)
-                try:
-                    ready = self.poller.poll(10 if waiting else 200 if self.replica is None else 20)
-                except zmq.ZMQError:
-                    continue  # EINTR from a signal: the loop re-checks ``stop``
-                if self.replica is not None and not self.replica.lease.valid():
-                    continue  # (paused inside poll past our deadline: send and take nothing)
-                for box in self.outboxes:
-                    if box.size:
-                        box.pump()
-                if self.writer_fd is not None:
-                    self.journal_done()  # release what became durable before taking more
-                if ready:
-                    if self.zap is not None:
-                        self.zap.serve()
-                    if self.alink is not None:  # forwards before client requests: a cancel
-                        self.from_accounts()  # sent after its order's "ok" must find it here
-                    self.dispatch(self.drain(), now)
-                    self.flush()
-                self.housekeeping(now)
-        finally:
-            self.close()
 
-    def hello(self, now: float) -> None:
-        """Register with each router every second; a full pipe just skips one (never raises)."""
-        if not self.links or now - self.last_hello < HELLO_EVERY_S:
-            return
-        self.last_hello = now
-        for link in self.links:
-            try:
-                send_frames(link.sock, [b"", b"HELLO", self.hello_msg])
-            except self.zmq.ZMQError:
-                pass  # EAGAIN: that router is not reading; the next hello will try again
+    # -- the loop's hooks (``SequencedNode``) ---------------------------------------------
 
-    def refuse(self, now: float) -> None:
-        """A replicated leader past its lease deadline (fenced, or Redis unreachable): every
-        request waiting is answered ``not_leader`` with our epoch (nothing runs; what was
-        admitted before the deadline stays held), and each router is told once that this
-        link stopped leading, so it answers ``shard unavailable`` at once until a leader
-        registers (it re-points on that leader's hello, or on ours if the lease comes back);
-        ``replica.fence``, shared with account shards."""
-        from shardex.node.replica import fence
+    def journal_held(self) -> bool:
+        return self.held is not None
 
-        socks = [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
-        self.refused += fence(self.zmq, self.replica, f"shard {self.core.index}", socks, self.links,
-                              self.hello_msg, self.fenced)  # fmt: skip
-        self.fenced = True
+    def after_pump(self) -> None:
+        if self.writer_fd is not None:
+            self.journal_done()  # release what became durable before taking more
+
+    def read_links(self) -> None:
+        if self.alink is not None:  # forwards before client requests: a cancel
+            self.from_accounts()  # sent after its order's "ok" must find it here
+
+    def read_requests(self, now: float) -> None:
+        self.dispatch(self.drain(), now)
+
+    def fence_sockets(self) -> list[tuple[Any, bool]]:
+        return [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
 
     def drain(self) -> list[tuple[Any, list[bytes], str | None]]:
         """What waits on each socket now (non-blocking), bounded per wake-up, one entry per
@@ -1140,10 +422,7 @@ class ShardNode:
             self._release(self.replies, self.out)
             return
         if self.replica is not None and self.held is None:
-            batch = journal.buffered()
-            if batch is not None:  # shipped before our own fsync, so the two overlap (a batch
-                # the standby has and we lost in a crash was never acked: see replica.py)
-                self.replica.ship(batch[0], batch[1], self.core.engine.seq)
+            self.ship(journal, self.core.engine.seq)
         if self.held is None and journal.pending:
             try:
                 journal.commit()
@@ -1164,7 +443,7 @@ class ShardNode:
             return
         self._release(self.replies, self.out)
 
-    # -- replication (issue 15; ``shardex.node.replica``) -----------------------------------------
+    # -- replication (``leader.Replicator``) -----------------------------------------------------
 
     def replicate(self) -> None:
         """After a group commit (the batch was shipped just before it): its replies and events
@@ -1196,14 +475,7 @@ class ShardNode:
         if self.alink is not None:
             self.send_settlements(hw)
 
-    def replica_tick(self, now: float) -> bool:
-        """Renew the lease, take acks, release what they cover; False past our deadline
-        (raises ``LeaseLost`` once Redis says the lease is someone else's)."""
-        self.replica.tick(now)
-        self.release_acked()
-        return self.replica.lease.valid()
-
-    def _release(self, replies: list[tuple[Outbox, list[bytes]]], events: list[Event]) -> None:
+    def _release(self, replies: Replies, events: list[Event]) -> None:
         """Send a durable batch's replies, then publish its events (and keep them for repair)."""
         journal = self.core.journal
         if journal.last_write_s:
@@ -1226,235 +498,8 @@ class ShardNode:
                      self.replica.epoch if self.replica is not None else None)  # fmt: skip
             events.clear()
 
-    def journal_done(self) -> None:
-        """The writer's news: release, in order, every batch now durable; on a failure hold
-        the rest and refuse writes; when a retry succeeded, accept writes again."""
-        journal = self.core.journal
-        durable, failure = journal.completions()  # type: ignore[union-attr]
-        inflight = self.inflight
-        while inflight and inflight[0][0] <= durable:
-            _, replies, events = inflight.popleft()
-            self._release(replies, events)
-        if failure is not None:
-            self._journal_failed(JournalUnavailable(failure))
-        elif self.held is not None and not journal.queued:  # type: ignore[union-attr]
-            self.held = None
-            self.core.journal_down = None
-            log.warning("journal of shard %d writes again: held replies released",
-                        self.core.index)  # fmt: skip
-
-    # -- the account link (issue 14) ---------------------------------------------------------
-
-    def from_accounts(self) -> None:
-        """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
-        applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
-        journal that cannot write) makes us answer HAVE so the account shard re-sends."""
-        zmq, sock, core = self.zmq, self.alink, self.core
-        secure = self.zap is not None
-        engine: SettledEngine = core.engine  # type: ignore[assignment]
-        counts = self.link_counts
-        for _ in range(10_000):
-            try:
-                raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            frames = [f.bytes for f in raw]
-            try:
-                if len(frames) != 3:
-                    raise ValueError("frame count")
-                ident, kind, payload = frames
-                j, body = unpackb(payload)
-                if type(j) is not int or not 0 <= j < self.cfg.accounts:
-                    raise ValueError(f"account shard {j!r}")
-            except Exception:
-                self.malformed += 1
-                continue
-            if secure:
-                # J's key, and a routing id libzmq generated (first byte 0): one a peer chose
-                # itself (IDENTITY) must never be what settlements for J are sent to
-                key = core.registry.lookup(user_of(raw[-1])) if core.registry else None
-                ok = key is not None and key.role == "accounts" and key.shard == j
-                ok = ok and ident[:1] == b"\x00"
-            else:
-                ok = ident == f"accounts-{j}".encode()
-            if not ok:
-                counts["refused"] += 1
-                log.error("ALERT refused an account-link message as account shard %d (%s)", j,
-                          "not its key, or a self-chosen IDENTITY" if secure else
-                          "IDENTITY not accounts-J")  # fmt: skip
-                continue
-            self.account_peers[j] = ident
-            if kind == LINK_SYNC:
-                if type(body) is int and body >= 0:
-                    self.syncs[j] = body  # answered after this wake-up's group commit
-                    self.gates[j].read()  # (what was sent until now had a SYNC period more)
-                continue
-            if kind != LINK_FWD or type(body) is not tuple:
-                self.malformed += 1
-                continue
-            for item in body:
-                if type(item) is not tuple or len(item) != 3:
-                    self.malformed += 1
-                    break
-                seq, prev, cmd = item
-                if type(seq) is not int or type(prev) is not int:
-                    self.malformed += 1
-                    break
-                verdict = engine.forward_verdict(j, seq, prev)
-                if verdict == APPLY and core.journal_down is None:
-                    core.forward(j, seq, prev, cmd, self.out)
-                    counts["forwards"] += 1
-                elif verdict in (GAP, APPLY):
-                    counts["gaps"] += 1
-                    self.syncs.setdefault(j, -1)  # -1: only tell them what we have
-                    break
-                else:
-                    counts["duplicates"] += 1
-            if len(self.out) >= self.cfg.publish_every:
-                self.flush()
-
-    def send_settlements(self, upto: int | None = None) -> None:
-        """After the group commit: the batch's settlements, then answers to SYNCs (re-sends
-        from the ring and HAVE), each link's messages in seq order. A message that cannot be
-        sent is dropped and counted: the account shard's next SYNC gets it again.
-
-        ``upto`` (a replicated leader's high watermark): only the settlements of batches up to
-        that seq leave (``repl_settle``), and a SYNC is re-sent only up to it, so an account
-        shard never applies a settlement the standby has not made durable (if we die, the new
-        leader re-sends from its own rings exactly what it has). None: no standby, all go."""
-        engine: SettledEngine = self.core.engine  # type: ignore[assignment]
-        counts = self.link_counts
-        index = self.core.index
-        if upto is None:
-            if engine.outgoing:
-                outgoing, engine.outgoing = engine.outgoing, []
-                self._send_outgoing(outgoing)
-        else:
-            wait = self.repl_settle
-            while wait and wait[0][0] <= upto:
-                self._send_outgoing(wait.popleft()[1])
-        if self.syncs:
-            syncs, self.syncs = self.syncs, {}
-            now = time.monotonic()
-            for j, after in syncs.items():
-                bound = self._resend_due(j, after, now) if after >= 0 else None
-                if bound is not None:
-                    msgs, complete = engine.resend(j, after)
-                    if complete:
-                        self.repairs.pop(j, None)
-                    else:
-                        msgs = self._journal_settlements(j, after)
-                    if upto is not None:
-                        bound = min(bound, upto)
-                    if msgs and msgs[-1][2] > bound:
-                        msgs = [m for m in msgs if m[2] <= bound]  # (a prefix: seq order)
-                    counts["resent"] += len(msgs)
-                    for k in range(0, len(msgs), 1000):
-                        self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
-                peer = self.account_peers.get(j)
-                if peer is not None:
-                    have = packb((index, engine.inbox.last.get(j, 0)))
-                    try:
-                        send_frames(self.alink, [peer, LINK_HAVE, have])
-                    except self.zmq.ZMQError:
-                        counts["unsent"] += 1
-
-    def _resend_due(self, j: int, after: int, now: float) -> int | None:
-        """Re-send the settlements for account shard ``j`` after ``after`` up to the seq
-        returned, or none (None): ``link.ResendGate``. Not while ``after`` advances: what
-        follows is then in flight (on the link or in its backlog), not lost; re-sending on
-        every SYNC made ~30% of a busy link's settlements duplicates (skipped there, but
-        carried and checked twice). A lost one stops the account shard at the one before it
-        (the next is a gap), so its SYNCs repeat ``after``; only what was sent before the
-        previous SYNC was read is then re-sent (a SYNC read with a burst of forwards is
-        answered after the burst's settlements left, and may be older than them), at most
-        every ``RESEND_EVERY_S`` per link (gap SYNCs come in bursts); a journal re-send under
-        way continues every SYNC. (The account shard applies the same rule to its forwards.)"""
-        return self.gates[j].answer(after, now, j in self.repairs)
-
-    def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
-        """One batch's settlements, one message per account shard, in seq order."""
-        per: dict[int, list[tuple]] = {}
-        for j, msg in outgoing:
-            per.setdefault(j, []).append(msg)
-        for j, msgs in per.items():
-            self.link_counts["settlements"] += len(msgs)
-            self.gates[j].put(msgs[-1][2])
-            self._link_send(j, LINK_SETTLE, msgs)
-
-    def _journal_settlements(self, j: int, after: int) -> list[tuple]:
-        """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,
-        regenerated from the journal (bounded work per SYNC; the cursor is kept, so the next
-        SYNC continues). [] while replaying towards them; ALERT when the journal lost them."""
-        journal = self.core.journal
-        if not isinstance(journal, Journal):
-            log.error("ALERT account shard %d needs settlements after eseq %d that the ring "
-                      "no longer holds, and this shard has no journal", j, after)  # fmt: skip
-            return []
-        repair = self.repairs.get(j)
-        if repair is None:
-            repair = self.repairs[j] = SettlementRepair(j, journal.replay_from)
-        try:
-            msgs = repair.take(after, JOURNAL_READ_BUDGET, MAX_RESEND)
-        except JournalError as exc:
-            self.repairs.pop(j, None)
-            log.error("ALERT account shard %d needs settlements after eseq %d: %s", j, after, exc)
-            return []
-        self.link_counts["journal"] += len(msgs)
-        return msgs
-
-    def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
-        peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)
-        if peer is None:
-            self.link_counts["unsent"] += len(msgs)
-            return
-        try:
-            send_frames(self.alink, [peer, kind, packb((self.core.index, msgs))])
-        except self.zmq.ZMQError:  # not connected (yet) or its pipe is full: its SYNC repairs
-            self.link_counts["unsent"] += len(msgs)
-
-    def _journal_failed(self, exc: BaseException) -> None:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        if self.core.journal_down is None:
-            held = sum(len(r) for _, r, _ in self.inflight) if self.writer_fd else len(self.replies)
-            log.error(
-                "ALERT journal of shard %d cannot write (%s): holding %d replies, refusing "
-                "writes and serving reads until it can; retrying every %.0fs",
-                self.core.index, reason, held, JOURNAL_RETRY_S,
-            )  # fmt: skip
-            self.last_journal_try = time.monotonic()
-        self.core.journal_down = reason
-        if self.writer_fd is not None:
-            self.held = ([], [])  # the held batches stay in ``inflight``, in order
-            return
-        self.held = (self.replies, self.out)
-        self.held_pending = self.core.journal.pending
-        self.replies = []
-        self.out = []
-
-    def retry_journal(self, now: float) -> None:
-        self.last_journal_try = now
-        if self.writer_fd is not None:
-            self.core.journal.retry()  # type: ignore[union-attr]  # outcome: ``journal_done``
-            return
-        try:
-            self.core.journal.commit()
-        except JournalUnavailable as exc:
-            self.core.journal_down = str(exc).splitlines()[0][:200] or type(exc).__name__
-            return
-        held_replies, held_events = self.held  # type: ignore[misc]
-        self.held = None
-        self.core.journal_down = None
-        log.warning(
-            "journal of shard %d writes again: releasing %d held replies", self.core.index,
-            len(held_replies),
-        )  # fmt: skip
-        self.replies = held_replies + self.replies
-        self.out = held_events + self.out
-        self.flush()
-
     def housekeeping(self, now: float) -> None:
-        core, stats, cfg = self.core, self.stats, self.cfg
+        core, stats = self.core, self.stats
         stats.seq = core.engine.seq
         if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()
@@ -1464,41 +509,14 @@ class ShardNode:
         journal = core.journal
         if self.held is not None or not isinstance(journal, Journal):
             return
-        if journal.records_written - self.last_snap_records >= cfg.snapshot_every or (
-            core.engine.seq != self.last_snap_seq and now - self.last_snap >= cfg.snapshot_interval
-        ):
+        if self.snapshot_due(now, journal, core.engine.seq):
             self.snapshot(now)
 
-    def snapshot(self, now: float) -> None:
-        core = self.core
-        if not isinstance(core.journal, Journal):
-            return
-        t = time.monotonic()
-        self.last_snap = now  # on failure too: retry at the next interval, not every loop
-        try:
-            path = core.journal.snapshot(core.engine)
-        except (JournalUnavailable, OSError) as exc:
-            log.error("ALERT snapshot of shard %d failed (%s); will retry", core.index, exc)
-            return
-        log.info(
-            "snapshot %s (%d resting orders) in %.1f ms",
-            getattr(path, "name", path), core.engine.resting(), (time.monotonic() - t) * 1000,
-        )  # fmt: skip
-        self.last_snap_seq = core.engine.seq
-        self.last_snap_records = core.journal.records_written
-
     def close(self) -> None:
-        durable = isinstance(self.core.journal, Journal)
-        if durable and self.held is None and self.core.engine.seq != self.last_snap_seq:
-            # a clean stop (SIGTERM/SIGINT): the next start loads this instead of replaying
-            log.info("shard %d stopping: snapshot at seq %d", self.core.index, self.core.engine.seq)
-            self.snapshot(time.monotonic())
+        self.snapshot_at_stop()
         if self.replica is not None:
             self.replica.close()
-        try:
-            self.core.journal.close()  # the writer first writes what is queued, if it can
-        except OSError as exc:
-            log.error("closing the journal of shard %d failed: %s", self.core.index, exc)
+        self.close_journal()  # the writer first writes what is queued, if it can
         if self.writer_fd is not None:
             self.journal_done()  # replies of batches that became durable: best effort
         held = len(self.held[0]) if self.held is not None else 0
@@ -1530,8 +548,6 @@ def run_shard(cfg: ShardConfig) -> None:
 def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:
     """One PUB message per symbol per batch (topic = symbol), events in seq order; ``epoch``:
     a replicated leader's, carried in each message (None: the 3-field form of before)."""
-    import zmq
-
     groups: dict[str, list[Event]] = {}
     for ev in events:
         g = groups.get(ev[2])
@@ -1544,3 +560,38 @@ def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None
             pub.send_multipart([symbol.encode(), encode_events(shard, evs, epoch)], zmq.NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq
+
+
+def run_replicated(cfg: ShardConfig, replica: int, redis_url: str, repl_endpoint: str,
+                   repl_advertised: str | None = None) -> None:  # fmt: skip
+    """``shardex engine --role auto``: stand by until this node holds the lease, then lead
+    (``failover.run_failover``) as a ``ShardNode`` built from what the standby applied."""
+    machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
+
+    def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> ShardNode:
+        shard = ShardNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
+        if p.ring.last == p.engine.seq:  # (contiguous up to now: what it applied as standby)
+            shard.core.ring = p.ring
+        return shard
+
+    link = cfg.account_link if cfg.accounts else None
+    run_failover(cfg, "shard", replica, redis_url, repl_endpoint, repl_advertised,
+                 f"shard {cfg.index}", build, machine,
+                 lambda engine: check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir),
+                 reserve=(cfg.pub, repl_endpoint, link))  # fmt: skip
+
+
+# Names other modules and tests import from here (they moved to their own modules).
+__all__ = [
+    "JOURNAL_READ_BUDGET",
+    "NullJournal",
+    "RouterLink",
+    "ShardConfig",
+    "ShardCore",
+    "ShardNode",
+    "check_ownership",
+    "not_leader_reply",
+    "outbox_families",
+    "run_replicated",
+    "run_shard",
+]

@@ -1,0 +1,386 @@
+"""``ShardCore``: everything an engine shard does per request, without sockets or clocks
+(decode a request, check the key and pair ownership, apply to the pure engine, journal, build
+the reply; the reads). The node (``shard.ShardNode``) is the loop around it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import Any
+
+from shardex.accounts.orders import PAGE, book_rows
+from shardex.auth import KeyInfo, Registry
+from shardex.engine import Engine, Market, implementation
+from shardex.engine.codes import (
+    MAX_ID_LEN,
+    OP_AMEND,
+    OP_NEW,
+    OP_REJECT,
+    REJ_NOT_ALLOWED,
+    REJ_WRONG_SHARD,
+    Event,
+)
+from shardex.journal import Journal, JournalError
+from shardex.metrics import ShardStats
+from shardex.node.nulljournal import NullJournal
+from shardex.node.ring import JOURNAL_READ_BUDGET, PublishedRing
+from shardex.wire.protocol import (
+    ERR_UNKNOWN_KEY,
+    MAX_BOOK_DEPTH,
+    MAX_EVENTS_REPLY,
+    MAX_EVENTS_REPLY_BYTES,
+    MAX_SYMBOL_LEN,
+    OP_BOOK,
+    OP_EVENTS,
+    OP_FORWARD,
+    OP_MARKETS,
+    OP_ORDER,
+    OP_STATUS,
+    decode_request,
+    edge_command,
+    encode_reply,
+    internal_error,
+    internal_op_refusal,
+    journal_error,
+    markets_to_wire,
+    packb,
+    quote,
+    shard_for,
+)
+
+log = logging.getLogger("shardex.shard")
+
+MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
+_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
+
+
+class ShardCore:
+    """Everything a shard does per request, without sockets or clocks (testable on its own).
+
+    The contract, for any payload bytes whatsoever: ``handle`` returns a reply of bounded size
+    and never raises; a write that is not of the expected shape becomes a bounded ``rejected``
+    event (see ``protocol.edge_command``); reads never change state.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        shards: int,
+        markets: Mapping[str, Market],
+        engine: Engine | None = None,
+        journal: Journal | NullJournal | None = None,
+        ring_size: int = 1 << 20,
+        registry: Registry | None = None,
+    ) -> None:
+        if not 0 <= index < shards:
+            raise ValueError(f"shard index {index} out of range for {shards} shards")
+        self.index = index
+        self.shards = shards
+        self.markets = markets
+        self.engine = engine if engine is not None else Engine(markets)
+        # Every command applied is journaled before its reply leaves (the loop commits the
+        # journal, then sends the replies of the batch).
+        self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
+        self.ring = PublishedRing(ring_size)
+        self.stats = ShardStats(index)
+        self._owner: dict[Any, int] = {}
+        self.commands = 0
+        self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
+        self.internal_errors = 0
+        # Set while the journal cannot write: writes are refused with this reason, reads served.
+        self.journal_down: str | None = None
+        # With a registry every request carries its connection's key id and may act only for
+        # the accounts that key holds; None: insecure mode (no identity checks).
+        self.registry = registry
+        self.key: KeyInfo | None = None  # the key of the request being handled
+        # Account shards: with M > 0 the engine is a ``SettledEngine`` and orders
+        # come only from the account tier (their holds are taken there); 0: off.
+        self.accounts = 0
+        self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
+            OP_BOOK: self.book,
+            OP_EVENTS: self.events,
+            OP_STATUS: self.status,
+            OP_ORDER: self.order,
+            OP_MARKETS: self.markets_read,
+        }
+
+    def owner(self, symbol: str) -> int:
+        owner = self._owner.get(symbol)
+        if owner is None:
+            owner = shard_for(symbol, self.shards) if symbol else self.index
+            if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
+                self._owner[symbol] = owner
+        return owner
+
+    def handle(self, payload: bytes, out: list[Event], info: dict[str, Any],
+               budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None) -> bytes:  # fmt: skip
+        """One request payload → reply bytes; the commands' events are appended to ``out``.
+
+        ``budget`` bounds the bytes this request's reads may return, all reads together.
+        ``user`` is the authenticated key id of the connection (never a client-written field).
+        """
+        self.budget = budget
+        key = None
+        if self.registry is not None:
+            key = self.registry.lookup(user)
+            if key is None:
+                return _UNKNOWN_KEY
+        self.key = key
+        cmds, error = decode_request(payload)
+        if error is None:
+            error = internal_op_refusal(cmds)
+        if error is not None:
+            return encode_reply(None, error)
+        reads = self._reads
+        if self.journal_down is not None:
+            for cmd in cmds:
+                if self._read_op(cmd) is None:
+                    return encode_reply(None, journal_error(self.journal_down))
+        stats = self.stats
+        t0 = perf_counter()
+        results: list[Any] = []
+        apply = self.engine.apply
+        journal_add = self.journal.add
+        engine = self.engine
+        try:
+            for cmd in cmds:
+                op = self._read_op(cmd)
+                if op is not None:
+                    results.append(reads[op](cmd, info))
+                    continue
+                cmd = self._admit(edge_command(cmd), key)
+                start = len(out)
+                seq = engine.seq
+                apply(cmd, out)
+                journal_add(seq, cmd)
+                results.append(out[start:])
+        except Exception as exc:  # the engine's contract says this cannot happen; if it does,
+            # the process must survive it, and the applied writes stay queryable (OP_ORDER).
+            self.internal_errors += 1
+            log.exception("internal error while handling a request")
+            return encode_reply(None, internal_error(exc))
+        n = len(cmds)
+        self.commands += n
+        if n:
+            stats.received += n
+            stats.engine_time.add((perf_counter() - t0) / n, n)
+            stats.cmds_per_msg.add(n)
+        return encode_reply(results)
+
+    def _admit(self, cmd: tuple, key: KeyInfo | None) -> tuple:
+        """The command the engine applies for a client's write (``edge_command`` shaped it):
+        itself, or the ``OP_REJECT`` it becomes when the key may not act for its account,
+        when orders must come through the account tier, or when its pair is another
+        shard's."""
+        if key is not None and cmd[0] != OP_REJECT and not key.may_act_for(cmd[3]):
+            # (an OP_REJECT here is one edge_command made: clients' own are refused)
+            cmd = (OP_REJECT, cmd[1], cmd[2], _not_allowed(cmd[3]), REJ_NOT_ALLOWED)
+        if self.accounts and cmd[0] in (OP_NEW, OP_AMEND):
+            cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
+        owner = self.owner(cmd[1])
+        if owner != self.index:
+            reason = f"symbol {cmd[1]} belongs to shard {owner}, not {self.index}"
+            cmd = (OP_REJECT, cmd[1], cmd[2], reason, REJ_WRONG_SHARD)
+        return cmd
+
+    def forward(self, j: int, seq: int, prev: int, cmd: Any, out: list[Event]) -> None:
+        """Apply one command account shard ``j`` forwarded (its hold is taken), journaled as
+        ``(OP_FORWARD, j, seq, prev, cmd)`` so a replay rebuilds the settlement stage too.
+        The caller checked the link (``forward_verdict`` is APPLY). The ``SettledEngine``
+        judges the command (shape, account of shard ``j``, symbol of this shard): one it
+        refuses is rejected and settled back to ``j`` (the hold is released there), with an
+        ALERT here since only a misconfigured cluster or a bug sends such a forward."""
+        if edge_command(cmd)[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
+            # journal a bounded stand-in (still refused and settled), never megabytes
+            cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
+                        for i in range(4))  # fmt: skip
+            cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
+        rec = (OP_FORWARD, j, seq, prev, cmd)
+        engine = self.engine
+        before = engine.seq
+        refusals = getattr(engine, "refusals", 0)
+        start = len(out)
+        engine.apply(rec, out)
+        self.journal.add(before, rec)
+        if getattr(engine, "refusals", 0) != refusals:
+            self.internal_errors += 1
+            reason = out[-1][4] if len(out) > start else "?"
+            log.error("ALERT account shard %d forwarded a command this shard refuses (%s): "
+                      "rejected and settled back", j, reason)  # fmt: skip
+        self.commands += 1
+        self.stats.received += 1
+
+    def _may_read(self, op: int, account: Any = None) -> str | None:
+        """Why the current key may not do read ``op`` (None: it may)."""
+        key = self.key
+        if key is None or key.role == "admin":
+            return None
+        if op == OP_EVENTS and key.role not in ("bridge", "reader"):
+            return "events: not allowed for this key"
+        if op == OP_ORDER and not key.may_act_for(account):
+            return _not_allowed(account)
+        return None
+
+    def _read_op(self, cmd: Any) -> int | None:
+        """The read op of ``cmd`` if it is one (then it changes nothing), else None."""
+        if type(cmd) is tuple and cmd:
+            op = cmd[0]
+            if type(op) is int and op in self._reads:
+                return op
+        return None
+
+    # -- reads: each (cmd, info) → a map; a bad argument is an {"error": reason} map --------
+
+    def events(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        """Re-send events [first, last] from the in-memory ring, else the journal. The reply is
+        capped in count and bytes: the caller asks again from the last seq it got + 1."""
+        denied = self._may_read(OP_EVENTS)
+        if denied:
+            return {"error": denied}
+        if len(cmd) != 3 or type(cmd[1]) is not int or type(cmd[2]) is not int:
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        first, last = cmd[1], cmd[2]
+        if not 0 < first <= last:
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        seq = self.engine.seq
+        last = min(last, first + MAX_EVENTS_REPLY - 1, seq)
+        if first > last:
+            return {"events": [], "seq": seq}
+        evs = self.ring.get(first, last)
+        if evs is None:
+            try:
+                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
+            except JournalError as exc:
+                return {"error": str(exc), "seq": seq}
+            if evs == []:  # still replaying towards ``first``: ask again (bounded work each)
+                return {"events": [], "seq": seq, "pending": True}
+        if evs is None:
+            return {
+                "error": f"events {first}..{last} are gone (ring starts at "
+                f"{self.ring.first}, no journal)",
+                "seq": seq,
+            }
+        evs, size = _cap_bytes(evs, self.budget)
+        self.budget -= size
+        return {"events": evs, "seq": seq}
+
+    def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        symbol = _at(cmd, 1)
+        depth = cmd[2] if len(cmd) > 2 else 10
+        if type(symbol) is not str:
+            return {"error": f"book: symbol must be a string, got {quote(symbol)}"}
+        if type(depth) is not int or not 0 < depth <= MAX_BOOK_DEPTH:
+            return {"symbol": symbol, "error": f"book: depth must be 1..{MAX_BOOK_DEPTH}"}
+        if symbol not in self.markets:
+            return {"symbol": _sym(symbol), "error": f"unknown symbol {_sym(symbol)}"}
+        if self.owner(symbol) != self.index:
+            return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+        book = self.engine.book(symbol)
+        assert book is not None  # a known market always has (or gets) a book
+        if len(cmd) == 4:  # (OP_BOOK, symbol, depth, offset): its live orders (the audit)
+            return self.book_orders(book, cmd[3])
+        bids, asks = book.depth(min(depth, max(1, self.budget // 64)))
+        self.budget -= 24 * (len(bids) + len(asks))
+        return {
+            "symbol": symbol,
+            "shard": self.index,
+            "seq": self.engine.seq,
+            "bids": bids,
+            "asks": asks,
+        }
+
+    def book_orders(self, book: Any, offset: Any) -> dict[str, Any]:
+        """A page of ``book``'s live orders with their accounts (admin and reader keys: the
+        per-order audit compares them with the account shards' holds)."""
+        if self.key is not None and self.key.role not in ("admin", "reader"):
+            return {"symbol": book.symbol, "error": "book orders: not allowed for this key"}
+        if type(offset) is not int or offset < 0:
+            return {"symbol": book.symbol, "error": "book: offset must be an int >= 0"}
+        rows = book_rows(book, offset, min(PAGE, max(1, self.budget // 96)))  # bytes: bounded
+        self.budget -= 96 * len(rows)
+        return {"symbol": book.symbol, "shard": self.index, "seq": self.engine.seq,
+                "total": len(book.orders), "orders": rows}  # fmt: skip
+
+    def order(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        """The fate of one order: live / filled / cancelled (from the book and the engine's
+        bounded recent-results window) or unknown (never executed here within that window)."""
+        if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
+            return {"error": "order: expected (op, symbol, account, id) as strings"}
+        _, symbol, account, oid = cmd
+        denied = self._may_read(OP_ORDER, account)
+        if denied:
+            return {"error": denied}
+        if symbol not in self.markets:
+            return {"error": f"unknown symbol {_sym(symbol)}"}
+        if self.owner(symbol) != self.index:
+            return {"error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+        # trades are looked up in the event ring (the engine keeps only each order's seq range)
+        status = dict(self.engine.order_status(symbol, account, oid, self.ring.get))
+        status["seq"] = self.engine.seq
+        return status
+
+    def markets_read(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        return {"markets": markets_to_wire(self.markets)}
+
+    def status(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+        eng = self.engine
+        return {
+            "shard": self.index,
+            "shards": self.shards,
+            "seq": eng.seq,
+            "resting": eng.resting(),
+            "symbols": {s: len(b.orders) for s, b in sorted(eng.books.items())},
+            "commands": self.commands,
+            "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
+            "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"
+            **info,
+        }
+
+
+_NOT_VIA_ACCOUNTS = (
+    "with the account tier on, new and amend go through the account's shard "
+    "(routing key @account), which holds their funds first"
+)
+
+
+def _not_allowed(account: Any) -> str:
+    shown = account if type(account) is str and len(account) <= 64 else quote(account)
+    return f"account {shown} not allowed for this key"
+
+
+def _sym(symbol: str) -> str:
+    """A symbol as a reason may show it: as is when short and printable, else quoted/cut."""
+    return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
+
+
+def _cap_bytes(evs: list[Event], limit: int) -> tuple[list[Event], int]:
+    """The longest prefix of ``evs`` whose msgpack encoding stays within ``limit`` bytes (at
+    least one event, so a repair always progresses), and its size."""
+    size = 0
+    for k, ev in enumerate(evs):
+        n = len(packb(ev))
+        if size + n > limit and k:
+            return evs[:k], size
+        size += n
+    return evs, size
+
+
+def _at(cmd: Any, i: int) -> Any:
+    try:
+        return cmd[i]
+    except Exception:
+        return None
+
+
+def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
+    """Refuse to serve a journal whose pairs now hash to other shards (``--shards`` changed):
+    their resting orders would be stranded here while their new owner starts empty."""
+    foreign = sorted(s for s in engine.books if shard_for(s, shards) != index)
+    if foreign:
+        raise JournalError(
+            f"{where} holds pairs that shard {index} of {shards} does not own "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was written "
+            "with another --shards. Moving pairs between shards is not supported yet; start "
+            "with the old shard count or another --data-dir."
+        )

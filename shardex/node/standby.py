@@ -1,0 +1,419 @@
+"""The standby's half of hot standby replication (``replication`` says the protocol):
+follow the lease holder, journal and apply its batches to its own state machine, ack what is
+durable, answer clients ``not_leader``, and take the lease when it expires (if in the in-sync
+set). Knows no concrete node: the state machine comes from the journal's factory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+import zmq
+
+from shardex.auth import (
+    DOMAIN_CLIENTS,
+    KeyFile,
+    KeyStore,
+    ZapHandler,
+    client_socket,
+    server_socket,
+)
+from shardex.journal import Journal
+from shardex.lease import Holder, Lease
+from shardex.node.fencing import not_leader_reply
+from shardex.node.replication import (
+    CHECK_LEASE_S,
+    EXPIRY_SLACK_S,
+    RESYNC_S,
+    START_GRACE_S,
+    Refusals,
+    log,
+    open_journal,
+    reserve_port,
+)
+from shardex.node.ring import PublishedRing
+from shardex.wire.protocol import not_leader_error
+from shardex.wire.replication import (
+    ACK,
+    DIV,
+    PID,
+    REC,
+    SUB,
+    crc_ok,
+    decode_body,
+    decode_commands,
+    encode_body,
+    rec_fields,
+)
+
+
+class Diverged(Exception):
+    """This node's journal holds records the leader does not: it must start over."""
+
+
+class Standby:
+    """The standby's loop: follow the lease holder, journal and apply its batches, ack; take
+    the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
+
+    def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
+                 journal: Journal, engine: Any, key: KeyFile | None = None,
+                 ring_size: int = 1 << 20, direct: str | None = None,
+                 keys_dir: str | None = None, machine: Any = None,
+                 reserve: tuple[str | None, ...] = ()) -> None:  # fmt: skip
+        """``key``: this shard's key pair in a secure cluster (the link to the leader is
+        CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
+        client port this replica serves once it leads, bound meanwhile to answer
+        ``not_leader`` (a CURVE server checked by this process's own ZAP handler when
+        ``keys_dir`` is given, as the leader's is). ``machine``: the journal's state machine
+        when it is not the plain engine (with the account tier a ``SettledEngineFactory``:
+        the standby then replays the leader's forward records into the same inbox,
+        settlement feed and rings, so a promoted standby re-sends exactly the settlements the
+        old leader would have); ``journal`` must have been made with it. ``reserve``: the
+        other endpoints it binds once it leads (PUB, replication, account link): their TCP
+        ports are held (bound, not listening) while it stands by, so no other process's
+        outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
+        could not bind exited, and the shard was leaderless for seconds); released at
+        ``close``, just before the leader binds them."""
+        self.zmq = zmq
+        self.ctx = zmq.Context()
+        self.lease = lease
+        self.node = lease.node
+        self.journal_dir = journal_dir
+        self.markets = markets
+        self.fsync = fsync
+        self.journal = journal
+        self.engine = engine
+        self.sock: Any = None
+        self.leader: Holder | None = None
+        self.last_heard = 0.0
+        self.last_sub = 0.0
+        self.applied = 0
+        self.last_warned = 0.0
+        self.epoch: int | None = None  # the journal's epoch, cached (``_drain``)
+        self.epoch_of: Journal | None = None
+        self.key = key
+        self.machine = machine
+        self.refused = Refusals(f"standby {self.node}")
+        self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
+        self.started = time.monotonic()
+        self.deferred = False  # logged once: a free lease left to the live standby
+        # The events of what it applies, as the leader keeps them (same seqs): handed to the
+        # ring of the leader it becomes, so the bridge's repair of the old leader's last
+        # unpublished events is served from memory. (A journal replay of that range stalled
+        # new leaders' loops for seconds.)
+        self.ring_size = ring_size
+        self.ring = PublishedRing(ring_size)
+        # The direct port this replica serves once it leads, bound while it stands by so a
+        # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
+        # a timeout (``serve_clients``). Closed before promotion.
+        self.front: Any = None
+        self.zap: Any = None
+        self.not_leader_refused = 0
+        self.reserved = [r for r in (reserve_port(ep) for ep in reserve if ep) if r is not None]
+        if direct:
+            self._bind_front(direct, keys_dir)
+
+    def _bind_front(self, direct: str, keys_dir: str | None) -> None:
+        """Bind the direct port this replica serves once it leads, to answer ``not_leader``
+        meanwhile; one that cannot be bound is a warning (clients there time out)."""
+        front = self.ctx.socket(zmq.ROUTER)
+        front.setsockopt(zmq.LINGER, 0)
+        front.setsockopt(zmq.SNDHWM, 1000)
+        try:
+            if keys_dir:  # secure clients must complete a handshake to hear the refusal
+                store = KeyStore(keys_dir)
+                self.zap = ZapHandler(self.ctx, store.registry())
+                server_socket(front, store.server(), DOMAIN_CLIENTS)
+            front.bind(direct)
+            self.front = front
+        except zmq.ZMQError as exc:
+            front.close(0)
+            log.warning("standby %s cannot bind %s (%s): clients there time out instead "
+                        "of hearing not_leader", self.node, direct, exc)  # fmt: skip
+
+    def check_divergence(self) -> None:
+        """At start: if a later epoch began at a seq below ours, our tail was never acked
+        (we were the old leader and it was not replicated): start over from the leader."""
+        mine = self.journal.read_epoch()
+        later = {e: s for e, s in self.lease.starts().items() if e > mine}
+        if later and self.engine.seq > later[min(later)]:
+            raise Diverged(
+                f"journal at seq {self.engine.seq} (epoch {mine}) is past the start of epoch "
+                f"{min(later)} (seq {later[min(later)]})"
+            )
+
+    def start_over(self, why: str) -> None:
+        """Move the journal aside (kept for forensics) and start from an empty one."""
+        self.journal.close()
+        aside = f"{self.journal_dir}.diverged-{int(time.time())}"
+        log.error("ALERT %s: %s; moving the journal to %s and catching up from the leader",
+                  self.node, why, aside)  # fmt: skip
+        shutil.move(self.journal_dir, aside)
+        os.makedirs(self.journal_dir, exist_ok=True)
+        self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine)
+        self.engine = self.journal.recover().engine
+        self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
+        if self.sock is not None:
+            self.last_sub = 0.0
+
+    def _follow(self, holder: Holder) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+        s = self.sock = self.ctx.socket(self.zmq.DEALER)
+        s.setsockopt(self.zmq.LINGER, 0)
+        s.setsockopt(self.zmq.IDENTITY, self.node.encode())
+        if self.key is not None:
+            client_socket(s, self.key)  # shard I's key; the leader must hold the server key
+        try:
+            s.connect(holder.endpoint)
+        except self.zmq.ZMQError as exc:  # a garbled endpoint in the lease: wait for the next
+            log.error("ALERT cannot connect to %s's replication endpoint %r: %s", holder.node,
+                      holder.endpoint, exc)  # fmt: skip
+        self.leader = holder
+        self.last_sub = 0.0
+        log.info("%s follows %s (epoch %d) at %s from seq %d", self.node, holder.node,
+                 holder.epoch, holder.endpoint, self.engine.seq)  # fmt: skip
+
+    def _send(self, kind: bytes, body: Any) -> None:
+        try:
+            self.sock.send_multipart([kind, encode_body(body)], self.zmq.NOBLOCK)
+        except self.zmq.ZMQError:
+            pass
+
+    def run(self, stop: Any) -> bool:
+        try:
+            self.check_divergence()
+        except Diverged as exc:
+            self.start_over(str(exc))
+        next_check = 0.0
+        poller = None
+        while not stop:
+            now = time.monotonic()
+            if now >= next_check:
+                try:
+                    wait = self._check_lease()
+                    if wait is None:
+                        return True
+                except Diverged as exc:  # (a new leader whose epoch began below our seq)
+                    self.start_over(str(exc))
+                    wait = 0.0  # (then follow it, from an empty journal)
+                except Exception as exc:  # Redis down: keep following whoever we follow
+                    wait = CHECK_LEASE_S
+                    if now - self.last_warned >= 5.0:  # (not every 100 ms)
+                        self.last_warned = now
+                        log.warning("lease check failed: %s", exc)
+                next_check = time.monotonic() + wait
+            until_check = max(0.0, next_check - time.monotonic())
+            if self.zap is not None:
+                self.zap.serve()
+            if self.front is not None:
+                self.serve_clients()
+            if self.sock is None:
+                if self.front is not None:
+                    self.front.poll(int(min(until_check, CHECK_LEASE_S / 2) * 1000) + 1)
+                else:
+                    time.sleep(min(until_check, CHECK_LEASE_S / 2))
+                continue
+            if poller is None or poller.sockets[0][0] is not self.sock:
+                poller = self.zmq.Poller()
+                poller.register(self.sock, self.zmq.POLLIN)
+                if self.front is not None:
+                    poller.register(self.front, self.zmq.POLLIN)
+                if self.zap is not None:
+                    poller.register(self.zap.sock, self.zmq.POLLIN)
+            if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
+                self.last_sub = now
+                self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
+                self._send(PID, os.getpid())
+            if poller.poll(min(50, int(until_check * 1000) + 1)):
+                try:
+                    self._drain()
+                except Diverged as exc:
+                    self.start_over(str(exc))
+        return False
+
+    def status(self) -> dict[str, Any]:
+        """The standby's state (role, epoch, seq, whom it follows), for its refusals."""
+        leader = self.leader
+        return {
+            ("account_shard" if self.lease.name.startswith("accounts") else "shard"):
+                self.lease.shard,
+            "role": "standby",
+            "node": self.node,
+            "epoch": self.journal.read_epoch() if self.epoch is None else self.epoch,
+            "seq": self.engine.seq,
+            "leader": leader.node if leader is not None else None,
+            "leader_epoch": leader.epoch if leader is not None else None,
+            "pid": os.getpid(),
+        }
+
+    def serve_clients(self) -> None:
+        """Answer what waits on the direct port: ``not_leader`` (nothing runs here; the
+        client refreshes its topology and goes to the leader), for reads too: OP_STATUS
+        included, since a status answer is what the bridge (and any poller) takes as "this
+        is the shard's leader" (serving it kept a bridge polling a restarted old leader's
+        port, now a standby's, instead of following the new leader). The refusal says the
+        standby's seq and whom it follows."""
+        zmq, front = self.zmq, self.front
+        error = None
+        for _ in range(1000):
+            try:
+                frames = front.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 4:  # [client, routing key, request id, payload]
+                continue
+            if error is None:
+                status = self.status()
+                leader = self.leader
+                error = not_leader_error(
+                    max(status["epoch"], leader.epoch if leader is not None else 0),
+                    f"{self.node} is a standby of {self.lease.label} at seq "
+                    f"{status['seq']}; "
+                    + (f"{leader.node} leads (epoch {leader.epoch})" if leader else "no leader"),
+                )
+            self.not_leader_refused += 1
+            try:
+                front.send_multipart([frames[0], frames[2], not_leader_reply(frames[3], error)],
+                                     zmq.NOBLOCK)  # fmt: skip
+            except zmq.ZMQError:
+                pass  # full or gone: that client times out
+
+    def _check_lease(self) -> float | None:
+        """Look at the lease: take it if it is free and we may (None: we lead now), else
+        follow its holder. Returns when to look again: the holder's remaining ttl plus a hair
+        when that is sooner than ``CHECK_LEASE_S`` (so a dead leader's lease is taken within
+        a few ms of its expiry in Redis, not up to a period later)."""
+        holder, pttl = self.lease.holder_ttl()
+        if holder is None:
+            if (
+                self.leader is None
+                and time.monotonic() - self.started < START_GRACE_S
+                and any(m != self.node for m in self.lease.isr())
+            ):
+                # Just (re)started and never followed anyone: a leader killed and restarted
+                # at once (the supervisor) found the lease free before its live standby's
+                # expiry check took it, and won it back: safe, but a second failover for
+                # nothing, served from a cold process. Leave a free lease to the other
+                # in-sync member for one ttl; if nobody takes it (it is down too), take it.
+                if not self.deferred:
+                    self.deferred = True
+                    log.info("%s: the lease is free; leaving it to %s for %.1f s (just "
+                             "started)", self.node, ",".join(self.lease.isr()),
+                             START_GRACE_S)  # fmt: skip
+                return CHECK_LEASE_S
+            t0 = time.monotonic()
+            epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
+            if epoch:
+                self.journal.write_epoch(epoch)
+                self.took_at = t0
+                log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
+                            self.lease.label, epoch, self.engine.seq)  # fmt: skip
+                return None
+            log.info("%s may not lead: %s", self.node, why)
+            return CHECK_LEASE_S
+        if holder.node != self.node and holder != self.leader:
+            if holder.epoch > self.journal.read_epoch():
+                # Checked again here, not only at start: a deposed leader restarted at once
+                # (kill -9, the supervisor) stands by before its successor took the lease, so
+                # the start-up check saw no later epoch; and the first record of the new
+                # epoch would write that epoch into our journal, hiding the divergence for
+                # good (we would apply the leader's batches on top of a tail it never had).
+                self.check_divergence()
+            self._follow(holder)
+        if pttl >= 0:
+            return min(CHECK_LEASE_S, pttl / 1000 + EXPIRY_SLACK_S)
+        return CHECK_LEASE_S
+
+    def _drain(self) -> None:
+        zmq = self.zmq
+        journal, engine = self.journal, self.engine
+        if self.epoch is None or self.epoch_of is not journal:  # (read once per journal)
+            self.epoch, self.epoch_of = journal.read_epoch(), journal
+        mine = self.epoch
+        applied = False
+        for _ in range(10_000):
+            try:
+                kind, body = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ValueError:
+                self.refused("not 2 frames")
+                continue
+            try:
+                msg = decode_body(body)
+            except Exception:
+                self.refused(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
+                continue
+            if kind == DIV and type(msg) is int and 0 <= msg < engine.seq:
+                self.last_heard = time.monotonic()
+                raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})")
+            if kind != REC or type(msg) is not tuple or len(msg) != 5:
+                self.refused(f"unknown {kind[:8]!r} or bad shape")
+                continue
+            fields = rec_fields(msg)
+            if fields is None:
+                self.refused("malformed record")
+                continue
+            epoch, seq0, seq1, crc, payload = fields
+            self.last_heard = time.monotonic()
+            if epoch < mine:
+                log.warning("refused a record of epoch %d < %d", epoch, mine)
+                continue
+            if epoch > mine:
+                journal.commit()
+                journal.write_epoch(epoch)  # before anything of that epoch is journaled
+                mine = self.epoch = epoch
+            if seq0 != engine.seq:
+                if seq0 > engine.seq:  # a gap: ask again from what we have
+                    self.last_heard = 0.0
+                continue  # (below: a duplicate)
+            if not crc_ok(crc, payload):
+                self.refused(f"record at seq {seq0} failed its crc: resync")
+                self.last_heard = 0.0
+                continue
+            applied = self._apply_record(seq0, seq1, payload) or applied
+        if applied:
+            journal.commit()
+            self._send(ACK, (mine, engine.seq))
+
+    def _apply_record(self, seq0: int, seq1: int, payload: bytes) -> bool:
+        """Journal and apply one record of the leader's (its crc checked): True when applied;
+        one that holds no command list is refused and we ask again from what we have."""
+        journal, engine = self.journal, self.engine
+        cmds = decode_commands(payload)
+        if type(cmds) is not tuple:  # (arrays decode as tuples; the engine takes any
+            # command, so only the batch's shape is checked here)
+            self.refused(f"record at seq {seq0} holds no command list: resync")
+            self.last_heard = 0.0
+            return False
+        out: list[Any] = []
+        for cmd in cmds:
+            before = engine.seq
+            engine.apply(cmd, out)
+            journal.add(before, cmd)
+        self.ring.extend(out)
+        outgoing = getattr(engine, "outgoing", None)
+        if outgoing:  # (a settled engine: the rings keep them for re-sending once we
+            outgoing.clear()  # lead; a standby sends no settlement itself)
+        self.applied += 1
+        if seq1 and engine.seq != seq1:
+            raise SystemExit(f"ALERT replica diverged: seq {engine.seq} after applying a "
+                             f"batch the leader ended at {seq1}")  # fmt: skip
+        return True
+
+    def close(self) -> None:
+        for held in self.reserved:  # (the leader binds these next)
+            held.close()
+        self.reserved = []
+        if self.sock is not None:
+            self.sock.close(0)
+        if self.front is not None:
+            self.front.close(0)  # (before ctx.term: the leader binds the same port next)
+            self.front = None
+        if self.zap is not None:
+            self.zap.close()
+            self.zap = None
+        self.ctx.term()
