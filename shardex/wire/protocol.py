@@ -328,10 +328,10 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 #              per command, in order: the command's event tuples for writes, a map for reads.
 # events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order; a
 #              replicated shard's leader appends its epoch: [VERSION, shard, [event, ...], epoch]
-#              (issue 15; additive: a single-process shard sends the 3-field form, as before).
+#              (additive: a single-process shard sends the 3-field form, as before).
 #              Encoded and decoded in ``shardex.wire.pub`` (the bridge's decoder).
 #
-# Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
+# Replicated shards: a process that does not lead its shard (a standby, or a leader
 # fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
 # reads included, with the batch error ``not_leader_error`` (code ``not_leader``, its epoch
 # in data): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
@@ -586,7 +586,7 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Account tier (issue 14, phase 1; design in docs/accounts.md). Off unless the cluster runs with
+# Account tier (design in docs/accounts.md). Off unless the cluster runs with
 # account shards (``shardex up --accounts M``); nothing above changes with it off.
 #
 # client → router → account shard: routing key ``@<account>`` (the router hashes the account
