@@ -17,11 +17,10 @@ from contextlib import contextmanager
 from decimal import Decimal as D
 
 import pytest
-from conftest import Cluster
-from test_accounts_attack import _metric
-from test_accounts_wire import _wait
 
 from shardex.client import AsyncClient, Retry
+from tests.support.accounts import _metric, _wait
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -155,7 +154,7 @@ def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster
     import sys
     import time
 
-    from conftest import ROOT
+    from tests.support.cluster import ROOT
 
     with tier.client() as admin:
         for asset, amount in (("USD", "100000000"), ("BTC", "100000")):

@@ -26,9 +26,6 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, free_layout, redis_server_binary, wait_listening
-from test_bridge import BridgeProc, wait_until
-from test_redis_acl import AclRedis
 
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FORWARD
@@ -47,6 +44,11 @@ from shardex.wire.protocol import (
     not_leader_error,
     packb,
 )
+from tests.support.bridge import BridgeProc, wait_until
+from tests.support.cluster import ROOT
+from tests.support.ports import free_layout, wait_listening
+from tests.support.redis import redis_server_binary
+from tests.support.redis_acl import AclRedis
 
 ASSETS = AssetTable(DEFAULT_MARKETS)
 
@@ -474,7 +476,7 @@ def test_kill9_account_leader_twice_the_bridge_follows_there_and_back() -> None:
     The one bridge process follows both moves; the balances stream ends exactly the account
     shard's balance and fee events, in seq order, each once; the tiers agree and
     ``shardex audit`` passes; nothing was lost for Redis and nothing malformed was read."""
-    from test_failover_accounts import (
+    from tests.support.failover_accounts import (
         AccountsPair,
         FundedLoad,
         _check_consistent,

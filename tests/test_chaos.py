@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, RedisServer
 
 from shardex.client import EXECUTED, NOT_EXECUTED, Client, ShardexError
 from shardex.wire.protocol import OP_ORDER, STATE_UNKNOWN, shard_for
+from tests.support.cluster import Cluster
+from tests.support.redis import RedisServer
 
 SYMBOLS = ("BTC-USD", "ETH-USD")  # on different shards when N = 2
 assert shard_for(SYMBOLS[0], 2) != shard_for(SYMBOLS[1], 2)

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cluster, free_layout, require
+from conftest import require
 
 from shardex.cli import _seq_range
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, STP_NONE
 from shardex.journal import Journal
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_layout
 
 
 def cli(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from test_engine_props import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
+from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 

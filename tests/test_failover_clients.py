@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import RedisServer
-from test_failover import SYMBOL, Pair
 
 from shardex.client import (
     EXECUTED,
@@ -43,6 +41,8 @@ from shardex.wire.protocol import (
     not_leader_error,
 )
 from shardex.wire.transport import dealer
+from tests.support.failover import SYMBOL, Pair
+from tests.support.redis import RedisServer
 
 # -- the decisions, without sockets -------------------------------------------------------------
 
@@ -378,15 +378,15 @@ def test_bridge_drops_pub_of_an_older_epoch(redis_server: RedisServer, tmp_path)
     """A PUB message of an epoch older than the newest seen for the shard (a deposed leader
     that still publishes) never reaches Redis: it is dropped and counted, and the seqs it
     claimed are filled from the current leader (repair), so Redis ends exact."""
-    from fakeshard import FakeShards, accepted, trade
-    from test_bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.fakeshard import FakeShards, accepted, trade
 
     fake = FakeShards(1)
     bridge = BridgeProc(fake, redis_server.url, tmp_path)
     r = redis_server.client()
     try:
         wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-        time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+        wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
         _publish_epoch(fake, trade, 50, 2)
         wait_until(lambda: r.xlen("shardex:events:0") == 50, 20, "epoch 2 written", bridge)
         _publish_epoch(fake, accepted, 30, 1, forged=True)  # the deposed leader's seqs 51..80
@@ -436,9 +436,9 @@ def test_sigstopped_leader_never_reaches_redis_after_resume() -> None:
     import os
 
     import redis
-    from conftest import Cluster
 
     from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
+    from tests.support.cluster import Cluster
 
     c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
     try:

@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _TEST_LOGS, LOG_DIR, ROOT, RedisServer, free_layout, require
-from test_failover import Load, _journal_ids, _place_until_ok, _replayed_seq
+from conftest import require
 
 from shardex.client import Client
 from shardex.lease import Lease
 from shardex.node.replica import replica_dir
+from tests.support.cluster import LOG_DIR, ROOT
+from tests.support.cluster import TEST_LOGS as _TEST_LOGS
+from tests.support.failover import Load, _journal_ids, _place_until_ok, _replayed_seq
+from tests.support.ports import free_layout
+from tests.support.redis import RedisServer
 
 SYMBOL = "BTC-USD"
 REPL, DIRECT, PUB = 6155, 5655, 5755  # the same in both namespaces: each has its own stack

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_client import StandIn, shard_like
 
 from shardex.client import ClientCore
 from shardex.engine import DEFAULT_MARKETS
@@ -31,6 +30,7 @@ from shardex.tools.loadgen import (
 )
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
 from shardex.wire.protocol import OP_ORDER, encode_reply, leader_changed_error, markets_to_wire
+from tests.support.standin import StandIn, shard_like
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -324,8 +324,8 @@ def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> No
 @pytest.fixture
 def pair(tmp_path):
     """``test_failover``'s pair: a router, two ``--role auto`` replicas of shard 0, Redis."""
-    from conftest import RedisServer
-    from test_failover import Pair
+    from tests.support.failover import Pair
+    from tests.support.redis import RedisServer
 
     (tmp_path / "redis").mkdir()
     redis = RedisServer(str(tmp_path / "redis"))

@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 from shardex.client import Client
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 
 def _forwarded(port: int) -> float:
