@@ -162,7 +162,7 @@ def test_kill9_bridge_mid_load_still_exactly_once(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=40, pause=0.05)
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     os.kill(cluster.child_pid("bridge"), signal.SIGKILL)
     t.join(120)
     assert not load.errors
@@ -176,9 +176,12 @@ def test_redis_down_for_seconds_then_back_still_exactly_once(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=50, pause=0.1)  # ~5 s of load
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     server.stop()
-    time.sleep(2.5)  # the engines keep matching meanwhile; the bridge retries
+    # the engines keep matching meanwhile; the bridge finds Redis gone and retries
+    traded = load.total
+    wait_until(lambda: "Redis unavailable" in cluster.output(), 30, "the bridge's retries")
+    wait_until(lambda: load.total > traded or load.done.is_set(), 30, "matching without Redis")
     server.start()  # same directory: the AOF brings the data back
     t.join(120)
     assert not load.errors
@@ -257,7 +260,7 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=40, pause=0.05)
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     os.kill(cluster.shard_pid(shard_for("ETH-USD", 2)), signal.SIGKILL)
     t.join(120)
     r = server.client()

@@ -34,6 +34,7 @@ from tests.support.failover import (
     sigstop_primary_is_fenced_after_resume,
 )
 from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -121,7 +122,9 @@ def test_redis_restart_no_split_brain(pair: Pair) -> None:
             r = c.submit_many([c.order(SYMBOL, "buy", "1", "61", id=f"mid{k}")])[0]
             if r.error is None:
                 acked.append(f"mid{k}")
-    time.sleep(2.0)
+    # down until the leader reached its deadline (it says so)
+    wait_until(lambda: "is past its lease deadline" in pair.output("r" + first[-1]), 30,
+               "the leader past its deadline")  # fmt: skip
     pair.redis.start()  # type: ignore[attr-defined]
     with pair.client() as c:
         for k in range(10):
@@ -403,8 +406,8 @@ def test_lease_renewer_survives_a_busy_loop_but_not_a_wedged_one(redis_server) -
         time.sleep(1.2)  # twice the ttl without a tick: busy, not wedged
         assert lease.valid() and lease.holder() == Holder(1, "shard-5.r0", "tcp://a")
         lease.check()  # nothing to raise
-        time.sleep(2.5)  # past stall_s: no more renewals, the key expires
-        assert not lease.valid() and lease.holder() is None
+        # past stall_s: no more renewals, the key expires
+        wait_until(lambda: not lease.valid() and lease.holder() is None, 10, "the expiry")
         beat[0] = time.monotonic()  # the loop is back, but someone else leads now
         other = Lease(r, 5, "shard-5.r1", "tcp://b", ttl_ms=600, renew_ms=100)
         epoch, why = other.try_acquire(0, 0)

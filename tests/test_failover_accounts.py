@@ -48,6 +48,7 @@ from tests.support.failover_accounts import (
     _wait_account_leader,
 )
 from tests.support.ports import free_port, listening
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,11 +76,12 @@ def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
     assert not listening(_port(apair.layout.replica_account_link(0, 1 - r)))
     load = FundedLoad(apair, "k")
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         before = len(load.acked)
         os.kill(first["pid"], signal.SIGKILL)
         second = apair.wait_isr(None, not_pid=first["pid"])  # the standby leads
-        time.sleep(2.0)  # funded orders go on against the new leader
+        # funded orders go on against the new leader
+        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after the kill")
     finally:
         load.stop()
     assert before, "no order was acknowledged before the kill"
@@ -97,14 +99,16 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
     first = apair.leader()
     load = FundedLoad(apair, "s")
     try:
-        time.sleep(1.0)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         os.kill(first["pid"], signal.SIGSTOP)
         try:
             apair.wait_isr(None, not_pid=first["pid"])
-            time.sleep(1.5)
+            during = len(load.acked)  # the new leader acknowledges while the old one sleeps
+            wait_until(lambda: len(load.acked) >= during + 20, 30, "orders acked by the new one")
         finally:
             os.kill(first["pid"], signal.SIGCONT)  # it is past its deadline: fenced
-        time.sleep(1.0)
+        # resumed, it learns it lost the lease (and exits) while the load goes on
+        wait_until(lambda: "lost the lease" in apair.output(), 30, "the deposed leader's exit")
     finally:
         load.stop()
     assert load.acked
@@ -129,7 +133,7 @@ def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
     assert first.get("role") == "primary", first
     load = FundedLoad(apair, how[0])
     try:
-        time.sleep(1.0)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         before = len(load.acked)
         if how == "kill9":
             os.kill(first["pid"], signal.SIGKILL)
@@ -138,10 +142,12 @@ def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
             os.kill(first["pid"], signal.SIGSTOP)
             try:
                 second = _wait_account_leader(apair, first["pid"])
-                time.sleep(1.0)
+                during = len(load.acked)  # the new leader acknowledges while the old sleeps
+                wait_until(lambda: len(load.acked) >= during + 10, 30, "orders acked meanwhile")
             finally:
                 os.kill(first["pid"], signal.SIGCONT)  # past its deadline: fenced, exits
-        time.sleep(1.5)  # funded orders go on against the new leader
+        # funded orders go on against the new leader
+        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after it")
     finally:
         load.stop()
     assert before, "no order was acknowledged before the failover"

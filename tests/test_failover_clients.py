@@ -43,6 +43,7 @@ from shardex.wire.protocol import (
 from shardex.wire.transport import dealer
 from tests.support.failover import SYMBOL, Pair
 from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 # -- the decisions, without sockets -------------------------------------------------------------
 
@@ -262,7 +263,9 @@ def test_leader_past_its_deadline_refuses_as_not_leader(pair: Pair) -> None:
         d.markets_source = "given"
         assert d.place(SYMBOL, "buy", "1", "100", id="before").ok
         pair.redis.stop()  # type: ignore[attr-defined]
-        time.sleep(1.5)  # past the leader's deadline (< 1 s ttl)
+        # past the leader's deadline (< 1 s ttl): it says so
+        wait_until(lambda: "is past its lease deadline" in pair.output("r" + first[-1]), 30,
+                   "the leader past its deadline")  # fmt: skip
         r = d.place(SYMBOL, "buy", "1", "100", id="fenced-direct")
         assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
     with pair.client() as c:
@@ -333,10 +336,13 @@ def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> No
         RetryingLoad(pair, "a", aio=True),
         RetryingLoad(pair, "ad", direct=True, aio=True),
     ]
-    time.sleep(1.5)
+    wait_until(lambda: all(len(load.results) >= 10 for load in loads), 30, "results")
     pair.proc_of(first).send_signal(signal.SIGKILL)
     second = pair.wait_leader(not_node=first)
-    time.sleep(3.0)  # the clients go on against the new leader
+    # the clients go on against the new leader
+    after = [len(load.results) for load in loads]
+    wait_until(lambda: all(len(ld.results) >= n + 10 for ld, n in zip(loads, after, strict=True)),
+               30, "results after the kill")  # fmt: skip
     for load in loads:
         load.stop()
     assert not any(load.failures for load in loads), [load.failures for load in loads]

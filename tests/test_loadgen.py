@@ -31,6 +31,7 @@ from shardex.tools.loadgen import (
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
 from shardex.wire.protocol import OP_ORDER, encode_reply, leader_changed_error, markets_to_wire
 from tests.support.standin import StandIn, shard_like
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -267,7 +268,8 @@ def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
         cwd=ROOT,
     )
     try:
-        time.sleep(3.0)
+        with cluster1.client() as c:  # interrupted once it is sending (and acknowledged)
+            wait_until(lambda: (c.status()[0].get("commands") or 0) >= 200, 30, "loadgen sending")
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
         else:

@@ -21,6 +21,7 @@ from shardex.redisauth import RedisUsers
 from shardex.wire.protocol import OP_FORWARD, packb
 from tests.support.accounts import _expected, _stream
 from tests.support.cluster import ROOT, Cluster
+from tests.support.wait import wait_until
 
 SYMBOL = "BTC-USD"
 
@@ -125,6 +126,11 @@ class FundedLoad:
                     self.errors += 1
                 if k % 7 == 0:  # a cancel straight to the engine shard (may be gone: filled)
                     c.cancel(SYMBOL, oid, account=t)
+
+    def wait_more(self, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` more orders than now are acknowledged (the load is flowing)."""
+        want = len(self.acked) + n
+        wait_until(lambda: len(self.acked) >= want, timeout, f"{n} more acknowledged orders")
 
     def stop(self) -> None:
         self.stopping.set()

@@ -13,7 +13,7 @@ from shardex.node.supervisor import redis_binary
 from shardex.redisauth import (
     RedisUsers,
 )
-from tests.support.ports import free_layout
+from tests.support.ports import free_port
 from tests.support.redis import redis_server_binary
 
 BINARIES = {"redis-server": redis_server_binary(), "embedded": redis_binary()}
@@ -35,7 +35,7 @@ class AclRedis:
         self.binary = binary
         self.users = users
         self.dir = workdir
-        self.port = free_layout(1).base_port
+        self.port = free_port()
         self.tls = tls
         if tls is None:
             self.url = f"redis://127.0.0.1:{self.port}/0"
