@@ -93,6 +93,31 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+# The longest files first (measured: each takes a minute or more of one worker): with tests
+# spread over workers (tests/run.sh), a long file that starts last is the run's tail.
+LONGEST_FIRST = (
+    "test_bench_smoke.py",
+    "test_chaos.py",
+    "test_fuzz.py",
+    "test_engine_compiled.py",
+    "test_accounts_props.py",
+    "test_hostile.py",
+    "test_diskfull.py",
+    "test_shardcount.py",
+    "test_engine_props.py",
+    "test_bridge_account_failover.py",
+    "test_failover_accounts.py",
+    "test_datadir.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files in LONGEST_FIRST first, in that order; a file's tests stay together and in order
+    (its module fixtures start once)."""
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (a stable sort)
+
+
 @pytest.fixture
 def cluster2() -> Iterator[Cluster]:
     c = Cluster(2)

@@ -46,7 +46,7 @@ class ClusterExited(RuntimeError):
 
 
 def wait_for_cluster(
-    layout: Layout, timeout: float = 20.0, key: Path | None = None, proc=None, log=None
+    layout: Layout, timeout: float = 60.0, key: Path | None = None, proc=None, log=None
 ) -> dict:
     """The topology once every shard registered; ``key``: the admin key file to ask with (it
     appears once ``shardex up`` created the cluster's keys), None for an insecure cluster.
