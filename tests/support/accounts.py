@@ -1,4 +1,6 @@
-"""Helpers shared by test files (from tests/test_accounts_wire.py)."""
+"""The account tier in tests: a cluster with account shards, its balances streams in Redis,
+a funded flow of orders, and a poll that tolerates a shard restarting (``_wait``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Helpers shared by test files (from tests/test_bridge.py)."""
+"""The bridge as a test's process (``BridgeProc``) against fake shards, and the exactly-once check
+of what it wrote to Redis.
+"""
 
 from __future__ import annotations
 

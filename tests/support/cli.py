@@ -1,4 +1,4 @@
-"""Helpers shared by test files (from tests/test_datadir.py)."""
+"""Running ``python -m shardex.cli`` in tests, and reading a refusal's text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Helpers shared by test files (from tests/test_engine_props.py)."""
+"""Hypothesis strategies of engine commands (valid, invalid, long streams) and an engine that logs
+its events, shared by the property, state and compiled-engine tests.
+"""
 
 from __future__ import annotations
 

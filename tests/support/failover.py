@@ -1,4 +1,7 @@
-"""Helpers shared by test files (from tests/test_failover.py)."""
+"""Two replicas of one shard and a router on free ports with one Redis (``Pair``), a steady load
+that records what was acknowledged, and the kill -9 / SIGSTOP failover scenarios run both
+insecure and secure.
+"""
 
 from __future__ import annotations
 

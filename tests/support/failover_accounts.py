@@ -1,4 +1,6 @@
-"""Helpers shared by test files (from tests/test_failover_accounts.py)."""
+"""``shardex up --replicas 2 --accounts 1`` (``AccountsPair``), a funded load, and the checks
+that both tiers converge on one history after a failover.
+"""
 
 from __future__ import annotations
 

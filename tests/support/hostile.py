@@ -1,4 +1,6 @@
-"""Helpers shared by test files (from tests/test_hostile.py)."""
+"""Hostile clients: raw ZeroMQ dealers, a seeded fuzzer of requests, and the process probes (RSS,
+pids, restarts) that tell a process survived them with bounded memory.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by test files (from tests/test_shardcount.py)."""
+"""Journals written directly (forwarded records, account shard directories) for data-dir tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by test files (from tests/test_observability.py)."""
+"""Reading a process's Prometheus ``/metrics`` in tests."""
 
 from __future__ import annotations
 

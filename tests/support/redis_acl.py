@@ -1,4 +1,4 @@
-"""Helpers shared by test files (from tests/test_redis_acl.py)."""
+"""A real Redis with the cluster's ACL users (``AclRedis``); the check that a call is refused."""
 
 from __future__ import annotations
 

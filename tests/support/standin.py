@@ -1,4 +1,4 @@
-"""Helpers shared by test files (from tests/test_client.py)."""
+"""A stand-in shard for client tests (``StandIn``: a ROUTER thread) and a shard-like handler."""
 
 from __future__ import annotations
 
