@@ -505,12 +505,16 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
             # frozen, then it is killed (ZeroMQ would have queued them while it was merely
             # down); its HAVE after the restart asks for more than the ring (4) holds
             engine = cl.shard_pid(0)
+            port = cl.layout.account_metrics_port(0)  # the taker's account shard
+            sent = _metric(port, "shardex_accounts_link", "forwards")
             os.kill(engine, signal.SIGSTOP)
             try:
                 for k in range(10):
                     assert c.place("BTC-USD", "buy", "0.01", "50", account=taker,
                                    id=f"late-{k}").ok  # fmt: skip
-                time.sleep(0.3)
+                # the 10 forwards left the account shard (into the frozen engine's socket)
+                _wait(lambda: _metric(port, "shardex_accounts_link", "forwards") >= sent + 10,
+                      "the forwards sent", 30)  # fmt: skip
             finally:
                 os.kill(engine, signal.SIGKILL)
             for k in range(10):
