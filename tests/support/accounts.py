@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import zmq
 
@@ -128,8 +129,6 @@ def _flow(c, tag: str, n: int, halfway: threading.Event | None = None) -> None:
 
 def _metric(port: int, name: str, what: str, label: str = "what") -> float:
     """One sample of a process's /metrics (``name{...<label>="<what>"}``)."""
-    import urllib.request
-
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     for line in text.splitlines():
         if line.startswith(name + "{") and f'{label}="{what}"' in line:

@@ -5,12 +5,16 @@ of what it wrote to Redis.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from shardex.engine.codes import EV_TRADE
+from tests.support.cluster import ROOT
+from tests.support.ports import free_port
 
 
 class BridgeProc:
@@ -19,13 +23,7 @@ class BridgeProc:
     def __init__(self, fake, redis_url: str, tmp_path, keys_dir=None) -> None:
         """``keys_dir``: the bridge authenticates with its key from there (None: --insecure,
         for stand-in shards without CURVE)."""
-        import subprocess
-        import sys
-
-        from tests.support.cluster import ROOT
-        from tests.support.ports import free_layout
-
-        self.metrics_port = free_layout(1).base_port
+        self.metrics_port = free_port()
         self.log_path = tmp_path / "bridge.log"
         self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

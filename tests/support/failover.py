@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import zmq
 
+from shardex.auth import KeyFile, client_socket
 from shardex.client import Client
 from shardex.engine import Engine
 from shardex.engine.codes import OP_NEW
@@ -40,16 +43,7 @@ class Pair:
                  observer_url: str | None = None) -> None:  # fmt: skip
         self.keys_dir = keys_dir
         self.observer_url = observer_url or redis_url
-        self.layout = free_layout(1)
-        while True:  # the replication ports must be free too
-            try:
-                from shardex.node.supervisor import port_free
-
-                if all(port_free("127.0.0.1", p) for p in self.layout.replica_ports()):
-                    break
-            except ValueError:
-                pass
-            self.layout = free_layout(1)
+        self.layout = free_layout(1)  # (the replication ports are free too)
         self.data = str(tmp / "data")
         self.redis_url = redis_url
         self.procs: dict[str, subprocess.Popen] = {}
@@ -83,8 +77,6 @@ class Pair:
         ])  # fmt: skip
 
     def lease(self) -> Lease:
-        import redis
-
         return Lease(redis.Redis.from_url(self.observer_url), 0, "test-observer", "none")
 
     def wait_leader(self, not_node: str | None = None, timeout: float = 15.0) -> str:
@@ -113,14 +105,10 @@ class Pair:
     def subscriber(self, ctx: Any, endpoint: str) -> Any:
         """A SUB socket on ``endpoint`` (every topic) that the cluster lets in (a key when
         secure: a keyless one would hear nothing and prove nothing)."""
-        import zmq
-
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.setsockopt(zmq.LINGER, 0)
         if self.keys_dir:
-            from shardex.auth import KeyFile, client_socket
-
             client_socket(sub, KeyFile.read(os.path.join(self.keys_dir, "admin.key")))
         sub.connect(endpoint)
         return sub
@@ -260,8 +248,6 @@ def sigstop_primary_is_fenced_after_resume(pair: Pair) -> None:
         assert _place_until_ok(c, c.order(SYMBOL, "buy", "1", "51", id="during")).ok
     time.sleep(max(0.0, 3.0 - 1.5))
     seq_before_resume = max((s for s, _ in read_commands(old_dir)), default=0)
-    import zmq
-
     ctx = zmq.Context.instance()
     # the old leader's event stream: silent after resume
     sub = pair.subscriber(ctx, pair.layout.replica_pub(0, int(first[-1])))

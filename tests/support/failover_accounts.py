@@ -20,7 +20,7 @@ from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import read_commands
 from shardex.node.replica import replica_dir
 from shardex.redisauth import RedisUsers
-from shardex.wire.protocol import OP_FORWARD, packb
+from shardex.wire.protocol import OP_FORWARD, OP_STATUS, packb
 from tests.support.accounts import _expected, _stream
 from tests.support.cluster import ROOT, Cluster
 from tests.support.wait import wait_until
@@ -74,8 +74,6 @@ class AccountsPair(Cluster):
         raise TimeoutError(f"in-sync set never reached {members}: {last}")
 
     def account_status(self, c: Client) -> dict[str, Any]:
-        from shardex.wire.protocol import OP_STATUS
-
         return c.read_result(*c._request(c._router, b"%0", (OP_STATUS,), ""), "account shard 0")
 
     def redis(self) -> redis.Redis:
