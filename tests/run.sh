@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "installed ${need[*]}"
 fi
 python3 -m pip install -q -e '.[dev]'
-# Most tests wait on processes they started (clusters, Redis): one worker more than the cores
-# keeps both cores busy (measured on 2 cores: docs/test-suite.md).
+# Most tests wait on processes they started (clusters, Redis): serially the suite used ~0.8 of
+# 2 cores, so one worker more than the cores keeps them busy (docs/test-suite.md).
 workers="${SHARDEX_TEST_WORKERS:-$(( $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) + 1 ))}"
 exec python3 -m pytest -q -n "$workers" --dist worksteal "$@"

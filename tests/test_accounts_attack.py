@@ -837,7 +837,14 @@ def test_chaos_of_both_tiers_under_funded_load(redis_server: RedisServer):
         def back(tier: str, old: int) -> None:
             _wait(lambda: pid(tier) not in (None, old), f"{tier} restarted", timeout=20)
 
-        time.sleep(1.5)
+        def commands() -> int:
+            with cl.client() as c:
+                return c.account_status()[0]["commands"]
+
+        # the load is under way (loadgen started, funded its accounts, orders flow) before the
+        # first kill: a fixed 1.5 s was not always enough for that on a busy box
+        base = commands()
+        _wait(lambda: commands() >= base + 200, "loadgen under way", timeout=30)
         old = pid("account_topology")
         os.kill(old, signal.SIGKILL)
         back("account_topology", old)
