@@ -12,18 +12,18 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal as D
 
 import pytest
-from conftest import Cluster
-from test_accounts_attack import _metric
-from test_accounts_wire import _wait
 
 from shardex.client import AsyncClient, Retry
 from shardex.wire import codes
 from shardex.wire.errors import ErrorText
+from tests.support.accounts import _metric, _wait
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,7 +94,10 @@ def test_async_client_retry_asks_the_account_shard_too(tier: Cluster):
         async with AsyncClient(tier.endpoint, key=False, timeout=1.0, retry=Retry(8.0)) as c:
             assert (await c.place(SYMBOL, "buy", "0.03", "10", account="a1", id="as-1")).ok
             pid = (await c.topology())["account_topology"][0]["pid"]
-            await asyncio.sleep(0.3)  # (settled on the book; the amend below needs it live)
+            deadline = time.monotonic() + 15  # settled on the book: the amend needs it live
+            while (await c.order_status(SYMBOL, "as-1", account="a1"))["state"] != "live":
+                assert time.monotonic() < deadline, "as-1 never reached the book"
+                await asyncio.sleep(0.02)
             with stopped_for(pid, 1.6):
                 r = await c.amend(SYMBOL, "as-1", qty="0.01", account="a1")
             assert r.fate == "executed" and r.attempts == 1, (r.fate, r.attempts, r.status)
@@ -158,7 +161,7 @@ def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster
     import sys
     import time
 
-    from conftest import ROOT
+    from tests.support.cluster import ROOT
 
     with tier.client() as admin:
         for asset, amount in (("USD", "100000000"), ("BTC", "100000")):

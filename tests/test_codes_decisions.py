@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from conftest import Cluster
-from test_client import StandIn
 
 from shardex.cli import market as cli_market
 from shardex.client import (
@@ -60,6 +59,7 @@ from shardex.wire.protocol import (
     recovering_error,
     too_many_reads_error,
 )
+from tests.support.standin import StandIn
 
 SYMBOL = "BTC-USD"
 NEW = (OP_NEW, SYMBOL, "o-1", "acct1", 0, 0, 100, 1, 0, False, 0)

@@ -36,11 +36,12 @@ import pytest
 import redis
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, Cluster, listening, wait_listening
 
 from shardex.cli import main as cli
 from shardex.config import load_markets
 from shardex.datadir import ShardDir, describe, misplaced
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import listening, wait_listening
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.M | re.S)

@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import RedisServer
-from test_failover import SYMBOL, Pair
 
 from shardex.client import (
     EXECUTED,
@@ -47,6 +45,9 @@ from shardex.wire.protocol import (
     not_leader_error,
 )
 from shardex.wire.transport import dealer
+from tests.support.failover import SYMBOL, Pair
+from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 # -- the decisions, without sockets -------------------------------------------------------------
 
@@ -270,7 +271,9 @@ def test_leader_past_its_deadline_refuses_as_not_leader(pair: Pair) -> None:
         d.markets_source = "given"
         assert d.place(SYMBOL, "buy", "1", "100", id="before").ok
         pair.redis.stop()  # type: ignore[attr-defined]
-        time.sleep(1.5)  # past the leader's deadline (< 1 s ttl)
+        # past the leader's deadline (< 1 s ttl): it says so
+        wait_until(lambda: "is past its lease deadline" in pair.output("r" + first[-1]), 30,
+                   "the leader past its deadline")  # fmt: skip
         r = d.place(SYMBOL, "buy", "1", "100", id="fenced-direct")
         assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
     with pair.client() as c:
@@ -341,10 +344,13 @@ def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> No
         RetryingLoad(pair, "a", aio=True),
         RetryingLoad(pair, "ad", direct=True, aio=True),
     ]
-    time.sleep(1.5)
+    wait_until(lambda: all(len(load.results) >= 10 for load in loads), 30, "results")
     pair.proc_of(first).send_signal(signal.SIGKILL)
     second = pair.wait_leader(not_node=first)
-    time.sleep(3.0)  # the clients go on against the new leader
+    # the clients go on against the new leader
+    after = [len(load.results) for load in loads]
+    wait_until(lambda: all(len(ld.results) >= n + 10 for ld, n in zip(loads, after, strict=True)),
+               30, "results after the kill")  # fmt: skip
     for load in loads:
         load.stop()
     assert not any(load.failures for load in loads), [load.failures for load in loads]
@@ -386,15 +392,15 @@ def test_bridge_drops_pub_of_an_older_epoch(redis_server: RedisServer, tmp_path)
     """A PUB message of an epoch older than the newest seen for the shard (a deposed leader
     that still publishes) never reaches Redis: it is dropped and counted, and the seqs it
     claimed are filled from the current leader (repair), so Redis ends exact."""
-    from fakeshard import FakeShards, accepted, trade
-    from test_bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.fakeshard import FakeShards, accepted, trade
 
     fake = FakeShards(1)
     bridge = BridgeProc(fake, redis_server.url, tmp_path)
     r = redis_server.client()
     try:
         wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-        time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+        wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
         _publish_epoch(fake, trade, 50, 2)
         wait_until(lambda: r.xlen("shardex:events:0") == 50, 20, "epoch 2 written", bridge)
         _publish_epoch(fake, accepted, 30, 1, forged=True)  # the deposed leader's seqs 51..80
@@ -444,9 +450,9 @@ def test_sigstopped_leader_never_reaches_redis_after_resume() -> None:
     import os
 
     import redis
-    from conftest import Cluster
 
     from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
+    from tests.support.cluster import Cluster
 
     c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
     try:

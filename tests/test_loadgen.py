@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_client import StandIn, shard_like
 
 from shardex.accounts.core import account_shard_for
 from shardex.client import ClientCore
@@ -46,6 +45,8 @@ from shardex.wire.protocol import (
     recovering_error,
     shard_for,
 )
+from tests.support.standin import StandIn, shard_like
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -284,7 +285,8 @@ def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
         cwd=ROOT,
     )
     try:
-        time.sleep(3.0)
+        with cluster1.client() as c:  # interrupted once it is sending (and acknowledged)
+            wait_until(lambda: (c.status()[0].get("commands") or 0) >= 200, 30, "loadgen sending")
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
         else:
@@ -341,8 +343,8 @@ def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> No
 @pytest.fixture
 def pair(tmp_path):
     """``test_failover``'s pair: a router, two ``--role auto`` replicas of shard 0, Redis."""
-    from conftest import RedisServer
-    from test_failover import Pair
+    from tests.support.failover import Pair
+    from tests.support.redis import RedisServer
 
     (tmp_path / "redis").mkdir()
     redis = RedisServer(str(tmp_path / "redis"))
