@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import Cluster
 
 from shardex.cli import market as cli_market
 from shardex.client import (
@@ -59,6 +58,7 @@ from shardex.wire.protocol import (
     recovering_error,
     too_many_reads_error,
 )
+from tests.support.cluster import Cluster
 from tests.support.standin import StandIn
 
 SYMBOL = "BTC-USD"
