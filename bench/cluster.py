@@ -58,8 +58,8 @@ assert shard_for(SYMBOLS_2[0], 2) != shard_for(SYMBOLS_2[1], 2)
 
 @functools.cache
 def accounts_off(root: Path) -> tuple[str, ...]:
-    """``--accounts 0`` when ``root``'s ``shardex up`` has an account tier (on by default since
-    issue 14): these benches measure the order path itself, unfunded, as before the tier existed
+    """``--accounts 0`` when ``root``'s ``shardex up`` has an account tier (on by default
+    now): these benches measure the order path itself, unfunded, as before the tier existed
     (``bench/accounts.py`` measures the tier). Empty for an older tree without the option."""
     out = subprocess.run(
         [sys.executable, "-m", "shardex.cli", "up", "--help"],

@@ -1,4 +1,4 @@
-"""The account tier attacked like the engine tier was (issue 14, with issue 9's standards).
+"""The account tier attacked like the engine tier was (the same hostile-input standards).
 
 Hostile input at the account shard (its handler, its journal, live through the router and on
 the engine shard's account link), overload through the router, and chaos (kill -9, SIGSTOP) of
@@ -270,7 +270,7 @@ def fuzzed():
 )
 @given(st.data())
 def test_any_msgpack_in_any_position_is_a_bounded_reply_and_a_journalable_record(fuzzed, data):
-    """Issue 9's property for the account shard: garbage anywhere in a request → a bounded
+    """The hostile-input property for the account shard: garbage anywhere in a request → a bounded
     reply, no exception, a journal that can commit what was added, books that balance."""
     h, journal = fuzzed
     h.full = {0} if data.draw(st.booleans()) else set()  # as while an engine shard lags

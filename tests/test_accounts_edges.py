@@ -1,4 +1,4 @@
-"""Issue 14's remaining edges: the SDK's fate of writes through the account shard (every
+"""The account tier's remaining edges: the SDK's fate of writes through the account shard (every
 path: ``Retry``, a timed-out amend), the engine shard's account-link peer ids in a secure
 cluster, and the account shard's bounded window of transfer refs.
 

@@ -1,4 +1,4 @@
-"""Money edges of the account tier (issue 14, brief H8): no path where money appears or
+"""Money edges of the account tier: no path where money appears or
 disappears.
 
 1. A forward the engine shard refuses before or at the engine (its shape, an account of another

@@ -1,4 +1,4 @@
-"""The account tier under honcho (issue 14, phase 2): the Procfile's ``accounts`` process.
+"""The account tier under honcho: the Procfile's ``accounts`` process.
 
 ``SHARDEX_ACCOUNTS=auto``: ``honcho start -c accounts=M`` runs M account shards and the router,
 engines and bridge all see M; without ``-c accounts`` honcho's default concurrency 1 applies (one

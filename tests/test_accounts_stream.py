@@ -1,4 +1,4 @@
-"""Balance changes → Redis (issue 14, phase 2): ``shardex:balances:<j>`` through the bridge.
+"""Balance changes → Redis: ``shardex:balances:<j>`` through the bridge.
 
 Real ``shardex up --accounts`` clusters (CURVE keys), a real redis-server, the real bridge. What
 the stream must hold is read back from each account shard itself (its direct port re-sends any

@@ -1,4 +1,4 @@
-"""The account tier's tools (issue 14, phase 2): ``AsyncClient`` transfers and balances, and
+"""The account tier's tools: ``AsyncClient`` transfers and balances, and
 ``shardex loadgen`` on a cluster with accounts (funding first, ``--risk on|off``).
 
 One real ``shardex up --accounts 2`` cluster (CURVE keys) for the module; tiny loads.

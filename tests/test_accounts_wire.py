@@ -1,4 +1,4 @@
-"""The account tier end to end (issue 14, phase 1): real ``shardex up --accounts`` clusters
+"""The account tier end to end: real ``shardex up --accounts`` clusters
 (router, engine shards, account shards as processes, CURVE keys), real sockets.
 
 Money is checked exactly (Decimal): deposits, holds, price improvement, maker/taker fees

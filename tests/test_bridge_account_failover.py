@@ -1,4 +1,4 @@
-"""The bridge follows a replicated account shard's leader (issue 15 item 4, the bridge side).
+"""The bridge follows a replicated account shard's leader (the bridge side of failover).
 
 A real router process, a real ``shardex bridge`` process and a real Redis with the cluster's
 ACL users (the bridge writes as user ``bridge``: its ACL must cover the fence key

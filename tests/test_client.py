@@ -52,7 +52,7 @@ CUSTOM = {
 # -- a stand-in cluster: one ROUTER answering like router + shard ---------------------------------
 
 
-# -- endpoint validation (issue 10: a raw ZMQError before) ----------------------------------------
+# -- endpoint validation (a raw ZMQError before) --------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", ["localhost:5555", "tcp://localhost", "tcp://h:99999", "", "5555"])
@@ -67,7 +67,7 @@ def test_bad_endpoint_is_a_clear_error(bad: str) -> None:
     assert check_endpoint("tcp://[::1]:5555") == "tcp://[::1]:5555"
 
 
-# -- AsyncClient and Client map the same errors (issue 11: KeyError in the async one) -------------
+# -- AsyncClient and Client map the same errors (a KeyError in the async one before) -------------
 
 
 def test_unregistered_direct_shard_is_shardex_error_in_both_clients() -> None:
@@ -136,7 +136,7 @@ def test_both_clients_give_equal_results_on_the_stand_in() -> None:
     assert sync[1].filled == Decimal("1.000") and sync[1].fate == EXECUTED
 
 
-# -- decoders never raise on garbage (issue 9 item 1) ----------------------------------------------
+# -- decoders never raise on garbage ---------------------------------------------------------------
 
 scalars = st.one_of(
     st.none(),
@@ -260,7 +260,7 @@ def test_decoders_examples_of_garbage() -> None:
         core.decimal_book({"symbol": "BTC-USD", "bids": [(1, math.inf, 1)]})
 
 
-# -- markets: a TOML path, a mapping, or learned from the cluster (issue 10) ---------------------
+# -- markets: a TOML path, a mapping, or learned from the cluster --------------------------------
 
 
 def test_markets_from_toml_path_and_mapping(tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ def test_markets_from_op_markets_then_defaults_when_cluster_does_not_say() -> No
         assert len(asks) == 1
 
 
-# -- fate on timeout (issue 9 item 3) --------------------------------------------------------------
+# -- fate on timeout -------------------------------------------------------------------------------
 
 
 def _fate_handler() -> Callable[[bytes, Any], bytes | None]:

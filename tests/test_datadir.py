@@ -172,7 +172,7 @@ def test_missing_or_empty_data_dir_is_fine(tmp_path):
     assert check_data_dir(tmp_path, 2, DEFAULT_MARKETS)[0].pairs == set()
 
 
-# -- the account tier (issue 14): a data dir keeps the M it was written with ----------------------
+# -- the account tier: a data dir keeps the M it was written with -------------------------------
 
 
 def up_accounts(data_dir: Path, accounts: int) -> subprocess.CompletedProcess:

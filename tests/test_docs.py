@@ -46,8 +46,6 @@ from tests.support.ports import listening, wait_listening
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.M | re.S)
 LANGS = {"python", "sh", "text", "toml", "yaml", "json"}
-# pages other branches add; until they land, mkdocs.yml's nav and README's index may name them
-PENDING = {"wire.md", "runtime.md", "client.md", "processes.md", "testing.md"}
 # shell lines run as written against the test cluster: read-only, and they end by themselves
 RUNNABLE = {"status", "book", "journal", "balance", "orders", "audit"}
 # heads of shell lines that are not shardex's (installers, other tools, continuation lines)
@@ -549,11 +547,11 @@ def _nav_files(nav: list) -> Iterator[str]:
             yield value
 
 
-def test_nav_lists_every_page_and_only_pending_ones_are_missing():
+def test_nav_lists_every_page_and_every_nav_page_exists():
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     nav = list(_nav_files(config["nav"]))
     missing = {f for f in nav if not (DOCS / f).is_file()}
-    assert missing <= PENDING, f"the nav names pages that do not exist: {missing - PENDING}"
+    assert missing == set(), f"the nav names pages that do not exist: {missing}"
     on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert on_disk - set(nav) == set(), f"pages missing from mkdocs.yml's nav: {on_disk - set(nav)}"
 
@@ -568,3 +566,31 @@ def test_site_builds_in_strict_mode(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert (tmp_path / "site" / "architecture" / "index.html").is_file()
+
+
+# -- no issue numbers in code ------------------------------------------------------------------
+
+ISSUE_NUMBER = re.compile(r"\bissue #?\d+", re.I)
+# lines allowed to name an issue number, as (path, a piece of the line)
+ISSUE_NUMBER_ALLOWED = {
+    # quotes the old `up --help` text the test proves is gone
+    ("tests/test_endpoints.py", 'needs Redis)": tracker numbers'),
+    # being moved: the router's split rewrites these comments
+    ("shardex/node/router.py", "# Account shards (issue "),
+    ("shardex/node/router.py", "# Replicated shards (issue "),
+}
+
+
+def test_code_names_no_issue_numbers():
+    """A comment says what it means, not which issue it came from: a number tells a reader
+    nothing without the tracker (what each issue decided is in docs/decisions/)."""
+    found = []
+    for top in ("shardex", "bench", "scripts", "tests"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if ISSUE_NUMBER.search(line) and not any(
+                    rel == where and piece in line for where, piece in ISSUE_NUMBER_ALLOWED
+                ):
+                    found.append(f"{rel}:{n}: {line.strip()}")
+    assert found == [], "issue numbers in code:\n" + "\n".join(found)

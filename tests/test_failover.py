@@ -1,4 +1,4 @@
-"""Failover (issue 15, phase 1): a hot standby per shard, the Redis lease, epoch fencing.
+"""Failover: a hot standby per shard, the Redis lease, epoch fencing.
 
 Real processes: a real redis-server, one router, two ``shardex engine --role auto`` replicas of
 one shard (each with its own journal), clients through the router. Nothing here asserts time;
@@ -360,7 +360,7 @@ def test_standby_ignores_garbage_from_the_replication_link(tmp_path) -> None:
 def test_standby_looks_again_when_the_holders_lease_runs_out(redis_server, tmp_path) -> None:
     """A standby schedules its next look at the lease by the holder's remaining ttl (PTTL) when
     that is sooner than its period, so a dead leader's lease is taken within a few ms of its
-    expiry in Redis instead of up to a period later (failover time, issue 15)."""
+    expiry in Redis instead of up to a period later (it is failover time)."""
     import redis
 
     from shardex.node.replica import CHECK_LEASE_S, EXPIRY_SLACK_S, Standby

@@ -1,4 +1,4 @@
-"""Replicated account shards (issue 15 item 4 × issue 14), on one process, no timing.
+"""Replicated account shards, on one process, no timing.
 
 The end-to-end proof (kill -9 / SIGSTOP of the account shard leader under funded load) is in
 tests/test_failover_accounts.py. Here: the leader's release rule with a stand-in replicator
@@ -262,7 +262,7 @@ def test_account_replica_ports_do_not_collide() -> None:
 def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
     redis_server: Any, tmp_path: Path
 ) -> None:
-    """Regression (issue 15): a leader killed with kill -9 and restarted at once by the
+    """Regression (failover): a leader killed with kill -9 and restarted at once by the
     supervisor found the lease free (its standby takes it only at the expiry) and won it back
     — a second failover for nothing (seen with account shards: the killed node led again at
     the next epoch). A node that has just started and never followed anyone now leaves a free
@@ -311,7 +311,7 @@ def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
 
 
 def test_a_standby_holds_the_ports_it_will_bind_as_leader(tmp_path: Path) -> None:
-    """Regression (issue 15): a promoted standby bound its PUB, replication and account-link
+    """Regression (failover): a promoted standby bound its PUB, replication and account-link
     ports only after taking the lease; meanwhile another process's outgoing connection could
     take one as its ephemeral port, the bind failed, the new leader exited and the shard was
     leaderless for seconds (seen once). The standby now holds them (bound, not listening)

@@ -1,4 +1,4 @@
-"""Failover with the account tier (issue 15 item 4 × issue 14): replicated engine shards under
+"""Failover with the account tier: replicated engine shards under
 funded load, account shards following the leader.
 
 Real processes (``shardex up --replicas 2 --accounts 1``, secure as by default: CURVE keys, the
@@ -121,7 +121,7 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
 @pytest.mark.parametrize("how", ["kill9", "sigstop"])
 def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
                                                            how: str) -> None:  # fmt: skip
-    """The account shard runs as two replicas too (issue 15 item 4): kill -9 (or SIGSTOP
+    """The account shard runs as two replicas too: kill -9 (or SIGSTOP
     past its lease) of its leader under funded load; the standby, which journaled and applied
     every batch before any of its forwards, replies or balance events left, takes the lease
     and goes on from the same seq. Nothing acknowledged is lost, no order is forwarded twice,
@@ -216,7 +216,7 @@ def _recv_settlements(sock: Any, wait_ms: int) -> list[tuple]:
 
 
 def test_settlements_wait_for_the_standby(tmp_path: Path) -> None:
-    """Regression (issue 15 × 14): a replicated leader sent every settlement produced so far
+    """Regression: a replicated leader sent every settlement produced so far
     as soon as any earlier batch was released, and re-sent on SYNC everything in its ring —
     settlements of batches the standby had not acked. Had it died then, the account shard
     would hold money moves the next leader never made. Now a batch's settlements leave with

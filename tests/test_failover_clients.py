@@ -1,4 +1,4 @@
-"""Failover as clients see it (issue 15, item 3): ``not leader`` refusals, SDK retries that never
+"""Failover as clients see it: ``not leader`` refusals, SDK retries that never
 run a command twice, direct clients that follow the new leader, the leader epoch on PUB.
 
 Real processes (``test_failover.Pair``: a redis-server, a router, two ``--role auto`` replicas
@@ -372,7 +372,7 @@ def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> No
         assert any(r.ok and r.command["id"] in runs for r in load.results[-3:]), load.name
 
 
-# -- the leader epoch on PUB and in the bridge's writes (issue 15) -------------------------------
+# -- the leader epoch on PUB and in the bridge's writes ------------------------------------------
 
 
 def _publish_epoch(fake: Any, make: Any, count: int, epoch: int, *, drop: bool = False,

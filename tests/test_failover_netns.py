@@ -1,4 +1,4 @@
-"""Failover across two "hosts" (issue 15, proof item): each replica in its own network namespace.
+"""Failover across two "hosts": each replica in its own network namespace.
 
 Nothing in the replica pair may assume one host: the primary and the standby run in two Linux
 network namespaces with their own addresses on a bridge (10.231.X.0/24), the router and Redis

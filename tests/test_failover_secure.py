@@ -1,4 +1,4 @@
-"""Failover, secure (issue 15 phase 2): the replication link under CURVE and the lease under a
+"""Failover, secure: the replication link under CURVE and the lease under a
 Redis ACL user, as ``shardex up --replicas 2`` runs them by default.
 
 Real processes and sockets on loopback: a router and two ``--role auto`` replicas with keys

@@ -1,4 +1,4 @@
-"""Hostile input and overload against a real cluster (issue 9): every observed defect, as a test.
+"""Hostile input and overload against a real cluster: every observed defect, as a test.
 
 Real ``shardex up`` processes (``conftest.Cluster``), real ZeroMQ sockets on loopback, free ports.
 Each test counts things (replies, pids, bytes, RSS) and never asserts on speed. What each test

@@ -1,4 +1,4 @@
-"""Identity (issue 12): every attack of the issue, replayed against a real secure cluster, fails.
+"""Identity: every known attack on keys and accounts, replayed against a real secure cluster, fails.
 
 Real ``shardex up`` processes with their default security (CURVE keys in DATA_DIR/keys), real
 sockets on loopback. Plus a hypothesis property at ``ShardCore`` level: no command ever changes
