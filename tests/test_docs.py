@@ -490,8 +490,10 @@ def test_every_repository_path_the_docs_name_exists():
 
 
 def test_every_environment_variable_the_docs_name_is_read():
-    # (the package's variables, and the suite's own: tests/conftest.py reads SHARDEX_TESTS_*)
-    files = [*(ROOT / "shardex").rglob("*.py"), *(ROOT / "tests").glob("*.py")]
+    # (the package's variables, and the suite's own: tests/conftest.py reads SHARDEX_TESTS_*,
+    # tests/support/ the worker's ports, tests/run.sh SHARDEX_TEST_WORKERS)
+    files = [*(ROOT / "shardex").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+             ROOT / "tests" / "run.sh"]  # fmt: skip
     code = "\n".join(p.read_text() for p in files if p.name != "test_docs.py")
     names = {m for page in pages() for m in re.findall(r"\bSHARDEX_[A-Z0-9_]*[A-Z0-9]\b",
                                                        page.read_text())}  # fmt: skip
