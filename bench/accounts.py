@@ -1,4 +1,4 @@
-"""The account tier's cost (issue 14): acked orders/s and p99 with M account shards vs without.
+"""The account tier's cost: acked orders/s and p99 with M account shards vs without.
 
 Two real ``shardex up`` clusters (N engine shards each; one with ``--accounts M``), both up for
 the whole run, measured **interleaved** (round 1: off, on; round 2: off, on; ...) so that the
@@ -19,7 +19,7 @@ Modes per round:
 With risk on the reply comes from the account shard (held and forwarded); the match happens
 after. So for the closed modes the table also shows ``settled/s``: orders over the time until
 the engine shards' seq stopped moving after the run (what the whole pipeline sustained, not
-only the front tier). Target (issue 14): with M = 1, ≥ 0.6× the throughput per engine shard.
+only the front tier). Target: with M = 1, ≥ 0.6× the throughput per engine shard.
 
     python bench/accounts.py                    # defaults: N=1, M=1, 3 rounds
     python bench/accounts.py --smoke            # tiny, to check that it runs (no numbers)

@@ -293,7 +293,7 @@ def open_loop(layout, direct, symbols, shards, rate, duration) -> dict:
 
 def compare_argv(argv: list[str]) -> list[str] | None:
     """``--compare REF [options]`` → ``bench/compare.py REF [options]``'s argv (None without it):
-    the before/after bench lives in its own script, reachable from here as issue 13 asks."""
+    the before/after bench lives in its own script, reachable from here."""
     for i, a in enumerate(argv):
         if a == "--compare" and i + 1 < len(argv):
             return [argv[i + 1], *argv[:i], *argv[i + 2 :]]

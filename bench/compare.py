@@ -438,7 +438,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-TARGETS = {  # issue 13 item 7
+TARGETS = {  # the before/after targets (docs/decisions/order-path-speed.md)
     "saturation current/ref": "≥ 1.5",
     "goodput current/ref": "≥ 2",
     "p50 current/echo": "≤ 1.2",

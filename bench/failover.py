@@ -1,4 +1,4 @@
-"""Failover time and safety under load (issue 15): kill -9 the primary N times.
+"""Failover time and safety under load: kill -9 the primary N times.
 
 Starts ``shardex up --shards 1 --replicas 2 --insecure`` on free loopback ports (temp data dir,
 embedded Redis + bridge), then per round: open-loop orders at ``--rate``/s through the router

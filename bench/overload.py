@@ -18,7 +18,7 @@ p50/p99 of the acked orders only (an ``overloaded`` answer is fast and must not 
 tail), and the RSS growth of every process (router, each shard, bridge, redis) sampled from
 /proc every 0.5 s during the level (end − start, and peak − start).
 
-Targets (issue 9, 2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 10× the p99 at
+Targets (2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 10× the p99 at
 0.5×, RSS growth ≤ 50 MB per process over 60 s. The verdict lines say PASS/FAIL for each. Numbers
 are only meaningful on an otherwise idle machine. ``--json`` prints one JSON object.
 """
@@ -60,7 +60,7 @@ from shardex.tools.loadgen import run as loadgen_run  # noqa: E402
 
 try:  # the order flow of ``shardex loadgen`` (its API before the Workload refactor: Generator)
     from shardex.tools.loadgen import generator as _workload  # noqa: E402
-except ImportError:  # pragma: no cover - older checkouts, to measure main before issue 9
+except ImportError:  # pragma: no cover - older checkouts, to measure main before the overload work
     from shardex.tools.loadgen import Generator as _workload  # noqa: E402
 from shardex.wire.protocol import ERR_OVERLOADED, decode_reply, encode_request  # noqa: E402
 

@@ -88,7 +88,7 @@ def supports_routers(tree: Path) -> bool:
 
 @functools.cache
 def supports_accounts(tree: Path) -> bool:
-    """True when ``tree``'s ``shardex up`` has the account tier (on by default since issue 14)."""
+    """True when ``tree``'s ``shardex up`` has the account tier (on by default since it landed)."""
     return "--accounts" in cli_help(tree, "up")
 
 

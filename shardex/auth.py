@@ -39,7 +39,7 @@ log = logging.getLogger("shardex.auth")
 ROLES = ("trader", "reader", "admin", "shard", "bridge", "accounts")
 CLIENT_ROLES = frozenset(("trader", "reader", "admin", "bridge"))  # router front, shard direct
 EVENT_ROLES = frozenset(("bridge", "reader", "admin"))  # shard PUB subscribers
-# router back: engine shards, and account shards (issue 14: ``accounts-J`` process keys)
+# router back: engine shards, and account shards (``accounts-J`` process keys)
 SHARD_ROLES = frozenset(("shard", "accounts"))
 ACCOUNT_LINK_ROLES = frozenset(("accounts",))  # an engine shard's account link
 DOMAIN_CLIENTS, DOMAIN_SHARDS, DOMAIN_EVENTS = "clients", "shards", "events"
@@ -50,7 +50,7 @@ DOMAIN_ROLES = {
     DOMAIN_EVENTS: EVENT_ROLES,
     DOMAIN_ACCOUNT_LINK: ACCOUNT_LINK_ROLES,
 }
-# A replicated shard's replication link (issue 15): one ZAP domain per shard, ``replication-I``,
+# A replicated shard's replication link: one ZAP domain per shard, ``replication-I``,
 # that admits only shard I's own key (both replicas of shard I run with it); not a role set
 # like the domains above, since "any shard key" would let shard J read shard I's stream.
 DOMAIN_REPLICATION = "replication"

@@ -224,7 +224,7 @@ def check_data_dir(
     return dirs
 
 
-# -- the account tier (issue 14) ------------------------------------------------------------------
+# -- the account tier ------------------------------------------------------------------
 #
 # Balances and holds live in ``accounts-J`` directories; books in ``shard-K``. The two must have
 # been written by the same tier: resting orders journaled without the account tier hold no funds,

@@ -24,7 +24,7 @@ class Layout:
     base_port: int = DEFAULT_BASE_PORT
     shards: int = 1
     routers: int = 1
-    accounts: int = 0  # account shards (issue 14); 0: the account tier is off
+    accounts: int = 0  # account shards; 0: the account tier is off
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
@@ -113,7 +113,7 @@ class Layout:
         """Account shard j's direct port (the bridge's status polls and range repairs)."""
         return self._ep(self.base_port + 700 + j)
 
-    # Replicated shards (issue 15, ``--replicas 2``): replica 0 keeps the classic direct/pub/
+    # Replicated shards (``--replicas 2``): replica 0 keeps the classic direct/pub/
     # metrics ports; replica 1 gets its own (both run on one box here); each replica binds a
     # replication endpoint its standby connects to. (base+1100.. : base+400..799 belong to the
     # account tier.)

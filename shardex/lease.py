@@ -1,4 +1,4 @@
-"""The leader lease of one replicated shard, in Redis (issue 15).
+"""The leader lease of one replicated shard, in Redis.
 
 Keys, for shard I:
 

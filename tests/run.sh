@@ -2,7 +2,9 @@
 # README's test command: install what the tests need, then run them. `.ci/run` calls this too.
 #   - Debian's redis-server (the bridge tests run against a real Redis) and prometheus (the
 #     dashboard test evaluates every panel's query in a real Prometheus), when missing;
-#   - the package with its dev extra (pytest, hypothesis, ...).
+#   - the package with its dev extra (pytest, pytest-xdist, hypothesis, ...);
+#   - the suite in parallel (pytest-xdist): SHARDEX_TEST_WORKERS workers (default: see below),
+#     each test file's tests spread over them; extra arguments go to pytest (`-n 0`: serial).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,4 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "installed ${need[*]}"
 fi
 python3 -m pip install -q -e '.[dev]'
-exec python3 -m pytest -q "$@"
+# Most tests wait on processes they started (clusters, Redis): serially the suite used ~0.8 of
+# 2 cores, so one worker more than the cores keeps them busy (docs/test-suite.md).
+workers="${SHARDEX_TEST_WORKERS:-$(( $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) + 1 ))}"
+exec python3 -m pytest -q -n "$workers" --dist worksteal "$@"

@@ -27,23 +27,9 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from conftest import Cluster, RedisServer, require
+from conftest import require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_accounts_stream import _converged, _stream
-from test_accounts_wire import _wait
-from test_hostile import (
-    CHECK_SYMBOL,
-    MB,
-    RSS_BOUND,
-    Fuzzer,
-    dealer,
-    dir_bytes,
-    pids,
-    request,
-    restarts,
-    rss,
-)
 
 from shardex.accounts.assets import MAX_UNITS, AssetTable
 from shardex.accounts.codes import A_DEPOSIT
@@ -72,6 +58,21 @@ from shardex.wire.protocol import (
     VERSION,
     decode_reply,
 )
+from tests.support.accounts import _converged, _metric, _stream, _wait
+from tests.support.cluster import Cluster
+from tests.support.hostile import (
+    CHECK_SYMBOL,
+    MB,
+    RSS_BOUND,
+    Fuzzer,
+    dealer,
+    dir_bytes,
+    pids,
+    request,
+    restarts,
+    rss,
+)
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -674,17 +675,6 @@ def _tally(frames: list[bytes], kinds: dict[str, int]) -> int:
     kind = error or ("held" if results == ((),) else str(results)[:80])
     kinds[kind] = kinds.get(kind, 0) + 1
     return sum(kinds.values())
-
-
-def _metric(port: int, name: str, what: str, label: str = "what") -> float:
-    """One sample of a process's /metrics (``name{...<label>="<what>"}``)."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + "{") and f'{label}="{what}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    raise LookupError(f"{name} {what} not in /metrics")
 
 
 BUSY_ORDERS = 25_000  # commands the busy-link test sends (about 5 s of a contended 2-core box)

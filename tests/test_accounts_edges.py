@@ -12,16 +12,18 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal as D
 
 import pytest
-from conftest import Cluster
-from test_accounts_attack import _metric
-from test_accounts_wire import _wait
 
 from shardex.client import AsyncClient, Retry
+from shardex.wire import codes
+from shardex.wire.errors import ErrorText
+from tests.support.accounts import _metric, _wait
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,7 +94,10 @@ def test_async_client_retry_asks_the_account_shard_too(tier: Cluster):
         async with AsyncClient(tier.endpoint, key=False, timeout=1.0, retry=Retry(8.0)) as c:
             assert (await c.place(SYMBOL, "buy", "0.03", "10", account="a1", id="as-1")).ok
             pid = (await c.topology())["account_topology"][0]["pid"]
-            await asyncio.sleep(0.3)  # (settled on the book; the amend below needs it live)
+            deadline = time.monotonic() + 15  # settled on the book: the amend needs it live
+            while (await c.order_status(SYMBOL, "as-1", account="a1"))["state"] != "live":
+                assert time.monotonic() < deadline, "as-1 never reached the book"
+                await asyncio.sleep(0.02)
             with stopped_for(pid, 1.6):
                 r = await c.amend(SYMBOL, "as-1", qty="0.01", account="a1")
             assert r.fate == "executed" and r.attempts == 1, (r.fate, r.attempts, r.status)
@@ -121,7 +126,8 @@ def test_timed_out_amend_is_unknown_while_its_account_shard_cannot_answer(tier: 
         _wait(lambda: _reachable(c), "the router routes to the account shard again")
         # answered now: the account shard forwarded it, the engine shard shows it → executed
         cmd = c.command(c._amend_cmd(SYMBOL, "am-1", "0.01", None, "a1"))
-        fate, status = c._fates([cmd], [("timeout after 0.5s", None)], 1)[0]
+        timeout = ErrorText(codes.TIMEOUT, "timeout after 0.5s")
+        fate, status = c._fates([cmd], [(timeout, None)], 1)[0]
         assert fate == "executed" and status["qty"] == D("0.01"), (fate, status)
         assert c.cancel(SYMBOL, "am-1", account="a1").ok
         _wait(lambda: c.balance("a1")["USD"] == (D("1000.00"), D(0)), "hold released")
@@ -155,7 +161,7 @@ def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster
     import sys
     import time
 
-    from conftest import ROOT
+    from tests.support.cluster import ROOT
 
     with tier.client() as admin:
         for asset, amount in (("USD", "100000000"), ("BTC", "100000")):

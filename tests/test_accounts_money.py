@@ -285,7 +285,7 @@ class HandCluster:
     give the tiers configurations that disagree, as an operator's mistake would."""
 
     def __init__(self, engine_args: list[list[str]], account_args: list[list[str]], router_args):
-        from conftest import free_layout
+        from tests.support.ports import free_layout
 
         self.layout = free_layout(2, 1, accounts=2)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
@@ -302,7 +302,7 @@ class HandCluster:
                         start_new_session=True,
                     )  # fmt: skip
                 )
-            from conftest import wait_for_cluster
+            from tests.support.cluster import wait_for_cluster
 
             wait_for_cluster(self.layout)
         except Exception:
@@ -385,9 +385,8 @@ def test_engine_rejects_of_a_real_cluster_release_holds():
     """Through a real ``shardex up --accounts 2`` cluster, every engine-level refusal a client
     can provoke after its hold is taken: duplicate id (live, and recently finished), post-only
     cross, post-only with an IOC. Each hold comes back, the audit stays clean."""
-    from conftest import Cluster
-
     from shardex.client import audit_report
+    from tests.support.cluster import Cluster
 
     cl = Cluster(1, accounts=2)
     try:
@@ -447,10 +446,9 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
     (frozen, then killed): on restart they come from the account shard's journal and all rest
     on the book. Both balance streams then equal exactly what the account shards
     emitted, in order, each event once; the audit is clean."""
-    from conftest import Cluster
-    from test_accounts_stream import _converged, _stream
-
     from shardex.client import audit_report
+    from tests.support.accounts import _converged, _stream
+    from tests.support.cluster import Cluster
 
     monkeypatch.setenv("SHARDEX_LINK_RING", "4")
     monkeypatch.setenv("SHARDEX_EVENT_RING", "8")
@@ -507,12 +505,16 @@ def test_resends_older_than_the_rings_come_from_the_journal(redis_server, monkey
             # frozen, then it is killed (ZeroMQ would have queued them while it was merely
             # down); its HAVE after the restart asks for more than the ring (4) holds
             engine = cl.shard_pid(0)
+            port = cl.layout.account_metrics_port(0)  # the taker's account shard
+            sent = _metric(port, "shardex_accounts_link", "forwards")
             os.kill(engine, signal.SIGSTOP)
             try:
                 for k in range(10):
                     assert c.place("BTC-USD", "buy", "0.01", "50", account=taker,
                                    id=f"late-{k}").ok  # fmt: skip
-                time.sleep(0.3)
+                # the 10 forwards left the account shard (into the frozen engine's socket)
+                _wait(lambda: _metric(port, "shardex_accounts_link", "forwards") >= sent + 10,
+                      "the forwards sent", 30)  # fmt: skip
             finally:
                 os.kill(engine, signal.SIGKILL)
             for k in range(10):
@@ -608,10 +610,9 @@ def test_live_audit_exits_1_naming_the_asset_when_money_appears():
     0's state is forged while it is down (a snapshot crediting 5 USD as trade inflow that no
     other account paid: each shard's own check still passes, only the cross-shard identity
     can catch it), and after its restart the audit exits 1 naming USD and the 5.00."""
-    from conftest import Cluster
-
     from shardex.config import load_markets
     from shardex.journal import Journal
+    from tests.support.cluster import Cluster
 
     cl = Cluster(1, accounts=2)
     sup = cl.proc.pid

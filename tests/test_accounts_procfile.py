@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, free_layout, wait_for_cluster
 
 from shardex.client import Client
 from shardex.redisauth import RedisUsers
+from tests.support.cluster import ROOT, wait_for_cluster
+from tests.support.ports import free_layout
 
 pytestmark = pytest.mark.timeout(120)
 

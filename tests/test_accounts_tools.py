@@ -18,8 +18,6 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_accounts_stream import accounts_cluster
-from test_observability import scrape
 
 from shardex.accounts.assets import AssetTable
 from shardex.client import AsyncClient, audit_report
@@ -35,6 +33,8 @@ from shardex.tools.loadgen import (
     run,
 )
 from shardex.wire.protocol import OP_BALANCE, OP_EVENTS, OP_STATUS, VERSION, encode_request
+from tests.support.accounts import accounts_cluster
+from tests.support.metrics import scrape
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent

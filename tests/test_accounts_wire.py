@@ -12,30 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal as D
 
 import pytest
-from conftest import Cluster
 
 from shardex.client import Client, audit_report
+from tests.support.accounts import _wait
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _wait(pred, what: str, timeout: float = 15.0):
-    """Poll until ``pred()`` is truthy (settlements are asynchronous by design)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except Exception as exc:  # a shard restarting: ask again
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def _live(c: Client, oid: str, account: str):

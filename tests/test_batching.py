@@ -26,7 +26,7 @@ from shardex.wire.protocol import (
     event_to_json,
 )
 from shardex.wire.transport import dealer
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 CLIENTS = 8
 ORDERS = 150  # per client

@@ -9,10 +9,12 @@ import time
 import urllib.request
 
 import pytest
-from conftest import Cluster, RedisServer
 
 from shardex.engine.codes import EV_TRADE
 from shardex.wire.protocol import shard_for
+from tests.support.bridge import BridgeProc, assert_exact, wait_until
+from tests.support.cluster import Cluster
+from tests.support.redis import RedisServer
 
 SYMBOLS = ("BTC-USD", "ETH-USD")  # on different shards when N = 2
 assert shard_for(SYMBOLS[0], 2) != shard_for(SYMBOLS[1], 2)
@@ -160,7 +162,7 @@ def test_kill9_bridge_mid_load_still_exactly_once(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=40, pause=0.05)
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     os.kill(cluster.child_pid("bridge"), signal.SIGKILL)
     t.join(120)
     assert not load.errors
@@ -174,9 +176,12 @@ def test_redis_down_for_seconds_then_back_still_exactly_once(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=50, pause=0.1)  # ~5 s of load
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     server.stop()
-    time.sleep(2.5)  # the engines keep matching meanwhile; the bridge retries
+    # the engines keep matching meanwhile; the bridge finds Redis gone and retries
+    traded = load.total
+    wait_until(lambda: "Redis unavailable" in cluster.output(), 30, "the bridge's retries")
+    wait_until(lambda: load.total > traded or load.done.is_set(), 30, "matching without Redis")
     server.start()  # same directory: the AOF brings the data back
     t.join(120)
     assert not load.errors
@@ -255,7 +260,7 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
     cluster, server = bridged
     load = Load(cluster, rounds=40, pause=0.05)
     t = load.start()
-    time.sleep(0.8)
+    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
     os.kill(cluster.shard_pid(shard_for("ETH-USD", 2)), signal.SIGKILL)
     t.join(120)
     r = server.client()
@@ -286,61 +291,9 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
 # -- the bridge against a stand-in shard (real sockets, real protocol, real Redis) ----------------
 
 
-class BridgeProc:
-    """``shardex bridge`` as a real child process, its log in a file, its metrics on a port."""
-
-    def __init__(self, fake, redis_url: str, tmp_path, keys_dir=None) -> None:
-        """``keys_dir``: the bridge authenticates with its key from there (None: --insecure,
-        for stand-in shards without CURVE)."""
-        import subprocess
-        import sys
-
-        from conftest import ROOT, free_layout
-
-        self.metrics_port = free_layout(1).base_port
-        self.log_path = tmp_path / "bridge.log"
-        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shardex.cli", "bridge", "--endpoint", fake.layout.frontend,
-             "--redis-url", redis_url, "--metrics-port", str(self.metrics_port),
-             *(["--keys-dir", str(keys_dir)] if keys_dir else ["--insecure"])],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> dict[str, float]:
-        """Every sample of the exporter, keyed by ``name{labels}`` as printed."""
-        try:
-            text = (
-                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
-                .read()
-                .decode()
-            )
-        except OSError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
 @pytest.fixture
 def fake_bridge(redis_server: RedisServer, tmp_path):
-    from fakeshard import FakeShards
+    from tests.support.fakeshard import FakeShards
 
     fake = FakeShards(1)
     bridge = BridgeProc(fake, redis_server.url, tmp_path)
@@ -351,39 +304,15 @@ def fake_bridge(redis_server: RedisServer, tmp_path):
         fake.stop()
 
 
-def wait_until(cond, timeout: float, what: str, bridge: BridgeProc | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    tail = f"\n{bridge.output()[-3000:]}" if bridge else ""
-    pytest.fail(f"{what} not reached in {timeout} s{tail}")
-
-
-def assert_exact(r, fake, bridge: BridgeProc, shard: int = 0) -> None:
-    """Redis holds exactly the stand-in's events: 1..seq, no hole, no copy, same fields."""
-    evs = fake.events[shard]
-    entries = r.xrange(f"shardex:events:{shard}")
-    assert [e[0] for e in entries] == [f"{s}-0" for s in range(1, len(evs) + 1)]
-    trades = {e[0]: e[1] for e in r.xrange("shardex:trades:BTC-USD")}
-    for ev, (eid, f) in zip(evs, entries, strict=True):
-        if ev[0] == EV_TRADE:
-            assert (f["seq"], f["taker"], f["trade_id"]) == (str(ev[1]), ev[5], str(ev[8]))
-            assert trades[eid]["taker"] == ev[5]
-    assert "Traceback" not in bridge.output()
-    assert bridge.proc.poll() is None, "the bridge process died"
-
-
 def test_delayed_repair_replies_still_catch_up(fake_bridge):
     """Regression: status polls and repairs shared one socket and ate each other's replies, so a
     shard answering repairs after 6 s was never repaired (0 of 5 answered). Replies are now
     matched to their request; a late repair answer is still used."""
-    from fakeshard import trade
+    from tests.support.fakeshard import trade
 
     fake, bridge, r = fake_bridge
     wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-    time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+    wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
     fake.repair_delay = 6.0
     fake.publish(trade, 200)
     fake.publish(trade, 200, drop=True)  # a hole the next message reveals
@@ -401,11 +330,11 @@ def test_reachable_shard_that_never_repairs_raises_a_stall_alert(fake_bridge):
     """A shard that answers its status but never re-sends a hole: within seconds an ALERT line and
     ``shardex_bridge_stalled{shard} 1``; once it answers, the gauge goes back to 0 and Redis is
     exact."""
-    from fakeshard import trade
+    from tests.support.fakeshard import trade
 
     fake, bridge, r = fake_bridge
     wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-    time.sleep(0.3)
+    wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
     fake.answer_repairs = False
     fake.publish(trade, 50)
     fake.publish(trade, 50, drop=True)
@@ -484,13 +413,13 @@ def test_garbage_on_pub_and_in_repair_replies_is_counted_and_ignored(fake_bridge
     every malformed message or event is counted in ``shardex_bridge_malformed_total`` and
     dropped, real events keep flowing, and Redis ends exact."""
     import msgpack
-    from fakeshard import accepted, trade
 
     from shardex.wire.protocol import VERSION, encode_events
+    from tests.support.fakeshard import accepted, trade
 
     fake, bridge, r = fake_bridge
     wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-    time.sleep(0.3)
+    wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
     fake.garbage_repairs = 2  # the first two repair answers carry only garbage events
     pack = msgpack.packb
     garbage = [
@@ -542,9 +471,8 @@ def test_bridge_key_reads_a_curve_shard_and_a_stranger_gets_nothing(redis_server
     """The stand-in is a CURVE server checked by the real ZAP handler: the bridge (its process
     key, role bridge) gets the topology, every PUB event and its repairs; a SUB with an unknown
     key, connected the whole time, receives nothing."""
-    from fakeshard import FakeShards, accepted, trade
-
     from shardex.auth import KeyStore
+    from tests.support.fakeshard import FakeShards, accepted, trade
 
     keys = tmp_path / "keys"
     fake = FakeShards(1, keys_dir=str(keys))
@@ -553,7 +481,7 @@ def test_bridge_key_reads_a_curve_shard_and_a_stranger_gets_nothing(redis_server
     r = redis_server.client()
     try:
         wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-        time.sleep(0.3)  # the SUB handshake
+        wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
         for k in range(5):
             fake.publish(trade if k % 2 else accepted, 30)
         fake.publish(trade, 30, drop=True)  # repaired over the authenticated direct port
@@ -578,9 +506,8 @@ def test_bridge_with_an_unregistered_key_alerts_and_connects_once_registered(
     ZAP refusal); once the key is registered it gets the topology and writes every event."""
     import shutil
 
-    from fakeshard import FakeShards, trade
-
     from shardex.auth import SERVER_KEY_FILE, KeyFile, KeyStore, Registry
+    from tests.support.fakeshard import FakeShards, trade
 
     cluster_keys = tmp_path / "cluster"
     fake = FakeShards(1, keys_dir=str(cluster_keys))
@@ -613,11 +540,11 @@ def test_shard_refusing_the_bridges_requests_is_an_alert_not_lost_events(fake_br
     shard answers a key without the bridge role) came back as a per-command error and was taken
     for "this range is gone": the bridge marked the events lost for ever. Now a refusal is an
     ``auth`` ALERT, the range is asked again, and once the shard answers nothing is lost."""
-    from fakeshard import trade
+    from tests.support.fakeshard import trade
 
     fake, bridge, r = fake_bridge
     wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-    time.sleep(0.3)
+    wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
     fake.publish(trade, 20)
     wait_until(lambda: r.xlen("shardex:events:0") == 20, 20, "the first events", bridge)
     fake.deny_events = "events: not allowed for this key"

@@ -26,9 +26,6 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, free_layout, redis_server_binary, wait_listening
-from test_bridge import BridgeProc, wait_until
-from test_redis_acl import AclRedis
 
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FORWARD
@@ -47,6 +44,11 @@ from shardex.wire.protocol import (
     packb,
 )
 from shardex.wire.pub import Malformed, decode_account_pub, decode_account_pub_epoch
+from tests.support.bridge import BridgeProc, wait_until
+from tests.support.cluster import ROOT
+from tests.support.ports import free_layout, wait_listening
+from tests.support.redis import redis_server_binary
+from tests.support.redis_acl import AclRedis
 
 ASSETS = AssetTable(DEFAULT_MARKETS)
 
@@ -99,6 +101,7 @@ class StandIn:
         self.leading = True  # False: a standby (no HELLO, every request answered not_leader)
         self.published = 0  # the highest seq this leader serves (its ``published``)
         self.status_asked = 0
+        self.subscribed = 0  # subscriptions its PUB (an XPUB) received: the bridge's SUB is in
         self.not_leader_sent = 0
         self._todo: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -157,7 +160,8 @@ class StandIn:
         ctx = zmq.Context()
         socks: list[Any] = []
         try:
-            pub = ctx.socket(zmq.PUB)
+            pub = ctx.socket(zmq.XPUB)
+            pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             direct = ctx.socket(zmq.ROUTER)
             link = ctx.socket(zmq.DEALER)
             socks = [pub, direct, link]
@@ -190,6 +194,9 @@ class StandIn:
                         direct.send_multipart([frames[0], frames[2], self._answer(frames[3])])
                 while link.poll(0):
                     link.recv_multipart()  # nothing is routed to a stand-in
+                while pub.poll(0):
+                    if pub.recv()[:1] == b"\x01":  # a subscription (b"\x00": one ended)
+                        self.subscribed += 1
         except BaseException as exc:  # surfaced by close()
             self._error = exc
             self._ready.set()
@@ -338,7 +345,7 @@ def test_stale_epoch_pub_of_an_account_shard_is_not_written(rig: Rig) -> None:
     leader = rig.replica(1, epoch=2, history=history)
     bridge = rig.start_bridge()
     wait_until(lambda: leader.status_asked >= 1, 20, "the bridge polling the leader", bridge)
-    time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+    wait_until(lambda: leader.subscribed >= 1, 20, "the bridge's subscription", bridge)
     leader.advance(20)
     wait_until(lambda: rig.ids() == balance_seqs(20), 20, "epoch 2's first events", bridge)
     # a deposed leader's view of seqs 21..30: other balances, epoch 1
@@ -376,7 +383,7 @@ def test_bridge_follows_the_account_shards_new_leader(rig: Rig, old_leader: str)
     r0 = rig.replica(0, epoch=1, history=history)
     bridge = rig.start_bridge()
     wait_until(lambda: r0.status_asked >= 1, 20, "the bridge polling the leader", bridge)
-    time.sleep(0.3)
+    wait_until(lambda: r0.subscribed >= 1, 20, "the bridge's subscription", bridge)
     r0.advance(200, drop={2})  # one message lost on the way: repaired from r0
     wait_until(lambda: rig.ids() == balance_seqs(200), 20, "epoch 1's events", bridge)
     r0.advance(230, drop={0})  # the old leader's last message never reached the bridge
@@ -390,7 +397,7 @@ def test_bridge_follows_the_account_shards_new_leader(rig: Rig, old_leader: str)
     r1 = rig.replica(1, epoch=2, history=history)
     r1.publish(history.range(1, 230), drop=True)  # it serves the same journal
     wait_until(lambda: r1.status_asked >= 1, 30, "the bridge following the new leader", bridge)
-    time.sleep(0.3)
+    wait_until(lambda: r1.subscribed >= 1, 30, "the bridge's subscription", bridge)
     r1.publish(history.range(181, 230))  # a tail seen from both leaders: written once
     r1.advance(400, drop={1})
     wait_until(lambda: rig.ids() == balance_seqs(400), 30, "epoch 2's events", bridge)
@@ -422,7 +429,7 @@ def test_engine_and_account_leaders_both_move(tmp_path: Path) -> None:
         r0 = rig.replica(0, epoch=1, history=history)
         bridge = rig.start_bridge()
         wait_until(lambda: r0.status_asked >= 1, 20, "the bridge polling the leader", bridge)
-        time.sleep(0.3)
+        wait_until(lambda: r0.subscribed >= 1, 20, "the bridge's subscription", bridge)
         r0.advance(60)
         wait_until(lambda: rig.ids() == balance_seqs(60), 20, "epoch 1's events", bridge)
         # account shard 0: the new leader registers; the old one still answers (it has not
@@ -441,7 +448,7 @@ def test_engine_and_account_leaders_both_move(tmp_path: Path) -> None:
         wait_until(lambda: rig.engine.status_asked >= 1, 20, "engine status polls", bridge)
         r0.step_down()
         wait_until(lambda: r1.status_asked >= 1, 30, "the bridge following r1", bridge)
-        time.sleep(0.3)
+        wait_until(lambda: r1.subscribed >= 1, 30, "the bridge's subscription", bridge)
         r1.advance(150)
         wait_until(lambda: rig.ids() == balance_seqs(150), 30, "epoch 2's events", bridge)
         rig.assert_exact(history)
@@ -474,7 +481,7 @@ def test_kill9_account_leader_twice_the_bridge_follows_there_and_back() -> None:
     The one bridge process follows both moves; the balances stream ends exactly the account
     shard's balance and fee events, in seq order, each once; the tiers agree and
     ``shardex audit`` passes; nothing was lost for Redis and nothing malformed was read."""
-    from test_failover_accounts import (
+    from tests.support.failover_accounts import (
         AccountsPair,
         FundedLoad,
         _check_consistent,
@@ -490,7 +497,7 @@ def test_kill9_account_leader_twice_the_bridge_follows_there_and_back() -> None:
         load = FundedLoad(apair, "b")
         try:
             for _ in range(2):
-                time.sleep(1.0)
+                load.wait_more(20)  # funded orders acknowledged by this leader first
                 before = len(load.acked)
                 assert before, "no order was acknowledged before the kill"
                 os.kill(leaders[-1]["pid"], 9)

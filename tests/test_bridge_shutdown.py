@@ -16,8 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, RedisServer, free_layout
-from fakeshard import FakeShards, trade
+
+from tests.support.cluster import ROOT
+from tests.support.fakeshard import FakeShards, trade
+from tests.support.ports import free_layout
+from tests.support.redis import RedisServer
 
 EXIT_WAIT = 10.0  # bounded wait for an exit that used to never come (the supervisor's grace: 5 s)
 

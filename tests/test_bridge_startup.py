@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import Cluster
-
 from shardex.node.bridge import STARTUP_GRACE_S, still_starting
 from shardex.tools.tail import connect
+from tests.support.cluster import Cluster
 
 
 def test_still_starting_only_before_the_first_answer_and_within_the_grace() -> None:

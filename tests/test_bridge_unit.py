@@ -21,7 +21,7 @@ from shardex.node.bridge import (
     parse_events_reply,
     parse_status,
 )
-from shardex.wire.protocol import VERSION, decode_reply, encode_reply
+from shardex.wire.protocol import ERR_OVERLOADED, VERSION, decode_reply, encode_reply
 from shardex.wire.pub import MAX_SEQ, Malformed, check_event, decode_pub, encode_events
 
 MARKETS = load_markets()
@@ -141,7 +141,7 @@ def test_events_reply_keeps_only_the_asked_range():
     assert [e[1] for e in evs] == [4, 5, 6] and gone is None and seq == 20 and bad == 3
     err, res = decode_reply(encode_reply([{"error": "events 1..3 are gone", "seq": 9}]))
     assert parse_events_reply(err, res, 1, 3, MARKETS) == (None, "events 1..3 are gone", 9, 0)
-    for reply in (encode_reply(None, "overloaded"), encode_reply([1, 2]), b"junk"):
+    for reply in (encode_reply(None, ERR_OVERLOADED), encode_reply([1, 2]), b"junk"):
         err, res = decode_reply(reply)
         try:
             parse_events_reply(err, res, 1, 3, MARKETS)

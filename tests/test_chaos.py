@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, RedisServer
 
 from shardex.client import EXECUTED, NOT_EXECUTED, Client, ShardexError
 from shardex.wire.protocol import OP_ORDER, STATE_UNKNOWN, shard_for
+from tests.support.cluster import Cluster
+from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 SYMBOLS = ("BTC-USD", "ETH-USD")  # on different shards when N = 2
 assert shard_for(SYMBOLS[0], 2) != shard_for(SYMBOLS[1], 2)
@@ -426,10 +428,13 @@ def test_kill9_each_process_in_turn_under_load(bridged, traders):
         wait_acks(t, 200)
     # Redis: nobody supervises the external server; kill -9 it and start it again (its AOF)
     assert server.proc is not None
+    gone = cluster.output().count("Redis unavailable at")
     server.proc.kill()
     server.proc.wait(10)
     wait_acks(t, 100)  # the engines match while Redis is gone
-    time.sleep(1.5)  # down long enough for the bridge to find it gone (not only a reconnect)
+    # down until the bridge found it gone (not only a reconnect)
+    wait_until(lambda: cluster.output().count("Redis unavailable at") > gone, 30,
+               "the bridge finding Redis gone")  # fmt: skip
     server.start()
     wait_acks(t, 200)
     t.finish()
@@ -491,7 +496,10 @@ def test_sigstop_shard_under_load(bridged, traders, stopped):
     os.kill(pid, signal.SIGSTOP)
     stopped.append(pid)
     errors_before = sum(t.errors.values())
-    time.sleep(3)
+    # frozen until its clients got errors and the bridge noticed the silent shard
+    wait_until(lambda: t.errors_by_symbol[SHARD0_SYMBOL] > 0
+               and "shard 0 does not answer its status requests" in cluster.output(), 30,
+               "errors for shard 0's clients and the bridge noticing the silence")  # fmt: skip
     os.kill(pid, signal.SIGCONT)
     wait_acks(t, 300)
     t.finish()
@@ -516,25 +524,29 @@ def test_sigstop_bridge_then_redis_engines_never_wait(bridged, traders, stopped)
     cluster, server = bridged
     sampler = Sampler(cluster.layout.bridge_metrics_port)
     sampler.start()
+    stalled = [f'shardex_bridge_stalled{{shard="{i}"}}' for i in (0, 1)]
     try:
         t = start_trader(traders, cluster, "b", timeout=5.0)
         bridge = cluster.child_pid("bridge")
         os.kill(bridge, signal.SIGSTOP)
         stopped.append(bridge)
-        time.sleep(5)
+        wait_acks(t, 200)  # the engines go on while the bridge is frozen
         os.kill(bridge, signal.SIGCONT)
         wait_acks(t, 200)
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSTOP)
         stopped.append(server.proc.pid)
-        time.sleep(6.5)
+        # frozen until the bridge raised the stall alert (its gauge and its ALERT line)
+        alert = r"ALERT shard \d is reachable and at seq \d+, but Redis"
+        wait_until(lambda: max(sampler.max(s) for s in stalled) == 1.0
+                   and re.search(alert, cluster.output()), 60, "the stall alert")  # fmt: skip
+        wait_acks(t, 100)  # and the engines went on meanwhile
         os.kill(server.proc.pid, signal.SIGCONT)
         wait_acks(t, 200)
         t.finish()
         assert not t.errors, f"clients saw errors while only the bridge/Redis froze: {t.errors}"
         orders = check_orders(cluster, [t])
         counts = check_redis(server.client(), cluster, [t])
-        stalled = [f'shardex_bridge_stalled{{shard="{i}"}}' for i in (0, 1)]
         deadline = time.monotonic() + 15
         while any(metrics(cluster.layout.bridge_metrics_port).get(s) != 0.0 for s in stalled):
             assert time.monotonic() < deadline, "the stall gauge never went back to 0"
@@ -741,7 +753,9 @@ def test_sigstop_router_under_burst(bridged, traders, stopped):
     router = cluster.child_pid("router")
     os.kill(router, signal.SIGSTOP)
     stopped.append(router)
-    time.sleep(3)
+    # frozen until clients' requests timed out (with their fates)
+    wait_until(lambda: sum(steady.errors.values()) + sum(burst.errors.values()) > 0, 30,
+               "timeouts while the router is frozen")  # fmt: skip
     os.kill(router, signal.SIGCONT)
     wait_acks(burst, 800)
     wait_acks(steady, 100)

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cluster, free_layout, require
+from conftest import require
 
 from shardex.cli import _seq_range
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, STP_NONE
 from shardex.journal import Journal
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_layout
+from tests.support.wait import wait_until
 
 
 def cli(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
@@ -181,7 +184,8 @@ def test_loadgen_ctrl_c_exits_130_without_traceback(cluster, tmp_path):
             time.sleep(0.5)
             if os.read(proc.stderr.fileno(), 4096):  # the progress line: generators are running
                 break
-        time.sleep(1.0)
+        with cluster.client() as c:  # interrupted once orders flow
+            wait_until(lambda: (c.status()[0].get("commands") or 0) >= 100, 30, "orders sent")
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
         stdout, stderr = proc.communicate(timeout=20)
     finally:

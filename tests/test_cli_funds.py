@@ -20,9 +20,9 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, Cluster
 
 from shardex.cli import main
+from tests.support.cluster import ROOT, Cluster
 
 
 @pytest.fixture(scope="module")

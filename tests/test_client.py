@@ -7,7 +7,6 @@ import asyncio
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +15,6 @@ from typing import Any
 
 import msgpack
 import pytest
-import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,18 +28,19 @@ from shardex.client import (
     Result,
     ShardexError,
 )
-from shardex.engine import DEFAULT_MARKETS, Engine, Market, MarketError
+from shardex.engine import DEFAULT_MARKETS, Market, MarketError
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, OP_REJECT
 from shardex.wire.protocol import (
+    ERR_OVERLOADED,
     OP_BOOK,
     OP_MARKETS,
     OP_ORDER,
     decode_reply,
-    decode_request,
     encode_reply,
     markets_to_wire,
 )
 from shardex.wire.transport import Pending, StopFlag, check_endpoint
+from tests.support.standin import StandIn, shard_like
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,84 +50,6 @@ CUSTOM = {
 
 
 # -- a stand-in cluster: one ROUTER answering like router + shard ---------------------------------
-
-
-class StandIn:
-    """A real ROUTER on a free loopback port, answering in a thread with ``handler``.
-
-    ``handler(key, cmds)`` returns reply bytes, or None to leave the request unanswered."""
-
-    def __init__(self, handler: Callable[[bytes, Any], bytes | None]) -> None:
-        self.handler = handler
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.requests: list[tuple[bytes, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.sock.poll(20):
-                continue
-            ident, key, req, payload = self.sock.recv_multipart()
-            cmds, _ = decode_request(payload)
-            self.requests.append((key, cmds))
-            reply = self.handler(key, cmds)
-            if reply is not None:
-                self.sock.send_multipart([ident, req, reply])
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close(0)
-        self.ctx.term()
-
-    def __enter__(self) -> StandIn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def shard_like(
-    markets: dict[str, Market],
-    topo: list[dict[str, Any]] | None = None,
-    silent: Callable[[tuple], bool] = lambda cmd: False,
-    order_state: Callable[[tuple], dict | None] | None = None,
-    markets_reply: Any = None,
-) -> Callable[[bytes, Any], bytes | None]:
-    """A handler: topology on key b"", writes applied to a real Engine, OP_ORDER/OP_MARKETS
-    answered by the given functions; a frame holding a ``silent`` command gets no reply."""
-    engine = Engine(markets)
-    topo = topo if topo is not None else [{"shard": 0, "pid": 1}]
-
-    def handle(key: bytes, cmds: Any) -> bytes | None:
-        if key == b"":
-            return encode_reply([{"router": True, "shards": len(topo), "topology": topo}])
-        if any(silent(c) for c in cmds):
-            return None
-        results: list[Any] = []
-        for c in cmds:
-            if c[0] == OP_ORDER:
-                state = order_state(c) if order_state else None
-                if state is None:
-                    return None
-                results.append(state)
-            elif c[0] == OP_MARKETS:
-                if markets_reply is None:
-                    return None
-                results.append(markets_reply)
-            else:
-                out: list = []
-                engine.apply(c, out)
-                results.append(out)
-        return encode_reply(results)
-
-    return handle
 
 
 # -- endpoint validation (issue 10: a raw ZMQError before) ----------------------------------------
@@ -456,7 +377,7 @@ def test_timeout_asks_the_shard_for_the_fate() -> None:
 
 
 def test_batch_errors_are_not_executed_and_need_no_query() -> None:
-    with StandIn(lambda key, cmds: encode_reply(None, "overloaded") if key else None) as si:
+    with StandIn(lambda key, cmds: encode_reply(None, ERR_OVERLOADED) if key else None) as si:
         with Client(si.endpoint, timeout=0.5, account="a", shard_endpoints=None) as c:
             c.shards = 1
             c.markets_source = "given"
@@ -512,7 +433,7 @@ def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
 
 
 def test_real_cluster_custom_market_just_works(tmp_path: Path) -> None:
-    from conftest import Cluster
+    from tests.support.cluster import Cluster
 
     path = tmp_path / "mk.toml"
     path.write_text('[markets.ZED-USD]\ntick = "0.5"\nlot = "2"\n')

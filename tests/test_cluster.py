@@ -15,7 +15,6 @@ import msgpack
 import pytest
 import redis
 import zmq
-from conftest import ROOT, Cluster, free_layout, wait_for_cluster
 
 from shardex.client import Client
 from shardex.engine.codes import OP_REJECT
@@ -28,6 +27,8 @@ from shardex.wire.protocol import (
     encode_request,
     shard_for,
 )
+from tests.support.cluster import ROOT, Cluster, wait_for_cluster
+from tests.support.ports import free_layout
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "LTC-USD"]
 

@@ -3,14 +3,10 @@ silently dropped book), and accepted by the same N with every book intact."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cluster, free_layout
 
 from shardex.datadir import (
     DataDirError,
@@ -24,27 +20,12 @@ from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, SELL, STP_NONE
 from shardex.journal import Journal
 from shardex.wire.protocol import shard_for
+from tests.support.cli import refused, run_cli
+from tests.support.cluster import Cluster
+from tests.support.ports import free_layout
 
 # Under N = 2: BTC-USD and ADA-USD → shard 0, ETH-USD and SOL-USD → shard 1.
 assert shard_for("BTC-USD", 2) == 0 and shard_for("ETH-USD", 2) == 1
-
-
-def run_cli(*args: str, timeout: float = 25) -> subprocess.CompletedProcess:
-    """Run ``shardex ARGS``; one that keeps running past ``timeout`` was not refused (killed)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shardex.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"shardex {' '.join(args)} was not refused (still running): {err[-2000:]!r}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def up(data_dir: Path, shards: int) -> subprocess.CompletedProcess:
@@ -95,16 +76,6 @@ def rest_orders(cluster: Cluster, symbols: list[str]) -> dict[str, dict]:
             books[s] = c.book(s)
             assert books[s]["bids"] and books[s]["asks"]
     return books
-
-
-def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    err = proc.stderr.decode()
-    assert proc.returncode not in (0, None), err
-    assert "Traceback" not in err, err
-    assert "refusing to start" in err, err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 def test_two_shards_to_one_is_refused_and_two_again_keeps_every_book(tmp_path):

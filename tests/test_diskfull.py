@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, require
+from conftest import require
 
 from shardex.wire.protocol import ERR_JOURNAL, OP_ORDER
+from tests.support.cluster import Cluster
 
 SIZE = "3m"
 

@@ -18,6 +18,7 @@ The rule (docs/test-suite.md says it for readers): each block has a language, an
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -35,11 +36,12 @@ import pytest
 import redis
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT, Cluster, listening, wait_listening
 
 from shardex.cli import main as cli
 from shardex.config import load_markets
 from shardex.datadir import ShardDir, describe, misplaced
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import listening, wait_listening
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.M | re.S)
@@ -282,6 +284,8 @@ def test_other_shell_lines(tmp_path):
                 proc = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, timeout=30,
                                       capture_output=True)  # fmt: skip
                 assert proc.returncode == 0, f"{b.where}: `{line}`:\n{proc.stderr.decode()}"
+            elif head in ("python", "python3") and argv[1] == "-m":  # a module that exists
+                assert importlib.util.find_spec(argv[2]), f"{b.where}: no module {argv[2]}"
             elif head in ("python", "python3"):
                 script = ROOT / argv[1]
                 assert script.is_file(), f"{b.where}: {argv[1]} does not exist"
@@ -419,7 +423,7 @@ def check_balances_stream(block: Block, cluster: Cluster, workdir: Path) -> None
 CHECKED_TEXT: dict[str, Callable[[Block, Cluster, Path], None]] = {
     "$ shardex up --shards 2": check_up_output,
     "redis: shardex redis": check_procfile,
-    "SHARDEX_SHARDS=auto": check_env,
+    "SHARDEX_ROUTERS=auto": check_env,
     "  clients · loadgen · CLI  (the SDK)": check_same_diagram,
     "shardex/": check_package_tree,
     "Error: refusing to start 1 shard(s)": check_shard_count_refusal,
@@ -488,7 +492,9 @@ def test_every_repository_path_the_docs_name_exists():
 
 
 def test_every_environment_variable_the_docs_name_is_read():
-    code = "\n".join(p.read_text() for p in (ROOT / "shardex").rglob("*.py"))
+    # (the package's variables, and the suite's own: tests/conftest.py reads SHARDEX_TESTS_*)
+    files = [*(ROOT / "shardex").rglob("*.py"), *(ROOT / "tests").glob("*.py")]
+    code = "\n".join(p.read_text() for p in files if p.name != "test_docs.py")
     names = {m for page in pages() for m in re.findall(r"\bSHARDEX_[A-Z0-9_]*[A-Z0-9]\b",
                                                        page.read_text())}  # fmt: skip
     assert names and {n for n in names if n not in code} == set()

@@ -20,7 +20,6 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import free_layout, wait_listening
 
 import shardex.journal.disk as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
@@ -34,6 +33,7 @@ from shardex.wire.protocol import (
     encode_request,
     unpackb,
 )
+from tests.support.ports import free_layout, wait_listening
 
 
 def _state(engine: Engine) -> bytes:

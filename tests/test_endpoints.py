@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, Cluster, free_layout
 
 from shardex import endpoints
 from shardex.cli import main
 from shardex.client import Client, ClientCore
 from shardex.layout import Layout
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_layout
 
 
 def _layout() -> Layout:

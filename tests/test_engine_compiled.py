@@ -1,10 +1,12 @@
 """The optional mypyc-compiled engine gives byte-identical events to the interpreted one.
 
-Builds the compiled engine into a temporary cache (about half a minute on 2 cores) unless
-mypy/mypyc or a C compiler is missing (then skipped, saying which). Both engines run in child
-processes (``SHARDEX_ENGINE=compiled`` / ``interpreted``) over the same streams, made once here:
-the property tests' random streams and the workload generator's (all mixes, garbage included),
-and each child prints msgpack of every event, every order status and the final snapshot.
+Builds the compiled engine (about half a minute of CPU) unless mypy/mypyc or a C compiler is
+missing (then skipped, saying which), into pytest's cache directory: the build is named by the
+hash of the engine's sources, so it is made once per source version, not once per run. Both
+engines run in child processes (``SHARDEX_ENGINE=compiled`` / ``interpreted``) over the same
+streams, made once here: the property tests' random streams and the workload generator's (all
+mixes, garbage included), and each child prints msgpack of every event, every order status and
+the final snapshot.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from test_engine_props import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
+from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +79,7 @@ def _run(mode: str, data: Path, cache: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def compiled_cache(tmp_path_factory) -> Path:
+def compiled_cache(request) -> Path:
     require(
         importlib.util.find_spec("mypyc") is not None,
         "mypyc is not installed (pip install mypy): compiled engine not testable",
@@ -92,7 +94,7 @@ def compiled_cache(tmp_path_factory) -> Path:
         (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
         "no Python headers (Python.h): compiled engine not testable",
     )
-    cache = tmp_path_factory.mktemp("engine-cache")
+    cache = request.config.cache.mkdir("shardex-engine")  # (.pytest_cache/d/shardex-engine)
     env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "shardex.engine.build"], env=env, capture_output=True,
@@ -102,6 +104,7 @@ def compiled_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.timeout(900)  # (the build, when there is none yet for these sources)
 def test_compiled_engine_gives_byte_identical_events(compiled_cache, tmp_path):
     data = tmp_path / "streams.pickle"
     data.write_bytes(pickle.dumps(_streams()))

@@ -6,7 +6,6 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from refmatcher import RefEngine
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import (
@@ -24,90 +23,20 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
-    OP_REJECT,
     REJECT_NAMES,
 )
-from shardex.engine.engine import TRADE_SCAN
 from shardex.tools.workload import Workload
-
-SYMBOLS = ("BTC-USD", "ETH-USD")
-IDS = [f"o{i}" for i in range(12)]
-ACCOUNTS = ("alice", "bob", "carol")
-
-new_cmd = st.builds(
-    lambda sym, oid, acct, side, otype, price, qty, tif, post_only, stp: (
-        OP_NEW,
-        sym,
-        oid,
-        acct,
-        side,
-        otype,
-        None if otype == MARKET else price,
-        qty,
-        (tif or IOC) if otype == MARKET else tif,
-        post_only and otype == LIMIT and tif == GTC,
-        stp,
-    ),
-    st.sampled_from(SYMBOLS),
-    st.sampled_from(IDS),
-    st.sampled_from(ACCOUNTS),
-    st.integers(0, 1),
-    st.sampled_from((LIMIT, LIMIT, LIMIT, MARKET)),
-    st.integers(95, 105),
-    st.integers(1, 10),
-    st.sampled_from((GTC, GTC, IOC, FOK)),
-    st.booleans(),
-    st.integers(0, 3),
+from tests.support.engine_gen import (
+    ACCOUNTS,
+    IDS,
+    SYMBOLS,
+    Logged,
+    _any_cmd,
+    commands,
+    long_commands,
+    windows,
 )
-cancel_cmd = st.builds(
-    lambda sym, oid, acct: (OP_CANCEL, sym, oid, acct),
-    st.sampled_from(SYMBOLS),
-    st.sampled_from(IDS),
-    st.sampled_from(ACCOUNTS),
-)
-amend_cmd = st.builds(
-    lambda sym, oid, acct, qty, price: (OP_AMEND, sym, oid, acct, qty, price),
-    st.sampled_from(SYMBOLS),
-    st.sampled_from(IDS),
-    st.sampled_from(ACCOUNTS),
-    st.one_of(st.none(), st.integers(1, 10)),
-    st.one_of(st.none(), st.integers(95, 105)),
-).filter(lambda c: c[4] is not None or c[5] is not None)
-commands = st.lists(
-    st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=1, max_size=80
-)
-# Hypothesis keeps lists short (6 commands on average above: a few trades in 300 examples);
-# streams long enough to build books, trade, hit STP and recycle ids through a small window.
-long_commands = st.lists(
-    st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=20, max_size=100
-)
-
-
-class Logged(Engine):
-    """An engine that keeps every event it emitted and gives its order statuses that log as
-    their event source (the part a shard's event ring plays), so statuses carry trades."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.log: list = []
-
-    def apply(self, cmd, out) -> None:
-        n = len(out)
-        super().apply(cmd, out)
-        self.log.extend(out[n:])
-
-    def events(self, first: int, last: int):
-        """Events first..last from the log, or None when it does not hold them all."""
-        if not self.log:
-            return None
-        base = self.log[0][1]
-        if first < base or last - base >= len(self.log):
-            return None
-        return self.log[first - base : last - base + 1]
-
-    def order_status(self, symbol, account, oid, events=None, scan=TRADE_SCAN):
-        return super().order_status(symbol, account, oid, events or self.events, scan)
-
+from tests.support.refmatcher import RefEngine
 
 
 def _comparable(events):
@@ -160,10 +89,6 @@ class Ledger:
                 assert 0 < e[4] <= self.open[(sym, e[3])]
                 self.open[(sym, e[3])] = e[4]
                 self.reprice.add((sym, e[3], e[5]))
-
-
-# Recent-results windows: none, tiny (ids recycle and eviction order matters), default.
-windows = st.sampled_from((0, 1, 3, 100_000))
 
 
 def _check_status(engine: Engine, ref: RefEngine, symbol: str, oid: str) -> None:
@@ -220,27 +145,6 @@ def test_engine_matches_reference_and_keeps_invariants(cmds, window):
 def test_same_commands_same_events(cmds, window):
     a, b = Logged(DEFAULT_MARKETS, recent=window), Logged(DEFAULT_MARKETS, recent=window)
     assert a.apply_many(cmds) == b.apply_many(cmds)
-
-
-# Anything at all in a command's positions: plausible values mixed with garbage of every type.
-_any_field = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 20),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True),
-    st.text(max_size=70),
-    st.sampled_from(SYMBOLS + ("NOPE-USD", "") + tuple(IDS) + ACCOUNTS),
-    st.lists(st.integers(), max_size=2),
-)
-_any_cmd = st.one_of(
-    st.tuples(st.sampled_from((OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT, 0, 99, "new", None)))
-    .flatmap(lambda op: st.lists(_any_field, max_size=12).map(lambda rest: op + tuple(rest))),
-    new_cmd,
-    cancel_cmd,
-    amend_cmd,
-    _any_field,
-)
 
 
 @settings(max_examples=300, deadline=None)

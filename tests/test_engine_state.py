@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_engine_props import ACCOUNTS, IDS, SYMBOLS, Logged, long_commands, windows
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.book import IntegrityError, Order, rest_order
@@ -31,6 +30,7 @@ from shardex.engine.codes import (
     STP_CANCEL_BOTH,
 )
 from shardex.tools.workload import Workload
+from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, Logged, long_commands, windows
 
 
 def _roundtrip(state):

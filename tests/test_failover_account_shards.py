@@ -17,7 +17,6 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from test_failover_accounts import _free_port
 
 from shardex.auth import KeyStore, domain_allows, replication_domain, replication_peer
 from shardex.engine.codes import OP_NEW
@@ -37,6 +36,7 @@ from shardex.wire.protocol import (
     packb,
     unpackb,
 )
+from tests.support.ports import free_port as _free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,116 +25,32 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import zmq
-from conftest import ROOT, Cluster, listening
-from test_accounts_stream import _expected, _stream
 
-from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
+from shardex.accounts.codes import S_TRADE
 from shardex.accounts.machines import SettledEngineFactory
-from shardex.client import Client, audit_report
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
-from shardex.journal import read_commands
-from shardex.layout import REPLICA_BASE, Layout
-from shardex.node.replica import replica_dir
-from shardex.node.supervisor import port_free
-from shardex.redisauth import RedisUsers
+from shardex.layout import Layout
 from shardex.wire.protocol import LINK_FWD, LINK_SETTLE, LINK_SYNC, OP_FORWARD, packb, unpackb
+from tests.support.failover_accounts import (
+    SYMBOL,
+    AccountsPair,
+    FundedLoad,
+    _check_consistent,
+    _engine_history,
+    _fund,
+    _wait_account_leader,
+)
+from tests.support.ports import free_port, listening
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-SYMBOL = "BTC-USD"
-TRADERS = [f"t{k}" for k in range(4)]
-SETTLEMENTS = (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED)
-
-
-def base_limit() -> int:
-    """The highest base port whose whole layout (replicas' ports included) stays below the
-    kernel's ephemeral port range (Linux; elsewhere: no limit)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            low = int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 65535
-    return low - REPLICA_BASE - 1100
-
-
-class AccountsPair(Cluster):
-    """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge)."""
-
-    def __init__(self) -> None:
-        import conftest
-
-        plain = conftest.free_layout
-
-        def free_layout(shards: int, routers: int = 1, accounts: int = 0) -> Layout:
-            # The replicas' ports (replica 1's link too) must be free too, and all of them
-            # below the kernel's ephemeral range when possible: a promoted standby binds its
-            # ports only then, and an outgoing connection's ephemeral port taken meanwhile
-            # (the box is shared) made it fail to bind and lose the shard for seconds.
-            top = base_limit()
-            for attempt in range(400):
-                layout = plain(shards, routers, accounts)
-                if layout.base_port > top and attempt < 300:
-                    continue
-                if all(port_free("127.0.0.1", p) for p in layout.replica_ports()):
-                    return layout
-            raise RuntimeError("no free port range for two replicas")
-
-        conftest.free_layout = free_layout  # (``Cluster`` picks its layout with it)
-        try:
-            super().__init__(1, "--replicas", "2", accounts=1, redis="embedded")
-        finally:
-            conftest.free_layout = plain
-        try:
-            self.wait_isr(2)
-        except BaseException:
-            self.stop()
-            raise
-
-    def admin(self, **kw: Any) -> Client:
-        return self.client(timeout=3.0, **kw)
-
-    def leader(self) -> dict[str, Any]:
-        with self.admin() as c:
-            return c.status()[0]
-
-    def wait_isr(self, members: int | None, not_pid: int | None = None,
-                 timeout: float = 20.0) -> dict:  # fmt: skip
-        """The leader's status once its in-sync set has ``members`` nodes (None: any), and,
-        with ``not_pid``, once a process other than that one leads."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        with self.admin() as c:
-            while time.monotonic() < deadline:
-                last = c.status()[0]
-                isr = last.get("isr")
-                if (
-                    isr is not None
-                    and (members is None or len(isr) == members)
-                    and last.get("pid") != not_pid
-                ):  # fmt: skip
-                    return last
-                time.sleep(0.1)
-        raise TimeoutError(f"in-sync set never reached {members}: {last}")
-
-    def account_status(self, c: Client) -> dict[str, Any]:
-        from shardex.wire.protocol import OP_STATUS
-
-        return c.read_result(*c._request(c._router, b"%0", (OP_STATUS,), ""), "account shard 0")
-
-    def redis(self) -> redis.Redis:
-        assert self.keys_dir is not None
-        url = RedisUsers.ensure(self.keys_dir).url(self.layout.redis_url, "reader")
-        return redis.Redis.from_url(url, decode_responses=True)
 
 
 @pytest.fixture
@@ -144,147 +60,6 @@ def apair() -> Any:
         yield c
     finally:
         c.stop()
-
-
-def _fund(c: Client) -> None:
-    """Deposits (each with its ref: a retry is a no-op), retried while the account shard has
-    not registered with the router yet ("shard unavailable" right after start)."""
-    for t in TRADERS:
-        for asset, amount in (("USD", "1000000"), ("BTC", "1000")):
-            deadline = time.monotonic() + 15
-            while True:
-                r = c.deposit(t, asset, amount, ref=f"{t}-{asset}")
-                if r.error is None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            assert r.ok, r
-
-
-class FundedLoad:
-    """Crossing orders one after another (trades, so settlements flow), and cancels of what
-    rests; records the ids the account shard acknowledged (held and forwarded)."""
-
-    def __init__(self, cluster: AccountsPair, tag: str) -> None:
-        self.cluster = cluster
-        self.tag = tag
-        self.acked: list[str] = []
-        self.sent = 0
-        self.errors = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        with self.cluster.admin() as c:
-            k = 0
-            while not self.stopping.is_set():
-                k += 1
-                t = TRADERS[k % len(TRADERS)]
-                side = "buy" if k % 2 else "sell"
-                oid = f"{self.tag}{k}"
-                r = c.place(SYMBOL, side, "0.01", str(100 + k % 5), account=t, id=oid)
-                self.sent += 1
-                if r.error is None and r.ok:
-                    self.acked.append(oid)
-                else:
-                    self.errors += 1
-                if k % 7 == 0:  # a cancel straight to the engine shard (may be gone: filled)
-                    c.cancel(SYMBOL, oid, account=t)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(15)
-
-
-def _engine_history(path: str) -> tuple[int, list[str], list[bytes]]:
-    """Replay an engine replica's journal (read-only) through the account tier's machine:
-    its seq (checking one contiguous history), the ids of the forwarded orders, and the
-    settlements it produced for account shard 0 (packed, to compare exactly)."""
-    machine = SettledEngineFactory(0, 1, 1).new(DEFAULT_MARKETS)
-    ids: list[str] = []
-    last_record = None
-    for seq, cmd in read_commands(path):
-        if seq != last_record:
-            assert seq == machine.seq, f"record at seq {seq} after seq {machine.seq}: a gap"
-            last_record = seq
-        machine.apply(cmd, [])
-        if cmd[0] == OP_FORWARD and type(cmd[4]) is tuple and cmd[4][0] == OP_NEW:
-            ids.append(cmd[4][2])
-    return machine.seq, ids, [packb(m) for j, m in machine.outgoing if j == 0]
-
-
-def _account_settlements(path: str) -> list[bytes]:
-    """The settlements account shard 0 journaled (it journals only what it applies)."""
-    return [packb(cmd) for _, cmd in read_commands(path)
-            if cmd[0] in SETTLEMENTS and cmd[1] == 0]  # fmt: skip
-
-
-def _check_consistent(cluster: AccountsPair, acked: list[str], timeout: float = 30.0) -> dict:
-    """Wait until the tiers agree, then check everything the module docstring promises."""
-    data = cluster.data_dir
-    deadline = time.monotonic() + timeout
-    why = ""
-    while True:
-        leader = cluster.leader()
-        node = leader.get("node", "")
-        path = replica_dir(data, 0, int(node[-1])) if node else ""
-        seq, ids, want = _engine_history(path) if path else (0, [], [])
-        with cluster.admin() as c:
-            anode = cluster.account_status(c).get("node", "")
-        got = _account_settlements(replica_dir(data, 0, int(anode[-1]) if anode else 0,
-                                               "accounts"))  # fmt: skip
-        with cluster.admin() as c:
-            lines, ok = audit_report(c.audit())
-        missing = set(acked) - set(ids)
-        if not missing and got == want and ok and seq == leader.get("seq"):
-            break
-        why = (f"missing {len(missing)} acked orders, settlements applied {len(got)} vs "
-               f"produced {len(want)} (equal: {got == want}), audit ok: {ok}, replayed seq "
-               f"{seq} vs leader {leader.get('seq')}; " + "; ".join(lines))  # fmt: skip
-        if time.monotonic() > deadline:
-            # a prefix is the only allowed difference while converging; anything else is
-            # a settlement the new leader never made
-            assert got == want[: len(got)], "the account shard applied a settlement the " \
-                "leader's history does not hold"  # fmt: skip
-            raise AssertionError(f"the tiers did not converge: {why}")
-        # the two journals are read one after the other while the last settlements flow: either
-        # may be ahead, so only their common part can be compared before they converge
-        n = min(len(got), len(want))
-        assert got[:n] == want[:n], "the account shard applied a settlement the leader's " \
-            "history does not hold (or one twice)"  # fmt: skip
-        time.sleep(0.3)
-    assert len(ids) == len(set(ids)), "an order was forwarded to the engine twice"
-    assert want, "no settlement flowed: the test proves nothing"
-    proc = subprocess.run(
-        [sys.executable, "-m", "shardex.cli", "audit", "--endpoint", cluster.endpoint,
-         *cluster.key_args()],
-        capture_output=True, text=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _stream_converged(cluster)
-    return leader
-
-
-def _stream_converged(cluster: AccountsPair, timeout: float = 20.0) -> None:
-    """``shardex:balances:0`` holds exactly account shard 0's balance and fee events (read
-    back from the account shard itself), in seq order, each once."""
-    r = cluster.redis()
-    deadline = time.monotonic() + timeout
-    while True:
-        with cluster.admin() as c:  # the account shard's leader (replicated: either node)
-            direct = c.topology()["account_topology"][0]["direct"]
-        want, got = _expected(cluster, 0, direct), _stream(r, 0)  # type: ignore[arg-type]
-        if want == got:
-            return
-        if time.monotonic() > deadline:
-            pairs = enumerate(zip(want, got, strict=False))
-            diff = next((k for k, (a, b) in pairs if a != b), None)
-            shown = (want[diff], got[diff]) if diff is not None else ""
-            raise AssertionError(
-                f"balances stream: {len(got)} entries, want {len(want)}; first difference "
-                f"at {diff}: {shown}"
-            )
-        time.sleep(0.2)
 
 
 def _port(endpoint: str) -> int:
@@ -301,11 +76,12 @@ def test_kill9_engine_leader_under_funded_load(apair: AccountsPair) -> None:
     assert not listening(_port(apair.layout.replica_account_link(0, 1 - r)))
     load = FundedLoad(apair, "k")
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         before = len(load.acked)
         os.kill(first["pid"], signal.SIGKILL)
         second = apair.wait_isr(None, not_pid=first["pid"])  # the standby leads
-        time.sleep(2.0)  # funded orders go on against the new leader
+        # funded orders go on against the new leader
+        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after the kill")
     finally:
         load.stop()
     assert before, "no order was acknowledged before the kill"
@@ -323,14 +99,16 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
     first = apair.leader()
     load = FundedLoad(apair, "s")
     try:
-        time.sleep(1.0)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         os.kill(first["pid"], signal.SIGSTOP)
         try:
             apair.wait_isr(None, not_pid=first["pid"])
-            time.sleep(1.5)
+            during = len(load.acked)  # the new leader acknowledges while the old one sleeps
+            wait_until(lambda: len(load.acked) >= during + 20, 30, "orders acked by the new one")
         finally:
             os.kill(first["pid"], signal.SIGCONT)  # it is past its deadline: fenced
-        time.sleep(1.0)
+        # resumed, it learns it lost the lease (and exits) while the load goes on
+        wait_until(lambda: "lost the lease" in apair.output(), 30, "the deposed leader's exit")
     finally:
         load.stop()
     assert load.acked
@@ -338,29 +116,6 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
     out = apair.output()
     assert "lost the lease" in out  # the deposed leader said so and exited (code 3)
     apair.wait_isr(2)  # restarted by the supervisor, it rejoins as a standby
-
-
-def _account_leader(cluster: AccountsPair) -> dict[str, Any]:
-    with cluster.admin() as c:
-        return cluster.account_status(c)
-
-
-def _wait_account_leader(cluster: AccountsPair, not_pid: int, isr: int | None = None,
-                         timeout: float = 20.0) -> dict[str, Any]:  # fmt: skip
-    """The account shard's status once a process other than ``not_pid`` leads it (and, with
-    ``isr``, once its in-sync set has that many nodes)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = _account_leader(cluster)
-        except Exception as exc:  # (between leaders: shard unavailable / a timeout)
-            last = exc
-        else:
-            if last.get("pid") != not_pid and (isr is None or len(last.get("isr", ())) == isr):
-                return last
-        time.sleep(0.1)
-    raise TimeoutError(f"no new account shard leader: {last}")
 
 
 @pytest.mark.parametrize("how", ["kill9", "sigstop"])
@@ -378,7 +133,7 @@ def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
     assert first.get("role") == "primary", first
     load = FundedLoad(apair, how[0])
     try:
-        time.sleep(1.0)
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
         before = len(load.acked)
         if how == "kill9":
             os.kill(first["pid"], signal.SIGKILL)
@@ -387,10 +142,12 @@ def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
             os.kill(first["pid"], signal.SIGSTOP)
             try:
                 second = _wait_account_leader(apair, first["pid"])
-                time.sleep(1.0)
+                during = len(load.acked)  # the new leader acknowledges while the old sleeps
+                wait_until(lambda: len(load.acked) >= during + 10, 30, "orders acked meanwhile")
             finally:
                 os.kill(first["pid"], signal.SIGCONT)  # past its deadline: fenced, exits
-        time.sleep(1.5)  # funded orders go on against the new leader
+        # funded orders go on against the new leader
+        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after it")
     finally:
         load.stop()
     assert before, "no order was acknowledged before the failover"
@@ -447,18 +204,6 @@ class _Replicator:
         self.sock.close(0)
 
 
-def _free_port() -> int:
-    import socket
-
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port_free("127.0.0.1", port):
-            return port
-    raise RuntimeError("no free port")
-
-
 def _recv_settlements(sock: Any, wait_ms: int) -> list[tuple]:
     """Settlements that reach account shard 0's link socket within ``wait_ms`` (HAVEs skipped)."""
     got: list[tuple] = []
@@ -478,10 +223,10 @@ def test_settlements_wait_for_the_standby(tmp_path: Path) -> None:
     that batch (at the high watermark, while the lease is valid) and SYNC re-sends stop there."""
     from shardex.node.shard import ShardConfig, ShardNode
 
-    link = f"tcp://127.0.0.1:{_free_port()}"
+    link = f"tcp://127.0.0.1:{free_port()}"
     cfg = ShardConfig(
-        index=0, shards=1, router=None, direct=f"tcp://127.0.0.1:{_free_port()}",
-        pub=f"tcp://127.0.0.1:{_free_port()}", markets=DEFAULT_MARKETS, pin=False,
+        index=0, shards=1, router=None, direct=f"tcp://127.0.0.1:{free_port()}",
+        pub=f"tcp://127.0.0.1:{free_port()}", markets=DEFAULT_MARKETS, pin=False,
         journal_dir=str(tmp_path / "shard-0"), fsync="none", accounts=1, account_link=link,
     )  # fmt: skip
     node = ShardNode(cfg, replicate=_Replicator)

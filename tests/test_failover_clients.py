@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import RedisServer
-from test_failover import SYMBOL, Pair
 
 from shardex.client import (
     EXECUTED,
@@ -35,16 +33,26 @@ from shardex.engine.codes import EV_REJECTED, OP_CANCEL, OP_NEW, REJECT_CODES
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import read_commands
 from shardex.node.replica import replica_dir
+from shardex.wire import codes
 from shardex.wire.protocol import (
+    ERR_OVERLOADED,
     ERR_UNAVAILABLE,
+    ErrorText,
     decode_events_epoch,
     encode_events,
+    journal_error,
     not_leader_epoch,
     not_leader_error,
 )
 from shardex.wire.transport import dealer
+from tests.support.failover import SYMBOL, Pair
+from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 # -- the decisions, without sockets -------------------------------------------------------------
+
+TIMEOUT = ErrorText(codes.TIMEOUT, "timeout after 1s")
+UNREACHABLE = ErrorText(codes.UNREACHABLE, "cannot reach tcp://127.0.0.1:1 within 1s")
 
 
 def test_not_leader_error_carries_the_epoch_and_reads_as_retryable() -> None:
@@ -56,12 +64,13 @@ def test_not_leader_error_carries_the_epoch_and_reads_as_retryable() -> None:
     assert REJECT_CODES["not_leader"] == 16
     r = Result({"op": "new"}, [], direct, NOT_EXECUTED)
     assert r.code == "not_leader" and not r.ok
-    for err in (direct, routed, "shard unavailable", "timeout after 1s", "cannot reach x"):
+    timeout, unreachable = TIMEOUT, UNREACHABLE
+    for err in (direct, routed, ERR_UNAVAILABLE, timeout, unreachable):
         assert retryable(err)
-    for err in ("overloaded", "journal unavailable: disk full", None):
-        assert not retryable(err)
-    assert stale_topology(direct) and stale_topology("cannot reach tcp://h:1 within 1s")
-    assert not stale_topology("timeout after 1s") and not stale_topology("overloaded")
+    for err in (ERR_OVERLOADED, journal_error("disk full"), None, "timeout after 1s"):
+        assert not retryable(err)  # (a bare text has no code: nothing reads its wording)
+    assert stale_topology(direct) and stale_topology(unreachable)
+    assert not stale_topology(timeout) and not stale_topology(ERR_OVERLOADED)
 
 
 def test_retry_plan_asks_fates_before_sending_again() -> None:
@@ -72,10 +81,10 @@ def test_retry_plan_asks_fates_before_sending_again() -> None:
     tuples = [new, new[:2] + ("b",) + new[3:], (OP_CANCEL, SYMBOL, "c", "acct1"), new, new, new]
     dup = [{"ev": "rejected", "code": "duplicate_id", "reason": "dup"}]
     decoded = [
-        ("timeout after 1s", []),
-        ("cannot reach tcp://127.0.0.1:1 within 1s", []),
+        (TIMEOUT, []),
+        (UNREACHABLE, []),
         (not_leader_error(2, "standby"), []),
-        ("overloaded", []),
+        (ERR_OVERLOADED, []),
         (None, dup),
         (None, [{"ev": "accepted"}]),
     ]
@@ -111,7 +120,7 @@ def test_retry_plan_asks_fates_before_sending_again() -> None:
                 "qty": 1,
             },
         ),  # fmt: skip
-        ("shard unavailable", None),
+        (ERR_UNAVAILABLE, None),
     ]
     again = core.retry_fates(tuples, decoded, [0, 2, 4], out, resolved, last)
     assert again == [2]  # the cancel has not run (order still live): send it again
@@ -262,7 +271,9 @@ def test_leader_past_its_deadline_refuses_as_not_leader(pair: Pair) -> None:
         d.markets_source = "given"
         assert d.place(SYMBOL, "buy", "1", "100", id="before").ok
         pair.redis.stop()  # type: ignore[attr-defined]
-        time.sleep(1.5)  # past the leader's deadline (< 1 s ttl)
+        # past the leader's deadline (< 1 s ttl): it says so
+        wait_until(lambda: "is past its lease deadline" in pair.output("r" + first[-1]), 30,
+                   "the leader past its deadline")  # fmt: skip
         r = d.place(SYMBOL, "buy", "1", "100", id="fenced-direct")
         assert r.code == "not_leader" and r.fate == NOT_EXECUTED, r
     with pair.client() as c:
@@ -333,10 +344,13 @@ def test_kill9_with_retrying_sdk_clients_runs_every_order_once(pair: Pair) -> No
         RetryingLoad(pair, "a", aio=True),
         RetryingLoad(pair, "ad", direct=True, aio=True),
     ]
-    time.sleep(1.5)
+    wait_until(lambda: all(len(load.results) >= 10 for load in loads), 30, "results")
     pair.proc_of(first).send_signal(signal.SIGKILL)
     second = pair.wait_leader(not_node=first)
-    time.sleep(3.0)  # the clients go on against the new leader
+    # the clients go on against the new leader
+    after = [len(load.results) for load in loads]
+    wait_until(lambda: all(len(ld.results) >= n + 10 for ld, n in zip(loads, after, strict=True)),
+               30, "results after the kill")  # fmt: skip
     for load in loads:
         load.stop()
     assert not any(load.failures for load in loads), [load.failures for load in loads]
@@ -378,15 +392,15 @@ def test_bridge_drops_pub_of_an_older_epoch(redis_server: RedisServer, tmp_path)
     """A PUB message of an epoch older than the newest seen for the shard (a deposed leader
     that still publishes) never reaches Redis: it is dropped and counted, and the seqs it
     claimed are filled from the current leader (repair), so Redis ends exact."""
-    from fakeshard import FakeShards, accepted, trade
-    from test_bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.bridge import BridgeProc, assert_exact, wait_until
+    from tests.support.fakeshard import FakeShards, accepted, trade
 
     fake = FakeShards(1)
     bridge = BridgeProc(fake, redis_server.url, tmp_path)
     r = redis_server.client()
     try:
         wait_until(lambda: fake.status_asked >= 1, 20, "the bridge polling the shard", bridge)
-        time.sleep(0.3)  # its SUB is connected once it polls; let the subscription settle
+        wait_until(lambda: fake.subscribed[0] >= 1, 20, "the bridge's subscription", bridge)
         _publish_epoch(fake, trade, 50, 2)
         wait_until(lambda: r.xlen("shardex:events:0") == 50, 20, "epoch 2 written", bridge)
         _publish_epoch(fake, accepted, 30, 1, forged=True)  # the deposed leader's seqs 51..80
@@ -436,9 +450,9 @@ def test_sigstopped_leader_never_reaches_redis_after_resume() -> None:
     import os
 
     import redis
-    from conftest import Cluster
 
     from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
+    from tests.support.cluster import Cluster
 
     c = Cluster(1, "--replicas", "2", insecure=True, redis="embedded")
     try:

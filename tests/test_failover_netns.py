@@ -24,12 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _TEST_LOGS, LOG_DIR, ROOT, RedisServer, free_layout, require
-from test_failover import Load, _journal_ids, _place_until_ok, _replayed_seq
+from conftest import require
 
 from shardex.client import Client
 from shardex.lease import Lease
 from shardex.node.replica import replica_dir
+from tests.support.cluster import LOG_DIR, ROOT
+from tests.support.cluster import TEST_LOGS as _TEST_LOGS
+from tests.support.failover import Load, _journal_ids, _place_until_ok, _replayed_seq
+from tests.support.ports import free_layout
+from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 SYMBOL = "BTC-USD"
 REPL, DIRECT, PUB = 6155, 5655, 5755  # the same in both namespaces: each has its own stack
@@ -233,11 +238,12 @@ def test_failover_across_network_namespaces(netns_pair: NetnsPair) -> None:
     p.wait_isr({"shard-0.r0", "shard-0.r1"})  # b replicates from a, across the bridge
     load = Load(p)  # type: ignore[arg-type]  # (it needs only .client())
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(load.acked) >= 50, 30, "orders acknowledged before the kill")
         before_kill = list(load.acked)
         p.procs["r0"].send_signal(signal.SIGKILL)
         second = p.wait_leader(not_node="shard-0.r0")
-        time.sleep(1.5)  # the load goes on against b
+        # the load goes on against b
+        wait_until(lambda: len(load.acked) >= len(before_kill) + 50, 30, "orders acked on b")
     finally:
         load.stop()
     assert before_kill, "no order was acknowledged before the kill"

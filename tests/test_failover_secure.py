@@ -25,11 +25,6 @@ from typing import Any
 import pytest
 import redis
 import zmq
-from conftest import ROOT, Cluster, redis_server_binary
-from test_failover import Pair, _journal_ids, _place_until_ok
-from test_failover import test_kill9_primary_under_load_loses_nothing_acked as _kill9_body
-from test_failover import test_sigstop_primary_is_fenced_after_resume as _sigstop_body
-from test_redis_acl import BINARIES, AclRedis, refused
 from zmq.utils.monitor import parse_monitor_message
 
 from shardex.auth import (
@@ -49,6 +44,12 @@ from shardex.lease import Lease, connect
 from shardex.node.replica import ACK, DIV, REC, SUB, Standby, replica_dir
 from shardex.redisauth import RedisUsers, user_url
 from shardex.wire.protocol import packb, unpackb
+from tests.support.cluster import ROOT, Cluster
+from tests.support.failover import Pair, _journal_ids, _place_until_ok
+from tests.support.failover import kill9_primary_under_load_loses_nothing_acked as _kill9_body
+from tests.support.failover import sigstop_primary_is_fenced_after_resume as _sigstop_body
+from tests.support.redis import redis_server_binary
+from tests.support.redis_acl import BINARIES, AclRedis, refused
 
 SYMBOL = "BTC-USD"
 

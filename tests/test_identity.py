@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import ROOT, Cluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zmq.utils.monitor import parse_monitor_message
@@ -42,6 +41,7 @@ from shardex.engine.codes import (
 )
 from shardex.node.shard import ShardCore
 from shardex.wire.protocol import OP_BOOK, OP_HELLO, decode_reply, encode_request, packb, shard_for
+from tests.support.cluster import ROOT, Cluster
 
 SHARD0 = [s for s in ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD") if shard_for(s, 2) == 0]
 SHARD1 = [s for s in ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD") if shard_for(s, 2) == 1]

@@ -14,7 +14,6 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import Cluster
 
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.auth import KeyFile, KeyStore, client_socket
@@ -32,6 +31,7 @@ from shardex.wire.protocol import (
     decode_reply,
     encode_request,
 )
+from tests.support.cluster import Cluster
 
 VICTIM = "someone-elses-order"
 FORGED = [

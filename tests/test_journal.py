@@ -11,10 +11,8 @@ import threading
 import time
 
 import pytest
-from conftest import Cluster, free_layout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_props import commands
 
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import (
@@ -28,6 +26,9 @@ from shardex.journal import (
 )
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import unpackb
+from tests.support.cluster import Cluster
+from tests.support.engine_gen import commands
+from tests.support.ports import free_layout
 
 
 def _book_state(engine: Engine):

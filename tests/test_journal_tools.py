@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer
-from test_accounts_stream import _converged, _flow, accounts_cluster
 
 from shardex.accounts.codes import A_DEPOSIT
 from shardex.accounts.core import account_shard_for
@@ -29,6 +27,8 @@ from shardex.tools.journals import journal_kind
 from shardex.tools.replay import ReplaySummary, replay_journal
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import OP_FORWARD, event_to_json, packb, shard_for
+from tests.support.accounts import _converged, _flow, accounts_cluster
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parent.parent

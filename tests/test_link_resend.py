@@ -13,7 +13,6 @@ lost. Now a repeated ``have`` re-sends only what was sent before the previous re
 from __future__ import annotations
 
 import random
-import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -39,6 +38,7 @@ from shardex.wire.protocol import (
     packb,
     unpackb,
 )
+from tests.support.ports import free_port
 
 
 class Sender:
@@ -240,9 +240,7 @@ def _simulate(rng: random.Random, loss: float) -> tuple[int, float]:
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 class _EngineRig:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_client import StandIn, shard_like
 
 from shardex.accounts.core import account_shard_for
 from shardex.client import ClientCore
@@ -32,13 +31,22 @@ from shardex.tools.loadgen import (
 )
 from shardex.tools.loadproc import sdk_core
 from shardex.tools.workload import DEFAULT_MIX_TEXT, Workload
+from shardex.wire import codes
 from shardex.wire.protocol import (
+    ERR_OVERLOADED,
+    ERR_UNAVAILABLE,
     OP_ORDER,
+    ErrorText,
     encode_reply,
+    journal_error,
     leader_changed_error,
     markets_to_wire,
+    not_leader_error,
+    recovering_error,
     shard_for,
 )
+from tests.support.standin import StandIn, shard_like
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "tcp://127.0.0.1:5555"
@@ -147,7 +155,7 @@ def test_router_may_have_run_answers_and_overloaded_questions_get_their_fate() -
             for c in cmds:
                 refused[c[3]] = refused.get(c[3], 0) + 1
                 if refused[c[3]] <= 3:
-                    return encode_reply(None, "overloaded")
+                    return encode_reply(None, ERR_OVERLOADED)
                 n = _n(c[3]) // 4
                 results.append(_live(c) if n % 2 == 0 else {"state": "unknown", "symbol": c[1],
                                                              "id": c[3], "seq": 1})  # fmt: skip
@@ -188,7 +196,7 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
         t.add(c, 0.0)
     steps = t.due(0.0)
     assert [len(s.queries) for s in steps] == [2, 2] and t.open == 4  # ≤ batch per dialogue
-    assert _answer_all(t, steps, 0.0, error="overloaded") == []
+    assert _answer_all(t, steps, 0.0, error=ERR_OVERLOADED) == []
     assert t.open == 4 and t.due(0.1) == []  # backing off: not due yet
     assert t.next_due() == 0.25
     steps = t.due(0.3)
@@ -198,7 +206,7 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
     assert t.why == {"unreadable_state": 3} or t.why == {"malformed_reply": 3}, t.why
     t2 = FateTracker(_Core(), batch=10)
     t2.add(cmds[0], 0.0)
-    _answer_all(t2, t2.due(0.0), 0.0, error="timeout after 1.0s")
+    _answer_all(t2, t2.due(0.0), 0.0, error=ErrorText(codes.TIMEOUT, "timeout after 1.0s"))
     t2.finish(0.2)
     assert t2.due(5.0) == [] and t2.done  # past the deadline: unknown with the last reason
     assert t2.fates["unknown"] == 1 and t2.why == {"timeout": 1}
@@ -219,19 +227,21 @@ def test_fate_tracker_backs_off_asks_until_the_deadline_and_says_why() -> None:
 @pytest.mark.parametrize(
     ("error", "why"),
     [
-        ("timeout after 5.0s", "timeout"),
+        (ErrorText(codes.TIMEOUT, "timeout after 5.0s"), "timeout"),
         (leader_changed_error(1.0, 0, 3), "timeout"),
-        ("overloaded", "overloaded"),
-        ("shard unavailable: not leader (epoch 3): standby", "not_leader"),
-        ("not leader (epoch 3): fenced", "not_leader"),
-        ("shard unavailable", "shard_unavailable"),
-        ("journal unavailable: disk full", "journal_unavailable"),
-        ("cannot reach tcp://x:1", "cannot_reach"),
-        ("malformed reply: result count", "malformed_reply"),
-        ("something new", "other_error"),
+        (ERR_OVERLOADED, "overloaded"),
+        (not_leader_error(3, "standby", routed=True), "not_leader"),
+        (not_leader_error(3, "fenced"), "not_leader"),
+        (ERR_UNAVAILABLE, "shard_unavailable"),
+        (journal_error("disk full"), "journal_unavailable"),
+        (recovering_error("shard 0", {}, "replaying its journal"), "recovering"),
+        (ErrorText(codes.UNREACHABLE, "cannot reach tcp://x:1"), "cannot_reach"),
+        (ErrorText(codes.MALFORMED_REPLY, "malformed reply: result count"), "malformed_reply"),
+        (ErrorText(codes.HALTED, "halted: x"), "other_error"),
+        ("timeout after 5.0s", "other_error"),  # a bare text: no code, nothing reads it
     ],
 )
-def test_unknown_reasons_are_read_from_the_stable_error_prefixes(error: str, why: str) -> None:
+def test_unknown_reasons_are_read_from_the_error_codes(error: str, why: str) -> None:
     assert why_unknown({"error": error}) == why
     assert why_unknown({"state": "held", "pending": 2}) == "amend_in_flight"
     assert why_unknown(None) == "unreadable_state"
@@ -275,7 +285,8 @@ def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
         cwd=ROOT,
     )
     try:
-        time.sleep(3.0)
+        with cluster1.client() as c:  # interrupted once it is sending (and acknowledged)
+            wait_until(lambda: (c.status()[0].get("commands") or 0) >= 200, 30, "loadgen sending")
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
         else:
@@ -332,8 +343,8 @@ def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> No
 @pytest.fixture
 def pair(tmp_path):
     """``test_failover``'s pair: a router, two ``--role auto`` replicas of shard 0, Redis."""
-    from conftest import RedisServer
-    from test_failover import Pair
+    from tests.support.failover import Pair
+    from tests.support.redis import RedisServer
 
     (tmp_path / "redis").mkdir()
     redis = RedisServer(str(tmp_path / "redis"))

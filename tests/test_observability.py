@@ -15,23 +15,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Cluster, free_layout, require
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import require
 
 from shardex.layout import Layout
 from shardex.metrics import LATENCY_BUCKETS, Hist, prometheus_config
+from tests.support.cluster import ROOT, Cluster
+from tests.support.metrics import scrape
+from tests.support.ports import free_layout
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "shardex.json"
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Sum of each sample name (all label sets) from one exporter."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[s.name] = out.get(s.name, 0.0) + s.value
-    return out
 
 
 def loadgen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

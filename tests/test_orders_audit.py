@@ -15,9 +15,6 @@ import sys
 from decimal import Decimal as D
 from types import SimpleNamespace
 
-from conftest import Cluster
-from test_accounts_wire import _wait
-
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.accounts.orders import account_orders, audit_orders, persistent
@@ -26,6 +23,8 @@ from shardex.config import load_markets
 from shardex.engine.codes import BUY, SELL
 from shardex.journal import Journal
 from shardex.wire.protocol import shard_for
+from tests.support.accounts import _wait
+from tests.support.cluster import Cluster
 
 
 def _held(acct, sym, oid, side=BUY, rem=5, price=100, held=500):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import yaml
-from conftest import ROOT
+
+from tests.support.cluster import ROOT
 
 README = (ROOT / "README.md").read_text()
 LINK = re.compile(r"\]\(([^)#\s]+)(#[^)]*)?\)")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import msgpack
 import zmq
-from conftest import Cluster, free_layout
 
 from shardex import recovery
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
@@ -40,6 +39,8 @@ from shardex.wire.protocol import (
     packb,
     shard_for,
 )
+from tests.support.cluster import Cluster
+from tests.support.ports import free_layout
 
 # -- pure parts -----------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ import time
 import urllib.request
 
 from shardex.client import Client
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
+from tests.support.ports import listening
+from tests.support.wait import wait_until
 
 
 def _forwarded(port: int) -> float:
@@ -47,7 +49,10 @@ def test_two_routers_share_the_shards_and_survive_the_loss_of_one():
         assert _forwarded(layout.router_metrics(1)) > 0
         # kill -9 router 1: a client that knows both routers goes on through router 0
         os.kill(cluster.child_pid("router.1"), signal.SIGKILL)
-        time.sleep(0.5)  # the dead router's connections close; the DEALER stops using it
+        # the dead router's connections close (its port stops listening); the DEALER stops
+        # using it
+        port = int(layout.router_frontend(1).rsplit(":", 1)[1])
+        wait_until(lambda: not listening(port), 15, "router 1's port closed")
         with Client(layout.frontends, key=cluster.key, timeout=5.0, account="acct") as c:
             after = [c.place("BTC-USD", "sell", "1", "150") for _ in range(30)]
             assert all(r.ok for r in after), [r for r in after if not r.ok][:3]

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_shardcount import _account_dir, _forwarded_journal, _order
 
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.datadir import SHARDS_FILE, check_shard_count, recorded_shards
@@ -22,6 +21,7 @@ from shardex.journal import Journal, JournalError
 from shardex.node.accounts import AccountNode, AccountsConfig
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.wire.protocol import OP_FORWARD, shard_for
+from tests.support.journals import _account_dir, _forwarded_journal, _order
 
 
 def _engine_recover(data: Path, shards: int):

@@ -14,12 +14,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, free_layout
-from test_accounts_wire import _wait
-from test_datadir import refused, run_cli
 
-from shardex.accounts.codes import A_DEPOSIT, A_NEW
-from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.client import audit_report
 from shardex.datadir import (
     SHARDS_FILE,
@@ -31,36 +26,17 @@ from shardex.datadir import (
     scan_account_dir,
 )
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, STP_NONE
-from shardex.journal import Journal
-from shardex.wire.protocol import OP_FORWARD, shard_for
+from shardex.wire.protocol import shard_for
+from tests.support.accounts import _wait
+from tests.support.cli import refused, run_cli
+from tests.support.cluster import Cluster
+from tests.support.journals import _account_dir, _forwarded_journal
+from tests.support.ports import free_layout
 
 # Under N = 2: BTC-USD → shard 0, ETH-USD and SOL-USD → shard 1; under N = 3: BTC-USD and
 # SOL-USD → shard 2, ETH-USD → shard 0; under N = 1 everything → shard 0.
 assert [shard_for(s, 2) for s in ("BTC-USD", "ETH-USD", "SOL-USD")] == [0, 1, 1]
 assert [shard_for(s, 3) for s in ("BTC-USD", "ETH-USD", "SOL-USD")] == [2, 0, 2]
-
-
-def _order(symbol: str, oid: str, price: int = 100) -> tuple:
-    return (OP_NEW, symbol, oid, "alice", BUY, LIMIT, price, 1, GTC, False, STP_NONE)
-
-
-def _forwarded_journal(root: Path, index: int, shards: int, symbols: list[str]) -> None:
-    """shard-INDEX of N = ``shards`` as an engine shard with the account tier writes it: every
-    order is a forwarded record ``(OP_FORWARD, j, seq, prev, command)``."""
-    factory = SettledEngineFactory(index, 1, shards)
-    j = Journal(root / f"shard-{index}", DEFAULT_MARKETS, machine=factory)
-    engine = factory.new(DEFAULT_MARKETS)
-    out: list = []
-    prev = 0
-    for k, symbol in enumerate(symbols, start=1):
-        cmd = (OP_FORWARD, 0, k * 10, prev, _order(symbol, f"o{k}"))
-        prev = k * 10
-        j.add(engine.seq, cmd)
-        engine.apply(cmd, out)
-        j.commit()
-    assert engine.resting() == len(symbols)  # accepted, resting: nothing refused
-    j.close()
 
 
 def test_forwarded_records_hold_their_pairs(tmp_path):
@@ -83,25 +59,6 @@ def test_forwarded_records_hold_their_pairs(tmp_path):
     assert recorded_shards(tmp_path) is None  # nothing recorded on a refusal
     check_shard_count(tmp_path, 2, DEFAULT_MARKETS)
     assert recorded_shards(tmp_path) == 2
-
-
-def _account_dir(root: Path, shards: int, symbols: list[str], snapshot: bool) -> None:
-    """accounts-0 with one funded order per symbol, forwarded under N = ``shards`` (a snapshot
-    after them if ``snapshot``: then the forwards' engine shards are known)."""
-    factory = AccountMachineFactory(0, 1, lambda s: shard_for(s, shards))
-    j = Journal(root / "accounts-0", DEFAULT_MARKETS, machine=factory)
-    m = factory.new(DEFAULT_MARKETS)
-    cmds: list[tuple] = [(A_DEPOSIT, "alice", "USD", 10**12, "d1")]
-    cmds += [(A_NEW, *_order(s, f"o{k}")[1:], None) for k, s in enumerate(symbols)]
-    out: list = []
-    for cmd in cmds:
-        j.add(m.seq, cmd)
-        m.apply(cmd, out)
-        j.commit()
-    assert len(m.core.orders) == len(symbols)
-    if snapshot:
-        j.snapshot(m)  # type: ignore[arg-type]
-    j.close()
 
 
 def test_account_forward_chains_tell_the_shard_count(tmp_path):

@@ -8,9 +8,9 @@ import logging
 import socket
 
 import pytest
-from conftest import free_layout
 
 from shardex.node.replica import reserve_port
+from tests.support.ports import free_layout
 
 
 def _time_wait_on(port: int) -> None:

@@ -42,23 +42,19 @@ Events (index 0 kind, index 1 the account shard's seq):
 """
 
 from shardex.engine.codes import REJECT_NAMES
+from shardex.wire import codes as wire_codes
 
 A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND = 1, 2, 3, 4
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
 AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly")
 
-# Reject codes the account tier adds. They continue the engine's numbering and must be appended
-# to ``shardex.engine.codes.REJECT_NAMES`` in this order when the tier is wired (the lead owns
-# that file); tests/test_accounts_core.py fails if the engine's list grows differently.
-REJ_INSUFFICIENT_FUNDS = 13
-REJ_UNKNOWN_ASSET = 14
-REJ_DUPLICATE_REF = 15
-ACCOUNT_REJECT_NAMES = {
-    REJ_INSUFFICIENT_FUNDS: "insufficient_funds",
-    REJ_UNKNOWN_ASSET: "unknown_asset",
-    REJ_DUPLICATE_REF: "duplicate_ref",
-}
+# Reject codes the account tier adds: the ``ledger`` band of the one code table
+# (``shardex.wire.codes``), numbered after the engine's.
+REJ_INSUFFICIENT_FUNDS = wire_codes.INSUFFICIENT_FUNDS
+REJ_UNKNOWN_ASSET = wire_codes.UNKNOWN_ASSET
+REJ_DUPLICATE_REF = wire_codes.DUPLICATE_REF
+ACCOUNT_REJECT_NAMES = wire_codes.band_names(wire_codes.LEDGER)
 
 
 def reject_name(code: int) -> str:

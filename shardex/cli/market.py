@@ -14,7 +14,7 @@ from shardex.cli.connect import fail as _fail
 from shardex.cli.options import client_options, key_option
 from shardex.client import ShardexError
 from shardex.layout import pairs_by_shard
-from shardex.wire.protocol import ERR_RECOVERING
+from shardex.wire import codes
 
 
 @click.command()
@@ -67,9 +67,10 @@ def book(
         click.echo("(empty book)")
 
 
-def _down(error: str) -> str:
-    """A shard's state column when its status read failed: replaying its journal, or down."""
-    return "RECOVER" if f"{ERR_RECOVERING}: " in error else "DOWN"
+def _down(entry: dict[str, Any]) -> str:
+    """A shard's state column when its status read failed: replaying its journal (the error's
+    code says so, ``shardex.wire.codes``; never its wording), or down."""
+    return "RECOVER" if entry.get("code") == codes.name_of(codes.RECOVERING) else "DOWN"
 
 
 @click.command()
@@ -117,7 +118,7 @@ def _engine_rows(shards: list[dict[str, Any]], pairs: list[list[str]]) -> None:
     )
     for st in shards:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st):<7} {st['error']}")
             continue
         click.echo(
             f"{st['shard']:>5} {'up':<7} {st['pid']:>7} {_s(st.get('cpu')):>4} "
@@ -139,7 +140,7 @@ def _account_rows(accounts: list[dict[str, Any]]) -> None:
         )
     for st in accounts:
         if "error" in st:
-            click.echo(f"{st['shard']:>5} {_down(st['error']):<7} {st['error']}")
+            click.echo(f"{st['shard']:>5} {_down(st):<7} {st['error']}")
             continue
         click.echo(
             f"{st['account_shard']:>5} {'up':<7} {st['seq']:>10} {st['accounts']:>9} "
@@ -167,4 +168,4 @@ def _s(v: Any) -> str:
 
 
 
-# -- the account tier (issue 14, phase 1) --------------------------------------------------------
+# -- the account tier  --------------------------------------------------------

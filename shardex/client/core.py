@@ -26,6 +26,7 @@ from shardex.endpoints import NO_REPLY_SUSPECTS, EndpointsFileError, find_router
 from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import OP_AMEND, OP_NEW, OP_REJECT, Command
 from shardex.layout import Layout
+from shardex.wire import codes
 from shardex.wire.protocol import OP_ORDER, account_route, command_from_json, shard_for
 from shardex.wire.transport import (
     EndpointError,
@@ -119,7 +120,7 @@ class ClientCore(Replies, FateDecisions, Topology):
         self._n = 0
         self._prefix = os.urandom(4).hex()
 
-    def no_reply(self, message: str) -> ShardexError:
+    def no_reply(self, message: str, code: int = codes.TIMEOUT) -> ShardexError:
         """The error for a request that got nowhere: ``AuthenticationFailed`` when a security
         handshake failed (libzmq delivers nothing then, so the monitor is the only witness),
         else ``RequestTimeout`` (naming the key as a suspect when one is in use)."""
@@ -133,7 +134,7 @@ class ClientCore(Replies, FateDecisions, Topology):
             message += NO_REPLY_SUSPECTS
         if self.endpoint_source:
             message += f" (router {self.endpoint_source})"
-        return RequestTimeout(message)
+        return RequestTimeout(message, code)
 
     def close_watches(self) -> None:
         for w in self._watches:

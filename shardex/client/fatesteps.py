@@ -9,15 +9,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.client.errors import (
-    MALFORMED_PREFIX,
-    UNREACHABLE_PREFIX,
     ShardexError,
+    _kept,
+    _malformed,
     retryable,
     stale_topology,
     uncertain,
+    unsent,
 )
 from shardex.client.results import (
-    _MAX_REASON,
     EXECUTED,
     NOT_EXECUTED,
     UNKNOWN,
@@ -99,7 +99,7 @@ class FateDecisions:
                 continue
             if not retryable(err):
                 continue
-            (send if err.startswith(UNREACHABLE_PREFIX) else ask).append(i)
+            (send if unsent(err) else ask).append(i)
         return ask, send
 
     @staticmethod
@@ -197,9 +197,9 @@ class FateDecisions:
         again); otherwise None — the account shard forwarded it before it answered, and the
         engine shard reads its account link before client requests, so its state shows it."""
         if error is not None:
-            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+            return UNKNOWN, {"error": _kept(error)}
         if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
-            return UNKNOWN, {"error": f"account shard: {MALFORMED_PREFIX}"}
+            return UNKNOWN, {"error": _malformed("no state", "account shard: ")}
         if raw["state"] != "held":
             return None
         if cmd[0] == OP_AMEND:
@@ -245,9 +245,9 @@ class FateDecisions:
         """(fate, Decimal status map) of ``cmd`` from its ``OP_ORDER`` outcome; ``error``
         (timeout, unreachable, batch error, malformed) leaves it unknown."""
         if error is not None:
-            return UNKNOWN, {"error": str(error)[:_MAX_REASON]}
+            return UNKNOWN, {"error": _kept(error)}
         try:
             status = self.order_status_map(raw)
         except ShardexError as exc:
-            return UNKNOWN, {"error": str(exc)}
+            return UNKNOWN, {"error": exc.error if exc.error is not None else str(exc)}
         return fate_from_state(cmd, raw), status

@@ -7,8 +7,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shardex.client.errors import MALFORMED_PREFIX, ShardexError
-from shardex.client.results import _MAX_REASON, _is_int
+from shardex.client.errors import (
+    _MAX_REASON,
+    MALFORMED_PREFIX,
+    ShardexError,
+    _bad_reply,
+    _failed,
+    _kept,
+    _malformed,
+)
+from shardex.client.results import _is_int
 from shardex.engine import Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -78,12 +86,12 @@ class Replies:
     @staticmethod
     def store(idx: list[int], error: Any, results: Any, out: list) -> None:
         """Record one frame's outcome as ``(error, raw result)`` per command index."""
-        if error is not None and (type(error) is not str or not error):
-            error = f"{MALFORMED_PREFIX}: batch error is not a non-empty string"
+        if error is not None and (not isinstance(error, str) or not error):
+            error = _malformed("batch error is not a non-empty string")
         if error is None and (not isinstance(results, tuple | list) or len(results) != len(idx)):
-            error = f"{MALFORMED_PREFIX}: result count does not match the batch"
+            error = _malformed("result count does not match the batch")
         if error is not None:
-            error = error[:_MAX_REASON]
+            error = _kept(error)
             for i in idx:
                 out[i] = (error, None)
         else:
@@ -103,7 +111,7 @@ class Replies:
                 elif t is list:
                     append((None, tuple(evs)))
                 else:
-                    append((f"{MALFORMED_PREFIX}: result is not an event list", ()))
+                    append((_malformed("result is not an event list"), ()))
             else:
                 append((error, ()))
         return res
@@ -142,19 +150,19 @@ class Replies:
                     raise _Malformed("result is not an event list")
                 decoded.append((None, [event(e) for e in evs]))
             except _Malformed as exc:
-                decoded.append((f"{MALFORMED_PREFIX}: {exc}", []))
+                decoded.append((_malformed(str(exc)), []))
         return decoded
 
     @staticmethod
     def read_result(error: Any, results: Any, what: str) -> dict[str, Any]:
         """A read's reply (status, book, order, markets) → its map, or ``ShardexError``."""
         if error is not None:
-            raise ShardexError(f"{what}: {str(error)[:_MAX_REASON]}")
+            raise _failed(what, error)
         if not isinstance(results, tuple | list) or len(results) != 1:
-            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected one result")
+            raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one result")
         res = results[0]
         if not isinstance(res, dict):
-            raise ShardexError(f"{what}: {MALFORMED_PREFIX}: expected a map")
+            raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected a map")
         return res
 
     @staticmethod
@@ -170,7 +178,7 @@ class Replies:
                     if r[name] is not None:
                         r[name] = Decimal(r[name])
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"orders of {account}: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"orders of {account}: {MALFORMED_PREFIX}") from None
         if raw.get("truncated"):
             rows.append({"truncated": True})
         return rows
@@ -185,11 +193,11 @@ class Replies:
         for side in ("bids", "asks"):
             levels = book.get(side, ())
             if not isinstance(levels, tuple | list):
-                raise ShardexError(f"book: {MALFORMED_PREFIX}: {side} is not a list")
+                raise _bad_reply(f"book: {MALFORMED_PREFIX}: {side} is not a list")
             conv = []
             for lvl in levels:
                 if not (isinstance(lvl, tuple | list) and len(lvl) == 3 and all(map(_is_int, lvl))):
-                    raise ShardexError(f"book: {MALFORMED_PREFIX}: bad level in {side}")
+                    raise _bad_reply(f"book: {MALFORMED_PREFIX}: bad level in {side}")
                 p, q, n = lvl
                 conv.append((Decimal(m.price_str(p)), Decimal(m.qty_str(q)), n))
             out[side] = conv
@@ -199,19 +207,19 @@ class Replies:
         """An ``OP_ORDER`` answer → map with Decimal price/qty/filled and trade tuples
         ``(price, qty, trade_id)``, side as "buy"/"sell"; ``ShardexError`` when malformed."""
         if not isinstance(raw, dict):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: expected a map")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: expected a map")
         if "error" in raw:
             raise ShardexError(f"order status: {str(raw['error'])[:_MAX_REASON]}")
         state = raw.get("state")
         if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
         out: dict[str, Any] = {"state": state}
         for k in ("symbol", "id"):
             if type(raw.get(k)) is not str:
-                raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {k}")
+                raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {k}")
             out[k] = raw[k]
         if not _is_int(raw.get("seq")):
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad seq")
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad seq")
         out["seq"] = raw["seq"]
         if state == STATE_UNKNOWN:
             return out
@@ -249,5 +257,5 @@ class Replies:
                     conv.append((Decimal(m.price_str(t[0])), Decimal(m.qty_str(t[1])), t[2]))
                 out["trades"] = conv
         except (_Malformed, KeyError) as exc:
-            raise ShardexError(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
+            raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
         return out

@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from shardex.amounts import plain
-from shardex.client.errors import MALFORMED_PREFIX, not_leader_epoch
+from shardex.client.errors import _MAX_REASON, _kept, _malformed
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
+from shardex.wire.errors import ErrorText
 from shardex.wire.protocol import STATE_CANCELLED, STATE_FILLED, STATE_LIVE, STATE_UNKNOWN
 
 EXECUTED, NOT_EXECUTED, UNKNOWN = "executed", "not executed", "unknown"
@@ -20,7 +21,7 @@ Fate = tuple[str, dict[str, Any] | None]  # (executed / not executed / unknown, 
 # returns (index → fate, indexes whose query a batch error refused)
 FateSteps = Generator[tuple[list[Command], bool], list, tuple[dict[int, Fate], list[int]]]
 _MAX_INT = 1 << 63
-_MAX_REASON = 300  # characters of a peer's error string kept (a hostile peer may send MBs)
+_REEXPORTED = (_MAX_REASON,)  # (its home is ``errors``; importable from here as before)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,12 @@ class Result:
 
     @property
     def code(self) -> str | None:
-        """The engine's stable reject code (``off_grid``, ``duplicate_id``, …) when the command
-        was rejected; ``not_leader`` for a non-leader's refusal (nothing ran); None otherwise
-        (also for other batch errors, which ``error`` carries). Match on this, not on
-        ``reason``'s wording."""
-        if not_leader_epoch(self.error) is not None:
-            return "not_leader"
+        """The stable code (``shardex.wire.codes``) when the command was rejected: the engine's
+        (``off_grid``, ``duplicate_id``, …), or the batch error's (``not_leader``,
+        ``overloaded``, ``timeout``, …); None otherwise. Match on this, not on ``reason``'s
+        wording."""
+        if self.error is not None:
+            return self.error.name if type(self.error) is ErrorText else None
         for e in self.events:
             if e["ev"] == "rejected":
                 return e.get("code")
@@ -138,10 +139,10 @@ def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result
     """An account shard's answer to a deposit/withdraw → a ``Result`` whose one event is
     ``balance`` (available/held after it, Decimals) or ``rejected`` (reason, code)."""
     if error is not None:
-        return Result(command, [], str(error)[:_MAX_REASON], NOT_EXECUTED)
+        return Result(command, [], _kept(error), NOT_EXECUTED)
     res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
     if not isinstance(res, dict):
-        return Result(command, [], f"{MALFORMED_PREFIX}: expected a map", UNKNOWN)
+        return Result(command, [], _malformed("expected a map"), UNKNOWN)
     if "rejected" in res:
         ev = {"ev": "rejected", "reason": str(res["rejected"]), "code": res.get("code")}
         return Result(command, [ev], None, EXECUTED)
@@ -149,5 +150,5 @@ def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result
         ev = {"ev": "balance", "asset": res["asset"], "available": Decimal(res["available"]),
               "held": Decimal(res["held"]), "repeated": bool(res.get("repeated"))}  # fmt: skip
     except (KeyError, TypeError, ValueError, ArithmeticError):
-        return Result(command, [], f"{MALFORMED_PREFIX}: bad balance", UNKNOWN)
+        return Result(command, [], _malformed("bad balance"), UNKNOWN)
     return Result(command, [ev], None, EXECUTED)

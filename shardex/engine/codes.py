@@ -25,6 +25,9 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 
 from typing import Any
 
+# (the compiled engine is built from the engine sources alone: there the table is untyped)
+from shardex.wire import codes as wire_codes  # type: ignore
+
 OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT = 1, 2, 3, 4
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
@@ -41,73 +44,31 @@ EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended")
 MAX_ID_LEN = 64
 
 # Reject codes: the stable, machine-readable half of a ``rejected`` event (the reason text is the
-# human half). The public form (JSON ``code``, metrics label) is the name. Codes and names are a
-# contract: never renumber or rename, only append.
-#
-# malformed        the command is not of the schema's shape: not an object/array, invalid JSON or
-#                  UTF-8, wrong field count, a field missing, unknown or of the wrong type, a
-#                  string too long (also edge rejects recorded before codes existed)
-# invalid          every field has the right type but a value or combination is not allowed:
-#                  unknown side/type/tif/stp, a market order with a price, a limit order without
-#                  one, post_only with a market order or a tif other than gtc, an amend with
-#                  neither qty nor price
-# unknown_op       the op is not new, cancel or amend
-# unknown_symbol   no market of that symbol
-# out_of_range     price or qty <= 0 or above the market's max
-# off_grid         price or qty not a multiple of the market's tick or lot
-# duplicate_id     a new order reuses the id of a live or recently finished order of the pair
-# not_live         cancel/amend of an order that is not live (never was, or finished)
-# wrong_account    cancel/amend of a live order of another account
-# post_only_cross  a post_only order (or amend) would cross the book
-# amend_increase   an amend asks for more than the open qty
-# wrong_shard      the symbol belongs to another shard
-# not_allowed      the client's key may not act for that account (identity)
-# not_leader       the process that got the request does not lead its shard (a standby, or a
-#                  leader fenced by a newer epoch / past its lease deadline): nothing ran; it
-#                  travels as a batch error (``protocol.not_leader_error``, with the epoch)
-(
-    REJ_MALFORMED,
-    REJ_INVALID,
-    REJ_UNKNOWN_OP,
-    REJ_UNKNOWN_SYMBOL,
-    REJ_OUT_OF_RANGE,
-    REJ_OFF_GRID,
-    REJ_DUPLICATE_ID,
-    REJ_NOT_LIVE,
-    REJ_WRONG_ACCOUNT,
-    REJ_POST_ONLY_CROSS,
-    REJ_AMEND_INCREASE,
-    REJ_WRONG_SHARD,
-    REJ_NOT_ALLOWED,
-    # the account tier's (``shardex.accounts.codes`` uses the same numbers): only account
-    # shards emit them
-    REJ_INSUFFICIENT_FUNDS,
-    REJ_UNKNOWN_ASSET,
-    REJ_DUPLICATE_REF,
-    # replicated shards (issue 15): never an engine event, the code of a batch error
-    REJ_NOT_LEADER,
-) = range(17)
-REJECT_NAMES = (
-    "malformed",
-    "invalid",
-    "unknown_op",
-    "unknown_symbol",
-    "out_of_range",
-    "off_grid",
-    "duplicate_id",
-    "not_live",
-    "wrong_account",
-    "post_only_cross",
-    "amend_increase",
-    "wrong_shard",
-    "not_allowed",
-    # the account tier's (shardex.accounts.codes, issue 14): only account shards emit them
-    "insufficient_funds",  # a hold or withdraw exceeds the available balance
-    "unknown_asset",  # a transfer in an asset no market trades
-    "duplicate_ref",  # a transfer ref already used by another transfer
-    # replicated shards (issue 15): the batch error of a standby or fenced leader, nothing ran
-    "not_leader",
-)
+# human half). The public form (JSON ``code``, metrics label) is the name. They are rows of the
+# one code table, ``shardex.wire.codes`` (numbers, names, stage and meaning of every result
+# code; never renumber or rename, only append); here under their historical ``REJ_`` names.
+# ``not_leader`` never appears in an event: it is the code of a batch error.
+REJ_MALFORMED: int = wire_codes.MALFORMED
+REJ_INVALID: int = wire_codes.INVALID
+REJ_UNKNOWN_OP: int = wire_codes.UNKNOWN_OP
+REJ_UNKNOWN_SYMBOL: int = wire_codes.UNKNOWN_SYMBOL
+REJ_OUT_OF_RANGE: int = wire_codes.OUT_OF_RANGE
+REJ_OFF_GRID: int = wire_codes.OFF_GRID
+REJ_DUPLICATE_ID: int = wire_codes.DUPLICATE_ID
+REJ_NOT_LIVE: int = wire_codes.NOT_LIVE
+REJ_WRONG_ACCOUNT: int = wire_codes.WRONG_ACCOUNT
+REJ_POST_ONLY_CROSS: int = wire_codes.POST_ONLY_CROSS
+REJ_AMEND_INCREASE: int = wire_codes.AMEND_INCREASE
+REJ_WRONG_SHARD: int = wire_codes.WRONG_SHARD
+REJ_NOT_ALLOWED: int = wire_codes.NOT_ALLOWED
+# the account tier's (``shardex.accounts.codes``): only account shards emit them
+REJ_INSUFFICIENT_FUNDS: int = wire_codes.INSUFFICIENT_FUNDS
+REJ_UNKNOWN_ASSET: int = wire_codes.UNKNOWN_ASSET
+REJ_DUPLICATE_REF: int = wire_codes.DUPLICATE_REF
+# replicated shards: never an engine event, the code of a batch error
+REJ_NOT_LEADER: int = wire_codes.NOT_LEADER
+# names indexed by code: the per-command codes (0..16; batch and client codes start at 100)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_NOT_LEADER + 1)
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 
 

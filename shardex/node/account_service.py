@@ -47,8 +47,8 @@ from shardex.journal import Journal, JournalError
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.wire.protocol import (
-    ERR_JOURNAL,
     ERR_OVERLOADED,
+    ERR_UNKNOWN_KEY,
     MAX_ID_LEN,
     OP_AUDIT,
     OP_BALANCE,
@@ -60,15 +60,19 @@ from shardex.wire.protocol import (
     decode_request,
     edge_command,
     encode_reply,
+    halted_error,
+    internal_error,
     internal_op_refusal,
+    journal_error,
     quote,
+    too_many_reads_error,
 )
 
 log = logging.getLogger("shardex.accounts")
 
 MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again from there)
 MAX_READS = 256  # balance/status/audit reads in one request (their replies are not small)
-_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
 # ops a client may send on the direct port (``AccountHandler.for_clients``)
 _CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT))
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
@@ -143,7 +147,7 @@ class AccountHandler:
     def _internal_error(self, exc: Exception) -> bytes:
         self.internal_errors += 1
         log.exception("ALERT internal error while handling a request on an account shard")
-        return encode_reply(None, f"internal error ({type(exc).__name__}); see shard log")
+        return encode_reply(None, internal_error(exc))
 
     def _handle(self, payload: bytes, out: list[tuple], user: str | None) -> bytes:
         key = None
@@ -168,12 +172,11 @@ class AccountHandler:
         if n_reads > MAX_READS or n_audits > 1:
             # refused before any work: 200,000 audits in a 400 KB frame made a 36 MB reply
             # and a 5.5 s stall of the shard (an audit walks every account and order)
-            return encode_reply(None, f"too many reads in one request ({n_reads}, {n_audits} "
-                                      f"audits): at most {MAX_READS}, and one audit")  # fmt: skip
+            return encode_reply(None, too_many_reads_error(n_reads, n_audits, MAX_READS))
         if self.journal_down is not None and any(_op(c) not in reads for c in cmds):
-            return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+            return encode_reply(None, journal_error(self.journal_down))
         if self.halted is not None and any(_op(c) in (OP_NEW, OP_AMEND) for c in cmds):
-            return encode_reply(None, f"halted: {self.halted}")
+            return encode_reply(None, halted_error(self.halted))
         if self.full and any(self._to_full(c) for c in cmds):
             # nothing of the request is journaled or held: the client knows it did not run
             self.shed += len(cmds)

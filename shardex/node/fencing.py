@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.node.replication import log
+from shardex.wire.errors import ErrorText
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
@@ -20,7 +21,7 @@ from shardex.wire.protocol import (
 from shardex.wire.transport import send_frames
 
 
-def not_leader_reply(payload: bytes, error: str) -> bytes:
+def not_leader_reply(payload: bytes, error: ErrorText) -> bytes:
     """The reply of a process that does not lead its shard (a standby): ``error`` (a
     ``not_leader_error``) for every well-formed request, reads too (see
     ``Standby.serve_clients``); a malformed one gets its own reason."""

@@ -18,14 +18,17 @@ from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
 from shardex.recovery import RECOVERING_ID, describe
+from shardex.wire import codes
 from shardex.wire.protocol import (
     ACCOUNT_ROUTE,
     ACCOUNT_SHARD_ROUTE,
     BATCH,
     BATCH_REPLY_WIDTH,
+    ERR_MALFORMED_MESSAGE,
     ERR_OVERLOADED,
     ERR_RECOVERING,
     ERR_UNAVAILABLE,
+    ERR_UNKNOWN_KEY,
     MAX_BATCH,
     MAX_BATCH_BYTES,
     MAX_FRAME,
@@ -34,7 +37,9 @@ from shardex.wire.protocol import (
     OP_HELLO,
     decode_batch,
     encode_reply,
+    error,
     leader_changed_error,
+    recovering_error,
     shard_for,
     unpackb,
 )
@@ -71,12 +76,13 @@ class RouterConfig:
     accounts: int = 0
 
 
-_MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
-_TOO_LARGE = encode_reply(None, f"frame too large (max {MAX_FRAME} bytes)")
-_BAD_KEY = encode_reply(None, "unknown routing key")
+_MALFORMED = encode_reply(None, ERR_MALFORMED_MESSAGE)
+_TOO_LARGE = encode_reply(None, error(codes.FRAME_TOO_LARGE, f"frame too large (max {MAX_FRAME} "
+                                      "bytes)", max=MAX_FRAME))  # fmt: skip
+_BAD_KEY = encode_reply(None, error(codes.UNKNOWN_ROUTE, "unknown routing key"))
 _UNAVAILABLE = encode_reply(None, ERR_UNAVAILABLE)
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
-_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
 
 
 class Router(RouterReports):
@@ -316,8 +322,8 @@ class Router(RouterReports):
         was sent (it is dead, or fenced: it can acknowledge nothing any more). Each such
         request gets an answer now instead of its client's timeout, and the answer says the
         truth: it may have run (the new leader holds everything the old one acknowledged, and
-        maybe more), so the client must ask its fate before sending it again. It starts with
-        ``timeout after`` so that every client, old ones too, reads it as uncertain."""
+        maybe more), so the client must ask its fate before sending it again (code
+        ``leader_changed``, uncertain)."""
         out = []
         for k, e in [(k, e) for k, e in self.inflight.items() if e[0] == shard]:
             self._forget(k, e)
@@ -522,5 +528,5 @@ class Router(RouterReports):
         if now - seen > RECOVERING_TTL_S:
             del self.recovering[slot]
             return None
-        return encode_reply(None, f"{ERR_RECOVERING}: {_slot_name(slot, self.shards)} is "
-                                  f"replaying its journal ({describe(state)})")  # fmt: skip
+        return encode_reply(None, recovering_error(_slot_name(slot, self.shards), state,
+                                                   f"replaying its journal ({describe(state)})"))

@@ -50,6 +50,7 @@ from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
     BATCH_REQUEST_WIDTH,
+    ERR_MALFORMED_MESSAGE,
     ERR_OVERLOADED,
     MAX_EVENTS_REPLY_BYTES,
     MAX_ROUTED_REPLY_BYTES,
@@ -72,7 +73,7 @@ RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this of
 # spare, where the hand-offs are cheap.)
 JOURNAL_WRITER = os.environ.get("SHARDEX_JOURNAL_WRITER", "") == "1"
 DIRECT_HWM = 200  # replies in one direct peer's pipe (× the reply budget bounds its memory)
-_MALFORMED = encode_reply(None, "malformed message: expected [routing key, request id, payload]")
+_MALFORMED = encode_reply(None, ERR_MALFORMED_MESSAGE)
 
 
 @dataclass

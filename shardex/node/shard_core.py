@@ -26,7 +26,7 @@ from shardex.metrics import ShardStats
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, PublishedRing
 from shardex.wire.protocol import (
-    ERR_JOURNAL,
+    ERR_UNKNOWN_KEY,
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
     MAX_EVENTS_REPLY_BYTES,
@@ -40,7 +40,9 @@ from shardex.wire.protocol import (
     decode_request,
     edge_command,
     encode_reply,
+    internal_error,
     internal_op_refusal,
+    journal_error,
     markets_to_wire,
     packb,
     quote,
@@ -50,7 +52,7 @@ from shardex.wire.protocol import (
 log = logging.getLogger("shardex.shard")
 
 MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
-_UNKNOWN_KEY = encode_reply(None, "authentication failed: unknown key")
+_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
 
 
 class ShardCore:
@@ -134,7 +136,7 @@ class ShardCore:
         if self.journal_down is not None:
             for cmd in cmds:
                 if self._read_op(cmd) is None:
-                    return encode_reply(None, f"{ERR_JOURNAL}: {self.journal_down}")
+                    return encode_reply(None, journal_error(self.journal_down))
         stats = self.stats
         t0 = perf_counter()
         results: list[Any] = []
@@ -157,7 +159,7 @@ class ShardCore:
             # the process must survive it, and the applied writes stay queryable (OP_ORDER).
             self.internal_errors += 1
             log.exception("internal error while handling a request")
-            return encode_reply(None, f"internal error ({type(exc).__name__}); see shard log")
+            return encode_reply(None, internal_error(exc))
         n = len(cmds)
         self.commands += n
         if n:

@@ -23,35 +23,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from shardex.client import (
-    EXECUTED,
-    MALFORMED_PREFIX,
-    NOT_EXECUTED,
-    TIMEOUT_PREFIX,
-    UNREACHABLE_PREFIX,
-    ClientCore,
-    FateSteps,
-)
+from shardex.client import EXECUTED, NOT_EXECUTED, ClientCore, FateSteps
 from shardex.client.fatesteps import askable
-from shardex.wire.protocol import (
-    ERR_JOURNAL,
-    ERR_NOT_LEADER,
-    ERR_OVERLOADED,
-    ERR_UNAVAILABLE,
-    not_leader_epoch,
-)
+from shardex.wire import codes
+from shardex.wire.errors import code_of
 
 FATES = ("executed", "not_executed", "unknown")  # report keys
 _KEY = {EXECUTED: "executed", NOT_EXECUTED: "not_executed"}
 FIRST_RETRY_S = 0.25  # back-off of the second question; doubled per question after that
 MAX_RETRY_S = 2.0
-# Why a fate stayed unknown (stable report keys). The batch errors have no numeric code, only
-# stable prefixes (``shardex.wire.protocol.ERR_*``, the client's local ones): matched on those.
+# Why a fate stayed unknown (stable report keys), from the code of the last answer's error.
 WHY_TIMEOUT = "timeout"  # the question got no answer in time
 WHY_OVERLOADED = "overloaded"  # the shard shed the question
 WHY_UNAVAILABLE = "shard_unavailable"  # the router had no leader for the shard
 WHY_NOT_LEADER = "not_leader"  # a standby or fenced leader answered
 WHY_JOURNAL = "journal_unavailable"
+WHY_RECOVERING = "recovering"  # the shard was replaying its journal
 WHY_UNREACHABLE = "cannot_reach"
 WHY_MALFORMED = "malformed_reply"
 WHY_IN_FLIGHT = "amend_in_flight"  # the account shard forwarded it; the engine may not have it
@@ -63,7 +50,18 @@ WHY_NO_TIME = "not_asked_before_deadline"  # queued behind the window until the 
 # asked again (with back-off) until the deadline: the next answer may tell; the others are
 # answers that will not change (a shard's unreadable or refused answer): unknown at once
 RETRIED = frozenset((WHY_TIMEOUT, WHY_OVERLOADED, WHY_UNAVAILABLE, WHY_NOT_LEADER, WHY_JOURNAL,
-                     WHY_UNREACHABLE, WHY_IN_FLIGHT))  # fmt: skip
+                     WHY_RECOVERING, WHY_UNREACHABLE, WHY_IN_FLIGHT))  # fmt: skip
+_WHY = {
+    codes.TIMEOUT: WHY_TIMEOUT,
+    codes.LEADER_CHANGED: WHY_TIMEOUT,  # the router's "timed out" answer after a failover
+    codes.OVERLOADED: WHY_OVERLOADED,
+    codes.UNAVAILABLE: WHY_UNAVAILABLE,
+    codes.NOT_LEADER: WHY_NOT_LEADER,
+    codes.JOURNAL_UNAVAILABLE: WHY_JOURNAL,
+    codes.RECOVERING: WHY_RECOVERING,
+    codes.UNREACHABLE: WHY_UNREACHABLE,
+    codes.MALFORMED_REPLY: WHY_MALFORMED,
+}
 
 
 def why_unknown(status: Mapping[str, Any] | None) -> str:
@@ -73,23 +71,9 @@ def why_unknown(status: Mapping[str, Any] | None) -> str:
     if status.get("state") == "held" and status.get("pending"):
         return WHY_IN_FLIGHT
     error = status.get("error")
-    if type(error) is not str:
+    if not isinstance(error, str):
         return WHY_UNREADABLE
-    if not_leader_epoch(error) is not None or error.startswith(ERR_NOT_LEADER):
-        return WHY_NOT_LEADER
-    for prefix, why in (
-        (TIMEOUT_PREFIX, WHY_TIMEOUT),
-        (ERR_OVERLOADED, WHY_OVERLOADED),
-        (ERR_UNAVAILABLE, WHY_UNAVAILABLE),
-        (ERR_JOURNAL, WHY_JOURNAL),
-        (UNREACHABLE_PREFIX, WHY_UNREACHABLE),
-        (MALFORMED_PREFIX, WHY_MALFORMED),
-        ("account shard: " + MALFORMED_PREFIX, WHY_MALFORMED),
-        ("order status: " + MALFORMED_PREFIX, WHY_MALFORMED),
-    ):
-        if error.startswith(prefix):
-            return why
-    return WHY_OTHER
+    return _WHY.get(code_of(error), WHY_OTHER)
 
 
 class Step(NamedTuple):

@@ -349,6 +349,7 @@ def _merge(reports: list[dict[str, Any]]) -> Report:
     merged = Report(hist=HdrHistogram(1, HIST_MAX_US, 3))
     rej: Counter[str] = Counter()
     errs: Counter[str] = Counter()
+    errcodes: Counter[str] = Counter()
     fates: Counter[str] = Counter(dict.fromkeys(FATES, 0))
     why: Counter[str] = Counter()
     for d in reports:
@@ -361,11 +362,13 @@ def _merge(reports: list[dict[str, Any]]) -> Report:
         merged.fate_seconds = max(merged.fate_seconds, d["fate_seconds"])
         rej.update(d["rejected"])
         errs.update(d["errors"])
+        errcodes.update(d.get("error_codes", {}))
         fates.update(d["fates"])
         why.update(d["unknown_why"])
         merged.hist.add(HdrHistogram.decode(d["hist"]))
     merged.rejected = dict(rej)
     merged.errors = dict(errs)
+    merged.error_codes = dict(errcodes)
     merged.fates = dict(fates)
     merged.unknown_why = dict(why)
     return merged

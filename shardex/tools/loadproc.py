@@ -34,9 +34,10 @@ from shardex.engine.codes import (
 )
 from shardex.tools.fates import FateTracker, Step
 from shardex.tools.loadconfig import LoadConfig, LoadError
-from shardex.tools.loadreport import Report
+from shardex.tools.loadreport import Report, open_outcomes
 from shardex.tools.workload import Workload
-from shardex.wire.protocol import decode_reply, encode_request
+from shardex.wire import codes
+from shardex.wire.protocol import ErrorText, decode_reply, encode_request
 from shardex.wire.transport import (
     EndpointError,
     Handshake,
@@ -178,6 +179,7 @@ class LoadProcess:
         self.rep = Report(hist=HdrHistogram(1, HIST_MAX_US, 3))
         self.rejected: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.error_codes: Counter[str] = Counter()  # the same errors by code name
         uniq = list(dict.fromkeys(self.socks))
         self.uniq, self.fds = uniq, [s.getsockopt(zmq.FD) for s in uniq]
         self.clock = time.perf_counter
@@ -188,7 +190,7 @@ class LoadProcess:
         # more request queued behind the first (they are asked again only after back-off)
         fate_timeout = max(cfg.timeout, FATE_TIMEOUT_S)
         self.asking = Pending(fate_timeout, self.clock)
-        self.asking_text = f"{TIMEOUT_PREFIX} {fate_timeout}s"
+        self.asking_text = ErrorText(codes.TIMEOUT, f"{TIMEOUT_PREFIX} {fate_timeout}s")
         self.timeout_text = f"{TIMEOUT_PREFIX} {cfg.timeout}s"
         self.inflight = [0] * len(self.socks)
         self.ids = RequestIds()
@@ -319,10 +321,11 @@ class LoadProcess:
             for t in stamps:
                 hist.record_value(max(1, int((now - t) * 1e6)))
         if error is None and (not isinstance(results, tuple | list) or len(results) != n):
-            error = f"{MALFORMED_PREFIX} (result count)"
+            error = ErrorText(codes.MALFORMED_REPLY, f"{MALFORMED_PREFIX} (result count)")
         if error is not None:
             self.errors[str(error)[:200]] += n
-            if uncertain(str(error)):  # e.g. the router's "may have run: ask its fate"
+            self.error_codes[error.name] += n
+            if uncertain(error):  # e.g. the router's "may have run: ask its fate"
                 for c in cmds:
                     self.fates.add(c, now)
             return
@@ -339,6 +342,7 @@ class LoadProcess:
             else:
                 self.inflight[where[0]] -= 1
                 self.errors[self.timeout_text] += len(cmds)
+                self.error_codes["timeout"] += len(cmds)
                 for c in cmds:
                     self.fates.add(c, now)
 
@@ -394,7 +398,7 @@ class LoadProcess:
     def progress_item(self) -> tuple:
         """What a generator puts on the progress queue (see ``Progress``)."""
         rep, f = self.rep, self.fates.fates
-        timeouts = sum(v for k, v in self.errors.items() if k.startswith(TIMEOUT_PREFIX))
+        timeouts = open_outcomes(self.error_codes)
         return (
             self.index, self.sent, rep.acked, sum(self.errors.values()),
             rep.hist.get_value_at_percentile(99), timeouts, f["executed"], f["not_executed"],
@@ -422,6 +426,7 @@ class LoadProcess:
         rep.sent = self.sent
         rep.rejected = dict(self.rejected)
         rep.errors = dict(self.errors)
+        rep.error_codes = dict(self.error_codes)
         rep.fates = dict(fates.fates)
         rep.unknown_why = dict(fates.why)
         rep.fate_questions = fates.questions

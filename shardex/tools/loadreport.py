@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from shardex.tools.fates import FATES
+from shardex.wire import codes
 
 
 class Progress(NamedTuple):
@@ -23,6 +24,12 @@ class Progress(NamedTuple):
     not_executed: int
     unknown: int
     fates_open: int = 0  # still being asked (after the load: the fate phase)
+
+
+def open_outcomes(error_codes: Mapping[str, int]) -> int:
+    """How many of the counted errors (by code name) left their command's fate open."""
+    return sum(n for name, n in error_codes.items()
+               if name in codes.BY_NAME and codes.BY_NAME[name].uncertain)  # fmt: skip
 
 
 @dataclass
@@ -41,7 +48,8 @@ class Report:
     counted_from: str = "replies"
     events_repaired: int = 0  # events the subscriber missed, fetched again by seq range
     events_lost: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts
+    errors: dict[str, int] = field(default_factory=dict)  # batch errors / timeouts, by text
+    error_codes: dict[str, int] = field(default_factory=dict)  # the same, by code name
     # fates of the commands whose outcome was open (timeouts, the router's "may have run",
     # unreadable replies), asked until known or ``fate_wait`` after the load; unknown_why:
     # the unknown ones by the reason of their last question (``shardex.tools.fates.WHY_*``)
@@ -61,7 +69,9 @@ class Report:
 
     @property
     def timeouts(self) -> int:
-        return sum(v for k, v in self.errors.items() if k.startswith("timeout"))
+        """Commands whose outcome was open (a timeout, the router's "may have run", an
+        unreadable reply): their fates were asked."""
+        return open_outcomes(self.error_codes)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "hist"}

@@ -10,7 +10,6 @@ same input yields the same events.
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal
@@ -46,7 +45,30 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
+from shardex.wire import codes
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)
+    ERR_INTERNAL_OP,
+    ERR_JOURNAL,
+    ERR_MALFORMED_MESSAGE,
+    ERR_NOT_LEADER,
+    ERR_OVERLOADED,
+    ERR_RECOVERING,
+    ERR_UNAVAILABLE,
+    ERR_UNKNOWN_KEY,
+    ErrorText,
+    decode_error,
+    encode_error,
+    error,
+    halted_error,
+    internal_error,
+    journal_error,
+    leader_changed_error,
+    not_leader_epoch,
+    not_leader_error,
+    recovering_error,
+    too_many_reads_error,
+)
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 
 _NEW_FIELDS = {
@@ -299,23 +321,24 @@ def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
 #              shard i directly (status/book reads), or empty to ask the router itself (topology).
 # payload:     msgpack [VERSION, [command, ...]]; commands are the engine tuples of
 #              ``shardex.engine.codes`` (ints inside) plus the read ops below.
-# reply:       msgpack [VERSION, error, results]; ``error`` is None or a batch-level reason
-#              (``overloaded``, ``shard unavailable``, ``malformed payload: ...``) in which case
-#              ``results`` is None; otherwise one result per command, in order: the command's
-#              event tuples for writes, a map for reads.
+# reply:       msgpack [VERSION, error, results]; ``error`` is None or a batch-level error
+#              ``[code, text, data]`` (``shardex.wire.errors``: a code of the one table
+#              ``shardex.wire.codes``, e.g. ``overloaded``, ``unavailable``, ``not_leader`` with
+#              its ``epoch`` in data) in which case ``results`` is None; otherwise one result
+#              per command, in order: the command's event tuples for writes, a map for reads.
 # events PUB:  [topic = symbol, msgpack [VERSION, shard, [event, ...]]] in seq order; a
 #              replicated shard's leader appends its epoch: [VERSION, shard, [event, ...], epoch]
-#              (issue 15; additive: a single-process shard sends the 3-field form, as before).
+#              (additive: a single-process shard sends the 3-field form, as before).
 #              Encoded and decoded in ``shardex.wire.pub`` (the bridge's decoder).
 #
-# Replicated shards (issue 15): a process that does not lead its shard (a standby, or a leader
+# Replicated shards: a process that does not lead its shard (a standby, or a leader
 # fenced by a newer epoch or past its lease deadline) runs nothing and answers every request,
-# reads included, with the batch error ``not_leader_error`` (code ``not_leader``, with its
-# epoch): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
-# through a router. A fenced leader also tells each router once, on its link:
+# reads included, with the batch error ``not_leader_error`` (code ``not_leader``, its epoch
+# in data): ``not leader (epoch E): why``, prefixed ``shard unavailable: `` when it came
+# through a router (data ``routed``). A fenced leader also tells each router once, on its link:
 #   shard → router:  ["", NOT_LEADER, msgpack (OP_HELLO, info)]  (this link stopped leading)
 # When a newer epoch's leader registers, the router answers the requests still in flight to
-# the deposed one with ``leader_changed_error`` (``timeout after ...``: they may have run).
+# the deposed one with ``leader_changed_error`` (code ``leader_changed``: they may have run).
 #
 # Router ⇄ shard link (smart batching): per wake-up the router merges the requests it forwards
 # to one shard into one message, and the shard answers a wake-up's requests from one router in one
@@ -354,48 +377,7 @@ BATCH_REPLY_WIDTH = 3  # client, request id, reply
 MAX_BATCH = 256  # requests per batched message
 MAX_BATCH_BYTES = 1 << 20  # their payload bytes (a single larger request travels alone)
 
-ERR_JOURNAL = "journal unavailable"  # prefix of the batch error while the journal cannot write
-
-ERR_OVERLOADED = "overloaded"
-ERR_UNAVAILABLE = "shard unavailable"
-# The router's answer for a shard that is replaying its journal after a restart (nothing ran;
-# send it again later): "recovering: shard 0 is replaying its journal (…, ~4 s left)".
-ERR_RECOVERING = "recovering"
-# Prefix of the batch error of a request holding a command only the cluster itself creates
-# (see ``internal_op_refusal``): nothing of that request ran, was journaled or published.
-ERR_INTERNAL_OP = "internal op"
-ERR_NOT_LEADER = "not leader"  # (a standby or fenced leader: nothing ran; see above)
 NOT_LEADER = b"NOTLEADER"  # shard → router: this link no longer leads its shard
-_NOT_LEADER_RE = re.compile(r"not leader \(epoch (\d+)\)")
-
-
-def not_leader_error(epoch: int, why: str, routed: bool = False) -> str:
-    """The batch error of a request that reached a process not leading its shard (nothing
-    ran: safe to send again to the leader). ``routed``: it came through a router, so the
-    client sees the router's retryable ``shard unavailable`` (the router re-points when the
-    new leader registers). Short: ``decode_reply`` keeps 200 chars of an error."""
-    text = f"{ERR_NOT_LEADER} (epoch {epoch}): {why}"[:180]
-    return f"{ERR_UNAVAILABLE}: {text}" if routed else text
-
-
-def leader_changed_error(age: float, shard: int, epoch: int) -> str:
-    """The router's answer to a request that was in flight to a leader deposed by ``epoch``
-    (it will never answer): the request may have run, ask its fate before sending it again.
-    Starts with ``timeout after`` (what the client would otherwise have waited for), which
-    every client, old ones too, reads as an open outcome."""
-    return (
-        f"timeout after {age:.1f}s at the router: shard {shard} changed leader (epoch {epoch}) "
-        "while the request was in flight; it may have run: ask its fate"
-    )
-
-
-def not_leader_epoch(error: Any) -> int | None:
-    """The epoch a ``not_leader_error`` carries (the refusing process's), or None when
-    ``error`` is not one."""
-    if type(error) is not str:
-        return None
-    m = _NOT_LEADER_RE.search(error)
-    return int(m.group(1)) if m else None
 
 
 def markets_to_wire(markets: Mapping[str, Market]) -> dict[str, list[str]]:
@@ -525,48 +507,56 @@ def encode_request(cmds: list[Command] | tuple[Command, ...]) -> bytes:
     return packb((VERSION, cmds))
 
 
-def decode_request(payload: bytes) -> tuple[Any, str | None]:
-    """Request payload → (commands, None) or (None, reason) for a batch-level reject."""
+def decode_request(payload: bytes) -> tuple[Any, ErrorText | None]:
+    """Request payload → (commands, None) or (None, error) for a batch-level reject."""
     if len(payload) > MAX_FRAME:
-        return None, f"frame too large ({len(payload)} bytes > {MAX_FRAME})"
+        return None, error(codes.FRAME_TOO_LARGE, f"frame too large ({len(payload)} bytes > "
+                           f"{MAX_FRAME})", size=len(payload), max=MAX_FRAME)  # fmt: skip
     try:
         msg = unpackb(payload)
     except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
-        return None, f"malformed payload: {type(exc).__name__}"
+        return None, error(codes.MALFORMED_REQUEST, f"malformed payload: {type(exc).__name__}")
     if type(msg) is not tuple or len(msg) != 2:
-        return None, "malformed payload: expected [version, commands]"
+        return None, error(codes.MALFORMED_REQUEST, "malformed payload: expected [version, "
+                           "commands]")  # fmt: skip
     version, cmds = msg
     reason = version_error(version)
     if reason is not None:
-        return None, reason
+        return None, error(codes.UNSUPPORTED_VERSION, reason, version=quote(version),
+                           speaks=VERSION)  # fmt: skip
     if type(cmds) is not tuple:
-        return None, "malformed payload: commands must be an array"
+        return None, error(codes.MALFORMED_REQUEST, "malformed payload: commands must be an array")
     return cmds, None
 
 
-def encode_reply(results: list[Any] | None, error: str | None = None) -> bytes:
-    return packb((VERSION, error, results))
+def encode_reply(results: list[Any] | None, error: ErrorText | None = None) -> bytes:
+    """A reply: ``results`` (one per command), or None and a batch ``error`` with its code
+    (``TypeError`` for an error without one: every error must say what it is)."""
+    return packb((VERSION, None if error is None else encode_error(error), results))
 
 
-def decode_reply(payload: bytes) -> tuple[str | None, Any]:
-    """Reply payload → (error, results). Never raises: garbage becomes an error string.
+def _bad_reply(text: str, **data: Any) -> tuple[ErrorText, None]:
+    return error(codes.MALFORMED_REPLY, f"malformed reply: {text}", **data), None
+
+
+def decode_reply(payload: bytes) -> tuple[ErrorText | None, Any]:
+    """Reply payload → (error, results): the one decoder of replies. Never raises: garbage
+    becomes a ``malformed_reply`` error (its fate is open).
 
     ``results`` is a tuple when ``error`` is None (callers still check its length and items).
     """
     try:
         msg = unpackb(payload)
-        version, error, results = msg
+        version, err, results = msg
     except Exception as exc:
-        return f"malformed reply: {type(exc).__name__}", None
+        return _bad_reply(type(exc).__name__)
     reason = version_error(version, " in reply")
-    if reason is not None:
-        return reason, None
-    if error is not None:
-        if type(error) is not str:
-            return f"malformed reply: error {quote(error)}", None
-        return error[:200], None
+    if reason is not None:  # a reply this side cannot read: its fate is open
+        return error(codes.MALFORMED_REPLY, reason, version=quote(version)), None
+    if err is not None:
+        return decode_error(err), None
     if type(results) is not tuple:
-        return f"malformed reply: results must be an array, got {quote(results)}", None
+        return _bad_reply(f"results must be an array, got {quote(results)}")
     return None, results
 
 
@@ -596,7 +586,7 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Account tier (issue 14, phase 1; design in docs/accounts.md). Off unless the cluster runs with
+# Account tier (design in docs/accounts.md). Off unless the cluster runs with
 # account shards (``shardex up --accounts M``); nothing above changes with it off.
 #
 # client → router → account shard: routing key ``@<account>`` (the router hashes the account
@@ -644,15 +634,16 @@ LINK_HAVE = b"HAVE"
 INTERNAL_OPS = frozenset((OP_REJECT, OP_HELLO, OP_FORWARD))
 
 
-def internal_op_refusal(cmds: Any) -> str | None:
+def internal_op_refusal(cmds: Any) -> ErrorText | None:
     """The batch error for a decoded request holding an internal-only op (None: it holds none).
 
     Checked before anything of the request is applied, so a refused request leaves no trace.
     """
     for cmd in cmds:
         if type(cmd) is tuple and cmd and type(cmd[0]) is int and cmd[0] in INTERNAL_OPS:
-            return (f"{ERR_INTERNAL_OP} {cmd[0]}: made inside the cluster only, never accepted "
-                    "from a client (nothing of this request ran)")  # fmt: skip
+            return error(codes.INTERNAL_OP, f"{ERR_INTERNAL_OP} {cmd[0]}: made inside the "
+                         "cluster only, never accepted from a client (nothing of this request "
+                         "ran)", op=cmd[0])  # fmt: skip
     return None
 
 

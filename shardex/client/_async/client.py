@@ -17,7 +17,7 @@ from typing import Any
 from shardex.accounts.orders import PlanError, audit_plan, persistent
 from shardex.client._async.io import AsyncIO, ZmqContext
 from shardex.client.core import KeyArg
-from shardex.client.errors import MALFORMED_PREFIX, ShardexError, stale_topology
+from shardex.client.errors import MALFORMED_PREFIX, ShardexError, _bad_reply, stale_topology
 from shardex.client.results import (
     _MAX_REASON,
     DEFAULT_RETRY,
@@ -217,7 +217,7 @@ class AsyncClient(AsyncIO):
             try:
                 out.append(await self._read(f"#{i}".encode(), (OP_STATUS,), i))
             except ShardexError as exc:
-                out.append({"shard": i, "error": str(exc)})
+                out.append({"shard": i, "error": str(exc), "code": exc.code})
         return out
 
     async def topology(self) -> dict[str, Any]:
@@ -320,7 +320,7 @@ class AsyncClient(AsyncIO):
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
 
     async def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books (integer units) for ``audit_report``; a shard that
@@ -379,6 +379,6 @@ class AsyncClient(AsyncIO):
                 reply = await self._request(self._router, f"%{j}".encode(), (op,), "")
                 raw = self.read_result(*reply, f"account shard {j}")
             except ShardexError as exc:
-                raw = {"shard": j, "error": str(exc)}
+                raw = {"shard": j, "error": str(exc), "code": exc.code}
             out.append(raw)
         return out

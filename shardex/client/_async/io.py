@@ -17,6 +17,7 @@ import zmq.asyncio
 from shardex.client.core import ClientCore
 from shardex.client.errors import TIMEOUT_PREFIX, UNREACHABLE_PREFIX, RequestTimeout
 from shardex.engine.codes import Command
+from shardex.wire import codes
 from shardex.wire.protocol import decode_reply, encode_request
 from shardex.wire.transport import AsyncReplies, dealer
 
@@ -92,7 +93,7 @@ class AsyncIO(ClientCore):
         except (TimeoutError, zmq.Again):
             self._replies.forget(req)
             raise self.no_reply(
-                f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s"
+                f"{UNREACHABLE_PREFIX} {self.endpoint} within {self.timeout}s", codes.UNREACHABLE
             ) from None
         return req, fut
 
@@ -128,7 +129,7 @@ class AsyncIO(ClientCore):
             try:
                 error, results = await self._reply(req, fut, f"shard {s}")
             except RequestTimeout as exc:
-                error, results = str(exc), None
+                error, results = exc.error, None
             finally:
                 gate.release()
             self.store(idx, error, results, out)
@@ -140,7 +141,7 @@ class AsyncIO(ClientCore):
                 req, fut = await self._send(self._sock(s), key, [tuples[i] for i in idx])
             except RequestTimeout as exc:
                 gate.release()
-                self.store(idx, str(exc), None, out)
+                self.store(idx, exc.error, None, out)
                 continue
             tasks.append(asyncio.ensure_future(finish(req, fut, s, idx)))
         await asyncio.gather(*tasks)

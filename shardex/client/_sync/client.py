@@ -18,7 +18,7 @@ from typing import Any
 from shardex.accounts.orders import PlanError, audit_plan, persistent
 from shardex.client._sync.io import SyncIO, ZmqContext
 from shardex.client.core import KeyArg
-from shardex.client.errors import MALFORMED_PREFIX, ShardexError, stale_topology
+from shardex.client.errors import MALFORMED_PREFIX, ShardexError, _bad_reply, stale_topology
 from shardex.client.results import (
     _MAX_REASON,
     DEFAULT_RETRY,
@@ -218,7 +218,7 @@ class Client(SyncIO):
             try:
                 out.append(self._read(f"#{i}".encode(), (OP_STATUS,), i))
             except ShardexError as exc:
-                out.append({"shard": i, "error": str(exc)})
+                out.append({"shard": i, "error": str(exc), "code": exc.code})
         return out
 
     def topology(self) -> dict[str, Any]:
@@ -321,7 +321,7 @@ class Client(SyncIO):
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
-            raise ShardexError(f"balance: {MALFORMED_PREFIX}") from None
+            raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
 
     def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books (integer units) for ``audit_report``; a shard that
@@ -380,6 +380,6 @@ class Client(SyncIO):
                 reply = self._request(self._router, f"%{j}".encode(), (op,), "")
                 raw = self.read_result(*reply, f"account shard {j}")
             except ShardexError as exc:
-                raw = {"shard": j, "error": str(exc)}
+                raw = {"shard": j, "error": str(exc), "code": exc.code}
             out.append(raw)
         return out

@@ -16,8 +16,9 @@ from typing import Any
 import zmq
 
 from shardex.client.core import ClientCore
-from shardex.client.errors import TIMEOUT_PREFIX, UNREACHABLE_PREFIX, RequestTimeout
+from shardex.client.errors import UNREACHABLE_PREFIX, RequestTimeout, timeout_error
 from shardex.engine.codes import Command
+from shardex.wire import codes
 from shardex.wire.protocol import decode_reply, encode_request
 from shardex.wire.transport import Pending, dealer, topology_frames
 
@@ -96,7 +97,7 @@ class SyncIO(ClientCore):
                 try:
                     self._send(self._sock(s), [key, req, encode_request([tuples[i] for i in idx])])
                 except RequestTimeout as exc:
-                    self.store(idx, str(exc), None, out)
+                    self.store(idx, exc.error, None, out)
                     continue
                 pending.add(req, idx)
             if not pending:
@@ -104,7 +105,7 @@ class SyncIO(ClientCore):
             got = self._recv(pending.next_deadline() or 0.0)
             if got is None:
                 for idx in pending.expire():
-                    self.store(idx, f"{TIMEOUT_PREFIX} {self.timeout}s", None, out)
+                    self.store(idx, timeout_error(self.timeout), None, out)
                 continue
             idx = pending.pop(got[0])
             if idx is None:
@@ -121,7 +122,7 @@ class SyncIO(ClientCore):
             raise self.no_reply(
                 f"{UNREACHABLE_PREFIX} "
                 f"{sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint} "
-                f"within {self.timeout}s (not running?)"
+                f"within {self.timeout}s (not running?)", codes.UNREACHABLE
             ) from None
 
     def _wait(self, req: bytes, deadline: float, what: str) -> tuple[Any, Any]:

@@ -20,7 +20,7 @@ def not_leader(error: Any) -> bool:
 
 def denied(error: Any) -> bool:
     """True if a shard's error text says our key may not do this (not a fault of the data)."""
-    if type(error) is not str:
+    if not isinstance(error, str):  # (a batch error is an ``ErrorText``, a ``str``)
         return False
     return error.startswith("authentication failed") or error.endswith("not allowed for this key")
 

@@ -21,11 +21,12 @@ import time
 from typing import Any
 
 import zmq
-from conftest import free_layout
 
 from shardex.auth import DOMAIN_CLIENTS, DOMAIN_EVENTS, KeyStore, ZapHandler, server_socket
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.layout import Layout
+from shardex.wire import codes
+from shardex.wire.errors import error as coded
 from shardex.wire.protocol import (
     MAX_EVENTS_REPLY,
     OP_EVENTS,
@@ -34,6 +35,7 @@ from shardex.wire.protocol import (
     encode_events,
     encode_reply,
 )
+from tests.support.ports import free_layout
 
 
 def trade(seq: int, symbol: str = "BTC-USD") -> tuple:
@@ -66,6 +68,9 @@ class FakeShards:
         self.repairs_asked = 0
         self.repairs_answered = 0
         self.status_asked = 0
+        # subscriptions received on each shard's PUB (an XPUB: a test waits for the bridge's
+        # SUB to be subscribed instead of sleeping until it probably is)
+        self.subscribed = [0] * shards
         self._todo: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -130,7 +135,8 @@ class FakeShards:
         for i in range(self.n):
             d = secure(ctx.socket(zmq.ROUTER), DOMAIN_CLIENTS)
             d.bind(lay.direct(i))
-            p = secure(ctx.socket(zmq.PUB), DOMAIN_EVENTS)
+            p = secure(ctx.socket(zmq.XPUB), DOMAIN_EVENTS)
+            p.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not only a topic's first
             p.setsockopt(zmq.SNDHWM, 0)
             p.bind(lay.pub(i))
             directs.append(d)
@@ -140,8 +146,13 @@ class FakeShards:
             "shards": self.n,
             "pid": os.getpid(),
             "topology": [
-                {"shard": i, "shards": self.n, "pid": os.getpid(), "direct": lay.direct(i),
-                 "pub": lay.pub(i)}  # fmt: skip
+                {
+                    "shard": i,
+                    "shards": self.n,
+                    "pid": os.getpid(),
+                    "direct": lay.direct(i),
+                    "pub": lay.pub(i),
+                }  # fmt: skip
                 for i in range(self.n)
             ],
         }
@@ -149,6 +160,8 @@ class FakeShards:
         poller.register(front, zmq.POLLIN)
         for d in directs:
             poller.register(d, zmq.POLLIN)
+        for p in pubs:
+            poller.register(p, zmq.POLLIN)
         if zap is not None:
             poller.register(zap.sock, zmq.POLLIN)
         later: list[tuple[float, int, Any, list[bytes]]] = []  # delayed replies (due, n, sock, fr)
@@ -171,6 +184,10 @@ class FakeShards:
                         zap.serve()
                         continue
                     frames = sock.recv_multipart()
+                    if sock in pubs:
+                        if frames[0][:1] == b"\x01":  # a subscription (b"\x00": one ended)
+                            self.subscribed[pubs.index(sock)] += 1
+                        continue
                     if sock is front:
                         sock.send_multipart([frames[0], frames[2], encode_reply([topo])])
                         continue
@@ -194,12 +211,12 @@ class FakeShards:
     def _answer(self, shard: int, payload: bytes) -> tuple[bytes | None, float]:
         cmds, error = decode_request(payload)
         if error is not None or not cmds:
-            return encode_reply(None, error or "empty"), 0.0
+            return encode_reply(None, error or coded(codes.MALFORMED_REQUEST, "empty")), 0.0
         cmd = cmds[0]
         if self.deny is not None:
             if cmd[0] == OP_STATUS:
                 self.status_asked += 1
-            return encode_reply(None, self.deny), 0.0
+            return encode_reply(None, coded(codes.UNKNOWN_KEY, self.deny)), 0.0
         with self._lock:
             evs = self.events[shard]
             seq = len(evs)
@@ -207,7 +224,7 @@ class FakeShards:
                 self.status_asked += 1
                 return encode_reply([{"shard": shard, "seq": seq}]), 0.0
             if cmd[0] != OP_EVENTS:
-                return encode_reply(None, "unsupported by the fake shard"), 0.0
+                return encode_reply(None, coded(codes.MALFORMED_REQUEST, "unsupported")), 0.0
             self.repairs_asked += 1
             if self.deny_events is not None:
                 return encode_reply([{"error": self.deny_events, "seq": seq}]), 0.0

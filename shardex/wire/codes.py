@@ -1,0 +1,235 @@
+"""Every result code of shardex in one table: its number, public name, stage and meaning, and
+what a caller may do about it (the only thing retry, fate and failover decisions look at).
+
+A code travels as a number (journals, events, the ``(code, text, data)`` error of a reply) and
+is shown by its name (JSON ``code``, metrics labels, reports). Numbers and names are a
+contract: never renumber or rename, only add. The numbers say where a code can appear:
+
+* ``0–99``: a command's own answer, the ``code`` of a ``rejected`` event (engine or account
+  shard). ``not_leader`` (16) is the one exception: it predates this table and travels as a
+  batch error only.
+* ``100–199``: a batch-level error of a cluster process: the whole request was answered with it.
+* ``200–299``: client-local: the SDK made it itself (nothing, or nothing readable, came back).
+
+The band (a column, not a number range: the old codes predate it) says which stage answers:
+``edge`` (decoding and shape), ``identity`` (keys), ``ledger`` (the account tier's funds),
+``matching`` (the engine's market rules and book), ``node`` (the serving process: load,
+journal, leadership), ``client`` (the SDK). The flags say what a caller may do:
+
+* ``final``: it settles the command: nothing ran, and the same request gets the same answer.
+* ``retryable``: the SDK's ``Retry`` may send it again (asking its fate first when uncertain).
+* ``uncertain``: the fate is open (it may have run): ask the order's fate before deciding.
+* ``refresh``: a direct client should ask a router for the topology again (wrong process).
+* ``unsent``: it never left this client: send it again at once, there is no fate to ask.
+
+A code none of them applies to (``overloaded``, ``journal_unavailable``...) is transient:
+nothing ran, and whether and when to send it again is the caller's choice.
+
+``python -m shardex.wire.codes --markdown`` prints the table as ``docs/wire.md`` shows it
+(``--write PATH`` updates that page in place); a test keeps the page equal to this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+EDGE, IDENTITY, LEDGER, MATCHING, NODE, CLIENT = (
+    "edge", "identity", "ledger", "matching", "node", "client")  # fmt: skip
+BANDS = (EDGE, IDENTITY, LEDGER, MATCHING, NODE, CLIENT)
+EVENT_MAX = 100  # codes below it are per-command answers (a ``rejected`` event's code)
+BATCH_MAX = 200  # codes in [EVENT_MAX, BATCH_MAX) are batch errors of a cluster process
+
+
+@dataclass(frozen=True)
+class Code:
+    """One row of the table (see the module docstring for the columns)."""
+
+    number: int
+    name: str
+    band: str
+    meaning: str
+    final: bool = False
+    retryable: bool = False
+    uncertain: bool = False
+    refresh: bool = False
+    unsent: bool = False
+
+
+TABLE: dict[int, Code] = {}  # number → row, in the order the rows are defined below
+BY_NAME: dict[str, Code] = {}
+
+
+def _code(number: int, name: str, band: str, meaning: str, **flags: bool) -> int:
+    """Add a row; its number is the module constant. Refuses a reused number or name."""
+    row = Code(number, name, band, meaning, **flags)
+    if number in TABLE or name in BY_NAME or band not in BANDS:
+        raise ValueError(f"code {number} {name!r}: number or name reused, or unknown band")
+    TABLE[number] = BY_NAME[name] = row
+    return number
+
+
+_F = {"final": True}
+# -- 0–99: a command's answer (the code of a ``rejected`` event) ------------------------------
+MALFORMED = _code(0, "malformed", EDGE, "the command is not of the schema's shape (not an "
+                  "object/array, bad JSON or UTF-8, a field missing, unknown, of the wrong type "
+                  "or too long); also edge rejects recorded before codes existed", **_F)
+INVALID = _code(1, "invalid", EDGE, "every field has the right type but a value or combination "
+                "is not allowed (unknown side/type/tif/stp, a market order with a price, "
+                "post_only with a market order...); also the name of an unknown code", **_F)
+UNKNOWN_OP = _code(2, "unknown_op", EDGE, "the op is not new, cancel or amend", **_F)
+UNKNOWN_SYMBOL = _code(3, "unknown_symbol", MATCHING, "no market of that symbol", **_F)
+OUT_OF_RANGE = _code(4, "out_of_range", MATCHING,
+                     "price or qty <= 0 or above the market's max", **_F)
+OFF_GRID = _code(5, "off_grid", MATCHING,
+                 "price or qty not a multiple of the market's tick or lot", **_F)
+DUPLICATE_ID = _code(6, "duplicate_id", MATCHING, "a new order reuses the id of a live or "
+                     "recently finished order of the account", **_F)
+NOT_LIVE = _code(7, "not_live", MATCHING,
+                 "cancel/amend of an order that is not live (never was, or finished)", **_F)
+WRONG_ACCOUNT = _code(8, "wrong_account", MATCHING,
+                      "cancel/amend of a live order of another account", **_F)
+POST_ONLY_CROSS = _code(9, "post_only_cross", MATCHING,
+                        "a post_only order (or amend) would cross the book", **_F)
+AMEND_INCREASE = _code(10, "amend_increase", MATCHING,
+                       "an amend asks for more than the open qty", **_F)
+WRONG_SHARD = _code(11, "wrong_shard", NODE, "the symbol belongs to another shard", **_F)
+NOT_ALLOWED = _code(12, "not_allowed", IDENTITY,
+                    "the client's key may not act for that account", **_F)
+INSUFFICIENT_FUNDS = _code(13, "insufficient_funds", LEDGER,
+                           "a hold or withdraw exceeds the available balance", **_F)
+UNKNOWN_ASSET = _code(14, "unknown_asset", LEDGER, "a transfer in an asset no market trades",
+                      **_F)
+DUPLICATE_REF = _code(15, "duplicate_ref", LEDGER,
+                      "a transfer ref already used by another transfer", **_F)
+NOT_LEADER = _code(16, "not_leader", NODE, "the process does not lead its shard (a standby, or "
+                   "a leader fenced by a newer epoch or past its lease deadline): nothing ran; "
+                   "data: epoch (the refusing process's), routed", retryable=True, refresh=True)
+# -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
+# the row says uncertain) ------------------------------------------------------------------
+MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "
+                          "cannot be decoded (not [version, commands], not msgpack)", **_F)
+FRAME_TOO_LARGE = _code(101, "frame_too_large", EDGE,
+                        "the request is larger than the frame limit; data: size, max", **_F)
+UNSUPPORTED_VERSION = _code(102, "unsupported_version", EDGE, "the request speaks another "
+                            "protocol version; data: version, speaks", **_F)
+UNKNOWN_ROUTE = _code(103, "unknown_route", EDGE,
+                      "the router cannot route the request's routing key", **_F)
+INTERNAL_OP = _code(104, "internal_op", EDGE, "the request holds a command only the cluster "
+                    "itself creates (edge reject, forward, hello); data: op", **_F)
+TOO_MANY_READS = _code(105, "too_many_reads", EDGE, "more reads (or audits) in one request "
+                       "than a shard serves; data: reads, audits, max", **_F)
+UNKNOWN_KEY = _code(106, "unknown_key", IDENTITY,
+                    "the connection's key is not (or no longer) in the key registry", **_F)
+OVERLOADED = _code(110, "overloaded", NODE, "the router or shard shed the request (a queue was "
+                   "full): send it later")
+UNAVAILABLE = _code(111, "unavailable", NODE, "the router has no live shard (leader) for the "
+                    "request: send it again when one registers", retryable=True)
+RECOVERING = _code(112, "recovering", NODE, "the shard is replaying its journal after a "
+                   "restart; data: slot, estimate (the replay's progress)", retryable=True)
+LEADER_CHANGED = _code(113, "leader_changed", NODE, "the request was in flight to a leader that "
+                       "a newer epoch deposed: it may have run; data: shard, epoch, age",
+                       retryable=True, uncertain=True)
+JOURNAL_UNAVAILABLE = _code(114, "journal_unavailable", NODE, "the shard cannot write its "
+                            "journal (disk full, I/O error): no write runs; data: why")
+HALTED = _code(115, "halted", NODE, "the account shard halted new orders and amends (an "
+               "integrity alarm); data: why")
+INTERNAL_ERROR = _code(116, "internal_error", NODE, "the shard failed while running the "
+                       "request (a bug; see its log): commands before the failure may have "
+                       "run; data: error", uncertain=True)
+# -- 200–299: client-local (made by the SDK) -----------------------------------------------------
+TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
+                "data: after (seconds)", retryable=True, uncertain=True)
+UNREACHABLE = _code(201, "unreachable", CLIENT, "the request could not be sent (no connected "
+                    "peer): it never left; data: endpoint", retryable=True, refresh=True,
+                    unsent=True)
+MALFORMED_REPLY = _code(202, "malformed_reply", CLIENT, "a reply the client cannot read (or of "
+                        "an unknown code or version): it may have run", retryable=True,
+                        uncertain=True)
+del _F
+
+
+def code(name: str) -> int:
+    """The number of the code named ``name`` (``KeyError`` if there is none)."""
+    return BY_NAME[name].number
+
+
+def name_of(number: object) -> str:
+    """The public name of a code; ``"invalid"`` for anything that is not a known code (a newer
+    peer's code, garbage), so that a name is always one of the table's."""
+    if type(number) is not int:
+        return "invalid"
+    row = TABLE.get(number)
+    return row.name if row is not None else "invalid"
+
+
+def names_below(limit: int) -> tuple[str, ...]:
+    """Names of the codes ``0..limit-1`` indexed by number (they must be dense there)."""
+    return tuple(TABLE[n].name for n in range(limit))
+
+
+def band_names(band: str) -> dict[int, str]:
+    """number → name of the codes of one band (e.g. the account tier's ``ledger`` codes)."""
+    return {n: row.name for n, row in TABLE.items() if row.band == band}
+
+
+def _flags(row: Code) -> str:
+    names = ("final", "retryable", "uncertain", "refresh", "unsent")
+    return ", ".join(n for n in names if getattr(row, n)) or "transient"
+
+
+def markdown() -> str:
+    """The table as ``docs/wire.md`` shows it (between its ``codes`` markers)."""
+    lines = ["| code | name | band | what a caller may do | meaning |",
+             "|---:|---|---|---|---|"]  # fmt: skip
+    for n in sorted(TABLE):
+        row = TABLE[n]
+        meaning = row.meaning.replace("|", "\\|")
+        lines.append(f"| {n} | `{row.name}` | {row.band} | {_flags(row)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- codes:begin (generated: python -m shardex.wire.codes --write docs/wire.md) -->"
+END = "<!-- codes:end -->"
+
+
+def page_table(page: str) -> str | None:
+    """The generated part of a page (between ``BEGIN`` and ``END``), None if it has none."""
+    start, end = page.find(BEGIN), page.find(END)
+    if start < 0 or end < start:
+        return None
+    return page[start + len(BEGIN):end].strip("\n") + "\n"
+
+
+def write_page(path: Path) -> bool:
+    """Replace the generated part of the page at ``path``; True if it changed."""
+    page = path.read_text()
+    if page_table(page) is None:
+        raise ValueError(f"{path}: no {BEGIN!r} … {END!r} markers")
+    head, rest = page.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    new = f"{head}{BEGIN}\n{markdown()}{END}{tail}"
+    if new == page:
+        return False
+    path.write_text(new)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shardex.wire.codes", description=__doc__
+                                     .split("\n", 1)[0])  # fmt: skip
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    group.add_argument("--write", type=Path, metavar="PAGE", help="update the table in PAGE")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown())
+    else:
+        print(f"{args.write}: {'updated' if write_page(args.write) else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
