@@ -28,7 +28,17 @@ from prometheus_client import REGISTRY
 
 from shardex.auth import DOMAIN_CLIENTS, DOMAIN_SHARDS, KeyStore, ZapHandler, server_socket, user_of
 from shardex.metrics import serve
-from shardex.node.router_core import RECOVERING_TTL_S, Router, RouterConfig
+from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
+    _BAD_KEY,
+    _MALFORMED,
+    _OVERLOADED,
+    _TOO_LARGE,
+    _UNAVAILABLE,
+    _UNKNOWN_KEY,
+    RECOVERING_TTL_S,
+    Router,
+    RouterConfig,
+)
 from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import BATCH, encode_batch
 from shardex.wire.transport import StopFlag, send_frames
