@@ -17,7 +17,8 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-SOURCES = ("codes.py", "markets.py", "book.py", "engine.py")  # what the compiled build holds
+# what the compiled build holds
+SOURCES = ("codes.py", "markets.py", "book.py", "state.py", "engine.py")
 _HERE = Path(__file__).resolve().parent
 
 

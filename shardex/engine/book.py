@@ -305,48 +305,62 @@ class Book:
         sym = self.symbol
         seen: dict[str, Order] = {}
         for side in (0, 1):
-            s = self.sides[side]
-            name = ("bids", "asks")[side]
-            for key, level in s.levels.items():
-                where = f"{sym} {name} level {level.price}"
-                if type(level.price) is not int or level.price <= 0:
-                    raise IntegrityError(f"{where}: price must be a positive int")
-                if key != (-level.price if side == 0 else level.price):
-                    raise IntegrityError(f"{where}: stored under key {key}")
-                total = live = 0
-                for o in level.orders:
-                    if type(o.qty) is not int or o.qty < 0:
-                        raise IntegrityError(f"{where}: order {o.id!r} has qty {o.qty!r}")
-                    if not o.qty:
-                        continue
-                    live += 1
-                    total += o.qty
-                    if o.side != side or o.price != level.price:
-                        raise IntegrityError(
-                            f"{where}: order {o.id!r} is side {o.side} price {o.price}"
-                        )
-                    if o.id in seen:
-                        raise IntegrityError(f"{where}: order {o.id!r} rests twice")
-                    seen[o.id] = o
-                    if self.orders.get(o.id) is not o:
-                        raise IntegrityError(f"{where}: order {o.id!r} missing from the index")
-                if not live:
-                    raise IntegrityError(f"{where}: empty level kept")
-                if level.total != total or level.live != live:
-                    raise IntegrityError(
-                        f"{where}: counters total={level.total} live={level.live}, "
-                        f"orders say total={total} live={live}"
-                    )
-            heap = s.heap
-            for i in range(1, len(heap)):
-                if heap[(i - 1) // 2] > heap[i]:
-                    raise IntegrityError(f"{sym} {name}: heap order broken at index {i}")
-            missing = set(s.levels).difference(heap)
-            if missing:
-                raise IntegrityError(f"{sym} {name}: level keys {sorted(missing)} not in heap")
+            self._check_side(side, seen)
         if len(seen) != len(self.orders):
             extra = sorted(set(self.orders).difference(seen))[:5]
             raise IntegrityError(f"{sym}: index holds orders resting nowhere: {extra}")
+        self._check_records()
+        bid, ask = self.best(0), self.best(1)
+        if bid is not None and ask is not None and bid >= ask:
+            raise IntegrityError(f"{sym}: crossed book, best bid {bid} >= best ask {ask}")
+
+    def _check_side(self, side: int, seen: dict[str, Order]) -> None:
+        """``check_integrity`` for one side: its levels, their orders (added to ``seen``), its
+        heap."""
+        sym = self.symbol
+        s = self.sides[side]
+        name = ("bids", "asks")[side]
+        for key, level in s.levels.items():
+            where = f"{sym} {name} level {level.price}"
+            if type(level.price) is not int or level.price <= 0:
+                raise IntegrityError(f"{where}: price must be a positive int")
+            if key != (-level.price if side == 0 else level.price):
+                raise IntegrityError(f"{where}: stored under key {key}")
+            total = live = 0
+            for o in level.orders:
+                if type(o.qty) is not int or o.qty < 0:
+                    raise IntegrityError(f"{where}: order {o.id!r} has qty {o.qty!r}")
+                if not o.qty:
+                    continue
+                live += 1
+                total += o.qty
+                if o.side != side or o.price != level.price:
+                    raise IntegrityError(
+                        f"{where}: order {o.id!r} is side {o.side} price {o.price}"
+                    )
+                if o.id in seen:
+                    raise IntegrityError(f"{where}: order {o.id!r} rests twice")
+                seen[o.id] = o
+                if self.orders.get(o.id) is not o:
+                    raise IntegrityError(f"{where}: order {o.id!r} missing from the index")
+            if not live:
+                raise IntegrityError(f"{where}: empty level kept")
+            if level.total != total or level.live != live:
+                raise IntegrityError(
+                    f"{where}: counters total={level.total} live={level.live}, "
+                    f"orders say total={total} live={live}"
+                )
+        heap = s.heap
+        for i in range(1, len(heap)):
+            if heap[(i - 1) // 2] > heap[i]:
+                raise IntegrityError(f"{sym} {name}: heap order broken at index {i}")
+        missing = set(s.levels).difference(heap)
+        if missing:
+            raise IntegrityError(f"{sym} {name}: level keys {sorted(missing)} not in heap")
+
+    def _check_records(self) -> None:
+        """``check_integrity`` for the order index and the recent-results records."""
+        sym = self.symbol
         for oid, o in self.orders.items():
             if o.id != oid:
                 raise IntegrityError(f"{sym}: index key {oid!r} holds order {o.id!r}")
@@ -369,9 +383,6 @@ class Book:
                 raise IntegrityError(
                     f"{sym}: finished order {oid!r} filled {filled} seqs {first}..{last}"
                 )
-        bid, ask = self.best(0), self.best(1)
-        if bid is not None and ask is not None and bid >= ask:
-            raise IntegrityError(f"{sym}: crossed book, best bid {bid} >= best ask {ask}")
 
 
 def rest_order(book: Book, order: Order) -> None:

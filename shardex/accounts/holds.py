@@ -1,0 +1,215 @@
+"""New orders and amends of an account shard: the hold taken before an order is forwarded
+to its engine shard, and the forward itself (pure).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardex.accounts.assets import Pair
+from shardex.accounts.ledger import (
+    _BPS,
+    HeldOrder,
+    Ledger,
+    _ceil_div,
+    _f,
+    _ident,
+    _q,
+    account_shard_for,
+    required,
+)
+from shardex.engine.codes import (
+    BUY,
+    FOK,
+    IOC,
+    LIMIT,
+    MAX_ID_LEN,
+    OP_AMEND,
+    OP_NEW,
+    REJ_DUPLICATE_ID,
+    REJ_INVALID,
+    REJ_MALFORMED,
+    REJ_NOT_LIVE,
+    REJ_OUT_OF_RANGE,
+    REJ_UNKNOWN_SYMBOL,
+    REJ_WRONG_SHARD,
+)
+
+
+class Holds(Ledger):
+    """The ``new`` and ``amend`` commands of ``AccountCore``."""
+
+    def _new(self, cmd: Any, out: list[tuple]) -> None:
+        if len(cmd) != 12:
+            return self._reject(
+                _f(cmd, 3), _f(cmd, 2), "new: expected 12 fields", REJ_MALFORMED, out
+            )
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd
+        refused = self._order_gate(symbol, oid, account)
+        if refused:
+            return self._reject(account, oid, *refused, out)
+        pair = self.table.pairs[symbol]
+        if (account, symbol, oid) in self.orders:
+            return self._reject(
+                account,
+                oid,
+                f"duplicate id {oid}: an open order of {account} has it",
+                REJ_DUPLICATE_ID,
+                out,
+            )
+        refused = _new_refusal(pair, side, otype, price, qty, tif, post_only, budget)
+        if refused:
+            return self._reject(account, oid, *refused, out)
+        fwd_type, cap = otype, price
+        if otype != LIMIT and side == BUY:
+            cap = _budget_cap(pair, qty, budget)
+            if cap < 1:
+                return self._reject(
+                    account,
+                    oid,
+                    f"budget {self.table.fmt(pair.quote, budget)}"
+                    f" {pair.quote} cannot pay for qty at any price",
+                    REJ_OUT_OF_RANGE,
+                    out,
+                )
+            # The engine has no budget orders: a market buy goes on as an IOC/FOK limit at
+            # the highest price its budget pays for all of qty, so it cannot overspend.
+            fwd_type, price = LIMIT, cap
+        fee = pair.fee
+        o = HeldOrder(
+            symbol, side, price, cap or 0, qty, 0, 0, 0, fee.maker_bps, fee.taker_bps, 0, 0
+        )
+        need = required(o, pair)
+        asset = pair.quote if side == BUY else pair.base
+        cell = self._cell(account, asset, create=False)
+        avail = cell[0] if cell else 0
+        if need > avail:
+            return self._insufficient(account, oid, asset, avail, need, out)
+        cell = self._cell(account, asset)
+        cell[0] -= need
+        cell[1] += need
+        o.held = need
+        self.orders[(account, symbol, oid)] = o
+        self._bal(out, account, asset, "hold", oid)
+        fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
+        o.opened = self._forward(symbol, fwd, out)
+        return None
+
+    def _amend(self, cmd: Any, out: list[tuple]) -> None:
+        if len(cmd) != 6:
+            return self._reject(
+                _f(cmd, 3), _f(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
+            )
+        _, symbol, oid, account, qty, price = cmd
+        refused = self._order_gate(symbol, oid, account)
+        if refused:
+            return self._reject(account, oid, *refused, out)
+        pair = self.table.pairs[symbol]
+        o = self.orders.get((account, symbol, oid))
+        if o is None:
+            return self._reject(
+                account, oid, "order is not open on this account", REJ_NOT_LIVE, out
+            )
+        if qty is None and price is None:
+            return self._reject(account, oid, "amend needs qty and/or price", REJ_INVALID, out)
+        if qty is not None and (type(qty) is not int or qty <= 0):
+            return self._reject(
+                account,
+                oid,
+                "qty must be an integer number of lots > 0",
+                REJ_INVALID if type(qty) is int else REJ_MALFORMED,
+                out,
+            )
+        if price is not None:
+            if type(price) is not int:
+                return self._reject(
+                    account, oid, "price must be an integer number of ticks", REJ_MALFORMED, out
+                )
+            if not 0 < price <= pair.max_price_ticks:
+                return self._reject(account, oid, "price out of range", REJ_OUT_OF_RANGE, out)
+            if o.price is None:
+                return self._reject(
+                    account, oid, "a market order has no price to amend", REJ_INVALID, out
+                )
+        if o.side == BUY and price is not None and price > o.cap:
+            # Raising a buy's price raises what it can cost: hold the difference first.
+            old = o.held
+            cap = o.cap
+            o.cap = price
+            extra = required(o, pair) - old
+            o.cap = cap
+            cell = self._cell(account, pair.quote)
+            if extra > cell[0]:
+                return self._insufficient(account, oid, pair.quote, cell[0], extra, out)
+            o.cap = price
+            o.held += extra
+            cell[0] -= extra
+            cell[1] += extra
+            self._bal(out, account, pair.quote, "hold", oid)
+        o.pending += 1
+        self._forward(symbol, (OP_AMEND, symbol, oid, account, qty, price), out)
+        return None
+
+    def _order_gate(self, symbol: object, oid: object, account: object) -> tuple[str, int] | None:
+        if type(symbol) is not str or symbol not in self.table.pairs:
+            return f"unknown symbol {_q(symbol, 40)}", REJ_UNKNOWN_SYMBOL
+        if not _ident(oid) or not _ident(account):
+            return f"id and account must be strings of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
+        if not self.owns(account):
+            return (
+                f"account {account} belongs to account shard "
+                f"{account_shard_for(account, self.shards)}",
+                REJ_WRONG_SHARD,
+            )
+        return None
+
+
+def _budget_cap(pair: Pair, qty: int, budget: int) -> int:
+    """The highest price (ticks, at most the market's max) at which ``qty`` lots plus the taker
+    fee cost no more than ``budget`` units of quote; 0 when not even one tick fits."""
+    per = qty * pair.quote_per_tick_lot
+    tb = pair.fee.taker_bps
+
+    def cost(p: int) -> int:
+        rc = p * per
+        return rc + _ceil_div(rc * tb, _BPS)
+
+    p = min(budget * _BPS // (per * (_BPS + tb)), pair.max_price_ticks)
+    while p < pair.max_price_ticks and cost(p + 1) <= budget:
+        p += 1
+    while p > 0 and cost(p) > budget:
+        p -= 1
+    return p
+
+
+def _new_refusal(
+    pair: Pair, side: Any, otype: Any, price: Any, qty: Any, tif: Any, post_only: Any, budget: Any
+) -> tuple[str, int] | None:
+    """Why a new order's terms are not valid (reason, code), or None; in the order ``_new``
+    checks them (a market buy's budget is then checked against the price grid there)."""
+    for what, value in (("side", side), ("type", otype)):
+        if type(value) is not int or value not in (0, 1):
+            code = REJ_INVALID if type(value) is int else REJ_MALFORMED
+            return f"unknown {what} {_q(value, 20)}", code
+    if type(qty) is not int:
+        return "qty must be an integer number of lots", REJ_MALFORMED
+    if not 0 < qty <= pair.max_qty_lots:
+        return "qty out of range", REJ_OUT_OF_RANGE
+    if otype == LIMIT:
+        if type(price) is not int:
+            return "limit order needs an integer price in ticks", REJ_MALFORMED
+        if not 0 < price <= pair.max_price_ticks:
+            return "price out of range", REJ_OUT_OF_RANGE
+        if budget is not None:
+            return "only a market buy carries a budget", REJ_INVALID
+        return None
+    if price is not None:
+        return "market order must not have a price", REJ_INVALID
+    if tif not in (IOC, FOK) or type(tif) is not int or post_only is not False:
+        return "market order needs tif ioc or fok and no post_only", REJ_INVALID
+    if side == BUY:
+        if type(budget) is not int or budget <= 0:
+            return f"a market buy needs a budget (units of {pair.quote}) > 0", REJ_INVALID
+    elif budget is not None:
+        return "only a market buy carries a budget", REJ_INVALID
+    return None

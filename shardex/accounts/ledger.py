@@ -1,0 +1,262 @@
+"""The account shard's ledger: balances, the order-hold record and the event helpers that every
+part of ``AccountCore`` writes with (pure: no sockets, no clock, no I/O).
+
+``AccountCore`` (``core.py``) is this base plus one mixin per concern: transfers
+(``transfers.py``), new orders and amends with their holds (``holds.py``), and the engine
+shards' settlements (``settlements.py``). See ``core.py`` for the money rules.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shardex.accounts.assets import AssetTable, Fee, Pair
+from shardex.accounts.codes import (
+    AE_ANOMALY,
+    AE_BALANCE,
+    AE_FORWARD,
+    AE_REJECTED,
+    REJ_INSUFFICIENT_FUNDS,
+)
+from shardex.accounts.link import Inbox, Outbox
+from shardex.engine.codes import (
+    BUY,
+    MAX_ID_LEN,
+)
+from shardex.engine.markets import Market
+
+MAX_REASON_LEN = 200
+_BPS = 10_000
+# Transfer refs remembered for idempotency (the dedup window): the newest REF_WINDOW, oldest
+# evicted first. Within it a retried deposit/withdraw is acknowledged again (AE_REPEATED) and a
+# ref reused for another transfer is refused (duplicate_ref); a ref older than the window is a
+# new transfer. 100,000 is ~2.8 h of admin transfers at 10/s (a client retries within seconds);
+# ~25 MB of memory and ~5 MB of snapshot at most.
+REF_WINDOW = 100_000
+
+
+def account_shard_for(account: str, shards: int) -> int:
+    """The account shard that owns ``account``: crc32 modulo M (the style of
+    ``shardex.wire.protocol.shard_for``; stable across processes and hosts)."""
+    return zlib.crc32(account.encode()) % shards
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class HeldOrder:
+    """What an account shard knows of one of its open orders (from hold to end).
+
+    ``price`` is the engine's limit price as last settled (None for a market sell); ``cap`` the
+    price a buy's hold is computed at: its price, or higher while an amend that raised the price
+    is in flight (``pending`` amends not yet settled). ``fee_num`` is Σ notional × bps of the
+    fills so far, ``fee_charged`` = ceil(fee_num / 10000) already paid.
+    """
+
+    __slots__ = (
+        "symbol",
+        "side",
+        "price",
+        "cap",
+        "rem",
+        "held",
+        "fee_num",
+        "fee_charged",
+        "maker_bps",
+        "taker_bps",
+        "pending",
+        "opened",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        side: int,
+        price: int | None,
+        cap: int,
+        rem: int,
+        held: int,
+        fee_num: int,
+        fee_charged: int,
+        maker_bps: int,
+        taker_bps: int,
+        pending: int,
+        opened: int,
+    ) -> None:
+        self.symbol = symbol
+        self.side = side
+        self.price = price
+        self.cap = cap
+        self.rem = rem
+        self.held = held
+        self.fee_num = fee_num
+        self.fee_charged = fee_charged
+        self.maker_bps = maker_bps
+        self.taker_bps = taker_bps
+        self.pending = pending
+        self.opened = opened  # this shard's seq of the forward that placed it (see _refused)
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+
+def required(o: HeldOrder, pair: Pair) -> int:
+    """What the open remainder of ``o`` can still cost, in units of the held asset.
+
+    Buy: ``cap × rem`` of quote plus the fee still chargeable if all of it fills at the cap as
+    taker: ``ceil((fee_num + cap·rem·bps_taker) / 10000) - fee_charged``. This never grows with
+    a fill (a fill moves notional at a price <= cap and a rate <= taker's out of the bound), so
+    a hold once taken always covers the order. Sell: ``rem`` lots of base.
+    """
+    if o.side == BUY:
+        rc = o.cap * o.rem * pair.quote_per_tick_lot
+        return rc + _ceil_div(o.fee_num + rc * o.taker_bps, _BPS) - o.fee_charged
+    return o.rem * pair.base_per_lot
+
+
+class Ledger:
+    """The state of account shard ``shard`` of ``shards`` and the helpers that change it one
+    event at a time; the commands are the mixins' (see ``AccountCore``)."""
+
+    def __init__(
+        self,
+        markets: Mapping[str, Market],
+        shard: int = 0,
+        shards: int = 1,
+        fees: Mapping[str, Fee] | None = None,
+        engine_for: Callable[[str], int] | None = None,
+        seq: int = 0,
+        ref_window: int = REF_WINDOW,
+    ) -> None:
+        if type(shards) is not int or shards < 1 or type(shard) is not int:
+            raise ValueError(f"shards must be an int >= 1, got {shards!r}")
+        if type(ref_window) is not int or ref_window < 1:
+            raise ValueError(f"ref_window must be an int >= 1, got {ref_window!r}")
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in 0..{shards - 1}, got {shard!r}")
+        self.shard = shard
+        self.shards = shards
+        self.table = AssetTable(markets, fees)
+        # Symbol → engine shard. Default: one engine shard. The process passes the cluster's
+        # routing function (``lambda s: shard_for(s, N)``), kept out of the snapshot because it
+        # is configuration, like the market table.
+        self.engine_for: Callable[[str], int] = engine_for or (lambda _symbol: 0)
+        self.seq = seq
+        self.balances: dict[str, dict[str, list[int]]] = {}  # account → asset → [avail, held]
+        self.orders: dict[tuple[str, str, str], HeldOrder] = {}  # (account, symbol, id)
+        self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset
+        self.deposited: dict[str, int] = {}
+        self.withdrawn: dict[str, int] = {}
+        self.flow: dict[str, int] = {}  # net inflow by trades (Σ over all shards is 0)
+        # transfer ref → (op, account, asset, amount), oldest first; at most ``ref_window``
+        # (state: in snapshots, so a replay evicts exactly what the live run evicted)
+        self.refs: OrderedDict[str, tuple] = OrderedDict()
+        self.ref_window = ref_window
+        self.inbox = Inbox()  # settlements: last engine seq applied per engine shard
+        self.outbox = Outbox()  # forwards: last own seq sent per engine shard
+        # counters (metrics; not part of snapshots)
+        self.duplicates = 0
+        self.gaps = 0
+        self.anomalies = 0
+
+    def owns(self, account: object) -> bool:
+        return type(account) is str and account_shard_for(account, self.shards) == self.shard
+
+    def balance(self, account: str, asset: str) -> tuple[int, int]:
+        """(available, held) in units; (0, 0) for an account or asset never seen."""
+        cell = self.balances.get(account, {}).get(asset)
+        return (cell[0], cell[1]) if cell else (0, 0)
+
+    def _forward(self, symbol: str, cmd: tuple, out: list[tuple]) -> int:
+        eshard = self.engine_for(symbol)
+        self.seq += 1
+        out.append((AE_FORWARD, self.seq, eshard, self.outbox.put(eshard, self.seq), cmd))
+        return self.seq
+
+    def _cell(self, account: str, asset: str, create: bool = True) -> list[int]:
+        assets = self.balances.get(account)
+        if assets is None:
+            if not create:
+                return None  # type: ignore[return-value]
+            assets = self.balances[account] = {}
+        cell = assets.get(asset)
+        if cell is None and create:
+            cell = assets[asset] = [0, 0]
+        return cell  # type: ignore[return-value]
+
+    def _total(self, asset: str) -> int:
+        return self.deposited.get(asset, 0) - self.withdrawn.get(asset, 0) + self.flow.get(asset, 0)
+
+    def _flow(self, asset: str, amount: int) -> None:
+        self.flow[asset] = self.flow.get(asset, 0) + amount
+
+    def _bal(self, out: list[tuple], account: str, asset: str, why: str, ref: str) -> None:
+        cell = self.balances[account][asset]
+        self.seq += 1
+        out.append((AE_BALANCE, self.seq, account, asset, cell[0], cell[1], why, ref))
+
+    def _insufficient(
+        self, account: str, ref: str, asset: str, avail: int, need: int, out: list[tuple]
+    ) -> None:
+        fmt = self.table.fmt
+        return self._reject(
+            account,
+            ref,
+            f"insufficient {asset}: available {fmt(asset, avail)}, needed {fmt(asset, need)}",
+            REJ_INSUFFICIENT_FUNDS,
+            out,
+        )
+
+    def _reject(
+        self, account: object, ref: object, reason: str, code: int, out: list[tuple]
+    ) -> None:
+        self.seq += 1
+        out.append(
+            (
+                AE_REJECTED,
+                self.seq,
+                account if type(account) is str else "",
+                ref if type(ref) is str else "",
+                reason[:MAX_REASON_LEN],
+                code,
+            )
+        )
+        return None
+
+    def _anomaly(self, eshard: object, eseq: object, reason: str, out: list[tuple]) -> None:
+        self.anomalies += 1
+        self.seq += 1
+        out.append(
+            (
+                AE_ANOMALY,
+                self.seq,
+                eshard if type(eshard) is int else -1,
+                eseq if type(eseq) is int else -1,
+                reason[:MAX_REASON_LEN],
+            )
+        )
+        return None
+
+
+def _ident(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_ID_LEN
+
+
+def _q(value: object, limit: int) -> str:
+    """Client or peer input quoted in a reason: at most ``limit`` chars, and never an
+    exception (``repr`` of a 1,000-deep list raises RecursionError): scalars are shown,
+    containers by their type only."""
+    if value is None or type(value) in (str, bytes, int, float, bool):
+        return repr(value[: limit + 1] if type(value) in (str, bytes) else value)[:limit]
+    return type(value).__name__
+
+
+def _f(cmd: Any, i: int) -> Any:
+    try:
+        return cmd[i]
+    except Exception:
+        return None
