@@ -36,6 +36,7 @@ from shardex.accounts.codes import A_DEPOSIT
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.auth import KeyFile, KeyStore, client_socket
 from shardex.client import audit_report
+from shardex.client.errors import timeout_error
 from shardex.config import load_markets
 from shardex.journal import Journal
 from shardex.node.accounts import AccountHandler
@@ -1029,12 +1030,12 @@ def test_sdk_fate_of_a_risk_on_order_asks_the_account_shard_first(insecure_accou
         _wait(lambda: "error" not in c.account_status()[0], "the router routes to it again")
         # a held order whose reply was lost: executed, from the account shard's answer
         cmd = c.command(c.order("BTC-USD", "buy", "1", "10", account="bob", id="sdk-q1"))
-        fates = c._fates([cmd], [("timeout after 1.0s", None)], 1)
+        fates = c._fates([cmd], [(timeout_error(1.0), None)], 1)
         assert fates[0][0] == "executed" and fates[0][1]["state"] == "held", fates
         assert c.cancel("BTC-USD", "sdk-q1", account="bob").ok
         _wait(lambda: c.balance("bob")["USD"] == (D("1000.00"), D(0)), "hold released")
         # ended and settled (not_held at the account shard): the engine shard's answer decides
-        fates = c._fates([cmd], [("timeout after 1.0s", None)], 1)
+        fates = c._fates([cmd], [(timeout_error(1.0), None)], 1)
         assert fates[0][0] == "executed" and fates[0][1]["state"] == "cancelled", fates
         never = c.command(c.order("BTC-USD", "buy", "1", "10", account="bob", id="sdk-never"))
-        assert c._fates([never], [("timeout after 1.0s", None)], 1)[0][0] == "not executed"
+        assert c._fates([never], [(timeout_error(1.0), None)], 1)[0][0] == "not executed"

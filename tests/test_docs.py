@@ -577,9 +577,6 @@ ISSUE_NUMBER = re.compile(r"\bissue #?\d+", re.I)
 ISSUE_NUMBER_ALLOWED = {
     # quotes the old `up --help` text the test proves is gone
     ("tests/test_endpoints.py", 'needs Redis)": tracker numbers'),
-    # being moved: the router's split rewrites these comments
-    ("shardex/node/router.py", "# Account shards (issue "),
-    ("shardex/node/router.py", "# Replicated shards (issue "),
 }
 
 

@@ -79,7 +79,7 @@ def _run(mode: str, data: Path, cache: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def compiled_cache(request) -> Path:
+def compiled_cache(request, tmp_path_factory) -> Path:
     require(
         importlib.util.find_spec("mypyc") is not None,
         "mypyc is not installed (pip install mypy): compiled engine not testable",
@@ -94,7 +94,10 @@ def compiled_cache(request) -> Path:
         (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
         "no Python headers (Python.h): compiled engine not testable",
     )
-    cache = request.config.cache.mkdir("shardex-engine")  # (.pytest_cache/d/shardex-engine)
+    # kept in .pytest_cache/d/shardex-engine (by source hash) when pytest's cache plugin is on;
+    # with ``-p no:cacheprovider`` a fresh temporary directory (the build runs every time)
+    store = getattr(request.config, "cache", None)
+    cache = store.mkdir("shardex-engine") if store else tmp_path_factory.mktemp("engine")
     env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "shardex.engine.build"], env=env, capture_output=True,

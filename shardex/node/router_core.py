@@ -70,7 +70,7 @@ class RouterConfig:
     open_after: float = 3.0  # bind the client endpoint by then even if shards are missing
     # CURVE + ZAP on both sockets from this key store (``shardex.auth``); None: insecure (lab)
     keys_dir: str | None = None
-    # Account shards (issue 14): M > 0 routes ``@<account>`` keys (new, amend, transfers,
+    # Account shards: M > 0 routes ``@<account>`` keys (new, amend, transfers,
     # balance) to account shard crc32(account) % M and ``%<j>`` to account shard j; they
     # register on the backend like engine shards and take slots N..N+M-1. 0: off.
     accounts: int = 0
@@ -118,7 +118,7 @@ class Router(RouterReports):
         )
         self._route: dict[bytes, int] = {}
         self.topology: dict[int, dict[str, Any]] = {}
-        # Replicated shards (issue 15): the highest leader epoch seen per slot; a HELLO of an
+        # Replicated shards: the highest leader epoch seen per slot; a HELLO of an
         # older epoch (a deposed leader) is ignored, so its connection is never routed to.
         self.epochs: dict[int, int] = {}
         self.stale_epochs: set[tuple[int, int]] = set()
