@@ -45,6 +45,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.client import Client  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
@@ -87,7 +89,8 @@ class Up:
         if not pin:
             argv.append("--no-pin")
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
+            argv, stdout=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent, cwd=ROOT
         )
         deadline = time.monotonic() + 30
         while not self.key.exists():

@@ -43,6 +43,8 @@ from hdrh.histogram import HdrHistogram
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
@@ -116,7 +118,10 @@ def start_cluster(
         argv.append("--no-pin")
     argv.extend(accounts_off(ROOT))
     argv.extend(extra)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=die_with_parent, cwd=ROOT,
+    )
     for _ in range(100):
         if KEY is None or KEY.exists():
             break

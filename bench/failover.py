@@ -48,8 +48,8 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-
 from cluster import free_base  # noqa: E402
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.client import Client  # noqa: E402
 from shardex.engine.codes import OP_NEW  # noqa: E402
@@ -171,7 +171,8 @@ def start_cluster(replicas: int) -> tuple[subprocess.Popen, str, Any, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", str(replicas),
          "--accounts", "0", "--insecure", "--no-pin", "--base-port", str(base), "--data-dir", data],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=die_with_parent, cwd=ROOT,
     )  # fmt: skip
     return proc, layout.frontend, log, data
 
@@ -336,7 +337,8 @@ def main() -> None:
         [sys.executable, "-m", "shardex.cli", "up", "--shards", "1", "--replicas", "2",
          "--accounts", str(layout.accounts), "--insecure", "--no-pin", "--base-port", str(base),
          "--data-dir", data],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=die_with_parent, cwd=ROOT,
     )  # fmt: skip
     times: list[float] = []
     # per round: (ttl left at the kill, expiry → lease taken, taken → HELLO, HELLO → first ack)

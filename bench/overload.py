@@ -49,8 +49,8 @@ from hdrh.histogram import HdrHistogram
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-
 from cluster import free_base  # noqa: E402
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
@@ -106,7 +106,8 @@ class BenchCluster:
         else:  # secure: every client of this bench uses the cluster's admin key
             os.environ["SHARDEX_KEY"] = os.path.join(self.data_dir, "data", "keys", "admin.key")
         self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent, cwd=ROOT
         )
         try:
             self.info = self._wait_ready()

@@ -40,8 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-
 from cluster import free_base  # noqa: E402
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.client import Client, ShardexError  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
@@ -60,7 +60,8 @@ class Up:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "shardex.cli", "up", "--data-dir", str(data_dir),
                  "--base-port", str(base), "--no-bridge", "--no-pin", *extra],
-                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent, cwd=ROOT,
             )  # fmt: skip
 
     def first_order(self, limit: float) -> float:

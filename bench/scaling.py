@@ -43,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
+
 BUILTIN_PAIRS = 8  # shardex.engine.markets.DEFAULT_MARKETS (loadgen --symbols K takes these first)
 READY_S = 60.0
 
@@ -224,7 +227,7 @@ class TreeCluster:
             env=tree_env(self.tree),
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + READY_S
         while time.monotonic() < deadline:

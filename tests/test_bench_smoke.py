@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCH))
 import scaling  # noqa: E402
 
 from shardex.wire.protocol import shard_for  # noqa: E402
+from tests.support.wait import wait_until  # noqa: E402
 
 
 def run_bench(*argv: str, timeout: float = 110) -> subprocess.CompletedProcess:
@@ -185,3 +186,35 @@ def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
 def test_compare_rejects_an_unknown_ref() -> None:
     r = run_bench("bench/compare.py", "no-such-ref-xyz")
     assert r.returncode != 0 and "not a commit" in r.stderr
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_bench_killed_by_sigkill_leaves_no_cluster_behind() -> None:
+    """A bench killed by SIGKILL (a test's subprocess timeout) ran no ``finally`` and left its
+    ``shardex up`` running in a session of its own, ports and CPU held (seen: six clusters of
+    timed-out ``compare`` runs still up an hour later). Now the kernel stops it with the bench."""
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(BENCH)!r}); import cluster; "
+        "proc, layout = cluster.start_cluster(1, False); "
+        "print(proc.pid, layout.frontend, flush=True); time.sleep(600)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = child.stdout.readline().split()
+        assert line, "the bench's cluster did not come up"
+        up = int(line[0])
+        assert not _gone(up), "the cluster must be running before the bench is killed"
+    finally:
+        child.kill()
+        child.wait(10)
+    wait_until(lambda: _gone(up), 30, "the killed bench's `shardex up` to stop")

@@ -261,6 +261,12 @@ class ClientCore(Replies, FateDecisions, Topology):
         accounts' (``%<j>``). ``via_accounts``: ``OP_ORDER`` reads ``(op, symbol, account,
         id)`` go to the account's shard (the account tier's fate query).
         """
+        if len(tuples) == 1:  # one command per frame (loadgen's default, most SDK calls):
+            t = tuples[0]  # no grouping to do, so none of the tables below (~20 µs less each)
+            if t and t[0] == OP_REJECT:
+                return []
+            s, key = self.route(t, via_accounts, by_shard)
+            return [(s, key, [0])]
         batch = max(1, batch)
         where: dict[Any, Route] = {}  # per distinct symbol / account once: this runs per command
         whose: dict[str, Route] = {}
