@@ -42,6 +42,7 @@ from shardex.config import load_markets
 from shardex.datadir import ShardDir, describe, misplaced
 from tests.support.cluster import ROOT, Cluster
 from tests.support.ports import listening, wait_listening
+from tests.support.wait import wait_until
 
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.M | re.S)
@@ -410,8 +411,13 @@ def check_balances_stream(block: Block, cluster: Cluster, workdir: Path) -> None
     users = json.loads((workdir / "data" / "keys" / "redis.json").read_text())["users"]
     r = redis.Redis(port=cluster.layout.redis_port, username="reader",
                     password=users["reader"]["password"], decode_responses=True)  # fmt: skip
-    entries = [f for _, f in r.xrange("shardex:balances:0") if f.get("ev") == "balance"]
-    assert entries, "no balance entry in the stream (the python blocks deposit first)"
+    def balances() -> list[dict]:
+        return [f for _, f in r.xrange("shardex:balances:0") if f.get("ev") == "balance"]
+
+    if not balances():  # run before the python blocks, or on another xdist worker than them
+        with cluster.client() as c:
+            assert c.deposit("docs-check", "USD", "1", ref="docs-check-balances").ok
+    entries = wait_until(balances, 30, "a balance entry in shardex:balances:0")
     shown = [ln.split()[1:] for ln in block.body.splitlines()[1:] if ln[:1].isdigit()]
     for words in shown:
         names = {w for w in words[0::2] if w != "..."}
