@@ -9,7 +9,6 @@ same input yields the same events.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal
@@ -17,32 +16,15 @@ from typing import Any
 
 import msgpack
 
-from shardex.amounts import parse_decimal
 from shardex.engine.codes import (
-    EV_ACCEPTED,
-    EV_AMENDED,
-    EV_CANCELLED,
-    EV_REJECTED,
-    EV_TRADE,
-    GTC,
-    IOC,
-    MARKET,
     MAX_ID_LEN,
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
     OP_REJECT,
-    REJ_INVALID,
     REJ_MALFORMED,
     REJ_UNKNOWN_OP,
-    REJ_UNKNOWN_SYMBOL,
-    SIDES,
-    STPS,
-    TIFS,
-    TYPES,
     Command,
-    Event,
-    reject_name,
 )
 from shardex.engine.markets import Market
 from shardex.wire import codes
@@ -70,245 +52,14 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     too_many_reads_error,
 )
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
-
-_NEW_FIELDS = {
-    "op",
-    "symbol",
-    "id",
-    "account",
-    "side",
-    "type",
-    "price",
-    "qty",
-    "tif",
-    "post_only",
-    "stp",
-}
-_CANCEL_FIELDS = {"op", "symbol", "id", "account"}
-_AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
-_FIELDS = {"new": _NEW_FIELDS, "cancel": _CANCEL_FIELDS, "amend": _AMEND_FIELDS}
-
-
-class _Bad(Exception):
-    """Internal: a decoding problem; its message is the reject reason, ``code`` its REJ_* code."""
-
-    def __init__(self, reason: str, code: int = REJ_MALFORMED) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-def _reject(obj: Any, reason: str, code: int) -> Command:
-    symbol = obj.get("symbol") if isinstance(obj, dict) else None
-    oid = obj.get("id") if isinstance(obj, dict) else None
-    return (
-        OP_REJECT,
-        symbol if type(symbol) is str else "",
-        oid if type(oid) is str else "",
-        reason,
-        code,
-    )
-
-
-def _str(obj: dict[str, Any], name: str) -> str:
-    if name not in obj:
-        raise _Bad(f"missing field {name!r}")
-    value = obj[name]
-    if type(value) is not str or not value:
-        raise _Bad(f"field {name!r} must be a non-empty string")
-    if len(value) > MAX_ID_LEN:
-        raise _Bad(f"field {name!r} longer than {MAX_ID_LEN} chars")
-    return value
-
-
-def _enum(obj: dict[str, Any], name: str, names: tuple[str, ...], default: int | None) -> int:
-    if name not in obj:
-        if default is None:
-            raise _Bad(f"missing field {name!r}")
-        return default
-    value = obj[name]
-    if value not in names or type(value) is not str:
-        code = REJ_INVALID if type(value) is str else REJ_MALFORMED
-        raise _Bad(f"unknown {name} {value!r} (expected one of {', '.join(names)})", code)
-    return names.index(value)
-
-
-def _decimal(obj: dict[str, Any], name: str) -> Decimal:
-    value = obj[name]
-    if type(value) is not str:
-        raise _Bad(f"{name} must be a decimal string, got {type(value).__name__}")
-    # signed: a negative price or qty gets its precise range reject ("qty must be > 0")
-    d = parse_decimal(value, signed=True)
-    if d is None:
-        raise _Bad(f"{name} {value[:40]!r} is not a plain decimal string")
-    return d
-
-
-def _units(obj: dict[str, Any], name: str, market: Market) -> int:
-    d = _decimal(obj, name)
-    units = market.to_ticks(d) if name == "price" else market.to_lots(d)
-    if type(units) is not int:
-        raise _Bad(units.reason, units.code)
-    return units
-
-
-def command_from_json(obj: Any, markets: Mapping[str, Market]) -> Command:
-    """A decoded JSON object → engine command tuple, or an ``OP_REJECT`` tuple with the reason."""
-    try:
-        return _command(obj, markets)
-    except _Bad as exc:
-        return _reject(obj, str(exc), exc.code)
-
-
-def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
-    if not isinstance(obj, dict):
-        raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
-    op = obj.get("op")
-    fields = _FIELDS.get(op) if type(op) is str else None
-    if fields is None:
-        raise _Bad(f"unknown op {op!r} (expected new, cancel or amend)", REJ_UNKNOWN_OP)
-    unknown = set(obj) - fields
-    if unknown:
-        raise _Bad(f"unknown field {sorted(unknown)[0]!r} for op {op}")
-    symbol = _str(obj, "symbol")
-    market = markets.get(symbol)
-    if market is None:
-        raise _Bad(f"unknown symbol {symbol}", REJ_UNKNOWN_SYMBOL)
-    oid = _str(obj, "id")
-    account = _str(obj, "account")
-    if op == "cancel":
-        return (OP_CANCEL, symbol, oid, account)
-    if op == "amend":
-        if "qty" not in obj and "price" not in obj:
-            raise _Bad("amend needs qty and/or price", REJ_INVALID)
-        qty = _units(obj, "qty", market) if "qty" in obj else None
-        price = _units(obj, "price", market) if "price" in obj else None
-        return (OP_AMEND, symbol, oid, account, qty, price)
-    side = _enum(obj, "side", SIDES, None)
-    otype = _enum(obj, "type", TYPES, None)
-    if "qty" not in obj:
-        raise _Bad("missing field 'qty'")
-    qty = _units(obj, "qty", market)
-    if otype == MARKET:
-        if "price" in obj:
-            raise _Bad("market order must not have a price", REJ_INVALID)
-        price = None
-        tif = _enum(obj, "tif", TIFS, IOC)
-    else:
-        if "price" not in obj:
-            raise _Bad("limit order needs a price", REJ_INVALID)
-        price = _units(obj, "price", market)
-        tif = _enum(obj, "tif", TIFS, GTC)
-    post_only = obj.get("post_only", False)
-    if type(post_only) is not bool:
-        raise _Bad("post_only must be true or false")
-    stp = _enum(obj, "stp", STPS, 0)
-    return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
-
-
-def command_from_json_line(
-    line: str | bytes, markets: Mapping[str, Market], where: str = ""
-) -> Command:
-    """One JSON line → command. ``where`` (e.g. ``"line 7: "``) prefixes edge reject reasons."""
-    try:
-        obj = json.loads(line)
-    except UnicodeDecodeError:
-        return (OP_REJECT, "", "", f"{where}not valid UTF-8", REJ_MALFORMED)
-    except (ValueError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        return (OP_REJECT, "", "", f"{where}invalid JSON: {msg}", REJ_MALFORMED)
-    cmd = command_from_json(obj, markets)
-    if cmd[0] == OP_REJECT and where:
-        cmd = cmd[:3] + (where + cmd[3],) + cmd[4:]
-    return cmd
-
-
-def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, Any]:
-    """Engine command tuple → public JSON object (used by generators, SDK and journal tools)."""
-    op = cmd[0]
-    m = markets[cmd[1]]
-    if op == OP_NEW:
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
-        obj: dict[str, Any] = {
-            "op": "new",
-            "symbol": symbol,
-            "id": oid,
-            "account": account,
-            "side": SIDES[side],
-            "type": TYPES[otype],
-        }
-        if price is not None:
-            obj["price"] = m.price_str(price)
-        obj["qty"] = m.qty_str(qty)
-        obj["tif"] = TIFS[tif]
-        if post_only:
-            obj["post_only"] = True
-        if stp:
-            obj["stp"] = STPS[stp]
-        return obj
-    if op == OP_CANCEL:
-        return {"op": "cancel", "symbol": cmd[1], "id": cmd[2], "account": cmd[3]}
-    if op == OP_AMEND:
-        obj = {"op": "amend", "symbol": cmd[1], "id": cmd[2], "account": cmd[3]}
-        if cmd[4] is not None:
-            obj["qty"] = m.qty_str(cmd[4])
-        if cmd[5] is not None:
-            obj["price"] = m.price_str(cmd[5])
-        return obj
-    raise ValueError(f"cannot encode op {op!r} as JSON")
-
-
-def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
-    """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md)."""
-    kind, seq, symbol = ev[0], ev[1], ev[2]
-    if kind == EV_TRADE:
-        m = markets[symbol]
-        return {
-            "ev": "trade",
-            "symbol": symbol,
-            "price": m.price_str(ev[3]),
-            "qty": m.qty_str(ev[4]),
-            "taker": ev[5],
-            "maker": ev[6],
-            "taker_side": SIDES[ev[7]],
-            "trade_id": ev[8],
-            "seq": seq,
-        }
-    if kind == EV_ACCEPTED:
-        return {"ev": "accepted", "symbol": symbol, "id": ev[3], "seq": seq}
-    if kind == EV_CANCELLED:
-        return {
-            "ev": "cancelled",
-            "symbol": symbol,
-            "id": ev[3],
-            "reason": ev[4],
-            "qty": markets[symbol].qty_str(ev[5]),
-            "seq": seq,
-        }
-    if kind == EV_REJECTED:
-        return {
-            "ev": "rejected",
-            "symbol": symbol,
-            "id": ev[3],
-            "reason": ev[4],
-            "code": reject_name(_at(ev, 5)),  # the stable name; "invalid" if none or unknown
-            "seq": seq,
-        }
-    if kind == EV_AMENDED:
-        m = markets[symbol]
-        return {
-            "ev": "amended",
-            "symbol": symbol,
-            "id": ev[3],
-            "qty": m.qty_str(ev[4]),
-            "price": m.price_str(ev[5]),
-            "seq": seq,
-        }
-    raise ValueError(f"unknown event kind {kind!r}")
-
-
-def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
-    return json.dumps(event_to_json(ev, markets), separators=(",", ":"))
-
+from shardex.wire.schema import (  # noqa: F401  (re-exported: their historical home)
+    _at,
+    command_from_json,
+    command_from_json_line,
+    command_to_json,
+    event_to_json,
+    event_to_json_line,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Binary wire protocol (ZeroMQ multipart + msgpack)
@@ -494,13 +245,6 @@ def edge_command(cmd: Any) -> Command:
             return cmd
     symbol, oid = _bounded(symbol, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN)
     return (OP_REJECT, symbol, oid, reason, REJ_MALFORMED)
-
-
-def _at(seq: Any, i: int) -> Any:
-    try:
-        return seq[i]
-    except Exception:
-        return None
 
 
 def encode_request(cmds: list[Command] | tuple[Command, ...]) -> bytes:
