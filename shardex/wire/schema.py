@@ -43,29 +43,6 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
-from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)
-    ERR_INTERNAL_OP,
-    ERR_JOURNAL,
-    ERR_MALFORMED_MESSAGE,
-    ERR_NOT_LEADER,
-    ERR_OVERLOADED,
-    ERR_RECOVERING,
-    ERR_UNAVAILABLE,
-    ERR_UNKNOWN_KEY,
-    ErrorText,
-    decode_error,
-    encode_error,
-    error,
-    halted_error,
-    internal_error,
-    journal_error,
-    leader_changed_error,
-    not_leader_epoch,
-    not_leader_error,
-    recovering_error,
-    too_many_reads_error,
-)
-from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 
 _NEW_FIELDS = {
     "op",
