@@ -44,11 +44,11 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError
+from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
-    ERR_UNKNOWN_KEY,
     MAX_ID_LEN,
     OP_AUDIT,
     OP_BALANCE,
@@ -72,7 +72,7 @@ log = logging.getLogger("shardex.accounts")
 
 MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again from there)
 MAX_READS = 256  # balance/status/audit reads in one request (their replies are not small)
-_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
+_UNKNOWN_KEY = UNKNOWN_KEY_REPLY
 # ops a client may send on the direct port (``AccountHandler.for_clients``)
 _CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT))
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
@@ -150,17 +150,12 @@ class AccountHandler:
         return encode_reply(None, internal_error(exc))
 
     def _handle(self, payload: bytes, out: list[tuple], user: str | None) -> bytes:
-        key = None
-        if self.registry is not None:
-            key = self.registry.lookup(user)
-            if key is None:
-                return _UNKNOWN_KEY
+        key, cmds, refused = admit(self.registry, payload, user)
+        if refused is not None:
+            if refused is not _UNKNOWN_KEY:
+                self.key = key
+            return refused
         self.key = key
-        cmds, error = decode_request(payload)
-        if error is None:
-            error = internal_op_refusal(cmds)
-        if error is not None:
-            return encode_reply(None, error)
         reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER)
         n_reads = n_audits = 0
         for c in cmds:

@@ -23,10 +23,10 @@ from shardex.engine.codes import (
 )
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
+from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, PublishedRing
 from shardex.wire.protocol import (
-    ERR_UNKNOWN_KEY,
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
     MAX_EVENTS_REPLY_BYTES,
@@ -37,11 +37,9 @@ from shardex.wire.protocol import (
     OP_MARKETS,
     OP_ORDER,
     OP_STATUS,
-    decode_request,
     edge_command,
     encode_reply,
     internal_error,
-    internal_op_refusal,
     journal_error,
     markets_to_wire,
     packb,
@@ -52,7 +50,7 @@ from shardex.wire.protocol import (
 log = logging.getLogger("shardex.shard")
 
 MAX_FORWARD_BYTES = 4096  # a forwarded command is ~100 bytes; a bigger one is journaled cut
-_UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
+_UNKNOWN_KEY = UNKNOWN_KEY_REPLY
 
 
 class ShardCore:
@@ -121,17 +119,12 @@ class ShardCore:
         ``user`` is the authenticated key id of the connection (never a client-written field).
         """
         self.budget = budget
-        key = None
-        if self.registry is not None:
-            key = self.registry.lookup(user)
-            if key is None:
-                return _UNKNOWN_KEY
+        key, cmds, refused = admit(self.registry, payload, user)
+        if refused is not None:
+            if refused is not _UNKNOWN_KEY:
+                self.key = key
+            return refused
         self.key = key
-        cmds, error = decode_request(payload)
-        if error is None:
-            error = internal_op_refusal(cmds)
-        if error is not None:
-            return encode_reply(None, error)
         reads = self._reads
         if self.journal_down is not None:
             for cmd in cmds:
