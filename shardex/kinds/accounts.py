@@ -17,7 +17,7 @@ from shardex.kinds.common import (
     metrics_port,
     replica_options,
 )
-from shardex.kinds.spec import Kind, Opt, Plan, Spawn, port_of
+from shardex.kinds.spec import Kind, Opt, Plan, Spawn, port_of, replicated_children
 from shardex.layout import Layout
 
 OPTIONS = (
@@ -94,14 +94,9 @@ def _values(plan: Plan, j: int, r: int | None) -> dict[str, Any]:
 
 def children(plan: Plan) -> list[Spawn]:
     """``accounts.J`` per account shard; replicated, ``accounts.J`` and ``accounts.J.r1``."""
-    out = []
-    for j in range(plan.layout.accounts):
-        if plan.replicas == 1:
-            out.append(Spawn(f"accounts.{j}", _values(plan, j, None)))
-            continue
-        for r in range(plan.replicas):
-            out.append(Spawn(f"accounts.{j}" + (f".r{r}" if r else ""), _values(plan, j, r)))
-    return out
+    return replicated_children(
+        "accounts", plan.layout.accounts, plan.replicas, lambda k, r: _values(plan, k, r)
+    )
 
 
 def ports(plan: Plan) -> list[int]:

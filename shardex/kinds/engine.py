@@ -16,7 +16,7 @@ from shardex.kinds.common import (
     metrics_port,
     replica_options,
 )
-from shardex.kinds.spec import Kind, Opt, Plan, Spawn, port_of
+from shardex.kinds.spec import Kind, Opt, Plan, Spawn, port_of, replicated_children
 from shardex.layout import Layout
 from shardex.recovery import SNAPSHOT_EVERY, SNAPSHOT_INTERVAL
 
@@ -134,14 +134,9 @@ def _values(plan: Plan, i: int, r: int | None) -> dict[str, Any]:
 
 def children(plan: Plan) -> list[Spawn]:
     """``engine.I`` per shard; replicated, ``engine.I`` and ``engine.I.r1`` (``--role auto``)."""
-    out = []
-    for i in range(plan.layout.shards):
-        if plan.replicas == 1:
-            out.append(Spawn(f"engine.{i}", _values(plan, i, None)))
-            continue
-        for r in range(plan.replicas):
-            out.append(Spawn(f"engine.{i}" + (f".r{r}" if r else ""), _values(plan, i, r)))
-    return out
+    return replicated_children(
+        "engine", plan.layout.shards, plan.replicas, lambda k, r: _values(plan, k, r)
+    )
 
 
 def ports(plan: Plan) -> list[int]:

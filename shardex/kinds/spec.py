@@ -133,6 +133,21 @@ class Spawn:
     drop: tuple[bytes, ...] = ()
 
 
+def replicated_children(
+    name: str, count: int, replicas: int, values: Callable[[int, int | None], dict[str, Any]]
+) -> list[Spawn]:
+    """``NAME.I`` for each of ``count`` shards (``values(i, None)``: not replicated); with
+    replicas, ``NAME.I`` for replica 0 and ``NAME.I.rR`` for the others (``values(i, r)``).
+    Engine and account shards name and order their processes this way."""
+    if replicas == 1:
+        return [Spawn(f"{name}.{i}", values(i, None)) for i in range(count)]
+    return [
+        Spawn(f"{name}.{i}" + (f".r{r}" if r else ""), values(i, r))
+        for i in range(count)
+        for r in range(replicas)
+    ]
+
+
 @dataclass(frozen=True)
 class Kind:
     """One sort of process of a cluster, described once.
