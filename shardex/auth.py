@@ -421,6 +421,13 @@ class KeyStore:
                 if self.registry().lookup(kf.public) is not None:
                     return kf
                 path.unlink()  # revoked or lost from the registry: issue a fresh one
+            # A live key of this name and role without its file: a start killed between the
+            # registry write and the key file's. Its secret was never written, so nobody holds
+            # it. (Another role under this name is somebody's key: ``add`` still refuses.)
+            registry = self.registry()
+            for info in list(registry.keys.values()):
+                if info.name == name and info.role == role and not info.revoked:
+                    registry.revoke(info.key)
             return KeyFile.read(self.issue(name, role, shard=shard, path=path))
 
 
