@@ -4,7 +4,7 @@
 ``shardex/client/_sync/client.py`` is made from it by ``unasync`` (``async``/``await`` dropped,
 ``AsyncClient`` → ``Client``, ``_async`` → ``_sync``, ``__aenter__`` → ``__enter__``, ...) and
 checked in, so installing shardex needs no generator (this script lives outside the package,
-so it runs even when the checked-in file is broken). ``tests/test_client_generated.py``
+so it runs even when the checked-in file is broken). ``tests/unit/test_client_generated.py``
 regenerates it and fails when the checked-in file differs: edit the asyncio source, then run
 this. ``unasync`` is a development dependency (the ``dev`` extra), never imported at run time.
 """

@@ -172,9 +172,16 @@ LONGEST_FIRST = (
 )
 
 
+TIERS = ("unit", "process", "chaos")  # tests/<tier>/: docs/testing.md says what goes where
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files in LONGEST_FIRST first, in that order; a file's tests stay together and in order
-    (its module fixtures start once)."""
+    """Each test marked with its tier (its directory: ``-m "not chaos"``); files in
+    LONGEST_FIRST first, in that order; a file's tests stay together and in order (its module
+    fixtures start once)."""
+    for item in items:
+        if item.path.parent.name in TIERS:
+            item.add_marker(item.path.parent.name)
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (a stable sort)
 

@@ -6,7 +6,7 @@ Needs ``mypy`` (``pip install mypy``) and a C compiler; takes about half a minut
 made in a temporary directory and moved into place whole (a ``COMPLETE`` marker last), so a
 failed or concurrent build never leaves a half build that ``shardex.engine`` would load. The
 pure-Python engine stays the reference: the compiled one is the same sources, and
-``tests/test_engine_compiled.py`` checks both give byte-identical events.
+``tests/process/test_engine_compiled.py`` checks both give byte-identical events.
 """
 
 from __future__ import annotations

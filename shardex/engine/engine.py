@@ -16,7 +16,7 @@ input raises out of ``apply``.
 This module is the command path only (queries, snapshots and the recent-results index are
 ``EngineState``'s, in ``state.py``). Three of its functions stay over the package's 60-line
 limit on purpose: ``_match``, ``Engine._new`` and ``Engine._amend``, the matching hot path
-(``tests/test_sizes.py`` names them). Each keeps a command's work in one frame, with its
+(``tests/unit/test_sizes.py`` names them). Each keeps a command's work in one frame, with its
 locals in fast slots and the inlined ``_finish``; cut under 60 lines (the validity gate, the
 post-match tail, the amend checks, the STP and full-fill branches of ``_match`` as functions),
 the engine took 6.5-7.1% more time per command (``bench/engine.py --against``, interpreted,

@@ -11,7 +11,7 @@ venue's p99; GC off: 0 s, no pause, 1.5× the commands/s, and the same peak RSS.
 
 Nothing on these hot paths creates a reference cycle (commands, events and replies are tuples,
 bytes and dicts freed by reference counting; the engine's orders are owned by one book):
-``tests/test_runtime.py`` drives the engine, ``ShardCore`` (valid and fuzzed requests) and the
+``tests/unit/test_runtime.py`` drives the engine, ``ShardCore`` (valid and fuzzed requests) and the
 router's decisions with the GC off and asserts that a full collection afterwards finds nothing.
 So ``tune_gc`` freezes what start-up built and turns the automatic collector off; reference
 counting still frees everything as before. ``SHARDEX_GC=default`` keeps Python's settings (for

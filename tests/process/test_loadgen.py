@@ -48,7 +48,7 @@ from shardex.wire.protocol import (
 from tests.support.standin import StandIn, shard_like
 from tests.support.wait import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EP = "tcp://127.0.0.1:5555"
 
 

@@ -582,7 +582,7 @@ ISSUE_NUMBER = re.compile(r"\bissue #?\d+", re.I)
 # lines allowed to name an issue number, as (path, a piece of the line)
 ISSUE_NUMBER_ALLOWED = {
     # quotes the old `up --help` text the test proves is gone
-    ("tests/test_endpoints.py", 'needs Redis)": tracker numbers'),
+    ("tests/process/test_endpoints.py", 'needs Redis)": tracker numbers'),
 }
 
 

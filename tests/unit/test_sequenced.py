@@ -12,7 +12,7 @@ import zmq
 
 from shardex.node.sequenced import SequencedNode
 
-NODE = Path(__file__).resolve().parent.parent / "shardex" / "node"
+NODE = Path(__file__).resolve().parents[2] / "shardex" / "node"
 # the sequenced-node tier (bridge, router and supervisor are other processes' modules)
 RUNTIME_MODULES = [
     "account_metrics", "account_service", "accounts", "failover", "fencing", "forward_link",

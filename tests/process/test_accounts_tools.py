@@ -37,7 +37,7 @@ from tests.support.accounts import accounts_cluster
 from tests.support.metrics import scrape
 
 pytestmark = pytest.mark.timeout(120)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

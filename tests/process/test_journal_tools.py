@@ -31,7 +31,7 @@ from tests.support.accounts import _converged, _flow, accounts_cluster
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "shardex"
+PACKAGE = Path(__file__).resolve().parents[2] / "shardex"
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 60
 

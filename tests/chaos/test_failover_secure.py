@@ -2,7 +2,7 @@
 Redis ACL user, as ``shardex up --replicas 2`` runs them by default.
 
 Real processes and sockets on loopback: a router and two ``--role auto`` replicas with keys
-(``tests/test_failover.py``'s ``Pair``), a real redis-server with the cluster's ACL users.
+(``tests/chaos/test_failover.py``'s ``Pair``), a real redis-server with the cluster's ACL users.
 Attackers hold every other kind of key (a trader's, another shard's, an account shard's, the
 admin's) or none; none may read the replication stream or feed either side, and garbage at
 the replication port from any side is refused and counted, never applied, never a crash.

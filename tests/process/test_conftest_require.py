@@ -53,7 +53,8 @@ def test_strict_mode_turns_every_kind_of_skip_into_a_failure(strict: str) -> Non
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "-o", "python_functions=probe_*", "-rA", __file__],
-        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent,
+        capture_output=True, text=True, timeout=120, env=env,
+        cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     tail = out.stdout.strip().splitlines()[-1]
     if strict == "1":

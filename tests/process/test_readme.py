@@ -1,5 +1,5 @@
 """README is the map: at most 10 KB, the two set-up commands as written, an index that reaches
-every page. Its code blocks run with every other page's in tests/test_docs.py."""
+every page. Its code blocks run with every other page's in tests/process/test_docs.py."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_the_two_set_up_commands_come_first_as_written():
 
 
 def nav_pages() -> set[str]:
-    """Every page mkdocs.yml's nav names (tests/test_docs.py checks that only pages still
+    """Every page mkdocs.yml's nav names (tests/process/test_docs.py checks that only pages still
     being written elsewhere may be missing from docs/)."""
     found: set[str] = set()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shardex.client import AsyncClient, Client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "unasync_client.py"
 
 

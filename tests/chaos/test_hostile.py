@@ -68,7 +68,7 @@ assert shard_for(CHECK_SYMBOL, 2) == 1
 
 
 # These tests speak raw ZeroMQ to every port: the clusters run --insecure (what a key refuses
-# is tests/test_identity.py's subject; here it is what the processes do with hostile bytes).
+# is tests/process/test_identity.py's subject; here it is what the processes do with hostile bytes).
 @pytest.fixture
 def cluster2():
     c = Cluster(2, insecure=True)

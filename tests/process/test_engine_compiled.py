@@ -27,7 +27,7 @@ from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
 from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import os, pickle, sys

@@ -1,7 +1,7 @@
 """Replicated account shards, on one process, no timing.
 
 The end-to-end proof (kill -9 / SIGSTOP of the account shard leader under funded load) is in
-tests/test_failover_accounts.py. Here: the leader's release rule with a stand-in replicator
+tests/chaos/test_failover_accounts.py. Here: the leader's release rule with a stand-in replicator
 whose high watermark the test moves by hand (the standby's acks), real ZeroMQ sockets playing
 the router, the engine shard's account link and the bridge's SUB; the ZAP domain of the
 account replication link; the lease key and node names of an account shard; a restarted node

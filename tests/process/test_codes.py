@@ -11,7 +11,7 @@ from shardex.accounts import codes as account_codes
 from shardex.engine import codes as engine_codes
 from shardex.wire import codes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The numbers and names journals and events already carry (spelled out here, not read from the
 # table: a renumbering must fail this test).

@@ -11,7 +11,7 @@ import pytest
 from tests.support import ports
 from tests.support.wait import wait_until
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 8])

@@ -741,7 +741,8 @@ def test_busy_link_does_not_resend_what_is_in_flight():
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
-    """A 3 MB tmpfs (root only; skipped with the reason otherwise), as tests/test_diskfull.py."""
+    """A 3 MB tmpfs (root only; skipped with the reason otherwise), as
+    tests/chaos/test_diskfull.py."""
     require(os.geteuid() == 0, "needs root to mount a tmpfs")
     mnt = Path(tempfile.mkdtemp(prefix="shardex-full-"))
     proc = subprocess.run(

@@ -42,7 +42,7 @@ from shardex.wire.protocol import (
 from shardex.wire.transport import Pending, StopFlag, check_endpoint
 from tests.support.standin import StandIn, shard_like
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CUSTOM = {
     "FOO-USD": Market("FOO-USD", Decimal("0.5"), Decimal("2"), Decimal("1000"), Decimal("1000"))

@@ -23,7 +23,7 @@ from shardex.kinds.files import dotenv, procfile, prometheus_config
 from shardex.layout import Layout
 from shardex.node.supervisor import REDIS_NOISE, SNAPSHOT_GRACE, build_children
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EP = "tcp://127.0.0.1:7001"
 
 
