@@ -260,7 +260,7 @@ def dealer(
         sock.setsockopt(zmq.IMMEDIATE, 1)
     if key is not None:
         client_socket(sock, key)
-    if watch is not None:
+    if watch is not None and sock.__class__ not in IN_MEMORY:  # (no handshake in memory)
         watch.append(Handshake(sock))
     for ep in split_endpoints(endpoint):
         try:
