@@ -22,14 +22,10 @@ from prometheus_client import REGISTRY
 
 from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
-from shardex.auth import (
-    user_of,
-)
+from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market
-from shardex.engine.codes import (
-    Event,
-)
+from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
@@ -128,10 +124,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         net: Transport = ZMQ,
     ) -> None:
         """``recovered``: an engine and journal already recovered (a promoted standby's);
-        ``replicate(ctx, zmq)``: builds the ``leader.Replicator`` of a replicated leader;
-        ``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
+        ``replicate(ctx, net)``: the ``leader.Replicator`` of a replicated leader; ``net``."""
         self.cfg = cfg
-        pin = cfg.pin and not net.in_process
+        pin = cfg.pin and not net.in_process  # (``net.in_process``: shares its process)
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if pin else None
         self.zmq = net
         self.ctx = net.Context()
