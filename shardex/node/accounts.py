@@ -43,6 +43,7 @@ from shardex.engine import Market
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
+from shardex.net import ZMQ, Transport
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
 from shardex.node.failover import Promotion, run_failover
@@ -124,16 +125,18 @@ class AccountNode(ForwardLink, SequencedNode):
         cfg: AccountsConfig,
         recovered: tuple[AccountMachine, Journal] | None = None,
         replicate: Any = None,
+        net: Transport = ZMQ,
     ) -> None:
         """``recovered``: a promoted standby's machine and journal; ``replicate(ctx, zmq)``:
-        builds the ``leader.Replicator`` of a replicated leader."""
+        builds the ``leader.Replicator`` of a replicated leader; ``net``: the transport
+        (``shardex.net``; the in-memory twin in one-process runs)."""
         if not 0 <= cfg.index < cfg.shards:
             raise ValueError(f"account shard {cfg.index} out of range for {cfg.shards}")
         if len(cfg.engine_links) != cfg.engines:
             raise ValueError(f"{len(cfg.engine_links)} engine links for {cfg.engines} engines")
         self.cfg = cfg
-        self.zmq = zmq
-        self.ctx = zmq.Context()
+        self.zmq = net
+        self.ctx = net.Context()
         self.open_keys("accounts")
         machine, journal = recovered or self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
@@ -161,7 +164,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self.last_sync = 0.0
         # Replicated leader: each committed batch's (seq after it, events, replies) waits here
         # for the high watermark (``release_acked``); ``released``: the seq released so far.
-        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.replica: Any = replicate(self.ctx, net) if replicate is not None else None
         self.handler.replica = self.replica
         self.repl_wait: deque[tuple[int, list[tuple], list[tuple[RouterLink, list[bytes]]]]] = (
             deque()
@@ -246,9 +249,10 @@ class AccountNode(ForwardLink, SequencedNode):
 
     def start(self) -> None:
         cfg = self.cfg
-        REGISTRY.register(AccountCollector(self))
-        serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
-        tune_gc()
+        if not self.zmq.in_process:  # (process-wide: not for a node sharing its process)
+            REGISTRY.register(AccountCollector(self))
+            serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
+            tune_gc()
         log.info(
             "account shard %d/%d up (pid %d): router=%s engines=%s",
             cfg.index, cfg.shards, os.getpid(), cfg.router, ",".join(cfg.engine_links),

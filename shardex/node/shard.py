@@ -22,16 +22,13 @@ from prometheus_client import REGISTRY
 
 from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
-from shardex.auth import (
-    user_of,
-)
+from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market
-from shardex.engine.codes import (
-    Event,
-)
+from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
+from shardex.net import ZMQ, Transport
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
 from shardex.node.journal_hold import JournalHold
@@ -124,13 +121,15 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         cfg: ShardConfig,
         recovered: tuple[Engine, Journal] | None = None,
         replicate: Callable[[Any, Any], Any] | None = None,
+        net: Transport = ZMQ,
     ) -> None:
         """``recovered``: an engine and journal already recovered (a promoted standby's);
-        ``replicate(ctx, zmq)``: builds the ``leader.Replicator`` of a replicated leader."""
+        ``replicate(ctx, net)``: the ``leader.Replicator`` of a replicated leader; ``net``."""
         self.cfg = cfg
-        self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
-        self.zmq = zmq
-        self.ctx = zmq.Context()
+        pin = cfg.pin and not net.in_process  # (``net.in_process``: shares its process)
+        self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if pin else None
+        self.zmq = net
+        self.ctx = net.Context()
         self.open_keys("shard")
         self.core = ShardCore(
             cfg.index,
@@ -162,15 +161,15 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.held_pending = 0  # journal commands waiting with the held batch
         # Replicated leader: each batch's replies and events wait here, (seq after
         # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
-        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.replica: Any = replicate(self.ctx, net) if replicate is not None else None
         self.repl_wait: deque[tuple[int, Replies, list[Event]]] = deque()
         # With accounts too: each batch's settlements, (seq after the batch, [(account shard,
         # settlement)]), wait for the same high watermark (``send_settlements``): one that left
         # before the standby had its batch would be money the next leader never moved.
         self.repl_settle: deque[tuple[int, list[tuple[int, tuple]]]] = deque()
-        self._sockets(zmq)
+        self._sockets(net)
         if self.replica is not None:
-            self.poller.register(self.replica.sock, zmq.POLLIN)
+            self.poller.register(self.replica.sock, net.POLLIN)
         self.hello_msg = encode_hello({
             "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
             "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
@@ -289,10 +288,11 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
 
     def start(self) -> None:
         cfg = self.cfg
-        REGISTRY.register(ShardCollector(self.stats))
-        REGISTRY.register(ShardNodeCollector(self))
-        serve(cfg.metrics_port, "engine", shard=str(cfg.index))
-        tune_gc()  # after recovery: the recovered books are never scanned again
+        if not self.zmq.in_process:  # (process-wide: not for a node sharing its process)
+            REGISTRY.register(ShardCollector(self.stats))
+            REGISTRY.register(ShardNodeCollector(self))
+            serve(cfg.metrics_port, "engine", shard=str(cfg.index))
+            tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
             "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
             cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,

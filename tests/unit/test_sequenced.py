@@ -8,8 +8,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-import zmq
-
+from shardex.net import ZMQ
 from shardex.node.sequenced import SequencedNode
 
 NODE = Path(__file__).resolve().parents[2] / "shardex" / "node"
@@ -57,7 +56,7 @@ class _Node(SequencedNode):
 
     def __init__(self, turns: list[bool], replica: Any = None) -> None:
         self.cfg = type("Cfg", (), {"index": 0})()
-        self.zmq = zmq
+        self.zmq = ZMQ  # (the transport: constants, errors, in_process)
         self.zap = None
         self.links = []
         self.outboxes = []

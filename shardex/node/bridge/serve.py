@@ -21,6 +21,7 @@ import zmq.asyncio
 from shardex.accounts.assets import AssetTable
 from shardex.auth import AuthError, KeyFile, KeyStore, client_socket
 from shardex.metrics import serve
+from shardex.net import ZMQ, Transport
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.entries import EntryFormatter
 from shardex.node.bridge.links import ShardLink, ShardState, Watches
@@ -41,12 +42,13 @@ KINDS = {"events": "shard", "balances": "account shard"}  # ShardState.kind → 
 class Bridge:
     """One bridge process: shard event PUB streams → Redis Streams, in order, exactly once."""
 
-    def __init__(self, cfg: BridgeConfig) -> None:
+    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ) -> None:
+        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
         self.cfg = cfg
         self.key: KeyFile | None = None
         if cfg.keys_dir:
             self.key = KeyStore(cfg.keys_dir).process_key("bridge", "bridge")
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = net.AsyncContext()
         self.running = True
         self.alerts = Alerts()
         self.assets = AssetTable(cfg.markets)
