@@ -20,7 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shardex.auth import KeyFile, client_socket
+import zmq
+
+from shardex.auth import KeyFile
+from shardex.net.roles import recovery_beacon
 from shardex.wire.protocol import OP_HELLO, packb
 
 log = logging.getLogger("shardex.recovery")
@@ -201,19 +204,9 @@ def recover_visibly(
         return _finish(progress, recover(step))
 
     def sockets() -> list[Any]:
-        import zmq
-
         out = []
         for endpoint in endpoints:
-            d = ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.SNDHWM, 4)
-            if key is not None:
-                client_socket(d, key)  # the router checks the key, as for the link's hello
-            else:
-                d.setsockopt(zmq.IDENTITY, RECOVERING_ID + identity.encode())
-            d.connect(endpoint)
-            out.append(d)
+            out.append(recovery_beacon(ctx, zmq, endpoint, RECOVERING_ID + identity.encode(), key))
         return out
 
     def payload(estimate: dict[str, Any]) -> bytes:

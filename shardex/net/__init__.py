@@ -13,7 +13,7 @@ node decides on, and ``errno`` says the rest, e.g. ``EHOSTUNREACH``). Two implem
 The interface is the subset of pyzmq the node loops already used, on purpose: a node written
 against ``self.zmq`` (its transport) runs unchanged on either, so the in-memory runs exercise
 the production loops, not models of them. Socket roles (options, CURVE, HWMs) are declared once
-in ``shardex.node.sockets``. ``in_process`` tells a node that it shares its process with other
+in ``shardex.net.roles``. ``in_process`` tells a node that it shares its process with other
 nodes: it must leave process-wide settings alone (the garbage collector, signal handlers, CPU
 pinning, the default Prometheus registry and its HTTP port).
 """

@@ -44,6 +44,7 @@ from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.roles import direct_port, engine_link, pub_socket, router_link
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
 from shardex.node.failover import Promotion, run_failover
@@ -54,7 +55,6 @@ from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
-from shardex.node.sockets import direct_port, engine_link, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (

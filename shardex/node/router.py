@@ -26,9 +26,10 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.auth import DOMAIN_CLIENTS, DOMAIN_SHARDS, KeyStore, ZapHandler, server_socket, user_of
+from shardex.auth import KeyStore, ZapHandler, user_of
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.roles import router_back, router_front
 from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
     _BAD_KEY,
     _MALFORMED,
@@ -68,32 +69,12 @@ class RouterNode:
             server = store.server()
             self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
         self.router = Router(cfg.shards, cfg, self.zap.registry if self.zap else None)
-        front = self.front = self.ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.LINGER, 0)
-        front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone client raises: counted, not silent
-        front.setsockopt(zmq.SNDHWM, cfg.client_hwm)  # a client that never reads is bounded
-        # What one client may have queued here unread: past it libzmq stops reading that
-        # connection (TCP backpressure to the client) instead of growing this process (a 3×
-        # flood from 32 connections grew the router by 238 MB with 10,000).
-        front.setsockopt(zmq.RCVHWM, 1_000)
-        front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-        if server is not None:
-            server_socket(front, server, DOMAIN_CLIENTS)
         # Bound at once (a port that is not listening yet can be taken by a client's own
         # connect: Linux may pick the very port as its ephemeral source, a self-connection), but
         # read only once the shards have registered (``open_front``).
-        front.bind(cfg.frontend)
+        self.front = router_front(self.ctx, net, cfg.frontend, server, cfg.client_hwm)
         self.front_open = False
-        back = self.back = self.ctx.socket(zmq.ROUTER)
-        back.setsockopt(zmq.LINGER, 0)
-        back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
-        back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted shard takes over its identity
-        back.setsockopt(zmq.SNDHWM, cfg.hwm)
-        back.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-        if server is not None:
-            server_socket(back, server, DOMAIN_SHARDS)
-        back.bind(cfg.backend)
+        back = self.back = router_back(self.ctx, net, cfg.backend, server, cfg.hwm)
         self.poller = net.Poller()
         self.poller.register(back, zmq.POLLIN)
         if self.zap is not None:

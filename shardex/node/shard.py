@@ -29,6 +29,7 @@ from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
+from shardex.net.roles import account_link_server, direct_port, pub_socket, router_link
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
 from shardex.node.journal_hold import JournalHold
@@ -41,7 +42,6 @@ from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
-from shardex.node.sockets import account_link_server, direct_port, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (

@@ -13,15 +13,13 @@ from typing import Any
 import zmq
 
 from shardex.auth import (
-    DOMAIN_CLIENTS,
     KeyFile,
     KeyStore,
     ZapHandler,
-    client_socket,
-    server_socket,
 )
 from shardex.journal import Journal
 from shardex.lease import Holder, Lease
+from shardex.net.roles import replication_follower, standby_front
 from shardex.node.fencing import not_leader_reply
 from shardex.node.replication import (
     CHECK_LEASE_S,
@@ -118,18 +116,14 @@ class Standby:
     def _bind_front(self, direct: str, keys_dir: str | None) -> None:
         """Bind the direct port this replica serves once it leads, to answer ``not_leader``
         meanwhile; one that cannot be bound is a warning (clients there time out)."""
-        front = self.ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.LINGER, 0)
-        front.setsockopt(zmq.SNDHWM, 1000)
+        server = None
+        if keys_dir:  # secure clients must complete a handshake to hear the refusal
+            store = KeyStore(keys_dir)
+            self.zap = ZapHandler(self.ctx, store.registry())
+            server = store.server()
         try:
-            if keys_dir:  # secure clients must complete a handshake to hear the refusal
-                store = KeyStore(keys_dir)
-                self.zap = ZapHandler(self.ctx, store.registry())
-                server_socket(front, store.server(), DOMAIN_CLIENTS)
-            front.bind(direct)
-            self.front = front
+            self.front = standby_front(self.ctx, self.zmq, direct, server)
         except zmq.ZMQError as exc:
-            front.close(0)
             log.warning("standby %s cannot bind %s (%s): clients there time out instead "
                         "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
@@ -161,11 +155,8 @@ class Standby:
     def _follow(self, holder: Holder) -> None:
         if self.sock is not None:
             self.sock.close(0)
-        s = self.sock = self.ctx.socket(self.zmq.DEALER)
-        s.setsockopt(self.zmq.LINGER, 0)
-        s.setsockopt(self.zmq.IDENTITY, self.node.encode())
-        if self.key is not None:
-            client_socket(s, self.key)  # shard I's key; the leader must hold the server key
+        # (secure: shard I's key; the leader must hold the server key)
+        s = self.sock = replication_follower(self.ctx, self.zmq, self.node, self.key)
         try:
             s.connect(holder.endpoint)
         except self.zmq.ZMQError as exc:  # a garbled endpoint in the lease: wait for the next

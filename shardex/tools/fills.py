@@ -25,9 +25,10 @@ from typing import Any
 
 import zmq
 
-from shardex.auth import KeyFile, client_socket
+from shardex.auth import KeyFile
 from shardex.client import Client, ShardexError
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE, reject_name
+from shardex.net.roles import event_sub
 from shardex.wire.protocol import OP_EVENTS
 from shardex.wire.pub import Malformed, decode_events
 from shardex.wire.transport import RequestIds, dealer, request
@@ -158,12 +159,7 @@ class EventWatch:
         self.counter = counter
         self.lock = threading.Lock()
         self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, SUB_HWM)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        if key is not None:
-            client_socket(self._sub, key)
+        self._sub = event_sub(self._ctx, zmq, SUB_HWM, key)
         for ep in pubs:
             self._sub.connect(ep)
         self._halt = threading.Event()

@@ -12,7 +12,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from shardex.auth import KeyFile, client_socket
+from shardex.auth import KeyFile
+from shardex.net.roles import router_requests
 from shardex.node.bridge.links import Watches
 from shardex.recovery import describe as describe_recovery
 from shardex.wire.protocol import decode_reply
@@ -41,10 +42,7 @@ async def fetch_topology(
     returned, never stored here: the caller decides which endpoints it moves to (storing the
     account shards' endpoints on every engine-shard follow made a later account-shard follow
     see "no change" while its sockets still pointed at the old leader)."""
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if key is not None:
-        client_socket(sock, key)
+    sock = router_requests(ctx, zmq, key)
     routers = split_endpoints(router)  # several routers: any of them answers
     watch = watches.watch(sock, {ep: ("router", "the router") for ep in routers})
     for ep in routers:
