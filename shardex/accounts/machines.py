@@ -35,6 +35,7 @@ from shardex.engine.codes import (
     REJ_WRONG_SHARD,
 )
 from shardex.journal import JournalError
+from shardex.ring import EventRing
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
@@ -335,52 +336,19 @@ class SettledEngineFactory:
         return se
 
 
-class EventRing:
-    """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
-    repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
-    regenerates the same events), and its tail is kept in snapshots, so a restart can still
-    re-send recent events. A range older than the ring is regenerated from the journal
-    (``AccountHandler.events``); only one the journal no longer holds is lost (ALERT)."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.events: deque[tuple] = deque(maxlen=size or event_ring())
-
-    @property
-    def first(self) -> int:
-        """Seq of the oldest event held (0: empty)."""
-        return self.events[0][1] if self.events else 0
-
-    def extend(self, events: list[tuple]) -> None:
-        """Append one command's events (contiguous seqs, as ``AccountCore`` emits them)."""
-        if not events:
-            return
-        ring = self.events
-        if ring and events[0][1] != ring[-1][1] + 1:
-            ring.clear()  # never serve a range with a hole in it
-        ring.extend(events)
-
-    def get(self, first: int, last: int) -> list[tuple] | None:
-        """Events ``first..last`` (``last`` ≤ the newest held), or None if ``first`` is gone."""
-        ring = self.events
-        if not ring:
-            return None
-        lo, hi = ring[0][1], ring[-1][1]
-        if first < lo or first > hi:
-            return None
-        last = min(last, hi)
-        return [ring[i - lo] for i in range(first, last + 1)]
-
-
 class AccountMachine:
     """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring) + its
-    recent events (``EventRing``, for the bridge)."""
+    recent events (``EventRing``, for the bridge's range repairs, ``OP_EVENTS``). Rebuilt by
+    journal replay after a restart (replay regenerates the same events), and the ring's tail is
+    kept in snapshots, so a restart can still re-send recent events; a range older than the
+    ring is regenerated from the journal (``AccountHandler.events``)."""
 
     def __init__(self, core: AccountCore, engines: int | None = None) -> None:
         self.core = core
         self.engines = engines  # N its forwards are routed under (None: not recorded)
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
-        self.events = EventRing()
+        self.events = EventRing(event_ring())  # (for the bridge's range repairs)
 
     @property
     def seq(self) -> int:
@@ -415,7 +383,7 @@ class AccountMachine:
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
-        state["events"] = list(self.events.events)[-SNAP_RING:]
+        state["events"] = self.events.tail(SNAP_RING)
         state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
 
