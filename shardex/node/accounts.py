@@ -370,7 +370,7 @@ class AccountNode(ForwardLink, SequencedNode):
         for ev in self.out:
             kind = ev[0]
             if kind == AE_GAP:
-                self.link.end.owed.add(ev[2])  # (SYNCed after this commit: ``sync_owed``)
+                self.tier_link.end.owed.add(ev[2])  # (SYNCed after this commit: ``sync_owed``)
             elif kind == AE_ANOMALY:
                 log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
                           "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip

@@ -23,7 +23,7 @@ log = logging.getLogger("shardex.accounts")
 
 class ForwardLink:
     """Methods of ``AccountNode`` for its engine links (a mixin: ``init_link`` makes its
-    state, ``link`` (the ``LinkPort``); ``engines``, ``linked`` and ``counts`` are the
+    state, ``tier_link`` (the ``LinkPort``); ``engines``, ``linked`` and ``counts`` are the
     node's)."""
 
     cfg: Any
@@ -32,6 +32,7 @@ class ForwardLink:
     handler: Any
     engines: list[Any]
     linked: set[int]
+    tier_link: LinkPort
     counts: dict[str, int]
     out: list[tuple]
 
@@ -43,32 +44,32 @@ class ForwardLink:
         cfg = self.cfg
         end = LinkEndpoint(cfg.engines, every, self.machine.core.outbox.last, out=FORWARD,
                            incoming=SETTLEMENT, in_sender=1, unacked=True)  # fmt: skip
-        self.link = LinkPort(end, cfg.index, self._transmit, (LINK_FWD, LINK_SYNC),
+        self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_FWD, LINK_SYNC),
                              self.counts, ForwardRepair, limit,
                              ("engine shard", "forwards"))  # fmt: skip
 
     @property
     def haves(self) -> dict[int, int]:
         """Engine shard → the have of its HAVE read and not yet answered."""
-        return self.link.end.reports
+        return self.tier_link.end.reports
 
     @property
     def gates(self) -> dict[int, Any]:
-        return self.link.end.gates
+        return self.tier_link.end.gates
 
     @property
     def repairs(self) -> dict[int, Any]:
         """Engine shard → its re-send from the journal under way."""
-        return self.link.end.repairs
+        return self.tier_link.end.repairs
 
     @property
     def unconfirmed(self) -> dict[int, Any]:
         """Engine shard → seqs of the forwards sent that its HAVE has not confirmed yet."""
-        return self.link.end.unacked
+        return self.tier_link.end.unacked
 
     def from_engines(self) -> None:
         zmq = self.zmq
-        end = self.link.end
+        end = self.tier_link.end
         check = self.machine.core.inbox.check
         for i, sock in enumerate(self.engines):
             for _ in range(1_000):
@@ -108,12 +109,12 @@ class ForwardLink:
         (``LinkEndpoint.resend``), from the ring or, past it, the journal; ``released`` (a
         replicated leader's): never a forward the standby may not have yet (None: no
         standby)."""
-        self.link.answer(time.monotonic(), released, self.machine.resend, self.handler.journal)
+        self.tier_link.answer(time.monotonic(), released, self.machine.resend, self.handler.journal)
 
     def sync_owed(self) -> None:
         """SYNC the engine shards a gap was found on (on the link or in the core)."""
-        if self.link.end.owed:
-            for i in self.link.end.take_owed():
+        if self.tier_link.end.owed:
+            for i in self.tier_link.end.take_owed():
                 if 0 <= i < self.cfg.engines:
                     self.sync(i)
 
@@ -121,14 +122,14 @@ class ForwardLink:
         """Tell engine shard ``i`` the last settlement applied from it: it re-sends what
         follows and answers HAVE (the forwards it has), so both directions heal. Not sent:
         the next SYNC."""
-        self.link.report(i, self.machine.core.inbox.last.get(i, 0))
+        self.tier_link.report(i, self.machine.core.inbox.last.get(i, 0))
 
     def send_forwards(self, i: int, fwds: list[tuple]) -> None:
         """A committed batch's forwards to engine shard ``i`` (seq order); past
         ``max_unconfirmed`` of them unconfirmed, its symbols' new orders are shed."""
-        end = self.link.end
+        end = self.tier_link.end
         end.sent(i, fwds)
-        self.link.send(i, fwds)
+        self.tier_link.send(i, fwds)
         pending = end.unacked.get(i)
         full = self.handler.full
         if pending is not None and len(pending) >= self.cfg.max_unconfirmed and i not in full:

@@ -26,7 +26,7 @@ MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (th
 
 class SettlementLink:
     """Methods of ``ShardNode`` for its account link (a mixin: ``init_link`` makes its state,
-    ``link`` (the ``LinkPort``), ``account_peers``; ``link_counts`` and ``repl_settle`` are
+    ``tier_link`` (the ``LinkPort``), ``account_peers``; ``link_counts`` and ``repl_settle`` are
     the node's)."""
 
     cfg: Any
@@ -35,6 +35,7 @@ class SettlementLink:
     core: Any
     alink: Any
     account_peers: dict[int, bytes]
+    tier_link: LinkPort
     repl_settle: Any
     link_counts: dict[str, int]
     malformed: int
@@ -50,30 +51,30 @@ class SettlementLink:
         self.account_peers = {}  # account shard → its link's routing id
         end = LinkEndpoint(cfg.accounts, every, last, out=SETTLEMENT, incoming=FORWARD,
                            width=3, answers=True)  # fmt: skip
-        self.link = LinkPort(end, cfg.index, self._transmit, (LINK_SETTLE, LINK_HAVE),
+        self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_SETTLE, LINK_HAVE),
                              self.link_counts, SettlementRepair, limit,
                              ("account shard", "settlements"))  # fmt: skip
 
     @property
     def syncs(self) -> dict[int, int]:
         """Account shard → the have of its SYNC read and not yet answered."""
-        return self.link.end.reports
+        return self.tier_link.end.reports
 
     @property
     def gates(self) -> dict[int, Any]:
-        return self.link.end.gates
+        return self.tier_link.end.gates
 
     @property
     def repairs(self) -> dict[int, Any]:
         """Account shard → its re-send from the journal under way."""
-        return self.link.end.repairs
+        return self.tier_link.end.repairs
 
     def from_accounts(self) -> None:
         """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
         applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
         journal that cannot write) makes us answer HAVE so the account shard re-sends."""
         zmq, sock = self.zmq, self.alink
-        end = self.link.end
+        end = self.tier_link.end
         counts = self.link_counts
         for _ in range(10_000):
             try:
@@ -158,12 +159,12 @@ class SettlementLink:
             wait = self.repl_settle
             while wait and wait[0][0] <= upto:
                 self._send_outgoing(wait.popleft()[1])
-        link = self.link
-        if link.end.reports:
-            link.answer(time.monotonic(), upto, engine.resend, self.core.journal)
-        if link.end.owed:
-            for j in link.end.take_owed():
-                if j in self.account_peers and not link.report(j, engine.inbox.last.get(j, 0)):
+        port = self.tier_link
+        if port.end.reports:
+            port.answer(time.monotonic(), upto, engine.resend, self.core.journal)
+        if port.end.owed:
+            for j in port.end.take_owed():
+                if j in self.account_peers and not port.report(j, engine.inbox.last.get(j, 0)):
                     self.link_counts["unsent"] += 1
 
     def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
@@ -171,11 +172,11 @@ class SettlementLink:
         per: dict[int, list[tuple]] = {}
         for j, msg in outgoing:
             per.setdefault(j, []).append(msg)
-        end, link = self.link.end, self.link
+        port = self.tier_link
         for j, msgs in per.items():
             self.link_counts["settlements"] += len(msgs)
-            end.sent(j, msgs)
-            link.send(j, msgs)
+            port.end.sent(j, msgs)
+            port.send(j, msgs)
 
     def _transmit(self, j: int, frames: list[bytes]) -> bool:
         """``frames`` to account shard ``j`` on our ROUTER: to the routing id its messages came
