@@ -12,7 +12,7 @@ message before this one is missing; ask for ``(last, seq]`` again) and the next 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 APPLY, DUPLICATE, GAP = 0, 1, 2
@@ -119,6 +119,18 @@ class ResendGate:
 FORWARD = (0, 1)  # where a forward ``(seq, prev, cmd)`` carries its seq and prev
 SETTLEMENT = (2, 3)  # ... and a settlement ``(kind, eshard, eseq, prev, ...)``
 MALFORMED = 3  # ``LinkEndpoint.receive``: stopped at a message without int (seq, prev)
+
+
+def sent_after(ring: Sequence[tuple], after: int, at: tuple[int, int]) -> tuple[list[tuple], bool]:
+    """The messages of a sender's ring of one link (oldest first; ``at``: where they carry
+    (seq, prev)) with seq > ``after``, and whether the ring reaches back to ``after`` (False:
+    some are only in the journal). The machines keep these rings (in their snapshots);
+    ``LinkEndpoint.resend`` draws re-sends from them."""
+    seq, prev = at
+    if not ring or ring[-1][seq] <= after:
+        return [], True
+    msgs = [m for m in ring if m[seq] > after]
+    return msgs, ring[0][seq] <= after or msgs[0][prev] == after
 
 
 class LinkEndpoint:

@@ -24,7 +24,7 @@ from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
 from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
-from shardex.accounts.link import APPLY, Inbox
+from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -191,12 +191,7 @@ class SettledEngine:
     def resend(self, j: int, after: int) -> tuple[list[tuple], bool]:
         """The settlements for account shard ``j`` with engine seq > ``after`` from the ring,
         and whether the ring reached back far enough (False: some are only in the journal)."""
-        ring = self.rings.get(j)
-        if not ring or ring[-1][2] <= after:
-            return [], True
-        msgs = [m for m in ring if m[2] > after]
-        complete = ring[0][2] <= after or msgs[0][3] == after
-        return msgs, complete
+        return sent_after(self.rings.get(j, ()), after, SETTLEMENT)
 
     def snapshot(self) -> dict[str, Any]:
         state = dict(self.engine.snapshot())
@@ -219,7 +214,7 @@ class LinkRepair:
     makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
     """
 
-    SEQ, PREV = 0, 1  # where a message carries its seq and prev
+    SEQ, PREV = FORWARD  # where a message carries its seq and prev (``accounts.link``)
 
     def __init__(self, link: int, replay_from: Callable[[int], Any]) -> None:
         self.link = link
@@ -272,7 +267,7 @@ class LinkRepair:
 class SettlementRepair(LinkRepair):
     """Settlements for account shard ``link`` from an engine shard's journal."""
 
-    SEQ, PREV = 2, 3  # (kind, eshard, eseq, prev, ...)
+    SEQ, PREV = SETTLEMENT  # (kind, eshard, eseq, prev, ...)
 
     def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
         out, machine.outgoing = machine.outgoing, []
@@ -374,11 +369,7 @@ class AccountMachine:
     def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
         """Forwards to ``eshard`` with seq > ``after`` as (seq, prev, cmd), and whether the ring
         reached back far enough."""
-        ring = self.rings.get(eshard)
-        if not ring or ring[-1][0] <= after:
-            return [], True
-        msgs = [m for m in ring if m[0] > after]
-        return msgs, ring[0][0] <= after or msgs[0][1] == after
+        return sent_after(self.rings.get(eshard, ()), after, FORWARD)
 
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()

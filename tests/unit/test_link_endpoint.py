@@ -15,6 +15,7 @@ from shardex.accounts.link import (
     SETTLEMENT,
     Inbox,
     LinkEndpoint,
+    sent_after,
 )
 
 
@@ -177,3 +178,15 @@ def test_two_ends_heal_a_lossy_link_to_exactly_once():
             lossy(to_eng, ("report", set_rx.inbox.last.get(0, 0)))
     assert fwd_rx.applied == fwds
     assert set_rx.applied == settles
+
+
+def test_sent_after_says_whether_the_ring_reaches_back():
+    """Both machines' rings of sent messages answer a re-send the same way (``sent_after``)."""
+    fwds = [(5, 2, "a"), (7, 5, "b"), (9, 7, "c")]
+    assert sent_after(fwds, 5, FORWARD) == ([(7, 5, "b"), (9, 7, "c")], True)
+    assert sent_after(fwds, 2, FORWARD) == (fwds, True)  # the first one continues from 2
+    assert sent_after(fwds, 1, FORWARD) == (fwds, False)  # 2 itself is only in the journal
+    assert sent_after(fwds, 9, FORWARD) == ([], True) and sent_after([], 0, FORWARD) == ([], True)
+    settles = [("s", 0, 10, 4), ("s", 0, 12, 10)]
+    assert sent_after(settles, 3, SETTLEMENT) == (settles, False)
+    assert sent_after(settles, 10, SETTLEMENT) == (settles[1:], True)
