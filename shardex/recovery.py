@@ -24,7 +24,8 @@ import zmq
 
 from shardex.auth import KeyFile
 from shardex.net.roles import recovery_beacon
-from shardex.wire.protocol import OP_HELLO, packb
+from shardex.wire.link import encode_hello
+from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.recovery")
 
@@ -159,7 +160,7 @@ class Beacon:
                 payload = self._hello(self.progress.estimate())
                 for s in socks:
                     try:
-                        s.send_multipart([b"", b"HELLO", payload], flags=1)  # NOBLOCK
+                        send_frames(s, [b"", b"HELLO", payload])  # as the node's own HELLO
                     except Exception:
                         pass  # a router not reading: the next beat tries again
                 self._stop.wait(BEACON_EVERY_S)
@@ -210,7 +211,7 @@ def recover_visibly(
         return out
 
     def payload(estimate: dict[str, Any]) -> bytes:
-        return packb((OP_HELLO, {**hello, "recovering": estimate}))
+        return encode_hello({**hello, "recovering": estimate})
 
     with Beacon(sockets, payload, progress):
         return _finish(progress, recover(step))

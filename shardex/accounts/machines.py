@@ -24,7 +24,7 @@ from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
 from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
-from shardex.accounts.link import APPLY, Inbox
+from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -35,6 +35,7 @@ from shardex.engine.codes import (
     REJ_WRONG_SHARD,
 )
 from shardex.journal import JournalError
+from shardex.ring import EventRing
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
@@ -190,12 +191,7 @@ class SettledEngine:
     def resend(self, j: int, after: int) -> tuple[list[tuple], bool]:
         """The settlements for account shard ``j`` with engine seq > ``after`` from the ring,
         and whether the ring reached back far enough (False: some are only in the journal)."""
-        ring = self.rings.get(j)
-        if not ring or ring[-1][2] <= after:
-            return [], True
-        msgs = [m for m in ring if m[2] > after]
-        complete = ring[0][2] <= after or msgs[0][3] == after
-        return msgs, complete
+        return sent_after(self.rings.get(j, ()), after, SETTLEMENT)
 
     def snapshot(self) -> dict[str, Any]:
         state = dict(self.engine.snapshot())
@@ -218,7 +214,7 @@ class LinkRepair:
     makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
     """
 
-    SEQ, PREV = 0, 1  # where a message carries its seq and prev
+    SEQ, PREV = FORWARD  # where a message carries its seq and prev (``accounts.link``)
 
     def __init__(self, link: int, replay_from: Callable[[int], Any]) -> None:
         self.link = link
@@ -271,7 +267,7 @@ class LinkRepair:
 class SettlementRepair(LinkRepair):
     """Settlements for account shard ``link`` from an engine shard's journal."""
 
-    SEQ, PREV = 2, 3  # (kind, eshard, eseq, prev, ...)
+    SEQ, PREV = SETTLEMENT  # (kind, eshard, eseq, prev, ...)
 
     def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
         out, machine.outgoing = machine.outgoing, []
@@ -335,52 +331,19 @@ class SettledEngineFactory:
         return se
 
 
-class EventRing:
-    """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
-    repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
-    regenerates the same events), and its tail is kept in snapshots, so a restart can still
-    re-send recent events. A range older than the ring is regenerated from the journal
-    (``AccountHandler.events``); only one the journal no longer holds is lost (ALERT)."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.events: deque[tuple] = deque(maxlen=size or event_ring())
-
-    @property
-    def first(self) -> int:
-        """Seq of the oldest event held (0: empty)."""
-        return self.events[0][1] if self.events else 0
-
-    def extend(self, events: list[tuple]) -> None:
-        """Append one command's events (contiguous seqs, as ``AccountCore`` emits them)."""
-        if not events:
-            return
-        ring = self.events
-        if ring and events[0][1] != ring[-1][1] + 1:
-            ring.clear()  # never serve a range with a hole in it
-        ring.extend(events)
-
-    def get(self, first: int, last: int) -> list[tuple] | None:
-        """Events ``first..last`` (``last`` ≤ the newest held), or None if ``first`` is gone."""
-        ring = self.events
-        if not ring:
-            return None
-        lo, hi = ring[0][1], ring[-1][1]
-        if first < lo or first > hi:
-            return None
-        last = min(last, hi)
-        return [ring[i - lo] for i in range(first, last + 1)]
-
-
 class AccountMachine:
     """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring) + its
-    recent events (``EventRing``, for the bridge)."""
+    recent events (``EventRing``, for the bridge's range repairs, ``OP_EVENTS``). Rebuilt by
+    journal replay after a restart (replay regenerates the same events), and the ring's tail is
+    kept in snapshots, so a restart can still re-send recent events; a range older than the
+    ring is regenerated from the journal (``AccountHandler.events``)."""
 
     def __init__(self, core: AccountCore, engines: int | None = None) -> None:
         self.core = core
         self.engines = engines  # N its forwards are routed under (None: not recorded)
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
-        self.events = EventRing()
+        self.events = EventRing(event_ring())  # (for the bridge's range repairs)
 
     @property
     def seq(self) -> int:
@@ -406,16 +369,12 @@ class AccountMachine:
     def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
         """Forwards to ``eshard`` with seq > ``after`` as (seq, prev, cmd), and whether the ring
         reached back far enough."""
-        ring = self.rings.get(eshard)
-        if not ring or ring[-1][0] <= after:
-            return [], True
-        msgs = [m for m in ring if m[0] > after]
-        return msgs, ring[0][0] <= after or msgs[0][1] == after
+        return sent_after(self.rings.get(eshard, ()), after, FORWARD)
 
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
-        state["events"] = list(self.events.events)[-SNAP_RING:]
+        state["events"] = self.events.tail(SNAP_RING)
         state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
 

@@ -28,11 +28,9 @@ from shardex.accounts.codes import (
     AE_FORWARD,
     AE_GAP,
 )
-from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import (
     AccountMachine,
     AccountMachineFactory,
-    ForwardRepair,
     _env_size,
 )
 from shardex.auth import (
@@ -40,7 +38,7 @@ from shardex.auth import (
 )
 from shardex.datadir import check_routing
 from shardex.engine import Market
-from shardex.journal import Journal, JournalError, JournalUnavailable
+from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
@@ -52,7 +50,6 @@ from shardex.node.forward_link import ForwardLink
 from shardex.node.leader import Replicator
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import DirectPort, RouterLink
-from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
@@ -69,7 +66,7 @@ from shardex.wire.transport import StopFlag
 
 log = logging.getLogger("shardex.accounts")
 
-MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal
+MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal (``LinkPort``)
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 SYNC_FULL_S = 0.5  # ... and this often while one is backed up (its HAVE ends the shedding)
 
@@ -145,21 +142,13 @@ class AccountNode(ForwardLink, SequencedNode):
         self.out: list[tuple] = []
         self.replies: list[tuple[RouterLink, list[bytes]]] = []  # sent after the commit
         self.free: list[tuple[RouterLink, list[bytes]]] = []  # sent even if it fails
-        self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
         # Engine shards heard from on their link (a HAVE or settlements): until then a forward
         # waits in ZeroMQ for the connection, and a cancel on the short path (router → engine
         # shard) could overtake it; readiness checks (``shardex up``, tests) wait for this.
         self.handler.linked = self.linked = set()
-        self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
                        "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
-        self.repairs: dict[int, ForwardRepair] = {}  # journal re-sends under way, per engine
-        # per engine shard: seqs of the forwards sent and not yet confirmed by its HAVE
-        self.unconfirmed: dict[int, deque[int]] = {i: deque() for i in range(cfg.engines)}
-        # per engine shard: which forwards its HAVEs call for re-sending (``_resend_due``);
-        # what the journal put on each link before we started counts as sent
-        last = machine.core.outbox.last
-        self.gates = {i: ResendGate(SYNC_EVERY_S, last.get(i, 0)) for i in range(cfg.engines)}
+        self.init_link(SYNC_EVERY_S, MAX_FORWARD_RESEND)  # (``ForwardLink``)
         self.init_loop_state(machine.seq)
         self.last_sync = 0.0
         # Replicated leader: each committed batch's (seq after it, events, replies) waits here
@@ -385,7 +374,7 @@ class AccountNode(ForwardLink, SequencedNode):
         for ev in self.out:
             kind = ev[0]
             if kind == AE_GAP:
-                self.syncs_due.add(ev[2])
+                self.tier_link.end.owed.add(ev[2])  # (SYNCed after this commit: ``sync_owed``)
             elif kind == AE_ANOMALY:
                 log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
                           "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip
@@ -399,11 +388,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self._send_free()
         if self.haves and handler.halted is None:
             self.answer_haves(self.released if rep is not None else None)
-        if self.syncs_due:
-            due, self.syncs_due = self.syncs_due, set()
-            for i in due:
-                if 0 <= i < self.cfg.engines:
-                    self.sync(i)
+        self.sync_owed()
 
     def _release(self, events: list[tuple], replies: list[tuple[RouterLink, list[bytes]]]
                  ) -> None:  # fmt: skip
@@ -425,15 +410,7 @@ class AccountNode(ForwardLink, SequencedNode):
             if handler.halted is not None:
                 self.counts["unsent"] += len(fwds)  # (never a forward on a diverged chain)
                 continue
-            self.gates[i].put(fwds[-1][0])
-            self._send_fwd(i, fwds)
-            pending = self.unconfirmed.get(i)
-            if pending is not None:
-                pending.extend(f[0] for f in fwds)
-                if len(pending) >= self.cfg.max_unconfirmed and i not in handler.full:
-                    handler.full.add(i)
-                    log.warning("engine shard %d has not confirmed %d forwards: new orders for "
-                                "its symbols are shed (overloaded)", i, len(pending))  # fmt: skip
+            self.send_forwards(i, fwds)
         for link, frames in replies:
             link.send(frames)
         replies.clear()
@@ -464,27 +441,6 @@ class AccountNode(ForwardLink, SequencedNode):
         self.free.clear()
         for link in self.links:
             link.commit()
-
-    def _journal_forwards(self, i: int, have: int) -> list[tuple]:
-        """Forwards to engine shard ``i`` after ``have`` that the ring no longer holds (an
-        engine shard down for long), regenerated from the journal: bounded work per HAVE, the
-        cursor kept for the next one. Without them the holds of those orders would stay."""
-        journal = self.handler.journal
-        if not isinstance(journal, Journal):
-            log.error("ALERT engine shard %d needs forwards after seq %d that the ring no "
-                      "longer holds, and this account shard has no journal", i, have)  # fmt: skip
-            return []
-        repair = self.repairs.get(i)
-        if repair is None:
-            repair = self.repairs[i] = ForwardRepair(i, journal.replay_from)
-        try:
-            msgs = repair.take(have, JOURNAL_READ_BUDGET, MAX_FORWARD_RESEND)
-        except JournalError as exc:
-            self.repairs.pop(i, None)
-            log.error("ALERT engine shard %d needs forwards after seq %d: %s", i, have, exc)
-            return []
-        self.counts["journal"] += len(msgs)
-        return msgs
 
     def publish(self, events: list[tuple]) -> None:
         """Every event of a committed batch, in seq order, on the PUB (the bridge keeps the

@@ -20,8 +20,7 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.accounts.link import ResendGate
-from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
+from shardex.accounts.machines import SettledEngine, SettledEngineFactory
 from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market
@@ -62,7 +61,7 @@ log = logging.getLogger("shardex.shard")
 
 Replies = list[tuple[ReplyOutbox, list[bytes]]]  # (where, frames) of one batch, sent in order
 
-RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (_resend_due)
+RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (ResendGate)
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
@@ -140,15 +139,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             registry=self.zap.registry if self.zap else None,
         )
         self.core.accounts = cfg.accounts
-        self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
-        self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
-        self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
-        # account shard → which settlements its SYNCs call for re-sending (``_resend_due``);
-        # what the journal put on each link before we started counts as sent
-        last = self.core.engine.feed.outbox.last if cfg.accounts else {}
-        self.gates = {j: ResendGate(RESEND_EVERY_S, last.get(j, 0)) for j in range(cfg.accounts)}
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
+        self.init_link(RESEND_EVERY_S)  # (``SettlementLink``)
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq

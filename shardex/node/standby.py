@@ -31,7 +31,7 @@ from shardex.node.replication import (
     open_journal,
     reserve_port,
 )
-from shardex.node.ring import PublishedRing
+from shardex.node.ring import EventRing
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -102,7 +102,7 @@ class Standby:
         # unpublished events is served from memory. (A journal replay of that range stalled
         # new leaders' loops for seconds.)
         self.ring_size = ring_size
-        self.ring = PublishedRing(ring_size)
+        self.ring = EventRing(ring_size)
         # The direct port this replica serves once it leads, bound while it stands by so a
         # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
         # a timeout (``serve_clients``). Closed before promotion.
