@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from shardex.client.errors import (
-    _MAX_REASON,
     MALFORMED_PREFIX,
     ShardexError,
     _bad_reply,
@@ -29,6 +28,7 @@ from shardex.engine.codes import (
     SIDES,
     Command,
 )
+from shardex.wire.errors import ErrorText, result_error
 from shardex.wire.protocol import (
     STATE_CANCELLED,
     STATE_FILLED,
@@ -36,6 +36,16 @@ from shardex.wire.protocol import (
     STATE_UNKNOWN,
     event_to_json,
 )
+
+
+def coded_result(res: dict[str, Any]) -> dict[str, Any]:
+    """A read's result map with its refusal (if any) readable: ``error`` the text, an
+    ``ErrorText`` carrying its code, and ``code`` the code's public name, as the client's own
+    per-shard failures show (``{"shard": j, "error": ..., "code": ...}``)."""
+    if "error" not in res:
+        return res
+    err = result_error(res)
+    return {**res, "error": err, "code": err.name} if type(err) is ErrorText else res
 
 
 class _Malformed(Exception):
@@ -160,17 +170,17 @@ class Replies:
             raise _failed(what, error)
         if not isinstance(results, tuple | list) or len(results) != 1:
             raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one result")
-        res = results[0]
+        (res,) = results
         if not isinstance(res, dict):
             raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected a map")
-        return res
+        return coded_result(res)
 
     @staticmethod
     def open_orders_result(raw: dict[str, Any], account: str) -> list[dict[str, Any]]:
         """An account shard's ``(OP_ORDER, account)`` answer → its open orders, amounts as
         Decimals (``price`` None for a market sell); ``ShardexError`` on an error."""
         if "error" in raw:
-            raise ShardexError(f"orders of {account}: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed(f"orders of {account}", result_error(raw))
         try:
             rows = [dict(r) for r in raw["orders"]]
             for r in rows:
@@ -209,7 +219,7 @@ class Replies:
         if not isinstance(raw, dict):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: expected a map")
         if "error" in raw:
-            raise ShardexError(f"order status: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed("order status", result_error(raw))
         state = raw.get("state")
         if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")

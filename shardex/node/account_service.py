@@ -47,6 +47,8 @@ from shardex.journal import Journal, JournalError
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
+from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
+from shardex.wire.errors import read_error
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
     MAX_ID_LEN,
@@ -296,16 +298,34 @@ class AccountHandler:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def _reads_all(self) -> bool:
+        """Whether this request's key may read every account (admin, reader, or no keys)."""
+        return self.key is None or self.key.role in ("admin", "reader")
+
+    def _reads_for(self, account: str) -> bool:
+        """Whether this request's key may read ``account`` (its own, or every account)."""
+        return self._reads_all() or self.key is not None and self.key.may_act_for(account)
+
+    def _may_read_account(self, account: str) -> dict[str, Any] | None:
+        """The refusal of a read of ``account``'s books (the key may not, or the account is
+        another shard's), else None."""
+        if not self._reads_for(account):
+            return _not_allowed(account)
+        if not self.core.owns(account):
+            return read_error(WRONG_SHARD, f"account {account[:64]} is not on account shard "
+                              f"{self.core.shard}", shard=self.core.shard)  # fmt: skip
+        return None
+
     def balance(self, cmd: tuple) -> dict[str, Any]:
         account = _at(cmd, 1)
         if len(cmd) != 2 or type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
             # (the answer names the account: a 1 MiB name would be echoed whole)
-            return {"error": f"balance: expected (op, account of 1..{MAX_ID_LEN} chars)"}
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
-        if not self.core.owns(account):
-            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+            return read_error(
+                MALFORMED, f"balance: expected (op, account of 1..{MAX_ID_LEN} chars)"
+            )
+        refused = self._may_read_account(account)
+        if refused is not None:
+            return refused
         fmt = self.table.fixed  # every balance of an asset at its precision: columns line up
         cells = self.core.balances.get(account, {})
         return {
@@ -327,11 +347,10 @@ class AccountHandler:
         reported "not executed" and then ran. This query travels the same router link as the
         order, behind it, so when it is answered the order has been taken or refused."""
         if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
-            return {"error": "order: expected (op, symbol, account, id)"}
+            return read_error(MALFORMED, "order: expected (op, symbol, account, id)")
         _, symbol, account, oid = cmd
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
+        if not self._reads_for(account):
+            return _not_allowed(account)
         o = self.core.orders.get((account, symbol, oid))
         out: dict[str, Any] = {
             "state": "held" if o is not None else "not_held",
@@ -348,34 +367,31 @@ class AccountHandler:
     def open_orders(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_ORDER, account)``: the account's open orders with what each holds (the
         account's own key, or an admin/reader key)."""
-        account = cmd[1]
+        _, account = cmd
         if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
-            return {"error": f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)"}
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
-        if not self.core.owns(account):
-            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+            return read_error(MALFORMED, f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)")
+        refused = self._may_read_account(account)
+        if refused is not None:
+            return refused
         return {**account_orders(self.core.orders, account, self.table), "seq": self.core.seq}
 
     def audit_page(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
         integer units (``shardex.accounts.orders``), for the per-order audit."""
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader"):
-            return {"error": "audit: not allowed for this key"}
-        if type(cmd[1]) is not int or cmd[1] < 0:
-            return {"error": "audit: expected (op, offset >= 0)"}
+        if not self._reads_all():
+            return read_error(NOT_ALLOWED, "audit: not allowed for this key")
+        offset = cmd[1]
+        if type(offset) is not int or offset < 0:
+            return read_error(MALFORMED, "audit: expected (op, offset >= 0)")
         core = self.core
         return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
-                "orders": held_rows(core.orders, cmd[1])}  # fmt: skip
+                "orders": held_rows(core.orders, offset)}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the
         inflows by trade of all account shards sum to zero), and its own integrity check."""
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader"):
-            return {"error": "audit: not allowed for this key"}
+        if not self._reads_all():
+            return read_error(NOT_ALLOWED, "audit: not allowed for this key")
         core = self.core
         try:
             core.check_integrity()
@@ -501,6 +517,10 @@ class AccountHandler:
             **({"halted": self.halted} if self.halted else {}),
             **(self.replica.info() if self.replica is not None else {}),
         }
+
+
+def _not_allowed(account: str) -> dict[str, Any]:
+    return read_error(NOT_ALLOWED, f"account {account[:64]} not allowed for this key")
 
 
 def _op(cmd: Any) -> Any:

@@ -18,9 +18,14 @@ from typing import Any
 from shardex.accounts.orders import PlanError, audit_plan, persistent
 from shardex.client._sync.io import SyncIO, ZmqContext
 from shardex.client.core import KeyArg
-from shardex.client.errors import MALFORMED_PREFIX, ShardexError, _bad_reply, stale_topology
+from shardex.client.errors import (
+    MALFORMED_PREFIX,
+    ShardexError,
+    _bad_reply,
+    _failed,
+    stale_topology,
+)
 from shardex.client.results import (
-    _MAX_REASON,
     DEFAULT_RETRY,
     Fate,
     Result,
@@ -317,7 +322,7 @@ class Client(SyncIO):
         reply = self._request(self._router, account_route(account), (OP_BALANCE, account), "")
         raw = self.read_result(*reply, f"balance of {account}")
         if "error" in raw:
-            raise ShardexError(f"balance: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed("balance", raw["error"])
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
