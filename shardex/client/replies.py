@@ -29,6 +29,15 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.layouts import (
+    CMD_ID,
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_KIND,
+    EV_SYMBOL,
+    REJECT_CODE,
+    REJECT_REASON,
+)
 from shardex.wire.protocol import (
     STATE_CANCELLED,
     STATE_FILLED,
@@ -50,8 +59,6 @@ def coded_result(res: dict[str, Any]) -> dict[str, Any]:
 
 class _Malformed(Exception):
     """Internal: a reply value that does not have the shape the protocol promises."""
-
-
 
 
 # Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1).
@@ -88,10 +95,14 @@ class Replies:
         a ``rejected`` event with the reason and code, seq 0 (no shard sequenced it). Shards
         refuse an ``OP_REJECT`` from a client (``ERR_INTERNAL_OP``), so it is never sent."""
         for i, t in enumerate(tuples):
-            if t and t[0] == OP_REJECT:
-                code = t[4] if len(t) > 4 and type(t[4]) is int else REJ_MALFORMED
-                sym, oid = (v if type(v) is str else "" for v in (_item(t, 1), _item(t, 2)))
-                out[i] = (None, [(EV_REJECTED, 0, sym, oid, str(_item(t, 3)), code)])
+            if t and t[CMD_OP] == OP_REJECT:
+                code = _item(t, REJECT_CODE)
+                code = code if type(code) is int else REJ_MALFORMED
+                sym, oid = (
+                    v if type(v) is str else "" for v in (_item(t, CMD_SYMBOL), _item(t, CMD_ID))
+                )
+                reason = str(_item(t, REJECT_REASON))
+                out[i] = (None, [(EV_REJECTED, 0, sym, oid, reason, code)])
 
     @staticmethod
     def store(idx: list[int], error: Any, results: Any, out: list) -> None:
@@ -130,15 +141,15 @@ class Replies:
         """One event tuple → public dict with Decimal amounts; ``_Malformed`` on a bad shape."""
         if not isinstance(ev, tuple | list) or not ev:
             raise _Malformed("event is not an array")
-        kind = ev[0]
+        kind = ev[EV_KIND]
         shape = _EVENT_SHAPES.get(kind) if type(kind) is int else None
         if shape is None:
             raise _Malformed(f"unknown event kind {str(kind)[:20]!r}")
         if len(ev) != len(shape) or not all(map(_check, ev, shape)):
             raise _Malformed(f"bad fields in a kind {kind} event")
-        if kind in _NEEDS_MARKET and ev[2] not in self.markets:
+        if kind in _NEEDS_MARKET and ev[EV_SYMBOL] not in self.markets:
             raise _Malformed(
-                f"event for symbol {ev[2][:32]!r} not in the client's market table "
+                f"event for symbol {ev[EV_SYMBOL][:32]!r} not in the client's market table "
                 "(client and cluster disagree on markets)"
             )
         d = event_to_json(tuple(ev), self.markets)
@@ -264,7 +275,8 @@ class Replies:
                 for t in trades:
                     if not (isinstance(t, tuple | list) and len(t) == 3 and all(map(_is_int, t))):
                         raise _Malformed("trade")
-                    conv.append((Decimal(m.price_str(t[0])), Decimal(m.qty_str(t[1])), t[2]))
+                    price, qty, trade_id = t
+                    conv.append((Decimal(m.price_str(price)), Decimal(m.qty_str(qty)), trade_id))
                 out["trades"] = conv
         except (_Malformed, KeyError) as exc:
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None

@@ -68,7 +68,7 @@ FWD_ESHARD, FWD_PREV, FWD_CMD = 2, 3, 4
 # (AE_GAP, seq, eshard, have, prev, eseq) / (AE_ANOMALY, seq, eshard, eseq, reason)
 GAP_ESHARD = ANOMALY_ESHARD = 2
 
-# -- a forward on the account → engine shard link (``AccountMachine.resend``) -----------------------
+# -- a forward on the account → engine shard link (``AccountMachine.resend``) ---------------
 # (account shard's seq, prev, engine command)
 LINK_SEQ, LINK_PREV, LINK_CMD = 0, 1, 2
 
@@ -76,7 +76,7 @@ LINK_SEQ, LINK_PREV, LINK_CMD = 0, 1, 2
 # (OP_FORWARD, account shard, its forward seq, prev, command)
 FWD_RECORD_WIDTH, FWD_RECORD_CMD = 5, 4
 
-# -- a PUB message's payload (``shardex.wire.pub``) ------------------------------------------------
+# -- a PUB message's payload (``shardex.wire.pub``) ----------------------------------------
 # (VERSION, shard, events[, epoch]): a replicated leader appends its epoch
 PUB_EPOCH = 3
 
