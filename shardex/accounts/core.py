@@ -62,6 +62,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.engine.markets import Market
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
 
 class AccountCore(Transfers, Holds, Settlements):
@@ -76,7 +77,7 @@ class AccountCore(Transfers, Holds, Settlements):
         """Apply one command or settlement, appending its events to ``out``. Never raises on
         input: every shape problem is found before anything changes."""
         try:
-            op = cmd[0]
+            op = cmd[CMD_OP]
         except Exception:
             return self._reject("", "", "malformed command", REJ_MALFORMED, out)
         try:
@@ -88,10 +89,12 @@ class AccountCore(Transfers, Holds, Settlements):
                 return self._amend(cmd, out)
             if op in (A_DEPOSIT, A_WITHDRAW):
                 return self._transfer(cmd, out)
-            return self._reject(_f(cmd, 3), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out)
+            return self._reject(
+                _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
+            )
         except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
             # Only shape checks can raise, and they all run before the first mutation.
-            return self._reject(_f(cmd, 3), "", "malformed command", REJ_MALFORMED, out)
+            return self._reject(_f(cmd, CMD_ACCOUNT), "", "malformed command", REJ_MALFORMED, out)
 
     def apply_many(self, cmds: Any) -> list[tuple]:
         out: list[tuple] = []

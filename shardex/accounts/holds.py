@@ -34,6 +34,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_SYMBOL,
     REJ_WRONG_SHARD,
 )
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
 
 
 class Holds(Ledger):
@@ -42,7 +43,7 @@ class Holds(Ledger):
     def _new(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 12:
             return self._reject(
-                _f(cmd, 3), _f(cmd, 2), "new: expected 12 fields", REJ_MALFORMED, out
+                _f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields", REJ_MALFORMED, out
             )
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd
         refused = self._order_gate(symbol, oid, account)
@@ -98,7 +99,11 @@ class Holds(Ledger):
     def _amend(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 6:
             return self._reject(
-                _f(cmd, 3), _f(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
+                _f(cmd, CMD_ACCOUNT),
+                _f(cmd, CMD_ID),
+                "amend: expected 6 fields",
+                REJ_MALFORMED,
+                out,
             )
         _, symbol, oid, account, qty, price = cmd
         refused = self._order_gate(symbol, oid, account)

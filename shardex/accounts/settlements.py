@@ -21,13 +21,14 @@ from shardex.engine.codes import (
     OP_AMEND,
     SELL,
 )
+from shardex.wire.layouts import S_ESEQ, S_ESHARD, S_KIND, S_PREV
 
 
 class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 
     def _settle(self, cmd: Any, out: list[tuple]) -> None:
-        eshard, eseq, prev = _f(cmd, 1), _f(cmd, 2), _f(cmd, 3)
+        eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
         if not all(type(x) is int and x >= 0 for x in (eshard, eseq, prev)) or eseq <= prev:
             return self._anomaly(
                 eshard, eseq, "settlement without a valid (eshard, eseq, prev)", out
@@ -44,7 +45,7 @@ class Settlements(Ledger):
         # From here the message is consumed whatever it says: a bad one is an anomaly (alert),
         # not a reason to stall the link.
         self.inbox.applied(eshard, eseq)
-        op = cmd[0]
+        op = cmd[S_KIND]
         if op == S_TRADE:
             why = self._trade(cmd, out)
         elif op == S_CANCELLED:

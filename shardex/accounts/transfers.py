@@ -18,6 +18,7 @@ from shardex.engine.codes import (
     REJ_OUT_OF_RANGE,
     REJ_WRONG_SHARD,
 )
+from shardex.wire.layouts import XFER_ACCOUNT, XFER_REF
 
 
 class Transfers(Ledger):
@@ -26,7 +27,11 @@ class Transfers(Ledger):
     def _transfer(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 5:
             return self._reject(
-                _f(cmd, 1), _f(cmd, 4), "transfer: expected 5 fields", REJ_MALFORMED, out
+                _f(cmd, XFER_ACCOUNT),
+                _f(cmd, XFER_REF),
+                "transfer: expected 5 fields",
+                REJ_MALFORMED,
+                out,
             )
         op, account, asset, amount, ref = cmd
         refused = self._transfer_refusal(op, account, asset, amount, ref)

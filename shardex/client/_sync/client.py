@@ -309,9 +309,10 @@ class Client(SyncIO):
     ) -> Result:
         self._need_accounts()
         ref = ref or self.new_id()
-        cmd = (op, account, asset, _money(amount, "amount"), ref)
+        money = _money(amount, "amount")
+        cmd = (op, account, asset, money, ref)
         what = "deposit" if op == OP_DEPOSIT else "withdraw"
-        command = {"op": what, "account": account, "asset": asset, "amount": cmd[3], "ref": ref}
+        command = {"op": what, "account": account, "asset": asset, "amount": money, "ref": ref}
         error, results = self._request(self._router, account_route(account), cmd, what)
         return transfer_result(command, error, results)
 

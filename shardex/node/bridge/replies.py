@@ -9,6 +9,7 @@ from typing import Any
 from shardex.engine import Market
 from shardex.wire import codes
 from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import not_leader_epoch
 from shardex.wire.pub import MAX_SEQ, Malformed, check_events
 
@@ -72,5 +73,5 @@ def parse_events_reply(
         good, bad = check_events(res.get("events"), markets)
     else:  # an account shard's events (``check_account_events`` with its asset table)
         good, bad = check(res.get("events"))
-    inside = [ev for ev in good if first <= ev[1] <= last]
+    inside = [ev for ev in good if first <= ev[EV_SEQ] <= last]
     return inside, None, seq, bad + len(good) - len(inside)
