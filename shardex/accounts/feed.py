@@ -86,15 +86,14 @@ class SettlementFeed:
                 taker = live.get((symbol, tid))
                 maker = live[(symbol, mid)]
                 t_acct = taker[_ACCOUNT] if taker else account
-                m_acct = maker[_ACCOUNT]
                 for key, rec in (((symbol, tid), taker), ((symbol, mid), maker)):
                     if rec is not None:
                         rec[_OPEN] -= qty
                         if not rec[_OPEN]:
                             del live[key]
-                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid, m_acct,
-                       mid, tside, trade_id)  # fmt: skip
-                for j in dict.fromkeys((self._shard(t_acct), self._shard(m_acct))):
+                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid,
+                       maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[_ACCOUNT]))):
                     out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
                 _, seq, symbol, oid, reason, qty = ev
@@ -105,9 +104,8 @@ class SettlementFeed:
                 _, seq, symbol, oid, qty, price = ev
                 rec = live[(symbol, oid)]
                 rec[_OPEN] = qty
-                owner = rec[_ACCOUNT]
-                msg = (S_AMENDED, self.eshard, seq, 0, symbol, owner, oid, qty, price)
-                out.append(self._put(self._shard(owner), msg))
+                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
+                out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
             elif kind == EV_REJECTED and cause is not None:
                 _, seq, symbol, oid, _reason, code = ev
                 named = type(account) is str and 0 < len(account) <= MAX_ID_LEN

@@ -57,12 +57,6 @@ from shardex.wire.layouts import (
     REJECT_REASON,
     REJECTED_CODE,
     REJECTED_REASON,
-    TRADE_ID,
-    TRADE_MAKER,
-    TRADE_PRICE,
-    TRADE_QTY,
-    TRADE_SIDE,
-    TRADE_TAKER,
 )
 
 _NEW_FIELDS = {
@@ -255,20 +249,23 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
 
 def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
     """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md)."""
-    kind, seq, symbol = ev[EV_KIND], ev[EV_SEQ], ev[EV_SYMBOL]
-    if kind == EV_TRADE:
+    kind = ev[EV_KIND]
+    if kind == EV_TRADE:  # (the bulk: unpacked, as cheap as literal indexes)
+        _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
         m = markets[symbol]
         return {
             "ev": "trade",
             "symbol": symbol,
-            "price": m.price_str(ev[TRADE_PRICE]),
-            "qty": m.qty_str(ev[TRADE_QTY]),
-            "taker": ev[TRADE_TAKER],
-            "maker": ev[TRADE_MAKER],
-            "taker_side": SIDES[ev[TRADE_SIDE]],
-            "trade_id": ev[TRADE_ID],
+            "price": m.price_str(price),
+            "qty": m.qty_str(qty),
+            "taker": taker,
+            "maker": maker,
+            "taker_side": SIDES[side],
+            "trade_id": trade_id,
             "seq": seq,
         }
+    # the other kinds by index: a peer's event may carry more fields than these read
+    seq, symbol = ev[EV_SEQ], ev[EV_SYMBOL]
     if kind == EV_ACCEPTED:
         return {"ev": "accepted", "symbol": symbol, "id": ev[EV_ID], "seq": seq}
     if kind == EV_CANCELLED:
@@ -286,7 +283,7 @@ def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
             "symbol": symbol,
             "id": ev[EV_ID],
             "reason": ev[REJECTED_REASON],
-            # the stable name; "invalid" if none or unknown
+            # the stable name; "invalid" if none or unknown (a journal older than codes)
             "code": reject_name(_at(ev, REJECTED_CODE)),
             "seq": seq,
         }
