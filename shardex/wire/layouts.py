@@ -80,6 +80,12 @@ FWD_RECORD_WIDTH, FWD_RECORD_CMD = 5, 4
 # (VERSION, shard, events[, epoch]): a replicated leader appends its epoch
 PUB_EPOCH = 3
 
+# -- order rows of the per-order audit (``shardex.accounts.orders``) --------------------------
+# an account shard's held order: [account, symbol, id, side, open lots, price ticks|None,
+# cap ticks, held units, pending amends]; an engine shard's live order: the first six
+ROW_ACCOUNT, ROW_SYMBOL, ROW_ID, ROW_SIDE, ROW_OPEN, ROW_PRICE = 0, 1, 2, 3, 4, 5
+ROW_CAP, ROW_HELD, ROW_PENDING = 6, 7, 8
+
 # -- read requests (``shardex.wire.protocol``) ---------------------------------------------------
 # (OP_BALANCE, account) / (OP_ORDER, account): an account's books on its account shard
 READ_ACCOUNT = 1

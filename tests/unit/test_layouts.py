@@ -18,6 +18,7 @@ import pytest
 from shardex.accounts import codes as account_codes
 from shardex.accounts.codes import A_DEPOSIT, A_NEW, AE_BALANCE, AE_FORWARD
 from shardex.accounts.machines import AccountMachineFactory
+from shardex.accounts.orders import held_rows
 from shardex.config import load_markets
 from shardex.engine import Engine
 from shardex.engine import codes as engine_codes
@@ -109,6 +110,7 @@ NAMED_MODULES = [
     "shardex/accounts/core.py",
     "shardex/accounts/feed.py",
     "shardex/accounts/machines.py",
+    "shardex/accounts/orders.py",
     "shardex/accounts/settlements.py",
     "shardex/client/_async/client.py",
     "shardex/client/core.py",
@@ -132,7 +134,21 @@ NAMED_MODULES = [
     "shardex/wire/pub.py",
     "shardex/wire/schema.py",
 ]
-LAYOUT_VARIABLES = {"cmd", "ev", "checked", "inner", "t", "msg", "acmd", "fwd", "m", "e"}
+LAYOUT_VARIABLES = {
+    "cmd",
+    "ev",
+    "checked",
+    "inner",
+    "t",
+    "msg",
+    "acmd",
+    "fwd",
+    "m",
+    "e",
+    "r",
+    "h",
+    "row",
+}
 
 
 def _spec_layouts() -> dict[str, list[str]]:
@@ -201,8 +217,8 @@ def test_the_account_names_read_what_the_account_machine_wrote() -> None:
     assert bal[L.AE_KIND] == AE_BALANCE and bal[L.BALANCE_ACCOUNT] == "al"
     assert (bal[L.BALANCE_ASSET], bal[L.BALANCE_AVAILABLE], bal[L.BALANCE_HELD]) == ("USD", usd, 0)
     m = MARKETS[SYMBOL]
-    order = (A_NEW, SYMBOL, "o1", "al", 0, 0, m.to_ticks(Decimal(100)), m.to_lots(Decimal(1)), 0, False,
-             0, None)  # fmt: skip
+    price, qty = m.to_ticks(Decimal(100)), m.to_lots(Decimal(1))
+    order = (A_NEW, SYMBOL, "o1", "al", 0, 0, price, qty, 0, False, 0, None)
     machine.apply(order, out)
     (fwd,) = [ev for ev in out if ev[L.AE_KIND] == AE_FORWARD]
     assert fwd[L.FWD_ESHARD] == 3 and fwd[L.FWD_PREV] == 0
@@ -212,6 +228,12 @@ def test_the_account_names_read_what_the_account_machine_wrote() -> None:
     (msg,) = msgs
     assert (msg[L.LINK_SEQ], msg[L.LINK_PREV]) == (fwd[L.AE_SEQ], 0)
     assert msg[L.LINK_CMD][L.CMD_OP] == OP_NEW
+    (row,) = held_rows(machine.core.orders, 0)
+    assert (row[L.ROW_ACCOUNT], row[L.ROW_SYMBOL], row[L.ROW_ID], row[L.ROW_SIDE]) == (
+        "al", SYMBOL, "o1", 0)  # fmt: skip
+    assert (row[L.ROW_OPEN], row[L.ROW_PRICE]) == (order[L.NEW_QTY], order[L.NEW_PRICE])
+    assert row[L.ROW_CAP] >= row[L.ROW_PRICE] and row[L.ROW_PENDING] == 0
+    assert row[L.ROW_HELD] == usd - machine.core.balance("al", "USD")[0] > 0
 
 
 @pytest.mark.parametrize("path", NAMED_MODULES)
