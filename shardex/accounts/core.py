@@ -41,6 +41,8 @@ from shardex.accounts.codes import (
 from shardex.accounts.holds import Holds, _budget_cap  # noqa: F401 - old import path
 from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay importable from here
     _BPS,
+    AVAIL,
+    HELD,
     MAX_REASON_LEN,
     REF_WINDOW,
     HeldOrder,
@@ -113,7 +115,7 @@ class AccountCore(Transfers, Holds, Settlements):
             "shards": self.shards,
             "seq": self.seq,
             "balances": [
-                [acct, asset, cell[0], cell[1]]
+                [acct, asset, cell[AVAIL], cell[HELD]]
                 for acct in sorted(self.balances)
                 for asset, cell in sorted(self.balances[acct].items())
             ],

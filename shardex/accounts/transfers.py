@@ -11,7 +11,7 @@ from shardex.accounts.codes import (
     REJ_DUPLICATE_REF,
     REJ_UNKNOWN_ASSET,
 )
-from shardex.accounts.ledger import Ledger, _f, _ident, _q, account_shard_for
+from shardex.accounts.ledger import AVAIL, Ledger, _f, _ident, _q, account_shard_for
 from shardex.engine.codes import (
     MAX_ID_LEN,
     REJ_MALFORMED,
@@ -48,7 +48,7 @@ class Transfers(Ledger):
                 account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
             )
         cell = self._cell(account, asset, create=False)
-        avail = cell[0] if cell else 0
+        avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:
             total = self._total(asset)
             if total + amount > MAX_UNITS:
@@ -61,13 +61,13 @@ class Transfers(Ledger):
                     out,
                 )
             cell = self._cell(account, asset)
-            cell[0] += amount
+            cell[AVAIL] += amount
             self.deposited[asset] = self.deposited.get(asset, 0) + amount
         else:
             if amount > avail:
                 return self._insufficient(account, ref, asset, avail, amount, out)
             cell = self._cell(account, asset)
-            cell[0] -= amount
+            cell[AVAIL] -= amount
             self.withdrawn[asset] = self.withdrawn.get(asset, 0) + amount
         self._remember(ref, (op, account, asset, amount))
         self._bal(out, account, asset, what, ref)
