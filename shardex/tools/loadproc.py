@@ -318,13 +318,14 @@ class LoadProcess:
         return got_any
 
     def handle(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
+        if len(frames) != 2:  # [request id, payload]
             return
-        entry = self.pending.pop(frames[0]) or self.asking.pop(frames[0])
+        req, payload = frames
+        entry = self.pending.pop(req) or self.asking.pop(req)
         if entry is None:
             return
         kind, cmds, stamps, where = entry
-        error, results = decode_reply(frames[1])
+        error, results = decode_reply(payload)
         if kind == "fate":
             self.ask(self.fates.answer(*cmds, error, results, self.clock()))
             return
