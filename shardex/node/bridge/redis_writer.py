@@ -284,10 +284,11 @@ class RedisWriter:
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        newer = int(res[4]) if len(res) > 4 else 0
-        if len(res) > 5 and res[5]:
-            self._trimmed(label, res[5])
-        return int(res[0]), int(res[1]), int(res[2]), res[3], newer
+        # the script's reply: {written, dups, trades, conflicts[, newer epoch[, trimmed]]}
+        written, dups, trades, conflicts, newer, trimmed = (*res, 0, None)[:6]
+        if trimmed:
+            self._trimmed(label, trimmed)
+        return int(written), int(dups), int(trades), conflicts, int(newer)
 
     def _trimmed(self, label: str, flat: list) -> None:
         """ALERT once per stream and count: entries vanished from a stream the bridge never
