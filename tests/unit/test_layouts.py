@@ -109,9 +109,13 @@ SPEC = [
 NAMED_MODULES = [
     "shardex/accounts/core.py",
     "shardex/accounts/feed.py",
+    "shardex/accounts/holds.py",
+    "shardex/accounts/ledger.py",
     "shardex/accounts/machines.py",
     "shardex/accounts/orders.py",
     "shardex/accounts/settlements.py",
+    "shardex/accounts/transfers.py",
+    "shardex/cli/market.py",
     "shardex/client/_async/client.py",
     "shardex/client/core.py",
     "shardex/client/fatesteps.py",
@@ -120,9 +124,13 @@ NAMED_MODULES = [
     "shardex/datadir.py",
     "shardex/node/account_service.py",
     "shardex/node/accounts.py",
+    "shardex/node/fencing.py",
+    "shardex/node/standby.py",
     "shardex/node/bridge/entries.py",
     "shardex/node/bridge/redis_writer.py",
     "shardex/node/bridge/replies.py",
+    "shardex/node/bridge/status.py",
+    "shardex/node/bridge/topology.py",
     "shardex/node/bridge/tracker.py",
     "shardex/tools/fills.py",
     "shardex/tools/journals.py",
@@ -133,21 +141,12 @@ NAMED_MODULES = [
     "shardex/wire/protocol.py",
     "shardex/wire/pub.py",
     "shardex/wire/schema.py",
+    "shardex/wire/transport.py",
 ]
 LAYOUT_VARIABLES = {
-    "cmd",
-    "ev",
-    "checked",
-    "inner",
-    "t",
-    "msg",
-    "acmd",
-    "fwd",
-    "m",
-    "e",
-    "r",
-    "h",
-    "row",
+    *("cmd", "checked", "inner", "acmd", "t"),  # commands
+    *("ev", "e", "msg", "m", "fwd"),  # events, settlements, link messages
+    *("r", "h", "row", "cell", "bid", "ask", "reply"),  # order rows, balance cells, levels
 }
 
 
