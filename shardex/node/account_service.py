@@ -305,8 +305,7 @@ class AccountHandler:
                 avail, held = self.core.balance(account, asset)
                 return self._balance_map(account, asset, avail, held, repeated=True)
             if kind == AE_BALANCE:
-                return self._balance_map(
-                    account, asset, ev[BALANCE_AVAILABLE], ev[BALANCE_HELD])
+                return self._balance_map(account, asset, ev[BALANCE_AVAILABLE], ev[BALANCE_HELD])
         return self._map_rej("transfer had no effect", REJ_MALFORMED)  # unreachable
 
     def _map_rej(self, reason: str, code: int) -> dict[str, Any]:
@@ -356,8 +355,9 @@ class AccountHandler:
         return {
             "account": account,
             "shard": self.core.shard,
-            "balances": {a: [fmt(a, avail), fmt(a, held)]
-                         for a, (avail, held) in sorted(cells.items())},  # fmt: skip
+            "balances": {
+                a: [fmt(a, avail), fmt(a, held)] for a, (avail, held) in sorted(cells.items())
+            },  # fmt: skip
             "orders": sum(1 for owner, _, _ in self.core.orders if owner == account),
             "seq": self.core.seq,
         }

@@ -179,16 +179,10 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return _bounded(ev[REJECTED_REASON]) and type(ev[REJECTED_CODE]) is int
     if kind == EV_CANCELLED:
         return (
-            symbol in markets
-            and _bounded(ev[CANCELLED_REASON])
-            and type(ev[CANCELLED_QTY]) is int
+            symbol in markets and _bounded(ev[CANCELLED_REASON]) and type(ev[CANCELLED_QTY]) is int
         )
     if kind == EV_AMENDED:
-        return (
-            symbol in markets
-            and type(ev[AMENDED_QTY]) is int
-            and type(ev[AMENDED_PRICE]) is int
-        )
+        return symbol in markets and type(ev[AMENDED_QTY]) is int and type(ev[AMENDED_PRICE]) is int
     return False
 
 
