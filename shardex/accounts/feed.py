@@ -43,6 +43,7 @@ from shardex.wire.layouts import (
 )
 
 _ACCOUNT, _OPEN = 0, 1  # a live order's record: [account, open lots]
+_AFTER_PREV = S_PREV + 1
 
 
 class SettlementFeed:
@@ -122,7 +123,7 @@ class SettlementFeed:
 
     def _put(self, j: int, msg: tuple) -> tuple[int, tuple]:
         prev = self.outbox.put(j, msg[S_ESEQ])
-        return j, msg[:S_PREV] + (prev,) + msg[S_PREV + 1 :]
+        return j, msg[:S_PREV] + (prev,) + msg[_AFTER_PREV:]
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -42,6 +42,11 @@ KeyArg = KeyFile | str | os.PathLike | bool | None
 Route = tuple[int, bytes]  # (shard slot: engine 0..N-1, account N..N+M-1; routing key)
 
 
+# the positions ``plan`` reads of every command: (op, symbol, account; an OP_ORDER read's
+# account, and its length)
+_PLAN_AT = (CMD_OP, CMD_SYMBOL, CMD_ACCOUNT, ORDER_ACCOUNT, ORDER_ID + 1)
+
+
 def _load(markets: Mapping[str, Market] | str | os.PathLike | None) -> dict[str, Market] | None:
     if markets is None:
         return None
@@ -261,8 +266,7 @@ class ClientCore(Replies, FateDecisions, Topology):
         its first command's symbol (the router hashes it to the same shard); an account shard's
         frame holds one account's commands (``@<account>``), or with ``by_shard`` any of its
         accounts' (``%<j>``). ``via_accounts``: ``OP_ORDER`` reads ``(op, symbol, account,
-        id)`` go to the account's shard (the account tier's fate query).
-        """
+        id)`` go to the account's shard (the account tier's fate query)."""
         if len(tuples) == 1:  # one command per frame (loadgen's default, most SDK calls):
             t = tuples[0]  # no grouping to do, so none of the tables below (~20 µs less each)
             if t and t[CMD_OP] == OP_REJECT:
@@ -275,20 +279,21 @@ class ClientCore(Replies, FateDecisions, Topology):
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
         tier = bool(self.accounts and self.shards)
+        op_at, sym_at, acct_at, by_acct, order_len = _PLAN_AT  # (locals: read per command)
         for i, t in enumerate(tuples):
-            op = t[CMD_OP] if t else None
+            op = t[op_at] if t else None
             if op == OP_REJECT:
                 continue  # answered here (``edge_rejects``): shards refuse a client's OP_REJECT
             acct = None
-            if tier and len(t) > CMD_ACCOUNT:  # (``_account_of``, inline: the SDK's hot path)
+            if tier and len(t) > acct_at:  # (``_account_of``, inline: the SDK's hot path)
                 if op in (OP_NEW, OP_AMEND):
-                    acct = t[CMD_ACCOUNT]
-                elif via_accounts and op == OP_ORDER and len(t) == ORDER_ID + 1:
-                    acct = t[ORDER_ACCOUNT]
+                    acct = t[acct_at]
+                elif via_accounts and op == OP_ORDER and len(t) == order_len:
+                    acct = t[by_acct]
                 if type(acct) is not str:
                     acct = None
             if acct is None:
-                symbol = t[CMD_SYMBOL] if len(t) > CMD_SYMBOL else ""
+                symbol = t[sym_at] if len(t) > sym_at else ""
                 w = where.get(symbol) if type(symbol) is str else None
                 if w is None:
                     w = self._symbol_route(symbol)
