@@ -36,6 +36,20 @@ from shardex.engine.codes import (
 )
 from shardex.journal import JournalError
 from shardex.ring import EventRing
+from shardex.wire.layouts import (
+    AE_KIND,
+    AE_SEQ,
+    CMD_ACCOUNT,
+    CMD_ID,
+    CMD_OP,
+    CMD_SYMBOL,
+    FWD_CMD,
+    FWD_ESHARD,
+    FWD_PREV,
+    FWD_RECORD_WIDTH,
+    REJECT_CODE,
+    REJECT_REASON,
+)
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
@@ -115,7 +129,7 @@ class SettledEngine:
 
     def apply(self, cmd: Any, out: list[tuple]) -> None:
         start = len(out)
-        if type(cmd) is tuple and len(cmd) == 5 and cmd[0] == OP_FORWARD:
+        if type(cmd) is tuple and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD:
             _, j, seq, prev, inner = cmd
             if self.inbox.check(j, seq, prev) != APPLY:
                 return  # a duplicate or a gap: nothing happens (the process asks for a re-send)
@@ -128,7 +142,7 @@ class SettledEngine:
                 # a seq, is published and replays identically) and the feed settles it back to
                 # account shard j, which releases the hold it took (``S_REJECTED``, cause seq).
                 self.refusals += 1
-                sym, oid = _at(inner, 1), _at(inner, 2)
+                sym, oid = _at(inner, CMD_SYMBOL), _at(inner, CMD_ID)
                 self.engine.apply(
                     (OP_REJECT, _bounded(sym, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN),
                      *refused), out,
@@ -145,11 +159,13 @@ class SettledEngine:
         shard ``j`` does not own (``--accounts`` differs between the tiers), or a symbol of
         another engine shard (``--shards``/``--engines`` differ)."""
         checked = edge_command(inner)
-        if checked[0] == OP_REJECT:
-            return str(checked[3]), int(checked[4]) if len(checked) > 4 else 0
-        if checked[0] not in (OP_NEW, OP_AMEND):
-            return f"op {checked[0]} is not forwarded by account shards", REJ_UNKNOWN_OP
-        account, symbol = checked[3], checked[1]
+        op = checked[CMD_OP]
+        if op == OP_REJECT:
+            code = int(checked[REJECT_CODE]) if len(checked) > REJECT_CODE else 0
+            return str(checked[REJECT_REASON]), code
+        if op not in (OP_NEW, OP_AMEND):
+            return f"op {op} is not forwarded by account shards", REJ_UNKNOWN_OP
+        account, symbol = checked[CMD_ACCOUNT], checked[CMD_SYMBOL]
         if type(account) is not str or account_shard_for(account, self.feed.shards) != j:
             shown = account if type(account) is str else "?"
             return (
@@ -282,8 +298,8 @@ class ForwardRepair(LinkRepair):
     cmd)`` like ``AccountMachine.resend``."""
 
     def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
-        return [(ev[1], ev[3], ev[4]) for ev in events
-                if ev[0] == AE_FORWARD and ev[2] == self.link]  # fmt: skip
+        return [(ev[AE_SEQ], ev[FWD_PREV], ev[FWD_CMD]) for ev in events
+                if ev[AE_KIND] == AE_FORWARD and ev[FWD_ESHARD] == self.link]  # fmt: skip
 
     def last_sent(self, machine: Any) -> int:
         return machine.core.outbox.last.get(self.link, 0)
@@ -355,11 +371,12 @@ class AccountMachine:
         new = out[start:]
         self.events.extend(new)
         for ev in new:
-            if ev[0] == AE_FORWARD:
-                ring = self.rings.get(ev[2])
+            if ev[AE_KIND] == AE_FORWARD:
+                _, seq, eshard, prev, fwd = ev
+                ring = self.rings.get(eshard)
                 if ring is None:
-                    ring = self.rings[ev[2]] = deque(maxlen=self.ring_size)
-                ring.append((ev[1], ev[3], ev[4]))
+                    ring = self.rings[eshard] = deque(maxlen=self.ring_size)
+                ring.append((seq, prev, fwd))
 
     def check_integrity(self) -> None:
         """Refuse state that does not balance (``AccountCore.check_integrity``): the

@@ -53,6 +53,7 @@ from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.layouts import AE_KIND, GAP_ESHARD
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
@@ -372,12 +373,13 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("journal of account shard %d writes again", self.cfg.index)
             handler.journal_down = None
         for ev in self.out:
-            kind = ev[0]
+            kind = ev[AE_KIND]
             if kind == AE_GAP:
-                self.tier_link.end.owed.add(ev[2])  # (SYNCed after this commit: ``sync_owed``)
+                self.tier_link.end.owed.add(ev[GAP_ESHARD])  # (SYNCed after: ``sync_owed``)
             elif kind == AE_ANOMALY:
+                _, _, eshard, eseq, why = ev
                 log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
-                          "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip
+                          "eseq %s: %s", self.cfg.index, eshard, eseq, why)  # fmt: skip
         if rep is None:
             self._release(self.out, self.replies)
             self.released = self.machine.seq
@@ -402,8 +404,9 @@ class AccountNode(ForwardLink, SequencedNode):
         if events:
             self.publish(events)
         for ev in events:
-            if ev[0] == AE_FORWARD:
-                per.setdefault(ev[2], []).append((ev[1], ev[3], ev[4]))
+            if ev[AE_KIND] == AE_FORWARD:
+                _, seq, eshard, prev, cmd = ev
+                per.setdefault(eshard, []).append((seq, prev, cmd))
         events.clear()
         for i, fwds in per.items():
             self.counts["forwards"] += len(fwds)

@@ -256,6 +256,7 @@ class Standby:
                 return
             if len(frames) != 4:  # [client, routing key, request id, payload]
                 continue
+            client, _, req, payload = frames
             if error is None:
                 status = self.status()
                 leader = self.leader
@@ -267,7 +268,7 @@ class Standby:
                 )
             self.not_leader_refused += 1
             try:
-                front.send_multipart([frames[0], frames[2], not_leader_reply(frames[3], error)],
+                front.send_multipart([client, req, not_leader_reply(payload, error)],
                                      zmq.NOBLOCK)  # fmt: skip
             except zmq.ZMQError:
                 pass  # full or gone: that client times out

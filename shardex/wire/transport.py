@@ -436,8 +436,10 @@ def request(
         if wait <= 0 or not sock.poll(max(1, int(wait * 1000))):
             raise TimeoutError(f"no reply within {timeout}s")
         frames = sock.recv_multipart()
-        if len(frames) == 2 and frames[0] == req:
-            return decode_reply(frames[1])
+        if len(frames) == 2:  # [request id, payload]
+            got, payload = frames
+            if got == req:
+                return decode_reply(payload)
 
 
 class StopFlag:

@@ -85,7 +85,8 @@ def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
     epoch (0: not replicated); ``[]`` when the account tier is off, None until every account
     shard has registered."""
     try:
-        info = parse_topology(*decode_reply(frames[1]))
+        _, payload = frames  # [request id, payload]
+        info = parse_topology(*decode_reply(payload))
     except (TopologyError, Exception):
         return None
     topo = info.get("account_topology") or []
@@ -107,7 +108,8 @@ def _waiting_for(frames: list[bytes]) -> tuple[tuple[str, ...], str]:
     """From a router's topology reply: the shards not registered yet (names) and, for those
     replaying their journal, the router's recovering estimate (text)."""
     try:
-        info = parse_topology(*decode_reply(frames[1]))
+        _, payload = frames  # [request id, payload]
+        info = parse_topology(*decode_reply(payload))
     except Exception:
         return ("a valid topology from the router",), ""
     names = [f"shard {i}" for i, t in enumerate(info.get("topology") or ())
@@ -127,7 +129,8 @@ def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
     if len(frames) != 2:
         return None
     try:
-        topo = parse_topology(*decode_reply(frames[1]))["topology"]
+        _, payload = frames  # [request id, payload]
+        topo = parse_topology(*decode_reply(payload))["topology"]
         out = []
         for t in topo:
             pub, direct = t.get("pub"), t.get("direct")
