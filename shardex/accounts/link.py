@@ -154,7 +154,7 @@ class LinkEndpoint:
     """
 
     __slots__ = ("gates", "reports", "owed", "repairs", "unacked", "out_seq", "in_seq",
-                 "in_prev", "in_sender", "width", "answers")  # fmt: skip
+                 "in_prev", "in_sender", "lengths", "answers")  # fmt: skip
 
     def __init__(
         self,
@@ -182,7 +182,8 @@ class LinkEndpoint:
         self.out_seq = out[0]
         self.in_seq, self.in_prev = incoming
         self.in_sender = in_sender
-        self.width = width
+        need = max(self.in_seq, self.in_prev, -1 if in_sender is None else in_sender) + 1
+        self.lengths = (width, width) if width is not None else (need, 1 << 30)
         self.answers = answers
 
     # -- outgoing --------------------------------------------------------------------------
@@ -258,23 +259,25 @@ class LinkEndpoint:
         or ``MALFORMED``: a message not a tuple of ``width`` fields with int (seq, prev); with
         ``in_sender`` such a message, or one naming another sender, is applied instead: the
         machine records it as an anomaly)."""
-        seq_at, prev_at, sender_at, width = self.in_seq, self.in_prev, self.in_sender, self.width
-        need = max(seq_at, prev_at, -1 if sender_at is None else sender_at)
+        seq_at, prev_at, sender_at = self.in_seq, self.in_prev, self.in_sender
+        lo, hi = self.lengths
         applied = duplicates = 0
         for msg in msgs:
-            seq = prev = ok = None
-            if type(msg) is tuple and len(msg) > need and (width is None or len(msg) == width):
+            if type(msg) is tuple and lo <= len(msg) <= hi:
                 seq, prev = msg[seq_at], msg[prev_at]
-                ok = sender_at is None or msg[sender_at] == peer
-            if ok and type(seq) is int and type(prev) is int:
-                verdict = check(peer, seq, prev)
-                if verdict == DUPLICATE:
-                    duplicates += 1
-                    continue
-                if verdict != APPLY:
+                if (type(seq) is int and type(prev) is int
+                        and (sender_at is None or msg[sender_at] == peer)):  # fmt: skip
+                    verdict = check(peer, seq, prev)
+                    if verdict == APPLY:
+                        apply(peer, msg)
+                        applied += 1
+                        continue
+                    if verdict == DUPLICATE:
+                        duplicates += 1
+                        continue
                     self.owed.add(peer)
                     return applied, duplicates, GAP
-            elif sender_at is None:
+            if sender_at is None:
                 return applied, duplicates, MALFORMED
             apply(peer, msg)
             applied += 1

@@ -75,6 +75,7 @@ class SettlementLink:
         journal that cannot write) makes us answer HAVE so the account shard re-sends."""
         zmq, sock = self.zmq, self.alink
         end = self.tier_link.end
+        verdict = self.core.engine.forward_verdict
         counts = self.link_counts
         for _ in range(10_000):
             try:
@@ -102,7 +103,8 @@ class SettlementLink:
             if kind != LINK_FWD or type(body) is not tuple:
                 self.malformed += 1
                 continue
-            applied, duplicates, ended = end.receive(j, body, self._verdict, self._forward)
+            check = verdict if self.core.journal_down is None else self._held_verdict
+            applied, duplicates, ended = end.receive(j, body, check, self._forward)
             counts["forwards"] += applied
             counts["duplicates"] += duplicates
             if ended == GAP:
@@ -112,11 +114,11 @@ class SettlementLink:
             if len(self.out) >= self.cfg.publish_every:
                 self.flush()
 
-    def _verdict(self, j: int, seq: int, prev: int) -> int:
-        """A forward's verdict; one that would apply while the journal cannot write is a gap
+    def _held_verdict(self, j: int, seq: int, prev: int) -> int:
+        """A forward's verdict while the journal cannot write: one that would apply is a gap
         (not applied, not journaled: the account shard re-sends it after our HAVE)."""
         verdict = self.core.engine.forward_verdict(j, seq, prev)
-        return GAP if verdict == APPLY and self.core.journal_down is not None else verdict
+        return GAP if verdict == APPLY else verdict
 
     def _forward(self, j: int, msg: tuple) -> None:
         self.core.forward(j, msg[0], msg[1], msg[2], self.out)

@@ -3,8 +3,11 @@ published events, a standby's, and the account machine's (its tail in the snapsh
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from shardex import ring
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.config import load_markets
 from shardex.engine import Engine
@@ -34,6 +37,28 @@ def test_a_hole_restarts_it():
     r.extend(_evs(6, 7))  # 4 and 5 never came: nothing across the hole is served
     assert r.first == 6 and r.get(3, 6) is None and r.get(1, 1) is None
     assert r.get(6, 7) == _evs(6, 7)
+
+
+@pytest.mark.parametrize(("size", "chunk"), [(7, 1), (7, 3), (50, 4), (7, 1024)])
+def test_any_batches_and_holes_serve_exactly_what_a_plain_model_holds(monkeypatch, size, chunk):
+    """Batches of 1..9 events, now and then a hole, over chunks of every size: the ring serves
+    a range exactly when a plain model (the last ``size`` events since the last hole) holds
+    all of it, and then exactly those events."""
+    monkeypatch.setattr(ring, "CHUNK", chunk)
+    rng = random.Random(size * 100 + chunk)
+    r, seq, run = EventRing(size), 0, []
+    for _ in range(400):
+        gap = rng.random() < 0.05
+        batch = _evs(seq + 1 + 2 * gap, seq + 2 * gap + rng.randint(1, 9))
+        seq = batch[-1][1]
+        run = (batch if gap else run + batch)[-size:]
+        r.extend(batch)
+        assert (r.first, r.last, r.tail(3)) == (run[0][1], seq, run[-3:])
+        lo = rng.randint(max(1, seq - size - 3), seq)
+        hi = rng.randint(lo, seq + 1)
+        want = [ev for ev in run if lo <= ev[1] <= hi]
+        held = lo >= run[0][1] and hi <= seq
+        assert r.get(lo, hi) == (want if held else None), (lo, hi)
 
 
 def test_size_must_be_positive():
