@@ -21,6 +21,7 @@ ports. Redis is real: the bridge writes to the ``redis_url`` the plan names.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -139,7 +140,9 @@ class InProcCluster:
 
     async def until(self, pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         """Run until ``pred()`` is truthy (its value), or raise TimeoutError after
-        ``timeout`` seconds; a scheduler that died raises its own error instead."""
+        ``timeout`` seconds; a scheduler that died raises its own error instead. ``pred`` may
+        return an awaitable (a client's read, e.g. a balance that settles after the reply):
+        it is awaited each time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -147,6 +150,8 @@ class InProcCluster:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
             value = pred()
+            if inspect.isawaitable(value):
+                value = await value
             if value:
                 return value
             if loop.time() >= deadline:
