@@ -1,5 +1,7 @@
 """SDK tests: the socket-free client core (decoders never raise on garbage), both clients against
-a stand-in cluster (a real ZeroMQ ROUTER in a thread), and the real cluster where it matters."""
+a stand-in cluster (a real ZeroMQ ROUTER in a thread), and a peer that is not there. The SDK
+against a whole cluster runs in one process: tests/unit/test_inproc_orders.py and
+tests/unit/test_inproc_fates.py."""
 
 from __future__ import annotations
 
@@ -413,7 +415,7 @@ def test_stop_flag_set_by_sigterm_and_restored() -> None:
     assert signal.getsignal(signal.SIGTERM) is old
 
 
-# -- the real cluster ----------------------------------------------------------------------------
+# -- a dead peer ---------------------------------------------------------------------------------
 
 
 def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
@@ -431,28 +433,6 @@ def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
     ra = asyncio.run(main())
     for res in (r, ra):
         assert res.error.startswith("cannot reach") and res.fate == NOT_EXECUTED
-
-
-def test_real_cluster_fate_of_a_timed_out_order_and_a_safe_retry(cluster1) -> None:
-    """SIGSTOP the shard: the order times out and its shard cannot be asked → unknown; after
-    SIGCONT the order ran (live), and sending the same id again is refused as a duplicate."""
-    pid = cluster1.shard_pid(0)
-    with cluster1.client(account="f", timeout=0.5) as c:
-        c.markets_source = "given"
-        cmd = c.order("BTC-USD", "buy", "1", "100", id="fate-1")
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            (r,) = c.submit_many([cmd])
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        assert r.error.startswith("timeout") and r.fate == UNKNOWN
-        deadline = time.monotonic() + 10
-        while c.order_status("BTC-USD", "fate-1")["state"] != "live":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        (again,) = c.submit_many([cmd])
-        assert again.fate == EXECUTED and again.rejected and "duplicate" in again.reason
-        assert c.order_status("BTC-USD", "fate-1")["qty"] == Decimal("1")
 
 
 def test_op_reject_tuple_is_left_alone_by_fate_queries() -> None:
