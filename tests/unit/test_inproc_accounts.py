@@ -205,3 +205,22 @@ def test_audit_report_flags_a_violation():
     assert not audit_report([{**good, "flow": {"USD": 5}}])[1]  # inflows do not cancel out
     assert not audit_report([{**good, "integrity": "held 3 != 2"}])[1]
     assert not audit_report([good, {"shard": 1, "error": "timeout"}])[1]
+
+
+def test_async_client_deposit_withdraw_balance_audit():
+    async def body(cl: InProcCluster, c: AsyncClient) -> None:
+        r = await c.deposit("async-a", "USD", "100.25", ref="as-1")
+        assert r.ok and r.events[0]["available"] == D("100.25")
+        again = await c.deposit("async-a", "USD", "100.25", ref="as-1")
+        assert again.ok and again.events[0].get("repeated")  # the ref: applied once
+        too_much = await c.withdraw("async-a", "USD", "1000", ref="as-2")
+        assert too_much.rejected and too_much.code == "insufficient_funds"
+        assert "available 100.25" in too_much.reason
+        assert (await c.withdraw("async-a", "USD", "0.25", ref="as-3")).ok
+        assert await c.balance("async-a") == {"USD": (D(100), D(0))}
+        bad = await c.deposit("async-a", "XYZ", "1", ref="as-4")
+        assert bad.rejected and bad.code == "unknown_asset"
+        lines, ok = audit_report(await c.audit())
+        assert ok, lines
+
+    run(1, 2, body)
