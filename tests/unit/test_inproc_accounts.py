@@ -7,7 +7,6 @@ tests/process/test_accounts_wire.py keeps what needs real processes (the CLI, ki
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any
@@ -18,23 +17,20 @@ from shardex.accounts.core import account_shard_for
 from shardex.client import AsyncClient, audit_report
 from shardex.engine.codes import OP_NEW
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
+from tests.support.inproc import plan
+from tests.support.inproc import run as run_on
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def run(shards: int, accounts: int, body: Callable[[InProcCluster, AsyncClient], Awaitable[Any]]):
-    """``body(cluster, client)`` on ``shardex up --shards N --accounts M --no-bridge``'s
-    cluster, in this process (the layout only names endpoints: the hub binds no port)."""
-    plan = Plan(layout=Layout(base_port=20000, shards=shards, accounts=accounts), pin=False,
-                redis=None)  # fmt: skip
+    """``body(cluster, client)`` on ``shardex up --shards N --accounts M``'s cluster."""
 
-    async def main() -> Any:
-        async with InProcCluster(plan) as cluster, cluster.client(timeout=5) as c:
+    async def with_client(cluster: InProcCluster) -> Any:
+        async with cluster.client(timeout=5) as c:
             return await body(cluster, c)
 
-    return asyncio.run(main())
+    return run_on(plan(shards, accounts), with_client)
 
 
 def _live(c: AsyncClient, oid: str, account: str) -> Callable[[], Awaitable[bool]]:

@@ -21,9 +21,8 @@ from click.testing import CliRunner
 from shardex.cli.replay import replay
 from shardex.engine import DEFAULT_MARKETS
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
 from shardex.wire.protocol import command_from_json, decode_reply, encode_request, event_to_json
+from tests.support.inproc import plan, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,17 +80,14 @@ async def _client(cluster: InProcCluster, k: int, replies: dict) -> None:
 
 def test_interleaved_single_orders_get_exactly_their_own_events(tmp_path: Path):
     data = tmp_path / "data"
-    plan = Plan(layout=Layout(base_port=20000, shards=1, accounts=0), pin=False, redis=None,
-                data_dir=str(data))  # fmt: skip
     replies: dict[bytes, tuple] = {}
 
-    async def main() -> dict[str, Any]:
-        async with InProcCluster(plan) as cluster:
-            await asyncio.gather(*[_client(cluster, k, replies) for k in range(CLIENTS)])
-            async with cluster.client() as c:
-                return await c.topology()
+    async def body(cluster: InProcCluster) -> dict[str, Any]:
+        await asyncio.gather(*[_client(cluster, k, replies) for k in range(CLIENTS)])
+        async with cluster.client() as c:
+            return await c.topology()
 
-    info = asyncio.run(main())
+    info = run(plan(1, data_dir=str(data)), body)
     assert len(replies) == CLIENTS * ORDERS
     # the router did merge: fewer shard messages than requests
     batching = info["batching"]

@@ -8,7 +8,6 @@ tests/process/test_accounts_edges.py keeps ``shardex loadgen`` against a real SI
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any
@@ -17,10 +16,10 @@ import pytest
 
 from shardex.client import UNKNOWN, AsyncClient, Retry
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
 from shardex.wire import codes
 from shardex.wire.errors import ErrorText
+from tests.support.inproc import plan
+from tests.support.inproc import run as run_on
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,17 +30,15 @@ Body = Callable[[InProcCluster, AsyncClient], Awaitable[Any]]
 def run(accounts: int, body: Body) -> Any:
     """``body(cluster, admin client)`` on one engine shard (and ``accounts`` account shards,
     with r1, a1 and a2 funded 1000 USD each), in this process."""
-    plan = Plan(layout=Layout(base_port=20000, shards=1, accounts=accounts), pin=False,
-                redis=None)  # fmt: skip
 
-    async def main() -> Any:
-        async with InProcCluster(plan) as cluster, cluster.client() as admin:
+    async def funded(cluster: InProcCluster) -> Any:
+        async with cluster.client() as admin:
             if accounts:
                 for who in ("r1", "a1", "a2"):
                     assert (await admin.deposit(who, "USD", "1000", ref=f"edge-{who}")).ok
             return await body(cluster, admin)
 
-    return asyncio.run(main())
+    return run_on(plan(1, accounts), funded)
 
 
 def _state(c: AsyncClient, oid: str, account: str, want: str):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,30 +18,12 @@ from click.testing import CliRunner
 from shardex.cli.replay import replay
 from shardex.engine.codes import OP_REJECT
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
 from shardex.wire.protocol import OP_BOOK, decode_reply, encode_request, shard_for
+from tests.support.inproc import plan, run
 
 pytestmark = pytest.mark.timeout(60)
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "LTC-USD"]
-
-
-def plan(shards: int, **kw: Any) -> Plan:
-    """``shardex up --shards N --accounts 0 --no-bridge``'s plan (the layout only names the
-    endpoints: the in-memory hub binds no port)."""
-    return Plan(layout=Layout(base_port=20000, shards=shards, accounts=0), pin=False,
-                redis=None, **kw)  # fmt: skip
-
-
-def run(p: Plan, body: Callable[[InProcCluster], Awaitable[Any]]) -> Any:
-    """``body(cluster)`` on the cluster of ``p``, started and stopped around it."""
-
-    async def main() -> Any:
-        async with InProcCluster(p) as cluster:
-            return await body(cluster)
-
-    return asyncio.run(main())
 
 
 def test_symbols_land_on_the_shard_the_hash_says():
