@@ -23,7 +23,10 @@ from tests.support.inproc import run as run_on
 pytestmark = pytest.mark.timeout(60)
 
 
-def run(shards: int, accounts: int, body: Callable[[InProcCluster, AsyncClient], Awaitable[Any]]):
+Body = Callable[[InProcCluster, AsyncClient], Awaitable[Any]]
+
+
+def run(shards: int, accounts: int, body: Body) -> Any:
     """``body(cluster, client)`` on ``shardex up --shards N --accounts M``'s cluster."""
 
     async def with_client(cluster: InProcCluster) -> Any:
