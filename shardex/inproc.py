@@ -8,6 +8,10 @@ on ports. Their production loops run unchanged: a scheduler task calls every syn
 ``turn`` in rounds on the asyncio loop where the bridge and the SDK's ``AsyncClient`` run, and
 sleeps a millisecond when a round moved no message.
 
+Faults a logic test needs without processes: ``freeze(node, seconds)`` stops one node's turns
+(a SIGSTOP: what is sent to it queues and is read after the ``thaw``), and a plan with a
+``data_dir`` gives the shards their journals on disk (``shardex replay --journal`` reads them).
+
 What it is for: logic tests of the whole cluster (every ack once, conservation of money,
 exactly-once streams) in a fraction of a second per scenario, with no port and no process to
 leak; and the base a deterministic simulator builds on. What it is not: a replacement for the
@@ -21,6 +25,7 @@ ports. Redis is real: the bridge writes to the ``redis_url`` the plan names.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +85,7 @@ class InProcCluster:
             if kind.name in COMMANDS:
                 self._build(kind.name, parse(kind, spawn.values))
         self._tasks: list[asyncio.Task] = []
+        self._frozen: dict[int, float] = {}  # id(node) -> loop time its turns resume
         self.rounds = 0
 
     def _build(self, name: str, o: dict[str, Any]) -> None:
@@ -130,16 +136,35 @@ class InProcCluster:
         """Every node's turn, round after round; an idle round yields for ``IDLE_S``."""
         hub = self.net.hub  # type: ignore[attr-defined]
         nodes = self.nodes
+        loop = asyncio.get_running_loop()
         while True:
             moved = hub.moved
+            frozen = self._frozen
+            now = loop.time() if frozen else 0.0
             for node in nodes:
+                if frozen and frozen.get(id(node), 0.0) > now:
+                    continue
                 node.turn()
             self.rounds += 1
             await asyncio.sleep(IDLE_S if hub.moved == moved else 0)
 
+    def freeze(self, node: Any, seconds: float | None = None) -> None:
+        """``node`` takes no turn for ``seconds`` (None: until ``thaw``), as a SIGSTOPped
+        process, a long GC pause or a wedged disk: what is sent to it queues in its sockets
+        (within their HWMs) and is read when it runs again. A client's timeout meanwhile is
+        the real one: the scheduler keeps running every other node."""
+        resume = float("inf") if seconds is None else asyncio.get_running_loop().time() + seconds
+        self._frozen[id(node)] = resume
+
+    def thaw(self, node: Any) -> None:
+        """``node`` takes its turns again (SIGCONT)."""
+        self._frozen.pop(id(node), None)
+
     async def until(self, pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         """Run until ``pred()`` is truthy (its value), or raise TimeoutError after
-        ``timeout`` seconds; a scheduler that died raises its own error instead."""
+        ``timeout`` seconds; a scheduler that died raises its own error instead. ``pred`` may
+        return an awaitable (a client's read, e.g. a balance that settles after the reply):
+        it is awaited each time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -147,6 +172,8 @@ class InProcCluster:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
             value = pred()
+            if inspect.isawaitable(value):
+                value = await value
             if value:
                 return value
             if loop.time() >= deadline:
