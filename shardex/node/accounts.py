@@ -53,7 +53,7 @@ from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
-from shardex.wire.layouts import AE_KIND, GAP_ESHARD
+from shardex.wire.layouts import AE_KIND, AE_SEQ, GAP_ESHARD
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
@@ -337,16 +337,16 @@ class AccountNode(ForwardLink, SequencedNode):
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue
-            if handler.for_clients(frames[3]):
+            ident, _, req, payload = frames
+            if handler.for_clients(payload):
                 journaled = handler.commands
-                reply = handler.handle(frames[3], self.out, user)
+                reply = handler.handle(payload, self.out, user)
                 down = handler.journal_down is not None and handler.commands == journaled
-                (self.free if down else self.replies).append(
-                    (self.direct_box, [frames[0], frames[2], reply]))  # fmt: skip
+                (self.free if down else self.replies).append((self.direct_box, [ident, req, reply]))
                 took = True
                 continue
-            reply = handler.direct(frames[3], user, self.published)
-            self.direct_box.send([frames[0], frames[2], reply])
+            reply = handler.direct(payload, user, self.published)
+            self.direct_box.send([ident, req, reply])
         if took:
             self.flush()  # (now, not after the next poll: the replies wait for this commit)
 
@@ -449,7 +449,7 @@ class AccountNode(ForwardLink, SequencedNode):
         """Every event of a committed batch, in seq order, on the PUB (the bridge keeps the
         balance changes; it needs every seq to see that nothing is missing). PUB never blocks:
         a dropped message is a hole the bridge repairs from the ring."""
-        self.published = events[-1][1]
+        self.published = events[-1][AE_SEQ]
         if self.pub is None:
             return
         # a replicated leader stamps its epoch (the bridge drops a deposed one's)
