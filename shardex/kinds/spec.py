@@ -72,12 +72,12 @@ def apply_options(options: Iterable[Opt]) -> Callable[[Any], Any]:
     lists them)."""
     opts = list(options)
 
-    def apply(f: Any) -> Any:
+    def decorate(f: Any) -> Any:
         for opt in reversed(opts):
             f = opt.decorator()(f)
         return f
 
-    return apply
+    return decorate
 
 
 @dataclass(frozen=True)

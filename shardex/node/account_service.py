@@ -137,7 +137,7 @@ class AccountHandler:
         # refused with it, and nothing is forwarded or re-sent any more (ALERT).
         self.halted: str | None = None
 
-    def apply(self, cmd: tuple, out: list[tuple]) -> int:
+    def journal_apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
         start = len(out)
         self.journal.add(self.machine.seq, cmd)
@@ -257,7 +257,7 @@ class AccountHandler:
             return [self._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
         fields = cmd[CMD_SYMBOL:]
         acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
-        start = self.apply(acmd, out)
+        start = self.journal_apply(acmd, out)
         for ev in out[start:]:
             if ev[AE_KIND] == AE_REJECTED:
                 self.rejected += 1
@@ -296,7 +296,7 @@ class AccountHandler:
                 REJ_OUT_OF_RANGE,
             )
         a = A_DEPOSIT if op == OP_DEPOSIT else A_WITHDRAW
-        start = self.apply((a, account, asset, units, ref), out)
+        start = self.journal_apply((a, account, asset, units, ref), out)
         for ev in out[start:]:
             kind = ev[AE_KIND]
             if kind == AE_REJECTED:

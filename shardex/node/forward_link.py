@@ -102,7 +102,7 @@ class ForwardLink:
                 self.counts["duplicates"] += duplicates
 
     def _settle(self, i: int, msg: tuple) -> None:
-        self.handler.apply(msg, self.out)
+        self.handler.journal_apply(msg, self.out)
 
     def answer_haves(self, released: int | None) -> None:
         """After the group commit: re-send what each HAVE read since the last one calls for
