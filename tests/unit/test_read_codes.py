@@ -143,13 +143,13 @@ def test_an_audit_refusal_reads_as_text_with_its_code() -> None:
     assert not ok and lines[0] == "account shard 0: ERROR audit: not allowed for this key"
 
 
-def test_a_read_answered_with_bare_text_is_still_read() -> None:
-    """A peer that does not code its reads (an engine shard's read maps) still reads: its
-    text, no code (nothing decides on it)."""
+def test_a_read_answered_with_bare_text_reads_as_malformed_reply() -> None:
+    """A refusal without a code (an older peer's bare text) reads as a batch error's slot
+    does: ``malformed_reply`` (its fate open), its text kept for the person reading it."""
     results = decode_reply(encode_reply([{"error": "unknown symbol X"}]))[1]
     raw = ClientCore.read_result(None, results, "book")
-    assert raw == {"error": "unknown symbol X"}
-    assert wire_errors.result_error(raw) == "unknown symbol X"
+    assert raw["code"] == "malformed_reply" and raw["error"].endswith("unknown symbol X")
+    assert wire_errors.result_error(raw) == raw["error"]
     garbage = wire_errors.result_error({"error": [1, 2]})
     assert type(garbage) is ErrorText and garbage.name == "malformed_reply"
     assert wire_errors.result_error({"seq": 3}) is None
