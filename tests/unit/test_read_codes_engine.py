@@ -2,9 +2,10 @@
 
 Book, book-orders (audit), order (fate) and events (repair) reads that an engine shard refuses
 answer ``{"error": (code, text, data)}`` (``shardex.wire.errors.read_error``): what a client
-makes of them (the map's code, an order's fate, a direct client's topology refresh, the
-bridge's "denied" or "lost") does not change when every text is reworded, and ``shardex book``
-prints the text. (The account shard's version: ``test_read_codes.py``.)
+makes of them (the map's code, an order's fate, a direct client's topology refresh, loadgen's
+reason for an unknown fate, the bridge's "denied" or "lost") does not change when every text
+is reworded, and ``shardex book`` prints the text. (The account shard's version:
+``test_read_codes.py``.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shardex.config import load_markets
 from shardex.engine.codes import OP_NEW
 from shardex.node.bridge.replies import denied, parse_events_reply
 from shardex.node.shard_core import ShardCore
+from shardex.tools.fates import WHY_OTHER, why_unknown
 from shardex.wire.errors import ErrorText, not_leader_error
 from shardex.wire.protocol import (
     OP_BOOK,
@@ -98,7 +100,7 @@ def _sees(cmd: tuple, error: Any, results: Any) -> tuple[Any, ...]:
         fate, status = core.fate_of((OP_NEW, "BTC-USD", "o1", "alice"), error, results[0])
         why = status.get("error") if status else None
         stale = core.topology_stale([(error, [])], {0: (fate, status)}, [0])
-        seen += (fate, getattr(why, "name", None), stale)
+        seen += (fate, getattr(why, "name", None), stale, why_unknown(status))
     if cmd[0] == OP_EVENTS:
         evs, gone, _seq, _bad = parse_events_reply(error, results, 1, 2, MARKETS)
         seen += (evs, getattr(gone, "name", None), denied(gone))
@@ -129,7 +131,7 @@ def test_refused_engine_reads_carry_their_code() -> None:
         seen = _sees(cmd, error, results)
         assert seen[0] == name, what
         if cmd[0] == OP_ORDER:  # open (no guess), its code kept, no topology refresh
-            assert seen[1:] == (UNKNOWN, name, False), what
+            assert seen[1:] == (UNKNOWN, name, False, WHY_OTHER), what
         if cmd[0] == OP_EVENTS:  # denied: asked again; anything else: lost
             assert seen[1:] == (None, name, name == "not_allowed"), what
 
