@@ -27,6 +27,7 @@ from shardex.wire.errors import ErrorText
 from shardex.wire.protocol import (
     OP_AUDIT,
     OP_BALANCE,
+    OP_EVENTS,
     OP_ORDER,
     decode_reply,
     encode_reply,
@@ -163,3 +164,23 @@ def test_the_bridge_tells_a_denied_repair_by_its_code(scramble: None) -> None:
     other = wire_errors.read_error(codes.MALFORMED, "events: expected (op, first seq, last seq)")
     results = decode_reply(encode_reply([other]))[1]
     assert not denied(parse_events_reply(None, results, 1, 4, MARKETS)[1])
+
+
+def test_the_account_shards_repair_reads_carry_their_code(scramble: None) -> None:
+    """The direct port (the bridge's repairs) codes its refusals too: a key without the bridge
+    role is ``not_allowed`` (the bridge ALERTs and asks again), a range it no longer holds is
+    ``events_gone`` (counted lost), whatever the texts say."""
+    h = _handler()
+    events = encode_request([(OP_EVENTS, 1, 2)])
+    _, results = decode_reply(h.direct(events, TRADER.key, 0))
+    gone = parse_events_reply(None, results, 1, 2, MARKETS)[1]
+    assert gone == NONSENSE and gone.name == "not_allowed" and denied(gone)
+    h = AccountHandler(h.machine, NullJournal(), None)  # no keys; its ring holds nothing
+    _, results = decode_reply(h.direct(events, None, 5))
+    gone = parse_events_reply(None, results, 1, 2, MARKETS)[1]
+    assert gone == NONSENSE and gone.name == "events_gone" and not denied(gone)
+    assert gone.data == {"first": 1, "last": 2}
+    for bad in ((OP_EVENTS, 2, 1), (OP_BALANCE, "alice")):
+        _, results = decode_reply(h.direct(encode_request([bad]), None, 5))
+        refusal = wire_errors.result_error(results[0])
+        assert refusal is not None and refusal.name in ("malformed", "unknown_op"), bad
