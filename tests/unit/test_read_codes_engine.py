@@ -33,6 +33,7 @@ from shardex.wire.protocol import (
     encode_request,
     shard_for,
 )
+from tests.support import inproc
 
 MARKETS = load_markets(None)
 NONSENSE = "lorem ipsum"
@@ -186,3 +187,15 @@ def test_shardex_book_prints_the_refusal_text(monkeypatch: pytest.MonkeyPatch) -
         results = _read(TRADER, (OP_BOOK, "NOPE-XYZ", 10))[1]
     code, output = _book_cli(monkeypatch, results)
     assert code == 1 and output.strip() == f"Error: {NONSENSE}"
+
+
+def test_a_cluster_in_one_process_answers_a_refused_book_read_by_code() -> None:
+    """The wiring end to end (client → router → engine shard → client, every hop encoded):
+    a book of a symbol no market has comes back with its code."""
+
+    async def body(cluster: Any) -> dict[str, Any]:
+        async with cluster.client() as cl:
+            return await cl.book("NOPE-XYZ", 5)
+
+    book = inproc.run(inproc.plan(shards=2), body)
+    assert book["code"] == "unknown_symbol" and book["error"] == "unknown symbol NOPE-XYZ"
