@@ -15,6 +15,7 @@ from shardex.cli.options import client_options, key_option
 from shardex.client import ShardexError
 from shardex.layout import pairs_by_shard
 from shardex.wire import codes
+from shardex.wire.errors import result_error
 
 
 @click.command()
@@ -39,8 +40,9 @@ def book(
             b = c.book(symbol, depth)
     except ShardexError as exc:
         _fail(exc)
-    if "error" in b:
-        raise click.ClickException(b["error"])
+    refused = result_error(b)
+    if refused is not None:  # (its code is in b["code"]; the text is what a person reads)
+        raise click.ClickException(str(refused))
     if as_json:
         click.echo(
             json.dumps(

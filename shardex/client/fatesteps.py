@@ -27,7 +27,7 @@ from shardex.client.results import (
     fate_from_state,
 )
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
-from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.errors import result_error
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID, CMD_OP, CMD_SYMBOL
 from shardex.wire.protocol import OP_ORDER
 
@@ -201,7 +201,7 @@ class FateDecisions:
         if error is not None:
             return UNKNOWN, {"error": _kept(error)}
         refusal = result_error(raw) if isinstance(raw, Mapping) else None
-        if type(refusal) is ErrorText:  # refused (e.g. not_allowed): its code kept
+        if refusal is not None:  # refused (e.g. not_allowed): its code kept
             return UNKNOWN, {"error": _kept(refusal)}
         if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
             return UNKNOWN, {"error": _malformed("no state", "account shard: ")}

@@ -28,7 +28,7 @@ from shardex.engine.codes import (
     SIDES,
     Command,
 )
-from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.errors import result_error
 from shardex.wire.layouts import (
     CMD_ID,
     CMD_OP,
@@ -50,11 +50,10 @@ from shardex.wire.protocol import (
 def coded_result(res: dict[str, Any]) -> dict[str, Any]:
     """A read's result map with its refusal (if any) readable: ``error`` the text, an
     ``ErrorText`` carrying its code, and ``code`` the code's public name, as the client's own
-    per-shard failures show (``{"shard": j, "error": ..., "code": ...}``)."""
-    if "error" not in res:
-        return res
+    per-shard failures show (``{"shard": j, "error": ..., "code": ...}``). Every shard codes
+    its refusals; a slot this client cannot read shows as ``malformed_reply``."""
     err = result_error(res)
-    return {**res, "error": err, "code": err.name} if type(err) is ErrorText else res
+    return res if err is None else {**res, "error": err, "code": err.name}
 
 
 class _Malformed(Exception):

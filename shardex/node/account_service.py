@@ -47,8 +47,8 @@ from shardex.journal import Journal, JournalError
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
-from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
-from shardex.wire.errors import read_error
+from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_OP, WRONG_SHARD
+from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.layouts import (
     AE_KIND,
     AREJ_CODE,
@@ -472,7 +472,7 @@ class AccountHandler:
             if key is None:
                 return _UNKNOWN_KEY
             if key.role not in ("bridge", "admin"):
-                return encode_reply([{"error": "events: not allowed for this key"}])
+                return encode_reply([read_error(NOT_ALLOWED, "events: not allowed for this key")])
         cmds, error = decode_request(payload)
         if error is None:
             error = internal_op_refusal(cmds)  # (read-only here anyway: the same answer)
@@ -486,15 +486,16 @@ class AccountHandler:
             elif op == OP_EVENTS:
                 results.append(self.events(cmd, published))
             else:
-                results.append({"error": f"op {quote(op)} is not served on the direct port"})
+                results.append(read_error(UNKNOWN_OP, f"op {quote(op)} is not served on the "
+                                          "direct port"))  # fmt: skip
         return encode_reply(results)
 
     def events(self, cmd: tuple, published: int) -> dict[str, Any]:
         if len(cmd) != 3:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+            return bad_events_read()
         _, first, last = cmd
         if type(first) is not int or type(last) is not int or not 0 < first <= last:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+            return bad_events_read()
         last = min(last, first + MAX_EVENTS_REPLY - 1, published)
         if first > last:
             return {"events": [], "seq": published}
@@ -506,16 +507,14 @@ class AccountHandler:
             try:
                 evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
             except JournalError as exc:
-                return {"error": str(exc), "seq": published}
+                return {**events_gone(first, last, str(exc)), "seq": published}
             if evs == []:  # still replaying towards ``first``: ask again
                 return {"events": [], "seq": published, "pending": True}
             self.journal_resent += len(evs)
         if evs is None:
-            return {
-                "error": f"events {first}..{last} are gone (ring starts at "
-                f"{self.machine.events.first}, no journal)",
-                "seq": published,
-            }
+            ring = self.machine.events.first
+            why = f"events {first}..{last} are gone (ring starts at {ring}, no journal)"
+            return {**events_gone(first, last, why), "seq": published}
         return {"events": evs, "seq": published}
 
     def status(self) -> dict[str, Any]:

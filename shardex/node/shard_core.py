@@ -26,6 +26,8 @@ from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
+from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
+from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.protocol import (
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
@@ -204,15 +206,25 @@ class ShardCore:
         self.commands += 1
         self.stats.received += 1
 
-    def _may_read(self, op: int, account: Any = None) -> str | None:
-        """Why the current key may not do read ``op`` (None: it may)."""
+    def _may_read(self, op: int, account: Any = None) -> dict[str, Any] | None:
+        """The refusal of read ``op`` for the current key (``not_allowed``), None if it may."""
         key = self.key
         if key is None or key.role == "admin":
             return None
         if op == OP_EVENTS and key.role not in ("bridge", "reader"):
-            return "events: not allowed for this key"
+            return read_error(NOT_ALLOWED, "events: not allowed for this key")
         if op == OP_ORDER and not key.may_act_for(account):
-            return _not_allowed(account)
+            return read_error(NOT_ALLOWED, _not_allowed(account))
+        return None
+
+    def _symbol_refusal(self, symbol: str) -> dict[str, Any] | None:
+        """The refusal of a read of ``symbol``'s book or orders (no such market, or another
+        shard's: ``data.shard`` its owner), None when this shard holds it."""
+        if symbol not in self.markets:
+            return read_error(UNKNOWN_SYMBOL, f"unknown symbol {_sym(symbol)}")
+        owner = self.owner(symbol)
+        if owner != self.index:
+            return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner)
         return None
 
     def _read_op(self, cmd: Any) -> int | None:
@@ -223,19 +235,19 @@ class ShardCore:
                 return op
         return None
 
-    # -- reads: each (cmd, info) → a map; a bad argument is an {"error": reason} map --------
+    # -- reads: each (cmd, info) → a map; a refusal is a ``read_error`` map (code, text) ------
 
     def events(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         """Re-send events [first, last] from the in-memory ring, else the journal. The reply is
         capped in count and bytes: the caller asks again from the last seq it got + 1."""
         denied = self._may_read(OP_EVENTS)
         if denied:
-            return {"error": denied}
+            return denied
         if len(cmd) != 3 or type(cmd[1]) is not int or type(cmd[2]) is not int:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+            return bad_events_read()
         first, last = cmd[1], cmd[2]
         if not 0 < first <= last:
-            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+            return bad_events_read()
         seq = self.engine.seq
         last = min(last, first + MAX_EVENTS_REPLY - 1, seq)
         if first > last:
@@ -245,15 +257,12 @@ class ShardCore:
             try:
                 evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
             except JournalError as exc:
-                return {"error": str(exc), "seq": seq}
+                return {**events_gone(first, last, str(exc)), "seq": seq}
             if evs == []:  # still replaying towards ``first``: ask again (bounded work each)
                 return {"events": [], "seq": seq, "pending": True}
         if evs is None:
-            return {
-                "error": f"events {first}..{last} are gone (ring starts at "
-                f"{self.ring.first}, no journal)",
-                "seq": seq,
-            }
+            why = f"events {first}..{last} are gone (ring starts at {self.ring.first}, no journal)"
+            return {**events_gone(first, last, why), "seq": seq}
         evs, size = _cap_bytes(evs, self.budget)
         self.budget -= size
         return {"events": evs, "seq": seq}
@@ -262,13 +271,13 @@ class ShardCore:
         symbol = _at(cmd, 1)
         depth = cmd[2] if len(cmd) > 2 else 10
         if type(symbol) is not str:
-            return {"error": f"book: symbol must be a string, got {quote(symbol)}"}
+            return read_error(MALFORMED, f"book: symbol must be a string, got {quote(symbol)}")
         if type(depth) is not int or not 0 < depth <= MAX_BOOK_DEPTH:
-            return {"symbol": symbol, "error": f"book: depth must be 1..{MAX_BOOK_DEPTH}"}
-        if symbol not in self.markets:
-            return {"symbol": _sym(symbol), "error": f"unknown symbol {_sym(symbol)}"}
-        if self.owner(symbol) != self.index:
-            return {"symbol": symbol, "error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+            refused = read_error(MALFORMED, f"book: depth must be 1..{MAX_BOOK_DEPTH}")
+            return {"symbol": symbol, **refused}
+        refused = self._symbol_refusal(symbol)
+        if refused is not None:
+            return {"symbol": _sym(symbol), **refused}
         book = self.engine.book(symbol)
         assert book is not None  # a known market always has (or gets) a book
         if len(cmd) == 4:  # (OP_BOOK, symbol, depth, offset): its live orders (the audit)
@@ -287,9 +296,11 @@ class ShardCore:
         """A page of ``book``'s live orders with their accounts (admin and reader keys: the
         per-order audit compares them with the account shards' holds)."""
         if self.key is not None and self.key.role not in ("admin", "reader"):
-            return {"symbol": book.symbol, "error": "book orders: not allowed for this key"}
+            return {"symbol": book.symbol,
+                    **read_error(NOT_ALLOWED, "book orders: not allowed for this key")}  # fmt: skip
         if type(offset) is not int or offset < 0:
-            return {"symbol": book.symbol, "error": "book: offset must be an int >= 0"}
+            return {"symbol": book.symbol,
+                    **read_error(MALFORMED, "book: offset must be an int >= 0")}  # fmt: skip
         rows = book_rows(book, offset, min(PAGE, max(1, self.budget // 96)))  # bytes: bounded
         self.budget -= 96 * len(rows)
         return {"symbol": book.symbol, "shard": self.index, "seq": self.engine.seq,
@@ -299,15 +310,11 @@ class ShardCore:
         """The fate of one order: live / filled / cancelled (from the book and the engine's
         bounded recent-results window) or unknown (never executed here within that window)."""
         if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
-            return {"error": "order: expected (op, symbol, account, id) as strings"}
+            return read_error(MALFORMED, "order: expected (op, symbol, account, id) as strings")
         _, symbol, account, oid = cmd
-        denied = self._may_read(OP_ORDER, account)
-        if denied:
-            return {"error": denied}
-        if symbol not in self.markets:
-            return {"error": f"unknown symbol {_sym(symbol)}"}
-        if self.owner(symbol) != self.index:
-            return {"error": f"symbol {symbol} is on shard {self.owner(symbol)}"}
+        refused = self._may_read(OP_ORDER, account) or self._symbol_refusal(symbol)
+        if refused is not None:
+            return refused
         # trades are looked up in the event ring (the engine keeps only each order's seq range)
         status = dict(self.engine.order_status(symbol, account, oid, self.ring.get))
         status["seq"] = self.engine.seq

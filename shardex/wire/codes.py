@@ -140,6 +140,9 @@ HALTED = _code(115, "halted", NODE, "the account shard halted new orders and ame
 INTERNAL_ERROR = _code(116, "internal_error", NODE, "the shard failed while running the "
                        "request (a bug; see its log): commands before the failure may have "
                        "run; data: error", uncertain=True)
+EVENTS_GONE = _code(117, "events_gone", NODE, "a read of events (the bridge's repair) the shard "
+                    "no longer holds (trimmed from its ring and journal): they cannot be sent "
+                    "again; data: first, last", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)

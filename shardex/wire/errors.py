@@ -184,15 +184,28 @@ def read_error(code: int, text: str, /, **data: Any) -> dict[str, Any]:
     return {"error": encode_error(error(code, text, **data))}
 
 
-def result_error(res: Mapping[str, Any]) -> str | None:
-    """The refusal a read's result map carries: an ``ErrorText`` for the coded form of
-    ``read_error``; the text itself (cut) from a peer that answers a read with bare text;
+def bad_events_read() -> dict[str, Any]:
+    """The refusal of an events read (the bridge's repair) whose range is not a range."""
+    return read_error(codes.MALFORMED,
+                      "events: expected (op, first seq, last seq) with 0 < first <= last")
+
+
+def events_gone(first: int, last: int, why: str) -> dict[str, Any]:
+    """The answer to an events read of a range the shard no longer holds (its ring and its
+    journal were trimmed past it): ``events_gone``, final; the bridge counts them lost."""
+    return read_error(codes.EVENTS_GONE, why, first=first, last=last)
+
+
+def result_error(res: Mapping[str, Any]) -> ErrorText | None:
+    """The refusal a read's result map carries, as an ``ErrorText`` (the coded form of
+    ``read_error``, or one already decoded); anything else in the slot (an older peer's bare
+    text, garbage) reads as ``malformed_reply`` keeping the text, as a batch error's slot does.
     None when the map holds no error. Never raises."""
     raw = res.get("error")
     if raw is None:
         return None
-    if type(raw) is str or type(raw) is ErrorText:
-        return raw[:MAX_TEXT] if type(raw) is str else raw.cut(MAX_TEXT)
+    if type(raw) is ErrorText:
+        return raw.cut(MAX_TEXT)
     return decode_error(raw)
 
 

@@ -52,6 +52,7 @@ def test_the_batch_and_client_codes_the_deciders_use_exist_with_their_flags() ->
         "malformed_reply": (False, True, True, False, False),
         "internal_op": (True, False, False, False, False),
         "unknown_key": (True, False, False, False, False),
+        "events_gone": (True, False, False, False, False),
     }
     for name, flags in expected.items():
         row = codes.BY_NAME[name]

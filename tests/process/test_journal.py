@@ -25,6 +25,7 @@ from shardex.journal import (
     uncovered,
 )
 from shardex.tools.workload import Workload
+from shardex.wire.errors import result_error
 from shardex.wire.protocol import unpackb
 from tests.support.cluster import Cluster
 from tests.support.engine_gen import commands
@@ -295,7 +296,9 @@ def test_gap_repair_reads_old_ranges_from_the_journal(tmp_path):
     bare.ring.extend(bare.engine.apply_many([]))
     out: list = []
     reply = bare.handle(encode_request([(OP_EVENTS, 1, 5)]), out, {})
-    assert "are gone" in decode_reply(reply)[1][0]["error"]
+    gone = result_error(decode_reply(reply)[1][0])
+    assert gone is not None and gone.name == "events_gone" and "are gone" in gone
+    assert gone.data == {"first": 1, "last": 5}
 
 
 def test_one_gap_repair_request_replays_at_most_20k_journaled_commands(tmp_path):

@@ -27,6 +27,7 @@ from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.layout import Layout
 from shardex.wire import codes
 from shardex.wire.errors import error as coded
+from shardex.wire.errors import read_error
 from shardex.wire.protocol import (
     MAX_EVENTS_REPLY,
     OP_EVENTS,
@@ -227,7 +228,8 @@ class FakeShards:
                 return encode_reply(None, coded(codes.MALFORMED_REQUEST, "unsupported")), 0.0
             self.repairs_asked += 1
             if self.deny_events is not None:
-                return encode_reply([{"error": self.deny_events, "seq": seq}]), 0.0
+                refusal = read_error(codes.NOT_ALLOWED, self.deny_events)
+                return encode_reply([{**refusal, "seq": seq}]), 0.0
             if not self.answer_repairs:
                 return None, 0.0
             if self.garbage_repairs > 0:

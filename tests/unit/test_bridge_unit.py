@@ -18,9 +18,11 @@ from shardex.node.bridge import (
     BridgeConfig,
     EntryFormatter,
     ShardTracker,
+    denied,
     parse_events_reply,
     parse_status,
 )
+from shardex.wire.errors import events_gone
 from shardex.wire.protocol import ERR_OVERLOADED, VERSION, decode_reply, encode_reply
 from shardex.wire.pub import MAX_SEQ, Malformed, check_event, decode_pub, encode_events
 
@@ -139,8 +141,10 @@ def test_events_reply_keeps_only_the_asked_range():
     err, res = decode_reply(encode_reply([{"events": [trade(s) for s in range(3, 9)], "seq": 20}]))
     evs, gone, seq, bad = parse_events_reply(err, res, 4, 6, MARKETS)
     assert [e[1] for e in evs] == [4, 5, 6] and gone is None and seq == 20 and bad == 3
-    err, res = decode_reply(encode_reply([{"error": "events 1..3 are gone", "seq": 9}]))
-    assert parse_events_reply(err, res, 1, 3, MARKETS) == (None, "events 1..3 are gone", 9, 0)
+    err, res = decode_reply(encode_reply([{**events_gone(1, 3, "events 1..3 are gone"), "seq": 9}]))
+    evs, gone, seq, bad = parse_events_reply(err, res, 1, 3, MARKETS)
+    assert (evs, gone, seq, bad) == (None, "events 1..3 are gone", 9, 0)
+    assert gone is not None and gone.name == "events_gone" and not denied(gone)
     for reply in (encode_reply(None, ERR_OVERLOADED), encode_reply([1, 2]), b"junk"):
         err, res = decode_reply(reply)
         try:

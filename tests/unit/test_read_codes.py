@@ -27,6 +27,7 @@ from shardex.wire.errors import ErrorText
 from shardex.wire.protocol import (
     OP_AUDIT,
     OP_BALANCE,
+    OP_EVENTS,
     OP_ORDER,
     decode_reply,
     encode_reply,
@@ -143,13 +144,13 @@ def test_an_audit_refusal_reads_as_text_with_its_code() -> None:
     assert not ok and lines[0] == "account shard 0: ERROR audit: not allowed for this key"
 
 
-def test_a_read_answered_with_bare_text_is_still_read() -> None:
-    """A peer that does not code its reads (an engine shard's read maps) still reads: its
-    text, no code (nothing decides on it)."""
+def test_a_read_answered_with_bare_text_reads_as_malformed_reply() -> None:
+    """A refusal without a code (an older peer's bare text) reads as a batch error's slot
+    does: ``malformed_reply`` (its fate open), its text kept for the person reading it."""
     results = decode_reply(encode_reply([{"error": "unknown symbol X"}]))[1]
     raw = ClientCore.read_result(None, results, "book")
-    assert raw == {"error": "unknown symbol X"}
-    assert wire_errors.result_error(raw) == "unknown symbol X"
+    assert raw["code"] == "malformed_reply" and raw["error"].endswith("unknown symbol X")
+    assert wire_errors.result_error(raw) == raw["error"]
     garbage = wire_errors.result_error({"error": [1, 2]})
     assert type(garbage) is ErrorText and garbage.name == "malformed_reply"
     assert wire_errors.result_error({"seq": 3}) is None
@@ -163,3 +164,23 @@ def test_the_bridge_tells_a_denied_repair_by_its_code(scramble: None) -> None:
     other = wire_errors.read_error(codes.MALFORMED, "events: expected (op, first seq, last seq)")
     results = decode_reply(encode_reply([other]))[1]
     assert not denied(parse_events_reply(None, results, 1, 4, MARKETS)[1])
+
+
+def test_the_account_shards_repair_reads_carry_their_code(scramble: None) -> None:
+    """The direct port (the bridge's repairs) codes its refusals too: a key without the bridge
+    role is ``not_allowed`` (the bridge ALERTs and asks again), a range it no longer holds is
+    ``events_gone`` (counted lost), whatever the texts say."""
+    h = _handler()
+    events = encode_request([(OP_EVENTS, 1, 2)])
+    _, results = decode_reply(h.direct(events, TRADER.key, 0))
+    gone = parse_events_reply(None, results, 1, 2, MARKETS)[1]
+    assert gone == NONSENSE and gone.name == "not_allowed" and denied(gone)
+    h = AccountHandler(h.machine, NullJournal(), None)  # no keys; its ring holds nothing
+    _, results = decode_reply(h.direct(events, None, 5))
+    gone = parse_events_reply(None, results, 1, 2, MARKETS)[1]
+    assert gone == NONSENSE and gone.name == "events_gone" and not denied(gone)
+    assert gone.data == {"first": 1, "last": 2}
+    for bad in ((OP_EVENTS, 2, 1), (OP_BALANCE, "alice")):
+        _, results = decode_reply(h.direct(encode_request([bad]), None, 5))
+        refusal = wire_errors.result_error(results[0])
+        assert refusal is not None and refusal.name in ("malformed", "unknown_op"), bad

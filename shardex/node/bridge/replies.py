@@ -8,7 +8,7 @@ from typing import Any
 
 from shardex.engine import Market
 from shardex.wire import codes
-from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.errors import code_of, result_error
 from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import not_leader_epoch
 from shardex.wire.pub import MAX_SEQ, Malformed, check_events
@@ -23,13 +23,9 @@ def not_leader(error: Any) -> bool:
 
 def denied(error: Any) -> bool:
     """True if a shard's error says our key may not do this (not a fault of the data): by its
-    code when it has one (a batch error, a coded read refusal); the bare text of a read
-    refusal from a shard that does not code its reads yet is matched as before."""
-    if type(error) is ErrorText:
-        return error.code in (codes.UNKNOWN_KEY, codes.NOT_ALLOWED)
-    if not isinstance(error, str):
-        return False
-    return error.startswith("authentication failed") or error.endswith("not allowed for this key")
+    code only (a batch error, or a read refusal of an engine or account shard); its text is
+    for the log."""
+    return code_of(error) in (codes.UNKNOWN_KEY, codes.NOT_ALLOWED)
 
 
 def _result(error: Any, results: Any) -> dict:
