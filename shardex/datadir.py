@@ -42,6 +42,7 @@ from shardex.journal import (
     uncovered,
 )
 from shardex.layout import MAX_SHARDS
+from shardex.wire.layouts import CMD_OP, CMD_SYMBOL, FWD_RECORD_CMD, FWD_RECORD_WIDTH, LINK_CMD
 from shardex.wire.protocol import OP_FORWARD, packb, shard_for, unpackb
 
 log = logging.getLogger("shardex.datadir")
@@ -97,8 +98,9 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
     for snap in reversed(journal.snapshots()):
         books = snapshot_books(snap)
         if books is not None:
-            info.pairs.update(books[1])
-            snap_seq = info.snapshot_seq = books[0]
+            snap_seq, symbols = books
+            info.pairs.update(symbols)
+            info.snapshot_seq = snap_seq
             break
     segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
     size = sum(p.stat().st_size for p in segments)
@@ -124,17 +126,12 @@ def book_symbol(cmd: object, known: Collection[str]) -> str | None:
     """The known pair a journaled engine command creates a book for, or None. With the account
     tier on, an engine shard journals orders as ``(OP_FORWARD, j, seq, prev, command)``: the
     pair is the forwarded command's (missing these let every shard-count change start)."""
-    if type(cmd) in (tuple, list) and len(cmd) == 5 and cmd[0] == OP_FORWARD:
-        cmd = cmd[4]
-    if (
-        type(cmd) in (tuple, list)
-        and len(cmd) > 1
-        and cmd[0] in _BOOK_OPS
-        and type(cmd[1]) is str
-        and cmd[1] in known
-    ):
-        return cmd[1]
-    return None
+    if type(cmd) in (tuple, list) and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD:
+        cmd = cmd[FWD_RECORD_CMD]
+    if type(cmd) not in (tuple, list) or len(cmd) <= CMD_SYMBOL or cmd[CMD_OP] not in _BOOK_OPS:
+        return None
+    symbol = cmd[CMD_SYMBOL]
+    return symbol if type(symbol) is str and symbol in known else None
 
 
 def scan(
@@ -382,10 +379,11 @@ def scan_account_dir(path: str | Path, known: Collection[str]) -> AccountDir:
         info.engines.update(int(e) for e, _ in state.get("outbox", ()))
         for e, msgs in state.get("forwards", ()):
             for msg in msgs:
-                symbol = book_symbol(msg[2], known) if len(msg) > 2 else None
+                symbol = book_symbol(msg[LINK_CMD], known) if len(msg) > LINK_CMD else None
                 if symbol is not None:
                     info.routed.add((symbol, int(e)))
-        info.pairs.update(o[1] for o in state.get("orders", ()) if o[1] in known)
+        # (an order row: account, symbol, id, then the order's fields)
+        info.pairs.update(sym for _, sym, *_ in state.get("orders", ()) if sym in known)
         break
     for seg in journal.segments():
         for seq, payload in iter_records(seg):
@@ -394,12 +392,12 @@ def scan_account_dir(path: str | Path, known: Collection[str]) -> AccountDir:
             for cmd in unpackb(payload):
                 if (
                     type(cmd) in (tuple, list)
-                    and len(cmd) > 1
-                    and cmd[0] in (A_NEW, A_AMEND)
-                    and type(cmd[1]) is str
-                    and cmd[1] in known
+                    and len(cmd) > CMD_SYMBOL
+                    and cmd[CMD_OP] in (A_NEW, A_AMEND)
+                    and type(cmd[CMD_SYMBOL]) is str
+                    and cmd[CMD_SYMBOL] in known
                 ):
-                    info.pairs.add(cmd[1])
+                    info.pairs.add(cmd[CMD_SYMBOL])
     info.pairs -= {s for s, _ in info.routed}
     return info
 

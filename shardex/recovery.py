@@ -20,8 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shardex.auth import KeyFile, client_socket
-from shardex.wire.protocol import OP_HELLO, packb
+import zmq
+
+from shardex.auth import KeyFile
+from shardex.net.roles import recovery_beacon
+from shardex.wire.link import encode_hello
+from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.recovery")
 
@@ -156,7 +160,7 @@ class Beacon:
                 payload = self._hello(self.progress.estimate())
                 for s in socks:
                     try:
-                        s.send_multipart([b"", b"HELLO", payload], flags=1)  # NOBLOCK
+                        send_frames(s, [b"", b"HELLO", payload])  # as the node's own HELLO
                     except Exception:
                         pass  # a router not reading: the next beat tries again
                 self._stop.wait(BEACON_EVERY_S)
@@ -201,23 +205,13 @@ def recover_visibly(
         return _finish(progress, recover(step))
 
     def sockets() -> list[Any]:
-        import zmq
-
         out = []
         for endpoint in endpoints:
-            d = ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.SNDHWM, 4)
-            if key is not None:
-                client_socket(d, key)  # the router checks the key, as for the link's hello
-            else:
-                d.setsockopt(zmq.IDENTITY, RECOVERING_ID + identity.encode())
-            d.connect(endpoint)
-            out.append(d)
+            out.append(recovery_beacon(ctx, zmq, endpoint, RECOVERING_ID + identity.encode(), key))
         return out
 
     def payload(estimate: dict[str, Any]) -> bytes:
-        return packb((OP_HELLO, {**hello, "recovering": estimate}))
+        return encode_hello({**hello, "recovering": estimate})
 
     with Beacon(sockets, payload, progress):
         return _finish(progress, recover(step))

@@ -41,6 +41,8 @@ from shardex.accounts.codes import (
 from shardex.accounts.holds import Holds, _budget_cap  # noqa: F401 - old import path
 from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay importable from here
     _BPS,
+    AVAIL,
+    HELD,
     MAX_REASON_LEN,
     REF_WINDOW,
     HeldOrder,
@@ -62,6 +64,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.engine.markets import Market
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
 
 class AccountCore(Transfers, Holds, Settlements):
@@ -76,7 +79,7 @@ class AccountCore(Transfers, Holds, Settlements):
         """Apply one command or settlement, appending its events to ``out``. Never raises on
         input: every shape problem is found before anything changes."""
         try:
-            op = cmd[0]
+            op = cmd[CMD_OP]
         except Exception:
             return self._reject("", "", "malformed command", REJ_MALFORMED, out)
         try:
@@ -88,10 +91,12 @@ class AccountCore(Transfers, Holds, Settlements):
                 return self._amend(cmd, out)
             if op in (A_DEPOSIT, A_WITHDRAW):
                 return self._transfer(cmd, out)
-            return self._reject(_f(cmd, 3), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out)
+            return self._reject(
+                _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
+            )
         except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
             # Only shape checks can raise, and they all run before the first mutation.
-            return self._reject(_f(cmd, 3), "", "malformed command", REJ_MALFORMED, out)
+            return self._reject(_f(cmd, CMD_ACCOUNT), "", "malformed command", REJ_MALFORMED, out)
 
     def apply_many(self, cmds: Any) -> list[tuple]:
         out: list[tuple] = []
@@ -110,7 +115,7 @@ class AccountCore(Transfers, Holds, Settlements):
             "shards": self.shards,
             "seq": self.seq,
             "balances": [
-                [acct, asset, cell[0], cell[1]]
+                [acct, asset, cell[AVAIL], cell[HELD]]
                 for acct in sorted(self.balances)
                 for asset, cell in sorted(self.balances[acct].items())
             ],

@@ -31,6 +31,19 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_NEW,
 )
+from shardex.wire.layouts import (
+    CMD_ACCOUNT,
+    CMD_OP,
+    EV_ID,
+    EV_KIND,
+    EV_SYMBOL,
+    NEW_QTY,
+    S_ESEQ,
+    S_PREV,
+)
+
+_ACCOUNT, _OPEN = 0, 1  # a live order's record: [account, open lots]
+_AFTER_PREV = S_PREV + 1
 
 
 class SettlementFeed:
@@ -62,38 +75,38 @@ class SettlementFeed:
         account is echoed when it is a bounded string, else ``""`` (the account shard then
         finds the order by ``cause``)."""
         out: list[tuple[int, tuple]] = []
-        op = cmd[0] if type(cmd) is tuple and cmd else None
-        account = cmd[3] if op in (OP_NEW, OP_AMEND) and len(cmd) > 3 else None
+        op = cmd[CMD_OP] if type(cmd) is tuple and cmd else None
+        account = cmd[CMD_ACCOUNT] if op in (OP_NEW, OP_AMEND) and len(cmd) > CMD_ACCOUNT else None
         live = self.live
         for ev in events:
-            kind = ev[0]
+            kind = ev[EV_KIND]
             if kind == EV_ACCEPTED:
-                live[(ev[2], ev[3])] = [account, cmd[7]]
+                live[(ev[EV_SYMBOL], ev[EV_ID])] = [account, cmd[NEW_QTY]]
             elif kind == EV_TRADE:
                 _, seq, symbol, price, qty, tid, mid, tside, trade_id = ev
                 taker = live.get((symbol, tid))
                 maker = live[(symbol, mid)]
-                t_acct = taker[0] if taker else account
+                t_acct = taker[_ACCOUNT] if taker else account
                 for key, rec in (((symbol, tid), taker), ((symbol, mid), maker)):
                     if rec is not None:
-                        rec[1] -= qty
-                        if not rec[1]:
+                        rec[_OPEN] -= qty
+                        if not rec[_OPEN]:
                             del live[key]
-                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid, maker[0],
-                       mid, tside, trade_id)  # fmt: skip
-                for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[0]))):
+                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid,
+                       maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[_ACCOUNT]))):
                     out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
                 _, seq, symbol, oid, reason, qty = ev
-                rec = live.pop((symbol, oid))
-                msg = (S_CANCELLED, self.eshard, seq, 0, symbol, rec[0], oid, reason, qty)
-                out.append(self._put(self._shard(rec[0]), msg))
+                owner, _ = live.pop((symbol, oid))
+                msg = (S_CANCELLED, self.eshard, seq, 0, symbol, owner, oid, reason, qty)
+                out.append(self._put(self._shard(owner), msg))
             elif kind == EV_AMENDED:
                 _, seq, symbol, oid, qty, price = ev
                 rec = live[(symbol, oid)]
-                rec[1] = qty
-                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[0], oid, qty, price)
-                out.append(self._put(self._shard(rec[0]), msg))
+                rec[_OPEN] = qty
+                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
+                out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
             elif kind == EV_REJECTED and cause is not None:
                 _, seq, symbol, oid, _reason, code = ev
                 named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
@@ -109,8 +122,8 @@ class SettlementFeed:
         return account_shard_for(account, self.shards)
 
     def _put(self, j: int, msg: tuple) -> tuple[int, tuple]:
-        prev = self.outbox.put(j, msg[2])
-        return j, msg[:3] + (prev,) + msg[4:]
+        prev = self.outbox.put(j, msg[S_ESEQ])
+        return j, msg[:S_PREV] + (prev,) + msg[_AFTER_PREV:]
 
     def snapshot(self) -> dict[str, Any]:
         return {

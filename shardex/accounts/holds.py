@@ -9,6 +9,8 @@ from typing import Any
 from shardex.accounts.assets import Pair
 from shardex.accounts.ledger import (
     _BPS,
+    AVAIL,
+    HELD,
     HeldOrder,
     Ledger,
     _ceil_div,
@@ -34,6 +36,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_SYMBOL,
     REJ_WRONG_SHARD,
 )
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
 
 
 class Holds(Ledger):
@@ -42,7 +45,7 @@ class Holds(Ledger):
     def _new(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 12:
             return self._reject(
-                _f(cmd, 3), _f(cmd, 2), "new: expected 12 fields", REJ_MALFORMED, out
+                _f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields", REJ_MALFORMED, out
             )
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd
         refused = self._order_gate(symbol, oid, account)
@@ -82,12 +85,12 @@ class Holds(Ledger):
         need = required(o, pair)
         asset = pair.quote if side == BUY else pair.base
         cell = self._cell(account, asset, create=False)
-        avail = cell[0] if cell else 0
+        avail = cell[AVAIL] if cell else 0
         if need > avail:
             return self._insufficient(account, oid, asset, avail, need, out)
         cell = self._cell(account, asset)
-        cell[0] -= need
-        cell[1] += need
+        cell[AVAIL] -= need
+        cell[HELD] += need
         o.held = need
         self.orders[(account, symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
@@ -98,7 +101,11 @@ class Holds(Ledger):
     def _amend(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 6:
             return self._reject(
-                _f(cmd, 3), _f(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
+                _f(cmd, CMD_ACCOUNT),
+                _f(cmd, CMD_ID),
+                "amend: expected 6 fields",
+                REJ_MALFORMED,
+                out,
             )
         _, symbol, oid, account, qty, price = cmd
         refused = self._order_gate(symbol, oid, account)
@@ -139,12 +146,12 @@ class Holds(Ledger):
             extra = required(o, pair) - old
             o.cap = cap
             cell = self._cell(account, pair.quote)
-            if extra > cell[0]:
-                return self._insufficient(account, oid, pair.quote, cell[0], extra, out)
+            if extra > cell[AVAIL]:
+                return self._insufficient(account, oid, pair.quote, cell[AVAIL], extra, out)
             o.cap = price
             o.held += extra
-            cell[0] -= extra
-            cell[1] += extra
+            cell[AVAIL] -= extra
+            cell[HELD] += extra
             self._bal(out, account, pair.quote, "hold", oid)
         o.pending += 1
         self._forward(symbol, (OP_AMEND, symbol, oid, account, qty, price), out)

@@ -30,6 +30,7 @@ from shardex.engine.markets import Market
 
 MAX_REASON_LEN = 200
 _BPS = 10_000
+AVAIL, HELD = 0, 1  # a balance cell: [available, held] units (a list: updated in place)
 # Transfer refs remembered for idempotency (the dedup window): the newest REF_WINDOW, oldest
 # evicted first. Within it a retried deposit/withdraw is acknowledged again (AE_REPEATED) and a
 # ref reused for another transfer is refused (duplicate_ref); a ref older than the window is a
@@ -169,7 +170,7 @@ class Ledger:
     def balance(self, account: str, asset: str) -> tuple[int, int]:
         """(available, held) in units; (0, 0) for an account or asset never seen."""
         cell = self.balances.get(account, {}).get(asset)
-        return (cell[0], cell[1]) if cell else (0, 0)
+        return (cell[AVAIL], cell[HELD]) if cell else (0, 0)
 
     def _forward(self, symbol: str, cmd: tuple, out: list[tuple]) -> int:
         eshard = self.engine_for(symbol)
@@ -197,7 +198,7 @@ class Ledger:
     def _bal(self, out: list[tuple], account: str, asset: str, why: str, ref: str) -> None:
         cell = self.balances[account][asset]
         self.seq += 1
-        out.append((AE_BALANCE, self.seq, account, asset, cell[0], cell[1], why, ref))
+        out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], why, ref))
 
     def _insufficient(
         self, account: str, ref: str, asset: str, avail: int, need: int, out: list[tuple]

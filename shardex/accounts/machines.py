@@ -24,7 +24,7 @@ from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
 from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
-from shardex.accounts.link import APPLY, Inbox
+from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -35,6 +35,21 @@ from shardex.engine.codes import (
     REJ_WRONG_SHARD,
 )
 from shardex.journal import JournalError
+from shardex.ring import EventRing
+from shardex.wire.layouts import (
+    AE_KIND,
+    AE_SEQ,
+    CMD_ACCOUNT,
+    CMD_ID,
+    CMD_OP,
+    CMD_SYMBOL,
+    FWD_CMD,
+    FWD_ESHARD,
+    FWD_PREV,
+    FWD_RECORD_WIDTH,
+    REJECT_CODE,
+    REJECT_REASON,
+)
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
@@ -114,7 +129,7 @@ class SettledEngine:
 
     def apply(self, cmd: Any, out: list[tuple]) -> None:
         start = len(out)
-        if type(cmd) is tuple and len(cmd) == 5 and cmd[0] == OP_FORWARD:
+        if type(cmd) is tuple and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD:
             _, j, seq, prev, inner = cmd
             if self.inbox.check(j, seq, prev) != APPLY:
                 return  # a duplicate or a gap: nothing happens (the process asks for a re-send)
@@ -127,7 +142,7 @@ class SettledEngine:
                 # a seq, is published and replays identically) and the feed settles it back to
                 # account shard j, which releases the hold it took (``S_REJECTED``, cause seq).
                 self.refusals += 1
-                sym, oid = _at(inner, 1), _at(inner, 2)
+                sym, oid = _at(inner, CMD_SYMBOL), _at(inner, CMD_ID)
                 self.engine.apply(
                     (OP_REJECT, _bounded(sym, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN),
                      *refused), out,
@@ -144,11 +159,13 @@ class SettledEngine:
         shard ``j`` does not own (``--accounts`` differs between the tiers), or a symbol of
         another engine shard (``--shards``/``--engines`` differ)."""
         checked = edge_command(inner)
-        if checked[0] == OP_REJECT:
-            return str(checked[3]), int(checked[4]) if len(checked) > 4 else 0
-        if checked[0] not in (OP_NEW, OP_AMEND):
-            return f"op {checked[0]} is not forwarded by account shards", REJ_UNKNOWN_OP
-        account, symbol = checked[3], checked[1]
+        op = checked[CMD_OP]
+        if op == OP_REJECT:
+            code = int(checked[REJECT_CODE]) if len(checked) > REJECT_CODE else 0
+            return str(checked[REJECT_REASON]), code
+        if op not in (OP_NEW, OP_AMEND):
+            return f"op {op} is not forwarded by account shards", REJ_UNKNOWN_OP
+        account, symbol = checked[CMD_ACCOUNT], checked[CMD_SYMBOL]
         if type(account) is not str or account_shard_for(account, self.feed.shards) != j:
             shown = account if type(account) is str else "?"
             return (
@@ -190,12 +207,7 @@ class SettledEngine:
     def resend(self, j: int, after: int) -> tuple[list[tuple], bool]:
         """The settlements for account shard ``j`` with engine seq > ``after`` from the ring,
         and whether the ring reached back far enough (False: some are only in the journal)."""
-        ring = self.rings.get(j)
-        if not ring or ring[-1][2] <= after:
-            return [], True
-        msgs = [m for m in ring if m[2] > after]
-        complete = ring[0][2] <= after or msgs[0][3] == after
-        return msgs, complete
+        return sent_after(self.rings.get(j, ()), after, SETTLEMENT)
 
     def snapshot(self) -> dict[str, Any]:
         state = dict(self.engine.snapshot())
@@ -218,7 +230,7 @@ class LinkRepair:
     makes a replay whose machine stands at a seq <= ``at`` (``Journal.replay_from``).
     """
 
-    SEQ, PREV = 0, 1  # where a message carries its seq and prev
+    SEQ, PREV = FORWARD  # where a message carries its seq and prev (``accounts.link``)
 
     def __init__(self, link: int, replay_from: Callable[[int], Any]) -> None:
         self.link = link
@@ -271,7 +283,7 @@ class LinkRepair:
 class SettlementRepair(LinkRepair):
     """Settlements for account shard ``link`` from an engine shard's journal."""
 
-    SEQ, PREV = 2, 3  # (kind, eshard, eseq, prev, ...)
+    SEQ, PREV = SETTLEMENT  # (kind, eshard, eseq, prev, ...)
 
     def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
         out, machine.outgoing = machine.outgoing, []
@@ -286,8 +298,8 @@ class ForwardRepair(LinkRepair):
     cmd)`` like ``AccountMachine.resend``."""
 
     def collect(self, machine: Any, events: list[tuple]) -> list[tuple]:
-        return [(ev[1], ev[3], ev[4]) for ev in events
-                if ev[0] == AE_FORWARD and ev[2] == self.link]  # fmt: skip
+        return [(ev[AE_SEQ], ev[FWD_PREV], ev[FWD_CMD]) for ev in events
+                if ev[AE_KIND] == AE_FORWARD and ev[FWD_ESHARD] == self.link]  # fmt: skip
 
     def last_sent(self, machine: Any) -> int:
         return machine.core.outbox.last.get(self.link, 0)
@@ -335,52 +347,19 @@ class SettledEngineFactory:
         return se
 
 
-class EventRing:
-    """The last ``size`` events of an account shard, contiguous by seq: what the bridge's range
-    repairs (``OP_EVENTS``) are served from. Rebuilt by journal replay after a restart (replay
-    regenerates the same events), and its tail is kept in snapshots, so a restart can still
-    re-send recent events. A range older than the ring is regenerated from the journal
-    (``AccountHandler.events``); only one the journal no longer holds is lost (ALERT)."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.events: deque[tuple] = deque(maxlen=size or event_ring())
-
-    @property
-    def first(self) -> int:
-        """Seq of the oldest event held (0: empty)."""
-        return self.events[0][1] if self.events else 0
-
-    def extend(self, events: list[tuple]) -> None:
-        """Append one command's events (contiguous seqs, as ``AccountCore`` emits them)."""
-        if not events:
-            return
-        ring = self.events
-        if ring and events[0][1] != ring[-1][1] + 1:
-            ring.clear()  # never serve a range with a hole in it
-        ring.extend(events)
-
-    def get(self, first: int, last: int) -> list[tuple] | None:
-        """Events ``first..last`` (``last`` ≤ the newest held), or None if ``first`` is gone."""
-        ring = self.events
-        if not ring:
-            return None
-        lo, hi = ring[0][1], ring[-1][1]
-        if first < lo or first > hi:
-            return None
-        last = min(last, hi)
-        return [ring[i - lo] for i in range(first, last + 1)]
-
-
 class AccountMachine:
     """Account shard state: ``AccountCore`` + the forwards sent per engine shard (a ring) + its
-    recent events (``EventRing``, for the bridge)."""
+    recent events (``EventRing``, for the bridge's range repairs, ``OP_EVENTS``). Rebuilt by
+    journal replay after a restart (replay regenerates the same events), and the ring's tail is
+    kept in snapshots, so a restart can still re-send recent events; a range older than the
+    ring is regenerated from the journal (``AccountHandler.events``)."""
 
     def __init__(self, core: AccountCore, engines: int | None = None) -> None:
         self.core = core
         self.engines = engines  # N its forwards are routed under (None: not recorded)
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
-        self.events = EventRing()
+        self.events = EventRing(event_ring())  # (for the bridge's range repairs)
 
     @property
     def seq(self) -> int:
@@ -392,11 +371,12 @@ class AccountMachine:
         new = out[start:]
         self.events.extend(new)
         for ev in new:
-            if ev[0] == AE_FORWARD:
-                ring = self.rings.get(ev[2])
+            if ev[AE_KIND] == AE_FORWARD:
+                _, seq, eshard, prev, fwd = ev
+                ring = self.rings.get(eshard)
                 if ring is None:
-                    ring = self.rings[ev[2]] = deque(maxlen=self.ring_size)
-                ring.append((ev[1], ev[3], ev[4]))
+                    ring = self.rings[eshard] = deque(maxlen=self.ring_size)
+                ring.append((seq, prev, fwd))
 
     def check_integrity(self) -> None:
         """Refuse state that does not balance (``AccountCore.check_integrity``): the
@@ -406,16 +386,12 @@ class AccountMachine:
     def resend(self, eshard: int, after: int) -> tuple[list[tuple], bool]:
         """Forwards to ``eshard`` with seq > ``after`` as (seq, prev, cmd), and whether the ring
         reached back far enough."""
-        ring = self.rings.get(eshard)
-        if not ring or ring[-1][0] <= after:
-            return [], True
-        msgs = [m for m in ring if m[0] > after]
-        return msgs, ring[0][0] <= after or msgs[0][1] == after
+        return sent_after(self.rings.get(eshard, ()), after, FORWARD)
 
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
-        state["events"] = list(self.events.events)[-SNAP_RING:]
+        state["events"] = self.events.tail(SNAP_RING)
         state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
 

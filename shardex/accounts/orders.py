@@ -24,6 +24,16 @@ from typing import Any
 
 from shardex.accounts.assets import AssetTable
 from shardex.engine.codes import BUY
+from shardex.wire.layouts import (
+    ROW_ACCOUNT,
+    ROW_CAP,
+    ROW_HELD,
+    ROW_ID,
+    ROW_OPEN,
+    ROW_PRICE,
+    ROW_SIDE,
+    ROW_SYMBOL,
+)
 from shardex.wire.protocol import OP_AUDIT, OP_BOOK
 
 PAGE = 2_000  # rows per answer at most (the caller asks again from the next offset)
@@ -54,7 +64,7 @@ def account_orders(
     asset; held at the asset's precision, as balances print), at most ``MAX_LISTED``, by
     symbol then id. A scan of the shard's orders: the caller allows one per request, like an
     audit."""
-    mine = sorted((k[1], k[2], o) for k, o in orders.items() if k[0] == account)
+    mine = sorted((symbol, oid, o) for (acct, symbol, oid), o in orders.items() if acct == account)
     rows = []
     for symbol, oid, o in mine[:MAX_LISTED]:
         tick, lot = grid(table, symbol)
@@ -77,6 +87,11 @@ def book_rows(book: Any, offset: int, limit: int = PAGE) -> list[list[Any]]:
     ]
 
 
+def _key(row: list[Any]) -> tuple[Any, Any, Any]:
+    """An order row's (account, symbol, id)."""
+    return row[ROW_ACCOUNT], row[ROW_SYMBOL], row[ROW_ID]
+
+
 def audit_orders(
     held_before: Iterable[list[Any]], live: Iterable[list[Any]], held_after: Iterable[list[Any]]
 ) -> list[str]:
@@ -89,21 +104,25 @@ def audit_orders(
     live in a book but held in neither (it rests unfunded), or live for more lots, or a buy at
     a higher price, than its hold covers. An order placed or ended between the reads is in
     one of them only and is not judged."""
-    before = {(r[0], r[1], r[2]): r for r in held_before}
-    after = {(r[0], r[1], r[2]): r for r in held_after}
-    books = {(r[0], r[1], r[2]): r for r in live if r[4] > 0}  # (qty 0: dead, not live)
+    before = {_key(r): r for r in held_before}
+    after = {_key(r): r for r in held_after}
+    books = {_key(r): r for r in live if r[ROW_OPEN] > 0}  # (qty 0: dead, not live)
     out = []
     for key, r in books.items():
         h = before.get(key) or after.get(key)
-        who = f"{key[1]} {key[2]} of {key[0]}"
+        account, symbol, oid = key
+        who = f"{symbol} {oid} of {account}"
+        side, lots, price = r[ROW_SIDE], r[ROW_OPEN], r[ROW_PRICE]
         if h is None:
-            out.append(f"{who}: live in its book ({r[4]} lots) and held by no account shard")
-        elif h[3] != r[3] or r[4] > h[4] or (r[3] == BUY and r[5] > h[6]):
-            out.append(f"{who}: live {r[4]} lots at {r[5]} side {r[3]}, but held for {h[4]} "
-                       f"lots at {h[6]} side {h[3]}")  # fmt: skip
+            out.append(f"{who}: live in its book ({lots} lots) and held by no account shard")
+        elif h[ROW_SIDE] != side or lots > h[ROW_OPEN] or (side == BUY and price > h[ROW_CAP]):
+            out.append(f"{who}: live {lots} lots at {price} side {side}, but held for "
+                       f"{h[ROW_OPEN]} lots at {h[ROW_CAP]} side {h[ROW_SIDE]}")  # fmt: skip
     for key, h in before.items():
-        if key in after and key not in books and after[key][7] == h[7] and h[7] > 0:
-            out.append(f"{key[1]} {key[2]} of {key[0]}: holds {h[7]} units and is live in no "
+        held = h[ROW_HELD]
+        if key in after and key not in books and after[key][ROW_HELD] == held and held > 0:
+            account, symbol, oid = key
+            out.append(f"{symbol} {oid} of {account}: holds {held} units and is live in no "
                        "book")  # fmt: skip
     return sorted(out)
 

@@ -14,20 +14,31 @@ from shardex.accounts.codes import (
     S_REJECTED,
     S_TRADE,
 )
-from shardex.accounts.ledger import _BPS, HeldOrder, Ledger, _ceil_div, _f, _q, required
+from shardex.accounts.ledger import (
+    _BPS,
+    AVAIL,
+    HELD,
+    HeldOrder,
+    Ledger,
+    _ceil_div,
+    _f,
+    _q,
+    required,
+)
 from shardex.accounts.link import APPLY, DUPLICATE
 from shardex.engine.codes import (
     BUY,
     OP_AMEND,
     SELL,
 )
+from shardex.wire.layouts import S_ESEQ, S_ESHARD, S_KIND, S_PREV
 
 
 class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 
     def _settle(self, cmd: Any, out: list[tuple]) -> None:
-        eshard, eseq, prev = _f(cmd, 1), _f(cmd, 2), _f(cmd, 3)
+        eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
         if not all(type(x) is int and x >= 0 for x in (eshard, eseq, prev)) or eseq <= prev:
             return self._anomaly(
                 eshard, eseq, "settlement without a valid (eshard, eseq, prev)", out
@@ -44,7 +55,7 @@ class Settlements(Ledger):
         # From here the message is consumed whatever it says: a bad one is an anomaly (alert),
         # not a reason to stall the link.
         self.inbox.applied(eshard, eseq)
-        op = cmd[0]
+        op = cmd[S_KIND]
         if op == S_TRADE:
             why = self._trade(cmd, out)
         elif op == S_CANCELLED:
@@ -115,17 +126,17 @@ class Settlements(Ledger):
             left = required(o, pair) if o.rem else 0
             release = o.held - pay - left  # >= 0: see ``required``
             q = self._cell(acct, pair.quote)
-            q[1] -= pay + release
-            q[0] += release
+            q[HELD] -= pay + release
+            q[AVAIL] += release
             o.held = left
-            self._cell(acct, pair.base)[0] += base
+            self._cell(acct, pair.base)[AVAIL] += base
             self._flow(pair.quote, -notional)
             self._flow(pair.base, base)
         else:
             b = self._cell(acct, pair.base)
-            b[1] -= base
+            b[HELD] -= base
             o.held -= base
-            self._cell(acct, pair.quote)[0] += notional - fee
+            self._cell(acct, pair.quote)[AVAIL] += notional - fee
             self._flow(pair.quote, notional)
             self._flow(pair.base, -base)
         if fee:
@@ -240,12 +251,12 @@ class Settlements(Ledger):
         cell = self._cell(account, asset)
         diff = o.held - need
         short = None
-        if diff < 0 and -diff > cell[0]:
+        if diff < 0 and -diff > cell[AVAIL]:
             short = f"order {oid} needs {-diff} more units of {asset} than available"
-            diff = -cell[0]
+            diff = -cell[AVAIL]
         if diff:
-            cell[0] += diff
-            cell[1] -= diff
+            cell[AVAIL] += diff
+            cell[HELD] -= diff
             o.held -= diff
             self._bal(out, account, asset, "release" if diff > 0 else "hold", oid)
         return short
@@ -258,7 +269,7 @@ class Settlements(Ledger):
         if o.held:
             asset = pair.quote if o.side == BUY else pair.base
             cell = self._cell(account, asset)
-            cell[0] += o.held
-            cell[1] -= o.held
+            cell[AVAIL] += o.held
+            cell[HELD] -= o.held
             o.held = 0
             self._bal(out, account, asset, "release", ref)

@@ -11,13 +11,14 @@ from shardex.accounts.codes import (
     REJ_DUPLICATE_REF,
     REJ_UNKNOWN_ASSET,
 )
-from shardex.accounts.ledger import Ledger, _f, _ident, _q, account_shard_for
+from shardex.accounts.ledger import AVAIL, Ledger, _f, _ident, _q, account_shard_for
 from shardex.engine.codes import (
     MAX_ID_LEN,
     REJ_MALFORMED,
     REJ_OUT_OF_RANGE,
     REJ_WRONG_SHARD,
 )
+from shardex.wire.layouts import XFER_ACCOUNT, XFER_REF
 
 
 class Transfers(Ledger):
@@ -26,7 +27,11 @@ class Transfers(Ledger):
     def _transfer(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 5:
             return self._reject(
-                _f(cmd, 1), _f(cmd, 4), "transfer: expected 5 fields", REJ_MALFORMED, out
+                _f(cmd, XFER_ACCOUNT),
+                _f(cmd, XFER_REF),
+                "transfer: expected 5 fields",
+                REJ_MALFORMED,
+                out,
             )
         op, account, asset, amount, ref = cmd
         refused = self._transfer_refusal(op, account, asset, amount, ref)
@@ -43,7 +48,7 @@ class Transfers(Ledger):
                 account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
             )
         cell = self._cell(account, asset, create=False)
-        avail = cell[0] if cell else 0
+        avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:
             total = self._total(asset)
             if total + amount > MAX_UNITS:
@@ -56,13 +61,13 @@ class Transfers(Ledger):
                     out,
                 )
             cell = self._cell(account, asset)
-            cell[0] += amount
+            cell[AVAIL] += amount
             self.deposited[asset] = self.deposited.get(asset, 0) + amount
         else:
             if amount > avail:
                 return self._insufficient(account, ref, asset, avail, amount, out)
             cell = self._cell(account, asset)
-            cell[0] -= amount
+            cell[AVAIL] -= amount
             self.withdrawn[asset] = self.withdrawn.get(asset, 0) + amount
         self._remember(ref, (op, account, asset, amount))
         self._bal(out, account, asset, what, ref)

@@ -60,9 +60,14 @@ def book(
     for k in range(max(len(b["bids"]), len(b["asks"]))):
         bid = b["bids"][k] if k < len(b["bids"]) else None
         ask = b["asks"][k] if k < len(b["asks"]) else None
-        left = f"{bid[2]:>10} {bid[1]!s:>16} {bid[0]!s:>14}" if bid else " " * 42
-        right = f"{ask[0]!s:<14} {ask[1]!s:<16} {ask[2]:<6}" if ask else ""
-        click.echo(f"{left} | {right}")
+        left = right = ""
+        if bid:  # a level: (price, qty, orders)
+            price, qty, n = bid
+            left = f"{n:>10} {qty!s:>16} {price!s:>14}"
+        if ask:
+            price, qty, n = ask
+            right = f"{price!s:<14} {qty!s:<16} {n:<6}"
+        click.echo(f"{left or ' ' * 42} | {right}")
     if not b["bids"] and not b["asks"]:
         click.echo("(empty book)")
 

@@ -27,6 +27,7 @@ from shardex.engine import DEFAULT_MARKETS, Market
 from shardex.engine.codes import OP_AMEND, OP_NEW, OP_REJECT, Command
 from shardex.layout import Layout
 from shardex.wire import codes
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP, CMD_SYMBOL, ORDER_ACCOUNT, ORDER_ID
 from shardex.wire.protocol import OP_ORDER, account_route, command_from_json, shard_for
 from shardex.wire.transport import (
     EndpointError,
@@ -39,6 +40,11 @@ from shardex.wire.transport import (
 DEFAULT_ENDPOINT = Layout().frontend
 KeyArg = KeyFile | str | os.PathLike | bool | None
 Route = tuple[int, bytes]  # (shard slot: engine 0..N-1, account N..N+M-1; routing key)
+
+
+# the positions ``plan`` reads of every command: (op, symbol, account; an OP_ORDER read's
+# account, and its length)
+_PLAN_AT = (CMD_OP, CMD_SYMBOL, CMD_ACCOUNT, ORDER_ACCOUNT, ORDER_ID + 1)
 
 
 def _load(markets: Mapping[str, Market] | str | os.PathLike | None) -> dict[str, Market] | None:
@@ -227,16 +233,17 @@ class ClientCore(Replies, FateDecisions, Topology):
         acct = self._account_of(t, via_accounts) if self.accounts else None
         if acct is not None:
             return self._account_route(acct, by_shard)
-        return self._symbol_route(t[1] if len(t) > 1 else "")
+        return self._symbol_route(t[CMD_SYMBOL] if len(t) > CMD_SYMBOL else "")
 
     def _account_of(self, t: Command, via_accounts: bool) -> str | None:
         """The account whose account shard takes ``t`` first (the tier is on), else None."""
-        if not (self.accounts and self.shards) or len(t) < 4:
+        if not (self.accounts and self.shards) or len(t) <= CMD_ACCOUNT:
             return None
-        if t[0] in (OP_NEW, OP_AMEND):
-            acct = t[3]
-        elif via_accounts and len(t) == 4 and t[0] == OP_ORDER:
-            acct = t[2]
+        op = t[CMD_OP]
+        if op in (OP_NEW, OP_AMEND):
+            acct = t[CMD_ACCOUNT]
+        elif via_accounts and len(t) == ORDER_ID + 1 and op == OP_ORDER:
+            acct = t[ORDER_ACCOUNT]
         else:
             return None
         return acct if type(acct) is str else None
@@ -259,11 +266,10 @@ class ClientCore(Replies, FateDecisions, Topology):
         its first command's symbol (the router hashes it to the same shard); an account shard's
         frame holds one account's commands (``@<account>``), or with ``by_shard`` any of its
         accounts' (``%<j>``). ``via_accounts``: ``OP_ORDER`` reads ``(op, symbol, account,
-        id)`` go to the account's shard (the account tier's fate query).
-        """
+        id)`` go to the account's shard (the account tier's fate query)."""
         if len(tuples) == 1:  # one command per frame (loadgen's default, most SDK calls):
             t = tuples[0]  # no grouping to do, so none of the tables below (~20 µs less each)
-            if t and t[0] == OP_REJECT:
+            if t and t[CMD_OP] == OP_REJECT:
                 return []
             s, key = self.route(t, via_accounts, by_shard)
             return [(s, key, [0])]
@@ -273,20 +279,21 @@ class ClientCore(Replies, FateDecisions, Topology):
         open_: dict[int, tuple[bytes, list[int]]] = {}
         plan: list[tuple[int, bytes, list[int]]] = []
         tier = bool(self.accounts and self.shards)
+        op_at, sym_at, acct_at, by_acct, order_len = _PLAN_AT  # (locals: read per command)
         for i, t in enumerate(tuples):
-            op = t[0] if t else None
+            op = t[op_at] if t else None
             if op == OP_REJECT:
                 continue  # answered here (``edge_rejects``): shards refuse a client's OP_REJECT
             acct = None
-            if tier and len(t) >= 4:  # (``_account_of``, inline: the SDK's and loadgen's hot path)
+            if tier and len(t) > acct_at:  # (``_account_of``, inline: the SDK's hot path)
                 if op in (OP_NEW, OP_AMEND):
-                    acct = t[3]
-                elif via_accounts and op == OP_ORDER and len(t) == 4:
-                    acct = t[2]
+                    acct = t[acct_at]
+                elif via_accounts and op == OP_ORDER and len(t) == order_len:
+                    acct = t[by_acct]
                 if type(acct) is not str:
                     acct = None
             if acct is None:
-                symbol = t[1] if len(t) > 1 else ""
+                symbol = t[sym_at] if len(t) > sym_at else ""
                 w = where.get(symbol) if type(symbol) is str else None
                 if w is None:
                     w = self._symbol_route(symbol)

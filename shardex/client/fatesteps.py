@@ -27,6 +27,8 @@ from shardex.client.results import (
     fate_from_state,
 )
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
+from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID, CMD_OP, CMD_SYMBOL
 from shardex.wire.protocol import OP_ORDER
 
 
@@ -35,9 +37,9 @@ def askable(cmd: Any) -> bool:
     account (the ``OP_ORDER`` fate query needs all three)."""
     return (
         isinstance(cmd, tuple | list)
-        and len(cmd) >= 4
-        and cmd[0] in (OP_NEW, OP_CANCEL, OP_AMEND)
-        and all(type(cmd[k]) is str for k in (1, 2, 3))
+        and len(cmd) > CMD_ACCOUNT
+        and cmd[CMD_OP] in (OP_NEW, OP_CANCEL, OP_AMEND)
+        and all(type(cmd[k]) is str for k in (CMD_SYMBOL, CMD_ID, CMD_ACCOUNT))
     )
 
 
@@ -85,12 +87,12 @@ class FateDecisions:
         ask: list[int] = []
         send: list[int] = []
         for i, (err, evs) in enumerate(decoded):
-            if i in resolved or tuples[i][0] not in (OP_NEW, OP_CANCEL, OP_AMEND):
+            if i in resolved or tuples[i][CMD_OP] not in (OP_NEW, OP_CANCEL, OP_AMEND):
                 continue
             if err is None:
                 if (
                     attempts[i] > 1
-                    and tuples[i][0] == OP_NEW
+                    and tuples[i][CMD_OP] == OP_NEW
                     and any(
                         e.get("ev") == "rejected" and e.get("code") == "duplicate_id" for e in evs
                     )
@@ -182,7 +184,7 @@ class FateDecisions:
         again by ``Retry``. Cancels go straight to the engine shard: it alone answers."""
         if not self.accounts:
             return []
-        return [i for i in idx if tuples[i][0] in (OP_NEW, OP_AMEND)]
+        return [i for i in idx if tuples[i][CMD_OP] in (OP_NEW, OP_AMEND)]
 
     @staticmethod
     def held_fate(cmd: Command, error: Any, raw: Any) -> tuple[str, dict[str, Any] | None] | None:
@@ -198,11 +200,14 @@ class FateDecisions:
         engine shard reads its account link before client requests, so its state shows it."""
         if error is not None:
             return UNKNOWN, {"error": _kept(error)}
+        refusal = result_error(raw) if isinstance(raw, Mapping) else None
+        if type(refusal) is ErrorText:  # refused (e.g. not_allowed): its code kept
+            return UNKNOWN, {"error": _kept(refusal)}
         if not isinstance(raw, Mapping) or raw.get("state") not in ("held", "not_held"):
             return UNKNOWN, {"error": _malformed("no state", "account shard: ")}
         if raw["state"] != "held":
             return None
-        if cmd[0] == OP_AMEND:
+        if cmd[CMD_OP] == OP_AMEND:
             pending = raw.get("pending")
             if _is_int(pending) and pending > 0:
                 return UNKNOWN, {"state": "held", "pending": pending, "seq": raw.get("seq")}
@@ -239,7 +244,7 @@ class FateDecisions:
     @staticmethod
     def fate_query(cmd: Command) -> Command:
         """The ``OP_ORDER`` read asking for ``cmd``'s order: (op, symbol, account, id)."""
-        return (OP_ORDER, cmd[1], cmd[3], cmd[2])
+        return (OP_ORDER, cmd[CMD_SYMBOL], cmd[CMD_ACCOUNT], cmd[CMD_ID])
 
     def fate_of(self, cmd: Command, error: Any, raw: Any) -> tuple[str, dict[str, Any] | None]:
         """(fate, Decimal status map) of ``cmd`` from its ``OP_ORDER`` outcome; ``error``

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from shardex.client.errors import (
-    _MAX_REASON,
     MALFORMED_PREFIX,
     ShardexError,
     _bad_reply,
@@ -29,6 +28,16 @@ from shardex.engine.codes import (
     SIDES,
     Command,
 )
+from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.layouts import (
+    CMD_ID,
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_KIND,
+    EV_SYMBOL,
+    REJECT_CODE,
+    REJECT_REASON,
+)
 from shardex.wire.protocol import (
     STATE_CANCELLED,
     STATE_FILLED,
@@ -38,10 +47,18 @@ from shardex.wire.protocol import (
 )
 
 
+def coded_result(res: dict[str, Any]) -> dict[str, Any]:
+    """A read's result map with its refusal (if any) readable: ``error`` the text, an
+    ``ErrorText`` carrying its code, and ``code`` the code's public name, as the client's own
+    per-shard failures show (``{"shard": j, "error": ..., "code": ...}``)."""
+    if "error" not in res:
+        return res
+    err = result_error(res)
+    return {**res, "error": err, "code": err.name} if type(err) is ErrorText else res
+
+
 class _Malformed(Exception):
     """Internal: a reply value that does not have the shape the protocol promises."""
-
-
 
 
 # Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1).
@@ -78,10 +95,14 @@ class Replies:
         a ``rejected`` event with the reason and code, seq 0 (no shard sequenced it). Shards
         refuse an ``OP_REJECT`` from a client (``ERR_INTERNAL_OP``), so it is never sent."""
         for i, t in enumerate(tuples):
-            if t and t[0] == OP_REJECT:
-                code = t[4] if len(t) > 4 and type(t[4]) is int else REJ_MALFORMED
-                sym, oid = (v if type(v) is str else "" for v in (_item(t, 1), _item(t, 2)))
-                out[i] = (None, [(EV_REJECTED, 0, sym, oid, str(_item(t, 3)), code)])
+            if t and t[CMD_OP] == OP_REJECT:
+                code = _item(t, REJECT_CODE)
+                code = code if type(code) is int else REJ_MALFORMED
+                sym, oid = (
+                    v if type(v) is str else "" for v in (_item(t, CMD_SYMBOL), _item(t, CMD_ID))
+                )
+                reason = str(_item(t, REJECT_REASON))
+                out[i] = (None, [(EV_REJECTED, 0, sym, oid, reason, code)])
 
     @staticmethod
     def store(idx: list[int], error: Any, results: Any, out: list) -> None:
@@ -120,15 +141,15 @@ class Replies:
         """One event tuple → public dict with Decimal amounts; ``_Malformed`` on a bad shape."""
         if not isinstance(ev, tuple | list) or not ev:
             raise _Malformed("event is not an array")
-        kind = ev[0]
+        kind = ev[EV_KIND]
         shape = _EVENT_SHAPES.get(kind) if type(kind) is int else None
         if shape is None:
             raise _Malformed(f"unknown event kind {str(kind)[:20]!r}")
         if len(ev) != len(shape) or not all(map(_check, ev, shape)):
             raise _Malformed(f"bad fields in a kind {kind} event")
-        if kind in _NEEDS_MARKET and ev[2] not in self.markets:
+        if kind in _NEEDS_MARKET and ev[EV_SYMBOL] not in self.markets:
             raise _Malformed(
-                f"event for symbol {ev[2][:32]!r} not in the client's market table "
+                f"event for symbol {ev[EV_SYMBOL][:32]!r} not in the client's market table "
                 "(client and cluster disagree on markets)"
             )
         d = event_to_json(tuple(ev), self.markets)
@@ -160,17 +181,17 @@ class Replies:
             raise _failed(what, error)
         if not isinstance(results, tuple | list) or len(results) != 1:
             raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one result")
-        res = results[0]
+        (res,) = results
         if not isinstance(res, dict):
             raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected a map")
-        return res
+        return coded_result(res)
 
     @staticmethod
     def open_orders_result(raw: dict[str, Any], account: str) -> list[dict[str, Any]]:
         """An account shard's ``(OP_ORDER, account)`` answer → its open orders, amounts as
         Decimals (``price`` None for a market sell); ``ShardexError`` on an error."""
         if "error" in raw:
-            raise ShardexError(f"orders of {account}: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed(f"orders of {account}", result_error(raw))
         try:
             rows = [dict(r) for r in raw["orders"]]
             for r in rows:
@@ -209,7 +230,7 @@ class Replies:
         if not isinstance(raw, dict):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: expected a map")
         if "error" in raw:
-            raise ShardexError(f"order status: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed("order status", result_error(raw))
         state = raw.get("state")
         if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
@@ -254,7 +275,8 @@ class Replies:
                 for t in trades:
                     if not (isinstance(t, tuple | list) and len(t) == 3 and all(map(_is_int, t))):
                         raise _Malformed("trade")
-                    conv.append((Decimal(m.price_str(t[0])), Decimal(m.qty_str(t[1])), t[2]))
+                    price, qty, trade_id = t
+                    conv.append((Decimal(m.price_str(price)), Decimal(m.qty_str(qty)), trade_id))
                 out["trades"] = conv
         except (_Malformed, KeyError) as exc:
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None

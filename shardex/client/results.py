@@ -13,6 +13,7 @@ from shardex.amounts import plain
 from shardex.client.errors import _MAX_REASON, _kept, _malformed
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
 from shardex.wire.errors import ErrorText
+from shardex.wire.layouts import AMEND_PRICE, AMEND_QTY, CMD_OP
 from shardex.wire.protocol import STATE_CANCELLED, STATE_FILLED, STATE_LIVE, STATE_UNKNOWN
 
 EXECUTED, NOT_EXECUTED, UNKNOWN = "executed", "not executed", "unknown"
@@ -117,7 +118,7 @@ def fate_from_state(cmd: Command, status: Mapping[str, Any]) -> str:
     state = status.get("state") if isinstance(status, Mapping) else None
     if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
         return UNKNOWN
-    op = cmd[0]
+    op = cmd[CMD_OP]
     if op == OP_NEW:
         return NOT_EXECUTED if state == STATE_UNKNOWN else EXECUTED
     if op == OP_CANCEL:
@@ -129,8 +130,9 @@ def fate_from_state(cmd: Command, status: Mapping[str, Any]) -> str:
     if op == OP_AMEND:
         if state != STATE_LIVE:
             return NOT_EXECUTED
-        qty_ok = cmd[4] is None or status.get("qty") == cmd[4]
-        price_ok = cmd[5] is None or status.get("price") == cmd[5]
+        qty, price = cmd[AMEND_QTY], cmd[AMEND_PRICE]
+        qty_ok = qty is None or status.get("qty") == qty
+        price_ok = price is None or status.get("price") == price
         return EXECUTED if qty_ok and price_ok else NOT_EXECUTED
     return UNKNOWN
 

@@ -37,7 +37,7 @@ class Journal(GroupCommit):
         super().__init__(directory, fsync, segment_bytes, max_record, preallocate)
         self.markets = markets
         self.keep_snapshots = max(1, keep_snapshots)
-        self._events = EventReader(self.dir, markets, machine)
+        self._events = EventReader(self.replay_from)
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -47,6 +47,27 @@ from shardex.journal import Journal, JournalError
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
+from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
+from shardex.wire.errors import read_error
+from shardex.wire.layouts import (
+    AE_KIND,
+    AREJ_CODE,
+    AREJ_REASON,
+    AUDIT_OFFSET,
+    BALANCE_AVAILABLE,
+    BALANCE_HELD,
+    CMD_ACCOUNT,
+    CMD_ID,
+    CMD_OP,
+    CMD_SYMBOL,
+    NEW_BUDGET,
+    NEW_WIDTH,
+    ORDER_SYMBOL,
+    READ_ACCOUNT,
+    REJECT_CODE,
+    REJECT_REASON,
+    XFER_ACCOUNT,
+)
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
     MAX_ID_LEN,
@@ -137,7 +158,7 @@ class AccountHandler:
         """Whether ``cmd`` is a new or amend for a symbol of a backed-up engine shard."""
         if _op(cmd) not in (OP_NEW, OP_AMEND):
             return False
-        symbol = _at(cmd, 1)
+        symbol = _at(cmd, CMD_SYMBOL)
         return (
             type(symbol) is str
             and symbol in self.table.pairs
@@ -200,8 +221,8 @@ class AccountHandler:
 
     def _rej(self, cmd: Any, reason: str, code: int) -> tuple:
         self.rejected += 1
-        sym = _at(cmd, 1)
-        oid = _at(cmd, 2)
+        sym = _at(cmd, CMD_SYMBOL)
+        oid = _at(cmd, CMD_ID)
         return (
             EV_REJECTED,
             self.machine.seq,
@@ -215,10 +236,10 @@ class AccountHandler:
         """A new (11 engine fields, + a budget for a market buy) or amend → hold and forward:
         ``[]`` when forwarded, else one ``rejected`` event with the reason and code."""
         budget = None
-        if cmd[0] == OP_NEW and len(cmd) == 12:
-            raw = cmd[11]
-            cmd = cmd[:11]
-            symbol = _at(cmd, 1)
+        if cmd[CMD_OP] == OP_NEW and len(cmd) == NEW_BUDGET + 1:
+            raw = cmd[NEW_BUDGET]
+            cmd = cmd[:NEW_WIDTH]
+            symbol = cmd[CMD_SYMBOL]
             pair = self.table.pairs.get(symbol) if type(symbol) is str else None
             if raw is not None:
                 amount = _decimal(raw)
@@ -228,22 +249,26 @@ class AccountHandler:
                 if budget > MAX_UNITS:  # (it would not even fit the journal's 64-bit ints)
                     return [self._rej(cmd, f"budget {raw:.40} is out of range", REJ_OUT_OF_RANGE)]
         cmd = edge_command(cmd)
-        if cmd[0] == OP_REJECT:
-            return [self._rej(cmd, cmd[3], cmd[4] if len(cmd) > 4 else REJ_MALFORMED)]
-        if self.key is not None and not self.key.may_act_for(cmd[3]):
-            return [self._rej(cmd, f"account {cmd[3]} not allowed for this key", REJ_NOT_ALLOWED)]
-        acmd = (A_NEW, *cmd[1:], budget) if cmd[0] == OP_NEW else (A_AMEND, *cmd[1:])
+        if cmd[CMD_OP] == OP_REJECT:
+            code = cmd[REJECT_CODE] if len(cmd) > REJECT_CODE else REJ_MALFORMED
+            return [self._rej(cmd, cmd[REJECT_REASON], code)]
+        op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
+        if self.key is not None and not self.key.may_act_for(account):
+            return [self._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
+        fields = cmd[CMD_SYMBOL:]
+        acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
         start = self.apply(acmd, out)
         for ev in out[start:]:
-            if ev[0] == AE_REJECTED:
+            if ev[AE_KIND] == AE_REJECTED:
                 self.rejected += 1
-                return [(EV_REJECTED, ev[1], cmd[1], cmd[2], ev[4], ev[5])]
+                _, seq, _, _, reason, code = ev
+                return [(EV_REJECTED, seq, symbol, oid, reason, code)]
         return []
 
     def transfer(self, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
         """Deposit/withdraw (admin keys only): a map, ``{"ok": True, ...balance}`` or
         ``{"rejected": reason, "code": name}``."""
-        if len(cmd) != 5 or not all(type(v) is str for v in cmd[1:]):
+        if len(cmd) != 5 or not all(type(v) is str for v in cmd[XFER_ACCOUNT:]):
             return self._map_rej("transfer: expected (op, account, asset, amount, ref)", 0)
         op, account, asset, raw, ref = cmd
         if self.key is not None and self.key.role != "admin":
@@ -273,13 +298,14 @@ class AccountHandler:
         a = A_DEPOSIT if op == OP_DEPOSIT else A_WITHDRAW
         start = self.apply((a, account, asset, units, ref), out)
         for ev in out[start:]:
-            if ev[0] == AE_REJECTED:
-                return self._map_rej(ev[4], ev[5])
-            if ev[0] == AE_REPEATED:
+            kind = ev[AE_KIND]
+            if kind == AE_REJECTED:
+                return self._map_rej(ev[AREJ_REASON], ev[AREJ_CODE])
+            if kind == AE_REPEATED:
                 avail, held = self.core.balance(account, asset)
                 return self._balance_map(account, asset, avail, held, repeated=True)
-            if ev[0] == AE_BALANCE:
-                return self._balance_map(account, asset, ev[4], ev[5])
+            if kind == AE_BALANCE:
+                return self._balance_map(account, asset, ev[BALANCE_AVAILABLE], ev[BALANCE_HELD])
         return self._map_rej("transfer had no effect", REJ_MALFORMED)  # unreachable
 
     def _map_rej(self, reason: str, code: int) -> dict[str, Any]:
@@ -296,23 +322,43 @@ class AccountHandler:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    def _reads_all(self) -> bool:
+        """Whether this request's key may read every account (admin, reader, or no keys)."""
+        return self.key is None or self.key.role in ("admin", "reader")
+
+    def _reads_for(self, account: str) -> bool:
+        """Whether this request's key may read ``account`` (its own, or every account)."""
+        return self._reads_all() or self.key is not None and self.key.may_act_for(account)
+
+    def _may_read_account(self, account: str) -> dict[str, Any] | None:
+        """The refusal of a read of ``account``'s books (the key may not, or the account is
+        another shard's), else None."""
+        if not self._reads_for(account):
+            return _not_allowed(account)
+        if not self.core.owns(account):
+            return read_error(WRONG_SHARD, f"account {account[:64]} is not on account shard "
+                              f"{self.core.shard}", shard=self.core.shard)  # fmt: skip
+        return None
+
     def balance(self, cmd: tuple) -> dict[str, Any]:
-        account = _at(cmd, 1)
+        account = _at(cmd, READ_ACCOUNT)
         if len(cmd) != 2 or type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
             # (the answer names the account: a 1 MiB name would be echoed whole)
-            return {"error": f"balance: expected (op, account of 1..{MAX_ID_LEN} chars)"}
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
-        if not self.core.owns(account):
-            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+            return read_error(
+                MALFORMED, f"balance: expected (op, account of 1..{MAX_ID_LEN} chars)"
+            )
+        refused = self._may_read_account(account)
+        if refused is not None:
+            return refused
         fmt = self.table.fixed  # every balance of an asset at its precision: columns line up
         cells = self.core.balances.get(account, {})
         return {
             "account": account,
             "shard": self.core.shard,
-            "balances": {a: [fmt(a, c[0]), fmt(a, c[1])] for a, c in sorted(cells.items())},
-            "orders": sum(1 for k in self.core.orders if k[0] == account),
+            "balances": {
+                a: [fmt(a, avail), fmt(a, held)] for a, (avail, held) in sorted(cells.items())
+            },  # fmt: skip
+            "orders": sum(1 for owner, _, _ in self.core.orders if owner == account),
             "seq": self.core.seq,
         }
 
@@ -326,12 +372,11 @@ class AccountHandler:
         engine shard alone, an order still queued at a stopped or slow account shard was
         reported "not executed" and then ran. This query travels the same router link as the
         order, behind it, so when it is answered the order has been taken or refused."""
-        if len(cmd) != 4 or not all(type(v) is str for v in cmd[1:]):
-            return {"error": "order: expected (op, symbol, account, id)"}
+        if len(cmd) != 4 or not all(type(v) is str for v in cmd[ORDER_SYMBOL:]):
+            return read_error(MALFORMED, "order: expected (op, symbol, account, id)")
         _, symbol, account, oid = cmd
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
+        if not self._reads_for(account):
+            return _not_allowed(account)
         o = self.core.orders.get((account, symbol, oid))
         out: dict[str, Any] = {
             "state": "held" if o is not None else "not_held",
@@ -348,34 +393,31 @@ class AccountHandler:
     def open_orders(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_ORDER, account)``: the account's open orders with what each holds (the
         account's own key, or an admin/reader key)."""
-        account = cmd[1]
+        _, account = cmd
         if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
-            return {"error": f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)"}
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader") and not key.may_act_for(account):
-            return {"error": f"account {account[:64]} not allowed for this key"}
-        if not self.core.owns(account):
-            return {"error": f"account {account[:64]} is not on account shard {self.core.shard}"}
+            return read_error(MALFORMED, f"orders: expected (op, account of 1..{MAX_ID_LEN} chars)")
+        refused = self._may_read_account(account)
+        if refused is not None:
+            return refused
         return {**account_orders(self.core.orders, account, self.table), "seq": self.core.seq}
 
     def audit_page(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
         integer units (``shardex.accounts.orders``), for the per-order audit."""
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader"):
-            return {"error": "audit: not allowed for this key"}
-        if type(cmd[1]) is not int or cmd[1] < 0:
-            return {"error": "audit: expected (op, offset >= 0)"}
+        if not self._reads_all():
+            return read_error(NOT_ALLOWED, "audit: not allowed for this key")
+        offset = cmd[AUDIT_OFFSET]
+        if type(offset) is not int or offset < 0:
+            return read_error(MALFORMED, "audit: expected (op, offset >= 0)")
         core = self.core
         return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
-                "orders": held_rows(core.orders, cmd[1])}  # fmt: skip
+                "orders": held_rows(core.orders, offset)}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the
         inflows by trade of all account shards sum to zero), and its own integrity check."""
-        key = self.key
-        if key is not None and key.role not in ("admin", "reader"):
-            return {"error": "audit: not allowed for this key"}
+        if not self._reads_all():
+            return read_error(NOT_ALLOWED, "audit: not allowed for this key")
         core = self.core
         try:
             core.check_integrity()
@@ -448,14 +490,12 @@ class AccountHandler:
         return encode_reply(results)
 
     def events(self, cmd: tuple, published: int) -> dict[str, Any]:
-        if (
-            len(cmd) != 3
-            or type(cmd[1]) is not int
-            or type(cmd[2]) is not int
-            or not (0 < cmd[1] <= cmd[2])
-        ):
+        if len(cmd) != 3:
             return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
-        first, last = cmd[1], min(cmd[2], cmd[1] + MAX_EVENTS_REPLY - 1, published)
+        _, first, last = cmd
+        if type(first) is not int or type(last) is not int or not 0 < first <= last:
+            return {"error": "events: expected (op, first seq, last seq) with 0 < first <= last"}
+        last = min(last, first + MAX_EVENTS_REPLY - 1, published)
         if first > last:
             return {"events": [], "seq": published}
         evs = self.machine.events.get(first, last)
@@ -503,8 +543,12 @@ class AccountHandler:
         }
 
 
+def _not_allowed(account: str) -> dict[str, Any]:
+    return read_error(NOT_ALLOWED, f"account {account[:64]} not allowed for this key")
+
+
 def _op(cmd: Any) -> Any:
-    return cmd[0] if type(cmd) is tuple and cmd else None
+    return cmd[CMD_OP] if type(cmd) is tuple and cmd else None
 
 
 def _at(cmd: Any, i: int) -> Any:

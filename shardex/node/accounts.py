@@ -28,11 +28,9 @@ from shardex.accounts.codes import (
     AE_FORWARD,
     AE_GAP,
 )
-from shardex.accounts.link import ResendGate
 from shardex.accounts.machines import (
     AccountMachine,
     AccountMachineFactory,
-    ForwardRepair,
     _env_size,
 )
 from shardex.auth import (
@@ -40,9 +38,11 @@ from shardex.auth import (
 )
 from shardex.datadir import check_routing
 from shardex.engine import Market
-from shardex.journal import Journal, JournalError, JournalUnavailable
+from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
+from shardex.net import ZMQ, Transport
+from shardex.net.roles import direct_port, engine_link, pub_socket, router_link
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
 from shardex.node.failover import Promotion, run_failover
@@ -50,11 +50,10 @@ from shardex.node.forward_link import ForwardLink
 from shardex.node.leader import Replicator
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import DirectPort, RouterLink
-from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
-from shardex.node.sockets import direct_port, engine_link, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.layouts import AE_KIND, AE_SEQ, GAP_ESHARD
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
@@ -68,7 +67,7 @@ from shardex.wire.transport import StopFlag
 
 log = logging.getLogger("shardex.accounts")
 
-MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal
+MAX_FORWARD_RESEND = 20_000  # forwards one HAVE answer re-sends from the journal (``LinkPort``)
 SYNC_EVERY_S = 1.0  # each engine link is re-synchronised this often (repairs lost messages)
 SYNC_FULL_S = 0.5  # ... and this often while one is backed up (its HAVE ends the shedding)
 
@@ -124,16 +123,18 @@ class AccountNode(ForwardLink, SequencedNode):
         cfg: AccountsConfig,
         recovered: tuple[AccountMachine, Journal] | None = None,
         replicate: Any = None,
+        net: Transport = ZMQ,
     ) -> None:
         """``recovered``: a promoted standby's machine and journal; ``replicate(ctx, zmq)``:
-        builds the ``leader.Replicator`` of a replicated leader."""
+        builds the ``leader.Replicator`` of a replicated leader; ``net``: the transport
+        (``shardex.net``; the in-memory twin in one-process runs)."""
         if not 0 <= cfg.index < cfg.shards:
             raise ValueError(f"account shard {cfg.index} out of range for {cfg.shards}")
         if len(cfg.engine_links) != cfg.engines:
             raise ValueError(f"{len(cfg.engine_links)} engine links for {cfg.engines} engines")
         self.cfg = cfg
-        self.zmq = zmq
-        self.ctx = zmq.Context()
+        self.zmq = net
+        self.ctx = net.Context()
         self.open_keys("accounts")
         machine, journal = recovered or self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
@@ -142,26 +143,18 @@ class AccountNode(ForwardLink, SequencedNode):
         self.out: list[tuple] = []
         self.replies: list[tuple[RouterLink, list[bytes]]] = []  # sent after the commit
         self.free: list[tuple[RouterLink, list[bytes]]] = []  # sent even if it fails
-        self.haves: dict[int, int] = {}  # engine shard → forwards it has (answered after commit)
         # Engine shards heard from on their link (a HAVE or settlements): until then a forward
         # waits in ZeroMQ for the connection, and a cancel on the short path (router → engine
         # shard) could overtake it; readiness checks (``shardex up``, tests) wait for this.
         self.handler.linked = self.linked = set()
-        self.syncs_due: set[int] = set()  # engine shards to SYNC after this commit (a gap)
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
                        "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
-        self.repairs: dict[int, ForwardRepair] = {}  # journal re-sends under way, per engine
-        # per engine shard: seqs of the forwards sent and not yet confirmed by its HAVE
-        self.unconfirmed: dict[int, deque[int]] = {i: deque() for i in range(cfg.engines)}
-        # per engine shard: which forwards its HAVEs call for re-sending (``_resend_due``);
-        # what the journal put on each link before we started counts as sent
-        last = machine.core.outbox.last
-        self.gates = {i: ResendGate(SYNC_EVERY_S, last.get(i, 0)) for i in range(cfg.engines)}
+        self.init_link(SYNC_EVERY_S, MAX_FORWARD_RESEND)  # (``ForwardLink``)
         self.init_loop_state(machine.seq)
         self.last_sync = 0.0
         # Replicated leader: each committed batch's (seq after it, events, replies) waits here
         # for the high watermark (``release_acked``); ``released``: the seq released so far.
-        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.replica: Any = replicate(self.ctx, net) if replicate is not None else None
         self.handler.replica = self.replica
         self.repl_wait: deque[tuple[int, list[tuple], list[tuple[RouterLink, list[bytes]]]]] = (
             deque()
@@ -246,9 +239,10 @@ class AccountNode(ForwardLink, SequencedNode):
 
     def start(self) -> None:
         cfg = self.cfg
-        REGISTRY.register(AccountCollector(self))
-        serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
-        tune_gc()
+        if not self.zmq.in_process:  # (process-wide: not for a node sharing its process)
+            REGISTRY.register(AccountCollector(self))
+            serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
+            tune_gc()
         log.info(
             "account shard %d/%d up (pid %d): router=%s engines=%s",
             cfg.index, cfg.shards, os.getpid(), cfg.router, ",".join(cfg.engine_links),
@@ -343,16 +337,16 @@ class AccountNode(ForwardLink, SequencedNode):
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue
-            if handler.for_clients(frames[3]):
+            ident, _, req, payload = frames
+            if handler.for_clients(payload):
                 journaled = handler.commands
-                reply = handler.handle(frames[3], self.out, user)
+                reply = handler.handle(payload, self.out, user)
                 down = handler.journal_down is not None and handler.commands == journaled
-                (self.free if down else self.replies).append(
-                    (self.direct_box, [frames[0], frames[2], reply]))  # fmt: skip
+                (self.free if down else self.replies).append((self.direct_box, [ident, req, reply]))
                 took = True
                 continue
-            reply = handler.direct(frames[3], user, self.published)
-            self.direct_box.send([frames[0], frames[2], reply])
+            reply = handler.direct(payload, user, self.published)
+            self.direct_box.send([ident, req, reply])
         if took:
             self.flush()  # (now, not after the next poll: the replies wait for this commit)
 
@@ -379,12 +373,13 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("journal of account shard %d writes again", self.cfg.index)
             handler.journal_down = None
         for ev in self.out:
-            kind = ev[0]
+            kind = ev[AE_KIND]
             if kind == AE_GAP:
-                self.syncs_due.add(ev[2])
+                self.tier_link.end.owed.add(ev[GAP_ESHARD])  # (SYNCed after: ``sync_owed``)
             elif kind == AE_ANOMALY:
+                _, _, eshard, eseq, why = ev
                 log.error("ALERT account shard %d: settlement anomaly from engine shard %s "
-                          "eseq %s: %s", self.cfg.index, ev[2], ev[3], ev[4])  # fmt: skip
+                          "eseq %s: %s", self.cfg.index, eshard, eseq, why)  # fmt: skip
         if rep is None:
             self._release(self.out, self.replies)
             self.released = self.machine.seq
@@ -395,11 +390,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self._send_free()
         if self.haves and handler.halted is None:
             self.answer_haves(self.released if rep is not None else None)
-        if self.syncs_due:
-            due, self.syncs_due = self.syncs_due, set()
-            for i in due:
-                if 0 <= i < self.cfg.engines:
-                    self.sync(i)
+        self.sync_owed()
 
     def _release(self, events: list[tuple], replies: list[tuple[RouterLink, list[bytes]]]
                  ) -> None:  # fmt: skip
@@ -413,23 +404,16 @@ class AccountNode(ForwardLink, SequencedNode):
         if events:
             self.publish(events)
         for ev in events:
-            if ev[0] == AE_FORWARD:
-                per.setdefault(ev[2], []).append((ev[1], ev[3], ev[4]))
+            if ev[AE_KIND] == AE_FORWARD:
+                _, seq, eshard, prev, cmd = ev
+                per.setdefault(eshard, []).append((seq, prev, cmd))
         events.clear()
         for i, fwds in per.items():
             self.counts["forwards"] += len(fwds)
             if handler.halted is not None:
                 self.counts["unsent"] += len(fwds)  # (never a forward on a diverged chain)
                 continue
-            self.gates[i].put(fwds[-1][0])
-            self._send_fwd(i, fwds)
-            pending = self.unconfirmed.get(i)
-            if pending is not None:
-                pending.extend(f[0] for f in fwds)
-                if len(pending) >= self.cfg.max_unconfirmed and i not in handler.full:
-                    handler.full.add(i)
-                    log.warning("engine shard %d has not confirmed %d forwards: new orders for "
-                                "its symbols are shed (overloaded)", i, len(pending))  # fmt: skip
+            self.send_forwards(i, fwds)
         for link, frames in replies:
             link.send(frames)
         replies.clear()
@@ -461,32 +445,11 @@ class AccountNode(ForwardLink, SequencedNode):
         for link in self.links:
             link.commit()
 
-    def _journal_forwards(self, i: int, have: int) -> list[tuple]:
-        """Forwards to engine shard ``i`` after ``have`` that the ring no longer holds (an
-        engine shard down for long), regenerated from the journal: bounded work per HAVE, the
-        cursor kept for the next one. Without them the holds of those orders would stay."""
-        journal = self.handler.journal
-        if not isinstance(journal, Journal):
-            log.error("ALERT engine shard %d needs forwards after seq %d that the ring no "
-                      "longer holds, and this account shard has no journal", i, have)  # fmt: skip
-            return []
-        repair = self.repairs.get(i)
-        if repair is None:
-            repair = self.repairs[i] = ForwardRepair(i, journal.replay_from)
-        try:
-            msgs = repair.take(have, JOURNAL_READ_BUDGET, MAX_FORWARD_RESEND)
-        except JournalError as exc:
-            self.repairs.pop(i, None)
-            log.error("ALERT engine shard %d needs forwards after seq %d: %s", i, have, exc)
-            return []
-        self.counts["journal"] += len(msgs)
-        return msgs
-
     def publish(self, events: list[tuple]) -> None:
         """Every event of a committed batch, in seq order, on the PUB (the bridge keeps the
         balance changes; it needs every seq to see that nothing is missing). PUB never blocks:
         a dropped message is a hole the bridge repairs from the ring."""
-        self.published = events[-1][1]
+        self.published = events[-1][AE_SEQ]
         if self.pub is None:
             return
         # a replicated leader stamps its epoch (the bridge drops a deposed one's)

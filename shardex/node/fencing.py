@@ -51,9 +51,10 @@ def answer_not_leader(zmq: Any, sock: Any, via_router: bool, routed: bytes,
                 out += (items[i], items[i + 1], routed)
             refused += len(out) // 3
             reply = [b"", BATCH, encode_batch(out)]
-        elif len(frames) == 4:
+        elif len(frames) == 4:  # [client, routing key, request id, payload]
             refused += 1
-            reply = [frames[0], frames[2], direct]
+            client, _, req, _ = frames
+            reply = [client, req, direct]
         else:
             continue
         try:

@@ -1,7 +1,9 @@
-"""The account shard's half of the sequenced engine ⇄ account link (``ForwardLink``): read
-settlements and HAVEs from the engine shards, SYNC them, send forwards, judge each HAVE (what
-to re-send, when the chains diverged, when a backed-up engine shard caught up). The other half
-is the engine shard's ``settle_link.SettlementLink``; both follow ``accounts.link``."""
+"""The account shard's socket side of the sequenced engine ⇄ account link (``ForwardLink``):
+read settlements and HAVEs from the engine shards (one DEALER each), apply settlements through
+``AccountHandler.apply``, send forwards after the group commit, SYNC, and judge each HAVE (what
+to re-send, when the chains diverged, when a backed-up engine shard caught up). What to apply,
+skip, re-send and report is the ``accounts.link.LinkEndpoint`` the engine shard's
+``settle_link.SettlementLink`` uses too; sending and answering is the shared ``LinkPort``."""
 
 from __future__ import annotations
 
@@ -9,25 +11,20 @@ import logging
 import time
 from typing import Any
 
-from shardex.accounts.link import APPLY, DUPLICATE
-from shardex.wire.link import decode_link, encode_link
+from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
+from shardex.accounts.machines import ForwardRepair
+from shardex.node.link_port import LinkPort
+from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.accounts")
 
 
-def _at(cmd: Any, i: int) -> Any:
-    try:
-        return cmd[i]
-    except Exception:
-        return None
-
-
 class ForwardLink:
-    """Methods of ``AccountNode`` for its engine links (a mixin: the state — ``engines``,
-    ``haves``, ``gates``, ``unconfirmed``, ``repairs``, ``counts`` — is the node's, set up in
-    its ``__init__``)."""
+    """Methods of ``AccountNode`` for its engine links (a mixin: ``init_link`` makes its
+    state, ``tier_link`` (the ``LinkPort``); ``engines``, ``linked`` and ``counts`` are the
+    node's)."""
 
     cfg: Any
     zmq: Any
@@ -35,18 +32,45 @@ class ForwardLink:
     handler: Any
     engines: list[Any]
     linked: set[int]
-    haves: dict[int, int]
-    gates: dict[int, Any]
-    repairs: dict[int, Any]
-    unconfirmed: dict[int, Any]
-    syncs_due: set[int]
+    tier_link: LinkPort
     counts: dict[str, int]
     out: list[tuple]
-    _journal_forwards: Any  # (the node's: it reads a constant tests patch there)
+
+    def init_link(self, every: float, limit: int) -> None:
+        """The link's state: each engine shard's HAVEs re-send its forwards at most every
+        ``every`` seconds (``ResendGate``), at most ``limit`` from the journal per HAVE; what
+        the journal put on each link before we started counts as sent. The forwards an engine
+        shard has not confirmed are kept (``unconfirmed``: past the cap its orders are shed)."""
+        cfg = self.cfg
+        end = LinkEndpoint(cfg.engines, every, self.machine.core.outbox.last, out=FORWARD,
+                           incoming=SETTLEMENT, in_sender=1, unacked=True)  # fmt: skip
+        self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_FWD, LINK_SYNC),
+                             self.counts, ForwardRepair, limit,
+                             ("engine shard", "forwards"))  # fmt: skip
+
+    @property
+    def haves(self) -> dict[int, int]:
+        """Engine shard → the have of its HAVE read and not yet answered."""
+        return self.tier_link.end.reports
+
+    @property
+    def gates(self) -> dict[int, Any]:
+        return self.tier_link.end.gates
+
+    @property
+    def repairs(self) -> dict[int, Any]:
+        """Engine shard → its re-send from the journal under way."""
+        return self.tier_link.end.repairs
+
+    @property
+    def unconfirmed(self) -> dict[int, Any]:
+        """Engine shard → seqs of the forwards sent that its HAVE has not confirmed yet."""
+        return self.tier_link.end.unacked
 
     def from_engines(self) -> None:
         zmq = self.zmq
-        core = self.machine.core
+        end = self.tier_link.end
+        check = self.machine.core.inbox.check
         for i, sock in enumerate(self.engines):
             for _ in range(1_000):
                 try:
@@ -64,74 +88,54 @@ class ForwardLink:
                 self.linked.add(i)
                 if kind == LINK_HAVE:
                     if type(body) is int and not self.diverged(i, body):
-                        self.haves[i] = body
-                        self.gates[i].read()  # (what was sent until now had a period more)
-                        self.confirmed(i, body)
+                        self.confirmed(i, end.reported(i, body))
                     continue
                 if kind != LINK_SETTLE or type(body) is not tuple:
                     self.counts["malformed"] += 1
                     continue
                 if self.handler.journal_down is not None:
                     continue  # not journaled, not applied: re-sent on the next SYNC
-                for msg in body:
-                    eseq, prev = _at(msg, 2), _at(msg, 3)
-                    if type(eseq) is int and type(prev) is int and _at(msg, 1) == i:
-                        verdict = core.inbox.check(i, eseq, prev)
-                        if verdict == DUPLICATE:
-                            self.counts["duplicates"] += 1
-                            continue
-                        if verdict != APPLY:
-                            self.syncs_due.add(i)  # a gap: ask for the rest (after the commit)
-                            break
-                    self.handler.apply(msg, self.out)  # a malformed one: the core's anomaly
-                    self.counts["settlements"] += 1
+                # a gap: a SYNC after the commit asks for the rest; a malformed one is applied
+                # (the core's anomaly)
+                applied, duplicates, _ = end.receive(i, body, check, self._settle)
+                self.counts["settlements"] += applied
+                self.counts["duplicates"] += duplicates
+
+    def _settle(self, i: int, msg: tuple) -> None:
+        self.handler.apply(msg, self.out)
 
     def answer_haves(self, released: int | None) -> None:
         """After the group commit: re-send what each HAVE read since the last one calls for
-        (``_resend_due``), from the ring or, past it, the journal; ``released`` (a replicated
-        leader's): never a forward the standby may not have yet (None: no standby)."""
-        haves, self.haves = self.haves, {}
-        now = time.monotonic()
-        for i, have in haves.items():
-            bound = self._resend_due(i, have, now)
-            if bound is None:
-                continue
-            msgs, complete = self.machine.resend(i, have)
-            if complete:
-                self.repairs.pop(i, None)
-            else:
-                msgs = self._journal_forwards(i, have)
-            if released is not None:
-                bound = min(bound, released)
-            msgs = [m for m in msgs if m[0] <= bound]
-            if msgs:
-                self.counts["resent"] += len(msgs)
-                for k in range(0, len(msgs), 1000):
-                    self._send_fwd(i, msgs[k : k + 1000])
+        (``LinkEndpoint.resend``), from the ring or, past it, the journal; ``released`` (a
+        replicated leader's): never a forward the standby may not have yet (None: no
+        standby)."""
+        self.tier_link.answer(time.monotonic(), released, self.machine.resend, self.handler.journal)
+
+    def sync_owed(self) -> None:
+        """SYNC the engine shards a gap was found on (on the link or in the core)."""
+        if self.tier_link.end.owed:
+            for i in self.tier_link.end.take_owed():
+                if 0 <= i < self.cfg.engines:
+                    self.sync(i)
 
     def sync(self, i: int) -> None:
         """Tell engine shard ``i`` the last settlement applied from it: it re-sends what
-        follows and answers HAVE (the forwards it has), so both directions heal."""
-        have = self.machine.core.inbox.last.get(i, 0)
-        try:
-            send_frames(self.engines[i], [LINK_SYNC, encode_link(self.cfg.index, have)])
-        except self.zmq.ZMQError:
-            pass  # not connected yet: the next SYNC
+        follows and answers HAVE (the forwards it has), so both directions heal. Not sent:
+        the next SYNC."""
+        self.tier_link.report(i, self.machine.core.inbox.last.get(i, 0))
 
-    def _resend_due(self, i: int, have: int, now: float) -> int | None:
-        """Re-send the forwards to engine shard ``i`` after its HAVE's ``have`` up to the seq
-        returned, or none (None): ``link.ResendGate``.
-
-        Not while ``have`` advances: the forwards after it are then in flight (queued on the
-        link, or in the engine shard's backlog), not lost, and re-sending them on every HAVE
-        made a busy link carry each one again (46k of 148k forwards in an 8 s closed-loop run,
-        nothing lost). A lost forward stops the engine shard at the one before it (the next
-        one is a gap), so its HAVEs repeat ``have``; only what was sent before the previous
-        HAVE was read is then re-sent (a HAVE read with a burst of orders is answered after
-        the burst's forwards left, and names none of them). At most once per ``SYNC_EVERY_S``
-        per engine shard (a journal-down engine shard repeats its HAVE and applies nothing);
-        a re-send from the journal under way continues on every HAVE."""
-        return self.gates[i].answer(have, now, i in self.repairs)
+    def send_forwards(self, i: int, fwds: list[tuple]) -> None:
+        """A committed batch's forwards to engine shard ``i`` (seq order); past
+        ``max_unconfirmed`` of them unconfirmed, its symbols' new orders are shed."""
+        end = self.tier_link.end
+        end.sent(i, fwds)
+        self.tier_link.send(i, fwds)
+        pending = end.unacked.get(i)
+        full = self.handler.full
+        if pending is not None and len(pending) >= self.cfg.max_unconfirmed and i not in full:
+            full.add(i)
+            log.warning("engine shard %d has not confirmed %d forwards: new orders for its "
+                        "symbols are shed (overloaded)", i, len(pending))  # fmt: skip
 
     def diverged(self, i: int, have: int) -> bool:
         """Whether engine shard ``i``'s HAVE says it applied forwards from this shard beyond
@@ -151,22 +155,20 @@ class ForwardLink:
             log.error("ALERT account shard %d halted: %s", self.cfg.index, self.handler.halted)
         return True
 
-    def confirmed(self, i: int, have: int) -> None:
-        """Engine shard ``i`` has applied every forward up to ``have``: they are no longer
-        pending; below half the cap its symbols take new orders again."""
-        pending = self.unconfirmed.get(i)
-        if pending is None:
-            return
-        while pending and pending[0] <= have:
-            pending.popleft()
+    def confirmed(self, i: int, pending: int) -> None:
+        """Engine shard ``i``'s HAVE left ``pending`` forwards unconfirmed: below half the cap
+        its symbols take new orders again."""
         full = self.handler.full
-        if i in full and len(pending) < self.cfg.max_unconfirmed // 2:
+        if i in full and pending < self.cfg.max_unconfirmed // 2:
             full.discard(i)
             log.warning("engine shard %d caught up (%d forwards pending): orders taken again",
-                        i, len(pending))  # fmt: skip
+                        i, pending)  # fmt: skip
 
-    def _send_fwd(self, i: int, fwds: list[tuple]) -> None:
+    def _transmit(self, i: int, frames: list[bytes]) -> bool:
+        """``frames`` on engine shard ``i``'s DEALER; False if it cannot leave (engine down or
+        pipe full: its HAVE makes us re-send)."""
         try:
-            send_frames(self.engines[i], [LINK_FWD, encode_link(self.cfg.index, fwds)])
-        except self.zmq.ZMQError:  # engine down or pipe full: its HAVE makes us re-send
-            self.counts["unsent"] += len(fwds)
+            send_frames(self.engines[i], frames)
+        except self.zmq.ZMQError:
+            return False
+        return True

@@ -18,11 +18,11 @@ from shardex.auth import (
     Registry,
     replication_domain,
     replication_peer,
-    server_socket,
     user_of,
 )
 from shardex.journal import Journal
 from shardex.lease import Lease, LeaseLost
+from shardex.net.roles import replication_server
 from shardex.node.replication import (
     CATCHUP_RECORDS,
     ISR_TIMEOUT_S,
@@ -80,17 +80,15 @@ class Replicator:
         self.lease = lease
         self.node = lease.node
         self.journal = journal
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted standby takes its id over
-        self.sock.setsockopt(zmq.SNDHWM, 100_000)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_STANDBY_MSG)
         self.registry: Registry | None = None
         self.last_reload = 0.0
+        server = None
         if keys_dir:
             store = KeyStore(keys_dir)
             self.registry = store.registry()
-            server_socket(self.sock, store.server(), replication_domain(lease.shard, role))
+            server = store.server()
+        domain = replication_domain(lease.shard, role)
+        self.sock = replication_server(ctx, zmq, MAX_STANDBY_MSG, server, domain)
         self.refused = Refusals(f"leader {self.node}")
         self.sock.bind(endpoint)
         self.committed = seq

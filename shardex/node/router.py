@@ -26,8 +26,10 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.auth import DOMAIN_CLIENTS, DOMAIN_SHARDS, KeyStore, ZapHandler, server_socket, user_of
+from shardex.auth import KeyStore, ZapHandler, user_of
 from shardex.metrics import serve
+from shardex.net import ZMQ, Transport
+from shardex.net.roles import router_back, router_front
 from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
     _BAD_KEY,
     _MALFORMED,
@@ -53,10 +55,12 @@ class RouterNode:
     """The router process: two ROUTER sockets and a poll loop that moves frames as ``Router``
     decides. Every send is non-blocking and every failure becomes a counted reject or drop."""
 
-    def __init__(self, cfg: RouterConfig) -> None:
+    def __init__(self, cfg: RouterConfig, net: Transport = ZMQ) -> None:
+        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
         self.cfg = cfg
+        self.net = net
         self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
-        self.ctx = zmq.Context()
+        self.ctx = net.Context()
         self.zap: ZapHandler | None = None
         server = None
         if cfg.keys_dir:
@@ -65,33 +69,13 @@ class RouterNode:
             server = store.server()
             self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
         self.router = Router(cfg.shards, cfg, self.zap.registry if self.zap else None)
-        front = self.front = self.ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.LINGER, 0)
-        front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full/gone client raises: counted, not silent
-        front.setsockopt(zmq.SNDHWM, cfg.client_hwm)  # a client that never reads is bounded
-        # What one client may have queued here unread: past it libzmq stops reading that
-        # connection (TCP backpressure to the client) instead of growing this process (a 3×
-        # flood from 32 connections grew the router by 238 MB with 10,000).
-        front.setsockopt(zmq.RCVHWM, 1_000)
-        front.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-        if server is not None:
-            server_socket(front, server, DOMAIN_CLIENTS)
         # Bound at once (a port that is not listening yet can be taken by a client's own
         # connect: Linux may pick the very port as its ephemeral source, a self-connection), but
         # read only once the shards have registered (``open_front``).
-        front.bind(cfg.frontend)
+        self.front = router_front(self.ctx, net, cfg.frontend, server, cfg.client_hwm)
         self.front_open = False
-        back = self.back = self.ctx.socket(zmq.ROUTER)
-        back.setsockopt(zmq.LINGER, 0)
-        back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown shard → EHOSTUNREACH, not a silent drop
-        back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted shard takes over its identity
-        back.setsockopt(zmq.SNDHWM, cfg.hwm)
-        back.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        back.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
-        if server is not None:
-            server_socket(back, server, DOMAIN_SHARDS)
-        back.bind(cfg.backend)
-        self.poller = zmq.Poller()
+        back = self.back = router_back(self.ctx, net, cfg.backend, server, cfg.hwm)
+        self.poller = net.Poller()
         self.poller.register(back, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
@@ -172,6 +156,15 @@ class RouterNode:
             self.to_client(reply)
 
     def run(self) -> None:
+        self.start()
+        try:
+            while not self.stop:
+                self.turn()
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Metrics, GC settings, the "up" line: once, before the first turn."""
         cfg = self.cfg
         log.info(
             "router up (pid %d): %d shards, frontend %s, backend %s",
@@ -180,42 +173,45 @@ class RouterNode:
             cfg.frontend,
             cfg.backend,
         )
-        REGISTRY.register(self.router)
-        serve(cfg.metrics_port, "router")
-        tune_gc()
-        last_expire = last_reload = started = time.monotonic()
+        if not self.net.in_process:  # (process-wide: not for a node sharing its process)
+            REGISTRY.register(self.router)
+            serve(cfg.metrics_port, "router")
+            tune_gc()
+        self.last_expire = self.last_reload = self.started = time.monotonic()
+
+    def turn(self) -> None:
+        """One wake-up: open the front when due, expire, poll, move what is ready."""
+        now = time.monotonic()
+        if not self.front_open:
+            self.open_front(now, self.started)
+        if time.monotonic() - self.last_expire > 1.0:
+            n = self.router.expire(perf_counter())
+            if n:
+                log.warning("forgot %d requests no shard answered within %.0fs", n,
+                            self.cfg.inflight_timeout)  # fmt: skip
+            self.last_expire = time.monotonic()
         try:
-            while not self.stop:
-                now = time.monotonic()
-                if not self.front_open:
-                    self.open_front(now, started)
-                if time.monotonic() - last_expire > 1.0:
-                    n = self.router.expire(perf_counter())
-                    if n:
-                        log.warning("forgot %d requests no shard answered within %.0fs", n,
-                                    cfg.inflight_timeout)  # fmt: skip
-                    last_expire = time.monotonic()
-                try:
-                    ready = dict(self.poller.poll(200 if self.front_open else 20))
-                except zmq.ZMQError:
-                    continue
-                if self.zap is not None:
-                    if self.zap.sock in ready:
-                        self.zap.serve()
-                    if now - last_reload >= 1.0:
-                        self.zap.registry.reload()  # keys added/revoked without a restart
-                        last_reload = now
-                if self.back in ready:
-                    self.from_shards()
-                if self.front in ready:
-                    self.from_clients()
-        finally:
-            self.front.close(0)
-            self.back.close(0)
-            if self.zap is not None:
-                self.zap.close()
-            self.ctx.term()
-            log.info("router stopped")
+            ready = dict(self.poller.poll(200 if self.front_open else 20))
+        except zmq.ZMQError:
+            return
+        if self.zap is not None:
+            if self.zap.sock in ready:
+                self.zap.serve()
+            if now - self.last_reload >= 1.0:
+                self.zap.registry.reload()  # keys added/revoked without a restart
+                self.last_reload = now
+        if self.back in ready:
+            self.from_shards()
+        if self.front in ready:
+            self.from_clients()
+
+    def close(self) -> None:
+        self.front.close(0)
+        self.back.close(0)
+        if self.zap is not None:
+            self.zap.close()
+        self.ctx.term()
+        log.info("router stopped")
 
 
 def _recv(sock: Any) -> tuple[list[bytes], None]:

@@ -142,38 +142,44 @@ class SequencedNode:
 
     def run(self) -> None:
         self.start()
-        zmq = self.zmq
         try:
             while not self.stop:
-                now = time.monotonic()
-                if self.replica is not None and not self.replica_tick(now):
-                    # past our lease deadline: accept nothing, acknowledge nothing; requests
-                    # are answered ``not_leader`` (nothing ran: the client may send them again)
-                    self.refuse()
-                    time.sleep(0.01)
-                    continue
-                self.fenced = False
-                self.periodic(now)
-                try:
-                    ready = self.poller.poll(self.poll_ms())
-                except zmq.ZMQError:
-                    continue  # EINTR from a signal: the loop re-checks ``stop``
-                if self.replica is not None and not self.replica.lease.valid():
-                    continue  # (paused inside poll past our deadline: send and take nothing)
-                self.pump()
-                self.after_pump()
-                if ready:
-                    if self.zap is not None:
-                        self.zap.serve()
-                    self.read_links()
-                self.after_links()
-                if ready:
-                    self.read_requests(now)
-                    self.flush()
-                    self.after_flush()
-                self.housekeeping(now)
+                self.turn()
         finally:
             self.close()
+
+    def turn(self) -> None:
+        """One turn of the loop (the module docstring's steps). A process runs turns until
+        stopped (``run``); an in-memory cluster calls ``start``, then every node's ``turn`` in
+        rounds (its poll never waits), then ``close``."""
+        now = time.monotonic()
+        if self.replica is not None and not self.replica_tick(now):
+            # past our lease deadline: accept nothing, acknowledge nothing; requests are
+            # answered ``not_leader`` (nothing ran: the client may send them again)
+            self.refuse()
+            if not self.zmq.in_process:
+                time.sleep(0.01)
+            return
+        self.fenced = False
+        self.periodic(now)
+        try:
+            ready = self.poller.poll(self.poll_ms())
+        except self.zmq.ZMQError:
+            return  # EINTR from a signal: the loop re-checks ``stop``
+        if self.replica is not None and not self.replica.lease.valid():
+            return  # (paused inside poll past our deadline: send and take nothing)
+        self.pump()
+        self.after_pump()
+        if ready:
+            if self.zap is not None:
+                self.zap.serve()
+            self.read_links()
+        self.after_links()
+        if ready:
+            self.read_requests(now)
+            self.flush()
+            self.after_flush()
+        self.housekeeping(now)
 
     def poll_ms(self) -> int:
         if any(box.size for box in self.outboxes):

@@ -1,8 +1,9 @@
-"""The engine shard's half of the sequenced engine ⇄ account link (``SettlementLink``): read
-forwards and SYNCs from the account shards (applied through ``ShardCore.forward``), send each
-batch's settlements after its group commit (at the high watermark when replicated), answer
-SYNCs with HAVE and re-sends from the ring or, past it, the journal. The other half is the
-account shard's ``forward_link.ForwardLink``; both follow ``accounts.link``."""
+"""The engine shard's socket side of the sequenced engine ⇄ account link (``SettlementLink``):
+read forwards and SYNCs from the account shards on its ROUTER (each sender authenticated),
+apply forwards through ``ShardCore.forward``, send each batch's settlements after its group
+commit (at the high watermark when replicated), answer SYNCs with re-sends and HAVE. What to
+apply, skip, re-send and report is the ``accounts.link.LinkEndpoint`` the account shard's
+``forward_link.ForwardLink`` uses too; sending and answering is the shared ``LinkPort``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import logging
 import time
 from typing import Any
 
-from shardex.accounts.link import APPLY, GAP
+from shardex.accounts.link import APPLY, FORWARD, GAP, MALFORMED, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import SettledEngine, SettlementRepair
 from shardex.auth import user_of
-from shardex.journal import Journal, JournalError
-from shardex.node.ring import JOURNAL_READ_BUDGET
-from shardex.wire.link import decode_link, encode_link
+from shardex.node.link_port import LinkPort
+from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
@@ -25,9 +25,9 @@ MAX_RESEND = 20_000  # settlements one SYNC answer re-sends from the journal (th
 
 
 class SettlementLink:
-    """Methods of ``ShardNode`` for its account link (a mixin: the state — ``alink``,
-    ``account_peers``, ``syncs``, ``gates``, ``repairs``, ``repl_settle``, ``link_counts`` — is
-    the node's, set up in its ``__init__``)."""
+    """Methods of ``ShardNode`` for its account link (a mixin: ``init_link`` makes its state,
+    ``tier_link`` (the ``LinkPort``), ``account_peers``; ``link_counts`` and ``repl_settle`` are
+    the node's)."""
 
     cfg: Any
     zmq: Any
@@ -35,21 +35,47 @@ class SettlementLink:
     core: Any
     alink: Any
     account_peers: dict[int, bytes]
-    syncs: dict[int, int]
-    gates: dict[int, Any]
-    repairs: dict[int, SettlementRepair]
+    tier_link: LinkPort
     repl_settle: Any
     link_counts: dict[str, int]
     malformed: int
     out: list[Any]
     flush: Any  # the node's group commit (a forward burst past ``publish_every`` flushes)
 
+    def init_link(self, every: float, limit: int = MAX_RESEND) -> None:
+        """The link's state: each account shard's SYNCs re-send its settlements at most every
+        ``every`` seconds (``ResendGate``), at most ``limit`` from the journal per SYNC; what
+        the journal put on each link before we started counts as sent."""
+        cfg = self.cfg
+        last = self.core.engine.feed.outbox.last if cfg.accounts else {}
+        self.account_peers = {}  # account shard → its link's routing id
+        end = LinkEndpoint(cfg.accounts, every, last, out=SETTLEMENT, incoming=FORWARD,
+                           width=3, answers=True)  # fmt: skip
+        self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_SETTLE, LINK_HAVE),
+                             self.link_counts, SettlementRepair, limit,
+                             ("account shard", "settlements"))  # fmt: skip
+
+    @property
+    def syncs(self) -> dict[int, int]:
+        """Account shard → the have of its SYNC read and not yet answered."""
+        return self.tier_link.end.reports
+
+    @property
+    def gates(self) -> dict[int, Any]:
+        return self.tier_link.end.gates
+
+    @property
+    def repairs(self) -> dict[int, Any]:
+        """Account shard → its re-send from the journal under way."""
+        return self.tier_link.end.repairs
+
     def from_accounts(self) -> None:
         """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
         applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
         journal that cannot write) makes us answer HAVE so the account shard re-sends."""
-        zmq, sock, core = self.zmq, self.alink, self.core
-        engine: SettledEngine = core.engine  # type: ignore[assignment]
+        zmq, sock = self.zmq, self.alink
+        end = self.tier_link.end
+        verdict = self.core.engine.forward_verdict
         counts = self.link_counts
         for _ in range(10_000):
             try:
@@ -72,32 +98,30 @@ class SettlementLink:
             self.account_peers[j] = ident
             if kind == LINK_SYNC:
                 if type(body) is int and body >= 0:
-                    self.syncs[j] = body  # answered after this wake-up's group commit
-                    self.gates[j].read()  # (what was sent until now had a SYNC period more)
+                    end.reported(j, body)  # answered after this wake-up's group commit
                 continue
             if kind != LINK_FWD or type(body) is not tuple:
                 self.malformed += 1
                 continue
-            for item in body:
-                if type(item) is not tuple or len(item) != 3:
-                    self.malformed += 1
-                    break
-                seq, prev, cmd = item
-                if type(seq) is not int or type(prev) is not int:
-                    self.malformed += 1
-                    break
-                verdict = engine.forward_verdict(j, seq, prev)
-                if verdict == APPLY and core.journal_down is None:
-                    core.forward(j, seq, prev, cmd, self.out)
-                    counts["forwards"] += 1
-                elif verdict in (GAP, APPLY):
-                    counts["gaps"] += 1
-                    self.syncs.setdefault(j, -1)  # -1: only tell them what we have
-                    break
-                else:
-                    counts["duplicates"] += 1
+            check = verdict if self.core.journal_down is None else self._held_verdict
+            applied, duplicates, ended = end.receive(j, body, check, self._forward)
+            counts["forwards"] += applied
+            counts["duplicates"] += duplicates
+            if ended == GAP:
+                counts["gaps"] += 1
+            elif ended == MALFORMED:
+                self.malformed += 1
             if len(self.out) >= self.cfg.publish_every:
                 self.flush()
+
+    def _held_verdict(self, j: int, seq: int, prev: int) -> int:
+        """A forward's verdict while the journal cannot write: one that would apply is a gap
+        (not applied, not journaled: the account shard re-sends it after our HAVE)."""
+        verdict = self.core.engine.forward_verdict(j, seq, prev)
+        return GAP if verdict == APPLY else verdict
+
+    def _forward(self, j: int, msg: tuple) -> None:
+        self.core.forward(j, msg[0], msg[1], msg[2], self.out)
 
     def _sender_ok(self, j: int, ident: bytes, last: Any) -> bool:
         """Whether a message that says it is account shard ``j``'s came from it: secure, J's
@@ -129,8 +153,6 @@ class SettlementLink:
         shard never applies a settlement the standby has not made durable (if we die, the new
         leader re-sends from its own rings exactly what it has). None: no standby, all go."""
         engine: SettledEngine = self.core.engine  # type: ignore[assignment]
-        counts = self.link_counts
-        index = self.core.index
         if upto is None:
             if engine.outgoing:
                 outgoing, engine.outgoing = engine.outgoing, []
@@ -139,82 +161,33 @@ class SettlementLink:
             wait = self.repl_settle
             while wait and wait[0][0] <= upto:
                 self._send_outgoing(wait.popleft()[1])
-        if self.syncs:
-            syncs, self.syncs = self.syncs, {}
-            now = time.monotonic()
-            for j, after in syncs.items():
-                bound = self._resend_due(j, after, now) if after >= 0 else None
-                if bound is not None:
-                    msgs, complete = engine.resend(j, after)
-                    if complete:
-                        self.repairs.pop(j, None)
-                    else:
-                        msgs = self._journal_settlements(j, after)
-                    if upto is not None:
-                        bound = min(bound, upto)
-                    if msgs and msgs[-1][2] > bound:
-                        msgs = [m for m in msgs if m[2] <= bound]  # (a prefix: seq order)
-                    counts["resent"] += len(msgs)
-                    for k in range(0, len(msgs), 1000):
-                        self._link_send(j, LINK_SETTLE, msgs[k : k + 1000])
-                peer = self.account_peers.get(j)
-                if peer is not None:
-                    have = encode_link(index, engine.inbox.last.get(j, 0))
-                    try:
-                        send_frames(self.alink, [peer, LINK_HAVE, have])
-                    except self.zmq.ZMQError:
-                        counts["unsent"] += 1
-
-    def _resend_due(self, j: int, after: int, now: float) -> int | None:
-        """Re-send the settlements for account shard ``j`` after ``after`` up to the seq
-        returned, or none (None): ``link.ResendGate``. Not while ``after`` advances: what
-        follows is then in flight (on the link or in its backlog), not lost; re-sending on
-        every SYNC made ~30% of a busy link's settlements duplicates (skipped there, but
-        carried and checked twice). A lost one stops the account shard at the one before it
-        (the next is a gap), so its SYNCs repeat ``after``; only what was sent before the
-        previous SYNC was read is then re-sent (a SYNC read with a burst of forwards is
-        answered after the burst's settlements left, and may be older than them), at most
-        every ``RESEND_EVERY_S`` per link (gap SYNCs come in bursts); a journal re-send under
-        way continues every SYNC. (The account shard applies the same rule to its forwards.)"""
-        return self.gates[j].answer(after, now, j in self.repairs)
+        port = self.tier_link
+        if port.end.reports:
+            port.answer(time.monotonic(), upto, engine.resend, self.core.journal)
+        if port.end.owed:
+            for j in port.end.take_owed():
+                if j in self.account_peers and not port.report(j, engine.inbox.last.get(j, 0)):
+                    self.link_counts["unsent"] += 1
 
     def _send_outgoing(self, outgoing: list[tuple[int, tuple]]) -> None:
         """One batch's settlements, one message per account shard, in seq order."""
         per: dict[int, list[tuple]] = {}
         for j, msg in outgoing:
             per.setdefault(j, []).append(msg)
+        port = self.tier_link
         for j, msgs in per.items():
             self.link_counts["settlements"] += len(msgs)
-            self.gates[j].put(msgs[-1][2])
-            self._link_send(j, LINK_SETTLE, msgs)
+            port.end.sent(j, msgs)
+            port.send(j, msgs)
 
-    def _journal_settlements(self, j: int, after: int) -> list[tuple]:
-        """Settlements for account shard ``j`` after ``after`` that the ring no longer holds,
-        regenerated from the journal (bounded work per SYNC; the cursor is kept, so the next
-        SYNC continues). [] while replaying towards them; ALERT when the journal lost them."""
-        journal = self.core.journal
-        if not isinstance(journal, Journal):
-            log.error("ALERT account shard %d needs settlements after eseq %d that the ring "
-                      "no longer holds, and this shard has no journal", j, after)  # fmt: skip
-            return []
-        repair = self.repairs.get(j)
-        if repair is None:
-            repair = self.repairs[j] = SettlementRepair(j, journal.replay_from)
-        try:
-            msgs = repair.take(after, JOURNAL_READ_BUDGET, MAX_RESEND)
-        except JournalError as exc:
-            self.repairs.pop(j, None)
-            log.error("ALERT account shard %d needs settlements after eseq %d: %s", j, after, exc)
-            return []
-        self.link_counts["journal"] += len(msgs)
-        return msgs
-
-    def _link_send(self, j: int, kind: bytes, msgs: list[tuple]) -> None:
+    def _transmit(self, j: int, frames: list[bytes]) -> bool:
+        """``frames`` to account shard ``j`` on our ROUTER: to the routing id its messages came
+        from (insecure: ``accounts-J`` before any came); False if it cannot leave."""
         peer = self.account_peers.get(j, f"accounts-{j}".encode() if self.zap is None else None)
         if peer is None:
-            self.link_counts["unsent"] += len(msgs)
-            return
+            return False
         try:
-            send_frames(self.alink, [peer, kind, encode_link(self.core.index, msgs)])
+            send_frames(self.alink, [peer, *frames])
         except self.zmq.ZMQError:  # not connected (yet) or its pipe is full: its SYNC repairs
-            self.link_counts["unsent"] += len(msgs)
+            return False
+        return True

@@ -20,18 +20,15 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.accounts.link import ResendGate
-from shardex.accounts.machines import SettledEngine, SettledEngineFactory, SettlementRepair
-from shardex.auth import (
-    user_of,
-)
+from shardex.accounts.machines import SettledEngine, SettledEngineFactory
+from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market
-from shardex.engine.codes import (
-    Event,
-)
+from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
+from shardex.net import ZMQ, Transport
+from shardex.net.roles import account_link_server, direct_port, pub_socket, router_link
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
 from shardex.node.journal_hold import JournalHold
@@ -44,7 +41,6 @@ from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
-from shardex.node.sockets import account_link_server, direct_port, pub_socket, router_link
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
@@ -65,7 +61,7 @@ log = logging.getLogger("shardex.shard")
 
 Replies = list[tuple[ReplyOutbox, list[bytes]]]  # (where, frames) of one batch, sent in order
 
-RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (_resend_due)
+RESEND_EVERY_S = 0.5  # settlements re-sent to one account shard at most this often (ResendGate)
 # The journal writer thread (SHARDEX_JOURNAL_WRITER=1): off by default because on the 2-core
 # box it was measured on, its two thread hand-offs per commit cost more (~100 µs p50 at 5k/s)
 # than the overlap saves; a commit on the loop's thread into a preallocated segment was best.
@@ -124,13 +120,15 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         cfg: ShardConfig,
         recovered: tuple[Engine, Journal] | None = None,
         replicate: Callable[[Any, Any], Any] | None = None,
+        net: Transport = ZMQ,
     ) -> None:
         """``recovered``: an engine and journal already recovered (a promoted standby's);
-        ``replicate(ctx, zmq)``: builds the ``leader.Replicator`` of a replicated leader."""
+        ``replicate(ctx, net)``: the ``leader.Replicator`` of a replicated leader; ``net``."""
         self.cfg = cfg
-        self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if cfg.pin else None
-        self.zmq = zmq
-        self.ctx = zmq.Context()
+        pin = cfg.pin and not net.in_process  # (``net.in_process``: shares its process)
+        self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if pin else None
+        self.zmq = net
+        self.ctx = net.Context()
         self.open_keys("shard")
         self.core = ShardCore(
             cfg.index,
@@ -141,15 +139,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             registry=self.zap.registry if self.zap else None,
         )
         self.core.accounts = cfg.accounts
-        self.account_peers: dict[int, bytes] = {}  # account shard → its link's routing id
-        self.syncs: dict[int, int] = {}  # account shard → settlements it has: re-send after
-        self.repairs: dict[int, SettlementRepair] = {}  # journal re-sends under way, per link
-        # account shard → which settlements its SYNCs call for re-sending (``_resend_due``);
-        # what the journal put on each link before we started counts as sent
-        last = self.core.engine.feed.outbox.last if cfg.accounts else {}
-        self.gates = {j: ResendGate(RESEND_EVERY_S, last.get(j, 0)) for j in range(cfg.accounts)}
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
+        self.init_link(RESEND_EVERY_S)  # (``SettlementLink``)
         self.stats = self.core.stats
         self.stats.engine = self.core.engine
         self.stats.seq = self.core.engine.seq
@@ -162,15 +154,15 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.held_pending = 0  # journal commands waiting with the held batch
         # Replicated leader: each batch's replies and events wait here, (seq after
         # the batch, replies, events), until the in-sync standbys have it (``release_acked``).
-        self.replica: Any = replicate(self.ctx, zmq) if replicate is not None else None
+        self.replica: Any = replicate(self.ctx, net) if replicate is not None else None
         self.repl_wait: deque[tuple[int, Replies, list[Event]]] = deque()
         # With accounts too: each batch's settlements, (seq after the batch, [(account shard,
         # settlement)]), wait for the same high watermark (``send_settlements``): one that left
         # before the standby had its batch would be money the next leader never moved.
         self.repl_settle: deque[tuple[int, list[tuple[int, tuple]]]] = deque()
-        self._sockets(zmq)
+        self._sockets(net)
         if self.replica is not None:
-            self.poller.register(self.replica.sock, zmq.POLLIN)
+            self.poller.register(self.replica.sock, net.POLLIN)
         self.hello_msg = encode_hello({
             "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
             "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
@@ -289,10 +281,11 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
 
     def start(self) -> None:
         cfg = self.cfg
-        REGISTRY.register(ShardCollector(self.stats))
-        REGISTRY.register(ShardNodeCollector(self))
-        serve(cfg.metrics_port, "engine", shard=str(cfg.index))
-        tune_gc()  # after recovery: the recovered books are never scanned again
+        if not self.zmq.in_process:  # (process-wide: not for a node sharing its process)
+            REGISTRY.register(ShardCollector(self.stats))
+            REGISTRY.register(ShardNodeCollector(self))
+            serve(cfg.metrics_port, "engine", shard=str(cfg.index))
+            tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
             "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
             cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,

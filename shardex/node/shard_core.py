@@ -25,7 +25,7 @@ from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
-from shardex.node.ring import JOURNAL_READ_BUDGET, PublishedRing
+from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.wire.protocol import (
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
@@ -80,7 +80,7 @@ class ShardCore:
         # Every command applied is journaled before its reply leaves (the loop commits the
         # journal, then sends the replies of the batch).
         self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
-        self.ring = PublishedRing(ring_size)
+        self.ring = EventRing(ring_size)
         self.stats = ShardStats(index)
         self._owner: dict[Any, int] = {}
         self.commands = 0

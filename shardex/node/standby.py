@@ -13,15 +13,13 @@ from typing import Any
 import zmq
 
 from shardex.auth import (
-    DOMAIN_CLIENTS,
     KeyFile,
     KeyStore,
     ZapHandler,
-    client_socket,
-    server_socket,
 )
 from shardex.journal import Journal
 from shardex.lease import Holder, Lease
+from shardex.net.roles import replication_follower, standby_front
 from shardex.node.fencing import not_leader_reply
 from shardex.node.replication import (
     CHECK_LEASE_S,
@@ -33,7 +31,7 @@ from shardex.node.replication import (
     open_journal,
     reserve_port,
 )
-from shardex.node.ring import PublishedRing
+from shardex.node.ring import EventRing
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -104,7 +102,7 @@ class Standby:
         # unpublished events is served from memory. (A journal replay of that range stalled
         # new leaders' loops for seconds.)
         self.ring_size = ring_size
-        self.ring = PublishedRing(ring_size)
+        self.ring = EventRing(ring_size)
         # The direct port this replica serves once it leads, bound while it stands by so a
         # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
         # a timeout (``serve_clients``). Closed before promotion.
@@ -118,18 +116,14 @@ class Standby:
     def _bind_front(self, direct: str, keys_dir: str | None) -> None:
         """Bind the direct port this replica serves once it leads, to answer ``not_leader``
         meanwhile; one that cannot be bound is a warning (clients there time out)."""
-        front = self.ctx.socket(zmq.ROUTER)
-        front.setsockopt(zmq.LINGER, 0)
-        front.setsockopt(zmq.SNDHWM, 1000)
+        server = None
+        if keys_dir:  # secure clients must complete a handshake to hear the refusal
+            store = KeyStore(keys_dir)
+            self.zap = ZapHandler(self.ctx, store.registry())
+            server = store.server()
         try:
-            if keys_dir:  # secure clients must complete a handshake to hear the refusal
-                store = KeyStore(keys_dir)
-                self.zap = ZapHandler(self.ctx, store.registry())
-                server_socket(front, store.server(), DOMAIN_CLIENTS)
-            front.bind(direct)
-            self.front = front
+            self.front = standby_front(self.ctx, self.zmq, direct, server)
         except zmq.ZMQError as exc:
-            front.close(0)
             log.warning("standby %s cannot bind %s (%s): clients there time out instead "
                         "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
@@ -161,11 +155,8 @@ class Standby:
     def _follow(self, holder: Holder) -> None:
         if self.sock is not None:
             self.sock.close(0)
-        s = self.sock = self.ctx.socket(self.zmq.DEALER)
-        s.setsockopt(self.zmq.LINGER, 0)
-        s.setsockopt(self.zmq.IDENTITY, self.node.encode())
-        if self.key is not None:
-            client_socket(s, self.key)  # shard I's key; the leader must hold the server key
+        # (secure: shard I's key; the leader must hold the server key)
+        s = self.sock = replication_follower(self.ctx, self.zmq, self.node, self.key)
         try:
             s.connect(holder.endpoint)
         except self.zmq.ZMQError as exc:  # a garbled endpoint in the lease: wait for the next
@@ -265,6 +256,7 @@ class Standby:
                 return
             if len(frames) != 4:  # [client, routing key, request id, payload]
                 continue
+            client, _, req, payload = frames
             if error is None:
                 status = self.status()
                 leader = self.leader
@@ -276,7 +268,7 @@ class Standby:
                 )
             self.not_leader_refused += 1
             try:
-                front.send_multipart([frames[0], frames[2], not_leader_reply(frames[3], error)],
+                front.send_multipart([client, req, not_leader_reply(payload, error)],
                                      zmq.NOBLOCK)  # fmt: skip
             except zmq.ZMQError:
                 pass  # full or gone: that client times out

@@ -25,9 +25,11 @@ from typing import Any
 
 import zmq
 
-from shardex.auth import KeyFile, client_socket
+from shardex.auth import KeyFile
 from shardex.client import Client, ShardexError
 from shardex.engine.codes import EV_ACCEPTED, EV_CANCELLED, EV_REJECTED, EV_TRADE, reject_name
+from shardex.net.roles import event_sub
+from shardex.wire.layouts import EV_ID, EV_KIND, EV_SEQ, REJECTED_CODE, TRADE_MAKER, TRADE_TAKER
 from shardex.wire.protocol import OP_EVENTS
 from shardex.wire.pub import Malformed, decode_events
 from shardex.wire.transport import RequestIds, dealer, request
@@ -66,9 +68,9 @@ class FillCounter:
             return
         ahead = self.ahead[shard]
         for ev in events:
-            if not isinstance(ev, tuple | list) or len(ev) < 4 or type(ev[1]) is not int:
+            if not isinstance(ev, tuple | list) or len(ev) <= EV_ID or type(ev[EV_SEQ]) is not int:
                 continue
-            seq = ev[1]
+            seq = ev[EV_SEQ]
             if seq < nxt or seq in ahead:
                 continue
             self._count(ev)
@@ -83,22 +85,23 @@ class FillCounter:
 
     def _count(self, ev: tuple | list) -> None:
         p = self.prefix
-        kind = ev[0]
-        if kind == EV_TRADE and len(ev) > 6:
-            ours = (type(ev[5]) is str and ev[5].startswith(p)) + (
-                type(ev[6]) is str and ev[6].startswith(p)
+        kind = ev[EV_KIND]
+        if kind == EV_TRADE and len(ev) > TRADE_MAKER:
+            taker, maker = ev[TRADE_TAKER], ev[TRADE_MAKER]
+            ours = (type(taker) is str and taker.startswith(p)) + (
+                type(maker) is str and maker.startswith(p)
             )
             if ours:
                 self.trades += 1
                 self.fills += ours
-        elif type(ev[3]) is not str or not ev[3].startswith(p):
+        elif type(ev[EV_ID]) is not str or not ev[EV_ID].startswith(p):
             return
         elif kind == EV_ACCEPTED:
             self.accepted += 1
         elif kind == EV_CANCELLED:
             self.cancelled += 1
         elif kind == EV_REJECTED:
-            self.rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+            self.rejected[reject_name(ev[REJECTED_CODE] if len(ev) > REJECTED_CODE else None)] += 1
 
     def behind(self, end: Mapping[int, int]) -> int:
         """Events up to ``end`` (each shard's seq after the load) not seen yet."""
@@ -128,8 +131,8 @@ class FillCounter:
         shard, first, last = self.holes[k]
         nxt = first
         for ev in events if isinstance(events, tuple | list) else ():
-            if isinstance(ev, tuple | list) and len(ev) >= 4 and type(ev[1]) is int:
-                if ev[1] == nxt and nxt <= last:
+            if isinstance(ev, tuple | list) and len(ev) > EV_ID and type(ev[EV_SEQ]) is int:
+                if ev[EV_SEQ] == nxt and nxt <= last:
                     self._count(ev)
                     self.repaired += 1
                     nxt += 1
@@ -158,12 +161,7 @@ class EventWatch:
         self.counter = counter
         self.lock = threading.Lock()
         self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, SUB_HWM)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        if key is not None:
-            client_socket(self._sub, key)
+        self._sub = event_sub(self._ctx, zmq, SUB_HWM, key)
         for ep in pubs:
             self._sub.connect(ep)
         self._halt = threading.Event()

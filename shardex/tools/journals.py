@@ -37,6 +37,7 @@ from shardex.journal import (
     iter_records,
     read_snapshot,
 )
+from shardex.wire.layouts import CMD_OP
 from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
 
 _DIR = re.compile(r"^(shard|accounts)-(\d+)(?:\.r\d+)?$")
@@ -119,7 +120,7 @@ def _has_forwards(directory: Path) -> bool:
     for seg in sorted(directory.glob("journal-*.log")):
         for _, payload in iter_records(seg):
             for cmd in unpackb(payload):
-                if type(cmd) is tuple and cmd and cmd[0] == OP_FORWARD:
+                if type(cmd) is tuple and cmd and cmd[CMD_OP] == OP_FORWARD:
                     return True
     return False
 

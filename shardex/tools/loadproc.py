@@ -37,6 +37,16 @@ from shardex.tools.loadconfig import LoadConfig, LoadError
 from shardex.tools.loadreport import Report, open_outcomes
 from shardex.tools.workload import Workload
 from shardex.wire import codes
+from shardex.wire.layouts import (
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_KIND,
+    NEW_QTY,
+    NEW_SIDE,
+    NEW_TYPE,
+    REJECTED_CODE,
+    TRADE_MAKER,
+)
 from shardex.wire.protocol import ErrorText, decode_reply, encode_request
 from shardex.wire.transport import (
     EndpointError,
@@ -138,8 +148,9 @@ def sdk_core(cfg: LoadConfig, table: Mapping[str, Market], shards: int) -> Clien
 def budget(cmd: tuple, table: Mapping[str, Market], mid: Mapping[str, int]) -> tuple:
     """A market buy with a quote ``budget`` (the account tier requires one): twice the mid's
     notional of its qty, as a decimal string of the quote asset."""
-    m = table[cmd[1]]
-    return (*cmd, str(m.tick * m.lot * (2 * mid[cmd[1]] * cmd[7])))
+    symbol = cmd[CMD_SYMBOL]
+    m = table[symbol]
+    return (*cmd, str(m.tick * m.lot * (2 * mid[symbol] * cmd[NEW_QTY])))
 
 
 def count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], ours: str,
@@ -152,16 +163,18 @@ def count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], ou
         if evs == ():
             rep.held += 1
         for ev in evs if isinstance(evs, tuple | list) else ():
-            kind = ev[0] if isinstance(ev, tuple | list) and ev else None
-            if kind == EV_REJECTED and (engine or len(ev) > 5):
-                rejected[reject_name(ev[5] if len(ev) > 5 else None)] += 1
+            kind = ev[EV_KIND] if isinstance(ev, tuple | list) and ev else None
+            if kind == EV_REJECTED and (engine or len(ev) > REJECTED_CODE):
+                code = ev[REJECTED_CODE] if len(ev) > REJECTED_CODE else None
+                rejected[reject_name(code)] += 1
             elif not engine:
                 continue
             elif kind == EV_ACCEPTED:
                 rep.accepted += 1
             elif kind == EV_TRADE:
                 rep.trades += 1
-                maker_ours = ours and len(ev) > 6 and str(ev[6]).startswith(ours)
+                maker = ev[TRADE_MAKER] if len(ev) > TRADE_MAKER else ""
+                maker_ours = ours and str(maker).startswith(ours)
                 rep.fills += 2 if maker_ours else 1
             elif kind == EV_CANCELLED:
                 rep.cancelled += 1
@@ -217,7 +230,12 @@ class LoadProcess:
 
     def next_cmd(self) -> tuple:
         cmd = self.gen.next()
-        if self.risk_on and cmd[0] == OP_NEW and cmd[5] == MARKET and cmd[4] == BUY:
+        if (
+            self.risk_on
+            and cmd[CMD_OP] == OP_NEW
+            and cmd[NEW_TYPE] == MARKET
+            and cmd[NEW_SIDE] == BUY
+        ):
             cmd = budget(cmd, self.table, self.gen.mid)
         return cmd
 
@@ -300,13 +318,14 @@ class LoadProcess:
         return got_any
 
     def handle(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
+        if len(frames) != 2:  # [request id, payload]
             return
-        entry = self.pending.pop(frames[0]) or self.asking.pop(frames[0])
+        req, payload = frames
+        entry = self.pending.pop(req) or self.asking.pop(req)
         if entry is None:
             return
         kind, cmds, stamps, where = entry
-        error, results = decode_reply(frames[1])
+        error, results = decode_reply(payload)
         if kind == "fate":
             self.ask(self.fates.answer(*cmds, error, results, self.clock()))
             return

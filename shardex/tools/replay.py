@@ -32,6 +32,7 @@ from shardex.journal import (
 )
 from shardex.tools.journals import JournalKind, journal_kind
 from shardex.wire.account_events import account_event_to_json
+from shardex.wire.layouts import EV_KIND, REJECTED_REASON
 from shardex.wire.protocol import (
     command_from_json_line,
     event_to_json_line,
@@ -83,10 +84,13 @@ def replay(
         out.clear()
         apply(cmd, out)
         for ev in out:
-            if ev[0] == EV_TRADE:
+            kind = ev[EV_KIND]
+            if kind == EV_TRADE:
                 summary.trades += 1
-            elif ev[0] == EV_REJECTED:
-                reason = ev[4].split(": ", 1)[1] if ev[4].startswith("line ") else ev[4]
+            elif kind == EV_REJECTED:
+                reason = ev[REJECTED_REASON]
+                if reason.startswith("line "):
+                    reason = reason.split(": ", 1)[1]
                 summary.rejects[reason] += 1
             write(event_to_json_line(ev, markets))
             write("\n")
@@ -161,7 +165,8 @@ def replay_journal(
 
 
 def _count_engine(summary: ReplaySummary, ev: tuple) -> None:
-    if ev[0] == EV_TRADE:
+    kind = ev[EV_KIND]
+    if kind == EV_TRADE:
         summary.trades += 1
-    elif ev[0] == EV_REJECTED:
-        summary.rejects[ev[4]] += 1
+    elif kind == EV_REJECTED:
+        summary.rejects[ev[REJECTED_REASON]] += 1

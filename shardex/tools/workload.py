@@ -30,6 +30,7 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.engine.markets import DEFAULT_MARKETS, Market
+from shardex.wire.layouts import CMD_ACCOUNT, NEW_PRICE, NEW_QTY, NEW_TIF, NEW_TYPE
 
 DEFAULT_MIX = {"limit": 45, "ioc": 10, "market": 5, "cancel": 35, "amend": 5}
 KINDS = tuple(DEFAULT_MIX)  # the kinds a mix may weigh
@@ -174,25 +175,27 @@ class Workload:
         ev = self._events
         ev.clear()
         self.shadow.apply(cmd, ev)
-        if cmd[0] == OP_NEW and cmd[8] == GTC and cmd[2] in self.shadow.books[cmd[1]].orders:
-            self.live.append((cmd[1], cmd[2], cmd[3]))
+        op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
+        if op == OP_NEW and cmd[NEW_TIF] == GTC and oid in self.shadow.books[symbol].orders:
+            self.live.append((symbol, oid, account))
         return cmd
 
     def _remember(self, cmd: Command) -> Command:
         """Cheap mode: remember GTC limit orders as resting (bounded) and follow amends."""
-        op = cmd[0]
+        op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
         if op == OP_NEW:
-            if cmd[8] == GTC and cmd[5] == LIMIT and len(self._open) < MAX_REMEMBERED:
-                self.live.append((cmd[1], cmd[2], cmd[3]))
-                self._open[cmd[2]] = [cmd[7], cmd[6]]
+            if cmd[NEW_TIF] == GTC and cmd[NEW_TYPE] == LIMIT and len(self._open) < MAX_REMEMBERED:
+                self.live.append((symbol, oid, account))
+                self._open[oid] = [cmd[NEW_QTY], cmd[NEW_PRICE]]
         elif op == OP_AMEND:
-            entry = self._open[cmd[2]]
-            if cmd[4] is not None:
-                entry[0] = cmd[4]
-            if cmd[5] is not None:
-                entry[1] = cmd[5]
+            _, _, _, _, qty, price = cmd
+            entry = self._open[oid]  # [open qty, price]
+            if qty is not None:
+                entry[0] = qty
+            if price is not None:
+                entry[1] = price
         elif op == OP_CANCEL:
-            self._open.pop(cmd[2], None)
+            self._open.pop(oid, None)
         return cmd
 
     def _pick_live(self) -> tuple[str, str, str] | None:

@@ -14,13 +14,14 @@ from typing import Any
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_NAMES, reject_name
 from shardex.engine.markets import Market
+from shardex.wire.layouts import AE_KIND, AE_SEQ
 from shardex.wire.protocol import command_to_json
 
 
 def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
     """An account shard event → JSON object (``ev`` is the kind's name in ``AE_NAMES``);
     ValueError for an unknown kind."""
-    kind, seq = ev[0], ev[1]
+    kind, seq = ev[AE_KIND], ev[AE_SEQ]
     name = AE_NAMES[kind] if type(kind) is int and 0 <= kind < len(AE_NAMES) else None
     if name == "balance":
         _, _, account, asset, avail, held, why, ref = ev
@@ -28,21 +29,27 @@ def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, M
                 "available": assets.fmt(asset, avail), "held": assets.fmt(asset, held),
                 "why": why, "ref": ref, "seq": seq}  # fmt: skip
     if name == "fees":
-        return {"ev": name, "asset": ev[2], "total": assets.fmt(ev[2], ev[3]), "seq": seq}
+        _, _, asset, total = ev
+        return {"ev": name, "asset": asset, "total": assets.fmt(asset, total), "seq": seq}
     if name == "rejected":
-        return {"ev": name, "account": ev[2], "ref": ev[3], "reason": ev[4],
-                "code": reject_name(ev[5]), "seq": seq}  # fmt: skip
+        _, _, account, ref, reason, code = ev
+        return {"ev": name, "account": account, "ref": ref, "reason": reason,
+                "code": reject_name(code), "seq": seq}  # fmt: skip
     if name == "repeated":
-        return {"ev": name, "account": ev[2], "ref": ev[3], "seq": seq}
+        _, _, account, ref = ev
+        return {"ev": name, "account": account, "ref": ref, "seq": seq}
     if name == "forward":
+        _, _, eshard, prev, fwd = ev
         try:
-            cmd: Any = command_to_json(ev[4], markets)
+            cmd: Any = command_to_json(fwd, markets)
         except (KeyError, ValueError, TypeError, IndexError):
-            cmd = repr(ev[4])
-        return {"ev": name, "shard": ev[2], "prev": ev[3], "command": cmd, "seq": seq}
+            cmd = repr(fwd)
+        return {"ev": name, "shard": eshard, "prev": prev, "command": cmd, "seq": seq}
     if name == "gap":
-        return {"ev": name, "shard": ev[2], "have": ev[3], "prev": ev[4], "eseq": ev[5],
+        _, _, eshard, have, prev, eseq = ev
+        return {"ev": name, "shard": eshard, "have": have, "prev": prev, "eseq": eseq,
                 "seq": seq}  # fmt: skip
     if name == "anomaly":
-        return {"ev": name, "shard": ev[2], "eseq": ev[3], "reason": ev[4], "seq": seq}
+        _, _, eshard, eseq, reason = ev
+        return {"ev": name, "shard": eshard, "eseq": eseq, "reason": reason, "seq": seq}
     raise ValueError(f"unknown account event kind {kind!r}")

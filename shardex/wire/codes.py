@@ -95,9 +95,10 @@ POST_ONLY_CROSS = _code(9, "post_only_cross", MATCHING,
                         "a post_only order (or amend) would cross the book", **_F)
 AMEND_INCREASE = _code(10, "amend_increase", MATCHING,
                        "an amend asks for more than the open qty", **_F)
-WRONG_SHARD = _code(11, "wrong_shard", NODE, "the symbol belongs to another shard", **_F)
+WRONG_SHARD = _code(11, "wrong_shard", NODE, "the symbol belongs to another shard (a read of "
+                    "an account on another account shard: data: shard)", **_F)
 NOT_ALLOWED = _code(12, "not_allowed", IDENTITY,
-                    "the client's key may not act for that account", **_F)
+                    "the client's key may not act for (or read) that account", **_F)
 INSUFFICIENT_FUNDS = _code(13, "insufficient_funds", LEDGER,
                            "a hold or withdraw exceeds the available balance", **_F)
 UNKNOWN_ASSET = _code(14, "unknown_asset", LEDGER, "a transfer in an asset no market trades",

@@ -174,6 +174,28 @@ def recovering_error(slot: str, estimate: Any, text: str) -> ErrorText:
                  estimate=estimate)  # fmt: skip
 
 
+# -- a read's refusal: the error inside one result map ---------------------------------------
+
+
+def read_error(code: int, text: str, /, **data: Any) -> dict[str, Any]:
+    """A read's refusal (a bad argument, a key that may not read it, the wrong shard) as its
+    result map ``{"error": (code, text, data)}``: one command of a batch is refused, not the
+    batch, yet it crosses the wire as a batch error does, so a client decides on the code."""
+    return {"error": encode_error(error(code, text, **data))}
+
+
+def result_error(res: Mapping[str, Any]) -> str | None:
+    """The refusal a read's result map carries: an ``ErrorText`` for the coded form of
+    ``read_error``; the text itself (cut) from a peer that answers a read with bare text;
+    None when the map holds no error. Never raises."""
+    raw = res.get("error")
+    if raw is None:
+        return None
+    if type(raw) is str or type(raw) is ErrorText:
+        return raw[:MAX_TEXT] if type(raw) is str else raw.cut(MAX_TEXT)
+    return decode_error(raw)
+
+
 # -- decisions: by code only ----------------------------------------------------------------
 
 

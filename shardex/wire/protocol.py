@@ -51,6 +51,7 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     recovering_error,
     too_many_reads_error,
 )
+from shardex.wire.layouts import CMD_ID, CMD_OP, CMD_SYMBOL, REJECT_CODE, REJECT_REASON
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 from shardex.wire.schema import (  # noqa: F401  (re-exported: their historical home)
     _at,
@@ -210,14 +211,15 @@ def edge_command(cmd: Any) -> Command:
     if type(cmd) is not tuple or not cmd:
         reason = f"malformed command: expected an array, got {quote(cmd)}"
         return (OP_REJECT, "", "", reason, REJ_MALFORMED)
-    op = cmd[0]
+    op = cmd[CMD_OP]
     n = _WRITE_LEN.get(op) if type(op) is int else None
     if n is None:
-        return (OP_REJECT, _bounded(_at(cmd, 1), MAX_SYMBOL_LEN), _bounded(_at(cmd, 2), MAX_ID_LEN),
-                f"unknown op {quote(op)}", REJ_UNKNOWN_OP)  # fmt: skip
-    symbol, oid = _at(cmd, 1), _at(cmd, 2)
+        return (OP_REJECT, _bounded(_at(cmd, CMD_SYMBOL), MAX_SYMBOL_LEN),
+                _bounded(_at(cmd, CMD_ID), MAX_ID_LEN), f"unknown op {quote(op)}",
+                REJ_UNKNOWN_OP)  # fmt: skip
+    symbol, oid = _at(cmd, CMD_SYMBOL), _at(cmd, CMD_ID)
     reason = None
-    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == 4):
+    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE):
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
@@ -228,23 +230,35 @@ def edge_command(cmd: Any) -> Command:
     elif _too_long(oid, MAX_ID_LEN):
         reason = f"id longer than {MAX_ID_LEN} bytes: {quote(oid)}"
     else:
-        for i in range(3, len(cmd)):
+        for i in range(CMD_ID + 1, len(cmd)):
             v = cmd[i]
             t = type(v)
             if t not in _SCALAR:
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
-            if t is str and _too_long(v, MAX_ID_LEN) and not (op == OP_REJECT and i == 3):
+            if (
+                t is str
+                and _too_long(v, MAX_ID_LEN)
+                and not (op == OP_REJECT and i == REJECT_REASON)  # (a reason may be longer)
+            ):
                 reason = f"field {i} longer than {MAX_ID_LEN} bytes: {quote(v)}"
                 break
         else:
-            if op == OP_REJECT and type(cmd[3]) is str and _too_long(cmd[3], MAX_REASON_LEN):
-                # cut in bytes, not chars (200 four-byte chars are 800 bytes), on a char boundary
-                cut = cmd[3].encode("utf-8", "surrogatepass")[:MAX_REASON_LEN]
-                return cmd[:3] + (cut.decode("utf-8", "ignore"),) + cmd[4:]
+            if op == OP_REJECT and type(cmd[REJECT_REASON]) is str:
+                return _reason_cut(cmd)
             return cmd
     symbol, oid = _bounded(symbol, MAX_SYMBOL_LEN), _bounded(oid, MAX_ID_LEN)
     return (OP_REJECT, symbol, oid, reason, REJ_MALFORMED)
+
+
+def _reason_cut(cmd: Command) -> Command:
+    """An ``OP_REJECT`` with its reason cut to ``MAX_REASON_LEN`` bytes, not chars (200
+    four-byte chars are 800 bytes), on a char boundary; unchanged when it fits."""
+    reason = cmd[REJECT_REASON]
+    if not _too_long(reason, MAX_REASON_LEN):
+        return cmd
+    cut = reason.encode("utf-8", "surrogatepass")[:MAX_REASON_LEN].decode("utf-8", "ignore")
+    return cmd[:REJECT_REASON] + (cut,) + cmd[REJECT_REASON + 1 :]
 
 
 def encode_request(cmds: list[Command] | tuple[Command, ...]) -> bytes:
@@ -384,10 +398,11 @@ def internal_op_refusal(cmds: Any) -> ErrorText | None:
     Checked before anything of the request is applied, so a refused request leaves no trace.
     """
     for cmd in cmds:
-        if type(cmd) is tuple and cmd and type(cmd[0]) is int and cmd[0] in INTERNAL_OPS:
-            return error(codes.INTERNAL_OP, f"{ERR_INTERNAL_OP} {cmd[0]}: made inside the "
+        op = cmd[CMD_OP] if type(cmd) is tuple and cmd else None
+        if type(op) is int and op in INTERNAL_OPS:
+            return error(codes.INTERNAL_OP, f"{ERR_INTERNAL_OP} {op}: made inside the "
                          "cluster only, never accepted from a client (nothing of this request "
-                         "ran)", op=cmd[0])  # fmt: skip
+                         "ran)", op=op)  # fmt: skip
     return None
 
 

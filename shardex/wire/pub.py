@@ -20,6 +20,22 @@ from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_NAMES
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE, Event
 from shardex.engine.markets import Market
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+from shardex.wire.layouts import (
+    AE_KIND,
+    AE_SEQ,
+    AMENDED_PRICE,
+    AMENDED_QTY,
+    CANCELLED_QTY,
+    CANCELLED_REASON,
+    EV_ID,
+    EV_KIND,
+    EV_SEQ,
+    EV_SYMBOL,
+    PUB_EPOCH,
+    REJECTED_CODE,
+    REJECTED_REASON,
+    TRADE_WIDTH,
+)
 
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -55,14 +71,14 @@ def decode_envelope(
         raise Malformed(f"not msgpack ({type(exc).__name__})") from None
     if type(msg) is not tuple or len(msg) not in (3, 4):
         raise Malformed(f"expected [version, {what}, events(, epoch)]")
-    version, shard, events = msg[:3]
+    version, shard, events = msg[:PUB_EPOCH]
     reason = version_error(version, " in events")
     if reason is not None:
         raise Malformed(reason)
     if type(shard) is not int or not (shards is None or 0 <= shard < shards):
         known = "an int" if shards is None else f"one of 0..{shards - 1}"
         raise Malformed(f"{what} {str(shard)[:20]!r} is not {known}")
-    epoch = msg[3] if len(msg) == 4 else None
+    epoch = msg[PUB_EPOCH] if len(msg) > PUB_EPOCH else None
     if epoch is not None and (type(epoch) is not int or not 0 < epoch < MAX_EPOCH):
         raise Malformed(f"epoch {str(epoch)[:20]!r} is not a positive int")
     return shard, events, epoch
@@ -122,11 +138,12 @@ def _bounded(value: Any) -> bool:
 
 
 def _check_trade(ev: tuple, markets: Mapping[str, Market]) -> bool:
-    if len(ev) != 9 or ev[2] not in markets:
+    if len(ev) != TRADE_WIDTH:
         return False
-    _, _, _, price, qty, taker, maker, side, trade_id = ev
+    _, _, symbol, price, qty, taker, maker, side, trade_id = ev
     return (
-        type(price) is int
+        symbol in markets
+        and type(price) is int
         and type(qty) is int
         and _bounded(taker)
         and _bounded(maker)
@@ -144,24 +161,28 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
     """
     if type(ev) is not tuple or len(ev) < 4:
         return False
-    kind, seq, symbol = ev[0], ev[1], ev[2]
+    kind, seq, symbol = ev[EV_KIND], ev[EV_SEQ], ev[EV_SYMBOL]
     if type(seq) is not int or not 0 < seq <= MAX_SEQ or type(kind) is not int:
         return False
     if not _bounded(symbol):
         return False
     if kind == EV_TRADE:
         return _check_trade(ev, markets)
-    if not _bounded(ev[3]):
+    if not _bounded(ev[EV_ID]):
         return False
     if kind == EV_ACCEPTED:
         return True
+    if len(ev) < 6:  # (every other kind: (kind, seq, symbol, id, x, y))
+        return False
     if kind == EV_REJECTED:
         # (..., reason, code): any int code formats (an unknown one as "invalid")
-        return len(ev) >= 6 and _bounded(ev[4]) and type(ev[5]) is int
+        return _bounded(ev[REJECTED_REASON]) and type(ev[REJECTED_CODE]) is int
     if kind == EV_CANCELLED:
-        return len(ev) >= 6 and symbol in markets and _bounded(ev[4]) and type(ev[5]) is int
+        return (
+            symbol in markets and _bounded(ev[CANCELLED_REASON]) and type(ev[CANCELLED_QTY]) is int
+        )
     if kind == EV_AMENDED:
-        return len(ev) >= 6 and symbol in markets and type(ev[4]) is int and type(ev[5]) is int
+        return symbol in markets and type(ev[AMENDED_QTY]) is int and type(ev[AMENDED_PRICE]) is int
     return False
 
 
@@ -173,16 +194,19 @@ def check_events(events: Any, markets: Mapping[str, Market]) -> tuple[list[tuple
     append = good.append
     for ev in events:
         # fast path for the bulk (trades): one C-level type comparison, then the values
-        if (
-            type(ev) is tuple
-            and tuple(map(type, ev)) == _TRADE_TYPES
-            and ev[0] == EV_TRADE
-            and 0 < ev[1] <= MAX_SEQ
-            and ev[2] in markets
-            and 0 <= ev[7] <= 1
-            and len(ev[5]) <= MAX_STR
-            and len(ev[6]) <= MAX_STR
-        ) or check_event(ev, markets):
+        if type(ev) is tuple and tuple(map(type, ev)) == _TRADE_TYPES:
+            kind, seq, symbol, _, _, taker, maker, side, _ = ev
+            if (
+                kind == EV_TRADE
+                and 0 < seq <= MAX_SEQ
+                and symbol in markets
+                and 0 <= side <= 1
+                and len(taker) <= MAX_STR
+                and len(maker) <= MAX_STR
+            ):
+                append(ev)
+                continue
+        if check_event(ev, markets):
             append(ev)
     return good, len(events) - len(good)
 
@@ -193,7 +217,7 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
     no negative amount, bounded strings. Other kinds only need a plausible seq."""
     if type(ev) is not tuple or len(ev) < 2:
         return False
-    kind, seq = ev[0], ev[1]
+    kind, seq = ev[AE_KIND], ev[AE_SEQ]
     if type(kind) is not int or type(seq) is not int or not 0 < seq <= MAX_SEQ:
         return False
     if kind == AE_BALANCE:
@@ -210,13 +234,10 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
             and held >= 0
         )
     if kind == AE_FEES:
-        return (
-            len(ev) == 4
-            and type(ev[2]) is str
-            and ev[2] in assets.units
-            and type(ev[3]) is int
-            and ev[3] >= 0
-        )
+        if len(ev) != 4:
+            return False
+        _, _, asset, total = ev
+        return type(asset) is str and asset in assets.units and type(total) is int and total >= 0
     return 0 <= kind < len(AE_NAMES)
 
 

@@ -43,6 +43,21 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
+from shardex.wire.layouts import (
+    AMENDED_PRICE,
+    AMENDED_QTY,
+    CANCELLED_QTY,
+    CANCELLED_REASON,
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_ID,
+    EV_KIND,
+    EV_SEQ,
+    EV_SYMBOL,
+    REJECT_REASON,
+    REJECTED_CODE,
+    REJECTED_REASON,
+)
 
 _NEW_FIELDS = {
     "op",
@@ -190,15 +205,15 @@ def command_from_json_line(
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         return (OP_REJECT, "", "", f"{where}invalid JSON: {msg}", REJ_MALFORMED)
     cmd = command_from_json(obj, markets)
-    if cmd[0] == OP_REJECT and where:
-        cmd = cmd[:3] + (where + cmd[3],) + cmd[4:]
+    if cmd[CMD_OP] == OP_REJECT and where:
+        cmd = (*cmd[:REJECT_REASON], where + cmd[REJECT_REASON], *cmd[REJECT_REASON + 1 :])
     return cmd
 
 
 def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, Any]:
     """Engine command tuple → public JSON object (used by generators, SDK and journal tools)."""
-    op = cmd[0]
-    m = markets[cmd[1]]
+    op = cmd[CMD_OP]
+    m = markets[cmd[CMD_SYMBOL]]
     if op == OP_NEW:
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
         obj: dict[str, Any] = {
@@ -219,51 +234,57 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["stp"] = STPS[stp]
         return obj
     if op == OP_CANCEL:
-        return {"op": "cancel", "symbol": cmd[1], "id": cmd[2], "account": cmd[3]}
+        _, symbol, oid, account = cmd
+        return {"op": "cancel", "symbol": symbol, "id": oid, "account": account}
     if op == OP_AMEND:
-        obj = {"op": "amend", "symbol": cmd[1], "id": cmd[2], "account": cmd[3]}
-        if cmd[4] is not None:
-            obj["qty"] = m.qty_str(cmd[4])
-        if cmd[5] is not None:
-            obj["price"] = m.price_str(cmd[5])
+        _, symbol, oid, account, qty, price = cmd
+        obj = {"op": "amend", "symbol": symbol, "id": oid, "account": account}
+        if qty is not None:
+            obj["qty"] = m.qty_str(qty)
+        if price is not None:
+            obj["price"] = m.price_str(price)
         return obj
     raise ValueError(f"cannot encode op {op!r} as JSON")
 
 
 def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
     """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md)."""
-    kind, seq, symbol = ev[0], ev[1], ev[2]
-    if kind == EV_TRADE:
+    kind = ev[EV_KIND]
+    if kind == EV_TRADE:  # (the bulk: unpacked, as cheap as literal indexes)
+        _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
         m = markets[symbol]
         return {
             "ev": "trade",
             "symbol": symbol,
-            "price": m.price_str(ev[3]),
-            "qty": m.qty_str(ev[4]),
-            "taker": ev[5],
-            "maker": ev[6],
-            "taker_side": SIDES[ev[7]],
-            "trade_id": ev[8],
+            "price": m.price_str(price),
+            "qty": m.qty_str(qty),
+            "taker": taker,
+            "maker": maker,
+            "taker_side": SIDES[side],
+            "trade_id": trade_id,
             "seq": seq,
         }
+    # the other kinds by index: a peer's event may carry more fields than these read
+    seq, symbol = ev[EV_SEQ], ev[EV_SYMBOL]
     if kind == EV_ACCEPTED:
-        return {"ev": "accepted", "symbol": symbol, "id": ev[3], "seq": seq}
+        return {"ev": "accepted", "symbol": symbol, "id": ev[EV_ID], "seq": seq}
     if kind == EV_CANCELLED:
         return {
             "ev": "cancelled",
             "symbol": symbol,
-            "id": ev[3],
-            "reason": ev[4],
-            "qty": markets[symbol].qty_str(ev[5]),
+            "id": ev[EV_ID],
+            "reason": ev[CANCELLED_REASON],
+            "qty": markets[symbol].qty_str(ev[CANCELLED_QTY]),
             "seq": seq,
         }
     if kind == EV_REJECTED:
         return {
             "ev": "rejected",
             "symbol": symbol,
-            "id": ev[3],
-            "reason": ev[4],
-            "code": reject_name(_at(ev, 5)),  # the stable name; "invalid" if none or unknown
+            "id": ev[EV_ID],
+            "reason": ev[REJECTED_REASON],
+            # the stable name; "invalid" if none or unknown (a journal older than codes)
+            "code": reject_name(_at(ev, REJECTED_CODE)),
             "seq": seq,
         }
     if kind == EV_AMENDED:
@@ -271,9 +292,9 @@ def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return {
             "ev": "amended",
             "symbol": symbol,
-            "id": ev[3],
-            "qty": m.qty_str(ev[4]),
-            "price": m.price_str(ev[5]),
+            "id": ev[EV_ID],
+            "qty": m.qty_str(ev[AMENDED_QTY]),
+            "price": m.price_str(ev[AMENDED_PRICE]),
             "seq": seq,
         }
     raise ValueError(f"unknown event kind {kind!r}")

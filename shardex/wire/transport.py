@@ -69,12 +69,19 @@ _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+IN_MEMORY: set[type] = set()  # socket classes of the in-memory twin (see ``send_frames``)
+
+
 def send_frames(sock: Any, frames: list[bytes]) -> None:
     """Send ``frames`` as one message without blocking (raises ``zmq.Again``/``ZMQError``).
 
     libzmq refuses a message (full pipe, unroutable peer) on its first frame only, so a failure
-    never leaves half a message queued.
+    never leaves half a message queued. A socket of the in-memory twin (``shardex.net.mem``
+    registers its classes in ``IN_MEMORY``) is not a libzmq socket and takes the message whole.
     """
+    if sock.__class__ in IN_MEMORY:
+        sock.send_multipart(frames, _NOBLOCK)
+        return
     last = len(frames) - 1
     for i in range(last):
         _backend_send(sock, frames[i], _MORE_NOBLOCK)
@@ -253,7 +260,7 @@ def dealer(
         sock.setsockopt(zmq.IMMEDIATE, 1)
     if key is not None:
         client_socket(sock, key)
-    if watch is not None:
+    if watch is not None and sock.__class__ not in IN_MEMORY:  # (no handshake in memory)
         watch.append(Handshake(sock))
     for ep in split_endpoints(endpoint):
         try:
@@ -429,8 +436,10 @@ def request(
         if wait <= 0 or not sock.poll(max(1, int(wait * 1000))):
             raise TimeoutError(f"no reply within {timeout}s")
         frames = sock.recv_multipart()
-        if len(frames) == 2 and frames[0] == req:
-            return decode_reply(frames[1])
+        if len(frames) == 2:  # [request id, payload]
+            got, payload = frames
+            if got == req:
+                return decode_reply(payload)
 
 
 class StopFlag:

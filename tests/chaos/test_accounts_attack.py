@@ -35,7 +35,7 @@ from shardex.accounts.assets import MAX_UNITS, AssetTable
 from shardex.accounts.codes import A_DEPOSIT
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.auth import KeyFile, KeyStore, client_socket
-from shardex.client import audit_report
+from shardex.client import ShardexError, audit_report
 from shardex.client.errors import timeout_error
 from shardex.config import load_markets
 from shardex.journal import Journal
@@ -926,9 +926,14 @@ def test_keys_at_the_account_tier():
             assert r.rejected and "admin" in r.reason
             r = t.place("BTC-USD", "buy", "0.01", "100", account="bob")
             assert r.rejected and "not allowed" in r.reason
-            with pytest.raises(Exception, match="not allowed"):
+            with pytest.raises(ShardexError, match="not allowed") as refused:
                 t.balance("bob")
-            assert "error" in t.audit()[0]
+            assert refused.value.code == "not_allowed"  # the read's code, not its text
+            with pytest.raises(ShardexError) as refused:
+                t.open_orders("bob")
+            assert refused.value.code == "not_allowed"
+            audit = t.audit()[0]
+            assert "error" in audit and audit["code"] == "not_allowed"
             assert t.place("BTC-USD", "buy", "0.01", "100", account="alice").ok  # her own
         trader = KeyFile.read(path)
         direct = _secure_dealer(cl.layout.account_direct(0), trader)

@@ -1,14 +1,15 @@
-"""The account tier's remaining edges: the SDK's fate of writes through the account shard (every
-path: ``Retry``, a timed-out amend), the engine shard's account-link peer ids in a secure
-cluster, and the account shard's bounded window of transfer refs.
+"""The account tier's remaining edges: ``shardex loadgen``'s fate of orders through a
+SIGSTOPped account shard, the engine shard's account-link peer ids in a secure cluster, and the
+account shard's bounded window of transfer refs.
 
 Real processes on loopback for the first two (a SIGSTOPped account shard, a process holding
-another account shard's key), the pure core for the third.
+another account shard's key), the pure core for the third. The SDK's fates of writes through
+the account shard (``Retry``, a timed-out amend) run in one process:
+tests/unit/test_inproc_fates.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
@@ -19,9 +20,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from shardex.client import AsyncClient, Retry
-from shardex.wire import codes
-from shardex.wire.errors import ErrorText
 from tests.support.accounts import _metric, _wait
 from tests.support.cluster import Cluster
 
@@ -35,9 +33,6 @@ def tier() -> Iterator[Cluster]:
     """One engine shard and one account shard (insecure: the tests stop processes, not keys)."""
     c = Cluster(1, insecure=True, accounts=1)
     try:
-        with c.client() as admin:
-            for who in ("r1", "a1", "a2"):
-                assert admin.deposit(who, "USD", "1000", ref=f"edge-{who}").ok
         yield c
     finally:
         c.stop()
@@ -62,94 +57,6 @@ def _account_pid(c) -> int:
     return c.topology()["account_topology"][0]["pid"]
 
 
-def _reachable(c) -> bool:
-    """The account shard answers through the router again (after a SIGCONT)."""
-    return "error" not in c.account_status()[0]
-
-
-def test_retried_new_asks_the_account_shard_and_is_not_sent_again(tier: Cluster):
-    """Regression (``Retry``): a ``new`` that timed out while its account shard was stopped
-    was asked of the engine shard alone, judged "not executed" (the engine had never seen
-    it) and sent again — a second attempt queued behind the first, saved only by the
-    account shard's duplicate-id check (and a different id, as the docs allow after "not
-    executed", would have run twice). Now the retry asks the account shard first: it answers
-    once it runs again, ``held`` → executed, one attempt."""
-    with tier.client(timeout=1.0, retry=Retry(deadline=8.0)) as c:
-        with stopped_for(_account_pid(c), 1.6):
-            r = c.place(SYMBOL, "buy", "0.01", "10", account="r1", id="r-new-1")
-        assert r.fate == "executed", (r.fate, r.status, r.error)
-        assert r.attempts == 1, f"sent {r.attempts} times (fate asked of the engine shard only)"
-        assert r.status and r.status["state"] == "held", r.status
-        _wait(lambda: c.order_status(SYMBOL, "r-new-1", account="r1")["state"] == "live",
-              "the order on the book")  # fmt: skip
-        assert c.cancel(SYMBOL, "r-new-1", account="r1").ok
-        _wait(lambda: c.balance("r1")["USD"] == (D("1000.00"), D(0)), "hold released")
-
-
-def test_async_client_retry_asks_the_account_shard_too(tier: Cluster):
-    """``AsyncClient`` runs the same decision (``ClientCore.fate_steps``): a retried amend
-    whose account shard was stopped past the timeout is one attempt, executed."""
-
-    async def go() -> None:
-        async with AsyncClient(tier.endpoint, key=False, timeout=1.0, retry=Retry(8.0)) as c:
-            assert (await c.place(SYMBOL, "buy", "0.03", "10", account="a1", id="as-1")).ok
-            pid = (await c.topology())["account_topology"][0]["pid"]
-            deadline = time.monotonic() + 15  # settled on the book: the amend needs it live
-            while (await c.order_status(SYMBOL, "as-1", account="a1"))["state"] != "live":
-                assert time.monotonic() < deadline, "as-1 never reached the book"
-                await asyncio.sleep(0.02)
-            with stopped_for(pid, 1.6):
-                r = await c.amend(SYMBOL, "as-1", qty="0.01", account="a1")
-            assert r.fate == "executed" and r.attempts == 1, (r.fate, r.attempts, r.status)
-            assert (await c.cancel(SYMBOL, "as-1", account="a1")).ok
-
-    asyncio.run(go())
-    with tier.client() as c:
-        _wait(lambda: c.balance("a1")["USD"] == (D("1000.00"), D(0)), "hold released")
-
-
-def test_timed_out_amend_is_unknown_while_its_account_shard_cannot_answer(tier: Cluster):
-    """Regression (no retry): an ``amend`` goes through the account shard (a buy's raised
-    price needs more hold first). Timed out while that shard was stopped, its fate was asked
-    of the engine shard alone, which still showed the old qty: "not executed" — and then the
-    amend ran. Now the account shard is asked first; while it cannot answer the fate stays
-    ``unknown``."""
-    with tier.client(timeout=0.5) as c:
-        assert c.place(SYMBOL, "buy", "0.02", "10", account="a1", id="am-1").ok
-        _wait(lambda: c.order_status(SYMBOL, "am-1", account="a1")["state"] == "live", "live")
-        with stopped_for(_account_pid(c), 1.6):  # > the amend's and its fate query's timeouts
-            r = c.amend(SYMBOL, "am-1", qty="0.01", account="a1")
-        assert r.error and r.error.startswith("timeout after"), r.error
-        assert r.fate == "unknown", (r.fate, r.status)  # it did run: "not executed" was a lie
-        _wait(lambda: c.order_status(SYMBOL, "am-1", account="a1").get("qty") == D("0.01"),
-              "the timed-out amend ran after SIGCONT")  # fmt: skip
-        _wait(lambda: _reachable(c), "the router routes to the account shard again")
-        # answered now: the account shard forwarded it, the engine shard shows it → executed
-        cmd = c.command(c._amend_cmd(SYMBOL, "am-1", "0.01", None, "a1"))
-        timeout = ErrorText(codes.TIMEOUT, "timeout after 0.5s")
-        fate, status = c._fates([cmd], [(timeout, None)], 1)[0]
-        assert fate == "executed" and status["qty"] == D("0.01"), (fate, status)
-        assert c.cancel(SYMBOL, "am-1", account="a1").ok
-        _wait(lambda: c.balance("a1")["USD"] == (D("1000.00"), D(0)), "hold released")
-
-
-def test_retried_amend_asks_the_account_shard_and_is_not_sent_again(tier: Cluster):
-    """Regression (``Retry``): the same timed-out amend was judged "not executed" from the
-    engine shard's old qty and sent again (two amends forwarded; had a fill come between,
-    the second would have been refused as an increase and reported as the amend's outcome).
-    Now: asked of the account shard first, then the engine shard; one attempt, executed."""
-    with tier.client(timeout=1.0, retry=Retry(deadline=8.0)) as c:
-        assert c.place(SYMBOL, "buy", "0.03", "10", account="a2", id="am-2").ok
-        _wait(lambda: c.order_status(SYMBOL, "am-2", account="a2")["state"] == "live", "live")
-        with stopped_for(_account_pid(c), 1.6):
-            r = c.amend(SYMBOL, "am-2", qty="0.01", account="a2")
-        assert r.fate == "executed", (r.fate, r.status, r.error)
-        assert r.attempts == 1, f"sent {r.attempts} times (fate asked of the engine shard only)"
-        assert r.status and r.status["qty"] == D("0.01"), r.status
-        assert c.cancel(SYMBOL, "am-2", account="a2").ok
-        _wait(lambda: c.balance("a2")["USD"] == (D("1000.00"), D(0)), "hold released")
-
-
 def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster):
     """Regression: ``shardex loadgen`` with risk on asked the *engine* shard the fate of a
     timed-out order: one still queued at its stopped account shard was counted "not
@@ -159,7 +66,6 @@ def test_loadgen_asks_the_account_shard_for_timed_out_orders_first(tier: Cluster
     import json
     import subprocess
     import sys
-    import time
 
     from tests.support.cluster import ROOT
 

@@ -380,41 +380,6 @@ def test_misconfigured_tiers_refuse_forwards_and_release_holds():
             hc.stop()
 
 
-@pytest.mark.timeout(90)
-def test_engine_rejects_of_a_real_cluster_release_holds():
-    """Through a real ``shardex up --accounts 2`` cluster, every engine-level refusal a client
-    can provoke after its hold is taken: duplicate id (live, and recently finished), post-only
-    cross, post-only with an IOC. Each hold comes back, the audit stays clean."""
-    from shardex.client import audit_report
-    from tests.support.cluster import Cluster
-
-    cl = Cluster(1, accounts=2)
-    try:
-        with cl.client() as c:
-            a, b = "rej-alice", "rej-bob"
-            assert account_shard_for(a, 2) != account_shard_for(b, 2)
-            for acct in (a, b):
-                assert c.deposit(acct, "USD", "1000", ref=f"{acct}-usd").ok
-                assert c.deposit(acct, "BTC", "10", ref=f"{acct}-btc").ok
-            assert c.place("BTC-USD", "sell", "1", "100", account=a, id="dup").ok
-            _wait(lambda: c.order_status("BTC-USD", "dup", account=a)["state"] == "live", "rest")
-            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, id="dup").ok  # live id
-            assert c.place("BTC-USD", "buy", "0.1", "101", account=b, post_only=True).ok
-            assert c.place("BTC-USD", "buy", "0.1", "90", account=b, post_only=True,
-                           tif="ioc").ok  # fmt: skip
-            assert c.place("BTC-USD", "buy", "0.01", "100", account=b, id="fill").ok  # fills
-            _wait(lambda: c.balance(b)["BTC"][0] == D("10.01"), "the fill settled")
-            assert c.place("BTC-USD", "buy", "0.01", "90", account=b, id="fill").ok  # finished id
-            # bob paid 0.01 × 100 + 5 bps taker fee for the fill; every other hold came back
-            _wait(lambda: c.balance(b)["USD"] == (D("998.9995"), D(0)), "bob's holds released")
-            assert c.cancel("BTC-USD", "dup", account=a).ok
-            _wait(lambda: c.balance(a)["BTC"][1] == D(0), "alice released")
-            lines, ok = audit_report(c.audit())
-            assert ok, lines
-    finally:
-        cl.stop()
-
-
 def _metric(port: int, name: str, what: str | None = None) -> float:
     """One sample of a Prometheus exporter (the first whose labels contain ``what``)."""
     import urllib.request

@@ -48,7 +48,8 @@ def test_event_ring_serves_contiguous_ranges_only():
     r.extend([(AE_BALANCE, 1), (AE_BALANCE, 2)])
     r.extend([(AE_FORWARD, 3)])
     assert r.get(1, 3) == [(AE_BALANCE, 1), (AE_BALANCE, 2), (AE_FORWARD, 3)]
-    assert r.get(2, 99) == [(AE_BALANCE, 2), (AE_FORWARD, 3)]  # capped at the newest
+    assert r.get(2, 3) == [(AE_BALANCE, 2), (AE_FORWARD, 3)]
+    assert r.get(2, 99) is None  # past the newest: not all held (callers cap at their seq)
     r.extend([(0, 4), (0, 5), (0, 6)])
     assert r.first == 2 and r.get(1, 2) is None  # fell off the ring: gone, never a part
     r.extend([(0, 9)])  # a hole: the ring restarts rather than serve a range across it

@@ -1,17 +1,15 @@
-"""The account tier's tools: ``AsyncClient`` transfers and balances, and
-``shardex loadgen`` on a cluster with accounts (funding first, ``--risk on|off``).
+"""The account tier's tools: ``shardex loadgen`` on a cluster with accounts (funding first,
+``--risk on|off``). (``AsyncClient`` transfers and balances: tests/unit/test_inproc_accounts.py.)
 
 One real ``shardex up --accounts 2`` cluster (CURVE keys) for the module; tiny loads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import time
-from decimal import Decimal as D
 from pathlib import Path
 
 import msgpack
@@ -20,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardex.accounts.assets import AssetTable
-from shardex.client import AsyncClient, audit_report
+from shardex.client import audit_report
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_NEW
 from shardex.node.accounts import AccountHandler
@@ -47,26 +45,6 @@ def cluster():
         yield cl
     finally:
         cl.stop()
-
-
-def test_async_client_deposit_withdraw_balance_audit(cluster):
-    async def go() -> None:
-        async with AsyncClient(cluster.endpoint, key=cluster.key, timeout=5) as c:
-            r = await c.deposit("async-a", "USD", "100.25", ref="as-1")
-            assert r.ok and r.events[0]["available"] == D("100.25")
-            again = await c.deposit("async-a", "USD", "100.25", ref="as-1")
-            assert again.ok and again.events[0].get("repeated")  # the ref: applied once
-            too_much = await c.withdraw("async-a", "USD", "1000", ref="as-2")
-            assert too_much.rejected and too_much.code == "insufficient_funds"
-            assert "available 100.25" in too_much.reason
-            assert (await c.withdraw("async-a", "USD", "0.25", ref="as-3")).ok
-            assert await c.balance("async-a") == {"USD": (D(100), D(0))}
-            bad = await c.deposit("async-a", "XYZ", "1", ref="as-4")
-            assert bad.rejected and bad.code == "unknown_asset"
-            lines, ok = audit_report(await c.audit())
-            assert ok, lines
-
-    asyncio.run(go())
 
 
 def test_resolve_risk_says_what_works_where():

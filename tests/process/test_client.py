@@ -1,5 +1,7 @@
 """SDK tests: the socket-free client core (decoders never raise on garbage), both clients against
-a stand-in cluster (a real ZeroMQ ROUTER in a thread), and the real cluster where it matters."""
+a stand-in cluster (a real ZeroMQ ROUTER in a thread), and a peer that is not there. The SDK
+against a whole cluster runs in one process: tests/unit/test_inproc_orders.py and
+tests/unit/test_inproc_fates.py."""
 
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ def test_direct_clients_reach_account_shards_through_the_router() -> None:
     account shard's slot among its direct engine sockets (IndexError) when placing an order;
     the sync client sent it through the router. Both now share one ``_sock``: an order goes to
     its account's shard through the router (``@account``), reads to the direct engine socket."""
+
     def engine_shard(key: bytes, cmds: Any) -> bytes | None:
         return encode_reply([{"symbol": c[1], "bids": [], "asks": []} for c in cmds])
 
@@ -412,7 +415,7 @@ def test_stop_flag_set_by_sigterm_and_restored() -> None:
     assert signal.getsignal(signal.SIGTERM) is old
 
 
-# -- the real cluster ----------------------------------------------------------------------------
+# -- a dead peer ---------------------------------------------------------------------------------
 
 
 def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
@@ -430,60 +433,6 @@ def test_both_clients_map_a_dead_direct_peer_the_same() -> None:
     ra = asyncio.run(main())
     for res in (r, ra):
         assert res.error.startswith("cannot reach") and res.fate == NOT_EXECUTED
-
-
-def test_real_cluster_custom_market_just_works(tmp_path: Path) -> None:
-    from tests.support.cluster import Cluster
-
-    path = tmp_path / "mk.toml"
-    path.write_text('[markets.ZED-USD]\ntick = "0.5"\nlot = "2"\n')
-    cluster = Cluster(2, "--markets", str(path))
-    try:
-        with cluster.client(account="z") as c:
-            r = c.place("ZED-USD", "buy", "4", "10.5")
-            assert r.ok, r.reason
-            assert c.order_status("ZED-USD", r.command["id"])["qty"] == Decimal("4")
-    finally:
-        cluster.stop()
-
-
-def test_real_cluster_fate_of_a_timed_out_order_and_a_safe_retry(cluster1) -> None:
-    """SIGSTOP the shard: the order times out and its shard cannot be asked → unknown; after
-    SIGCONT the order ran (live), and sending the same id again is refused as a duplicate."""
-    pid = cluster1.shard_pid(0)
-    with cluster1.client(account="f", timeout=0.5) as c:
-        c.markets_source = "given"
-        cmd = c.order("BTC-USD", "buy", "1", "100", id="fate-1")
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            (r,) = c.submit_many([cmd])
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        assert r.error.startswith("timeout") and r.fate == UNKNOWN
-        deadline = time.monotonic() + 10
-        while c.order_status("BTC-USD", "fate-1")["state"] != "live":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        (again,) = c.submit_many([cmd])
-        assert again.fate == EXECUTED and again.rejected and "duplicate" in again.reason
-        assert c.order_status("BTC-USD", "fate-1")["qty"] == Decimal("1")
-
-
-def test_live_order_status_lists_the_orders_trades(cluster1) -> None:
-    """The engine keeps only each order's seq range; the shard finds its trades in the event
-    ring, for a resting maker and for a filled one."""
-    with cluster1.client(account="mk") as maker, cluster1.client(account="tk") as taker:
-        assert maker.place("BTC-USD", "sell", "1", "100", id="m-1").ok
-        assert taker.place("BTC-USD", "buy", "0.4", "100", id="t-1").ok
-        st1 = maker.order_status("BTC-USD", "m-1")
-        assert st1["state"] == "live" and st1["qty"] == Decimal("0.6")
-        assert [(p, q) for p, q, _ in st1["trades"]] == [(Decimal("100.00"), Decimal("0.4"))]
-        assert taker.place("BTC-USD", "buy", "0.6", "101", id="t-2").ok
-        st2 = maker.order_status("BTC-USD", "m-1")
-        assert st2["state"] == "filled" and st2["filled"] == Decimal("1")
-        assert [q for _, q, _ in st2["trades"]] == [Decimal("0.4"), Decimal("0.6")]
-        assert all(p == Decimal("100.00") for p, _, _ in st2["trades"])  # the maker's price
-        assert taker.order_status("BTC-USD", "t-2")["trades"][0][1] == Decimal("0.6")
 
 
 def test_op_reject_tuple_is_left_alone_by_fate_queries() -> None:

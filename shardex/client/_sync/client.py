@@ -18,9 +18,14 @@ from typing import Any
 from shardex.accounts.orders import PlanError, audit_plan, persistent
 from shardex.client._sync.io import SyncIO, ZmqContext
 from shardex.client.core import KeyArg
-from shardex.client.errors import MALFORMED_PREFIX, ShardexError, _bad_reply, stale_topology
+from shardex.client.errors import (
+    MALFORMED_PREFIX,
+    ShardexError,
+    _bad_reply,
+    _failed,
+    stale_topology,
+)
 from shardex.client.results import (
-    _MAX_REASON,
     DEFAULT_RETRY,
     Fate,
     Result,
@@ -304,9 +309,10 @@ class Client(SyncIO):
     ) -> Result:
         self._need_accounts()
         ref = ref or self.new_id()
-        cmd = (op, account, asset, _money(amount, "amount"), ref)
+        money = _money(amount, "amount")
+        cmd = (op, account, asset, money, ref)
         what = "deposit" if op == OP_DEPOSIT else "withdraw"
-        command = {"op": what, "account": account, "asset": asset, "amount": cmd[3], "ref": ref}
+        command = {"op": what, "account": account, "asset": asset, "amount": money, "ref": ref}
         error, results = self._request(self._router, account_route(account), cmd, what)
         return transfer_result(command, error, results)
 
@@ -317,7 +323,7 @@ class Client(SyncIO):
         reply = self._request(self._router, account_route(account), (OP_BALANCE, account), "")
         raw = self.read_result(*reply, f"balance of {account}")
         if "error" in raw:
-            raise ShardexError(f"balance: {str(raw['error'])[:_MAX_REASON]}")
+            raise _failed("balance", raw["error"])
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):

@@ -14,6 +14,7 @@ from shardex.accounts.codes import AE_BALANCE, AE_FEES
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE
 from shardex.wire.account_events import account_event_to_json
+from shardex.wire.layouts import AE_SEQ, EV_KIND, EV_SEQ
 from shardex.wire.protocol import event_to_json
 
 BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
@@ -35,8 +36,8 @@ class EntryFormatter:
 
     def item(self, ev: tuple, shard: int) -> tuple:
         """(ID, fields) of an engine event; a trade adds (symbol, trades-stream fields)."""
-        if ev[0] != EV_TRADE:
-            return (f"{ev[1]}-0", event_fields(ev, self.markets, shard))
+        if ev[EV_KIND] != EV_TRADE:
+            return (f"{ev[EV_SEQ]}-0", event_fields(ev, self.markets, shard))
         # Trades are the bulk: format them directly, with cached decimal strings (prices and
         # sizes repeat a lot, and Decimal formatting is the costliest step here).
         _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
@@ -58,7 +59,8 @@ class EntryFormatter:
     def balance_item(self, ev: tuple, shard: int) -> tuple:
         """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
         (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
-        return (f"{ev[1]}-0", _flat(account_event_to_json(ev, self.assets, self.markets), shard))
+        fields = _flat(account_event_to_json(ev, self.assets, self.markets), shard)
+        return (f"{ev[AE_SEQ]}-0", fields)
 
 
 def _flat(obj: dict, shard: int) -> list[str]:

@@ -15,7 +15,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from shardex.auth import KeyFile, client_socket
+from shardex.auth import KeyFile
+from shardex.net.roles import shard_requests
 from shardex.node.bridge.tracker import ShardTracker
 from shardex.wire.protocol import decode_reply, encode_request
 from shardex.wire.transport import AsyncReplies, RequestIds
@@ -38,12 +39,7 @@ class ShardLink:
         key: KeyFile | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing toward a shard that is not there
-        if key is not None:
-            client_socket(self.sock, key)
-        self.sock.connect(endpoint)
+        self.sock = shard_requests(ctx, zmq, endpoint, key)
         self.replies = AsyncReplies(on_malformed)
         self.ids = RequestIds()
 

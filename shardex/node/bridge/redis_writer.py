@@ -36,6 +36,7 @@ from shardex.node.bridge.metrics import (
 )
 from shardex.node.bridge.script import WRITE_SCRIPT
 from shardex.redisauth import mask_url, resolve_url, url_user
+from shardex.wire.layouts import AE_KIND, AE_SEQ, EV_SEQ
 
 log = logging.getLogger("shardex.bridge")
 
@@ -165,8 +166,9 @@ class RedisWriter:
             try:
                 items.append(self.entries.item(ev, st.index))
             except Exception as exc:
-                self.alerts.malformed("pub", 1, f"event {ev[1]} cannot be formatted: {exc!r}")
-                st.tracker.putback([e for e in batch if e[1] > ev[1]])
+                seq = ev[EV_SEQ]
+                self.alerts.malformed("pub", 1, f"event {seq} cannot be formatted: {exc!r}")
+                st.tracker.putback([e for e in batch if e[EV_SEQ] > seq])
                 return items, batch[: len(items)]
         return items, batch
 
@@ -175,9 +177,9 @@ class RedisWriter:
         ``shardex:balances:<j>`` with ID ``<seq>-0`` (so Redis refuses a second copy, as for
         trades); its other events (forwards, refusals...) only advance the seq."""
         items = [self.entries.balance_item(ev, st.index)
-                 for ev in batch if ev[0] in BALANCE_KINDS]  # fmt: skip
+                 for ev in batch if ev[AE_KIND] in BALANCE_KINDS]  # fmt: skip
         if not items:  # nothing for Redis: only the seq moves
-            st.tracker.written(batch[-1][1], time.monotonic())
+            st.tracker.written(batch[-1][AE_SEQ], time.monotonic())
             LAST.labels(st.label).set(st.tracker.last)
             return True
         res = await self._script(st, batch, [self.stream_key(st)], self._pack(items))
@@ -215,7 +217,7 @@ class RedisWriter:
                 await asyncio.sleep(1.0)
                 return None
             await self.outage(exc)
-            tr.putback([ev for ev in batch if ev[1] > tr.last])
+            tr.putback([ev for ev in batch if ev[EV_SEQ] > tr.last])
             return None
         XADD_TIME.observe(time.perf_counter() - t0)
         REDIS_UP.set(1)
@@ -229,7 +231,7 @@ class RedisWriter:
             DUPS.labels(st.label).inc(dups)
         if conflicts:
             self._conflicts(st, conflicts)
-        st.tracker.written(batch[-1][1], time.monotonic())
+        st.tracker.written(batch[-1][EV_SEQ], time.monotonic())
         LAST.labels(st.label).set(st.tracker.last)
 
     def _newer_in_redis(self, st: ShardState, batch: list[tuple], newer: int) -> bool:
@@ -282,10 +284,11 @@ class RedisWriter:
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        newer = int(res[4]) if len(res) > 4 else 0
-        if len(res) > 5 and res[5]:
-            self._trimmed(label, res[5])
-        return int(res[0]), int(res[1]), int(res[2]), res[3], newer
+        # the script's reply: {written, dups, trades, conflicts[, newer epoch[, trimmed]]}
+        written, dups, trades, conflicts, newer, trimmed = (*res, 0, None)[:6]
+        if trimmed:
+            self._trimmed(label, trimmed)
+        return int(written), int(dups), int(trades), conflicts, int(newer)
 
     def _trimmed(self, label: str, flat: list) -> None:
         """ALERT once per stream and count: entries vanished from a stream the bridge never

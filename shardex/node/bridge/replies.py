@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shardex.engine import Market
+from shardex.wire import codes
+from shardex.wire.errors import ErrorText, result_error
+from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import not_leader_epoch
 from shardex.wire.pub import MAX_SEQ, Malformed, check_events
 
@@ -19,8 +22,12 @@ def not_leader(error: Any) -> bool:
 
 
 def denied(error: Any) -> bool:
-    """True if a shard's error text says our key may not do this (not a fault of the data)."""
-    if not isinstance(error, str):  # (a batch error is an ``ErrorText``, a ``str``)
+    """True if a shard's error says our key may not do this (not a fault of the data): by its
+    code when it has one (a batch error, a coded read refusal); the bare text of a read
+    refusal from a shard that does not code its reads yet is matched as before."""
+    if type(error) is ErrorText:
+        return error.code in (codes.UNKNOWN_KEY, codes.NOT_ALLOWED)
+    if not isinstance(error, str):
         return False
     return error.startswith("authentication failed") or error.endswith("not allowed for this key")
 
@@ -61,10 +68,10 @@ def parse_events_reply(
     if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
         seq = None
     if "error" in res:
-        return None, str(res["error"])[:200], seq, 0
+        return None, result_error(res), seq, 0
     if check is None:
         good, bad = check_events(res.get("events"), markets)
     else:  # an account shard's events (``check_account_events`` with its asset table)
         good, bad = check(res.get("events"))
-    inside = [ev for ev in good if first <= ev[1] <= last]
+    inside = [ev for ev in good if first <= ev[EV_SEQ] <= last]
     return inside, None, seq, bad + len(good) - len(inside)

@@ -87,8 +87,9 @@ local function add(key, id, fields)
   return 2, 'a foreign entry above this id tops the stream'
 end
 for i = 1, #evs do
-  local e = evs[i]
-  local s, why = add(stream, e[1], e[2])
+  -- an entry: {id, fields[, trades stream symbol, trades stream fields]} (``EntryFormatter``)
+  local id, fields, symbol, tfields = evs[i][1], evs[i][2], evs[i][3], evs[i][4]
+  local s, why = add(stream, id, fields)
   if s == -1 then
     return redis.error_reply(why)
   end
@@ -99,15 +100,15 @@ for i = 1, #evs do
       written = written + 1
     else
       conflicts[#conflicts + 1] = stream
-      conflicts[#conflicts + 1] = e[1]
+      conflicts[#conflicts + 1] = id
       conflicts[#conflicts + 1] = why
     end
-    if e[3] then
-      local key = tprefix .. e[3]
+    if symbol then
+      local key = tprefix .. symbol
       if not declared[key] then
         return redis.error_reply('ERR trades stream ' .. key .. ' not declared in KEYS')
       end
-      local t, twhy = add(key, e[1], e[4])
+      local t, twhy = add(key, id, tfields)
       if t == -1 then
         return redis.error_reply(twhy)
       end
@@ -115,7 +116,7 @@ for i = 1, #evs do
         trades = trades + 1
       elseif t == 2 then
         conflicts[#conflicts + 1] = key
-        conflicts[#conflicts + 1] = e[1]
+        conflicts[#conflicts + 1] = id
         conflicts[#conflicts + 1] = twhy
       end
     end

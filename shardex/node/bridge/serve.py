@@ -19,8 +19,10 @@ import zmq
 import zmq.asyncio
 
 from shardex.accounts.assets import AssetTable
-from shardex.auth import AuthError, KeyFile, KeyStore, client_socket
+from shardex.auth import AuthError, KeyFile, KeyStore
 from shardex.metrics import serve
+from shardex.net import ZMQ, Transport
+from shardex.net.roles import event_sub
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.entries import EntryFormatter
 from shardex.node.bridge.links import ShardLink, ShardState, Watches
@@ -41,12 +43,13 @@ KINDS = {"events": "shard", "balances": "account shard"}  # ShardState.kind → 
 class Bridge:
     """One bridge process: shard event PUB streams → Redis Streams, in order, exactly once."""
 
-    def __init__(self, cfg: BridgeConfig) -> None:
+    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ) -> None:
+        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
         self.cfg = cfg
         self.key: KeyFile | None = None
         if cfg.keys_dir:
             self.key = KeyStore(cfg.keys_dir).process_key("bridge", "bridge")
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = net.AsyncContext()
         self.running = True
         self.alerts = Alerts()
         self.assets = AssetTable(cfg.markets)
@@ -112,11 +115,7 @@ class Bridge:
     ) -> list[asyncio.Future]:
         """The SUB of ``kind`` on every PUB and a link per shard; their watches and reader."""
         cfg = self.cfg
-        sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, cfg.sub_hwm)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        if self.key is not None:
-            client_socket(sub, self.key)
+        sub = event_sub(self.ctx, zmq, cfg.sub_hwm, self.key)
         self.leaders.subs[kind] = sub
         pubs = self.leaders.pub_peers[kind]
         pubs.update({t["pub"]: (st.label, f"{st.name}'s PUB")

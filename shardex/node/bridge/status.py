@@ -116,15 +116,16 @@ class StatusPoller:
         garbage or silent)."""
         if reply is None:
             return None
-        if denied(reply[0]):
-            self.alerts.refused(st, "status", reply[0])
-        elif not_leader(reply[0]):
+        error, _ = reply
+        if denied(error):
+            self.alerts.refused(st, "status", error)
+        elif not_leader(error):
             # a standby (or a fenced leader) holds this endpoint now: not garbage, not a
             # stall; the leader is elsewhere, find it (``_silent``)
             if not st.unreachable:
                 assert st.link is not None
                 log.warning("%s at %s answers not leader (%s); following its leader",
-                            st.name, st.link.endpoint, str(reply[0])[:200])  # fmt: skip
+                            st.name, st.link.endpoint, str(error)[:200])  # fmt: skip
                 st.unreachable = True
         else:
             try:

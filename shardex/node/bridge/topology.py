@@ -12,7 +12,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from shardex.auth import KeyFile, client_socket
+from shardex.auth import KeyFile
+from shardex.net.roles import router_requests
 from shardex.node.bridge.links import Watches
 from shardex.recovery import describe as describe_recovery
 from shardex.wire.protocol import decode_reply
@@ -41,10 +42,7 @@ async def fetch_topology(
     returned, never stored here: the caller decides which endpoints it moves to (storing the
     account shards' endpoints on every engine-shard follow made a later account-shard follow
     see "no change" while its sockets still pointed at the old leader)."""
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if key is not None:
-        client_socket(sock, key)
+    sock = router_requests(ctx, zmq, key)
     routers = split_endpoints(router)  # several routers: any of them answers
     watch = watches.watch(sock, {ep: ("router", "the router") for ep in routers})
     for ep in routers:
@@ -87,7 +85,8 @@ def _account_topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
     epoch (0: not replicated); ``[]`` when the account tier is off, None until every account
     shard has registered."""
     try:
-        info = parse_topology(*decode_reply(frames[1]))
+        _, payload = frames  # [request id, payload]
+        info = parse_topology(*decode_reply(payload))
     except (TopologyError, Exception):
         return None
     topo = info.get("account_topology") or []
@@ -109,7 +108,8 @@ def _waiting_for(frames: list[bytes]) -> tuple[tuple[str, ...], str]:
     """From a router's topology reply: the shards not registered yet (names) and, for those
     replaying their journal, the router's recovering estimate (text)."""
     try:
-        info = parse_topology(*decode_reply(frames[1]))
+        _, payload = frames  # [request id, payload]
+        info = parse_topology(*decode_reply(payload))
     except Exception:
         return ("a valid topology from the router",), ""
     names = [f"shard {i}" for i, t in enumerate(info.get("topology") or ())
@@ -129,7 +129,8 @@ def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
     if len(frames) != 2:
         return None
     try:
-        topo = parse_topology(*decode_reply(frames[1]))["topology"]
+        _, payload = frames  # [request id, payload]
+        topo = parse_topology(*decode_reply(payload))["topology"]
         out = []
         for t in topo:
             pub, direct = t.get("pub"), t.get("direct")

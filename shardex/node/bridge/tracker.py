@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import itemgetter
 
-_SEQ = itemgetter(1)
+from shardex.wire.layouts import EV_SEQ
+
+_SEQ = itemgetter(EV_SEQ)  # (an engine or account event: its seq)
 
 
 @dataclass
@@ -76,7 +78,7 @@ class ShardTracker:
         if len(p) >= self.max_pending:
             self.dropped += len(events)
             return
-        if p and events and events[0][1] <= p[-1][1]:
+        if p and events and events[0][EV_SEQ] <= p[-1][EV_SEQ]:
             self._sorted = False
         p.extend(events)
 
@@ -87,9 +89,9 @@ class ShardTracker:
             self._sorted = False
             self.pending.extend(events)
         if shard_seq is not None and not events:
-            bogus = [ev for ev in self.pending if ev[1] > shard_seq]
+            bogus = [ev for ev in self.pending if ev[EV_SEQ] > shard_seq]
             if bogus:
-                self.pending = [ev for ev in self.pending if ev[1] <= shard_seq]
+                self.pending = [ev for ev in self.pending if ev[EV_SEQ] <= shard_seq]
                 self.dropped += len(bogus)
             self.repair_to = min(self.repair_to, shard_seq)
 
@@ -133,12 +135,12 @@ class ShardTracker:
         expect = self.last + 1
         n = len(p)
         i = 0
-        while i < n and p[i][1] < expect:
+        while i < n and p[i][EV_SEQ] < expect:
             i += 1
         batch: list[tuple] = []
         while i < n:
             ev = p[i]
-            s = ev[1]
+            s = ev[EV_SEQ]
             if s == expect:
                 if len(batch) >= limit:
                     break
@@ -172,7 +174,7 @@ class ShardTracker:
             if not self._sorted:
                 p.sort(key=_SEQ)
                 self._sorted = True
-            head = p[0][1]
+            head = p[0][EV_SEQ]
             if head > nxt:
                 # a hole: events may still be on their way (one batch is several PUB messages)
                 if self._hole is None or self._hole[1] != head:

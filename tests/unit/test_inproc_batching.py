@@ -1,32 +1,30 @@
-"""Smart batching on the router ⇄ shard link, end to end (real router, real shard, real sockets).
+"""Smart batching on the router ⇄ shard link, end to end, in one process (``shardex.inproc``:
+the router and shard of ``shardex up`` over the in-memory transport).
 
 The router merges the requests one wake-up reads for the same shard into one message and splits
 the shard's one reply message back. What must not change: every client gets exactly its own
 reply, and that reply carries exactly the events the engine sequenced for its command. The
-reference is the shard's journal, replayed offline by ``shardex replay --journal``.
+reference is the shard's journal (on disk: the plan has a data dir), replayed offline by
+``shardex replay --journal``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
-import sys
-import tempfile
-import threading
 from pathlib import Path
+from typing import Any
 
-import zmq
+import pytest
+from click.testing import CliRunner
 
-from shardex.auth import KeyFile
+from shardex.cli.replay import replay
 from shardex.engine import DEFAULT_MARKETS
-from shardex.wire.protocol import (
-    command_from_json,
-    decode_reply,
-    encode_request,
-    event_to_json,
-)
-from shardex.wire.transport import dealer
-from tests.support.cluster import Cluster
+from shardex.inproc import InProcCluster
+from shardex.wire.protocol import command_from_json, decode_reply, encode_request, event_to_json
+from tests.support.inproc import plan, run
+
+pytestmark = pytest.mark.timeout(60)
 
 CLIENTS = 8
 ORDERS = 150  # per client
@@ -59,72 +57,45 @@ def _orders(k: int) -> list[tuple[str, bytes, bytes]]:
     return out
 
 
-def _client(endpoint: str, key: KeyFile, k: int, replies: dict, errors: list) -> None:
-    ctx = zmq.Context()
-    sock = dealer(ctx, endpoint, 10.0, key=key)
+async def _client(cluster: InProcCluster, k: int, replies: dict) -> None:
+    """A raw DEALER keeping ``WINDOW`` one-order frames in flight until every one is answered."""
+    sock = cluster.net.Context().socket(cluster.net.DEALER)
+    sock.connect(cluster.endpoint)
     try:
         todo = _orders(k)
         sent = got = 0
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         while got < len(todo):
             while sent < len(todo) and sent - got < WINDOW:
                 symbol, req, payload = todo[sent]
                 sock.send_multipart([symbol.encode(), req, payload])
                 sent += 1
-            if not poller.poll(20_000):
-                errors.append(f"client {k}: no reply within 20 s ({got}/{len(todo)})")
-                return
-            req, payload = sock.recv_multipart()
+            req, payload = await cluster.until(
+                lambda: sock.poll(0) and sock.recv_multipart(), timeout=20,
+                what=f"client {k}'s reply ({got}/{len(todo)})")  # fmt: skip
             replies[req] = decode_reply(payload)
             got += 1
     finally:
         sock.close(0)
-        ctx.term()
 
 
-def _router_info(cluster: Cluster) -> dict:
-    with cluster.client() as c:
-        return c.topology()
+def test_interleaved_single_orders_get_exactly_their_own_events(tmp_path: Path):
+    data = tmp_path / "data"
+    replies: dict[bytes, tuple] = {}
 
+    async def body(cluster: InProcCluster) -> dict[str, Any]:
+        await asyncio.gather(*[_client(cluster, k, replies) for k in range(CLIENTS)])
+        async with cluster.client() as c:
+            return await c.topology()
 
-def test_interleaved_single_orders_get_exactly_their_own_events():
-    data = tempfile.mkdtemp(prefix="shardex-batching-")
-    cluster = Cluster(1, data_dir=data)
-    try:
-        key = KeyFile.read(cluster.key)
-        replies: dict[bytes, tuple] = {}
-        errors: list[str] = []
-        threads = [
-            threading.Thread(target=_client, args=(cluster.endpoint, key, k, replies, errors))
-            for k in range(CLIENTS)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(90)
-        assert not errors, errors
-        assert len(replies) == CLIENTS * ORDERS
-        info = _router_info(cluster)
-    finally:
-        cluster.stop()
-    try:
-        # the router did merge: fewer shard messages than requests
-        batching = info["batching"]
-        assert batching["requests"] >= CLIENTS * ORDERS
-        assert batching["messages"] < batching["requests"], batching
-        journal_dir = str(Path(data, "shard-0"))
-        proc = subprocess.run(
-            [sys.executable, "-m", "shardex.cli", "replay", "--journal", journal_dir],
-            capture_output=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr.decode()
-        journal = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    finally:
-        import shutil
-
-        shutil.rmtree(data, ignore_errors=True)
+    info = run(plan(1, data_dir=str(data)), body)
+    assert len(replies) == CLIENTS * ORDERS
+    # the router did merge: fewer shard messages than requests
+    batching = info["batching"]
+    assert batching["requests"] >= CLIENTS * ORDERS
+    assert batching["messages"] < batching["requests"], batching
+    out = CliRunner().invoke(replay, ["--journal", str(data / "shard-0")], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    journal = [json.loads(line) for line in out.output.splitlines()]
     by_seq = {ev["seq"]: ev for ev in journal}
     seen: list[int] = []
     trades = 0

@@ -1,0 +1,81 @@
+"""One transport, with an in-memory twin.
+
+Every process of a cluster talks through a ``Transport``: the socket factories (``Context``,
+``AsyncContext``), the ``Poller``, pyzmq's socket-type/option constants and one error type,
+``TransportError`` (pyzmq's ``ZMQError``; ``WouldBlock`` = ``zmq.Again`` is the one subclass a
+node decides on, and ``errno`` says the rest, e.g. ``EHOSTUNREACH``). Two implementations:
+
+* ``ZMQ``: real ZeroMQ sockets (what every process runs on);
+* ``MemTransport(hub)``: the in-memory twin (``shardex.net.mem``): the same socket roles in
+  one process and one thread, for running a whole cluster in a test (``shardex.net.cluster``)
+  and, later, a deterministic simulator.
+
+The interface is the subset of pyzmq the node loops already used, on purpose: a node written
+against ``self.zmq`` (its transport) runs unchanged on either, so the in-memory runs exercise
+the production loops, not models of them. Socket roles (options, CURVE, HWMs) are declared once
+in ``shardex.net.roles``. ``in_process`` tells a node that it shares its process with other
+nodes: it must leave process-wide settings alone (the garbage collector, signal handlers, CPU
+pinning, the default Prometheus registry and its HTTP port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from shardex.net.mem import MemContext, MemHub, MemPoller, MemSocket
+from shardex.net.memasync import MemAsyncContext
+
+TransportError = zmq.ZMQError
+WouldBlock = zmq.Again
+
+
+class Transport:
+    """What a node needs of its transport; also answers every constant pyzmq's module has
+    (``t.DEALER``, ``t.NOBLOCK``, ``t.Again``...), so it stands where the ``zmq`` module did."""
+
+    def __init__(
+        self,
+        name: str,
+        context: Callable[[], Any],
+        poller: Callable[[], Any],
+        async_context: Callable[[], Any],
+        *,
+        in_process: bool,
+    ) -> None:
+        for attr in dir(zmq):
+            if attr.isupper():
+                setattr(self, attr, getattr(zmq, attr))
+        self.name = name
+        self.Context = context
+        self.Poller = poller
+        self.AsyncContext = async_context
+        self.in_process = in_process
+        self.Again = zmq.Again
+        self.ZMQError = zmq.ZMQError
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.name}>"
+
+
+ZMQ = Transport("zmq", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_process=False)
+
+
+def mem_transport(hub: MemHub | None = None) -> Transport:
+    """An in-memory transport over ``hub`` (a new network if None); ``.hub`` is it."""
+    hub = hub or MemHub()
+    t = Transport("mem", lambda: MemContext(hub), MemPoller, lambda: MemAsyncContext(hub),
+                  in_process=True)  # fmt: skip
+    t.hub = hub  # type: ignore[attr-defined]
+    return t
+
+
+def is_mem(sock: Any) -> bool:
+    return isinstance(sock, MemSocket)
+
+
+__all__ = ["ZMQ", "MemHub", "Transport", "TransportError", "WouldBlock", "is_mem",
+           "mem_transport"]  # fmt: skip

@@ -1,0 +1,392 @@
+"""The in-memory twin of the ZeroMQ transport: the same socket roles, in one process, with no
+kernel, no port and no thread.
+
+What it models, because the node loops depend on it (and the rest it leaves out on purpose):
+
+* **Pipes** between a connecting and a binding socket, in order, each bounded by the sender's
+  SNDHWM plus the receiver's RCVHWM (0: unbounded), like libzmq's two half-queues. A connect
+  before the bind (or after the peer closed) keeps its pipe *detached* until something binds
+  the endpoint: a DEALER without ``IMMEDIATE`` queues into it (up to its SNDHWM), one with
+  ``IMMEDIATE`` sends only to attached pipes, as libzmq does.
+* **DEALER** sends round-robin over its eligible pipes and raises ``zmq.Again`` when none can
+  take the message; **ROUTER** prefixes what it receives with the peer's routing id (its
+  ``IDENTITY`` or a generated one), sends by the first frame, and either drops what it cannot
+  deliver or, with ``ROUTER_MANDATORY``, raises ``EHOSTUNREACH`` (unknown peer) or ``Again``
+  (full pipe); ``ROUTER_HANDOVER`` lets a new connection take over a routing id.
+* **PUB/SUB**: prefix subscriptions, and a PUB that drops (never blocks) past the HWM.
+* The errors are pyzmq's own classes (``zmq.Again``, ``zmq.ZMQError`` with the errno libzmq
+  would give), so a node's error handling is exercised unchanged.
+
+Not modelled: CURVE and ZAP (an in-memory cluster runs insecure), heartbeats (a closed socket
+detaches its pipes at once), MAXMSGSIZE, and waiting: ``Poller.poll`` never blocks — one
+scheduler drives every node (``turn``) in a single thread, so a poll that slept would stall
+them all. ``MemHub.moved`` counts delivered messages, which is how a scheduler tells an idle
+round from a busy one.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from shardex.wire.transport import IN_MEMORY
+
+_HWM_DEFAULT = 1000  # libzmq's default SNDHWM and RCVHWM
+_OPTION_DEFAULTS = {zmq.SNDHWM: _HWM_DEFAULT, zmq.RCVHWM: _HWM_DEFAULT, zmq.LINGER: -1}
+
+
+class MemFrame:
+    """A received frame with ``copy=False``: its bytes and the (absent) ZAP metadata."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self, data: bytes) -> None:
+        self.bytes = data
+
+    def get(self, name: str) -> None:  # noqa: ARG002 - libzmq's Frame.get(property)
+        return None  # no CURVE in memory: no User-Id
+
+
+class Pipe:
+    """One connection: the two ends' queues, each end's routing id as the other side sees it."""
+
+    __slots__ = ("a", "b", "a_id", "b_id", "to_b", "limit_a", "limit_b", "n_a", "n_b", "endpoint")
+
+    def __init__(self, a: MemSocket, endpoint: str) -> None:
+        self.a = a  # the connecting side
+        self.b: MemSocket | None = None  # the binding side, None while detached
+        self.endpoint = endpoint
+        self.a_id = a.identity_or_auto()
+        self.b_id = b""
+        self.to_b: deque[list[bytes]] = deque()  # what a sent, waiting for b (detached)
+        self.limit_a = 0  # messages of this pipe a's inbox may hold (0: no limit) ...
+        self.limit_b = 0  # ... and b's
+        self.n_a = 0  # messages of this pipe in a's inbox now ...
+        self.n_b = 0  # ... and in b's
+
+    def peer_of(self, sock: MemSocket) -> MemSocket | None:
+        return self.b if sock is self.a else self.a
+
+
+def _limit(sender: MemSocket, receiver: MemSocket | None) -> int:
+    snd, rcv = sender.opt(zmq.SNDHWM), receiver.opt(zmq.RCVHWM) if receiver else 0
+    return 0 if snd == 0 or rcv == 0 else snd + rcv
+
+
+class MemHub:
+    """One simulated network: which socket bound which endpoint, and the pipes waiting for one."""
+
+    def __init__(self) -> None:
+        self.bound: dict[str, MemSocket] = {}
+        self.waiting: dict[str, list[Pipe]] = {}
+        self.moved = 0  # messages delivered so far (a scheduler's progress signal)
+        self._ids = itertools.count(1)
+        self.on_deliver: Callable[[MemSocket], None] | None = None  # async wake-ups
+
+    def auto_id(self) -> bytes:
+        return b"\x00" + next(self._ids).to_bytes(4, "big")
+
+    def bind(self, sock: MemSocket, endpoint: str) -> None:
+        if endpoint in self.bound:
+            raise zmq.ZMQError(errno.EADDRINUSE, f"Address already in use ({endpoint})")
+        self.bound[endpoint] = sock
+        for pipe in self.waiting.pop(endpoint, []):
+            sock.attach(pipe)
+
+    def unbind(self, sock: MemSocket, endpoint: str) -> None:
+        if self.bound.get(endpoint) is sock:
+            del self.bound[endpoint]
+
+    def connect(self, sock: MemSocket, endpoint: str) -> Pipe:
+        pipe = Pipe(sock, endpoint)
+        binder = self.bound.get(endpoint)
+        if binder is None:
+            self.waiting.setdefault(endpoint, []).append(pipe)
+        else:
+            binder.attach(pipe)
+        return pipe
+
+    def detach(self, pipe: Pipe) -> None:
+        """The binding side went away: the connecting side reconnects when it comes back."""
+        pipe.b = None
+        pipe.to_b.clear()
+        if not pipe.a.closed:
+            self.waiting.setdefault(pipe.endpoint, []).append(pipe)
+
+    def forget(self, pipe: Pipe) -> None:
+        waiting = self.waiting.get(pipe.endpoint)
+        if waiting and pipe in waiting:
+            waiting.remove(pipe)
+
+    def delivered(self, sock: MemSocket) -> None:
+        self.moved += 1
+        if self.on_deliver is not None:
+            self.on_deliver(sock)
+
+
+class MemSocket:
+    """One socket of a ``MemContext`` (the subset of pyzmq's ``Socket`` the nodes use)."""
+
+    def __init__(self, hub: MemHub, kind: int) -> None:
+        if kind not in (zmq.DEALER, zmq.ROUTER, zmq.PUB, zmq.SUB):
+            raise zmq.ZMQError(errno.EINVAL, f"in-memory transport has no socket type {kind}")
+        self.hub = hub
+        self.kind = kind
+        self.closed = False
+        self.options: dict[int, Any] = {}
+        self.subscriptions: list[bytes] = []
+        self.pipes: list[Pipe] = []  # every pipe this socket is an end of
+        self.by_id: dict[bytes, Pipe] = {}  # ROUTER: routing id → pipe
+        self.inbox: deque[tuple[Pipe, list[bytes]]] = deque()
+        self.endpoints: list[str] = []  # bound
+        self.connects: dict[str, Pipe] = {}
+        self._rr = 0
+
+    # -- options --------------------------------------------------------------------------
+
+    def setsockopt(self, option: int, value: Any) -> None:
+        if option == zmq.SUBSCRIBE:
+            self.subscriptions.append(bytes(value))
+        elif option == zmq.UNSUBSCRIBE:
+            if bytes(value) in self.subscriptions:
+                self.subscriptions.remove(bytes(value))
+        else:
+            self.options[option] = value
+
+    def getsockopt(self, option: int) -> Any:
+        return self.opt(option)
+
+    def opt(self, option: int) -> Any:
+        return self.options.get(option, _OPTION_DEFAULTS.get(option, 0))
+
+    def identity_or_auto(self) -> bytes:
+        ident = self.options.get(zmq.IDENTITY)
+        return bytes(ident) if ident else self.hub.auto_id()
+
+    # -- connections -----------------------------------------------------------------------
+
+    def bind(self, endpoint: str) -> None:
+        self._check_open()
+        self.hub.bind(self, endpoint)
+        self.endpoints.append(endpoint)
+
+    def unbind(self, endpoint: str) -> None:
+        self.hub.unbind(self, endpoint)
+
+    def connect(self, endpoint: str) -> None:
+        self._check_open()
+        pipe = self.hub.connect(self, endpoint)
+        pipe.limit_b = _limit(self, pipe.b)
+        self.pipes.append(pipe)
+        self.connects[endpoint] = pipe
+
+    def disconnect(self, endpoint: str) -> None:
+        pipe = self.connects.pop(endpoint, None)
+        if pipe is None:
+            raise zmq.ZMQError(errno.ENOENT, f"not connected to {endpoint}")
+        self._drop(pipe)
+
+    def attach(self, pipe: Pipe) -> None:
+        """A connecting socket's pipe reaches us (we bound its endpoint)."""
+        pipe.b = self
+        pipe.b_id = self.identity_or_auto()
+        pipe.n_b = 0
+        pipe.limit_a = _limit(self, pipe.a)
+        pipe.limit_b = _limit(pipe.a, self)
+        self.pipes.append(pipe)
+        if self.kind == zmq.ROUTER:
+            old = self.by_id.get(pipe.a_id)
+            if old is not None and not self.opt(zmq.ROUTER_HANDOVER):
+                pipe.a_id = self.hub.auto_id()  # libzmq: the newcomer gets another id
+            self.by_id[pipe.a_id] = pipe
+        queued, pipe.to_b = pipe.to_b, deque()
+        for frames in queued:  # what a DEALER queued before the bind
+            self._arrive(pipe, frames)
+
+    def _drop(self, pipe: Pipe) -> None:
+        """Forget one pipe on our side (a disconnect or our close)."""
+        if pipe in self.pipes:
+            self.pipes.remove(pipe)
+        if pipe.a is self:
+            self.hub.forget(pipe)
+            if pipe.b is not None:
+                pipe.b.peer_gone(pipe)
+        elif not pipe.a.closed:
+            self.hub.detach(pipe)
+
+    def peer_gone(self, pipe: Pipe) -> None:
+        """The connecting side of ``pipe`` closed or disconnected."""
+        if pipe in self.pipes:
+            self.pipes.remove(pipe)
+        if self.by_id.get(pipe.a_id) is pipe:
+            del self.by_id[pipe.a_id]
+
+    def close(self, linger: int | None = None) -> None:  # noqa: ARG002 - pyzmq's signature
+        if self.closed:
+            return
+        self.closed = True
+        for endpoint in self.endpoints:
+            self.hub.unbind(self, endpoint)
+        for pipe in list(self.pipes):
+            self._drop(pipe)
+        self.inbox.clear()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise zmq.ZMQError(errno.ENOTSOCK, "Socket operation on non-socket")
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_multipart(self, frames: list[Any], flags: int = 0, copy: bool = True) -> None:  # noqa: ARG002
+        """Deliver at once or raise as libzmq would for a non-blocking send (a blocking send
+        that could never complete in a single thread raises ``Again`` too)."""
+        self._check_open()
+        msg = [f if type(f) is bytes else bytes(f) for f in frames]
+        if self.kind == zmq.PUB:
+            self._publish(msg)
+        elif self.kind == zmq.ROUTER:
+            self._route(msg)
+        elif self.kind == zmq.DEALER:
+            self._deal(msg)
+        else:
+            raise zmq.ZMQError(errno.ENOTSUP, "Operation not supported")
+
+    def send(self, data: Any, flags: int = 0, copy: bool = True) -> None:  # noqa: ARG002
+        """One frame; ``SNDMORE`` parts are gathered until the last (pyzmq's ``send``)."""
+        part = getattr(self, "_parts", None) or []
+        part.append(bytes(data))
+        if flags & zmq.SNDMORE:
+            self._parts = part
+            return
+        self._parts = []
+        self.send_multipart(part)
+
+    def _deal(self, msg: list[bytes]) -> None:
+        pipes = [p for p in self.pipes if self._can_take(p)]
+        if not pipes:
+            raise zmq.Again()
+        pipe = pipes[self._rr % len(pipes)]
+        self._rr += 1
+        self._to_peer(pipe, msg)
+
+    def _can_take(self, pipe: Pipe) -> bool:
+        mine = pipe.a is self
+        if pipe.peer_of(self) is None:  # detached: only a connecting side without IMMEDIATE
+            if not mine or self.opt(zmq.IMMEDIATE):
+                return False
+            hwm = self.opt(zmq.SNDHWM)
+            return hwm == 0 or len(pipe.to_b) < hwm
+        return not self._full(pipe, mine)
+
+    @staticmethod
+    def _full(pipe: Pipe, mine: bool) -> bool:
+        """Whether the peer's share of ``pipe`` is at its limit (``mine``: we are side a)."""
+        if mine:
+            return pipe.limit_b != 0 and pipe.n_b >= pipe.limit_b
+        return pipe.limit_a != 0 and pipe.n_a >= pipe.limit_a
+
+    def _route(self, msg: list[bytes]) -> None:
+        pipe = self.by_id.get(msg[0]) if msg else None
+        mandatory = self.opt(zmq.ROUTER_MANDATORY)
+        if pipe is None or pipe.a.closed:
+            if mandatory:
+                raise zmq.ZMQError(errno.EHOSTUNREACH, "Host unreachable")
+            return
+        if self._full(pipe, False):
+            if mandatory:
+                raise zmq.Again()
+            return
+        self._to_peer(pipe, msg[1:])
+
+    def _publish(self, msg: list[bytes]) -> None:
+        for pipe in self.pipes:
+            peer = pipe.peer_of(self)
+            if peer is None or not peer.subscribed(msg[0] if msg else b""):
+                continue
+            if not self._full(pipe, pipe.a is self):
+                self._to_peer(pipe, msg)
+
+    def subscribed(self, first: bytes) -> bool:
+        return any(first.startswith(s) for s in self.subscriptions)
+
+    def _to_peer(self, pipe: Pipe, msg: list[bytes]) -> None:
+        peer = pipe.peer_of(self)
+        if peer is None:
+            pipe.to_b.append(msg)  # detached DEALER queue: delivered on attach
+            return
+        peer._arrive(pipe, msg)
+
+    def _arrive(self, pipe: Pipe, msg: list[bytes]) -> None:
+        if pipe.b is self:
+            pipe.n_b += 1
+        else:
+            pipe.n_a += 1
+        if self.kind == zmq.ROUTER:
+            msg = [pipe.a_id if pipe.b is self else pipe.b_id, *msg]
+        self.inbox.append((pipe, msg))
+        self.hub.delivered(self)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def recv_multipart(self, flags: int = 0, copy: bool = True) -> list[Any]:  # noqa: ARG002
+        self._check_open()
+        if not self.inbox:
+            raise zmq.Again()
+        pipe, msg = self.inbox.popleft()
+        if pipe.b is self:
+            pipe.n_b -= 1
+        else:
+            pipe.n_a -= 1
+        return msg if copy else [MemFrame(f) for f in msg]
+
+    def readable(self) -> bool:
+        return bool(self.inbox)
+
+    def poll(self, timeout: int | None = None, flags: int = zmq.POLLIN) -> int:  # noqa: ARG002
+        return zmq.POLLIN if (flags & zmq.POLLIN and self.inbox) else 0
+
+
+IN_MEMORY.add(MemSocket)
+
+
+class MemPoller:
+    """pyzmq's ``Poller`` over in-memory sockets; ``poll`` reports, never waits."""
+
+    def __init__(self) -> None:
+        self.sockets: list[tuple[Any, int]] = []
+
+    def register(self, sock: Any, flags: int = zmq.POLLIN | zmq.POLLOUT) -> None:
+        if not isinstance(sock, MemSocket):
+            raise TypeError(f"the in-memory poller cannot watch {sock!r} (a file descriptor?)")
+        self.unregister(sock)
+        self.sockets.append((sock, flags))
+
+    def unregister(self, sock: Any) -> None:
+        self.sockets = [(s, f) for s, f in self.sockets if s is not sock]
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, int]]:  # noqa: ARG002
+        return [(s, zmq.POLLIN) for s, f in self.sockets if f & zmq.POLLIN and s.inbox]
+
+
+class MemContext:
+    """pyzmq's ``Context`` over one ``MemHub``."""
+
+    def __init__(self, hub: MemHub) -> None:
+        self.hub = hub
+        self.socks: list[MemSocket] = []
+
+    def socket(self, kind: int) -> MemSocket:
+        sock = MemSocket(self.hub, kind)
+        self.socks.append(sock)
+        return sock
+
+    def term(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+    destroy = term
