@@ -35,6 +35,7 @@ from tests.support.cluster import (  # noqa: F401 - re-exported
 )
 from tests.support.ports import free_layout, listening, wait_listening  # noqa: F401
 from tests.support.redis import RedisServer, redis_server_binary  # noqa: F401
+from tests.support.schedule import file_order
 
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
 
@@ -154,36 +155,21 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-# The longest files first (measured: each takes a minute or more of one worker): with tests
-# spread over workers (tests/run.sh), a long file that starts last is the run's tail.
-LONGEST_FIRST = (
-    "test_bench_smoke.py",
-    "test_chaos.py",
-    "test_fuzz.py",
-    "test_engine_compiled.py",
-    "test_accounts_props.py",
-    "test_hostile.py",
-    "test_diskfull.py",
-    "test_shardcount.py",
-    "test_engine_props.py",
-    "test_bridge_account_failover.py",
-    "test_failover_accounts.py",
-    "test_datadir.py",
-)
-
-
 TIERS = ("unit", "process", "chaos")  # tests/<tier>/: docs/testing.md says what goes where
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test marked with its tier (its directory: ``-m "not chaos"``); files in
-    LONGEST_FIRST first, in that order; a file's tests stay together and in order (its module
-    fixtures start once)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test marked with its tier (its directory: ``-m "not chaos"``), and the files put in
+    the order that spreads the long ones over the xdist workers (tests/support/schedule.py);
+    a file's tests stay together and in order (its module fixtures start once)."""
+    counts: dict[str, int] = {}
     for item in items:
         if item.path.parent.name in TIERS:
             item.add_marker(item.path.parent.name)
-    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (a stable sort)
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    rank = {name: k for k, name in enumerate(file_order(list(counts.items()), workers))}
+    items.sort(key=lambda item: rank[item.path.name])  # (a stable sort)
 
 
 @pytest.fixture

@@ -255,6 +255,9 @@ _any = st.recursive(
 )  # fmt: skip
 
 
+# ~20 s of CPU (drawing the nested garbage): on a box shared with other suites it passed
+# pytest's 120 s default in 2 of 4 full runs, a timeout that said nothing about the code.
+@pytest.mark.timeout(400)
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 10, 11, 12, 13, 99]), _any), max_size=20))
 def test_no_input_raises_and_garbage_changes_nothing_that_does_not_balance(cmds) -> None:

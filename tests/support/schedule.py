@@ -1,0 +1,74 @@
+"""The order the suite's files run in, for pytest-xdist's ``worksteal`` (tests/run.sh).
+
+``worksteal`` hands each of the N workers one contiguous slice of the collected tests (the
+first ``n // N`` to the first worker, and so on), then lets an idle worker take the back half
+of the longest queue. Sorting the longest files first put all of them in the first slice: one
+worker ran them back to back while the others ran short ones, and the long files' tests were
+stolen one by one from its queue's end, each steal starting that file's module cluster again
+on the thief. Here each slice gets an even share of the measured work instead, its longest
+files first (so a steal, from the back of a queue, takes short ones), and a file stays whole
+within its slice where the counts allow.
+
+Pure: names, test counts and seconds in, an order out (``tests/unit/test_schedule.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+# Seconds of one worker per file, measured 2026-12-07 (tests/run.sh, 3 workers, the box
+# shared: load 7-10), for the files of 20 s or more. Only the proportions matter; a file not
+# listed counts DEFAULT_S per test.
+MEASURED_S: dict[str, float] = {
+    "test_accounts_attack.py": 140, "test_bridge.py": 130, "test_engine_compiled.py": 105,
+    "test_chaos.py": 103, "test_cli.py": 75, "test_hostile.py": 81,
+    "test_bench_smoke.py": 79, "test_accounts_core.py": 76, "test_diskfull.py": 76,
+    "test_fuzz.py": 75, "test_client.py": 74, "test_observability.py": 60,
+    "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
+    "test_cluster.py": 54, "test_loadgen.py": 51, "test_bridge_account_failover.py": 44,
+    "test_datadir.py": 44, "test_accounts_money.py": 42, "test_journal_tools.py": 42,
+    "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
+    "test_identity.py": 35, "test_accounts_edges.py": 35, "test_accounts_props.py": 29,
+    "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
+    "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
+    "test_accounts_wire.py": 22, "test_cli_funds.py": 22, "test_journal.py": 21,
+    "test_orders_audit.py": 21,
+}  # fmt: skip
+DEFAULT_S = 0.5
+
+
+def slice_sizes(total: int, workers: int) -> list[int]:
+    """How many tests each worker's first slice holds, as ``worksteal`` deals them out."""
+    sizes = []
+    for k in range(workers):
+        sizes.append(total // (workers - k))
+        total -= sizes[-1]
+    return sizes
+
+
+def file_order(
+    files: Sequence[tuple[str, int]], workers: int, seconds: Mapping[str, float] = MEASURED_S
+) -> list[str]:
+    """``files`` (name, number of tests, in collection order) in the order to run them, so
+    that each of ``workers`` slices holds about the same measured seconds, longest first.
+
+    Longest file first, each file goes to the slice with the least work that still has room
+    for all its tests (if none has, to the one with the most room: it then spills into the
+    next slice). One worker (no xdist): simply the longest first."""
+    weight = {name: seconds.get(name, DEFAULT_S * count) for name, count in files}
+    ranked = sorted(files, key=lambda f: -weight[f[0]])  # (stable: ties keep their order)
+    if workers <= 1:
+        return [name for name, _ in ranked]
+    room = slice_sizes(sum(count for _, count in files), workers)
+    load = [0.0] * workers
+    slices: list[list[str]] = [[] for _ in range(workers)]
+    for name, count in ranked:
+        fits = [k for k in range(workers) if room[k] >= count]
+        if fits:
+            k = min(fits, key=lambda j: (load[j], j))
+        else:
+            k = max(range(workers), key=room.__getitem__)
+        slices[k].append(name)
+        room[k] -= count
+        load[k] += weight[name]
+    return [name for part in slices for name in part]
