@@ -99,8 +99,9 @@ def free_base(span: int = 420) -> int:
     """A base port whose whole layout range (base .. base+span, every per-shard offset included)
     is free right now; ``shardex up`` still refuses busy ports itself, and we retry then."""
     rng = random.Random()
+    lo, _, hi = os.environ.get("SHARDEX_BENCH_PORTS", "20000-60000").partition("-")
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - span)
+        base = rng.randrange(int(lo), int(hi) - span)
         ok = True
         for p in range(base, base + span):
             with socket.socket() as s:
