@@ -99,9 +99,13 @@ def free_base(span: int = 420) -> int:
     """A base port whose whole layout range (base .. base+span, every per-shard offset included)
     is free right now; ``shardex up`` still refuses busy ports itself, and we retry then."""
     rng = random.Random()
-    lo, _, hi = os.environ.get("SHARDEX_BENCH_PORTS", "20000-60000").partition("-")
-    for _ in range(200):
-        base = rng.randrange(int(lo), int(hi) - span)
+    bounds = os.environ.get("SHARDEX_BENCH_PORTS")  # "LO-HI": the lowest free one
+    if bounds:
+        lo, _, hi = bounds.partition("-")
+        bases = list(range(int(lo), int(hi) - span + 1, 10))
+    else:
+        bases = [rng.randrange(20000, 60000 - span) for _ in range(200)]
+    for base in bases:
         ok = True
         for p in range(base, base + span):
             with socket.socket() as s:
