@@ -32,7 +32,12 @@ def _role(pid: int) -> str:
     words = [a.decode(errors="replace") for a in argv if a]
     for k, w in enumerate(words):
         if w.endswith("shardex.cli") or w.endswith("/shardex"):
-            return words[k + 1] if k + 1 < len(words) else "up"
+            rest = words[k + 1 :]
+            for j, arg in enumerate(rest):  # the first word that is no option nor its value
+                prev = rest[j - 1] if j else ""
+                if not arg.startswith("-") and not (prev.startswith("-") and "=" not in prev):
+                    return arg
+            return "?"
     return Path(words[0]).name if words else "?"
 
 
