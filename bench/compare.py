@@ -314,6 +314,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             check_imports(tree)
         out["labels"] = {"ref": f"{args.ref} ({wt.short})", "current": current_label()}
         cl = dict(routers=1, secure=args.secure, fsync=args.fsync, pin=not args.no_pin)
+        if args.accounts:  # the default path: orders held and settled by account shards
+            cl["extra"] = ["--accounts", str(args.accounts)]
         load = dict(procs=args.procs, batch=1, concurrency=args.connections, symbols=2)
         res: dict[str, dict[str, list[float]]] = {s: {} for s in ("ref", "current", "echo")}
 
@@ -465,7 +467,8 @@ def print_report(rep: dict[str, Any]) -> None:
     c, lab = rep["config"], rep["labels"]
     print(
         f"\n{rep['date']}  {rep['machine']}\nA = {lab['ref']}, B = {lab['current']}; 1 shard, "
-        f"journal on (fsync {c['fsync'] or 'default'}), {'secure' if c['secure'] else 'insecure'},"
+        f"{c.get('accounts', 0)} account shards, journal on (fsync {c['fsync'] or 'default'}), "
+        f"{'secure' if c['secure'] else 'insecure'},"
         f" one order per frame, via the router; {c['rounds']} interleaved rounds of "
         f"{c['seconds']} s; overload offered {rep['overload_offered_per_s']:,}/s\n"
     )
@@ -516,6 +519,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=5.0, help="loadgen --timeout at overload")
     p.add_argument("--fsync", default=None, help="shardex up --fsync [its default]")
     p.add_argument("--secure", action="store_true", help="CURVE clusters (the echo has none)")
+    p.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        help="account shards (0: unfunded order path, as before the tier)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = p.parse_args(argv)
