@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 # No `import shardex` in the driver: every side imports its own tree, in its own processes.
+from proccpu import per_role, snapshot  # noqa: E402
 from scaling import TreeCluster, free_base, loadgen, say, tree_env  # noqa: E402
 
 _REQ = struct.Struct("<Q")
@@ -313,6 +314,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             check_imports(tree)
         out["labels"] = {"ref": f"{args.ref} ({wt.short})", "current": current_label()}
         cl = dict(routers=1, secure=args.secure, fsync=args.fsync, pin=not args.no_pin)
+        if args.accounts:  # the default path: orders held and settled by account shards
+            cl["extra"] = ["--accounts", str(args.accounts)]
         load = dict(procs=args.procs, batch=1, concurrency=args.connections, symbols=2)
         res: dict[str, dict[str, list[float]]] = {s: {} for s in ("ref", "current", "echo")}
 
@@ -329,6 +332,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
         def add(side: str, metric: str, value: float) -> None:
             res[side].setdefault(metric, []).append(value)
+
+        def cpu(side: str, phase: str, before: dict, c: TreeCluster, acked: float) -> None:
+            """CPU µs per acked order of each cluster process (role) over one measurement."""
+            if acked > 0 and c.proc is not None:
+                for role, sec in per_role(before, snapshot(c.proc.pid)).items():
+                    add(side, f"cpu_us/order {phase} {role}", sec * 1e6 / acked)
 
         def warm(cs: dict[str, TreeCluster]) -> None:
             """One short unrecorded run per side: first-start costs (bytecode compiled in a
@@ -351,6 +360,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             warm(cs)
             for k in range(args.rounds):
                 for side, c in cs.items():
+                    before = snapshot(c.proc.pid) if c.proc else {}
                     r = loadgen(
                         sides[side],
                         c.endpoints,
@@ -359,6 +369,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         seconds=args.seconds,
                         **load,
                     )  # type: ignore[arg-type]
+                    cpu(side, "saturation", before, c, r["acked_per_s"] * args.seconds)
                     add(side, "saturation", r["acked_per_s"])
                     say(
                         f"  round {k + 1} {side:<7} {r['acked_per_s']:>9,.0f} acked orders/s "
@@ -378,6 +389,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             warm(cs)
             for k in range(args.rounds):
                 for side, c in cs.items():
+                    before = snapshot(c.proc.pid) if c.proc else {}
                     r = loadgen(
                         sides[side],
                         c.endpoints,
@@ -388,6 +400,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         timeout=args.timeout,
                         **load,
                     )  # type: ignore[arg-type]
+                    cpu(side, "overload", before, c, r["acked_per_s"] * args.seconds)
                     add(side, "goodput", r["acked_per_s"])
                     add(side, "overload_sent_per_s", r["sent_per_s"])
                     add(side, "overload_refused", r["errors"] - r["timeouts"])
@@ -412,7 +425,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 targets = [(s, sides[s], c.endpoints[0], c.key, True) for s, c in cs.items()]
                 targets.append(("echo", ROOT, echo.endpoint, "none", False))
                 for side, tree, ep, key, decode in targets:
+                    before = snapshot(cs[side].proc.pid) if side in cs and cs[side].proc else {}
                     r = openloop(tree, ep, key, args.rate, args.seconds, decode)
+                    if side in cs:
+                        cpu(side, "5k", before, cs[side], args.rate * args.seconds)
                     add(side, "p50_us", r["p50_us"])
                     add(side, "p99_us", r["p99_us"])
                     say(
@@ -435,6 +451,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "p50 ref/echo": ratios(ref["p50_us"], ech["p50_us"]),
         "p50 current/echo": ratios(cur["p50_us"], ech["p50_us"]),
     }
+    for m in sorted(k for k in cur if k.startswith("cpu_us/order") and k in ref):
+        out["ratios"][f"{m} current/ref"] = ratios(cur[m], ref[m])
     return out
 
 
@@ -449,7 +467,8 @@ def print_report(rep: dict[str, Any]) -> None:
     c, lab = rep["config"], rep["labels"]
     print(
         f"\n{rep['date']}  {rep['machine']}\nA = {lab['ref']}, B = {lab['current']}; 1 shard, "
-        f"journal on (fsync {c['fsync'] or 'default'}), {'secure' if c['secure'] else 'insecure'},"
+        f"{c.get('accounts', 0)} account shards, journal on (fsync {c['fsync'] or 'default'}), "
+        f"{'secure' if c['secure'] else 'insecure'},"
         f" one order per frame, via the router; {c['rounds']} interleaved rounds of "
         f"{c['seconds']} s; overload offered {rep['overload_offered_per_s']:,}/s\n"
     )
@@ -468,6 +487,8 @@ def print_report(rep: dict[str, Any]) -> None:
         (f"p50 µs at {c['rate']:,.0f}/s open loop", "p50_us"),
         (f"p99 µs at {c['rate']:,.0f}/s open loop", "p99_us"),
     ]
+    cpu_rows = sorted({m for side in ("ref", "current") for m in rep["results"][side]})
+    rows += [(m, m) for m in cpu_rows if m.startswith("cpu_us/order")]
     print("| metric (min / median / max) | A: ref | B: current | bare echo |")
     print("| --- | --- | --- | --- |")
     res = rep["results"]
@@ -498,6 +519,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=5.0, help="loadgen --timeout at overload")
     p.add_argument("--fsync", default=None, help="shardex up --fsync [its default]")
     p.add_argument("--secure", action="store_true", help="CURVE clusters (the echo has none)")
+    p.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        help="account shards (0: unfunded order path, as before the tier)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = p.parse_args(argv)

@@ -99,10 +99,17 @@ def free_base(span: int = 420) -> int:
     """A base port whose whole layout range (base .. base+span, every per-shard offset included)
     is free right now; ``shardex up`` still refuses busy ports itself, and we retry then."""
     rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - span)
+    bounds = os.environ.get("SHARDEX_BENCH_PORTS")  # "LO-HI": the lowest free one
+    if bounds:
+        lo, _, hi = bounds.partition("-")
+        bases = list(range(int(lo), int(hi) - span + 1, 10))
+    else:
+        bases = [rng.randrange(20000, 60000 - span) for _ in range(200)]
+    for base in bases:
         ok = True
-        for p in range(base, base + span):
+        # in a bounded range only the ports a layout uses (its first ten of every hundred), so
+        # two clusters interleave (base, base+10) instead of needing 2 × span free ports
+        for p in range(base, base + span) if not bounds else layout_ports(base, span):
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
@@ -112,6 +119,12 @@ def free_base(span: int = 420) -> int:
         if ok:
             return base
     raise SystemExit("no free port range on 127.0.0.1")
+
+
+def layout_ports(base: int, span: int) -> list[int]:
+    """The first ten ports of every hundred from ``base`` (router, shard and account ports of a
+    layout with up to ten of each)."""
+    return [p for p in range(base, base + span) if (p - base) % 100 < 10]
 
 
 def symbol_shard(symbol: str, shards: int) -> int:
