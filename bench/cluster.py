@@ -31,7 +31,6 @@ import platform
 import random
 import select
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
+from scaling import free_base as scaling_free_base  # noqa: E402
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
@@ -70,20 +70,10 @@ def accounts_off(root: Path) -> tuple[str, ...]:
     return ("--accounts", "0") if "--accounts" in out.stdout else ()
 
 def free_base() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        ok = True
-        for p in Layout("127.0.0.1", base, 4).ports():
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise SystemExit("no free ports")
+    """A base port whose 4-shard layout is free (``scaling.free_base``: within
+    ``SHARDEX_BENCH_PORTS=LO-HI`` when set, e.g. a test worker's own range)."""
+    probe = Layout("127.0.0.1", 20000, 4)
+    return scaling_free_base(max(probe.ports()) - probe.base_port + 1)
 
 
 def start_cluster(

@@ -7,6 +7,7 @@ checked is that the scripts work (and clean up), never how fast anything is.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,31 @@ sys.path.insert(0, str(BENCH))
 import scaling  # noqa: E402
 
 from shardex.wire.protocol import shard_for  # noqa: E402
+from tests.support.ports import ephemeral_low, region  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
+
+
+def bench_env() -> dict[str, str]:
+    """The benches' ports from this xdist worker's own range, below the ephemeral range: a
+    bench left to pick among 20000-60000 once bound a port an outgoing connection held
+    (``Address already in use``: the router of ``test_scaling_runs_two_routers`` died)."""
+    lo, hi = region()
+    return {**os.environ, "SHARDEX_BENCH_PORTS": f"{lo}-{hi}"}
 
 
 def run_bench(*argv: str, timeout: float = 110) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env=bench_env(),
+    )  # fmt: skip
+
+
+def test_benches_take_ports_below_the_ephemeral_range(monkeypatch) -> None:
+    lo, _, hi = bench_env()["SHARDEX_BENCH_PORTS"].partition("-")
+    assert 10000 <= int(lo) < int(hi) <= ephemeral_low()
+    monkeypatch.setenv("SHARDEX_BENCH_PORTS", f"{lo}-{hi}")
+    base = scaling.free_base(420)  # what a bench then picks lies in that range
+    assert int(lo) <= base and base + 420 <= int(hi)
 
 
 def worktrees() -> set[str]:
