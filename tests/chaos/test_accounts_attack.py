@@ -380,6 +380,18 @@ def insecure_accounts():
         c.stop()
 
 
+@pytest.fixture(scope="module")
+def fate_cluster():
+    """One insecure cluster for the two fate tests: each uses its own account (alice, bob),
+    places buys only and ends with no order resting and its hold released, so neither sees
+    the other's state (a cluster start costs ~2.5 s of CPU)."""
+    c = Cluster(1, insecure=True, accounts=1)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
 def _funded_check(c: Any, n: int) -> list[str]:
     """A funded account places a resting buy through the account tier, sees it held and on
     the book, cancels it and sees the hold released: the problems (none when all is well)."""
@@ -972,13 +984,13 @@ def test_keys_at_the_account_tier():
         cl.stop()
 
 
-def test_fate_of_an_order_queued_at_a_stopped_account_shard(insecure_accounts: Cluster):
+def test_fate_of_an_order_queued_at_a_stopped_account_shard(fate_cluster: Cluster):
     """Regression: a client whose order timed out while the account shard was stopped asked
     the engine shard for its fate, was told "not executed" (the engine shard had never seen
     it), and the order then ran when the account shard resumed. The account shard now answers
     ``OP_ORDER`` itself, behind the order on the same router link: ``held`` once it took it,
     ``not_held`` for one it never took (or that ended: the engine shard then knows it)."""
-    cl = insecure_accounts
+    cl = fate_cluster
     with cl.client() as c:
         assert c.deposit("alice", "USD", "1000", ref="fa").ok
         apid = c.topology()["account_topology"][0]["pid"]
@@ -1014,13 +1026,13 @@ def test_fate_of_an_order_queued_at_a_stopped_account_shard(insecure_accounts: C
     sock.close(0)
 
 
-def test_sdk_fate_of_a_risk_on_order_asks_the_account_shard_first(insecure_accounts: Cluster):
+def test_sdk_fate_of_a_risk_on_order_asks_the_account_shard_first(fate_cluster: Cluster):
     """The SDK side of the test above. Before: a ``place`` that timed out while the account
     shard was stopped came back with ``fate == "not executed"`` (asked of the engine shard
     alone), and the order then ran — the docs say a "not executed" order may be re-sent with a
     new id, so it would have run twice. Now the SDK asks the account shard first: no answer →
     ``unknown``; ``held`` → ``executed``; ``not_held`` → the engine shard decides, as before."""
-    cl = insecure_accounts
+    cl = fate_cluster
     with cl.client(timeout=1.0) as c:
         assert c.deposit("bob", "USD", "1000", ref="sdk-fate").ok
         apid = c.topology()["account_topology"][0]["pid"]

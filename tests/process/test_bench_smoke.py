@@ -95,7 +95,7 @@ def test_scaling_runs_and_prints_its_table() -> None:
         "--batches",
         "1,10",
         "--seconds",
-        "0.5",
+        "0.2",
         "--loadgens",
         "1",
         "--concurrency",
@@ -137,7 +137,7 @@ def test_scaling_runs_two_routers_in_front_of_the_shards() -> None:
     assert scaling.supports_routers(ROOT)
     r = run_bench(
         "bench/scaling.py", "--shards", "1", "--routers", "2", "--batches", "1",
-        "--seconds", "0.5", "--loadgens", "2", "--concurrency", "1", "--window", "2",
+        "--seconds", "0.2", "--loadgens", "2", "--concurrency", "1", "--window", "2",
         "--pairs", "8", "--ephemeral", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
