@@ -292,12 +292,17 @@ def openloop(tree: Path, endpoint: str, key: str, rate: float, seconds: float, d
 # ---------------------------------------------------------------------------------------------
 
 
-def stats(vals: list[float]) -> dict[str, float]:
+def stats(vals: list[float]) -> dict[str, float] | None:
+    """min / median / max; None for no value (printed as "-")."""
+    if not vals:
+        return None
     return {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
 
 
-def ratios(num: list[float], den: list[float]) -> dict[str, float]:
-    """Per-round ratios (round k of one side over round k of the other: measured back to back)."""
+def ratios(num: list[float], den: list[float]) -> dict[str, float] | None:
+    """Per-round ratios (round k of one side over round k of the other: measured back to back);
+    a round whose denominator is 0 (e.g. a process that used no measurable CPU in a very short
+    run) has none, and a metric with none at all is None."""
     return stats([a / b for a, b in zip(num, den, strict=True) if b])
 
 
