@@ -556,6 +556,13 @@ def _resting_order(i: int, account: str) -> tuple:
     return (OP_NEW, "BTC-USD", f"o{i}", account, side, 0, price, 1, 0, False, 0)
 
 
+def _slow_client_drops(cl: Cluster) -> int:
+    """Replies the router dropped because a client's pipe was full (its topology answer)."""
+    with cl.client() as c:
+        return int(c.topology()["replies_dropped"]["client_slow"])
+
+
+@pytest.mark.timeout(240)  # (its waits are bounded at 120 s for the burst, then the audit's)
 def test_burst_and_a_client_that_never_reads_lose_no_hold(insecure_accounts: Cluster):
     """30,000 one-order frames at the account shard through the router (4 connections, sent
     as fast as the sockets take them): every frame is answered, held (and on the book) or
@@ -571,6 +578,7 @@ def test_burst_and_a_client_that_never_reads_lose_no_hold(insecure_accounts: Clu
         apid = c.topology()["account_topology"][0]["pid"]
     before = {**pids(cl), "accounts-0": apid}
     rss0 = {name: rss(pid) for name, pid in before.items()}
+    drops0 = _slow_client_drops(cl)
     socks = [dealer(cl.endpoint) for _ in range(4)]
     cmds: dict[bytes, tuple] = {}
     n = 30_000
@@ -580,24 +588,34 @@ def test_burst_and_a_client_that_never_reads_lose_no_hold(insecure_accounts: Clu
         cmds[req] = cmd
         socks[i % 4].send_multipart([f"@{cmd[3]}".encode(), req, msgpack.packb([VERSION, [cmd]])])
     outcome: dict[bytes, str] = {}
-    deadline = time.monotonic() + 60
-    while len(outcome) < n and time.monotonic() < deadline:
+    dropped = 0  # replies the router could not hand to a client whose pipe was full
+    deadline = time.monotonic() + 120
+    next_check = time.monotonic() + 0.5
+    while len(outcome) + dropped < n and time.monotonic() < deadline:
         for s in socks:
             while s.poll(0):
                 req, payload = s.recv_multipart()
                 error, results = decode_reply(payload)
                 outcome[req] = error or ("held" if results == ((),) else str(results)[:80])
+        if len(outcome) < n and time.monotonic() >= next_check:  # (a topology request)
+            dropped = _slow_client_drops(cl) - drops0
+            next_check = time.monotonic() + 0.5
         time.sleep(0.005)
     for s in socks:
         s.close(0)
     kinds: dict[str, int] = {}
     for v in outcome.values():
         kinds[v] = kinds.get(v, 0) + 1
-    seen: dict[str, Any] = {"answered": len(outcome), "kinds": kinds}
-    assert len(outcome) == n and set(kinds) <= {"held", ERR_OVERLOADED}, seen
+    seen: dict[str, Any] = {"answered": len(outcome), "dropped": dropped, "kinds": kinds}
+    # every frame answered, or its reply counted dropped by the router (a reader starved of
+    # CPU lets its pipe fill: by design the router drops and counts, never buffers without
+    # bound); seen in CI under full load, 29,116 and 29,440 of 30,000 answered
+    assert len(outcome) + dropped == n and set(kinds) <= {"held", ERR_OVERLOADED}, seen
     state = _quiet_and_clean(cl)
     seen.update(state)
-    assert state["ok"] and state["held"] == state["resting"] == kinds["held"], seen
+    # every hold is a live order; the dropped replies' orders may be held or shed
+    assert state["ok"] and state["held"] == state["resting"], seen
+    assert kinds.get("held", 0) <= state["held"] <= kinds.get("held", 0) + dropped, seen
     with cl.client() as c:  # shed orders are unknown on both tiers (no hold, no order)
         shed = [cmds[r] for r, v in outcome.items() if v != "held"][:100]
         for cmd in shed:
