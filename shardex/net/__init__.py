@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from shardex.net.mem import MemContext, MemHub, MemPoller, MemSocket
+from shardex.net.mem import MemContext, MemHub, MemPoller
 from shardex.net.memasync import MemAsyncContext
 
 TransportError = zmq.ZMQError
@@ -73,9 +73,4 @@ def mem_transport(hub: MemHub | None = None) -> Transport:
     return t
 
 
-def is_mem(sock: Any) -> bool:
-    return isinstance(sock, MemSocket)
-
-
-__all__ = ["ZMQ", "MemHub", "Transport", "TransportError", "WouldBlock", "is_mem",
-           "mem_transport"]  # fmt: skip
+__all__ = ["ZMQ", "MemHub", "Transport", "TransportError", "WouldBlock", "mem_transport"]

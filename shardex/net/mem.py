@@ -158,9 +158,6 @@ class MemSocket:
         else:
             self.options[option] = value
 
-    def getsockopt(self, option: int) -> Any:
-        return self.opt(option)
-
     def opt(self, option: int) -> Any:
         return self.options.get(option, _OPTION_DEFAULTS.get(option, 0))
 
@@ -255,16 +252,6 @@ class MemSocket:
             self._deal(msg)
         else:
             raise zmq.ZMQError(errno.ENOTSUP, "Operation not supported")
-
-    def send(self, data: Any, flags: int = 0, copy: bool = True) -> None:  # noqa: ARG002
-        """One frame; ``SNDMORE`` parts are gathered until the last (pyzmq's ``send``)."""
-        part = getattr(self, "_parts", None) or []
-        part.append(bytes(data))
-        if flags & zmq.SNDMORE:
-            self._parts = part
-            return
-        self._parts = []
-        self.send_multipart(part)
 
     def _deal(self, msg: list[bytes]) -> None:
         pipes = [p for p in self.pipes if self._can_take(p)]
