@@ -15,20 +15,10 @@ import redis
 from shardex.client import audit_report
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
+from tests.support.inproc import plan, published
 
 ACCOUNTS = [f"b-{i}" for i in range(6)]
 EVENT_NAMES = {EV_ACCEPTED: "accepted", EV_TRADE: "trade"}
-
-
-def _plan(url: str) -> Plan:
-    return Plan(layout=Layout(base_port=20000, shards=2, accounts=2), pin=False, redis=url)
-
-
-def _ring(node) -> list[tuple]:
-    core = node.core
-    return core.ring.get(1, core.engine.seq) if core.engine.seq else []
 
 
 @pytest.mark.timeout(90)
@@ -36,8 +26,10 @@ def test_in_process_cluster_bridges_every_event_exactly_once(redis_server):
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     rng = random.Random(11)
 
+    p = plan(2, 2, redis=redis_server.url)
+
     async def main() -> None:
-        async with InProcCluster(_plan(redis_server.url)) as cluster, cluster.client() as cl:
+        async with InProcCluster(p) as cluster, cluster.client() as cl:
             for a in ACCOUNTS:
                 assert (await cl.deposit(a, "USD", "100000", ref=f"{a}-usd")).ok
                 assert (await cl.deposit(a, "BTC", "100", ref=f"{a}-btc")).ok
@@ -53,14 +45,14 @@ def test_in_process_cluster_bridges_every_event_exactly_once(redis_server):
 
             await cluster.until(engines_bridged, 30, "every engine event in Redis")
             for node in cluster.engines:
-                i, events = node.cfg.index, _ring(node)
+                i, events = node.cfg.index, published(node)
                 entries = r.xrange(f"shardex:events:{i}")
                 assert [e[0] for e in entries] == [f"{s}-0" for s in range(1, len(events) + 1)]
                 for ev, (_, fields) in zip(events, entries, strict=True):
                     assert fields["seq"] == str(ev[1])
                     if ev[0] in EVENT_NAMES:
                         assert fields["ev"] == EVENT_NAMES[ev[0]], (ev, fields)
-            assert any(ev[0] == EV_TRADE for n in cluster.engines for ev in _ring(n))
+            assert any(ev[0] == EV_TRADE for n in cluster.engines for ev in published(n))
             lines, ok = audit_report(await cl.audit())
             assert ok, lines
 

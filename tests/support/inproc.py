@@ -12,12 +12,22 @@ from shardex.kinds import Plan
 from shardex.layout import Layout
 
 
-def plan(shards: int = 1, accounts: int = 0, **kw: Any) -> Plan:
-    """``shardex up --shards N --accounts M --no-bridge``'s plan (``kw``: its other options,
-    e.g. ``data_dir``, ``max_backlog``, ``markets_file``). The layout only names endpoints:
-    the in-memory hub binds no port, so any base port does."""
+def plan(shards: int = 1, accounts: int = 0, redis: str | None = None, **kw: Any) -> Plan:
+    """``shardex up --shards N --accounts M``'s plan, without a bridge unless ``redis`` names a
+    (real) Redis for it (``kw``: its other options, e.g. ``data_dir``, ``max_backlog``,
+    ``markets_file``). The layout only names endpoints: the in-memory hub binds no port, so
+    any base port does."""
     return Plan(layout=Layout(base_port=20000, shards=shards, accounts=accounts), pin=False,
-                redis=None, **kw)  # fmt: skip
+                redis=redis, **kw)  # fmt: skip
+
+
+def published(node: Any) -> list[tuple]:
+    """Engine shard ``node``'s events 1..seq from its ring, as a subscriber repairing from the
+    start would read them (a ring of the default size still holds a test's every event)."""
+    core = node.core
+    events = core.ring.get(1, core.engine.seq) if core.engine.seq else []
+    assert events is not None
+    return events
 
 
 def run(p: Plan, body: Callable[[InProcCluster], Awaitable[Any]]) -> Any:

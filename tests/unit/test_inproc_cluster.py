@@ -15,17 +15,10 @@ import pytest
 from shardex.client import audit_report
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.inproc import InProcCluster
-from shardex.kinds import Plan
-from shardex.layout import Layout
+from tests.support.inproc import plan, published
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "ETH-BTC")
 ACCOUNTS = [f"acct-{i}" for i in range(6)]
-
-
-def _plan(shards: int = 2, accounts: int = 2) -> Plan:
-    # the layout only names endpoints here: the in-memory hub binds no port
-    return Plan(layout=Layout(base_port=20000, shards=shards, accounts=accounts), pin=False,
-                redis=None)  # fmt: skip
 
 
 def _orders(rng: random.Random, n: int) -> list[dict]:
@@ -52,13 +45,7 @@ async def _fund(cl) -> None:
 def _events(cluster: InProcCluster, kind: int) -> list[tuple]:
     """Every event of ``kind`` the engine shards published (their rings, seq 1 to now), as a
     subscriber repairing from the start would read them."""
-    out = []
-    for node in cluster.engines:
-        core = node.core
-        events = core.ring.get(1, core.engine.seq) if core.engine.seq else []
-        assert events is not None  # (a ring this size still holds everything)
-        out += [ev for ev in events if ev[0] == kind]
-    return out
+    return [ev for node in cluster.engines for ev in published(node) if ev[0] == kind]
 
 
 def _accepted(cluster: InProcCluster) -> list[str]:
@@ -71,7 +58,7 @@ def test_a_whole_cluster_in_one_process_keeps_every_invariant():
     orders = _orders(rng, 400)
 
     async def main() -> None:
-        async with InProcCluster(_plan()) as cluster, cluster.client() as cl:
+        async with InProcCluster(plan(2, 2)) as cluster, cluster.client() as cl:
             await _fund(cl)
             results = []
             for i in range(0, len(orders), 40):  # (a window the router admits at once)
