@@ -45,17 +45,13 @@ class ForwardLink:
         end = LinkEndpoint(cfg.engines, every, self.machine.core.outbox.last, out=FORWARD,
                            incoming=SETTLEMENT, in_sender=1, unacked=True)  # fmt: skip
         self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_FWD, LINK_SYNC),
-                             self.counts, ForwardRepair, limit,
-                             ("engine shard", "forwards"))  # fmt: skip
+                                  self.counts, ForwardRepair, limit,
+                                  ("engine shard", "forwards"))  # fmt: skip
 
     @property
     def haves(self) -> dict[int, int]:
         """Engine shard → the have of its HAVE read and not yet answered."""
         return self.tier_link.end.reports
-
-    @property
-    def gates(self) -> dict[int, Any]:
-        return self.tier_link.end.gates
 
     @property
     def repairs(self) -> dict[int, Any]:

@@ -52,17 +52,13 @@ class SettlementLink:
         end = LinkEndpoint(cfg.accounts, every, last, out=SETTLEMENT, incoming=FORWARD,
                            width=3, answers=True)  # fmt: skip
         self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_SETTLE, LINK_HAVE),
-                             self.link_counts, SettlementRepair, limit,
-                             ("account shard", "settlements"))  # fmt: skip
+                                  self.link_counts, SettlementRepair, limit,
+                                  ("account shard", "settlements"))  # fmt: skip
 
     @property
     def syncs(self) -> dict[int, int]:
         """Account shard → the have of its SYNC read and not yet answered."""
         return self.tier_link.end.reports
-
-    @property
-    def gates(self) -> dict[int, Any]:
-        return self.tier_link.end.gates
 
     @property
     def repairs(self) -> dict[int, Any]:
