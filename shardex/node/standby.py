@@ -116,12 +116,12 @@ class Standby:
     def _bind_front(self, direct: str, keys_dir: str | None) -> None:
         """Bind the direct port this replica serves once it leads, to answer ``not_leader``
         meanwhile; one that cannot be bound is a warning (clients there time out)."""
-        server = None
-        if keys_dir:  # secure clients must complete a handshake to hear the refusal
-            store = KeyStore(keys_dir)
-            self.zap = ZapHandler(self.ctx, store.registry())
-            server = store.server()
         try:
+            server = None
+            if keys_dir:  # secure clients must complete a handshake to hear the refusal
+                store = KeyStore(keys_dir)
+                self.zap = ZapHandler(self.ctx, store.registry())
+                server = store.server()
             self.front = standby_front(self.ctx, self.zmq, direct, server)
         except zmq.ZMQError as exc:
             log.warning("standby %s cannot bind %s (%s): clients there time out instead "
