@@ -10,6 +10,9 @@ node decides on, and ``errno`` says the rest, e.g. ``EHOSTUNREACH``). Two implem
   one process and one thread, for running a whole cluster in a test (``shardex.net.cluster``)
   and, later, a deterministic simulator.
 
+``clock`` (``shardex.clock``) is where a node on this transport reads the time: ``REAL`` for
+both by default, a virtual clock in the simulator.
+
 The interface is the subset of pyzmq the node loops already used, on purpose: a node written
 against ``self.zmq`` (its transport) runs unchanged on either, so the in-memory runs exercise
 the production loops, not models of them. Socket roles (options, CURVE, HWMs) are declared once
@@ -26,6 +29,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardex.clock import REAL, Clock
 from shardex.net.mem import MemContext, MemHub, MemPoller
 from shardex.net.memasync import MemAsyncContext
 
@@ -45,6 +49,7 @@ class Transport:
         async_context: Callable[[], Any],
         *,
         in_process: bool,
+        clock: Clock = REAL,
     ) -> None:
         for attr in dir(zmq):
             if attr.isupper():
@@ -54,6 +59,7 @@ class Transport:
         self.Poller = poller
         self.AsyncContext = async_context
         self.in_process = in_process
+        self.clock = clock  # where this node reads the time (shardex.clock)
         self.Again = zmq.Again
         self.ZMQError = zmq.ZMQError
 
@@ -64,11 +70,12 @@ class Transport:
 ZMQ = Transport("zmq", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_process=False)
 
 
-def mem_transport(hub: MemHub | None = None) -> Transport:
-    """An in-memory transport over ``hub`` (a new network if None); ``.hub`` is it."""
+def mem_transport(hub: MemHub | None = None, clock: Clock = REAL) -> Transport:
+    """An in-memory transport over ``hub`` (a new network if None); ``.hub`` is it. Nodes on
+    one hub may each have their own transport, e.g. to read different ``clock``s."""
     hub = hub or MemHub()
     t = Transport("mem", lambda: MemContext(hub), MemPoller, lambda: MemAsyncContext(hub),
-                  in_process=True)  # fmt: skip
+                  in_process=True, clock=clock)  # fmt: skip
     t.hub = hub  # type: ignore[attr-defined]
     return t
 

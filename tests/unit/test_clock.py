@@ -1,0 +1,39 @@
+"""The clock seam: the real clock is the time module's, the virtual one moves only when told."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shardex.clock import REAL, VIRTUAL_EPOCH, SkewedClock, VirtualClock
+from shardex.net import ZMQ, mem_transport
+
+
+def test_real_clock_is_the_time_modules_functions() -> None:
+    assert REAL.monotonic is time.monotonic
+    assert REAL.time is time.time
+    assert REAL.perf_counter is time.perf_counter
+    assert ZMQ.clock is REAL
+
+
+def test_virtual_clock_moves_only_when_advanced() -> None:
+    v = VirtualClock()
+    assert (v.monotonic(), v.time()) == (0.0, VIRTUAL_EPOCH)
+    v.advance(0.25)
+    v.advance_to(0.1)  # earlier than now: no move
+    assert v.monotonic() == v.perf_counter() == 0.25
+    v.advance_to(2.0)
+    assert v.time() == VIRTUAL_EPOCH + 2.0
+    with pytest.raises(ValueError, match="backwards"):
+        v.advance(-1)
+
+
+def test_skewed_view_runs_at_its_rate_and_offsets_only_the_wall_clock() -> None:
+    v = VirtualClock(start=5.0)
+    fast = SkewedClock(v, rate=1.5, offset=-3.0)
+    v.advance(2.0)
+    assert fast.monotonic() == 5.0 + 3.0
+    assert fast.time() == VIRTUAL_EPOCH + 8.0 - 3.0
+    t = mem_transport(clock=fast)
+    assert t.clock is fast
