@@ -35,6 +35,7 @@ Safety argument (why the old leader has stopped before anyone can take over):
    because Redis is slow or down leaves the deadline where it was: stalls, never extends).
    Renewals run in a thread of their own (``start_renewer``) so that a busy shard loop does
    not lose the lease; that changes who sends the renew, not how the deadline is computed.
+   (In the simulator there is no thread: the node's own turn renews, ``tick``; same rule.)
 5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
    a write is acked only once every in-sync standby has it (high watermark), the promoted
    standby stops acking the moment it leads, and shrinking the in-sync set is a Lua
@@ -42,12 +43,14 @@ Safety argument (why the old leader has stopped before anyone can take over):
    what keeps a paused leader from serving stale *reads* and events after resuming.
 
 What this relies on (README "Failover"): one Redis (not a Sentinel/cluster failover, whose
-async replication could hand the key to two holders); clock *rates* within the margin above;
-and a Redis host whose wall clock is never stepped forward (Redis stores expiries as absolute
-wall-clock times: a forward step expires keys early; run NTP slewing, e.g. chrony without
-``makestep`` after boot). If Redis loses its data (restart without AOF) the ISR key is gone:
-any node may then take the lease; the epoch still never goes backwards because each node's
-journal keeps the highest epoch it saw and passes it as a floor.
+async replication could hand the key to two holders: a promoted replica that missed the last
+renewal expires the key before the leader's deadline, and one that missed an in-sync-set
+shrink lets a dropped, lagging standby take over; ``shardex.sim.store`` shows both); clock
+*rates* within the margin above; and a Redis host whose wall clock is never stepped forward
+(Redis stores expiries as absolute wall-clock times: a forward step expires keys early; run
+NTP slewing, e.g. chrony without ``makestep`` after boot). If Redis loses its data (restart
+without AOF) the ISR key is gone: any node may then take the lease; the epoch still never goes
+backwards because each node's journal keeps the highest epoch it saw and passes it as a floor.
 
 Cost of the short ttl: a leader whose loop or Redis round trips stall for more than
 ``ttl·(1-m) - renew`` (~610 ms) loses its lease and hands over (a failover, not a fault).
@@ -57,10 +60,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from shardex.clock import REAL, Clock
 
 LEASE_USER = "lease"  # the Redis ACL user of the lease (``shardex.redisauth``): lease keys only
 log = logging.getLogger("shardex.lease")
@@ -102,6 +106,11 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+# Where a lease gets its Redis client: ``connect`` (a real Redis) unless a caller injects
+# another factory of the same shape (the simulator's store: ``shardex.sim.store``).
+Connect = Callable[[str, str | None], Any]
 
 
 def connect(url: str, keys_dir: str | None = None) -> Any:
@@ -171,7 +180,10 @@ def parse_holder(value: Any) -> Holder | None:
 class Lease:
     """One node's view of shard ``shard``'s lease: acquire, renew, record the in-sync set.
 
-    ``deadline`` is the monotonic time until which this node may act as leader (0: never).
+    ``deadline`` is the monotonic time until which this node may act as leader (0: never),
+    on ``clock`` (the node's: ``net.clock``; ``REAL`` in a process). ``thread``: renew from a
+    thread of its own (``start_renewer``, a process); False: the node's turn renews
+    (``tick``), so a simulated run has no thread and no real time in it.
     """
 
     def __init__(
@@ -184,6 +196,8 @@ class Lease:
         renew_ms: int = RENEW_MS,
         margin: float = MARGIN,
         name: str | None = None,
+        clock: Clock = REAL,
+        thread: bool = True,
     ) -> None:
         """``name``: the lease's key suffix and what logs call it: the engine shard's index
         by default (``shardex:lease:I``, as before), ``accounts-J`` for account shard J."""
@@ -192,6 +206,8 @@ class Lease:
         if not 0 < renew_ms * 3 <= ttl_ms:
             raise ValueError("renew at least three times per ttl")
         self.r = redis_client
+        self.clock = clock
+        self.thread = thread
         self.shard = shard
         self.name = name or str(shard)
         self.label = f"shard {shard}" if name is None else self.name
@@ -244,7 +260,7 @@ class Lease:
         """Take the lease if it is free and we may (in the in-sync set, or no set recorded).
 
         Returns (epoch, "ok") with a new epoch > ``floor``, or (0, why not)."""
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         epoch, why = self._acquire(
             keys=list(self.keys), args=[self.node, self.endpoint, self.ttl_ms, floor, start_seq]
         )
@@ -263,7 +279,8 @@ class Lease:
 
     def valid(self, now: float | None = None) -> bool:
         """Whether we may still act as leader (monotonic clock, local deadline)."""
-        return self.value is not None and (time.monotonic() if now is None else now) < self.deadline
+        t = self.clock.monotonic() if now is None else now
+        return self.value is not None and t < self.deadline
 
     def due(self, now: float) -> bool:
         return self.value is not None and now - self.last_renew >= self.renew_s
@@ -273,7 +290,7 @@ class Lease:
         stays where it was). Raises LeaseLost when Redis says the lease is not ours."""
         if self.value is None:
             raise LeaseLost("no lease held")
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         self.last_renew = t0
         try:
             ok = self._renew(keys=[self.keys[0]], args=[self.value, self.ttl_ms])
@@ -297,19 +314,20 @@ class Lease:
         loop checks it before every release); Redis saying the lease is someone else's is
         kept in ``lost`` and raised in the loop by ``check``."""
         stop = self._stop_renewer = threading.Event()
+        mono = self.clock.monotonic
 
         def run() -> None:
             stalled = False
-            while not stop.wait(max(0.0, self.last_renew + self.renew_s - time.monotonic())):
+            while not stop.wait(max(0.0, self.last_renew + self.renew_s - mono())):
                 if self.value is None:
                     return
-                if time.monotonic() - loop_beat() > stall_s:
+                if mono() - loop_beat() > stall_s:
                     if not stalled:
                         log.error("ALERT %s: the loop has not ticked for %.1f s: no "
                                   "more lease renewals (a standby takes over)", self.label,
                                   stall_s)  # fmt: skip
                     stalled = True
-                    self.last_renew = time.monotonic()  # (look again a period later)
+                    self.last_renew = mono()  # (look again a period later)
                     continue
                 stalled = False
                 try:
@@ -324,6 +342,16 @@ class Lease:
         """Raise what the renewer thread learned: Redis says the lease is not ours."""
         if self.lost is not None:
             raise self.lost
+
+    def tick(self, now: float) -> None:
+        """The loop's part of renewing, every turn: with a renewer thread, raise what it
+        learned (``check``); without one (``thread=False``: the simulator), renew here when a
+        period has passed (raises LeaseLost when Redis says the lease is not ours). The
+        deadline is computed the same way either way (``renew``)."""
+        if self.thread:
+            self.check()
+        elif self.due(now):
+            self.renew()
 
     def set_isr(self, members: list[str]) -> bool:
         """Record the in-sync set (only while holding the lease). False if Redis could not be

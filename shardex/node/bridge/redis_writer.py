@@ -45,6 +45,14 @@ RESUME_SCAN = 1000  # entries looked at from a stream's top to find our last one
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, ResponseError)
 T = TypeVar("T")
+# Where the bridge gets its Redis client, given the resolved URL: redis.asyncio's (a real
+# Redis) unless a caller injects another (the simulator's store, ``shardex.sim.store``).
+RedisConnect = Callable[[str], Any]
+
+
+def connect(url: str) -> Any:
+    """A real Redis's asyncio client, with the bridge's timeouts."""
+    return aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
 
 def _transient(exc: Exception) -> bool:
@@ -62,7 +70,9 @@ class RedisWriter:
     """Writes each shard's batches to its streams; ``shards``/``accounts`` are the states whose
     resume points an outage re-reads (set by the loop once it knows the topology)."""
 
-    def __init__(self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter) -> None:
+    def __init__(self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter,
+                 redis: RedisConnect | None = None) -> None:  # fmt: skip
+        """``redis``: the client factory (default ``connect``: a real Redis)."""
         self.cfg = cfg
         self.alerts = alerts
         self.entries = entries
@@ -70,7 +80,7 @@ class RedisWriter:
         url = resolve_url(cfg.redis_url, cfg.keys_dir, create=True)
         self.shown = mask_url(url)
         self._password = url_user(url)[1]
-        self.redis = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = (redis or connect)(url)
         self.sha: str | None = None
         self.shards: list[ShardState] = []
         self.accounts: list[ShardState] = []

@@ -28,7 +28,7 @@ from shardex.node.bridge.entries import EntryFormatter
 from shardex.node.bridge.links import ShardLink, ShardState, Watches
 from shardex.node.bridge.metrics import Alerts
 from shardex.node.bridge.pump import ShardPump
-from shardex.node.bridge.redis_writer import RedisWriter
+from shardex.node.bridge.redis_writer import RedisConnect, RedisWriter
 from shardex.node.bridge.status import Follower, StatusPoller
 from shardex.node.bridge.topology import Endpoints, fetch_topology
 from shardex.node.bridge.tracker import ShardTracker
@@ -43,8 +43,10 @@ KINDS = {"events": "shard", "balances": "account shard"}  # ShardState.kind → 
 class Bridge:
     """One bridge process: shard event PUB streams → Redis Streams, in order, exactly once."""
 
-    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ) -> None:
-        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
+    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ,
+                 redis: RedisConnect | None = None) -> None:  # fmt: skip
+        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs);
+        ``redis``: the Redis client factory (``RedisWriter``'s; the simulator's store)."""
         self.cfg = cfg
         self.key: KeyFile | None = None
         if cfg.keys_dir:
@@ -53,7 +55,8 @@ class Bridge:
         self.running = True
         self.alerts = Alerts()
         self.assets = AssetTable(cfg.markets)
-        self.store = RedisWriter(cfg, self.alerts, EntryFormatter(cfg.markets, self.assets))
+        self.store = RedisWriter(cfg, self.alerts, EntryFormatter(cfg.markets, self.assets),
+                                 redis)  # fmt: skip
         self.watches = Watches(self.key, self.alerts.alert)
         self.leaders = Follower(self.topology)
         self.poller = StatusPoller(cfg, self.alerts, self.leaders.follow)
