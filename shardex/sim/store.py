@@ -1,0 +1,216 @@
+"""A simulated lease/stream store: Redis as the simulator sees it, with its failover.
+
+What the cluster asks of Redis is small: the lease's Lua scripts and ``PTTL`` (``shardex.lease``)
+and the bridge's ``WRITE_SCRIPT`` with ``XRANGE``/``XREVRANGE`` (``node.bridge.redis_writer``).
+``SimStore`` serves exactly those through ``fakeredis`` (with Lua: ``fakeredis[lua]``, lupa's Lua
+5.1 as in Redis) — the SAME scripts, through the same redis-py client classes
+(``fakeredis.FakeRedis`` is a ``redis.Redis``, ``FakeAsyncRedis`` a ``redis.asyncio.Redis``), so
+the lease and the bridge run their production code against it, one in-memory server shared by
+the sync lease clients and the async bridge client.
+
+Three things the real store does that the simulator needs, added here:
+
+* **Time is the simulation's.** fakeredis stamps each command with ``time.time()`` and computes
+  ``PX``/``PEXPIRE`` expiries and ``PTTL`` from it (``Database.time``, set per command; there is
+  no documented hook). ``ClockedServer`` makes every database read ``clock.time()`` instead, so
+  an 800 ms lease expires after 800 ms of *virtual* time (Redis keeps expiries as absolute
+  wall-clock times, and so does this: a skewed ``clock`` moves them as a stepped wall clock
+  would).
+* **Redis's Lua libraries.** fakeredis has no ``cmsgpack``; the bridge's script unpacks its
+  batch with ``cmsgpack.unpack``: provided here from ``msgpack``. (Also: fakeredis hands a
+  ``redis.pcall`` error to the script as a Python object, not a Lua string; the script's
+  ``string.find(r.err, ...)`` needs a string, so ``redis.pcall`` is wrapped to give one.)
+* **Replication and its failover.** Redis replicates asynchronously: a replica is the
+  primary as of some moment in the past. ``SimStore`` keeps that image (``sync``: the replica
+  catches up; ``turn``: it does so after a seeded lag) and ``failover`` promotes it: every write
+  since its last sync is gone, as after a Sentinel or cluster failover. The clients stay
+  connected (as a Sentinel-aware client reconnects to the new primary) and see the older data;
+  the script cache is empty (the new primary never ran ``SCRIPT LOAD``: ``NOSCRIPT``, which both
+  redis-py's ``Script`` and the bridge re-load from). ``down``/``up``: an outage (every call
+  raises ``ConnectionError``; nothing is lost).
+
+Why this matters: the lease's safety argument (``shardex.lease``) assumes ONE Redis. A failover
+that loses the leader's last renewal lets the key expire before the leader's own deadline (two
+nodes act as leader at once), and one that loses an in-sync-set shrink lets the dropped, lagging
+standby take the lease (acked writes lost). The tests (tests/unit/test_sim_store.py) show both;
+the simulator can therefore explore what a store failover does to the cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import pickle
+import random
+from collections import defaultdict
+from typing import Any
+
+import fakeredis
+import msgpack
+from fakeredis._core._database import Database
+
+from shardex.clock import REAL, Clock
+
+# ``redis.pcall`` as Redis has it: an error reply's ``err`` is a Lua string (see the docstring)
+_PCALL_ERR_AS_STRING = """
+local pcall_ = redis.pcall
+redis.pcall = function(...)
+  local r = pcall_(...)
+  if type(r) == 'table' and r.err ~= nil and type(r.err) ~= 'string' then
+    r.err = tostring(r.err)
+  end
+  return r
+end
+"""
+
+LAG_S = (0.0, 0.05)  # a replica is this far behind its primary (seeded uniform draw per sync)
+
+
+class ClockedDatabase(Database):  # type: ignore[misc]
+    """A fakeredis database whose "now" is ``clock.time()`` (expiries, ``PTTL``): fakeredis
+    assigns ``time`` before every command, which is ignored here."""
+
+    def __init__(self, lock: Any, clock: Clock) -> None:
+        self._clock = clock
+        super().__init__(lock)
+
+    @property  # type: ignore[override]
+    def time(self) -> float:
+        return self._clock.time()
+
+    @time.setter
+    def time(self, value: float) -> None:  # (fakeredis's own stamp: ignored)
+        pass
+
+
+class ClockedServer(fakeredis.FakeServer):
+    """A fakeredis server on ``clock``, with Redis's ``cmsgpack`` in its Lua."""
+
+    def __init__(self, clock: Clock = REAL) -> None:
+        super().__init__()
+        self.clock = clock
+        self.dbs = defaultdict(lambda: ClockedDatabase(self.lock, clock))
+        self._lua_libraries()
+
+    def _lua_libraries(self) -> None:
+        """Create the server's Lua runtime (fakeredis does it at the first script) and add
+        what Redis's has and the cluster's scripts use."""
+        fakeredis.FakeRedis(server=self).eval("return 1", 0)
+        lua = self._lua_runtime  # type: ignore[attr-defined]
+
+        def unpack(blob: bytes) -> Any:
+            return lua.table_from([msgpack.unpackb(blob, raw=True)], recursive=True)[1]
+
+        lua.globals().cmsgpack = lua.table_from({b"unpack": unpack})
+        self._lua_expected_globals.add(b"cmsgpack")  # type: ignore[attr-defined]
+        lua.execute(_PCALL_ERR_AS_STRING)
+
+
+def _image(server: ClockedServer) -> dict[int, dict[bytes, Any]]:
+    """A copy of every database's keys (what a replica holds once it has caught up)."""
+    return {n: copy.deepcopy(db._dict) for n, db in server.dbs.items()}
+
+
+class SimStore:
+    """One simulated Redis: a primary the clients talk to, and its asynchronous replica.
+
+    ``clock``: the store's time (expiries, replication lag); ``seed``: the replication lags'
+    draws; ``lag``: (min, max) seconds a replica trails its primary, None: it catches up only
+    on ``sync`` (a test chooses the moment exactly)."""
+
+    def __init__(self, clock: Clock = REAL, seed: int = 0,
+                 lag: tuple[float, float] | None = LAG_S) -> None:  # fmt: skip
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.lag = lag
+        self.server = ClockedServer(clock)
+        self.replica = _image(self.server)
+        self.synced_at = clock.monotonic()
+        self.next_sync = self._next(self.synced_at)
+        self.failovers = 0
+        self.syncs = 0
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def client(self) -> Any:
+        """A sync client (a ``redis.Redis``): what the lease uses."""
+        return fakeredis.FakeRedis(server=self.server)
+
+    def async_client(self) -> Any:
+        """An asyncio client (a ``redis.asyncio.Redis``): what the bridge uses."""
+        return fakeredis.FakeAsyncRedis(server=self.server)
+
+    def connect(self, url: str, keys_dir: str | None = None) -> Any:  # noqa: ARG002
+        """``lease.connect``'s shape (``lease.Connect``): the URL names no real server here."""
+        return self.client()
+
+    def async_connect(self, url: str) -> Any:  # noqa: ARG002
+        """``RedisWriter``'s client factory (``connect``): the URL names no real server."""
+        return self.async_client()
+
+    # -- replication --------------------------------------------------------------------------
+
+    def _next(self, now: float) -> float:
+        if self.lag is None:
+            return float("inf")
+        return now + self.rng.uniform(*self.lag)
+
+    def sync(self) -> None:
+        """The replica catches up with the primary now."""
+        self.replica = _image(self.server)
+        self.synced_at = self.clock.monotonic()
+        self.syncs += 1
+
+    def turn(self) -> None:
+        """The replication link's part of a simulation round: catch up once the seeded lag
+        has passed (so at any moment the replica is the primary as of ``synced_at``)."""
+        now = self.clock.monotonic()
+        if now >= self.next_sync and self.server.connected:
+            self.sync()
+            self.next_sync = self._next(now)
+
+    def failover(self, rng: random.Random | None = None) -> list[bytes]:
+        """Promote the replica: the primary's data becomes the replica's image (the writes
+        since its last sync are lost), its script cache empty. ``rng`` (default: the store's
+        own) draws the new replica's lag. Returns the keys whose value changed or vanished."""
+        changed: list[bytes] = []
+        with self.server.lock:
+            for n, db in self.server.dbs.items():
+                image = self.replica.get(n, {})
+                now = db._dict
+                for key in set(now) | set(image):
+                    if key not in image or key not in now or not _same(now[key], image[key]):
+                        changed.append(key)
+                db._dict = copy.deepcopy(image)
+                heap = [(item.expireat, k) for k, item in db._dict.items()
+                        if item.expireat is not None]  # fmt: skip
+                heapq.heapify(heap)
+                db._expiry_heap = heap
+            self.server.script_cache.clear()
+        self.failovers += 1
+        self.synced_at = self.clock.monotonic()
+        self.next_sync = self._next(self.synced_at) if rng is None else (
+            self.synced_at + rng.uniform(*self.lag) if self.lag else float("inf"))  # fmt: skip
+        return sorted(changed)
+
+    # -- outages ------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """An outage: every call raises ``redis.ConnectionError`` until ``up`` (nothing lost)."""
+        self.server.connected = False
+
+    def up(self) -> None:
+        self.server.connected = True
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self.server.connected)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two stored items hold the same value and expiry (a stream or hash by its
+    pickled contents: fakeredis's models define no equality)."""
+    if a.expireat != b.expireat:
+        return False
+    return a.value == b.value if isinstance(a.value, bytes) else (
+        pickle.dumps(a.value) == pickle.dumps(b.value))  # fmt: skip
