@@ -1,2 +1,2 @@
-"""The deterministic simulator's parts (issue "simulator"): simulated stores, disks and the
-scheduler that runs a whole cluster in one process on a virtual clock."""
+"""The deterministic simulator of the whole cluster (issue: virtual time, seeded faults,
+invariants, replay and shrinking). See docs/simulator.md."""

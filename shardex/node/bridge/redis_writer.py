@@ -70,7 +70,7 @@ class RedisWriter:
     """Writes each shard's batches to its streams; ``shards``/``accounts`` are the states whose
     resume points an outage re-reads (set by the loop once it knows the topology)."""
 
-    def __init__(self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter,
+    def __init__(self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter, *,
                  redis: RedisConnect | None = None) -> None:  # fmt: skip
         """``redis``: the client factory (default ``connect``: a real Redis)."""
         self.cfg = cfg

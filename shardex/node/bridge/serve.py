@@ -43,7 +43,7 @@ KINDS = {"events": "shard", "balances": "account shard"}  # ShardState.kind → 
 class Bridge:
     """One bridge process: shard event PUB streams → Redis Streams, in order, exactly once."""
 
-    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ,
+    def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ, *,
                  redis: RedisConnect | None = None) -> None:  # fmt: skip
         """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs);
         ``redis``: the Redis client factory (``RedisWriter``'s; the simulator's store)."""
@@ -56,7 +56,7 @@ class Bridge:
         self.alerts = Alerts()
         self.assets = AssetTable(cfg.markets)
         self.store = RedisWriter(cfg, self.alerts, EntryFormatter(cfg.markets, self.assets),
-                                 redis)  # fmt: skip
+                                 redis=redis)  # fmt: skip
         self.watches = Watches(self.key, self.alerts.alert)
         self.leaders = Follower(self.topology)
         self.poller = StatusPoller(cfg, self.alerts, self.leaders.follow)
