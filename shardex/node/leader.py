@@ -6,7 +6,6 @@ knows no concrete node."""
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +95,11 @@ class Replicator:
         self.peers: dict[str, Peer] = {}
         self.isr: list[str] = [self.node]  # as recorded in Redis at the acquire
         self.changes = 0  # in-sync set changes (metrics / status)
-        self.beat = time.monotonic()  # the loop's last tick (the lease renewer watches it)
-        lease.start_renewer(lambda: self.beat)
+        # the loop's last tick (the lease renewer thread watches it), on the lease's clock (the
+        # node's); without a thread (the simulator) the loop's own tick renews (``tick``)
+        self.beat = lease.clock.monotonic()
+        if lease.thread:
+            lease.start_renewer(lambda: self.beat)
 
     @property
     def epoch(self) -> int:
@@ -136,10 +138,10 @@ class Replicator:
 
     def tick(self, now: float) -> None:
         """Read the standbys' messages, catch them up, keep the in-sync set (the lease is
-        renewed by its own thread while these ticks come). Raises LeaseLost when Redis says
-        the lease is someone else's."""
+        renewed by its own thread while these ticks come, or by this tick when it has none).
+        Raises LeaseLost when Redis says the lease is someone else's."""
         self.beat = now
-        self.lease.check()
+        self.lease.tick(now)
         if self.registry is not None and now - self.last_reload >= REGISTRY_RELOAD_S:
             self.last_reload = now
             self.registry.reload()  # a revoked key is refused on its open connection too

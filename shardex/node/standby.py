@@ -10,8 +10,6 @@ import shutil
 import time
 from typing import Any
 
-import zmq
-
 from shardex.auth import (
     KeyFile,
     KeyStore,
@@ -19,6 +17,7 @@ from shardex.auth import (
 )
 from shardex.journal import Journal
 from shardex.lease import Holder, Lease
+from shardex.net import ZMQ, Transport
 from shardex.net.roles import replication_follower, standby_front
 from shardex.node.fencing import not_leader_reply
 from shardex.node.replication import (
@@ -59,7 +58,7 @@ class Standby:
                  journal: Journal, engine: Any, key: KeyFile | None = None,
                  ring_size: int = 1 << 20, direct: str | None = None,
                  keys_dir: str | None = None, machine: Any = None,
-                 reserve: tuple[str | None, ...] = ()) -> None:  # fmt: skip
+                 reserve: tuple[str | None, ...] = (), net: Transport = ZMQ) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
         CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
         client port this replica serves once it leads, bound meanwhile to answer
@@ -73,9 +72,12 @@ class Standby:
         ports are held (bound, not listening) while it stands by, so no other process's
         outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
         could not bind exited, and the shard was leaderless for seconds); released at
-        ``close``, just before the leader binds them."""
-        self.zmq = zmq
-        self.ctx = zmq.Context()
+        ``close``, just before the leader binds them. ``net``: its transport (``shardex.net``)
+        and clock (``net.clock``): the in-memory twin and a virtual clock in the simulator,
+        where its polls never wait (``turn``)."""
+        self.zmq = net
+        self.clock = net.clock
+        self.ctx = net.Context()
         self.lease = lease
         self.node = lease.node
         self.journal_dir = journal_dir
@@ -95,7 +97,9 @@ class Standby:
         self.machine = machine
         self.refused = Refusals(f"standby {self.node}")
         self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
-        self.started = time.monotonic()
+        self.started = self.clock.monotonic()
+        self.next_check = 0.0  # when ``turn`` looks at the lease again
+        self.poller: Any = None
         self.deferred = False  # logged once: a free lease left to the live standby
         # The events of what it applies, as the leader keeps them (same seqs): handed to the
         # ring of the leader it becomes, so the bridge's repair of the old leader's last
@@ -123,7 +127,7 @@ class Standby:
                 self.zap = ZapHandler(self.ctx, store.registry())
                 server = store.server()
             self.front = standby_front(self.ctx, self.zmq, direct, server)
-        except zmq.ZMQError as exc:
+        except self.zmq.ZMQError as exc:
             log.warning("standby %s cannot bind %s (%s): clients there time out instead "
                         "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
@@ -141,7 +145,7 @@ class Standby:
     def start_over(self, why: str) -> None:
         """Move the journal aside (kept for forensics) and start from an empty one."""
         self.journal.close()
-        aside = f"{self.journal_dir}.diverged-{int(time.time())}"
+        aside = f"{self.journal_dir}.diverged-{int(self.clock.time())}"
         log.error("ALERT %s: %s; moving the journal to %s and catching up from the leader",
                   self.node, why, aside)  # fmt: skip
         shutil.move(self.journal_dir, aside)
@@ -173,57 +177,90 @@ class Standby:
         except self.zmq.ZMQError:
             pass
 
-    def run(self, stop: Any) -> bool:
+    def start(self) -> None:
+        """Once, before the first turn: a journal holding records a later epoch never had
+        (we led and were not replicated) starts over."""
         try:
             self.check_divergence()
         except Diverged as exc:
             self.start_over(str(exc))
-        next_check = 0.0
-        poller = None
+
+    def run(self, stop: Any) -> bool:
+        """The process's loop: turns until promoted (True) or told to stop (False)."""
+        self.start()
         while not stop:
-            now = time.monotonic()
-            if now >= next_check:
-                try:
-                    wait = self._check_lease()
-                    if wait is None:
-                        return True
-                except Diverged as exc:  # (a new leader whose epoch began below our seq)
-                    self.start_over(str(exc))
-                    wait = 0.0  # (then follow it, from an empty journal)
-                except Exception as exc:  # Redis down: keep following whoever we follow
-                    wait = CHECK_LEASE_S
-                    if now - self.last_warned >= 5.0:  # (not every 100 ms)
-                        self.last_warned = now
-                        log.warning("lease check failed: %s", exc)
-                next_check = time.monotonic() + wait
-            until_check = max(0.0, next_check - time.monotonic())
-            if self.zap is not None:
-                self.zap.serve()
-            if self.front is not None:
-                self.serve_clients()
-            if self.sock is None:
-                if self.front is not None:
-                    self.front.poll(int(min(until_check, CHECK_LEASE_S / 2) * 1000) + 1)
-                else:
-                    time.sleep(min(until_check, CHECK_LEASE_S / 2))
-                continue
-            if poller is None or poller.sockets[0][0] is not self.sock:
-                poller = self.zmq.Poller()
-                poller.register(self.sock, self.zmq.POLLIN)
-                if self.front is not None:
-                    poller.register(self.front, self.zmq.POLLIN)
-                if self.zap is not None:
-                    poller.register(self.zap.sock, self.zmq.POLLIN)
-            if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
-                self.last_sub = now
-                self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
-                self._send(PID, os.getpid())
-            if poller.poll(min(50, int(until_check * 1000) + 1)):
-                try:
-                    self._drain()
-                except Diverged as exc:
-                    self.start_over(str(exc))
+            if self.turn():
+                return True
         return False
+
+    def turn(self) -> bool:
+        """One pass of the standby's loop: look at the lease when due (True: we hold it now,
+        lead), answer clients ``not_leader``, ask the leader for what we lack, journal, apply
+        and ack what came. In a process its polls wait until the next lease check is due; on
+        an in-process transport (the in-memory cluster, the simulator) they never wait."""
+        now = self.clock.monotonic()
+        if now >= self.next_check:
+            wait = self._look(now)
+            if wait is None:
+                return True
+            self.next_check = self.clock.monotonic() + wait
+        until_check = max(0.0, self.next_check - self.clock.monotonic())
+        if self.zap is not None:
+            self.zap.serve()
+        if self.front is not None:
+            self.serve_clients()
+        if self.sock is None:
+            self._idle(until_check)
+            return False
+        poller = self._poller()
+        if now - self.last_heard > RESYNC_S and now - self.last_sub > RESYNC_S:
+            self.last_sub = now
+            self._send(SUB, (self.node, self.journal.read_epoch(), self.engine.seq))
+            self._send(PID, os.getpid())
+        wait_ms = 0 if self.zmq.in_process else min(50, int(until_check * 1000) + 1)
+        if poller.poll(wait_ms):
+            try:
+                self._drain()
+            except Diverged as exc:
+                self.start_over(str(exc))
+        return False
+
+    def _look(self, now: float) -> float | None:
+        """``_check_lease`` with its failures handled: None when we lead now, else how long
+        until the next look (Redis down: keep following whoever we follow)."""
+        try:
+            return self._check_lease()
+        except Diverged as exc:  # (a new leader whose epoch began below our seq)
+            self.start_over(str(exc))
+            return 0.0  # (then follow it, from an empty journal)
+        except Exception as exc:
+            if now - self.last_warned >= 5.0:  # (not every 100 ms)
+                self.last_warned = now
+                log.warning("lease check failed: %s", exc)
+            return CHECK_LEASE_S
+
+    def _idle(self, until_check: float) -> None:
+        """Nobody to follow: a process waits (on the front port, if any) until the next lease
+        check; an in-process node returns at once (its scheduler runs the others)."""
+        if self.zmq.in_process:
+            return
+        if self.front is not None:
+            self.front.poll(int(min(until_check, CHECK_LEASE_S / 2) * 1000) + 1)
+        else:
+            time.sleep(min(until_check, CHECK_LEASE_S / 2))
+
+    def _poller(self) -> Any:
+        """The poller of the socket to the leader (and the front, the ZAP socket), made
+        again when that socket changed (a new leader)."""
+        poller = self.poller
+        if poller is None or poller.sockets[0][0] is not self.sock:
+            poller = self.poller = self.zmq.Poller()
+            poller.register(self.sock, self.zmq.POLLIN)
+            if self.front is not None:
+                poller.register(self.front, self.zmq.POLLIN)
+            if self.zap is not None:
+                poller.register(self.zap.sock, self.zmq.POLLIN)
+        return poller
 
     def status(self) -> dict[str, Any]:
         """The standby's state (role, epoch, seq, whom it follows), for its refusals."""
@@ -282,7 +319,7 @@ class Standby:
         if holder is None:
             if (
                 self.leader is None
-                and time.monotonic() - self.started < START_GRACE_S
+                and self.clock.monotonic() - self.started < START_GRACE_S
                 and any(m != self.node for m in self.lease.isr())
             ):
                 # Just (re)started and never followed anyone: a leader killed and restarted
@@ -296,7 +333,7 @@ class Standby:
                              "started)", self.node, ",".join(self.lease.isr()),
                              START_GRACE_S)  # fmt: skip
                 return CHECK_LEASE_S
-            t0 = time.monotonic()
+            t0 = self.clock.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
             if epoch:
                 self.journal.write_epoch(epoch)
@@ -340,7 +377,7 @@ class Standby:
                 self.refused(f"unreadable {kind[:8]!r} ({len(body)} bytes)")
                 continue
             if kind == DIV and type(msg) is int and 0 <= msg < engine.seq:
-                self.last_heard = time.monotonic()
+                self.last_heard = self.clock.monotonic()
                 raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})")
             if kind != REC or type(msg) is not tuple or len(msg) != 5:
                 self.refused(f"unknown {kind[:8]!r} or bad shape")
@@ -350,7 +387,7 @@ class Standby:
                 self.refused("malformed record")
                 continue
             epoch, seq0, seq1, crc, payload = fields
-            self.last_heard = time.monotonic()
+            self.last_heard = self.clock.monotonic()
             if epoch < mine:
                 log.warning("refused a record of epoch %d < %d", epoch, mine)
                 continue
