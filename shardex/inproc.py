@@ -17,9 +17,12 @@ exactly-once streams) in a fraction of a second per scenario, with no port and n
 leak; and the base a deterministic simulator builds on. What it is not: a replacement for the
 process tests, which prove the real sockets, CURVE, signals, journals on disk and kill -9.
 
-Not covered here (yet): replicated shards (standbys and their lease run their own loops),
-CURVE (the in-memory transport has no handshake: the cluster runs ``--insecure``), metrics
-ports. Redis is real: the bridge writes to the ``redis_url`` the plan names.
+Replicated shards (``plan.replicas`` 2, with a ``data_dir``): each replica is a
+``FailoverNode`` (``shardex.inproc_replicas``): a standby, then the leader it becomes, with the
+lease renewed by its turns; the lease and the bridge use ``store`` (``shardex.sim.store``'s
+``SimStore``: an in-memory Redis on the cluster's clock) or, without one, the real Redis the plan
+names. Not covered here (yet): CURVE (the in-memory transport has no handshake: the cluster
+runs ``--insecure``), metrics ports.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from shardex.cli.engine import engine_config
 from shardex.cli.router import router as router_cmd
 from shardex.cli.router import router_config
 from shardex.client import AsyncClient
+from shardex.inproc_replicas import account_replica, engine_replica
 from shardex.kinds import Kind, Plan, spawns
+from shardex.lease import connect
 from shardex.net import Transport, mem_transport
 from shardex.node.accounts import AccountNode
 from shardex.node.bridge import Bridge
@@ -70,9 +75,9 @@ def parse(kind: Kind, values: dict[str, Any]) -> dict[str, Any]:
 class InProcCluster:
     """The cluster of ``plan`` in this process (``async with`` starts and stops it)."""
 
-    def __init__(self, plan: Plan, net: Transport | None = None) -> None:
-        if plan.replicas != 1:
-            raise ValueError("an in-process cluster has no standbys yet (replicas must be 1)")
+    def __init__(self, plan: Plan, net: Transport | None = None, store: Any = None) -> None:
+        """``store``: the Redis of the leases and the bridge (a ``SimStore``; None: the real
+        one the plan names)."""
         if plan.keys_dir is not None:
             raise ValueError("an in-process cluster runs --insecure (no CURVE in memory)")
         self.plan = plan
@@ -81,6 +86,8 @@ class InProcCluster:
         self.engines: list[ShardNode] = []
         self.accounts: list[AccountNode] = []
         self.bridge: Bridge | None = None
+        self.replicas: list[Any] = []  # ``FailoverNode``s: both replicas of each shard
+        self.store = store
         for kind, spawn in spawns(plan):
             if kind.name in COMMANDS:
                 self._build(kind.name, parse(kind, spawn.values))
@@ -95,23 +102,40 @@ class InProcCluster:
             cfg.metrics_port = None
             self.routers.append(RouterNode(cfg, net))
         elif name == "engine":
-            cfg, _ = engine_config(**o)
+            cfg, rep = engine_config(**o)
             cfg.metrics_port = None
-            self.engines.append(ShardNode(cfg, net=net))
+            if rep is not None:
+                self.replicas.append(engine_replica(cfg, rep, net, self._lease_redis()))
+            else:
+                self.engines.append(ShardNode(cfg, net=net))
         elif name == "accounts":
             built = accounts_config(**o)
             if built is not None:
                 built[0].metrics_port = None
-                self.accounts.append(AccountNode(built[0], net=net))
+                if built[1] is not None:
+                    self.replicas.append(account_replica(*built, net, self._lease_redis()))
+                else:
+                    self.accounts.append(AccountNode(built[0], net=net))
         elif name == "bridge":
             bcfg = bridge_config(**o)
             bcfg.metrics_port = None
-            self.bridge = Bridge(bcfg, net)
+            store = self.store
+            self.bridge = Bridge(bcfg, net, redis=store.async_connect if store else None)
+
+    def _lease_redis(self) -> Any:
+        """Where the replicas' leases connect: the store, else the real Redis."""
+        return self.store.connect if self.store is not None else connect
 
     @property
     def nodes(self) -> list[Any]:
-        """Every sync node, in start order (routers first: shards register with them)."""
-        return [*self.routers, *self.engines, *self.accounts]
+        """Every sync node, in start order (routers first: shards register with them); with
+        a ``store``, it too (its turn: the replica catching up with the primary)."""
+        store = [self.store] if self.store is not None else []
+        return [*self.routers, *self.engines, *self.accounts, *self.replicas, *store]
+
+    def leaders(self) -> list[Any]:
+        """The replicas leading now (promoted and not exited), in shard order."""
+        return [r for r in self.replicas if r.leader is not None and r.exited is None]
 
     @property
     def endpoint(self) -> str:

@@ -161,6 +161,12 @@ class SimStore:
         self.synced_at = self.clock.monotonic()
         self.syncs += 1
 
+    def start(self) -> None:
+        """(A node of an in-process cluster: nothing to start.)"""
+
+    def close(self) -> None:
+        """(Nothing to close: the data stays readable after the cluster stops.)"""
+
     def turn(self) -> None:
         """The replication link's part of a simulation round: catch up once the seeded lag
         has passed (so at any moment the replica is the primary as of ``synced_at``)."""

@@ -1,0 +1,93 @@
+"""Failover in one process: an ``InProcCluster`` with ``replicas=2`` on the simulated store
+(``shardex.sim.store``): both replicas of each shard (a standby that becomes the leader, the
+lease renewed by the leader's own turns), the router, the bridge and SDK clients, on the
+in-memory transport. The leader is killed (its turns stop: no renewal), the standby takes the
+lease after the ttl, clients follow it, and nothing acked is lost — in the journal, the books
+and the stream store. tests/chaos/test_failover*.py keep what needs processes (kill -9, real
+Redis, CURVE, ports)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shardex.client import Retry
+from shardex.inproc import InProcCluster
+from shardex.sim.store import SimStore
+from tests.support.inproc import plan
+
+pytestmark = pytest.mark.timeout(90)
+
+SYMBOL = "BTC-USD"
+
+
+def _replicated(tmp_path: Path, shards: int = 1, accounts: int = 0) -> Any:
+    return plan(shards, accounts, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+
+
+def _engine_ids(node: Any) -> set[str]:
+    """Order ids resting in a leader's books."""
+    books = node.leader.core.engine.books
+    return {o.id for book in books.values() for o in book.orders.values()}
+
+
+async def _in_sync(cluster: InProcCluster) -> Any:
+    """The one leader, once its standby is in the in-sync set (acks then wait for it)."""
+    leaders = await cluster.until(cluster.leaders, what="a leader")
+    (leader,) = leaders
+    await cluster.until(lambda: len(leader.leader.replica.isr) == 2, what="standby in sync")
+    return leader
+
+
+def test_leader_killed_standby_leads_nothing_acked_lost(tmp_path: Path) -> None:
+    store = SimStore()
+
+    async def body(cluster: InProcCluster) -> dict[str, Any]:
+        old = await _in_sync(cluster)
+        (standby,) = [r for r in cluster.replicas if r is not old]
+        acked: list[str] = []
+        async with cluster.client(account="alice", timeout=1.0, retry=Retry(10.0)) as c:
+            for k in range(30):
+                r = await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")
+                assert r.ok, r
+                acked.append(f"a{k}")
+            cluster.freeze(old)  # killed: no more turns, so no more renewals
+            await cluster.until(lambda: standby.leader is not None, what="the standby to lead")
+            for k in range(30, 40):
+                r = await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")
+                assert r.ok, r  # the client follows the new leader
+                acked.append(f"a{k}")
+            epoch = standby.lease.epoch
+            seq = standby.leader.core.engine.seq
+            await cluster.until(lambda: _stream_top(store) >= seq, what="the stream to catch up")
+        return {"acked": acked, "epoch": epoch, "seq": seq, "ids": _engine_ids(standby),
+                "old_epoch": old.lease.epoch}  # fmt: skip
+
+    out = _run(_replicated(tmp_path), store, body)
+    assert out["epoch"] > out["old_epoch"]
+    assert set(out["acked"]) <= out["ids"], "an acked order is missing from the new leader"
+    seqs = _stream_seqs(store)
+    assert seqs == list(range(1, len(seqs) + 1)) and seqs[-1] >= out["seq"]
+
+
+def _run(p: Any, store: SimStore, body: Any) -> Any:
+    """``body(cluster)`` on the cluster of ``p`` with ``store`` as its Redis."""
+
+    async def main() -> Any:
+        async with InProcCluster(p, store=store) as cluster:
+            return await body(cluster)
+
+    return asyncio.run(main())
+
+
+def _stream_seqs(store: SimStore) -> list[int]:
+    entries = store.client().xrange("shardex:events:0")
+    return [int(eid.split(b"-")[0]) for eid, _ in entries]
+
+
+def _stream_top(store: SimStore) -> int:
+    seqs = _stream_seqs(store)
+    return seqs[-1] if seqs else 0
