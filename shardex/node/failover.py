@@ -175,6 +175,9 @@ def run_failover(cfg: Any, role: str, replica: int, redis_url: str, repl_endpoin
     _lead(p, build(p, replicate), what)
 
 
+KILLED = -9  # ``FailoverNode.exited`` of a killed replica (as a shell reports SIGKILL)
+
+
 class FailoverNode:
     """``--role auto`` as turns, for a cluster in one process (``shardex.inproc``, the
     simulator): stand by (``Standby.turn``) until this replica holds the lease, then build its
@@ -202,6 +205,20 @@ class FailoverNode:
     @property
     def lease(self) -> Lease:
         return self.standby.lease
+
+    # what a node of an in-process cluster is asked (its sockets' context, journal, machine):
+    # the standby's until it leads, then the leader's
+    @property
+    def ctx(self) -> Any:
+        return (self.leader or self.standby).ctx
+
+    @property
+    def journal(self) -> Journal:
+        return self.leader.journal if self.leader is not None else self.standby.journal
+
+    @property
+    def machine(self) -> Any:
+        return self.leader.machine if self.leader is not None else self.standby.engine
 
     def start(self) -> None:
         log.info("%s starts as standby at seq %d", self.node, self.standby.engine.seq)
@@ -240,9 +257,15 @@ class FailoverNode:
         finally:
             self.lease.release()  # (a no-op once lost)
 
+    def kill(self) -> None:
+        """A kill -9 in one process: no more turns, its sockets vanish (every peer sees the
+        disconnect), nothing is flushed, closed or released (its lease runs out)."""
+        self.exited = KILLED
+        self.ctx.term()  # (the in-memory context: closes every socket it made)
+
     def close(self) -> None:
-        if self.exited is not None and self.leader is not None:
-            return  # (closed when it lost the lease)
+        if self.exited == KILLED or (self.exited is not None and self.leader is not None):
+            return  # (killed; or closed when it lost the lease)
         if self.leader is not None:
             self._close_leader()
         else:

@@ -72,11 +72,8 @@ class Standby:
         ports are held (bound, not listening) while it stands by, so no other process's
         outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
         could not bind exited, and the shard was leaderless for seconds); released at
-        ``close``, just before the leader binds them. ``net``: its transport (``shardex.net``)
-        and clock (``net.clock``): the in-memory twin and a virtual clock in the simulator,
-        where its polls never wait (``turn``)."""
-        self.zmq = net
-        self.clock = net.clock
+        ``close``, just before the leader binds them. ``net``: transport and clock (``turn``)."""
+        self.zmq, self.clock = net, net.clock
         self.ctx = net.Context()
         self.lease = lease
         self.node = lease.node
