@@ -127,3 +127,54 @@ def test_replicated_tiers_trade_through_an_engine_failover(tmp_path: Path) -> No
     alice, bob, (lines, ok) = _run(_replicated(tmp_path, 1, 1), store, body)
     assert alice["BTC"][0] == D(2) and bob["BTC"][0] == D(0)
     assert ok, lines
+
+
+async def _isr_shrunk_then_leader_killed(cluster: InProcCluster, store: SimStore,
+                                         failover: bool) -> dict[str, Any]:  # fmt: skip
+    """The standby stalls (frozen), the leader drops it from the in-sync set and acks orders
+    alone; then (``failover``) the store fails over to a replica synced before the shrink;
+    the leader is killed and the standby runs again."""
+    old = await _in_sync(cluster)
+    (standby,) = [r for r in cluster.replicas if r is not old]
+    store.sync()  # the replica: lease held by old, in-sync set {old, standby}
+    cluster.freeze(standby)
+    acked = []
+    async with cluster.client(account="alice", timeout=3.0) as c:
+        for k in range(5):  # the first waits ISR_TIMEOUT_S for the stalled standby's ack
+            r = await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")
+            assert r.ok, r
+            acked.append(f"a{k}")
+    assert old.leader.replica.isr == [old.node]
+    if failover:
+        store.failover()
+    seq = old.machine.seq
+    old.kill()
+    cluster.thaw(standby)
+    lease = standby.lease
+    await cluster.until(lambda: lease.holder_ttl()[0] is None, what="the lease to expire")
+    rounds = cluster.rounds
+    await cluster.until(lambda: standby.leader is not None or cluster.rounds > rounds + 200,
+                        what="the standby's tries")  # fmt: skip
+    ids = _engine_ids(standby) if standby.leader is not None else set()
+    return {"acked": acked, "seq": seq, "led": standby.leader is not None, "ids": ids,
+            "standby_seq": standby.machine.seq}  # fmt: skip
+
+
+def test_store_failover_losing_the_isr_shrink_loses_acked_orders(tmp_path: Path) -> None:
+    """What the lease's safety argument assumes away (one Redis, never failed over), shown end
+    to end: the store's failover restores the in-sync set the leader had shrunk, so the
+    lagging standby takes the lease and leads without the orders acked meanwhile. Control
+    (same schedule, no store failover): the standby may not lead (the shard waits, safe)."""
+    outcomes = {}
+    for failover in (False, True):
+        store = SimStore(lag=None)  # the replica syncs only when the test says
+
+        async def main(store: SimStore = store, failover: bool = failover) -> dict[str, Any]:
+            async with InProcCluster(_replicated(tmp_path / str(failover)), store=store) as c:
+                return await _isr_shrunk_then_leader_killed(c, store, failover)
+
+        outcomes[failover] = asyncio.run(main())
+    safe, lost = outcomes[False], outcomes[True]
+    assert not safe["led"], "a standby outside the in-sync set took the lease"
+    assert lost["led"] and lost["standby_seq"] < lost["seq"]
+    assert not set(lost["acked"]) & lost["ids"], "the new leader has none of the acked orders"
