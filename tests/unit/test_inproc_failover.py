@@ -178,3 +178,43 @@ def test_store_failover_losing_the_isr_shrink_loses_acked_orders(tmp_path: Path)
     assert not safe["led"], "a standby outside the in-sync set took the lease"
     assert lost["led"] and lost["standby_seq"] < lost["seq"]
     assert not set(lost["acked"]) & lost["ids"], "the new leader has none of the acked orders"
+
+
+def test_failover_in_virtual_time_standby_leads_after_the_deadline(tmp_path: Path) -> None:
+    """The lease, the standby and the leader read only the cluster's clock: on a
+    ``VirtualClock`` moved 1 ms per scheduler round (no real time in any timer), a frozen
+    leader's standby takes the lease once the store expired it, after the old leader's own
+    deadline (never two leaders at once with one store), and leads at a new epoch."""
+    from shardex.clock import VirtualClock
+    from shardex.net import mem_transport
+
+    clock = VirtualClock()
+    store = SimStore(clock, seed=7)
+    p = plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+
+    async def main() -> dict[str, float]:
+        async with InProcCluster(p, net=mem_transport(clock=clock), store=store) as cluster:
+
+            async def tick() -> None:  # virtual time moves with the rounds, 1 ms each
+                while True:
+                    rounds = cluster.rounds
+                    while cluster.rounds == rounds:
+                        await asyncio.sleep(0)
+                    clock.advance(0.001)
+
+            ticker = asyncio.ensure_future(tick())
+            try:
+                old = await _in_sync(cluster)
+                (standby,) = [r for r in cluster.replicas if r is not old]
+                frozen_at, deadline = clock.now, old.lease.deadline
+                cluster.freeze(old)
+                await cluster.until(lambda: standby.leader is not None, what="a new leader")
+            finally:
+                ticker.cancel()
+            return {"frozen": frozen_at, "deadline": deadline, "took": standby.standby.took_at,
+                    "epoch": standby.lease.epoch, "old_epoch": old.lease.epoch}  # fmt: skip
+
+    out = asyncio.run(main())
+    assert out["epoch"] == out["old_epoch"] + 1
+    assert out["took"] > out["deadline"] > out["frozen"]
+    assert out["took"] - out["frozen"] <= 0.8 + 0.2  # the ttl, and a lease check's period
