@@ -218,3 +218,28 @@ def test_failover_in_virtual_time_standby_leads_after_the_deadline(tmp_path: Pat
     assert out["epoch"] == out["old_epoch"] + 1
     assert out["took"] > out["deadline"] > out["frozen"]
     assert out["took"] - out["frozen"] <= 0.8 + 0.2  # the ttl, and a lease check's period
+
+
+def test_deposed_leader_exits_at_its_next_renewal(tmp_path: Path) -> None:
+    """The store says the lease is someone else's (here: overwritten, as a store failover or a
+    stray writer could): the leader learns it at its next renewal (its own turn), exits with
+    EXIT_LEASE_LOST and closes its ports; once that holder's key expires the standby leads,
+    and a client's orders go through it."""
+    from shardex.node.replication import EXIT_LEASE_LOST
+
+    store = SimStore()
+
+    async def body(cluster: InProcCluster) -> tuple[Any, Any]:
+        old = await _in_sync(cluster)
+        (standby,) = [r for r in cluster.replicas if r is not old]
+        store.client().set(old.lease.keys[0], "9|intruder|mem://nowhere", px=300)
+        await cluster.until(lambda: old.exited is not None, what="the leader to exit")
+        await cluster.until(lambda: standby.leader is not None, what="the standby to lead")
+        async with cluster.client(account="alice", timeout=1.0, retry=Retry(10.0)) as c:
+            r = await c.place(SYMBOL, "buy", "1", "100", id="after")
+        return old, standby, r
+
+    old, standby, r = _run(_replicated(tmp_path), store, body)
+    assert old.exited == EXIT_LEASE_LOST and old.lease.value is None
+    assert r.ok and "after" in _engine_ids(standby)
+    assert standby.lease.epoch == old.lease.epoch + 1
