@@ -243,3 +243,36 @@ def test_deposed_leader_exits_at_its_next_renewal(tmp_path: Path) -> None:
     assert old.exited == EXIT_LEASE_LOST and old.lease.value is None
     assert r.ok and "after" in _engine_ids(standby)
     assert standby.lease.epoch == old.lease.epoch + 1
+
+
+def test_store_outage_longer_than_the_ttl(tmp_path: Path) -> None:
+    """The store is down for longer than the ttl (as tests/chaos/test_failover.py's Redis
+    stop, in one process): the leader's renewals fail, it stops answering at its deadline
+    (fenced: never past it), and once the store is back its lease has expired there: one
+    replica leads afterwards, with every order acked before the outage."""
+    store = SimStore()
+
+    async def body(cluster: InProcCluster) -> dict[str, Any]:
+        old = await _in_sync(cluster)
+        async with cluster.client(account="alice", timeout=1.0, retry=Retry(15.0)) as c:
+            for k in range(10):
+                assert (await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")).ok
+            store.down()
+            down_at = cluster.net.clock.monotonic()
+            await cluster.until(lambda: old.leader.fenced, what="the leader to stop")
+            fenced_at = cluster.net.clock.monotonic()
+            deadline = old.lease.deadline
+            ttl_end = down_at + old.lease.ttl_ms / 1000
+            await cluster.until(lambda: cluster.net.clock.monotonic() > ttl_end + 0.1,
+                                what="the key to expire")  # fmt: skip
+            store.up()
+            await cluster.until(lambda: len(cluster.leaders()) == 1
+                                and cluster.leaders()[0].lease.epoch > old.lease.epoch,
+                                what="a leader at a new epoch")  # fmt: skip
+            assert (await c.place(SYMBOL, "buy", "1", "99", id="after")).ok
+        (leader,) = cluster.leaders()
+        return {"fenced_at": fenced_at, "deadline": deadline, "ids": _engine_ids(leader)}
+
+    out = _run(_replicated(tmp_path), store, body)
+    assert out["fenced_at"] >= out["deadline"]
+    assert {f"a{k}" for k in range(10)} | {"after"} <= out["ids"]
