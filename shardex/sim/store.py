@@ -22,8 +22,9 @@ Three things the real store does that the simulator needs, added here:
   ``string.find(r.err, ...)`` needs a string, so ``redis.pcall`` is wrapped to give one.)
 * **Replication and its failover.** Redis replicates asynchronously: a replica is the
   primary as of some moment in the past. ``SimStore`` keeps that image (``sync``: the replica
-  catches up; ``turn``: it does so after a seeded lag) and ``failover`` promotes it: every write
-  since its last sync is gone, as after a Sentinel or cluster failover. The clients stay
+  catches up, copying only the keys written since, a stream by its entry list; ``turn``: it does
+  so after a seeded lag) and ``failover`` promotes it: every write since its last sync is gone,
+  as after a Sentinel or cluster failover. The clients stay
   connected (as a Sentinel-aware client reconnects to the new primary) and see the older data;
   the script cache is empty (the new primary never ran ``SCRIPT LOAD``: ``NOSCRIPT``, which both
   redis-py's ``Script`` and the bridge re-load from). ``down``/``up``: an outage (every call
@@ -40,14 +41,15 @@ from __future__ import annotations
 
 import copy
 import heapq
-import pickle
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
 import msgpack
-from fakeredis._core._database import Database
+from fakeredis._core._database import Database, Item
+from fakeredis.model import XStream
 
 from shardex.clock import REAL, Clock
 
@@ -68,10 +70,14 @@ LAG_S = (0.0, 0.05)  # a replica is this far behind its primary (seeded uniform 
 
 class ClockedDatabase(Database):  # type: ignore[misc]
     """A fakeredis database whose "now" is ``clock.time()`` (expiries, ``PTTL``): fakeredis
-    assigns ``time`` before every command, which is ignored here."""
+    assigns ``time`` before every command, which is ignored here. It also keeps the keys
+    written since the replica last caught up (``dirty``): every write of fakeredis's commands
+    goes through ``notify_watch`` (a modified key), ``schedule_expiry`` (a new expiry) or
+    ``__setitem__``/``__delitem__``."""
 
     def __init__(self, lock: Any, clock: Clock) -> None:
         self._clock = clock
+        self.dirty: set[bytes] = set()
         super().__init__(lock)
 
     @property  # type: ignore[override]
@@ -81,6 +87,26 @@ class ClockedDatabase(Database):  # type: ignore[misc]
     @time.setter
     def time(self, value: float) -> None:  # (fakeredis's own stamp: ignored)
         pass
+
+    def notify_watch(self, key: bytes) -> None:
+        self.dirty.add(key)
+        super().notify_watch(key)
+
+    def schedule_expiry(self, key: bytes, expireat: float | None) -> None:
+        self.dirty.add(key)
+        super().schedule_expiry(key, expireat)
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.dirty.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.dirty.add(key)
+        super().__delitem__(key)
+
+    def swap(self, other: Database) -> None:
+        self.dirty.update(self._dict, other._dict)
+        super().swap(other)
 
 
 class ClockedServer(fakeredis.FakeServer):
@@ -106,9 +132,45 @@ class ClockedServer(fakeredis.FakeServer):
         lua.execute(_PCALL_ERR_AS_STRING)
 
 
-def _image(server: ClockedServer) -> dict[int, dict[bytes, Any]]:
-    """A copy of every database's keys (what a replica holds once it has caught up)."""
-    return {n: copy.deepcopy(db._dict) for n, db in server.dbs.items()}
+@dataclass(frozen=True)
+class _StreamImage:
+    """A stream as the replica holds it: its entries' ids and fields (shared with the
+    primary's: fakeredis never changes an entry once added), counters and expiry. Copying
+    the id list and the entry map is C-speed; the stream is rebuilt only at a failover.
+    (Consumer groups are not kept: the cluster uses none.)"""
+
+    ids: list[Any]
+    values: dict[Any, list[bytes]]
+    entries_added: int
+    last_id: Any
+    max_deleted_id: Any
+    expireat: float | None
+
+    @classmethod
+    def of(cls, item: Item) -> _StreamImage:
+        v = item.value
+        return cls(list(v._ids), dict(v._values_dict), v._entries_added, v._last_id,
+                   v._max_deleted_id, item.expireat)  # fmt: skip
+
+    def restore(self) -> Item:
+        stream = XStream()
+        for key in self.ids:
+            stream.add(self.values[key], key)
+        stream._entries_added = self.entries_added
+        stream._last_id = self.last_id
+        stream._max_deleted_id = self.max_deleted_id
+        item = Item(stream)
+        item.expireat = self.expireat
+        return item
+
+
+def _snapshot(item: Item) -> Any:
+    """What the replica keeps of a key: a stream's image, any other value deep-copied."""
+    return _StreamImage.of(item) if isinstance(item.value, XStream) else copy.deepcopy(item)
+
+
+def _restore(image: Any) -> Item:
+    return image.restore() if isinstance(image, _StreamImage) else copy.deepcopy(image)
 
 
 class SimStore:
@@ -124,11 +186,12 @@ class SimStore:
         self.rng = random.Random(seed)
         self.lag = lag
         self.server = ClockedServer(clock)
-        self.replica = _image(self.server)
-        self.synced_at = clock.monotonic()
+        # the replica's copy of each database, key by key (``_snapshot``), as of ``synced_at``
+        self.replica: dict[int, dict[bytes, Any]] = {}
+        self.syncs = 0  # (the first is the empty server's, below)
+        self.sync()
         self.next_sync = self._next(self.synced_at)
         self.failovers = 0
-        self.syncs = 0
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -156,8 +219,18 @@ class SimStore:
         return now + self.rng.uniform(*self.lag)
 
     def sync(self) -> None:
-        """The replica catches up with the primary now."""
-        self.replica = _image(self.server)
+        """The replica catches up with the primary now: the keys written since its last sync
+        are copied (``dirty``), the others are already the same."""
+        with self.server.lock:
+            for n, db in self.server.dbs.items():
+                image = self.replica.setdefault(n, {})
+                for key in db.dirty:
+                    item = db._dict.get(key)
+                    if item is None:
+                        image.pop(key, None)
+                    else:
+                        image[key] = _snapshot(item)
+                db.dirty = set()
         self.synced_at = self.clock.monotonic()
         self.syncs += 1
 
@@ -178,26 +251,25 @@ class SimStore:
     def failover(self, rng: random.Random | None = None) -> list[bytes]:
         """Promote the replica: the primary's data becomes the replica's image (the writes
         since its last sync are lost), its script cache empty. ``rng`` (default: the store's
-        own) draws the new replica's lag. Returns the keys whose value changed or vanished."""
-        changed: list[bytes] = []
+        own) draws the new replica's lag. Returns the keys written since the last sync (what
+        was lost, or written back to the same value)."""
+        lost: set[bytes] = set()
         with self.server.lock:
             for n, db in self.server.dbs.items():
+                lost |= db.dirty
                 image = self.replica.get(n, {})
-                now = db._dict
-                for key in set(now) | set(image):
-                    if key not in image or key not in now or not _same(now[key], image[key]):
-                        changed.append(key)
-                db._dict = copy.deepcopy(image)
+                db._dict = {key: _restore(snap) for key, snap in image.items()}
                 heap = [(item.expireat, k) for k, item in db._dict.items()
                         if item.expireat is not None]  # fmt: skip
                 heapq.heapify(heap)
                 db._expiry_heap = heap
+                db.dirty = set()
             self.server.script_cache.clear()
         self.failovers += 1
-        self.synced_at = self.clock.monotonic()
-        self.next_sync = self._next(self.synced_at) if rng is None else (
-            self.synced_at + rng.uniform(*self.lag) if self.lag else float("inf"))  # fmt: skip
-        return sorted(changed)
+        self.synced_at = now = self.clock.monotonic()
+        draw = rng or self.rng
+        self.next_sync = now + draw.uniform(*self.lag) if self.lag else float("inf")
+        return sorted(lost)
 
     # -- outages ------------------------------------------------------------------------------
 
@@ -211,12 +283,3 @@ class SimStore:
     @property
     def is_up(self) -> bool:
         return bool(self.server.connected)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two stored items hold the same value and expiry (a stream or hash by its
-    pickled contents: fakeredis's models define no equality)."""
-    if a.expireat != b.expireat:
-        return False
-    return a.value == b.value if isinstance(a.value, bytes) else (
-        pickle.dumps(a.value) == pickle.dumps(b.value))  # fmt: skip

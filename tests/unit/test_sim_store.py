@@ -203,3 +203,40 @@ def test_failover_empties_the_script_cache() -> None:
     assert store.client().script_exists(sha) == [False]
     clock.advance(0.2)
     assert a.renew() is True
+
+
+def test_failover_cuts_a_stream_back_to_the_replica() -> None:
+    """A stream's entries added since the replica's last sync are lost; those before stay,
+    with the counters a replica has (no phantom deletions: XINFO's entries-added equals the
+    length, so the bridge sees no trim), and the lost ids can be written again."""
+    _, store = _store()
+    r = store.client()
+    for k in range(1, 6):
+        r.xadd("shardex:events:0", {"seq": str(k)}, id=f"{k}-0")
+    store.sync()
+    for k in range(6, 9):
+        r.xadd("shardex:events:0", {"seq": str(k)}, id=f"{k}-0")
+    r.set("shardex:events:0:epoch", "2")
+    lost = store.failover()
+    assert lost == [b"shardex:events:0", b"shardex:events:0:epoch"]
+    assert [e[0] for e in r.xrange("shardex:events:0")] == [f"{k}-0".encode() for k in range(1, 6)]
+    info = r.xinfo_stream("shardex:events:0")
+    assert info["length"] == info["entries-added"] == 5 and r.get("shardex:events:0:epoch") is None
+    assert r.xadd("shardex:events:0", {"seq": "6"}, id="6-0") == b"6-0"
+
+
+def test_sync_copies_only_what_changed() -> None:
+    """The replica catches up key by key (what was written since its last sync): a key left
+    alone keeps the very snapshot it had."""
+    _, store = _store()
+    r = store.client()
+    r.set("a", "1")
+    r.xadd("s", {"f": "v"}, id="1-0")
+    store.sync()
+    before = dict(store.replica[0])
+    r.set("a", "2")
+    store.sync()
+    assert store.replica[0][b"s"] is before[b"s"] and store.replica[0][b"a"] is not before[b"a"]
+    r.delete("a")
+    store.sync()
+    assert b"a" not in store.replica[0]
