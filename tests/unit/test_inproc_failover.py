@@ -9,6 +9,7 @@ Redis, CURVE, ports)."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,47 @@ def test_store_outage_longer_than_the_ttl(tmp_path: Path) -> None:
     out = _run(_replicated(tmp_path), store, body)
     assert out["fenced_at"] >= out["deadline"]
     assert {f"a{k}" for k in range(10)} | {"after"} <= out["ids"]
+
+
+def test_replicated_cluster_fails_over_on_the_virtual_loop(tmp_path: Path) -> None:
+    """The whole replicated cluster (both tiers, the bridge, a client) on the simulator's
+    virtual loop and clock, the store on the same clock: the engine leader is killed, the
+    standby leads after the lease's ttl of *virtual* time, and the next trades settle. Needs
+    the simulator's loop (``shardex.sim.loop``)."""
+    loop = pytest.importorskip("shardex.sim.loop")
+    from shardex.clock import VirtualClock
+    from shardex.net import mem_transport
+
+    clock = VirtualClock()
+    store = SimStore(clock, seed=3)
+
+    async def main() -> dict[str, Any]:
+        p = _replicated(tmp_path, 1, 1)
+        async with InProcCluster(p, net=mem_transport(clock=clock), store=store) as cluster:
+            await cluster.until(lambda: len(cluster.leaders()) == 2, what="two leaders")
+            engine = next(r for r in cluster.leaders() if r.role == "shard")
+            await cluster.until(lambda: len(engine.leader.replica.isr) == 2, what="in sync")
+            async with cluster.client(timeout=1.0, retry=Retry(10.0)) as c:
+                assert (await c.deposit("alice", "USD", "1000", ref="d1")).ok
+                assert (await c.deposit("bob", "BTC", "2", ref="d2")).ok
+                for k in range(5):
+                    r = await c.place(SYMBOL, "sell", "0.01", "100", account="bob", id=f"s{k}")
+                    assert r.ok, r
+                killed_at = clock.now
+                engine.kill()
+                standby = next(r for r in cluster.replicas
+                               if r.role == "shard" and r is not engine)  # fmt: skip
+                await cluster.until(lambda: standby.leader is not None, what="the standby")
+                took = clock.now - killed_at
+                for k in range(5):
+                    r = await c.place(SYMBOL, "buy", "0.01", "100", account="alice", id=f"b{k}")
+                    assert r.ok, r
+
+                async def settled() -> bool:
+                    return (await c.balance("alice")).get("BTC", (0, 0))[0] == Decimal("0.05")
+
+                await cluster.until(settled, what="the trades settled")
+        return {"took": took}
+
+    out = loop.run(main(), clock)
+    assert 0.5 < out["took"] <= 0.8 + 0.2  # what was left of the ttl, plus one lease check
