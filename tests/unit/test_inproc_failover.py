@@ -329,14 +329,13 @@ def _gaps(store: SimStore) -> list[int]:
     return sorted(set(range(1, seqs[-1] + 1)) - set(seqs)) if seqs else []
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "the bridge re-reads its resume point only after a Redis error it sees; a store failover "
-    "that loses stream entries without one (redis-py's default retries reconnect a reset "
-    "connection unseen) leaves a permanent gap: its tracker believes them written"))  # fmt: skip
 def test_stream_heals_after_a_store_failover_lost_entries(tmp_path: Path) -> None:
     """The store fails over and loses the last entries the bridge wrote to a shard's events
-    stream: once the cluster runs on, the stream must be contiguous again (the issue's "stream
-    store exact once the run heals"). Today it is not (see the xfail reason)."""
+    stream, with no error the bridge sees: once the cluster runs on, the stream is contiguous
+    again (the issue's "stream store exact once the run heals"). Before, the bridge re-read
+    its resume point only after a Redis error, and its tracker believed the lost entries
+    written: a permanent gap. Now each batch's script checks that the entry it follows is
+    there; it is not, so the bridge resumes from the stream's top and the shard repairs."""
     store = SimStore(lag=None)
 
     async def body(cluster: InProcCluster) -> None:

@@ -240,3 +240,28 @@ def test_sync_copies_only_what_changed() -> None:
     r.delete("a")
     store.sync()
     assert b"a" not in store.replica[0]
+
+
+def test_write_script_refuses_a_batch_whose_predecessor_is_gone() -> None:
+    """WRITE_SCRIPT with the seq of the entry the batch follows (ARGV[5]): written when that
+    entry is there; when it is not (the store lost it), nothing is written and the reply says
+    so (``written`` -1 from ``RedisWriter._eval``)."""
+    _, store = _store()
+
+    async def main() -> list[tuple]:
+        writer = RedisWriter.__new__(RedisWriter)
+        writer.redis, writer.sha, writer._deleted = store.async_client(), None, {}
+        keys = ["shardex:events:0"]
+
+        def blob(seq: int) -> bytes:
+            return msgpack.packb([[f"{seq}-0".encode(), [b"seq", str(seq).encode()]]],
+                                 use_bin_type=True)  # fmt: skip
+
+        out = [await writer._eval(list(keys), (blob(1), "shardex:trades:", "0"))]
+        out.append(await writer._eval(list(keys), (blob(2), "shardex:trades:", "0", "0", "1")))
+        out.append(await writer._eval(list(keys), (blob(4), "shardex:trades:", "0", "0", "3")))
+        return out
+
+    first, follows, orphan = asyncio.run(main())
+    assert first[0] == 1 and follows[0] == 1 and orphan == (-1, 0, 0, [], 0)
+    assert [e[0] for e in store.client().xrange("shardex:events:0")] == [b"1-0", b"2-0"]

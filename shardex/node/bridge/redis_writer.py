@@ -87,6 +87,9 @@ class RedisWriter:
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._outage_lock = asyncio.Lock()
         self._deleted: dict[str, int] = {}  # stream → entries deleted, as last reported (ALERT)
+        # events stream → the seq of the last entry this bridge knows is there (written, or read
+        # back at a resume): a batch that follows it asks the script to check it still is
+        self._top: dict[str, int] = {}
 
     # -- keys and resume points -------------------------------------------------------------------
 
@@ -138,7 +141,9 @@ class RedisWriter:
         """Every shard's tracker resumes from what Redis holds (start-up, after an outage)."""
         now = time.monotonic()
         for s in (*self.shards, *self.accounts):
-            s.tracker.resume(await self.last_written(s), now)
+            last = await self.last_written(s)
+            s.tracker.resume(last, now)
+            self._top[self.stream_key(s)] = last
             LAST.labels(s.label).set(s.tracker.last)
 
     # -- writes -----------------------------------------------------------------------------------
@@ -154,14 +159,36 @@ class RedisWriter:
             return True
         tprefix = f"{self.cfg.prefix}trades:"
         keys = [self.events_key(st.index), *{tprefix + it[2] for it in items if len(it) > 2}]
-        res = await self._script(st, batch, keys, self._pack(items))
+        prev = batch[0][EV_SEQ] - 1
+        follows = prev if prev > 0 and self._top.get(keys[0]) == prev else 0
+        res = await self._script(st, batch, keys, self._pack(items), follows)
         if res is None:
             return True
         written, dups, trades, conflicts, newer = res
         if newer:
             return self._newer_in_redis(st, batch, newer)
+        if written < 0:
+            return await self._lost_in_redis(st, batch, prev)
         TRADES.labels(st.label).inc(trades)
         self._written(st, batch, written, dups, conflicts)
+        self._top[keys[0]] = batch[-1][EV_SEQ]
+        return True
+
+    async def _lost_in_redis(self, st: ShardState, batch: list[tuple], prev: int) -> bool:
+        """The events stream lacks entry ``prev``, written before: Redis lost writes without
+        an error this bridge saw (a failover of an asynchronously replicated Redis; redis-py's
+        retries reconnect unseen). Nothing of the batch was written: ALERT, keep the batch,
+        resume from what the stream holds; the shard repairs what is missing in between."""
+        last = await self.last_written(st)
+        self.alerts.alert(st.label, "redis", "lost writes",
+                          "%s lacks entries up to seq %d that this bridge wrote (Redis lost "
+                          "them: a failover of an asynchronously replicated Redis?); resuming "
+                          "at seq %d and repairing from the shard", self.stream_key(st), prev,
+                          last)  # fmt: skip
+        st.tracker.putback(batch)
+        st.tracker.resume(last, time.monotonic())
+        self._top[self.stream_key(st)] = last
+        LAST.labels(st.label).set(st.tracker.last)
         return True
 
     def _items(self, st: ShardState, batch: list[tuple]) -> tuple[list[tuple], list[tuple]]:
@@ -202,14 +229,18 @@ class RedisWriter:
         return True
 
     async def _script(
-        self, st: ShardState, batch: list[tuple], keys: list[str], blob: bytes
+        self, st: ShardState, batch: list[tuple], keys: list[str], blob: bytes, follows: int = 0
     ) -> tuple[int, int, int, list, int] | None:
-        """Run WRITE_SCRIPT for one batch (under the shard's epoch, if replicated); None when
-        Redis failed or refused it (the batch went back to the tracker)."""
+        """Run WRITE_SCRIPT for one batch (under the shard's epoch, if replicated; checking
+        that entry ``follows`` is still there, if not 0); None when Redis failed or refused
+        it (the batch went back to the tracker). ``written`` is -1 when entry ``follows`` is
+        missing (nothing written)."""
         args: tuple = (blob, f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
         if st.epoch:  # a replicated shard: written only under the newest epoch (WRITE_SCRIPT)
             keys.append(keys[0] + ":epoch")
             args += (str(st.epoch),)
+        if follows:
+            args += ("0",) * (4 - len(args)) + (str(follows),)
         tr = st.tracker
         t0 = time.perf_counter()
         try:
@@ -294,10 +325,13 @@ class RedisWriter:
         except NoScriptError:
             self.sha = await self.redis.script_load(WRITE_SCRIPT)
             res = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        # the script's reply: {written, dups, trades, conflicts[, newer epoch[, trimmed]]}
-        written, dups, trades, conflicts, newer, trimmed = (*res, 0, None)[:6]
+        # the script's reply: {written, dups, trades, conflicts[, newer epoch[, trimmed[,
+        # predecessor missing]]]}
+        written, dups, trades, conflicts, newer, trimmed, missing = (*res, 0, None, 0)[:7]
         if trimmed:
             self._trimmed(label, trimmed)
+        if missing:
+            return -1, 0, 0, [], 0
         return int(written), int(dups), int(trades), conflicts, int(newer)
 
     def _trimmed(self, label: str, flat: list) -> None:
