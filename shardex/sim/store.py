@@ -17,7 +17,8 @@ Three things the real store does that the simulator needs, added here:
   wall-clock times, and so does this: a skewed ``clock`` moves them as a stepped wall clock
   would).
 * **Redis's Lua libraries.** fakeredis has no ``cmsgpack``; the bridge's script unpacks its
-  batch with ``cmsgpack.unpack``: provided here from ``msgpack``. (Also: fakeredis hands a
+  batch with ``cmsgpack.unpack``: provided here from ``msgpack``, as strict as Redis 7.0's
+  (it refuses msgpack's *bin* type). (Also: fakeredis hands a
   ``redis.pcall`` error to the script as a Python object, not a Lua string; the script's
   ``string.find(r.err, ...)`` needs a string, so ``redis.pcall`` is wrapped to give one.)
 * **Replication and its failover.** Redis replicates asynchronously: a replica is the
@@ -62,6 +63,17 @@ redis.pcall = function(...)
     r.err = tostring(r.err)
   end
   return r
+end
+"""
+
+# ``cmsgpack.unpack`` from a Python (ok, value) function: a failure is a Lua error, as Redis's
+_RAISING = """
+function(py)
+  return function(blob)
+    local ok, v = py(blob)
+    if not ok then error(v, 0) end
+    return v
+  end
 end
 """
 
@@ -124,12 +136,31 @@ class ClockedServer(fakeredis.FakeServer):
         fakeredis.FakeRedis(server=self).eval("return 1", 0)
         lua = self._lua_runtime  # type: ignore[attr-defined]
 
-        def unpack(blob: bytes) -> Any:
-            return lua.table_from([msgpack.unpackb(blob, raw=True)], recursive=True)[1]
+        def unpack(blob: bytes) -> tuple[bool, Any]:
+            try:
+                obj = _as_redis_cmsgpack(msgpack.unpackb(
+                    blob, raw=False, unicode_errors="surrogateescape", strict_map_key=False))
+            except ValueError:
+                return False, b"Bad data format in input."
+            return True, lua.table_from([obj], recursive=True)[1]
 
-        lua.globals().cmsgpack = lua.table_from({b"unpack": unpack})
+        lua.globals().cmsgpack = lua.table_from({b"unpack": lua.eval(_RAISING)(unpack)})
         self._lua_expected_globals.add(b"cmsgpack")  # type: ignore[attr-defined]
         lua.execute(_PCALL_ERR_AS_STRING)
+
+
+def _as_redis_cmsgpack(obj: Any) -> Any:
+    """``obj`` as Redis's ``cmsgpack.unpack`` gives it to a script: strings as bytes; the
+    msgpack *bin* type, which Redis's (7.0) cannot read, refused as Redis refuses it."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogateescape")
+    if isinstance(obj, bytes):
+        raise ValueError("Bad data format in input.")
+    if isinstance(obj, (list, tuple)):
+        return [_as_redis_cmsgpack(v) for v in obj]
+    if isinstance(obj, dict):
+        return {_as_redis_cmsgpack(k): _as_redis_cmsgpack(v) for k, v in obj.items()}
+    return obj
 
 
 @dataclass(frozen=True)

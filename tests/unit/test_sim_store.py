@@ -92,8 +92,8 @@ def test_bridge_write_script_runs_on_the_store() -> None:
     async def main() -> list[tuple]:
         writer = RedisWriter.__new__(RedisWriter)
         writer.redis, writer.sha, writer._deleted = store.async_client(), None, {}
-        blob = msgpack.packb([[b"1-0", [b"seq", b"1", b"shard", b"0"]],
-                              [b"2-0", [b"seq", b"2", b"shard", b"0"], b"BTC", [b"p", b"7"]]],
+        blob = msgpack.packb([["1-0", ["seq", "1", "shard", "0"]],
+                              ["2-0", ["seq", "2", "shard", "0"], "BTC", ["p", "7"]]],
                              use_bin_type=True)  # fmt: skip
         keys = ["shardex:events:0", "shardex:trades:BTC", "shardex:events:0:epoch"]
         args = (blob, "shardex:trades:", "0")
@@ -254,8 +254,7 @@ def test_write_script_refuses_a_batch_whose_predecessor_is_gone() -> None:
         keys = ["shardex:events:0"]
 
         def blob(seq: int) -> bytes:
-            return msgpack.packb([[f"{seq}-0".encode(), [b"seq", str(seq).encode()]]],
-                                 use_bin_type=True)  # fmt: skip
+            return msgpack.packb([[f"{seq}-0", ["seq", str(seq)]]], use_bin_type=True)
 
         out = [await writer._eval(list(keys), (blob(1), "shardex:trades:", "0"))]
         out.append(await writer._eval(list(keys), (blob(2), "shardex:trades:", "0", "0", "1")))
@@ -265,3 +264,14 @@ def test_write_script_refuses_a_batch_whose_predecessor_is_gone() -> None:
     first, follows, orphan = asyncio.run(main())
     assert first[0] == 1 and follows[0] == 1 and orphan == (-1, 0, 0, [], 0)
     assert [e[0] for e in store.client().xrange("shardex:events:0")] == [b"1-0", b"2-0"]
+
+
+def test_cmsgpack_refuses_the_bin_type_as_redis_does() -> None:
+    """Redis 7.0's ``cmsgpack.unpack`` cannot read msgpack's bin type ("Bad data format in
+    input"): neither can the store's, so a blob a real Redis refuses is refused here too."""
+    _, store = _store()
+    r = store.client()
+    script = "return cmsgpack.unpack(ARGV[1])[1]"
+    assert r.eval(script, 0, msgpack.packb(["ab"], use_bin_type=True)) == b"ab"
+    with pytest.raises(redis.ResponseError, match="Bad data format"):
+        r.eval(script, 0, msgpack.packb([b"ab"], use_bin_type=True))
