@@ -178,17 +178,18 @@ class RedisWriter:
         """The events stream lacks entry ``prev``, written before: Redis lost writes without
         an error this bridge saw (a failover of an asynchronously replicated Redis; redis-py's
         retries reconnect unseen). Nothing of the batch was written: ALERT, keep the batch,
-        resume from what the stream holds; the shard repairs what is missing in between."""
-        last = await self.last_written(st)
+        and every shard resumes from what Redis holds, as after an outage (it likely lost the
+        other streams' last writes too); the shards repair what is missing."""
+        st.tracker.putback(batch)
+        try:
+            await self.sync_last()
+        except _TRANSIENT as exc:  # (down again: wait it out, which re-reads them too)
+            await self.outage(exc)
         self.alerts.alert(st.label, "redis", "lost writes",
                           "%s lacks entries up to seq %d that this bridge wrote (Redis lost "
-                          "them: a failover of an asynchronously replicated Redis?); resuming "
-                          "at seq %d and repairing from the shard", self.stream_key(st), prev,
-                          last)  # fmt: skip
-        st.tracker.putback(batch)
-        st.tracker.resume(last, time.monotonic())
-        self._top[self.stream_key(st)] = last
-        LAST.labels(st.label).set(st.tracker.last)
+                          "them: a failover of an asynchronously replicated Redis?); resumed "
+                          "at seq %d, repairing from the shard", self.stream_key(st), prev,
+                          st.tracker.last)  # fmt: skip
         return True
 
     def _items(self, st: ShardState, batch: list[tuple]) -> tuple[list[tuple], list[tuple]]:
