@@ -134,7 +134,7 @@ class InProcCluster:
         return [*self.routers, *self.engines, *self.accounts, *self.replicas, *store]
 
     def leaders(self) -> list[Any]:
-        """The replicas leading now (promoted and not exited), in shard order."""
+        """The replicas leading now (promoted and not exited), in the order of ``replicas``."""
         return [r for r in self.replicas if r.leader is not None and r.exited is None]
 
     @property
