@@ -355,3 +355,29 @@ def test_stream_heals_after_a_store_failover_lost_entries(tmp_path: Path) -> Non
             await cluster.until(lambda: not _gaps(store), timeout=3.0, what="a gap-free stream")
 
     _run(plan(1, redis="redis://sim/0"), store, body)
+
+
+def test_a_deleted_top_entry_does_not_stall_the_bridge(tmp_path: Path) -> None:
+    """Someone XDELs the newest entry of an events stream: the bridge finds the entry its next
+    batch follows gone, resumes, cannot write it again (Redis refuses an id below the stream's
+    last: a conflict, counted) and goes on: every later event is written (no loop on the
+    missing entry)."""
+    store = SimStore(lag=None)
+
+    async def body(cluster: InProcCluster) -> tuple[list[int], int]:
+        async with cluster.client(account="alice", timeout=2.0) as c:
+
+            async def orders(prefix: str) -> int:
+                for k in range(5):
+                    assert (await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"{prefix}{k}")).ok
+                seq = cluster.engines[0].core.engine.seq
+                await cluster.until(lambda: _stream_top(store) >= seq, what="the stream")
+                return seq
+
+            gone = await orders("a")
+            store.client().xdel("shardex:events:0", f"{gone}-0")
+            top = await orders("b")
+        return _stream_seqs(store), top, gone
+
+    seqs, top, gone = _run(plan(1, redis="redis://sim/0"), store, body)
+    assert seqs == [s for s in range(1, top + 1) if s != gone]

@@ -275,3 +275,39 @@ def test_cmsgpack_refuses_the_bin_type_as_redis_does() -> None:
     assert r.eval(script, 0, msgpack.packb(["ab"], use_bin_type=True)) == b"ab"
     with pytest.raises(redis.ResponseError, match="Bad data format"):
         r.eval(script, 0, msgpack.packb([b"ab"], use_bin_type=True))
+
+
+def test_bridge_goes_on_past_an_entry_it_cannot_write_again() -> None:
+    """``RedisWriter`` on the store: its newest entry deleted (XDEL), the next batch finds it
+    gone and resumes; the entry cannot be written again (Redis refuses an id below the
+    stream's last: a conflict), and the batch after that must not ask for it again (it would
+    find it gone forever: a loop that writes nothing)."""
+    from shardex.accounts.assets import AssetTable
+    from shardex.engine import DEFAULT_MARKETS, Engine
+    from shardex.engine.codes import OP_NEW
+    from shardex.node.bridge import BridgeConfig, EntryFormatter, ShardState, ShardTracker
+    from shardex.node.bridge.metrics import Alerts
+
+    engine, events = Engine(DEFAULT_MARKETS), []
+    for k in range(8):
+        engine.apply((OP_NEW, "BTC-USD", f"o{k}", "a", 0, 0, 100 + k, 1, 0, False, 0), events)
+    assert [ev[1] for ev in events] == list(range(1, 9))  # one event per order here
+    _, store = _store()
+    cfg = BridgeConfig(router="mem://r", redis_url="redis://sim/0", markets=DEFAULT_MARKETS)
+
+    async def main() -> list[bool]:
+        w = RedisWriter(cfg, Alerts(), EntryFormatter(DEFAULT_MARKETS, AssetTable(DEFAULT_MARKETS)),
+                        redis=store.async_connect)  # fmt: skip
+        st = ShardState(0, ShardTracker(0, max_pending=100, hole_wait=0.1, stall_after=5.0))
+        w.shards = [st]
+        await w.sync_last()
+        out = [await w.write(st, events[0:5])]
+        await w.redis.xdel("shardex:events:0", "5-0")
+        out.append(await w.write(st, events[5:6]))  # follows 5: gone, resumes at 4
+        out.append(await w.write(st, events[4:5]))  # 5 again: refused (a conflict)
+        out.append(await w.write(st, events[5:8]))  # must be written
+        return out
+
+    assert asyncio.run(main()) == [True] * 4
+    ids = [e[0] for e in store.client().xrange("shardex:events:0")]
+    assert ids == [b"1-0", b"2-0", b"3-0", b"4-0", b"6-0", b"7-0", b"8-0"]

@@ -171,7 +171,10 @@ class RedisWriter:
             return await self._lost_in_redis(st, batch, prev)
         TRADES.labels(st.label).inc(trades)
         self._written(st, batch, written, dups, conflicts)
-        self._top[keys[0]] = batch[-1][EV_SEQ]
+        if conflicts:  # (an entry Redis would not take, e.g. below a deleted top: the next
+            self._top.pop(keys[0], None)  # batch must not ask for it, or it would loop)
+        else:
+            self._top[keys[0]] = batch[-1][EV_SEQ]
         return True
 
     async def _lost_in_redis(self, st: ShardState, batch: list[tuple], prev: int) -> bool:
