@@ -92,13 +92,15 @@ class SequencedNode:
     """The loop (``run``) and what both tiers do the same way: HELLO, the replica tick,
     fencing, the journal retry's timing, snapshots and their timing. A subclass sets, before
     ``run``: ``cfg`` (``index``, ``snapshot_every``, ``snapshot_interval``), ``zmq`` (its
-    transport) and ``clock`` (the transport's: ``zmq.clock``), ``ctx``, ``zap``, ``links`` (its
-    router links), ``outboxes`` (what ``pump`` drains), ``poller``, ``replica``, ``hello_msg``;
-    and implements the hooks named in the module docstring.
+    transport), ``ctx``, ``zap``, ``links`` (its router links), ``outboxes`` (what ``pump``
+    drains), ``poller``, ``replica``, ``hello_msg``; and implements the hooks named in the
+    module docstring.
 
-    Time: the node reads it only through ``clock`` (``shardex.clock``), so the same loop runs
-    on a virtual clock in the simulator; ``mono`` is the clock's bound ``monotonic``, cached
-    once (``time.monotonic`` itself on ``REAL``: the turn pays what it paid before)."""
+    Time: the node reads it only through ``clock``, its transport's (``zmq.clock``, see
+    ``shardex.clock``; set by ``init_loop_state``, or earlier by a node whose recovery reads
+    it), so the same loop runs on a virtual clock in the simulator; ``mono`` is the clock's
+    bound ``monotonic``, cached once (``time.monotonic`` itself on ``REAL``: the turn pays
+    what it paid before)."""
 
     IDLE_POLL_MS = 200  # poll timeout with nothing waiting and no standby
     LABEL = "node"  # how logs name it: "shard 3", "account shard 1"
@@ -135,6 +137,7 @@ class SequencedNode:
     def init_loop_state(self, seq: int) -> None:
         """The loop's own state (call from ``__init__``, ``seq`` = the recovered machine's)."""
         self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
+        self.clock = self.zmq.clock
         self.mono = mono = self.clock.monotonic
         self.started = mono()
         # -inf: "never", due at the first turn whatever the clock reads (a virtual one starts
