@@ -1,6 +1,6 @@
 """The clock seam holds: no module the simulator runs reads the time itself.
 
-The simulator (issue #23) runs the production nodes on a ``VirtualClock``; that only works if
+The deterministic simulator runs the production nodes on a ``VirtualClock``; that only works if
 every node, and every component a node is made of, reads the time through its transport's
 ``clock`` (``net.clock``, ``shardex.clock``) and never calls ``time.monotonic``, ``time.time``,
 ``time.perf_counter`` or ``time.sleep`` itself. This reads the source (every module of the
