@@ -172,7 +172,8 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
         check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
-        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
+        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory, disk=disk)
         t, cpu = time.monotonic(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"account shard {cfg.index}", self.ctx, cfg.router,
