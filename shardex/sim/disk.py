@@ -99,9 +99,9 @@ def _apply(image: bytes, ops: list[tuple[str, int, bytes]]) -> bytes:
 
 def _locked(fn: F) -> F:
     @wraps(fn)
-    def call(self: SimDisk, *args: Any) -> Any:
+    def call(self: SimDisk, *args: Any, **kw: Any) -> Any:
         with self._lock:
-            return fn(self, *args)
+            return fn(self, *args, **kw)
 
     return call  # type: ignore[return-value]
 
