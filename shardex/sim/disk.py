@@ -26,8 +26,9 @@ path for good, as Linux does after a writeback error: a second ``fsync`` succeed
 Simplifications: directories are durable once made (``makedirs``); unsynced writes reach the
 device in the order they were made (a real disk may write back pages out of order: a prefix
 model is the one a torn tail, not a hole, comes from); a rename across directories is an
-unlink in one and a link in the other, each made durable by its own ``fsync_dir``. Same seed and
-same calls: the same disk, byte for byte. Not thread-safe on its own: one lock serialises the
+unlink in one and a link in the other, each made durable by its own ``fsync_dir``; paths are
+names (normalised, never resolved against a working directory). Same seed and same calls: the
+same disk, byte for byte. Not thread-safe on its own: one lock serialises the
 calls (a journal writer thread may share it with its node).
 """
 
