@@ -48,7 +48,6 @@ from shardex.journal.disk import StrPath
 F = TypeVar("F", bound=Callable[..., Any])
 
 _WRITE, _TRUNC = "w", "t"  # unsynced file operations: (kind, offset or size, data)
-FAULT_CALLS = ("write", "sync", "ftruncate")  # where ``eio_rate`` may strike
 
 
 class _Inode:
@@ -99,6 +98,8 @@ def _apply(image: bytes, ops: list[tuple[str, int, bytes]]) -> bytes:
 
 
 def _locked(fn: F) -> F:
+    """One call at a time: a journal writer thread and its node may share the disk."""
+
     @wraps(fn)
     def call(self: SimDisk, *args: Any, **kw: Any) -> Any:
         with self._lock:
@@ -369,11 +370,13 @@ class SimDisk:
         """A process crash (``kill -9``) of whatever has files open under ``under`` (None:
         everything): its descriptors close, every byte written stays (the kernel has it).
         Returns the descriptors closed."""
-        root = None if under is None else _norm(under)
+        self.faults["kills"] += 1
+        return self._close_all(None if under is None else _norm(under))
+
+    def _close_all(self, root: str | None) -> int:
         gone = [fd for fd, h in self._fds.items() if _under(h.path, root)]
         for fd in gone:
             del self._fds[fd]
-        self.faults["kills"] += 1
         return len(gone)
 
     @_locked
@@ -383,8 +386,7 @@ class SimDisk:
         not (the last write of each file possibly torn). Open descriptors there close."""
         rng = rng or self.rng
         root = None if under is None else _norm(under)
-        self.kill(root)
-        self.faults["kills"] -= 1
+        self._close_all(root)
         self.faults["crashes"] += 1
         report = CrashReport()
         for d in sorted(k for k in self._dir_ops if _under(k, root)):
