@@ -108,6 +108,21 @@ class Journal(GroupCommit):
         if self._thread is None:
             self._close_segment()
 
+    def abandon(self) -> None:
+        """Let go of the segment as a killed process does: its descriptor closed where it
+        stands, nothing more written, synced or trimmed, the buffer dropped. What was written
+        stays with the disk (the page cache keeps it; ``SimDisk.crash`` decides what of it was
+        durable). The simulator's crash of a node; not for a journal with a writer thread."""
+        if self._thread is not None:
+            raise RuntimeError("abandon() is for a journal without a writer thread")
+        fd, self._fd = self._fd, None
+        self._buf, self._seqs = [], []
+        if fd is not None:
+            try:
+                self.disk.close(fd)
+            except OSError:
+                pass  # (already closed by the disk's crash)
+
     # -- reading back ------------------------------------------------------------------------
 
     def commands(self) -> Iterator[tuple[int, Command]]:

@@ -350,6 +350,25 @@ def test_seeded_io_errors_never_lose_an_acked_batch():
     assert injected > 50  # the errors really happened
 
 
+def test_a_killed_process_loses_nothing_written_a_power_loss_what_was_not_synced():
+    kept = set()
+    for seed in range(20):
+        rng = random.Random(seed)
+        disk = SimDisk(rng)
+        j = Journal(DIR, DEFAULT_MARKETS, fsync="none", disk=disk)  # (written, never synced)
+        engine = Engine(DEFAULT_MARKETS)
+        for batch in BATCHES:
+            _apply(engine, j, batch)
+            j.commit()
+        _apply(engine, j, BATCHES[0][:1])  # buffered, not written: gone with the process
+        j.abandon()
+        rec = _recover(disk)  # a process crash: every write is there
+        assert rec.engine.seq == engine.seq - 1 and not rec.truncated
+        disk.crash(rng)  # a power loss: an unsynced prefix of them, at most
+        kept.add(_recover(disk).engine.seq)
+    assert min(kept) < engine.seq - 1 and len(kept) > 2
+
+
 def test_the_journal_writer_thread_on_the_simulated_disk():
     """The writer thread writes and syncs while the caller reads the segments back (the lock
     serialises them): what ``durable`` covers survives a power loss."""
