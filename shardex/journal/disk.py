@@ -15,7 +15,6 @@ after a failed write.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -34,20 +33,33 @@ class Disk(Protocol):
     ``fsync_dir``: makes creates, renames and unlinks in a directory durable.
     """
 
-    open: Callable[[StrPath, int, int], int]
-    close: Callable[[int], None]
-    write: Callable[[int, bytes | memoryview], int]
-    pwrite: Callable[[int, bytes | memoryview, int], int]
-    lseek: Callable[[int, int, int], int]
-    fsync: Callable[[int], None]
-    fdatasync: Callable[[int], None]
-    prealloc_sync: Callable[[int], None]
-    ftruncate: Callable[[int, int], None]
-    unlink: Callable[[StrPath], None]
-    replace: Callable[[StrPath, StrPath], None]
-    listdir: Callable[[StrPath], list[str]]
-    isdir: Callable[[StrPath], bool]
-    getsize: Callable[[StrPath], int]
+    def open(self, path: StrPath, flags: int, mode: int = 0o777, /) -> int: ...
+
+    def close(self, fd: int, /) -> None: ...
+
+    def write(self, fd: int, data: bytes | memoryview, /) -> int: ...
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int, /) -> int: ...
+
+    def lseek(self, fd: int, pos: int, how: int, /) -> int: ...
+
+    def fsync(self, fd: int, /) -> None: ...
+
+    def fdatasync(self, fd: int, /) -> None: ...
+
+    def prealloc_sync(self, fd: int, /) -> None: ...
+
+    def ftruncate(self, fd: int, size: int, /) -> None: ...
+
+    def unlink(self, path: StrPath, /) -> None: ...
+
+    def replace(self, src: StrPath, dst: StrPath, /) -> None: ...
+
+    def listdir(self, path: StrPath, /) -> list[str]: ...
+
+    def isdir(self, path: StrPath, /) -> bool: ...
+
+    def getsize(self, path: StrPath, /) -> int: ...
 
     def fstat_size(self, fd: int) -> int: ...
 
