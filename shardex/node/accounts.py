@@ -174,7 +174,8 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
         check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
-        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
+        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory, disk=disk)
         perf = self.clock.perf_counter
         t, cpu = perf(), time.process_time()
         rec = recover_visibly(

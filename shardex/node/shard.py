@@ -184,10 +184,12 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
         check_routing(cfg.journal_dir, cfg.shards, f"engine shard {cfg.index}")
+        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
         if factory is not None:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory,
+                              disk=disk)  # fmt: skip
         else:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, disk=disk)
         perf = self.clock.perf_counter
         t, cpu = perf(), time.process_time()
         rec = recover_visibly(
