@@ -15,7 +15,6 @@ in-memory Redis on the cluster's clock), or ``lease.connect`` for a real Redis.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
@@ -72,12 +71,12 @@ def _replica(cfg: Any, role: str, rep: Replication, net: Transport, redis: Conne
     cluster's clock), wrapped in the node that leads once it holds the lease."""
     if not cfg.journal_dir:
         raise ValueError("replicated shards journal: the plan needs a data_dir")
-    Path(cfg.journal_dir).mkdir(parents=True, exist_ok=True)
+    net.disk.makedirs(cfg.journal_dir)  # (the transport's disk: a SimDisk in the simulator)
     node = node_name(role, cfg.index, rep.replica)
     lease = Lease(redis(rep.redis_url, None), cfg.index, node, rep.repl_at,
                   name=None if role == "shard" else f"{role}-{cfg.index}", clock=net.clock,
                   thread=False)  # fmt: skip
-    journal, engine = recover_replica(cfg, machine, check)
+    journal, engine = recover_replica(cfg, machine, check, net.disk)
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, None,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct, machine=machine,
                       net=net)  # fmt: skip

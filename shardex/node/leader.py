@@ -88,7 +88,7 @@ class Replicator:
             server = store.server()
         domain = replication_domain(lease.shard, role)
         self.sock = replication_server(ctx, zmq, MAX_STANDBY_MSG, server, domain)
-        self.refused = Refusals(f"leader {self.node}")
+        self.refused = Refusals(f"leader {self.node}", lease.clock)
         self.sock.bind(endpoint)
         self.committed = seq
         self.recent: deque[tuple[int, int, bytes]] = deque(maxlen=RECENT_BATCHES)

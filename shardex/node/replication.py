@@ -45,7 +45,7 @@ import socket
 from typing import Any
 
 from shardex.clock import REAL, Clock
-from shardex.journal import Journal
+from shardex.journal import OS_DISK, Disk, Journal
 
 log = logging.getLogger("shardex.replica")
 
@@ -126,12 +126,14 @@ def _cannot_hold(s: Any, endpoint: str, exc: Exception) -> None:
                 endpoint, exc)  # fmt: skip
 
 
-def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None) -> Journal:
+def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None,
+                 disk: Disk = OS_DISK) -> Journal:  # fmt: skip
     """A replica's journal: of the plain engine, or of ``machine`` (the account tier's
-    ``SettledEngineFactory``)."""
+    ``SettledEngineFactory``), on ``disk`` (the node's transport's: a SimDisk in the
+    simulator)."""
     if machine is None:
-        return Journal(journal_dir, markets, fsync=fsync)
-    return Journal(journal_dir, markets, fsync=fsync, machine=machine)
+        return Journal(journal_dir, markets, fsync=fsync, disk=disk)
+    return Journal(journal_dir, markets, fsync=fsync, machine=machine, disk=disk)
 
 
 def replica_dir(data_dir: str, index: int, replica: int, role: str = "shard") -> str:

@@ -92,7 +92,7 @@ class Standby:
         self.epoch_of: Journal | None = None
         self.key = key
         self.machine = machine
-        self.refused = Refusals(f"standby {self.node}")
+        self.refused = Refusals(f"standby {self.node}", self.clock)
         self.took_at = 0.0  # monotonic time this node took the lease (failover phases)
         self.started = self.clock.monotonic()
         self.next_check = 0.0  # when ``turn`` looks at the lease again
@@ -147,7 +147,8 @@ class Standby:
                   self.node, why, aside)  # fmt: skip
         shutil.move(self.journal_dir, aside)
         os.makedirs(self.journal_dir, exist_ok=True)
-        self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine)
+        self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine,
+                                    self.zmq.disk)  # fmt: skip
         self.engine = self.journal.recover().engine
         self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
         if self.sock is not None:

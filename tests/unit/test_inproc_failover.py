@@ -381,3 +381,31 @@ def test_a_deleted_top_entry_does_not_stall_the_bridge(tmp_path: Path) -> None:
 
     seqs, top, gone = _run(plan(1, redis="redis://sim/0"), store, body)
     assert seqs == [s for s in range(1, top + 1) if s != gone]
+
+
+def test_replicas_journal_on_the_transports_disk(tmp_path: Path) -> None:
+    """Both replicas journal on the cluster's disk (``net.disk``: a SimDisk here), the standby
+    too, and the one it becomes leader with: nothing under the real path."""
+    from shardex.net import mem_transport
+    from shardex.sim.disk import SimDisk
+
+    store, disk = SimStore(), SimDisk()
+    net = mem_transport()
+    net.disk = disk
+
+    async def main() -> int:
+        async with InProcCluster(_replicated(tmp_path), net=net, store=store) as cluster:
+            old = await _in_sync(cluster)
+            (standby,) = [r for r in cluster.replicas if r is not old]
+            async with cluster.client(account="alice", timeout=1.0, retry=Retry(10.0)) as c:
+                for k in range(5):
+                    assert (await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")).ok
+                old.kill()
+                await cluster.until(lambda: standby.leader is not None, what="the standby")
+                assert (await c.place(SYMBOL, "buy", "1", "99", id="after")).ok
+            return standby.machine.seq
+
+    seq = asyncio.run(main())
+    assert seq == 6
+    assert disk.listdir(f"{tmp_path}/shard-0") and disk.listdir(f"{tmp_path}/shard-0.r1")
+    assert not list(tmp_path.glob("**/journal-*.log"))
