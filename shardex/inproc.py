@@ -70,6 +70,8 @@ def parse(kind: Kind, values: dict[str, Any]) -> dict[str, Any]:
 class InProcCluster:
     """The cluster of ``plan`` in this process (``async with`` starts and stops it)."""
 
+    sched: Any = None  # the simulator's seeded scheduler (None: every node, in order)
+
     def __init__(self, plan: Plan, net: Transport | None = None) -> None:
         if plan.replicas != 1:
             raise ValueError("an in-process cluster has no standbys yet (replicas must be 1)")
@@ -133,7 +135,12 @@ class InProcCluster:
         await self.stop()
 
     async def _schedule(self) -> None:
-        """Every node's turn, round after round; an idle round yields for ``IDLE_S``."""
+        """Every node's turn, round after round; an idle round yields for ``IDLE_S``. With a
+        ``sched`` (``shardex.sim.sched.Scheduler``) it decides instead: the order of turns,
+        when messages in the air land, and how far (virtual) time moves after each step."""
+        if self.sched is not None:
+            await self._schedule_seeded(self.sched)
+            return
         hub = self.net.hub  # type: ignore[attr-defined]
         nodes = self.nodes
         loop = asyncio.get_running_loop()
@@ -147,6 +154,27 @@ class InProcCluster:
                 node.turn()
             self.rounds += 1
             await asyncio.sleep(IDLE_S if hub.moved == moved else 0)
+
+    async def _schedule_seeded(self, sched: Any) -> None:
+        """The simulator's rounds: ``sched`` picks the turns (of the nodes alive now: a crash
+        or a restart changes them) and the pause after each step; time moves only by it.
+        A step counts as idle once every node has had a turn since a message last moved."""
+        hub = self.net.hub  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        while True:
+            now = loop.time()
+            moved = hub.moved
+            sched.tick(now)
+            nodes = self.nodes
+            frozen = self._frozen
+            turns = sched.order(nodes)
+            for node in turns:
+                if not (frozen and frozen.get(id(node), 0.0) > now):
+                    node.turn()
+            self.rounds += 1
+            quiet = 0 if hub.moved != moved else quiet + len(turns)
+            await asyncio.sleep(sched.pause(quiet < len(nodes), now))
 
     def freeze(self, node: Any, seconds: float | None = None) -> None:
         """``node`` takes no turn for ``seconds`` (None: until ``thaw``), as a SIGSTOPped
