@@ -1,0 +1,199 @@
+"""Network faults drawn from the seed, on the in-memory transport's air (``MemHub.shaper``).
+
+Only what ZeroMQ over TCP can do to a message, nothing it cannot:
+
+* **delay**: a message lands later (``delay_p`` of them, by ``delay_s``); never before one
+  sent earlier on the same pipe (TCP keeps order), so **reordering** happens only across
+  pipes (two peers' messages, or one node's sockets), as it does on a real network;
+* **loss** only where libzmq loses: past an HWM (PUB and non-mandatory ROUTER drop, the rest
+  get ``Again``) -- which a partition makes happen, since what waits in the air counts against
+  the pipe's HWM -- and on a **dropped connection** (``cut``: the air both ways and what the
+  binding side had not read are lost; the connecting side reconnects);
+* **partitions** of any set of nodes from the rest (or from another set), both ways or one
+  way, until healed: what is sent meanwhile waits in the air (and fills the pipe), and lands
+  in order after the heal.
+
+A node is the ``owner`` of its sockets (``MemContext.owner``, set by the world); a socket with
+no owner is never partitioned. ``Network`` is the shaper (``due``, ``blocked``) plus the
+fault plan: ``step(now)`` heals partitions whose time is up and draws new faults at the
+configured rates per virtual second from its own ``random.Random`` (derived from the seed, so
+the scheduler's and the workload's draws never shift it). Every fault goes to the ``Trace``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from shardex.clock import VirtualClock
+from shardex.net.mem import MemHub, MemSocket, Pipe
+from shardex.sim.sched import Trace
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Rates of the faults a run draws (all zero: a clean network). Times in virtual seconds."""
+
+    delay_p: float = 0.0  # share of messages delayed ...
+    delay_s: tuple[float, float] = (0.0001, 0.02)  # ... by this much (uniform)
+    cut_per_s: float = 0.0  # dropped connections per second
+    partition_per_s: float = 0.0  # partitions started per second ...
+    partition_s: tuple[float, float] = (0.05, 1.0)  # ... lasting this long
+    one_way_p: float = 0.3  # share of partitions that block one direction only
+    crash_per_s: float = 0.0  # node crashes per second (the world restarts them) ...
+    down_s: tuple[float, float] = (0.05, 0.5)  # ... after this long
+    pause_per_s: float = 0.0  # node pauses (SIGSTOP, a long GC) per second ...
+    pause_s: tuple[float, float] = (0.05, 1.5)  # ... this long
+
+    @classmethod
+    def parse(cls, text: str) -> Faults:
+        """``"delay_p=0.1,cut_per_s=0.5"`` (a command line's ``--faults``)."""
+        kw: dict[str, Any] = {}
+        known = cls.__dataclass_fields__
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                if name not in known:
+                    raise ValueError(name)
+                kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
+            except ValueError:
+                raise ValueError(f"bad fault setting {item!r} (known: {', '.join(known)}; "
+                                 "a range is lo:hi)") from None  # fmt: skip
+        return cls(**kw)
+
+
+@dataclass
+class Partition:
+    """``side`` cut off from ``other`` (None: from every other node); ``one_way``: only what
+    ``side`` sends is blocked. Lasts until ``until`` (virtual time) or a ``heal``."""
+
+    side: frozenset[str]
+    other: frozenset[str] | None = None
+    one_way: bool = False
+    until: float = math.inf
+
+    def blocks(self, src: str, dst: str) -> bool:
+        if not src or not dst or src == dst:
+            return False
+        if self._split(src, dst):
+            return True
+        return not self.one_way and self._split(dst, src)
+
+    def _split(self, src: str, dst: str) -> bool:
+        if src not in self.side or dst in self.side:
+            return False
+        return self.other is None or dst in self.other
+
+    def __str__(self) -> str:
+        other = "rest" if self.other is None else "+".join(sorted(self.other))
+        arrow = "->" if self.one_way else "<->"
+        return f"{'+'.join(sorted(self.side))} {arrow} {other}"
+
+
+class Network:
+    """The simulated network of one hub: delays, partitions and cuts (see the module)."""
+
+    def __init__(self, hub: MemHub, clock: VirtualClock, seed: int, faults: Faults = Faults(),
+                 trace: Trace | None = None) -> None:  # fmt: skip
+        self.hub = hub
+        self.clock = clock
+        self.faults = faults
+        self.rng = random.Random(f"net-{seed}")
+        self.trace = trace if trace is not None else Trace()
+        self.partitions: list[Partition] = []
+        self.last_step: float | None = None
+        self.counts = {"delayed": 0, "cut": 0, "lost": 0, "partition": 0, "heal": 0}
+        hub.shaper = self
+
+    # -- the shaper (MemHub asks these for every message) ----------------------------------
+
+    def now(self) -> float:
+        return self.clock.now
+
+    def due(self, src: MemSocket, dst: MemSocket) -> float:  # noqa: ARG002 - per-link delays later
+        f = self.faults
+        if f.delay_p and self.rng.random() < f.delay_p:
+            self.counts["delayed"] += 1
+            return self.clock.now + self.rng.uniform(*f.delay_s)
+        return self.clock.now
+
+    def blocked(self, src: MemSocket, dst: MemSocket) -> bool:
+        parts = self.partitions
+        return bool(parts) and any(p.blocks(src.owner, dst.owner) for p in parts)
+
+    # -- faults, by hand or drawn by ``step`` ------------------------------------------------
+
+    def partition(self, side: Iterable[str], other: Iterable[str] | None = None,
+                  one_way: bool = False, seconds: float | None = None) -> Partition:  # fmt: skip
+        """Cut ``side`` off from ``other`` (None: everyone else) for ``seconds`` (None: until
+        ``heal``)."""
+        until = math.inf if seconds is None else self.clock.now + seconds
+        p = Partition(frozenset(side), None if other is None else frozenset(other), one_way, until)
+        self.partitions.append(p)
+        self.counts["partition"] += 1
+        self.trace.add(self.clock.now, "partition", "", str(p))
+        return p
+
+    def heal(self, p: Partition | None = None) -> None:
+        """End partition ``p`` (None: every one); what waited in the air lands from the next
+        step on, in order."""
+        for q in [p] if p is not None else list(self.partitions):
+            if q in self.partitions:
+                self.partitions.remove(q)
+                self.counts["heal"] += 1
+                self.trace.add(self.clock.now, "heal", "", str(q))
+
+    def cut(self, pipe: Pipe) -> int:
+        """Drop one connection (``MemHub.cut``); how many messages were lost."""
+        lost = self.hub.cut(pipe)
+        self.counts["cut"] += 1
+        self.counts["lost"] += lost
+        b = pipe.b.owner if pipe.b is not None else "?"
+        self.trace.add(self.clock.now, "cut", pipe.a.owner, f"{pipe.endpoint} to {b}, lost {lost}")
+        return lost
+
+    def pipes(self) -> list[Pipe]:
+        """Every live connection, in a deterministic order (bind order, then connect order)."""
+        return [p for sock in self.hub.bound.values() for p in sock.pipes if p.b is sock]
+
+    def owners(self) -> list[str]:
+        """The named nodes on the network now (sorted)."""
+        names = {s.owner for p in self.pipes() for s in (p.a, p.b) if s is not None}
+        return sorted(names - {""})
+
+    def step(self, now: float) -> None:
+        """A scheduler tick: heal what is due, then draw new faults for the time since the
+        last step."""
+        for p in [p for p in self.partitions if p.until <= now]:
+            self.heal(p)
+        dt = 0.0 if self.last_step is None else now - self.last_step
+        self.last_step = now
+        f, rng = self.faults, self.rng
+        if fire(rng, f.cut_per_s, dt):
+            pipes = self.pipes()
+            if pipes:
+                self.cut(pipes[rng.randrange(len(pipes))])
+        if fire(rng, f.partition_per_s, dt):
+            self._random_partition()
+
+    def _random_partition(self) -> None:
+        names = self.owners()
+        if len(names) < 2:
+            return
+        rng = self.rng
+        side = rng.sample(names, rng.randint(1, len(names) - 1))
+        rest = [n for n in names if n not in side]
+        other = None if rng.random() < 0.5 else rng.sample(rest, rng.randint(1, len(rest)))
+        one_way = rng.random() < self.faults.one_way_p
+        self.partition(side, other, one_way, rng.uniform(*self.faults.partition_s))
+
+
+def fire(rng: random.Random, rate: float, dt: float) -> bool:
+    """Whether an event of ``rate`` per second happens in ``dt`` seconds (at most one)."""
+    return rate > 0 and dt > 0 and rng.random() < 1 - math.exp(-rate * dt)
+
+
+__all__ = ["Faults", "Network", "Partition", "fire"]
