@@ -1,0 +1,120 @@
+"""Crash, restart and pause of the nodes of an in-process cluster, by name.
+
+Each sync node of an ``InProcCluster`` gets a name (``router-0``, ``engine-1``,
+``accounts-0``): the owner of its sockets (``MemContext.owner``, what a partition cuts) and
+what the trace says. Then:
+
+* ``crash(name)``: the node object is dropped without ``close()``: its sockets vanish (every
+  peer sees the disconnect, what was in the air to or from it is lost), it takes no more
+  turns, and nothing of a clean stop happens (no final commit, no shutdown snapshot): what it
+  had buffered and not written is gone, as with kill -9. Its journal segment's descriptor is
+  closed where it stands (preallocated zeros and all, as a killed process leaves it). What
+  the OS had not synced survives here, as the page cache does after a process crash; the
+  simulated disk (``shardex.sim.disk``, when the transport has one) is where an unsynced write
+  is lost too.
+* ``restart(name)``: a new node object from the same parsed options (the same config and data
+  dir), recovering from its journal as a restarted process would, in the crashed one's place
+  in the cluster's lists (so ``cluster.engines[i]`` is shard i again).
+* ``pause(name, seconds)``: a SIGSTOP (``InProcCluster.freeze``) for ``seconds`` of virtual
+  time: what is sent to it queues, and it runs again where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from shardex.inproc import InProcCluster, parse
+from shardex.kinds import spawns
+from shardex.sim.sched import Trace
+
+LISTS = {"router": "routers", "engine": "engines", "accounts": "accounts"}
+
+
+def _key(kind: str, o: dict[str, Any]) -> str:
+    return f"{kind}-{o.get('index') or 0}"
+
+
+class Lifecycle:
+    """Names, crashes, restarts and pauses of one cluster's nodes (see the module)."""
+
+    def __init__(self, cluster: InProcCluster, trace: Trace | None = None) -> None:
+        self.cluster = cluster
+        self.trace = trace if trace is not None else Trace()
+        self.options: dict[str, tuple[str, dict[str, Any]]] = {}
+        for kind, spawn in spawns(cluster.plan):
+            if kind.name in LISTS:
+                o = parse(kind, spawn.values)
+                self.options.setdefault(_key(kind.name, o), (kind.name, o))
+        self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
+        self.crashes = self.restarts = self.pauses = 0
+        for name, node in self.named().items():
+            tag(node, name)
+
+    def named(self) -> dict[str, Any]:
+        """Every live node by name."""
+        c = self.cluster
+        out = {f"router-{i}": n for i, n in enumerate(c.routers)}
+        out.update({f"engine-{n.cfg.index}": n for n in c.engines})
+        out.update({f"accounts-{n.cfg.index}": n for n in c.accounts})
+        return out
+
+    def _now(self) -> float:
+        return self.cluster.net.clock.monotonic()
+
+    def crash(self, name: str) -> None:
+        node = self.named()[name]
+        kind = name.rsplit("-", 1)[0]
+        nodes = getattr(self.cluster, LISTS[kind])
+        self.down[name] = nodes.index(node)
+        nodes.remove(node)
+        self.cluster.thaw(node)
+        for sock in list(node.ctx.socks):
+            sock.close(0)
+        _drop_journal_fd(node)
+        self.crashes += 1
+        self.trace.add(self._now(), "crash", name)
+
+    def restart(self, name: str) -> Any:
+        """A new node for crashed ``name``, started; it is returned."""
+        at = self.down.pop(name)
+        kind, o = self.options[name]
+        nodes = getattr(self.cluster, LISTS[kind])
+        self.cluster._build(kind, dict(o))
+        node = nodes.pop()
+        nodes.insert(at, node)
+        tag(node, name)
+        node.start()
+        self.restarts += 1
+        self.trace.add(self._now(), "restart", name, f"seq {_seq(node)}")
+        return node
+
+    def pause(self, name: str, seconds: float) -> None:
+        self.cluster.freeze(self.named()[name], seconds)
+        self.pauses += 1
+        self.trace.add(self._now(), "pause", name, f"{seconds:.6f}s")
+
+
+def tag(node: Any, name: str) -> None:
+    """``name`` owns ``node``'s sockets, now and those it makes later."""
+    node.ctx.owner = name
+    for sock in node.ctx.socks:
+        sock.owner = name
+
+
+def _seq(node: Any) -> int:
+    machine = getattr(node, "machine", None)
+    return getattr(machine, "seq", 0)
+
+
+def _drop_journal_fd(node: Any) -> None:
+    """Close the crashed node's journal segment as a dying process would: no final write, no
+    trim; what is buffered in the object is lost with it."""
+    journal = getattr(node, "journal", None)
+    fd = getattr(journal, "_fd", None)
+    if fd is not None:
+        journal._fd = None  # type: ignore[union-attr]
+        os.close(fd)
+
+
+__all__ = ["Lifecycle", "tag"]

@@ -1,0 +1,244 @@
+"""A simulated run: the whole cluster, its clients and its faults, on virtual time, from a seed.
+
+``World(seed, plan_kwargs, faults).run(duration_s)`` builds an ``InProcCluster`` of
+``shardex.kinds.Plan(**plan_kwargs)`` (journals in a temporary data dir, ``fsync=none``: a
+process crash keeps what the OS has, see ``crash``) on a ``VirtualLoop``, under a seeded
+``Scheduler`` with a ``Network`` of seeded faults on its hub and a ``Lifecycle`` that crashes,
+restarts and pauses nodes at the ``Faults`` rates, and runs SDK clients (``AsyncClient``,
+each on its own named context) placing orders from a seeded workload. The phases:
+
+1. **fund**: every account deposits, on a clean network;
+2. **load** (``duration_s`` virtual seconds): the clients place orders while faults are drawn;
+3. **heal**: partitions healed, crashed nodes restarted, paused ones thawed, no new fault;
+   the clients finish (every order learns its fate) and the cluster goes quiet;
+4. **collect**: the state below, then a clean stop.
+
+Four independent random streams come from the seed (scheduler, network, nodes, workload), so
+a change to one part's draws does not shift the others'.
+
+``Result`` (plain data, the shape the invariant checks read):
+
+* ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
+* ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
+  ``cut``, ``crash``, ``restart``, ``pause``), phases (``phase``) and ``violation``s;
+* ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
+  same digest);
+* ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
+  "code", "sent", "done"}, ...]`` (``fate`` as ``Result.fate``: executed / not_executed /
+  unknown; ``code`` the reject's stable code or None; times virtual);
+* ``state``: ``{"engines": {name: {"index", "seq", "events", "journal_dir"}}, "accounts":
+  {name: {"index", "seq", "journal_dir"}}, "audit": [the account shards' audit replies],
+  "down": [nodes still down]}`` (``events``: the shard's published events 1..seq from its ring,
+  None if the ring no longer holds them all, e.g. after a restart);
+* ``counts``: faults injected by kind; ``delivered``: messages; ``violations``: what the
+  ``checks`` raised; ``wall_s``, ``cpu_s``: what the run cost.
+
+``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
+run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
+``violations``), not raised, so the run goes on and the result shows where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardex.client import AsyncClient
+from shardex.clock import VirtualClock
+from shardex.inproc import InProcCluster
+from shardex.kinds import Plan
+from shardex.layout import Layout
+from shardex.net import mem_transport
+from shardex.net.memasync import MemAsyncContext
+from shardex.sim.crash import Lifecycle
+from shardex.sim.faults import Faults, Network, fire
+from shardex.sim.loop import run as run_virtual
+from shardex.sim.sched import Scheduler, Trace
+from shardex.sim.workload import Workload
+
+HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
+CLEAN = Faults()  # no fault at all
+QUIET_S = 1.0  # then this long without faults or orders before the state is read (virtual)
+
+
+@dataclass
+class Result:
+    """A run's outcome (see the module docstring for each field's shape)."""
+
+    seed: int
+    duration_s: float
+    end_s: float = 0.0
+    trace: list[tuple[float, str, str, str]] = field(default_factory=list)
+    digest: str = ""
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    violations: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+class World:
+    """One seeded run of the cluster of ``Plan(**plan_kwargs)`` (see the module)."""
+
+    def __init__(self, seed: int, plan_kwargs: dict[str, Any] | None = None,
+                 faults: Faults = CLEAN, *, clients: int = 2, mode: str = "all",
+                 checks: list[Callable[[World], None]] | None = None,
+                 check_every_s: float = 0.05) -> None:  # fmt: skip
+        self.seed = seed
+        self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
+        self.faults = faults
+        self.n_clients = clients
+        self.mode = mode
+        self.checks = list(checks or [])
+        self.check_every_s = check_every_s
+        self.clock = VirtualClock()
+        self.trace = Trace()
+        self.rng = random.Random(f"nodes-{seed}")
+        self.loading = False
+        self.cluster: InProcCluster | None = None
+        self.life: Lifecycle | None = None
+        self.net: Network | None = None
+        self.result = Result(seed, 0.0)
+        self._restart_at: dict[str, float] = {}
+        self._last_tick: float | None = None
+        self._next_check = 0.0
+
+    def _plan(self, data_dir: str) -> Plan:
+        kw = dict(self.plan_kwargs)
+        layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
+        kw.setdefault("fsync", "none")
+        kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
+        return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
+
+    def run(self, duration_s: float) -> Result:
+        """Run the four phases; the ``Result``."""
+        self.result.duration_s = duration_s
+        wall, cpu = time.perf_counter(), time.process_time()
+        with tempfile.TemporaryDirectory(prefix=f"shardex-sim-{self.seed}-") as data_dir:
+            run_virtual(self._main(data_dir, duration_s), self.clock)
+        r = self.result
+        r.end_s = self.clock.now
+        r.trace = list(self.trace.events)
+        r.digest = self.trace.digest
+        r.delivered = self.trace.delivered
+        r.wall_s, r.cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        return r
+
+    async def _main(self, data_dir: str, duration_s: float) -> None:
+        t = mem_transport(clock=self.clock)
+        hub = t.hub  # type: ignore[attr-defined]
+        hub.on_deliver = self.trace.message
+        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
+        self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
+        self.life = Lifecycle(cluster, self.trace)
+        sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
+        sched.on_tick.append(self._tick)
+        work = Workload(self.seed, self.n_clients)
+        async with cluster, contextlib.AsyncExitStack() as stack:
+            clients = []
+            for k in range(self.n_clients):
+                cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
+                                 context=MemAsyncContext(hub, f"client-{k}"))  # fmt: skip
+                cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
+                clients.append(await stack.enter_async_context(cl))
+            await self._phases(work, clients, duration_s)
+        self.result.counts = {**self.net.counts, "crash": self.life.crashes,
+                              "restart": self.life.restarts, "pause": self.life.pauses}  # fmt: skip
+
+    async def _phases(self, work: Workload, clients: list[AsyncClient], duration_s: float) -> None:
+        self._phase("fund")
+        await work.fund(clients[0])
+        self._phase("load")
+        self.loading = True
+        end = self.clock.now + duration_s
+        tasks = [asyncio.ensure_future(work.client(k, cl, end, self.clock))
+                 for k, cl in enumerate(clients)]  # fmt: skip
+        await asyncio.sleep(duration_s)
+        self.loading = False
+        self._phase("heal")
+        self._heal()
+        await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
+        await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
+        self._check()
+        self.result.orders = [o for task in tasks for o in task.result()]
+        self._phase("collect")
+        self.result.state = await self._collect(clients[0])
+
+    def _phase(self, name: str) -> None:
+        self.trace.add(self.clock.now, "phase", "", name)
+
+    # -- the node faults (a scheduler tick) ------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        if self.loading:
+            self.net.step(now)  # type: ignore[union-attr]
+            self._node_faults(now)
+        for name, at in list(self._restart_at.items()):
+            if at <= now:
+                del self._restart_at[name]
+                self.life.restart(name)  # type: ignore[union-attr]
+        if self.checks and now >= self._next_check:
+            self._next_check = now + self.check_every_s
+            self._check()
+
+    def _node_faults(self, now: float) -> None:
+        dt = 0.0 if self._last_tick is None else now - self._last_tick
+        self._last_tick = now
+        f, rng, life = self.faults, self.rng, self.life
+        assert life is not None
+        if fire(rng, f.crash_per_s, dt):
+            names = sorted(life.named())
+            name = names[rng.randrange(len(names))]
+            life.crash(name)
+            self._restart_at[name] = now + rng.uniform(*f.down_s)
+        if fire(rng, f.pause_per_s, dt):
+            names = sorted(life.named())
+            life.pause(names[rng.randrange(len(names))], rng.uniform(*f.pause_s))
+
+    def _heal(self) -> None:
+        """No more faults: partitions healed, the crashed restarted, the paused thawed."""
+        self.net.heal()  # type: ignore[union-attr]
+        for name in sorted(self._restart_at):
+            self.life.restart(name)  # type: ignore[union-attr]
+        self._restart_at.clear()
+        for node in self.cluster.nodes:  # type: ignore[union-attr]
+            self.cluster.thaw(node)  # type: ignore[union-attr]
+
+    def _check(self) -> None:
+        for check in self.checks:
+            try:
+                check(self)
+            except AssertionError as exc:
+                what = f"{getattr(check, '__name__', check)}: {exc}"
+                self.result.violations.append(what)
+                self.trace.add(self.clock.now, "violation", "", what)
+
+    async def _collect(self, client: AsyncClient) -> dict[str, Any]:
+        """The state the invariant checks read (see the module docstring)."""
+        life = self.life
+        assert life is not None
+        engines, accounts = {}, {}
+        for name, node in life.named().items():
+            if name.startswith("engine-"):
+                core = node.core
+                seq = core.engine.seq
+                events = core.ring.get(1, seq) if seq else []
+                engines[name] = {"index": node.cfg.index, "seq": seq, "events": events,
+                                 "journal_dir": node.cfg.journal_dir}  # fmt: skip
+            elif name.startswith("accounts-"):
+                accounts[name] = {"index": node.cfg.index, "seq": node.machine.seq,
+                                  "journal_dir": node.cfg.journal_dir}  # fmt: skip
+        audit = await client.audit() if accounts else []
+        return {"engines": engines, "accounts": accounts, "audit": audit,
+                "down": sorted(life.down)}  # fmt: skip
+
+
+__all__ = ["Result", "World"]
