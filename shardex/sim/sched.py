@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 BUSY_S = (0.0, 0.00005)  # a step that moved messages costs up to 50 µs of virtual CPU
-IDLE_S = (0.0002, 0.002)  # a step that moved nothing sleeps this long (seeded within)
+IDLE_S = (0.0005, 0.005)  # a step that moved nothing sleeps this long (seeded within)
 
 
 class Trace:

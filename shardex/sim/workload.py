@@ -14,7 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 from shardex.client import AsyncClient, ShardexError
+from shardex.client.results import EXECUTED, NOT_EXECUTED, UNKNOWN
 from shardex.clock import VirtualClock
+from shardex.wire.protocol import STATE_UNKNOWN
 
 PAIRS = {"BTC-USD": (Decimal(100), "0.01"), "ETH-USD": (Decimal(20), "0.1")}
 FUNDS = (("USD", "1000000"), ("BTC", "1000"), ("ETH", "10000"))
@@ -58,12 +60,29 @@ class Workload:
             try:
                 r = await cl.place(order["symbol"], order["side"], qty, order["price"],
                                    account=order["account"], id=order["id"])  # fmt: skip
-                order.update(fate=r.fate, code=r.code)
+                order.update(fate=r.fate or (NOT_EXECUTED if r.rejected else EXECUTED),
+                             code=r.code)  # fmt: skip
             except ShardexError as exc:
-                order.update(fate="unknown", code=getattr(exc, "code", type(exc).__name__))
+                order.update(fate=UNKNOWN, code=getattr(exc, "code", type(exc).__name__))
+            order["first_fate"] = order["fate"]
             order["done"] = clock.now
             out.append(order)
         return out
+
+    async def settle(self, cl: AsyncClient, orders: list[dict[str, Any]], tries: int = 50,
+                     pause_s: float = 0.1) -> None:  # fmt: skip
+        """After the heal: ask the fate of every order still ``unknown`` from its shard (a new
+        order the shard knows ran; one it does not know never will), each up to ``tries``
+        times ``pause_s`` apart while the shard cannot answer."""
+        for order in orders:
+            for _ in range(tries if order["fate"] == UNKNOWN else 0):
+                try:
+                    st = await cl.order_status(order["symbol"], order["id"], order["account"])
+                except ShardexError:
+                    await asyncio.sleep(pause_s)
+                    continue
+                order["fate"] = NOT_EXECUTED if st.get("state") == STATE_UNKNOWN else EXECUTED
+                break
 
 
 __all__ = ["FUNDS", "PAIRS", "Workload"]

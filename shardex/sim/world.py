@@ -24,8 +24,10 @@ a change to one part's draws does not shift the others'.
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
 * ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
-  "code", "sent", "done"}, ...]`` (``fate`` as ``Result.fate``: executed / not_executed /
-  unknown; ``code`` the reject's stable code or None; times virtual);
+  "first_fate", "code", "sent", "done"}, ...]`` (``first_fate``: what the client's ``place``
+  returned -- ``executed`` / ``not executed`` / ``unknown``, ``shardex.client.results``;
+  ``fate``: the same, or for an unknown one what its shard answered after the heal;
+  ``code`` the reject's stable code or None; ``sent``/``done`` virtual times);
 * ``state``: ``{"engines": {name: {"index", "seq", "events", "journal_dir"}}, "accounts":
   {name: {"index", "seq", "journal_dir"}}, "audit": [the account shards' audit replies],
   "down": [nodes still down]}`` (``events``: the shard's published events 1..seq from its ring,
@@ -64,7 +66,7 @@ from shardex.sim.workload import Workload
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
-QUIET_S = 1.0  # then this long without faults or orders before the state is read (virtual)
+QUIET_S = 0.5  # then this long without faults or orders before the state is read (virtual)
 
 
 @dataclass
@@ -167,8 +169,9 @@ class World:
         self._heal()
         await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
-        self._check()
         self.result.orders = [o for task in tasks for o in task.result()]
+        await work.settle(clients[0], self.result.orders)
+        self._check()
         self._phase("collect")
         self.result.state = await self._collect(clients[0])
 
