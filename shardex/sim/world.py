@@ -31,7 +31,8 @@ a change to one part's draws does not shift the others'.
 * ``state``: ``{"engines": {name: {"index", "seq", "events", "journal_dir"}}, "accounts":
   {name: {"index", "seq", "journal_dir"}}, "audit": [the account shards' audit replies],
   "down": [nodes still down]}`` (``events``: the shard's published events 1..seq from its ring,
-  None if the ring no longer holds them all, e.g. after a restart);
+  from its ring, or replayed from its journal after a restart emptied the ring; None if
+  neither has them all);
 * ``counts``: faults injected by kind; ``delivered``: messages; ``violations``: what the
   ``checks`` raised; ``wall_s``, ``cpu_s``: what the run cost.
 
@@ -54,6 +55,7 @@ from typing import Any
 from shardex.client import AsyncClient
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
+from shardex.journal import JournalError
 from shardex.kinds import Plan
 from shardex.layout import Layout
 from shardex.net import mem_transport
@@ -66,7 +68,10 @@ from shardex.sim.workload import Workload
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
-QUIET_S = 0.5  # then this long without faults or orders before the state is read (virtual)
+# then this long without faults before the state is read (virtual): past two of the account
+# links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
+# acknowledges it) and the shards' HELLOs to a restarted router
+QUIET_S = 2.5
 
 
 @dataclass
@@ -231,9 +236,8 @@ class World:
         engines, accounts = {}, {}
         for name, node in life.named().items():
             if name.startswith("engine-"):
-                core = node.core
-                seq = core.engine.seq
-                events = core.ring.get(1, seq) if seq else []
+                seq = node.core.engine.seq
+                events = _events(node, seq)
                 engines[name] = {"index": node.cfg.index, "seq": seq, "events": events,
                                  "journal_dir": node.cfg.journal_dir}  # fmt: skip
             elif name.startswith("accounts-"):
@@ -242,6 +246,19 @@ class World:
         audit = await client.audit() if accounts else []
         return {"engines": engines, "accounts": accounts, "audit": audit,
                 "down": sorted(life.down)}  # fmt: skip
+
+
+def _events(node: Any, seq: int) -> list[tuple] | None:
+    """Engine shard ``node``'s events 1..``seq``: its ring's, or its journal's replay."""
+    if not seq:
+        return []
+    events = node.core.ring.get(1, seq)
+    if events is None:
+        try:
+            events = node.journal.events(1, seq)
+        except (JournalError, OSError):
+            return None
+    return list(events)
 
 
 __all__ = ["Result", "World"]
