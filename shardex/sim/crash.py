@@ -92,7 +92,7 @@ class Lifecycle:
     def pause(self, name: str, seconds: float) -> None:
         self.cluster.freeze(self.named()[name], seconds)
         self.pauses += 1
-        self.trace.add(self._now(), "pause", name, f"{seconds:.6f}s")
+        self.trace.add(self._now(), "pause", name, f"{seconds!r}s")
 
 
 def tag(node: Any, name: str) -> None:

@@ -101,7 +101,9 @@ class Network:
         self.hub = hub
         self.clock = clock
         self.faults = faults
-        self.rng = random.Random(f"net-{seed}")
+        self.rng = random.Random(f"net-{seed}")  # the faults drawn by ``step`` ...
+        self.delays = random.Random(f"delay-{seed}")  # ... and the delays: a replayed
+        # schedule (``shardex.sim.script``) draws no faults and must see the same delays
         self.trace = trace if trace is not None else Trace()
         self.partitions: list[Partition] = []
         self.last_step: float | None = None
@@ -115,9 +117,9 @@ class Network:
 
     def due(self, src: MemSocket, dst: MemSocket) -> float:  # noqa: ARG002 - per-link delays later
         f = self.faults
-        if f.delay_p and self.rng.random() < f.delay_p:
+        if f.delay_p and self.delays.random() < f.delay_p:
             self.counts["delayed"] += 1
-            return self.clock.now + self.rng.uniform(*f.delay_s)
+            return self.clock.now + self.delays.uniform(*f.delay_s)
         return self.clock.now
 
     def blocked(self, src: MemSocket, dst: MemSocket) -> bool:

@@ -46,7 +46,7 @@ class Trace:
         self.delivered = 0
 
     def add(self, t: float, kind: str, node: str = "", detail: str = "") -> None:
-        self.events.append((round(t, 9), kind, node, detail))
+        self.events.append((t, kind, node, detail))
 
     def message(self, sock: Any, msg: list[bytes]) -> None:
         """A ``MemHub.on_deliver`` tap: fold one delivery into the digest."""

@@ -36,6 +36,9 @@ a change to one part's draws does not shift the others'.
 * ``counts``: faults injected by kind; ``delivered``: messages; ``violations``: what the
   ``checks`` raised; ``wall_s``, ``cpu_s``: what the run cost.
 
+``schedule``: replay these fault events (a trace's, or the subset a shrinker keeps) instead of
+drawing faults (``shardex.sim.script``; message delays stay drawn).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
@@ -64,6 +67,7 @@ from shardex.sim.crash import Lifecycle
 from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
+from shardex.sim.script import Script
 from shardex.sim.workload import Workload
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
@@ -98,7 +102,8 @@ class World:
     def __init__(self, seed: int, plan_kwargs: dict[str, Any] | None = None,
                  faults: Faults = CLEAN, *, clients: int = 2, mode: str = "all",
                  checks: list[Callable[[World], None]] | None = None,
-                 check_every_s: float = 0.05) -> None:  # fmt: skip
+                 check_every_s: float = 0.05,
+                 schedule: list[tuple[float, str, str, str]] | None = None) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -106,6 +111,7 @@ class World:
         self.mode = mode
         self.checks = list(checks or [])
         self.check_every_s = check_every_s
+        self.script = Script(schedule) if schedule is not None else None
         self.clock = VirtualClock()
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
@@ -186,7 +192,9 @@ class World:
     # -- the node faults (a scheduler tick) ------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        if self.loading:
+        if self.loading and self.script is not None:
+            self.script.step(now, self.net, self.life)  # type: ignore[arg-type]
+        elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)
         for name, at in list(self._restart_at.items()):
@@ -214,7 +222,7 @@ class World:
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
-        for name in sorted(self._restart_at):
+        for name in sorted(self.life.down):  # type: ignore[union-attr]
             self.life.restart(name)  # type: ignore[union-attr]
         self._restart_at.clear()
         for node in self.cluster.nodes:  # type: ignore[union-attr]

@@ -107,7 +107,7 @@ def test_a_paused_node_takes_no_turn_for_virtual_seconds_then_resumes(tmp_path):
         assert clock.monotonic() - t0 >= 5.0
 
     trace = _sim(tmp_path, body)
-    assert trace.events[0][1:] == ("pause", "engine-0", "5.000000s")
+    assert trace.events[0][1:] == ("pause", "engine-0", "5.0s")
 
 
 @pytest.mark.skipif(bool(REAL_TIME_NODES), reason=f"{REAL_TIME_NODES} read real time")
