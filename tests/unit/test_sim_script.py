@@ -11,8 +11,10 @@ from shardex.sim.script import KINDS, parse_partition
 from shardex.sim.world import World
 from tests.unit.test_sim_sched import REAL_TIME_NODES
 
-FAULTS = Faults(delay_p=0.2, cut_per_s=2.0, partition_per_s=1.0, partition_s=(0.05, 0.8),
-                crash_per_s=1.0, down_s=(0.05, 0.5), pause_per_s=1.0, pause_s=(0.05, 1.0))
+FAULTS = Faults.parse(
+    "delay_p=0.2,cut_per_s=2,partition_per_s=1,partition_s=0.05:0.8,"
+    "crash_per_s=1,down_s=0.05:0.5,pause_per_s=1,pause_s=0.05:1"
+)
 PLAN = {"shards": 1, "accounts": 1}
 
 
