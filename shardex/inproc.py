@@ -196,9 +196,9 @@ class InProcCluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            for t in self._tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            failure = self.failure()
+            if failure is not None:
+                raise failure
             value = pred()
             if inspect.isawaitable(value):
                 value = await value
@@ -207,6 +207,14 @@ class InProcCluster:
             if loop.time() >= deadline:
                 raise TimeoutError(f"in-process cluster: no {what or 'progress'} in {timeout}s")
             await asyncio.sleep(0.005)
+
+    def failure(self) -> BaseException | None:
+        """The error a task of the cluster (its scheduler: a node's turn raised; the bridge)
+        died of, if one did."""
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                return t.exception()
+        return None
 
     async def stop(self) -> None:
         """Stop the bridge and the scheduler, then close every node (journals, snapshots)."""

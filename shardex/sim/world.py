@@ -78,6 +78,10 @@ CLEAN = Faults()  # no fault at all
 QUIET_S = 2.5
 
 
+class NodeFailed(RuntimeError):
+    """A node of the simulated cluster raised out of its turn (a process would have died)."""
+
+
 @dataclass
 class Result:
     """A run's outcome (see the module docstring for each field's shape)."""
@@ -162,9 +166,24 @@ class World:
                                  context=MemAsyncContext(hub, f"client-{k}"))  # fmt: skip
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
-            await self._phases(work, clients, duration_s)
+            await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
         self.result.counts = {**self.net.counts, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses}  # fmt: skip
+
+    async def _watch(self, main: asyncio.Future) -> None:
+        """``main`` to its end, unless the cluster's scheduler dies first (a node's turn
+        raised, as a process would die of it): then that error, with the trace so far."""
+        cluster = self.cluster
+        assert cluster is not None
+        await asyncio.wait({main, *cluster._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        failure = cluster.failure()
+        if failure is not None and not main.done():
+            main.cancel()
+            await asyncio.gather(main, return_exceptions=True)
+            self.trace.add(self.clock.now, "failure", "", repr(failure))
+            raise NodeFailed(f"seed {self.seed}: a node's turn raised at virtual "
+                             f"t={self.clock.now:.6f}: {failure!r}") from failure  # fmt: skip
+        main.result()
 
     async def _phases(self, work: Workload, clients: list[AsyncClient], duration_s: float) -> None:
         self._phase("fund")
@@ -269,4 +288,4 @@ def _events(node: Any, seq: int) -> list[tuple] | None:
     return list(events)
 
 
-__all__ = ["Result", "World"]
+__all__ = ["NodeFailed", "Result", "World"]

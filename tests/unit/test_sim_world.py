@@ -11,7 +11,7 @@ import pytest
 
 from shardex.client.results import EXECUTED, NOT_EXECUTED
 from shardex.sim.faults import Faults
-from shardex.sim.world import World
+from shardex.sim.world import NodeFailed, World
 from tests.unit.test_sim_sched import REAL_TIME_NODES
 
 FAULTS = Faults(delay_p=0.1, cut_per_s=1.0, partition_per_s=0.7, partition_s=(0.05, 0.6),
@@ -65,3 +65,19 @@ def test_a_failing_check_is_a_violation_in_the_trace_and_the_run_goes_on():
     assert r.violations and all("past half a second" in v for v in r.violations)
     first = next(ev for ev in r.trace if ev[1] == "violation")
     assert first[0] >= 0.5 and r.orders and len(seen) > 10
+
+
+def test_a_node_whose_turn_raises_fails_the_run_with_its_error_and_the_time():
+    def break_the_engine(world: World) -> None:
+        if world.clock.now > 0.3:
+            engine = world.cluster.engines[0]
+
+            def turn() -> None:
+                raise ZeroDivisionError("a bug in a turn")
+
+            engine.turn = turn
+
+    world = World(4, {"shards": 1, "accounts": 1}, checks=[break_the_engine])
+    with pytest.raises(NodeFailed, match=r"seed 4: a node's turn raised at virtual t=0\.3"):
+        world.run(1.0)
+    assert world.trace.events[-1][1] == "failure"
