@@ -8,8 +8,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
 from shardex.net import mem_transport
@@ -17,7 +15,7 @@ from shardex.sim.crash import Lifecycle
 from shardex.sim.loop import run
 from shardex.sim.sched import Scheduler, Trace
 from tests.support.inproc import plan
-from tests.unit.test_sim_sched import REAL_TIME_NODES
+from tests.support.simclock import virtual_nodes
 
 
 def _sim(tmp_path, body: Callable[[InProcCluster, Lifecycle, Any], Awaitable[Any]]) -> Trace:
@@ -110,7 +108,7 @@ def test_a_paused_node_takes_no_turn_for_virtual_seconds_then_resumes(tmp_path):
     assert trace.events[0][1:] == ("pause", "engine-0", "5.0s")
 
 
-@pytest.mark.skipif(bool(REAL_TIME_NODES), reason=f"{REAL_TIME_NODES} read real time")
+@virtual_nodes
 def test_a_crashed_router_restarts_and_the_shards_register_again(tmp_path):
     async def body(cluster: InProcCluster, life: Lifecycle, cl: Any) -> None:
         await _rest(cl, "o", 2)

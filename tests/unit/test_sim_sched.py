@@ -5,24 +5,17 @@ cluster run is the same byte for byte for one seed (every delivered message dige
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 
 import pytest
 
-import shardex.node.router
-import shardex.node.sequenced
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
 from shardex.net import mem_transport
 from shardex.sim.loop import run
 from shardex.sim.sched import Scheduler, Trace
 from tests.support.inproc import plan
-
-# Until every node reads the time through ``net.clock`` (the clock seam), a cluster run
-# carries real-time readings in its messages (the router's "seen_s_ago") and cannot match.
-REAL_TIME_NODES = [m.__name__ for m in (shardex.node.router, shardex.node.sequenced)
-                   if "time.monotonic()" in inspect.getsource(m)]  # fmt: skip
+from tests.support.simclock import virtual_nodes
 
 
 def _decisions(seed: int, mode: str) -> list:
@@ -83,7 +76,7 @@ def test_a_cluster_runs_on_virtual_time_under_the_seeded_scheduler(mode):
     assert 0 < end < 60  # virtual seconds moved, and no client timed out
 
 
-@pytest.mark.skipif(bool(REAL_TIME_NODES), reason=f"{REAL_TIME_NODES} read real time")
+@virtual_nodes
 def test_one_seed_is_one_run_byte_for_byte():
     first, again, other = _cluster_run(11), _cluster_run(11), _cluster_run(12)
     assert first == again

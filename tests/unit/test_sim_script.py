@@ -9,7 +9,7 @@ import pytest
 from shardex.sim.faults import Faults, Partition
 from shardex.sim.script import KINDS, parse_partition
 from shardex.sim.world import World
-from tests.unit.test_sim_sched import REAL_TIME_NODES
+from tests.support.simclock import virtual_nodes
 
 FAULTS = Faults.parse(
     "delay_p=0.2,cut_per_s=2,partition_per_s=1,partition_s=0.05:0.8,"
@@ -22,7 +22,7 @@ def _schedule(trace: list) -> list:
     return [ev for ev in trace if ev[1] in KINDS]
 
 
-@pytest.mark.skipif(bool(REAL_TIME_NODES), reason=f"{REAL_TIME_NODES} read real time")
+@virtual_nodes
 def test_the_whole_schedule_replayed_is_the_run_itself():
     drawn = World(5, PLAN, FAULTS).run(1.5)
     assert len(_schedule(drawn.trace)) >= 3

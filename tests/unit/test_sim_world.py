@@ -12,7 +12,7 @@ import pytest
 from shardex.client.results import EXECUTED, NOT_EXECUTED
 from shardex.sim.faults import Faults
 from shardex.sim.world import NodeFailed, World
-from tests.unit.test_sim_sched import REAL_TIME_NODES
+from tests.support.simclock import virtual_nodes
 
 FAULTS = Faults(delay_p=0.1, cut_per_s=1.0, partition_per_s=0.7, partition_s=(0.05, 0.6),
                 crash_per_s=0.7, down_s=(0.05, 0.3), pause_per_s=0.7,
@@ -44,7 +44,7 @@ def test_twenty_seeds_under_faults_end_healed_with_every_fate_known():
         assert injected[kind] > 0, (kind, injected)
 
 
-@pytest.mark.skipif(bool(REAL_TIME_NODES), reason=f"{REAL_TIME_NODES} read real time")
+@virtual_nodes
 def test_one_seed_is_one_run():
     first, again = _run(7), _run(7)
     assert first.trace == again.trace
