@@ -28,6 +28,8 @@ a change to one part's draws does not shift the others'.
   returned -- ``executed`` / ``not executed`` / ``unknown``, ``shardex.client.results``;
   ``fate``: the same, or for an unknown one what its shard answered after the heal;
   ``code`` the reject's stable code or None; ``sent``/``done`` virtual times);
+* ``cancels``: ``[{"client", "id", "symbol", "account", "fate", "code", "sent", "done"}, ...]``:
+  the cancels the clients sent (``id``: the order's), each with its fate as above;
 * ``state``: ``{"engines": {name: {"index", "seq", "events", "journal_dir"}}, "accounts":
   {name: {"index", "seq", "journal_dir"}}, "audit": [the account shards' audit replies],
   "down": [nodes still down]}`` (``events``: the shard's published events 1..seq from its ring,
@@ -92,6 +94,7 @@ class Result:
     trace: list[tuple[float, str, str, str]] = field(default_factory=list)
     digest: str = ""
     orders: list[dict[str, Any]] = field(default_factory=list)
+    cancels: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
@@ -200,7 +203,9 @@ class World:
         await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
         self.result.orders = [o for task in tasks for o in task.result()]
+        self.result.cancels = work.cancels
         await work.settle(clients[0], self.result.orders)
+        await work.settle(clients[0], self.result.cancels, cancels=True)
         self._check()
         self._phase("collect")
         self.result.state = await self._collect(clients[0])

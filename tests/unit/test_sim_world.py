@@ -27,10 +27,13 @@ def _run(seed: int, **kw) -> object:
 @pytest.mark.timeout(120)
 def test_twenty_seeds_under_faults_end_healed_with_every_fate_known():
     injected: Counter = Counter()
+    cancels = 0
     for seed in SEEDS:
         r = _run(seed)
         assert r.orders, seed
         assert {o["fate"] for o in r.orders} <= {EXECUTED, NOT_EXECUTED}, (seed, r.trace)
+        assert {c["fate"] for c in r.cancels} <= {EXECUTED, NOT_EXECUTED}, (seed, r.cancels)
+        cancels += len(r.cancels)
         assert r.state["down"] == [] and not r.violations
         (audit,) = r.state["audit"]
         assert audit["integrity"] == "ok" and audit["anomalies"] == 0, (seed, audit)
@@ -39,6 +42,7 @@ def test_twenty_seeds_under_faults_end_healed_with_every_fate_known():
         injected.update(r.counts)
         kinds = [ev[1] for ev in r.trace if ev[1] == "phase"]
         assert kinds == ["phase"] * 4
+    assert cancels > 0
     # the rates above make every kind of fault happen across the seeds
     for kind in ("delayed", "cut", "partition", "heal", "crash", "restart", "pause"):
         assert injected[kind] > 0, (kind, injected)
