@@ -16,7 +16,8 @@ what the trace says. Then:
   dir), recovering from its journal as a restarted process would, in the crashed one's place
   in the cluster's lists (so ``cluster.engines[i]`` is shard i again).
 * ``pause(name, seconds)``: a SIGSTOP (``InProcCluster.freeze``) for ``seconds`` of virtual
-  time: what is sent to it queues, and it runs again where it stopped.
+  time: what is sent to it queues, and it runs again where it stopped; ``kind="slow"`` is the
+  same freeze standing for a long loop turn (CPU contention: shorter and more frequent).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Lifecycle:
                 o = parse(kind, spawn.values)
                 self.options.setdefault(_key(kind.name, o), (kind.name, o))
         self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
-        self.crashes = self.restarts = self.pauses = 0
+        self.crashes = self.restarts = self.pauses = self.slows = 0
         for name, node in self.named().items():
             tag(node, name)
 
@@ -89,10 +90,16 @@ class Lifecycle:
         self.trace.add(self._now(), "restart", name, f"seq {_seq(node)}")
         return node
 
-    def pause(self, name: str, seconds: float) -> None:
+    def pause(self, name: str, seconds: float, kind: str = "pause") -> None:
+        """Freeze ``name`` for ``seconds``: a SIGSTOP or GC (``pause``), or a long loop turn
+        (``slow``: the turn it just took lasted ``seconds``; what came meanwhile waits
+        unread, and its next turn starts with a backlog)."""
         self.cluster.freeze(self.named()[name], seconds)
-        self.pauses += 1
-        self.trace.add(self._now(), "pause", name, f"{seconds!r}s")
+        if kind == "slow":
+            self.slows += 1
+        else:
+            self.pauses += 1
+        self.trace.add(self._now(), kind, name, f"{seconds!r}s")
 
 
 def tag(node: Any, name: str) -> None:

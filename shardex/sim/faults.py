@@ -47,6 +47,8 @@ class Faults:
     down_s: tuple[float, float] = (0.05, 0.5)  # ... after this long
     pause_per_s: float = 0.0  # node pauses (SIGSTOP, a long GC) per second ...
     pause_s: tuple[float, float] = (0.05, 1.5)  # ... this long
+    slow_per_s: float = 0.0  # long loop turns (CPU contention) per second ...
+    slow_s: tuple[float, float] = (0.01, 0.2)  # ... this long
 
     @classmethod
     def parse(cls, text: str) -> Faults:

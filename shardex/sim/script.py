@@ -2,7 +2,7 @@
 
 A run's trace lists every fault it injected as ``(t, kind, node, detail)``; ``Script`` takes
 such a list (all of it, or any subset a shrinker keeps) and applies each event when virtual
-time reaches its ``t``: ``crash``/``restart``/``pause`` of ``node``, a ``partition`` or
+time reaches its ``t``: ``crash``/``restart``/``pause``/``slow`` of ``node``, a ``partition`` or
 ``heal`` as its detail reads (``a+b <-> rest``, ``a -> c+d``), a ``cut`` of ``node``'s
 connection to the endpoint its detail names. An event that no longer applies (a restart of a
 node the subset never crashed, a cut of a connection that is not there) is skipped; the heal
@@ -22,7 +22,7 @@ from typing import Any
 from shardex.sim.crash import Lifecycle
 from shardex.sim.faults import Network
 
-KINDS = ("partition", "heal", "cut", "crash", "restart", "pause")
+KINDS = ("partition", "heal", "cut", "crash", "restart", "pause", "slow")
 
 
 def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:
@@ -54,8 +54,8 @@ def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> 
         life.crash(node)
     elif kind == "restart" and node in life.down:
         life.restart(node)
-    elif kind == "pause" and node in live:
-        life.pause(node, float(detail.rstrip("s")))
+    elif kind in ("pause", "slow") and node in live:
+        life.pause(node, float(detail.rstrip("s")), kind)
     elif kind == "partition":
         side, other, one_way = parse_partition(detail)
         net.partition(side, other, one_way)

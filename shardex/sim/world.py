@@ -20,7 +20,7 @@ a change to one part's draws does not shift the others'.
 
 * ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
 * ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
-  ``cut``, ``crash``, ``restart``, ``pause``), phases (``phase``) and ``violation``s;
+  ``cut``, ``crash``, ``restart``, ``pause``, ``slow``), phases (``phase``) and ``violation``s;
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
 * ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
@@ -110,7 +110,8 @@ class World:
                  faults: Faults = CLEAN, *, clients: int = 2, mode: str = "all",
                  checks: list[Callable[[World], None]] | None = None,
                  check_every_s: float = 0.05,
-                 schedule: list[tuple[float, str, str, str]] | None = None) -> None:  # fmt: skip
+                 schedule: list[tuple[float, str, str, str]] | None = None,
+                 workload: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -119,6 +120,7 @@ class World:
         self.checks = list(checks or [])
         self.check_every_s = check_every_s
         self.script = Script(schedule) if schedule is not None else None
+        self.workload = dict(workload or {})  # ``Workload`` settings (think_s, cancel_p...)
         self.clock = VirtualClock()
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
@@ -161,7 +163,7 @@ class World:
         self.life = Lifecycle(cluster, self.trace)
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
-        work = Workload(self.seed, self.n_clients)
+        work = Workload(self.seed, self.n_clients, **self.workload)
         async with cluster, contextlib.AsyncExitStack() as stack:
             clients = []
             for k in range(self.n_clients):
@@ -171,7 +173,8 @@ class World:
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
         self.result.counts = {**self.net.counts, "crash": self.life.crashes,
-                              "restart": self.life.restarts, "pause": self.life.pauses}  # fmt: skip
+                              "restart": self.life.restarts, "pause": self.life.pauses,
+                              "slow": self.life.slows}  # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
         """``main`` to its end, unless the cluster's scheduler dies first (a node's turn
@@ -242,6 +245,9 @@ class World:
         if fire(rng, f.pause_per_s, dt):
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.pause_s))
+        if fire(rng, f.slow_per_s, dt):
+            names = sorted(life.named())
+            life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
 
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""

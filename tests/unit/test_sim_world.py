@@ -16,7 +16,7 @@ from tests.support.simclock import virtual_nodes
 
 FAULTS = Faults(delay_p=0.1, cut_per_s=1.0, partition_per_s=0.7, partition_s=(0.05, 0.6),
                 crash_per_s=0.7, down_s=(0.05, 0.3), pause_per_s=0.7,
-                pause_s=(0.05, 1.2))  # fmt: skip
+                pause_s=(0.05, 1.2), slow_per_s=2.0, slow_s=(0.01, 0.2))  # fmt: skip
 SEEDS = range(20)
 
 
@@ -44,7 +44,7 @@ def test_twenty_seeds_under_faults_end_healed_with_every_fate_known():
         assert kinds == ["phase"] * 4
     assert cancels > 0
     # the rates above make every kind of fault happen across the seeds
-    for kind in ("delayed", "cut", "partition", "heal", "crash", "restart", "pause"):
+    for kind in ("delayed", "cut", "partition", "heal", "crash", "restart", "pause", "slow"):
         assert injected[kind] > 0, (kind, injected)
 
 
@@ -85,3 +85,11 @@ def test_a_node_whose_turn_raises_fails_the_run_with_its_error_and_the_time():
     with pytest.raises(NodeFailed, match=r"seed 4: a node's turn raised at virtual t=0\.3"):
         world.run(1.0)
     assert world.trace.events[-1][1] == "failure"
+
+
+def test_the_workload_settings_shape_the_run():
+    busy = World(2, {"shards": 1, "accounts": 1}, workload={"think_s": 0.005}).run(0.5)
+    calm = World(2, {"shards": 1, "accounts": 1},
+                 workload={"think_s": 0.05, "cancel_p": 0.0}).run(0.5)  # fmt: skip
+    assert len(busy.orders) > 2 * len(calm.orders) > 0
+    assert busy.cancels and not calm.cancels
