@@ -32,7 +32,8 @@ peer fills up and its sender sees ``Again`` or drops (PUB, ROUTER). Due times ne
 within one direction of one pipe (TCP keeps order), so reordering happens only across pipes.
 A pipe that goes away loses its air; ``cut(pipe)`` is a dropped connection (what was in the
 air both ways and what its binding side had not read is lost; the connecting side reconnects
-at once, as libzmq does). Without a shaper every message lands at once, as before.
+at once, as libzmq does, or at ``reconnect(pipe)`` when the network is still down). Without a
+shaper every message lands at once, as before.
 """
 
 from __future__ import annotations
@@ -197,10 +198,12 @@ class MemHub:
         pipe.air_b.clear()
         return lost
 
-    def cut(self, pipe: Pipe) -> int:
+    def cut(self, pipe: Pipe, reconnect: bool = True) -> int:
         """A dropped connection: the air both ways and what the binding side had not read of
         ``pipe`` are lost, then the connecting side reconnects (libzmq keeps its session, and
-        with it what it had received). How many messages were lost."""
+        with it what it had received) -- at once, or (``reconnect=False``: the network is
+        still down) at a later ``reconnect``; meanwhile it is detached, as before a bind. How
+        many messages were lost."""
         b = pipe.b
         if b is None or pipe.a.closed:
             return 0
@@ -210,9 +213,20 @@ class MemHub:
         lost += len(b.inbox) - len(kept)
         b.inbox = kept
         pipe.b = None
-        if self.bound.get(pipe.endpoint) is b:
-            b.attach(pipe)
+        if reconnect:
+            self.reconnect(pipe)
         return lost
+
+    def reconnect(self, pipe: Pipe) -> None:
+        """A detached ``pipe`` connects again: to the socket bound at its endpoint now, or to
+        the next one that binds it."""
+        if pipe.b is not None or pipe.a.closed:
+            return
+        binder = self.bound.get(pipe.endpoint)
+        if binder is not None:
+            binder.attach(pipe)
+        elif pipe not in self.waiting.setdefault(pipe.endpoint, []):
+            self.waiting[pipe.endpoint].append(pipe)
 
 
 class MemSocket:

@@ -11,7 +11,10 @@ Only what ZeroMQ over TCP can do to a message, nothing it cannot:
   binding side had not read are lost; the connecting side reconnects);
 * **partitions** of any set of nodes from the rest (or from another set), both ways or one
   way, until healed: what is sent meanwhile waits in the air (and fills the pipe), and lands
-  in order after the heal.
+  in order after the heal -- unless a socket with heartbeats (``HEARTBEAT_IVL``, as the
+  links set) hears nothing across it for ``HEARTBEAT_TIMEOUT``: then that connection drops
+  (a ``drop``: a cut that stays down, so a ROUTER no longer knows the peer and a DEALER
+  queues, until the heal reconnects it).
 
 A node is the ``owner`` of its sockets (``MemContext.owner``, set by the world); a socket with
 no owner is never partitioned. ``Network`` is the shaper (``due``, ``blocked``) plus the
@@ -25,8 +28,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import zmq
 
 from shardex.clock import VirtualClock
 from shardex.net.mem import MemHub, MemSocket, Pipe
@@ -76,6 +81,8 @@ class Partition:
     other: frozenset[str] | None = None
     one_way: bool = False
     until: float = math.inf
+    start: float = field(default=0.0, compare=False)
+    dropped: list[Pipe] = field(default_factory=list, compare=False, repr=False)  # heartbeats
 
     def blocks(self, src: str, dst: str) -> bool:
         if not src or not dst or src == dst:
@@ -109,7 +116,7 @@ class Network:
         self.trace = trace if trace is not None else Trace()
         self.partitions: list[Partition] = []
         self.last_step: float | None = None
-        self.counts = {"delayed": 0, "cut": 0, "lost": 0, "partition": 0, "heal": 0}
+        self.counts = {"delayed": 0, "cut": 0, "drop": 0, "lost": 0, "partition": 0, "heal": 0}
         hub.shaper = self
 
     # -- the shaper (MemHub asks these for every message) ----------------------------------
@@ -135,7 +142,8 @@ class Network:
         """Cut ``side`` off from ``other`` (None: everyone else) for ``seconds`` (None: until
         ``heal``)."""
         until = math.inf if seconds is None else self.clock.now + seconds
-        p = Partition(frozenset(side), None if other is None else frozenset(other), one_way, until)
+        p = Partition(frozenset(side), None if other is None else frozenset(other), one_way, until,
+                      self.clock.now)  # fmt: skip
         self.partitions.append(p)
         self.counts["partition"] += 1
         self.trace.add(self.clock.now, "partition", "", str(p))
@@ -149,15 +157,35 @@ class Network:
                 self.partitions.remove(q)
                 self.counts["heal"] += 1
                 self.trace.add(self.clock.now, "heal", "", str(q))
+                for pipe in q.dropped:  # what its heartbeats dropped connects again
+                    self.hub.reconnect(pipe)
 
-    def cut(self, pipe: Pipe) -> int:
-        """Drop one connection (``MemHub.cut``); how many messages were lost."""
-        lost = self.hub.cut(pipe)
-        self.counts["cut"] += 1
-        self.counts["lost"] += lost
+    def cut(self, pipe: Pipe, during: Partition | None = None) -> int:
+        """Drop one connection (``MemHub.cut``); how many messages were lost. ``during``: a
+        heartbeat timeout in that partition dropped it (traced ``drop``: a consequence, not
+        a fault a replay injects); it connects again when the partition heals."""
         b = pipe.b.owner if pipe.b is not None else "?"
-        self.trace.add(self.clock.now, "cut", pipe.a.owner, f"{pipe.endpoint} to {b}, lost {lost}")
+        lost = self.hub.cut(pipe, reconnect=during is None)
+        kind = "cut" if during is None else "drop"
+        self.counts[kind] += 1
+        self.counts["lost"] += lost
+        if during is not None:
+            during.dropped.append(pipe)
+        self.trace.add(self.clock.now, kind, pipe.a.owner, f"{pipe.endpoint} to {b}, lost {lost}")
         return lost
+
+    def heartbeats(self, now: float) -> None:
+        """Each partition drops the connections whose heartbeat timed out across it: a socket
+        with ``HEARTBEAT_IVL`` closes its connection when it has heard nothing from the peer
+        for ``HEARTBEAT_TIMEOUT`` (libzmq; here counted from the partition's start)."""
+        for p in self.partitions:
+            for pipe in self.pipes():
+                for sock, peer in ((pipe.a, pipe.b), (pipe.b, pipe.a)):
+                    limit = _heartbeat_timeout(sock)
+                    if (limit is not None and now - p.start >= limit
+                            and p.blocks(peer.owner, sock.owner)):  # fmt: skip
+                        self.cut(pipe, during=p)
+                        break
 
     def pipes(self) -> list[Pipe]:
         """Every live connection, in a deterministic order (bind order, then connect order)."""
@@ -168,13 +196,17 @@ class Network:
         names = {s.owner for p in self.pipes() for s in (p.a, p.b) if s is not None}
         return sorted(names - {""})
 
-    def step(self, now: float) -> None:
-        """A scheduler tick: heal what is due, then draw new faults for the time since the
-        last step."""
+    def step(self, now: float, draw: bool = True) -> None:
+        """A scheduler tick: heal what is due, drop what heartbeats give up on, then (``draw``)
+        draw new faults for the time since the last step."""
         for p in [p for p in self.partitions if p.until <= now]:
             self.heal(p)
+        if self.partitions:
+            self.heartbeats(now)
         dt = 0.0 if self.last_step is None else now - self.last_step
         self.last_step = now
+        if not draw:
+            return
         f, rng = self.faults, self.rng
         if fire(rng, f.cut_per_s, dt):
             pipes = self.pipes()
@@ -193,6 +225,13 @@ class Network:
         other = None if rng.random() < 0.5 else rng.sample(rest, rng.randint(1, len(rest)))
         one_way = rng.random() < self.faults.one_way_p
         self.partition(side, other, one_way, rng.uniform(*self.faults.partition_s))
+
+
+def _heartbeat_timeout(sock: MemSocket | None) -> float | None:
+    """Seconds of silence after which ``sock`` drops a connection (None: it never does)."""
+    if sock is None or not sock.opt(zmq.HEARTBEAT_IVL):
+        return None
+    return (sock.opt(zmq.HEARTBEAT_TIMEOUT) or sock.opt(zmq.HEARTBEAT_IVL)) / 1000
 
 
 def fire(rng: random.Random, rate: float, dt: float) -> bool:

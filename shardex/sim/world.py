@@ -20,7 +20,8 @@ a change to one part's draws does not shift the others'.
 
 * ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
 * ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
-  ``cut``, ``crash``, ``restart``, ``pause``, ``slow``), phases (``phase``) and ``violation``s;
+  ``cut``, ``drop``, ``crash``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
+  ``violation``s;
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
 * ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
@@ -221,6 +222,7 @@ class World:
     def _tick(self, now: float) -> None:
         if self.loading and self.script is not None:
             self.script.step(now, self.net, self.life)  # type: ignore[arg-type]
+            self.net.step(now, draw=False)  # type: ignore[union-attr]
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)

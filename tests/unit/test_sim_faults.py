@@ -6,6 +6,8 @@ side and reconnects; faults drawn from the seed are the same for the same seed."
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 import zmq
 
@@ -209,3 +211,33 @@ def test_partition_rules_and_fault_settings():
         Faults.parse("nope=1")
     with pytest.raises(ValueError, match="bad fault setting"):
         Faults.parse("delay_p=lots")
+
+
+def test_a_heartbeat_drops_a_connection_silent_across_a_partition_until_the_heal():
+    n = Net()
+    r = n.sock("server", zmq.ROUTER, ROUTER_MANDATORY=1)
+    r.bind("inproc://server")
+    d = n.sock("client", zmq.DEALER, IDENTITY=b"c1", HEARTBEAT_IVL=100, HEARTBEAT_TIMEOUT=300)
+    d.connect("inproc://server")
+    quiet = n.sock("other", zmq.DEALER, IDENTITY=b"q1")  # no heartbeats: never dropped
+    quiet.connect("inproc://server")
+    n.net.partition({"client", "other"})
+    d.send_multipart([b"in-the-air"])
+    n.advance(0.2)
+    assert n.net.counts["drop"] == 0
+    n.advance(0.15)  # past the 300 ms heartbeat timeout: the client's connection drops
+    assert n.net.counts["drop"] == 1 and n.net.counts["lost"] == 1
+    assert [ev[1:3] for ev in n.trace.events][-1] == ("drop", "client")
+    with pytest.raises(zmq.ZMQError) as err:  # the router no longer knows the peer ...
+        r.send_multipart([b"c1", b"lost"])
+    assert err.value.errno == errno.EHOSTUNREACH
+    r.send_multipart([b"q1", b"held"])  # ... but still knows the one without heartbeats
+    d.send_multipart([b"queued"])  # the dealer queues while it cannot reconnect
+    n.advance(2.0)
+    assert _drain(r) == [] and n.net.counts["drop"] == 1  # dropped once, stays down
+    n.net.heal()
+    n.advance(0.0)
+    assert _drain(r) == [[b"c1", b"queued"]]
+    assert _drain(quiet) == [[b"held"]]
+    r.send_multipart([b"c1", b"back"])
+    assert _drain(d) == [[b"back"]]
