@@ -5,8 +5,10 @@ cluster run is the same byte for byte for one seed (every delivered message dige
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
+import msgpack
 import pytest
 
 from shardex.clock import VirtualClock
@@ -81,3 +83,22 @@ def test_one_seed_is_one_run_byte_for_byte():
     first, again, other = _cluster_run(11), _cluster_run(11), _cluster_run(12)
     assert first == again
     assert first[0] != other[0]
+
+
+class _Sock:
+    owner = "router-0"
+
+
+def _digest(*frames: bytes) -> str:
+    t = Trace()
+    t.message(_Sock(), list(frames))
+    return t.digest
+
+
+def test_the_digest_reads_this_process_id_as_zero_and_nothing_else():
+    ours = msgpack.packb({"shard": 0, "pid": os.getpid()})
+    zero = msgpack.packb({"shard": 0, "pid": 0})
+    other = msgpack.packb({"shard": 0, "pid": os.getpid() + 1})
+    assert _digest(b"HELLO", ours) == _digest(b"HELLO", zero)  # another process: same digest
+    assert _digest(b"HELLO", other) != _digest(b"HELLO", zero)
+    assert _digest(b"HELLO", zero) != _digest(b"HELLO!", zero)
