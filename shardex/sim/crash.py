@@ -55,7 +55,7 @@ class Lifecycle:
     def named(self) -> dict[str, Any]:
         """Every live node by name."""
         c = self.cluster
-        out = {f"router-{i}": n for i, n in enumerate(c.routers)}
+        out: dict[str, Any] = {f"router-{i}": n for i, n in enumerate(c.routers)}
         out.update({f"engine-{n.cfg.index}": n for n in c.engines})
         out.update({f"accounts-{n.cfg.index}": n for n in c.accounts})
         return out

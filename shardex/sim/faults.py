@@ -54,10 +54,12 @@ class Faults:
     pause_s: tuple[float, float] = (0.05, 1.5)  # ... this long
     slow_per_s: float = 0.0  # long loop turns (CPU contention) per second ...
     slow_s: tuple[float, float] = (0.01, 0.2)  # ... this long
+    crashable: tuple[str, ...] = ("router", "engine", "accounts")  # kinds crashes may hit
 
     @classmethod
     def parse(cls, text: str) -> Faults:
-        """``"delay_p=0.1,cut_per_s=0.5"`` (a command line's ``--faults``)."""
+        """``"delay_p=0.1,cut_per_s=0.5,crashable=engine:accounts"`` (a command line's
+        ``--faults``)."""
         kw: dict[str, Any] = {}
         known = cls.__dataclass_fields__
         for item in filter(None, (p.strip() for p in text.split(","))):
@@ -65,7 +67,10 @@ class Faults:
             try:
                 if name not in known:
                     raise ValueError(name)
-                kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
+                if name == "crashable":
+                    kw[name] = tuple(filter(None, value.split(":")))
+                else:
+                    kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
             except ValueError:
                 raise ValueError(f"bad fault setting {item!r} (known: {', '.join(known)}; "
                                  "a range is lo:hi)") from None  # fmt: skip
@@ -182,7 +187,7 @@ class Network:
             for pipe in self.pipes():
                 for sock, peer in ((pipe.a, pipe.b), (pipe.b, pipe.a)):
                     limit = _heartbeat_timeout(sock)
-                    if (limit is not None and now - p.start >= limit
+                    if (limit is not None and peer is not None and now - p.start >= limit
                             and p.blocks(peer.owner, sock.owner)):  # fmt: skip
                         self.cut(pipe, during=p)
                         break

@@ -60,9 +60,10 @@ class Workload:
             mid, qty = PAIRS[symbol]
             price = mid * (1 + Decimal(rng.randint(-3, 3)) / 100)
             side = rng.choice(("buy", "sell"))
-            order = {"client": f"client-{k}", "id": f"c{k}-o{len(out) + 1}", "symbol": symbol,
-                     "account": rng.choice(self.accounts), "side": side, "qty": qty,
-                     "price": str(price), "sent": clock.now}  # fmt: skip
+            order: dict[str, Any] = {
+                "client": f"client-{k}", "id": f"c{k}-o{len(out) + 1}", "symbol": symbol,
+                "account": rng.choice(self.accounts), "side": side, "qty": qty,
+                "price": str(price), "sent": clock.now}  # fmt: skip
             try:
                 r = await cl.place(order["symbol"], order["side"], qty, order["price"],
                                    account=order["account"], id=order["id"])  # fmt: skip

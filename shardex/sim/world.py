@@ -168,8 +168,9 @@ class World:
         async with cluster, contextlib.AsyncExitStack() as stack:
             clients = []
             for k in range(self.n_clients):
+                ctx: Any = MemAsyncContext(hub, f"client-{k}")  # (zmq.asyncio's twin)
                 cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
-                                 context=MemAsyncContext(hub, f"client-{k}"))  # fmt: skip
+                                 context=ctx)  # fmt: skip
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
@@ -240,10 +241,11 @@ class World:
         f, rng, life = self.faults, self.rng, self.life
         assert life is not None
         if fire(rng, f.crash_per_s, dt):
-            names = sorted(life.named())
-            name = names[rng.randrange(len(names))]
-            life.crash(name)
-            self._restart_at[name] = now + rng.uniform(*f.down_s)
+            names = sorted(n for n in life.named() if n.rsplit("-", 1)[0] in f.crashable)
+            if names:
+                name = names[rng.randrange(len(names))]
+                life.crash(name)
+                self._restart_at[name] = now + rng.uniform(*f.down_s)
         if fire(rng, f.pause_per_s, dt):
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.pause_s))

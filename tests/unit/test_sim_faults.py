@@ -205,8 +205,9 @@ def test_partition_rules_and_fault_settings():
     assert not p.blocks("a", "b") and not p.blocks("a", "d") and not p.blocks("", "c")
     one = Partition(frozenset({"a"}), one_way=True)
     assert one.blocks("a", "x") and not one.blocks("x", "a")
-    f = Faults.parse("delay_p=0.2, delay_s=0.001:0.01,cut_per_s=1")
+    f = Faults.parse("delay_p=0.2, delay_s=0.001:0.01,cut_per_s=1,crashable=engine:accounts")
     assert (f.delay_p, f.delay_s, f.cut_per_s) == (0.2, (0.001, 0.01), 1.0)
+    assert f.crashable == ("engine", "accounts")
     with pytest.raises(ValueError, match="bad fault setting 'nope=1'"):
         Faults.parse("nope=1")
     with pytest.raises(ValueError, match="bad fault setting"):

@@ -9,11 +9,13 @@ import pytest
 from shardex.sim.faults import Faults, Partition
 from shardex.sim.script import KINDS, parse_partition
 from shardex.sim.world import World
-from tests.support.simclock import virtual_nodes
+from tests.support.simclock import REAL_TIME_NODES, virtual_nodes
 
 FAULTS = Faults.parse(
     "delay_p=0.2,cut_per_s=2,partition_per_s=1,partition_s=0.05:0.8,"
-    "crash_per_s=1,down_s=0.05:0.5,pause_per_s=1,pause_s=0.05:1"
+    "crash_per_s=1,down_s=0.05:0.5,pause_per_s=1,pause_s=0.05:1,"
+    # (a restarted router waits for HELLOs timed on the real clock until nodes read net.clock)
+    + ("crashable=engine:accounts" if REAL_TIME_NODES else "")
 )
 PLAN = {"shards": 1, "accounts": 1}
 
