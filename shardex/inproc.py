@@ -158,7 +158,8 @@ class InProcCluster:
     async def _schedule_seeded(self, sched: Any) -> None:
         """The simulator's rounds: ``sched`` picks the turns (of the nodes alive now: a crash
         or a restart changes them) and the pause after each step; time moves only by it.
-        A step counts as idle once every node has had a turn since a message last moved."""
+        A step counts as idle once every node has had a turn since a message last moved. A
+        turn that raises goes to ``sched.failed`` (which re-raises unless told otherwise)."""
         hub = self.net.hub  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         quiet = 0
@@ -170,8 +171,12 @@ class InProcCluster:
             frozen = self._frozen
             turns = sched.order(nodes)
             for node in turns:
-                if not (frozen and frozen.get(id(node), 0.0) > now):
+                if frozen and frozen.get(id(node), 0.0) > now:
+                    continue
+                try:
                     node.turn()
+                except Exception as exc:  # (a process would die of it: the simulator decides)
+                    sched.failed(node, exc)
             self.rounds += 1
             quiet = 0 if hub.moved != moved else quiet + len(turns)
             await asyncio.sleep(sched.pause(quiet < len(nodes), now))

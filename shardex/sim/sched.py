@@ -99,6 +99,9 @@ class Scheduler:
         self.hub = hub
         self.trace = trace
         self.on_tick: list[Callable[[float], None]] = []  # e.g. the fault plan's step
+        # a node's turn raised (a process would have died): None re-raises, which ends the
+        # run; the world crashes the node and restarts it, as a supervisor would
+        self.on_failure: Callable[[Any, Exception], None] | None = None
         self.steps = 0
 
     def order(self, nodes: list[Any]) -> list[Any]:
@@ -116,6 +119,12 @@ class Scheduler:
             hook(now)
         hub = self.hub
         return hub.release(now) if hub is not None and hub.airborne else 0
+
+    def failed(self, node: Any, exc: Exception) -> None:
+        """``node``'s turn raised ``exc``: ``on_failure`` decides, or it ends the run."""
+        if self.on_failure is None:
+            raise exc
+        self.on_failure(node, exc)
 
     def pause(self, busy: bool, now: float) -> float:
         """Seconds of virtual time after a step (``busy``: it moved messages)."""

@@ -42,6 +42,9 @@ a change to one part's draws does not shift the others'.
 ``schedule``: replay these fault events (a trace's, or the subset a shrinker keeps) instead of
 drawing faults (``shardex.sim.script``; message delays stay drawn).
 
+A node whose turn raises (a process would die of it) is a violation: it crashes there and then
+and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``crash``, ``restart``).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
@@ -81,8 +84,10 @@ CLEAN = Faults()  # no fault at all
 QUIET_S = 2.5
 
 
-class NodeFailed(RuntimeError):
-    """A node of the simulated cluster raised out of its turn (a process would have died)."""
+class SimulationFailed(RuntimeError):
+    """The simulation's scheduler died (a fault hook or a check raised something other than
+    an ``AssertionError``): the run cannot go on. (A node whose turn raises is a violation
+    instead: see ``World._failed``.)"""
 
 
 @dataclass
@@ -164,6 +169,7 @@ class World:
         self.life = Lifecycle(cluster, self.trace)
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
+        sched.on_failure = self._failed
         work = Workload(self.seed, self.n_clients, **self.workload)
         async with cluster, contextlib.AsyncExitStack() as stack:
             clients = []
@@ -179,8 +185,8 @@ class World:
                               "slow": self.life.slows}  # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
-        """``main`` to its end, unless the cluster's scheduler dies first (a node's turn
-        raised, as a process would die of it): then that error, with the trace so far."""
+        """``main`` to its end, unless the cluster's scheduler dies first (a fault hook or a
+        check raised: a bug of the simulation itself): then that error, with the trace."""
         cluster = self.cluster
         assert cluster is not None
         await asyncio.wait({main, *cluster._tasks}, return_when=asyncio.FIRST_COMPLETED)
@@ -189,7 +195,7 @@ class World:
             main.cancel()
             await asyncio.gather(main, return_exceptions=True)
             self.trace.add(self.clock.now, "failure", "", repr(failure))
-            raise NodeFailed(f"seed {self.seed}: a node's turn raised at virtual "
+            raise SimulationFailed(f"seed {self.seed}: the scheduler died at virtual "
                              f"t={self.clock.now:.6f}: {failure!r}") from failure  # fmt: skip
         main.result()
 
@@ -253,6 +259,18 @@ class World:
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
 
+    def _failed(self, node: Any, exc: Exception) -> None:
+        """A node's turn raised: a violation (it would have killed its process), and the
+        node crashes there and then; a supervisor restarts it after ``down_s``."""
+        life = self.life
+        assert life is not None
+        name = next(n for n, live in life.named().items() if live is node)
+        what = f"{name} raised {exc!r}"
+        self.result.violations.append(what)
+        self.trace.add(self.clock.now, "failure", name, repr(exc))
+        life.crash(name)
+        self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
@@ -303,4 +321,4 @@ def _events(node: Any, seq: int) -> list[tuple] | None:
     return list(events)
 
 
-__all__ = ["NodeFailed", "Result", "World"]
+__all__ = ["SimulationFailed", "Result", "World"]

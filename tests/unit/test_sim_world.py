@@ -11,7 +11,7 @@ import pytest
 
 from shardex.client.results import EXECUTED, NOT_EXECUTED
 from shardex.sim.faults import Faults
-from shardex.sim.world import NodeFailed, World
+from shardex.sim.world import SimulationFailed, World
 from tests.support.simclock import REAL_TIME_NODES, virtual_nodes
 
 # (a restarted router learns its shards from their next HELLO: while nodes time it on the
@@ -76,18 +76,32 @@ def test_a_failing_check_is_a_violation_in_the_trace_and_the_run_goes_on():
     assert first[0] >= 0.5 and r.orders and len(seen) > 10
 
 
-def test_a_node_whose_turn_raises_fails_the_run_with_its_error_and_the_time():
-    def break_the_engine(world: World) -> None:
-        if world.clock.now > 0.3:
-            engine = world.cluster.engines[0]
+def test_a_node_whose_turn_raises_is_a_violation_and_crashes_and_restarts():
+    broken: list[float] = []
+
+    def break_the_engine_once(world: World) -> None:
+        if world.clock.now > 0.3 and not broken:
+            broken.append(world.clock.now)
 
             def turn() -> None:
                 raise ZeroDivisionError("a bug in a turn")
 
-            engine.turn = turn
+            world.cluster.engines[0].turn = turn
 
-    world = World(4, {"shards": 1, "accounts": 1}, checks=[break_the_engine])
-    with pytest.raises(NodeFailed, match=r"seed 4: a node's turn raised at virtual t=0\.3"):
+    r = World(4, {"shards": 1, "accounts": 1}, checks=[break_the_engine_once]).run(1.0)
+    assert r.violations == ["engine-0 raised ZeroDivisionError('a bug in a turn')"]
+    events = [ev[1:3] for ev in r.trace if ev[1] in ("failure", "crash", "restart")]
+    assert events == [("failure", "engine-0"), ("crash", "engine-0"), ("restart", "engine-0")]
+    assert r.state["down"] == [] and r.orders
+
+
+def test_a_scheduler_that_dies_fails_the_run_with_its_error_and_the_time():
+    def broken_check(world: World) -> None:  # (not an AssertionError: a bug in the check)
+        if world.clock.now > 0.3:
+            raise KeyError("a bug in a check")
+
+    world = World(4, {"shards": 1, "accounts": 1}, checks=[broken_check])
+    with pytest.raises(SimulationFailed, match=r"seed 4: the scheduler died at virtual t=0\.3"):
         world.run(1.0)
     assert world.trace.events[-1][1] == "failure"
 
