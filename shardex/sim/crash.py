@@ -36,6 +36,10 @@ def _key(kind: str, o: dict[str, Any]) -> str:
     return f"{kind}-{o.get('index') or 0}"
 
 
+class StartFailed(RuntimeError):
+    """A restarted node raised while starting (``Lifecycle.restart``); it stays down."""
+
+
 class Lifecycle:
     """Names, crashes, restarts and pauses of one cluster's nodes (see the module)."""
 
@@ -49,8 +53,20 @@ class Lifecycle:
                 self.options.setdefault(_key(kind.name, o), (kind.name, o))
         self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
         self.crashes = self.restarts = self.pauses = self.slows = 0
+        self.failures: list[str] = []  # restarts that raised (the node refused to start)
         for name, node in self.named().items():
             tag(node, name)
+        # every context a node opens from now on (a restart), so that one that fails half
+        # way through its start can be closed: what it bound must not outlive it
+        self.contexts: list[Any] = []
+        net, make = cluster.net, cluster.net.Context
+
+        def context() -> Any:
+            ctx = make()
+            self.contexts.append(ctx)
+            return ctx
+
+        net.Context = context
 
     def named(self) -> dict[str, Any]:
         """Every live node by name."""
@@ -77,11 +93,24 @@ class Lifecycle:
         self.trace.add(self._now(), "crash", name)
 
     def restart(self, name: str) -> Any:
-        """A new node for crashed ``name``, started; it is returned."""
+        """A new node for crashed ``name``, started; it is returned. ``StartFailed`` when it
+        raised while starting (e.g. its recovered state failed its integrity check: a
+        process would refuse to serve it): it stays down, what it opened is closed, and
+        ``failures`` says so."""
         at = self.down.pop(name)
         kind, o = self.options[name]
         nodes = getattr(self.cluster, LISTS[kind])
-        self.cluster._build(kind, dict(o))
+        mark = len(self.contexts)
+        try:
+            self.cluster._build(kind, dict(o))
+        except Exception as exc:  # (whatever a starting process could die of)
+            for ctx in self.contexts[mark:]:
+                ctx.term()
+            del self.contexts[mark:]
+            self.down[name] = at
+            self.failures.append(f"{name} failed to start: {exc!r}")
+            self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
+            raise StartFailed(name) from exc
         node = nodes.pop()
         nodes.insert(at, node)
         tag(node, name)
@@ -124,4 +153,4 @@ def _drop_journal_fd(node: Any) -> None:
         os.close(fd)
 
 
-__all__ = ["Lifecycle", "tag"]
+__all__ = ["Lifecycle", "StartFailed", "tag"]

@@ -15,11 +15,12 @@ same delays, same workload, so the same events at the same times).
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from shardex.sim.crash import Lifecycle
+from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.faults import Network
 
 KINDS = ("partition", "heal", "cut", "crash", "restart", "pause", "slow")
@@ -53,7 +54,8 @@ def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> 
     if kind == "crash" and node in live:
         life.crash(node)
     elif kind == "restart" and node in life.down:
-        life.restart(node)
+        with contextlib.suppress(StartFailed):  # (in ``life.failures``; it stays down)
+            life.restart(node)
     elif kind in ("pause", "slow") and node in live:
         life.pause(node, float(detail.rstrip("s")), kind)
     elif kind == "partition":

@@ -44,6 +44,8 @@ drawing faults (``shardex.sim.script``; message delays stay drawn).
 
 A node whose turn raises (a process would die of it) is a violation: it crashes there and then
 and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``crash``, ``restart``).
+So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
+integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
@@ -69,7 +71,7 @@ from shardex.kinds import Plan
 from shardex.layout import Layout
 from shardex.net import mem_transport
 from shardex.net.memasync import MemAsyncContext
-from shardex.sim.crash import Lifecycle
+from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
@@ -180,6 +182,7 @@ class World:
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
+        self.result.violations += self.life.failures
         self.result.counts = {**self.net.counts, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
                               "slow": self.life.slows}  # fmt: skip
@@ -236,7 +239,7 @@ class World:
         for name, at in list(self._restart_at.items()):
             if at <= now:
                 del self._restart_at[name]
-                self.life.restart(name)  # type: ignore[union-attr]
+                self._restart(name)
         if self.checks and now >= self._next_check:
             self._next_check = now + self.check_every_s
             self._check()
@@ -259,6 +262,15 @@ class World:
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
 
+    def _restart(self, name: str, again: bool = True) -> None:
+        """Restart ``name``; one that fails to start stays down (a violation: ``failures``)
+        and, while faults still run (``again``), a supervisor tries again ``down_s`` later."""
+        try:
+            self.life.restart(name)  # type: ignore[union-attr]
+        except StartFailed:
+            if again and self.loading:
+                self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+
     def _failed(self, node: Any, exc: Exception) -> None:
         """A node's turn raised: a violation (it would have killed its process), and the
         node crashes there and then; a supervisor restarts it after ``down_s``."""
@@ -274,9 +286,9 @@ class World:
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
-        for name in sorted(self.life.down):  # type: ignore[union-attr]
-            self.life.restart(name)  # type: ignore[union-attr]
         self._restart_at.clear()
+        for name in sorted(self.life.down):  # type: ignore[union-attr]
+            self._restart(name, again=False)
         for node in self.cluster.nodes:  # type: ignore[union-attr]
             self.cluster.thaw(node)  # type: ignore[union-attr]
 

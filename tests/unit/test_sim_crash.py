@@ -8,10 +8,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
 from shardex.net import mem_transport
-from shardex.sim.crash import Lifecycle
+from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.loop import run
 from shardex.sim.sched import Scheduler, Trace
 from tests.support.inproc import plan
@@ -117,3 +119,22 @@ def test_a_crashed_router_restarts_and_the_shards_register_again(tmp_path):
         await _rest(cl, "p", 2)  # (the shards' next HELLO, a virtual second later)
 
     _sim(tmp_path, body)
+
+
+def test_a_restart_that_fails_half_way_leaves_nothing_bound_and_the_node_down(tmp_path):
+    async def body(cluster: InProcCluster, life: Lifecycle, cl: Any) -> None:
+        await _rest(cl, "o", 2)
+        life.crash("engine-0")
+        kind, good = life.options["engine-0"]
+        # its PUB endpoint taken by the router: the start fails after binding its direct port
+        life.options["engine-0"] = (kind, {**good, "pub": cluster.plan.layout.frontend})
+        with pytest.raises(StartFailed):
+            life.restart("engine-0")
+        assert "engine-0" in life.down and cluster.engines == []
+        assert life.failures and "failed to start" in life.failures[0]
+        life.options["engine-0"] = (kind, good)
+        again = life.restart("engine-0")  # its direct port is free again: nothing leaked
+        assert again.core.engine.resting() == 2 and "engine-0" not in life.down
+
+    trace = _sim(tmp_path, body)
+    assert [ev[1] for ev in trace.events] == ["crash", "failure", "restart"]
