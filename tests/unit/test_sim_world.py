@@ -112,3 +112,11 @@ def test_the_workload_settings_shape_the_run():
                  workload={"think_s": 0.05, "cancel_p": 0.0}).run(0.5)  # fmt: skip
     assert len(busy.orders) > 2 * len(calm.orders) > 0
     assert busy.cancels and not calm.cancels
+
+
+def test_one_node_at_a_time_scheduling_also_ends_healed():
+    for seed in range(3):
+        r = World(seed, {"shards": 2, "accounts": 1}, FAULTS, mode="one").run(1.0)
+        assert r.orders and {o["fate"] for o in r.orders} <= {EXECUTED, NOT_EXECUTED}
+        assert r.state["down"] == [] and not r.violations
+        assert all(a["integrity"] == "ok" for a in r.state["audit"])
