@@ -70,8 +70,6 @@ def parse(kind: Kind, values: dict[str, Any]) -> dict[str, Any]:
 class InProcCluster:
     """The cluster of ``plan`` in this process (``async with`` starts and stops it)."""
 
-    sched: Any = None  # the simulator's seeded scheduler (None: every node, in order)
-
     def __init__(self, plan: Plan, net: Transport | None = None) -> None:
         if plan.replicas != 1:
             raise ValueError("an in-process cluster has no standbys yet (replicas must be 1)")
@@ -133,6 +131,8 @@ class InProcCluster:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    sched: Any = None  # the simulator's seeded scheduler (None: every node, in order)
 
     async def _schedule(self) -> None:
         """Every node's turn, round after round; an idle round yields for ``IDLE_S``. With a
