@@ -41,6 +41,7 @@ from shardex.cli.engine import engine_config
 from shardex.cli.router import router as router_cmd
 from shardex.cli.router import router_config
 from shardex.client import AsyncClient
+from shardex.clock import Clock
 from shardex.kinds import Kind, Plan, spawns
 from shardex.net import Transport, mem_transport
 from shardex.node.accounts import AccountNode
@@ -70,13 +71,19 @@ def parse(kind: Kind, values: dict[str, Any]) -> dict[str, Any]:
 class InProcCluster:
     """The cluster of ``plan`` in this process (``async with`` starts and stops it)."""
 
-    def __init__(self, plan: Plan, net: Transport | None = None) -> None:
+    def __init__(self, plan: Plan, net: Transport | None = None,
+                 clock: Clock | None = None) -> None:  # fmt: skip
+        """``net``: the in-memory transport (a new one if None); ``clock``: the time every
+        node (and ``client()``) reads, e.g. a ``VirtualClock`` that moves only when advanced
+        (None: ``net``'s, ``REAL`` for a new one; given with ``net``, it must be ``net.clock``)."""
         if plan.replicas != 1:
             raise ValueError("an in-process cluster has no standbys yet (replicas must be 1)")
         if plan.keys_dir is not None:
             raise ValueError("an in-process cluster runs --insecure (no CURVE in memory)")
         self.plan = plan
-        self.net = net or mem_transport()
+        self.net = net or (mem_transport() if clock is None else mem_transport(clock=clock))
+        if clock is not None and self.net.clock is not clock:
+            raise ValueError("clock: the nodes read net.clock; give one or the other")
         self.routers: list[RouterNode] = []
         self.engines: list[ShardNode] = []
         self.accounts: list[AccountNode] = []
@@ -119,6 +126,7 @@ class InProcCluster:
 
     def client(self, **kw: Any) -> AsyncClient:
         """An SDK client of this cluster on the in-memory transport."""
+        kw.setdefault("clock", self.net.clock)  # (the cluster's time, not the process's)
         return AsyncClient(self.endpoint, context=self.net.AsyncContext(), key=False, **kw)
 
     async def __aenter__(self) -> InProcCluster:

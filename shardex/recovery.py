@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from shardex.auth import KeyFile
+from shardex.clock import REAL, Clock
 from shardex.net.roles import recovery_beacon
 from shardex.wire.link import encode_hello
 from shardex.wire.transport import send_frames
@@ -127,17 +127,21 @@ def describe(state: Any) -> str:
 class Beacon:
     """Sends ``recovering`` hellos to every router while a replay runs (its own thread and
     sockets; the replay holds the process's main thread). ``hello(progress)`` builds the
-    payload; ``sockets()`` opens one DEALER per router (CURVE-keyed like the shard's links)."""
+    payload; ``sockets()`` opens one DEALER per router (CURVE-keyed like the shard's links).
+    ``clock``: the node's (``shardex.clock``), for the progress's "now" while a snapshot
+    loads; the beats themselves are paced by the thread's own waits."""
 
     def __init__(
         self,
         sockets: Callable[[], list[Any]],
         hello: Callable[[dict[str, Any]], bytes],
         progress: Progress,
+        clock: Clock = REAL,
     ) -> None:
         self._open = sockets
         self._hello = hello
         self.progress = progress
+        self._mono = clock.monotonic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recovery-beacon", daemon=True)
 
@@ -156,7 +160,7 @@ class Beacon:
         try:
             while not self._stop.is_set():
                 if self.progress.phase == LOADING:
-                    self.progress.now = time.monotonic()  # (no updates while it loads)
+                    self.progress.now = self._mono()  # (no updates while it loads)
                 payload = self._hello(self.progress.estimate())
                 for s in socks:
                     try:
@@ -169,11 +173,12 @@ class Beacon:
                 s.close(0)
 
 
-def timed_progress(progress: Progress) -> Callable[[int, int, int], None]:
+def timed_progress(progress: Progress, clock: Clock = REAL) -> Callable[[int, int, int], None]:
     """The journal's replay callback: updates ``progress`` and logs about once a second."""
+    mono = clock.monotonic
 
     def step(done: int, bytes_read: int, total_bytes: int) -> None:
-        now = time.monotonic()
+        now = mono()
         progress.update(done, bytes_read, total_bytes, now)
         if total_bytes and progress.log_due(now):  # (nothing after the snapshot: no line)
             log.info("%s", progress.line())
@@ -193,13 +198,14 @@ def recover_visibly(
     identity: str,
     key: KeyFile | None,
     hello: dict[str, Any],
+    clock: Clock = REAL,
 ) -> Any:
     """``recover(progress)`` with its progress logged and, when the process has routers
     (``router``: comma-separated endpoints), announced to each of them as a ``recovering``
     hello (``hello``: the registration fields; ``identity``: the link's name, insecure mode).
-    Returns what ``recover`` returns."""
-    progress = Progress(what, time.monotonic())
-    step = timed_progress(progress)
+    ``clock``: the node's (``shardex.clock``). Returns what ``recover`` returns."""
+    progress = Progress(what, clock.monotonic())
+    step = timed_progress(progress, clock)
     endpoints = [e for e in (router or "").split(",") if e]
     if not endpoints:
         return _finish(progress, recover(step))
@@ -213,7 +219,7 @@ def recover_visibly(
     def payload(estimate: dict[str, Any]) -> bytes:
         return encode_hello({**hello, "recovering": estimate})
 
-    with Beacon(sockets, payload, progress):
+    with Beacon(sockets, payload, progress, clock):
         return _finish(progress, recover(step))
 
 

@@ -3,10 +3,10 @@ and the market table the client learns from it. A mixin of ``ClientCore``; no I/
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from shardex.client.errors import ShardexError
+from shardex.clock import REAL, Clock
 from shardex.engine import Market
 from shardex.wire.protocol import markets_from_wire
 from shardex.wire.transport import EndpointError, TopologyError, check_endpoint, parse_topology
@@ -24,6 +24,7 @@ class Topology:
     markets: dict[str, Market]
     markets_source: str | None
     _markets_retry_at: float
+    clock: Clock = REAL  # where "now" is read (``shardex.clock``; a client given one sets it)
 
     def apply_topology(self, error: Any, results: Any) -> dict[str, Any]:
         """Check a topology reply, take the shard count and (if not given) the markets."""
@@ -88,13 +89,13 @@ class Topology:
 
     def markets_due(self) -> bool:
         """True when the market table is still unknown and it is time to ask (again)."""
-        return self.markets_source is None and time.monotonic() >= self._markets_retry_at
+        return self.markets_source is None and self.clock.monotonic() >= self._markets_retry_at
 
     def markets_tried(self) -> None:
         """After an attempt: if the cluster could not say, wait before asking again (so a down
         shard does not cost every call a timeout)."""
         if self.markets_source is None:
-            self._markets_retry_at = time.monotonic() + MARKETS_RETRY_S
+            self._markets_retry_at = self.clock.monotonic() + MARKETS_RETRY_S
 
     @staticmethod
     def markets_shard(info: dict[str, Any] | None) -> int | None:

@@ -17,7 +17,9 @@ Modules (one concern each; everything is importable from ``shardex.journal``):
 * ``snapshots``: writing and reading snapshots, and ``Machine`` (what a journal replays into).
 * ``recovery``: recovery (torn tails cut, damage refused), events for gap repair, ``Replay``.
 * ``core``: ``Journal``, one directory, tying them together; ``inspection``: ``inspect``.
-* ``disk``: file names, errors and the system calls (patched by fault tests).
+* ``disk``: file names, errors, and ``Disk``, the seam every file operation goes through
+  (``OS_DISK``: the operating system's calls, patched by fault tests; the simulator's
+  ``shardex.sim.disk.SimDisk``); ``Journal(disk=...)``, a node's from ``net.disk``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from shardex.journal.core import (
 )
 from shardex.journal.disk import (
     EPOCH_FILE,
+    OS_DISK,
+    Disk,
     JournalError,
     JournalUnavailable,
     _fsync_dir,
@@ -90,6 +94,7 @@ _replay = replay_segments
 _open_orders = open_orders
 
 __all__ = [
+    "Disk",
     "ENGINE",
     "EPOCH_FILE",
     "EventReader",
@@ -101,6 +106,7 @@ __all__ = [
     "JournalUnavailable",
     "MAX_RECORD",
     "Machine",
+    "OS_DISK",
     "PREALLOCATE",
     "PROGRESS_EVERY",
     "Recovered",

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgpack
 
 from shardex.engine.codes import Command
-from shardex.journal.disk import JournalUnavailable
+from shardex.journal.disk import OS_DISK, Disk, JournalUnavailable
 from shardex.journal.records import MAX_RECORD, encode_records
 from shardex.journal.segment import SegmentWriter
 
@@ -39,8 +39,9 @@ class GroupCommit(SegmentWriter):
         segment_bytes: int = 64 << 20,
         max_record: int = MAX_RECORD,
         preallocate: int | None = None,
+        disk: Disk = OS_DISK,
     ) -> None:
-        super().__init__(directory, fsync, segment_bytes, max_record, preallocate)
+        super().__init__(directory, fsync, segment_bytes, max_record, preallocate, disk)
         self._buf: list[Command] = []
         self._seqs: list[int] = []  # engine seq before each buffered command (record headers)
         self._pack = msgpack.Packer(use_bin_type=True).pack

@@ -4,23 +4,41 @@ and reading back (gap repair, re-sends, replication)."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import Command, Event
 from shardex.journal.commit import GroupCommit
-from shardex.journal.disk import EPOCH_FILE, JournalError, _fsync_dir, _reason, _seq_of
+from shardex.journal.disk import (
+    EPOCH_FILE,
+    OS_DISK,
+    Disk,
+    JournalError,
+    _reason,
+    _seq_of,
+    write_file,
+)
 from shardex.journal.records import MAX_RECORD, read_commands, records_at, records_from
 from shardex.journal.recovery import EventReader, Recovered, Replay, recover
-from shardex.journal.snapshots import ENGINE, Machine, read_snapshot, restore_engine, write_snapshot
+from shardex.journal.snapshots import (
+    ENGINE,
+    Machine,
+    read_snapshot,
+    restore_engine,
+    snapshot_paths,
+    write_snapshot,
+)
 
 log = logging.getLogger("shardex.journal")
 
 
 class Journal(GroupCommit):
-    """One shard's journal directory: append (group commit), snapshot, recover, read back."""
+    """One shard's journal directory: append (group commit), snapshot, recover, read back.
+
+    ``disk``: where its files are (``shardex.journal.disk``): the operating system's by
+    default, a ``SimDisk`` in the simulator; every file operation goes through it.
+    """
 
     def __init__(
         self,
@@ -32,9 +50,10 @@ class Journal(GroupCommit):
         max_record: int = MAX_RECORD,
         machine: Machine = ENGINE,
         preallocate: int | None = None,
+        disk: Disk = OS_DISK,
     ) -> None:
         self.machine = machine
-        super().__init__(directory, fsync, segment_bytes, max_record, preallocate)
+        super().__init__(directory, fsync, segment_bytes, max_record, preallocate, disk)
         self.markets = markets
         self.keep_snapshots = max(1, keep_snapshots)
         self._events = EventReader(self.replay_from)
@@ -42,12 +61,12 @@ class Journal(GroupCommit):
     # -- recovery -------------------------------------------------------------------------------
 
     def snapshots(self) -> list[Path]:
-        return sorted(self.dir.glob("snapshot-*.snap"), key=_seq_of)
+        return snapshot_paths(self.dir, self.disk)
 
     def recover(self, progress: Callable[[int, int, int], None] | None = None) -> Recovered:
         """Newest valid snapshot + replay of every record after it; torn tails truncated
         (``recovery.recover``). ``progress(commands done, bytes read, bytes to read)``."""
-        return recover(self.dir, self.markets, self.machine, progress)
+        return recover(self.dir, self.markets, self.machine, progress, self.disk)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -60,7 +79,7 @@ class Journal(GroupCommit):
         submits: the writer is idle while the snapshot is written and the segment closed.
         """
         self.commit()
-        path = write_snapshot(self.dir, engine)
+        path = write_snapshot(self.dir, engine, self.disk)
         if self._dirty is None:
             self._close_segment()  # next commit rolls a segment that starts at this seq
             try:  # ... created now, so a restart sees the snapshot covers every older segment
@@ -76,12 +95,12 @@ class Journal(GroupCommit):
         if len(snaps) <= self.keep_snapshots:
             return
         for old in snaps[: -self.keep_snapshots]:
-            old.unlink()
+            self.disk.unlink(old)
         oldest_kept = _seq_of(snaps[-self.keep_snapshots])
         segs = self.segments()
         for seg, nxt in zip(segs, segs[1:], strict=False):
             if _seq_of(nxt) <= oldest_kept:
-                seg.unlink()  # every record in it precedes the oldest snapshot we keep
+                self.disk.unlink(seg)  # every record in it precedes the oldest snapshot we keep
 
     def close(self) -> None:
         """Stop the writer (after it has written what is queued), close the segment."""
@@ -89,10 +108,25 @@ class Journal(GroupCommit):
         if self._thread is None:
             self._close_segment()
 
+    def abandon(self) -> None:
+        """Let go of the segment as a killed process does: its descriptor closed where it
+        stands, nothing more written, synced or trimmed, the buffer dropped. What was written
+        stays with the disk (the page cache keeps it; ``SimDisk.crash`` decides what of it was
+        durable). The simulator's crash of a node; not for a journal with a writer thread."""
+        if self._thread is not None:
+            raise RuntimeError("abandon() is for a journal without a writer thread")
+        fd, self._fd = self._fd, None
+        self._buf, self._seqs = [], []
+        if fd is not None:
+            try:
+                self.disk.close(fd)
+            except OSError:
+                pass  # (already closed by the disk's crash)
+
     # -- reading back ------------------------------------------------------------------------
 
     def commands(self) -> Iterator[tuple[int, Command]]:
-        return read_commands(self.dir)
+        return read_commands(self.dir, self.disk)
 
     def events(self, first: int, last: int, budget: int | None = None) -> list[Event]:
         """Events with seq in [first, last], regenerated by replaying from the best snapshot
@@ -109,7 +143,7 @@ class Journal(GroupCommit):
         for path in reversed(self.snapshots()):
             if _seq_of(path) > at:
                 continue  # (named by its seq: not worth reading)
-            state = read_snapshot(path)
+            state = read_snapshot(path, self.disk)
             if state is not None and state["seq"] <= at:
                 base = restore_engine(state, self.markets, self.machine)
                 break
@@ -125,7 +159,7 @@ class Journal(GroupCommit):
 
     def _records_skipping(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """Records with seq >= ``seq``, not reading the segments wholly before it."""
-        return records_from(self.segments(), seq)
+        return records_from(self.segments(), seq, self.disk)
 
     # -- replication: used only by ``shardex.node.replica`` ------------------------------------
 
@@ -133,12 +167,12 @@ class Journal(GroupCommit):
         """Up to ``limit`` committed records (seq before, msgpack payload), the first starting
         exactly at ``first_seq`` ([] if no record starts there: trimmed away, or not written
         yet). Segments wholly before ``first_seq`` are not read."""
-        return records_at(self.segments(), first_seq, limit)
+        return records_at(self.segments(), first_seq, limit, self.disk)
 
     def read_epoch(self) -> int:
         """The highest leader epoch this journal has seen (0: never replicated)."""
         try:
-            return int((self.dir / EPOCH_FILE).read_text().strip() or 0)
+            return int(self.disk.read_bytes(self.dir / EPOCH_FILE).strip() or 0)
         except (OSError, ValueError):
             return 0
 
@@ -148,9 +182,6 @@ class Journal(GroupCommit):
         if epoch <= self.read_epoch():
             return
         tmp = self.dir / (EPOCH_FILE + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(f"{epoch}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / EPOCH_FILE)
-        _fsync_dir(self.dir)
+        write_file(self.disk, tmp, f"{epoch}\n".encode())
+        self.disk.replace(tmp, self.dir / EPOCH_FILE)
+        self.disk.fsync_dir(self.dir)

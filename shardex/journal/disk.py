@@ -1,26 +1,119 @@
-"""The journal directory on disk: file names, errors, and the system calls that write it.
+"""The journal directory on disk: file names, errors, and the one seam every file operation of
+the journal goes through (``Disk``).
 
-The calls are module attributes (``disk._fsync(fd)``, never ``from ... import``) so that fault
-tests can make them fail by patching this module: a full disk cannot be arranged for every
-case, e.g. a truncate that fails after a failed write.
+Everything the journal, its snapshots, the epoch file and recovery do to files is a method of a
+``Disk``: ``OS_DISK`` (the default) is the operating system's calls, bound as attributes
+(``OS_DISK.write is os.write``), so the segment writer's hot path pays exactly what calling
+``os.write`` did, with no layer per record. The simulator gives a node a ``SimDisk``
+(``shardex.sim.disk``): files in memory where only what was synced survives a crash.
+
+Fault tests make one call fail by patching it on ``OS_DISK`` (``monkeypatch.setattr(OS_DISK,
+"fsync", failing)``): a full disk cannot be arranged for every case, e.g. a truncate that fails
+after a failed write.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-# The segment writer's system calls (see above).
-_write, _fsync, _ftruncate = os.write, os.fsync, os.ftruncate
-# Preallocation's own calls: zeros written ahead, and their sync (not ``_fsync``: the record
-# syncs are the ones tests hold or fail).
-_pwrite, _prealloc_sync = os.pwrite, os.fsync
-# A record inside preallocated space changes no metadata that reading it back needs (size and
-# blocks are synced already): fdatasync, which, unlike fsync, does not wait for a file-system
-# journal commit for the file's timestamps.
-_fdatasync = getattr(os, "fdatasync", os.fsync)
+from typing import Protocol
 
 EPOCH_FILE = "epoch"  # highest leader epoch seen (replicated shards)
+
+StrPath = str | os.PathLike[str]
+
+
+class Disk(Protocol):
+    """The file operations of a journal directory (the names and meanings of ``os``'s).
+
+    ``fdatasync``: a record inside preallocated space changes no metadata that reading it back
+    needs (size and blocks are synced already), so its sync need not wait for a file-system
+    journal commit for the file's timestamps. ``prealloc_sync``: the sync of preallocated
+    zeros, a separate attribute so that a test can hold or fail the record syncs alone.
+    ``fsync_dir``: makes creates, renames and unlinks in a directory durable.
+    """
+
+    def open(self, path: StrPath, flags: int, mode: int = 0o777, /) -> int: ...
+
+    def close(self, fd: int, /) -> None: ...
+
+    def write(self, fd: int, data: bytes | memoryview, /) -> int: ...
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int, /) -> int: ...
+
+    def lseek(self, fd: int, pos: int, how: int, /) -> int: ...
+
+    def fsync(self, fd: int, /) -> None: ...
+
+    def fdatasync(self, fd: int, /) -> None: ...
+
+    def prealloc_sync(self, fd: int, /) -> None: ...
+
+    def ftruncate(self, fd: int, size: int, /) -> None: ...
+
+    def unlink(self, path: StrPath, /) -> None: ...
+
+    def replace(self, src: StrPath, dst: StrPath, /) -> None: ...
+
+    def listdir(self, path: StrPath, /) -> list[str]: ...
+
+    def isdir(self, path: StrPath, /) -> bool: ...
+
+    def getsize(self, path: StrPath, /) -> int: ...
+
+    def fstat_size(self, fd: int) -> int: ...
+
+    def read_bytes(self, path: StrPath) -> bytes: ...
+
+    def makedirs(self, path: StrPath) -> None: ...
+
+    def fsync_dir(self, path: StrPath) -> None: ...
+
+
+class OsDisk:
+    """The operating system's file calls (today's behaviour and cost): each attribute is the
+    ``os`` function itself, so ``disk.write(fd, data)`` is one attribute lookup, as
+    ``os.write`` was."""
+
+    def __init__(self) -> None:
+        self.open = os.open
+        self.close = os.close
+        self.write = os.write
+        self.pwrite = os.pwrite
+        self.lseek = os.lseek
+        self.fsync = os.fsync
+        self.fdatasync = getattr(os, "fdatasync", os.fsync)
+        self.prealloc_sync = os.fsync
+        self.ftruncate = os.ftruncate
+        self.unlink = os.unlink
+        self.replace = os.replace
+        self.listdir = os.listdir
+        self.isdir = os.path.isdir
+        self.getsize = os.path.getsize
+
+    def fstat_size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def read_bytes(self, path: StrPath) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    def makedirs(self, path: StrPath) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def fsync_dir(self, path: StrPath) -> None:
+        """Make a directory entry change (create, rename, unlink) durable."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return "<OsDisk>"
+
+
+OS_DISK = OsDisk()
 
 
 class JournalError(Exception):
@@ -54,9 +147,39 @@ def _seq_of(path: Path) -> int:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make a directory entry change (create, rename) durable."""
-    fd = os.open(path, os.O_RDONLY)
+    """Make a directory entry change (create, rename) durable (on the real disk)."""
+    OS_DISK.fsync_dir(path)
+
+
+def listed(disk: Disk, directory: Path, prefix: str, suffix: str) -> list[Path]:
+    """The files ``prefix<seq>suffix`` in ``directory``, oldest seq first (what
+    ``directory.glob(prefix + "*" + suffix)`` sorted by seq gave)."""
     try:
-        os.fsync(fd)
+        found = disk.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # (as a glob of a missing directory)
+    names = [n for n in found if n.startswith(prefix) and n.endswith(suffix)]
+    return sorted((directory / n for n in names), key=_seq_of)
+
+
+def write_file(disk: Disk, path: Path, data: bytes) -> None:
+    """Create (or empty) ``path``, write ``data`` and fsync it; its directory entry is the
+    caller's to make durable (rename, then ``fsync_dir``)."""
+    fd = disk.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a write may take less than asked
+            view = view[disk.write(fd, view) :]
+        disk.fsync(fd)
     finally:
-        os.close(fd)
+        disk.close(fd)
+
+
+def truncate_file(disk: Disk, path: Path, size: int) -> None:
+    """Cut ``path`` to ``size`` bytes, durably."""
+    fd = disk.open(path, os.O_RDWR, 0o644)
+    try:
+        disk.ftruncate(fd, size)
+        disk.fsync(fd)
+    finally:
+        disk.close(fd)

@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from shardex.engine import DEFAULT_MARKETS, Market
-from shardex.journal.disk import JournalError, _seq_of
-from shardex.journal.records import SegmentScan, iter_records
+from shardex.journal.disk import OS_DISK, Disk, JournalError, _seq_of
+from shardex.journal.records import SegmentScan, iter_records, segment_paths
 from shardex.journal.recovery import replay_segments, uncovered
-from shardex.journal.snapshots import ENGINE, Machine, best_snapshot, open_orders, read_snapshot
+from shardex.journal.snapshots import (
+    ENGINE,
+    Machine,
+    best_snapshot,
+    open_orders,
+    read_snapshot,
+    snapshot_paths,
+)
 from shardex.wire.protocol import unpackb
 
 
@@ -20,6 +27,7 @@ def inspect(
     markets: Mapping[str, Market] | None = None,
     machine: Machine = ENGINE,
     check: Callable[[Any], list[str]] | None = None,
+    disk: Disk = OS_DISK,
 ) -> dict[str, Any]:
     """What is in a journal directory, and any damage, without changing anything.
 
@@ -32,22 +40,23 @@ def inspect(
     with the state it reached (``checks``).
     """
     d = Path(directory)
-    if not d.is_dir():
+    if not disk.isdir(d):
         raise JournalError(f"{d} is not a directory")
     markets = DEFAULT_MARKETS if markets is None else markets
-    paths = sorted(d.glob("journal-*.log"), key=_seq_of)
-    segs = [_segment(path) for path in paths]
-    snaps = [_snapshot(path) for path in sorted(d.glob("snapshot-*.snap"), key=_seq_of)]
+    paths = segment_paths(d, disk)
+    segs = [_segment(path, disk) for path in paths]
+    snaps = [_snapshot(path, disk) for path in snapshot_paths(d, disk)]
     seq: int | None = None
     seq_error = None
     snap_seq = None
     checks: list[str] = []
     ends: dict[Path, int] = {}
     try:
-        engine, snap_seq = best_snapshot(d, markets, machine)
+        engine, snap_seq = best_snapshot(d, markets, machine, disk)
         # what recovery reads: not the segments the snapshot covers whole (their damage is
         # still reported per segment, but a restart does not refuse over it)
-        replay_segments(engine, paths if snap_seq is None else uncovered(paths, snap_seq), ends)
+        replay_segments(engine, paths if snap_seq is None else uncovered(paths, snap_seq), ends,
+                        disk=disk)  # fmt: skip
         seq = engine.seq
         if check is not None:
             checks = check(engine)
@@ -66,10 +75,10 @@ def inspect(
     }
 
 
-def _segment(path: Path) -> dict[str, Any]:
+def _segment(path: Path, disk: Disk) -> dict[str, Any]:
     """One segment's summary (its ``last_event_seq`` is filled in by ``_event_ends``)."""
     scan = SegmentScan(path)
-    commands = sum(len(unpackb(payload)) for _, payload in iter_records(path, scan))
+    commands = sum(len(unpackb(payload)) for _, payload in iter_records(path, scan, disk))
     torn = f"{scan.size - scan.good_bytes} bytes at offset {scan.good_bytes}" if scan.torn else None
     return {
         "file": path.name,
@@ -85,8 +94,8 @@ def _segment(path: Path) -> dict[str, Any]:
     }
 
 
-def _snapshot(path: Path) -> dict[str, Any]:
-    state = read_snapshot(path)
+def _snapshot(path: Path, disk: Disk) -> dict[str, Any]:
+    state = read_snapshot(path, disk)
     return {
         "file": path.name,
         "seq": _seq_of(path),

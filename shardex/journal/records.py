@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shardex.engine.codes import Command
-from shardex.journal.disk import JournalError, _seq_of
+from shardex.journal.disk import OS_DISK, Disk, JournalError, _seq_of, listed
 from shardex.wire.protocol import unpackb
 
 HEADER = struct.Struct("<IIQ")
@@ -100,11 +100,12 @@ def _zeros_after(data: bytes, n: int, off: int, end: int, length: int) -> bool:
     return _zeros_from(data, min(n, end if length <= MAX_RECORD else off + HEADER.size))
 
 
-def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[int, bytes]]:
+def iter_records(
+    path: Path, scan: SegmentScan | None = None, disk: Disk = OS_DISK
+) -> Iterator[tuple[int, bytes]]:
     """Yield (seq, payload) of each valid record; fill ``scan`` with what was found."""
     scan = scan or SegmentScan(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    data = disk.read_bytes(path)
     scan.size = len(data)
     view = memoryview(data)
     off = 0
@@ -144,7 +145,9 @@ def iter_records(path: Path, scan: SegmentScan | None = None) -> Iterator[tuple[
         yield seq, data[off - length : off]
 
 
-def records_from(segments: list[Path], seq: int) -> Iterator[tuple[int, bytes]]:
+def records_from(
+    segments: list[Path], seq: int, disk: Disk = OS_DISK
+) -> Iterator[tuple[int, bytes]]:
     """Records with seq >= ``seq`` of ``segments`` (sorted), not reading those wholly before
     it."""
     start = 0
@@ -152,16 +155,18 @@ def records_from(segments: list[Path], seq: int) -> Iterator[tuple[int, bytes]]:
         if _seq_of(path) <= seq:
             start = k
     for path in segments[start:]:
-        for s, payload in iter_records(path):
+        for s, payload in iter_records(path, disk=disk):
             if s >= seq:
                 yield s, payload
 
 
-def records_at(segments: list[Path], first_seq: int, limit: int) -> list[tuple[int, bytes]]:
+def records_at(
+    segments: list[Path], first_seq: int, limit: int, disk: Disk = OS_DISK
+) -> list[tuple[int, bytes]]:
     """Up to ``limit`` records (seq before, payload), the first starting exactly at
     ``first_seq`` ([] if no record starts there)."""
     out: list[tuple[int, bytes]] = []
-    for s, payload in records_from(segments, first_seq):
+    for s, payload in records_from(segments, first_seq, disk):
         if not out and s != first_seq:
             return []
         out.append((s, payload))
@@ -170,15 +175,15 @@ def records_at(segments: list[Path], first_seq: int, limit: int) -> list[tuple[i
     return out
 
 
-def segment_paths(directory: Path) -> list[Path]:
+def segment_paths(directory: Path, disk: Disk = OS_DISK) -> list[Path]:
     """A journal directory's segments, oldest first."""
-    return sorted(directory.glob("journal-*.log"), key=_seq_of)
+    return listed(disk, directory, "journal-", ".log")
 
 
-def read_commands(directory: str | Path) -> Iterator[tuple[int, Command]]:
+def read_commands(directory: str | Path, disk: Disk = OS_DISK) -> Iterator[tuple[int, Command]]:
     """Every journaled command still on disk with the seq before its record, oldest first
     (read-only)."""
-    for path in sorted(Path(directory).glob("journal-*.log"), key=_seq_of):
-        for seq, payload in iter_records(path):
+    for path in segment_paths(Path(directory), disk):
+        for seq, payload in iter_records(path, disk=disk):
             for cmd in unpackb(payload):
                 yield seq, cmd

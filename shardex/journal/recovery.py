@@ -10,7 +10,6 @@ never-written space), which recovery cuts off like a torn tail.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import Event
-from shardex.journal.disk import JournalError, _reason, _seq_of
+from shardex.journal.disk import OS_DISK, Disk, JournalError, _reason, _seq_of, truncate_file
 from shardex.journal.records import SegmentScan, iter_records, segment_paths
 from shardex.journal.snapshots import (
     ENGINE,
@@ -32,11 +31,11 @@ log = logging.getLogger("shardex.journal")
 PROGRESS_EVERY = 1024  # records between two progress reports of a replay
 
 
-def _sizes(paths: list[Path]) -> int:
+def _sizes(paths: list[Path], disk: Disk) -> int:
     total = 0
     for p in paths:
         try:
-            total += p.stat().st_size
+            total += disk.getsize(p)
         except OSError:
             pass
     return total
@@ -46,9 +45,11 @@ class _Meter:
     """A replay's progress reports (``Journal.recover``'s ``progress``): at the start, every
     ``PROGRESS_EVERY`` records, at the end; bytes read against the bytes of its segments."""
 
-    def __init__(self, segments: list[Path], progress: Callable[[int, int, int], None] | None):
+    def __init__(
+        self, segments: list[Path], progress: Callable[[int, int, int], None] | None, disk: Disk
+    ) -> None:
         self.progress = progress
-        self.total = _sizes(segments) if progress is not None else 0
+        self.total = _sizes(segments, disk) if progress is not None else 0
         self.read = 0  # bytes of the segments before the current one
         if progress is not None:
             progress(0, 0, self.total)  # the snapshot is loaded: the replay starts
@@ -75,6 +76,7 @@ def replay_segments(
     segments: list[Path],
     ends: dict[Path, int] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    disk: Disk = OS_DISK,
 ) -> tuple[int, list[SegmentScan]]:
     """Apply every record after ``engine.seq``; return (commands replayed, torn tails to cut).
 
@@ -85,10 +87,10 @@ def replay_segments(
     replayed = 0
     cut: list[SegmentScan] = []
     torn: SegmentScan | None = None  # a torn older segment, until a later one continues it
-    meter = _Meter(segments, progress)
+    meter = _Meter(segments, progress, disk)
     for i, path in enumerate(segments):
         scan = SegmentScan(path)
-        n, torn = _replay_segment(engine, scan, torn, cut, meter, replayed, ends)
+        n, torn = _replay_segment(engine, scan, torn, cut, meter, replayed, ends, disk)
         replayed += n
         if scan.damage:
             raise JournalError(
@@ -117,6 +119,7 @@ def _replay_segment(
     meter: _Meter,
     replayed: int,
     ends: dict[Path, int] | None,
+    disk: Disk,
 ) -> tuple[int, SegmentScan | None]:
     """Apply one segment's records after ``engine.seq``: (commands replayed, the torn older
     segment still waiting to be continued, or None once this one continued it)."""
@@ -124,7 +127,7 @@ def _replay_segment(
     apply = engine.apply
     n = 0
     path = scan.path
-    for seq, payload in iter_records(path, scan):
+    for seq, payload in iter_records(path, scan, disk):
         meter.record(replayed + n, scan)
         if torn is not None:
             if seq > engine.seq:
@@ -165,6 +168,7 @@ def recover(
     markets: Mapping[str, Market],
     machine: Machine = ENGINE,
     progress: Callable[[int, int, int], None] | None = None,
+    disk: Disk = OS_DISK,
 ) -> Recovered:
     """Newest valid snapshot + replay of every record after it. Truncates a torn tail.
 
@@ -174,15 +178,15 @@ def recover(
     Anything else that is incomplete or bad is damage: recovery refuses, naming it.
     ``progress(commands done, bytes read, bytes to read)`` is called as the replay goes.
     """
-    engine, snap_seq = best_snapshot(directory, markets, machine)
-    segments = segment_paths(directory)
+    engine, snap_seq = best_snapshot(directory, markets, machine, disk)
+    segments = segment_paths(directory, disk)
     if snap_seq is not None:
         segments = uncovered(segments, snap_seq)
-    replayed, cut = replay_segments(engine, segments, progress=progress)
-    return Recovered(engine, snap_seq, replayed, _cut_tails(cut))
+    replayed, cut = replay_segments(engine, segments, progress=progress, disk=disk)
+    return Recovered(engine, snap_seq, replayed, _cut_tails(cut, disk))
 
 
-def _cut_tails(cut: list[SegmentScan]) -> list[str]:
+def _cut_tails(cut: list[SegmentScan], disk: Disk) -> list[str]:
     """Truncate each torn tail or preallocated end; the torn ones as ``path@offset``."""
     truncated = []
     for scan in cut:
@@ -196,9 +200,7 @@ def _cut_tails(cut: list[SegmentScan]) -> list[str]:
             )
         else:
             log.info("trimming %d preallocated bytes off %s", scan.zeros, scan.path)
-        with open(scan.path, "r+b") as fh:
-            fh.truncate(scan.good_bytes)
-            os.fsync(fh.fileno())
+        truncate_file(disk, scan.path, scan.good_bytes)
         if scan.torn:
             truncated.append(f"{scan.path}@{scan.good_bytes}")
     return truncated

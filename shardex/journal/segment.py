@@ -20,8 +20,7 @@ import os
 from pathlib import Path
 from time import perf_counter
 
-import shardex.journal.disk as disk
-from shardex.journal.disk import JournalUnavailable, _fsync_dir, _reason, _seg_name, _seq_of
+from shardex.journal.disk import OS_DISK, Disk, JournalUnavailable, _reason, _seg_name, listed
 from shardex.journal.records import MAX_RECORD
 
 log = logging.getLogger("shardex.journal")
@@ -43,6 +42,7 @@ class SegmentWriter:
         segment_bytes: int = 64 << 20,
         max_record: int = MAX_RECORD,
         preallocate: int | None = None,
+        disk: Disk = OS_DISK,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
@@ -50,7 +50,8 @@ class SegmentWriter:
             raise ValueError(f"max_record must be in 64..{MAX_RECORD} (what recovery accepts)")
         self.max_record = max_record
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.disk = disk  # every file operation of this journal (``shardex.journal.disk``)
+        disk.makedirs(self.dir)
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self._fd: int | None = None  # current segment, O_APPEND, unbuffered (see commit)
@@ -68,7 +69,7 @@ class SegmentWriter:
         self._alloc = 0  # bytes of the current segment file (records + preallocated zeros)
 
     def segments(self) -> list[Path]:
-        return sorted(self.dir.glob("journal-*.log"), key=_seq_of)
+        return listed(self.disk, self.dir, "journal-", ".log")
 
     def _write_durably(self, data: bytes, first_seq: int, commands: int) -> None:
         """Append framed records (one write, then one fsync per policy); on any OSError cut
@@ -78,18 +79,19 @@ class SegmentWriter:
                 self._repair_tail()
             if self._fd is None or self._size >= self.segment_bytes:
                 self._roll(first_seq)
-            fd = self._fd
+            fd, disk = self._fd, self.disk
             assert fd is not None
             start = self._size
             if self.preallocate and start + len(data) > self._alloc:
                 self._extend(start + len(data))
-            sync = disk._fdatasync if start + len(data) <= self._alloc else disk._fsync
+            sync = disk.fdatasync if start + len(data) <= self._alloc else disk.fsync
             t0 = perf_counter()
             try:
-                os.lseek(fd, start, os.SEEK_SET)  # (a failed write may have moved it)
+                disk.lseek(fd, start, os.SEEK_SET)  # (a failed write may have moved it)
                 view = memoryview(data)
-                while view:  # os.write may write less than asked
-                    view = view[disk._write(fd, view) :]
+                write = disk.write
+                while view:  # a write may take less than asked
+                    view = view[write(fd, view) :]
                 t1 = perf_counter()
                 if self.fsync != "none":
                     sync(fd)
@@ -123,7 +125,7 @@ class SegmentWriter:
         """Write and sync zeros past ``end`` (whole ``preallocate`` steps) so that the syncs of
         the records that fill them flush data only. Best effort: on a failure (disk full) the
         file is cut back and the record is appended as without preallocation."""
-        fd, step = self._fd, self.preallocate
+        fd, step, disk = self._fd, self.preallocate, self.disk
         assert fd is not None
         target = (end // step + 1) * step
         # Zeros go only past every whole record (and past zeros already synced): never over a
@@ -133,21 +135,21 @@ class SegmentWriter:
             zero = bytes(min(step, 1 << 20))
             pos = keep
             while pos < target:
-                pos += disk._pwrite(fd, zero[: target - pos], pos)
-            disk._prealloc_sync(fd)
+                pos += disk.pwrite(fd, zero[: target - pos], pos)
+            disk.prealloc_sync(fd)
             self._alloc = target
         except OSError as exc:
             log.warning("cannot preallocate %s to %d bytes: %s", self._path, target,
                         _reason(exc))  # fmt: skip
             try:
-                disk._ftruncate(fd, keep)
+                disk.ftruncate(fd, keep)
             except OSError:
                 pass  # zeros past ``keep`` stay: recovery reads them as the end of the log
 
     def _cut(self, good: int) -> None:
         """After a failed write: drop whatever part of it reached the file."""
         try:
-            disk._ftruncate(self._fd, good)  # type: ignore[arg-type]
+            self.disk.ftruncate(self._fd, good)  # type: ignore[arg-type]
             self._alloc = good
         except OSError as exc:
             # The segment may end in a partial record: nothing may be appended after it.
@@ -162,11 +164,11 @@ class SegmentWriter:
         """
         dirty = self._dirty
         try:
-            disk._ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+            self.disk.ftruncate(self._fd, self._size)  # type: ignore[arg-type]
             self._alloc = self._size
         except OSError:
             if self._size == 0:  # nothing good in it: a new segment would get its very name
-                os.unlink(dirty)  # type: ignore[arg-type]  # OSError → JournalUnavailable
+                self.disk.unlink(dirty)  # type: ignore[arg-type]  # OSError → JournalUnavailable
             self._close_segment()
         self._dirty = None
 
@@ -179,12 +181,13 @@ class SegmentWriter:
         """
         self._close_segment()
         path = self.dir / _seg_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        disk = self.disk
+        fd = disk.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            self._size = self._alloc = os.fstat(fd).st_size
-            _fsync_dir(self.dir)
+            self._size = self._alloc = disk.fstat_size(fd)
+            disk.fsync_dir(self.dir)
         except OSError:
-            os.close(fd)
+            disk.close(fd)
             raise
         self._fd, self._path = fd, path
 
@@ -193,10 +196,10 @@ class SegmentWriter:
             fd, self._fd = self._fd, None
             if self._alloc > self._size and self._dirty is None:
                 try:  # a cleanly left segment ends at its last record
-                    os.ftruncate(fd, self._size)
+                    self.disk.ftruncate(fd, self._size)
                 except OSError as exc:
                     log.warning("cannot trim %s: %s", self._path, _reason(exc))
             try:
-                os.close(fd)
+                self.disk.close(fd)
             except OSError:
                 pass

@@ -8,7 +8,6 @@ partial one (and a damaged one is skipped for an older one).
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Mapping
@@ -17,15 +16,16 @@ from typing import Any
 
 import msgpack
 
-import shardex.journal.disk as disk
 from shardex.engine import Engine, Market
 from shardex.journal.disk import (
+    OS_DISK,
+    Disk,
     JournalError,
     JournalUnavailable,
-    _fsync_dir,
     _reason,
-    _seq_of,
     _snap_name,
+    listed,
+    write_file,
 )
 
 log = logging.getLogger("shardex.journal")
@@ -65,7 +65,7 @@ def restore_engine(
         raise JournalError(f"snapshot seq {seq!r} cannot be restored: {exc}") from None
 
 
-def write_snapshot(directory: Path, engine: Engine) -> Path:
+def write_snapshot(directory: Path, engine: Engine, disk: Disk = OS_DISK) -> Path:
     """Temp file, fsync, rename, fsync dir: a snapshot is either complete or absent.
 
     On a write error (disk full, ...) the temp file is removed and JournalUnavailable raised;
@@ -77,27 +77,24 @@ def write_snapshot(directory: Path, engine: Engine) -> Path:
     final = directory / _snap_name(engine.seq)
     tmp = final.with_suffix(".tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            disk._fsync(fh.fileno())
-        os.replace(tmp, final)
+        write_file(disk, tmp, data)
+        disk.replace(tmp, final)
     except OSError as exc:
         try:
-            tmp.unlink(missing_ok=True)
+            disk.unlink(tmp)
         except OSError:
-            pass
+            pass  # (never created, or cannot be removed: temp files are never read)
         raise JournalUnavailable(f"snapshot not written: {_reason(exc)}") from None
     try:
-        _fsync_dir(directory)
+        disk.fsync_dir(directory)
     except OSError as exc:  # the snapshot file itself is complete and fsynced
         log.warning("fsync of %s after snapshot failed: %s", directory, _reason(exc))
     return final
 
 
-def read_snapshot(path: Path) -> dict[str, Any] | None:
+def read_snapshot(path: Path, disk: Disk = OS_DISK) -> dict[str, Any] | None:
     """A snapshot's state, or None if it is damaged (then an older one is used)."""
-    body = _snapshot_body(path)
+    body = _snapshot_body(path, disk)
     if body is None:
         return None
     try:
@@ -106,10 +103,10 @@ def read_snapshot(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _snapshot_body(path: Path) -> bytes | None:
+def _snapshot_body(path: Path, disk: Disk = OS_DISK) -> bytes | None:
     """A snapshot's checked msgpack body, or None if it is unreadable or damaged."""
     try:
-        data = path.read_bytes()
+        data = disk.read_bytes(path)
     except OSError:
         return None
     if len(data) < 12 or data[:8] != SNAP_MAGIC:
@@ -119,11 +116,11 @@ def _snapshot_body(path: Path) -> bytes | None:
     return body if zlib.crc32(body) == crc else None
 
 
-def snapshot_books(path: Path) -> tuple[int, list[str]] | None:
+def snapshot_books(path: Path, disk: Disk = OS_DISK) -> tuple[int, list[str]] | None:
     """A snapshot's (seq, symbols of its books), or None if it is damaged: what the data-dir
     check needs, without building the state (the books' orders and the rest are skipped
     undecoded, a few ms where ``read_snapshot`` takes up to a second for 80k orders)."""
-    body = _snapshot_body(path)
+    body = _snapshot_body(path, disk)
     if body is None:
         return None
     seq, symbols = None, None
@@ -149,17 +146,20 @@ def snapshot_books(path: Path) -> tuple[int, list[str]] | None:
     return seq, [str(s) for s in symbols]
 
 
-def snapshot_paths(directory: Path) -> list[Path]:
+def snapshot_paths(directory: Path, disk: Disk = OS_DISK) -> list[Path]:
     """A journal directory's snapshots, oldest first."""
-    return sorted(directory.glob("snapshot-*.snap"), key=_seq_of)
+    return listed(disk, directory, "snapshot-", ".snap")
 
 
 def best_snapshot(
-    directory: Path, markets: Mapping[str, Market], machine: Machine = ENGINE
+    directory: Path,
+    markets: Mapping[str, Market],
+    machine: Machine = ENGINE,
+    disk: Disk = OS_DISK,
 ) -> tuple[Engine, int | None]:
     """The engine of the newest valid snapshot (damaged ones are skipped), or a fresh one."""
-    for path in sorted(directory.glob("snapshot-*.snap"), key=_seq_of, reverse=True):
-        state = read_snapshot(path)
+    for path in reversed(snapshot_paths(directory, disk)):
+        state = read_snapshot(path, disk)
         if state is None:
             log.warning("snapshot %s is damaged; trying an older one", path)
             continue

@@ -11,7 +11,9 @@ node decides on, and ``errno`` says the rest, e.g. ``EHOSTUNREACH``). Two implem
   and, later, a deterministic simulator.
 
 ``clock`` (``shardex.clock``) is where a node on this transport reads the time: ``REAL`` for
-both by default, a virtual clock in the simulator.
+both by default, a virtual clock in the simulator. ``disk`` (``shardex.journal.disk``) is where
+it keeps its journal, snapshots and epoch file: ``OS_DISK`` by default, a ``SimDisk``
+(``shardex.sim.disk``) in the simulator, set on the transport (``t.disk = SimDisk()``).
 
 The interface is the subset of pyzmq the node loops already used, on purpose: a node written
 against ``self.zmq`` (its transport) runs unchanged on either, so the in-memory runs exercise
@@ -30,6 +32,7 @@ import zmq
 import zmq.asyncio
 
 from shardex.clock import REAL, Clock
+from shardex.journal.disk import OS_DISK, Disk
 from shardex.net.mem import MemContext, MemHub, MemPoller
 from shardex.net.memasync import MemAsyncContext
 
@@ -40,6 +43,8 @@ WouldBlock = zmq.Again
 class Transport:
     """What a node needs of its transport; also answers every constant pyzmq's module has
     (``t.DEALER``, ``t.NOBLOCK``, ``t.Again``...), so it stands where the ``zmq`` module did."""
+
+    disk: Disk = OS_DISK  # where this node's journal lives (shardex.journal.disk)
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ engine shards, answers to their ``HAVE``. Flow is one way: router → here → e
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -134,6 +135,7 @@ class AccountNode(ForwardLink, SequencedNode):
             raise ValueError(f"{len(cfg.engine_links)} engine links for {cfg.engines} engines")
         self.cfg = cfg
         self.zmq = net
+        self.clock = net.clock  # where it reads the time (``shardex.clock``)
         self.ctx = net.Context()
         self.open_keys("accounts")
         machine, journal = recovered or self.recover()
@@ -151,7 +153,7 @@ class AccountNode(ForwardLink, SequencedNode):
                        "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
         self.init_link(SYNC_EVERY_S, MAX_FORWARD_RESEND)  # (``ForwardLink``)
         self.init_loop_state(machine.seq)
-        self.last_sync = 0.0
+        self.last_sync = -math.inf  # (never: the first SYNC goes at the first turn)
         # Replicated leader: each committed batch's (seq after it, events, replies) waits here
         # for the high watermark (``release_acked``); ``released``: the seq released so far.
         self.replica: Any = replicate(self.ctx, net) if replicate is not None else None
@@ -172,18 +174,21 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
         check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
-        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
-        t, cpu = time.monotonic(), time.process_time()
+        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
+        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory, disk=disk)
+        perf = self.clock.perf_counter
+        t, cpu = perf(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"account shard {cfg.index}", self.ctx, cfg.router,
             f"accounts-{cfg.index}", self.key, {"tier": "accounts", "shard": cfg.index,
                                                 "shards": cfg.shards, "pid": os.getpid()},
+            clock=self.clock,
         )  # fmt: skip
         machine: AccountMachine = rec.engine  # type: ignore[assignment]
         log.info(
             "recovered account shard %d from %s: snapshot seq %s + %d journaled commands in "
             "%.2fs (%.2fs CPU) → seq %d, %d accounts, %d open orders",
-            cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, time.monotonic() - t,
+            cfg.index, cfg.journal_dir, rec.snapshot_seq, rec.replayed, perf() - t,
             time.process_time() - cpu,
             machine.seq, len(machine.core.balances), len(machine.core.orders),
         )  # fmt: skip
@@ -260,7 +265,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self.from_engines()
 
     def after_links(self) -> None:
-        self.sync_all(time.monotonic())  # (after reading the links: a current have)
+        self.sync_all(self.mono())  # (after reading the links: a current have)
 
     def read_requests(self, now: float) -> None:
         self.from_routers()

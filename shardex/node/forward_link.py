@@ -8,7 +8,7 @@ skip, re-send and report is the ``accounts.link.LinkEndpoint`` the engine shard'
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
@@ -28,6 +28,7 @@ class ForwardLink:
 
     cfg: Any
     zmq: Any
+    mono: Callable[[], float]  # the node's clock (``SequencedNode``)
     machine: Any
     handler: Any
     engines: list[Any]
@@ -105,7 +106,7 @@ class ForwardLink:
         (``LinkEndpoint.resend``), from the ring or, past it, the journal; ``released`` (a
         replicated leader's): never a forward the standby may not have yet (None: no
         standby)."""
-        self.tier_link.answer(time.monotonic(), released, self.machine.resend, self.handler.journal)
+        self.tier_link.answer(self.mono(), released, self.machine.resend, self.handler.journal)
 
     def sync_owed(self) -> None:
         """SYNC the engine shards a gap was found on (on the link or in the core)."""

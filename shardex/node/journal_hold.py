@@ -6,7 +6,7 @@ while reads go on; retried every ``JOURNAL_RETRY_S``; with the writer thread
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from shardex.journal import JournalUnavailable
@@ -27,6 +27,7 @@ class JournalHold:
     replies: list[Any]
     out: list[Any]
     last_journal_try: float
+    mono: Callable[[], float]  # the node's clock (``SequencedNode``)
     flush: Any
     _release: Any
 
@@ -56,7 +57,7 @@ class JournalHold:
                 "writes and serving reads until it can; retrying every %.0fs",
                 self.core.index, reason, held, JOURNAL_RETRY_S,
             )  # fmt: skip
-            self.last_journal_try = time.monotonic()
+            self.last_journal_try = self.mono()
         self.core.journal_down = reason
         if self.writer_fd is not None:
             self.held = ([], [])  # the held batches stay in ``inflight``, in order

@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import socket
-import time
 from typing import Any
 
+from shardex.clock import REAL, Clock
 from shardex.journal import Journal
 
 log = logging.getLogger("shardex.replica")
@@ -67,17 +68,19 @@ START_GRACE_S = 1.0
 
 class Refusals:
     """Counts refused replication messages; logs the first and then at most one a second
-    (a flood of garbage must not become a flood of log lines)."""
+    (a flood of garbage must not become a flood of log lines). ``clock``: the node's
+    (``shardex.clock``)."""
 
-    def __init__(self, side: str) -> None:
+    def __init__(self, side: str, clock: Clock = REAL) -> None:
         self.side = side
         self.count = 0
         self.logged = 0
-        self.last_log = 0.0
+        self.last_log = -math.inf  # (never: the first refusal is logged at once)
+        self._mono = clock.monotonic
 
     def __call__(self, why: str) -> None:
         self.count += 1
-        now = time.monotonic()
+        now = self._mono()
         if now - self.last_log >= LOG_EVERY_S:
             log.error("ALERT %s refused %d replication message(s) (latest: %s)", self.side,
                       self.count - self.logged, why)  # fmt: skip

@@ -19,8 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
-from time import perf_counter
 from typing import Any
 
 import zmq
@@ -59,6 +57,10 @@ class RouterNode:
         """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
         self.cfg = cfg
         self.net = net
+        # where it reads the time (``shardex.clock``), bound once: the turn's ``monotonic``
+        # and the per-message ``perf_counter`` (the time module's own functions on REAL)
+        clock = self.clock = net.clock
+        self.mono, self.perf = clock.monotonic, clock.perf_counter
         self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
         self.ctx = net.Context()
         self.zap: ZapHandler | None = None
@@ -68,7 +70,7 @@ class RouterNode:
             store.init()
             server = store.server()
             self.zap = ZapHandler(self.ctx, store.registry())  # bound before any CURVE socket
-        self.router = Router(cfg.shards, cfg, self.zap.registry if self.zap else None)
+        self.router = Router(cfg.shards, cfg, self.zap.registry if self.zap else None, clock)
         # Bound at once (a port that is not listening yet can be taken by a client's own
         # connect: Linux may pick the very port as its ephemeral source, a self-connection), but
         # read only once the shards have registered (``open_front``).
@@ -109,25 +111,25 @@ class RouterNode:
             self.router.reply_dropped(gone=True)
 
     def from_shards(self) -> None:
-        router, back = self.router, self.back
+        router, back, perf = self.router, self.back, self.perf
         for _ in range(10_000):
             try:
                 frames, user = self.recv(back)
             except zmq.Again:
                 return
-            for reply in router.from_shard(frames, perf_counter(), user):
+            for reply in router.from_shard(frames, perf(), user):
                 self.to_client(reply)
 
     def from_clients(self) -> None:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
-        router, front = self.router, self.front
+        router, front, perf = self.router, self.front, self.perf
         for _ in range(10_000):
             try:
                 frames, user = self.recv(front)
             except zmq.Again:
                 break
-            shard, reply = router.from_client(frames, perf_counter(), user)
+            shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
                 self.to_client(reply)
             elif router.batch_full(shard):
@@ -177,19 +179,20 @@ class RouterNode:
             REGISTRY.register(self.router)
             serve(cfg.metrics_port, "router")
             tune_gc()
-        self.last_expire = self.last_reload = self.started = time.monotonic()
+        self.last_expire = self.last_reload = self.started = self.mono()
 
     def turn(self) -> None:
         """One wake-up: open the front when due, expire, poll, move what is ready."""
-        now = time.monotonic()
+        mono = self.mono
+        now = mono()
         if not self.front_open:
             self.open_front(now, self.started)
-        if time.monotonic() - self.last_expire > 1.0:
-            n = self.router.expire(perf_counter())
+        if mono() - self.last_expire > 1.0:
+            n = self.router.expire(self.perf())
             if n:
                 log.warning("forgot %d requests no shard answered within %.0fs", n,
                             self.cfg.inflight_timeout)  # fmt: skip
-            self.last_expire = time.monotonic()
+            self.last_expire = mono()
         try:
             ready = dict(self.poller.poll(200 if self.front_open else 20))
         except zmq.ZMQError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardex.auth import Registry
+from shardex.clock import REAL, Clock
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
@@ -94,10 +95,14 @@ class Router(RouterReports):
     """
 
     def __init__(
-        self, shards: int, cfg: RouterConfig | None = None, registry: Registry | None = None
-    ) -> None:
+        self, shards: int, cfg: RouterConfig | None = None, registry: Registry | None = None,
+        clock: Clock = REAL,
+    ) -> None:  # fmt: skip
+        """``clock``: the node's (``shardex.clock``); the decisions take ``now`` from their
+        caller (its ``perf_counter``), the reports (``RouterReports``) read the same one."""
         if shards < 1:
             raise ValueError("need at least one shard")
+        self.clock = clock
         self.cfg = cfg or RouterConfig(shards, "", "")
         # With a registry every message must come from a live key (checked per message, so a
         # revoked key is cut off on connections it already has); None: insecure mode.

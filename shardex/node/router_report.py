@@ -7,12 +7,12 @@ keep, so it sits apart from them.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.clock import Clock
 from shardex.metrics import Hist
 
 RECOVERING_TTL_S = 3.0  # a recovering state this old is forgotten (the beacon beats at 2 Hz)
@@ -26,6 +26,7 @@ class RouterReports:
     """Metrics (``collect``, for the Prometheus registry) and ``info`` of a ``Router``."""
 
     # what the reports read (set by ``Router.__init__``)
+    clock: Clock  # the node's; ``last_seen`` holds its ``perf_counter`` times
     shards: int
     accounts: int
     slots: int
@@ -71,7 +72,7 @@ class RouterReports:
         """Per-slot metrics of one tier: engine shards as ``shardex_router_*{shard}``, account
         shards as ``shardex_router_account_*{account_shard}`` numbered 0..M-1 (slot N+j is
         account shard j: labelled ``shard="N+j"`` it was a phantom engine shard per panel)."""
-        now = time.monotonic()
+        now = self.clock.perf_counter()  # (the source ``last_seen`` was stamped from)
         what = "an account shard" if kind else "a shard"
         families = (
             (CounterMetricFamily, "forwarded", f"Requests forwarded to {what}", self.forwarded),

@@ -44,10 +44,13 @@ The deliberate differences between the tiers are these hooks (each subclass says
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from shardex.auth import KeyStore, ZapHandler
+from shardex.clock import Clock
 from shardex.journal import Journal, JournalUnavailable
 from shardex.node.fencing import fence
 from shardex.node.nulljournal import NullJournal
@@ -88,15 +91,24 @@ class Service(Protocol):
 class SequencedNode:
     """The loop (``run``) and what both tiers do the same way: HELLO, the replica tick,
     fencing, the journal retry's timing, snapshots and their timing. A subclass sets, before
-    ``run``: ``cfg`` (``index``, ``snapshot_every``, ``snapshot_interval``), ``zmq``, ``ctx``,
-    ``zap``, ``links`` (its router links), ``outboxes`` (what ``pump`` drains), ``poller``,
-    ``replica``, ``hello_msg``; and implements the hooks named in the module docstring."""
+    ``run``: ``cfg`` (``index``, ``snapshot_every``, ``snapshot_interval``), ``zmq`` (its
+    transport), ``ctx``, ``zap``, ``links`` (its router links), ``outboxes`` (what ``pump``
+    drains), ``poller``, ``replica``, ``hello_msg``; and implements the hooks named in the
+    module docstring.
+
+    Time: the node reads it only through ``clock``, its transport's (``zmq.clock``, see
+    ``shardex.clock``; set by ``init_loop_state``, or earlier by a node whose recovery reads
+    it), so the same loop runs on a virtual clock in the simulator; ``mono`` is the clock's
+    bound ``monotonic``, cached once (``time.monotonic`` itself on ``REAL``: the turn pays
+    what it paid before)."""
 
     IDLE_POLL_MS = 200  # poll timeout with nothing waiting and no standby
     LABEL = "node"  # how logs name it: "shard 3", "account shard 1"
 
     cfg: Any
     zmq: Any
+    clock: Clock  # where this node reads the time (its transport's, ``zmq.clock``)
+    mono: Callable[[], float]  # ``clock.monotonic``, bound once (``init_loop_state``)
     ctx: Any
     zap: Any
     key: Any
@@ -125,12 +137,16 @@ class SequencedNode:
     def init_loop_state(self, seq: int) -> None:
         """The loop's own state (call from ``__init__``, ``seq`` = the recovered machine's)."""
         self.stop = StopFlag()  # set by SIGINT/SIGTERM once run_* installs it
-        self.started = time.monotonic()
-        self.last_hello = 0.0
-        self.last_journal_try = 0.0
+        self.clock = self.zmq.clock
+        self.mono = mono = self.clock.monotonic
+        self.started = mono()
+        # -inf: "never", due at the first turn whatever the clock reads (a virtual one starts
+        # at 0, where 0.0 would hold the first HELLO back for HELLO_EVERY_S)
+        self.last_hello = -math.inf
+        self.last_journal_try = -math.inf
         self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
         self.refused = 0  # requests answered ``not_leader`` meanwhile
-        self.last_snap = time.monotonic()
+        self.last_snap = mono()
         self.last_snap_seq = seq
         self.last_snap_records = 0
 
@@ -152,12 +168,12 @@ class SequencedNode:
         """One turn of the loop (the module docstring's steps). A process runs turns until
         stopped (``run``); an in-memory cluster calls ``start``, then every node's ``turn`` in
         rounds (its poll never waits), then ``close``."""
-        now = time.monotonic()
+        now = self.mono()
         if self.replica is not None and not self.replica_tick(now):
             # past our lease deadline: accept nothing, acknowledge nothing; requests are
             # answered ``not_leader`` (nothing ran: the client may send them again)
             self.refuse()
-            if not self.zmq.in_process:
+            if not self.zmq.in_process:  # (a process's back-off; a shared one never sleeps)
                 time.sleep(0.01)
             return
         self.fenced = False
@@ -249,7 +265,8 @@ class SequencedNode:
         journal, machine = self.journal, self.machine
         if not isinstance(journal, Journal):
             return
-        t = time.monotonic()
+        perf = self.clock.perf_counter
+        t = perf()
         self.last_snap = now
         try:
             path = journal.snapshot(machine)
@@ -257,7 +274,7 @@ class SequencedNode:
             log.error("ALERT snapshot of %s failed (%s); will retry", self.what, exc)
             return
         log.info("snapshot %s of %s in %.1f ms", getattr(path, "name", path), self.what,
-                 (time.monotonic() - t) * 1000)  # fmt: skip
+                 (perf() - t) * 1000)  # fmt: skip
         self.last_snap_seq = machine.seq
         self.last_snap_records = journal.records_written
 
@@ -267,7 +284,7 @@ class SequencedNode:
         if isinstance(self.journal, Journal) and not self.journal_held():
             if self.machine.seq != self.last_snap_seq:
                 log.info("%s stopping: snapshot at seq %d", self.what, self.machine.seq)
-                self.snapshot(time.monotonic())
+                self.snapshot(self.mono())
 
     def close_journal(self) -> None:
         try:

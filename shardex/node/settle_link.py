@@ -8,7 +8,7 @@ apply, skip, re-send and report is the ``accounts.link.LinkEndpoint`` the accoun
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from shardex.accounts.link import APPLY, FORWARD, GAP, MALFORMED, SETTLEMENT, LinkEndpoint
@@ -31,6 +31,7 @@ class SettlementLink:
 
     cfg: Any
     zmq: Any
+    mono: Callable[[], float]  # the node's clock (``SequencedNode``)
     zap: Any
     core: Any
     alink: Any
@@ -159,7 +160,7 @@ class SettlementLink:
                 self._send_outgoing(wait.popleft()[1])
         port = self.tier_link
         if port.end.reports:
-            port.answer(time.monotonic(), upto, engine.resend, self.core.journal)
+            port.answer(self.mono(), upto, engine.resend, self.core.journal)
         if port.end.owed:
             for j in port.end.take_owed():
                 if j in self.account_peers and not port.report(j, engine.inbox.last.get(j, 0)):

@@ -10,6 +10,7 @@ with ``overloaded`` instead of being queued.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -128,6 +129,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         pin = cfg.pin and not net.in_process  # (``net.in_process``: shares its process)
         self.cpu = pin_to_cpu(cfg.index, cfg.cpu, cfg.shards) if pin else None
         self.zmq = net
+        self.clock = net.clock  # where it reads the time (``shardex.clock``)
         self.ctx = net.Context()
         self.open_keys("shard")
         self.core = ShardCore(
@@ -137,6 +139,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             *(recovered or self.recover()),
             ring_size=cfg.ring_size,
             registry=self.zap.registry if self.zap else None,
+            clock=net.clock,
         )
         self.core.accounts = cfg.accounts
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
@@ -147,7 +150,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.stats.seq = self.core.engine.seq
         self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        self.last_resting = 0.0
+        self.last_resting = -math.inf  # (never: due at the first turn, whatever the clock)
         self.out: list[Event] = []
         self.replies: Replies = []
         self.held: tuple[Replies, list[Event]] | None = None
@@ -181,15 +184,18 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
         check_routing(cfg.journal_dir, cfg.shards, f"engine shard {cfg.index}")
+        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
         if factory is not None:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory)
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory,
+                              disk=disk)  # fmt: skip
         else:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync)
-        t, cpu = time.monotonic(), time.process_time()
+            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, disk=disk)
+        perf = self.clock.perf_counter
+        t, cpu = perf(), time.process_time()
         rec = recover_visibly(
             journal.recover, f"shard {cfg.index}", self.ctx, cfg.router, f"shard-{cfg.index}",
             self.key, {"shard": cfg.index, "shards": cfg.shards,
-                                          "pid": os.getpid()},
+                                          "pid": os.getpid()}, clock=self.clock,
         )  # fmt: skip
         engine = rec.engine
         check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
@@ -200,7 +206,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             cfg.journal_dir,
             rec.snapshot_seq,
             rec.replayed,
-            time.monotonic() - t,
+            perf() - t,
             time.process_time() - cpu,
             engine.seq,
             engine.resting(),

@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import struct
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import zmq
 
 from shardex.auth import ADMIN_KEY_FILE, AuthError, KeyFile, client_socket
+from shardex.clock import REAL, Clock
 from shardex.wire.protocol import decode_reply, encode_request
 
 __all__ = [
@@ -341,7 +341,7 @@ class Pending:
     it was added. Deadlines are therefore in insertion order, so ``expire`` only looks at the
     oldest entries (O(expired), cheap enough to call on every loop turn of a load generator)."""
 
-    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, timeout: float, clock: Callable[[], float] = REAL.monotonic) -> None:
         self.timeout = timeout
         self.clock = clock
         self._items: dict[bytes, tuple[Any, float]] = {}
@@ -419,20 +419,23 @@ def parse_topology(error: Any, results: Any) -> dict[str, Any]:
 
 
 def request(
-    sock: zmq.Socket, key: bytes, cmds: list[Any], timeout: float, ids: RequestIds
-) -> tuple[Any, Any]:
+    sock: zmq.Socket, key: bytes, cmds: list[Any], timeout: float, ids: RequestIds,
+    clock: Clock = REAL,
+) -> tuple[Any, Any]:  # fmt: skip
     """Send one request on a blocking DEALER and wait for *its* reply (replies to other, older
     requests on the same socket are skipped). Returns ``protocol.decode_reply``'s
     ``(error, results)``; raises ``TimeoutError`` when nothing matching arrives in time or the
-    request cannot even be queued (no connected peer)."""
+    request cannot even be queued (no connected peer). ``clock``: where the deadline is read
+    (``shardex.clock``); the waits are the socket's own."""
     req = ids.next()
     try:
         sock.send_multipart([key, req, encode_request(cmds)])
     except zmq.Again:
         raise Unreachable(f"cannot reach a peer within {timeout}s") from None
-    deadline = time.monotonic() + timeout
+    mono = clock.monotonic
+    deadline = mono() + timeout
     while True:
-        wait = deadline - time.monotonic()
+        wait = deadline - mono()
         if wait <= 0 or not sock.poll(max(1, int(wait * 1000))):
             raise TimeoutError(f"no reply within {timeout}s")
         frames = sock.recv_multipart()

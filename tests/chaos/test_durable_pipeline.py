@@ -21,10 +21,10 @@ import msgpack
 import pytest
 import zmq
 
-import shardex.journal.disk as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
 from shardex.journal import Journal, JournalUnavailable, iter_records
+from shardex.journal.disk import OS_DISK as jmod
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import (
     OP_ORDER,
@@ -82,8 +82,8 @@ def test_writer_batches_become_durable_in_order_and_waiting_ones_share_a_sync(
     tmp_path, monkeypatch
 ):
     gate = _Gate()
-    monkeypatch.setattr(jmod, "_fsync", gate)
-    monkeypatch.setattr(jmod, "_fdatasync", gate)  # (records in preallocated space)
+    monkeypatch.setattr(jmod, "fsync", gate)
+    monkeypatch.setattr(jmod, "fdatasync", gate)  # (records in preallocated space)
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
     fd = j.start_writer()
@@ -138,9 +138,9 @@ def test_failure_mid_pipeline_holds_every_later_batch_and_retry_writes_them_in_o
 ):
     gate = _Gate()
     fail = _FailWrites(partial)
-    monkeypatch.setattr(jmod, "_fsync", gate)
-    monkeypatch.setattr(jmod, "_fdatasync", gate)
-    monkeypatch.setattr(jmod, "_write", fail)
+    monkeypatch.setattr(jmod, "fsync", gate)
+    monkeypatch.setattr(jmod, "fdatasync", gate)
+    monkeypatch.setattr(jmod, "write", fail)
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
     fd = j.start_writer()
@@ -206,13 +206,13 @@ def test_snapshot_with_the_writer_waits_for_it_and_recovers(tmp_path):
 _GATED_SHARD = textwrap.dedent(
     """
     import os, sys, time
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
     gate, real = sys.argv[1], os.fsync
     def gated(fd):
         while os.path.exists(gate):
             time.sleep(0.005)
         real(fd)
-    jmod._fsync = jmod._fdatasync = gated
+    jmod.fsync = jmod.fdatasync = gated
     import zmq
     counts, poll = [0, 0], zmq.Poller.poll  # the loop's polls, and those that found work
     def counted(self, timeout=None):

@@ -157,7 +157,7 @@ def _recovered(directory) -> Engine:
 @pytest.mark.parametrize("partial", [0, 7, 300])
 def test_failed_write_is_cut_off_kept_and_retried(tmp_path, monkeypatch, partial):
     """ENOSPC mid-write: the file stays as it was, the commands stay buffered, retry works."""
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
@@ -168,7 +168,7 @@ def test_failed_write_is_cut_off_kept_and_retried(tmp_path, monkeypatch, partial
     records = seg.read_bytes().rstrip(b"\0")  # (whatever preallocated zeros follow them)
     committed = _state(engine)
     _apply_and_add(engine, j, batches[1])
-    monkeypatch.setattr(jmod, "_write", _Fail(os.write, errno.ENOSPC, partial=partial))
+    monkeypatch.setattr(jmod, "write", _Fail(os.write, errno.ENOSPC, partial=partial))
     with pytest.raises(JournalUnavailable) as exc:
         j.commit()
     assert str(exc.value) == "No space left on device"
@@ -189,15 +189,15 @@ def test_failed_write_is_cut_off_kept_and_retried(tmp_path, monkeypatch, partial
 
 
 def test_failed_fsync_is_retried_without_duplicating_records(tmp_path, monkeypatch):
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="batch")
     batches = _batches()
     _apply_and_add(engine, j, batches[0])
     failing = _Fail(os.fsync, errno.EIO, times=2)
-    monkeypatch.setattr(jmod, "_fsync", failing)
-    monkeypatch.setattr(jmod, "_fdatasync", failing)  # (records in preallocated space)
+    monkeypatch.setattr(jmod, "fsync", failing)
+    monkeypatch.setattr(jmod, "fdatasync", failing)  # (records in preallocated space)
     for _ in range(2):
         with pytest.raises(JournalUnavailable, match="Input/output error"):
             j.commit()
@@ -216,7 +216,7 @@ def test_truncate_failing_too_rolls_a_new_segment_that_recovery_accepts(
     With good records before it, the writer leaves that segment and rolls a new one (recovery
     accepts a torn older segment that the next one continues); with none, the file goes.
     """
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
@@ -225,8 +225,8 @@ def test_truncate_failing_too_rolls_a_new_segment_that_recovery_accepts(
         _apply_and_add(engine, j, batches[0])
         j.commit()
     _apply_and_add(engine, j, batches[1])
-    monkeypatch.setattr(jmod, "_write", _Fail(os.write, errno.ENOSPC, partial=50))
-    monkeypatch.setattr(jmod, "_ftruncate", _Fail(os.ftruncate, errno.EIO, times=2))
+    monkeypatch.setattr(jmod, "write", _Fail(os.write, errno.ENOSPC, partial=50))
+    monkeypatch.setattr(jmod, "ftruncate", _Fail(os.ftruncate, errno.EIO, times=2))
     with pytest.raises(JournalUnavailable):
         j.commit()
     segs = j.segments()
@@ -259,12 +259,12 @@ def test_a_torn_older_segment_not_continued_is_still_damage(tmp_path):
 
 
 def test_snapshot_write_failure_leaves_no_snapshot_and_no_temp(tmp_path, monkeypatch):
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
     _apply_and_add(engine, j, _batches()[0])
-    monkeypatch.setattr(jmod, "_fsync", _Fail(os.fsync, errno.ENOSPC))
+    monkeypatch.setattr(jmod, "fsync", _Fail(os.fsync, errno.ENOSPC))
     with pytest.raises(JournalUnavailable, match="snapshot not written: No space left on device"):
         j.snapshot(engine)
     assert j.pending == 0, "the snapshot committed the buffer first"
@@ -273,12 +273,12 @@ def test_snapshot_write_failure_leaves_no_snapshot_and_no_temp(tmp_path, monkeyp
 
 
 def test_snapshot_refuses_while_commands_cannot_be_committed(tmp_path, monkeypatch):
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     engine = Engine(DEFAULT_MARKETS)
     j = Journal(tmp_path, DEFAULT_MARKETS, fsync="none")
     _apply_and_add(engine, j, _batches()[0])
-    monkeypatch.setattr(jmod, "_write", _Fail(os.write, errno.ENOSPC))
+    monkeypatch.setattr(jmod, "write", _Fail(os.write, errno.ENOSPC))
     with pytest.raises(JournalUnavailable):
         j.snapshot(engine)
     assert not list(tmp_path.glob("snapshot-*")) and j.pending == 40

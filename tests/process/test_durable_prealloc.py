@@ -154,11 +154,11 @@ def test_a_bad_record_followed_by_data_is_still_damage(tmp_path):
 def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
     """Records inside written, synced zeros need data only; anything that grows the file (no
     preallocation, or preallocation failed) gets a full fsync."""
-    import shardex.journal.disk as jmod
+    from shardex.journal.disk import OS_DISK as jmod
 
     calls: list[str] = []
-    monkeypatch.setattr(jmod, "_fsync", lambda fd: calls.append("fsync") or os.fsync(fd))
-    monkeypatch.setattr(jmod, "_fdatasync", lambda fd: calls.append("data") or os.fsync(fd))
+    monkeypatch.setattr(jmod, "fsync", lambda fd: calls.append("fsync") or os.fsync(fd))
+    monkeypatch.setattr(jmod, "fdatasync", lambda fd: calls.append("data") or os.fsync(fd))
     _write(tmp_path / "writer", _cmds(120), batch=40)
     assert calls and set(calls) == {"data"}  # (submits waiting together share one)
     calls.clear()
@@ -181,7 +181,7 @@ def test_fdatasync_only_inside_preallocated_space(tmp_path, monkeypatch):
     def no_space(fd, data, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(jmod, "_pwrite", no_space)  # preallocation fails: append + fsync
+    monkeypatch.setattr(jmod, "pwrite", no_space)  # preallocation fails: append + fsync
     assert _state(_write(tmp_path / "full", _cmds(40), batch=40)) == _state(
         Journal(tmp_path / "full", DEFAULT_MARKETS).recover().engine
     )

@@ -18,13 +18,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
-import shardex.journal.disk as jmod
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal import HEADER, Journal, JournalError, JournalUnavailable, iter_records
+from shardex.journal.disk import OS_DISK as jmod
 from shardex.tools.workload import Workload
 
 STEP = 512  # preallocation step: many boundaries crossed by a few dozen small records
-HOOKS = ("_write", "_pwrite", "_fsync", "_fdatasync", "_prealloc_sync", "_ftruncate")
+HOOKS = ("write", "pwrite", "fsync", "fdatasync", "prealloc_sync", "ftruncate")
 
 
 def _state(engine: Engine) -> bytes:
@@ -64,7 +64,7 @@ class Disk:
     def write(self, fd: int, data) -> int:
         off = os.lseek(fd, 0, os.SEEK_CUR)
         room = self._room(fd, off, len(data))
-        if self._due("_write"):
+        if self._due("write"):
             room = min(room, len(data) // 2)
         elif room == len(data):
             return os.write(fd, data)
@@ -74,7 +74,7 @@ class Disk:
 
     def pwrite(self, fd: int, data, off: int) -> int:
         room = self._room(fd, off, len(data))
-        if self._due("_pwrite"):
+        if self._due("pwrite"):
             room = min(room, len(data) // 2)
         elif room == len(data):
             return os.pwrite(fd, data, off)
@@ -90,15 +90,15 @@ class Disk:
         return call
 
     def ftruncate(self, fd: int, size: int) -> None:
-        if self._due("_ftruncate"):
+        if self._due("ftruncate"):
             raise OSError(errno.EIO, "Input/output error")
         os.ftruncate(fd, size)
 
     def install(self, monkeypatch) -> None:
-        monkeypatch.setattr(jmod, "_write", self.write)
-        monkeypatch.setattr(jmod, "_pwrite", self.pwrite)
-        monkeypatch.setattr(jmod, "_ftruncate", self.ftruncate)
-        for hook in ("_fsync", "_fdatasync", "_prealloc_sync"):
+        monkeypatch.setattr(jmod, "write", self.write)
+        monkeypatch.setattr(jmod, "pwrite", self.pwrite)
+        monkeypatch.setattr(jmod, "ftruncate", self.ftruncate)
+        for hook in ("fsync", "fdatasync", "prealloc_sync"):
             monkeypatch.setattr(jmod, hook, self.sync(hook))
 
 
@@ -197,11 +197,11 @@ def test_every_single_failing_call_recovers_to_what_was_acknowledged(tmp_path, m
     half), for every n an undisturbed run makes; also each write/preallocation failure
     together with the truncate that should cut it off."""
     calls = _baseline()[0]
-    assert calls["_write"] == len(BATCHES) and calls["_pwrite"] > 5, calls
+    assert calls["write"] == len(BATCHES) and calls["pwrite"] > 5, calls
     schedules = [frozenset({(hook, n)}) for hook in HOOKS for n in range(calls[hook] + 1)]
     schedules += [
-        frozenset({(hook, n), ("_ftruncate", 0)})
-        for hook in ("_write", "_pwrite", "_fdatasync", "_fsync", "_prealloc_sync")
+        frozenset({(hook, n), ("ftruncate", 0)})
+        for hook in ("write", "pwrite", "fdatasync", "fsync", "prealloc_sync")
         for n in range(calls[hook])
     ]
     for k, fail in enumerate(schedules):

@@ -14,10 +14,12 @@ from types import SimpleNamespace
 import pytest
 
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
+from shardex.clock import REAL
 from shardex.datadir import SHARDS_FILE, check_shard_count, recorded_shards
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import GTC, LIMIT, OP_NEW, SELL, STP_NONE
 from shardex.journal import Journal, JournalError
+from shardex.net import ZMQ
 from shardex.node.accounts import AccountNode, AccountsConfig
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.wire.protocol import OP_FORWARD, shard_for
@@ -27,13 +29,13 @@ from tests.support.journals import _account_dir, _forwarded_journal, _order
 def _engine_recover(data: Path, shards: int):
     cfg = ShardConfig(0, shards, None, None, "inproc://x", DEFAULT_MARKETS, accounts=1,
                       journal_dir=str(data / "shard-0"))  # fmt: skip
-    return ShardNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None))  # type: ignore[arg-type]
+    return ShardNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None, clock=REAL, zmq=ZMQ))  # type: ignore[arg-type]
 
 
 def _accounts_recover(data: Path, engines: int):
     cfg = AccountsConfig(0, 1, engines, "inproc://r", ["inproc://e"] * engines, DEFAULT_MARKETS,
                          journal_dir=str(data / "accounts-0"))  # fmt: skip
-    return AccountNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None))  # type: ignore[arg-type]
+    return AccountNode.recover(SimpleNamespace(cfg=cfg, ctx=None, key=None, clock=REAL, zmq=ZMQ))  # type: ignore[arg-type]
 
 
 def test_engine_shard_never_replays_accepted_forwards_as_refusals(tmp_path):

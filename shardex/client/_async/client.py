@@ -9,7 +9,6 @@ counterpart. The decisions themselves (plan, fates, retries, decoding) are ``Cli
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Generator, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -32,6 +31,7 @@ from shardex.client.results import (
     _money,
     transfer_result,
 )
+from shardex.clock import REAL, Clock
 from shardex.engine import Market
 from shardex.engine.codes import Command
 from shardex.wire.protocol import (
@@ -52,7 +52,11 @@ NO_ACCOUNT_TIER = "this cluster runs without account shards (start it with shard
 class AsyncClient(AsyncIO):
     """The SDK client (see ``shardex.client``). ``Client`` is blocking and not thread-safe (one
     per thread: ZeroMQ sockets are single-threaded); ``AsyncClient`` has the same methods,
-    awaitable, and is safe to share between the tasks of one event loop."""
+    awaitable, and is safe to share between the tasks of one event loop.
+
+    ``clock`` (``shardex.clock``): where the client reads "now" (retry deadlines, when to ask
+    for the markets again); its waits are its flavour's (the event loop's timers, or the
+    blocking sockets'), so a virtual clock goes with a loop whose time is that clock."""
 
     def __init__(
         self,
@@ -66,7 +70,9 @@ class AsyncClient(AsyncIO):
         key: KeyArg = None,
         context: ZmqContext | None = None,
         retry: Retry | bool | None = DEFAULT_RETRY,
+        clock: Clock = REAL,
     ) -> None:
+        self.clock = clock
         super().__init__(endpoint, markets, timeout, direct, shard_endpoints, account, key, retry)
         self._open(context)
 
@@ -118,14 +124,15 @@ class AsyncClient(AsyncIO):
         add one ``timeout`` to it): ask the fates, send again what never ran."""
         policy = self.retry
         assert policy is not None
-        deadline = time.monotonic() + policy.deadline
+        mono = self.clock.monotonic
+        deadline = mono() + policy.deadline
         pause = policy.backoff
         resolved: dict[int, Fate] = {}
         last: dict[int, Fate] = {}
         attempts = [1] * len(tuples)
         while True:
             ask, send = self.retry_plan(tuples, decoded, resolved, attempts)
-            if not (ask or send) or time.monotonic() >= deadline:
+            if not (ask or send) or mono() >= deadline:
                 break
             if self.direct and self.topology_stale(decoded, last, ask + send):
                 await self._refresh_direct()  # (its fate query would go where nothing answers)

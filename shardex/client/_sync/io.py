@@ -74,12 +74,12 @@ class SyncIO(ClientCore):
         """One read command → its reply's ``(error, results)``; ``RequestTimeout`` if none."""
         req = self.ids.next()
         self._send(sock, [key, req, encode_request([cmd])])
-        return self._wait(req, time.monotonic() + self.timeout, what)
+        return self._wait(req, self.clock.monotonic() + self.timeout, what)
 
     def _topology_reply(self) -> tuple[Any, Any]:
         req = self.ids.next()
         self._send(self._router, topology_frames(req))
-        return self._wait(req, time.monotonic() + self.timeout, "router topology")
+        return self._wait(req, self.clock.monotonic() + self.timeout, "router topology")
 
     def _exchange(
         self, tuples: list[Command], batch: int, window: int, via_accounts: bool = False
@@ -88,7 +88,7 @@ class SyncIO(ClientCore):
         out: list[Any] = [None] * len(tuples)
         self.edge_rejects(tuples, out)
         queue = list(reversed(self.plan(tuples, batch, via_accounts)))
-        pending = Pending(self.timeout)
+        pending = Pending(self.timeout, self.clock.monotonic)
         window = max(1, window)
         while queue or pending:
             while queue and len(pending) < window:
@@ -139,7 +139,7 @@ class SyncIO(ClientCore):
 
     def _recv(self, deadline: float) -> tuple[bytes, bytes] | None:
         while True:
-            wait = deadline - time.monotonic()
+            wait = deadline - self.clock.monotonic()
             if wait <= 0:
                 return None
             for sock, _ in self._poller.poll(max(1, int(wait * 1000))):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from shardex.auth import KeyFile
+from shardex.clock import REAL
 from shardex.net.roles import shard_requests
 from shardex.node.bridge.tracker import ShardTracker
 from shardex.wire.protocol import decode_reply, encode_request
@@ -188,7 +188,8 @@ class ShardState:
     unreachable: bool = False
     answered: bool = False  # it has answered a status request once (it is no longer starting)
     waiting_said: bool = False  # "waiting for it to answer" logged (once, while it starts)
-    created: float = field(default_factory=time.monotonic)
+    # when the bridge made it, on the bridge's clock (``Bridge`` passes it; REAL otherwise)
+    created: float = field(default_factory=REAL.monotonic)
     repaired_at: int = 0  # first seq of the last repair asked (no progress → pace the next)
     idle: int = 0
     # "events": an engine shard (``shardex:events:<i>`` + trades); "balances": an account shard

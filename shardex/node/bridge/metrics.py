@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
+import math
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shardex.clock import REAL, Clock
 from shardex.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger("shardex.bridge")
@@ -68,24 +69,26 @@ class Labelled(Protocol):
 
 
 class Alerts:
-    """ALERT and malformed-input reporting: every call is counted, lines are rate-limited."""
+    """ALERT and malformed-input reporting: every call is counted, lines are rate-limited
+    (``clock``: the bridge's, ``shardex.clock``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = REAL) -> None:
+        self._mono = clock.monotonic
         self._alerted: dict[tuple[int | str, str], float] = {}  # (shard, what) → last ALERT
-        self._malformed_logged = 0.0
+        self._malformed_logged = -math.inf  # (never: the first line is logged at once)
 
     def alert(self, shard: int | str, kind: str, key: str, msg: str, *args: Any) -> None:
         """One ALERT line per (shard, key) per ``ALERT_EVERY``; the counter counts every call."""
         ALERTS.labels(str(shard), kind).inc()
-        now = time.monotonic()
-        if now - self._alerted.get((shard, key), -1e9) >= ALERT_EVERY:
+        now = self._mono()
+        if now - self._alerted.get((shard, key), -math.inf) >= ALERT_EVERY:
             self._alerted[(shard, key)] = now
             log.error("ALERT " + msg, *args)
 
     def malformed(self, source: str, n: int, why: str) -> None:
         """``n`` messages or events from a shard's ``source`` dropped as undecodable."""
         MALFORMED.labels(source).inc(n)
-        now = time.monotonic()
+        now = self._mono()
         if now - self._malformed_logged >= ALERT_EVERY:
             self._malformed_logged = now
             log.warning("dropping malformed input from a shard's %s: %s", source, why)

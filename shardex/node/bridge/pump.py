@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
+from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.links import ShardState
 from shardex.node.bridge.metrics import LAG, LAST, LOST, REPAIRED, Alerts
@@ -28,7 +28,8 @@ MAX_REPAIR_PAUSE = 2.0  # seconds between two repairs of a range that does not m
 
 
 class ShardPump:
-    """Drives one shard's tracker into Redis (the only caller of its writer-side methods)."""
+    """Drives one shard's tracker into Redis (the only caller of its writer-side methods).
+    Waits are the event loop's (``asyncio``); "now" for the tracker is ``clock``'s."""
 
     def __init__(
         self,
@@ -37,7 +38,9 @@ class ShardPump:
         alerts: Alerts,
         assets: AssetTable,
         follow: Callable[[ShardState], Awaitable[None]],
+        clock: Clock = REAL,
     ) -> None:
+        self.mono = clock.monotonic
         self.cfg = cfg
         self.store = store
         self.alerts = alerts
@@ -61,7 +64,7 @@ class ShardPump:
                 if not await self.store.write(st, batch):
                     await self.follow(st)  # Redis holds a newer epoch: its leader is elsewhere
                     await asyncio.sleep(0.2)
-            gap = tr.gap(time.monotonic())
+            gap = tr.gap(self.mono())
             if gap is not None:
                 await self._pace(st, gap[0])
                 await self.repair(st, *gap)
@@ -71,7 +74,7 @@ class ShardPump:
     async def _rewind(self, st: ShardState, at: int) -> None:
         """Redis is ahead of the shard: go on from the highest entry of ours at or below it."""
         last = await self.store.until_redis(lambda: self.store.last_written(st, at))
-        st.tracker.rewind(last, time.monotonic())
+        st.tracker.rewind(last, self.mono())
         LAST.labels(st.label).set(last)
 
     async def _pace(self, st: ShardState, first: int) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.entries import BALANCE_KINDS, EntryFormatter
 from shardex.node.bridge.links import ShardState
@@ -60,9 +60,13 @@ def _text(v: Any) -> str:
 
 class RedisWriter:
     """Writes each shard's batches to its streams; ``shards``/``accounts`` are the states whose
-    resume points an outage re-reads (set by the loop once it knows the topology)."""
+    resume points an outage re-reads (set by the loop once it knows the topology). ``clock``:
+    the bridge's (``shardex.clock``): the trackers' "now" and the write-time metric."""
 
-    def __init__(self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter) -> None:
+    def __init__(
+        self, cfg: BridgeConfig, alerts: Alerts, entries: EntryFormatter, clock: Clock = REAL
+    ) -> None:
+        self.mono, self.perf = clock.monotonic, clock.perf_counter
         self.cfg = cfg
         self.alerts = alerts
         self.entries = entries
@@ -126,7 +130,7 @@ class RedisWriter:
 
     async def sync_last(self) -> None:
         """Every shard's tracker resumes from what Redis holds (start-up, after an outage)."""
-        now = time.monotonic()
+        now = self.mono()
         for s in (*self.shards, *self.accounts):
             s.tracker.resume(await self.last_written(s), now)
             LAST.labels(s.label).set(s.tracker.last)
@@ -179,7 +183,7 @@ class RedisWriter:
         items = [self.entries.balance_item(ev, st.index)
                  for ev in batch if ev[AE_KIND] in BALANCE_KINDS]  # fmt: skip
         if not items:  # nothing for Redis: only the seq moves
-            st.tracker.written(batch[-1][AE_SEQ], time.monotonic())
+            st.tracker.written(batch[-1][AE_SEQ], self.mono())
             LAST.labels(st.label).set(st.tracker.last)
             return True
         res = await self._script(st, batch, [self.stream_key(st)], self._pack(items))
@@ -201,7 +205,7 @@ class RedisWriter:
             keys.append(keys[0] + ":epoch")
             args += (str(st.epoch),)
         tr = st.tracker
-        t0 = time.perf_counter()
+        t0 = self.perf()
         try:
             res = await self._eval(keys, args, st.label)
         except _TRANSIENT as exc:
@@ -219,7 +223,7 @@ class RedisWriter:
             await self.outage(exc)
             tr.putback([ev for ev in batch if ev[EV_SEQ] > tr.last])
             return None
-        XADD_TIME.observe(time.perf_counter() - t0)
+        XADD_TIME.observe(self.perf() - t0)
         REDIS_UP.set(1)
         return res
 
@@ -231,7 +235,7 @@ class RedisWriter:
             DUPS.labels(st.label).inc(dups)
         if conflicts:
             self._conflicts(st, conflicts)
-        st.tracker.written(batch[-1][EV_SEQ], time.monotonic())
+        st.tracker.written(batch[-1][EV_SEQ], self.mono())
         LAST.labels(st.label).set(st.tracker.last)
 
     def _newer_in_redis(self, st: ShardState, batch: list[tuple], newer: int) -> bool:

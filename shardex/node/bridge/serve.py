@@ -44,20 +44,25 @@ class Bridge:
     """One bridge process: shard event PUB streams → Redis Streams, in order, exactly once."""
 
     def __init__(self, cfg: BridgeConfig, net: Transport = ZMQ) -> None:
-        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs)."""
+        """``net``: the transport (``shardex.net``; the in-memory twin in one-process runs);
+        the bridge reads the time through its clock (``net.clock``) and waits on the event
+        loop's timers (the simulator runs it on a loop whose time is that clock)."""
         self.cfg = cfg
+        self.clock = clock = net.clock
         self.key: KeyFile | None = None
         if cfg.keys_dir:
             self.key = KeyStore(cfg.keys_dir).process_key("bridge", "bridge")
         self.ctx = net.AsyncContext()
         self.running = True
-        self.alerts = Alerts()
+        self.alerts = Alerts(clock)
         self.assets = AssetTable(cfg.markets)
-        self.store = RedisWriter(cfg, self.alerts, EntryFormatter(cfg.markets, self.assets))
+        self.store = RedisWriter(cfg, self.alerts, EntryFormatter(cfg.markets, self.assets),
+                                 clock)  # fmt: skip
         self.watches = Watches(self.key, self.alerts.alert)
         self.leaders = Follower(self.topology)
-        self.poller = StatusPoller(cfg, self.alerts, self.leaders.follow)
-        self.pump = ShardPump(cfg, self.store, self.alerts, self.assets, self.leaders.follow)
+        self.poller = StatusPoller(cfg, self.alerts, self.leaders.follow, clock)
+        self.pump = ShardPump(cfg, self.store, self.alerts, self.assets, self.leaders.follow,
+                              clock)  # fmt: skip
         self.shards: list[ShardState] = []
         self.accounts: list[ShardState] = []  # their balance changes go to shardex:balances:<j>
 
@@ -104,7 +109,8 @@ class Bridge:
         for i, ep in enumerate(endpoints):
             tracker = ShardTracker(i, max_pending=cfg.max_pending, hole_wait=cfg.hole_wait,
                                    stall_after=cfg.stall_after)  # fmt: skip
-            st = ShardState(i, tracker, repair_timeout=cfg.repair_timeout, kind=kind)
+            st = ShardState(i, tracker, repair_timeout=cfg.repair_timeout, kind=kind,
+                            created=self.clock.monotonic())  # fmt: skip
             st.epoch = ep.get("epoch", 0)
             Alerts.register(st.label)
             states.append(st)

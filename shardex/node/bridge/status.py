@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.links import ShardState, still_starting
 from shardex.node.bridge.metrics import LAG, STALLED, Alerts
@@ -85,14 +85,17 @@ class Follower:
 
 
 class StatusPoller:
-    """One poll loop per shard (``run``), reporting through ``alerts``."""
+    """One poll loop per shard (``run``), reporting through ``alerts``; it paces itself with
+    the event loop's timers and stamps requests and answers with ``clock``."""
 
     def __init__(
         self,
         cfg: BridgeConfig,
         alerts: Alerts,
         follow: Callable[[ShardState], Awaitable[None]],
+        clock: Clock = REAL,
     ) -> None:
+        self.mono = clock.monotonic
         self.cfg = cfg
         self.alerts = alerts
         self.follow = follow
@@ -101,7 +104,7 @@ class StatusPoller:
         """Every poll interval: ask the shard its seq (lag, tail repair, stall and behind)."""
         assert st.link is not None
         while True:
-            sent = time.monotonic()
+            sent = self.mono()
             reply = await st.link.request((OP_STATUS,), timeout=self.cfg.status_timeout)
             seq = self._seq(st, reply)
             if seq is None:
@@ -150,7 +153,7 @@ class StatusPoller:
         if st.unreachable:
             log.info("%s answers again", st.name)
             st.unreachable = False
-        out = tr.on_status(seq, sent, time.monotonic())
+        out = tr.on_status(seq, sent, self.mono())
         if out.behind:
             self.alerts.alert(
                 st.label, "behind", "behind",
