@@ -7,11 +7,11 @@ what the trace says. Then:
 * ``crash(name)``: the node object is dropped without ``close()``: its sockets vanish (every
   peer sees the disconnect, what was in the air to or from it is lost), it takes no more
   turns, and nothing of a clean stop happens (no final commit, no shutdown snapshot): what it
-  had buffered and not written is gone, as with kill -9. Its journal segment's descriptor is
-  closed where it stands (preallocated zeros and all, as a killed process leaves it). What
-  the OS had not synced survives here, as the page cache does after a process crash; the
-  simulated disk (``shardex.sim.disk``, when the transport has one) is where an unsynced write
-  is lost too.
+  had buffered and not written is gone, as with kill -9. Its journal lets go of its segment
+  where it stands (``Journal.abandon``). What the OS had not synced survives, as the page cache
+  does after a process crash; ``power(name, rng)`` is the machine's crash as well: the node's
+  files on the simulated disk (``shardex.sim.disk.SimDisk``, the transport's ``disk``) go back
+  to what was synced, plus a seeded prefix of the rest (the last write possibly torn).
 * ``restart(name)``: a new node object from the same parsed options (the same config and data
   dir), recovering from its journal as a restarted process would, in the crashed one's place
   in the cluster's lists (so ``cluster.engines[i]`` is shard i again).
@@ -22,7 +22,6 @@ what the trace says. Then:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from shardex.inproc import InProcCluster, parse
@@ -52,7 +51,7 @@ class Lifecycle:
                 o = parse(kind, spawn.values)
                 self.options.setdefault(_key(kind.name, o), (kind.name, o))
         self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
-        self.crashes = self.restarts = self.pauses = self.slows = 0
+        self.crashes = self.restarts = self.pauses = self.slows = self.powers = 0
         self.failures: list[str] = []  # restarts that raised (the node refused to start)
         for name, node in self.named().items():
             tag(node, name)
@@ -91,6 +90,20 @@ class Lifecycle:
         _drop_journal_fd(node)
         self.crashes += 1
         self.trace.add(self._now(), "crash", name)
+
+    def power(self, name: str, rng: Any = None) -> None:
+        """``name``'s machine loses power: the node crashes, and its files on the simulated
+        disk keep what was synced (``SimDisk.crash``, drawing from ``rng`` or the disk's own
+        seeded stream) -- a no-op on a real disk."""
+        where = getattr(self.named()[name].cfg, "journal_dir", None)
+        self.crash(name)
+        disk = self.cluster.net.disk
+        lost = 0
+        if where is not None and hasattr(disk, "crash"):
+            report = disk.crash(rng, under=where)
+            lost = len(report.files)
+        self.powers += 1
+        self.trace.add(self._now(), "power", name, f"{lost} files cut back")
 
     def restart(self, name: str) -> Any:
         """A new node for crashed ``name``, started; it is returned. ``StartFailed`` when it
@@ -144,13 +157,11 @@ def _seq(node: Any) -> int:
 
 
 def _drop_journal_fd(node: Any) -> None:
-    """Close the crashed node's journal segment as a dying process would: no final write, no
-    trim; what is buffered in the object is lost with it."""
+    """Let go of the crashed node's journal segment as a dying process would
+    (``Journal.abandon``: no final write, no sync, no trim; the buffer is lost with it)."""
     journal = getattr(node, "journal", None)
-    fd = getattr(journal, "_fd", None)
-    if fd is not None:
-        journal._fd = None  # type: ignore[union-attr]
-        os.close(fd)
+    if hasattr(journal, "abandon"):
+        journal.abandon()
 
 
 __all__ = ["Lifecycle", "StartFailed", "tag"]

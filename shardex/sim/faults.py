@@ -55,6 +55,8 @@ class Faults:
     slow_per_s: float = 0.0  # long loop turns (CPU contention) per second ...
     slow_s: tuple[float, float] = (0.01, 0.2)  # ... this long
     crashable: tuple[str, ...] = ("router", "engine", "accounts")  # kinds crashes may hit
+    power_per_s: float = 0.0  # machines losing power per second (a crash whose unsynced
+    # writes are cut back on the simulated disk; engines and account shards), down ``down_s``
 
     @classmethod
     def parse(cls, text: str) -> Faults:

@@ -23,7 +23,7 @@ from typing import Any
 from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.faults import Network
 
-KINDS = ("partition", "heal", "cut", "crash", "restart", "pause", "slow")
+KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow")
 
 
 def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:
@@ -53,6 +53,8 @@ def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> 
     live = life.named()
     if kind == "crash" and node in live:
         life.crash(node)
+    elif kind == "power" and node in live:
+        life.power(node)
     elif kind == "restart" and node in life.down:
         with contextlib.suppress(StartFailed):  # (in ``life.failures``; it stays down)
             life.restart(node)

@@ -1,8 +1,9 @@
 """A simulated run: the whole cluster, its clients and its faults, on virtual time, from a seed.
 
 ``World(seed, plan_kwargs, faults).run(duration_s)`` builds an ``InProcCluster`` of
-``shardex.kinds.Plan(**plan_kwargs)`` (journals in a temporary data dir, ``fsync=none``: a
-process crash keeps what the OS has, see ``crash``) on a ``VirtualLoop``, under a seeded
+``shardex.kinds.Plan(**plan_kwargs)`` (journals on a ``SimDisk`` with ``fsync=batch``, so a
+power loss keeps what was synced; ``real_disk=True``: files in a temporary directory with
+``fsync=none``, where a process crash keeps what the OS has) on a ``VirtualLoop``, under a seeded
 ``Scheduler`` with a ``Network`` of seeded faults on its hub and a ``Lifecycle`` that crashes,
 restarts and pauses nodes at the ``Faults`` rates, and runs SDK clients (``AsyncClient``,
 each on its own named context) placing orders from a seeded workload. The phases:
@@ -20,7 +21,7 @@ a change to one part's draws does not shift the others'.
 
 * ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
 * ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
-  ``cut``, ``drop``, ``crash``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
+  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
   ``violation``s;
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
@@ -72,6 +73,7 @@ from shardex.layout import Layout
 from shardex.net import mem_transport
 from shardex.net.memasync import MemAsyncContext
 from shardex.sim.crash import Lifecycle, StartFailed
+from shardex.sim.disk import SimDisk
 from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
@@ -118,7 +120,8 @@ class World:
                  checks: list[Callable[[World], None]] | None = None,
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
-                 workload: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 workload: dict[str, Any] | None = None,
+                 real_disk: bool = False) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -128,6 +131,9 @@ class World:
         self.check_every_s = check_every_s
         self.script = Script(schedule) if schedule is not None else None
         self.workload = dict(workload or {})  # ``Workload`` settings (think_s, cancel_p...)
+        # the journals' disk: simulated (``SimDisk``: in memory, a power loss keeps what was
+        # synced) unless ``real_disk`` (files in a temporary directory, fsync=none)
+        self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
@@ -143,7 +149,7 @@ class World:
     def _plan(self, data_dir: str) -> Plan:
         kw = dict(self.plan_kwargs)
         layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
-        kw.setdefault("fsync", "none")
+        kw.setdefault("fsync", "batch" if self.disk is not None else "none")
         kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
         return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
 
@@ -163,6 +169,8 @@ class World:
 
     async def _main(self, data_dir: str, duration_s: float) -> None:
         t = mem_transport(clock=self.clock)
+        if self.disk is not None:
+            t.disk = self.disk
         hub = t.hub  # type: ignore[attr-defined]
         hub.on_deliver = self.trace.message
         cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
@@ -184,7 +192,7 @@ class World:
         self.result.violations += self.life.failures
         self.result.counts = {**self.net.counts, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
-                              "slow": self.life.slows}  # fmt: skip
+                              "slow": self.life.slows, "power": self.life.powers}  # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
         """``main`` to its end, unless the cluster's scheduler dies first (a fault hook or a
@@ -253,6 +261,12 @@ class World:
             if names:
                 name = names[rng.randrange(len(names))]
                 life.crash(name)
+                self._restart_at[name] = now + rng.uniform(*f.down_s)
+        if fire(rng, f.power_per_s, dt):
+            names = sorted(n for n in life.named() if not n.startswith("router-"))
+            if names:
+                name = names[rng.randrange(len(names))]
+                life.power(name)
                 self._restart_at[name] = now + rng.uniform(*f.down_s)
         if fire(rng, f.pause_per_s, dt):
             names = sorted(life.named())

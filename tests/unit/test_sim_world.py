@@ -20,7 +20,7 @@ CRASHABLE = ("engine", "accounts") if REAL_TIME_NODES else ("router", "engine", 
 FAULTS = Faults(delay_p=0.1, cut_per_s=1.0, partition_per_s=0.7, partition_s=(0.05, 0.6),
                 crash_per_s=0.7, down_s=(0.05, 0.3), pause_per_s=0.7,
                 pause_s=(0.05, 1.2), slow_per_s=2.0, slow_s=(0.01, 0.2),
-                crashable=CRASHABLE)  # fmt: skip
+                crashable=CRASHABLE, power_per_s=0.5)  # fmt: skip
 SEEDS = range(20)
 
 
@@ -48,7 +48,8 @@ def test_twenty_seeds_under_faults_end_healed_with_every_fate_known():
         assert kinds == ["phase"] * 4
     assert cancels > 0
     # the rates above make every kind of fault happen across the seeds
-    for kind in ("delayed", "cut", "partition", "heal", "crash", "restart", "pause", "slow"):
+    kinds = ["delayed", "cut", "partition", "heal", "crash", "restart", "pause", "slow", "power"]
+    for kind in kinds:
         assert injected[kind] > 0, (kind, injected)
 
 
@@ -120,3 +121,13 @@ def test_one_node_at_a_time_scheduling_also_ends_healed():
         assert r.orders and {o["fate"] for o in r.orders} <= {EXECUTED, NOT_EXECUTED}
         assert r.state["down"] == [] and not r.violations
         assert all(a["integrity"] == "ok" for a in r.state["audit"])
+
+
+def test_the_journals_are_on_the_simulated_disk_unless_asked_for_a_real_one():
+    sim = World(5, {"shards": 1, "accounts": 1}, Faults(power_per_s=3.0))
+    r = sim.run(1.0)
+    assert r.counts["power"] > 0 and r.state["down"] == []
+    names = sim.disk.listdir(r.state["engines"]["engine-0"]["journal_dir"])
+    assert any(n.startswith("journal-") and n.endswith(".log") for n in names), names
+    real = World(5, {"shards": 1, "accounts": 1}, real_disk=True)
+    assert real.disk is None and real.run(0.5).orders
