@@ -164,8 +164,15 @@ class InProcCluster:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    sched: Any = None  # the simulator's seeded scheduler (None: every node, in order)
+
     async def _schedule(self) -> None:
-        """Every node's turn, round after round; an idle round yields for ``IDLE_S``."""
+        """Every node's turn, round after round; an idle round yields for ``IDLE_S``. With a
+        ``sched`` (``shardex.sim.sched.Scheduler``) it decides instead: the order of turns,
+        when messages in the air land, and how far (virtual) time moves after each step."""
+        if self.sched is not None:
+            await self._schedule_seeded(self.sched)
+            return
         hub = self.net.hub  # type: ignore[attr-defined]
         nodes = self.nodes
         loop = asyncio.get_running_loop()
@@ -179,6 +186,32 @@ class InProcCluster:
                 node.turn()
             self.rounds += 1
             await asyncio.sleep(IDLE_S if hub.moved == moved else 0)
+
+    async def _schedule_seeded(self, sched: Any) -> None:
+        """The simulator's rounds: ``sched`` picks the turns (of the nodes alive now: a crash
+        or a restart changes them) and the pause after each step; time moves only by it.
+        A step counts as idle once every node has had a turn since a message last moved. A
+        turn that raises goes to ``sched.failed`` (which re-raises unless told otherwise)."""
+        hub = self.net.hub  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        while True:
+            now = loop.time()
+            moved = hub.moved
+            sched.tick(now)
+            nodes = self.nodes
+            frozen = self._frozen
+            turns = sched.order(nodes)
+            for node in turns:
+                if frozen and frozen.get(id(node), 0.0) > now:
+                    continue
+                try:
+                    node.turn()
+                except Exception as exc:  # (a process would die of it: the simulator decides)
+                    sched.failed(node, exc)
+            self.rounds += 1
+            quiet = 0 if hub.moved != moved else quiet + len(turns)
+            await asyncio.sleep(sched.pause(quiet < len(nodes), now))
 
     def freeze(self, node: Any, seconds: float | None = None) -> None:
         """``node`` takes no turn for ``seconds`` (None: until ``thaw``), as a SIGSTOPped
@@ -200,9 +233,9 @@ class InProcCluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            for t in self._tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            failure = self.failure()
+            if failure is not None:
+                raise failure
             value = pred()
             if inspect.isawaitable(value):
                 value = await value
@@ -211,6 +244,14 @@ class InProcCluster:
             if loop.time() >= deadline:
                 raise TimeoutError(f"in-process cluster: no {what or 'progress'} in {timeout}s")
             await asyncio.sleep(0.005)
+
+    def failure(self) -> BaseException | None:
+        """The error a task of the cluster (its scheduler: a node's turn raised; the bridge)
+        died of, if one did."""
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                return t.exception()
+        return None
 
     async def stop(self) -> None:
         """Stop the bridge and the scheduler, then close every node (journals, snapshots)."""

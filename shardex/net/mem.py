@@ -22,6 +22,18 @@ detaches its pipes at once), MAXMSGSIZE, and waiting: ``Poller.poll`` never bloc
 scheduler drives every node (``turn``) in a single thread, so a poll that slept would stall
 them all. ``MemHub.moved`` counts delivered messages, which is how a scheduler tells an idle
 round from a busy one.
+
+**The air** (for the simulator, ``shardex.sim.faults``): with a ``MemHub.shaper`` installed, a
+message leaves its sender into the pipe's *air* queue (one per direction) with a due time the
+shaper draws, and lands in the receiver's inbox when the scheduler calls ``release(now)``
+past that time and the shaper does not ``block`` that direction (a partition). What is in the
+air counts against the pipe's HWM, as bytes in a stalled TCP connection do, so a partitioned
+peer fills up and its sender sees ``Again`` or drops (PUB, ROUTER). Due times never decrease
+within one direction of one pipe (TCP keeps order), so reordering happens only across pipes.
+A pipe that goes away loses its air; ``cut(pipe)`` is a dropped connection (what was in the
+air both ways and what its binding side had not read is lost; the connecting side reconnects
+at once, as libzmq does, or at ``reconnect(pipe)`` when the network is still down). Without a
+shaper every message lands at once, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import zmq
 from shardex.wire.transport import IN_MEMORY
 
 _HWM_DEFAULT = 1000  # libzmq's default SNDHWM and RCVHWM
+_POLLIN = zmq.POLLIN
 _OPTION_DEFAULTS = {zmq.SNDHWM: _HWM_DEFAULT, zmq.RCVHWM: _HWM_DEFAULT, zmq.LINGER: -1}
 
 
@@ -55,7 +68,8 @@ class MemFrame:
 class Pipe:
     """One connection: the two ends' queues, each end's routing id as the other side sees it."""
 
-    __slots__ = ("a", "b", "a_id", "b_id", "to_b", "limit_a", "limit_b", "n_a", "n_b", "endpoint")
+    __slots__ = ("a", "b", "a_id", "b_id", "to_b", "limit_a", "limit_b", "n_a", "n_b", "endpoint",
+                 "air_a", "air_b")  # fmt: skip
 
     def __init__(self, a: MemSocket, endpoint: str) -> None:
         self.a = a  # the connecting side
@@ -67,7 +81,9 @@ class Pipe:
         self.limit_a = 0  # messages of this pipe a's inbox may hold (0: no limit) ...
         self.limit_b = 0  # ... and b's
         self.n_a = 0  # messages of this pipe in a's inbox now ...
-        self.n_b = 0  # ... and in b's
+        self.n_b = 0  # ... and in b's (both counting what is in the air toward it)
+        self.air_a: deque[tuple[float, list[bytes]]] = deque()  # (due, msg) in flight to a ...
+        self.air_b: deque[tuple[float, list[bytes]]] = deque()  # ... and to b (shaper only)
 
     def peer_of(self, sock: MemSocket) -> MemSocket | None:
         return self.b if sock is self.a else self.a
@@ -86,7 +102,9 @@ class MemHub:
         self.waiting: dict[str, list[Pipe]] = {}
         self.moved = 0  # messages delivered so far (a scheduler's progress signal)
         self._ids = itertools.count(1)
-        self.on_deliver: Callable[[MemSocket], None] | None = None  # async wake-ups
+        self.on_deliver: Callable[[MemSocket, list[bytes]], None] | None = None  # a tap
+        self.shaper: Any = None  # the simulator's network (``due``/``blocked``); None: instant
+        self.airborne: dict[Pipe, None] = {}  # pipes with messages in the air (ordered)
 
     def auto_id(self) -> bytes:
         return b"\x00" + next(self._ids).to_bytes(4, "big")
@@ -123,20 +141,103 @@ class MemHub:
         if waiting and pipe in waiting:
             waiting.remove(pipe)
 
-    def delivered(self, sock: MemSocket) -> None:
+    def delivered(self, sock: MemSocket, msg: list[bytes]) -> None:
         self.moved += 1
         if self.on_deliver is not None:
-            self.on_deliver(sock)
+            self.on_deliver(sock, msg)
+
+    # -- the air (a shaper's delays and partitions) -----------------------------------------
+
+    def launch(self, sender: MemSocket, pipe: Pipe, peer: MemSocket, msg: list[bytes]) -> None:
+        """``msg`` from ``sender`` into the air toward ``peer`` (or straight into its inbox
+        when due now, nothing is ahead of it and the way is open)."""
+        to_b = pipe.b is peer
+        air = pipe.air_b if to_b else pipe.air_a
+        due = self.shaper.due(sender, peer)
+        if not air and due <= self.shaper.now() and not self.shaper.blocked(sender, peer):
+            peer._arrive(pipe, msg)
+            return
+        if air and air[-1][0] > due:
+            due = air[-1][0]  # never overtake within one pipe
+        if to_b:
+            pipe.n_b += 1
+        else:
+            pipe.n_a += 1
+        air.append((due, msg))
+        self.airborne[pipe] = None
+
+    def release(self, now: float) -> int:
+        """Land every message due by ``now`` on a way not blocked; how many landed."""
+        landed = 0
+        blocked = self.shaper.blocked
+        for pipe in list(self.airborne):
+            for air, dst, src in ((pipe.air_b, pipe.b, pipe.a), (pipe.air_a, pipe.a, pipe.b)):
+                if not air or dst is None or src is None or blocked(src, dst):
+                    continue
+                while air and air[0][0] <= now:
+                    dst._land(pipe, air.popleft()[1])
+                    landed += 1
+            if not pipe.air_a and not pipe.air_b:
+                del self.airborne[pipe]
+        return landed
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a message in the air (None: the air is empty)."""
+        heads = [air[0][0] for p in self.airborne for air in (p.air_a, p.air_b) if air]
+        return min(heads) if heads else None
+
+    def ground(self, pipe: Pipe) -> int:
+        """``pipe`` is gone: what it had in the air is lost; how many messages."""
+        if pipe not in self.airborne:
+            return 0
+        del self.airborne[pipe]
+        lost = len(pipe.air_a) + len(pipe.air_b)
+        pipe.n_a -= len(pipe.air_a)
+        pipe.n_b -= len(pipe.air_b)
+        pipe.air_a.clear()
+        pipe.air_b.clear()
+        return lost
+
+    def cut(self, pipe: Pipe, reconnect: bool = True) -> int:
+        """A dropped connection: the air both ways and what the binding side had not read of
+        ``pipe`` are lost, then the connecting side reconnects (libzmq keeps its session, and
+        with it what it had received) -- at once, or (``reconnect=False``: the network is
+        still down) at a later ``reconnect``; meanwhile it is detached, as before a bind. How
+        many messages were lost."""
+        b = pipe.b
+        if b is None or pipe.a.closed:
+            return 0
+        lost = self.ground(pipe)
+        b.peer_gone(pipe)
+        kept = deque(item for item in b.inbox if item[0] is not pipe)
+        lost += len(b.inbox) - len(kept)
+        b.inbox = kept
+        pipe.b = None
+        if reconnect:
+            self.reconnect(pipe)
+        return lost
+
+    def reconnect(self, pipe: Pipe) -> None:
+        """A detached ``pipe`` connects again: to the socket bound at its endpoint now, or to
+        the next one that binds it."""
+        if pipe.b is not None or pipe.a.closed:
+            return
+        binder = self.bound.get(pipe.endpoint)
+        if binder is not None:
+            binder.attach(pipe)
+        elif pipe not in self.waiting.setdefault(pipe.endpoint, []):
+            self.waiting[pipe.endpoint].append(pipe)
 
 
 class MemSocket:
     """One socket of a ``MemContext`` (the subset of pyzmq's ``Socket`` the nodes use)."""
 
-    def __init__(self, hub: MemHub, kind: int) -> None:
+    def __init__(self, hub: MemHub, kind: int, owner: str = "") -> None:
         if kind not in (zmq.DEALER, zmq.ROUTER, zmq.PUB, zmq.SUB):
             raise zmq.ZMQError(errno.EINVAL, f"in-memory transport has no socket type {kind}")
         self.hub = hub
         self.kind = kind
+        self.owner = owner  # the node (process) this socket belongs to: what a partition cuts
         self.closed = False
         self.options: dict[int, Any] = {}
         self.subscriptions: list[bytes] = []
@@ -207,6 +308,7 @@ class MemSocket:
 
     def _drop(self, pipe: Pipe) -> None:
         """Forget one pipe on our side (a disconnect or our close)."""
+        self.hub.ground(pipe)
         if pipe in self.pipes:
             self.pipes.remove(pipe)
         if pipe.a is self:
@@ -305,18 +407,25 @@ class MemSocket:
         peer = pipe.peer_of(self)
         if peer is None:
             pipe.to_b.append(msg)  # detached DEALER queue: delivered on attach
-            return
-        peer._arrive(pipe, msg)
+        elif self.hub.shaper is None:
+            peer._arrive(pipe, msg)
+        else:
+            self.hub.launch(self, pipe, peer, msg)
 
     def _arrive(self, pipe: Pipe, msg: list[bytes]) -> None:
+        """``msg`` reaches us at once (counted against the pipe's HWM, then read)."""
         if pipe.b is self:
             pipe.n_b += 1
         else:
             pipe.n_a += 1
+        self._land(pipe, msg)
+
+    def _land(self, pipe: Pipe, msg: list[bytes]) -> None:
+        """``msg`` (already counted) into our inbox."""
         if self.kind == zmq.ROUTER:
             msg = [pipe.a_id if pipe.b is self else pipe.b_id, *msg]
         self.inbox.append((pipe, msg))
-        self.hub.delivered(self)
+        self.hub.delivered(self, msg)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -346,29 +455,36 @@ class MemPoller:
 
     def __init__(self) -> None:
         self.sockets: list[tuple[Any, int]] = []
+        self._readers: list[MemSocket] = []  # the sockets registered for POLLIN
 
     def register(self, sock: Any, flags: int = zmq.POLLIN | zmq.POLLOUT) -> None:
         if not isinstance(sock, MemSocket):
             raise TypeError(f"the in-memory poller cannot watch {sock!r} (a file descriptor?)")
         self.unregister(sock)
         self.sockets.append((sock, flags))
+        self._readers = [s for s, f in self.sockets if f & zmq.POLLIN]
 
     def unregister(self, sock: Any) -> None:
         self.sockets = [(s, f) for s, f in self.sockets if s is not sock]
+        self._readers = [s for s, f in self.sockets if f & zmq.POLLIN]
 
     def poll(self, timeout: float | None = None) -> list[tuple[Any, int]]:  # noqa: ARG002
-        return [(s, zmq.POLLIN) for s, f in self.sockets if f & zmq.POLLIN and s.inbox]
+        # (the readers are listed once at register: an enum ``&`` per socket per poll was a
+        # tenth of a simulated run's time)
+        return [(s, _POLLIN) for s in self._readers if s.inbox]
 
 
 class MemContext:
-    """pyzmq's ``Context`` over one ``MemHub``."""
+    """pyzmq's ``Context`` over one ``MemHub``; ``owner`` names the node its sockets belong to
+    (the simulator sets it on each node's context, so faults can tell nodes apart)."""
 
-    def __init__(self, hub: MemHub) -> None:
+    def __init__(self, hub: MemHub, owner: str = "") -> None:
         self.hub = hub
+        self.owner = owner
         self.socks: list[MemSocket] = []
 
     def socket(self, kind: int) -> MemSocket:
-        sock = MemSocket(self.hub, kind)
+        sock = MemSocket(self.hub, kind, self.owner)
         self.socks.append(sock)
         return sock
 

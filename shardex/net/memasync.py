@@ -20,12 +20,12 @@ RETRY_S = 0.001  # a blocking send to a full pipe tries again this often
 class MemAsyncSocket(MemSocket):
     """A ``MemSocket`` whose receive and send are awaitable."""
 
-    def __init__(self, hub: MemHub, kind: int) -> None:
-        super().__init__(hub, kind)
+    def __init__(self, hub: MemHub, kind: int, owner: str = "") -> None:
+        super().__init__(hub, kind, owner)
         self.waiters: list[asyncio.Future] = []
 
-    def _arrive(self, pipe: Pipe, msg: list[bytes]) -> None:
-        super()._arrive(pipe, msg)
+    def _land(self, pipe: Pipe, msg: list[bytes]) -> None:
+        super()._land(pipe, msg)
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
             if not fut.done():
@@ -77,6 +77,6 @@ class MemAsyncContext(MemContext):
     """``zmq.asyncio.Context`` over one ``MemHub``."""
 
     def socket(self, kind: int) -> MemAsyncSocket:  # type: ignore[override]
-        sock = MemAsyncSocket(self.hub, kind)
+        sock = MemAsyncSocket(self.hub, kind, self.owner)
         self.socks.append(sock)
         return sock

@@ -1,0 +1,167 @@
+"""Crash, restart and pause of the nodes of an in-process cluster, by name.
+
+Each sync node of an ``InProcCluster`` gets a name (``router-0``, ``engine-1``,
+``accounts-0``): the owner of its sockets (``MemContext.owner``, what a partition cuts) and
+what the trace says. Then:
+
+* ``crash(name)``: the node object is dropped without ``close()``: its sockets vanish (every
+  peer sees the disconnect, what was in the air to or from it is lost), it takes no more
+  turns, and nothing of a clean stop happens (no final commit, no shutdown snapshot): what it
+  had buffered and not written is gone, as with kill -9. Its journal lets go of its segment
+  where it stands (``Journal.abandon``). What the OS had not synced survives, as the page cache
+  does after a process crash; ``power(name, rng)`` is the machine's crash as well: the node's
+  files on the simulated disk (``shardex.sim.disk.SimDisk``, the transport's ``disk``) go back
+  to what was synced, plus a seeded prefix of the rest (the last write possibly torn).
+* ``restart(name)``: a new node object from the same parsed options (the same config and data
+  dir), recovering from its journal as a restarted process would, in the crashed one's place
+  in the cluster's lists (so ``cluster.engines[i]`` is shard i again).
+* ``pause(name, seconds)``: a SIGSTOP (``InProcCluster.freeze``) for ``seconds`` of virtual
+  time: what is sent to it queues, and it runs again where it stopped; ``kind="slow"`` is the
+  same freeze standing for a long loop turn (CPU contention: shorter and more frequent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardex.inproc import InProcCluster, parse
+from shardex.kinds import spawns
+from shardex.sim.sched import Trace
+
+LISTS = {"router": "routers", "engine": "engines", "accounts": "accounts"}
+
+
+def _key(kind: str, o: dict[str, Any]) -> str:
+    return f"{kind}-{o.get('index') or 0}"
+
+
+class StartFailed(RuntimeError):
+    """A restarted node raised while starting (``Lifecycle.restart``); it stays down."""
+
+
+class Lifecycle:
+    """Names, crashes, restarts and pauses of one cluster's nodes (see the module)."""
+
+    def __init__(self, cluster: InProcCluster, trace: Trace | None = None) -> None:
+        self.cluster = cluster
+        self.trace = trace if trace is not None else Trace()
+        self.options: dict[str, tuple[str, dict[str, Any]]] = {}
+        for kind, spawn in spawns(cluster.plan):
+            if kind.name in LISTS:
+                o = parse(kind, spawn.values)
+                self.options.setdefault(_key(kind.name, o), (kind.name, o))
+        self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
+        self.crashes = self.restarts = self.pauses = self.slows = self.powers = 0
+        self.failures: list[str] = []  # restarts that raised (the node refused to start)
+        for name, node in self.named().items():
+            tag(node, name)
+        # every context a node opens from now on (a restart), so that one that fails half
+        # way through its start can be closed: what it bound must not outlive it
+        self.contexts: list[Any] = []
+        net, make = cluster.net, cluster.net.Context
+
+        def context() -> Any:
+            ctx = make()
+            self.contexts.append(ctx)
+            return ctx
+
+        net.Context = context
+
+    def named(self) -> dict[str, Any]:
+        """Every live node by name."""
+        c = self.cluster
+        out: dict[str, Any] = {f"router-{i}": n for i, n in enumerate(c.routers)}
+        out.update({f"engine-{n.cfg.index}": n for n in c.engines})
+        out.update({f"accounts-{n.cfg.index}": n for n in c.accounts})
+        return out
+
+    def _now(self) -> float:
+        return self.cluster.net.clock.monotonic()
+
+    def crash(self, name: str) -> None:
+        node = self.named()[name]
+        kind = name.rsplit("-", 1)[0]
+        nodes = getattr(self.cluster, LISTS[kind])
+        self.down[name] = nodes.index(node)
+        nodes.remove(node)
+        self.cluster.thaw(node)
+        for sock in list(node.ctx.socks):
+            sock.close(0)
+        _drop_journal_fd(node)
+        self.crashes += 1
+        self.trace.add(self._now(), "crash", name)
+
+    def power(self, name: str, rng: Any = None) -> None:
+        """``name``'s machine loses power: the node crashes, and its files on the simulated
+        disk keep what was synced (``SimDisk.crash``, drawing from ``rng`` or the disk's own
+        seeded stream) -- a no-op on a real disk."""
+        where = getattr(self.named()[name].cfg, "journal_dir", None)
+        self.crash(name)
+        disk = self.cluster.net.disk
+        lost = 0
+        if where is not None and hasattr(disk, "crash"):
+            report = disk.crash(rng, under=where)
+            lost = len(report.files)
+        self.powers += 1
+        self.trace.add(self._now(), "power", name, f"{lost} files cut back")
+
+    def restart(self, name: str) -> Any:
+        """A new node for crashed ``name``, started; it is returned. ``StartFailed`` when it
+        raised while starting (e.g. its recovered state failed its integrity check: a
+        process would refuse to serve it): it stays down, what it opened is closed, and
+        ``failures`` says so."""
+        at = self.down.pop(name)
+        kind, o = self.options[name]
+        nodes = getattr(self.cluster, LISTS[kind])
+        mark = len(self.contexts)
+        try:
+            self.cluster._build(kind, dict(o))
+        except Exception as exc:  # (whatever a starting process could die of)
+            for ctx in self.contexts[mark:]:
+                ctx.term()
+            del self.contexts[mark:]
+            self.down[name] = at
+            self.failures.append(f"{name} failed to start: {exc!r}")
+            self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
+            raise StartFailed(name) from exc
+        node = nodes.pop()
+        nodes.insert(at, node)
+        tag(node, name)
+        node.start()
+        self.restarts += 1
+        self.trace.add(self._now(), "restart", name, f"seq {_seq(node)}")
+        return node
+
+    def pause(self, name: str, seconds: float, kind: str = "pause") -> None:
+        """Freeze ``name`` for ``seconds``: a SIGSTOP or GC (``pause``), or a long loop turn
+        (``slow``: the turn it just took lasted ``seconds``; what came meanwhile waits
+        unread, and its next turn starts with a backlog)."""
+        self.cluster.freeze(self.named()[name], seconds)
+        if kind == "slow":
+            self.slows += 1
+        else:
+            self.pauses += 1
+        self.trace.add(self._now(), kind, name, f"{seconds!r}s")
+
+
+def tag(node: Any, name: str) -> None:
+    """``name`` owns ``node``'s sockets, now and those it makes later."""
+    node.ctx.owner = name
+    for sock in node.ctx.socks:
+        sock.owner = name
+
+
+def _seq(node: Any) -> int:
+    machine = getattr(node, "machine", None)
+    return getattr(machine, "seq", 0)
+
+
+def _drop_journal_fd(node: Any) -> None:
+    """Let go of the crashed node's journal segment as a dying process would
+    (``Journal.abandon``: no final write, no sync, no trim; the buffer is lost with it)."""
+    journal = getattr(node, "journal", None)
+    if hasattr(journal, "abandon"):
+        journal.abandon()
+
+
+__all__ = ["Lifecycle", "StartFailed", "tag"]

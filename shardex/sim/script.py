@@ -1,0 +1,86 @@
+"""A fault schedule replayed instead of drawn: what shrinking a failing run needs.
+
+A run's trace lists every fault it injected as ``(t, kind, node, detail)``; ``Script`` takes
+such a list (all of it, or any subset a shrinker keeps) and applies each event when virtual
+time reaches its ``t``: ``crash``/``restart``/``pause``/``slow`` of ``node``, a ``partition`` or
+``heal`` as its detail reads (``a+b <-> rest``, ``a -> c+d``), a ``cut`` of ``node``'s
+connection to the endpoint its detail names. An event that no longer applies (a restart of a
+node the subset never crashed, a cut of a connection that is not there) is skipped; the heal
+phase heals and restarts whatever a subset leaves broken, as it does for a drawn run. Message
+delays stay drawn from the seed (``Faults.delay_p``): they are not events.
+
+With the whole schedule of a seed the replay is the run itself (same seed: same scheduler,
+same delays, same workload, so the same events at the same times).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from shardex.sim.crash import Lifecycle, StartFailed
+from shardex.sim.faults import Network
+
+KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow")
+
+
+def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:
+    """``"a+b <-> rest"`` → (side, other or None, one_way), as ``Partition.__str__`` wrote it."""
+    side, arrow, other = detail.split(" ")
+    if arrow not in ("<->", "->"):
+        raise ValueError(f"not a partition: {detail!r}")
+    return side.split("+"), None if other == "rest" else other.split("+"), arrow == "->"
+
+
+class Script:
+    """The fault events of a schedule, applied in order as their times come (see above)."""
+
+    def __init__(self, events: Iterable[tuple[float, str, str, str]]) -> None:
+        self.events = deque(sorted((ev for ev in events if ev[1] in KINDS), key=lambda e: e[0]))
+        self.skipped = 0
+
+    def step(self, now: float, net: Network, life: Lifecycle) -> None:
+        while self.events and self.events[0][0] <= now:
+            _, kind, node, detail = self.events.popleft()
+            if not _apply(kind, node, detail, net, life):
+                self.skipped += 1
+
+
+def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> bool:
+    """Apply one event; False when it no longer applies."""
+    live = life.named()
+    if kind == "crash" and node in live:
+        life.crash(node)
+    elif kind == "power" and node in live:
+        life.power(node)
+    elif kind == "restart" and node in life.down:
+        with contextlib.suppress(StartFailed):  # (in ``life.failures``; it stays down)
+            life.restart(node)
+    elif kind in ("pause", "slow") and node in live:
+        life.pause(node, float(detail.rstrip("s")), kind)
+    elif kind == "partition":
+        side, other, one_way = parse_partition(detail)
+        net.partition(side, other, one_way)
+    elif kind == "heal":
+        match = [p for p in net.partitions if str(p) == detail]
+        if not match:
+            return False
+        net.heal(match[0])
+    elif kind == "cut":
+        return _cut(node, detail.split(" ", 1)[0], net)
+    else:
+        return False
+    return True
+
+
+def _cut(owner: str, endpoint: str, net: Network) -> bool:
+    pipes: list[Any] = [p for p in net.pipes() if p.a.owner == owner and p.endpoint == endpoint]
+    if not pipes:
+        return False
+    net.cut(pipes[0])
+    return True
+
+
+__all__ = ["KINDS", "Script", "parse_partition"]

@@ -1,0 +1,113 @@
+"""The seeded workload of a simulated run: accounts funded once, then clients placing orders
+and cancelling some of them.
+
+Its own ``random.Random`` (from the seed, one stream per client) decides each order (account,
+pair, side, price around a mid, quantity) and the think time before the next, so the
+workload is the same for one seed whatever the network and the scheduler do -- only when each
+order is sent (after the previous one's reply) depends on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+from typing import Any
+
+from shardex.client import AsyncClient, ShardexError
+from shardex.client.results import EXECUTED, NOT_EXECUTED, UNKNOWN
+from shardex.clock import VirtualClock
+from shardex.wire.protocol import STATE_CANCELLED, STATE_UNKNOWN
+
+PAIRS = {"BTC-USD": (Decimal(100), "0.01"), "ETH-USD": (Decimal(20), "0.1")}
+FUNDS = (("USD", "1000000"), ("BTC", "1000"), ("ETH", "10000"))
+
+
+class Workload:
+    """Accounts and orders of one seed (see the module)."""
+
+    def __init__(self, seed: int, clients: int, accounts: int = 4, think_s: float = 0.02,
+                 timeout_s: float = 1.0, cancel_p: float = 0.2) -> None:  # fmt: skip
+        self.seed = seed
+        self.clients = clients
+        self.accounts = [f"acct-{i}" for i in range(accounts)]
+        self.think_s = think_s  # mean pause between one client's orders (exponential)
+        self.timeout_s = timeout_s  # the clients' request timeout (virtual)
+        self.cancel_p = cancel_p  # share of a client's steps that cancel an order it placed
+        self.cancels: list[dict[str, Any]] = []  # every client's cancels, in the order sent
+
+    async def fund(self, client: AsyncClient) -> None:
+        """Every account deposits ``FUNDS`` (once: the reference makes a retry idempotent)."""
+        for acct in self.accounts:
+            for asset, amount in FUNDS:
+                r = await client.deposit(acct, asset, amount, ref=f"fund-{acct}-{asset}")
+                if not r.ok:
+                    raise RuntimeError(f"funding {acct} {asset} failed: {r.reason}")
+
+    async def client(self, k: int, cl: AsyncClient, end: float,
+                     clock: VirtualClock) -> list[dict[str, Any]]:  # fmt: skip
+        """Client ``k`` places orders until virtual time ``end`` (and, ``cancel_p`` of the
+        time, cancels one it placed before: into ``cancels``); one record per order."""
+        rng = random.Random(f"work-{self.seed}-{k}")
+        out: list[dict[str, Any]] = []
+        while clock.now < end:
+            await asyncio.sleep(rng.expovariate(1 / self.think_s))
+            placed = [o for o in out if o["fate"] == EXECUTED and o["code"] is None]
+            if placed and rng.random() < self.cancel_p:
+                self.cancels.append(await self._cancel(cl, rng.choice(placed), clock))
+                continue
+            symbol = rng.choice(sorted(PAIRS))
+            mid, qty = PAIRS[symbol]
+            price = mid * (1 + Decimal(rng.randint(-3, 3)) / 100)
+            side = rng.choice(("buy", "sell"))
+            order: dict[str, Any] = {
+                "client": f"client-{k}", "id": f"c{k}-o{len(out) + 1}", "symbol": symbol,
+                "account": rng.choice(self.accounts), "side": side, "qty": qty,
+                "price": str(price), "sent": clock.now}  # fmt: skip
+            try:
+                r = await cl.place(order["symbol"], order["side"], qty, order["price"],
+                                   account=order["account"], id=order["id"])  # fmt: skip
+                order.update(fate=r.fate or (NOT_EXECUTED if r.rejected else EXECUTED),
+                             code=r.code)  # fmt: skip
+            except ShardexError as exc:
+                order.update(fate=UNKNOWN, code=getattr(exc, "code", type(exc).__name__))
+            order["first_fate"] = order["fate"]
+            order["done"] = clock.now
+            out.append(order)
+        return out
+
+    async def _cancel(self, cl: AsyncClient, order: dict[str, Any],
+                      clock: VirtualClock) -> dict[str, Any]:  # fmt: skip
+        """Cancel ``order`` (it may have filled meanwhile: then the cancel does not run)."""
+        rec = {"client": order["client"], "id": order["id"], "symbol": order["symbol"],
+               "account": order["account"], "sent": clock.now}  # fmt: skip
+        try:
+            r = await cl.cancel(order["symbol"], order["id"], account=order["account"])
+            rec.update(fate=r.fate or (NOT_EXECUTED if r.rejected else EXECUTED), code=r.code)
+        except ShardexError as exc:
+            rec.update(fate=UNKNOWN, code=getattr(exc, "code", type(exc).__name__))
+        rec["done"] = clock.now
+        return rec
+
+    async def settle(self, cl: AsyncClient, records: list[dict[str, Any]], cancels: bool = False,
+                     tries: int = 50, pause_s: float = 0.1) -> None:  # fmt: skip
+        """After the heal: ask the fate of every order (or cancel) still ``unknown`` from its
+        shard, each up to ``tries`` times ``pause_s`` apart while the shard cannot answer. A
+        new order the shard knows ran, one it does not know never will; a cancel ran if the
+        order ended cancelled by its user (``fate_from_state``'s rules)."""
+        for rec in records:
+            for _ in range(tries if rec["fate"] == UNKNOWN else 0):
+                try:
+                    st = await cl.order_status(rec["symbol"], rec["id"], rec["account"])
+                except ShardexError:
+                    await asyncio.sleep(pause_s)
+                    continue
+                if cancels:
+                    user = st.get("state") == STATE_CANCELLED and st.get("reason") == "user"
+                    rec["fate"] = EXECUTED if user else NOT_EXECUTED
+                else:
+                    rec["fate"] = NOT_EXECUTED if st.get("state") == STATE_UNKNOWN else EXECUTED
+                break
+
+
+__all__ = ["FUNDS", "PAIRS", "Workload"]

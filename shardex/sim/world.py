@@ -1,0 +1,349 @@
+"""A simulated run: the whole cluster, its clients and its faults, on virtual time, from a seed.
+
+``World(seed, plan_kwargs, faults).run(duration_s)`` builds an ``InProcCluster`` of
+``shardex.kinds.Plan(**plan_kwargs)`` (journals on a ``SimDisk`` with ``fsync=batch``, so a
+power loss keeps what was synced; ``real_disk=True``: files in a temporary directory with
+``fsync=none``, where a process crash keeps what the OS has) on a ``VirtualLoop``, under a seeded
+``Scheduler`` with a ``Network`` of seeded faults on its hub and a ``Lifecycle`` that crashes,
+restarts and pauses nodes at the ``Faults`` rates, and runs SDK clients (``AsyncClient``,
+each on its own named context) placing orders from a seeded workload. The phases:
+
+1. **fund**: every account deposits, on a clean network;
+2. **load** (``duration_s`` virtual seconds): the clients place orders while faults are drawn;
+3. **heal**: partitions healed, crashed nodes restarted, paused ones thawed, no new fault;
+   the clients finish (every order learns its fate) and the cluster goes quiet;
+4. **collect**: the state below, then a clean stop.
+
+Four independent random streams come from the seed (scheduler, network, nodes, workload), so
+a change to one part's draws does not shift the others'.
+
+``Result`` (plain data, the shape the invariant checks read):
+
+* ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
+* ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
+  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
+  ``violation``s;
+* ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
+  same digest);
+* ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
+  "first_fate", "code", "sent", "done"}, ...]`` (``first_fate``: what the client's ``place``
+  returned -- ``executed`` / ``not executed`` / ``unknown``, ``shardex.client.results``;
+  ``fate``: the same, or for an unknown one what its shard answered after the heal;
+  ``code`` the reject's stable code or None; ``sent``/``done`` virtual times);
+* ``cancels``: ``[{"client", "id", "symbol", "account", "fate", "code", "sent", "done"}, ...]``:
+  the cancels the clients sent (``id``: the order's), each with its fate as above;
+* ``state``: ``{"engines": {name: {"index", "seq", "events", "journal_dir"}}, "accounts":
+  {name: {"index", "seq", "journal_dir"}}, "audit": [the account shards' audit replies],
+  "down": [nodes still down]}`` (``events``: the shard's published events 1..seq from its ring,
+  from its ring, or replayed from its journal after a restart emptied the ring; None if
+  neither has them all);
+* ``counts``: faults injected by kind; ``delivered``: messages; ``violations``: what the
+  ``checks`` raised; ``cpu_s``: the CPU the run cost (the simulator reads no real clock).
+
+``schedule``: replay these fault events (a trace's, or the subset a shrinker keeps) instead of
+drawing faults (``shardex.sim.script``; message delays stay drawn).
+
+A node whose turn raises (a process would die of it) is a violation: it crashes there and then
+and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``crash``, ``restart``).
+So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
+integrity check): it stays down, and is tried again ``down_s`` later while faults run.
+
+``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
+run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
+``violations``), not raised, so the run goes on and the result shows where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardex.client import AsyncClient
+from shardex.clock import VirtualClock
+from shardex.inproc import InProcCluster
+from shardex.journal import JournalError
+from shardex.kinds import Plan
+from shardex.layout import Layout
+from shardex.net import mem_transport
+from shardex.net.memasync import MemAsyncContext
+from shardex.sim.crash import Lifecycle, StartFailed
+from shardex.sim.disk import SimDisk
+from shardex.sim.faults import Faults, Network, fire
+from shardex.sim.loop import run as run_virtual
+from shardex.sim.sched import Scheduler, Trace
+from shardex.sim.script import Script
+from shardex.sim.workload import Workload
+
+HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
+CLEAN = Faults()  # no fault at all
+# then this long without faults before the state is read (virtual): past two of the account
+# links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
+# acknowledges it) and the shards' HELLOs to a restarted router
+QUIET_S = 2.5
+
+
+class SimulationFailed(RuntimeError):
+    """The simulation's scheduler died (a fault hook or a check raised something other than
+    an ``AssertionError``): the run cannot go on. (A node whose turn raises is a violation
+    instead: see ``World._failed``.)"""
+
+
+@dataclass
+class Result:
+    """A run's outcome (see the module docstring for each field's shape)."""
+
+    seed: int
+    duration_s: float
+    end_s: float = 0.0
+    trace: list[tuple[float, str, str, str]] = field(default_factory=list)
+    digest: str = ""
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    cancels: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    violations: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+class World:
+    """One seeded run of the cluster of ``Plan(**plan_kwargs)`` (see the module)."""
+
+    def __init__(self, seed: int, plan_kwargs: dict[str, Any] | None = None,
+                 faults: Faults = CLEAN, *, clients: int = 2, mode: str = "all",
+                 checks: list[Callable[[World], None]] | None = None,
+                 check_every_s: float = 0.05,
+                 schedule: list[tuple[float, str, str, str]] | None = None,
+                 workload: dict[str, Any] | None = None,
+                 real_disk: bool = False) -> None:  # fmt: skip
+        self.seed = seed
+        self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
+        self.faults = faults
+        self.n_clients = clients
+        self.mode = mode
+        self.checks = list(checks or [])
+        self.check_every_s = check_every_s
+        self.script = Script(schedule) if schedule is not None else None
+        self.workload = dict(workload or {})  # ``Workload`` settings (think_s, cancel_p...)
+        # the journals' disk: simulated (``SimDisk``: in memory, a power loss keeps what was
+        # synced) unless ``real_disk`` (files in a temporary directory, fsync=none)
+        self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
+        self.clock = VirtualClock()
+        self.trace = Trace()
+        self.rng = random.Random(f"nodes-{seed}")
+        self.loading = False
+        self.cluster: InProcCluster | None = None
+        self.life: Lifecycle | None = None
+        self.net: Network | None = None
+        self.result = Result(seed, 0.0)
+        self._restart_at: dict[str, float] = {}
+        self._last_tick: float | None = None
+        self._next_check = 0.0
+
+    def _plan(self, data_dir: str) -> Plan:
+        kw = dict(self.plan_kwargs)
+        layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
+        kw.setdefault("fsync", "batch" if self.disk is not None else "none")
+        kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
+        return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
+
+    def run(self, duration_s: float) -> Result:
+        """Run the four phases; the ``Result``."""
+        self.result.duration_s = duration_s
+        cpu = time.process_time()
+        with tempfile.TemporaryDirectory(prefix=f"shardex-sim-{self.seed}-") as data_dir:
+            run_virtual(self._main(data_dir, duration_s), self.clock)
+        r = self.result
+        r.end_s = self.clock.now
+        r.trace = list(self.trace.events)
+        r.digest = self.trace.digest
+        r.delivered = self.trace.delivered
+        r.cpu_s = time.process_time() - cpu
+        return r
+
+    async def _main(self, data_dir: str, duration_s: float) -> None:
+        t = mem_transport(clock=self.clock)
+        if self.disk is not None:
+            t.disk = self.disk
+        hub = t.hub  # type: ignore[attr-defined]
+        hub.on_deliver = self.trace.message
+        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
+        self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
+        self.life = Lifecycle(cluster, self.trace)
+        sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
+        sched.on_tick.append(self._tick)
+        sched.on_failure = self._failed
+        work = Workload(self.seed, self.n_clients, **self.workload)
+        async with cluster, contextlib.AsyncExitStack() as stack:
+            clients = []
+            for k in range(self.n_clients):
+                ctx: Any = MemAsyncContext(hub, f"client-{k}")  # (zmq.asyncio's twin)
+                cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
+                                 context=ctx)  # fmt: skip
+                cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
+                clients.append(await stack.enter_async_context(cl))
+            await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
+        self.result.violations += self.life.failures
+        self.result.counts = {**self.net.counts, "crash": self.life.crashes,
+                              "restart": self.life.restarts, "pause": self.life.pauses,
+                              "slow": self.life.slows, "power": self.life.powers}  # fmt: skip
+
+    async def _watch(self, main: asyncio.Future) -> None:
+        """``main`` to its end, unless the cluster's scheduler dies first (a fault hook or a
+        check raised: a bug of the simulation itself): then that error, with the trace."""
+        cluster = self.cluster
+        assert cluster is not None
+        await asyncio.wait({main, *cluster._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        failure = cluster.failure()
+        if failure is not None and not main.done():
+            main.cancel()
+            await asyncio.gather(main, return_exceptions=True)
+            self.trace.add(self.clock.now, "failure", "", repr(failure))
+            raise SimulationFailed(f"seed {self.seed}: the scheduler died at virtual "
+                             f"t={self.clock.now:.6f}: {failure!r}") from failure  # fmt: skip
+        main.result()
+
+    async def _phases(self, work: Workload, clients: list[AsyncClient], duration_s: float) -> None:
+        self._phase("fund")
+        await work.fund(clients[0])
+        self._phase("load")
+        self.loading = True
+        end = self.clock.now + duration_s
+        tasks = [asyncio.ensure_future(work.client(k, cl, end, self.clock))
+                 for k, cl in enumerate(clients)]  # fmt: skip
+        await asyncio.sleep(duration_s)
+        self.loading = False
+        self._phase("heal")
+        self._heal()
+        await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
+        await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
+        self.result.orders = [o for task in tasks for o in task.result()]
+        self.result.cancels = work.cancels
+        await work.settle(clients[0], self.result.orders)
+        await work.settle(clients[0], self.result.cancels, cancels=True)
+        self._check()
+        self._phase("collect")
+        self.result.state = await self._collect(clients[0])
+
+    def _phase(self, name: str) -> None:
+        self.trace.add(self.clock.now, "phase", "", name)
+
+    # -- the node faults (a scheduler tick) ------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        if self.loading and self.script is not None:
+            self.script.step(now, self.net, self.life)  # type: ignore[arg-type]
+            self.net.step(now, draw=False)  # type: ignore[union-attr]
+        elif self.loading:
+            self.net.step(now)  # type: ignore[union-attr]
+            self._node_faults(now)
+        for name, at in list(self._restart_at.items()):
+            if at <= now:
+                del self._restart_at[name]
+                self._restart(name)
+        if self.checks and now >= self._next_check:
+            self._next_check = now + self.check_every_s
+            self._check()
+
+    def _node_faults(self, now: float) -> None:
+        dt = 0.0 if self._last_tick is None else now - self._last_tick
+        self._last_tick = now
+        f, rng, life = self.faults, self.rng, self.life
+        assert life is not None
+        if fire(rng, f.crash_per_s, dt):
+            names = sorted(n for n in life.named() if n.rsplit("-", 1)[0] in f.crashable)
+            if names:
+                name = names[rng.randrange(len(names))]
+                life.crash(name)
+                self._restart_at[name] = now + rng.uniform(*f.down_s)
+        if fire(rng, f.power_per_s, dt):
+            names = sorted(n for n in life.named() if not n.startswith("router-"))
+            if names:
+                name = names[rng.randrange(len(names))]
+                life.power(name)
+                self._restart_at[name] = now + rng.uniform(*f.down_s)
+        if fire(rng, f.pause_per_s, dt):
+            names = sorted(life.named())
+            life.pause(names[rng.randrange(len(names))], rng.uniform(*f.pause_s))
+        if fire(rng, f.slow_per_s, dt):
+            names = sorted(life.named())
+            life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
+
+    def _restart(self, name: str, again: bool = True) -> None:
+        """Restart ``name``; one that fails to start stays down (a violation: ``failures``)
+        and, while faults still run (``again``), a supervisor tries again ``down_s`` later."""
+        try:
+            self.life.restart(name)  # type: ignore[union-attr]
+        except StartFailed:
+            if again and self.loading:
+                self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+
+    def _failed(self, node: Any, exc: Exception) -> None:
+        """A node's turn raised: a violation (it would have killed its process), and the
+        node crashes there and then; a supervisor restarts it after ``down_s``."""
+        life = self.life
+        assert life is not None
+        name = next(n for n, live in life.named().items() if live is node)
+        what = f"{name} raised {exc!r}"
+        self.result.violations.append(what)
+        self.trace.add(self.clock.now, "failure", name, repr(exc))
+        life.crash(name)
+        self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+
+    def _heal(self) -> None:
+        """No more faults: partitions healed, the crashed restarted, the paused thawed."""
+        self.net.heal()  # type: ignore[union-attr]
+        self._restart_at.clear()
+        for name in sorted(self.life.down):  # type: ignore[union-attr]
+            self._restart(name, again=False)
+        for node in self.cluster.nodes:  # type: ignore[union-attr]
+            self.cluster.thaw(node)  # type: ignore[union-attr]
+
+    def _check(self) -> None:
+        for check in self.checks:
+            try:
+                check(self)
+            except AssertionError as exc:
+                what = f"{getattr(check, '__name__', check)}: {exc}"
+                self.result.violations.append(what)
+                self.trace.add(self.clock.now, "violation", "", what)
+
+    async def _collect(self, client: AsyncClient) -> dict[str, Any]:
+        """The state the invariant checks read (see the module docstring)."""
+        life = self.life
+        assert life is not None
+        engines, accounts = {}, {}
+        for name, node in life.named().items():
+            if name.startswith("engine-"):
+                seq = node.core.engine.seq
+                events = _events(node, seq)
+                engines[name] = {"index": node.cfg.index, "seq": seq, "events": events,
+                                 "journal_dir": node.cfg.journal_dir}  # fmt: skip
+            elif name.startswith("accounts-"):
+                accounts[name] = {"index": node.cfg.index, "seq": node.machine.seq,
+                                  "journal_dir": node.cfg.journal_dir}  # fmt: skip
+        audit = await client.audit() if accounts else []
+        return {"engines": engines, "accounts": accounts, "audit": audit,
+                "down": sorted(life.down)}  # fmt: skip
+
+
+def _events(node: Any, seq: int) -> list[tuple] | None:
+    """Engine shard ``node``'s events 1..``seq``: its ring's, or its journal's replay."""
+    if not seq:
+        return []
+    events = node.core.ring.get(1, seq)
+    if events is None:
+        try:
+            events = node.journal.events(1, seq)
+        except (JournalError, OSError):
+            return None
+    return list(events)
+
+
+__all__ = ["SimulationFailed", "Result", "World"]
