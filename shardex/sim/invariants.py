@@ -393,16 +393,22 @@ def money_conserved(s: ClusterState) -> list[Violation]:
             for asset, c in sorted(t.items()) if c["have"] != c["owed"] or c["flow"]]  # fmt: skip
 
 
+def _used(books: Mapping[str, Any]) -> dict[str, Any]:
+    """The pairs that ever held an order (a read creates an empty book: not state)."""
+    parts = ("trade_id", "bids", "asks", "recent")
+    return {sym: pair for sym, pair in books.items() if any(pair.get(p) for p in parts)}
+
+
 def _book_diff(live: dict[str, Any], replayed: dict[str, Any]) -> str | None:
     if live.get("seq") != replayed.get("seq"):
         return f"seq {live.get('seq')}, journal replay reaches {replayed.get('seq')}"
-    a, b = live.get("books", {}), replayed.get("books", {})
+    a, b = _used(live.get("books", {})), _used(replayed.get("books", {}))
     for symbol in sorted(set(a) | set(b)):
         pa, pb = a.get(symbol, {}), b.get(symbol, {})
         for part in sorted(set(pa) | set(pb)):
             if pa.get(part) != pb.get(part):
-                return (f"{symbol} {part}: live {_some(pa.get(part) or [])} vs journal replay "
-                        f"{_some(pb.get(part) or [])}")  # fmt: skip
+                return (f"{symbol} {part}: live {_some(pa.get(part) or ['none'])} vs journal "
+                        f"replay {_some(pb.get(part) or ['none'])}")  # fmt: skip
     return None
 
 
