@@ -41,12 +41,15 @@ class Event:
 
 def as_event(x: Any) -> Event:
     """An ``Event`` from what a simulator records: an ``Event``, a ``(t, node, what)``
-    tuple, a dict, or an object with ``t``/``time``/``at``, ``node`` and ``what``/``event``/
-    ``kind`` (the shapes a world's trace may take)."""
+    tuple, ``sim.sched.Trace``'s ``(t, kind, node, detail)``, a dict, or an object with
+    ``t``/``time``/``at``, ``node`` and ``what``/``event``/``kind``."""
     if isinstance(x, Event):
         return x
-    if isinstance(x, tuple | list) and len(x) >= 3:
-        return Event(float(x[0]), str(x[1]), " ".join(str(p) for p in x[2:]))
+    if isinstance(x, tuple | list) and len(x) == 4:  # ``sim.sched.Trace``'s (t, kind, node, detail)
+        t, kind, node, detail = x
+        return Event(float(t), str(node), f"{kind} {detail}".rstrip())
+    if isinstance(x, tuple | list) and len(x) == 3:
+        return Event(float(x[0]), str(x[1]), str(x[2]))
     get = x.get if isinstance(x, dict) else (lambda k, d=None: getattr(x, k, d))
     t = next((get(k) for k in ("t", "time", "at") if get(k) is not None), 0.0)
     what = next((get(k) for k in ("what", "event", "kind") if get(k) is not None), repr(x))

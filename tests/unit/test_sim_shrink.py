@@ -114,4 +114,6 @@ def test_lead_up_prefers_the_nodes_a_violation_names():
 
 def test_trace_reads_the_shapes_a_world_records():
     assert as_event((1.5, "engine-0", "crash")) == Event(1.5, "engine-0", "crash")
+    assert as_event((1.5, "crash", "engine-0", "")) == Event(1.5, "engine-0", "crash")
+    assert as_event((2.0, "pause", "router", "1.2s")) == Event(2.0, "router", "pause 1.2s")
     assert as_event({"time": 2, "node": "r", "kind": "partition"}) == Event(2.0, "r", "partition")
