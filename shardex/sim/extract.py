@@ -93,6 +93,7 @@ def account_shard(node: Any, leader: bool = True) -> AccountShard:
     machine = node.machine
     core = machine.core
     name, epoch = _role(node, f"accounts-{core.shard}")
+    counts = getattr(node, "counts", {})
     holds = []
     for (acct, symbol, oid), o in sorted(core.orders.items()):
         pair = core.table.pairs[symbol]
@@ -104,7 +105,9 @@ def account_shard(node: Any, leader: bool = True) -> AccountShard:
                         holds=holds, fees=dict(core.fees), deposited=dict(core.deposited),
                         withdrawn=dict(core.withdrawn), flow=dict(core.flow),
                         events=_history(machine.events, core.seq), epoch=epoch,
-                        leader=leader)  # fmt: skip
+                        leader=leader, anomalies=core.anomalies,
+                        settlements=counts.get("settlements", 0),
+                        duplicates=counts.get("duplicates", 0))  # fmt: skip
 
 
 def order_record(client: str, result: Any) -> Order | None:

@@ -115,6 +115,9 @@ class AccountShard:
     events: list[tuple] | None = None
     epoch: int = 0
     leader: bool = True
+    anomalies: int = 0  # settlements that did not fit (``shardex audit`` fails on them)
+    settlements: int = 0  # settlement messages read from the engine shards ...
+    duplicates: int = 0  # ... of which it had already applied (re-sent)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,11 @@ class ClusterState:
     writes: list[Write] = field(default_factory=list)
     streams: dict[str, list[tuple[str, list[str]]]] | None = None
     markets: Mapping[str, Market] = field(default_factory=dict)
+    # What the run did to the cluster, from the world (None: not known, those checks skip):
+    # whether messages were lost (dropped connections, HWM drops), and per (tier, shard) how
+    # many times its leader was lost (crashed, paused past its lease, cut off).
+    lossy: bool | None = None
+    leader_losses: dict[tuple[str, int], int] | None = None
 
 
 Check = Callable[[ClusterState], list[Violation]]
@@ -276,6 +284,13 @@ def ran_at_most_once(s: ClusterState) -> list[Violation]:
     return out
 
 
+def no_anomalies(s: ClusterState) -> list[Violation]:
+    """No account shard met a settlement that did not fit (a fill of an order it never held,
+    an order traded twice): money may have moved where it should not."""
+    return [Violation("no_anomalies", f"{a.node}: {a.anomalies} settlement anomalies")
+            for a in s.accounts if a.anomalies]  # fmt: skip
+
+
 CONTINUOUS: dict[str, Check] = {
     "no_negative_balance": no_negative_balance,
     "holds_cover_orders": holds_cover_orders,
@@ -283,6 +298,7 @@ CONTINUOUS: dict[str, Check] = {
     "books_not_crossed": books_not_crossed,
     "one_writer_per_epoch": one_writer_per_epoch,
     "ran_at_most_once": ran_at_most_once,
+    "no_anomalies": no_anomalies,
 }
 
 
@@ -457,6 +473,38 @@ def holds_match_books(s: ClusterState) -> list[Violation]:
     return out
 
 
+RESEND_SLACK = 100  # re-sent settlements tolerated per 100 sent (a SYNC crossing a batch) ...
+RESEND_FLOOR = 10  # ... and at least this many
+
+
+def resends_bounded(s: ClusterState) -> list[Violation]:
+    """On a run that lost no message, an account shard is re-sent few settlements it had
+    already applied (a stale ``have`` makes its engine shard re-send everything in flight:
+    correct, but a link that does its work twice under load). Skipped on a lossy run."""
+    if s.lossy is not False:
+        return []
+    return [Violation("resends_bounded", f"{a.node}: {a.duplicates} of {a.settlements} "
+                      "settlements were re-sends of ones it had applied")
+            for a in s.accounts
+            if a.duplicates > max(RESEND_FLOOR, a.settlements // RESEND_SLACK)]  # fmt: skip
+
+
+def no_needless_failover(s: ClusterState) -> list[Violation]:
+    """A shard changes epoch only when its leader was lost: no more epochs wrote than one
+    plus the leader losses the world caused (a restarted node that won a free lease back
+    before the live in-sync standby is a second failover for nothing)."""
+    if s.leader_losses is None:
+        return []
+    epochs: dict[tuple[str, int], set[int]] = {}
+    for w in s.writes:
+        epochs.setdefault((w.tier, w.shard), set()).add(w.epoch)
+    return [Violation("no_needless_failover", f"{tier} shard {shard}: {len(e)} epochs wrote "
+                      f"({', '.join(map(str, sorted(e)))}) after "
+                      f"{s.leader_losses.get((tier, shard), 0)} leader losses")
+            for (tier, shard), e in sorted(epochs.items())
+            if len(e) > 1 + s.leader_losses.get((tier, shard), 0)]  # fmt: skip
+
+
 FINAL: dict[str, Check] = {
     "acked_once": acked_once,
     "seq_gap_free": seq_gap_free,
@@ -465,6 +513,8 @@ FINAL: dict[str, Check] = {
     "books_equal_replay": books_equal_replay,
     "fates_known": fates_known,
     "holds_match_books": holds_match_books,
+    "resends_bounded": resends_bounded,
+    "no_needless_failover": no_needless_failover,
 }
 CHECKS: dict[str, Check] = {**CONTINUOUS, **FINAL}
 

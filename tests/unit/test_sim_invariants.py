@@ -283,3 +283,30 @@ def test_every_check_is_continuous_or_final():
     assert set(inv.CHECKS) == set(inv.CONTINUOUS) | set(inv.FINAL)
     assert not set(inv.CONTINUOUS) & set(inv.FINAL)
     assert all(inv.CHECKS[name].__doc__ for name in inv.CHECKS)
+
+
+def test_settlement_anomaly(accounts_state):
+    def doctor(s):
+        s.accounts[1].anomalies = 2
+
+    _fires(accounts_state, "no_anomalies", doctor, "2 settlement anomalies")
+
+
+def test_resends_of_applied_settlements_on_a_clean_run(accounts_state):
+    def doctor(s):
+        s.lossy = False
+        s.accounts[0].duplicates = s.accounts[0].settlements + 50
+
+    _fires(accounts_state, "resends_bounded", doctor, "re-sends of ones it had applied")
+    lossy = copy.deepcopy(accounts_state)
+    doctor(lossy)
+    lossy.lossy = True  # messages were lost: re-sends are the repair doing its work
+    assert not [v for v in inv.check_final(lossy) if v.check == "resends_bounded"]
+
+
+def test_a_failover_nobody_needed(direct_state):
+    def doctor(s):
+        s.leader_losses = {("engine", 0): 1}
+        s.writes += [inv.Write("engine", 0, e, f"n{e}", e, e) for e in (1, 2, 3)]
+
+    _fires(direct_state, "no_needless_failover", doctor, "3 epochs wrote", "1 leader losses")
