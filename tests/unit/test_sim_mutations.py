@@ -62,7 +62,7 @@ def test_a_patch_cannot_stack() -> None:
 def _core_with_an_open_order() -> tuple[AccountCore, list]:
     core = AccountCore(DEFAULT_MARKETS)
     out: list = []
-    core.apply((A_DEPOSIT, "al", "USD", 100_000, "r1"), out)
+    core.apply((A_DEPOSIT, "al", "USD", 10**12, "r1"), out)
     core.apply((A_NEW, "BTC-USD", "o1", "al", 0, 0, 100_00, 100, 0, False, 0, None), out)
     assert core.orders, out
     return core, out
