@@ -550,7 +550,7 @@ class Monitor:
         self.writes: dict[tuple[str, int, int, str], Write] = {}
         self.last: dict[tuple[str, str], int] = {}  # (tier, node) → seq last seen
         self.violations: list[Violation] = []
-        self._seen: set[Violation] = set()
+        self._seen: set[tuple[str, str]] = set()
         self.checked = 0
 
     def _record(self, tier: str, nodes: Iterable[EngineShard | AccountShard]) -> None:
@@ -578,7 +578,14 @@ class Monitor:
         return self._keep(check_final(s))
 
     def _keep(self, found: list[Violation]) -> list[Violation]:
-        new = [v for v in found if v not in self._seen]
-        self._seen.update(new)
+        """The violations not reported yet: one per check and subject (what its message
+        names before the first colon: a node, a shard, an asset), so a count that keeps
+        growing step after step is one violation, not one per step."""
+        new = []
+        for v in found:
+            key = (v.check, v.message.split(":", 1)[0])
+            if key not in self._seen:
+                self._seen.add(key)
+                new.append(v)
         self.violations += new
         return new
