@@ -62,7 +62,11 @@ def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
         return bool(checks & {v.check for v in again.violations})
 
     idx = list(range(len(res.schedule)))
-    got = ddmin(idx, fails, max_runs=MAX_SHRINK_RUNS)
+    try:
+        got = ddmin(idx, fails, max_runs=MAX_SHRINK_RUNS)
+    except ValueError as exc:  # (a world that cannot replay a subset, or a flaky failure)
+        echo(f"  cannot shrink: {exc}")
+        return []
     echo(f"  shrunk: {len(res.schedule)} faults -> {len(got.items)} in {got.runs} runs"
          + (" (run budget spent: may not be minimal)" if got.exhausted else ""))  # fmt: skip
     for i in got.items:

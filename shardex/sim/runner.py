@@ -10,8 +10,8 @@ into the schedule that seed draws) replays only those faults, which is what the 
 ``RunResult`` carries the violations, the trace, the fault schedule, how many invariant checks
 ran and the run's digest.
 
-``pick()`` returns the deterministic world's runner when ``shardex.sim.world`` provides one
-(a module-level ``run`` with this signature), else ``standin``:
+``pick()`` returns the deterministic world's runner (``worldrun.run``, over
+``shardex.sim.world.World``) when that module exists, else ``standin``:
 
 **STAND-IN** (``standin``): the in-process cluster (``InProcCluster``) on *real* time, with
 the faults it can make today (``pause``: a node frozen for a seeded while, as SIGSTOP or a
@@ -203,10 +203,12 @@ def standin(seed: int, faults: list[str], duration: float, mutation: str | None 
 
 
 def pick() -> tuple[Runner, bool]:
-    """(the runner, whether it is the stand-in): the world's ``run`` when it has one."""
+    """(the runner, whether it is the stand-in): the simulated world's (``worldrun.run``)
+    once ``shardex.sim.world`` exists, else ``standin``."""
     try:
-        from shardex.sim import world  # noqa: PLC0415 - optional until the world lands
-    except ImportError:
+        from shardex.sim import worldrun  # noqa: PLC0415 - optional: needs shardex.sim.world
+    except ImportError as exc:
+        if exc.name not in ("shardex.sim.world", "shardex.sim.faults", "shardex.sim.worldrun"):
+            raise  # (a real import error inside the world: never hidden behind the stand-in)
         return standin, True
-    run = getattr(world, "run", None)
-    return (run, False) if callable(run) else (standin, True)
+    return worldrun.run, False
