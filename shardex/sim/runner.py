@@ -28,6 +28,8 @@ import logging
 import random
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -192,14 +194,21 @@ def standin(seed: int, faults: list[str], duration: float, mutation: str | None 
     schedule = draw_schedule(seed, faults, duration, nodes)
     if keep is not None:
         schedule = [schedule[i] for i in keep]
-    quiet = logging.getLogger("shardex")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # (banners, pauses' warnings, a mutation's ALERTs)
+    with quiet(), applied(mutation), tempfile.TemporaryDirectory(prefix="shardex-sim-") as data:
+        return asyncio.run(_standin(seed, schedule, duration, data))
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """The cluster's log lines off for a run (the INSECURE banners every node prints at
+    start, a pause's warnings, a mutation's ALERTs): the run's own report says what broke."""
+    log = logging.getLogger("shardex")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
-        with applied(mutation), tempfile.TemporaryDirectory(prefix="shardex-sim-") as data:
-            return asyncio.run(_standin(seed, schedule, duration, data))
+        yield
     finally:
-        quiet.setLevel(level)
+        log.setLevel(level)
 
 
 def pick() -> tuple[Runner, bool]:

@@ -21,7 +21,7 @@ from shardex.sim.extract import cluster_state
 from shardex.sim.faults import Faults
 from shardex.sim.invariants import EXECUTED, Monitor, Order
 from shardex.sim.mutations import applied
-from shardex.sim.runner import RunResult
+from shardex.sim.runner import RunResult, quiet
 from shardex.sim.world import World
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -97,9 +97,9 @@ def run(seed: int, faults: list[str], duration: float, mutation: str | None = No
         raise ValueError("the simulated world draws its faults as it runs: it cannot replay "
                          "a subset of them yet (--keep, --shrink)")  # fmt: skip
     world = CheckedWorld(seed, dict(PLAN), faults_of(faults))
-    with applied(mutation):
+    with quiet(), applied(mutation):
         res = world.run(duration)
     schedule = [ev for ev in res.trace if ev[1] in FAULT_KINDS]
     return RunResult(seed, world.monitor.violations, list(res.trace), schedule,
                      world.monitor.checked, res.digest[:16], duration, False,
-                     Counter(res.counts))  # fmt: skip
+                     +Counter(res.counts))  # fmt: skip
