@@ -45,6 +45,7 @@ from shardex.sim.state import (  # noqa: F401 - the data model, importable from 
     Violation,
     Write,
 )
+from shardex.wire.protocol import shard_for
 
 Check = Callable[[ClusterState], list[Violation]]
 
@@ -205,17 +206,24 @@ def acked_once(s: ClusterState) -> list[Violation]:
     the account tier held and forwarded reached its engine shard (accepted or refused)."""
     accepts = _accepts(s)
     seen: Counter[tuple[str, str]] = Counter()
-    for e in leaders(s.engines).values():
+    heads = leaders(s.engines)
+    for e in heads.values():
         for ev in e.events or ():
             if ev[0] in (EV_ACCEPTED, EV_REJECTED):
                 seen[(ev[2], ev[3])] += 1
-    lost = [f"{o.client} {o.symbol}/{o.id}" for o in s.orders
+    # an order whose shard's history is not at hand (a ring restarted, a journal trimmed,
+    # a shard down) is not judged: absence there proves nothing
+    n = 1 + max(heads, default=0)
+    orders = [
+        o for o in s.orders if (h := heads.get(shard_for(o.symbol, n))) and h.events is not None
+    ]
+    lost = [f"{o.client} {o.symbol}/{o.id}" for o in orders
             if o.accepted and accepts[(o.symbol, o.id)] != 1]  # fmt: skip
     out = []
     if lost:
         out.append(Violation("acked_once", "acked as accepted but not in exactly one "
                              f"leader's history once: {_some(lost)}"))  # fmt: skip
-    dropped = [f"{o.client} {o.symbol}/{o.id}" for o in s.orders
+    dropped = [f"{o.client} {o.symbol}/{o.id}" for o in orders
                if o.forwarded and not o.accepted and not seen[(o.symbol, o.id)]]  # fmt: skip
     if dropped:
         out.append(Violation("acked_once", "held and forwarded but never reached its engine "

@@ -310,3 +310,9 @@ def test_a_failover_nobody_needed(direct_state):
         s.writes += [inv.Write("engine", 0, e, f"n{e}", e, e) for e in (1, 2, 3)]
 
     _fires(direct_state, "no_needless_failover", doctor, "3 epochs wrote", "1 leader losses")
+
+
+def test_an_order_whose_shard_history_is_not_at_hand_is_not_judged(direct_state):
+    s = copy.deepcopy(direct_state)
+    s.engines[0].events = None  # (a restarted ring, a trimmed journal)
+    assert not [v for v in inv.check_final(s) if v.check == "acked_once"]
