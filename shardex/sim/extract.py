@@ -47,10 +47,10 @@ def _history(ring: Any, seq: int) -> list[tuple] | None:
     return list(got) if got is not None else None
 
 
-def replay_journal(journal: Any) -> tuple[dict[str, Any], list[tuple]] | None:
-    """(``Engine.snapshot()`` of the journal replayed from the start, its events), or None
-    when the node has no journal or its start is no longer on disk (trimmed by snapshot
-    retention: then it is replayed from the newest snapshot, without events)."""
+def replay_journal(journal: Any) -> tuple[Any, list[tuple]] | None:
+    """(the journal's machine replayed from the start, its events), or None when the node has
+    no journal or its start is no longer on disk (trimmed by snapshot retention: then it is
+    replayed from the newest snapshot, without events)."""
     if not isinstance(journal, Journal):
         return None
     try:
@@ -69,8 +69,7 @@ def replay_journal(journal: Any) -> tuple[dict[str, Any], list[tuple]] | None:
             events += got
         if replay.done:
             break
-    machine = replay.machine
-    return getattr(machine, "engine", machine).snapshot(), events if keep else []
+    return replay.machine, events if keep else []
 
 
 def engine_shard(node: Any, leader: bool = True, replay: bool = True) -> EngineShard:
@@ -85,11 +84,18 @@ def engine_shard(node: Any, leader: bool = True, replay: bool = True) -> EngineS
         events = replayed[1]
     return EngineShard(shard=core.index, node=name, seq=inner.seq, epoch=epoch, leader=leader,
                        books={"seq": snap["seq"], "books": snap["books"]}, events=events,
-                       replayed=replayed[0] if replayed is not None else None)  # fmt: skip
+                       replayed=_engine_snapshot(replayed))  # fmt: skip
 
 
-def account_shard(node: Any, leader: bool = True) -> AccountShard:
-    """One account shard node's ledger as plain data."""
+def _engine_snapshot(replayed: tuple[Any, list] | None) -> dict[str, Any] | None:
+    if replayed is None:
+        return None
+    snap = getattr(replayed[0], "engine", replayed[0]).snapshot()  # (SettledEngine: its Engine)
+    return {"seq": snap["seq"], "books": snap["books"]}
+
+
+def account_shard(node: Any, leader: bool = True, replay: bool = True) -> AccountShard:
+    """One account shard node's ledger as plain data (``replay``: its journal's too)."""
     machine = node.machine
     core = machine.core
     name, epoch = _role(node, f"accounts-{core.shard}")
@@ -107,7 +113,13 @@ def account_shard(node: Any, leader: bool = True) -> AccountShard:
                         events=_history(machine.events, core.seq), epoch=epoch,
                         leader=leader, anomalies=core.anomalies,
                         settlements=counts.get("settlements", 0),
-                        duplicates=counts.get("duplicates", 0))  # fmt: skip
+                        duplicates=counts.get("duplicates", 0), ledger=core.snapshot(),
+                        replayed=_ledger_replayed(node) if replay else None)  # fmt: skip
+
+
+def _ledger_replayed(node: Any) -> dict[str, Any] | None:
+    replayed = replay_journal(getattr(node, "journal", None))
+    return replayed[0].core.snapshot() if replayed is not None else None
 
 
 def order_record(client: str, result: Any) -> Order | None:
@@ -150,12 +162,12 @@ def cluster_state(cluster: Any, orders: Iterable[Order] = (), streams: Any = Non
     back (the cheap state a continuous check needs)."""
     standbys = list(getattr(cluster, "standbys", ()))
     engines = [engine_shard(n, replay=replay) for n in cluster.engines]
-    accounts = [account_shard(n) for n in cluster.accounts]
+    accounts = [account_shard(n, replay=replay) for n in cluster.accounts]
     for n in standbys:
         if hasattr(n, "core"):
             engines.append(engine_shard(n, leader=False, replay=replay))
         elif hasattr(n, "machine"):
-            accounts.append(account_shard(n, leader=False))
+            accounts.append(account_shard(n, leader=False, replay=replay))
     if markets is None:
         markets = cluster.engines[0].core.markets if cluster.engines else {}
     return ClusterState(engines=engines, accounts=accounts, orders=list(orders),

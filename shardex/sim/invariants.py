@@ -344,6 +344,33 @@ def books_equal_replay(s: ClusterState) -> list[Violation]:
     return out
 
 
+def ledgers_equal_replay(s: ClusterState) -> list[Violation]:
+    """Every account shard's ledger (balances, holds, fees, transfers, link positions) is
+    what replaying its journal from the start gives: money state the journal would not
+    bring back after a crash is money a restart loses or makes up."""
+    out = []
+    for a in s.accounts:
+        if a.replayed is None or a.ledger is None:
+            continue
+        for key in sorted(set(a.ledger) | set(a.replayed)):
+            live, again = a.ledger.get(key), a.replayed.get(key)
+            if live != again:
+                out.append(Violation("ledgers_equal_replay", f"{a.node}: {key}: live "
+                                     f"{_diff(live, again)}"))  # fmt: skip
+                break
+    return out
+
+
+def _diff(live: Any, again: Any) -> str:
+    """The first difference of two snapshot parts, short."""
+    if isinstance(live, list) and isinstance(again, list):
+        for k, (x, y) in enumerate(zip(live, again, strict=False)):
+            if x != y:
+                return f"[{k}] {x} vs journal replay {y}"
+        return f"{len(live)} entries vs journal replay {len(again)}"
+    return f"{live} vs journal replay {again}"
+
+
 def fates_known(s: ClusterState) -> list[Violation]:
     """Once healed every client knows every order's fate: executed or not executed."""
     open_ = [f"{o.client} {o.symbol}/{o.id} ({o.fate or 'no answer'})"
@@ -414,6 +441,7 @@ FINAL: dict[str, Check] = {
     "stream_exact": stream_exact,
     "money_conserved": money_conserved,
     "books_equal_replay": books_equal_replay,
+    "ledgers_equal_replay": ledgers_equal_replay,
     "fates_known": fates_known,
     "holds_match_books": holds_match_books,
     "resends_bounded": resends_bounded,

@@ -94,6 +94,8 @@ class AccountShard:
     anomalies: int = 0  # settlements that did not fit (``shardex audit`` fails on them)
     settlements: int = 0  # settlement messages read from the engine shards ...
     duplicates: int = 0  # ... of which it had already applied (re-sent)
+    ledger: dict[str, Any] | None = None  # ``AccountCore.snapshot()`` ...
+    replayed: dict[str, Any] | None = None  # ... and the same of its journal replayed
 
 
 @dataclass(frozen=True)

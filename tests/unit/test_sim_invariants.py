@@ -316,3 +316,14 @@ def test_an_order_whose_shard_history_is_not_at_hand_is_not_judged(direct_state)
     s = copy.deepcopy(direct_state)
     s.engines[0].events = None  # (a restarted ring, a trimmed journal)
     assert not [v for v in inv.check_final(s) if v.check == "acked_once"]
+
+
+def test_ledger_differs_from_the_journal_replay(accounts_state):
+    assert all(a.replayed is not None and a.ledger for a in accounts_state.accounts)
+
+    def doctor(s):
+        a = _acct(s)
+        row = a.ledger["balances"][0]
+        a.ledger["balances"][0] = [*row[:2], row[2] + 1, row[3]]
+
+    _fires(accounts_state, "ledgers_equal_replay", doctor, "balances: live [0]", "journal replay")
