@@ -31,8 +31,16 @@ def test_faults_by_kind_and_by_field():
     assert f.pause_s == (2.0, 3.0) and f.delay_p == 0.5 and f.pause_per_s == 0.0
     with pytest.raises(ValueError, match="unknown fault kind"):
         worldrun.faults_of(["meteor"])
-    with pytest.raises(ValueError, match="cannot replay a subset"):
-        worldrun.run(1, ["pause"], 1.0, keep=[0])
+
+
+def test_a_subset_of_the_faults_replays():
+    kinds = ["crash", "pause", "partition", "cut"]
+    full = worldrun.run(5, kinds, 1.5)
+    assert len(full.schedule) >= 2, full.schedule
+    none = worldrun.run(5, kinds, 1.5, keep=[])
+    assert none.schedule == [] and not set(none.faults) & set(worldrun.INJECTED)
+    first = worldrun.run(5, kinds, 1.5, keep=[0])
+    assert first.schedule[:1] == full.schedule[:1] and len(first.schedule) == 1
 
 
 def _first_failing(mutation: str, faults: list[str], duration: float, seeds: int) -> tuple:
