@@ -21,7 +21,7 @@ import click
 from shardex.sim.mutations import MUTATIONS
 from shardex.sim.runner import Runner, RunResult, pick
 from shardex.sim.shrink import ddmin
-from shardex.sim.trace import lead_up, render
+from shardex.sim.trace import as_event, lead_up, render
 
 MAX_SHRINK_RUNS = 64
 
@@ -70,7 +70,8 @@ def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
     echo(f"  shrunk: {len(res.schedule)} faults -> {len(got.items)} in {got.runs} runs"
          + (" (run budget spent: may not be minimal)" if got.exhausted else ""))  # fmt: skip
     for i in got.items:
-        echo(f"    [{i}] {res.schedule[i]}")
+        item = res.schedule[i]
+        echo(f"    [{i}] {as_event(item).line() if isinstance(item, tuple) else item}")
     echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, got.items)}")
     return got.items
 
