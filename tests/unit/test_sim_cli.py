@@ -1,0 +1,97 @@
+"""``python -m shardex.sim`` (``shardex.sim.cli``): per-seed report with a replay line, the
+shrink of a failing seed, the summary and exit status, on a synthetic runner; and the
+stand-in runner on a real in-process cluster catching a mutation with no fault at all."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from shardex.sim import cli
+from shardex.sim.invariants import Violation
+from shardex.sim.runner import RunResult, draw_schedule, standin
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeWorld:
+    """Seeds divisible by 3 fail iff their faults 2 and 5 both run (of 8 per seed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, seed, faults, duration, mutation=None, keep=None) -> RunResult:
+        self.calls.append((seed, tuple(faults), duration, mutation, keep))
+        schedule = [f"{faults[0]} #{i}" for i in range(8)]
+        kept = list(range(8)) if keep is None else keep
+        bad = seed % 3 == 0 and {2, 5} <= set(kept)
+        violations = [Violation("acked_once", "engine-0: order x lost")] if bad else []
+        trace = [(0.1 * k, "engine-0" if k % 2 else "router", f"step {k}") for k in range(40)]
+        return RunResult(seed, violations, trace, [schedule[i] for i in kept], 7, "d" * 16,
+                         duration, False, Counter({faults[0]: len(kept)}))  # fmt: skip
+
+
+def _run(monkeypatch, *args: str) -> tuple[FakeWorld, object]:
+    world = FakeWorld()
+    monkeypatch.setattr(cli, "pick", lambda: (world, False))
+    return world, CliRunner().invoke(cli.main, list(args))
+
+
+def test_seeds_summary_and_replay_line(monkeypatch):
+    world, res = _run(monkeypatch, "--seeds", "4", "--seed", "1", "--faults", "cut",
+                      "--duration", "3")  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert [c[0] for c in world.calls] == [1, 2, 3, 4]
+    out = res.output
+    assert "seed 1: ok (7 checks" in out and "seed 3: 1 violations" in out
+    assert "VIOLATION acked_once: engine-0: order x lost" in out
+    assert "engine-0" in out.split("trace, the lead-up:")[1]
+    assert ("replay: PYTHONHASHSEED=" in out and "python -m shardex.sim --seed 3 --seeds 1 "
+            "--faults cut --duration 3" in out)  # fmt: skip
+    assert (
+        "summary: 4 seeds, 1 failed (3); faults injected: {'cut': 32}; 28 invariant checks" in out
+    )
+
+
+def test_shrink_prints_the_minimal_schedule_and_its_replay(monkeypatch):
+    world, res = _run(monkeypatch, "--seeds", "1", "--seed", "6", "--faults", "pause",
+                      "--mutation", "double_release", "--shrink")  # fmt: skip
+    assert res.exit_code == 1
+    assert "shrunk: 8 faults -> 2 in" in res.output
+    assert "[2] pause #2" in res.output and "[5] pause #5" in res.output
+    assert "--mutation double_release --keep 2,5" in res.output
+    assert all(c[3] == "double_release" for c in world.calls)
+    assert len(world.calls) <= 1 + cli.MAX_SHRINK_RUNS
+
+
+def test_keep_and_a_clean_run(monkeypatch):
+    world, res = _run(monkeypatch, "--seeds", "2", "--seed", "3", "--keep", "1,2")
+    assert res.exit_code == 0, res.output
+    assert world.calls[0][4] == [1, 2]
+    _, res = _run(monkeypatch, "--mutation", "nope")
+    assert res.exit_code == 2 and "double_release" in res.output
+
+
+def test_stop_on_failure(monkeypatch):
+    world, res = _run(monkeypatch, "--seeds", "9", "--seed", "1", "--stop-on-failure")
+    assert [c[0] for c in world.calls] == [1, 2, 3]
+    assert "summary: 3 seeds, 1 failed (3)" in res.output
+
+
+def test_the_standin_refuses_faults_it_cannot_make():
+    with pytest.raises(ValueError, match="cannot inject partition"):
+        draw_schedule(1, ["pause", "partition"], 1.0, 5)
+    a, b = draw_schedule(4, ["pause"], 3.0, 5), draw_schedule(4, ["pause"], 3.0, 5)
+    assert a == b and a and all(0 <= p.node < 5 and p.t < 3.0 for p in a)
+
+
+def test_the_standin_catches_money_made_up_on_a_real_cluster():
+    """No fault at all: a hold released twice shows in the account shard's own books."""
+    res = standin(11, [], 0.3, "double_release")
+    assert res.standin and not res.schedule
+    checks = {v.check for v in res.violations}
+    assert {"shard_money", "money_conserved"} <= checks, res.violations
+    clean = standin(11, [], 0.3)
+    assert clean.violations == [] and clean.checked > 10
