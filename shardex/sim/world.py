@@ -75,9 +75,11 @@ from shardex.net.memasync import MemAsyncContext
 from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.disk import SimDisk
 from shardex.sim.faults import Faults, Network, fire
+from shardex.sim.hazards import Hazards
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
+from shardex.sim.skew import Clocks, SkewedCluster
 from shardex.sim.workload import Workload
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
@@ -141,6 +143,8 @@ class World:
         self.cluster: InProcCluster | None = None
         self.life: Lifecycle | None = None
         self.net: Network | None = None
+        self.hazards: Hazards | None = None  # clock steps, crash points, disk spells
+        self.clocks: Clocks | None = None  # per-node clocks (``Faults.skew``/``step_per_s``)
         self.result = Result(seed, 0.0)
         self._restart_at: dict[str, float] = {}
         self._last_tick: float | None = None
@@ -173,9 +177,11 @@ class World:
             t.disk = self.disk
         hub = t.hub  # type: ignore[attr-defined]
         hub.on_deliver = self.trace.message
-        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
+        cluster = self.cluster = self._cluster(self._plan(data_dir), t)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
+        self.hazards = Hazards(self.seed, self.faults, self.life, self.trace, self.disk,
+                               self.clocks)  # fmt: skip
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
         sched.on_failure = self._failed
@@ -192,7 +198,8 @@ class World:
         self.result.violations += self.life.failures
         self.result.counts = {**self.net.counts, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
-                              "slow": self.life.slows, "power": self.life.powers}  # fmt: skip
+                              "slow": self.life.slows, "power": self.life.powers,
+                              **self.hazards.counts}  # type: ignore[union-attr] # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
         """``main`` to its end, unless the cluster's scheduler dies first (a fault hook or a
@@ -238,8 +245,9 @@ class World:
 
     def _tick(self, now: float) -> None:
         if self.loading and self.script is not None:
-            self.script.step(now, self.net, self.life)  # type: ignore[arg-type]
+            self.script.step(now, self.net, self.life, self.hazards)  # type: ignore[arg-type]
             self.net.step(now, draw=False)  # type: ignore[union-attr]
+            self.hazards.step(now, draw=False)  # type: ignore[union-attr]
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)
@@ -274,6 +282,15 @@ class World:
         if fire(rng, f.slow_per_s, dt):
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
+        self.hazards.step(now)  # type: ignore[union-attr]
+
+    def _cluster(self, plan: Plan, net: Any) -> InProcCluster:
+        """The cluster; with clock faults, each node on its own clock (``shardex.sim.skew``)."""
+        f = self.faults
+        if not (f.skew or f.step_per_s):
+            return InProcCluster(plan, net=net)
+        self.clocks = Clocks(self.clock, self.seed, f.skew, self.trace)
+        return SkewedCluster(plan, net, self.clocks)
 
     def _restart(self, name: str, again: bool = True) -> None:
         """Restart ``name``; one that fails to start stays down (a violation: ``failures``)
@@ -289,6 +306,11 @@ class World:
         node crashes there and then; a supervisor restarts it after ``down_s``."""
         life = self.life
         assert life is not None
+        sprung = self.hazards.sprung(node, exc)  # type: ignore[union-attr]
+        if sprung is not None:  # a crash point: the death was the fault, not a failure
+            if self.script is None:  # (a replayed schedule has its restart)
+                self._restart_at[sprung] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+            return
         name = next(n for n, live in life.named().items() if live is node)
         what = f"{name} raised {exc!r}"
         self.result.violations.append(what)
@@ -299,6 +321,7 @@ class World:
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
+        self.hazards.heal()  # type: ignore[union-attr]
         self._restart_at.clear()
         for name in sorted(self.life.down):  # type: ignore[union-attr]
             self._restart(name, again=False)
