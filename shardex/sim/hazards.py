@@ -29,6 +29,7 @@ ack what is not durable or die of it.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -64,14 +65,10 @@ class Hazards:
 
     # -- a scheduler tick ------------------------------------------------------------------
 
-    def step(self, now: float, draw: bool = True) -> None:
-        """End the spells whose time is up, disarm the traps of nodes that went down, then
-        (``draw``) draw new faults for the time since the last step."""
-        self._expire(now)
+    def step(self, now: float) -> None:
+        """Draw new faults for the time since the last step (after ``expire``)."""
         dt = 0.0 if self.last is None else now - self.last
         self.last = now
-        if not draw:
-            return
         f, rng = self.faults, self.rng
         names = sorted(self.life.named())
         if self.clocks is not None and names and fire(rng, f.step_per_s, dt):
@@ -88,7 +85,9 @@ class Hazards:
         if self.eio_until is None and fire(rng, f.eio_per_s, dt):
             self.eio(rng.uniform(*f.eio_s), f.eio_rate)
 
-    def _expire(self, now: float) -> None:
+    def expire(self, now: float) -> None:
+        """First thing in a tick, drawn or replayed: end the spells whose time is up and
+        disarm the traps of nodes that went down."""
         disk = self.disk
         if disk is None:
             return
@@ -103,7 +102,7 @@ class Hazards:
 
     def heal(self) -> None:
         """No more faults: spells end, traps are disarmed (clock steps stay: time moved)."""
-        self._expire(float("inf"))
+        self.expire(float("inf"))
         for root, _ in self.traps.values():
             if self.disk is not None:
                 self.disk.untrap(root)
@@ -152,7 +151,8 @@ class Hazards:
             return None
         _, power = self.traps.pop(name)
         self.counts["trapped"] += 1
-        self.trace.add(self._now(), "trapped", name, f"{exc.op} of {exc.path}")
+        file = os.path.relpath(exc.path, exc.root)  # (the root is a temporary directory)
+        self.trace.add(self._now(), "trapped", name, f"{exc.op} of {file}")
         if power:
             self.life.power(name)
         else:

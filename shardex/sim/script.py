@@ -32,8 +32,9 @@ from shardex.sim.faults import Network
 from shardex.sim.hazards import KINDS as HAZARDS
 from shardex.sim.hazards import Hazards
 
+# (``trapped`` is a marker: it says the crash after it is a sprung trap's, not replayed)
 KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow",
-         *HAZARDS)  # fmt: skip
+         *HAZARDS, "trapped")  # fmt: skip
 
 
 def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:

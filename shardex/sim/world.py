@@ -244,10 +244,10 @@ class World:
     # -- the node faults (a scheduler tick) ------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        self.hazards.expire(now)  # type: ignore[union-attr]
         if self.loading and self.script is not None:
             self.script.step(now, self.net, self.life, self.hazards)  # type: ignore[arg-type]
             self.net.step(now, draw=False)  # type: ignore[union-attr]
-            self.hazards.step(now, draw=False)  # type: ignore[union-attr]
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)

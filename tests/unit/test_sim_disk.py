@@ -25,7 +25,7 @@ from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.inproc import InProcCluster
 from shardex.journal import Journal, JournalUnavailable, inspect
 from shardex.net import mem_transport
-from shardex.sim.disk import CrashReport, SimDisk
+from shardex.sim.disk import CrashPoint, CrashReport, SimDisk
 from shardex.tools.workload import Workload
 from tests.support.inproc import plan
 
@@ -614,3 +614,56 @@ def test_an_account_shard_on_a_simulated_disk_keeps_every_acked_deposit(tmp_path
     # the journals are on the simulated disk, not the real one under the same path
     assert disk.listdir(f"{tmp_path}/accounts-0") and disk.listdir(f"{tmp_path}/shard-0")
     assert not list(tmp_path.glob("*/journal-*.log"))
+
+
+# ------------------------------------------------------------------ crash points (SimDisk.trap)
+
+
+def test_a_trap_springs_at_the_nth_write_after_it_landed_and_only_under_its_directory():
+    disk = SimDisk(random.Random(1))
+    disk.makedirs("/a")
+    disk.makedirs("/b")
+    fa, fb = _file(disk, "/a/log", b"", sync=False), _file(disk, "/b/log", b"", sync=False)
+    disk.trap("/a", "write", 2)
+    disk.write(fb, b"elsewhere")
+    disk.write(fb, b"elsewhere")  # (not under /a: does not count)
+    disk.write(fa, b"one")
+    with pytest.raises(CrashPoint) as got:
+        disk.write(fa, b"two")
+    assert (got.value.op, got.value.path, got.value.root) == ("write", "/a/log", "/a")
+    assert not isinstance(got.value, OSError)  # (nothing in a node handles it)
+    assert disk.read_bytes("/a/log") == b"onetwo"  # landed in the page cache, unsynced
+    disk.write(fa, b"three")  # fired once
+    assert disk.faults["traps"] == 1
+
+
+def test_a_trap_at_a_sync_dies_before_it_so_a_power_loss_may_lose_the_write():
+    kept = set()
+    for seed in range(40):
+        disk = SimDisk(random.Random(seed))
+        disk.makedirs("/j")
+        fd = _file(disk, "/j/log", b"synced.")
+        disk.fsync_dir("/j")
+        disk.write(fd, b"written-not-synced")
+        disk.trap("/j", "sync", 1)
+        with pytest.raises(CrashPoint):
+            disk.fsync(fd)
+        assert disk.syncs == 1  # (the file's first sync only: the trapped one never ran)
+        disk.crash(under="/j")
+        data = disk.read_bytes("/j/log")
+        assert data.startswith(b"synced.") and b"written-not-synced".startswith(data[7:])
+        kept.add(len(data))
+    assert len(kept) > 2  # lost, kept, torn: seeded
+
+
+def test_a_trap_replaces_the_one_before_in_its_directory_and_untrap_removes_them():
+    disk = SimDisk()
+    disk.makedirs("/j")
+    fd = _file(disk, "/j/log", b"", sync=False)
+    disk.trap("/j", "write", 1)
+    disk.trap("/j", "sync", 1)
+    disk.write(fd, b"x")  # the write trap was replaced
+    assert disk.untrap("/j") == 1
+    disk.fsync(fd)
+    with pytest.raises(ValueError):
+        disk.trap("/j", "read", 1)

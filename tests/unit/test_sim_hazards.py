@@ -1,0 +1,122 @@
+"""``shardex.sim.skew`` and ``shardex.sim.hazards``: per-node clocks (rates within the lease's
+margin unless asked, wall-clock steps), crash points between a journal write and its sync,
+disk-full and EIO spells -- each drawn from the seed in a world that ends healed with every
+invariant holding, each replayed by a script as the same run."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardex.client.results import EXECUTED, NOT_EXECUTED
+from shardex.clock import VirtualClock
+from shardex.sim.faults import SAFE_SKEW, Faults
+from shardex.sim.script import KINDS
+from shardex.sim.skew import NodeClock
+from shardex.sim.world import World
+from shardex.sim.worldrun import CheckedWorld
+
+PLAN = {"shards": 1, "accounts": 1}
+
+
+def test_a_node_clock_runs_at_its_rate_and_a_step_moves_only_its_wall_clock():
+    base = VirtualClock()
+    c = NodeClock(base, rate=1.01, origin=500.0)
+    base.advance(10.0)
+    assert c.monotonic() == pytest.approx(510.1)
+    assert c.time() == pytest.approx(base.epoch + 10.1)
+    c.step(-3.0)  # the wall clock goes back three seconds ...
+    assert c.time() == pytest.approx(base.epoch + 7.1)
+    assert c.monotonic() == pytest.approx(510.1)  # ... monotonic time does not
+    c.set_rate(0.99)
+    assert c.monotonic() == pytest.approx(510.1)  # continuous across a rate change
+    base.advance(10.0)
+    assert c.monotonic() == pytest.approx(520.0)
+
+
+def test_skew_beyond_the_lease_margin_is_refused_unless_asked_for():
+    assert Faults.parse(f"skew={SAFE_SKEW}").skew == SAFE_SKEW
+    with pytest.raises(ValueError, match="skew_unsafe"):
+        Faults.parse("skew=0.1")
+    assert Faults.parse("skew=0.1,skew_unsafe=1").skew == 0.1
+
+
+def _fates_known(r) -> None:
+    assert r.orders and {o["fate"] for o in r.orders} <= {EXECUTED, NOT_EXECUTED}, r.trace
+    assert r.state["down"] == [] and not r.violations, r.violations
+
+
+def test_every_node_reads_its_own_skewed_clock_and_steps_are_drawn():
+    faults = Faults(skew=SAFE_SKEW, step_per_s=4.0, crash_per_s=1.0, down_s=(0.05, 0.2),
+                    crashable=("engine", "accounts"))  # fmt: skip
+    world = World(3, PLAN, faults)
+    r = world.run(1.0)
+    _fates_known(r)
+    clocks = {name: node.clock for name, node in world.life.named().items()}
+    assert set(clocks) == {"router-0", "engine-0", "accounts-0"}
+    assert all(isinstance(c, NodeClock) for c in clocks.values())
+    assert len({c.rate for c in clocks.values()}) == 3
+    assert all(abs(c.rate - 1) <= SAFE_SKEW for c in clocks.values())
+    assert len({round(c.monotonic()) for c in clocks.values()}) == 3  # (origins differ)
+    assert r.counts["step"] > 0 and [ev for ev in r.trace if ev[1] == "skew"]
+    assert World(3, PLAN, faults).run(1.0).digest == r.digest
+
+
+TRAPS = Faults(trap_per_s=4.0, down_s=(0.05, 0.2))
+
+
+def test_crash_points_between_a_journal_write_and_its_sync_lose_no_acked_order():
+    trapped = power = 0
+    for seed in range(4):
+        world = CheckedWorld(seed, PLAN, TRAPS)
+        r = world.run(1.0)
+        _fates_known(r)
+        assert world.monitor.violations == [], (seed, world.monitor.violations)
+        trapped += r.counts["trapped"]
+        sprung = [ev for ev in r.trace if ev[1] == "trapped"]
+        power += sum(1 for ev in r.trace if ev[1] == "power" and
+                     any(s[0] == ev[0] and s[2] == ev[2] for s in sprung))  # fmt: skip
+    assert trapped >= 4 and 0 < power < trapped
+
+
+DISK = Faults(full_per_s=3.0, full_s=(0.05, 0.3), eio_per_s=3.0, eio_s=(0.02, 0.2))
+
+
+def test_disk_full_and_eio_spells_hold_the_journals_and_lose_no_acked_order():
+    counts = {"full": 0, "eio": 0}
+    for seed in range(3):
+        world = CheckedWorld(seed, PLAN, DISK)
+        r = world.run(1.0)
+        _fates_known(r)
+        assert world.monitor.violations == [], (seed, world.monitor.violations)
+        for kind in counts:
+            counts[kind] += r.counts[kind]
+    assert world.disk.faults["enospc"] > 0 or world.disk.faults["eio"] > 0
+    assert counts["full"] > 0 and counts["eio"] > 0
+
+
+EVERY = Faults(delay_p=0.1, crash_per_s=1.0, power_per_s=1.0, down_s=(0.05, 0.2),
+               crashable=("engine", "accounts"), skew=SAFE_SKEW, step_per_s=2.0,
+               trap_per_s=2.0, full_per_s=1.0, eio_per_s=1.0, reconnect=1.0,
+               cut_per_s=1.0)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_whole_schedule_with_every_new_kind_replayed_is_the_run_itself(seed):
+    drawn = World(seed, PLAN, EVERY).run(1.0)
+    schedule = [ev for ev in drawn.trace if ev[1] in KINDS]
+    kinds = {ev[1] for ev in schedule}
+    assert {"power", "trap"} <= kinds, kinds
+    replay = World(seed, PLAN, EVERY, schedule=schedule).run(1.0)
+    assert replay.trace == drawn.trace and replay.digest == drawn.digest
+
+
+def test_a_replayed_power_loss_cuts_the_disk_back_as_the_drawn_one_did():
+    faults = Faults(power_per_s=3.0, down_s=(0.05, 0.2))
+    drawn = World(4, PLAN, faults)
+    r = drawn.run(1.0)
+    assert r.counts["power"] > 0
+    schedule = [ev for ev in r.trace if ev[1] in KINDS]
+    replay = World(4, PLAN, faults, schedule=schedule)
+    again = replay.run(1.0)
+    assert replay.disk.faults["crashes"] == drawn.disk.faults["crashes"] == r.counts["power"]
+    assert again.trace == r.trace
