@@ -77,6 +77,7 @@ from shardex.sim.disk import SimDisk
 from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.hazards import Hazards
 from shardex.sim.loop import run as run_virtual
+from shardex.sim.openload import workload_of
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
 from shardex.sim.skew import Clocks, SkewedCluster
@@ -185,7 +186,7 @@ class World:
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
         sched.on_failure = self._failed
-        work = Workload(self.seed, self.n_clients, **self.workload)
+        work = workload_of(self.seed, self.n_clients, self.workload)  # (open-loop: rate_per_s)
         async with cluster, contextlib.AsyncExitStack() as stack:
             clients = []
             for k in range(self.n_clients):
