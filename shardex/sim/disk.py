@@ -23,6 +23,11 @@ truncates with EIO, seeded. A failed sync drops the file's unsynced writes from 
 path for good, as Linux does after a writeback error: a second ``fsync`` succeeds without them
 (reads still see them). Only a writer that cuts off and rewrites what failed is durable.
 
+Crash points: ``trap(under, op, n)`` makes the ``n``-th write (after it lands) or sync (before
+it runs) of a file under ``under`` raise ``CrashPoint`` -- not an ``OSError``, so nothing in the
+journal or the node handles it: the process dies right there, between a write and its sync
+(``shardex.sim.hazards`` arms them in a world and crashes the node when one springs).
+
 Simplifications: directories are durable once made (``makedirs``); unsynced writes reach the
 device in the order they were made (a real disk may write back pages out of order: a prefix
 model is the one a torn tail, not a hole, comes from); a rename across directories is an
