@@ -11,6 +11,7 @@ import pytest
 
 from shardex.client.results import EXECUTED, NOT_EXECUTED
 from shardex.clock import VirtualClock
+from shardex.node.accounts import AccountNode
 from shardex.sim.faults import SAFE_SKEW, Faults
 from shardex.sim.script import KINDS, Script
 from shardex.sim.skew import NodeClock
@@ -156,3 +157,44 @@ def test_open_loop_clients_under_drawn_pauses_keep_every_invariant():
         _fates_known(r)
         assert world.monitor.violations == [], (seed, world.monitor.violations)
         assert len(r.orders) > 200
+
+
+def _ack_before_sync(monkeypatch) -> None:
+    """A bug only a crash inside a turn can show: the account shard sends what a batch
+    sends (forwards, replies: the client's "ok") before the batch's commit, not after it.
+    Crashes between turns never see it (each turn ends synced)."""
+    flush = AccountNode.flush
+
+    def early(self) -> None:
+        if self.replica is None and self.handler.journal_down is None:
+            self._release(self.out, self.replies)
+        flush(self)
+
+    monkeypatch.setattr(AccountNode, "flush", early)
+
+
+def _caught(faults: Faults, seeds: list[int], first: bool = False) -> list[int]:
+    """The seeds among ``seeds`` whose run broke a check (``first``: stop at the first)."""
+    out = []
+    for seed in seeds:
+        world = CheckedWorld(seed, PLAN, faults)
+        world.run(1.0)
+        if world.monitor.violations:
+            out.append(seed)
+            if first:
+                break
+    return out
+
+
+POWER_AT_SYNC = Faults(trap_per_s=3.0, trap_power_p=1.0, down_s=(0.05, 0.2))
+
+
+def test_crash_points_catch_an_ack_before_the_sync_that_crashes_between_turns_miss(monkeypatch):
+    between = Faults(power_per_s=3.0, crash_per_s=2.0, down_s=(0.05, 0.2),
+                     crashable=("engine", "accounts"))  # fmt: skip
+    _ack_before_sync(monkeypatch)
+    assert _caught(between, [0, 1, 2, 3]) == []
+    caught = _caught(POWER_AT_SYNC, [0, 1, 2, 3], first=True)  # (seed 0 on 2026-12-07)
+    assert caught
+    monkeypatch.undo()  # the code as it is: the same seed passes
+    assert _caught(POWER_AT_SYNC, caught) == []
