@@ -159,6 +159,19 @@ class Hazards:
             self.life.crash(name)
         return name
 
+    def excused(self, exc: BaseException) -> bool:
+        """Whether a restart that failed (``StartFailed``, the last of ``life.failures``) did
+        so because a disk spell is on (its cause an ``OSError``: EIO, ENOSPC): a process that
+        cannot start on a failing disk exits, which is right, not a violation; the failure is
+        taken back (traced ``disk``) and the supervisor tries again later."""
+        cause = exc.__cause__
+        spell = self.full_until is not None or self.eio_until is not None
+        if not (spell and isinstance(cause, OSError) and self.life.failures):
+            return False
+        what = self.life.failures.pop()
+        self.trace.add(self._now(), "disk", "", f"excused: {what}")
+        return True
+
     def apply(self, kind: str, node: str, detail: str) -> bool:
         """Replay one traced event of ours (``shardex.sim.script``); False if it no longer
         applies."""

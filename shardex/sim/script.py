@@ -22,7 +22,6 @@ same delays, same workload, so the same events at the same times).
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -60,7 +59,7 @@ class Script:
             if kind in HAZARDS:
                 done = hazards is not None and hazards.apply(kind, node, detail)
             else:
-                done = _apply(kind, node, detail, net, life)
+                done = _apply(kind, node, detail, net, life, hazards)
             if not done:
                 self.skipped += 1
 
@@ -85,7 +84,8 @@ def _without_consequences(events: list[tuple[float, str, str, str]]) -> list[tup
     return out
 
 
-def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> bool:
+def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle,
+           hazards: Hazards | None = None) -> bool:  # fmt: skip
     """Apply one event; False when it no longer applies."""
     live = life.named()
     if kind == "crash" and node in live:
@@ -93,8 +93,11 @@ def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> 
     elif kind == "power" and node in live:
         life.power(node)
     elif kind == "restart" and node in life.down:
-        with contextlib.suppress(StartFailed):  # (in ``life.failures``; it stays down)
+        try:
             life.restart(node)
+        except StartFailed as exc:  # (in ``life.failures``; it stays down) ...
+            if hazards is not None:
+                hazards.excused(exc)  # ... unless a disk spell is why
     elif kind in ("pause", "slow") and node in live:
         life.pause(node, float(detail.rstrip("s")), kind)
     elif kind == "partition":

@@ -298,8 +298,9 @@ class World:
         and, while faults still run (``again``), a supervisor tries again ``down_s`` later."""
         try:
             self.life.restart(name)  # type: ignore[union-attr]
-        except StartFailed:
-            if again and self.loading:
+        except StartFailed as exc:
+            excused = self.hazards.excused(exc)  # type: ignore[union-attr] # (a disk spell)
+            if (again and self.loading) or excused:
                 self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
 
     def _failed(self, node: Any, exc: Exception) -> None:
