@@ -667,3 +667,40 @@ def test_a_trap_replaces_the_one_before_in_its_directory_and_untrap_removes_them
     disk.fsync(fd)
     with pytest.raises(ValueError):
         disk.trap("/j", "read", 1)
+
+
+def _revive(disk: SimDisk) -> None:
+    """The process that died at its sync is gone; the next one's syncs work (same machine)."""
+    disk.__dict__.pop("fsync", None)
+    disk.__dict__.pop("fdatasync", None)
+
+
+def test_what_a_restart_recovered_from_the_page_cache_survives_a_later_power_loss():
+    """A process dies between a write and its sync; the restart recovers that write from the
+    page cache, serves it and acks more in a new segment; then the power fails before the
+    kernel wrote the old tail back. What the restarted shard served and acked must survive
+    (its next sync of that segment, or recovery, makes the old tail durable too); a hole --
+    the new segment kept, the old tail lost -- would leave the shard unable to start."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        disk = SimDisk(rng)
+        j = _journal(disk)
+        engine = Engine(DEFAULT_MARKETS)
+        for batch in BATCHES[:6]:
+            _apply(engine, j, batch)
+            j.commit()
+        _apply(engine, j, BATCHES[6])
+        _die_at_sync(disk)
+        with pytest.raises(Died):
+            j.commit()
+        j.abandon()
+        _revive(disk)
+        j2 = _journal(disk)  # the restart, on the same machine
+        rec = j2.recover()
+        assert _state(rec.engine) == _state(engine)  # (the page cache had it all)
+        for batch in BATCHES[7:10]:
+            _apply(rec.engine, j2, batch)
+            j2.commit()  # acked
+        disk.crash(rng)  # the power fails
+        got = _recover(disk)
+        assert _state(got.engine) == _state(rec.engine), f"seed {seed}: acked state lost"
