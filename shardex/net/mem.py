@@ -53,8 +53,12 @@ from shardex.wire.transport import IN_MEMORY
 
 _HWM_DEFAULT = 1000  # libzmq's default SNDHWM and RCVHWM
 _POLLIN = zmq.POLLIN
-_OPTION_DEFAULTS = {zmq.SNDHWM: _HWM_DEFAULT, zmq.RCVHWM: _HWM_DEFAULT, zmq.LINGER: -1,
-                    zmq.RECONNECT_IVL: 100}  # (libzmq's defaults; RECONNECT_IVL_MAX: 0)
+_OPTION_DEFAULTS = {
+    zmq.SNDHWM: _HWM_DEFAULT,
+    zmq.RCVHWM: _HWM_DEFAULT,
+    zmq.LINGER: -1,
+    zmq.RECONNECT_IVL: 100,
+}  # (libzmq's defaults; RECONNECT_IVL_MAX: 0)
 
 
 class MemFrame:

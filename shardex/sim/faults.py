@@ -77,8 +77,10 @@ class Faults:
 
     def __post_init__(self) -> None:
         if self.skew > SAFE_SKEW and not self.skew_unsafe:
-            raise ValueError(f"skew={self.skew} is beyond the safe {SAFE_SKEW} (the lease's "
-                             "margin is 5 %): set skew_unsafe=1 to run it on purpose")
+            raise ValueError(
+                f"skew={self.skew} is beyond the safe {SAFE_SKEW} (the lease's "
+                "margin is 5 %): set skew_unsafe=1 to run it on purpose"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Faults:

@@ -706,8 +706,11 @@ def test_what_a_restart_recovered_from_the_page_cache_survives_a_later_power_los
         assert _state(got.engine) == _state(rec.engine), f"seed {seed}: acked state lost"
 
 
-@pytest.mark.xfail(strict=True, reason="open: recovery trusts a page cache that a failed sync "
-                   "left unwritten (see the docstring); remove this mark with the fix")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: recovery trusts a page cache that a failed sync "
+    "left unwritten (see the docstring); remove this mark with the fix",
+)
 def test_a_restart_after_a_failed_sync_does_not_serve_what_the_disk_never_got():
     """Found by the simulator (an EIO spell, a crash point, a restart, a power loss): a sync
     fails (EIO) and so does the cut of the record it was for; the process dies before its
