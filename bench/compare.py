@@ -126,8 +126,9 @@ def role_openloop(spec: dict[str, Any]) -> dict[str, Any]:
     with this tree's ``decode_reply`` (a cluster); the echo's replies are its request bytes."""
     import zmq
     from hdrh.histogram import HdrHistogram
+    from orders import side_of  # (imports this side's tree, as the lines below)
 
-    from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
+    from shardex.engine.codes import GTC, LIMIT, OP_NEW
     from shardex.wire.protocol import decode_reply, encode_request
 
     rate, seconds = float(spec["rate"]), float(spec["seconds"])
@@ -150,7 +151,7 @@ def role_openloop(spec: dict[str, Any]) -> dict[str, Any]:
             sym,
             f"c{os.getpid()}-{i}",
             f"a{i % 50}",
-            BUY if i % 2 else SELL,
+            side_of(i, len(SYMBOLS)),
             LIMIT,
             1_000_000 + (i * 7919) % 11 - 5,
             1 + i % 5,
