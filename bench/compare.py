@@ -570,7 +570,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--phases: give some of {', '.join(sorted(PHASES))}")
     if "overload" in phases and "saturation" not in phases and args.overload_rate is None:
         raise SystemExit("--phases overload without saturation needs --overload-rate")
-    args.phases = phases
+    args.phases = sorted(phases)  # (a list: the report's config is JSON)
     return args
 
 
