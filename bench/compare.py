@@ -46,7 +46,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 # No `import shardex` in the driver: every side imports its own tree, in its own processes.
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import TreeCluster, free_base, loadgen, say, tree_env  # noqa: E402
+from scaling import (  # noqa: E402
+    TreeCluster,
+    free_base,
+    loadgen,
+    say,
+    share_priority,
+    tree_env,
+)
 
 _REQ = struct.Struct("<Q")
 SYMBOLS = ("BTC-USD", "ETH-USD")
@@ -314,6 +321,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         f"load average at start {os.getloadavg()[0]:.2f}",
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
     }
+    share_priority()  # (the driver's session: its load generators and open-loop clients)
     with Worktree(args.ref) as wt:
         sides = {"ref": wt.path, "current": ROOT}
         for tree in sides.values():
