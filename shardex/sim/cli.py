@@ -4,7 +4,9 @@ Per failing seed: its violations, the lead-up in its trace (``trace.lead_up``), 
 command that replays it. ``--shrink`` reduces a failing seed's fault schedule with ``ddmin``
 (``shrink.py``) and prints the replay of the minimal one (``--keep``: the indexes kept). At
 the end a summary: seeds run and failed, faults injected by kind, invariant checks run per
-second of CPU (``time.process_time``: the box may be shared), time simulated. Exit status 1
+second of CPU (``time.process_time``: the box may be shared), time simulated (every phase)
+and per second of CPU. A seed fails on any violation: the invariants' and the world's own (a
+node's turn raised, a node failed to start; check ``world``). Exit status 1
 when any seed failed (a mutation run is expected to fail: that is the point).
 """
 
@@ -91,9 +93,10 @@ def _parse_list(text: str | None) -> list[str]:
 @click.option("--seed", type=int, default=1, show_default=True, help="The first seed.")
 @click.option(
     "--faults",
-    default="pause",
+    default="safe",
     show_default=True,
-    help="Fault kinds to draw, comma-separated ('none': a clean run).",
+    help="Fault kinds to draw, comma-separated ('safe': every kind a correct cluster "
+    "survives; 'none': a clean run; field=value: a Faults setting).",
 )
 @click.option(
     "--duration",
@@ -151,6 +154,6 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
                + (f" ({', '.join(map(str, failed))})" if failed else "")
                + f"; faults injected: {dict(sorted(injected.items())) or 'none'}"
                + f"; {checked} invariant checks in {cpu:.2f} s CPU ({checked / cpu:.0f}/s)"
-               + f"; {simulated:g} s simulated"
+               + f"; {simulated:.1f} s simulated ({simulated / cpu:.1f} per CPU s)"
                + (" (stand-in: real time)" if standin else ""))  # fmt: skip
     sys.exit(1 if failed else 0)
