@@ -95,3 +95,38 @@ def test_the_standin_catches_money_made_up_on_a_real_cluster():
     assert {"shard_money", "money_conserved"} <= checks, res.violations
     clean = standin(11, [], 0.3)
     assert clean.violations == [] and clean.checked > 10
+
+
+def test_a_node_that_raises_fails_its_seed_on_the_world(monkeypatch):
+    """The world's own violation (an account shard's turn raised: its process would have
+    died) fails the seed and is printed, though every invariant still holds after the
+    supervisor restarted it; the summary says how much was simulated per CPU second."""
+    from shardex.node.accounts import AccountNode
+
+    real = AccountNode.after_links
+    raised: list[str] = []
+
+    def after_links(self: AccountNode) -> None:
+        if not raised and self.mono() > 0.3:
+            raised.append("once")
+            raise ZeroDivisionError("a bug in an account shard's turn")
+        real(self)
+
+    monkeypatch.setattr(AccountNode, "after_links", after_links)
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--faults", "none", "--duration", "0.5"])
+    assert raised and res.exit_code == 1, res.output
+    assert "VIOLATION world: accounts-" in res.output and "ZeroDivisionError" in res.output
+    assert "summary: 1 seeds, 1 failed (1)" in res.output
+    assert " s simulated (" in res.output and " per CPU s)" in res.output
+
+
+def test_the_default_faults_are_every_safe_kind():
+    from shardex.sim import worldrun
+
+    assert [p.default for p in cli.main.params if p.name == "faults"] == ["safe"]
+    f = worldrun.faults_of(["safe"])
+    for field_, kind in (("delay_p", "delay"), ("cut_per_s", "cut"),
+                         ("partition_per_s", "partition"), ("crash_per_s", "crash"),
+                         ("pause_per_s", "pause"), ("slow_per_s", "slow"),
+                         ("power_per_s", "power")):  # fmt: skip
+        assert getattr(f, field_) > 0 and kind in worldrun.SAFE, field_
