@@ -185,7 +185,7 @@ class World:
             for k in range(self.n_clients):
                 ctx: Any = MemAsyncContext(hub, f"client-{k}")  # (zmq.asyncio's twin)
                 cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
-                                 context=ctx)  # fmt: skip
+                                 context=ctx, clock=self.clock)  # fmt: skip
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
