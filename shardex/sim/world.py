@@ -48,6 +48,9 @@ and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``cras
 So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
 integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
+``bridge``: the cluster's bridge runs too, writing its streams to a ``SimStore`` on the virtual
+clock (``self.store``; the stream exact-once check reads it).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
@@ -78,6 +81,7 @@ from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
+from shardex.sim.store import SimStore
 from shardex.sim.workload import Workload
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
@@ -86,6 +90,7 @@ CLEAN = Faults()  # no fault at all
 # links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
 # acknowledges it) and the shards' HELLOs to a restarted router
 QUIET_S = 2.5
+STORE_URL = "redis://sim/0"  # the bridge's Redis URL: the ``SimStore`` answers it
 
 
 class SimulationFailed(RuntimeError):
@@ -121,7 +126,7 @@ class World:
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
                  workload: dict[str, Any] | None = None,
-                 real_disk: bool = False) -> None:  # fmt: skip
+                 real_disk: bool = False, bridge: bool = False) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -135,6 +140,8 @@ class World:
         # synced) unless ``real_disk`` (files in a temporary directory, fsync=none)
         self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
+        # the bridge and its stream store: a ``SimStore`` on the virtual clock (no real Redis)
+        self.store = SimStore(self.clock, seed) if bridge else None
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
         self.loading = False
@@ -150,7 +157,8 @@ class World:
         kw = dict(self.plan_kwargs)
         layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
         kw.setdefault("fsync", "batch" if self.disk is not None else "none")
-        kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
+        # (a real Redis is outside the simulation: the bridge's, if any, is the ``SimStore``)
+        kw.setdefault("redis", STORE_URL if self.store is not None else None)
         return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
 
     def run(self, duration_s: float) -> Result:
@@ -173,7 +181,7 @@ class World:
             t.disk = self.disk
         hub = t.hub  # type: ignore[attr-defined]
         hub.on_deliver = self.trace.message
-        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
+        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t, store=self.store)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from shardex.sim.extract import cluster_state
+from shardex.sim.extract import cluster_state, read_streams
 from shardex.sim.faults import Faults
 from shardex.sim.invariants import EXECUTED, Monitor, Order, Violation
 from shardex.sim.mutations import applied
@@ -133,10 +133,10 @@ class CheckedWorld(World):
     ``keep``, only those of its faults happen."""
 
     def __init__(self, seed: int, plan_kwargs: dict[str, Any], faults: Faults,
-                 keep: list[int] | None = None) -> None:  # fmt: skip
+                 keep: list[int] | None = None, bridge: bool = False) -> None:  # fmt: skip
         self.monitor = Monitor()
         self.filter = FaultFilter(keep) if keep is not None else None
-        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous])
+        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous], bridge=bridge)
 
     def _tick(self, now: float) -> None:
         if self.filter is not None and self.net is not None and self.life is not None:
@@ -155,9 +155,14 @@ class CheckedWorld(World):
         super()._phase(name)
 
     def _final(self) -> None:
-        state = cluster_state(
-            self.cluster, orders_of(self.result.orders, bool(self.cluster.accounts))
-        )
+        cluster = self.cluster
+        assert cluster is not None
+        streams = None
+        if self.store is not None:  # (the bridge's streams, as the healed store has them)
+            streams = read_streams(self.store.client(), len(cluster.engines),
+                                   len(cluster.accounts))  # fmt: skip
+        state = cluster_state(cluster, orders_of(self.result.orders, bool(cluster.accounts)),
+                              streams)  # fmt: skip
         net = self.net
         state.lossy = bool(net is not None and (net.counts.get("cut") or net.counts.get("lost")))
         state.lossy = state.lossy or bool(self.life is not None and self.life.crashes)
@@ -174,11 +179,12 @@ def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
 
 
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
-        keep: list[int] | None = None) -> RunResult:  # fmt: skip
+        keep: list[int] | None = None, bridge: bool = False) -> RunResult:  # fmt: skip
     """One seed of the simulated world with every invariant checked (``runner.Runner``):
     the monitor's violations, then the world's own; a simulation that died (a bug of the
-    simulator, ``SimulationFailed``) is a violation of check ``simulation``."""
-    world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep)
+    simulator, ``SimulationFailed``) is a violation of check ``simulation``. ``bridge``: the
+    bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams."""
+    world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep, bridge)
     died: list[Violation] = []
     with quiet(), applied(mutation):
         try:
