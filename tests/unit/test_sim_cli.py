@@ -130,3 +130,20 @@ def test_the_default_faults_are_every_safe_kind():
                          ("pause_per_s", "pause"), ("slow_per_s", "slow"),
                          ("power_per_s", "power")):  # fmt: skip
         assert getattr(f, field_) > 0 and kind in worldrun.SAFE, field_
+
+
+def test_bridge_runs_the_world_with_its_streams_and_replays_with_it(monkeypatch):
+    calls: list[bool] = []
+    world = FakeWorld()
+
+    def run(seed, faults, duration, mutation=None, keep=None, bridge=False) -> RunResult:
+        calls.append(bridge)
+        return world(seed, faults, duration, mutation, keep)
+
+    monkeypatch.setattr(cli, "pick", lambda: (run, False))
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--seed", "3", "--bridge"])
+    assert calls == [True] and res.exit_code == 1
+    assert "--faults safe --duration 2 --bridge" in res.output
+    monkeypatch.setattr(cli, "pick", lambda: (run, True))
+    res = CliRunner().invoke(cli.main, ["--bridge"])
+    assert res.exit_code == 2 and "needs the simulated world" in res.output
