@@ -141,6 +141,7 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
         click.echo("STAND-IN: no simulated world yet; running the in-process cluster on real "
                    "time (not deterministic; pauses only).", err=True)  # fmt: skip
     cpu0, failed = time.process_time(), []
+    shrinking = 0.0  # (the CPU the shrinker's runs took: not the seeds' own)
     injected: Counter[str] = Counter()
     checked, simulated = 0, 0.0
     for s in range(seed, seed + seeds):
@@ -155,12 +156,14 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
             failed.append(s)
             report(res, kinds, duration, mutation, kept, click.echo, bridge)
             if do_shrink and res.schedule:
+                t0 = time.process_time()
                 shrink(run, res, kinds, duration, mutation, click.echo, bridge)
+                shrinking += time.process_time() - t0
             if stop_on_failure:
                 break
         else:
             click.echo(f"seed {s}: ok ({res.checked} checks, digest {res.digest})")
-    cpu = max(time.process_time() - cpu0, 1e-9)
+    cpu = max(time.process_time() - cpu0 - shrinking, 1e-9)
     ran = (failed[-1] if stop_on_failure and failed else seed + seeds - 1) - seed + 1
     click.echo(f"summary: {ran} seeds, {len(failed)} failed"
                + (f" ({', '.join(map(str, failed))})" if failed else "")
