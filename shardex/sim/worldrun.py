@@ -181,16 +181,19 @@ def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
         keep: list[int] | None = None, bridge: bool = False) -> RunResult:  # fmt: skip
     """One seed of the simulated world with every invariant checked (``runner.Runner``):
-    the monitor's violations, then the world's own; a simulation that died (a bug of the
-    simulator, ``SimulationFailed``) is a violation of check ``simulation``. ``bridge``: the
+    the monitor's violations, then the world's own; a run that could not go on (a bug of the
+    simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
+    meanwhile) is a violation of check ``simulation``. ``bridge``: the
     bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams."""
     world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep, bridge)
     died: list[Violation] = []
     with quiet(), applied(mutation):
         try:
             res = world.run(duration)
-        except SimulationFailed as exc:
-            died.append(Violation("simulation", str(exc)))
+        except Exception as exc:  # (SimulationFailed, or a phase that could not go on)
+            what = str(exc) if isinstance(exc, SimulationFailed) else (
+                f"seed {seed}: the run stopped at virtual t={world.clock.now:.6f}: {exc!r}")
+            died.append(Violation("simulation", what))
             res = world.result
             res.trace, res.digest, res.end_s = list(world.trace.events), world.trace.digest, \
                 world.clock.now

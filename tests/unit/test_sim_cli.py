@@ -147,3 +147,19 @@ def test_bridge_runs_the_world_with_its_streams_and_replays_with_it(monkeypatch)
     monkeypatch.setattr(cli, "pick", lambda: (run, True))
     res = CliRunner().invoke(cli.main, ["--bridge"])
     assert res.exit_code == 2 and "needs the simulated world" in res.output
+
+
+def test_a_run_that_cannot_go_on_fails_its_seed_with_a_replay_line(monkeypatch):
+    """An account shard that raises on every turn: funding fails, the run stops there; the
+    seed fails (the node's raise, and the run that could not go on), the command goes on."""
+    from shardex.node.accounts import AccountNode
+
+    def after_links(self: AccountNode) -> None:
+        raise ZeroDivisionError("every turn")
+
+    monkeypatch.setattr(AccountNode, "after_links", after_links)
+    res = CliRunner().invoke(cli.main, ["--seeds", "2", "--faults", "none", "--duration", "0.2"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    assert "VIOLATION world: accounts-" in res.output
+    assert "VIOLATION simulation: seed 1: the run stopped" in res.output, res.output
+    assert "summary: 2 seeds, 2 failed (1, 2)" in res.output
