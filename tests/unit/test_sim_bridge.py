@@ -48,3 +48,11 @@ def test_a_bridge_that_skips_an_event_is_caught(monkeypatch: pytest.MonkeyPatch)
     world, _ = _run(1, [])
     assert skipped
     assert "stream_exact" in {v.check for v in world.monitor.violations}, world.monitor.violations
+
+
+def test_a_seed_with_the_bridge_is_one_run() -> None:
+    """The bridge and its store draw nothing of their own: the same seed, the same trace."""
+    first = worldrun.run(3, list(worldrun.SAFE), 1.0, bridge=True)
+    again = worldrun.run(3, list(worldrun.SAFE), 1.0, bridge=True)
+    assert first.violations == [] and first.trace == again.trace
+    assert first.digest == again.digest
