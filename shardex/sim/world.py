@@ -81,8 +81,12 @@ from shardex.sim.faults import Faults, Network, fire
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
-from shardex.sim.store import SimStore
 from shardex.sim.workload import Workload
+
+try:  # (fakeredis, the ``sim`` extra: only a world with its bridge needs it)
+    from shardex.sim.store import SimStore
+except ImportError:  # pragma: no cover - installed without the extra
+    SimStore = None  # type: ignore[assignment,misc]
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
@@ -141,6 +145,9 @@ class World:
         self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
         # the bridge and its stream store: a ``SimStore`` on the virtual clock (no real Redis)
+        if bridge and SimStore is None:
+            raise RuntimeError("World(bridge=True) needs the simulated store: "
+                               "pip install -e '.[sim]' (fakeredis)")  # fmt: skip
         self.store = SimStore(self.clock, seed) if bridge else None
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
