@@ -48,6 +48,9 @@ and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``cras
 So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
 integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
+``bridge``: the cluster's bridge runs too, writing its streams to a ``SimStore`` on the virtual
+clock (``self.store``; the stream exact-once check reads it).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
@@ -83,12 +86,18 @@ from shardex.sim.script import Script
 from shardex.sim.skew import Clocks, SkewedCluster
 from shardex.sim.workload import Workload
 
+try:  # (fakeredis, the ``sim`` extra: only a world with its bridge needs it)
+    from shardex.sim.store import SimStore
+except ImportError:  # pragma: no cover - installed without the extra
+    SimStore = None  # type: ignore[assignment,misc]
+
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
 # then this long without faults before the state is read (virtual): past two of the account
 # links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
 # acknowledges it) and the shards' HELLOs to a restarted router
 QUIET_S = 2.5
+STORE_URL = "redis://sim/0"  # the bridge's Redis URL: the ``SimStore`` answers it
 
 
 class SimulationFailed(RuntimeError):
@@ -124,7 +133,7 @@ class World:
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
                  workload: dict[str, Any] | None = None,
-                 real_disk: bool = False) -> None:  # fmt: skip
+                 real_disk: bool = False, bridge: bool = False) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -138,6 +147,11 @@ class World:
         # synced) unless ``real_disk`` (files in a temporary directory, fsync=none)
         self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
+        # the bridge and its stream store: a ``SimStore`` on the virtual clock (no real Redis)
+        if bridge and SimStore is None:
+            raise RuntimeError("World(bridge=True) needs the simulated store: "
+                               "pip install -e '.[sim]' (fakeredis)")  # fmt: skip
+        self.store = SimStore(self.clock, seed) if bridge else None
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
         self.loading = False
@@ -155,7 +169,8 @@ class World:
         kw = dict(self.plan_kwargs)
         layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
         kw.setdefault("fsync", "batch" if self.disk is not None else "none")
-        kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
+        # (a real Redis is outside the simulation: the bridge's, if any, is the ``SimStore``)
+        kw.setdefault("redis", STORE_URL if self.store is not None else None)
         return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
 
     def run(self, duration_s: float) -> Result:
@@ -192,7 +207,7 @@ class World:
             for k in range(self.n_clients):
                 ctx: Any = MemAsyncContext(hub, f"client-{k}")  # (zmq.asyncio's twin)
                 cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
-                                 context=ctx)  # fmt: skip
+                                 context=ctx, clock=self.clock)  # fmt: skip
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
@@ -289,9 +304,9 @@ class World:
         """The cluster; with clock faults, each node on its own clock (``shardex.sim.skew``)."""
         f = self.faults
         if not (f.skew or f.step_per_s):
-            return InProcCluster(plan, net=net)
+            return InProcCluster(plan, net=net, store=self.store)
         self.clocks = Clocks(self.clock, self.seed, f.skew, self.trace)
-        return SkewedCluster(plan, net, self.clocks)
+        return SkewedCluster(plan, net, self.clocks, store=self.store)
 
     def _restart(self, name: str, again: bool = True) -> None:
         """Restart ``name``; one that fails to start stays down (a violation: ``failures``)
