@@ -12,9 +12,10 @@ closed loop cannot:
 * the router's admission caps (``client_max_inflight``, ``max_inflight``): ``overloaded``
   refusals, a reject with its stable code, the order ``not executed``;
 * the pipes' HWMs filling behind a partition or a pause;
-* the SDK's timeouts and retries (``Retry``): an order unanswered within the client's
-  ``timeout`` has its fate asked of its shard, and is sent again if it never ran -- the
-  ``unknown fate, then query`` path.
+* the SDK's timeouts and retries: an order unanswered within the client's ``timeout`` has
+  its fate asked of its shard (the ``unknown fate, then query`` path), and with ``retry_s``
+  (the clients' ``Retry(deadline=retry_s)``, on the world's clock) one that never ran, or
+  that a shard refused as ``overloaded``/unavailable, is sent again until the deadline.
 
 Each order record has the shape ``Workload.client``'s have, so the world's settle and the
 invariant checks read them unchanged. Its own seeded stream per client (``open-<seed>-<k>``).
@@ -28,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from shardex.client import AsyncClient, ShardexError
-from shardex.client.results import EXECUTED, NOT_EXECUTED, UNKNOWN
+from shardex.client.results import EXECUTED, NOT_EXECUTED, UNKNOWN, Retry
 from shardex.clock import VirtualClock
 from shardex.sim.workload import PAIRS, Workload
 
@@ -37,8 +38,10 @@ class OpenWorkload(Workload):
     """``Workload`` with open-loop clients (see the module)."""
 
     def __init__(self, seed: int, clients: int, rate_per_s: float = 200.0, inflight: int = 400,
-                 **kw: Any) -> None:  # fmt: skip
+                 retry_s: float = 0.0, **kw: Any) -> None:  # fmt: skip
         super().__init__(seed, clients, **kw)
+        # the clients' retry policy (0: none, the SDK's default: one attempt, fate asked)
+        self.retry = Retry(deadline=retry_s) if retry_s > 0 else None
         if rate_per_s <= 0 or inflight < 1:
             raise ValueError(f"open-loop clients need rate_per_s > 0 and inflight >= 1, not "
                              f"{rate_per_s!r}, {inflight!r}")  # fmt: skip
@@ -52,6 +55,7 @@ class OpenWorkload(Workload):
         """Client ``k``'s orders arriving until virtual time ``end``, each placed in its own
         task; returns once every one has its fate (one record per order sent)."""
         rng = random.Random(f"open-{self.seed}-{k}")
+        cl.retry = self.retry  # (the world made the client; the policy is the workload's)
         out: list[dict[str, Any]] = []
         live: set[asyncio.Future] = set()
         while True:

@@ -147,12 +147,24 @@ def test_open_loop_clients_past_a_paused_shard_get_overloaded_and_timeouts_and_l
     assert all(o["done"] - o["sent"] >= OPEN["timeout_s"] for o in late)
 
 
+def test_open_loop_clients_with_retries_resolve_their_timeouts_in_place():
+    world = CheckedWorld(0, PLAN, Faults())
+    world.workload = {**OPEN, "retry_s": 3.0}  # (Retry(deadline=3) on the world's clock)
+    world.script = Script([(0.3, "pause", "accounts-0", "1.2s")])
+    r = world.run(1.0)
+    _fates_known(r)
+    assert world.monitor.violations == []
+    codes = Counter(o["code"] for o in r.orders)
+    assert codes["timeout"] == 0 and codes["overloaded"] > 0, codes  # (not retryable)
+    assert {o["first_fate"] for o in r.orders} == {EXECUTED, NOT_EXECUTED}
+
+
 def test_open_loop_clients_under_drawn_pauses_keep_every_invariant():
     faults = Faults(pause_per_s=1.5, pause_s=(0.3, 1.0), crash_per_s=0.5, down_s=(0.05, 0.2),
                     crashable=("engine", "accounts"))  # fmt: skip
     for seed in (1,):
         world = CheckedWorld(seed, PLAN, faults)
-        world.workload = {**OPEN, "rate_per_s": 200.0}
+        world.workload = {**OPEN, "rate_per_s": 200.0, "retry_s": 2.0}
         r = world.run(1.0)
         _fates_known(r)
         assert world.monitor.violations == [], (seed, world.monitor.violations)
