@@ -21,8 +21,9 @@ a change to one part's draws does not shift the others'.
 
 * ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
 * ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
-  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
-  ``violation``s;
+  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``; the clock and
+  disk faults of ``shardex.sim.hazards``: ``skew``, ``step``, ``trap``, ``trapped``, ``full``,
+  ``eio``, ``disk``), phases (``phase``) and ``violation``s;
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
 * ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
