@@ -175,6 +175,25 @@ def write_file(disk: Disk, path: Path, data: bytes) -> None:
         disk.close(fd)
 
 
+def write_back(disk: Disk, path: Path) -> None:
+    """Write ``path``'s bytes, as read now, over themselves and sync them.
+
+    Why: after a failed fsync Linux marks the file's dirty pages clean; their bytes stay
+    readable from the page cache but may never reach the disk, and no later fsync writes
+    them. A restarted process reads such a record as if it were durable. Writing what it
+    read makes those pages dirty again, so the sync that follows puts them on the disk (or
+    fails, and then the caller must not build on them)."""
+    data = disk.read_bytes(path)
+    fd = disk.open(path, os.O_RDWR, 0o644)
+    try:  # (the records' own calls, write and fsync: ``pwrite`` is preallocation's)
+        view = memoryview(data)
+        while view:  # a write may take less than asked
+            view = view[disk.write(fd, view) :]
+        disk.fsync(fd)
+    finally:
+        disk.close(fd)
+
+
 def truncate_file(disk: Disk, path: Path, size: int) -> None:
     """Cut ``path`` to ``size`` bytes, durably."""
     fd = disk.open(path, os.O_RDWR, 0o644)

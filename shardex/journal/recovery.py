@@ -9,6 +9,7 @@ never-written space), which recovery cuts off like a torn tail.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from typing import Any
 
 from shardex.engine import Engine, Market
 from shardex.engine.codes import Event
-from shardex.journal.disk import OS_DISK, Disk, JournalError, _reason, _seq_of, truncate_file
+from shardex.journal.disk import (
+    OS_DISK,
+    Disk,
+    JournalError,
+    _reason,
+    _seq_of,
+    truncate_file,
+    write_back,
+)
 from shardex.journal.records import SegmentScan, iter_records, segment_paths
 from shardex.journal.snapshots import (
     ENGINE,
@@ -170,7 +179,8 @@ def recover(
     progress: Callable[[int, int, int], None] | None = None,
     disk: Disk = OS_DISK,
 ) -> Recovered:
-    """Newest valid snapshot + replay of every record after it. Truncates a torn tail.
+    """Newest valid snapshot + replay of every record after it. Truncates a torn tail, and
+    writes back the replayed segments (``_make_durable``: a failed sync's records).
 
     A torn record may end the newest segment (a crash mid-write), or an older one when
     the next segment continues exactly where its last whole record ended (a write that
@@ -183,7 +193,34 @@ def recover(
     if snap_seq is not None:
         segments = uncovered(segments, snap_seq)
     replayed, cut = replay_segments(engine, segments, progress=progress, disk=disk)
-    return Recovered(engine, snap_seq, replayed, _cut_tails(cut, disk))
+    truncated = _cut_tails(cut, disk)
+    _make_durable(segments, disk)
+    return Recovered(engine, snap_seq, replayed, truncated)
+
+
+def _make_durable(segments: list[Path], disk: Disk) -> None:
+    """Write back and sync every segment just replayed, before anything is built on it.
+
+    A record the previous process wrote but failed to sync (an EIO, and the cut of that
+    record failed too) is readable now from the page cache, may be absent from the disk, and
+    would be acked on top of: a power loss would then leave a hole below acked records. The
+    cost is one write of what the replay read (the records since the newest snapshot).
+    An I/O error here refuses the start: building on records that may not be on the disk
+    would be worse. A full disk does not: overwriting bytes in place needs no new space on
+    an ordinary file system (where it does, copy-on-write, the records written before the
+    disk filled were synced then), so the shard starts and serves reads as it would have."""
+    for path in segments:
+        try:
+            write_back(disk, path)
+        except FileNotFoundError:
+            continue  # (an empty preallocated segment cut away above)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                log.warning("cannot write back %s (%s): going on with what it holds",
+                            path, _reason(exc))  # fmt: skip
+                continue
+            raise JournalError(f"{path}: cannot make the replayed records durable: "
+                               f"{_reason(exc)}") from exc  # fmt: skip
 
 
 def _cut_tails(cut: list[SegmentScan], disk: Disk) -> list[str]:

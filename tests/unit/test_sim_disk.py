@@ -23,7 +23,7 @@ import pytest
 from shardex.client import audit_report
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.inproc import InProcCluster
-from shardex.journal import Journal, JournalUnavailable, inspect
+from shardex.journal import Journal, JournalError, JournalUnavailable, inspect
 from shardex.net import mem_transport
 from shardex.sim.disk import CrashPoint, CrashReport, SimDisk
 from shardex.tools.workload import Workload
@@ -353,8 +353,11 @@ def test_seeded_io_errors_never_lose_an_acked_batch():
 
 
 def test_a_killed_process_loses_nothing_written_a_power_loss_what_was_not_synced():
-    kept = set()
-    for seed in range(20):
+    """Two runs per seed from the same writes: a process crash (every write is there), and a
+    power loss before any restart (an unsynced prefix, at most). Not both on one disk:
+    recovery writes back and syncs what it replayed, so after a restart nothing is unsynced."""
+
+    def written(seed: int) -> tuple[SimDisk, random.Random, Engine]:
         rng = random.Random(seed)
         disk = SimDisk(rng)
         j = Journal(DIR, DEFAULT_MARKETS, fsync="none", disk=disk)  # (written, never synced)
@@ -364,8 +367,16 @@ def test_a_killed_process_loses_nothing_written_a_power_loss_what_was_not_synced
             j.commit()
         _apply(engine, j, BATCHES[0][:1])  # buffered, not written: gone with the process
         j.abandon()
+        return disk, rng, engine
+
+    kept = set()
+    for seed in range(20):
+        disk, rng, engine = written(seed)
         rec = _recover(disk)  # a process crash: every write is there
         assert rec.engine.seq == engine.seq - 1 and not rec.truncated
+        disk.crash(rng)  # ... and made durable by the recovery
+        assert _recover(disk).engine.seq == engine.seq - 1
+        disk, rng, engine = written(seed)
         disk.crash(rng)  # a power loss: an unsynced prefix of them, at most
         kept.add(_recover(disk).engine.seq)
     assert min(kept) < engine.seq - 1 and len(kept) > 2
@@ -706,11 +717,6 @@ def test_what_a_restart_recovered_from_the_page_cache_survives_a_later_power_los
         assert _state(got.engine) == _state(rec.engine), f"seed {seed}: acked state lost"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: recovery trusts a page cache that a failed sync "
-    "left unwritten (see the docstring); remove this mark with the fix",
-)
 def test_a_restart_after_a_failed_sync_does_not_serve_what_the_disk_never_got():
     """Found by the simulator (an EIO spell, a crash point, a restart, a power loss): a sync
     fails (EIO) and so does the cut of the record it was for; the process dies before its
@@ -718,7 +724,7 @@ def test_a_restart_after_a_failed_sync_does_not_serve_what_the_disk_never_got():
     but is not on the disk, and no later fsync will write it. The restart replays it from
     the cache as if durable, acks on top of it in a new segment, and a power loss then
     leaves a hole before that segment: the shard refuses to start, its acked batches out of
-    reach. Recovery would have to write back what it replayed (or refuse) to be safe."""
+    reach. Recovery now writes back and syncs what it replayed (or refuses)."""
     rng = random.Random(0)
     disk = SimDisk(rng)
     j = _journal(disk)
@@ -747,3 +753,30 @@ def test_a_restart_after_a_failed_sync_does_not_serve_what_the_disk_never_got():
         j2.commit()  # acked
     disk.crash(rng)
     assert _state(_recover(disk).engine) == _state(rec.engine)
+
+
+def test_recovery_refuses_when_it_cannot_make_the_replayed_records_durable():
+    """An I/O error while writing back what recovery replayed refuses the start (it cannot
+    know those records are on the disk); a full disk does not (an overwrite in place needs no
+    space): the shard starts with what it holds."""
+    for errno_, refused in ((errno.EIO, True), (errno.ENOSPC, False)):
+        disk = SimDisk(random.Random(0))
+        j = _journal(disk)
+        engine = Engine(DEFAULT_MARKETS)
+        for batch in BATCHES[:3]:
+            _apply(engine, j, batch)
+            j.commit()
+        j.abandon()
+        real = disk._fault
+
+        def fault(call: str, e: int = errno_) -> None:
+            if call == "write":
+                raise OSError(e, os.strerror(e))
+
+        disk._fault = fault  # type: ignore[method-assign]
+        if refused:
+            with pytest.raises(JournalError, match="cannot make the replayed records durable"):
+                _recover(disk)
+        else:
+            assert _state(_recover(disk).engine) == _state(engine)
+        disk._fault = real  # type: ignore[method-assign]
