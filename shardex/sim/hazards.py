@@ -165,6 +165,8 @@ class Hazards:
         cannot start on a failing disk exits, which is right, not a violation; the failure is
         taken back (traced ``disk``) and the supervisor tries again later."""
         cause = exc.__cause__
+        while cause is not None and not isinstance(cause, OSError):  # (a JournalError's own
+            cause = cause.__cause__  # cause: recovery's write-back failed on the spell)
         spell = self.full_until is not None or self.eio_until is not None
         if not (spell and isinstance(cause, OSError) and self.life.failures):
             return False

@@ -16,7 +16,7 @@ from shardex.sim.faults import SAFE_SKEW, Faults
 from shardex.sim.script import KINDS, Script
 from shardex.sim.skew import NodeClock
 from shardex.sim.world import World
-from shardex.sim.worldrun import CheckedWorld
+from shardex.sim.worldrun import CheckedWorld, run
 
 PLAN = {"shards": 1, "accounts": 1}
 
@@ -210,3 +210,13 @@ def test_crash_points_catch_an_ack_before_the_sync_that_crashes_between_turns_mi
     assert caught
     monkeypatch.undo()  # the code as it is: the same seed passes
     assert _caught(POWER_AT_SYNC, caught) == []
+
+
+def test_a_start_refused_because_the_write_back_failed_in_an_eio_spell_is_excused():
+    """Recovery's write-back (journal/recovery.py ``_make_durable``) refuses a start with a
+    JournalError whose cause is the spell's EIO: a process that cannot start on a failing disk
+    exits, which is right; the world must excuse it as it does a bare OSError (seed 169 of
+    these faults failed as 'engine-1 failed to start' before the cause chain was followed)."""
+    res = run(169, ["safe", "eio_per_s=1", "trap_per_s=2", "power_per_s=1"], 1.5)
+    assert res.violations == [], res.violations
+    assert "disk" in {event[1] for event in res.trace}  # (an excused start happened)
