@@ -79,6 +79,7 @@ from shardex.sim.loop import run as run_virtual
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
 from shardex.sim.workload import Workload
+from shardex.sim.worldha import HA, LEASE_URL, StoreFaults, is_replicated
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
@@ -121,7 +122,8 @@ class World:
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
                  workload: dict[str, Any] | None = None,
-                 real_disk: bool = False) -> None:  # fmt: skip
+                 real_disk: bool = False, store_faults: StoreFaults | None = None,
+                 ) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -145,12 +147,21 @@ class World:
         self._restart_at: dict[str, float] = {}
         self._last_tick: float | None = None
         self._next_check = 0.0
+        self.ha = self._ha(store_faults)
+
+    def _ha(self, store_faults: StoreFaults | None) -> HA | None:
+        """With ``replicas`` 2 in the plan: the standbys' lease store, its faults, the
+        supervisor of replicas that lost their lease (``shardex.sim.worldha``)."""
+        if not is_replicated(self.plan_kwargs):
+            return None
+        return HA(self.seed, self.clock, self.trace, store_faults or StoreFaults())
 
     def _plan(self, data_dir: str) -> Plan:
         kw = dict(self.plan_kwargs)
         layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
         kw.setdefault("fsync", "batch" if self.disk is not None else "none")
-        kw.setdefault("redis", None)  # (no bridge: a real Redis is outside the simulation)
+        # (no bridge: a real Redis is outside the simulation; replicas lease on the SimStore)
+        kw.setdefault("redis", LEASE_URL if self.ha is not None else None)
         return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
 
     def run(self, duration_s: float) -> Result:
@@ -173,9 +184,14 @@ class World:
             t.disk = self.disk
         hub = t.hub  # type: ignore[attr-defined]
         hub.on_deliver = self.trace.message
-        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t)
+        store = self.ha.store if self.ha is not None else None
+        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t, store=store)
+        if self.ha is not None:
+            cluster.bridge = None  # (the lease's store only: no bridge in the world yet)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
+        if self.ha is not None:
+            self.ha.attach(self.life)
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
         sched.on_failure = self._failed
@@ -190,7 +206,9 @@ class World:
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
         self.result.violations += self.life.failures
-        self.result.counts = {**self.net.counts, "crash": self.life.crashes,
+        ha = self.ha.counts if self.ha is not None else {}
+        self.result.violations += self.ha.violations if self.ha is not None else []
+        self.result.counts = {**self.net.counts, **ha, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
                               "slow": self.life.slows, "power": self.life.powers}  # fmt: skip
 
@@ -243,6 +261,8 @@ class World:
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)
+        if self.ha is not None:
+            self.ha.tick(now, self.loading, self._restart_at, self.faults.down_s)
         for name, at in list(self._restart_at.items()):
             if at <= now:
                 del self._restart_at[name]
@@ -299,6 +319,8 @@ class World:
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
+        if self.ha is not None:
+            self.ha.heal()
         self._restart_at.clear()
         for name in sorted(self.life.down):  # type: ignore[union-attr]
             self._restart(name, again=False)
@@ -319,7 +341,10 @@ class World:
         life = self.life
         assert life is not None
         engines, accounts = {}, {}
-        for name, node in life.named().items():
+        for name, live in life.named().items():
+            node = getattr(live, "leader", live)  # (a replica: its leader node, if it leads)
+            if node is None or getattr(live, "exited", None) is not None:
+                continue
             if name.startswith("engine-"):
                 seq = node.core.engine.seq
                 events = _events(node, seq)

@@ -118,9 +118,11 @@ class CheckedWorld(World):
         super()._phase(name)
 
     def _final(self) -> None:
-        state = cluster_state(
-            self.cluster, orders_of(self.result.orders, bool(self.cluster.accounts))
-        )
+        cluster = self.cluster
+        tiered = bool(cluster.accounts) or any(r.role == "accounts" for r in cluster.replicas)
+        state = cluster_state(cluster, orders_of(self.result.orders, tiered))
+        if self.ha is not None:  # (replicated: the leader losses the world caused)
+            state.leader_losses = dict(self.ha.losses)
         net = self.net
         state.lossy = bool(net is not None and (net.counts.get("cut") or net.counts.get("lost")))
         state.lossy = state.lossy or bool(self.life is not None and self.life.crashes)

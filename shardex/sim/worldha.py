@@ -1,0 +1,195 @@
+"""Standbys, leases and their store inside the simulated world (``World`` with ``replicas`` 2).
+
+A plan with ``replicas=2`` gives every engine and account shard two replicas
+(``shardex.inproc_replicas``: a standby that leads once it holds the lease, the lease renewed
+by its own turns), named ``engine-0a``/``engine-0b``, ``accounts-0a``/``accounts-0b``
+(``sim.crash.replica_name``): the world crashes, restarts, powers off, pauses and partitions
+them like any node, leader or standby. Their lease lives on a ``SimStore`` (``sim.store``: an
+in-memory Redis on the virtual clock, with an asynchronous replica). What ``HA`` adds to a
+world:
+
+* **the store's faults** (``StoreFaults``, drawn from a stream of their own, ``store-SEED``):
+  an *outage* (``down_per_s``, for ``down_s``: every lease call fails, nothing is lost: the
+  leaders cannot renew and fence at their deadline, the standbys cannot take over) and a
+  *failover* to its replica (``failover_per_s``; OFF by default): the writes since the
+  replica's last sync are lost, lease keys included. A failover breaks the lease's documented
+  assumption (ONE Redis, ``shardex.lease``): a seed that finds two writers after one is the
+  danger shown, not a bug of the cluster;
+* **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
+  a process's exit code 3) is restarted after ``down_s`` and rejoins as a standby;
+* **what the checks need**: ``losses`` per (tier, shard), the leader losses the world caused
+  (a leader crashed or powered off, paused past what its lease survives, every shard's on an
+  outage that long or a store failover) for ``no_needless_failover``; and ``stale_writes``,
+  a continuous check of its own: no leader writes under an epoch once a later epoch of its
+  shard was seen granted (a deposed leader must stop at its deadline, before the lease can
+  expire: a write after that is a second writer, whatever its epoch says).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from shardex.lease import RENEW_MS, TTL_MS
+from shardex.node.replication import EXIT_LEASE_LOST
+from shardex.sim.crash import Lifecycle, replica_name
+from shardex.sim.faults import fire
+from shardex.sim.sched import Trace
+from shardex.sim.store import SimStore
+
+LEASE_URL = "redis://sim/0"  # (names no server: the replicas' leases connect to the SimStore)
+# a leader stalled this long may have lost its lease: its deadline is ttl·(1 - margin) after
+# its last renewal, which was up to one renew period before the stall (``shardex.lease``)
+LOSS_S = TTL_MS / 1000 * 0.95 - RENEW_MS / 1000
+
+
+@dataclass(frozen=True)
+class StoreFaults:
+    """Rates of the lease store's faults (virtual seconds; all zero: a perfect Redis)."""
+
+    down_per_s: float = 0.0  # outages per second ...
+    down_s: tuple[float, float] = (0.05, 1.2)  # ... lasting this long
+    failover_per_s: float = 0.0  # failovers to the replica (loses unsynced writes): opt-in
+
+
+def tier_of(name: str) -> str:
+    """``engine-0a`` -> ``engine``; ``accounts-1b`` -> ``accounts``."""
+    return name.rsplit("-", 1)[0]
+
+
+def shard_of(name: str) -> int:
+    return int(name.rsplit("-", 1)[1].rstrip("ab"))
+
+
+class HA:
+    """The replicated part of one world: its store, store faults, supervisor and checks."""
+
+    def __init__(self, seed: int, clock: Any, trace: Trace, faults: StoreFaults) -> None:
+        self.store = SimStore(clock, seed=f"store-replica-{seed}")  # type: ignore[arg-type]
+        self.clock = clock
+        self.trace = trace
+        self.faults = faults
+        self.rng = random.Random(f"store-{seed}")
+        self.life: Lifecycle | None = None
+        self.losses: Counter[tuple[str, int]] = Counter()
+        self.violations: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self._up_at: float | None = None
+        self._last: float | None = None
+        self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
+        self._seqs: dict[int, tuple[int, int]] = {}  # id(leader node) -> (epoch, seq)
+        self._reported: set[tuple[str, int, int]] = set()
+
+    def attach(self, life: Lifecycle) -> None:
+        """Watch ``life``'s crashes, power losses and pauses of leaders (``losses``)."""
+        self.life = life
+        crash, power, pause = life.crash, life.power, life.pause
+
+        def on_crash(name: str, *a: Any, _real: Any = crash) -> Any:
+            self._lost_if_leader(name)
+            return _real(name, *a)
+
+        def on_power(name: str, *a: Any, _real: Any = power) -> Any:
+            self._lost_if_leader(name)
+            return _real(name, *a)
+
+        def on_pause(name: str, seconds: float, *a: Any) -> Any:
+            if seconds >= LOSS_S:
+                self._lost_if_leader(name)
+            return pause(name, seconds, *a)
+
+        life.crash, life.power, life.pause = on_crash, on_power, on_pause  # type: ignore[method-assign]
+
+    def _lost_if_leader(self, name: str) -> None:
+        node = self.life.named().get(name) if self.life is not None else None
+        if node is not None and getattr(node, "leader", None) is not None:
+            self.losses[(tier_of(name), shard_of(name))] += 1
+
+    def _every_shard_lost(self) -> None:
+        assert self.life is not None
+        for name in self.life.options:
+            if name[-1] == "a":
+                self.losses[(tier_of(name), shard_of(name))] += 1
+
+    # -- a scheduler tick ----------------------------------------------------------------------
+
+    def tick(self, now: float, loading: bool, restart_at: dict[str, float],
+             down_s: tuple[float, float]) -> None:  # fmt: skip
+        """Store faults (while ``loading``), the supervisor's restarts, the stale-write
+        check."""
+        dt = 0.0 if self._last is None else now - self._last
+        self._last = now
+        store = self.store
+        if self._up_at is not None and now >= self._up_at:
+            self._up_at = None
+            store.up()
+            self.trace.add(now, "store_up", "store")
+        if loading:
+            self._draw(now, dt)
+        life = self.life
+        assert life is not None
+        for name, node in life.named().items():
+            if getattr(node, "exited", None) == EXIT_LEASE_LOST:
+                life.exited(name)
+                restart_at[name] = now + self.rng.uniform(*down_s)
+        self._stale_writes(now, life)
+
+    def _draw(self, now: float, dt: float) -> None:
+        f, rng, store = self.faults, self.rng, self.store
+        if self._up_at is None and fire(rng, f.down_per_s, dt):
+            seconds = rng.uniform(*f.down_s)
+            self._up_at = now + seconds
+            store.down()
+            self.counts["store_down"] += 1
+            if seconds >= LOSS_S:
+                self._every_shard_lost()
+            self.trace.add(now, "store_down", "store", f"{seconds!r}s")
+        if fire(rng, f.failover_per_s, dt):
+            lost = store.failover(rng)
+            self.counts["store_failover"] += 1
+            self._every_shard_lost()
+            self.trace.add(now, "store_failover", "store", f"{len(lost)} keys lost")
+
+    def heal(self) -> None:
+        """No more store faults: an outage ends now."""
+        if self._up_at is not None:
+            self._up_at = None
+            self.store.up()
+            self.trace.add(self.clock.now, "store_up", "store")
+
+    # -- the stale-write check -------------------------------------------------------------
+
+    def _stale_writes(self, now: float, life: Lifecycle) -> None:
+        """A leader whose seq moved since the last tick under an epoch older than one already
+        seen granted for its shard (at an earlier tick) wrote after it was deposed."""
+        leading = [(name, n) for name, n in life.named().items()
+                   if getattr(n, "leader", None) is not None and n.exited is None]  # fmt: skip
+        seen: dict[int, tuple[int, int]] = {}
+        for name, n in leading:
+            key = (tier_of(name), shard_of(name))
+            epoch, seq = n.lease.epoch, n.machine.seq
+            seen[id(n.leader)] = (epoch, seq)
+            before = self._seqs.get(id(n.leader))
+            newest = self._granted.get(key, 0)
+            if before is not None and seq > before[1] and epoch < newest:
+                tag = (name, epoch, newest)
+                if tag not in self._reported:
+                    self._reported.add(tag)
+                    what = (f"stale_writes: {name} ({n.node}) wrote seq {before[1] + 1}..{seq} "
+                            f"under epoch {epoch} after epoch {newest} of {key[0]} shard "
+                            f"{key[1]} was granted")  # fmt: skip
+                    self.violations.append(what)
+                    self.trace.add(now, "violation", name, what)
+        for name, n in leading:  # (granted epochs count from the next tick on)
+            key = (tier_of(name), shard_of(name))
+            self._granted[key] = max(self._granted.get(key, 0), n.lease.epoch)
+        self._seqs = seen
+
+
+def is_replicated(plan_kwargs: dict[str, Any]) -> bool:
+    return int(plan_kwargs.get("replicas", 1)) > 1
+
+
+__all__ = ["HA", "LEASE_URL", "LOSS_S", "StoreFaults", "is_replicated", "replica_name"]
