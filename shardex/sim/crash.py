@@ -158,21 +158,26 @@ class Lifecycle:
         mark = len(self.contexts)
         try:
             self.cluster._build(kind, dict(o))
+            node = nodes.pop()
+            self._tag(node, name)
+            node.start()  # (a replica's standby checks its journal against the lease here)
         except Exception as exc:  # (whatever a starting process could die of)
-            for ctx in self.contexts[mark:]:
-                ctx.term()
-            del self.contexts[mark:]
-            self.down[name] = at
-            self.failures.append(f"{name} failed to start: {exc!r}")
-            self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
-            raise StartFailed(name) from exc
-        node = nodes.pop()
+            self._failed_start(name, at, mark, exc)
         nodes.insert(at, node)
-        self._tag(node, name)
-        node.start()
         self.restarts += 1
         self.trace.add(self._now(), "restart", name, f"seq {_seq(node)}")
         return node
+
+    def _failed_start(self, name: str, at: int, mark: int, exc: Exception) -> None:
+        """A restart raised: close what it opened, keep ``name`` down, say so, and raise
+        ``StartFailed``."""
+        for ctx in self.contexts[mark:]:
+            ctx.term()
+        del self.contexts[mark:]
+        self.down[name] = at
+        self.failures.append(f"{name} failed to start: {exc!r}")
+        self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
+        raise StartFailed(name) from exc
 
     def pause(self, name: str, seconds: float, kind: str = "pause") -> None:
         """Freeze ``name`` for ``seconds``: a SIGSTOP or GC (``pause``), or a long loop turn
