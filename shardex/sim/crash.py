@@ -203,11 +203,15 @@ def _own_turns(life: Lifecycle, node: Any, name: str) -> None:
     turn = type(node).turn.__get__(node)
 
     def owned() -> None:
+        standing_by = node.leader is None
         life.turning = name
         try:
             turn()
         finally:
             life.turning = None
+        if standing_by and node.leader is not None:  # (it took the lease in this turn)
+            life.trace.add(life._now(), "promote", name,
+                           f"epoch {node.lease.epoch} seq {node.machine.seq}")  # fmt: skip
 
     node.turn = owned
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardex.lease import RENEW_MS, TTL_MS
-from shardex.node.replication import EXIT_LEASE_LOST
-from shardex.sim.crash import Lifecycle, replica_name
+from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
+from shardex.sim.crash import Lifecycle, StartFailed, replica_name
 from shardex.sim.faults import fire
 from shardex.sim.sched import Trace
 from shardex.sim.store import SimStore
@@ -85,22 +85,54 @@ class HA:
     def attach(self, life: Lifecycle) -> None:
         """Watch ``life``'s crashes, power losses and pauses of leaders (``losses``)."""
         self.life = life
-        crash, power, pause = life.crash, life.power, life.pause
+        crash, pause, restart = life.crash, life.pause, life.restart
 
-        def on_crash(name: str, *a: Any, _real: Any = crash) -> Any:
+        def on_crash(name: str) -> None:  # (a power loss crashes through this too)
             self._lost_if_leader(name)
-            return _real(name, *a)
+            crash(name)
 
-        def on_power(name: str, *a: Any, _real: Any = power) -> Any:
-            self._lost_if_leader(name)
-            return _real(name, *a)
-
-        def on_pause(name: str, seconds: float, *a: Any) -> Any:
+        def on_pause(name: str, seconds: float, *a: Any) -> None:
             if seconds >= LOSS_S:
                 self._lost_if_leader(name)
-            return pause(name, seconds, *a)
+            pause(name, seconds, *a)
 
-        life.crash, life.power, life.pause = on_crash, on_power, on_pause  # type: ignore[method-assign]
+        def on_restart(name: str) -> Any:
+            try:
+                node = restart(name)
+            except StartFailed:
+                if not self.store.is_up:  # (its standby asks the lease store as it starts:
+                    life.failures.pop()  # a process exits and its supervisor retries it)
+                    self.trace.add(self.clock.now, "retry", name, "the lease store is down")
+                raise
+            self._watch_acquire(name, node)
+            return node
+
+        life.crash, life.pause, life.restart = on_crash, on_pause, on_restart  # type: ignore[method-assign]
+        for name, node in life.named().items():
+            self._watch_acquire(name, node)
+
+    def _watch_acquire(self, name: str, node: Any) -> None:
+        """Replica ``node``'s lease takes are checked (``cold_failover``)."""
+        if not hasattr(node, "standby"):
+            return
+        lease = node.lease
+        acquire = lease.try_acquire
+
+        def try_acquire(floor: int, start_seq: int) -> tuple[int, str]:
+            isr = lease.isr()  # (what the take's script reads: whom the lease may go to)
+            never_followed = node.standby.leader is None
+            epoch, why = acquire(floor, start_seq)
+            up = self.clock.monotonic() - node.standby.started
+            others = [m for m in isr if m != lease.node]
+            if epoch and up < START_GRACE_S and others and never_followed:
+                what = (f"cold_failover: {name} took the lease of {lease.label} (epoch "
+                        f"{epoch}) {up:.3f}s after it started, before the in-sync "
+                        f"{','.join(others)} had {START_GRACE_S}s to")  # fmt: skip
+                self.violations.append(what)
+                self.trace.add(self.clock.now, "violation", name, what)
+            return epoch, why
+
+        lease.try_acquire = try_acquire  # type: ignore[method-assign]
 
     def _lost_if_leader(self, name: str) -> None:
         node = self.life.named().get(name) if self.life is not None else None
