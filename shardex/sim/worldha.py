@@ -79,7 +79,8 @@ class HA:
         self._up_at: float | None = None
         self._last: float | None = None
         self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
-        self._seqs: dict[int, tuple[int, int]] = {}  # id(leader node) -> (epoch, seq)
+        # id(leader node) -> (epoch, seq, lease deadline, when) at the last tick
+        self._seqs: dict[int, tuple[int, int, float, float]] = {}
         self._reported: set[tuple[str, int, int]] = set()
 
     def attach(self, life: Lifecycle) -> None:
@@ -198,26 +199,32 @@ class HA:
         seen granted for its shard (at an earlier tick) wrote after it was deposed."""
         leading = [(name, n) for name, n in life.named().items()
                    if getattr(n, "leader", None) is not None and n.exited is None]  # fmt: skip
-        seen: dict[int, tuple[int, int]] = {}
+        seen: dict[int, tuple[int, int, float, float]] = {}
         for name, n in leading:
             key = (tier_of(name), shard_of(name))
-            epoch, seq = n.lease.epoch, n.machine.seq
-            seen[id(n.leader)] = (epoch, seq)
+            epoch, seq, deadline = n.lease.epoch, n.machine.seq, n.lease.deadline
+            seen[id(n.leader)] = (epoch, seq, deadline, now)
             before = self._seqs.get(id(n.leader))
+            if before is None or seq <= before[1]:
+                continue
             newest = self._granted.get(key, 0)
-            if before is not None and seq > before[1] and epoch < newest:
-                tag = (name, epoch, newest)
-                if tag not in self._reported:
-                    self._reported.add(tag)
-                    what = (f"stale_writes: {name} ({n.node}) wrote seq {before[1] + 1}..{seq} "
-                            f"under epoch {epoch} after epoch {newest} of {key[0]} shard "
-                            f"{key[1]} was granted")  # fmt: skip
-                    self.violations.append(what)
-                    self.trace.add(now, "violation", name, what)
+            wrote = f"{name} ({n.node}) wrote seq {before[1] + 1}..{seq} under epoch {epoch}"
+            if epoch < newest:
+                self._report(now, (name, epoch, newest), f"stale_writes: {wrote} after epoch "
+                             f"{newest} of {key[0]} shard {key[1]} was granted")  # fmt: skip
+            elif before[2] <= before[3] and deadline == before[2]:  # (expired, not renewed)
+                self._report(now, (name, epoch, -1), f"stale_writes: {wrote} past its lease "
+                             f"deadline ({before[2]:.3f}; not renewed since)")  # fmt: skip
         for name, n in leading:  # (granted epochs count from the next tick on)
             key = (tier_of(name), shard_of(name))
             self._granted[key] = max(self._granted.get(key, 0), n.lease.epoch)
         self._seqs = seen
+
+    def _report(self, now: float, tag: tuple[str, int, int], what: str) -> None:
+        if tag not in self._reported:  # (once per node, epoch and kind)
+            self._reported.add(tag)
+            self.violations.append(what)
+            self.trace.add(now, "violation", tag[0], what)
 
 
 def is_replicated(plan_kwargs: dict[str, Any]) -> bool:
