@@ -48,6 +48,11 @@ and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``cras
 So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
 integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
+With ``replicas`` 2 in ``plan_kwargs`` every shard runs a leader and a standby, named
+``engine-0a``/``engine-0b`` and so on, with the lease on a ``SimStore`` and ``store_faults``
+(``shardex.sim.worldha``: outages, opt-in failovers, the supervisor of replicas that lost
+their lease, and its checks ``stale_writes``/``cold_failover`` in ``violations``).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
