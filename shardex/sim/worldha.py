@@ -52,6 +52,8 @@ class StoreFaults:
     down_per_s: float = 0.0  # outages per second ...
     down_s: tuple[float, float] = (0.05, 1.2)  # ... lasting this long
     failover_per_s: float = 0.0  # failovers to the replica (loses unsynced writes): opt-in
+    cut_per_s: float = 0.0  # one replica cut off from the store (the store answers the rest)
+    cut_s: tuple[float, float] = (0.1, 1.5)  # ... this long
 
 
 def tier_of(name: str) -> str:
@@ -77,6 +79,7 @@ class HA:
         self.violations: list[str] = []
         self.counts: Counter[str] = Counter()
         self._up_at: float | None = None
+        self._cut: dict[str, float] = {}  # replica name -> when it reaches the store again
         self._last: float | None = None
         self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
         # id(leader node) -> (epoch, seq, lease deadline, when) at the last tick
@@ -101,8 +104,8 @@ class HA:
             try:
                 node = restart(name)
             except StartFailed:
-                if not self.store.is_up:  # (its standby asks the lease store as it starts:
-                    life.failures.pop()  # a process exits and its supervisor retries it)
+                if not self.store.is_up or name in self._cut:  # (its standby asks the lease
+                    life.failures.pop()  # store as it starts: a process exits and is retried)
                     self.trace.add(self.clock.now, "retry", name, "the lease store is down")
                 raise
             self._watch_acquire(name, node)
@@ -163,6 +166,7 @@ class HA:
             self._draw(now, dt)
         life = self.life
         assert life is not None
+        self._apply_cuts(now, life)
         for name, node in life.named().items():
             if getattr(node, "exited", None) == EXIT_LEASE_LOST:
                 life.exited(name)
@@ -179,18 +183,51 @@ class HA:
             if seconds >= LOSS_S:
                 self._every_shard_lost()
             self.trace.add(now, "store_down", "store", f"{seconds!r}s")
+        if fire(rng, f.cut_per_s, dt):
+            self._draw_cut(now)
         if fire(rng, f.failover_per_s, dt):
             lost = store.failover(rng)
             self.counts["store_failover"] += 1
             self._every_shard_lost()
             self.trace.add(now, "store_failover", "store", f"{len(lost)} keys lost")
 
+    def _draw_cut(self, now: float) -> None:
+        """Cut one replica (leader or standby) off from the store for ``cut_s``."""
+        life = self.life
+        assert life is not None
+        names = sorted(n for n, node in life.named().items() if hasattr(node, "standby"))
+        if not names:
+            return
+        name = names[self.rng.randrange(len(names))]
+        seconds = self.rng.uniform(*self.faults.cut_s)
+        self._cut[name] = max(self._cut.get(name, 0.0), now + seconds)
+        self.counts["store_cut"] += 1
+        if seconds >= LOSS_S:
+            self._lost_if_leader(name)
+        self.trace.add(now, "store_cut", name, f"{seconds!r}s")
+
+    def _apply_cuts(self, now: float, life: Lifecycle) -> None:
+        """Each live replica's lease client reaches the store unless its node is cut (a
+        restarted replica's new client too)."""
+        for name, until in list(self._cut.items()):
+            if now >= until:
+                del self._cut[name]
+                self.trace.add(now, "store_reach", name)
+        for name, node in life.named().items():
+            if hasattr(node, "standby"):
+                node.lease.r.cut = name in self._cut
+
     def heal(self) -> None:
-        """No more store faults: an outage ends now."""
+        """No more store faults: an outage ends now, every node reaches the store."""
         if self._up_at is not None:
             self._up_at = None
             self.store.up()
             self.trace.add(self.clock.now, "store_up", "store")
+        for name in sorted(self._cut):
+            self.trace.add(self.clock.now, "store_reach", name)
+        self._cut.clear()
+        if self.life is not None:
+            self._apply_cuts(self.clock.now, self.life)
 
     # -- the stale-write check -------------------------------------------------------------
 
