@@ -227,7 +227,7 @@ class CuttableRedis(fakeredis.FakeRedis):
                 raise redis.exceptions.ConnectionError("cut off from the store")
             return execute(raise_on_error)
 
-        pipe.execute = gated
+        pipe.execute = gated  # type: ignore[method-assign]
         return pipe
 
 

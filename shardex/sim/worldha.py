@@ -95,10 +95,10 @@ class HA:
             self._lost_if_leader(name)
             crash(name)
 
-        def on_pause(name: str, seconds: float, *a: Any) -> None:
+        def on_pause(name: str, seconds: float, kind: str = "pause") -> None:
             if seconds >= LOSS_S:
                 self._lost_if_leader(name)
-            pause(name, seconds, *a)
+            pause(name, seconds, kind)
 
         def on_restart(name: str) -> Any:
             try:
@@ -111,7 +111,8 @@ class HA:
             self._watch_acquire(name, node)
             return node
 
-        life.crash, life.pause, life.restart = on_crash, on_pause, on_restart  # type: ignore[method-assign]
+        life.crash, life.pause, life.restart = (  # type: ignore[method-assign]
+            on_crash, on_pause, on_restart)
         for name, node in life.named().items():
             self._watch_acquire(name, node)
 
