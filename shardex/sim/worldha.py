@@ -17,9 +17,11 @@ world:
   danger shown, not a bug of the cluster;
 * **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
   a process's exit code 3) is restarted after ``down_s`` and rejoins as a standby;
-* **what the checks need**: ``losses`` per (tier, shard), the leader losses the world caused
-  (a leader crashed or powered off, paused past what its lease survives, every shard's on an
-  outage that long or a store failover) for ``no_needless_failover``; and ``stale_writes``,
+* **what the checks need**: ``losses`` per (tier, shard), the failovers the world caused
+  (the old leader was crashed, powered off, paused, slowed or cut off from the store during
+  its term, or the store was down or failed over) for ``no_needless_failover``;
+  ``cold_failover`` (a replica that just started and never followed a leader takes a free
+  lease while another in-sync member exists); and ``stale_writes``,
   a continuous check of its own: no leader writes under an epoch once a later epoch of its
   shard was seen granted (a deposed leader must stop at its deadline, before the lease can
   expire: a write after that is a second writer, whatever its epoch says).
@@ -32,7 +34,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shardex.lease import RENEW_MS, TTL_MS
 from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
 from shardex.sim.faults import fire
@@ -40,9 +41,7 @@ from shardex.sim.sched import Trace
 from shardex.sim.store import SimStore
 
 LEASE_URL = "redis://sim/0"  # (names no server: the replicas' leases connect to the SimStore)
-# a leader stalled this long may have lost its lease: its deadline is ttl·(1 - margin) after
-# its last renewal, which was up to one renew period before the stall (``shardex.lease``)
-LOSS_S = TTL_MS / 1000 * 0.95 - RENEW_MS / 1000
+FOREVER = float("inf")
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,9 @@ class HA:
         self.counts: Counter[str] = Counter()
         self._up_at: float | None = None
         self._cut: dict[str, float] = {}  # replica name -> when it reaches the store again
+        # name ("": all) -> spans of virtual time it was impaired; (tier, shard) -> its leader
+        self._impaired: dict[str, list[tuple[float, float]]] = {}
+        self._leader_of: dict[tuple[str, int], tuple[str, float]] = {}  # (name, since)
         self._last: float | None = None
         self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
         # id(leader node) -> (epoch, seq, lease deadline, when) at the last tick
@@ -92,15 +94,15 @@ class HA:
         crash, pause, restart = life.crash, life.pause, life.restart
 
         def on_crash(name: str) -> None:  # (a power loss crashes through this too)
-            self._lost_if_leader(name)
+            self._impair(name, FOREVER)
             crash(name)
 
         def on_pause(name: str, seconds: float, kind: str = "pause") -> None:
-            if seconds >= LOSS_S:
-                self._lost_if_leader(name)
+            self._impair(name, self.clock.now + seconds)
             pause(name, seconds, kind)
 
         def on_restart(name: str) -> Any:
+            self._impair(name, self.clock.now)  # (down until now)
             try:
                 node = restart(name)
             except StartFailed:
@@ -127,6 +129,8 @@ class HA:
             isr = lease.isr()  # (what the take's script reads: whom the lease may go to)
             never_followed = node.standby.leader is None
             epoch, why = acquire(floor, start_seq)
+            if epoch:
+                self._failover(name, epoch)
             up = self.clock.monotonic() - node.standby.started
             others = [m for m in isr if m != lease.node]
             if epoch and up < START_GRACE_S and others and never_followed:
@@ -139,16 +143,34 @@ class HA:
 
         lease.try_acquire = try_acquire  # type: ignore[method-assign]
 
-    def _lost_if_leader(self, name: str) -> None:
-        node = self.life.named().get(name) if self.life is not None else None
-        if node is not None and getattr(node, "leader", None) is not None:
-            self.losses[(tier_of(name), shard_of(name))] += 1
+    def _impair(self, name: str, until: float) -> None:
+        """``name`` (``""``: every node, the store being down) is impaired from now until
+        ``until``: a failover from it meanwhile, or within ``CAUSE_S`` after, has a cause."""
+        now = self.clock.now
+        spans = self._impaired.setdefault(name, [])
+        if spans and spans[-1][1] == FOREVER and until != FOREVER:
+            spans[-1] = (spans[-1][0], until)  # (a crash ends at the restart)
+        else:
+            spans.append((now, until))
 
-    def _every_shard_lost(self) -> None:
-        assert self.life is not None
-        for name in self.life.options:
-            if name[-1] == "a":
-                self.losses[(tier_of(name), shard_of(name))] += 1
+    def _explained(self, name: str | None, since: float, now: float) -> bool:
+        """Whether a failover now from ``name``, leader since ``since``, has a cause the world
+        made: it was impaired at some time in its term. (Not only just before: a lost leader's
+        lease may stay free for a while, e.g. both replicas down, or the restarted one leaving
+        it to an in-sync member that is down too for ``START_GRACE_S``.)"""
+        if name is None:
+            return False
+        return any(start <= now and end >= since
+                   for who in (name, "") for start, end in self._impaired.get(who, ()))  # fmt: skip
+
+    def _failover(self, name: str, epoch: int) -> None:
+        """Replica ``name`` took its shard's lease at ``epoch``: a leader loss the world
+        caused when the previous leader was impaired (``no_needless_failover`` counts them)."""
+        key, now = (tier_of(name), shard_of(name)), self.clock.now
+        before, since = self._leader_of.get(key, (None, now))
+        if self._explained(before, since, now):
+            self.losses[key] += 1
+        self._leader_of[key] = (name, now)
 
     # -- a scheduler tick ----------------------------------------------------------------------
 
@@ -181,15 +203,14 @@ class HA:
             self._up_at = now + seconds
             store.down()
             self.counts["store_down"] += 1
-            if seconds >= LOSS_S:
-                self._every_shard_lost()
+            self._impair("", now + seconds)
             self.trace.add(now, "store_down", "store", f"{seconds!r}s")
         if fire(rng, f.cut_per_s, dt):
             self._draw_cut(now)
         if fire(rng, f.failover_per_s, dt):
             lost = store.failover(rng)
             self.counts["store_failover"] += 1
-            self._every_shard_lost()
+            self._impair("", now)
             self.trace.add(now, "store_failover", "store", f"{len(lost)} keys lost")
 
     def _draw_cut(self, now: float) -> None:
@@ -203,8 +224,7 @@ class HA:
         seconds = self.rng.uniform(*self.faults.cut_s)
         self._cut[name] = max(self._cut.get(name, 0.0), now + seconds)
         self.counts["store_cut"] += 1
-        if seconds >= LOSS_S:
-            self._lost_if_leader(name)
+        self._impair(name, now + seconds)
         self.trace.add(now, "store_cut", name, f"{seconds!r}s")
 
     def _apply_cuts(self, now: float, life: Lifecycle) -> None:
@@ -269,4 +289,4 @@ def is_replicated(plan_kwargs: dict[str, Any]) -> bool:
     return int(plan_kwargs.get("replicas", 1)) > 1
 
 
-__all__ = ["HA", "LEASE_URL", "LOSS_S", "StoreFaults", "is_replicated", "replica_name"]
+__all__ = ["HA", "LEASE_URL", "StoreFaults", "is_replicated", "replica_name"]

@@ -173,3 +173,26 @@ def test_replicated_seed_is_the_same_run() -> None:
     here.message(Sock(), [b"PID", msgpack.packb(os.getpid())])
     elsewhere.message(Sock(), [b"PID", msgpack.packb(0)])
     assert here.digest == elsewhere.digest
+
+
+def test_leader_losses_count_only_failovers_with_a_cause() -> None:
+    """``no_needless_failover`` is fed the failovers whose old leader the world impaired
+    (crashed, paused, cut off, the store down) during its term, and only those."""
+    from shardex.clock import VirtualClock
+    from shardex.sim.sched import Trace
+    from shardex.sim.worldha import HA
+
+    clock = VirtualClock()
+    ha = HA(1, clock, Trace(), StoreFaults())
+    ha._failover("engine-0a", 1)  # (the first election: nobody lost)
+    clock.advance(1.0)
+    ha._failover("engine-0b", 2)  # engine-0a was never impaired: needless
+    assert ha.losses[("engine", 0)] == 0
+    clock.advance(0.5)
+    ha._impair("engine-0b", clock.now + 0.2)  # paused in its term ...
+    clock.advance(3.0)
+    ha._failover("engine-0a", 3)  # ... so losing it later is explained
+    assert ha.losses[("engine", 0)] == 1
+    ha._impair("", clock.now + 1.0)  # the store down: every leader impaired
+    ha._failover("engine-0b", 4)
+    assert ha.losses[("engine", 0)] == 2
