@@ -114,6 +114,8 @@ class Lifecycle:
         self.down[name] = nodes.index(node)
         nodes.remove(node)
         self.cluster.thaw(node)
+        for sock in list(node.ctx.socks):  # (the process is gone: what its node left open
+            sock.close(0)  # closes with it, as its peers see at an exit)
         self.trace.add(self._now(), "exit", name, str(node.exited))
 
     def _now(self) -> float:
