@@ -246,6 +246,8 @@ class World:
         self._heal()
         await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
+        if self.ha is not None:
+            await self.ha.settled()  # (and the links' repairs after a failover)
         self.result.orders = [o for task in tasks for o in task.result()]
         self.result.cancels = work.cancels
         await work.settle(clients[0], self.result.orders)

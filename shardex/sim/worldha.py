@@ -29,6 +29,7 @@ world:
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from shardex.sim.store import SimStore
 
 LEASE_URL = "redis://sim/0"  # (names no server: the replicas' leases connect to the SimStore)
 FOREVER = float("inf")
+SETTLE_S = 10.0  # the heal's bound on waiting for the account links' forwards to be confirmed
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,25 @@ class HA:
         self._cut.clear()
         if self.life is not None:
             self._apply_cuts(self.clock.now, self.life)
+
+    # -- the heal ---------------------------------------------------------------------------
+
+    async def settled(self, bound_s: float = SETTLE_S) -> None:
+        """Wait (virtual time, at most ``bound_s``) until every account leader's forwards are
+        all confirmed by their engine shards' HAVEs. After an engine failover the account link
+        repairs what went to the deposed leader (a DEALER to both replicas round-robins while
+        both are up) only on its second unmoved HAVE (``ResendGate``): up to three SYNC
+        periods, longer than the world's fixed quiet time."""
+        deadline = self.clock.now + bound_s
+        while self.clock.now < deadline and self._unconfirmed():
+            await asyncio.sleep(0.05)
+
+    def _unconfirmed(self) -> int:
+        life = self.life
+        assert life is not None
+        return sum(len(q) for name, n in life.named().items()
+                   if tier_of(name) == "accounts" and getattr(n, "leader", None) is not None
+                   for q in n.leader.unconfirmed.values())  # fmt: skip
 
     # -- the stale-write check -------------------------------------------------------------
 
