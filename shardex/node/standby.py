@@ -46,14 +46,23 @@ from shardex.wire.replication import (
 
 
 def move_dir(disk: Any, src: str, dst: str) -> None:
-    """Move directory ``src``'s contents to a new directory ``dst`` through ``disk`` (the
-    transport's: a ``SimDisk`` in the simulator, where ``shutil`` would reach for real files
-    that are not there), leaving ``src`` empty: a rename of each entry, recursively."""
+    """Move directory ``src`` to a new ``dst`` through ``disk`` (the transport's: a
+    ``SimDisk`` in the simulator, where ``shutil`` would reach for real files that are not
+    there), leaving ``src`` empty: one rename of the directory where the disk can (the OS:
+    atomic), else a rename of each entry, recursively."""
+    try:
+        disk.replace(src, dst)
+    except OSError:
+        _move_entries(disk, src, dst)
+    disk.makedirs(src)
+
+
+def _move_entries(disk: Any, src: str, dst: str) -> None:
     disk.makedirs(dst)
     for name in disk.listdir(src):
         s, d = os.path.join(src, name), os.path.join(dst, name)
         if disk.isdir(s):
-            move_dir(disk, s, d)
+            _move_entries(disk, s, d)
         else:
             disk.replace(s, d)
     disk.fsync_dir(dst)
