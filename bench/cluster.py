@@ -43,12 +43,13 @@ from hdrh.histogram import HdrHistogram
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from orders import side_of  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 from scaling import free_base as scaling_free_base  # noqa: E402
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
 from shardex.client import Client  # noqa: E402
-from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL  # noqa: E402
+from shardex.engine.codes import GTC, LIMIT, OP_NEW  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
 from shardex.wire.protocol import decode_reply, encode_request, shard_for  # noqa: E402
 
@@ -142,7 +143,7 @@ def orders(n: int, symbols: tuple[str, ...], seed: int, prefix: str) -> list[tup
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        side = BUY if i % 2 else SELL
+        side = side_of(i, len(symbols))
         price = 1_000_000 + rng.randint(-5, 5)
         out.append(
             (

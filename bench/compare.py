@@ -46,7 +46,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 # No `import shardex` in the driver: every side imports its own tree, in its own processes.
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import TreeCluster, free_base, loadgen, say, tree_env  # noqa: E402
+from scaling import (  # noqa: E402
+    TreeCluster,
+    free_base,
+    loadgen,
+    say,
+    share_priority,
+    tree_env,
+)
 
 _REQ = struct.Struct("<Q")
 SYMBOLS = ("BTC-USD", "ETH-USD")
@@ -126,8 +133,9 @@ def role_openloop(spec: dict[str, Any]) -> dict[str, Any]:
     with this tree's ``decode_reply`` (a cluster); the echo's replies are its request bytes."""
     import zmq
     from hdrh.histogram import HdrHistogram
+    from orders import side_of  # (imports this side's tree, as the lines below)
 
-    from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
+    from shardex.engine.codes import GTC, LIMIT, OP_NEW
     from shardex.wire.protocol import decode_reply, encode_request
 
     rate, seconds = float(spec["rate"]), float(spec["seconds"])
@@ -150,7 +158,7 @@ def role_openloop(spec: dict[str, Any]) -> dict[str, Any]:
             sym,
             f"c{os.getpid()}-{i}",
             f"a{i % 50}",
-            BUY if i % 2 else SELL,
+            side_of(i, len(SYMBOLS)),
             LIMIT,
             1_000_000 + (i * 7919) % 11 - 5,
             1 + i % 5,
@@ -313,6 +321,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         f"load average at start {os.getloadavg()[0]:.2f}",
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
     }
+    share_priority()  # (the driver's session: its load generators and open-loop clients)
     with Worktree(args.ref) as wt:
         sides = {"ref": wt.path, "current": ROOT}
         for tree in sides.values():
@@ -338,11 +347,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         def add(side: str, metric: str, value: float) -> None:
             res[side].setdefault(metric, []).append(value)
 
-        def cpu(side: str, phase: str, before: dict, c: TreeCluster, acked: float) -> None:
-            """CPU µs per acked order of each cluster process (role) over one measurement."""
+        def cpu(
+            side: str, phase: str, before: dict, c: TreeCluster, acked: float, handled: float = 0
+        ) -> None:
+            """CPU µs per acked order of each cluster process (role) over one measurement; with
+            ``handled`` (acked + refused) also per message answered, which does not grow with
+            the share refused (under overload the refusals cost CPU too, and the two sides'
+            load generators may offer different rates)."""
             if acked > 0 and c.proc is not None:
                 for role, sec in per_role(before, snapshot(c.proc.pid)).items():
                     add(side, f"cpu_us/order {phase} {role}", sec * 1e6 / acked)
+                    if handled > 0:
+                        add(side, f"cpu_us/msg {phase} {role}", sec * 1e6 / handled)
 
         def warm(cs: dict[str, TreeCluster]) -> None:
             """One short unrecorded run per side: first-start costs (bytecode compiled in a
@@ -358,108 +374,119 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         **load,
                     )  # type: ignore[arg-type]
 
-        # 1. saturation
-        say(f"saturation: {args.rounds} rounds × (ref, current), {args.seconds} s each")
-        cs = clusters()
-        try:
-            warm(cs)
-            for k in range(args.rounds):
-                for side, c in cs.items():
-                    before = snapshot(c.proc.pid) if c.proc else {}
-                    r = loadgen(
-                        sides[side],
-                        c.endpoints,
-                        c.key,
-                        window=args.window,
-                        seconds=args.seconds,
-                        **load,
-                    )  # type: ignore[arg-type]
-                    cpu(side, "saturation", before, c, r["acked_per_s"] * args.seconds)
-                    add(side, "saturation", r["acked_per_s"])
-                    say(
-                        f"  round {k + 1} {side:<7} {r['acked_per_s']:>9,.0f} acked orders/s "
-                        f"(errors {r['errors']:,})"
-                    )
-                    time.sleep(1)
-        finally:
-            for c in cs.values():
-                c.stop()
-        offered = args.overload_rate or 3 * statistics.median(res["ref"]["saturation"])
-        out["overload_offered_per_s"] = round(offered)
+        if "saturation" in args.phases:
+            say(f"saturation: {args.rounds} rounds × (ref, current), {args.seconds} s each")
+            cs = clusters()
+            try:
+                warm(cs)
+                for k in range(args.rounds):
+                    for side, c in cs.items():
+                        before = snapshot(c.proc.pid) if c.proc else {}
+                        r = loadgen(
+                            sides[side],
+                            c.endpoints,
+                            c.key,
+                            window=args.window,
+                            seconds=args.seconds,
+                            **load,
+                        )  # type: ignore[arg-type]
+                        cpu(side, "saturation", before, c, r["acked_per_s"] * args.seconds)
+                        add(side, "saturation", r["acked_per_s"])
+                        say(
+                            f"  round {k + 1} {side:<7} {r['acked_per_s']:>9,.0f} acked orders/s "
+                            f"(errors {r['errors']:,})"
+                        )
+                        time.sleep(1)
+            finally:
+                for c in cs.values():
+                    c.stop()
 
-        # 2. goodput under overload
-        say(f"overload: open loop at {offered:,.0f}/s offered, {args.rounds} rounds")
-        cs = clusters()
-        try:
-            warm(cs)
-            for k in range(args.rounds):
-                for side, c in cs.items():
-                    before = snapshot(c.proc.pid) if c.proc else {}
-                    r = loadgen(
-                        sides[side],
-                        c.endpoints,
-                        c.key,
-                        window=1,
-                        seconds=args.seconds,
-                        rate=offered,
-                        timeout=args.timeout,
-                        **load,
-                    )  # type: ignore[arg-type]
-                    cpu(side, "overload", before, c, r["acked_per_s"] * args.seconds)
-                    add(side, "goodput", r["acked_per_s"])
-                    add(side, "overload_sent_per_s", r["sent_per_s"])
-                    add(side, "overload_refused", r["errors"] - r["timeouts"])
-                    add(side, "overload_timeouts", r["timeouts"])
-                    say(
-                        f"  round {k + 1} {side:<7} goodput {r['acked_per_s']:>9,.0f}/s of "
-                        f"{r['sent_per_s']:,.0f}/s sent (errors {r['errors']:,}, "
-                        f"timeouts {r['timeouts']:,})"
-                    )
-                    time.sleep(1)
-        finally:
-            for c in cs.values():
-                c.stop()
+        if "overload" in args.phases:
+            offered = args.overload_rate or 3 * statistics.median(res["ref"]["saturation"])
+            out["overload_offered_per_s"] = round(offered)
+            # 2. goodput under overload
+            say(f"overload: open loop at {offered:,.0f}/s offered, {args.rounds} rounds")
+            cs = clusters()
+            try:
+                warm(cs)
+                for k in range(args.rounds):
+                    for side, c in cs.items():
+                        before = snapshot(c.proc.pid) if c.proc else {}
+                        r = loadgen(
+                            sides[side],
+                            c.endpoints,
+                            c.key,
+                            window=1,
+                            seconds=args.seconds,
+                            rate=offered,
+                            timeout=args.timeout,
+                            **load,
+                        )  # type: ignore[arg-type]
+                        acked = r["acked_per_s"] * args.seconds
+                        refused = r["errors"] - r["timeouts"]
+                        cpu(side, "overload", before, c, acked, acked + refused)
+                        add(side, "goodput", r["acked_per_s"])
+                        add(side, "overload_sent_per_s", r["sent_per_s"])
+                        add(side, "overload_refused", r["errors"] - r["timeouts"])
+                        add(side, "overload_timeouts", r["timeouts"])
+                        say(
+                            f"  round {k + 1} {side:<7} goodput {r['acked_per_s']:>9,.0f}/s of "
+                            f"{r['sent_per_s']:,.0f}/s sent (errors {r['errors']:,}, "
+                            f"timeouts {r['timeouts']:,})"
+                        )
+                        time.sleep(1)
+            finally:
+                for c in cs.values():
+                    c.stop()
 
-        # 3. router p50 at a modest rate vs the bare echo
-        say(f"latency: open loop {args.rate:,.0f}/s, {args.rounds} rounds × (ref, current, echo)")
-        cs = clusters()
-        echo = Echo()
-        try:
-            warm(cs)
-            for k in range(args.rounds):
-                targets = [(s, sides[s], c.endpoints[0], c.key, True) for s, c in cs.items()]
-                targets.append(("echo", ROOT, echo.endpoint, "none", False))
-                for side, tree, ep, key, decode in targets:
-                    before = snapshot(cs[side].proc.pid) if side in cs and cs[side].proc else {}
-                    r = openloop(tree, ep, key, args.rate, args.seconds, decode)
-                    if side in cs:
-                        cpu(side, "5k", before, cs[side], args.rate * args.seconds)
-                    add(side, "p50_us", r["p50_us"])
-                    add(side, "p99_us", r["p99_us"])
-                    say(
-                        f"  round {k + 1} {side:<7} p50 {r['p50_us']:>8,} µs  p99 "
-                        f"{r['p99_us']:>9,} µs  (errors {r['errors']}, lost {r['lost']})"
-                    )
-                    time.sleep(0.5)
-        finally:
-            echo.stop()
-            for c in cs.values():
-                c.stop()
+        if "latency" in args.phases:
+            say(
+                f"latency: open loop {args.rate:,.0f}/s, {args.rounds} rounds × "
+                "(ref, current, echo)"
+            )
+            cs = clusters()
+            echo = Echo()
+            try:
+                warm(cs)
+                for k in range(args.rounds):
+                    targets = [(s, sides[s], c.endpoints[0], c.key, True) for s, c in cs.items()]
+                    targets.append(("echo", ROOT, echo.endpoint, "none", False))
+                    for side, tree, ep, key, decode in targets:
+                        before = snapshot(cs[side].proc.pid) if side in cs and cs[side].proc else {}
+                        r = openloop(tree, ep, key, args.rate, args.seconds, decode)
+                        if side in cs:
+                            cpu(side, "5k", before, cs[side], args.rate * args.seconds)
+                        add(side, "p50_us", r["p50_us"])
+                        add(side, "p99_us", r["p99_us"])
+                        say(
+                            f"  round {k + 1} {side:<7} p50 {r['p50_us']:>8,} µs  p99 "
+                            f"{r['p99_us']:>9,} µs  (errors {r['errors']}, lost {r['lost']})"
+                        )
+                        time.sleep(0.5)
+            finally:
+                echo.stop()
+                for c in cs.values():
+                    c.stop()
 
     out["results"] = {side: {m: stats(v) for m, v in ms.items()} for side, ms in res.items()}
     out["raw"] = res
     cur, ref, ech = res["current"], res["ref"], res["echo"]
-    out["ratios"] = {
-        "saturation current/ref": ratios(cur["saturation"], ref["saturation"]),
-        "goodput current/ref": ratios(cur["goodput"], ref["goodput"]),
-        "p50 current/ref": ratios(cur["p50_us"], ref["p50_us"]),
-        "p50 ref/echo": ratios(ref["p50_us"], ech["p50_us"]),
-        "p50 current/echo": ratios(cur["p50_us"], ech["p50_us"]),
+    pairs = {
+        "saturation current/ref": (cur, ref, "saturation"),
+        "goodput current/ref": (cur, ref, "goodput"),
+        "p50 current/ref": (cur, ref, "p50_us"),
+        "p50 ref/echo": (ref, ech, "p50_us"),
+        "p50 current/echo": (cur, ech, "p50_us"),
     }
-    for m in sorted(k for k in cur if k.startswith("cpu_us/order") and k in ref):
+    out["ratios"] = {  # (only for the phases measured: ``--phases``)
+        name: ratios(a[m], b[m]) for name, (a, b, m) in pairs.items() if m in a and m in b
+    }
+    for m in sorted(k for k in cur if k.startswith("cpu_us/") and k in ref):
         out["ratios"][f"{m} current/ref"] = ratios(cur[m], ref[m])
     return out
 
+
+PHASES = {"saturation", "overload", "latency"}
 
 TARGETS = {  # the before/after targets (docs/decisions/order-path-speed.md)
     "saturation current/ref": "≥ 1.5",
@@ -475,7 +502,7 @@ def print_report(rep: dict[str, Any]) -> None:
         f"{c.get('accounts', 0)} account shards, journal on (fsync {c['fsync'] or 'default'}), "
         f"{'secure' if c['secure'] else 'insecure'},"
         f" one order per frame, via the router; {c['rounds']} interleaved rounds of "
-        f"{c['seconds']} s; overload offered {rep['overload_offered_per_s']:,}/s\n"
+        f"{c['seconds']} s; overload offered {rep.get('overload_offered_per_s', 0):,}/s\n"
     )
 
     def mmm(s: dict[str, float] | None, fmt: str = ",.0f") -> str:
@@ -493,7 +520,7 @@ def print_report(rep: dict[str, Any]) -> None:
         (f"p99 µs at {c['rate']:,.0f}/s open loop", "p99_us"),
     ]
     cpu_rows = sorted({m for side in ("ref", "current") for m in rep["results"][side]})
-    rows += [(m, m) for m in cpu_rows if m.startswith("cpu_us/order")]
+    rows += [(m, m) for m in cpu_rows if m.startswith("cpu_us/")]
     print("| metric (min / median / max) | A: ref | B: current | bare echo |")
     print("| --- | --- | --- | --- |")
     res = rep["results"]
@@ -531,6 +558,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="account shards (0: unfunded order path, as before the tier)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin shards to cores")
+    p.add_argument(
+        "--phases",
+        default="saturation,overload,latency",
+        help="which measurements, comma-separated (overload needs saturation or --overload-rate)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = p.parse_args(argv)
     for name in ("rounds", "procs", "connections", "window"):
@@ -541,6 +573,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise SystemExit(f"--{name}: give a number > 0")
     if args.overload_rate is not None and not args.overload_rate > 0:
         raise SystemExit("--overload-rate: give a rate > 0")
+    phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if not phases or phases - PHASES:
+        raise SystemExit(f"--phases: give some of {', '.join(sorted(PHASES))}")
+    if "overload" in phases and "saturation" not in phases and args.overload_rate is None:
+        raise SystemExit("--phases overload without saturation needs --overload-rate")
+    args.phases = sorted(phases)  # (a list: the report's config is JSON)
     return args
 
 

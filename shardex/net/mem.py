@@ -31,9 +31,12 @@ air counts against the pipe's HWM, as bytes in a stalled TCP connection do, so a
 peer fills up and its sender sees ``Again`` or drops (PUB, ROUTER). Due times never decrease
 within one direction of one pipe (TCP keeps order), so reordering happens only across pipes.
 A pipe that goes away loses its air; ``cut(pipe)`` is a dropped connection (what was in the
-air both ways and what its binding side had not read is lost; the connecting side reconnects
-at once, as libzmq does, or at ``reconnect(pipe)`` when the network is still down). Without a
-shaper every message lands at once, as before.
+air both ways and what its binding side had not read is lost; the connecting side reconnects,
+or at ``reconnect(pipe)`` when the network is still down). When a connecting side reconnects
+(after a cut, or when its peer binds again after a restart) is the shaper's ``redial(pipe)``:
+a delay (libzmq's ``RECONNECT_IVL``, 100 ms by default, with jitter and ``RECONNECT_IVL_MAX``
+backoff) during which the pipe stays detached, or None for at once. Without a shaper every
+message lands at once and every reconnect is immediate, as before.
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ from shardex.wire.transport import IN_MEMORY
 
 _HWM_DEFAULT = 1000  # libzmq's default SNDHWM and RCVHWM
 _POLLIN = zmq.POLLIN
-_OPTION_DEFAULTS = {zmq.SNDHWM: _HWM_DEFAULT, zmq.RCVHWM: _HWM_DEFAULT, zmq.LINGER: -1}
+_OPTION_DEFAULTS = {
+    zmq.SNDHWM: _HWM_DEFAULT,
+    zmq.RCVHWM: _HWM_DEFAULT,
+    zmq.LINGER: -1,
+    zmq.RECONNECT_IVL: 100,
+}  # (libzmq's defaults; RECONNECT_IVL_MAX: 0)
 
 
 class MemFrame:
@@ -69,7 +77,7 @@ class Pipe:
     """One connection: the two ends' queues, each end's routing id as the other side sees it."""
 
     __slots__ = ("a", "b", "a_id", "b_id", "to_b", "limit_a", "limit_b", "n_a", "n_b", "endpoint",
-                 "air_a", "air_b")  # fmt: skip
+                 "air_a", "air_b", "down_at")  # fmt: skip
 
     def __init__(self, a: MemSocket, endpoint: str) -> None:
         self.a = a  # the connecting side
@@ -84,6 +92,7 @@ class Pipe:
         self.n_b = 0  # ... and in b's (both counting what is in the air toward it)
         self.air_a: deque[tuple[float, list[bytes]]] = deque()  # (due, msg) in flight to a ...
         self.air_b: deque[tuple[float, list[bytes]]] = deque()  # ... and to b (shaper only)
+        self.down_at: float | None = None  # when it lost its peer (a shaper's redial backoff)
 
     def peer_of(self, sock: MemSocket) -> MemSocket | None:
         return self.b if sock is self.a else self.a
@@ -105,6 +114,7 @@ class MemHub:
         self.on_deliver: Callable[[MemSocket, list[bytes]], None] | None = None  # a tap
         self.shaper: Any = None  # the simulator's network (``due``/``blocked``); None: instant
         self.airborne: dict[Pipe, None] = {}  # pipes with messages in the air (ordered)
+        self.redials: dict[Pipe, float] = {}  # detached pipes -> when they connect again
 
     def auto_id(self) -> bytes:
         return b"\x00" + next(self._ids).to_bytes(4, "big")
@@ -114,7 +124,7 @@ class MemHub:
             raise zmq.ZMQError(errno.EADDRINUSE, f"Address already in use ({endpoint})")
         self.bound[endpoint] = sock
         for pipe in self.waiting.pop(endpoint, []):
-            sock.attach(pipe)
+            self.redial(pipe)  # (at once without a shaper's reconnect interval)
 
     def unbind(self, sock: MemSocket, endpoint: str) -> None:
         if self.bound.get(endpoint) is sock:
@@ -133,10 +143,13 @@ class MemHub:
         """The binding side went away: the connecting side reconnects when it comes back."""
         pipe.b = None
         pipe.to_b.clear()
+        if self.shaper is not None and pipe.down_at is None:
+            pipe.down_at = self.shaper.now()
         if not pipe.a.closed:
             self.waiting.setdefault(pipe.endpoint, []).append(pipe)
 
     def forget(self, pipe: Pipe) -> None:
+        self.redials.pop(pipe, None)
         waiting = self.waiting.get(pipe.endpoint)
         if waiting and pipe in waiting:
             waiting.remove(pipe)
@@ -169,6 +182,10 @@ class MemHub:
     def release(self, now: float) -> int:
         """Land every message due by ``now`` on a way not blocked; how many landed."""
         landed = 0
+        if self.redials:
+            for pipe in [p for p, due in self.redials.items() if due <= now]:
+                del self.redials[pipe]
+                self.reconnect(pipe)
         blocked = self.shaper.blocked
         for pipe in list(self.airborne):
             for air, dst, src in ((pipe.air_b, pipe.b, pipe.a), (pipe.air_a, pipe.a, pipe.b)):
@@ -213,9 +230,24 @@ class MemHub:
         lost += len(b.inbox) - len(kept)
         b.inbox = kept
         pipe.b = None
+        pipe.down_at = self.shaper.now() if self.shaper is not None else None
         if reconnect:
-            self.reconnect(pipe)
+            self.redial(pipe)
         return lost
+
+    def redial(self, pipe: Pipe) -> None:
+        """A detached ``pipe`` connects again after the shaper's reconnect delay (its
+        ``redial(pipe)``: libzmq's ``RECONNECT_IVL``, with backoff and jitter), or at once
+        (no shaper, or one that says None)."""
+        delay = None
+        redial = getattr(self.shaper, "redial", None)
+        if redial is not None and pipe.b is None and not pipe.a.closed:
+            delay = redial(pipe)
+        if delay is None:
+            self.reconnect(pipe)
+            return
+        self.forget(pipe)  # (not in ``waiting``: a bind meanwhile does not attach it)
+        self.redials[pipe] = self.shaper.now() + delay
 
     def reconnect(self, pipe: Pipe) -> None:
         """A detached ``pipe`` connects again: to the socket bound at its endpoint now, or to
@@ -224,6 +256,7 @@ class MemHub:
             return
         binder = self.bound.get(pipe.endpoint)
         if binder is not None:
+            pipe.down_at = None
             binder.attach(pipe)
         elif pipe not in self.waiting.setdefault(pipe.endpoint, []):
             self.waiting[pipe.endpoint].append(pipe)

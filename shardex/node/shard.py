@@ -488,7 +488,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         replies.clear()
         for link in self.links:
             link.commit()
-        if self.alink is not None and self.replica is None:  # (replicated: ``release_acked``)
+        # (replicated: ``release_acked``); not while a batch is held: its settlements are in
+        # ``engine.outgoing`` with the rest, and must not leave before it is durable
+        if self.alink is not None and self.replica is None and self.held is None:
             self.send_settlements()  # (the writer thread is off with accounts: see __init__)
         if events:
             self.core.ring.extend(events)

@@ -4,12 +4,15 @@ Per failing seed: its violations, the lead-up in its trace (``trace.lead_up``), 
 command that replays it. ``--shrink`` reduces a failing seed's fault schedule with ``ddmin``
 (``shrink.py``) and prints the replay of the minimal one (``--keep``: the indexes kept). At
 the end a summary: seeds run and failed, faults injected by kind, invariant checks run per
-second of CPU (``time.process_time``: the box may be shared), time simulated. Exit status 1
+second of CPU (``time.process_time``: the box may be shared), time simulated (every phase)
+and per second of CPU. A seed fails on any violation: the invariants' and the world's own (a
+node's turn raised, a node failed to start; check ``world``). Exit status 1
 when any seed failed (a mutation run is expected to fail: that is the point).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -27,20 +30,23 @@ MAX_SHRINK_RUNS = 64
 
 
 def replay_line(seed: int, faults: list[str], duration: float, mutation: str | None,
-                keep: list[int] | None = None) -> str:  # fmt: skip
+                keep: list[int] | None = None, bridge: bool = False) -> str:  # fmt: skip
     """The one command that runs ``seed`` again as it ran."""
     parts = [f"PYTHONHASHSEED={os.environ.get('PYTHONHASHSEED', '0')}", "python -m shardex.sim",
              f"--seed {seed} --seeds 1", f"--faults {','.join(faults) or 'none'}",
              f"--duration {duration:g}"]  # fmt: skip
     if mutation:
         parts.append(f"--mutation {mutation}")
+    if bridge:
+        parts.append("--bridge")
     if keep is not None:
         parts.append(f"--keep {','.join(map(str, keep)) or 'none'}")
     return " ".join(parts)
 
 
 def report(res: RunResult, faults: list[str], duration: float, mutation: str | None,
-           keep: list[int] | None, echo: Callable[[str], None]) -> None:  # fmt: skip
+           keep: list[int] | None, echo: Callable[[str], None],
+           bridge: bool = False) -> None:  # fmt: skip
     """One failing seed, readable: violations, the lead-up, the replay command."""
     echo(f"seed {res.seed}: {len(res.violations)} violations (digest {res.digest})")
     for v in res.violations:
@@ -49,11 +55,12 @@ def report(res: RunResult, faults: list[str], duration: float, mutation: str | N
     shown = lead_up(res.trace, mentions=first)
     echo("  trace, the lead-up:")
     echo(render(shown, skipped=max(0, len(res.trace) - len(shown))))
-    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, keep)}")
+    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, keep, bridge)}")
 
 
 def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
-           mutation: str | None, echo: Callable[[str], None]) -> list[int]:  # fmt: skip
+           mutation: str | None, echo: Callable[[str], None],
+           bridge: bool = False) -> list[int]:  # fmt: skip
     """``ddmin`` over ``res``'s fault schedule: the indexes of a minimal failing one."""
     checks = {v.check for v in res.violations}
 
@@ -72,7 +79,7 @@ def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
     for i in got.items:
         item = res.schedule[i]
         echo(f"    [{i}] {as_event(item).line() if isinstance(item, tuple) else item}")
-    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, got.items)}")
+    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, got.items, bridge)}")
     return got.items
 
 
@@ -91,9 +98,10 @@ def _parse_list(text: str | None) -> list[str]:
 @click.option("--seed", type=int, default=1, show_default=True, help="The first seed.")
 @click.option(
     "--faults",
-    default="pause",
+    default="safe",
     show_default=True,
-    help="Fault kinds to draw, comma-separated ('none': a clean run).",
+    help="Fault kinds to draw, comma-separated ('safe': every kind a correct cluster "
+    "survives; 'none': a clean run; field=value: a Faults setting).",
 )
 @click.option(
     "--duration",
@@ -116,16 +124,24 @@ def _parse_list(text: str | None) -> list[str]:
     "(indexes, comma-separated; 'none': no fault).",
 )
 @click.option("--stop-on-failure", is_flag=True, help="Stop at the first failing seed.")
+@click.option("--bridge", is_flag=True,
+              help="Run the bridge too, on a simulated store: its streams are checked.")
 def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | None,
-         do_shrink: bool, keep: str | None, stop_on_failure: bool) -> None:  # fmt: skip
+         do_shrink: bool, keep: str | None, stop_on_failure: bool,
+         bridge: bool) -> None:  # fmt: skip
     """Run the simulated cluster for SEEDS seeds and check every invariant."""
     run, standin = pick()
+    if bridge:
+        if standin:
+            raise click.UsageError("--bridge needs the simulated world")
+        run = functools.partial(run, bridge=True)
     kinds = _parse_list(faults)
     kept = [int(k) for k in _parse_list(keep)] if keep is not None else None
     if standin:
         click.echo("STAND-IN: no simulated world yet; running the in-process cluster on real "
                    "time (not deterministic; pauses only).", err=True)  # fmt: skip
     cpu0, failed = time.process_time(), []
+    shrinking = 0.0  # (the CPU the shrinker's runs took: not the seeds' own)
     injected: Counter[str] = Counter()
     checked, simulated = 0, 0.0
     for s in range(seed, seed + seeds):
@@ -138,19 +154,21 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
         simulated += res.virtual_s
         if res.violations:
             failed.append(s)
-            report(res, kinds, duration, mutation, kept, click.echo)
+            report(res, kinds, duration, mutation, kept, click.echo, bridge)
             if do_shrink and res.schedule:
-                shrink(run, res, kinds, duration, mutation, click.echo)
+                t0 = time.process_time()
+                shrink(run, res, kinds, duration, mutation, click.echo, bridge)
+                shrinking += time.process_time() - t0
             if stop_on_failure:
                 break
         else:
             click.echo(f"seed {s}: ok ({res.checked} checks, digest {res.digest})")
-    cpu = max(time.process_time() - cpu0, 1e-9)
+    cpu = max(time.process_time() - cpu0 - shrinking, 1e-9)
     ran = (failed[-1] if stop_on_failure and failed else seed + seeds - 1) - seed + 1
     click.echo(f"summary: {ran} seeds, {len(failed)} failed"
                + (f" ({', '.join(map(str, failed))})" if failed else "")
                + f"; faults injected: {dict(sorted(injected.items())) or 'none'}"
                + f"; {checked} invariant checks in {cpu:.2f} s CPU ({checked / cpu:.0f}/s)"
-               + f"; {simulated:g} s simulated"
+               + f"; {simulated:.1f} s simulated ({simulated / cpu:.1f} per CPU s)"
                + (" (stand-in: real time)" if standin else ""))  # fmt: skip
     sys.exit(1 if failed else 0)

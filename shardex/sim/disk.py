@@ -23,6 +23,11 @@ truncates with EIO, seeded. A failed sync drops the file's unsynced writes from 
 path for good, as Linux does after a writeback error: a second ``fsync`` succeeds without them
 (reads still see them). Only a writer that cuts off and rewrites what failed is durable.
 
+Crash points: ``trap(under, op, n)`` makes the ``n``-th write (after it lands) or sync (before
+it runs) of a file under ``under`` raise ``CrashPoint`` -- not an ``OSError``, so nothing in the
+journal or the node handles it: the process dies right there, between a write and its sync
+(``shardex.sim.hazards`` arms them in a world and crashes the node when one springs).
+
 Simplifications: directories are durable once made (``makedirs``); unsynced writes reach the
 device in the order they were made (a real disk may write back pages out of order: a prefix
 model is the one a torn tail, not a hole, comes from); a rename across directories is an
@@ -67,6 +72,24 @@ class _Handle:
     path: str  # the name it was opened by (``kill``/``crash`` close it by directory)
     writable: bool
     pos: int = 0
+
+
+class CrashPoint(Exception):
+    """A trap set with ``SimDisk.trap`` sprang: the process dies at this very point of a
+    write or a sync (not an ``OSError``: nothing in the node handles it, so it leaves the
+    turn, and the simulator crashes the node there). ``op`` is ``"write"`` (the write landed
+    in the page cache, unsynced) or ``"sync"`` (the sync never ran); ``path`` the file."""
+
+    def __init__(self, op: str, path: str, root: str) -> None:
+        super().__init__(f"crash point: {op} of {path}")
+        self.op, self.path, self.root = op, path, root
+
+
+@dataclass
+class _Trap:
+    root: str  # files under this directory (a node's journal dir) ...
+    op: str  # ... at their ``op`` ("write" or "sync") ...
+    left: int  # ... number ``left`` from now (1: the next one)
 
 
 @dataclass
@@ -139,7 +162,9 @@ class SimDisk:
         self._fds: dict[int, _Handle] = {}
         self._next_fd = 3
         self._lock = threading.RLock()
-        self.faults: dict[str, int] = {"eio": 0, "enospc": 0, "crashes": 0, "kills": 0}
+        self.faults: dict[str, int] = {"eio": 0, "enospc": 0, "crashes": 0, "kills": 0,
+                                       "traps": 0}  # fmt: skip
+        self._traps: list[_Trap] = []
         self.syncs = 0
 
     def __repr__(self) -> str:
@@ -156,6 +181,34 @@ class SimDisk:
     def _no_space(self) -> OSError:
         self.faults["enospc"] += 1
         return OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    @_locked
+    def trap(self, under: StrPath, op: str, n: int = 1) -> None:
+        """The ``n``-th ``op`` (``"write"``: after it lands; ``"sync"``: before it runs) of a
+        file under ``under`` from now raises ``CrashPoint``: a crash between a journal write
+        and its sync. One trap per directory (a new one replaces it); it fires once."""
+        if op not in ("write", "sync") or n < 1:
+            raise ValueError(f"trap: op 'write' or 'sync' and n >= 1, not {op!r}, {n!r}")
+        root = _norm(under)
+        self._traps = [t for t in self._traps if t.root != root] + [_Trap(root, op, n)]
+
+    @_locked
+    def untrap(self, under: StrPath | None = None) -> int:
+        """Remove the traps under ``under`` (None: all); how many were still set."""
+        root = None if under is None else _norm(under)
+        kept = [t for t in self._traps if root is not None and not _under(t.root, root)]
+        gone = len(self._traps) - len(kept)
+        self._traps = kept
+        return gone
+
+    def _spring(self, op: str, path: str) -> None:
+        for t in self._traps:
+            if t.op == op and _under(path, t.root):
+                t.left -= 1
+                if t.left <= 0:
+                    self._traps.remove(t)
+                    self.faults["traps"] += 1
+                    raise CrashPoint(op, path, t.root)
 
     def used(self) -> int:
         """Bytes the files' volatile images take (each inode once)."""
@@ -241,11 +294,17 @@ class SimDisk:
         h = self._handle(fd, write=True)
         n = self._put(h.inode, h.pos, data)
         h.pos += n
+        if self._traps:
+            self._spring("write", h.path)
         return n
 
     @_locked
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        return self._put(self._handle(fd, write=True).inode, offset, data)
+        h = self._handle(fd, write=True)
+        n = self._put(h.inode, offset, data)
+        if self._traps:
+            self._spring("write", h.path)
+        return n
 
     @_locked
     def ftruncate(self, fd: int, size: int) -> None:
@@ -259,7 +318,10 @@ class SimDisk:
     def fsync(self, fd: int) -> None:
         """Make the file's writes since its last sync durable. On failure they never will be
         (a writeback error: Linux marks the pages clean), though reads still see them."""
-        inode = self._handle(fd).inode
+        h = self._handle(fd)
+        inode = h.inode
+        if self._traps:
+            self._spring("sync", h.path)
         try:
             self._fault("sync")
             synced = _apply(inode.durable, inode.pending)

@@ -37,6 +37,8 @@ from shardex.clock import VirtualClock
 from shardex.net.mem import MemHub, MemSocket, Pipe
 from shardex.sim.sched import Trace
 
+SAFE_SKEW = 0.02  # the default bound on a node's clock rate error (the lease's margin: 5 %)
+
 
 @dataclass(frozen=True)
 class Faults:
@@ -57,6 +59,28 @@ class Faults:
     crashable: tuple[str, ...] = ("router", "engine", "accounts")  # kinds crashes may hit
     power_per_s: float = 0.0  # machines losing power per second (a crash whose unsynced
     # writes are cut back on the simulated disk; engines and account shards), down ``down_s``
+    skew: float = 0.0  # each node's clock rate is 1 +- up to this (``shardex.sim.skew``) ...
+    skew_unsafe: float = 0.0  # ... at most SAFE_SKEW (2 %) unless this is 1 (beyond the
+    # lease's 5 % margin: expected to break the lease's safety, see shardex.lease)
+    step_per_s: float = 0.0  # wall-clock steps per second (a node's ``time()`` jumps) ...
+    step_s: tuple[float, float] = (-5.0, 5.0)  # ... by this much (either way)
+    reconnect: float = 0.0  # 1: a cut or restarted peer's connection comes back after the
+    # socket's RECONNECT_IVL (100 ms by default; seeded jitter, RECONNECT_IVL_MAX backoff)
+    trap_per_s: float = 0.0  # crash points per second: a shard dies at its Nth journal
+    # write or sync from now (between a write and its sync) ...
+    trap_power_p: float = 0.5  # ... and this share of them is a power loss (else kill -9)
+    full_per_s: float = 0.0  # disk-full spells per second (every write past the space fails)
+    full_s: tuple[float, float] = (0.05, 0.5)  # ... lasting this long
+    eio_per_s: float = 0.0  # spells of failing I/O per second ...
+    eio_s: tuple[float, float] = (0.02, 0.3)  # ... lasting this long ...
+    eio_rate: float = 0.5  # ... in which this share of writes and syncs fail with EIO
+
+    def __post_init__(self) -> None:
+        if self.skew > SAFE_SKEW and not self.skew_unsafe:
+            raise ValueError(
+                f"skew={self.skew} is beyond the safe {SAFE_SKEW} (the lease's "
+                "margin is 5 %): set skew_unsafe=1 to run it on purpose"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Faults:
@@ -115,6 +139,7 @@ class Network:
     def __init__(self, hub: MemHub, clock: VirtualClock, seed: int, faults: Faults = Faults(),
                  trace: Trace | None = None) -> None:  # fmt: skip
         self.hub = hub
+        self.redials = random.Random(f"redial-{seed}")  # reconnect jitter (as delays: drawn)
         self.clock = clock
         self.faults = faults
         self.rng = random.Random(f"net-{seed}")  # the faults drawn by ``step`` ...
@@ -123,7 +148,8 @@ class Network:
         self.trace = trace if trace is not None else Trace()
         self.partitions: list[Partition] = []
         self.last_step: float | None = None
-        self.counts = {"delayed": 0, "cut": 0, "drop": 0, "lost": 0, "partition": 0, "heal": 0}
+        self.counts = {"delayed": 0, "cut": 0, "drop": 0, "lost": 0, "partition": 0, "heal": 0,
+                       "redial": 0}  # fmt: skip
         hub.shaper = self
 
     # -- the shaper (MemHub asks these for every message) ----------------------------------
@@ -141,6 +167,25 @@ class Network:
     def blocked(self, src: MemSocket, dst: MemSocket) -> bool:
         parts = self.partitions
         return bool(parts) and any(p.blocks(src.owner, dst.owner) for p in parts)
+
+    def redial(self, pipe: Pipe) -> float | None:
+        """When the connecting side of a dropped ``pipe`` connects again (``MemHub.redial``):
+        None (at once) unless ``Faults.reconnect``; else libzmq's timing: a retry every
+        ``RECONNECT_IVL`` plus a jitter below it, the interval doubling up to
+        ``RECONNECT_IVL_MAX`` (when set) for as long as the peer has been gone."""
+        if not self.faults.reconnect:
+            return None
+        sock = pipe.a
+        ivl = max(1, sock.opt(zmq.RECONNECT_IVL)) / 1000
+        top = sock.opt(zmq.RECONNECT_IVL_MAX) / 1000
+        cur = ivl
+        if top > ivl and pipe.down_at is not None:
+            gone, spent = self.clock.now - pipe.down_at, ivl
+            while spent < gone and cur < top:
+                cur = min(cur * 2, top)
+                spent += cur
+        self.counts["redial"] += 1
+        return cur + self.redials.uniform(0, ivl)
 
     # -- faults, by hand or drawn by ``step`` ------------------------------------------------
 
@@ -165,7 +210,7 @@ class Network:
                 self.counts["heal"] += 1
                 self.trace.add(self.clock.now, "heal", "", str(q))
                 for pipe in q.dropped:  # what its heartbeats dropped connects again
-                    self.hub.reconnect(pipe)
+                    self.hub.redial(pipe)
 
     def cut(self, pipe: Pipe, during: Partition | None = None) -> int:
         """Drop one connection (``MemHub.cut``); how many messages were lost. ``during``: a
@@ -246,4 +291,4 @@ def fire(rng: random.Random, rate: float, dt: float) -> bool:
     return rate > 0 and dt > 0 and rng.random() < 1 - math.exp(-rate * dt)
 
 
-__all__ = ["Faults", "Network", "Partition", "fire"]
+__all__ = ["SAFE_SKEW", "Faults", "Network", "Partition", "fire"]

@@ -60,9 +60,10 @@ class RunResult:
     schedule: list[Any]  # the faults injected, in order (``keep`` indexes into this)
     checked: int  # invariant checks run
     digest: str
-    virtual_s: float  # time simulated (the stand-in: real seconds)
+    virtual_s: float  # time simulated, every phase (the stand-in: real seconds)
     standin: bool = False
     faults: Counter[str] = field(default_factory=Counter)  # injected, by kind
+    cpu_s: float = 0.0  # the CPU the run cost (0: not measured)
 
 
 class Runner(Protocol):
@@ -84,7 +85,9 @@ class Pause:
 
 
 def draw_schedule(seed: int, faults: list[str], duration: float, nodes: int) -> list[Pause]:
-    """The stand-in's fault schedule of ``seed`` (its own random stream)."""
+    """The stand-in's fault schedule of ``seed`` (its own random stream); ``safe``, every
+    kind it can make, is ``pause``."""
+    faults = [k for kind in faults for k in (STANDIN_FAULTS if kind == "safe" else (kind,))]
     unknown = sorted(set(faults) - set(STANDIN_FAULTS))
     if unknown:
         raise ValueError(f"the stand-in cannot inject {', '.join(unknown)} (only "

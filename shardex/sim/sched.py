@@ -122,7 +122,9 @@ class Scheduler:
         for hook in self.on_tick:
             hook(now)
         hub = self.hub
-        return hub.release(now) if hub is not None and hub.airborne else 0
+        if hub is None or not (hub.airborne or hub.redials):
+            return 0
+        return hub.release(now)
 
     def failed(self, node: Any, exc: Exception) -> None:
         """``node``'s turn raised ``exc``: ``on_failure`` decides, or it ends the run."""

@@ -9,21 +9,31 @@ node the subset never crashed, a cut of a connection that is not there) is skipp
 phase heals and restarts whatever a subset leaves broken, as it does for a drawn run. Message
 delays stay drawn from the seed (``Faults.delay_p``): they are not events.
 
+The clock and disk faults (``shardex.sim.hazards``: ``step``, ``trap``, ``full``, ``eio``) are
+replayed through the world's ``Hazards`` when one is given. A crash point's death (``trapped``,
+then the node's ``crash`` or ``power`` at the same instant) is a consequence of its ``trap``:
+the replay re-arms the trap and leaves the crash to it, so those two events are not replayed.
+Per-node clock rates (``skew``) and reconnect delays are drawn from the seed, like message
+delays.
+
 With the whole schedule of a seed the replay is the run itself (same seed: same scheduler,
 same delays, same workload, so the same events at the same times).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.faults import Network
+from shardex.sim.hazards import KINDS as HAZARDS
+from shardex.sim.hazards import Hazards
 
-KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow")
+# (``trapped`` is a marker: it says the crash after it is a sprung trap's, not replayed)
+KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow",
+         *HAZARDS, "trapped")  # fmt: skip
 
 
 def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:
@@ -38,17 +48,44 @@ class Script:
     """The fault events of a schedule, applied in order as their times come (see above)."""
 
     def __init__(self, events: Iterable[tuple[float, str, str, str]]) -> None:
+        events = _without_consequences(list(events))
         self.events = deque(sorted((ev for ev in events if ev[1] in KINDS), key=lambda e: e[0]))
         self.skipped = 0
 
-    def step(self, now: float, net: Network, life: Lifecycle) -> None:
+    def step(self, now: float, net: Network, life: Lifecycle,
+             hazards: Hazards | None = None) -> None:  # fmt: skip
         while self.events and self.events[0][0] <= now:
             _, kind, node, detail = self.events.popleft()
-            if not _apply(kind, node, detail, net, life):
+            if kind in HAZARDS:
+                done = hazards is not None and hazards.apply(kind, node, detail)
+            else:
+                done = _apply(kind, node, detail, net, life, hazards)
+            if not done:
                 self.skipped += 1
 
 
-def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> bool:
+def _without_consequences(events: list[tuple[float, str, str, str]]) -> list[tuple]:
+    """``events`` less those another one causes when replayed: the ``crash`` a ``power``
+    loss starts with (``Lifecycle.power`` traces both; replaying the crash first would leave
+    the power loss nothing to cut back), and the death of a node whose trap sprang (after
+    its ``trapped``: the replayed trap springs again)."""
+    powers = {(ev[0], ev[2]) for ev in events if ev[1] == "power"}
+    out, sprung = [], set()
+    for ev in events:
+        if ev[1] == "trapped":
+            sprung.add(ev[2])
+            continue
+        if ev[1] == "crash" and (ev[0], ev[2]) in powers:
+            continue
+        if ev[1] in ("crash", "power") and ev[2] in sprung:
+            sprung.discard(ev[2])
+            continue
+        out.append(ev)
+    return out
+
+
+def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle,
+           hazards: Hazards | None = None) -> bool:  # fmt: skip
     """Apply one event; False when it no longer applies."""
     live = life.named()
     if kind == "crash" and node in live:
@@ -56,8 +93,11 @@ def _apply(kind: str, node: str, detail: str, net: Network, life: Lifecycle) -> 
     elif kind == "power" and node in live:
         life.power(node)
     elif kind == "restart" and node in life.down:
-        with contextlib.suppress(StartFailed):  # (in ``life.failures``; it stays down)
+        try:
             life.restart(node)
+        except StartFailed as exc:  # (in ``life.failures``; it stays down) ...
+            if hazards is not None:
+                hazards.excused(exc)  # ... unless a disk spell is why
     elif kind in ("pause", "slow") and node in live:
         life.pause(node, float(detail.rstrip("s")), kind)
     elif kind == "partition":

@@ -21,8 +21,9 @@ a change to one part's draws does not shift the others'.
 
 * ``seed``, ``duration_s`` (virtual, load phase), ``end_s`` (virtual, at the end);
 * ``trace``: ``[(t, kind, node, detail), ...]`` in order: faults (``partition``, ``heal``,
-  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``), phases (``phase``) and
-  ``violation``s;
+  ``cut``, ``drop``, ``crash``, ``power``, ``restart``, ``pause``, ``slow``; the clock and
+  disk faults of ``shardex.sim.hazards``: ``skew``, ``step``, ``trap``, ``trapped``, ``full``,
+  ``eio``, ``disk``), phases (``phase``) and ``violation``s;
 * ``digest``: SHA-256 of every delivered message and every trace event (same seed, same code:
   same digest);
 * ``orders``: ``[{"client", "id", "account", "symbol", "side", "qty", "price", "fate",
@@ -48,10 +49,14 @@ and restarts after ``down_s``, as under a supervisor (trace: ``failure``, ``cras
 So is a restart that raises (the node refuses to start, e.g. its recovered books fail their
 integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
+``bridge``: the cluster's bridge runs too, writing its streams to a ``SimStore`` on the virtual
+clock (``self.store``; the stream exact-once check reads it).
+
 With ``replicas`` 2 in ``plan_kwargs`` every shard runs a leader and a standby, named
-``engine-0a``/``engine-0b`` and so on, with the lease on a ``SimStore`` and ``store_faults``
-(``shardex.sim.worldha``: outages, opt-in failovers, the supervisor of replicas that lost
-their lease, and its checks ``stale_writes``/``cold_failover`` in ``violations``).
+``engine-0a``/``engine-0b`` and so on, with the lease on the ``SimStore`` (the bridge's, if
+any) and ``store_faults`` (``shardex.sim.worldha``: outages, cuts, opt-in failovers, the
+supervisor of replicas that lost their lease, and its checks ``stale_writes``/``cold_failover``
+in ``violations``).
 
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
@@ -80,11 +85,19 @@ from shardex.net.memasync import MemAsyncContext
 from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.disk import SimDisk
 from shardex.sim.faults import Faults, Network, fire
+from shardex.sim.hazards import Hazards
 from shardex.sim.loop import run as run_virtual
+from shardex.sim.openload import workload_of
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
+from shardex.sim.skew import Clocks, SkewedCluster
 from shardex.sim.workload import Workload
-from shardex.sim.worldha import HA, LEASE_URL, StoreFaults, is_replicated
+from shardex.sim.worldha import HA, StoreFaults, is_replicated
+
+try:  # (fakeredis, the ``sim`` extra: only a world with its bridge needs it)
+    from shardex.sim.store import SimStore
+except ImportError:  # pragma: no cover - installed without the extra
+    SimStore = None  # type: ignore[assignment,misc]
 
 HEAL_S = 30.0  # the heal phase's bound (virtual): every client's last order has its fate
 CLEAN = Faults()  # no fault at all
@@ -92,6 +105,7 @@ CLEAN = Faults()  # no fault at all
 # links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
 # acknowledges it) and the shards' HELLOs to a restarted router
 QUIET_S = 2.5
+STORE_URL = "redis://sim/0"  # the bridge's Redis URL: the ``SimStore`` answers it
 
 
 class SimulationFailed(RuntimeError):
@@ -127,8 +141,8 @@ class World:
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
                  workload: dict[str, Any] | None = None,
-                 real_disk: bool = False, store_faults: StoreFaults | None = None,
-                 ) -> None:  # fmt: skip
+                 real_disk: bool = False, bridge: bool = False,
+                 store_faults: StoreFaults | None = None) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -142,12 +156,21 @@ class World:
         # synced) unless ``real_disk`` (files in a temporary directory, fsync=none)
         self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
+        # the bridge and its stream store: a ``SimStore`` on the virtual clock (no real Redis)
+        replicated = is_replicated(self.plan_kwargs)  # (the replicas' leases: on it too)
+        if (bridge or replicated) and SimStore is None:
+            raise RuntimeError("World(bridge=True) and replicas need the simulated store: "
+                               "pip install -e '.[sim]' (fakeredis)")  # fmt: skip
+        self.bridge = bridge
+        self.store = SimStore(self.clock, seed) if bridge or replicated else None
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
         self.loading = False
         self.cluster: InProcCluster | None = None
         self.life: Lifecycle | None = None
         self.net: Network | None = None
+        self.hazards: Hazards | None = None  # clock steps, crash points, disk spells
+        self.clocks: Clocks | None = None  # per-node clocks (``Faults.skew``/``step_per_s``)
         self.result = Result(seed, 0.0)
         self._restart_at: dict[str, float] = {}
         self._last_tick: float | None = None
@@ -155,18 +178,18 @@ class World:
         self.ha = self._ha(store_faults)
 
     def _ha(self, store_faults: StoreFaults | None) -> HA | None:
-        """With ``replicas`` 2 in the plan: the standbys' lease store, its faults, the
-        supervisor of replicas that lost their lease (``shardex.sim.worldha``)."""
+        """With ``replicas`` 2 in the plan: the standbys' lease store's faults, the supervisor
+        of replicas that lost their lease, its checks (``shardex.sim.worldha``)."""
         if not is_replicated(self.plan_kwargs):
             return None
-        return HA(self.seed, self.clock, self.trace, store_faults or StoreFaults())
+        return HA(self.seed, self.clock, self.trace, store_faults or StoreFaults(), self.store)
 
     def _plan(self, data_dir: str) -> Plan:
         kw = dict(self.plan_kwargs)
         layout = Layout(base_port=20000, shards=kw.pop("shards"), accounts=kw.pop("accounts"))
         kw.setdefault("fsync", "batch" if self.disk is not None else "none")
-        # (no bridge: a real Redis is outside the simulation; replicas lease on the SimStore)
-        kw.setdefault("redis", LEASE_URL if self.ha is not None else None)
+        # (a real Redis is outside the simulation: the bridge's, if any, is the ``SimStore``)
+        kw.setdefault("redis", STORE_URL if self.store is not None else None)
         return Plan(layout=layout, pin=False, data_dir=data_dir, **kw)
 
     def run(self, duration_s: float) -> Result:
@@ -189,24 +212,25 @@ class World:
             t.disk = self.disk
         hub = t.hub  # type: ignore[attr-defined]
         hub.on_deliver = self.trace.message
-        store = self.ha.store if self.ha is not None else None
-        cluster = self.cluster = InProcCluster(self._plan(data_dir), net=t, store=store)
-        if self.ha is not None:
-            cluster.bridge = None  # (the lease's store only: no bridge in the world yet)
+        cluster = self.cluster = self._cluster(self._plan(data_dir), t)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
         if self.ha is not None:
+            if not self.bridge:
+                cluster.bridge = None  # (the store holds the leases only)
             self.ha.attach(self.life)
+        self.hazards = Hazards(self.seed, self.faults, self.life, self.trace, self.disk,
+                               self.clocks)  # fmt: skip
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
         sched.on_tick.append(self._tick)
         sched.on_failure = self._failed
-        work = Workload(self.seed, self.n_clients, **self.workload)
+        work = workload_of(self.seed, self.n_clients, self.workload)  # (open-loop: rate_per_s)
         async with cluster, contextlib.AsyncExitStack() as stack:
             clients = []
             for k in range(self.n_clients):
                 ctx: Any = MemAsyncContext(hub, f"client-{k}")  # (zmq.asyncio's twin)
                 cl = AsyncClient(cluster.endpoint, key=False, timeout=work.timeout_s,
-                                 context=ctx)  # fmt: skip
+                                 context=ctx, clock=self.clock)  # fmt: skip
                 cl._prefix = f"c{k}"  # (the SDK draws a random id prefix: not here)
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
@@ -215,7 +239,8 @@ class World:
         self.result.violations += self.ha.violations if self.ha is not None else []
         self.result.counts = {**self.net.counts, **ha, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
-                              "slow": self.life.slows, "power": self.life.powers}  # fmt: skip
+                              "slow": self.life.slows, "power": self.life.powers,
+                              **self.hazards.counts}  # type: ignore[union-attr] # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
         """``main`` to its end, unless the cluster's scheduler dies first (a fault hook or a
@@ -262,8 +287,9 @@ class World:
     # -- the node faults (a scheduler tick) ------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        self.hazards.expire(now)  # type: ignore[union-attr]
         if self.loading and self.script is not None:
-            self.script.step(now, self.net, self.life)  # type: ignore[arg-type]
+            self.script.step(now, self.net, self.life, self.hazards)  # type: ignore[arg-type]
             self.net.step(now, draw=False)  # type: ignore[union-attr]
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
@@ -301,14 +327,24 @@ class World:
         if fire(rng, f.slow_per_s, dt):
             names = sorted(life.named())
             life.pause(names[rng.randrange(len(names))], rng.uniform(*f.slow_s), "slow")
+        self.hazards.step(now)  # type: ignore[union-attr]
+
+    def _cluster(self, plan: Plan, net: Any) -> InProcCluster:
+        """The cluster; with clock faults, each node on its own clock (``shardex.sim.skew``)."""
+        f = self.faults
+        if not (f.skew or f.step_per_s):
+            return InProcCluster(plan, net=net, store=self.store)
+        self.clocks = Clocks(self.clock, self.seed, f.skew, self.trace)
+        return SkewedCluster(plan, net, self.clocks, store=self.store)
 
     def _restart(self, name: str, again: bool = True) -> None:
         """Restart ``name``; one that fails to start stays down (a violation: ``failures``)
         and, while faults still run (``again``), a supervisor tries again ``down_s`` later."""
         try:
             self.life.restart(name)  # type: ignore[union-attr]
-        except StartFailed:
-            if again and self.loading:
+        except StartFailed as exc:
+            excused = self.hazards.excused(exc)  # type: ignore[union-attr] # (a disk spell)
+            if (again and self.loading) or excused:
                 self._restart_at[name] = self.clock.now + self.rng.uniform(*self.faults.down_s)
 
     def _failed(self, node: Any, exc: Exception) -> None:
@@ -316,6 +352,11 @@ class World:
         node crashes there and then; a supervisor restarts it after ``down_s``."""
         life = self.life
         assert life is not None
+        sprung = self.hazards.sprung(node, exc)  # type: ignore[union-attr]
+        if sprung is not None:  # a crash point: the death was the fault, not a failure
+            if self.script is None:  # (a replayed schedule has its restart)
+                self._restart_at[sprung] = self.clock.now + self.rng.uniform(*self.faults.down_s)
+            return
         name = next(n for n, live in life.named().items() if live is node)
         what = f"{name} raised {exc!r}"
         self.result.violations.append(what)
@@ -326,6 +367,7 @@ class World:
     def _heal(self) -> None:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
+        self.hazards.heal()  # type: ignore[union-attr]
         if self.ha is not None:
             self.ha.heal()
         self._restart_at.clear()

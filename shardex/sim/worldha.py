@@ -39,9 +39,7 @@ from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
 from shardex.sim.faults import fire
 from shardex.sim.sched import Trace
-from shardex.sim.store import SimStore
 
-LEASE_URL = "redis://sim/0"  # (names no server: the replicas' leases connect to the SimStore)
 FOREVER = float("inf")
 SETTLE_S = 10.0  # the heal's bound on waiting for the account links' forwards to be confirmed
 
@@ -69,8 +67,10 @@ def shard_of(name: str) -> int:
 class HA:
     """The replicated part of one world: its store, store faults, supervisor and checks."""
 
-    def __init__(self, seed: int, clock: Any, trace: Trace, faults: StoreFaults) -> None:
-        self.store = SimStore(clock, seed=f"store-replica-{seed}")  # type: ignore[arg-type]
+    def __init__(self, seed: int, clock: Any, trace: Trace, faults: StoreFaults,
+                 store: Any) -> None:  # fmt: skip
+        """``store``: the world's ``SimStore`` (the leases', and the bridge's if it runs)."""
+        self.store = store
         self.clock = clock
         self.trace = trace
         self.faults = faults
@@ -310,4 +310,4 @@ def is_replicated(plan_kwargs: dict[str, Any]) -> bool:
     return int(plan_kwargs.get("replicas", 1)) > 1
 
 
-__all__ = ["HA", "LEASE_URL", "StoreFaults", "is_replicated", "replica_name"]
+__all__ = ["HA", "StoreFaults", "is_replicated", "replica_name"]

@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from shardex.sim.extract import cluster_state
+from shardex.sim.extract import cluster_state, read_streams
 from shardex.sim.faults import Faults
-from shardex.sim.invariants import EXECUTED, Monitor, Order
+from shardex.sim.invariants import EXECUTED, Monitor, Order, Violation
 from shardex.sim.mutations import applied
 from shardex.sim.runner import RunResult, quiet
-from shardex.sim.world import World
+from shardex.sim.world import Result, SimulationFailed, World
 
 PRESETS: dict[str, dict[str, Any]] = {
     "delay": {"delay_p": 0.1},
@@ -33,14 +33,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "partition": {"partition_per_s": 0.7, "partition_s": (0.05, 0.6)},
     "crash": {"crash_per_s": 0.7, "down_s": (0.05, 0.3)},
     "pause": {"pause_per_s": 0.7, "pause_s": (0.05, 1.2)},
+    "slow": {"slow_per_s": 2.0, "slow_s": (0.01, 0.2)},
+    "power": {"power_per_s": 0.5, "down_s": (0.05, 0.3)},
 }
+# every kind a correct cluster must survive: the command line's default ``--faults``
+SAFE = tuple(PRESETS)
 PLAN = {"shards": 2, "accounts": 2}
-INJECTED = ("partition", "cut", "crash", "pause")  # the trace kinds of a fault drawn
+# the trace kinds of a fault drawn (what ``keep`` indexes)
+INJECTED = ("partition", "cut", "crash", "pause", "slow", "power")
+WORLD_CHECK = "world"  # the check named by the world's own violations (a node raised ...)
 
 
 def faults_of(kinds: list[str]) -> Faults:
-    """``Faults`` from ``--faults`` items: preset kinds and ``field=value`` settings."""
+    """``Faults`` from ``--faults`` items: preset kinds (``safe``: every one of ``SAFE``)
+    and ``field=value`` settings."""
     kw: dict[str, Any] = {}
+    kinds = [k for kind in kinds for k in (SAFE if kind == "safe" else (kind,))]
     settings = [k for k in kinds if "=" in k]
     for kind in (k for k in kinds if "=" not in k):
         if kind not in PRESETS:
@@ -77,18 +85,47 @@ class FaultFilter:
         return self.fired - 1 in self.keep
 
     def install(self, net: Any, life: Any) -> None:
-        """Gate the network's partitions and cuts and the nodes' crashes and pauses; a
-        restart of a node that did not crash does nothing."""
-        for owner, name, none in ((net, "partition", None), (net, "cut", 0),
-                                  (life, "crash", None), (life, "pause", None)):  # fmt: skip
+        """Gate the network's partitions and cuts and the nodes' crashes, power losses and
+        pauses (slow turns too); a restart of a node that did not crash does nothing. A
+        heartbeat's ``drop`` (a cut ``during`` a partition) is a consequence, not a fault: it
+        passes and takes no index; so does the crash inside a power loss."""
+        cut, crash, power = net.cut, life.crash, life.power
+        for owner, name, none in ((net, "partition", None), (life, "crash", None),
+                                  (life, "pause", None)):  # fmt: skip
             real = getattr(owner, name)
 
             def gate(*args: Any, _real: Any = real, _none: Any = none, **kw: Any) -> Any:
                 return _real(*args, **kw) if self.allow() else _none
 
             setattr(owner, name, gate)
+
+        def gate_cut(pipe: Any, during: Any = None) -> int:
+            return cut(pipe, during) if during is not None or self.allow() else 0
+
+        def gate_power(name: str, rng: Any = None) -> None:
+            if self.allow():
+                gated, life.crash = life.crash, crash
+                try:
+                    power(name, rng)
+                finally:
+                    life.crash = gated
+
+        net.cut, life.power = gate_cut, gate_power
         restart = life.restart
         life.restart = lambda name: restart(name) if name in life.down else None
+
+
+def schedule_of(trace: list[tuple[float, str, str, str]]) -> list[tuple[float, str, str, str]]:
+    """The faults a run drew, one per ``FaultFilter`` index: the trace's ``INJECTED`` events,
+    less the ``crash`` that a ``power`` loss of the same node at the same time traces first."""
+    out: list[tuple[float, str, str, str]] = []
+    for ev in trace:
+        if ev[1] not in INJECTED:
+            continue
+        if ev[1] == "power" and out and out[-1][1] == "crash" and out[-1][::2] == ev[::2]:
+            out.pop()
+        out.append(ev)
+    return out
 
 
 class CheckedWorld(World):
@@ -96,10 +133,10 @@ class CheckedWorld(World):
     ``keep``, only those of its faults happen."""
 
     def __init__(self, seed: int, plan_kwargs: dict[str, Any], faults: Faults,
-                 keep: list[int] | None = None) -> None:  # fmt: skip
+                 keep: list[int] | None = None, bridge: bool = False) -> None:  # fmt: skip
         self.monitor = Monitor()
         self.filter = FaultFilter(keep) if keep is not None else None
-        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous])
+        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous], bridge=bridge)
 
     def _tick(self, now: float) -> None:
         if self.filter is not None and self.net is not None and self.life is not None:
@@ -119,8 +156,13 @@ class CheckedWorld(World):
 
     def _final(self) -> None:
         cluster = self.cluster
+        assert cluster is not None
+        streams = None
+        if self.bridge and self.store is not None:  # (the bridge's streams, as healed)
+            lay = cluster.plan.layout  # (replicated: the shards are not in cluster.engines)
+            streams = read_streams(self.store.client(), lay.shards, lay.accounts)
         tiered = bool(cluster.accounts) or any(r.role == "accounts" for r in cluster.replicas)
-        state = cluster_state(cluster, orders_of(self.result.orders, tiered))
+        state = cluster_state(cluster, orders_of(self.result.orders, tiered), streams)
         if self.ha is not None:  # (replicated: the leader losses the world caused)
             state.leader_losses = dict(self.ha.losses)
         net = self.net
@@ -130,13 +172,34 @@ class CheckedWorld(World):
             self.trace.add(self.clock.now, "violation", "", str(v))
 
 
+def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
+    """The world's own violations (a node's turn raised, a node failed to start) as
+    ``Violation``s of check ``WORLD_CHECK``; the continuous checks' (which the world records
+    too) are the monitor's already."""
+    ours = f"{world._continuous.__name__}: "
+    return [Violation(WORLD_CHECK, v) for v in res.violations if not v.startswith(ours)]
+
+
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
-        keep: list[int] | None = None) -> RunResult:  # fmt: skip
-    """One seed of the simulated world with every invariant checked (``runner.Runner``)."""
-    world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep)
+        keep: list[int] | None = None, bridge: bool = False) -> RunResult:  # fmt: skip
+    """One seed of the simulated world with every invariant checked (``runner.Runner``):
+    the monitor's violations, then the world's own; a run that could not go on (a bug of the
+    simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
+    meanwhile) is a violation of check ``simulation``. ``bridge``: the
+    bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams."""
+    world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep, bridge)
+    died: list[Violation] = []
     with quiet(), applied(mutation):
-        res = world.run(duration)
-    schedule = [ev for ev in res.trace if ev[1] in INJECTED]
-    return RunResult(seed, world.monitor.violations, list(res.trace), schedule,
-                     world.monitor.checked, res.digest[:16], duration, False,
-                     +Counter(res.counts))  # fmt: skip
+        try:
+            res = world.run(duration)
+        except Exception as exc:  # (SimulationFailed, or a phase that could not go on)
+            what = str(exc) if isinstance(exc, SimulationFailed) else (
+                f"seed {seed}: the run stopped at virtual t={world.clock.now:.6f}: {exc!r}")
+            died.append(Violation("simulation", what))
+            res = world.result
+            res.trace, res.digest, res.end_s = list(world.trace.events), world.trace.digest, \
+                world.clock.now
+    violations = world.monitor.violations + world_violations(world, res) + died
+    return RunResult(seed, violations, list(res.trace), schedule_of(res.trace),
+                     world.monitor.checked, res.digest[:16], res.end_s, False,
+                     +Counter(res.counts), res.cpu_s)  # fmt: skip

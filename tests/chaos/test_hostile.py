@@ -67,20 +67,25 @@ assert shard_for(SHARD0_SYMBOL, 2) == 0 and shard_for(SHARD1_SYMBOL, 2) == 1
 assert shard_for(CHECK_SYMBOL, 2) == 1
 
 
-# These tests speak raw ZeroMQ to every port: the clusters run --insecure (what a key refuses
+# Books of their own, on the shared cluster: the fuzzer names only SHARD0_SYMBOL and
+# SHARD1_SYMBOL, the checker CHECK_SYMBOL; these the fuzzer and the other tests never touch.
+MUTE_SYMBOL = "ETH-BTC"  # shard 0: the never-reading client's filler
+BURST_SYMBOL = "ADA-USD"  # shard 0: the burst's resting orders, counted exactly
+DEPTH_SYMBOL = "SOL-USD"  # shard 1: the 1000-level book the read-amplification test reads
+assert shard_for(MUTE_SYMBOL, 2) == shard_for(BURST_SYMBOL, 2) == 0
+assert shard_for(DEPTH_SYMBOL, 2) == 1
+
+
+# These tests speak raw ZeroMQ to every port: the cluster runs --insecure (what a key refuses
 # is tests/process/test_identity.py's subject; here it is what the processes do with hostile bytes).
-@pytest.fixture
+# One cluster for the module (a start is ~2.5 s of CPU; eight of them were a tenth of this
+# file's cost): no test kills or reconfigures it, each keeps to its own symbol or account where
+# state could leak, measures growth (RSS, journal bytes, resting orders) from its own start,
+# and every test still checks that no process died or restarted, which also covers what the
+# tests before it sent.
+@pytest.fixture(scope="module")
 def cluster2():
     c = Cluster(2, insecure=True)
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def cluster1():
-    c = Cluster(1, insecure=True)
     try:
         yield c
     finally:
@@ -137,7 +142,9 @@ def test_tiny_dict_command_does_not_kill_the_shard(cluster2: Cluster, target: st
     try:
         reply = request(sock, SHARD0_SYMBOL.encode(), KILLER)
         # the same command in a batch with a valid one: the valid one still runs
-        mixed = msgpack.packb([VERSION, [[{}], list(new_order(SHARD0_SYMBOL, "m1", "a", 100))]])
+        # (an order id of its own per case: both cases run on the one module cluster)
+        valid = new_order(SHARD0_SYMBOL, f"m1-{target}", "a", 100)
+        mixed = msgpack.packb([VERSION, [[{}], list(valid)]])
         reply2 = request(sock, SHARD0_SYMBOL.encode(), mixed)
     finally:
         sock.close(0)
@@ -337,14 +344,15 @@ def test_client_that_never_reads_leaves_memory_bounded(cluster2: Cluster):
     """10k requests of > 30 KB replies each (> 300 MB in total) from a client that never reads:
     router and shards grow by < 100 MB each, and another client keeps trading meanwhile."""
     with cluster2.client(account="filler", timeout=30.0) as c:
+        first = c.status()[0]["seq"] + 1  # the shard is shared: this test's events start here
         # ids of ~30 bytes make ~35-byte accepted events: a 1000-event reply is > 30 KB
         pad = "x" * 24
-        cmds = [new_order(SHARD0_SYMBOL, f"r{i}{pad}", "acct", 100) for i in range(1500)]
+        cmds = [new_order(MUTE_SYMBOL, f"r{i}{pad}", "filler", 100) for i in range(1500)]
         raw = c.submit_raw(cmds, batch=200, window=4)
         assert all(err is None for err, _ in raw)
     before = pids(cluster2)
     rss0 = {name: rss(pid) for name, pid in before.items()}
-    probe = encode_request([(OP_EVENTS, 1, 1000)])
+    probe = encode_request([(OP_EVENTS, first, first + 999)])
     sock = dealer(cluster2.endpoint)
     try:
         one = len(request(sock, b"#0", probe) or b"")
@@ -485,23 +493,28 @@ def order_fates(endpoint: str, key: bytes, cmds: list[tuple]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_burst_every_order_learns_its_fate(cluster1: Cluster):
+def test_burst_every_order_learns_its_fate(cluster2: Cluster):
     """30k single-order frames sent open loop over 16 DEALERs, replies read as they come. Every
     order gets a reply (accepted / rejected / overloaded); an order whose reply never came is
     asked about with OP_ORDER, which must tell its fate. Orders never cross, so the shard's
     resting count says exactly how many ran: it must equal what the clients learned. OP_ORDER
-    on a sample agrees: accepted orders are live, ``overloaded`` ones were never executed."""
+    on a sample agrees: accepted orders are live, ``overloaded`` ones were never executed.
+    (The cluster is shared: the orders go to a book of their own, and the shard's resting
+    count is taken from what rested there before.)"""
     n_orders, n_socks = 30_000, 16
-    before = pids(cluster1)
-    socks = [dealer(cluster1.endpoint) for _ in range(n_socks)]
+    shard = shard_for(BURST_SYMBOL, 2)
+    before = pids(cluster2)
+    with cluster2.client(timeout=10.0) as c:
+        resting0 = c.status()[shard]["resting"]
+    socks = [dealer(cluster2.endpoint) for _ in range(n_socks)]
     poller = zmq.Poller()
     for s in socks:
         poller.register(s, zmq.POLLIN)
     orders = {
-        struct.pack(">Q", i): new_order(SHARD0_SYMBOL, f"b{i}", f"acct{i % n_socks}", 100 + i % 50)
+        struct.pack(">Q", i): new_order(BURST_SYMBOL, f"b{i}", f"acct{i % n_socks}", 100 + i % 50)
         for i in range(n_orders)
     }
-    key = SHARD0_SYMBOL.encode()
+    key = BURST_SYMBOL.encode()
     outcome: dict[bytes, str] = {}
 
     def drain(wait_ms: int) -> int:
@@ -535,13 +548,13 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
         for s in socks:
             s.close(0)
     missing = [orders[req] for req in orders if req not in outcome]
-    states = order_fates(cluster1.endpoint, key, missing)
+    states = order_fates(cluster2.endpoint, key, missing)
     fates: dict[str, int] = {}
     for state in states:
         fates[state] = fates.get(state, 0) + 1
     live_missing = fates.get("live", 0)
-    with cluster1.client(timeout=10.0) as c:
-        (status,) = c.status()
+    with cluster2.client(timeout=10.0) as c:
+        status = c.status()[shard]
     counts: dict[str, int] = {}
     for v in outcome.values():
         counts[v] = counts.get(v, 0) + 1
@@ -550,7 +563,7 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
     for req, v in outcome.items():
         by_outcome.setdefault(v, []).append(orders[req])
     sample_states = {
-        v: sorted(set(order_fates(cluster1.endpoint, key, cmds[:300])))
+        v: sorted(set(order_fates(cluster2.endpoint, key, cmds[:300])))
         for v, cmds in by_outcome.items()
     }
     told = {"live", "filled", "cancelled", "unknown"}
@@ -558,14 +571,14 @@ def test_burst_every_order_learns_its_fate(cluster1: Cluster):
         "replies": counts,
         "no reply": len(missing),
         "fate of those": fates,
-        "resting on the shard": status["resting"],
+        "resting on the shard": status["resting"] - resting0,
         "OP_ORDER on a sample of each outcome": sample_states,
-        "restarts": restarts(cluster1)[:2],
+        "restarts": restarts(cluster2)[:2],
     }
     print(seen)
-    assert alive(before["shard-0"]) and not seen["restarts"], seen
+    assert alive(before[f"shard-{shard}"]) and not seen["restarts"], seen
     assert sum(n for s, n in fates.items() if s not in told) == 0, seen  # none lost in silence
-    assert status["resting"] == counts.get("accepted", 0) + live_missing, seen
+    assert status["resting"] - resting0 == counts.get("accepted", 0) + live_missing, seen
     assert set(counts) <= {"accepted", "rejected", ERR_OVERLOADED}, seen
     assert sample_states.get("accepted", ["live"]) == ["live"], seen
     assert sample_states.get(ERR_OVERLOADED, ["unknown"]) == ["unknown"], seen
@@ -623,18 +636,18 @@ def test_many_book_reads_in_one_frame_have_a_bounded_reply(cluster2: Cluster):
     reply must stay ≤ 2 × MAX_EVENTS_REPLY_BYTES, the shard must grow < 100 MB, and the first
     read must still be a real 1000-level book. (On 8f70947 a raw read's depth was ignored:
     always 10 levels, so that version fails on the depth, not on the size.)"""
-    shard = shard_for(SHARD0_SYMBOL, 2)
+    shard = shard_for(DEPTH_SYMBOL, 2)
     with cluster2.client(account="depth", timeout=30.0) as c:
-        cmds = [new_order(SHARD0_SYMBOL, f"b{i}", "mm", 100_000 + i, side=0) for i in range(1000)]
-        cmds += [new_order(SHARD0_SYMBOL, f"a{i}", "mm", 200_000 + i, side=1) for i in range(1000)]
+        cmds = [new_order(DEPTH_SYMBOL, f"b{i}", "mm", 100_000 + i, side=0) for i in range(1000)]
+        cmds += [new_order(DEPTH_SYMBOL, f"a{i}", "mm", 200_000 + i, side=1) for i in range(1000)]
         raw = c.submit_raw(cmds, batch=200, window=4)
         assert all(err is None for err, _ in raw)
     pid = pids(cluster2)[f"shard-{shard}"]
     rss0 = rss(pid)
-    payload = encode_request([(OP_BOOK, SHARD0_SYMBOL, 1000)] * 2000)
+    payload = encode_request([(OP_BOOK, DEPTH_SYMBOL, 1000)] * 2000)
     sock = dealer(cluster2.endpoint)
     try:
-        reply = request(sock, SHARD0_SYMBOL.encode(), payload, wait_s=60)
+        reply = request(sock, DEPTH_SYMBOL.encode(), payload, wait_s=60)
     finally:
         sock.close(0)
     growth = rss(pid) - rss0

@@ -163,7 +163,7 @@ def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
         "--rounds",
         "1",
         "--seconds",
-        "0.5",
+        "0.2",
         "--warmup",
         "0",
         "--rate",

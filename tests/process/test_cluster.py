@@ -28,9 +28,10 @@ from tests.support.ports import free_layout
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "LTC-USD"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def insecure2():
-    """For tests that send raw ZeroMQ frames: ``shardex up --insecure`` (no keys)."""
+    """For tests that send raw ZeroMQ frames: ``shardex up --insecure`` (no keys). One for the
+    module: its two cases (router, direct) kill nothing and each checks every process is up."""
     c = Cluster(2, insecure=True)
     try:
         yield c

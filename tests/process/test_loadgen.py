@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ from shardex.wire.protocol import (
     recovering_error,
     shard_for,
 )
+from tests.support.cluster import Cluster
 from tests.support.standin import StandIn, shard_like
 from tests.support.wait import wait_until
 
@@ -247,15 +249,26 @@ def test_unknown_reasons_are_read_from_the_error_codes(error: str, why: str) -> 
     assert why_unknown(None) == "unreadable_state"
 
 
-def test_real_cluster_report_and_config(cluster2) -> None:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One real cluster for the module's loadgen runs (none kills or reconfigures it; each
+    counts from what the cluster had done before it): three cluster starts fewer."""
+    c = Cluster(2)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_real_cluster_report_and_config(cluster: Cluster) -> None:
     seen: list[Progress] = []
     cfg = LoadConfig(
-        endpoint=cluster2.endpoint,
+        endpoint=cluster.endpoint,
         orders=3000,
         duration=None,
         procs=2,
         symbols=3,
-        key=str(cluster2.key),  # the admin key: loadgen's accounts acct-N are nobody's own
+        key=str(cluster.key),  # the admin key: loadgen's accounts acct-N are nobody's own
     )
     rep = run(cfg, on_progress=seen.append)
     d = rep.to_dict()
@@ -276,17 +289,22 @@ print(json.dumps(rep.to_dict()), flush=True)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
+def test_interrupt_returns_the_partial_report(cluster: Cluster, how: str) -> None:
+    def commands() -> int:
+        with cluster.client() as c:
+            return sum(s.get("commands") or 0 for s in c.status())
+
+    before = commands()  # (the cluster is shared: what the tests before it sent)
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, cluster1.endpoint, str(cluster1.key)],
+        [sys.executable, "-c", SCRIPT, cluster.endpoint, str(cluster.key)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
         cwd=ROOT,
     )
     try:
-        with cluster1.client() as c:  # interrupted once it is sending (and acknowledged)
-            wait_until(lambda: (c.status()[0].get("commands") or 0) >= 200, 30, "loadgen sending")
+        # interrupted once it is sending (and acknowledged)
+        wait_until(lambda: commands() >= before + 200, 30, "loadgen sending")
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole group
         else:
@@ -303,11 +321,11 @@ def test_interrupt_returns_the_partial_report(cluster1, how: str) -> None:
     assert d["seconds"] < 60 and d["config"]["duration"] == 60.0
 
 
-def test_loadgen_without_the_clusters_key_is_one_clear_error(cluster1) -> None:
+def test_loadgen_without_the_clusters_key_is_one_clear_error(cluster: Cluster) -> None:
     with pytest.raises(LoadError, match="handshake failed"):
-        run(LoadConfig(endpoint=cluster1.endpoint, orders=10, duration=None, key="none"))
+        run(LoadConfig(endpoint=cluster.endpoint, orders=10, duration=None, key="none"))
     with pytest.raises(LoadError, match="not found"):
-        LoadConfig(endpoint=cluster1.endpoint, key=str(Path(cluster1.data_dir) / "nope.key"))
+        LoadConfig(endpoint=cluster.endpoint, key=str(Path(cluster.data_dir) / "nope.key"))
 
 
 def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> None:

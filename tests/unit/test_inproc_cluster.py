@@ -13,12 +13,16 @@ from decimal import Decimal as D
 import pytest
 
 from shardex.client import audit_report
+from shardex.client.fatesteps import FateDecisions
+from shardex.client.results import EXECUTED, NOT_EXECUTED
 from shardex.engine.codes import EV_ACCEPTED, EV_TRADE
 from shardex.inproc import InProcCluster
+from shardex.wire.errors import ERR_OVERLOADED
 from tests.support.inproc import plan, published
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "ETH-BTC")
 ACCOUNTS = [f"acct-{i}" for i in range(6)]
+FATES = (EXECUTED, NOT_EXECUTED)  # an order's settled fates: the SDK's own spellings
 
 
 def _orders(rng: random.Random, n: int) -> list[dict]:
@@ -52,6 +56,15 @@ def _accepted(cluster: InProcCluster) -> list[str]:
     return [ev[3] for ev in _events(cluster, EV_ACCEPTED)]  # (EV_ACCEPTED, seq, symbol, id)
 
 
+def test_the_fates_the_cluster_test_accepts_are_the_sdks():
+    """An order a batch error refused (it never ran) settles as the SDK spells it: the
+    fates the whole-cluster test accepts must include that spelling, not a look-alike."""
+    cmd = {"op": "new", "symbol": "BTC-USD", "id": "o1"}
+    (refused,) = FateDecisions.results(None, [cmd], [(ERR_OVERLOADED, [])])  # type: ignore[arg-type]
+    (ran,) = FateDecisions.results(None, [cmd], [(None, [])])  # type: ignore[arg-type]
+    assert (ran.fate, refused.fate) == FATES
+
+
 @pytest.mark.timeout(60)
 def test_a_whole_cluster_in_one_process_keeps_every_invariant():
     rng = random.Random(7)
@@ -66,7 +79,7 @@ def test_a_whole_cluster_in_one_process_keeps_every_invariant():
                 results += await asyncio.gather(*[cl.place(**o) for o in chunk])
             # every order answered exactly once, with a fate
             assert len(results) == len(orders)
-            assert all(r.fate in ("executed", "not_executed") for r in results), {
+            assert all(r.fate in FATES for r in results), {
                 r.fate for r in results
             }
             executed = [o["id"] for o, r in zip(orders, results, strict=True) if r.ok]

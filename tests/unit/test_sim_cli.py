@@ -95,3 +95,71 @@ def test_the_standin_catches_money_made_up_on_a_real_cluster():
     assert {"shard_money", "money_conserved"} <= checks, res.violations
     clean = standin(11, [], 0.3)
     assert clean.violations == [] and clean.checked > 10
+
+
+def test_a_node_that_raises_fails_its_seed_on_the_world(monkeypatch):
+    """The world's own violation (an account shard's turn raised: its process would have
+    died) fails the seed and is printed, though every invariant still holds after the
+    supervisor restarted it; the summary says how much was simulated per CPU second."""
+    from shardex.node.accounts import AccountNode
+
+    real = AccountNode.after_links
+    raised: list[str] = []
+
+    def after_links(self: AccountNode) -> None:
+        if not raised and self.mono() > 0.3:
+            raised.append("once")
+            raise ZeroDivisionError("a bug in an account shard's turn")
+        real(self)
+
+    monkeypatch.setattr(AccountNode, "after_links", after_links)
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--faults", "none", "--duration", "0.5"])
+    assert raised and res.exit_code == 1, res.output
+    assert "VIOLATION world: accounts-" in res.output and "ZeroDivisionError" in res.output
+    assert "summary: 1 seeds, 1 failed (1)" in res.output
+    assert " s simulated (" in res.output and " per CPU s)" in res.output
+
+
+def test_the_default_faults_are_every_safe_kind():
+    from shardex.sim import worldrun
+
+    assert [p.default for p in cli.main.params if p.name == "faults"] == ["safe"]
+    f = worldrun.faults_of(["safe"])
+    for field_, kind in (("delay_p", "delay"), ("cut_per_s", "cut"),
+                         ("partition_per_s", "partition"), ("crash_per_s", "crash"),
+                         ("pause_per_s", "pause"), ("slow_per_s", "slow"),
+                         ("power_per_s", "power")):  # fmt: skip
+        assert getattr(f, field_) > 0 and kind in worldrun.SAFE, field_
+
+
+def test_bridge_runs_the_world_with_its_streams_and_replays_with_it(monkeypatch):
+    calls: list[bool] = []
+    world = FakeWorld()
+
+    def run(seed, faults, duration, mutation=None, keep=None, bridge=False) -> RunResult:
+        calls.append(bridge)
+        return world(seed, faults, duration, mutation, keep)
+
+    monkeypatch.setattr(cli, "pick", lambda: (run, False))
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--seed", "3", "--bridge"])
+    assert calls == [True] and res.exit_code == 1
+    assert "--faults safe --duration 2 --bridge" in res.output
+    monkeypatch.setattr(cli, "pick", lambda: (run, True))
+    res = CliRunner().invoke(cli.main, ["--bridge"])
+    assert res.exit_code == 2 and "needs the simulated world" in res.output
+
+
+def test_a_run_that_cannot_go_on_fails_its_seed_with_a_replay_line(monkeypatch):
+    """An account shard that raises on every turn: funding fails, the run stops there; the
+    seed fails (the node's raise, and the run that could not go on), the command goes on."""
+    from shardex.node.accounts import AccountNode
+
+    def after_links(self: AccountNode) -> None:
+        raise ZeroDivisionError("every turn")
+
+    monkeypatch.setattr(AccountNode, "after_links", after_links)
+    res = CliRunner().invoke(cli.main, ["--seeds", "2", "--faults", "none", "--duration", "0.2"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    assert "VIOLATION world: accounts-" in res.output
+    assert "VIOLATION simulation: seed 1: the run stopped" in res.output, res.output
+    assert "summary: 2 seeds, 2 failed (1, 2)" in res.output

@@ -242,3 +242,67 @@ def test_a_heartbeat_drops_a_connection_silent_across_a_partition_until_the_heal
     assert _drain(quiet) == [[b"held"]]
     r.send_multipart([b"c1", b"back"])
     assert _drain(d) == [[b"back"]]
+
+
+# -- reconnect interval (Faults.reconnect): libzmq's RECONNECT_IVL, jitter and backoff ------
+
+
+def _attached(d) -> bool:
+    return d.pipes[0].b is not None
+
+
+def _advance_until(n: Net, pred, step: float = 0.005, limit: float = 5.0) -> float:
+    """Move virtual time until ``pred()``; how long it took (fails past ``limit``)."""
+    t0 = n.clock.now
+    while not pred():
+        assert n.clock.now - t0 < limit, "never happened"
+        n.advance(step)
+    return n.clock.now - t0
+
+
+def test_a_cut_connection_comes_back_after_the_reconnect_interval_and_queues_meanwhile():
+    n = Net(reconnect=1.0)
+    r, d = _pair(n)  # (RECONNECT_IVL: libzmq's default, 100 ms)
+    n.net.cut(d.pipes[0])
+    assert not _attached(d)
+    d.send_multipart([b"queued"])  # a DEALER queues on a detached pipe (no IMMEDIATE)
+    n.advance(0.05)
+    assert not _attached(d) and _drain(r) == []
+    took = _advance_until(n, lambda: _attached(d))
+    assert 0.1 <= took <= 0.2 + 0.005  # the interval plus a jitter below it
+    assert _drain(r) == [[b"c1", b"queued"]]
+    assert n.net.counts["redial"] == 1
+
+
+def test_without_the_reconnect_fault_a_cut_reconnects_at_once():
+    n = Net()
+    r, d = _pair(n)
+    n.net.cut(d.pipes[0])
+    assert _attached(d)
+
+
+def test_a_restarted_peer_is_reached_after_the_interval_backed_off_while_it_was_gone():
+    n = Net(reconnect=1.0)
+    r, d = _pair(n, RECONNECT_IVL=50, RECONNECT_IVL_MAX=400)
+    r.close()
+    n.advance(2.0)  # gone for 2 s: the retries backed off to the 400 ms maximum
+    r2 = n.sock("server", zmq.ROUTER, ROUTER_MANDATORY=1)
+    r2.bind("inproc://server")
+    assert not _attached(d)
+    took = _advance_until(n, lambda: _attached(d))
+    assert 0.4 <= took <= 0.45 + 0.005
+    d.send_multipart([b"hello again"])
+    assert _drain(r2) == [[b"c1", b"hello again"]]
+
+
+def test_reconnect_delays_are_seeded():
+    def delays(seed: int) -> list[float]:
+        n = Net(seed=seed, reconnect=1.0)
+        _, d = _pair(n)
+        out = []
+        for _ in range(5):
+            n.net.cut(d.pipes[0])
+            out.append(_advance_until(n, lambda: _attached(d), step=0.001))
+        return out
+
+    assert delays(3) == delays(3) != delays(4)

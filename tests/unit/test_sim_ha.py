@@ -183,7 +183,7 @@ def test_leader_losses_count_only_failovers_with_a_cause() -> None:
     from shardex.sim.worldha import HA
 
     clock = VirtualClock()
-    ha = HA(1, clock, Trace(), StoreFaults())
+    ha = HA(1, clock, Trace(), StoreFaults(), SimStore(clock))
     ha._failover("engine-0a", 1)  # (the first election: nobody lost)
     clock.advance(1.0)
     ha._failover("engine-0b", 2)  # engine-0a was never impaired: needless
@@ -196,3 +196,14 @@ def test_leader_losses_count_only_failovers_with_a_cause() -> None:
     ha._impair("", clock.now + 1.0)  # the store down: every leader impaired
     ha._failover("engine-0b", 4)
     assert ha.losses[("engine", 0)] == 2
+
+
+def test_replicated_world_with_its_bridge() -> None:
+    """Replicas and the bridge on one store (as on one Redis): through the failovers every
+    event of the engine shard is in its stream once, in order (``stream_exact``)."""
+    world = CheckedWorld(1, dict(PLAN), NODE_FAULTS, bridge=True)
+    with quiet():
+        r = world.run(1.5)
+    assert [str(v) for v in world.monitor.violations] + r.violations == []
+    assert any(e[1] == "promote" and not e[3].startswith("epoch 1") for e in r.trace)
+    assert world.store is not None and world.store.client().xrange("shardex:events:0")

@@ -91,3 +91,36 @@ def test_queued_not_executed_ignores_the_account_shards_held() -> None:
     with applied("queued_not_executed"):
         assert FateDecisions.held_fate(cmd, None, held) is None
     assert FateDecisions.held_fate(cmd, None, held)[0] == EXECUTED
+
+
+# -- caught in the simulated world, under the command line's default faults ----------------------
+
+# (mutation, expected check, seconds simulated per seed, K: the first seed failing is <= K)
+CAUGHT = [
+    ("queued_not_executed", "ran_at_most_once", 2.0, 8),
+    ("link_identity_takeover", "acked_once", 1.0, 3),
+    ("double_release", "shard_money", 1.0, 3),
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("name", "check", "duration", "k"), CAUGHT, ids=[c[0] for c in CAUGHT])
+def test_the_world_catches_the_mutation_with_every_safe_fault(name, check, duration, k) -> None:
+    """Mutation on: a seed within the first K fails with the expected check (its replay line
+    names it); the same seeds with the bug fixed pass every check."""
+    from shardex.sim import worldrun  # noqa: PLC0415 - (the world imports the patched modules)
+    from shardex.sim.cli import replay_line  # noqa: PLC0415
+
+    faults = list(worldrun.SAFE)
+    failed = None
+    for seed in range(1, k + 1):
+        res = worldrun.run(seed, faults, duration, name)
+        if res.violations:
+            failed = res
+            break
+    assert failed is not None, f"{name}: no seed of 1..{k} failed"
+    assert check in {v.check for v in failed.violations}, (
+        failed.violations, replay_line(failed.seed, faults, duration, name))
+    for seed in range(1, failed.seed + 1):
+        clean = worldrun.run(seed, faults, duration)
+        assert clean.violations == [], (clean.violations, replay_line(seed, faults, duration, None))
