@@ -6,7 +6,6 @@ set). Knows no concrete node: the state machine comes from the journal's factory
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any
 
@@ -44,6 +43,30 @@ from shardex.wire.replication import (
     encode_body,
     rec_fields,
 )
+
+
+def move_dir(disk: Any, src: str, dst: str) -> None:
+    """Move directory ``src`` to a new ``dst`` through ``disk`` (the transport's: a
+    ``SimDisk`` in the simulator, where ``shutil`` would reach for real files that are not
+    there), leaving ``src`` empty: one rename of the directory where the disk can (the OS:
+    atomic), else a rename of each entry, recursively."""
+    try:
+        disk.replace(src, dst)
+    except OSError:
+        _move_entries(disk, src, dst)
+    disk.makedirs(src)
+
+
+def _move_entries(disk: Any, src: str, dst: str) -> None:
+    disk.makedirs(dst)
+    for name in disk.listdir(src):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if disk.isdir(s):
+            _move_entries(disk, s, d)
+        else:
+            disk.replace(s, d)
+    disk.fsync_dir(dst)
+    disk.fsync_dir(src)
 
 
 class Diverged(Exception):
@@ -145,8 +168,7 @@ class Standby:
         aside = f"{self.journal_dir}.diverged-{int(self.clock.time())}"
         log.error("ALERT %s: %s; moving the journal to %s and catching up from the leader",
                   self.node, why, aside)  # fmt: skip
-        shutil.move(self.journal_dir, aside)
-        os.makedirs(self.journal_dir, exist_ok=True)
+        move_dir(self.zmq.disk, self.journal_dir, aside)
         self.journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine,
                                     self.zmq.disk)  # fmt: skip
         self.engine = self.journal.recover().engine

@@ -26,13 +26,27 @@ from typing import Any
 
 from shardex.inproc import InProcCluster, parse
 from shardex.kinds import spawns
+from shardex.node.failover import KILLED
 from shardex.sim.sched import Trace
 
 LISTS = {"router": "routers", "engine": "engines", "accounts": "accounts"}
 
 
+REPLICA_TAGS = "ab"  # replica r of a replicated shard is named ``engine-0a``, ``engine-0b``...
+
+
 def _key(kind: str, o: dict[str, Any]) -> str:
-    return f"{kind}-{o.get('index') or 0}"
+    base = f"{kind}-{o.get('index') or 0}"
+    if o.get("role") == "auto" and o.get("replica") is not None:  # (a replica: --role auto)
+        return base + REPLICA_TAGS[int(o["replica"])]
+    return base
+
+
+def replica_name(node: Any) -> str:
+    """A ``FailoverNode``'s name: ``engine-0a`` for replica 0 of engine shard 0 (its lease
+    node id ``shard-0.r0``), ``accounts-1b`` for replica 1 of account shard 1."""
+    kind = "engine" if node.role == "shard" else "accounts"
+    return f"{kind}-{node.cfg.index}{REPLICA_TAGS[int(node.node.rsplit('.r', 1)[1])]}"
 
 
 class StartFailed(RuntimeError):
@@ -53,8 +67,9 @@ class Lifecycle:
         self.down: dict[str, int] = {}  # name -> its index in its list, while crashed
         self.crashes = self.restarts = self.pauses = self.slows = self.powers = 0
         self.failures: list[str] = []  # restarts that raised (the node refused to start)
+        self.turning: str | None = None  # the replica whose turn runs now (``_own_turns``)
         for name, node in self.named().items():
-            tag(node, name)
+            self._tag(node, name)
         # every context a node opens from now on (a restart), so that one that fails half
         # way through its start can be closed: what it bound must not outlive it
         self.contexts: list[Any] = []
@@ -62,6 +77,8 @@ class Lifecycle:
 
         def context() -> Any:
             ctx = make()
+            if self.turning is not None:  # (a replica promoted in its turn: its leader's)
+                ctx.owner = self.turning
             self.contexts.append(ctx)
             return ctx
 
@@ -73,21 +90,48 @@ class Lifecycle:
         out: dict[str, Any] = {f"router-{i}": n for i, n in enumerate(c.routers)}
         out.update({f"engine-{n.cfg.index}": n for n in c.engines})
         out.update({f"accounts-{n.cfg.index}": n for n in c.accounts})
+        out.update({replica_name(n): n for n in c.replicas})
         return out
+
+    def _list(self, name: str) -> list[Any]:
+        """The cluster's list ``name`` lives in (``replicas`` for a replica's)."""
+        if name[-1] in REPLICA_TAGS and name.rsplit("-", 1)[0] != "router":
+            return self.cluster.replicas
+        return getattr(self.cluster, LISTS[name.rsplit("-", 1)[0]])
+
+    def _tag(self, node: Any, name: str) -> None:
+        """``tag``, and for a replica: what it opens in its turns is its own too (a standby
+        promoted in a turn builds its leader, whose sockets must be partitionable as its)."""
+        tag(node, name)
+        if hasattr(node, "standby"):
+            _own_turns(self, node, name)
+
+    def exited(self, name: str) -> None:
+        """Replica ``name`` exited by itself (its lease lost: ``FailoverNode.exited``; it
+        closed what it had): down until ``restart``, as under its supervisor."""
+        node = self.named()[name]
+        nodes = self._list(name)
+        self.down[name] = nodes.index(node)
+        nodes.remove(node)
+        self.cluster.thaw(node)
+        for sock in list(node.ctx.socks):  # (the process is gone: what its node left open
+            sock.close(0)  # closes with it, as its peers see at an exit)
+        self.trace.add(self._now(), "exit", name, str(node.exited))
 
     def _now(self) -> float:
         return self.cluster.net.clock.monotonic()
 
     def crash(self, name: str) -> None:
         node = self.named()[name]
-        kind = name.rsplit("-", 1)[0]
-        nodes = getattr(self.cluster, LISTS[kind])
+        nodes = self._list(name)
         self.down[name] = nodes.index(node)
         nodes.remove(node)
         self.cluster.thaw(node)
         for sock in list(node.ctx.socks):
             sock.close(0)
         _drop_journal_fd(node)
+        if hasattr(node, "standby"):  # (a replica: no more turns, no close, no release)
+            node.exited = KILLED
         self.crashes += 1
         self.trace.add(self._now(), "crash", name)
 
@@ -112,25 +156,30 @@ class Lifecycle:
         ``failures`` says so."""
         at = self.down.pop(name)
         kind, o = self.options[name]
-        nodes = getattr(self.cluster, LISTS[kind])
+        nodes = self._list(name)
         mark = len(self.contexts)
         try:
             self.cluster._build(kind, dict(o))
+            node = nodes.pop()
+            self._tag(node, name)
+            node.start()  # (a replica's standby checks its journal against the lease here)
         except Exception as exc:  # (whatever a starting process could die of)
-            for ctx in self.contexts[mark:]:
-                ctx.term()
-            del self.contexts[mark:]
-            self.down[name] = at
-            self.failures.append(f"{name} failed to start: {exc!r}")
-            self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
-            raise StartFailed(name) from exc
-        node = nodes.pop()
+            self._failed_start(name, at, mark, exc)
         nodes.insert(at, node)
-        tag(node, name)
-        node.start()
         self.restarts += 1
         self.trace.add(self._now(), "restart", name, f"seq {_seq(node)}")
         return node
+
+    def _failed_start(self, name: str, at: int, mark: int, exc: Exception) -> None:
+        """A restart raised: close what it opened, keep ``name`` down, say so, and raise
+        ``StartFailed``."""
+        for ctx in self.contexts[mark:]:
+            ctx.term()
+        del self.contexts[mark:]
+        self.down[name] = at
+        self.failures.append(f"{name} failed to start: {exc!r}")
+        self.trace.add(self._now(), "failure", name, f"start: {exc!r}")
+        raise StartFailed(name) from exc
 
     def pause(self, name: str, seconds: float, kind: str = "pause") -> None:
         """Freeze ``name`` for ``seconds``: a SIGSTOP or GC (``pause``), or a long loop turn
@@ -149,6 +198,24 @@ def tag(node: Any, name: str) -> None:
     node.ctx.owner = name
     for sock in node.ctx.socks:
         sock.owner = name
+
+
+def _own_turns(life: Lifecycle, node: Any, name: str) -> None:
+    """``node``'s turns run with ``life.turning`` = ``name`` (its new contexts are its)."""
+    turn = type(node).turn.__get__(node)
+
+    def owned() -> None:
+        standing_by = node.leader is None
+        life.turning = name
+        try:
+            turn()
+        finally:
+            life.turning = None
+        if standing_by and node.leader is not None:  # (it took the lease in this turn)
+            life.trace.add(life._now(), "promote", name,
+                           f"epoch {node.lease.epoch} seq {node.machine.seq}")  # fmt: skip
+
+    node.turn = owned
 
 
 def _seq(node: Any) -> int:

@@ -161,17 +161,32 @@ def cluster_state(cluster: Any, orders: Iterable[Order] = (), streams: Any = Non
     and ``streams`` (``read_streams``'s, or None). ``replay=False`` skips reading journals
     back (the cheap state a continuous check needs)."""
     standbys = list(getattr(cluster, "standbys", ()))
-    engines = [engine_shard(n, replay=replay) for n in cluster.engines]
-    accounts = [account_shard(n, replay=replay) for n in cluster.accounts]
+    leading = replica_leaders(cluster)
+    engines = [engine_shard(n, replay=replay) for n in [*cluster.engines, *leading["shard"]]]
+    accounts = [account_shard(n, replay=replay)
+                for n in [*cluster.accounts, *leading["accounts"]]]  # fmt: skip
     for n in standbys:
         if hasattr(n, "core"):
             engines.append(engine_shard(n, leader=False, replay=replay))
         elif hasattr(n, "machine"):
             accounts.append(account_shard(n, leader=False, replay=replay))
     if markets is None:
-        markets = cluster.engines[0].core.markets if cluster.engines else {}
+        first = [*cluster.engines, *leading["shard"]]
+        markets = first[0].core.markets if first else {}
     return ClusterState(engines=engines, accounts=accounts, orders=list(orders),
                         streams=streams, markets=markets)  # fmt: skip
+
+
+def replica_leaders(cluster: Any) -> dict[str, list[Any]]:
+    """The leader nodes of a cluster's replicated shards (``InProcCluster.replicas``), by
+    role ("shard", "accounts"): every replica that leads and has not exited -- a deposed one
+    that has not noticed yet too (its epoch is older: ``invariants.leaders`` prefers the
+    newest)."""
+    out: dict[str, list[Any]] = {"shard": [], "accounts": []}
+    for r in getattr(cluster, "replicas", ()):
+        if getattr(r, "leader", None) is not None and r.exited is None:
+            out[r.role].append(r.leader)
+    return out
 
 
 def accepted_ids(state: ClusterState) -> list[tuple[str, str]]:

@@ -53,6 +53,8 @@ class Trace:
         # seed. The digest reads it as 0, so a replay in another process digests the same.
         self._pid = _PID_KEY + msgpack.packb(os.getpid())
         self._pid0 = _PID_KEY + msgpack.packb(0)
+        # and a standby's ``[PID, pid]`` to its leader (``wire.replication``): the same, read 0
+        self._pid_body, self._pid0_body = msgpack.packb(os.getpid()), msgpack.packb(0)
 
     def add(self, t: float, kind: str, node: str = "", detail: str = "") -> None:
         self.events.append((t, kind, node, detail))
@@ -62,9 +64,11 @@ class Trace:
         self.delivered += 1
         sha = self._sha
         sha.update(sock.owner.encode())
-        for frame in msg:
+        for k, frame in enumerate(msg):
             if _PID_KEY in frame:
                 frame = frame.replace(self._pid, self._pid0)
+            elif k and msg[k - 1] == b"PID" and frame == self._pid_body:
+                frame = self._pid0_body
             sha.update(len(frame).to_bytes(4, "big"))
             sha.update(frame)
 

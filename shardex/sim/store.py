@@ -49,6 +49,7 @@ from typing import Any
 
 import fakeredis
 import msgpack
+import redis
 from fakeredis._core._database import Database, Item
 from fakeredis.model import XStream
 
@@ -204,6 +205,32 @@ def _restore(image: Any) -> Item:
     return image.restore() if isinstance(image, _StreamImage) else copy.deepcopy(image)
 
 
+class CuttableRedis(fakeredis.FakeRedis):
+    """A sync client that one node's partition from the store can cut: while ``cut``, every
+    command and pipeline raises ``redis.ConnectionError`` as an unreachable Redis does (the
+    others' clients go on)."""
+
+    cut = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.cut:
+            raise redis.exceptions.ConnectionError("cut off from the store")
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def gated(raise_on_error: bool = True) -> Any:
+            if self.cut:
+                pipe.reset()
+                raise redis.exceptions.ConnectionError("cut off from the store")
+            return execute(raise_on_error)
+
+        pipe.execute = gated  # type: ignore[method-assign]
+        return pipe
+
+
 class SimStore:
     """One simulated Redis: a primary the clients talk to, and its asynchronous replica.
 
@@ -235,8 +262,10 @@ class SimStore:
         return fakeredis.FakeAsyncRedis(server=self.server)
 
     def connect(self, url: str, keys_dir: str | None = None) -> Any:  # noqa: ARG002
-        """``lease.connect``'s shape (``lease.Connect``): the URL names no real server here."""
-        return self.client()
+        """``lease.connect``'s shape (``lease.Connect``): the URL names no real server here.
+        The client can be cut off alone (``CuttableRedis.cut``: a partition between one
+        node and the store)."""
+        return CuttableRedis(server=self.server)
 
     def async_connect(self, url: str) -> Any:  # noqa: ARG002
         """``RedisWriter``'s client factory (``connect``): the URL names no real server."""

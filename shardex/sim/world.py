@@ -52,6 +52,12 @@ integrity check): it stays down, and is tried again ``down_s`` later while fault
 ``bridge``: the cluster's bridge runs too, writing its streams to a ``SimStore`` on the virtual
 clock (``self.store``; the stream exact-once check reads it).
 
+With ``replicas`` 2 in ``plan_kwargs`` every shard runs a leader and a standby, named
+``engine-0a``/``engine-0b`` and so on, with the lease on the ``SimStore`` (the bridge's, if
+any) and ``store_faults`` (``shardex.sim.worldha``: outages, cuts, opt-in failovers, the
+supervisor of replicas that lost their lease, and its checks ``stale_writes``/``cold_failover``
+in ``violations``).
+
 ``checks``: callables ``check(world)`` run every ``check_every_s`` virtual seconds during the
 run (continuous invariants) -- an ``AssertionError`` is recorded as a violation (trace and
 ``violations``), not raised, so the run goes on and the result shows where.
@@ -86,6 +92,7 @@ from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
 from shardex.sim.skew import Clocks, SkewedCluster
 from shardex.sim.workload import Workload
+from shardex.sim.worldha import HA, StoreFaults, is_replicated
 
 try:  # (fakeredis, the ``sim`` extra: only a world with its bridge needs it)
     from shardex.sim.store import SimStore
@@ -134,7 +141,8 @@ class World:
                  check_every_s: float = 0.05,
                  schedule: list[tuple[float, str, str, str]] | None = None,
                  workload: dict[str, Any] | None = None,
-                 real_disk: bool = False, bridge: bool = False) -> None:  # fmt: skip
+                 real_disk: bool = False, bridge: bool = False,
+                 store_faults: StoreFaults | None = None) -> None:  # fmt: skip
         self.seed = seed
         self.plan_kwargs = {"shards": 1, "accounts": 1, **(plan_kwargs or {})}
         self.faults = faults
@@ -149,10 +157,12 @@ class World:
         self.disk = None if real_disk else SimDisk(random.Random(f"disk-{seed}"))
         self.clock = VirtualClock()
         # the bridge and its stream store: a ``SimStore`` on the virtual clock (no real Redis)
-        if bridge and SimStore is None:
-            raise RuntimeError("World(bridge=True) needs the simulated store: "
+        replicated = is_replicated(self.plan_kwargs)  # (the replicas' leases: on it too)
+        if (bridge or replicated) and SimStore is None:
+            raise RuntimeError("World(bridge=True) and replicas need the simulated store: "
                                "pip install -e '.[sim]' (fakeredis)")  # fmt: skip
-        self.store = SimStore(self.clock, seed) if bridge else None
+        self.bridge = bridge
+        self.store = SimStore(self.clock, seed) if bridge or replicated else None
         self.trace = Trace()
         self.rng = random.Random(f"nodes-{seed}")
         self.loading = False
@@ -165,6 +175,14 @@ class World:
         self._restart_at: dict[str, float] = {}
         self._last_tick: float | None = None
         self._next_check = 0.0
+        self.ha = self._ha(store_faults)
+
+    def _ha(self, store_faults: StoreFaults | None) -> HA | None:
+        """With ``replicas`` 2 in the plan: the standbys' lease store's faults, the supervisor
+        of replicas that lost their lease, its checks (``shardex.sim.worldha``)."""
+        if not is_replicated(self.plan_kwargs):
+            return None
+        return HA(self.seed, self.clock, self.trace, store_faults or StoreFaults(), self.store)
 
     def _plan(self, data_dir: str) -> Plan:
         kw = dict(self.plan_kwargs)
@@ -197,6 +215,10 @@ class World:
         cluster = self.cluster = self._cluster(self._plan(data_dir), t)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
+        if self.ha is not None:
+            if not self.bridge:
+                cluster.bridge = None  # (the store holds the leases only)
+            self.ha.attach(self.life)
         self.hazards = Hazards(self.seed, self.faults, self.life, self.trace, self.disk,
                                self.clocks)  # fmt: skip
         sched = cluster.sched = Scheduler(self.seed, mode=self.mode, hub=hub, trace=self.trace)
@@ -213,7 +235,9 @@ class World:
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
         self.result.violations += self.life.failures
-        self.result.counts = {**self.net.counts, "crash": self.life.crashes,
+        ha = self.ha.counts if self.ha is not None else {}
+        self.result.violations += self.ha.violations if self.ha is not None else []
+        self.result.counts = {**self.net.counts, **ha, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
                               "slow": self.life.slows, "power": self.life.powers,
                               **self.hazards.counts}  # type: ignore[union-attr] # fmt: skip
@@ -247,6 +271,8 @@ class World:
         self._heal()
         await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
+        if self.ha is not None:
+            await self.ha.settled()  # (and the links' repairs after a failover)
         self.result.orders = [o for task in tasks for o in task.result()]
         self.result.cancels = work.cancels
         await work.settle(clients[0], self.result.orders)
@@ -268,6 +294,8 @@ class World:
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)
+        if self.ha is not None:
+            self.ha.tick(now, self.loading, self._restart_at, self.faults.down_s)
         for name, at in list(self._restart_at.items()):
             if at <= now:
                 del self._restart_at[name]
@@ -340,6 +368,8 @@ class World:
         """No more faults: partitions healed, the crashed restarted, the paused thawed."""
         self.net.heal()  # type: ignore[union-attr]
         self.hazards.heal()  # type: ignore[union-attr]
+        if self.ha is not None:
+            self.ha.heal()
         self._restart_at.clear()
         for name in sorted(self.life.down):  # type: ignore[union-attr]
             self._restart(name, again=False)
@@ -360,7 +390,10 @@ class World:
         life = self.life
         assert life is not None
         engines, accounts = {}, {}
-        for name, node in life.named().items():
+        for name, live in life.named().items():
+            node = getattr(live, "leader", live)  # (a replica: its leader node, if it leads)
+            if node is None or getattr(live, "exited", None) is not None:
+                continue
             if name.startswith("engine-"):
                 seq = node.core.engine.seq
                 events = _events(node, seq)

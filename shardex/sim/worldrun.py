@@ -158,11 +158,13 @@ class CheckedWorld(World):
         cluster = self.cluster
         assert cluster is not None
         streams = None
-        if self.store is not None:  # (the bridge's streams, as the healed store has them)
-            streams = read_streams(self.store.client(), len(cluster.engines),
-                                   len(cluster.accounts))  # fmt: skip
-        state = cluster_state(cluster, orders_of(self.result.orders, bool(cluster.accounts)),
-                              streams)  # fmt: skip
+        if self.bridge and self.store is not None:  # (the bridge's streams, as healed)
+            lay = cluster.plan.layout  # (replicated: the shards are not in cluster.engines)
+            streams = read_streams(self.store.client(), lay.shards, lay.accounts)
+        tiered = bool(cluster.accounts) or any(r.role == "accounts" for r in cluster.replicas)
+        state = cluster_state(cluster, orders_of(self.result.orders, tiered), streams)
+        if self.ha is not None:  # (replicated: the leader losses the world caused)
+            state.leader_losses = dict(self.ha.losses)
         net = self.net
         state.lossy = bool(net is not None and (net.counts.get("cut") or net.counts.get("lost")))
         state.lossy = state.lossy or bool(self.life is not None and self.life.crashes)

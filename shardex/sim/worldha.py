@@ -1,0 +1,313 @@
+"""Standbys, leases and their store inside the simulated world (``World`` with ``replicas`` 2).
+
+A plan with ``replicas=2`` gives every engine and account shard two replicas
+(``shardex.inproc_replicas``: a standby that leads once it holds the lease, the lease renewed
+by its own turns), named ``engine-0a``/``engine-0b``, ``accounts-0a``/``accounts-0b``
+(``sim.crash.replica_name``): the world crashes, restarts, powers off, pauses and partitions
+them like any node, leader or standby. Their lease lives on a ``SimStore`` (``sim.store``: an
+in-memory Redis on the virtual clock, with an asynchronous replica). What ``HA`` adds to a
+world:
+
+* **the store's faults** (``StoreFaults``, drawn from a stream of their own, ``store-SEED``):
+  an *outage* (``down_per_s``, for ``down_s``: every lease call fails, nothing is lost: the
+  leaders cannot renew and fence at their deadline, the standbys cannot take over) and a
+  *failover* to its replica (``failover_per_s``; OFF by default): the writes since the
+  replica's last sync are lost, lease keys included. A failover breaks the lease's documented
+  assumption (ONE Redis, ``shardex.lease``): a seed that finds two writers after one is the
+  danger shown, not a bug of the cluster;
+* **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
+  a process's exit code 3) is restarted after ``down_s`` and rejoins as a standby;
+* **what the checks need**: ``losses`` per (tier, shard), the failovers the world caused
+  (the old leader was crashed, powered off, paused, slowed or cut off from the store during
+  its term, or the store was down or failed over) for ``no_needless_failover``;
+  ``cold_failover`` (a replica that just started and never followed a leader takes a free
+  lease while another in-sync member exists); and ``stale_writes``,
+  a continuous check of its own: no leader writes under an epoch once a later epoch of its
+  shard was seen granted (a deposed leader must stop at its deadline, before the lease can
+  expire: a write after that is a second writer, whatever its epoch says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
+from shardex.sim.crash import Lifecycle, StartFailed, replica_name
+from shardex.sim.faults import fire
+from shardex.sim.sched import Trace
+
+FOREVER = float("inf")
+SETTLE_S = 10.0  # the heal's bound on waiting for the account links' forwards to be confirmed
+
+
+@dataclass(frozen=True)
+class StoreFaults:
+    """Rates of the lease store's faults (virtual seconds; all zero: a perfect Redis)."""
+
+    down_per_s: float = 0.0  # outages per second ...
+    down_s: tuple[float, float] = (0.05, 1.2)  # ... lasting this long
+    failover_per_s: float = 0.0  # failovers to the replica (loses unsynced writes): opt-in
+    cut_per_s: float = 0.0  # one replica cut off from the store (the store answers the rest)
+    cut_s: tuple[float, float] = (0.1, 1.5)  # ... this long
+
+
+def tier_of(name: str) -> str:
+    """``engine-0a`` -> ``engine``; ``accounts-1b`` -> ``accounts``."""
+    return name.rsplit("-", 1)[0]
+
+
+def shard_of(name: str) -> int:
+    return int(name.rsplit("-", 1)[1].rstrip("ab"))
+
+
+class HA:
+    """The replicated part of one world: its store, store faults, supervisor and checks."""
+
+    def __init__(self, seed: int, clock: Any, trace: Trace, faults: StoreFaults,
+                 store: Any) -> None:  # fmt: skip
+        """``store``: the world's ``SimStore`` (the leases', and the bridge's if it runs)."""
+        self.store = store
+        self.clock = clock
+        self.trace = trace
+        self.faults = faults
+        self.rng = random.Random(f"store-{seed}")
+        self.life: Lifecycle | None = None
+        self.losses: Counter[tuple[str, int]] = Counter()
+        self.violations: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self._up_at: float | None = None
+        self._cut: dict[str, float] = {}  # replica name -> when it reaches the store again
+        # name ("": all) -> spans of virtual time it was impaired; (tier, shard) -> its leader
+        self._impaired: dict[str, list[tuple[float, float]]] = {}
+        self._leader_of: dict[tuple[str, int], tuple[str, float]] = {}  # (name, since)
+        self._last: float | None = None
+        self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
+        # id(leader node) -> (epoch, seq, lease deadline, when) at the last tick
+        self._seqs: dict[int, tuple[int, int, float, float]] = {}
+        self._reported: set[tuple[str, int, int]] = set()
+
+    def attach(self, life: Lifecycle) -> None:
+        """Watch ``life``'s crashes, power losses and pauses of leaders (``losses``)."""
+        self.life = life
+        crash, pause, restart = life.crash, life.pause, life.restart
+
+        def on_crash(name: str) -> None:  # (a power loss crashes through this too)
+            self._impair(name, FOREVER)
+            crash(name)
+
+        def on_pause(name: str, seconds: float, kind: str = "pause") -> None:
+            self._impair(name, self.clock.now + seconds)
+            pause(name, seconds, kind)
+
+        def on_restart(name: str) -> Any:
+            self._impair(name, self.clock.now)  # (down until now)
+            try:
+                node = restart(name)
+            except StartFailed:
+                if not self.store.is_up or name in self._cut:  # (its standby asks the lease
+                    life.failures.pop()  # store as it starts: a process exits and is retried)
+                    self.trace.add(self.clock.now, "retry", name, "the lease store is down")
+                raise
+            self._watch_acquire(name, node)
+            return node
+
+        life.crash, life.pause, life.restart = (  # type: ignore[method-assign]
+            on_crash, on_pause, on_restart)
+        for name, node in life.named().items():
+            self._watch_acquire(name, node)
+
+    def _watch_acquire(self, name: str, node: Any) -> None:
+        """Replica ``node``'s lease takes are checked (``cold_failover``)."""
+        if not hasattr(node, "standby"):
+            return
+        lease = node.lease
+        acquire = lease.try_acquire
+
+        def try_acquire(floor: int, start_seq: int) -> tuple[int, str]:
+            isr = lease.isr()  # (what the take's script reads: whom the lease may go to)
+            never_followed = node.standby.leader is None
+            epoch, why = acquire(floor, start_seq)
+            if epoch:
+                self._failover(name, epoch)
+            up = self.clock.monotonic() - node.standby.started
+            others = [m for m in isr if m != lease.node]
+            if epoch and up < START_GRACE_S and others and never_followed:
+                what = (f"cold_failover: {name} took the lease of {lease.label} (epoch "
+                        f"{epoch}) {up:.3f}s after it started, before the in-sync "
+                        f"{','.join(others)} had {START_GRACE_S}s to")  # fmt: skip
+                self.violations.append(what)
+                self.trace.add(self.clock.now, "violation", name, what)
+            return epoch, why
+
+        lease.try_acquire = try_acquire  # type: ignore[method-assign]
+
+    def _impair(self, name: str, until: float) -> None:
+        """``name`` (``""``: every node, the store being down) is impaired from now until
+        ``until``: a failover from it meanwhile, or within ``CAUSE_S`` after, has a cause."""
+        now = self.clock.now
+        spans = self._impaired.setdefault(name, [])
+        if spans and spans[-1][1] == FOREVER and until != FOREVER:
+            spans[-1] = (spans[-1][0], until)  # (a crash ends at the restart)
+        else:
+            spans.append((now, until))
+
+    def _explained(self, name: str | None, since: float, now: float) -> bool:
+        """Whether a failover now from ``name``, leader since ``since``, has a cause the world
+        made: it was impaired at some time in its term. (Not only just before: a lost leader's
+        lease may stay free for a while, e.g. both replicas down, or the restarted one leaving
+        it to an in-sync member that is down too for ``START_GRACE_S``.)"""
+        if name is None:
+            return False
+        return any(start <= now and end >= since
+                   for who in (name, "") for start, end in self._impaired.get(who, ()))  # fmt: skip
+
+    def _failover(self, name: str, epoch: int) -> None:
+        """Replica ``name`` took its shard's lease at ``epoch``: a leader loss the world
+        caused when the previous leader was impaired (``no_needless_failover`` counts them)."""
+        key, now = (tier_of(name), shard_of(name)), self.clock.now
+        before, since = self._leader_of.get(key, (None, now))
+        if self._explained(before, since, now):
+            self.losses[key] += 1
+        self._leader_of[key] = (name, now)
+
+    # -- a scheduler tick ----------------------------------------------------------------------
+
+    def tick(self, now: float, loading: bool, restart_at: dict[str, float],
+             down_s: tuple[float, float]) -> None:  # fmt: skip
+        """Store faults (while ``loading``), the supervisor's restarts, the stale-write
+        check."""
+        dt = 0.0 if self._last is None else now - self._last
+        self._last = now
+        store = self.store
+        if self._up_at is not None and now >= self._up_at:
+            self._up_at = None
+            store.up()
+            self.trace.add(now, "store_up", "store")
+        if loading:
+            self._draw(now, dt)
+        life = self.life
+        assert life is not None
+        self._apply_cuts(now, life)
+        for name, node in life.named().items():
+            if getattr(node, "exited", None) == EXIT_LEASE_LOST:
+                life.exited(name)
+                restart_at[name] = now + self.rng.uniform(*down_s)
+        self._stale_writes(now, life)
+
+    def _draw(self, now: float, dt: float) -> None:
+        f, rng, store = self.faults, self.rng, self.store
+        if self._up_at is None and fire(rng, f.down_per_s, dt):
+            seconds = rng.uniform(*f.down_s)
+            self._up_at = now + seconds
+            store.down()
+            self.counts["store_down"] += 1
+            self._impair("", now + seconds)
+            self.trace.add(now, "store_down", "store", f"{seconds!r}s")
+        if fire(rng, f.cut_per_s, dt):
+            self._draw_cut(now)
+        if fire(rng, f.failover_per_s, dt):
+            lost = store.failover(rng)
+            self.counts["store_failover"] += 1
+            self._impair("", now)
+            self.trace.add(now, "store_failover", "store", f"{len(lost)} keys lost")
+
+    def _draw_cut(self, now: float) -> None:
+        """Cut one replica (leader or standby) off from the store for ``cut_s``."""
+        life = self.life
+        assert life is not None
+        names = sorted(n for n, node in life.named().items() if hasattr(node, "standby"))
+        if not names:
+            return
+        name = names[self.rng.randrange(len(names))]
+        seconds = self.rng.uniform(*self.faults.cut_s)
+        self._cut[name] = max(self._cut.get(name, 0.0), now + seconds)
+        self.counts["store_cut"] += 1
+        self._impair(name, now + seconds)
+        self.trace.add(now, "store_cut", name, f"{seconds!r}s")
+
+    def _apply_cuts(self, now: float, life: Lifecycle) -> None:
+        """Each live replica's lease client reaches the store unless its node is cut (a
+        restarted replica's new client too)."""
+        for name, until in list(self._cut.items()):
+            if now >= until:
+                del self._cut[name]
+                self.trace.add(now, "store_reach", name)
+        for name, node in life.named().items():
+            if hasattr(node, "standby"):
+                node.lease.r.cut = name in self._cut
+
+    def heal(self) -> None:
+        """No more store faults: an outage ends now, every node reaches the store."""
+        if self._up_at is not None:
+            self._up_at = None
+            self.store.up()
+            self.trace.add(self.clock.now, "store_up", "store")
+        for name in sorted(self._cut):
+            self.trace.add(self.clock.now, "store_reach", name)
+        self._cut.clear()
+        if self.life is not None:
+            self._apply_cuts(self.clock.now, self.life)
+
+    # -- the heal ---------------------------------------------------------------------------
+
+    async def settled(self, bound_s: float = SETTLE_S) -> None:
+        """Wait (virtual time, at most ``bound_s``) until every account leader's forwards are
+        all confirmed by their engine shards' HAVEs. After an engine failover the account link
+        repairs what went to the deposed leader (a DEALER to both replicas round-robins while
+        both are up) only on its second unmoved HAVE (``ResendGate``): up to three SYNC
+        periods, longer than the world's fixed quiet time."""
+        deadline = self.clock.now + bound_s
+        while self.clock.now < deadline and self._unconfirmed():
+            await asyncio.sleep(0.05)
+
+    def _unconfirmed(self) -> int:
+        life = self.life
+        assert life is not None
+        return sum(len(q) for name, n in life.named().items()
+                   if tier_of(name) == "accounts" and getattr(n, "leader", None) is not None
+                   for q in n.leader.unconfirmed.values())  # fmt: skip
+
+    # -- the stale-write check -------------------------------------------------------------
+
+    def _stale_writes(self, now: float, life: Lifecycle) -> None:
+        """A leader whose seq moved since the last tick under an epoch older than one already
+        seen granted for its shard (at an earlier tick) wrote after it was deposed."""
+        leading = [(name, n) for name, n in life.named().items()
+                   if getattr(n, "leader", None) is not None and n.exited is None]  # fmt: skip
+        seen: dict[int, tuple[int, int, float, float]] = {}
+        for name, n in leading:
+            key = (tier_of(name), shard_of(name))
+            epoch, seq, deadline = n.lease.epoch, n.machine.seq, n.lease.deadline
+            seen[id(n.leader)] = (epoch, seq, deadline, now)
+            before = self._seqs.get(id(n.leader))
+            if before is None or seq <= before[1]:
+                continue
+            newest = self._granted.get(key, 0)
+            wrote = f"{name} ({n.node}) wrote seq {before[1] + 1}..{seq} under epoch {epoch}"
+            if epoch < newest:
+                self._report(now, (name, epoch, newest), f"stale_writes: {wrote} after epoch "
+                             f"{newest} of {key[0]} shard {key[1]} was granted")  # fmt: skip
+            elif before[2] <= before[3] and deadline == before[2]:  # (expired, not renewed)
+                self._report(now, (name, epoch, -1), f"stale_writes: {wrote} past its lease "
+                             f"deadline ({before[2]:.3f}; not renewed since)")  # fmt: skip
+        for name, n in leading:  # (granted epochs count from the next tick on)
+            key = (tier_of(name), shard_of(name))
+            self._granted[key] = max(self._granted.get(key, 0), n.lease.epoch)
+        self._seqs = seen
+
+    def _report(self, now: float, tag: tuple[str, int, int], what: str) -> None:
+        if tag not in self._reported:  # (once per node, epoch and kind)
+            self._reported.add(tag)
+            self.violations.append(what)
+            self.trace.add(now, "violation", tag[0], what)
+
+
+def is_replicated(plan_kwargs: dict[str, Any]) -> bool:
+    return int(plan_kwargs.get("replicas", 1)) > 1
+
+
+__all__ = ["HA", "StoreFaults", "is_replicated", "replica_name"]
