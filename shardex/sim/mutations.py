@@ -13,7 +13,8 @@ The bugs fixed in the last round (the commit whose fix each inverts is in ``fix`
   re-sends everything in flight (698b19a). Caught by ``resends_bounded``.
 * ``restart_takes_lease``: a just-restarted node takes a free lease at once instead of leaving
   it to the live in-sync standby for one ttl: a second failover for nothing (260dffc).
-  Caught by ``no_needless_failover`` (needs standbys and crashes).
+  Caught by ``cold_failover`` (needs standbys and crashes; a crash keeps what was written,
+  so the lost time, not money, is the harm: the check is the fix's own rule).
 * ``link_identity_takeover``: account shard 1 connects to the engine shards' account link as
   account shard 0 and takes its pipe (31896fb: with CURVE it was shard 1's key under IDENTITY
   ``accounts-0``; the in-memory cluster runs insecure, where the identity alone names a
@@ -27,10 +28,11 @@ Three more, of our own:
 
 * ``skip_hwm_wait``: a replicated leader releases replies, events and settlements before its
   in-sync standby has the batch (its high watermark is its own seq): a failover loses acked
-  orders. Caught by ``acked_once`` (needs standbys and crashes).
+  orders. Caught by ``no_anomalies`` / ``holds_match_books`` (needs standbys and crashes).
 * ``write_past_lease``: a leader keeps accepting writes past its lease deadline (the fence
   that stops a paused, deposed leader): two writers for one shard. Caught by
-  ``one_writer_per_epoch`` / ``acked_once`` (needs standbys and pauses).
+  ``stale_writes`` (needs standbys, pauses and store outages: with the store up, a thawed
+  leader's first turn renews and learns it was deposed).
 * ``double_release``: an order's end releases its remaining hold twice: money appears.
   Caught at once by ``shard_money`` and ``money_conserved`` (no fault needed).
 """
@@ -172,7 +174,7 @@ MUTATIONS: dict[str, Mutation] = {
                  "698b19a", ("accounts", "long turns"), ("resends_bounded",), _late_sync),
         Mutation("restart_takes_lease", "a restarted leader retakes a free lease before the "
                  "live in-sync standby", "260dffc", ("standbys", "crashes"),
-                 ("no_needless_failover",), _restart_takes_lease),
+                 ("cold_failover",), _restart_takes_lease),
         Mutation("link_identity_takeover", "account shard 1 takes account shard 0's link",
                  "31896fb", ("accounts >= 2",), ("acked_once", "holds_match_books",
                  "no_anomalies"), _link_identity_takeover),
@@ -180,9 +182,9 @@ MUTATIONS: dict[str, Mutation] = {
                  "'not executed'", "fe76d23", ("accounts", "pauses"), ("ran_at_most_once",),
                  _queued_not_executed),
         Mutation("skip_hwm_wait", "a leader releases before its standby has the batch", "-",
-                 ("standbys", "crashes"), ("acked_once",), _skip_hwm_wait),
+                 ("standbys", "crashes"), ("no_anomalies", "holds_match_books"), _skip_hwm_wait),
         Mutation("write_past_lease", "a leader accepts writes past its lease deadline", "-",
-                 ("standbys", "pauses"), ("one_writer_per_epoch", "acked_once"),
+                 ("standbys", "pauses", "store outages"), ("stale_writes",),
                  _write_past_lease),
         Mutation("double_release", "an order's end releases its hold twice", "-",
                  ("accounts",), ("shard_money", "money_conserved"), _double_release),
