@@ -105,6 +105,7 @@ CLEAN = Faults()  # no fault at all
 # links' re-synchronisations (``SYNC_EVERY_S``, 1 s: one repairs what a cut lost, the next
 # acknowledges it) and the shards' HELLOs to a restarted router
 QUIET_S = 2.5
+SETTLE_S = 10.0  # the heal's bound on waiting for the account links to confirm every forward
 STORE_URL = "redis://sim/0"  # the bridge's Redis URL: the ``SimStore`` answers it
 
 
@@ -273,6 +274,8 @@ class World:
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
         if self.ha is not None:
             await self.ha.settled()  # (and the links' repairs after a failover)
+        else:
+            await self._links_settled()
         self.result.orders = [o for task in tasks for o in task.result()]
         self.result.cancels = work.cancels
         await work.settle(clients[0], self.result.orders)
@@ -280,6 +283,20 @@ class World:
         self._check()
         self._phase("collect")
         self.result.state = await self._collect(clients[0])
+
+    async def _links_settled(self, bound_s: float = SETTLE_S) -> None:
+        """Wait (virtual time, at most ``bound_s``) until every account shard's forwards are
+        confirmed by their engine shards' HAVEs: after a partition and crashes the link
+        repairs a lost forward only on the second HAVE that has not moved (``ResendGate``),
+        which can take longer than the fixed quiet time; until then the order's funds are
+        held and it is on no book (what ``holds_match_books`` judges)."""
+        deadline = self.clock.now + bound_s
+        while self.clock.now < deadline and self._unconfirmed():
+            await asyncio.sleep(0.05)
+
+    def _unconfirmed(self) -> int:
+        accounts = self.cluster.accounts if self.cluster is not None else []
+        return sum(len(q) for n in accounts for q in n.unconfirmed.values())
 
     def _phase(self, name: str) -> None:
         self.trace.add(self.clock.now, "phase", "", name)
