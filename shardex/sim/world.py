@@ -295,8 +295,19 @@ class World:
             await asyncio.sleep(0.05)
 
     def _unconfirmed(self) -> int:
-        accounts = self.cluster.accounts if self.cluster is not None else []
-        return sum(len(q) for n in accounts for q in n.unconfirmed.values())
+        """Forwards no engine shard has confirmed, plus settlements an account shard has not
+        applied yet (each engine's settlement outbox ahead of that account shard's inbox)."""
+        if self.cluster is None:
+            return 0
+        accounts = self.cluster.accounts
+        n = sum(len(q) for a in accounts for q in a.unconfirmed.values())
+        for i, engine in enumerate(self.cluster.engines):
+            feed = getattr(getattr(engine, "core", None) and engine.core.engine, "feed", None)
+            sent = feed.outbox.last if feed is not None else {}
+            for j, last in sent.items():
+                if j < len(accounts) and accounts[j].machine is not None:
+                    n += last > accounts[j].machine.core.inbox.last.get(i, 0)
+        return n
 
     def _phase(self, name: str) -> None:
         self.trace.add(self.clock.now, "phase", "", name)
