@@ -33,12 +33,15 @@ def run_cli(*args: str, timeout: float = 25) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def invoke_cli(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+def invoke_cli(
+    *args: str, input: bytes | None = None, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``shardex ARGS`` in this process (click's runner: the same code from argv to exit
     status and stderr, without the ~0.5 s of CPU a Python start and its imports cost), told as
-    a finished process with bytes output; ``input``: its stdin. An exception that is not an exit
-    is raised here: what would have been a traceback fails the test on its own."""
-    res = CliRunner().invoke(main, list(args), input=input, prog_name="shardex")
+    a finished process with bytes output; ``input``: its stdin; ``env``: variables set (None:
+    unset) for the run. An exception that is not an exit is raised here: what would have been a
+    traceback fails the test on its own."""
+    res = CliRunner(env=env).invoke(main, list(args), input=input, prog_name="shardex")
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return subprocess.CompletedProcess(
