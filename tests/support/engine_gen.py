@@ -64,21 +64,14 @@ cancel_cmd = st.builds(
 )
 
 
-# An amend changes the quantity, the price or both (never neither): drawn as one of the three,
-# not drawn freely and filtered. The values are the same; but a filter that rejects three
-# draws in a row aborts the whole example, and in a list of up to 100 commands that threw
-# away a fifth to a third of the property tests' examples after drawing most of them.
 amend_cmd = st.builds(
-    lambda sym, oid, acct, change: (OP_AMEND, sym, oid, acct, *change),
+    lambda sym, oid, acct, qty, price: (OP_AMEND, sym, oid, acct, qty, price),
     st.sampled_from(SYMBOLS),
     st.sampled_from(IDS),
     st.sampled_from(ACCOUNTS),
-    st.one_of(
-        st.tuples(st.integers(1, 10), st.none()),
-        st.tuples(st.none(), st.integers(95, 105)),
-        st.tuples(st.integers(1, 10), st.integers(95, 105)),
-    ),
-)
+    st.one_of(st.none(), st.integers(1, 10)),
+    st.one_of(st.none(), st.integers(95, 105)),
+).filter(lambda c: c[4] is not None or c[5] is not None)
 
 
 commands = st.lists(
