@@ -16,6 +16,7 @@ import pytest
 
 from shardex.client import Client, audit_report
 from tests.support.accounts import _wait
+from tests.support.cli import invoke_cli
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,13 +50,12 @@ def test_audit_cli_exit_code(cluster):
 
 
 def test_status_shows_the_account_shards(cluster):
-    env = {**os.environ, "SHARDEX_KEY": str(cluster.key)}
-    out = subprocess.run(
-        [sys.executable, "-m", "shardex.cli", "status", "--endpoint", cluster.endpoint],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    # (in this process: click's runner; the audit above runs as python -m shardex.cli)
+    out = invoke_cli(
+        "status", "--endpoint", cluster.endpoint, env={"SHARDEX_KEY": str(cluster.key)}
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = [ln.split() for ln in out.stdout.splitlines()]
+    rows = [ln.split() for ln in out.stdout.decode().splitlines()]
     acct = rows.index(["acct", "state", "seq", "accounts", "open", "commands", "gaps",
                        "anomal.", "journal"])  # fmt: skip
     assert [r[:2] for r in rows[acct + 1 : acct + 3]] == [["0", "up"], ["1", "up"]], out.stdout

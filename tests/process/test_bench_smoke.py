@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
+import compare  # noqa: E402
 import scaling  # noqa: E402
 
 from shardex.wire.protocol import shard_for  # noqa: E402
@@ -87,7 +88,7 @@ def test_scaling_markets_file_is_accepted(tmp_path: Path) -> None:
     assert str(last.tick) == "0.01" and str(last.lot) == "0.001"
 
 
-def test_scaling_runs_and_prints_its_table() -> None:
+def test_scaling_runs_and_prints_its_table(capsys) -> None:
     r = run_bench(
         "bench/scaling.py",
         "--shards",
@@ -117,19 +118,10 @@ def test_scaling_runs_and_prints_its_table() -> None:
             assert x["speedup"] == 1.0 and x["efficiency"] == 1.0
     assert "[2/2] 2 shard(s), 1 router(s)" in r.stderr  # progress on stderr
 
-    table = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json,sys,scaling; scaling.print_table(json.load(sys.stdin))",
-        ],
-        input=r.stdout,
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-    )
-    assert "| routers | orders/frame | shards | acked orders/s |" in table.stdout
-    assert table.stdout.count("\n| 1 | ") == 4
+    scaling.print_table(rep)
+    table = capsys.readouterr().out
+    assert "| routers | orders/frame | shards | acked orders/s |" in table
+    assert table.count("\n| 1 | ") == 4
 
 
 def test_scaling_runs_two_routers_in_front_of_the_shards() -> None:
@@ -152,14 +144,18 @@ def test_scaling_rejects_bad_lists() -> None:
     assert r.returncode != 0 and "--batches" in r.stderr
 
 
-def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
-    """HEAD against this tree: every metric has one value per round and side, the echo was
-    measured, the ratios are there, and the temp worktree is gone afterwards."""
+def test_compare_runs_interleaved_and_removes_its_worktree(capsys) -> None:
+    """HEAD against this tree, for real: a worktree, both trees' clusters, their open-loop
+    clients and the bare echo each measured once, the ratios there, and the temp worktree gone
+    afterwards. One phase (latency: the one with processes of its own, the echo and the
+    open-loop client); every phase's bookkeeping runs in tests/unit/test_bench_compare_flow.py."""
     before = worktrees()
     r = run_bench(
         "bench/cluster.py",  # --compare is reachable from the cluster bench
         "--compare",
         "HEAD",
+        "--phases",
+        "latency",
         "--rounds",
         "1",
         "--seconds",
@@ -168,8 +164,6 @@ def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
         "0",
         "--rate",
         "300",
-        "--overload-rate",
-        "600",
         "--procs",
         "1",
         "--connections",
@@ -178,28 +172,16 @@ def test_compare_runs_interleaved_and_removes_its_worktree() -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(r.stdout)
-    for side in ("ref", "current"):
-        for metric in ("saturation", "goodput", "p50_us"):
-            assert len(rep["raw"][side][metric]) == 1 and rep["raw"][side][metric][0] > 0
-    assert rep["raw"]["echo"]["p50_us"][0] > 0
-    assert rep["overload_offered_per_s"] == 600
-    assert set(rep["ratios"]) >= {"saturation current/ref", "goodput current/ref"}
-    assert "p50 current/echo" in rep["ratios"]
+    for side in ("ref", "current", "echo"):
+        assert len(rep["raw"][side]["p50_us"]) == 1 and rep["raw"][side]["p50_us"][0] > 0
+    assert rep["labels"]["ref"].startswith("HEAD (") and rep["config"]["phases"] == ["latency"]
+    assert set(rep["ratios"]) >= {"p50 current/ref", "p50 current/echo", "p50 ref/echo"}
     assert not {w for w in worktrees() - before if "shardex-compare-" in w}  # removed again
 
-    table = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json,sys,compare; compare.print_report(json.load(sys.stdin))",
-        ],
-        input=r.stdout,
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-    )
-    assert "| saturation, acked orders/s |" in table.stdout
-    assert "| p50 current/echo |" in table.stdout
+    compare.print_report(rep)
+    table = capsys.readouterr().out
+    assert "| p50 µs at 300/s open loop |" in table
+    assert "| p50 current/echo |" in table
 
 
 def test_compare_rejects_an_unknown_ref() -> None:

@@ -1,5 +1,10 @@
 """The ``shardex`` command line as a new user meets it: bad input is one line and an exit code,
-never a traceback or a silent default; tail, loadgen and the embedded Redis say what they do."""
+never a traceback or a silent default; tail, loadgen and the embedded Redis say what they do.
+
+Messages and exit codes of bad input are checked in this process (``invoke_cli``: click's
+runner, the same code from argv to exit status); ``python -m shardex.cli`` itself runs where
+the entry point or a running process is the point (one bad-input case, tail, loadgen, Ctrl-C,
+the embedded Redis, every command's --help with warnings as errors)."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from shardex.cli import _seq_range
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, STP_NONE
 from shardex.journal import Journal
+from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 from tests.support.ports import free_layout
 from tests.support.wait import wait_until
@@ -58,14 +64,17 @@ def cluster() -> Iterator[Cluster]:
 
 def test_shards_zero_is_an_error_not_auto():
     layout = free_layout(1)
+    where = ("--base-port", str(layout.base_port))
+    # the installed entry point prints the same one line as the commands run in this process
+    one_line_error(cli("up", "--shards", "0", *where, "--ephemeral"), 2, "--shards must be 1..100")
     for args in (
-        ("up", "--shards", "0", "--base-port", str(layout.base_port), "--ephemeral"),
-        ("up", "--shards", "lots", "--base-port", str(layout.base_port), "--ephemeral"),
+        ("up", "--shards", "0", *where, "--ephemeral"),
+        ("up", "--shards", "lots", *where, "--ephemeral"),
     ):
-        one_line_error(cli(*args), 2, "--shards must be 1..100 or 'auto'")
-    proc = cli("router", "--shards", "0", "--base-port", str(layout.base_port))
+        one_line_error(invoke_cli(*args), 2, "--shards must be 1..100 or 'auto'")
+    proc = invoke_cli("router", "--shards", "0", *where)
     assert proc.returncode == 2 and b"--shards must be 1..100" in proc.stderr
-    assert "auto" in cli("up", "--help").stdout.decode()
+    assert "auto" in invoke_cli("up", "--help").stdout.decode()
 
 
 @pytest.mark.parametrize(
@@ -80,14 +89,17 @@ def test_shards_zero_is_an_error_not_auto():
     ],
 )
 def test_bad_endpoint_is_one_line_exit_2(args):
-    one_line_error(cli(*args), 2, "bad endpoint", "expected tcp://HOST:PORT")
+    one_line_error(invoke_cli(*args), 2, "bad endpoint", "expected tcp://HOST:PORT")
 
 
 def test_loadgen_duration_must_be_positive():
     ep = free_layout(1).frontend
-    one_line_error(cli("loadgen", "--endpoint", ep, "--duration", "0"), 1, "--duration must be > 0")
-    one_line_error(cli("loadgen", "--endpoint", ep, "--duration", "-3"), 1, "must be > 0")
-    one_line_error(cli("loadgen", "--endpoint", ep, "--orders", "0"), 1, "--orders must be >= 1")
+    for args, needle in (
+        (("--duration", "0"), "--duration must be > 0"),
+        (("--duration", "-3"), "must be > 0"),
+        (("--orders", "0"), "--orders must be >= 1"),
+    ):
+        one_line_error(invoke_cli("loadgen", "--endpoint", ep, *args), 1, needle)
 
 
 # ------------------------------------------------------------------------------ tail
@@ -95,10 +107,10 @@ def test_loadgen_duration_must_be_positive():
 
 def test_tail_unknown_symbol_is_refused_at_once(cluster):
     where = ["--base-port", str(cluster.layout.base_port), "--data-dir", cluster.data_dir]
-    one_line_error(cli("tail", "NOPE-USD", *where), 1, "unknown symbol 'NOPE-USD'")
+    one_line_error(invoke_cli("tail", "NOPE-USD", *where), 1, "unknown symbol 'NOPE-USD'")
     # the cluster's Redis has no anonymous access: a URL without credentials is one line too
     one_line_error(
-        cli("tail", "BTC-USD", "--redis-url", cluster.layout.redis_url, "--count", "1"), 1
+        invoke_cli("tail", "BTC-USD", "--redis-url", cluster.layout.redis_url, "--count", "1"), 1
     )
 
 
@@ -256,12 +268,12 @@ def test_journal_inspect_does_not_show_record_seqs_as_event_seqs(tmp_path):
         engine.apply(cmd, out)
         j.commit()
     j.close()
-    proc = cli("journal", "inspect", str(tmp_path))
+    proc = invoke_cli("journal", "inspect", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.decode()
     # engine seq is 5 after five accepted orders; the old table said "seq 0..4"
     assert "commands  seq 0..4" not in text
-    info = json.loads(cli("journal", "inspect", str(tmp_path), "--json").stdout)
+    info = json.loads(invoke_cli("journal", "inspect", str(tmp_path), "--json").stdout)
     seg = info["segments"][0]
     if seg.get("first_event_seq") is not None:
         assert f"events seq 1..{engine.seq}" in text

@@ -1,8 +1,8 @@
 """``shardex deposit``, ``shardex withdraw`` and ``shardex balance`` as a user runs them, against a
 real cluster with an account shard (real ZeroMQ, CURVE keys): the first test runs each command
-as its own process (``python -m shardex.cli``); the others run the same click commands in this
-process (click's ``CliRunner``: the same code from argv to exit status, without a Python start
-per command).
+and exit status once as its own process (``python -m shardex.cli``); the rest run the same
+click commands in this process (click's ``CliRunner``: the same code from argv to exit status,
+without a Python start per command).
 
 Checked: what each command prints and its exit status, the balances it leaves (read back both by
 ``shardex balance`` and by the SDK, another path), and that each refusal names its stable code:
@@ -66,7 +66,7 @@ def test_deposit_withdraw_and_balance_move_money_exactly(funded: Cluster) -> Non
     out = shardex(funded, "deposit", "cli-a", "USD", "100.50", "--ref", "cli-d1")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "cli-a USD: available 100.500000, held 0.000000\n"
-    again = shardex(funded, "deposit", "cli-a", "USD", "100.50", "--ref", "cli-d1")
+    again = invoke(funded, "deposit", "cli-a", "USD", "100.50", "--ref", "cli-d1")
     assert again.returncode == 0, again.stderr  # the same ref: applied once, said so
     assert again.stdout.endswith("(already applied)\n"), again.stdout
     out = shardex(funded, "withdraw", "cli-a", "USD", "0.51")
@@ -77,7 +77,7 @@ def test_deposit_withdraw_and_balance_move_money_exactly(funded: Cluster) -> Non
     table = shardex(funded, "balance", "cli-a")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[1].split() == ["USD", "99.990000", "0.000000"]
-    empty = shardex(funded, "balance", "cli-nobody")
+    empty = invoke(funded, "balance", "cli-nobody")
     assert empty.returncode == 0 and "(no balances for cli-nobody)" in empty.stdout
     poor = shardex(funded, "withdraw", "cli-a", "USD", "100")  # the process's exit status too
     assert poor.returncode == 1 and "withdraw rejected (insufficient_funds):" in poor.stderr

@@ -22,6 +22,7 @@ from shardex.wire.protocol import (
     decode_reply,
     shard_for,
 )
+from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster, wait_for_cluster
 from tests.support.ports import free_layout
 
@@ -126,6 +127,12 @@ def test_malformed_frames_get_rejects_and_every_process_stays_up(insecure2: Clus
     assert cluster2.proc.poll() is None and "DIED" not in cluster2.output()
 
 
+def ok(proc: subprocess.CompletedProcess) -> bytes:
+    """The stdout of a command that must have exited 0."""
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_book_and_status_cli(cluster2: Cluster):
     with cluster2.client(account="cli") as c:
         c.place("BTC-USD", "buy", "0.5", "30000.00")
@@ -136,21 +143,12 @@ def test_book_and_status_cli(cluster2: Cluster):
         [*run, "book", "BTC-USD", *base], capture_output=True, timeout=30, check=True
     ).stdout.decode()
     assert "30000.00" in out and "30010.00" in out and "0.5000" in out
-    js = json.loads(
-        subprocess.run(
-            [*run, "book", "BTC-USD", "--json", *base], capture_output=True, timeout=30, check=True
-        ).stdout
-    )
+    # the other forms in this process (click's runner: the same code from argv to output)
+    js = json.loads(ok(invoke_cli("book", "BTC-USD", "--json", *base)))
     assert js["bids"] == [["30000.00", "0.5000", 1]] and js["asks"] == [["30010.00", "0.2500", 1]]
-    out = subprocess.run(
-        [*run, "status", *base], capture_output=True, timeout=30, check=True
-    ).stdout.decode()
+    out = ok(invoke_cli("status", *base)).decode()
     assert "resting" in out and out.count(" up ") == 2
-    js = json.loads(
-        subprocess.run(
-            [*run, "status", "--json", *base], capture_output=True, timeout=30, check=True
-        ).stdout
-    )
+    js = json.loads(ok(invoke_cli("status", "--json", *base)))
     assert sum(s["resting"] for s in js["shards"]) == 2 and js["secure"] is True
     # which engine each shard runs: the mypyc build or the interpreted reference
     assert {s["engine"] for s in js["shards"]} <= {"compiled", "interpreted"}
@@ -168,7 +166,7 @@ def test_book_and_status_cli(cluster2: Cluster):
         env=env,
     ).stdout.decode()
     assert out.count(" up ") == 2 and "INSECURE" not in out
-    bad = subprocess.run([*run, "book", "NOPE-USD", *base], capture_output=True, timeout=30)
+    bad = invoke_cli("book", "NOPE-USD", *base)
     assert bad.returncode != 0 and b"unknown symbol NOPE-USD" in bad.stderr
 
 

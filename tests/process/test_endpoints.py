@@ -19,6 +19,7 @@ from shardex import endpoints
 from shardex.cli import main
 from shardex.client import Client, ClientCore
 from shardex.layout import Layout
+from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 from tests.support.ports import free_layout
 
@@ -142,9 +143,24 @@ def test_help_documents_every_env_var(cmd: list[str], names: list[str]) -> None:
         assert name in out, f"{name} missing from shardex {cmd[0]} --help"
 
 
-def _cli(*args: str, env: dict[str, str], cwd: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shardex.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=60)  # fmt: skip
+def _cli(
+    *args: str, env: dict[str, str], cwd: str, real: bool = False
+) -> subprocess.CompletedProcess:
+    """``shardex ARGS`` in ``cwd`` with exactly ``env``: as ``python -m shardex.cli`` (``real``)
+    or in this process (click's runner, the environment's differences applied for the run)."""
+    if real:
+        return subprocess.run([sys.executable, "-m", "shardex.cli", *args], capture_output=True,
+                              text=True, env=env, cwd=cwd, timeout=60)  # fmt: skip
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    changes.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = invoke_cli(*args, env=changes)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode(),
+                                       res.stderr.decode())  # fmt: skip
 
 
 def test_commands_find_a_cluster_on_another_port(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +173,7 @@ def test_commands_find_a_cluster_on_another_port(monkeypatch: pytest.MonkeyPatch
     try:
         rec = json.loads((Path(data) / "endpoints.json").read_text())
         assert rec["router"] == cluster.endpoint and rec["state"] == "running"
-        res = _cli("status", env=env, cwd=data)
+        res = _cli("status", env=env, cwd=data, real=True)
         assert res.returncode == 0 and "1 shard(s)" in res.stdout, res.stderr
         assert "pairs ADA-USD, BTC-USD, DOGE-USD" in res.stdout  # the pairs per shard
         monkeypatch.setenv("SHARDEX_DATA_DIR", data)

@@ -41,13 +41,17 @@ from shardex.engine.codes import (
 )
 from shardex.node.shard import ShardCore
 from shardex.wire.protocol import OP_BOOK, OP_HELLO, decode_reply, encode_request, packb, shard_for
+from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 
 SHARD0 = [s for s in ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD") if shard_for(s, 2) == 0]
 SHARD1 = [s for s in ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD") if shard_for(s, 2) == 1]
 
 
-def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 30, real: bool = False) -> subprocess.CompletedProcess:
+    """``shardex ARGS`` in this process (click's runner), or (``real``) as a process."""
+    if not real:
+        return invoke_cli(*args)
     return subprocess.run(
         [sys.executable, "-m", "shardex.cli", *args],
         capture_output=True,
@@ -317,7 +321,7 @@ def test_cli_keys_add_list_and_status_with_a_key(secure, tmp_path):
     cluster, _ = secure
     out = tmp_path / "dave.key"
     kd = ["--keys-dir", str(cluster.keys_dir)]
-    proc = cli("keys", "add", "--account", "dave", "--out", str(out), *kd)
+    proc = cli("keys", "add", "--account", "dave", "--out", str(out), *kd, real=True)
     assert proc.returncode == 0, proc.stderr
     assert str(out) in proc.stdout.decode() and stat.S_IMODE(out.stat().st_mode) == 0o600
     secret = json.loads(out.read_text())["secret"]

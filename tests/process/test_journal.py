@@ -27,6 +27,7 @@ from shardex.journal import (
 from shardex.tools.workload import Workload
 from shardex.wire.errors import result_error
 from shardex.wire.protocol import unpackb
+from tests.support.cli import invoke_cli
 from tests.support.cluster import Cluster
 from tests.support.engine_gen import commands
 from tests.support.ports import free_layout
@@ -152,25 +153,16 @@ def test_journal_cli_inspect_and_replay(tmp_path):
     wl = Workload(symbols=("BTC-USD",), seed=4)
     cmds = wl.warmup(10) + wl.take(200)
     engine, events = _journal_run(tmp_path, cmds, snapshot_at=100)
-    run = [sys.executable, "-m", "shardex.cli"]
-    out = subprocess.run(
-        [*run, "journal", "inspect", str(tmp_path)], capture_output=True, timeout=60, check=True
-    ).stdout.decode()
+    # in this process (click's runner); the inspect above runs as python -m shardex.cli
+    proc = invoke_cli("journal", "inspect", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
     assert f"{len(cmds)} commands" in out and "snapshot-" in out and "valid" in out
-    out = (
-        subprocess.run(
-            [*run, "replay", "--journal", str(tmp_path)],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-        .stdout.decode()
-        .splitlines()
-    )
-    assert len(out) == len(events) and '"seq":1}' in out[0]
-    bad = subprocess.run(
-        [*run, "journal", "inspect", str(tmp_path / "nope")], capture_output=True, timeout=60
-    )
+    proc = invoke_cli("replay", "--journal", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == len(events) and '"seq":1}' in lines[0]
+    bad = invoke_cli("journal", "inspect", str(tmp_path / "nope"))
     assert bad.returncode != 0 and b"not a directory" in bad.stderr
 
 

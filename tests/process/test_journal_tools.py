@@ -3,7 +3,9 @@ writes (account tier on): engine shard journals with forwarded orders (op 40) an
 journals. Both must give the events the live cluster published, and inspect must fail loudly.
 
 One real cluster (2 engine shards, 2 account shards, a real Redis and the bridge): deposits and
-crossing orders, then the tools on its data directory, compared with what the bridge wrote.
+crossing orders, then the tools on its data directory, compared with what the bridge wrote. The
+tools run in this process (click's runner: the same code from argv to exit status, stdout and
+stderr), each kind once as ``python -m shardex.cli`` too, the way a user runs it.
 """
 
 from __future__ import annotations
@@ -28,20 +30,24 @@ from shardex.tools.replay import ReplaySummary, replay_journal
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import OP_FORWARD, event_to_json, packb, shard_for
 from tests.support.accounts import _converged, _flow, accounts_cluster
+from tests.support.cli import invoke_cli
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, real: bool = False) -> subprocess.CompletedProcess:
+    """``shardex ARGS`` in this process, or (``real``) as ``python -m shardex.cli``."""
+    if not real:
+        return invoke_cli(*args)
     return subprocess.run(
         [sys.executable, "-m", "shardex.cli", *args], capture_output=True, timeout=60, cwd=ROOT
     )
 
 
-def _replay(directory: Path) -> tuple[list[dict], str]:
-    proc = _cli("replay", "--journal", str(directory), "--summary")
+def _replay(directory: Path, real: bool = False) -> tuple[list[dict], str]:
+    proc = _cli("replay", "--journal", str(directory), "--summary", real=real)
     assert proc.returncode == 0, proc.stderr.decode()
     return [json.loads(line) for line in proc.stdout.decode().splitlines()], proc.stderr.decode()
 
@@ -91,7 +97,7 @@ def test_tools_read_every_journal_of_an_accounts_cluster(tmp_path, redis_server:
         cluster.stop()
     trades = 0
     for i in range(2):
-        events, summary = _replay(data / f"shard-{i}")
+        events, summary = _replay(data / f"shard-{i}", real=i == 0)
         published = [dict(f) for _, f in r.xrange(f"shardex:events:{i}")]
         assert [_as_entry(ev, i) for ev in events] == published, f"shard-{i}"
         assert "unknown_op" not in summary and "not live" not in summary, summary
@@ -105,7 +111,7 @@ def test_tools_read_every_journal_of_an_accounts_cluster(tmp_path, redis_server:
         money = [_as_entry(ev, j) for ev in events if ev["ev"] in ("balance", "fees")]
         assert money == [dict(f) for _, f in r.xrange(f"shardex:balances:{j}")], f"accounts-{j}"
     for name in ("shard-0", "shard-1", "accounts-0", "accounts-1"):
-        proc = _cli("journal", "inspect", str(data / name))
+        proc = _cli("journal", "inspect", str(data / name), real=name == "accounts-1")
         assert proc.returncode == 0, (name, proc.stdout, proc.stderr)
         assert b"PROBLEM" not in proc.stderr and b"recovery reaches seq" in proc.stdout
         info = json.loads(_cli("journal", "inspect", str(data / name), "--json").stdout)
@@ -122,7 +128,7 @@ def test_tools_read_every_journal_of_an_accounts_cluster(tmp_path, redis_server:
         fh.seek(good)
         seq = json.loads(_cli("journal", "inspect", str(shard), "--json").stdout)["seq"]
         fh.write(_frame(seq + 5, packb([])))
-    proc = _cli("journal", "inspect", str(shard))
+    proc = _cli("journal", "inspect", str(shard), real=True)
     assert proc.returncode == 1, proc.stdout
     err = proc.stderr.decode()
     assert "PROBLEM: recovery would refuse to start" in err and f"seq {seq + 5}" in err, err

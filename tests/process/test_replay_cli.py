@@ -1,4 +1,6 @@
-"""``shardex replay`` and markets files, run as a real subprocess like a user would."""
+"""``shardex replay`` and markets files: once as a real subprocess like a user would, the other
+cases in this process (click's runner: the same code from argv and stdin to exit status and
+output, without a Python start per case)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from shardex.config import load_markets
 from shardex.engine import MarketError
+from tests.support.cli import invoke_cli
 
 DESIGN_EXAMPLES = b"""\
 {"op":"new","symbol":"BTC-USD","id":"o-1","account":"alice","side":"buy","type":"limit","price":"30000.50","qty":"0.25","tif":"gtc","post_only":false}
@@ -21,7 +24,11 @@ DESIGN_EXAMPLES = b"""\
 """
 
 
-def replay(stdin: bytes, *args: str) -> subprocess.CompletedProcess:
+def replay(stdin: bytes, *args: str, real: bool = False) -> subprocess.CompletedProcess:
+    """``shardex replay - ARGS`` reading ``stdin``: in this process, or (``real``) as
+    ``python -m shardex.cli``."""
+    if not real:
+        return invoke_cli("replay", "-", *args, input=stdin)
     return subprocess.run(
         [sys.executable, "-m", "shardex.cli", "replay", "-", *args],
         input=stdin,
@@ -35,7 +42,7 @@ def events(proc: subprocess.CompletedProcess) -> list[dict]:
 
 
 def test_replay_design_examples():
-    proc = replay(DESIGN_EXAMPLES, "--summary")
+    proc = replay(DESIGN_EXAMPLES, "--summary", real=True)
     assert proc.returncode == 0, proc.stderr
     evs = events(proc)
     assert [e["ev"] for e in evs] == ["accepted", "accepted", "trade", "cancelled", "rejected"]
@@ -58,15 +65,9 @@ def test_replay_design_examples():
 def test_replay_is_deterministic(tmp_path):
     src = tmp_path / "cmds.jsonl"
     src.write_bytes(DESIGN_EXAMPLES * 50)
-    a = subprocess.run(
-        [sys.executable, "-m", "shardex.cli", "replay", str(src)], capture_output=True, timeout=60
-    )
+    a = invoke_cli("replay", str(src))
     out = tmp_path / "events.jsonl"
-    b = subprocess.run(
-        [sys.executable, "-m", "shardex.cli", "replay", str(src), "-o", str(out)],
-        capture_output=True,
-        timeout=60,
-    )
+    b = invoke_cli("replay", str(src), "-o", str(out))
     assert a.returncode == b.returncode == 0
     assert a.stdout == out.read_bytes() and len(a.stdout.splitlines()) > 100
 
@@ -135,9 +136,7 @@ def test_markets_file_errors(tmp_path, text, message):
 
 
 def test_replay_help():
-    proc = subprocess.run(
-        [sys.executable, "-m", "shardex.cli", "replay", "--help"], capture_output=True, timeout=60
-    )
+    proc = invoke_cli("replay", "--help")
     assert proc.returncode == 0 and b"--summary" in proc.stdout
 
 

@@ -17,22 +17,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 # Seconds of one worker per file, measured 2026-12-07 (tests/run.sh, 3 workers, the box
-# shared: load 7-10), for the files of 20 s or more; the files made cheaper later that day
-# scaled by their own CPU before/after, run alone (docs/test-suite.md). Only the proportions
-# matter; a file not listed counts DEFAULT_S per test.
+# shared: load 7-10), for the files of 20 s or more; the files made cheaper later that day (two
+# passes) scaled by their own CPU before/after, run alone (docs/test-suite.md). Only the
+# proportions matter; a file not listed counts DEFAULT_S per test.
 MEASURED_S: dict[str, float] = {
     "test_accounts_attack.py": 111, "test_bridge.py": 130, "test_engine_compiled.py": 105,
-    "test_chaos.py": 103, "test_cli.py": 75, "test_hostile.py": 39,
-    "test_bench_smoke.py": 71, "test_accounts_core.py": 27, "test_diskfull.py": 76,
-    "test_fuzz.py": 47, "test_client_decoders.py": 67, "test_observability.py": 60,
+    "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
+    "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
+    "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 53,
     "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
-    "test_cluster.py": 45, "test_loadgen.py": 43, "test_bridge_account_failover.py": 44,
-    "test_datadir.py": 44, "test_accounts_money.py": 42, "test_journal_tools.py": 42,
+    "test_cluster.py": 39, "test_loadgen.py": 43, "test_bridge_account_failover.py": 44,
+    "test_datadir.py": 44, "test_accounts_money.py": 42, "test_journal_tools.py": 29,
     "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
-    "test_identity.py": 35, "test_accounts_edges.py": 35, "test_accounts_props.py": 29,
+    "test_identity.py": 24, "test_accounts_edges.py": 35, "test_accounts_props.py": 29,
     "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
-    "test_accounts_wire.py": 22, "test_cli_funds.py": 22, "test_journal.py": 21,
+    "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
     "test_orders_audit.py": 21,
 }  # fmt: skip
 DEFAULT_S = 0.5
