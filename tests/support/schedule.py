@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 # Seconds of one worker per file, measured 2026-12-07 (tests/run.sh, 3 workers, the box
 # shared: load 7-10), for the files of 20 s or more; the files made cheaper later that day (two
 # passes) scaled by their own CPU before/after, run alone (docs/test-suite.md). Only the
-# proportions matter; a file not listed counts DEFAULT_S per test.
+# proportions matter; a file not listed counts DEFAULT_S per test. The simulator's two big
+# files scaled from their CPU alone (35 s and 14 s) like the others.
 MEASURED_S: dict[str, float] = {
     "test_accounts_attack.py": 111, "test_bridge.py": 130, "test_engine_compiled.py": 105,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
@@ -33,7 +34,7 @@ MEASURED_S: dict[str, float] = {
     "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
     "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
-    "test_orders_audit.py": 21,
+    "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
