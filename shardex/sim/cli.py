@@ -22,9 +22,10 @@ from collections.abc import Callable
 import click
 
 from shardex.sim.mutations import MUTATIONS
-from shardex.sim.runner import Runner, RunResult, pick
+from shardex.sim.runner import Runner, RunResult
 from shardex.sim.shrink import ddmin
 from shardex.sim.trace import as_event, lead_up, render
+from shardex.sim.worldrun import run as world_run
 
 MAX_SHRINK_RUNS = 64
 
@@ -130,16 +131,9 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
          do_shrink: bool, keep: str | None, stop_on_failure: bool,
          bridge: bool) -> None:  # fmt: skip
     """Run the simulated cluster for SEEDS seeds and check every invariant."""
-    run, standin = pick()
-    if bridge:
-        if standin:
-            raise click.UsageError("--bridge needs the simulated world")
-        run = functools.partial(run, bridge=True)
+    run: Runner = functools.partial(world_run, bridge=True) if bridge else world_run
     kinds = _parse_list(faults)
     kept = [int(k) for k in _parse_list(keep)] if keep is not None else None
-    if standin:
-        click.echo("STAND-IN: no simulated world yet; running the in-process cluster on real "
-                   "time (not deterministic; pauses only).", err=True)  # fmt: skip
     cpu0, failed = time.process_time(), []
     shrinking = 0.0  # (the CPU the shrinker's runs took: not the seeds' own)
     injected: Counter[str] = Counter()
@@ -169,6 +163,5 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
                + (f" ({', '.join(map(str, failed))})" if failed else "")
                + f"; faults injected: {dict(sorted(injected.items())) or 'none'}"
                + f"; {checked} invariant checks in {cpu:.2f} s CPU ({checked / cpu:.0f}/s)"
-               + f"; {simulated:.1f} s simulated ({simulated / cpu:.1f} per CPU s)"
-               + (" (stand-in: real time)" if standin else ""))  # fmt: skip
+               + f"; {simulated:.1f} s simulated ({simulated / cpu:.1f} per CPU s)")
     sys.exit(1 if failed else 0)

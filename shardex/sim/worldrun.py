@@ -1,5 +1,5 @@
 """The invariants on the simulated world: ``run`` (``runner.Runner``) over
-``shardex.sim.world.World``, which ``runner.pick`` prefers to the stand-in once it exists.
+``shardex.sim.world.World``: what ``python -m shardex.sim`` runs.
 
 ``CheckedWorld`` is a ``World`` whose check hook (called every ``check_every_s`` of virtual
 time) runs the continuous checks on the live cluster (``invariants.Monitor``; a violation is
@@ -201,5 +201,5 @@ def run(seed: int, faults: list[str], duration: float, mutation: str | None = No
                 world.clock.now
     violations = world.monitor.violations + world_violations(world, res) + died
     return RunResult(seed, violations, list(res.trace), schedule_of(res.trace),
-                     world.monitor.checked, res.digest[:16], res.end_s, False,
+                     world.monitor.checked, res.digest[:16], res.end_s,
                      +Counter(res.counts), res.cpu_s)  # fmt: skip

@@ -1,6 +1,6 @@
 """``python -m shardex.sim`` (``shardex.sim.cli``): per-seed report with a replay line, the
 shrink of a failing seed, the summary and exit status, on a synthetic runner; and the
-stand-in runner on a real in-process cluster catching a mutation with no fault at all."""
+simulated world's own failures (a node that raises, a run that cannot go on) as failed seeds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from shardex.sim import cli
 from shardex.sim.invariants import Violation
-from shardex.sim.runner import RunResult, draw_schedule, standin
+from shardex.sim.runner import RunResult
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,12 +30,12 @@ class FakeWorld:
         violations = [Violation("acked_once", "engine-0: order x lost")] if bad else []
         trace = [(0.1 * k, "engine-0" if k % 2 else "router", f"step {k}") for k in range(40)]
         return RunResult(seed, violations, trace, [schedule[i] for i in kept], 7, "d" * 16,
-                         duration, False, Counter({faults[0]: len(kept)}))  # fmt: skip
+                         duration, Counter({faults[0]: len(kept)}))  # fmt: skip
 
 
 def _run(monkeypatch, *args: str) -> tuple[FakeWorld, object]:
     world = FakeWorld()
-    monkeypatch.setattr(cli, "pick", lambda: (world, False))
+    monkeypatch.setattr(cli, "world_run", world)
     return world, CliRunner().invoke(cli.main, list(args))
 
 
@@ -78,23 +78,6 @@ def test_stop_on_failure(monkeypatch):
     world, res = _run(monkeypatch, "--seeds", "9", "--seed", "1", "--stop-on-failure")
     assert [c[0] for c in world.calls] == [1, 2, 3]
     assert "summary: 3 seeds, 1 failed (3)" in res.output
-
-
-def test_the_standin_refuses_faults_it_cannot_make():
-    with pytest.raises(ValueError, match="cannot inject partition"):
-        draw_schedule(1, ["pause", "partition"], 1.0, 5)
-    a, b = draw_schedule(4, ["pause"], 3.0, 5), draw_schedule(4, ["pause"], 3.0, 5)
-    assert a == b and a and all(0 <= p.node < 5 and p.t < 3.0 for p in a)
-
-
-def test_the_standin_catches_money_made_up_on_a_real_cluster():
-    """No fault at all: a hold released twice shows in the account shard's own books."""
-    res = standin(11, [], 0.3, "double_release")
-    assert res.standin and not res.schedule
-    checks = {v.check for v in res.violations}
-    assert {"shard_money", "money_conserved"} <= checks, res.violations
-    clean = standin(11, [], 0.3)
-    assert clean.violations == [] and clean.checked > 10
 
 
 def test_a_node_that_raises_fails_its_seed_on_the_world(monkeypatch):
@@ -140,13 +123,10 @@ def test_bridge_runs_the_world_with_its_streams_and_replays_with_it(monkeypatch)
         calls.append(bridge)
         return world(seed, faults, duration, mutation, keep)
 
-    monkeypatch.setattr(cli, "pick", lambda: (run, False))
+    monkeypatch.setattr(cli, "world_run", run)
     res = CliRunner().invoke(cli.main, ["--seeds", "1", "--seed", "3", "--bridge"])
     assert calls == [True] and res.exit_code == 1
     assert "--faults safe --duration 2 --bridge" in res.output
-    monkeypatch.setattr(cli, "pick", lambda: (run, True))
-    res = CliRunner().invoke(cli.main, ["--bridge"])
-    assert res.exit_code == 2 and "needs the simulated world" in res.output
 
 
 def test_a_run_that_cannot_go_on_fails_its_seed_with_a_replay_line(monkeypatch):

@@ -9,19 +9,18 @@ import pytest
 
 pytest.importorskip("shardex.sim.world")
 
-from shardex.sim import runner, worldrun  # noqa: E402 - after the skip
+from shardex.sim import cli, worldrun  # noqa: E402 - after the skip
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_the_command_line_picks_the_world():
-    run, standin = runner.pick()
-    assert run is worldrun.run and not standin
+def test_the_command_line_runs_the_world():
+    assert cli.world_run is worldrun.run
 
 
 def test_a_clean_world_keeps_every_invariant():
     res = worldrun.run(1, [], 1.0)
-    assert res.violations == [] and res.checked > 100 and not res.standin
+    assert res.violations == [] and res.checked > 100
     assert not res.faults and len(res.digest) == 16
 
 
