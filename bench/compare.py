@@ -45,15 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 # No `import shardex` in the driver: every side imports its own tree, in its own processes.
+from priority import share_priority  # noqa: E402
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import (  # noqa: E402
-    TreeCluster,
-    free_base,
-    loadgen,
-    say,
-    share_priority,
-    tree_env,
-)
+from scaling import TreeCluster, free_base, loadgen, say, tree_env  # noqa: E402
 
 _REQ = struct.Struct("<Q")
 SYMBOLS = ("BTC-USD", "ETH-USD")

@@ -37,16 +37,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from pairs import (  # noqa: E402  (scaling.X for its users)
+    BUILTIN_PAIRS,
+    all_symbols,
+    symbol_shard,
+    write_markets,
+)
+from priority import share_priority  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
-BUILTIN_PAIRS = 8  # shardex.engine.markets.DEFAULT_MARKETS (loadgen --symbols K takes these first)
 READY_S = 60.0
 
 
@@ -125,75 +130,6 @@ def layout_ports(base: int, span: int) -> list[int]:
     """The first ten ports of every hundred from ``base`` (router, shard and account ports of a
     layout with up to ten of each)."""
     return [p for p in range(base, base + span) if (p - base) % 100 < 10]
-
-
-def symbol_shard(symbol: str, shards: int) -> int:
-    """The router's routing function (crc32 mod N, ``shardex.wire.protocol.shard_for``), here so
-    the driver need not import any tree's package."""
-    return zlib.crc32(symbol.encode()) % shards
-
-
-BUILTIN_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "LTC-USD",
-                   "ETH-BTC")  # fmt: skip
-SPREAD = 64  # synthetic pairs are balanced over crc32 mod 64: so over every power of 2 ≤ 64
-
-
-def synthetic_pairs(pairs: int) -> list[str]:
-    """The extra markets beyond the built-in ones (``Pnnnn-USD``), chosen so every shard gets
-    its share: crc32 is linear, so consecutive names like P000..P063 leave whole residues mod 16
-    empty (shards with no orders). Greedy: each next pair goes to the residue mod 64 holding the
-    fewest pairs so far (the built-ins counted), which balances every power-of-two shard count;
-    other counts come out close (``run`` warns about a shard left with none)."""
-    counts = [0] * SPREAD
-    for sym in BUILTIN_SYMBOLS[: min(pairs, BUILTIN_PAIRS)]:
-        counts[symbol_shard(sym, SPREAD)] += 1
-    pool: dict[int, list[str]] = {r: [] for r in range(SPREAD)}
-    out: list[str] = []
-    i = 0
-    while len(out) < pairs - BUILTIN_PAIRS:
-        want = counts.index(min(counts))
-        while not pool[want]:
-            name = f"P{i:04d}-USD"
-            pool[symbol_shard(name, SPREAD)].append(name)
-            i += 1
-        out.append(pool[want].pop(0))
-        counts[want] += 1
-    return out
-
-
-def write_markets(path: Path, pairs: int) -> Path:
-    """A markets file adding ``pairs - 8`` synthetic markets (decimal strings: exact)."""
-    lines = []
-    for sym in synthetic_pairs(pairs):
-        lines += [
-            f'[markets."{sym}"]',
-            'tick = "0.01"',
-            'lot = "0.001"',
-            'max_price = "1000000"',
-            'max_qty = "1000000"',
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    return path
-
-
-def share_priority(pid: int | str = "self") -> bool:
-    """Give the session of ``pid`` this process's niceness when it is negative (the bench runs
-    at a high priority, ``nice -n -15 python bench/...``); True if it did.
-
-    With Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) a nice
-    value only ranks a process within its own session: a cluster started in a new session,
-    the driver and its load generators each competed as one equal group with every other
-    session on the box, whatever their nice. A session's group has a niceness of its own
-    (``/proc/<pid>/autogroup``, settable by root): this sets it. Elsewhere a no-op."""
-    level = os.nice(0)
-    if level >= 0:
-        return False
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(level))
-    except OSError:  # no autogroup (kernel or container), not root, or the process is gone
-        return False
-    return True
 
 
 @dataclass
@@ -584,11 +520,6 @@ def run(args: argparse.Namespace, tree: Path = ROOT) -> dict[str, Any]:
         },
         "results": rows,
     }
-
-
-def all_symbols(pairs: int) -> list[str]:
-    """Every pair the bench trades, in ``loadgen --symbols K``'s order (built-ins first)."""
-    return [*BUILTIN_SYMBOLS[: min(pairs, BUILTIN_PAIRS)], *synthetic_pairs(pairs)]
 
 
 def machine() -> str:
