@@ -33,6 +33,7 @@ from shardex.journal.snapshots import (
     Machine,
     best_snapshot,
 )
+from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import unpackb
 
 log = logging.getLogger("shardex.journal")
@@ -281,7 +282,7 @@ class EventReader:
         return self._result(buf, first, last)
 
     def _result(self, buf: list[Event], first: int, last: int) -> list[Event]:
-        result = [e for e in buf if e[1] <= last]
+        result = [e for e in buf if e[EV_SEQ] <= last]
         if not result or result[0][1] != first:
             self._cursor = None
             raise JournalError(f"events {first}..{last} are no longer in the journal")

@@ -15,6 +15,7 @@ from shardex.accounts.link import APPLY, FORWARD, GAP, MALFORMED, SETTLEMENT, Li
 from shardex.accounts.machines import SettledEngine, SettlementRepair
 from shardex.auth import user_of
 from shardex.node.link_port import LinkPort
+from shardex.wire.layouts import LINK_CMD, LINK_PREV, LINK_SEQ
 from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
@@ -118,7 +119,7 @@ class SettlementLink:
         return GAP if verdict == APPLY else verdict
 
     def _forward(self, j: int, msg: tuple) -> None:
-        self.core.forward(j, msg[0], msg[1], msg[2], self.out)
+        self.core.forward(j, msg[LINK_SEQ], msg[LINK_PREV], msg[LINK_CMD], self.out)
 
     def _sender_ok(self, j: int, ident: bytes, last: Any) -> bool:
         """Whether a message that says it is account shard ``j``'s came from it: secure, J's

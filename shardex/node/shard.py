@@ -43,6 +43,7 @@ from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.wire.layouts import EV_SYMBOL
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
     BATCH,
@@ -551,9 +552,9 @@ def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None
     a replicated leader's, carried in each message (None: the 3-field form of before)."""
     groups: dict[str, list[Event]] = {}
     for ev in events:
-        g = groups.get(ev[2])
+        g = groups.get(ev[EV_SYMBOL])
         if g is None:
-            groups[ev[2]] = [ev]
+            groups[ev[EV_SYMBOL]] = [ev]
         else:
             g.append(ev)
     for symbol, evs in groups.items():
