@@ -31,15 +31,14 @@ MAX_SHRINK_RUNS = 64
 
 
 def replay_line(seed: int, faults: list[str], duration: float, mutation: str | None,
-                keep: list[int] | None = None, bridge: bool = False) -> str:  # fmt: skip
+                keep: list[int] | None = None, flags: tuple[str, ...] = ()) -> str:  # fmt: skip
     """The one command that runs ``seed`` again as it ran."""
     parts = [f"PYTHONHASHSEED={os.environ.get('PYTHONHASHSEED', '0')}", "python -m shardex.sim",
              f"--seed {seed} --seeds 1", f"--faults {','.join(faults) or 'none'}",
              f"--duration {duration:g}"]  # fmt: skip
     if mutation:
         parts.append(f"--mutation {mutation}")
-    if bridge:
-        parts.append("--bridge")
+    parts.extend(flags)  # (the world's options: --bridge, --replicas, --store-faults ...)
     if keep is not None:
         parts.append(f"--keep {','.join(map(str, keep)) or 'none'}")
     return " ".join(parts)
@@ -47,7 +46,7 @@ def replay_line(seed: int, faults: list[str], duration: float, mutation: str | N
 
 def report(res: RunResult, faults: list[str], duration: float, mutation: str | None,
            keep: list[int] | None, echo: Callable[[str], None],
-           bridge: bool = False) -> None:  # fmt: skip
+           flags: tuple[str, ...] = ()) -> None:  # fmt: skip
     """One failing seed, readable: violations, the lead-up, the replay command."""
     echo(f"seed {res.seed}: {len(res.violations)} violations (digest {res.digest})")
     for v in res.violations:
@@ -56,12 +55,12 @@ def report(res: RunResult, faults: list[str], duration: float, mutation: str | N
     shown = lead_up(res.trace, mentions=first)
     echo("  trace, the lead-up:")
     echo(render(shown, skipped=max(0, len(res.trace) - len(shown))))
-    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, keep, bridge)}")
+    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, keep, flags)}")
 
 
 def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
            mutation: str | None, echo: Callable[[str], None],
-           bridge: bool = False) -> list[int]:  # fmt: skip
+           flags: tuple[str, ...] = ()) -> list[int]:  # fmt: skip
     """``ddmin`` over ``res``'s fault schedule: the indexes of a minimal failing one."""
     checks = {v.check for v in res.violations}
 
@@ -80,7 +79,7 @@ def shrink(run: Runner, res: RunResult, faults: list[str], duration: float,
     for i in got.items:
         item = res.schedule[i]
         echo(f"    [{i}] {as_event(item).line() if isinstance(item, tuple) else item}")
-    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, got.items, bridge)}")
+    echo(f"  replay: {replay_line(res.seed, faults, duration, mutation, got.items, flags)}")
     return got.items
 
 
@@ -127,11 +126,27 @@ def _parse_list(text: str | None) -> list[str]:
 @click.option("--stop-on-failure", is_flag=True, help="Stop at the first failing seed.")
 @click.option("--bridge", is_flag=True,
               help="Run the bridge too, on a simulated store: its streams are checked.")
+@click.option("--replicas", is_flag=True,
+              help="Every shard with a hot standby (1 engine + 1 account shard, two replicas "
+                   "each), their leases on the simulated store.")
+@click.option("--store-faults", default=None, metavar="SETTINGS",
+              help="The lease store's faults with --replicas, e.g. 'down_per_s=1,cut_per_s=0.5' "
+                   "(failover_per_s: breaks the lease's one-Redis assumption).")
 def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | None,
          do_shrink: bool, keep: str | None, stop_on_failure: bool,
-         bridge: bool) -> None:  # fmt: skip
+         bridge: bool, replicas: bool, store_faults: str | None) -> None:  # fmt: skip
     """Run the simulated cluster for SEEDS seeds and check every invariant."""
-    run: Runner = functools.partial(world_run, bridge=True) if bridge else world_run
+    world: dict[str, object] = {}
+    flags: list[str] = []
+    if bridge:
+        world["bridge"], flags = True, [*flags, "--bridge"]
+    if replicas:
+        world["replicas"], flags = True, [*flags, "--replicas"]
+    if store_faults:
+        if not replicas:
+            raise click.UsageError("--store-faults needs --replicas")
+        world["store_faults"], flags = store_faults, [*flags, f"--store-faults {store_faults}"]
+    run: Runner = functools.partial(world_run, **world) if world else world_run  # type: ignore[arg-type]
     kinds = _parse_list(faults)
     kept = [int(k) for k in _parse_list(keep)] if keep is not None else None
     cpu0, failed = time.process_time(), []
@@ -148,10 +163,10 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
         simulated += res.virtual_s
         if res.violations:
             failed.append(s)
-            report(res, kinds, duration, mutation, kept, click.echo, bridge)
+            report(res, kinds, duration, mutation, kept, click.echo, tuple(flags))
             if do_shrink and res.schedule:
                 t0 = time.process_time()
-                shrink(run, res, kinds, duration, mutation, click.echo, bridge)
+                shrink(run, res, kinds, duration, mutation, click.echo, tuple(flags))
                 shrinking += time.process_time() - t0
             if stop_on_failure:
                 break

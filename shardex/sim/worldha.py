@@ -54,6 +54,23 @@ class StoreFaults:
     cut_per_s: float = 0.0  # one replica cut off from the store (the store answers the rest)
     cut_s: tuple[float, float] = (0.1, 1.5)  # ... this long
 
+    @classmethod
+    def parse(cls, text: str) -> StoreFaults:
+        """``"down_per_s=1,down_s=0.8:1.5,cut_per_s=0.5"`` (the command line's
+        ``--store-faults``; ``failover_per_s`` breaks the lease's one-Redis assumption)."""
+        kw: dict[str, Any] = {}
+        known = cls.__dataclass_fields__
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                if name not in known:
+                    raise ValueError(name)
+                kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
+            except ValueError:
+                raise ValueError(f"bad store fault setting {item!r} (known: "
+                                 f"{', '.join(known)}; a range is lo:hi)") from None  # fmt: skip
+        return cls(**kw)
+
 
 def tier_of(name: str) -> str:
     """``engine-0a`` -> ``engine``; ``accounts-1b`` -> ``accounts``."""

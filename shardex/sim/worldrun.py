@@ -26,6 +26,7 @@ from shardex.sim.invariants import EXECUTED, Monitor, Order, Violation
 from shardex.sim.mutations import applied
 from shardex.sim.runner import RunResult, quiet
 from shardex.sim.world import Result, SimulationFailed, World
+from shardex.sim.worldha import StoreFaults
 
 PRESETS: dict[str, dict[str, Any]] = {
     "delay": {"delay_p": 0.1},
@@ -39,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # every kind a correct cluster must survive: the command line's default ``--faults``
 SAFE = tuple(PRESETS)
 PLAN = {"shards": 2, "accounts": 2}
+PLAN_REPLICATED = {"shards": 1, "accounts": 1, "replicas": 2}  # (two replicas of each shard)
 # the trace kinds of a fault drawn (what ``keep`` indexes)
 INJECTED = ("partition", "cut", "crash", "pause", "slow", "power")
 WORLD_CHECK = "world"  # the check named by the world's own violations (a node raised ...)
@@ -181,13 +183,21 @@ def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
 
 
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
-        keep: list[int] | None = None, bridge: bool = False) -> RunResult:  # fmt: skip
+        keep: list[int] | None = None, bridge: bool = False, replicas: bool = False,
+        store_faults: str | None = None) -> RunResult:  # fmt: skip
     """One seed of the simulated world with every invariant checked (``runner.Runner``):
     the monitor's violations, then the world's own; a run that could not go on (a bug of the
     simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
     meanwhile) is a violation of check ``simulation``. ``bridge``: the
-    bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams."""
-    world = CheckedWorld(seed, dict(PLAN), faults_of(faults), keep, bridge)
+    bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams.
+    ``replicas``: every shard has a standby, leases on the simulated store, whose own faults
+    ``store_faults`` draws (``StoreFaults.parse``)."""
+    world = CheckedWorld(seed, dict(PLAN_REPLICATED if replicas else PLAN), faults_of(faults),
+                         keep, bridge)  # fmt: skip
+    if store_faults:
+        if world.ha is None:
+            raise ValueError("store faults need the replicated world (--replicas)")
+        world.ha.faults = StoreFaults.parse(store_faults)
     died: list[Violation] = []
     with quiet(), applied(mutation):
         try:

@@ -143,3 +143,29 @@ def test_a_run_that_cannot_go_on_fails_its_seed_with_a_replay_line(monkeypatch):
     assert "VIOLATION world: accounts-" in res.output
     assert "VIOLATION simulation: seed 1: the run stopped" in res.output, res.output
     assert "summary: 2 seeds, 2 failed (1, 2)" in res.output
+
+
+def test_replicas_and_store_faults_reach_the_world_and_its_replay_line(monkeypatch):
+    calls: list[dict] = []
+    world = FakeWorld()
+
+    def run(seed, faults, duration, mutation=None, keep=None, **kw) -> RunResult:
+        calls.append(kw)
+        return world(seed, faults, duration, mutation, keep)
+
+    monkeypatch.setattr(cli, "world_run", run)
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--seed", "3", "--replicas",
+                                        "--store-faults", "down_per_s=1"])  # fmt: skip
+    assert calls == [{"replicas": True, "store_faults": "down_per_s=1"}] and res.exit_code == 1
+    assert "--replicas --store-faults down_per_s=1" in res.output
+    res = CliRunner().invoke(cli.main, ["--store-faults", "down_per_s=1"])
+    assert res.exit_code == 2 and "--store-faults needs --replicas" in res.output
+
+
+def test_store_faults_parse_and_refuse_what_they_do_not_know():
+    from shardex.sim.worldha import StoreFaults
+
+    f = StoreFaults.parse("down_per_s=1,down_s=0.8:1.5,cut_per_s=0.5")
+    assert (f.down_per_s, f.down_s, f.cut_per_s, f.failover_per_s) == (1.0, (0.8, 1.5), 0.5, 0.0)
+    with pytest.raises(ValueError, match="bad store fault setting 'flood=1'"):
+        StoreFaults.parse("flood=1")
