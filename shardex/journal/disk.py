@@ -165,14 +165,7 @@ def listed(disk: Disk, directory: Path, prefix: str, suffix: str) -> list[Path]:
 def write_file(disk: Disk, path: Path, data: bytes) -> None:
     """Create (or empty) ``path``, write ``data`` and fsync it; its directory entry is the
     caller's to make durable (rename, then ``fsync_dir``)."""
-    fd = disk.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:  # a write may take less than asked
-            view = view[disk.write(fd, view) :]
-        disk.fsync(fd)
-    finally:
-        disk.close(fd)
+    _write_synced(disk, disk.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), data)
 
 
 def write_back(disk: Disk, path: Path) -> None:
@@ -184,8 +177,13 @@ def write_back(disk: Disk, path: Path) -> None:
     read makes those pages dirty again, so the sync that follows puts them on the disk (or
     fails, and then the caller must not build on them)."""
     data = disk.read_bytes(path)
-    fd = disk.open(path, os.O_RDWR, 0o644)
-    try:  # (the records' own calls, write and fsync: ``pwrite`` is preallocation's)
+    _write_synced(disk, disk.open(path, os.O_RDWR, 0o644), data)
+
+
+def _write_synced(disk: Disk, fd: int, data: bytes) -> None:
+    """All of ``data`` at ``fd``'s position, fsynced, then ``fd`` closed (the records' own
+    calls, write and fsync: ``pwrite`` is preallocation's)."""
+    try:
         view = memoryview(data)
         while view:  # a write may take less than asked
             view = view[disk.write(fd, view) :]
