@@ -6,10 +6,10 @@ timers, deadlines, leases and heartbeats, ``time()`` for wall-clock stamps (logs
 ``time`` module's own functions bound as attributes, so a hot path that caches
 ``mono = self.clock.monotonic`` pays exactly what calling ``time.monotonic`` did.
 
-In the simulator every node of the cluster shares one ``VirtualClock`` (or a ``SkewedClock``
-view of it: the same virtual time run faster or slower and offset, as a drifting crystal or a
-stepped wall clock would be): time moves only when the simulator advances it, so a run is a
-function of its seed, and a lease of 800 ms costs no real time at all.
+In the simulator every node of the cluster shares one ``VirtualClock`` (or a ``NodeClock``
+view of it, ``shardex.sim.skew``: the same virtual time run faster or slower and offset, as
+a drifting crystal or a stepped wall clock would be): time moves only when the simulator
+advances it, so a run is a function of its seed, and a lease of 800 ms costs no real time.
 
 Why not patch the ``time`` module: a patch is process-wide (the test runner, Redis client
 libraries and asyncio would all see it), invisible in the code that depends on it, and cannot
@@ -83,28 +83,4 @@ class VirtualClock:
         return f"<VirtualClock t={self.now:.6f}>"
 
 
-class SkewedClock:
-    """One node's view of a shared ``VirtualClock``: ``rate`` times as fast from the moment it
-    was made, plus ``offset`` seconds on the wall clock (a skewed or stepped wall clock moves
-    ``time`` only; ``monotonic`` is what leases trust, and only its *rate* may differ)."""
-
-    def __init__(self, base: VirtualClock, rate: float = 1.0, offset: float = 0.0) -> None:
-        self.base = base
-        self.rate = rate
-        self.offset = offset
-        self._origin = base.now
-
-    def monotonic(self) -> float:
-        return self._origin + (self.base.now - self._origin) * self.rate
-
-    def perf_counter(self) -> float:
-        return self.monotonic()
-
-    def time(self) -> float:
-        return self.base.epoch + self.monotonic() + self.offset
-
-    def __repr__(self) -> str:
-        return f"<SkewedClock rate={self.rate} offset={self.offset}>"
-
-
-__all__ = ["REAL", "VIRTUAL_EPOCH", "Clock", "RealClock", "SkewedClock", "VirtualClock"]
+__all__ = ["REAL", "VIRTUAL_EPOCH", "Clock", "RealClock", "VirtualClock"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shardex.clock import REAL, VIRTUAL_EPOCH, SkewedClock, VirtualClock
+from shardex.clock import REAL, VIRTUAL_EPOCH, VirtualClock
 from shardex.net import ZMQ, mem_transport
 
 
@@ -29,11 +29,7 @@ def test_virtual_clock_moves_only_when_advanced() -> None:
         v.advance(-1)
 
 
-def test_skewed_view_runs_at_its_rate_and_offsets_only_the_wall_clock() -> None:
-    v = VirtualClock(start=5.0)
-    fast = SkewedClock(v, rate=1.5, offset=-3.0)
-    v.advance(2.0)
-    assert fast.monotonic() == 5.0 + 3.0
-    assert fast.time() == VIRTUAL_EPOCH + 8.0 - 3.0
-    t = mem_transport(clock=fast)
-    assert t.clock is fast
+def test_a_transport_carries_the_clock_its_nodes_read() -> None:
+    v = VirtualClock()
+    assert mem_transport(clock=v).clock is v
+    assert mem_transport().clock is REAL
