@@ -86,21 +86,27 @@ class Faults:
     def parse(cls, text: str) -> Faults:
         """``"delay_p=0.1,cut_per_s=0.5,crashable=engine:accounts"`` (a command line's
         ``--faults``)."""
-        kw: dict[str, Any] = {}
-        known = cls.__dataclass_fields__
-        for item in filter(None, (p.strip() for p in text.split(","))):
-            name, _, value = item.partition("=")
-            try:
-                if name not in known:
-                    raise ValueError(name)
-                if name == "crashable":
-                    kw[name] = tuple(filter(None, value.split(":")))
-                else:
-                    kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
-            except ValueError:
-                raise ValueError(f"bad fault setting {item!r} (known: {', '.join(known)}; "
-                                 "a range is lo:hi)") from None  # fmt: skip
-        return cls(**kw)
+        return cls(**settings(text, cls.__dataclass_fields__, "fault", names=("crashable",)))
+
+
+def settings(text: str, known: Any, what: str, names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``"a=0.1,b=0.2:0.5,c=x:y"`` as keyword arguments of a settings dataclass whose fields
+    are ``known``: numbers, ``lo:hi`` ranges, and for the fields in ``names`` tuples of names
+    (a command line's ``--faults``, ``--store-faults``); anything else a ``ValueError``."""
+    kw: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            if name not in known:
+                raise ValueError(name)
+            if name in names:
+                kw[name] = tuple(filter(None, value.split(":")))
+            else:
+                kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
+        except ValueError:
+            raise ValueError(f"bad {what} setting {item!r} (known: {', '.join(known)}; "
+                             "a range is lo:hi)") from None  # fmt: skip
+    return kw
 
 
 @dataclass

@@ -37,7 +37,7 @@ from typing import Any
 
 from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
-from shardex.sim.faults import fire
+from shardex.sim.faults import fire, settings
 from shardex.sim.sched import Trace
 
 FOREVER = float("inf")
@@ -58,18 +58,7 @@ class StoreFaults:
     def parse(cls, text: str) -> StoreFaults:
         """``"down_per_s=1,down_s=0.8:1.5,cut_per_s=0.5"`` (the command line's
         ``--store-faults``; ``failover_per_s`` breaks the lease's one-Redis assumption)."""
-        kw: dict[str, Any] = {}
-        known = cls.__dataclass_fields__
-        for item in filter(None, (p.strip() for p in text.split(","))):
-            name, _, value = item.partition("=")
-            try:
-                if name not in known:
-                    raise ValueError(name)
-                kw[name] = tuple(map(float, value.split(":"))) if ":" in value else float(value)
-            except ValueError:
-                raise ValueError(f"bad store fault setting {item!r} (known: "
-                                 f"{', '.join(known)}; a range is lo:hi)") from None  # fmt: skip
-        return cls(**kw)
+        return cls(**settings(text, cls.__dataclass_fields__, "store fault"))
 
 
 def tier_of(name: str) -> str:
