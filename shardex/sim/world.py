@@ -272,10 +272,7 @@ class World:
         self._heal()
         await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
-        if self.ha is not None:
-            await self.ha.settled()  # (and the links' repairs after a failover)
-        else:
-            await self._links_settled()
+        await self._links_settled()  # (and the links' repairs, e.g. after a failover)
         self.result.orders = [o for task in tasks for o in task.result()]
         self.result.cancels = work.cancels
         await work.settle(clients[0], self.result.orders)
@@ -285,11 +282,12 @@ class World:
         self.result.state = await self._collect(clients[0])
 
     async def _links_settled(self, bound_s: float = SETTLE_S) -> None:
-        """Wait (virtual time, at most ``bound_s``) until every account shard's forwards are
-        confirmed by their engine shards' HAVEs: after a partition and crashes the link
-        repairs a lost forward only on the second HAVE that has not moved (``ResendGate``),
-        which can take longer than the fixed quiet time; until then the order's funds are
-        held and it is on no book (what ``holds_match_books`` judges)."""
+        """Wait (virtual time, at most ``bound_s``) until the account links are quiet: after
+        a partition, crashes or an engine failover the link repairs what was lost only on the
+        second report that has not moved (``ResendGate``; and a DEALER to both replicas
+        round-robins while the deposed one is bound), which can take longer than the fixed
+        quiet time; until then an order's funds are held and it is on no book (what
+        ``holds_match_books`` judges)."""
         deadline = self.clock.now + bound_s
         while self.clock.now < deadline and self._unconfirmed():
             await asyncio.sleep(0.05)
@@ -297,16 +295,20 @@ class World:
     def _unconfirmed(self) -> int:
         """Forwards no engine shard has confirmed, plus settlements an account shard has not
         applied yet (each engine's settlement outbox ahead of that account shard's inbox)."""
-        if self.cluster is None:
+        if self.ha is not None:
+            engines, accounts = self.ha.leaders()
+        elif self.cluster is not None:
+            engines, accounts = dict(enumerate(self.cluster.engines)), dict(
+                enumerate(self.cluster.accounts))
+        else:
             return 0
-        accounts = self.cluster.accounts
-        n = sum(len(q) for a in accounts for q in a.unconfirmed.values())
-        for i, engine in enumerate(self.cluster.engines):
+        n = sum(len(q) for a in accounts.values() for q in a.unconfirmed.values())
+        for i, engine in engines.items():
             feed = getattr(getattr(engine, "core", None) and engine.core.engine, "feed", None)
-            sent = feed.outbox.last if feed is not None else {}
-            for j, last in sent.items():
-                if j < len(accounts) and accounts[j].machine is not None:
-                    n += last > accounts[j].machine.core.inbox.last.get(i, 0)
+            for j, last in (feed.outbox.last if feed is not None else {}).items():
+                account = accounts.get(j)
+                if account is not None and account.machine is not None:
+                    n += last > account.machine.core.inbox.last.get(i, 0)
         return n
 
     def _phase(self, name: str) -> None:

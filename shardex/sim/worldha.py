@@ -29,7 +29,6 @@ world:
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from shardex.sim.faults import fire, settings
 from shardex.sim.sched import Trace
 
 FOREVER = float("inf")
-SETTLE_S = 10.0  # the heal's bound on waiting for the account links' forwards to be confirmed
 
 
 @dataclass(frozen=True)
@@ -260,22 +258,16 @@ class HA:
 
     # -- the heal ---------------------------------------------------------------------------
 
-    async def settled(self, bound_s: float = SETTLE_S) -> None:
-        """Wait (virtual time, at most ``bound_s``) until every account leader's forwards are
-        all confirmed by their engine shards' HAVEs. After an engine failover the account link
-        repairs what went to the deposed leader (a DEALER to both replicas round-robins while
-        both are up) only on its second unmoved HAVE (``ResendGate``): up to three SYNC
-        periods, longer than the world's fixed quiet time."""
-        deadline = self.clock.now + bound_s
-        while self.clock.now < deadline and self._unconfirmed():
-            await asyncio.sleep(0.05)
-
-    def _unconfirmed(self) -> int:
+    def leaders(self) -> tuple[dict[int, Any], dict[int, Any]]:
+        """The engine and the account shards leading now, by shard (the nodes the heal
+        waits on: ``World._unconfirmed``)."""
         life = self.life
         assert life is not None
-        return sum(len(q) for name, n in life.named().items()
-                   if tier_of(name) == "accounts" and getattr(n, "leader", None) is not None
-                   for q in n.leader.unconfirmed.values())  # fmt: skip
+        found: dict[str, dict[int, Any]] = {"engine": {}, "accounts": {}}
+        for name, n in life.named().items():
+            if getattr(n, "leader", None) is not None and n.exited is None:
+                found[tier_of(name)][shard_of(name)] = n.leader
+        return found["engine"], found["accounts"]
 
     # -- the stale-write check -------------------------------------------------------------
 
