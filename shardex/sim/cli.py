@@ -130,8 +130,10 @@ def _parse_list(text: str | None) -> list[str]:
               help="Every shard with a hot standby (1 engine + 1 account shard, two replicas "
                    "each), their leases on the simulated store.")
 @click.option("--store-faults", default=None, metavar="SETTINGS",
-              help="The lease store's faults with --replicas, e.g. 'down_per_s=1,cut_per_s=0.5' "
-                   "(failover_per_s: breaks the lease's one-Redis assumption).")
+              help="The simulated Redis's faults (with --bridge or --replicas), e.g. "
+                   "'down_per_s=1,cut_per_s=0.5,failover_per_s=0.5' (a failover loses the "
+                   "writes its replica had not copied; with --replicas it breaks the lease's "
+                   "one-Redis assumption).")
 def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | None,
          do_shrink: bool, keep: str | None, stop_on_failure: bool,
          bridge: bool, replicas: bool, store_faults: str | None) -> None:  # fmt: skip
@@ -143,8 +145,8 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
     if replicas:
         world["replicas"], flags = True, [*flags, "--replicas"]
     if store_faults:
-        if not replicas:
-            raise click.UsageError("--store-faults needs --replicas")
+        if not (replicas or bridge):
+            raise click.UsageError("--store-faults needs a store: --bridge or --replicas")
         world["store_faults"], flags = store_faults, [*flags, f"--store-faults {store_faults}"]
     run: Runner = functools.partial(world_run, **world) if world else world_run  # type: ignore[arg-type]
     kinds = _parse_list(faults)

@@ -30,10 +30,14 @@ from shardex.sim.crash import Lifecycle, StartFailed
 from shardex.sim.faults import Network
 from shardex.sim.hazards import KINDS as HAZARDS
 from shardex.sim.hazards import Hazards
+from shardex.sim.storefaults import STORE_KINDS, StoreChaos
 
 # (``trapped`` is a marker: it says the crash after it is a sprung trap's, not replayed)
 KINDS = ("partition", "heal", "cut", "crash", "power", "restart", "pause", "slow",
-         *HAZARDS, "trapped")  # fmt: skip
+         *HAZARDS, *STORE_KINDS, "trapped")  # fmt: skip
+# applied later in a tick than the rest, where a drawn run makes them (``World._tick``): the
+# store's faults in its own part of the tick, the restarts last (the supervisor's)
+LATER = ("restart", *STORE_KINDS)
 
 
 def parse_partition(detail: str) -> tuple[list[str], list[str] | None, bool]:
@@ -54,14 +58,33 @@ class Script:
 
     def step(self, now: float, net: Network, life: Lifecycle,
              hazards: Hazards | None = None) -> None:  # fmt: skip
-        while self.events and self.events[0][0] <= now:
-            _, kind, node, detail = self.events.popleft()
+        """The due network, node, clock and disk faults (not the ``LATER`` ones)."""
+        for _, kind, node, detail in self._due(now, lambda kind: kind not in LATER):
             if kind in HAZARDS:
                 done = hazards is not None and hazards.apply(kind, node, detail)
             else:
                 done = _apply(kind, node, detail, net, life, hazards)
-            if not done:
-                self.skipped += 1
+            self.skipped += not done
+
+    def step_store(self, now: float, chaos: StoreChaos) -> None:
+        """The due store faults (``StoreChaos.tick`` calls this where it would draw them)."""
+        for _, kind, node, detail in self._due(now, STORE_KINDS.__contains__):
+            self.skipped += not chaos.apply(kind, node, detail)
+
+    def step_restarts(self, now: float, life: Lifecycle, hazards: Hazards | None = None) -> None:
+        """The due restarts (last in a tick, as a drawn run's supervisor makes them)."""
+        for _, kind, node, detail in self._due(now, "restart".__eq__):
+            self.skipped += not _apply(kind, node, detail, None, life, hazards)  # type: ignore[arg-type]
+
+    def _due(self, now: float, wanted: Any) -> list[tuple[float, str, str, str]]:
+        """The events due by ``now`` whose kind is ``wanted``, taken out in order (the others
+        stay where they were)."""
+        due, rest = [], []
+        while self.events and self.events[0][0] <= now:
+            ev = self.events.popleft()
+            (due if wanted(ev[1]) else rest).append(ev)
+        self.events.extendleft(reversed(rest))
+        return due
 
 
 def _without_consequences(events: list[tuple[float, str, str, str]]) -> list[tuple]:

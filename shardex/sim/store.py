@@ -308,11 +308,13 @@ class SimStore:
             self.sync()
             self.next_sync = self._next(now)
 
-    def failover(self, rng: random.Random | None = None) -> list[bytes]:
+    def failover(self, rng: random.Random | None = None,
+                 next_lag: float | None = None) -> list[bytes]:  # fmt: skip
         """Promote the replica: the primary's data becomes the replica's image (the writes
-        since its last sync are lost), its script cache empty. ``rng`` (default: the store's
-        own) draws the new replica's lag. Returns the keys written since the last sync (what
-        was lost, or written back to the same value)."""
+        since its last sync are lost), its script cache empty. ``next_lag``: how far the new
+        replica trails at first (a replayed failover's, from its trace); else ``rng``
+        (default: the store's own) draws it. Returns the keys written since the last sync
+        (what was lost, or written back to the same value)."""
         lost: set[bytes] = set()
         with self.server.lock:
             for n, db in self.server.dbs.items():
@@ -327,8 +329,9 @@ class SimStore:
             self.server.script_cache.clear()
         self.failovers += 1
         self.synced_at = now = self.clock.monotonic()
-        draw = rng or self.rng
-        self.next_sync = now + draw.uniform(*self.lag) if self.lag else float("inf")
+        if next_lag is None and self.lag:
+            next_lag = (rng or self.rng).uniform(*self.lag)
+        self.next_sync = now + next_lag if self.lag and next_lag is not None else float("inf")
         return sorted(lost)
 
     # -- outages ------------------------------------------------------------------------------

@@ -91,8 +91,9 @@ from shardex.sim.openload import workload_of
 from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
 from shardex.sim.skew import Clocks, SkewedCluster
+from shardex.sim.storefaults import StoreChaos, StoreFaults
 from shardex.sim.workload import Workload
-from shardex.sim.worldha import HA, StoreFaults, is_replicated
+from shardex.sim.worldha import HA, is_replicated
 
 try:  # (fakeredis, the ``sim`` extra: only a world with its bridge needs it)
     from shardex.sim.store import SimStore
@@ -177,6 +178,7 @@ class World:
         self._last_tick: float | None = None
         self._next_check = 0.0
         self.ha = self._ha(store_faults)
+        self.chaos = self._store_chaos(store_faults)
 
     def _ha(self, store_faults: StoreFaults | None) -> HA | None:
         """With ``replicas`` 2 in the plan: the standbys' lease store's faults, the supervisor
@@ -184,6 +186,26 @@ class World:
         if not is_replicated(self.plan_kwargs):
             return None
         return HA(self.seed, self.clock, self.trace, store_faults or StoreFaults(), self.store)
+
+    def _store_chaos(self, store_faults: StoreFaults | None) -> StoreChaos | None:
+        """The store's faults (``sim.storefaults``): the replicated world's (whose supervisor
+        shares their stream), or in a bridge world without replicas the stream store's own
+        (outages and failovers: nothing there for a cut to hit)."""
+        if self.ha is not None:
+            return self.ha.chaos
+        if self.store is None:
+            return None
+        return StoreChaos(self.store, self.clock, self.trace, store_faults or StoreFaults(),
+                          random.Random(f"store-{self.seed}"))  # fmt: skip
+
+    def _store_tick(self, now: float) -> None:
+        """The store's part of a tick: its faults (a script's, when replaying) and, replicated,
+        the supervisor and the stale-write check (``HA.tick``)."""
+        script = self.script if self.loading else None
+        if self.ha is not None:
+            self.ha.tick(now, self.loading, self._restart_at, self.faults.down_s, script)
+        elif self.chaos is not None:
+            self.chaos.tick(now, self.loading, script)
 
     def _plan(self, data_dir: str) -> Plan:
         kw = dict(self.plan_kwargs)
@@ -236,7 +258,7 @@ class World:
                 clients.append(await stack.enter_async_context(cl))
             await self._watch(asyncio.ensure_future(self._phases(work, clients, duration_s)))
         self.result.violations += self.life.failures
-        ha = self.ha.counts if self.ha is not None else {}
+        ha = self.chaos.counts if self.chaos is not None else {}
         self.result.violations += self.ha.violations if self.ha is not None else []
         self.result.counts = {**self.net.counts, **ha, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
@@ -318,21 +340,28 @@ class World:
 
     def _tick(self, now: float) -> None:
         self.hazards.expire(now)  # type: ignore[union-attr]
-        if self.loading and self.script is not None:
-            self.script.step(now, self.net, self.life, self.hazards)  # type: ignore[arg-type]
+        scripted = self.loading and self.script is not None
+        if scripted:
+            self.script.step(now, self.net, self.life, self.hazards)  # type: ignore[union-attr,arg-type]
             self.net.step(now, draw=False)  # type: ignore[union-attr]
         elif self.loading:
             self.net.step(now)  # type: ignore[union-attr]
             self._node_faults(now)
-        if self.ha is not None:
-            self.ha.tick(now, self.loading, self._restart_at, self.faults.down_s)
+        self._store_tick(now)
+        if scripted:  # (the restarts, where the drawn run's supervisor made them: a script's)
+            self.script.step_restarts(now, self.life, self.hazards)  # type: ignore[union-attr,arg-type]
+        else:
+            self._restarts(now)
+        if self.checks and now >= self._next_check:
+            self._next_check = now + self.check_every_s
+            self._check()
+
+    def _restarts(self, now: float) -> None:
+        """The supervisor's restarts that are due."""
         for name, at in list(self._restart_at.items()):
             if at <= now:
                 del self._restart_at[name]
                 self._restart(name)
-        if self.checks and now >= self._next_check:
-            self._next_check = now + self.check_every_s
-            self._check()
 
     def _node_faults(self, now: float) -> None:
         dt = 0.0 if self._last_tick is None else now - self._last_tick
@@ -400,6 +429,8 @@ class World:
         self.hazards.heal()  # type: ignore[union-attr]
         if self.ha is not None:
             self.ha.heal()
+        elif self.chaos is not None:
+            self.chaos.heal()
         self._restart_at.clear()
         for name in sorted(self.life.down):  # type: ignore[union-attr]
             self._restart(name, again=False)

@@ -31,32 +31,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
-from shardex.sim.faults import fire, settings
 from shardex.sim.sched import Trace
+from shardex.sim.storefaults import StoreChaos, StoreFaults
 
 FOREVER = float("inf")
-
-
-@dataclass(frozen=True)
-class StoreFaults:
-    """Rates of the lease store's faults (virtual seconds; all zero: a perfect Redis)."""
-
-    down_per_s: float = 0.0  # outages per second ...
-    down_s: tuple[float, float] = (0.05, 1.2)  # ... lasting this long
-    failover_per_s: float = 0.0  # failovers to the replica (loses unsynced writes): opt-in
-    cut_per_s: float = 0.0  # one replica cut off from the store (the store answers the rest)
-    cut_s: tuple[float, float] = (0.1, 1.5)  # ... this long
-
-    @classmethod
-    def parse(cls, text: str) -> StoreFaults:
-        """``"down_per_s=1,down_s=0.8:1.5,cut_per_s=0.5"`` (the command line's
-        ``--store-faults``; ``failover_per_s`` breaks the lease's one-Redis assumption)."""
-        return cls(**settings(text, cls.__dataclass_fields__, "store fault"))
 
 
 def tier_of(name: str) -> str:
@@ -77,22 +59,36 @@ class HA:
         self.store = store
         self.clock = clock
         self.trace = trace
-        self.faults = faults
         self.rng = random.Random(f"store-{seed}")
         self.life: Lifecycle | None = None
         self.losses: Counter[tuple[str, int]] = Counter()
         self.violations: list[str] = []
-        self.counts: Counter[str] = Counter()
-        self._up_at: float | None = None
-        self._cut: dict[str, float] = {}  # replica name -> when it reaches the store again
+        # the store's faults (``sim.storefaults``: drawn from this stream, kept, replayed)
+        self.chaos = StoreChaos(store, clock, trace, faults, self.rng, self._replicas,
+                                self._impair)  # fmt: skip
+        self.counts = self.chaos.counts
+        self._cut = self.chaos.cut_until  # replica name -> when it reaches the store again
         # name ("": all) -> spans of virtual time it was impaired; (tier, shard) -> its leader
         self._impaired: dict[str, list[tuple[float, float]]] = {}
         self._leader_of: dict[tuple[str, int], tuple[str, float]] = {}  # (name, since)
-        self._last: float | None = None
         self._granted: dict[tuple[str, int], int] = {}  # the newest epoch seen per shard
         # id(leader node) -> (epoch, seq, lease deadline, when) at the last tick
         self._seqs: dict[int, tuple[int, int, float, float]] = {}
         self._reported: set[tuple[str, int, int]] = set()
+
+    @property
+    def faults(self) -> StoreFaults:
+        return self.chaos.faults
+
+    @faults.setter
+    def faults(self, faults: StoreFaults) -> None:
+        self.chaos.faults = faults
+
+    def _replicas(self) -> list[str]:
+        """The names a store cut may hit: every replica, leader or standby."""
+        life = self.life
+        return [] if life is None else [n for n, node in life.named().items()
+                                         if hasattr(node, "standby")]  # fmt: skip
 
     def attach(self, life: Lifecycle) -> None:
         """Watch ``life``'s crashes, power losses and pauses of leaders (``losses``)."""
@@ -181,80 +177,31 @@ class HA:
     # -- a scheduler tick ----------------------------------------------------------------------
 
     def tick(self, now: float, loading: bool, restart_at: dict[str, float],
-             down_s: tuple[float, float]) -> None:  # fmt: skip
-        """Store faults (while ``loading``), the supervisor's restarts, the stale-write
-        check."""
-        dt = 0.0 if self._last is None else now - self._last
-        self._last = now
-        store = self.store
-        if self._up_at is not None and now >= self._up_at:
-            self._up_at = None
-            store.up()
-            self.trace.add(now, "store_up", "store")
-        if loading:
-            self._draw(now, dt)
+             down_s: tuple[float, float], script: Any = None) -> None:  # fmt: skip
+        """Store faults (while ``loading``; a ``script``'s, replayed), the supervisor's
+        restarts, the stale-write check."""
+        self.chaos.tick(now, loading, script)
         life = self.life
         assert life is not None
-        self._apply_cuts(now, life)
+        self._apply_cuts(life)
         for name, node in life.named().items():
             if getattr(node, "exited", None) == EXIT_LEASE_LOST:
                 life.exited(name)
                 restart_at[name] = now + self.rng.uniform(*down_s)
         self._stale_writes(now, life)
 
-    def _draw(self, now: float, dt: float) -> None:
-        f, rng, store = self.faults, self.rng, self.store
-        if self._up_at is None and fire(rng, f.down_per_s, dt):
-            seconds = rng.uniform(*f.down_s)
-            self._up_at = now + seconds
-            store.down()
-            self.counts["store_down"] += 1
-            self._impair("", now + seconds)
-            self.trace.add(now, "store_down", "store", f"{seconds!r}s")
-        if fire(rng, f.cut_per_s, dt):
-            self._draw_cut(now)
-        if fire(rng, f.failover_per_s, dt):
-            lost = store.failover(rng)
-            self.counts["store_failover"] += 1
-            self._impair("", now)
-            self.trace.add(now, "store_failover", "store", f"{len(lost)} keys lost")
-
-    def _draw_cut(self, now: float) -> None:
-        """Cut one replica (leader or standby) off from the store for ``cut_s``."""
-        life = self.life
-        assert life is not None
-        names = sorted(n for n, node in life.named().items() if hasattr(node, "standby"))
-        if not names:
-            return
-        name = names[self.rng.randrange(len(names))]
-        seconds = self.rng.uniform(*self.faults.cut_s)
-        self._cut[name] = max(self._cut.get(name, 0.0), now + seconds)
-        self.counts["store_cut"] += 1
-        self._impair(name, now + seconds)
-        self.trace.add(now, "store_cut", name, f"{seconds!r}s")
-
-    def _apply_cuts(self, now: float, life: Lifecycle) -> None:
+    def _apply_cuts(self, life: Lifecycle) -> None:
         """Each live replica's lease client reaches the store unless its node is cut (a
         restarted replica's new client too)."""
-        for name, until in list(self._cut.items()):
-            if now >= until:
-                del self._cut[name]
-                self.trace.add(now, "store_reach", name)
         for name, node in life.named().items():
             if hasattr(node, "standby"):
                 node.lease.r.cut = name in self._cut
 
     def heal(self) -> None:
         """No more store faults: an outage ends now, every node reaches the store."""
-        if self._up_at is not None:
-            self._up_at = None
-            self.store.up()
-            self.trace.add(self.clock.now, "store_up", "store")
-        for name in sorted(self._cut):
-            self.trace.add(self.clock.now, "store_reach", name)
-        self._cut.clear()
+        self.chaos.heal()
         if self.life is not None:
-            self._apply_cuts(self.clock.now, self.life)
+            self._apply_cuts(self.life)
 
     # -- the heal ---------------------------------------------------------------------------
 

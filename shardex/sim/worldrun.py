@@ -25,8 +25,8 @@ from shardex.sim.faults import Faults
 from shardex.sim.invariants import EXECUTED, Monitor, Order, Violation
 from shardex.sim.mutations import applied
 from shardex.sim.runner import RunResult, quiet
+from shardex.sim.storefaults import STORE_KINDS, StoreFaults
 from shardex.sim.world import Result, SimulationFailed, World
-from shardex.sim.worldha import StoreFaults
 
 PRESETS: dict[str, dict[str, Any]] = {
     "delay": {"delay_p": 0.1},
@@ -42,7 +42,7 @@ SAFE = tuple(PRESETS)
 PLAN = {"shards": 2, "accounts": 2}
 PLAN_REPLICATED = {"shards": 1, "accounts": 1, "replicas": 2}  # (two replicas of each shard)
 # the trace kinds of a fault drawn (what ``keep`` indexes)
-INJECTED = ("partition", "cut", "crash", "pause", "slow", "power")
+INJECTED = ("partition", "cut", "crash", "pause", "slow", "power", *STORE_KINDS)
 WORLD_CHECK = "world"  # the check named by the world's own violations (a node raised ...)
 
 
@@ -86,14 +86,16 @@ class FaultFilter:
         self.fired += 1
         return self.fired - 1 in self.keep
 
-    def install(self, net: Any, life: Any) -> None:
-        """Gate the network's partitions and cuts and the nodes' crashes, power losses and
-        pauses (slow turns too); a restart of a node that did not crash does nothing. A
+    def install(self, net: Any, life: Any, chaos: Any = None) -> None:
+        """Gate the network's partitions and cuts, the nodes' crashes, power losses and
+        pauses (slow turns too) and the store's outages, cuts and failovers (``chaos``,
+        ``sim.storefaults``); a restart of a node that did not crash does nothing. A
         heartbeat's ``drop`` (a cut ``during`` a partition) is a consequence, not a fault: it
         passes and takes no index; so does the crash inside a power loss."""
         cut, crash, power = net.cut, life.crash, life.power
+        store = [(chaos, name, None) for name in ("down", "cut", "failover")] if chaos else []
         for owner, name, none in ((net, "partition", None), (life, "crash", None),
-                                  (life, "pause", None)):  # fmt: skip
+                                  (life, "pause", None), *store):  # fmt: skip
             real = getattr(owner, name)
 
             def gate(*args: Any, _real: Any = real, _none: Any = none, **kw: Any) -> Any:
@@ -142,7 +144,7 @@ class CheckedWorld(World):
 
     def _tick(self, now: float) -> None:
         if self.filter is not None and self.net is not None and self.life is not None:
-            self.filter.install(self.net, self.life)  # (both exist from the first tick on)
+            self.filter.install(self.net, self.life, self.chaos)  # (from the first tick on)
             self.filter = None
         super()._tick(now)
 
@@ -190,14 +192,16 @@ def run(seed: int, faults: list[str], duration: float, mutation: str | None = No
     simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
     meanwhile) is a violation of check ``simulation``. ``bridge``: the
     bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams.
-    ``replicas``: every shard has a standby, leases on the simulated store, whose own faults
-    ``store_faults`` draws (``StoreFaults.parse``)."""
+    ``replicas``: every shard has a standby, leases on the simulated store. ``store_faults``
+    (``StoreFaults.parse``): that store's own faults, with the bridge or replicas; they are
+    faults of the schedule like the others (``keep`` indexes them)."""
     world = CheckedWorld(seed, dict(PLAN_REPLICATED if replicas else PLAN), faults_of(faults),
                          keep, bridge)  # fmt: skip
     if store_faults:
-        if world.ha is None:
-            raise ValueError("store faults need the replicated world (--replicas)")
-        world.ha.faults = StoreFaults.parse(store_faults)
+        if world.chaos is None:
+            raise ValueError("store faults need a store: the bridge (--bridge) or replicas "
+                             "(--replicas)")  # fmt: skip
+        world.chaos.faults = StoreFaults.parse(store_faults)
     died: list[Violation] = []
     with quiet(), applied(mutation):
         try:

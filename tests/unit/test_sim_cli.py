@@ -159,7 +159,7 @@ def test_replicas_and_store_faults_reach_the_world_and_its_replay_line(monkeypat
     assert calls == [{"replicas": True, "store_faults": "down_per_s=1"}] and res.exit_code == 1
     assert "--replicas --store-faults down_per_s=1" in res.output
     res = CliRunner().invoke(cli.main, ["--store-faults", "down_per_s=1"])
-    assert res.exit_code == 2 and "--store-faults needs --replicas" in res.output
+    assert res.exit_code == 2 and "--store-faults needs a store" in res.output
 
 
 def test_store_faults_parse_and_refuse_what_they_do_not_know():
