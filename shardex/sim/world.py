@@ -192,11 +192,14 @@ class World:
         shares their stream), or in a bridge world without replicas the stream store's own
         (outages and failovers: nothing there for a cut to hit)."""
         if self.ha is not None:
-            return self.ha.chaos
-        if self.store is None:
+            chaos = self.ha.chaos
+        elif self.store is not None:
+            chaos = StoreChaos(self.store, self.clock, self.trace, store_faults or StoreFaults(),
+                               random.Random(f"store-{self.seed}"))  # fmt: skip
+        else:
             return None
-        return StoreChaos(self.store, self.clock, self.trace, store_faults or StoreFaults(),
-                          random.Random(f"store-{self.seed}"))  # fmt: skip
+        chaos.scripted = self.script is not None  # (drawn as before, the script's happen)
+        return chaos
 
     def _store_tick(self, now: float) -> None:
         """The store's part of a tick: its faults (a script's, when replaying) and, replicated,

@@ -44,6 +44,9 @@ PLAN_REPLICATED = {"shards": 1, "accounts": 1, "replicas": 2}  # (two replicas o
 # the trace kinds of a fault drawn (what ``keep`` indexes)
 INJECTED = ("partition", "cut", "crash", "pause", "slow", "power", *STORE_KINDS)
 WORLD_CHECK = "world"  # the check named by the world's own violations (a node raised ...)
+# the replicated world's own checks (``worldha``): their violations keep their name, so a
+# shrinker's "still fails the same check" means that check, not any failure of the world
+NAMED_WORLD_CHECKS = ("stale_writes", "cold_failover")
 
 
 def faults_of(kinds: list[str]) -> Faults:
@@ -178,10 +181,18 @@ class CheckedWorld(World):
 
 def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
     """The world's own violations (a node's turn raised, a node failed to start) as
-    ``Violation``s of check ``WORLD_CHECK``; the continuous checks' (which the world records
-    too) are the monitor's already."""
+    ``Violation``s of check ``WORLD_CHECK`` (the replicated world's ``stale_writes`` and
+    ``cold_failover`` under their own names); the continuous checks' (which the world
+    records too) are the monitor's already."""
     ours = f"{world._continuous.__name__}: "
-    return [Violation(WORLD_CHECK, v) for v in res.violations if not v.startswith(ours)]
+    out = []
+    for v in res.violations:
+        name, _, rest = v.partition(": ")
+        if name in NAMED_WORLD_CHECKS:
+            out.append(Violation(name, rest))
+        elif not v.startswith(ours):
+            out.append(Violation(WORLD_CHECK, v))
+    return out
 
 
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
