@@ -180,7 +180,7 @@ class RedisWriter:
         return True
 
     async def _lost_in_redis(self, st: ShardState, batch: list[tuple], prev: int) -> bool:
-        """The events stream lacks entry ``prev``, written before: Redis lost writes without
+        """The stream lacks entry ``prev``, written before: Redis lost writes without
         an error this bridge saw (a failover of an asynchronously replicated Redis; redis-py's
         retries reconnect unseen). Nothing of the batch was written: ALERT, keep the batch,
         and every shard resumes from what Redis holds, as after an outage (it likely lost the
@@ -225,13 +225,23 @@ class RedisWriter:
             st.tracker.written(batch[-1][AE_SEQ], self.mono())
             LAST.labels(st.label).set(st.tracker.last)
             return True
-        res = await self._script(st, batch, [self.stream_key(st)], self._pack(items))
+        key = self.stream_key(st)
+        # the stream's entries are the balance changes only (their seqs skip the rest): the
+        # batch follows the newest one this bridge knows is there, which a failover may lose
+        follows = self._top.get(key, 0)
+        res = await self._script(st, batch, [key], self._pack(items), follows)
         if res is None:
             return True
         written, dups, _, conflicts, newer = res
         if newer:
             return self._newer_in_redis(st, batch, newer)
+        if written < 0:
+            return await self._lost_in_redis(st, batch, follows)
         self._written(st, batch, written, dups, conflicts)
+        if conflicts:  # (as for the events stream: never ask for an entry gone for good)
+            self._top.pop(key, None)
+        else:
+            self._top[key] = max(follows, int(items[-1][0].partition("-")[0]))
         return True
 
     async def _script(
