@@ -19,8 +19,8 @@ writer of a deposed epoch.
 # last KEY is ``<events key>:epoch``, the highest epoch written for the shard: a batch of an
 # older epoch writes nothing and returns {0, 0, 0, {}, that epoch} (check epoch, then XADD, in
 # one script: no writer of a deposed epoch can slip an entry in). ARGV[4] absent or 0: no check.
-# ARGV[5]: the seq of the entry this batch follows, as this bridge wrote it (events streams;
-# absent or 0: no check). If the stream lacks it -- a failover of an asynchronously replicated
+# ARGV[5]: the seq of the entry this batch follows, as this bridge wrote it (an events
+# stream's previous seq; a balances stream's newest balance entry; absent or 0: no check). If the stream lacks it -- a failover of an asynchronously replicated
 # Redis lost the last writes, with no error the bridge saw -- nothing is written and the reply
 # is {0, 0, 0, {}, 0, {}, 1}: the bridge resumes from what the stream holds and repairs the
 # rest from the shard (without this, its tracker believed them written: a permanent gap).
