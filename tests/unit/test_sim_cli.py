@@ -160,6 +160,11 @@ def test_replicas_and_store_faults_reach_the_world_and_its_replay_line(monkeypat
     assert "--replicas --store-faults down_per_s=1" in res.output
     res = CliRunner().invoke(cli.main, ["--store-faults", "down_per_s=1"])
     assert res.exit_code == 2 and "--store-faults needs a store" in res.output
+    # the bridge's stream store has faults of its own too (no replicas needed)
+    res = CliRunner().invoke(cli.main, ["--seeds", "1", "--seed", "3", "--bridge",
+                                        "--store-faults", "failover_per_s=1"])  # fmt: skip
+    assert calls[-1] == {"bridge": True, "store_faults": "failover_per_s=1"}, calls
+    assert "--bridge --store-faults failover_per_s=1" in res.output
 
 
 def test_store_faults_parse_and_refuse_what_they_do_not_know():
