@@ -14,7 +14,10 @@ replayed through the world's ``Hazards`` when one is given. A crash point's deat
 then the node's ``crash`` or ``power`` at the same instant) is a consequence of its ``trap``:
 the replay re-arms the trap and leaves the crash to it, so those two events are not replayed.
 Per-node clock rates (``skew``) and reconnect delays are drawn from the seed, like message
-delays.
+delays. The store's faults (``store_down``, ``store_cut``, ``store_failover``:
+``shardex.sim.storefaults``) are replayed through the world's ``StoreChaos`` in the store's
+part of a tick, and restarts last in a tick, where a drawn run's supervisor makes them, so a
+whole schedule replays in the drawn run's order.
 
 With the whole schedule of a seed the replay is the run itself (same seed: same scheduler,
 same delays, same workload, so the same events at the same times).

@@ -50,7 +50,8 @@ So is a restart that raises (the node refuses to start, e.g. its recovered books
 integrity check): it stays down, and is tried again ``down_s`` later while faults run.
 
 ``bridge``: the cluster's bridge runs too, writing its streams to a ``SimStore`` on the virtual
-clock (``self.store``; the stream exact-once check reads it).
+clock (``self.store``; the stream exact-once check reads it), with ``store_faults`` (outages,
+failovers that lose what the store's replica had not copied: ``shardex.sim.storefaults``).
 
 With ``replicas`` 2 in ``plan_kwargs`` every shard runs a leader and a standby, named
 ``engine-0a``/``engine-0b`` and so on, with the lease on the ``SimStore`` (the bridge's, if

@@ -20,10 +20,11 @@ writer of a deposed epoch.
 # older epoch writes nothing and returns {0, 0, 0, {}, that epoch} (check epoch, then XADD, in
 # one script: no writer of a deposed epoch can slip an entry in). ARGV[4] absent or 0: no check.
 # ARGV[5]: the seq of the entry this batch follows, as this bridge wrote it (an events
-# stream's previous seq; a balances stream's newest balance entry; absent or 0: no check). If the stream lacks it -- a failover of an asynchronously replicated
-# Redis lost the last writes, with no error the bridge saw -- nothing is written and the reply
-# is {0, 0, 0, {}, 0, {}, 1}: the bridge resumes from what the stream holds and repairs the
-# rest from the shard (without this, its tracker believed them written: a permanent gap).
+# stream's previous seq; a balances stream's newest balance entry; absent or 0: no check). If
+# the stream lacks it -- a failover of an asynchronously replicated Redis lost the last writes,
+# with no error the bridge saw -- nothing is written and the reply is {0, 0, 0, {}, 0, {}, 1}:
+# the bridge resumes from what the stream holds and repairs the rest from the shard (without
+# this, its tracker believed them written: a permanent gap).
 WRITE_SCRIPT = """
 local evs = cmsgpack.unpack(ARGV[1])
 local stream, tprefix, maxlen = KEYS[1], ARGV[2], ARGV[3]
