@@ -44,6 +44,7 @@ def test_store_faults_are_kept_by_index_and_the_whole_schedule_is_the_run() -> N
     assert without.digest != full.digest
 
 
+@pytest.mark.timeout(300)  # (7 runs, ~5 s of CPU: slow only on a crowded box)
 def test_shrinking_a_lease_bug_keeps_the_store_outage_it_needs() -> None:
     """``write_past_lease`` shows only while the store is down (a paused leader's first turn
     renews otherwise and learns it was deposed): shrinking seed 2's six faults ends with the
