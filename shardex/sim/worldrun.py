@@ -24,6 +24,7 @@ from shardex.sim.extract import cluster_state, read_streams
 from shardex.sim.faults import Faults
 from shardex.sim.invariants import EXECUTED, Monitor, Order, Violation
 from shardex.sim.mutations import applied
+from shardex.sim.reports import ReportWatch
 from shardex.sim.runner import RunResult, quiet
 from shardex.sim.world import Result, SimulationFailed, World
 from shardex.sim.worldha import StoreFaults
@@ -139,15 +140,22 @@ class CheckedWorld(World):
         self.monitor = Monitor()
         self.filter = FaultFilter(keep) if keep is not None else None
         super().__init__(seed, plan_kwargs, faults, checks=[self._continuous], bridge=bridge)
+        self.reports = ReportWatch(lambda: self.clock.now)  # (on the hub from the first tick)
+        self._watching = False
 
     def _tick(self, now: float) -> None:
         if self.filter is not None and self.net is not None and self.life is not None:
             self.filter.install(self.net, self.life)  # (both exist from the first tick on)
             self.filter = None
+        if not self._watching and self.cluster is not None:
+            self.reports.install(self.cluster.net.hub)  # (before any node's first turn)
+            self._watching = True
         super()._tick(now)
 
     def _continuous(self, world: World) -> None:
-        found = self.monitor.observe(cluster_state(self.cluster, replay=False))
+        state = cluster_state(self.cluster, replay=False)
+        state.stale_reports = self.reports.stale
+        found = self.monitor.observe(state)
         if found:
             raise AssertionError("; ".join(map(str, found)))
 
@@ -170,6 +178,7 @@ class CheckedWorld(World):
         net = self.net
         state.lossy = bool(net is not None and (net.counts.get("cut") or net.counts.get("lost")))
         state.lossy = state.lossy or bool(self.life is not None and self.life.crashes)
+        state.stale_reports = self.reports.stale
         for v in self.monitor.final(state):
             self.trace.add(self.clock.now, "violation", "", str(v))
 
