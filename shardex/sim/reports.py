@@ -89,10 +89,13 @@ def _settlements(inbox: Iterable[tuple[Any, list[bytes]]]) -> tuple[int | None, 
 
 class ReportWatch:
     """Records every SYNC that leaves stale (see the module). ``stale``: the records, in
-    order; ``sent``: SYNCs judged. ``now``: the virtual time to stamp them with."""
+    order; ``sent``: SYNCs seen. ``now``: the virtual time to stamp them with."""
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], trace: Any = None) -> None:
+        """``trace``: a ``sched.Trace`` that gets a ``stale`` event per record (the lead-up
+        of a violation shows the SYNC itself), or None."""
         self.now = now
+        self.trace = trace
         self.stale: list[StaleReport] = []
         self.sent = 0
         self._next: Tap | None = None
@@ -120,7 +123,11 @@ class ReportWatch:
         engine, bodies = _settlements(inbox)
         unread = unread_upto(have, bodies)
         if engine is not None and unread > have:
-            self.stale.append(StaleReport(sock.owner, engine, have, unread, self.now()))
+            r = StaleReport(sock.owner, engine, have, unread, self.now())
+            self.stale.append(r)
+            if self.trace is not None:
+                self.trace.add(r.t, "stale", r.node, f"SYNC to engine shard {engine}: have "
+                               f"{have}, settlements to {unread} unread")  # fmt: skip
 
 
 __all__ = ["READ_PER_TURN", "ReportWatch", "unread_upto"]
