@@ -38,11 +38,13 @@ class TurnCost:
 
     @classmethod
     def of(cls, seed: int, faults: Any, life: Any, hub: Any) -> TurnCost | None:
-        """The world's turn cost, or None when its ``Faults.turn_s`` is all zero (turns free)."""
-        per_msg = tuple(faults.turn_s)
-        if not any(per_msg):
+        """The world's turn cost, or None when its ``Faults.turn_s`` is all zero (turns free).
+        ``turn_s`` is a ``(lo, hi)`` range or one number (``--faults turn_s=0.001``)."""
+        turn_s = faults.turn_s
+        lo, hi = (turn_s, turn_s) if isinstance(turn_s, (int, float)) else tuple(turn_s)
+        if not (lo or hi):
             return None
-        return cls(seed, (per_msg[0], per_msg[-1]), life, hub)
+        return cls(seed, (float(lo), float(hi)), life, hub)
 
     def on_recv(self, sock: Any) -> None:
         if self._next is not None:

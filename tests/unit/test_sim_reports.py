@@ -110,6 +110,8 @@ class _Life:
 
 def test_a_turn_costs_its_reads_and_keeps_a_longer_freeze() -> None:
     assert TurnCost.of(1, Faults(), _Life({}), MemHub()) is None  # (turns free by default)
+    one = TurnCost.of(1, Faults.parse("turn_s=0.003"), _Life({}), MemHub())  # (one number)
+    assert one is not None and one.per_msg == (0.003, 0.003)
     hub = MemHub()
     router, engine = object(), object()
     life = _Life({"router-0": router, "engine-0": engine})
