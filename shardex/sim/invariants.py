@@ -196,8 +196,8 @@ def reports_current(s: ClusterState) -> list[Violation]:
         return []
     per: dict[str, list[str]] = {}
     for r in s.stale_reports:
-        per.setdefault(r.node, []).append(
-            f"to engine shard {r.engine} with have {r.have}, {r.unread} unread at t={r.t:.6f}")
+        what = f"to engine shard {r.engine} with have {r.have}, {r.unread} unread at t={r.t:.6f}"
+        per.setdefault(r.node, []).append(what)
     return [Violation("reports_current", f"{node}: {len(syncs)} SYNCs left stale: {_some(syncs)}")
             for node, syncs in sorted(per.items())]  # fmt: skip
 
