@@ -112,6 +112,12 @@ class MemHub:
         self.moved = 0  # messages delivered so far (a scheduler's progress signal)
         self._ids = itertools.count(1)
         self.on_deliver: Callable[[MemSocket, list[bytes]], None] | None = None  # a tap
+        # a tap on every message a socket is asked to send, before it leaves (the simulator's
+        # ``sim.reports`` looks at the sender's unread inbox when a link report leaves)
+        self.on_send: Callable[[MemSocket, list[bytes]], None] | None = None
+        # ... and on every message a socket reads (the simulator's ``sim.turns`` charges a
+        # node's turn virtual time per message it handled)
+        self.on_recv: Callable[[MemSocket], None] | None = None
         self.shaper: Any = None  # the simulator's network (``due``/``blocked``); None: instant
         self.airborne: dict[Pipe, None] = {}  # pipes with messages in the air (ordered)
         self.redials: dict[Pipe, float] = {}  # detached pipes -> when they connect again
@@ -379,6 +385,8 @@ class MemSocket:
         that could never complete in a single thread raises ``Again`` too)."""
         self._check_open()
         msg = [f if type(f) is bytes else bytes(f) for f in frames]
+        if self.hub.on_send is not None:
+            self.hub.on_send(self, msg)
         if self.kind == zmq.PUB:
             self._publish(msg)
         elif self.kind == zmq.ROUTER:
@@ -471,6 +479,8 @@ class MemSocket:
             pipe.n_b -= 1
         else:
             pipe.n_a -= 1
+        if self.hub.on_recv is not None:
+            self.hub.on_recv(self)
         return msg if copy else [MemFrame(f) for f in msg]
 
     def readable(self) -> bool:

@@ -56,6 +56,8 @@ class Faults:
     pause_s: tuple[float, float] = (0.05, 1.5)  # ... this long
     slow_per_s: float = 0.0  # long loop turns (CPU contention) per second ...
     slow_s: tuple[float, float] = (0.01, 0.2)  # ... this long
+    turn_s: tuple[float, float] = (0.0, 0.0)  # a turn costs this per message it read
+    # (virtual seconds, drawn per turn: ``shardex.sim.turns``; zero: turns are instant)
     crashable: tuple[str, ...] = ("router", "engine", "accounts")  # kinds crashes may hit
     power_per_s: float = 0.0  # machines losing power per second (a crash whose unsynced
     # writes are cut back on the simulated disk; engines and account shards), down ``down_s``

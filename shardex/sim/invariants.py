@@ -187,6 +187,21 @@ def no_anomalies(s: ClusterState) -> list[Violation]:
             for a in s.accounts if a.anomalies]  # fmt: skip
 
 
+def reports_current(s: ClusterState) -> list[Violation]:
+    """Every SYNC an account shard sent named the settlements it had been given: none left
+    while one that continues its ``have`` waited unread in its socket (a stale ``have`` is a
+    false stall to the engine shard, which re-sends on a ``have`` that did not move). Skipped
+    when the world did not watch its reports (``shardex.sim.reports``)."""
+    if not s.stale_reports:
+        return []
+    per: dict[str, list[str]] = {}
+    for r in s.stale_reports:
+        what = f"to engine shard {r.engine} with have {r.have}, {r.unread} unread at t={r.t:.6f}"
+        per.setdefault(r.node, []).append(what)
+    return [Violation("reports_current", f"{node}: {len(syncs)} SYNCs left stale: {_some(syncs)}")
+            for node, syncs in sorted(per.items())]  # fmt: skip
+
+
 CONTINUOUS: dict[str, Check] = {
     "no_negative_balance": no_negative_balance,
     "holds_cover_orders": holds_cover_orders,
@@ -195,6 +210,7 @@ CONTINUOUS: dict[str, Check] = {
     "one_writer_per_epoch": one_writer_per_epoch,
     "ran_at_most_once": ran_at_most_once,
     "no_anomalies": no_anomalies,
+    "reports_current": reports_current,
 }
 
 

@@ -10,7 +10,10 @@ The bugs fixed in the last round (the commit whose fix each inverts is in ``fix`
 
 * ``late_sync``: the account shard's periodic SYNC sent at the top of its loop turn, before
   reading its engine links, so after a long turn its ``have`` is stale and the engine shard
-  re-sends everything in flight (698b19a). Caught by ``resends_bounded``.
+  re-sends everything in flight (698b19a). Caught by ``reports_current`` (the SYNC is judged
+  as it leaves: ``shardex.sim.reports``), in a world whose turns cost time (``--faults
+  safe,turn``); not by ``resends_bounded``, since 666b555's ``ResendGate`` re-sends only on
+  a ``have`` repeated over a whole SYNC period, which a stale one alone does not make.
 * ``restart_takes_lease``: a just-restarted node takes a free lease at once instead of leaving
   it to the live in-sync standby for one ttl: a second failover for nothing (260dffc).
   Caught by ``cold_failover`` (needs standbys and crashes; a crash keeps what was written,
@@ -171,7 +174,8 @@ MUTATIONS: dict[str, Mutation] = {
     m.name: m
     for m in (
         Mutation("late_sync", "periodic SYNC at the top of a long loop turn: a stale have",
-                 "698b19a", ("accounts", "long turns"), ("resends_bounded",), _late_sync),
+                 "698b19a", ("accounts", "turns that cost time"), ("reports_current",),
+                 _late_sync),
         Mutation("restart_takes_lease", "a restarted leader retakes a free lease before the "
                  "live in-sync standby", "260dffc", ("standbys", "crashes"),
                  ("cold_failover",), _restart_takes_lease),

@@ -111,6 +111,19 @@ class Write:
     last: int
 
 
+@dataclass(frozen=True)
+class StaleReport:
+    """An account shard's SYNC that left behind what it had been given: ``have`` (the
+    report's) while settlements of engine shard ``engine`` that continue it, up to
+    ``unread``, waited unread in its socket; ``t``: virtual time (``shardex.sim.reports``)."""
+
+    node: str
+    engine: int
+    have: int
+    unread: int
+    t: float
+
+
 @dataclass
 class ClusterState:
     """Everything the checks read. ``streams``: stream key → [(entry id, flat fields)], None
@@ -127,3 +140,5 @@ class ClusterState:
     # many times its leader was lost (crashed, paused past its lease, cut off).
     lossy: bool | None = None
     leader_losses: dict[tuple[str, int], int] | None = None
+    # the link reports that left stale, as they left (None: not watched, the check skips)
+    stale_reports: list[StaleReport] | None = None

@@ -93,6 +93,7 @@ from shardex.sim.sched import Scheduler, Trace
 from shardex.sim.script import Script
 from shardex.sim.skew import Clocks, SkewedCluster
 from shardex.sim.storefaults import StoreChaos, StoreFaults
+from shardex.sim.turns import TurnCost
 from shardex.sim.workload import Workload
 from shardex.sim.worldha import HA, is_replicated
 
@@ -174,6 +175,7 @@ class World:
         self.net: Network | None = None
         self.hazards: Hazards | None = None  # clock steps, crash points, disk spells
         self.clocks: Clocks | None = None  # per-node clocks (``Faults.skew``/``step_per_s``)
+        self.turns: TurnCost | None = None  # turns that cost virtual time (``Faults.turn_s``)
         self.result = Result(seed, 0.0)
         self._restart_at: dict[str, float] = {}
         self._last_tick: float | None = None
@@ -242,6 +244,7 @@ class World:
         cluster = self.cluster = self._cluster(self._plan(data_dir), t)
         self.net = Network(hub, self.clock, self.seed, self.faults, self.trace)
         self.life = Lifecycle(cluster, self.trace)
+        self.turns = TurnCost.of(self.seed, self.faults, self.life, hub)
         if self.ha is not None:
             if not self.bridge:
                 cluster.bridge = None  # (the store holds the leases only)
@@ -267,6 +270,7 @@ class World:
         self.result.counts = {**self.net.counts, **ha, "crash": self.life.crashes,
                               "restart": self.life.restarts, "pause": self.life.pauses,
                               "slow": self.life.slows, "power": self.life.powers,
+                              "turn": self.turns.turns if self.turns is not None else 0,
                               **self.hazards.counts}  # type: ignore[union-attr] # fmt: skip
 
     async def _watch(self, main: asyncio.Future) -> None:
@@ -343,6 +347,8 @@ class World:
     # -- the node faults (a scheduler tick) ------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        if self.turns is not None:
+            self.turns.step(now)
         self.hazards.expire(now)  # type: ignore[union-attr]
         scripted = self.loading and self.script is not None
         if scripted:
