@@ -18,6 +18,12 @@ p50/p99 of the acked orders only (an ``overloaded`` answer is fast and must not 
 tail), and the RSS growth of every process (router, each shard, bridge, redis) sampled from
 /proc every 0.5 s during the level (end − start, and peak − start).
 
+Where the wait happens: per level the router's own view is scraped from its metrics
+(``shardex_router_ack_seconds``: forward to reply, i.e. the router → shard queue plus the
+shard's turn) as ``router_p99_ms``, and its rejects by reason (``queued_too_long``: shed by
+time queued, ``overloaded``: by an in-flight cap). A client p99 far above the router's is
+time spent before the router read the request (its socket, the client's send queue).
+
 Targets (2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 10× the p99 at
 0.5×, RSS growth ≤ 50 MB per process over 60 s. The verdict lines say PASS/FAIL for each. Numbers
 are only meaningful on an otherwise idle machine. ``--json`` prints one JSON object.
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +85,7 @@ class BenchCluster:
     """``shardex up`` in its own process group, INFO log to a file (the supervisor's
     ``started NAME (pid N)`` lines give the pids of bridge and redis)."""
 
-    def __init__(self, shards: int, bridge: bool, extra: list[str]) -> None:
+    def __init__(self, shards: int, bridge: bool, extra: list[str], accounts: int = 0) -> None:
         self.layout = Layout("127.0.0.1", free_base(), shards)
         self.data_dir = tempfile.mkdtemp(prefix="shardex-overload-")
         self.log_path = os.path.join(self.data_dir, "up.log")
@@ -97,8 +104,8 @@ class BenchCluster:
             "--data-dir",
             os.path.join(self.data_dir, "data"),
             *([] if bridge else ["--no-bridge"]),
-            "--accounts",  # the order path itself (bench/accounts.py measures the account tier)
-            "0",
+            "--accounts",  # 0: the order path itself; 1: the default's account tier in front
+            str(accounts),
             *extra,
         ]
         if "--insecure" in extra:
@@ -163,6 +170,44 @@ class BenchCluster:
         self.proc.wait(5)
         self.log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def router_view(port: int) -> dict[str, float]:
+    """The router's counters that say where the wait is: its forward→reply histogram (summed
+    over slots, cumulative bucket counts by upper bound) and its rejects by reason."""
+    out: dict[str, float] = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return out
+    for line in text.decode().splitlines():
+        m = re.match(r'shardex_router_(?:account_)?ack_seconds_bucket\{.*le="([^"]+)".*\} (\S+)',
+                     line)  # fmt: skip
+        if m:
+            key = f"le {m.group(1)}"
+            out[key] = out.get(key, 0) + float(m.group(2))
+            continue
+        m = re.match(r'shardex_router_rejected_total\{reason="([^"]+)"\} (\S+)', line)
+        if m:
+            out[f"rejected {m.group(1)}"] = float(m.group(2))
+    return out
+
+
+def router_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """One level's share of ``router_view``: the router's p50/p99 (bucket upper bounds, ms)
+    and its rejects by reason."""
+    les = sorted((float(k[3:]), after[k] - before.get(k, 0)) for k in after if k[:3] == "le ")
+    total = les[-1][1] if les else 0
+
+    def pct(q: float) -> float | None:
+        for le, n in les:
+            if total and n >= q * total:
+                return round(le * 1000, 2)
+        return None
+
+    rejected = {k[9:]: int(after[k] - before.get(k, 0)) for k in after if k[:9] == "rejected "}
+    return {"router_p50_ms": pct(0.5), "router_p99_ms": pct(0.99),
+            "router_rejected": {k: v for k, v in rejected.items() if v}}  # fmt: skip
 
 
 def rss(pid: int) -> int | None:
@@ -433,6 +478,9 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--no-bridge", action="store_true", help="no Redis, no bridge")
     p.add_argument(
+        "--accounts", type=int, default=0, help="account shards in front (1: the default) [0]"
+    )
+    p.add_argument(
         "--insecure", action="store_true", help="no CURVE keys (default: the secure default)"
     )
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
@@ -444,7 +492,9 @@ def main() -> None:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    cluster = BenchCluster(args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [])
+    cluster = BenchCluster(
+        args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [], args.accounts
+    )
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores {platform.machine()} "
@@ -468,7 +518,9 @@ def main() -> None:
             pids = cluster.pids()
             sampler = RssSampler(pids)
             say(f"open loop {mult}× S = {mult * s_rate:,.0f}/s for {args.seconds:.0f}s ...")
+            before = router_view(cluster.layout.router_metrics_port)
             row = open_level(cluster.layout.frontend, mult * s_rate, args)
+            row.update(router_delta(before, router_view(cluster.layout.router_metrics_port)))
             row["level"] = mult
             row["rss"] = sampler.stop()
             row["restarts"] = len(cluster.restarts())
@@ -513,7 +565,7 @@ def print_table(rep: dict[str, Any]) -> None:
     print(f"saturation (closed loop): {sat['acked_per_s']:,} orders/s")
     head = (
         f"{'level':>6} {'offered/s':>10} {'acked/s':>9} {'overld%':>8} {'tmout%':>8} "
-        f"{'err%':>6} {'p50 ms':>8} {'p99 ms':>9}  RSS growth MB end/peak"
+        f"{'err%':>6} {'p50 ms':>8} {'p99 ms':>9} {'rtr p99':>8}  RSS growth MB end/peak"
     )
     print(head)
     for r in rep["levels"]:
@@ -524,11 +576,14 @@ def print_table(rep: dict[str, Any]) -> None:
         )
         p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}"
         p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
+        rp99 = "-" if r.get("router_p99_ms") is None else f"{r['router_p99_ms']:.1f}"
         print(
             f"{r['level']:>5}x {r['offered_per_s']:>10,} {r['acked_per_s']:>9,} "
             f"{r['overloaded_pct']:>8.2f} {r['timeouts_pct']:>8.3f} {err:>6.2f} "
-            f"{p50:>8} {p99:>9}  {mem}"
+            f"{p50:>8} {p99:>9} {rp99:>8}  {mem}"
         )
+        if r.get("router_rejected"):
+            print(f"{'':>7} router rejects: {r['router_rejected']}")
         if r["errors_by_reason"]:
             print(f"{'':>7} errors: {r['errors_by_reason']}")
     for line in rep["restarts"]:

@@ -18,6 +18,7 @@ from shardex.clock import REAL, Clock
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
+from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel
 from shardex.recovery import RECOVERING_ID, describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -64,6 +65,12 @@ class RouterConfig:
     # requests of one client connection not yet answered: a quarter of a shard's queue, so one
     # client alone cannot fill it and starve the others
     client_max_inflight: int = 250
+    # Shedding by time queued (``sojourn.Codel``, per shard): once a shard's oldest unanswered
+    # request has waited more than ``shed_target`` s for a whole ``shed_interval``, a request
+    # that would wait more than ``shed_limit`` s is answered ``overloaded`` (0: off)
+    shed_target: float = TARGET_S
+    shed_interval: float = INTERVAL_S
+    shed_limit: float = LIMIT_S
     # replies queued toward one client before they are dropped (counted): with the shards'
     # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
     client_hwm: int = 1_000
@@ -150,6 +157,7 @@ class Router(RouterReports):
             "bad_key": 0,
             "unauthenticated": 0,
             "leader_changed": 0,  # in flight to a deposed leader: answered "may have run"
+            "queued_too_long": 0,  # answered overloaded by its shard's wait (``codel``)
         }
         self.foreign_replies = 0  # replies from a connection that is not the request's shard
         self.malformed_from_shards = 0  # messages on the backend that are no hello or batch
@@ -159,6 +167,13 @@ class Router(RouterReports):
         self.shard_inflight = [0] * slots
         self.shard_bytes = [0] * slots
         self.client_inflight: dict[bytes, int] = {}
+        cfg = self.cfg
+        self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
+                      for _ in range(slots)]  # fmt: skip
+        # per shard: the forward time of the latest-forwarded request it answered (a shard
+        # serves in order: what it holds was forwarded after that, so ``now`` minus it is how
+        # long its oldest waiting request has waited; reset when a request finds it empty)
+        self.served = [0.0] * slots
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]
         # requests admitted in this wake-up and not yet sent, per shard (flat frames), and the
         # shards that have any, in the order they got their first
@@ -212,6 +227,13 @@ class Router(RouterReports):
         ):
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
+        if self.shard_inflight[shard]:
+            if self.codel[shard].observe(now - self.served[shard], now):
+                self.rejected["queued_too_long"] += 1
+                return -1, [client, req, _OVERLOADED]
+        else:  # an empty queue: this request is its oldest from now on
+            self.codel[shard].observe(0.0, now)
+            self.served[shard] = now
         # admitted: counted against the caps now, so one wake-up cannot overshoot them
         k = (client, req)
         old = self.inflight.get(k)
@@ -282,6 +304,7 @@ class Router(RouterReports):
             return []
         inflight = self.inflight
         hist = self.ack_time
+        served = self.served
         out = []
         for i in range(0, len(items), 3):
             k = (items[i], items[i + 1])
@@ -292,7 +315,10 @@ class Router(RouterReports):
             if entry is not None:
                 del inflight[k]
                 self._forget(k, entry, popped=True)
-                hist[shard].add(now - entry[1])
+                sent = entry[1]
+                hist[shard].add(now - sent)
+                if sent > served[shard]:
+                    served[shard] = sent
             out.append([items[i], items[i + 1], items[i + 2]])
         return out
 
