@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from cluster import free_base  # noqa: E402
+from priority import share_priority  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
@@ -116,6 +117,7 @@ class BenchCluster:
             argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent, cwd=ROOT
         )
+        share_priority(self.proc.pid)  # (the cluster's session: at the bench's priority)
         try:
             self.info = self._wait_ready()
         except BaseException:
@@ -483,11 +485,20 @@ def main() -> None:
     p.add_argument(
         "--insecure", action="store_true", help="no CURVE keys (default: the secure default)"
     )
+    p.add_argument(
+        "--max-queue-ms",
+        type=float,
+        default=None,
+        help="the router's --max-queue-ms (shedding by time queued; 0: off) [its default]",
+    )
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     levels = [float(x) for x in args.levels.split(",")]
+    if args.max_queue_ms is not None:  # (the router reads it from its environment)
+        os.environ["SHARDEX_MAX_QUEUE_MS"] = str(args.max_queue_ms)
+    share_priority()  # (this driver's session: its open-loop generators)
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -497,6 +508,7 @@ def main() -> None:
     )
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load": f"load average at start {os.getloadavg()[0]:.2f}",
         "machine": f"{os.cpu_count()} cores {platform.machine()} "
         f"{platform.python_implementation()} {platform.python_version()}",
         "config": {k: v for k, v in vars(args).items() if k != "json"},
@@ -562,7 +574,7 @@ def print_table(rep: dict[str, Any]) -> None:
           f"{rep['config']['procs']} generator procs × {rep['config']['connections']} "
           f"connections, batch ≤ {rep['config']['batch']}, {rep['config']['seconds']:.0f}s/level")
     sat = rep["saturation"]
-    print(f"saturation (closed loop): {sat['acked_per_s']:,} orders/s")
+    print(f"saturation (closed loop): {sat['acked_per_s']:,} orders/s  ({rep['load']})")
     head = (
         f"{'level':>6} {'offered/s':>10} {'acked/s':>9} {'overld%':>8} {'tmout%':>8} "
         f"{'err%':>6} {'p50 ms':>8} {'p99 ms':>9} {'rtr p99':>8}  RSS growth MB end/peak"
@@ -576,7 +588,7 @@ def print_table(rep: dict[str, Any]) -> None:
         )
         p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}"
         p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
-        rp99 = "-" if r.get("router_p99_ms") is None else f"{r['router_p99_ms']:.1f}"
+        rp99 = "-" if r.get("router_p99_ms") is None else f"{r['router_p99_ms']:g}"
         print(
             f"{r['level']:>5}x {r['offered_per_s']:>10,} {r['acked_per_s']:>9,} "
             f"{r['overloaded_pct']:>8.2f} {r['timeouts_pct']:>8.3f} {err:>6.2f} "

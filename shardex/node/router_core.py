@@ -18,7 +18,7 @@ from shardex.clock import REAL, Clock
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
-from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel
+from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel, ServiceRate
 from shardex.recovery import RECOVERING_ID, describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -65,9 +65,10 @@ class RouterConfig:
     # requests of one client connection not yet answered: a quarter of a shard's queue, so one
     # client alone cannot fill it and starve the others
     client_max_inflight: int = 250
-    # Shedding by time queued (``sojourn.Codel``, per shard): once a shard's oldest unanswered
-    # request has waited more than ``shed_target`` s for a whole ``shed_interval``, a request
-    # that would wait more than ``shed_limit`` s is answered ``overloaded`` (0: off)
+    # Shedding by time queued (``sojourn``, per shard): once the wait a new request would have
+    # at a shard (its queue over its measured service rate) stayed above ``shed_target`` s for
+    # a whole ``shed_interval``, one that would wait more than ``shed_limit`` s is answered
+    # ``overloaded`` (0: off)
     shed_target: float = TARGET_S
     shed_interval: float = INTERVAL_S
     shed_limit: float = LIMIT_S
@@ -170,10 +171,7 @@ class Router(RouterReports):
         cfg = self.cfg
         self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
                       for _ in range(slots)]  # fmt: skip
-        # per shard: the forward time of the latest-forwarded request it answered (a shard
-        # serves in order: what it holds was forwarded after that, so ``now`` minus it is how
-        # long its oldest waiting request has waited; reset when a request finds it empty)
-        self.served = [0.0] * slots
+        self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]
         # requests admitted in this wake-up and not yet sent, per shard (flat frames), and the
         # shards that have any, in the order they got their first
@@ -227,13 +225,14 @@ class Router(RouterReports):
         ):
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
-        if self.shard_inflight[shard]:
-            if self.codel[shard].observe(now - self.served[shard], now):
+        queued = self.shard_inflight[shard]
+        if queued:  # the wait it would have there, at the shard's measured rate
+            if self.codel[shard].observe(self.rates[shard].wait(queued), now):
                 self.rejected["queued_too_long"] += 1
                 return -1, [client, req, _OVERLOADED]
-        else:  # an empty queue: this request is its oldest from now on
+        else:  # an empty queue: no wait, and the shard is busy from now on
             self.codel[shard].observe(0.0, now)
-            self.served[shard] = now
+            self.rates[shard].started(now)
         # admitted: counted against the caps now, so one wake-up cannot overshoot them
         k = (client, req)
         old = self.inflight.get(k)
@@ -304,7 +303,7 @@ class Router(RouterReports):
             return []
         inflight = self.inflight
         hist = self.ack_time
-        served = self.served
+        answered = 0
         out = []
         for i in range(0, len(items), 3):
             k = (items[i], items[i + 1])
@@ -315,11 +314,11 @@ class Router(RouterReports):
             if entry is not None:
                 del inflight[k]
                 self._forget(k, entry, popped=True)
-                sent = entry[1]
-                hist[shard].add(now - sent)
-                if sent > served[shard]:
-                    served[shard] = sent
+                hist[shard].add(now - entry[1])
+                answered += 1
             out.append([items[i], items[i + 1], items[i + 2]])
+        if answered:
+            self.rates[shard].answered(answered, now, self.shard_inflight[shard] > 0)
         return out
 
     def reply_dropped(self, gone: bool) -> None:

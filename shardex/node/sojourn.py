@@ -4,8 +4,8 @@ A cap on how many requests may wait (the router's ``max_inflight``) bounds a que
 not its wait: 1000 requests in front of a shard that serves 1000 a second is a second of
 queue, and every order admitted behind them is late. What a trader needs bounded is the wait,
 so the router sheds by it: per shard, ``Codel`` is told at every admission how long the
-shard's queue has been holding its oldest request (``delay``) and answers whether to refuse
-this one with ``overloaded`` instead.
+request would wait there (``delay``: the shard's queue over its measured service rate,
+``ServiceRate``) and answers whether to refuse it with ``overloaded`` instead.
 
 The rule is CoDel's, in the form RPC servers use (folly's ``Codel``): a queue is *overloaded*
 when, over a whole ``interval``, the wait never dropped below ``target`` (a standing queue,
@@ -62,3 +62,46 @@ class Codel:
             self.shed += 1
             return True
         return False
+
+
+class ServiceRate:
+    """How fast a queue is served while it holds work: requests answered over the time it was
+    busy, re-measured after every ``window`` seconds of busy time (an average with the previous
+    estimate). ``wait(queued)`` is then what a request arriving behind ``queued`` others will
+    wait (Little's law), bursts included: the time the queue's oldest request has waited says
+    nothing of a thousand requests admitted in the same instant behind it.
+
+    Idle time is never counted: ``started`` (a request found the queue empty) starts a busy
+    period, ``answered`` says whether the queue still holds work after its answers."""
+
+    __slots__ = ("window", "rate", "_n", "_t", "_last", "_busy")
+
+    def __init__(self, window: float = INTERVAL_S) -> None:
+        self.window = window
+        self.rate = 0.0  # requests per second while busy (0: not measured yet)
+        self._n = 0
+        self._t = 0.0
+        self._last = 0.0
+        self._busy = False
+
+    def started(self, now: float) -> None:
+        """A request entered the queue while it was empty: busy from ``now``."""
+        self._busy = True
+        self._last = now
+
+    def answered(self, n: int, now: float, busy: bool) -> None:
+        """``n`` requests were answered at ``now``; ``busy``: the queue still holds some."""
+        if self._busy:
+            self._n += n
+            self._t += max(0.0, now - self._last)
+            if self._t >= self.window and self._n:
+                fresh = self._n / self._t
+                self.rate = fresh if not self.rate else (self.rate + fresh) / 2
+                self._n, self._t = 0, 0.0
+        self._last = now
+        self._busy = busy
+
+    def wait(self, queued: int) -> float:
+        """Seconds a request joining ``queued`` others waits at the measured rate; 0 until a
+        rate is measured (nothing is shed on a guess)."""
+        return queued / self.rate if self.rate else 0.0

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from shardex.node.router import Router, RouterConfig
-from shardex.node.sojourn import Codel
+from shardex.node.sojourn import Codel, ServiceRate
 from shardex.wire.protocol import BATCH, ERR_OVERLOADED, decode_reply, encode_batch, encode_request
 
-T, I, L = 0.005, 0.100, 0.020  # target, interval, limit
+T, IV, L = 0.005, 0.100, 0.020  # target, interval, limit
 
 
 def _feed(c: Codel, start: float, end: float, step: float, delay: float) -> list[bool]:
@@ -24,54 +24,70 @@ def _feed(c: Codel, start: float, end: float, step: float, delay: float) -> list
 
 
 def test_a_standing_queue_is_shed_past_the_limit_after_one_interval() -> None:
-    c = Codel(T, I, L)
+    c = Codel(T, IV, L)
     # the first interval only measures: nothing is shed however long the wait
-    assert not any(_feed(c, 0.0, I, 0.001, 0.030))
+    assert not any(_feed(c, 0.0, IV, 0.001, 0.030))
     # the whole interval stayed above target: from now on a wait past the limit is refused ...
-    assert all(_feed(c, I, 2 * I, 0.001, 0.030))
+    assert all(_feed(c, IV, 2 * IV, 0.001, 0.030))
     assert c.overloaded and c.shed == 100
     # ... and one within it is admitted even while overloaded
-    assert c.observe(L, 2 * I + 0.01) is False
+    assert c.observe(L, 2 * IV + 0.01) is False
 
 
 def test_a_burst_that_drains_within_the_interval_is_never_shed() -> None:
-    c = Codel(T, I, L)
+    c = Codel(T, IV, L)
     for k in range(20):  # long waits, but each interval also saw the queue drained once
-        base = k * I
+        base = k * IV
         assert not any(_feed(c, base, base + 0.09, 0.001, 0.200))
         assert c.observe(0.0, base + 0.095) is False
     assert not c.overloaded and c.shed == 0
 
 
 def test_overload_ends_with_the_first_interval_that_drains() -> None:
-    c = Codel(T, I, L)
-    _feed(c, 0.0, 2 * I, 0.001, 0.030)
+    c = Codel(T, IV, L)
+    _feed(c, 0.0, 2 * IV, 0.001, 0.030)
     assert c.overloaded
-    assert c.observe(0.001, 2 * I + 0.001) is False  # the wait fell below target once ...
-    _feed(c, 2 * I + 0.002, 3 * I, 0.001, 0.030)
-    assert c.observe(0.030, 3 * I + 0.001) is False  # ... so the next interval sheds nothing
+    assert c.observe(0.001, 2 * IV + 0.001) is False  # the wait fell below target once ...
+    _feed(c, 2 * IV + 0.002, 3 * IV, 0.001, 0.030)
+    assert c.observe(0.030, 3 * IV + 0.001) is False  # ... so the next interval sheds nothing
     assert not c.overloaded
 
 
 def test_a_quiet_gap_longer_than_an_interval_forgets_the_overload() -> None:
-    c = Codel(T, I, L)
-    _feed(c, 0.0, 2 * I, 0.001, 0.030)
+    c = Codel(T, IV, L)
+    _feed(c, 0.0, 2 * IV, 0.001, 0.030)
     assert c.overloaded
     assert c.observe(0.030, 10.0) is False  # nothing arrived for seconds: no standing queue
     assert not c.overloaded
 
 
 def test_limit_zero_turns_shedding_off_and_bad_settings_are_refused() -> None:
-    c = Codel(T, I, 0.0)
-    assert not any(_feed(c, 0.0, 5 * I, 0.001, 1.0))
+    c = Codel(T, IV, 0.0)
+    assert not any(_feed(c, 0.0, 5 * IV, 0.001, 1.0))
     assert c.overloaded and c.shed == 0  # (the state is still kept)
     with pytest.raises(ValueError):
         Codel(T, 0.0, L)
     with pytest.raises(ValueError):
-        Codel(-1.0, I, L)
+        Codel(-1.0, IV, L)
 
 
-# -- the router's admission: by its shard's wait ------------------------------------------------
+def test_service_rate_counts_busy_time_only_and_predicts_the_wait() -> None:
+    r = ServiceRate(window=0.1)
+    assert r.wait(50) == 0.0  # nothing measured: no guess
+    r.started(0.0)
+    for k in range(1, 6):  # 100 answered every 20 ms, always more waiting: 5000/s
+        r.answered(100, k * 0.02, busy=True)
+    assert r.rate == pytest.approx(5000)
+    assert r.wait(100) == pytest.approx(0.02)
+    r.answered(100, 0.12, busy=False)  # the queue emptied ...
+    r.answered(100, 5.0, busy=False)  # ... so the idle seconds before this are not counted
+    r.started(5.0)
+    for k in range(1, 7):  # now 1000/s: the estimate moves toward it (an average per window)
+        r.answered(20, 5.0 + k * 0.02, busy=True)
+    assert 1000 < r.rate < 5000  # (the 4.9 idle seconds counted would have made it ~60/s)
+
+
+# -- the router's admission: by a shard's wait ---------------------------------------------------
 
 
 def _order(client: bytes, req: bytes) -> list[bytes]:
@@ -89,27 +105,57 @@ def _admit(r: Router, k: int, now: float) -> bytes | None:
     return error
 
 
-def test_router_sheds_by_the_shards_wait_long_before_its_inflight_cap() -> None:
-    """A shard that stopped answering: 25 requests in flight (the count cap is 1000), yet
-    once its oldest has waited past the target for a whole interval, a request that would
-    wait past the limit is answered ``overloaded`` at once (counted as ``queued_too_long``);
-    an answer that drains the shard's queue ends it."""
+def _answer(r: Router, ks: list[int], now: float) -> None:
+    triples = [x for k in ks for x in (f"c{k}".encode(), f"r{k}".encode(), b"ok")]
+    r.from_shard([b"shard-0", b"", BATCH, encode_batch(triples)], now)
+
+
+def _serve(r: Router, start: float, end: float, arrive_every: float, serve: int) -> list:
+    """Requests arrive every ``arrive_every`` s; every 10 ms the shard answers the ``serve``
+    oldest it holds (a shard serving ``serve`` per 10 ms). The error of each request."""
+    held: list[int] = []
+    errors = []
+    k = 0
+    now = start
+    next_turn = start + 0.01
+    while now < end:
+        if now >= next_turn:
+            done, held = held[:serve], held[serve:]
+            if done:
+                _answer(r, done, now)
+            next_turn += 0.01
+        err = _admit(r, k, now)
+        errors.append(err)
+        if err is None:
+            held.append(k)
+        k += 1
+        now += arrive_every
+    return errors
+
+
+def test_router_sheds_by_the_wait_at_the_shard_long_before_its_inflight_cap() -> None:
+    """Twice what a shard serves (2 per ms arriving, 1 per ms served): the count cap (1000)
+    would let a second of queue build; shedding by time holds the queue near the limit, and
+    what it refuses is answered ``overloaded`` at once (counted ``queued_too_long``)."""
     r = Router(1, RouterConfig(1, "", ""))
-    errors = [_admit(r, k, k * 0.01) for k in range(25)]  # one every 10 ms, never answered
-    assert errors[:20] == [None] * 20  # the first interval measures; then within the limit
+    errors = _serve(r, 0.0, 2.0, 0.0005, 10)
     shed = [e for e in errors if e is not None]
     assert shed and all(e.startswith(ERR_OVERLOADED) for e in shed)
-    assert r.rejected["queued_too_long"] == len(shed) and r.shard_inflight[0] < 25
-    assert r.shard_inflight[0] < r.cfg.max_inflight
-    # the shard answers everything it holds: its queue is empty, the next request is admitted
-    held = [k for k, e in enumerate(errors) if e is None]
-    triples = [x for k in held for x in (f"c{k}".encode(), f"r{k}".encode(), b"ok")]
-    r.from_shard([b"shard-0", b"", BATCH, encode_batch(triples)], 0.3)
-    assert r.shard_inflight[0] == 0
-    assert _admit(r, 99, 0.31) is None
+    assert r.rejected["queued_too_long"] == len(shed) and r.rejected[ERR_OVERLOADED] == 0
+    assert r.rates[0].rate == pytest.approx(1000, rel=0.1)
+    # what stays queued is what the shard serves within the limit (plus one turn's arrivals)
+    assert r.shard_inflight[0] <= 1000 * (L + 0.01) + 1
+    assert r.codel[0].overloaded
 
 
-def test_router_with_shedding_off_admits_up_to_the_count_cap() -> None:
+def test_router_sheds_nothing_while_the_shard_keeps_up() -> None:
+    r = Router(1, RouterConfig(1, "", ""))
+    assert _serve(r, 0.0, 2.0, 0.002, 10) == [None] * 1000  # half of what it serves
+
+
+def test_router_with_shedding_off_queues_up_to_the_count_cap() -> None:
     r = Router(1, RouterConfig(1, "", "", shed_limit=0.0))
-    assert [_admit(r, k, k * 0.01) for k in range(50)] == [None] * 50
+    errors = _serve(r, 0.0, 2.0, 0.0005, 10)
     assert r.rejected["queued_too_long"] == 0
+    assert r.shard_inflight[0] == r.cfg.max_inflight  # a second of queue at 1000/s
+    assert errors.count(None) > 2000
