@@ -20,8 +20,8 @@ tail), and the RSS growth of every process (router, each shard, bridge, redis) s
 
 Where the wait happens: per level the router's own view is scraped from its metrics
 (``shardex_router_ack_seconds``: forward to reply, i.e. the router → shard queue plus the
-shard's turn) as ``router_p99_ms``, and its rejects by reason (``queued_too_long``: shed by
-time queued, ``overloaded``: by an in-flight cap). A client p99 far above the router's is
+shard's turn) as ``router_p99_ms``, and its rejects by reason (``overloaded``, ``of which by
+wait``: shed by time queued rather than by an in-flight cap). A client p99 far above the router's is
 time spent before the router read the request (its socket, the client's send queue).
 
 Targets (2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 10× the p99 at
@@ -192,6 +192,8 @@ def router_view(port: int) -> dict[str, float]:
         m = re.match(r'shardex_router_rejected_total\{reason="([^"]+)"\} (\S+)', line)
         if m:
             out[f"rejected {m.group(1)}"] = float(m.group(2))
+        elif line.startswith("shardex_router_shed_by_wait_total "):
+            out["rejected of which by wait"] = float(line.split()[1])
     return out
 
 

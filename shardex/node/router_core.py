@@ -158,7 +158,6 @@ class Router(RouterReports):
             "bad_key": 0,
             "unauthenticated": 0,
             "leader_changed": 0,  # in flight to a deposed leader: answered "may have run"
-            "queued_too_long": 0,  # answered overloaded by its shard's wait (``codel``)
         }
         self.foreign_replies = 0  # replies from a connection that is not the request's shard
         self.malformed_from_shards = 0  # messages on the backend that are no hello or batch
@@ -228,7 +227,7 @@ class Router(RouterReports):
         queued = self.shard_inflight[shard]
         if queued:  # the wait it would have there, at the shard's measured rate
             if self.codel[shard].observe(self.rates[shard].wait(queued), now):
-                self.rejected["queued_too_long"] += 1
+                self.rejected[ERR_OVERLOADED] += 1  # (of which by time: ``codel[i].shed``)
                 return -1, [client, req, _OVERLOADED]
         else:  # an empty queue: no wait, and the shard is busy from now on
             self.codel[shard].observe(0.0, now)

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shardex.clock import Clock
 from shardex.metrics import Hist
+from shardex.node.sojourn import Codel
 
 RECOVERING_TTL_S = 3.0  # a recovering state this old is forgotten (the beacon beats at 2 Hz)
 
@@ -41,6 +42,7 @@ class RouterReports:
     replies_dropped: dict[str, int]
     ack_time: list[Hist]
     batch_size: Hist
+    codel: list[Codel]
 
     def collect(self) -> Iterator[Any]:
         yield from self._slot_families("", "shard", range(self.shards))
@@ -50,6 +52,12 @@ class RouterReports:
         for reason, n in self.rejected.items():
             fam.add_metric([reason.replace(" ", "_")], n)
         yield fam
+        yield CounterMetricFamily(
+            "shardex_router_shed_by_wait",
+            "Requests answered overloaded because they would have waited past --max-queue-ms "
+            "at their shard (CoDel-style; included in rejected{reason=overloaded})",
+            value=sum(c.shed for c in self.codel),
+        )
         fam = CounterMetricFamily(
             "shardex_router_replies_dropped",
             "Replies a client could not take (its pipe full, or gone); results stay queryable",

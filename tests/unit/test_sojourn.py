@@ -136,12 +136,12 @@ def _serve(r: Router, start: float, end: float, arrive_every: float, serve: int)
 def test_router_sheds_by_the_wait_at_the_shard_long_before_its_inflight_cap() -> None:
     """Twice what a shard serves (2 per ms arriving, 1 per ms served): the count cap (1000)
     would let a second of queue build; shedding by time holds the queue near the limit, and
-    what it refuses is answered ``overloaded`` at once (counted ``queued_too_long``)."""
+    what it refuses is answered ``overloaded`` at once (counted ``shed_by_wait``)."""
     r = Router(1, RouterConfig(1, "", ""))
     errors = _serve(r, 0.0, 2.0, 0.0005, 10)
     shed = [e for e in errors if e is not None]
     assert shed and all(e.startswith(ERR_OVERLOADED) for e in shed)
-    assert r.rejected["queued_too_long"] == len(shed) and r.rejected[ERR_OVERLOADED] == 0
+    assert r.rejected[ERR_OVERLOADED] == r.codel[0].shed == len(shed)  # (all by time)
     assert r.rates[0].rate == pytest.approx(1000, rel=0.1)
     # what stays queued is what the shard serves within the limit (plus one turn's arrivals)
     assert r.shard_inflight[0] <= 1000 * (L + 0.01) + 1
@@ -156,6 +156,6 @@ def test_router_sheds_nothing_while_the_shard_keeps_up() -> None:
 def test_router_with_shedding_off_queues_up_to_the_count_cap() -> None:
     r = Router(1, RouterConfig(1, "", "", shed_limit=0.0))
     errors = _serve(r, 0.0, 2.0, 0.0005, 10)
-    assert r.rejected["queued_too_long"] == 0
+    assert r.codel[0].shed == 0
     assert r.shard_inflight[0] == r.cfg.max_inflight  # a second of queue at 1000/s
     assert errors.count(None) > 2000
