@@ -192,6 +192,9 @@ def router_view(port: int) -> dict[str, float]:
         m = re.match(r'shardex_router_rejected_total\{reason="([^"]+)"\} (\S+)', line)
         if m:
             out[f"rejected {m.group(1)}"] = float(m.group(2))
+        elif line.startswith(("shardex_router_service_rate{", "shardex_router_inflight{")):
+            name, value = line.rsplit(" ", 1)
+            out[f"gauge {name[15:]}"] = float(value)
         elif line.startswith("shardex_router_shed_by_wait_total "):
             out["rejected of which by wait"] = float(line.split()[1])
     return out
@@ -210,8 +213,10 @@ def router_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
         return None
 
     rejected = {k[9:]: int(after[k] - before.get(k, 0)) for k in after if k[:9] == "rejected "}
+    gauges = {k[6:]: round(v) for k, v in after.items() if k[:6] == "gauge "}
     return {"router_p50_ms": pct(0.5), "router_p99_ms": pct(0.99),
-            "router_rejected": {k: v for k, v in rejected.items() if v}}  # fmt: skip
+            "router_rejected": {k: v for k, v in rejected.items() if v},
+            "router_at_end": gauges}  # fmt: skip
 
 
 def rss(pid: int) -> int | None:
@@ -598,6 +603,8 @@ def print_table(rep: dict[str, Any]) -> None:
         )
         if r.get("router_rejected"):
             print(f"{'':>7} router rejects: {r['router_rejected']}")
+        if r.get("router_at_end"):
+            print(f"{'':>7} router at the end: {r['router_at_end']}")
         if r["errors_by_reason"]:
             print(f"{'':>7} errors: {r['errors_by_reason']}")
     for line in rep["restarts"]:

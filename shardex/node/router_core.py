@@ -216,22 +216,22 @@ class Router(RouterReports):
         if self.route_ids[shard] is None:  # not registered (yet): nobody to send it to
             self.rejected[ERR_UNAVAILABLE] += 1
             return -1, [client, req, _UNAVAILABLE]
+        # every arrival is measured (also one a cap refuses: a queue at its cap is no quiet one)
+        queued = self.shard_inflight[shard]
+        if queued:  # the wait it would have there, at the shard's measured rate
+            late = self.codel[shard].observe(self.rates[shard].wait(queued), now)
+        else:  # an empty queue: no wait, and the shard is busy from now on
+            late = self.codel[shard].observe(0.0, now)
+            self.rates[shard].started(now)
         cfg = self.cfg
         if (
-            self.shard_inflight[shard] >= cfg.max_inflight
+            late  # (counted in ``codel[shard].shed`` too)
+            or queued >= cfg.max_inflight
             or self.shard_bytes[shard] + size > cfg.max_inflight_bytes
             or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
         ):
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
-        queued = self.shard_inflight[shard]
-        if queued:  # the wait it would have there, at the shard's measured rate
-            if self.codel[shard].observe(self.rates[shard].wait(queued), now):
-                self.rejected[ERR_OVERLOADED] += 1  # (of which by time: ``codel[i].shed``)
-                return -1, [client, req, _OVERLOADED]
-        else:  # an empty queue: no wait, and the shard is busy from now on
-            self.codel[shard].observe(0.0, now)
-            self.rates[shard].started(now)
         # admitted: counted against the caps now, so one wake-up cannot overshoot them
         k = (client, req)
         old = self.inflight.get(k)

@@ -159,3 +159,13 @@ def test_router_with_shedding_off_queues_up_to_the_count_cap() -> None:
     assert r.codel[0].shed == 0
     assert r.shard_inflight[0] == r.cfg.max_inflight  # a second of queue at 1000/s
     assert errors.count(None) > 2000
+
+
+def test_router_measures_the_wait_of_requests_a_count_cap_refuses_too() -> None:
+    """A count cap that holds a queue of 50 ms (50 at 1000/s) refuses most arrivals: they
+    are still measured, so the standing queue is seen and shed by time down to the limit (a
+    controller that only saw admitted requests took a capped queue for a quiet one)."""
+    r = Router(1, RouterConfig(1, "", "", max_inflight=50))
+    _serve(r, 0.0, 2.0, 0.0005, 10)
+    assert r.codel[0].overloaded and r.codel[0].shed > 0
+    assert r.shard_inflight[0] <= 1000 * (L + 0.01) + 1 < 50
