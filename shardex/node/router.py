@@ -82,6 +82,7 @@ class RouterNode:
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
         self.recv = _recv_with_user if self.zap is not None else _recv
+        self.front_empty = True  # the last read of the client socket emptied it
 
     def open_front(self, now: float, started: float) -> None:
         """Read clients only once every shard has registered (or after ``open_after`` s).
@@ -124,10 +125,12 @@ class RouterNode:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
         router, front, perf = self.router, self.front, self.perf
+        self.front_empty = False
         for _ in range(10_000):
             try:
                 frames, user = self.recv(front)
             except zmq.Again:
+                self.front_empty = True
                 break
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
@@ -197,6 +200,8 @@ class RouterNode:
             ready = dict(self.poller.poll(200 if self.front_open else 20))
         except zmq.ZMQError:
             return
+        if self.front_empty:  # what the client socket holds now came during this poll
+            self.router.drained_at = self.perf()
         if self.zap is not None:
             if self.zap.sock in ready:
                 self.zap.serve()

@@ -171,6 +171,12 @@ class Router(RouterReports):
         self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
                       for _ in range(slots)]  # fmt: skip
         self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
+        # the router's own queue: its client socket, invisible to the loop. What it holds
+        # arrived after the loop last found it empty (``front_drained``), so ``now`` minus
+        # that bounds how long the request being read has waited; the same rule sheds by it
+        # (None: no loop tells, as when a test drives this class)
+        self.front_codel = Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
+        self.drained_at: float | None = None
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]
         # requests admitted in this wake-up and not yet sent, per shard (flat frames), and the
         # shards that have any, in the order they got their first
@@ -200,6 +206,10 @@ class Router(RouterReports):
             return -1, [client, req, _UNKNOWN_KEY]
         if not key:
             return -1, [client, req, encode_reply([self.info(now)])]
+        drained = self.drained_at
+        if drained is not None and self.front_codel.observe(now - drained, now):  # read late
+            self.rejected[ERR_OVERLOADED] += 1
+            return -1, [client, req, _OVERLOADED]
         size = len(payload)
         if size > MAX_FRAME:
             self.rejected["malformed"] += 1

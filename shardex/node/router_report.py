@@ -43,6 +43,7 @@ class RouterReports:
     ack_time: list[Hist]
     batch_size: Hist
     codel: list[Codel]
+    front_codel: Codel
     rates: list[ServiceRate]
 
     def collect(self) -> Iterator[Any]:
@@ -57,7 +58,7 @@ class RouterReports:
             "shardex_router_shed_by_wait",
             "Requests answered overloaded because they would have waited past --max-queue-ms "
             "at their shard (CoDel-style; included in rejected{reason=overloaded})",
-            value=sum(c.shed for c in self.codel),
+            value=sum(c.shed for c in self.codel) + self.front_codel.shed,
         )
         fam = CounterMetricFamily(
             "shardex_router_replies_dropped",
