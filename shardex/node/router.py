@@ -48,6 +48,8 @@ __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig", "RouterNode", "run_rout
 
 log = logging.getLogger("shardex.router")
 
+POLL_WAITED_S = 0.0005  # a poll that took longer waited for its sockets: none was ready
+
 
 class RouterNode:
     """The router process: two ROUTER sockets and a poll loop that moves frames as ``Router``
@@ -131,6 +133,7 @@ class RouterNode:
                 frames, user = self.recv(front)
             except zmq.Again:
                 self.front_empty = True
+                router.drained_at = perf()  # (empty now: what comes next waits from here)
                 break
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
@@ -196,12 +199,15 @@ class RouterNode:
                 log.warning("forgot %d requests no shard answered within %.0fs", n,
                             self.cfg.inflight_timeout)  # fmt: skip
             self.last_expire = mono()
+        polled = self.perf()
         try:
             ready = dict(self.poller.poll(200 if self.front_open else 20))
         except zmq.ZMQError:
             return
-        if self.front_empty:  # what the client socket holds now came during this poll
-            self.router.drained_at = self.perf()
+        if self.front not in ready or self.front_empty and self.perf() - polled > POLL_WAITED_S:
+            # the client socket was empty when this poll began (found empty by it, or the
+            # poll had to wait for it): what it holds now came since
+            self.router.drained_at = polled
         if self.zap is not None:
             if self.zap.sock in ready:
                 self.zap.serve()

@@ -169,3 +169,21 @@ def test_router_measures_the_wait_of_requests_a_count_cap_refuses_too() -> None:
     _serve(r, 0.0, 2.0, 0.0005, 10)
     assert r.codel[0].overloaded and r.codel[0].shed > 0
     assert r.shard_inflight[0] <= 1000 * (L + 0.01) + 1 < 50
+
+
+def test_router_sheds_requests_its_own_loop_read_too_late() -> None:
+    """The router's client socket is a queue the loop cannot see into: what it holds arrived
+    after the loop last found it empty (``drained_at``), so a loop that has not emptied it for
+    a whole interval is behind, and a request read more than the limit after that is
+    answered ``overloaded`` without being routed; once the socket is empty again, requests
+    are admitted."""
+    r = Router(1, RouterConfig(1, "", ""))
+    r.drained_at = 0.0  # (the loop keeps this; the socket was empty at 0, then never again)
+    errors = [_admit(r, k, k * 0.001) for k in range(300)]
+    # the first interval measures, the second's decision rests on it (it started at an empty
+    # socket: no standing queue yet); the third sheds
+    assert errors[:200] == [None] * 200
+    assert all(e is not None and e.startswith(ERR_OVERLOADED) for e in errors[200:])
+    assert r.front_codel.shed == 100 and r.codel[0].shed == 0
+    r.drained_at = 0.3  # the loop caught up: the socket was empty at 0.3
+    assert _admit(r, 999, 0.301) is None
