@@ -44,9 +44,9 @@ OPTIONS = (
         envvar="SHARDEX_MAX_QUEUE_MS",
         default=20.0,
         show_default=True,
-        help="Shed by time queued: once a shard's queue held its oldest request longer than "
-        "5 ms for a whole 100 ms, a request that would wait longer than this gets "
-        "'overloaded' (CoDel-style, docs/overload.md; 0: off).",
+        help="Shed by time queued: once the wait at a shard (or in the router's own socket) "
+        "stayed above 5 ms for a whole 100 ms, a request that would wait longer than this "
+        "gets 'overloaded' at once (CoDel-style, docs/overload.md; 0: off).",
     ),
     CLUSTER_DATA_DIR,
     Opt(

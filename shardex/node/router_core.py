@@ -172,9 +172,9 @@ class Router(RouterReports):
                       for _ in range(slots)]  # fmt: skip
         self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
         # the router's own queue: its client socket, invisible to the loop. What it holds
-        # arrived after the loop last found it empty (``front_drained``), so ``now`` minus
-        # that bounds how long the request being read has waited; the same rule sheds by it
-        # (None: no loop tells, as when a test drives this class)
+        # arrived after the loop last found it empty (``drained_at``, kept by the loop), so
+        # ``now`` minus that bounds how long the request being read has waited there; the same
+        # rule sheds by it (None: no loop tells, as when a test drives this class)
         self.front_codel = Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
         self.drained_at: float | None = None
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]

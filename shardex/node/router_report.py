@@ -57,7 +57,8 @@ class RouterReports:
         yield CounterMetricFamily(
             "shardex_router_shed_by_wait",
             "Requests answered overloaded because they would have waited past --max-queue-ms "
-            "at their shard (CoDel-style; included in rejected{reason=overloaded})",
+            "at their shard or in the router's socket (CoDel-style; included in "
+            "rejected{reason=overloaded})",
             value=sum(c.shed for c in self.codel) + self.front_codel.shed,
         )
         fam = CounterMetricFamily(

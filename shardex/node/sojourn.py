@@ -28,8 +28,8 @@ LIMIT_S = 0.020  # while overloaded, refuse a request that would wait longer tha
 class Codel:
     """One queue's controller: ``observe(delay, now)`` per arriving request → shed it?
 
-    ``delay`` is how long the queue's oldest request has waited at ``now`` (0 for an empty
-    queue): the wait an arriving request is about to join. ``limit <= 0`` turns shedding off
+    ``delay`` is the wait a request arriving at ``now`` is about to have in the queue (0
+    for an empty one), however its caller estimates it. ``limit <= 0`` turns shedding off
     (``observe`` always says admit, the state is still kept for reports)."""
 
     __slots__ = ("target", "interval", "limit", "overloaded", "shed", "_min", "_until")
