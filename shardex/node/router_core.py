@@ -171,6 +171,7 @@ class Router(RouterReports):
         self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
                       for _ in range(slots)]  # fmt: skip
         self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
+        self.served = [0.0] * slots  # per shard: forward time of the newest request answered
         # the router's own queue: its client socket, invisible to the loop. What it holds
         # arrived after the loop last found it empty (``drained_at``, kept by the loop), so
         # ``now`` minus that bounds how long the request being read has waited there; the same
@@ -207,7 +208,12 @@ class Router(RouterReports):
         if not key:
             return -1, [client, req, encode_reply([self.info(now)])]
         drained = self.drained_at
-        if drained is not None and self.front_codel.observe(now - drained, now):  # read late
+        if (
+            drained is not None
+            and self.front_codel.observe(now - drained, now)  # read late ...
+            and client in self.client_inflight  # ... from a client with requests waiting
+        ):
+            self.front_codel.shed += 1
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
         size = len(payload)
@@ -226,17 +232,11 @@ class Router(RouterReports):
         if self.route_ids[shard] is None:  # not registered (yet): nobody to send it to
             self.rejected[ERR_UNAVAILABLE] += 1
             return -1, [client, req, _UNAVAILABLE]
-        # every arrival is measured (also one a cap refuses: a queue at its cap is no quiet one)
-        queued = self.shard_inflight[shard]
-        if queued:  # the wait it would have there, at the shard's measured rate
-            late = self.codel[shard].observe(self.rates[shard].wait(queued), now)
-        else:  # an empty queue: no wait, and the shard is busy from now on
-            late = self.codel[shard].observe(0.0, now)
-            self.rates[shard].started(now)
+        late = self._late(shard, client, now)
         cfg = self.cfg
         if (
             late  # (counted in ``codel[shard].shed`` too)
-            or queued >= cfg.max_inflight
+            or self.shard_inflight[shard] >= cfg.max_inflight
             or self.shard_bytes[shard] + size > cfg.max_inflight_bytes
             or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
         ):
@@ -257,6 +257,29 @@ class Router(RouterReports):
         if shard not in self.ready:
             self.ready.append(shard)
         return shard, None
+
+    def _late(self, shard: int, client: bytes, now: float) -> bool:
+        """Whether shedding by time refuses this request (``sojourn``): every arrival is
+        measured, also one a count cap will refuse (a queue at its cap is no quiet one).
+
+        The wait it would have at the shard: its queue over its measured service rate, but no
+        more than the time since the newest request it answered was forwarded (what it holds
+        came after that; this way requests it will never answer, dropped or malformed, do not
+        count as a queue). A client with nothing in flight is never refused by time: one that
+        waits for each answer cannot make a queue stand, and so a lone trader, or a status
+        read, still gets through a flood of others."""
+        queued = self.shard_inflight[shard]
+        if not queued:  # an empty queue: no wait, and the shard is busy from now on
+            self.codel[shard].observe(0.0, now)
+            self.rates[shard].started(now)
+            self.served[shard] = now
+            return False
+        wait = min(self.rates[shard].wait(queued), now - self.served[shard])
+        codel = self.codel[shard]
+        if codel.observe(wait, now) and client in self.client_inflight:
+            codel.shed += 1
+            return True
+        return False
 
     def batch_full(self, shard: int) -> bool:
         return (
@@ -313,6 +336,7 @@ class Router(RouterReports):
         inflight = self.inflight
         hist = self.ack_time
         answered = 0
+        served = self.served
         out = []
         for i in range(0, len(items), 3):
             k = (items[i], items[i + 1])
@@ -323,7 +347,10 @@ class Router(RouterReports):
             if entry is not None:
                 del inflight[k]
                 self._forget(k, entry, popped=True)
-                hist[shard].add(now - entry[1])
+                sent = entry[1]
+                hist[shard].add(now - sent)
+                if sent > served[shard]:
+                    served[shard] = sent
                 answered += 1
             out.append([items[i], items[i + 1], items[i + 2]])
         if answered:

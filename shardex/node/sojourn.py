@@ -43,7 +43,7 @@ class Codel:
         self.interval = interval
         self.limit = limit
         self.overloaded = False  # the last whole interval held a standing queue
-        self.shed = 0  # requests this controller refused
+        self.shed = 0  # requests refused on its word (counted by the caller, who may not)
         self._min = 0.0  # the smallest delay seen in the current interval
         self._until = -math.inf  # when the current interval ends
 
@@ -58,10 +58,7 @@ class Codel:
             self._until = now + self.interval
         elif delay < self._min:
             self._min = delay
-        if self.overloaded and delay > self.limit > 0:
-            self.shed += 1
-            return True
-        return False
+        return self.overloaded and delay > self.limit > 0
 
 
 class ServiceRate:

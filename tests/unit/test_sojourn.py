@@ -29,7 +29,7 @@ def test_a_standing_queue_is_shed_past_the_limit_after_one_interval() -> None:
     assert not any(_feed(c, 0.0, IV, 0.001, 0.030))
     # the whole interval stayed above target: from now on a wait past the limit is refused ...
     assert all(_feed(c, IV, 2 * IV, 0.001, 0.030))
-    assert c.overloaded and c.shed == 100
+    assert c.overloaded
     # ... and one within it is admitted even while overloaded
     assert c.observe(L, 2 * IV + 0.01) is False
 
@@ -40,7 +40,7 @@ def test_a_burst_that_drains_within_the_interval_is_never_shed() -> None:
         base = k * IV
         assert not any(_feed(c, base, base + 0.09, 0.001, 0.200))
         assert c.observe(0.0, base + 0.095) is False
-    assert not c.overloaded and c.shed == 0
+    assert not c.overloaded
 
 
 def test_overload_ends_with_the_first_interval_that_drains() -> None:
@@ -64,7 +64,7 @@ def test_a_quiet_gap_longer_than_an_interval_forgets_the_overload() -> None:
 def test_limit_zero_turns_shedding_off_and_bad_settings_are_refused() -> None:
     c = Codel(T, IV, 0.0)
     assert not any(_feed(c, 0.0, 5 * IV, 0.001, 1.0))
-    assert c.overloaded and c.shed == 0  # (the state is still kept)
+    assert c.overloaded  # (the state is still kept)
     with pytest.raises(ValueError):
         Codel(T, 0.0, L)
     with pytest.raises(ValueError):
@@ -94,10 +94,15 @@ def _order(client: bytes, req: bytes) -> list[bytes]:
     return [client, b"#0", req, encode_request([(1, "BTC-USD", "o", "a")])]
 
 
+def _client(k: int) -> bytes:
+    """Request ``k``'s client: 8 of them, each with many requests in flight."""
+    return f"c{k % 8}".encode()
+
+
 def _admit(r: Router, k: int, now: float) -> bytes | None:
-    """Request ``k`` of its own client at ``now``: None if admitted (and sent), else the
-    error of the immediate reply."""
-    shard, reply = r.from_client(_order(f"c{k}".encode(), f"r{k}".encode()), now)
+    """Request ``k`` at ``now``: None if admitted (and sent), else the error of the
+    immediate reply."""
+    shard, reply = r.from_client(_order(_client(k), f"r{k}".encode()), now)
     if reply is None:
         r.take_batch(shard)
         return None
@@ -106,7 +111,7 @@ def _admit(r: Router, k: int, now: float) -> bytes | None:
 
 
 def _answer(r: Router, ks: list[int], now: float) -> None:
-    triples = [x for k in ks for x in (f"c{k}".encode(), f"r{k}".encode(), b"ok")]
+    triples = [x for k in ks for x in (_client(k), f"r{k}".encode(), b"ok")]
     r.from_shard([b"shard-0", b"", BATCH, encode_batch(triples)], now)
 
 
@@ -187,3 +192,31 @@ def test_router_sheds_requests_its_own_loop_read_too_late() -> None:
     assert r.front_codel.shed == 100 and r.codel[0].shed == 0
     r.drained_at = 0.3  # the loop caught up: the socket was empty at 0.3
     assert _admit(r, 999, 0.301) is None
+
+
+def test_a_client_with_nothing_in_flight_gets_through_a_standing_queue() -> None:
+    """While the shard's queue stands and the heavy clients are shed, a client that waits for
+    each answer (a lone trader, an operator's status read) is still admitted."""
+    r = Router(1, RouterConfig(1, "", ""))
+    _serve(r, 0.0, 2.0, 0.0005, 10)
+    assert r.codel[0].overloaded and _admit(r, 8, 2.0) is not None  # a heavy client: shed
+    shard, reply = r.from_client(_order(b"lone", b"x"), 2.0)
+    assert reply is None and shard == 0
+
+
+def test_requests_a_shard_never_answers_do_not_count_as_its_queue() -> None:
+    """A shard that dropped 200 requests (malformed, or replies it could not deliver) still
+    answers the rest at once: its in-flight count stays 200 for the inflight timeout, but
+    nothing waits there, and nothing is shed."""
+    r = Router(1, RouterConfig(1, "", ""))
+    assert _serve(r, 0.0, 1.0, 0.002, 10) == [None] * 500  # the rate is measured
+    lost = [k for k in range(1000, 1200)]
+    for k in lost:
+        assert _admit(r, k, 1.0) is None
+    errors = []
+    for k in range(2000, 2500):  # then every request is answered 1 ms after it came
+        now = 1.0 + (k - 2000) * 0.002
+        errors.append(_admit(r, k, now))
+        _answer(r, [k], now + 0.001)
+    assert r.shard_inflight[0] >= 200 and errors == [None] * 500
+    assert r.codel[0].shed == 0
