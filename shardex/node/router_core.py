@@ -48,6 +48,8 @@ from shardex.wire.protocol import (
 
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig"]
 
+SKIPPED_AFTER_S = 0.1  # unanswered though forwarded this long before one answered: skipped
+
 log = logging.getLogger("shardex.router")
 
 
@@ -172,6 +174,7 @@ class Router(RouterReports):
                       for _ in range(slots)]  # fmt: skip
         self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
         self.served = [0.0] * slots  # per shard: forward time of the newest request answered
+        self.skipped = [0] * slots  # per shard: requests it will never answer (``expire``)
         # the router's own queue: its client socket, invisible to the loop. What it holds
         # arrived after the loop last found it empty (``drained_at``, kept by the loop), so
         # ``now`` minus that bounds how long the request being read has waited there; the same
@@ -262,21 +265,19 @@ class Router(RouterReports):
         """Whether shedding by time refuses this request (``sojourn``): every arrival is
         measured, also one a count cap will refuse (a queue at its cap is no quiet one).
 
-        The wait it would have at the shard: its queue over its measured service rate, but no
-        more than the time since the newest request it answered was forwarded (what it holds
-        came after that; this way requests it will never answer, dropped or malformed, do not
-        count as a queue). A client with nothing in flight is never refused by time: one that
+        The wait it would have at the shard: its queue over its measured service rate (a burst
+        read in one wake-up counts whole); requests the shard skipped (``expire`` counts
+        them) are no queue. A client with nothing in flight is never refused by time: one that
         waits for each answer cannot make a queue stand, and so a lone trader, or a status
         read, still gets through a flood of others."""
-        queued = self.shard_inflight[shard]
-        if not queued:  # an empty queue: no wait, and the shard is busy from now on
+        queued = self.shard_inflight[shard] - self.skipped[shard]
+        if queued <= 0:  # an empty queue: no wait, and the shard is busy from now on
             self.codel[shard].observe(0.0, now)
             self.rates[shard].started(now)
             self.served[shard] = now
             return False
-        wait = min(self.rates[shard].wait(queued), now - self.served[shard])
         codel = self.codel[shard]
-        if codel.observe(wait, now) and client in self.client_inflight:
+        if codel.observe(self.rates[shard].wait(queued), now) and client in self.client_inflight:
             codel.shed += 1
             return True
         return False
@@ -381,6 +382,13 @@ class Router(RouterReports):
         stale = [(k, e) for k, e in self.inflight.items() if now - e[1] > limit]
         for k, e in stale:
             self._forget(k, e)
+        # (the same pass:) requests a shard skipped, forwarded before the newest it answered
+        # (it serves in order), wait nowhere: shedding by time does not count them as queue
+        skipped = self.skipped = [0] * self.slots
+        served = self.served
+        for shard, sent, _ in self.inflight.values():
+            if sent < served[shard] - SKIPPED_AFTER_S:
+                skipped[shard] += 1
         return len(stale)
 
     def _leader_changed(self, shard: int, now: float, epoch: int) -> list[list[bytes]]:

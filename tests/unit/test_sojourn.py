@@ -207,15 +207,20 @@ def test_a_client_with_nothing_in_flight_gets_through_a_standing_queue() -> None
 def test_requests_a_shard_never_answers_do_not_count_as_its_queue() -> None:
     """A shard that dropped 200 requests (malformed, or replies it could not deliver) still
     answers the rest at once: its in-flight count stays 200 for the inflight timeout, but
-    nothing waits there, and nothing is shed."""
+    nothing waits there: once the router's periodic pass (``expire``) counted them skipped,
+    nothing is shed."""
     r = Router(1, RouterConfig(1, "", ""))
     assert _serve(r, 0.0, 1.0, 0.002, 10) == [None] * 500  # the rate is measured
     lost = [k for k in range(1000, 1200)]
     for k in lost:
         assert _admit(r, k, 1.0) is None
+    assert _admit(r, 1500, 1.15) is None
+    _answer(r, [1500], 1.2)  # a later request answered: the 200 before it were skipped
+    r.expire(1.3)
+    assert r.skipped[0] >= 200
     errors = []
     for k in range(2000, 2500):  # then every request is answered 1 ms after it came
-        now = 1.0 + (k - 2000) * 0.002
+        now = 1.3 + (k - 2000) * 0.002
         errors.append(_admit(r, k, now))
         _answer(r, [k], now + 0.001)
     assert r.shard_inflight[0] >= 200 and errors == [None] * 500
