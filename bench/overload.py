@@ -18,9 +18,15 @@ p50/p99 of the acked orders only (an ``overloaded`` answer is fast and must not 
 tail), and the RSS growth of every process (router, each shard, bridge, redis) sampled from
 /proc every 0.5 s during the level (end − start, and peak − start).
 
-Targets (2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 10× the p99 at
-0.5×, RSS growth ≤ 50 MB per process over 60 s. The verdict lines say PASS/FAIL for each. Numbers
-are only meaningful on an otherwise idle machine. ``--json`` prints one JSON object.
+Where the wait happens: per level the router's own view is scraped from its metrics
+(``shardex_router_ack_seconds``: forward to reply, i.e. the router → shard queue plus the
+shard's turn) as ``router_p99_ms``, and its rejects by reason (``overloaded``, ``of which by
+wait``: shed by time queued rather than by an in-flight cap). A client p99 far above the router's is
+time spent before the router read the request (its socket, the client's send queue).
+
+Targets (2-core box): at 3×, timeouts ≤ 0.1 % of sent, p99 of acked ≤ 50 ms and ≤ 10× the
+p99 at 0.5×, RSS growth ≤ 50 MB per process over 60 s. The verdict lines say PASS/FAIL for
+each. Numbers are only meaningful on an otherwise idle machine. ``--json`` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from cluster import free_base  # noqa: E402
+from priority import share_priority  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 from shardex.auth import KeyFile, client_socket  # noqa: E402
@@ -78,7 +86,7 @@ class BenchCluster:
     """``shardex up`` in its own process group, INFO log to a file (the supervisor's
     ``started NAME (pid N)`` lines give the pids of bridge and redis)."""
 
-    def __init__(self, shards: int, bridge: bool, extra: list[str]) -> None:
+    def __init__(self, shards: int, bridge: bool, extra: list[str], accounts: int = 0) -> None:
         self.layout = Layout("127.0.0.1", free_base(), shards)
         self.data_dir = tempfile.mkdtemp(prefix="shardex-overload-")
         self.log_path = os.path.join(self.data_dir, "up.log")
@@ -97,8 +105,8 @@ class BenchCluster:
             "--data-dir",
             os.path.join(self.data_dir, "data"),
             *([] if bridge else ["--no-bridge"]),
-            "--accounts",  # the order path itself (bench/accounts.py measures the account tier)
-            "0",
+            "--accounts",  # 0: the order path itself; 1: the default's account tier in front
+            str(accounts),
             *extra,
         ]
         if "--insecure" in extra:
@@ -109,6 +117,7 @@ class BenchCluster:
             argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent, cwd=ROOT
         )
+        share_priority(self.proc.pid)  # (the cluster's session: at the bench's priority)
         try:
             self.info = self._wait_ready()
         except BaseException:
@@ -163,6 +172,51 @@ class BenchCluster:
         self.proc.wait(5)
         self.log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def router_view(port: int) -> dict[str, float]:
+    """The router's counters that say where the wait is: its forward→reply histogram (summed
+    over slots, cumulative bucket counts by upper bound) and its rejects by reason."""
+    out: dict[str, float] = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return out
+    for line in text.decode().splitlines():
+        m = re.match(r'shardex_router_(?:account_)?ack_seconds_bucket\{.*le="([^"]+)".*\} (\S+)',
+                     line)  # fmt: skip
+        if m:
+            key = f"le {m.group(1)}"
+            out[key] = out.get(key, 0) + float(m.group(2))
+            continue
+        m = re.match(r'shardex_router_rejected_total\{reason="([^"]+)"\} (\S+)', line)
+        if m:
+            out[f"rejected {m.group(1)}"] = float(m.group(2))
+        elif line.startswith(("shardex_router_service_rate{", "shardex_router_inflight{")):
+            name, value = line.rsplit(" ", 1)
+            out[f"gauge {name[15:]}"] = float(value)
+        elif line.startswith("shardex_router_shed_by_wait_total "):
+            out["rejected of which by wait"] = float(line.split()[1])
+    return out
+
+
+def router_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """One level's share of ``router_view``: the router's p50/p99 (bucket upper bounds, ms)
+    and its rejects by reason."""
+    les = sorted((float(k[3:]), after[k] - before.get(k, 0)) for k in after if k[:3] == "le ")
+    total = les[-1][1] if les else 0
+
+    def pct(q: float) -> float | None:
+        for le, n in les:
+            if total and n >= q * total:
+                return round(le * 1000, 2)
+        return None
+
+    rejected = {k[9:]: int(after[k] - before.get(k, 0)) for k in after if k[:9] == "rejected "}
+    gauges = {k[6:]: round(v) for k, v in after.items() if k[:6] == "gauge "}
+    return {"router_p50_ms": pct(0.5), "router_p99_ms": pct(0.99),
+            "router_rejected": {k: v for k, v in rejected.items() if v},
+            "router_at_end": gauges}  # fmt: skip
 
 
 def rss(pid: int) -> int | None:
@@ -433,20 +487,35 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--no-bridge", action="store_true", help="no Redis, no bridge")
     p.add_argument(
+        "--accounts", type=int, default=0, help="account shards in front (1: the default) [0]"
+    )
+    p.add_argument(
         "--insecure", action="store_true", help="no CURVE keys (default: the secure default)"
+    )
+    p.add_argument(
+        "--max-queue-ms",
+        type=float,
+        default=None,
+        help="the router's --max-queue-ms (shedding by time queued; 0: off) [its default]",
     )
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     levels = [float(x) for x in args.levels.split(",")]
+    if args.max_queue_ms is not None:  # (the router reads it from its environment)
+        os.environ["SHARDEX_MAX_QUEUE_MS"] = str(args.max_queue_ms)
+    share_priority()  # (this driver's session: its open-loop generators)
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    cluster = BenchCluster(args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [])
+    cluster = BenchCluster(
+        args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [], args.accounts
+    )
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load": f"load average at start {os.getloadavg()[0]:.2f}",
         "machine": f"{os.cpu_count()} cores {platform.machine()} "
         f"{platform.python_implementation()} {platform.python_version()}",
         "config": {k: v for k, v in vars(args).items() if k != "json"},
@@ -468,7 +537,9 @@ def main() -> None:
             pids = cluster.pids()
             sampler = RssSampler(pids)
             say(f"open loop {mult}× S = {mult * s_rate:,.0f}/s for {args.seconds:.0f}s ...")
+            before = router_view(cluster.layout.router_metrics_port)
             row = open_level(cluster.layout.frontend, mult * s_rate, args)
+            row.update(router_delta(before, router_view(cluster.layout.router_metrics_port)))
             row["level"] = mult
             row["rss"] = sampler.stop()
             row["restarts"] = len(cluster.restarts())
@@ -493,6 +564,9 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     )
     out = {
         f"timeouts at {hi['level']}x <= 0.1% of sent": hi["timeouts_pct"] <= 0.1,
+        f"p99 of accepted at {hi['level']}x <= 50 ms": (
+            hi["p99_ms"] is not None and hi["p99_ms"] <= 50
+        ),
         f"p99 at {hi['level']}x <= 10x p99 at {lo['level']}x": (
             hi["p99_ms"] is not None
             and lo["p99_ms"] is not None
@@ -510,10 +584,10 @@ def print_table(rep: dict[str, Any]) -> None:
           f"{rep['config']['procs']} generator procs × {rep['config']['connections']} "
           f"connections, batch ≤ {rep['config']['batch']}, {rep['config']['seconds']:.0f}s/level")
     sat = rep["saturation"]
-    print(f"saturation (closed loop): {sat['acked_per_s']:,} orders/s")
+    print(f"saturation (closed loop): {sat['acked_per_s']:,} orders/s  ({rep['load']})")
     head = (
         f"{'level':>6} {'offered/s':>10} {'acked/s':>9} {'overld%':>8} {'tmout%':>8} "
-        f"{'err%':>6} {'p50 ms':>8} {'p99 ms':>9}  RSS growth MB end/peak"
+        f"{'err%':>6} {'p50 ms':>8} {'p99 ms':>9} {'rtr p99':>8}  RSS growth MB end/peak"
     )
     print(head)
     for r in rep["levels"]:
@@ -524,11 +598,16 @@ def print_table(rep: dict[str, Any]) -> None:
         )
         p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}"
         p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
+        rp99 = "-" if r.get("router_p99_ms") is None else f"{r['router_p99_ms']:g}"
         print(
             f"{r['level']:>5}x {r['offered_per_s']:>10,} {r['acked_per_s']:>9,} "
             f"{r['overloaded_pct']:>8.2f} {r['timeouts_pct']:>8.3f} {err:>6.2f} "
-            f"{p50:>8} {p99:>9}  {mem}"
+            f"{p50:>8} {p99:>9} {rp99:>8}  {mem}"
         )
+        if r.get("router_rejected"):
+            print(f"{'':>7} router rejects: {r['router_rejected']}")
+        if r.get("router_at_end"):
+            print(f"{'':>7} router at the end: {r['router_at_end']}")
         if r["errors_by_reason"]:
             print(f"{'':>7} errors: {r['errors_by_reason']}")
     for line in rep["restarts"]:

@@ -28,6 +28,7 @@ def router_config(
     keys_dir: str | None,
     insecure: bool,
     accounts: str = "auto",
+    max_queue_ms: float = 20.0,
 ) -> RouterConfig:
     """The router's config from its options: the layout's ports unless given (router j of
     R: its own), N and M resolved (``auto`` under honcho), the data dir's N checked."""
@@ -48,6 +49,7 @@ def router_config(
         metrics_port=layout.router_metrics(index) if metrics_port is None else metrics_port,
         max_inflight=max_inflight,
         client_max_inflight=client_max_inflight,
+        shed_limit=max_queue_ms / 1000,
         keys_dir=keys,
         accounts=m,
     )

@@ -38,6 +38,16 @@ OPTIONS = (
         help="Requests one client connection may have unanswered (keep it well below "
         "--max-inflight so one client cannot fill a shard's queue).",
     ),
+    Opt(
+        "--max-queue-ms",
+        type=click.FloatRange(0),
+        envvar="SHARDEX_MAX_QUEUE_MS",
+        default=20.0,
+        show_default=True,
+        help="Shed by time queued: once the wait at a shard (or in the router's own socket) "
+        "stayed above 5 ms for a whole 100 ms, a request that would wait longer than this "
+        "gets 'overloaded' at once (CoDel-style, docs/overload.md; 0: off).",
+    ),
     CLUSTER_DATA_DIR,
     Opt(
         "--index",

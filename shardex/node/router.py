@@ -48,6 +48,8 @@ __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig", "RouterNode", "run_rout
 
 log = logging.getLogger("shardex.router")
 
+POLL_WAITED_S = 0.0005  # a poll that took longer waited for its sockets: none was ready
+
 
 class RouterNode:
     """The router process: two ROUTER sockets and a poll loop that moves frames as ``Router``
@@ -82,6 +84,7 @@ class RouterNode:
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
         self.recv = _recv_with_user if self.zap is not None else _recv
+        self.front_empty = True  # the last read of the client socket emptied it
 
     def open_front(self, now: float, started: float) -> None:
         """Read clients only once every shard has registered (or after ``open_after`` s).
@@ -124,10 +127,13 @@ class RouterNode:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
         router, front, perf = self.router, self.front, self.perf
+        self.front_empty = False
         for _ in range(10_000):
             try:
                 frames, user = self.recv(front)
             except zmq.Again:
+                self.front_empty = True
+                router.drained_at = perf()  # (empty now: what comes next waits from here)
                 break
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
@@ -193,10 +199,15 @@ class RouterNode:
                 log.warning("forgot %d requests no shard answered within %.0fs", n,
                             self.cfg.inflight_timeout)  # fmt: skip
             self.last_expire = mono()
+        polled = self.perf()
         try:
             ready = dict(self.poller.poll(200 if self.front_open else 20))
         except zmq.ZMQError:
             return
+        if self.front not in ready or self.front_empty and self.perf() - polled > POLL_WAITED_S:
+            # the client socket was empty when this poll began (found empty by it, or the
+            # poll had to wait for it): what it holds now came since
+            self.router.drained_at = polled
         if self.zap is not None:
             if self.zap.sock in ready:
                 self.zap.serve()

@@ -18,6 +18,7 @@ from shardex.clock import REAL, Clock
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
+from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel, ServiceRate
 from shardex.recovery import RECOVERING_ID, describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -47,6 +48,8 @@ from shardex.wire.protocol import (
 
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig"]
 
+SKIPPED_AFTER_S = 0.1  # unanswered though forwarded this long before one answered: skipped
+
 log = logging.getLogger("shardex.router")
 
 
@@ -64,6 +67,13 @@ class RouterConfig:
     # requests of one client connection not yet answered: a quarter of a shard's queue, so one
     # client alone cannot fill it and starve the others
     client_max_inflight: int = 250
+    # Shedding by time queued (``sojourn``, per shard): once the wait a new request would have
+    # at a shard (its queue over its measured service rate) stayed above ``shed_target`` s for
+    # a whole ``shed_interval``, one that would wait more than ``shed_limit`` s is answered
+    # ``overloaded`` (0: off)
+    shed_target: float = TARGET_S
+    shed_interval: float = INTERVAL_S
+    shed_limit: float = LIMIT_S
     # replies queued toward one client before they are dropped (counted): with the shards'
     # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
     client_hwm: int = 1_000
@@ -159,6 +169,18 @@ class Router(RouterReports):
         self.shard_inflight = [0] * slots
         self.shard_bytes = [0] * slots
         self.client_inflight: dict[bytes, int] = {}
+        cfg = self.cfg
+        self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
+                      for _ in range(slots)]  # fmt: skip
+        self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
+        self.served = [0.0] * slots  # per shard: forward time of the newest request answered
+        self.skipped = [0] * slots  # per shard: requests it will never answer (``expire``)
+        # the router's own queue: its client socket, invisible to the loop. What it holds
+        # arrived after the loop last found it empty (``drained_at``, kept by the loop), so
+        # ``now`` minus that bounds how long the request being read has waited there; the same
+        # rule sheds by it (None: no loop tells, as when a test drives this class)
+        self.front_codel = Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
+        self.drained_at: float | None = None
         self.ack_time = [Hist(LATENCY_BUCKETS) for _ in range(slots)]
         # requests admitted in this wake-up and not yet sent, per shard (flat frames), and the
         # shards that have any, in the order they got their first
@@ -188,6 +210,15 @@ class Router(RouterReports):
             return -1, [client, req, _UNKNOWN_KEY]
         if not key:
             return -1, [client, req, encode_reply([self.info(now)])]
+        drained = self.drained_at
+        if (
+            drained is not None
+            and self.front_codel.observe(now - drained, now)  # read late ...
+            and client in self.client_inflight  # ... from a client with requests waiting
+        ):
+            self.front_codel.shed += 1
+            self.rejected[ERR_OVERLOADED] += 1
+            return -1, [client, req, _OVERLOADED]
         size = len(payload)
         if size > MAX_FRAME:
             self.rejected["malformed"] += 1
@@ -204,9 +235,11 @@ class Router(RouterReports):
         if self.route_ids[shard] is None:  # not registered (yet): nobody to send it to
             self.rejected[ERR_UNAVAILABLE] += 1
             return -1, [client, req, _UNAVAILABLE]
+        late = self._late(shard, client, now)
         cfg = self.cfg
         if (
-            self.shard_inflight[shard] >= cfg.max_inflight
+            late  # (counted in ``codel[shard].shed`` too)
+            or self.shard_inflight[shard] >= cfg.max_inflight
             or self.shard_bytes[shard] + size > cfg.max_inflight_bytes
             or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
         ):
@@ -227,6 +260,27 @@ class Router(RouterReports):
         if shard not in self.ready:
             self.ready.append(shard)
         return shard, None
+
+    def _late(self, shard: int, client: bytes, now: float) -> bool:
+        """Whether shedding by time refuses this request (``sojourn``): every arrival is
+        measured, also one a count cap will refuse (a queue at its cap is no quiet one).
+
+        The wait it would have at the shard: its queue over its measured service rate (a burst
+        read in one wake-up counts whole); requests the shard skipped (``expire`` counts
+        them) are no queue. A client with nothing in flight is never refused by time: one that
+        waits for each answer cannot make a queue stand, and so a lone trader, or a status
+        read, still gets through a flood of others."""
+        queued = self.shard_inflight[shard] - self.skipped[shard]
+        if queued <= 0:  # an empty queue: no wait, and the shard is busy from now on
+            self.codel[shard].observe(0.0, now)
+            self.rates[shard].started(now)
+            self.served[shard] = now
+            return False
+        codel = self.codel[shard]
+        if codel.observe(self.rates[shard].wait(queued), now) and client in self.client_inflight:
+            codel.shed += 1
+            return True
+        return False
 
     def batch_full(self, shard: int) -> bool:
         return (
@@ -282,6 +336,8 @@ class Router(RouterReports):
             return []
         inflight = self.inflight
         hist = self.ack_time
+        answered = 0
+        served = self.served
         out = []
         for i in range(0, len(items), 3):
             k = (items[i], items[i + 1])
@@ -292,8 +348,14 @@ class Router(RouterReports):
             if entry is not None:
                 del inflight[k]
                 self._forget(k, entry, popped=True)
-                hist[shard].add(now - entry[1])
+                sent = entry[1]
+                hist[shard].add(now - sent)
+                if sent > served[shard]:
+                    served[shard] = sent
+                answered += 1
             out.append([items[i], items[i + 1], items[i + 2]])
+        if answered:
+            self.rates[shard].answered(answered, now, self.shard_inflight[shard] > 0)
         return out
 
     def reply_dropped(self, gone: bool) -> None:
@@ -320,6 +382,13 @@ class Router(RouterReports):
         stale = [(k, e) for k, e in self.inflight.items() if now - e[1] > limit]
         for k, e in stale:
             self._forget(k, e)
+        # (the same pass:) requests a shard skipped, forwarded before the newest it answered
+        # (it serves in order), wait nowhere: shedding by time does not count them as queue
+        skipped = self.skipped = [0] * self.slots
+        served = self.served
+        for shard, sent, _ in self.inflight.values():
+            if sent < served[shard] - SKIPPED_AFTER_S:
+                skipped[shard] += 1
         return len(stale)
 
     def _leader_changed(self, shard: int, now: float, epoch: int) -> list[list[bytes]]:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shardex.clock import Clock
 from shardex.metrics import Hist
+from shardex.node.sojourn import Codel, ServiceRate
 
 RECOVERING_TTL_S = 3.0  # a recovering state this old is forgotten (the beacon beats at 2 Hz)
 
@@ -41,6 +42,9 @@ class RouterReports:
     replies_dropped: dict[str, int]
     ack_time: list[Hist]
     batch_size: Hist
+    codel: list[Codel]
+    front_codel: Codel
+    rates: list[ServiceRate]
 
     def collect(self) -> Iterator[Any]:
         yield from self._slot_families("", "shard", range(self.shards))
@@ -50,6 +54,13 @@ class RouterReports:
         for reason, n in self.rejected.items():
             fam.add_metric([reason.replace(" ", "_")], n)
         yield fam
+        yield CounterMetricFamily(
+            "shardex_router_shed_by_wait",
+            "Requests answered overloaded because they would have waited past --max-queue-ms "
+            "at their shard or in the router's socket (CoDel-style; included in "
+            "rejected{reason=overloaded})",
+            value=sum(c.shed for c in self.codel) + self.front_codel.shed,
+        )
         fam = CounterMetricFamily(
             "shardex_router_replies_dropped",
             "Replies a client could not take (its pipe full, or gone); results stay queryable",
@@ -78,6 +89,12 @@ class RouterReports:
             (CounterMetricFamily, "forwarded", f"Requests forwarded to {what}", self.forwarded),
             (GaugeMetricFamily, "inflight", "Requests forwarded and not yet answered",
              self.shard_inflight),
+            (GaugeMetricFamily, "service_rate", f"Requests per second {what} answers while "
+             "busy, as the router measures it (what shedding by time divides its queue by)",
+             [r.rate for r in self.rates]),
+            (GaugeMetricFamily, "standing_queue", f"1 while {what}'s queue held a wait past "
+             "its target for a whole interval (requests past --max-queue-ms are shed)",
+             [int(c.overloaded) for c in self.codel]),
         )  # fmt: skip
         for cls, name, doc, values in families:
             fam = cls(f"shardex_router_{kind}{name}", doc, labels=[label])
