@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from shardex.accounts.assets import Pair
 from shardex.accounts.ledger import (
     _BPS,
@@ -39,6 +41,7 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
 
 
+@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 
@@ -84,7 +87,7 @@ class Holds(Ledger):
         )
         need = required(o, pair)
         asset = pair.quote if side == BUY else pair.base
-        cell = self._cell(account, asset, create=False)
+        cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if need > avail:
             return self._insufficient(account, oid, asset, avail, need, out)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from shardex.accounts.assets import Pair
 from shardex.accounts.codes import (
     AE_FEES,
@@ -34,6 +36,7 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import S_ESEQ, S_ESHARD, S_KIND, S_PREV
 
 
+@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 
@@ -234,7 +237,7 @@ class Settlements(Ledger):
             return (
                 f"settlement for {_q(account, 70)}/{_q(symbol, 40)}/{_q(oid, 70)} not of this shard"
             )
-        o = self.orders.get((account, symbol, oid))
+        o = self.orders.get((account, symbol, oid))  # type: ignore[arg-type]  # a str: its pair was found
         if o is None:
             return f"settlement for order {_q(oid, 70)} of {account} that is not open here"
         return o, pair

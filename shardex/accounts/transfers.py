@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_DEPOSIT,
@@ -21,6 +23,7 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import XFER_ACCOUNT, XFER_REF
 
 
+@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Transfers(Ledger):
     """The ``deposit`` and ``withdraw`` commands of ``AccountCore``."""
 
@@ -47,7 +50,7 @@ class Transfers(Ledger):
             return self._reject(
                 account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
             )
-        cell = self._cell(account, asset, create=False)
+        cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:
             total = self._total(asset)
