@@ -1,4 +1,4 @@
-"""The optional mypyc-compiled engine gives byte-identical events to the interpreted one.
+"""The mypyc-compiled engine and account core give byte-identical results to the interpreted ones.
 
 Builds the compiled engine (about half a minute of CPU) unless mypy/mypyc or a C compiler is
 missing (then skipped, saying which), into pytest's cache directory: the build is named by the
@@ -6,12 +6,15 @@ hash of the engine's sources, so it is made once per source version, not once pe
 engines run in child processes (``SHARDEX_ENGINE=compiled`` / ``interpreted``) over the same
 streams, made once here: the property tests' random streams and the workload generator's (all
 mixes, garbage included), and each child prints msgpack of every event, every order status and
-the final snapshot.
+the final snapshot. The account core: the account tier's property test (M account cores, N
+engines, links, crashes) run derandomized in each child, every ``AccountCore.apply``'s events
+recorded. ``shardex up`` with the build in the cache runs both compiled (``shardex status``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import random
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import Cluster, require
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
@@ -50,6 +53,28 @@ sys.stdout.buffer.write(msgpack.packb(out, use_bin_type=True))
 """
 
 
+ACCOUNTS_CHILD = r"""
+import os, sys
+import msgpack
+from hypothesis import HealthCheck, given, settings, strategies as st
+import shardex.accounts as pkg
+from shardex.accounts import AccountCore
+import tests.unit.test_accounts_props as props
+assert pkg.implementation() == os.environ["SHARDEX_ENGINE"], pkg.implementation()
+log = []
+apply = AccountCore.apply
+def recorded(self, cmd, out):
+    n = len(out)
+    apply(self, cmd, out)
+    log.append((self.shard, cmd, out[n:]))
+AccountCore.apply = recorded
+inner = props._money_is_conserved_under_random_interleavings.hypothesis.inner_test
+given(st.data())(settings(derandomize=True, database=None, max_examples=int(sys.argv[1]),
+                          deadline=None, suppress_health_check=list(HealthCheck))(inner))()
+sys.stdout.buffer.write(msgpack.packb(log, use_bin_type=True))
+"""
+
+
 def _streams() -> list:
     rng = random.Random(11)
     streams = []
@@ -68,12 +93,13 @@ def _streams() -> list:
     return streams
 
 
-def _run(mode: str, data: Path, cache: Path) -> bytes:
+def _run(mode: str, arg: Path | str, cache: Path, child: str = CHILD) -> bytes:
     env = {**os.environ, "SHARDEX_ENGINE": mode, "SHARDEX_ENGINE_CACHE": str(cache),
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(data)], env=env, capture_output=True, timeout=300
-    )
+        [sys.executable, "-c", child, str(arg)], env=env, capture_output=True, timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return proc.stdout
 
@@ -120,6 +146,16 @@ def test_compiled_engine_gives_byte_identical_events(compiled_cache, tmp_path):
     assert compiled == interpreted
 
 
+@pytest.mark.timeout(900)
+def test_compiled_account_core_gives_byte_identical_events(compiled_cache):
+    """~23k applies over 40 examples (trades, amends, crashes, re-sent and out-of-order
+    links); ~6 s of CPU per child."""
+    compiled = _run("compiled", 40, compiled_cache, ACCOUNTS_CHILD)
+    interpreted = _run("interpreted", 40, compiled_cache, ACCOUNTS_CHILD)
+    assert len(interpreted) > 100_000
+    assert compiled == interpreted
+
+
 def test_stale_or_missing_build_is_never_loaded(tmp_path):
     """A build is found only under the hash of the sources being imported."""
     env = {**os.environ, "SHARDEX_ENGINE_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
@@ -129,3 +165,48 @@ def test_stale_or_missing_build_is_never_loaded(tmp_path):
     env["SHARDEX_ENGINE"] = "compiled"
     forced = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert forced.returncode != 0 and "python -m shardex.engine.build" in forced.stderr
+
+
+def _status(cluster: Cluster) -> dict:
+    base = ["--base-port", str(cluster.layout.base_port), *cluster.key_args()]
+    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "status", "--json", *base],
+                          capture_output=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_up_runs_the_compiled_cores_and_says_so(compiled_cache, monkeypatch):
+    """With a build of these sources in the cache, ``shardex up`` builds nothing and every
+    engine and account shard runs it: ``shardex status`` and the shards' up lines say so
+    (~4 s of CPU: one cluster)."""
+    monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(compiled_cache))
+    monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
+    cluster = Cluster(1, accounts=1)
+    try:
+        st = _status(cluster)
+        out = cluster.output()
+    finally:
+        cluster.stop()
+    assert [s["engine"] for s in st["shards"]] == ["compiled"]
+    assert [a["core"] for a in st["accounts"]] == ["compiled"]
+    assert "compiling the engine" not in out
+    assert "compiled engine): router=" in out and "compiled core): router=" in out
+
+
+def test_up_falls_back_to_the_interpreted_cores_when_the_build_fails(tmp_path, monkeypatch):
+    """A build that cannot be made (here: the cache is under a regular file) is one line, and
+    the cluster starts on the interpreted cores (~4 s of CPU: one cluster, no compiler run)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(blocker / "cache"))
+    monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
+    monkeypatch.delenv("SHARDEX_ENGINE", raising=False)
+    cluster = Cluster(1, accounts=1)
+    try:
+        st = _status(cluster)
+        out = cluster.output()
+    finally:
+        cluster.stop()
+    assert out.count("running the interpreted engine: the compiled build failed") == 1, out
+    assert [s["engine"] for s in st["shards"]] == ["interpreted"]
+    assert [a["core"] for a in st["accounts"]] == ["interpreted"]
