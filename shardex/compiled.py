@@ -1,12 +1,12 @@
 """Which build of the pure cores runs: the interpreted sources or their mypyc build.
 
-The matching engine (``shardex.engine``) and the account core (``shardex.accounts``: the
-ledger, holds, transfers and ``AccountCore``) are pure Python, and they are the reference. The
-same sources compiled by mypyc run the same code 1.5-2.5x faster. One build holds both, in a
-cache directory named by a hash of exactly those sources (``source_key``), the interpreter's
-ABI and the machine, so a stale build can never run with newer sources: an edit to any of them
-names a new directory. ``shardex.engine.build`` makes it (``shardex up`` runs it once, before
-starting the shards, when no build of these sources exists).
+The matching engine (``shardex.engine``) and the account core (``shardex.accounts``) are pure
+Python, and they are the reference. The same sources compiled by mypyc run the engine 1.5-2x
+faster. One build holds the modules listed in ``PACKAGES``, in a cache directory named by a
+hash of exactly those sources (``source_key``), the interpreter's ABI and the machine, so a
+stale build can never run with newer sources: an edit to any of them names a new directory.
+``shardex.engine.build`` makes it (``shardex up`` runs it once, before starting the shards,
+when no build of these sources exists).
 
 ``SHARDEX_ENGINE`` chooses for both packages: ``auto`` (default: the build if a complete one
 of these sources exists), ``interpreted`` (never the build, and ``shardex up`` makes none), or
@@ -26,13 +26,14 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 # The modules of each package that the build holds (the rest of the package stays interpreted
-# and is imported from its .py files as always). The account modules left out: ``assets``
-# (dataclasses and Decimal at the edge, not per order), ``settlements`` (the simulator's
-# mutation check patches ``Settlements._close``, which a compiled class would refuse),
-# ``feed``/``machines``/``orders`` (the engine shard's side and queries).
+# and is imported from its .py files as always). The account core is wired in (its package
+# activates the build like the engine's) but holds no module: compiled, its classes (mixins of
+# AccountCore over one Ledger, which mypyc can only build as plain Python classes) ran no
+# faster than interpreted (docs/performance.md, "Compiled account core"); a module listed
+# here is compiled, loaded and checked byte for byte by tests/process/test_engine_compiled.py.
 PACKAGES: dict[str, tuple[str, ...]] = {
     "engine": ("codes.py", "markets.py", "book.py", "state.py", "engine.py"),
-    "accounts": ("link.py", "ledger.py", "holds.py", "transfers.py", "settlements.py", "core.py"),
+    "accounts": (),
 }
 MODES = ("auto", "interpreted", "compiled")
 _ROOT = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ NODE = {
     "SHARDEX_GC": "'default' keeps Python's garbage collector settings (else: frozen, off)",
 }
 ENGINE = {
-    "SHARDEX_ENGINE": "auto | interpreted | compiled (the engine's and account core's build) "
+    "SHARDEX_ENGINE": "auto | interpreted | compiled (the engine's mypyc build) "
     "[auto]",
     "SHARDEX_ENGINE_CACHE": "where the compiled build is kept [~/.cache/shardex/engine]",
 }

@@ -27,8 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from shardex.accounts.assets import Fee
 from shardex.accounts.codes import (
     A_AMEND,
@@ -69,7 +67,6 @@ from shardex.engine.markets import Market
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
 
-@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class AccountCore(Transfers, Holds, Settlements):
     """Account shard ``shard`` of ``shards``. Not thread-safe by design: one writer calls it.
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from shardex.accounts.assets import Pair
 from shardex.accounts.ledger import (
     _BPS,
@@ -41,7 +39,6 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
 
 
-@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 

@@ -13,8 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
-from mypy_extensions import mypyc_attr
-
 from shardex.accounts.assets import AssetTable, Fee, Pair
 from shardex.accounts.codes import (
     AE_ANOMALY,
@@ -136,7 +134,6 @@ def required(o: HeldOrder, pair: Pair) -> int:
     return o.rem * pair.base_per_lot
 
 
-@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Ledger:
     """The state of account shard ``shard`` of ``shards`` and the helpers that change it one
     event at a time; the commands are the mixins' (see ``AccountCore``)."""

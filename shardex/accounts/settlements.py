@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from shardex.accounts.assets import Pair
 from shardex.accounts.codes import (
     AE_FEES,
@@ -36,7 +34,6 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import S_ESEQ, S_ESHARD, S_KIND, S_PREV
 
 
-@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 

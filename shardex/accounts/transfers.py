@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_DEPOSIT,
@@ -23,7 +21,6 @@ from shardex.engine.codes import (
 from shardex.wire.layouts import XFER_ACCOUNT, XFER_REF
 
 
-@mypyc_attr(native_class=False)  # a mixin of AccountCore: see shardex.compiled
 class Transfers(Ledger):
     """The ``deposit`` and ``withdraw`` commands of ``AccountCore``."""
 

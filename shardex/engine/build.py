@@ -1,5 +1,5 @@
-"""Compile the engine and the account core with mypyc into the cache directory named by their
-source hash (``shardex.compiled``).
+"""Compile the engine (and the account core modules listed in ``shardex.compiled.PACKAGES``)
+with mypyc into the cache directory named by their source hash (``shardex.compiled``).
 
     python -m shardex.engine.build [--force]
 
@@ -52,7 +52,7 @@ def build(force: bool = False, quiet: bool = False) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not quiet:
-        print(f"compiled engine and account core built in {dest}")
+        print(f"compiled build made in {dest}")
     return dest
 
 
@@ -114,7 +114,7 @@ def ensure(say: Callable[[str], None]) -> str:
         say(f"running the interpreted engine: the compiled build of these sources failed "
             f"before (log: {failed}; retry: python -m shardex.engine.build)")  # fmt: skip
         return "interpreted"
-    say(f"compiling the engine and account core with mypyc, once for these sources "
+    say(f"compiling the engine with mypyc, once for these sources "
         f"(a minute of CPU; cached in {compiled.cache_root()}; SHARDEX_ENGINE=interpreted "
         "skips it) ...")  # fmt: skip
     try:

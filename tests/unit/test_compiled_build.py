@@ -44,7 +44,7 @@ def test_up_builds_once_when_there_is_no_build(cache, monkeypatch):
     said: list[str] = []
     assert engine_build.ensure(said.append) == "compiled"
     assert calls == ["build"]
-    assert len(said) == 2 and said[0].startswith("compiling the engine and account core")
+    assert len(said) == 2 and said[0].startswith("compiling the engine with mypyc")
     assert compiled.complete()
     said.clear()
     assert engine_build.ensure(said.append) == "compiled"  # cached: no build, nothing said
