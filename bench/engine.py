@@ -18,6 +18,7 @@ import argparse
 import gc
 import importlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -88,7 +89,17 @@ def other_engine(checkout: str):
     for f in dst.glob("*.py"):
         f.write_text(f.read_text().replace("shardex.engine", dst.name))
     sys.path.insert(0, str(root))
-    return importlib.import_module(dst.name)
+    # the copy is always the interpreted engine: a compiled build's modules are named
+    # shardex.engine.*, and could not be imported under the copy's name anyway
+    mode = os.environ.get("SHARDEX_ENGINE")
+    os.environ["SHARDEX_ENGINE"] = "interpreted"
+    try:
+        return importlib.import_module(dst.name)
+    finally:
+        if mode is None:
+            del os.environ["SHARDEX_ENGINE"]
+        else:
+            os.environ["SHARDEX_ENGINE"] = mode
 
 
 def against(args, markets, warm, cmds) -> dict:
