@@ -15,6 +15,7 @@ load at nearly the same moment.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
 import json
@@ -84,6 +85,7 @@ def other_engine(checkout: str):
     if not (src / "engine.py").exists():
         raise SystemExit(f"--against: no shardex/engine/engine.py under {checkout}")
     root = Path(tempfile.mkdtemp(prefix="shardex-ab-"))
+    atexit.register(shutil.rmtree, root, True)  # (the copy outlived every run before)
     dst = root / "shardex_against_engine"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     for f in dst.glob("*.py"):
