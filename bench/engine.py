@@ -15,9 +15,11 @@ load at nearly the same moment.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -83,12 +85,23 @@ def other_engine(checkout: str):
     if not (src / "engine.py").exists():
         raise SystemExit(f"--against: no shardex/engine/engine.py under {checkout}")
     root = Path(tempfile.mkdtemp(prefix="shardex-ab-"))
+    atexit.register(shutil.rmtree, root, True)  # (the copy outlived every run before)
     dst = root / "shardex_against_engine"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     for f in dst.glob("*.py"):
         f.write_text(f.read_text().replace("shardex.engine", dst.name))
     sys.path.insert(0, str(root))
-    return importlib.import_module(dst.name)
+    # the copy is always the interpreted engine: a compiled build's modules are named
+    # shardex.engine.*, and could not be imported under the copy's name anyway
+    mode = os.environ.get("SHARDEX_ENGINE")
+    os.environ["SHARDEX_ENGINE"] = "interpreted"
+    try:
+        return importlib.import_module(dst.name)
+    finally:
+        if mode is None:
+            del os.environ["SHARDEX_ENGINE"]
+        else:
+            os.environ["SHARDEX_ENGINE"] = mode
 
 
 def against(args, markets, warm, cmds) -> dict:

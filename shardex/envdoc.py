@@ -21,9 +21,11 @@ NODE = {
     "SHARDEX_GC": "'default' keeps Python's garbage collector settings (else: frozen, off)",
 }
 ENGINE = {
-    "SHARDEX_ENGINE": "auto | interpreted | compiled (the matching engine's build) [auto]",
-    "SHARDEX_ENGINE_CACHE": "where the compiled engine is built [~/.cache/shardex/engine]",
+    "SHARDEX_ENGINE": "auto | interpreted | compiled (the engine's mypyc build) "
+    "[auto]",
+    "SHARDEX_ENGINE_CACHE": "where the compiled build is kept [~/.cache/shardex/engine]",
 }
+BUILD = {"SHARDEX_ENGINE_BUILD": "'off': no compiled build when there is none [auto]"}
 SHARD = {
     **ENGINE,
     "SHARDEX_JOURNAL_WRITER": "'1' commits the journal in a writer thread [off]",
@@ -41,10 +43,10 @@ HONCHO = {"HONCHO_PROCESS_NAME": "under honcho: this process's index (NAME.K)"}
 
 EXTRA: dict[str, dict[str, str]] = {
     # up: what its children read (they inherit the environment)
-    "up": {**NODE, **SHARD, **RINGS, **SNAPSHOTS},
+    "up": {**NODE, **SHARD, **BUILD, **RINGS, **SNAPSHOTS},
     "router": {**NODE, **HONCHO},
     "engine": {**NODE, **SHARD, **HONCHO},
-    "accounts": {**NODE, **RINGS, **SNAPSHOTS, **HONCHO},
+    "accounts": {**NODE, **ENGINE, **RINGS, **SNAPSHOTS, **HONCHO},
     "bridge": {**NODE},
     "replay": ENGINE,
 }

@@ -38,6 +38,10 @@ from tests.support.redis import RedisServer, redis_server_binary  # noqa: F401
 from tests.support.schedule import file_order
 
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
+# ``shardex up`` builds no compiled cores in tests (a minute of CPU per source version); a build
+# already in the cache is still loaded, as for a user. tests/process/test_engine_compiled.py
+# builds its own.
+os.environ.setdefault("SHARDEX_ENGINE_BUILD", "off")
 
 # ---- honest tests: hypothesis profile and strict mode (begin) --------------------------------
 # Kept in one block, apart from the port and worker code, so that edits to either merge cleanly.

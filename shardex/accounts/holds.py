@@ -84,7 +84,7 @@ class Holds(Ledger):
         )
         need = required(o, pair)
         asset = pair.quote if side == BUY else pair.base
-        cell = self._cell(account, asset, create=False)
+        cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if need > avail:
             return self._insufficient(account, oid, asset, avail, need, out)

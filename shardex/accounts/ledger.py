@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from shardex.accounts.assets import AssetTable, Fee, Pair
 from shardex.accounts.codes import (
@@ -102,7 +102,22 @@ class HeldOrder:
         self.opened = opened  # this shard's seq of the forward that placed it (see _refused)
 
     def as_tuple(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        """The fields in ``__slots__`` order (spelled out: a compiled class has no
+        ``__slots__`` to read back)."""
+        return (
+            self.symbol,
+            self.side,
+            self.price,
+            self.cap,
+            self.rem,
+            self.held,
+            self.fee_num,
+            self.fee_charged,
+            self.maker_bps,
+            self.taker_bps,
+            self.pending,
+            self.opened,
+        )
 
 
 def required(o: HeldOrder, pair: Pair) -> int:
@@ -164,7 +179,7 @@ class Ledger:
         self.gaps = 0
         self.anomalies = 0
 
-    def owns(self, account: object) -> bool:
+    def owns(self, account: object) -> TypeGuard[str]:
         return type(account) is str and account_shard_for(account, self.shards) == self.shard
 
     def balance(self, account: str, asset: str) -> tuple[int, int]:
@@ -178,16 +193,21 @@ class Ledger:
         out.append((AE_FORWARD, self.seq, eshard, self.outbox.put(eshard, self.seq), cmd))
         return self.seq
 
-    def _cell(self, account: str, asset: str, create: bool = True) -> list[int]:
+    def _cell(self, account: str, asset: str) -> list[int]:
+        """The account's [available, held] of ``asset``, made (zero) when never seen."""
         assets = self.balances.get(account)
         if assets is None:
-            if not create:
-                return None  # type: ignore[return-value]
             assets = self.balances[account] = {}
         cell = assets.get(asset)
-        if cell is None and create:
+        if cell is None:
             cell = assets[asset] = [0, 0]
-        return cell  # type: ignore[return-value]
+        return cell
+
+    def _found(self, account: str, asset: str) -> list[int] | None:
+        """The account's [available, held] of ``asset``, or None (nothing made: a rejected
+        command leaves no empty cell behind)."""
+        assets = self.balances.get(account)
+        return None if assets is None else assets.get(asset)
 
     def _total(self, asset: str) -> int:
         return self.deposited.get(asset, 0) - self.withdrawn.get(asset, 0) + self.flow.get(asset, 0)
@@ -243,7 +263,7 @@ class Ledger:
         return None
 
 
-def _ident(value: object) -> bool:
+def _ident(value: object) -> TypeGuard[str]:
     return type(value) is str and 0 < len(value) <= MAX_ID_LEN
 
 
@@ -251,8 +271,10 @@ def _q(value: object, limit: int) -> str:
     """Client or peer input quoted in a reason: at most ``limit`` chars, and never an
     exception (``repr`` of a 1,000-deep list raises RecursionError): scalars are shown,
     containers by their type only."""
-    if value is None or type(value) in (str, bytes, int, float, bool):
-        return repr(value[: limit + 1] if type(value) in (str, bytes) else value)[:limit]
+    if isinstance(value, str | bytes) and type(value) in (str, bytes):
+        return repr(value[: limit + 1])[:limit]
+    if value is None or type(value) in (int, float, bool):
+        return repr(value)[:limit]
     return type(value).__name__
 
 

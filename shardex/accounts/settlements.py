@@ -234,7 +234,7 @@ class Settlements(Ledger):
             return (
                 f"settlement for {_q(account, 70)}/{_q(symbol, 40)}/{_q(oid, 70)} not of this shard"
             )
-        o = self.orders.get((account, symbol, oid))
+        o = self.orders.get((account, symbol, oid))  # type: ignore[arg-type]  # a str: its pair was found
         if o is None:
             return f"settlement for order {_q(oid, 70)} of {account} that is not open here"
         return o, pair

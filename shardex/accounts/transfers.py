@@ -47,7 +47,7 @@ class Transfers(Ledger):
             return self._reject(
                 account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
             )
-        cell = self._cell(account, asset, create=False)
+        cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:
             total = self._total(asset)

@@ -143,7 +143,7 @@ def _account_rows(accounts: list[dict[str, Any]]) -> None:
     if accounts:
         click.echo(
             f"{'acct':>5} {'state':<7} {'seq':>10} {'accounts':>9} {'open':>8} "
-            f"{'commands':>10} {'gaps':>5} {'anomal.':>7} journal"
+            f"{'commands':>10} {'gaps':>5} {'anomal.':>7} {'core':<11} journal"
         )
     for st in accounts:
         if "error" in st:
@@ -152,7 +152,7 @@ def _account_rows(accounts: list[dict[str, Any]]) -> None:
         click.echo(
             f"{st['account_shard']:>5} {'up':<7} {st['seq']:>10} {st['accounts']:>9} "
             f"{st['open_orders']:>8} {st['commands']:>10} {st['gaps']:>5} "
-            f"{st['anomalies']:>7} {st['journal']}"
+            f"{st['anomalies']:>7} {st.get('core', '-'):<11} {st['journal']}"
         )
         _replica_line(st)
 

@@ -23,6 +23,7 @@ from shardex.cli.options import (
     markets_option,
     up_shards,
 )
+from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import Plan, cluster_ports
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_ROUTERS, Layout, idle_shards_warning
@@ -153,6 +154,7 @@ def up(
             fh.write(render_prometheus(layout, replicas=replicas))
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
+    ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
     sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
 
 

@@ -10,6 +10,7 @@ import os
 from decimal import Decimal
 from typing import Any
 
+from shardex.accounts import implementation
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_AMEND,
@@ -527,6 +528,7 @@ class AccountHandler:
             "accounts": len(core.balances),
             "open_orders": len(core.orders),
             "commands": self.commands,
+            "core": implementation(),  # "compiled" (mypyc build) or "interpreted"
             "internal_errors": self.internal_errors,
             "shed": self.shed,
             "engines_backed_up": sorted(self.full),

@@ -24,6 +24,7 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
+from shardex.accounts import implementation
 from shardex.accounts.codes import (
     AE_ANOMALY,
     AE_FORWARD,
@@ -249,8 +250,9 @@ class AccountNode(ForwardLink, SequencedNode):
             serve(cfg.metrics_port, "accounts", shard=str(cfg.index))
             tune_gc()
         log.info(
-            "account shard %d/%d up (pid %d): router=%s engines=%s",
-            cfg.index, cfg.shards, os.getpid(), cfg.router, ",".join(cfg.engine_links),
+            "account shard %d/%d up (pid %d, %s core): router=%s engines=%s",
+            cfg.index, cfg.shards, os.getpid(), implementation(), cfg.router,
+            ",".join(cfg.engine_links),
         )  # fmt: skip
 
     # -- the loop's hooks (``SequencedNode``) ---------------------------------------------

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory
 from shardex.auth import user_of
 from shardex.datadir import check_routing
-from shardex.engine import Engine, Market
+from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
@@ -294,8 +294,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             serve(cfg.metrics_port, "engine", shard=str(cfg.index))
             tune_gc()  # after recovery: the recovered books are never scanned again
         log.info(
-            "shard %d/%d up (pid %d, cpu %s): router=%s direct=%s pub=%s",
-            cfg.index, cfg.shards, os.getpid(), self.cpu, cfg.router, cfg.direct, cfg.pub,
+            "shard %d/%d up (pid %d, cpu %s, %s engine): router=%s direct=%s pub=%s",
+            cfg.index, cfg.shards, os.getpid(), self.cpu, implementation(), cfg.router,
+            cfg.direct, cfg.pub,
         )  # fmt: skip
 
     # -- the loop's hooks (``SequencedNode``) ---------------------------------------------

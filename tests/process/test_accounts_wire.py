@@ -57,9 +57,11 @@ def test_status_shows_the_account_shards(cluster):
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [ln.split() for ln in out.stdout.decode().splitlines()]
     acct = rows.index(["acct", "state", "seq", "accounts", "open", "commands", "gaps",
-                       "anomal.", "journal"])  # fmt: skip
+                       "anomal.", "core", "journal"])  # fmt: skip
     assert [r[:2] for r in rows[acct + 1 : acct + 3]] == [["0", "up"], ["1", "up"]], out.stdout
     assert all(r[-1] == "ok" for r in rows[acct + 1 : acct + 3]), out.stdout
+    # which account core each runs: the mypyc build or the interpreted reference
+    assert {r[-2] for r in rows[acct + 1 : acct + 3]} <= {"compiled", "interpreted"}
     with _client(cluster) as c:
         sts = c.account_status()
         assert [st["account_shard"] for st in sts] == [0, 1]

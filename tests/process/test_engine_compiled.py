@@ -1,4 +1,4 @@
-"""The optional mypyc-compiled engine gives byte-identical events to the interpreted one.
+"""The mypyc-compiled engine gives byte-identical events to the interpreted one.
 
 Builds the compiled engine (about half a minute of CPU) unless mypy/mypyc or a C compiler is
 missing (then skipped, saying which), into pytest's cache directory: the build is named by the
@@ -6,12 +6,13 @@ hash of the engine's sources, so it is made once per source version, not once pe
 engines run in child processes (``SHARDEX_ENGINE=compiled`` / ``interpreted``) over the same
 streams, made once here: the property tests' random streams and the workload generator's (all
 mixes, garbage included), and each child prints msgpack of every event, every order status and
-the final snapshot.
+the final snapshot. ``shardex up`` with the build in the cache runs it (``shardex status``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import random
@@ -21,8 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import Cluster, require
 
+from shardex import compiled as builds
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
 from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
@@ -68,12 +70,13 @@ def _streams() -> list:
     return streams
 
 
-def _run(mode: str, data: Path, cache: Path) -> bytes:
+def _run(mode: str, arg: Path | str, cache: Path, child: str = CHILD) -> bytes:
     env = {**os.environ, "SHARDEX_ENGINE": mode, "SHARDEX_ENGINE_CACHE": str(cache),
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(data)], env=env, capture_output=True, timeout=300
-    )
+        [sys.executable, "-c", child, str(arg)], env=env, capture_output=True, timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return proc.stdout
 
@@ -129,3 +132,49 @@ def test_stale_or_missing_build_is_never_loaded(tmp_path):
     env["SHARDEX_ENGINE"] = "compiled"
     forced = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert forced.returncode != 0 and "python -m shardex.engine.build" in forced.stderr
+
+
+def _status(cluster: Cluster) -> dict:
+    base = ["--base-port", str(cluster.layout.base_port), *cluster.key_args()]
+    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "status", "--json", *base],
+                          capture_output=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_up_runs_the_compiled_cores_and_says_so(compiled_cache, monkeypatch):
+    """With a build of these sources in the cache, ``shardex up`` builds nothing and every
+    engine and account shard runs it: ``shardex status`` and the shards' up lines say so
+    (~4 s of CPU: one cluster)."""
+    monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(compiled_cache))
+    monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
+    cluster = Cluster(1, accounts=1)
+    try:
+        st = _status(cluster)
+        out = cluster.output()
+    finally:
+        cluster.stop()
+    assert [s["engine"] for s in st["shards"]] == ["compiled"]
+    core = "compiled" if builds.PACKAGES["accounts"] else "interpreted"
+    assert [a["core"] for a in st["accounts"]] == [core]
+    assert "compiling the engine" not in out
+    assert "compiled engine): router=" in out and f"{core} core): router=" in out
+
+
+def test_up_falls_back_to_the_interpreted_cores_when_the_build_fails(tmp_path, monkeypatch):
+    """A build that cannot be made (here: the cache is under a regular file) is one line, and
+    the cluster starts on the interpreted cores (~4 s of CPU: one cluster, no compiler run)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(blocker / "cache"))
+    monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
+    monkeypatch.delenv("SHARDEX_ENGINE", raising=False)
+    cluster = Cluster(1, accounts=1)
+    try:
+        st = _status(cluster)
+        out = cluster.output()
+    finally:
+        cluster.stop()
+    assert out.count("running the interpreted engine: the compiled build failed") == 1, out
+    assert [s["engine"] for s in st["shards"]] == ["interpreted"]
+    assert [a["core"] for a in st["accounts"]] == ["interpreted"]
