@@ -17,9 +17,10 @@ from shardex.auth import Registry
 from shardex.clock import REAL, Clock
 from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
+from shardex.node.router_hello import HelloChecks
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
 from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel, ServiceRate
-from shardex.recovery import RECOVERING_ID, describe
+from shardex.recovery import describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
     ACCOUNT_ROUTE,
@@ -36,14 +37,12 @@ from shardex.wire.protocol import (
     MAX_FRAME,
     MAX_SYMBOL_LEN,
     NOT_LEADER,
-    OP_HELLO,
     decode_batch,
     encode_reply,
     error,
     leader_changed_error,
     recovering_error,
     shard_for,
-    unpackb,
 )
 
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig"]
@@ -96,7 +95,7 @@ _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 _UNKNOWN_KEY = encode_reply(None, ERR_UNKNOWN_KEY)
 
 
-class Router(RouterReports):
+class Router(HelloChecks, RouterReports):
     """All routing decisions and counters, without sockets (the loop in ``RouterNode`` moves
     frames; tests drive this class directly).
 
@@ -210,13 +209,7 @@ class Router(RouterReports):
             return -1, [client, req, _UNKNOWN_KEY]
         if not key:
             return -1, [client, req, encode_reply([self.info(now)])]
-        drained = self.drained_at
-        if (
-            drained is not None
-            and self.front_codel.observe(now - drained, now)  # read late ...
-            and client in self.client_inflight  # ... from a client with requests waiting
-        ):
-            self.front_codel.shed += 1
+        if self._front_late(client, now):
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
         size = len(payload)
@@ -245,21 +238,40 @@ class Router(RouterReports):
         ):
             self.rejected[ERR_OVERLOADED] += 1
             return -1, [client, req, _OVERLOADED]
-        # admitted: counted against the caps now, so one wake-up cannot overshoot them
+        self._admit(shard, client, req, (user or "").encode(), payload, now)
+        return shard, None
+
+    def _admit(
+        self, shard: int, client: bytes, req: bytes, user: bytes, payload: bytes, now: float
+    ) -> None:
+        """Counted against the caps now, so one wake-up cannot overshoot them; queued in
+        ``shard``'s batch."""
         k = (client, req)
         old = self.inflight.get(k)
         if old is not None:  # a client reusing a request id: count it once
             self._forget(k, old)
+        size = len(payload)
         self.inflight[k] = (shard, now, size)
         self.shard_inflight[shard] += 1
         self.shard_bytes[shard] += size
         self.client_inflight[client] = self.client_inflight.get(client, 0) + 1
-        batch = self.batches[shard]
-        batch.extend((client, req, (user or "").encode(), payload))
+        self.batches[shard].extend((client, req, user, payload))
         self.batch_bytes[shard] += size
         if shard not in self.ready:
             self.ready.append(shard)
-        return shard, None
+
+    def _front_late(self, client: bytes, now: float) -> bool:
+        """Shedding by the wait in the router's own client socket: read late (``now`` minus
+        when the loop last found it empty) from a client with requests waiting."""
+        drained = self.drained_at
+        if (
+            drained is not None
+            and self.front_codel.observe(now - drained, now)
+            and client in self.client_inflight
+        ):
+            self.front_codel.shed += 1
+            return True
+        return False
 
     def _late(self, shard: int, client: bytes, now: float) -> bool:
         """Whether shedding by time refuses this request (``sojourn``): every arrival is
@@ -486,81 +498,6 @@ class Router(RouterReports):
             log.info("%s recovered", _slot_name(i, self.shards))
         self._register(i, sender, info, epoch, now)
 
-    def _hello_slot(
-        self, sender: bytes, payload: bytes
-    ) -> tuple[int, int, str, dict[str, Any]] | None:
-        """A hello's (slot, index within its tier, key role, info), or None (logged) when it
-        is malformed or names no slot of this router."""
-        try:
-            op, info = unpackb(payload)
-            i = info["shard"]
-            n = info["shards"]
-            if type(i) is not int or type(n) is not int or type(info) is not dict:
-                raise TypeError
-        except Exception:
-            log.warning("ignoring malformed hello from %r", sender[:32])
-            return None
-        tier = info.get("tier")
-        role, j = "shard", i
-        if tier == "accounts":  # account shard j of M: slot N + j
-            if op != OP_HELLO or n != self.accounts or not 0 <= i < self.accounts:
-                log.error("account shard hello j=%s of M=%s does not match this router (M=%d)",
-                          i, n, self.accounts)  # fmt: skip
-                return None
-            j, i, role = i, self.shards + i, "accounts"
-        elif op != OP_HELLO or n != self.shards or not 0 <= i < self.shards:
-            log.error(
-                "shard hello with shards=%s index=%s does not match this router "
-                "(%d shards): ignoring it",
-                n,
-                i,
-                self.shards,
-            )
-            return None
-        return i, j, role, info
-
-    def _hello_epoch_ok(self, i: int, epoch: Any, info: dict[str, Any]) -> bool:
-        """False (logged) for a malformed epoch or one older than slot ``i``'s leader's."""
-        if epoch is not None and (type(epoch) is not int or epoch < 1):
-            log.warning("ignoring hello of %s with a bad epoch %r", _slot_name(i, self.shards),
-                        epoch)  # fmt: skip
-            return False
-        if epoch is not None and epoch < self.epochs.get(i, 0):
-            if (i, epoch) not in self.stale_epochs:  # logged once per deposed epoch
-                self.stale_epochs.add((i, epoch))
-                log.error("ALERT ignoring %s's hello of epoch %d (pid %s): epoch %d leads",
-                          _slot_name(i, self.shards), epoch, info.get("pid"),
-                          self.epochs[i])  # fmt: skip
-            return False
-        return True
-
-    def _hello_sender_ok(
-        self, i: int, j: int, role: str, epoch: Any, beacon: bool, sender: bytes,
-        user: str | None,
-    ) -> bool:  # fmt: skip
-        """Whether slot ``i`` may be registered by ``sender``: insecure, the link must bear the
-        slot's name (with its epoch; the recovery beacon's own prefix); secure, the
-        connection's key must have been issued for that slot. False is logged."""
-        expected = self.identities[i]
-        if epoch is not None:  # a replicated leader's link is named after its epoch
-            expected += f".e{epoch}".encode()
-        if beacon:  # the recovery beacon's own connection
-            expected = RECOVERING_ID + self.identities[i]
-        if self.registry is None and sender != expected:
-            log.error("hello for %s from identity %r: ignoring it", _slot_name(i, self.shards),
-                      sender[:32])  # fmt: skip
-            return False
-        if self.registry is not None:
-            key = self.registry.lookup(user)
-            if key is None or key.role != role or key.shard != (j if role == "accounts" else i):
-                log.error(
-                    "ALERT refused a registration as %s from a key not issued for it (%s)",
-                    _slot_name(i, self.shards),
-                    "unknown key" if key is None else f"{key.role} key {key.name!r}",
-                )
-                return False
-        return True
-
     def _register(
         self, i: int, sender: bytes, info: dict[str, Any], epoch: int | None, now: float
     ) -> None:
@@ -602,5 +539,9 @@ class Router(RouterReports):
         if now - seen > RECOVERING_TTL_S:
             del self.recovering[slot]
             return None
-        return encode_reply(None, recovering_error(_slot_name(slot, self.shards), state,
-                                                   f"replaying its journal ({describe(state)})"))
+        return encode_reply(
+            None,
+            recovering_error(
+                _slot_name(slot, self.shards), state, f"replaying its journal ({describe(state)})"
+            ),
+        )
