@@ -107,8 +107,9 @@ class Lifecycle:
             _own_turns(self, node, name)
 
     def exited(self, name: str) -> None:
-        """Replica ``name`` exited by itself (its lease lost: ``FailoverNode.exited``; it
-        closed what it had): down until ``restart``, as under its supervisor."""
+        """Replica ``name`` exited by itself (``FailoverNode.exited``: its lease lost, or its
+        journal failed, ``node.failstop``; it closed what it had): down until ``restart``, as
+        under its supervisor."""
         node = self.named()[name]
         nodes = self._list(name)
         self.down[name] = nodes.index(node)
@@ -116,7 +117,9 @@ class Lifecycle:
         self.cluster.thaw(node)
         for sock in list(node.ctx.socks):  # (the process is gone: what its node left open
             sock.close(0)  # closes with it, as its peers see at an exit)
-        self.trace.add(self._now(), "exit", name, str(node.exited))
+        why = getattr(node, "exit_reason", None)  # (a journal's fail-stop says why)
+        self.trace.add(self._now(), "exit", name, f"{node.exited}: {why}" if why else
+                       str(node.exited))  # fmt: skip
 
     def _now(self) -> float:
         return self.cluster.net.clock.monotonic()

@@ -16,7 +16,9 @@ world:
   assumption (ONE Redis, ``shardex.lease``): a seed that finds two writers after one is the
   danger shown, not a bug of the cluster;
 * **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
-  a process's exit code 3) is restarted after ``down_s`` and rejoins as a standby;
+  a process's exit code 3) or because its journal could not write (a standby's fail-stop on
+  a disk spell, ``node.failstop``: exit code 4, counted ``fail_stop``; not a violation, the
+  checks go on) is restarted after ``down_s`` and rejoins as a standby;
 * **what the checks need**: ``losses`` per (tier, shard), the failovers the world caused
   (the old leader was crashed, powered off, paused, slowed or cut off from the store during
   its term, or the store was down or failed over) for ``no_needless_failover``;
@@ -34,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from shardex.node.failstop import EXIT_JOURNAL_FAILED
 from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
 from shardex.sim.faults import fire, settings
@@ -197,8 +200,10 @@ class HA:
         assert life is not None
         self._apply_cuts(now, life)
         for name, node in life.named().items():
-            if getattr(node, "exited", None) == EXIT_LEASE_LOST:
+            code = getattr(node, "exited", None)
+            if code in (EXIT_LEASE_LOST, EXIT_JOURNAL_FAILED):
                 life.exited(name)
+                self.counts["fail_stop"] += code == EXIT_JOURNAL_FAILED
                 restart_at[name] = now + self.rng.uniform(*down_s)
         self._stale_writes(now, life)
 
