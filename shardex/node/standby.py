@@ -247,10 +247,11 @@ class Standby:
         return False
 
     def _look(self, now: float) -> float | None:
-        """``_check_lease`` with its failures handled: None when we lead now, else how long
-        until the next look (Redis down: keep following whoever we follow)."""
+        """``_check_lease`` with its failures handled: None when we lead now (the epoch we
+        took recorded), else how long until the next look (Redis down: keep following
+        whoever we follow)."""
         try:
-            return self._check_lease()
+            wait = self._check_lease()
         except Diverged as exc:  # (a new leader whose epoch began below our seq)
             self.start_over(str(exc))
             return 0.0  # (then follow it, from an empty journal)
@@ -259,6 +260,9 @@ class Standby:
                 self.last_warned = now
                 log.warning("lease check failed: %s", exc)
             return CHECK_LEASE_S
+        if wait is None:  # we took the lease: its epoch is the journal's to record, out of
+            self._record_epoch(self.lease.epoch)  # the store's catch-all (a crash is one)
+        return wait
 
     def _idle(self, until_check: float) -> None:
         """Nobody to follow: a process waits (on the front port, if any) until the next lease
@@ -356,8 +360,7 @@ class Standby:
                 return CHECK_LEASE_S
             t0 = self.clock.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
-            if epoch:
-                self._record_epoch(epoch)
+            if epoch:  # (``_look`` records it)
                 self.took_at = t0
                 log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
                             self.lease.label, epoch, self.engine.seq)  # fmt: skip

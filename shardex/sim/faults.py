@@ -69,6 +69,8 @@ class Faults:
     trap_per_s: float = 0.0  # crash points per second: a shard dies at its Nth journal
     # write or sync from now (between a write and its sync) ...
     trap_power_p: float = 0.5  # ... and this share of them is a power loss (else kill -9)
+    trap_promote_p: float = 0.0  # share of promotions (a standby taking its lease) that die
+    # at a crash point inside it (``shardex.sim.hazards.PROMOTION_POINTS``; needs replicas)
     full_per_s: float = 0.0  # disk-full spells per second (every write past the space fails)
     full_s: tuple[float, float] = (0.05, 0.5)  # ... lasting this long
     eio_per_s: float = 0.0  # spells of failing I/O per second ...

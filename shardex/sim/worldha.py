@@ -140,6 +140,8 @@ class HA:
             epoch, why = acquire(floor, start_seq)
             if epoch:
                 self._failover(name, epoch)
+                for hook in self.life.on_take if self.life is not None else ():
+                    hook(name)  # (arms a promotion crash point: ``sim.hazards``)
             up = self.clock.monotonic() - node.standby.started
             others = [m for m in isr if m != lease.node]
             if epoch and up < START_GRACE_S and others and never_followed:

@@ -7,7 +7,7 @@ spell: the standby's turn raised ``JournalUnavailable``, which killed its proces
 traceback, or, on the epoch record after taking the lease, was logged as a failed lease check
 while the shard had no leader until the lease expired).
 
-Both on the in-memory cluster, on the simulator's virtual loop and clock: ~0.5 s of CPU each."""
+On the in-memory cluster, on the simulator's virtual loop and clock: ~0.5 s of CPU each."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shardex.inproc import InProcCluster
 from shardex.journal import JournalUnavailable
 from shardex.net import mem_transport
 from shardex.node.failstop import EXIT_JOURNAL_FAILED
+from shardex.sim.disk import CrashPoint, SimDisk
 from shardex.sim.loop import run as run_virtual
 from shardex.sim.store import SimStore
 from shardex.wire.replication import ACK
@@ -32,15 +33,19 @@ pytestmark = pytest.mark.timeout(60)
 SYMBOL = "BTC-USD"
 
 
-def _on_virtual_cluster(tmp_path: Path, body: Any) -> Any:
+def _on_virtual_cluster(tmp_path: Path, body: Any, disk: SimDisk | None = None) -> Any:
     """``body(cluster)`` on a replicated engine shard (two replicas, the lease on a
-    ``SimStore``, no bridge), everything on one ``VirtualClock``."""
+    ``SimStore``, no bridge), everything on one ``VirtualClock`` (the journals on ``disk``
+    if given)."""
     clock = VirtualClock()
     store = SimStore(clock, seed=1)
     p = plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+    net = mem_transport(clock=clock)
+    if disk is not None:
+        net.disk = disk
 
     async def main() -> Any:
-        cluster = InProcCluster(p, net=mem_transport(clock=clock), store=store)
+        cluster = InProcCluster(p, net=net, store=store)
         cluster.bridge = None  # (the store holds the lease only, as in the simulator's world)
         async with cluster:
             return await body(cluster)
@@ -109,3 +114,22 @@ def test_a_promoted_standby_that_cannot_record_its_epoch_gives_the_lease_back(
     out = _on_virtual_cluster(tmp_path, body)
     assert out["exited"] == EXIT_JOURNAL_FAILED and not out["led"]
     assert out["holder"] is None, "the lease was kept by a replica that cannot lead"
+
+
+def test_a_crash_while_recording_the_new_epoch_is_not_taken_for_a_lease_check_error(
+        tmp_path: Path) -> None:  # fmt: skip
+    """A process killed while it records the epoch of the lease it just took dies there: the
+    simulator's crash point in that write leaves the standby's turn (the lease check's
+    catch-all, meant for the store, swallowed it, and the standby went on to lead)."""
+    disk = SimDisk()
+
+    async def body(cluster: InProcCluster) -> None:
+        leader, standby = await _in_sync(cluster)
+        disk.trap(standby.standby.journal_dir, "write", 1)  # its next write: the epoch's
+        leader.kill()
+        await cluster.until(lambda: standby.leader is not None, timeout=5.0,
+                            what="the standby to take the lease")  # fmt: skip
+
+    with pytest.raises(CrashPoint) as caught:
+        _on_virtual_cluster(tmp_path, body, disk)
+    assert caught.value.path.endswith("epoch.tmp"), caught.value
