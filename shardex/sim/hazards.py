@@ -17,7 +17,7 @@ world's; these are the rest, each at a ``Faults`` rate per virtual second, from 
   and the shard's recovery decides it. Traced ``trapped`` (a consequence: a replay re-arms
   the trap, and the crash follows from it);
 * ``promote_trap``: a crash point inside a promotion (``Faults.trap_promote_p`` of the lease
-  takes of a replicated world; ``PROMOTION_POINTS``): the standby that just took its lease
+  takes of a replicated world; ``PROMOTION_TRAPS``): the standby that just took its lease
   dies before its epoch is recorded (the epoch file's new copy written, unsynced), or with
   the epoch record renamed into place and its directory not synced, or once it is durable
   and the leader built, before it answered anything. Drawn from a stream of its own
@@ -41,19 +41,20 @@ from typing import Any
 
 from shardex.sim.crash import Lifecycle
 from shardex.sim.disk import CrashPoint, SimDisk
-from shardex.sim.faults import Faults, fire
+from shardex.sim.faults import PROMOTION_POINTS, Faults, fire
 from shardex.sim.sched import Trace
 from shardex.sim.skew import Clocks
 
 KINDS = ("step", "trap", "full", "eio")  # what a replay applies (``trapped``: a consequence)
 SLACK = (0, 4096)  # bytes left free when the disk fills up
-# The crash points inside a promotion, by what is done when the replica dies there, and the
-# disk trap that stops it (None: the end of the turn it was promoted in, ``promoted``):
+# The crash points inside a promotion (``faults.PROMOTION_POINTS``), by what is done when the
+# replica dies there, and the disk trap that stops it (None: the end of the turn it was
+# promoted in, ``promoted``):
 # ``lease_taken``: the lease is ours, the epoch record is not (its temporary copy written,
 # not synced); ``epoch_unsynced``: the record renamed into place, its directory's sync not
 # run (a power loss may take it back); ``before_first_reply``: the record durable, the leader
 # built and its HELLO sent, no request answered yet.
-PROMOTION_POINTS: dict[str, tuple[str, int] | None] = {
+PROMOTION_TRAPS: dict[str, tuple[str, int] | None] = {
     "lease_taken": ("write", 1),
     "epoch_unsynced": ("dirsync", 1),
     "before_first_reply": None,
@@ -154,22 +155,24 @@ class Hazards:
 
     def promoting(self, name: str) -> None:
         """Replica ``name`` just took its lease and records the epoch next: with
-        ``Faults.trap_promote_p``, it dies at one of the ``PROMOTION_POINTS`` (seeded)."""
+        ``Faults.trap_promote_p``, it dies at one of the ``PROMOTION_POINTS`` (seeded; one of
+        ``Faults.trap_promote_at`` if it names some)."""
         f, rng = self.faults, self.promote_rng
         drawing = self.last is not None and not self.healed  # (faults run: the load phase)
         if not f.trap_promote_p or not drawing or rng.random() >= f.trap_promote_p:
             return
-        point = sorted(PROMOTION_POINTS)[rng.randrange(len(PROMOTION_POINTS))]
+        points = f.trap_promote_at or PROMOTION_POINTS
+        point = points[rng.randrange(len(points))]
         self.promote_trap(name, point, rng.random() < f.trap_power_p)
 
     def promote_trap(self, name: str, point: str, power: bool) -> bool:
-        """Arm crash point ``point`` of ``PROMOTION_POINTS`` in replica ``name``, which has
+        """Arm crash point ``point`` of ``PROMOTION_TRAPS`` in replica ``name``, which has
         just taken its lease (False: it has a trap already, or no simulated disk)."""
         node = self.life.named().get(name)
         root = getattr(getattr(node, "cfg", None), "journal_dir", None)
         if self.disk is None or root is None or name in self.traps:
             return False
-        where = PROMOTION_POINTS[point]
+        where = PROMOTION_TRAPS[point]
         if where is None:
             self.after_promote[name] = root
         else:
@@ -253,4 +256,6 @@ class Hazards:
         return True
 
 
-__all__ = ["KINDS", "Hazards"]
+assert set(PROMOTION_TRAPS) == set(PROMOTION_POINTS)
+
+__all__ = ["KINDS", "PROMOTION_TRAPS", "Hazards"]
