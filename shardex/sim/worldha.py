@@ -204,10 +204,20 @@ class HA:
         for name, node in life.named().items():
             code = getattr(node, "exited", None)
             if code in (EXIT_LEASE_LOST, EXIT_JOURNAL_FAILED):
+                if code == EXIT_JOURNAL_FAILED:
+                    self._fail_stopped(now, name, node.exit_reason)
                 life.exited(name)
-                self.counts["fail_stop"] += code == EXIT_JOURNAL_FAILED
                 restart_at[name] = now + self.rng.uniform(*down_s)
         self._stale_writes(now, life)
+
+    def _fail_stopped(self, now: float, name: str, reason: str | None) -> None:
+        """A standby exited on a journal error: what it should do on a disk fault the world
+        injected (``SimDisk``'s errors say "(simulated"), a violation on any other error (a
+        bug that a fail-stop must not hide, e.g. a write on a closed journal)."""
+        self.counts["fail_stop"] += 1
+        if "(simulated" not in (reason or ""):
+            self._report(now, (name, -1, EXIT_JOURNAL_FAILED), f"fail_stop: {name} exited "
+                         f"on a journal error no fault injected: {reason}")  # fmt: skip
 
     def _draw(self, now: float, dt: float) -> None:
         f, rng, store = self.faults, self.rng, self.store
