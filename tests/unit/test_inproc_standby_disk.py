@@ -11,6 +11,7 @@ On the in-memory cluster, on the simulator's virtual loop and clock: ~0.5 s of C
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,36 @@ def test_a_crash_while_recording_the_new_epoch_is_not_taken_for_a_lease_check_er
     with pytest.raises(CrashPoint) as caught:
         _on_virtual_cluster(tmp_path, body, disk)
     assert caught.value.path.endswith("epoch.tmp"), caught.value
+
+
+def test_a_just_promoted_leader_whose_first_write_fails_holds_it_and_retries(
+        tmp_path: Path) -> None:  # fmt: skip
+    """Once its epoch is recorded a promoted standby is a leader like any other: its first
+    batch that the journal cannot write is held (no reply), and written from memory and
+    answered when the disk works again -- not a fail-stop (it is the copy clients wait on)."""
+
+    async def body(cluster: InProcCluster) -> dict[str, Any]:
+        old, standby = await _in_sync(cluster)
+        old.kill()
+        await cluster.until(lambda: standby.leader is not None, what="the standby to lead")
+        journal = standby.leader.core.journal
+        commit = journal.commit
+
+        def broken() -> None:
+            raise JournalUnavailable("Input/output error (simulated: the disk fails)")
+
+        journal.commit = broken
+        async with cluster.client(account="alice", timeout=5.0) as c:
+            placing = asyncio.ensure_future(c.place(SYMBOL, "buy", "1", "100", id="a0"))
+            await cluster.until(lambda: standby.leader.core.journal_down is not None,
+                                what="the first batch held")  # fmt: skip
+            held = not placing.done()
+            journal.commit = commit  # the disk works again: the retry writes it
+            r = await placing
+        return {"held": held, "ok": r.ok, "exited": standby.exited,
+                "ids": {o.id for b in standby.leader.core.engine.books.values()
+                        for o in b.orders.values()}}  # fmt: skip
+
+    out = _on_virtual_cluster(tmp_path, body)
+    assert out["held"] and out["ok"] and out["exited"] is None
+    assert "a0" in out["ids"]
