@@ -18,7 +18,8 @@ world:
 * **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
   a process's exit code 3) or because its journal could not write (a standby's fail-stop on
   a disk spell, ``node.failstop``: exit code 4, counted ``fail_stop``; not a violation, the
-  checks go on) is restarted after ``down_s`` and rejoins as a standby;
+  checks go on -- unless the error was not one the world injected: check ``fail_stop``) is
+  restarted after ``down_s`` and rejoins as a standby;
 * **what the checks need**: ``losses`` per (tier, shard), the failovers the world caused
   (the old leader was crashed, powered off, paused, slowed or cut off from the store during
   its term, or the store was down or failed over) for ``no_needless_failover``;
