@@ -14,6 +14,7 @@ from typing import Any
 from shardex.auth import KeyStore
 from shardex.journal import OS_DISK, Disk, Journal
 from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
+from shardex.node.failstop import JournalFailStop
 from shardex.node.leader import Replicator
 from shardex.node.replication import EXIT_LEASE_LOST, log, node_name, open_journal
 from shardex.node.runtime import tune_gc
@@ -197,6 +198,7 @@ class FailoverNode:
         self.build = build
         self.leader: Any = None  # the node it leads as, once promoted
         self.exited: int | None = None  # the exit code a process would have ended with
+        self.exit_reason: str | None = None  # why, when it fail-stopped on its journal
 
     @property
     def node(self) -> str:
@@ -228,7 +230,12 @@ class FailoverNode:
         if self.exited is not None:
             return
         if self.leader is None:
-            if self.standby.turn():
+            try:
+                promoted = self.standby.turn()
+            except JournalFailStop as exc:
+                self._fail_stop(exc)
+                return
+            if promoted:
                 self._promote()
             return
         try:
@@ -251,6 +258,17 @@ class FailoverNode:
         _log_failover(p, self.what)
         self.leader = leader
 
+    def _fail_stop(self, exc: JournalFailStop) -> None:
+        """The standby's journal failed (``failstop``): end as its process does -- exit code
+        ``EXIT_JOURNAL_FAILED``, its sockets closed, its journal let go of where it stands
+        (nothing buffered is written: what was not durable dies with the process)."""
+        self.exited = int(exc.code)  # type: ignore[arg-type]
+        self.exit_reason = exc.reason
+        journal = self.standby.journal
+        if hasattr(journal, "abandon"):
+            journal.abandon()
+        self.standby.close()
+
     def _close_leader(self) -> None:
         try:
             self.leader.close()
@@ -264,8 +282,8 @@ class FailoverNode:
         self.ctx.term()  # (the in-memory context: closes every socket it made)
 
     def close(self) -> None:
-        if self.exited == KILLED or (self.exited is not None and self.leader is not None):
-            return  # (killed; or closed when it lost the lease)
+        if self.exited is not None:
+            return  # (killed; or closed when it lost the lease or its journal failed)
         if self.leader is not None:
             self._close_leader()
         else:

@@ -18,6 +18,7 @@ from shardex.journal import Journal
 from shardex.lease import Holder, Lease
 from shardex.net import ZMQ, Transport
 from shardex.net.roles import replication_follower, standby_front
+from shardex.node.failstop import JournalFailStop, fail_stop
 from shardex.node.fencing import not_leader_reply
 from shardex.node.replication import (
     CHECK_LEASE_S,
@@ -246,10 +247,11 @@ class Standby:
         return False
 
     def _look(self, now: float) -> float | None:
-        """``_check_lease`` with its failures handled: None when we lead now, else how long
-        until the next look (Redis down: keep following whoever we follow)."""
+        """``_check_lease`` with its failures handled: None when we lead now (the epoch we
+        took recorded), else how long until the next look (Redis down: keep following
+        whoever we follow)."""
         try:
-            return self._check_lease()
+            wait = self._check_lease()
         except Diverged as exc:  # (a new leader whose epoch began below our seq)
             self.start_over(str(exc))
             return 0.0  # (then follow it, from an empty journal)
@@ -258,6 +260,9 @@ class Standby:
                 self.last_warned = now
                 log.warning("lease check failed: %s", exc)
             return CHECK_LEASE_S
+        if wait is None:  # we took the lease: its epoch is the journal's to record, out of
+            self._record_epoch(self.lease.epoch)  # the store's catch-all (a crash is one)
+        return wait
 
     def _idle(self, until_check: float) -> None:
         """Nobody to follow: a process waits (on the front port, if any) until the next lease
@@ -355,8 +360,7 @@ class Standby:
                 return CHECK_LEASE_S
             t0 = self.clock.monotonic()
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
-            if epoch:
-                self.journal.write_epoch(epoch)
+            if epoch:  # (``_look`` records it)
                 self.took_at = t0
                 log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
                             self.lease.label, epoch, self.engine.seq)  # fmt: skip
@@ -412,8 +416,7 @@ class Standby:
                 log.warning("refused a record of epoch %d < %d", epoch, mine)
                 continue
             if epoch > mine:
-                journal.commit()
-                journal.write_epoch(epoch)  # before anything of that epoch is journaled
+                self._enter_epoch(epoch)
                 mine = self.epoch = epoch
             if seq0 != engine.seq:
                 if seq0 > engine.seq:  # a gap: ask again from what we have
@@ -425,8 +428,35 @@ class Standby:
                 continue
             applied = self._apply_record(seq0, seq1, payload) or applied
         if applied:
-            journal.commit()
-            self._send(ACK, (mine, engine.seq))
+            self._commit_and_ack(mine)
+
+    # -- what the standby makes durable: a journal that fails is a fail-stop (``failstop``)
+
+    def _commit_and_ack(self, epoch: int) -> None:
+        """Make what was applied durable, then ack it; a journal that cannot write acks
+        nothing and exits (``JournalFailStop``)."""
+        with fail_stop(self.node, "journal the leader's batch"):
+            self.journal.commit()
+        self._send(ACK, (epoch, self.engine.seq))
+
+    def _enter_epoch(self, epoch: int) -> None:
+        """A record of a newer epoch came: what we hold of the older one is made durable,
+        then the new epoch is recorded, before anything of it is journaled."""
+        with fail_stop(self.node, f"record epoch {epoch}"):
+            self.journal.commit()
+            self.journal.write_epoch(epoch)
+
+    def _record_epoch(self, epoch: int) -> None:
+        """We took the lease at ``epoch``: record it before anything of it is journaled. A
+        journal that cannot gives the lease back and exits: nothing of the epoch exists yet,
+        and a replica that cannot record its epoch must not lead (nor keep the lease from
+        the other in-sync member until it expires)."""
+        try:
+            with fail_stop(self.node, f"record its new epoch {epoch}"):
+                self.journal.write_epoch(epoch)
+        except JournalFailStop:
+            self.lease.release()
+            raise
 
     def _apply_record(self, seq0: int, seq1: int, payload: bytes) -> bool:
         """Journal and apply one record of the leader's (its crc checked): True when applied;

@@ -22,6 +22,7 @@ what the trace says. Then:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shardex.inproc import InProcCluster, parse
@@ -68,6 +69,12 @@ class Lifecycle:
         self.crashes = self.restarts = self.pauses = self.slows = self.powers = 0
         self.failures: list[str] = []  # restarts that raised (the node refused to start)
         self.turning: str | None = None  # the replica whose turn runs now (``_own_turns``)
+        # called with a replica's name: as it takes its lease (before it records the epoch:
+        # ``worldha``'s watch of the take), and after the turn it was promoted in (the epoch
+        # recorded, the leader built, nothing answered yet); ``shardex.sim.hazards`` aims its
+        # promotion crash points there
+        self.on_take: list[Callable[[str], None]] = []
+        self.on_promote: list[Callable[[str], None]] = []
         for name, node in self.named().items():
             self._tag(node, name)
         # every context a node opens from now on (a restart), so that one that fails half
@@ -107,8 +114,9 @@ class Lifecycle:
             _own_turns(self, node, name)
 
     def exited(self, name: str) -> None:
-        """Replica ``name`` exited by itself (its lease lost: ``FailoverNode.exited``; it
-        closed what it had): down until ``restart``, as under its supervisor."""
+        """Replica ``name`` exited by itself (``FailoverNode.exited``: its lease lost, or its
+        journal failed, ``node.failstop``; it closed what it had): down until ``restart``, as
+        under its supervisor."""
         node = self.named()[name]
         nodes = self._list(name)
         self.down[name] = nodes.index(node)
@@ -116,7 +124,9 @@ class Lifecycle:
         self.cluster.thaw(node)
         for sock in list(node.ctx.socks):  # (the process is gone: what its node left open
             sock.close(0)  # closes with it, as its peers see at an exit)
-        self.trace.add(self._now(), "exit", name, str(node.exited))
+        why = getattr(node, "exit_reason", None)  # (a journal's fail-stop says why)
+        self.trace.add(self._now(), "exit", name, f"{node.exited}: {why}" if why else
+                       str(node.exited))  # fmt: skip
 
     def _now(self) -> float:
         return self.cluster.net.clock.monotonic()
@@ -214,6 +224,8 @@ def _own_turns(life: Lifecycle, node: Any, name: str) -> None:
         if standing_by and node.leader is not None:  # (it took the lease in this turn)
             life.trace.add(life._now(), "promote", name,
                            f"epoch {node.lease.epoch} seq {node.machine.seq}")  # fmt: skip
+            for hook in life.on_promote:  # (may raise a crash point: it leaves the turn)
+                hook(name)
 
     node.turn = owned
 

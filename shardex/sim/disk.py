@@ -24,7 +24,8 @@ path for good, as Linux does after a writeback error: a second ``fsync`` succeed
 (reads still see them). Only a writer that cuts off and rewrites what failed is durable.
 
 Crash points: ``trap(under, op, n)`` makes the ``n``-th write (after it lands) or sync (before
-it runs) of a file under ``under`` raise ``CrashPoint`` -- not an ``OSError``, so nothing in the
+it runs) of a file under ``under`` (``"dirsync"``: of a directory, before its ``fsync_dir``
+runs) raise ``CrashPoint`` -- not an ``OSError``, so nothing in the
 journal or the node handles it: the process dies right there, between a write and its sync
 (``shardex.sim.hazards`` arms them in a world and crashes the node when one springs).
 
@@ -74,11 +75,17 @@ class _Handle:
     pos: int = 0
 
 
+TRAP_OPS = ("write", "sync", "dirsync")  # what a crash point (``SimDisk.trap``) waits for
+
+
 class CrashPoint(Exception):
     """A trap set with ``SimDisk.trap`` sprang: the process dies at this very point of a
     write or a sync (not an ``OSError``: nothing in the node handles it, so it leaves the
     turn, and the simulator crashes the node there). ``op`` is ``"write"`` (the write landed
-    in the page cache, unsynced) or ``"sync"`` (the sync never ran); ``path`` the file."""
+    in the page cache, unsynced), ``"sync"`` (the sync never ran) or ``"dirsync"`` (the
+    directory's sync never ran: ``path`` is the directory); ``path`` the file. (The
+    simulator raises one with ``op`` ``"promoted"`` too: ``shardex.sim.hazards``' crash
+    point after a promotion, which is not the disk's.)"""
 
     def __init__(self, op: str, path: str, root: str) -> None:
         super().__init__(f"crash point: {op} of {path}")
@@ -186,9 +193,11 @@ class SimDisk:
     def trap(self, under: StrPath, op: str, n: int = 1) -> None:
         """The ``n``-th ``op`` (``"write"``: after it lands; ``"sync"``: before it runs) of a
         file under ``under`` from now raises ``CrashPoint``: a crash between a journal write
-        and its sync. One trap per directory (a new one replaces it); it fires once."""
-        if op not in ("write", "sync") or n < 1:
-            raise ValueError(f"trap: op 'write' or 'sync' and n >= 1, not {op!r}, {n!r}")
+        and its sync. ``"dirsync"``: before the ``n``-th ``fsync_dir`` of a directory under
+        ``under`` runs (a rename made and not yet durable: a promotion's epoch record). One
+        trap per directory (a new one replaces it); it fires once."""
+        if op not in TRAP_OPS or n < 1:
+            raise ValueError(f"trap: op one of {TRAP_OPS} and n >= 1, not {op!r}, {n!r}")
         root = _norm(under)
         self._traps = [t for t in self._traps if t.root != root] + [_Trap(root, op, n)]
 
@@ -411,6 +420,8 @@ class SimDisk:
         p = _norm(path)
         if p not in self._dirs:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", p)
+        if self._traps:
+            self._spring("dirsync", p)
         self._fault("sync")
         self._link(self._dir_ops.pop(p, []))
 

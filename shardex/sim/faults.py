@@ -38,6 +38,8 @@ from shardex.net.mem import MemHub, MemSocket, Pipe
 from shardex.sim.sched import Trace
 
 SAFE_SKEW = 0.02  # the default bound on a node's clock rate error (the lease's margin: 5 %)
+# the crash points inside a promotion, in its order (``shardex.sim.hazards`` arms them)
+PROMOTION_POINTS = ("lease_taken", "epoch_unsynced", "before_first_reply")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class Faults:
     trap_per_s: float = 0.0  # crash points per second: a shard dies at its Nth journal
     # write or sync from now (between a write and its sync) ...
     trap_power_p: float = 0.5  # ... and this share of them is a power loss (else kill -9)
+    trap_promote_p: float = 0.0  # share of promotions (a standby taking its lease) that die
+    # at a crash point inside it (``PROMOTION_POINTS``, ``shardex.sim.hazards``; replicas),
+    trap_promote_at: tuple[str, ...] = ()  # ... one of these points (empty: any of them)
     full_per_s: float = 0.0  # disk-full spells per second (every write past the space fails)
     full_s: tuple[float, float] = (0.05, 0.5)  # ... lasting this long
     eio_per_s: float = 0.0  # spells of failing I/O per second ...
@@ -83,12 +88,17 @@ class Faults:
                 f"skew={self.skew} is beyond the safe {SAFE_SKEW} (the lease's "
                 "margin is 5 %): set skew_unsafe=1 to run it on purpose"
             )
+        unknown = [p for p in self.trap_promote_at if p not in PROMOTION_POINTS]
+        if unknown:
+            raise ValueError(f"trap_promote_at: no crash point {', '.join(unknown)} (one of "
+                             f"{', '.join(PROMOTION_POINTS)})")  # fmt: skip
 
     @classmethod
     def parse(cls, text: str) -> Faults:
         """``"delay_p=0.1,cut_per_s=0.5,crashable=engine:accounts"`` (a command line's
-        ``--faults``)."""
-        return cls(**settings(text, cls.__dataclass_fields__, "fault", names=("crashable",)))
+        ``--faults``; ``trap_promote_at=lease_taken:epoch_unsynced`` names points too)."""
+        return cls(**settings(text, cls.__dataclass_fields__, "fault",
+                              names=("crashable", "trap_promote_at")))  # fmt: skip
 
 
 def settings(text: str, known: Any, what: str, names: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -16,6 +16,12 @@ world's; these are the rest, each at a ``Faults`` rate per virtual second, from 
   of the batch was acked (the ack follows the sync), so the client's fate is ``unknown``
   and the shard's recovery decides it. Traced ``trapped`` (a consequence: a replay re-arms
   the trap, and the crash follows from it);
+* ``promote_trap``: a crash point inside a promotion (``Faults.trap_promote_p`` of the lease
+  takes of a replicated world; ``PROMOTION_TRAPS``): the standby that just took its lease
+  dies before its epoch is recorded (the epoch file's new copy written, unsynced), or with
+  the epoch record renamed into place and its directory not synced, or once it is durable
+  and the leader built, before it answered anything. Drawn from a stream of its own
+  (``promote-SEED``), traced ``promote_trap`` with the point, then ``trapped`` and the death;
 * ``full``: the disk is full for a spell (``full_per_s``, ``full_s``): ``SimDisk.space`` is
   set a few bytes above what is used, so writes fail with ENOSPC until it ends;
 * ``eio``: a spell of failing I/O (``eio_per_s``, ``eio_s``): that share of writes, syncs and
@@ -35,12 +41,24 @@ from typing import Any
 
 from shardex.sim.crash import Lifecycle
 from shardex.sim.disk import CrashPoint, SimDisk
-from shardex.sim.faults import Faults, fire
+from shardex.sim.faults import PROMOTION_POINTS, Faults, fire
 from shardex.sim.sched import Trace
 from shardex.sim.skew import Clocks
 
 KINDS = ("step", "trap", "full", "eio")  # what a replay applies (``trapped``: a consequence)
 SLACK = (0, 4096)  # bytes left free when the disk fills up
+# The crash points inside a promotion (``faults.PROMOTION_POINTS``), by what is done when the
+# replica dies there, and the disk trap that stops it (None: the end of the turn it was
+# promoted in, ``promoted``):
+# ``lease_taken``: the lease is ours, the epoch record is not (its temporary copy written,
+# not synced); ``epoch_unsynced``: the record renamed into place, its directory's sync not
+# run (a power loss may take it back); ``before_first_reply``: the record durable, the leader
+# built and its HELLO sent, no request answered yet.
+PROMOTION_TRAPS: dict[str, tuple[str, int] | None] = {
+    "lease_taken": ("write", 1),
+    "epoch_unsynced": ("dirsync", 1),
+    "before_first_reply": None,
+}
 
 
 class Hazards:
@@ -54,7 +72,12 @@ class Hazards:
         self.disk = disk
         self.clocks = clocks
         self.rng = random.Random(f"hazards-{seed}")
+        self.promote_rng = random.Random(f"promote-{seed}")  # (drawn only when asked for)
         self.traps: dict[str, tuple[str, bool]] = {}  # node -> (its journal dir, power?)
+        self.after_promote: dict[str, str] = {}  # node -> its journal dir (``promoted``)
+        self.healed = False
+        life.on_take.append(self.promoting)
+        life.on_promote.append(self.promoted)
         self.full_until: float | None = None
         self.eio_until: float | None = None
         self.last: float | None = None
@@ -99,6 +122,7 @@ class Hazards:
             self.trace.add(now, "disk", "", "I/O healthy again")
         for name in [n for n in self.traps if n in self.life.down]:
             disk.untrap(self.traps.pop(name)[0])  # (it died of something else first)
+            self.after_promote.pop(name, None)
 
     def heal(self) -> None:
         """No more faults: spells end, traps are disarmed (clock steps stay: time moved)."""
@@ -107,6 +131,8 @@ class Hazards:
             if self.disk is not None:
                 self.disk.untrap(root)
         self.traps.clear()
+        self.after_promote.clear()
+        self.healed = True  # (no promotion is trapped from now on either)
 
     # -- the faults, by hand or drawn ------------------------------------------------------
 
@@ -126,6 +152,44 @@ class Hazards:
         self.counts["trap"] += 1
         self.trace.add(self._now(), "trap", name, f"{op} {n} {'power' if power else 'kill'}")
         return True
+
+    def promoting(self, name: str) -> None:
+        """Replica ``name`` just took its lease and records the epoch next: with
+        ``Faults.trap_promote_p``, it dies at one of the ``PROMOTION_POINTS`` (seeded; one of
+        ``Faults.trap_promote_at`` if it names some)."""
+        f, rng = self.faults, self.promote_rng
+        drawing = self.last is not None and not self.healed  # (faults run: the load phase)
+        if not f.trap_promote_p or not drawing or rng.random() >= f.trap_promote_p:
+            return
+        points = f.trap_promote_at or PROMOTION_POINTS
+        point = points[rng.randrange(len(points))]
+        self.promote_trap(name, point, rng.random() < f.trap_power_p)
+
+    def promote_trap(self, name: str, point: str, power: bool) -> bool:
+        """Arm crash point ``point`` of ``PROMOTION_TRAPS`` in replica ``name``, which has
+        just taken its lease (False: it has a trap already, or no simulated disk)."""
+        node = self.life.named().get(name)
+        root = getattr(getattr(node, "cfg", None), "journal_dir", None)
+        if self.disk is None or root is None or name in self.traps:
+            return False
+        where = PROMOTION_TRAPS[point]
+        if where is None:
+            self.after_promote[name] = root
+        else:
+            self.disk.trap(root, *where)
+        self.traps[name] = (root, power)
+        key = f"promote:{point}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.trace.add(self._now(), "promote_trap", name,
+                       f"{point} {'power' if power else 'kill'}")  # fmt: skip
+        return True
+
+    def promoted(self, name: str) -> None:
+        """The end of the turn replica ``name`` was promoted in: its ``before_first_reply``
+        crash point, if armed, springs (out of the turn, as a disk trap's does)."""
+        root = self.after_promote.pop(name, None)
+        if root is not None:
+            raise CrashPoint("promoted", root, root)
 
     def full(self, seconds: float, slack: int) -> None:
         assert self.disk is not None
@@ -152,7 +216,8 @@ class Hazards:
         _, power = self.traps.pop(name)
         self.counts["trapped"] += 1
         file = os.path.relpath(exc.path, exc.root)  # (the root is a temporary directory)
-        self.trace.add(self._now(), "trapped", name, f"{exc.op} of {file}")
+        self.trace.add(self._now(), "trapped", name,
+                       exc.op if file == "." else f"{exc.op} of {file}")  # fmt: skip
         if power:
             self.life.power(name)
         else:
@@ -191,4 +256,6 @@ class Hazards:
         return True
 
 
-__all__ = ["KINDS", "Hazards"]
+assert set(PROMOTION_TRAPS) == set(PROMOTION_POINTS)
+
+__all__ = ["KINDS", "PROMOTION_TRAPS", "Hazards"]

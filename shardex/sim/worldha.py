@@ -16,7 +16,10 @@ world:
   assumption (ONE Redis, ``shardex.lease``): a seed that finds two writers after one is the
   danger shown, not a bug of the cluster;
 * **a supervisor**: a replica that exits because it lost its lease (``FailoverNode.exited``,
-  a process's exit code 3) is restarted after ``down_s`` and rejoins as a standby;
+  a process's exit code 3) or because its journal could not write (a standby's fail-stop on
+  a disk spell, ``node.failstop``: exit code 4, counted ``fail_stop``; not a violation, the
+  checks go on -- unless the error was not one the world injected: check ``fail_stop``) is
+  restarted after ``down_s`` and rejoins as a standby;
 * **what the checks need**: ``losses`` per (tier, shard), the failovers the world caused
   (the old leader was crashed, powered off, paused, slowed or cut off from the store during
   its term, or the store was down or failed over) for ``no_needless_failover``;
@@ -33,6 +36,7 @@ import random
 from collections import Counter
 from typing import Any
 
+from shardex.node.failstop import EXIT_JOURNAL_FAILED
 from shardex.node.replication import EXIT_LEASE_LOST, START_GRACE_S
 from shardex.sim.crash import Lifecycle, StartFailed, replica_name
 from shardex.sim.sched import Trace
@@ -133,6 +137,8 @@ class HA:
             epoch, why = acquire(floor, start_seq)
             if epoch:
                 self._failover(name, epoch)
+                for hook in self.life.on_take if self.life is not None else ():
+                    hook(name)  # (arms a promotion crash point: ``sim.hazards``)
             up = self.clock.monotonic() - node.standby.started
             others = [m for m in isr if m != lease.node]
             if epoch and up < START_GRACE_S and others and never_followed:
@@ -185,10 +191,22 @@ class HA:
         assert life is not None
         self._apply_cuts(life)
         for name, node in life.named().items():
-            if getattr(node, "exited", None) == EXIT_LEASE_LOST:
+            code = getattr(node, "exited", None)
+            if code in (EXIT_LEASE_LOST, EXIT_JOURNAL_FAILED):
+                if code == EXIT_JOURNAL_FAILED:
+                    self._fail_stopped(now, name, node.exit_reason)
                 life.exited(name)
                 restart_at[name] = now + self.rng.uniform(*down_s)
         self._stale_writes(now, life)
+
+    def _fail_stopped(self, now: float, name: str, reason: str | None) -> None:
+        """A standby exited on a journal error: what it should do on a disk fault the world
+        injected (``SimDisk``'s errors say "(simulated"), a violation on any other error (a
+        bug that a fail-stop must not hide, e.g. a write on a closed journal)."""
+        self.counts["fail_stop"] += 1
+        if "(simulated" not in (reason or ""):
+            self._report(now, (name, -1, EXIT_JOURNAL_FAILED), f"fail_stop: {name} exited "
+                         f"on a journal error no fault injected: {reason}")  # fmt: skip
 
     def _apply_cuts(self, life: Lifecycle) -> None:
         """Each live replica's lease client reaches the store unless its node is cut (a

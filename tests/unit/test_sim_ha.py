@@ -207,3 +207,42 @@ def test_replicated_world_with_its_bridge() -> None:
     assert [str(v) for v in world.monitor.violations] + r.violations == []
     assert any(e[1] == "promote" and not e[3].startswith("epoch 1") for e in r.trace)
     assert world.store is not None and world.store.client().xrange("shardex:events:0")
+
+
+def test_a_fail_stop_is_restarted_and_only_an_injected_disk_error_excuses_it() -> None:
+    """A standby that exited on its journal (exit code 4) is restarted like one that lost
+    its lease; on an error the world injected (``SimDisk``'s) that is all, on any other it is
+    a violation too: a fail-stop must not hide a bug."""
+    from types import SimpleNamespace
+
+    from shardex.clock import VirtualClock
+    from shardex.node.failstop import EXIT_JOURNAL_FAILED
+    from shardex.sim.sched import Trace
+    from shardex.sim.worldha import HA
+
+    def replica(reason: str) -> Any:
+        return SimpleNamespace(exited=EXIT_JOURNAL_FAILED, exit_reason=reason, leader=None,
+                               standby=object(), lease=SimpleNamespace(r=SimpleNamespace()))
+
+    class Life:
+        def __init__(self) -> None:
+            self.nodes = {"engine-0b": replica("Input/output error (simulated, write)"),
+                          "accounts-0a": replica("Bad file descriptor")}
+            self.gone: list[str] = []
+
+        def named(self) -> dict[str, Any]:
+            return dict(self.nodes)
+
+        def exited(self, name: str) -> None:
+            self.gone.append(name)
+            del self.nodes[name]
+
+    clock = VirtualClock()
+    ha = HA(1, clock, Trace(), StoreFaults(), SimStore(clock))
+    ha.life = life = Life()  # type: ignore[assignment]
+    restart_at: dict[str, float] = {}
+    ha.tick(0.0, True, restart_at, (0.1, 0.2))
+    assert sorted(life.gone) == sorted(restart_at) == ["accounts-0a", "engine-0b"]
+    assert ha.counts["fail_stop"] == 2
+    assert [v.split(":")[0] for v in ha.violations] == ["fail_stop"]
+    assert "accounts-0a" in ha.violations[0] and "Bad file descriptor" in ha.violations[0]
