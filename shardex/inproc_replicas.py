@@ -27,7 +27,7 @@ from shardex.node.leader import Replicator
 from shardex.node.replication import node_name
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.node.shard_core import check_ownership
-from shardex.node.standby import Standby
+from shardex.node.standby import Standby, snapshot_cadence
 from shardex.wire.protocol import shard_for
 
 
@@ -79,5 +79,5 @@ def _replica(cfg: Any, role: str, rep: Replication, net: Transport, redis: Conne
     journal, engine = recover_replica(cfg, machine, check, net.disk)
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, None,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct, machine=machine,
-                      net=net)  # fmt: skip
+                      net=net, **snapshot_cadence(cfg))  # fmt: skip
     return FailoverNode(cfg, role, standby, rep.repl, what, build)

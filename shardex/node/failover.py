@@ -17,7 +17,7 @@ from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
 from shardex.node.leader import Replicator
 from shardex.node.replication import EXIT_LEASE_LOST, log, node_name, open_journal
 from shardex.node.runtime import tune_gc
-from shardex.node.standby import Standby
+from shardex.node.standby import Standby, snapshot_cadence
 from shardex.redisauth import RedisAuthError, mask_url
 from shardex.wire.transport import StopFlag
 
@@ -82,7 +82,8 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     gc_off = tune_gc()
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, key,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct,
-                      keys_dir=cfg.keys_dir, machine=machine, reserve=reserve)  # fmt: skip
+                      keys_dir=cfg.keys_dir, machine=machine, reserve=reserve,
+                      **snapshot_cadence(cfg))  # fmt: skip
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)
