@@ -95,11 +95,12 @@ def plan_truncation(directory: Path, at: int, disk: Disk) -> Plan:
         if off is not None:
             plan.cut = (kept[-1], off)
     start = plan.base if plan.base is not None else 0
-    rest = uncovered(kept, start)  # (what recovery replays afterwards: it must start there)
-    if rest and _seq_of(rest[0]) > start:
+    rest = uncovered(kept, start) if kept else []  # (what recovery replays afterwards)
+    first = _seq_of(rest[0]) if rest else None
+    if start < at and (first is None or first > start):
         plan.why = (f"no valid snapshot at or below seq {at} that the records on disk continue "
-                    f"(recovery would start at seq {start}, the records at "
-                    f"{_seq_of(rest[0])})")  # fmt: skip
+                    f"(recovery would start at seq {start}, the records "
+                    + (f"at {first})" if first is not None else "are gone)"))  # fmt: skip
     return plan
 
 
