@@ -70,30 +70,43 @@ def _base(directory: Path, at: int, disk: Disk) -> int | None:
     return None
 
 
-def _first_at(path: Path, at: int, disk: Disk) -> int | None:
-    """The offset of the first record with seq >= ``at`` in ``path`` (None: there is none)."""
+def _cut_point(path: Path, at: int, after: int | None,
+               disk: Disk) -> tuple[tuple[Path, int] | None, int]:  # fmt: skip
+    """Where to cut ``path`` (the last segment named below ``at``): (the segment and the offset
+    of the first record dropped, or None: nothing in it goes; the seq the journal ends at then).
+    A record that starts below ``at`` and ends past it (a standby journals what it drained in
+    one record, which may span several of the leader's batches) goes too: the cut moves to its
+    start. Its end is where the next record starts, or ``after`` for the segment's last record
+    (the next segment's first seq, or the seq the whole journal reaches)."""
     scan = SegmentScan(path)
+    prev: tuple[int, int] | None = None  # (offset, seq) of the last record below ``at``
     offset = 0
     for seq, _ in iter_records(path, scan, disk):
         if seq >= at:
-            return offset
+            if seq > at and prev is not None:  # (the previous record straddles ``at``)
+                return (path, prev[0]), prev[1]
+            return (path, offset), at
+        prev = (offset, seq)
         offset = scan.good_bytes
-    return None
+    if prev is not None and after is not None and after > at:
+        return (path, prev[0]), prev[1]
+    return None, at
 
 
-def plan_truncation(directory: Path, at: int, disk: Disk) -> Plan:
-    """What cutting the journal in ``directory`` at ``at`` takes (see ``Plan``); reads the
-    snapshots at or below ``at`` and the one segment that may straddle it, nothing else."""
-    plan = Plan(at)
+def plan_truncation(directory: Path, at: int, disk: Disk, end: int | None = None) -> Plan:
+    """What cutting the journal in ``directory`` at ``at`` takes (see ``Plan``; ``end``: the
+    seq its records reach, if known); reads the snapshots at or below the cut and the one
+    segment that may straddle it, nothing else. ``Plan.at`` is where it ends afterwards:
+    ``at``, or the start of a record that straddles it."""
+    segs = segment_paths(directory, disk)
+    kept = [s for s in segs if _seq_of(s) < at]
+    later = [s for s in segs if _seq_of(s) >= at]
+    cut = None
+    if kept:
+        cut, at = _cut_point(kept[-1], at, _seq_of(later[0]) if later else end, disk)
+    plan = Plan(at, segments=later, cut=cut)
     plan.snapshots = [p for p in snapshot_paths(directory, disk) if _seq_of(p) > at]
     plan.base = _base(directory, at, disk)
-    segs = segment_paths(directory, disk)
-    plan.segments = [s for s in segs if _seq_of(s) >= at]
-    kept = [s for s in segs if _seq_of(s) < at]
-    if kept:
-        off = _first_at(kept[-1], at, disk)
-        if off is not None:
-            plan.cut = (kept[-1], off)
     start = plan.base if plan.base is not None else 0
     rest = uncovered(kept, start) if kept else []  # (what recovery replays afterwards)
     first = _seq_of(rest[0]) if rest else None
@@ -104,11 +117,13 @@ def plan_truncation(directory: Path, at: int, disk: Disk) -> Plan:
     return plan
 
 
-def truncate_from(directory: Path, at: int, disk: Disk) -> Plan:
-    """Remove every record with seq >= ``at`` and every snapshot with seq > ``at``, crash-safe
-    (see the module). Returns the plan it carried out; nothing is done when ``plan.why`` is
-    set. The journal must not be open for writing meanwhile (close it first)."""
-    plan = plan_truncation(directory, at, disk)
+def truncate_from(directory: Path, at: int, disk: Disk, end: int | None = None) -> Plan:
+    """Remove every record with seq >= ``at`` (and one that straddles it: ``plan.at`` says
+    where the journal ends then) and every snapshot past that, crash-safe (see the module).
+    ``end``: the seq the journal's records reach, if known (a last record that straddles
+    ``at`` is found by it). Returns the plan it carried out; nothing is done when
+    ``plan.why`` is set. The journal must not be open for writing meanwhile (close it)."""
+    plan = plan_truncation(directory, at, disk, end)
     if plan.why is not None or plan.empty:
         return plan
     for path in reversed(plan.snapshots):

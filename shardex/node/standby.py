@@ -227,8 +227,9 @@ class Standby:
     def _cut(self, at: int, limit: int | None) -> str | None:
         """Truncate the journal at ``at`` and recover from it (None), or why that could not
         repair it (the journal is open again either way)."""
+        end = self.engine.seq
         self.journal.close()
-        plan = truncate_from(Path(self.journal_dir), at, self.zmq.disk)
+        plan = truncate_from(Path(self.journal_dir), at, self.zmq.disk, end)
         journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine,
                                self.zmq.disk)  # fmt: skip
         engine = journal.recover().engine
@@ -244,8 +245,7 @@ class Standby:
             return plan.why
         bound = at if limit is None else min(at, limit)
         if engine.seq > bound:
-            return (f"at seq {engine.seq} after the cut, past seq {bound} (a record straddles "
-                    "the epoch's start, or the leader is behind it)")
+            return f"at seq {engine.seq} after the cut, past seq {bound} (the leader's)"
         return None
 
     def start_over(self, why: str) -> None:

@@ -170,3 +170,24 @@ def test_what_a_cut_cannot_repair_is_refused_untouched() -> None:
     assert plan.why is not None
     assert (sorted(disk.listdir(DIR)), [disk.read_bytes(DIR / n) for n in disk.listdir(DIR)]
             ) == before  # fmt: skip
+
+
+def test_a_record_that_straddles_the_cut_goes_too() -> None:
+    """A standby journals what it drained as one record, which can span the leader's batch
+    boundaries: cut inside a record (in the middle of the journal, and in its last record,
+    whose end only the journal's seq says), the journal ends at that record's start."""
+    disk = SimDisk()
+    states = _build(disk)
+    starts = _starts(disk)
+    inside = _mid_segment_cut(disk, states)
+    plan = truncate_from(DIR, inside + 1, disk)
+    assert plan.why is None and plan.at == inside
+    engine = recover(DIR, DEFAULT_MARKETS, disk=disk).engine
+    assert engine.seq == inside and engine.snapshot() == states[inside]
+    last = max(s for s in _starts(disk))
+    end = engine.seq
+    assert truncate_from(DIR, last + 1, disk).empty  # (without the end: nothing to tell)
+    plan = truncate_from(DIR, last + 1, disk, end=end)
+    assert plan.at == last and last in starts
+    engine = recover(DIR, DEFAULT_MARKETS, disk=disk).engine
+    assert engine.seq == last and engine.snapshot() == states[last]
