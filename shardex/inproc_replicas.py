@@ -76,7 +76,7 @@ def _replica(cfg: Any, role: str, rep: Replication, net: Transport, redis: Conne
     lease = Lease(redis(rep.redis_url, None), cfg.index, node, rep.repl_at,
                   name=None if role == "shard" else f"{role}-{cfg.index}", clock=net.clock,
                   thread=False)  # fmt: skip
-    journal, engine = recover_replica(cfg, machine, check, net.disk)
+    journal, engine = recover_replica(cfg, machine, check, net.disk, lease)
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, None,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct, machine=machine,
                       net=net, **snapshot_cadence(cfg))  # fmt: skip

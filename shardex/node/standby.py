@@ -85,6 +85,30 @@ def snapshot_cadence(cfg: Any) -> dict[str, Any]:
             "snapshot_interval": getattr(cfg, "snapshot_interval", SNAPSHOT_INTERVAL)}
 
 
+def cut_before_recovery(journal: Journal, lease: Lease) -> int | None:
+    """Before a restarted replica's recovery: when the lease already records an epoch after
+    the one its journal has seen (it led, was killed, and the next leader took over while it
+    restarted), cut off its records from that epoch's start (``journal.truncate``) before
+    they are replayed, instead of replaying them and recovering a second time to drop them.
+    Safe without knowing where its records end: a record starting at or past that seq was
+    never in the next leader's history. The seq cut at (None: nothing cut; an unreachable
+    lease store cuts nothing: ``Standby.start`` checks again)."""
+    try:
+        mine = journal.read_epoch()
+        later = {e: s for e, s in lease.starts().items() if e > mine}
+    except Exception:
+        return None
+    if not later:
+        return None
+    at = later[min(later)]
+    plan = truncate_from(journal.dir, at, journal.disk)
+    if plan.empty or plan.why is not None:
+        return None
+    log.error("ALERT %s: its journal ran past the start of epoch %d (seq %d): truncated its "
+              "divergent tail before recovering", lease.node, min(later), at)  # fmt: skip
+    return at
+
+
 class Diverged(Exception):
     """This node's journal holds records the leader does not: they are cut off (``rejoin``),
     or it starts over. ``leader_seq``: the seq the leader said it is at (a ``DIV``), which
