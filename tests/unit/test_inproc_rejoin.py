@@ -17,7 +17,7 @@ from shardex.clock import VirtualClock
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_NEW
 from shardex.inproc import InProcCluster
-from shardex.journal import Journal, read_commands
+from shardex.journal import Journal, read_commands, recover
 from shardex.net import mem_transport
 from shardex.sim.crash import Lifecycle, replica_name
 from shardex.sim.disk import SimDisk
@@ -112,4 +112,48 @@ def test_deposed_leader_truncates_its_divergent_tail_and_rejoins(
     assert out["ids"][: len(out["prefix"])] == out["prefix"], "its prefix was not kept"
     assert not {"lost0", "lost1"} & set(out["ids"]), "a divergent record survived"
     assert {"b0", "b1", "b2", "c0"} <= set(out["ids"])
+    assert out["books"][0] == out["books"][1]
+
+
+def test_a_standby_snapshots_so_its_restart_replays_a_bounded_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby snapshots on its own (half the leader's cadence: every 3 journaled commands
+    here), so a restarted standby recovers from its newest snapshot plus a short tail instead
+    of replaying its journal from seq 0; it rejoins with the leader's books. About 1.5 s of
+    CPU."""
+    monkeypatch.setenv("SHARDEX_SNAPSHOT_EVERY", "6")
+    clock = VirtualClock()
+    disk = SimDisk()
+    net = mem_transport(clock=clock)
+    net.disk = disk
+    p = plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+
+    async def main() -> dict[str, Any]:
+        cluster = InProcCluster(p, net=net, store=SimStore(clock, seed=6))
+        cluster.sched = Scheduler(6, hub=net.hub)
+        async with cluster:
+            life = Lifecycle(cluster)
+            (leader,) = await cluster.until(lambda: cluster.leaders(), what="a leader")
+            await cluster.until(lambda: len(leader.leader.replica.isr) == 2, what="in sync")
+            (standby,) = [r for r in cluster.replicas if r is not leader]
+            name, where = replica_name(standby), standby.cfg.journal_dir
+            async with cluster.client(account="alice", timeout=1.0, retry=Retry(10.0)) as c:
+                for k in range(20):
+                    assert (await c.place(SYMBOL, "buy", "1", str(100 + k), id=f"a{k}")).ok
+                seq = leader.leader.core.engine.seq
+                await cluster.until(lambda: standby.standby.engine.seq == seq, what="applied")
+                life.crash(name)
+                recovered = recover(Path(where), DEFAULT_MARKETS, disk=disk)
+                back = life.restart(name)
+                await cluster.until(lambda: len(leader.leader.replica.isr) == 2, what="rejoined")
+                assert (await c.place(SYMBOL, "sell", "1", "300", id="b0")).ok
+                seq = leader.leader.core.engine.seq
+                await cluster.until(lambda: back.standby.engine.seq == seq, what="caught up")
+            return {"snap": recovered.snapshot_seq, "replayed": recovered.replayed,
+                    "books": (_books(back), _books(leader))}  # fmt: skip
+
+    out = run(main(), clock)
+    assert out["snap"] is not None and out["snap"] > 0, "the standby took no snapshot"
+    assert out["replayed"] < 6
     assert out["books"][0] == out["books"][1]
