@@ -341,11 +341,19 @@ def rejoin_times(text: bytes, pid: int, node: str, killed_at: float) -> dict[str
 
 def _kill_leader(endpoint: str) -> tuple[dict[str, Any], float, float] | None:
     """Kill -9 the engine shard's current leader: (its status, monotonic and Unix time of the
-    kill), or None when no leader answers."""
-    try:
-        leader = status(endpoint)
-    except Exception:
-        return None
+    kill), or None when no leader answers within 5 s (a shard between leaders answers
+    without a pid)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            leader = status(endpoint)
+            if "pid" in leader and leader.get("role") == "primary":
+                break
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
     t_kill, wall = time.monotonic(), time.time()
     try:
         os.kill(leader["pid"], signal.SIGKILL)
