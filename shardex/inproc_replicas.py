@@ -24,10 +24,11 @@ from shardex.net import Transport
 from shardex.node.accounts import AccountNode, AccountsConfig
 from shardex.node.failover import Build, FailoverNode, Promotion, recover_replica
 from shardex.node.leader import Replicator
+from shardex.node.rejoin import snapshot_cadence
 from shardex.node.replication import node_name
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.node.shard_core import check_ownership
-from shardex.node.standby import Standby, snapshot_cadence
+from shardex.node.standby import Standby
 from shardex.wire.protocol import shard_for
 
 

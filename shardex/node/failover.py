@@ -15,9 +15,10 @@ from shardex.auth import KeyStore
 from shardex.journal import OS_DISK, Disk, Journal
 from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
 from shardex.node.leader import Replicator
+from shardex.node.rejoin import cut_before_recovery, snapshot_cadence
 from shardex.node.replication import EXIT_LEASE_LOST, log, node_name, open_journal
 from shardex.node.runtime import tune_gc
-from shardex.node.standby import Standby, cut_before_recovery, snapshot_cadence
+from shardex.node.standby import Standby
 from shardex.redisauth import RedisAuthError, mask_url
 from shardex.wire.transport import StopFlag
 

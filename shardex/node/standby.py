@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from shardex.auth import (
@@ -15,11 +14,12 @@ from shardex.auth import (
     KeyStore,
     ZapHandler,
 )
-from shardex.journal import Journal, JournalError, JournalUnavailable, truncate_from
+from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.lease import Holder, Lease
 from shardex.net import ZMQ, Transport
 from shardex.net.roles import replication_follower, standby_front
 from shardex.node.fencing import not_leader_reply
+from shardex.node.rejoin import STANDBY_SNAPSHOT_EVERY, cut_and_recover, later_epoch
 from shardex.node.replication import (
     CHECK_LEASE_S,
     EXPIRY_SLACK_S,
@@ -31,7 +31,7 @@ from shardex.node.replication import (
     reserve_port,
 )
 from shardex.node.ring import EventRing
-from shardex.recovery import SNAPSHOT_EVERY, SNAPSHOT_INTERVAL
+from shardex.recovery import SNAPSHOT_INTERVAL
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -69,44 +69,6 @@ def _move_entries(disk: Any, src: str, dst: str) -> None:
             disk.replace(s, d)
     disk.fsync_dir(dst)
     disk.fsync_dir(src)
-
-
-# Journaled commands between a standby's snapshots: a restart replays at most this many after
-# loading the newest snapshot (~0.5 s of engine replay on a 2-core box).
-STANDBY_SNAPSHOT_EVERY = SNAPSHOT_EVERY // 2
-
-
-def snapshot_cadence(cfg: Any) -> dict[str, Any]:
-    """A standby's snapshot cadence from its node's config: half the leader's commands
-    between snapshots (``snapshot_every``, ``STANDBY_SNAPSHOT_EVERY`` by default), the same
-    interval: ``Standby``'s keyword arguments."""
-    every = getattr(cfg, "snapshot_every", SNAPSHOT_EVERY)
-    return {"snapshot_every": max(1, every // 2),
-            "snapshot_interval": getattr(cfg, "snapshot_interval", SNAPSHOT_INTERVAL)}
-
-
-def cut_before_recovery(journal: Journal, lease: Lease) -> int | None:
-    """Before a restarted replica's recovery: when the lease already records an epoch after
-    the one its journal has seen (it led, was killed, and the next leader took over while it
-    restarted), cut off its records from that epoch's start (``journal.truncate``) before
-    they are replayed, instead of replaying them and recovering a second time to drop them.
-    Safe without knowing where its records end: a record starting at or past that seq was
-    never in the next leader's history. The seq cut at (None: nothing cut; an unreachable
-    lease store cuts nothing: ``Standby.start`` checks again)."""
-    try:
-        mine = journal.read_epoch()
-        later = {e: s for e, s in lease.starts().items() if e > mine}
-    except Exception:
-        return None
-    if not later:
-        return None
-    at = later[min(later)]
-    plan = truncate_from(journal.dir, at, journal.disk)
-    if plan.empty or plan.why is not None:
-        return None
-    log.error("ALERT %s: its journal ran past the start of epoch %d (seq %d): truncated its "
-              "divergent tail before recovering", lease.node, min(later), at)  # fmt: skip
-    return at
 
 
 class Diverged(Exception):
@@ -209,9 +171,7 @@ class Standby:
     def epoch_start(self) -> tuple[int, int] | None:
         """(epoch, its start seq) of the first epoch after the one our journal has seen: the
         seq our history and the leaders' since may first differ at (None: no later epoch)."""
-        mine = self.journal.read_epoch()
-        later = {e: s for e, s in self.lease.starts().items() if e > mine}
-        return (min(later), later[min(later)]) if later else None
+        return later_epoch(self.journal, self.lease)
 
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
@@ -253,16 +213,11 @@ class Standby:
         repair it (the journal is open again either way)."""
         end = self.engine.seq
         self.journal.close()
-        plan = truncate_from(Path(self.journal_dir), at, self.zmq.disk, end)
-        journal = open_journal(self.journal_dir, self.markets, self.fsync, self.machine,
-                               self.zmq.disk)  # fmt: skip
-        engine = journal.recover().engine
-        outgoing = getattr(engine, "outgoing", None)
-        if outgoing:  # (settlements the replay regenerated: the rings keep them)
-            outgoing.clear()
-        self.journal, self.engine = journal, engine
+        self.journal, self.engine, plan = cut_and_recover(
+            self.journal_dir, self.markets, self.fsync, self.machine, self.zmq.disk, at, end)
+        engine = self.engine
         self.ring = type(self.ring)(self.ring_size)  # (its seqs go back with the engine)
-        self.snap_seq, self.snap_records = engine.seq, journal.records_written
+        self.snap_seq, self.snap_records = engine.seq, self.journal.records_written
         if self.sock is not None:
             self.last_sub = 0.0
         if plan.why is not None:
