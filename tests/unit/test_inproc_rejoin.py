@@ -61,7 +61,7 @@ def test_deposed_leader_truncates_its_divergent_tail_and_rejoins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before_recovery: bool
 ) -> None:
     """On the simulator's seeded scheduler and virtual clock (a restarted node takes turns
-    there); about 1.5 s of CPU each. The new epoch exists when it restarts, so the tail is
+    there); under a second of CPU each. The new epoch exists when it restarts, so the tail is
     cut before its recovery (``cut_before_recovery``); without that cut, its standby's
     start-up check cuts it after the recovery (``Standby.rejoin``: what a replica that
     restarted before the lease moved does when it sees the new leader)."""
@@ -120,8 +120,8 @@ def test_a_standby_snapshots_so_its_restart_replays_a_bounded_tail(
 ) -> None:
     """A standby snapshots on its own (half the leader's cadence: every 3 journaled commands
     here), so a restarted standby recovers from its newest snapshot plus a short tail instead
-    of replaying its journal from seq 0; it rejoins with the leader's books. About 1.5 s of
-    CPU."""
+    of replaying its journal from seq 0; it rejoins with the leader's books. Under a second
+    of CPU."""
     monkeypatch.setenv("SHARDEX_SNAPSHOT_EVERY", "6")
     clock = VirtualClock()
     disk = SimDisk()
