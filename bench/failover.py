@@ -302,6 +302,116 @@ def stream_check(redis_port: int, last_seq: int) -> tuple[int, int, int]:
     return len(seqs), gaps, dups
 
 
+LOG_TIME = rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
+DIED_LINE = re.compile(LOG_TIME + rb".*!!! \S+ \(pid (\d+)\) DIED .*restarting in ([\d.]+)s", re.M)
+STANDBY_LINE = re.compile(LOG_TIME + rb"\S+\[(\d+)\] \S+ (\S+) starts as standby at seq (\d+)",
+                          re.M)  # fmt: skip
+IN_SYNC_LINE = re.compile(LOG_TIME + rb".*in-sync set now \S+: (\S+) caught up at seq", re.M)
+MOVED_LINE = re.compile(rb"moving the journal to")
+TRUNCATED_LINE = re.compile(rb"truncated its divergent tail")
+
+
+def _wall(stamp: bytes) -> float:
+    """A log line's asctime (local time, ms) as a Unix time."""
+    from datetime import datetime
+
+    return datetime.strptime(stamp.decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def rejoin_times(text: bytes, pid: int, node: str, killed_at: float) -> dict[str, float | None]:
+    """For the replica ``node`` whose process ``pid`` was killed at Unix time ``killed_at``:
+    seconds from the kill to its restart (the supervisor's delay), from the restart to the
+    new process standing by (journal recovery, divergence handled), and from standing by to
+    the leader's "caught up" (back in the in-sync set)."""
+    restart = next((_wall(m[1]) + float(m[3]) for m in DIED_LINE.finditer(text)
+                    if int(m[2]) == pid), None)  # fmt: skip
+    standby = next((_wall(m[1]) for m in STANDBY_LINE.finditer(text)
+                    if m[3].decode() == node and int(m[2]) != pid
+                    and _wall(m[1]) >= killed_at), None)  # fmt: skip
+    in_sync = next((_wall(m[1]) for m in IN_SYNC_LINE.finditer(text)
+                    if m[2].decode() == node and _wall(m[1]) >= (standby or killed_at)),
+                   None)  # fmt: skip
+
+    def span(a: float | None, b: float | None) -> float | None:
+        return round(b - a, 3) if a is not None and b is not None else None
+
+    return {"restart_s": span(killed_at, restart), "recover_s": span(restart, standby),
+            "to_in_sync_s": span(standby, in_sync), "restart_to_in_sync_s": span(restart, in_sync)}
+
+
+def _kill_leader(endpoint: str) -> tuple[dict[str, Any], float, float] | None:
+    """Kill -9 the engine shard's current leader: (its status, monotonic and Unix time of the
+    kill), or None when no leader answers within 5 s (a shard between leaders answers
+    without a pid)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            leader = status(endpoint)
+            if "pid" in leader and leader.get("role") == "primary":
+                break
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+    t_kill, wall = time.monotonic(), time.time()
+    try:
+        os.kill(leader["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        return None
+    return leader, t_kill, wall
+
+
+def repeated(args: argparse.Namespace) -> None:
+    """``--interval S``: one open-loop load for the whole run; every S seconds kill -9 of the
+    engine shard's leader, whoever it is and whether or not its standby is back in sync (what
+    a run of bad luck looks like). Per kill: the failover (kill → first ack of an order sent
+    after it), and for the killed replica the supervisor's restart delay, its recovery
+    (restart → standing by) and its time to the in-sync set; how many restarts moved a
+    journal aside and how many truncated a divergent tail."""
+    proc, endpoint, log, data = start_cluster(2)
+    log_path = os.path.join(data, "cluster.log")
+    kills: list[tuple[dict[str, Any], float, float]] = []
+    try:
+        wait_full_isr(endpoint, timeout=60)
+        load = OpenLoop(endpoint, args.rate, "rk")
+        for _ in range(args.rounds):
+            time.sleep(args.interval)
+            k = _kill_leader(endpoint)
+            if k is not None:
+                kills.append(k)
+        time.sleep(args.interval)  # (the last restart's rejoin)
+        load.stop()
+        log.flush()
+        text = Path(log_path).read_bytes()
+        rows = []
+        for leader, t_kill, wall in kills:
+            after = [load.acked[oid] for oid, sent in load.sent.values()
+                     if sent > t_kill and oid in load.acked]  # fmt: skip
+            row = {"killed": leader["node"], "epoch": leader["epoch"], "seq": leader["seq"],
+                   "failover_s": round(min(after) - t_kill, 3) if after else None,
+                   **rejoin_times(text, leader["pid"], leader["node"], wall)}  # fmt: skip
+            rows.append(row)
+        out = {"kills": rows, "rate": args.rate, "interval": args.interval,
+               "acked": len(load.acked), "errors": load.errors,
+               "moved_aside": len(MOVED_LINE.findall(text)),
+               "truncated": len(TRUNCATED_LINE.findall(text))}  # fmt: skip
+        if args.json:
+            print(json.dumps(out))
+        else:
+            for n, row in enumerate(rows, 1):
+                print(f"kill {n}: {row}", flush=True)
+            print({k: v for k, v in out.items() if k != "kills"})
+    finally:
+        if args.keep:
+            log.flush()
+            print(f"kept {data}", file=sys.stderr)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        else:
+            stop_cluster(proc, log, data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", "--rounds", dest="rounds", type=int, default=20,
@@ -316,10 +426,17 @@ def main() -> None:
     ap.add_argument("--tier", choices=["engine", "accounts"], default="engine",
                     help="whose leader to kill: engine shard 0's, or account shard 0's (then "
                     "both tiers are replicated and the load is funded)")  # fmt: skip
+    ap.add_argument("--interval", type=float, default=0.0,
+                    help="kill the leader every this many seconds under one continuous load, "
+                    "without waiting for the in-sync set (repeated kills); reports each "
+                    "failover and each restarted node's recovery and time to in-sync")  # fmt: skip
     args = ap.parse_args()
     tier = args.tier
     if args.cost:
         cost(args)
+        return
+    if args.interval:
+        repeated(args)
         return
     import redis
 

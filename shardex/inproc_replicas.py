@@ -24,6 +24,7 @@ from shardex.net import Transport
 from shardex.node.accounts import AccountNode, AccountsConfig
 from shardex.node.failover import Build, FailoverNode, Promotion, recover_replica
 from shardex.node.leader import Replicator
+from shardex.node.rejoin import snapshot_cadence
 from shardex.node.replication import node_name
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.node.shard_core import check_ownership
@@ -76,8 +77,8 @@ def _replica(cfg: Any, role: str, rep: Replication, net: Transport, redis: Conne
     lease = Lease(redis(rep.redis_url, None), cfg.index, node, rep.repl_at,
                   name=None if role == "shard" else f"{role}-{cfg.index}", clock=net.clock,
                   thread=False)  # fmt: skip
-    journal, engine = recover_replica(cfg, machine, check, net.disk)
+    journal, engine = recover_replica(cfg, machine, check, net.disk, lease)
     standby = Standby(lease, cfg.journal_dir, cfg.markets, cfg.fsync, journal, engine, None,
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct, machine=machine,
-                      net=net)  # fmt: skip
+                      net=net, **snapshot_cadence(cfg))  # fmt: skip
     return FailoverNode(cfg, role, standby, rep.repl, what, build)

@@ -16,6 +16,7 @@ Modules (one concern each; everything is importable from ``shardex.journal``):
   writes off); ``commit``: group commit and the writer thread on top of it.
 * ``snapshots``: writing and reading snapshots, and ``Machine`` (what a journal replays into).
 * ``recovery``: recovery (torn tails cut, damage refused), events for gap repair, ``Replay``.
+* ``truncate``: cutting a journal back to a seq, crash-safe (a deposed leader's divergent tail).
 * ``core``: ``Journal``, one directory, tying them together; ``inspection``: ``inspect``.
 * ``disk``: file names, errors, and ``Disk``, the seam every file operation goes through
   (``OS_DISK``: the operating system's calls, patched by fault tests; the simulator's
@@ -88,6 +89,11 @@ from shardex.journal.snapshots import (
     snapshot_paths,
     write_snapshot,
 )
+from shardex.journal.truncate import (
+    Plan,
+    plan_truncation,
+    truncate_from,
+)
 
 _best_snapshot = best_snapshot  # the names they had in the single-module journal
 _replay = replay_segments
@@ -108,6 +114,7 @@ __all__ = [
     "Machine",
     "OS_DISK",
     "PREALLOCATE",
+    "Plan",
     "PROGRESS_EVERY",
     "Recovered",
     "Replay",
@@ -133,6 +140,7 @@ __all__ = [
     "inspect",
     "iter_records",
     "open_orders",
+    "plan_truncation",
     "read_commands",
     "read_snapshot",
     "records_at",
@@ -143,6 +151,7 @@ __all__ = [
     "segment_paths",
     "snapshot_books",
     "snapshot_paths",
+    "truncate_from",
     "uncovered",
     "write_snapshot",
 ]

@@ -14,12 +14,13 @@ from shardex.auth import (
     KeyStore,
     ZapHandler,
 )
-from shardex.journal import Journal
+from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.lease import Holder, Lease
 from shardex.net import ZMQ, Transport
 from shardex.net.roles import replication_follower, standby_front
 from shardex.node.failstop import JournalFailStop, fail_stop
 from shardex.node.fencing import not_leader_reply
+from shardex.node.rejoin import STANDBY_SNAPSHOT_EVERY, cut_and_recover, later_epoch
 from shardex.node.replication import (
     CHECK_LEASE_S,
     EXPIRY_SLACK_S,
@@ -31,6 +32,7 @@ from shardex.node.replication import (
     reserve_port,
 )
 from shardex.node.ring import EventRing
+from shardex.recovery import SNAPSHOT_INTERVAL
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -71,7 +73,13 @@ def _move_entries(disk: Any, src: str, dst: str) -> None:
 
 
 class Diverged(Exception):
-    """This node's journal holds records the leader does not: it must start over."""
+    """This node's journal holds records the leader does not: they are cut off (``rejoin``),
+    or it starts over. ``leader_seq``: the seq the leader said it is at (a ``DIV``), which
+    what is left must not pass."""
+
+    def __init__(self, why: str, leader_seq: int | None = None) -> None:
+        super().__init__(why)
+        self.leader_seq = leader_seq
 
 
 class Standby:
@@ -82,7 +90,9 @@ class Standby:
                  journal: Journal, engine: Any, key: KeyFile | None = None,
                  ring_size: int = 1 << 20, direct: str | None = None,
                  keys_dir: str | None = None, machine: Any = None,
-                 reserve: tuple[str | None, ...] = (), net: Transport = ZMQ) -> None:  # fmt: skip
+                 reserve: tuple[str | None, ...] = (), net: Transport = ZMQ,
+                 snapshot_every: int = STANDBY_SNAPSHOT_EVERY,
+                 snapshot_interval: float = SNAPSHOT_INTERVAL) -> None:  # fmt: skip
         """``key``: this shard's key pair in a secure cluster (the link to the leader is
         CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
         client port this replica serves once it leads, bound meanwhile to answer
@@ -96,7 +106,11 @@ class Standby:
         ports are held (bound, not listening) while it stands by, so no other process's
         outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
         could not bind exited, and the shard was leaderless for seconds); released at
-        ``close``, just before the leader binds them. ``net``: transport and clock (``turn``)."""
+        ``close``, just before the leader binds them. ``net``: transport and clock (``turn``).
+        ``snapshot_every``, ``snapshot_interval``: the standby snapshots its state machine
+        after that many journaled commands, or that many seconds when something changed
+        (``_snapshot_when_due``), so that a restart replays a bounded tail, not the whole
+        journal since seq 0 (a standby that never snapshotted took seconds to restart)."""
         self.zmq, self.clock = net, net.clock
         self.ctx = net.Context()
         self.lease = lease
@@ -135,6 +149,9 @@ class Standby:
         self.zap: Any = None
         self.not_leader_refused = 0
         self.reserved = [r for r in (reserve_port(ep) for ep in reserve if ep) if r is not None]
+        self.snapshot_every, self.snapshot_interval = snapshot_every, snapshot_interval
+        self.snap_at = self.started  # (monotonic) the last snapshot, or the start
+        self.snap_seq, self.snap_records = engine.seq, journal.records_written
         if direct:
             self._bind_front(direct, keys_dir)
 
@@ -152,16 +169,64 @@ class Standby:
             log.warning("standby %s cannot bind %s (%s): clients there time out instead "
                         "of hearing not_leader", self.node, direct, exc)  # fmt: skip
 
+    def epoch_start(self) -> tuple[int, int] | None:
+        """(epoch, its start seq) of the first epoch after the one our journal has seen: the
+        seq our history and the leaders' since may first differ at (None: no later epoch)."""
+        return later_epoch(self.journal, self.lease)
+
     def check_divergence(self) -> None:
         """At start: if a later epoch began at a seq below ours, our tail was never acked
-        (we were the old leader and it was not replicated): start over from the leader."""
-        mine = self.journal.read_epoch()
-        later = {e: s for e, s in self.lease.starts().items() if e > mine}
-        if later and self.engine.seq > later[min(later)]:
+        (we were the old leader and it was not replicated): ``rejoin`` cuts it off."""
+        first = self.epoch_start()
+        if first is not None and self.engine.seq > first[1]:
             raise Diverged(
-                f"journal at seq {self.engine.seq} (epoch {mine}) is past the start of epoch "
-                f"{min(later)} (seq {later[min(later)]})"
+                f"journal at seq {self.engine.seq} (epoch {self.journal.read_epoch()}) is past "
+                f"the start of epoch {first[0]} (seq {first[1]})"
             )
+
+    def rejoin(self, diverged: Diverged) -> None:
+        """Our journal holds records the leaders since never had: cut it back to the start of
+        the first later epoch (``journal.truncate``: the records before it are the ones that
+        epoch's leader had, ours and its alike), recover what is left, and follow the leader
+        from there; only what a cut cannot repair starts over from an empty journal
+        (``start_over``): no snapshot at or below that seq that the records on disk continue,
+        no later epoch in the lease (a ``DIV`` alone), or a seq still past the leader's."""
+        try:
+            first = self.epoch_start()
+        except Exception as exc:  # (the lease's store unreachable: nothing to cut to)
+            first = None
+            log.warning("%s cannot read the epochs' starts: %s", self.node, exc)
+        why = "no later epoch's start to cut at" if first is None else None
+        if first is not None:
+            try:
+                why = self._cut(first[1], diverged.leader_seq)
+            except (OSError, JournalError) as exc:  # (the start over below says it too)
+                why = f"the cut failed: {exc}"
+        if why is None:
+            log.error("ALERT %s: %s; truncated its divergent tail at the start of epoch %d "
+                      "(seq %d): recovered at seq %d, catching up from the leader from there",
+                      self.node, diverged, first[0], first[1], self.engine.seq)  # fmt: skip
+            return
+        self.start_over(f"{diverged} (cannot truncate: {why})")
+
+    def _cut(self, at: int, limit: int | None) -> str | None:
+        """Truncate the journal at ``at`` and recover from it (None), or why that could not
+        repair it (the journal is open again either way)."""
+        end = self.engine.seq
+        self.journal.close()
+        self.journal, self.engine, plan = cut_and_recover(
+            self.journal_dir, self.markets, self.fsync, self.machine, self.zmq.disk, at, end)
+        engine = self.engine
+        self.ring = type(self.ring)(self.ring_size)  # (its seqs go back with the engine)
+        self.snap_seq, self.snap_records = engine.seq, self.journal.records_written
+        if self.sock is not None:
+            self.last_sub = 0.0
+        if plan.why is not None:
+            return plan.why
+        bound = at if limit is None else min(at, limit)
+        if engine.seq > bound:
+            return f"at seq {engine.seq} after the cut, past seq {bound} (the leader's)"
+        return None
 
     def start_over(self, why: str) -> None:
         """Move the journal aside (kept for forensics) and start from an empty one."""
@@ -204,7 +269,7 @@ class Standby:
         try:
             self.check_divergence()
         except Diverged as exc:
-            self.start_over(str(exc))
+            self.rejoin(exc)
 
     def run(self, stop: Any) -> bool:
         """The process's loop: turns until promoted (True) or told to stop (False)."""
@@ -225,6 +290,7 @@ class Standby:
             if wait is None:
                 return True
             self.next_check = self.clock.monotonic() + wait
+        self._snapshot_when_due(now)
         until_check = max(0.0, self.next_check - self.clock.monotonic())
         if self.zap is not None:
             self.zap.serve()
@@ -243,8 +309,29 @@ class Standby:
             try:
                 self._drain()
             except Diverged as exc:
-                self.start_over(str(exc))
+                self.rejoin(exc)
         return False
+
+    def _snapshot_when_due(self, now: float) -> None:
+        """Snapshot the state machine after ``snapshot_every`` journaled commands, or
+        ``snapshot_interval`` seconds when it changed (the leader's rule, tighter by default):
+        what bounds this replica's replay when it restarts. A failure is an ALERT, tried
+        again after the interval, not every turn."""
+        journal, engine = self.journal, self.engine
+        if journal.records_written - self.snap_records < self.snapshot_every and (
+            engine.seq == self.snap_seq or now - self.snap_at < self.snapshot_interval
+        ):
+            return
+        self.snap_at = now
+        t = self.clock.perf_counter()
+        try:
+            path = journal.snapshot(engine)
+        except (JournalUnavailable, OSError) as exc:
+            log.error("ALERT %s: snapshot failed (%s); will retry", self.node, exc)
+            return
+        log.info("%s: standby snapshot %s in %.1f ms", self.node, path.name,
+                 (self.clock.perf_counter() - t) * 1000)  # fmt: skip
+        self.snap_seq, self.snap_records = engine.seq, journal.records_written
 
     def _look(self, now: float) -> float | None:
         """``_check_lease`` with its failures handled: None when we lead now (the epoch we
@@ -253,7 +340,7 @@ class Standby:
         try:
             wait = self._check_lease()
         except Diverged as exc:  # (a new leader whose epoch began below our seq)
-            self.start_over(str(exc))
+            self.rejoin(exc)
             return 0.0  # (then follow it, from an empty journal)
         except Exception as exc:
             if now - self.last_warned >= 5.0:  # (not every 100 ms)
@@ -402,7 +489,7 @@ class Standby:
                 continue
             if kind == DIV and type(msg) is int and 0 <= msg < engine.seq:
                 self.last_heard = self.clock.monotonic()
-                raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})")
+                raise Diverged(f"the leader is at seq {msg}, below ours ({engine.seq})", msg)
             if kind != REC or type(msg) is not tuple or len(msg) != 5:
                 self.refused(f"unknown {kind[:8]!r} or bad shape")
                 continue
