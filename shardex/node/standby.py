@@ -84,7 +84,27 @@ class Diverged(Exception):
 
 class Standby:
     """The standby's loop: follow the lease holder, journal and apply its batches, ack; take
-    the lease when it expires (if in the in-sync set). ``run`` returns True when promoted."""
+    the lease when it expires (if in the in-sync set). ``run`` returns True when promoted.
+
+    ``key``: this shard's key pair in a secure cluster (the link to the leader is
+    CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
+    client port this replica serves once it leads, bound meanwhile to answer
+    ``not_leader`` (a CURVE server checked by this process's own ZAP handler when
+    ``keys_dir`` is given, as the leader's is). ``machine``: the journal's state machine
+    when it is not the plain engine (with the account tier a ``SettledEngineFactory``:
+    the standby then replays the leader's forward records into the same inbox,
+    settlement feed and rings, so a promoted standby re-sends exactly the settlements the
+    old leader would have); ``journal`` must have been made with it. ``reserve``: the
+    other endpoints it binds once it leads (PUB, replication, account link): their TCP
+    ports are held (bound, not listening) while it stands by, so no other process's
+    outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
+    could not bind exited, and the shard was leaderless for seconds); released at
+    ``close``, just before the leader binds them. ``net``: transport and clock (``turn``).
+    ``snapshot_every``, ``snapshot_interval``: the standby snapshots its state machine
+    after that many journaled commands, or that many seconds when something changed
+    (``_snapshot_when_due``), so that a restart replays a bounded tail, not the whole
+    journal since seq 0 (a standby that never snapshotted took seconds to restart).
+    """
 
     def __init__(self, lease: Lease, journal_dir: str, markets: Any, fsync: str,
                  journal: Journal, engine: Any, key: KeyFile | None = None,
@@ -93,24 +113,7 @@ class Standby:
                  reserve: tuple[str | None, ...] = (), net: Transport = ZMQ,
                  snapshot_every: int = STANDBY_SNAPSHOT_EVERY,
                  snapshot_interval: float = SNAPSHOT_INTERVAL) -> None:  # fmt: skip
-        """``key``: this shard's key pair in a secure cluster (the link to the leader is
-        CURVE, trusting only the cluster's server key); None: ``--insecure``. ``direct``: the
-        client port this replica serves once it leads, bound meanwhile to answer
-        ``not_leader`` (a CURVE server checked by this process's own ZAP handler when
-        ``keys_dir`` is given, as the leader's is). ``machine``: the journal's state machine
-        when it is not the plain engine (with the account tier a ``SettledEngineFactory``:
-        the standby then replays the leader's forward records into the same inbox,
-        settlement feed and rings, so a promoted standby re-sends exactly the settlements the
-        old leader would have); ``journal`` must have been made with it. ``reserve``: the
-        other endpoints it binds once it leads (PUB, replication, account link): their TCP
-        ports are held (bound, not listening) while it stands by, so no other process's
-        outgoing connection takes one as its ephemeral port meanwhile (a promoted standby that
-        could not bind exited, and the shard was leaderless for seconds); released at
-        ``close``, just before the leader binds them. ``net``: transport and clock (``turn``).
-        ``snapshot_every``, ``snapshot_interval``: the standby snapshots its state machine
-        after that many journaled commands, or that many seconds when something changed
-        (``_snapshot_when_due``), so that a restart replays a bounded tail, not the whole
-        journal since seq 0 (a standby that never snapshotted took seconds to restart)."""
+        """The parameters are described in the class docstring."""
         self.zmq, self.clock = net, net.clock
         self.ctx = net.Context()
         self.lease = lease
