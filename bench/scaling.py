@@ -146,6 +146,7 @@ class TreeCluster:
     fsync: str | None = None
     pin: bool = True
     pairs: int = 0  # > 8: a markets file with synthetic pairs
+    bridge: bool = False  # the bridge and its Redis on (``--replicas 2`` needs the Redis)
     extra: list[str] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     key: str = "none"  # what loadgen's --key gets
@@ -166,7 +167,9 @@ class TreeCluster:
 
     def _start_once(self) -> None:
         base = free_base()
-        argv = ["up", "--shards", str(self.shards), "--base-port", str(base), "--no-bridge"]
+        argv = ["up", "--shards", str(self.shards), "--base-port", str(base)]
+        if not self.bridge:
+            argv.append("--no-bridge")
         if supports_accounts(self.tree):  # unfunded order path, as before the account tier
             argv += ["--accounts", "0"]
         if self.routers != 1:
