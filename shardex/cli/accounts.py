@@ -92,7 +92,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
         index=j, shards=m, engines=n, router=o["router_ep"] or layout.backends,
         engine_links=links, markets=table,
         journal_dir=os.path.join(data_dir, f"accounts-{j}") if data_dir else None,
-        fsync=o["fsync"],
+        fsync=o["fsync"], durability=o.get("durability", "both"),
         metrics_port=layout.account_replica_metrics(j, r) if metrics is None else metrics,
         keys_dir=keys,
         pub=o["pub_ep"] or layout.account_replica_pub(j, r),

@@ -89,6 +89,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
         cpu=o["cpu"],
         journal_dir=os.path.join(data_dir, f"shard-{i}") if data_dir else None,
         fsync=o["fsync"],
+        durability=o.get("durability", "both"),
         snapshot_every=max(1, o["snapshot_every"] or snapshot_every_default()),
         snapshot_interval=o["snapshot_interval"] or snapshot_interval_default(),
         pub_hwm=max(1, o["pub_hwm"]),
