@@ -151,7 +151,7 @@ class Replicator:
         acks += [peer.acked for peer in self.peers.values() if peer.joining >= 0]
         mine = self.synced if self.durability == "replicated" and len(self.isr) < 2 else (
             self.committed)  # fmt: skip
-        return min(mine, *acks)
+        return min([mine, *acks])
 
     def _acked(self, node: str) -> int:
         peer = self.peers.get(node)

@@ -28,10 +28,11 @@ def _unsynced(disk: SimDisk, journal: Any) -> bool:
     return inode is not None and bool(inode.pending)
 
 
-def _releases(mode: str) -> list[dict[str, Any]]:
+def _releases(mode: str, alone: bool = False) -> list[dict[str, Any]]:
     """Place 20 orders one by one on a replicated engine shard in ``mode``; for every batch
     its leader released: its seq, whether the leader's journal had writes not synced, what the
-    standby had acked (the leader's view) and applied."""
+    standby had acked (the leader's view) and applied, the in-sync set's size and the seq the
+    leader had synced. ``alone``: the standby is frozen first (dropped from the set)."""
     disk, store = SimDisk(), SimStore()
     net = mem_transport()
     net.disk = disk
@@ -49,16 +50,21 @@ def _releases(mode: str) -> list[dict[str, Any]]:
             waiting = [w[0] for w in node.repl_wait]
             (peer,) = node.replica.peers.values()
             state = {"unsynced": _unsynced(disk, node.journal), "acked": peer.acked,
-                     "applied": other.standby.engine.seq}  # fmt: skip
+                     "applied": other.standby.engine.seq, "isr": len(node.replica.isr),
+                     "synced": node.replica.synced}  # fmt: skip
             release()
             left = {w[0] for w in node.repl_wait}
             seen.extend({"seq": s, **state} for s in waiting if s not in left)
 
         node.release_acked = watched
+        if alone:
+            cluster.freeze(other)
         async with cluster.client(account="alice", timeout=2.0, retry=Retry(10.0)) as c:
             for k in range(20):
                 r = await c.place("BTC-USD", "buy", "1", str(100 + k), id=f"o{k}")
                 assert r.ok, r
+        # the first leader led throughout (alone before its standby joined, too)
+        assert old.exited is None and node.replica.epoch == 1, (old.exited, node.replica.epoch)
         return seen
 
     async def main() -> list[dict[str, Any]]:
@@ -80,6 +86,12 @@ def test_replicated_replies_after_the_standby_ack_before_its_own_sync() -> None:
     seen = _releases("replicated")
     assert all(r["seq"] <= r["acked"] <= r["applied"] for r in seen), "left before the ack"
     assert any(r["unsynced"] for r in seen), "replicated waited for the leader's own fsync"
+
+
+def test_replicated_alone_replies_after_its_own_sync() -> None:
+    """With no standby in the in-sync set, ``replicated`` waits for the leader's own sync."""
+    seen = [r for r in _releases("replicated", alone=True) if r["isr"] == 1]
+    assert seen and all(r["seq"] <= r["synced"] for r in seen), seen
 
 
 def test_both_replies_after_its_own_sync_and_the_standby_ack() -> None:
