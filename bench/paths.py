@@ -8,9 +8,10 @@ machinery: each side's processes import their own tree) and, for every **configu
 - ``default``: secure + the account tier (``--accounts 1``), what ``shardex up`` gives;
 - ``secure``: secure, ``--accounts 0``;  ``insecure``: ``--insecure --accounts 0``;
 - ``ephemeral``: the default without a journal (``--ephemeral``: the fsync row's reference);
-- ``local`` / ``replicated`` / ``both``: the default with ``--replicas 2`` (a Redis lease and a
-  hot standby per shard, the bridge on, as ``--replicas 2`` needs) and that ``--durability``
-  (``docs/durability.md``); a tree without the option runs its only mode (``both``),
+- ``local`` / ``replicated`` / ``both``: secure, ``--accounts 0`` (``local`` refuses the
+  account tier), ``--replicas 2`` (a Redis lease and a hot standby per shard, the bridge on, as
+  ``--replicas 2`` needs) and that ``--durability`` (``docs/durability.md``); a tree without
+  the option runs its only mode (``both``),
 
 and every **load**:
 
@@ -73,9 +74,9 @@ CONFIGS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "secure": ({"secure": True}, []),
     "insecure": ({"secure": False}, []),
     "ephemeral": ({"secure": True, "ephemeral": True}, ["--accounts", "1"]),
-    "local": ({"secure": True, "bridge": True}, ["--accounts", "1", "--replicas", "2"]),
-    "replicated": ({"secure": True, "bridge": True}, ["--accounts", "1", "--replicas", "2"]),
-    "both": ({"secure": True, "bridge": True}, ["--accounts", "1", "--replicas", "2"]),
+    "local": ({"secure": True, "bridge": True}, ["--replicas", "2"]),
+    "replicated": ({"secure": True, "bridge": True}, ["--replicas", "2"]),
+    "both": ({"secure": True, "bridge": True}, ["--replicas", "2"]),
 }
 DURABILITY = ("local", "replicated", "both")
 LOADS = ("closed-1", "closed-100", "open-1k", "open-5k")

@@ -18,6 +18,7 @@ from shardex.cli.banner import print_endpoints
 from shardex.cli.base import INSECURE_WARNING, UsageLineError, check_data_dir, markets
 from shardex.cli.options import (
     base_port_option,
+    check_durability,
     durability_option,
     fsync_option,
     host_option,
@@ -144,6 +145,7 @@ def up(
         click.echo(idle, err=True)
     if replicas > 1:
         _check_replicas(layout, no_bridge or ephemeral)
+        check_durability(durability, accounts)
     elif durability != "both":
         raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
                                "per shard replies after its own fsync)")  # fmt: skip

@@ -161,3 +161,15 @@ def test_a_failed_background_sync_writes_the_batches_again(monkeypatch) -> None:
     monkeypatch.setattr(disk, "fdatasync", once)
     assert journal.sync_pending() and failed
     assert _recovered_seq(disk) == engine.seq  # every commit survives the power loss
+
+
+def test_local_is_refused_with_the_account_tier() -> None:
+    """``local`` would let settlements and forwards leave before the standby has them."""
+    import click
+
+    from shardex.cli.options import check_durability
+
+    with pytest.raises(click.UsageError, match="account tier"):
+        check_durability("local", 1)
+    check_durability("local", 0)
+    check_durability("replicated", 1)
