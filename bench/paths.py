@@ -153,11 +153,24 @@ def describe(load: str, r: dict) -> str:
     return f"{head}  CPU µs/order r/a/e {cpu}  (errors {r['errors']:,})"
 
 
+def fresh_ports(k: int) -> None:
+    """Configuration ``k``'s clusters start 20 ports above the previous one's in a bounded
+    range (``SHARDEX_BENCH_PORTS``): the ports a stopped cluster used may still be held for a
+    while (connections in TIME_WAIT), and a layout with replicas reaches base+2200, past the
+    first ports of each hundred that ``free_base`` looks at."""
+    bounds = os.environ.get("SHARDEX_BENCH_PORTS")
+    if bounds:
+        os.environ.setdefault("_PATHS_PORTS", bounds)
+        lo, _, hi = os.environ["_PATHS_PORTS"].partition("-")
+        os.environ["SHARDEX_BENCH_PORTS"] = f"{int(lo) + 20 * k}-{hi}"
+
+
 def run_config(
     config: str, sides: dict[str, Path], args: argparse.Namespace, raw: dict
 ) -> None:
     """Every round and load of one configuration, A/B interleaved, into ``raw``."""
     say(f"{config}: {args.rounds} rounds × {', '.join(args.loads)} × (A, B), {args.seconds} s")
+    fresh_ports(args.configs.index(config))
     cs = start_clusters(sides, config, not args.no_pin)
     try:
         if args.warmup > 0:  # first-start costs (bytecode, empty books) out of round 1

@@ -53,6 +53,7 @@ from priority import share_priority  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 READY_S = 60.0
+REFUSED: set[int] = set()  # base ports ``shardex up`` found a port of taken (not chosen again)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +112,8 @@ def free_base(span: int = 420) -> int:
     else:
         bases = [rng.randrange(20000, 60000 - span) for _ in range(200)]
     for base in bases:
+        if base in REFUSED:
+            continue
         ok = True
         # in a bounded range only the ports a layout uses (its first ten of every hundred), so
         # two clusters interleave (base, base+10) instead of needing 2 × span free ports
@@ -206,6 +209,7 @@ class TreeCluster:
             text = self.output()
             if self.proc.poll() is not None:
                 if "ports already in use" in text:
+                    REFUSED.add(base)  # (a port past those free_base looks at: try another)
                     raise _PortsBusy()
                 self.stop()
                 raise SystemExit(f"shardex up ({self.tree}) exited:\n{text[-3000:]}")
