@@ -39,7 +39,6 @@ configuration and load, 3 rounds of 6 s) take ~25 minutes on 2 cores; ``--config
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -62,7 +61,7 @@ from compare import (  # noqa: E402
 )
 from priority import share_priority  # noqa: E402
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import TreeCluster, cli_help, loadgen, say  # noqa: E402
+from scaling import TreeCluster, cli_help, emit, loadgen, say  # noqa: E402
 
 REF = "698b19a"
 ROLES = ("router", "accounts", "engine")
@@ -363,11 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rep = bench(args)
-    if args.json:
-        print(json.dumps(rep))
-    else:
-        print_report(rep)
+    emit(bench(args), args.json, print_report)
 
 
 if __name__ == "__main__":

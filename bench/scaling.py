@@ -558,13 +558,17 @@ def print_table(rep: dict[str, Any]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    rep = run(args)
-    if args.json:
+def emit(rep: dict[str, Any], as_json: bool, table: Any) -> None:
+    """A bench's report: one JSON object (``--json``), else its table (``table(rep)``)."""
+    if as_json:
         print(json.dumps(rep))
     else:
-        print_table(rep)
+        table(rep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    emit(run(args), args.json, print_table)
 
 
 if __name__ == "__main__":
