@@ -164,6 +164,8 @@ class Replicator:
         durable there meanwhile; alone, nothing more is released)."""
         if self.durability != "replicated" or self.synced == self.committed:
             return False
+        if self.journal.pending:  # a batch held by a journal that could not write: shipped,
+            return False  # not written; nothing past it is durable here until it is
         mark = self.committed
         try:
             self.journal.sync_pending()
