@@ -88,6 +88,8 @@ class Replicator:
         journal.sync_behind = durability == "replicated"
         self.synced = seq
         self.sync_failed = False
+        if durability != "both":
+            log.warning("%s leads with --durability %s", lease.node, durability)
         self.zmq = zmq
         self.role = role
         self.lease = lease
