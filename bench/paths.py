@@ -18,9 +18,10 @@ and every **load**:
 - ``closed-1`` / ``closed-100``: closed loop (``shardex loadgen``, ``--procs`` × ``--connections``
   × ``--window`` frames in flight) with one order per frame, and batched 100 per frame:
   acked orders/s (saturation);
-- ``open-1k`` / ``open-5k``: open loop at 1k and 5k orders/s, one order per frame
-  (``compare.py``'s client: latency from the intended send time): p50 / p99 µs. The CPU per
-  order at a fixed rate is the low-rate cost (issue target: ≤ 60 µs per process at 1k/s),
+- ``open-1k`` / ``open-5k``: open loop at 1k and 5k orders/s, one order per frame, latency
+  from the intended send time: p50 / p99 µs (``compare.py``'s client, as for the bare echo;
+  with the account tier ``shardex loadgen --rate``, whose orders go through the tier). The CPU
+  per order at a fixed rate is the low-rate cost (issue target: ≤ 60 µs per process at 1k/s),
 
 it measures, side A (REF) then side B (this tree), round after round, the CPU (user + system,
 ``/proc``) each cluster process spent per acked order, summed by role (router / accounts /
@@ -84,7 +85,7 @@ RATE = {"open-1k": 1000.0, "open-5k": 5000.0}
 # the order-path issue's old ratio targets, now rows: (name, numerator, denominator, metric)
 EXTRA_RATIOS = (
     ("p50 default/ephemeral (fsync cost), B", "default", "ephemeral", "p50_us"),
-    ("p50 default/echo (router vs a bare echo), B", "default", "echo", "p50_us"),
+    ("p50 insecure/echo (router vs a bare echo), B", "insecure", "echo", "p50_us"),
 )
 
 
@@ -110,9 +111,16 @@ def cpu_per_order(before: dict, c: TreeCluster, orders: float) -> dict[str, floa
 
 def measure(side_tree: Path, c: TreeCluster, load: str, args: argparse.Namespace) -> dict:
     """One measurement of ``load`` on cluster ``c``: its throughput or latency and the CPU
-    per order of each role."""
+    per order of each role. Open loop with the account tier: ``shardex loadgen --rate`` (its
+    orders go through the account shard, funded; ``compare.py``'s client sends them to the
+    engine shard by symbol, past the tier)."""
     before = snapshot(c.proc.pid) if c.proc else {}
-    if load.startswith("closed-"):
+    if load in RATE and "--accounts" in c.extra:
+        r = loadgen(side_tree, c.endpoints, c.key, procs=1, batch=1, concurrency=1, window=1,
+                    seconds=args.seconds, symbols=2, rate=RATE[load])  # fmt: skip
+        orders = r["acked_per_s"] * args.seconds
+        res = {"p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"]}
+    elif load.startswith("closed-"):
         batch = int(load.split("-")[1])
         r = loadgen(
             side_tree, c.endpoints, c.key, procs=args.procs, batch=batch,
