@@ -105,7 +105,8 @@ def cpu_per_order(before: dict, c: TreeCluster, orders: float) -> dict[str, floa
         return {}
     spent = per_role(before, snapshot(c.proc.pid))
     out = {role: spent.get(role, 0.0) * 1e6 / orders for role in ROLES if role in spent}
-    out["total"] = sum(out.values())
+    if {"router", "engine"} <= out.keys():  # (not when a leader was replaced meanwhile)
+        out["total"] = sum(out.values())
     return out
 
 
@@ -216,31 +217,40 @@ def run_echo(args: argparse.Namespace, raw: dict) -> None:
         echo.stop()
 
 
-def metric_lists(runs: list[dict]) -> dict[str, list[float]]:
-    """A side's measurements of one row as lists per metric (``cpu_us router`` …)."""
-    out: dict[str, list[float]] = {}
-    for r in runs:
-        for m in ("acked_per_s", "p50_us", "p99_us"):
-            if m in r:
-                out.setdefault(m, []).append(r[m])
-        for role, v in r["cpu_us"].items():
-            out.setdefault(f"cpu_us {role}", []).append(v)
+def metric_lists(runs: list[dict]) -> dict[str, list[float | None]]:
+    """A side's measurements of one row as lists per metric (``cpu_us router`` …), one entry
+    per round, None where a round has none (a role whose process was not alive for the whole
+    measurement: a replica that took over meanwhile)."""
+    names = {m for r in runs for m in ("acked_per_s", "p50_us", "p99_us") if m in r}
+    names |= {f"cpu_us {role}" for r in runs for role in r["cpu_us"]}
+    out: dict[str, list[float | None]] = {}
+    for m in sorted(names):
+        key = m.split(" ", 1)
+        out[m] = [(r["cpu_us"].get(key[1]) if len(key) == 2 else r.get(m)) for r in runs]
     return out
 
 
 def summarize(raw: dict) -> dict[str, Any]:
-    """Per row: each side's min/median/max per metric and the per-round ratios B/A."""
+    """Per row: each side's min/median/max per metric and the per-round ratios B/A (over the
+    rounds where both sides have the metric)."""
     rows: dict[str, Any] = {}
     for row, by_side in raw.items():
         lists = {side: metric_lists(runs) for side, runs in by_side.items()}
-        entry: dict[str, Any] = {side: {m: stats(v) for m, v in ms.items()}
-                                 for side, ms in lists.items()}  # fmt: skip
+        entry: dict[str, Any] = {
+            side: {m: stats([x for x in v if x is not None]) for m, v in ms.items()}
+            for side, ms in lists.items()
+        }
         if "A" in lists and "B" in lists:
             a, b = lists["A"], lists["B"]
-            n = min(len(next(iter(a.values()), [])), len(next(iter(b.values()), [])))
-            entry["B/A"] = {m: ratios(b[m][:n], a[m][:n]) for m in b if m in a}
+            entry["B/A"] = {m: ratios(*_paired(b[m], a[m])) for m in b if m in a}
         rows[row] = entry
     return rows
+
+
+def _paired(b: list[float | None], a: list[float | None]) -> tuple[list[float], list[float]]:
+    """The rounds where both sides have a value (as two lists of the same length)."""
+    pairs = [(x, y) for x, y in zip(b, a, strict=False) if x is not None and y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
 def extra_ratios(raw: dict) -> dict[str, Any]:
