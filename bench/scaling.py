@@ -53,6 +53,7 @@ from priority import share_priority  # noqa: E402
 from reaper import die_with_parent  # noqa: E402  (clusters die with the bench)
 
 READY_S = 60.0
+REFUSED: set[int] = set()  # base ports ``shardex up`` found a port of taken (not chosen again)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +112,8 @@ def free_base(span: int = 420) -> int:
     else:
         bases = [rng.randrange(20000, 60000 - span) for _ in range(200)]
     for base in bases:
+        if base in REFUSED:
+            continue
         ok = True
         # in a bounded range only the ports a layout uses (its first ten of every hundred), so
         # two clusters interleave (base, base+10) instead of needing 2 × span free ports
@@ -146,6 +149,7 @@ class TreeCluster:
     fsync: str | None = None
     pin: bool = True
     pairs: int = 0  # > 8: a markets file with synthetic pairs
+    bridge: bool = False  # the bridge and its Redis on (``--replicas 2`` needs the Redis)
     extra: list[str] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     key: str = "none"  # what loadgen's --key gets
@@ -166,7 +170,9 @@ class TreeCluster:
 
     def _start_once(self) -> None:
         base = free_base()
-        argv = ["up", "--shards", str(self.shards), "--base-port", str(base), "--no-bridge"]
+        argv = ["up", "--shards", str(self.shards), "--base-port", str(base)]
+        if not self.bridge:
+            argv.append("--no-bridge")
         if supports_accounts(self.tree):  # unfunded order path, as before the account tier
             argv += ["--accounts", "0"]
         if self.routers != 1:
@@ -203,6 +209,7 @@ class TreeCluster:
             text = self.output()
             if self.proc.poll() is not None:
                 if "ports already in use" in text:
+                    REFUSED.add(base)  # (a port past those free_base looks at: try another)
                     raise _PortsBusy()
                 self.stop()
                 raise SystemExit(f"shardex up ({self.tree}) exited:\n{text[-3000:]}")
@@ -551,13 +558,17 @@ def print_table(rep: dict[str, Any]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    rep = run(args)
-    if args.json:
+def emit(rep: dict[str, Any], as_json: bool, table: Any) -> None:
+    """A bench's report: one JSON object (``--json``), else its table (``table(rep)``)."""
+    if as_json:
         print(json.dumps(rep))
     else:
-        print_table(rep)
+        table(rep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    emit(run(args), args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,13 @@ from shardex.cli.base import (
     process_keys_dir,
 )
 from shardex.cli.engine import Replication
-from shardex.cli.options import check_role_auto, resolve_accounts, resolve_routers, resolve_shards
+from shardex.cli.options import (
+    check_durability,
+    check_role_auto,
+    resolve_accounts,
+    resolve_routers,
+    resolve_shards,
+)
 from shardex.journal import JournalError
 from shardex.kinds import ACCOUNTS
 from shardex.layout import LINK_REPLICAS, Layout
@@ -87,12 +93,13 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
     r = o.get("replica", 0) if auto else 0
     if auto:
         check_role_auto(data_dir, o.get("redis_url"), o["fsync"])
+        check_durability(o.get("durability", "both"), m)
     metrics = o["metrics_port"]
     cfg = AccountsConfig(
         index=j, shards=m, engines=n, router=o["router_ep"] or layout.backends,
         engine_links=links, markets=table,
         journal_dir=os.path.join(data_dir, f"accounts-{j}") if data_dir else None,
-        fsync=o["fsync"],
+        fsync=o["fsync"], durability=o.get("durability", "both"),
         metrics_port=layout.account_replica_metrics(j, r) if metrics is None else metrics,
         keys_dir=keys,
         pub=o["pub_ep"] or layout.account_replica_pub(j, r),

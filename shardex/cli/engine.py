@@ -11,6 +11,7 @@ import click
 
 from shardex.cli.base import advertised, check_data_dir, checked_layout, markets, process_keys_dir
 from shardex.cli.options import (
+    check_durability,
     check_role_auto,
     resolve_accounts,
     resolve_routers,
@@ -75,6 +76,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
     r = o.get("replica", 0) if auto else 0
     if auto:
         check_role_auto(data_dir, o.get("redis_url"), o["fsync"])
+        check_durability(o.get("durability", "both"), m)
     layout = checked_layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), m)
     router_ep, metrics = o["router_ep"], o["metrics_port"]
     cfg = ShardConfig(
@@ -89,6 +91,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
         cpu=o["cpu"],
         journal_dir=os.path.join(data_dir, f"shard-{i}") if data_dir else None,
         fsync=o["fsync"],
+        durability=o.get("durability", "both"),
         snapshot_every=max(1, o["snapshot_every"] or snapshot_every_default()),
         snapshot_interval=o["snapshot_interval"] or snapshot_interval_default(),
         pub_hwm=max(1, o["pub_hwm"]),

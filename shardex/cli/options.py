@@ -17,6 +17,7 @@ markets_option = common.MARKETS.decorator()
 host_option = common.HOST.decorator()
 base_port_option = common.BASE_PORT.decorator()
 fsync_option = common.FSYNC.decorator()
+durability_option = common.DURABILITY.decorator()
 accounts_option = common.ACCOUNTS.decorator()
 keys_dir_option = common.KEYS_DIR.decorator()
 insecure_option = common.INSECURE.decorator()
@@ -152,3 +153,14 @@ def check_role_auto(data_dir: str | None, redis_url: str | None, fsync: str) -> 
         raise click.UsageError("--role auto needs --data-dir and --redis-url")
     if fsync == "always":
         raise click.UsageError("--role auto takes --fsync batch or none")
+
+
+def check_durability(durability: str, accounts: int) -> None:
+    """``--durability local`` releases what the standby may not have; with the account tier
+    that would be settlements and forwards, money a new leader never moved: refused."""
+    if durability == "local" and accounts:
+        raise click.UsageError(
+            "--durability local with the account tier: settlements and forwards would leave "
+            "before the standby has them (a failover would lose money moves the other tier "
+            "made); use replicated or both, or --accounts 0"
+        )

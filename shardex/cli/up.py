@@ -18,6 +18,8 @@ from shardex.cli.banner import print_endpoints
 from shardex.cli.base import INSECURE_WARNING, UsageLineError, check_data_dir, markets
 from shardex.cli.options import (
     base_port_option,
+    check_durability,
+    durability_option,
     fsync_option,
     host_option,
     markets_option,
@@ -109,6 +111,7 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "Redis lease each (needs Redis), for engine and account shards; 1: one process "
     "per shard.",
 )
+@durability_option
 def up(
     shards: str,
     host: str,
@@ -128,6 +131,7 @@ def up(
     insecure: bool,
     accounts: int = 0,
     replicas: int = 1,
+    durability: str = "both",
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -142,10 +146,14 @@ def up(
         click.echo(idle, err=True)
     if replicas > 1:
         _check_replicas(layout, no_bridge or ephemeral)
+        check_durability(durability, accounts)
+    elif durability != "both":
+        raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
+                               "per shard replies after its own fsync)")  # fmt: skip
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas)  # fmt: skip
+                None, replicas, durability)  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)

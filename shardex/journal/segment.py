@@ -67,6 +67,14 @@ class SegmentWriter:
         self.preallocate = max(0, preallocate if preallocate is not None else
                                (PREALLOCATE if fsync != "none" else 0))  # fmt: skip
         self._alloc = 0  # bytes of the current segment file (records + preallocated zeros)
+        # ``sync_behind`` (a replicated leader in ``--durability replicated``): a commit writes
+        # and returns; its sync is made later by ``sync_pending`` (the standby has the batch
+        # durably meanwhile). ``_unsynced``: those writes since the last sync, kept to be
+        # written again if the sync fails (after a failed sync Linux may drop them).
+        self.sync_behind = False
+        self._unsynced: list[bytes] = []
+        self._unsynced_at = 0  # where the first of them starts in the current segment
+        self._resync = False  # a sync failed: write them again before anything else
 
     def segments(self) -> list[Path]:
         return listed(self.disk, self.dir, "journal-", ".log")
@@ -77,6 +85,8 @@ class SegmentWriter:
         try:
             if self._dirty is not None:
                 self._repair_tail()
+            if self._unsynced and (self._resync or self._size >= self.segment_bytes):
+                self._sync_unsynced()  # (a segment is never left with writes not synced)
             if self._fd is None or self._size >= self.segment_bytes:
                 self._roll(first_seq)
             fd, disk = self._fd, self.disk
@@ -93,7 +103,11 @@ class SegmentWriter:
                 while view:  # a write may take less than asked
                     view = view[write(fd, view) :]
                 t1 = perf_counter()
-                if self.fsync != "none":
+                if self.fsync != "none" and self.sync_behind:
+                    if not self._unsynced:
+                        self._unsynced_at = start
+                    self._unsynced.append(data)
+                elif self.fsync != "none":
                     sync(fd)
                     self.last_fsync_s = perf_counter() - t1
             except OSError:
@@ -120,6 +134,47 @@ class SegmentWriter:
             log.warning("journal writes again after: %s", self.last_error)
         self.healthy = True
         self.last_error = None
+
+    def sync_pending(self) -> bool:
+        """With ``sync_behind``: make the writes since the last sync durable; True if there
+        were any. A failed sync cuts them off and writes them again (never just a second
+        sync); failing that, JournalUnavailable, and they are written again first thing."""
+        if not self._unsynced:
+            return False
+        try:
+            self._sync_unsynced()
+        except OSError as exc:
+            self.healthy = False
+            self.last_error = _reason(exc)
+            log.error("journal sync failed (%s): %d writes kept to write again",
+                      self.last_error, len(self._unsynced))  # fmt: skip
+            raise JournalUnavailable(self.last_error) from None
+        return True
+
+    def _sync_unsynced(self) -> None:
+        """Sync the current segment (after a failed sync: cut and rewrite what it lost)."""
+        fd, disk = self._fd, self.disk
+        assert fd is not None
+        t0 = perf_counter()
+        if not self._resync:
+            try:
+                (disk.fdatasync if self._size <= self._alloc else disk.fsync)(fd)
+            except OSError:
+                self._resync = True
+        if self._resync:
+            start = self._unsynced_at
+            disk.ftruncate(fd, start)
+            self._alloc = start
+            disk.lseek(fd, start, os.SEEK_SET)
+            data = b"".join(self._unsynced)
+            view = memoryview(data)
+            while view:
+                view = view[disk.write(fd, view) :]
+            self._alloc = self._size = start + len(data)
+            disk.fsync(fd)  # (the zeros ahead were cut off: the size changed)
+            self._resync = False
+        self.last_fsync_s = perf_counter() - t0
+        self._unsynced = []
 
     def _extend(self, end: int) -> None:
         """Write and sync zeros past ``end`` (whole ``preallocate`` steps) so that the syncs of
@@ -192,6 +247,11 @@ class SegmentWriter:
         self._fd, self._path = fd, path
 
     def _close_segment(self) -> None:
+        if self._unsynced:  # (a clean close or a snapshot: best effort, the standby has them)
+            try:
+                self.sync_pending()
+            except JournalUnavailable:
+                pass
         if self._fd is not None:
             fd, self._fd = self._fd, None
             if self._alloc > self._size and self._dirty is None:

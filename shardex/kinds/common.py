@@ -69,6 +69,17 @@ ENDPOINT = Opt(
     "the router of DATA_DIR/endpoints.json (written by shardex up; DATA_DIR: $SHARDEX_DATA_DIR "
     "or ./data), else tcp://127.0.0.1:5555].",
 )
+DURABILITY = Opt(
+    "--durability",
+    type=click.Choice(["local", "replicated", "both"]),
+    default="both",
+    show_default=True,
+    envvar="SHARDEX_DURABILITY",
+    help="With replicas: when a batch's replies leave. local: after the leader's fsync "
+    "(survives a process crash; a failover may lose the last acked batches); replicated: "
+    "once the in-sync standby has the batch durably, the leader's own fsync after (survives "
+    "the loss of one machine); both: after both (docs/durability.md).",
+)
 CLUSTER_DATA_DIR = Opt(
     "--data-dir",
     envvar="SHARDEX_DATA_DIR",
@@ -94,6 +105,7 @@ def replica_options(journal: str, lease: str) -> tuple[Opt, ...]:
             f"DATA_DIR/{journal}.r1 for 1; its own direct/pub/metrics ports [layout]).",
         ),
         Opt("--redis-url", help="With --role auto: the Redis of the lease."),
+        DURABILITY,
         Opt(
             "--repl", callback=endpoint_cb,
             help="With --role auto: bind endpoint for replication when leading [layout]; the "

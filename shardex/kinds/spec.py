@@ -99,6 +99,7 @@ class Plan:
     pub_hwm: int | None = None
     keys_dir: str | None = None
     replicas: int = 1
+    durability: str = "both"  # with replicas: when replies leave (``leader.DURABILITY``)
 
     @property
     def security(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class AccountsConfig:
     markets: Mapping[str, Market]
     journal_dir: str | None = None
     fsync: str = "batch"
+    durability: str = "both"  # a replicated leader's release rule (``leader.DURABILITY``)
     snapshot_every: int = field(default_factory=snapshot_every_default)
     snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None

@@ -145,7 +145,8 @@ def _leader_config(cfg: Any, p: Promotion, role: str, repl_endpoint: str) -> Any
     cfg.extra = {**cfg.extra, "role": "primary", "epoch": lease.epoch, "node": p.node}
     cfg.link_identity = f"{role}-{cfg.index}.e{lease.epoch}"
     return lambda ctx, zmq: Replicator(ctx, zmq, repl_endpoint, lease, journal, seq,
-                                       cfg.keys_dir, role=role)  # fmt: skip
+                                       cfg.keys_dir, role=role,
+                                       durability=cfg.durability)  # fmt: skip
 
 
 def _lead(p: Promotion, node: Any, what: str) -> None:

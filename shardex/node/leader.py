@@ -19,7 +19,7 @@ from shardex.auth import (
     replication_peer,
     user_of,
 )
-from shardex.journal import Journal
+from shardex.journal import Journal, JournalUnavailable
 from shardex.lease import Lease, LeaseLost
 from shardex.net.roles import replication_server
 from shardex.node.replication import (
@@ -45,6 +45,10 @@ from shardex.wire.replication import (
     rec_body,
 )
 
+# When a replicated leader's replies may leave (``Replicator.hw``): after its own fsync
+# (``local``), after the in-sync standbys acked the batch (``replicated``), or both.
+DURABILITY = ("local", "replicated", "both")
+
 
 @dataclass
 class Peer:
@@ -69,11 +73,23 @@ class Replicator:
     high watermark. Driven by the shard's loop (no thread)."""
 
     def __init__(self, ctx: Any, zmq: Any, endpoint: str, lease: Lease, journal: Journal,
-                 seq: int, keys_dir: str | None = None, role: str = "shard") -> None:  # fmt: skip
+                 seq: int, keys_dir: str | None = None, role: str = "shard",
+                 durability: str = "both") -> None:  # fmt: skip
         """``keys_dir``: a secure cluster's key store (the socket is a CURVE server that
         admits only this shard's key; ``ctx`` must already have the process's ZAP handler);
         None: ``--insecure``. ``role``: "shard" (an engine shard) or "accounts" (an account
-        shard: its own ZAP domain, node names ``accounts-J.rR`` and key role)."""
+        shard: its own ZAP domain, node names ``accounts-J.rR`` and key role).
+        ``durability``: when a batch's replies may leave (``hw``, ``DURABILITY``)."""
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        self.durability = durability
+        # replicated: our commits write and return, ``sync_behind`` syncs them after the
+        # release; ``synced``: the seq our own journal holds durably (the others: committed)
+        journal.sync_behind = durability == "replicated"
+        self.synced = seq
+        self.sync_failed = False
+        if durability != "both":
+            log.warning("%s leads with --durability %s", lease.node, durability)
         self.zmq = zmq
         self.role = role
         self.lease = lease
@@ -125,16 +141,46 @@ class Replicator:
                 peer.sent = seq1
 
     def hw(self) -> int:
-        """Replies and events of batches up to this seq may leave."""
-        hw = self.committed
-        for node in self.isr:
-            if node != self.node:
-                peer = self.peers.get(node)
-                hw = min(hw, peer.acked if peer is not None else 0)
-        for peer in self.peers.values():
-            if peer.joining >= 0:
-                hw = min(hw, peer.acked)
-        return hw
+        """Replies and events of batches up to this seq may leave: the release rule of the
+        durability modes. ``local``: once our own commit (write + fsync) returned — the
+        standbys' acks are not waited for. ``both``: that, and every in-sync standby (and one
+        joining the set) has acked the batch durably. ``replicated``: every in-sync standby
+        has acked it; our own fsync follows (``sync_behind``), and is what is waited for
+        when no standby is in the set."""
+        if self.durability == "local":
+            return self.committed
+        acks = [self._acked(node) for node in self.isr if node != self.node]
+        acks += [peer.acked for peer in self.peers.values() if peer.joining >= 0]
+        mine = self.synced if self.durability == "replicated" and len(self.isr) < 2 else (
+            self.committed)  # fmt: skip
+        return min([mine, *acks])
+
+    def _acked(self, node: str) -> int:
+        peer = self.peers.get(node)
+        return peer.acked if peer is not None else 0
+
+    def sync_behind(self) -> bool:
+        """``replicated``: sync our own writes of the batches released without waiting for
+        them (called after each release); True when ``synced`` moved. A failed sync is
+        logged once and tried again at the next call (what the in-sync standby acked is
+        durable there meanwhile; alone, nothing more is released)."""
+        if self.durability != "replicated" or self.synced == self.committed:
+            return False
+        if self.journal.pending:  # a batch held by a journal that could not write: shipped,
+            return False  # not written; nothing past it is durable here until it is
+        mark = self.committed
+        try:
+            self.journal.sync_pending()
+        except JournalUnavailable as exc:
+            if not self.sync_failed:
+                log.error("ALERT %s cannot sync its journal (%s): retrying", self.node, exc)
+            self.sync_failed = True
+            return False
+        if self.sync_failed:
+            log.warning("%s syncs its journal again", self.node)
+        self.sync_failed = False
+        self.synced = mark
+        return True
 
     def tick(self, now: float) -> None:
         """Read the standbys' messages, catch them up, keep the in-sync set (the lease is
@@ -301,6 +347,7 @@ class Replicator:
 
     def close(self) -> None:
         self.lease.release()  # (stops the renewer; a no-op once lost)
+        self.journal.sync_behind = False  # (the journal's close syncs what is left)
         self.sock.close(0)
 
 

@@ -238,6 +238,8 @@ class SequencedNode:
         (raises ``LeaseLost`` once Redis says the lease is someone else's)."""
         self.replica.tick(now)
         self.release_acked()
+        if self.replica.sync_behind():  # ``--durability replicated``: our fsync, after that
+            self.release_acked()  # (what waited for it: nothing, unless we lead alone)
         return self.replica.lease.valid()
 
     def refuse(self) -> None:

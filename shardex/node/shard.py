@@ -89,6 +89,7 @@ class ShardConfig:
     pub_hwm: int = 100_000
     journal_dir: str | None = None  # None: in-memory only (state lost on crash)
     fsync: str = "batch"  # always | batch | none
+    durability: str = "both"  # a replicated leader's release rule (``leader.DURABILITY``)
     # journaled commands between snapshots, and seconds between snapshots when something
     # changed: together they bound a restart's replay (``shardex.recovery``)
     snapshot_every: int = field(default_factory=snapshot_every_default)

@@ -210,17 +210,18 @@ def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
 
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
         keep: list[int] | None = None, bridge: bool = False, replicas: bool = False,
-        store_faults: str | None = None) -> RunResult:  # fmt: skip
+        store_faults: str | None = None, durability: str = "both") -> RunResult:  # fmt: skip
     """One seed of the simulated world with every invariant checked (``runner.Runner``):
     the monitor's violations, then the world's own; a run that could not go on (a bug of the
     simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
     meanwhile) is a violation of check ``simulation``. ``bridge``: the
     bridge runs too, on a ``SimStore``, and ``stream_exact`` checks its streams.
-    ``replicas``: every shard has a standby, leases on the simulated store. ``store_faults``
-    (``StoreFaults.parse``): that store's own faults, with the bridge or replicas; they are
-    faults of the schedule like the others (``keep`` indexes them)."""
-    world = CheckedWorld(seed, dict(PLAN_REPLICATED if replicas else PLAN), faults_of(faults),
-                         keep, bridge)  # fmt: skip
+    ``replicas``: every shard has a standby, leases on the simulated store, the leaders
+    releasing by ``durability`` (``--durability``). ``store_faults`` (``StoreFaults.parse``):
+    that store's own faults, with the bridge or replicas; they are faults of the schedule like
+    the others (``keep`` indexes them)."""
+    plan = dict(PLAN_REPLICATED, durability=durability) if replicas else dict(PLAN)
+    world = CheckedWorld(seed, plan, faults_of(faults), keep, bridge)
     if store_faults:
         if world.chaos is None:
             raise ValueError("store faults need a store: the bridge (--bridge) or replicas "
