@@ -34,15 +34,13 @@ from shardex.accounts.machines import (
     AccountMachineFactory,
     _env_size,
 )
-from shardex.auth import (
-    user_of,
-)
 from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import recv_frames, recv_request
 from shardex.net.roles import direct_port, engine_link, pub_socket, router_link
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
@@ -291,13 +289,13 @@ class AccountNode(ForwardLink, SequencedNode):
                 self.sync(i)
 
     def from_routers(self) -> None:
-        zmq = self.zmq
         secure = self.zap is not None
         for link in self.links:
+            if not self.waiting(link.sock):
+                continue
             for _ in range(10_000):
-                try:
-                    frames = link.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
+                frames = recv_frames(link.sock)
+                if frames is None:
                     break
                 items = None
                 if len(frames) == 2 and frames[0] == BATCH:
@@ -324,21 +322,16 @@ class AccountNode(ForwardLink, SequencedNode):
         current), and clients' requests (orders, transfers, reads: as from a router, their
         replies after a group commit here), bounded per wake-up; a malformed request is
         dropped (or answered)."""
-        if self.direct is None:
+        if self.direct is None or not self.waiting(self.direct):
             return
-        zmq = self.zmq
         secure = self.zap is not None
         handler = self.handler
         took = False
         for _ in range(100):
-            try:
-                if secure:
-                    raw = self.direct.recv_multipart(zmq.NOBLOCK, copy=False)
-                    frames, user = [f.bytes for f in raw], user_of(raw[-1])
-                else:
-                    frames, user = self.direct.recv_multipart(zmq.NOBLOCK), None
-            except zmq.Again:
+            got = recv_request(self.direct, secure)
+            if got is None:
                 return
+            frames, user = got
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 
 from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import ForwardRepair
+from shardex.net.recv import recv_frames
 from shardex.node.link_port import LinkPort
 from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
@@ -65,14 +66,12 @@ class ForwardLink:
         return self.tier_link.end.unacked
 
     def from_engines(self) -> None:
-        zmq = self.zmq
         end = self.tier_link.end
         check = self.machine.core.inbox.check
         for i, sock in enumerate(self.engines):
             for _ in range(1_000):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
+                frames = recv_frames(sock)
+                if frames is None:
                     break
                 try:
                     kind, payload = frames

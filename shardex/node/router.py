@@ -19,14 +19,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any
 
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.auth import KeyStore, ZapHandler, user_of
+from shardex.auth import KeyStore, ZapHandler
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import recv_request
 from shardex.net.roles import router_back, router_front
 from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
     _BAD_KEY,
@@ -81,7 +81,6 @@ class RouterNode:
         self.poller.register(back, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
-        self.recv = _recv_with_user if self.zap is not None else _recv
 
     def open_front(self, now: float, started: float) -> None:
         """Read clients only once every shard has registered (or after ``open_after`` s).
@@ -111,24 +110,24 @@ class RouterNode:
             self.router.reply_dropped(gone=True)
 
     def from_shards(self) -> None:
-        router, back, perf = self.router, self.back, self.perf
+        router, back, perf, secure = self.router, self.back, self.perf, self.zap is not None
         for _ in range(10_000):
-            try:
-                frames, user = self.recv(back)
-            except zmq.Again:
+            got = recv_request(back, secure)
+            if got is None:
                 return
+            frames, user = got
             for reply in router.from_shard(frames, perf(), user):
                 self.to_client(reply)
 
     def from_clients(self) -> None:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
-        router, front, perf = self.router, self.front, self.perf
+        router, front, perf, secure = self.router, self.front, self.perf, self.zap is not None
         for _ in range(10_000):
-            try:
-                frames, user = self.recv(front)
-            except zmq.Again:
+            got = recv_request(front, secure)
+            if got is None:
                 break
+            frames, user = got
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
                 self.to_client(reply)
@@ -215,16 +214,6 @@ class RouterNode:
             self.zap.close()
         self.ctx.term()
         log.info("router stopped")
-
-
-def _recv(sock: Any) -> tuple[list[bytes], None]:
-    return sock.recv_multipart(zmq.NOBLOCK), None
-
-
-def _recv_with_user(sock: Any) -> tuple[list[bytes], str | None]:
-    """Receive without copying so the frames carry libzmq's metadata (the ZAP User-Id)."""
-    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-    return [f.bytes for f in frames], user_of(frames[-1])
 
 
 def run_router(cfg: RouterConfig) -> None:

@@ -144,6 +144,8 @@ class SequencedNode:
         # at 0, where 0.0 would hold the first HELLO back for HELLO_EVERY_S)
         self.last_hello = -math.inf
         self.last_journal_try = -math.inf
+        # the sockets this turn's poll reported (``waiting``); None outside a turn: read all
+        self.ready: dict[Any, int] | None = None
         self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
         self.refused = 0  # requests answered ``not_leader`` meanwhile
         self.last_snap = mono()
@@ -184,10 +186,11 @@ class SequencedNode:
             return  # EINTR from a signal: the loop re-checks ``stop``
         if self.replica is not None and not self.replica.lease.valid():
             return  # (paused inside poll past our deadline: send and take nothing)
+        self.ready = dict(ready)
         self.pump()
         self.after_pump()
         if ready:
-            if self.zap is not None:
+            if self.zap is not None and self.zap.sock in self.ready:
                 self.zap.serve()
             self.read_links()
         self.after_links()
@@ -195,7 +198,19 @@ class SequencedNode:
             self.read_requests(now)
             self.flush()
             self.after_flush()
+        self.ready = None
         self.housekeeping(now)
+
+    def waiting(self, sock: Any) -> bool:
+        """Whether to read request socket ``sock`` now: in a turn, only if its poll reported
+        it (a read of an empty socket is a system call and an exception, per socket per
+        wake-up: at a low rate most of a node's sockets are empty); outside one (a test
+        driving a reader directly), always. What arrives after the poll is read at the next
+        turn, whose poll then returns at once. The link to the other tier is read whatever
+        the poll said (``read_links``): a forward that lands between the poll and the read
+        must still be applied before a cancel read in the same turn."""
+        ready = self.ready
+        return ready is None or sock in ready
 
     def poll_ms(self) -> int:
         if any(box.size for box in self.outboxes):

@@ -22,13 +22,13 @@ import zmq
 from prometheus_client import REGISTRY
 
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory
-from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market
 from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import recv_frames, recv_request
 from shardex.net.roles import account_link_server, direct_port, pub_socket, router_link
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
@@ -322,16 +322,15 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         request (a router batch is split here), with the key id of the connection each direct
         request came on (None in insecure mode and for the router's, which carry their own)."""
         cap = 2 * self.cfg.max_backlog  # past max_backlog we only shed
-        zmq = self.zmq
-        Again = zmq.Again
         pending: list[tuple[Any, list[bytes], str | None]] = []
         secure = self.zap is not None
         for sock in self.sockets:
+            if not self.waiting(sock):
+                continue
             if type(self.box[sock]) is RouterLink:
                 while len(pending) < cap:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except Again:
+                    frames = recv_frames(sock)
+                    if frames is None:
                         break
                     items = None
                     if len(frames) == 2 and frames[0] == BATCH:
@@ -343,14 +342,10 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                         pending.append((sock, items[i : i + 4], None))
                 continue
             while len(pending) < cap:
-                try:
-                    if secure:  # uncopied frames carry libzmq's metadata (the ZAP User-Id)
-                        raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        pending.append((sock, [f.bytes for f in raw], user_of(raw[-1])))
-                    else:
-                        pending.append((sock, sock.recv_multipart(zmq.NOBLOCK), None))
-                except Again:
+                got = recv_request(sock, secure)  # (secure: with the ZAP User-Id)
+                if got is None:
                     break
+                pending.append((sock, *got))
         return pending
 
     def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float) -> None:

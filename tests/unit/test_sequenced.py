@@ -44,7 +44,7 @@ class _Poller:
         ready = self.turns.pop(0)
         if not self.turns:
             self.node.stop = True  # (this is the last turn)
-        return [object()] if ready else []
+        return [(object(), 1)] if ready else []  # (socket, POLLIN) pairs, as pyzmq's
 
 
 class _Node(SequencedNode):
