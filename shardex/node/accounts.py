@@ -330,7 +330,7 @@ class AccountNode(ForwardLink, SequencedNode):
         for _ in range(100):
             got = recv_request(self.direct, secure)
             if got is None:
-                return
+                break  # (to the commit below: a return here left the replies for a later turn)
             frames, user = got
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1

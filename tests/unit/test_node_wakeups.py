@@ -1,6 +1,6 @@
-"""What one wake-up of a node's loop does, turn by turn, on the in-memory transport: a turn
-reads only the sockets its poll reported (and the link to the other tier, whatever the poll
-said), and tries no read of an empty socket. The cluster is built but
+"""What one wake-up of a node's loop does, turn by turn, on the in-memory transport: replies
+leave in the turn that read their request, and a turn reads only the sockets its poll
+reported (and the link to the other tier, whatever the poll said). The cluster is built but
 its scheduler never runs: the test calls ``turn()`` itself, so each assertion is about one
 wake-up. (CPU: well under a second.)"""
 
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from shardex.inproc import InProcCluster
-from shardex.wire.protocol import OP_BALANCE, encode_request
+from shardex.wire.protocol import OP_BALANCE, decode_reply, encode_request
 from tests.support.inproc import plan
 
 pytestmark = pytest.mark.timeout(30)
@@ -29,6 +29,23 @@ def _client(cluster: InProcCluster, endpoint: str) -> Any:
     sock = cluster.net.Context().socket(zmq.DEALER)
     sock.connect(endpoint)
     return sock
+
+
+def test_a_direct_request_to_an_account_shard_is_answered_in_the_turn_that_read_it():
+    """A client's read on the account shard's direct port is answered after the group commit
+    of the turn that read it, not left waiting for the next turn that finds a message (which,
+    with nothing else arriving, is the next SYNC's HAVE: up to a second later)."""
+    cluster = _cluster()
+    acc = cluster.accounts[0]
+    cl = _client(cluster, acc.cfg.direct)
+    cl.send_multipart([b"%0", b"r1", encode_request([(OP_BALANCE, "alice")])])
+    acc.turn()
+    assert cl.inbox, "the reply waited for a later wake-up"
+    req, payload = cl.recv_multipart()
+    assert req == b"r1"
+    assert decode_reply(payload)[0] is None
+    acc.turn()  # nothing more for it
+    assert not cl.inbox
 
 
 class _Counting:
