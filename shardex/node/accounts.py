@@ -40,7 +40,7 @@ from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
-from shardex.net.recv import recv_frames, recv_request
+from shardex.net.recv import messages, requests
 from shardex.net.roles import direct_port, engine_link, pub_socket, router_link
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
@@ -293,10 +293,7 @@ class AccountNode(ForwardLink, SequencedNode):
         for link in self.links:
             if not self.waiting(link.sock):
                 continue
-            for _ in range(10_000):
-                frames = recv_frames(link.sock)
-                if frames is None:
-                    break
+            for frames in messages(link.sock, 10_000):
                 items = None
                 if len(frames) == 2 and frames[0] == BATCH:
                     items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
@@ -327,11 +324,7 @@ class AccountNode(ForwardLink, SequencedNode):
         secure = self.zap is not None
         handler = self.handler
         took = False
-        for _ in range(100):
-            got = recv_request(self.direct, secure)
-            if got is None:
-                break  # (to the commit below: a return here left the replies for a later turn)
-            frames, user = got
+        for frames, user in requests(self.direct, secure, 100):
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue

@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from shardex.auth import KeyStore, ZapHandler
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
-from shardex.net.recv import recv_request
+from shardex.net.recv import requests
 from shardex.net.roles import router_back, router_front
 from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
     _BAD_KEY,
@@ -111,11 +111,7 @@ class RouterNode:
 
     def from_shards(self) -> None:
         router, back, perf, secure = self.router, self.back, self.perf, self.zap is not None
-        for _ in range(10_000):
-            got = recv_request(back, secure)
-            if got is None:
-                return
-            frames, user = got
+        for frames, user in requests(back, secure, 10_000):
             for reply in router.from_shard(frames, perf(), user):
                 self.to_client(reply)
 
@@ -123,11 +119,7 @@ class RouterNode:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
         router, front, perf, secure = self.router, self.front, self.perf, self.zap is not None
-        for _ in range(10_000):
-            got = recv_request(front, secure)
-            if got is None:
-                break
-            frames, user = got
+        for frames, user in requests(front, secure, 10_000):
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
                 self.to_client(reply)

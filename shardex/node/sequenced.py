@@ -212,6 +212,12 @@ class SequencedNode:
         ready = self.ready
         return ready is None or sock in ready
 
+    def reported(self, sock: Any) -> bool:
+        """Whether this turn's poll reported ``sock`` (a reader of one it did not report asks
+        libzmq first instead of letting a read fail: ``net.recv``)."""
+        ready = self.ready
+        return ready is not None and sock in ready
+
     def poll_ms(self) -> int:
         if any(box.size for box in self.outboxes):
             return 10  # replies wait for a full pipe: pump again soon

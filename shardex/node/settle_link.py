@@ -13,7 +13,7 @@ from typing import Any
 
 from shardex.accounts.link import APPLY, FORWARD, GAP, MALFORMED, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import SettledEngine, SettlementRepair
-from shardex.net.recv import recv_frames_user
+from shardex.net.recv import messages_user
 from shardex.node.link_port import LinkPort
 from shardex.wire.layouts import LINK_CMD, LINK_PREV, LINK_SEQ
 from shardex.wire.link import decode_link
@@ -42,6 +42,7 @@ class SettlementLink:
     link_counts: dict[str, int]
     malformed: int
     out: list[Any]
+    reported: Callable[[Any], bool]  # whether this turn's poll reported a socket
     flush: Any  # the node's group commit (a forward burst past ``publish_every`` flushes)
 
     def init_link(self, every: float, limit: int = MAX_RESEND) -> None:
@@ -75,11 +76,8 @@ class SettlementLink:
         end = self.tier_link.end
         verdict = self.core.engine.forward_verdict
         counts = self.link_counts
-        for _ in range(10_000):
-            got = recv_frames_user(sock)  # (the sender's key: ``_sender_ok``)
-            if got is None:
-                return
-            frames, user = got
+        # (with the sender's key: ``_sender_ok``)
+        for frames, user in messages_user(sock, 10_000, self.reported(sock)):
             try:
                 if len(frames) != 3:
                     raise ValueError("frame count")

@@ -28,7 +28,7 @@ from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
-from shardex.net.recv import recv_frames, recv_request
+from shardex.net.recv import messages, requests
 from shardex.net.roles import account_link_server, direct_port, pub_socket, router_link
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
@@ -325,13 +325,10 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         pending: list[tuple[Any, list[bytes], str | None]] = []
         secure = self.zap is not None
         for sock in self.sockets:
-            if not self.waiting(sock):
+            if len(pending) >= cap or not self.waiting(sock):
                 continue
             if type(self.box[sock]) is RouterLink:
-                while len(pending) < cap:
-                    frames = recv_frames(sock)
-                    if frames is None:
-                        break
+                for frames in messages(sock, cap):
                     items = None
                     if len(frames) == 2 and frames[0] == BATCH:
                         items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
@@ -340,12 +337,11 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                         continue
                     for i in range(0, len(items), 4):
                         pending.append((sock, items[i : i + 4], None))
+                    if len(pending) >= cap:
+                        break
                 continue
-            while len(pending) < cap:
-                got = recv_request(sock, secure)  # (secure: with the ZAP User-Id)
-                if got is None:
-                    break
-                pending.append((sock, *got))
+            for frames, user in requests(sock, secure, cap - len(pending)):
+                pending.append((sock, frames, user))  # (secure: the key id of the connection)
         return pending
 
     def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float) -> None:
