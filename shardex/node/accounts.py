@@ -62,7 +62,7 @@ from shardex.wire.protocol import (
     markets_to_wire,
     shard_for,
 )
-from shardex.wire.transport import StopFlag
+from shardex.wire.transport import StopFlag, send_frames
 
 log = logging.getLogger("shardex.accounts")
 
@@ -447,10 +447,8 @@ class AccountNode(ForwardLink, SequencedNode):
         epoch = self.replica.epoch if self.replica is not None else None
         for k in range(0, len(events), 1000):
             try:
-                self.pub.send_multipart(
-                    [b"accounts", encode_events(self.cfg.index, events[k : k + 1000], epoch)],
-                    self.zmq.NOBLOCK,
-                )
+                payload = encode_events(self.cfg.index, events[k : k + 1000], epoch)
+                send_frames(self.pub, [b"accounts", payload])
             except self.zmq.Again:
                 self.counts["unpublished"] += 1
 

@@ -57,7 +57,7 @@ from shardex.wire.protocol import (
     encode_reply,
     markets_to_wire,
 )
-from shardex.wire.transport import StopFlag
+from shardex.wire.transport import StopFlag, send_frames
 
 log = logging.getLogger("shardex.shard")
 
@@ -550,7 +550,7 @@ def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None
             g.append(ev)
     for symbol, evs in groups.items():
         try:
-            pub.send_multipart([symbol.encode(), encode_events(shard, evs, epoch)], zmq.NOBLOCK)
+            send_frames(pub, [symbol.encode(), encode_events(shard, evs, epoch)])
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq
 
