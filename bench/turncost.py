@@ -51,7 +51,7 @@ NET = Transport("zmq-shared", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_p
 CLIENT = r"""
 import sys, time
 from shardex.client import Client
-ep, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ep, key, n, window = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with Client(ep, key=key, timeout=10) as c:
     for a in ("a1", "a2"):
         for asset, amt in (("USD", "100000000"), ("BTC", "100000")):
@@ -59,10 +59,14 @@ with Client(ep, key=key, timeout=10) as c:
     for k in range(20):  # warm-up
         c.place("BTC-USD", "buy" if k % 2 else "sell", "0.01", "100", account="a1", id=f"w{k}")
     print("go", flush=True)
-    for k in range(n):  # crossing limit orders: half trade (settlements), half rest
-        side = "buy" if k % 2 else "sell"
-        r = c.place("BTC-USD", side, "0.01", str(100 + k % 3), account=f"a{1 + k % 2}", id=f"o{k}")
-        assert r.ok, r
+    # crossing limit orders: half trade (settlements), half rest
+    cmds = [c.order("BTC-USD", "buy" if k % 2 else "sell", "0.01", str(100 + k % 3),
+                    account=f"a{1 + k % 2}", id=f"o{k}") for k in range(n)]
+    if window == 1:  # one at a time: each waits for its reply
+        for cmd in cmds:
+            assert c.submit_many([cmd], batch=1, window=1)[0].ok
+    else:  # one order per frame, ``window`` frames in flight: the nodes batch
+        assert all(r.ok for r in c.submit_many(cmds, batch=1, window=window))
     print("done", flush=True)
 """
 
@@ -213,6 +217,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--orders", type=int, default=2000)
+    p.add_argument("--window", type=int, default=1, help="orders in flight (1: one at a time)")
     p.add_argument("--base-port", type=int, default=int(os.environ.get("TURNCOST_BASE", 36500)))
     p.add_argument("--profile", action="store_true", help="cProfile of the measured turns")
     p.add_argument(
@@ -223,7 +228,7 @@ def main() -> None:
         nodes, admin = build(args.base_port, Path(d))
         client = subprocess.Popen(
             [sys.executable, "-c", CLIENT, f"tcp://127.0.0.1:{args.base_port}", admin,
-             str(args.orders)], stdout=subprocess.PIPE, text=True,
+             str(args.orders), str(args.window)], stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         prof = cProfile.Profile(time.thread_time) if args.profile else None
         sampler = Sampler() if args.sample else None
@@ -235,13 +240,16 @@ def main() -> None:
             for _, node in nodes:
                 node.close()
     n = args.orders
-    print(f"{time.strftime('%Y-%m-%d %H:%M')} {n} orders one at a time; load {os.getloadavg()}")
+    how = "one at a time" if args.window == 1 else f"{args.window} in flight"
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} {n} orders {how}; load {os.getloadavg()}")
     for name in res["cpu"]:
         print(f"  {name:<9} {res['cpu'][name] * 1e6 / n:8.1f} µs/order  "
               f"{res['turns'][name] / n:5.2f} turns/order")  # fmt: skip
     print(f"  io threads {res['io'] * 1e6 / n:7.1f} µs/order (all nodes)")
     if prof is not None:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(45)
+        st = pstats.Stats(prof).sort_stats("tottime")
+        st.print_stats(45)
+        st.print_callers("enum.py|error.py:46")
     if sampler is not None:
         sampler.report(n)
 
