@@ -45,6 +45,9 @@ from shardex.node.accounts import AccountNode
 from shardex.node.router import RouterNode
 from shardex.node.shard import ShardNode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scaling import free_base  # noqa: E402
+
 # the real sockets, but nodes that share a process (no metrics port, GC, signals, pinning)
 NET = Transport("zmq-shared", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_process=True)
 
@@ -218,16 +221,17 @@ def main() -> None:
     )
     p.add_argument("--orders", type=int, default=2000)
     p.add_argument("--window", type=int, default=1, help="orders in flight (1: one at a time)")
-    p.add_argument("--base-port", type=int, default=int(os.environ.get("TURNCOST_BASE", 36500)))
+    p.add_argument("--base-port", type=int, default=None, help="[a free one, free_base]")
     p.add_argument("--profile", action="store_true", help="cProfile of the measured turns")
     p.add_argument(
         "--sample", action="store_true", help="CPU-weighted samples of the driving thread"
     )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="turncost-") as d:
-        nodes, admin = build(args.base_port, Path(d))
+        base = args.base_port or free_base(800)  # (SHARDEX_BENCH_PORTS=LO-HI: in that range)
+        nodes, admin = build(base, Path(d))
         client = subprocess.Popen(
-            [sys.executable, "-c", CLIENT, f"tcp://127.0.0.1:{args.base_port}", admin,
+            [sys.executable, "-c", CLIENT, f"tcp://127.0.0.1:{base}", admin,
              str(args.orders), str(args.window)], stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         prof = cProfile.Profile(time.thread_time) if args.profile else None
