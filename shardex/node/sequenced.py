@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -140,6 +141,7 @@ class SequencedNode:
         self.clock = self.zmq.clock
         self.mono = mono = self.clock.monotonic
         self.started = mono()
+        self.pid = os.getpid()  # (a system call: not once per wake-up)
         # -inf: "never", due at the first turn whatever the clock reads (a virtual one starts
         # at 0, where 0.0 would hold the first HELLO back for HELLO_EVERY_S)
         self.last_hello = -math.inf

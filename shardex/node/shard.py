@@ -351,7 +351,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         stats.batch_size.add(len(pending))
         info = {
             "uptime_s": round(now - self.started, 3),
-            "pid": os.getpid(),
+            "pid": self.pid,
             "cpu": self.cpu,
             "backlog": len(pending),
             "shed": stats.shed,
