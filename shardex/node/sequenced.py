@@ -14,9 +14,10 @@ replies. Around them, every node runs the same turn, in this order (``run``):
    then, if the lease ran out while we slept in poll, nothing is sent or taken;
 4. **pump** the outboxes of replies that waited for a full pipe, then ``after_pump``;
 5. **links** (``read_links``): the sequenced link to the other tier is read *before* client
-   requests, so a cancel sent after its order's "ok" finds that order here; then
-   ``after_links`` (it runs even when poll found nothing);
-6. **requests** (``read_requests``) and **commit** (``flush``): one group commit per turn;
+   requests, so a cancel sent after its order's "ok" finds that order here, and whatever the
+   poll reported; then ``after_links`` (it runs even when poll found nothing);
+6. **requests** (``read_requests``; the ZAP socket and request sockets are read only if the
+   poll reported them: ``waiting``) and **commit** (``flush``): one group commit per turn;
    ``flush`` journals the batch, **ships** it to the standbys (before our own fsync: the two
    overlap), and **releases** its replies, events and link messages — at once without a
    standby, else at the **high watermark** (``release_acked``); then ``after_flush``;
