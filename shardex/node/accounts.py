@@ -35,15 +35,13 @@ from shardex.accounts.machines import (
     AccountMachineFactory,
     _env_size,
 )
-from shardex.auth import (
-    user_of,
-)
 from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import messages, requests
 from shardex.net.roles import direct_port, engine_link, pub_socket, router_link
 from shardex.node.account_metrics import AccountCollector
 from shardex.node.account_service import AccountHandler
@@ -65,7 +63,7 @@ from shardex.wire.protocol import (
     markets_to_wire,
     shard_for,
 )
-from shardex.wire.transport import StopFlag
+from shardex.wire.transport import StopFlag, send_frames
 
 log = logging.getLogger("shardex.accounts")
 
@@ -294,14 +292,11 @@ class AccountNode(ForwardLink, SequencedNode):
                 self.sync(i)
 
     def from_routers(self) -> None:
-        zmq = self.zmq
         secure = self.zap is not None
         for link in self.links:
-            for _ in range(10_000):
-                try:
-                    frames = link.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            if not self.waiting(link.sock):
+                continue
+            for frames in messages(link.sock, 10_000):
                 items = None
                 if len(frames) == 2 and frames[0] == BATCH:
                     items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
@@ -327,21 +322,12 @@ class AccountNode(ForwardLink, SequencedNode):
         current), and clients' requests (orders, transfers, reads: as from a router, their
         replies after a group commit here), bounded per wake-up; a malformed request is
         dropped (or answered)."""
-        if self.direct is None:
+        if self.direct is None or not self.waiting(self.direct):
             return
-        zmq = self.zmq
         secure = self.zap is not None
         handler = self.handler
         took = False
-        for _ in range(100):
-            try:
-                if secure:
-                    raw = self.direct.recv_multipart(zmq.NOBLOCK, copy=False)
-                    frames, user = [f.bytes for f in raw], user_of(raw[-1])
-                else:
-                    frames, user = self.direct.recv_multipart(zmq.NOBLOCK), None
-            except zmq.Again:
-                return
+        for frames, user in requests(self.direct, secure, 100):
             if len(frames) != 4:  # [identity, routing key, request id, payload]
                 self.counts["malformed"] += 1
                 continue
@@ -464,10 +450,8 @@ class AccountNode(ForwardLink, SequencedNode):
         epoch = self.replica.epoch if self.replica is not None else None
         for k in range(0, len(events), 1000):
             try:
-                self.pub.send_multipart(
-                    [b"accounts", encode_events(self.cfg.index, events[k : k + 1000], epoch)],
-                    self.zmq.NOBLOCK,
-                )
+                payload = encode_events(self.cfg.index, events[k : k + 1000], epoch)
+                send_frames(self.pub, [b"accounts", payload])
             except self.zmq.Again:
                 self.counts["unpublished"] += 1
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import ForwardRepair
+from shardex.net.recv import messages
 from shardex.node.link_port import LinkPort
 from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
@@ -36,6 +37,7 @@ class ForwardLink:
     tier_link: LinkPort
     counts: dict[str, int]
     out: list[tuple]
+    reported: Callable[[Any], bool]  # whether this turn's poll reported a socket
 
     def init_link(self, every: float, limit: int) -> None:
         """The link's state: each engine shard's HAVEs re-send its forwards at most every
@@ -65,15 +67,10 @@ class ForwardLink:
         return self.tier_link.end.unacked
 
     def from_engines(self) -> None:
-        zmq = self.zmq
         end = self.tier_link.end
         check = self.machine.core.inbox.check
         for i, sock in enumerate(self.engines):
-            for _ in range(1_000):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for frames in messages(sock, 1_000, self.reported(sock)):
                 try:
                     kind, payload = frames
                     sender, body = decode_link(payload)

@@ -140,6 +140,6 @@ class DirectPort:
 
     def send(self, frames: list[bytes]) -> None:
         try:
-            self.sock.send_multipart(frames, self.zmq.NOBLOCK)
+            send_frames(self.sock, frames)
         except self.zmq.ZMQError:
             self.dropped += 1  # a gone or slow peer: it asks again

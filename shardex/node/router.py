@@ -19,14 +19,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any
 
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.auth import KeyStore, ZapHandler, user_of
+from shardex.auth import KeyStore, ZapHandler
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import requests
 from shardex.net.roles import router_back, router_front
 from shardex.node.router_core import (  # noqa: F401 - the replies stay importable from here
     _BAD_KEY,
@@ -42,6 +42,8 @@ from shardex.node.router_core import (  # noqa: F401 - the replies stay importab
 from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import BATCH, encode_batch
 from shardex.wire.transport import StopFlag, send_frames
+
+READ_LIMIT = 10_000  # client requests read per wake-up before the shards' replies again
 
 # the core's names stay importable from here
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig", "RouterNode", "run_router"]
@@ -83,7 +85,6 @@ class RouterNode:
         self.poller.register(back, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.sock, zmq.POLLIN)
-        self.recv = _recv_with_user if self.zap is not None else _recv
         self.front_empty = True  # the last read of the client socket emptied it
 
     def open_front(self, now: float, started: float) -> None:
@@ -114,32 +115,27 @@ class RouterNode:
             self.router.reply_dropped(gone=True)
 
     def from_shards(self) -> None:
-        router, back, perf = self.router, self.back, self.perf
-        for _ in range(10_000):
-            try:
-                frames, user = self.recv(back)
-            except zmq.Again:
-                return
+        router, back, perf, secure = self.router, self.back, self.perf, self.zap is not None
+        for frames, user in requests(back, secure, 10_000):
             for reply in router.from_shard(frames, perf(), user):
                 self.to_client(reply)
 
     def from_clients(self) -> None:
         """Read what clients sent (bounded per wake-up), answer rejects at once, and send each
         shard its admitted requests as one batch (earlier if a batch reaches its size cap)."""
-        router, front, perf = self.router, self.front, self.perf
+        router, front, perf, secure = self.router, self.front, self.perf, self.zap is not None
         self.front_empty = False
-        for _ in range(10_000):
-            try:
-                frames, user = self.recv(front)
-            except zmq.Again:
-                self.front_empty = True
-                router.drained_at = perf()  # (empty now: what comes next waits from here)
-                break
+        read = 0
+        for frames, user in requests(front, secure, READ_LIMIT):
+            read += 1
             shard, reply = router.from_client(frames, perf(), user)
             if reply is not None:
                 self.to_client(reply)
             elif router.batch_full(shard):
                 self.send_batch(shard)
+        if read < READ_LIMIT:  # the drain ended on an empty socket
+            self.front_empty = True
+            router.drained_at = perf()  # (empty now: what comes next waits from here)
         for shard in router.ready:
             self.send_batch(shard)
         router.ready.clear()
@@ -226,16 +222,6 @@ class RouterNode:
             self.zap.close()
         self.ctx.term()
         log.info("router stopped")
-
-
-def _recv(sock: Any) -> tuple[list[bytes], None]:
-    return sock.recv_multipart(zmq.NOBLOCK), None
-
-
-def _recv_with_user(sock: Any) -> tuple[list[bytes], str | None]:
-    """Receive without copying so the frames carry libzmq's metadata (the ZAP User-Id)."""
-    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-    return [f.bytes for f in frames], user_of(frames[-1])
 
 
 def run_router(cfg: RouterConfig) -> None:

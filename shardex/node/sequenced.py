@@ -14,9 +14,10 @@ replies. Around them, every node runs the same turn, in this order (``run``):
    then, if the lease ran out while we slept in poll, nothing is sent or taken;
 4. **pump** the outboxes of replies that waited for a full pipe, then ``after_pump``;
 5. **links** (``read_links``): the sequenced link to the other tier is read *before* client
-   requests, so a cancel sent after its order's "ok" finds that order here; then
-   ``after_links`` (it runs even when poll found nothing);
-6. **requests** (``read_requests``) and **commit** (``flush``): one group commit per turn;
+   requests, so a cancel sent after its order's "ok" finds that order here, and whatever the
+   poll reported; then ``after_links`` (it runs even when poll found nothing);
+6. **requests** (``read_requests``; the ZAP socket and request sockets are read only if the
+   poll reported them: ``waiting``) and **commit** (``flush``): one group commit per turn;
    ``flush`` journals the batch, **ships** it to the standbys (before our own fsync: the two
    overlap), and **releases** its replies, events and link messages — at once without a
    standby, else at the **high watermark** (``release_acked``); then ``after_flush``;
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -140,10 +142,13 @@ class SequencedNode:
         self.clock = self.zmq.clock
         self.mono = mono = self.clock.monotonic
         self.started = mono()
+        self.pid = os.getpid()  # (a system call: not once per wake-up)
         # -inf: "never", due at the first turn whatever the clock reads (a virtual one starts
         # at 0, where 0.0 would hold the first HELLO back for HELLO_EVERY_S)
         self.last_hello = -math.inf
         self.last_journal_try = -math.inf
+        # the sockets this turn's poll reported (``waiting``); None outside a turn: read all
+        self.ready: dict[Any, int] | None = None
         self.fenced = False  # a replicated leader past its lease deadline (``refuse``)
         self.refused = 0  # requests answered ``not_leader`` meanwhile
         self.last_snap = mono()
@@ -184,10 +189,11 @@ class SequencedNode:
             return  # EINTR from a signal: the loop re-checks ``stop``
         if self.replica is not None and not self.replica.lease.valid():
             return  # (paused inside poll past our deadline: send and take nothing)
+        self.ready = dict(ready)
         self.pump()
         self.after_pump()
         if ready:
-            if self.zap is not None:
+            if self.zap is not None and self.zap.sock in self.ready:
                 self.zap.serve()
             self.read_links()
         self.after_links()
@@ -195,7 +201,25 @@ class SequencedNode:
             self.read_requests(now)
             self.flush()
             self.after_flush()
+        self.ready = None
         self.housekeeping(now)
+
+    def waiting(self, sock: Any) -> bool:
+        """Whether to read request socket ``sock`` now: in a turn, only if its poll reported
+        it (a read of an empty socket is a system call and an exception, per socket per
+        wake-up: at a low rate most of a node's sockets are empty); outside one (a test
+        driving a reader directly), always. What arrives after the poll is read at the next
+        turn, whose poll then returns at once. The link to the other tier is read whatever
+        the poll said (``read_links``): a forward that lands between the poll and the read
+        must still be applied before a cancel read in the same turn."""
+        ready = self.ready
+        return ready is None or sock in ready
+
+    def reported(self, sock: Any) -> bool:
+        """Whether this turn's poll reported ``sock`` (a reader of one it did not report asks
+        libzmq first instead of letting a read fail: ``net.recv``)."""
+        ready = self.ready
+        return ready is not None and sock in ready
 
     def poll_ms(self) -> int:
         if any(box.size for box in self.outboxes):

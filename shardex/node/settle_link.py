@@ -13,7 +13,7 @@ from typing import Any
 
 from shardex.accounts.link import APPLY, FORWARD, GAP, MALFORMED, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import SettledEngine, SettlementRepair
-from shardex.auth import user_of
+from shardex.net.recv import messages_user
 from shardex.node.link_port import LinkPort
 from shardex.wire.layouts import LINK_CMD, LINK_PREV, LINK_SEQ
 from shardex.wire.link import decode_link
@@ -42,6 +42,7 @@ class SettlementLink:
     link_counts: dict[str, int]
     malformed: int
     out: list[Any]
+    reported: Callable[[Any], bool]  # whether this turn's poll reported a socket
     flush: Any  # the node's group commit (a forward burst past ``publish_every`` flushes)
 
     def init_link(self, every: float, limit: int = MAX_RESEND) -> None:
@@ -71,16 +72,12 @@ class SettlementLink:
         """Forwards and SYNCs from the account shards, bounded per wake-up. A forward is
         applied when its (seq, prev) continue the link, skipped when seen, and a gap (or a
         journal that cannot write) makes us answer HAVE so the account shard re-sends."""
-        zmq, sock = self.zmq, self.alink
+        sock = self.alink
         end = self.tier_link.end
         verdict = self.core.engine.forward_verdict
         counts = self.link_counts
-        for _ in range(10_000):
-            try:
-                raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            frames = [f.bytes for f in raw]
+        # (with the sender's key: ``_sender_ok``)
+        for frames, user in messages_user(sock, 10_000, self.reported(sock)):
             try:
                 if len(frames) != 3:
                     raise ValueError("frame count")
@@ -91,7 +88,7 @@ class SettlementLink:
             except Exception:
                 self.malformed += 1
                 continue
-            if not self._sender_ok(j, ident, raw[-1]):
+            if not self._sender_ok(j, ident, user):
                 continue
             self.account_peers[j] = ident
             if kind == LINK_SYNC:
@@ -121,7 +118,7 @@ class SettlementLink:
     def _forward(self, j: int, msg: tuple) -> None:
         self.core.forward(j, msg[LINK_SEQ], msg[LINK_PREV], msg[LINK_CMD], self.out)
 
-    def _sender_ok(self, j: int, ident: bytes, last: Any) -> bool:
+    def _sender_ok(self, j: int, ident: bytes, user: str | None) -> bool:
         """Whether a message that says it is account shard ``j``'s came from it: secure, J's
         key and a routing id libzmq generated (first byte 0: one a peer chose itself with
         IDENTITY must never be what settlements for J are sent to); insecure, IDENTITY
@@ -129,7 +126,7 @@ class SettlementLink:
         secure = self.zap is not None
         if secure:
             registry = self.core.registry
-            key = registry.lookup(user_of(last)) if registry else None
+            key = registry.lookup(user) if registry else None
             ok = key is not None and key.role == "accounts" and key.shard == j
             ok = ok and ident[:1] == b"\x00"
         else:

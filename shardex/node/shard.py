@@ -22,13 +22,13 @@ import zmq
 from prometheus_client import REGISTRY
 
 from shardex.accounts.machines import SettledEngine, SettledEngineFactory
-from shardex.auth import user_of
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
+from shardex.net.recv import messages, requests
 from shardex.net.roles import account_link_server, direct_port, pub_socket, router_link
 from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
@@ -57,7 +57,7 @@ from shardex.wire.protocol import (
     encode_reply,
     markets_to_wire,
 )
-from shardex.wire.transport import StopFlag
+from shardex.wire.transport import StopFlag, send_frames
 
 log = logging.getLogger("shardex.shard")
 
@@ -324,17 +324,13 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         request (a router batch is split here), with the key id of the connection each direct
         request came on (None in insecure mode and for the router's, which carry their own)."""
         cap = 2 * self.cfg.max_backlog  # past max_backlog we only shed
-        zmq = self.zmq
-        Again = zmq.Again
         pending: list[tuple[Any, list[bytes], str | None]] = []
         secure = self.zap is not None
         for sock in self.sockets:
+            if len(pending) >= cap or not self.waiting(sock):
+                continue
             if type(self.box[sock]) is RouterLink:
-                while len(pending) < cap:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except Again:
-                        break
+                for frames in messages(sock, cap):
                     items = None
                     if len(frames) == 2 and frames[0] == BATCH:
                         items = decode_batch(frames[1], BATCH_REQUEST_WIDTH)
@@ -343,16 +339,11 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                         continue
                     for i in range(0, len(items), 4):
                         pending.append((sock, items[i : i + 4], None))
+                    if len(pending) >= cap:
+                        break
                 continue
-            while len(pending) < cap:
-                try:
-                    if secure:  # uncopied frames carry libzmq's metadata (the ZAP User-Id)
-                        raw = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        pending.append((sock, [f.bytes for f in raw], user_of(raw[-1])))
-                    else:
-                        pending.append((sock, sock.recv_multipart(zmq.NOBLOCK), None))
-                except Again:
-                    break
+            for frames, user in requests(sock, secure, cap - len(pending)):
+                pending.append((sock, frames, user))  # (secure: the key id of the connection)
         return pending
 
     def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float) -> None:
@@ -362,7 +353,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         stats.batch_size.add(len(pending))
         info = {
             "uptime_s": round(now - self.started, 3),
-            "pid": os.getpid(),
+            "pid": self.pid,
             "cpu": self.cpu,
             "backlog": len(pending),
             "shed": stats.shed,
@@ -561,7 +552,7 @@ def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None
             g.append(ev)
     for symbol, evs in groups.items():
         try:
-            pub.send_multipart([symbol.encode(), encode_events(shard, evs, epoch)], zmq.NOBLOCK)
+            send_frames(pub, [symbol.encode(), encode_events(shard, evs, epoch)])
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq
 

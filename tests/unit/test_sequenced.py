@@ -34,6 +34,9 @@ class _Replica:
     def tick(self, now: float) -> None:
         pass
 
+    def sync_behind(self) -> bool:
+        return False  # (``--durability both``: nothing synced after the release)
+
 
 class _Poller:
     def __init__(self, node: _Node, turns: list[bool]) -> None:
@@ -44,7 +47,7 @@ class _Poller:
         ready = self.turns.pop(0)
         if not self.turns:
             self.node.stop = True  # (this is the last turn)
-        return [object()] if ready else []
+        return [(object(), 1)] if ready else []  # (socket, POLLIN) pairs, as pyzmq's
 
 
 class _Node(SequencedNode):
