@@ -32,6 +32,7 @@ from tests.support.failover import (
     _replayed_seq,
     kill9_primary_under_load_loses_nothing_acked,
     sigstop_primary_is_fenced_after_resume,
+    started_pair,
 )
 from tests.support.redis import RedisServer
 from tests.support.wait import wait_until
@@ -39,19 +40,8 @@ from tests.support.wait import wait_until
 
 @pytest.fixture
 def pair(tmp_path) -> Any:
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(str(tmp_path / "redis"))
-    try:
-        p = Pair(tmp_path, redis.url)  # stops what it started if it fails
-    except BaseException:
-        redis.stop()  # and so does the fixture: no redis-server left behind
-        raise
-    p.redis = redis  # type: ignore[attr-defined]
-    try:
+    with started_pair(tmp_path) as p:
         yield p
-    finally:
-        p.stop()
-        redis.stop()
 
 
 def test_kill9_primary_under_load_loses_nothing_acked(pair: Pair) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.test_failover import pair  # noqa: F401  (the fixture)
-from tests.support.failover import Pair, kill9_primary_under_load_loses_nothing_acked
+from tests.support.failover import Pair, kill9_primary_under_load_loses_nothing_acked, started_pair
 from tests.support.wait import wait_until
 
 
@@ -20,9 +19,14 @@ def replicated(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("SHARDEX_DURABILITY", "replicated")  # (before the pair starts)
 
 
+@pytest.fixture
+def pair(replicated: Any, tmp_path: Any) -> Any:
+    with started_pair(tmp_path) as p:
+        yield p
+
+
 def test_replicated_kill9_primary_under_load_loses_nothing_acked(
-    replicated: Any,
-    pair: Pair,  # noqa: F811
+    pair: Pair,
 ) -> None:
     name = "r" + pair.wait_leader().rsplit(".r", 1)[1]
     wait_until(lambda: "leads with --durability replicated" in pair.output(name), 30,

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import paths  # noqa: E402
 
-from tests.process.test_bench_smoke import bench_env, worktrees  # noqa: E402
+from tests.support.bench import bench_env, worktrees  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,7 +7,6 @@ checked is that the scripts work (and clean up), never how fast anything is.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +19,9 @@ import compare  # noqa: E402
 import scaling  # noqa: E402
 
 from shardex.wire.protocol import shard_for  # noqa: E402
-from tests.support.ports import ephemeral_low, region  # noqa: E402
+from tests.support.bench import bench_env, worktrees  # noqa: E402
+from tests.support.ports import ephemeral_low  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
-
-
-def bench_env() -> dict[str, str]:
-    """The benches' ports from this xdist worker's own range, below the ephemeral range: a
-    bench left to pick among 20000-60000 once bound a port an outgoing connection held
-    (``Address already in use``: the router of ``test_scaling_runs_two_routers`` died)."""
-    lo, hi = region()
-    return {**os.environ, "SHARDEX_BENCH_PORTS": f"{lo}-{hi}"}
 
 
 def run_bench(*argv: str, timeout: float = 110) -> subprocess.CompletedProcess:
@@ -45,16 +37,6 @@ def test_benches_take_ports_below_the_ephemeral_range(monkeypatch) -> None:
     monkeypatch.setenv("SHARDEX_BENCH_PORTS", f"{lo}-{hi}")
     base = scaling.free_base(420)  # what a bench then picks lies in that range
     assert int(lo) <= base and base + 420 <= int(hi)
-
-
-def worktrees() -> set[str]:
-    """The paths of the repository's worktrees (others' commits move their HEADs meanwhile)."""
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
 
 
 def test_scaling_helpers() -> None:

@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, require
+from conftest import require
 
 from shardex import compiled as builds
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
+from tests.support.cluster import Cluster
 from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
 
 ROOT = Path(__file__).resolve().parents[2]

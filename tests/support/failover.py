@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from shardex.node.replica import replica_dir
 from tests.support.cluster import LOG_DIR, ROOT
 from tests.support.cluster import TEST_LOGS as _TEST_LOGS
 from tests.support.ports import free_layout
+from tests.support.redis import RedisServer
 from tests.support.wait import wait_until
 
 SYMBOL = "BTC-USD"
@@ -137,6 +140,25 @@ class Pair:
                 proc.wait(5)
         for log in self.logs.values():
             log.close()
+
+
+@contextmanager
+def started_pair(tmp_path: Path) -> Iterator[Pair]:
+    """A primary/standby pair on its own redis-server under ``tmp_path``, stopped (both) on
+    the way out, also when starting it fails (no redis-server left behind)."""
+    (tmp_path / "redis").mkdir()
+    redis_server = RedisServer(str(tmp_path / "redis"))
+    try:
+        p = Pair(tmp_path, redis_server.url)  # stops what it started if it fails
+    except BaseException:
+        redis_server.stop()
+        raise
+    p.redis = redis_server  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        p.stop()
+        redis_server.stop()
 
 
 def _place_until_ok(c: Client, cmd: dict[str, Any], timeout: float = 10.0) -> Any:

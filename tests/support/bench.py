@@ -1,0 +1,30 @@
+"""What the bench tests share: the bench's ports from this worker's range, the repository's
+git worktrees (a bench that checks a reference out must remove its worktree)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.support.ports import region
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench_env() -> dict[str, str]:
+    """The benches' ports from this xdist worker's own range, below the ephemeral range: a
+    bench left to pick among 20000-60000 once bound a port an outgoing connection held
+    (``Address already in use``: the router of ``test_scaling_runs_two_routers`` died)."""
+    lo, hi = region()
+    return {**os.environ, "SHARDEX_BENCH_PORTS": f"{lo}-{hi}"}
+
+
+def worktrees() -> set[str]:
+    """The paths of the repository's worktrees (others' commits move their HEADs meanwhile)."""
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list", "--porcelain"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")}
