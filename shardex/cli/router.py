@@ -28,7 +28,7 @@ def router_config(
     keys_dir: str | None,
     insecure: bool,
     accounts: str = "auto",
-    max_queue_ms: float = 20.0,
+    max_queue_ms: float = 0.0,
 ) -> RouterConfig:
     """The router's config from its options: the layout's ports unless given (router j of
     R: its own), N and M resolved (``auto`` under honcho), the data dir's N checked."""

@@ -42,11 +42,12 @@ OPTIONS = (
         "--max-queue-ms",
         type=click.FloatRange(0),
         envvar="SHARDEX_MAX_QUEUE_MS",
-        default=20.0,
+        default=0.0,
         show_default=True,
         help="Shed by time queued: once the wait at a shard (or in the router's own socket) "
         "stayed above 5 ms for a whole 100 ms, a request that would wait longer than this "
-        "gets 'overloaded' at once (CoDel-style, docs/overload.md; 0: off).",
+        "gets 'overloaded' at once (CoDel-style, docs/overload.md; 0: off; 20 where the "
+        "cluster has its cores to itself).",
     ),
     CLUSTER_DATA_DIR,
     Opt(

@@ -19,7 +19,7 @@ from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_hello import HelloChecks
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
-from shardex.node.sojourn import INTERVAL_S, LIMIT_S, TARGET_S, Codel, ServiceRate
+from shardex.node.sojourn import INTERVAL_S, TARGET_S, Codel, ServiceRate
 from shardex.recovery import describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -69,10 +69,11 @@ class RouterConfig:
     # Shedding by time queued (``sojourn``, per shard): once the wait a new request would have
     # at a shard (its queue over its measured service rate) stayed above ``shed_target`` s for
     # a whole ``shed_interval``, one that would wait more than ``shed_limit`` s is answered
-    # ``overloaded`` (0: off)
+    # ``overloaded`` (0, the default: off; ``LIMIT_S`` is the value docs/overload.md advises
+    # where the cluster has its cores to itself and clients pipeline little)
     shed_target: float = TARGET_S
     shed_interval: float = INTERVAL_S
-    shed_limit: float = LIMIT_S
+    shed_limit: float = 0.0
     # replies queued toward one client before they are dropped (counted): with the shards'
     # routed reply budget (64 KiB) this bounds what a client that never reads can pin here
     client_hwm: int = 1_000

@@ -23,7 +23,10 @@ SLOT = 1  # account shard 0 of ``--shards 1 --accounts 1``: the router's slot N 
 STEP = 0.01  # one order every 10 ms (virtual)
 
 
-def test_orders_behind_a_stalled_account_shard_are_shed_by_their_wait() -> None:
+def test_orders_behind_a_stalled_account_shard_are_shed_by_their_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHARDEX_MAX_QUEUE_MS", "20")  # (off by default)
     clock = VirtualClock()
     cluster = InProcCluster(plan(shards=1, accounts=1), net=mem_transport(clock=clock))
     router = cluster.routers[0].router

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shardex.node.router import Router, RouterConfig
-from shardex.node.sojourn import Codel, ServiceRate
+from shardex.node.sojourn import LIMIT_S, Codel, ServiceRate
 from shardex.wire.protocol import BATCH, ERR_OVERLOADED, decode_reply, encode_batch, encode_request
 
 T, IV, L = 0.005, 0.100, 0.020  # target, interval, limit
@@ -142,7 +142,7 @@ def test_router_sheds_by_the_wait_at_the_shard_long_before_its_inflight_cap() ->
     """Twice what a shard serves (2 per ms arriving, 1 per ms served): the count cap (1000)
     would let a second of queue build; shedding by time holds the queue near the limit, and
     what it refuses is answered ``overloaded`` at once (counted ``shed_by_wait``)."""
-    r = Router(1, RouterConfig(1, "", ""))
+    r = Router(1, RouterConfig(1, "", "", shed_limit=LIMIT_S))
     errors = _serve(r, 0.0, 2.0, 0.0005, 10)
     shed = [e for e in errors if e is not None]
     assert shed and all(e.startswith(ERR_OVERLOADED) for e in shed)
@@ -154,7 +154,7 @@ def test_router_sheds_by_the_wait_at_the_shard_long_before_its_inflight_cap() ->
 
 
 def test_router_sheds_nothing_while_the_shard_keeps_up() -> None:
-    r = Router(1, RouterConfig(1, "", ""))
+    r = Router(1, RouterConfig(1, "", "", shed_limit=LIMIT_S))
     assert _serve(r, 0.0, 2.0, 0.002, 10) == [None] * 1000  # half of what it serves
 
 
@@ -170,7 +170,7 @@ def test_router_measures_the_wait_of_requests_a_count_cap_refuses_too() -> None:
     """A count cap that holds a queue of 50 ms (50 at 1000/s) refuses most arrivals: they
     are still measured, so the standing queue is seen and shed by time down to the limit (a
     controller that only saw admitted requests took a capped queue for a quiet one)."""
-    r = Router(1, RouterConfig(1, "", "", max_inflight=50))
+    r = Router(1, RouterConfig(1, "", "", max_inflight=50, shed_limit=LIMIT_S))
     _serve(r, 0.0, 2.0, 0.0005, 10)
     assert r.codel[0].overloaded and r.codel[0].shed > 0
     assert r.shard_inflight[0] <= 1000 * (L + 0.01) + 1 < 50
@@ -182,7 +182,7 @@ def test_router_sheds_requests_its_own_loop_read_too_late() -> None:
     a whole interval is behind, and a request read more than the limit after that is
     answered ``overloaded`` without being routed; once the socket is empty again, requests
     are admitted."""
-    r = Router(1, RouterConfig(1, "", ""))
+    r = Router(1, RouterConfig(1, "", "", shed_limit=LIMIT_S))
     r.drained_at = 0.0  # (the loop keeps this; the socket was empty at 0, then never again)
     errors = [_admit(r, k, k * 0.001) for k in range(300)]
     # the first interval measures, the second's decision rests on it (it started at an empty
@@ -197,7 +197,7 @@ def test_router_sheds_requests_its_own_loop_read_too_late() -> None:
 def test_a_client_with_nothing_in_flight_gets_through_a_standing_queue() -> None:
     """While the shard's queue stands and the heavy clients are shed, a client that waits for
     each answer (a lone trader, an operator's status read) is still admitted."""
-    r = Router(1, RouterConfig(1, "", ""))
+    r = Router(1, RouterConfig(1, "", "", shed_limit=LIMIT_S))
     _serve(r, 0.0, 2.0, 0.0005, 10)
     assert r.codel[0].overloaded and _admit(r, 8, 2.0) is not None  # a heavy client: shed
     shard, reply = r.from_client(_order(b"lone", b"x"), 2.0)
@@ -209,7 +209,7 @@ def test_requests_a_shard_never_answers_do_not_count_as_its_queue() -> None:
     answers the rest at once: its in-flight count stays 200 for the inflight timeout, but
     nothing waits there: once the router's periodic pass (``expire``) counted them skipped,
     nothing is shed."""
-    r = Router(1, RouterConfig(1, "", ""))
+    r = Router(1, RouterConfig(1, "", "", shed_limit=LIMIT_S))
     assert _serve(r, 0.0, 1.0, 0.002, 10) == [None] * 500  # the rate is measured
     lost = [k for k in range(1000, 1200)]
     for k in lost:
