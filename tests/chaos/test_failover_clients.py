@@ -45,7 +45,7 @@ from shardex.wire.protocol import (
     not_leader_error,
 )
 from shardex.wire.transport import dealer
-from tests.support.failover import SYMBOL, Pair
+from tests.support.failover import SYMBOL, Pair, started_pair
 from tests.support.redis import RedisServer
 from tests.support.wait import wait_until
 
@@ -202,19 +202,8 @@ def test_pub_epoch_is_additive() -> None:
 @pytest.fixture
 def pair(tmp_path) -> Any:
     """``test_failover``'s pair (a router, two replicas of shard 0, one redis-server)."""
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(str(tmp_path / "redis"))
-    try:
-        p = Pair(tmp_path, redis.url)  # stops what it started if it fails
-    except BaseException:
-        redis.stop()
-        raise
-    p.redis = redis  # type: ignore[attr-defined]
-    try:
+    with started_pair(tmp_path) as p:
         yield p
-    finally:
-        p.stop()
-        redis.stop()
 
 
 def _runs(path: str) -> dict[str, int]:

@@ -19,8 +19,7 @@ import pytest
 from shardex.journal.disk import _seg_name
 from shardex.node.failstop import EXIT_JOURNAL_FAILED
 from shardex.node.replica import replica_dir
-from tests.support.failover import SYMBOL, Pair, _journal_ids, _place_until_ok
-from tests.support.redis import RedisServer
+from tests.support.failover import SYMBOL, Pair, _journal_ids, _place_until_ok, started_pair
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,18 +27,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Any:
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(str(tmp_path / "redis"))
-    try:
-        p = Pair(tmp_path, redis.url)  # stops what it started if it fails
-    except BaseException:
-        redis.stop()
-        raise
-    try:
+    with started_pair(tmp_path) as p:
         yield p
-    finally:
-        p.stop()
-        redis.stop()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -361,21 +361,10 @@ def test_fill_counter_counts_this_runs_orders_and_repairs_what_it_missed() -> No
 @pytest.fixture
 def pair(tmp_path):
     """``test_failover``'s pair: a router, two ``--role auto`` replicas of shard 0, Redis."""
-    from tests.support.failover import Pair
-    from tests.support.redis import RedisServer
+    from tests.support.failover import started_pair
 
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(str(tmp_path / "redis"))
-    try:
-        p = Pair(tmp_path, redis.url)
-    except BaseException:
-        redis.stop()
-        raise
-    try:
+    with started_pair(tmp_path) as p:
         yield p
-    finally:
-        p.stop()
-        redis.stop()
 
 
 def test_failover_leaves_no_fate_unasked(pair) -> None:
