@@ -216,7 +216,11 @@ class AccountCore(Transfers, Holds, Settlements):
             held[(acct, asset)] = held.get((acct, asset), 0) + o.held
             count[acct] = count.get(acct, 0) + 1
         if count != self.open_count:
-            raise IntegrityError(f"open orders per account {count}, counted {self.open_count}")
+            kept = self.open_count
+            acct = next(a for a in {*count, *kept} if count.get(a) != kept.get(a))
+            raise IntegrityError(
+                f"{acct[:64]}: {count.get(acct, 0)} open orders, counted {kept.get(acct)}"
+            )
         totals: dict[str, int] = {}
         for acct, assets in self.balances.items():
             if not self.owns(acct):
