@@ -163,6 +163,7 @@ class AccountCore(Transfers, Holds, Settlements):
                 if symbol not in core.table.pairs:
                     raise ValueError(f"open order of unknown market {symbol!r}")
                 core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
+                core.open_count[acct] = core.open_count.get(acct, 0) + 1
             for name in ("fees", "deposited", "withdrawn", "flow"):
                 target = getattr(core, name)
                 for asset, amount in state[name]:
@@ -187,11 +188,13 @@ class AccountCore(Transfers, Holds, Settlements):
         * a buy holds at its price, or higher only while an amend is in flight;
         * every order's hold == ``required`` (what its open remainder can still cost) and each
           account's held == Σ of its open orders' holds, per asset;
+        * ``open_count`` counts exactly each account's open orders;
         * per asset: Σ(available + held) + fees == deposits - withdrawals + net trade inflow
           (the inflows of all account shards sum to 0, so across shards it is the issue's
           identity Σ(available + held) + fees == deposits - withdrawals).
         """
         held: dict[tuple[str, str], int] = {}
+        count: dict[str, int] = {}
         for (acct, symbol, oid), o in self.orders.items():
             pair = self.table.pairs.get(symbol)
             if pair is None or o.symbol != symbol or not self.owns(acct):
@@ -211,6 +214,13 @@ class AccountCore(Transfers, Holds, Settlements):
                 raise IntegrityError(f"order {oid} of {acct}: holds {o.held}, can cost {need}")
             asset = pair.quote if o.side == BUY else pair.base
             held[(acct, asset)] = held.get((acct, asset), 0) + o.held
+            count[acct] = count.get(acct, 0) + 1
+        if count != self.open_count:
+            kept = self.open_count
+            acct = next(a for a in {*count, *kept} if count.get(a) != kept.get(a))
+            raise IntegrityError(
+                f"{acct[:64]}: {count.get(acct, 0)} open orders, counted {kept.get(acct)}"
+            )
         totals: dict[str, int] = {}
         for acct, assets in self.balances.items():
             if not self.owns(acct):

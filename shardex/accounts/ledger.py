@@ -164,6 +164,10 @@ class Ledger:
         self.seq = seq
         self.balances: dict[str, dict[str, list[int]]] = {}  # account → asset → [avail, held]
         self.orders: dict[tuple[str, str, str], HeldOrder] = {}  # (account, symbol, id)
+        # account → how many of ``orders`` are its (no zeros): a balance read answers its count
+        # without scanning every open order of the shard in the single-writer loop (derived
+        # state: rebuilt by ``restore``, not in snapshots)
+        self.open_count: dict[str, int] = {}
         self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}

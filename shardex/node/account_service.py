@@ -359,7 +359,7 @@ class AccountHandler:
             "balances": {
                 a: [fmt(a, avail), fmt(a, held)] for a, (avail, held) in sorted(cells.items())
             },  # fmt: skip
-            "orders": sum(1 for owner, _, _ in self.core.orders if owner == account),
+            "orders": self.core.open_count.get(account, 0),
             "seq": self.core.seq,
         }
 
