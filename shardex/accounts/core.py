@@ -181,6 +181,16 @@ class AccountCore(Transfers, Holds, Settlements):
             raise ValueError(f"account snapshot unusable ({exc!r})") from None
         return core
 
+    def _check_open_count(self, count: dict[str, int]) -> None:
+        """``open_count`` (what a balance read reports) against ``count``, the open orders
+        counted per account: IntegrityError naming the first account that is off."""
+        kept = self.open_count
+        if count != kept:
+            acct = next(a for a in {*count, *kept} if count.get(a) != kept.get(a))
+            raise IntegrityError(
+                f"{acct[:64]}: {count.get(acct, 0)} open orders, counted {kept.get(acct)}"
+            )
+
     def check_integrity(self) -> None:
         """Raise IntegrityError unless the books balance:
 
@@ -215,12 +225,7 @@ class AccountCore(Transfers, Holds, Settlements):
             asset = pair.quote if o.side == BUY else pair.base
             held[(acct, asset)] = held.get((acct, asset), 0) + o.held
             count[acct] = count.get(acct, 0) + 1
-        if count != self.open_count:
-            kept = self.open_count
-            acct = next(a for a in {*count, *kept} if count.get(a) != kept.get(a))
-            raise IntegrityError(
-                f"{acct[:64]}: {count.get(acct, 0)} open orders, counted {kept.get(acct)}"
-            )
+        self._check_open_count(count)
         totals: dict[str, int] = {}
         for acct, assets in self.balances.items():
             if not self.owns(acct):
