@@ -14,11 +14,27 @@ as root with everything installed; a skip there is still reported by pytest's su
 docs/testing.md describes the modes.
 """
 
+# ruff: noqa: E402  (the engine cache is set before the imports below can load shardex.engine)
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
+
+# The compiled cores: tests run the interpreted ones (the reference) unless a test builds its
+# own (tests/process/test_engine_compiled.py points SHARDEX_ENGINE_CACHE at its build). A
+# developer's cache holds the build ``shardex up`` made for these very sources, and tests that
+# subclass or patch engine classes fail on mypyc's native classes: so every test process, and
+# every cluster it starts, reads an empty cache of its own -- set before anything imports
+# ``shardex.engine``, which loads a build at import. ``shardex up`` builds nothing in tests
+# either (a minute of CPU per source version).
+_ENGINE_CACHE = tempfile.mkdtemp(prefix="shardex-test-engine-cache-")
+atexit.register(shutil.rmtree, _ENGINE_CACHE, True)
+os.environ["SHARDEX_ENGINE_CACHE"] = _ENGINE_CACHE
+os.environ.setdefault("SHARDEX_ENGINE_BUILD", "off")
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -38,10 +54,6 @@ from tests.support.redis import RedisServer, redis_server_binary  # noqa: F401
 from tests.support.schedule import file_order
 
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
-# ``shardex up`` builds no compiled cores in tests (a minute of CPU per source version); a build
-# already in the cache is still loaded, as for a user. tests/process/test_engine_compiled.py
-# builds its own.
-os.environ.setdefault("SHARDEX_ENGINE_BUILD", "off")
 
 # ---- honest tests: hypothesis profile and strict mode (begin) --------------------------------
 # Kept in one block, apart from the port and worker code, so that edits to either merge cleanly.
