@@ -41,7 +41,9 @@ def test_paths_measures_both_trees_per_role_and_removes_its_worktree(capsys) -> 
         assert run["cpu_us"]["router"] > 0 and run["cpu_us"]["engine"] > 0
         assert "accounts" not in run["cpu_us"]  # (--accounts 0: no account shard runs)
     (opened,) = rep["raw"]["insecure open-1k"]["B"]
-    assert opened["p50_us"] > 0
+    # a latency, or (half a second on a loaded box can leave every reply late) the orders it
+    # lost counted: never a silent zero
+    assert opened["p50_us"] > 0 or opened["errors"] > 0, opened
     assert rep["rows"]["insecure closed-1"]["B/A"]["acked_per_s"]["median"] > 0
     assert not {w for w in worktrees() - before if "shardex-compare-" in w}  # removed again
 
