@@ -143,18 +143,23 @@ def _status(cluster: Cluster) -> dict:
     return json.loads(proc.stdout)
 
 
+def _up_status_and_output() -> tuple[dict, str]:
+    """One engine shard and one account shard by ``shardex up`` (in this test's environment):
+    what ``shardex status --json`` says of them, and what the cluster printed; stopped after."""
+    cluster = Cluster(1, accounts=1)
+    try:
+        return _status(cluster), cluster.output()
+    finally:
+        cluster.stop()
+
+
 def test_up_runs_the_compiled_cores_and_says_so(compiled_cache, monkeypatch):
     """With a build of these sources in the cache, ``shardex up`` builds nothing and every
     engine and account shard runs it: ``shardex status`` and the shards' up lines say so
     (~4 s of CPU: one cluster)."""
     monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(compiled_cache))
     monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
-    cluster = Cluster(1, accounts=1)
-    try:
-        st = _status(cluster)
-        out = cluster.output()
-    finally:
-        cluster.stop()
+    st, out = _up_status_and_output()
     assert [s["engine"] for s in st["shards"]] == ["compiled"]
     core = "compiled" if builds.PACKAGES["accounts"] else "interpreted"
     assert [a["core"] for a in st["accounts"]] == [core]
@@ -170,12 +175,7 @@ def test_up_falls_back_to_the_interpreted_cores_when_the_build_fails(tmp_path, m
     monkeypatch.setenv("SHARDEX_ENGINE_CACHE", str(blocker / "cache"))
     monkeypatch.delenv("SHARDEX_ENGINE_BUILD", raising=False)
     monkeypatch.delenv("SHARDEX_ENGINE", raising=False)
-    cluster = Cluster(1, accounts=1)
-    try:
-        st = _status(cluster)
-        out = cluster.output()
-    finally:
-        cluster.stop()
+    st, out = _up_status_and_output()
     assert out.count("running the interpreted engine: the compiled build failed") == 1, out
     assert [s["engine"] for s in st["shards"]] == ["interpreted"]
     assert [a["core"] for a in st["accounts"]] == ["interpreted"]

@@ -56,6 +56,16 @@ def _diverge(directory: str, disk: SimDisk, n: int) -> int:
     return engine.seq
 
 
+def _replicated_on_a_simulated_disk(tmp_path: Path) -> tuple[VirtualClock, SimDisk, Any, Any]:
+    """A virtual clock, a simulated disk, the in-memory transport on both, and the plan of
+    one engine shard with two replicas whose leases live on the simulated store."""
+    clock = VirtualClock()
+    disk = SimDisk()
+    net = mem_transport(clock=clock)
+    net.disk = disk
+    return clock, disk, net, plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+
+
 @pytest.mark.parametrize("before_recovery", [True, False])
 def test_deposed_leader_truncates_its_divergent_tail_and_rejoins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before_recovery: bool
@@ -68,11 +78,7 @@ def test_deposed_leader_truncates_its_divergent_tail_and_rejoins(
     if not before_recovery:
         monkeypatch.setattr("shardex.node.failover.cut_before_recovery", lambda *a: None,
                             raising=False)  # (absent before the cut existed)
-    clock = VirtualClock()
-    disk = SimDisk()
-    net = mem_transport(clock=clock)
-    net.disk = disk
-    p = plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+    clock, disk, net, p = _replicated_on_a_simulated_disk(tmp_path)
 
     async def main() -> dict[str, Any]:
         cluster = InProcCluster(p, net=net, store=SimStore(clock, seed=5))
@@ -123,11 +129,7 @@ def test_a_standby_snapshots_so_its_restart_replays_a_bounded_tail(
     of replaying its journal from seq 0; it rejoins with the leader's books. Under a second
     of CPU."""
     monkeypatch.setenv("SHARDEX_SNAPSHOT_EVERY", "6")
-    clock = VirtualClock()
-    disk = SimDisk()
-    net = mem_transport(clock=clock)
-    net.disk = disk
-    p = plan(1, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+    clock, disk, net, p = _replicated_on_a_simulated_disk(tmp_path)
 
     async def main() -> dict[str, Any]:
         cluster = InProcCluster(p, net=net, store=SimStore(clock, seed=6))
