@@ -82,6 +82,11 @@ class Layout:
         return self.base_port + 4
 
     @property
+    def mm_metrics_port(self) -> int:
+        """The market maker's exporter (``shardex up --mm`` only: not in ``ports``)."""
+        return self.base_port + 5
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.host}:{self.redis_port}/0"
 
