@@ -32,7 +32,17 @@ from typing import Any
 from shardex.accounts.assets import MAX_UNITS, AssetTable
 from shardex.client import AsyncClient, ShardexError
 from shardex.engine import Market
-from shardex.tools.mmcore import BUY, SELL, ParamsError, QuoteParams, RandomWalk, others_mid
+from shardex.tools.mmcore import (
+    BUY,
+    SELL,
+    Action,
+    Cancel,
+    New,
+    ParamsError,
+    QuoteParams,
+    RandomWalk,
+    others_mid,
+)
 from shardex.tools.mmpair import (
     PairState,
     account_balances,
@@ -254,11 +264,28 @@ class MarketMaker:
             st.reference = st.reference if mid is None else mid
         mark(st, *account_balances(st, self.table, bal))
         todo = actions(st)
-        if not todo:
-            return
+        cancels = [a for a in todo if isinstance(a, Cancel)]
+        rest = [a for a in todo if not isinstance(a, Cancel)]
+        if cancels and not await self._send(st, cancels):
+            rest = [a for a in rest if not isinstance(a, New)]
+        if rest:
+            await self._send(st, rest)
+
+    async def _send(self, st: PairState, todo: list[Action]) -> bool:
+        """Send ``todo`` in one batch and take the answers; True when all were done.
+
+        Cancels go first, alone (``_pair_round``): a cancel goes straight to the engine shard
+        and its answer is the engine's, while a new order goes through the account shard, so
+        sent together the new one could rest before the cancel ran, the two beyond the room
+        under the inventory limit. And when a cancel is refused (``not_live``: filled first,
+        an inventory change the bot has not read yet) the round's new orders wait for the
+        next round's fresh reads."""
         cmds = [command(st, a, self.c.new_id()) for a in todo]
+        ok = True
         for a, cmd, res in zip(todo, cmds, await self.c.submit_many(cmds), strict=True):
             settle(st, a, cmd, res.ok, res.code)
+            ok = ok and res.ok
+        return ok
 
     async def _book_ticks(self, symbol: str, own: dict[tuple[str, int], int]) -> int | None:
         """The mid of the others' orders in ``symbol``'s book (ticks), or None."""

@@ -143,7 +143,8 @@ def plan(p: QuoteParams, wanted: Iterable[Target], resting: Iterable[Resting]) -
     amends: list[tuple[bool, Action]] = []  # (advances towards the other side, amend)
     news: list[Action] = []
     seen: set[tuple[str, int]] = set()
-    for r in sorted(resting, key=lambda r: (r.side, r.level, r.id)):
+    # per level the biggest quote is kept (then the smallest id): another one there goes
+    for r in sorted(resting, key=lambda r: (r.side, r.level, -r.qty, r.id)):
         key = (r.side, r.level)
         t = want.get(key)
         if t is None or key in seen:
