@@ -81,20 +81,28 @@ class MMCollector:
     def collect(self) -> Iterator[Any]:
         states = list(self.mm.states)
         pair = ["pair"]
-        counters = (("quotes", "New quotes placed"), ("amends", "Quotes amended"),
-                    ("cancels", "Quotes cancelled"), ("fills", "Lots of the bot's quotes "
-                    "seen filled"))  # fmt: skip
-        for name, doc in counters:
-            fam = CounterMetricFamily(f"shardex_mm_{name}", doc, labels=pair)
+        counters = (
+            ("shardex_mm_quotes", "quotes", "New quotes placed"),
+            ("shardex_mm_amends", "amends", "Quotes amended"),
+            ("shardex_mm_cancels", "cancels", "Quotes cancelled"),
+            ("shardex_mm_fills", "fills", "Lots of the bot's quotes seen filled"),
+        )
+        for name, attr, doc in counters:
+            fam = CounterMetricFamily(name, doc, labels=pair)
             for st in states:
-                fam.add_metric([st.symbol], getattr(st, name))
+                fam.add_metric([st.symbol], getattr(st, attr))
             yield fam
-        gauges = (("inventory_lots", "inventory", "Inventory in lots (negative: short)"),
-                  ("pnl_quote_units", "pnl", "Profit marked at the reference, in units of "
-                   "the quote asset"), ("reference_ticks", "reference", "Reference price in "
-                   "ticks"))  # fmt: skip
+        gauges = (
+            ("shardex_mm_inventory_lots", "inventory", "Inventory in lots (negative: short)"),
+            (
+                "shardex_mm_pnl_quote_units",
+                "pnl",
+                "Profit marked at the reference, in units of the quote asset",
+            ),
+            ("shardex_mm_reference_ticks", "reference", "Reference price in ticks"),
+        )
         for name, attr, doc in gauges:
-            fam = GaugeMetricFamily(f"shardex_mm_{name}", doc, labels=pair)
+            fam = GaugeMetricFamily(name, doc, labels=pair)
             for st in states:
                 fam.add_metric([st.symbol], getattr(st, attr))
             yield fam
