@@ -4,7 +4,10 @@ bot itself lives in ``shardex.tools.mm``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -13,8 +16,10 @@ from shardex.cli.base import client_key
 from shardex.cli.connect import find
 from shardex.endpoints import connection_error, explain
 from shardex.kinds import MM
+from shardex.node.honcho import honcho_index
 from shardex.tools.mm import MMConfig, MMError, parse_prices, run
 from shardex.tools.mmreport import format_summary
+from shardex.wire.transport import StopFlag
 
 MM_METRICS_OFFSET = 5  # the layout's base+5 (``Layout.mm_metrics_port``)
 
@@ -26,6 +31,20 @@ def metrics_port_of(endpoint: str, given: int | None) -> int:
         return given
     port = endpoint.split(",")[0].rsplit(":", 1)[-1]
     return int(port) + MM_METRICS_OFFSET if port.isdigit() else 0
+
+
+def idle_off() -> None:
+    """The bot is off (``--run off``, or under honcho without ``SHARDEX_MM=on``): one clear
+    line, then wait for SIGTERM/SIGINT and exit 0 (honcho stops every process when one
+    exits)."""
+    logging.getLogger("shardex.mm").warning(
+        "market maker off (SHARDEX_MM=%s): this process only waits. To quote every pair: "
+        "SHARDEX_MM=on in .env (honcho), or shardex up --mm",
+        os.environ.get("SHARDEX_MM", "auto"),
+    )
+    stop = StopFlag.install()
+    while not stop:
+        time.sleep(0.2)
 
 
 def mm_config(endpoint: str, o: dict[str, Any]) -> MMConfig:
@@ -57,6 +76,9 @@ def mm(**o: Any) -> None:
     orders, prints a summary and exits (1 if an order was left open). Metrics on base+5:
     inventory in lots, profit in units of the quote asset (docs/marketmaker.md).
     """
+    if o["run"] == "off" or (o["run"] == "auto" and honcho_index() is not None):
+        idle_off()
+        return
     found = find(o["endpoint"], o["host"], o["base_port"])
     try:
         bot = asyncio.run(run(mm_config(found.endpoint, o),

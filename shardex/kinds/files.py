@@ -24,8 +24,8 @@ PROCFILE_HEADER = """\
 # one account shard (as `shardex up` does) and `honcho start -c engine=2,accounts=2` runs two
 # (the router, engines and bridge all see M); `-c accounts=0` turns the tier off (orders
 # unfunded) and does not start the process.
-# Market maker: `mm` quotes every pair with money it deposits itself (docs/marketmaker.md);
-# `honcho start -c mm=0` leaves it out (shardex up starts it only with --mm).
+# Market maker: off as in `shardex up` (the `mm` process only waits); SHARDEX_MM=on in .env
+# makes it quote every pair with money it deposits itself (docs/marketmaker.md).
 """
 # what every process of the Procfile reads besides its kind's lines
 COMMON_ENV = (("SHARDEX_DATA_DIR", "data"),)

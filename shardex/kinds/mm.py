@@ -4,7 +4,8 @@ fresh cluster shows a live market (docs/marketmaker.md).
 Optional: ``shardex up`` starts it only with ``--mm``. Off by default because it trades with
 money it deposits out of nothing (admin deposits on its own accounts, in the journals and in
 ``shardex audit``), and because a cluster started for tests, benchmarks or production must not
-get orders nobody asked for. Under honcho the Procfile runs it (``-c mm=0`` leaves it out).
+get orders nobody asked for. Under honcho the same: the Procfile's ``mm`` process only waits
+unless ``SHARDEX_MM=on`` (an exiting process would make honcho stop the whole cluster).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
 
 OPTIONS = (
+    Opt("--run", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+        envvar="SHARDEX_MM",
+        help="on: quote; off: only wait until stopped (a Procfile process must not exit); auto: "
+        "as shardex up does, off under honcho (SHARDEX_MM=on in .env turns it on), on when "
+        "run by hand."),
     ENDPOINT,
     Opt("--host", envvar="SHARDEX_HOST",
         help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1]."),
@@ -76,7 +82,8 @@ def children(plan: Plan) -> list[Spawn]:
         return []
     lay = plan.layout
     key = os.path.join(plan.keys_dir, ADMIN_KEY_FILE) if plan.keys_dir else "none"
-    values = {"endpoint": lay.frontend, "key_file": key, "metrics_port": lay.mm_metrics_port}
+    values = {"run": "on", "endpoint": lay.frontend, "key_file": key,
+              "metrics_port": lay.mm_metrics_port}  # fmt: skip
     return [Spawn("mm", values, stop_first=True)]
 
 
@@ -95,5 +102,6 @@ MM = Kind(
     ports=ports,
     scrape=scrape,
     procfile="shardex mm",
+    env=(("SHARDEX_MM", "auto"),),
     optional=True,
 )

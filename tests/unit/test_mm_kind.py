@@ -123,3 +123,26 @@ def test_the_metrics_are_the_bots_integers() -> None:
     assert got[("shardex_mm_amends", pair)] == 9 and got[("shardex_mm_quotes", pair)] == 6
     assert got[("shardex_mm_rejects", (("code", "post_only_cross"), *pair))] == 2
     assert got[("shardex_mm_rounds", ())] == 4
+
+
+@pytest.mark.parametrize(
+    ("run", "honcho", "quotes"),
+    [("auto", None, True), ("auto", "mm.1", False), ("on", "mm.1", True), ("off", None, False)],
+)
+def test_under_honcho_the_bot_only_waits_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, run: str, honcho: str | None, quotes: bool
+) -> None:
+    """As ``shardex up`` (off unless ``--mm``): the Procfile's ``mm`` waits unless
+    ``SHARDEX_MM=on``; run by hand it quotes. (Neither path is run here: both are stubbed.)"""
+    import shardex.cli.mm as mm_mod
+
+    went: list[str] = []
+    monkeypatch.setattr(mm_mod, "idle_off", lambda: went.append("idle"))
+    monkeypatch.setattr(mm_mod, "find", lambda *a: went.append("quote") or 1 / 0)
+    if honcho:
+        monkeypatch.setenv("HONCHO_PROCESS_NAME", honcho)
+    else:
+        monkeypatch.delenv("HONCHO_PROCESS_NAME", raising=False)
+    monkeypatch.setenv("SHARDEX_MM", run)  # (the variable behind --run, as .env sets it)
+    CliRunner().invoke(main, ["mm"])
+    assert went == (["quote"] if quotes else ["idle"])
