@@ -88,5 +88,5 @@ def mm(**o: Any) -> None:
         raise click.ClickException(explain(msg, found) if connection_error(msg) else msg) from None
     for line in format_summary(bot):
         click.echo(line)
-    if bot.totals.left_open:
+    if bot.totals.left_open != 0:
         sys.exit(1)

@@ -147,6 +147,7 @@ class MarketMaker:
     async def setup(self) -> None:
         """Pairs, their start references, funding, leftovers of an earlier run cancelled,
         and the balances inventory and profit are counted from."""
+        self.states.clear()  # (a retried set-up starts again)
         if not self.c.accounts:
             raise MMError(
                 "shardex mm needs the account tier (shardex up --accounts M, M >= 1): it "
@@ -334,61 +335,65 @@ async def _every(period: float, stop: asyncio.Event, step: Callable[[], Any]) ->
             pass
 
 
-async def _connect(cfg: MMConfig) -> AsyncClient:
-    """A connected client once the router answers with a topology (for at most ``wait``
-    seconds: under ``shardex up`` or honcho the bot starts with the cluster)."""
-    c = AsyncClient(cfg.endpoint, key=cfg.key, timeout=cfg.timeout)
-    end = time.monotonic() + cfg.wait
-    while True:
-        try:
-            await c.topology()
-            return c
-        except ShardexError as exc:
-            if time.monotonic() > end:
-                await c.close()
-                raise MMError(f"no cluster within {cfg.wait:g}s: {exc}") from None
-            await asyncio.sleep(0.5)
-
-
-async def _setup(mm: MarketMaker, wait: float) -> None:
-    """``MarketMaker.setup``, retried while the cluster is still starting (account shards
-    not linked, overloaded...) for at most ``wait`` seconds."""
+async def _patiently(step: Callable[[], Any], wait: float, stop: asyncio.Event, what: str) -> Any:
+    """``await step()``, again every half second while it fails with a client error (the
+    cluster still starting: under ``shardex up`` or honcho the bot starts with it), for at most
+    ``wait`` seconds; MMError saying ``what`` failed, or that a signal came first."""
     end = time.monotonic() + wait
     while True:
         try:
-            return await mm.setup()
+            return await step()
         except ShardexError as exc:
             if time.monotonic() > end:
-                raise MMError(f"setting up failed for {wait:g}s: {exc}") from None
-            mm.states.clear()
-            await asyncio.sleep(0.5)
+                raise MMError(f"{what} for {wait:g}s: {exc}") from None
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+            raise MMError(f"stopped before the start was done ({what})")
+        except TimeoutError:
+            pass
 
 
 async def run(cfg: MMConfig, out: Callable[[str], Any] = print) -> MarketMaker:
     """Run the bot until SIGINT/SIGTERM or ``cfg.cycles`` rounds; cancel its orders; return
-    it (``mm.totals.left_open``: orders still open at the end, 0 when clean)."""
+    it (``mm.totals.left_open``: orders still open at the end, 0 when clean, None when the
+    cluster could not say)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    c = await _connect(cfg)
-    mm = MarketMaker(c, cfg)
     try:
-        await _setup(mm, cfg.wait)
-        stopper = serve_metrics(mm, cfg.metrics_port)
-        pairs = ", ".join(st.symbol for st in mm.states)
-        out(f"mm: quoting {pairs} ({cfg.levels} levels per side, reference {cfg.reference}, "
-            f"seed {cfg.seed})")  # fmt: skip
         try:
-            await _loops(mm, cfg, stop, out)
+            c = AsyncClient(cfg.endpoint, key=cfg.key, timeout=cfg.timeout)
+        except ShardexError as exc:
+            raise MMError(str(exc)) from None
+        try:
+            await _patiently(c.topology, cfg.wait, stop, "the router did not answer")
+            mm = MarketMaker(c, cfg)
+            await _patiently(mm.setup, cfg.wait, stop, "setting up failed")
+            await _run_set_up(mm, cfg, stop, out)
         finally:
-            mm.totals.left_open = await mm.clear()
-            stopper()
+            await c.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await c.close()
     return mm
+
+
+async def _run_set_up(mm: MarketMaker, cfg: MMConfig, stop: asyncio.Event, out: Callable) -> None:
+    """The loops of a set-up bot, then its final cancels (whatever ended the loops)."""
+    stopper = serve_metrics(mm, cfg.metrics_port)
+    pairs = ", ".join(st.symbol for st in mm.states)
+    out(f"mm: quoting {pairs} ({cfg.levels} levels per side, reference {cfg.reference}, "
+        f"seed {cfg.seed})")  # fmt: skip
+    try:
+        await _loops(mm, cfg, stop, out)
+    finally:
+        try:
+            mm.totals.left_open = await mm.clear()
+        except ShardexError as exc:
+            mm.totals.left_open = None
+            log.error("could not cancel the bot's orders: %s", exc)
+        stopper()
 
 
 async def _loops(mm: MarketMaker, cfg: MMConfig, stop: asyncio.Event, out: Callable) -> None:

@@ -30,7 +30,8 @@ class Totals:
     taker_orders: int = 0
     taker_skipped: int = 0  # the other side was empty
     taker_rejects: Counter[str] = field(default_factory=Counter)
-    left_open: int = 0  # open orders of the bot's accounts after its final cancels
+    left_open: int | None = 0  # open orders of its accounts after its final cancels (None:
+    # the cluster did not answer)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -66,9 +67,10 @@ def format_summary(mm: Any) -> list[str]:
            f"{_codes(t.taker_rejects)}"]  # fmt: skip
     out += [pair_line(mm, st) for st in mm.states]
     left = t.left_open
-    out.append(
-        f"open orders left: {left or 'none'}" + (" (see shardex orders ACCOUNT)" if left else "")
-    )
+    if left is None:
+        out.append("open orders left: unknown (the cluster did not answer; see shardex orders)")
+    else:
+        out.append(f"open orders left: {left or 'none'}")
     return out
 
 

@@ -4,6 +4,7 @@ cancels need the shards), and its metrics say what its state holds. No process s
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from shardex.kinds import MM, Plan, cluster_ports, spawns
 from shardex.kinds.files import prometheus_config
 from shardex.layout import Layout
 from shardex.node.supervisor import STOP_FIRST_GRACE, Child, Supervisor, build_children
+from shardex.tools.mm import MarketMaker, MMConfig, MMError
 from shardex.tools.mmreport import MMCollector, Totals
 from tests.support.mmstate import pair_state
 
@@ -146,3 +148,15 @@ def test_under_honcho_the_bot_only_waits_unless_asked(
     monkeypatch.setenv("SHARDEX_MM", run)  # (the variable behind --run, as .env sets it)
     CliRunner().invoke(main, ["mm"])
     assert went == (["quote"] if quotes else ["idle"])
+
+
+def test_without_the_account_tier_or_with_unknown_pairs_the_bot_says_why() -> None:
+    class NoTier:
+        markets = dict(DEFAULT_MARKETS)
+        accounts = 0
+
+    with pytest.raises(MMError, match="needs the account tier"):
+        asyncio.run(MarketMaker(NoTier(), MMConfig()).setup())  # type: ignore[arg-type]
+    NoTier.accounts = 1
+    with pytest.raises(MMError, match="unknown pairs NOPE-USD"):
+        asyncio.run(MarketMaker(NoTier(), MMConfig(pairs=("NOPE-USD",))).setup())  # type: ignore[arg-type]
