@@ -129,13 +129,25 @@ def parse_prices(text: str | None) -> dict[str, str]:
     return out
 
 
+def _ticks(m: Market, price: str | None) -> int | None:
+    """``price`` (a decimal string) in ticks of ``m``; None when absent or not one of its
+    prices (off the tick grid, out of range)."""
+    if price is None:
+        return None
+    n = m.to_ticks(Decimal(price))
+    return n if type(n) is int else None
+
+
 class MarketMaker:
     """The bot on one connected ``AsyncClient`` (see the module docstring)."""
 
     def __init__(self, c: AsyncClient, cfg: MMConfig) -> None:
         self.c = c
         self.cfg = cfg
-        self.table = AssetTable(c.markets)
+        try:
+            self.table = AssetTable(c.markets)
+        except ValueError as exc:  # (a cluster with the account tier has BASE-QUOTE pairs)
+            raise MMError(f"the cluster's markets: {exc}") from None
         self.states: list[PairState] = []
         self.totals = Totals()
         self.taker = f"{cfg.prefix}-taker"
@@ -171,8 +183,11 @@ class MarketMaker:
 
     async def _pair(self, symbol: str) -> PairState:
         m = self.c.markets[symbol]
-        start = self.cfg.prices.get(symbol) or DEFAULT_START.get(symbol)
-        ticks = units(m, Decimal(start), "price") if start else None
+        given = self.cfg.prices.get(symbol)
+        ticks = _ticks(m, given or DEFAULT_START.get(symbol))
+        if given and ticks is None:
+            raise MMError(f"--price {symbol}={given}: not a price of the market (tick "
+                          f"{m.tick}, at most {m.max_price})")  # fmt: skip
         if ticks is None:
             book = await self._book_ticks(symbol, {})
             ticks = book if book is not None else min(FALLBACK_START_TICKS, m.max_price_ticks)

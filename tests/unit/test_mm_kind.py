@@ -150,7 +150,7 @@ def test_under_honcho_the_bot_only_waits_unless_asked(
     assert went == (["quote"] if quotes else ["idle"])
 
 
-def test_without_the_account_tier_or_with_unknown_pairs_the_bot_says_why() -> None:
+def test_without_the_account_tier_or_with_bad_pairs_or_prices_the_bot_says_why() -> None:
     class NoTier:
         markets = dict(DEFAULT_MARKETS)
         accounts = 0
@@ -158,5 +158,8 @@ def test_without_the_account_tier_or_with_unknown_pairs_the_bot_says_why() -> No
     with pytest.raises(MMError, match="needs the account tier"):
         asyncio.run(MarketMaker(NoTier(), MMConfig()).setup())  # type: ignore[arg-type]
     NoTier.accounts = 1
+    off_grid = MMConfig(pairs=("BTC-USD",), prices={"BTC-USD": "30000.001"})
+    with pytest.raises(MMError, match=r"--price BTC-USD=30000.001: not a price"):
+        asyncio.run(MarketMaker(NoTier(), off_grid).setup())  # type: ignore[arg-type]
     with pytest.raises(MMError, match="unknown pairs NOPE-USD"):
         asyncio.run(MarketMaker(NoTier(), MMConfig(pairs=("NOPE-USD",))).setup())  # type: ignore[arg-type]
