@@ -16,16 +16,15 @@ from shardex.cli.base import client_key
 from shardex.cli.connect import find
 from shardex.endpoints import connection_error, explain
 from shardex.kinds import MM
+from shardex.layout import MM_METRICS_OFFSET
 from shardex.node.honcho import honcho_index
 from shardex.tools.mm import MMConfig, MMError, parse_prices, run
 from shardex.tools.mmreport import format_summary
 from shardex.wire.transport import StopFlag
 
-MM_METRICS_OFFSET = 5  # the layout's base+5 (``Layout.mm_metrics_port``)
-
 
 def metrics_port_of(endpoint: str, given: int | None) -> int:
-    """``--metrics-port``, else the layout's base+5 counted from the router's client port
+    """``--metrics-port``, else the layout's base+9 counted from the router's client port
     (base+0) of the first endpoint; 0 when that is not a tcp endpoint."""
     if given is not None:
         return given
@@ -73,7 +72,7 @@ def mm(**o: Any) -> None:
     funds itself with admin deposits (so it needs an admin key and the account tier), re-quotes
     with amends as the reference moves (a seeded random walk, or the book's mid), leans against
     its inventory and stops quoting a side at --max-inventory. SIGINT/SIGTERM cancels its
-    orders, prints a summary and exits (1 if an order was left open). Metrics on base+5:
+    orders, prints a summary and exits (1 if an order was left open). Metrics on base+9:
     inventory in lots, profit in units of the quote asset (docs/marketmaker.md).
     """
     if o["run"] == "off" or (o["run"] == "auto" and honcho_index() is not None):

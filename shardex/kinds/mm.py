@@ -72,7 +72,7 @@ OPTIONS = (
         help="Seconds to wait for each answer."),
     Opt("--wait", type=click.FloatRange(0), default=60.0, show_default=True,
         help="Seconds to wait for the cluster at the start."),
-    metrics_port("base+5"),
+    metrics_port("base+9"),
 )  # fmt: skip
 
 

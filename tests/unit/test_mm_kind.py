@@ -39,7 +39,7 @@ def test_up_mm_starts_the_bot_with_the_admin_key_and_its_port(keys: str | None) 
     plan = Plan(LAYOUT, keys_dir=keys, mm=True)
     (spawn,) = [s for k, s in spawns(plan) if k is MM]
     cfg = mm_config(LAYOUT.frontend, _params(spawn.values))
-    assert cfg.endpoint == LAYOUT.frontend and cfg.metrics_port == LAYOUT.mm_metrics_port == 25005
+    assert cfg.endpoint == LAYOUT.frontend and cfg.metrics_port == LAYOUT.mm_metrics_port == 25009
     assert cfg.key == ("/k/admin.key" if keys else False)
     assert spawn.stop_first
     assert LAYOUT.mm_metrics_port in cluster_ports(plan)
@@ -51,7 +51,7 @@ def test_up_mm_starts_the_bot_with_the_admin_key_and_its_port(keys: str | None) 
 
 def test_prometheus_scrapes_the_bot_only_when_it_runs() -> None:
     assert "shardex-mm" not in prometheus_config(LAYOUT)
-    assert "'127.0.0.1:25005'" in prometheus_config(LAYOUT, optional=("mm",))
+    assert "'127.0.0.1:25009'" in prometheus_config(LAYOUT, optional=("mm",))
 
 
 def test_up_mm_without_the_account_tier_is_refused_and_with_it_planned(
@@ -101,9 +101,9 @@ def test_the_supervisor_stops_the_bot_before_the_cluster() -> None:
                                       "wait engine.0"])  # fmt: skip
 
 
-def test_the_metrics_port_defaults_to_the_layouts_base_plus_5() -> None:
-    assert metrics_port_of("tcp://127.0.0.1:7000", None) == 7005
-    assert metrics_port_of("tcp://h:7000,tcp://h:7011", None) == 7005
+def test_the_metrics_port_defaults_to_the_layouts_base_plus_9() -> None:
+    assert metrics_port_of("tcp://127.0.0.1:7000", None) == 7009
+    assert metrics_port_of("tcp://h:7000,tcp://h:7011", None) == 7009
     assert metrics_port_of("ipc:///tmp/r", None) == 0
     assert metrics_port_of("tcp://127.0.0.1:7000", 0) == 0
 
