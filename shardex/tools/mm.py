@@ -260,15 +260,19 @@ class MarketMaker:
     # -- one round -----------------------------------------------------------------------------
 
     async def round(self) -> None:
-        """Every pair once: read, decide, act. A pair whose reads fail this round (timeout,
-        overloaded...) is skipped, its error counted by code; the next round tries again."""
-        for st in self.states:
-            try:
-                await self._pair_round(st)
-            except ShardexError as exc:
-                st.rejects[exc.code or "error"] += 1
-                log.warning("%s: round skipped: %s", st.symbol, exc)
+        """Every pair once, all at once (each pair has its own account, so the pairs share
+        nothing but the client): read, decide, act."""
+        await asyncio.gather(*(self._guarded_round(st) for st in self.states))
         self.totals.cycles += 1
+
+    async def _guarded_round(self, st: PairState) -> None:
+        """A pair whose reads fail this round (timeout, overloaded...) is skipped, its error
+        counted by code; the next round tries again."""
+        try:
+            await self._pair_round(st)
+        except ShardexError as exc:
+            st.rejects[exc.code or "error"] += 1
+            log.warning("%s: round skipped: %s", st.symbol, exc)
 
     async def _pair_round(self, st: PairState) -> None:
         reconcile(st, await self.c.open_orders(st.account))
