@@ -49,6 +49,7 @@ EXTRA: dict[str, dict[str, str]] = {
     "accounts": {**NODE, **ENGINE, **RINGS, **SNAPSHOTS, **HONCHO},
     "bridge": {**NODE},
     "replay": ENGINE,
+    "mm": {**CLIENT, "SHARDEX_METRICS_HOST": NODE["SHARDEX_METRICS_HOST"]},
 }
 # every command that connects as a client (any command not listed above that takes --key)
 

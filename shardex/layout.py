@@ -15,6 +15,7 @@ DEFAULT_BASE_PORT = 5555
 MAX_SHARDS = 100  # the layout reserves 100 ports per kind of per-shard endpoint
 REPLICA_BASE = 1100  # --replicas 2: base+1100.. (repl, replica 1's direct/pub/metrics/link)
 LINK_REPLICAS = "+"  # in an account shard's --engine-links: one engine shard's replicas
+MM_METRICS_OFFSET = 9  # base+9: the market maker's exporter (``shardex up --mm``)
 MAX_ROUTERS = 16  # router j >= 1 uses base+10+j (clients), base+40+j (shards), base+70+j (metrics)
 
 
@@ -80,6 +81,11 @@ class Layout:
     @property
     def redis_port(self) -> int:
         return self.base_port + 4
+
+    @property
+    def mm_metrics_port(self) -> int:
+        """The market maker's exporter (``shardex up --mm`` only: not in ``ports``)."""
+        return self.base_port + MM_METRICS_OFFSET
 
     @property
     def redis_url(self) -> str:

@@ -112,6 +112,13 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "per shard.",
 )
 @durability_option
+@click.option(
+    "--mm",
+    is_flag=True,
+    help="Also run the market maker (shardex mm with its defaults: quotes every pair from "
+    "accounts it funds itself, so the books are live; needs --accounts >= 1). Off by default: "
+    "it trades with money it deposits (docs/marketmaker.md).",
+)
 def up(
     shards: str,
     host: str,
@@ -132,6 +139,7 @@ def up(
     accounts: int = 0,
     replicas: int = 1,
     durability: str = "both",
+    mm: bool = False,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -150,16 +158,20 @@ def up(
     elif durability != "both":
         raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
                                "per shard replies after its own fsync)")  # fmt: skip
+    if mm and not accounts:
+        raise click.UsageError("--mm needs the account tier (--accounts >= 1): the market "
+                               "maker funds its own accounts")  # fmt: skip
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability)  # fmt: skip
+                None, replicas, durability, mm)  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
     if prometheus_config:
         with open(prometheus_config, "w") as fh:
-            fh.write(render_prometheus(layout, replicas=replicas))
+            fh.write(render_prometheus(layout, replicas=replicas,
+                                       optional=("mm",) if mm else ()))  # fmt: skip
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
@@ -211,7 +223,7 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     signal; then forget the endpoints file and a temporary key store."""
     p = plan
     children = build_children(p.layout, p.markets_file, p.max_backlog, p.pin, p.log_level,
-                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas)
+                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm)
     sup = Supervisor(children)
     shown = None if p.redis is None else redis
 

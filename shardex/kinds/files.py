@@ -24,6 +24,8 @@ PROCFILE_HEADER = """\
 # one account shard (as `shardex up` does) and `honcho start -c engine=2,accounts=2` runs two
 # (the router, engines and bridge all see M); `-c accounts=0` turns the tier off (orders
 # unfunded) and does not start the process.
+# Market maker: off as in `shardex up` (the `mm` process only waits); SHARDEX_MM=on in .env
+# makes it quote every pair with money it deposits itself (docs/marketmaker.md).
 """
 # what every process of the Procfile reads besides its kind's lines
 COMMON_ENV = (("SHARDEX_DATA_DIR", "data"),)
@@ -46,11 +48,14 @@ def dotenv() -> str:
     return "".join(f"{name}={value}\n" for name, value in seen.items())
 
 
-def prometheus_config(layout: Layout, *, interval: str = "5s", replicas: int = 1) -> str:
+def prometheus_config(
+    layout: Layout, *, interval: str = "5s", replicas: int = 1, optional: tuple[str, ...] = ()
+) -> str:
     """A prometheus.yml scraping every exporter of a ``shardex up`` layout: one job per kind
     with a metrics port (``replicas`` 2: both replicas of every engine and account shard;
     only the leader exports a shard's metrics, a standby's port answers nothing until it
-    leads). A kind with no process in the layout (no account shard) gets no job."""
+    leads). A kind with no process in the layout (no account shard) gets no job, nor does an
+    optional kind (the market maker) unless named in ``optional``."""
     out = [
         "# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).",
         "global:",
@@ -59,6 +64,8 @@ def prometheus_config(layout: Layout, *, interval: str = "5s", replicas: int = 1
         "scrape_configs:",
     ]
     for kind in KINDS:
+        if kind.optional and kind.name not in optional:
+            continue
         ports = kind.scrape(layout, replicas) if kind.scrape else []
         if ports:
             targets = ", ".join(f"'{layout.host}:{p}'" for p in ports)

@@ -100,6 +100,7 @@ class Plan:
     keys_dir: str | None = None
     replicas: int = 1
     durability: str = "both"  # with replicas: when replies leave (``leader.DURABILITY``)
+    mm: bool = False  # ``shardex up --mm``: also the market maker (``shardex.kinds.mm``)
 
     @property
     def security(self) -> dict[str, Any]:
@@ -132,6 +133,9 @@ class Spawn:
     values: dict[str, Any] = field(default_factory=dict)
     argv: list[str] | None = None
     drop: tuple[bytes, ...] = ()
+    # stopped, and waited for, before the others: a client that needs the cluster to finish
+    # (the market maker cancels its orders when it stops)
+    stop_first: bool = False
 
 
 def replicated_children(
@@ -156,7 +160,8 @@ class Kind:
     ``children(plan)``: the processes ``shardex up`` starts of it, in start order;
     ``ports(plan)``: every port they bind; ``scrape(layout, replicas)``: their
     metrics ports (None: no Prometheus job); ``env``: the .env lines the Procfile's process
-    of this kind reads; ``procfile``: its Procfile line's command (None: not in the Procfile).
+    of this kind reads; ``procfile``: its Procfile line's command (None: not in the Procfile);
+    ``optional``: ``shardex up`` starts it only when asked (and only then scrapes it).
     """
 
     name: str
@@ -166,6 +171,7 @@ class Kind:
     scrape: Callable[[Layout, int], list[int]] | None = None
     procfile: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    optional: bool = False
 
     def option(self, name: str) -> Opt:
         for opt in self.options:

@@ -74,6 +74,7 @@ def run_filtered(argv: list[str], drop: Sequence[bytes] = REDIS_NOISE) -> int:
 
 SNAPSHOT_GRACE = 60.0  # a shard's shutdown snapshot (seconds at most; the snapshot is sub-second
 # on a quiet box, but several seconds of CPU contention must not cost the next start a replay)
+STOP_FIRST_GRACE = 20.0  # a child stopped first (the market maker: its cancels, at most ~15 s)
 
 
 @dataclass
@@ -89,10 +90,15 @@ class Child:
     # seconds between SIGTERM and SIGKILL at shutdown (None: the supervisor's); shards get
     # ``SNAPSHOT_GRACE``: they snapshot while stopping, so the next start replays nothing
     grace: float | None = None
+    # stopped and waited for before the others (``Spawn.stop_first``: the market maker,
+    # which cancels its orders on the way out and needs the cluster for it)
+    first: bool = False
 
     def __post_init__(self) -> None:
         if self.grace is None and self.name.startswith(("engine.", "accounts.")):
             self.grace = SNAPSHOT_GRACE
+        if self.grace is None and self.first:
+            self.grace = STOP_FIRST_GRACE
 
     def start(self) -> None:
         if self.drop:
@@ -137,20 +143,22 @@ def build_children(
     pub_hwm: int | None = None,
     keys_dir: str | None = None,
     replicas: int = 1,
+    mm: bool = False,
 ) -> list[Child]:
     """The processes of a cluster, in start order, as the process descriptions
     (``shardex.kinds``) make them. ``redis``: "embedded" (start one), a URL (use it), or None
     (no Redis and no bridge). ``keys_dir``: the key store every process authenticates with;
     None: an ``--insecure`` cluster (said to every child). ``replicas`` 2: each engine and
     account shard runs as two ``--role auto`` processes (``engine.I`` and ``engine.I.r1``)
-    whose lease lives in that Redis; 1: one process each."""
+    whose lease lives in that Redis; 1: one process each. ``mm``: also the market maker."""
     if replicas > 1 and (redis is None or data_dir is None):
         raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
     plan = Plan(layout, markets_file, max_backlog, pin, log_level, data_dir, fsync, redis,
-                pub_hwm, keys_dir, replicas)  # fmt: skip
+                pub_hwm, keys_dir, replicas, mm=mm)  # fmt: skip
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     return [
-        Child(spawn.name, spawn.argv or [*exe, *kind.argv(spawn.values)], drop=spawn.drop)
+        Child(spawn.name, spawn.argv or [*exe, *kind.argv(spawn.values)], drop=spawn.drop,
+              first=spawn.stop_first)  # fmt: skip
         for kind, spawn in spawns(plan)
     ]
 
@@ -201,11 +209,20 @@ class Supervisor:
 
     def shutdown(self) -> int:
         log.info("stopping %d processes", len(self.children))
-        for c in reversed(self.children):
+        first = [c for c in self.children if c.first]
+        self._stop(first)
+        self._stop([c for c in self.children if c not in first])
+        log.info("all stopped")
+        return 0
+
+    def _stop(self, children: list[Child]) -> None:
+        """SIGTERM to ``children`` (the last started first), then wait for each within its
+        grace; SIGKILL past it."""
+        for c in reversed(children):
             if c.proc is not None and c.proc.poll() is None:
                 c.proc.terminate()
         start = time.monotonic()
-        for c in self.children:
+        for c in children:
             if c.proc is None:
                 continue
             grace = self.grace if c.grace is None else c.grace
@@ -220,5 +237,3 @@ class Supervisor:
                 )
                 c.proc.kill()
                 c.proc.wait()
-        log.info("all stopped")
-        return 0
