@@ -90,10 +90,10 @@ def fill(candles: list[CandleView], ms: int, until: int | None = None) -> list[C
     no trades (trade ids 0). Stored candles are never flat: an empty interval has none."""
     out: list[CandleView] = []
     zero = Decimal(0)
-    stop = None if until is None else bucket(until, ms)
-    ends = [c.start for c in candles[1:]] + ([stop + ms] if stop is not None else [])
-    for c, nxt in zip(candles, ends + [None] * (len(candles) - len(ends)), strict=True):
+    last_end = None if until is None else bucket(until, ms) + ms
+    for k, c in enumerate(candles):
         out.append(c)
+        nxt = candles[k + 1].start if k + 1 < len(candles) else last_end
         s = c.start + ms
         while nxt is not None and s < nxt:
             out.append(CandleView(s, c.close, c.close, c.close, c.close, zero, zero, 0, 0, 0))
