@@ -12,8 +12,9 @@ server-side script, which Redis runs atomically, and only if the stored position
 one the batch started from (compare-and-set). A worker killed before the script ran wrote
 nothing and resumes from the old position; after, both are written. A second worker on the same
 pair (or one that lost its state) finds the position moved, writes nothing, and reloads.
-Retention: after writing, each interval keeps the buckets within ``keep × interval`` of its
-newest one (by trade time, so the same trades always leave the same candles).
+Retention: after writing, each interval keeps its newest ``keep`` buckets' span: a candle
+older than ``keep × interval`` before the newest one is dropped (by trade time, not the clock,
+so the same trades always leave the same candles).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ for j = 1, n do
   if touched[j] and span > 0 then
     local top = redis.call('ZREVRANGE', KEYS[1 + j], 0, 0, 'WITHSCORES')
     if #top == 2 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[1 + j], '-inf', '(' .. (tonumber(top[2]) - span))
+      redis.call('ZREMRANGEBYSCORE', KEYS[1 + j], '-inf', tonumber(top[2]) - span)
     end
   end
 end
