@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from decimal import Decimal
 
 import pytest
@@ -25,6 +26,7 @@ from shardex.client.market_data import MarketData
 from shardex.engine import DEFAULT_MARKETS
 from shardex.redisauth import RedisUsers
 from tests.support.candles import as_decimals, reference_candles, reference_ticker, trade_entries
+from tests.support.cluster import Cluster
 from tests.support.redis_acl import BINARIES as ACL_BINARIES
 from tests.support.redis_acl import AclRedis, refused
 from tests.support.wait import wait_until
@@ -205,3 +207,27 @@ def test_as_acl_user_candles_the_worker_works_and_can_do_nothing_else(tmp_path, 
     finally:
         server.stop()
     assert os.path.exists(tmp_path / "keys" / "redis.json")
+
+
+def test_shardex_up_keeps_candles_of_the_trades_its_engines_make():
+    """End to end: engine trades → bridge (entries with ts) → candles-worker (started by
+    ``shardex up``, as user candles) → the SDK as user reader, equal to the recompute."""
+    cluster = Cluster(1, redis="embedded")
+    try:
+        with cluster.client(account="alice") as c:
+            for i in range(12):
+                assert c.place("BTC-USD", "sell", "0.5", f"{30000 + i}.00").ok
+                assert c.place("BTC-USD", "buy", "0.5", f"{30000 + i}.00").ok
+        md = MarketData(data_dir=cluster.data_dir)
+        r = md.r
+        wait_until(lambda: _applied(r, "BTC-USD") == 12, 90, "the worker applied 12 trades")
+        entries = r.xrange(trades_key("BTC-USD"))
+        assert len(entries) == 12 and all(int(f["ts"]) > 1_700_000_000_000 for _, f in entries)
+        _check(md, "BTC-USD", entries)
+        assert md.ticker("BTC-USD").last == Decimal("30011.00")
+        port = cluster.layout.candles_metrics_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'shardex_candles_trades_total{symbol="BTC-USD"} 12.0' in text
+    finally:
+        cluster.stop()
