@@ -26,7 +26,7 @@ import redis
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from shardex.candles.core import ANOMALIES, Anomaly, PairCandles
-from shardex.candles.store import DEFAULT_KEEP, CandleStore, trades_key
+from shardex.candles.store import DEFAULT_KEEP, TRADES_PREFIX, CandleStore, trades_key
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
 from shardex.metrics import LATENCY_BUCKETS
@@ -35,6 +35,7 @@ from shardex.redisauth import mask_url, resolve_url
 log = logging.getLogger("shardex.candles")
 LOG_EVERY = 5.0  # seconds between two log lines of one (pair, anomaly kind)
 LAG_EVERY = 1.0  # seconds between two looks at each stream's top (the lag gauges)
+STALL_RETRY = 10.0  # seconds before a stalled pair's stored state is read again
 
 TRADES = Counter("shardex_candles_trades_total", "Trades folded into candles", ["symbol"])
 ANOMALY = Counter(
@@ -63,6 +64,11 @@ DELAY_MS = Gauge(
 COMMIT_TIME = Histogram(
     "shardex_candles_commit_seconds", "Time of one batch commit to Redis", buckets=LATENCY_BUCKETS
 )
+STALLED = Gauge(
+    "shardex_candles_stalled",
+    "1 while a pair's stored candles or position cannot be read (ALERT): nothing is written",
+    ["symbol"],
+)
 REDIS_UP = Gauge("shardex_candles_redis_up", "1 when the last Redis call succeeded")
 
 
@@ -88,6 +94,8 @@ class CandleWorker:
         self.pairs: dict[str, PairCandles] = {}
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._lag_at = 0.0
+        self.stalled: dict[str, float] = {}  # symbol → when its stored state was unreadable
+        self.clock_sleep = time.sleep
         for symbol in cfg.markets:
             for kind in ANOMALIES:
                 ANOMALY.labels(symbol, kind)
@@ -103,18 +111,48 @@ class CandleWorker:
             self.pairs[symbol] = pc
         return pc
 
+    def positions(self) -> dict[str, str]:
+        """Each pair's stream key → its position, leaving out a pair whose stored state is
+        unreadable (``STALLED``, looked at again every ``STALL_RETRY`` seconds)."""
+        out = {}
+        for s in self.cfg.markets:
+            since = self.stalled.get(s)
+            if since is not None and self.clock.monotonic() - since < STALL_RETRY:
+                continue
+            try:
+                out[trades_key(s)] = self.pair(s).position.entry
+            except (ValueError, KeyError, redis.exceptions.ResponseError) as exc:
+                self.stall(s, exc)
+        return out
+
+    def stall(self, symbol: str, exc: Exception) -> None:
+        """A pair whose stored candles or position are not ours to fold into: an ALERT, and
+        nothing written for it (overwriting could destroy candles) until they are readable."""
+        self.pairs.pop(symbol, None)
+        self.stalled[symbol] = self.clock.monotonic()
+        STALLED.labels(symbol).set(1)
+        log.error("ALERT %s: stored candles unreadable, pair stalled (%s)", symbol, exc)
+
     def step(self) -> int:
         """One read over every pair's stream and its commits; the entries handled."""
-        streams = {trades_key(s): self.pair(s).position.entry for s in self.cfg.markets}
+        streams = self.positions()
+        if not streams:
+            self.clock_sleep(self.cfg.block_ms / 1000)
+            return 0
         resp = self.r.xread(streams, count=self.cfg.batch, block=self.cfg.block_ms)
         n = 0
         for key, entries in resp or ():
-            symbol = key.removeprefix("shardex:trades:")
+            symbol = key.removeprefix(TRADES_PREFIX)
             try:
                 self.handle(symbol, entries)
+            except (ValueError, KeyError, redis.exceptions.ResponseError) as exc:
+                self.stall(symbol, exc)  # (WRONGTYPE, NOPERM: a key of this pair only)
+                continue
             except Exception:
                 self.pairs.pop(symbol, None)  # half-applied: reload from Redis, the truth
                 raise
+            if self.stalled.pop(symbol, None) is not None:
+                STALLED.labels(symbol).set(0)
             n += len(entries)
         if self.clock.monotonic() - self._lag_at >= LAG_EVERY:
             self.measure_lag()

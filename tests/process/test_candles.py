@@ -231,3 +231,35 @@ def test_shardex_up_keeps_candles_of_the_trades_its_engines_make():
         assert 'shardex_candles_trades_total{symbol="BTC-USD"} 12.0' in text
     finally:
         cluster.stop()
+
+
+def test_unreadable_stored_candles_stall_that_pair_only_until_repaired(redis_server, monkeypatch):
+    """A foreign member in a pair's candles (or a key of another type) is an ALERT and that
+    pair waits, writing nothing over it; the other pairs go on; once repaired it resumes."""
+    import shardex.candles.worker as worker_mod
+
+    r = redis_server.client()
+    btc, eth = trade_entries(BTC, 200, seed=12), trade_entries(ETH, 200, seed=13)
+    _xadd(r, "BTC-USD", btc[:100])
+    _xadd(r, "ETH-USD", eth[:100])
+    w = CandleWorker(CandlesConfig(redis_url=redis_server.url, markets=PAIRS, block_ms=10), r)
+    while _applied(r, "BTC-USD") < 100 or _applied(r, "ETH-USD") < 100:
+        w.step()
+    newest, start = r.zrevrange("shardex:candles:BTC-USD:1h", 0, 0, withscores=True)[0]
+    r.zrem("shardex:candles:BTC-USD:1h", newest)  # the newest 1h candle, unreadable
+    r.zadd("shardex:candles:BTC-USD:1h", {'{"t": "not a candle"}': start})
+    r.set("shardex:candles:ETH-USD:pos", "x")  # WRONGTYPE for the worker's HGETALL
+    _xadd(r, "BTC-USD", btc[100:])
+    _xadd(r, "ETH-USD", eth[100:])
+    w2 = CandleWorker(CandlesConfig(redis_url=redis_server.url, markets=PAIRS, block_ms=10), r)
+    for _ in range(5):
+        w2.step()
+    assert set(w2.stalled) == {"BTC-USD", "ETH-USD"} and _applied(r, "BTC-USD") == 100
+    assert REGISTRY.get_sample_value("shardex_candles_stalled", {"symbol": "BTC-USD"}) == 1
+    r.zrem("shardex:candles:BTC-USD:1h", '{"t": "not a candle"}')  # repaired by hand
+    r.zadd("shardex:candles:BTC-USD:1h", {newest: start})
+    monkeypatch.setattr(worker_mod, "STALL_RETRY", 0.0)
+    wait_until(lambda: w2.step() >= 0 and _applied(r, "BTC-USD") == 200, 30, "BTC resumed")
+    assert "ETH-USD" in w2.stalled
+    _check(MarketData(r=r), "BTC-USD", btc)
+    assert REGISTRY.get_sample_value("shardex_candles_stalled", {"symbol": "BTC-USD"}) == 0
