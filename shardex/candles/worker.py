@@ -106,7 +106,10 @@ class CandleWorker:
         if pc is None:
             market = self.cfg.markets[symbol]
             pc = PairCandles(market, self.store.position(market))
-            for key, candle in self.store.newest(market).items():
+            newest = self.store.newest(market)
+            if newest and not pc.position.trade_id:  # folding the stream in again: twice
+                raise ValueError("candles without a position (delete all or none of its keys)")
+            for key, candle in newest.items():
                 pc.seed(key, candle)
             self.pairs[symbol] = pc
         return pc

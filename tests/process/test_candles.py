@@ -262,4 +262,10 @@ def test_unreadable_stored_candles_stall_that_pair_only_until_repaired(redis_ser
     wait_until(lambda: w2.step() >= 0 and _applied(r, "BTC-USD") == 200, 30, "BTC resumed")
     assert "ETH-USD" in w2.stalled
     _check(MarketData(r=r), "BTC-USD", btc)
+    r.delete("shardex:candles:ETH-USD:pos")  # candles without a position: still refused
+    w2.step()
+    assert "ETH-USD" in w2.stalled and _applied(r, "ETH-USD") == 0
+    r.delete(*[f"shardex:candles:ETH-USD:{name}" for name in INTERVALS])  # all its keys
+    wait_until(lambda: w2.step() >= 0 and _applied(r, "ETH-USD") == 200, 30, "ETH rebuilt")
+    _check(MarketData(r=r), "ETH-USD", eth)
     assert REGISTRY.get_sample_value("shardex_candles_stalled", {"symbol": "BTC-USD"}) == 0
