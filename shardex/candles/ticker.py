@@ -78,6 +78,7 @@ def ticker(
     opened, last = inside[0].open, inside[-1].close
     change = EXACT.subtract(last, opened)
     pct = (change * 100 / opened).quantize(PERCENT, rounding=ROUND_HALF_EVEN)
+    pct = abs(pct) if pct.is_zero() else pct  # "0.00", never "-0.00"
     return Ticker(
         symbol, at, first, last, opened, max(c.high for c in inside),
         min(c.low for c in inside), volume, quote, sum(c.trades for c in inside), change, pct,

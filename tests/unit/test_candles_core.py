@@ -148,6 +148,12 @@ def test_the_ticker_equals_an_independent_recompute() -> None:
         assert got == want, at
         if t.open is not None:
             assert t.change_percent == (t.change * 100 / t.open).quantize(Decimal("0.01"))
+    tiny = CandleView(T0, Decimal("5000.05"), Decimal("5000.05"), Decimal("4999.99"),
+                      Decimal("4999.99"), Decimal(1), Decimal(5000), 2, 1, 2)  # fmt: skip
+    assert ticker("ETH-USD", [tiny], None, T0).to_json()["change_percent"] == "0.00"
+    tiny = CandleView(T0, Decimal("5000.05"), Decimal("5000.05"), Decimal("4999.99"),
+                      Decimal("4999.99"), Decimal(1), Decimal(5000), 2, 1, 2)  # fmt: skip
+    assert ticker("ETH-USD", [tiny], None, T0).to_json()["change_percent"] == "0.00"
     quiet = ticker("BTC-USD", minutes, Decimal("5.00"), last_ts + 3 * 86_400_000)
     assert (quiet.last, quiet.volume, quiet.trades, quiet.open) == (Decimal("5.00"), 0, 0, None)
     assert ticker("BTC-USD", [], None, T0).to_json()["last"] is None
