@@ -187,3 +187,22 @@ def test_decimal_strings_are_exact_and_plain() -> None:
     assert position_of({}, BTC) == Position()
     with pytest.raises(ValueError, match="not a stored candle"):
         candle_of('{"t": 1, "open": "0.001"}', BTC)
+
+
+def test_a_pair_move_and_a_failover_give_the_same_candles() -> None:
+    """The stream is the truth: after a move the pair's trades come from another shard with
+    other seqs (entry IDs), and a failover may write a trade again under another ID; the
+    candles are those of the trades, each counted once, as if one shard had made them all."""
+    trades = trade_entries(BTC, 600, seed=21)
+    moved = []
+    for k, (_, f) in enumerate(trades):
+        shard, seq = (0, 10 + k) if k < 300 else (3, 90_000 + k)  # moved to shard 3 at 300
+        moved.append((f"{seq}-0", {**f, "shard": str(shard), "seq": str(seq)}))
+    again = [(f"{95_000 + k}-0", f) for k, (_, f) in enumerate(moved[450:460])]  # re-sent
+    stream = moved[:460] + again + moved[460:]
+    for entries in (trades, stream):
+        stored: dict = {}
+        got = _run(PairCandles(BTC), entries, stored, random.Random(3))
+        assert [a.code for a in got] == (["repeat"] * 10 if entries is stream else [])
+        for name, ms in INTERVALS.items():
+            assert _stored(stored, name) == reference_candles(trades, ms), name
