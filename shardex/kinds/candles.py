@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from shardex.candles.store import DEFAULT_KEEP, MIN_KEEP
 from shardex.kinds.common import BASE_PORT, CLUSTER_DATA_DIR, HOST, MARKETS, SECURITY, metrics_port
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
@@ -28,8 +29,8 @@ OPTIONS = (
     ),
     Opt(
         "--keep",
-        type=click.IntRange(1440),
-        default=10_080,
+        type=click.IntRange(MIN_KEEP),
+        default=DEFAULT_KEEP,
         show_default=True,
         help="Buckets kept per interval (by trade time: 1m keeps 7 days, 1d 27 years at the "
         "default; at least 1440, the ticker's 24 h of 1m candles).",
