@@ -95,7 +95,7 @@ class CandleWorker:
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._lag_at = 0.0
         self.stalled: dict[str, float] = {}  # symbol → when its stored state was unreadable
-        self.clock_sleep = time.sleep
+        self.sleep = time.sleep  # (when every pair is stalled: no XREAD to block in)
         for symbol in cfg.markets:
             for kind in ANOMALIES:
                 ANOMALY.labels(symbol, kind)
@@ -126,6 +126,10 @@ class CandleWorker:
                 out[trades_key(s)] = self.pair(s).position.entry
             except (ValueError, KeyError, redis.exceptions.ResponseError) as exc:
                 self.stall(s, exc)
+                continue
+            if self.stalled.pop(s, None) is not None:  # readable again
+                STALLED.labels(s).set(0)
+                log.warning("%s: stored candles readable again, resuming", s)
         return out
 
     def stall(self, symbol: str, exc: Exception) -> None:
@@ -140,7 +144,7 @@ class CandleWorker:
         """One read over every pair's stream and its commits; the entries handled."""
         streams = self.positions()
         if not streams:
-            self.clock_sleep(self.cfg.block_ms / 1000)
+            self.sleep(self.cfg.block_ms / 1000)
             return 0
         resp = self.r.xread(streams, count=self.cfg.batch, block=self.cfg.block_ms)
         n = 0
@@ -154,8 +158,6 @@ class CandleWorker:
             except Exception:
                 self.pairs.pop(symbol, None)  # half-applied: reload from Redis, the truth
                 raise
-            if self.stalled.pop(symbol, None) is not None:
-                STALLED.labels(symbol).set(0)
             n += len(entries)
         if self.clock.monotonic() - self._lag_at >= LAG_EVERY:
             self.measure_lag()
