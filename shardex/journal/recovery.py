@@ -33,7 +33,7 @@ from shardex.journal.snapshots import (
     Machine,
     best_snapshot,
 )
-from shardex.timemarks import TimeMarks
+from shardex.timemarks import TimeMarks, is_time_command
 from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import unpackb
 
@@ -349,9 +349,11 @@ class Replay:
                     "the records in between are no longer on disk"
                 )
             cmds = unpackb(payload)
+            machine, times = self.machine, self.times
             for cmd in cmds:
-                self.machine.apply(cmd, out)
-            self.times.mark(seq + 1, getattr(self.machine, "ts", 0))
+                machine.apply(cmd, out)
+                if is_time_command(cmd):  # (a record may hold several batches: a standby's)
+                    times.mark(machine.seq + 1, machine.ts)
             spent += len(cmds)
         self.replayed += spent
         return out

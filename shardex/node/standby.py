@@ -33,7 +33,7 @@ from shardex.node.replication import (
 )
 from shardex.node.ring import EventRing
 from shardex.recovery import SNAPSHOT_INTERVAL
-from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks
+from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, is_time_command
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -563,13 +563,14 @@ class Standby:
             self.last_heard = 0.0
             return False
         out: list[Any] = []
+        times = self.times  # (an ``OP_TIME`` heads each batch: its events have the new time)
         for cmd in cmds:
             before = engine.seq
             engine.apply(cmd, out)
             journal.add(before, cmd)
+            if is_time_command(cmd):
+                times.mark(engine.seq + 1, engine.ts)
         self.ring.extend(out)
-        times = self.times  # (an ``OP_TIME`` heads each batch: its events have the new time)
-        times.mark(seq0 + 1, getattr(engine, "ts", 0))
         if len(times) > TIME_MARKS_PRUNE:
             times.prune(self.ring.first)
         outgoing = getattr(engine, "outgoing", None)

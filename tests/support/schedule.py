@@ -36,6 +36,9 @@ MEASURED_S: dict[str, float] = {
     "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 24,
+    # exchange time (2026-12-07, load ~14): ~2.3 s CPU each with interpreter start-up
+    "test_exchange_time.py": 3, "test_time_streams.py": 4,
+    # candles (2026-12-07, load ~13): 4.6 s and 2.8 s CPU with interpreter start-up
     "test_candles.py": 14, "test_candles_core.py": 3,
 }  # fmt: skip
 DEFAULT_S = 0.5

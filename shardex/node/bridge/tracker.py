@@ -4,6 +4,7 @@ next, which range to repair, what is lost, when the shard is stalled, when Redis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 
 from shardex.wire.layouts import EV_SEQ
@@ -85,11 +86,11 @@ class ShardTracker:
         if p and events and events[0][EV_SEQ] <= p[-1][EV_SEQ]:
             self._sorted = False
         p.extend(events)
-        if ts is not None:
-            times, last = self.times, self.last
-            for ev in events:
-                if ev[EV_SEQ] > last:
-                    times[ev[EV_SEQ]] = ts
+        if ts is not None and events:
+            if events[0][EV_SEQ] > self.last:  # (the common case, at C speed: a message's
+                self.times.update(zip(map(_SEQ, events), repeat(ts)))  # events are in order)
+            else:
+                self.times.update((ev[EV_SEQ], ts) for ev in events if ev[EV_SEQ] > self.last)
 
     def accept_repair(self, events: list[tuple], shard_seq: int | None,
                       runs: list[list[int]] | None = None) -> None:  # fmt: skip
@@ -195,7 +196,10 @@ class ShardTracker:
 
     def written(self, upto: int, now: float) -> None:
         if upto > self.last:
-            self._forget(self.last, upto)
+            if self.pending:
+                self._forget(self.last, upto)
+            else:
+                self.times.clear()  # (nothing pending: no time is needed any more)
             self.last = upto
             self._progress_last, self._progress_at = upto, now
 
