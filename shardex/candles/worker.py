@@ -96,9 +96,10 @@ class CandleWorker:
         self._lag_at = 0.0
         self.stalled: dict[str, float] = {}  # symbol → when its stored state was unreadable
         self.sleep = time.sleep  # (when every pair is stalled: no XREAD to block in)
-        for symbol in cfg.markets:
+        for symbol in cfg.markets:  # every series exported from the start (0), not on first use
             for kind in ANOMALIES:
                 ANOMALY.labels(symbol, kind)
+            STALLED.labels(symbol).set(0)
 
     def pair(self, symbol: str) -> PairCandles:
         """The pair's state, loaded from Redis when not in memory."""
