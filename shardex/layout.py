@@ -79,6 +79,10 @@ class Layout:
         return self.base_port + 3
 
     @property
+    def candles_metrics_port(self) -> int:
+        return self.base_port + 5
+
+    @property
     def redis_port(self) -> int:
         return self.base_port + 4
 
@@ -210,7 +214,7 @@ class Layout:
     def ports(self) -> list[int]:
         """Every TCP port this layout uses (to check they are free before starting)."""
         base = self.base_port
-        out = [base, base + 1, base + 2, base + 3, base + 4]
+        out = [base, base + 1, base + 2, base + 3, base + 4, base + 5]
         for j in range(1, self.routers):
             out += [base + 10 + j, base + 40 + j, base + 70 + j]
         for i in range(self.shards):

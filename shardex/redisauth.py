@@ -2,14 +2,16 @@
 
 Why this shape (docs/redis.md says it for operators):
 
-* **Four users, least privilege per command and key, no default user.** Each command a user
+* **Five users, least privilege per command and key, no default user.** Each command a user
   holds is allowed on the keys it is for only (ACL selectors, Redis/Valkey >= 7.0):
   ``bridge`` XADDs the ``shardex:events|trades|balances`` streams, reads them, and GETs/SETs
   only the epoch fences ``…:epoch``; ``reader`` (``shardex tail``, dashboards) only reads the
   streams; ``consumer`` reads and does consumer-group work (XREADGROUP, XACK, XCLAIM…);
   ``lease`` (the engines of replicated shards) runs the lease commands, each on its own lease
-  key. Nothing can DEL, XTRIM, XDEL, XSETID, RENAME, EXPIRE or SET a stream. The ``default``
-  user is off, so a connection without credentials can do nothing (``NOAUTH``).
+  key; ``candles`` (the candles worker) reads the trades streams and writes ``shardex:candles:*``,
+  which ``reader`` may read too. Nothing can DEL, XTRIM, XDEL, XSETID, RENAME, EXPIRE or SET
+  a stream. The ``default`` user is off, so a connection without credentials can do nothing
+  (``NOAUTH``).
 * **What an ACL cannot do.** Redis checks every command a script runs against the calling
   user, so a script cannot lend its caller a command (a user allowed only EVALSHA/FCALL cannot
   have the script XADD), and ACLs never look at arguments: the bridge user can still XADD with
@@ -28,8 +30,8 @@ API (what the supervisor, the CLI and the bridge call):
 ``RedisUsers.ensure(keys_dir) -> RedisUsers``
     Load ``keys_dir/redis.json``, creating it (random 256-bit passwords for every user in
     ``USERS``) when missing, and adding a user a file of an older version lacks (``lease``,
-    ``consumer``; the others keep their passwords). ``RedisUsers.load(keys_dir)`` reads only
-    (``RedisAuthError`` if the file is missing or broken).
+    ``consumer``, ``candles``; the others keep their passwords). ``RedisUsers.load(keys_dir)``
+    reads only (``RedisAuthError`` if the file is missing or broken).
 ``users.server_args() -> list[str]``
     Extra argv for the embedded valkey-server / redis-server (>= 7.0: selectors): ``--user``
     directives for ``default`` (off) and every user, passwords as hashes.
@@ -84,7 +86,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from shardex.auth import locked, write_private
 
 REDIS_FILE = "redis.json"
-USERS = ("bridge", "reader", "lease", "consumer")
+USERS = ("bridge", "reader", "lease", "consumer", "candles")
 LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
 
 # Key families. The bridge writes the event, trade and balance streams and each replicated
@@ -133,7 +135,11 @@ BRIDGE_COMMANDS = (
 # and last-delivered id are state another consumer relies on).
 _READS = ("+xread", "+xrange", "+xrevrange", "+xlen", "+xinfo", "+xpending",
           "+exists", "+type", "+ping", "+select")  # fmt: skip
-READER_COMMANDS = (*_READS, *_keys("%R~", STREAMS))
+# ... and the candles the candles worker writes (sorted sets and position hashes)
+CANDLES_KEYS = "shardex:candles:*"
+_CANDLE_READS = ("+zrange", "+zrangebyscore", "+zrevrange", "+zrevrangebyscore", "+hgetall",
+                 "+hget")  # fmt: skip
+READER_COMMANDS = (*_READS, *_CANDLE_READS, *_keys("%R~", (*STREAMS, CANDLES_KEYS)))
 # consumer: the reads plus its consumer-group work. A group lives inside its stream's key and
 # its name is an argument, which ACLs cannot match: every holder of this user can act on every
 # group (see docs/redis.md for a user per application). Stream keys only (no MKSTREAM on a
@@ -167,11 +173,26 @@ LEASE_COMMANDS = (
     _selector("+set", "~shardex:lease:*:isr"),
     _selector("+hset", "+hgetall", "~shardex:lease:*:starts"),
 )
+# candles: reads the trades streams (never a consumer group: its position lives with its
+# candles) and writes only its own keys, through its commit script (EVALSHA names only
+# ``shardex:candles:*`` keys; the ZADD/ZREMRANGEBYSCORE/HSET it runs are checked again here).
+CANDLES_COMMANDS = (
+    "+evalsha",
+    "+script|load",
+    "+ping",
+    "+select",
+    "~" + CANDLES_KEYS,
+    _selector("+xread", "+xrange", "+xrevrange", "+xlen", "+xinfo|stream",
+              "%R~shardex:trades:*"),  # fmt: skip
+    _selector("+hget", "+hgetall", "+hset", "+zadd", "+zremrangebyscore", "+zrangebyscore",
+              "+zrevrange", "+zrange", "~" + CANDLES_KEYS),  # fmt: skip
+)
 RULES = {
     "bridge": BRIDGE_COMMANDS,
     "reader": READER_COMMANDS,
     "lease": LEASE_COMMANDS,
     "consumer": CONSUMER_COMMANDS,
+    "candles": CANDLES_COMMANDS,
 }
 
 

@@ -36,6 +36,7 @@ from shardex.engine.codes import (
 )
 from shardex.journal import JournalError
 from shardex.ring import EventRing
+from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, is_time_command
 from shardex.wire.layouts import (
     AE_KIND,
     AE_SEQ,
@@ -49,6 +50,7 @@ from shardex.wire.layouts import (
     FWD_RECORD_WIDTH,
     REJECT_CODE,
     REJECT_REASON,
+    TIME_TS,
 )
 from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
 
@@ -148,6 +150,8 @@ class SettledEngine:
                      *refused), out,
                 )  # fmt: skip
             self._route(inner, out[start:], seq, j)
+        elif is_time_command(cmd):
+            self.engine.apply(cmd, out)  # (exchange time: no event, nothing to settle)
         else:
             self.engine.apply(cmd, out)
             self._route(cmd, out[start:], None)
@@ -360,12 +364,24 @@ class AccountMachine:
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple[int, int, tuple]]] = {}
         self.events = EventRing(event_ring())  # (for the bridge's range repairs)
+        # exchange time: the batch's (``OP_TIME``, never a clock), and the seq → time marks
+        # of the events in the ring (re-sends carry them)
+        self.ts = 0
+        self.times = TimeMarks()
 
     @property
     def seq(self) -> int:
         return self.core.seq
 
     def apply(self, cmd: Any, out: list[tuple]) -> None:
+        if is_time_command(cmd):
+            ts = cmd[TIME_TS]
+            if type(ts) is int and ts > self.ts:
+                self.ts = ts
+                self.times.mark(self.core.seq + 1, ts)
+                if len(self.times) > TIME_MARKS_PRUNE:
+                    self.times.prune(self.events.first)
+            return
         start = len(out)
         self.core.apply(cmd, out)
         new = out[start:]
@@ -391,7 +407,9 @@ class AccountMachine:
     def snapshot(self) -> dict[str, Any]:
         state = self.core.snapshot()
         state["forwards"] = [[e, list(r)[-SNAP_RING:]] for e, r in sorted(self.rings.items())]
-        state["events"] = self.events.tail(SNAP_RING)
+        tail = state["events"] = self.events.tail(SNAP_RING)
+        state["ts"] = self.ts
+        state["times"] = (tail and self.times.runs(tail[0][AE_SEQ], self.seq)) or []
         state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
 
@@ -448,6 +466,10 @@ class AccountMachineFactory:
         for e, msgs in state.get("forwards", ()):
             m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=m.ring_size)
         m.events.extend([tuple(ev) for ev in state.get("events", ())])  # older snapshots: none
+        m.ts = int(state.get("ts", 0))  # (snapshots older than exchange time: 0)
+        m.times = TimeMarks(state.get("times", ()))
+        if m.events.first:
+            m.times.prune(m.events.first)
         return m
 
 

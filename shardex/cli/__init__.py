@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "level)."),
     "bridge": ("bridge", "bridge", "Write every shard's events to Redis Streams, in order, "
                "exactly once."),
+    "candles": ("candles", "candles", "Show PAIR's OHLCV candles (1m 5m 15m 1h 4h 1d), oldest "
+                "first, from Redis."),
+    "candles-worker": ("candles", "candles_worker", "Keep every pair's candles in Redis, from "
+                       "its trades stream, exactly once."),
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),
@@ -55,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "anomalies, journal."),
     "tail": ("tail", "tail", "Follow SYMBOL's trades live from Redis (shardex:trades:SYMBOL, "
              "XREAD BLOCK)."),
+    "ticker": ("candles", "ticker", "Show PAIR's rolling 24 h ticker: last, open, high, low, "
+               "volume, change."),
     "up": ("up", "up", "Start a local cluster (router + N shards), print endpoints, run until "
            "Ctrl-C."),
     "withdraw": ("money", "withdraw", "Withdraw AMOUNT of ASSET for ACCOUNT (admin key)."),

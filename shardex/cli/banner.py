@@ -112,6 +112,8 @@ def _redis_lines(layout: Layout, redis_url: str, keys: str | None) -> list[str]:
         lines.append("  redis users        reader (read-only), consumer (consumer groups); "
                      f"passwords in {keys}/redis.json")  # fmt: skip
     lines.append(f"  bridge metrics     {_metrics(layout, layout.bridge_metrics_port)}")
+    lines.append(f"  candles metrics    {_metrics(layout, layout.candles_metrics_port)}   "
+                 "shardex candles PAIR, shardex ticker PAIR")  # fmt: skip
     return lines
 
 

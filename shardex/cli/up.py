@@ -73,7 +73,9 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     envvar="SHARDEX_REDIS_URL",
     help="Bridge events to this Redis instead of starting the embedded one.",
 )
-@click.option("--no-bridge", is_flag=True, help="Start neither Redis nor the bridge.")
+@click.option(
+    "--no-bridge", is_flag=True, help="Start neither Redis nor the bridge (nor candles-worker)."
+)
 @click.option("--pub-hwm", type=int, default=None, help="Shards' PUB high-water mark.")
 @click.option(
     "--prometheus-config",

@@ -9,6 +9,10 @@ Commands (tuples, position = meaning):
   run); the engine emits the ``rejected`` event so that it gets a seq and replays identically.
   ``code`` is a ``REJ_*`` code; without it (journals written before codes existed) or when it
   is not a known code, the event carries ``REJ_MALFORMED``.
+* ``(OP_TIME, ts)`` — exchange time: the leader journals one at the head of each batch (``ts``
+  in ms since the Unix epoch, UTC); it emits no event and takes no seq, it only moves the
+  machine's ``ts`` forward (never back), so replay reproduces every event's time. Never
+  accepted from a client (the edge rejects the op).
 
 Prices are integer ticks and quantities integer lots of the symbol's market.
 
@@ -29,6 +33,7 @@ from typing import Any
 from shardex.wire import codes as wire_codes  # type: ignore
 
 OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT = 1, 2, 3, 4
+OP_TIME = 50  # (outside every tier's client, link and read ops)
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
 GTC, IOC, FOK = 0, 1, 2

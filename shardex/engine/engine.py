@@ -50,6 +50,7 @@ from shardex.engine.codes import (
     OP_CANCEL,
     OP_NEW,
     OP_REJECT,
+    OP_TIME,
     REJ_AMEND_INCREASE,
     REJ_DUPLICATE_ID,
     REJ_INVALID,
@@ -116,6 +117,8 @@ class Engine(EngineState):
                 self._amend(cmd, out)
             elif op == OP_REJECT:
                 self._edge_reject(cmd, out)
+            elif op == OP_TIME:
+                self.set_time(cmd[1])
             else:
                 self._reject(
                     _field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", REJ_UNKNOWN_OP, out

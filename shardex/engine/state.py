@@ -54,6 +54,9 @@ class EngineState:
         self.markets = markets
         self.books: dict[str, Book] = {}
         self.seq = seq
+        # exchange time (ms since the Unix epoch, UTC) of the batch being applied: set only by
+        # journaled ``OP_TIME`` commands (``set_time``), never read from a clock; snapshotted
+        self.ts = 0
         # rejects per REJ_* code (metrics; read at scrape time, not part of snapshots)
         self.rejected: list[int] = [0] * len(REJECT_NAMES)
         # The recent-results index answers order status queries and refuses a ``new`` that
@@ -75,6 +78,12 @@ class EngineState:
         self._left = self.gen_size  # finished orders the current generation still takes
 
     # ------------------------------------------------------------------ public API
+
+    def set_time(self, ts: Any) -> None:
+        """An ``OP_TIME`` command: exchange time moves forward to ``ts`` (an older or
+        malformed one changes nothing: time never goes backwards, whatever a record says)."""
+        if type(ts) is int and ts > self.ts:
+            self.ts = ts
 
     def order_status(
         self,
@@ -169,7 +178,9 @@ class EngineState:
         Shape (version 4)::
 
             {"version": 4, "seq": int, "recent": window, "recent_left": int,
-             "books": {symbol: pair state}}
+             "books": {symbol: pair state}, "ts": exchange time in ms}
+
+        (``ts`` is absent from snapshots written before exchange time existed: read as 0.)
 
         where a pair state is ``Book.snapshot()`` plus ``"recent"``: that pair's recently
         finished orders as ``(id, account, state, filled, reason, first, last, gen)`` (first,
@@ -190,12 +201,14 @@ class EngineState:
             "recent": self.recent_limit,
             "recent_left": self._left,
             "books": books,
+            "ts": self.ts,
         }
 
     def _install(self, state: Mapping[str, Any]) -> None:
         """Install a whole snapshot into this new engine (the body of ``Engine.restore``): every
         pair, then the recent results, generation for generation when the window matches."""
         seq = self.seq
+        self.set_time(state.get("ts", 0))  # (snapshots older than exchange time: 0)
         finished: list[tuple[tuple, Book]] = []
         for symbol, pair in state["books"].items():
             self.restore_pair(symbol, pair, _recent=False, _since=seq)

@@ -134,6 +134,11 @@ class Journal(GroupCommit):
         commands replayed by one call). JournalError when the range is no longer covered."""
         return self._events.events(first, last, budget)
 
+    def event_times(self, first: int, last: int) -> list[list[int]] | None:
+        """The exchange time marks of ``first..last`` as the last ``events`` call replayed
+        them (``[[seq, ts], ...]``, ``timemarks.TimeMarks.runs``), None if unknown."""
+        return self._events.times(first, last)
+
     def replay_from(self, at: int) -> Replay:
         """A ``Replay`` of this journal's machine from the newest snapshot with seq <= ``at``
         (or from the start): what a re-send older than an in-memory ring regenerates its

@@ -33,6 +33,7 @@ from shardex.journal.snapshots import (
     Machine,
     best_snapshot,
 )
+from shardex.timemarks import TimeMarks, is_time_command
 from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import unpackb
 
@@ -281,6 +282,15 @@ class EventReader:
                                ) from None  # fmt: skip
         return self._result(buf, first, last)
 
+    def times(self, first: int, last: int) -> list[list[int]] | None:
+        """The time marks (``timemarks.TimeMarks.runs``) of ``first..last`` as the last
+        ``events`` call's replay saw them (None: no replay under way, or none covers it)."""
+        cur = self._cursor
+        if cur is None:
+            return None
+        cur[0].times.prune(first)
+        return cur[0].times.runs(first, last)
+
     def _result(self, buf: list[Event], first: int, last: int) -> list[Event]:
         result = [e for e in buf if e[EV_SEQ] <= last]
         if not result or result[0][1] != first:
@@ -307,6 +317,8 @@ class Replay:
         self._records = records_from(machine.seq)
         self.done = False  # the last step reached the end of what is on disk (for now)
         self.replayed = 0  # commands replayed so far
+        # seq → exchange time of the events replayed (an ``OP_TIME`` heads a batch's records)
+        self.times = TimeMarks([(machine.seq + 1, getattr(machine, "ts", 0))])
 
     def step(self, budget: int) -> list[Event]:
         """Replay whole records until ``budget`` commands are spent or the journal ends; the
@@ -337,8 +349,11 @@ class Replay:
                     "the records in between are no longer on disk"
                 )
             cmds = unpackb(payload)
+            machine, times = self.machine, self.times
             for cmd in cmds:
-                self.machine.apply(cmd, out)
+                machine.apply(cmd, out)
+                if is_time_command(cmd):  # (a record may hold several batches: a standby's)
+                    times.mark(machine.seq + 1, machine.ts)
             spent += len(cmds)
         self.replayed += spent
         return out

@@ -1,8 +1,9 @@
 """Every process kind of a cluster, each described once (``shardex.kinds.spec.Kind``).
 
-From ``KINDS`` come the options of ``shardex router|engine|accounts|bridge|redis``, the
-children (and their argv) ``shardex up`` starts, the Procfile and .env, the ports ``shardex
-up`` checks are free and the Prometheus scrape jobs (``shardex up --prometheus-config``).
+From ``KINDS`` come the options of ``shardex router|engine|accounts|bridge|candles-worker|
+redis``, the children (and their argv) ``shardex up`` starts, the Procfile and .env, the
+ports ``shardex up`` checks are free and the Prometheus scrape jobs (``shardex up
+--prometheus-config``).
 Adding a process kind = one module here (its ``Kind``) + its service + its command.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 from shardex.kinds.accounts import ACCOUNTS
 from shardex.kinds.bridge import BRIDGE
+from shardex.kinds.candles import CANDLES
 from shardex.kinds.engine import ENGINE
 from shardex.kinds.mm import MM
 from shardex.kinds.redis import REDIS
 from shardex.kinds.router import ROUTER
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 
-# in start order: what a process connects to starts before it (it would retry anyway)
-KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, MM)
+# in start order: what a process connects to starts before it (it would retry anyway);
+# the market maker last: a client of all the rest
+KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, CANDLES, MM)
 BY_NAME = {kind.name: kind for kind in KINDS}
 
 
@@ -31,5 +34,5 @@ def cluster_ports(plan: Plan) -> list[int]:
     return [port for kind in KINDS for port in kind.ports(plan)]
 
 
-__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "ENGINE", "KINDS", "MM", "REDIS", "ROUTER", "Kind",
-           "Opt", "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip
+__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "KINDS", "MM", "REDIS", "ROUTER",
+           "Kind", "Opt", "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip

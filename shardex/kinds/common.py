@@ -28,8 +28,8 @@ BASE_PORT = Opt(
     show_default=True,
     envvar="SHARDEX_BASE_PORT",
     help="Base port of the default layout: router base+0 (clients), base+1 (shards), router "
-    "metrics base+2, bridge metrics base+3, Redis base+4; shard i direct base+100+i, PUB "
-    "base+200+i, metrics base+300+i.",
+    "metrics base+2, bridge metrics base+3, Redis base+4, candles worker metrics base+5; shard "
+    "i direct base+100+i, PUB base+200+i, metrics base+300+i.",
 )
 FSYNC = Opt(
     "--fsync",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +49,7 @@ from shardex.journal import Journal, JournalError
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
+from shardex.timemarks import stamp
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_OP, WRONG_SHARD
 from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.layouts import (
@@ -137,14 +139,25 @@ class AccountHandler:
         # it holds (the chains were rebuilt under another routing): new orders and amends are
         # refused with it, and nothing is forwarded or re-sent any more (ALERT).
         self.halted: str | None = None
+        # exchange time: the node's clock in ms (None: no stamping), read at the first write
+        # of each batch (``stamp_due``, set again by the node's group commit: ``new_batch``)
+        self.wall: Callable[[], int] | None = None
+        self.stamp_due = False
 
     def journal_apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
+        if self.stamp_due:
+            self.stamp_due = False
+            stamp(self.machine, self.journal, self.wall)  # type: ignore[arg-type]
         start = len(out)
         self.journal.add(self.machine.seq, cmd)
         self.machine.apply(cmd, out)
         self.commands += 1
         return start
+
+    def new_batch(self) -> None:
+        """A group commit ended the batch: the next write reads the time again."""
+        self.stamp_due = self.wall is not None
 
     def handle(self, payload: bytes, out: list[tuple], user: str | None = None) -> bytes:
         """One client request → its reply. Never raises: the core's contract is that bad
@@ -501,7 +514,8 @@ class AccountHandler:
         if first > last:
             return {"events": [], "seq": published}
         evs = self.machine.events.get(first, last)
-        if evs is None and isinstance(self.journal, Journal):
+        runs = self.machine.times.runs(first, last) if evs is not None else None
+        if runs is None and isinstance(self.journal, Journal):
             # Older than the ring: regenerated from the journal (replay is deterministic, so
             # the events are the ones published), bounded work per request with the cursor
             # kept between requests, as the engine shard's range re-send does.
@@ -511,12 +525,13 @@ class AccountHandler:
                 return {**events_gone(first, last, str(exc)), "seq": published}
             if evs == []:  # still replaying towards ``first``: ask again
                 return {"events": [], "seq": published, "pending": True}
+            runs = self.journal.event_times(first, last)
             self.journal_resent += len(evs)
         if evs is None:
             ring = self.machine.events.first
             why = f"events {first}..{last} are gone (ring starts at {ring}, no journal)"
             return {**events_gone(first, last, why), "seq": published}
-        return {"events": evs, "seq": published}
+        return {"events": evs, "seq": published, "ts": runs or [[first, self.machine.ts]]}
 
     def status(self) -> dict[str, Any]:
         core = self.core

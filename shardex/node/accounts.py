@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import zmq
@@ -53,6 +54,7 @@ from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.timemarks import runs_of, wall_ms
 from shardex.wire.layouts import AE_KIND, AE_SEQ, GAP_ESHARD
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
@@ -140,6 +142,8 @@ class AccountNode(ForwardLink, SequencedNode):
         self.open_keys("accounts")
         machine, journal = recovered or self.recover()
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
+        self.handler.wall = partial(wall_ms, self.zmq.clock)  # (exchange time: once per batch)
+        self.handler.new_batch()
         self.machine = machine
         self.published = machine.seq  # events up to here are journaled (and were published)
         self.out: list[tuple] = []
@@ -351,6 +355,7 @@ class AccountNode(ForwardLink, SequencedNode):
         overlap) and what it sends waits in ``repl_wait`` for the high watermark."""
         handler = self.handler
         journal = handler.journal
+        handler.new_batch()  # (what follows is the next batch: it reads the time again)
         rep = self.replica
         if rep is not None and handler.journal_down is None:
             self.ship(journal, self.machine.seq)  # (a retried commit is not shipped twice)
@@ -448,12 +453,14 @@ class AccountNode(ForwardLink, SequencedNode):
             return
         # a replicated leader stamps its epoch (the bridge drops a deposed one's)
         epoch = self.replica.epoch if self.replica is not None else None
-        for k in range(0, len(events), 1000):
-            try:
-                payload = encode_events(self.cfg.index, events[k : k + 1000], epoch)
-                send_frames(self.pub, [b"accounts", payload])
-            except self.zmq.Again:
-                self.counts["unpublished"] += 1
+        machine = self.machine  # (each message carries its events' exchange time)
+        for ts, run in runs_of(events, machine.times, machine.ts):
+            for k in range(0, len(run), 1000):
+                try:
+                    payload = encode_events(self.cfg.index, run[k : k + 1000], epoch, ts)
+                    send_frames(self.pub, [b"accounts", payload])
+                except self.zmq.Again:
+                    self.counts["unpublished"] += 1
 
     def housekeeping(self, now: float) -> None:
         journal = self.handler.journal

@@ -37,6 +37,7 @@ class Promotion:
     took: float  # monotonic time the lease was taken
     silent: float | None  # how long the old leader had been silent then (None: never followed)
     stop: Any
+    times: Any = None  # the standby's time marks of the ring's events (``timemarks``)
 
 
 # ``run_failover``'s ``build``: the leader node from a promotion and its ``replicate`` factory
@@ -121,7 +122,7 @@ def promotion(standby: Standby, stop: Any) -> Promotion:
     took = standby.took_at or standby.clock.monotonic()
     silent = took - standby.last_heard if standby.last_heard else None
     return Promotion(standby.node, standby.lease, standby.journal, standby.engine, standby.ring,
-                     took, silent, stop)  # fmt: skip
+                     took, silent, stop, standby.times)  # fmt: skip
 
 
 def _log_failover(p: Promotion, what: str) -> None:

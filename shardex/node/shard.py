@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import zmq
@@ -43,6 +44,7 @@ from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
+from shardex.timemarks import runs_of, wall_ms
 from shardex.wire.layouts import EV_SYMBOL
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
@@ -144,6 +146,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             clock=net.clock,
         )
         self.core.accounts = cfg.accounts
+        self.core.set_wall(partial(wall_ms, net.clock))  # (exchange time: once per batch)
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.init_link(RESEND_EVERY_S)  # (``SettlementLink``)
@@ -403,6 +406,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         replies go out now.
         """
         journal = self.core.journal
+        self.core.new_batch()  # (what follows is the next batch: it reads the time again)
         if self.writer_fd is not None:
             if self.held is None or journal.pending:  # (down: reads only, served now)
                 ticket = journal.submit()  # type: ignore[union-attr]  # ``always``: submitted
@@ -486,11 +490,12 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         # ``engine.outgoing`` with the rest, and must not leave before it is durable
         if self.alink is not None and self.replica is None and self.held is None:
             self.send_settlements()  # (the writer thread is off with accounts: see __init__)
-        if events:
-            self.core.ring.extend(events)
-            # a replicated leader stamps its epoch (the bridge drops a deposed one's)
-            _publish(self.pub, self.core.index, events,
-                     self.replica.epoch if self.replica is not None else None)  # fmt: skip
+        if events:  # (a replicated leader stamps its epoch: the bridge drops a deposed one's;
+            core = self.core  # each message its events' exchange time: a batch is one run)
+            core.ring.extend(events)
+            epoch = self.replica.epoch if self.replica is not None else None
+            for ts, run in runs_of(events, core.times, core.engine.ts):
+                _publish(self.pub, core.index, run, epoch, ts)
             events.clear()
 
     def housekeeping(self, now: float) -> None:
@@ -540,9 +545,9 @@ def run_shard(cfg: ShardConfig) -> None:
     exit_now()  # stopped cleanly: skip the heap's teardown
 
 
-def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None) -> None:
+def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None, ts: int) -> None:
     """One PUB message per symbol per batch (topic = symbol), events in seq order; ``epoch``:
-    a replicated leader's, carried in each message (None: the 3-field form of before)."""
+    a replicated leader's (None: none), ``ts`` their exchange time (``encode_events``)."""
     groups: dict[str, list[Event]] = {}
     for ev in events:
         g = groups.get(ev[EV_SYMBOL])
@@ -552,7 +557,7 @@ def _publish(pub: Any, shard: int, events: list[Event], epoch: int | None = None
             g.append(ev)
     for symbol, evs in groups.items():
         try:
-            send_frames(pub, [symbol.encode(), encode_events(shard, evs, epoch)])
+            send_frames(pub, [symbol.encode(), encode_events(shard, evs, epoch, ts)])
         except zmq.Again:
             pass  # PUB never blocks; a subscriber repairs gaps by seq
 
@@ -567,6 +572,8 @@ def run_replicated(cfg: ShardConfig, replica: int, redis_url: str, repl_endpoint
         shard = ShardNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
         if p.ring.last == p.engine.seq:  # (contiguous up to now: what it applied as standby)
             shard.core.ring = p.ring
+            if p.times is not None:
+                shard.core.times = p.times
         return shard
 
     link = cfg.account_link if cfg.accounts else None

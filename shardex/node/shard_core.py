@@ -26,6 +26,7 @@ from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
+from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, stamp
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
 from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.protocol import (
@@ -100,6 +101,13 @@ class ShardCore:
         # Account shards: with M > 0 the engine is a ``SettledEngine`` and orders
         # come only from the account tier (their holds are taken there); 0: off.
         self.accounts = 0
+        # Exchange time: ``wall`` (the node's clock in ms, ``timemarks.wall_ms``; None: no
+        # stamping, a core driven without a node) is read at the first write of each batch
+        # (``stamp_due``, set again by the node's group commit) and journaled as ``OP_TIME``;
+        # ``times`` maps the seqs of the ring's events to their time.
+        self.wall: Callable[[], int] | None = None
+        self.stamp_due = False
+        self.times = TimeMarks()
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
             OP_BOOK: self.book,
             OP_EVENTS: self.events,
@@ -148,6 +156,8 @@ class ShardCore:
                 if op is not None:
                     results.append(reads[op](cmd, info))
                     continue
+                if self.stamp_due:
+                    self.stamp()
                 cmd = self._admit(edge_command(cmd), key)
                 start = len(out)
                 seq = engine.seq
@@ -166,6 +176,25 @@ class ShardCore:
             stats.engine_time.add((perf() - t0) / n, n)
             stats.cmds_per_msg.add(n)
         return encode_reply(results)
+
+    def set_wall(self, wall: Callable[[], int]) -> None:
+        """Stamp every batch from now on with ``wall()`` (the node's clock, in ms)."""
+        self.wall = wall
+        self.stamp_due = True
+
+    def new_batch(self) -> None:
+        """A group commit ended the batch: the next write reads the time again."""
+        self.stamp_due = self.wall is not None
+
+    def stamp(self) -> None:
+        """The batch's ``OP_TIME``, before its first write (``timemarks.stamp``)."""
+        self.stamp_due = False
+        assert self.wall is not None
+        ts = stamp(self.engine, self.journal, self.wall)
+        times = self.times
+        times.mark(self.engine.seq + 1, ts)
+        if len(times) > TIME_MARKS_PRUNE:
+            times.prune(self.ring.first)
 
     def _admit(self, cmd: tuple, key: KeyInfo | None) -> tuple:
         """The command the engine applies for a client's write (``edge_command`` shaped it):
@@ -196,6 +225,8 @@ class ShardCore:
                         for i in range(4))  # fmt: skip
             cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
         rec = (OP_FORWARD, j, seq, prev, cmd)
+        if self.stamp_due:
+            self.stamp()
         engine = self.engine
         before = engine.seq
         refusals = getattr(engine, "refusals", 0)
@@ -257,19 +288,22 @@ class ShardCore:
         if first > last:
             return {"events": [], "seq": seq}
         evs = self.ring.get(first, last)
-        if evs is None:
-            try:
-                evs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
+        runs = self.times.runs(first, last) if evs is not None else None
+        if runs is None and not isinstance(self.journal, NullJournal):
+            try:  # older than the ring or its time marks: regenerated from the journal
+                jevs = self.journal.events(first, last, JOURNAL_READ_BUDGET)
             except JournalError as exc:
                 return {**events_gone(first, last, str(exc)), "seq": seq}
-            if evs == []:  # still replaying towards ``first``: ask again (bounded work each)
+            if jevs == []:  # still replaying towards ``first``: ask again (bounded work each)
                 return {"events": [], "seq": seq, "pending": True}
+            if jevs is not None:
+                evs, runs = jevs, self.journal.event_times(first, last)
         if evs is None:
             why = f"events {first}..{last} are gone (ring starts at {self.ring.first}, no journal)"
             return {**events_gone(first, last, why), "seq": seq}
         evs, size = _cap_bytes(evs, self.budget)
         self.budget -= size
-        return {"events": evs, "seq": seq}
+        return {"events": evs, "seq": seq, "ts": runs or [[first, self.engine.ts]]}
 
     def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         symbol = _at(cmd, 1)

@@ -33,6 +33,7 @@ from shardex.node.replication import (
 )
 from shardex.node.ring import EventRing
 from shardex.recovery import SNAPSHOT_INTERVAL
+from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, is_time_command
 from shardex.wire.protocol import not_leader_error
 from shardex.wire.replication import (
     ACK,
@@ -145,6 +146,7 @@ class Standby:
         # new leaders' loops for seconds.)
         self.ring_size = ring_size
         self.ring = EventRing(ring_size)
+        self.times = TimeMarks()  # (the ring's events' exchange time, handed over with it)
         # The direct port this replica serves once it leads, bound while it stands by so a
         # client (or a stale topology) that reaches it gets ``not_leader`` at once instead of
         # a timeout (``serve_clients``). Closed before promotion.
@@ -221,6 +223,7 @@ class Standby:
             self.journal_dir, self.markets, self.fsync, self.machine, self.zmq.disk, at, end)
         engine = self.engine
         self.ring = type(self.ring)(self.ring_size)  # (its seqs go back with the engine)
+        self.times = TimeMarks()
         self.snap_seq, self.snap_records = engine.seq, self.journal.records_written
         if self.sock is not None:
             self.last_sub = 0.0
@@ -242,6 +245,7 @@ class Standby:
                                     self.zmq.disk)  # fmt: skip
         self.engine = self.journal.recover().engine
         self.ring = type(self.ring)(self.ring_size)  # (its seqs start over too)
+        self.times = TimeMarks()
         if self.sock is not None:
             self.last_sub = 0.0
 
@@ -559,11 +563,16 @@ class Standby:
             self.last_heard = 0.0
             return False
         out: list[Any] = []
+        times = self.times  # (an ``OP_TIME`` heads each batch: its events have the new time)
         for cmd in cmds:
             before = engine.seq
             engine.apply(cmd, out)
             journal.add(before, cmd)
+            if is_time_command(cmd):
+                times.mark(engine.seq + 1, engine.ts)
         self.ring.extend(out)
+        if len(times) > TIME_MARKS_PRUNE:
+            times.prune(self.ring.first)
         outgoing = getattr(engine, "outgoing", None)
         if outgoing:  # (a settled engine: the rings keep them for re-sending once we
             outgoing.clear()  # lead; a standby sends no settlement itself)

@@ -47,10 +47,11 @@ def _history(ring: Any, seq: int) -> list[tuple] | None:
     return list(got) if got is not None else None
 
 
-def replay_journal(journal: Any) -> tuple[Any, list[tuple]] | None:
-    """(the journal's machine replayed from the start, its events), or None when the node has
-    no journal or its start is no longer on disk (trimmed by snapshot retention: then it is
-    replayed from the newest snapshot, without events)."""
+def replay_journal(journal: Any) -> tuple[Any, list[tuple], list[list[int]] | None] | None:
+    """(the journal's machine replayed from the start, its events, their exchange time marks),
+    or None when the node has no journal or its start is no longer on disk (trimmed by
+    snapshot retention: then it is replayed from the newest snapshot, without events or
+    marks)."""
     if not isinstance(journal, Journal):
         return None
     try:
@@ -69,7 +70,8 @@ def replay_journal(journal: Any) -> tuple[Any, list[tuple]] | None:
             events += got
         if replay.done:
             break
-    return replay.machine, events if keep else []
+    times = replay.times.runs(1, replay.machine.seq) if keep else None
+    return replay.machine, events if keep else [], times
 
 
 def engine_shard(node: Any, leader: bool = True, replay: bool = True) -> EngineShard:
@@ -84,7 +86,8 @@ def engine_shard(node: Any, leader: bool = True, replay: bool = True) -> EngineS
         events = replayed[1]
     return EngineShard(shard=core.index, node=name, seq=inner.seq, epoch=epoch, leader=leader,
                        books={"seq": snap["seq"], "books": snap["books"]}, events=events,
-                       replayed=_engine_snapshot(replayed))  # fmt: skip
+                       replayed=_engine_snapshot(replayed), times=core.times.runs(1, inner.seq),
+                       replayed_times=replayed[2] if replayed is not None else None)  # fmt: skip
 
 
 def _engine_snapshot(replayed: tuple[Any, list] | None) -> dict[str, Any] | None:
@@ -114,12 +117,16 @@ def account_shard(node: Any, leader: bool = True, replay: bool = True) -> Accoun
                         leader=leader, anomalies=core.anomalies,
                         settlements=counts.get("settlements", 0),
                         duplicates=counts.get("duplicates", 0), ledger=core.snapshot(),
-                        replayed=_ledger_replayed(node) if replay else None)  # fmt: skip
+                        times=machine.times.runs(1, core.seq),
+                        **_ledger_replayed(node, replay))  # fmt: skip
 
 
-def _ledger_replayed(node: Any) -> dict[str, Any] | None:
-    replayed = replay_journal(getattr(node, "journal", None))
-    return replayed[0].core.snapshot() if replayed is not None else None
+def _ledger_replayed(node: Any, replay: bool) -> dict[str, Any]:
+    """``replayed`` (the ledger) and ``replayed_times`` of the node's journal replayed."""
+    replayed = replay_journal(getattr(node, "journal", None)) if replay else None
+    if replayed is None:
+        return {"replayed": None, "replayed_times": None}
+    return {"replayed": replayed[0].core.snapshot(), "replayed_times": replayed[2]}
 
 
 def order_record(client: str, result: Any) -> Order | None:

@@ -16,7 +16,9 @@ Two kinds of check (``CHECKS``, each with ``final``):
   order the client was told "not executed" never ran.
 * **final** (after the run heals: every message delivered, every client answered): every acked
   order in exactly one leader's history once; per-shard sequences gap-free; the stream store
-  exact; money conserved across the account shards; books equal to a replay of their journal;
+  exact (each entry with its event's exchange time); money conserved across the account
+  shards; books equal to a replay of their journal; exchange time never going backwards along
+  a shard's seqs, and a replay giving each event the time the node gave it;
   every client knows every order's fate; the account shards' holds are exactly the books' live
   orders.
 
@@ -45,6 +47,7 @@ from shardex.sim.state import (  # noqa: F401 - the data model, importable from 
     Violation,
     Write,
 )
+from shardex.timemarks import TimeMarks
 from shardex.wire.protocol import shard_for
 
 Check = Callable[[ClusterState], list[Violation]]
@@ -293,18 +296,48 @@ def stream_exact(s: ClusterState) -> list[Violation]:
     out = []
     for e in leaders(s.engines).values():
         if e.events is not None:
-            want = [fmt.item(ev, e.shard)[:2] for ev in e.events]
+            at = _time_of(e)
+            want = [fmt.item(ev, e.shard, at(ev[1]))[:2] for ev in e.events]
             key = f"shardex:events:{e.shard}"
             diff = _stream_diff(key, s.streams.get(key, []), want)
             if diff:
                 out.append(Violation("stream_exact", diff))
     for a in s.accounts:
         if a.events is not None and a.leader:
-            want = [fmt.balance_item(ev, a.shard) for ev in a.events if ev[0] in BALANCE_KINDS]
+            at = _time_of(a)
+            want = [fmt.balance_item(ev, a.shard, at(ev[1]))
+                    for ev in a.events if ev[0] in BALANCE_KINDS]  # fmt: skip
             key = f"shardex:balances:{a.shard}"
             diff = _stream_diff(key, s.streams.get(key, []), want)
             if diff:
                 out.append(Violation("stream_exact", diff))
+    return out
+
+
+def _time_of(n: EngineShard | AccountShard) -> Callable[[int], int]:
+    """Seq → exchange time of ``n``'s events (its journal's replay, else its own marks)."""
+    marks = TimeMarks(n.replayed_times or n.times or ())
+    return lambda seq: marks.at(seq) or 0
+
+
+def time_forward(s: ClusterState) -> list[Violation]:
+    """Exchange time never goes backwards along a shard's seqs, and replaying its journal
+    gives every event the time the node gave it (where the node's own marks reach)."""
+    out = []
+    for n in [*s.engines, *s.accounts]:
+        for what, runs in (("live", n.times), ("replayed", n.replayed_times)):
+            tss = [ts for _, ts in runs or ()]
+            if tss != sorted(tss):
+                out.append(Violation("time_forward", f"{n.node}: {what} time goes backwards: "
+                                     f"{_some(runs or ())}"))  # fmt: skip
+        if n.times and n.replayed_times:
+            live, again = TimeMarks(n.times), TimeMarks(n.replayed_times)
+            seqs = sorted({q for q, _ in (*n.times, *n.replayed_times) if q >= n.times[0][0]})
+            bad = [(q, live.at(q), again.at(q)) for q in seqs if q <= n.seq and
+                   live.at(q) != again.at(q)]  # fmt: skip
+            if bad:
+                out.append(Violation("time_forward", f"{n.node}: (seq, live ts, replayed ts) "
+                                     f"differ: {_some(bad)}"))  # fmt: skip
     return out
 
 
@@ -458,6 +491,7 @@ FINAL: dict[str, Check] = {
     "money_conserved": money_conserved,
     "books_equal_replay": books_equal_replay,
     "ledgers_equal_replay": ledgers_equal_replay,
+    "time_forward": time_forward,
     "fates_known": fates_known,
     "holds_match_books": holds_match_books,
     "resends_bounded": resends_bounded,

@@ -58,6 +58,10 @@ class EngineShard:
     replayed: dict[str, Any] | None = None
     epoch: int = 0
     leader: bool = True
+    # exchange time marks ``[[seq, ts], ...]`` (``timemarks``): the node's own, from seq 1
+    # (None: it does not reach back to 1), and its journal's replayed from the start
+    times: list[list[int]] | None = None
+    replayed_times: list[list[int]] | None = None
 
 
 @dataclass
@@ -96,6 +100,8 @@ class AccountShard:
     duplicates: int = 0  # ... of which it had already applied (re-sent)
     ledger: dict[str, Any] | None = None  # ``AccountCore.snapshot()`` ...
     replayed: dict[str, Any] | None = None  # ... and the same of its journal replayed
+    times: list[list[int]] | None = None  # exchange time marks, as ``EngineShard``'s
+    replayed_times: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ shard's with the account tier understands the forwarded orders, an account shard
 balance, forward, reject... events (``account_event_to_json``). Replay starts from a fresh
 machine when the journal still holds its first record, else from the oldest snapshot the
 records continue; a record that does not continue the replay, or damage, stops it with an
-error (what was printed up to there is right).
+error (what was printed up to there is right). Events replayed from a journal carry their
+exchange time (``"ts"``, journaled with each batch: ``shardex.timemarks``; 0 for records
+written before exchange time existed); JSON-lines input has none.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from shardex.journal import (
     read_snapshot,
     restore_engine,
 )
+from shardex.timemarks import is_time_command
 from shardex.tools.journals import JournalKind, journal_kind
 from shardex.wire.account_events import account_event_to_json
 from shardex.wire.layouts import EV_KIND, REJECTED_REASON
@@ -139,17 +142,20 @@ def replay_journal(
                     "(records missing, or a file of another journal)"
                 )
             for cmd in unpackb(payload):
-                summary.commands += 1
                 out.clear()
                 machine.apply(cmd, out)
+                if is_time_command(cmd):
+                    continue  # (the batch's exchange time: no event, not a client's command)
+                summary.commands += 1
                 if kind.settled:
                     machine.outgoing.clear()  # settlements: what the shard sent, not events
+                ts = machine.ts  # every event carries its exchange time
                 for ev in out:
                     if assets is None:
                         _count_engine(summary, ev)
-                        write(event_to_json_line(ev, markets))
+                        write(event_to_json_line(ev, markets, ts))
                     else:
-                        obj = account_event_to_json(ev, assets, markets)
+                        obj = account_event_to_json(ev, assets, markets, ts)
                         summary.kinds[obj["ev"]] += 1
                         if obj["ev"] == "rejected":
                             summary.rejects[obj["reason"]] += 1

@@ -1,10 +1,10 @@
 """``shardex tail``: follow one pair's trades from Redis (``shardex:trades:SYMBOL``).
 
-Trade entries carry no event time: entry IDs are ``<seq>-0`` (seq-derived, for exactly-once), so
-an ID's "ms" part is a sequence number, not a clock. Each line therefore gets ``read_at``, the UTC
-time this reader received it (close to the trade time when following live, meaningless for old
-entries read with ``--from-start``). When the bridge writes a ``ts`` field (event time in ms),
-it is passed through as an int.
+Each trade entry carries ``ts``, its exchange time (ms since the Unix epoch, UTC, given by the
+engine shard when it journaled the trade's batch: ``shardex.timemarks``), passed through as an
+int. Entry IDs are ``<seq>-0`` (seq-derived, for exactly-once), so an ID's "ms" part is a
+sequence number, not a clock. Each line also gets ``read_at``, the UTC time this reader received
+it (entries written by a bridge older than exchange time have no ``ts``).
 
 Credentials (``connect``): a secure cluster's Redis has ACL users; tail reads as ``reader``, whose
 password it finds in ``KEYS_DIR/redis.json`` when no ``--redis-url`` is given. A ``--redis-url``

@@ -18,9 +18,18 @@ from shardex.wire.layouts import AE_KIND, AE_SEQ
 from shardex.wire.protocol import command_to_json
 
 
-def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
-    """An account shard event → JSON object (``ev`` is the kind's name in ``AE_NAMES``);
+def account_event_to_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market],
+                          ts: int | None = None) -> dict:  # fmt: skip
+    """An account shard event → JSON object (``ev`` is the kind's name in ``AE_NAMES``), with
+    ``"ts"`` (its exchange time, ms since the Unix epoch, UTC) when ``ts`` is known;
     ValueError for an unknown kind."""
+    obj = _account_json(ev, assets, markets)
+    if ts is not None:
+        obj["ts"] = ts
+    return obj
+
+
+def _account_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) -> dict:
     kind, seq = ev[AE_KIND], ev[AE_SEQ]
     name = AE_NAMES[kind] if type(kind) is int and 0 <= kind < len(AE_NAMES) else None
     if name == "balance":

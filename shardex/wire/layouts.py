@@ -76,9 +76,13 @@ LINK_SEQ, LINK_PREV, LINK_CMD = 0, 1, 2
 # (OP_FORWARD, account shard, its forward seq, prev, command)
 FWD_RECORD_WIDTH, FWD_RECORD_CMD = 5, 4
 
+# (OP_TIME, ts): the exchange time journaled at the head of a batch (``shardex.timemarks``)
+TIME_TS = 1
+
 # -- a PUB message's payload (``shardex.wire.pub``) ----------------------------------------
 # (VERSION, shard, events[, epoch]): a replicated leader appends its epoch
 PUB_EPOCH = 3
+PUB_TS = 4  # the events' exchange time (ms since the Unix epoch, UTC), 5-field form
 
 # -- order rows of the per-order audit (``shardex.accounts.orders``) --------------------------
 # an account shard's held order: [account, symbol, id, side, open lots, price ticks|None,

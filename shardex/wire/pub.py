@@ -2,7 +2,10 @@
 
 A PUB message is ``[topic = symbol, msgpack [VERSION, shard, [event, ...]]]`` in seq order; a
 replicated shard's leader appends its epoch: ``[VERSION, shard, [event, ...], epoch]`` (a
-single-process shard sends the 3-field form). Engine shards publish the event tuples of
+single-process shard sends the 3-field form). A shard that stamps exchange time (every node
+does) sends the 5-field form ``[VERSION, shard, [event, ...], epoch or nil, ts]``: ``ts`` is
+the exchange time of every event of the message (ms since the Unix epoch, UTC; a message
+never spans two times, ``shardex.timemarks``). Engine shards publish the event tuples of
 ``shardex.engine.codes``, account shards those of ``shardex.accounts.codes``.
 
 The decoder is total: whatever a peer sends (any msgpack value in any position), it returns
@@ -32,6 +35,7 @@ from shardex.wire.layouts import (
     EV_SEQ,
     EV_SYMBOL,
     PUB_EPOCH,
+    PUB_TS,
     REJECTED_CODE,
     REJECTED_REASON,
     TRADE_WIDTH,
@@ -40,6 +44,7 @@ from shardex.wire.layouts import (
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
 MAX_EPOCH = 1 << 63
+MAX_TS = (1 << 63) - 1  # (``timemarks.MAX_TS``: the wire cannot import the node's module)
 
 _TRADE_TYPES = (int, int, str, int, int, str, str, int, int)
 
@@ -48,9 +53,13 @@ class Malformed(ValueError):
     """Input from a shard that is not what the protocol says; the message says what."""
 
 
-def encode_events(shard: int, events: list[Event], epoch: int | None = None) -> bytes:
+def encode_events(shard: int, events: list[Event], epoch: int | None = None,
+                  ts: int | None = None) -> bytes:  # fmt: skip
     """A PUB payload; ``epoch`` (a replicated leader's) is appended only when given, so a
-    single-process shard's messages keep the 3-field form older subscribers read."""
+    single-process shard's messages keep the 3-field form older subscribers read; ``ts``
+    (the events' exchange time) makes it the 5-field form, epoch nil when there is none."""
+    if ts is not None:
+        return packb((VERSION, shard, events, epoch, ts))
     if epoch is None:
         return packb((VERSION, shard, events))
     return packb((VERSION, shard, events, epoch))
@@ -63,14 +72,22 @@ def decode_envelope(
     whole: msgpack, shape, version, a shard index in ``0..shards-1`` (any int when ``shards``
     is None) and an epoch that is a positive int. The events are the caller's to check
     (``check_events`` / ``check_account_events``)."""
+    return decode_stamped(payload, shards, what)[:3]  # type: ignore[return-value]
+
+
+def decode_stamped(
+    payload: Any, shards: int | None = None, what: str = "shard"
+) -> tuple[int, Any, int | None, int | None]:
+    """``decode_envelope`` plus the events' exchange time: (shard, events, epoch or None,
+    ts or None: a publisher older than exchange time)."""
     if not isinstance(payload, bytes):
         raise Malformed("payload is not bytes")
     try:
         msg = unpackb(payload)
     except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
         raise Malformed(f"not msgpack ({type(exc).__name__})") from None
-    if type(msg) is not tuple or len(msg) not in (3, 4):
-        raise Malformed(f"expected [version, {what}, events(, epoch)]")
+    if type(msg) is not tuple or len(msg) not in (3, 4, 5):
+        raise Malformed(f"expected [version, {what}, events(, epoch(, ts))]")
     version, shard, events = msg[:PUB_EPOCH]
     reason = version_error(version, " in events")
     if reason is not None:
@@ -81,7 +98,10 @@ def decode_envelope(
     epoch = msg[PUB_EPOCH] if len(msg) > PUB_EPOCH else None
     if epoch is not None and (type(epoch) is not int or not 0 < epoch < MAX_EPOCH):
         raise Malformed(f"epoch {str(epoch)[:20]!r} is not a positive int")
-    return shard, events, epoch
+    ts = msg[PUB_TS] if len(msg) > PUB_TS else None
+    if len(msg) > PUB_TS and (type(ts) is not int or not 0 <= ts <= MAX_TS):
+        raise Malformed(f"ts {str(ts)[:20]!r} is not a time in ms")
+    return shard, events, epoch, ts
 
 
 def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | None]:
@@ -93,6 +113,24 @@ def decode_events_epoch(payload: bytes) -> tuple[int, tuple[Event, ...], int | N
 def decode_events(payload: bytes) -> tuple[int, tuple[Event, ...]]:
     """``decode_events_epoch`` without the epoch."""
     return decode_envelope(payload)[:2]  # type: ignore[return-value]
+
+
+def decode_pub_stamped(
+    payload: Any, shards: int, markets: Mapping[str, Market]
+) -> tuple[int, list[tuple], int, int | None, int | None]:
+    """``decode_pub_epoch`` plus the events' exchange time (None: an older publisher)."""
+    shard, events, epoch, ts = decode_stamped(payload, shards, "shard")
+    good, bad = check_events(events, markets)
+    return shard, good, bad, epoch, ts
+
+
+def decode_account_pub_stamped(
+    payload: Any, shards: int, assets: AssetTable
+) -> tuple[int, list[tuple], int, int | None, int | None]:
+    """``decode_account_pub_epoch`` plus the events' exchange time (None: an older one)."""
+    shard, events, epoch, ts = decode_stamped(payload, shards, "account shard")
+    good, bad = check_account_events(events, assets)
+    return shard, good, bad, epoch, ts
 
 
 def decode_pub_epoch(

@@ -247,8 +247,17 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
     raise ValueError(f"cannot encode op {op!r} as JSON")
 
 
-def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
-    """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md)."""
+def event_to_json(ev: Event, markets: Mapping[str, Market], ts: int | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
+    """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md);
+    ``ts``: its exchange time (ms since the Unix epoch, UTC), added as ``"ts"`` when known."""
+    obj = _event_json(ev, markets)
+    if ts is not None:
+        obj["ts"] = ts
+    return obj
+
+
+def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
     kind = ev[EV_KIND]
     if kind == EV_TRADE:  # (the bulk: unpacked, as cheap as literal indexes)
         _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
@@ -300,8 +309,8 @@ def event_to_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
     raise ValueError(f"unknown event kind {kind!r}")
 
 
-def event_to_json_line(ev: Event, markets: Mapping[str, Market]) -> str:
-    return json.dumps(event_to_json(ev, markets), separators=(",", ":"))
+def event_to_json_line(ev: Event, markets: Mapping[str, Market], ts: int | None = None) -> str:
+    return json.dumps(event_to_json(ev, markets, ts), separators=(",", ":"))
 
 
 def _at(seq: Any, i: int) -> Any:

@@ -87,8 +87,8 @@ def test_credentials_file_is_private_idempotent_and_race_safe(tmp_path):
     for p in procs:
         p.join(20)
     assert all(g == got[0] for g in got), "racing processes made different passwords"
-    assert set(got[0]) == {"bridge", "reader", "lease", "consumer"}
-    assert len(set(got[0].values())) == 4, "two users share a password"
+    assert set(got[0]) == {"bridge", "reader", "lease", "consumer", "candles"}
+    assert len(set(got[0].values())) == 5, "two users share a password"
     assert all(len(p) >= 32 for p in got[0].values())
     assert RedisUsers.ensure(keys).passwords == got[0]  # idempotent
     assert stat.S_IMODE((keys / REDIS_FILE).stat().st_mode) == 0o600

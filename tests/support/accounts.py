@@ -14,6 +14,7 @@ from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES
 from shardex.auth import KeyFile, client_socket
 from shardex.config import load_markets
+from shardex.timemarks import check_runs, ts_at
 from shardex.wire.protocol import (
     OP_EVENTS,
     OP_STATUS,
@@ -88,7 +89,8 @@ def _expected(cluster: Cluster, j: int, direct: str | None = None
                 f = {"ev": "fees", "asset": asset, "total": fmt(asset, total)}
             else:
                 continue
-            out.append((f"{s}-0", {**f, "seq": str(s), "shard": str(j)}))
+            ts = ts_at(check_runs(res.get("ts")) or [], s)  # (the re-send's time marks)
+            out.append((f"{s}-0", {**f, "seq": str(s), "ts": str(ts), "shard": str(j)}))
         first = evs[-1][1] + 1
     return out
 

@@ -369,10 +369,10 @@ def test_rejected_events_need_their_code_and_write_its_name():
 
     good = (EV_REJECTED, 9, "NOPE-USD", "o", "unknown symbol NOPE-USD", REJ_UNKNOWN_SYMBOL)
     assert check_event(good, MARKETS)
-    fields = event_fields(good, MARKETS, 0)
+    fields = event_fields(good, MARKETS, 0, 1796000000123)
     assert dict(zip(fields[::2], fields[1::2], strict=True)) == {
         "ev": "rejected", "symbol": "NOPE-USD", "id": "o", "reason": "unknown symbol NOPE-USD",
-        "code": "unknown_symbol", "seq": "9", "shard": "0",
+        "code": "unknown_symbol", "seq": "9", "ts": "1796000000123", "shard": "0",
     }  # fmt: skip
     for bad in (good[:5], good[:5] + ("unknown_symbol",), good[:5] + (True,), good[:5] + (None,)):
         assert not check_event(bad, MARKETS), bad

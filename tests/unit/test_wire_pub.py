@@ -55,7 +55,10 @@ def test_protocol_names_are_the_pub_decoder_not_a_twin():
         ((VERSION, 0, (), 0), "epoch"),
         ((VERSION, 0, (), True), "epoch"),
         ((VERSION, 0), "expected"),
-        ((VERSION, 0, (), 1, 2), "expected"),
+        ((VERSION, 0, (), 1, 2, 3), "expected"),
+        ((VERSION, 0, (), None, -1), "ts"),
+        ((VERSION, 0, (), None, "5"), "ts"),
+        ((VERSION, 0, (), 1, True), "ts"),
     ],
 )
 def test_envelope_rejects_what_the_protocol_does_not_say(msg, why):

@@ -2,7 +2,8 @@
 
 Pure formatting (no Redis): an engine event becomes an entry of ``shardex:events:<i>`` (a trade
 also of ``shardex:trades:<SYMBOL>``), an account shard's balance or fee event an entry of
-``shardex:balances:<j>``. IDs are ``<seq>-0``, so Redis itself refuses a second copy.
+``shardex:balances:<j>``. IDs are ``<seq>-0``, so Redis itself refuses a second copy. Every
+entry has ``ts``: the event's exchange time (decimal ms since the Unix epoch, UTC).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Red
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 
-def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int) -> list[str]:
-    """The flat field list of an engine event's entry (its public JSON form, plus its shard)."""
-    return _flat(event_to_json(ev, markets), shard)
+def event_fields(ev: tuple, markets: Mapping[str, Market], shard: int, ts: int = 0
+                 ) -> list[str]:  # fmt: skip
+    """The flat field list of an engine event's entry (its public JSON form with its exchange
+    time ``ts``, plus its shard)."""
+    return _flat(event_to_json(ev, markets, ts), shard)
 
 
 class EntryFormatter:
@@ -33,11 +36,13 @@ class EntryFormatter:
         self.markets = markets
         self.assets = assets
         self._fmt: dict[tuple[str, int, int], str] = {}
+        self._ts = (-1, "")  # the last time formatted (a batch's events share one)
 
-    def item(self, ev: tuple, shard: int) -> tuple:
-        """(ID, fields) of an engine event; a trade adds (symbol, trades-stream fields)."""
+    def item(self, ev: tuple, shard: int, ts: int = 0) -> tuple:
+        """(ID, fields) of an engine event with exchange time ``ts``; a trade adds (symbol,
+        trades-stream fields)."""
         if ev[EV_KIND] != EV_TRADE:
-            return (f"{ev[EV_SEQ]}-0", event_fields(ev, self.markets, shard))
+            return (f"{ev[EV_SEQ]}-0", event_fields(ev, self.markets, shard, ts))
         # Trades are the bulk: format them directly, with cached decimal strings (prices and
         # sizes repeat a lot, and Decimal formatting is the costliest step here).
         _, seq, symbol, price, qty, taker, maker, side, trade_id = ev
@@ -50,16 +55,20 @@ class EntryFormatter:
             q = cache[(symbol, 1, qty)] = self.markets[symbol].qty_str(qty)
         if len(cache) > FORMAT_CACHE:
             cache.clear()
+        t = self._ts
+        if t[0] != ts:
+            t = self._ts = (ts, str(ts))
         tail = ["price", p, "qty", q, "taker", taker, "maker", maker,
                 "taker_side", ("buy", "sell")[side], "trade_id", str(trade_id),
-                "seq", str(seq), "shard", str(shard)]  # fmt: skip
+                "seq", str(seq), "ts", t[1], "shard", str(shard)]  # fmt: skip
         # the events stream entry is the trades stream entry plus what the stream key implies
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
-    def balance_item(self, ev: tuple, shard: int) -> tuple:
+    def balance_item(self, ev: tuple, shard: int, ts: int = 0) -> tuple:
         """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
-        (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
-        fields = _flat(account_event_to_json(ev, self.assets, self.markets), shard)
+        (``account_event_to_json``, what ``shardex replay`` prints) with its exchange time
+        ``ts``, plus its shard."""
+        fields = _flat(account_event_to_json(ev, self.assets, self.markets, ts), shard)
         return (f"{ev[AE_SEQ]}-0", fields)
 
 

@@ -17,7 +17,12 @@ from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.links import ShardState
 from shardex.node.bridge.metrics import LAG, LAST, LOST, REPAIRED, Alerts
 from shardex.node.bridge.redis_writer import RedisWriter
-from shardex.node.bridge.replies import denied, not_leader, parse_events_reply
+from shardex.node.bridge.replies import (
+    denied,
+    events_reply_times,
+    not_leader,
+    parse_events_reply,
+)
 from shardex.wire.protocol import OP_EVENTS
 from shardex.wire.pub import Malformed, check_account_events
 
@@ -133,7 +138,8 @@ class ShardPump:
         assert evs is not None
         if evs:
             REPAIRED.labels(st.label).inc(len(evs))
-        st.tracker.accept_repair(evs, None if late else seq)  # a late answer's seq is stale
+        # (a late answer's seq is stale); each event's time from the answer's marks
+        st.tracker.accept_repair(evs, None if late else seq, events_reply_times(results))
         st.wake.set()
         return True
 

@@ -200,14 +200,15 @@ class RedisWriter:
     def _items(self, st: ShardState, batch: list[tuple]) -> tuple[list[tuple], list[tuple]]:
         """(entries, the batch they cover): an event the checks let through but formatting
         refused ends the batch there (counted malformed; what follows goes back)."""
+        item, ts_of, i = self.entries.item, st.tracker.times.get, st.index
         try:
-            return [self.entries.item(ev, st.index) for ev in batch], batch
+            return [item(ev, i, ts_of(ev[EV_SEQ], 0)) for ev in batch], batch
         except Exception:  # find the one that fails below
             pass
         items: list[tuple] = []
         for ev in batch:
             try:
-                items.append(self.entries.item(ev, st.index))
+                items.append(item(ev, i, ts_of(ev[EV_SEQ], 0)))
             except Exception as exc:
                 seq = ev[EV_SEQ]
                 self.alerts.malformed("pub", 1, f"event {seq} cannot be formatted: {exc!r}")
@@ -219,7 +220,8 @@ class RedisWriter:
         """An account shard's batch (contiguous seqs): its balance and fee-ledger changes go to
         ``shardex:balances:<j>`` with ID ``<seq>-0`` (so Redis refuses a second copy, as for
         trades); its other events (forwards, refusals...) only advance the seq."""
-        items = [self.entries.balance_item(ev, st.index)
+        ts_of = st.tracker.times.get
+        items = [self.entries.balance_item(ev, st.index, ts_of(ev[AE_SEQ], 0))
                  for ev in batch if ev[AE_KIND] in BALANCE_KINDS]  # fmt: skip
         if not items:  # nothing for Redis: only the seq moves
             st.tracker.written(batch[-1][AE_SEQ], self.mono())

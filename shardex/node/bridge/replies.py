@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from shardex.engine import Market
+from shardex.timemarks import check_runs
 from shardex.wire import codes
 from shardex.wire.errors import code_of, result_error
 from shardex.wire.layouts import EV_SEQ
@@ -71,3 +72,10 @@ def parse_events_reply(
         good, bad = check(res.get("events"))
     inside = [ev for ev in good if first <= ev[EV_SEQ] <= last]
     return inside, None, seq, bad + len(good) - len(inside)
+
+
+def events_reply_times(results: Any) -> list[list[int]] | None:
+    """The time marks of an ``OP_EVENTS`` answer (``[[seq, ts], ...]``, checked), None when
+    the shard sent none (older than exchange time) or garbage."""
+    res = results[0] if type(results) in (list, tuple) and len(results) == 1 else None
+    return check_runs(res.get("ts")) if isinstance(res, dict) else None

@@ -33,7 +33,7 @@ from shardex.node.bridge.status import Follower, StatusPoller
 from shardex.node.bridge.topology import Endpoints, fetch_topology
 from shardex.node.bridge.tracker import ShardTracker
 from shardex.redisauth import RedisAuthError
-from shardex.wire.pub import Malformed, decode_account_pub_epoch, decode_pub_epoch
+from shardex.wire.pub import Malformed, decode_account_pub_stamped, decode_pub_stamped
 
 log = logging.getLogger("shardex.bridge")
 
@@ -168,10 +168,11 @@ class Bridge:
             if st.link is not None:
                 st.link.close()
 
-    def _decoder(self, kind: str, n: int) -> Callable[[Any], tuple[int, list, int, int | None]]:
+    def _decoder(self, kind: str, n: int
+                 ) -> Callable[[Any], tuple[int, list, int, int | None, int | None]]:  # fmt: skip
         if kind == "balances":
-            return lambda payload: decode_account_pub_epoch(payload, n, self.assets)
-        return lambda payload: decode_pub_epoch(payload, n, self.cfg.markets)
+            return lambda payload: decode_account_pub_stamped(payload, n, self.assets)
+        return lambda payload: decode_pub_stamped(payload, n, self.cfg.markets)
 
     async def _reader(self, sub: zmq.asyncio.Socket, kind: str, states: list[ShardState]) -> None:
         """One tier's PUBs → its trackers. A message of an epoch older than the newest seen for
@@ -182,7 +183,7 @@ class Bridge:
             try:
                 if len(frames) != 2:
                     raise Malformed(f"{len(frames)} frames, expected [topic, payload]")
-                i, events, bad, epoch = decode(frames[1])
+                i, events, bad, epoch, ts = decode(frames[1])
             except Malformed as exc:
                 self.alerts.malformed("pub", 1, str(exc))
                 continue
@@ -195,7 +196,7 @@ class Bridge:
             if bad:
                 self.alerts.malformed("pub", bad, f"{bad} malformed events from {st.name}")
             if events:
-                st.tracker.accept(events)
+                st.tracker.accept(events, ts)
                 st.wake.set()
 
 

@@ -4,6 +4,7 @@ next, which range to repair, what is lost, when the shard is stalled, when Redis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 
 from shardex.wire.layouts import EV_SEQ
@@ -42,6 +43,9 @@ class ShardTracker:
         self.stall_after = stall_after
         self.last = 0  # last seq known written to Redis
         self.pending: list[tuple] = []  # received, not yet written (any order, copies allowed)
+        # seq → exchange time of the pending events, as their PUB message or repair said (the
+        # events stay the shard's tuples; the writer stamps each entry with ``ts_of``)
+        self.times: dict[int, int] = {}
         self.shard_seq = 0  # the shard's seq as its last status answer said
         self.prev_poll = 0  # the shard's seq one poll ago: must be written by now
         self.repair_to = 0  # repair up to here once nothing pending is in the way
@@ -72,8 +76,9 @@ class ShardTracker:
         self._check_from = now
         self._progress_last, self._progress_at = last, now
 
-    def accept(self, events: list[tuple]) -> None:
-        """Events received from PUB (checked by ``check_event``): queued unless over the cap."""
+    def accept(self, events: list[tuple], ts: int | None = None) -> None:
+        """Events received from PUB (checked by ``check_event``): queued unless over the cap;
+        ``ts``: their exchange time (the message's; None from a shard older than it)."""
         p = self.pending
         if len(p) >= self.max_pending:
             self.dropped += len(events)
@@ -81,19 +86,55 @@ class ShardTracker:
         if p and events and events[0][EV_SEQ] <= p[-1][EV_SEQ]:
             self._sorted = False
         p.extend(events)
+        if ts is not None and events:
+            if events[0][EV_SEQ] > self.last:  # (the common case, at C speed: a message's
+                self.times.update(zip(map(_SEQ, events), repeat(ts)))  # events are in order)
+            else:
+                self.times.update((ev[EV_SEQ], ts) for ev in events if ev[EV_SEQ] > self.last)
 
-    def accept_repair(self, events: list[tuple], shard_seq: int | None) -> None:
+    def accept_repair(self, events: list[tuple], shard_seq: int | None,
+                      runs: list[list[int]] | None = None) -> None:  # fmt: skip
         """Events a repair brought (whatever the cap). ``shard_seq``: the shard's seq at the
-        time; a pending seq above it was never sent by that shard and is discarded."""
+        time; a pending seq above it was never sent by that shard and is discarded. ``runs``:
+        the reply's time marks (``timemarks.check_runs``: ``[[seq, ts], ...]``)."""
         if events:
             self._sorted = False
             self.pending.extend(events)
+            if runs:
+                self._stamp(events, runs)
         if shard_seq is not None and not events:
             bogus = [ev for ev in self.pending if ev[EV_SEQ] > shard_seq]
             if bogus:
                 self.pending = [ev for ev in self.pending if ev[EV_SEQ] <= shard_seq]
                 self.dropped += len(bogus)
+                for ev in bogus:
+                    self.times.pop(ev[EV_SEQ], None)
             self.repair_to = min(self.repair_to, shard_seq)
+
+    def _stamp(self, events: list[tuple], runs: list[list[int]]) -> None:
+        """Each event's time from the marks (events and marks both in seq order)."""
+        times, k, ts = self.times, 0, 0
+        for ev in events:
+            seq = ev[EV_SEQ]
+            while k < len(runs) and runs[k][0] <= seq:
+                ts = runs[k][1]
+                k += 1
+            times[seq] = ts
+
+    def ts_of(self, seq: int) -> int:
+        """The exchange time of pending event ``seq`` (0: its shard did not say)."""
+        return self.times.get(seq, 0)
+
+    def _forget(self, old: int, new: int) -> None:
+        """The times of seqs ``old+1..new`` are no longer needed (written, or lost)."""
+        times = self.times
+        if not times or new <= old:
+            return
+        if new - old <= len(times):
+            for s in range(old + 1, new + 1):
+                times.pop(s, None)
+        else:
+            self.times = {s: t for s, t in times.items() if s > new}
 
     def on_status(self, seq: int, sent_at: float, now: float) -> StatusOutcome:
         """The shard answered a status request sent at ``sent_at`` with its ``seq``."""
@@ -155,6 +196,10 @@ class ShardTracker:
 
     def written(self, upto: int, now: float) -> None:
         if upto > self.last:
+            if self.pending:
+                self._forget(self.last, upto)
+            else:
+                self.times.clear()  # (nothing pending: no time is needed any more)
             self.last = upto
             self._progress_last, self._progress_at = upto, now
 
@@ -195,6 +240,7 @@ class ShardTracker:
             return 0
         n = last - first + 1
         self.lost += n
+        self._forget(self.last, last)
         self.last = last
         return n
 
