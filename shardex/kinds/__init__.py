@@ -11,12 +11,13 @@ from __future__ import annotations
 from shardex.kinds.accounts import ACCOUNTS
 from shardex.kinds.bridge import BRIDGE
 from shardex.kinds.engine import ENGINE
+from shardex.kinds.history import HISTORY
 from shardex.kinds.redis import REDIS
 from shardex.kinds.router import ROUTER
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 
 # in start order: what a process connects to starts before it (it would retry anyway)
-KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE)
+KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, HISTORY)
 BY_NAME = {kind.name: kind for kind in KINDS}
 
 
@@ -30,5 +31,5 @@ def cluster_ports(plan: Plan) -> list[int]:
     return [port for kind in KINDS for port in kind.ports(plan)]
 
 
-__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "ENGINE", "KINDS", "REDIS", "ROUTER", "Kind", "Opt",
-           "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip
+__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "ENGINE", "HISTORY", "KINDS", "REDIS", "ROUTER", "Kind",
+           "Opt", "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip

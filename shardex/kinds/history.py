@@ -1,0 +1,88 @@
+"""The history writer: the streams the bridge writes → the order, fill and balance history
+in a database (SQLite in the data dir by default, or PostgreSQL), exactly once."""
+
+from __future__ import annotations
+
+import click
+
+from shardex.kinds.common import ACCOUNTS, BASE_PORT, CLUSTER_DATA_DIR, HOST, SECURITY, metrics_port
+from shardex.kinds.spec import Kind, Opt, Plan, Spawn
+from shardex.layout import Layout
+
+METRICS_OFFSET = 7  # its metrics port: base+7 (base+0..4 are the router, bridge and Redis)
+DB_FILE = "history.sqlite"  # the default database, in the data dir
+
+HISTORY_DB = Opt(
+    "--history-db",
+    envvar="SHARDEX_HISTORY_DB",
+    help=f"History database URL: sqlite:///PATH or postgresql://USER@HOST/DB [default: "
+    f"sqlite in DATA_DIR/{DB_FILE}].",
+)
+OPTIONS = (
+    HOST,
+    BASE_PORT,
+    Opt(
+        "--redis-url",
+        envvar="SHARDEX_REDIS_URL",
+        help="Redis to read, as user reader when the cluster has keys [default: the embedded "
+        "one of the layout, base+4].",
+    ),
+    HISTORY_DB,
+    Opt(
+        "--shards",
+        default="1",
+        envvar="SHARDEX_SHARDS",
+        show_default=True,
+        help="Engine shards N (their shardex:events:I streams), or 'auto' under honcho.",
+    ),
+    ACCOUNTS,
+    Opt("--batch", type=click.IntRange(1), default=2000, show_default=True,
+        help="Stream entries per read and per database transaction."),
+    Opt("--poll-interval", type=click.FloatRange(0.01), default=0.2, show_default=True,
+        help="Seconds an idle writer waits before reading again."),
+    metrics_port(f"base+{METRICS_OFFSET}"),
+    CLUSTER_DATA_DIR,
+    *SECURITY,
+)  # fmt: skip
+
+
+def history_metrics_port(layout: Layout) -> int:
+    return layout.base_port + METRICS_OFFSET
+
+
+def children(plan: Plan) -> list[Spawn]:
+    """One writer, when the cluster has the bridge (Redis), the account tier (orders reach
+    the engines through it: that is where a fill's account comes from) and a data dir."""
+    lay = plan.layout
+    if plan.redis is None or not lay.accounts or plan.data_dir is None:
+        return []  # (--ephemeral: no data dir, so no default database either)
+    values = {
+        "host": lay.host,
+        "base_port": lay.base_port,
+        "shards": lay.shards,
+        "accounts": lay.accounts,
+        "metrics_port": history_metrics_port(lay),
+        **plan.security,
+    }
+    if plan.redis != "embedded":
+        values["redis_url"] = plan.redis
+    values["data_dir"] = plan.data_dir
+    return [Spawn("history", values)]
+
+
+def ports(plan: Plan) -> list[int]:
+    return [history_metrics_port(plan.layout)] if children(plan) else []
+
+
+def scrape(layout: Layout, replicas: int) -> list[int]:  # noqa: ARG001 - one writer
+    return [history_metrics_port(layout)] if layout.accounts else []
+
+
+HISTORY = Kind(
+    name="history-writer",
+    options=OPTIONS,
+    children=children,
+    ports=ports,
+    scrape=scrape,
+    procfile="shardex history-writer",
+)
