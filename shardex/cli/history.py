@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -21,7 +22,7 @@ from shardex.history.query import COLUMNS, KINDS, QueryError, to_csv
 from shardex.history.store import DB_ERRORS, HistoryDbError, Store
 from shardex.history.writer import HistoryWriter, WriterConfig
 from shardex.kinds import HISTORY
-from shardex.kinds.history import DB_FILE, HISTORY_DB, history_metrics_port
+from shardex.kinds.history import DB_FILE, HISTORY_DB
 from shardex.metrics import serve
 from shardex.redisauth import mask_url
 from shardex.tools.tail import TailError, connect, tail_url
@@ -137,15 +138,22 @@ def _check(url: str, data_dir: str, markets_file: str | None) -> None:
     sys.exit(1)
 
 
-@click.command(name="history-writer")
-@HISTORY.click_options()
-def history_writer(**o: Any) -> None:
-    """Write the cluster's orders, fills and balance changes from Redis to the history
-    database, exactly once.
+@dataclass(frozen=True)
+class WriterSettings:
+    """What ``shardex history-writer``'s options amount to (the Redis URL still without the
+    reader's password: that is read from ``keys_dir`` when connecting)."""
 
-    Reads shardex:orders:<j>, shardex:balances:<j> and shardex:events:<i> as Redis user
-    reader; the position in each stream is stored in the same transaction as its rows.
-    """
+    cfg: WriterConfig
+    db_url: str
+    redis_url: str | None
+    default_redis: str
+    keys_dir: str | None
+    metrics_port: int
+
+
+def writer_settings(**o: Any) -> WriterSettings:
+    """The writer's settings from its options (the layout's Redis and metrics port unless
+    given); a usage error without the account tier."""
     keys = process_keys_dir("history", o["data_dir"], o["keys_dir"], o["insecure"])
     layout = checked_layout(o["host"], o["base_port"])
     cfg = WriterConfig(
@@ -155,27 +163,39 @@ def history_writer(**o: Any) -> None:
         poll_interval=o["poll_interval"],
     )
     if not cfg.accounts:
-        raise click.UsageError("the history needs the account tier (--accounts M >= 1): a "
-                               "fill's account is the one whose account shard placed the order")
-    url = db_url(o["history_db"], o["data_dir"])
-    try:
-        store = Store(url)
-    except HistoryDbError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        r = connect(o["redis_url"], layout.redis_url, keys)
-    except TailError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.UsageError(
+            "the history needs the account tier (--accounts M >= 1): a "
+            "fill's account is the one whose account shard placed the order"
+        )
     metrics = o["metrics_port"]
-    serve(history_metrics_port(layout) if metrics is None else metrics, "history")
+    return WriterSettings(cfg, db_url(o["history_db"], o["data_dir"]), o["redis_url"],
+                          layout.redis_url, keys,
+                          layout.history_metrics_port if metrics is None else metrics)  # fmt: skip
+
+
+@click.command(name="history-writer")
+@HISTORY.click_options()
+def history_writer(**o: Any) -> None:
+    """Write the cluster's orders, fills and balance changes from Redis to the history
+    database, exactly once.
+
+    Reads shardex:orders:<j>, shardex:balances:<j> and shardex:events:<i> as Redis user
+    reader; the position in each stream is stored in the same transaction as its rows.
+    """
+    s = writer_settings(**o)
+    try:
+        store = Store(s.db_url)
+        r = connect(s.redis_url, s.default_redis, s.keys_dir)
+    except (HistoryDbError, TailError) as exc:
+        raise click.ClickException(str(exc)) from None
+    serve(s.metrics_port, "history")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    shown = mask_url(tail_url(o["redis_url"], layout.redis_url, None))
-    log.info("history: %s → %s (%d engine shard(s), %d account shard(s))", shown,
-             mask_url(url), cfg.shards, cfg.accounts)  # fmt: skip
-    writer = HistoryWriter(cfg, r, store)
+    shown = mask_url(tail_url(s.redis_url, s.default_redis, None))
+    log.info("history writer up (pid %d): %s → %s (%d engine shard(s), %d account shard(s))",
+             os.getpid(), shown, mask_url(s.db_url), s.cfg.shards, s.cfg.accounts)  # fmt: skip
     try:
-        writer.run(stop, (redis_lib.RedisError, OSError, *DB_ERRORS))
+        HistoryWriter(s.cfg, r, store).run(stop, (redis_lib.RedisError, OSError, *DB_ERRORS))
     finally:
         store.close()

@@ -9,7 +9,6 @@ from shardex.kinds.common import ACCOUNTS, BASE_PORT, CLUSTER_DATA_DIR, HOST, SE
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
 
-METRICS_OFFSET = 7  # its metrics port: base+7 (base+0..4 are the router, bridge and Redis)
 DB_FILE = "history.sqlite"  # the default database, in the data dir
 
 HISTORY_DB = Opt(
@@ -40,14 +39,10 @@ OPTIONS = (
         help="Stream entries per read and per database transaction."),
     Opt("--poll-interval", type=click.FloatRange(0.01), default=0.2, show_default=True,
         help="Seconds an idle writer waits before reading again."),
-    metrics_port(f"base+{METRICS_OFFSET}"),
+    metrics_port("base+7"),
     CLUSTER_DATA_DIR,
     *SECURITY,
 )  # fmt: skip
-
-
-def history_metrics_port(layout: Layout) -> int:
-    return layout.base_port + METRICS_OFFSET
 
 
 def children(plan: Plan) -> list[Spawn]:
@@ -61,21 +56,24 @@ def children(plan: Plan) -> list[Spawn]:
         "base_port": lay.base_port,
         "shards": lay.shards,
         "accounts": lay.accounts,
-        "metrics_port": history_metrics_port(lay),
+        "metrics_port": lay.history_metrics_port,
         **plan.security,
     }
     if plan.redis != "embedded":
         values["redis_url"] = plan.redis
     values["data_dir"] = plan.data_dir
-    return [Spawn("history", values)]
+    return [Spawn("history-writer", values)]
 
 
 def ports(plan: Plan) -> list[int]:
-    return [history_metrics_port(plan.layout)] if children(plan) else []
+    """Its metrics port whenever it may run (checked free also for an --ephemeral cluster,
+    which starts no writer: the layout reserves it with the account tier)."""
+    on = plan.redis is not None and plan.layout.accounts
+    return [plan.layout.history_metrics_port] if on else []
 
 
 def scrape(layout: Layout, replicas: int) -> list[int]:  # noqa: ARG001 - one writer
-    return [history_metrics_port(layout)] if layout.accounts else []
+    return [layout.history_metrics_port] if layout.accounts else []
 
 
 HISTORY = Kind(
