@@ -55,14 +55,17 @@ def engine_entry(ev: tuple, shard: int = 0) -> tuple[str, dict[str, str]]:
 
 
 class Story:
-    """Alice sells 1.0 BTC at 100, Bob buys 0.4 at 100 (a trade), Alice cancels the rest.
+    """Per round: a sells 0.01 BTC at 100, b buys 0.004 at 100 (a trade), a cancels the rest.
     ``streams``: key → [(id, fields)] as the bridge writes them (account shard 0, engine 0)."""
 
-    def __init__(self, n: int = 1, ts: int | None = None) -> None:
+    def __init__(self, n: int = 1, ts: int | None = None, same: bool = False) -> None:
+        """``n`` rounds; ``ts``: entries carry exchange times from it (+1 ms per entry of a
+        stream); ``same``: every round between alice and bob (else a0/b0, a1/b1...)."""
         self.streams: dict[str, list[tuple[str, dict[str, str]]]] = {
             "shardex:orders:0": [], "shardex:balances:0": [], "shardex:events:0": []}  # fmt: skip
         self.aseq = self.eseq = 0
         self.ts = ts
+        self.same = same
         for k in range(n):
             self.round(k)
 
@@ -78,14 +81,15 @@ class Story:
 
     def order(self, account: str, oid: str, side: int, price: int, qty: int) -> None:
         self.aseq += 1
-        self._add("shardex:orders:0", order_entry(forward(self.aseq, account, oid, side, price, qty)))
+        ev = forward(self.aseq, account, oid, side, price, qty)
+        self._add("shardex:orders:0", order_entry(ev))
 
     def event(self, ev_kind: int, *rest: Any) -> None:
         self.eseq += 1
         self._add("shardex:events:0", engine_entry((ev_kind, self.eseq, "BTC-USD", *rest)))
 
     def round(self, k: int) -> None:
-        a, b = f"a{k}", f"b{k}"
+        a, b = ("alice", "bob") if self.same else (f"a{k}", f"b{k}")
         self.balance(a, "BTC", 0, 100_000_000, "hold", f"sa{k}")
         self.order(a, f"sa{k}", SELL, 10_000, 100)
         self.balance(b, "USD", 0, 4_000, "hold", f"bb{k}")

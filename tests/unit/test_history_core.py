@@ -18,7 +18,8 @@ def test_a_forwarded_new_order_becomes_an_orders_entry_with_its_fields():
     assert eid == "7-0"
     assert f == {"symbol": "BTC-USD", "id": "o1", "account": "alice", "side": "sell",
                  "type": "limit", "price": "100.50", "qty": "0.0025", "tif": "gtc",
-                 "post_only": "false", "stp": "none", "eshard": "0", "seq": "7", "shard": "1"}  # fmt: skip
+                 "post_only": "false", "stp": "none", "eshard": "0", "seq": "7",
+                 "shard": "1"}  # fmt: skip
     assert order_row(1, f) == ("alice", "BTC-USD", "o1", "sell", "limit", "100.50", "0.0025",
                                "gtc", 0, "none", 0, 1, 7, None)  # fmt: skip
 
