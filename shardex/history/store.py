@@ -1,8 +1,8 @@
 """The history database: one connection, SQLite (stdlib ``sqlite3``, WAL) or PostgreSQL
 (psycopg 3), behind the same few methods.
 
-A URL picks the database: ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or a plain file
-path for SQLite; ``postgresql://…`` (or ``postgres://…``) for PostgreSQL, passed to psycopg as
+A URL picks the database: ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or a plain
+file path for SQLite; ``postgresql://…`` (or ``postgres://…``) for PostgreSQL, passed to psycopg as
 is (a unix socket: ``postgresql://user@/db?host=/run/postgresql``). The SQL is written once
 with ``?`` placeholders; PostgreSQL's are ``%s``.
 
@@ -35,9 +35,10 @@ def dialect_of(url: str) -> str:
 
 
 def sqlite_path(url: str) -> str:
-    """The file of a SQLite URL (``sqlite:///abs``, ``sqlite:rel`` or a plain path)."""
+    """The file of a SQLite URL, as SQLAlchemy spells them: ``sqlite:///data/h.db`` is
+    relative, ``sqlite:////var/h.db`` absolute (``sqlite:PATH`` or a plain path work too)."""
     if url.startswith("sqlite:///"):
-        return "/" + url[len("sqlite:///") :]
+        return url[len("sqlite:///") :]
     if url.startswith("sqlite:"):
         return url[len("sqlite:") :]
     return url

@@ -14,8 +14,8 @@ DB_FILE = "history.sqlite"  # the default database, in the data dir
 HISTORY_DB = Opt(
     "--history-db",
     envvar="SHARDEX_HISTORY_DB",
-    help=f"History database URL: sqlite:///PATH or postgresql://USER@HOST/DB [default: "
-    f"sqlite in DATA_DIR/{DB_FILE}].",
+    help=f"History database URL: sqlite:///PATH (sqlite:////ABS/PATH) or "
+    f"postgresql://USER@HOST/DB [default: SQLite in DATA_DIR/{DB_FILE}].",
 )
 OPTIONS = (
     HOST,
