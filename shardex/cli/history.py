@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,7 +25,7 @@ from shardex.history.writer import HistoryWriter, WriterConfig
 from shardex.kinds import HISTORY
 from shardex.kinds.history import DB_FILE, HISTORY_DB
 from shardex.metrics import serve
-from shardex.redisauth import mask_url
+from shardex.redisauth import REDIS_FILE, mask_url
 from shardex.tools.tail import TailError, connect, tail_url
 
 log = logging.getLogger("shardex.history")
@@ -153,7 +154,7 @@ class WriterSettings:
 
 def writer_settings(**o: Any) -> WriterSettings:
     """The writer's settings from its options (the layout's Redis and metrics port unless
-    given); a usage error without the account tier."""
+    given)."""
     keys = process_keys_dir("history", o["data_dir"], o["keys_dir"], o["insecure"])
     layout = checked_layout(o["host"], o["base_port"])
     cfg = WriterConfig(
@@ -162,11 +163,6 @@ def writer_settings(**o: Any) -> WriterSettings:
         batch=o["batch"],
         poll_interval=o["poll_interval"],
     )
-    if not cfg.accounts:
-        raise click.UsageError(
-            "the history needs the account tier (--accounts M >= 1): a "
-            "fill's account is the one whose account shard placed the order"
-        )
     metrics = o["metrics_port"]
     return WriterSettings(cfg, db_url(o["history_db"], o["data_dir"]), o["redis_url"],
                           layout.redis_url, keys,
@@ -180,18 +176,29 @@ def history_writer(**o: Any) -> None:
     database, exactly once.
 
     Reads shardex:orders:<j>, shardex:balances:<j> and shardex:events:<i> as Redis user
-    reader; the position in each stream is stored in the same transaction as its rows.
+    reader; the position in each stream is stored in the same transaction as its rows. With
+    no account tier (M = 0) it says so and waits for SIGTERM (honcho stops every process
+    when one exits).
     """
     s = writer_settings(**o)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if not s.cfg.accounts:  # (under honcho an exiting process would stop the whole cluster)
+        log.warning("account tier off (M = 0): no order has a known account, so there is no "
+                    "history to write; this process only waits")  # fmt: skip
+        while not stop.wait(1.0):
+            pass
+        return
+    if s.keys_dir and not s.redis_url:  # the reader's password: wait for the cluster's keys
+        while not (Path(s.keys_dir) / REDIS_FILE).exists() and not stop.wait(0.2):
+            pass
     try:
         store = Store(s.db_url)
         r = connect(s.redis_url, s.default_redis, s.keys_dir)
     except (HistoryDbError, TailError) as exc:
         raise click.ClickException(str(exc)) from None
     serve(s.metrics_port, "history")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     shown = mask_url(tail_url(s.redis_url, s.default_redis, None))
     log.info("history writer up (pid %d): %s → %s (%d engine shard(s), %d account shard(s))",
              os.getpid(), shown, mask_url(s.db_url), s.cfg.shards, s.cfg.accounts)  # fmt: skip
