@@ -170,7 +170,9 @@ def _add_status(store: Store, orders: list[dict[str, Any]]) -> None:
 
 def order_status(qty: str, events: Sequence[tuple[int, str, str | None]]) -> tuple[str, str]:
     """(status, filled qty) of an order of ``qty`` from its engine events in seq order
-    (``(seq, ev, qty)``, ``ev`` accepted|amended|cancelled|rejected|fill). Pure."""
+    (``(seq, ev, qty)``, ``ev`` accepted|amended|cancelled|rejected|fill). A ``rejected``
+    after the order was accepted is not about it: a cancel or amend of it the engine
+    refused, or another new order that reused its id. Pure."""
     try:
         open_qty, filled = Decimal(qty), Decimal(0)
     except InvalidOperation:
@@ -178,7 +180,9 @@ def order_status(qty: str, events: Sequence[tuple[int, str, str | None]]) -> tup
     status = "pending"
     for _, ev, q in events:
         if ev == "rejected":
-            return "rejected", str(filled)
+            if status == "pending":  # (the order itself refused)
+                return "rejected", str(filled)
+            continue  # a refused cancel or amend of it, or another order's duplicate id
         if ev == "cancelled":
             return "cancelled", str(filled)
         if ev == "fill" and q is not None:

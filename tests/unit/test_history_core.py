@@ -68,6 +68,9 @@ def test_exchange_time_is_stored_when_an_entry_has_one():
     ("1.0", [(1, "accepted", None), (2, "amended", "0.5"), (3, "fill", "0.5")],
      ("filled", "0.5")),
     ("1.0", [(1, "rejected", None)], ("rejected", "0")),
+    # a late cancel of a filled order is refused (not_live): the order stays filled
+    ("1.0", [(1, "accepted", None), (2, "fill", "1.0"), (3, "rejected", None)],
+     ("filled", "1.0")),
 ])  # fmt: skip
 def test_order_status_follows_the_engine_events_in_order(qty, events, want):
     assert order_status(qty, events) == want
