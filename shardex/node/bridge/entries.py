@@ -65,7 +65,6 @@ class EntryFormatter:
         fields = _flat(account_event_to_json(ev, self.assets, self.markets), shard)
         return (f"{ev[AE_SEQ]}-0", fields)
 
-
     def order_item(self, ev: tuple, shard: int) -> tuple | None:
         """A forward of a new order → (stream id, fields) of ``shardex:orders:<j>``: the
         order's public JSON form (``command_to_json``, without ``op``), its engine shard, seq

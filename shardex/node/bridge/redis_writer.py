@@ -263,7 +263,12 @@ class RedisWriter:
         return items
 
     async def _script(
-        self, st: ShardState, batch: list[tuple], keys: list[str], blob: bytes, follows: int = 0,
+        self,
+        st: ShardState,
+        batch: list[tuple],
+        keys: list[str],
+        blob: bytes,
+        follows: int = 0,
         second: str = "trades:",
     ) -> tuple[int, int, int, list, int] | None:
         """Run WRITE_SCRIPT for one batch (under the shard's epoch, if replicated; checking
