@@ -85,24 +85,26 @@ class Store:
         finally:
             cur.close()
 
-    def apply(self, rows: Mapping[str, Sequence[tuple]], positions: Mapping[str, int]) -> int:
+    def apply(
+        self, rows: Mapping[str, Sequence[tuple]], positions: Mapping[str, int]
+    ) -> dict[str, int]:
         """Insert ``rows`` (table name → row tuples in the table's column order; a row whose
         origin is already there is skipped) and set ``positions`` (stream → last seq applied),
-        in one transaction. Returns the rows actually inserted."""
+        in one transaction. Returns the rows actually inserted, per table."""
 
-        def body(cur: Any) -> int:
-            n = 0
+        def body(cur: Any) -> dict[str, int]:
+            n = {}
             for name, batch in rows.items():
                 if batch:
                     cur.executemany(self._sql(insert_sql(BY_NAME[name])), batch)
-                    n += max(cur.rowcount, 0)
+                    n[name] = max(cur.rowcount, 0)
             upsert = (f"INSERT INTO {POSITIONS} (stream, last_seq) VALUES (?, ?) ON CONFLICT "
                       "(stream) DO UPDATE SET last_seq = excluded.last_seq")  # fmt: skip
             if positions:
                 cur.executemany(self._sql(upsert), list(positions.items()))
             return n
 
-        return int(self._transaction(body))
+        return dict(self._transaction(body))
 
     def positions(self) -> dict[str, int]:
         """Stream → the seq of its last entry applied (absent: nothing yet)."""

@@ -14,6 +14,7 @@ from typing import Any
 import fakeredis
 import pytest
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 
 from shardex.cli import main
 from shardex.history import History, QueryError, Store
@@ -242,3 +243,16 @@ def test_the_history_command(db_url: str):
     assert len(res.output.splitlines()) == 4
     res = run(main, ["history", "bob", "--history-db", db_url, "--after", "x1"])
     assert res.exit_code == 1 and "bad_cursor" in res.output and "Traceback" not in res.output
+
+
+def test_events_gone_from_redis_are_counted_not_hidden(db_url: str):
+    story = Story(2)
+    r = _redis()
+    load(r, story.streams)
+    r.xdel("shardex:events:0", "1-0", "2-0")  # (as a --maxlen trim the writer lagged behind)
+    key = {"stream": "shardex:events:0"}
+    before = REGISTRY.get_sample_value("shardex_history_gone_total", key) or 0
+    with Store(db_url) as store:
+        _drain(HistoryWriter(CFG, r, store))
+        assert _counts(store)["hx_order_events"] == 4  # (6 less the two accepted deleted)
+    assert REGISTRY.get_sample_value("shardex_history_gone_total", key) == before + 2
