@@ -20,7 +20,7 @@ from shardex.cli.options import resolve_accounts, resolve_shards
 from shardex.history.api import History
 from shardex.history.check import check as check_history
 from shardex.history.query import COLUMNS, KINDS, QueryError, to_csv
-from shardex.history.store import DB_ERRORS, HistoryDbError, Store
+from shardex.history.store import DB_ERRORS, HistoryDbError, Store, dialect_of
 from shardex.history.writer import HistoryWriter, WriterConfig
 from shardex.kinds import HISTORY
 from shardex.kinds.history import DB_FILE, HISTORY_DB
@@ -36,6 +36,11 @@ def db_url(history_db: str | None, data_dir: str | None) -> str:
     if history_db:
         return history_db
     return "sqlite:///" + os.path.abspath(os.path.join(data_dir or "data", DB_FILE))
+
+
+def _shown_db(url: str) -> str:
+    """A database URL as logged: a PostgreSQL one without its password."""
+    return mask_url(url) if dialect_of(url) == "postgresql" else url
 
 
 def _table(kind: str, rows: list[dict]) -> str:
@@ -201,7 +206,7 @@ def history_writer(**o: Any) -> None:
     serve(s.metrics_port, "history")
     shown = mask_url(tail_url(s.redis_url, s.default_redis, None))
     log.info("history writer up (pid %d): %s → %s (%d engine shard(s), %d account shard(s))",
-             os.getpid(), shown, mask_url(s.db_url), s.cfg.shards, s.cfg.accounts)  # fmt: skip
+             os.getpid(), shown, _shown_db(s.db_url), s.cfg.shards, s.cfg.accounts)  # fmt: skip
     try:
         HistoryWriter(s.cfg, r, store).run(stop, (redis_lib.RedisError, OSError, *DB_ERRORS))
     finally:
