@@ -128,6 +128,7 @@ def history(account: str | None, kind: str, symbol: str | None, since: str | Non
     else:
         click.echo(f"no {kind} for {account}" + (" after that cursor" if cursor else ""))
     if nxt is not None:
+        sys.stdout.flush()  # (the page first, then the line saying how to go on)
         click.echo(f"more: --after {nxt}", err=True)
 
 

@@ -81,6 +81,7 @@ class HistoryWriter:
         self.store = store
         self.pos = store.positions()
         self._accounts: dict[tuple[str, str], str] = {}
+        self._holes: set[tuple[str, int]] = set()  # (stream, last seq) gaps already reported
 
     def streams(self) -> list[tuple[str, int, str]]:
         """(key, shard, what) in the order a round reads them: orders, balances, events."""
@@ -101,7 +102,9 @@ class HistoryWriter:
         if not entries:
             return 0
         first = int(entries[0][0].partition("-")[0])
-        if what == "events" and first > last + 1:  # (an events stream's seqs have no holes)
+        hole = (key, last)
+        if what == "events" and first > last + 1 and hole not in self._holes:  # (said once)
+            self._holes.add(hole)  # (an events stream's seqs have no holes of their own)
             GONE.labels(key).inc(first - last - 1)
             log.warning("history: %s entries %d..%d are gone from Redis (trimmed?): the "
                         "history lacks them (shardex history --check names them)", key,
