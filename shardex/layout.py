@@ -83,6 +83,11 @@ class Layout:
         return self.base_port + 5
 
     @property
+    def history_metrics_port(self) -> int:
+        """The history writer's exporter (it runs with the account tier: ``kinds.history``)."""
+        return self.base_port + 7
+
+    @property
     def redis_port(self) -> int:
         return self.base_port + 4
 
@@ -220,6 +225,7 @@ class Layout:
         for i in range(self.shards):
             out += [base + 100 + i, base + 200 + i, base + 300 + i]
         if self.accounts:
+            out.append(self.history_metrics_port)
             out += [base + 400 + i for i in range(self.shards)]
             out += [base + 500 + j for j in range(self.accounts)]
             out += [base + 600 + j for j in range(self.accounts)]

@@ -4,7 +4,7 @@ Why this shape (docs/redis.md says it for operators):
 
 * **Five users, least privilege per command and key, no default user.** Each command a user
   holds is allowed on the keys it is for only (ACL selectors, Redis/Valkey >= 7.0):
-  ``bridge`` XADDs the ``shardex:events|trades|balances`` streams, reads them, and GETs/SETs
+  ``bridge`` XADDs the ``shardex:events|trades|balances|orders`` streams, reads them, and GETs/SETs
   only the epoch fences ``…:epoch``; ``reader`` (``shardex tail``, dashboards) only reads the
   streams; ``consumer`` reads and does consumer-group work (XREADGROUP, XACK, XCLAIM…);
   ``lease`` (the engines of replicated shards) runs the lease commands, each on its own lease
@@ -95,8 +95,9 @@ LEASE_KEY_PATTERN = "~shardex:lease:*"  # shardex.lease's keys, and nothing else
 # symbol; a fence key ends in ``:epoch``: the ``*[0-9]`` patterns keep a stream command off the
 # fences (an XADD or XGROUP … MKSTREAM there would turn the fence into a stream and jam every
 # write of that shard), and ``*:epoch`` keeps GET/SET off the streams.
-STREAMS = ("shardex:events:*", "shardex:trades:*", "shardex:balances:*")
-STREAMS_ONLY = ("shardex:events:*[0-9]", "shardex:trades:*", "shardex:balances:*[0-9]")
+STREAMS = ("shardex:events:*", "shardex:trades:*", "shardex:balances:*", "shardex:orders:*")
+STREAMS_ONLY = ("shardex:events:*[0-9]", "shardex:trades:*", "shardex:balances:*[0-9]",
+                "shardex:orders:*[0-9]")  # fmt: skip
 FENCES = ("shardex:events:*:epoch", "shardex:balances:*:epoch")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README's test command: install what the tests need, then run them. `.ci/run` calls this too.
-#   - Debian's redis-server (the bridge tests run against a real Redis) and prometheus (the
-#     dashboard test evaluates every panel's query in a real Prometheus), when missing;
+#   - Debian's redis-server (the bridge tests run against a real Redis), prometheus (the
+#     dashboard test evaluates every panel's query in a real Prometheus) and postgresql (the
+#     history tests run against a private PostgreSQL server), when missing;
 #   - the package with its dev extra (pytest, pytest-xdist, hypothesis, ...);
 #   - the suite in parallel (pytest-xdist): SHARDEX_TEST_WORKERS workers (default: see below),
 #     each test file's tests spread over them; extra arguments go to pytest (`-n 0`: serial).
@@ -11,6 +12,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# the history tests run a private PostgreSQL server (tests/support/postgres.py: initdb, pg_ctl)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
+    || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     # apt's own lines (Get:, Unpacking, Setting up) are the progress of this phase, which can
     # take minutes: shown, not hidden (-q drops only the redrawn progress bar, unreadable in CI)

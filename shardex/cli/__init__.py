@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),
+    "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
+                "history database."),
+    "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "
+                       "balance changes from Redis to the history database, exactly once."),
     "journal": ("replay", "journal", "Look at a shard's journal directory."),
     "keys": ("keys", "keys", "Identity: who may connect and act for which accounts (keys "
              "in DATA_DIR/keys)."),

@@ -14,13 +14,14 @@ from shardex.kinds.bridge import BRIDGE
 from shardex.kinds.candles import CANDLES
 from shardex.kinds.engine import ENGINE
 from shardex.kinds.mm import MM
+from shardex.kinds.history import HISTORY
 from shardex.kinds.redis import REDIS
 from shardex.kinds.router import ROUTER
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 
 # in start order: what a process connects to starts before it (it would retry anyway);
 # the market maker last: a client of all the rest
-KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, CANDLES, MM)
+KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, CANDLES, HISTORY, MM)
 BY_NAME = {kind.name: kind for kind in KINDS}
 
 
@@ -34,5 +35,5 @@ def cluster_ports(plan: Plan) -> list[int]:
     return [port for kind in KINDS for port in kind.ports(plan)]
 
 
-__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "KINDS", "MM", "REDIS", "ROUTER",
-           "Kind", "Opt", "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip
+__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "HISTORY", "KINDS", "MM", "REDIS",
+           "ROUTER", "Kind", "Opt", "Plan", "Spawn", "cluster_ports", "spawns"]  # fmt: skip

@@ -42,6 +42,8 @@ MEASURED_S: dict[str, float] = {
     # candles (2026-12-07, load ~12): 31 s (9.5 s CPU, its processes included: one
     # `shardex up`, two worker processes, redis-servers) and 4.6 s (2.9 s CPU)
     "test_candles.py": 31, "test_candles_core.py": 5,
+    # measured alone the same day, the box shared (each its own PostgreSQL server / cluster)
+    "test_history_db.py": 24, "test_history_cluster.py": 37,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -18,6 +18,7 @@ from shardex.cli.accounts import accounts_config
 from shardex.cli.bridge import bridge_config
 from shardex.cli.candles import candles_config
 from shardex.cli.engine import engine_config
+from shardex.cli.history import writer_settings
 from shardex.cli.router import router_config
 from shardex.kinds import KINDS, Plan, cluster_ports, spawns
 from shardex.kinds.files import dotenv, procfile, prometheus_config
@@ -148,6 +149,11 @@ def test_every_child_gets_the_config_its_layout_says(tmp_path: Path, replicas: i
         elif kind.name == "candles-worker":
             got = candles_config(**params)
             assert (got.redis_url, got.metrics_port) == (plan.redis, lay.candles_metrics_port)
+        elif kind.name == "history-writer":
+            s = writer_settings(**params)
+            assert (s.cfg.shards, s.cfg.accounts, s.redis_url) == (2, 2, plan.redis)
+            assert s.metrics_port == lay.history_metrics_port
+            assert s.db_url == f"sqlite:///{tmp_path / 'history.sqlite'}"
         else:
             cfg = bridge_config(**params)
             assert (cfg.router, cfg.redis_url) == (lay.frontend, plan.redis)
@@ -155,7 +161,8 @@ def test_every_child_gets_the_config_its_layout_says(tmp_path: Path, replicas: i
     per_shard = ["", ".r1"] if replicas == 2 else [""]
     engines = [f"engine.{i}{s}" for i in range(2) for s in per_shard]
     accounts = [f"accounts.{j}{s}" for j in range(2) for s in per_shard]
-    assert seen == ["router", "router.1", *engines, *accounts, "bridge", "candles-worker"]
+    assert seen == ["router", "router.1", *engines, *accounts, "bridge", "candles-worker",
+                    "history-writer"]
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
@@ -188,7 +195,7 @@ def test_the_command_list_summaries_are_the_commands_own() -> None:
 @pytest.mark.parametrize(
     "argv",
     [["router"], ["engine", "--shard", "0"], ["accounts", "--shard", "0", "--shards", "1"],
-     ["bridge"], ["candles-worker"], ["redis"]],  # fmt: skip
+     ["bridge"], ["candles-worker"], ["redis"], ["history-writer", "--accounts", "1"]],  # fmt: skip
     ids=lambda a: a[0],
 )
 def test_a_base_port_the_layout_cannot_have_is_one_line(argv: list[str]) -> None:
@@ -202,7 +209,8 @@ def test_a_base_port_the_layout_cannot_have_is_one_line(argv: list[str]) -> None
 def test_build_children_runs_each_kind_as_its_shardex_command(tmp_path: Path) -> None:
     layout = Layout("127.0.0.1", 23000, shards=1, accounts=1)
     children = build_children(layout, None, 100, True, "DEBUG", str(tmp_path))
-    names = ["redis", "router", "engine.0", "accounts.0", "bridge", "candles-worker"]
+    names = ["redis", "router", "engine.0", "accounts.0", "bridge", "candles-worker",
+             "history-writer"]
     assert [c.name for c in children] == names
     redis = children[0]
     assert redis.drop == REDIS_NOISE and redis.argv[1:3] == ["--port", str(layout.redis_port)]

@@ -2,7 +2,9 @@
 
 Pure formatting (no Redis): an engine event becomes an entry of ``shardex:events:<i>`` (a trade
 also of ``shardex:trades:<SYMBOL>``), an account shard's balance or fee event an entry of
-``shardex:balances:<j>``. IDs are ``<seq>-0``, so Redis itself refuses a second copy. Every
+``shardex:balances:<j>``, and a forwarded new order an entry of ``shardex:orders:<j>`` (the
+order's fields as its account shard placed it: account, side, type, price, qty..., which no
+engine event carries). IDs are ``<seq>-0``, so Redis itself refuses a second copy. Every
 entry has ``ts``: the event's exchange time (decimal ms since the Unix epoch, UTC).
 """
 
@@ -11,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FORWARD
 from shardex.engine import Market
-from shardex.engine.codes import EV_TRADE
+from shardex.engine.codes import EV_TRADE, OP_NEW
 from shardex.wire.account_events import account_event_to_json
-from shardex.wire.layouts import AE_SEQ, EV_KIND, EV_SEQ
-from shardex.wire.protocol import event_to_json
+from shardex.wire.layouts import AE_KIND, AE_SEQ, CMD_OP, EV_KIND, EV_SEQ, FWD_CMD, FWD_ESHARD
+from shardex.wire.protocol import command_to_json, event_to_json
 
 BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
+NEW_ORDER_WIDTH = 11  # (OP_NEW, symbol, id, account, side, type, price, qty, tif, post_only, stp)
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 
@@ -70,6 +73,41 @@ class EntryFormatter:
         ``ts``, plus its shard."""
         fields = _flat(account_event_to_json(ev, self.assets, self.markets, ts), shard)
         return (f"{ev[AE_SEQ]}-0", fields)
+
+    def order_item(self, ev: tuple, shard: int, ts: int = 0) -> tuple | None:
+        """A forward of a new order → (stream id, fields) of ``shardex:orders:<j>``: the
+        order's public JSON form (``command_to_json``, without ``op``), its engine shard, seq
+        and account shard. None for any other event, or a command that does not format (an
+        entry is only ever written for a well-formed order)."""
+        if ev[AE_KIND] != AE_FORWARD or len(ev) <= FWD_CMD:
+            return None
+        cmd = ev[FWD_CMD]
+        if type(cmd) is not tuple or len(cmd) != NEW_ORDER_WIDTH or cmd[CMD_OP] != OP_NEW:
+            return None
+        try:
+            obj = order_fields(command_to_json(cmd, self.markets), ev[FWD_ESHARD], ev[AE_SEQ])
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError):
+            return None
+        if obj is None:
+            return None
+        obj["ts"] = ts  # (its exchange time, as on every entry; not a field of the order)
+        return (f"{ev[AE_SEQ]}-0", _flat(obj, shard))
+
+
+def order_fields(cmd: Mapping, eshard: object, seq: int) -> dict | None:
+    """A forwarded new order's public JSON form (``command_to_json``) → the fields of its
+    ``shardex:orders:<j>`` entry (before the shard): the order without ``op``, ``post_only``
+    and ``stp`` always present, its engine shard and the account shard's seq. None when it is
+    not a new order with a string id and account. The history check derives the same fields
+    from a journal replay with it."""
+    if cmd.get("op") != "new" or not all(type(cmd.get(k)) is str for k in ("id", "account")):
+        return None
+    obj = {k: v for k, v in cmd.items() if k != "op"}
+    obj["post_only"] = "true" if cmd.get("post_only") else "false"
+    obj.setdefault("stp", "none")
+    obj["eshard"] = eshard
+    obj["seq"] = seq
+    return obj
 
 
 def _flat(obj: dict, shard: int) -> list[str]:

@@ -220,18 +220,19 @@ class RedisWriter:
         """An account shard's batch (contiguous seqs): its balance and fee-ledger changes go to
         ``shardex:balances:<j>`` with ID ``<seq>-0`` (so Redis refuses a second copy, as for
         trades); its other events (forwards, refusals...) only advance the seq."""
-        ts_of = st.tracker.times.get
-        items = [self.entries.balance_item(ev, st.index, ts_of(ev[AE_SEQ], 0))
-                 for ev in batch if ev[AE_KIND] in BALANCE_KINDS]  # fmt: skip
+        items = self._account_items(st, batch)
         if not items:  # nothing for Redis: only the seq moves
             st.tracker.written(batch[-1][AE_SEQ], self.mono())
             LAST.labels(st.label).set(st.tracker.last)
             return True
         key = self.stream_key(st)
+        keys = [key]
+        if any(not it[1] for it in items):  # new orders: their stream is declared too
+            keys.append(f"{self.cfg.prefix}orders:{st.index}")
         # the stream's entries are the balance changes only (their seqs skip the rest): the
         # batch follows the newest one this bridge knows is there, which a failover may lose
         follows = self._top.get(key, 0)
-        res = await self._script(st, batch, [key], self._pack(items), follows)
+        res = await self._script(st, batch, keys, self._pack(items), follows, "orders:")
         if res is None:
             return True
         written, dups, _, conflicts, newer = res
@@ -243,17 +244,40 @@ class RedisWriter:
         if conflicts:  # (as for the events stream: never ask for an entry gone for good)
             self._top.pop(key, None)
         else:
-            self._top[key] = max(follows, int(items[-1][0].partition("-")[0]))
+            tops = [int(it[0].partition("-")[0]) for it in items if it[1]]
+            self._top[key] = max([follows, *tops])
         return True
 
+    def _account_items(self, st: ShardState, batch: list[tuple]) -> list[tuple]:
+        """An account shard batch's entries: each balance or fee change for the balances
+        stream, each new order it forwarded for ``shardex:orders:<j>`` (no balances-stream
+        fields, the orders stream as the script's second stream)."""
+        items: list[tuple] = []
+        orders = str(st.index)
+        ts_of = st.tracker.times.get  # (each entry's exchange time)
+        for ev in batch:
+            if ev[AE_KIND] in BALANCE_KINDS:
+                items.append(self.entries.balance_item(ev, st.index, ts_of(ev[AE_SEQ], 0)))
+            else:
+                order = self.entries.order_item(ev, st.index, ts_of(ev[AE_SEQ], 0))
+                if order is not None:
+                    items.append((order[0], [], orders, order[1]))
+        return items
+
     async def _script(
-        self, st: ShardState, batch: list[tuple], keys: list[str], blob: bytes, follows: int = 0
+        self,
+        st: ShardState,
+        batch: list[tuple],
+        keys: list[str],
+        blob: bytes,
+        follows: int = 0,
+        second: str = "trades:",
     ) -> tuple[int, int, int, list, int] | None:
         """Run WRITE_SCRIPT for one batch (under the shard's epoch, if replicated; checking
         that entry ``follows`` is still there, if not 0); None when Redis failed or refused
         it (the batch went back to the tracker). ``written`` is -1 when entry ``follows`` is
         missing (nothing written)."""
-        args: tuple = (blob, f"{self.cfg.prefix}trades:", str(self.cfg.maxlen))
+        args: tuple = (blob, f"{self.cfg.prefix}{second}", str(self.cfg.maxlen))
         if st.epoch:  # a replicated shard: written only under the newest epoch (WRITE_SCRIPT)
             keys.append(keys[0] + ":epoch")
             args += (str(st.epoch),)

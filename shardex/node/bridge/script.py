@@ -10,6 +10,8 @@ writer of a deposed epoch.
 # bridge user limited to ``~shardex:*`` is refused the whole batch, never half of it).
 # ARGV: blob, trades key prefix, maxlen.
 # blob = msgpack [[id, [field, value, ...], symbol-or-nil, [trade fields...]], ...]
+# An account shard's batch: the balances stream, and ``shardex:orders:<j>`` as the second
+# stream (prefix ``shardex:orders:``, "symbol" j); a new order's item has no first-stream fields.
 # Returns {written, dups, trades, conflicts, 0, deleted} where conflicts is a flat list
 # [stream key, id, reason, ...] of entries that Redis holds differently (or cannot take), and
 # deleted [stream key, entries removed, ...] names each stream of the batch that lost entries
@@ -98,8 +100,12 @@ local function add(key, id, fields)
 end
 for i = 1, #evs do
   -- an entry: {id, fields[, trades stream symbol, trades stream fields]} (``EntryFormatter``)
+  -- (no fields: an entry of the second stream only, e.g. an account shard's new order)
   local id, fields, symbol, tfields = evs[i][1], evs[i][2], evs[i][3], evs[i][4]
-  local s, why = add(stream, id, fields)
+  local s, why = -2, nil
+  if #fields > 0 then
+    s, why = add(stream, id, fields)
+  end
   if s == -1 then
     return redis.error_reply(why)
   end
@@ -108,7 +114,7 @@ for i = 1, #evs do
   else
     if s == 0 then
       written = written + 1
-    else
+    elseif s == 2 then
       conflicts[#conflicts + 1] = stream
       conflicts[#conflicts + 1] = id
       conflicts[#conflicts + 1] = why
