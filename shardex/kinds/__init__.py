@@ -13,8 +13,8 @@ from shardex.kinds.accounts import ACCOUNTS
 from shardex.kinds.bridge import BRIDGE
 from shardex.kinds.candles import CANDLES
 from shardex.kinds.engine import ENGINE
-from shardex.kinds.mm import MM
 from shardex.kinds.history import HISTORY
+from shardex.kinds.mm import MM
 from shardex.kinds.redis import REDIS
 from shardex.kinds.router import ROUTER
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
