@@ -22,14 +22,16 @@ OTHER = {"buy": "sell", "sell": "buy"}
 
 
 def ts_of(fields: Fields) -> int | None:
-    """The entry's exchange time (ms), when it carries one that is a whole number."""
+    """The entry's exchange time (ms), when it carries one that is a positive whole number
+    (0: the bridge did not know it, e.g. an event journaled before exchange time existed)."""
     ts = fields.get("ts")
     if ts is None:
         return None
     try:
-        return int(ts)
+        n = int(ts)
     except (TypeError, ValueError):
         return None
+    return n if n > 0 else None
 
 
 def order_row(shard: int, f: Fields) -> tuple:
