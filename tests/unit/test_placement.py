@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import (
     DirStore,
     PlacementMap,
@@ -144,3 +145,11 @@ def test_rebuild_lets_the_journals_win_over_a_stale_pin() -> None:
     m = initial(2).with_pin("BTC-USD", 0)
     out = rebuild(m, 2, {"BTC-USD": 1})
     assert out.owner("BTC-USD") == 1 and out.version == m.version + 1
+
+
+def test_the_default_keeps_the_default_markets_where_crc32_put_them_under_two_shards() -> None:
+    """The hash's key was chosen for it: two-shard data dirs of the default markets written
+    before the map need no pin."""
+    assert [default_owner(s, 2) for s in DEFAULT_MARKETS] == [
+        zlib.crc32(s.encode()) % 2 for s in DEFAULT_MARKETS
+    ]
