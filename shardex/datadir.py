@@ -1,13 +1,14 @@
 """Shard-count safety for a data directory: which pairs each ``shard-K`` directory holds, and
-whether a cluster of N shards would find every pair where ``shard_for(symbol, N)`` sends it.
+the placement map under which a cluster of N shards finds every pair where its journal is.
 
 A shard only recovers its own ``shard-I`` directory, so a pair routed to another shard than the
 one whose journal holds it would silently start empty there. ``shardex up``, ``engine``,
 ``accounts`` and ``router`` call :func:`check_shard_count` before starting: it rebuilds the
-placement map from what the directories hold (``settle_placement``: every pair pinned where
-its journal is, so any N that reads every directory holding pairs may start) and records N
-(``SHARDS_FILE``); with the account tier's data, whose forward chains are per engine shard,
-any other N is refused (a directory without the record is scanned, :func:`scan_account_dir`).
+placement map from what the directories hold (``shardex.placement.load.settle``: each pair
+pinned where its journal is, so any N that reads every directory holding pairs may start)
+and records N (``SHARDS_FILE``); with the account tier's data, whose forward chains are per
+engine shard, any other N is refused (a directory without the record is scanned,
+:func:`scan_account_dir`).
 
 What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
 plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
@@ -40,9 +41,7 @@ from shardex.journal import (
     uncovered,
 )
 from shardex.layout import MAX_SHARDS
-from shardex.placement.core import PlacementMap, initial
-from shardex.placement.rebuild import RebuildError, placed, rebuild
-from shardex.placement.store import DirStore, StoreError
+from shardex.placement.load import PlacementError, settle, settled
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL, FWD_RECORD_CMD, FWD_RECORD_WIDTH, LINK_CMD
 from shardex.wire.protocol import OP_FORWARD, packb, shard_for, unpackb
 
@@ -66,6 +65,7 @@ class ShardDir:
     pairs: set[str] = field(default_factory=set)
     snapshot_seq: int | None = None
     records: int = 0  # journal records read after the snapshot
+    forwarded: bool = False  # holds orders the account tier forwarded (seen after the snapshot)
 
 
 @dataclass(frozen=True)
@@ -117,17 +117,23 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
             if not any(b in payload for s, b in wanted.items() if s not in info.pairs):
                 continue  # names no symbol it does not hold yet: nothing to decode
             for cmd in unpackb(payload):
+                info.forwarded = info.forwarded or is_forward(cmd)
                 symbol = book_symbol(cmd, known)
                 if symbol is not None:
                     info.pairs.add(symbol)
     return info
 
 
+def is_forward(cmd: object) -> bool:
+    """Whether a journaled engine command is one the account tier forwarded."""
+    return type(cmd) in (tuple, list) and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD
+
+
 def book_symbol(cmd: object, known: Collection[str]) -> str | None:
     """The known pair a journaled engine command creates a book for, or None. With the account
     tier on, an engine shard journals orders as ``(OP_FORWARD, j, seq, prev, command)``: the
     pair is the forwarded command's (missing these let every shard-count change start)."""
-    if type(cmd) in (tuple, list) and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD:
+    if is_forward(cmd):
         cmd = cmd[FWD_RECORD_CMD]
     if type(cmd) not in (tuple, list) or len(cmd) <= CMD_SYMBOL or cmd[CMD_OP] not in _BOOK_OPS:
         return None
@@ -500,8 +506,8 @@ def check_shard_count(
     data_dir: str | Path, shards: int, known: Collection[str], record: bool = True
 ) -> None:
     """Raise DataDirError when ``shards`` engine shards cannot serve ``data_dir``; else settle
-    its placement map (``settle_placement``) and record N (``record``: False for a process
-    that only compares, like the router, which knows no market table).
+    its placement map (``shardex.placement.load.settle``) and record N (``record``: False for
+    a process that only compares, like the router, which knows no market table).
 
     Without the account tier's data any N may start: the map pins every pair to the shard
     whose journal holds it (a pair in a directory no shard of N reads is refused: move it
@@ -514,12 +520,22 @@ def check_shard_count(
     if recorded is not None and recorded != shards and not _any_data(root):
         (root / SHARDS_FILE).unlink(missing_ok=True)  # nothing written under it: re-record
         recorded = None
-    tier = [p for p in account_dirs(root) if _holds_data(p)]
+    if recorded == shards and (not record or settled(root, shards)):
+        return  # (the map was settled by whoever recorded N: no scan at every start)
+    if recorded is None and not record:
+        return
+    dirs = scan(root, known)
+    tier = any(d.forwarded for d in dirs) or bool(recorded_tier(root)) or any(
+        _holds_data(p) for p in account_dirs(root))  # fmt: skip
     if recorded is not None and recorded != shards and tier:
         raise DataDirError(_mismatch(root, shards, recorded, known))
     if not record:
         return
-    owner = settle_placement(root, shards, known).owner
+    try:
+        owner = settle(root, shards, dirs).owner
+    except PlacementError as exc:
+        where = f"{shards} shard(s) on data dir {root}"
+        raise DataDirError(f"refusing to start {where}: {exc}") from None
     if recorded is None and tier:
         _check_old_forwards(root, shards, known, owner)
     if recorded != shards:
@@ -545,28 +561,6 @@ def _check_old_forwards(
             "hold those pairs. To proceed, start with the shard count it was written with, or "
             "use another --data-dir."
         )
-
-
-def settle_placement(root: Path, shards: int, known: Collection[str]) -> PlacementMap:
-    """The map ``shards`` shards use over ``root``: the stored one (or ``initial``) rebuilt
-    from what each ``shard-K`` holds (``shardex.placement.rebuild``) and stored when it
-    changed (compare-and-set: a process that loses the race finds the winner's map right)."""
-    store = DirStore(root)
-    try:
-        found = placed(scan(root, known))
-        for _ in range(5):
-            stored = store.load()
-            base = stored if stored is not None else initial(shards)
-            new = rebuild(base, shards, found)
-            if new is stored:
-                return new
-            if new is base:  # nothing stored and the initial map fits: store it (version 1)
-                new = PlacementMap(1, shards)
-            if store.compare_and_set(None if stored is None else stored.version, new):
-                return new
-    except (RebuildError, StoreError) as exc:
-        raise DataDirError(f"refusing {shards} shard(s) on data dir {root}: {exc}") from None
-    raise DataDirError(f"{store.path}: changed under us 5 times; try again")
 
 
 def _replace(path: Path, text: str) -> None:
