@@ -221,6 +221,18 @@ class ClientCore(Replies, FateDecisions, Topology):
 
     # -- routing and the batching plan ---------------------------------------------------------
 
+    @staticmethod
+    def misrouted(decoded: list[tuple[str | None, Any]]) -> list[int]:
+        """Indexes of commands a shard refused as another shard's pair (``wrong_shard``: the
+        sender's placement map was stale; nothing ran): a client sends them once more, after
+        a direct client took the router's newer map."""
+        return [
+            i
+            for i, (err, evs) in enumerate(decoded)
+            if err is None
+            and any(e.get("ev") == "rejected" and e.get("code") == "wrong_shard" for e in evs)
+        ]
+
     def shard_of(self, symbol: Any) -> int:
         return self.owner_of(symbol) if self.shards and type(symbol) is str else 0
 
