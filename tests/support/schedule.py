@@ -44,6 +44,7 @@ MEASURED_S: dict[str, float] = {
     "test_candles.py": 31, "test_candles_core.py": 5,
     # measured alone the same day, the box shared (each its own PostgreSQL server / cluster)
     "test_history_db.py": 24, "test_history_cluster.py": 37,
+    "test_placement_up.py": 26,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
