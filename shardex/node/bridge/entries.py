@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE
 from shardex.wire.account_events import account_event_to_json
 from shardex.wire.layouts import AE_SEQ, EV_KIND, EV_SEQ
 from shardex.wire.protocol import event_to_json
 
-BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
+BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL)  # the account shard events written to Redis
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 
@@ -57,8 +57,8 @@ class EntryFormatter:
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
     def balance_item(self, ev: tuple, shard: int) -> tuple:
-        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
-        (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
+        """An ``AE_BALANCE``/``AE_FEES``/``AE_FILL`` event → (stream id, fields): its public
+        JSON form (``account_event_to_json``, what ``shardex replay`` prints), plus its shard."""
         fields = _flat(account_event_to_json(ev, self.assets, self.markets), shard)
         return (f"{ev[AE_SEQ]}-0", fields)
 
