@@ -34,6 +34,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),
+    "fee-group": ("fees", "fee_group", "Put ACCOUNT in fee GROUP, a tier name of the fee "
+                  "schedule (\"\" for none), admin key; journaled on the account's shard, it "
+                  "applies to the orders placed after it."),
+    "fees": ("fees", "fees", "Show ACCOUNT's fee tier and the maker/taker rates its new orders "
+             "get per market (basis points; a negative maker rate is a rebate), with its fee "
+             "group and 30-day volume."),
     "journal": ("replay", "journal", "Look at a shard's journal directory."),
     "keys": ("keys", "keys", "Identity: who may connect and act for which accounts (keys "
              "in DATA_DIR/keys)."),
