@@ -50,10 +50,13 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 
 def load_markets(path: str | Path | None = None) -> dict[str, Market]:
-    """The built-in markets, extended (or overridden per symbol) by a TOML file's."""
+    """The built-in markets, extended (or overridden per symbol) by a TOML file's (a file
+    holding only a ``[fees]`` table changes no market)."""
     markets = dict(DEFAULT_MARKETS)
     if path is not None:
-        markets.update(markets_from_table(read_markets_file(path), f"markets file {path}"))
+        data = _read(path)
+        if "markets" in data or "fees" not in data:
+            markets.update(markets_from_table(data.get("markets"), f"markets file {path}"))
     return markets
 
 
