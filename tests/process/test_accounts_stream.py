@@ -113,7 +113,7 @@ def test_balances_stream_exactly_once_also_across_a_bridge_kill(redis_server: Re
             _converged(cluster, r, 2)
             stream = _stream(r, 0) + _stream(r, 1)
             kinds = {f["ev"] for _, f in stream}
-            assert kinds == {"balance", "fees"}
+            assert kinds == {"balance", "fees", "fill"}
             whys = {f["why"] for _, f in stream if f["ev"] == "balance"}
             assert {"deposit", "hold", "trade", "release"} <= whys
             # a deposit's entry carries the exact amount and its ref
