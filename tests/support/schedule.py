@@ -36,6 +36,8 @@ MEASURED_S: dict[str, float] = {
     "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 24,
+    # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
+    "test_fees_live.py": 22, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
