@@ -20,9 +20,15 @@ from shardex.accounts.codes import (
     S_TRADE,
 )
 from shardex.accounts.fees import DAY_MS, FeeSchedule, Tier, rebate
+from shardex.accounts.machines import AccountMachineFactory
+from shardex.auth import KeyInfo
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import BUY, GTC, LIMIT, REJ_INVALID, SELL
+from shardex.node.account_service import AccountHandler
+from shardex.node.fee_service import fee_group, fee_read
+from shardex.node.nulljournal import NullJournal
 from shardex.wire.layouts import FILL_ACCOUNT, FILL_BPS, FILL_FEE
+from shardex.wire.protocol import OP_FEE_GROUP, OP_FEES, decode_reply, encode_request
 
 BTC = "BTC-USD"
 USD6 = 1_000_000  # units per USD
@@ -206,3 +212,28 @@ def test_holds_cover_every_fee_and_no_rebate_exceeds_the_taker_fee_of_its_fill(
         assert ledger[-1:] in ([], [c.fees.get("USD")])
     assert not c.orders  # both filled: every hold released
     assert c.balance(buyer, "USD")[1] == 0
+
+
+def test_fee_requests_are_bounded_checked_and_admin_only() -> None:
+    """The account shard's ``OP_FEE_GROUP`` / ``OP_FEES``: a clear reject with a stable code for
+    bad input or the wrong key, nothing journaled or applied for it."""
+    m = AccountMachineFactory(0, 1, lambda _s: 0, schedule=schedule()).new(DEFAULT_MARKETS)
+    h = AccountHandler(m, NullJournal())
+    out: list[tuple] = []
+    h.key = KeyInfo("k" * 40, "tina", "trader", frozenset({"mia"}))
+    assert fee_group(h, (OP_FEE_GROUP, "mia", "mm"), out) == {
+        "rejected": "setting a fee group needs an admin key", "code": "not_allowed"}
+    assert fee_read(h, (OP_FEES, "tom"))["error"]  # another account's rates: not hers to read
+    h.key = None
+    for bad in [(OP_FEE_GROUP, "x" * 100_000, "mm"), (OP_FEE_GROUP, "mia", "g" * 33),
+                (OP_FEE_GROUP, "mia"), (OP_FEE_GROUP, "mia", 3)]:  # fmt: skip
+        assert fee_group(h, bad, out)["code"] == "malformed", bad
+    assert m.seq == 0 and not out  # refused before the journal
+    assert fee_group(h, (OP_FEE_GROUP, "mia", "mm"), out) == {
+        "ok": True, "account": "mia", "group": "mm", "tier": "mm"}
+    error, results = decode_reply(h.handle(encode_request([(OP_FEES, "mia"), (OP_FEES, 5)]), out))
+    assert error is None and results[1]["error"]
+    mine = results[0]
+    assert (mine["group"], mine["tier"], mine["volume"]) == ("mm", "mm", {})
+    assert mine["rates"][BTC] == {"maker_bps": -3, "taker_bps": 4}
+    assert mine["tiers"][2] == {"name": "vip", "volume_asset": "USD", "volume_min": "1000.000000"}
