@@ -2,7 +2,7 @@
 redis-server and the bridge. The admin CLI puts a market maker in a rebate tier (journaled: it
 survives kill -9 of its account shard), ``shardex fees`` shows the rates, every fill's fee is in
 the balances stream, the stream's fills sum to the shards' fee ledgers, and ``shardex audit``
-passes, counting the rebates."""
+passes, counting the rebates; ``shardex replay`` of the journal shows the same fees."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def test_fee_tiers_on_a_live_cluster(redis_server: RedisServer, tmp_path) -> Non
     markets.write_text(FEES)
     maker = next(a for a in (f"mm{k}" for k in range(50)) if account_shard_for(a, 2) == 0)
     taker = next(a for a in (f"tk{k}" for k in range(50)) if account_shard_for(a, 2) == 1)
-    cl = accounts_cluster(1, 2, "--markets", str(markets), redis=redis_server.url)
+    data = tmp_path / "data"  # (kept after the stop: its journal is replayed below)
+    cl = accounts_cluster(1, 2, "--markets", str(markets), redis=redis_server.url,
+                          data_dir=str(data))  # fmt: skip
     env = {"SHARDEX_KEY": str(cl.key)}
 
     def cli(*args: str) -> str:
@@ -81,3 +83,9 @@ def test_fee_tiers_on_a_live_cluster(redis_server: RedisServer, tmp_path) -> Non
         assert "(collected 0.015000, rebates 0.009000)" in out, out
     finally:
         cl.stop()
+    # the account shard's journal replays to the same events, given the same [fees]
+    out = invoke_cli("replay", "--journal", str(data / "accounts-0"), "--markets", str(markets))
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(ln) for ln in out.stdout.decode().splitlines()]
+    assert [(e["group"], e["tier"]) for e in events if e["ev"] == "fee_group"] == [("mm", "mm")]
+    assert [e["fee"] for e in events if e["ev"] == "fill"] == ["-0.003"] * 3
