@@ -206,12 +206,12 @@ class Volumes:
             rows[-1][1] += units
 
     def volume(self, account: str, day: int) -> dict[str, int]:
-        """asset → units traded in days ``day - 29 .. day`` (older days are dropped)."""
-        out: dict[str, int] = {}
-        for asset, rows in self.days.get(account, {}).items():
-            _trim(rows, day)
-            out[asset] = sum(u for _, u in rows)
-        return out
+        """asset → units traded in days ``day - 29 .. day``. A read: it changes nothing (older
+        days are dropped only as trades add new ones, so a snapshot is the same whether or not
+        anyone read in between, and replay reaches it)."""
+        first = day - WINDOW_DAYS + 1
+        return {asset: sum(u for d, u in rows if d >= first)
+                for asset, rows in self.days.get(account, {}).items()}  # fmt: skip
 
     def snapshot(self) -> list[list[Any]]:
         return [[a, asset, [list(r) for r in rows]]

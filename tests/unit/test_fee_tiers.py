@@ -145,7 +145,14 @@ def test_volume_over_30_days_earns_a_tier_and_expires() -> None:
     c.now_ms = (100 + 29) * DAY_MS  # still inside the window
     assert c.fee_info("tom")["tier"] == "vip"
     c.now_ms = (100 + 30) * DAY_MS  # day 100 has left the window
+    before = c.snapshot()
     assert c.fee_info("tom")["tier"] == "base" and c.fee_info("tom")["volume"] == {"USD": 0}
+    assert c.snapshot() == before  # a read changes nothing (replay reaches the same state)
+    run(c, (A_DEPOSIT, "mia", "BTC", 10**8, "d-mia-2"),  # a new day's trade drops the old day
+        (A_NEW, BTC, "s2", "mia", SELL, LIMIT, 10_000_000, 1, GTC, False, 0, None),
+        (A_NEW, BTC, "b2", "tom", BUY, LIMIT, 10_000_000, 1, GTC, False, 0, None),
+        (S_TRADE, 0, 2, 1, BTC, 10_000_000, 1, "tom", "b2", "mia", "s2", BUY, 2))  # fmt: skip
+    assert [rows for a, _, rows in c.snapshot()["volumes"] if a == "tom"] == [[[130, 10 * USD6]]]
     c.now_ms = None  # no exchange time: volume is not counted
     assert c.fee_info("tom")["tier"] == "base"
 
