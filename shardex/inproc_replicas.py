@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shardex.accounts.machines import AccountMachineFactory, settled_factory
+from shardex.accounts.machines import settled_factory
 from shardex.cli.engine import Replication
 from shardex.lease import Connect, Lease
 from shardex.net import Transport
-from shardex.node.accounts import AccountNode, AccountsConfig
+from shardex.node.accounts import AccountNode, AccountsConfig, account_factory
 from shardex.node.failover import Build, FailoverNode, Promotion, recover_replica
 from shardex.node.leader import Replicator
 from shardex.node.rejoin import snapshot_cadence
@@ -51,8 +51,7 @@ def engine_replica(cfg: ShardConfig, rep: Replication, net: Transport,
 def account_replica(cfg: AccountsConfig, rep: Replication, net: Transport,
                     redis: Connect) -> FailoverNode:  # fmt: skip
     """Replica ``rep.replica`` of account shard ``cfg.index`` (``run_replicated_accounts``')."""
-    n = cfg.engines
-    machine = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
+    machine = account_factory(cfg)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> AccountNode:
         return AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate, net=net)

@@ -43,11 +43,12 @@ _EXACT = Context(prec=200, traps=[Inexact, Overflow, Underflow])
 
 
 class Fee(NamedTuple):
-    """A market's fee schedule in basis points of the notional (0 <= maker <= taker <= 1000).
+    """A maker/taker rate in basis points of the notional.
 
     ``maker <= taker`` is required because a buy order holds its fee at the taker rate: a fill
-    as maker must never cost more than what was held for it. Rebates (negative maker fees) are
-    not supported.
+    as maker must never cost more than what was held for it. Here (one rate per market, the
+    ``fees`` of ``AssetTable``: the default tier) ``0 <= maker``; a tier of a fee schedule may
+    give a negative maker rate, a rebate (``shardex.accounts.fees``).
     """
 
     maker_bps: int

@@ -9,6 +9,8 @@ Client commands (from the router; amounts are integer units of the asset, see ``
   — the engine's ``OP_NEW`` fields plus ``budget``: units of the quote asset a market *buy* may
   spend (required for it, None for every other order).
 * ``(A_AMEND, symbol, id, account, qty|None, price|None)`` — the engine's ``OP_AMEND`` fields.
+* ``(A_FEE_GROUP, account, group)`` — (admin) put ``account`` in fee group ``group`` (a tier
+  name of the fee schedule; ``""``: none), see ``shardex.accounts.fees``.
 
 Settlements (from an engine shard's ``SettlementFeed``; ``eshard`` the engine shard, ``eseq``
 the engine event's seq, ``prev`` the eseq of the previous settlement on the same
@@ -28,7 +30,13 @@ Events (index 0 kind, index 1 the account shard's seq):
 * ``(AE_BALANCE, seq, account, asset, available, held, why, ref)`` — one per (account, asset) a
   command changed, with the values after it; ``why`` is ``deposit|withdraw|hold|release|trade``
   and ``ref`` the transfer ref, order id or ``"t<trade_id>"``
-* ``(AE_FEES, seq, asset, total)`` — the shard's fee ledger after a fee was collected
+* ``(AE_FEES, seq, asset, total)`` — the shard's fee ledger (net of rebates: it may be
+  negative on a shard whose makers were paid rebates the takers' shards collected) after a
+  fill moved it
+* ``(AE_FILL, seq, account, symbol, id, ref, role, bps, fee, asset)`` — one side of a trade on
+  order ``id`` (``ref`` ``"t<trade_id>"``, ``role`` ``maker|taker``): the rate it paid and the
+  fee charged in ``asset`` units (negative: a rebate paid); before its ``AE_BALANCE`` events
+* ``(AE_FEE_GROUP, seq, account, group, tier)`` — ``account`` is now in ``group``; its tier now
 * ``(AE_REJECTED, seq, account, ref, reason, code)`` — ``code`` a ``REJ_*`` (engine codes plus
   the ones below); nothing changed
 * ``(AE_REPEATED, seq, account, ref)`` — a transfer retried with its ref: already applied
@@ -44,10 +52,12 @@ Events (index 0 kind, index 1 the account shard's seq):
 from shardex.engine.codes import REJECT_NAMES
 from shardex.wire import codes as wire_codes
 
-A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND = 1, 2, 3, 4
+A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND, A_FEE_GROUP = 1, 2, 3, 4, 5
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
-AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly")
+AE_FILL, AE_FEE_GROUP = 7, 8
+AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly", "fill",
+            "fee_group")  # fmt: skip
 
 # Reject codes the account tier adds: the ``ledger`` band of the one code table
 # (``shardex.wire.codes``), numbered after the engine's.

@@ -31,6 +31,7 @@ from shardex.accounts.assets import Fee
 from shardex.accounts.codes import (
     A_AMEND,
     A_DEPOSIT,
+    A_FEE_GROUP,
     A_NEW,
     A_WITHDRAW,
     S_AMENDED,
@@ -38,6 +39,7 @@ from shardex.accounts.codes import (
     S_REJECTED,
     S_TRADE,
 )
+from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.holds import Holds, _budget_cap  # noqa: F401 - old import path
 from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay importable from here
     _BPS,
@@ -56,6 +58,7 @@ from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay impor
 )
 from shardex.accounts.link import Inbox, Outbox
 from shardex.accounts.settlements import Settlements
+from shardex.accounts.tiers import FeeTiers
 from shardex.accounts.transfers import Transfers
 from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
@@ -67,11 +70,11 @@ from shardex.engine.markets import Market
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
 
-class AccountCore(Transfers, Holds, Settlements):
+class AccountCore(Transfers, Holds, Settlements, FeeTiers):
     """Account shard ``shard`` of ``shards``. Not thread-safe by design: one writer calls it.
 
     The state and its helpers are ``Ledger``'s; each concern is a mixin of its own module:
-    ``Transfers``, ``Holds`` (new orders, amends) and ``Settlements``."""
+    ``Transfers``, ``Holds`` (new orders, amends), ``Settlements`` and ``FeeTiers``."""
 
     # ------------------------------------------------------------------ public API
 
@@ -91,6 +94,8 @@ class AccountCore(Transfers, Holds, Settlements):
                 return self._amend(cmd, out)
             if op in (A_DEPOSIT, A_WITHDRAW):
                 return self._transfer(cmd, out)
+            if op == A_FEE_GROUP:
+                return self._fee_group(cmd, out)
             return self._reject(
                 _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
             )
@@ -121,6 +126,9 @@ class AccountCore(Transfers, Holds, Settlements):
             ],
             "orders": [[*key, *o.as_tuple()] for key, o in self.orders.items()],
             "fees": sorted(self.fees.items()),
+            "rebates": sorted(self.rebates.items()),
+            "groups": sorted(self.groups.items()),
+            "volumes": self.volumes.snapshot(),
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
             "flow": sorted(self.flow.items()),
@@ -138,6 +146,7 @@ class AccountCore(Transfers, Holds, Settlements):
         fees: Mapping[str, Fee] | None = None,
         engine_for: Callable[[str], int] | None = None,
         ref_window: int = REF_WINDOW,
+        schedule: FeeSchedule | None = None,
     ) -> AccountCore:
         """A core that continues exactly where the one that made ``state`` stood.
 
@@ -151,9 +160,8 @@ class AccountCore(Transfers, Holds, Settlements):
             if state.get("version") != 1:
                 raise ValueError(f"account snapshot version {state.get('version')!r} unknown")
             window = state.get("ref_window", ref_window)
-            core = cls(
-                markets, state["shard"], state["shards"], fees, engine_for, state["seq"], window
-            )
+            core = cls(markets, state["shard"], state["shards"], fees, engine_for, state["seq"],
+                       window, schedule)  # fmt: skip
             units = core.table.units
             for acct, asset, avail, held in state["balances"]:
                 if asset not in units:
@@ -164,14 +172,17 @@ class AccountCore(Transfers, Holds, Settlements):
                     raise ValueError(f"open order of unknown market {symbol!r}")
                 core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
                 core.open_count[acct] = core.open_count.get(acct, 0) + 1
-            for name in ("fees", "deposited", "withdrawn", "flow"):
+            for name in ("fees", "deposited", "withdrawn", "flow", "rebates"):
                 target = getattr(core, name)
-                for asset, amount in state[name]:
+                rows = state.get(name, ()) if name == "rebates" else state[name]  # (newer only)
+                for asset, amount in rows:
                     if asset not in units:
                         raise ValueError(f"{name} in unknown asset {asset!r}")
                     target[asset] = int(amount)
             for ref, op, acct, asset, amount in state["refs"]:
                 core._remember(ref, (op, acct, asset, amount))  # (an older, larger set: trimmed)
+            core.groups = {str(a): str(g) for a, g in state.get("groups", ())}
+            core.volumes.restore(state.get("volumes", ()))
             core.inbox = Inbox({int(k): int(v) for k, v in state["inbox"]})
             core.outbox = Outbox({int(k): int(v) for k, v in state["outbox"]})
             core.check_integrity()
@@ -239,8 +250,11 @@ class AccountCore(Transfers, Holds, Settlements):
                     )
                 totals[asset] = totals.get(asset, 0) + avail + h
         for asset in self.table.units:
-            if self.fees.get(asset, 0) < 0:
-                raise IntegrityError(f"fee ledger {asset} negative")
+            # The ledger is net of rebates: negative on a shard whose makers were paid rebates
+            # that other shards' takers paid for; what it collected (fees + rebates) is not.
+            paid = self.rebates.get(asset, 0)
+            if paid < 0 or self.fees.get(asset, 0) + paid < 0:
+                raise IntegrityError(f"fee ledger {asset}: collected or rebates negative")
             have = totals.get(asset, 0) + self.fees.get(asset, 0)
             if have != self._total(asset):
                 raise IntegrityError(

@@ -63,9 +63,10 @@ class Holds(Ledger):
         refused = _new_refusal(pair, side, otype, price, qty, tif, post_only, budget)
         if refused:
             return self._reject(account, oid, *refused, out)
+        fee = self.rates(account, symbol)  # the account's tier now: fixed for the order
         fwd_type, cap = otype, price
         if otype != LIMIT and side == BUY:
-            cap = _budget_cap(pair, qty, budget)
+            cap = _budget_cap(pair, qty, budget, fee.taker_bps)
             if cap < 1:
                 return self._reject(
                     account,
@@ -78,7 +79,6 @@ class Holds(Ledger):
             # The engine has no budget orders: a market buy goes on as an IOC/FOK limit at
             # the highest price its budget pays for all of qty, so it cannot overspend.
             fwd_type, price = LIMIT, cap
-        fee = pair.fee
         o = HeldOrder(
             symbol, side, price, cap or 0, qty, 0, 0, 0, fee.maker_bps, fee.taker_bps, 0, 0
         )
@@ -172,11 +172,12 @@ class Holds(Ledger):
         return None
 
 
-def _budget_cap(pair: Pair, qty: int, budget: int) -> int:
+def _budget_cap(pair: Pair, qty: int, budget: int, taker_bps: int | None = None) -> int:
     """The highest price (ticks, at most the market's max) at which ``qty`` lots plus the taker
-    fee cost no more than ``budget`` units of quote; 0 when not even one tick fits."""
+    fee (``taker_bps``; default: the market's) cost no more than ``budget`` units of quote; 0
+    when not even one tick fits."""
     per = qty * pair.quote_per_tick_lot
-    tb = pair.fee.taker_bps
+    tb = pair.fee.taker_bps if taker_bps is None else taker_bps
 
     def cost(p: int) -> int:
         rc = p * per

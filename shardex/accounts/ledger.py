@@ -17,10 +17,13 @@ from shardex.accounts.assets import AssetTable, Fee, Pair
 from shardex.accounts.codes import (
     AE_ANOMALY,
     AE_BALANCE,
+    AE_FEES,
+    AE_FILL,
     AE_FORWARD,
     AE_REJECTED,
     REJ_INSUFFICIENT_FUNDS,
 )
+from shardex.accounts.fees import DAY_MS, FeeSchedule, Volumes, rebate
 from shardex.accounts.link import Inbox, Outbox
 from shardex.engine.codes import (
     BUY,
@@ -147,6 +150,7 @@ class Ledger:
         engine_for: Callable[[str], int] | None = None,
         seq: int = 0,
         ref_window: int = REF_WINDOW,
+        schedule: FeeSchedule | None = None,
     ) -> None:
         if type(shards) is not int or shards < 1 or type(shard) is not int:
             raise ValueError(f"shards must be an int >= 1, got {shards!r}")
@@ -157,6 +161,17 @@ class Ledger:
         self.shard = shard
         self.shards = shards
         self.table = AssetTable(markets, fees)
+        # Fee tiers × markets (configuration, like the table; one ``default`` tier of the
+        # per-market fees when none is given), each account's assigned group (state: set by
+        # the journaled ``A_FEE_GROUP``) and 30-day volumes (state), see ``fees``.
+        self.schedule = schedule or FeeSchedule.single(
+            {s: p.fee for s, p in self.table.pairs.items()}, sorted(self.table.pairs)
+        )
+        self.groups: dict[str, str] = {}
+        self.volumes = Volumes(self.schedule.volume_assets)
+        # Exchange time (ms since the epoch) of the command being applied, set by the node
+        # loop from what it journaled with the command; None: unknown (volumes not counted).
+        self.now_ms: int | None = None
         # Symbol → engine shard. Default: one engine shard. The process passes the cluster's
         # routing function (``lambda s: shard_for(s, N)``), kept out of the snapshot because it
         # is configuration, like the market table.
@@ -168,7 +183,8 @@ class Ledger:
         # without scanning every open order of the shard in the single-writer loop (derived
         # state: rebuilt by ``restore``, not in snapshots)
         self.open_count: dict[str, int] = {}
-        self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset
+        self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset (net of rebates)
+        self.rebates: dict[str, int] = {}  # rebates paid, per asset (collected = fees + rebates)
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}
         self.flow: dict[str, int] = {}  # net inflow by trades (Σ over all shards is 0)
@@ -190,6 +206,50 @@ class Ledger:
         """(available, held) in units; (0, 0) for an account or asset never seen."""
         cell = self.balances.get(account, {}).get(asset)
         return (cell[AVAIL], cell[HELD]) if cell else (0, 0)
+
+    def rates(self, account: str, symbol: str) -> Fee:
+        """The maker/taker bps an order of ``account`` on ``symbol`` placed now gets: its
+        tier's (its group's or its 30-day volume's, the better)."""
+        sch = self.schedule
+        if len(sch.tiers) == 1:
+            return sch.tiers[0].rates[symbol]
+        return sch.rates(self.tier(account), symbol)
+
+    def tier(self, account: str) -> int:
+        """The index of ``account``'s tier in the schedule now."""
+        sch = self.schedule
+        vol = None
+        if self.now_ms is not None and sch.volume_assets:
+            vol = self.volumes.volume(account, self.now_ms // DAY_MS)
+        return sch.tier_of(self.groups.get(account), vol)
+
+    def _charge(
+        self, acct: str, oid: str, o: HeldOrder, maker: bool, pair: Pair, notional: int,
+        ref: str, out: list[tuple],
+    ) -> int:  # fmt: skip
+        """One fill's fee on ``o`` (negative: a rebate), booked in the fee ledger and reported
+        (``AE_FILL``, and ``AE_FEES`` when the ledger moved). A fee is cumulative per order and
+        rounded up; a rebate is per fill and rounded down (``fees.rebate``)."""
+        bps = o.maker_bps if maker else o.taker_bps
+        quote = pair.quote
+        if bps >= 0:
+            o.fee_num += notional * bps
+            charged = _ceil_div(o.fee_num, _BPS)
+            fee = charged - o.fee_charged
+            o.fee_charged = charged
+        else:
+            fee = -rebate(notional, bps)
+            self.rebates[quote] = self.rebates.get(quote, 0) - fee
+        if self.now_ms is not None and quote in self.volumes.assets:
+            self.volumes.add(acct, quote, self.now_ms // DAY_MS, notional)
+        self.seq += 1
+        role = "maker" if maker else "taker"
+        out.append((AE_FILL, self.seq, acct, pair.symbol, oid, ref, role, bps, fee, quote))
+        if fee:
+            self.fees[quote] = self.fees.get(quote, 0) + fee
+            self.seq += 1
+            out.append((AE_FEES, self.seq, quote, self.fees[quote]))
+        return fee
 
     def _forward(self, symbol: str, cmd: tuple, out: list[tuple]) -> int:
         eshard = self.engine_for(symbol)

@@ -24,6 +24,7 @@ from shardex.accounts.assets import Fee
 from shardex.accounts.codes import AE_FORWARD
 from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
+from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
@@ -444,6 +445,7 @@ class AccountMachineFactory:
         engine_for: Callable[[str], int],
         fees: Mapping[str, Fee] | None = None,
         engines: int | None = None,
+        schedule: FeeSchedule | None = None,
     ) -> None:
         self.shard = shard
         self.shards = shards
@@ -451,6 +453,8 @@ class AccountMachineFactory:
         self.fees = fees
         self.ref_window = ref_window()
         self.engines = engines  # N behind ``engine_for`` (None: not checked against snapshots)
+        # fee tiers × markets (configuration: the markets file's [fees]; None: the default tier)
+        self.schedule = schedule
 
     def new(self, markets: Mapping[str, Market]) -> AccountMachine:
         return AccountMachine(
@@ -461,6 +465,7 @@ class AccountMachineFactory:
                 self.fees,
                 self.engine_for,
                 ref_window=self.ref_window,
+                schedule=self.schedule,
             ),
             self.engines,
         )
@@ -479,7 +484,8 @@ class AccountMachineFactory:
                 "and re-sent"
             )
         m = AccountMachine(
-            AccountCore.restore(state, markets, self.fees, self.engine_for, self.ref_window),
+            AccountCore.restore(state, markets, self.fees, self.engine_for, self.ref_window,
+                                self.schedule),  # fmt: skip
             self.engines if self.engines is not None else written,
         )
         for e, msgs in state.get("forwards", ()):

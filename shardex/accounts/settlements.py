@@ -8,19 +8,16 @@ from typing import Any
 
 from shardex.accounts.assets import Pair
 from shardex.accounts.codes import (
-    AE_FEES,
     AE_GAP,
     S_CANCELLED,
     S_REJECTED,
     S_TRADE,
 )
 from shardex.accounts.ledger import (
-    _BPS,
     AVAIL,
     HELD,
     HeldOrder,
     Ledger,
-    _ceil_div,
     _f,
     _q,
     required,
@@ -113,14 +110,12 @@ class Settlements(Ledger):
         self, acct: str, oid: str, o: HeldOrder, maker: bool, pair: Pair, notional: int,
         base: int, qty: int, ref: str, out: list[tuple],
     ) -> None:  # fmt: skip
-        """One side of a trade on order ``o`` of ``acct``: its fee (cumulative, rounded up),
-        the money moved between available, held and the other asset, and the hold brought
-        down to what the rest can still cost (``required``)."""
+        """One side of a trade on order ``o`` of ``acct``: its fee (``_charge``: a fee
+        cumulative and rounded up, a rebate per fill rounded down), the money moved between
+        available, held and the other asset, and the hold brought down to what the rest can
+        still cost (``required``)."""
         o.rem -= qty
-        o.fee_num += notional * (o.maker_bps if maker else o.taker_bps)
-        charged = _ceil_div(o.fee_num, _BPS)
-        fee = charged - o.fee_charged
-        o.fee_charged = charged
+        fee = self._charge(acct, oid, o, maker, pair, notional, ref, out)
         if o.side == BUY:
             pay = notional + fee
             left = required(o, pair) if o.rem else 0
@@ -139,10 +134,6 @@ class Settlements(Ledger):
             self._cell(acct, pair.quote)[AVAIL] += notional - fee
             self._flow(pair.quote, notional)
             self._flow(pair.base, -base)
-        if fee:
-            self.fees[pair.quote] = self.fees.get(pair.quote, 0) + fee
-            self.seq += 1
-            out.append((AE_FEES, self.seq, pair.quote, self.fees[pair.quote]))
         if not o.rem:
             self._close(acct, oid, o, pair, out, ref)
         self._bal(out, acct, pair.quote, "trade", ref)

@@ -38,6 +38,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),
+    "fee-group": ("fees", "fee_group", "Put ACCOUNT in fee GROUP, a tier name of the fee "
+                  "schedule (\"\" for none), admin key; journaled on the account's shard, it "
+                  "applies to the orders placed after it."),
+    "fees": ("fees", "fees", "Show ACCOUNT's fee tier and the maker/taker rates its new orders "
+             "get per market (basis points; a negative maker rate is a rebate), with its fee "
+             "group and 30-day volume."),
     "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
                 "history database."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "

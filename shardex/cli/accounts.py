@@ -15,6 +15,7 @@ from shardex.cli.base import (
     check_data_dir,
     check_endpoint,
     checked_layout,
+    fee_schedule,
     markets,
     placement_of,
     process_keys_dir,
@@ -86,6 +87,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
     data_dir = o["data_dir"]
     keys = process_keys_dir("accounts", data_dir, o["keys_dir"], o["insecure"])
     table = markets(o["markets_file"])
+    fees = fee_schedule(o["markets_file"], table)
     if data_dir:
         check_data_dir(data_dir, n, table, accounts=m)
     layout = checked_layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), m)
@@ -106,6 +108,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
         pub=o["pub_ep"] or layout.account_replica_pub(j, r),
         direct=o["direct_ep"] or layout.account_replica_direct(j, r),
         placement=placement_of(data_dir, n),
+        fees=fees,
     )  # fmt: skip
     advertise = o.get("advertise")
     if auto or advertise:  # what the routers' topology and the bridge connect to

@@ -9,10 +9,11 @@ import time
 
 import click
 
+from shardex.accounts.fees import FeeSchedule
 from shardex.auth import KeyStore
-from shardex.config import load_markets
+from shardex.config import load_fees, load_markets
 from shardex.datadir import DataDirError, check_account_tier, check_shard_count
-from shardex.engine import MarketError
+from shardex.engine import Market, MarketError
 from shardex.journal import JournalError
 from shardex.kinds.checks import UsageLineError, advertised, check_endpoint, endpoint_cb
 from shardex.layout import Layout
@@ -21,8 +22,8 @@ from shardex.placement.load import PlacementError, map_for
 from shardex.wire.transport import NO_KEY
 
 __all__ = ["INSECURE_WARNING", "UsageLineError", "advertised", "check_data_dir",
-           "check_endpoint", "checked_layout", "client_key", "endpoint_cb", "keys_dir_of",
-           "markets", "open_store", "process_keys_dir"]  # fmt: skip
+           "check_endpoint", "checked_layout", "client_key", "endpoint_cb", "fee_schedule",
+           "keys_dir_of", "markets", "open_store", "process_keys_dir"]  # fmt: skip
 
 INSECURE_WARNING = (
     "WARNING: INSECURE cluster (--insecure): no authentication, anyone who can reach its ports "
@@ -34,6 +35,15 @@ def markets(path: str | None):
     """The market table (built-ins plus ``--markets FILE``); a bad file is one line."""
     try:
         return load_markets(path)
+    except MarketError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def fee_schedule(path: str | None, table: dict[str, Market]) -> FeeSchedule | None:
+    """The markets file's ``[fees]`` schedule (None: the default tier); a bad one is one
+    line, like a bad market."""
+    try:
+        return load_fees(path, table)
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
 

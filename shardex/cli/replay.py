@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from shardex.cli.base import fee_schedule
 from shardex.cli.base import markets as _markets
 from shardex.cli.options import markets_option
 from shardex.journal import JournalError
@@ -43,7 +44,8 @@ def replay(
     markets = _markets(markets_file)
     try:
         if journal_dir is not None:
-            result = replay_journal(journal_dir, markets, output.write)
+            fees = fee_schedule(markets_file, markets)  # (an account shard's [fees])
+            result = replay_journal(journal_dir, markets, output.write, fees)
         else:
             result = run_replay(json_commands(source, markets), markets, output.write)
     except JournalError as exc:
@@ -70,7 +72,8 @@ def journal_inspect(directory: str, markets_file: str | None, as_json: bool) -> 
     recovery would refuse, a damaged snapshot, state that does not add up.
     """
     try:
-        info = inspect_journal(directory, _markets(markets_file))
+        table = _markets(markets_file)
+        info = inspect_journal(directory, table, fee_schedule(markets_file, table))
     except JournalError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

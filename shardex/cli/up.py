@@ -15,7 +15,13 @@ import click
 from shardex import endpoints
 from shardex.auth import AuthError, KeyStore
 from shardex.cli.banner import print_endpoints
-from shardex.cli.base import INSECURE_WARNING, UsageLineError, check_data_dir, markets
+from shardex.cli.base import (
+    INSECURE_WARNING,
+    UsageLineError,
+    check_data_dir,
+    fee_schedule,
+    markets,
+)
 from shardex.cli.options import (
     base_port_option,
     check_durability,
@@ -151,6 +157,7 @@ def up(
     """
     layout = _layout(up_shards(shards), host, base_port, routers, accounts)
     table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
+    fee_schedule(markets_file, table)  # (and on a bad [fees] table in it)
     idle = idle_shards_warning(table, layout.shards)
     if idle:  # (said first: also when the start fails below)
         click.echo(idle, err=True)

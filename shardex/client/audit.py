@@ -9,8 +9,10 @@ from typing import Any
 
 def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
     """Conservation over every account shard (lines to print, ok): per asset, Σ(available +
-    held) + fees == deposits - withdrawals, the shards' trade inflows sum to 0, and each shard
-    passes its own integrity check. A shard that did not answer fails the audit."""
+    held) + fees == deposits - withdrawals, the shards' trade inflows sum to 0, the fee ledger
+    (fees collected on every fill minus the maker rebates paid) is not negative — the venue
+    never pays out more than it takes — and each shard passes its own integrity check. A shard
+    that did not answer fails the audit."""
     ok = True
     lines: list[str] = []
     sums: dict[str, dict[str, int]] = {}
@@ -26,7 +28,7 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
             ok = False
         for a, u in (sh.get("units") or {}).items():
             units[a] = Decimal(u)
-        for name in ("balances", "fees", "deposited", "withdrawn", "flow"):
+        for name in ("balances", "fees", "deposited", "withdrawn", "flow", "rebates"):
             for a, v in (sh.get(name) or {}).items():
                 sums.setdefault(a, {}).setdefault(name, 0)
                 sums[a][name] += int(v)
@@ -40,7 +42,8 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
         have = t.get("balances", 0) + t.get("fees", 0)
         owed = t.get("deposited", 0) - t.get("withdrawn", 0)
         unit = units.get(a, Decimal(1))
-        good = have == owed and t.get("flow", 0) == 0
+        fees, rebates = t.get("fees", 0), t.get("rebates", 0)
+        good = have == owed and t.get("flow", 0) == 0 and fees >= 0
         ok = ok and good
 
         def amt(units: int, unit: Decimal = unit) -> str:
@@ -48,10 +51,12 @@ def audit_report(shards: list[dict[str, Any]]) -> tuple[list[str], bool]:
 
         lines.append(
             f"{a:<6} balances+fees {amt(have)}  deposits-withdrawals {amt(owed)}  "
-            f"fees {amt(t.get('fees', 0))}  trade inflow {amt(t.get('flow', 0))}  "
-            f"{'ok' if good else 'VIOLATION'}"
+            f"fees {amt(fees)}  trade inflow {amt(t.get('flow', 0))}  "
+            + (f"(collected {amt(fees + rebates)}, rebates {amt(rebates)})  " if rebates else "")
+            + f"{'ok' if good else 'VIOLATION'}"
             + ("" if have == owed else f" (difference {amt(have - owed)}: money "
-               f"{'appeared' if have > owed else 'disappeared'})")  # fmt: skip
+               f"{'appeared' if have > owed else 'disappeared'})")
+            + ("" if fees >= 0 else " (rebates paid exceed the fees collected)")  # fmt: skip
         )
     lines.append(f"audit: {'ok' if ok else 'FAILED'} ({len(shards)} account shards)")
     return lines, ok

@@ -47,6 +47,7 @@ from shardex.engine.codes import (
 )
 from shardex.journal import Journal, JournalError
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
+from shardex.node.fee_service import fee_group, fee_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.timemarks import stamp
@@ -78,6 +79,8 @@ from shardex.wire.protocol import (
     OP_BALANCE,
     OP_DEPOSIT,
     OP_EVENTS,
+    OP_FEE_GROUP,
+    OP_FEES,
     OP_ORDER,
     OP_STATUS,
     OP_WITHDRAW,
@@ -98,7 +101,8 @@ MAX_EVENTS_REPLY = 5_000  # events per OP_EVENTS answer (the bridge asks again f
 MAX_READS = 256  # balance/status/audit reads in one request (their replies are not small)
 _UNKNOWN_KEY = UNKNOWN_KEY_REPLY
 # ops a client may send on the direct port (``AccountHandler.for_clients``)
-_CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT))
+_CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT,
+                         OP_FEES, OP_FEE_GROUP))  # fmt: skip
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 _CANCEL_HERE = (
     "cancels go straight to the engine shard (routing key: the symbol), not to an account shard"
@@ -191,7 +195,7 @@ class AccountHandler:
                 self.key = key
             return refused
         self.key = key
-        reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER)
+        reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER, OP_FEES)
         n_reads = n_audits = 0
         for c in cmds:
             op = _op(c)
@@ -224,6 +228,10 @@ class AccountHandler:
                 results.append(self.held(cmd) if len(cmd) != 2 else self.open_orders(cmd))
             elif op in (OP_DEPOSIT, OP_WITHDRAW):
                 results.append(self.transfer(cmd, out))
+            elif op == OP_FEES:
+                results.append(fee_read(self, cmd))
+            elif op == OP_FEE_GROUP:
+                results.append(fee_group(self, cmd, out))
             elif op in (OP_NEW, OP_AMEND):
                 results.append(self.order(cmd, out))
             else:
@@ -449,6 +457,7 @@ class AccountHandler:
             "units": {a: str(u) for a, u in core.table.units.items()},
             "balances": totals,
             "fees": dict(core.fees),
+            "rebates": dict(core.rebates),
             "deposited": dict(core.deposited),
             "withdrawn": dict(core.withdrawn),
             "flow": dict(core.flow),

@@ -31,6 +31,7 @@ from shardex.accounts.codes import (
     AE_FORWARD,
     AE_GAP,
 )
+from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.machines import (
     AccountMachine,
     AccountMachineFactory,
@@ -109,6 +110,7 @@ class AccountsConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     link_identity: str | None = None
     placement: PlacementMap | None = None  # symbol → engine shard (None: the map without pins)
+    fees: FeeSchedule | None = None  # the markets file's [fees] (None: the default tier)
 
     def engine_for(self) -> Callable[[str], int]:
         """Where this shard forwards a symbol's orders: the placement map's owner."""
@@ -178,7 +180,7 @@ class AccountNode(ForwardLink, SequencedNode):
     def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
         cfg = self.cfg
         n = cfg.engines
-        factory = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
+        factory = account_factory(cfg)
         if not cfg.journal_dir:
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
@@ -500,14 +502,20 @@ def run_accounts(cfg: AccountsConfig) -> None:
     exit_now()  # stopped cleanly: skip the heap's teardown
 
 
+def account_factory(cfg: AccountsConfig) -> AccountMachineFactory:
+    """The journal's ``Machine`` for account shard ``cfg.index``: its routing and fee
+    schedule (both configuration, the same on every replica and on replay)."""
+    return AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=cfg.engines,
+                                 schedule=cfg.fees)  # fmt: skip
+
+
 def run_replicated_accounts(cfg: AccountsConfig, replica: int, redis_url: str,
                             repl_endpoint: str, repl_advertised: str | None = None) -> None:
     """``shardex accounts --role auto``: account shard J as one of two replicas, the same
     standby phase and lease rules as an engine shard's (``failover.run_failover``), then an
     ``AccountNode`` that ships each group commit and releases forwards, replies and balance
     events only at the high watermark (see ``AccountNode.flush``)."""
-    n = cfg.engines
-    factory = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
+    factory = account_factory(cfg)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> AccountNode:
         return AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
@@ -520,6 +528,7 @@ def run_replicated_accounts(cfg: AccountsConfig, replica: int, redis_url: str,
 
 __all__ = [
     "AccountHandler",
+    "account_factory",
     "AccountNode",
     "AccountsConfig",
     "run_accounts",

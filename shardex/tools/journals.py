@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
 from shardex.datadir import SHARDS_FILE, TIER_FILE, DataDirError, recorded_shards, recorded_tier
 from shardex.engine import Market
@@ -64,12 +65,13 @@ class JournalKind:
         """An engine shard journal written with the account tier on."""
         return self.role == "engine" and self.accounts > 0
 
-    def machine(self) -> Machine | Any:
-        """The ``journal.Machine`` factory the shard recovers this journal with."""
+    def machine(self, schedule: FeeSchedule | None = None) -> Machine | Any:
+        """The ``journal.Machine`` factory the shard recovers this journal with (an account
+        shard's with ``schedule``, the markets file's ``[fees]``, as the shard ran with)."""
         if self.role == "accounts":
             owner = (self.placement or initial(self.engines or 1)).owner
             return AccountMachineFactory(self.index or 0, self.accounts, owner,
-                                         engines=self.engines)  # fmt: skip
+                                         engines=self.engines, schedule=schedule)  # fmt: skip
         if self.accounts:
             owner_of = self.placement.owner if self.placement is not None else None
             return SettledEngineFactory(self.index or 0, self.accounts, self.engines, owner_of)
@@ -235,13 +237,15 @@ def machine_checks(kind: JournalKind) -> Any:
     return check
 
 
-def inspect_journal(directory: str | Path, markets: Mapping[str, Market]) -> dict[str, Any]:
+def inspect_journal(
+    directory: str | Path, markets: Mapping[str, Market], schedule: FeeSchedule | None = None
+) -> dict[str, Any]:
     """``journal.inspect`` with the machine the journal's shard recovers with, plus ``kind``
     (what wrote it) and ``problems``: every finding that is wrong (damage, what recovery would
     refuse, a damaged snapshot, state that does not add up), each one line. A torn tail at the
     end is not one: recovery cuts it (a crash mid-write)."""
     kind = journal_kind(directory)
-    info = inspect(directory, markets, kind.machine(), machine_checks(kind))
+    info = inspect(directory, markets, kind.machine(schedule), machine_checks(kind))
     problems = []
     seq_error = info["seq_error"]
     for seg in info["segments"]:

@@ -101,10 +101,12 @@ def replay(
     return summary
 
 
-def _base(directory: Path, markets: Mapping[str, Market], kind: JournalKind) -> Any:
+def _base(
+    directory: Path, markets: Mapping[str, Market], kind: JournalKind, schedule: Any = None
+) -> Any:
     """The machine replay starts from: fresh when the journal holds its first record (seq 0),
     else the oldest valid snapshot the records reach (older events are gone from the disk)."""
-    factory = kind.machine()
+    factory = kind.machine(schedule)
     segments = sorted(directory.glob("journal-*.log"))
     first = next((s for seg in segments for s, _ in iter_records(seg)), 0)
     if first == 0:
@@ -120,13 +122,15 @@ def _base(directory: Path, markets: Mapping[str, Market], kind: JournalKind) -> 
 
 
 def replay_journal(
-    directory: str | Path, markets: Mapping[str, Market], write: Callable[[str], object]
-) -> ReplaySummary:
-    """Replay a journal directory as its shard does; ``write`` each event as a JSON line (see
-    the module docstring). Raises JournalError on damage or records that do not continue."""
+    directory: str | Path, markets: Mapping[str, Market], write: Callable[[str], object],
+    schedule: Any = None,
+) -> ReplaySummary:  # fmt: skip
+    """Replay a journal directory as its shard does (an account shard with its fee
+    ``schedule``); ``write`` each event as a JSON line (see the module docstring). Raises
+    JournalError on damage or records that do not continue."""
     d = Path(directory)
     kind = journal_kind(d)
-    machine = _base(d, markets, kind)
+    machine = _base(d, markets, kind, schedule)
     summary = ReplaySummary(journal=f"{kind.describe()}; events from seq {machine.seq + 1}")
     assets = AssetTable(markets) if kind.role == "accounts" else None
     trades: set[str] = set()

@@ -1,8 +1,9 @@
 """The public JSON form of an account shard's events (tuples of ``shardex.accounts.codes``).
 
 One function for every reader: ``shardex replay`` prints it, and the bridge writes the
-``balance`` and ``fees`` objects (plus the shard) as the entries of ``shardex:balances:<j>``,
-so what a journal replay shows and what Redis holds are the same fields by construction.
+``balance``, ``fees`` and ``fill`` objects (plus the shard) as the entries of
+``shardex:balances:<j>``, so what a journal replay shows and what Redis holds are the same
+fields by construction.
 Amounts are the asset's exact decimal strings (``AssetTable.fmt``).
 """
 
@@ -40,6 +41,14 @@ def _account_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) 
     if name == "fees":
         _, _, asset, total = ev
         return {"ev": name, "asset": asset, "total": assets.fmt(asset, total), "seq": seq}
+    if name == "fill":
+        _, _, account, symbol, oid, ref, role, bps, fee, asset = ev
+        return {"ev": name, "account": account, "symbol": symbol, "id": oid, "ref": ref,
+                "role": role, "fee_bps": bps, "fee": assets.fmt(asset, fee), "fee_asset": asset,
+                "seq": seq}  # fmt: skip
+    if name == "fee_group":
+        _, _, account, group, tier = ev
+        return {"ev": name, "account": account, "group": group, "tier": tier, "seq": seq}
     if name == "rejected":
         _, _, account, ref, reason, code = ev
         return {"ev": name, "account": account, "ref": ref, "reason": reason,

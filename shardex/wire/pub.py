@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_NAMES
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_NAMES
 from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE, Event
 from shardex.engine.markets import Market
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
@@ -271,11 +271,22 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
             and avail >= 0
             and held >= 0
         )
-    if kind == AE_FEES:
+    if kind == AE_FEES:  # (net of rebates: a shard's ledger may be negative)
         if len(ev) != 4:
             return False
         _, _, asset, total = ev
-        return type(asset) is str and asset in assets.units and type(total) is int and total >= 0
+        return type(asset) is str and asset in assets.units and type(total) is int
+    if kind == AE_FILL:
+        if len(ev) != 10:
+            return False
+        _, _, account, symbol, oid, ref, role, bps, fee, asset = ev
+        return (
+            all(_bounded(v) for v in (account, symbol, oid, ref, role))
+            and type(asset) is str
+            and asset in assets.units
+            and type(bps) is int
+            and type(fee) is int
+        )
     return 0 <= kind < len(AE_NAMES)
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from shardex.accounts.codes import A_DEPOSIT, AE_BALANCE, AE_FEES, AE_FORWARD
+from shardex.accounts.codes import A_DEPOSIT, AE_BALANCE, AE_FEES, AE_FILL, AE_FORWARD
 from shardex.accounts.machines import AccountMachineFactory, EventRing
 from shardex.config import load_markets
 from shardex.node.accounts import AccountHandler
@@ -86,12 +86,18 @@ def test_bridge_account_decoders_refuse_garbage_without_crashing():
     assert check_account_event(ok, ASSETS)
     assert check_account_event((AE_FEES, 6, "USD", 3), ASSETS)
     assert check_account_event((AE_FORWARD, 7, 0, 6, ("x",)), ASSETS)  # tracked, not written
+    fill = (AE_FILL, 8, "alice", "BTC-USD", "o1", "t1", "maker", -3, -9, "USD")  # a rebate
+    assert check_account_event(fill, ASSETS)
+    assert check_account_event((AE_FEES, 9, "USD", -9), ASSETS)  # a ledger net of rebates
     for bad in [
         (AE_BALANCE, 5, "alice", "XYZ", 10, 0, "deposit", "d1"),  # unknown asset
         (AE_BALANCE, 5, "alice", "USD", -1, 0, "deposit", "d1"),  # negative
         (AE_BALANCE, 5, "alice", "USD", True, 0, "deposit", "d1"),  # bool is not an amount
         (AE_BALANCE, 0, "alice", "USD", 1, 0, "deposit", "d1"),  # seq 0
         (AE_FEES, 6, "USD"),
+        fill[:-1],  # short
+        (*fill[:-1], "XYZ"),  # unknown asset
+        (*fill[:8], True, "USD"),  # bool is not an amount
         (99, 1),
         "x",
         (),
@@ -113,7 +119,7 @@ def test_balances_stream_exactly_once_also_across_a_bridge_kill(redis_server: Re
             _converged(cluster, r, 2)
             stream = _stream(r, 0) + _stream(r, 1)
             kinds = {f["ev"] for _, f in stream}
-            assert kinds == {"balance", "fees"}
+            assert kinds == {"balance", "fees", "fill"}
             whys = {f["why"] for _, f in stream if f["ev"] == "balance"}
             assert {"deposit", "hold", "trade", "release"} <= whys
             # a deposit's entry carries the exact amount and its ref

@@ -38,7 +38,7 @@ import yaml
 from click.testing import CliRunner
 
 from shardex.cli import main as cli
-from shardex.config import load_markets
+from shardex.config import load_fees, load_markets
 from shardex.datadir import ShardDir
 from shardex.placement import RebuildError, initial, placed, rebuild
 from tests.support.cluster import ROOT, Cluster
@@ -474,6 +474,7 @@ def test_config_blocks_parse(tmp_path):
         path = tmp_path / "markets.toml"
         path.write_text(b.body)
         assert tomllib.loads(b.body) and load_markets(path), b.where
+        load_fees(path, load_markets(path))  # (a [fees] schedule in it is checked too)
     for b in blocks("yaml"):
         assert yaml.safe_load(b.body) is not None, b.where
     for b in blocks("json"):

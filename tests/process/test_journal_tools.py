@@ -108,7 +108,7 @@ def test_tools_read_every_journal_of_an_accounts_cluster(tmp_path, redis_server:
         events, summary = _replay(data / f"accounts-{j}")
         assert "malformed" not in summary, summary
         assert events and {"balance", "forward"} <= {ev["ev"] for ev in events}
-        money = [_as_entry(ev, j) for ev in events if ev["ev"] in ("balance", "fees")]
+        money = [_as_entry(ev, j) for ev in events if ev["ev"] in ("balance", "fees", "fill")]
         assert money == [dict(f) for _, f in r.xrange(f"shardex:balances:{j}")], f"accounts-{j}"
     for name in ("shard-0", "shard-1", "accounts-0", "accounts-1"):
         proc = _cli("journal", "inspect", str(data / name), real=name == "accounts-1")

@@ -21,6 +21,7 @@ from shardex.accounts import AccountCore, Fee, SettlementFeed, account_shard_for
 from shardex.accounts.codes import (
     A_AMEND,
     A_DEPOSIT,
+    A_FEE_GROUP,
     A_NEW,
     A_WITHDRAW,
     AE_ANOMALY,
@@ -32,6 +33,7 @@ from shardex.accounts.codes import (
     REJ_INSUFFICIENT_FUNDS,
     S_TRADE,
 )
+from shardex.accounts.fees import FeeSchedule, Tier
 from shardex.accounts.link import APPLY, DUPLICATE, Inbox
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, FOK, GTC, IOC, LIMIT, MARKET
@@ -39,6 +41,12 @@ from shardex.wire.protocol import shard_for
 
 MARKETS = {s: DEFAULT_MARKETS[s] for s in ("BTC-USD", "ETH-USD", "ETH-BTC")}
 FEES = {"BTC-USD": Fee(2, 5), "ETH-USD": Fee(0, 10), "ETH-BTC": Fee(3, 3)}
+# Fee tiers: FEES as the default tier, and a market makers' tier with rebates as large as the
+# rule allows (-maker = the market's lowest taker rate), given to two accounts by group
+SCHEDULE = FeeSchedule.build(
+    [Tier("base", FEES), Tier("mm", {"BTC-USD": Fee(-5, 6), "ETH-USD": Fee(-10, 10),
+                                     "ETH-BTC": Fee(-3, 4)})], sorted(MARKETS))  # fmt: skip
+MAKERS = ("bob", "dave")
 
 
 def frozen(state: Any) -> Any:
@@ -96,7 +104,8 @@ class Venue:
     def __init__(self, m: int, n: int) -> None:
         self.m, self.n = m, n
         route = self.engine_for = lambda s: shard_for(s, n)  # noqa: E731
-        self.cores = [AccountCore(MARKETS, j, m, FEES, route) for j in range(m)]
+        self.cores = [AccountCore(MARKETS, j, m, FEES, route, schedule=SCHEDULE)
+                      for j in range(m)]  # fmt: skip
         self.core_snap = [frozen(c.snapshot()) for c in self.cores]
         self.core_journal: list[list[tuple]] = [[] for _ in range(m)]
         self.core_events: list[list[tuple]] = [[] for _ in range(m)]  # since snap
@@ -164,7 +173,8 @@ class Venue:
         """kill -9 + recovery: snapshot + journal replay gives the same state and the same
         events (so what was sent before the crash is re-sent identically: duplicates)."""
         before = self.cores[j].snapshot()
-        core = AccountCore.restore(self.core_snap[j], MARKETS, FEES, self.engine_for)
+        core = AccountCore.restore(self.core_snap[j], MARKETS, FEES, self.engine_for,
+                                   schedule=SCHEDULE)  # fmt: skip
         out: list[tuple] = []
         for cmd in self.core_journal[j]:
             core.apply(cmd, out)
@@ -245,8 +255,8 @@ class Venue:
         """A deep copy through the components' own snapshot/restore (which tests them too)."""
         v = Venue.__new__(Venue)
         v.__dict__.update(self.__dict__)
-        v.cores = [AccountCore.restore(frozen(c.snapshot()), MARKETS, FEES, self.engine_for)
-                   for c in self.cores]  # fmt: skip
+        v.cores = [AccountCore.restore(frozen(c.snapshot()), MARKETS, FEES, self.engine_for,
+                                       schedule=SCHEDULE) for c in self.cores]  # fmt: skip
         v.core_journal = [list(x) for x in self.core_journal]
         v.core_events = [list(x) for x in self.core_events]
         v.engines = []
@@ -288,6 +298,8 @@ class Venue:
             expect = v.deposits.get(asset, 0) - v.withdrawals.get(asset, 0)
             assert total == expect, f"{asset}: balances + fees {total} != in - out {expect}"
             assert sum(c.flow.get(asset, 0) for c in v.cores) == 0, f"{asset}: flows do not net"
+            # rebates included, the venue never pays out more than it takes
+            assert sum(c.fees.get(asset, 0) for c in v.cores) >= 0, f"{asset}: fees net < 0"
         live = {}
         for side in v.engines:
             for symbol, book in side.engine.books.items():
@@ -384,6 +396,7 @@ def test_a_cross_step_makes_trades_that_settle():
 # Per example of the property below (its wrapper test counts them): (did a cross step find an
 # order to cross, settled trades).
 _SEEN: list[tuple[bool, int]] = []
+_REBATED: list[bool] = []  # per example: a maker rebate was paid
 
 
 def test_money_is_conserved_under_random_interleavings() -> None:
@@ -392,12 +405,14 @@ def test_money_is_conserved_under_random_interleavings() -> None:
     step is never drawn checks conservation of little more than deposits). About 3 in 4
     examples do each, seen over several runs: a quarter is the floor."""
     _SEEN.clear()
+    _REBATED.clear()
     _money_is_conserved_under_random_interleavings()
     crossed = sum(1 for c, _ in _SEEN if c)
     traded = sum(1 for _, n in _SEEN if n)
     assert len(_SEEN) >= 20, _SEEN
     assert crossed * 4 >= len(_SEEN), f"a cross step crossed in {crossed} of {len(_SEEN)}"
     assert traded * 4 >= len(_SEEN), f"only {traded} of {len(_SEEN)} examples settled a trade"
+    assert sum(_REBATED) * 10 >= len(_REBATED), f"rebates paid in {sum(_REBATED)} examples"
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -413,6 +428,8 @@ def _money_is_conserved_under_random_interleavings(data: st.DataObject) -> None:
     v = Venue(m, n)
     placed: list[tuple[str, str, str]] = []  # (symbol, id, account) of every new sent
     ids: list[str] = []
+    for acct in MAKERS:
+        v.client((A_FEE_GROUP, acct, "mm"), v.core_of(acct))  # (journaled: crashes replay it)
     for k, acct in enumerate(ACCOUNTS):  # fund most accounts, so that most orders are held
         for asset, grain in sorted(ASSET_STEP.items()):
             amount = grain * data.draw(st.integers(0, 60), label="funding")
@@ -501,6 +518,7 @@ def _money_is_conserved_under_random_interleavings(data: st.DataObject) -> None:
         v.check_global()
     trades = _trades(v)
     _SEEN.append((crossed_any, trades))
+    _REBATED.append(any(sum(c.rebates.values()) for c in v.cores))
     target(float(trades), label="settled trades")  # steer towards runs that trade much
     event(f"settled trades: {'0' if not trades else '1-9' if trades < 10 else '10+'}")
     event(f"anything refused for funds: {any(r[5] == REJ_INSUFFICIENT_FUNDS for r in v.rejects)}")

@@ -39,6 +39,8 @@ from shardex.wire.protocol import (
     OP_BALANCE,
     OP_BOOK,
     OP_DEPOSIT,
+    OP_FEE_GROUP,
+    OP_FEES,
     OP_MARKETS,
     OP_ORDER,
     OP_STATUS,
@@ -341,6 +343,30 @@ class AsyncClient(AsyncIO):
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
             raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
+
+    async def fees(self, account: str | None = None) -> dict[str, Any]:
+        """``account``'s fees as its account shard charges them now: ``{group, tier, volume:
+        {asset: 30-day volume}, rates: {symbol: {maker_bps, taker_bps}}, tiers: [...]}`` (a
+        negative ``maker_bps`` is a rebate; a trader key reads its own only)."""
+        await self._need_accounts()
+        account = self._acct(account)
+        reply = await self._request(self._router, account_route(account), (OP_FEES, account), "")
+        raw = self.read_result(*reply, f"fees of {account}")
+        if not isinstance(raw, dict) or "error" in raw:
+            raise _failed("fees", raw.get("error") if isinstance(raw, dict) else raw)
+        return raw
+
+    async def set_fee_group(self, account: str, group: str) -> dict[str, Any]:
+        """Put ``account`` in fee ``group`` (a tier name of the schedule; ``""``: none), admin
+        key: ``{"ok": True, account, group, tier}`` or ``{"rejected": reason, "code": name}``.
+        Journaled on the account's shard; orders placed after it get the new rates."""
+        await self._need_accounts()
+        cmd = (OP_FEE_GROUP, account, group)
+        reply = await self._request(self._router, account_route(account), cmd, "fee_group")
+        raw = self.read_result(*reply, f"fee group of {account}")
+        if not isinstance(raw, dict) or "error" in raw:
+            raise _failed("fee_group", raw.get("error") if isinstance(raw, dict) else raw)
+        return raw
 
     async def audit(self) -> list[dict[str, Any]]:
         """Every account shard's books (integer units) for ``audit_report``; a shard that

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FORWARD
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_FORWARD
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE, OP_NEW
 from shardex.wire.account_events import account_event_to_json
 from shardex.wire.layouts import AE_KIND, AE_SEQ, CMD_OP, EV_KIND, EV_SEQ, FWD_CMD, FWD_ESHARD
 from shardex.wire.protocol import command_to_json, event_to_json
 
-BALANCE_KINDS = (AE_BALANCE, AE_FEES)  # the account shard events written to Redis
+BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL)  # the account shard events written to Redis
 NEW_ORDER_WIDTH = 11  # (OP_NEW, symbol, id, account, side, type, price, qty, tif, post_only, stp)
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
@@ -68,9 +68,9 @@ class EntryFormatter:
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
     def balance_item(self, ev: tuple, shard: int, ts: int = 0) -> tuple:
-        """An ``AE_BALANCE``/``AE_FEES`` event → (stream id, fields): its public JSON form
-        (``account_event_to_json``, what ``shardex replay`` prints) with its exchange time
-        ``ts``, plus its shard."""
+        """An ``AE_BALANCE``/``AE_FEES``/``AE_FILL`` event → (stream id, fields): its public
+        JSON form (``account_event_to_json``, what ``shardex replay`` prints) with its exchange
+        time ``ts``, plus its shard."""
         fields = _flat(account_event_to_json(ev, self.assets, self.markets, ts), shard)
         return (f"{ev[AE_SEQ]}-0", fields)
 
