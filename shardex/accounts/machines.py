@@ -389,6 +389,7 @@ class AccountMachine:
             ts = cmd[TIME_TS]
             if type(ts) is int and ts > self.ts:
                 self.ts = ts
+                self.core.now_ms = ts  # (the 30-day volume of fee tiers counts by this day)
                 self.times.mark(self.core.seq + 1, ts)
                 if len(self.times) > TIME_MARKS_PRUNE:
                     self.times.prune(self.events.first)
@@ -492,6 +493,7 @@ class AccountMachineFactory:
             m.rings[int(e)] = deque(((s, p, tuple(c)) for s, p, c in msgs), maxlen=m.ring_size)
         m.events.extend([tuple(ev) for ev in state.get("events", ())])  # older snapshots: none
         m.ts = int(state.get("ts", 0))  # (snapshots older than exchange time: 0)
+        m.core.now_ms = m.ts or None
         m.times = TimeMarks(state.get("times", ()))
         if m.events.first:
             m.times.prune(m.events.first)
