@@ -92,8 +92,7 @@ class Holds(Ledger):
         cell[AVAIL] -= need
         cell[HELD] += need
         o.held = need
-        self.orders[(account, symbol, oid)] = o
-        self.open_count[account] = self.open_count.get(account, 0) + 1
+        self._index_open(account, symbol, oid, o)
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         o.opened = self._forward(symbol, fwd, out)

@@ -265,12 +265,7 @@ class Settlements(Ledger):
         self, account: str, oid: str, o: HeldOrder, pair: Pair, out: list[tuple], ref: str
     ) -> None:
         """The order ended: release what is left of its hold and forget it."""
-        del self.orders[(account, o.symbol, oid)]
-        left = self.open_count[account] - 1
-        if left:
-            self.open_count[account] = left
-        else:
-            del self.open_count[account]
+        self._index_close(account, o.symbol, oid)
         if o.held:
             asset = pair.quote if o.side == BUY else pair.base
             cell = self._cell(account, asset)
