@@ -117,9 +117,13 @@ def measure(side_tree: Path, c: TreeCluster, load: str, args: argparse.Namespace
     engine shard by symbol, past the tier). With the tier the loadgen's accounts are funded
     before the CPU is read (``funded``): the measured run has orders only."""
     tier = "--accounts" in c.extra
+    before = snapshot(c.proc.pid) if c.proc else {}
     if tier:
         funded(side_tree, c.endpoints, c.key, 2)
-    before = snapshot(c.proc.pid) if c.proc else {}
+        after = snapshot(c.proc.pid) if c.proc else {}
+        spent, before = per_role(before, after) if c.proc else {}, after
+        say("    funding run (not counted): CPU ms r/a/e "
+            + " / ".join(f"{spent.get(k, 0) * 1e3:.0f}" for k in ROLES))  # fmt: skip
     if load in RATE and tier:
         r = loadgen(side_tree, c.endpoints, c.key, procs=1, batch=1, concurrency=1, window=1,
                     seconds=args.seconds, symbols=2, rate=RATE[load], fund=False)  # fmt: skip
