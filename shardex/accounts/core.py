@@ -162,7 +162,8 @@ class AccountCore(Transfers, Holds, Settlements):
             for acct, symbol, oid, *fields in state["orders"]:
                 if symbol not in core.table.pairs:
                     raise ValueError(f"open order of unknown market {symbol!r}")
-                core._index_open(acct, symbol, oid, HeldOrder(*fields))
+                core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
+                core.open_by.setdefault(acct, {})[(symbol, oid)] = None
             for name in ("fees", "deposited", "withdrawn", "flow"):
                 target = getattr(core, name)
                 for asset, amount in state[name]:

@@ -92,7 +92,12 @@ class Holds(Ledger):
         cell[AVAIL] -= need
         cell[HELD] += need
         o.held = need
-        self._index_open(account, symbol, oid, o)
+        self.orders[(account, symbol, oid)] = o
+        mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
+        if mine is None:
+            self.open_by[account] = {(symbol, oid): None}
+        else:
+            mine[(symbol, oid)] = None
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         o.opened = self._forward(symbol, fwd, out)

@@ -167,7 +167,9 @@ class Ledger:
         # account → the (symbol, id) of each of its ``orders``, in the order they opened (no
         # empty ones): a balance or orders read and an audit page look an account's orders up
         # instead of walking every open order of the shard in the single-writer loop (derived
-        # state: rebuilt by ``restore``, not in snapshots; ``check_integrity`` proves it)
+        # state: rebuilt by ``restore``, not in snapshots; ``check_integrity`` proves it). Kept
+        # inline where an order opens (``Holds._new``) and ends (``Settlements._close``): two
+        # method calls per order cost ~1% of the core's instructions per order, inline ~0.
         self.open_by: dict[str, dict[tuple[str, str], None]] = {}
         self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset
         self.deposited: dict[str, int] = {}
@@ -197,22 +199,6 @@ class Ledger:
         self.seq += 1
         out.append((AE_FORWARD, self.seq, eshard, self.outbox.put(eshard, self.seq), cmd))
         return self.seq
-
-    def _index_open(self, account: str, symbol: str, oid: str, o: HeldOrder) -> None:
-        """Record a new open order (``orders`` and the per-account index together)."""
-        self.orders[(account, symbol, oid)] = o
-        mine = self.open_by.get(account)
-        if mine is None:
-            mine = self.open_by[account] = {}
-        mine[(symbol, oid)] = None
-
-    def _index_close(self, account: str, symbol: str, oid: str) -> None:
-        """Forget an open order (an account left without any leaves the index)."""
-        del self.orders[(account, symbol, oid)]
-        mine = self.open_by[account]
-        del mine[(symbol, oid)]
-        if not mine:
-            del self.open_by[account]
 
     def open_count(self, account: str) -> int:
         """How many orders ``account`` has open (a look-up)."""

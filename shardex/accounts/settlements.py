@@ -265,7 +265,11 @@ class Settlements(Ledger):
         self, account: str, oid: str, o: HeldOrder, pair: Pair, out: list[tuple], ref: str
     ) -> None:
         """The order ended: release what is left of its hold and forget it."""
-        self._index_close(account, o.symbol, oid)
+        del self.orders[(account, o.symbol, oid)]
+        mine = self.open_by[account]  # (``Ledger.open_by``, inline: once per order)
+        del mine[(o.symbol, oid)]
+        if not mine:
+            del self.open_by[account]
         if o.held:
             asset = pair.quote if o.side == BUY else pair.base
             cell = self._cell(account, asset)
