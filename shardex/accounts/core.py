@@ -162,8 +162,8 @@ class AccountCore(Transfers, Holds, Settlements):
             for acct, symbol, oid, *fields in state["orders"]:
                 if symbol not in core.table.pairs:
                     raise ValueError(f"open order of unknown market {symbol!r}")
-                core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
-                core.open_by.setdefault(acct, {})[(symbol, oid)] = None
+                o = core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
+                core.open_by.setdefault(acct, {})[(symbol, oid)] = o
             for name in ("fees", "deposited", "withdrawn", "flow"):
                 target = getattr(core, name)
                 for asset, amount in state[name]:
@@ -183,8 +183,15 @@ class AccountCore(Transfers, Holds, Settlements):
 
     def _check_open_by(self, mine: dict[str, set[tuple[str, str]]]) -> None:
         """``open_by`` (what reads look up) against ``mine``, the open orders found per
-        account: IntegrityError naming the first account that is off."""
+        account (the very ``HeldOrder`` of each): IntegrityError naming the first account
+        that is off."""
+        orders = self.orders
         kept = {a: set(keys) for a, keys in self.open_by.items()}
+        stale = next((a for a, keys in self.open_by.items()
+                      if any(orders.get((a, *k)) is not o for k, o in keys.items())),
+                     None)  # fmt: skip
+        if stale is not None:
+            raise IntegrityError(f"{stale[:64]}: its index holds another order than its own")
         if kept != mine:
             acct = next(a for a in {*mine, *kept} if kept.get(a) != mine.get(a))
             have, listed = mine.get(acct, set()), kept.get(acct, set())

@@ -95,9 +95,9 @@ class Holds(Ledger):
         self.orders[(account, symbol, oid)] = o
         mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
         if mine is None:
-            self.open_by[account] = {(symbol, oid): None}
+            self.open_by[account] = {(symbol, oid): o}
         else:
-            mine[(symbol, oid)] = None
+            mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         o.opened = self._forward(symbol, fwd, out)

@@ -164,13 +164,14 @@ class Ledger:
         self.seq = seq
         self.balances: dict[str, dict[str, list[int]]] = {}  # account → asset → [avail, held]
         self.orders: dict[tuple[str, str, str], HeldOrder] = {}  # (account, symbol, id)
-        # account → the (symbol, id) of each of its ``orders``, in the order they opened (no
-        # empty ones): a balance or orders read and an audit page look an account's orders up
+        # account → (symbol, id) → each of its ``orders`` (the same ``HeldOrder``), in the order
+        # they opened (no empty ones): a balance or orders read and an audit page look an
+        # account's orders up
         # instead of walking every open order of the shard in the single-writer loop (derived
         # state: rebuilt by ``restore``, not in snapshots; ``check_integrity`` proves it). Kept
         # inline where an order opens (``Holds._new``) and ends (``Settlements._close``): two
         # method calls per order cost ~1% of the core's instructions per order, inline ~0.
-        self.open_by: dict[str, dict[tuple[str, str], None]] = {}
+        self.open_by: dict[str, dict[tuple[str, str], HeldOrder]] = {}
         self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}

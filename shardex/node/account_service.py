@@ -401,7 +401,7 @@ class AccountHandler:
         if refused is not None:
             return refused
         core = self.core
-        return {**account_orders(core.orders, core.open_by, account, self.table), "seq": core.seq}
+        return {**account_orders(core.open_by, account, self.table), "seq": core.seq}
 
     def audit_page(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
@@ -413,7 +413,7 @@ class AccountHandler:
             return read_error(MALFORMED, "audit: expected (op, offset >= 0)")
         core = self.core
         return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
-                "orders": held_rows(core.orders, core.open_by, offset)}  # fmt: skip
+                "orders": held_rows(core.open_by, offset)}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the

@@ -12,6 +12,7 @@ the orders by ``check_integrity``. ~0.1 s of CPU.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -86,10 +87,16 @@ def test_restore_rebuilds_the_counts() -> None:
     core = machine.core
     _trading(core)
     again = AccountCore.restore(core.snapshot(), MARKETS, None, core.engine_for)
-    assert again.open_by == core.open_by == {"alice": {(BTC, f"b{k}"): None for k in (1, 2, 3)}}
+    listed = {"alice": [(BTC, f"b{k}") for k in (1, 2, 3)]}
+    assert {a: list(mine) for a, mine in again.open_by.items()} == listed
+    assert {a: list(mine) for a, mine in core.open_by.items()} == listed
+    assert all(o is again.orders[("alice", *k)] for k, o in again.open_by["alice"].items())
     again.check_integrity()
-    again.open_by["alice"].pop((BTC, "b2"))
+    b2 = again.open_by["alice"].pop((BTC, "b2"))
     with pytest.raises(IntegrityError, match="alice: 1 open orders not in its index, 0 indexed"):
+        again.check_integrity()
+    again.open_by["alice"][(BTC, "b2")] = copy.copy(b2)  # (a read would list a stale copy)
+    with pytest.raises(IntegrityError, match="alice: its index holds another order"):
         again.check_integrity()
 
 
@@ -133,5 +140,5 @@ def test_audit_pages_cover_every_held_order_once_without_walking_the_shards() ->
     assert list(_read(h, (OP_AUDIT, 5))["orders"]) == list(page["orders"][5:])
     assert len(_read(h, (OP_AUDIT, 7))["orders"]) == 0
     for limit in (1, 2, 3, 7, 10):  # pages of any size, across account boundaries
-        rows = [r for at in range(0, 8, limit) for r in held_rows(orders, core.open_by, at, limit)]
+        rows = [r for at in range(0, 8, limit) for r in held_rows(core.open_by, at, limit)]
         assert sorted(tuple(r[:3]) for r in rows) == want and len(rows) == 7, limit
