@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 # No `import shardex` in the driver: every side imports its own tree, in its own processes.
 from priority import share_priority  # noqa: E402
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import TreeCluster, free_base, loadgen, say, tree_env  # noqa: E402
+from scaling import TreeCluster, free_base, funded, loadgen, say, tree_env  # noqa: E402
 
 _REQ = struct.Struct("<Q")
 SYMBOLS = ("BTC-USD", "ETH-USD")
@@ -368,6 +368,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                         **load,
                     )  # type: ignore[arg-type]
 
+        def run(side: str, c: TreeCluster, **kw: Any) -> tuple[dict, dict[str, Any]]:
+            """One measured loadgen run: the CPU snapshot before it and its result. With the
+            account tier its accounts are funded first, before the snapshot (orders only)."""
+            if args.accounts:
+                funded(sides[side], c.endpoints, c.key, 2)
+            before = snapshot(c.proc.pid) if c.proc else {}
+            r = loadgen(sides[side], c.endpoints, c.key, seconds=args.seconds,
+                        fund=not args.accounts, **load, **kw)  # type: ignore[arg-type]  # fmt: skip
+            return before, r
+
         if "saturation" in args.phases:
             say(f"saturation: {args.rounds} rounds × (ref, current), {args.seconds} s each")
             cs = clusters()
@@ -375,15 +385,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 warm(cs)
                 for k in range(args.rounds):
                     for side, c in cs.items():
-                        before = snapshot(c.proc.pid) if c.proc else {}
-                        r = loadgen(
-                            sides[side],
-                            c.endpoints,
-                            c.key,
-                            window=args.window,
-                            seconds=args.seconds,
-                            **load,
-                        )  # type: ignore[arg-type]
+                        before, r = run(side, c, window=args.window)
                         cpu(side, "saturation", before, c, r["acked_per_s"] * args.seconds)
                         add(side, "saturation", r["acked_per_s"])
                         say(
@@ -405,17 +407,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 warm(cs)
                 for k in range(args.rounds):
                     for side, c in cs.items():
-                        before = snapshot(c.proc.pid) if c.proc else {}
-                        r = loadgen(
-                            sides[side],
-                            c.endpoints,
-                            c.key,
-                            window=1,
-                            seconds=args.seconds,
-                            rate=offered,
-                            timeout=args.timeout,
-                            **load,
-                        )  # type: ignore[arg-type]
+                        before, r = run(side, c, window=1, rate=offered, timeout=args.timeout)
                         acked = r["acked_per_s"] * args.seconds
                         refused = r["errors"] - r["timeouts"]
                         cpu(side, "overload", before, c, acked, acked + refused)

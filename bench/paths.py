@@ -62,7 +62,7 @@ from compare import (  # noqa: E402
 )
 from priority import share_priority  # noqa: E402
 from proccpu import per_role, snapshot  # noqa: E402
-from scaling import TreeCluster, cli_help, emit, loadgen, say  # noqa: E402
+from scaling import TreeCluster, cli_help, emit, funded, loadgen, say  # noqa: E402
 
 REF = "698b19a"
 ROLES = ("router", "accounts", "engine")
@@ -114,11 +114,19 @@ def measure(side_tree: Path, c: TreeCluster, load: str, args: argparse.Namespace
     """One measurement of ``load`` on cluster ``c``: its throughput or latency and the CPU
     per order of each role. Open loop with the account tier: ``shardex loadgen --rate`` (its
     orders go through the account shard, funded; ``compare.py``'s client sends them to the
-    engine shard by symbol, past the tier)."""
+    engine shard by symbol, past the tier). With the tier the loadgen's accounts are funded
+    before the CPU is read (``funded``): the measured run has orders only."""
+    tier = "--accounts" in c.extra
     before = snapshot(c.proc.pid) if c.proc else {}
-    if load in RATE and "--accounts" in c.extra:
+    if tier:
+        funded(side_tree, c.endpoints, c.key, 2)
+        after = snapshot(c.proc.pid) if c.proc else {}
+        spent, before = per_role(before, after) if c.proc else {}, after
+        say("    funding run (not counted): CPU ms r/a/e "
+            + " / ".join(f"{spent.get(k, 0) * 1e3:.0f}" for k in ROLES))  # fmt: skip
+    if load in RATE and tier:
         r = loadgen(side_tree, c.endpoints, c.key, procs=1, batch=1, concurrency=1, window=1,
-                    seconds=args.seconds, symbols=2, rate=RATE[load])  # fmt: skip
+                    seconds=args.seconds, symbols=2, rate=RATE[load], fund=False)  # fmt: skip
         orders = r["acked_per_s"] * args.seconds
         res = {"p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"]}
     elif load.startswith("closed-"):
@@ -126,7 +134,7 @@ def measure(side_tree: Path, c: TreeCluster, load: str, args: argparse.Namespace
         r = loadgen(
             side_tree, c.endpoints, c.key, procs=args.procs, batch=batch,
             concurrency=args.connections, window=args.window if batch == 1 else 2,
-            seconds=args.seconds, symbols=2,
+            seconds=args.seconds, symbols=2, fund=not tier,
         )  # fmt: skip
         orders = r["acked_per_s"] * args.seconds
         res = {"acked_per_s": r["acked_per_s"], "errors": r["errors"]}

@@ -316,10 +316,14 @@ def loadgen(
     rate: float | None = None,
     timeout: float = 5.0,
     seed: int = 1,
+    fund: bool = True,
+    orders: int | None = None,
 ) -> dict[str, Any]:
     """``procs`` ``shardex loadgen`` processes of ``tree`` at once (process k → endpoint k mod R,
     one generator each, rate split evenly), merged: acked/s and sent/s are the processes' sums
-    over the sending time; errors and timeouts are summed; p50/p99 are the worst process's."""
+    over the sending time; errors and timeouts are summed; p50/p99 are the worst process's.
+    ``fund=False``: no deposits first (``funded`` did them); ``orders``: exactly that many
+    orders per process instead of ``seconds`` of them."""
     ps = []
     for k in range(procs):
         argv = [
@@ -349,6 +353,10 @@ def loadgen(
         ]
         if rate is not None:
             argv += ["--rate", f"{rate / procs:.3f}"]
+        if not fund:
+            argv.append("--no-fund")
+        if orders is not None:
+            argv += ["--orders", str(orders)]
         ps.append(
             subprocess.Popen(
                 shardex_argv(*argv),
@@ -387,6 +395,15 @@ def loadgen(
         "p50_us": max((x.get("p50", 0) for x in lat), default=None),
         "p99_us": max((x.get("p99", 0) for x in lat), default=None),
     }
+
+
+def funded(tree: Path, endpoints: list[str], key: str, symbols: int) -> None:
+    """Fund the accounts ``loadgen`` trades (acct-0..99, every asset of ``symbols`` markets)
+    now, with one ``shardex loadgen --orders 1`` (it funds, then sends one order): a measured
+    run after it with ``fund=False`` charges the cluster's CPU to orders only, not to the ~100
+    balance reads and deposits of the funding (with the account tier, ``--risk on``)."""
+    loadgen(tree, endpoints[:1], key, procs=1, batch=1, concurrency=1, window=1, seconds=1,
+            symbols=symbols, orders=1)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

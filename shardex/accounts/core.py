@@ -170,8 +170,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
             for acct, symbol, oid, *fields in state["orders"]:
                 if symbol not in core.table.pairs:
                     raise ValueError(f"open order of unknown market {symbol!r}")
-                core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
-                core.open_count[acct] = core.open_count.get(acct, 0) + 1
+                o = core.orders[(acct, symbol, oid)] = HeldOrder(*fields)
+                core.open_by.setdefault(acct, {})[(symbol, oid)] = o
             for name in ("fees", "deposited", "withdrawn", "flow", "rebates"):
                 target = getattr(core, name)
                 rows = state.get(name, ()) if name == "rebates" else state[name]  # (newer only)
@@ -192,14 +192,23 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
             raise ValueError(f"account snapshot unusable ({exc!r})") from None
         return core
 
-    def _check_open_count(self, count: dict[str, int]) -> None:
-        """``open_count`` (what a balance read reports) against ``count``, the open orders
-        counted per account: IntegrityError naming the first account that is off."""
-        kept = self.open_count
-        if count != kept:
-            acct = next(a for a in {*count, *kept} if count.get(a) != kept.get(a))
+    def _check_open_by(self, mine: dict[str, set[tuple[str, str]]]) -> None:
+        """``open_by`` (what reads look up) against ``mine``, the open orders found per
+        account (the very ``HeldOrder`` of each): IntegrityError naming the first account
+        that is off."""
+        orders = self.orders
+        kept = {a: set(keys) for a, keys in self.open_by.items()}
+        stale = next((a for a, keys in self.open_by.items()
+                      if any(orders.get((a, *k)) is not o for k, o in keys.items())),
+                     None)  # fmt: skip
+        if stale is not None:
+            raise IntegrityError(f"{stale[:64]}: its index holds another order than its own")
+        if kept != mine:
+            acct = next(a for a in {*mine, *kept} if kept.get(a) != mine.get(a))
+            have, listed = mine.get(acct, set()), kept.get(acct, set())
             raise IntegrityError(
-                f"{acct[:64]}: {count.get(acct, 0)} open orders, counted {kept.get(acct)}"
+                f"{acct[:64]}: {len(have - listed)} open orders not in its index, "
+                f"{len(listed - have)} indexed not open"
             )
 
     def check_integrity(self) -> None:
@@ -209,13 +218,13 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
         * a buy holds at its price, or higher only while an amend is in flight;
         * every order's hold == ``required`` (what its open remainder can still cost) and each
           account's held == Σ of its open orders' holds, per asset;
-        * ``open_count`` counts exactly each account's open orders;
+        * ``open_by`` indexes exactly each account's open orders;
         * per asset: Σ(available + held) + fees == deposits - withdrawals + net trade inflow
           (the inflows of all account shards sum to 0, so across shards it is the issue's
           identity Σ(available + held) + fees == deposits - withdrawals).
         """
         held: dict[tuple[str, str], int] = {}
-        count: dict[str, int] = {}
+        mine: dict[str, set[tuple[str, str]]] = {}
         for (acct, symbol, oid), o in self.orders.items():
             pair = self.table.pairs.get(symbol)
             if pair is None or o.symbol != symbol or not self.owns(acct):
@@ -235,8 +244,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
                 raise IntegrityError(f"order {oid} of {acct}: holds {o.held}, can cost {need}")
             asset = pair.quote if o.side == BUY else pair.base
             held[(acct, asset)] = held.get((acct, asset), 0) + o.held
-            count[acct] = count.get(acct, 0) + 1
-        self._check_open_count(count)
+            mine.setdefault(acct, set()).add((symbol, oid))
+        self._check_open_by(mine)
         totals: dict[str, int] = {}
         for acct, assets in self.balances.items():
             if not self.owns(acct):

@@ -93,7 +93,11 @@ class Holds(Ledger):
         cell[HELD] += need
         o.held = need
         self.orders[(account, symbol, oid)] = o
-        self.open_count[account] = self.open_count.get(account, 0) + 1
+        mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
+        if mine is None:
+            self.open_by[account] = {(symbol, oid): o}
+        else:
+            mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         o.opened = self._forward(symbol, fwd, out)

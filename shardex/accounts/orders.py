@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Mapping
 from decimal import Decimal
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
@@ -40,13 +41,26 @@ PAGE = 2_000  # rows per answer at most (the caller asks again from the next off
 MAX_LISTED = 2_000  # one account's orders in one answer (more: ``truncated``)
 
 
-def held_rows(orders: Mapping[tuple[str, str, str], Any], offset: int, limit: int = PAGE
-              ) -> list[list[Any]]:  # fmt: skip
-    """Up to ``limit`` of an account shard's held orders from ``offset`` (insertion order)."""
-    return [
-        [acct, symbol, oid, o.side, o.rem, o.price, o.cap, o.held, o.pending]
-        for (acct, symbol, oid), o in islice(orders.items(), max(0, offset), max(0, offset) + limit)
-    ]
+Index = Mapping[str, Mapping[tuple[str, str], Any]]  # account → (symbol, id) → held order
+
+
+def held_rows(by_account: Index, offset: int, limit: int = PAGE) -> list[list[Any]]:
+    """Up to ``limit`` of an account shard's held orders from ``offset``, account by account
+    (``by_account``: the core's ``open_by``). Whole accounts before ``offset`` are skipped
+    by their count, so a page costs its rows, one step per account before it and the orders
+    it skips in the account it starts in, not a walk over every order before ``offset`` (an
+    audit of n orders of many accounts read page by page was O(n²) of the writer loop)."""
+    skip, rows = max(0, offset), []
+    for acct, mine in by_account.items():
+        if skip >= len(mine):
+            skip -= len(mine)
+            continue
+        for (symbol, oid), o in islice(mine.items(), skip, skip + limit - len(rows)):
+            rows.append([acct, symbol, oid, o.side, o.rem, o.price, o.cap, o.held, o.pending])
+        skip = 0
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def grid(table: AssetTable, symbol: str) -> tuple[Decimal, Decimal]:
@@ -57,17 +71,17 @@ def grid(table: AssetTable, symbol: str) -> tuple[Decimal, Decimal]:
     return tick.normalize(), lot.normalize()
 
 
-def account_orders(
-    orders: Mapping[tuple[str, str, str], Any], account: str, table: AssetTable
-) -> dict[str, Any]:
+def account_orders(by_account: Index, account: str, table: AssetTable) -> dict[str, Any]:
     """One account's open orders for humans: decimal strings (price, open qty, held and its
     asset; held at the asset's precision, as balances print), at most ``MAX_LISTED``, by
-    symbol then id. A scan of the shard's orders: the caller allows one per request, like an
-    audit."""
-    mine = sorted((symbol, oid, o) for (acct, symbol, oid), o in orders.items() if acct == account)
-    rows = []
-    for symbol, oid, o in mine[:MAX_LISTED]:
-        tick, lot = grid(table, symbol)
+    symbol then id. Looked up through ``by_account`` (the core's ``open_by``): the account's
+    own orders only, never a walk over the shard's."""
+    mine = sorted(by_account.get(account, {}).items(), key=itemgetter(0))
+    rows, grids = [], {}
+    for (symbol, oid), o in mine[:MAX_LISTED]:
+        if symbol not in grids:
+            grids[symbol] = grid(table, symbol)
+        tick, lot = grids[symbol]
         pair = table.pairs[symbol]
         asset = pair.quote if o.side == BUY else pair.base
         rows.append({

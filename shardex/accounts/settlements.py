@@ -257,11 +257,10 @@ class Settlements(Ledger):
     ) -> None:
         """The order ended: release what is left of its hold and forget it."""
         del self.orders[(account, o.symbol, oid)]
-        left = self.open_count[account] - 1
-        if left:
-            self.open_count[account] = left
-        else:
-            del self.open_count[account]
+        mine = self.open_by[account]  # (``Ledger.open_by``, inline: once per order)
+        del mine[(o.symbol, oid)]
+        if not mine:
+            del self.open_by[account]
         if o.held:
             asset = pair.quote if o.side == BUY else pair.base
             cell = self._cell(account, asset)

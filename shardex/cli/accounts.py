@@ -24,6 +24,7 @@ from shardex.cli.engine import Replication
 from shardex.cli.options import (
     check_durability,
     check_role_auto,
+    check_single_durability,
     resolve_accounts,
     resolve_routers,
     resolve_shards,
@@ -97,6 +98,8 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
     if auto:
         check_role_auto(data_dir, o.get("redis_url"), o["fsync"])
         check_durability(o.get("durability", "both"), m)
+    else:
+        check_single_durability(o.get("durability", "both"))
     metrics = o["metrics_port"]
     cfg = AccountsConfig(
         index=j, shards=m, engines=n, router=o["router_ep"] or layout.backends,

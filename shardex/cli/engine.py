@@ -20,6 +20,7 @@ from shardex.cli.base import (
 from shardex.cli.options import (
     check_durability,
     check_role_auto,
+    check_single_durability,
     resolve_accounts,
     resolve_routers,
     resolve_shard_index,
@@ -84,6 +85,8 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
     if auto:
         check_role_auto(data_dir, o.get("redis_url"), o["fsync"])
         check_durability(o.get("durability", "both"), m)
+    else:
+        check_single_durability(o.get("durability", "both"))
     layout = checked_layout(o["host"], o["base_port"], n, resolve_routers(o["routers"]), m)
     router_ep, metrics = o["router_ep"], o["metrics_port"]
     cfg = ShardConfig(

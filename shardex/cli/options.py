@@ -155,6 +155,19 @@ def check_role_auto(data_dir: str | None, redis_url: str | None, fsync: str) -> 
         raise click.UsageError("--role auto takes --fsync batch or none")
 
 
+def check_single_durability(durability: str) -> None:
+    """``--durability`` says when a leader's replies leave relative to its standby's copy;
+    ``--role single`` has no standby, so only the default (``both``: after our own fsync)
+    means what it says. Refused rather than ignored: a user asking for ``replicated``
+    believes the batch survives the loss of this machine (as ``shardex up`` refuses it
+    without ``--replicas 2``)."""
+    if durability != "both":
+        raise click.UsageError(
+            f"--durability {durability} needs --role auto (a hot standby): a --role single "
+            "process has none and replies after its own fsync"
+        )
+
+
 def check_durability(durability: str, accounts: int) -> None:
     """``--durability local`` releases what the standby may not have; with the account tier
     that would be settlements and forwards, money a new leader never moved: refused."""

@@ -380,7 +380,7 @@ class AccountHandler:
             "balances": {
                 a: [fmt(a, avail), fmt(a, held)] for a, (avail, held) in sorted(cells.items())
             },  # fmt: skip
-            "orders": self.core.open_count.get(account, 0),
+            "orders": self.core.open_count(account),
             "seq": self.core.seq,
         }
 
@@ -421,7 +421,8 @@ class AccountHandler:
         refused = self._may_read_account(account)
         if refused is not None:
             return refused
-        return {**account_orders(self.core.orders, account, self.table), "seq": self.core.seq}
+        core = self.core
+        return {**account_orders(core.open_by, account, self.table), "seq": core.seq}
 
     def audit_page(self, cmd: tuple) -> dict[str, Any]:
         """``(OP_AUDIT, offset)``: a page of every order this shard holds funds for, in
@@ -433,7 +434,7 @@ class AccountHandler:
             return read_error(MALFORMED, "audit: expected (op, offset >= 0)")
         core = self.core
         return {"shard": core.shard, "seq": core.seq, "total": len(core.orders),
-                "orders": held_rows(core.orders, offset)}  # fmt: skip
+                "orders": held_rows(core.open_by, offset)}  # fmt: skip
 
     def audit(self) -> dict[str, Any]:
         """This shard's books, in integer units, for a cluster-wide conservation check (the

@@ -161,7 +161,8 @@ class AccountNode(ForwardLink, SequencedNode):
         # shard) could overtake it; readiness checks (``shardex up``, tests) wait for this.
         self.handler.linked = self.linked = set()
         self.counts = {"forwards": 0, "settlements": 0, "duplicates": 0, "resent": 0,
-                       "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0}  # fmt: skip
+                       "unsent": 0, "malformed": 0, "unpublished": 0, "journal": 0,
+                       "messages": 0}  # fmt: skip
         self.init_link(SYNC_EVERY_S, MAX_FORWARD_RESEND)  # (``ForwardLink``)
         self.init_loop_state(machine.seq)
         self.last_sync = -math.inf  # (never: the first SYNC goes at the first turn)

@@ -55,9 +55,13 @@ class LinkPort:
         self.peer_name, self.what = names
 
     def send(self, peer: int, msgs: list[tuple]) -> None:
-        """``msgs`` (seq order) to ``peer`` as one message; dropped and counted ``unsent`` when
-        it cannot leave (peer unknown, not connected, pipe full): its next report repairs."""
-        if not self.transmit(peer, [self.data, encode_link(self.index, msgs)]):
+        """``msgs`` (seq order) to ``peer`` as one message (``messages`` counts them: with
+        the forwards or settlements counted, how well the link batches); dropped and counted
+        ``unsent`` when it cannot leave (peer unknown, not connected, pipe full): its next
+        report repairs."""
+        if self.transmit(peer, [self.data, encode_link(self.index, msgs)]):
+            self.counts["messages"] += 1
+        else:
             self.counts["unsent"] += len(msgs)
 
     def report(self, peer: int, have: int) -> bool:

@@ -152,7 +152,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         if cfg.placement is not None:
             self.core.set_placement(cfg.placement)
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
-                            "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
+                            "resent": 0, "unsent": 0, "refused": 0, "journal": 0,
+                            "messages": 0}  # fmt: skip
         self.init_link(RESEND_EVERY_S)  # (``SettlementLink``)
         self.stats = self.core.stats
         self.stats.engine = self.core.engine

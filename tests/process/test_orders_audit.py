@@ -74,7 +74,7 @@ def test_listed_holds_print_at_the_asset_precision_like_balances():
     unit = table.units["USD"]
     o = SimpleNamespace(side=BUY, rem=100, price=2_000_000, held=int(D("2099.049") / unit),
                         pending=0)  # fmt: skip
-    row = account_orders({("alice", "BTC-USD", "a1"): o}, "alice", table)["orders"][0]
+    row = account_orders({"alice": {("BTC-USD", "a1"): o}}, "alice", table)["orders"][0]
     decimals = -unit.as_tuple().exponent
     assert row["held"] == f"2099.049{'0' * (decimals - 3)}" == table.fixed("USD", o.held)
 
@@ -119,6 +119,9 @@ def test_listing_and_the_per_order_audit_on_a_live_cluster(tmp_path):
     m = j.recover().engine
     o = m.core.orders.pop(("alice", "BTC-USD", "a2"))
     m.core.orders[("alice", "BTC-USD", "ghost")] = o  # the same hold, for an order no book has
+    index = m.core.open_by["alice"]  # (and the account's index of its orders, as the core keeps)
+    del index[("BTC-USD", "a2")]
+    index[("BTC-USD", "ghost")] = o
     m.core.check_integrity()  # the shard alone cannot see it
     j.snapshot(m)
     j.close()

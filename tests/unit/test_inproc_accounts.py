@@ -7,6 +7,7 @@ tests/process/test_accounts_wire.py keeps what needs real processes (the CLI, ki
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any
@@ -223,3 +224,24 @@ def test_async_client_deposit_withdraw_balance_audit():
         assert ok, lines
 
     run(1, 2, body)
+
+
+def test_a_turns_forwards_to_an_engine_shard_leave_as_one_link_message():
+    """The account shard forwards what one group commit held in one message per engine shard
+    (not one per order), and counts its link messages (``shardex_accounts_link{what=
+    "messages"}``, next to ``forwards``) as the engine shard does: 20 orders placed at once
+    reach the engine in fewer messages than orders, each applied once."""
+
+    async def body(cl: InProcCluster, c: AsyncClient) -> None:
+        assert (await c.deposit("alice", "USD", "1000", ref="b-a")).ok
+        (acct,), (engine,) = cl.accounts, cl.engines
+        sent, msgs = acct.counts["forwards"], acct.counts["messages"]
+        replies = await asyncio.gather(*(
+            c.place("BTC-USD", "buy", "0.01", str(90 + k), account="alice", id=f"b{k}")
+            for k in range(20)))  # fmt: skip
+        assert all(r.ok for r in replies), replies
+        await cl.until(lambda: engine.link_counts["forwards"] >= sent + 20, what="forwarded")
+        assert acct.counts["forwards"] - sent == 20 == engine.link_counts["forwards"] - sent
+        assert 1 <= acct.counts["messages"] - msgs < 20, acct.counts
+
+    run(1, 1, body)

@@ -242,3 +242,18 @@ def test_up_writes_the_prometheus_config_of_its_layout(
     layout = Layout("127.0.0.1", 24000, shards=2, accounts=1)
     assert out.read_text() == prometheus_config(layout, replicas=replicas)
     assert "scrape_interval: 5s" in out.read_text() and len(started) == 1
+
+
+@pytest.mark.parametrize("mode", ["local", "replicated"])
+@pytest.mark.parametrize("argv", [["engine", "--shard", "0"],
+                                  ["accounts", "--shard", "0", "--shards", "1"]],
+                         ids=lambda a: a[0])  # fmt: skip
+def test_a_single_process_refuses_a_durability_it_cannot_keep(argv: list[str], mode: str) -> None:
+    """Regression: ``shardex engine --role single --durability replicated`` started and
+    replied after its own fsync alone (no standby), the option silently ignored; it is
+    refused like ``shardex up --durability X`` without ``--replicas 2``. The default stays."""
+    make = engine_config if argv[0] == "engine" else accounts_config
+    params = _parse([*argv, "--insecure", "--role", "single", "--durability", mode])
+    with pytest.raises(click.UsageError, match=f"--durability {mode} needs --role auto"):
+        make(**params)
+    assert make(**_parse([*argv, "--insecure", "--role", "single"])) is not None

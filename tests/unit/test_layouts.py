@@ -232,7 +232,7 @@ def test_the_account_names_read_what_the_account_machine_wrote() -> None:
     (msg,) = msgs
     assert (msg[L.LINK_SEQ], msg[L.LINK_PREV]) == (fwd[L.AE_SEQ], 0)
     assert msg[L.LINK_CMD][L.CMD_OP] == OP_NEW
-    (row,) = held_rows(machine.core.orders, 0)
+    (row,) = held_rows(machine.core.open_by, 0)
     assert (row[L.ROW_ACCOUNT], row[L.ROW_SYMBOL], row[L.ROW_ID], row[L.ROW_SIDE]) == (
         "al", SYMBOL, "o1", 0)  # fmt: skip
     assert (row[L.ROW_OPEN], row[L.ROW_PRICE]) == (order[L.NEW_QTY], order[L.NEW_PRICE])
