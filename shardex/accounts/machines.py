@@ -25,12 +25,16 @@ from shardex.accounts.codes import AE_FORWARD
 from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
+from shardex.accounts.moves import carry_feed
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
+    OP_ADOPT,
     OP_AMEND,
+    OP_HANDOFF,
     OP_NEW,
     OP_REJECT,
+    REJ_MOVING,
     REJ_UNKNOWN_OP,
     REJ_WRONG_SHARD,
 )
@@ -148,6 +152,8 @@ class SettledEngine:
                      *refused), out,
                 )  # fmt: skip
             self._route(inner, out[start:], seq, j)
+        elif type(cmd) is tuple and cmd and cmd[CMD_OP] in (OP_HANDOFF, OP_ADOPT):
+            carry_feed(self.engine, self.feed, cmd, out, start)
         else:
             self.engine.apply(cmd, out)
             self._route(cmd, out[start:], None)
@@ -173,7 +179,10 @@ class SettledEngine:
                 "(--accounts differs between tiers?)",
                 REJ_WRONG_SHARD,
             )
-        if self.engines is not None:
+        moved = self.engine.moved.get(symbol) if type(symbol) is str else None
+        if moved is not None:
+            return f"pair {symbol} moved to engine shard {moved[0]}", REJ_MOVING
+        if self.engines is not None and symbol not in self.engine.adopted:
             owner = self._owner.get(symbol)
             if owner is None:
                 owner = shard_for(symbol, self.engines)

@@ -24,6 +24,7 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
+from shardex.node.moves import is_move, move_write, moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
@@ -38,6 +39,7 @@ from shardex.wire.protocol import (
     OP_FORWARD,
     OP_MARKETS,
     OP_ORDER,
+    OP_PAIR,
     OP_STATUS,
     edge_command,
     encode_reply,
@@ -106,15 +108,26 @@ class ShardCore:
             OP_STATUS: self.status,
             OP_ORDER: self.order,
             OP_MARKETS: self.markets_read,
+            OP_PAIR: lambda cmd, info: pair_read(self, cmd, info),
         }
 
     def owner(self, symbol: str) -> int:
         owner = self._owner.get(symbol)
         if owner is None:
-            owner = shard_for(symbol, self.shards) if symbol else self.index
+            moved = self.engine.moved.get(symbol)
+            if moved is not None:  # handed off: its new shard
+                owner = moved[0]
+            elif symbol in self.engine.adopted:
+                owner = self.index
+            else:
+                owner = shard_for(symbol, self.shards) if symbol else self.index
             if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
                 self._owner[symbol] = owner
         return owner
+
+    def forget_owner(self, symbol: str) -> None:
+        """Drop the cached owner of ``symbol`` (a move changed it)."""
+        self._owner.pop(symbol, None)
 
     def handle(self, payload: bytes, out: list[Event], info: dict[str, Any],
                budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None) -> bytes:  # fmt: skip
@@ -148,6 +161,9 @@ class ShardCore:
                 if op is not None:
                     results.append(reads[op](cmd, info))
                     continue
+                if is_move(cmd):
+                    results.append(move_write(self, cmd, out))
+                    continue
                 cmd = self._admit(edge_command(cmd), key)
                 start = len(out)
                 seq = engine.seq
@@ -179,6 +195,8 @@ class ShardCore:
             cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
         owner = self.owner(cmd[1])
         if owner != self.index:
+            if cmd[1] in self.engine.moved:  # the engine answers it: moving, to its new shard
+                return cmd
             reason = f"symbol {cmd[1]} belongs to shard {owner}, not {self.index}"
             cmd = (OP_REJECT, cmd[1], cmd[2], reason, REJ_WRONG_SHARD)
         return cmd
@@ -228,6 +246,9 @@ class ShardCore:
             return read_error(UNKNOWN_SYMBOL, f"unknown symbol {_sym(symbol)}")
         owner = self.owner(symbol)
         if owner != self.index:
+            moved = moved_refusal(self, symbol)
+            if moved is not None:
+                return moved
             return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner)
         return None
 
@@ -380,7 +401,8 @@ def _at(cmd: Any, i: int) -> Any:
 def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
     """Refuse to serve a journal whose pairs now hash to other shards (``--shards`` changed):
     their resting orders would be stranded here while their new owner starts empty."""
-    foreign = sorted(s for s in engine.books if shard_for(s, shards) != index)
+    foreign = sorted(s for s in engine.books
+                     if shard_for(s, shards) != index and s not in engine.adopted)  # fmt: skip
     if foreign:
         raise JournalError(
             f"{where} holds pairs that shard {index} of {shards} does not own "

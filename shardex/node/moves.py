@@ -1,0 +1,101 @@
+"""An engine shard's side of a live pair move: the mover's commands and its read (no I/O).
+
+The mover (``shardex move``) sends an engine shard, as an admin:
+
+* ``(OP_HANDOFF, symbol, to)`` to the source: journaled and applied (``shardex.engine.moves``);
+  from its seq on, the source answers every command and read of the pair with ``moving``
+  (``data.shard``: the target). Sent again after it ran, it changes nothing and answers the
+  same ``moved`` event: every step of a move may be re-run.
+* ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
+  after it ran, it changes nothing and answers ``[]``.
+* ``(OP_PAIR, symbol)``, a read: where the pair stands here (``here``, ``moved`` with the
+  state the hand-off took, ``adopted``) and the shard's seq.
+
+Both writes are refused with ``not_allowed`` for a key that is not an admin's (in insecure mode
+there are no keys); a hand-off to the shard itself is ``invalid`` (nothing is journaled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardex.engine.codes import EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
+from shardex.wire.errors import read_error
+from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, HANDOFF_TO
+from shardex.wire.protocol import OP_PAIR  # noqa: F401 - the read this module serves
+
+MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT))
+
+
+def is_move(cmd: Any) -> bool:
+    """True if ``cmd`` is one of the mover's writes."""
+    if type(cmd) is not tuple or len(cmd) < 2:
+        return False
+    op = cmd[CMD_OP]
+    return type(op) is int and op in MOVE_OPS
+
+
+def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
+    """Run one mover's write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
+    key = core.key
+    if key is not None and key.role != "admin":
+        return read_error(NOT_ALLOWED, "moves: admin keys only")
+    engine = core.engine
+    symbol = cmd[CMD_SYMBOL]
+    if type(symbol) is not str or len(cmd) < 3:
+        return read_error(MALFORMED, "move: expected (op, symbol, shard, ...)")
+    if cmd[CMD_OP] == OP_HANDOFF:
+        to = cmd[HANDOFF_TO]
+        if to == core.index:
+            return read_error(INVALID, f"handoff of {symbol} to shard {to}: that is this shard")
+        moved = engine.moved.get(symbol)
+        if moved is not None and moved[0] == to:
+            return [moved_event(engine, symbol)]  # ran already: the same answer, nothing new
+    elif len(cmd) > ADOPT_SEQ and engine.adopted.get(symbol) == (cmd[ADOPT_FROM], cmd[ADOPT_SEQ]):
+        return []  # adopted already
+    start = len(out)
+    seq = engine.seq
+    engine.apply(cmd, out)
+    core.journal.add(seq, cmd)
+    core.forget_owner(symbol)
+    return out[start:]
+
+
+def moved_event(engine: Any, symbol: str) -> Event:
+    """The ``EV_MOVED`` event the hand-off of ``symbol`` emitted (from the records it left)."""
+    to, seq = engine.moved[symbol]
+    state = engine.handed.get(symbol) or {}
+    orders = len(state.get("bids", ())) + len(state.get("asks", ()))
+    return (EV_MOVED, seq, symbol, to, state.get("trade_id", 0), orders)
+
+
+def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
+    """``(OP_PAIR, symbol)``: where ``symbol`` stands on this shard, for the mover."""
+    key = core.key
+    if key is not None and key.role not in ("admin", "reader"):
+        return read_error(NOT_ALLOWED, "pair: not allowed for this key")
+    symbol = cmd[CMD_SYMBOL] if len(cmd) == 2 else None
+    if type(symbol) is not str or symbol not in core.markets:
+        return read_error(MALFORMED, "pair: expected (op, known symbol)")
+    engine = core.engine
+    out: dict[str, Any] = {"symbol": symbol, "shard": core.index, "seq": engine.seq}
+    moved = engine.moved.get(symbol)
+    if moved is not None:
+        out.update(where="moved", to=moved[0], at=moved[1], state=engine.handed.get(symbol))
+    elif symbol in engine.adopted:
+        src, at = engine.adopted[symbol]
+        out.update(where="adopted", source=src, at=at)
+    else:
+        out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
+    book = engine.books.get(symbol)
+    out["orders"] = len(book.orders) if book is not None else 0
+    return out
+
+
+def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
+    """A read's refusal for a pair this shard handed off (``moving``, data: shard), or None."""
+    moved = core.engine.moved.get(symbol)
+    if moved is None:
+        return None
+    return read_error(MOVING, f"pair {symbol} moved to shard {moved[0]}", shard=moved[0])
