@@ -8,8 +8,9 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   same ``moved`` event: every step of a move may be re-run.
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
   after it ran, it changes nothing and answers ``[]``.
-* ``(OP_PAIR, symbol)``, a read: where the pair stands here (``here``, ``moved`` with the
-  state the hand-off took, ``adopted``) and the shard's seq.
+* ``(OP_PAIR, symbol)``, a read: where the pair stands here (``where``: ``here``,
+  ``elsewhere``, or ``moved`` with ``to``, ``at`` and the ``state`` the hand-off took; a pair
+  adopted here adds ``source`` and ``source_at``), its resting orders and the shard's seq.
 
 Both writes are refused with ``not_allowed`` for a key that is not an admin's (in insecure mode
 there are no keys); a hand-off to the shard itself is ``invalid`` (nothing is journaled).
@@ -83,11 +84,11 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     moved = engine.moved.get(symbol)
     if moved is not None:
         out.update(where="moved", to=moved[0], at=moved[1], state=engine.handed.get(symbol))
-    elif symbol in engine.adopted:
-        src, at = engine.adopted[symbol]
-        out.update(where="adopted", source=src, at=at)
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
+    if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)
+        src, at = engine.adopted[symbol]
+        out.update(source=src, source_at=at)
     book = engine.books.get(symbol)
     out["orders"] = len(book.orders) if book is not None else 0
     return out

@@ -1,0 +1,145 @@
+"""``shardex move PAIR --to I``'s coordinator: one pair from its shard to shard I, step by step.
+
+Every step is decided from what the shards say now (``OP_PAIR`` on each engine shard), never
+from what this process remembers, so a mover killed at any point is simply run again and
+continues where the cluster stands:
+
+1. **hand-off**: the pair's owner (the shard whose ``where`` is ``here``) journals
+   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable).
+2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
+   from the source, which keeps it).
+3. **publish**: the placement map pins the pair to the target (a newer version), so routers
+   and clients send the pair there; without a placement store, nothing to publish.
+
+``plan`` is the pure decision (testable with no cluster); ``move_pair`` drives it over an
+``AsyncClient`` (admin key on a secure cluster), printing one progress line per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shardex.client import AsyncClient, ShardexError
+from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF
+from shardex.wire.layouts import EV_KIND, EV_SEQ, MOVED_ORDERS, MOVED_TRADE_ID
+from shardex.wire.protocol import OP_PAIR
+
+HANDOFF, ADOPT, PUBLISH = "hand-off", "adoption", "publish"
+
+
+class MoveError(Exception):
+    """The move cannot go on as asked (nothing was changed by the step that raised it)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do next: ``kind`` (``HANDOFF``, ``ADOPT``, ``PUBLISH``) on shard ``shard``;
+    ``source``/``at``: the hand-off (shard, seq) an adoption carries, ``state`` its state."""
+
+    kind: str
+    shard: int
+    source: int = -1
+    at: int = 0
+    state: Any = None
+
+
+def plan(symbol: str, target: int, views: list[dict[str, Any]]) -> Step:
+    """The next step of moving ``symbol`` to shard ``target``, from every engine shard's
+    ``OP_PAIR`` answer (index i: shard i's). ``MoveError`` when the cluster is in a state no
+    step of this move can fix (another move of the pair half done, no owner)."""
+    if not 0 <= target < len(views):
+        raise MoveError(f"--to {target}: the cluster has engine shards 0..{len(views) - 1}")
+    dst = views[target]
+    for i, v in enumerate(views):
+        if v.get("where") != "moved":
+            continue
+        if v.get("to") != target:
+            if views[v["to"]].get("source_at") == v.get("at"):
+                continue  # an older, finished move out of shard i
+            to = v["to"]
+            raise MoveError(f"{symbol} was handed off by shard {i} to shard {to}, which has "
+                            f"not adopted it: finish that move first (--to {to})")
+        if (dst.get("source"), dst.get("source_at")) == (i, v.get("at")):
+            if dst.get("where") == "here":
+                return Step(PUBLISH, target, i, v["at"])
+            continue  # (adopted, then handed on again: an older move)
+        return Step(ADOPT, target, i, v["at"], v.get("state"))
+    owners = [i for i, v in enumerate(views) if v.get("where") == "here"]
+    if owners == [target]:
+        return Step(PUBLISH, target)
+    if len(owners) != 1:
+        raise MoveError(f"{symbol}: shards {owners or 'none'} say they own it; expected one")
+    return Step(HANDOFF, owners[0])
+
+
+Say = Callable[[str], None]
+Publish = Callable[[str, int], Awaitable[str | None]]
+
+
+async def move_pair(
+    client: AsyncClient, symbol: str, target: int, say: Say = print,
+    publish: Publish | None = None, shards: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Move ``symbol`` to engine shard ``target`` (see the module docstring); a summary map.
+    ``publish(symbol, target)`` records the new owner (the placement map) and returns a line
+    to print; ``shards``: the engine shard count (else the router's topology says)."""
+    t0 = time.perf_counter()
+    n = shards if shards is not None else await _shards(client)
+    done: dict[str, Any] = {"symbol": symbol, "to": target}
+    for _ in range(4):  # hand-off, adoption, publish: each at most once, plus the last look
+        views = [await ask(client, i, (OP_PAIR, symbol)) for i in range(n)]
+        step = plan(symbol, target, views)
+        if step.kind == HANDOFF:
+            ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
+            done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
+            say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
+                f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]})")
+        elif step.kind == ADOPT:
+            res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at, step.state))
+            if res:
+                ev = _event(res, EV_ADOPTED)
+                say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of "
+                    f"shard {step.source}'s hand-off at seq {step.at})")  # fmt: skip
+        else:
+            line = await publish(symbol, target) if publish is not None else None
+            say(line or f"{symbol}: shard {target} owns it")
+            done["seconds"] = round(time.perf_counter() - t0, 4)
+            return done
+    raise MoveError(f"{symbol}: the move did not settle (is another mover running?)")
+
+
+async def ask(client: AsyncClient, shard: int, cmd: tuple) -> Any:
+    """One admin command or read on engine shard ``shard`` (through the router's ``#i``
+    route, or the direct socket): its result; ``MoveError`` on a refusal."""
+    await client._ready(markets=False)  # (the SDK's own connection set-up and request path)
+    what = f"shard {shard}"
+    try:
+        error, results = await client._request(client._sock(shard), f"#{shard}".encode(), cmd,
+                                               what)  # fmt: skip
+    except ShardexError as exc:
+        raise MoveError(f"{what}: {exc}") from None
+    if error is not None or not isinstance(results, list | tuple) or len(results) != 1:
+        raise MoveError(f"{what}: {error or 'unexpected reply'}")
+    (res,) = results
+    if isinstance(res, dict) and "error" in res:
+        raise MoveError(f"{what}: {res['error']}")
+    return res
+
+
+async def _shards(client: AsyncClient) -> int:
+    info = await client.topology()
+    n = info.get("shards") if isinstance(info, dict) else None
+    if type(n) is not int or n < 1:
+        raise MoveError("the router did not say how many engine shards there are")
+    return n
+
+
+def _event(res: Any, kind: int) -> tuple:
+    """The one event of a move write's answer, of ``kind``; ``MoveError`` for a refusal."""
+    evs = list(res) if isinstance(res, list | tuple) else []
+    if len(evs) != 1 or evs[0][EV_KIND] != kind:
+        raise MoveError(f"unexpected answer {evs!r:.300}")
+    return tuple(evs[0])

@@ -1,0 +1,89 @@
+"""A live move of one pair through the real node loops (``shardex.inproc``): the mover's steps
+(``shardex.tools.mover``) journaled by the two engine shards, ``moving`` from the source, the
+resting orders amended and cancelled on the target, an older order's status there, each step
+safe to re-run, and both shards recovering the move from their journals after a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shardex.inproc import InProcCluster
+from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, ask, move_pair, plan
+from shardex.wire.protocol import OP_PAIR, shard_for
+from tests.support.inproc import plan as cluster_plan
+from tests.support.inproc import run
+
+pytestmark = pytest.mark.timeout(120)
+
+P = "BTC-USD"
+SRC = shard_for(P, 2)
+DST = 1 - SRC
+
+
+async def _place_book(cluster: InProcCluster) -> None:
+    async with cluster.client(account="al") as c:
+        for k in range(6):
+            r = await c.place(P, "buy", "1", str(100 + k), id=f"b{k}")
+            assert r.ok, r
+        r = await c.place(P, "sell", "2", "105", id="s0", account="bo")  # fills b5, rests 1
+        assert r.ok and r.events[-1]["ev"] == "trade", r
+
+
+def test_a_pair_moves_with_its_book_and_each_step_may_be_re_run(tmp_path: Path) -> None:
+    lines: list[str] = []
+
+    async def body(cluster: InProcCluster) -> None:
+        await _place_book(cluster)
+        async with cluster.client(account="al") as c:
+            done = await move_pair(c, P, DST, say=lines.append, shards=2)
+            assert (done["source"], done["to"]) == (SRC, DST)
+            again = await move_pair(c, P, DST, say=lines.append, shards=2)  # nothing left to do
+            assert "source" not in again
+            src = await ask(c, SRC, (OP_PAIR, P))
+            dst = await ask(c, DST, (OP_PAIR, P))
+            assert (src["where"], src["to"], dst["where"], dst["source"]) == (
+                "moved", DST, "here", SRC)  # fmt: skip
+            assert dst["source_at"] == src["at"] and dst["orders"] == 6
+            late = await c.place(P, "buy", "1", "99", id="late")  # the router still says SRC
+            assert late.rejected and late.code == "moving", late
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), body)
+    assert [line.split(":")[1].split()[0] for line in lines] == ["hand-off", "adopted", "shard",
+                                                                 "shard"]  # fmt: skip
+
+    async def after_restart(cluster: InProcCluster) -> None:
+        async with cluster.client(account="al", shard_endpoints=None) as c:
+            src = await ask(c, SRC, (OP_PAIR, P))
+            dst = await ask(c, DST, (OP_PAIR, P))
+            assert (src["where"], dst["where"], dst["orders"]) == ("moved", "here", 6)
+            book = await ask(c, DST, (10, P, 10))  # OP_BOOK on the target: b0..b4, s0
+            assert (len(book["bids"]), len(book["asks"])) == (5, 1), book
+            status = await ask(c, DST, (13, P, "al", "b5"))  # OP_ORDER: an older, filled order
+            assert status["state"] == "filled"
+            amended = await ask(c, DST, (3, P, "b4", "al", None, 9800))  # OP_AMEND: reprice
+            assert amended[0][0] == 4, amended  # amended
+            cancelled = await ask(c, DST, (2, P, "b3", "al"))
+            assert cancelled[0][0] == 2, cancelled  # cancelled
+            refused = await ask(c, SRC, (2, P, "b2", "al"))
+            assert refused[0][5] == 17, refused  # moving, journaled by the source
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), after_restart)
+
+
+def test_the_plan_follows_what_the_shards_say() -> None:
+    here = {"where": "here"}
+    away = {"where": "elsewhere"}
+    assert plan(P, 1, [here, away]).kind == HANDOFF
+    moved = {"where": "moved", "to": 1, "at": 9, "state": {"trade_id": 3}}
+    step = plan(P, 1, [moved, away])
+    assert (step.kind, step.source, step.at, step.state) == (ADOPT, 0, 9, {"trade_id": 3})
+    assert plan(P, 1, [moved, {"where": "here", "source": 0, "source_at": 9}]).kind == PUBLISH
+    assert plan(P, 1, [away, here]).kind == PUBLISH
+    with pytest.raises(MoveError, match="finish that move first"):
+        plan(P, 2, [moved, away, away])
+    with pytest.raises(MoveError, match="expected one"):
+        plan(P, 1, [away, away])
+    with pytest.raises(MoveError, match="--to 5"):
+        plan(P, 5, [here, away])
