@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shardex.accounts.machines import AccountMachineFactory, SettledEngineFactory
+from shardex.accounts.machines import AccountMachineFactory, settled_factory
 from shardex.cli.engine import Replication
 from shardex.lease import Connect, Lease
 from shardex.net import Transport
@@ -29,13 +29,12 @@ from shardex.node.replication import node_name
 from shardex.node.shard import ShardConfig, ShardNode
 from shardex.node.shard_core import check_ownership
 from shardex.node.standby import Standby
-from shardex.wire.protocol import shard_for
 
 
 def engine_replica(cfg: ShardConfig, rep: Replication, net: Transport,
                    redis: Connect) -> FailoverNode:  # fmt: skip
     """Replica ``rep.replica`` of engine shard ``cfg.index`` (``run_replicated``'s parts)."""
-    machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
+    machine = settled_factory(cfg)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> ShardNode:
         shard = ShardNode(cfg, recovered=(p.engine, p.journal), replicate=replicate, net=net)
@@ -44,7 +43,7 @@ def engine_replica(cfg: ShardConfig, rep: Replication, net: Transport,
         return shard
 
     def check(engine: Any) -> None:
-        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
+        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir, cfg.placement)
 
     return _replica(cfg, "shard", rep, net, redis, machine, check, build, f"shard {cfg.index}")
 
@@ -53,7 +52,7 @@ def account_replica(cfg: AccountsConfig, rep: Replication, net: Transport,
                     redis: Connect) -> FailoverNode:  # fmt: skip
     """Replica ``rep.replica`` of account shard ``cfg.index`` (``run_replicated_accounts``')."""
     n = cfg.engines
-    machine = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
+    machine = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> AccountNode:
         return AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate, net=net)

@@ -106,13 +106,17 @@ class SettledEngine:
     """
 
     def __init__(
-        self, engine: Engine, eshard: int, accounts: int, engines: int | None = None
-    ) -> None:
+        self, engine: Engine, eshard: int, accounts: int, engines: int | None = None,
+        owner_of: Callable[[str], int] | None = None,
+    ) -> None:  # fmt: skip
+        """``owner_of``: the cluster's symbol -> engine shard (its placement map's ``owner``;
+        None: the map without pins over ``engines``)."""
         self.engine = engine
         self.feed = SettlementFeed(eshard, accounts)
         # N, for the check that a forwarded symbol is this engine shard's (None: unchecked)
         self.engines = engines
-        self._owner: dict[str, int] = {}  # symbol → engine shard (cache of shard_for)
+        self._owner: dict[str, int] = {}  # symbol → engine shard (cache of ``owner_of``)
+        self.owner_of = owner_of
         self.inbox = Inbox()  # forwards: last seq applied per account shard
         self.ring_size = link_ring()
         self.rings: dict[int, deque[tuple]] = {}
@@ -185,7 +189,8 @@ class SettledEngine:
         if self.engines is not None and symbol not in self.engine.adopted:
             owner = self._owner.get(symbol)
             if owner is None:
-                owner = shard_for(symbol, self.engines)
+                of = self.owner_of
+                owner = of(symbol) if of is not None else shard_for(symbol, self.engines)
                 if len(self._owner) < 10_000:  # bounded: junk symbols must not grow memory
                     self._owner[symbol] = owner
             if owner != self.feed.eshard:
@@ -317,17 +322,22 @@ class ForwardRepair(LinkRepair):
 class SettledEngineFactory:
     """``journal.Machine`` for an engine shard with ``accounts`` account shards."""
 
-    def __init__(self, eshard: int, accounts: int, engines: int | None = None) -> None:
+    def __init__(
+        self, eshard: int, accounts: int, engines: int | None = None,
+        owner_of: Callable[[str], int] | None = None,
+    ) -> None:  # fmt: skip
         self.eshard = eshard
         self.accounts = accounts
         self.engines = engines
+        self.owner_of = owner_of  # the placement map's ``owner`` (None: the default)
 
     def new(self, markets: Mapping[str, Market]) -> SettledEngine:
-        return SettledEngine(Engine(markets), self.eshard, self.accounts, self.engines)
+        return SettledEngine(Engine(markets), self.eshard, self.accounts, self.engines,
+                             self.owner_of)  # fmt: skip
 
     def restore(self, state: Mapping[str, Any], markets: Mapping[str, Market]) -> SettledEngine:
         engine = Engine.restore(state, markets)
-        se = SettledEngine(engine, self.eshard, self.accounts, self.engines)
+        se = SettledEngine(engine, self.eshard, self.accounts, self.engines, self.owner_of)
         extra = state.get("settlement")
         if extra is None:
             if engine.resting():
@@ -403,6 +413,15 @@ class AccountMachine:
         state["events"] = self.events.tail(SNAP_RING)
         state["engines"] = self.engines  # its forward chains are per engine shard of N
         return state
+
+
+def settled_factory(cfg: Any) -> SettledEngineFactory | None:
+    """An engine shard's machine from its config (``ShardConfig``: index, shards, accounts,
+    placement): None without the account tier; forwarded symbols checked against the map."""
+    if not cfg.accounts:
+        return None
+    owner_of = cfg.placement.owner if cfg.placement is not None else None
+    return SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards, owner_of)
 
 
 class AccountMachineFactory:

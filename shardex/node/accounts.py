@@ -52,6 +52,7 @@ from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import DirectPort, RouterLink
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
+from shardex.placement.core import PlacementMap, initial
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.layouts import AE_KIND, AE_SEQ, GAP_ESHARD
 from shardex.wire.link import encode_hello
@@ -61,7 +62,6 @@ from shardex.wire.protocol import (
     decode_batch,
     encode_events,
     markets_to_wire,
-    shard_for,
 )
 from shardex.wire.transport import StopFlag, send_frames
 
@@ -76,7 +76,7 @@ SYNC_FULL_S = 0.5  # ... and this often while one is backed up (its HAVE ends th
 class AccountsConfig:
     index: int  # J
     shards: int  # M
-    engines: int  # N (symbol → engine shard: crc32 % N)
+    engines: int  # N (symbol → engine shard: ``placement``)
     router: str  # router backend endpoint(s), comma-separated
     # engine shard i's account link endpoint, i = 0..N-1 (a replicated one: both replicas'
     # endpoints joined by ``+``, ``layout.LINK_REPLICAS``)
@@ -106,6 +106,11 @@ class AccountsConfig:
     # as an engine shard leader's: a deposed leader's link is never the one routed to).
     extra: dict[str, Any] = field(default_factory=dict)
     link_identity: str | None = None
+    placement: PlacementMap | None = None  # symbol → engine shard (None: the map without pins)
+
+    def engine_for(self) -> Callable[[str], int]:
+        """Where this shard forwards a symbol's orders: the placement map's owner."""
+        return (self.placement or initial(self.engines)).owner
 
 
 class AccountNode(ForwardLink, SequencedNode):
@@ -169,7 +174,7 @@ class AccountNode(ForwardLink, SequencedNode):
     def recover(self) -> tuple[AccountMachine, Journal | NullJournal]:
         cfg = self.cfg
         n = cfg.engines
-        factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
+        factory = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
         if not cfg.journal_dir:
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
@@ -495,7 +500,7 @@ def run_replicated_accounts(cfg: AccountsConfig, replica: int, redis_url: str,
     ``AccountNode`` that ships each group commit and releases forwards, replies and balance
     events only at the high watermark (see ``AccountNode.flush``)."""
     n = cfg.engines
-    factory = AccountMachineFactory(cfg.index, cfg.shards, lambda s: shard_for(s, n), engines=n)
+    factory = AccountMachineFactory(cfg.index, cfg.shards, cfg.engine_for(), engines=n)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> AccountNode:
         return AccountNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)

@@ -1,9 +1,10 @@
 """The router's core: every routing decision and counter, without sockets.
 
-``Router`` takes frames and returns frames: which shard a request goes to (``shard_for`` over its
-routing key), whether it is admitted or shed (per-shard and per-client in-flight caps), which
-client a shard's reply belongs to, and which link serves each slot (shards' HELLOs). The loop
-that moves the frames is ``RouterNode`` (``router.py``); tests drive this class directly.
+``Router`` takes frames and returns frames: which shard a request goes to (the placement
+map's owner of its routing key: the newest map a shard's HELLO carried), whether it is
+admitted or shed (per-shard and per-client in-flight caps), which client a shard's reply
+belongs to, and which link serves each slot (shards' HELLOs). The loop that moves the frames
+is ``RouterNode`` (``router.py``); tests drive this class directly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_hello import HelloChecks
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
 from shardex.node.sojourn import INTERVAL_S, TARGET_S, Codel, ServiceRate
+from shardex.placement.core import PlacementMap, initial
 from shardex.recovery import describe
 from shardex.wire import codes
 from shardex.wire.protocol import (
@@ -42,7 +44,6 @@ from shardex.wire.protocol import (
     error,
     leader_changed_error,
     recovering_error,
-    shard_for,
 )
 
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig"]
@@ -131,7 +132,8 @@ class Router(HelloChecks, RouterReports):
         self.shard_of: dict[bytes, int] = (
             {} if secure else {ident: i for i, ident in enumerate(self.identities)}
         )
-        self._route: dict[bytes, int] = {}
+        self._route: dict[bytes, int] = {}  # routing key → shard, under ``placement``
+        self.placement: PlacementMap = initial(shards)
         self.topology: dict[int, dict[str, Any]] = {}
         # Replicated shards: the highest leader epoch seen per slot; a HELLO of an
         # older epoch (a deposed leader) is ignored, so its connection is never routed to.
@@ -438,7 +440,7 @@ class Router(HelloChecks, RouterReports):
                 except ValueError:
                     return None
                 return i if 0 <= i < self.shards else None
-            shard = shard_for(key, self.shards)
+            shard = self.placement.owner(key)
             if len(self._route) < 100_000:
                 self._route[key] = shard
         return shard
@@ -497,7 +499,26 @@ class Router(HelloChecks, RouterReports):
             return
         if self.recovering.pop(i, None) is not None:
             log.info("%s recovered", _slot_name(i, self.shards))
+        if i < self.shards and "placement" in info:
+            self.learn_placement(info["placement"], i)
         self._register(i, sender, info, epoch, now)
+
+    def learn_placement(self, wire: Any, slot: int) -> bool:
+        """A shard's map (its HELLO's ``placement``): routed by from now on if it is newer than
+        the one held (the route cache starts empty again); an older or malformed one is ignored.
+        True when it was taken."""
+        try:
+            new = PlacementMap.from_wire(wire)
+        except ValueError as exc:
+            log.warning("ignoring shard %d's placement map: %s", slot, exc)
+            return False
+        if new.version <= self.placement.version or new.shards != self.shards:
+            return False
+        log.info("placement map v%d (from shard %d; was v%d)", new.version, slot,
+                 self.placement.version)  # fmt: skip
+        self.placement = new
+        self._route.clear()
+        return True
 
     def _register(
         self, i: int, sender: bytes, info: dict[str, Any], epoch: int | None, now: float
@@ -530,7 +551,7 @@ class Router(HelloChecks, RouterReports):
                 info.get("direct"),
                 info.get("pub"),
             )
-        self.topology[i] = dict(info)
+        self.topology[i] = {k: v for k, v in info.items() if k != "placement"}  # (``info``)
         self.last_seen[i] = now
 
     def recovering_reply(self, slot: int, now: float) -> bytes | None:

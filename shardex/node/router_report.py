@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from shardex.clock import Clock
 from shardex.metrics import Hist
 from shardex.node.sojourn import Codel, ServiceRate
+from shardex.placement.core import PlacementMap
 
 RECOVERING_TTL_S = 3.0  # a recovering state this old is forgotten (the beacon beats at 2 Hz)
 
@@ -32,6 +33,7 @@ class RouterReports:
     accounts: int
     slots: int
     topology: dict[int, dict[str, Any]]
+    placement: PlacementMap
     last_seen: dict[int, float]
     recovering: dict[int, tuple[Any, float]]
     forwarded: list[int]
@@ -126,6 +128,7 @@ class RouterReports:
             "router": True,
             "recovering": self.recovering_now(now),
             "shards": self.shards,
+            "placement": self.placement.to_wire(),  # (``Router.learn_placement``)
             "pid": os.getpid(),
             "accounts": self.accounts,
             "account_topology": [

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 from prometheus_client import REGISTRY
 
-from shardex.accounts.machines import SettledEngine, SettledEngineFactory
+from shardex.accounts.machines import SettledEngine, settled_factory
 from shardex.datadir import check_routing
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import Event
@@ -42,6 +42,7 @@ from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership
 from shardex.node.shard_metrics import ShardNodeCollector
+from shardex.placement.core import PlacementMap
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.wire.layouts import EV_SYMBOL
 from shardex.wire.link import encode_hello
@@ -107,6 +108,7 @@ class ShardConfig:
     # The router link's identity (None: ``shard-I``); a replicated leader uses ``shard-I.eE`` so
     # the router can tell epochs apart.
     link_identity: str | None = None
+    placement: PlacementMap | None = None  # pair → shard (None: no pins); HELLOs carry it
 
 
 class ShardNode(SettlementLink, JournalHold, SequencedNode):
@@ -144,6 +146,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             clock=net.clock,
         )
         self.core.accounts = cfg.accounts
+        if cfg.placement is not None:
+            self.core.set_placement(cfg.placement)
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0}  # fmt: skip
         self.init_link(RESEND_EVERY_S)  # (``SettlementLink``)
@@ -171,7 +175,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.hello_msg = encode_hello({
             "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
             "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
-            **cfg.extra,
+            "placement": self.core.placement.to_wire(), **cfg.extra,
         })  # fmt: skip
         self.overloaded = encode_reply(None, ERR_OVERLOADED)
 
@@ -179,9 +183,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
 
     def recover(self) -> tuple[Engine | None, Journal | NullJournal]:
         cfg = self.cfg
-        factory = (
-            SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
-        )
+        factory = settled_factory(cfg)
         if not cfg.journal_dir:
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
@@ -200,7 +202,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                                           "pid": os.getpid()}, clock=self.clock,
         )  # fmt: skip
         engine = rec.engine
-        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir)
+        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir, cfg.placement)
         log.info(
             "recovered shard %d from %s: snapshot seq %s + %d journaled commands in %.2fs "
             "(%.2fs CPU) → seq %d, %d resting orders",
@@ -561,7 +563,7 @@ def run_replicated(cfg: ShardConfig, replica: int, redis_url: str, repl_endpoint
                    repl_advertised: str | None = None) -> None:  # fmt: skip
     """``shardex engine --role auto``: stand by until this node holds the lease, then lead
     (``failover.run_failover``) as a ``ShardNode`` built from what the standby applied."""
-    machine = SettledEngineFactory(cfg.index, cfg.accounts, cfg.shards) if cfg.accounts else None
+    machine = settled_factory(cfg)
 
     def build(p: Promotion, replicate: Callable[[Any, Any], Replicator]) -> ShardNode:
         shard = ShardNode(cfg, recovered=(p.engine, p.journal), replicate=replicate)
@@ -572,7 +574,8 @@ def run_replicated(cfg: ShardConfig, replica: int, redis_url: str, repl_endpoint
     link = cfg.account_link if cfg.accounts else None
     run_failover(cfg, "shard", replica, redis_url, repl_endpoint, repl_advertised,
                  f"shard {cfg.index}", build, machine,
-                 lambda engine: check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir),
+                 lambda e: check_ownership(e, cfg.index, cfg.shards, cfg.journal_dir,
+                                           cfg.placement),
                  reserve=(cfg.pub, repl_endpoint, link))  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.moves import is_move, move_write, moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
+from shardex.placement.core import PlacementMap, initial
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
 from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.protocol import (
@@ -48,7 +49,6 @@ from shardex.wire.protocol import (
     markets_to_wire,
     packb,
     quote,
-    shard_for,
 )
 
 log = logging.getLogger("shardex.shard")
@@ -90,6 +90,9 @@ class ShardCore:
         self.stats = ShardStats(index)
         self._perf = clock.perf_counter  # (bound once: ``time.perf_counter`` itself on REAL)
         self._owner: dict[Any, int] = {}
+        # Which shard owns each pair (``shardex.placement``): the cluster's stored map, set by
+        # the node before it serves (``set_placement``); its version travels in refusals.
+        self.placement: PlacementMap = initial(shards)
         self.commands = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0
@@ -111,16 +114,24 @@ class ShardCore:
             OP_PAIR: lambda cmd, info: pair_read(self, cmd, info),
         }
 
+    def set_placement(self, placement: PlacementMap) -> None:
+        """Route by ``placement`` from now on (an older version than the one held is ignored)."""
+        if placement.shards != self.shards:
+            raise ValueError(f"placement map of {placement.shards} shards, not {self.shards}")
+        if placement.version >= self.placement.version:
+            self.placement = placement
+            self._owner.clear()
+
     def owner(self, symbol: str) -> int:
         owner = self._owner.get(symbol)
         if owner is None:
             moved = self.engine.moved.get(symbol)
-            if moved is not None:  # handed off: its new shard
+            if moved is not None:  # handed off (journaled here): its new shard, whatever the map
                 owner = moved[0]
-            elif symbol in self.engine.adopted:
+            elif symbol in self.engine.adopted:  # adopted (journaled here): this shard
                 owner = self.index
             else:
-                owner = shard_for(symbol, self.shards) if symbol else self.index
+                owner = self.placement.owner(symbol) if symbol else self.index
             if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
                 self._owner[symbol] = owner
         return owner
@@ -197,7 +208,8 @@ class ShardCore:
         if owner != self.index:
             if cmd[1] in self.engine.moved:  # the engine answers it: moving, to its new shard
                 return cmd
-            reason = f"symbol {cmd[1]} belongs to shard {owner}, not {self.index}"
+            reason = (f"symbol {cmd[1]} belongs to shard {owner}, not {self.index} (placement "
+                      f"v{self.placement.version})")  # fmt: skip
             cmd = (OP_REJECT, cmd[1], cmd[2], reason, REJ_WRONG_SHARD)
         return cmd
 
@@ -249,7 +261,8 @@ class ShardCore:
             moved = moved_refusal(self, symbol)
             if moved is not None:
                 return moved
-            return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner)
+            return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner,
+                              version=self.placement.version)  # fmt: skip
         return None
 
     def _read_op(self, cmd: Any) -> int | None:
@@ -398,15 +411,20 @@ def _at(cmd: Any, i: int) -> Any:
         return None
 
 
-def check_ownership(engine: Engine, index: int, shards: int, where: str) -> None:
-    """Refuse to serve a journal whose pairs now hash to other shards (``--shards`` changed):
-    their resting orders would be stranded here while their new owner starts empty."""
+def check_ownership(
+    engine: Engine, index: int, shards: int, where: str, placement: PlacementMap | None = None
+) -> None:
+    """Refuse to serve a journal whose pairs the placement map (``initial(shards)`` when none
+    is given) gives to other shards: their resting orders would be stranded here while their
+    new owner starts empty. A pair this journal adopted (a live move) is this shard's."""
+    placement = placement if placement is not None else initial(shards)
     foreign = sorted(s for s in engine.books
-                     if shard_for(s, shards) != index and s not in engine.adopted)  # fmt: skip
+                     if placement.owner(s) != index and s not in engine.adopted)  # fmt: skip
     if foreign:
         raise JournalError(
             f"{where} holds pairs that shard {index} of {shards} does not own "
-            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): it was written "
-            "with another --shards. Moving pairs between shards is not supported yet; start "
-            "with the old shard count or another --data-dir."
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) under placement "
+            f"v{placement.version}: the map does not match the journals (written with another "
+            "--shards, or DATA_DIR/placement.json replaced); shardex up rebuilds the map from "
+            "the journals, or start with the old shard count."
         )

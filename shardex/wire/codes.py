@@ -95,8 +95,11 @@ POST_ONLY_CROSS = _code(9, "post_only_cross", MATCHING,
                         "a post_only order (or amend) would cross the book", **_F)
 AMEND_INCREASE = _code(10, "amend_increase", MATCHING,
                        "an amend asks for more than the open qty", **_F)
-WRONG_SHARD = _code(11, "wrong_shard", NODE, "the symbol belongs to another shard (a read of "
-                    "an account on another account shard: data: shard)", **_F)
+WRONG_SHARD = _code(11, "wrong_shard", NODE, "the symbol belongs to another shard under the "
+                    "refusing shard's placement map (the sender's map is stale: nothing ran, "
+                    "refresh it and send again), or a read of an account on another account "
+                    "shard; data: shard (the owner it knows), version (its map's)",
+                    retryable=True, refresh=True)
 NOT_ALLOWED = _code(12, "not_allowed", IDENTITY,
                     "the client's key may not act for (or read) that account", **_F)
 INSUFFICIENT_FUNDS = _code(13, "insufficient_funds", LEDGER,

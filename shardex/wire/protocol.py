@@ -9,7 +9,6 @@ same input yields the same events.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -27,6 +26,7 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.engine.markets import Market
+from shardex.placement.core import default_owner
 from shardex.wire import codes
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
 from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)
@@ -166,12 +166,14 @@ def markets_from_wire(obj: Any) -> dict[str, Market]:
 
 
 def shard_for(symbol: str | bytes, shards: int) -> int:
-    """The shard that owns ``symbol``: crc32 (stable across processes and hosts) modulo N.
+    """The shard a pair goes to when no placement map pins it: rendezvous hashing over N
+    (``shardex.placement.default_owner``; stable across processes and hosts).
 
-    The one routing function of the cluster; router, shards and direct clients all call it.
+    Where a pair's owner is decided (router, shards, direct clients) ask the cluster's
+    ``PlacementMap.owner`` instead: a map pins pairs that live elsewhere (a shard-count change
+    over data, a moved pair). This is the map without pins, for code that has no map.
     """
-    key = symbol.encode() if isinstance(symbol, str) else symbol
-    return zlib.crc32(key) % shards
+    return default_owner(symbol, shards)
 
 
 _WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5}  # OP_REJECT: 4 also (no code)

@@ -131,8 +131,9 @@ def test_refused_engine_reads_carry_their_code() -> None:
         assert error is None, (what, error)
         seen = _sees(cmd, error, results)
         assert seen[0] == name, what
-        if cmd[0] == OP_ORDER:  # open (no guess), its code kept, no topology refresh
-            assert seen[1:] == (UNKNOWN, name, False, WHY_OTHER), what
+        if cmd[0] == OP_ORDER:  # open (no guess), its code kept; a refresh only when the
+            # sender's placement map is stale (wrong_shard)
+            assert seen[1:] == (UNKNOWN, name, name == "wrong_shard", WHY_OTHER), what
         if cmd[0] == OP_EVENTS:  # denied: asked again; anything else: lost
             assert seen[1:] == (None, name, name == "not_allowed"), what
 
@@ -141,7 +142,7 @@ def test_wrong_shard_names_the_owner_in_data() -> None:
     ours, theirs = _symbols()
     for cmd in ((OP_BOOK, theirs, 10), (OP_ORDER, theirs, "alice", "o1")):
         raw = ClientCore.read_result(*_read(TRADER, cmd), "read")
-        assert raw["code"] == "wrong_shard" and raw["error"].data == {"shard": 1}
+        assert raw["code"] == "wrong_shard" and raw["error"].data == {"shard": 1, "version": 0}
 
 
 def test_rewording_every_engine_read_refusal_changes_nothing(
@@ -162,7 +163,8 @@ def test_rewording_every_engine_read_refusal_changes_nothing(
 
 def test_an_order_read_after_a_leader_change_still_refreshes_the_topology() -> None:
     """A fate question a standby refused (``not_leader``, a batch error) still sends a direct
-    client to the router, while a coded read refusal does not."""
+    client to the router, as does ``wrong_shard`` (its placement map is stale), while a coded
+    read refusal no refresh can change does not."""
     core = ClientCore("tcp://127.0.0.1:1", key=False)
     cmd = (OP_NEW, "BTC-USD", "o1", "alice")
     refused = not_leader_error(3, "a standby")
@@ -170,6 +172,9 @@ def test_an_order_read_after_a_leader_change_still_refreshes_the_topology() -> N
     assert fate[0] == UNKNOWN and core.topology_stale([(None, [])], {0: fate}, [0])
     _, theirs = _symbols()
     error, results = _read(TRADER, (OP_ORDER, theirs, "alice", "o1"))
+    fate = core.fate_of(cmd, error, results[0])
+    assert fate[0] == UNKNOWN and core.topology_stale([(None, [])], {0: fate}, [0])
+    error, results = _read(TRADER, (OP_ORDER, "NOPE-XYZ", "alice", "o1"))
     fate = core.fate_of(cmd, error, results[0])
     assert fate[0] == UNKNOWN and not core.topology_stale([(None, [])], {0: fate}, [0])
 
