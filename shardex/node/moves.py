@@ -8,6 +8,7 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   same ``moved`` event: every step of a move may be re-run.
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
   after it ran, it changes nothing and answers ``[]``.
+* ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled.
 * ``(OP_PAIR, symbol)``, a read: where the pair stands here (``where``: ``here``,
   ``elsewhere``, or ``moved`` with ``to``, ``at`` and the ``state`` the hand-off took; a pair
   adopted here adds ``source`` and ``source_at``), its resting orders and the shard's seq.
@@ -18,15 +19,18 @@ there are no keys); a hand-off to the shard itself is ``invalid`` (nothing is jo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from shardex.engine.codes import EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
 from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, HANDOFF_TO
-from shardex.wire.protocol import OP_PAIR  # noqa: F401 - the read this module serves
+from shardex.wire.link import encode_hello
+from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
 
-MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT))
+MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
 
 
 def is_move(cmd: Any) -> bool:
@@ -42,6 +46,8 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     key = core.key
     if key is not None and key.role != "admin":
         return read_error(NOT_ALLOWED, "moves: admin keys only")
+    if cmd[CMD_OP] == OP_PLACE:
+        return place(core, cmd)
     engine = core.engine
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) < 3:
@@ -61,6 +67,23 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     core.journal.add(seq, cmd)
     core.forget_owner(symbol)
     return out[start:]
+
+
+def place(core: Any, cmd: tuple) -> dict[str, Any]:
+    """``(OP_PLACE, map)``: route by ``map`` from now on if it is newer than the shard's (the
+    mover's last step; the shard's HELLO then carries it to the routers at once). Not
+    journaled: the map's durable copy is the placement store's. Answers the version held."""
+    try:
+        new = PlacementMap.from_wire(cmd[1] if len(cmd) == 2 else None)
+    except (ValueError, TypeError) as exc:
+        return read_error(MALFORMED, f"place: {exc}"[:200])
+    if new.shards != core.shards:
+        return read_error(INVALID, f"place: a map of {new.shards} shards, not {core.shards}")
+    before = core.placement.version
+    core.set_placement(new)
+    if core.placement.version != before and core.on_placement is not None:
+        core.on_placement()
+    return {"placement": core.placement.version}
 
 
 def moved_event(engine: Any, symbol: str) -> Event:
@@ -91,6 +114,7 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         out.update(source=src, source_at=at)
     book = engine.books.get(symbol)
     out["orders"] = len(book.orders) if book is not None else 0
+    out["placement"] = core.placement.to_wire()  # (the map this shard routes by)
     return out
 
 
@@ -100,3 +124,11 @@ def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
     if moved is None:
         return None
     return read_error(MOVING, f"pair {symbol} moved to shard {moved[0]}", shard=moved[0])
+
+
+def rehello(node: Any) -> None:
+    """Engine shard ``node``'s core routes by a newer placement map: its HELLO carries that map
+    from now on, and goes to the routers at its next turn (they take the newer map)."""
+    node.hello_info["placement"] = node.core.placement.to_wire()
+    node.hello_msg = encode_hello(node.hello_info)
+    node.last_hello = -math.inf

@@ -8,8 +8,10 @@ continues where the cluster stands:
    ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable).
 2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
    from the source, which keeps it).
-3. **publish**: the placement map pins the pair to the target (a newer version), so routers
-   and clients send the pair there; without a placement store, nothing to publish.
+3. **publish**: the placement map pins the pair to the target (a newer version: in the
+   placement store if one is given, and on every engine shard, whose HELLOs carry it to the
+   routers), so routers send the pair there. Before the hand-off the map records the move as
+   in progress (``moving``).
 
 ``plan`` is the pure decision (testable with no cluster); ``move_pair`` drives it over an
 ``AsyncClient`` (admin key on a secure cluster), printing one progress line per step.
@@ -18,20 +20,21 @@ continues where the cluster stands:
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shardex.client import AsyncClient, ShardexError
+from shardex.client import AsyncClient
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF
+from shardex.placement.store import Store
+from shardex.tools.move_map import MapPublisher, begun, finished, newest
+from shardex.tools.shard_ask import MoveError, ask
 from shardex.wire.layouts import EV_KIND, EV_SEQ, MOVED_ORDERS, MOVED_TRADE_ID
 from shardex.wire.protocol import OP_PAIR
 
+__all__ = ["ADOPT", "HANDOFF", "PUBLISH", "MoveError", "Step", "ask", "move_pair", "plan"]
+
 HANDOFF, ADOPT, PUBLISH = "hand-off", "adoption", "publish"
-
-
-class MoveError(Exception):
-    """The move cannot go on as asked (nothing was changed by the step that raised it)."""
 
 
 @dataclass(frozen=True)
@@ -76,23 +79,27 @@ def plan(symbol: str, target: int, views: list[dict[str, Any]]) -> Step:
 
 
 Say = Callable[[str], None]
-Publish = Callable[[str, int], Awaitable[str | None]]
 
 
 async def move_pair(
     client: AsyncClient, symbol: str, target: int, say: Say = print,
-    publish: Publish | None = None, shards: int | None = None,
+    store: Store | None = None, shards: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Move ``symbol`` to engine shard ``target`` (see the module docstring); a summary map.
-    ``publish(symbol, target)`` records the new owner (the placement map) and returns a line
-    to print; ``shards``: the engine shard count (else the router's topology says)."""
+    ``store``: the placement store to record the move in (None: the shards' maps only);
+    ``shards``: the engine shard count (else the router's topology says)."""
     t0 = time.perf_counter()
     n = shards if shards is not None else await _shards(client)
+    maps = MapPublisher(client, n, store)
     done: dict[str, Any] = {"symbol": symbol, "to": target}
     for _ in range(4):  # hand-off, adoption, publish: each at most once, plus the last look
         views = [await ask(client, i, (OP_PAIR, symbol)) for i in range(n)]
         step = plan(symbol, target, views)
+        seen = newest([v.get("placement") for v in views])
         if step.kind == HANDOFF:
+            m = await maps.apply(seen, lambda b, s=step.shard: begun(b, symbol, s, target))
+            if m is not None:
+                say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
             ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
             done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
             say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
@@ -104,29 +111,12 @@ async def move_pair(
                 say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of "
                     f"shard {step.source}'s hand-off at seq {step.at})")  # fmt: skip
         else:
-            line = await publish(symbol, target) if publish is not None else None
-            say(line or f"{symbol}: shard {target} owns it")
+            m = await maps.apply(seen, lambda b: finished(b, symbol, target))
+            where = f"placement v{m.version} pins it to shard {target}" if m else "done"
+            say(f"{symbol}: shard {target} owns it; {where}")
             done["seconds"] = round(time.perf_counter() - t0, 4)
             return done
     raise MoveError(f"{symbol}: the move did not settle (is another mover running?)")
-
-
-async def ask(client: AsyncClient, shard: int, cmd: tuple) -> Any:
-    """One admin command or read on engine shard ``shard`` (through the router's ``#i``
-    route, or the direct socket): its result; ``MoveError`` on a refusal."""
-    await client._ready(markets=False)  # (the SDK's own connection set-up and request path)
-    what = f"shard {shard}"
-    try:
-        error, results = await client._request(client._sock(shard), f"#{shard}".encode(), cmd,
-                                               what)  # fmt: skip
-    except ShardexError as exc:
-        raise MoveError(f"{what}: {exc}") from None
-    if error is not None or not isinstance(results, list | tuple) or len(results) != 1:
-        raise MoveError(f"{what}: {error or 'unexpected reply'}")
-    (res,) = results
-    if isinstance(res, dict) and "error" in res:
-        raise MoveError(f"{what}: {res['error']}")
-    return res
 
 
 async def _shards(client: AsyncClient) -> int:

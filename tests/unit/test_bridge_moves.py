@@ -13,15 +13,15 @@ import pytest
 from shardex.engine.codes import BUY, EV_ADOPTED, EV_TRADE, GTC, LIMIT, OP_NEW, SELL
 from shardex.inproc import InProcCluster
 from shardex.node.bridge.moves import first_adoption, gate
+from shardex.placement import default_owner
 from shardex.sim.store import SimStore
 from shardex.tools.mover import ask, move_pair
-from shardex.wire.protocol import shard_for
 from tests.support.inproc import plan
 
 pytestmark = pytest.mark.timeout(120)
 
 P = "BTC-USD"
-SRC = shard_for(P, 2)
+SRC = default_owner(P, 2)
 DST = 1 - SRC
 
 

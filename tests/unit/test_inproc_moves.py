@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from shardex.engine.codes import OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
+from shardex.placement import default_owner
 from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, ask, move_pair, plan
-from shardex.wire.protocol import OP_PAIR, shard_for
+from shardex.wire.protocol import OP_PAIR
 from tests.support.inproc import plan as cluster_plan
 from tests.support.inproc import run
 
 pytestmark = pytest.mark.timeout(120)
 
 P = "BTC-USD"
-SRC = shard_for(P, 2)
+SRC = default_owner(P, 2)
 DST = 1 - SRC
 
 
@@ -46,20 +48,24 @@ def test_a_pair_moves_with_its_book_and_each_step_may_be_re_run(tmp_path: Path) 
             assert (src["where"], src["to"], dst["where"], dst["source"]) == (
                 "moved", DST, "here", SRC)  # fmt: skip
             assert dst["source_at"] == src["at"] and dst["orders"] == 6
-            late = await c.place(P, "buy", "1", "99", id="late")  # the router still says SRC
-            assert late.rejected and late.code == "moving", late
+            late = await c.place(P, "buy", "1", "99", id="late")  # the router follows the map
+            assert late.ok, late
+            assert (await ask(c, DST, (OP_PAIR, P)))["orders"] == 7
+            moving = await ask(c, SRC, (OP_NEW, P, "direct", "al", 0, 0, 9900, 1, 0, False, 0))
+            assert moving[0][5] == REJ_MOVING, moving  # the old shard: moving, never a book
 
     run(cluster_plan(2, data_dir=str(tmp_path)), body)
-    assert [line.split(":")[1].split()[0] for line in lines] == ["hand-off", "adopted", "shard",
-                                                                 "shard"]  # fmt: skip
+    steps = [line.split(": ", 1)[1].split()[0] for line in lines]
+    assert steps == ["placement", "hand-off", "adopted", "shard", "shard"], lines
+    assert "placement v2 pins it to shard" in lines[3] and lines[4] == lines[3]
 
     async def after_restart(cluster: InProcCluster) -> None:
         async with cluster.client(account="al", shard_endpoints=None) as c:
             src = await ask(c, SRC, (OP_PAIR, P))
             dst = await ask(c, DST, (OP_PAIR, P))
-            assert (src["where"], dst["where"], dst["orders"]) == ("moved", "here", 6)
-            book = await ask(c, DST, (10, P, 10))  # OP_BOOK on the target: b0..b4, s0
-            assert (len(book["bids"]), len(book["asks"])) == (5, 1), book
+            assert (src["where"], dst["where"], dst["orders"]) == ("moved", "here", 7)
+            book = await ask(c, DST, (10, P, 10))  # OP_BOOK on the target: b0..b4, late, s0
+            assert (len(book["bids"]), len(book["asks"])) == (6, 1), book
             status = await ask(c, DST, (13, P, "al", "b5"))  # OP_ORDER: an older, filled order
             assert status["state"] == "filled"
             amended = await ask(c, DST, (3, P, "b4", "al", None, 9800))  # OP_AMEND: reprice
