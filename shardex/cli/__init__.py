@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "in DATA_DIR/keys)."),
     "loadgen": ("loadgen", "loadgen", "Drive the cluster with orders and report throughput "
                 "and latency percentiles."),
+    "move": ("move", "move", "Move PAIR's book to engine shard I, live (an admin key on a "
+             "secure cluster)."),
     "orders": ("money", "orders", "List ACCOUNT's open orders and what each holds (an admin "
                "or reader key, or the account's own): symbol, id, side, price, open quantity, "
                "held amount and asset, amends in flight."),
