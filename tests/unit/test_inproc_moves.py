@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shardex.engine.codes import OP_NEW, REJ_MOVING
+from shardex.engine.codes import OP_HANDOFF, OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
 from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, ask, move_pair, plan
@@ -93,3 +93,30 @@ def test_the_plan_follows_what_the_shards_say() -> None:
         plan(P, 1, [away, away])
     with pytest.raises(MoveError, match="--to 5"):
         plan(P, 5, [here, away])
+
+
+def test_a_mover_that_died_after_the_hand_off_is_run_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The mover dies right after the source journaled the hand-off, and the whole cluster is
+    restarted from its journals: the pair is on neither shard's book, and it is not lost (the
+    source kept the state it handed off); running the mover again adopts and publishes it."""
+    lines: list[str] = []
+
+    async def died_after_handoff(cluster: InProcCluster) -> None:
+        await _place_book(cluster)
+        async with cluster.client(account="al") as c:
+            await ask(c, SRC, (OP_HANDOFF, P, DST))  # (the mover's first step, then it died)
+
+    async def resumed(cluster: InProcCluster) -> None:
+        async with cluster.client(account="al") as c:
+            assert (await ask(c, DST, (OP_PAIR, P)))["orders"] == 0
+            done = await move_pair(c, P, DST, say=lines.append, shards=2)
+            assert "source" not in done  # no second hand-off
+            assert (await ask(c, DST, (OP_PAIR, P)))["orders"] == 6
+            assert (await c.place(P, "sell", "1", "104", id="x", account="bo")).events[-1][
+                "ev"] == "trade"  # fmt: skip
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), died_after_handoff)
+    run(cluster_plan(2, data_dir=str(tmp_path)), resumed)
+    assert [line.split(": ", 1)[1].split()[0] for line in lines] == ["adopted", "shard"], lines
