@@ -60,8 +60,9 @@ def plan(symbol: str, target: int, views: list[dict[str, Any]]) -> Step:
         if v.get("where") != "moved":
             continue
         if v.get("to") != target:
-            if views[v["to"]].get("source_at") == v.get("at"):
-                continue  # an older, finished move out of shard i
+            later = views[v["to"]]
+            if later.get("where") == "moved" or later.get("source_at") == v.get("at"):
+                continue  # an older, finished move out of shard i (adopted, maybe moved on)
             to = v["to"]
             raise MoveError(f"{symbol} was handed off by shard {i} to shard {to}, which has "
                             f"not adopted it: finish that move first (--to {to})")

@@ -12,7 +12,7 @@ import pytest
 from shardex.engine.codes import OP_HANDOFF, OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
-from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, ask, move_pair, plan
+from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, Step, ask, move_pair, plan
 from shardex.wire.protocol import OP_PAIR
 from tests.support.inproc import plan as cluster_plan
 from tests.support.inproc import run
@@ -87,6 +87,13 @@ def test_the_plan_follows_what_the_shards_say() -> None:
     assert (step.kind, step.source, step.at, step.state) == (ADOPT, 0, 9, {"trade_id": 3})
     assert plan(P, 1, [moved, {"where": "here", "source": 0, "source_at": 9}]).kind == PUBLISH
     assert plan(P, 1, [away, here]).kind == PUBLISH
+    # moving back 1 -> 0 after 0 -> 1: shard 0's old record does not block it, at any step
+    back = {"where": "here", "source": 0, "source_at": 9}
+    assert plan(P, 0, [moved, back]) == Step(HANDOFF, 1)
+    moved_back = {"where": "moved", "to": 0, "at": 30, "state": {}}
+    assert plan(P, 0, [moved, moved_back]) == Step(ADOPT, 0, 1, 30, {})
+    home = {"where": "here", "source": 1, "source_at": 30}
+    assert plan(P, 0, [home, moved_back]).kind == PUBLISH
     with pytest.raises(MoveError, match="finish that move first"):
         plan(P, 2, [moved, away, away])
     with pytest.raises(MoveError, match="expected one"):
