@@ -9,9 +9,10 @@ The mover (``shardex move``) sends an engine shard, as an admin:
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
   after it ran, it changes nothing and answers ``[]``.
 * ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled.
-* ``(OP_PAIR, symbol)``, a read: where the pair stands here (``where``: ``here``,
-  ``elsewhere``, or ``moved`` with ``to``, ``at`` and the ``state`` the hand-off took; a pair
-  adopted here adds ``source`` and ``source_at``), its resting orders and the shard's seq.
+* ``(OP_PAIR, symbol[, True])``, a read: where the pair stands here (``where``: ``here``,
+  ``elsewhere``, or ``moved`` with ``to``, ``at``, and with ``True`` the ``state`` the
+  hand-off took; a pair adopted here adds ``source`` and ``source_at``), its resting orders,
+  the placement map the shard routes by and its seq.
 
 Both writes are refused with ``not_allowed`` for a key that is not an admin's (in insecure mode
 there are no keys); a hand-off to the shard itself is ``invalid`` (nothing is journaled).
@@ -99,14 +100,16 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     key = core.key
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
-    symbol = cmd[CMD_SYMBOL] if len(cmd) == 2 else None
+    symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3) else None
     if type(symbol) is not str or symbol not in core.markets:
-        return read_error(MALFORMED, "pair: expected (op, known symbol)")
+        return read_error(MALFORMED, "pair: expected (op, known symbol[, with state])")
     engine = core.engine
     out: dict[str, Any] = {"symbol": symbol, "shard": core.index, "seq": engine.seq}
     moved = engine.moved.get(symbol)
     if moved is not None:
-        out.update(where="moved", to=moved[0], at=moved[1], state=engine.handed.get(symbol))
+        out.update(where="moved", to=moved[0], at=moved[1])
+        if len(cmd) == 3 and cmd[2] is True:  # the state the hand-off took (the mover's)
+            out["state"] = engine.handed.get(symbol)
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
     if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)

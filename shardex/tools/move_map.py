@@ -57,9 +57,11 @@ class MapPublisher:
         self.shards = shards
         self.store = store
 
-    async def apply(self, seen: PlacementMap | None, change: Any) -> PlacementMap | None:
+    async def apply(self, seen: PlacementMap | None, change: Any,
+                    first: int = 0) -> PlacementMap | None:  # fmt: skip
         """``change(map) -> map`` over the newest map known (the store's, or ``seen``: the
-        shards' newest), stored and sent to every shard; the map now in force."""
+        shards' newest), stored and sent to every shard (shard ``first`` first: its HELLO
+        is the one routers learn the map from soonest); the map now in force."""
         new = None
         for _ in range(_RACES):
             stored = self.store.load() if self.store is not None else None
@@ -75,6 +77,6 @@ class MapPublisher:
         else:
             raise RuntimeError("the placement store changed under the mover 5 times")
         if new is not None:
-            for i in range(self.shards):
+            for i in sorted(range(self.shards), key=lambda i: i != first):
                 await ask(self.client, i, (OP_PLACE, new.to_wire()))
         return new

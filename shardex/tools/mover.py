@@ -93,31 +93,42 @@ async def move_pair(
     n = shards if shards is not None else await _shards(client)
     maps = MapPublisher(client, n, store)
     done: dict[str, Any] = {"symbol": symbol, "to": target}
-    for _ in range(4):  # hand-off, adoption, publish: each at most once, plus the last look
-        views = [await ask(client, i, (OP_PAIR, symbol)) for i in range(n)]
-        step = plan(symbol, target, views)
-        seen = newest([v.get("placement") for v in views])
-        if step.kind == HANDOFF:
-            m = await maps.apply(seen, lambda b, s=step.shard: begun(b, symbol, s, target))
-            if m is not None:
-                say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
-            ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
-            done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
-            say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
-                f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]})")
-        elif step.kind == ADOPT:
-            res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at, step.state))
-            if res:
-                ev = _event(res, EV_ADOPTED)
-                say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of "
-                    f"shard {step.source}'s hand-off at seq {step.at})")  # fmt: skip
-        else:
-            m = await maps.apply(seen, lambda b: finished(b, symbol, target))
-            where = f"placement v{m.version} pins it to shard {target}" if m else "done"
-            say(f"{symbol}: shard {target} owns it; {where}")
-            done["seconds"] = round(time.perf_counter() - t0, 4)
-            return done
-    raise MoveError(f"{symbol}: the move did not settle (is another mover running?)")
+    views = [await ask(client, i, (OP_PAIR, symbol)) for i in range(n)]
+    seen = newest([v.get("placement") for v in views])
+    step = plan(symbol, target, views)
+    if step.kind == HANDOFF:
+        m = await maps.apply(seen, lambda b, s=step.shard: begun(b, symbol, s, target))
+        if m is not None:
+            seen = m
+            say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
+        t1 = time.perf_counter()
+        ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
+        done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
+        say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
+            f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]}; "
+            f"{_ms(t1)})")
+        step = Step(ADOPT, target, step.shard, ev[EV_SEQ])
+    if step.kind == ADOPT:
+        t1 = time.perf_counter()
+        source = await ask(client, step.source, (OP_PAIR, symbol, True))  # (with the state)
+        if source.get("at") != step.at or source.get("where") != "moved":
+            raise MoveError(f"{symbol}: shard {step.source} changed under the mover: {source}")
+        res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at,
+                                         source.get("state")))  # fmt: skip
+        if res:
+            ev = _event(res, EV_ADOPTED)
+            say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
+                f"{step.source}'s hand-off at seq {step.at}; {_ms(t1)})")
+    t1 = time.perf_counter()
+    m = await maps.apply(seen, lambda b: finished(b, symbol, target), first=target)
+    where = f"placement v{m.version} pins it to shard {target}" if m else "done"
+    say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
+    done["seconds"] = round(time.perf_counter() - t0, 4)
+    return done
+
+
+def _ms(t: float) -> str:
+    return f"{(time.perf_counter() - t) * 1000:.0f} ms"
 
 
 async def _shards(client: AsyncClient) -> int:
