@@ -35,6 +35,7 @@ from shardex.placement.store import DirStore  # noqa: E402
 from shardex.tools.mover import move_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SAY = print if os.environ.get("VERBOSE") else (lambda line: None)
 
 
 class Prober:
@@ -106,7 +107,7 @@ async def moves(endpoint: str, symbol: str, count: int, data: Path) -> list[floa
     async with AsyncClient(endpoint, timeout=30.0, retry=False) as c:
         for k in range(count):
             target = (default_owner(symbol, 2) + 1 + k) % 2
-            done = await move_pair(c, symbol, target, say=lambda line: None,
+            done = await move_pair(c, symbol, target, say=SAY,
                                    store=DirStore(data), shards=2)  # fmt: skip
             times.append(done["seconds"])
             await asyncio.sleep(0.5)  # the prober sees the new owner before the next move
