@@ -5,6 +5,7 @@ safe to re-run, and both shards recovering the move from their journals after a 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from shardex.engine.codes import OP_HANDOFF, OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
+from shardex.sim.store import SimStore
 from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, Step, ask, move_pair, plan
 from shardex.wire.protocol import OP_PAIR
 from tests.support.inproc import plan as cluster_plan
@@ -128,3 +130,35 @@ def test_a_mover_that_died_after_the_hand_off_is_run_again_after_a_restart(
     run(cluster_plan(2, data_dir=str(tmp_path)), died_after_handoff)
     run(cluster_plan(2, data_dir=str(tmp_path)), resumed)
     assert [line.split(": ", 1)[1].split()[0] for line in lines] == ["adopted", "shard"], lines
+
+
+def test_replicated_shards_move_through_their_journals_and_keep_the_pair_after_a_failover(
+    tmp_path: Path,
+) -> None:
+    """With two replicas per engine shard, the hand-off and the adoption reach the standbys
+    like any command: the target's leader is killed after the move, its standby leads with
+    the adopted book, and the source's new leader (killed too) still answers ``moving``."""
+
+    async def body(cluster: InProcCluster) -> None:
+        leaders = await cluster.until(lambda: len(cluster.leaders()) == 2 and cluster.leaders(),
+                                      what="two leaders")  # fmt: skip
+        for node in leaders:
+            await cluster.until(lambda n=node: len(n.leader.replica.isr) == 2, what="in sync")
+        await _place_book(cluster)
+        async with cluster.client(account="al", timeout=2.0) as c:
+            await move_pair(c, P, DST, say=lambda line: None, shards=2)
+            for node in cluster.leaders():
+                cluster.freeze(node)  # both leaders die after the move
+            await cluster.until(
+                lambda: sum(r.leader is not None and r not in leaders for r in cluster.replicas)
+                == 2, timeout=30, what="both standbys to lead")  # fmt: skip
+            dst = await ask(c, DST, (OP_PAIR, P))
+            src = await ask(c, SRC, (OP_PAIR, P))
+            assert (dst["where"], dst["orders"], src["where"]) == ("here", 6, "moved")
+
+    async def main() -> None:
+        p = cluster_plan(2, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+        async with InProcCluster(p, store=SimStore()) as cluster:
+            await body(cluster)
+
+    asyncio.run(main())
