@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardex.accounts.codes import A_AMEND, A_NEW
-from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.engine.codes import OP_ADOPT, OP_AMEND, OP_CANCEL, OP_HANDOFF, OP_NEW
 from shardex.journal import (
     Journal,
     JournalError,
@@ -41,6 +41,7 @@ from shardex.journal import (
     snapshot_books,
     uncovered,
 )
+from shardex.journal.snapshots import snapshot_moved
 from shardex.layout import MAX_SHARDS
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL, FWD_RECORD_CMD, FWD_RECORD_WIDTH, LINK_CMD
 from shardex.wire.protocol import OP_FORWARD, packb, shard_for, unpackb
@@ -50,6 +51,9 @@ LOG_BYTES = 16 << 20  # a directory with this much journal to read says so first
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
+_MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT))
+# the first bytes of a journaled hand-off and adoption (msgpack arrays of 3 and 5 fields)
+_MOVE_MARKS = (b"\x93" + bytes((OP_HANDOFF,)), b"\x95" + bytes((OP_ADOPT,)))
 
 
 class DataDirError(Exception):
@@ -95,12 +99,14 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
     info = ShardDir(int(m.group(1)) if m else -1, path)
     journal = Journal(path, {})  # read-only use: snapshots() and segments() only list files
     snap_seq = 0
+    gone: set[str] = set()  # pairs handed off (a live move): their later commands hold no book
     for snap in reversed(journal.snapshots()):
         books = snapshot_books(snap)
         if books is not None:
             snap_seq, symbols = books
             info.pairs.update(symbols)
             info.snapshot_seq = snap_seq
+            gone = snapshot_moved(snap)
             break
     segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
     size = sum(p.stat().st_size for p in segments)
@@ -113,13 +119,26 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
             if seq < snap_seq:
                 continue  # covered by the snapshot
             info.records += 1
-            if not any(b in payload for s, b in wanted.items() if s not in info.pairs):
-                continue  # names no symbol it does not hold yet: nothing to decode
+            if not (_MOVE_MARKS[0] in payload or _MOVE_MARKS[1] in payload
+                    or any(b in payload for s, b in wanted.items() if s not in info.pairs)):
+                continue  # names no symbol it does not hold yet, and moves none: nothing to do
             for cmd in unpackb(payload):
-                symbol = book_symbol(cmd, known)
-                if symbol is not None:
-                    info.pairs.add(symbol)
+                _held(cmd, known, info.pairs, gone)
     return info
+
+
+def _held(cmd: object, known: Collection[str], pairs: set[str], gone: set[str]) -> None:
+    """Update the pairs a shard holds with one journaled command: a hand-off takes its pair
+    away (and its later commands are rejects), an adoption brings one in."""
+    if type(cmd) in (tuple, list) and len(cmd) > CMD_SYMBOL and cmd[CMD_OP] in _MOVE_OPS:
+        symbol = cmd[CMD_SYMBOL]
+        if type(symbol) is str and symbol in known:
+            (pairs.discard if cmd[CMD_OP] == OP_HANDOFF else pairs.add)(symbol)
+            (gone.add if cmd[CMD_OP] == OP_HANDOFF else gone.discard)(symbol)
+        return
+    symbol = book_symbol(cmd, known)
+    if symbol is not None and symbol not in gone:
+        pairs.add(symbol)
 
 
 def book_symbol(cmd: object, known: Collection[str]) -> str | None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from shardex.datadir import scan
+from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_HANDOFF, OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
-from shardex.placement import default_owner
+from shardex.placement import default_owner, placed
 from shardex.sim.store import SimStore
 from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, Step, ask, move_pair, plan
 from shardex.wire.protocol import OP_PAIR
@@ -79,6 +81,12 @@ def test_a_pair_moves_with_its_book_and_each_step_may_be_re_run(tmp_path: Path) 
             assert refused[0][5] == 17, refused  # moving, journaled by the source
 
     run(cluster_plan(2, data_dir=str(tmp_path)), after_restart)
+    # the data dir check (``shardex up``) finds the pair where it went, on one shard only:
+    # from the shutdown snapshots, and from the journals alone (as after a kill -9)
+    assert placed(scan(tmp_path, DEFAULT_MARKETS))[P] == DST
+    for snap in tmp_path.glob("shard-*/snapshot-*"):
+        snap.unlink()
+    assert placed(scan(tmp_path, DEFAULT_MARKETS))[P] == DST
 
 
 def test_the_plan_follows_what_the_shards_say() -> None:
