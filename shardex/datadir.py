@@ -1,14 +1,14 @@
 """Shard-count safety for a data directory: which pairs each ``shard-K`` directory holds, and
-whether a cluster of N shards would find every pair where ``shard_for(symbol, N)`` sends it.
+the placement map under which a cluster of N shards finds every pair where its journal is.
 
-Changing ``--shards`` re-maps pairs. A shard only recovers its own ``shard-I`` directory, so a
-pair whose journal sits in another directory (or in ``shard-K`` with K >= N, which no shard
-reads) would silently start empty on its new owner: its resting orders gone, its trade ids and
-seqs restarting (which Redis then refuses as "ID equal or smaller"). ``shardex up``,
-``engine``, ``accounts`` and ``router`` call :func:`check_shard_count` before starting: the N a
-data directory was first written with is recorded (``SHARDS_FILE``) and any other N over data
-is refused; a directory without the record is scanned (:func:`check_data_dir` and the account
-tier's forward chains, :func:`scan_account_dir`). The message names the pairs and directories.
+A shard only recovers its own ``shard-I`` directory, so a pair routed to another shard than the
+one whose journal holds it would silently start empty there. ``shardex up``, ``engine``,
+``accounts`` and ``router`` call :func:`check_shard_count` before starting: it rebuilds the
+placement map from what the directories hold (``shardex.placement.load.settle``: each pair
+pinned where its journal is, so any N that reads every directory holding pairs may start)
+and records N (``SHARDS_FILE``); with the account tier's data, whose forward chains are per
+engine shard, any other N is refused (a directory without the record is scanned,
+:func:`scan_account_dir`).
 
 What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
 plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
@@ -17,8 +17,7 @@ Only snapshots and records after the newest snapshot are read, so the cost is on
 decode plus at most ``--snapshot-every`` commands, not the whole history. Everything is read
 through ``shardex.journal``'s public functions and nothing is written.
 
-Moving pairs between shards is a later capability; :class:`Misplaced` is what a mover would
-take as its work list (pair, directory it is in, shard it belongs to).
+:class:`Misplaced` is a mover's work list (pair, directory it is in, shard it belongs to).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardex.accounts.codes import A_AMEND, A_NEW
-from shardex.engine.codes import OP_ADOPT, OP_AMEND, OP_CANCEL, OP_HANDOFF, OP_NEW
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
 from shardex.journal import (
     Journal,
     JournalError,
@@ -41,8 +40,10 @@ from shardex.journal import (
     snapshot_books,
     uncovered,
 )
+from shardex.journal.pairmoves import has_move, moved
 from shardex.journal.snapshots import snapshot_moved
 from shardex.layout import MAX_SHARDS
+from shardex.placement.load import PlacementError, settle, settled
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL, FWD_RECORD_CMD, FWD_RECORD_WIDTH, LINK_CMD
 from shardex.wire.protocol import OP_FORWARD, packb, shard_for, unpackb
 
@@ -51,9 +52,6 @@ LOG_BYTES = 16 << 20  # a directory with this much journal to read says so first
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
 _BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
-_MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT))
-# the first bytes of a journaled hand-off and adoption (msgpack arrays of 3 and 5 fields)
-_MOVE_MARKS = (b"\x93" + bytes((OP_HANDOFF,)), b"\x95" + bytes((OP_ADOPT,)))
 
 
 class DataDirError(Exception):
@@ -69,6 +67,7 @@ class ShardDir:
     pairs: set[str] = field(default_factory=set)
     snapshot_seq: int | None = None
     records: int = 0  # journal records read after the snapshot
+    forwarded: bool = False  # holds orders the account tier forwarded (seen after the snapshot)
 
 
 @dataclass(frozen=True)
@@ -119,33 +118,28 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
             if seq < snap_seq:
                 continue  # covered by the snapshot
             info.records += 1
-            if not (_MOVE_MARKS[0] in payload or _MOVE_MARKS[1] in payload
-                    or any(b in payload for s, b in wanted.items() if s not in info.pairs)):
+            if not has_move(payload) and not any(
+                    b in payload for s, b in wanted.items() if s not in info.pairs):
                 continue  # names no symbol it does not hold yet, and moves none: nothing to do
             for cmd in unpackb(payload):
-                _held(cmd, known, info.pairs, gone)
+                info.forwarded = info.forwarded or is_forward(cmd)
+                if not moved(cmd, known, info.pairs, gone):
+                    symbol = book_symbol(cmd, known)
+                    if symbol is not None and symbol not in gone:
+                        info.pairs.add(symbol)
     return info
 
 
-def _held(cmd: object, known: Collection[str], pairs: set[str], gone: set[str]) -> None:
-    """Update the pairs a shard holds with one journaled command: a hand-off takes its pair
-    away (and its later commands are rejects), an adoption brings one in."""
-    if type(cmd) in (tuple, list) and len(cmd) > CMD_SYMBOL and cmd[CMD_OP] in _MOVE_OPS:
-        symbol = cmd[CMD_SYMBOL]
-        if type(symbol) is str and symbol in known:
-            (pairs.discard if cmd[CMD_OP] == OP_HANDOFF else pairs.add)(symbol)
-            (gone.add if cmd[CMD_OP] == OP_HANDOFF else gone.discard)(symbol)
-        return
-    symbol = book_symbol(cmd, known)
-    if symbol is not None and symbol not in gone:
-        pairs.add(symbol)
+def is_forward(cmd: object) -> bool:
+    """Whether a journaled engine command is one the account tier forwarded."""
+    return type(cmd) in (tuple, list) and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD
 
 
 def book_symbol(cmd: object, known: Collection[str]) -> str | None:
     """The known pair a journaled engine command creates a book for, or None. With the account
     tier on, an engine shard journals orders as ``(OP_FORWARD, j, seq, prev, command)``: the
     pair is the forwarded command's (missing these let every shard-count change start)."""
-    if type(cmd) in (tuple, list) and len(cmd) == FWD_RECORD_WIDTH and cmd[CMD_OP] == OP_FORWARD:
+    if is_forward(cmd):
         cmd = cmd[FWD_RECORD_CMD]
     if type(cmd) not in (tuple, list) or len(cmd) <= CMD_SYMBOL or cmd[CMD_OP] not in _BOOK_OPS:
         return None
@@ -431,8 +425,9 @@ def account_dirs(data_dir: str | Path) -> list[Path]:
 
 
 def account_problems(
-    accts: Iterable[AccountDir], placed: Collection[str], shards: int, fits: Collection[int]
-) -> list[str]:
+    accts: Iterable[AccountDir], placed: Collection[str], shards: int, fits: Collection[int],
+    owner_of: Callable[[str], int] | None = None,
+) -> list[str]:  # fmt: skip
     """Why ``shards`` engine shards would re-route what the account shards forwarded: a
     forward seen going to another shard, a chain to a shard that would not exist, a snapshot
     written under another N, or a forwarded pair found in no engine directory whose shard the
@@ -443,7 +438,7 @@ def account_problems(
         if a.written is not None and a.written != shards:
             out.append(f"{where} was written with {a.written} engine shard(s)")
         for symbol, e in sorted(a.routed):
-            owner = shard_for(symbol, shards)
+            owner = owner_of(symbol) if owner_of is not None else shard_for(symbol, shards)
             if owner != e:
                 out.append(f"{where} forwarded {symbol} to shard {e} (→ shard {owner})")
         beyond = sorted(e for e in a.engines if e >= shards)
@@ -492,11 +487,10 @@ def _record(root: Path, name: str, body: dict, read: Callable[[Path], int | None
 
 
 def _mismatch(root: Path, shards: int, recorded: int, known: Collection[str]) -> str:
-    """The refusal for a recorded N that differs: what it would re-route (as far as the scan
-    sees) and what to do."""
+    """The refusal for a recorded N that differs with the account tier's data: what it would
+    re-route (as far as the scan sees) and what to do."""
     dirs = scan(root, known)
-    seen = by_directory(misplaced(dirs, shards), shards)
-    seen += account_problems(
+    seen = account_problems(
         [scan_account_dir(p, known) for p in account_dirs(root)],
         {s for d in dirs for s in d.pairs}, shards, [recorded],
     )  # fmt: skip
@@ -504,46 +498,66 @@ def _mismatch(root: Path, shards: int, recorded: int, known: Collection[str]) ->
     found = f"; it holds: {'; '.join(seen[:8])}{more}" if seen else ""
     return (
         f"refusing to start {shards} shard(s) on data dir {root}: it was written with "
-        f"{recorded} shard(s) ({root / SHARDS_FILE}){found}. A shard count change re-maps pairs "
-        "(crc32(symbol) % N): their books, and with the account tier their holds and forward "
-        "chains, would be replayed and re-sent to shards that do not hold them. To proceed, "
-        f"start with the shard count it was written with (--shards {recorded}; Procfile: -c "
-        f"engine={recorded}), or use another --data-dir. Moving pairs between shards is not "
-        "supported yet."
+        f"{recorded} shard(s) ({root / SHARDS_FILE}) and holds the account tier's data{found}. "
+        "The account shards keep one forward chain per engine shard: replayed under another "
+        "N they would be re-sent to shards that do not hold them. To proceed, start with the "
+        f"shard count it was written with (--shards {recorded}; Procfile: -c engine="
+        f"{recorded}), or use another --data-dir. Changing the shard count with the account "
+        "tier is not supported yet (without it, the placement map keeps every pair where its "
+        "journal is)."
     )
 
 
 def check_shard_count(
     data_dir: str | Path, shards: int, known: Collection[str], record: bool = True
 ) -> None:
-    """Raise DataDirError unless ``data_dir`` was written with ``shards`` engine shards (or
-    holds nothing yet); record N on the first start (``record``: False for a process that only
-    compares, like the router, which knows no market table).
+    """Raise DataDirError when ``shards`` engine shards cannot serve ``data_dir``; else settle
+    its placement map (``shardex.placement.load.settle``) and record N (``record``: False for
+    a process that only compares, like the router, which knows no market table).
 
-    With a record: any other N over a directory holding data is refused (the message names
-    what the scan finds). Without one (a directory from before the record): the scan decides,
-    engine directories (their forwarded records too) and account directories alike, then N is
-    recorded. Safe to call from every process of a cluster at once."""
+    Without the account tier's data any N may start: the map pins every pair to the shard
+    whose journal holds it (a pair in a directory no shard of N reads is refused: move it
+    first). With it, any other N than recorded is refused (its forward chains are per engine
+    shard), and a directory from before the record is scanned for forwards sent under another
+    routing. Safe to call from every process of a cluster at once."""
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     recorded = recorded_shards(root)
     if recorded is not None and recorded != shards and not _any_data(root):
         (root / SHARDS_FILE).unlink(missing_ok=True)  # nothing written under it: re-record
         recorded = None
-    if recorded is not None:
-        if recorded != shards:
-            raise DataDirError(_mismatch(root, shards, recorded, known))
-        return
-    if not record:
+    if recorded == shards and (not record or settled(root, shards)):
+        return  # (the map was settled by whoever recorded N: no scan at every start)
+    if recorded is None and not record:
         return
     dirs = scan(root, known)
+    tier = any(d.forwarded for d in dirs) or bool(recorded_tier(root)) or any(
+        _holds_data(p) for p in account_dirs(root))  # fmt: skip
+    if recorded is not None and recorded != shards and tier:
+        raise DataDirError(_mismatch(root, shards, recorded, known))
+    if not record:
+        return
+    try:
+        owner = settle(root, shards, dirs).owner
+    except PlacementError as exc:
+        where = f"{shards} shard(s) on data dir {root}"
+        raise DataDirError(f"refusing to start {where}: {exc}") from None
+    if recorded is None and tier:
+        _check_old_forwards(root, shards, known, owner)
+    if recorded != shards:
+        _replace(root / SHARDS_FILE, json.dumps({"shards": shards}) + "\n")
+
+
+def _check_old_forwards(
+    root: Path, shards: int, known: Collection[str], owner: Callable[[str], int]
+) -> None:
+    """A directory from before N was recorded, with the account tier's data: refuse when its
+    forwards went to other engine shards than ``owner`` (the journals' map) gives."""
+    dirs = scan(root, known)
     accts = [scan_account_dir(p, known) for p in account_dirs(root)]
-    problems = misplaced(dirs, shards)
-    if problems:
-        raise DataDirError(describe(problems, dirs, shards, str(root)))
     fits = [n for n in fitting_counts(dirs) if not account_problems(accts, (), n, ())]
-    placed = {s for d in dirs for s in d.pairs}
-    trouble = account_problems(accts, placed, shards, fits)
+    held = {s for d in dirs for s in d.pairs}
+    trouble = account_problems(accts, held, shards, fits, owner)
     if trouble:
         also = f" (--shards {fits[0]} fits it)" if fits else ""
         raise DataDirError(
@@ -553,8 +567,13 @@ def check_shard_count(
             "hold those pairs. To proceed, start with the shard count it was written with, or "
             "use another --data-dir."
         )
-    if _record(root, SHARDS_FILE, {"shards": shards}, recorded_shards) != shards:
-        check_shard_count(root, shards, known, record)  # a racing process recorded another
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` atomically (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def check_routing(journal_dir: str | Path, shards: int, who: str) -> None:

@@ -6,7 +6,7 @@ Every endpoint is a plain ZeroMQ address, so a multi-host deployment just passes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from shardex.wire.protocol import shard_for
@@ -217,12 +217,16 @@ class Layout:
         return out
 
 
-def pairs_by_shard(symbols: Iterable[str], shards: int) -> list[list[str]]:
-    """The pairs each of N engine shards owns (sorted), by the cluster's one routing function:
-    ``shard_for`` hashes symbols, so with a few markets some shard may own none (say so)."""
+def pairs_by_shard(
+    symbols: Iterable[str], shards: int, owner: Callable[[str], int] | None = None
+) -> list[list[str]]:
+    """The pairs each of N engine shards owns (sorted): by ``owner`` (the cluster's placement
+    map's), else by the default (``shard_for``: a hash, so with a few markets some shard may
+    own none; say so)."""
     out: list[list[str]] = [[] for _ in range(shards)]
     for symbol in sorted(symbols):
-        out[shard_for(symbol, shards)].append(symbol)
+        i = owner(symbol) if owner is not None else shard_for(symbol, shards)
+        out[i if 0 <= i < shards else 0].append(symbol)
     return out
 
 

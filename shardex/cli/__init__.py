@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "orders": ("money", "orders", "List ACCOUNT's open orders and what each holds (an admin "
                "or reader key, or the account's own): symbol, id, side, price, open quantity, "
                "held amount and asset, amends in flight."),
+    "placement": ("placement", "placement", "Show the placement map: which engine shard "
+                  "owns each pair, the map's version, pinned pairs and any move in progress."),
     "redis": ("redis", "redis_cmd", "Run the embedded Redis-compatible server on the "
               "layout's port (base+4)."),
     "replay": ("replay", "replay", "Run JSON-lines commands from SOURCE (a file or -) through "

@@ -16,6 +16,7 @@ from shardex.cli.base import (
     check_endpoint,
     checked_layout,
     markets,
+    placement_of,
     process_keys_dir,
 )
 from shardex.cli.engine import Replication
@@ -104,6 +105,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
         keys_dir=keys,
         pub=o["pub_ep"] or layout.account_replica_pub(j, r),
         direct=o["direct_ep"] or layout.account_replica_direct(j, r),
+        placement=placement_of(data_dir, n),
     )  # fmt: skip
     advertise = o.get("advertise")
     if auto or advertise:  # what the routers' topology and the bridge connect to

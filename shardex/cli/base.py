@@ -16,6 +16,8 @@ from shardex.engine import MarketError
 from shardex.journal import JournalError
 from shardex.kinds.checks import UsageLineError, advertised, check_endpoint, endpoint_cb
 from shardex.layout import Layout
+from shardex.placement.core import PlacementMap
+from shardex.placement.load import PlacementError, map_for
 from shardex.wire.transport import NO_KEY
 
 __all__ = ["INSECURE_WARNING", "UsageLineError", "advertised", "check_data_dir",
@@ -65,6 +67,15 @@ def check_data_dir(
     logging.getLogger("shardex.datadir").info(
         "data dir %s checked in %.2f s", data_dir, time.monotonic() - t
     )
+
+
+def placement_of(data_dir: str | None, shards: int) -> PlacementMap:
+    """The placement map a process of ``shards`` shards routes by (``shardex.placement.load``):
+    one line (exit 1) instead of a traceback when the stored map cannot serve it."""
+    try:
+        return map_for(data_dir, shards)
+    except PlacementError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def keys_dir_of(data_dir: str | None, keys_dir: str | None) -> str | None:

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from shardex.cli.base import advertised, check_data_dir, checked_layout, markets, process_keys_dir
+from shardex.cli.base import (
+    advertised,
+    check_data_dir,
+    checked_layout,
+    markets,
+    placement_of,
+    process_keys_dir,
+)
 from shardex.cli.options import (
     check_durability,
     check_role_auto,
@@ -101,6 +108,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
         # replicated: each replica its own link (a new leader must not need the port a paused,
         # deposed one may still hold); account shards connect to both (``--engine-links``)
         account_link=(o.get("account_link") or layout.replica_account_link(i, r)) if m else None,
+        placement=placement_of(data_dir, n),
     )
     if auto or o.get("advertise"):
         _announce(cfg, o.get("advertise"))

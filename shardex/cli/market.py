@@ -12,6 +12,7 @@ from shardex.cli.base import INSECURE_WARNING
 from shardex.cli.connect import client as _client
 from shardex.cli.connect import fail as _fail
 from shardex.cli.options import client_options, key_option
+from shardex.cli.placement import router_placement
 from shardex.client import ShardexError
 from shardex.layout import pairs_by_shard
 from shardex.wire import codes
@@ -100,7 +101,8 @@ def status(
             shards = c.status()
             accounts = c.account_status()
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
-            pairs = pairs_by_shard(c.markets, topo["shards"])  # (the cluster's table, learned)
+            placement = router_placement(topo)  # (the map the router routes by)
+            pairs = pairs_by_shard(c.markets, topo["shards"], placement.owner)
     except ShardexError as exc:
         _fail(exc)
     if as_json:

@@ -28,7 +28,7 @@ from shardex.engine.codes import OP_AMEND, OP_NEW, OP_REJECT, Command
 from shardex.layout import Layout
 from shardex.wire import codes
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP, CMD_SYMBOL, ORDER_ACCOUNT, ORDER_ID
-from shardex.wire.protocol import OP_ORDER, account_route, command_from_json, shard_for
+from shardex.wire.protocol import OP_ORDER, account_route, command_from_json
 from shardex.wire.transport import (
     EndpointError,
     Handshake,
@@ -221,8 +221,20 @@ class ClientCore(Replies, FateDecisions, Topology):
 
     # -- routing and the batching plan ---------------------------------------------------------
 
+    @staticmethod
+    def misrouted(decoded: list[tuple[str | None, Any]]) -> list[int]:
+        """Indexes of commands a shard refused as another shard's pair (``wrong_shard``: the
+        sender's placement map was stale; nothing ran): a client sends them once more, after
+        a direct client took the router's newer map."""
+        return [
+            i
+            for i, (err, evs) in enumerate(decoded)
+            if err is None
+            and any(e.get("ev") == "rejected" and e.get("code") == "wrong_shard" for e in evs)
+        ]
+
     def shard_of(self, symbol: Any) -> int:
-        return shard_for(symbol, self.shards) if self.shards and type(symbol) is str else 0
+        return self.owner_of(symbol) if self.shards and type(symbol) is str else 0
 
     def route(self, t: Command, via_accounts: bool = False, by_shard: bool = False) -> Route:
         """Where one command goes: its slot (its symbol's engine shard; with the account tier,
@@ -254,7 +266,7 @@ class ClientCore(Replies, FateDecisions, Topology):
 
     def _symbol_route(self, symbol: Any) -> Route:
         sym = symbol if type(symbol) is str else ""
-        s = shard_for(sym, self.shards) if self.shards and sym else 0
+        s = self.owner_of(sym) if self.shards and sym else 0
         return s, sym.encode() if sym else f"#{s}".encode()
 
     def plan(

@@ -8,6 +8,7 @@ from typing import Any
 from shardex.client.errors import ShardexError
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
+from shardex.placement.core import PlacementMap, initial
 from shardex.wire.protocol import markets_from_wire
 from shardex.wire.transport import EndpointError, TopologyError, check_endpoint, parse_topology
 
@@ -25,6 +26,26 @@ class Topology:
     markets_source: str | None
     _markets_retry_at: float
     clock: Clock = REAL  # where "now" is read (``shardex.clock``; a client given one sets it)
+    placement: PlacementMap | None = None  # pair → shard, as the router last said
+
+    def owner_of(self, symbol: str) -> int:
+        """The engine shard of ``symbol``: the placement map the router sent (the map without
+        pins until it sent one). A shard refusing it with ``wrong_shard`` means the map is
+        stale: the topology refresh that follows brings the newer one."""
+        p = self.placement
+        if p is None or p.shards != self.shards:
+            p = self.placement = initial(self.shards or 1)
+        return p.owner(symbol)
+
+    def learn_placement(self, wire: Any) -> None:
+        """Take the router's map when it is newer than the one held (a malformed one: kept)."""
+        try:
+            new = PlacementMap.from_wire(wire)
+        except ValueError:
+            return
+        held = self.placement
+        if held is None or held.shards != new.shards or new.version > held.version:
+            self.placement = new
 
     def apply_topology(self, error: Any, results: Any) -> dict[str, Any]:
         """Check a topology reply, take the shard count and (if not given) the markets."""
@@ -41,6 +62,8 @@ class Topology:
         accounts = info.get("accounts", 0)
         self.accounts = accounts if type(accounts) is int and 0 <= accounts <= 100 else 0
         self.learn_markets([t.get("markets") for t in info["topology"]])
+        if "placement" in info:
+            self.learn_placement(info["placement"])
         return info
 
     def direct_endpoints(self, info: dict[str, Any]) -> list[str]:

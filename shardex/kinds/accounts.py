@@ -31,7 +31,7 @@ OPTIONS = (
         "rest up).",
     ),
     Opt("--engines", default="1", show_default=True, envvar="SHARDEX_SHARDS",
-        help="Engine shards N (symbol → crc32 % N), or 'auto' under honcho."),
+        help="Engine shards N (symbol → engine shard: the placement map), or 'auto' under honcho."),
     Opt("--routers", default="1", show_default=True, envvar="SHARDEX_ROUTERS",
         help="Routers in the layout (connects to all), or 'auto' under honcho."),
     HOST,

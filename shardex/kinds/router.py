@@ -15,7 +15,8 @@ OPTIONS = (
         default="1",
         envvar="SHARDEX_SHARDS",
         show_default=True,
-        help="Number of engine shards (N in crc32(symbol) % N), or 'auto' under honcho.",
+        help="Number of engine shards N (pairs placed by the placement map), or 'auto' under "
+        "honcho.",
     ),
     HOST,
     BASE_PORT,

@@ -60,8 +60,8 @@ def rebuild(base: PlacementMap, shards: int, found: Mapping[str, int]) -> Placem
         more = f" and {len(stranded) - 8} more" if len(stranded) > 8 else ""
         raise RebuildError(
             f"{len(stranded)} pair(s) sit in shard directories that {shards} shard(s) would not "
-            f"read: {names}{more}; move them to a shard below {shards} first (or start with "
-            f"--shards {max(found.values()) + 1})"
+            f"read: {names}{more}; start with --shards {max(found.values()) + 1} and move them "
+            f"to shards 0..{shards - 1} first"
         )
     # pins beyond the new count that hold nothing go back to the default; the journals
     # decide every pair they hold (a pin that disagrees with the data follows the data)

@@ -37,8 +37,10 @@ from shardex.journal import (
     iter_records,
     read_snapshot,
 )
+from shardex.placement.core import PlacementMap, initial
+from shardex.placement.load import PlacementError, map_for
 from shardex.wire.layouts import CMD_OP
-from shardex.wire.protocol import OP_FORWARD, shard_for, unpackb
+from shardex.wire.protocol import OP_FORWARD, unpackb
 
 _DIR = re.compile(r"^(shard|accounts)-(\d+)(?:\.r\d+)?$")
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
@@ -55,6 +57,7 @@ class JournalKind:
     accounts: int
     engines: int | None
     source: str
+    placement: PlacementMap | None = None  # the data dir's map (None: the map without pins)
 
     @property
     def settled(self) -> bool:
@@ -64,12 +67,12 @@ class JournalKind:
     def machine(self) -> Machine | Any:
         """The ``journal.Machine`` factory the shard recovers this journal with."""
         if self.role == "accounts":
-            n = self.engines or 1
-            return AccountMachineFactory(
-                self.index or 0, self.accounts, lambda s: shard_for(s, n), engines=self.engines
-            )
+            owner = (self.placement or initial(self.engines or 1)).owner
+            return AccountMachineFactory(self.index or 0, self.accounts, owner,
+                                         engines=self.engines)  # fmt: skip
         if self.accounts:
-            return SettledEngineFactory(self.index or 0, self.accounts, self.engines)
+            owner_of = self.placement.owner if self.placement is not None else None
+            return SettledEngineFactory(self.index or 0, self.accounts, self.engines, owner_of)
         return ENGINE
 
     def describe(self) -> str:
@@ -159,7 +162,8 @@ def journal_kind(directory: str | Path) -> JournalKind:
             "not say which shard: read it as DATA_DIR/shard-I"
         )
     engines, n_from = _engines_of(root)
-    return JournalKind("engine", index, tier, engines, f"{where}, {n_from}")
+    return JournalKind("engine", index, tier, engines, f"{where}, {n_from}",
+                       _placement(root, engines))  # fmt: skip
 
 
 def _account_kind(
@@ -189,7 +193,17 @@ def _account_kind(
             "orders were forwarded to: read it inside its data directory (with its shard-I "
             "directories)"
         )
-    return JournalKind("accounts", index, tier, engines, f"{where}, {n_from}")
+    return JournalKind("accounts", index, tier, engines, f"{where}, {n_from}",
+                       _placement(root, engines))  # fmt: skip
+
+
+def _placement(root: Path, engines: int | None) -> PlacementMap | None:
+    """The placement map the cluster in ``root`` routed by (None: none stored, or unreadable:
+    the map without pins)."""
+    try:
+        return map_for(root, engines) if engines else None
+    except PlacementError:
+        return None
 
 
 def machine_checks(kind: JournalKind) -> Any:

@@ -39,7 +39,8 @@ from click.testing import CliRunner
 
 from shardex.cli import main as cli
 from shardex.config import load_markets
-from shardex.datadir import ShardDir, describe, misplaced
+from shardex.datadir import ShardDir
+from shardex.placement import RebuildError, initial, placed, rebuild
 from tests.support.cluster import ROOT, Cluster
 from tests.support.ports import listening, wait_listening
 from tests.support.wait import wait_until
@@ -48,7 +49,7 @@ DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.M | re.S)
 LANGS = {"python", "sh", "text", "toml", "yaml", "json"}
 # shell lines run as written against the test cluster: read-only, and they end by themselves
-RUNNABLE = {"status", "book", "journal", "balance", "orders", "audit"}
+RUNNABLE = {"status", "book", "journal", "balance", "orders", "audit", "placement"}
 # heads of shell lines that are not shardex's (installers, other tools, continuation lines)
 OTHER_TOOLS = {"pip", "bash", "honcho", "prometheus", "docker", "redis-server", "cat", "-v"}
 
@@ -372,12 +373,14 @@ def check_package_tree(block: Block, cluster: Cluster, workdir: Path) -> None:
 
 
 def check_shard_count_refusal(block: Block, cluster: Cluster, workdir: Path) -> None:
-    """The refusal is what ``datadir.describe`` says for the pairs the page names."""
+    """The refusal is what the placement map's rebuild says for the pairs the page names."""
     dirs = [
         ShardDir(0, Path("/srv/data/shard-0"), set()),
         ShardDir(1, Path("/srv/data/shard-1"), {"ETH-USD", "SOL-USD"}),
     ]
-    text = "Error: " + describe(misplaced(dirs, 1), dirs, 1, "/srv/data")
+    with pytest.raises(RebuildError) as refusal:
+        rebuild(initial(1), 1, placed(dirs))
+    text = f"Error: refusing to start 1 shard(s) on data dir /srv/data: {refusal.value}"
     assert " ".join(block.body.split()) == " ".join(text.split())
 
 

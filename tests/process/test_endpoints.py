@@ -205,29 +205,32 @@ def test_pairs_by_shard_and_the_idle_shard_warning() -> None:
     from shardex.wire.protocol import shard_for
 
     markets = load_markets(None)
-    by = pairs_by_shard(markets, 3)
+    by = pairs_by_shard(markets, 4)
     assert sorted(sum(by, [])) == sorted(markets)
-    assert all(shard_for(s, 3) == i for i, pairs in enumerate(by) for s in pairs)
-    assert by[1] == [] and "shard(s) 1 own none" in idle_shards_warning(markets, 3)
-    assert idle_shards_warning(markets, 2) is None
+    assert all(shard_for(s, 4) == i for i, pairs in enumerate(by) for s in pairs)
+    assert by[3] == [] and "shard(s) 3 own none" in idle_shards_warning(markets, 4)
+    assert idle_shards_warning(markets, 3) is None and idle_shards_warning(markets, 2) is None
+    pinned = pairs_by_shard(markets, 4, lambda s: 3 if s == "BTC-USD" else shard_for(s, 4))
+    assert pinned[3] == ["BTC-USD"]  # by the placement map's owner when given
 
 
 def test_up_says_at_start_that_a_shard_owns_no_pair() -> None:
-    """Regression: ``shardex up --shards 3`` left shard 1 without any built-in pair, silently.
+    """Regression: ``shardex up --shards 3`` left shard 1 without any built-in pair, silently
+    (crc32 % N; the rendezvous default leaves shard 3 of 4 without one).
     (A taken port stops this start right after the warning: no cluster needed.)"""
     import socket
 
-    layout = free_layout(3)
+    layout = free_layout(4)
     with socket.socket() as s:
         s.bind(("127.0.0.1", layout.base_port))
         s.listen()
         res = subprocess.run(
-            [sys.executable, "-m", "shardex.cli", "up", "--shards", "3", "--base-port",
+            [sys.executable, "-m", "shardex.cli", "up", "--shards", "4", "--base-port",
              str(layout.base_port), "--ephemeral", "--no-bridge", "--insecure"],
             capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
         )  # fmt: skip
     assert res.returncode == 1 and "ports already in use" in res.stderr
-    assert "shard(s) 1 own none of the markets" in res.stderr
+    assert "shard(s) 3 own none of the markets" in res.stderr
 
 
 def test_a_base_port_out_of_range_is_one_line() -> None:

@@ -344,13 +344,17 @@ def test_journal_events_in_consecutive_ranges_match_a_full_replay(tmp_path):
 
 
 def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
-    """Pairs re-map when N changes: a shard must not serve state it no longer owns."""
-    from shardex.wire.protocol import shard_for
+    """A shard must not serve state the placement map gives to another shard: a data dir whose
+    stored map (and recorded N) disagrees with a journal is refused at recovery. (A count
+    change alone no longer refuses: the map rebuilt from the journals pins every pair where it
+    is, tests/process/test_placement_up.py.)"""
+    from shardex.placement import DirStore, initial
 
     d = tmp_path / "data" / "shard-0"
     wl = Workload(symbols=("BTC-USD", "ETH-USD"), seed=1)
     _journal_run(d, wl.warmup(10), fsync="none")  # written by shard 0 of 1: owns everything
-    assert shard_for("ETH-USD", 2) != 0
+    assert DirStore(tmp_path / "data").compare_and_set(None, initial(2).with_pin("ETH-USD", 1))
+    (tmp_path / "data" / "shards.json").write_text('{"shards": 2}')
     proc = subprocess.run(
         [
             sys.executable,
@@ -377,7 +381,7 @@ def test_engine_refuses_a_journal_written_with_another_shard_count(tmp_path):
         timeout=60,
     )
     assert proc.returncode != 0
-    assert b"ETH-USD" in proc.stderr and b"--shards 1" in proc.stderr
+    assert b"ETH-USD" in proc.stderr and b"placement v1" in proc.stderr
     assert b"Traceback" not in proc.stderr
 
 

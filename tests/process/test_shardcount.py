@@ -33,10 +33,10 @@ from tests.support.cluster import Cluster
 from tests.support.journals import _account_dir, _forwarded_journal
 from tests.support.ports import free_layout
 
-# Under N = 2: BTC-USD → shard 0, ETH-USD and SOL-USD → shard 1; under N = 3: BTC-USD and
-# SOL-USD → shard 2, ETH-USD → shard 0; under N = 1 everything → shard 0.
+# Under N = 2: BTC-USD → shard 0, ETH-USD and SOL-USD → shard 1; under N = 3 (the default, no
+# pin): BTC-USD and SOL-USD → shard 2, ETH-USD → shard 1; under N = 1 everything → shard 0.
 assert [shard_for(s, 2) for s in ("BTC-USD", "ETH-USD", "SOL-USD")] == [0, 1, 1]
-assert [shard_for(s, 3) for s in ("BTC-USD", "ETH-USD", "SOL-USD")] == [2, 0, 2]
+assert [shard_for(s, 3) for s in ("BTC-USD", "ETH-USD", "SOL-USD")] == [2, 1, 2]
 
 
 def test_forwarded_records_hold_their_pairs(tmp_path):
@@ -44,21 +44,20 @@ def test_forwarded_records_hold_their_pairs(tmp_path):
     any shard count passed the check."""
     _forwarded_journal(tmp_path, 1, 2, ["ETH-USD", "SOL-USD"])
     (d,) = scan(tmp_path, DEFAULT_MARKETS)
-    assert d.pairs == {"ETH-USD", "SOL-USD"}
+    assert d.pairs == {"ETH-USD", "SOL-USD"} and d.forwarded
     check_data_dir(tmp_path, 2, DEFAULT_MARKETS)
     with pytest.raises(DataDirError, match=r"shard-1 \(read by no shard of 1\) holds ETH-USD"):
         check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
-    with pytest.raises(DataDirError, match=r"SOL-USD \(→ shard 2\)"):
-        check_shard_count(tmp_path, 3, DEFAULT_MARKETS)
-    check_shard_count(tmp_path, 2, DEFAULT_MARKETS)
-    # a recorded N: one part per directory, its pairs listed together (was one per pair)
-    with pytest.raises(DataDirError, match=r"shard-1 \(read by no shard of 1\) holds ETH-USD, "
-                       r"SOL-USD[;.]"):  # fmt: skip
+    # the placement map cannot keep them where they are: no shard of 1 reads shard-1
+    with pytest.raises(DataDirError, match=r"would not read: ETH-USD \(shard-1\), SOL-USD"):
         check_shard_count(tmp_path, 1, DEFAULT_MARKETS)
-    (tmp_path / "shards.json").unlink()
     assert recorded_shards(tmp_path) is None  # nothing recorded on a refusal
     check_shard_count(tmp_path, 2, DEFAULT_MARKETS)
     assert recorded_shards(tmp_path) == 2
+    # recorded, with the account tier's forwards: any other N is refused (its chains are per
+    # engine shard), also one the map could keep every pair in place under
+    with pytest.raises(DataDirError, match=r"written with 2 shard\(s\)"):
+        check_shard_count(tmp_path, 3, DEFAULT_MARKETS)
 
 
 def test_account_forward_chains_tell_the_shard_count(tmp_path):
@@ -88,7 +87,7 @@ def test_the_recorded_count_refuses_any_other_over_data(tmp_path):
     assert recorded_shards(tmp_path) == 2
     check_shard_count(tmp_path, 3, DEFAULT_MARKETS)  # nothing journaled yet: simply re-recorded
     assert recorded_shards(tmp_path) == 3
-    _forwarded_journal(tmp_path, 0, 3, ["ETH-USD"])  # a pair that shard 0 owns under 1 and 3
+    _forwarded_journal(tmp_path, 0, 3, ["ADA-USD"])  # a pair that shard 0 owns under 1 and 3
     with pytest.raises(DataDirError, match=r"written with 3 shard\(s\).*--shards 3"):
         check_shard_count(tmp_path, 1, DEFAULT_MARKETS)
     with pytest.raises(DataDirError, match="written with 3"):  # the router only compares

@@ -35,7 +35,8 @@ MEASURED_S: dict[str, float] = {
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
     "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
-    "test_bench_paths.py": 27, "test_link_resend.py": 24, "test_move_live.py": 45,
+    "test_bench_paths.py": 27, "test_link_resend.py": 24, "test_placement_up.py": 26,
+    "test_move_live.py": 45,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

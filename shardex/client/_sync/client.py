@@ -110,6 +110,13 @@ class Client(SyncIO):
         self._ready(markets=True)
         tuples = [self.command(c) for c in cmds]
         decoded = self.decode(self._exchange(tuples, batch, window))
+        again = self.misrouted(decoded)
+        if again:  # another shard's pair: this client's (or the router's) map was stale
+            if self.direct:
+                self._refresh_direct()  # (the router's topology brings its newest map)
+            sent = self._exchange([tuples[i] for i in again], batch, window)
+            for i, d in zip(again, self.decode(sent), strict=True):
+                decoded[i] = d  # (once: a second refusal is the answer)
         if self.retry is not None:
             return self._retried(cmds, tuples, decoded, batch, window)
         if self.direct and any(stale_topology(err) for err, _ in decoded):
@@ -156,7 +163,7 @@ class Client(SyncIO):
         if self.shard_endpoints is not None:
             return  # given by the caller: nothing to learn
         try:
-            eps = self.direct_endpoints(self.topology())
+            eps = self.direct_endpoints(self.topology())  # (and the placement map)
         except ShardexError:
             return  # the router cannot say right now: the next round asks again
         for s, ep in enumerate(eps[: len(self._shard_socks)]):
