@@ -150,17 +150,18 @@ def test_replicated_shards_move_through_their_journals_and_keep_the_pair_after_a
 
     async def body(cluster: InProcCluster) -> None:
         leaders = await cluster.until(lambda: len(cluster.leaders()) == 2 and cluster.leaders(),
-                                      what="two leaders")  # fmt: skip
+                                      timeout=60, what="two leaders")  # fmt: skip
         for node in leaders:
-            await cluster.until(lambda n=node: len(n.leader.replica.isr) == 2, what="in sync")
+            await cluster.until(lambda n=node: len(n.leader.replica.isr) == 2, timeout=60,
+                                what="in sync")  # fmt: skip
         await _place_book(cluster)
-        async with cluster.client(account="al", timeout=2.0) as c:
+        async with cluster.client(account="al", timeout=10.0) as c:
             await move_pair(c, P, DST, say=lambda line: None, shards=2)
             for node in cluster.leaders():
                 cluster.freeze(node)  # both leaders die after the move
             await cluster.until(
                 lambda: sum(r.leader is not None and r not in leaders for r in cluster.replicas)
-                == 2, timeout=30, what="both standbys to lead")  # fmt: skip
+                == 2, timeout=60, what="both standbys to lead")  # fmt: skip
             dst = await ask(c, DST, (OP_PAIR, P))
             src = await ask(c, SRC, (OP_PAIR, P))
             assert (dst["where"], dst["orders"], src["where"]) == ("here", 6, "moved")
