@@ -40,6 +40,8 @@ from shardex.journal import (
     snapshot_books,
     uncovered,
 )
+from shardex.journal.pairmoves import has_move, moved
+from shardex.journal.snapshots import snapshot_moved
 from shardex.layout import MAX_SHARDS
 from shardex.placement.load import PlacementError, settle, settled
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL, FWD_RECORD_CMD, FWD_RECORD_WIDTH, LINK_CMD
@@ -96,12 +98,14 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
     info = ShardDir(int(m.group(1)) if m else -1, path)
     journal = Journal(path, {})  # read-only use: snapshots() and segments() only list files
     snap_seq = 0
+    gone: set[str] = set()  # pairs handed off (a live move): their later commands hold no book
     for snap in reversed(journal.snapshots()):
         books = snapshot_books(snap)
         if books is not None:
             snap_seq, symbols = books
             info.pairs.update(symbols)
             info.snapshot_seq = snap_seq
+            gone = snapshot_moved(snap)
             break
     segments = uncovered(journal.segments(), snap_seq) if snap_seq else journal.segments()
     size = sum(p.stat().st_size for p in segments)
@@ -114,13 +118,15 @@ def scan_shard_dir(path: str | Path, known: Collection[str]) -> ShardDir:
             if seq < snap_seq:
                 continue  # covered by the snapshot
             info.records += 1
-            if not any(b in payload for s, b in wanted.items() if s not in info.pairs):
-                continue  # names no symbol it does not hold yet: nothing to decode
+            if not has_move(payload) and not any(
+                    b in payload for s, b in wanted.items() if s not in info.pairs):
+                continue  # names no symbol it does not hold yet, and moves none: nothing to do
             for cmd in unpackb(payload):
                 info.forwarded = info.forwarded or is_forward(cmd)
-                symbol = book_symbol(cmd, known)
-                if symbol is not None:
-                    info.pairs.add(symbol)
+                if not moved(cmd, known, info.pairs, gone):
+                    symbol = book_symbol(cmd, known)
+                    if symbol is not None and symbol not in gone:
+                        info.pairs.add(symbol)
     return info
 
 

@@ -26,12 +26,16 @@ from shardex.accounts.core import REF_WINDOW, AccountCore, account_shard_for
 from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
+from shardex.accounts.moves import carry_feed
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
+    OP_ADOPT,
     OP_AMEND,
+    OP_HANDOFF,
     OP_NEW,
     OP_REJECT,
+    REJ_MOVING,
     REJ_UNKNOWN_OP,
     REJ_WRONG_SHARD,
 )
@@ -157,6 +161,8 @@ class SettledEngine:
             self._route(inner, out[start:], seq, j)
         elif is_time_command(cmd):
             self.engine.apply(cmd, out)  # (exchange time: no event, nothing to settle)
+        elif type(cmd) is tuple and cmd and cmd[CMD_OP] in (OP_HANDOFF, OP_ADOPT):
+            carry_feed(self.engine, self.feed, cmd, out, start)
         else:
             self.engine.apply(cmd, out)
             self._route(cmd, out[start:], None)
@@ -182,7 +188,10 @@ class SettledEngine:
                 "(--accounts differs between tiers?)",
                 REJ_WRONG_SHARD,
             )
-        if self.engines is not None:
+        moved = self.engine.moved.get(symbol) if type(symbol) is str else None
+        if moved is not None:
+            return f"pair {symbol} moved to engine shard {moved[0]}", REJ_MOVING
+        if self.engines is not None and symbol not in self.engine.adopted:
             owner = self._owner.get(symbol)
             if owner is None:
                 of = self.owner_of

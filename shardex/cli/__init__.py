@@ -55,6 +55,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "and latency percentiles."),
     "mm": ("mm", "mm", "Run a market maker: quote every pair around a reference price with "
            "inventory limits."),
+    "move": ("move", "move", "Move PAIR's book to engine shard I, live (an admin key on a "
+             "secure cluster)."),
     "orders": ("money", "orders", "List ACCOUNT's open orders and what each holds (an admin "
                "or reader key, or the account's own): symbol, id, side, price, open quantity, "
                "held amount and asset, amends in flight."),

@@ -19,8 +19,10 @@ from shardex.client.results import _is_int
 from shardex.engine import Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
+    EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
     OP_REJECT,
@@ -67,6 +69,8 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_CANCELLED: "iisssi",
     EV_REJECTED: "iisssi",  # ..., reason, code (any int: a newer shard may know more codes)
     EV_AMENDED: "iissii",
+    EV_MOVED: "iisiii",
+    EV_ADOPTED: "iisiiii",
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
 

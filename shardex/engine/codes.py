@@ -25,6 +25,15 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 * ``(EV_REJECTED, seq, symbol, id, reason, code)`` — ``reason`` is for humans and may change
   wording; ``code`` (a ``REJ_*`` int, public name ``REJECT_NAMES[code]``) is the stable part
 * ``(EV_AMENDED, seq, symbol, id, qty, price)`` — the order's new open qty and price
+* ``(EV_MOVED, seq, symbol, to shard, trade_id, orders)`` — the pair was handed off (its last
+  trade id, its resting orders): from here on this shard answers it with ``moving``
+* ``(EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)`` — the pair was adopted
+  with the state the hand-off at ``from seq`` of ``from shard`` took
+
+Move commands (an admin's, journaled like any other; ``shardex.engine.moves``):
+
+* ``(OP_HANDOFF, symbol, to shard)``
+* ``(OP_ADOPT, symbol, from shard, from seq, pair state)`` — the state ``snapshot_pair`` made
 """
 
 from typing import Any
@@ -34,17 +43,20 @@ from shardex.wire import codes as wire_codes  # type: ignore
 
 OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT = 1, 2, 3, 4
 OP_TIME = 50  # (outside every tier's client, link and read ops)
+# a live move of one pair (``shardex.engine.moves``): the source's hand-off, the target's adoption
+OP_HANDOFF, OP_ADOPT = 5, 6
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
 GTC, IOC, FOK = 0, 1, 2
 STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
+EV_MOVED, EV_ADOPTED = 5, 6
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
 TIFS = ("gtc", "ioc", "fok")
 STPS = ("none", "cancel_taker", "cancel_maker", "cancel_both")
-EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended")
+EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted")
 
 MAX_ID_LEN = 64
 
@@ -72,8 +84,10 @@ REJ_UNKNOWN_ASSET: int = wire_codes.UNKNOWN_ASSET
 REJ_DUPLICATE_REF: int = wire_codes.DUPLICATE_REF
 # replicated shards: never an engine event, the code of a batch error
 REJ_NOT_LEADER: int = wire_codes.NOT_LEADER
-# names indexed by code: the per-command codes (0..16; batch and client codes start at 100)
-REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_NOT_LEADER + 1)
+# a command for a pair this shard handed off (or is handing off): retryable, nothing ran
+REJ_MOVING: int = wire_codes.MOVING
+# names indexed by code: the per-command codes (0..17; batch and client codes start at 100)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_MOVING + 1)
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 
 

@@ -46,8 +46,10 @@ from shardex.engine.codes import (
     LIMIT,
     MARKET,
     MAX_ID_LEN,
+    OP_ADOPT,
     OP_AMEND,
     OP_CANCEL,
+    OP_HANDOFF,
     OP_NEW,
     OP_REJECT,
     OP_TIME,
@@ -69,6 +71,7 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.markets import Market
+from shardex.engine.moves import adopt, handoff
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
     TRADE_SCAN,
     EngineState,
@@ -119,6 +122,10 @@ class Engine(EngineState):
                 self._edge_reject(cmd, out)
             elif op == OP_TIME:
                 self.set_time(cmd[1])
+            elif op in (OP_HANDOFF, OP_ADOPT):
+                refused = (handoff if op == OP_HANDOFF else adopt)(self, cmd, out)
+                if refused is not None:
+                    self._reject(_field(cmd, 1), "", refused[0], refused[1], out)
             else:
                 self._reject(
                     _field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", REJ_UNKNOWN_OP, out
@@ -386,7 +393,7 @@ class Engine(EngineState):
         if book is None:
             book = self.book(symbol)
             if book is None:
-                return self._reject(symbol, oid, *_unknown_symbol(symbol), out)
+                return self._reject(symbol, oid, *self.no_book(symbol), out)
         if type(oid) is not str:
             return self._reject(symbol, oid, "id must be a string", REJ_MALFORMED, out)
         order = book.orders.get(oid)

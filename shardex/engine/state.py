@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     RECENT_TRADES,
     REJ_INVALID,
     REJ_MALFORMED,
+    REJ_MOVING,
     REJ_OUT_OF_RANGE,
     REJ_UNKNOWN_SYMBOL,
     REJECT_NAMES,
@@ -32,6 +33,7 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.markets import Market
+from shardex.engine.moves import moves_snapshot, restore_moves
 
 # An order status looks its trades up over at most this many events back from its last one
 # (about 10 ms of Python at worst), in slices of _CHUNK.
@@ -76,6 +78,12 @@ class EngineState:
         self.gen_size = recent // 2 if recent >= 2 else recent
         self._keep_prev = recent >= 2
         self._left = self.gen_size  # finished orders the current generation still takes
+        # Pairs moved away (symbol → (to shard, seq of the hand-off)) with the state each took
+        # (kept for the mover: ``shardex.engine.moves``), and pairs moved in (symbol → (from
+        # shard, seq of the hand-off there)). Part of the snapshot.
+        self.moved: dict[str, tuple[int, int]] = {}
+        self.handed: dict[str, Any] = {}
+        self.adopted: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -161,11 +169,18 @@ class EngineState:
     def book(self, symbol: str) -> Book | None:
         """The book of a known symbol (created on first use), or None for an unknown symbol."""
         book = self.books.get(symbol)
-        if book is None and type(symbol) is str:
+        if book is None and type(symbol) is str and symbol not in self.moved:
             market = self.markets.get(symbol)
             if market is not None:
                 book = self.books[symbol] = Book(symbol, market)
         return book
+
+    def no_book(self, symbol: object) -> tuple[str, int]:
+        """Why ``symbol`` has no book here (reason, code): moved away, or no such market."""
+        moved = self.moved.get(symbol) if type(symbol) is str else None
+        if moved is not None:
+            return f"pair {symbol} moved to shard {moved[0]} (at seq {moved[1]})", REJ_MOVING
+        return _unknown_symbol(symbol)
 
     def resting(self) -> int:
         return sum(len(b.orders) for b in self.books.values())
@@ -195,7 +210,7 @@ class EngineState:
         books = {}
         for symbol in sorted(self.books):
             books[symbol] = self.snapshot_pair(symbol)
-        return {
+        state = {
             "version": 4,
             "seq": self.seq,
             "recent": self.recent_limit,
@@ -203,6 +218,11 @@ class EngineState:
             "books": books,
             "ts": self.ts,
         }
+        moves = moves_snapshot(self)
+        if moves is not None:  # version 5: version 4 plus the pairs' moves
+            state["version"] = 5
+            state["moves"] = moves
+        return state
 
     def _install(self, state: Mapping[str, Any]) -> None:
         """Install a whole snapshot into this new engine (the body of ``Engine.restore``): every
@@ -217,6 +237,7 @@ class EngineState:
                 finished.extend((e, book) for e in _finished_entries(book, pair))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
+        restore_moves(self, state.get("moves"))
         left = state.get("recent_left")
         exact = state.get("version", 1) >= 3 and state.get("recent") == self.recent_limit
         if exact and self._exact(finished, left):
@@ -308,6 +329,9 @@ class EngineState:
             if self.markets.get(symbol) is not book.market:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
+        for symbol in self.moved:
+            if symbol in self.books:
+                raise IntegrityError(f"pair {symbol} was handed off but still has a book")
         gen, left = self.gen_size, self._left
         prev = sum(b.nprev for b in self.books.values())
         cur = sum(len(b.finished) for b in self.books.values()) - prev
@@ -363,7 +387,7 @@ class EngineState:
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
         book = self.book(symbol) if type(symbol) is str else None
         if book is None:
-            return _unknown_symbol(symbol)
+            return self.no_book(symbol)
         if type(oid) is not str or not 0 < len(oid) <= MAX_ID_LEN:
             return f"id must be a string of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
         if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
@@ -402,7 +426,7 @@ def snapshot_seq(state: Mapping[str, Any]) -> int:
     """The seq of a snapshot ``Engine.restore`` can read; ValueError for a version this engine
     does not know or a seq that is not a non-negative int."""
     version = state.get("version", 1)
-    if version not in (1, 2, 3, 4):
+    if version not in (1, 2, 3, 4, 5):
         raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
     seq = state["seq"]
     if type(seq) is not int or seq < 0:

@@ -146,6 +146,19 @@ def snapshot_books(path: Path, disk: Disk = OS_DISK) -> tuple[int, list[str]] | 
     return seq, [str(s) for s in symbols]
 
 
+def snapshot_moved(path: Path, disk: Disk = OS_DISK) -> set[str]:
+    """The pairs a snapshot records as handed off to another shard (``moves``: its later
+    commands for them are ``moving`` rejects, which hold no book); empty if none or damaged."""
+    body = _snapshot_body(path, disk)
+    if not body or b"\xa5moves" not in body:  # (msgpack's "moves": most snapshots have none)
+        return set()
+    try:
+        state = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        return {str(row[0]) for row in state.get("moves", {}).get("moved", ())}
+    except Exception:
+        return set()
+
+
 def snapshot_paths(directory: Path, disk: Disk = OS_DISK) -> list[Path]:
     """A journal directory's snapshots, oldest first."""
     return listed(disk, directory, "snapshot-", ".snap")

@@ -35,6 +35,7 @@ from shardex.node.failover import Promotion, run_failover
 from shardex.node.fencing import not_leader_reply
 from shardex.node.journal_hold import JournalHold
 from shardex.node.leader import Replicator
+from shardex.node.moves import rehello
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
 from shardex.node.ring import JOURNAL_READ_BUDGET
@@ -176,11 +177,13 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self._sockets(net)
         if self.replica is not None:
             self.poller.register(self.replica.sock, net.POLLIN)
-        self.hello_msg = encode_hello({
+        self.hello_info = {
             "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
             "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
             "placement": self.core.placement.to_wire(), **cfg.extra,
-        })  # fmt: skip
+        }  # fmt: skip
+        self.hello_msg = encode_hello(self.hello_info)
+        self.core.on_placement = lambda: rehello(self)
         self.overloaded = encode_reply(None, ERR_OVERLOADED)
 
     # -- start-up ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
+from shardex.node.moves import is_move, move_write, moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.placement.core import PlacementMap, initial
@@ -40,6 +41,7 @@ from shardex.wire.protocol import (
     OP_FORWARD,
     OP_MARKETS,
     OP_ORDER,
+    OP_PAIR,
     OP_STATUS,
     edge_command,
     encode_reply,
@@ -92,6 +94,7 @@ class ShardCore:
         # Which shard owns each pair (``shardex.placement``): the cluster's stored map, set by
         # the node before it serves (``set_placement``); its version travels in refusals.
         self.placement: PlacementMap = initial(shards)
+        self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map)
         self.commands = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0
@@ -117,6 +120,7 @@ class ShardCore:
             OP_STATUS: self.status,
             OP_ORDER: self.order,
             OP_MARKETS: self.markets_read,
+            OP_PAIR: lambda cmd, info: pair_read(self, cmd, info),
         }
 
     def set_placement(self, placement: PlacementMap) -> None:
@@ -130,10 +134,20 @@ class ShardCore:
     def owner(self, symbol: str) -> int:
         owner = self._owner.get(symbol)
         if owner is None:
-            owner = self.placement.owner(symbol) if symbol else self.index
+            moved = self.engine.moved.get(symbol)
+            if moved is not None:  # handed off (journaled here): its new shard, whatever the map
+                owner = moved[0]
+            elif symbol in self.engine.adopted:  # adopted (journaled here): this shard
+                owner = self.index
+            else:
+                owner = self.placement.owner(symbol) if symbol else self.index
             if len(self._owner) < 100_000:  # bounded: garbage symbols must not grow memory
                 self._owner[symbol] = owner
         return owner
+
+    def forget_owner(self, symbol: str) -> None:
+        """Drop the cached owner of ``symbol`` (a move changed it)."""
+        self._owner.pop(symbol, None)
 
     def handle(self, payload: bytes, out: list[Event], info: dict[str, Any],
                budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None) -> bytes:  # fmt: skip
@@ -169,6 +183,9 @@ class ShardCore:
                     continue
                 if self.stamp_due:
                     self.stamp()
+                if is_move(cmd):
+                    results.append(move_write(self, cmd, out))
+                    continue
                 cmd = self._admit(edge_command(cmd), key)
                 start = len(out)
                 seq = engine.seq
@@ -219,6 +236,8 @@ class ShardCore:
             cmd = (OP_REJECT, cmd[1], cmd[2], _NOT_VIA_ACCOUNTS, REJ_NOT_ALLOWED)
         owner = self.owner(cmd[1])
         if owner != self.index:
+            if cmd[1] in self.engine.moved:  # the engine answers it: moving, to its new shard
+                return cmd
             reason = (f"symbol {cmd[1]} belongs to shard {owner}, not {self.index} (placement "
                       f"v{self.placement.version})")  # fmt: skip
             cmd = (OP_REJECT, cmd[1], cmd[2], reason, REJ_WRONG_SHARD)
@@ -271,6 +290,9 @@ class ShardCore:
             return read_error(UNKNOWN_SYMBOL, f"unknown symbol {_sym(symbol)}")
         owner = self.owner(symbol)
         if owner != self.index:
+            moved = moved_refusal(self, symbol)
+            if moved is not None:
+                return moved
             return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner,
                               version=self.placement.version)  # fmt: skip
         return None
@@ -429,9 +451,10 @@ def check_ownership(
 ) -> None:
     """Refuse to serve a journal whose pairs the placement map (``initial(shards)`` when none
     is given) gives to other shards: their resting orders would be stranded here while their
-    new owner starts empty."""
+    new owner starts empty. A pair this journal adopted (a live move) is this shard's."""
     placement = placement if placement is not None else initial(shards)
-    foreign = sorted(s for s in engine.books if placement.owner(s) != index)
+    foreign = sorted(s for s in engine.books
+                     if placement.owner(s) != index and s not in engine.adopted)  # fmt: skip
     if foreign:
         raise JournalError(
             f"{where} holds pairs that shard {index} of {shards} does not own "

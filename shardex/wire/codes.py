@@ -111,6 +111,10 @@ DUPLICATE_REF = _code(15, "duplicate_ref", LEDGER,
 NOT_LEADER = _code(16, "not_leader", NODE, "the process does not lead its shard (a standby, or "
                    "a leader fenced by a newer epoch or past its lease deadline): nothing ran; "
                    "data: epoch (the refusing process's), routed", retryable=True, refresh=True)
+MOVING = _code(17, "moving", NODE, "the pair is moving to another shard, or has moved there "
+               "(its book was handed off): nothing ran; send it again (a router routes it to "
+               "the pair's new shard once the move is done); data: shard (the new owner), "
+               "when known", retryable=True, refresh=True)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "

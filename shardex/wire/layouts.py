@@ -43,6 +43,14 @@ CANCELLED_REASON, CANCELLED_QTY = 4, 5
 REJECTED_REASON, REJECTED_CODE = 4, 5
 # (EV_AMENDED, seq, symbol, id, qty, price)
 AMENDED_QTY, AMENDED_PRICE = 4, 5
+# a pair's move (``shardex.engine.moves``): (OP_HANDOFF, symbol, to shard) and
+# (OP_ADOPT, symbol, from shard, from seq, pair state)
+HANDOFF_TO = 2
+ADOPT_FROM, ADOPT_SEQ, MOVE_STATE = 2, 3, 4
+# (EV_MOVED, seq, symbol, to shard, trade_id, orders)
+MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
+# (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)
+ADOPTED_FROM, ADOPTED_SEQ, ADOPTED_TRADE_ID, ADOPTED_ORDERS = 3, 4, 5, 6
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

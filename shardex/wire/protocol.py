@@ -115,6 +115,8 @@ OP_EVENTS = 12  # (OP_EVENTS, first seq, last seq): re-send a range (gap repair)
 MAX_EVENTS_REPLY = 10_000  # events per OP_EVENTS reply; ask again for the rest
 OP_ORDER = 13  # (OP_ORDER, symbol, account, id): the fate of one order (see ``order_state``)
 OP_MARKETS = 14  # (OP_MARKETS,): the shard's market table, as ``markets_to_wire`` gives it
+OP_PAIR = 15  # (OP_PAIR, symbol): a pair's move records on an engine shard (``node.moves``)
+OP_PLACE = 16  # (OP_PLACE, map): an engine shard routes by this newer placement map (admin)
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
 # Reply size budgets per request (reads share them; an OP_EVENTS read stops adding events past

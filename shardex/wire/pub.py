@@ -20,7 +20,16 @@ from typing import Any
 
 from shardex.accounts.assets import AssetTable
 from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_NAMES
-from shardex.engine.codes import EV_ACCEPTED, EV_AMENDED, EV_CANCELLED, EV_REJECTED, EV_TRADE, Event
+from shardex.engine.codes import (
+    EV_ACCEPTED,
+    EV_ADOPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_MOVED,
+    EV_REJECTED,
+    EV_TRADE,
+    Event,
+)
 from shardex.engine.markets import Market
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
 from shardex.wire.layouts import (
@@ -206,6 +215,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return False
     if kind == EV_TRADE:
         return _check_trade(ev, markets)
+    if kind in (EV_MOVED, EV_ADOPTED):  # (kind, seq, symbol, int, ...): all ints after symbol
+        return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
     if not _bounded(ev[EV_ID]):
         return False
     if kind == EV_ACCEPTED:

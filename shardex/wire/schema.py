@@ -18,8 +18,10 @@ from typing import Any
 from shardex.amounts import parse_decimal
 from shardex.engine.codes import (
     EV_ACCEPTED,
+    EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
     GTC,
@@ -44,6 +46,10 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 from shardex.wire.layouts import (
+    ADOPTED_FROM,
+    ADOPTED_ORDERS,
+    ADOPTED_SEQ,
+    ADOPTED_TRADE_ID,
     AMENDED_PRICE,
     AMENDED_QTY,
     CANCELLED_QTY,
@@ -54,6 +60,9 @@ from shardex.wire.layouts import (
     EV_KIND,
     EV_SEQ,
     EV_SYMBOL,
+    MOVED_ORDERS,
+    MOVED_TO,
+    MOVED_TRADE_ID,
     REJECT_REASON,
     REJECTED_CODE,
     REJECTED_REASON,
@@ -306,6 +315,13 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
             "price": m.price_str(ev[AMENDED_PRICE]),
             "seq": seq,
         }
+    if kind == EV_MOVED:
+        return {"ev": "moved", "symbol": symbol, "to": ev[MOVED_TO],
+                "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
+    if kind == EV_ADOPTED:
+        return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
+                "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
+                "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
     raise ValueError(f"unknown event kind {kind!r}")
 
 

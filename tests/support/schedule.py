@@ -47,6 +47,7 @@ MEASURED_S: dict[str, float] = {
     "test_placement_up.py": 26,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 22, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
+    "test_move_live.py": 45,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

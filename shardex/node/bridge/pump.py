@@ -16,6 +16,7 @@ from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.links import ShardState
 from shardex.node.bridge.metrics import LAG, LAST, LOST, REPAIRED, Alerts
+from shardex.node.bridge.moves import gate
 from shardex.node.bridge.redis_writer import RedisWriter
 from shardex.node.bridge.replies import (
     denied,
@@ -66,6 +67,9 @@ class ShardPump:
             if tr.behind_at is not None:
                 await self._rewind(st, tr.behind_at)
             while batch := tr.take(self.cfg.batch):
+                if st.kind != "balances":  # a pair adopted here waits for its source's events
+                    batch = await gate(batch, tr, self.store.shards, self.alerts, st.label,
+                                       self.mono)  # fmt: skip
                 if not await self.store.write(st, batch):
                     await self.follow(st)  # Redis holds a newer epoch: its leader is elsewhere
                     await asyncio.sleep(0.2)

@@ -56,16 +56,29 @@ local conflicts = {}
 local function seqof(id)
   return tonumber(string.match(id, '^(%d+)')) or 0
 end
--- 0 written, 1 identical entry already there, 2 conflict (reason in the second value)
-local function add(key, id, fields)
-  local r
+local function xadd(key, id, fields)
   if maxlen ~= '0' then
-    r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, unpack(fields))
-  else
-    r = redis.pcall('XADD', key, id, unpack(fields))
+    return redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, unpack(fields))
   end
+  return redis.pcall('XADD', key, id, unpack(fields))
+end
+-- 0 written, 1 identical entry already there, 2 conflict (reason in the second value).
+-- above: a new trade (its events entry was just written): where the pair's trades stream
+-- tops above its ID (the pair moved here from a shard whose seqs are higher), it goes just
+-- above that top (same ms, next sequence part), so the stream's IDs keep increasing
+local function add(key, id, fields, above)
+  local r = xadd(key, id, fields)
   if type(r) ~= 'table' or not r.err then
     return 0
+  end
+  if above and string.find(r.err, 'equal or smaller', 1, true) then
+    local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if #top == 1 and seqof(top[1][1]) >= seqof(id) then
+      r = xadd(key, string.match(top[1][1], '^(%d+)') .. '-*', fields)
+      if type(r) ~= 'table' or not r.err then
+        return 0
+      end
+    end
   end
   if not string.find(r.err, 'equal or smaller', 1, true) then
     if string.find(r.err, 'WRONGTYPE', 1, true) then
@@ -124,7 +137,7 @@ for i = 1, #evs do
       if not declared[key] then
         return redis.error_reply('ERR trades stream ' .. key .. ' not declared in KEYS')
       end
-      local t, twhy = add(key, id, tfields)
+      local t, twhy = add(key, id, tfields, s == 0)
       if t == -1 then
         return redis.error_reply(twhy)
       end

@@ -1,0 +1,147 @@
+"""``shardex move PAIR --to I``'s coordinator: one pair from its shard to shard I, step by step.
+
+Every step is decided from what the shards say now (``OP_PAIR`` on each engine shard), never
+from what this process remembers, so a mover killed at any point is simply run again and
+continues where the cluster stands:
+
+1. **hand-off**: the pair's owner (the shard whose ``where`` is ``here``) journals
+   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable).
+2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
+   from the source, which keeps it).
+3. **publish**: the placement map pins the pair to the target (a newer version: in the
+   placement store if one is given, and on every engine shard, whose HELLOs carry it to the
+   routers), so routers send the pair there. Before the hand-off the map records the move as
+   in progress (``moving``).
+
+``plan`` is the pure decision (testable with no cluster); ``move_pair`` drives it over an
+``AsyncClient`` (admin key on a secure cluster), printing one progress line per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shardex.client import AsyncClient
+from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF
+from shardex.placement.store import Store
+from shardex.tools.move_map import MapPublisher, begun, finished, newest
+from shardex.tools.shard_ask import MoveError, ask
+from shardex.wire.layouts import EV_KIND, EV_SEQ, MOVED_ORDERS, MOVED_TRADE_ID
+from shardex.wire.protocol import OP_PAIR
+
+__all__ = ["ADOPT", "HANDOFF", "PUBLISH", "MoveError", "Step", "ask", "move_pair", "plan"]
+
+HANDOFF, ADOPT, PUBLISH = "hand-off", "adoption", "publish"
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do next: ``kind`` (``HANDOFF``, ``ADOPT``, ``PUBLISH``) on shard ``shard``;
+    ``source``/``at``: the hand-off (shard, seq) an adoption carries, ``state`` its state."""
+
+    kind: str
+    shard: int
+    source: int = -1
+    at: int = 0
+    state: Any = None
+
+
+def plan(symbol: str, target: int, views: list[dict[str, Any]]) -> Step:
+    """The next step of moving ``symbol`` to shard ``target``, from every engine shard's
+    ``OP_PAIR`` answer (index i: shard i's). ``MoveError`` when the cluster is in a state no
+    step of this move can fix (another move of the pair half done, no owner)."""
+    if not 0 <= target < len(views):
+        raise MoveError(f"--to {target}: the cluster has engine shards 0..{len(views) - 1}")
+    dst = views[target]
+    for i, v in enumerate(views):
+        if v.get("where") != "moved":
+            continue
+        if v.get("to") != target:
+            later = views[v["to"]]
+            if later.get("where") == "moved" or later.get("source_at") == v.get("at"):
+                continue  # an older, finished move out of shard i (adopted, maybe moved on)
+            to = v["to"]
+            raise MoveError(f"{symbol} was handed off by shard {i} to shard {to}, which has "
+                            f"not adopted it: finish that move first (--to {to})")
+        if (dst.get("source"), dst.get("source_at")) == (i, v.get("at")):
+            if dst.get("where") == "here":
+                return Step(PUBLISH, target, i, v["at"])
+            continue  # (adopted, then handed on again: an older move)
+        return Step(ADOPT, target, i, v["at"], v.get("state"))
+    owners = [i for i, v in enumerate(views) if v.get("where") == "here"]
+    if owners == [target]:
+        return Step(PUBLISH, target)
+    if len(owners) != 1:
+        raise MoveError(f"{symbol}: shards {owners or 'none'} say they own it; expected one")
+    return Step(HANDOFF, owners[0])
+
+
+Say = Callable[[str], None]
+
+
+async def move_pair(
+    client: AsyncClient, symbol: str, target: int, say: Say = print,
+    store: Store | None = None, shards: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Move ``symbol`` to engine shard ``target`` (see the module docstring); a summary map.
+    ``store``: the placement store to record the move in (None: the shards' maps only);
+    ``shards``: the engine shard count (else the router's topology says)."""
+    t0 = time.perf_counter()
+    n = shards if shards is not None else await _shards(client)
+    maps = MapPublisher(client, n, store)
+    done: dict[str, Any] = {"symbol": symbol, "to": target}
+    views = [await ask(client, i, (OP_PAIR, symbol)) for i in range(n)]
+    seen = newest([v.get("placement") for v in views])
+    step = plan(symbol, target, views)
+    if step.kind == HANDOFF:
+        m = await maps.apply(seen, lambda b, s=step.shard: begun(b, symbol, s, target))
+        if m is not None:
+            seen = m
+            say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
+        t1 = time.perf_counter()
+        ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
+        done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
+        say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
+            f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]}; "
+            f"{_ms(t1)})")
+        step = Step(ADOPT, target, step.shard, ev[EV_SEQ])
+    if step.kind == ADOPT:
+        t1 = time.perf_counter()
+        source = await ask(client, step.source, (OP_PAIR, symbol, True))  # (with the state)
+        if source.get("at") != step.at or source.get("where") != "moved":
+            raise MoveError(f"{symbol}: shard {step.source} changed under the mover: {source}")
+        res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at,
+                                         source.get("state")))  # fmt: skip
+        if res:
+            ev = _event(res, EV_ADOPTED)
+            say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
+                f"{step.source}'s hand-off at seq {step.at}; {_ms(t1)})")
+    t1 = time.perf_counter()
+    m = await maps.apply(seen, lambda b: finished(b, symbol, target), first=target)
+    where = f"placement v{m.version} pins it to shard {target}" if m else "done"
+    say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
+    done["seconds"] = round(time.perf_counter() - t0, 4)
+    return done
+
+
+def _ms(t: float) -> str:
+    return f"{(time.perf_counter() - t) * 1000:.0f} ms"
+
+
+async def _shards(client: AsyncClient) -> int:
+    info = await client.topology()
+    n = info.get("shards") if isinstance(info, dict) else None
+    if type(n) is not int or n < 1:
+        raise MoveError("the router did not say how many engine shards there are")
+    return n
+
+
+def _event(res: Any, kind: int) -> tuple:
+    """The one event of a move write's answer, of ``kind``; ``MoveError`` for a refusal."""
+    evs = list(res) if isinstance(res, list | tuple) else []
+    if len(evs) != 1 or evs[0][EV_KIND] != kind:
+        raise MoveError(f"unexpected answer {evs!r:.300}")
+    return tuple(evs[0])
