@@ -67,9 +67,10 @@ def test_marks_map_each_seq_to_the_time_of_its_batch() -> None:
 def test_runs_of_cuts_events_where_the_time_changes() -> None:
     m = TimeMarks([(1, 10), (3, 20)])
     evs = [(0, s) for s in range(1, 6)]
-    assert list(runs_of(evs, m, 0)) == [(10, evs[:2]), (20, evs[2:])]
-    assert list(runs_of(evs[2:], m, 0)) == [(20, evs[2:])]
-    assert list(runs_of([(0, 9)], TimeMarks(), 7)) == [(7, [(0, 9)])]
+    assert runs_of(evs, m, 0) == [(10, evs[:2]), (20, evs[2:])]
+    assert runs_of(evs[2:], m, 0) == [(20, evs[2:])]
+    assert runs_of([(0, 9)], TimeMarks(), 7) == [(7, [(0, 9)])]
+    assert runs_of([], m, 0) == []
 
 
 def test_a_peers_marks_are_checked_and_applied_by_seq() -> None:
