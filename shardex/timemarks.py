@@ -19,7 +19,7 @@ bridge applies them to each event at the edge (``ts_at``).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shardex.clock import Clock
@@ -128,27 +128,28 @@ class TimeMarks:
 
 
 def runs_of(events: list[Any], marks: TimeMarks, default: int,
-            seq_at: int = 1) -> Iterator[tuple[int, list[Any]]]:  # fmt: skip
+            seq_at: int = 1) -> list[tuple[int, list[Any]]]:  # fmt: skip
     """``events`` (seq order) cut where their time changes: (ts, events) runs. A batch is one
     run (one time): the common case costs two look-ups. ``default``: the time of events
     before the first mark (none in a running node; 0 for what predates exchange time)."""
     if not events:
-        return
-    first, last = events[0][seq_at], events[-1][seq_at]
-    ts = marks.at(first)
+        return []
+    at = marks.at
+    ts = at(events[0][seq_at])
     ts = default if ts is None else ts
-    if marks.at(last) == ts:
-        yield ts, events
-        return
+    if at(events[-1][seq_at]) == ts:
+        return [(ts, events)]
+    out: list[tuple[int, list[Any]]] = []
     start = 0
     for k, ev in enumerate(events):
-        t = marks.at(ev[seq_at])
+        t = at(ev[seq_at])
         t = default if t is None else t
         if t != ts:
             if k > start:
-                yield ts, events[start:k]
+                out.append((ts, events[start:k]))
             start, ts = k, t
-    yield ts, events[start:]
+    out.append((ts, events[start:]))
+    return out
 
 
 def check_runs(runs: Any) -> list[list[int]] | None:

@@ -331,8 +331,9 @@ def test_decode_account_pub_reads_the_epoch_of_a_replicated_leader() -> None:
     for bad in (0, -1, "2", 1.5, True, 1 << 63):
         with pytest.raises(Malformed):
             decode_account_pub_epoch(packb((1, 0, [ev], bad)), 1, ASSETS)
-    with pytest.raises(Malformed):
-        decode_account_pub_epoch(packb((1, 0, [ev], 2, 9)), 1, ASSETS)
+    with pytest.raises(Malformed):  # (a 5th field is the exchange time: a 6th is not a form)
+        decode_account_pub_epoch(packb((1, 0, [ev], 2, 9, 9)), 1, ASSETS)
+    assert decode_account_pub_epoch(packb((1, 0, [ev], 2, 9)), 1, ASSETS) == (0, [ev], 0, 2)
 
 
 def test_stale_epoch_pub_of_an_account_shard_is_not_written(rig: Rig) -> None:

@@ -38,7 +38,7 @@ MEASURED_S: dict[str, float] = {
     "test_bench_paths.py": 27, "test_link_resend.py": 1,
     "test_mm.py": 26,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
     # exchange time (2026-12-07, load ~14): ~2.3 s CPU each with interpreter start-up
-    "test_exchange_time.py": 3, "test_time_streams.py": 4,
+    "test_exchange_time.py": 6, "test_time_streams.py": 4,
     # candles (2026-12-07, load ~12): 31 s (9.5 s CPU, its processes included: one
     # `shardex up`, two worker processes, redis-servers) and 4.6 s (2.9 s CPU)
     "test_candles.py": 31, "test_candles_core.py": 5,

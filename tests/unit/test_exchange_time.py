@@ -15,8 +15,10 @@ from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.journal import Journal
 from shardex.journal.records import read_commands
 from shardex.node.shard_core import ShardCore
+from shardex.sim.faults import SAFE_SKEW, Faults
 from shardex.sim.invariants import time_forward
 from shardex.sim.state import ClusterState, EngineShard
+from shardex.sim.worldrun import CheckedWorld
 from shardex.timemarks import (
     TimeMarks,
     check_runs,
@@ -65,9 +67,10 @@ def test_marks_map_each_seq_to_the_time_of_its_batch() -> None:
 def test_runs_of_cuts_events_where_the_time_changes() -> None:
     m = TimeMarks([(1, 10), (3, 20)])
     evs = [(0, s) for s in range(1, 6)]
-    assert list(runs_of(evs, m, 0)) == [(10, evs[:2]), (20, evs[2:])]
-    assert list(runs_of(evs[2:], m, 0)) == [(20, evs[2:])]
-    assert list(runs_of([(0, 9)], TimeMarks(), 7)) == [(7, [(0, 9)])]
+    assert runs_of(evs, m, 0) == [(10, evs[:2]), (20, evs[2:])]
+    assert runs_of(evs[2:], m, 0) == [(20, evs[2:])]
+    assert runs_of([(0, 9)], TimeMarks(), 7) == [(7, [(0, 9)])]
+    assert runs_of([], m, 0) == []
 
 
 def test_a_peers_marks_are_checked_and_applied_by_seq() -> None:
@@ -245,3 +248,17 @@ def test_the_simulator_catches_time_going_back_or_a_replay_that_differs() -> Non
     assert [v.check for v in back] == ["time_forward"] and "backwards" in back[0].message
     differ = time_forward(state([[1, 10], [5, 20]], [[1, 10], [6, 20]]))
     assert len(differ) == 1 and "(5, 20, 10)" in differ[0].message
+
+
+def test_wall_clocks_stepping_back_and_crashes_never_move_a_shards_time_back() -> None:
+    """A simulated run whose nodes' wall clocks are stepped (back too) while engine and account
+    shards crash and recover, its bridge writing the streams: every final check holds,
+    ``time_forward`` among them (each shard's time never goes back, and its journal replays
+    the time it gave every event) and ``stream_exact`` (each entry with that time). Seed 10:
+    with leaders that take the clock as it reads (no ``max``), both checks fire."""
+    faults = Faults(skew=SAFE_SKEW, step_per_s=8.0, crash_per_s=3.0, down_s=(0.05, 0.2),
+                    crashable=("engine", "accounts"))  # fmt: skip
+    world = CheckedWorld(10, {"shards": 1, "accounts": 1}, faults, bridge=True)
+    r = world.run(1.0)
+    assert r.counts["step"] > 0 and r.counts["crash"] > 0, r.counts
+    assert world.monitor.violations == [] and not r.violations, r.violations

@@ -18,6 +18,7 @@ from shardex.inproc import InProcCluster
 from shardex.node.bridge.entries import BALANCE_KINDS, EntryFormatter
 from shardex.sim import invariants as inv
 from shardex.sim.extract import cluster_state, orders_of
+from shardex.timemarks import TimeMarks
 from tests.support.inproc import plan
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,12 +65,16 @@ def _state(p, body: Callable) -> inv.ClusterState:
 def _with_streams(s: inv.ClusterState) -> inv.ClusterState:
     """The streams a correct bridge would have written for ``s`` (no Redis in unit tests)."""
     fmt = EntryFormatter(s.markets, AssetTable(s.markets))
-    s.streams = {f"shardex:events:{e.shard}": [fmt.item(ev, e.shard)[:2] for ev in e.events]
+    at = {n.node: TimeMarks(n.times or ()).at for n in (*s.engines, *s.accounts)}  # their time
+    assert all(n.times for n in (*s.engines, *s.accounts) if n.seq)  # (known from seq 1 on)
+    s.streams = {f"shardex:events:{e.shard}": [fmt.item(ev, e.shard, at[e.node](ev[1]))[:2]
+                                               for ev in e.events]
                  for e in s.engines}  # fmt: skip
     for a in s.accounts:
         s.streams[f"shardex:balances:{a.shard}"] = [
-            fmt.balance_item(ev, a.shard) for ev in a.events if ev[0] in BALANCE_KINDS
-        ]
+            fmt.balance_item(ev, a.shard, at[a.node](ev[1]))
+            for ev in a.events if ev[0] in BALANCE_KINDS
+        ]  # fmt: skip
     return s
 
 

@@ -39,7 +39,7 @@ class EntryFormatter:
         self.markets = markets
         self.assets = assets
         self._fmt: dict[tuple[str, int, int], str] = {}
-        self._ts = (-1, "")  # the last time formatted (a batch's events share one)
+        self._ts, self._ts_str = -1, ""  # the last time formatted (a batch's events share one)
 
     def item(self, ev: tuple, shard: int, ts: int = 0) -> tuple:
         """(ID, fields) of an engine event with exchange time ``ts``; a trade adds (symbol,
@@ -58,12 +58,11 @@ class EntryFormatter:
             q = cache[(symbol, 1, qty)] = self.markets[symbol].qty_str(qty)
         if len(cache) > FORMAT_CACHE:
             cache.clear()
-        t = self._ts
-        if t[0] != ts:
-            t = self._ts = (ts, str(ts))
+        if self._ts != ts:
+            self._ts, self._ts_str = ts, str(ts)
         tail = ["price", p, "qty", q, "taker", taker, "maker", maker,
                 "taker_side", ("buy", "sell")[side], "trade_id", str(trade_id),
-                "seq", str(seq), "ts", t[1], "shard", str(shard)]  # fmt: skip
+                "seq", str(seq), "ts", self._ts_str, "shard", str(shard)]  # fmt: skip
         # the events stream entry is the trades stream entry plus what the stream key implies
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
