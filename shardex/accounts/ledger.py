@@ -180,12 +180,10 @@ class Ledger:
         self.balances: dict[str, dict[str, list[int]]] = {}  # account → asset → [avail, held]
         self.orders: dict[tuple[str, str, str], HeldOrder] = {}  # (account, symbol, id)
         # account → (symbol, id) → each of its ``orders`` (the same ``HeldOrder``), in the order
-        # they opened (no empty ones): a balance or orders read and an audit page look an
-        # account's orders up instead of walking every open order of the shard in the
-        # single-writer loop (derived state: rebuilt by ``restore``, not in snapshots;
-        # ``check_integrity`` proves it). Kept
-        # inline where an order opens (``Holds._new``) and ends (``Settlements._close``): two
-        # method calls per order cost ~1% of the core's instructions per order, inline ~0.
+        # they opened: reads and audit pages look an account's orders up instead of walking
+        # every open order of the shard (derived state: rebuilt by ``restore``, proven by
+        # ``check_integrity``). Kept inline where an order opens (``Holds._new``) and ends
+        # (``Settlements._close``): two method calls cost ~1% of the core's instructions.
         self.open_by: dict[str, dict[tuple[str, str], HeldOrder]] = {}
         self.fees: dict[str, int] = {}  # the shard's fee ledger, per asset (net of rebates)
         self.rebates: dict[str, int] = {}  # rebates paid, per asset (collected = fees + rebates)

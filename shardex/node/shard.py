@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import zmq
@@ -42,11 +41,11 @@ from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
-from shardex.node.shard_core import ShardCore, check_ownership
+from shardex.node.shard_core import ShardCore, check_ownership, core_for
 from shardex.node.shard_metrics import ShardNodeCollector
 from shardex.placement.core import PlacementMap
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
-from shardex.timemarks import runs_of, wall_ms
+from shardex.timemarks import runs_of
 from shardex.wire.layouts import EV_SYMBOL
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import (
@@ -139,19 +138,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.clock = net.clock  # where it reads the time (``shardex.clock``)
         self.ctx = net.Context()
         self.open_keys("shard")
-        self.core = ShardCore(
-            cfg.index,
-            cfg.shards,
-            cfg.markets,
-            *(recovered or self.recover()),
-            ring_size=cfg.ring_size,
-            registry=self.zap.registry if self.zap else None,
-            clock=net.clock,
-        )
-        self.core.accounts = cfg.accounts
-        self.core.set_wall(partial(wall_ms, net.clock))  # (exchange time: once per batch)
-        if cfg.placement is not None:
-            self.core.set_placement(cfg.placement)
+        registry = self.zap.registry if self.zap else None
+        self.core = core_for(cfg, *(recovered or self.recover()), registry, net.clock)
         self.link_counts = {"forwards": 0, "duplicates": 0, "gaps": 0, "settlements": 0,
                             "resent": 0, "unsent": 0, "refused": 0, "journal": 0,
                             "messages": 0}  # fmt: skip

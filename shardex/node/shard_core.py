@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from shardex.accounts.orders import PAGE, book_rows
@@ -28,7 +29,7 @@ from shardex.node.moves import is_move, move_write, moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.placement.core import PlacementMap, initial
-from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, stamp
+from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, stamp, wall_ms
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
 from shardex.wire.errors import bad_events_read, events_gone, read_error
 from shardex.wire.protocol import (
@@ -444,6 +445,19 @@ def _at(cmd: Any, i: int) -> Any:
         return cmd[i]
     except Exception:
         return None
+
+
+def core_for(cfg: Any, engine: Engine | None, journal: Any, registry: Any, clock: Any) -> ShardCore:
+    """The core of engine shard ``cfg.index`` (a ``node.shard.ShardConfig``) around its
+    recovered ``engine`` and ``journal``: the account tier's count, exchange time read from
+    ``clock`` once per batch, and the placement map it starts with."""
+    core = ShardCore(cfg.index, cfg.shards, cfg.markets, engine, journal,
+                     ring_size=cfg.ring_size, registry=registry, clock=clock)  # fmt: skip
+    core.accounts = cfg.accounts
+    core.set_wall(partial(wall_ms, clock))
+    if cfg.placement is not None:
+        core.set_placement(cfg.placement)
+    return core
 
 
 def check_ownership(

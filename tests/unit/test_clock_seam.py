@@ -27,6 +27,12 @@ OFF_PATH = {
     "tools": "loadgen, replay and the other tools drive a cluster of real processes",
     "node/supervisor.py": "``shardex up``'s supervisor starts and waits for child processes",
     "clock.py": "the seam itself: REAL is the time module's functions",
+    "candles": "the candles worker is a Redis client process of its own (it reads the trades "
+    "streams the bridge wrote); the simulator checks those streams, not the worker",
+    "history": "the history writer is a database client process of its own (it reads the "
+    "streams); the simulator checks the streams, not the writer",
+    "client/market_data.py": "a reader of candles in Redis for the user: its default end is "
+    "the user's own wall clock, never a node's",
 }
 # Files still to be threaded through a clock (drop an entry once its file reads the time
 # through one). The lease and the standby loop (lease.py, node/standby.py, failover.py,
