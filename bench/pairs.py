@@ -3,43 +3,64 @@ shards, and the markets file that adds them (the driver imports no tree's packag
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from pathlib import Path
 
 BUILTIN_PAIRS = 8  # shardex.engine.markets.DEFAULT_MARKETS (loadgen --symbols K takes these first)
 
 
 def symbol_shard(symbol: str, shards: int) -> int:
-    """The router's routing function (crc32 mod N, ``shardex.wire.protocol.shard_for``), here so
-    the driver need not import any tree's package."""
-    return zlib.crc32(symbol.encode()) % shards
+    """The router's routing of a pair nothing pins (rendezvous hashing,
+    ``shardex.placement.core.default_owner``), here so the driver need not import any tree's
+    package: the shard of highest keyed-blake2b weight."""
+    if shards <= 1:
+        return 0
+    key = symbol.encode()
+    weights = [
+        int.from_bytes(hashlib.blake2b(key, digest_size=8, key=_SALT,
+                                       person=i.to_bytes(16, "little")).digest(), "little")
+        for i in range(shards)
+    ]  # fmt: skip
+    return weights.index(max(weights))
 
 
+_SALT = (24104).to_bytes(8, "little")  # (``shardex.placement.core``'s)
 BUILTIN_SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "DOGE-USD", "ADA-USD", "LTC-USD",
                    "ETH-BTC")  # fmt: skip
-SPREAD = 64  # synthetic pairs are balanced over crc32 mod 64: so over every power of 2 ≤ 64
+BALANCED = (2, 3, 4, 8, 16)  # the shard counts the synthetic pairs are spread evenly over
+LOOK = 4096  # candidate names examined for each pair before the best one is taken
 
 
 def synthetic_pairs(pairs: int) -> list[str]:
     """The extra markets beyond the built-in ones (``Pnnnn-USD``), chosen so every shard gets
-    its share: crc32 is linear, so consecutive names like P000..P063 leave whole residues mod 16
-    empty (shards with no orders). Greedy: each next pair goes to the residue mod 64 holding the
-    fewest pairs so far (the built-ins counted), which balances every power-of-two shard count;
-    other counts come out close (``run`` warns about a shard left with none)."""
-    counts = [0] * SPREAD
+    its share at each count in ``BALANCED``: greedy, each next pair is the first name (in
+    order) that lands on a least-loaded shard at every one of those counts (the built-ins
+    counted), or, if none of the next ``LOOK`` names does, the one that comes closest."""
+    counts = {n: [0] * n for n in BALANCED}
     for sym in BUILTIN_SYMBOLS[: min(pairs, BUILTIN_PAIRS)]:
-        counts[symbol_shard(sym, SPREAD)] += 1
-    pool: dict[int, list[str]] = {r: [] for r in range(SPREAD)}
+        for n, c in counts.items():
+            c[symbol_shard(sym, n)] += 1
     out: list[str] = []
-    i = 0
+    taken: set[str] = set()
     while len(out) < pairs - BUILTIN_PAIRS:
-        want = counts.index(min(counts))
-        while not pool[want]:
+        best: tuple[int, str, dict[int, int]] | None = None
+        i = 0
+        while i < LOOK or best is None:
             name = f"P{i:04d}-USD"
-            pool[symbol_shard(name, SPREAD)].append(name)
             i += 1
-        out.append(pool[want].pop(0))
-        counts[want] += 1
+            if name in taken:
+                continue
+            owners = {n: symbol_shard(name, n) for n in BALANCED}
+            score = sum(counts[n][k] - min(counts[n]) for n, k in owners.items())
+            if best is None or score < best[0]:
+                best = (score, name, owners)
+            if score == 0:
+                break
+        _, name, owners = best
+        for n, k in owners.items():
+            counts[n][k] += 1
+        out.append(name)
+        taken.add(name)
     return out
 
 

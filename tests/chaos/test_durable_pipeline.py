@@ -25,6 +25,7 @@ from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW, SELL
 from shardex.journal import Journal, JournalUnavailable, iter_records
 from shardex.journal.disk import OS_DISK as jmod
+from shardex.timemarks import is_time_command
 from shardex.tools.workload import Workload
 from shardex.wire.protocol import (
     OP_ORDER,
@@ -350,6 +351,7 @@ def _journaled_ids(directory: Path) -> list[str]:
         for seg in sorted(directory.glob("journal-*.log"))
         for _, payload in iter_records(seg)
         for cmd in unpackb(payload)
+        if not is_time_command(cmd)  # (each batch's exchange time: not a client's command)
     ]
 
 

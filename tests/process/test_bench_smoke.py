@@ -40,8 +40,8 @@ def test_benches_take_ports_below_the_ephemeral_range(monkeypatch) -> None:
 
 
 def test_scaling_helpers() -> None:
-    """The driver's own crc32 is the cluster's routing function; the synthetic pairs reach every
-    shard of the counts the bench uses; shard counts double up to the maximum."""
+    """The driver's own rendezvous hash is the cluster's default routing; the synthetic pairs
+    reach every shard of the counts the bench uses; shard counts double up to the maximum."""
     syms = scaling.all_symbols(64)
     assert len(syms) == 64 and len(set(syms)) == 64
     for n in (1, 2, 3, 4, 8, 16):

@@ -56,6 +56,15 @@ local conflicts = {}
 local function seqof(id)
   return tonumber(string.match(id, '^(%d+)')) or 0
 end
+-- a trades entry's trade id (its fields are a flat list: name, value, ...); nil: not a trade
+local function tradeid(fields)
+  for k = 1, #fields - 1, 2 do
+    if fields[k] == 'trade_id' then
+      return tonumber(fields[k + 1])
+    end
+  end
+  return nil
+end
 local function xadd(key, id, fields)
   if maxlen ~= '0' then
     return redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, unpack(fields))
@@ -64,8 +73,9 @@ local function xadd(key, id, fields)
 end
 -- 0 written, 1 identical entry already there, 2 conflict (reason in the second value).
 -- above: a new trade (its events entry was just written): where the pair's trades stream
--- tops above its ID (the pair moved here from a shard whose seqs are higher), it goes just
--- above that top (same ms, next sequence part), so the stream's IDs keep increasing
+-- tops above its ID with an earlier trade of the pair (the pair moved here from a shard whose
+-- seqs are higher), it goes just above that top (same ms, next sequence part), so the
+-- stream's IDs keep increasing; a top that is not an earlier trade is a conflict as before
 local function add(key, id, fields, above)
   local r = xadd(key, id, fields)
   if type(r) ~= 'table' or not r.err then
@@ -73,7 +83,8 @@ local function add(key, id, fields, above)
   end
   if above and string.find(r.err, 'equal or smaller', 1, true) then
     local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-    if #top == 1 and seqof(top[1][1]) >= seqof(id) then
+    local prev, this = #top == 1 and tradeid(top[1][2]), tradeid(fields)
+    if prev and this and prev < this and seqof(top[1][1]) >= seqof(id) then
       r = xadd(key, string.match(top[1][1], '^(%d+)') .. '-*', fields)
       if type(r) ~= 'table' or not r.err then
         return 0
