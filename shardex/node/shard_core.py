@@ -32,6 +32,7 @@ from shardex.placement.core import PlacementMap, initial
 from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, stamp, wall_ms
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_SYMBOL, WRONG_SHARD
 from shardex.wire.errors import bad_events_read, events_gone, read_error
+from shardex.wire.layouts import EV_SEQ
 from shardex.wire.protocol import (
     MAX_BOOK_DEPTH,
     MAX_EVENTS_REPLY,
@@ -338,8 +339,12 @@ class ShardCore:
             why = f"events {first}..{last} are gone (ring starts at {self.ring.first}, no journal)"
             return {**events_gone(first, last, why), "seq": seq}
         evs, size = _cap_bytes(evs, self.budget)
-        self.budget -= size
-        return {"events": evs, "seq": seq, "ts": runs or [[first, self.engine.ts]]}
+        runs = runs or [[first, self.engine.ts]]
+        if evs and len(runs) > 1:  # only the marks of the events sent (the cap may cut them)
+            top = evs[-1][EV_SEQ]
+            runs = [r for r in runs if r[0] <= top]
+        self.budget -= size + RUN_BYTES * len(runs)
+        return {"events": evs, "seq": seq, "ts": runs if evs else runs[:1]}
 
     def book(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         symbol = _at(cmd, 1)
@@ -426,6 +431,9 @@ def _not_allowed(account: Any) -> str:
 def _sym(symbol: str) -> str:
     """A symbol as a reason may show it: as is when short and printable, else quoted/cut."""
     return symbol if len(symbol) <= MAX_SYMBOL_LEN and symbol.isprintable() else quote(symbol)
+
+
+RUN_BYTES = 12  # a time mark's size in a reply (``[seq, ts]``: two msgpack ints), for the budget
 
 
 def _cap_bytes(evs: list[Event], limit: int) -> tuple[list[Event], int]:
