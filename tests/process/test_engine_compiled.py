@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import require
@@ -115,7 +116,16 @@ def compiled_cache(request, tmp_path_factory) -> Path:
 
 
 @pytest.mark.timeout(900)  # (the build, when there is none yet for these sources)
-def test_compiled_engine_gives_byte_identical_events(compiled_cache, tmp_path):
+def test_compiled_engine_gives_byte_identical_events_and_up_runs_it(
+    compiled_cache, tmp_path, monkeypatch
+):
+    """One test for both uses of the build: two tests of a module fixture can land on two
+    xdist workers, and each then built it again (~15 s of CPU)."""
+    _byte_identical(compiled_cache, tmp_path)
+    _up_runs_the_compiled_cores_and_says_so(compiled_cache, monkeypatch)
+
+
+def _byte_identical(compiled_cache: Path, tmp_path: Path) -> None:
     data = tmp_path / "streams.pickle"
     data.write_bytes(pickle.dumps(_streams()))
     compiled = _run("compiled", data, compiled_cache)
@@ -153,7 +163,7 @@ def _up_status_and_output() -> tuple[dict, str]:
         cluster.stop()
 
 
-def test_up_runs_the_compiled_cores_and_says_so(compiled_cache, monkeypatch):
+def _up_runs_the_compiled_cores_and_says_so(compiled_cache: Path, monkeypatch: Any) -> None:
     """With a build of these sources in the cache, ``shardex up`` builds nothing and every
     engine and account shard runs it: ``shardex status`` and the shards' up lines say so
     (~4 s of CPU: one cluster)."""
