@@ -78,3 +78,6 @@ def placement(
         return
     for line in render(placement, symbols, where):
         click.echo(line)
+    if data_dir:  # (the stored map holds pins only: the market table lives with the cluster)
+        click.echo("  (a stored map lists its pinned pairs only: ask the running cluster, without "
+                   "--data-dir, for every pair)")  # fmt: skip
