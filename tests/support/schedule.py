@@ -36,18 +36,19 @@ MEASURED_S: dict[str, float] = {
     "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 1,
-    "test_mm.py": 26,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
+    "test_mm.py": 18,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
     # exchange time (2026-12-07, load ~14): ~2.3 s CPU each with interpreter start-up
     "test_exchange_time.py": 6, "test_time_streams.py": 4,
     # candles (2026-12-07, load ~12): 31 s (9.5 s CPU, its processes included: one
     # `shardex up`, two worker processes, redis-servers) and 4.6 s (2.9 s CPU)
-    "test_candles.py": 31, "test_candles_core.py": 5,
+    "test_candles.py": 20, "test_candles_core.py": 5,
     # measured alone the same day, the box shared (each its own PostgreSQL server / cluster)
-    "test_history_db.py": 24, "test_history_cluster.py": 37,
-    "test_placement_up.py": 26,
+    "test_history_db.py": 14, "test_history_cluster.py": 18,
+    "test_placement_up.py": 14,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
-    "test_fees_live.py": 22, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
-    "test_move_live.py": 45,
+    "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
+    "test_move_live.py": 20,
+    # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
 }  # fmt: skip
 DEFAULT_S = 0.5
 
