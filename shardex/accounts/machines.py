@@ -27,6 +27,7 @@ from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.accounts.moves import carry_feed
+from shardex.accounts.routing import apply_place, is_place, restore_routing, routing_state
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -388,6 +389,9 @@ class AccountMachine:
         # of the events in the ring (re-sends carry them)
         self.ts = 0
         self.times = TimeMarks()
+        # the placement map its forwards are routed by, once journaled (``accounts.routing``;
+        # None: the configured one, as the core's ``engine_for`` was made with)
+        self.placement: Any = None
 
     @property
     def seq(self) -> int:
@@ -402,6 +406,9 @@ class AccountMachine:
                 self.times.mark(self.core.seq + 1, ts)
                 if len(self.times) > TIME_MARKS_PRUNE:
                     self.times.prune(self.events.first)
+            return
+        if is_place(cmd):
+            apply_place(self, cmd)  # (no event, no seq: where later forwards go)
             return
         start = len(out)
         self.core.apply(cmd, out)
@@ -432,6 +439,9 @@ class AccountMachine:
         state["ts"] = self.ts
         state["times"] = (tail and self.times.runs(tail[0][AE_SEQ], self.seq)) or []
         state["engines"] = self.engines  # its forward chains are per engine shard of N
+        placement = routing_state(self)
+        if placement is not None:
+            state["placement"] = placement
         return state
 
 
@@ -506,6 +516,7 @@ class AccountMachineFactory:
         m.times = TimeMarks(state.get("times", ()))
         if m.events.first:
             m.times.prune(m.events.first)
+        restore_routing(m, state)
         return m
 
 
