@@ -17,6 +17,10 @@ regenerated from the journal) forwards each order exactly where the live shard d
   first write (``due``), so from then on the journal alone says where every order went, even
   when the stored map has moved on by the time it is replayed.
 * Snapshots carry the map (``"placement"``); an older snapshot has none.
+
+The engine shards of a cluster with the account tier check each forward's pair against the
+same kind of journaled map (``(OP_PLACE, map)`` in their journal, ``SettledEngine``): a replay
+then refuses or accepts each forward as the live shard did, whatever the stored map says now.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ def place_command(pmap: PlacementMap) -> tuple[int, dict[str, Any]]:
     return (A_PLACE, pmap.to_wire())
 
 
-def is_place(cmd: Any) -> bool:
-    """Whether ``cmd`` is an ``A_PLACE`` command (its shape; the map is checked on apply)."""
-    return type(cmd) is tuple and len(cmd) == 2 and cmd[0] == A_PLACE
+def is_place(cmd: Any, op: int = A_PLACE) -> bool:
+    """Whether ``cmd`` is an ``(op, map)`` command (its shape; the map is checked on apply)."""
+    return type(cmd) is tuple and len(cmd) == 2 and cmd[0] == op
 
 
 def parse(wire: Any, engines: int | None) -> PlacementMap | None:
@@ -57,15 +61,24 @@ def newer(machine: Any, pmap: PlacementMap) -> bool:
     return held is None or pmap.version > held.version
 
 
+def taken(holder: Any, cmd: tuple) -> PlacementMap | None:
+    """The map of ``(op, map)`` if it applies to ``holder`` (its ``placement`` and
+    ``engines``: newer, for that engine shard count), now held by it; else None. Never raises
+    on input."""
+    pmap = parse(cmd[1], holder.engines)
+    if pmap is None or not newer(holder, pmap):
+        return None
+    holder.placement = pmap
+    return pmap
+
+
 def apply_place(machine: Any, cmd: tuple) -> bool:
     """Apply ``(A_PLACE, map)`` to ``machine``: route by ``map`` from now on when it is newer
-    (see the module docstring); whether it applied. Never raises on input."""
-    pmap = parse(cmd[1], machine.engines)
-    if pmap is None or not newer(machine, pmap):
-        return False
-    machine.placement = pmap
-    machine.core.engine_for = pmap.owner
-    return True
+    (see the module docstring); whether it applied."""
+    pmap = taken(machine, cmd)
+    if pmap is not None:
+        machine.core.engine_for = pmap.owner
+    return pmap is not None
 
 
 def due(machine: Any, configured: PlacementMap) -> PlacementMap | None:
@@ -79,14 +92,22 @@ def routing_state(machine: Any) -> dict[str, Any] | None:
     return machine.placement.to_wire() if machine.placement is not None else None
 
 
-def restore_routing(machine: Any, state: Mapping[str, Any]) -> None:
-    """Install a snapshot's map (``routing_state``) on a restored ``machine``; ValueError for
-    one that does not parse or is for another engine shard count."""
+def restored(holder: Any, state: Mapping[str, Any]) -> PlacementMap | None:
+    """Install a snapshot's map (``routing_state``) on ``holder`` and return it (None: the
+    snapshot has none); ValueError for one that does not parse or is for another engine
+    shard count."""
     wire = state.get("placement")
     if wire is None:
-        return
-    pmap = parse(wire, machine.engines)
+        return None
+    pmap = parse(wire, holder.engines)
     if pmap is None:
-        raise ValueError("account snapshot: its placement map is unusable here")
-    machine.placement = pmap
-    machine.core.engine_for = pmap.owner
+        raise ValueError("snapshot: its placement map is unusable here")
+    holder.placement = pmap
+    return pmap
+
+
+def restore_routing(machine: Any, state: Mapping[str, Any]) -> None:
+    """Install a snapshot's map on a restored account ``machine`` (``restored``)."""
+    pmap = restored(machine, state)
+    if pmap is not None:
+        machine.core.engine_for = pmap.owner

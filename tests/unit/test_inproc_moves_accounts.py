@@ -1,8 +1,9 @@
 """A live move with the account tier on, through the real node loops (``shardex.inproc``): the
 mover journals the new map on every account shard (``A_PLACE``), whose new orders and amends
-of the moved pair then go to the new engine shard; an account shard replaying its journal
-alone (no snapshot) after a restart, under a stored map that has moved on since, forwards
-every order where the live shard did (``shardex.accounts.routing``)."""
+of the moved pair then go to the new engine shard; every shard replaying its journal alone
+(no snapshot) after a restart, under a stored map that has moved on since, does what the live
+one did: the account shards forward every order where they did, the engine shards accept the
+forwards they accepted (``shardex.accounts.routing``)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,13 @@ async def _ran_somewhere(c: AsyncClient, at: int, n: int) -> Callable[[], Awaita
 
 
 def _routing(cluster: InProcCluster) -> list[Any]:
-    """Each account shard's forward chains (last seq sent per engine shard) and map version."""
-    return [(dict(a.machine.core.outbox.last), a.machine.placement.version, a.handler.halted)
-            for a in cluster.accounts]  # fmt: skip
+    """Each account shard's forward chains (last seq sent per engine shard), map version and
+    halt; each engine shard's seq, forwards refused and the state it handed off (a replay that
+    judged a forward otherwise differs)."""
+    engines = [e.core.engine for e in cluster.engines]
+    return [*[(dict(a.machine.core.outbox.last), a.machine.placement.version, a.handler.halted)
+              for a in cluster.accounts],
+            *[(e.seq, e.refusals, e.handed.get(P)) for e in engines]]  # fmt: skip
 
 
 def test_after_a_move_the_account_tier_forwards_the_pair_to_its_new_shard(
@@ -95,9 +100,9 @@ def test_after_a_move_the_account_tier_forwards_the_pair_to_its_new_shard(
 
     p = plan(2, accounts=2, data_dir=str(tmp_path))
     before = run(p, moved)
-    assert [v for _, v, _ in before] == [DirStore(tmp_path).load().version] * 2
-    snaps = list(tmp_path.glob("accounts-*/snapshot-*"))
-    assert snaps  # (the shutdown's: removed, so both account shards replay every record)
+    assert [v for _, v, _ in before[:2]] == [DirStore(tmp_path).load().version] * 2
+    snaps = list(tmp_path.glob("*/snapshot-*"))
+    assert len(snaps) == 4  # (the shutdown's: removed, so every shard replays every record)
     for snap in snaps:
         snap.unlink()
 
