@@ -1,16 +1,17 @@
 """An account shard's journaled routing (``shardex.accounts.routing``) and the mover's
 ``OP_PLACE`` on an account shard (``shardex.node.account_routing``), without sockets: a newer
 map re-routes forwards, an older, equal or foreign one changes nothing, snapshots carry the
-map, and bad requests are refused with a stable code before anything is journaled."""
+map, and bad requests are refused with a stable code before anything is journaled; an engine
+shard's check of forwards against its own journaled map."""
 
 from __future__ import annotations
 
 from shardex.accounts.codes import A_NEW, A_PLACE, AE_FORWARD
-from shardex.accounts.machines import AccountMachine, AccountMachineFactory
+from shardex.accounts.machines import AccountMachine, AccountMachineFactory, SettledEngineFactory
 from shardex.accounts.routing import due, place_command
 from shardex.auth import KeyInfo
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import BUY, GTC, LIMIT
+from shardex.engine.codes import BUY, GTC, LIMIT, OP_NEW
 from shardex.node.account_routing import place_write
 from shardex.node.account_service import AccountHandler
 from shardex.node.nulljournal import NullJournal
@@ -18,7 +19,7 @@ from shardex.placement import default_owner
 from shardex.placement.core import initial
 from shardex.wire.codes import INVALID, MALFORMED, NOT_ALLOWED
 from shardex.wire.layouts import AE_KIND, FWD_ESHARD
-from shardex.wire.protocol import OP_PLACE, decode_reply, encode_request
+from shardex.wire.protocol import OP_FORWARD, OP_PLACE, decode_reply, encode_request
 
 P = "BTC-USD"
 HOME = default_owner(P, 2)
@@ -101,3 +102,26 @@ def place_write_of(h: AccountHandler, cmd: tuple, out: list[tuple]) -> dict:
     assert error is None, error
     (res,) = results
     return res
+
+
+def test_an_engine_shard_checks_forwards_against_its_journaled_map() -> None:
+    """``(OP_PLACE, map)`` in a ``SettledEngine``'s journal: forwards of a pair the newer map
+    gives another shard are refused from then on (before it, accepted); snapshots carry it."""
+    factory = SettledEngineFactory(HOME, 1, 2, BASE.owner)
+    se = factory.new(DEFAULT_MARKETS)
+
+    def forward(seq: int, oid: str) -> None:
+        new = (OP_NEW, P, oid, "al", BUY, LIMIT, 10_000, 1, GTC, False, 0)
+        se.apply((OP_FORWARD, 0, seq, seq - 1, new), [])
+
+    forward(1, "a")
+    assert se.refusals == 0
+    se.apply((OP_PLACE, BASE.to_wire()), [])  # (the map it started with: the same routing)
+    seq = se.seq
+    se.apply((OP_PLACE, MOVED.to_wire()), [])
+    se.apply((OP_PLACE, BASE.to_wire()), [])  # older: ignored
+    assert (se.seq, se.placement.version) == (seq, 2)  # no event, no seq
+    forward(2, "b")
+    assert se.refusals == 1
+    back = factory.restore(se.snapshot(), DEFAULT_MARKETS)
+    assert back.placement == MOVED
