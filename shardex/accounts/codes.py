@@ -11,6 +11,8 @@ Client commands (from the router; amounts are integer units of the asset, see ``
 * ``(A_AMEND, symbol, id, account, qty|None, price|None)`` — the engine's ``OP_AMEND`` fields.
 * ``(A_FEE_GROUP, account, group)`` — (admin) put ``account`` in fee group ``group`` (a tier
   name of the fee schedule; ``""``: none), see ``shardex.accounts.fees``.
+* ``(A_PLACE, map)`` — (admin, the mover) forward each pair's orders by this placement map from
+  now on if it is newer; no event, no seq (``shardex.accounts.routing``).
 
 Settlements (from an engine shard's ``SettlementFeed``; ``eshard`` the engine shard, ``eseq``
 the engine event's seq, ``prev`` the eseq of the previous settlement on the same
@@ -53,6 +55,7 @@ from shardex.engine.codes import REJECT_NAMES
 from shardex.wire import codes as wire_codes
 
 A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND, A_FEE_GROUP = 1, 2, 3, 4, 5
+A_PLACE = 6
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
 AE_FILL, AE_FEE_GROUP = 7, 8

@@ -27,6 +27,14 @@ from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.fees import FeeSchedule
 from shardex.accounts.link import APPLY, FORWARD, SETTLEMENT, Inbox, sent_after
 from shardex.accounts.moves import carry_feed
+from shardex.accounts.routing import (
+    apply_place,
+    is_place,
+    restore_routing,
+    restored,
+    routing_state,
+    taken,
+)
 from shardex.engine import Engine, Market
 from shardex.engine.codes import (
     MAX_ID_LEN,
@@ -57,7 +65,7 @@ from shardex.wire.layouts import (
     REJECT_REASON,
     TIME_TS,
 )
-from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, edge_command, shard_for
+from shardex.wire.protocol import MAX_SYMBOL_LEN, OP_FORWARD, OP_PLACE, edge_command, shard_for
 
 RING = 100_000  # messages kept per link for re-sending (older ones: from the journal)
 SNAP_RING = 10_000  # of them, kept in a snapshot (so a restart can still re-send recent ones)
@@ -126,6 +134,8 @@ class SettledEngine:
         self.outgoing: list[tuple[int, tuple]] = []  # (account shard, settlement) to send
         self.anomalies = 0  # events the feed could not place (an order it never saw): ALERT
         self.refusals = 0  # forwards refused before the engine (settled, but ALERT: config)
+        # the journaled map forwards are checked against (``accounts.routing``; None: owner_of)
+        self.placement: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -163,6 +173,9 @@ class SettledEngine:
             self.engine.apply(cmd, out)  # (exchange time: no event, nothing to settle)
         elif type(cmd) is tuple and cmd and cmd[CMD_OP] in (OP_HANDOFF, OP_ADOPT):
             carry_feed(self.engine, self.feed, cmd, out, start)
+        elif is_place(cmd, OP_PLACE):
+            if taken(self, cmd) is not None:  # (no event, no seq: how later forwards are judged)
+                self._owner.clear()
         else:
             self.engine.apply(cmd, out)
             self._route(cmd, out[start:], None)
@@ -194,7 +207,7 @@ class SettledEngine:
         if self.engines is not None and symbol not in self.engine.adopted:
             owner = self._owner.get(symbol)
             if owner is None:
-                of = self.owner_of
+                of = self.placement.owner if self.placement is not None else self.owner_of
                 owner = of(symbol) if of is not None else shard_for(symbol, self.engines)
                 if len(self._owner) < 10_000:  # bounded: junk symbols must not grow memory
                     self._owner[symbol] = owner
@@ -235,6 +248,7 @@ class SettledEngine:
             "inbox": sorted(self.inbox.last.items()),
             "rings": [[j, list(r)[-SNAP_RING:]] for j, r in sorted(self.rings.items())],
             "engines": self.engines,  # the routing its forwards were refused under (N)
+            "placement": routing_state(self),  # (None: none journaled)
         }
         return state
 
@@ -364,6 +378,7 @@ class SettledEngineFactory:
                 "forwards replay only under the routing they were written under"
             )
         se.feed = feed
+        restored(se, extra)
         se.inbox = Inbox({int(k): int(v) for k, v in extra["inbox"]})
         se.rings = {
             int(j): deque(map(tuple, msgs), maxlen=se.ring_size) for j, msgs in extra["rings"]
@@ -388,6 +403,9 @@ class AccountMachine:
         # of the events in the ring (re-sends carry them)
         self.ts = 0
         self.times = TimeMarks()
+        # the placement map its forwards are routed by, once journaled (``accounts.routing``;
+        # None: the configured one, as the core's ``engine_for`` was made with)
+        self.placement: Any = None
 
     @property
     def seq(self) -> int:
@@ -402,6 +420,9 @@ class AccountMachine:
                 self.times.mark(self.core.seq + 1, ts)
                 if len(self.times) > TIME_MARKS_PRUNE:
                     self.times.prune(self.events.first)
+            return
+        if is_place(cmd):
+            apply_place(self, cmd)  # (no event, no seq: where later forwards go)
             return
         start = len(out)
         self.core.apply(cmd, out)
@@ -432,6 +453,9 @@ class AccountMachine:
         state["ts"] = self.ts
         state["times"] = (tail and self.times.runs(tail[0][AE_SEQ], self.seq)) or []
         state["engines"] = self.engines  # its forward chains are per engine shard of N
+        placement = routing_state(self)
+        if placement is not None:
+            state["placement"] = placement
         return state
 
 
@@ -506,6 +530,7 @@ class AccountMachineFactory:
         m.times = TimeMarks(state.get("times", ()))
         if m.events.first:
             m.times.prune(m.events.first)
+        restore_routing(m, state)
         return m
 
 

@@ -28,6 +28,7 @@ from shardex.accounts.machines import (
     AccountMachine,
 )
 from shardex.accounts.orders import account_orders, held_rows
+from shardex.accounts.routing import place_command
 from shardex.amounts import parse_decimal
 from shardex.auth import (
     KeyInfo,
@@ -46,6 +47,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError
+from shardex.node.account_routing import place_write
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.fee_service import fee_group, fee_read
 from shardex.node.nulljournal import NullJournal
@@ -82,6 +84,7 @@ from shardex.wire.protocol import (
     OP_FEE_GROUP,
     OP_FEES,
     OP_ORDER,
+    OP_PLACE,
     OP_STATUS,
     OP_WITHDRAW,
     decode_request,
@@ -147,12 +150,16 @@ class AccountHandler:
         # of each batch (``stamp_due``, set again by the node's group commit: ``new_batch``)
         self.wall: Callable[[], int] | None = None
         self.stamp_due = False
+        self.place_due: Any = None  # a map to journal before the next write (``routing.due``)
 
     def journal_apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
         if self.stamp_due:
             self.stamp_due = False
             stamp(self.machine, self.journal, self.wall)  # type: ignore[arg-type]
+        if self.place_due is not None:
+            due, self.place_due = self.place_due, None
+            self.journal_apply(place_command(due), out)
         start = len(out)
         self.journal.add(self.machine.seq, cmd)
         self.machine.apply(cmd, out)
@@ -234,6 +241,8 @@ class AccountHandler:
                 results.append(fee_group(self, cmd, out))
             elif op in (OP_NEW, OP_AMEND):
                 results.append(self.order(cmd, out))
+            elif op == OP_PLACE:
+                results.append(place_write(self, cmd, out))
             else:
                 reason = _CANCEL_HERE if op == 2 else f"unknown op {quote(op)} for an account shard"
                 results.append([self._rej(cmd, reason, REJ_UNKNOWN_OP)])

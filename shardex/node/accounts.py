@@ -37,6 +37,7 @@ from shardex.accounts.machines import (
     AccountMachineFactory,
     _env_size,
 )
+from shardex.accounts.routing import due
 from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.journal import Journal, JournalUnavailable
@@ -151,6 +152,8 @@ class AccountNode(ForwardLink, SequencedNode):
         self.handler = AccountHandler(machine, journal, self.zap.registry if self.zap else None)
         self.handler.wall = partial(wall_ms, self.zmq.clock)  # (exchange time: once per batch)
         self.handler.new_batch()
+        # (the map it starts with goes to the journal before its first write, if newer)
+        self.handler.place_due = due(machine, cfg.placement or initial(cfg.engines))
         self.machine = machine
         self.published = machine.seq  # events up to here are journaled (and were published)
         self.out: list[tuple] = []

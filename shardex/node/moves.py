@@ -8,7 +8,8 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   same ``moved`` event: every step of a move may be re-run.
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
   after it ran, it changes nothing and answers ``[]``.
-* ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled.
+* ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled (with
+  the account tier it is, for the check of forwards: ``ShardCore.journal_place``).
 * ``(OP_PAIR, symbol[, True])``, a read: where the pair stands here (``where``: ``here``,
   ``elsewhere``, or ``moved`` with ``to``, ``at``, and with ``True`` the ``state`` the
   hand-off took; a pair adopted here adds ``source`` and ``source_at``), its resting orders,
@@ -73,7 +74,8 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
 def place(core: Any, cmd: tuple) -> dict[str, Any]:
     """``(OP_PLACE, map)``: route by ``map`` from now on if it is newer than the shard's (the
     mover's last step; the shard's HELLO then carries it to the routers at once). Not
-    journaled: the map's durable copy is the placement store's. Answers the version held."""
+    journaled as routing (the map's durable copy is the placement store's); with the account
+    tier journaled for the check of forwards. Answers the version held."""
     try:
         new = PlacementMap.from_wire(cmd[1] if len(cmd) == 2 else None)
     except (ValueError, TypeError) as exc:
@@ -82,6 +84,7 @@ def place(core: Any, cmd: tuple) -> dict[str, Any]:
         return read_error(INVALID, f"place: a map of {new.shards} shards, not {core.shards}")
     before = core.placement.version
     core.set_placement(new)
+    core.journal_place(new)  # (with the account tier: the forward check's map, journaled)
     if core.placement.version != before and core.on_placement is not None:
         core.on_placement()
     return {"placement": core.placement.version}

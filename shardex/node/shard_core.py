@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from shardex.accounts.orders import PAGE, book_rows
+from shardex.accounts.routing import newer
 from shardex.auth import KeyInfo, Registry
 from shardex.clock import REAL, Clock
 from shardex.engine import Engine, Market, implementation
@@ -44,6 +45,7 @@ from shardex.wire.protocol import (
     OP_MARKETS,
     OP_ORDER,
     OP_PAIR,
+    OP_PLACE,
     OP_STATUS,
     edge_command,
     encode_reply,
@@ -116,6 +118,9 @@ class ShardCore:
         self.wall: Callable[[], int] | None = None
         self.stamp_due = False
         self.times = TimeMarks()
+        # with the account tier: the map it started with, journaled at its first write when
+        # newer than the one its journal holds (the forward check's, ``accounts.routing``)
+        self.place_due: PlacementMap | None = None
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
             OP_BOOK: self.book,
             OP_EVENTS: self.events,
@@ -225,6 +230,21 @@ class ShardCore:
         times.mark(self.engine.seq + 1, ts)
         if len(times) > TIME_MARKS_PRUNE:
             times.prune(self.ring.first)
+        if self.place_due is not None:
+            self.journal_place(self.place_due)
+
+    def journal_place(self, pmap: PlacementMap) -> None:
+        """With the account tier, journal ``(OP_PLACE, map)`` when ``pmap`` is newer than the
+        map the ``SettledEngine`` checks forwards against (no event, no seq), so a replay
+        judges each forward as this run did."""
+        self.place_due = None
+        engine = self.engine
+        if not self.accounts or not newer(engine, pmap):
+            return
+        cmd = (OP_PLACE, pmap.to_wire())
+        seq = engine.seq
+        engine.apply(cmd, [])
+        self.journal.add(seq, cmd)
 
     def _admit(self, cmd: tuple, key: KeyInfo | None) -> tuple:
         """The command the engine applies for a client's write (``edge_command`` shaped it):
@@ -465,6 +485,8 @@ def core_for(cfg: Any, engine: Engine | None, journal: Any, registry: Any, clock
     core.set_wall(partial(wall_ms, clock))
     if cfg.placement is not None:
         core.set_placement(cfg.placement)
+    if cfg.accounts:
+        core.place_due = cfg.placement or initial(cfg.shards)
     return core
 
 

@@ -1,6 +1,8 @@
 """The placement map's side of a move: recorded as in progress, then the pair pinned to its new
-shard, in the placement store (compare-and-set) and on every engine shard (``OP_PLACE``: the
-shards' HELLOs carry the newer map to the routers, which route the pair there from then on).
+shard, in the placement store (compare-and-set), on every account shard (``OP_PLACE``,
+journaled there: their new orders and amends of the pair go to the new shard from then on) and
+on every engine shard (``OP_PLACE``: the shards' HELLOs carry the newer map to the routers,
+which route the pair there from then on).
 
 ``begun`` and ``finished`` are pure (the next map from the current one); ``MapPublisher``
 applies them: to the store when there is one (``shardex.placement.store``: Redis next to the
@@ -13,7 +15,7 @@ from typing import Any
 
 from shardex.placement.core import PlacementMap
 from shardex.placement.store import Store
-from shardex.tools.shard_ask import ask
+from shardex.tools.shard_ask import ask, ask_account
 from shardex.wire.protocol import OP_PLACE
 
 _RACES = 5  # compare-and-set attempts (a loser reloads the winner's map and applies again)
@@ -57,11 +59,13 @@ class MapPublisher:
         self.shards = shards
         self.store = store
 
-    async def apply(self, seen: PlacementMap | None, change: Any,
-                    first: int = 0) -> PlacementMap | None:  # fmt: skip
+    async def apply(self, seen: PlacementMap | None, change: Any, first: int = 0,
+                    accounts: int = 0) -> PlacementMap | None:  # fmt: skip
         """``change(map) -> map`` over the newest map known (the store's, or ``seen``: the
-        shards' newest), stored and sent to every shard (shard ``first`` first: its HELLO
-        is the one routers learn the map from soonest); the map now in force."""
+        shards' newest), stored and sent to account shards ``0..accounts-1``, then to every
+        engine shard (shard ``first`` first: its HELLO is the one routers learn the map from
+        soonest); the map now in force. Account shards first: once routers send the pair's
+        cancels to the new shard, its new orders and amends go there too."""
         new = None
         for _ in range(_RACES):
             stored = self.store.load() if self.store is not None else None
@@ -77,6 +81,8 @@ class MapPublisher:
         else:
             raise RuntimeError("the placement store changed under the mover 5 times")
         if new is not None:
+            for j in range(accounts):
+                await ask_account(self.client, j, (OP_PLACE, new.to_wire()))
             for i in sorted(range(self.shards), key=lambda i: i != first):
                 await ask(self.client, i, (OP_PLACE, new.to_wire()))
         return new

@@ -9,9 +9,10 @@ continues where the cluster stands:
 2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
    from the source, which keeps it).
 3. **publish**: the placement map pins the pair to the target (a newer version: in the
-   placement store if one is given, and on every engine shard, whose HELLOs carry it to the
-   routers), so routers send the pair there. Before the hand-off the map records the move as
-   in progress (``moving``).
+   placement store if one is given, on every account shard, which journals it and forwards
+   the pair's new orders and amends there from then on, and on every engine shard, whose
+   HELLOs carry it to the routers), so routers send the pair there. Before the hand-off the
+   map records the move as in progress (``moving``).
 
 ``plan`` is the pure decision (testable with no cluster); ``move_pair`` drives it over an
 ``AsyncClient`` (admin key on a secure cluster), printing one progress line per step.
@@ -120,7 +121,8 @@ async def move_pair(
             say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
                 f"{step.source}'s hand-off at seq {step.at}; {_ms(t1)})")
     t1 = time.perf_counter()
-    m = await maps.apply(seen, lambda b: finished(b, symbol, target), first=target)
+    m = await maps.apply(seen, lambda b: finished(b, symbol, target), first=target,
+                         accounts=client.accounts)  # fmt: skip
     where = f"placement v{m.version} pins it to shard {target}" if m else "done"
     say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
     done["seconds"] = round(time.perf_counter() - t0, 4)

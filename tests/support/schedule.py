@@ -48,6 +48,7 @@ MEASURED_S: dict[str, float] = {
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
+    "test_inproc_moves_accounts.py": 1,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
 }  # fmt: skip
 DEFAULT_S = 0.5
