@@ -16,18 +16,10 @@ import pytest
 from shardex.accounts.core import account_shard_for
 from tests.support.accounts import _converged, _stream, _wait, accounts_cluster
 from tests.support.cli import invoke_cli
+from tests.support.fees import FEES
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
-
-FEES = """
-[fees.tiers.base]
-maker = 2
-taker = 5
-[fees.tiers.mm]
-maker = -3
-taker = 4
-"""
 
 
 def test_fee_tiers_on_a_live_cluster(redis_server: RedisServer, tmp_path) -> None:

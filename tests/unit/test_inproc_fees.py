@@ -14,18 +14,10 @@ import pytest
 from shardex.accounts.core import account_shard_for
 from shardex.client import AsyncClient, audit_report
 from shardex.inproc import InProcCluster
+from tests.support.fees import FEES
 from tests.support.inproc import plan, run
 
 pytestmark = pytest.mark.timeout(60)
-
-FEES = """
-[fees.tiers.base]
-maker = 2
-taker = 5
-[fees.tiers.mm]
-maker = -3
-taker = 4
-"""
 
 
 def _on(shard: int, prefix: str) -> str:
