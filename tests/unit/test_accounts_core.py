@@ -38,6 +38,7 @@ from shardex.engine.codes import (
     REJECT_NAMES,
     SELL,
 )
+from tests.support.depth import examples
 
 BTC = "BTC-USD"
 USD6 = 1_000_000  # units per USD (unit 0.000001)
@@ -259,7 +260,7 @@ _field = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=4).map(tuple
 _rest = _leaf | st.lists(_field, max_size=14).map(tuple)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 10, 11, 12, 13, 99]), _rest), max_size=20))
 def test_no_input_raises_and_garbage_changes_nothing_that_does_not_balance(cmds) -> None:
     """Random tuples (right op, any fields): never an exception, the books always balance."""

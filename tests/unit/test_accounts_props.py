@@ -38,6 +38,7 @@ from shardex.accounts.link import APPLY, DUPLICATE, Inbox
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, FOK, GTC, IOC, LIMIT, MARKET
 from shardex.wire.protocol import shard_for
+from tests.support.depth import examples
 
 MARKETS = {s: DEFAULT_MARKETS[s] for s in ("BTC-USD", "ETH-USD", "ETH-BTC")}
 FEES = {"BTC-USD": Fee(2, 5), "ETH-USD": Fee(0, 10), "ETH-BTC": Fee(3, 3)}
@@ -415,7 +416,7 @@ def test_money_is_conserved_under_random_interleavings() -> None:
     assert sum(_REBATED) * 10 >= len(_REBATED), f"rebates paid in {sum(_REBATED)} examples"
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def _money_is_conserved_under_random_interleavings(data: st.DataObject) -> None:
     """Deposits, withdrawals, orders (limit/market/IOC/FOK/post-only/STP), amends, cancels,

@@ -25,6 +25,7 @@ from shardex.node.bridge import (
 from shardex.wire.errors import events_gone
 from shardex.wire.protocol import ERR_OVERLOADED, VERSION, decode_reply, encode_reply
 from shardex.wire.pub import MAX_SEQ, Malformed, check_event, decode_pub, encode_events
+from tests.support.depth import examples
 
 MARKETS = load_markets()
 
@@ -72,7 +73,7 @@ def _packable(v):
         return None
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(75), deadline=None)
 @given(st.one_of(values, st.tuples(st.just(VERSION), values, st.lists(near_events | values,
                                                                          max_size=6))))  # fmt: skip
 def test_decode_pub_never_raises_anything_but_malformed(msg):
@@ -91,7 +92,7 @@ def test_decode_pub_never_raises_anything_but_malformed(msg):
         assert eid == f"{ev[1]}-0" and all(type(f) is str for f in fields)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(75), deadline=None)
 @given(values, st.integers(1, 100), st.integers(0, 100))
 def test_reply_parsers_never_raise_anything_but_malformed(result, first, span):
     payload = _packable((VERSION, None, (result,)))

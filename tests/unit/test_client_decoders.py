@@ -18,6 +18,7 @@ from shardex.client import EXECUTED, NOT_EXECUTED, UNKNOWN, ClientCore, Result, 
 from shardex.engine import Market
 from shardex.engine.codes import OP_CANCEL, OP_NEW, OP_REJECT
 from shardex.wire.protocol import decode_reply
+from tests.support.depth import examples
 
 scalars = st.one_of(
     st.none(),
@@ -73,7 +74,7 @@ def _ok_result(r: Result) -> None:
     assert r.fate in (EXECUTED, NOT_EXECUTED, UNKNOWN)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(values, st.none(), st.text(max_size=10)),
     st.one_of(values, st.lists(st.lists(st.one_of(events, values), max_size=4), max_size=4)),
@@ -96,7 +97,7 @@ def test_store_and_decode_never_raise(error: Any, results: Any) -> None:
         _ok_result(r)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(values, st.binary(max_size=64)))
 def test_read_decoders_raise_only_shardex_error(value: Any) -> None:
     core = _core()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, OP_REJECT
 from shardex.wire.protocol import MAX_SYMBOL_LEN, _edge_checked, _plain_new, edge_command
+from tests.support.depth import examples
 
 VALID = (OP_NEW, "BTC-USD", "c1-7", "a1", BUY, LIMIT, 1_000_000, 3, GTC, False, 0)
 
@@ -35,7 +36,7 @@ def commands(draw: Any) -> tuple[Any, ...]:
     return tuple(cmd)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(commands())
 def test_fast_path_gives_the_full_checks_verdict(cmd: tuple[Any, ...]) -> None:
     got = edge_command(cmd)

@@ -30,6 +30,7 @@ from shardex.engine.codes import (
     STP_CANCEL_BOTH,
 )
 from shardex.tools.workload import Workload
+from tests.support.depth import examples
 from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, Logged, long_commands, windows
 
 
@@ -58,7 +59,7 @@ def _statuses(engine, source=None):
     return [engine.order_status(s, a, i, events) for s in SYMBOLS for a in ACCOUNTS for i in IDS]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(long_commands, long_commands, windows)
 def test_restore_continues_exactly_like_the_original(before, after, window):
     """Including the recent-results index: later duplicate rejects and statuses are identical."""

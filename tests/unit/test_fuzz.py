@@ -41,6 +41,7 @@ from shardex.wire.protocol import (
     quote,
     unpackb,
 )
+from tests.support.depth import examples
 
 VALID = (OP_NEW, "BTC-USD", "o-1", "alice", 0, 0, 3_000_000, 10, 0, False, 0)
 
@@ -195,7 +196,7 @@ def _core() -> tuple[ShardCore, RecordingJournal]:
     return core, journal
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=payloads())
 @example(case=(msgpack.packb([VERSION, [[*VALID[:2], "", *VALID[3:]]]]), None))
 @example(case=(msgpack.packb([VERSION, [[*VALID[:2], "o-2", *VALID[3:]]]]), ("accepted", "o-2")))
@@ -246,7 +247,7 @@ def test_shard_core_survives_any_payload_and_changes_no_book(
         assert len(msgpack.packb(cmd)) <= 400, cmd
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(cmd=values)
 def test_edge_command_bounds_any_value(cmd):
     value = tuple(cmd) if isinstance(cmd, list) else cmd
@@ -264,7 +265,7 @@ def test_quote_is_bounded_and_never_raises(v):
     assert isinstance(q, str) and len(q) <= 64
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(frames=st.lists(st.binary(max_size=40), max_size=6), payload=values)
 def test_router_decisions_never_raise(frames, payload):
     r = Router(2, RouterConfig(2, "", ""))
@@ -284,7 +285,7 @@ def test_router_decisions_never_raise(frames, payload):
             )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(payload=st.one_of(st.binary(max_size=100), values.map(msgpack.packb)))
 def test_reply_decoder_never_raises(payload):
     error, results = decode_reply(payload)

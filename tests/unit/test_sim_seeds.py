@@ -14,9 +14,11 @@ import pytest
 
 from shardex.sim import worldrun
 from shardex.sim.cli import replay_line
+from tests.support.depth import DEPTH, count
 
-SEEDS = 240  # in all ...
-CHUNKS = 6  # ... over this many test items
+CHUNKS = 6  # test items the seeds are spread over
+# in all: 180 at the default depth (240 before 2026-12-07; SHARDEX_TEST_DEPTH scales it)
+SEEDS = count(180, CHUNKS)
 FIRST = 1000  # the first seed (apart from the seeds other sim tests run)
 DURATION = 0.5  # virtual seconds of load per seed (about 3.5 with heal and the quiet)
 FAULTS = list(worldrun.SAFE)
@@ -35,7 +37,7 @@ def test_the_chunks_cover_every_seed_once() -> None:
     assert seeds == list(range(FIRST, FIRST + SEEDS))
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(round(240 * max(1.0, DEPTH)))
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_every_seed_keeps_every_invariant_under_every_safe_fault(chunk: int) -> None:
     failures: list[str] = []
