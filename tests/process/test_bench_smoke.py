@@ -71,52 +71,28 @@ def test_scaling_markets_file_is_accepted(tmp_path: Path) -> None:
 
 
 def test_scaling_runs_and_prints_its_table(capsys) -> None:
+    """Two shard counts behind R = 2 routers (``shardex up --routers 2``), two frame sizes: one
+    cluster per shard count, every loadgen process acked through its router."""
+    assert scaling.supports_routers(ROOT)
     r = run_bench(
-        "bench/scaling.py",
-        "--shards",
-        "1,2",
-        "--batches",
-        "1,10",
-        "--seconds",
-        "0.2",
-        "--loadgens",
-        "1",
-        "--concurrency",
-        "1",
-        "--window",
-        "2",
-        "--pairs",
-        "12",
-        "--ephemeral",
-        "--json",
-    )
+        "bench/scaling.py", "--shards", "1,2", "--routers", "2", "--batches", "1,10",
+        "--seconds", "0.2", "--loadgens", "2", "--concurrency", "1", "--window", "2",
+        "--pairs", "12", "--ephemeral", "--json",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(r.stdout)
     got = {(x["shards"], x["batch"]) for x in rep["results"]}
     assert got == {(1, 1), (1, 10), (2, 1), (2, 10)}
     for x in rep["results"]:
-        assert x["acked_per_s"] > 0 and x["routers"] == 1
+        assert x["acked_per_s"] > 0 and x["routers"] == 2
         if x["shards"] == 1:
             assert x["speedup"] == 1.0 and x["efficiency"] == 1.0
-    assert "[2/2] 2 shard(s), 1 router(s)" in r.stderr  # progress on stderr
+    assert "[2/2] 2 shard(s), 2 router(s)" in r.stderr  # progress on stderr
 
     scaling.print_table(rep)
     table = capsys.readouterr().out
     assert "| routers | orders/frame | shards | acked orders/s |" in table
-    assert table.count("\n| 1 | ") == 4
-
-
-def test_scaling_runs_two_routers_in_front_of_the_shards() -> None:
-    """R = 2 (``shardex up --routers 2``): every loadgen process is acked through a router."""
-    assert scaling.supports_routers(ROOT)
-    r = run_bench(
-        "bench/scaling.py", "--shards", "1", "--routers", "2", "--batches", "1",
-        "--seconds", "0.2", "--loadgens", "2", "--concurrency", "1", "--window", "2",
-        "--pairs", "8", "--ephemeral", "--json",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    (x,) = json.loads(r.stdout)["results"]
-    assert x["routers"] == 2 and x["shards"] == 1 and x["acked_per_s"] > 0
+    assert table.count("\n| 2 | ") == 4
 
 
 def test_scaling_rejects_bad_lists() -> None:

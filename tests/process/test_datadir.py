@@ -21,7 +21,7 @@ from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import BUY, GTC, LIMIT, OP_CANCEL, OP_NEW, SELL, STP_NONE
 from shardex.journal import Journal
 from shardex.wire.protocol import shard_for
-from tests.support.cli import refused, run_cli
+from tests.support.cli import invoke_cli, refused
 from tests.support.cluster import Cluster
 from tests.support.ports import free_layout
 
@@ -31,7 +31,7 @@ assert shard_for("BTC-USD", 2) == 0 and shard_for("ETH-USD", 2) == 1
 
 def up(data_dir: Path, shards: int) -> subprocess.CompletedProcess:
     layout = free_layout(shards)
-    return run_cli(
+    return invoke_cli(
         "up",
         "--shards",
         str(shards),
@@ -48,7 +48,7 @@ def up(data_dir: Path, shards: int) -> subprocess.CompletedProcess:
 
 def engine(data_dir: Path, index: int, shards: int) -> subprocess.CompletedProcess:
     layout = free_layout(shards)
-    return run_cli(
+    return invoke_cli(
         "engine",
         "--shard",
         str(index),
@@ -166,7 +166,7 @@ def test_missing_or_empty_data_dir_is_fine(tmp_path):
 
 def up_accounts(data_dir: Path, accounts: int) -> subprocess.CompletedProcess:
     layout = free_layout(1, accounts=accounts)
-    return run_cli(
+    return invoke_cli(
         "up", "--shards", "1", "--base-port", str(layout.base_port), "--no-pin", "--no-bridge",
         "--accounts", str(accounts), "--data-dir", str(data_dir),
     )  # fmt: skip

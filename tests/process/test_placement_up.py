@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import DirStore, default_owner
-from tests.support.cli import run_cli
+from tests.support.cli import invoke_cli
 from tests.support.cluster import Cluster
 
 SYMBOLS = sorted(DEFAULT_MARKETS)
@@ -55,14 +55,14 @@ def test_up_with_three_shards_over_a_two_shard_data_dir_keeps_every_book(tmp_pat
             for s in SYMBOLS:
                 r = c.place(s, "buy", "2", "20", id=f"{s}-x")
                 assert r.ok and "trade" in [e["ev"] for e in r.events], (s, r.events)
-        out = run_cli("placement", "--endpoint", cluster.endpoint, *cluster.key_args(), "--json")
+        out = invoke_cli("placement", "--endpoint", cluster.endpoint, *cluster.key_args(), "--json")
         assert out.returncode == 0, out.stderr.decode()
         shown = json.loads(out.stdout)
         assert shown["version"] == stored.version and shown["pins"] == dict(stored.pins)
         assert shown["pairs"] == [[s for s in SYMBOLS if was[s] == i] for i in range(3)]
-        status = run_cli("status", "--endpoint", cluster.endpoint, *cluster.key_args(), "--json")
+        status = invoke_cli("status", "--endpoint", cluster.endpoint, *cluster.key_args(), "--json")
         assert json.loads(status.stdout)["pairs"] == shown["pairs"]
-        text = run_cli("placement", "--data-dir", str(data)).stdout.decode()
+        text = invoke_cli("placement", "--data-dir", str(data)).stdout.decode()
         assert f"placement v{stored.version}: 3 shard(s)" in text and "shard 2: (no pair)" in text
     finally:
         cluster.stop()

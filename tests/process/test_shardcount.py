@@ -28,7 +28,7 @@ from shardex.datadir import (
 from shardex.engine import DEFAULT_MARKETS
 from shardex.wire.protocol import shard_for
 from tests.support.accounts import _wait
-from tests.support.cli import refused, run_cli
+from tests.support.cli import invoke_cli, refused
 from tests.support.cluster import Cluster
 from tests.support.journals import _account_dir, _forwarded_journal
 from tests.support.ports import free_layout
@@ -103,7 +103,7 @@ def test_the_recorded_count_refuses_any_other_over_data(tmp_path):
 
 def _cmd(name: str, data: Path, shards: int, *extra: str):
     layout = free_layout(shards, accounts=1)
-    return run_cli(
+    return invoke_cli(
         name, "--shards" if name != "accounts" else "--engines", str(shards),
         "--base-port", str(layout.base_port), "--data-dir", str(data), "--insecure", *extra,
     )  # fmt: skip
