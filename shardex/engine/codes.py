@@ -117,7 +117,8 @@ def reject_name(code: object) -> str:
     """The public name of a reject code; ``"invalid"`` for anything that is not a known code
     (a newer peer's code, garbage), so that a name is always one of ``REJECT_NAMES``."""
     if type(code) is int and 0 <= code < len(REJECT_NAMES):
-        return REJECT_NAMES[code]
+        name = REJECT_NAMES[code]
+        return name if name in REJECT_CODES else "invalid"  # (``unused_N``: no code yet)
     return "invalid"
 
 # Order fates (``Engine.order_status``); the same strings as
