@@ -10,6 +10,7 @@ import pytest
 
 from shardex.accounts.codes import A_DEPOSIT, A_NEW, A_RESTRICT, A_WITHDRAW, AE_RESTRICTED
 from shardex.accounts.core import AccountCore
+from shardex.auth import KeyInfo
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import (
     BUY,
@@ -29,7 +30,12 @@ from shardex.engine.codes import (
     SELL,
     reject_name,
 )
+from shardex.node.market_admin import admin_write
+from shardex.node.restrict_service import restrict
+from shardex.node.shard_core import ShardCore
+from shardex.wire.codes import NOT_ALLOWED
 from shardex.wire.market_rules import changes_from_json
+from shardex.wire.protocol import OP_RESTRICT
 from shardex.wire.pub import check_event
 from shardex.wire.schema import event_to_json
 
@@ -206,3 +212,29 @@ def test_a_restricted_account_cannot_add_risk_or_withdraw() -> None:
     assert not [e for e in out if e[0] == 2] and restored.orders  # held, forwarded
     out = core.apply_many([(A_RESTRICT, "al", "yes"), (A_RESTRICT, "", True)])
     assert [reject_name(e[5]) for e in out] == ["malformed", "malformed"]
+
+
+def test_rules_and_restrictions_need_an_admin_key() -> None:
+    """A trader's key is refused ``not_allowed`` before anything is journaled: the engine
+    shard's rule write (``node.market_admin``) and the account shard's restrict."""
+    trader = KeyInfo("k" * 40, "t", "trader", frozenset({"al"}))
+    core = ShardCore(0, 1, DEFAULT_MARKETS)
+    core.key = trader
+    out: list[tuple] = []
+    refused = admin_write(core, _rule(state="halted"), out)
+    assert refused["error"][0] == NOT_ALLOWED and out == [] and core.engine.seq == 0
+    core.key = None  # (insecure: no keys) runs it
+    assert admin_write(core, _rule(state="halted"), out)[0][0] == EV_MARKET
+
+    class Handler:  # (the account shard's handler as ``restrict`` uses it)
+        key = trader
+
+        @staticmethod
+        def _map_rej(reason: str, code: int) -> dict[str, Any]:
+            return {"rejected": reason, "code": reject_name(code)}
+
+        def journal_apply(self, cmd: tuple, out: list) -> int:
+            raise AssertionError("journaled a refused command")
+
+    assert restrict(Handler(), (OP_RESTRICT, "al", True), [])["code"] == "not_allowed"
+    assert restrict(Handler(), (OP_RESTRICT, "al", 1), [])["code"] == "malformed"
