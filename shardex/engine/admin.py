@@ -112,12 +112,15 @@ def new_refusal(book: Any, gate: Rules, otype: int, price: Any, qty: int) -> Ref
     return _limits(book, gate, price if otype == LIMIT else None, qty)
 
 
-def amend_refusal(book: Any, gate: Rules, qty: int, price: Any) -> Refusal | None:
-    """Why an amend to (``qty`` open, ``price``) is refused by its pair's rules, or None (an
-    amend may only shrink the qty: the limits matter for a new price)."""
+def amend_refusal(book: Any, gate: Rules, qty: int, old: int, price: Any) -> Refusal | None:
+    """Why an amend of an order at price ``old`` to ``qty`` open (and ``price``, None: kept) is
+    refused by its pair's rules, or None. An amend may only shrink the qty, so the limits apply
+    only to a new price: an order that rests outside a band set after it may still shrink."""
     if gate.state:
         reason, code = _STATE_REFUSALS[gate.state]
         return reason.format(book.symbol), code
+    if price is None or price == old:
+        return None
     return _limits(book, gate, price, qty)
 
 

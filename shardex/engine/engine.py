@@ -333,7 +333,7 @@ class Engine(EngineState):
                     symbol, oid, _range_reason("price", price, market), REJ_OUT_OF_RANGE, out
                 )
         if book.gate is not None and (
-            refused := amend_refusal(book, book.gate, qty, order.price if price is None else price)
+            refused := amend_refusal(book, book.gate, qty, order.price, price)
         ):
             return self._reject(symbol, oid, refused[0], refused[1], out)
         side = order.side

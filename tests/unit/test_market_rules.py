@@ -116,6 +116,9 @@ def test_price_band_around_the_last_trade() -> None:
     assert _codes(out) == ["price_band", "price_band"]
     out = e.apply_many([(OP_AMEND, P, "rest", "c", None, 98000)])  # a new price: banded too
     assert _codes(out) == ["price_band"]
+    e.apply_many([_rule(band_bps=50)])  # "rest" at 990.00 now lies outside the band: it may
+    out = e.apply_many([(OP_AMEND, P, "rest", "c", 5, None), (OP_AMEND, P, "rest", "c", 4, 99000)])
+    assert _codes(out) == [] and e.books[P].orders["rest"].qty == 4  # still shrink in place
 
 
 def test_no_band_before_the_first_trade() -> None:
