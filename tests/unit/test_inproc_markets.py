@@ -2,10 +2,12 @@
 ``shardex up --shards 2 --accounts 2``): trade, halt, resume, cancel-only, a price band and a
 maximum size, restrict and unrestrict, then delist: every hold released on the account tier
 and the audit clean; after a restart (journals replayed) the pair is still delisted, the
-other pair's rules and the restriction still hold, from snapshots and from the journals alone."""
+other pair's rules and the restriction still hold, from snapshots and from the journals alone;
+and a replicated engine shard's standby that takes over runs by the rules its leader set."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from pathlib import Path
@@ -14,10 +16,11 @@ from typing import Any
 import pytest
 
 from shardex.accounts.core import account_shard_for
-from shardex.client import AsyncClient, audit_report
+from shardex.client import AsyncClient, Retry, audit_report
 from shardex.engine.codes import EV_REJECTED, OP_MARKET_RULE, reject_name
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
+from shardex.sim.store import SimStore
 from shardex.wire.codes import WRONG_SHARD
 from tests.support.inproc import plan, run
 
@@ -152,3 +155,49 @@ def test_markets_and_accounts_at_runtime(tmp_path: Path) -> None:
     for snap in tmp_path.glob("*/snapshot-*"):
         snap.unlink()
     assert run(p, restarted) == rules  # (every journal replayed from its start)
+
+
+def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
+    """A replicated engine shard (two replicas, the simulated store as its Redis): a price
+    band and a halt set on the leader are journaled to the standby; the leader is killed, the
+    standby leads with the same rules (a new order refused ``market_halted``), and the rules'
+    ``market`` events are in the stream once, in seq order."""
+    store = SimStore()
+    p = plan(1, 0, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+
+    async def body(cl: InProcCluster) -> list[str]:
+        (old,) = await cl.until(cl.leaders, what="a leader")
+        await cl.until(lambda: len(old.leader.replica.isr) == 2, what="the standby in sync")
+        (standby,) = [r for r in cl.replicas if r is not old]
+        async with cl.client(account="al", timeout=1.0, retry=Retry(10.0)) as c:
+            assert (await c.place(P, "sell", "1", "100", id="s1")).ok
+            assert (await c.place(P, "buy", "0.5", "100", id="b1", account="bo")).ok
+            assert (await c.set_market(P, band_bps=300))["ok"]
+            assert (await c.set_market(P, state="halted"))["ok"]
+            cl.freeze(old)  # killed: no more turns, no more lease renewals
+            await cl.until(lambda: standby.leader is not None, what="the standby to lead")
+            assert (await c.place(P, "buy", "0.1", "99", id="b2", account="bo")).code == (
+                "market_halted")
+            book = standby.leader.core.engine.books[P]
+            assert book.gate.to_wire() == {"state": "halted", "band_bps": 300, "max_qty": 0,
+                                           "max_notional": 0} and book.last_price == 10000
+            assert (await c.set_market(P, state="open"))["ok"]
+            b3 = await c.place(P, "buy", "0.1", "90", id="b3", account="bo")
+            assert b3.code == "price_band", b3  # (3 % around the last trade at 100)
+            seq = standby.leader.core.engine.seq
+            await cl.until(lambda: _stream_top(store) >= seq, what="the stream to catch up")
+        entries = store.client().xrange("shardex:events:0")
+        seqs = [int(eid.split(b"-")[0]) for eid, _ in entries]
+        assert seqs == list(range(1, seq + 1))
+        return [f[b"state"].decode() for _, f in entries if f.get(b"ev") == b"market"]
+
+    async def main() -> list[str]:
+        async with InProcCluster(p, store=store) as cl:
+            return await body(cl)
+
+    assert asyncio.run(main()) == ["open", "halted", "open"]
+
+
+def _stream_top(store: SimStore) -> int:
+    entries = store.client().xrange("shardex:events:0")
+    return int(entries[-1][0].split(b"-")[0]) if entries else 0
