@@ -11,6 +11,8 @@ Client commands (from the router; amounts are integer units of the asset, see ``
 * ``(A_AMEND, symbol, id, account, qty|None, price|None)`` — the engine's ``OP_AMEND`` fields.
 * ``(A_FEE_GROUP, account, group)`` — (admin) put ``account`` in fee group ``group`` (a tier
   name of the fee schedule; ``""``: none), see ``shardex.accounts.fees``.
+* ``(A_RESTRICT, account, restricted)`` — (admin) restrict (True) or unrestrict an account:
+  a restricted one's new orders, amends and withdrawals are refused (``account_restricted``)
 * ``(A_PLACE, map)`` — (admin, the mover) forward each pair's orders by this placement map from
   now on if it is newer; no event, no seq (``shardex.accounts.routing``).
 
@@ -39,6 +41,7 @@ Events (index 0 kind, index 1 the account shard's seq):
   order ``id`` (``ref`` ``"t<trade_id>"``, ``role`` ``maker|taker``): the rate it paid and the
   fee charged in ``asset`` units (negative: a rebate paid); before its ``AE_BALANCE`` events
 * ``(AE_FEE_GROUP, seq, account, group, tier)`` — ``account`` is now in ``group``; its tier now
+* ``(AE_RESTRICTED, seq, account, restricted)`` — ``account`` is (un)restricted from here on
 * ``(AE_REJECTED, seq, account, ref, reason, code)`` — ``code`` a ``REJ_*`` (engine codes plus
   the ones below); nothing changed
 * ``(AE_REPEATED, seq, account, ref)`` — a transfer retried with its ref: already applied
@@ -56,11 +59,13 @@ from shardex.wire import codes as wire_codes
 
 A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND, A_FEE_GROUP = 1, 2, 3, 4, 5
 A_PLACE = 6
+A_RESTRICT = 8  # (A_RESTRICT, account, restricted): an admin's (``shardex.accounts.restrict``)
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
 AE_FILL, AE_FEE_GROUP = 7, 8
+AE_RESTRICTED = 9  # (AE_RESTRICTED, seq, account, restricted)
 AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly", "fill",
-            "fee_group")  # fmt: skip
+            "fee_group", "restricted")  # fmt: skip
 
 # Reject codes the account tier adds: the ``ledger`` band of the one code table
 # (``shardex.wire.codes``), numbered after the engine's.

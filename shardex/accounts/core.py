@@ -33,6 +33,7 @@ from shardex.accounts.codes import (
     A_DEPOSIT,
     A_FEE_GROUP,
     A_NEW,
+    A_RESTRICT,
     A_WITHDRAW,
     S_AMENDED,
     S_CANCELLED,
@@ -57,6 +58,7 @@ from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay impor
     required,
 )
 from shardex.accounts.link import Inbox, Outbox
+from shardex.accounts.restrict import Restrictions
 from shardex.accounts.settlements import Settlements
 from shardex.accounts.tiers import FeeTiers
 from shardex.accounts.transfers import Transfers
@@ -69,8 +71,10 @@ from shardex.engine.codes import (
 from shardex.engine.markets import Market
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
+_RESTRICTED = (A_NEW, A_AMEND, A_WITHDRAW)  # what a restricted account may not do
 
-class AccountCore(Transfers, Holds, Settlements, FeeTiers):
+
+class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions):
     """Account shard ``shard`` of ``shards``. Not thread-safe by design: one writer calls it.
 
     The state and its helpers are ``Ledger``'s; each concern is a mixin of its own module:
@@ -88,6 +92,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
         try:
             if op in (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED):
                 return self._settle(cmd, out)
+            if self.restricted and op in _RESTRICTED and self._refused_restricted(op, cmd, out):
+                return None
             if op == A_NEW:
                 return self._new(cmd, out)
             if op == A_AMEND:
@@ -96,6 +102,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
                 return self._transfer(cmd, out)
             if op == A_FEE_GROUP:
                 return self._fee_group(cmd, out)
+            if op == A_RESTRICT:
+                return self._restrict(cmd, out)
             return self._reject(
                 _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
             )
@@ -128,6 +136,7 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
             "fees": sorted(self.fees.items()),
             "rebates": sorted(self.rebates.items()),
             "groups": sorted(self.groups.items()),
+            "restricted": sorted(self.restricted),
             "volumes": self.volumes.snapshot(),
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
@@ -182,6 +191,7 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers):
             for ref, op, acct, asset, amount in state["refs"]:
                 core._remember(ref, (op, acct, asset, amount))  # (an older, larger set: trimmed)
             core.groups = {str(a): str(g) for a, g in state.get("groups", ())}
+            core.restricted = {str(a) for a in state.get("restricted", ())}
             core.volumes.restore(state.get("volumes", ()))
             core.inbox = Inbox({int(k): int(v) for k, v in state["inbox"]})
             core.outbox = Outbox({int(k): int(v) for k, v in state["outbox"]})

@@ -168,6 +168,7 @@ class Ledger:
             {s: p.fee for s, p in self.table.pairs.items()}, sorted(self.table.pairs)
         )
         self.groups: dict[str, str] = {}
+        self.restricted: set[str] = set()  # (state: the journaled ``A_RESTRICT``, ``restrict``)
         self.volumes = Volumes(self.schedule.volume_assets)
         # Exchange time (ms since the epoch) of the command being applied, set by the node
         # loop from what it journaled with the command; None: unknown (volumes not counted).

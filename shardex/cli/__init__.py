@@ -19,6 +19,8 @@ from shardex.envdoc import document_env
 
 # name → (module, attribute, summary: the first paragraph of the command's help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "account": ("admin_market", "account", "Accounts at runtime (admin key): restrict and "
+                "unrestrict; journaled on the account's shard, no restart."),
     "accounts": ("accounts", "accounts", "Run account shard J of M: balances and holds of "
                  "the accounts with crc32 % M == J."),
     "audit": ("money", "audit", "Check conservation on a live cluster: per asset, over every "
@@ -53,6 +55,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "in DATA_DIR/keys)."),
     "loadgen": ("loadgen", "loadgen", "Drive the cluster with orders and report throughput "
                 "and latency percentiles."),
+    "market": ("admin_market", "market", "Markets at runtime (admin key): list each pair's "
+               "state, halt, resume, cancel-only, delist, price bands and maximum order size; "
+               "journaled, no restart."),
     "mm": ("mm", "mm", "Run a market maker: quote every pair around a reference price with "
            "inventory limits."),
     "move": ("move", "move", "Move PAIR's book to engine shard I, live (an admin key on a "

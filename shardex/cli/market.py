@@ -137,7 +137,9 @@ def _engine_rows(shards: list[dict[str, Any]], pairs: list[list[str]]) -> None:
         )
         _replica_line(st)
         if isinstance(st.get("shard"), int) and 0 <= st["shard"] < len(pairs):
-            click.echo(f"{'':>5} pairs {', '.join(pairs[st['shard']]) or 'none (idle)'}")
+            rules = st.get("rules") or {}  # (pairs not open, or with limits: docs/markets.md)
+            named = [f"{p} ({rules[p]['state']})" if p in rules else p for p in pairs[st["shard"]]]
+            click.echo(f"{'':>5} pairs {', '.join(named) or 'none (idle)'}")
 
 
 def _account_rows(accounts: list[dict[str, Any]]) -> None:

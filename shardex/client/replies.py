@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
@@ -71,6 +72,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_AMENDED: "iissii",
     EV_MOVED: "iisiii",
     EV_ADOPTED: "iisiiii",
+    EV_MARKET: "iissiii",
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
 

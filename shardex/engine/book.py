@@ -144,6 +144,8 @@ class Book:
         "trade_id",
         "accepted",
         "cancelled",
+        "last_price",
+        "gate",
     )
 
     def __init__(self, symbol: str, market: Market) -> None:
@@ -164,6 +166,10 @@ class Book:
         # this process did, like any Prometheus counter).
         self.accepted = 0
         self.cancelled = 0
+        # the price of the pair's last trade (ticks; 0: none yet): the price band's reference
+        self.last_price = 0
+        # the pair's rules (``shardex.engine.admin.Rules``): None while it is open, no limits
+        self.gate: Any = None
 
     @property
     def prev(self) -> dict[str, Finished]:
@@ -247,7 +253,10 @@ class Book:
                             )
                         )
             sides.append(orders)
-        return {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
+        state: dict[str, Any] = {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
+        if self.last_price:  # (left out before the first trade: older readers never see it)
+            state["last"] = self.last_price
+        return state
 
     def restore(self, state: Mapping[str, Any], since: int = 0) -> None:
         """Load what ``snapshot`` produced into this (empty) book; raises ValueError if unusable.
@@ -261,6 +270,10 @@ class Book:
         if type(trade_id) is not int or trade_id < 0:
             raise ValueError(f"book {self.symbol}: bad trade_id {trade_id!r}")
         self.trade_id = trade_id
+        last = state.get("last", 0)
+        if type(last) is not int or last < 0:
+            raise ValueError(f"book {self.symbol}: bad last price {last!r}")
+        self.last_price = last
         market = self.market
         max_price = getattr(market, "max_price_ticks", None)
         max_qty = getattr(market, "max_qty_lots", None)

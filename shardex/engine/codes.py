@@ -20,8 +20,8 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 
 * ``(EV_ACCEPTED, seq, symbol, id)``
 * ``(EV_TRADE, seq, symbol, price, qty, taker_id, maker_id, taker_side, trade_id)``
-* ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason ``user|ioc|fok|stp``, qty = open lots
-  removed
+* ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason ``user|ioc|fok|stp|delist``, qty =
+  open lots removed
 * ``(EV_REJECTED, seq, symbol, id, reason, code)`` — ``reason`` is for humans and may change
   wording; ``code`` (a ``REJ_*`` int, public name ``REJECT_NAMES[code]``) is the stable part
 * ``(EV_AMENDED, seq, symbol, id, qty, price)`` — the order's new open qty and price
@@ -29,11 +29,19 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
   trade id, its resting orders): from here on this shard answers it with ``moving``
 * ``(EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)`` — the pair was adopted
   with the state the hand-off at ``from seq`` of ``from shard`` took
+* ``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)`` — the pair's state
+  (``open|halted|cancel_only|delisted``) and limits from here on (0: no limit); a delisting's
+  cancels (reason ``delist``) follow it
 
 Move commands (an admin's, journaled like any other; ``shardex.engine.moves``):
 
 * ``(OP_HANDOFF, symbol, to shard)``
 * ``(OP_ADOPT, symbol, from shard, from seq, pair state)`` — the state ``snapshot_pair`` made
+
+Market rules (an admin's, journaled; ``shardex.engine.admin``):
+
+* ``(OP_MARKET_RULE, symbol, changes)`` — ``changes`` a map of ``state`` (name),
+  ``band_bps``, ``max_qty`` (lots), ``max_notional`` (ticks × lots); 0 lifts a limit
 """
 
 from typing import Any
@@ -45,18 +53,22 @@ OP_NEW, OP_CANCEL, OP_AMEND, OP_REJECT = 1, 2, 3, 4
 OP_TIME = 50  # (outside every tier's client, link and read ops)
 # a live move of one pair (``shardex.engine.moves``): the source's hand-off, the target's adoption
 OP_HANDOFF, OP_ADOPT = 5, 6
+# markets at runtime (an admin's, journaled; ``shardex.engine.admin``): a pair's state and limits
+OP_MARKET_RULE = 21
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
 GTC, IOC, FOK = 0, 1, 2
 STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
 EV_MOVED, EV_ADOPTED = 5, 6
+EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
 TIFS = ("gtc", "ioc", "fok")
 STPS = ("none", "cancel_taker", "cancel_maker", "cancel_both")
-EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted")
+EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted",
+               "", "", "", "market")  # ("": kinds reserved for other order types)
 
 MAX_ID_LEN = 64
 
@@ -86,16 +98,27 @@ REJ_DUPLICATE_REF: int = wire_codes.DUPLICATE_REF
 REJ_NOT_LEADER: int = wire_codes.NOT_LEADER
 # a command for a pair this shard handed off (or is handing off): retryable, nothing ran
 REJ_MOVING: int = wire_codes.MOVING
-# names indexed by code: the per-command codes (0..17; batch and client codes start at 100)
-REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_MOVING + 1)
-REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
+# markets at runtime (``shardex.engine.admin``; ``account_restricted`` is the account tier's)
+REJ_MARKET_HALTED: int = wire_codes.MARKET_HALTED
+REJ_CANCEL_ONLY: int = wire_codes.CANCEL_ONLY
+REJ_DELISTED: int = wire_codes.DELISTED
+REJ_PRICE_BAND: int = wire_codes.PRICE_BAND
+REJ_ORDER_TOO_LARGE: int = wire_codes.ORDER_TOO_LARGE
+REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
+# names indexed by code: the per-command codes (0..30, a number no row has is ``unused_N``;
+# batch and client codes start at 100)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_ACCOUNT_RESTRICTED + 1)
+REJECT_CODES = {
+    name: code for code, name in enumerate(REJECT_NAMES) if not name.startswith("unused_")
+}
 
 
 def reject_name(code: object) -> str:
     """The public name of a reject code; ``"invalid"`` for anything that is not a known code
     (a newer peer's code, garbage), so that a name is always one of ``REJECT_NAMES``."""
     if type(code) is int and 0 <= code < len(REJECT_NAMES):
-        return REJECT_NAMES[code]
+        name = REJECT_NAMES[code]
+        return name if name in REJECT_CODES else "invalid"  # (``unused_N``: no code yet)
     return "invalid"
 
 # Order fates (``Engine.order_status``); the same strings as

@@ -13,14 +13,10 @@ Every command produces at least one event. Every invalid command produces exactl
 ``rejected`` event with a precise reason and a stable ``REJ_*`` code, and changes nothing. No
 input raises out of ``apply``.
 
-This module is the command path only (queries, snapshots and the recent-results index are
-``EngineState``'s, in ``state.py``). Three of its functions stay over the package's 60-line
-limit on purpose: ``_match``, ``Engine._new`` and ``Engine._amend``, the matching hot path
-(``tests/unit/test_sizes.py`` names them). Each keeps a command's work in one frame, with its
-locals in fast slots and the inlined ``_finish``; cut under 60 lines (the validity gate, the
-post-match tail, the amend checks, the STP and full-fill branches of ``_match`` as functions),
-the engine took 6.5-7.1% more time per command (``bench/engine.py --against``, interpreted,
-300k commands, medians of two lock-step runs on 2026-12-07), so they stay whole.
+The command path only (queries, snapshots, recent results: ``EngineState``, ``state.py``;
+a pair's rules: ``admin.py``). ``_match``, ``Engine._new`` and ``Engine._amend`` stay over the
+60-line limit on purpose (``tests/unit/test_sizes.py`` names them): cut under it, the engine
+took 6.5-7.1% more time per command (``bench/engine.py --against``, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from heapq import heappop
 from typing import Any
 
+from shardex.engine.admin import amend_refusal, cancel_refusal, new_refusal, set_rules
 from shardex.engine.book import Book, Finished, Order
 from shardex.engine.book import rest_order as _rest
 from shardex.engine.codes import (
@@ -50,6 +47,7 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_HANDOFF,
+    OP_MARKET_RULE,
     OP_NEW,
     OP_REJECT,
     OP_TIME,
@@ -97,6 +95,7 @@ _VALID_NEW = frozenset(
     if not (otype == MARKET and (tif == GTC or post_only)) and not (post_only and tif != GTC)
 )
 _SIDE_NAMES = ("bid", "ask")
+_ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules}
 
 
 class Engine(EngineState):
@@ -122,8 +121,8 @@ class Engine(EngineState):
                 self._edge_reject(cmd, out)
             elif op == OP_TIME:
                 self.set_time(cmd[1])
-            elif op in (OP_HANDOFF, OP_ADOPT):
-                refused = (handoff if op == OP_HANDOFF else adopt)(self, cmd, out)
+            elif op in _ADMIN:  # (a pair's move, a pair's rules)
+                refused = _ADMIN[op](self, cmd, out)
                 if refused is not None:
                     self._reject(_field(cmd, 1), "", refused[0], refused[1], out)
             else:
@@ -200,6 +199,8 @@ class Engine(EngineState):
         ):
             return self._reject(symbol, oid, *self._why_new_invalid(cmd), out)
         market = book.market
+        if book.gate is not None and (refused := new_refusal(book, book.gate, otype, price, qty)):
+            return self._reject(symbol, oid, refused[0], refused[1], out)  # (a pair's rules)
         limit_key = _NO_LIMIT if otype else (price if side == BUY else -price)
         if oid in book.orders:
             return self._reject(
@@ -274,6 +275,8 @@ class Engine(EngineState):
         if order is None:
             return None
         book = self.books[symbol]
+        if book.gate is not None and (refused := cancel_refusal(book, book.gate)):
+            return self._reject(symbol, oid, refused[0], refused[1], out)
         qty = order.qty
         _unlink(book, order)
         self.seq = seq = self.seq + 1
@@ -329,6 +332,10 @@ class Engine(EngineState):
                 return self._reject(
                     symbol, oid, _range_reason("price", price, market), REJ_OUT_OF_RANGE, out
                 )
+        if book.gate is not None and (
+            refused := amend_refusal(book, book.gate, qty, order.price, price)
+        ):
+            return self._reject(symbol, oid, refused[0], refused[1], out)
         side = order.side
         if price is None or price == order.price:
             # Same price: only the open quantity shrinks, so time priority is kept.
@@ -456,7 +463,8 @@ def _match(
     seq = eng.seq
     append = out.append
     orders = book.orders
-    trade_id = book.trade_id
+    trade_id = first_id = book.trade_id
+    last = 0
     while qty:
         while heap:
             key = heap[0]
@@ -500,6 +508,7 @@ def _match(
                 continue
             trade_id += 1
             seq += 1
+            last = price
             if mq > qty:
                 maker.qty = mq - qty
                 level.total -= qty
@@ -529,6 +538,8 @@ def _match(
         if qty < 0:
             break
     eng.seq = seq
+    if trade_id != first_id:  # traded: the last trade's price (the band's reference price)
+        book.last_price = last
     book.trade_id = trade_id
     return qty
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shardex.engine.admin import restore_rules, rules_snapshot
 from shardex.engine.book import Book, Finished, IntegrityError
 from shardex.engine.codes import (
     DEFAULT_RECENT,
@@ -41,7 +42,7 @@ TRADE_SCAN = 1 << 17
 _CHUNK = 4096
 # ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
 EventSource = Callable[[int, int], "list[Event] | None"]
-_CANCEL_REASONS = ("user", "ioc", "fok", "stp")
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp", "delist")
 
 
 class EngineState:
@@ -276,6 +277,9 @@ class EngineState:
         pair["recent"] = [
             (oid, *rec, 0 if i < n else 1) for i, (oid, rec) in enumerate(book.finished.items())
         ]
+        rules = rules_snapshot(book)
+        if rules is not None:  # (a pair's state and limits: ``shardex.engine.admin``)
+            pair["rules"] = rules
         return pair
 
     def restore_pair(
@@ -300,6 +304,7 @@ class EngineState:
         book = Book(symbol, market)
         try:
             book.restore(state, self.seq if _since < 0 else _since)
+            restore_rules(book, state.get("rules"))
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
             if _since < 0:
                 for o in book.orders.values():

@@ -49,8 +49,9 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError
 from shardex.node.account_routing import place_write
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
-from shardex.node.fee_service import fee_group, fee_read
+from shardex.node.fee_service import fee_read
 from shardex.node.nulljournal import NullJournal
+from shardex.node.restrict_service import ACCOUNT_ADMIN
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.timemarks import stamp
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, UNKNOWN_OP, WRONG_SHARD
@@ -81,7 +82,6 @@ from shardex.wire.protocol import (
     OP_BALANCE,
     OP_DEPOSIT,
     OP_EVENTS,
-    OP_FEE_GROUP,
     OP_FEES,
     OP_ORDER,
     OP_PLACE,
@@ -105,7 +105,7 @@ MAX_READS = 256  # balance/status/audit reads in one request (their replies are 
 _UNKNOWN_KEY = UNKNOWN_KEY_REPLY
 # ops a client may send on the direct port (``AccountHandler.for_clients``)
 _CLIENT_OPS = frozenset((OP_NEW, OP_AMEND, OP_ORDER, OP_BALANCE, OP_DEPOSIT, OP_WITHDRAW, OP_AUDIT,
-                         OP_FEES, OP_FEE_GROUP))  # fmt: skip
+                         OP_FEES, *ACCOUNT_ADMIN))  # fmt: skip
 _OVERLOADED = encode_reply(None, ERR_OVERLOADED)
 _CANCEL_HERE = (
     "cancels go straight to the engine shard (routing key: the symbol), not to an account shard"
@@ -237,8 +237,8 @@ class AccountHandler:
                 results.append(self.transfer(cmd, out))
             elif op == OP_FEES:
                 results.append(fee_read(self, cmd))
-            elif op == OP_FEE_GROUP:
-                results.append(fee_group(self, cmd, out))
+            elif op in ACCOUNT_ADMIN:  # (a fee group, a restriction)
+                results.append(ACCOUNT_ADMIN[op](self, cmd, out))
             elif op in (OP_NEW, OP_AMEND):
                 results.append(self.order(cmd, out))
             elif op == OP_PLACE:

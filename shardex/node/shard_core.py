@@ -26,7 +26,8 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
-from shardex.node.moves import is_move, move_write, moved_refusal, pair_read
+from shardex.node.market_admin import admin_write, is_admin_write, pair_rules
+from shardex.node.moves import moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.placement.core import PlacementMap, initial
@@ -190,8 +191,8 @@ class ShardCore:
                     continue
                 if self.stamp_due:
                     self.stamp()
-                if is_move(cmd):
-                    results.append(move_write(self, cmd, out))
+                if is_admin_write(cmd):  # (a pair's move or rules)
+                    results.append(admin_write(self, cmd, out))
                     continue
                 cmd = self._admit(edge_command(cmd), key)
                 start = len(out)
@@ -420,7 +421,8 @@ class ShardCore:
         return status
 
     def markets_read(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
-        return {"markets": markets_to_wire(self.markets)}
+        return {"markets": markets_to_wire(self.markets),
+                "rules": pair_rules(self.engine, lambda s: self.owner(s) == self.index)}
 
     def status(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         eng = self.engine
@@ -430,6 +432,8 @@ class ShardCore:
             "seq": eng.seq,
             "resting": eng.resting(),
             "symbols": {s: len(b.orders) for s, b in sorted(eng.books.items())},
+            # pairs not open, or with limits: their rules (``shardex.engine.admin``)
+            "rules": {s: b.gate.to_wire() for s, b in sorted(eng.books.items()) if b.gate},
             "commands": self.commands,
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
             "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"

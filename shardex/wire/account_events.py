@@ -49,6 +49,9 @@ def _account_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) 
     if name == "fee_group":
         _, _, account, group, tier = ev
         return {"ev": name, "account": account, "group": group, "tier": tier, "seq": seq}
+    if name == "restricted":
+        _, _, account, restricted = ev
+        return {"ev": name, "account": account, "restricted": restricted, "seq": seq}
     if name == "rejected":
         _, _, account, ref, reason, code = ev
         return {"ev": name, "account": account, "ref": ref, "reason": reason,

@@ -115,6 +115,20 @@ MOVING = _code(17, "moving", NODE, "the pair is moving to another shard, or has 
                "(its book was handed off): nothing ran; send it again (a router routes it to "
                "the pair's new shard once the move is done); data: shard (the new owner), "
                "when known", retryable=True, refresh=True)
+# markets at runtime (``shardex.engine.admin``): a pair's state and limits, an account's
+MARKET_HALTED = _code(25, "market_halted", MATCHING, "the pair is halted: new orders, amends "
+                      "and cancels are refused until an admin resumes it", **_F)
+CANCEL_ONLY = _code(26, "cancel_only", MATCHING, "the pair is in cancel-only mode: only "
+                    "cancels are accepted", **_F)
+DELISTED = _code(27, "delisted", MATCHING, "the pair is delisted: it accepts nothing (its "
+                 "orders were cancelled when it was)", **_F)
+PRICE_BAND = _code(28, "price_band", MATCHING, "a limit price further from the pair's "
+                   "reference price (its last trade) than its price band allows", **_F)
+ORDER_TOO_LARGE = _code(29, "order_too_large", MATCHING, "the order's qty or notional is above "
+                        "the pair's maximum order size", **_F)
+ACCOUNT_RESTRICTED = _code(30, "account_restricted", IDENTITY, "the account is restricted by an "
+                           "admin: no new orders, amends or withdrawals (cancels still run)",
+                           **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "
@@ -177,8 +191,9 @@ def name_of(number: object) -> str:
 
 
 def names_below(limit: int) -> tuple[str, ...]:
-    """Names of the codes ``0..limit-1`` indexed by number (they must be dense there)."""
-    return tuple(TABLE[n].name for n in range(limit))
+    """Names of the codes ``0..limit-1`` indexed by number; a number no row has (one reserved
+    for later) is ``unused_N``, never a name a row could have."""
+    return tuple(TABLE[n].name if n in TABLE else f"unused_{n}" for n in range(limit))
 
 
 def band_names(band: str) -> dict[int, str]:

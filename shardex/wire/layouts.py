@@ -51,6 +51,11 @@ ADOPT_FROM, ADOPT_SEQ, MOVE_STATE = 2, 3, 4
 MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
 # (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)
 ADOPTED_FROM, ADOPTED_SEQ, ADOPTED_TRADE_ID, ADOPTED_ORDERS = 3, 4, 5, 6
+# a pair's rules (``shardex.engine.admin``): (OP_MARKET_RULE, symbol, changes) and
+# (EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)
+RULE_CHANGES = 2
+MARKET_STATE, MARKET_BAND, MARKET_MAX_QTY, MARKET_MAX_NOTIONAL = 3, 4, 5, 6
+MARKET_WIDTH = 7
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

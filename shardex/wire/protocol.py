@@ -404,6 +404,7 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 #   (OP_AUDIT,) read → this account shard's totals per asset (decimal strings) and "integrity"
 #   (OP_FEES, account) read → the account's fee group, tier, 30-day volume and rates per market
 #   (OP_FEE_GROUP, account, group) admin keys only: put the account in a fee group ("": none)
+#   (OP_RESTRICT, account, restricted) admin keys only: (un)restrict the account
 # A new/amend's result is ``[]`` when its hold was taken and it was forwarded to its engine
 # shard, else one EV_REJECTED event (reason like ``insufficient USD: available 10.00, needed
 # 30.01``, code ``insufficient_funds``); a transfer's result is a map (``ok`` or ``rejected``).
@@ -425,6 +426,7 @@ OP_BALANCE = 32
 OP_AUDIT = 33
 OP_FEES = 34
 OP_FEE_GROUP = 35
+OP_RESTRICT = 38  # (OP_RESTRICT, account, restricted: bool) admin keys only (accounts.restrict)
 # Engine shard journal record of a forwarded command: (OP_FORWARD, j, seq, prev, command).
 # Never accepted from a client: only the account link produces it.
 OP_FORWARD = 40

@@ -25,6 +25,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
@@ -43,6 +44,9 @@ from shardex.wire.layouts import (
     EV_KIND,
     EV_SEQ,
     EV_SYMBOL,
+    MARKET_BAND,
+    MARKET_STATE,
+    MARKET_WIDTH,
     PUB_EPOCH,
     PUB_TS,
     REJECTED_CODE,
@@ -217,6 +221,9 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return _check_trade(ev, markets)
     if kind in (EV_MOVED, EV_ADOPTED):  # (kind, seq, symbol, int, ...): all ints after symbol
         return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
+    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional)
+        return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
+                and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip
     if not _bounded(ev[EV_ID]):
         return False
     if kind == EV_ACCEPTED:

@@ -820,8 +820,11 @@ def test_reject_names_are_the_public_contract():
         "duplicate_id", "not_live", "wrong_account", "post_only_cross", "amend_increase",
         "wrong_shard", "not_allowed",
     )  # fmt: skip
-    for name in codes.REJECT_NAMES:
+    for name in codes.REJECT_CODES:  # (numbers kept for later codes read as ``invalid``)
         assert getattr(codes, "REJ_" + name.upper()) == codes.REJECT_CODES[name]
         assert codes.reject_name(codes.REJECT_CODES[name]) == name
     for bad in (None, -1, len(codes.REJECT_NAMES), True, "3", 2.0):
         assert codes.reject_name(bad) == "invalid"
+    for number, name in enumerate(codes.REJECT_NAMES):
+        if name not in codes.REJECT_CODES:
+            assert codes.reject_name(number) == "invalid"

@@ -24,6 +24,7 @@ from shardex.client.errors import (
     _failed,
     stale_topology,
 )
+from shardex.client.market_admin import market_rule_result, pair_rules
 from shardex.client.results import (
     DEFAULT_RETRY,
     Fate,
@@ -34,7 +35,8 @@ from shardex.client.results import (
 )
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
-from shardex.engine.codes import Command
+from shardex.engine.codes import OP_MARKET_RULE, Command
+from shardex.wire.market_rules import changes_from_json
 from shardex.wire.protocol import (
     OP_AUDIT,
     OP_BALANCE,
@@ -44,6 +46,7 @@ from shardex.wire.protocol import (
     OP_FEES,
     OP_MARKETS,
     OP_ORDER,
+    OP_RESTRICT,
     OP_STATUS,
     OP_WITHDRAW,
     account_route,
@@ -367,6 +370,46 @@ class Client(SyncIO):
         raw = self.read_result(*reply, f"fee group of {account}")
         if not isinstance(raw, dict) or "error" in raw:
             raise _failed("fee_group", raw.get("error") if isinstance(raw, dict) else raw)
+        return raw
+
+    def set_market(self, symbol: str, **changes: Any) -> dict[str, Any]:
+        """Change pair ``symbol``'s state or limits (admin key; journaled on its engine shard):
+        ``state`` (``open``, ``halted``, ``cancel_only``, ``delisted``: final, cancels every
+        order), ``band_bps`` (int), ``max_qty``, ``max_notional`` (decimal strings; 0 lifts a
+        limit). ``{"ok": True, state, band_bps, max_qty, max_notional, seq, cancelled}`` or
+        ``{"ok": False, "rejected": reason, "code": name}``; ``ShardexError`` on a refusal
+        (``not_allowed``) or a bad change (``ValueError``)."""
+        self._ready(markets=True)
+        market = self.markets.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r:.40}")
+        cmd = (OP_MARKET_RULE, symbol, changes_from_json(market, changes))
+        reply = self._request(self._router, symbol.encode(), cmd, f"market {symbol}")
+        return market_rule_result(*reply, symbol, market)
+
+    def market_rules(self) -> dict[str, Any]:
+        """Every pair's state and limits, by the engine shard that serves it: ``{symbol:
+        {state, band_bps, max_qty, max_notional, shard}}`` (a shard that cannot answer: its
+        pairs are missing)."""
+        self._ready(markets=True)
+        replies = []
+        for i in range(self.shards or 0):
+            try:
+                replies.append(self._read(f"#{i}".encode(), (OP_MARKETS,), i))
+            except ShardexError:
+                replies.append({})
+        return pair_rules(self.markets, replies)
+
+    def restrict(self, account: str, restricted: bool = True) -> dict[str, Any]:
+        """Restrict (or with ``restricted=False`` unrestrict) ``account`` on its account shard
+        (admin key): no new orders, amends or withdrawals; cancels still run. ``{"ok": True,
+        account, restricted}`` or ``{"rejected": reason, "code": name}``."""
+        self._need_accounts()
+        cmd = (OP_RESTRICT, account, bool(restricted))
+        reply = self._request(self._router, account_route(account), cmd, "restrict")
+        raw = self.read_result(*reply, f"restrict {account}")
+        if not isinstance(raw, dict) or "error" in raw:
+            raise _failed("restrict", raw.get("error") if isinstance(raw, dict) else raw)
         return raw
 
     def audit(self) -> list[dict[str, Any]]:

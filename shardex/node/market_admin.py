@@ -1,0 +1,61 @@
+"""An engine shard's side of the admin's writes: a pair's rules (``shardex.engine.admin``) and
+the mover's commands (``shardex.node.moves``), one dispatch for both (no I/O).
+
+``(OP_MARKET_RULE, symbol, changes)`` is refused with ``not_allowed`` for a key that is not an
+admin's (in insecure mode there are no keys), with ``wrong_shard`` (``data.shard``: the owner)
+on a shard that does not own the pair, and ``moving`` for a pair handed off; otherwise it is
+applied and journaled like any command, and answers its events (``EV_MARKET``, then a
+delisting's cancels) or the engine's ``rejected`` event. With the account tier the engine is a
+``SettledEngine``: a delisting's cancels are settled to the account shards like any cancel, so
+every hold is released there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardex.engine.admin import rules_of
+from shardex.engine.codes import OP_MARKET_RULE, Event
+from shardex.node.moves import MOVE_OPS, move_write, moved_refusal
+from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
+from shardex.wire.errors import read_error
+from shardex.wire.layouts import CMD_OP, CMD_SYMBOL
+
+ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE}
+
+
+def is_admin_write(cmd: Any) -> bool:
+    """True if ``cmd`` is one of the admin's writes (a move's step or a pair's rules)."""
+    if type(cmd) is not tuple or len(cmd) < 2:
+        return False
+    op = cmd[CMD_OP]
+    return type(op) is int and op in ADMIN_OPS
+
+
+def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
+    """Run one admin write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
+    if cmd[CMD_OP] != OP_MARKET_RULE:
+        return move_write(core, cmd, out)
+    key = core.key
+    if key is not None and key.role != "admin":
+        return read_error(NOT_ALLOWED, "market rules: admin keys only")
+    symbol = cmd[CMD_SYMBOL]
+    if type(symbol) is not str or len(cmd) != 3:
+        return read_error(MALFORMED, "market rule: expected (op, symbol, changes)")
+    if symbol in core.markets and core.owner(symbol) != core.index:
+        moved = moved_refusal(core, symbol)
+        if moved is not None:
+            return moved
+        owner = core.owner(symbol)
+        return read_error(WRONG_SHARD, f"symbol {symbol} is on shard {owner}", shard=owner,
+                          version=core.placement.version)  # fmt: skip
+    start = len(out)
+    seq = core.engine.seq
+    core.engine.apply(cmd, out)
+    core.journal.add(seq, cmd)
+    return out[start:]
+
+
+def pair_rules(engine: Any, owned: Any) -> dict[str, dict[str, Any]]:
+    """Each pair ``owned(symbol)`` says this shard serves → its rules (``Rules.to_wire``)."""
+    return {s: rules_of(engine.books.get(s)).to_wire() for s in sorted(engine.markets) if owned(s)}
