@@ -32,6 +32,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     Event,
 )
+from shardex.engine.expiry import EXPIRED, Expiries
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
 
@@ -41,7 +42,7 @@ TRADE_SCAN = 1 << 17
 _CHUNK = 4096
 # ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
 EventSource = Callable[[int, int], "list[Event] | None"]
-_CANCEL_REASONS = ("user", "ioc", "fok", "stp")
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp", EXPIRED, "cancel_all")
 
 
 class EngineState:
@@ -59,6 +60,8 @@ class EngineState:
         # exchange time (ms since the Unix epoch, UTC) of the batch being applied: set only by
         # journaled ``OP_TIME`` commands (``set_time``), never read from a clock; snapshotted
         self.ts = 0
+        # gtd/day orders by expire time (``expiry``): part of each pair's snapshot
+        self.expiry = Expiries()
         # rejects per REJ_* code (metrics; read at scrape time, not part of snapshots)
         self.rejected: list[int] = [0] * len(REJECT_NAMES)
         # The recent-results index answers order status queries and refuses a ``new`` that
@@ -276,6 +279,9 @@ class EngineState:
         pair["recent"] = [
             (oid, *rec, 0 if i < n else 1) for i, (oid, rec) in enumerate(book.finished.items())
         ]
+        expiring = self.expiry.pair_state(book)
+        if expiring:  # (absent when none: older readers and older states need no key)
+            pair["expire"] = expiring
         return pair
 
     def restore_pair(
@@ -306,6 +312,7 @@ class EngineState:
                     o.seq = self.seq
                 finished = [((*e[:5], 0, 0, e[7]), b) for e, b in finished]
             book.check_integrity()
+            self.expiry.restore_pair(book, state.get("expire"))
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         if old is not None:

@@ -115,6 +115,9 @@ MOVING = _code(17, "moving", NODE, "the pair is moving to another shard, or has 
                "(its book was handed off): nothing ran; send it again (a router routes it to "
                "the pair's new shard once the move is done); data: shard (the new owner), "
                "when known", retryable=True, refresh=True)
+EXPIRED = _code(20, "expired", MATCHING, "a good-till-date order whose expire time is not after "
+                "the shard's exchange time: it would expire at once, so it is not accepted",
+                **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "
@@ -177,8 +180,14 @@ def name_of(number: object) -> str:
 
 
 def names_below(limit: int) -> tuple[str, ...]:
-    """Names of the codes ``0..limit-1`` indexed by number (they must be dense there)."""
-    return tuple(TABLE[n].name for n in range(limit))
+    """Names of the codes ``0..limit-1`` indexed by number; a number with no row yet (one
+    reserved for a code not added) is named ``reserved_<n>``, so the tuple stays indexable."""
+    return tuple(TABLE[n].name if n in TABLE else f"reserved_{n}" for n in range(limit))
+
+
+def last_command_code() -> int:
+    """The highest per-command code (below ``EVENT_MAX``): the engine's counters go up to it."""
+    return max(n for n in TABLE if n < EVENT_MAX)
 
 
 def band_names(band: str) -> dict[int, str]:
