@@ -19,6 +19,7 @@ from shardex.engine.codes import (
     MAX_ID_LEN,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
     OP_NEW,
     OP_REJECT,
     REJ_MALFORMED,
@@ -55,6 +56,7 @@ from shardex.wire.layouts import (
     CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
+    NEW_OPTS,
     NEW_WIDTH,
     REJECT_CODE,
     REJECT_REASON,
@@ -177,7 +179,18 @@ def shard_for(symbol: str | bytes, shards: int) -> int:
     return default_owner(symbol, shards)
 
 
-_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5}  # OP_REJECT: 4 also (no code)
+# OP_REJECT: 4 also (no code); OP_NEW: 13 also (budget, options map: ``_options_ok``)
+_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5, OP_CANCEL_ALL: 4}
+MAX_OPTIONS = 8  # keys of a new order's options map (the engine refuses unknown ones)
+
+
+def _options_ok(opts: Any) -> bool:
+    """A new order's options map of a bounded shape: str keys, scalar values, few of them
+    (its meaning is the engine's to judge: unknown keys are rejected there)."""
+    return (type(opts) is dict and len(opts) <= MAX_OPTIONS
+            and all(type(k) is str and len(k) <= MAX_ID_LEN and type(v) in _SCALAR
+                    and not (type(v) is str and len(v) > MAX_ID_LEN)
+                    for k, v in opts.items()))  # fmt: skip
 _SCALAR = frozenset((int, str, bool, float, type(None)))
 MAX_REASON_LEN = 200  # bytes: a client-sent OP_REJECT reason is cut to this
 
@@ -266,7 +279,9 @@ def _edge_checked(cmd: Any) -> Command:
                 REJ_UNKNOWN_OP)  # fmt: skip
     symbol, oid = _at(cmd, CMD_SYMBOL), _at(cmd, CMD_ID)
     reason = None
-    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE):
+    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE) and not (
+        op == OP_NEW and len(cmd) == NEW_OPTS + 1
+    ):
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
@@ -280,7 +295,7 @@ def _edge_checked(cmd: Any) -> Command:
         for i in range(CMD_ID + 1, len(cmd)):
             v = cmd[i]
             t = type(v)
-            if t not in _SCALAR:
+            if t not in _SCALAR and not (i == NEW_OPTS and _options_ok(v)):
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
             if (
