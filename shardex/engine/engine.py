@@ -9,9 +9,10 @@ layouts). Tuples rather than objects because the engine handles hundreds of thou
 per second in CPython and every attribute lookup or allocation on the hot path shows up in the
 profile. The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
 
-Every command produces at least one event. Every invalid command produces exactly one
-``rejected`` event with a precise reason and a stable ``REJ_*`` code, and changes nothing. No
-input raises out of ``apply``.
+Every client command produces at least one event (but a cancel-all with nothing open, and
+like the leader's ``OP_TIME``, its ``OP_EXPIRE`` with nothing due). Every invalid command
+produces exactly one ``rejected`` event with a precise reason and a stable ``REJ_*`` code, and
+changes nothing. No input raises out of ``apply``.
 
 This module is the command path only (queries, snapshots and the recent-results index are
 ``EngineState``'s, in ``state.py``). Three of its functions stay over the package's 60-line

@@ -25,6 +25,7 @@ from shardex.client.errors import (
 )
 from shardex.client.results import (
     DEFAULT_RETRY,
+    CancelAll,
     Fate,
     Result,
     Retry,
@@ -86,6 +87,13 @@ class AsyncClient(AsyncIO):
 
     async def cancel(self, symbol: str, id: str, *, account: str | None = None) -> Result:  # noqa: A002
         return (await self.submit_many([self._cancel_cmd(symbol, id, account)]))[0]
+
+    async def cancel_all(
+        self, symbol: str | None = None, *, account: str | None = None
+    ) -> CancelAll:
+        """Cancel every live order of the account in ``symbol``, or in every pair (one
+        ``cancel_all`` per pair, each to its pair's shard); says how many were cancelled."""
+        return CancelAll(await self.submit_many(self._cancel_all_cmds(symbol, account)))
 
     async def amend(
         self,
