@@ -36,18 +36,18 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_SYMBOL,
     REJ_WRONG_SHARD,
 )
-from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID, NEW_OPTS
 
 
 class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 
     def _new(self, cmd: Any, out: list[tuple]) -> None:
-        if len(cmd) != 12:
+        if len(cmd) not in (12, 13):  # (13: with the order's options map, for the engine)
             return self._reject(
                 _f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields", REJ_MALFORMED, out
             )
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd[:12]
         refused = self._order_gate(symbol, oid, account)
         if refused:
             return self._reject(account, oid, *refused, out)
@@ -100,6 +100,8 @@ class Holds(Ledger):
             mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
+        if len(cmd) > NEW_OPTS:  # (no budget on the engine's side: the hold is taken)
+            fwd = (*fwd, None, cmd[NEW_OPTS])
         o.opened = self._forward(symbol, fwd, out)
         return None
 

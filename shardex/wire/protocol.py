@@ -61,6 +61,7 @@ from shardex.wire.layouts import (
     REJECT_CODE,
     REJECT_REASON,
 )
+from shardex.wire.options import options_ok
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 from shardex.wire.schema import (  # noqa: F401  (re-exported: their historical home)
     _at,
@@ -179,18 +180,9 @@ def shard_for(symbol: str | bytes, shards: int) -> int:
     return default_owner(symbol, shards)
 
 
-# OP_REJECT: 4 also (no code); OP_NEW: 13 also (budget, options map: ``_options_ok``)
+# OP_REJECT: 4 also (no code); OP_NEW: 13 also (budget, options map: ``wire.options``)
 _WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5, OP_CANCEL_ALL: 4}
-MAX_OPTIONS = 8  # keys of a new order's options map (the engine refuses unknown ones)
 
-
-def _options_ok(opts: Any) -> bool:
-    """A new order's options map of a bounded shape: str keys, scalar values, few of them
-    (its meaning is the engine's to judge: unknown keys are rejected there)."""
-    return (type(opts) is dict and len(opts) <= MAX_OPTIONS
-            and all(type(k) is str and len(k) <= MAX_ID_LEN and type(v) in _SCALAR
-                    and not (type(v) is str and len(v) > MAX_ID_LEN)
-                    for k, v in opts.items()))  # fmt: skip
 _SCALAR = frozenset((int, str, bool, float, type(None)))
 MAX_REASON_LEN = 200  # bytes: a client-sent OP_REJECT reason is cut to this
 
@@ -295,7 +287,7 @@ def _edge_checked(cmd: Any) -> Command:
         for i in range(CMD_ID + 1, len(cmd)):
             v = cmd[i]
             t = type(v)
-            if t not in _SCALAR and not (i == NEW_OPTS and _options_ok(v)):
+            if t not in _SCALAR and not (i == NEW_OPTS and options_ok(v)):
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
             if (

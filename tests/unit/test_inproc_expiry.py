@@ -1,0 +1,79 @@
+"""Expiring orders and cancel-all through a whole in-process cluster with the account tier, on
+a virtual clock: a gtd order's hold comes back when exchange time passes its expire time (an
+idle shard's own sweep, no write needed), a cancel-all releases every hold it covers, an expire
+time already passed is refused and released, and the conservation audit stays clean."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal as D
+
+import pytest
+
+from shardex.client import AsyncClient, audit_report
+from shardex.clock import VirtualClock
+from shardex.inproc import InProcCluster
+from shardex.timemarks import wall_ms
+from tests.support.inproc import plan
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _usd(c: AsyncClient, account: str, want: tuple[D, D]):
+    async def pred() -> bool:
+        return (await c.balance(account)).get("USD") == want
+
+    return pred
+
+
+def _state(c: AsyncClient, symbol: str, oid: str, account: str, want: str):
+    async def pred() -> bool:
+        return (await c.order_status(symbol, oid, account=account))["state"] == want
+
+    return pred
+
+
+def test_expiry_and_cancel_all_release_holds_on_the_exchange_clock() -> None:
+    clock = VirtualClock()
+    cluster = InProcCluster(plan(2, 2), clock=clock)
+    a = "exp-alice"
+
+    async def main() -> None:
+        async with cluster, cluster.client(timeout=5) as c:
+            assert (await c.deposit(a, "USD", "1000", ref="exp-d")).ok
+            now = wall_ms(clock)
+            gtd = await c.place("BTC-USD", "buy", "1", "100", account=a, id="gtd-1",
+                                expire=now + 60_000)  # fmt: skip
+            assert gtd.ok, gtd
+            for sym, oid in (("BTC-USD", "gtc-1"), ("ETH-USD", "gtc-2")):
+                assert (await c.place(sym, "buy", "1", "50", account=a, id=oid)).ok
+            # each hold: qty x price + the 5 bps taker fee
+            held = D("100.05") + D("50.025") * 2
+            await cluster.until(_usd(c, a, (D(1000) - held, held)), what="three holds")
+            for sym, oid in (("BTC-USD", "gtd-1"), ("BTC-USD", "gtc-1"), ("ETH-USD", "gtc-2")):
+                await cluster.until(_state(c, sym, oid, a, "live"), what=f"{oid} rests")
+
+            late = await c.place("BTC-USD", "buy", "1", "10", account=a, id="late", expire=now)
+            assert late.ok  # held and forwarded; the engine shard refuses it: released
+
+            done = await c.cancel_all("ETH-USD", account=a)
+            assert done.ok and done.cancelled == [("ETH-USD", "gtc-2")] and done.count == 1
+            held -= D("50.025")
+            await cluster.until(_usd(c, a, (D(1000) - held, held)), what="cancel-all released")
+
+            clock.advance(59)  # not yet: the gtd order still rests
+            await cluster.until(_state(c, "BTC-USD", "gtd-1", a, "live"), what="still live")
+            clock.advance(1)  # its expire time: the idle shard sweeps it on its own
+            await cluster.until(_state(c, "BTC-USD", "gtd-1", a, "cancelled"), what="expired")
+            status = await c.order_status("BTC-USD", "gtd-1", account=a)
+            assert status["reason"] == "expired", status
+            held -= D("100.05")
+            await cluster.until(_usd(c, a, (D(1000) - held, held)), what="expiry released")
+
+            every = await c.cancel_all(account=a)  # every pair: one cancel_all per pair
+            assert every.ok and every.cancelled == [("BTC-USD", "gtc-1")]
+            await cluster.until(_usd(c, a, (D("1000.00"), D(0))), what="all released")
+            lines, ok = audit_report(await c.audit())
+            assert ok, lines
+
+    asyncio.run(main())
