@@ -4,10 +4,11 @@ Commands (tuples, position = meaning):
 
 * ``(OP_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp)``
 * ``(OP_CANCEL, symbol, id, account)``
-* ``(OP_NEW, ..., stp, budget|None, opts)`` — a new order with options (13 fields): ``opts`` a
+* a new order with options: ``OP_NEW``'s 11 fields, then ``budget|None`` and ``opts`` (13), a
   map with str keys; ``"expire"`` (ms of exchange time) for tif ``GTD`` (``shardex.engine.expiry``)
-* ``(OP_CANCEL_ALL, symbol|"", ref, account)`` — cancel every live order of ``account`` in that
-  pair ("": every pair of this shard); one ``cancelled`` event (reason ``cancel_all``) per order
+* ``(OP_CANCEL_ALL, symbol, ref, account[, after])`` — cancel every live order of ``account``
+  in that pair ("": every pair of this shard); one ``cancelled`` event (reason ``cancel_all``)
+  per order. With ``after`` (ms) it cancels nothing now: it arms the pair's dead-man switch
 * ``(OP_EXPIRE, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when an order's
   expire time is <= ``ts``: one ``cancelled`` event (reason ``expired``) per such order, in
   (expire time, accept seq) order; none when nothing is due. Never accepted from a client.

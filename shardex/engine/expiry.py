@@ -27,6 +27,14 @@ Cancel-all ``(OP_CANCEL_ALL, symbol | "", ref, account)`` cancels the account's 
 one pair, or of every pair of this shard, in (symbol, accept seq) order: one ``cancelled`` event
 each (reason ``cancel_all``), none when the account has none. It scans the books it covers (a
 rare command; a per-account index would cost every new order).
+
+Cancel-on-disconnect (a dead-man switch) is its 5-field form, ``(OP_CANCEL_ALL, symbol, ref,
+account, after_ms)``: it cancels nothing now; it arms (or, sent again, pushes back) a switch of
+(account, pair) at exchange time ``ts + after_ms``; ``after_ms`` 0 disarms it. When exchange time
+reaches a switch still armed, the same ``OP_EXPIRE`` sweep (after the orders' own expiries)
+cancels that account's orders of that pair, reason ``deadman``, and the switch is gone (one
+shot). So a session that stops refreshing loses its open orders ``after_ms`` after its last
+refresh, by journaled time. Switches travel in their pair's state like expire times.
 """
 
 from __future__ import annotations
@@ -52,8 +60,10 @@ from shardex.engine.codes import (
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
 OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
+CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
 OPTION_KEYS = frozenset(("expire",))
-EXPIRED, CANCEL_ALL = "expired", "cancel_all"  # the cancelled events' reasons
+EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
+MAX_AFTER = DAY_MS  # the longest dead-man switch
 
 
 def day_end(ts: int) -> int:
@@ -64,11 +74,33 @@ def day_end(ts: int) -> int:
 class Expiries:
     """The engine's expire-time index (see the module docstring)."""
 
-    __slots__ = ("heap", "by_pair")
+    __slots__ = ("heap", "by_pair", "switches", "sheap")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, str, str]] = []
         self.by_pair: dict[str, dict[str, tuple[int, int]]] = {}
+        # dead-man switches: (symbol, account) -> deadline, and a heap of (deadline, symbol,
+        # account) whose entries are stale once the switch moved or went
+        self.switches: dict[tuple[str, str], int] = {}
+        self.sheap: list[tuple[int, str, str]] = []
+
+    def arm(self, symbol: str, account: str, deadline: int | None) -> None:
+        """Arm (or move) the switch of (``symbol``, ``account``); None disarms it."""
+        if deadline is None:
+            self.switches.pop((symbol, account), None)
+            return
+        self.switches[(symbol, account)] = deadline
+        heappush(self.sheap, (deadline, symbol, account))
+
+    def next_switch(self) -> int | None:
+        """The earliest deadline of an armed switch (stale entries on top are dropped)."""
+        sheap, switches = self.sheap, self.switches
+        while sheap:
+            deadline, symbol, account = sheap[0]
+            if switches.get((symbol, account)) == deadline:
+                return deadline
+            heappop(sheap)
+        return None
 
     def add(self, expire: int, seq: int, symbol: str, oid: str) -> None:
         heappush(self.heap, (expire, seq, symbol, oid))
@@ -89,9 +121,9 @@ class Expiries:
         return None
 
     def due(self, books: dict[str, Book], ts: int) -> bool:
-        """Whether an ``OP_EXPIRE`` at ``ts`` would cancel something (the leader asks)."""
-        expire = self.next_due(books)
-        return expire is not None and expire <= ts
+        """Whether an ``OP_EXPIRE`` at ``ts`` would cancel something (or fire a switch)."""
+        expire, switch = self.next_due(books), self.next_switch()
+        return (expire is not None and expire <= ts) or (switch is not None and switch <= ts)
 
     def _forget(self, symbol: str, oid: str, expire: int, seq: int) -> None:
         pair = self.by_pair.get(symbol)
@@ -99,6 +131,19 @@ class Expiries:
             del pair[oid]
             if not pair:
                 del self.by_pair[symbol]
+
+    def pair_switches(self, symbol: str) -> list[list[Any]]:
+        """``[[account, deadline], ...]`` of the pair's armed switches (its snapshot part)."""
+        return sorted([a, d] for (s, a), d in self.switches.items() if s == symbol)
+
+    def restore_switches(self, symbol: str, entries: Any) -> None:
+        """Arm a restored pair's switches (``pair_switches``' list)."""
+        for key in [k for k in self.switches if k[0] == symbol]:
+            del self.switches[key]
+        for account, deadline in entries or ():
+            if type(account) is not str or type(deadline) is not int:
+                raise ValueError(f"dead-man switch {account!r} {deadline!r} is malformed")
+            self.arm(symbol, account, deadline)
 
     def pair_state(self, book: Book) -> list[list[Any]]:
         """``[[id, expire], ...]`` of the pair's live expiring orders (its snapshot part)."""
@@ -216,15 +261,23 @@ def expire_due(eng: Any, cmd: Any, out: list[Event]) -> None:
         order = _live(books, symbol, oid, seq)
         if order is not None:
             _cancel(eng, books[symbol], order, EXPIRED, out)
+    sheap, switches = index.sheap, index.switches
+    while sheap and sheap[0][0] <= upto:
+        deadline, symbol, account = heappop(sheap)
+        if switches.get((symbol, account)) == deadline:
+            del switches[(symbol, account)]
+            book = books.get(symbol)
+            if book is not None:
+                _cancel_mine(eng, book, account, DEADMAN, out)
     return None
 
 
 def cancel_all(eng: Any, cmd: Any, out: list[Event]) -> None:
-    """``(OP_CANCEL_ALL, symbol | "", ref, account)``: see the module docstring."""
-    if len(cmd) != 4:
-        return eng._reject(_at(cmd, 1), _at(cmd, 2), "cancel_all: expected 4 fields",
+    """``(OP_CANCEL_ALL, symbol | "", ref, account[, after_ms])``: see the module docstring."""
+    if len(cmd) not in (4, 5):
+        return eng._reject(_at(cmd, 1), _at(cmd, 2), "cancel_all: expected 4 or 5 fields",
                            REJ_MALFORMED, out)  # fmt: skip
-    _, symbol, ref, account = cmd
+    symbol, ref, account = cmd[1], cmd[2], cmd[3]
     if type(symbol) is not str or type(ref) is not str or len(ref) > MAX_ID_LEN:
         return eng._reject(symbol, ref, "cancel_all: symbol and ref must be strings",
                            REJ_MALFORMED, out)  # fmt: skip
@@ -238,12 +291,30 @@ def cancel_all(eng: Any, cmd: Any, out: list[Event]) -> None:
         books = [book]
     else:
         books = [eng.books[s] for s in sorted(eng.books)]
+    if len(cmd) == 5:
+        return _arm(eng, symbol, ref, account, cmd[CANCEL_ALL_AFTER], out)
     for book in books:
-        mine = [o for o in book.orders.values() if o.account == account]
-        mine.sort(key=_accept_order)
-        for order in mine:
-            _cancel(eng, book, order, CANCEL_ALL, out)
+        _cancel_mine(eng, book, account, CANCEL_ALL, out)
     return None
+
+
+def _arm(eng: Any, symbol: str, ref: str, account: str, after: Any, out: list[Event]) -> None:
+    """A dead-man switch armed, moved or (``after`` 0) disarmed: no event."""
+    if type(after) is not int:
+        return eng._reject(symbol, ref, "after must be an integer (ms)", REJ_MALFORMED, out)
+    if not symbol or not 0 <= after <= MAX_AFTER:
+        return eng._reject(symbol, ref, f"a dead-man switch needs a pair and 0..{MAX_AFTER} ms",
+                           REJ_INVALID, out)  # fmt: skip
+    eng.expiry.arm(symbol, account, eng.ts + after if after else None)
+    return None
+
+
+def _cancel_mine(eng: Any, book: Book, account: str, reason: str, out: list[Event]) -> None:
+    """Cancel ``account``'s live orders of ``book`` in accept order."""
+    mine = [o for o in book.orders.values() if o.account == account]
+    mine.sort(key=_accept_order)
+    for order in mine:
+        _cancel(eng, book, order, reason, out)
 
 
 def _accept_order(order: Order) -> tuple[int, str]:

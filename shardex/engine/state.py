@@ -32,7 +32,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     Event,
 )
-from shardex.engine.expiry import EXPIRED, Expiries
+from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
 
@@ -42,7 +42,7 @@ TRADE_SCAN = 1 << 17
 _CHUNK = 4096
 # ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
 EventSource = Callable[[int, int], "list[Event] | None"]
-_CANCEL_REASONS = ("user", "ioc", "fok", "stp", EXPIRED, "cancel_all")
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp", EXPIRED, CANCEL_ALL, DEADMAN)
 
 
 class EngineState:
@@ -279,9 +279,11 @@ class EngineState:
         pair["recent"] = [
             (oid, *rec, 0 if i < n else 1) for i, (oid, rec) in enumerate(book.finished.items())
         ]
-        expiring = self.expiry.pair_state(book)
+        expiring, switches = self.expiry.pair_state(book), self.expiry.pair_switches(symbol)
         if expiring:  # (absent when none: older readers and older states need no key)
             pair["expire"] = expiring
+        if switches:
+            pair["deadman"] = switches
         return pair
 
     def restore_pair(
@@ -313,6 +315,7 @@ class EngineState:
                 finished = [((*e[:5], 0, 0, e[7]), b) for e, b in finished]
             book.check_integrity()
             self.expiry.restore_pair(book, state.get("expire"))
+            self.expiry.restore_switches(symbol, state.get("deadman"))
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         if old is not None:

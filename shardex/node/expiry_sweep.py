@@ -18,12 +18,15 @@ from shardex.engine.codes import OP_EXPIRE, Event
 
 
 def next_expiry(engine: Any) -> int | None:
-    """The earliest expire time of a live order of ``engine`` (an ``Engine`` or a
-    ``SettledEngine``), None when it has none."""
+    """The earliest expire time of a live order or deadline of an armed dead-man switch of
+    ``engine`` (an ``Engine`` or a ``SettledEngine``), None when it has neither."""
     index = engine.expiry
-    if not index.heap:  # (the common case, at no cost)
+    if not index.heap and not index.sheap:  # (the common case, at no cost)
         return None
-    return index.next_due(engine.books)
+    expire, switch = index.next_due(engine.books), index.next_switch()
+    if expire is None or switch is None:
+        return switch if expire is None else expire
+    return min(expire, switch)
 
 
 def sweep(engine: Any, journal: Any, ts: int, out: list[Event]) -> None:

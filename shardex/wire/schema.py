@@ -53,8 +53,11 @@ from shardex.wire.layouts import (
     ADOPTED_TRADE_ID,
     AMENDED_PRICE,
     AMENDED_QTY,
+    CANCEL_ALL_AFTER,
     CANCELLED_QTY,
     CANCELLED_REASON,
+    CMD_ACCOUNT,
+    CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
     EV_ID,
@@ -87,7 +90,7 @@ _NEW_FIELDS = {
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
-_CANCEL_ALL_FIELDS = {"op", "symbol", "id", "account"}  # symbol, id optional
+_CANCEL_ALL_FIELDS = {"op", "symbol", "id", "account", "after"}  # all but account optional
 _FIELDS = {"new": _NEW_FIELDS, "cancel": _CANCEL_FIELDS, "amend": _AMEND_FIELDS,
            "cancel_all": _CANCEL_ALL_FIELDS}  # fmt: skip
 
@@ -217,13 +220,19 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
 
 
 def cancel_all_from_json(obj: dict[str, Any], markets: Mapping[str, Market]) -> Command:
-    """``{"op": "cancel_all", "account", "symbol"?, "id"?}`` → ``OP_CANCEL_ALL`` (no symbol:
-    every pair of the shard it is sent to; ``id``: the caller's ref, echoed by a reject)."""
+    """``{"op": "cancel_all", "account", "symbol"?, "id"?, "after"?}`` → ``OP_CANCEL_ALL`` (no
+    symbol: every pair of the shard it is sent to; ``id``: the caller's ref, echoed by a
+    reject; ``after``: arm the pair's dead-man switch instead, see ``engine.expiry``)."""
     account = _str(obj, "account")
     symbol = _str(obj, "symbol") if "symbol" in obj else ""
     if symbol and symbol not in markets:
         raise _Bad(f"unknown symbol {symbol}", REJ_UNKNOWN_SYMBOL)
     ref = _str(obj, "id") if "id" in obj else ""
+    if "after" in obj:  # a dead-man switch of (account, symbol): ms, 0 disarms it
+        after = obj["after"]
+        if type(after) is not int:
+            raise _Bad("after must be an integer (ms)")
+        return (OP_CANCEL_ALL, symbol, ref, account, after)
     return (OP_CANCEL_ALL, symbol, ref, account)
 
 
@@ -248,8 +257,10 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
     """Engine command tuple → public JSON object (used by generators, SDK and journal tools)."""
     op = cmd[CMD_OP]
     if op == OP_CANCEL_ALL:
-        _, symbol, ref, account = cmd
+        symbol, ref, account = cmd[CMD_SYMBOL], cmd[CMD_ID], cmd[CMD_ACCOUNT]
         obj = {"op": "cancel_all", "account": account}
+        if len(cmd) > CANCEL_ALL_AFTER:
+            obj["after"] = cmd[CANCEL_ALL_AFTER]
         if symbol:
             obj["symbol"] = symbol
         if ref:
