@@ -219,12 +219,15 @@ class ClientCore(Replies, FateDecisions, Topology):
             cmd.setdefault("tif", "gtd")
         return cmd
 
-    def _cancel_all_cmds(self, symbol: str | None, account: str | None) -> list[dict[str, Any]]:
+    def _cancel_all_cmds(self, symbol: str | None, account: str | None,
+                         after_ms: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """One ``cancel_all`` per pair: ``symbol``'s, or every pair of the markets table (each
-        goes to its pair's shard, like a cancel: the fan-out needs no new route)."""
+        goes to its pair's shard, like a cancel: the fan-out needs no new route); with
+        ``after_ms``, each arms (0: disarms) that pair's dead-man switch instead."""
         acct = self._acct(account)
         symbols = [symbol] if symbol is not None else sorted(self.markets or ())
-        return [{"op": "cancel_all", "symbol": s, "account": acct} for s in symbols]
+        tail = {} if after_ms is None else {"after": after_ms}
+        return [{"op": "cancel_all", "symbol": s, "account": acct, **tail} for s in symbols]
 
     def _cancel_cmd(self, symbol: str, id: str, account: str | None) -> dict[str, Any]:  # noqa: A002
         return {"op": "cancel", "symbol": symbol, "id": id, "account": self._acct(account)}

@@ -154,9 +154,11 @@ time_cmd = st.sampled_from(TIMES).map(lambda ts: (OP_TIME, ts))
 expire_cmd = st.sampled_from(TIMES).map(lambda ts: (OP_EXPIRE, ts))
 
 cancel_all_cmd = st.builds(
-    lambda sym, acct: (OP_CANCEL_ALL, sym, "ref", acct),
+    lambda sym, acct, after: (OP_CANCEL_ALL, sym, "ref", acct, *after),
     st.sampled_from(SYMBOLS + ("",)),
     st.sampled_from(ACCOUNTS),
+    # mostly a cancel-all; else a dead-man switch armed (1 ms, a day) or disarmed (0)
+    st.sampled_from(((), (), (0,), (1,), (_DAY,))),
 )
 
 # a limit order resting as gtd (13 fields, with its expire time) or day (11 fields)

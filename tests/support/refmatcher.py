@@ -39,6 +39,7 @@ from shardex.engine.codes import (
     REJ_AMEND_INCREASE,
     REJ_DUPLICATE_ID,
     REJ_EXPIRED,
+    REJ_INVALID,
     REJ_NOT_LIVE,
     REJ_POST_ONLY_CROSS,
     REJ_WRONG_ACCOUNT,
@@ -78,6 +79,7 @@ class RefEngine:
         self.previous: list[tuple[str, str]] = []
         self.fates: dict[tuple[str, str], tuple] = {}  # (symbol, id) -> (account, state, ...)
         self.ts = 0  # exchange time (OP_TIME)
+        self.switches: dict[tuple[str, str], int] = {}  # dead-man switches: deadline
 
     def _finish(self, symbol, oid, account, state, filled, trades, reason=None) -> None:
         if not self.window:
@@ -188,8 +190,22 @@ class RefEngine:
                    for o in orders if o.expire is not None and o.expire <= upto]  # fmt: skip
             for *_, o in sorted(due, key=lambda d: d[:4]):
                 self._remove(d_symbol(self.orders, o), o, "expired")
+            fired = sorted((d, s, a) for (s, a), d in self.switches.items() if d <= upto)
+            for _, s, a in fired:
+                del self.switches[(s, a)]
+                mine = [o for o in self.orders.get(s, []) if o.account == a]
+                for o in sorted(mine, key=lambda o: (o.accepted, o.id)):
+                    self._remove(s, o, "deadman")
             return self.out
-        _, symbol, _ref, account = cmd
+        _, symbol, _ref, account = cmd[:4]
+        if len(cmd) == 5:  # a dead-man switch: armed, moved, or (0) disarmed
+            if not symbol:
+                self._ev(EV_REJECTED, symbol, _ref, None, REJ_INVALID)
+            elif cmd[4]:
+                self.switches[(symbol, account)] = self.ts + cmd[4]
+            else:
+                self.switches.pop((symbol, account), None)
+            return self.out
         for s in [symbol] if symbol else sorted(self.orders):
             mine = [o for o in self.orders.get(s, []) if o.account == account]
             for o in sorted(mine, key=lambda o: (o.accepted, o.id)):

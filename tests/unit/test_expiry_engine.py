@@ -174,6 +174,27 @@ def test_expiring_orders_survive_snapshot_restore_and_a_live_move():
     assert run(src, (OP_TIME, T0 + 10), (OP_EXPIRE, T0 + 10)) == []
 
 
+def test_a_dead_man_switch_fires_unless_refreshed_and_travels_with_its_pair():
+    eng = fresh()
+    run(eng, new("a1"), new("a2", price=99), new("b1", account="bo", price=98))
+    assert run(eng, (OP_CANCEL_ALL, SYM, "hb", "al", 1000)) == []  # armed: nothing now
+    run(eng, (OP_TIME, T0 + 900), (OP_CANCEL_ALL, SYM, "hb", "al", 1000))  # refreshed
+    assert not eng.expiry.due(eng.books, T0 + 1000)
+    restored = Engine.restore(eng.snapshot(), DEFAULT_MARKETS)  # (recovery keeps the switch)
+    for e in (eng, restored):
+        out = run(e, (OP_TIME, T0 + 1900), (OP_EXPIRE, T0 + 1900))
+        assert [ev[3:5] for ev in out] == [("a1", "deadman"), ("a2", "deadman")]
+        assert e.resting() == 1 and not e.expiry.switches  # one shot: gone once fired
+    # disarmed: nothing fires
+    run(eng, new("a3", price=97), (OP_CANCEL_ALL, SYM, "hb", "al", 10),
+        (OP_CANCEL_ALL, SYM, "hb", "al", 0), (OP_TIME, T0 + 5000))  # fmt: skip
+    assert run(eng, (OP_EXPIRE, T0 + 5000)) == [] and eng.resting() == 2
+    for bad, code in ((("", "hb", "al", 10), REJ_INVALID), ((SYM, "hb", "al", -1), REJ_INVALID),
+                      ((SYM, "hb", "al", "10"), REJ_MALFORMED)):  # fmt: skip
+        (ev,) = run(eng, (OP_CANCEL_ALL, *bad))
+        assert ev[0] == EV_REJECTED and ev[5] == code, (bad, ev)
+
+
 def _comparable(events):
     return [e[:4] + e[5:] if e[0] == EV_REJECTED else e for e in events]
 

@@ -77,3 +77,42 @@ def test_expiry_and_cancel_all_release_holds_on_the_exchange_clock() -> None:
             assert ok, lines
 
     asyncio.run(main())
+
+
+def test_a_dead_sessions_orders_go_at_its_dead_man_deadline() -> None:
+    """A session arms cancel-on-disconnect, refreshes it once, then dies (its client closes:
+    no more heartbeats); when exchange time passes its last refresh + timeout, its orders are
+    cancelled on their shards and their holds come back. Another account's orders stay."""
+    clock = VirtualClock()
+    cluster = InProcCluster(plan(2, 2), clock=clock)
+    a, b = "dm-alice", "dm-bob"
+
+    async def main() -> None:
+        async with cluster:
+            async with cluster.client(timeout=5) as admin:
+                for acct in (a, b):
+                    assert (await admin.deposit(acct, "USD", "1000", ref=f"{acct}-d")).ok
+            async with cluster.client(timeout=5) as session:
+                assert (await session.cancel_after(30_000, account=a)).ok  # every pair
+                for sym, oid in (("BTC-USD", "dm-1"), ("ETH-USD", "dm-2")):
+                    assert (await session.place(sym, "buy", "1", "50", account=a, id=oid)).ok
+                    await cluster.until(_state(session, sym, oid, a, "live"), what=oid)
+                assert (await session.place("BTC-USD", "buy", "1", "40", account=b,
+                                            id="other")).ok  # fmt: skip
+                clock.advance(20)
+                assert (await session.cancel_after(30_000, account=a)).ok  # the heartbeat
+            # the session is gone: no heartbeat after virtual 20 s
+            async with cluster.client(timeout=5) as c:
+                clock.advance(29)  # 49 s: before 20 + 30
+                await cluster.until(_state(c, "BTC-USD", "dm-1", a, "live"), what="still live")
+                clock.advance(1)  # 50 s: the deadline
+                for sym, oid in (("BTC-USD", "dm-1"), ("ETH-USD", "dm-2")):
+                    await cluster.until(_state(c, sym, oid, a, "cancelled"), what=f"{oid} gone")
+                    status = await c.order_status(sym, oid, account=a)
+                    assert status["reason"] == "deadman", status
+                await cluster.until(_usd(c, a, (D("1000.00"), D(0))), what="holds released")
+                assert (await c.order_status("BTC-USD", "other", account=b))["state"] == "live"
+                lines, ok = audit_report(await c.audit())
+                assert ok, lines
+
+    asyncio.run(main())

@@ -95,6 +95,17 @@ class AsyncClient(AsyncIO):
         ``cancel_all`` per pair, each to its pair's shard); says how many were cancelled."""
         return CancelAll(await self.submit_many(self._cancel_all_cmds(symbol, account)))
 
+    async def cancel_after(
+        self, timeout_ms: int, symbol: str | None = None, *, account: str | None = None
+    ) -> CancelAll:
+        """Cancel-on-disconnect: arm (or push back) the account's dead-man switch of
+        ``symbol``, or of every pair: unless called again within ``timeout_ms`` ms of exchange
+        time, the shard cancels the account's orders of that pair (reason ``deadman``). Call
+        it again well within the timeout as a heartbeat (``timeout_ms`` 0 disarms it); a
+        session that dies stops the heartbeat, and its orders go."""
+        cmds = self._cancel_all_cmds(symbol, account, timeout_ms)
+        return CancelAll(await self.submit_many(cmds))
+
     async def amend(
         self,
         symbol: str,
