@@ -44,9 +44,8 @@ class Holds(Ledger):
 
     def _new(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) not in (12, 13):  # (13: with the order's options map, for the engine)
-            return self._reject(
-                _f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields", REJ_MALFORMED, out
-            )
+            return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields",
+                                REJ_MALFORMED, out)  # fmt: skip
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd[:12]
         refused = self._order_gate(symbol, oid, account)
         if refused:
@@ -99,9 +98,8 @@ class Holds(Ledger):
         else:
             mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
-        fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
-        if len(cmd) > NEW_OPTS:  # (no budget on the engine's side: the hold is taken)
-            fwd = (*fwd, None, cmd[NEW_OPTS])
+        fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp,
+               *_options(cmd))  # fmt: skip
         o.opened = self._forward(symbol, fwd, out)
         return None
 
@@ -195,6 +193,11 @@ def _budget_cap(pair: Pair, qty: int, budget: int, taker_bps: int | None = None)
     while p > 0 and cost(p) > budget:
         p -= 1
     return p
+
+
+def _options(cmd: tuple) -> tuple:
+    """The engine's tail of a forwarded new order with options: (no budget, the map); ()."""
+    return (None, cmd[NEW_OPTS]) if len(cmd) > NEW_OPTS else ()
 
 
 def _new_refusal(

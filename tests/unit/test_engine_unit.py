@@ -821,6 +821,8 @@ def test_reject_names_are_the_public_contract():
         "wrong_shard", "not_allowed",
     )  # fmt: skip
     for name in codes.REJECT_NAMES:
+        if name.startswith("reserved_"):  # (a number held for a code not added yet)
+            continue
         assert getattr(codes, "REJ_" + name.upper()) == codes.REJECT_CODES[name]
         assert codes.reject_name(codes.REJECT_CODES[name]) == name
     for bad in (None, -1, len(codes.REJECT_NAMES), True, "3", 2.0):
