@@ -288,7 +288,7 @@ def _edge_checked(cmd: Any) -> Command:
         for i in range(CMD_ID + 1, len(cmd)):
             v = cmd[i]
             t = type(v)
-            if t not in _SCALAR and not (i == NEW_OPTS and options_ok(v)):
+            if (t not in _SCALAR or i == NEW_OPTS) and not (i == NEW_OPTS and options_ok(v)):
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
             if (
