@@ -199,7 +199,7 @@ def _comparable(events):
     return [e[:4] + e[5:] if e[0] == EV_REJECTED else e for e in events]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timed_commands, windows, st.integers(0, 100))
 def test_timed_streams_match_the_reference_and_survive_restore(cmds, window, cut):
     """gtd/day orders, exchange time, sweeps and cancel-all, event for event against the
