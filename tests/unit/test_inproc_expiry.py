@@ -11,6 +11,7 @@ from decimal import Decimal as D
 import pytest
 
 from shardex.client import AsyncClient, audit_report
+from shardex.client.heartbeat import CancelOnDisconnect
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
 from shardex.timemarks import wall_ms
@@ -114,5 +115,32 @@ def test_a_dead_sessions_orders_go_at_its_dead_man_deadline() -> None:
                 assert (await c.order_status("BTC-USD", "other", account=b))["state"] == "live"
                 lines, ok = audit_report(await c.audit())
                 assert ok, lines
+
+    asyncio.run(main())
+
+
+def test_a_live_sessions_heartbeat_keeps_its_orders_and_a_clean_exit_disarms() -> None:
+    """While ``CancelOnDisconnect`` beats, exchange time may pass the timeout many times over
+    (each refresh pushes the deadline back); leaving it disarms the switch: the orders stay."""
+    clock = VirtualClock()
+    cluster = InProcCluster(plan(1, 0), clock=clock)
+    a = "hb-alice"
+
+    async def main() -> None:
+        async with cluster, cluster.client(timeout=5) as c:
+            assert (await c.place("BTC-USD", "buy", "1", "50", account=a, id="hb-1")).ok
+            async with CancelOnDisconnect(c, 1_000, account=a, symbol="BTC-USD",
+                                          every_s=0.001) as hb:  # fmt: skip
+                for _ in range(4):  # 2 s of exchange time in all: twice the timeout
+                    n = hb.beats
+                    clock.advance(0.5)
+                    await cluster.until(lambda n=n: hb.beats >= n + 2, what="refreshes")
+                assert (await c.order_status("BTC-USD", "hb-1", account=a))["state"] == "live"
+            assert hb.failed == 0
+            clock.advance(10)  # disarmed: nothing fires, however long
+            first = cluster.rounds
+            await cluster.until(lambda: cluster.rounds >= first + 200, what="rounds")
+            assert (await c.order_status("BTC-USD", "hb-1", account=a))["state"] == "live"
+            assert not cluster.engines[0].core.engine.expiry.switches
 
     asyncio.run(main())
