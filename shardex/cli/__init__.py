@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "level)."),
     "bridge": ("bridge", "bridge", "Write every shard's events to Redis Streams, in order, "
                "exactly once."),
+    "cancel-all": ("cancel", "cancel_all", "Cancel every open order of ACCOUNT, in one pair "
+                   "(--symbol) or in every pair, and say how many went (an admin key, or the "
+                   "account's own)."),
     "candles": ("candles", "candles", "Show PAIR's OHLCV candles (1m 5m 15m 1h 4h 1d), oldest "
                 "first, from Redis."),
     "candles-worker": ("candles", "candles_worker", "Keep every pair's candles in Redis, from "

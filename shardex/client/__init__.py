@@ -83,6 +83,7 @@ from shardex.client.errors import (
     stale_topology,
     uncertain,
 )
+from shardex.client.heartbeat import CancelOnDisconnect
 from shardex.client.replies import _EVENT_SHAPES, _Malformed
 from shardex.client.results import (
     _MAX_REASON,
@@ -107,6 +108,7 @@ __all__ = [
     "UNKNOWN",
     "AsyncClient",
     "AuthenticationFailed",
+    "CancelOnDisconnect",
     "Client",
     "ClientCore",
     "RequestTimeout",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,20 @@ Route = tuple[int, bytes]  # (shard slot: engine 0..N-1, account N..N+M-1; routi
 # the positions ``plan`` reads of every command: (op, symbol, account; an OP_ORDER read's
 # account, and its length)
 _PLAN_AT = (CMD_OP, CMD_SYMBOL, CMD_ACCOUNT, ORDER_ACCOUNT, ORDER_ID + 1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def expire_ms(expire: int | datetime) -> int:
+    """An expire time as the wire's int ms since the Unix epoch (UTC)."""
+    if isinstance(expire, datetime):
+        if expire.tzinfo is None:
+            raise ValueError("expire: use an aware datetime (UTC), not a naive one")
+        return (expire - _EPOCH) // timedelta(milliseconds=1)  # (exact: no float)
+    if type(expire) is not int:
+        raise ValueError(f"expire must be int ms since the epoch or a datetime, not {expire!r}")
+    return expire
 
 
 def _load(markets: Mapping[str, Market] | str | os.PathLike | None) -> dict[str, Market] | None:
@@ -177,8 +192,11 @@ class ClientCore(Replies, FateDecisions, Topology):
         stp: str | None = None,
         id: str | None = None,  # noqa: A002
         account: str | None = None,
+        expire: int | datetime | None = None,
     ) -> dict[str, Any]:
-        """Build a ``new`` command dict (does not send it); type defaults from ``price``."""
+        """Build a ``new`` command dict (does not send it); type defaults from ``price``.
+        ``expire`` (ms since the Unix epoch, UTC, or an aware datetime) makes it tif ``gtd``
+        unless ``tif`` says otherwise."""
         cmd: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -196,7 +214,20 @@ class ClientCore(Replies, FateDecisions, Topology):
             cmd["post_only"] = True
         if stp is not None:
             cmd["stp"] = stp
+        if expire is not None:
+            cmd["expire"] = expire_ms(expire)
+            cmd.setdefault("tif", "gtd")
         return cmd
+
+    def _cancel_all_cmds(self, symbol: str | None, account: str | None,
+                         after_ms: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """One ``cancel_all`` per pair: ``symbol``'s, or every pair of the markets table (each
+        goes to its pair's shard, like a cancel: the fan-out needs no new route); with
+        ``after_ms``, each arms (0: disarms) that pair's dead-man switch instead."""
+        acct = self._acct(account)
+        symbols = [symbol] if symbol is not None else sorted(self.markets or ())
+        tail = {} if after_ms is None else {"after": after_ms}
+        return [{"op": "cancel_all", "symbol": s, "account": acct, **tail} for s in symbols]
 
     def _cancel_cmd(self, symbol: str, id: str, account: str | None) -> dict[str, Any]:  # noqa: A002
         return {"op": "cancel", "symbol": symbol, "id": id, "account": self._acct(account)}

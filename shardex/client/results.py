@@ -154,3 +154,24 @@ def transfer_result(command: dict[str, Any], error: Any, results: Any) -> Result
     except (KeyError, TypeError, ValueError, ArithmeticError):
         return Result(command, [], _malformed("bad balance"), UNKNOWN)
     return Result(command, [ev], None, EXECUTED)
+
+
+@dataclass
+class CancelAll:
+    """The answer to ``Client.cancel_all``: one ``Result`` per pair asked."""
+
+    results: list[Result]
+
+    @property
+    def cancelled(self) -> list[tuple[str, str]]:
+        """(symbol, id) of every order cancelled, in event order."""
+        return [(e["symbol"], e["id"]) for r in self.results for e in r.events
+                if e["ev"] == "cancelled"]  # fmt: skip
+
+    @property
+    def count(self) -> int:
+        return len(self.cancelled)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)

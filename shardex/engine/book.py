@@ -413,3 +413,19 @@ def rest_order(book: Book, order: Order) -> None:
     level.total += order.qty
     level.live += 1
     book.orders[order.id] = order
+
+
+def unlink_order(book: Book, order: Order) -> None:
+    """Take a live order out of the book in O(1): lazy removal from its level's deque."""
+    side = order.side
+    s = book.sides[side]
+    key = -order.price if side == 0 else order.price
+    level = s.levels[key]
+    level.total -= order.qty
+    level.live -= 1
+    order.qty = 0
+    del book.orders[order.id]
+    if not level.live:
+        del s.levels[key]
+    elif len(level.orders) > 2 * level.live + 16:
+        level.orders = deque([o for o in level.orders if o.qty])

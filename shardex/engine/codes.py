@@ -4,6 +4,14 @@ Commands (tuples, position = meaning):
 
 * ``(OP_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp)``
 * ``(OP_CANCEL, symbol, id, account)``
+* a new order with options: ``OP_NEW``'s 11 fields, then ``budget|None`` and ``opts`` (13), a
+  map with str keys; ``"expire"`` (ms of exchange time) for tif ``GTD`` (``shardex.engine.expiry``)
+* ``(OP_CANCEL_ALL, symbol, ref, account[, after])`` — cancel every live order of ``account``
+  in that pair ("": every pair of this shard); one ``cancelled`` event (reason ``cancel_all``)
+  per order. With ``after`` (ms) it cancels nothing now: it arms the pair's dead-man switch
+* ``(OP_EXPIRE, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when an order's
+  expire time is <= ``ts``: one ``cancelled`` event (reason ``expired``) per such order, in
+  (expire time, accept seq) order; none when nothing is due. Never accepted from a client.
 * ``(OP_AMEND, symbol, id, account, qty|None, price|None)``
 * ``(OP_REJECT, symbol, id, reason[, code])`` — a command the edge could not decode (or may not
   run); the engine emits the ``rejected`` event so that it gets a seq and replays identically.
@@ -20,8 +28,8 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 
 * ``(EV_ACCEPTED, seq, symbol, id)``
 * ``(EV_TRADE, seq, symbol, price, qty, taker_id, maker_id, taker_side, trade_id)``
-* ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason ``user|ioc|fok|stp|delist``, qty =
-  open lots removed
+* ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason
+  ``user|ioc|fok|stp|delist|expired|cancel_all|deadman``, qty = open lots removed
 * ``(EV_REJECTED, seq, symbol, id, reason, code)`` — ``reason`` is for humans and may change
   wording; ``code`` (a ``REJ_*`` int, public name ``REJECT_NAMES[code]``) is the stable part
 * ``(EV_AMENDED, seq, symbol, id, qty, price)`` — the order's new open qty and price
@@ -55,9 +63,13 @@ OP_TIME = 50  # (outside every tier's client, link and read ops)
 OP_HANDOFF, OP_ADOPT = 5, 6
 # markets at runtime (an admin's, journaled; ``shardex.engine.admin``): a pair's state and limits
 OP_MARKET_RULE = 21
+# expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
+# leader's journaled sweep of the orders whose expire time the exchange time has reached
+OP_CANCEL_ALL, OP_EXPIRE = 17, 18
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
 GTC, IOC, FOK = 0, 1, 2
+GTD, DAY = 3, 4  # rest like gtc until an expire time (gtd: given; day: the UTC day's end)
 STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
 EV_MOVED, EV_ADOPTED = 5, 6
@@ -65,7 +77,7 @@ EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market")
-TIFS = ("gtc", "ioc", "fok")
+TIFS = ("gtc", "ioc", "fok", "gtd", "day")
 STPS = ("none", "cancel_taker", "cancel_maker", "cancel_both")
 EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted",
                "", "", "", "market")  # ("": kinds reserved for other order types)
@@ -105,9 +117,11 @@ REJ_DELISTED: int = wire_codes.DELISTED
 REJ_PRICE_BAND: int = wire_codes.PRICE_BAND
 REJ_ORDER_TOO_LARGE: int = wire_codes.ORDER_TOO_LARGE
 REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
-# names indexed by code: the per-command codes (0..30, a number no row has is ``unused_N``;
-# batch and client codes start at 100)
-REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_ACCOUNT_RESTRICTED + 1)
+# a good-till-date order whose expire time has already passed (``shardex.engine.expiry``)
+REJ_EXPIRED: int = wire_codes.EXPIRED
+# names indexed by code: the per-command codes (0..the highest, a number no row has is
+# ``unused_N``; batch and client codes start at 100)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(wire_codes.last_command_code() + 1)
 REJECT_CODES = {
     name: code for code, name in enumerate(REJECT_NAMES) if not name.startswith("unused_")
 }

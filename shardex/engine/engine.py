@@ -9,9 +9,10 @@ layouts). Tuples rather than objects because the engine handles hundreds of thou
 per second in CPython and every attribute lookup or allocation on the hot path shows up in the
 profile. The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
 
-Every command produces at least one event. Every invalid command produces exactly one
-``rejected`` event with a precise reason and a stable ``REJ_*`` code, and changes nothing. No
-input raises out of ``apply``.
+Every client command produces at least one event (but a cancel-all with nothing open, and
+like the leader's ``OP_TIME``, its ``OP_EXPIRE`` with nothing due). Every invalid command
+produces exactly one ``rejected`` event with a precise reason and a stable ``REJ_*`` code, and
+changes nothing. No input raises out of ``apply``.
 
 The command path only (queries, snapshots, recent results: ``EngineState``, ``state.py``;
 a pair's rules: ``admin.py``). ``_match``, ``Engine._new`` and ``Engine._amend`` stay over the
@@ -21,7 +22,6 @@ took 6.5-7.1% more time per command (``bench/engine.py --against``, 2026-12-07).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from heapq import heappop
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from shardex.engine.admin import amend_refusal, cancel_refusal, new_refusal, set_rules
 from shardex.engine.book import Book, Finished, Order
 from shardex.engine.book import rest_order as _rest
+from shardex.engine.book import unlink_order as _unlink
 from shardex.engine.codes import (
     BUY,
     DEFAULT_RECENT,
@@ -46,6 +47,8 @@ from shardex.engine.codes import (
     OP_ADOPT,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
+    OP_EXPIRE,
     OP_HANDOFF,
     OP_MARKET_RULE,
     OP_NEW,
@@ -68,6 +71,7 @@ from shardex.engine.codes import (
     STP_NONE,
     Event,
 )
+from shardex.engine.expiry import OPTS_WIDTH, cancel_all, expire_due, new_other, new_with_opts
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
@@ -121,6 +125,10 @@ class Engine(EngineState):
                 self._edge_reject(cmd, out)
             elif op == OP_TIME:
                 self.set_time(cmd[1])
+            elif op == OP_EXPIRE:
+                expire_due(self, cmd, out)
+            elif op == OP_CANCEL_ALL:
+                cancel_all(self, cmd, out)
             elif op in _ADMIN:  # (a pair's move, a pair's rules)
                 refused = _ADMIN[op](self, cmd, out)
                 if refused is not None:
@@ -132,6 +140,9 @@ class Engine(EngineState):
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
             # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
+            if type(cmd) is tuple and len(cmd) == OPTS_WIDTH and cmd[0] == OP_NEW:
+                # a new order with options: ``_new``'s unpacking refused it before anything ran
+                return new_with_opts(self, cmd, out)
             try:
                 reason, code = (
                     self._why_new_invalid(cmd)
@@ -197,7 +208,7 @@ class Engine(EngineState):
                 else price is not None
             )
         ):
-            return self._reject(symbol, oid, *self._why_new_invalid(cmd), out)
+            return new_other(self, cmd, out)  # a day/gtd order (``expiry``), or a reject
         market = book.market
         if book.gate is not None and (refused := new_refusal(book, book.gate, otype, price, qty)):
             return self._reject(symbol, oid, refused[0], refused[1], out)  # (a pair's rules)
@@ -542,22 +553,6 @@ def _match(
         book.last_price = last
     book.trade_id = trade_id
     return qty
-
-
-def _unlink(book: Book, order: Order) -> None:
-    """Take a live order out of the book in O(1): lazy removal from its level's deque."""
-    side = order.side
-    s = book.sides[side]
-    key = -order.price if side == BUY else order.price
-    level = s.levels[key]
-    level.total -= order.qty
-    level.live -= 1
-    order.qty = 0
-    del book.orders[order.id]
-    if not level.live:
-        del s.levels[key]
-    elif len(level.orders) > 2 * level.live + 16:
-        level.orders = deque([o for o in level.orders if o.qty])
 
 
 def _top(side) -> int | None:

@@ -33,6 +33,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     Event,
 )
+from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
 
@@ -42,7 +43,7 @@ TRADE_SCAN = 1 << 17
 _CHUNK = 4096
 # ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
 EventSource = Callable[[int, int], "list[Event] | None"]
-_CANCEL_REASONS = ("user", "ioc", "fok", "stp", "delist")
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp", "delist", EXPIRED, CANCEL_ALL, DEADMAN)
 
 
 class EngineState:
@@ -60,6 +61,8 @@ class EngineState:
         # exchange time (ms since the Unix epoch, UTC) of the batch being applied: set only by
         # journaled ``OP_TIME`` commands (``set_time``), never read from a clock; snapshotted
         self.ts = 0
+        # gtd/day orders by expire time (``expiry``): part of each pair's snapshot
+        self.expiry = Expiries()
         # rejects per REJ_* code (metrics; read at scrape time, not part of snapshots)
         self.rejected: list[int] = [0] * len(REJECT_NAMES)
         # The recent-results index answers order status queries and refuses a ``new`` that
@@ -280,6 +283,11 @@ class EngineState:
         rules = rules_snapshot(book)
         if rules is not None:  # (a pair's state and limits: ``shardex.engine.admin``)
             pair["rules"] = rules
+        expiring, switches = self.expiry.pair_state(book), self.expiry.pair_switches(symbol)
+        if expiring:  # (absent when none: older readers and older states need no key)
+            pair["expire"] = expiring
+        if switches:
+            pair["deadman"] = switches
         return pair
 
     def restore_pair(
@@ -311,6 +319,8 @@ class EngineState:
                     o.seq = self.seq
                 finished = [((*e[:5], 0, 0, e[7]), b) for e, b in finished]
             book.check_integrity()
+            self.expiry.restore_pair(book, state.get("expire"))
+            self.expiry.restore_switches(symbol, state.get("deadman"))
         except (KeyError, TypeError, IndexError, ValueError, IntegrityError) as exc:
             raise ValueError(f"pair {symbol}: unusable state ({exc})") from None
         if old is not None:

@@ -75,6 +75,7 @@ from shardex.wire.layouts import (
     REJECT_REASON,
     XFER_ACCOUNT,
 )
+from shardex.wire.options import split_options
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
     MAX_ID_LEN,
@@ -267,6 +268,7 @@ class AccountHandler:
         """A new (11 engine fields, + a budget for a market buy) or amend → hold and forward:
         ``[]`` when forwarded, else one ``rejected`` event with the reason and code."""
         budget = None
+        cmd, opts = split_options(cmd)  # (a gtd order's expire...: forwarded as they are)
         if cmd[CMD_OP] == OP_NEW and len(cmd) == NEW_BUDGET + 1:
             raw = cmd[NEW_BUDGET]
             cmd = cmd[:NEW_WIDTH]
@@ -286,8 +288,8 @@ class AccountHandler:
         op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
         if self.key is not None and not self.key.may_act_for(account):
             return [self._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
-        fields = cmd[CMD_SYMBOL:]
-        acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
+        fields, tail = cmd[CMD_SYMBOL:], ((budget, opts) if opts else (budget,))
+        acmd = (A_NEW, *fields, *tail) if op == OP_NEW else (A_AMEND, *fields)
         start = self.journal_apply(acmd, out)
         for ev in out[start:]:
             if ev[AE_KIND] == AE_REJECTED:

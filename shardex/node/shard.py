@@ -494,6 +494,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
 
     def housekeeping(self, now: float) -> None:
         core, stats = self.core, self.stats
+        if self.held is None and core.expire_due(self.out):  # (an idle shard's expiries)
+            self.flush()
         stats.seq = core.engine.seq
         if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()

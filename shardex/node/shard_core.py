@@ -26,6 +26,7 @@ from shardex.engine.codes import (
 from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
+from shardex.node.expiry_sweep import next_expiry, sweep
 from shardex.node.market_admin import admin_write, is_admin_write, pair_rules
 from shardex.node.moves import moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
@@ -190,7 +191,7 @@ class ShardCore:
                     results.append(reads[op](cmd, info))
                     continue
                 if self.stamp_due:
-                    self.stamp()
+                    self.stamp(out)
                 if is_admin_write(cmd):  # (a pair's move or rules)
                     results.append(admin_write(self, cmd, out))
                     continue
@@ -222,8 +223,10 @@ class ShardCore:
         """A group commit ended the batch: the next write reads the time again."""
         self.stamp_due = self.wall is not None
 
-    def stamp(self) -> None:
-        """The batch's ``OP_TIME``, before its first write (``timemarks.stamp``)."""
+    def stamp(self, out: list[Event] | None = None) -> None:
+        """The batch's ``OP_TIME``, before its first write (``timemarks.stamp``); then, with
+        ``out``, the ``OP_EXPIRE`` sweep when an order's expire time is reached (its events
+        go to ``out``: the batch's)."""
         self.stamp_due = False
         assert self.wall is not None
         ts = stamp(self.engine, self.journal, self.wall)
@@ -233,6 +236,20 @@ class ShardCore:
             times.prune(self.ring.first)
         if self.place_due is not None:
             self.journal_place(self.place_due)
+        if out is not None:
+            sweep(self.engine, self.journal, ts, out)
+
+    def expire_due(self, out: list[Event]) -> bool:
+        """With no write coming, journal a batch of its own when an order's expire time has
+        come by the clock (the node calls it every loop turn): True when it did."""
+        if self.wall is None or self.journal_down is not None:
+            return False
+        first = next_expiry(self.engine)
+        if first is None or first > self.wall():
+            return False
+        seq = self.engine.seq
+        self.stamp(out)
+        return self.engine.seq != seq
 
     def journal_place(self, pmap: PlacementMap) -> None:
         """With the account tier, journal ``(OP_PLACE, map)`` when ``pmap`` is newer than the
@@ -280,7 +297,7 @@ class ShardCore:
             cmd = tuple(v[:MAX_ID_LEN] if type(v) is str else v for v in cmd)
         rec = (OP_FORWARD, j, seq, prev, cmd)
         if self.stamp_due:
-            self.stamp()
+            self.stamp(out)
         engine = self.engine
         before = engine.seq
         refusals = getattr(engine, "refusals", 0)

@@ -115,6 +115,9 @@ MOVING = _code(17, "moving", NODE, "the pair is moving to another shard, or has 
                "(its book was handed off): nothing ran; send it again (a router routes it to "
                "the pair's new shard once the move is done); data: shard (the new owner), "
                "when known", retryable=True, refresh=True)
+EXPIRED = _code(20, "expired", MATCHING, "a good-till-date order whose expire time is not after "
+                "the shard's exchange time: it would expire at once, so it is not accepted",
+                **_F)
 # markets at runtime (``shardex.engine.admin``): a pair's state and limits, an account's
 MARKET_HALTED = _code(25, "market_halted", MATCHING, "the pair is halted: new orders, amends "
                       "and cancels are refused until an admin resumes it", **_F)
@@ -194,6 +197,11 @@ def names_below(limit: int) -> tuple[str, ...]:
     """Names of the codes ``0..limit-1`` indexed by number; a number no row has (one reserved
     for later) is ``unused_N``, never a name a row could have."""
     return tuple(TABLE[n].name if n in TABLE else f"unused_{n}" for n in range(limit))
+
+
+def last_command_code() -> int:
+    """The highest per-command code (below ``EVENT_MAX``): the engine's counters go up to it."""
+    return max(n for n in TABLE if n < EVENT_MAX)
 
 
 def band_names(band: str) -> dict[int, str]:

@@ -24,6 +24,9 @@ NEW_SIDE, NEW_TYPE, NEW_PRICE, NEW_QTY, NEW_TIF, NEW_POST_ONLY, NEW_STP = 4, 5, 
 NEW_WIDTH = 11
 # a client's new order to an account shard: the engine's fields, then its market-buy budget
 NEW_BUDGET = 11
+NEW_OPTS = 12
+# (OP_CANCEL_ALL, symbol|"", ref, account[, after ms]): with after, a dead-man switch
+CANCEL_ALL_AFTER = 4
 # (OP_AMEND, symbol, id, account, qty|None, price|None)
 AMEND_QTY, AMEND_PRICE = 4, 5
 # (OP_REJECT, symbol, id, reason[, code]): the edge's refusal, sequenced by the engine

@@ -19,6 +19,7 @@ from shardex.engine.codes import (
     MAX_ID_LEN,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
     OP_NEW,
     OP_REJECT,
     REJ_MALFORMED,
@@ -52,13 +53,16 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     too_many_reads_error,
 )
 from shardex.wire.layouts import (
+    CANCEL_ALL_AFTER,
     CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
+    NEW_OPTS,
     NEW_WIDTH,
     REJECT_CODE,
     REJECT_REASON,
 )
+from shardex.wire.options import options_ok
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 from shardex.wire.schema import (  # noqa: F401  (re-exported: their historical home)
     _at,
@@ -177,7 +181,10 @@ def shard_for(symbol: str | bytes, shards: int) -> int:
     return default_owner(symbol, shards)
 
 
-_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5}  # OP_REJECT: 4 also (no code)
+# OP_REJECT: 4 also (no code); OP_NEW: 13 also (budget, options map: ``wire.options``)
+_WRITE_LEN = {OP_NEW: 11, OP_CANCEL: 4, OP_AMEND: 6, OP_REJECT: 5, OP_CANCEL_ALL: 4}
+_WRITE_LONGER = {OP_NEW: NEW_OPTS + 1, OP_CANCEL_ALL: CANCEL_ALL_AFTER + 1}  # (after_ms)
+
 _SCALAR = frozenset((int, str, bool, float, type(None)))
 MAX_REASON_LEN = 200  # bytes: a client-sent OP_REJECT reason is cut to this
 
@@ -266,7 +273,8 @@ def _edge_checked(cmd: Any) -> Command:
                 REJ_UNKNOWN_OP)  # fmt: skip
     symbol, oid = _at(cmd, CMD_SYMBOL), _at(cmd, CMD_ID)
     reason = None
-    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE):
+    longer = REJECT_CODE if op == OP_REJECT else _WRITE_LONGER.get(op)  # (the other length)
+    if len(cmd) != n and len(cmd) != longer:
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
@@ -280,7 +288,7 @@ def _edge_checked(cmd: Any) -> Command:
         for i in range(CMD_ID + 1, len(cmd)):
             v = cmd[i]
             t = type(v)
-            if t not in _SCALAR:
+            if (t not in _SCALAR or i == NEW_OPTS) and not (i == NEW_OPTS and options_ok(v)):
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
             if (

@@ -31,6 +31,7 @@ from shardex.engine.codes import (
     MAX_ID_LEN,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
     OP_NEW,
     OP_REJECT,
     REJ_INVALID,
@@ -53,8 +54,11 @@ from shardex.wire.layouts import (
     ADOPTED_TRADE_ID,
     AMENDED_PRICE,
     AMENDED_QTY,
+    CANCEL_ALL_AFTER,
     CANCELLED_QTY,
     CANCELLED_REASON,
+    CMD_ACCOUNT,
+    CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
     EV_ID,
@@ -64,6 +68,8 @@ from shardex.wire.layouts import (
     MOVED_ORDERS,
     MOVED_TO,
     MOVED_TRADE_ID,
+    NEW_OPTS,
+    NEW_WIDTH,
     REJECT_REASON,
     REJECTED_CODE,
     REJECTED_REASON,
@@ -82,10 +88,13 @@ _NEW_FIELDS = {
     "tif",
     "post_only",
     "stp",
+    "expire",
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
-_FIELDS = {"new": _NEW_FIELDS, "cancel": _CANCEL_FIELDS, "amend": _AMEND_FIELDS}
+_CANCEL_ALL_FIELDS = {"op", "symbol", "id", "account", "after"}  # all but account optional
+_FIELDS = {"new": _NEW_FIELDS, "cancel": _CANCEL_FIELDS, "amend": _AMEND_FIELDS,
+           "cancel_all": _CANCEL_ALL_FIELDS}  # fmt: skip
 
 
 class _Bad(Exception):
@@ -168,6 +177,8 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     unknown = set(obj) - fields
     if unknown:
         raise _Bad(f"unknown field {sorted(unknown)[0]!r} for op {op}")
+    if op == "cancel_all":
+        return cancel_all_from_json(obj, markets)
     symbol = _str(obj, "symbol")
     market = markets.get(symbol)
     if market is None:
@@ -201,7 +212,30 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if type(post_only) is not bool:
         raise _Bad("post_only must be true or false")
     stp = _enum(obj, "stp", STPS, 0)
-    return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
+    cmd = (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
+    if "expire" in obj:  # ms of exchange time (a JSON integer): the engine judges it
+        expire = obj["expire"]
+        if type(expire) is not int:
+            raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
+        return (*cmd, None, {"expire": expire})
+    return cmd
+
+
+def cancel_all_from_json(obj: dict[str, Any], markets: Mapping[str, Market]) -> Command:
+    """``{"op": "cancel_all", "account", "symbol"?, "id"?, "after"?}`` → ``OP_CANCEL_ALL`` (no
+    symbol: every pair of the shard it is sent to; ``id``: the caller's ref, echoed by a
+    reject; ``after``: arm the pair's dead-man switch instead, see ``engine.expiry``)."""
+    account = _str(obj, "account")
+    symbol = _str(obj, "symbol") if "symbol" in obj else ""
+    if symbol and symbol not in markets:
+        raise _Bad(f"unknown symbol {symbol}", REJ_UNKNOWN_SYMBOL)
+    ref = _str(obj, "id") if "id" in obj else ""
+    if "after" in obj:  # a dead-man switch of (account, symbol): ms, 0 disarms it
+        after = obj["after"]
+        if type(after) is not int:
+            raise _Bad("after must be an integer (ms)")
+        return (OP_CANCEL_ALL, symbol, ref, account, after)
+    return (OP_CANCEL_ALL, symbol, ref, account)
 
 
 def command_from_json_line(
@@ -224,9 +258,19 @@ def command_from_json_line(
 def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, Any]:
     """Engine command tuple → public JSON object (used by generators, SDK and journal tools)."""
     op = cmd[CMD_OP]
+    if op == OP_CANCEL_ALL:
+        symbol, ref, account = cmd[CMD_SYMBOL], cmd[CMD_ID], cmd[CMD_ACCOUNT]
+        obj = {"op": "cancel_all", "account": account}
+        if len(cmd) > CANCEL_ALL_AFTER:
+            obj["after"] = cmd[CANCEL_ALL_AFTER]
+        if symbol:
+            obj["symbol"] = symbol
+        if ref:
+            obj["id"] = ref
+        return obj
     m = markets[cmd[CMD_SYMBOL]]
     if op == OP_NEW:
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd[:NEW_WIDTH]
         obj: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -243,6 +287,8 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["post_only"] = True
         if stp:
             obj["stp"] = STPS[stp]
+        if len(cmd) > NEW_OPTS and "expire" in cmd[NEW_OPTS]:
+            obj["expire"] = cmd[NEW_OPTS]["expire"]
         return obj
     if op == OP_CANCEL:
         _, symbol, oid, account = cmd

@@ -8,15 +8,20 @@ from hypothesis import strategies as st
 
 from shardex.engine import Engine
 from shardex.engine.codes import (
+    DAY,
     FOK,
     GTC,
+    GTD,
     IOC,
     LIMIT,
     MARKET,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
+    OP_EXPIRE,
     OP_NEW,
     OP_REJECT,
+    OP_TIME,
 )
 from shardex.engine.engine import TRADE_SCAN
 
@@ -137,4 +142,39 @@ _any_cmd = st.one_of(
     cancel_cmd,
     amend_cmd,
     _any_field,
+)
+
+
+# -- expiring orders and cancel-all (``shardex.engine.expiry``) -------------------------------
+# exchange times around a UTC day's end, so day orders expire within a stream
+_DAY = 86_400_000
+TIMES = (1, 2, 3, 5, _DAY - 1, _DAY, _DAY + 1, 2 * _DAY)
+
+time_cmd = st.sampled_from(TIMES).map(lambda ts: (OP_TIME, ts))
+expire_cmd = st.sampled_from(TIMES).map(lambda ts: (OP_EXPIRE, ts))
+
+cancel_all_cmd = st.builds(
+    lambda sym, acct, after: (OP_CANCEL_ALL, sym, "ref", acct, *after),
+    st.sampled_from(SYMBOLS + ("",)),
+    st.sampled_from(ACCOUNTS),
+    # mostly a cancel-all; else a dead-man switch armed (1 ms, a day) or disarmed (0)
+    st.sampled_from(((), (), (0,), (1,), (_DAY,))),
+)
+
+# a limit order resting as gtd (13 fields, with its expire time) or day (11 fields)
+timed_new_cmd = st.builds(
+    lambda new, tif, expire: (
+        new[:5] + (LIMIT, new[6] or 100, new[7], tif) + new[9:]
+        + ((None, {"expire": expire}) if tif == GTD else ())
+    ),
+    new_cmd,
+    st.sampled_from((GTD, GTD, DAY)),
+    st.sampled_from(TIMES),
+)
+
+timed_commands = st.lists(
+    st.one_of(new_cmd, new_cmd, timed_new_cmd, timed_new_cmd, cancel_cmd, amend_cmd, time_cmd,
+              time_cmd, expire_cmd, expire_cmd, cancel_all_cmd),
+    min_size=20,
+    max_size=100,
 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from shardex.engine.codes import (
     BUY,
+    DAY,
     EV_ACCEPTED,
     EV_AMENDED,
     EV_CANCELLED,
@@ -27,12 +28,18 @@ from shardex.engine.codes import (
     EV_TRADE,
     FOK,
     GTC,
+    GTD,
     MARKET,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
+    OP_EXPIRE,
     OP_NEW,
+    OP_TIME,
     REJ_AMEND_INCREASE,
     REJ_DUPLICATE_ID,
+    REJ_EXPIRED,
+    REJ_INVALID,
     REJ_NOT_LIVE,
     REJ_POST_ONLY_CROSS,
     REJ_WRONG_ACCOUNT,
@@ -55,6 +62,8 @@ class RefOrder:
     time: int
     filled: int = 0
     trades: list[tuple[int, int, int]] = field(default_factory=list)
+    accepted: int = 0  # seq of its accepted event (kept across amends)
+    expire: int | None = None  # gtd/day: exchange time (ms) at which it expires
 
 
 class RefEngine:
@@ -69,6 +78,8 @@ class RefEngine:
         self.current: list[tuple[str, str]] = []  # (symbol, id) of the current generation
         self.previous: list[tuple[str, str]] = []
         self.fates: dict[tuple[str, str], tuple] = {}  # (symbol, id) -> (account, state, ...)
+        self.ts = 0  # exchange time (OP_TIME)
+        self.switches: dict[tuple[str, str], int] = {}  # dead-man switches: deadline
 
     def _finish(self, symbol, oid, account, state, filled, trades, reason=None) -> None:
         if not self.window:
@@ -162,12 +173,59 @@ class RefEngine:
                 return o
         return None
 
+    def _remove(self, symbol: str, order: RefOrder, reason: str) -> None:
+        self.orders[symbol].remove(order)
+        self._ev(EV_CANCELLED, symbol, order.id, reason, order.qty)
+        self._finish(symbol, order.id, order.account, "cancelled", order.filled, order.trades,
+                     reason)  # fmt: skip
+
+    def _timed(self, cmd: tuple) -> list[tuple]:
+        """OP_TIME, OP_EXPIRE and OP_CANCEL_ALL: flat scans, sorted, nothing clever."""
+        if cmd[0] == OP_TIME:
+            self.ts = max(self.ts, cmd[1])
+            return self.out
+        if cmd[0] == OP_EXPIRE:
+            upto = min(cmd[1], self.ts)
+            due = [(o.expire, o.accepted, s, o.id, o) for s, orders in self.orders.items()
+                   for o in orders if o.expire is not None and o.expire <= upto]  # fmt: skip
+            for *_, o in sorted(due, key=lambda d: d[:4]):
+                self._remove(d_symbol(self.orders, o), o, "expired")
+            fired = sorted((d, s, a) for (s, a), d in self.switches.items() if d <= upto)
+            for _, s, a in fired:
+                del self.switches[(s, a)]
+                mine = [o for o in self.orders.get(s, []) if o.account == a]
+                for o in sorted(mine, key=lambda o: (o.accepted, o.id)):
+                    self._remove(s, o, "deadman")
+            return self.out
+        _, symbol, _ref, account = cmd[:4]
+        if len(cmd) == 5:  # a dead-man switch: armed, moved, or (0) disarmed
+            if not symbol:
+                self._ev(EV_REJECTED, symbol, _ref, None, REJ_INVALID)
+            elif cmd[4]:
+                self.switches[(symbol, account)] = self.ts + cmd[4]
+            else:
+                self.switches.pop((symbol, account), None)
+            return self.out
+        for s in [symbol] if symbol else sorted(self.orders):
+            mine = [o for o in self.orders.get(s, []) if o.account == account]
+            for o in sorted(mine, key=lambda o: (o.accepted, o.id)):
+                self._remove(s, o, "cancel_all")
+        return self.out
+
     def apply(self, cmd: tuple) -> list[tuple]:
         self.out = []
+        if cmd[0] in (OP_TIME, OP_EXPIRE, OP_CANCEL_ALL):
+            return self._timed(cmd)
         op, symbol, oid, account = cmd[:4]
         self.orders.setdefault(symbol, [])
         if op == OP_NEW:
-            _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd
+            _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd[:11]
+            expire = cmd[12].get("expire") if len(cmd) == 13 else None
+            if tif == GTD and expire <= self.ts:
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_EXPIRED)
+                return self.out
+            if tif == DAY:
+                expire = (self.ts // 86_400_000 + 1) * 86_400_000
             limit = None if otype == MARKET else price
             if self._live(symbol, oid) is not None or (symbol, oid) in self.fates:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_DUPLICATE_ID)
@@ -176,6 +234,7 @@ class RefEngine:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_POST_ONLY_CROSS)
                 return self.out
             self._ev(EV_ACCEPTED, symbol, oid)
+            accepted = self.seq
             if tif == FOK:
                 trial = copy.deepcopy(self)
                 trial.out = []
@@ -190,13 +249,15 @@ class RefEngine:
                 self._finish(symbol, oid, account, "cancelled", traded, trades, "stp")
             elif rest == 0:
                 self._finish(symbol, oid, account, "filled", traded, trades)
-            elif tif == GTC:
+            elif tif in (GTC, GTD, DAY):
                 self.clock += 1
                 self.orders[symbol].append(
                     RefOrder(oid, account, side, price, rest, stp, post_only, self.clock)
                 )
                 self.orders[symbol][-1].filled = traded
                 self.orders[symbol][-1].trades = trades
+                self.orders[symbol][-1].accepted = accepted
+                self.orders[symbol][-1].expire = expire
             else:
                 self._ev(EV_CANCELLED, symbol, oid, "ioc", rest)
                 self._finish(symbol, oid, account, "cancelled", traded, trades, "ioc")
@@ -207,9 +268,7 @@ class RefEngine:
             self._ev(EV_REJECTED, symbol, oid, None, code)
             return self.out
         if op == OP_CANCEL:
-            self.orders[symbol].remove(order)
-            self._ev(EV_CANCELLED, symbol, oid, "user", order.qty)
-            self._finish(symbol, oid, account, "cancelled", order.filled, order.trades, "user")
+            self._remove(symbol, order, "user")
             return self.out
         assert op == OP_AMEND
         qty, price = cmd[4], cmd[5]
@@ -240,3 +299,8 @@ class RefEngine:
             order.price, order.qty, order.time = price, rest, self.clock
             self.orders[symbol].append(order)
         return self.out
+
+
+def d_symbol(orders: dict[str, list[RefOrder]], order: RefOrder) -> str:
+    """The symbol whose book holds ``order``."""
+    return next(s for s, os in orders.items() if any(o is order for o in os))

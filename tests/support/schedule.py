@@ -53,6 +53,10 @@ MEASURED_S: dict[str, float] = {
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
     "test_markets_cli.py": 15, "test_inproc_markets.py": 5, "test_market_rules.py": 1.5,
+    # expiring orders (2026-12-07, load ~16): CPU with start-up 5.8, 2.4, 2.2, 2.5 s; the live
+    # one 7.2 s CPU (its `shardex up` twice) in 20 s of wall, mostly waiting for a restart
+    "test_expiry_engine.py": 6, "test_expiry_wire.py": 1, "test_expiry_shard.py": 1,
+    "test_inproc_expiry.py": 1.5, "test_expiry_live.py": 20,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -303,9 +303,9 @@ REJECTS = [
             "type": "limit",
             "price": "1",
             "qty": "1",
-            "tif": "gtd",
+            "tif": "gtx",
         },
-        "unknown tif 'gtd' (expected one of gtc, ioc, fok)",
+        "unknown tif 'gtx' (expected one of gtc, ioc, fok, gtd, day)",
         "invalid",
     ),
     (

@@ -59,6 +59,7 @@ SPEC = [
     ("AMEND_PRICE", "OP_AMEND", "price|None"),
     ("REJECT_REASON", "OP_REJECT", "reason"),
     ("REJECT_CODE", "OP_REJECT", "code"),
+    ("CANCEL_ALL_AFTER", "OP_CANCEL_ALL", "after"),
     ("EV_KIND", "EV_TRADE", "EV_TRADE"),
     ("EV_SEQ", "EV_ACCEPTED", "seq"),
     ("EV_SYMBOL", "EV_CANCELLED", "symbol"),

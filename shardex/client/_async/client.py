@@ -26,6 +26,7 @@ from shardex.client.errors import (
 from shardex.client.market_admin import market_rule_result, pair_rules
 from shardex.client.results import (
     DEFAULT_RETRY,
+    CancelAll,
     Fate,
     Result,
     Retry,
@@ -89,6 +90,24 @@ class AsyncClient(AsyncIO):
 
     async def cancel(self, symbol: str, id: str, *, account: str | None = None) -> Result:  # noqa: A002
         return (await self.submit_many([self._cancel_cmd(symbol, id, account)]))[0]
+
+    async def cancel_all(
+        self, symbol: str | None = None, *, account: str | None = None
+    ) -> CancelAll:
+        """Cancel every live order of the account in ``symbol``, or in every pair (one
+        ``cancel_all`` per pair, each to its pair's shard); says how many were cancelled."""
+        return CancelAll(await self.submit_many(self._cancel_all_cmds(symbol, account)))
+
+    async def cancel_after(
+        self, timeout_ms: int, symbol: str | None = None, *, account: str | None = None
+    ) -> CancelAll:
+        """Cancel-on-disconnect: arm (or push back) the account's dead-man switch of
+        ``symbol``, or of every pair: unless called again within ``timeout_ms`` ms of exchange
+        time, the shard cancels the account's orders of that pair (reason ``deadman``). Call
+        it again well within the timeout as a heartbeat (``timeout_ms`` 0 disarms it); a
+        session that dies stops the heartbeat, and its orders go."""
+        cmds = self._cancel_all_cmds(symbol, account, timeout_ms)
+        return CancelAll(await self.submit_many(cmds))
 
     async def amend(
         self,

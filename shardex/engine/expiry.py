@@ -1,0 +1,328 @@
+"""Expiring orders (good-till-date, day) and cancel-all: the engine's half of them.
+
+Pure like the rest of the engine: no clock. An order's expiry is judged only by the exchange
+time the engine already receives as journaled ``OP_TIME`` commands (``EngineState.ts``), and it
+fires only when the shard's leader journals ``(OP_EXPIRE, ts)`` after a batch's ``OP_TIME``
+(``Expiries.due`` tells it when): so a replay, a standby and a recovery cancel the same orders
+at the same seqs. ``OP_TIME`` itself stays what it was (no event, no seq): every reader of the
+journal marks a batch's time at the ``OP_TIME`` and the sweep's events come after it.
+
+* **gtd**: rests like gtc until ``expire`` (ms of exchange time, UTC epoch), given in the new
+  order's options map (``(OP_NEW, ..., stp, budget, {"expire": ms})``). An ``expire`` not
+  after the engine's exchange time is refused ``expired``: it would expire at once.
+* **day**: rests like gtc until the end of the UTC day (00:00:00.000 of the next day) of the
+  exchange time at which it was accepted. It needs no option (11 fields suffice).
+
+Expired orders are cancelled with the ordinary ``cancelled`` event, reason ``expired``, so
+every consumer (account-tier settlement releasing holds, the bridge, history, the SDK's fates)
+handles them as the cancels they are; in (expire time, accept seq, symbol, id) order.
+
+The index is a heap of ``(expire, accept seq, symbol, id)`` with lazy deletion: an entry whose
+order is no longer live (filled, cancelled, moved away) is dropped when it reaches the top, so
+a sweep costs O(expired log n), never a scan of the books. An amend keeps the order's accept
+seq (``Order.seq``), hence its expiry. Per pair it also keeps ``id -> (expire, seq)`` so a
+pair's snapshot (``snapshot_pair``: recovery, live moves) carries its orders' expire times.
+
+Cancel-all ``(OP_CANCEL_ALL, symbol | "", ref, account)`` cancels the account's live orders of
+one pair, or of every pair of this shard, in (symbol, accept seq) order: one ``cancelled`` event
+each (reason ``cancel_all``), none when the account has none. It scans the books it covers (a
+rare command; a per-account index would cost every new order).
+
+Cancel-on-disconnect (a dead-man switch) is its 5-field form, ``(OP_CANCEL_ALL, symbol, ref,
+account, after_ms)``: it cancels nothing now; it arms (or, sent again, pushes back) a switch of
+(account, pair) at exchange time ``ts + after_ms``; ``after_ms`` 0 disarms it. When exchange time
+reaches a switch still armed, the same ``OP_EXPIRE`` sweep (after the orders' own expiries)
+cancels that account's orders of that pair, reason ``deadman``, and the switch is gone (one
+shot). So a session that stops refreshing loses its open orders ``after_ms`` after its last
+refresh, by journaled time. Switches travel in their pair's state like expire times.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Any
+
+from shardex.engine.book import Book, Order, unlink_order
+from shardex.engine.codes import (
+    DAY,
+    EV_CANCELLED,
+    GTC,
+    GTD,
+    LIMIT,
+    MAX_ID_LEN,
+    REJ_EXPIRED,
+    REJ_INVALID,
+    REJ_MALFORMED,
+    STATE_CANCELLED,
+    Event,
+)
+
+DAY_MS = 86_400_000
+MAX_EXPIRE = (1 << 63) - 1
+OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
+CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
+OPTION_KEYS = frozenset(("expire",))
+EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
+MAX_AFTER = DAY_MS  # the longest dead-man switch
+
+
+def day_end(ts: int) -> int:
+    """The expire time of a day order accepted at ``ts``: the next UTC midnight."""
+    return (ts // DAY_MS + 1) * DAY_MS
+
+
+class Expiries:
+    """The engine's expire-time index (see the module docstring)."""
+
+    __slots__ = ("heap", "by_pair", "switches", "sheap")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, str, str]] = []
+        self.by_pair: dict[str, dict[str, tuple[int, int]]] = {}
+        # dead-man switches: (symbol, account) -> deadline, and a heap of (deadline, symbol,
+        # account) whose entries are stale once the switch moved or went
+        self.switches: dict[tuple[str, str], int] = {}
+        self.sheap: list[tuple[int, str, str]] = []
+
+    def arm(self, symbol: str, account: str, deadline: int | None) -> None:
+        """Arm (or move) the switch of (``symbol``, ``account``); None disarms it."""
+        if deadline is None:
+            self.switches.pop((symbol, account), None)
+            return
+        self.switches[(symbol, account)] = deadline
+        heappush(self.sheap, (deadline, symbol, account))
+
+    def next_switch(self) -> int | None:
+        """The earliest deadline of an armed switch (stale entries on top are dropped)."""
+        sheap, switches = self.sheap, self.switches
+        while sheap:
+            deadline, symbol, account = sheap[0]
+            if switches.get((symbol, account)) == deadline:
+                return deadline
+            heappop(sheap)
+        return None
+
+    def add(self, expire: int, seq: int, symbol: str, oid: str) -> None:
+        heappush(self.heap, (expire, seq, symbol, oid))
+        pair = self.by_pair.get(symbol)
+        if pair is None:
+            pair = self.by_pair[symbol] = {}
+        pair[oid] = (expire, seq)
+
+    def next_due(self, books: dict[str, Book]) -> int | None:
+        """The earliest expire time of a live order (stale entries on top are dropped)."""
+        heap = self.heap
+        while heap:
+            expire, seq, symbol, oid = heap[0]
+            if _live(books, symbol, oid, seq) is not None:
+                return expire
+            heappop(heap)
+            self._forget(symbol, oid, expire, seq)
+        return None
+
+    def due(self, books: dict[str, Book], ts: int) -> bool:
+        """Whether an ``OP_EXPIRE`` at ``ts`` would cancel something (or fire a switch)."""
+        expire, switch = self.next_due(books), self.next_switch()
+        return (expire is not None and expire <= ts) or (switch is not None and switch <= ts)
+
+    def _forget(self, symbol: str, oid: str, expire: int, seq: int) -> None:
+        pair = self.by_pair.get(symbol)
+        if pair is not None and pair.get(oid) == (expire, seq):
+            del pair[oid]
+            if not pair:
+                del self.by_pair[symbol]
+
+    def pair_switches(self, symbol: str) -> list[list[Any]]:
+        """``[[account, deadline], ...]`` of the pair's armed switches (its snapshot part)."""
+        return sorted([a, d] for (s, a), d in self.switches.items() if s == symbol)
+
+    def restore_switches(self, symbol: str, entries: Any) -> None:
+        """Arm a restored pair's switches (``pair_switches``' list)."""
+        for key in [k for k in self.switches if k[0] == symbol]:
+            del self.switches[key]
+        for account, deadline in entries or ():
+            if type(account) is not str or type(deadline) is not int:
+                raise ValueError(f"dead-man switch {account!r} {deadline!r} is malformed")
+            self.arm(symbol, account, deadline)
+
+    def pair_state(self, book: Book) -> list[list[Any]]:
+        """``[[id, expire], ...]`` of the pair's live expiring orders (its snapshot part)."""
+        pair = self.by_pair.get(book.symbol)
+        if not pair:
+            return []
+        out = []
+        for oid, (expire, seq) in sorted(pair.items()):
+            order = book.orders.get(oid)
+            if order is not None and order.seq == seq:
+                out.append([oid, expire])
+        return out
+
+    def restore_pair(self, book: Book, entries: Any) -> None:
+        """Index a restored pair's expiring orders (``pair_state``'s list); ValueError when an
+        entry is not ``[live order id, int]``."""
+        self.by_pair.pop(book.symbol, None)
+        for entry in entries or ():
+            oid, expire = entry
+            order = book.orders.get(oid) if type(oid) is str else None
+            if order is None or type(expire) is not int:
+                raise ValueError(f"expire entry {entry!r} names no live order")
+            self.add(expire, order.seq, book.symbol, oid)
+
+
+def _live(books: dict[str, Book], symbol: str, oid: str, seq: int) -> Order | None:
+    book = books.get(symbol)
+    order = book.orders.get(oid) if book is not None else None
+    return order if order is not None and order.seq == seq else None
+
+
+# -- new orders ------------------------------------------------------------------------------
+
+
+def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
+    """A 13-field new order: its options checked, then placed (timed or not)."""
+    budget, opts = cmd[11], cmd[12]
+    if budget is not None:
+        return eng._reject(cmd[1], cmd[2], "budget is for the account tier", REJ_INVALID, out)
+    if type(opts) is not dict or any(type(k) is not str for k in opts):
+        return eng._reject(cmd[1], cmd[2], "options must be a map with str keys",
+                           REJ_MALFORMED, out)  # fmt: skip
+    unknown = sorted(k for k in opts if k not in OPTION_KEYS)
+    if unknown:
+        return eng._reject(cmd[1], cmd[2], f"unknown option {unknown[0][:MAX_ID_LEN]!r}",
+                           REJ_INVALID, out)  # fmt: skip
+    tif = cmd[8]
+    if type(tif) is int and tif in (GTD, DAY):
+        return new_timed(eng, cmd[:11], opts.get("expire"), out)
+    if "expire" in opts:
+        return eng._reject(cmd[1], cmd[2], "expire needs tif gtd", REJ_INVALID, out)
+    return eng._new(cmd[:11], out)
+
+
+def new_other(eng: Any, cmd: tuple, out: list[Event]) -> None:
+    """An 11-field new order that failed the fast gate: a day (or gtd) order, or a reject."""
+    tif = cmd[8]
+    if type(tif) is int and tif in (GTD, DAY):
+        return new_timed(eng, cmd, None, out)
+    return eng._reject(cmd[1], cmd[2], *eng._why_new_invalid(cmd), out)
+
+
+def new_timed(eng: Any, cmd: tuple, expire: Any, out: list[Event]) -> None:
+    """A gtd or day order: placed as gtc, and indexed by its expire time if it rests."""
+    symbol, oid, tif = cmd[1], cmd[2], cmd[8]
+    if tif == GTD:
+        if expire is None:
+            return eng._reject(symbol, oid, "tif gtd needs an expire time", REJ_INVALID, out)
+        if type(expire) is not int or not 0 < expire <= MAX_EXPIRE:
+            return eng._reject(symbol, oid, "expire must be ms since the epoch (an int > 0)",
+                               REJ_MALFORMED, out)  # fmt: skip
+        if expire <= eng.ts:
+            return eng._reject(symbol, oid, f"expire {expire} is not after exchange time "
+                               f"{eng.ts}", REJ_EXPIRED, out)  # fmt: skip
+    elif expire is not None:
+        return eng._reject(symbol, oid, "tif day takes no expire time", REJ_INVALID, out)
+    else:
+        expire = day_end(eng.ts)
+    if type(cmd[5]) is int and cmd[5] != LIMIT:
+        return eng._reject(symbol, oid, "gtd and day orders must be limit orders",
+                           REJ_INVALID, out)  # fmt: skip
+    accept = eng.seq + 1
+    eng._new(cmd[:8] + (GTC,) + cmd[9:11], out)
+    book = eng.books.get(symbol)
+    order = book.orders.get(oid) if book is not None else None
+    if order is not None and order.seq == accept:
+        eng.expiry.add(expire, accept, symbol, oid)
+    return None
+
+
+# -- cancelling ------------------------------------------------------------------------------
+
+
+def _cancel(eng: Any, book: Book, order: Order, reason: str, out: list[Event]) -> None:
+    qty = order.qty
+    unlink_order(book, order)
+    eng.seq = seq = eng.seq + 1
+    out.append((EV_CANCELLED, seq, book.symbol, order.id, reason, qty))
+    book.cancelled += 1
+    eng._finish(book, order.id,
+                (order.account, STATE_CANCELLED, order.filled, reason, order.seq, seq))  # fmt: skip
+
+
+def expire_due(eng: Any, cmd: Any, out: list[Event]) -> None:
+    """``(OP_EXPIRE, ts)``: cancel every live order with expire time <= ts (never beyond the
+    engine's exchange time), in (expire, accept seq, symbol, id) order."""
+    if len(cmd) != 2 or type(cmd[1]) is not int:
+        return eng._reject("", "", "expire: expected (op, ts)", REJ_MALFORMED, out)
+    upto = min(cmd[1], eng.ts)
+    index: Expiries = eng.expiry
+    heap, books = index.heap, eng.books
+    while heap and heap[0][0] <= upto:
+        expire, seq, symbol, oid = heappop(heap)
+        index._forget(symbol, oid, expire, seq)
+        order = _live(books, symbol, oid, seq)
+        if order is not None:
+            _cancel(eng, books[symbol], order, EXPIRED, out)
+    sheap, switches = index.sheap, index.switches
+    while sheap and sheap[0][0] <= upto:
+        deadline, symbol, account = heappop(sheap)
+        if switches.get((symbol, account)) == deadline:
+            del switches[(symbol, account)]
+            book = books.get(symbol)
+            if book is not None:
+                _cancel_mine(eng, book, account, DEADMAN, out)
+    return None
+
+
+def cancel_all(eng: Any, cmd: Any, out: list[Event]) -> None:
+    """``(OP_CANCEL_ALL, symbol | "", ref, account[, after_ms])``: see the module docstring."""
+    if len(cmd) not in (4, 5):
+        return eng._reject(_at(cmd, 1), _at(cmd, 2), "cancel_all: expected 4 or 5 fields",
+                           REJ_MALFORMED, out)  # fmt: skip
+    symbol, ref, account = cmd[1], cmd[2], cmd[3]
+    if type(symbol) is not str or type(ref) is not str or len(ref) > MAX_ID_LEN:
+        return eng._reject(symbol, ref, "cancel_all: symbol and ref must be strings",
+                           REJ_MALFORMED, out)  # fmt: skip
+    if type(account) is not str or not 0 < len(account) <= MAX_ID_LEN:
+        return eng._reject(symbol, ref, f"account must be a string of 1..{MAX_ID_LEN} chars",
+                           REJ_MALFORMED, out)  # fmt: skip
+    if symbol:
+        book = eng.book(symbol)
+        if book is None:
+            return eng._reject(symbol, ref, *eng.no_book(symbol), out)
+        books = [book]
+    else:
+        books = [eng.books[s] for s in sorted(eng.books)]
+    if len(cmd) == 5:
+        return _arm(eng, symbol, ref, account, cmd[CANCEL_ALL_AFTER], out)
+    for book in books:
+        _cancel_mine(eng, book, account, CANCEL_ALL, out)
+    return None
+
+
+def _arm(eng: Any, symbol: str, ref: str, account: str, after: Any, out: list[Event]) -> None:
+    """A dead-man switch armed, moved or (``after`` 0) disarmed: no event."""
+    if type(after) is not int:
+        return eng._reject(symbol, ref, "after must be an integer (ms)", REJ_MALFORMED, out)
+    if not symbol or not 0 <= after <= MAX_AFTER:
+        return eng._reject(symbol, ref, f"a dead-man switch needs a pair and 0..{MAX_AFTER} ms",
+                           REJ_INVALID, out)  # fmt: skip
+    eng.expiry.arm(symbol, account, eng.ts + after if after else None)
+    return None
+
+
+def _cancel_mine(eng: Any, book: Book, account: str, reason: str, out: list[Event]) -> None:
+    """Cancel ``account``'s live orders of ``book`` in accept order."""
+    mine = [o for o in book.orders.values() if o.account == account]
+    mine.sort(key=_accept_order)
+    for order in mine:
+        _cancel(eng, book, order, reason, out)
+
+
+def _accept_order(order: Order) -> tuple[int, str]:
+    return order.seq, order.id
+
+
+def _at(cmd: Any, i: int) -> Any:
+    try:
+        return cmd[i]
+    except Exception:
+        return None
