@@ -25,8 +25,9 @@ pair's snapshot (``snapshot_pair``: recovery, live moves) carries its orders' ex
 
 Cancel-all ``(OP_CANCEL_ALL, symbol | "", ref, account)`` cancels the account's live orders of
 one pair, or of every pair of this shard, in (symbol, accept seq) order: one ``cancelled`` event
-each (reason ``cancel_all``), none when the account has none. It scans the books it covers (a
-rare command; a per-account index would cost every new order).
+each (reason ``cancel_all``), none when the account has none. A halted pair's book is frozen
+(``engine.admin``): named, it refuses ``market_halted`` like a cancel; with ``""`` it is skipped.
+It scans the books it covers (a rare command; a per-account index would cost every new order).
 
 Cancel-on-disconnect (a dead-man switch) is its 5-field form, ``(OP_CANCEL_ALL, symbol, ref,
 account, after_ms)``: it cancels nothing now; it arms (or, sent again, pushes back) a switch of
@@ -42,6 +43,7 @@ from __future__ import annotations
 from heapq import heappop, heappush
 from typing import Any
 
+from shardex.engine.admin import HALTED
 from shardex.engine.book import Book, Order, unlink_order
 from shardex.engine.codes import (
     DAY,
@@ -53,6 +55,7 @@ from shardex.engine.codes import (
     REJ_EXPIRED,
     REJ_INVALID,
     REJ_MALFORMED,
+    REJ_MARKET_HALTED,
     STATE_CANCELLED,
     Event,
 )
@@ -293,8 +296,11 @@ def cancel_all(eng: Any, cmd: Any, out: list[Event]) -> None:
         books = [eng.books[s] for s in sorted(eng.books)]
     if len(cmd) == 5:
         return _arm(eng, symbol, ref, account, cmd[CANCEL_ALL_AFTER], out)
+    if symbol and books[0].gate is not None and books[0].gate.state == HALTED:
+        return eng._reject(symbol, ref, f"pair {symbol} is halted", REJ_MARKET_HALTED, out)
     for book in books:
-        _cancel_mine(eng, book, account, CANCEL_ALL, out)
+        if book.gate is None or book.gate.state != HALTED:  # (a halt freezes its book)
+            _cancel_mine(eng, book, account, CANCEL_ALL, out)
     return None
 
 

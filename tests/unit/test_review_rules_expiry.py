@@ -1,0 +1,58 @@
+"""Attacks on markets at runtime and expiring orders that once got through: each test names
+the hole it closes (the pure engine and the data dir check; no process, no socket)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardex.engine import DEFAULT_MARKETS, Engine
+from shardex.engine.codes import (
+    EV_CANCELLED,
+    EV_REJECTED,
+    GTC,
+    GTD,
+    OP_CANCEL_ALL,
+    OP_MARKET_RULE,
+    OP_NEW,
+    OP_TIME,
+    REJ_MARKET_HALTED,
+)
+
+SYM, OTHER = "BTC-USD", "ETH-USD"
+T0 = 1_765_000_000_000  # some exchange time (ms)
+
+
+def _new(oid: str, symbol: Any = SYM, tif: int = GTC, expire: int | None = None) -> tuple:
+    cmd = (OP_NEW, symbol, oid, "al", 0, 0, 100, 5, tif, False, 0)
+    return cmd if expire is None else cmd + (None, {"expire": expire})
+
+
+def _run(engine: Engine, *cmds: Any) -> list:
+    out: list = []
+    for cmd in cmds:
+        engine.apply(cmd, out)
+    return out
+
+
+def _engine() -> Engine:
+    engine = Engine(DEFAULT_MARKETS)
+    _run(engine, (OP_TIME, T0))
+    return engine
+
+
+def test_cancel_all_of_a_halted_pair_is_refused_like_a_cancel() -> None:
+    """A halt freezes the book, cancels included: cancel-all (a trader's) must not empty it.
+    Without a pair it skips the halted ones and still cancels in the open ones."""
+    eng = _engine()
+    _run(eng, _new("a"), _new("g", tif=GTD, expire=T0 + 10), _new("o", OTHER))
+    _run(eng, (OP_MARKET_RULE, SYM, {"state": "halted"}))
+    out = _run(eng, (OP_CANCEL_ALL, SYM, "r1", "al"))
+    assert [(e[0], e[5]) for e in out] == [(EV_REJECTED, REJ_MARKET_HALTED)], out
+    out = _run(eng, (OP_CANCEL_ALL, "", "r2", "al"))
+    assert [(e[0], e[2], e[3]) for e in out] == [(EV_CANCELLED, OTHER, "o")], out
+    assert set(eng.books[SYM].orders) == {"a", "g"}
+    out = _run(eng, (OP_CANCEL_ALL, SYM, "r3", "al", 5_000))  # arming changes no book
+    assert out == [] and eng.expiry.switches == {(SYM, "al"): T0 + 5_000}
+    _run(eng, (OP_MARKET_RULE, SYM, {"state": "open"}))
+    out = _run(eng, (OP_CANCEL_ALL, SYM, "r4", "al"))
+    assert [(e[0], e[3]) for e in out] == [(EV_CANCELLED, "a"), (EV_CANCELLED, "g")]
