@@ -140,10 +140,11 @@ class Engine(EngineState):
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
             # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
-            if type(cmd) is tuple and len(cmd) == OPTS_WIDTH and cmd[0] == OP_NEW:
-                # a new order with options: ``_new``'s unpacking refused it before anything ran
-                return new_with_opts(self, cmd, out)
             try:
+                if type(cmd) is tuple and len(cmd) == OPTS_WIDTH and cmd[0] == OP_NEW:
+                    # a new order with options: ``_new``'s unpacking refused it before anything
+                    # ran; its own checks raise before any change too (an unhashable field)
+                    return new_with_opts(self, cmd, out)
                 reason, code = (
                     self._why_new_invalid(cmd)
                     if cmd[0] == OP_NEW

@@ -230,6 +230,8 @@ def new_timed(eng: Any, cmd: tuple, expire: Any, out: list[Event]) -> None:
                            REJ_INVALID, out)  # fmt: skip
     accept = eng.seq + 1
     eng._new(cmd[:8] + (GTC,) + cmd[9:11], out)
+    if type(symbol) is not str or type(oid) is not str:
+        return None  # (rejected by ``_new``: nothing rests, nothing to index)
     book = eng.books.get(symbol)
     order = book.orders.get(oid) if book is not None else None
     if order is not None and order.seq == accept:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import (
+    EV_ACCEPTED,
     EV_CANCELLED,
     EV_REJECTED,
     GTC,
@@ -15,6 +18,7 @@ from shardex.engine.codes import (
     OP_MARKET_RULE,
     OP_NEW,
     OP_TIME,
+    REJ_MALFORMED,
     REJ_MARKET_HALTED,
 )
 
@@ -56,3 +60,16 @@ def test_cancel_all_of_a_halted_pair_is_refused_like_a_cancel() -> None:
     _run(eng, (OP_MARKET_RULE, SYM, {"state": "open"}))
     out = _run(eng, (OP_CANCEL_ALL, SYM, "r4", "al"))
     assert [(e[0], e[3]) for e in out] == [(EV_CANCELLED, "a"), (EV_CANCELLED, "g")]
+
+
+@pytest.mark.parametrize("bad", [["x"], {}], ids=["list", "map"])
+@pytest.mark.parametrize("where", [1, 2], ids=["symbol", "id"])
+def test_a_new_order_with_options_and_an_unhashable_field_is_rejected(where: int, bad: Any) -> None:
+    """``Engine.apply`` turns anything into a ``rejected`` event: a 13-field new order whose
+    symbol or id is unhashable raised TypeError out of it (the options path ran unguarded)."""
+    eng = _engine()
+    for cmd in (_new("x", tif=GTD, expire=T0 + 5), _new("y", tif=GTC) + (None, {})):
+        cmd = cmd[:where] + (bad,) + cmd[where + 1 :]
+        out = _run(eng, cmd)
+        assert [(e[0], e[5]) for e in out] == [(EV_REJECTED, REJ_MALFORMED)], out
+    assert [e[0] for e in _run(eng, _new("z"))] == [EV_ACCEPTED]  # still sound
