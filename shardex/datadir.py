@@ -11,8 +11,9 @@ engine shard, any other N is refused (a directory without the record is scanned,
 :func:`scan_account_dir`).
 
 What a directory "holds" is what recovery would rebuild: the books of the newest valid snapshot
-plus the pairs of the commands journaled after it (a new/cancel/amend of a known symbol creates
-its book, as in the engine; with the account tier, the command inside a forwarded record).
+plus the pairs of the commands journaled after it (a new/cancel/amend, cancel-all or market rule
+of a known symbol creates its book, as in the engine; with the account tier, the command inside
+a forwarded record).
 Only snapshots and records after the newest snapshot are read, so the cost is one snapshot
 decode plus at most ``--snapshot-every`` commands, not the whole history. Everything is read
 through ``shardex.journal``'s public functions and nothing is written.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shardex.accounts.codes import A_AMEND, A_NEW
-from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW
+from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_CANCEL_ALL, OP_MARKET_RULE, OP_NEW
 from shardex.journal import (
     Journal,
     JournalError,
@@ -51,7 +52,9 @@ log = logging.getLogger("shardex.datadir")
 LOG_BYTES = 16 << 20  # a directory with this much journal to read says so first
 
 _SHARD_DIR = re.compile(r"^shard-(\d+)$")
-_BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND))
+# commands that create their (known) pair's book in the engine: a pair's rules and a dead-man
+# switch are state of its book too, lost if the pair started on another shard
+_BOOK_OPS = frozenset((OP_NEW, OP_CANCEL, OP_AMEND, OP_CANCEL_ALL, OP_MARKET_RULE))
 
 
 class DataDirError(Exception):

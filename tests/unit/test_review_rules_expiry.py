@@ -3,10 +3,12 @@ the hole it closes (the pure engine and the data dir check; no process, no socke
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shardex.datadir import DataDirError, check_data_dir, scan
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import (
     EV_ACCEPTED,
@@ -21,6 +23,8 @@ from shardex.engine.codes import (
     REJ_MALFORMED,
     REJ_MARKET_HALTED,
 )
+from shardex.journal import Journal
+from shardex.wire.protocol import shard_for
 
 SYM, OTHER = "BTC-USD", "ETH-USD"
 T0 = 1_765_000_000_000  # some exchange time (ms)
@@ -73,3 +77,36 @@ def test_a_new_order_with_options_and_an_unhashable_field_is_rejected(where: int
         out = _run(eng, cmd)
         assert [(e[0], e[5]) for e in out] == [(EV_REJECTED, REJ_MALFORMED)], out
     assert [e[0] for e in _run(eng, _new("z"))] == [EV_ACCEPTED]  # still sound
+
+
+def _journal(root: Path, index: int, cmds: list[tuple]) -> Engine:
+    j = Journal(root / f"shard-{index}", DEFAULT_MARKETS)
+    engine = Engine(DEFAULT_MARKETS)
+    out: list = []
+    for cmd in cmds:
+        j.add(engine.seq, cmd)
+        engine.apply(cmd, out)
+        j.commit()
+    j.close()
+    return engine
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [(OP_MARKET_RULE, OTHER, {"state": "delisted"}), (OP_CANCEL_ALL, OTHER, "r", "al", 9_000)],
+    ids=["market-rule", "dead-man"],
+)
+def test_a_pair_only_a_rule_or_a_switch_touched_still_blocks_a_shard_count_change(
+    tmp_path: Path, cmd: tuple
+) -> None:
+    """A pair delisted (or banded, halted, given a dead-man switch) before it ever had an order
+    holds a book with that state: a shard count that routes it elsewhere would start it fresh
+    there (a delisted pair open again), so the data dir check must see it."""
+    assert shard_for(OTHER, 2) == 1
+    engine = _journal(tmp_path, 0, [cmd])
+    assert OTHER in engine.books
+    (d,) = scan(tmp_path, DEFAULT_MARKETS)
+    assert d.pairs == {OTHER}
+    check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
+    with pytest.raises(DataDirError, match=r"ETH-USD \(→ shard 1\)"):
+        check_data_dir(tmp_path, 2, DEFAULT_MARKETS)
