@@ -68,6 +68,22 @@ def _decimal(value: object, what: str) -> Decimal:
     return d
 
 
+def _units(market: Market, key: str, d: Decimal) -> int:
+    """A limit in the engine's units (lots; ticks x lots, rounded down); ValueError for one
+    the decimal context cannot divide, off the lot grid, or positive but below one unit
+    (it would become 0: no limit at all)."""
+    unit = market.lot if key == "max_qty" else market.tick * market.lot
+    try:
+        if key == "max_qty" and d % unit:
+            raise ValueError(f"max_qty {d} is not on the lot grid {market.lot}")
+        units = int(d / unit)
+    except ArithmeticError:  # (decimal's InvalidOperation, Overflow: far out of range)
+        raise ValueError(f"{key} {d:.6} is out of range") from None
+    if d and not units:
+        raise ValueError(f"{key} {d:.6} is below the smallest step {unit} (0 lifts the limit)")
+    return units
+
+
 def changes_from_json(market: Market, obj: Mapping[str, Any]) -> dict[str, Any]:
     """``{state?, band_bps?, max_qty?, max_notional?}`` with decimal strings → the changes map
     of ``OP_MARKET_RULE`` (ints); ValueError naming the field when one cannot be used. A
@@ -85,13 +101,8 @@ def changes_from_json(market: Market, obj: Mapping[str, Any]) -> dict[str, Any]:
             if type(value) is not int or not 0 <= value <= MAX_BAND_BPS:
                 raise ValueError(f"band_bps must be an int 0..{MAX_BAND_BPS}, got {value!r:.40}")
             out["band_bps"] = value
-        elif key == "max_qty":
-            d = _decimal(value, "max_qty")
-            if d % market.lot:
-                raise ValueError(f"max_qty {d} is not on the lot grid {market.lot}")
-            out["max_qty"] = int(d / market.lot)
-        elif key == "max_notional":
-            out["max_notional"] = int(_decimal(value, "max_notional") / (market.tick * market.lot))
+        elif key in ("max_qty", "max_notional"):
+            out[key] = _units(market, key, _decimal(value, key))
         else:
             raise ValueError(f"unknown rule {key!r:.40}")
     if not out:

@@ -24,6 +24,7 @@ from shardex.engine.codes import (
     REJ_MARKET_HALTED,
 )
 from shardex.journal import Journal
+from shardex.wire.market_rules import changes_from_json
 from shardex.wire.protocol import shard_for
 
 SYM, OTHER = "BTC-USD", "ETH-USD"
@@ -110,3 +111,21 @@ def test_a_pair_only_a_rule_or_a_switch_touched_still_blocks_a_shard_count_chang
     check_data_dir(tmp_path, 1, DEFAULT_MARKETS)
     with pytest.raises(DataDirError, match=r"ETH-USD \(→ shard 1\)"):
         check_data_dir(tmp_path, 2, DEFAULT_MARKETS)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"max_qty": "1e40"}, {"max_qty": "1e999999"}, {"max_notional": "1e999999"},
+     {"max_notional": "0.0000001"}, {"max_qty": "1e-99999999"}],  # fmt: skip
+    ids=["qty-huge", "qty-vast", "notional-vast", "notional-below-grid", "qty-underflow"],
+)
+def test_a_limit_that_cannot_be_kept_is_a_value_error_never_a_lifted_limit(changes: dict) -> None:
+    """The admin's decimal limits (SDK ``set_market``, ``shardex market set-max``): a value
+    the decimal context cannot divide raised ``decimal.InvalidOperation`` (a traceback, not a
+    usage error), and a positive limit below one tick x lot became 0 -- no limit at all."""
+    market = DEFAULT_MARKETS[SYM]
+    with pytest.raises(ValueError, match="max_"):
+        changes_from_json(market, changes)
+    # what a limit on the grid gives, exactly (ticks x lots, lots)
+    assert changes_from_json(market, {"max_notional": "0.000001", "max_qty": "0.0001"}) == {
+        "max_notional": 1, "max_qty": 1}  # fmt: skip
