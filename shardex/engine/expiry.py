@@ -40,7 +40,7 @@ refresh, by journaled time. Switches travel in their pair's state like expire ti
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from shardex.engine.admin import HALTED
@@ -67,6 +67,7 @@ CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.lay
 OPTION_KEYS = frozenset(("expire",))
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
 MAX_AFTER = DAY_MS  # the longest dead-man switch
+COMPACT_MIN = 1024  # index entries below which stale ones are never swept out (``compact``)
 
 
 def day_end(ts: int) -> int:
@@ -77,11 +78,14 @@ def day_end(ts: int) -> int:
 class Expiries:
     """The engine's expire-time index (see the module docstring)."""
 
-    __slots__ = ("heap", "by_pair", "switches", "sheap")
+    __slots__ = ("heap", "by_pair", "switches", "sheap", "compact_at")
 
     def __init__(self) -> None:
         self.heap: list[tuple[int, int, str, str]] = []
         self.by_pair: dict[str, dict[str, tuple[int, int]]] = {}
+        # heap size at which ``compact`` runs: stale entries behind a live earlier one would
+        # otherwise stay until it goes (a maker churning day orders: without bound)
+        self.compact_at = COMPACT_MIN
         # dead-man switches: (symbol, account) -> deadline, and a heap of (deadline, symbol,
         # account) whose entries are stale once the switch moved or went
         self.switches: dict[tuple[str, str], int] = {}
@@ -111,6 +115,18 @@ class Expiries:
         if pair is None:
             pair = self.by_pair[symbol] = {}
         pair[oid] = (expire, seq)
+
+    def compact(self, books: dict[str, Book]) -> None:
+        """Drop the entries of orders no longer live (amortised O(1) per ``add``: it runs
+        when the heap doubled since). Only stale entries go, which no sweep would act on, so
+        the events stay the same whether and when it runs (it is not state)."""
+        live = [e for e in self.heap if _live(books, e[2], e[3], e[1]) is not None]
+        heapify(live)
+        self.heap = live
+        self.by_pair = {}
+        for expire, seq, symbol, oid in live:
+            self.by_pair.setdefault(symbol, {})[oid] = (expire, seq)
+        self.compact_at = max(COMPACT_MIN, 2 * len(live))
 
     def next_due(self, books: dict[str, Book]) -> int | None:
         """The earliest expire time of a live order (stale entries on top are dropped)."""
@@ -235,7 +251,10 @@ def new_timed(eng: Any, cmd: tuple, expire: Any, out: list[Event]) -> None:
     book = eng.books.get(symbol)
     order = book.orders.get(oid) if book is not None else None
     if order is not None and order.seq == accept:
-        eng.expiry.add(expire, accept, symbol, oid)
+        index: Expiries = eng.expiry
+        index.add(expire, accept, symbol, oid)
+        if len(index.heap) >= index.compact_at:
+            index.compact(eng.books)
     return None
 
 

@@ -11,18 +11,22 @@ import pytest
 from shardex.datadir import DataDirError, check_data_dir, scan
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.engine.codes import (
+    DAY,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_REJECTED,
     GTC,
     GTD,
+    OP_CANCEL,
     OP_CANCEL_ALL,
+    OP_EXPIRE,
     OP_MARKET_RULE,
     OP_NEW,
     OP_TIME,
     REJ_MALFORMED,
     REJ_MARKET_HALTED,
 )
+from shardex.engine.expiry import day_end
 from shardex.journal import Journal
 from shardex.wire.market_rules import changes_from_json
 from shardex.wire.protocol import shard_for
@@ -115,8 +119,13 @@ def test_a_pair_only_a_rule_or_a_switch_touched_still_blocks_a_shard_count_chang
 
 @pytest.mark.parametrize(
     "changes",
-    [{"max_qty": "1e40"}, {"max_qty": "1e999999"}, {"max_notional": "1e999999"},
-     {"max_notional": "0.0000001"}, {"max_qty": "1e-99999999"}],  # fmt: skip
+    [
+        {"max_qty": "1e40"},
+        {"max_qty": "1e999999"},
+        {"max_notional": "1e999999"},
+        {"max_notional": "0.0000001"},
+        {"max_qty": "1e-99999999"},
+    ],  # fmt: skip
     ids=["qty-huge", "qty-vast", "notional-vast", "notional-below-grid", "qty-underflow"],
 )
 def test_a_limit_that_cannot_be_kept_is_a_value_error_never_a_lifted_limit(changes: dict) -> None:
@@ -129,3 +138,23 @@ def test_a_limit_that_cannot_be_kept_is_a_value_error_never_a_lifted_limit(chang
     # what a limit on the grid gives, exactly (ticks x lots, lots)
     assert changes_from_json(market, {"max_notional": "0.000001", "max_qty": "0.0001"}) == {
         "max_notional": 1, "max_qty": 1}  # fmt: skip
+
+
+def test_the_expiry_index_does_not_grow_with_cancelled_orders() -> None:
+    """A maker churning day (or gtd) orders -- place, cancel, place -- while an order that
+    expires sooner rests: each cancelled order's index entry stayed (lazy deletion drops one
+    only when it reaches the top, behind the live earlier one), so memory grew without bound.
+    Compaction keeps the index within a constant factor of the live expiring orders, and the
+    sweep still cancels exactly the live ones, in order."""
+    eng = _engine()
+    _run(eng, _new("early", tif=GTD, expire=T0 + 3_600_000))
+    for i in range(3_000):
+        _run(eng, (OP_NEW, SYM, f"c{i}", "mm", 1, 0, 200, 5, DAY, False, 0),
+             (OP_CANCEL, SYM, f"c{i}", "mm"))  # fmt: skip
+    _run(eng, (OP_NEW, SYM, "kept", "mm", 1, 0, 200, 5, DAY, False, 0))
+    index = eng.expiry  # (3,002 entries without compaction; with it, at most 2 x 1024)
+    assert len(index.heap) <= 2048 and sum(map(len, index.by_pair.values())) <= 2048
+    out = _run(eng, (OP_TIME, day_end(T0)), (OP_EXPIRE, day_end(T0)))
+    assert [(e[0], e[3], e[4]) for e in out] == [
+        (EV_CANCELLED, "early", "expired"), (EV_CANCELLED, "kept", "expired")]  # fmt: skip
+    assert eng.resting() == 0
