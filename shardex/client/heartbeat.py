@@ -11,8 +11,10 @@ It arms the switches on entry (raising ``ShardexError`` when a pair's shard refu
 them every ``every_s`` seconds (a third of the timeout by default) in a task of the client's
 loop, and disarms them on a clean exit (the orders stay). A process that is killed, or cut off
 from the cluster, stops refreshing, so its orders go ``timeout_ms`` after the last refresh that
-arrived: the point of the switch. A refresh that fails is counted (``failed``) and tried again
-at the next beat; it cannot cancel anything itself. Blocking clients call ``cancel_after``
+arrived: the point of the switch. So does a session whose code fails (an exception or a
+cancellation leaving the ``async with``): it stops refreshing and does not disarm. A refresh
+that fails is counted (``failed``) and tried again at the next beat; it cannot cancel anything
+itself. Blocking clients call ``cancel_after``
 themselves (from the thread that owns the client).
 """
 
@@ -71,7 +73,7 @@ class CancelOnDisconnect:
         self._task = asyncio.ensure_future(self._run())
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -79,4 +81,7 @@ class CancelOnDisconnect:
                 await task
             except asyncio.CancelledError:
                 pass
-        await self.beat(0)  # a clean exit: the switches go, the orders stay
+        if exc_type is None:  # a clean exit: the switches go, the orders stay
+            await self.beat(0)
+        # else the session's code failed (an exception, a cancelled task): the switches stay
+        # armed and fire at the timeout, as for a killed process: the point of the switch
