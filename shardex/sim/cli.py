@@ -134,13 +134,16 @@ def _parse_list(text: str | None) -> list[str]:
                    "'down_per_s=1,cut_per_s=0.5,failover_per_s=0.5' (a failover loses the "
                    "writes its replica had not copied; with --replicas it breaks the lease's "
                    "one-Redis assumption).")
+@click.option("--timed-orders", "timed", is_flag=True,
+              help="The clients also place gtd orders (expiring by the journaled sweep) and "
+                   "cancel-all an account's orders in a pair now and then.")
 @click.option("--durability", type=click.Choice(["local", "replicated", "both"]),
               default="both", show_default=True,
               help="With --replicas: when the leaders reply (shardex up --durability).")
 def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | None,
          do_shrink: bool, keep: str | None, stop_on_failure: bool,
          bridge: bool, replicas: bool, store_faults: str | None,
-         durability: str) -> None:  # fmt: skip
+         durability: str, timed: bool) -> None:  # fmt: skip
     """Run the simulated cluster for SEEDS seeds and check every invariant."""
     world: dict[str, object] = {}
     flags: list[str] = []
@@ -152,6 +155,8 @@ def main(seeds: int, seed: int, faults: str, duration: float, mutation: str | No
         if not (replicas or bridge):
             raise click.UsageError("--store-faults needs a store: --bridge or --replicas")
         world["store_faults"], flags = store_faults, [*flags, f"--store-faults {store_faults}"]
+    if timed:
+        world["timed"], flags = True, [*flags, "--timed-orders"]
     if durability != "both":
         if not replicas:
             raise click.UsageError("--durability needs --replicas")

@@ -1,5 +1,8 @@
 """The seeded workload of a simulated run: accounts funded once, then clients placing orders
-and cancelling some of them.
+and cancelling some of them. With ``TIMED`` (``--timed-orders``) some orders are also
+good-till-date, expiring a few hundred virtual ms later by exchange time (so the journaled
+``OP_EXPIRE`` sweep runs under every fault), and now and then a client cancels all of an
+account's orders in one pair (``cancel_all``).
 
 Its own ``random.Random`` (from the seed, one stream per client) decides each order (account,
 pair, side, price around a mid, quantity) and the think time before the next, so the
@@ -19,6 +22,8 @@ from shardex.client.results import EXECUTED, NOT_EXECUTED, UNKNOWN
 from shardex.clock import VirtualClock
 
 PAIRS = {"BTC-USD": (Decimal(100), "0.01"), "ETH-USD": (Decimal(20), "0.1")}
+# the timed-orders mix (``--timed-orders``): gtd orders expiring by the journaled sweep, cancel-all
+TIMED = {"gtd_p": 0.2, "cancel_all_p": 0.05}
 FUNDS = (("USD", "1000000"), ("BTC", "1000"), ("ETH", "10000"))
 
 
@@ -26,7 +31,8 @@ class Workload:
     """Accounts and orders of one seed (see the module)."""
 
     def __init__(self, seed: int, clients: int, accounts: int = 4, think_s: float = 0.02,
-                 timeout_s: float = 1.0, cancel_p: float = 0.2) -> None:  # fmt: skip
+                 timeout_s: float = 1.0, cancel_p: float = 0.2, gtd_p: float = 0.0,
+                 cancel_all_p: float = 0.0) -> None:  # fmt: skip
         self.seed = seed
         self.clients = clients
         self.accounts = [f"acct-{i}" for i in range(accounts)]
@@ -34,6 +40,9 @@ class Workload:
         self.timeout_s = timeout_s  # the clients' request timeout (virtual)
         self.cancel_p = cancel_p  # share of a client's steps that cancel an order it placed
         self.cancels: list[dict[str, Any]] = []  # every client's cancels, in the order sent
+        # (0: not drawn at all, so a seed's workload stays what it was without them: ``TIMED``)
+        self.gtd_p = gtd_p  # share of orders that are gtd (expire 20..400 virtual ms ahead)
+        self.cancel_all_p = cancel_all_p  # share of steps that cancel-all an account's pair
 
     async def fund(self, client: AsyncClient) -> None:
         """Every account deposits ``FUNDS`` (once: the reference makes a retry idempotent)."""
@@ -55,6 +64,9 @@ class Workload:
             if placed and rng.random() < self.cancel_p:
                 self.cancels.append(await self._cancel(cl, rng.choice(placed), clock))
                 continue
+            if self.cancel_all_p and rng.random() < self.cancel_all_p:
+                await self._cancel_all(cl, rng.choice(sorted(PAIRS)), rng.choice(self.accounts))
+                continue
             symbol = rng.choice(sorted(PAIRS))
             mid, qty = PAIRS[symbol]
             price = mid * (1 + Decimal(rng.randint(-3, 3)) / 100)
@@ -63,9 +75,12 @@ class Workload:
                 "client": f"client-{k}", "id": f"c{k}-o{len(out) + 1}", "symbol": symbol,
                 "account": rng.choice(self.accounts), "side": side, "qty": qty,
                 "price": str(price), "sent": clock.now}  # fmt: skip
+            if self.gtd_p and rng.random() < self.gtd_p:  # (ms of the exchange's clock)
+                order["expire"] = int(clock.time() * 1000) + rng.randint(20, 400)
             try:
                 r = await cl.place(order["symbol"], order["side"], qty, order["price"],
-                                   account=order["account"], id=order["id"])  # fmt: skip
+                                   account=order["account"], id=order["id"],
+                                   expire=order.get("expire"))  # fmt: skip
                 order.update(fate=r.fate or (NOT_EXECUTED if r.rejected else EXECUTED),
                              code=r.code)  # fmt: skip
             except ShardexError as exc:
@@ -74,6 +89,15 @@ class Workload:
             order["done"] = clock.now
             out.append(order)
         return out
+
+    @staticmethod
+    async def _cancel_all(cl: AsyncClient, symbol: str, account: str) -> None:
+        """Cancel ``account``'s orders in ``symbol``: whatever it answers (a timeout, a
+        refusal during a fault), the final checks judge the books and holds it leaves."""
+        try:
+            await cl.cancel_all(symbol, account=account)
+        except ShardexError:
+            pass
 
     async def _cancel(self, cl: AsyncClient, order: dict[str, Any],
                       clock: VirtualClock) -> dict[str, Any]:  # fmt: skip
@@ -116,7 +140,8 @@ class Workload:
         if cancel:
             return cl._cancel_cmd(rec["symbol"], rec["id"], rec["account"])
         return cl.order(rec["symbol"], rec["side"], rec["qty"], rec["price"],
-                        account=rec["account"], id=rec["id"])  # fmt: skip
+                        account=rec["account"], id=rec["id"],
+                        expire=rec.get("expire"))  # fmt: skip
 
 
-__all__ = ["FUNDS", "PAIRS", "Workload"]
+__all__ = ["FUNDS", "PAIRS", "TIMED", "Workload"]

@@ -27,6 +27,7 @@ from shardex.sim.mutations import applied
 from shardex.sim.reports import ReportWatch
 from shardex.sim.runner import RunResult, quiet
 from shardex.sim.storefaults import STORE_KINDS, StoreFaults
+from shardex.sim.workload import TIMED
 from shardex.sim.world import Result, SimulationFailed, World
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -144,10 +145,12 @@ class CheckedWorld(World):
     ``keep``, only those of its faults happen."""
 
     def __init__(self, seed: int, plan_kwargs: dict[str, Any], faults: Faults,
-                 keep: list[int] | None = None, bridge: bool = False) -> None:  # fmt: skip
+                 keep: list[int] | None = None, bridge: bool = False,
+                 workload: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.monitor = Monitor()
         self.filter = FaultFilter(keep) if keep is not None else None
-        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous], bridge=bridge)
+        super().__init__(seed, plan_kwargs, faults, checks=[self._continuous], bridge=bridge,
+                         workload=workload)  # fmt: skip
         self.reports = ReportWatch(lambda: self.clock.now, self.trace)  # (on the hub from
         # the first tick: before any node's first turn)
         self._watching = False
@@ -210,7 +213,8 @@ def world_violations(world: CheckedWorld, res: Result) -> list[Violation]:
 
 def run(seed: int, faults: list[str], duration: float, mutation: str | None = None,
         keep: list[int] | None = None, bridge: bool = False, replicas: bool = False,
-        store_faults: str | None = None, durability: str = "both") -> RunResult:  # fmt: skip
+        store_faults: str | None = None, durability: str = "both",
+        timed: bool = False) -> RunResult:  # fmt: skip
     """One seed of the simulated world with every invariant checked (``runner.Runner``):
     the monitor's violations, then the world's own; a run that could not go on (a bug of the
     simulator, ``SimulationFailed``; or a phase that failed, e.g. funding when a node raised
@@ -219,9 +223,10 @@ def run(seed: int, faults: list[str], duration: float, mutation: str | None = No
     ``replicas``: every shard has a standby, leases on the simulated store, the leaders
     releasing by ``durability`` (``--durability``). ``store_faults`` (``StoreFaults.parse``):
     that store's own faults, with the bridge or replicas; they are faults of the schedule like
-    the others (``keep`` indexes them)."""
+    the others (``keep`` indexes them). ``timed``: the clients' mix has gtd orders and
+    cancel-alls too (``workload.TIMED``)."""
     plan = dict(PLAN_REPLICATED, durability=durability) if replicas else dict(PLAN)
-    world = CheckedWorld(seed, plan, faults_of(faults), keep, bridge)
+    world = CheckedWorld(seed, plan, faults_of(faults), keep, bridge, TIMED if timed else None)
     if store_faults:
         if world.chaos is None:
             raise ValueError("store faults need a store: the bridge (--bridge) or replicas "

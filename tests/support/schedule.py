@@ -57,6 +57,9 @@ MEASURED_S: dict[str, float] = {
     # one 7.2 s CPU (its `shardex up` twice) in 20 s of wall, mostly waiting for a restart
     "test_expiry_engine.py": 6, "test_expiry_wire.py": 1, "test_expiry_shard.py": 1,
     "test_inproc_expiry.py": 1.5, "test_expiry_live.py": 20,
+    # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders
+    # sim 5.5 s CPU (8 seeds) in 17 s of wall
+    "test_review_rules_expiry.py": 1, "test_review_heartbeat.py": 0.5, "test_sim_timed.py": 8,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
