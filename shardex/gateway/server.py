@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from shardex.wire.codes import GW_NOT_FOUND, GW_TOO_MANY, GW_UNAVAILABLE
 log = logging.getLogger("shardex.gateway")
 MAX_SUBS = 100  # subscriptions per connection
 TICK = 1.0  # seconds between heartbeats, and between tickers
+SNDBUF = 64 * 1024  # bytes of kernel send buffer per client (autotuning could take MBs)
 
 
 @dataclass
@@ -100,8 +102,22 @@ class Gateway:
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, compress=False, max_msg_size=65536)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:  # a bounded kernel buffer per client: the Outbox is the queue
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         await ws.prepare(request)
-        conn = Conn(Outbox(self.cfg.queue), lambda: ws.close(code=1008, message=b"slow_client"))
+
+        async def close() -> None:
+            """A client that keeps falling behind: closed (1008 slow_client), at once if it
+            does not even read the close frame."""
+            try:
+                await asyncio.wait_for(ws.close(code=1008, message=b"slow_client"), 1.0)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                pass
+            if request.transport is not None:
+                request.transport.abort()
+
+        conn = Conn(Outbox(self.cfg.queue), close)
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))

@@ -1,0 +1,132 @@
+"""The gateway's pure parts: the book feed (deltas that reproduce every read, chained by seq,
+with the documented checksum), the per-client queue policy and the client-message parser."""
+
+from __future__ import annotations
+
+import binascii
+import json
+import random
+
+import pytest
+
+from shardex.gateway.book import BookFeed, apply, checksum, checksum_text, diff
+from shardex.gateway.messages import MAX_MESSAGE, Refused, parse
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.wire.codes import GW_BAD_MESSAGE, GW_UNKNOWN_CHANNEL, UNKNOWN_SYMBOL
+
+
+def test_the_checksum_is_crc32_of_asks_then_bids_digits_without_point_or_leading_zeros():
+    bids = [("50000.00", "0.3000"), ("49999.50", "1.0000")]
+    asks = [("50010.00", "0.0500"), ("50011.25", "12.0000")]
+    # asks lowest first, then bids highest first; "0.0500" -> "500", "50000.00" -> "5000000"
+    text = "5001000" "500" "5001125" "120000" "5000000" "3000" "4999950" "10000"
+    assert checksum_text(bids, asks) == text
+    assert checksum(bids, asks) == binascii.crc32(text.encode())
+    assert checksum([], []) == binascii.crc32(b"")
+
+
+def test_the_checksum_covers_only_the_top_ten_levels_of_each_side():
+    bids = [(f"{100 - i}.00", "1") for i in range(12)]
+    asks = [(f"{200 + i}.00", "1") for i in range(12)]
+    changed_deep = bids[:10] + [("88.00", "5"), ("87.00", "7")]
+    assert checksum(changed_deep, asks) == checksum(bids, asks)
+    assert checksum(bids[:9] + [("91.00", "2")], asks) != checksum(bids, asks)
+
+
+def _book(rnd: random.Random, depth: int) -> tuple[list, list]:
+    """A random book read: bids below 1000, asks above, best first, qty strings."""
+    bid_prices = sorted(rnd.sample(range(900, 1000), rnd.randrange(0, depth + 1)), reverse=True)
+    ask_prices = sorted(rnd.sample(range(1001, 1100), rnd.randrange(0, depth + 1)))
+    lv = lambda p: (f"{p // 100}.{p % 100:02d}", f"0.{rnd.randrange(1, 999):03d}")  # noqa: E731
+    return [lv(p) for p in bid_prices], [lv(p) for p in ask_prices]
+
+
+def test_deltas_chained_by_seq_reproduce_every_read_and_carry_its_checksum():
+    rnd = random.Random(7)
+    feed = BookFeed("X-Y", depth=8)
+    first = feed.update(5, 0, *_book(rnd, 8))
+    assert first is not None and first["type"] == "snapshot" and first["seq"] == 5
+    bids, asks, seq = first["bids"], first["asks"], first["seq"]
+    for k in range(300):
+        read = _book(rnd, 8) if rnd.random() < 0.7 else (feed.bids, feed.asks)
+        msg = feed.update(seq + 1 + k, 0, *read)
+        if msg is None:  # nothing changed: nothing sent, the chain is unbroken
+            assert (read[0], read[1]) == (feed.bids, feed.asks)
+            continue
+        assert msg["type"] == "update" and msg["prev_seq"] == seq
+        bids = apply([tuple(x) for x in bids], [tuple(x) for x in msg["bids"]], True)
+        asks = apply([tuple(x) for x in asks], [tuple(x) for x in msg["asks"]], False)
+        assert (bids, asks) == (list(read[0]), list(read[1]))
+        assert msg["checksum"] == checksum(bids, asks)
+        seq = msg["seq"]
+        json.dumps(msg)  # plain JSON
+
+
+def test_a_stale_read_is_ignored_and_a_new_shard_is_a_snapshot():
+    feed = BookFeed("X-Y")
+    feed.update(10, 0, [("1.00", "1")], [])
+    assert feed.update(10, 0, [("1.00", "2")], []) is None  # not newer
+    assert feed.update(9, 0, [("1.00", "2")], []) is None
+    moved = feed.update(3, 1, [("1.00", "2")], [])  # the pair moved: another seq space
+    assert moved is not None and moved["type"] == "snapshot" and moved["seq"] == 3
+    assert feed.snapshot()["bids"] == [["1.00", "2"]]
+
+
+def test_diff_removes_levels_with_qty_zero():
+    assert diff([("1.00", "1"), ("0.90", "2")], [("0.90", "3")]) == [("0.90", "3"), ("1.00", "0")]
+
+
+def test_a_full_queue_drops_its_frames_and_the_third_strike_within_the_window_closes():
+    box = Outbox(limit=3, max_strikes=3, window=60.0)
+    assert [box.offer(f"f{i}", 0.0) for i in range(3)] == [OK] * 3
+    assert box.offer("f3", 1.0) == BEHIND and len(box) == 0
+    box.control("resync_required")
+    assert box.take() == "resync_required"
+    for _ in range(3):
+        box.offer("x", 2.0)
+    assert box.offer("x", 100.0) == BEHIND  # the first strike (t=1) is out of the window
+    for _ in range(3):
+        box.offer("x", 101.0)
+    assert box.offer("x", 102.0) == BEHIND  # strikes at 100 and 102 (and 1 expired): 2
+    for _ in range(3):
+        box.offer("x", 103.0)
+    assert box.offer("x", 104.0) == CLOSE
+    assert box.offer("y", 105.0) == CLOSE and box.take() is None
+
+
+SYMBOLS = {"BTC-USD"}
+
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"\xff\xfe", GW_BAD_MESSAGE),
+        ("not json", GW_BAD_MESSAGE),
+        ("[1, 2]", GW_BAD_MESSAGE),
+        ('{"channel": "book"}', GW_BAD_MESSAGE),
+        ('{"op": "dance"}', GW_UNKNOWN_CHANNEL),
+        ('{"op": "subscribe", "channel": "l3", "symbol": "BTC-USD"}', GW_UNKNOWN_CHANNEL),
+        ('{"op": "subscribe", "channel": "book", "symbol": 5}', GW_BAD_MESSAGE),
+        ('{"op": "subscribe", "channel": "book", "symbol": "NOPE"}', UNKNOWN_SYMBOL),
+        ('{"op": "subscribe", "channel": "trades", "symbol": "BTC-USD", "from_seq": -1}',
+         GW_BAD_MESSAGE),
+        ('{"op": "subscribe", "channel": "trades", "symbol": "BTC-USD", "from_seq": 1.5}',
+         GW_BAD_MESSAGE),
+        ('{"op": "subscribe", "channel": "book", "symbol": "BTC-USD", "from_seq": 3}',
+         GW_BAD_MESSAGE),
+        ("{" + " " * MAX_MESSAGE + "}", GW_BAD_MESSAGE),
+    ],  # fmt: skip
+)
+def test_bad_messages_are_refused_with_a_stable_code(raw, code):
+    with pytest.raises(Refused) as info:
+        parse(raw, SYMBOLS)
+    err = info.value.error()
+    assert err["code"] == code and err["type"] == "error" and err["message"]
+
+
+def test_good_messages_parse_and_the_id_is_echoed_only_when_short():
+    req = parse('{"op": "subscribe", "channel": "trades", "symbol": "BTC-USD", "from_seq": 42,'
+                ' "id": "a1"}', SYMBOLS)  # fmt: skip
+    assert (req.op, req.channel, req.symbol, req.from_seq, req.id) == \
+        ("subscribe", "trades", "BTC-USD", 42, "a1")  # fmt: skip
+    assert parse('{"op": "ping", "id": "' + "x" * 65 + '"}', SYMBOLS).id is None
