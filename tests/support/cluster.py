@@ -91,9 +91,13 @@ class Cluster:
         insecure: bool = False,
         routers: int = 1,
         accounts: int = 0,
+        gateways: int = 0,
     ) -> None:
         """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
-        ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ."""
+        ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ.
+        ``gateways``: 0 unless the test serves market data (a gateway per cluster would
+        cost every test its start)."""
+        extra = ("--gateways", str(gateways), *extra)
         if insecure:
             extra = ("--insecure", *extra)
         if redis is None:
