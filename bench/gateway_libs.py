@@ -137,7 +137,15 @@ def one(lib: str, mode: str, n: int, rounds: int) -> dict[str, Any]:
     go = mp.Event()
     server = mp.Process(target=server_main, args=(lib, port, n, rounds, mode, theirs, go))
     server.start()
-    time.sleep(0.5)  # a bench, not a test: the server binds its port
+    deadline = time.monotonic() + 60
+    while True:  # until the server listens (importing aiohttp takes a while on a busy box)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     wall = uvloop.run(clients(port, n, rounds, go))
     mine.send("done")
     cpu = mine.recv()
