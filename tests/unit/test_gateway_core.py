@@ -3,6 +3,7 @@ with the documented checksum), the per-client queue policy and the client-messag
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import json
 import random
@@ -10,6 +11,7 @@ import random
 import pytest
 
 from shardex.gateway.book import BookFeed, apply, checksum, checksum_text, diff
+from shardex.gateway.hub import Conn, Hub
 from shardex.gateway.messages import MAX_MESSAGE, Refused, parse
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
 from shardex.wire.codes import GW_BAD_MESSAGE, GW_UNKNOWN_CHANNEL, UNKNOWN_SYMBOL
@@ -130,3 +132,65 @@ def test_good_messages_parse_and_the_id_is_echoed_only_when_short():
     assert (req.op, req.channel, req.symbol, req.from_seq, req.id) == \
         ("subscribe", "trades", "BTC-USD", 42, "a1")  # fmt: skip
     assert parse('{"op": "ping", "id": "' + "x" * 65 + '"}', SYMBOLS).id is None
+
+
+class _Books:
+    """A stand-in for the engine's book reads: the test sets what the next read returns."""
+
+    def __init__(self) -> None:
+        self.seq, self.bids, self.asks = 1, [("100.00", "1.0", 1)], [("101.00", "2.0", 1)]
+
+    async def read(self, symbol: str, depth: int) -> dict:
+        return {"symbol": symbol, "shard": 0, "seq": self.seq, "bids": self.bids,
+                "asks": self.asks}  # fmt: skip
+
+
+def _conn(limit: int = 100) -> Conn:
+    async def close() -> None:
+        return None
+
+    return Conn(Outbox(limit=limit), close)
+
+
+def test_one_encoding_goes_to_every_subscriber_and_deltas_continue_each_snapshot():
+    async def run() -> None:
+        books = _Books()
+        hub = Hub(None, books.read, {"X-Y": None})  # type: ignore[dict-item]
+        a, b = _conn(), _conn()
+        await hub.subscribe_book(a, "X-Y")
+        books.seq, books.bids = 5, [("100.00", "3.0", 2)]
+        await hub.refresh("X-Y")
+        await hub.subscribe_book(b, "X-Y")  # joins after the delta: the snapshot at seq 5
+        books.seq, books.asks = 9, []
+        await hub.refresh("X-Y")
+        fa, fb = list(a.outbox.frames), list(b.outbox.frames)
+        assert fa[-1] is fb[-1]  # the same str object: encoded once
+        snap_b, delta = json.loads(fb[0]), json.loads(fb[1])
+        assert (snap_b["type"], snap_b["seq"], delta["prev_seq"]) == ("snapshot", 5, 5)
+        assert [json.loads(f)["seq"] for f in fa] == [1, 5, 9]
+
+    asyncio.run(run())
+
+
+def test_a_full_queue_turns_book_deltas_off_until_the_client_resyncs():
+    async def run() -> None:
+        books = _Books()
+        hub = Hub(None, books.read, {"X-Y": None})  # type: ignore[dict-item]
+        slow, fine = _conn(limit=2), _conn()
+        await hub.subscribe_book(slow, "X-Y")
+        await hub.subscribe_book(fine, "X-Y")
+        for k in range(2, 6):
+            books.seq, books.bids = k, [("100.00", f"{k}.0", 1)]
+            await hub.refresh("X-Y")
+        notices = [json.loads(f) for f in slow.outbox.frames]
+        assert notices[0]["type"] == "resync_required" and notices[0]["code"] == 123
+        assert all(n["type"] == "resync_required" for n in notices)  # no deltas after it
+        assert [json.loads(f)["seq"] for f in fine.outbox.frames] == [1, 2, 3, 4, 5]
+        slow.outbox.frames.clear()
+        hub.resync(slow, "X-Y")
+        assert json.loads(slow.outbox.frames[-1])["seq"] == 5  # a snapshot, deltas from it
+        books.seq, books.bids = 6, []
+        await hub.refresh("X-Y")
+        assert json.loads(slow.outbox.frames[-1])["prev_seq"] == 5
+
+    asyncio.run(run())
