@@ -164,6 +164,13 @@ GW_SLOW_CLIENT = _code(123, "slow_client", NODE, "the client fell behind (its qu
 GW_NOT_FOUND = _code(124, "not_found", EDGE, "the gateway has no such HTTP route", **_F)
 GW_UNAVAILABLE = _code(125, "gateway_unavailable", NODE, "the gateway cannot serve it now (the "
                        "cluster or Redis does not answer): try again", retryable=True)
+GW_UNAUTHORIZED = _code(126, "unauthorized", IDENTITY, "a signed gateway request without its "
+                        "key, timestamp or signature headers, of an unknown API key, or whose "
+                        "signature does not match", **_F)
+GW_STALE_REQUEST = _code(127, "stale_request", IDENTITY, "a signed gateway request whose "
+                         "timestamp is outside the receive window (check the clock)", **_F)
+GW_REPLAYED = _code(128, "replayed", IDENTITY, "a signed gateway request already received "
+                    "(the same signature within the receive window)", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)
