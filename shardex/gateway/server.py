@@ -30,6 +30,7 @@ from shardex.gateway.book import DEFAULT_DEPTH
 from shardex.gateway.hub import Conn, Hub, Sub, encode
 from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
+from shardex.gateway.rest import Rest
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GW_NOT_FOUND, GW_TOO_MANY, GW_UNAVAILABLE
 
@@ -61,7 +62,8 @@ def market_list(markets: Mapping[str, Market]) -> list[dict[str, str]]:
 class Gateway:
     """The aiohttp app and the background tasks around one ``Hub``."""
 
-    def __init__(self, cfg: GatewayConfig, hub: Hub, ticker_reader: MarketData) -> None:
+    def __init__(self, cfg: GatewayConfig, hub: Hub, ticker_reader: MarketData,
+                 rest: Rest | None = None) -> None:  # fmt: skip
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self.markets_frame = encode({"type": "markets", "markets": market_list(cfg.markets)})
         self.app = web.Application()
@@ -70,6 +72,8 @@ class Gateway:
         r.add_get("/metrics", self.metrics)
         r.add_get("/v1/markets", self.rest_markets)
         r.add_get("/v1/ws", self.websocket)
+        if rest is not None:
+            rest.routes(self.app)
         self.app.middlewares.append(self.errors)
 
     @web.middleware
@@ -246,7 +250,8 @@ async def serve(cfg: GatewayConfig) -> None:
         return int((await client.topology()).get("shards") or 0)
 
     hub = Hub(r, read_book, cfg.markets, cfg.depth, shards)
-    gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets))
+    rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets)
+    gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets), rest)
     runner = web.AppRunner(gw.app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, reuse_address=True).start()
@@ -261,6 +266,7 @@ async def serve(cfg: GatewayConfig) -> None:
     for t in tasks:
         t.cancel()
     await runner.cleanup()
+    await rest.close()
     await client.close()
     await r.aclose()
     sync_r.close()

@@ -9,6 +9,8 @@ trade for a client that resumes from its last seq."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import random
 import socket
@@ -267,3 +269,78 @@ def test_a_restarted_gateway_loses_no_trade_for_a_client_that_resumes(cluster: C
         assert [t["prev_seq"] for t in got[1:]] == [t["seq"] for t in got[:-1]]
 
     asyncio.run(run())
+
+
+def _api_key(cluster: Cluster, account: str) -> dict[str, Any]:
+    """``shardex keys add --account A --api``: the API key record it wrote."""
+    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", "--account",
+                           account, "--api", "--data-dir", cluster.data_dir],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.split("API key:")[1].split()[0]
+    return json.loads(open(path).read())
+
+
+def _signed(
+    url: str, rec: dict[str, Any], method: str, path: str, body: bytes = b"",
+    ts: int | None = None, sig: str | None = None,
+) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    """One REST request signed as the docs say (HMAC-SHA256 of ts + METHOD + path + body)."""
+    stamp = str(ts if ts is not None else int(time.time() * 1000))
+    mac = hmac.new(rec["secret"].encode(), (stamp + method + path).encode() + body,
+                   hashlib.sha256).hexdigest()  # fmt: skip
+    req = urllib.request.Request(url + path, data=body or None, method=method, headers={
+        "X-SHARDEX-KEY": rec["key_id"], "X-SHARDEX-TIMESTAMP": stamp,
+        "X-SHARDEX-SIGNATURE": sig or mac, "Content-Type": "application/json"})  # fmt: skip
+    status, raw = _get_req(req)
+    return status, json.loads(raw)
+
+
+def _get_req(req: urllib.request.Request) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_signed_rest_orders_act_only_for_the_keys_account_and_refuse_replays_and_tampering(
+    cluster: Cluster,
+) -> None:
+    url = _url(cluster)
+    wait_until(lambda: _healthy(url), 60, "the gateway is up")
+    alice, bob = _api_key(cluster, "ra"), _api_key(cluster, "rb")
+    order = json.dumps({"symbol": SYMBOL, "side": "buy", "qty": "0.0100", "price": "30000",
+                        "id": "c1"}).encode()  # fmt: skip
+    ts = int(time.time() * 1000)
+    status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts)
+    assert status == 200 and body["ok"] and body["id"] == "c1", body
+    assert body["events"][0]["ev"] == "accepted"
+    status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts)  # the same request
+    assert (status, body["code"]) == (401, 128)
+    status, body = _signed(url, alice, "POST", "/v1/order", order.replace(b"0.01", b"0.02"),
+                           sig=_signed_sig(alice, order))  # fmt: skip
+    assert (status, body["code"]) == (401, 126)
+    status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts - 60_000)
+    assert (status, body["code"]) == (401, 127)
+    status, body = _signed(url, alice, "GET", f"/v1/order?symbol={SYMBOL}&id=c1")
+    assert status == 200 and body["state"] == "live", body
+    # bob's order: alice's key can neither act as bob nor cancel it by its id
+    other = json.dumps({"symbol": SYMBOL, "side": "buy", "qty": "0.0100", "price": "30001",
+                        "id": "b1"}).encode()  # fmt: skip
+    assert _signed(url, bob, "POST", "/v1/order", other)[0] == 200
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=b1&account=rb")
+    assert (status, body["code"]) == (403, 12)
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=b1")
+    assert status == 400 and not body["ok"]
+    assert _signed(url, bob, "GET", f"/v1/order?symbol={SYMBOL}&id=b1")[1]["state"] == "live"
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=c1")
+    assert status == 200 and body["events"][0]["ev"] == "cancelled", body
+    assert _get_req(urllib.request.Request(url + "/v1/order", data=order, method="POST"))[0] == 401
+
+
+def _signed_sig(rec: dict[str, Any], body: bytes) -> str:
+    """A valid signature of ``body`` at a fresh timestamp... sent with another body."""
+    stamp = str(int(time.time() * 1000))
+    return hmac.new(rec["secret"].encode(), (stamp + "POST/v1/order").encode() + body,
+                    hashlib.sha256).hexdigest()  # fmt: skip
