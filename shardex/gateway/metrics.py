@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+from shardex.metrics import LATENCY_BUCKETS
 
 CONNECTIONS = Gauge("shardex_gateway_connections", "Open WebSocket connections")
 CONNECTS = Counter("shardex_gateway_connects_total", "WebSocket connections accepted")
@@ -23,3 +25,5 @@ ERRORS = Counter("shardex_gateway_errors_total", "JSON errors answered, by code 
 BOOK_READS = Counter("shardex_gateway_book_reads_total", "Book reads (OP_BOOK) of the engine")
 HTTP = Counter("shardex_gateway_http_requests_total", "HTTP requests", ["route", "status"])
 UP = Gauge("shardex_gateway_redis_up", "1 when the last Redis read succeeded")
+HTTP_SECONDS = Histogram("shardex_gateway_http_seconds", "HTTP request handling time, by route",
+                         ["route"], buckets=LATENCY_BUCKETS)  # fmt: skip

@@ -79,13 +79,17 @@ class Gateway:
     @web.middleware
     async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """A JSON error with a stable code for every route the gateway does not have."""
+        t0 = time.perf_counter()
         try:
             resp = await handler(request)
         except web.HTTPNotFound:
             resp = web.json_response(error(GW_NOT_FOUND, "no such route"), status=404)
         except web.HTTPMethodNotAllowed:
             resp = web.json_response(error(GW_NOT_FOUND, "method not allowed"), status=405)
-        m.HTTP.labels(request.path if resp.status != 404 else "other", str(resp.status)).inc()
+        route = f"{request.method} {request.path}" if resp.status not in (404, 405) else "other"
+        m.HTTP.labels(route, str(resp.status)).inc()
+        if request.path != "/v1/ws":  # (a WebSocket's time is its connection's)
+            m.HTTP_SECONDS.labels(route).observe(time.perf_counter() - t0)
         return resp
 
     async def healthz(self, request: web.Request) -> web.Response:  # noqa: ARG002

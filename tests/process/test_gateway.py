@@ -311,10 +311,10 @@ def test_signed_rest_orders_act_only_for_the_keys_account_and_refuse_replays_and
     wait_until(lambda: _healthy(url), 60, "the gateway is up")
     alice, bob = _api_key(cluster, "ra"), _api_key(cluster, "rb")
     order = json.dumps({"symbol": SYMBOL, "side": "buy", "qty": "0.0100", "price": "30000",
-                        "id": "c1"}).encode()  # fmt: skip
+                        "id": "rest-c1"}).encode()  # fmt: skip
     ts = int(time.time() * 1000)
     status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts)
-    assert status == 200 and body["ok"] and body["id"] == "c1", body
+    assert status == 200 and body["ok"] and body["id"] == "rest-c1", body
     assert body["events"][0]["ev"] == "accepted"
     status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts)  # the same request
     assert (status, body["code"]) == (401, 128)
@@ -323,18 +323,19 @@ def test_signed_rest_orders_act_only_for_the_keys_account_and_refuse_replays_and
     assert (status, body["code"]) == (401, 126)
     status, body = _signed(url, alice, "POST", "/v1/order", order, ts=ts - 60_000)
     assert (status, body["code"]) == (401, 127)
-    status, body = _signed(url, alice, "GET", f"/v1/order?symbol={SYMBOL}&id=c1")
+    status, body = _signed(url, alice, "GET", f"/v1/order?symbol={SYMBOL}&id=rest-c1")
     assert status == 200 and body["state"] == "live", body
     # bob's order: alice's key can neither act as bob nor cancel it by its id
     other = json.dumps({"symbol": SYMBOL, "side": "buy", "qty": "0.0100", "price": "30001",
-                        "id": "b1"}).encode()  # fmt: skip
-    assert _signed(url, bob, "POST", "/v1/order", other)[0] == 200
-    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=b1&account=rb")
+                        "id": "rest-b1"}).encode()  # fmt: skip
+    status, body = _signed(url, bob, "POST", "/v1/order", other)
+    assert status == 200, body
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=rest-b1&account=rb")
     assert (status, body["code"]) == (403, 12)
-    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=b1")
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=rest-b1")
     assert status == 400 and not body["ok"]
-    assert _signed(url, bob, "GET", f"/v1/order?symbol={SYMBOL}&id=b1")[1]["state"] == "live"
-    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=c1")
+    assert _signed(url, bob, "GET", f"/v1/order?symbol={SYMBOL}&id=rest-b1")[1]["state"] == "live"
+    status, body = _signed(url, alice, "DELETE", f"/v1/order?symbol={SYMBOL}&id=rest-c1")
     assert status == 200 and body["events"][0]["ev"] == "cancelled", body
     assert _get_req(urllib.request.Request(url + "/v1/order", data=order, method="POST"))[0] == 401
 
