@@ -14,7 +14,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
-from shardex.wire.codes import GW_BAD_MESSAGE, GW_UNKNOWN_CHANNEL, UNKNOWN_SYMBOL, name_of
+from shardex.wire.codes import BAD_MESSAGE, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL, name_of
 
 MAX_MESSAGE = 4096  # bytes of one client message
 CHANNELS = ("book", "trades", "ticker")
@@ -62,30 +62,30 @@ def _echo(v: Any) -> Any:
 def parse(raw: str | bytes, symbols: Container[str]) -> Request:
     """One client message → a ``Request``; ``Refused`` for anything else."""
     if len(raw) > MAX_MESSAGE:
-        raise Refused(GW_BAD_MESSAGE, f"message larger than {MAX_MESSAGE} bytes")
+        raise Refused(BAD_MESSAGE, f"message larger than {MAX_MESSAGE} bytes")
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise Refused(GW_BAD_MESSAGE, "not JSON") from None
+        raise Refused(BAD_MESSAGE, "not JSON") from None
     if not isinstance(obj, dict):
-        raise Refused(GW_BAD_MESSAGE, "not a JSON object")
+        raise Refused(BAD_MESSAGE, "not a JSON object")
     rid = _echo(obj.get("id"))
     op = obj.get("op")
     if type(op) is not str:
-        raise Refused(GW_BAD_MESSAGE, "op missing or not a string", rid)
+        raise Refused(BAD_MESSAGE, "op missing or not a string", rid)
     if op not in OPS:
-        raise Refused(GW_UNKNOWN_CHANNEL, f"unknown op (expected one of {', '.join(OPS)})", rid)
+        raise Refused(UNKNOWN_CHANNEL, f"unknown op (expected one of {', '.join(OPS)})", rid)
     if op not in SUB_OPS:
         return Request(op, id=rid)
     channel, symbol, since = obj.get("channel"), obj.get("symbol"), obj.get("from_seq")
     if type(channel) is not str or channel not in CHANNELS:
-        raise Refused(GW_UNKNOWN_CHANNEL, f"channel must be one of {', '.join(CHANNELS)}", rid)
+        raise Refused(UNKNOWN_CHANNEL, f"channel must be one of {', '.join(CHANNELS)}", rid)
     if type(symbol) is not str:
-        raise Refused(GW_BAD_MESSAGE, "symbol missing or not a string", rid)
+        raise Refused(BAD_MESSAGE, "symbol missing or not a string", rid)
     if symbol not in symbols:
         raise Refused(UNKNOWN_SYMBOL, "unknown symbol", rid)
     if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
-        raise Refused(GW_BAD_MESSAGE, "from_seq must be an integer >= 0", rid)
+        raise Refused(BAD_MESSAGE, "from_seq must be an integer >= 0", rid)
     if since is not None and channel != "trades":
-        raise Refused(GW_BAD_MESSAGE, "from_seq is for the trades channel", rid)
+        raise Refused(BAD_MESSAGE, "from_seq is for the trades channel", rid)
     return Request(op, channel, symbol, since, rid)

@@ -22,7 +22,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.apikeys import ApiKeyRecord, load
 from shardex.gateway.messages import error
 from shardex.gateway.signing import SignatureError, Verifier
-from shardex.wire.codes import GW_BAD_MESSAGE, INVALID, NOT_ALLOWED
+from shardex.wire.codes import BAD_MESSAGE, INVALID, NOT_ALLOWED
 
 MAX_BODY = 4096
 ORDER_FIELDS = ("type", "tif", "post_only", "stp", "id")
@@ -78,7 +78,7 @@ class Rest:
     async def _auth(self, request: web.Request) -> tuple[ApiKeyRecord, bytes] | web.Response:
         body = await request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
-            return _refuse(GW_BAD_MESSAGE, f"body larger than {MAX_BODY} bytes", 413)
+            return _refuse(BAD_MESSAGE, f"body larger than {MAX_BODY} bytes", 413)
         self._reload(request.headers.get("X-SHARDEX-KEY"))
         try:
             key = self.verifier.check(request.headers, request.method, request.path_qs, body,
@@ -113,10 +113,10 @@ class Rest:
         try:
             obj = json.loads(body)
         except ValueError:
-            return _refuse(GW_BAD_MESSAGE, "body is not JSON", 400)
+            return _refuse(BAD_MESSAGE, "body is not JSON", 400)
         if not isinstance(obj, dict) or not all(type(obj.get(k)) is str
                                                 for k in ("symbol", "side", "qty")):  # fmt: skip
-            return _refuse(GW_BAD_MESSAGE, "symbol, side and qty (strings) are required", 400)
+            return _refuse(BAD_MESSAGE, "symbol, side and qty (strings) are required", 400)
         account = self._account(rec, obj.get("account"))
         if isinstance(account, web.Response):
             return account
@@ -135,7 +135,7 @@ class Rest:
         rec, _ = got
         q = request.query
         if not q.get("symbol") or not q.get("id"):
-            return _refuse(GW_BAD_MESSAGE, "symbol and id are required", 400)
+            return _refuse(BAD_MESSAGE, "symbol and id are required", 400)
         account = self._account(rec, q.get("account"))
         if isinstance(account, web.Response):
             return account

@@ -32,7 +32,7 @@ from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
 from shardex.gateway.rest import Rest
 from shardex.redisauth import mask_url, resolve_url
-from shardex.wire.codes import GW_NOT_FOUND, GW_TOO_MANY, GW_UNAVAILABLE
+from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
 
 log = logging.getLogger("shardex.gateway")
 MAX_SUBS = 100  # subscriptions per connection
@@ -83,9 +83,9 @@ class Gateway:
         try:
             resp = await handler(request)
         except web.HTTPNotFound:
-            resp = web.json_response(error(GW_NOT_FOUND, "no such route"), status=404)
+            resp = web.json_response(error(NOT_FOUND, "no such route"), status=404)
         except web.HTTPMethodNotAllowed:
-            resp = web.json_response(error(GW_NOT_FOUND, "method not allowed"), status=405)
+            resp = web.json_response(error(NOT_FOUND, "method not allowed"), status=405)
         route = f"{request.method} {request.path}" if resp.status not in (404, 405) else "other"
         m.HTTP.labels(route, str(resp.status)).inc()
         if request.path != "/v1/ws":  # (a WebSocket's time is its connection's)
@@ -97,7 +97,7 @@ class Gateway:
         body = {"status": "ok" if ok else "unavailable", "redis": self.hub.redis_ok,
                 "cluster": self.hub.cluster_ok, "connections": len(self.hub.conns)}  # fmt: skip
         if not ok:
-            body.update(error(GW_UNAVAILABLE, "no Redis read yet"))
+            body.update(error(GATEWAY_UNAVAILABLE, "no Redis read yet"))
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:  # noqa: ARG002
@@ -174,7 +174,7 @@ class Gateway:
             self.hub.remove(conn, req.channel or "", req.symbol or "")
             conn.control(ack)
         elif (req.channel, req.symbol) not in conn.subs and len(conn.subs) >= MAX_SUBS:
-            conn.control(error(GW_TOO_MANY, f"at most {MAX_SUBS} subscriptions", req.id))
+            conn.control(error(TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_SUBS} subscriptions", req.id))
         else:
             await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack)
 

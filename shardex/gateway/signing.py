@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shardex.wire.codes import GW_REPLAYED, GW_STALE_REQUEST, GW_UNAUTHORIZED
+from shardex.wire.codes import REPLAYED, STALE_REQUEST, UNAUTHORIZED
 
 KEY_HEADER, TS_HEADER, SIG_HEADER = "X-SHARDEX-KEY", "X-SHARDEX-TIMESTAMP", "X-SHARDEX-SIGNATURE"
 DEFAULT_WINDOW = 5_000  # ms either side of the gateway's clock
@@ -69,21 +69,21 @@ class Verifier:
         self._forget(now_ms)
         key_id, ts, sig = (headers.get(h) for h in (KEY_HEADER, TS_HEADER, SIG_HEADER))
         if not key_id or not ts or not sig:
-            raise SignatureError(GW_UNAUTHORIZED, f"{KEY_HEADER}, {TS_HEADER} and {SIG_HEADER} "
+            raise SignatureError(UNAUTHORIZED, f"{KEY_HEADER}, {TS_HEADER} and {SIG_HEADER} "
                                  "are required")  # fmt: skip
         key = self.keys.get(key_id)
         if key is None:
-            raise SignatureError(GW_UNAUTHORIZED, "unknown API key")
+            raise SignatureError(UNAUTHORIZED, "unknown API key")
         if not (ts.isascii() and ts.isdigit() and len(ts) <= 16):
-            raise SignatureError(GW_UNAUTHORIZED, f"{TS_HEADER} must be ms since the epoch")
+            raise SignatureError(UNAUTHORIZED, f"{TS_HEADER} must be ms since the epoch")
         if abs(now_ms - int(ts)) > self.window:
-            raise SignatureError(GW_STALE_REQUEST, f"timestamp outside the receive window of "
+            raise SignatureError(STALE_REQUEST, f"timestamp outside the receive window of "
                                  f"{self.window} ms")  # fmt: skip
         want = sign(key.secret, ts, method, path, body)
         if not hmac.compare_digest(want, sig.lower()):
-            raise SignatureError(GW_UNAUTHORIZED, "bad signature")
+            raise SignatureError(UNAUTHORIZED, "bad signature")
         if want in self.seen:
-            raise SignatureError(GW_REPLAYED, "this signed request was already received")
+            raise SignatureError(REPLAYED, "this signed request was already received")
         self.seen[want] = int(ts) + self.window
         if len(self.seen) > MAX_SEEN:
             self.seen.popitem(last=False)

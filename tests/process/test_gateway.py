@@ -26,9 +26,9 @@ import pytest
 
 from shardex.client import AsyncClient
 from shardex.wire.codes import (
-    GW_BAD_MESSAGE,
-    GW_NOT_FOUND,
-    GW_UNKNOWN_CHANNEL,
+    BAD_MESSAGE,
+    NOT_FOUND,
+    UNKNOWN_CHANNEL,
     UNKNOWN_SYMBOL,
 )
 from tests.support.cluster import Cluster
@@ -137,15 +137,15 @@ def test_bad_input_gets_json_errors_with_stable_codes_and_the_gateway_serves_on(
     url = _url(cluster)
     wait_until(lambda: _healthy(url), 60, "the gateway is up")
     status, body = _get(url + "/v1/nope")
-    assert status == 404 and json.loads(body)["code"] == GW_NOT_FOUND
+    assert status == 404 and json.loads(body)["code"] == NOT_FOUND
     status, body = _get(url + "/v1/markets")
     assert status == 200 and SYMBOL in [m["symbol"] for m in json.loads(body)["markets"]]
     bad = ["not json", "[]", json.dumps({"op": "fly"}), "\u00ff" * 5000,
            json.dumps({"op": "subscribe", "channel": "book", "symbol": "NOPE-USD", "id": 7}),
            json.dumps({"op": "subscribe", "channel": "trades", "symbol": SYMBOL,
                        "from_seq": "x"})]  # fmt: skip
-    want = [GW_BAD_MESSAGE, GW_BAD_MESSAGE, GW_UNKNOWN_CHANNEL, GW_BAD_MESSAGE, UNKNOWN_SYMBOL,
-            GW_BAD_MESSAGE]  # fmt: skip
+    want = [BAD_MESSAGE, BAD_MESSAGE, UNKNOWN_CHANNEL, BAD_MESSAGE, UNKNOWN_SYMBOL,
+            BAD_MESSAGE]  # fmt: skip
 
     async def run() -> None:
         async with WsClient(url) as ws:
@@ -154,7 +154,7 @@ def test_bad_input_gets_json_errors_with_stable_codes_and_the_gateway_serves_on(
             await ws.ws.send_bytes(b"\x00\xff\xfe")
             await until(lambda: len(ws.of_type("error")) == len(bad) + 1, 30, "every error")
             errors = ws.of_type("error")
-            assert [e["code"] for e in errors] == [*want, GW_BAD_MESSAGE]
+            assert [e["code"] for e in errors] == [*want, BAD_MESSAGE]
             assert errors[4]["id"] == 7 and errors[4]["name"] == "unknown_symbol"
             await ws.send({"op": "ping", "id": "p"})
             await until(lambda: ws.of_type("pong"), 30, "a pong after the errors")

@@ -14,7 +14,7 @@ from shardex.gateway.book import BookFeed, apply, checksum, checksum_text, diff
 from shardex.gateway.hub import Conn, Hub
 from shardex.gateway.messages import MAX_MESSAGE, Refused, parse
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
-from shardex.wire.codes import GW_BAD_MESSAGE, GW_UNKNOWN_CHANNEL, UNKNOWN_SYMBOL
+from shardex.wire.codes import BAD_MESSAGE, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL
 
 
 def test_the_checksum_is_crc32_of_asks_then_bids_digits_without_point_or_leading_zeros():
@@ -102,21 +102,21 @@ SYMBOLS = {"BTC-USD"}
 @pytest.mark.parametrize(
     "raw, code",
     [
-        (b"\xff\xfe", GW_BAD_MESSAGE),
-        ("not json", GW_BAD_MESSAGE),
-        ("[1, 2]", GW_BAD_MESSAGE),
-        ('{"channel": "book"}', GW_BAD_MESSAGE),
-        ('{"op": "dance"}', GW_UNKNOWN_CHANNEL),
-        ('{"op": "subscribe", "channel": "l3", "symbol": "BTC-USD"}', GW_UNKNOWN_CHANNEL),
-        ('{"op": "subscribe", "channel": "book", "symbol": 5}', GW_BAD_MESSAGE),
+        (b"\xff\xfe", BAD_MESSAGE),
+        ("not json", BAD_MESSAGE),
+        ("[1, 2]", BAD_MESSAGE),
+        ('{"channel": "book"}', BAD_MESSAGE),
+        ('{"op": "dance"}', UNKNOWN_CHANNEL),
+        ('{"op": "subscribe", "channel": "l3", "symbol": "BTC-USD"}', UNKNOWN_CHANNEL),
+        ('{"op": "subscribe", "channel": "book", "symbol": 5}', BAD_MESSAGE),
         ('{"op": "subscribe", "channel": "book", "symbol": "NOPE"}', UNKNOWN_SYMBOL),
         ('{"op": "subscribe", "channel": "trades", "symbol": "BTC-USD", "from_seq": -1}',
-         GW_BAD_MESSAGE),
+         BAD_MESSAGE),
         ('{"op": "subscribe", "channel": "trades", "symbol": "BTC-USD", "from_seq": 1.5}',
-         GW_BAD_MESSAGE),
+         BAD_MESSAGE),
         ('{"op": "subscribe", "channel": "book", "symbol": "BTC-USD", "from_seq": 3}',
-         GW_BAD_MESSAGE),
-        ("{" + " " * MAX_MESSAGE + "}", GW_BAD_MESSAGE),
+         BAD_MESSAGE),
+        ("{" + " " * MAX_MESSAGE + "}", BAD_MESSAGE),
     ],  # fmt: skip
 )
 def test_bad_messages_are_refused_with_a_stable_code(raw, code):

@@ -18,7 +18,7 @@ from shardex.gateway.signing import (
     Verifier,
     sign,
 )
-from shardex.wire.codes import GW_REPLAYED, GW_STALE_REQUEST, GW_UNAUTHORIZED
+from shardex.wire.codes import REPLAYED, STALE_REQUEST, UNAUTHORIZED
 
 KEY = ApiKey("k1", b"s3cret", "trader", frozenset({"alice"}))
 NOW = 1_796_600_000_000
@@ -40,15 +40,15 @@ def test_a_correctly_signed_request_is_its_keys_and_the_key_acts_only_for_its_ac
 @pytest.mark.parametrize(
     "headers, method, path, body, now, code",
     [
-        (_headers(), "POST", "/v1/order", BODY + b" ", NOW, GW_UNAUTHORIZED),  # body tampered
-        (_headers(), "POST", "/v1/orders", BODY, NOW, GW_UNAUTHORIZED),  # another path
-        (_headers(), "DELETE", "/v1/order", BODY, NOW, GW_UNAUTHORIZED),  # another method
-        (_headers(sig="00" * 32), "POST", "/v1/order", BODY, NOW, GW_UNAUTHORIZED),
-        ({**_headers(), KEY_HEADER: "k2"}, "POST", "/v1/order", BODY, NOW, GW_UNAUTHORIZED),
-        ({**_headers(), TS_HEADER: "-5"}, "POST", "/v1/order", BODY, NOW, GW_UNAUTHORIZED),
-        ({TS_HEADER: str(NOW)}, "POST", "/v1/order", BODY, NOW, GW_UNAUTHORIZED),
-        (_headers(), "POST", "/v1/order", BODY, NOW + 5001, GW_STALE_REQUEST),
-        (_headers(), "POST", "/v1/order", BODY, NOW - 5001, GW_STALE_REQUEST),
+        (_headers(), "POST", "/v1/order", BODY + b" ", NOW, UNAUTHORIZED),  # body tampered
+        (_headers(), "POST", "/v1/orders", BODY, NOW, UNAUTHORIZED),  # another path
+        (_headers(), "DELETE", "/v1/order", BODY, NOW, UNAUTHORIZED),  # another method
+        (_headers(sig="00" * 32), "POST", "/v1/order", BODY, NOW, UNAUTHORIZED),
+        ({**_headers(), KEY_HEADER: "k2"}, "POST", "/v1/order", BODY, NOW, UNAUTHORIZED),
+        ({**_headers(), TS_HEADER: "-5"}, "POST", "/v1/order", BODY, NOW, UNAUTHORIZED),
+        ({TS_HEADER: str(NOW)}, "POST", "/v1/order", BODY, NOW, UNAUTHORIZED),
+        (_headers(), "POST", "/v1/order", BODY, NOW + 5001, STALE_REQUEST),
+        (_headers(), "POST", "/v1/order", BODY, NOW - 5001, STALE_REQUEST),
     ],  # fmt: skip
 )
 def test_tampered_stale_and_unsigned_requests_are_refused(headers, method, path, body, now, code):
@@ -62,9 +62,9 @@ def test_a_replay_within_the_window_is_refused_and_a_new_timestamp_is_a_new_requ
     v.check(_headers(), "POST", "/v1/order", BODY, NOW)
     with pytest.raises(SignatureError) as info:
         v.check(_headers(), "POST", "/v1/order", BODY, NOW + 1000)
-    assert info.value.code == GW_REPLAYED
+    assert info.value.code == REPLAYED
     assert v.check(_headers(NOW + 1), "POST", "/v1/order", BODY, NOW + 1000) is KEY
     with pytest.raises(SignatureError) as info:  # after the window: stale, not replayed
         v.check(_headers(), "POST", "/v1/order", BODY, NOW + 6000)
-    assert info.value.code == GW_STALE_REQUEST
+    assert info.value.code == STALE_REQUEST
     assert not v.seen  # both signatures' memory went with their windows
