@@ -22,7 +22,9 @@ from typing import Any
 from shardex.engine import Market
 from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
+from shardex.gateway.messages import error
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
 log = logging.getLogger("shardex.gateway")
 EVENTS_PREFIX, TRADES_PREFIX = "shardex:events:", "shardex:trades:"
@@ -123,6 +125,10 @@ class Hub:
     def remove(self, conn: Conn, channel: str, symbol: str) -> bool:
         sub = conn.subs.pop((channel, symbol), None)
         self.subs.get((channel, symbol), set()).discard(conn)
+        if channel == "book" and not self.subs.get((channel, symbol)):
+            # nobody follows it: its feed would go stale; the next subscriber reads afresh
+            self.feeds.pop(symbol, None)
+            self.snap.pop(symbol, None)
         self._count()
         return sub is not None
 
@@ -136,11 +142,17 @@ class Hub:
                 sum(len(c) for (k, _), c in self.subs.items() if k == ch))
 
     async def subscribe_book(self, conn: Conn, symbol: str) -> None:
-        """The symbol's current snapshot (read first if the gateway has none), then deltas."""
+        """The symbol's current snapshot (read first if the gateway has none), then deltas;
+        an error (and no subscription) when the engine cannot be read."""
         if self.feeds.get(symbol) is None or self.feeds[symbol].seq is None:
             self.feeds.setdefault(symbol, BookFeed(symbol, self.depth))
             await self.refresh(symbol)
-        feed = self.feeds[symbol]
+        feed = self.feeds.get(symbol)
+        if feed is None or feed.seq is None:
+            if not self.subs.get(("book", symbol)):
+                self.feeds.pop(symbol, None)
+            conn.control(error(GATEWAY_UNAVAILABLE, "the book cannot be read now: try again"))
+            return
         seq, frame = self.snap.get(symbol, (None, ""))
         if seq != feed.seq or not frame:
             frame = encode(feed.snapshot())
@@ -206,7 +218,9 @@ class Hub:
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""
-        feed = self.feeds[symbol]
+        feed = self.feeds.get(symbol)
+        if feed is None:
+            return
         try:
             book = await self.read_book(symbol, self.depth)
             self.cluster_ok = True
@@ -215,6 +229,8 @@ class Hub:
             log.warning("book %s: %s", symbol, exc)
             return
         m.BOOK_READS.inc()
+        if self.feeds.get(symbol) is not feed:
+            return  # its last subscriber left while the read was in flight
         if "error" in book or "seq" not in book:
             log.warning("book %s: %s", symbol, book.get("error"))
             return
@@ -229,7 +245,7 @@ class Hub:
 
     def mark(self, symbol: str) -> None:
         """A book event of ``symbol``: read its book again (one read in flight per pair)."""
-        if symbol not in self.feeds or not self.subs.get(("book", symbol)):
+        if symbol not in self.feeds:  # (a feed exists while someone subscribes or follows)
             return
         self.dirty.add(symbol)
         if symbol not in self.reading:

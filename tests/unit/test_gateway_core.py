@@ -194,3 +194,37 @@ def test_a_full_queue_turns_book_deltas_off_until_the_client_resyncs():
         assert json.loads(slow.outbox.frames[-1])["prev_seq"] == 5
 
     asyncio.run(run())
+
+
+def test_a_book_nobody_follows_is_read_afresh_for_its_next_subscriber():
+    """Regression: the feed of a book whose subscribers all left was no longer refreshed, and
+    the next subscriber got its old snapshot (stale until the pair's next event)."""
+
+    async def run() -> None:
+        books = _Books()
+        hub = Hub(None, books.read, {"X-Y": None})  # type: ignore[dict-item]
+        first, later = _conn(), _conn()
+        await hub.subscribe_book(first, "X-Y")
+        hub.remove(first, "book", "X-Y")
+        books.seq, books.bids = 7, [("99.00", "4.0", 1)]
+        hub.mark("X-Y")  # an event while nobody follows the book
+        await hub.subscribe_book(later, "X-Y")
+        snap = json.loads(later.outbox.frames[0])
+        assert (snap["seq"], snap["bids"]) == (7, [["99.00", "4.0"]])
+
+    asyncio.run(run())
+
+
+def test_a_book_that_cannot_be_read_is_an_error_not_an_empty_snapshot():
+    async def run() -> None:
+        async def down(symbol: str, depth: int) -> dict:
+            raise TimeoutError("no reply")
+
+        hub = Hub(None, down, {"X-Y": None})  # type: ignore[dict-item]
+        conn = _conn()
+        await hub.subscribe_book(conn, "X-Y")
+        (msg,) = [json.loads(f) for f in conn.outbox.frames]
+        assert (msg["type"], msg["name"]) == ("error", "gateway_unavailable")
+        assert not conn.subs and "X-Y" not in hub.feeds
+
+    asyncio.run(run())
