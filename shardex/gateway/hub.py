@@ -200,7 +200,9 @@ class Hub:
                 conn.push(encode(trade_msg(symbol, seq, sub.last, fields)), "trades")
                 sub.last, sent = seq, sent + 1
             start = page[-1][0]
-        return resumed, sent
+        # more than REPLAY_MAX behind: the trades after the replay's last are not all sent (the
+        # next one's prev_seq shows where): said, not silent
+        return resumed and sent < REPLAY_MAX, sent
 
     # -- publishing -----------------------------------------------------------------------------
 
