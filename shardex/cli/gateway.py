@@ -11,6 +11,8 @@ from shardex.cli.base import checked_layout, markets, process_keys_dir
 from shardex.gateway.server import GatewayConfig, run_gateway
 from shardex.kinds import GATEWAY
 from shardex.kinds.gateway import redis_url_for_gateway
+from shardex.layout import MAX_GATEWAYS
+from shardex.node.honcho import honcho_index
 
 
 def gateway_config(**o: Any) -> GatewayConfig:
@@ -21,7 +23,7 @@ def gateway_config(**o: Any) -> GatewayConfig:
     key: Any = KeyStore(keys).process_key("gateway", "reader") if keys else False
     return GatewayConfig(
         host=o["bind"] or o["host"],
-        port=o["port"] or layout.gateway_port(o["index"]),
+        port=o["port"] or layout.gateway_port(_index(o["index"])),
         redis_url=o["redis_url"] or redis_url_for_gateway(layout.redis_url, keys),
         endpoint=o["endpoint"] or layout.frontends,
         markets=markets(o["markets_file"]),
@@ -30,6 +32,14 @@ def gateway_config(**o: Any) -> GatewayConfig:
         depth=o["depth"],
         queue=o["queue"],
     )
+
+
+def _index(given: int | None) -> int:
+    """This gateway's index: as given, else honcho's process number, else 0."""
+    if given is not None:
+        return given
+    under = honcho_index()
+    return under if under is not None and 0 <= under < MAX_GATEWAYS else 0
 
 
 @click.command("gateway")

@@ -16,9 +16,10 @@ from shardex.redisauth import user_url
 OPTIONS = (
     HOST,
     BASE_PORT,
-    Opt("--index", type=click.IntRange(0, MAX_GATEWAYS - 1), default=0, show_default=True,
-        envvar="SHARDEX_GATEWAY_INDEX",
-        help="Which gateway of the cluster this is: it serves on base+86+INDEX unless --port."),
+    Opt("--index", type=click.IntRange(0, MAX_GATEWAYS - 1), envvar="SHARDEX_GATEWAY_INDEX",
+        help="Which gateway of the cluster this is: it serves on base+86+INDEX unless --port "
+        "[under honcho: from HONCHO_PROCESS_NAME (gateway.2 → 1), so -c gateway=2 runs two; "
+        "else 0]."),
     Opt("--bind", default=None, metavar="HOST",
         help="Address to serve on [--host]; 0.0.0.0 for every interface."),
     Opt("--port", type=click.IntRange(1, 65535),

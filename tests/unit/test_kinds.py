@@ -264,3 +264,15 @@ def test_a_single_process_refuses_a_durability_it_cannot_keep(argv: list[str], m
     with pytest.raises(click.UsageError, match=f"--durability {mode} needs --role auto"):
         make(**params)
     assert make(**_parse([*argv, "--insecure", "--role", "single"])) is not None
+
+
+def test_a_gateway_under_honcho_serves_on_its_process_numbers_port(monkeypatch) -> None:
+    """``honcho start -c gateway=2``: gateway.1 and gateway.2 take base+86 and base+87."""
+    opts = {"host": "127.0.0.1", "base_port": 20000, "index": None, "bind": None, "port": None,
+            "endpoint": None, "redis_url": None, "markets_file": None, "depth": 25,
+            "queue": 1000, "data_dir": None, "keys_dir": None, "insecure": True}  # fmt: skip
+    monkeypatch.setenv("HONCHO_PROCESS_NAME", "gateway.2")
+    assert gateway_config(**opts).port == 20087
+    assert gateway_config(**{**opts, "index": 0}).port == 20086  # as given
+    monkeypatch.delenv("HONCHO_PROCESS_NAME")
+    assert gateway_config(**opts).port == 20086
