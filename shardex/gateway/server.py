@@ -176,7 +176,12 @@ class Gateway:
         elif (req.channel, req.symbol) not in conn.subs and len(conn.subs) >= MAX_SUBS:
             conn.control(error(TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_SUBS} subscriptions", req.id))
         else:
-            await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack)
+            try:
+                await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("subscribe %s %s: %s", req.channel, req.symbol, exc)
+                conn.control(error(GATEWAY_UNAVAILABLE, "Redis does not answer: try again",
+                                   req.id))  # fmt: skip
 
     async def subscribe(self, conn: Conn, channel: str, symbol: str, since: int | None,
                         ack: dict[str, Any]) -> None:  # fmt: skip
