@@ -180,6 +180,7 @@ class Gateway:
                 await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("subscribe %s %s: %s", req.channel, req.symbol, exc)
+                self.hub.remove(conn, req.channel or "", req.symbol or "")  # (a half replay)
                 conn.control(error(GATEWAY_UNAVAILABLE, "Redis does not answer: try again",
                                    req.id))  # fmt: skip
 
