@@ -137,19 +137,24 @@ def one(lib: str, mode: str, n: int, rounds: int) -> dict[str, Any]:
     go = mp.Event()
     server = mp.Process(target=server_main, args=(lib, port, n, rounds, mode, theirs, go))
     server.start()
-    deadline = time.monotonic() + 60
-    while True:  # until the server listens (importing aiohttp takes a while on a busy box)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    wall = uvloop.run(clients(port, n, rounds, go))
-    mine.send("done")
-    cpu = mine.recv()
-    server.join(30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the server listens (importing aiohttp takes a while on a busy box)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        wall = uvloop.run(clients(port, n, rounds, go))
+        mine.send("done")
+        cpu = mine.recv()
+        server.join(30)
+    finally:
+        if server.is_alive():  # (a failed run leaves no server behind)
+            server.terminate()
+            server.join(5)
     frames = n * rounds
     return {"library": f"{lib} ({mode})", "clients": n, "frames": frames,
             "frames_per_s": round(frames / wall), "server_cpu_ms_per_1k": round(
