@@ -158,6 +158,14 @@ def test_bad_input_gets_json_errors_with_stable_codes_and_the_gateway_serves_on(
             assert errors[4]["id"] == 7 and errors[4]["name"] == "unknown_symbol"
             await ws.send({"op": "ping", "id": "p"})
             await until(lambda: ws.of_type("pong"), 30, "a pong after the errors")
+            await ws.send({"op": "markets"})
+            await until(lambda: ws.of_type("markets"), 30, "the market list")
+            assert SYMBOL in [mk["symbol"] for mk in ws.of_type("markets")[0]["markets"]]
+            await ws.send({"op": "subscribe", "channel": "ticker", "symbol": SYMBOL})
+            await until(lambda: [m for m in ws.other if m.get("channel") == "ticker"
+                                 and "last" in m], 30, "a ticker")  # fmt: skip
+            tick = next(m for m in ws.other if m.get("channel") == "ticker" and "last" in m)
+            assert {"volume", "change", "bid", "ask", "seq"} <= tick.keys()
             await until(lambda: len(ws.of_type("heartbeat")) >= 2, 30, "heartbeats")
             beats = [h["counter"] for h in ws.of_type("heartbeat")]
             assert beats == list(range(beats[0], beats[0] + len(beats)))
