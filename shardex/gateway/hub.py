@@ -107,6 +107,7 @@ class Hub:
         self.snap: dict[str, tuple[int | None, str]] = {}  # symbol → (seq, encoded snapshot)
         self.dirty: set[str] = set()
         self.reading: dict[str, asyncio.Task[None]] = {}
+        self.first: dict[str, asyncio.Future[None]] = {}  # a book's first read, in flight
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
         self.beats = 0
@@ -146,7 +147,12 @@ class Hub:
         an error (and no subscription) when the engine cannot be read."""
         if self.feeds.get(symbol) is None or self.feeds[symbol].seq is None:
             self.feeds.setdefault(symbol, BookFeed(symbol, self.depth))
-            await self.refresh(symbol)
+            first = self.first.get(symbol)
+            if first is None:  # one read for every subscriber that comes meanwhile (a
+                # restarted gateway's clients all resubscribe at once: no storm on the engine)
+                first = self.first[symbol] = asyncio.ensure_future(self.refresh(symbol))
+                first.add_done_callback(lambda _: self.first.pop(symbol, None))
+            await asyncio.shield(first)
         feed = self.feeds.get(symbol)
         if feed is None or feed.seq is None:
             if not self.subs.get(("book", symbol)):

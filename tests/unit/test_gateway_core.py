@@ -228,3 +228,25 @@ def test_a_book_that_cannot_be_read_is_an_error_not_an_empty_snapshot():
         assert not conn.subs and "X-Y" not in hub.feeds
 
     asyncio.run(run())
+
+
+def test_subscribers_arriving_together_share_one_first_read_of_the_book():
+    """Regression: every client resubscribing to a restarted gateway read the book itself
+    (N clients, N engine reads at once)."""
+
+    async def run() -> None:
+        books = _Books()
+        reads = []
+
+        async def slow_read(symbol: str, depth: int) -> dict:
+            reads.append(symbol)
+            await asyncio.sleep(0.01)
+            return await books.read(symbol, depth)
+
+        hub = Hub(None, slow_read, {"X-Y": None})  # type: ignore[dict-item]
+        conns = [_conn() for _ in range(50)]
+        await asyncio.gather(*(hub.subscribe_book(c, "X-Y") for c in conns))
+        assert len(reads) == 1
+        assert {json.loads(c.outbox.frames[0])["seq"] for c in conns} == {1}
+
+    asyncio.run(run())
