@@ -50,8 +50,8 @@ MEASURED_S: dict[str, float] = {
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
-    # the gateway, alone at load ~12: 32 s wall (~14 s CPU with its cluster's processes) and
-    # 0.6 s (0.5 s CPU)
+    # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
+    # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
     "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
 }  # fmt: skip
 DEFAULT_S = 0.5
