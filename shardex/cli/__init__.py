@@ -49,6 +49,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fees": ("fees", "fees", "Show ACCOUNT's fee tier and the maker/taker rates its new orders "
              "get per market (basis points; a negative maker rate is a rebate), with its fee "
              "group and 30-day volume."),
+    "gateway": ("gateway", "gateway", "Serve market data over HTTP and WebSocket: trades, L2 "
+                "book, ticker, market list."),
     "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
                 "history database."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "

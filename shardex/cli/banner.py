@@ -114,6 +114,9 @@ def _redis_lines(layout: Layout, redis_url: str, keys: str | None) -> list[str]:
     lines.append(f"  bridge metrics     {_metrics(layout, layout.bridge_metrics_port)}")
     lines.append(f"  candles metrics    {_metrics(layout, layout.candles_metrics_port)}   "
                  "shardex candles PAIR, shardex ticker PAIR")  # fmt: skip
+    for g, port in enumerate(layout.gateway_ports):
+        lines.append(f"  gateway {g:<10} http://{layout.host}:{port}   ws /v1/ws, /v1/markets, "
+                     "/healthz, /metrics")  # fmt: skip
     return lines
 
 

@@ -34,7 +34,7 @@ from shardex.cli.options import (
 from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import Plan, cluster_ports
 from shardex.kinds.files import prometheus_config as render_prometheus
-from shardex.layout import MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
 from shardex.node.supervisor import Supervisor, build_children, port_free
 
 
@@ -127,6 +127,14 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "accounts it funds itself, so the books are live; needs --accounts >= 1). Off by default: "
     "it trades with money it deposits (docs/marketmaker.md).",
 )
+@click.option(
+    "--gateways",
+    type=click.IntRange(0, MAX_GATEWAYS),
+    default=1,
+    show_default=True,
+    help="Gateways (shardex gateway: HTTP + WebSocket market data) on base+86.. (they need "
+    "Redis: none with --no-bridge).",
+)
 def up(
     shards: str,
     host: str,
@@ -148,6 +156,7 @@ def up(
     replicas: int = 1,
     durability: str = "both",
     mm: bool = False,
+    gateways: int = 1,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -155,7 +164,7 @@ def up(
     DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
     process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
     """
-    layout = _layout(up_shards(shards), host, base_port, routers, accounts)
+    layout = _layout(up_shards(shards), host, base_port, routers, accounts, gateways)
     table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
     fee_schedule(markets_file, table)  # (and on a bad [fees] table in it)
     idle = idle_shards_warning(table, layout.shards)
@@ -192,10 +201,12 @@ def _log_level() -> str:
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
-def _layout(n: int, host: str, base_port: int, routers: int, accounts: int) -> Layout:
+def _layout(
+    n: int, host: str, base_port: int, routers: int, accounts: int, gateways: int = 1
+) -> Layout:
     """The cluster's layout; one usage line when its ports do not fit."""
     try:
-        return Layout(host, base_port, n, routers, accounts)
+        return Layout(host, base_port, n, routers, accounts, gateways)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
