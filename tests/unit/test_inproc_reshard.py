@@ -1,0 +1,76 @@
+"""``shardex reshard``'s coordinator (``shardex.tools.reshard``) on the real node loops
+(``shardex.inproc``): shrink to one shard and grow back, books kept, a reshard that died in the
+middle of a move run again, and a finished reshard run again changing nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import OP_HANDOFF
+from shardex.inproc import InProcCluster
+from shardex.placement import PlacementMap, default_owner
+from shardex.placement.store import DirStore
+from shardex.tools.move_map import MapPublisher, begun
+from shardex.tools.mover import ask
+from shardex.tools.reshard import reshard
+from shardex.wire.protocol import OP_PAIR
+from tests.support.inproc import plan as cluster_plan
+from tests.support.inproc import run
+
+pytestmark = pytest.mark.timeout(120)
+
+ON_ONE = sorted(s for s in DEFAULT_MARKETS if default_owner(s, 2) == 1)
+
+
+async def _books(c) -> dict[str, int]:
+    """Resting orders per pair, from the shard each pair's map says owns it."""
+    out = {}
+    for i in (0, 1):
+        for s in DEFAULT_MARKETS:
+            view = await ask(c, i, (OP_PAIR, s))
+            if view["where"] == "here":
+                out[s] = view["orders"]
+    return out
+
+
+def test_shrink_then_grow_back_keeps_every_book_and_resumes_after_a_crash(tmp_path: Path) -> None:
+    assert ON_ONE, "the default markets leave shard 1 empty: pick other pairs"
+    lines: list[str] = []
+    store = DirStore(tmp_path)
+
+    async def body(cluster: InProcCluster) -> None:
+        async with cluster.client(account="al") as c:
+            for s in DEFAULT_MARKETS:
+                for k in range(2):
+                    assert (await c.place(s, "buy", "1", str(50 + k), id=f"{s}-{k}")).ok
+            before = await _books(c)
+            shrunk = await reshard(c, 1, say=lines.append, store=store)
+            assert {m.symbol for m in shrunk.moves} == set(ON_ONE)
+            assert shrunk.emptied == [1]
+            assert await _books(c) == before
+            views = [await ask(c, 1, (OP_PAIR, s)) for s in DEFAULT_MARKETS]
+            assert all(v["where"] != "here" for v in views)  # shard 1 holds no pair
+            # a reshard back to 2 dies after the first pair's hand-off (map says: moving)
+            first = ON_ONE[0]
+            pub = MapPublisher(c, 2, store)
+            await pub.apply(store.load(), lambda b: begun(b, first, 0, 1))
+            await ask(c, 0, (OP_HANDOFF, first, 1))
+            lines.clear()
+            grown = await reshard(c, 2, say=lines.append, store=store)
+            assert grown.moves[0].resumed and grown.moves[0].symbol == first
+            assert {m.symbol for m in grown.moves} == set(ON_ONE)
+            assert await _books(c) == before
+            assert (await c.place(first, "sell", "1", "51", id="x", account="bo")).events[-1][
+                "ev"] == "trade"  # the moved book trades on its new shard  # fmt: skip
+            again = await reshard(c, 2, say=lines.append, store=store)
+            assert again.moves == ()
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), body)
+    stored = store.load()
+    assert isinstance(stored, PlacementMap) and not stored.moving
+    assert all(stored.owner(s) == default_owner(s, 2) for s in DEFAULT_MARKETS)
+    assert any(line.startswith("[1/") for line in lines), lines
+    assert any("resharded to 2 shard(s)" in line for line in lines), lines

@@ -1,0 +1,60 @@
+"""The reshard planner (``shardex.placement.reshard``, pure): which pairs move where when the
+pairs are spread over N of the running engine shards, and what a re-run after a crash does."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardex.engine import DEFAULT_MARKETS
+from shardex.placement import PlacementMap, default_owner
+from shardex.placement.reshard import Move, ReshardError, describe, plan
+
+PAIRS = [f"P{k:02d}-USD" for k in range(64)]
+
+
+def test_shrinking_to_one_shard_moves_every_pair_off_the_others() -> None:
+    pmap = PlacementMap(3, 4)
+    p = plan(pmap, PAIRS, 1)
+    assert {m.symbol for m in p.moves} == {s for s in PAIRS if pmap.owner(s) != 0}
+    assert all(m.target == 0 and m.source == pmap.owner(m.symbol) for m in p.moves)
+    assert p.after[0] == tuple(sorted(PAIRS)) and p.emptied == [1, 2, 3]
+
+
+def test_growing_moves_only_the_pairs_whose_default_is_a_new_shard() -> None:
+    one = PlacementMap(5, 4, {s: 0 for s in PAIRS})  # everything on shard 0 (a shrink's result)
+    to_two = plan(one, PAIRS, 2)
+    assert {m.symbol for m in to_two.moves} == {s for s in PAIRS if default_owner(s, 2) == 1}
+    assert all((m.source, m.target) == (0, 1) for m in to_two.moves)
+    two = PlacementMap(9, 4, {s: default_owner(s, 2) for s in PAIRS})
+    to_four = plan(two, PAIRS, 4)
+    assert to_four.moves and all(m.target in (2, 3) for m in to_four.moves)  # none between 0, 1
+    assert 8 <= len(to_four.moves) <= 56  # about half of 64 (rendezvous: ~(4-2)/4)
+    assert to_four.emptied == []
+
+
+def test_a_finished_reshard_plans_nothing_and_a_move_in_progress_is_finished_first() -> None:
+    done = PlacementMap(7, 2, {s: default_owner(s, 2) for s in PAIRS})
+    assert plan(done, PAIRS, 2).moves == ()
+    assert plan(PlacementMap(1, 2), DEFAULT_MARKETS, 2).moves == ()  # (defaults: in place)
+    a, b = PAIRS[0], PAIRS[1]
+    want_a = default_owner(a, 1)
+    crashed = PlacementMap(8, 2, {**done.pins, a: 1 - want_a}, {a: (1 - want_a, want_a),
+                                                                 b: (0, 1)})  # fmt: skip
+    p = plan(crashed, PAIRS, 1)
+    assert p.moves[:2] == (Move(a, 1 - want_a, want_a, True), Move(b, 0, 1, True))
+    assert Move(b, 1, 0) in p.moves  # finished where it was going, then moved on to shard 0
+    assert [m.symbol for m in p.moves].count(a) == 1  # (it was already going to its target)
+    lines = describe(p)
+    assert lines[0].startswith("reshard to 1 of 2 engine shard(s) from placement v8")
+    assert "(in progress: finishing it)" in lines[1]
+
+
+def test_a_count_outside_the_running_shards_is_refused_with_what_to_do() -> None:
+    for n in (0, 3):
+        with pytest.raises(ReshardError, match="shardex up --shards"):
+            plan(PlacementMap(1, 2), PAIRS, n)
+
+
+def test_pinned_pairs_outside_the_market_table_are_placed_too() -> None:
+    p = plan(PlacementMap(2, 2, {"ZZZ-USD": 1}), [], 1)
+    assert p.moves == (Move("ZZZ-USD", 1, 0),)
