@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shardex.engine.codes import EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
-from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, HANDOFF_TO
+from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, EV_KIND, HANDOFF_TO
 from shardex.wire.link import encode_hello
 from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
 
@@ -51,6 +51,7 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     if cmd[CMD_OP] == OP_PLACE:
         return place(core, cmd)
     engine = core.engine
+    stats = core.stats.moves
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) < 3:
         return read_error(MALFORMED, "move: expected (op, symbol, shard, ...)")
@@ -60,15 +61,31 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
             return read_error(INVALID, f"handoff of {symbol} to shard {to}: that is this shard")
         moved = engine.moved.get(symbol)
         if moved is not None and moved[0] == to:
+            stats.step("handoff", "repeat")
             return [moved_event(engine, symbol)]  # ran already: the same answer, nothing new
     elif len(cmd) > ADOPT_SEQ and engine.adopted.get(symbol) == (cmd[ADOPT_FROM], cmd[ADOPT_SEQ]):
+        stats.step("adopt", "repeat")
         return []  # adopted already
     start = len(out)
     seq = engine.seq
     engine.apply(cmd, out)
     core.journal.add(seq, cmd)
     core.forget_owner(symbol)
+    _count(core, cmd, out[start:])
     return out[start:]
+
+
+def _count(core: Any, cmd: tuple, events: list[Event]) -> None:
+    """The metrics of one journaled hand-off or adoption (``shardex.move_metrics``)."""
+    stats = core.stats.moves
+    step = "handoff" if cmd[CMD_OP] == OP_HANDOFF else "adopt"
+    kind = events[0][EV_KIND] if len(events) == 1 else None
+    if kind not in (EV_MOVED, EV_ADOPTED):
+        stats.step(step, "refused")
+        return
+    stats.step(step, "done")
+    if kind == EV_MOVED:
+        stats.handed(cmd[CMD_SYMBOL], cmd[HANDOFF_TO], core._perf())
 
 
 def place(core: Any, cmd: tuple) -> dict[str, Any]:
@@ -85,8 +102,10 @@ def place(core: Any, cmd: tuple) -> dict[str, Any]:
     before = core.placement.version
     core.set_placement(new)
     core.journal_place(new)  # (with the account tier: the forward check's map, journaled)
-    if core.placement.version != before and core.on_placement is not None:
-        core.on_placement()
+    if core.placement.version != before:
+        core.stats.moves.published(core.placement.owner, core.placement.moving, core._perf())
+        if core.on_placement is not None:
+            core.on_placement()
     return {"placement": core.placement.version}
 
 
@@ -129,6 +148,7 @@ def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
     moved = core.engine.moved.get(symbol)
     if moved is None:
         return None
+    core.stats.moves.reads_refused += 1
     return read_error(MOVING, f"pair {symbol} moved to shard {moved[0]}", shard=moved[0])
 
 

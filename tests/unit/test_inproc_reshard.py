@@ -11,6 +11,7 @@ import pytest
 from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_HANDOFF
 from shardex.inproc import InProcCluster
+from shardex.metrics import ShardCollector
 from shardex.placement import PlacementMap, default_owner
 from shardex.placement.store import DirStore
 from shardex.tools.move_map import MapPublisher, begun
@@ -34,6 +35,26 @@ async def _books(c) -> dict[str, int]:
             if view["where"] == "here":
                 out[s] = view["orders"]
     return out
+
+
+def _check_metrics(cluster: InProcCluster, n: int) -> None:
+    """Each of the ``n`` moves counted once on its source and target, with its pause."""
+    got: dict[tuple, float] = {}
+    for node in cluster.engines:
+        for fam in ShardCollector(node.core.stats).collect():
+            for sample in fam.samples:
+                if sample.name.startswith(("shardex_moves", "shardex_move_")):
+                    labels = {k: v for k, v in sample.labels.items() if k != "shard"}
+                    key = (sample.name, *sorted(labels.items()))
+                    got[key] = got.get(key, 0) + sample.value
+    done = {k[2][1]: v for k, v in got.items() if k[0] == "shardex_moves_total" and
+            k[1] == ("outcome", "done")}  # fmt: skip
+    assert done == {"handoff": n, "adopt": n}, got
+    pauses = sum(v for k, v in got.items() if k[0] == "shardex_move_pause_seconds_count")
+    assert pauses == n, got
+    refused = sum(v for k, v in got.items() if k[0] == "shardex_moves_total" and
+                  k[1] == ("outcome", "refused"))  # fmt: skip
+    assert refused == 0, got
 
 
 def test_shrink_then_grow_back_keeps_every_book_and_resumes_after_a_crash(tmp_path: Path) -> None:
@@ -67,6 +88,8 @@ def test_shrink_then_grow_back_keeps_every_book_and_resumes_after_a_crash(tmp_pa
                 "ev"] == "trade"  # the moved book trades on its new shard  # fmt: skip
             again = await reshard(c, 2, say=lines.append, store=store)
             assert again.moves == ()
+            n = len(shrunk.moves) + len(grown.moves)
+            _check_metrics(cluster, n)
 
     run(cluster_plan(2, data_dir=str(tmp_path)), body)
     stored = store.load()

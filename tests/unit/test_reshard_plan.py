@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shardex.engine import DEFAULT_MARKETS
+from shardex.move_metrics import MoveStats
 from shardex.placement import PlacementMap, default_owner
 from shardex.placement.reshard import Move, ReshardError, describe, plan
 
@@ -58,3 +59,24 @@ def test_a_count_outside_the_running_shards_is_refused_with_what_to_do() -> None
 def test_pinned_pairs_outside_the_market_table_are_placed_too() -> None:
     p = plan(PlacementMap(2, 2, {"ZZZ-USD": 1}), [], 1)
     assert p.moves == (Move("ZZZ-USD", 1, 0),)
+
+
+def test_a_pause_ends_when_a_map_pins_the_pair_to_its_new_shard_and_no_earlier() -> None:
+    stats = MoveStats()
+    stats.handed("A", 1, now=10.0)
+    stats.handed("B", 2, now=10.5)
+    still = PlacementMap(3, 3, {"A": 1}, {"A": (0, 1)})  # (the move recorded, not finished)
+    assert stats.published(still.owner, still.moving, now=10.7) == []
+    pinned = PlacementMap(4, 3, {"A": 1})
+    assert stats.published(pinned.owner, pinned.moving, now=11.25) == [1.25]
+    assert list(stats.pending) == ["B"] and sum(stats.pause_counts) == 1
+    stats.step("handoff", "repeat")
+    fams = {f.name: f for f in stats.families("0", engine_moving=7)}
+    refusals = {s.labels["kind"]: s.value for s in fams["shardex_move_refusals"].samples}
+    assert refusals == {"command": 7, "read": 0}
+    moves = {(s.labels["step"], s.labels["outcome"]): s.value
+             for s in fams["shardex_moves"].samples}  # fmt: skip
+    assert moves[("handoff", "repeat")] == 1 and len(moves) == 6
+    hist = {s.name: s.value for s in fams["shardex_move_pause_seconds"].samples
+            if "le" not in s.labels}  # fmt: skip
+    assert hist == {"shardex_move_pause_seconds_count": 1, "shardex_move_pause_seconds_sum": 1.25}
