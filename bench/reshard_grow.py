@@ -15,7 +15,7 @@ the heavy pair, and in the same run: ``--quiet`` seconds without moves, ``reshar
   stream in Redis (the bridge), trades the load was told of that are not in the streams, and
   the heavy pair's resting orders after the moves.
 
-    python bench/reshard_grow.py --orders 10000 --rate 400 --base-port 62600
+    python bench/reshard_grow.py --orders 10000 --rate 400 --base-port 62500
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=10_000, help="resting orders on the heavy pair")
     ap.add_argument("--rate", type=float, default=400.0, help="open-loop orders/s over 64 pairs")
     ap.add_argument("--quiet", type=float, default=8.0, help="seconds of each no-move window")
-    ap.add_argument("--base-port", type=int, default=62600)
+    ap.add_argument("--base-port", type=int, default=62500)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shardex-grow-"))
     markets = write_markets(tmp / "markets.toml", PAIRS)

@@ -28,8 +28,17 @@ from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Eve
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
-from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, EV_KIND, HANDOFF_TO
+from shardex.wire.layouts import (
+    ADOPT_FROM,
+    ADOPT_SEQ,
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_KIND,
+    HANDOFF_TO,
+    MOVE_STATE,
+)
 from shardex.wire.link import encode_hello
+from shardex.wire.movestate import PACKED, pack_state, unpack_state
 from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
 
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
@@ -66,6 +75,11 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     elif len(cmd) > ADOPT_SEQ and engine.adopted.get(symbol) == (cmd[ADOPT_FROM], cmd[ADOPT_SEQ]):
         stats.step("adopt", "repeat")
         return []  # adopted already
+    elif len(cmd) > MOVE_STATE and type(cmd[MOVE_STATE]) is bytes:  # (the mover's blob)
+        try:  # journaled decoded: the journal, replay and standbys see the one command form
+            cmd = (*cmd[:MOVE_STATE], unpack_state(cmd[MOVE_STATE]), *cmd[MOVE_STATE + 1:])
+        except ValueError as exc:
+            return read_error(MALFORMED, f"adopt: {exc}")
     start = len(out)
     seq = engine.seq
     engine.apply(cmd, out)
@@ -132,6 +146,8 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         out.update(where="moved", to=moved[0], at=moved[1])
         if len(cmd) == 3 and cmd[2] is True:  # the state the hand-off took (the mover's)
             out["state"] = engine.handed.get(symbol)
+        elif len(cmd) == 3 and cmd[2] == PACKED and symbol in engine.handed:  # (compressed)
+            out["state_packed"] = pack_state(engine.handed[symbol])
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
     if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)

@@ -9,20 +9,24 @@ from pathlib import Path
 import pytest
 
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import OP_HANDOFF
+from shardex.engine.codes import OP_ADOPT, OP_HANDOFF
 from shardex.inproc import InProcCluster
 from shardex.metrics import ShardCollector
 from shardex.placement import PlacementMap, default_owner
 from shardex.placement.store import DirStore
 from shardex.tools.move_map import MapPublisher, begun
-from shardex.tools.mover import ask
+from shardex.tools.mover import MoveError, ask, move_pair
 from shardex.tools.reshard import reshard
-from shardex.wire.protocol import OP_PAIR
+from shardex.wire import movestate
+from shardex.wire.envelope import packb
+from shardex.wire.movestate import pack_state, unpack_state
+from shardex.wire.protocol import MAX_FRAME, OP_PAIR
 from tests.support.inproc import plan as cluster_plan
 from tests.support.inproc import run
 
 pytestmark = pytest.mark.timeout(120)
 
+P = "BTC-USD"
 ON_ONE = sorted(s for s in DEFAULT_MARKETS if default_owner(s, 2) == 1)
 
 
@@ -97,3 +101,38 @@ def test_shrink_then_grow_back_keeps_every_book_and_resumes_after_a_crash(tmp_pa
     assert all(stored.owner(s) == default_owner(s, 2) for s in DEFAULT_MARKETS)
     assert any(line.startswith("[1/") for line in lines), lines
     assert any("resharded to 2 shard(s)" in line for line in lines), lines
+
+
+def test_a_book_larger_than_a_frame_moves_and_a_bad_state_blob_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The adoption used to carry the book as one msgpack request: past the router's frame
+    limit (1 MiB) the move failed with ``frame too large``. The state now travels as one
+    compressed blob (``shardex.wire.movestate``); a blob that is not one is refused."""
+    n, pad = 12_000, "x" * 48  # ~1.4 MB of msgpack state (long order ids)
+
+    async def body(cluster: InProcCluster) -> None:
+        src = default_owner(P, 2)
+        async with cluster.client(account="al") as c:
+            cmds = [c.order(P, "buy", "1", str(1 + k % 40), id=f"{pad}{k}", account=f"{pad}a")
+                    for k in range(n)]  # fmt: skip
+            assert all(r.ok for r in await c.submit_many(cmds, batch=500, window=4))
+            assert (await ask(c, src, (OP_PAIR, P)))["orders"] == n
+            await move_pair(c, P, 1 - src, say=lambda _line: None, shards=2)
+            assert (await ask(c, 1 - src, (OP_PAIR, P)))["orders"] == n
+            handed = (await ask(c, src, (OP_PAIR, P, True)))["state"]  # (as a map: too large)
+            assert len(packb(handed)) > MAX_FRAME
+            with pytest.raises(MoveError, match="unreadable pair state"):
+                await ask(c, src, (OP_ADOPT, "ETH-BTC", 1 - src, 1, b"not a state"))
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), body)
+
+
+def test_a_state_blob_is_bounded_when_inflated(monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = pack_state({"bids": [("x" * 40, "al", 1, 1, 0, False, 0, 1)] * 1000})
+    assert unpack_state(blob)["bids"][0][0] == "x" * 40
+    monkeypatch.setattr(movestate, "MAX_STATE", 1000)
+    with pytest.raises(ValueError, match="larger than allowed"):
+        unpack_state(blob)
+    with pytest.raises(ValueError, match="unreadable"):
+        unpack_state(blob[:-5])
