@@ -1,9 +1,8 @@
 """Hot-pair isolation: one pair alone on its own shard process, measured in the same run.
 
-Starts ``shardex up --shards 2 --accounts 0 --insecure --no-bridge`` on ``--base-port`` and
-puts every pair on shard 0 (``reshard --shards 1``). Then, twice with the same load, first
-with the hot pair sharing shard 0 with the seven others and then after ``move`` pinned it alone
-on shard 1:
+Starts ``shardex up --shards 2 --accounts 0 --insecure --no-bridge`` on ``--base-port``.
+Then ``--rounds`` times, with the same load: every pair on shard 0 (``reshard --shards 1``),
+the hot pair sharing it with the seven others; then the hot pair alone on shard 1 (``move``):
 
 * the hot pair (BTC-USD) is driven closed loop as fast as the cluster answers
   (``shardex loadgen --symbols 1``, its own process, its default mix): its acked orders/s;
@@ -92,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=15.0, help="seconds of load per phase")
     ap.add_argument("--rate", type=float, default=300.0, help="others' open-loop orders/s")
+    ap.add_argument("--rounds", type=int, default=2, help="shared/alone phase pairs")
     ap.add_argument("--base-port", type=int, default=62500)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shardex-hot-"))
@@ -113,19 +113,24 @@ def main() -> None:
                 else:
                     await reshard(c, n, say=lambda _l: None)
 
-        asyncio.run(place(1))
-        shared = phase(layout.frontend, a)
-        asyncio.run(place(None))
-        alone = phase(layout.frontend, a)
+        runs: dict[str, list[tuple[float, list[float], dict]]] = {"shared": [], "alone": []}
+        for _ in range(a.rounds):  # (alternating: the box's drift hits both alike)
+            asyncio.run(place(1))
+            runs["shared"].append(phase(layout.frontend, a))
+            asyncio.run(place(None))
+            runs["alone"].append(phase(layout.frontend, a))
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         print(f"hot pair {HOT} closed loop + {len(OTHERS)} other pairs at {a.rate:.0f} orders/s "
               f"open loop, {a.seconds:.0f} s per phase ({when} UTC, load average "
               f"{os.getloadavg()[0]:.1f})")  # fmt: skip
-        for name, (tput, lat, _) in (("shared shard 0", shared), ("alone on shard 1", alone)):
-            print(f"{name:17s}: hot pair {tput:8.0f} orders/s; others' latency ms p50 "
-                  f"{pct(lat, 0.5):6.1f} p99 {pct(lat, 0.99):6.1f} ({len(lat)} answered)")
-        if os.environ.get("VERBOSE"):
-            print(json.dumps({"shared": shared[2], "alone": alone[2]})[:3000])
+        for k in range(a.rounds):
+            for name, label in (("shared", "shared shard 0"), ("alone", "alone on shard 1")):
+                tput, lat, rep = runs[name][k]
+                print(f"round {k + 1} {label:17s}: hot pair {tput:7.0f} orders/s; others' "
+                      f"latency ms p50 {pct(lat, 0.5):6.1f} p99 {pct(lat, 0.99):6.1f} "
+                      f"({len(lat)} answered)")  # fmt: skip
+                if os.environ.get("VERBOSE"):
+                    print(json.dumps(rep)[:2000])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
