@@ -38,7 +38,7 @@ from shardex.wire.layouts import (
     MOVE_STATE,
 )
 from shardex.wire.link import encode_hello
-from shardex.wire.movestate import PACKED, pack_state, unpack_state
+from shardex.wire.movestate import MAX_STATE, PACKED, pack_state, unpack_state
 from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
 
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
@@ -76,6 +76,10 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
         stats.step("adopt", "repeat")
         return []  # adopted already
     elif len(cmd) > MOVE_STATE and type(cmd[MOVE_STATE]) is bytes:  # (the mover's blob)
+        if len(cmd) == PIECE_LEN:  # one piece of a blob too large for one request
+            cmd = _piece(core, cmd)
+            if type(cmd) is not tuple:
+                return cmd  # (staged, or refused)
         try:  # journaled decoded: the journal, replay and standbys see the one command form
             cmd = (*cmd[:MOVE_STATE], unpack_state(cmd[MOVE_STATE]), *cmd[MOVE_STATE + 1:])
         except ValueError as exc:
@@ -87,6 +91,37 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     core.forget_owner(symbol)
     _count(core, cmd, out[start:])
     return out[start:]
+
+
+PIECE_LEN = 7  # (OP_ADOPT, symbol, from, at, piece, offset, total)
+_STAGED_MAX = 4  # pairs whose pieces a shard keeps at once (a mover that went away)
+
+
+def _piece(core: Any, cmd: tuple) -> Any:
+    """Keep one piece of an adoption's blob (``shardex.wire.movestate``): the whole adoption
+    command once the last piece is in, else ``{"staged": bytes so far}`` or a refusal. Pieces
+    come in order from offset 0; anything else starts over (the mover re-sends from 0)."""
+    symbol, offset, total = cmd[CMD_SYMBOL], cmd[PIECE_LEN - 2], cmd[PIECE_LEN - 1]
+    if type(offset) is not int or type(total) is not int or not 0 <= offset < total <= MAX_STATE:
+        return read_error(MALFORMED, "adopt: a piece needs 0 <= offset < total <= MAX_STATE")
+    key = (cmd[ADOPT_FROM], cmd[ADOPT_SEQ], total)
+    held = core.staged.get(symbol)
+    if offset == 0:
+        if len(core.staged) >= _STAGED_MAX and symbol not in core.staged:
+            core.staged.pop(next(iter(core.staged)))
+        held = core.staged[symbol] = (key, bytearray())
+    if held is None or held[0] != key or len(held[1]) != offset:
+        core.staged.pop(symbol, None)
+        return read_error(INVALID, f"adopt: piece at {offset} out of order; send from 0")
+    buf = held[1]
+    buf += cmd[MOVE_STATE]
+    if len(buf) > total:
+        core.staged.pop(symbol, None)
+        return read_error(MALFORMED, "adopt: pieces longer than their total")
+    if len(buf) < total:
+        return {"staged": len(buf)}
+    core.staged.pop(symbol, None)
+    return (*cmd[:MOVE_STATE], bytes(buf))
 
 
 def _count(core: Any, cmd: tuple, events: list[Event]) -> None:

@@ -31,7 +31,7 @@ from shardex.placement.store import Store
 from shardex.tools.move_map import MapPublisher, begun, finished, newest
 from shardex.tools.shard_ask import MoveError, ask
 from shardex.wire.layouts import EV_KIND, EV_SEQ, MOVED_ORDERS, MOVED_TRADE_ID
-from shardex.wire.movestate import PACKED
+from shardex.wire.movestate import CHUNK, PACKED, pieces
 from shardex.wire.protocol import OP_PAIR
 
 __all__ = ["ADOPT", "HANDOFF", "PUBLISH", "MoveError", "Step", "ask", "move_pair", "plan"]
@@ -119,7 +119,7 @@ async def move_pair(
         state = source.get("state_packed")
         if state is None:  # (a shard from before the blob: the state as a map)
             state = (await ask(client, step.source, (OP_PAIR, symbol, True))).get("state")
-        res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at, state))
+        res = await _adopt(client, target, (OP_ADOPT, symbol, step.source, step.at), state)
         if res:
             ev = _event(res, EV_ADOPTED)
             say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
@@ -131,6 +131,17 @@ async def move_pair(
     say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
     done["seconds"] = round(time.perf_counter() - t0, 4)
     return done
+
+
+async def _adopt(client: AsyncClient, target: int, head: tuple, state: Any) -> Any:
+    """The adoption on ``target``: one request, or the blob in pieces when it is larger than
+    one (``shardex.wire.movestate``); the answer of the last."""
+    if not isinstance(state, bytes) or len(state) <= CHUNK:
+        return await ask(client, target, (*head, state))
+    res = None
+    for offset, piece in pieces(state):
+        res = await ask(client, target, (*head, piece, offset, len(state)))
+    return res
 
 
 def _ms(t: float) -> str:

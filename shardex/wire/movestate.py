@@ -10,6 +10,10 @@
     ``ValueError`` for a blob that is not one (corrupt, or inflating past ``MAX_STATE``:
     a request must not make a shard allocate without bound).
 
+A blob over ``CHUNK`` bytes travels to the target in pieces: ``(OP_ADOPT, symbol, from, at,
+piece, offset, total)``, in order; the target keeps them (not journaled: a target restarted
+mid-way is sent them again from offset 0) and adopts when the last arrives.
+
 Only the mover's two messages carry the blob: the source's ``OP_PAIR`` answer (asked with
 ``PACKED``) and the target's ``OP_ADOPT``. The target journals the adoption with the decoded
 state, so the journal, replay and standbys see the same command as before.
@@ -22,6 +26,7 @@ from typing import Any
 
 from shardex.wire.envelope import packb, unpackb
 
+CHUNK = 512 << 10  # bytes of blob per adoption request (the router's frame limit is 1 MiB)
 PACKED = "packed"  # ``(OP_PAIR, symbol, PACKED)``: the hand-off's state as ``state_packed``
 MAX_STATE = 256 << 20  # bytes of msgpack a blob may inflate to
 
@@ -43,3 +48,8 @@ def unpack_state(blob: bytes) -> Any:
         raise ValueError(f"unreadable pair state ({exc})"[:200]) from None
     except Exception as exc:  # (msgpack's own errors: ExtraData, FormatError, ...)
         raise ValueError(f"unreadable pair state ({type(exc).__name__})") from None
+
+
+def pieces(blob: bytes) -> list[tuple[int, bytes]]:
+    """``blob`` as (offset, piece) of at most ``CHUNK`` bytes, in order."""
+    return [(i, blob[i : i + CHUNK]) for i in range(0, len(blob), CHUNK)]

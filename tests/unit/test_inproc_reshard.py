@@ -14,6 +14,7 @@ from shardex.inproc import InProcCluster
 from shardex.metrics import ShardCollector
 from shardex.placement import PlacementMap, default_owner
 from shardex.placement.store import DirStore
+from shardex.tools import mover
 from shardex.tools.move_map import MapPublisher, begun
 from shardex.tools.mover import MoveError, ask, move_pair
 from shardex.tools.reshard import reshard
@@ -104,12 +105,16 @@ def test_shrink_then_grow_back_keeps_every_book_and_resumes_after_a_crash(tmp_pa
 
 
 def test_a_book_larger_than_a_frame_moves_and_a_bad_state_blob_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The adoption used to carry the book as one msgpack request: past the router's frame
     limit (1 MiB) the move failed with ``frame too large``. The state now travels as one
-    compressed blob (``shardex.wire.movestate``); a blob that is not one is refused."""
+    compressed blob (``shardex.wire.movestate``), in pieces when it is larger than one
+    request (pieces of 4 KiB here, so a test-sized book takes several); a blob that is not
+    one, and a piece out of order, are refused."""
     n, pad = 12_000, "x" * 48  # ~1.4 MB of msgpack state (long order ids)
+    monkeypatch.setattr(movestate, "CHUNK", 4096)
+    monkeypatch.setattr(mover, "CHUNK", 4096)
 
     async def body(cluster: InProcCluster) -> None:
         src = default_owner(P, 2)
@@ -124,6 +129,10 @@ def test_a_book_larger_than_a_frame_moves_and_a_bad_state_blob_is_refused(
             assert len(packb(handed)) > MAX_FRAME
             with pytest.raises(MoveError, match="unreadable pair state"):
                 await ask(c, src, (OP_ADOPT, "ETH-BTC", 1 - src, 1, b"not a state"))
+            with pytest.raises(MoveError, match="out of order"):
+                await ask(c, src, (OP_ADOPT, "ETH-BTC", 1 - src, 1, b"xx", 4096, 9000))
+            blob = pack_state(handed)
+            assert len(blob) > 2 * 4096  # (it went in pieces)
 
     run(cluster_plan(2, data_dir=str(tmp_path)), body)
 
