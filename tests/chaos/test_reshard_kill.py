@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from shardex.cli.placement import render, router_placement
 from shardex.client import AsyncClient
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
@@ -53,6 +54,19 @@ def _restarted(cluster: Cluster, shard: int, old: int) -> None:
     pytest.fail(f"shard {shard} never came back\n{cluster.output()[-3000:]}")
 
 
+def _shows_moving(cluster: Cluster, symbol: str) -> None:
+    """``shardex placement`` (the router's map) shows the half-done move (the shards' HELLOs
+    bring the map the mover sent them)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with cluster.client(timeout=5) as c:
+            lines = render(router_placement(c.topology()), [], "from the router")
+        if any(line.startswith(f"  moving: {symbol} shard") for line in lines):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the router's map never showed {symbol} moving: {lines}")
+
+
 async def _reshard(cluster: Cluster, n: int, die_at: str | None = None) -> list[str]:
     lines: list[str] = []
 
@@ -81,6 +95,7 @@ def test_kill_9_of_the_mover_and_a_shard_at_every_step_then_run_again() -> None:
             move = next(line for line in lines if line.startswith("[1/"))
             src, dst = map(int, re.search(r"shard (\d+) -> shard (\d+)", move).groups())
             shard = src if victim == "source" else dst
+            _shows_moving(cluster, move.split("] ")[1].split(":")[0])
             old = _pid(cluster, shard)
             os.kill(old, signal.SIGKILL)
             _restarted(cluster, shard, old)

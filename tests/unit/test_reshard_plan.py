@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shardex.cli.placement import render
 from shardex.engine import DEFAULT_MARKETS
 from shardex.move_metrics import MoveStats
 from shardex.placement import PlacementMap, default_owner
@@ -80,3 +81,10 @@ def test_a_pause_ends_when_a_map_pins_the_pair_to_its_new_shard_and_no_earlier()
     hist = {s.name: s.value for s in fams["shardex_move_pause_seconds"].samples
             if "le" not in s.labels}  # fmt: skip
     assert hist == {"shardex_move_pause_seconds_count": 1, "shardex_move_pause_seconds_sum": 1.25}
+
+
+def test_shardex_placement_shows_a_move_in_progress() -> None:
+    pmap = PlacementMap(6, 2, {"BTC-USD": 0}, {"BTC-USD": (0, 1)})
+    lines = render(pmap, list(DEFAULT_MARKETS), "from the router")
+    assert "  moving: BTC-USD shard 0 -> shard 1" in lines
+    assert lines[0].startswith("placement v6: 2 shard(s), 1 pinned pair(s)")
