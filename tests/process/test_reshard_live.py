@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
 from tests.support.cluster import ROOT, Cluster
 from tests.support.redis import RedisServer
@@ -91,6 +90,10 @@ def test_reshard_down_and_up_keeps_books_holds_and_streams(redis_server: RedisSe
         audit = _cli(cluster, "audit")
         assert audit.returncode == 0, audit.stdout + audit.stderr
         r = redis_server.client()
+        deadline = time.monotonic() + 60  # (fills of account-tier orders land after the reply)
+        while any(r.xlen(f"shardex:trades:{s}") < 3 for s in PAIRS):
+            assert time.monotonic() < deadline, [r.xlen(f"shardex:trades:{s}") for s in PAIRS]
+            time.sleep(0.2)
         status = _caught_up(r, cluster)
         for i, seq in status.items():
             ids = [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{i}")]
