@@ -49,6 +49,8 @@ def reshard(n: int, dry_run: bool, as_json: bool, data_dir: str | None, redis_ur
     """
     if data_dir and redis_url:
         raise click.UsageError("--data-dir and --redis: give one placement store, not both")
+    if as_json and not dry_run:
+        raise click.UsageError("--json prints the plan: give it with --dry-run")
     found = find(endpoint, host, base_port)
     store = _store(data_dir, redis_url)
     say = (lambda _line: None) if as_json else click.echo
@@ -56,7 +58,7 @@ def reshard(n: int, dry_run: bool, as_json: bool, data_dir: str | None, redis_ur
     async def run() -> ReshardPlan:
         async with AsyncClient(found.endpoint, timeout=timeout, key=client_key(key_file),
                                retry=False) as c:  # fmt: skip
-            return await run_reshard(c, n, say=say, store=store, dry_run=dry_run or as_json)
+            return await run_reshard(c, n, say=say, store=store, dry_run=dry_run)
 
     try:
         done = asyncio.run(run())
