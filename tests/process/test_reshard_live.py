@@ -65,6 +65,9 @@ def test_reshard_down_and_up_keeps_books_holds_and_streams(redis_server: RedisSe
                     assert c.place(s, "buy", "1", str(50 + k), id=f"R{k}-{s}",
                                    account="rest").ok  # fmt: skip
             _trade_round(c, "t0")
+        beyond = _cli(cluster, "reshard", "--shards", "3")  # (2 shard processes run)
+        assert beyond.returncode == 1 and "shardex up --shards 3" in beyond.stderr, beyond
+        assert "Traceback" not in beyond.stderr
         dry = _cli(cluster, "reshard", "--shards", "1", "--dry-run", "--json")
         assert dry.returncode == 0, dry.stdout + dry.stderr
         planned = json.loads(dry.stdout)
