@@ -74,6 +74,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                   "owns each pair, the map's version, pinned pairs and any move in progress."),
     "redis": ("redis", "redis_cmd", "Run the embedded Redis-compatible server on the "
               "layout's port (base+4)."),
+    "reshard": ("reshard", "reshard", "Spread the pairs over N engine shards of a running "
+                "cluster, live (an admin key on a secure cluster)."),
     "replay": ("replay", "replay", "Run JSON-lines commands from SOURCE (a file or -) through "
                "one engine; print events."),
     "router": ("router", "router", "Run the router: hash each request's symbol to a shard "
