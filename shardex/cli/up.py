@@ -32,7 +32,7 @@ from shardex.cli.options import (
     up_shards,
 )
 from shardex.engine.build import ensure as ensure_build
-from shardex.kinds import Plan, cluster_ports
+from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
 from shardex.node.supervisor import Supervisor, build_children, port_free
@@ -135,6 +135,13 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     help="Gateways (shardex gateway: HTTP + WebSocket market data) on base+86.. (they need "
     "Redis: none with --no-bridge).",
 )
+@click.option(
+    "--without",
+    multiple=True,
+    type=click.Choice(OPTIONAL),
+    help="Leave out an optional process (repeatable): the candles worker or the history "
+    "writer. The streams are still written in full; a worker started later catches up.",
+)
 def up(
     shards: str,
     host: str,
@@ -157,6 +164,7 @@ def up(
     durability: str = "both",
     mm: bool = False,
     gateways: int = 1,
+    without: tuple[str, ...] = (),
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -182,7 +190,7 @@ def up(
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability, mm)  # fmt: skip
+                None, replicas, durability, mm, frozenset(without))  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
@@ -243,12 +251,13 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     signal; then forget the endpoints file and a temporary key store."""
     p = plan
     children = build_children(p.layout, p.markets_file, p.max_backlog, p.pin, p.log_level,
-                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm)
+                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm,
+                              p.without)
     sup = Supervisor(children)
     shown = None if p.redis is None else redis
 
     def ready() -> None:
-        print_endpoints(p.layout, shown, keys, temp_keys, p.replicas)
+        print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
 
     recorded = _record_endpoints(data_dir, p.layout, p.replicas, shown, keys)
     try:

@@ -27,16 +27,22 @@ KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, CANDLES, HIS
 BY_NAME = {kind.name: kind for kind in KINDS}
 
 
+# the kinds ``shardex up --without`` may leave out: consumers of the streams that nothing else in
+# the cluster waits for (a lab, a test or a box that keeps candles or history elsewhere)
+OPTIONAL = ("candles-worker", "history-writer")
+
+
 def spawns(plan: Plan) -> list[tuple[Kind, Spawn]]:
     """Every child of the cluster ``plan`` describes, in start order, with its kind."""
-    return [(kind, spawn) for kind in KINDS for spawn in kind.children(plan)]
+    return [(kind, spawn) for kind in KINDS if kind.name not in plan.without
+            for spawn in kind.children(plan)]  # fmt: skip
 
 
 def cluster_ports(plan: Plan) -> list[int]:
     """Every TCP port the children of ``plan`` bind (checked free before starting)."""
-    return [port for kind in KINDS for port in kind.ports(plan)]
+    return [port for kind in KINDS if kind.name not in plan.without for port in kind.ports(plan)]
 
 
 __all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "GATEWAY", "HISTORY", "KINDS",
-           "MM", "REDIS", "ROUTER", "Kind", "Opt", "Plan", "Spawn", "cluster_ports",
+           "MM", "OPTIONAL", "REDIS", "ROUTER", "Kind", "Opt", "Plan", "Spawn", "cluster_ports",
            "spawns"]  # fmt: skip

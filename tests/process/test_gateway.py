@@ -41,7 +41,7 @@ SYMBOL = "BTC-USD"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", gateways=1)
+    c = Cluster(1, redis="embedded", gateways=1, without=("history-writer",))
     try:
         yield c
     finally:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shardex.client import Client, ShardexError
+from shardex.kinds import OPTIONAL
 from shardex.layout import Layout
 from tests.support.ports import free_layout
 
@@ -93,12 +94,16 @@ class Cluster:
         routers: int = 1,
         accounts: int = 0,
         gateways: int = 0,
+        without: tuple[str, ...] = OPTIONAL,
     ) -> None:
         """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
         ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ.
         ``gateways``: 0 unless the test serves market data (a gateway per cluster would
-        cost every test its start)."""
-        extra = ("--gateways", str(gateways), *extra)
+        cost every test its start). ``without``: the optional stream consumers left out
+        (``shardex up --without``): by default both, about 2 s of CPU per cluster; a test of
+        candles, history or of ``shardex up``'s whole default passes ``without=()``."""
+        extra = ("--gateways", str(gateways), *(w for name in without for w in ("--without", name)),
+                 *extra)  # fmt: skip
         if insecure:
             extra = ("--insecure", *extra)
         if redis is None:
