@@ -276,3 +276,21 @@ def test_a_gateway_under_honcho_serves_on_its_process_numbers_port(monkeypatch) 
     assert gateway_config(**{**opts, "index": 0}).port == 20086  # as given
     monkeypatch.delenv("HONCHO_PROCESS_NAME")
     assert gateway_config(**opts).port == 20086
+
+
+def test_up_without_leaves_out_only_the_named_optional_consumers(tmp_path: Path) -> None:
+    """``shardex up --without``: the candles worker and the history writer are left out (no
+    child, no port checked), everything else starts as before; anything else is refused."""
+    lay = Layout("127.0.0.1", 40000, 1, 1, 1)
+    full = Plan(lay, data_dir=str(tmp_path), keys_dir=str(tmp_path / "keys"))
+    names = [s.name for _, s in spawns(full)]
+    assert {"candles-worker", "history-writer"} <= set(names)
+    lean = Plan(lay, data_dir=str(tmp_path), keys_dir=str(tmp_path / "keys"),
+                without=frozenset({"candles-worker", "history-writer"}))  # fmt: skip
+    assert [s.name for _, s in spawns(lean)] == [
+        n for n in names if n not in ("candles-worker", "history-writer")
+    ]
+    gone = {lay.candles_metrics_port, lay.history_metrics_port}
+    assert gone <= set(cluster_ports(full)) and not gone & set(cluster_ports(lean))
+    res = CliRunner().invoke(main, ["up", "--without", "bridge"])
+    assert res.exit_code == 2 and "'bridge' is not one of" in res.output
