@@ -44,14 +44,6 @@ from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: it
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
 
 
-def is_move(cmd: Any) -> bool:
-    """True if ``cmd`` is one of the mover's writes."""
-    if type(cmd) is not tuple or len(cmd) < 2:
-        return False
-    op = cmd[CMD_OP]
-    return type(op) is int and op in MOVE_OPS
-
-
 def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     """Run one mover's write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
     key = core.key
