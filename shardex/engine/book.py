@@ -144,6 +144,8 @@ class Book:
         "trade_id",
         "accepted",
         "cancelled",
+        "last",
+        "stops",
     )
 
     def __init__(self, symbol: str, market: Market) -> None:
@@ -164,6 +166,11 @@ class Book:
         # this process did, like any Prometheus counter).
         self.accepted = 0
         self.cancelled = 0
+        # the price of the pair's last trade (0: none yet) and its pending stop / take-profit
+        # orders (a ``shardex.engine.stops.TriggerBook``, None until the first): both part of
+        # the pair's state (``stops.save``)
+        self.last = 0
+        self.stops: Any = None
 
     @property
     def prev(self) -> dict[str, Finished]:

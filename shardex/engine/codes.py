@@ -3,6 +3,9 @@
 Commands (tuples, position = meaning):
 
 * ``(OP_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp)``
+* ``(OP_NEW, ..., stp, budget|None, opts)`` — a new order with options: ``opts`` a map of str
+  keys (``"trigger"``: the trigger price in ticks of a stop / take-profit type); the engine
+  takes ``budget`` None only (budgets are the account tier's)
 * ``(OP_CANCEL, symbol, id, account)``
 * ``(OP_AMEND, symbol, id, account, qty|None, price|None)``
 * ``(OP_REJECT, symbol, id, reason[, code])`` — a command the edge could not decode (or may not
@@ -29,6 +32,8 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
   trade id, its resting orders): from here on this shard answers it with ``moving``
 * ``(EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)`` — the pair was adopted
   with the state the hand-off at ``from seq`` of ``from shard`` took
+* ``(EV_TRIGGERED, seq, symbol, id, last, trigger)`` — a pending stop / take-profit order's
+  trigger was reached at last trade price ``last``: its matching events follow
 
 Move commands (an admin's, journaled like any other; ``shardex.engine.moves``):
 
@@ -47,16 +52,22 @@ OP_TIME = 50  # (outside every tier's client, link and read ops)
 OP_HANDOFF, OP_ADOPT = 5, 6
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
+# triggered types (``shardex.engine.stops``): wait in the pair's trigger book for its last trade
+# price, then enter matching as a market (STOP_MARKET, TAKE_PROFIT) or limit order
+STOP_MARKET, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT = 2, 3, 4, 5
 GTC, IOC, FOK = 0, 1, 2
 STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
 EV_MOVED, EV_ADOPTED = 5, 6
+EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters matching now
 
 SIDES = ("buy", "sell")
-TYPES = ("limit", "market")
+TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
 TIFS = ("gtc", "ioc", "fok")
 STPS = ("none", "cancel_taker", "cancel_maker", "cancel_both")
-EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted")
+EVENT_NAMES = (
+    "accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted", "triggered"
+)
 
 MAX_ID_LEN = 64
 
@@ -86,8 +97,11 @@ REJ_DUPLICATE_REF: int = wire_codes.DUPLICATE_REF
 REJ_NOT_LEADER: int = wire_codes.NOT_LEADER
 # a command for a pair this shard handed off (or is handing off): retryable, nothing ran
 REJ_MOVING: int = wire_codes.MOVING
-# names indexed by code: the per-command codes (0..17; batch and client codes start at 100)
-REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_MOVING + 1)
+# stop and take-profit orders (``shardex.engine.stops``)
+REJ_WOULD_TRIGGER: int = wire_codes.WOULD_TRIGGER
+REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
+# names indexed by code: the per-command codes (0..19; batch and client codes start at 100)
+REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(REJ_UNTRIGGERED + 1)
 REJECT_CODES = {name: code for code, name in enumerate(REJECT_NAMES)}
 
 
@@ -101,6 +115,7 @@ def reject_name(code: object) -> str:
 # Order fates (``Engine.order_status``); the same strings as
 # ``shardex.wire.protocol.STATE_*``, which the pure engine must not import.
 STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
+STATE_PENDING = "pending"  # a stop / take-profit order waiting for its trigger
 RECENT_TRADES = 32  # most recent trades kept per order (live or recently finished)
 DEFAULT_RECENT = 100_000  # finished orders an engine remembers (FIFO) for status and duplicates
 

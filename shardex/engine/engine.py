@@ -82,6 +82,7 @@ from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, orde
     order_trades,
     snapshot_seq,
 )
+from shardex.engine.stops import fire, last_price, pending_of, touch
 
 MAX_REASON_LEN = 200
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
@@ -131,17 +132,12 @@ class Engine(EngineState):
                     _field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", REJ_UNKNOWN_OP, out
                 )
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
-            # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
+            # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields),
+            # and news with options (by design: the plain path pays nothing for them).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
-            try:
-                reason, code = (
-                    self._why_new_invalid(cmd)
-                    if cmd[0] == OP_NEW
-                    else ("malformed command", REJ_MALFORMED)
-                )
-            except Exception:
-                reason, code = "malformed command", REJ_MALFORMED
-            self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
+            self._unshaped(cmd, out)
+        if self.armed:  # pairs with pending stop / take-profit orders: did this trade reach any?
+            fire(self, cmd, out, _match, _fillable)
 
     def apply_many(self, cmds: Iterable[Any]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
@@ -205,9 +201,9 @@ class Engine(EngineState):
             return self._reject(
                 symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
             )
-        if oid in book.finished:
+        if oid in book.finished or (book.stops and oid in book.stops.orders):
             return self._reject(
-                symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
+                symbol, oid, f"duplicate id {oid} (pending or finished)", REJ_DUPLICATE_ID, out
             )
 
         opp = book.sides[side ^ 1]
@@ -293,7 +289,7 @@ class Engine(EngineState):
                 _field(cmd, 1), _field(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
             )
         _, symbol, oid, account, qty, price = cmd
-        order = self._live_order(symbol, oid, account, out)
+        order = self._live_order(symbol, oid, account, out, True)
         if order is None:
             return None
         book = self.books[symbol]
@@ -386,7 +382,8 @@ class Engine(EngineState):
 
     # ------------------------------------------------------------------ helpers
 
-    def _live_order(self, symbol: object, oid: object, account: object, out: list[Event]):
+    def _live_order(self, symbol: object, oid: object, account: object, out: list[Event],
+                    amend: bool = False):  # fmt: skip
         if type(symbol) is not str:  # checked here: the compiled build would raise instead
             return self._reject(symbol, oid, *_unknown_symbol(symbol), out)
         book = self.books.get(symbol)
@@ -398,6 +395,9 @@ class Engine(EngineState):
             return self._reject(symbol, oid, "id must be a string", REJ_MALFORMED, out)
         order = book.orders.get(oid)
         if order is None:
+            pending = pending_of(book, oid)
+            if pending is not None:  # an untriggered stop: cancelled, or the amend refused
+                return touch(self, book, pending, account, amend, out)
             return self._reject(
                 symbol, oid, "order is not live (unknown or finished)", REJ_NOT_LIVE, out
             )
@@ -529,7 +529,9 @@ def _match(
         if qty < 0:
             break
     eng.seq = seq
-    book.trade_id = trade_id
+    if trade_id != book.trade_id:
+        book.trade_id = trade_id
+        book.last = last_price(out)
     return qty
 
 

@@ -19,6 +19,7 @@ from shardex.engine.codes import (
     GTC,
     LIMIT,
     MAX_ID_LEN,
+    OP_NEW,
     RECENT_TRADES,
     REJ_INVALID,
     REJ_MALFORMED,
@@ -34,6 +35,8 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
+from shardex.engine.stops import NEW_FIELDS, check, load, place, save
+from shardex.engine.stops import status as pending_status
 
 # An order status looks its trades up over at most this many events back from its last one
 # (about 10 ms of Python at worst), in slices of _CHUNK.
@@ -84,6 +87,9 @@ class EngineState:
         self.moved: dict[str, tuple[int, int]] = {}
         self.handed: dict[str, Any] = {}
         self.adopted: dict[str, tuple[int, int]] = {}
+        # pairs that may hold pending stop / take-profit orders (``shardex.engine.stops``): the
+        # only ones whose trades are checked against triggers; stale entries are dropped there
+        self.armed: set[str] = set()
 
     # ------------------------------------------------------------------ public API
 
@@ -140,7 +146,11 @@ class EngineState:
                     return status
             else:
                 rec = book.finished.get(ident)
-                if rec is not None and rec[0] == account:
+                if rec is None:
+                    pending = pending_status(book, ident, account)
+                    if pending is not None:
+                        return pending
+                elif rec[0] == account:
                     _, state, filled, reason, first, last = rec
                     status = {"state": state, "symbol": sym, "id": ident, "filled": filled}
                     if events is not None and last:
@@ -276,6 +286,7 @@ class EngineState:
         pair["recent"] = [
             (oid, *rec, 0 if i < n else 1) for i, (oid, rec) in enumerate(book.finished.items())
         ]
+        save(book, pair)
         return pair
 
     def restore_pair(
@@ -301,6 +312,7 @@ class EngineState:
         try:
             book.restore(state, self.seq if _since < 0 else _since)
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
+            load(self, book, state, self.seq if _since < 0 else -1)
             if _since < 0:
                 for o in book.orders.values():
                     o.seq = self.seq
@@ -329,6 +341,7 @@ class EngineState:
             if self.markets.get(symbol) is not book.market:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
+            check(book)
         for symbol in self.moved:
             if symbol in self.books:
                 raise IntegrityError(f"pair {symbol} was handed off but still has a book")
@@ -375,6 +388,21 @@ class EngineState:
             b.forget_previous(keep)
         book.finished[oid] = rec
         self._left = gen - 1
+
+    def _unshaped(self, cmd: Any, out: list[Event]) -> None:
+        """A command the fast paths refused by its shape: a new with options (13 fields: the
+        plain unpack refused it before anything ran) goes to ``stops.place``; anything else is
+        rejected with the most precise reason there is. Never raises."""
+        try:
+            if cmd[0] == OP_NEW and len(cmd) == NEW_FIELDS:
+                return place(self, cmd, out, self._new)  # type: ignore[attr-defined]
+            reason, code = (
+                self._why_new_invalid(cmd) if cmd[0] == OP_NEW else ("malformed command",
+                                                                     REJ_MALFORMED)
+            )  # fmt: skip
+        except Exception:
+            reason, code = "malformed command", REJ_MALFORMED
+        self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)  # type: ignore
 
     def _why_new_invalid(self, cmd: Any) -> tuple[str, int]:
         """The precise reason and code a ``new`` failed the fast validity gate (slow path only).

@@ -24,6 +24,7 @@ NEW_SIDE, NEW_TYPE, NEW_PRICE, NEW_QTY, NEW_TIF, NEW_POST_ONLY, NEW_STP = 4, 5, 
 NEW_WIDTH = 11
 # a client's new order to an account shard: the engine's fields, then its market-buy budget
 NEW_BUDGET = 11
+NEW_OPTS = 12
 # (OP_AMEND, symbol, id, account, qty|None, price|None)
 AMEND_QTY, AMEND_PRICE = 4, 5
 # (OP_REJECT, symbol, id, reason[, code]): the edge's refusal, sequenced by the engine
@@ -47,6 +48,8 @@ AMENDED_QTY, AMENDED_PRICE = 4, 5
 # (OP_ADOPT, symbol, from shard, from seq, pair state)
 HANDOFF_TO = 2
 ADOPT_FROM, ADOPT_SEQ, MOVE_STATE = 2, 3, 4
+# (EV_TRIGGERED, seq, symbol, id, last trade price, trigger)
+TRIGGERED_LAST, TRIGGERED_AT = 4, 5
 # (EV_MOVED, seq, symbol, to shard, trade_id, orders)
 MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
 # (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)
