@@ -32,7 +32,9 @@ from pathlib import Path
 # faster than interpreted (docs/performance.md, "Compiled account core"); a module listed
 # here is compiled, loaded and checked byte for byte by tests/process/test_engine_compiled.py.
 PACKAGES: dict[str, tuple[str, ...]] = {
-    "engine": ("codes.py", "markets.py", "book.py", "moves.py", "state.py", "engine.py"),
+    "engine": (
+        "codes.py", "markets.py", "book.py", "moves.py", "stops.py", "state.py", "engine.py"
+    ),
     "accounts": (),
 }
 MODES = ("auto", "interpreted", "compiled")
