@@ -20,6 +20,7 @@ from shardex.accounts.ledger import (
     account_shard_for,
     required,
 )
+from shardex.accounts.triggers import split_stop, stop_forward
 from shardex.engine.codes import (
     BUY,
     FOK,
@@ -43,11 +44,10 @@ class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 
     def _new(self, cmd: Any, out: list[tuple]) -> None:
-        if len(cmd) != 12:
-            return self._reject(
-                _f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields", REJ_MALFORMED, out
-            )
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd
+        plain, stop = split_stop(cmd)  # (a stop / take-profit is held as the order it becomes)
+        if plain is None:
+            return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), *stop, out)
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = plain
         refused = self._order_gate(symbol, oid, account)
         if refused:
             return self._reject(account, oid, *refused, out)
@@ -100,7 +100,7 @@ class Holds(Ledger):
             mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
-        o.opened = self._forward(symbol, fwd, out)
+        o.opened = self._forward(symbol, stop_forward(fwd, stop), out)
         return None
 
     def _amend(self, cmd: Any, out: list[tuple]) -> None:

@@ -177,8 +177,11 @@ class ClientCore(Replies, FateDecisions, Topology):
         stp: str | None = None,
         id: str | None = None,  # noqa: A002
         account: str | None = None,
+        trigger: Decimal | str | int | None = None,
     ) -> dict[str, Any]:
-        """Build a ``new`` command dict (does not send it); type defaults from ``price``."""
+        """Build a ``new`` command dict (does not send it); type defaults from ``price``.
+        ``trigger``: the trigger price of a ``stop_market``, ``stop_limit``, ``take_profit`` or
+        ``take_profit_limit`` type (docs/orders.md)."""
         cmd: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -196,6 +199,8 @@ class ClientCore(Replies, FateDecisions, Topology):
             cmd["post_only"] = True
         if stp is not None:
             cmd["stp"] = stp
+        if trigger is not None:
+            cmd["trigger"] = _money(trigger, "trigger")
         return cmd
 
     def _cancel_cmd(self, symbol: str, id: str, account: str | None) -> dict[str, Any]:  # noqa: A002

@@ -25,9 +25,11 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     OP_REJECT,
     REJ_MALFORMED,
     SIDES,
+    TYPES,
     Command,
 )
 from shardex.wire.errors import result_error
@@ -44,6 +46,7 @@ from shardex.wire.protocol import (
     STATE_CANCELLED,
     STATE_FILLED,
     STATE_LIVE,
+    STATE_PENDING,
     STATE_UNKNOWN,
     event_to_json,
 )
@@ -71,8 +74,9 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_AMENDED: "iissii",
     EV_MOVED: "iisiii",
     EV_ADOPTED: "iisiiii",
+    EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
 }
-_NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
+_NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 
 
 def _item(seq: Any, i: int) -> Any:
@@ -235,7 +239,7 @@ class Replies:
         if "error" in raw:
             raise _failed("order status", result_error(raw))
         state = raw.get("state")
-        if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
+        if state not in (STATE_LIVE, STATE_PENDING, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
         out: dict[str, Any] = {"state": state}
         for k in ("symbol", "id"):
@@ -251,7 +255,12 @@ class Replies:
         if m is None:
             raise ShardexError(f"order status: symbol {out['symbol'][:32]!r} not in market table")
         try:
-            if state == STATE_LIVE:
+            if state == STATE_PENDING:  # (a stop's type and trigger, then what a live one has)
+                otype, trigger = raw["type"], raw["trigger"]
+                if otype not in range(len(TYPES)) or type(otype) is not int or not _is_int(trigger):
+                    raise _Malformed("type/trigger")
+                out["type"], out["trigger"] = TYPES[otype], Decimal(m.price_str(trigger))
+            if state in (STATE_LIVE, STATE_PENDING):
                 side, price, qty = raw["side"], raw["price"], raw["qty"]
                 if side not in (0, 1) or type(side) is not int or not _is_int(qty):
                     raise _Malformed("side/qty")

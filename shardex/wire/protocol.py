@@ -55,6 +55,7 @@ from shardex.wire.layouts import (
     CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
+    NEW_OPTS,
     NEW_WIDTH,
     REJECT_CODE,
     REJECT_REASON,
@@ -131,6 +132,7 @@ QUOTE_LEN = 64  # bytes of client input a reject reason may quote
 # Order fates (OP_ORDER replies: {"state": ..., ...}); "unknown" means the shard has neither the
 # live order nor a record of it within its recent-results window: it was never executed there.
 STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
+STATE_PENDING = "pending"  # a stop / take-profit order waiting for its trigger (docs/orders.md)
 
 BATCH = b"B"  # first frame of a batched router ⇄ shard message
 BATCH_REQUEST_WIDTH = 4  # client, request id, key id, payload
@@ -236,6 +238,20 @@ def _plain_new(op: Any, symbol: Any, oid: Any, account: Any, side: Any, otype: A
     )
 
 
+MAX_OPTS = 4  # entries of a new order's options map (``layouts.NEW_OPTS``)
+
+
+def options_refusal(opts: Any) -> str | None:
+    """Why a new order's options map cannot be journaled (None: it can): a map of at most
+    ``MAX_OPTS`` short string keys to integers or nil. What each key means is the engine's."""
+    if type(opts) is not dict or len(opts) > MAX_OPTS:
+        return f"options must be a map of at most {MAX_OPTS} entries, got {quote(opts)}"
+    for k, v in opts.items():
+        if type(k) is not str or len(k) > 32 or not (v is None or type(v) is int):
+            return f"options: string keys to integers, got {quote(k)}: {quote(v)}"
+    return None
+
+
 def edge_command(cmd: Any) -> Command:
     """A decoded write command from the wire → a command safe to apply and journal.
 
@@ -266,8 +282,11 @@ def _edge_checked(cmd: Any) -> Command:
                 REJ_UNKNOWN_OP)  # fmt: skip
     symbol, oid = _at(cmd, CMD_SYMBOL), _at(cmd, CMD_ID)
     reason = None
-    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE):
+    with_opts = op == OP_NEW and len(cmd) == NEW_OPTS + 1  # (options: checked apart, last)
+    if len(cmd) != n and not (op == OP_REJECT and len(cmd) == REJECT_CODE) and not with_opts:
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
+    elif with_opts and options_refusal(cmd[NEW_OPTS]) is not None:
+        reason = f"malformed command: {options_refusal(cmd[NEW_OPTS])}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
     elif _too_long(symbol, MAX_SYMBOL_LEN):
@@ -277,7 +296,7 @@ def _edge_checked(cmd: Any) -> Command:
     elif _too_long(oid, MAX_ID_LEN):
         reason = f"id longer than {MAX_ID_LEN} bytes: {quote(oid)}"
     else:
-        for i in range(CMD_ID + 1, len(cmd)):
+        for i in range(CMD_ID + 1, NEW_OPTS if with_opts else len(cmd)):
             v = cmd[i]
             t = type(v)
             if t not in _SCALAR:

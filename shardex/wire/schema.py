@@ -24,6 +24,7 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     GTC,
     IOC,
     MARKET,
@@ -45,6 +46,7 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
+from shardex.engine.stops import BASE as _TRIGGERED_BASE
 from shardex.wire.layouts import (
     ADOPTED_FROM,
     ADOPTED_ORDERS,
@@ -63,9 +65,13 @@ from shardex.wire.layouts import (
     MOVED_ORDERS,
     MOVED_TO,
     MOVED_TRADE_ID,
+    NEW_OPTS,
+    NEW_WIDTH,
     REJECT_REASON,
     REJECTED_CODE,
     REJECTED_REASON,
+    TRIGGERED_AT,
+    TRIGGERED_LAST,
 )
 
 _NEW_FIELDS = {
@@ -80,6 +86,7 @@ _NEW_FIELDS = {
     "tif",
     "post_only",
     "stp",
+    "trigger",  # stop / take-profit types only: the trigger price (``shardex.engine.stops``)
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
@@ -142,7 +149,7 @@ def _decimal(obj: dict[str, Any], name: str) -> Decimal:
 
 def _units(obj: dict[str, Any], name: str, market: Market) -> int:
     d = _decimal(obj, name)
-    units = market.to_ticks(d) if name == "price" else market.to_lots(d)
+    units = market.to_lots(d) if name == "qty" else market.to_ticks(d)
     if type(units) is not int:
         raise _Bad(units.reason, units.code)
     return units
@@ -185,7 +192,13 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if "qty" not in obj:
         raise _Bad("missing field 'qty'")
     qty = _units(obj, "qty", market)
-    if otype == MARKET:
+    if otype in _TRIGGERED_BASE:  # stop / take-profit: the order it becomes, and its trigger
+        if "trigger" not in obj:
+            raise _Bad(f"a {TYPES[otype]} order needs a trigger", REJ_INVALID)
+        trigger = _units(obj, "trigger", market)
+    elif "trigger" in obj:
+        raise _Bad("trigger needs a stop or take-profit type", REJ_INVALID)
+    if _TRIGGERED_BASE.get(otype, otype) == MARKET:
         if "price" in obj:
             raise _Bad("market order must not have a price", REJ_INVALID)
         price = None
@@ -199,6 +212,10 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if type(post_only) is not bool:
         raise _Bad("post_only must be true or false")
     stp = _enum(obj, "stp", STPS, 0)
+    if otype in _TRIGGERED_BASE:
+        opts = {"trigger": trigger}
+        return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, None,
+                opts)  # fmt: skip
     return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
 
 
@@ -224,7 +241,7 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
     op = cmd[CMD_OP]
     m = markets[cmd[CMD_SYMBOL]]
     if op == OP_NEW:
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = cmd[:NEW_WIDTH]
         obj: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -241,6 +258,9 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["post_only"] = True
         if stp:
             obj["stp"] = STPS[stp]
+        trigger = cmd[NEW_OPTS].get("trigger") if len(cmd) > NEW_OPTS else None
+        if trigger is not None:
+            obj["trigger"] = m.price_str(trigger)
         return obj
     if op == OP_CANCEL:
         _, symbol, oid, account = cmd
@@ -322,6 +342,11 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
                 "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
                 "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
+    if kind == EV_TRIGGERED:
+        m = markets[symbol]
+        return {"ev": "triggered", "symbol": symbol, "id": ev[EV_ID],
+                "last": m.price_str(ev[TRIGGERED_LAST]), "trigger": m.price_str(ev[TRIGGERED_AT]),
+                "seq": seq}  # fmt: skip
     raise ValueError(f"unknown event kind {kind!r}")
 
 

@@ -17,11 +17,21 @@ from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_FORWARD
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE, OP_NEW
 from shardex.wire.account_events import account_event_to_json
-from shardex.wire.layouts import AE_KIND, AE_SEQ, CMD_OP, EV_KIND, EV_SEQ, FWD_CMD, FWD_ESHARD
+from shardex.wire.layouts import (
+    AE_KIND,
+    AE_SEQ,
+    CMD_OP,
+    EV_KIND,
+    EV_SEQ,
+    FWD_CMD,
+    FWD_ESHARD,
+    NEW_OPTS,
+)
 from shardex.wire.protocol import command_to_json, event_to_json
 
 BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL)  # the account shard events written to Redis
 NEW_ORDER_WIDTH = 11  # (OP_NEW, symbol, id, account, side, type, price, qty, tif, post_only, stp)
+_NEW_WIDTHS = (NEW_ORDER_WIDTH, NEW_OPTS + 1)  # a plain order, one with options (a stop's trigger)
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 
@@ -81,7 +91,7 @@ class EntryFormatter:
         if ev[AE_KIND] != AE_FORWARD or len(ev) <= FWD_CMD:
             return None
         cmd = ev[FWD_CMD]
-        if type(cmd) is not tuple or len(cmd) != NEW_ORDER_WIDTH or cmd[CMD_OP] != OP_NEW:
+        if type(cmd) is not tuple or len(cmd) not in _NEW_WIDTHS or cmd[CMD_OP] != OP_NEW:
             return None
         try:
             obj = order_fields(command_to_json(cmd, self.markets), ev[FWD_ESHARD], ev[AE_SEQ])
