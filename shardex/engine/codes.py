@@ -3,9 +3,9 @@
 Commands (tuples, position = meaning):
 
 * ``(OP_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp)``
-* ``(OP_NEW, ..., stp, budget|None, opts)`` — a new order with options: ``opts`` a map of str
-  keys (``"trigger"``: the trigger price in ticks of a stop / take-profit type); the engine
-  takes ``budget`` None only (budgets are the account tier's)
+* a new order with options: OP_NEW's 11 fields, then ``budget`` (None: budgets are the
+  account tier's) and ``opts``, a map of str keys (``"trigger"``: the trigger price in ticks of
+  a stop / take-profit type, ``shardex.engine.stops``)
 * ``(OP_CANCEL, symbol, id, account)``
 * ``(OP_AMEND, symbol, id, account, qty|None, price|None)``
 * ``(OP_REJECT, symbol, id, reason[, code])`` — a command the edge could not decode (or may not
