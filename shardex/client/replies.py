@@ -256,10 +256,7 @@ class Replies:
             raise ShardexError(f"order status: symbol {out['symbol'][:32]!r} not in market table")
         try:
             if state == STATE_PENDING:  # (a stop's type and trigger, then what a live one has)
-                otype, trigger = raw["type"], raw["trigger"]
-                if otype not in range(len(TYPES)) or type(otype) is not int or not _is_int(trigger):
-                    raise _Malformed("type/trigger")
-                out["type"], out["trigger"] = TYPES[otype], Decimal(m.price_str(trigger))
+                out.update(_pending_terms(raw, m))
             if state in (STATE_LIVE, STATE_PENDING):
                 side, price, qty = raw["side"], raw["price"], raw["qty"]
                 if side not in (0, 1) or type(side) is not int or not _is_int(qty):
@@ -293,3 +290,11 @@ class Replies:
         except (_Malformed, KeyError) as exc:
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
         return out
+
+
+def _pending_terms(raw: dict[str, Any], m: Market) -> dict[str, Any]:
+    """A pending stop / take-profit order's type name and trigger price (Decimal)."""
+    otype, trigger = raw["type"], raw["trigger"]
+    if type(otype) is not int or otype not in range(len(TYPES)) or not _is_int(trigger):
+        raise _Malformed("type/trigger")
+    return {"type": TYPES[otype], "trigger": Decimal(m.price_str(trigger))}

@@ -201,10 +201,13 @@ class Engine(EngineState):
             return self._reject(
                 symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
             )
-        if oid in book.finished or (book.stops and oid in book.stops.orders):
+        if oid in book.finished:
             return self._reject(
-                symbol, oid, f"duplicate id {oid} (pending or finished)", REJ_DUPLICATE_ID, out
+                symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
             )
+        if book.stops and oid in book.stops.orders:
+            reason = "duplicate id: a pending order has it"
+            return self._reject(symbol, oid, reason, REJ_DUPLICATE_ID, out)
 
         opp = book.sides[side ^ 1]
         if post_only:

@@ -343,11 +343,15 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
                 "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
                 "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
     if kind == EV_TRIGGERED:
-        m = markets[symbol]
-        return {"ev": "triggered", "symbol": symbol, "id": ev[EV_ID],
-                "last": m.price_str(ev[TRIGGERED_LAST]), "trigger": m.price_str(ev[TRIGGERED_AT]),
-                "seq": seq}  # fmt: skip
+        return _triggered_json(ev, markets[symbol])
     raise ValueError(f"unknown event kind {kind!r}")
+
+
+def _triggered_json(ev: Event, m: Market) -> dict[str, Any]:
+    """A stop / take-profit order's trigger was reached: last trade price and its trigger."""
+    return {"ev": "triggered", "symbol": ev[EV_SYMBOL], "id": ev[EV_ID],
+            "last": m.price_str(ev[TRIGGERED_LAST]), "trigger": m.price_str(ev[TRIGGERED_AT]),
+            "seq": ev[EV_SEQ]}  # fmt: skip
 
 
 def event_to_json_line(ev: Event, markets: Mapping[str, Market], ts: int | None = None) -> str:
