@@ -29,7 +29,14 @@ from shardex import compiled as builds
 from shardex.engine import DEFAULT_MARKETS
 from shardex.tools.workload import Workload
 from tests.support.cluster import Cluster
-from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, _any_cmd, long_commands
+from tests.support.engine_gen import (
+    ACCOUNTS,
+    IDS,
+    SYMBOLS,
+    _any_cmd,
+    long_commands,
+    stop_commands,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +68,8 @@ def _streams() -> list:
     for n in range(40):  # the property tests' generators, drawn reproducibly
         cmds = long_commands.example() if n % 2 else [_any_cmd.example() for _ in range(40)]
         streams.append((rng.choice((0, 1, 3, 100_000)), list(cmds), probes))
+    for _ in range(10):  # with stop and take-profit orders (pending ones in the snapshots)
+        streams.append((rng.choice((0, 3, 100_000)), list(stop_commands.example()), probes))
     for seed, mix in ((1, None), (2, {"limit": 30, "ioc": 30, "market": 10, "cancel": 20,
                                        "amend": 10})):  # fmt: skip
         kw = {"mix": mix} if mix else {}
