@@ -40,6 +40,7 @@ from shardex.engine.codes import (
     TAKE_PROFIT,
     TAKE_PROFIT_LIMIT,
 )
+from shardex.tools.workload import Workload
 from shardex.wire.layouts import EV_ID, EV_KIND, REJECTED_CODE, TRIGGERED_AT, TRIGGERED_LAST
 from tests.support.engine_gen import ACCOUNTS, IDS, SYMBOLS, Logged, stop_commands, windows
 from tests.support.refmatcher import RefEngine
@@ -346,3 +347,20 @@ def test_long_random_stream_with_ten_percent_stops_matches_the_reference():
             _check_status(engine, ref, sym, f"o{i}")
     assert fired > 50, "the stream should fire stops"
     assert any(b.stops and b.stops.orders for b in engine.books.values()), "and leave some"
+
+
+def test_workload_stream_with_stops_cross_checked_against_reference():
+    """The load generator's stop kind (``--mix ...,stop=N``) on both matchers: valid orders
+    (nothing malformed), some fired, the same events."""
+    mix = {"limit": 45, "ioc": 10, "market": 5, "cancel": 25, "amend": 5, "stop": 10}
+    wl = Workload(symbols=("BTC-USD", "SOL-USD"), seed=5, mix=mix)
+    engine, ref = Logged(DEFAULT_MARKETS), RefEngine()
+    kinds: list[int] = []
+    for cmd in wl.warmup(100) + wl.take(1500):
+        out: list = []
+        engine.apply(cmd, out)
+        assert _comparable(out) == _comparable(ref.apply(cmd)), cmd
+        kinds += [ev[EV_KIND] for ev in out]
+        assert all(ev[REJECTED_CODE] == REJ_WOULD_TRIGGER for ev in out if ev[0] == EV_REJECTED)
+    engine.check_integrity()
+    assert kinds.count(EV_TRIGGERED) > 20
