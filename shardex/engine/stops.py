@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from heapq import heappop, heappush
 from typing import Any
 
-from shardex.engine.book import Book, IntegrityError, Order
+from shardex.engine.book import Book, Finished, IntegrityError, Order
 from shardex.engine.book import rest_order as _rest
 from shardex.engine.codes import (
     BUY,
@@ -358,7 +358,7 @@ def _enter(
         eng.seq = last = eng.seq + 1
         out.append((EV_CANCELLED, last, symbol, oid, "ioc", left))
         book.cancelled += 1
-        rec = (account, STATE_CANCELLED, qty - left, "ioc", p.seq, last)
+        rec: Finished = (account, STATE_CANCELLED, qty - left, "ioc", p.seq, last)
     elif left == 0:
         rec = (account, STATE_FILLED, qty, None, p.seq, eng.seq)
     else:  # stopped by STP (left = -1 - open qty it cancelled)
