@@ -211,7 +211,10 @@ class EngineState:
         finished orders as ``(id, account, state, filled, reason, first, last, gen)`` (first,
         last: the seqs of its accepted and last events), ``gen`` 0 for the previous generation
         and 1 for the current one, and ``recent_left`` is how many more finished orders the
-        current generation takes. Older versions are still read by ``restore``: version 3
+        current generation takes; a pair that traded adds ``"last"`` (its last trade price) and
+        one with pending stop orders ``"stops"`` (``shardex.engine.stops.save``; the snapshot is
+        then version 6, so that an engine that would drop them refuses it). Older versions are
+        still read by ``restore``: version 3
         (``(id, account, state, filled, trades, reason, gen)``, orders with a trade list),
         version 2 (``n``, a position in a FIFO, in place of ``gen``) and version 1 (no
         ``version`` key, 6-field orders, no ``recent``); their trade lists are dropped and
@@ -232,6 +235,9 @@ class EngineState:
         if moves is not None:  # version 5: version 4 plus the pairs' moves
             state["version"] = 5
             state["moves"] = moves
+        if any("stops" in pair for pair in books.values()):
+            # version 6: pending stop orders, which an engine that predates them would drop
+            state["version"] = 6
         return state
 
     def _install(self, state: Mapping[str, Any]) -> None:
@@ -454,7 +460,7 @@ def snapshot_seq(state: Mapping[str, Any]) -> int:
     """The seq of a snapshot ``Engine.restore`` can read; ValueError for a version this engine
     does not know or a seq that is not a non-negative int."""
     version = state.get("version", 1)
-    if version not in (1, 2, 3, 4, 5):
+    if version not in (1, 2, 3, 4, 5, 6):
         raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
     seq = state["seq"]
     if type(seq) is not int or seq < 0:

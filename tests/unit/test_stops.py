@@ -235,9 +235,11 @@ def test_snapshot_restore_and_a_move_keep_pending_orders():
     e = Engine(DEFAULT_MARKETS)
     _traded_at(e, 100)
     _run(e, _stop("s", "al", SELL, STOP_LIMIT, 95, qty=2, price=94), _new("b", "bo", BUY, 94, 9))
+    assert e.snapshot()["version"] == 6  # (an engine that would drop pending orders refuses it)
     twin = Engine.restore(e.snapshot(), DEFAULT_MARKETS)
     assert twin.snapshot() == e.snapshot()
     assert _traded_at(twin, 95) == _traded_at(e, 95)  # both fire it, event for event
+    assert e.snapshot()["version"] == 4  # nothing pending: readable as before
     _run(e, _stop("s2", "al", SELL, STOP_LIMIT, 90, qty=2, price=89))
     _run(e, (OP_HANDOFF, S, 1))
     assert S not in e.armed or S not in e.books
