@@ -122,13 +122,16 @@ class TriggerBook:
     """One pair's pending orders: by id, and in the up and down heaps (lazy deletion: an entry
     whose id is no longer pending, or pending under another arrival, is skipped)."""
 
-    __slots__ = ("orders", "up", "down", "n")
+    __slots__ = ("orders", "up", "down", "n", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, seen: int = 0) -> None:
         self.orders: dict[str, Pending] = {}
         self.up: list[tuple[int, int, str]] = []
         self.down: list[tuple[int, int, str]] = []
         self.n = 0  # arrivals so far
+        # the pair's trade id when its triggers were last checked: no trade since, nothing can
+        # fire (no order is placed reached), so the check after a command costs a comparison
+        self.seen = seen
 
     def add(self, p: Pending) -> None:
         self.orders[p.id] = p
@@ -231,7 +234,7 @@ def place(eng: EngineState, cmd: Any, out: list[Event], new: Callable[..., None]
         )
     tb = book.stops
     if tb is None:
-        tb = book.stops = TriggerBook()
+        tb = book.stops = TriggerBook(book.trade_id)
     eng.seq = seq = eng.seq + 1
     out.append((EV_ACCEPTED, seq, symbol, oid))
     book.accepted += 1
@@ -319,11 +322,14 @@ def fire(
     if tb is None or not tb.orders:
         eng.armed.discard(symbol)  # (handed off, or the last pending order left)
         return
+    if tb.seen == book.trade_id:
+        return
     p = tb.next_fired(book.last)
     while p is not None:
         del tb.orders[p.id]
         _enter(eng, book, p, out, match, fillable)
         p = tb.next_fired(book.last)
+    tb.seen = book.trade_id
     if not tb.orders:
         eng.armed.discard(symbol)
 
@@ -425,7 +431,7 @@ def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1)
     state = pair.get("stops")
     if not state:
         return
-    tb = TriggerBook()
+    tb = TriggerBook(book.trade_id)
     tb.n = state["n"]
     for row in state["orders"]:
         oid, account, side, otype, price, qty, tif, stp, trigger, n, seq = row
