@@ -460,11 +460,12 @@ def check(book: Book) -> None:
     tb = book.stops
     if tb is None:
         return
+    up, down = set(tb.up), set(tb.down)  # (one pass each: O(pending), not O(pending²))
     for oid, p in tb.orders.items():
         if p.id != oid or oid in book.orders or oid in book.finished:
             raise IntegrityError(f"{book.symbol}: pending order {oid!r} also live or finished")
-        heap = tb.up if p.up else tb.down
-        if ((p.trigger if p.up else -p.trigger), p.n, oid) not in heap:
+        entry = (p.trigger if p.up else -p.trigger, p.n, oid)
+        if entry not in (up if p.up else down) or not 0 <= p.n < tb.n:
             raise IntegrityError(f"{book.symbol}: pending order {oid!r} in no heap")
         if reached(p.up, p.trigger, book.last):
             raise IntegrityError(f"{book.symbol}: pending order {oid!r} reached, not fired")
