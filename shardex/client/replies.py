@@ -160,7 +160,7 @@ class Replies:
                 "(client and cluster disagree on markets)"
             )
         d = event_to_json(tuple(ev), self.markets)
-        for k in ("price", "qty"):
+        for k in ("price", "qty", "last", "trigger"):  # (the last two: a triggered event's)
             if k in d:
                 d[k] = Decimal(d[k])
         return d

@@ -80,3 +80,31 @@ def test_a_stop_is_held_pending_then_settled_after_its_trigger_and_audits_stay_c
             assert await c.audit_orders() == []
 
     run_on(plan(1, 2), body)
+
+
+def test_without_the_account_tier_the_sdk_places_reads_and_decodes_stops():
+    """The engine shard's edge takes the options form from the SDK; a pending order's fate, its
+    refusals and the ``triggered`` event in the reply of the command that fired it decode."""
+
+    async def body(cl: InProcCluster) -> None:
+        async with cl.client(timeout=5) as c:
+            assert (await c.place(S, "sell", "1", "100", account="mk")).ok
+            assert (await c.place(S, "buy", "0.5", "100", account="tk")).ok  # last: 100
+            r = await c.place(S, "sell", "0.2", type="take_profit", trigger="101",
+                              account="al", id="tp")  # fmt: skip
+            assert [e["ev"] for e in r.events] == ["accepted"]
+            st = await c.order_status(S, "tp", account="al")
+            assert (st["state"], st["type"], st["trigger"], st["price"]) == (
+                "pending", "take_profit", D("101"), None)  # fmt: skip
+            r = await c.place(S, "sell", "0.2", type="take_profit", trigger="99", account="al")
+            assert r.rejected and r.code == "would_trigger"
+            r = await c.amend(S, "tp", qty="0.1", account="al")
+            assert r.rejected and r.code == "untriggered"
+            assert (await c.place(S, "buy", "1", "101", account="tk")).ok  # rests at 101
+            r = await c.place(S, "sell", "0.3", "101", account="mk")  # trades at 101: fires tp
+            kinds = [(e["ev"], e.get("id") or e.get("taker")) for e in r.events]
+            assert kinds[-2:] == [("triggered", "tp"), ("trade", "tp")], kinds
+            assert (r.events[-2]["last"], r.events[-2]["trigger"]) == (D("101"), D("101"))
+            assert (await c.order_status(S, "tp", account="al"))["state"] == "filled"
+
+    run_on(plan(1, 0), body)
