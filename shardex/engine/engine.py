@@ -136,8 +136,8 @@ class Engine(EngineState):
             # and news with options (by design: the plain path pays nothing for them).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
             self._unshaped(cmd, out)
-        if self.armed:  # pairs with pending stop / take-profit orders: did this trade reach any?
-            fire(self, cmd, out, _match, _fillable)
+        if self.touched is not None:  # a pair with pending stop orders traded: reached any?
+            fire(self, out, _match, _fillable)
 
     def apply_many(self, cmds: Iterable[Any]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
@@ -535,6 +535,8 @@ def _match(
     if trade_id != book.trade_id:
         book.trade_id = trade_id
         book.last = last_price(out)
+        if book.stops is not None:  # (its triggers are checked once the command is done)
+            eng.touched = book
     return qty
 
 

@@ -87,9 +87,9 @@ class EngineState:
         self.moved: dict[str, tuple[int, int]] = {}
         self.handed: dict[str, Any] = {}
         self.adopted: dict[str, tuple[int, int]] = {}
-        # pairs that may hold pending stop / take-profit orders (``shardex.engine.stops``): the
-        # only ones whose trades are checked against triggers; stale entries are dropped there
-        self.armed: set[str] = set()
+        # the book of a pair with a trigger book (``shardex.engine.stops``) that traded in the
+        # command being applied: its triggers are checked when the command is done (then None)
+        self.touched: Any = None
 
     # ------------------------------------------------------------------ public API
 

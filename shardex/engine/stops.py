@@ -17,9 +17,10 @@ heaps: up by (trigger, arrival), down by (-trigger, arrival). The rules (docs/or
   has already reached is rejected ``would_trigger``; with no trade yet it is accepted and waits.
   Accepted: ``EV_ACCEPTED`` and nothing else (its fate is ``pending``).
 * Cancel: as any order's (``EV_CANCELLED``, reason ``user``). Amend: refused ``untriggered``.
-* Firing: after every command of a pair with pending orders, while the top of a heap is
-  reached by the last price, that order leaves the trigger book, ``EV_TRIGGERED`` is emitted and
-  the order matches as a taker (its accepted seq and id unchanged; a GTC limit remainder rests).
+* Firing: after every command in which a pair with a trigger book traded, while the top of a
+  heap is reached by the last price, that order leaves the trigger book, ``EV_TRIGGERED`` is
+  emitted and the order matches as a taker (its accepted seq and id unchanged; a GTC limit
+  remainder rests).
   One at a time, re-reading the last price after each: a fired order's own trades may fire more
   (a cascade) in the same command. When both heaps have a reached top (only possible at a
   pair's first trade) the earlier-accepted fires first. Termination: each step removes one
@@ -122,16 +123,13 @@ class TriggerBook:
     """One pair's pending orders: by id, and in the up and down heaps (lazy deletion: an entry
     whose id is no longer pending, or pending under another arrival, is skipped)."""
 
-    __slots__ = ("orders", "up", "down", "n", "seen")
+    __slots__ = ("orders", "up", "down", "n")
 
-    def __init__(self, seen: int = 0) -> None:
+    def __init__(self) -> None:
         self.orders: dict[str, Pending] = {}
         self.up: list[tuple[int, int, str]] = []
         self.down: list[tuple[int, int, str]] = []
         self.n = 0  # arrivals so far
-        # the pair's trade id when its triggers were last checked: no trade since, nothing can
-        # fire (no order is placed reached), so the check after a command costs a comparison
-        self.seen = seen
 
     def add(self, p: Pending) -> None:
         self.orders[p.id] = p
@@ -234,13 +232,12 @@ def place(eng: EngineState, cmd: Any, out: list[Event], new: Callable[..., None]
         )
     tb = book.stops
     if tb is None:
-        tb = book.stops = TriggerBook(book.trade_id)
+        tb = book.stops = TriggerBook()
     eng.seq = seq = eng.seq + 1
     out.append((EV_ACCEPTED, seq, symbol, oid))
     book.accepted += 1
     tb.add(Pending((oid, account, side, otype, price, qty, tif, stp, trigger), tb.n, seq))
     tb.n += 1
-    eng.armed.add(symbol)
     return None
 
 
@@ -305,33 +302,20 @@ def touch(
 
 
 def fire(
-    eng: EngineState,
-    cmd: Any,
-    out: list[Event],
-    match: Callable[..., int],
-    fillable: Callable[..., int],
+    eng: EngineState, out: list[Event], match: Callable[..., int], fillable: Callable[..., int]
 ) -> None:
-    """After a command: fire the pending orders of its pair that its trades reached (cascades
-    included; see the module docstring). ``match``/``fillable``: the engine's ``_match`` and
-    ``_fillable``."""
-    symbol = _at(cmd, 1)
-    if type(symbol) is not str or symbol not in eng.armed:
-        return
-    book = eng.books.get(symbol)
-    tb = book.stops if book is not None else None
-    if tb is None or not tb.orders:
-        eng.armed.discard(symbol)  # (handed off, or the last pending order left)
-        return
-    if tb.seen == book.trade_id:
-        return
+    """After a command in which ``eng.touched`` (a pair with a trigger book) traded: fire the
+    pending orders its trades reached, cascades included (see the module docstring).
+    ``match``/``fillable``: the engine's ``_match`` and ``_fillable``. Only a trade can reach
+    a trigger (no order is placed reached), so pairs that did not trade are not looked at."""
+    book = eng.touched
+    tb = book.stops
     p = tb.next_fired(book.last)
     while p is not None:
         del tb.orders[p.id]
         _enter(eng, book, p, out, match, fillable)
         p = tb.next_fired(book.last)
-    tb.seen = book.trade_id
-    if not tb.orders:
-        eng.armed.discard(symbol)
+    eng.touched = None
 
 
 def _enter(
@@ -431,7 +415,7 @@ def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1)
     state = pair.get("stops")
     if not state:
         return
-    tb = TriggerBook(book.trade_id)
+    tb = TriggerBook()
     tb.n = state["n"]
     for row in state["orders"]:
         oid, account, side, otype, price, qty, tif, stp, trigger, n, seq = row
@@ -451,7 +435,6 @@ def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1)
             raise ValueError(f"bad pending order {tuple(row)!r:.200}")
         tb.add(p)
     book.stops = tb
-    eng.armed.add(book.symbol)
 
 
 def check(book: Book) -> None:
