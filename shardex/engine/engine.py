@@ -82,7 +82,7 @@ from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, orde
     order_trades,
     snapshot_seq,
 )
-from shardex.engine.stops import fire, last_price, pending_of, touch
+from shardex.engine.stops import fire, pending_of, touch
 
 MAX_REASON_LEN = 200
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
@@ -460,6 +460,7 @@ def _match(
     append = out.append
     orders = book.orders
     trade_id = book.trade_id
+    traded_at = 0  # the price of this match's last trade (the pair's last price after it)
     while qty:
         while heap:
             key = heap[0]
@@ -503,6 +504,7 @@ def _match(
                 continue
             trade_id += 1
             seq += 1
+            traded_at = price
             if mq > qty:
                 maker.qty = mq - qty
                 level.total -= qty
@@ -534,7 +536,7 @@ def _match(
     eng.seq = seq
     if trade_id != book.trade_id:
         book.trade_id = trade_id
-        book.last = last_price(out)
+        book.last = traded_at
         if book.stops is not None:  # (its triggers are checked once the command is done)
             eng.touched = book
     return qty

@@ -356,15 +356,6 @@ def _enter(
     eng._finish(book, oid, rec)
 
 
-def last_price(out: list[Event]) -> int:
-    """The price of the last trade in ``out`` (``_match`` calls it once after it traded: the
-    trade is at most a few STP cancels from the end)."""
-    for e in reversed(out):
-        if e[0] == 1:  # EV_TRADE (a literal: the matching path's idiom)
-            return int(e[3])
-    return 0
-
-
 def status(book: Book, oid: str, account: str) -> dict[str, Any] | None:
     """The fate of a pending order as its owner sees it, None when ``oid`` is not pending for
     ``account``."""
