@@ -318,7 +318,7 @@ class EngineState:
         try:
             book.restore(state, self.seq if _since < 0 else _since)
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
-            load(self, book, state, self.seq if _since < 0 else -1)
+            load(book, state, self.seq if _since < 0 else -1)
             if _since < 0:
                 for o in book.orders.values():
                     o.seq = self.seq

@@ -50,6 +50,7 @@ from shardex.engine.codes import (
     LIMIT,
     MARKET,
     MAX_ID_LEN,
+    OP_NEW,
     REJ_DUPLICATE_ID,
     REJ_INVALID,
     REJ_MALFORMED,
@@ -244,7 +245,21 @@ def place(eng: EngineState, cmd: Any, out: list[Event], new: Callable[..., None]
 def _base_refusal(eng: EngineState, base: tuple, book: Book) -> tuple[str, int] | None:
     """The engine's checks of a plain new (fields, ranges, combinations, duplicate id) for the
     order a stop stands for."""
-    _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp = base
+    if _plain_refusal(base, book) is not None:
+        return eng._why_new_invalid(base)
+    oid = base[2]
+    if oid in book.orders or oid in book.finished or (book.stops and oid in book.stops.orders):
+        return (
+            f"duplicate id {oid}: a live, pending or recently finished order has it",
+            REJ_DUPLICATE_ID,
+        )
+    return None
+
+
+def _plain_refusal(base: tuple, book: Book) -> str | None:
+    """ "invalid" when ``base`` is not a new order the engine's validity gate lets through
+    (the precise reason is ``Engine._why_new_invalid``'s), else None (and the id is free)."""
+    _, _, oid, account, side, otype, price, qty, tif, post_only, stp = base
     market = book.market
     ok = (
         type(oid) is str
@@ -266,14 +281,7 @@ def _base_refusal(eng: EngineState, base: tuple, book: Book) -> tuple[str, int] 
             else price is None and tif != GTC
         )
     )
-    if not ok:
-        return eng._why_new_invalid(base)
-    if oid in book.orders or oid in book.finished or (book.stops and oid in book.stops.orders):
-        return (
-            f"duplicate id {oid}: a live, pending or recently finished order has it",
-            REJ_DUPLICATE_ID,
-        )
-    return None
+    return None if ok else "invalid"
 
 
 def touch(
@@ -395,10 +403,11 @@ def save(book: Book, pair: dict[str, Any]) -> None:
         }
 
 
-def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1) -> None:
-    """Install ``save``'s part of a pair state into the new ``book``; ValueError when unusable.
-    ``since`` >= 0: the accepted seq every pending order gets (the pair came from another
-    engine, whose seqs mean nothing here)."""
+def load(book: Book, pair: Mapping[str, Any], since: int = -1) -> None:
+    """Install ``save``'s part of a pair state into the new ``book``; ValueError (or the
+    KeyError, TypeError of a state of another shape) when unusable. ``since`` >= 0: the
+    accepted seq every pending order gets (the pair came from another engine, whose seqs mean
+    nothing here)."""
     last = pair.get("last", 0)
     if type(last) is not int or last < 0:
         raise ValueError(f"last trade price {last!r}")
@@ -408,6 +417,8 @@ def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1)
         return
     tb = TriggerBook()
     tb.n = state["n"]
+    if type(tb.n) is not int:
+        raise ValueError(f"pending arrivals {tb.n!r}")
     for row in state["orders"]:
         oid, account, side, otype, price, qty, tif, stp, trigger, n, seq = row
         p = Pending(
@@ -415,13 +426,28 @@ def load(eng: EngineState, book: Book, pair: Mapping[str, Any], since: int = -1)
             n,
             seq if since < 0 else since,
         )
+        base = (
+            OP_NEW,
+            book.symbol,
+            oid,
+            account,
+            side,
+            BASE.get(otype),
+            price,
+            qty,
+            tif,
+            False,
+            stp,
+        )
         if (
-            oid in tb.orders
-            or oid in book.orders
-            or type(oid) is not str
-            or otype not in BASE
+            otype not in BASE
+            or _plain_refusal(base, book) is not None
+            or type(trigger) is not int
+            or trigger <= 0
             or type(n) is not int
             or not 0 <= n < tb.n
+            or type(p.seq) is not int
+            or oid in tb.orders
         ):
             raise ValueError(f"bad pending order {tuple(row)!r:.200}")
         tb.add(p)

@@ -366,3 +366,21 @@ def test_workload_stream_with_stops_cross_checked_against_reference():
         assert all(ev[REJECTED_CODE] == REJ_WOULD_TRIGGER for ev in out if ev[0] == EV_REJECTED)
     engine.check_integrity()
     assert kinds.count(EV_TRIGGERED) > 20
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(1, 7), (2, 2), (3, 0), (5, 0), (6, 9), (8, "95"), (9, 99), (4, None)],
+)
+def test_a_snapshot_with_a_bad_pending_order_is_refused(field, value):
+    """An unusable pending row (account, side, type, qty, tif, trigger, arrival, price) fails
+    the restore with ValueError, naming the pair, instead of a later command crashing."""
+    e = Engine(DEFAULT_MARKETS)
+    _traded_at(e, 100)
+    _run(e, _stop("s", "al", SELL, STOP_LIMIT, 95, qty=2, price=94))
+    snap = e.snapshot()
+    Engine.restore(snap, DEFAULT_MARKETS)  # (as it is: fine)
+    row = snap["books"][S]["stops"]["orders"][0]
+    row[field] = value
+    with pytest.raises(ValueError, match=S):
+        Engine.restore(snap, DEFAULT_MARKETS)
