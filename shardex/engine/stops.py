@@ -175,11 +175,12 @@ def option_refusal(cmd: Any, book: Book) -> tuple[str, int] | None:
     """Why an OP_NEW with options cannot be a pending order here (reason, code), or None.
     Only the option half and the combinations: the plain fields are the engine's gate."""
     budget, opts = cmd[11], cmd[12]
-    if not isinstance(opts, Mapping) or not all(type(k) is str for k in opts):
-        return "new: options must be a map with string keys", REJ_MALFORMED
-    unknown = sorted(set(opts) - OPT_KEYS)
-    if unknown:
-        return f"new: unknown option {unknown[0][:40]!r}", REJ_INVALID
+    if type(opts) is not dict or len(opts) != 1 or "trigger" not in opts:  # (the usual map)
+        if not isinstance(opts, Mapping) or not all(type(k) is str for k in opts):
+            return "new: options must be a map with string keys", REJ_MALFORMED
+        unknown = sorted(set(opts) - OPT_KEYS)
+        if unknown:
+            return f"new: unknown option {unknown[0][:40]!r}", REJ_INVALID
     if budget is not None:
         return "new: the engine takes no budget (the account tier holds it)", REJ_INVALID
     otype, trigger = cmd[5], opts.get("trigger")
