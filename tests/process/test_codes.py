@@ -20,6 +20,7 @@ CONTRACT = {
     5: "off_grid", 6: "duplicate_id", 7: "not_live", 8: "wrong_account", 9: "post_only_cross",
     10: "amend_increase", 11: "wrong_shard", 12: "not_allowed", 13: "insufficient_funds",
     14: "unknown_asset", 15: "duplicate_ref", 16: "not_leader", 17: "moving",
+    18: "would_trigger", 19: "untriggered",
 }  # fmt: skip
 
 
@@ -28,7 +29,7 @@ def test_existing_numbers_and_names_are_kept() -> None:
         assert codes.TABLE[number].name == name
         assert codes.code(name) == number
         assert getattr(engine_codes, "REJ_" + name.upper()) == number
-    assert tuple(CONTRACT[n] for n in range(18)) == engine_codes.REJECT_NAMES
+    assert tuple(CONTRACT[n] for n in range(20)) == engine_codes.REJECT_NAMES
     assert {v: k for k, v in CONTRACT.items()} == engine_codes.REJECT_CODES
     assert account_codes.ACCOUNT_REJECT_NAMES == {13: "insufficient_funds", 14: "unknown_asset",
                                                   15: "duplicate_ref"}  # fmt: skip
@@ -69,7 +70,7 @@ def test_table_is_consistent() -> None:
         assert (row.band == codes.CLIENT) == (n >= codes.BATCH_MAX), row
         assert 0 <= n < 300, row
         assert getattr(codes, row.name.upper()) == n  # each row is a module constant
-    assert [n for n in codes.TABLE if n < codes.EVENT_MAX] == list(range(18))  # dense
+    assert [n for n in codes.TABLE if n < codes.EVENT_MAX] == list(range(20))  # dense
     assert {row.band for row in codes.TABLE.values()} == set(codes.BANDS)
 
 
