@@ -55,6 +55,12 @@ def test_a_stop_is_held_pending_then_settled_after_its_trigger_and_audits_stay_c
             assert (status["type"], status["trigger"], status["price"]) == (
                 "stop_limit", D("105"), D("106"))  # fmt: skip
             assert await c.audit_orders() == []  # the pending order is in its book's rows
+            # an amend (a buy's price up: the account shard holds more first) is refused by
+            # the engine while pending, and the extra hold comes back
+            assert (await c.amend(S, "al-stop", price="107", account="al")).ok
+            await cl.until(_balance(c, "al", {"USD": (D("946.9735"), D("53.0265"))}),
+                           what="al's hold as before the refused amend")  # fmt: skip
+            assert (await c.order_status(S, "al-stop", account="al"))["price"] == D("106")
             # a would-trigger-now stop is refused by the engine and its hold comes back
             assert (await c.place(S, "sell", "0.5", type="stop_market", trigger="101",
                                   account="cy", id="cy-now")).ok  # fmt: skip
