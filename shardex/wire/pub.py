@@ -29,6 +29,7 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     Event,
 )
 from shardex.engine.markets import Market
@@ -52,6 +53,8 @@ from shardex.wire.layouts import (
     REJECTED_CODE,
     REJECTED_REASON,
     TRADE_WIDTH,
+    TRIGGERED_AT,
+    TRIGGERED_LAST,
 )
 
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
@@ -239,6 +242,9 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         )
     if kind == EV_AMENDED:
         return symbol in markets and type(ev[AMENDED_QTY]) is int and type(ev[AMENDED_PRICE]) is int
+    if kind == EV_TRIGGERED:
+        last, at = ev[TRIGGERED_LAST], ev[TRIGGERED_AT]
+        return symbol in markets and type(last) is int and type(at) is int
     return False
 
 

@@ -49,6 +49,10 @@ MEASURED_S: dict[str, float] = {
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
+    # reshard, alone on the shared box (load 6-12): wall (CPU) 28 s (14.3, its cluster and
+    # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
+    "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
+    "test_reshard_kill.py": 12,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
@@ -57,6 +61,11 @@ MEASURED_S: dict[str, float] = {
     # one 7.2 s CPU (its `shardex up` twice) in 20 s of wall, mostly waiting for a restart
     "test_expiry_engine.py": 6, "test_expiry_wire.py": 1, "test_expiry_shard.py": 1,
     "test_inproc_expiry.py": 1.5, "test_expiry_live.py": 20,
+    # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
+    # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
+    "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    # stop orders (14:52, load ~13): CPU 7.3 s, 2.8 s, 2.5 s (redis-server included), x2
+    "test_stops.py": 15, "test_inproc_stops.py": 6, "test_stops_streams.py": 5,
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders
     # sim 5.5 s CPU (8 seeds) in 17 s of wall
     "test_review_rules_expiry.py": 1, "test_review_heartbeat.py": 0.5, "test_sim_timed.py": 8,
