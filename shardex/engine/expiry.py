@@ -59,7 +59,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import BASE, place
+from shardex.engine.stops import BASE, cancel_pending, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
@@ -345,11 +345,13 @@ def _arm(eng: Any, symbol: str, ref: str, account: str, after: Any, out: list[Ev
 
 
 def _cancel_mine(eng: Any, book: Book, account: str, reason: str, out: list[Event]) -> None:
-    """Cancel ``account``'s live orders of ``book`` in accept order."""
+    """Cancel ``account``'s live orders of ``book`` in accept order, then its pending stop
+    orders in arrival order (``stops``: open orders too, with holds on the account tier)."""
     mine = [o for o in book.orders.values() if o.account == account]
     mine.sort(key=_accept_order)
     for order in mine:
         _cancel(eng, book, order, reason, out)
+    cancel_pending(eng, book, account, reason, out)
 
 
 def _accept_order(order: Order) -> tuple[int, str]:

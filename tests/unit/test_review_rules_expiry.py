@@ -25,6 +25,7 @@ from shardex.engine.codes import (
     OP_TIME,
     REJ_MALFORMED,
     REJ_MARKET_HALTED,
+    STOP_LIMIT,
 )
 from shardex.engine.expiry import day_end
 from shardex.journal import Journal
@@ -158,3 +159,34 @@ def test_the_expiry_index_does_not_grow_with_cancelled_orders() -> None:
     assert [(e[0], e[3], e[4]) for e in out] == [
         (EV_CANCELLED, "early", "expired"), (EV_CANCELLED, "kept", "expired")]  # fmt: skip
     assert eng.resting() == 0
+
+
+def _stop(oid: str, account: str = "al") -> tuple:
+    """A pending stop-limit buy (trigger 110, limit 120): waits, off the order book."""
+    return (OP_NEW, SYM, oid, account, 0, STOP_LIMIT, 120, 5, GTC, False, 0, None,
+            {"trigger": 110})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cmds", "reason"),
+    [
+        ([(OP_CANCEL_ALL, SYM, "r", "al")], "cancel_all"),
+        ([(OP_CANCEL_ALL, "", "r", "al")], "cancel_all"),
+        ([(OP_CANCEL_ALL, SYM, "r", "al", 5), (OP_TIME, T0 + 5), (OP_EXPIRE, T0 + 5)], "deadman"),
+        ([(OP_MARKET_RULE, SYM, {"state": "delisted"})], "delist"),
+    ],
+    ids=["cancel-all", "cancel-all-every-pair", "dead-man", "delist"],
+)
+def test_pending_stop_orders_go_with_cancel_all_dead_man_and_delist(cmds: list, reason: str):
+    """A pending stop order is an open order of its account (its hold is taken on the account
+    tier): cancel-all, a dead-man switch firing and a delisting cancel it too (after the
+    resting ones), or a dead session's stop fires later and a delisted pair's hold is stuck."""
+    eng = _engine()
+    _run(eng, _new("a"), _stop("s1"), _stop("s2", "bo"))
+    out = _run(eng, *cmds)
+    gone = [(e[3], e[4]) for e in out if e[0] == EV_CANCELLED]
+    mine = [("a", reason), ("s1", reason)]
+    assert gone == (mine + [("s2", reason)] if reason == "delist" else mine), out
+    assert eng.order_status(SYM, "al", "s1")["state"] == "cancelled"
+    if reason != "delist":
+        assert eng.order_status(SYM, "bo", "s2")["state"] == "pending"  # another account's
