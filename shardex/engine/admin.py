@@ -84,6 +84,15 @@ class Rules:
         """Open with no limit: the book needs no gate."""
         return not (self.state or self.band_bps or self.max_qty or self.max_notional)
 
+    def refuses_new(self, book: Any, otype: int, price: Any, qty: int) -> Refusal | None:
+        """``new_refusal`` as a method: for the modules this one imports (``stops``), which
+        reach the rules through ``book.gate`` without importing this module."""
+        return new_refusal(book, self, otype, price, qty)
+
+    def refuses_cancel(self, book: Any) -> Refusal | None:
+        """``cancel_refusal`` as a method (see ``refuses_new``)."""
+        return cancel_refusal(book, self)
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "state": STATES[self.state],

@@ -219,9 +219,11 @@ def place(eng: EngineState, cmd: Any, out: list[Event], new: Callable[..., None]
         return new(tuple(cmd[:11]), out)
     base = (*cmd[:5], BASE[otype], *cmd[6:11])
     refused = _base_refusal(eng, base, book)
+    _, _, _, account, side, _, price, qty, tif, _, stp = base
+    if refused is None and book.gate is not None:  # (the pair's state and limits: ``admin``)
+        refused = book.gate.refuses_new(book, BASE[otype], price, qty)
     if refused is not None:
         return eng._reject(symbol, oid, *refused, out)
-    _, _, _, account, side, _, price, qty, tif, _, stp = base
     trigger = cmd[12]["trigger"]
     if reached(fires_up(otype, side), trigger, book.last):
         return eng._reject(
@@ -293,6 +295,9 @@ def touch(
     symbol = book.symbol
     if account != p.account:
         return eng._reject(symbol, p.id, "order belongs to another account", REJ_WRONG_ACCOUNT, out)
+    refused = book.gate.refuses_cancel(book) if book.gate is not None else None
+    if refused is not None:  # (a halt freezes the pending orders too: ``admin``)
+        return eng._reject(symbol, p.id, *refused, out)
     if amend:
         return eng._reject(
             symbol,

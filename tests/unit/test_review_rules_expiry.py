@@ -26,6 +26,7 @@ from shardex.engine.codes import (
     REJ_MALFORMED,
     REJ_MARKET_HALTED,
     STOP_LIMIT,
+    reject_name,
 )
 from shardex.engine.expiry import day_end
 from shardex.journal import Journal
@@ -190,3 +191,29 @@ def test_pending_stop_orders_go_with_cancel_all_dead_man_and_delist(cmds: list, 
     assert eng.order_status(SYM, "al", "s1")["state"] == "cancelled"
     if reason != "delist":
         assert eng.order_status(SYM, "bo", "s2")["state"] == "pending"  # another account's
+
+
+@pytest.mark.parametrize(
+    ("rule", "code"),
+    [({"state": "halted"}, "market_halted"), ({"state": "cancel_only"}, "cancel_only"),
+     ({"state": "delisted"}, "delisted"), ({"max_qty": 1}, "order_too_large")],  # fmt: skip
+    ids=["halted", "cancel-only", "delisted", "max-qty"],
+)
+def test_a_stop_order_obeys_its_pairs_state_and_limits(rule: dict, code: str) -> None:
+    """A stop order is a new order: a halted, cancel-only or delisted pair refuses it, and so
+    does a maximum order size it exceeds (it was accepted and waited, holding funds)."""
+    eng = _engine()
+    _run(eng, (OP_MARKET_RULE, SYM, rule))
+    out = _run(eng, _stop("s1"))
+    assert [(e[0], reject_name(e[5])) for e in out] == [(EV_REJECTED, code)], out
+
+
+def test_a_halt_freezes_pending_stop_orders_too() -> None:
+    """A halt refuses cancels: a pending stop order's cancel was run by its own path."""
+    eng = _engine()
+    _run(eng, _stop("s1"), (OP_MARKET_RULE, SYM, {"state": "halted"}))
+    out = _run(eng, (OP_CANCEL, SYM, "s1", "al"))
+    assert [(e[0], e[5]) for e in out] == [(EV_REJECTED, REJ_MARKET_HALTED)], out
+    _run(eng, (OP_MARKET_RULE, SYM, {"state": "open"}))
+    out = _run(eng, (OP_CANCEL, SYM, "s1", "al"))
+    assert [(e[0], e[3], e[4]) for e in out] == [(EV_CANCELLED, "s1", "user")], out
