@@ -122,6 +122,7 @@ REJ_DELISTED: int = wire_codes.DELISTED
 REJ_PRICE_BAND: int = wire_codes.PRICE_BAND
 REJ_ORDER_TOO_LARGE: int = wire_codes.ORDER_TOO_LARGE
 REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
+REJ_UNIT_CONFLICT: int = wire_codes.UNIT_CONFLICT  # (a listing, refused by the account tier)
 # a good-till-date order whose expire time has already passed (``shardex.engine.expiry``)
 REJ_EXPIRED: int = wire_codes.EXPIRED
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
