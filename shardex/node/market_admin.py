@@ -56,6 +56,8 @@ def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     seq = core.engine.seq
     core.engine.apply(cmd, out)
     core.journal.add(seq, cmd)
+    if op == OP_LIST and core.on_placement is not None:
+        core.on_placement()  # (the routers learn the new table from the next HELLO)
     return out[start:]
 
 

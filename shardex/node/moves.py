@@ -30,7 +30,7 @@ from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
 from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, HANDOFF_TO
 from shardex.wire.link import encode_hello
-from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
+from shardex.wire.protocol import OP_PAIR, OP_PLACE, markets_to_wire  # noqa: F401 - (OP_PAIR: its read)
 
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
 
@@ -133,8 +133,10 @@ def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
 
 
 def rehello(node: Any) -> None:
-    """Engine shard ``node``'s core routes by a newer placement map: its HELLO carries that map
-    from now on, and goes to the routers at its next turn (they take the newer map)."""
+    """Engine shard ``node``'s core routes by a newer placement map, or serves a newly listed
+    pair: its HELLO carries that map and its market table from now on, and goes to the routers
+    at its next turn (they take the newer map; clients learn the table from their topology)."""
     node.hello_info["placement"] = node.core.placement.to_wire()
+    node.hello_info["markets"] = markets_to_wire(node.core.markets)
     node.hello_msg = encode_hello(node.hello_info)
     node.last_hello = -math.inf

@@ -99,7 +99,7 @@ class ShardCore:
         # Which shard owns each pair (``shardex.placement``): the cluster's stored map, set by
         # the node before it serves (``set_placement``); its version travels in refusals.
         self.placement: PlacementMap = initial(shards)
-        self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map)
+        self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map, table)
         self.commands = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0

@@ -21,6 +21,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_LISTED,
     EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
@@ -74,6 +75,7 @@ from shardex.wire.layouts import (
     REJECTED_CODE,
     REJECTED_REASON,
 )
+from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
 
 _NEW_FIELDS = {
@@ -368,6 +370,8 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
                 "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
     if kind == EV_MARKET:
         return market_event_json(ev, markets.get(symbol), seq)
+    if kind == EV_LISTED:
+        return listed_json(ev)
     if kind == EV_ADOPTED:
         return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
                 "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
