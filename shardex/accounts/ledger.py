@@ -169,9 +169,6 @@ class Ledger:
         )
         self.groups: dict[str, str] = {}
         self.restricted: set[str] = set()  # (state: the journaled ``A_RESTRICT``, ``restrict``)
-        # pairs listed at runtime, in listing order: symbol → [definition, [maker, taker]]
-        # (state: the journaled ``A_LIST``, ``shardex.accounts.listing``)
-        self.listed: dict[str, list[Any]] = {}
         self.volumes = Volumes(self.schedule.volume_assets)
         # Exchange time (ms since the epoch) of the command being applied, set by the node
         # loop from what it journaled with the command; None: unknown (volumes not counted).

@@ -95,6 +95,12 @@ def extend(
 class Listings(Ledger):
     """The ``list`` command of ``AccountCore`` and the restore of listed pairs."""
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # pairs listed at runtime, in listing order: symbol → [definition, [maker, taker]]
+        # (state: the journaled ``A_LIST``, in snapshots)
+        self.listed: dict[str, list[Any]] = {}
+
     def _list(self, cmd: Any, out: list[tuple]) -> None:
         refused = self.list_pair(cmd, out)
         if refused is not None:

@@ -124,6 +124,12 @@ class Topology:
         """This client's table in the wire form (kept when a refresh merges the shards')."""
         return markets_to_wire(self.markets)
 
+    @staticmethod
+    def reply_markets(error: Any, results: Any) -> Any:
+        """An ``OP_MARKETS`` reply's wire table (None: no readable answer)."""
+        res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
+        return res.get("markets") if error is None and isinstance(res, dict) else None
+
     def needs_markets(self) -> bool:
         return self.markets_source is None
 

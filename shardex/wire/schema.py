@@ -310,7 +310,7 @@ def event_to_json(ev: Event, markets: Mapping[str, Market], ts: int | None = Non
                   ) -> dict[str, Any]:  # fmt: skip
     """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md);
     ``ts``: its exchange time (ms since the Unix epoch, UTC), added as ``"ts"`` when known."""
-    obj = _event_json(ev, markets)
+    obj = listed_json(ev) if ev[EV_KIND] == EV_LISTED else _event_json(ev, markets)
     if ts is not None:
         obj["ts"] = ts
     return obj
@@ -370,8 +370,6 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
                 "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
     if kind == EV_MARKET:
         return market_event_json(ev, markets.get(symbol), seq)
-    if kind == EV_LISTED:
-        return listed_json(ev)
     if kind == EV_ADOPTED:
         return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
                 "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],

@@ -325,8 +325,7 @@ class Client(SyncIO):
                 reply = self._request(self._sock(i), f"#{i}".encode(), (OP_MARKETS,), "")
             except ShardexError:
                 continue
-            res = reply[1][0] if reply[0] is None and len(reply[1] or ()) == 1 else None
-            tables.append(res.get("markets") if isinstance(res, dict) else None)
+            tables.append(self.reply_markets(*reply))
         self.learn_markets([self.markets_wire(), *tables])
 
     def close(self) -> None:
