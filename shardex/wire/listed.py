@@ -66,3 +66,26 @@ def learn_account_listed(ev: tuple, assets: AssetTable) -> bool:
     for asset, unit in found.items():
         assets.units.setdefault(asset, unit)
     return True
+
+
+def learn_tables(markets: Mapping[str, Market], assets: AssetTable, tables: list[Any]) -> None:
+    """Add the pairs that the engine shards' market tables (``markets_to_wire`` form, from
+    their HELLOs) name and ``markets`` lacks, and their new assets' units (as ``AssetTable``
+    gives them over every pair: an existing unit never changes). Unreadable tables, and
+    pairs that do not parse, are skipped."""
+    if not isinstance(markets, MutableMapping):
+        return
+    added = False
+    for table in tables:
+        if not isinstance(table, Mapping):
+            continue
+        for symbol, spec in table.items():
+            if symbol in markets or not isinstance(spec, list | tuple):
+                continue
+            market = parse_definition(symbol, list(spec))
+            if isinstance(market, Market):
+                markets[symbol] = market
+                added = True
+    if added:
+        for asset, unit in AssetTable(markets).units.items():
+            assets.units.setdefault(asset, unit)

@@ -2,11 +2,13 @@
 redis-server and the bridge): ``shardex market add`` lists it, an SDK client that connected
 before learns it on its first order, the pair trades, and the trade is in the pair's Redis
 trades stream (the bridge learnt the pair from its listing event instead of dropping its
-events); ``shardex audit`` stays clean."""
+events), also after the bridge is killed and restarted; ``shardex audit`` stays clean."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from decimal import Decimal as D
 
 import pytest
@@ -55,6 +57,15 @@ def test_market_add_then_trade_through_the_sdk(tmp_path, redis_server: RedisServ
             (_, trade), = entries
             got = (trade["price"], trade["qty"], trade["taker_side"])
             assert got == ("150.25", "1.500", "buy"), trade
+            # a bridge that restarts resumes after the listing event: it learns the pair from
+            # the shards' HELLOs (the router's topology) and still writes the pair's trades
+            old = cl.child_pid("bridge")
+            os.kill(old, signal.SIGKILL)
+            _wait(lambda: cl.child_pid("bridge") != old, "the bridge restarted")
+            assert c.place(NEW, "buy", "0.5", "150.25", account=al, id="b2").ok
+            entries = _wait(lambda: r.xlen(trades_key(NEW)) == 2 and r.xrange(trades_key(NEW)),
+                            "the second trade in Redis", 30.0)  # fmt: skip
+            assert entries[1][1]["qty"] == "0.500", entries
         assert "audit: ok (2 account shards)" in cli("audit")
     finally:
         r.close()
