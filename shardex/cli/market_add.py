@@ -3,20 +3,26 @@ account shard and on the pair's engine shard (docs/markets.md, "Listing a pair")
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from shardex.cli.connect import client as _client
+from shardex.cli.base import client_key
 from shardex.cli.connect import fail as _fail
+from shardex.cli.connect import find
+from shardex.cli.move import _store
 from shardex.cli.options import client_options, key_option
-from shardex.client import ShardexError
+from shardex.client import AsyncClient, ShardexError
 from shardex.config import read_markets_file
+from shardex.endpoints import connection_error, explain
 from shardex.engine.markets import MarketError
+from shardex.placement.store import StoreError
+from shardex.tools.list_pin import pin_new_pair
+from shardex.tools.mover import MoveError
 
-_CONN = ("endpoint", "host", "base_port", "timeout", "key_file")
 _GRID = ("tick", "lot", "max_price", "max_qty")
 
 
@@ -76,22 +82,59 @@ def _spec(symbol: str, kw: dict[str, Any]) -> dict[str, Any]:
     type=click.Path(dir_okay=False),
     help="A TOML file with one [markets.SYMBOL] table (the markets-file format).",
 )
+@click.option(
+    "--shard",
+    type=int,
+    default=None,
+    metavar="I",
+    help="Pin the pair to engine shard I first (default: the placement map's).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --shard: record the pin in this data dir's placement map, so a "
+    "restart keeps it (as `shardex move`).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    metavar="URL",
+    help="With --shard: record the pin in the placement map kept in this Redis.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @client_options
 @key_option
 def add(symbol: str, **kw: Any) -> None:  # fmt: skip
     """List SYMBOL (BASE-QUOTE) on the running cluster: every account shard learns its assets
-    and fee, then its engine shard (the placement map's) journals it; no restart. Refused
+    and fee, then its engine shard (the placement map's, or shard I with --shard, pinned
+    first) journals it; no restart. Refused
     (unit_conflict) when an existing asset would need a finer unit; running it again with the
     same grid is a no-op that succeeds."""
-    as_json, fee = kw.pop("as_json"), _fee(kw.pop("fee"))
+    as_json, fee, shard = kw.pop("as_json"), _fee(kw.pop("fee")), kw.pop("shard")
+    data_dir, redis_url = kw.pop("data_dir"), kw.pop("redis_url")
+    if (data_dir or redis_url) and shard is None:
+        raise click.UsageError("--data-dir and --redis record a pin: give --shard too")
+    if data_dir and redis_url:
+        raise click.UsageError("--data-dir and --redis: give one placement store, not both")
     spec = _spec(symbol, kw)
+    found = find(kw["endpoint"], kw["host"], kw["base_port"])
+
+    async def run() -> dict[str, Any]:
+        async with AsyncClient(found.endpoint, timeout=kw["timeout"], retry=False,
+                               key=client_key(kw["key_file"])) as c:  # fmt: skip
+            if shard is not None:
+                await pin_new_pair(c, symbol, shard, _store(data_dir, redis_url))
+            return await c.list_market(symbol, spec, fee, shard)
+
     try:
-        with _client(*(kw.pop(k) for k in _CONN)) as c:
-            res = c.list_market(symbol, spec, fee)
+        res = asyncio.run(run())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    except ShardexError as exc:
+    except (ShardexError, MoveError, StoreError) as exc:
+        if connection_error(str(exc)):
+            raise click.ClickException(explain(str(exc), found)) from None
         _fail(exc)
     if not res.get("ok"):
         where = f" by account shard {res['shard']}" if "shard" in res else ""

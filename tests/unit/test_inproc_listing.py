@@ -17,6 +17,7 @@ from shardex.accounts.core import account_shard_for
 from shardex.client import AsyncClient, audit_report
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
+from shardex.tools.list_pin import pin_new_pair
 from tests.support.inproc import plan, run
 
 pytestmark = pytest.mark.timeout(120)
@@ -95,3 +96,26 @@ def test_list_a_pair_at_runtime(tmp_path: Path) -> None:
             return {"rules": await c.market_rules(), "al": await c.balance(AL)}
 
     assert run(p, replayed) == before  # (every journal replayed from its start)
+
+
+def test_list_a_pair_pinned_to_a_shard() -> None:
+    """``shardex market add --shard I``'s steps: the new symbol pinned to the shard its
+    default does not give it, then listed there; an order of it rests on that shard."""
+    sym = "SOL-EUR"
+    target = 1 - default_owner(sym, 2)
+
+    async def body(cl: InProcCluster) -> None:
+        async with cl.client(timeout=10.0) as c:
+            await pin_new_pair(c, sym, target)
+            res = await c.list_market(sym, {"tick": "0.01", "lot": "0.01"}, shard=target)
+            assert res["ok"], res
+            assert (await c.market_rules())[sym]["shard"] == target
+            with pytest.raises(ValueError, match="already listed on shard"):
+                await pin_new_pair(c, sym, 1 - target)  # (that would be a move)
+            assert (await c.deposit(BO, "SOL", "3", ref="d-sol")).ok
+            assert (await c.place(sym, "sell", "1", "20", account=BO, id="e1")).ok
+            await cl.until(_balance(c, BO, "SOL", (D("2"), D("1"))), what="the sell held")
+            books = cl.engines[target].core.engine.books
+            await cl.until(lambda: sym in books and "e1" in books[sym].orders, what="e1 rests")
+
+    run(plan(2, accounts=2), body)

@@ -436,13 +436,15 @@ class AsyncClient(AsyncIO):
         return pair_rules(self.markets, replies)
 
     async def list_market(
-        self, symbol: str, spec: Mapping[str, Any], fee: Any = None
+        self, symbol: str, spec: Mapping[str, Any], fee: Any = None, shard: int | None = None
     ) -> dict[str, Any]:
         """List a new pair on the running cluster (admin key): ``spec`` is ``{tick, lot[,
         max_price, max_qty]}`` (decimal strings), ``fee`` ``(maker_bps, taker_bps)`` (None: the
         default). Every account shard first (the unit rule), then the pair's engine shard;
         ``{"ok": True, symbol, tick, lot, max_price, max_qty, seq}`` or ``{"ok": False,
-        "rejected", "code"[, "shard"]}``. Repeating a listing is a no-op that succeeds."""
+        "rejected", "code"[, "shard"]}``. Repeating a listing is a no-op that succeeds.
+        ``shard``: send the engine listing to that shard (one the pair was just pinned to,
+        ``shardex.tools.list_pin``), not by the symbol (a router may not have the new map)."""
         market, definition = listing_definition(symbol, spec)
         fees = fee_of(fee)
         await self._ready(markets=True)
@@ -452,7 +454,8 @@ class AsyncClient(AsyncIO):
             refused = account_result(self.read_result(*reply, f"account shard {j}"), j)
             if refused is not None:
                 return refused
-        reply = await self._request(self._router, symbol.encode(), (OP_LIST, symbol, definition),
+        route = symbol.encode() if shard is None else f"#{shard}".encode()
+        reply = await self._request(self._router, route, (OP_LIST, symbol, definition),
                                     f"list {symbol}")  # fmt: skip
         out = listing_result(*reply, symbol)
         if out["ok"] and self.markets_source != "given":

@@ -437,13 +437,15 @@ class Client(SyncIO):
         return pair_rules(self.markets, replies)
 
     def list_market(
-        self, symbol: str, spec: Mapping[str, Any], fee: Any = None
+        self, symbol: str, spec: Mapping[str, Any], fee: Any = None, shard: int | None = None
     ) -> dict[str, Any]:
         """List a new pair on the running cluster (admin key): ``spec`` is ``{tick, lot[,
         max_price, max_qty]}`` (decimal strings), ``fee`` ``(maker_bps, taker_bps)`` (None: the
         default). Every account shard first (the unit rule), then the pair's engine shard;
         ``{"ok": True, symbol, tick, lot, max_price, max_qty, seq}`` or ``{"ok": False,
-        "rejected", "code"[, "shard"]}``. Repeating a listing is a no-op that succeeds."""
+        "rejected", "code"[, "shard"]}``. Repeating a listing is a no-op that succeeds.
+        ``shard``: send the engine listing to that shard (one the pair was just pinned to,
+        ``shardex.tools.list_pin``), not by the symbol (a router may not have the new map)."""
         market, definition = listing_definition(symbol, spec)
         fees = fee_of(fee)
         self._ready(markets=True)
@@ -453,7 +455,8 @@ class Client(SyncIO):
             refused = account_result(self.read_result(*reply, f"account shard {j}"), j)
             if refused is not None:
                 return refused
-        reply = self._request(self._router, symbol.encode(), (OP_LIST, symbol, definition),
+        route = symbol.encode() if shard is None else f"#{shard}".encode()
+        reply = self._request(self._router, route, (OP_LIST, symbol, definition),
                                     f"list {symbol}")  # fmt: skip
         out = listing_result(*reply, symbol)
         if out["ok"] and self.markets_source != "given":
