@@ -21,7 +21,7 @@ CONTRACT = {
     10: "amend_increase", 11: "wrong_shard", 12: "not_allowed", 13: "insufficient_funds",
     14: "unknown_asset", 15: "duplicate_ref", 16: "not_leader", 17: "moving", 20: "expired",
     25: "market_halted", 26: "cancel_only", 27: "delisted", 28: "price_band",
-    29: "order_too_large", 30: "account_restricted",
+    29: "order_too_large", 30: "account_restricted", 31: "unit_conflict",
 }  # fmt: skip
 
 
@@ -32,8 +32,9 @@ def test_existing_numbers_and_names_are_kept() -> None:
         assert getattr(engine_codes, "REJ_" + name.upper()) == number
     assert tuple(CONTRACT[n] for n in range(18)) == engine_codes.REJECT_NAMES[:18]
     assert {v: k for k, v in CONTRACT.items()} == engine_codes.REJECT_CODES
-    assert account_codes.ACCOUNT_REJECT_NAMES == {13: "insufficient_funds", 14: "unknown_asset",
-                                                  15: "duplicate_ref"}  # fmt: skip
+    assert account_codes.ACCOUNT_REJECT_NAMES == {
+        13: "insufficient_funds", 14: "unknown_asset", 15: "duplicate_ref", 31: "unit_conflict"
+    }  # fmt: skip
     assert (account_codes.REJ_INSUFFICIENT_FUNDS, account_codes.REJ_UNKNOWN_ASSET,
             account_codes.REJ_DUPLICATE_REF) == (13, 14, 15)  # fmt: skip
 
@@ -74,7 +75,7 @@ def test_table_is_consistent() -> None:
     # dense up to 17; the numbers after it are allocated in ranges (18-19: stop orders, 20-24:
     # expiring orders, 25-34: markets at runtime)
     assert [n for n in codes.TABLE if n < 18] == list(range(18))
-    assert [n for n in codes.TABLE if 18 <= n < codes.EVENT_MAX] == [20, *range(25, 31)]
+    assert [n for n in codes.TABLE if 18 <= n < codes.EVENT_MAX] == [20, *range(25, 32)]
     assert {row.band for row in codes.TABLE.values()} == set(codes.BANDS)
 
 
