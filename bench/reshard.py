@@ -9,6 +9,9 @@ answered by the pair's new shard (``not_live``) after it. Also prints the mover'
 move.
 
     python bench/reshard.py --orders 10000 --moves 5 --base-port 61500
+
+``bench/reshard_grow.py`` grows a loaded cluster 1 -> 2 -> 4 shards with ``shardex reshard``;
+``bench/hotpair.py`` pins a hot pair alone on its own shard (docs/moves.md has the numbers).
 """
 
 from __future__ import annotations

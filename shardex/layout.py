@@ -17,6 +17,8 @@ REPLICA_BASE = 1100  # --replicas 2: base+1100.. (repl, replica 1's direct/pub/m
 LINK_REPLICAS = "+"  # in an account shard's --engine-links: one engine shard's replicas
 MM_METRICS_OFFSET = 9  # base+9: the market maker's exporter (``shardex up --mm``)
 MAX_ROUTERS = 16  # router j >= 1 uses base+10+j (clients), base+40+j (shards), base+70+j (metrics)
+GATEWAY_OFFSET = 86  # gateway g serves HTTP + WebSocket (and /metrics) on base+86+g
+MAX_GATEWAYS = 10  # base+86..95
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Layout:
     shards: int = 1
     routers: int = 1
     accounts: int = 0  # account shards; 0: the account tier is off
+    gateways: int = 1  # gateway processes (``shardex gateway``: they run with Redis)
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
@@ -36,6 +39,8 @@ class Layout:
             raise ValueError(f"base port must be 1024..{65535 - 400}, got {self.base_port}")
         if not 0 <= self.accounts <= MAX_SHARDS:
             raise ValueError(f"accounts must be 0..{MAX_SHARDS}, got {self.accounts}")
+        if not 0 <= self.gateways <= MAX_GATEWAYS:
+            raise ValueError(f"gateways must be 0..{MAX_GATEWAYS}, got {self.gateways}")
         if self.accounts and self.base_port > 65535 - 800:
             raise ValueError(f"with accounts the base port must be <= {65535 - 800}")
 
@@ -86,6 +91,14 @@ class Layout:
     def history_metrics_port(self) -> int:
         """The history writer's exporter (it runs with the account tier: ``kinds.history``)."""
         return self.base_port + 7
+
+    def gateway_port(self, g: int) -> int:
+        """Gateway ``g``'s HTTP + WebSocket port (its ``/metrics`` too)."""
+        return self.base_port + GATEWAY_OFFSET + g
+
+    @property
+    def gateway_ports(self) -> list[int]:
+        return [self.gateway_port(g) for g in range(self.gateways)]
 
     @property
     def redis_port(self) -> int:
@@ -224,6 +237,7 @@ class Layout:
             out += [base + 10 + j, base + 40 + j, base + 70 + j]
         for i in range(self.shards):
             out += [base + 100 + i, base + 200 + i, base + 300 + i]
+        out += self.gateway_ports
         if self.accounts:
             out.append(self.history_metrics_port)
             out += [base + 400 + i for i in range(self.shards)]

@@ -25,6 +25,8 @@ from prometheus_client.core import (
 from shardex import __version__
 from shardex.engine.codes import REJECT_NAMES
 from shardex.kinds.files import prometheus_config  # noqa: F401 - generated from the kinds
+from shardex.move_metrics import MoveStats
+from shardex.wire.codes import MOVING
 
 # 1 µs .. 10 s in a 1-2.5-5 series: a tail of seconds (an overloaded open-loop run) must land in a
 # bucket of its own, or histogram_quantile flattens the p99 at the top bucket's bound.
@@ -84,6 +86,7 @@ class ShardStats:
         self.seq = 0
         self.resting = 0
         self.up = 1
+        self.moves = MoveStats()  # live pair moves (``shardex.move_metrics``)
 
 
 class ShardCollector:
@@ -140,6 +143,7 @@ class ShardCollector:
         yield _gauge("shardex_shard_seq", "Last event seq of the shard", lab, s.seq)
         yield _gauge("shardex_shard_resting_orders", "Resting orders", lab, s.resting)
         yield _gauge("shardex_shard_up", "1 while the shard process runs", lab, s.up)
+        yield from s.moves.families(s.shard, counts[MOVING] if len(counts) > MOVING else 0)
 
 
 def _counter(name: str, doc: str, labels: dict[str, str], value: float) -> CounterMetricFamily:

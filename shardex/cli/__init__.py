@@ -49,6 +49,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fees": ("fees", "fees", "Show ACCOUNT's fee tier and the maker/taker rates its new orders "
              "get per market (basis points; a negative maker rate is a rebate), with its fee "
              "group and 30-day volume."),
+    "gateway": ("gateway", "gateway", "Serve market data over HTTP and WebSocket: trades, L2 "
+                "book, ticker, market list."),
     "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
                 "history database."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "
@@ -72,6 +74,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                   "owns each pair, the map's version, pinned pairs and any move in progress."),
     "redis": ("redis", "redis_cmd", "Run the embedded Redis-compatible server on the "
               "layout's port (base+4)."),
+    "reshard": ("reshard", "reshard", "Spread the pairs over N engine shards of a running "
+                "cluster, live (an admin key on a secure cluster)."),
     "replay": ("replay", "replay", "Run JSON-lines commands from SOURCE (a file or -) through "
                "one engine; print events."),
     "router": ("router", "router", "Run the router: hash each request's symbol to a shard "

@@ -104,7 +104,9 @@ def _shard_lines(layout: Layout, replicas: int) -> list[str]:
     return lines
 
 
-def _redis_lines(layout: Layout, redis_url: str, keys: str | None) -> list[str]:
+def _redis_lines(
+    layout: Layout, redis_url: str, keys: str | None, without: frozenset[str] = frozenset()
+) -> list[str]:
     balances = ", shardex:balances:<account shard>" if layout.accounts else ""
     lines = [f"  redis (events)     {mask_url(redis_url)}   streams shardex:events:<shard>, "
              f"shardex:trades:<SYMBOL>{balances}"]  # fmt: skip
@@ -112,8 +114,12 @@ def _redis_lines(layout: Layout, redis_url: str, keys: str | None) -> list[str]:
         lines.append("  redis users        reader (read-only), consumer (consumer groups); "
                      f"passwords in {keys}/redis.json")  # fmt: skip
     lines.append(f"  bridge metrics     {_metrics(layout, layout.bridge_metrics_port)}")
-    lines.append(f"  candles metrics    {_metrics(layout, layout.candles_metrics_port)}   "
-                 "shardex candles PAIR, shardex ticker PAIR")  # fmt: skip
+    if "candles-worker" not in without:
+        lines.append(f"  candles metrics    {_metrics(layout, layout.candles_metrics_port)}   "
+                     "shardex candles PAIR, shardex ticker PAIR")  # fmt: skip
+    for g, port in enumerate(layout.gateway_ports):
+        lines.append(f"  gateway {g:<10} http://{layout.host}:{port}   ws /v1/ws, /v1/markets, "
+                     "/healthz, /metrics")  # fmt: skip
     return lines
 
 
@@ -131,7 +137,7 @@ def _key_lines(keys: str | None, admin: str | None, temp_keys: bool) -> list[str
 
 def print_endpoints(
     layout: Layout, redis_url: str | None, keys: str | None = None, temp_keys: bool = False,
-    replicas: int = 1,
+    replicas: int = 1, without: frozenset[str] = frozenset(),
 ) -> None:
     """Say where everything of the cluster is, once its shards registered (or after a
     bounded wait, saying what is missing)."""
@@ -152,7 +158,7 @@ def print_endpoints(
         lines.append(f"  WARNING            account shard(s) {', '.join(map(str, unlinked))} "
                      "not linked to every engine shard yet (see their log)")  # fmt: skip
     if redis_url:
-        lines += _redis_lines(layout, redis_url, keys)
+        lines += _redis_lines(layout, redis_url, keys, without)
     lines += _key_lines(keys, admin, temp_keys)
     lines.append("Ctrl-C stops everything.")
     click.echo("\n".join(lines), err=False)

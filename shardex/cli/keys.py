@@ -12,6 +12,7 @@ from shardex.cli.base import UsageLineError, open_store
 from shardex.cli.options import store_opts
 from shardex.endpoints import EndpointsFileError
 from shardex.endpoints import read as read_endpoints
+from shardex.gateway.apikeys import create as create_api_key
 from shardex.layout import DEFAULT_BASE_PORT
 
 
@@ -58,6 +59,8 @@ def keys_init(data_dir: str, keys_dir: str | None) -> None:
     default=None,
     help="Write the key file here [KEYS_DIR/NAME.key].",
 )
+@click.option("--api", is_flag=True, help="Also an API key (id + secret) for the gateway's "
+              "signed REST API, bound to this key (KEYS_DIR/api/ID.json, mode 0600).")
 @store_opts
 def keys_add(
     accounts: tuple[str, ...],
@@ -66,6 +69,7 @@ def keys_add(
     out: str | None,
     data_dir: str,
     keys_dir: str | None,
+    api: bool = False,
 ) -> None:
     """Create a keypair file (mode 0600) for a user and register its public key."""
     accounts = tuple(dict.fromkeys(accounts))
@@ -92,6 +96,10 @@ def keys_add(
     click.echo(f"key file: {written} (mode 0600: it holds the secret key; give it to its user)")
     click.echo(f"use it:   {_client_hint(data_dir, written)}")
     click.echo(f"     or   SHARDEX_KEY={written} shardex status   (or --key FILE)")
+    if api:
+        rec = create_api_key(store.dir, written, role, list(accounts))
+        click.echo(f"API key:  {rec} (mode 0600: its key_id and secret sign REST requests; "
+                   "docs/gateway.md)")  # fmt: skip
 
 
 def _client_hint(data_dir: str, key_file: str) -> str:

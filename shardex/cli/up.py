@@ -32,9 +32,9 @@ from shardex.cli.options import (
     up_shards,
 )
 from shardex.engine.build import ensure as ensure_build
-from shardex.kinds import Plan, cluster_ports
+from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.files import prometheus_config as render_prometheus
-from shardex.layout import MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
 from shardex.node.supervisor import Supervisor, build_children, port_free
 
 
@@ -127,6 +127,21 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "accounts it funds itself, so the books are live; needs --accounts >= 1). Off by default: "
     "it trades with money it deposits (docs/marketmaker.md).",
 )
+@click.option(
+    "--gateways",
+    type=click.IntRange(0, MAX_GATEWAYS),
+    default=1,
+    show_default=True,
+    help="Gateways (shardex gateway: HTTP + WebSocket market data) on base+86.. (they need "
+    "Redis: none with --no-bridge).",
+)
+@click.option(
+    "--without",
+    multiple=True,
+    type=click.Choice(OPTIONAL),
+    help="Leave out an optional process (repeatable): the candles worker or the history "
+    "writer. The streams are still written in full; a worker started later catches up.",
+)
 def up(
     shards: str,
     host: str,
@@ -148,6 +163,8 @@ def up(
     replicas: int = 1,
     durability: str = "both",
     mm: bool = False,
+    gateways: int = 1,
+    without: tuple[str, ...] = (),
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -155,7 +172,7 @@ def up(
     DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
     process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
     """
-    layout = _layout(up_shards(shards), host, base_port, routers, accounts)
+    layout = _layout(up_shards(shards), host, base_port, routers, accounts, gateways)
     table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
     fee_schedule(markets_file, table)  # (and on a bad [fees] table in it)
     idle = idle_shards_warning(table, layout.shards)
@@ -173,7 +190,7 @@ def up(
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability, mm)  # fmt: skip
+                None, replicas, durability, mm, frozenset(without))  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
@@ -192,10 +209,12 @@ def _log_level() -> str:
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
-def _layout(n: int, host: str, base_port: int, routers: int, accounts: int) -> Layout:
+def _layout(
+    n: int, host: str, base_port: int, routers: int, accounts: int, gateways: int = 1
+) -> Layout:
     """The cluster's layout; one usage line when its ports do not fit."""
     try:
-        return Layout(host, base_port, n, routers, accounts)
+        return Layout(host, base_port, n, routers, accounts, gateways)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -232,12 +251,13 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     signal; then forget the endpoints file and a temporary key store."""
     p = plan
     children = build_children(p.layout, p.markets_file, p.max_backlog, p.pin, p.log_level,
-                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm)
+                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm,
+                              p.without)
     sup = Supervisor(children)
     shown = None if p.redis is None else redis
 
     def ready() -> None:
-        print_endpoints(p.layout, shown, keys, temp_keys, p.replicas)
+        print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
 
     recorded = _record_endpoints(data_dir, p.layout, p.replicas, shown, keys)
     try:

@@ -101,6 +101,8 @@ class Plan:
     replicas: int = 1
     durability: str = "both"  # with replicas: when replies leave (``leader.DURABILITY``)
     mm: bool = False  # ``shardex up --mm``: also the market maker (``shardex.kinds.mm``)
+    # ``shardex up --without NAME``: optional kinds left out (``shardex.kinds.OPTIONAL``)
+    without: frozenset[str] = frozenset()
 
     @property
     def security(self) -> dict[str, Any]:

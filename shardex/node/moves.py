@@ -24,23 +24,24 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shardex.engine.codes import EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
-from shardex.wire.layouts import ADOPT_FROM, ADOPT_SEQ, CMD_OP, CMD_SYMBOL, HANDOFF_TO
+from shardex.wire.layouts import (
+    ADOPT_FROM,
+    ADOPT_SEQ,
+    CMD_OP,
+    CMD_SYMBOL,
+    EV_KIND,
+    HANDOFF_TO,
+    MOVE_STATE,
+)
 from shardex.wire.link import encode_hello
+from shardex.wire.movestate import MAX_STATE, PACKED, pack_state, unpack_state
 from shardex.wire.protocol import OP_PAIR, OP_PLACE, markets_to_wire  # noqa: F401 - (OP_PAIR: its read)
 
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
-
-
-def is_move(cmd: Any) -> bool:
-    """True if ``cmd`` is one of the mover's writes."""
-    if type(cmd) is not tuple or len(cmd) < 2:
-        return False
-    op = cmd[CMD_OP]
-    return type(op) is int and op in MOVE_OPS
 
 
 def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
@@ -51,6 +52,7 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     if cmd[CMD_OP] == OP_PLACE:
         return place(core, cmd)
     engine = core.engine
+    stats = core.stats.moves
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) < 3:
         return read_error(MALFORMED, "move: expected (op, symbol, shard, ...)")
@@ -60,15 +62,71 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
             return read_error(INVALID, f"handoff of {symbol} to shard {to}: that is this shard")
         moved = engine.moved.get(symbol)
         if moved is not None and moved[0] == to:
+            stats.step("handoff", "repeat")
             return [moved_event(engine, symbol)]  # ran already: the same answer, nothing new
     elif len(cmd) > ADOPT_SEQ and engine.adopted.get(symbol) == (cmd[ADOPT_FROM], cmd[ADOPT_SEQ]):
+        stats.step("adopt", "repeat")
         return []  # adopted already
+    elif len(cmd) > MOVE_STATE and type(cmd[MOVE_STATE]) is bytes:  # (the mover's blob)
+        if len(cmd) == PIECE_LEN:  # one piece of a blob too large for one request
+            cmd = _piece(core, cmd)
+            if type(cmd) is not tuple:
+                return cmd  # (staged, or refused)
+        try:  # journaled decoded: the journal, replay and standbys see the one command form
+            cmd = (*cmd[:MOVE_STATE], unpack_state(cmd[MOVE_STATE]), *cmd[MOVE_STATE + 1:])
+        except ValueError as exc:
+            return read_error(MALFORMED, f"adopt: {exc}")
     start = len(out)
     seq = engine.seq
     engine.apply(cmd, out)
     core.journal.add(seq, cmd)
     core.forget_owner(symbol)
+    _count(core, cmd, out[start:])
     return out[start:]
+
+
+PIECE_LEN = 7  # (OP_ADOPT, symbol, from, at, piece, offset, total)
+_STAGED_MAX = 4  # pairs whose pieces a shard keeps at once (a mover that went away)
+
+
+def _piece(core: Any, cmd: tuple) -> Any:
+    """Keep one piece of an adoption's blob (``shardex.wire.movestate``): the whole adoption
+    command once the last piece is in, else ``{"staged": bytes so far}`` or a refusal. Pieces
+    come in order from offset 0; anything else starts over (the mover re-sends from 0)."""
+    symbol, offset, total = cmd[CMD_SYMBOL], cmd[PIECE_LEN - 2], cmd[PIECE_LEN - 1]
+    if type(offset) is not int or type(total) is not int or not 0 <= offset < total <= MAX_STATE:
+        return read_error(MALFORMED, "adopt: a piece needs 0 <= offset < total <= MAX_STATE")
+    key = (cmd[ADOPT_FROM], cmd[ADOPT_SEQ], total)
+    held = core.staged.get(symbol)
+    if offset == 0:
+        if len(core.staged) >= _STAGED_MAX and symbol not in core.staged:
+            core.staged.pop(next(iter(core.staged)))
+        held = core.staged[symbol] = (key, bytearray())
+    if held is None or held[0] != key or len(held[1]) != offset:
+        core.staged.pop(symbol, None)
+        return read_error(INVALID, f"adopt: piece at {offset} out of order; send from 0")
+    buf = held[1]
+    buf += cmd[MOVE_STATE]
+    if len(buf) > total:
+        core.staged.pop(symbol, None)
+        return read_error(MALFORMED, "adopt: pieces longer than their total")
+    if len(buf) < total:
+        return {"staged": len(buf)}
+    core.staged.pop(symbol, None)
+    return (*cmd[:MOVE_STATE], bytes(buf))
+
+
+def _count(core: Any, cmd: tuple, events: list[Event]) -> None:
+    """The metrics of one journaled hand-off or adoption (``shardex.move_metrics``)."""
+    stats = core.stats.moves
+    step = "handoff" if cmd[CMD_OP] == OP_HANDOFF else "adopt"
+    kind = events[0][EV_KIND] if len(events) == 1 else None
+    if kind not in (EV_MOVED, EV_ADOPTED):
+        stats.step(step, "refused")
+        return
+    stats.step(step, "done")
+    if kind == EV_MOVED:
+        stats.handed(cmd[CMD_SYMBOL], cmd[HANDOFF_TO], core._perf())
 
 
 def place(core: Any, cmd: tuple) -> dict[str, Any]:
@@ -85,8 +143,10 @@ def place(core: Any, cmd: tuple) -> dict[str, Any]:
     before = core.placement.version
     core.set_placement(new)
     core.journal_place(new)  # (with the account tier: the forward check's map, journaled)
-    if core.placement.version != before and core.on_placement is not None:
-        core.on_placement()
+    if core.placement.version != before:
+        core.stats.moves.published(core.placement.owner, core.placement.moving, core._perf())
+        if core.on_placement is not None:
+            core.on_placement()
     return {"placement": core.placement.version}
 
 
@@ -113,6 +173,8 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         out.update(where="moved", to=moved[0], at=moved[1])
         if len(cmd) == 3 and cmd[2] is True:  # the state the hand-off took (the mover's)
             out["state"] = engine.handed.get(symbol)
+        elif len(cmd) == 3 and cmd[2] == PACKED and symbol in engine.handed:  # (compressed)
+            out["state_packed"] = pack_state(engine.handed[symbol])
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
     if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)
@@ -129,6 +191,7 @@ def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
     moved = core.engine.moved.get(symbol)
     if moved is None:
         return None
+    core.stats.moves.reads_refused += 1
     return read_error(MOVING, f"pair {symbol} moved to shard {moved[0]}", shard=moved[0])
 
 

@@ -103,6 +103,7 @@ class ShardCore:
         self.commands = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0
+        self.staged: dict[str, Any] = {}  # adoptions arriving in pieces (``node.moves``)
         # Set while the journal cannot write: writes are refused with this reason, reads served.
         self.journal_down: str | None = None
         # With a registry every request carries its connection's key id and may act only for

@@ -31,6 +31,7 @@ from shardex.placement.store import Store
 from shardex.tools.move_map import MapPublisher, begun, finished, newest
 from shardex.tools.shard_ask import MoveError, ask
 from shardex.wire.layouts import EV_KIND, EV_SEQ, MOVED_ORDERS, MOVED_TRADE_ID
+from shardex.wire.movestate import CHUNK, PACKED, pieces
 from shardex.wire.protocol import OP_PAIR
 
 __all__ = ["ADOPT", "HANDOFF", "PUBLISH", "MoveError", "Step", "ask", "move_pair", "plan"]
@@ -111,11 +112,14 @@ async def move_pair(
         step = Step(ADOPT, target, step.shard, ev[EV_SEQ])
     if step.kind == ADOPT:
         t1 = time.perf_counter()
-        source = await ask(client, step.source, (OP_PAIR, symbol, True))  # (with the state)
+        # the state as one compressed blob, passed on as it came (``shardex.wire.movestate``)
+        source = await ask(client, step.source, (OP_PAIR, symbol, PACKED))
         if source.get("at") != step.at or source.get("where") != "moved":
             raise MoveError(f"{symbol}: shard {step.source} changed under the mover: {source}")
-        res = await ask(client, target, (OP_ADOPT, symbol, step.source, step.at,
-                                         source.get("state")))  # fmt: skip
+        state = source.get("state_packed")
+        if state is None:  # (a shard from before the blob: the state as a map)
+            state = (await ask(client, step.source, (OP_PAIR, symbol, True))).get("state")
+        res = await _adopt(client, target, (OP_ADOPT, symbol, step.source, step.at), state)
         if res:
             ev = _event(res, EV_ADOPTED)
             say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
@@ -127,6 +131,17 @@ async def move_pair(
     say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
     done["seconds"] = round(time.perf_counter() - t0, 4)
     return done
+
+
+async def _adopt(client: AsyncClient, target: int, head: tuple, state: Any) -> Any:
+    """The adoption on ``target``: one request, or the blob in pieces when it is larger than
+    one (``shardex.wire.movestate``); the answer of the last."""
+    if not isinstance(state, bytes) or len(state) <= CHUNK:
+        return await ask(client, target, (*head, state))
+    res = None
+    for offset, piece in pieces(state):
+        res = await ask(client, target, (*head, piece, offset, len(state)))
+    return res
 
 
 def _ms(t: float) -> str:

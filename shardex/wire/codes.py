@@ -170,6 +170,26 @@ INTERNAL_ERROR = _code(116, "internal_error", NODE, "the shard failed while runn
 EVENTS_GONE = _code(117, "events_gone", NODE, "a read of events (the bridge's repair) the shard "
                     "no longer holds (trimmed from its ring and journal): they cannot be sent "
                     "again; data: first, last", **_F)
+# 120–129: the gateway's answers to a WebSocket or HTTP client (a JSON error with the name)
+BAD_MESSAGE = _code(120, "bad_message", EDGE, "the gateway cannot read the message: not JSON, "
+                    "not an object, too large, or a field missing or of the wrong type", **_F)
+UNKNOWN_CHANNEL = _code(121, "unknown_channel", EDGE, "the gateway has no such channel "
+                        "(trades, book, ticker) or op", **_F)
+TOO_MANY_SUBSCRIPTIONS = _code(122, "too_many_subscriptions", EDGE, "the connection holds the "
+                               "most subscriptions the gateway allows", **_F)
+SLOW_CLIENT = _code(123, "slow_client", NODE, "the client fell behind (its queue filled): what "
+                    "was queued is dropped and each subscription must be resynced; closed if it "
+                    "keeps falling behind")
+NOT_FOUND = _code(124, "not_found", EDGE, "the gateway has no such HTTP route", **_F)
+GATEWAY_UNAVAILABLE = _code(125, "gateway_unavailable", NODE, "the gateway cannot serve it now "
+                            "(the cluster or Redis does not answer): try again", retryable=True)
+UNAUTHORIZED = _code(126, "unauthorized", IDENTITY, "a signed gateway request without its key, "
+                     "timestamp or signature headers, of an unknown API key, or whose signature "
+                     "does not match", **_F)
+STALE_REQUEST = _code(127, "stale_request", IDENTITY, "a signed gateway request whose timestamp "
+                      "is outside the receive window (check the clock)", **_F)
+REPLAYED = _code(128, "replayed", IDENTITY, "a signed gateway request already received (the "
+                 "same signature within the receive window)", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)

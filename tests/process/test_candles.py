@@ -212,7 +212,7 @@ def test_as_acl_user_candles_the_worker_works_and_can_do_nothing_else(tmp_path, 
 def test_shardex_up_keeps_candles_of_the_trades_its_engines_make():
     """End to end: engine trades → bridge (entries with ts) → candles-worker (started by
     ``shardex up``, as user candles) → the SDK as user reader, equal to the recompute."""
-    cluster = Cluster(1, redis="embedded")
+    cluster = Cluster(1, redis="embedded", without=())
     try:
         with cluster.client(account="alice") as c:
             for i in range(12):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import msgpack
 import pytest
@@ -25,6 +26,7 @@ from shardex.wire.protocol import (
 from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster, wait_for_cluster
 from tests.support.ports import free_layout
+from tests.support.wait import wait_until
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "LTC-USD"]
 
@@ -254,6 +256,10 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
                 pass
             time.sleep(0.2)
         assert r.xlen("shardex:trades:BTC-USD") == 1
+        # and the Procfile's gateway serves it (market data, no key) on base+86
+        url = f"http://127.0.0.1:{layout.gateway_port(0)}/v1/markets"
+        markets = wait_until(lambda: _get_json(url), 60, "the Procfile's gateway")
+        assert "BTC-USD" in [m["symbol"] for m in markets["markets"]]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -261,3 +267,11 @@ def test_procfile_under_honcho_with_concurrency(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def _get_json(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None

@@ -110,7 +110,8 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(workdir) -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"), accounts=1)  # up's default
+    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"), accounts=1,
+                without=())  # up's default (also the candles worker and the history writer)
     try:
         yield c
     finally:

@@ -173,7 +173,7 @@ def _prometheus_or_skip() -> str:
 
 def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path):
     exe = _prometheus_or_skip()
-    cluster = Cluster(2, redis="embedded", accounts=1)  # as `shardex up`: the account tier on
+    cluster = Cluster(2, redis="embedded", accounts=1, gateways=1, without=())  # as `shardex up`
     prom = None
     load = None
     try:

@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from shardex.client import Client, ShardexError
+from shardex.kinds import OPTIONAL
 from shardex.layout import Layout
 from tests.support.ports import free_layout
 
@@ -91,9 +93,17 @@ class Cluster:
         insecure: bool = False,
         routers: int = 1,
         accounts: int = 0,
+        gateways: int = 0,
+        without: tuple[str, ...] = OPTIONAL,
     ) -> None:
         """``redis``: None (no bridge), "embedded" (``shardex up``'s own), or a URL.
-        ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ."""
+        ``insecure``: ``shardex up --insecure`` (no keys) for tests that speak raw ZeroMQ.
+        ``gateways``: 0 unless the test serves market data (a gateway per cluster would
+        cost every test its start). ``without``: the optional stream consumers left out
+        (``shardex up --without``): by default both, about 2 s of CPU per cluster; a test of
+        candles, history or of ``shardex up``'s whole default passes ``without=()``."""
+        extra = ("--gateways", str(gateways), *(w for name in without for w in ("--without", name)),
+                 *extra)  # fmt: skip
         if insecure:
             extra = ("--insecure", *extra)
         if redis is None:
@@ -111,7 +121,8 @@ class Cluster:
         # the admin key ``shardex up`` creates on first start (None: insecure cluster)
         self.key: Path | None = None if insecure else self.keys_dir / "admin.key"
         for attempt in range(3):  # free ports can be taken between the check and the bind
-            self.layout = self.pick_layout(shards, routers, accounts)
+            # (as started: a layout's own default is one gateway)
+            self.layout = replace(self.pick_layout(shards, routers, accounts), gateways=gateways)
             self.log_path = LOG_DIR / f"shardex-test-{self.layout.base_port}.log"
             self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
             TEST_LOGS.append(self.log_path)

@@ -49,6 +49,10 @@ MEASURED_S: dict[str, float] = {
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
+    # reshard, alone on the shared box (load 6-12): wall (CPU) 28 s (14.3, its cluster and
+    # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
+    "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
+    "test_reshard_kill.py": 12,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
@@ -60,6 +64,9 @@ MEASURED_S: dict[str, float] = {
     # listing a pair at runtime (2026-12-07, box shared): pytest wall (CPU with start-up)
     # 0.4 s (2.8), 1.5 s (3.0), 30 s (13, its `shardex up`, redis-server and a bridge restart)
     "test_listing.py": 0.5, "test_inproc_listing.py": 2, "test_listing_live.py": 30,
+    # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
+    # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
+    "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -18,6 +18,7 @@ from shardex.cli.accounts import accounts_config
 from shardex.cli.bridge import bridge_config
 from shardex.cli.candles import candles_config
 from shardex.cli.engine import engine_config
+from shardex.cli.gateway import gateway_config
 from shardex.cli.history import writer_settings
 from shardex.cli.router import router_config
 from shardex.kinds import KINDS, Plan, cluster_ports, spawns
@@ -86,7 +87,7 @@ def test_every_option_round_trips_through_argv_and_click(kind: Any) -> None:
 
 
 def _plan(tmp_path: Path, replicas: int) -> Plan:
-    layout = Layout("127.0.0.1", 21000, shards=2, routers=2, accounts=2)
+    layout = Layout("127.0.0.1", 21000, shards=2, routers=2, accounts=2, gateways=2)
     return Plan(layout, pin=False, data_dir=str(tmp_path), fsync="none",
                 redis="redis://127.0.0.1:1/0", pub_hwm=500, replicas=replicas)  # fmt: skip
 
@@ -146,6 +147,11 @@ def test_every_child_gets_the_config_its_layout_says(tmp_path: Path, replicas: i
             _engine(plan, params, index, r)
         elif kind.name == "accounts":
             _accounts(plan, params, index, r)
+        elif kind.name == "gateway":
+            gw = gateway_config(**params)
+            assert (gw.port, gw.endpoint, gw.redis_url) == \
+                (lay.gateway_port(index), lay.frontends, plan.redis)  # fmt: skip
+            assert gw.key is False and gw.keys_dir is None  # the plan is insecure: said
         elif kind.name == "candles-worker":
             got = candles_config(**params)
             assert (got.redis_url, got.metrics_port) == (plan.redis, lay.candles_metrics_port)
@@ -162,7 +168,7 @@ def test_every_child_gets_the_config_its_layout_says(tmp_path: Path, replicas: i
     engines = [f"engine.{i}{s}" for i in range(2) for s in per_shard]
     accounts = [f"accounts.{j}{s}" for j in range(2) for s in per_shard]
     assert seen == ["router", "router.1", *engines, *accounts, "bridge", "candles-worker",
-                    "history-writer"]
+                    "history-writer", "gateway", "gateway.1"]
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
@@ -195,7 +201,8 @@ def test_the_command_list_summaries_are_the_commands_own() -> None:
 @pytest.mark.parametrize(
     "argv",
     [["router"], ["engine", "--shard", "0"], ["accounts", "--shard", "0", "--shards", "1"],
-     ["bridge"], ["candles-worker"], ["redis"], ["history-writer", "--accounts", "1"]],  # fmt: skip
+     ["bridge"], ["candles-worker"], ["redis"], ["history-writer", "--accounts", "1"],
+     ["gateway"]],  # fmt: skip
     ids=lambda a: a[0],
 )
 def test_a_base_port_the_layout_cannot_have_is_one_line(argv: list[str]) -> None:
@@ -210,7 +217,7 @@ def test_build_children_runs_each_kind_as_its_shardex_command(tmp_path: Path) ->
     layout = Layout("127.0.0.1", 23000, shards=1, accounts=1)
     children = build_children(layout, None, 100, True, "DEBUG", str(tmp_path))
     names = ["redis", "router", "engine.0", "accounts.0", "bridge", "candles-worker",
-             "history-writer"]
+             "history-writer", "gateway"]
     assert [c.name for c in children] == names
     redis = children[0]
     assert redis.drop == REDIS_NOISE and redis.argv[1:3] == ["--port", str(layout.redis_port)]
@@ -257,3 +264,33 @@ def test_a_single_process_refuses_a_durability_it_cannot_keep(argv: list[str], m
     with pytest.raises(click.UsageError, match=f"--durability {mode} needs --role auto"):
         make(**params)
     assert make(**_parse([*argv, "--insecure", "--role", "single"])) is not None
+
+
+def test_a_gateway_under_honcho_serves_on_its_process_numbers_port(monkeypatch) -> None:
+    """``honcho start -c gateway=2``: gateway.1 and gateway.2 take base+86 and base+87."""
+    opts = {"host": "127.0.0.1", "base_port": 20000, "index": None, "bind": None, "port": None,
+            "endpoint": None, "redis_url": None, "markets_file": None, "depth": 25,
+            "queue": 1000, "data_dir": None, "keys_dir": None, "insecure": True}  # fmt: skip
+    monkeypatch.setenv("HONCHO_PROCESS_NAME", "gateway.2")
+    assert gateway_config(**opts).port == 20087
+    assert gateway_config(**{**opts, "index": 0}).port == 20086  # as given
+    monkeypatch.delenv("HONCHO_PROCESS_NAME")
+    assert gateway_config(**opts).port == 20086
+
+
+def test_up_without_leaves_out_only_the_named_optional_consumers(tmp_path: Path) -> None:
+    """``shardex up --without``: the candles worker and the history writer are left out (no
+    child, no port checked), everything else starts as before; anything else is refused."""
+    lay = Layout("127.0.0.1", 40000, 1, 1, 1)
+    full = Plan(lay, data_dir=str(tmp_path), keys_dir=str(tmp_path / "keys"))
+    names = [s.name for _, s in spawns(full)]
+    assert {"candles-worker", "history-writer"} <= set(names)
+    lean = Plan(lay, data_dir=str(tmp_path), keys_dir=str(tmp_path / "keys"),
+                without=frozenset({"candles-worker", "history-writer"}))  # fmt: skip
+    assert [s.name for _, s in spawns(lean)] == [
+        n for n in names if n not in ("candles-worker", "history-writer")
+    ]
+    gone = {lay.candles_metrics_port, lay.history_metrics_port}
+    assert gone <= set(cluster_ports(full)) and not gone & set(cluster_ports(lean))
+    res = CliRunner().invoke(main, ["up", "--without", "bridge"])
+    assert res.exit_code == 2 and "'bridge' is not one of" in res.output

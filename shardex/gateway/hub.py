@@ -1,0 +1,352 @@
+"""The gateway's market-data hub: Redis Streams and the engine's book reads in, frames out.
+
+One asyncio task reads every engine shard's events stream and every pair's trades stream
+(``XREAD BLOCK``, from each stream's top at start: the trades' ``prev_seq`` chain is the
+stream's own order, so it is the same across gateway restarts and gateways). A trade becomes
+one trades frame. Any other event of a pair with book subscribers marks its book dirty; one
+task per such pair reads the engine's book (``OP_BOOK``, atomic at a seq) and publishes the
+``BookFeed``'s delta. Every message is encoded once and the same string is queued to every
+subscriber (``Conn.push``). Heartbeats (1 s, with a counter) and tickers (1 s) too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardex.engine import Market
+from shardex.gateway import metrics as m
+from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
+from shardex.gateway.messages import error
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.wire.codes import GATEWAY_UNAVAILABLE
+
+log = logging.getLogger("shardex.gateway")
+EVENTS_PREFIX, TRADES_PREFIX = "shardex:events:", "shardex:trades:"
+REPLAY_MAX = 10_000  # trades a resume may replay; older: resumed false (a gap, said)
+REPLAY_PAGE = 500
+DISCOVER_EVERY = 5.0  # seconds between looks for new engine shards' events streams
+
+
+def encode(msg: Mapping[str, Any]) -> str:
+    """The one encoding of a message (compact JSON; every subscriber gets these bytes)."""
+    return json.dumps(msg, separators=(",", ":"))
+
+
+@dataclass
+class Sub:
+    """One subscription of one connection: ``live`` False while a book waits for its
+    resync (or a trades replay runs: live frames wait in ``held``); ``last``: the seq of the
+    last message sent on it."""
+
+    channel: str
+    symbol: str
+    live: bool = True
+    last: int | None = None
+    held: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Conn:
+    """One WebSocket client: its subscriptions and its bounded queue (``Outbox``)."""
+
+    def __init__(self, outbox: Outbox, close: Callable[[], Awaitable[None]]) -> None:
+        self.outbox = outbox
+        self.subs: dict[tuple[str, str], Sub] = {}
+        self.wake = asyncio.Event()
+        self._close = close
+        self.closed = False
+
+    def push(self, frame: str, channel: str) -> bool:
+        """Queue one shared frame; on falling behind, the resync notices (or the close)."""
+        verdict = self.outbox.offer(frame, time.monotonic())
+        if verdict == OK:
+            m.FRAMES.labels(channel).inc()
+            m.BYTES.labels(channel).inc(len(frame))
+            self.wake.set()
+            return True
+        if verdict == BEHIND:
+            self.fell_behind()
+        elif verdict == CLOSE and not self.closed:
+            self.closed = True
+            m.SLOW_CLOSES.inc()
+            asyncio.get_running_loop().create_task(self._close())
+        return False
+
+    def control(self, msg: Mapping[str, Any]) -> None:
+        self.outbox.control(encode(msg))
+        self.wake.set()
+
+    def fell_behind(self) -> None:
+        """Everything queued was dropped: each subscription is told how to resync."""
+        for sub in self.subs.values():
+            sub.live = sub.channel != "book"  # trades/ticker keep flowing after the notice
+            m.RESYNCS.labels(sub.channel, "slow").inc()
+            self.control({"type": "resync_required", "channel": sub.channel,
+                          "symbol": sub.symbol, "last_seq": sub.last, "code": 123,
+                          "name": "slow_client"})  # fmt: skip
+
+
+class Hub:
+    """Subscribers per (channel, symbol), the book feeds and the stream positions."""
+
+    def __init__(self, r: Any, book: Callable[[str, int], Awaitable[dict[str, Any]]],
+                 markets: Mapping[str, Market], depth: int = DEFAULT_DEPTH,
+                 shards: Callable[[], Awaitable[int]] | None = None) -> None:  # fmt: skip
+        self.r = r  # redis.asyncio, decode_responses=True
+        self.read_book = book
+        self.shard_count = shards  # the engine shards (whose events streams to read)
+        self.markets = markets
+        self.depth = depth
+        self.subs: dict[tuple[str, str], set[Conn]] = {}
+        self.feeds: dict[str, BookFeed] = {}
+        self.snap: dict[str, tuple[int | None, str]] = {}  # symbol → (seq, encoded snapshot)
+        self.dirty: set[str] = set()
+        self.reading: dict[str, asyncio.Task[None]] = {}
+        self.first: dict[str, asyncio.Future[None]] = {}  # a book's first read, in flight
+        self.pos: dict[str, str] = {}  # stream key → last id read
+        self.trade_seq: dict[str, int | None] = {}
+        self.beats = 0
+        self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
+        self.redis_ok = False
+        self.cluster_ok = False
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def add(self, conn: Conn, sub: Sub) -> None:
+        conn.subs[(sub.channel, sub.symbol)] = sub
+        self.subs.setdefault((sub.channel, sub.symbol), set()).add(conn)
+        m.SUBSCRIPTIONS.labels(sub.channel).set(len(self.subs[(sub.channel, sub.symbol)]))
+        self._count()
+
+    def remove(self, conn: Conn, channel: str, symbol: str) -> bool:
+        sub = conn.subs.pop((channel, symbol), None)
+        self.subs.get((channel, symbol), set()).discard(conn)
+        if channel == "book" and not self.subs.get((channel, symbol)):
+            # nobody follows it: its feed would go stale; the next subscriber reads afresh
+            self.feeds.pop(symbol, None)
+            self.snap.pop(symbol, None)
+        self._count()
+        return sub is not None
+
+    def drop(self, conn: Conn) -> None:
+        for channel, symbol in list(conn.subs):
+            self.remove(conn, channel, symbol)
+
+    def _count(self) -> None:
+        for ch in ("book", "trades", "ticker"):
+            m.SUBSCRIPTIONS.labels(ch).set(
+                sum(len(c) for (k, _), c in self.subs.items() if k == ch))
+
+    async def subscribe_book(self, conn: Conn, symbol: str) -> None:
+        """The symbol's current snapshot (read first if the gateway has none), then deltas;
+        an error (and no subscription) when the engine cannot be read."""
+        if self.feeds.get(symbol) is None or self.feeds[symbol].seq is None:
+            self.feeds.setdefault(symbol, BookFeed(symbol, self.depth))
+            first = self.first.get(symbol)
+            if first is None:  # one read for every subscriber that comes meanwhile (a
+                # restarted gateway's clients all resubscribe at once: no storm on the engine)
+                first = self.first[symbol] = asyncio.ensure_future(self.refresh(symbol))
+                first.add_done_callback(lambda _: self.first.pop(symbol, None))
+            await asyncio.shield(first)
+        feed = self.feeds.get(symbol)
+        if feed is None or feed.seq is None:
+            if not self.subs.get(("book", symbol)):
+                self.feeds.pop(symbol, None)
+            conn.control(error(GATEWAY_UNAVAILABLE, "the book cannot be read now: try again"))
+            return
+        seq, frame = self.snap.get(symbol, (None, ""))
+        if seq != feed.seq or not frame:
+            frame = encode(feed.snapshot())
+            self.snap[symbol] = (feed.seq, frame)
+        self.add(conn, Sub("book", symbol, last=feed.seq))  # same step as the snapshot: no gap
+        conn.push(frame, "book")
+
+    async def subscribe_trades(self, conn: Conn, symbol: str, since: int | None) -> None:
+        """Live trades from now (the ack says the seq they continue), or from ``since``
+        (exclusive): a replay from the stream, then live, with no gap and no overlap."""
+        top = self.trade_seq.get(symbol)
+        if since is None:
+            self.add(conn, Sub("trades", symbol, last=top))
+            conn.control({"type": "subscribed", "channel": "trades", "symbol": symbol,
+                          "seq": top})  # fmt: skip
+            return
+        sub = Sub("trades", symbol, live=False, last=since)
+        self.add(conn, sub)
+        resumed, sent = await self.replay(conn, symbol, sub, since)
+        conn.control({"type": "subscribed", "channel": "trades", "symbol": symbol,
+                      "from_seq": since, "resumed": resumed, "replayed": sent})  # fmt: skip
+        for seq, frame in sub.held:
+            if sub.last is None or seq > sub.last:
+                conn.push(frame, "trades")
+                sub.last = seq
+        sub.held.clear()
+        sub.live = True
+
+    async def replay(self, conn: Conn, symbol: str, sub: Sub, since: int) -> tuple[bool, int]:
+        """Send the stream's trades after ``since``; resumed False when ``since`` is not in
+        the stream (trimmed, or never a trade's seq): the client knows there may be a gap."""
+        key, start, resumed, sent = TRADES_PREFIX + symbol, f"{since}-0", False, 0
+        first = True
+        while sent < REPLAY_MAX:
+            page = await self.r.xrange(key, min=start, max="+", count=REPLAY_PAGE)
+            if first:
+                resumed = bool(page) and page[0][0] == f"{since}-0"
+                sub.last = since if resumed else None  # the first one's prev_seq: unknown
+                first = False
+            page = [e for e in page if e[0] != start]
+            if not page:
+                break
+            for entry_id, fields in page:
+                seq = int(entry_id.split("-")[0])
+                conn.push(encode(trade_msg(symbol, seq, sub.last, fields)), "trades")
+                sub.last, sent = seq, sent + 1
+            start = page[-1][0]
+        # more than REPLAY_MAX behind: the trades after the replay's last are not all sent (the
+        # next one's prev_seq shows where): said, not silent
+        return resumed and sent < REPLAY_MAX, sent
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def publish(self, channel: str, symbol: str, frame: str, seq: int | None = None) -> None:
+        for conn in list(self.subs.get((channel, symbol), ())):
+            sub = conn.subs.get((channel, symbol))
+            if sub is None:
+                continue
+            if not sub.live:
+                if channel == "trades" and seq is not None:
+                    sub.held.append((seq, frame))
+                continue
+            if conn.push(frame, channel) and seq is not None:
+                sub.last = seq
+
+    async def refresh(self, symbol: str) -> None:
+        """Read the engine's book of ``symbol`` and publish what changed."""
+        feed = self.feeds.get(symbol)
+        if feed is None:
+            return
+        try:
+            book = await self.read_book(symbol, self.depth)
+            self.cluster_ok = True
+        except Exception as exc:  # noqa: BLE001 - the cluster may be away: said, retried
+            self.cluster_ok = False
+            log.warning("book %s: %s", symbol, exc)
+            return
+        m.BOOK_READS.inc()
+        if self.feeds.get(symbol) is not feed:
+            return  # its last subscriber left while the read was in flight
+        if "error" in book or "seq" not in book:
+            log.warning("book %s: %s", symbol, book.get("error"))
+            return
+        lv = [[(str(p), str(q)) for p, q, _ in book[s]] for s in ("bids", "asks")]
+        msg = feed.update(int(book["seq"]), int(book.get("shard", 0)), lv[0], lv[1])
+        if msg is None:
+            return
+        frame = encode(msg)
+        if msg["type"] == "snapshot":
+            self.snap[symbol] = (feed.seq, frame)
+        self.publish("book", symbol, frame, feed.seq)
+
+    def mark(self, symbol: str) -> None:
+        """A book event of ``symbol``: read its book again (one read in flight per pair)."""
+        if symbol not in self.feeds:  # (a feed exists while someone subscribes or follows)
+            return
+        self.dirty.add(symbol)
+        if symbol not in self.reading:
+            self.reading[symbol] = asyncio.get_running_loop().create_task(self._reader(symbol))
+
+    async def _reader(self, symbol: str) -> None:
+        try:
+            while symbol in self.dirty:
+                self.dirty.discard(symbol)
+                await self.refresh(symbol)
+        finally:
+            self.reading.pop(symbol, None)
+
+    def resync(self, conn: Conn, symbol: str) -> None:
+        """A book subscriber asking again: the current snapshot, deltas from it."""
+        feed = self.feeds.get(symbol)
+        sub = conn.subs.get(("book", symbol))
+        if feed is None or sub is None or feed.seq is None:
+            return
+        m.RESYNCS.labels("book", "client").inc()
+        seq, frame = self.snap.get(symbol, (None, ""))
+        if seq != feed.seq:
+            frame = encode(feed.snapshot())
+            self.snap[symbol] = (feed.seq, frame)
+        sub.live, sub.last = True, feed.seq
+        conn.push(frame, "book")
+
+    # -- the streams ----------------------------------------------------------------------------
+
+    async def start_positions(self) -> None:
+        """Each trades stream's top (the first live trade's prev_seq) and every events
+        stream's, so nothing before the gateway started is taken as new."""
+        for symbol in self.markets:
+            key = TRADES_PREFIX + symbol
+            top = await self.r.xrevrange(key, "+", "-", count=1)
+            self.pos[key] = top[0][0] if top else "0-0"
+            self.trade_seq[symbol] = int(top[0][0].split("-")[0]) if top else None
+        await self.discover()
+
+    async def discover(self) -> None:
+        """The events stream of every engine shard the cluster has (asked again every few
+        seconds: a cluster that grows is followed)."""
+        try:
+            n = await self.shard_count() if self.shard_count else 0
+            self.cluster_ok = True
+        except Exception as exc:  # noqa: BLE001 - the cluster away: the trades still flow
+            self.cluster_ok = False
+            log.warning("shard count: %s", exc)
+            return
+        for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
+            if key not in self.pos:
+                top = await self.r.xrevrange(key, "+", "-", count=1)
+                self.pos[key] = top[0][0] if top else "0-0"
+
+    async def step(self, block_ms: int = 1000) -> int:
+        """One XREAD over every stream; the entries handled."""
+        resp = await self.r.xread(dict(self.pos), count=1000, block=block_ms)
+        self.redis_ok = True
+        n = 0
+        for key, entries in resp or ():
+            self.pos[key] = entries[-1][0]
+            n += len(entries)
+            if key.startswith(TRADES_PREFIX):
+                self.trades(key.removeprefix(TRADES_PREFIX), entries)
+            else:
+                for _, f in entries:
+                    if f.get("ev") != "rejected" and "symbol" in f:
+                        self.mark(f["symbol"])
+        return n
+
+    def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            seq = int(entry_id.split("-")[0])
+            frame = encode(trade_msg(symbol, seq, self.trade_seq.get(symbol), fields))
+            self.trade_seq[symbol] = seq
+            self.publish("trades", symbol, frame, seq)
+
+    def heartbeat(self) -> None:
+        """One heartbeat to every connection: its counter tells a client one was missed."""
+        self.beats += 1
+        frame = encode({"type": "heartbeat", "counter": self.beats,
+                        "ts": int(time.time() * 1000)})  # fmt: skip
+        for conn in list(self.conns):
+            conn.push(frame, "heartbeat")
+
+
+def trade_msg(symbol: str, seq: int, prev: int | None, f: Mapping[str, str]) -> dict[str, Any]:
+    """A trades-stream entry → the trades channel's message (decimal strings as stored)."""
+    return {"channel": "trades", "symbol": symbol, "seq": seq, "prev_seq": prev,
+            "trade_id": _int(f.get("trade_id")), "price": f.get("price"),
+            "qty": f.get("qty"), "side": f.get("taker_side"),
+            "ts": _int(f.get("ts"))}  # fmt: skip
+
+
+def _int(raw: Any) -> int | None:
+    return int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 20 else None

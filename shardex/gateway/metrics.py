@@ -1,0 +1,29 @@
+"""The gateway's Prometheus metrics (served on its own HTTP port at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shardex.metrics import LATENCY_BUCKETS
+
+CONNECTIONS = Gauge("shardex_gateway_connections", "Open WebSocket connections")
+CONNECTS = Counter("shardex_gateway_connects_total", "WebSocket connections accepted")
+SUBSCRIPTIONS = Gauge("shardex_gateway_subscriptions", "Live subscriptions", ["channel"])
+FRAMES = Counter("shardex_gateway_frames_total", "Frames queued to clients", ["channel"])
+BYTES = Counter("shardex_gateway_bytes_total", "Bytes of the frames queued to clients",
+                ["channel"])  # fmt: skip
+QUEUE_DEPTH = Gauge("shardex_gateway_queue_depth",
+                    "Frames queued to clients, all connections (at the last sample)")  # fmt: skip
+QUEUE_MAX = Gauge("shardex_gateway_queue_depth_max",
+                  "The fullest client queue, in frames (at the last sample)")  # fmt: skip
+RESYNCS = Counter("shardex_gateway_resyncs_total",
+                  "resync_required sent (why=slow) or resyncs a client asked for (why=client)",
+                  ["channel", "why"])  # fmt: skip
+SLOW_CLOSES = Counter("shardex_gateway_slow_closes_total",
+                      "Connections closed because they kept falling behind")  # fmt: skip
+ERRORS = Counter("shardex_gateway_errors_total", "JSON errors answered, by code name", ["name"])
+BOOK_READS = Counter("shardex_gateway_book_reads_total", "Book reads (OP_BOOK) of the engine")
+HTTP = Counter("shardex_gateway_http_requests_total", "HTTP requests", ["route", "status"])
+UP = Gauge("shardex_gateway_redis_up", "1 when the last Redis read succeeded")
+HTTP_SECONDS = Histogram("shardex_gateway_http_seconds", "HTTP request handling time, by route",
+                         ["route"], buckets=LATENCY_BUCKETS)  # fmt: skip

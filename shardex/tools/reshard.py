@@ -1,0 +1,80 @@
+"""``shardex reshard --shards N``'s coordinator: the plan (``shardex.placement.reshard``) carried
+out one pair at a time by the live mover (``shardex.tools.mover.move_pair``).
+
+The plan is made from the newest map the cluster knows (the placement store's, or the one the
+router routes by), so a reshard killed at any point is run again and continues: a move the map
+records as in progress is finished first, every step of a move is decided from what the shards
+say now, and pairs already where they belong are not touched. One move at a time keeps each
+pair's pause short and the rest of the cluster serving.
+
+Why it does not start or stop shard processes: the routers, the bridge and the account shards
+are started for a fixed engine shard count (router slots, event subscriptions, forward chains),
+so a process count change is a restart (``shardex up --shards R``, which keeps every book where
+its journal is); ``reshard`` spreads the pairs over N of the R running processes, live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shardex.client import AsyncClient
+from shardex.placement.core import PlacementMap
+from shardex.placement.reshard import ReshardPlan, describe, plan
+from shardex.placement.store import Store
+from shardex.tools.move_map import newest
+from shardex.tools.mover import MoveError, move_pair
+
+Say = Callable[[str], None]
+
+
+async def current(client: AsyncClient, store: Store | None) -> tuple[PlacementMap, list[str]]:
+    """The newest map (the store's or the router's) and the cluster's pairs."""
+    await client._ready(markets=True)  # (the SDK's connection set-up, and the market table)
+    info = await client.topology()
+    found = [info.get("placement") if isinstance(info, dict) else None]
+    if store is not None:
+        stored = store.load()
+        found.append(None if stored is None else stored.to_wire())
+    pmap = newest(found)
+    if pmap is None:
+        raise MoveError("the router did not say which placement map it routes by")
+    return pmap, sorted(client.markets)
+
+
+async def reshard(
+    client: AsyncClient, n: int, say: Say = print, store: Store | None = None,
+    dry_run: bool = False,
+) -> ReshardPlan:  # fmt: skip
+    """Place every pair at its default over ``n`` shards, one live move at a time, saying each
+    step; the plan it carried out (``dry_run``: only said)."""
+    pmap, symbols = await current(client, store)
+    p = plan(pmap, symbols, n)
+    for line in describe(p):
+        say(line)
+    if dry_run or not p.moves:
+        return p
+    t0 = time.perf_counter()
+    total = len(p.moves)
+    for k, m in enumerate(p.moves, 1):
+        say(f"[{k}/{total}] {m.symbol}: shard {m.source} -> shard {m.target}")
+        await move_pair(client, m.symbol, m.target, say=lambda line: say(f"    {line}"),
+                        store=store, shards=p.processes)  # fmt: skip
+    idle = ", ".join(map(str, p.emptied)) or "none"
+    say(f"resharded to {n} shard(s): {total} move(s) in {time.perf_counter() - t0:.1f} s; "
+        f"shards holding no pair: {idle}")
+    return p
+
+
+def after_plan(p: ReshardPlan) -> dict[str, Any]:
+    """The plan as plain data (``--json``)."""
+    return {
+        "shards": p.shards,
+        "processes": p.processes,
+        "version": p.version,
+        "moves": [{"symbol": m.symbol, "from": m.source, "to": m.target, "resumed": m.resumed}
+                  for m in p.moves],  # fmt: skip
+        "after": {i: list(pairs) for i, pairs in enumerate(p.after)},
+        "emptied": p.emptied,
+    }
