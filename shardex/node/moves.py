@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.engine.listing import SYMBOL_RE
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
@@ -164,8 +165,9 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
     symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3) else None
-    if type(symbol) is not str or symbol not in core.markets:
-        return read_error(MALFORMED, "pair: expected (op, known symbol[, with state])")
+    if type(symbol) is not str or not (symbol in core.markets or SYMBOL_RE.fullmatch(symbol)):
+        # (a pair listed at runtime is known on its shard only: elsewhere it is a symbol)
+        return read_error(MALFORMED, "pair: expected (op, symbol[, with state])")
     engine = core.engine
     out: dict[str, Any] = {"symbol": symbol, "shard": core.index, "seq": engine.seq}
     moved = engine.moved.get(symbol)

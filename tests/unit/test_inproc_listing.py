@@ -18,6 +18,7 @@ from shardex.client import AsyncClient, audit_report
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
 from shardex.tools.list_pin import pin_new_pair
+from shardex.tools.mover import move_pair
 from tests.support.inproc import plan, run
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,5 +118,30 @@ def test_list_a_pair_pinned_to_a_shard() -> None:
             await cl.until(_balance(c, BO, "SOL", (D("2"), D("1"))), what="the sell held")
             books = cl.engines[target].core.engine.books
             await cl.until(lambda: sym in books and "e1" in books[sym].orders, what="e1 rests")
+
+    run(plan(2, accounts=2), body)
+
+
+def test_a_listed_pair_moves_with_its_definition() -> None:
+    """A live move of a listed pair: the target shard never saw the listing; the pair's state
+    carries its definition, so the target adopts the book and serves it (an order resting
+    before the move trades after it)."""
+    sym = "ADA-EUR"
+    source = default_owner(sym, 2)
+
+    async def body(cl: InProcCluster) -> None:
+        async with cl.client(timeout=10.0) as c:
+            assert (await c.list_market(sym, {"tick": "0.0001", "lot": "1"}))["ok"]
+            assert (await c.deposit(BO, "ADA", "100", ref="d-ada")).ok
+            assert (await c.deposit(AL, "EUR", "100", ref="d-eur")).ok
+            assert (await c.place(sym, "sell", "10", "0.5", account=BO, id="m1")).ok
+            books = cl.engines[source].core.engine.books
+            await cl.until(lambda: sym in books and "m1" in books[sym].orders, what="m1 rests")
+            await move_pair(c, sym, 1 - source, say=lambda line: None, shards=2)
+            assert (await c.market_rules())[sym]["shard"] == 1 - source
+            assert (await c.place(sym, "buy", "4", "0.5", account=AL, id="m2")).ok
+            await cl.until(_balance(c, AL, "ADA", (D("4"), D(0))), what="m2 traded m1")
+            lines, ok = audit_report(await c.audit())
+            assert ok, lines
 
     run(plan(2, accounts=2), body)
