@@ -20,6 +20,7 @@ import gc
 import importlib
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -33,7 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shardex.config import load_markets  # noqa: E402
 from shardex.engine import Engine, implementation  # noqa: E402
-from shardex.engine.codes import EV_TRADE  # noqa: E402
+from shardex.engine.codes import (  # noqa: E402
+    BUY,
+    EV_TRADE,  # noqa: E402
+    EV_TRIGGERED,
+    GTC,
+    IOC,
+    LIMIT,
+    OP_NEW,
+    STOP_LIMIT,
+    STOP_MARKET,
+    TAKE_PROFIT,
+    TAKE_PROFIT_LIMIT,
+)
 from shardex.metrics import ShardStats  # noqa: E402
 from shardex.tools.workload import Workload  # noqa: E402
 from shardex.wire.protocol import command_from_json_line  # noqa: E402
@@ -46,7 +59,29 @@ def build(args, markets):
         return [], cmds
     wl = Workload(symbols=args.symbols.split(","), seed=args.seed, markets=markets)
     warm = wl.warmup(args.depth)
-    return warm, wl.take(args.commands)
+    cmds = wl.take(args.commands)
+    return warm, with_stops(cmds, args.stops, args.seed) if args.stops else cmds
+
+
+def with_stops(cmds: list, share: float, seed: int) -> list:
+    """The stream with ``share`` of its GTC limit news turned into stop / take-profit orders of
+    the same id, side and qty, triggers 1..5 ticks from the order's price on the side where
+    they wait (a quarter of each type; the market kinds ioc). The workload's later cancels and
+    amends of those ids then meet pending (or triggered) orders, as a real stream's would."""
+    rng = random.Random(seed)
+    out = []
+    for cmd in cmds:
+        if cmd[0] != OP_NEW or cmd[5] != LIMIT or cmd[8] != GTC or rng.random() >= share:
+            out.append(cmd)
+            continue
+        otype = rng.choice((STOP_MARKET, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT))
+        side, price = cmd[4], cmd[6]
+        up = (otype in (STOP_MARKET, STOP_LIMIT)) == (side == BUY)
+        trigger = price + rng.randrange(1, 6) * (1 if up else -1)
+        market = otype in (STOP_MARKET, TAKE_PROFIT)
+        head = (*cmd[:5], otype, None if market else price, cmd[7], IOC if market else GTC)
+        out.append((*head, False, cmd[10], None, {"trigger": max(1, trigger)}))
+    return out
 
 
 def timed(markets, warm, cmds, with_metrics: bool):
@@ -189,6 +224,7 @@ def run(args) -> dict:
         "seconds": round(best, 4),
         "commands_per_s": round(len(cmds) / best),
         "trades": trades,
+        "triggered": sum(1 for e in out if e[0] == EV_TRIGGERED),
         "events": len(out),
         "resting_after": resting,
         "p50_us": round(hist.get_value_at_percentile(50) / 1000, 2),
@@ -206,6 +242,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3, help="throughput runs; the best is kept")
     p.add_argument("--input", help="JSON-lines command file instead of the generated stream")
+    p.add_argument(
+        "--stops",
+        type=float,
+        default=0.0,
+        help="share of the generated GTC limit orders sent as stop / take-profit orders "
+        "(e.g. 0.1)",
+    )
     p.add_argument("--markets", help="markets TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

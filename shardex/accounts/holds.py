@@ -20,6 +20,7 @@ from shardex.accounts.ledger import (
     account_shard_for,
     required,
 )
+from shardex.accounts.triggers import split_stop, stop_forward
 from shardex.engine.codes import (
     BUY,
     FOK,
@@ -36,17 +37,17 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_SYMBOL,
     REJ_WRONG_SHARD,
 )
-from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID, NEW_OPTS
+from shardex.wire.layouts import CMD_ACCOUNT, CMD_ID
 
 
 class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 
     def _new(self, cmd: Any, out: list[tuple]) -> None:
-        if len(cmd) not in (12, 13):  # (13: with the order's options map, for the engine)
-            return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), "new: expected 12 fields",
-                                REJ_MALFORMED, out)  # fmt: skip
-        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = cmd[:12]
+        plain, stop = split_stop(cmd)  # (a stop / take-profit is held as the order it becomes)
+        if plain is None:
+            return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), *stop, out)
+        _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = plain
         refused = self._order_gate(symbol, oid, account)
         if refused:
             return self._reject(account, oid, *refused, out)
@@ -98,9 +99,8 @@ class Holds(Ledger):
         else:
             mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
-        fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp,
-               *_options(cmd))  # fmt: skip
-        o.opened = self._forward(symbol, fwd, out)
+        fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
+        o.opened = self._forward(symbol, stop_forward(fwd, stop), out)
         return None
 
     def _amend(self, cmd: Any, out: list[tuple]) -> None:
@@ -193,11 +193,6 @@ def _budget_cap(pair: Pair, qty: int, budget: int, taker_bps: int | None = None)
     while p > 0 and cost(p) > budget:
         p -= 1
     return p
-
-
-def _options(cmd: tuple) -> tuple:
-    """The engine's tail of a forwarded new order with options: (no budget, the map); ()."""
-    return (None, cmd[NEW_OPTS]) if len(cmd) > NEW_OPTS else ()
 
 
 def _new_refusal(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Mapping
 from decimal import Decimal
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
 
@@ -94,11 +94,19 @@ def account_orders(by_account: Index, account: str, table: AssetTable) -> dict[s
 
 
 def book_rows(book: Any, offset: int, limit: int = PAGE) -> list[list[Any]]:
-    """Up to ``limit`` live orders of an engine ``Book`` from ``offset``."""
+    """Up to ``limit`` live orders of an engine ``Book`` from ``offset``: its resting orders,
+    then its pending stop / take-profit orders (held like any other; ``book_total``)."""
+    pending = book.stops.orders.values() if book.stops is not None else ()
+    first = max(0, offset)
     return [
         [o.account, book.symbol, o.id, o.side, o.qty, o.price]
-        for o in islice(book.orders.values(), max(0, offset), max(0, offset) + limit)
+        for o in islice(chain(book.orders.values(), pending), first, first + limit)
     ]
+
+
+def book_total(book: Any) -> int:
+    """How many rows ``book_rows`` pages through."""
+    return len(book.orders) + (len(book.stops.orders) if book.stops is not None else 0)
 
 
 def _key(row: list[Any]) -> tuple[Any, Any, Any]:

@@ -68,7 +68,7 @@ from shardex.tools.workload import DEFAULT_MIX_TEXT
     "--mix",
     default=DEFAULT_MIX_TEXT,
     show_default=True,
-    help="Weights of limit/ioc/market/cancel/amend.",
+    help="Weights of limit/ioc/market/cancel/amend (and stop: stop / take-profit orders).",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--direct", is_flag=True, help="Send straight to the shards (skip the router).")

@@ -193,10 +193,12 @@ class ClientCore(Replies, FateDecisions, Topology):
         id: str | None = None,  # noqa: A002
         account: str | None = None,
         expire: int | datetime | None = None,
+        trigger: Decimal | str | int | None = None,
     ) -> dict[str, Any]:
         """Build a ``new`` command dict (does not send it); type defaults from ``price``.
         ``expire`` (ms since the Unix epoch, UTC, or an aware datetime) makes it tif ``gtd``
-        unless ``tif`` says otherwise."""
+        unless ``tif`` says otherwise. ``trigger``: the trigger price of a ``stop_market``,
+        ``stop_limit``, ``take_profit`` or ``take_profit_limit`` type (docs/orders.md)."""
         cmd: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -217,6 +219,8 @@ class ClientCore(Replies, FateDecisions, Topology):
         if expire is not None:
             cmd["expire"] = expire_ms(expire)
             cmd.setdefault("tif", "gtd")
+        if trigger is not None:
+            cmd["trigger"] = _money(trigger, "trigger")
         return cmd
 
     def _cancel_all_cmds(self, symbol: str | None, account: str | None,

@@ -27,9 +27,11 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     OP_REJECT,
     REJ_MALFORMED,
     SIDES,
+    TYPES,
     Command,
 )
 from shardex.wire.errors import result_error
@@ -46,6 +48,7 @@ from shardex.wire.protocol import (
     STATE_CANCELLED,
     STATE_FILLED,
     STATE_LIVE,
+    STATE_PENDING,
     STATE_UNKNOWN,
     event_to_json,
 )
@@ -73,10 +76,11 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_AMENDED: "iissii",
     EV_MOVED: "iisiii",
     EV_ADOPTED: "iisiiii",
+    EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
     EV_MARKET: "iissiii",
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
 }
-_NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED)
+_NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 
 
 def _item(seq: Any, i: int) -> Any:
@@ -160,7 +164,7 @@ class Replies:
                 "(client and cluster disagree on markets)"
             )
         d = event_to_json(tuple(ev), self.markets)
-        for k in ("price", "qty"):
+        for k in ("price", "qty", "last", "trigger"):  # (the last two: a triggered event's)
             if k in d:
                 d[k] = Decimal(d[k])
         return d
@@ -239,7 +243,7 @@ class Replies:
         if "error" in raw:
             raise _failed("order status", result_error(raw))
         state = raw.get("state")
-        if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
+        if state not in (STATE_LIVE, STATE_PENDING, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: state {str(state)[:20]!r}")
         out: dict[str, Any] = {"state": state}
         for k in ("symbol", "id"):
@@ -255,7 +259,9 @@ class Replies:
         if m is None:
             raise ShardexError(f"order status: symbol {out['symbol'][:32]!r} not in market table")
         try:
-            if state == STATE_LIVE:
+            if state == STATE_PENDING:  # (a stop's type and trigger, then what a live one has)
+                out.update(_pending_terms(raw, m))
+            if state in (STATE_LIVE, STATE_PENDING):
                 side, price, qty = raw["side"], raw["price"], raw["qty"]
                 if side not in (0, 1) or type(side) is not int or not _is_int(qty):
                     raise _Malformed("side/qty")
@@ -288,3 +294,11 @@ class Replies:
         except (_Malformed, KeyError) as exc:
             raise _bad_reply(f"order status: {MALFORMED_PREFIX}: bad {exc}") from None
         return out
+
+
+def _pending_terms(raw: dict[str, Any], m: Market) -> dict[str, Any]:
+    """A pending stop / take-profit order's type name and trigger price (Decimal)."""
+    otype, trigger = raw["type"], raw["trigger"]
+    if type(otype) is not int or otype not in range(len(TYPES)) or not _is_int(trigger):
+        raise _Malformed("type/trigger")
+    return {"type": TYPES[otype], "trigger": Decimal(m.price_str(trigger))}

@@ -14,7 +14,13 @@ from shardex.client.errors import _MAX_REASON, _kept, _malformed
 from shardex.engine.codes import OP_AMEND, OP_CANCEL, OP_NEW, Command
 from shardex.wire.errors import ErrorText
 from shardex.wire.layouts import AMEND_PRICE, AMEND_QTY, CMD_OP
-from shardex.wire.protocol import STATE_CANCELLED, STATE_FILLED, STATE_LIVE, STATE_UNKNOWN
+from shardex.wire.protocol import (
+    STATE_CANCELLED,
+    STATE_FILLED,
+    STATE_LIVE,
+    STATE_PENDING,
+    STATE_UNKNOWN,
+)
 
 EXECUTED, NOT_EXECUTED, UNKNOWN = "executed", "not executed", "unknown"
 Fate = tuple[str, dict[str, Any] | None]  # (executed / not executed / unknown, status)
@@ -116,7 +122,7 @@ def fate_from_state(cmd: Command, status: Mapping[str, Any]) -> str:
     with the asked qty and price → executed, else not executed. Anything unreadable → unknown.
     """
     state = status.get("state") if isinstance(status, Mapping) else None
-    if state not in (STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
+    if state not in (STATE_LIVE, STATE_PENDING, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN):
         return UNKNOWN
     op = cmd[CMD_OP]
     if op == OP_NEW:

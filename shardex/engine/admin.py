@@ -100,7 +100,7 @@ def rules_of(book: Any) -> Rules:
 def reference_price(book: Any) -> int:
     """The price a band is measured from, in ticks (0: none, no band applies). The pair's last
     trade price today; an index price feed replaces this function's answer."""
-    return book.last_price
+    return book.last
 
 
 def new_refusal(book: Any, gate: Rules, otype: int, price: Any, qty: int) -> Refusal | None:

@@ -144,8 +144,9 @@ class Book:
         "trade_id",
         "accepted",
         "cancelled",
-        "last_price",
+        "last",
         "gate",
+        "stops",
     )
 
     def __init__(self, symbol: str, market: Market) -> None:
@@ -166,10 +167,14 @@ class Book:
         # this process did, like any Prometheus counter).
         self.accepted = 0
         self.cancelled = 0
-        # the price of the pair's last trade (ticks; 0: none yet): the price band's reference
-        self.last_price = 0
+        # the price of the pair's last trade (ticks; 0: none yet): the stops' trigger and the
+        # price band's reference
+        self.last = 0
         # the pair's rules (``shardex.engine.admin.Rules``): None while it is open, no limits
         self.gate: Any = None
+        # its pending stop / take-profit orders (a ``shardex.engine.stops.TriggerBook``, None
+        # until the first; part of the pair's state: ``stops.save``)
+        self.stops: Any = None
 
     @property
     def prev(self) -> dict[str, Finished]:
@@ -254,8 +259,8 @@ class Book:
                         )
             sides.append(orders)
         state: dict[str, Any] = {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
-        if self.last_price:  # (left out before the first trade: older readers never see it)
-            state["last"] = self.last_price
+        if self.last:  # (left out before the first trade: older readers never see it)
+            state["last"] = self.last
         return state
 
     def restore(self, state: Mapping[str, Any], since: int = 0) -> None:
@@ -273,7 +278,7 @@ class Book:
         last = state.get("last", 0)
         if type(last) is not int or last < 0:
             raise ValueError(f"book {self.symbol}: bad last price {last!r}")
-        self.last_price = last
+        self.last = last
         market = self.market
         max_price = getattr(market, "max_price_ticks", None)
         max_qty = getattr(market, "max_qty_lots", None)

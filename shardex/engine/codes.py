@@ -3,6 +3,9 @@
 Commands (tuples, position = meaning):
 
 * ``(OP_NEW, symbol, id, account, side, type, price|None, qty, tif, post_only, stp)``
+* a new order with options: OP_NEW's 11 fields, then ``budget`` (None: budgets are the
+  account tier's) and ``opts``, a map of str keys (``"trigger"``: the trigger price in ticks of
+  a stop / take-profit type, ``shardex.engine.stops``)
 * ``(OP_CANCEL, symbol, id, account)``
 * a new order with options: ``OP_NEW``'s 11 fields, then ``budget|None`` and ``opts`` (13), a
   map with str keys; ``"expire"`` (ms of exchange time) for tif ``GTD`` (``shardex.engine.expiry``)
@@ -37,6 +40,8 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
   trade id, its resting orders): from here on this shard answers it with ``moving``
 * ``(EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)`` — the pair was adopted
   with the state the hand-off at ``from seq`` of ``from shard`` took
+* ``(EV_TRIGGERED, seq, symbol, id, last, trigger)`` — a pending stop / take-profit order's
+  trigger was reached at last trade price ``last``: its matching events follow
 * ``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)`` — the pair's state
   (``open|halted|cancel_only|delisted``) and limits from here on (0: no limit); a delisting's
   cancels (reason ``delist``) follow it
@@ -72,20 +77,24 @@ OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
 BUY, SELL = 0, 1
 LIMIT, MARKET = 0, 1
+# triggered types (``shardex.engine.stops``): wait in the pair's trigger book for its last trade
+# price, then enter matching as a market (STOP_MARKET, TAKE_PROFIT) or limit order
+STOP_MARKET, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT = 2, 3, 4, 5
 GTC, IOC, FOK = 0, 1, 2
 GTD, DAY = 3, 4  # rest like gtc until an expire time (gtd: given; day: the UTC day's end)
 STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
 EV_MOVED, EV_ADOPTED = 5, 6
+EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters matching now
 EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 
 SIDES = ("buy", "sell")
-TYPES = ("limit", "market")
+TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
 TIFS = ("gtc", "ioc", "fok", "gtd", "day")
 STPS = ("none", "cancel_taker", "cancel_maker", "cancel_both")
 EVENT_NAMES = ("accepted", "trade", "cancelled", "rejected", "amended", "moved", "adopted",
-               "", "", "", "market")  # ("": kinds reserved for other order types)
+               "triggered", "", "", "market")  # ("": kinds reserved, not used)
 
 MAX_ID_LEN = 64
 
@@ -125,6 +134,9 @@ REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
 REJ_UNIT_CONFLICT: int = wire_codes.UNIT_CONFLICT  # (a listing, refused by the account tier)
 # a good-till-date order whose expire time has already passed (``shardex.engine.expiry``)
 REJ_EXPIRED: int = wire_codes.EXPIRED
+# stop and take-profit orders (``shardex.engine.stops``)
+REJ_WOULD_TRIGGER: int = wire_codes.WOULD_TRIGGER
+REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
 # ``unused_N``; batch and client codes start at 100)
 REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(wire_codes.last_command_code() + 1)
@@ -144,6 +156,7 @@ def reject_name(code: object) -> str:
 # Order fates (``Engine.order_status``); the same strings as
 # ``shardex.wire.protocol.STATE_*``, which the pure engine must not import.
 STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
+STATE_PENDING = "pending"  # a stop / take-profit order waiting for its trigger
 RECENT_TRADES = 32  # most recent trades kept per order (live or recently finished)
 DEFAULT_RECENT = 100_000  # finished orders an engine remembers (FIFO) for status and duplicates
 

@@ -72,7 +72,7 @@ from shardex.engine.codes import (
     STP_NONE,
     Event,
 )
-from shardex.engine.expiry import OPTS_WIDTH, cancel_all, expire_due, new_other, new_with_opts
+from shardex.engine.expiry import cancel_all, expire_due, new_other
 from shardex.engine.listing import list_pair
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
@@ -86,6 +86,7 @@ from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, orde
     order_trades,
     snapshot_seq,
 )
+from shardex.engine.stops import fire, pending_of, touch
 
 MAX_REASON_LEN = 200
 _NO_LIMIT = 1 << 62  # limit key of a market order: crosses every level
@@ -140,20 +141,12 @@ class Engine(EngineState):
                     _field(cmd, 1), _field(cmd, 2), f"unknown op {op!r}", REJ_UNKNOWN_OP, out
                 )
         except (TypeError, IndexError, KeyError, ValueError, AttributeError):
-            # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields).
+            # Inputs of a shape the fast paths do not expect (wrong length, unhashable fields),
+            # and news with options (by design: the plain path pays nothing for them).
             # Validation runs before any mutation, so rejecting here leaves the book untouched.
-            if type(cmd) is tuple and len(cmd) == OPTS_WIDTH and cmd[0] == OP_NEW:
-                # a new order with options: ``_new``'s unpacking refused it before anything ran
-                return new_with_opts(self, cmd, out)
-            try:
-                reason, code = (
-                    self._why_new_invalid(cmd)
-                    if cmd[0] == OP_NEW
-                    else ("malformed command", REJ_MALFORMED)
-                )
-            except Exception:
-                reason, code = "malformed command", REJ_MALFORMED
-            self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)
+            self._unshaped(cmd, out)
+        if self.touched is not None:  # a pair with pending stop orders traded: reached any?
+            fire(self, out, _match, _fillable)
 
     def apply_many(self, cmds: Iterable[Any]) -> list[Event]:
         """Apply commands in order and return all their events (convenience for replay/tests)."""
@@ -223,6 +216,9 @@ class Engine(EngineState):
             return self._reject(
                 symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
             )
+        if book.stops and oid in book.stops.orders:
+            reason = "duplicate id: a pending order has it"
+            return self._reject(symbol, oid, reason, REJ_DUPLICATE_ID, out)
 
         opp = book.sides[side ^ 1]
         if post_only:
@@ -309,7 +305,7 @@ class Engine(EngineState):
                 _field(cmd, 1), _field(cmd, 2), "amend: expected 6 fields", REJ_MALFORMED, out
             )
         _, symbol, oid, account, qty, price = cmd
-        order = self._live_order(symbol, oid, account, out)
+        order = self._live_order(symbol, oid, account, out, True)
         if order is None:
             return None
         book = self.books[symbol]
@@ -406,7 +402,8 @@ class Engine(EngineState):
 
     # ------------------------------------------------------------------ helpers
 
-    def _live_order(self, symbol: object, oid: object, account: object, out: list[Event]):
+    def _live_order(self, symbol: object, oid: object, account: object, out: list[Event],
+                    amend: bool = False):  # fmt: skip
         if type(symbol) is not str:  # checked here: the compiled build would raise instead
             return self._reject(symbol, oid, *_unknown_symbol(symbol), out)
         book = self.books.get(symbol)
@@ -418,6 +415,9 @@ class Engine(EngineState):
             return self._reject(symbol, oid, "id must be a string", REJ_MALFORMED, out)
         order = book.orders.get(oid)
         if order is None:
+            pending = pending_of(book, oid)
+            if pending is not None:  # an untriggered stop: cancelled, or the amend refused
+                return touch(self, book, pending, account, amend, out)
             return self._reject(
                 symbol, oid, "order is not live (unknown or finished)", REJ_NOT_LIVE, out
             )
@@ -477,7 +477,7 @@ def _match(
     append = out.append
     orders = book.orders
     trade_id = first_id = book.trade_id
-    last = 0
+    traded_at = 0  # the price of this match's last trade (the pair's last price after it)
     while qty:
         while heap:
             key = heap[0]
@@ -521,7 +521,7 @@ def _match(
                 continue
             trade_id += 1
             seq += 1
-            last = price
+            traded_at = price
             if mq > qty:
                 maker.qty = mq - qty
                 level.total -= qty
@@ -551,9 +551,11 @@ def _match(
         if qty < 0:
             break
     eng.seq = seq
-    if trade_id != first_id:  # traded: the last trade's price (the band's reference price)
-        book.last_price = last
-    book.trade_id = trade_id
+    if trade_id != first_id:  # traded: the last price (stops' triggers, the band's reference)
+        book.trade_id = trade_id
+        book.last = traded_at
+        if book.stops is not None:  # (its triggers are checked once the command is done)
+            eng.touched = book
     return qty
 
 

@@ -56,12 +56,13 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
+from shardex.engine.stops import BASE, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
 OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
 CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
-OPTION_KEYS = frozenset(("expire",))
+OPTION_KEYS = frozenset(("expire", "trigger"))  # (trigger: ``shardex.engine.stops``)
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
 MAX_AFTER = DAY_MS  # the longest dead-man switch
 
@@ -179,7 +180,9 @@ def _live(books: dict[str, Book], symbol: str, oid: str, seq: int) -> Order | No
 
 
 def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
-    """A 13-field new order: its options checked, then placed (timed or not)."""
+    """A 13-field new order: its options checked, then placed: a stop or take-profit order
+    (``stops.place``), a timed one, or a plain one. A pending order cannot also expire yet (a
+    stop's expiry would need the trigger book swept by time too): refused ``invalid``."""
     budget, opts = cmd[11], cmd[12]
     if budget is not None:
         return eng._reject(cmd[1], cmd[2], "budget is for the account tier", REJ_INVALID, out)
@@ -191,6 +194,11 @@ def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
         return eng._reject(cmd[1], cmd[2], f"unknown option {unknown[0][:MAX_ID_LEN]!r}",
                            REJ_INVALID, out)  # fmt: skip
     tif = cmd[8]
+    if "trigger" in opts or cmd[5] in BASE:
+        if "expire" in opts or tif in (GTD, DAY):
+            return eng._reject(cmd[1], cmd[2], "a stop or take-profit order cannot be gtd or "
+                               "day", REJ_INVALID, out)  # fmt: skip
+        return place(eng, cmd, out, eng._new)
     if type(tif) is int and tif in (GTD, DAY):
         return new_timed(eng, cmd[:11], opts.get("expire"), out)
     if "expire" in opts:

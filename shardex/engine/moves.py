@@ -86,7 +86,7 @@ def adopt(eng: EngineState, cmd: Any, out: list[Event]) -> tuple[str, int] | Non
     if eng.adopted.get(symbol) == (source, since):
         return f"pair {symbol} was adopted already (from shard {source} at {since})", REJ_INVALID
     old = eng.books.get(symbol)
-    if old is not None and (old.orders or old.trade_id):
+    if old is not None and (old.orders or old.trade_id or (old.stops and old.stops.orders)):
         return f"adopt: pair {symbol} already trades here", REJ_INVALID
     try:
         eng.restore_pair(symbol, state)

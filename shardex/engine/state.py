@@ -20,6 +20,7 @@ from shardex.engine.codes import (
     GTC,
     LIMIT,
     MAX_ID_LEN,
+    OP_NEW,
     RECENT_TRADES,
     REJ_INVALID,
     REJ_MALFORMED,
@@ -33,7 +34,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     Event,
 )
-from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries
+from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries, new_with_opts
 from shardex.engine.listing import (
     adopt_definition,
     listed_snapshot,
@@ -42,6 +43,8 @@ from shardex.engine.listing import (
 )
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
+from shardex.engine.stops import NEW_FIELDS, check, load, save
+from shardex.engine.stops import status as pending_status
 
 # An order status looks its trades up over at most this many events back from its last one
 # (about 10 ms of Python at worst), in slices of _CHUNK.
@@ -96,6 +99,9 @@ class EngineState:
         self.moved: dict[str, tuple[int, int]] = {}
         self.handed: dict[str, Any] = {}
         self.adopted: dict[str, tuple[int, int]] = {}
+        # the book of a pair with a trigger book (``shardex.engine.stops``) that traded in the
+        # command being applied: its triggers are checked when the command is done (then None)
+        self.touched: Any = None
 
     # ------------------------------------------------------------------ public API
 
@@ -152,7 +158,11 @@ class EngineState:
                     return status
             else:
                 rec = book.finished.get(ident)
-                if rec is not None and rec[0] == account:
+                if rec is None:
+                    pending = pending_status(book, ident, account)
+                    if pending is not None:
+                        return pending
+                elif rec[0] == account:
                     _, state, filled, reason, first, last = rec
                     status = {"state": state, "symbol": sym, "id": ident, "filled": filled}
                     if events is not None and last:
@@ -213,7 +223,10 @@ class EngineState:
         finished orders as ``(id, account, state, filled, reason, first, last, gen)`` (first,
         last: the seqs of its accepted and last events), ``gen`` 0 for the previous generation
         and 1 for the current one, and ``recent_left`` is how many more finished orders the
-        current generation takes. Older versions are still read by ``restore``: version 3
+        current generation takes; a pair that traded adds ``"last"`` (its last trade price) and
+        one with pending stop orders ``"stops"`` (``shardex.engine.stops.save``; the snapshot is
+        then version 6, so that an engine that would drop them refuses it). Older versions are
+        still read by ``restore``: version 3
         (``(id, account, state, filled, trades, reason, gen)``, orders with a trade list),
         version 2 (``n``, a position in a FIFO, in place of ``gen``) and version 1 (no
         ``version`` key, 6-field orders, no ``recent``); their trade lists are dropped and
@@ -237,6 +250,9 @@ class EngineState:
         if moves is not None:  # version 5: version 4 plus the pairs' moves
             state["version"] = 5
             state["moves"] = moves
+        if any("stops" in pair for pair in books.values()):
+            # version 6: pending stop orders, which an engine that predates them would drop
+            state["version"] = 6
         return state
 
     def _install(self, state: Mapping[str, Any]) -> None:
@@ -295,6 +311,7 @@ class EngineState:
         rules = rules_snapshot(book)
         if rules is not None:  # (a pair's state and limits: ``shardex.engine.admin``)
             pair["rules"] = rules
+        save(book, pair)
         expiring, switches = self.expiry.pair_state(book), self.expiry.pair_switches(symbol)
         if expiring:  # (absent when none: older readers and older states need no key)
             pair["expire"] = expiring
@@ -331,6 +348,7 @@ class EngineState:
             book.restore(state, self.seq if _since < 0 else _since)
             restore_rules(book, state.get("rules"))
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
+            load(book, state, self.seq if _since < 0 else -1)
             if _since < 0:
                 for o in book.orders.values():
                     o.seq = self.seq
@@ -361,6 +379,7 @@ class EngineState:
             if self.markets.get(symbol) is not book.market:
                 raise IntegrityError(f"book {symbol}: market differs from the engine's table")
             book.check_integrity()
+            check(book)
         for symbol in self.moved:
             if symbol in self.books:
                 raise IntegrityError(f"pair {symbol} was handed off but still has a book")
@@ -407,6 +426,22 @@ class EngineState:
             b.forget_previous(keep)
         book.finished[oid] = rec
         self._left = gen - 1
+
+    def _unshaped(self, cmd: Any, out: list[Event]) -> None:
+        """A command the fast paths refused by its shape: a new with options (13 fields: the
+        plain unpack refused it before anything ran) goes to ``expiry.new_with_opts`` (stop,
+        timed or plain); anything else is rejected with the most precise reason there is. Never
+        raises."""
+        try:
+            if type(cmd) is tuple and cmd[0] == OP_NEW and len(cmd) == NEW_FIELDS:
+                return new_with_opts(self, cmd, out)
+            reason, code = (
+                self._why_new_invalid(cmd) if cmd[0] == OP_NEW else ("malformed command",
+                                                                     REJ_MALFORMED)
+            )  # fmt: skip
+        except Exception:
+            reason, code = "malformed command", REJ_MALFORMED
+        self._reject(_field(cmd, 1), _field(cmd, 2), reason, code, out)  # type: ignore
 
     def _why_new_invalid(self, cmd: Any) -> tuple[str, int]:
         """The precise reason and code a ``new`` failed the fast validity gate (slow path only).
@@ -458,7 +493,7 @@ def snapshot_seq(state: Mapping[str, Any]) -> int:
     """The seq of a snapshot ``Engine.restore`` can read; ValueError for a version this engine
     does not know or a seq that is not a non-negative int."""
     version = state.get("version", 1)
-    if version not in (1, 2, 3, 4, 5):
+    if version not in (1, 2, 3, 4, 5, 6):
         raise ValueError(f"snapshot version {version!r} is newer than this engine knows")
     seq = state["seq"]
     if type(seq) is not int or seq < 0:

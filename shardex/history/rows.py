@@ -17,7 +17,8 @@ from shardex.history.schema import BALANCES, FILLS, ORDER_EVENTS, ORDERS
 Fields = Mapping[str, str]
 AccountOf = Callable[[str, str], "str | None"]
 WAIT = None  # an engine entry that must wait for its orders' accounts
-ORDER_EVENT_KINDS = ("accepted", "amended", "cancelled", "rejected")
+# (a stop / take-profit order's ``triggered`` keeps the last trade price that fired it as price)
+ORDER_EVENT_KINDS = ("accepted", "amended", "cancelled", "rejected", "triggered")
 OTHER = {"buy": "sell", "sell": "buy"}
 
 
@@ -70,7 +71,7 @@ def engine_rows(shard: int, f: Fields, account_of: AccountOf) -> list[tuple[str,
         ]
     if ev in ORDER_EVENT_KINDS:
         row = (symbol, f.get("id", ""), ev, f.get("reason"), f.get("code"), f.get("qty"),
-               f.get("price"), shard, seq, ts)  # fmt: skip
+               f.get("price", f.get("last")), shard, seq, ts)  # fmt: skip
         return [(ORDER_EVENTS.name, row)]
     return []
 

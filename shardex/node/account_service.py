@@ -68,6 +68,7 @@ from shardex.wire.layouts import (
     CMD_OP,
     CMD_SYMBOL,
     NEW_BUDGET,
+    NEW_OPTS,
     NEW_WIDTH,
     ORDER_SYMBOL,
     READ_ACCOUNT,
@@ -75,7 +76,6 @@ from shardex.wire.layouts import (
     REJECT_REASON,
     XFER_ACCOUNT,
 )
-from shardex.wire.options import split_options
 from shardex.wire.protocol import (
     ERR_OVERLOADED,
     MAX_ID_LEN,
@@ -95,6 +95,7 @@ from shardex.wire.protocol import (
     internal_error,
     internal_op_refusal,
     journal_error,
+    options_refusal,
     quote,
     too_many_reads_error,
 )
@@ -265,15 +266,13 @@ class AccountHandler:
         )
 
     def order(self, cmd: tuple, out: list[tuple]) -> list[tuple]:
-        """A new (11 engine fields, + a budget for a market buy) or amend → hold and forward:
-        ``[]`` when forwarded, else one ``rejected`` event with the reason and code."""
-        budget = None
-        cmd, opts = split_options(cmd)  # (a gtd order's expire...: forwarded as they are)
-        if cmd[CMD_OP] == OP_NEW and len(cmd) == NEW_BUDGET + 1:
-            raw = cmd[NEW_BUDGET]
-            cmd = cmd[:NEW_WIDTH]
-            symbol = cmd[CMD_SYMBOL]
-            pair = self.table.pairs.get(symbol) if type(symbol) is str else None
+        """A new (+ a budget, + options) or amend → hold and forward: ``[]``, or one refusal."""
+        budget = opts = None
+        if cmd[CMD_OP] == OP_NEW and len(cmd) in (NEW_BUDGET + 1, NEW_OPTS + 1):
+            raw, opts, cmd = cmd[NEW_BUDGET], _at(cmd, NEW_OPTS), cmd[:NEW_WIDTH]  # (a trigger)
+            if opts is not None and (why := options_refusal(opts)):
+                return [self._rej(cmd, why, REJ_MALFORMED)]
+            pair = self.table.pairs.get(cmd[CMD_SYMBOL]) if type(cmd[CMD_SYMBOL]) is str else None
             if raw is not None:
                 amount = _decimal(raw)
                 budget = self.table.to_units(pair.quote, amount) if pair and amount else None
@@ -288,8 +287,9 @@ class AccountHandler:
         op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
         if self.key is not None and not self.key.may_act_for(account):
             return [self._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
-        fields, tail = cmd[CMD_SYMBOL:], ((budget, opts) if opts else (budget,))
-        acmd = (A_NEW, *fields, *tail) if op == OP_NEW else (A_AMEND, *fields)
+        fields = cmd[CMD_SYMBOL:]
+        acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
+        acmd = acmd if opts is None else (*acmd, opts)
         start = self.journal_apply(acmd, out)
         for ev in out[start:]:
             if ev[AE_KIND] == AE_REJECTED:

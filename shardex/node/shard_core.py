@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from shardex.accounts.orders import PAGE, book_rows
+from shardex.accounts.orders import PAGE, book_rows, book_total
 from shardex.accounts.routing import newer
 from shardex.auth import KeyInfo, Registry
 from shardex.clock import REAL, Clock
@@ -426,7 +426,7 @@ class ShardCore:
         rows = book_rows(book, offset, min(PAGE, max(1, self.budget // 96)))  # bytes: bounded
         self.budget -= 96 * len(rows)
         return {"symbol": book.symbol, "shard": self.index, "seq": self.engine.seq,
-                "total": len(book.orders), "orders": rows}  # fmt: skip
+                "total": book_total(book), "orders": rows}  # fmt: skip
 
     def order(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         """The fate of one order: live / filled / cancelled (from the book and the engine's

@@ -30,6 +30,8 @@ from shardex.engine.codes import (
     EV_TRADE,
     MARKET,
     OP_NEW,
+    STOP_MARKET,
+    TAKE_PROFIT,
     reject_name,
 )
 from shardex.tools.fates import FateTracker, Step
@@ -41,6 +43,8 @@ from shardex.wire.layouts import (
     CMD_OP,
     CMD_SYMBOL,
     EV_KIND,
+    NEW_BUDGET,
+    NEW_OPTS,
     NEW_QTY,
     NEW_SIDE,
     NEW_TYPE,
@@ -60,6 +64,7 @@ from shardex.wire.transport import (
     request,
 )
 
+_MARKET_KINDS = (MARKET, STOP_MARKET, TAKE_PROFIT)  # the buys among them need a budget
 HIST_MAX_US = 60_000_000
 MAX_FATE_QUERIES = 200_000  # open outcomes whose fate one process asks; beyond: "unknown"
 FATE_TIMEOUT_S = 2.0  # a fate question's reply is awaited at least this long
@@ -146,11 +151,13 @@ def sdk_core(cfg: LoadConfig, table: Mapping[str, Market], shards: int) -> Clien
 
 
 def budget(cmd: tuple, table: Mapping[str, Market], mid: Mapping[str, int]) -> tuple:
-    """A market buy with a quote ``budget`` (the account tier requires one): twice the mid's
-    notional of its qty, as a decimal string of the quote asset."""
+    """A market buy (or stop-market / take-profit buy) with a quote ``budget`` (the account
+    tier requires one): twice the mid's notional of its qty, as a decimal string of the quote
+    asset (in its place before the options of a stop)."""
     symbol = cmd[CMD_SYMBOL]
     m = table[symbol]
-    return (*cmd, str(m.tick * m.lot * (2 * mid[symbol] * cmd[NEW_QTY])))
+    amount = str(m.tick * m.lot * (2 * mid[symbol] * cmd[NEW_QTY]))
+    return (*cmd[:NEW_BUDGET], amount, *cmd[NEW_OPTS:])
 
 
 def count_events(rep: Report, rejected: Counter[str], results: Sequence[Any], ours: str,
@@ -233,7 +240,7 @@ class LoadProcess:
         if (
             self.risk_on
             and cmd[CMD_OP] == OP_NEW
-            and cmd[NEW_TYPE] == MARKET
+            and cmd[NEW_TYPE] in _MARKET_KINDS
             and cmd[NEW_SIDE] == BUY
         ):
             cmd = budget(cmd, self.table, self.gen.mid)

@@ -27,13 +27,20 @@ from shardex.engine.codes import (
     OP_AMEND,
     OP_CANCEL,
     OP_NEW,
+    STOP_LIMIT,
+    STOP_MARKET,
+    TAKE_PROFIT,
+    TAKE_PROFIT_LIMIT,
     Command,
 )
 from shardex.engine.markets import DEFAULT_MARKETS, Market
 from shardex.wire.layouts import CMD_ACCOUNT, NEW_PRICE, NEW_QTY, NEW_TIF, NEW_TYPE
 
 DEFAULT_MIX = {"limit": 45, "ioc": 10, "market": 5, "cancel": 35, "amend": 5}
-KINDS = tuple(DEFAULT_MIX)  # the kinds a mix may weigh
+# the kinds a mix may weigh: the default mix's, and stop / take-profit orders (``stop``: a
+# quarter of each type, triggers a few ticks from the mid on the side where they wait)
+KINDS = (*DEFAULT_MIX, "stop")
+STOP_TYPES = (STOP_MARKET, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
 MAX_REMEMBERED = 100_000  # resting orders the cheap mode keeps for cancels/amends
 
 
@@ -135,6 +142,8 @@ class Workload:
                 return self._emit((OP_AMEND, sym, oid, account, None, max(1, price + step)))
             kind = "limit"
         side = BUY if rng.random() < 0.5 else 1
+        if kind == "stop":
+            return self._emit(self._stop(s, side))
         if kind == "market":
             tif = IOC if rng.random() < 0.9 else FOK
             return self._emit(self._new(s, side, MARKET, None, tif, taker=True))
@@ -168,6 +177,18 @@ class Workload:
         qty = self.unit[symbol] * self.rng.randrange(1, 6 if taker else 20)
         oid = f"{self.prefix}{self.next_id}"
         return (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, False, 0)
+
+    def _stop(self, symbol: str, side: int) -> Command:
+        """A stop or take-profit order (the options form of OP_NEW) whose trigger waits 1..5
+        ticks from the mid; the limit kinds' price 2 ticks past the trigger."""
+        rng = self.rng
+        otype = STOP_TYPES[rng.randrange(4)]
+        up = (otype in (STOP_MARKET, STOP_LIMIT)) == (side == BUY)
+        trigger = max(1, self.mid[symbol] + rng.randrange(1, 6) * (1 if up else -1))
+        market = otype in (STOP_MARKET, TAKE_PROFIT)
+        price = None if market else max(1, trigger + (2 if side == BUY else -2))
+        cmd = self._new(symbol, side, otype, price, IOC if market else GTC, taker=True)
+        return (*cmd, None, {"trigger": trigger})
 
     def _emit(self, cmd: Command) -> Command:
         if self.shadow is None:

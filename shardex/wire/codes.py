@@ -115,6 +115,11 @@ MOVING = _code(17, "moving", NODE, "the pair is moving to another shard, or has 
                "(its book was handed off): nothing ran; send it again (a router routes it to "
                "the pair's new shard once the move is done); data: shard (the new owner), "
                "when known", retryable=True, refresh=True)
+WOULD_TRIGGER = _code(18, "would_trigger", MATCHING, "a stop or take-profit order whose "
+                      "trigger the pair's last trade price has already reached (it would "
+                      "trigger at once: place a plain order instead)", **_F)
+UNTRIGGERED = _code(19, "untriggered", MATCHING, "an amend of a stop or take-profit order "
+                    "that has not triggered yet (cancel it and place it again)", **_F)
 EXPIRED = _code(20, "expired", MATCHING, "a good-till-date order whose expire time is not after "
                 "the shard's exchange time: it would expire at once, so it is not accepted",
                 **_F)

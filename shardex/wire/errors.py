@@ -17,6 +17,25 @@ from typing import Any
 
 from shardex.wire import codes
 
+QUOTE_LEN = 64  # bytes of client input a reject reason may quote
+
+
+def quote(value: Any) -> str:
+    """A bounded, printable rendering of client input for a reject reason: ≤ QUOTE_LEN bytes,
+    because it is ASCII (non-ASCII input is escaped, so 64 chars can never be 256 bytes)."""
+    if isinstance(value, str | bytes):
+        text = ascii(value[: QUOTE_LEN + 1])
+    elif value is None or isinstance(value, int | float):
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print (CPython's int→str limit)
+            text = "a huge int"
+    else:
+        text = type(value).__name__
+    return text if len(text) <= QUOTE_LEN else text[: QUOTE_LEN - 3] + "..."
+
+
+
 MAX_TEXT = 200  # chars of a peer's error text kept (a hostile peer may send megabytes)
 MAX_DATA_ITEMS = 16  # entries per map or array of ``data``; deeper than two levels is dropped
 _INT_RANGE = (-(1 << 63), 1 << 64)  # what msgpack can carry

@@ -50,6 +50,8 @@ AMENDED_QTY, AMENDED_PRICE = 4, 5
 # (OP_ADOPT, symbol, from shard, from seq, pair state)
 HANDOFF_TO = 2
 ADOPT_FROM, ADOPT_SEQ, MOVE_STATE = 2, 3, 4
+# (EV_TRIGGERED, seq, symbol, id, last trade price, trigger)
+TRIGGERED_LAST, TRIGGERED_AT = 4, 5
 # (EV_MOVED, seq, symbol, to shard, trade_id, orders)
 MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
 # (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)

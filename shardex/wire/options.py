@@ -12,19 +12,26 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.engine.codes import MAX_ID_LEN, OP_NEW
+from shardex.wire.errors import quote
 from shardex.wire.layouts import CMD_OP, NEW_OPTS
 
-MAX_OPTIONS = 8  # keys of an options map
-_SCALAR = frozenset((int, str, bool, float, type(None)))
+MAX_OPTIONS = 4  # entries of an options map
+
+
+def options_refusal(opts: Any) -> str | None:
+    """Why a new order's options map cannot be journaled (None: it can): a map of at most
+    ``MAX_OPTIONS`` short string keys to integers or nil. What each key means is the engine's."""
+    if type(opts) is not dict or len(opts) > MAX_OPTIONS:
+        return f"options must be a map of at most {MAX_OPTIONS} entries, got {quote(opts)}"
+    for k, v in opts.items():
+        if type(k) is not str or len(k) > MAX_ID_LEN or not (v is None or type(v) is int):
+            return f"options: string keys to integers, got {quote(k)}: {quote(v)}"
+    return None
 
 
 def options_ok(opts: Any) -> bool:
-    """An options map of a bounded shape: a dict of at most ``MAX_OPTIONS`` str keys of at most
-    ``MAX_ID_LEN`` chars, with scalar values (strs as short)."""
-    return (type(opts) is dict and len(opts) <= MAX_OPTIONS
-            and all(type(k) is str and len(k) <= MAX_ID_LEN and type(v) in _SCALAR
-                    and not (type(v) is str and len(v) > MAX_ID_LEN)
-                    for k, v in opts.items()))  # fmt: skip
+    """An options map of the bounded shape ``options_refusal`` allows."""
+    return options_refusal(opts) is None
 
 
 def split_options(cmd: Any) -> tuple[Any, dict[str, Any] | None]:

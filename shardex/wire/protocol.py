@@ -30,7 +30,7 @@ from shardex.engine.markets import Market
 from shardex.placement.core import default_owner
 from shardex.wire import codes
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
-from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)
+from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical home)  # noqa: F401  (re-exported)
     ERR_INTERNAL_OP,
     ERR_JOURNAL,
     ERR_MALFORMED_MESSAGE,
@@ -39,6 +39,7 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     ERR_RECOVERING,
     ERR_UNAVAILABLE,
     ERR_UNKNOWN_KEY,
+    QUOTE_LEN,
     ErrorText,
     decode_error,
     encode_error,
@@ -49,6 +50,7 @@ from shardex.wire.errors import (  # noqa: F401  (re-exported: their historical 
     leader_changed_error,
     not_leader_epoch,
     not_leader_error,
+    quote,
     recovering_error,
     too_many_reads_error,
 )
@@ -62,7 +64,7 @@ from shardex.wire.layouts import (
     REJECT_CODE,
     REJECT_REASON,
 )
-from shardex.wire.options import options_ok
+from shardex.wire.options import options_refusal
 from shardex.wire.pub import decode_events, decode_events_epoch, encode_events  # noqa: F401
 from shardex.wire.schema import (  # noqa: F401  (re-exported: their historical home)
     _at,
@@ -130,11 +132,11 @@ MAX_EVENTS_REPLY_BYTES = 256 << 10  # a request on a shard's direct port (the br
 MAX_ROUTED_REPLY_BYTES = 64 << 10  # a request relayed by the router (ask direct for more)
 MAX_BOOK_DEPTH = 1000  # levels per side a book read may ask for
 MAX_SYMBOL_LEN = 32  # bytes; longer symbols are rejected at the edge
-QUOTE_LEN = 64  # bytes of client input a reject reason may quote
 
 # Order fates (OP_ORDER replies: {"state": ..., ...}); "unknown" means the shard has neither the
 # live order nor a record of it within its recent-results window: it was never executed there.
 STATE_LIVE, STATE_FILLED, STATE_CANCELLED, STATE_UNKNOWN = "live", "filled", "cancelled", "unknown"
+STATE_PENDING = "pending"  # a stop / take-profit order waiting for its trigger (docs/orders.md)
 
 BATCH = b"B"  # first frame of a batched router ⇄ shard message
 BATCH_REQUEST_WIDTH = 4  # client, request id, key id, payload
@@ -187,21 +189,6 @@ _WRITE_LONGER = {OP_NEW: NEW_OPTS + 1, OP_CANCEL_ALL: CANCEL_ALL_AFTER + 1}  # (
 
 _SCALAR = frozenset((int, str, bool, float, type(None)))
 MAX_REASON_LEN = 200  # bytes: a client-sent OP_REJECT reason is cut to this
-
-
-def quote(value: Any) -> str:
-    """A bounded, printable rendering of client input for a reject reason: ≤ QUOTE_LEN bytes,
-    because it is ASCII (non-ASCII input is escaped, so 64 chars can never be 256 bytes)."""
-    if isinstance(value, str | bytes):
-        text = ascii(value[: QUOTE_LEN + 1])
-    elif value is None or isinstance(value, int | float):
-        try:
-            text = repr(value)
-        except ValueError:  # an int too long to print (CPython's int→str limit)
-            text = "a huge int"
-    else:
-        text = type(value).__name__
-    return text if len(text) <= QUOTE_LEN else text[: QUOTE_LEN - 3] + "..."
 
 
 def _too_long(text: str, limit: int) -> bool:
@@ -274,8 +261,11 @@ def _edge_checked(cmd: Any) -> Command:
     symbol, oid = _at(cmd, CMD_SYMBOL), _at(cmd, CMD_ID)
     reason = None
     longer = REJECT_CODE if op == OP_REJECT else _WRITE_LONGER.get(op)  # (the other length)
+    with_opts = op == OP_NEW and len(cmd) == NEW_OPTS + 1  # (options: checked apart, last)
     if len(cmd) != n and len(cmd) != longer:
         reason = f"malformed command: op {op} takes {n} fields, got {len(cmd)}"
+    elif with_opts and options_refusal(cmd[NEW_OPTS]) is not None:
+        reason = f"malformed command: {options_refusal(cmd[NEW_OPTS])}"
     elif type(symbol) is not str:
         reason = f"symbol must be a string, got {quote(symbol)}"
     elif _too_long(symbol, MAX_SYMBOL_LEN):
@@ -285,10 +275,10 @@ def _edge_checked(cmd: Any) -> Command:
     elif _too_long(oid, MAX_ID_LEN):
         reason = f"id longer than {MAX_ID_LEN} bytes: {quote(oid)}"
     else:
-        for i in range(CMD_ID + 1, len(cmd)):
+        for i in range(CMD_ID + 1, NEW_OPTS if with_opts else len(cmd)):
             v = cmd[i]
             t = type(v)
-            if (t not in _SCALAR or i == NEW_OPTS) and not (i == NEW_OPTS and options_ok(v)):
+            if t not in _SCALAR:
                 reason = f"malformed command: field {i} is a {t.__name__}"
                 break
             if (

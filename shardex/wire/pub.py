@@ -30,6 +30,7 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     Event,
 )
 from shardex.engine.markets import Market
@@ -53,6 +54,8 @@ from shardex.wire.layouts import (
     REJECTED_CODE,
     REJECTED_REASON,
     TRADE_WIDTH,
+    TRIGGERED_AT,
+    TRIGGERED_LAST,
 )
 from shardex.wire.listed import learn_account_listed, learn_listed
 
@@ -243,6 +246,9 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         )
     if kind == EV_AMENDED:
         return symbol in markets and type(ev[AMENDED_QTY]) is int and type(ev[AMENDED_PRICE]) is int
+    if kind == EV_TRIGGERED:
+        last, at = ev[TRIGGERED_LAST], ev[TRIGGERED_AT]
+        return symbol in markets and type(last) is int and type(at) is int
     return False
 
 

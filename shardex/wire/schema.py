@@ -26,6 +26,7 @@ from shardex.engine.codes import (
     EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     GTC,
     IOC,
     MARKET,
@@ -48,6 +49,7 @@ from shardex.engine.codes import (
     reject_name,
 )
 from shardex.engine.markets import Market
+from shardex.engine.stops import BASE as _TRIGGERED_BASE
 from shardex.wire.layouts import (
     ADOPTED_FROM,
     ADOPTED_ORDERS,
@@ -74,6 +76,8 @@ from shardex.wire.layouts import (
     REJECT_REASON,
     REJECTED_CODE,
     REJECTED_REASON,
+    TRIGGERED_AT,
+    TRIGGERED_LAST,
 )
 from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
@@ -91,6 +95,7 @@ _NEW_FIELDS = {
     "post_only",
     "stp",
     "expire",
+    "trigger",  # stop / take-profit types only: the trigger price (``shardex.engine.stops``)
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
@@ -155,7 +160,7 @@ def _decimal(obj: dict[str, Any], name: str) -> Decimal:
 
 def _units(obj: dict[str, Any], name: str, market: Market) -> int:
     d = _decimal(obj, name)
-    units = market.to_ticks(d) if name == "price" else market.to_lots(d)
+    units = market.to_lots(d) if name == "qty" else market.to_ticks(d)
     if type(units) is not int:
         raise _Bad(units.reason, units.code)
     return units
@@ -200,7 +205,13 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if "qty" not in obj:
         raise _Bad("missing field 'qty'")
     qty = _units(obj, "qty", market)
-    if otype == MARKET:
+    if otype in _TRIGGERED_BASE:  # stop / take-profit: the order it becomes, and its trigger
+        if "trigger" not in obj:
+            raise _Bad(f"a {TYPES[otype]} order needs a trigger", REJ_INVALID)
+        trigger = _units(obj, "trigger", market)
+    elif "trigger" in obj:
+        raise _Bad("trigger needs a stop or take-profit type", REJ_INVALID)
+    if _TRIGGERED_BASE.get(otype, otype) == MARKET:
         if "price" in obj:
             raise _Bad("market order must not have a price", REJ_INVALID)
         price = None
@@ -215,12 +226,15 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
         raise _Bad("post_only must be true or false")
     stp = _enum(obj, "stp", STPS, 0)
     cmd = (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
+    opts: dict[str, Any] = {}
+    if otype in _TRIGGERED_BASE:
+        opts["trigger"] = trigger
     if "expire" in obj:  # ms of exchange time (a JSON integer): the engine judges it
         expire = obj["expire"]
         if type(expire) is not int:
             raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
-        return (*cmd, None, {"expire": expire})
-    return cmd
+        opts["expire"] = expire
+    return (*cmd, None, opts) if opts else cmd
 
 
 def cancel_all_from_json(obj: dict[str, Any], markets: Mapping[str, Market]) -> Command:
@@ -291,6 +305,9 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["stp"] = STPS[stp]
         if len(cmd) > NEW_OPTS and "expire" in cmd[NEW_OPTS]:
             obj["expire"] = cmd[NEW_OPTS]["expire"]
+        trigger = cmd[NEW_OPTS].get("trigger") if len(cmd) > NEW_OPTS else None
+        if trigger is not None:
+            obj["trigger"] = m.price_str(trigger)
         return obj
     if op == OP_CANCEL:
         _, symbol, oid, account = cmd
@@ -374,7 +391,16 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
                 "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
                 "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
+    if kind == EV_TRIGGERED:
+        return _triggered_json(ev, markets[symbol])
     raise ValueError(f"unknown event kind {kind!r}")
+
+
+def _triggered_json(ev: Event, m: Market) -> dict[str, Any]:
+    """A stop / take-profit order's trigger was reached: last trade price and its trigger."""
+    return {"ev": "triggered", "symbol": ev[EV_SYMBOL], "id": ev[EV_ID],
+            "last": m.price_str(ev[TRIGGERED_LAST]), "trigger": m.price_str(ev[TRIGGERED_AT]),
+            "seq": ev[EV_SEQ]}  # fmt: skip
 
 
 def event_to_json_line(ev: Event, markets: Mapping[str, Market], ts: int | None = None) -> str:

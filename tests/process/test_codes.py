@@ -19,7 +19,8 @@ CONTRACT = {
     0: "malformed", 1: "invalid", 2: "unknown_op", 3: "unknown_symbol", 4: "out_of_range",
     5: "off_grid", 6: "duplicate_id", 7: "not_live", 8: "wrong_account", 9: "post_only_cross",
     10: "amend_increase", 11: "wrong_shard", 12: "not_allowed", 13: "insufficient_funds",
-    14: "unknown_asset", 15: "duplicate_ref", 16: "not_leader", 17: "moving", 20: "expired",
+    14: "unknown_asset", 15: "duplicate_ref", 16: "not_leader", 17: "moving",
+    18: "would_trigger", 19: "untriggered", 20: "expired",
     25: "market_halted", 26: "cancel_only", 27: "delisted", 28: "price_band",
     29: "order_too_large", 30: "account_restricted", 31: "unit_conflict",
 }  # fmt: skip
@@ -30,7 +31,7 @@ def test_existing_numbers_and_names_are_kept() -> None:
         assert codes.TABLE[number].name == name
         assert codes.code(name) == number
         assert getattr(engine_codes, "REJ_" + name.upper()) == number
-    assert tuple(CONTRACT[n] for n in range(18)) == engine_codes.REJECT_NAMES[:18]
+    assert tuple(CONTRACT[n] for n in range(21)) == engine_codes.REJECT_NAMES[:21]
     assert {v: k for k, v in CONTRACT.items()} == engine_codes.REJECT_CODES
     assert account_codes.ACCOUNT_REJECT_NAMES == {
         13: "insufficient_funds", 14: "unknown_asset", 15: "duplicate_ref", 31: "unit_conflict"
@@ -72,10 +73,10 @@ def test_table_is_consistent() -> None:
         assert (row.band == codes.CLIENT) == (n >= codes.BATCH_MAX), row
         assert 0 <= n < 300, row
         assert getattr(codes, row.name.upper()) == n  # each row is a module constant
-    # dense up to 17; the numbers after it are allocated in ranges (18-19: stop orders, 20-24:
-    # expiring orders, 25-34: markets at runtime)
-    assert [n for n in codes.TABLE if n < 18] == list(range(18))
-    assert [n for n in codes.TABLE if 18 <= n < codes.EVENT_MAX] == [20, *range(25, 32)]
+    # dense up to 20; the numbers after it are allocated in ranges (20-24: expiring orders,
+    # 25-34: markets at runtime)
+    assert [n for n in codes.TABLE if n < 21] == list(range(21))
+    assert [n for n in codes.TABLE if 21 <= n < codes.EVENT_MAX] == list(range(25, 32))
     assert {row.band for row in codes.TABLE.values()} == set(codes.BANDS)
 
 

@@ -35,6 +35,7 @@ from tests.support.engine_gen import (
     SYMBOLS,
     _any_cmd,
     long_commands,
+    stop_commands,
     timed_commands,
 )
 
@@ -70,6 +71,8 @@ def _streams() -> list:
         streams.append((rng.choice((0, 1, 3, 100_000)), list(cmds), probes))
     for _ in range(10):  # gtd/day orders, exchange time, expiry sweeps, cancel-all, dead-man
         streams.append((rng.choice((0, 1, 3, 100_000)), list(timed_commands.example()), probes))
+    for _ in range(10):  # with stop and take-profit orders (pending ones in the snapshots)
+        streams.append((rng.choice((0, 3, 100_000)), list(stop_commands.example()), probes))
     for seed, mix in ((1, None), (2, {"limit": 30, "ioc": 30, "market": 10, "cancel": 20,
                                        "amend": 10})):  # fmt: skip
         kw = {"mix": mix} if mix else {}

@@ -22,6 +22,10 @@ from shardex.engine.codes import (
     OP_NEW,
     OP_REJECT,
     OP_TIME,
+    STOP_LIMIT,
+    STOP_MARKET,
+    TAKE_PROFIT,
+    TAKE_PROFIT_LIMIT,
 )
 from shardex.engine.engine import TRADE_SCAN
 
@@ -61,6 +65,38 @@ new_cmd = st.builds(
 )
 
 
+_MARKET_KINDS = (STOP_MARKET, TAKE_PROFIT)
+
+# stop and take-profit orders (13 fields, the trigger in the options), valid in shape
+stop_cmd = st.builds(
+    lambda sym, oid, acct, side, otype, price, qty, tif, stp, trigger: (
+        OP_NEW,
+        sym,
+        oid,
+        acct,
+        side,
+        otype,
+        None if otype in _MARKET_KINDS else price,
+        qty,
+        (tif or IOC) if otype in _MARKET_KINDS else tif,
+        False,
+        stp,
+        None,
+        {"trigger": trigger},
+    ),
+    st.sampled_from(SYMBOLS),
+    st.sampled_from(IDS),
+    st.sampled_from(ACCOUNTS),
+    st.integers(0, 1),
+    st.sampled_from((STOP_MARKET, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)),
+    st.integers(95, 105),
+    st.integers(1, 10),
+    st.sampled_from((GTC, GTC, IOC, FOK)),
+    st.integers(0, 3),
+    st.integers(95, 105),
+)
+
+
 cancel_cmd = st.builds(
     lambda sym, oid, acct: (OP_CANCEL, sym, oid, acct),
     st.sampled_from(SYMBOLS),
@@ -88,6 +124,14 @@ commands = st.lists(
 # streams long enough to build books, trade, hit STP and recycle ids through a small window.
 long_commands = st.lists(
     st.one_of(new_cmd, new_cmd, new_cmd, cancel_cmd, amend_cmd), min_size=20, max_size=100
+)
+
+
+# streams with stop and take-profit orders among plain ones
+stop_commands = st.lists(
+    st.one_of(new_cmd, new_cmd, new_cmd, stop_cmd, stop_cmd, cancel_cmd, amend_cmd),
+    min_size=20,
+    max_size=100,
 )
 
 

@@ -11,6 +11,12 @@ after its match): two generations of ``window // 2`` finished orders each; when 
 is full and another order finishes, the previous one is forgotten and the current one becomes
 the previous (window 1: only the last finished order; 0: none). Remembered ids refuse a ``new``
 that reuses them.
+
+Stop and take-profit orders (13-field news with a ``trigger`` option) wait in a flat pending
+list per symbol; after every command, while some pending order's trigger is reached by the
+symbol's last trade price, the one to fire is chosen from scratch (up-firing orders by lowest
+trigger, down-firing by highest, each then by arrival; of the two, the earlier arrival) and run
+as the order it stands for.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,
+    EV_TRIGGERED,
     FOK,
     GTC,
     GTD,
@@ -42,9 +49,14 @@ from shardex.engine.codes import (
     REJ_INVALID,
     REJ_NOT_LIVE,
     REJ_POST_ONLY_CROSS,
+    REJ_UNTRIGGERED,
+    REJ_WOULD_TRIGGER,
     REJ_WRONG_ACCOUNT,
+    STOP_LIMIT,
+    STOP_MARKET,
     STP_CANCEL_MAKER,
     STP_CANCEL_TAKER,
+    TAKE_PROFIT,
 )
 
 KEEP = 32  # trades reported per order (the engine's RECENT_TRADES)
@@ -66,6 +78,31 @@ class RefOrder:
     expire: int | None = None  # gtd/day: exchange time (ms) at which it expires
 
 
+@dataclass
+class RefPending:
+    id: str
+    account: str
+    side: int
+    otype: int
+    price: int | None
+    qty: int
+    tif: int
+    stp: int
+    trigger: int
+    arrival: int
+
+    @property
+    def up(self) -> bool:
+        """Fires when the last price rises to the trigger: stop buys and take-profit sells."""
+        stop = self.otype in (STOP_MARKET, STOP_LIMIT)
+        return stop if self.side == BUY else not stop
+
+    def reached(self, last: int) -> bool:
+        if not last:
+            return False
+        return last >= self.trigger if self.up else last <= self.trigger
+
+
 class RefEngine:
     def __init__(self, window: int = 100_000) -> None:
         self.orders: dict[str, list[RefOrder]] = {}  # symbol -> resting orders (any order)
@@ -80,6 +117,8 @@ class RefEngine:
         self.fates: dict[tuple[str, str], tuple] = {}  # (symbol, id) -> (account, state, ...)
         self.ts = 0  # exchange time (OP_TIME)
         self.switches: dict[tuple[str, str], int] = {}  # dead-man switches: deadline
+        self.pending: dict[str, list[RefPending]] = {}
+        self.last: dict[str, int] = {}
 
     def _finish(self, symbol, oid, account, state, filled, trades, reason=None) -> None:
         if not self.window:
@@ -94,6 +133,19 @@ class RefEngine:
         self.fates[(symbol, oid)] = (account, state, filled, trades[-KEEP:], reason)
 
     def status(self, symbol: str, account: str, oid: str) -> dict:
+        for p in self.pending.get(symbol, []):
+            if p.id == oid and p.account == account:
+                return {
+                    "state": "pending",
+                    "symbol": symbol,
+                    "id": oid,
+                    "side": p.side,
+                    "price": p.price,
+                    "qty": p.qty,
+                    "filled": 0,
+                    "type": p.otype,
+                    "trigger": p.trigger,
+                }
         for o in self.orders.get(symbol, []):
             if o.id == oid and o.account == account:
                 return {
@@ -156,6 +208,7 @@ class RefEngine:
             self.trade_ids[symbol] = self.trade_ids.get(symbol, 0) + 1
             tid = self.trade_ids[symbol]
             self._ev(EV_TRADE, symbol, maker.price, q, oid, maker.id, side, tid)
+            self.last[symbol] = maker.price
             maker.qty -= q
             maker.filled += q
             maker.trades.append((maker.price, q, tid))
@@ -212,77 +265,132 @@ class RefEngine:
                 self._remove(s, o, "cancel_all")
         return self.out
 
+    def _pending(self, symbol: str, oid: str) -> RefPending | None:
+        for p in self.pending[symbol]:
+            if p.id == oid:
+                return p
+        return None
+
     def apply(self, cmd: tuple) -> list[tuple]:
         self.out = []
         if cmd[0] in (OP_TIME, OP_EXPIRE, OP_CANCEL_ALL):
             return self._timed(cmd)
+        self.orders.setdefault(cmd[1], [])
+        self.pending.setdefault(cmd[1], [])
+        self._apply(cmd)
+        self._fire(cmd[1])
+        return self.out
+
+    def _fire(self, symbol: str) -> None:
+        while True:
+            last = self.last.get(symbol, 0)
+            reached = [p for p in self.pending[symbol] if p.reached(last)]
+            ups = sorted((p for p in reached if p.up), key=lambda p: (p.trigger, p.arrival))
+            downs = sorted((p for p in reached if not p.up), key=lambda p: (-p.trigger, p.arrival))
+            tops = [group[0] for group in (ups, downs) if group]
+            if not tops:
+                return
+            p = min(tops, key=lambda p: p.arrival)
+            self.pending[symbol].remove(p)
+            self._ev(EV_TRIGGERED, symbol, p.id, last, p.trigger)
+            limit = None if p.otype in (STOP_MARKET, TAKE_PROFIT) else p.price
+            self._run(symbol, p.id, p.account, p.side, limit, p.price, p.qty, p.tif, False, p.stp)
+
+    def _new_stop(self, cmd: tuple) -> None:
+        _, symbol, oid, account, side, otype, price, qty, tif, _, stp, _, opts = cmd
+        p = RefPending(oid, account, side, otype, price, qty, tif, stp, opts["trigger"], self.seq)
+        if p.reached(self.last.get(symbol, 0)):
+            self._ev(EV_REJECTED, symbol, oid, None, REJ_WOULD_TRIGGER)
+            return
+        self._ev(EV_ACCEPTED, symbol, oid)
+        self.pending[symbol].append(p)
+
+    def _run(self, symbol, oid, account, side, limit, price, qty, tif, post_only, stp,
+             expire=None, accepted=0) -> None:
+        """An accepted (or triggered) order from its FOK check on."""
+        if tif == FOK:
+            trial = copy.deepcopy(self)
+            trial.out = []
+            _, traded, _ = trial._match(symbol, side, limit, qty, oid, account, stp, [])
+            if traded < qty:
+                self._ev(EV_CANCELLED, symbol, oid, "fok", qty)
+                self._finish(symbol, oid, account, "cancelled", 0, [], "fok")
+                return
+        trades: list = []
+        rest, traded, stopped = self._match(symbol, side, limit, qty, oid, account, stp, trades)
+        if stopped:
+            self._finish(symbol, oid, account, "cancelled", traded, trades, "stp")
+        elif rest == 0:
+            self._finish(symbol, oid, account, "filled", traded, trades)
+        elif tif in (GTC, GTD, DAY):
+            self.clock += 1
+            self.orders[symbol].append(
+                RefOrder(oid, account, side, price, rest, stp, post_only, self.clock)
+            )
+            self.orders[symbol][-1].filled = traded
+            self.orders[symbol][-1].trades = trades
+            self.orders[symbol][-1].accepted = accepted
+            self.orders[symbol][-1].expire = expire
+        else:
+            self._ev(EV_CANCELLED, symbol, oid, "ioc", rest)
+            self._finish(symbol, oid, account, "cancelled", traded, trades, "ioc")
+
+    def _apply(self, cmd: tuple) -> None:
         op, symbol, oid, account = cmd[:4]
-        self.orders.setdefault(symbol, [])
         if op == OP_NEW:
-            _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd[:11]
-            expire = cmd[12].get("expire") if len(cmd) == 13 else None
+            opts = cmd[12] if len(cmd) == 13 else {}
+            tif, expire = cmd[8], opts.get("expire")
             if tif == GTD and expire <= self.ts:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_EXPIRED)
-                return self.out
+                return
             if tif == DAY:
                 expire = (self.ts // 86_400_000 + 1) * 86_400_000
-            limit = None if otype == MARKET else price
-            if self._live(symbol, oid) is not None or (symbol, oid) in self.fates:
+            taken = self._live(symbol, oid) or self._pending(symbol, oid)
+            if taken is not None or (symbol, oid) in self.fates:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_DUPLICATE_ID)
-                return self.out
+                return
+            if "trigger" in opts:
+                return self._new_stop(cmd)
+            _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd[:11]
+            limit = None if otype == MARKET else price
             if post_only and self._best(symbol, side, limit) is not None:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_POST_ONLY_CROSS)
-                return self.out
+                return
             self._ev(EV_ACCEPTED, symbol, oid)
-            accepted = self.seq
-            if tif == FOK:
-                trial = copy.deepcopy(self)
-                trial.out = []
-                _, traded, _ = trial._match(symbol, side, limit, qty, oid, account, stp, [])
-                if traded < qty:
-                    self._ev(EV_CANCELLED, symbol, oid, "fok", qty)
-                    self._finish(symbol, oid, account, "cancelled", 0, [], "fok")
-                    return self.out
-            trades: list = []
-            rest, traded, stopped = self._match(symbol, side, limit, qty, oid, account, stp, trades)
-            if stopped:
-                self._finish(symbol, oid, account, "cancelled", traded, trades, "stp")
-            elif rest == 0:
-                self._finish(symbol, oid, account, "filled", traded, trades)
-            elif tif in (GTC, GTD, DAY):
-                self.clock += 1
-                self.orders[symbol].append(
-                    RefOrder(oid, account, side, price, rest, stp, post_only, self.clock)
-                )
-                self.orders[symbol][-1].filled = traded
-                self.orders[symbol][-1].trades = trades
-                self.orders[symbol][-1].accepted = accepted
-                self.orders[symbol][-1].expire = expire
+            return self._run(symbol, oid, account, side, limit, price, qty, tif, post_only, stp,
+                             expire, self.seq)
+        p = self._pending(symbol, oid)
+        if p is not None:
+            if p.account != account:
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_WRONG_ACCOUNT)
+            elif op == OP_AMEND:
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_UNTRIGGERED)
             else:
-                self._ev(EV_CANCELLED, symbol, oid, "ioc", rest)
-                self._finish(symbol, oid, account, "cancelled", traded, trades, "ioc")
-            return self.out
+                self.pending[symbol].remove(p)
+                self._ev(EV_CANCELLED, symbol, oid, "user", p.qty)
+                self._finish(symbol, oid, account, "cancelled", 0, [], "user")
+            return
         order = self._live(symbol, oid)
         if order is None or order.account != account:
             code = REJ_NOT_LIVE if order is None else REJ_WRONG_ACCOUNT
             self._ev(EV_REJECTED, symbol, oid, None, code)
-            return self.out
+            return
         if op == OP_CANCEL:
             self._remove(symbol, order, "user")
-            return self.out
+            return
         assert op == OP_AMEND
         qty, price = cmd[4], cmd[5]
         new_qty = order.qty if qty is None else qty
         if new_qty > order.qty:
             self._ev(EV_REJECTED, symbol, oid, None, REJ_AMEND_INCREASE)
-            return self.out
+            return
         if price is None or price == order.price:
             order.qty = new_qty
             self._ev(EV_AMENDED, symbol, oid, new_qty, order.price)
-            return self.out
+            return
         if order.post_only and self._best(symbol, order.side, price) is not None:
             self._ev(EV_REJECTED, symbol, oid, None, REJ_POST_ONLY_CROSS)
-            return self.out
+            return
         self.orders[symbol].remove(order)
         self._ev(EV_AMENDED, symbol, oid, new_qty, price)
         trades = order.trades
@@ -298,7 +406,7 @@ class RefEngine:
             self.clock += 1
             order.price, order.qty, order.time = price, rest, self.clock
             self.orders[symbol].append(order)
-        return self.out
+        return
 
 
 def d_symbol(orders: dict[str, list[RefOrder]], order: RefOrder) -> str:

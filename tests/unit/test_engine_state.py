@@ -110,8 +110,9 @@ def test_version1_snapshot_is_still_read():
 
 
 def test_restore_refuses_a_newer_version():
-    with pytest.raises(ValueError, match="version 6"):  # (5: version 4 plus pair moves)
-        Logged.restore({"version": 6, "seq": 0, "books": {}}, DEFAULT_MARKETS)
+    # (5: version 4 plus pair moves; 6: plus pending stop orders)
+    with pytest.raises(ValueError, match="version 7"):
+        Logged.restore({"version": 7, "seq": 0, "books": {}}, DEFAULT_MARKETS)
 
 
 def test_pair_moves_to_another_engine_and_trades_there_identically():

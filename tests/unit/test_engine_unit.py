@@ -290,7 +290,8 @@ REJECTS = [
             "price": "1",
             "qty": "1",
         },
-        "unknown type 'stop' (expected one of limit, market)",
+        "unknown type 'stop' (expected one of limit, market, stop_market, stop_limit, "
+        "take_profit, take_profit_limit)",
         "invalid",
     ),
     (

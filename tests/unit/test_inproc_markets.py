@@ -180,7 +180,7 @@ def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
                 "market_halted")
             book = standby.leader.core.engine.books[P]
             assert book.gate.to_wire() == {"state": "halted", "band_bps": 300, "max_qty": 0,
-                                           "max_notional": 0} and book.last_price == 10000
+                                           "max_notional": 0} and book.last == 10000
             assert (await c.set_market(P, state="open"))["ok"]
             b3 = await c.place(P, "buy", "0.1", "90", id="b3", account="bo")
             assert b3.code == "price_band", b3  # (3 % around the last trade at 100)

@@ -87,6 +87,8 @@ SPEC = [
     ("ADOPTED_SEQ", "EV_ADOPTED", "from seq"),
     ("ADOPTED_TRADE_ID", "EV_ADOPTED", "trade_id"),
     ("ADOPTED_ORDERS", "EV_ADOPTED", "orders"),
+    ("TRIGGERED_LAST", "EV_TRIGGERED", "last"),
+    ("TRIGGERED_AT", "EV_TRIGGERED", "trigger"),
     ("XFER_ACCOUNT", "A_DEPOSIT", "account"),
     ("XFER_ASSET", "A_DEPOSIT", "asset"),
     ("XFER_AMOUNT", "A_WITHDRAW", "amount"),

@@ -60,7 +60,7 @@ def _traded() -> Engine:
     e = Engine(DEFAULT_MARKETS)
     e.apply_many([_new("s", SELL, 100000, 10), _new("b", BUY, 100000, 5, "b"),
                   _new("rest", BUY, 99000, 7, "c")])  # fmt: skip
-    assert e.books[P].last_price == 100000
+    assert e.books[P].last == 100000
     return e
 
 
@@ -124,7 +124,7 @@ def test_price_band_around_the_last_trade() -> None:
 def test_no_band_before_the_first_trade() -> None:
     e = Engine(DEFAULT_MARKETS)
     out = e.apply_many([_rule(band_bps=1), _new("far", BUY, 1, 1)])
-    assert _codes(out) == [] and e.books[P].last_price == 0
+    assert _codes(out) == [] and e.books[P].last == 0
 
 
 def test_maximum_order_size_qty_and_notional() -> None:
@@ -164,7 +164,7 @@ def test_rules_and_last_price_survive_a_snapshot_and_a_replay() -> None:
     restored = Engine.restore(e.snapshot(), DEFAULT_MARKETS)
     book = restored.books[P]
     assert book.gate.to_wire() == {"state": "cancel_only", "band_bps": 50, "max_qty": 9,
-                                   "max_notional": 0} and book.last_price == 100000
+                                   "max_notional": 0} and book.last == 100000
     after = [_new("y", BUY, 99000, 1)]
     assert restored.apply_many(after) == e.apply_many(after)
     with pytest.raises(ValueError, match="bad rules"):
@@ -178,7 +178,7 @@ def test_a_live_move_carries_the_rules() -> None:
     src.apply_many([(OP_HANDOFF, P, 1)])
     out = dst.apply_many([(OP_ADOPT, P, 0, src.moved[P][1], src.handed[P])])
     assert out[0][0] == 6  # adopted
-    assert dst.books[P].gate.to_wire()["state"] == "halted" and dst.books[P].last_price == 100000
+    assert dst.books[P].gate.to_wire()["state"] == "halted" and dst.books[P].last == 100000
     assert _codes(dst.apply_many([_new("n", BUY, 99500, 1)])) == ["market_halted"]
 
 

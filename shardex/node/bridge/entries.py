@@ -31,7 +31,7 @@ from shardex.wire.protocol import command_to_json, event_to_json
 
 BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL)  # the account shard events written to Redis
 NEW_ORDER_WIDTH = 11  # (OP_NEW, symbol, id, account, side, type, price, qty, tif, post_only, stp)
-_ORDER_WIDTHS = (NEW_ORDER_WIDTH, NEW_OPTS + 1)  # (+ budget, options: a gtd order's "expire")
+_NEW_WIDTHS = (NEW_ORDER_WIDTH, NEW_OPTS + 1)  # plain, with options (a trigger, an expire)
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
 
 
@@ -91,7 +91,7 @@ class EntryFormatter:
         if ev[AE_KIND] != AE_FORWARD or len(ev) <= FWD_CMD:
             return None
         cmd = ev[FWD_CMD]
-        if type(cmd) is not tuple or len(cmd) not in _ORDER_WIDTHS or cmd[CMD_OP] != OP_NEW:
+        if type(cmd) is not tuple or len(cmd) not in _NEW_WIDTHS or cmd[CMD_OP] != OP_NEW:
             return None
         try:
             obj = order_fields(command_to_json(cmd, self.markets), ev[FWD_ESHARD], ev[AE_SEQ])
