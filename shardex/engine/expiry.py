@@ -56,7 +56,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import BASE, place
+from shardex.engine.stops import BASE, drop_pending, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
@@ -323,6 +323,7 @@ def _cancel_mine(eng: Any, book: Book, account: str, reason: str, out: list[Even
     mine.sort(key=_accept_order)
     for order in mine:
         _cancel(eng, book, order, reason, out)
+    drop_pending(eng, book, account, reason, out)
 
 
 def _accept_order(order: Order) -> tuple[int, str]:

@@ -205,6 +205,7 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if "qty" not in obj:
         raise _Bad("missing field 'qty'")
     qty = _units(obj, "qty", market)
+    trigger = None
     if otype in _TRIGGERED_BASE:  # stop / take-profit: the order it becomes, and its trigger
         if "trigger" not in obj:
             raise _Bad(f"a {TYPES[otype]} order needs a trigger", REJ_INVALID)
@@ -226,10 +227,16 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
         raise _Bad("post_only must be true or false")
     stp = _enum(obj, "stp", STPS, 0)
     cmd = (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
+    return _with_options(cmd, obj, trigger)
+
+
+def _with_options(cmd: Command, obj: dict[str, Any], trigger: int | None) -> Command:
+    """A new order with its options map (``layouts.NEW_OPTS``) when it has any: a stop's
+    trigger, a gtd order's expire (ms of exchange time, a JSON integer: the engine judges it)."""
     opts: dict[str, Any] = {}
-    if otype in _TRIGGERED_BASE:
+    if trigger is not None:
         opts["trigger"] = trigger
-    if "expire" in obj:  # ms of exchange time (a JSON integer): the engine judges it
+    if "expire" in obj:
         expire = obj["expire"]
         if type(expire) is not int:
             raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
@@ -333,6 +340,16 @@ def event_to_json(ev: Event, markets: Mapping[str, Market], ts: int | None = Non
     return obj
 
 
+def _move_json(ev: Event, symbol: str, seq: int) -> dict[str, Any]:
+    """A pair's hand-off (``moved``) or adoption (``adopted``) event as JSON."""
+    if ev[EV_KIND] == EV_MOVED:
+        return {"ev": "moved", "symbol": symbol, "to": ev[MOVED_TO],
+                "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
+    return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
+            "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
+            "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
+
+
 def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
     kind = ev[EV_KIND]
     if kind == EV_TRADE:  # (the bulk: unpacked, as cheap as literal indexes)
@@ -382,15 +399,10 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
             "price": m.price_str(ev[AMENDED_PRICE]),
             "seq": seq,
         }
-    if kind == EV_MOVED:
-        return {"ev": "moved", "symbol": symbol, "to": ev[MOVED_TO],
-                "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
+    if kind in (EV_MOVED, EV_ADOPTED):
+        return _move_json(ev, symbol, seq)
     if kind == EV_MARKET:
         return market_event_json(ev, markets.get(symbol), seq)
-    if kind == EV_ADOPTED:
-        return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
-                "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
-                "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
     if kind == EV_TRIGGERED:
         return _triggered_json(ev, markets[symbol])
     raise ValueError(f"unknown event kind {kind!r}")
