@@ -21,6 +21,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_LISTED,
     EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
@@ -78,6 +79,7 @@ from shardex.wire.layouts import (
     TRIGGERED_AT,
     TRIGGERED_LAST,
 )
+from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
 
 _NEW_FIELDS = {
@@ -332,7 +334,7 @@ def event_to_json(ev: Event, markets: Mapping[str, Market], ts: int | None = Non
                   ) -> dict[str, Any]:  # fmt: skip
     """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md);
     ``ts``: its exchange time (ms since the Unix epoch, UTC), added as ``"ts"`` when known."""
-    obj = _event_json(ev, markets)
+    obj = listed_json(ev) if ev[EV_KIND] == EV_LISTED else _event_json(ev, markets)
     if ts is not None:
         obj["ts"] = ts
     return obj
