@@ -60,12 +60,14 @@ from shardex.wire import codes as wire_codes
 A_DEPOSIT, A_WITHDRAW, A_NEW, A_AMEND, A_FEE_GROUP = 1, 2, 3, 4, 5
 A_PLACE = 6
 A_RESTRICT = 8  # (A_RESTRICT, account, restricted): an admin's (``shardex.accounts.restrict``)
+A_LIST = 9  # (A_LIST, symbol, definition, [maker, taker]): an admin's (``accounts.listing``)
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
 AE_FILL, AE_FEE_GROUP = 7, 8
 AE_RESTRICTED = 9  # (AE_RESTRICTED, seq, account, restricted)
+AE_LISTED = 10  # (AE_LISTED, seq, symbol, base, quote, base unit, quote unit, [maker, taker])
 AE_NAMES = ("balance", "fees", "rejected", "repeated", "forward", "gap", "anomaly", "fill",
-            "fee_group", "restricted")  # fmt: skip
+            "fee_group", "restricted", "listed")  # fmt: skip
 
 # Reject codes the account tier adds: the ``ledger`` band of the one code table
 # (``shardex.wire.codes``), numbered after the engine's.

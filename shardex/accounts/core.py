@@ -32,6 +32,7 @@ from shardex.accounts.codes import (
     A_AMEND,
     A_DEPOSIT,
     A_FEE_GROUP,
+    A_LIST,
     A_NEW,
     A_RESTRICT,
     A_WITHDRAW,
@@ -58,6 +59,7 @@ from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay impor
     required,
 )
 from shardex.accounts.link import Inbox, Outbox
+from shardex.accounts.listing import Listings
 from shardex.accounts.restrict import Restrictions
 from shardex.accounts.settlements import Settlements
 from shardex.accounts.tiers import FeeTiers
@@ -74,7 +76,7 @@ from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 _RESTRICTED = (A_NEW, A_AMEND, A_WITHDRAW)  # what a restricted account may not do
 
 
-class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions):
+class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listings):
     """Account shard ``shard`` of ``shards``. Not thread-safe by design: one writer calls it.
 
     The state and its helpers are ``Ledger``'s; each concern is a mixin of its own module:
@@ -104,6 +106,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions):
                 return self._fee_group(cmd, out)
             if op == A_RESTRICT:
                 return self._restrict(cmd, out)
+            if op == A_LIST:
+                return self._list(cmd, out)
             return self._reject(
                 _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
             )
@@ -137,6 +141,7 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions):
             "rebates": sorted(self.rebates.items()),
             "groups": sorted(self.groups.items()),
             "restricted": sorted(self.restricted),
+            "listed": self.listed_rows(),
             "volumes": self.volumes.snapshot(),
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
@@ -171,6 +176,7 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions):
             window = state.get("ref_window", ref_window)
             core = cls(markets, state["shard"], state["shards"], fees, engine_for, state["seq"],
                        window, schedule)  # fmt: skip
+            core.restore_listed(state.get("listed", ()))  # (before balances in their assets)
             units = core.table.units
             for acct, asset, avail, held in state["balances"]:
                 if asset not in units:

@@ -61,8 +61,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "loadgen": ("loadgen", "loadgen", "Drive the cluster with orders and report throughput "
                 "and latency percentiles."),
     "market": ("admin_market", "market", "Markets at runtime (admin key): list each pair's "
-               "state, halt, resume, cancel-only, delist, price bands and maximum order size; "
-               "journaled, no restart."),
+               "state, add (list) a new pair, halt, resume, cancel-only, delist, price bands "
+               "and maximum order size; journaled, no restart."),
     "mm": ("mm", "mm", "Run a market maker: quote every pair around a reference price with "
            "inventory limits."),
     "move": ("move", "move", "Move PAIR's book to engine shard I, live (an admin key on a "

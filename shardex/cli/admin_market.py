@@ -11,6 +11,7 @@ import click
 
 from shardex.cli.connect import client as _client
 from shardex.cli.connect import fail as _fail
+from shardex.cli.market_add import add
 from shardex.cli.options import client_options, key_option
 from shardex.client import ShardexError
 
@@ -56,8 +57,8 @@ def _options(f: Any) -> Any:
 
 @click.group()
 def market() -> None:
-    """Markets at runtime (admin key): list each pair's state, halt, resume, cancel-only,
-    delist, price bands and maximum order size; journaled, no restart."""
+    """Markets at runtime (admin key): list each pair's state, add (list) a new pair, halt,
+    resume, cancel-only, delist, price bands and maximum order size; journaled, no restart."""
 
 
 @market.command(name="list")
@@ -141,6 +142,9 @@ def set_max(symbol: str, qty: str | None, notional: str | None, **kw: Any) -> No
     if qty is None and notional is None:
         raise click.UsageError("give --qty and/or --notional")
     _change(symbol, "set-max", kw, max_qty=qty, max_notional=notional)
+
+
+market.add_command(add)
 
 
 @click.group()

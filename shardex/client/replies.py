@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_LISTED,
     EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
@@ -77,6 +78,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_ADOPTED: "iisiiii",
     EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
     EV_MARKET: "iissiii",
+    EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 

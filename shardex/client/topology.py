@@ -8,8 +8,9 @@ from typing import Any
 from shardex.client.errors import ShardexError
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
+from shardex.engine.listing import SYMBOL_RE
 from shardex.placement.core import PlacementMap, initial
-from shardex.wire.protocol import markets_from_wire
+from shardex.wire.protocol import markets_from_wire, markets_to_wire
 from shardex.wire.transport import EndpointError, TopologyError, check_endpoint, parse_topology
 
 MARKETS_RETRY_S = 10.0  # seconds between attempts to learn the cluster's markets
@@ -106,6 +107,28 @@ class Topology:
         res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
         if not (isinstance(res, dict) and self.learn_markets([res.get("markets")])):
             self.markets_source = "defaults"
+
+    def unlisted(self, cmds: list[dict[str, Any]]) -> bool:
+        """True when a command names a well-formed symbol this client's table lacks and the
+        table is the cluster's (a pair listed since: ask again before sending; a given table is
+        the caller's word, and garbage symbols never cost a round of reads)."""
+        if self.markets_source == "given":
+            return False
+        for c in cmds:
+            symbol = c.get("symbol")
+            if type(symbol) is str and symbol not in self.markets and SYMBOL_RE.fullmatch(symbol):
+                return True
+        return False
+
+    def markets_wire(self) -> dict[str, list[str]]:
+        """This client's table in the wire form (kept when a refresh merges the shards')."""
+        return markets_to_wire(self.markets)
+
+    @staticmethod
+    def reply_markets(error: Any, results: Any) -> Any:
+        """An ``OP_MARKETS`` reply's wire table (None: no readable answer)."""
+        res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
+        return res.get("markets") if error is None and isinstance(res, dict) else None
 
     def needs_markets(self) -> bool:
         return self.markets_source is None

@@ -12,9 +12,9 @@ States (what a venue does; Binance's TRADING/HALT/BREAK, Coinbase's cancel_only/
 * ``cancel_only``: only cancels run (``cancel_only`` refuses new orders and amends): traders
   can take risk off, nobody can add it.
 * ``delisted``: final. Applying it cancels every resting order in priority order (bids best
-  first, then asks), then the pending stop orders in arrival order (``stops``), each with a
-  ``cancelled`` event of reason ``delist`` (so the account tier
-  releases every hold); afterwards the pair refuses everything (``delisted``).
+  first, then asks), then every pending stop / take-profit order in arrival order, each with a
+  ``cancelled`` event of reason ``delist`` (so the account tier releases every hold); afterwards
+  the pair refuses everything (``delisted``).
 
 Limits (0 lifts one): ``band_bps``: a limit price further than ``band_bps``/10000 of the
 reference price from it is refused (``price_band``); ``max_qty`` (lots) and ``max_notional``
@@ -47,7 +47,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import cancel_pending
+from shardex.engine.stops import drop_pending
 
 OPEN, HALTED, CANCEL_ONLY, DELISTED = 0, 1, 2, 3
 STATES = ("open", "halted", "cancel_only", "delisted")
@@ -236,7 +236,7 @@ def _cancel_all(eng: EngineState, book: Any, out: list[Event]) -> None:
                 )
     book.sides = (Side(), Side())
     book.orders = {}
-    cancel_pending(eng, book, None, DELIST_REASON, out)  # (then its pending stop orders)
+    drop_pending(eng, book, None, DELIST_REASON, out)
 
 
 def rules_snapshot(book: Any) -> list[int] | None:

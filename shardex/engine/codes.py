@@ -55,6 +55,9 @@ Market rules (an admin's, journaled; ``shardex.engine.admin``):
 
 * ``(OP_MARKET_RULE, symbol, changes)`` — ``changes`` a map of ``state`` (name),
   ``band_bps``, ``max_qty`` (lots), ``max_notional`` (ticks × lots); 0 lifts a limit
+* ``(OP_LIST, symbol, [tick, lot, max_price, max_qty])`` — list a new pair (decimal strings;
+  ``shardex.engine.listing``); its event ``(EV_LISTED, seq, symbol, tick, lot, max_price,
+  max_qty)``
 """
 
 from typing import Any
@@ -68,6 +71,7 @@ OP_TIME = 50  # (outside every tier's client, link and read ops)
 OP_HANDOFF, OP_ADOPT = 5, 6
 # markets at runtime (an admin's, journaled; ``shardex.engine.admin``): a pair's state and limits
 OP_MARKET_RULE = 21
+OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
 # expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
 # leader's journaled sweep of the orders whose expire time the exchange time has reached
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
@@ -83,6 +87,7 @@ EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REJECTED, EV_AMENDED = 0, 1, 2, 3, 4
 EV_MOVED, EV_ADOPTED = 5, 6
 EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters matching now
 EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
+EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
@@ -126,6 +131,7 @@ REJ_DELISTED: int = wire_codes.DELISTED
 REJ_PRICE_BAND: int = wire_codes.PRICE_BAND
 REJ_ORDER_TOO_LARGE: int = wire_codes.ORDER_TOO_LARGE
 REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
+REJ_UNIT_CONFLICT: int = wire_codes.UNIT_CONFLICT  # (a listing, refused by the account tier)
 # a good-till-date order whose expire time has already passed (``shardex.engine.expiry``)
 REJ_EXPIRED: int = wire_codes.EXPIRED
 # stop and take-profit orders (``shardex.engine.stops``)

@@ -50,6 +50,7 @@ from shardex.engine.codes import (
     OP_CANCEL_ALL,
     OP_EXPIRE,
     OP_HANDOFF,
+    OP_LIST,
     OP_MARKET_RULE,
     OP_NEW,
     OP_REJECT,
@@ -72,6 +73,7 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.expiry import cancel_all, expire_due, new_other
+from shardex.engine.listing import list_pair
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
@@ -100,7 +102,7 @@ _VALID_NEW = frozenset(
     if not (otype == MARKET and (tif == GTC or post_only)) and not (post_only and tif != GTC)
 )
 _SIDE_NAMES = ("bid", "ask")
-_ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules}
+_ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules, OP_LIST: list_pair}
 
 
 class Engine(EngineState):

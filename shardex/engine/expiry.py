@@ -59,7 +59,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import BASE, cancel_pending, place
+from shardex.engine.stops import BASE, drop_pending, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
@@ -351,7 +351,7 @@ def _cancel_mine(eng: Any, book: Book, account: str, reason: str, out: list[Even
     mine.sort(key=_accept_order)
     for order in mine:
         _cancel(eng, book, order, reason, out)
-    cancel_pending(eng, book, account, reason, out)
+    drop_pending(eng, book, account, reason, out)
 
 
 def _accept_order(order: Order) -> tuple[int, str]:

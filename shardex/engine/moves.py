@@ -80,7 +80,8 @@ def adopt(eng: EngineState, cmd: Any, out: list[Event]) -> tuple[str, int] | Non
         or not isinstance(state, Mapping)
     ):
         return "adopt: expected (op, symbol, shard, seq >= 1, pair state)", REJ_MALFORMED
-    if type(symbol) is not str or symbol not in eng.markets:
+    if type(symbol) is not str or (symbol not in eng.markets and "market" not in state):
+        # (a pair listed at runtime is known here from its state: ``engine.listing``)
         return f"adopt: unknown symbol {str(symbol)[:64]}", REJ_UNKNOWN_SYMBOL
     if eng.adopted.get(symbol) == (source, since):
         return f"pair {symbol} was adopted already (from shard {source} at {since})", REJ_INVALID

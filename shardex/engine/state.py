@@ -35,6 +35,12 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries, new_with_opts
+from shardex.engine.listing import (
+    adopt_definition,
+    listed_snapshot,
+    pair_definition,
+    restore_listed,
+)
 from shardex.engine.markets import Market
 from shardex.engine.moves import moves_snapshot, restore_moves
 from shardex.engine.stops import NEW_FIELDS, check, load, save
@@ -58,7 +64,9 @@ class EngineState:
     ) -> None:
         if type(recent) is not int or recent < 0:
             raise ValueError(f"recent must be an int >= 0, got {recent!r}")
-        self.markets = markets
+        # (a copy: a listing adds to it, ``shardex.engine.listing``; ``listed`` is the record)
+        self.markets: dict[str, Market] = dict(markets)
+        self.listed: dict[str, list[str]] = {}
         self.books: dict[str, Book] = {}
         self.seq = seq
         # exchange time (ms since the Unix epoch, UTC) of the batch being applied: set only by
@@ -235,6 +243,9 @@ class EngineState:
             "books": books,
             "ts": self.ts,
         }
+        listed = listed_snapshot(self)
+        if listed is not None:  # (pairs listed at runtime: absent when none)
+            state["listed"] = listed
         moves = moves_snapshot(self)
         if moves is not None:  # version 5: version 4 plus the pairs' moves
             state["version"] = 5
@@ -249,6 +260,7 @@ class EngineState:
         pair, then the recent results, generation for generation when the window matches."""
         seq = self.seq
         self.set_time(state.get("ts", 0))  # (snapshots older than exchange time: 0)
+        restore_listed(self, state.get("listed"))
         finished: list[tuple[tuple, Book]] = []
         for symbol, pair in state["books"].items():
             self.restore_pair(symbol, pair, _recent=False, _since=seq)
@@ -305,6 +317,9 @@ class EngineState:
             pair["expire"] = expiring
         if switches:
             pair["deadman"] = switches
+        definition = pair_definition(self, symbol)
+        if definition is not None:  # (a listed pair: a move carries its definition)
+            pair["market"] = definition
         return pair
 
     def restore_pair(
@@ -321,6 +336,8 @@ class EngineState:
         another event stream, so there they are unknown (status without ``trades``).
         """
         market = self.markets.get(symbol) if type(symbol) is str else None
+        if market is None and "market" in state:  # a listed pair, moved here
+            market = adopt_definition(self, symbol, state["market"])
         if market is None:
             raise ValueError(f"state has a book for unknown market {symbol!r} (markets file?)")
         old = self.books.get(symbol)

@@ -307,30 +307,32 @@ def touch(
             REJ_UNTRIGGERED,
             out,
         )
-    del book.stops.orders[p.id]
-    eng.seq = seq = eng.seq + 1
-    out.append((EV_CANCELLED, seq, symbol, p.id, "user", p.qty))
-    book.cancelled += 1
-    eng._finish(book, p.id, (p.account, STATE_CANCELLED, 0, "user", p.seq, seq))
+    _cancel_pending(eng, book, p, "user", out)
     return None
 
 
-def cancel_pending(eng: EngineState, book: Book, account: str | None, reason: str,
-                   out: list[Event]) -> None:  # fmt: skip
-    """Cancel ``account``'s pending orders of ``book`` (every account's: None) in arrival
-    order, each with its ``cancelled`` event (``reason``): what cancel-all, a dead-man switch
-    and a delisting do to the orders that wait off the order book, as to the resting ones."""
+def drop_pending(eng: EngineState, book: Book, account: str | None, reason: str,
+                 out: list[Event]) -> None:  # fmt: skip
+    """Cancel the pair's pending orders of ``account`` (None: every account), in arrival order,
+    with ``reason``: a cancel-all, a dead-man switch and a delisting take the untriggered orders
+    too, so the account tier releases their holds (after the resting orders' cancels)."""
     tb = book.stops
     if tb is None or not tb.orders:
         return
-    gone = sorted((p for p in tb.orders.values() if account is None or p.account == account),
+    mine = sorted((p for p in tb.orders.values() if account is None or p.account == account),
                   key=_arrival)  # fmt: skip
-    for p in gone:
-        del tb.orders[p.id]
-        eng.seq = seq = eng.seq + 1
-        out.append((EV_CANCELLED, seq, book.symbol, p.id, reason, p.qty))
-        book.cancelled += 1
-        eng._finish(book, p.id, (p.account, STATE_CANCELLED, 0, reason, p.seq, seq))
+    for p in mine:
+        _cancel_pending(eng, book, p, reason, out)
+
+
+def _cancel_pending(
+    eng: EngineState, book: Book, p: Pending, reason: str, out: list[Event]
+) -> None:
+    del book.stops.orders[p.id]
+    eng.seq = seq = eng.seq + 1
+    out.append((EV_CANCELLED, seq, book.symbol, p.id, reason, p.qty))
+    book.cancelled += 1
+    eng._finish(book, p.id, (p.account, STATE_CANCELLED, 0, reason, p.seq, seq))
 
 
 def fire(

@@ -239,7 +239,7 @@ class AccountHandler:
                 results.append(self.transfer(cmd, out))
             elif op == OP_FEES:
                 results.append(fee_read(self, cmd))
-            elif op in ACCOUNT_ADMIN:  # (a fee group, a restriction)
+            elif type(op) is int and op in ACCOUNT_ADMIN:  # (a fee group, a restriction)
                 results.append(ACCOUNT_ADMIN[op](self, cmd, out))
             elif op in (OP_NEW, OP_AMEND):
                 results.append(self.order(cmd, out))

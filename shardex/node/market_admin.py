@@ -1,7 +1,8 @@
 """An engine shard's side of the admin's writes: a pair's rules (``shardex.engine.admin``) and
 the mover's commands (``shardex.node.moves``), one dispatch for both (no I/O).
 
-``(OP_MARKET_RULE, symbol, changes)`` is refused with ``not_allowed`` for a key that is not an
+``(OP_MARKET_RULE, symbol, changes)`` and a listing ``(OP_LIST, symbol, definition)``
+(``shardex.engine.listing``) are refused with ``not_allowed`` for a key that is not an
 admin's (in insecure mode there are no keys), with ``wrong_shard`` (``data.shard``: the owner)
 on a shard that does not own the pair, and ``moving`` for a pair handed off; otherwise it is
 applied and journaled like any command, and answers its events (``EV_MARKET``, then a
@@ -15,13 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.engine.admin import rules_of
-from shardex.engine.codes import OP_MARKET_RULE, Event
+from shardex.engine.codes import OP_LIST, OP_MARKET_RULE, Event
 from shardex.node.moves import MOVE_OPS, move_write, moved_refusal
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
 from shardex.wire.errors import read_error
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL
 
-ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE}
+ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE, OP_LIST}
 
 
 def is_admin_write(cmd: Any) -> bool:
@@ -34,15 +35,17 @@ def is_admin_write(cmd: Any) -> bool:
 
 def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     """Run one admin write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
-    if cmd[CMD_OP] != OP_MARKET_RULE:
+    op = cmd[CMD_OP]
+    if op != OP_MARKET_RULE and op != OP_LIST:
         return move_write(core, cmd, out)
     key = core.key
     if key is not None and key.role != "admin":
-        return read_error(NOT_ALLOWED, "market rules: admin keys only")
+        return read_error(NOT_ALLOWED, "market rules and listings: admin keys only")
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) != 3:
         return read_error(MALFORMED, "market rule: expected (op, symbol, changes)")
-    if symbol in core.markets and core.owner(symbol) != core.index:
+    # a listing goes to the shard the placement map gives the new symbol
+    if (op == OP_LIST or symbol in core.markets) and core.owner(symbol) != core.index:
         moved = moved_refusal(core, symbol)
         if moved is not None:
             return moved
@@ -53,6 +56,8 @@ def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     seq = core.engine.seq
     core.engine.apply(cmd, out)
     core.journal.add(seq, cmd)
+    if op == OP_LIST and core.on_placement is not None:
+        core.on_placement()  # (the routers learn the new table from the next HELLO)
     return out[start:]
 
 

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
+from shardex.engine.listing import SYMBOL_RE
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
@@ -39,7 +40,7 @@ from shardex.wire.layouts import (
 )
 from shardex.wire.link import encode_hello
 from shardex.wire.movestate import MAX_STATE, PACKED, pack_state, unpack_state
-from shardex.wire.protocol import OP_PAIR, OP_PLACE  # noqa: F401 - (OP_PAIR: its read)
+from shardex.wire.protocol import OP_PAIR, OP_PLACE, markets_to_wire  # noqa: F401 - (OP_PAIR: its read)
 
 MOVE_OPS = frozenset((OP_HANDOFF, OP_ADOPT, OP_PLACE))
 
@@ -164,8 +165,9 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
     symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3) else None
-    if type(symbol) is not str or symbol not in core.markets:
-        return read_error(MALFORMED, "pair: expected (op, known symbol[, with state])")
+    if type(symbol) is not str or not (symbol in core.markets or SYMBOL_RE.fullmatch(symbol)):
+        # (a pair listed at runtime is known on its shard only: elsewhere it is a symbol)
+        return read_error(MALFORMED, "pair: expected (op, symbol[, with state])")
     engine = core.engine
     out: dict[str, Any] = {"symbol": symbol, "shard": core.index, "seq": engine.seq}
     moved = engine.moved.get(symbol)
@@ -196,8 +198,10 @@ def moved_refusal(core: Any, symbol: str) -> dict[str, Any] | None:
 
 
 def rehello(node: Any) -> None:
-    """Engine shard ``node``'s core routes by a newer placement map: its HELLO carries that map
-    from now on, and goes to the routers at its next turn (they take the newer map)."""
+    """Engine shard ``node``'s core routes by a newer placement map, or serves a newly listed
+    pair: its HELLO carries that map and its market table from now on, and goes to the routers
+    at its next turn (they take the newer map; clients learn the table from their topology)."""
     node.hello_info["placement"] = node.core.placement.to_wire()
+    node.hello_info["markets"] = markets_to_wire(node.core.markets)
     node.hello_msg = encode_hello(node.hello_info)
     node.last_hello = -math.inf

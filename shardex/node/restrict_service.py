@@ -9,6 +9,7 @@ from typing import Any
 from shardex.accounts.codes import A_RESTRICT, AE_REJECTED, AE_RESTRICTED
 from shardex.engine.codes import REJ_MALFORMED, REJ_NOT_ALLOWED
 from shardex.node.fee_service import fee_group
+from shardex.node.listing_service import LISTING_ADMIN
 from shardex.wire.layouts import AE_KIND, AREJ_CODE, AREJ_REASON
 from shardex.wire.protocol import MAX_ID_LEN, OP_FEE_GROUP, OP_RESTRICT
 
@@ -32,5 +33,6 @@ def restrict(h: Any, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
     return h._map_rej("restrict had no effect", REJ_MALFORMED)  # unreachable
 
 
-# the admin's writes about one account, by op (``AccountHandler``'s dispatch)
-ACCOUNT_ADMIN = {OP_FEE_GROUP: fee_group, OP_RESTRICT: restrict}
+# the admin's writes on an account shard, by op (``AccountHandler``'s dispatch): one account's
+# fee group or restriction, and a pair's listing (``listing_service``)
+ACCOUNT_ADMIN = {OP_FEE_GROUP: fee_group, OP_RESTRICT: restrict, **LISTING_ADMIN}

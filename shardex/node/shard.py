@@ -167,7 +167,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             self.poller.register(self.replica.sock, net.POLLIN)
         self.hello_info = {
             "shard": cfg.index, "shards": cfg.shards, "pid": os.getpid(), "cpu": self.cpu,
-            "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(cfg.markets),
+            "direct": cfg.direct, "pub": cfg.pub, "markets": markets_to_wire(self.core.markets),
             "placement": self.core.placement.to_wire(), **cfg.extra,
         }  # fmt: skip
         self.hello_msg = encode_hello(self.hello_info)

@@ -88,7 +88,6 @@ class ShardCore:
             raise ValueError(f"shard index {index} out of range for {shards} shards")
         self.index = index
         self.shards = shards
-        self.markets = markets
         self.engine = engine if engine is not None else Engine(markets)
         # Every command applied is journaled before its reply leaves (the loop commits the
         # journal, then sends the replies of the batch).
@@ -100,7 +99,7 @@ class ShardCore:
         # Which shard owns each pair (``shardex.placement``): the cluster's stored map, set by
         # the node before it serves (``set_placement``); its version travels in refusals.
         self.placement: PlacementMap = initial(shards)
-        self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map)
+        self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map, table)
         self.commands = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
         self.internal_errors = 0
@@ -140,6 +139,11 @@ class ShardCore:
         if placement.version >= self.placement.version:
             self.placement = placement
             self._owner.clear()
+
+    @property
+    def markets(self) -> Mapping[str, Market]:
+        """The engine's table: the markets file's pairs and those listed at runtime."""
+        return self.engine.markets
 
     def owner(self, symbol: str) -> int:
         owner = self._owner.get(symbol)

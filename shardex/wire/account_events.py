@@ -52,6 +52,11 @@ def _account_json(ev: tuple, assets: AssetTable, markets: Mapping[str, Market]) 
     if name == "restricted":
         _, _, account, restricted = ev
         return {"ev": name, "account": account, "restricted": restricted, "seq": seq}
+    if name == "listed":
+        _, _, symbol, base, quote, base_unit, quote_unit, fee = ev
+        return {"ev": name, "symbol": symbol, "base": base, "quote": quote,
+                "base_unit": base_unit, "quote_unit": quote_unit, "maker_bps": fee[0],
+                "taker_bps": fee[1], "seq": seq}  # fmt: skip
     if name == "rejected":
         _, _, account, ref, reason, code = ev
         return {"ev": name, "account": account, "ref": ref, "reason": reason,

@@ -61,6 +61,11 @@ ADOPTED_FROM, ADOPTED_SEQ, ADOPTED_TRADE_ID, ADOPTED_ORDERS = 3, 4, 5, 6
 RULE_CHANGES = 2
 MARKET_STATE, MARKET_BAND, MARKET_MAX_QTY, MARKET_MAX_NOTIONAL = 3, 4, 5, 6
 MARKET_WIDTH = 7
+# a listing (``shardex.engine.listing``): (OP_LIST, symbol, definition) and
+# (EV_LISTED, seq, symbol, tick, lot, max_price, max_qty)
+LIST_DEFINITION = 2
+LISTED_DEFINITION = 3
+LISTED_WIDTH = 7
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

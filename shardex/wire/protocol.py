@@ -425,6 +425,7 @@ OP_AUDIT = 33
 OP_FEES = 34
 OP_FEE_GROUP = 35
 OP_RESTRICT = 38  # (OP_RESTRICT, account, restricted: bool) admin keys only (accounts.restrict)
+OP_LIST_PAIR = 39  # (OP_LIST_PAIR, symbol, definition, [maker, taker]) admin (accounts.listing)
 # Engine shard journal record of a forwarded command: (OP_FORWARD, j, seq, prev, command).
 # Never accepted from a client: only the account link produces it.
 OP_FORWARD = 40

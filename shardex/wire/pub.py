@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_NAMES
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_LISTED, AE_NAMES
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_LISTED,
     EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
@@ -56,6 +57,7 @@ from shardex.wire.layouts import (
     TRIGGERED_AT,
     TRIGGERED_LAST,
 )
+from shardex.wire.listed import learn_account_listed, learn_listed
 
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -224,6 +226,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return _check_trade(ev, markets)
     if kind in (EV_MOVED, EV_ADOPTED):  # (kind, seq, symbol, int, ...): all ints after symbol
         return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
+    if kind == EV_LISTED:  # (a new pair: learnt, so its events that follow are kept)
+        return learn_listed(ev, markets)
     if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
                 and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip
@@ -300,6 +304,8 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
             return False
         _, _, asset, total = ev
         return type(asset) is str and asset in assets.units and type(total) is int
+    if kind == AE_LISTED:  # (a new pair's assets: learnt, so their balances are kept)
+        return learn_account_listed(ev, assets)
     if kind == AE_FILL:
         if len(ev) != 10:
             return False

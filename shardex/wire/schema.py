@@ -21,6 +21,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_LISTED,
     EV_MARKET,
     EV_MOVED,
     EV_REJECTED,
@@ -78,6 +79,7 @@ from shardex.wire.layouts import (
     TRIGGERED_AT,
     TRIGGERED_LAST,
 )
+from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
 
 _NEW_FIELDS = {
@@ -203,6 +205,7 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
     if "qty" not in obj:
         raise _Bad("missing field 'qty'")
     qty = _units(obj, "qty", market)
+    trigger = None
     if otype in _TRIGGERED_BASE:  # stop / take-profit: the order it becomes, and its trigger
         if "trigger" not in obj:
             raise _Bad(f"a {TYPES[otype]} order needs a trigger", REJ_INVALID)
@@ -224,10 +227,16 @@ def _command(obj: Any, markets: Mapping[str, Market]) -> Command:
         raise _Bad("post_only must be true or false")
     stp = _enum(obj, "stp", STPS, 0)
     cmd = (OP_NEW, symbol, oid, account, side, otype, price, qty, tif, post_only, stp)
+    return _with_options(cmd, obj, trigger)
+
+
+def _with_options(cmd: Command, obj: dict[str, Any], trigger: int | None) -> Command:
+    """A new order with its options map (``layouts.NEW_OPTS``) when it has any: a stop's
+    trigger, a gtd order's expire (ms of exchange time, a JSON integer: the engine judges it)."""
     opts: dict[str, Any] = {}
-    if otype in _TRIGGERED_BASE:
+    if trigger is not None:
         opts["trigger"] = trigger
-    if "expire" in obj:  # ms of exchange time (a JSON integer): the engine judges it
+    if "expire" in obj:
         expire = obj["expire"]
         if type(expire) is not int:
             raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
@@ -325,10 +334,20 @@ def event_to_json(ev: Event, markets: Mapping[str, Market], ts: int | None = Non
                   ) -> dict[str, Any]:  # fmt: skip
     """Engine event tuple → public JSON object with decimal strings (schema in DESIGN.md);
     ``ts``: its exchange time (ms since the Unix epoch, UTC), added as ``"ts"`` when known."""
-    obj = _event_json(ev, markets)
+    obj = listed_json(ev) if ev[EV_KIND] == EV_LISTED else _event_json(ev, markets)
     if ts is not None:
         obj["ts"] = ts
     return obj
+
+
+def _move_json(ev: Event, symbol: str, seq: int) -> dict[str, Any]:
+    """A pair's hand-off (``moved``) or adoption (``adopted``) event as JSON."""
+    if ev[EV_KIND] == EV_MOVED:
+        return {"ev": "moved", "symbol": symbol, "to": ev[MOVED_TO],
+                "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
+    return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
+            "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
+            "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
 
 
 def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
@@ -380,15 +399,10 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
             "price": m.price_str(ev[AMENDED_PRICE]),
             "seq": seq,
         }
-    if kind == EV_MOVED:
-        return {"ev": "moved", "symbol": symbol, "to": ev[MOVED_TO],
-                "trade_id": ev[MOVED_TRADE_ID], "orders": ev[MOVED_ORDERS], "seq": seq}  # fmt: skip
+    if kind in (EV_MOVED, EV_ADOPTED):
+        return _move_json(ev, symbol, seq)
     if kind == EV_MARKET:
         return market_event_json(ev, markets.get(symbol), seq)
-    if kind == EV_ADOPTED:
-        return {"ev": "adopted", "symbol": symbol, "from": ev[ADOPTED_FROM],
-                "from_seq": ev[ADOPTED_SEQ], "trade_id": ev[ADOPTED_TRADE_ID],
-                "orders": ev[ADOPTED_ORDERS], "seq": seq}  # fmt: skip
     if kind == EV_TRIGGERED:
         return _triggered_json(ev, markets[symbol])
     raise ValueError(f"unknown event kind {kind!r}")

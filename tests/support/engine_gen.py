@@ -216,9 +216,10 @@ timed_new_cmd = st.builds(
     st.sampled_from(TIMES),
 )
 
+# (with stop orders too: a cancel-all and a dead-man switch take the pending ones as well)
 timed_commands = st.lists(
-    st.one_of(new_cmd, new_cmd, timed_new_cmd, timed_new_cmd, cancel_cmd, amend_cmd, time_cmd,
-              time_cmd, expire_cmd, expire_cmd, cancel_all_cmd),
+    st.one_of(new_cmd, new_cmd, timed_new_cmd, timed_new_cmd, stop_cmd, cancel_cmd, amend_cmd,
+              time_cmd, time_cmd, expire_cmd, expire_cmd, cancel_all_cmd),
     min_size=20,
     max_size=100,
 )

@@ -232,6 +232,14 @@ class RefEngine:
         self._finish(symbol, order.id, order.account, "cancelled", order.filled, order.trades,
                      reason)  # fmt: skip
 
+    def _drop_pending(self, symbol: str, account: str, reason: str) -> None:
+        """A cancel-all or a dead-man switch also cancels the account's pending stops."""
+        mine = [p for p in self.pending.get(symbol, []) if p.account == account]
+        for p in sorted(mine, key=lambda p: p.arrival):
+            self.pending[symbol].remove(p)
+            self._ev(EV_CANCELLED, symbol, p.id, reason, p.qty)
+            self._finish(symbol, p.id, account, "cancelled", 0, [], reason)
+
     def _timed(self, cmd: tuple) -> list[tuple]:
         """OP_TIME, OP_EXPIRE and OP_CANCEL_ALL: flat scans, sorted, nothing clever."""
         if cmd[0] == OP_TIME:
@@ -249,6 +257,7 @@ class RefEngine:
                 mine = [o for o in self.orders.get(s, []) if o.account == a]
                 for o in sorted(mine, key=lambda o: (o.accepted, o.id)):
                     self._remove(s, o, "deadman")
+                self._drop_pending(s, a, "deadman")
             return self.out
         _, symbol, _ref, account = cmd[:4]
         if len(cmd) == 5:  # a dead-man switch: armed, moved, or (0) disarmed
@@ -263,6 +272,7 @@ class RefEngine:
             mine = [o for o in self.orders.get(s, []) if o.account == account]
             for o in sorted(mine, key=lambda o: (o.accepted, o.id)):
                 self._remove(s, o, "cancel_all")
+            self._drop_pending(s, account, "cancel_all")
         return self.out
 
     def _pending(self, symbol: str, oid: str) -> RefPending | None:

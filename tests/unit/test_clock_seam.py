@@ -33,6 +33,9 @@ OFF_PATH = {
     "streams); the simulator checks the streams, not the writer",
     "client/market_data.py": "a reader of candles in Redis for the user: its default end is "
     "the user's own wall clock, never a node's",
+    "gateway": "the gateway is a process of its own serving people and bots (heartbeats, slow "
+    "clients, a signed request's receive window are the wall clock's); the simulator checks "
+    "the streams and the engines it reads, not the gateway",
 }
 # Files still to be threaded through a clock (drop an entry once its file reads the time
 # through one). The lease and the standby loop (lease.py, node/standby.py, failover.py,

@@ -111,8 +111,17 @@ async def _restrict(cl: InProcCluster, c: AsyncClient) -> None:
 
 
 async def _delist(cl: InProcCluster, c: AsyncClient) -> None:
+    stop = await c.place(P, "sell", "0.1", "995", account=BO, id="t1", type="stop_limit",
+                         trigger="995")  # fmt: skip
+    assert stop.ok, stop.events
+
+    async def pending() -> bool:
+        return (await c.order_status(P, "t1", account=BO))["state"] == "pending"
+
+    await cl.until(pending, what="t1 pending on the engine shard")
     res = await c.set_market(P, state="delisted")
-    assert res["ok"] and res["cancelled"] == 2, res  # s1's rest and r2
+    # s1's rest, r2 and the pending stop t1 (whose hold outlived the pair before)
+    assert res["ok"] and res["cancelled"] == 3, res
     await cl.until(_balance(c, BO, "BTC", (D("9.5"), D(0))), what="bo's hold released")
     await cl.until(_balance(c, AL, "USD", (D("99499.75"), D(0))), what="al's holds released")
     d1 = await c.place(P, "sell", "0.1", "1000", account=BO, id="d1")

@@ -25,8 +25,12 @@ from shardex.engine.codes import (
     OP_ADOPT,
     OP_AMEND,
     OP_CANCEL,
+    OP_CANCEL_ALL,
+    OP_EXPIRE,
     OP_HANDOFF,
+    OP_MARKET_RULE,
     OP_NEW,
+    OP_TIME,
     REJ_DUPLICATE_ID,
     REJ_INVALID,
     REJ_MALFORMED,
@@ -384,3 +388,34 @@ def test_a_snapshot_with_a_bad_pending_order_is_refused(field, value):
     row[field] = value
     with pytest.raises(ValueError, match=S):
         Engine.restore(snap, DEFAULT_MARKETS)
+
+
+@pytest.mark.parametrize("how", ["cancel_all", "cancel_all_pairs", "deadman", "delist"])
+def test_cancel_all_deadman_and_delist_take_the_pending_orders_too(how):
+    """Regression: a cancel-all, a fired dead-man switch and a delisting cancelled the resting
+    orders only, so a pending stop survived them (after a delisting, holding its funds on the
+    account tier for a pair that accepts nothing). Now each cancels the pending orders too,
+    after the resting ones, in arrival order, with the same reason."""
+    e = Engine(DEFAULT_MARKETS)
+    _run(e, (OP_TIME, 1_000))
+    _traded_at(e, 100)
+    _run(e, _new("r1", "alice", BUY, 90, 5), _stop("s1", "alice", BUY, STOP_LIMIT, 120, price=121),
+         _stop("s2", "alice", SELL, STOP_MARKET, 80), _stop("b1", "bob", BUY, STOP_MARKET, 130))
+    cmd, reason = {
+        "cancel_all": ((OP_CANCEL_ALL, S, "ref", "alice"), "cancel_all"),
+        "cancel_all_pairs": ((OP_CANCEL_ALL, "", "ref", "alice"), "cancel_all"),
+        "deadman": ((OP_CANCEL_ALL, S, "ref", "alice", 5), "deadman"),
+        "delist": ((OP_MARKET_RULE, S, {"state": "delisted"}), "delist"),
+    }[how]
+    out = _run(e, cmd)
+    if how == "deadman":  # armed: fires once exchange time passes its deadline
+        out = _run(e, (OP_TIME, 1_010), (OP_EXPIRE, 1_010))
+    gone = [(ev[EV_ID], ev[4]) for ev in out if ev[EV_KIND] == EV_CANCELLED]
+    expected = ["r1", "s1", "s2"] + (["b1"] if how == "delist" else [])
+    assert gone == [(oid, reason) for oid in expected]
+    for oid in ("s1", "s2"):
+        assert e.order_status(S, "alice", oid, lambda first, last: [])["state"] == "cancelled"
+    assert (e.order_status(S, "bob", "b1", lambda first, last: [])["state"] == "pending") == (
+        how != "delist"
+    )
+    e.check_integrity()

@@ -23,6 +23,8 @@ from shardex.client.errors import (
     _failed,
     stale_topology,
 )
+from shardex.client.listing import account_result, fee_of, listing_result
+from shardex.client.listing import definition as listing_definition
 from shardex.client.market_admin import market_rule_result, pair_rules
 from shardex.client.results import (
     DEFAULT_RETRY,
@@ -35,7 +37,7 @@ from shardex.client.results import (
 )
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
-from shardex.engine.codes import OP_MARKET_RULE, Command
+from shardex.engine.codes import OP_LIST, OP_MARKET_RULE, Command
 from shardex.wire.market_rules import changes_from_json
 from shardex.wire.protocol import (
     OP_AUDIT,
@@ -44,6 +46,7 @@ from shardex.wire.protocol import (
     OP_DEPOSIT,
     OP_FEE_GROUP,
     OP_FEES,
+    OP_LIST_PAIR,
     OP_MARKETS,
     OP_ORDER,
     OP_RESTRICT,
@@ -131,6 +134,8 @@ class AsyncClient(AsyncIO):
         """
         cmds = [dict(c) for c in commands]
         await self._ready(markets=True)
+        if self.unlisted(cmds):  # a pair listed after this client learned the table
+            await self._refresh_markets()
         tuples = [self.command(c) for c in cmds]
         decoded = self.decode(await self._exchange(tuples, batch, window))
         again = self.misrouted(decoded)
@@ -310,6 +315,18 @@ class AsyncClient(AsyncIO):
         finally:
             self.markets_tried()
 
+    async def _refresh_markets(self) -> None:
+        """Learn the market table again from every engine shard (a pair listed at runtime is
+        in its own shard's table only); a shard that cannot answer adds nothing."""
+        tables = []
+        for i in range(self.shards or 0):
+            try:
+                reply = await self._request(self._sock(i), f"#{i}".encode(), (OP_MARKETS,), "")
+            except ShardexError:
+                continue
+            tables.append(self.reply_markets(*reply))
+        self.learn_markets([self.markets_wire(), *tables])
+
     async def close(self) -> None:
         self.close_watches()
         self._close_sockets()
@@ -417,6 +434,33 @@ class AsyncClient(AsyncIO):
             except ShardexError:
                 replies.append({})
         return pair_rules(self.markets, replies)
+
+    async def list_market(
+        self, symbol: str, spec: Mapping[str, Any], fee: Any = None, shard: int | None = None
+    ) -> dict[str, Any]:
+        """List a new pair on the running cluster (admin key): ``spec`` is ``{tick, lot[,
+        max_price, max_qty]}`` (decimal strings), ``fee`` ``(maker_bps, taker_bps)`` (None: the
+        default). Every account shard first (the unit rule), then the pair's engine shard;
+        ``{"ok": True, symbol, tick, lot, max_price, max_qty, seq}`` or ``{"ok": False,
+        "rejected", "code"[, "shard"]}``. Repeating a listing is a no-op that succeeds.
+        ``shard``: send the engine listing to that shard (one the pair was just pinned to,
+        ``shardex.tools.list_pin``), not by the symbol (a router may not have the new map)."""
+        market, definition = listing_definition(symbol, spec)
+        fees = fee_of(fee)
+        await self._ready(markets=True)
+        for j in range(self.accounts or 0):
+            cmd = (OP_LIST_PAIR, symbol, definition, fees)
+            reply = await self._request(self._router, f"%{j}".encode(), cmd, "list")
+            refused = account_result(self.read_result(*reply, f"account shard {j}"), j)
+            if refused is not None:
+                return refused
+        route = symbol.encode() if shard is None else f"#{shard}".encode()
+        reply = await self._request(self._router, route, (OP_LIST, symbol, definition),
+                                    f"list {symbol}")  # fmt: skip
+        out = listing_result(*reply, symbol)
+        if out["ok"] and self.markets_source != "given":
+            self.markets[symbol] = market
+        return out
 
     async def restrict(self, account: str, restricted: bool = True) -> dict[str, Any]:
         """Restrict (or with ``restricted=False`` unrestrict) ``account`` on its account shard

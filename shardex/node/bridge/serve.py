@@ -33,6 +33,7 @@ from shardex.node.bridge.status import Follower, StatusPoller
 from shardex.node.bridge.topology import Endpoints, fetch_topology
 from shardex.node.bridge.tracker import ShardTracker
 from shardex.redisauth import RedisAuthError
+from shardex.wire.listed import learn_tables
 from shardex.wire.pub import Malformed, decode_account_pub_stamped, decode_pub_stamped
 
 log = logging.getLogger("shardex.bridge")
@@ -69,10 +70,13 @@ class Bridge:
         self.accounts: list[ShardState] = []  # their balance changes go to shardex:balances:<j>
 
     async def topology(self) -> tuple[Endpoints, Endpoints]:
-        """(engine shards, account shards) as the router sees them (``fetch_topology``)."""
+        """(engine shards, account shards) as the router sees them (``fetch_topology``); the
+        pairs listed at runtime that their HELLOs name are learnt (a restarted bridge resumes
+        after their listing events)."""
         return await fetch_topology(
-            self.ctx, self.cfg.router, self.key, self.watches, lambda: self.running
-        )
+            self.ctx, self.cfg.router, self.key, self.watches, lambda: self.running,
+            lambda tables: learn_tables(self.cfg.markets, self.assets, tables),
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Bridge until stopped. However it ends (``running`` cleared, or cancelled by a stop

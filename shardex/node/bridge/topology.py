@@ -36,27 +36,30 @@ async def fetch_topology(
     key: KeyFile | None,
     watches: Watches,
     running: Callable[[], bool],
+    learn: Callable[[list[Any]], None] | None = None,
 ) -> tuple[Endpoints, Endpoints]:
     """(engine shards, account shards) as the router sees them, once every one of them has
     registered; ``([], [])`` if the bridge stops meanwhile (``running()`` turns False). Only
     returned, never stored here: the caller decides which endpoints it moves to (storing the
     account shards' endpoints on every engine-shard follow made a later account-shard follow
-    see "no change" while its sockets still pointed at the old leader)."""
+    see "no change" while its sockets still pointed at the old leader). ``learn`` gets the
+    engine shards' market tables (their HELLOs': pairs listed at runtime included)."""
     sock = router_requests(ctx, zmq, key)
     routers = split_endpoints(router)  # several routers: any of them answers
     watch = watches.watch(sock, {ep: ("router", "the router") for ep in routers})
     for ep in routers:
         sock.connect(ep)
     try:
-        return await _ask(sock, router, running)
+        return await _ask(sock, router, running, learn)
     finally:
         await watches.drop(watch)
         sock.close(0)
 
 
 async def _ask(
-    sock: zmq.asyncio.Socket, router: str, running: Callable[[], bool]
-) -> tuple[Endpoints, Endpoints]:
+    sock: zmq.asyncio.Socket, router: str, running: Callable[[], bool],
+    learn: Callable[[list[Any]], None] | None,
+) -> tuple[Endpoints, Endpoints]:  # fmt: skip
     ids = RequestIds()
     said: tuple[str, ...] | None = None  # what the last wait line named (said once)
     while running():
@@ -70,6 +73,8 @@ async def _ask(
             if topo is not None and accounts is not None:
                 if said is not None:
                     log.info("every shard registered with the router %s", router)
+                if learn is not None:
+                    learn(_market_tables(frames))
                 return topo, accounts
             missing, detail = _waiting_for(frames)
         if missing != said:  # once per change of what it waits for, not per poll
@@ -122,6 +127,15 @@ def _waiting_for(frames: list[bytes]) -> tuple[tuple[str, ...], str]:
         detail = " (recovering: " + "; ".join(describe_recovery(v) for v in
                                               recovering.values()) + ")"  # fmt: skip
     return tuple(names) or ("every shard",), detail
+
+
+def _market_tables(frames: list[bytes]) -> list[Any]:
+    """Each engine shard's market table in a topology reply ([] when unreadable)."""
+    try:
+        topo = parse_topology(*decode_reply(frames[-1]))["topology"]
+        return [t.get("markets") for t in topo]
+    except TopologyError:
+        return []
 
 
 def _topology(frames: list[bytes]) -> list[dict[str, Any]] | None:
