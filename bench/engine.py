@@ -42,6 +42,7 @@ from shardex.engine.codes import (  # noqa: E402
     IOC,
     LIMIT,
     OP_NEW,
+    OP_TIME,
     STOP_LIMIT,
     STOP_MARKET,
     TAKE_PROFIT,
@@ -60,7 +61,22 @@ def build(args, markets):
     wl = Workload(symbols=args.symbols.split(","), seed=args.seed, markets=markets)
     warm = wl.warmup(args.depth)
     cmds = wl.take(args.commands)
-    return warm, with_stops(cmds, args.stops, args.seed) if args.stops else cmds
+    cmds = with_stops(cmds, args.stops, args.seed) if args.stops else cmds
+    return warm, with_time(cmds, args.time_every) if args.time_every else cmds
+
+
+def with_time(cmds: list, every: int) -> list:
+    """The stream with exchange time as a shard journals it: an ``(OP_TIME, ts)`` at the head
+    of every ``every`` commands (one per journaled batch: ~1 at a low rate, up to the batch
+    size under load), the time 1 ms later each time."""
+    out: list = []
+    ts = 1_796_000_000_000
+    for i, cmd in enumerate(cmds):
+        if i % every == 0:
+            ts += 1
+            out.append((OP_TIME, ts))
+        out.append(cmd)
+    return out
 
 
 def with_stops(cmds: list, share: float, seed: int) -> list:
@@ -248,6 +264,13 @@ def main() -> None:
         default=0.0,
         help="share of the generated GTC limit orders sent as stop / take-profit orders "
         "(e.g. 0.1)",
+    )
+    p.add_argument(
+        "--time-every",
+        type=int,
+        default=0,
+        help="an exchange-time command (OP_TIME) at the head of every N commands, as a shard "
+        "journals one per batch (0: none)",
     )
     p.add_argument("--markets", help="markets TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -4,8 +4,12 @@
 #     dashboard test evaluates every panel's query in a real Prometheus) and postgresql (the
 #     history tests run against a private PostgreSQL server), when missing;
 #   - the package with its dev extra (pytest, pytest-xdist, hypothesis, ...);
-#   - the suite in parallel (pytest-xdist): SHARDEX_TEST_WORKERS workers (default: see below),
-#     each test file's tests spread over them; extra arguments go to pytest (`-n 0`: serial).
+#   - the fast suite in parallel (pytest-xdist): the unit and process tiers, SHARDEX_TEST_WORKERS
+#     workers (default: see below), each test file's tests spread over them. Arguments replace
+#     that selection and go to pytest: `bash tests/run.sh tests/chaos` runs the chaos tier
+#     (processes killed, stopped, starved of disk, failed over: minutes more, so .ci/run runs
+#     it after this command, not every session's loop), `bash tests/run.sh tests` everything,
+#     `-n 0` serially.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -34,4 +38,5 @@ python3 -m compileall -q -j 0 shardex tests bench >/dev/null
 # Most tests wait on processes they started (clusters, Redis): serially the suite used ~0.8 of
 # 2 cores, so one worker more than the cores keeps them busy (docs/test-suite.md).
 workers="${SHARDEX_TEST_WORKERS:-$(( $(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1) + 1 ))}"
+[ $# -eq 0 ] && set -- tests/unit tests/process  # the fast suite (docs/test-suite.md)
 exec python3 -m pytest -q -n "$workers" --dist worksteal "$@"
