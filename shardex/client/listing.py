@@ -15,10 +15,10 @@ from typing import Any
 
 from shardex.accounts.assets import DEFAULT_FEE
 from shardex.client.errors import MALFORMED_PREFIX, _bad_reply, _failed
+from shardex.client.market_admin import admin_events
 from shardex.engine.codes import EV_LISTED, EV_REJECTED, reject_name
 from shardex.engine.listing import definition_of, parse_definition
 from shardex.engine.markets import Market
-from shardex.wire.errors import result_error
 from shardex.wire.layouts import EV_KIND, EV_SEQ, REJECTED_CODE, REJECTED_REASON
 
 DEFAULTS = {"max_price": "1000000", "max_qty": "1000000000"}  # (the markets file's defaults)
@@ -75,15 +75,8 @@ def listing_result(error: Any, results: Any, symbol: str) -> dict[str, Any]:
     max_qty, seq}`` or ``{"ok": False, "rejected", "code"}``; ``ShardexError`` for a refusal of
     the request (``not_allowed``, ``wrong_shard``...) or a reply this client cannot read."""
     what = f"listing {symbol}"
-    if error is not None:
-        raise _failed(what, error)
-    if not isinstance(results, list | tuple) or len(results) != 1:
-        raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one result")
-    (res,) = results
-    if isinstance(res, dict):
-        raise _failed(what, result_error(res) or res)
-    evs = [tuple(e) for e in res] if isinstance(res, list | tuple) else []
-    if len(evs) != 1 or not evs[0]:
+    evs = admin_events(what, error, results)
+    if len(evs) != 1:
         raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: expected one event")
     ev = evs[0]
     if ev[EV_KIND] == EV_REJECTED:

@@ -17,13 +17,9 @@ from shardex.wire.layouts import EV_KIND, EV_SEQ, REJECTED_CODE, REJECTED_REASON
 from shardex.wire.market_rules import market_event_json, rules_json
 
 
-def market_rule_result(error: Any, results: Any, symbol: str, market: Market | None
-                       ) -> dict[str, Any]:  # fmt: skip
-    """A market rule's reply → ``{"ok": True, symbol, state, band_bps, max_qty, max_notional,
-    seq, cancelled}`` (decimal strings; ``cancelled``: the orders a delisting cancelled) or
-    ``{"ok": False, "rejected": reason, "code": name}``; ``ShardexError`` for a refusal of the
-    request (its code kept) or a reply this client cannot read."""
-    what = f"market {symbol}"
+def admin_events(what: str, error: Any, results: Any) -> list[tuple]:
+    """An engine shard's reply to one admin write (a market rule, a listing) → its events;
+    ``ShardexError`` for a refusal of the request (its code kept) or a reply without events."""
     if error is not None:
         raise _failed(what, error)
     if not isinstance(results, list | tuple) or len(results) != 1:
@@ -34,6 +30,17 @@ def market_rule_result(error: Any, results: Any, symbol: str, market: Market | N
     evs = [tuple(e) for e in res] if isinstance(res, list | tuple) else []
     if not evs or not all(evs):
         raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: no event")
+    return evs
+
+
+def market_rule_result(error: Any, results: Any, symbol: str, market: Market | None
+                       ) -> dict[str, Any]:  # fmt: skip
+    """A market rule's reply → ``{"ok": True, symbol, state, band_bps, max_qty, max_notional,
+    seq, cancelled}`` (decimal strings; ``cancelled``: the orders a delisting cancelled) or
+    ``{"ok": False, "rejected": reason, "code": name}``; ``ShardexError`` for a refusal of the
+    request (its code kept) or a reply this client cannot read."""
+    what = f"market {symbol}"
+    evs = admin_events(what, error, results)
     first = evs[0]
     if first[EV_KIND] == EV_REJECTED:
         return {"ok": False, "rejected": first[REJECTED_REASON],
