@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.reshard import pct, wait_up  # noqa: E402
+from bench.reshard import pct, stop_up, wait_up  # noqa: E402
 from shardex.client import AsyncClient, ShardexError  # noqa: E402
 from shardex.engine import DEFAULT_MARKETS  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
@@ -132,15 +131,7 @@ def main() -> None:
                 if os.environ.get("VERBOSE"):
                     print(json.dumps(rep)[:2000])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_up(proc, 30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

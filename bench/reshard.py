@@ -83,6 +83,21 @@ def start(base: int, data: Path, log: Path) -> subprocess.Popen:
         )  # fmt: skip
 
 
+def stop_up(proc: subprocess.Popen, wait: float = 20.0) -> None:
+    """Stop a bench's ``shardex up``: SIGTERM to it (it stops its children as on Ctrl-C, their
+    snapshots and journals closed), up to ``wait`` seconds, then SIGKILL to anything left in its
+    process group (it was started in a session of its own)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def wait_up(endpoint: str, limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -157,15 +172,7 @@ def main() -> None:
         if sum(st.values()) != a.orders:
             raise SystemExit("resting orders lost or doubled")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything left in its group
-        except ProcessLookupError:
-            pass
+        stop_up(proc, 20)
         if os.environ.get("KEEP"):
             print(f"kept {tmp}")
         else:

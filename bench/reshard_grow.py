@@ -25,7 +25,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pairs import all_symbols, write_markets  # noqa: E402
-from bench.reshard import pct, wait_up  # noqa: E402
+from bench.reshard import pct, stop_up, wait_up  # noqa: E402
 from shardex.client import AsyncClient, Client, ShardexError  # noqa: E402
 from shardex.layout import Layout  # noqa: E402
 from shardex.placement import default_owner  # noqa: E402
@@ -237,15 +236,7 @@ def main() -> None:
         if os.environ.get("VERBOSE"):
             print("\n".join(log))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_up(proc, 30)
         if os.environ.get("KEEP"):
             print(f"kept {tmp}")
         else:
