@@ -16,6 +16,7 @@ import pytest
 
 from shardex.engine.codes import EV_REJECTED, EV_TRADE
 from shardex.placement import default_owner
+from tests.support.bridge import streams_caught_up
 from tests.support.cluster import ROOT, Cluster
 from tests.support.redis import RedisServer
 
@@ -71,18 +72,6 @@ class Load:
             self.ok_after_move += 1
 
 
-def _streams_caught_up(r, cluster: Cluster) -> dict[int, int]:
-    deadline = time.monotonic() + 90
-    while True:
-        with cluster.client() as c:
-            status = {s["shard"]: s.get("seq") for s in c.status()}
-        if all(r.xlen(f"shardex:events:{i}") == seq for i, seq in status.items()):
-            return status
-        if time.monotonic() > deadline:
-            pytest.fail(f"streams never caught up with {status}\n{cluster.output()[-3000:]}")
-        time.sleep(0.3)
-
-
 def test_a_pair_moves_under_load_with_nothing_lost_or_twice(redis_server: RedisServer) -> None:
     cluster = Cluster(2, redis=redis_server.url, data_dir=tempfile.mkdtemp(prefix="shardex-mv-"))
     try:
@@ -118,7 +107,7 @@ def test_a_pair_moves_under_load_with_nothing_lost_or_twice(redis_server: RedisS
             assert amended.events[0]["ev"] == "amended", amended
         assert "(5 resting orders" in moved.stdout, moved.stdout
         r = redis_server.client()
-        status = _streams_caught_up(r, cluster)
+        status = streams_caught_up(r, cluster)
         for i, seq in status.items():  # every event once, in order (lost 0, duplicated 0)
             ids = [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{i}")]
             assert ids == list(range(1, seq + 1)), f"shard {i}: holes or copies"

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from shardex.placement import default_owner
+from tests.support.bridge import streams_caught_up
 from tests.support.cluster import ROOT, Cluster
 from tests.support.redis import RedisServer
 
@@ -37,18 +38,6 @@ def _trade_round(c, tag: str) -> None:
         assert c.place(s, "sell", "1", "100", id=f"{tag}-s-{s}", account="bo").ok
         r = c.place(s, "buy", "1", "100", id=f"{tag}-b-{s}", account="al")
         assert r.ok, r  # (the trade is checked in the trades stream at the end)
-
-
-def _caught_up(r, cluster: Cluster) -> dict[int, int]:
-    deadline = time.monotonic() + 90
-    while True:
-        with cluster.client() as c:
-            status = {s["shard"]: s.get("seq") for s in c.status()}
-        if all(r.xlen(f"shardex:events:{i}") == seq for i, seq in status.items()):
-            return status
-        if time.monotonic() > deadline:
-            pytest.fail(f"streams never caught up with {status}\n{cluster.output()[-3000:]}")
-        time.sleep(0.3)
 
 
 def test_reshard_down_and_up_keeps_books_holds_and_streams(redis_server: RedisServer) -> None:
@@ -97,7 +86,7 @@ def test_reshard_down_and_up_keeps_books_holds_and_streams(redis_server: RedisSe
         while any(r.xlen(f"shardex:trades:{s}") < 3 for s in PAIRS):
             assert time.monotonic() < deadline, [r.xlen(f"shardex:trades:{s}") for s in PAIRS]
             time.sleep(0.2)
-        status = _caught_up(r, cluster)
+        status = streams_caught_up(r, cluster)
         for i, seq in status.items():
             ids = [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{i}")]
             assert ids == list(range(1, seq + 1)), f"shard {i}: holes or copies"

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from shardex.engine.codes import EV_TRADE
-from tests.support.cluster import ROOT
+from tests.support.cluster import ROOT, Cluster
 from tests.support.ports import free_port
 
 
@@ -86,3 +86,17 @@ def assert_exact(r, fake, bridge: BridgeProc, shard: int = 0) -> None:
             assert trades[eid]["taker"] == ev[5]
     assert "Traceback" not in bridge.output()
     assert bridge.proc.poll() is None, "the bridge process died"
+
+
+def streams_caught_up(r, cluster: Cluster) -> dict[int, int]:
+    """Wait (90 s at most) until every engine shard's events stream holds as many entries as
+    the shard's seq; its status ({shard: seq}), or the test fails with the cluster's log."""
+    deadline = time.monotonic() + 90
+    while True:
+        with cluster.client() as c:
+            status = {s["shard"]: s.get("seq") for s in c.status()}
+        if all(r.xlen(f"shardex:events:{i}") == seq for i, seq in status.items()):
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"streams never caught up with {status}\n{cluster.output()[-3000:]}")
+        time.sleep(0.3)
