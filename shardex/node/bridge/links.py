@@ -58,8 +58,9 @@ class ShardLink:
         except zmq.Again:
             self.replies.forget(req)
             return None  # not connected (IMMEDIATE) or pipe full: as good as no answer
-        try:
-            payload = await asyncio.wait_for(fut, timeout)
+        try:  # (not ``wait_for``: on 3.11 it drops a cancel that lands with the reply)
+            async with asyncio.timeout(timeout):
+                payload = await fut
         except TimeoutError:
             self.replies.forget(req, late)
             return None

@@ -59,8 +59,9 @@ class ShardPump:
         wake = st.wake
         while True:
             if not wake.is_set():
-                try:
-                    await asyncio.wait_for(wake.wait(), self.cfg.hole_wait)
+                try:  # (not ``wait_for``: on 3.11 it drops a cancel that lands with the wake-up)
+                    async with asyncio.timeout(self.cfg.hole_wait):
+                        await wake.wait()
                 except TimeoutError:
                     pass
             wake.clear()
