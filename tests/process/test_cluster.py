@@ -192,7 +192,9 @@ def test_cli_against_nothing_is_a_clear_error():
     assert b"cannot reach tcp://127.0.0.1:" in proc.stderr and b"Traceback" not in proc.stderr
 
 
-def test_up_refuses_busy_ports(cluster1: Cluster):
+def test_up_refuses_busy_ports(cluster1: Cluster, tmp_path):
+    """Its own data dir: with the default (``./data``) another test's ``shardex up`` in the same
+    directory made it refuse for the data dir in use instead of the ports (a race)."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -203,6 +205,8 @@ def test_up_refuses_busy_ports(cluster1: Cluster):
             "1",
             "--base-port",
             str(cluster1.layout.base_port),
+            "--data-dir",
+            str(tmp_path / "data"),
         ],
         capture_output=True,
         timeout=30,
