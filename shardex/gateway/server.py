@@ -22,6 +22,7 @@ import uvloop
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shardex.aio import within
 from shardex.client import AsyncClient
 from shardex.client.market_data import MarketData
 from shardex.engine import Market
@@ -119,7 +120,7 @@ class Gateway:
             """A client that keeps falling behind: closed (1008 slow_client), at once if it
             does not even read the close frame."""
             try:
-                await asyncio.wait_for(ws.close(code=1008, message=b"slow_client"), 1.0)
+                await within(ws.close(code=1008, message=b"slow_client"), 1.0)
             except (TimeoutError, ConnectionError, RuntimeError):
                 pass
             if request.transport is not None:

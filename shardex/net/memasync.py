@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from shardex.aio import within
 from shardex.net.mem import MemContext, MemHub, MemSocket, Pipe
 from shardex.wire.transport import IN_MEMORY
 
@@ -36,7 +37,7 @@ class MemAsyncSocket(MemSocket):
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
             try:
-                await asyncio.wait_for(fut, timeout)
+                await within(fut, timeout)
             except TimeoutError:
                 return bool(self.inbox)
         return True

@@ -75,6 +75,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardex.aio import within
 from shardex.client import AsyncClient
 from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
@@ -300,7 +301,7 @@ class World:
         self.loading = False
         self._phase("heal")
         self._heal()
-        await asyncio.wait_for(asyncio.gather(*tasks), HEAL_S)
+        await within(asyncio.gather(*tasks), HEAL_S)
         await asyncio.sleep(QUIET_S)  # (settlements and repairs finish)
         await self._links_settled()  # (and the links' repairs, e.g. after a failover)
         self.result.orders = [o for task in tasks for o in task.result()]

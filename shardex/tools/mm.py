@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shardex.accounts.assets import MAX_UNITS, AssetTable
+from shardex.aio import within
 from shardex.client import AsyncClient, ShardexError
 from shardex.engine import Market
 from shardex.tools.mmcore import (
@@ -349,7 +350,7 @@ async def _every(period: float, stop: asyncio.Event, step: Callable[[], Any]) ->
             log.warning("%s", exc)
         due = max(due + period, loop.time() - period)
         try:
-            await asyncio.wait_for(stop.wait(), max(0.0, due - loop.time()))
+            await within(stop.wait(), max(0.0, due - loop.time()))
         except TimeoutError:
             pass
 
@@ -366,7 +367,7 @@ async def _patiently(step: Callable[[], Any], wait: float, stop: asyncio.Event, 
             if time.monotonic() > end:
                 raise MMError(f"{what} for {wait:g}s: {exc}") from None
         try:
-            await asyncio.wait_for(stop.wait(), 0.5)
+            await within(stop.wait(), 0.5)
             raise MMError(f"stopped before the start was done ({what})")
         except TimeoutError:
             pass

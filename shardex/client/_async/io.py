@@ -14,6 +14,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardex.aio import within
 from shardex.client.core import ClientCore
 from shardex.client.errors import TIMEOUT_PREFIX, UNREACHABLE_PREFIX, RequestTimeout
 from shardex.engine.codes import Command
@@ -87,9 +88,7 @@ class AsyncIO(ClientCore):
         req = self.ids.next()
         fut = self._replies.expect(req)
         try:
-            await asyncio.wait_for(
-                sock.send_multipart([key, req, encode_request(cmds)]), self.timeout
-            )
+            await within(sock.send_multipart([key, req, encode_request(cmds)]), self.timeout)
         except (TimeoutError, zmq.Again):
             self._replies.forget(req)
             raise self.no_reply(
@@ -99,7 +98,7 @@ class AsyncIO(ClientCore):
 
     async def _reply(self, req: bytes, fut: asyncio.Future, what: str) -> tuple[Any, Any]:
         try:
-            payload = await asyncio.wait_for(fut, self.timeout)
+            payload = await within(fut, self.timeout)
         except TimeoutError:
             self._replies.forget(req)
             raise self.no_reply(

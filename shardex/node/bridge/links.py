@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from shardex.aio import within
 from shardex.auth import KeyFile
 from shardex.clock import REAL
 from shardex.net.roles import shard_requests
@@ -58,9 +59,8 @@ class ShardLink:
         except zmq.Again:
             self.replies.forget(req)
             return None  # not connected (IMMEDIATE) or pipe full: as good as no answer
-        try:  # (not ``wait_for``: on 3.11 it drops a cancel that lands with the reply)
-            async with asyncio.timeout(timeout):
-                payload = await fut
+        try:
+            payload = await within(fut, timeout)
         except TimeoutError:
             self.replies.forget(req, late)
             return None

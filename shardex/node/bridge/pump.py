@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
+from shardex.aio import honour_cancel, within
 from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.links import ShardState
@@ -58,10 +59,10 @@ class ShardPump:
         tr = st.tracker
         wake = st.wake
         while True:
+            honour_cancel()  # (a stop a Redis client's wait swallowed)
             if not wake.is_set():
-                try:  # (not ``wait_for``: on 3.11 it drops a cancel that lands with the wake-up)
-                    async with asyncio.timeout(self.cfg.hole_wait):
-                        await wake.wait()
+                try:
+                    await within(wake.wait(), self.cfg.hole_wait)
                 except TimeoutError:
                     pass
             wake.clear()

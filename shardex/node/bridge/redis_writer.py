@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shardex.aio import honour_cancel, within
 from shardex.clock import REAL, Clock
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.entries import BALANCE_KINDS, EntryFormatter
@@ -395,6 +396,7 @@ class RedisWriter:
     async def until_redis(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` once Redis takes it, however long that is (outages waited out)."""
         while True:
+            honour_cancel()
             try:
                 return await call()
             except _TRANSIENT as exc:
@@ -410,6 +412,7 @@ class RedisWriter:
             delay = 0.1
             logged = False
             while True:
+                honour_cancel()
                 try:
                     await self.redis.ping()
                     await self.sync_last()
@@ -467,6 +470,6 @@ class RedisWriter:
     async def close(self) -> None:
         """Drop the Redis connections without waiting on a server that is gone or stuck."""
         try:
-            await asyncio.wait_for(self.redis.aclose(), CLOSE_WAIT)
+            await within(self.redis.aclose(), CLOSE_WAIT)
         except (TimeoutError, *_TRANSIENT):
             pass
