@@ -26,6 +26,7 @@ from shardex.aio import within
 from shardex.client import AsyncClient
 from shardex.client.market_data import MarketData
 from shardex.engine import Market
+from shardex.gateway import binance
 from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH
 from shardex.gateway.hub import Conn, Hub, Sub, encode
@@ -75,6 +76,7 @@ class Gateway:
         r.add_get("/v1/ws", self.websocket)
         if rest is not None:
             rest.routes(self.app)
+        binance.mount(self.app, hub, cfg.markets, rest, ticker_reader.ticker, cfg.queue)
         self.app.middlewares.append(self.errors)
 
     @web.middleware
@@ -87,9 +89,11 @@ class Gateway:
             resp = web.json_response(error(NOT_FOUND, "no such route"), status=404)
         except web.HTTPMethodNotAllowed:
             resp = web.json_response(error(NOT_FOUND, "method not allowed"), status=405)
-        route = f"{request.method} {request.path}" if resp.status not in (404, 405) else "other"
+        res = request.match_info.route.resource  # (its pattern: /ws/{streams} is one route)
+        path = res.canonical if res is not None else request.path
+        route = f"{request.method} {path}" if resp.status not in (404, 405) else "other"
         m.HTTP.labels(route, str(resp.status)).inc()
-        if request.path != "/v1/ws":  # (a WebSocket's time is its connection's)
+        if not isinstance(resp, web.WebSocketResponse):  # (a WebSocket's time is its connection's)
             m.HTTP_SECONDS.labels(route).observe(time.perf_counter() - t0)
         return resp
 
