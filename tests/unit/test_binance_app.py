@@ -10,8 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import test_utils, web  # (its TestClient/TestServer: an in-process app)
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.gateway import binance
@@ -53,7 +52,7 @@ def test_depth_diffs_continue_the_depth_endpoint_and_chain_their_update_ids():
     async def run() -> None:
         books = _Books()
         app, hub = _app(books)
-        async with TestClient(TestServer(app)) as http:
+        async with test_utils.TestClient(test_utils.TestServer(app)) as http:
             raw = await http.ws_connect("/ws/btcusd@depth")
             both = await http.ws_connect("/stream?streams=btcusd@depth/btcusd@bookTicker")
             snap = await (await http.get("/api/v3/depth?symbol=BTCUSD&limit=5")).json()
@@ -82,7 +81,7 @@ def test_depth_diffs_continue_the_depth_endpoint_and_chain_their_update_ids():
 def test_trades_translate_and_the_public_routes_answer_binances_shapes():
     async def run() -> None:
         app, hub = _app(_Books())
-        async with TestClient(TestServer(app)) as http:
+        async with test_utils.TestClient(test_utils.TestServer(app)) as http:
             ws = await http.ws_connect("/ws")
             await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["btcusd@trade"],
                                           "id": 1}))  # fmt: skip
