@@ -19,6 +19,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.binance.errors import (
     BAD_PARAM,
     DISCONNECTED,
+    NEW_ORDER_REJECTED,
     ORDER_MAP,
     UNKNOWN,
     BinanceError,
@@ -51,8 +52,14 @@ def route(fn: Handler) -> Handler:
             return answer(exc.body(), exc.status)
         except ShardexError as exc:  # the cluster away, a timeout: Binance's own codes
             err = BinanceError(ORDER_MAP.get(exc.code or "", UNKNOWN), str(exc)[:200])
-            m.ERRORS.labels(f"binance{err.code}").inc()
-            return answer(err.body(), err.status)
+        except (ValueError, TypeError) as exc:  # the SDK's own checks of the fields
+            err = BinanceError(NEW_ORDER_REJECTED, str(exc)[:200])
+        except Exception:  # a bug: said in Binance's shape and logged, never a crash
+            log.exception("binance %s %s", request.method, request.path)
+            err = BinanceError(UNKNOWN, "An unknown error occurred while processing the "
+                               "request.")  # fmt: skip
+        m.ERRORS.labels(f"binance{err.code}").inc()
+        return answer(err.body(), err.status)
 
     return wrapped
 

@@ -86,20 +86,28 @@ class Streams:
         self.linger: dict[str, float] = {}  # symbol → monotonic deadline
         self.seq: dict[str, int | None] = {}  # symbol → the last book seq translated
         self.top: dict[str, tuple[Any, ...]] = {}  # symbol → the last bookTicker sent
+        self.pending: dict[str, asyncio.Future[None]] = {}  # symbol → its tap's first read
 
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def follow_book(self, symbol: str) -> bool:
-        """Keep ``symbol``'s book followed (a tap on the hub); False if it cannot be read."""
-        if ("book", symbol) in self.taps:
-            return self.hub.feeds.get(symbol) is not None
+        """Keep ``symbol``'s book followed (a tap on the hub); False if it cannot be read.
+        Requests arriving while the tap's first read is in flight wait for that one read."""
+        pending = self.pending.get(symbol)
+        if pending is None and ("book", symbol) not in self.taps:
+            pending = self.pending[symbol] = asyncio.ensure_future(self._tap_book(symbol))
+            pending.add_done_callback(lambda _: self.pending.pop(symbol, None))
+        if pending is not None:
+            await asyncio.shield(pending)
+        tap = self.taps.get(("book", symbol))
+        return tap is not None and ("book", symbol) in tap.subs
+
+    async def _tap_book(self, symbol: str) -> None:
         tap = Tap(lambda frame: self._book(symbol, frame))
         self.taps[("book", symbol)] = tap
         await self.hub.subscribe_book(tap, symbol)
         if ("book", symbol) not in tap.subs:
             self.taps.pop(("book", symbol), None)
-            return False
-        return True
 
     def follow_trades(self, symbol: str) -> None:
         if ("trades", symbol) not in self.taps:
