@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 # proportions matter; a file not listed counts DEFAULT_S per test. The simulator's two big
 # files scaled from their CPU alone (35 s and 14 s) like the others.
 MEASURED_S: dict[str, float] = {
-    "test_accounts_attack.py": 111, "test_bridge.py": 130, "test_engine_compiled.py": 75,
+    "test_accounts_attack.py": 111, "test_bridge.py": 80, "test_bridge_kills.py": 50, "test_engine_compiled.py": 75,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
     "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
     "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 53,
