@@ -144,8 +144,7 @@ class Auth:
             return session, body
         self._reload(request.headers.get("X-SHARDEX-KEY"))
         try:
-            # the request target as sent (``path_qs`` is aiohttp's normalised form: ``%3A``
-            # there is ``:``, and a client that signed what it sent would be refused)
+            # the request target as sent, as the client signed it (percent-encoding kept)
             key = self.verifier.check(request.headers, request.method, request.raw_path, body,
                                       self.now_ms())  # fmt: skip
         except SignatureError as exc:

@@ -197,9 +197,8 @@ def test_refusals_have_stable_codes_and_nothing_reaches_the_cluster(rec, method,
 
 
 def test_a_query_signed_as_sent_is_accepted_whatever_its_percent_encoding():
-    """Regression: the signature was checked over aiohttp's normalised path (``%3A`` read as
-    ``:``), not the request target as sent: a client that percent-encodes a query value
-    (``urllib.parse.quote``, ``requests``) was refused ``unauthorized``."""
+    """The signature covers the request target as sent: a client that percent-encodes a
+    query value (``urllib.parse.quote``, ``requests``) signs the encoded form."""
 
     async def check(c: TestClient) -> None:
         for path in ("/v1/order?symbol=BTC-USD&id=a%3Ab", "/v1/order?symbol=BTC-USD&id=%41b"):
