@@ -1,7 +1,7 @@
 """The OpenAPI 3 description of the gateway's private REST API, served at
 ``GET /v1/openapi.json``: written once, as data, and the routes are registered from it
 (``rest.Rest.routes``: each operation's ``operationId`` names its handler), so the description
-and what the gateway serves cannot drift apart. ``tests/unit/test_gateway_rest.py`` checks it
+and what the gateway serves cannot drift apart. ``tests/unit/test_rest_api.py`` checks it
 against the router and validates it (``openapi-spec-validator``)."""
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiohttp import test_utils as aiotest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -103,7 +103,7 @@ def _app(fills: Any = None) -> tuple[web.Application, Rest, FakeClient]:
     return app, rest, fake
 
 
-async def _send(client: TestClient, rec: ApiKeyRecord | None, method: str, path: str,
+async def _send(client: aiotest.TestClient, rec: ApiKeyRecord | None, method: str, path: str,
                 obj: Any = None, raw: bytes | None = None) -> tuple[int, Any]:  # fmt: skip
     body = raw if raw is not None else (b"" if obj is None else json.dumps(obj).encode())
     head = {"X-Test-Session": "alice"} if rec is None else headers(
@@ -116,7 +116,7 @@ async def _send(client: TestClient, rec: ApiKeyRecord | None, method: str, path:
 def _run(check: Any, fills: Any = None) -> FakeClient:
     async def main() -> FakeClient:
         app, _, fake = _app(fills)
-        async with TestClient(TestServer(app)) as client:
+        async with aiotest.TestClient(aiotest.TestServer(app)) as client:
             await check(client)
         return fake
 
@@ -130,7 +130,7 @@ def test_every_route_is_described_and_every_description_served_and_the_spec_is_v
     assert served == {(m, p) for m, p, _ in operations()}
     openapi_spec_validator.validate(spec())
 
-    async def check(client: TestClient) -> None:
+    async def check(client: aiotest.TestClient) -> None:
         resp = await client.get("/v1/openapi.json")  # public: no signature
         assert resp.status == 200 and (await resp.json())["paths"].keys() == spec()["paths"].keys()
 
@@ -138,7 +138,7 @@ def test_every_route_is_described_and_every_description_served_and_the_spec_is_v
 
 
 def test_each_route_acts_for_the_keys_account_with_decimal_strings_in_and_out():
-    async def check(c: TestClient) -> None:
+    async def check(c: aiotest.TestClient) -> None:
         status, body = await _send(c, ALICE, "PUT", "/v1/order",
                                    {"symbol": "BTC-USD", "id": "o1", "price": "101.5"})
         assert status == 200 and body["ok"] and body["events"][0]["qty"] == "0.0100"
@@ -188,7 +188,7 @@ def test_each_route_acts_for_the_keys_account_with_decimal_strings_in_and_out():
 )
 def test_refusals_have_stable_codes_and_nothing_reaches_the_cluster(rec, method, path, obj,
                                                                     status, code):  # fmt: skip
-    async def check(c: TestClient) -> None:
+    async def check(c: aiotest.TestClient) -> None:
         got = await _send(c, rec, method, path, obj)
         assert (got[0], got[1]["code"], got[1]["name"]) == (status, code, got[1]["name"]), got
 
@@ -200,7 +200,7 @@ def test_a_query_signed_as_sent_is_accepted_whatever_its_percent_encoding():
     """The signature covers the request target as sent: a client that percent-encodes a
     query value (``urllib.parse.quote``, ``requests``) signs the encoded form."""
 
-    async def check(c: TestClient) -> None:
+    async def check(c: aiotest.TestClient) -> None:
         for path in ("/v1/order?symbol=BTC-USD&id=a%3Ab", "/v1/order?symbol=BTC-USD&id=%41b"):
             status, body = await _send(c, ALICE, "DELETE", path)
             assert status == 200, body
@@ -210,7 +210,7 @@ def test_a_query_signed_as_sent_is_accepted_whatever_its_percent_encoding():
 
 
 def test_an_unsigned_request_without_a_session_is_refused():
-    async def check(c: TestClient) -> None:
+    async def check(c: aiotest.TestClient) -> None:
         resp = await c.get("/v1/balances")
         assert resp.status == 401 and (await resp.json())["code"] == UNAUTHORIZED
 
@@ -237,8 +237,8 @@ def test_fuzzed_bodies_and_query_strings_get_json_errors_never_a_crash():
     loop = asyncio.new_event_loop()
     app, _, _ = _app(FakeStreams({}))
 
-    async def start() -> TestClient:
-        c = TestClient(TestServer(app))
+    async def start() -> aiotest.TestClient:
+        c = aiotest.TestClient(aiotest.TestServer(app))
         await c.start_server()
         return c
 
