@@ -250,12 +250,12 @@ def test_fuzzed_bodies_and_query_strings_get_json_errors_never_a_crash():
         if status != 200:
             assert type(obj["code"]) is int and type(obj["name"]) is str and obj["message"]
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(WRITES), _bodies, st.sampled_from([ALICE, ADMIN]))
     def writes(route: tuple[str, str], body: bytes, rec: ApiKeyRecord) -> None:
         check(*route, body, rec)
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(READS), _queries, st.sampled_from([ALICE, ADMIN]))
     def reads(route: tuple[str, str], query: dict[str, str], rec: ApiKeyRecord) -> None:
         qs = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
