@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from shardex.client import AsyncClient, ShardexError
 from shardex.gateway import rest_account, rest_orders
@@ -22,7 +23,7 @@ from shardex.gateway.apikeys import ApiKeyRecord
 from shardex.gateway.fills import FillReader
 from shardex.gateway.openapi import operations, spec
 from shardex.gateway.rest_common import Auth, Call, Refusal, cluster_error, refuse
-from shardex.wire.codes import INVALID
+from shardex.wire.codes import GATEWAY_UNAVAILABLE, INVALID
 
 Handler = Callable[[Call], Awaitable[web.Response]]
 HANDLERS: dict[str, Handler] = {
@@ -79,6 +80,8 @@ class Rest:
                 return exc.response()
             except ShardexError as exc:
                 return cluster_error(exc)
+            except (RedisError, OSError) as exc:  # the fills' Redis away (OSError: timeouts too)
+                return refuse(GATEWAY_UNAVAILABLE, f"Redis does not answer: {exc}"[:200], 503)
             except (ValueError, TypeError, ArithmeticError) as exc:  # the SDK's own checks
                 return refuse(INVALID, str(exc)[:200], 400)
 

@@ -25,7 +25,14 @@ from shardex.gateway.fills import MAX_SCAN, FillReader, pick, shaped
 from shardex.gateway.openapi import operations, spec
 from shardex.gateway.rest import Rest
 from shardex.gateway.signing import ApiKey
-from shardex.wire.codes import ADMIN_REQUIRED, BAD_MESSAGE, INVALID, NOT_ALLOWED, UNAUTHORIZED
+from shardex.wire.codes import (
+    ADMIN_REQUIRED,
+    BAD_MESSAGE,
+    GATEWAY_UNAVAILABLE,
+    INVALID,
+    NOT_ALLOWED,
+    UNAUTHORIZED,
+)
 from tests.support.rest import headers
 
 ALICE = ApiKeyRecord(ApiKey("ka", b"sa", "trader", frozenset({"alice"})), "/none")
@@ -207,6 +214,19 @@ def test_a_query_signed_as_sent_is_accepted_whatever_its_percent_encoding():
 
     fake = _run(check)
     assert [a for n, a, _ in fake.calls if n == "cancel"] == [("BTC-USD", "a:b"), ("BTC-USD", "Ab")]
+
+
+class DownStreams:
+    async def xrevrange(self, *args: Any, **kw: Any) -> list[Any]:
+        raise ConnectionError("Redis went away")
+
+
+def test_fills_while_redis_is_away_are_a_json_error_not_a_crash():
+    async def check(c: aiotest.TestClient) -> None:
+        status, body = await _send(c, ALICE, "GET", "/v1/fills")
+        assert (status, body["code"]) == (503, GATEWAY_UNAVAILABLE), body
+
+    _run(check, DownStreams())
 
 
 def test_an_unsigned_request_without_a_session_is_refused():
