@@ -261,7 +261,7 @@ async def serve(cfg: GatewayConfig) -> None:
         return int((await client.topology()).get("shards") or 0)
 
     hub = Hub(r, read_book, cfg.markets, cfg.depth, shards)
-    rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets)
+    rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets, redis=r)
     gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets), rest)
     runner = web.AppRunner(gw.app, access_log=None, handle_signals=False)
     await runner.setup()

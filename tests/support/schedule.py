@@ -67,6 +67,9 @@ MEASURED_S: dict[str, float] = {
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
     "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
+    # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
+    "test_rest_api.py": 7, "test_gateway_rest.py": 27,
     # stop orders (14:52, load ~13): CPU 7.3 s, 2.8 s, 2.5 s (redis-server included), x2
     "test_stops.py": 15, "test_inproc_stops.py": 6, "test_stops_streams.py": 5,
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders
