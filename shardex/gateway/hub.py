@@ -114,6 +114,7 @@ class Hub:
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
         self.cluster_ok = False
+        self.user: Any = None  # the private user channel (``userhub.UserHub``), when served
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -307,6 +308,9 @@ class Hub:
             if key not in self.pos:
                 top = await self.r.xrevrange(key, "+", "-", count=1)
                 self.pos[key] = top[0][0] if top else "0-0"
+        for key in await self.user.keys() if self.user is not None else ():
+            if key not in self.pos:  # the account shards' orders and balances streams
+                self.pos[key] = await self.user.start(key)
 
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""
@@ -318,10 +322,13 @@ class Hub:
             n += len(entries)
             if key.startswith(TRADES_PREFIX):
                 self.trades(key.removeprefix(TRADES_PREFIX), entries)
-            else:
+                continue
+            if key.startswith(EVENTS_PREFIX):
                 for _, f in entries:
                     if f.get("ev") != "rejected" and "symbol" in f:
                         self.mark(f["symbol"])
+            if self.user is not None:
+                self.user.entries(key, entries)
         return n
 
     def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:
