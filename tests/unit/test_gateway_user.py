@@ -17,7 +17,7 @@ from shardex.gateway.userauth import LoginRefused, parse_user, verify_login
 from shardex.gateway.userfeed import HOLD_SECONDS, UserFeed, long, short
 from shardex.wire.codes import BAD_MESSAGE, REPLAYED, STALE_REQUEST, UNAUTHORIZED
 
-O, E, B = "shardex:orders:0", "shardex:events:1", "shardex:balances:0"
+ORD, E, B = "shardex:orders:0", "shardex:events:1", "shardex:balances:0"
 
 
 def _new(oid: str, account: str, side: str = "buy") -> dict[str, str]:
@@ -44,7 +44,7 @@ def _fill(account: str, oid: str, tid: str, role: str) -> dict[str, str]:
 
 def test_order_updates_fills_and_balances_go_to_their_own_account_only() -> None:
     feed = UserFeed(lambda a: a == "alice")
-    out = feed.orders(O, [("7-0", _new("a1", "alice")), ("8-0", _new("b1", "bob", "sell"))], 0)
+    out = feed.orders(ORD, [("7-0", _new("a1", "alice")), ("8-0", _new("b1", "bob", "sell"))], 0)
     assert [(a, m["status"], m["id"], m["src"], m["src_seq"]) for a, m in out] == [
         ("alice", "new", "a1", "o0", 7)]
     out = feed.events(E, [("9-0", _ev("accepted", "a1")), ("10-0", _ev("accepted", "b1")),
@@ -75,14 +75,14 @@ def test_an_event_read_before_its_owner_waits_for_it_and_a_fill_for_its_trade() 
     assert feed.events(E, [("9-0", _ev("accepted", "a1")), ("12-0", _trade("4", "x", "a1"))],
                        0) == []  # fmt: skip
     assert feed.balances(B, [("20-0", _fill("alice", "a1", "5", "taker"))], 0) == []
-    out = feed.orders(O, [("7-0", _new("a1", "alice"))], 1)
+    out = feed.orders(ORD, [("7-0", _new("a1", "alice"))], 1)
     assert [(m["status"], m["src"], m["src_seq"]) for _, m in out] == [
         ("new", "o0", 7), ("accepted", "e1", 9), ("traded", "e1", 12)]
     out = feed.events(E, [("13-0", _trade("5", "a1", "y"))], 2)
     assert [(m["type"], m.get("status"), m["price"]) for _, m in out] == [
         ("fill", None, "50000.00"), ("order", "traded", "50000.00")]
-    assert feed.waiting_owner.count == 1  # (y: nobody's known order)
-    assert feed.expire(2 + HOLD_SECONDS + 1) == [] and feed.dropped == 1
+    assert feed.waiting_owner.count == 2  # (x and y: nobody's known orders)
+    assert feed.expire(2 + HOLD_SECONDS + 1) == [] and feed.dropped == 2
 
 
 def test_a_fill_whose_trade_never_comes_goes_without_a_price_and_replays_hold_nothing() -> None:
@@ -96,7 +96,7 @@ def test_a_fill_whose_trade_never_comes_goes_without_a_price_and_replays_hold_no
 
 
 def test_stream_short_names_round_trip() -> None:
-    for key in (O, E, B):
+    for key in (ORD, E, B):
         assert long(short(key)) == key
     assert long("x1") is None and long("e") is None and long("e99999") is None
 
