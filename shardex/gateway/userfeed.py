@@ -119,8 +119,9 @@ class UserFeed:
             self.learn(f)
             account = f.get("account", "")
             if account and self.wanted(account):
-                msg = {k: f[k] for k in ("symbol", "id", "side", "type", "price", "qty", "tif",
+                msg = {k: f[k] for k in ("symbol", "id", "side", "price", "qty", "tif",
                                          "trigger", "expire") if k in f}  # fmt: skip
+                msg["order_type"] = f.get("type")  # (``type`` is the message's)
                 out.append((account, _order(account, src, eid, f, "new", msg)))
             if live:
                 for _, hsrc, heid, hf in self.waiting_owner.take((f.get("symbol", ""),

@@ -45,8 +45,8 @@ def _fill(account: str, oid: str, tid: str, role: str) -> dict[str, str]:
 def test_order_updates_fills_and_balances_go_to_their_own_account_only() -> None:
     feed = UserFeed(lambda a: a == "alice")
     out = feed.orders(ORD, [("7-0", _new("a1", "alice")), ("8-0", _new("b1", "bob", "sell"))], 0)
-    assert [(a, m["status"], m["id"], m["src"], m["src_seq"]) for a, m in out] == [
-        ("alice", "new", "a1", "o0", 7)]
+    assert [(a, m["type"], m["status"], m["id"], m["order_type"], m["src"], m["src_seq"])
+            for a, m in out] == [("alice", "order", "new", "a1", "limit", "o0", 7)]
     out = feed.events(E, [("9-0", _ev("accepted", "a1")), ("10-0", _ev("accepted", "b1")),
                           ("11-0", _ev("cancelled", "a1", reason="deadman", qty="0.3000")),
                           ("12-0", _trade("4", "b1", "a1"))], 0)  # fmt: skip
