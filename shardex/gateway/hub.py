@@ -60,6 +60,7 @@ class Conn:
         self.wake = asyncio.Event()
         self._close = close
         self.closed = False
+        self.behind: list[Callable[[], None]] = []  # told when the queue is dropped (user channel)
 
     def push(self, frame: str, channel: str) -> bool:
         """Queue one shared frame; on falling behind, the resync notices (or the close)."""
@@ -83,6 +84,8 @@ class Conn:
 
     def fell_behind(self) -> None:
         """Everything queued was dropped: each subscription is told how to resync."""
+        for hook in self.behind:
+            hook()
         for sub in self.subs.values():
             sub.live = sub.channel != "book"  # trades/ticker keep flowing after the notice
             m.RESYNCS.labels(sub.channel, "slow").inc()

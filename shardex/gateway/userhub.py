@@ -49,7 +49,8 @@ class UserSub:
     accounts: frozenset[str]
     seq: int = 0
     live: bool = True
-    pos: dict[str, int] = field(default_factory=dict)  # src → seq of the last entry sent
+    pos: dict[str, int] = field(default_factory=dict)  # src → seq of the last entry queued
+    safe: dict[str, int] = field(default_factory=dict)  # pos when the queue was last empty
     # None once it fell behind (told resync_required: it gets nothing until it resubscribes)
     held: list[tuple[str, dict[str, Any]]] | None = field(default_factory=list)
 
@@ -134,23 +135,33 @@ class UserHub:
             sub.held.append((body, msg))
 
     def _push(self, conn: Conn, sub: UserSub, msg: dict[str, Any], body: str) -> bool:
+        if not conn.outbox:  # everything queued before went to the socket
+            sub.safe = dict(sub.pos)
         sub.seq += 1
         if conn.push(f'{{"seq":{sub.seq},{body[1:]}', "user"):
             sub.pos[msg["src"]] = max(sub.pos.get(msg["src"], 0), msg["src_seq"])
             return True
         sub.seq -= 1
-        if not conn.closed and sub.held is not None:
-            sub.live, sub.held = False, None  # nothing more until it subscribes again
-            m.RESYNCS.labels("user", "slow").inc()
-            conn.control({"type": "resync_required", "channel": "user", "since": dict(sub.pos),
-                          "code": SLOW_CLIENT, "name": "slow_client"})  # fmt: skip
         return False
+
+    def fell_behind(self, conn: Conn) -> None:
+        """The connection's queue was dropped (a user message or a public one overflowed
+        it): its user subscription stops and is told where it surely has everything."""
+        session = self.sessions.get(conn)
+        sub = session.sub if session is not None else None
+        if sub is None or sub.held is None or conn.closed:
+            return
+        sub.live, sub.held = False, None  # nothing more until it subscribes again
+        m.RESYNCS.labels("user", "slow").inc()
+        conn.control({"type": "resync_required", "channel": "user", "since": dict(sub.safe),
+                      "code": SLOW_CLIENT, "name": "slow_client"})  # fmt: skip
 
     # -- the connection's messages ----------------------------------------------------------------
 
     def login_session(self, conn: Conn, rec: ApiKeyRecord) -> None:
         """A browser session's key (set on the upgrade request): logged in already."""
         self.sessions[conn] = Session(rec)
+        conn.behind.append(lambda: self.fell_behind(conn))
 
     async def handle(self, conn: Conn, raw: str | bytes) -> bool:
         """A ``login`` or a ``user`` (un)subscription: acted on (True); anything else is the
@@ -182,12 +193,14 @@ class UserHub:
             m.ERRORS.labels(exc.error()["name"]).inc()
             conn.control(exc.error())
             return
-        old = self.sessions.get(conn)
-        if old is not None:
-            self.drop(conn)  # (a second login replaces the first)
-        self.sessions[conn] = Session(self.rest.records[key.key_id], req.cod)
-        if req.cod:
-            self.arm(self.rest.records[key.key_id])
+        rec = self.rest.records[key.key_id]
+        if req.cod:  # (first: a login again of the same key does not cancel in between)
+            self.arm(rec)
+        if conn in self.sessions:
+            self.drop(conn)  # a second login replaces the first
+        else:
+            conn.behind.append(lambda: self.fell_behind(conn))
+        self.sessions[conn] = Session(rec, req.cod)
         conn.control({"type": "login", "key": key.key_id, "accounts": sorted(key.accounts),
                       "cancel_on_disconnect": req.cod, "id": req.id})  # fmt: skip
 
@@ -204,10 +217,12 @@ class UserHub:
         ack = {"type": "subscribed", "channel": "user", "accounts": sorted(accounts),
                "id": req.id}  # fmt: skip
         sub.pos = {short(k): entry_seq(v) for k, v in self.pos.items() if _user_stream(k)}
+        sub.safe = dict(sub.pos)
         if req.since is None:
             conn.control({**ack, "since": dict(sub.pos)})
             return
         sub.pos.update(req.since)
+        sub.safe = dict(sub.pos)
         try:
             resumed, sent = await self.replay(conn, sub, req.since)
         except (redis.exceptions.RedisError, OSError) as exc:

@@ -104,10 +104,22 @@ def test_each_subscription_numbers_its_messages_and_a_slow_one_is_told_where_to_
         hub.entries("shardex:balances:0", [_balance(9), _balance(10)])
         frames = _frames(slow)
         assert frames[-1]["type"] == "resync_required" and frames[-1]["code"] == SLOW_CLIENT
-        assert frames[-1]["since"] == {"b0": 9}  # (6, 8, 9 queued; then dropped: from 9)
+        assert frames[-1]["since"] == {"b0": 5}  # (6, 8, 9 queued, never written: dropped)
         hub.entries("shardex:balances:0", [_balance(11)])
         assert _frames(slow) == []  # nothing until it subscribes again
         assert [m["seq"] for m in _frames(fast)] == [3, 4, 5]
+        # a queue dropped by a public channel's frames tells the user subscription too, with
+        # the positions of what had surely gone to the socket
+        await hub.handle(slow, json.dumps({"op": "subscribe", "channel": "user"}))
+        _frames(slow)
+        hub.entries("shardex:balances:0", [_balance(12)])
+        _frames(slow)  # (written)
+        hub.entries("shardex:balances:0", [_balance(13)])
+        for _ in range(3):
+            slow.push("{}", "book")
+        notice = [m for m in _frames(slow) if m.get("channel") == "user"]
+        assert notice == [{"type": "resync_required", "channel": "user", "since": {"b0": 12},
+                           "code": SLOW_CLIENT, "name": "slow_client"}]  # fmt: skip
         reader = _conn()
         await hub.handle(reader, _login(READER))
         await hub.handle(reader, json.dumps({"op": "subscribe", "channel": "user"}))
@@ -135,6 +147,11 @@ def test_cancel_on_disconnect_cancels_when_the_keys_last_such_connection_drops()
         assert rest.sdk.calls[-2:] == [("after", 0, "alice"), ("all", None, "alice")]
         again = _conn()
         await hub.handle(again, _login(ALICE, cod=True))
+        n = len(rest.sdk.calls)
+        await hub.handle(again, _login(ALICE, cod=True))  # a login again: no cancel between
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ("all", None, "alice") not in rest.sdk.calls[n:] and hub.cod["ka"][0] == 1
         hub.close()  # the gateway stops: the switch stays armed, nothing cancelled now
         n = len(rest.sdk.calls)
         hub.drop(again)
