@@ -163,10 +163,10 @@ class UserFeed:
         symbol, tid = f.get("symbol", ""), f.get("trade_id", "")
         price, qty, taker_side = f.get("price", ""), f.get("qty", ""), f.get("taker_side", "")
         out: list[Message] = []
+        self.trades[(symbol, tid)] = (price, qty, taker_side)  # (a replay's fills need it too)
+        if len(self.trades) > TRADES_MAX:
+            del self.trades[next(iter(self.trades))]
         if live:
-            self.trades[(symbol, tid)] = (price, qty, taker_side)
-            if len(self.trades) > TRADES_MAX:
-                del self.trades[next(iter(self.trades))]
             for _, hsrc, heid, hf in self.waiting_trade.take((symbol, tid)):
                 out.extend(self._fill(hsrc, heid, hf, now, live=False))
         for role, oid in (("taker", f.get("taker", "")), ("maker", f.get("maker", ""))):

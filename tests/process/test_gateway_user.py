@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 
@@ -129,6 +130,54 @@ def test_cancel_on_disconnect_cancels_the_keys_resting_order_when_it_drops(
         path = f"/v1/order?symbol={SYMBOL}&id=uc-1"
         await until(lambda: signed(url, rec, "GET", path)[1].get("state") == "cancelled", 60,
                     "cancelled on disconnect")  # fmt: skip
+
+    asyncio.run(run())
+
+
+def _positions(ack: dict, got: list[dict]) -> dict[str, int]:
+    """Where a client resumes: per stream, the last entry it got (from the ack's start)."""
+    pos = dict(ack["since"])
+    for m in got:
+        pos[m["src"]] = max(pos.get(m["src"], 0), m["src_seq"])
+    return pos
+
+
+def test_a_client_resumes_after_a_gateway_restart_with_what_happened_meanwhile(
+    cluster: Cluster,
+) -> None:
+    url = f"http://127.0.0.1:{cluster.layout.gateway_port(0)}"
+    maker = api_key(cluster.data_dir, "ud")
+
+    async def run() -> None:
+        await until(lambda: _healthy(url), 60, "the gateway is up")
+        async with AsyncClient(cluster.endpoint, key=str(cluster.key), timeout=10) as admin:
+            assert (await admin.deposit("ud", "USD", "10000", ref="ud-usd")).ok
+            assert (await admin.deposit("ue", "BTC", "1", ref="ue-btc")).ok
+            async with UserWs(url) as ws:
+                ack = await _logged_in(ws, maker)
+                status, _ = signed(url, maker, "POST", "/v1/order", _order("ud-1", "buy", "49000"))
+                assert status == 200
+                await until(lambda: any(m.get("status") == "accepted" for m in ws.user()), 60,
+                            "the order rests")  # fmt: skip
+                before = ws.user()
+            subprocess.run(["kill", "-9", str(cluster.child_pid("gateway"))], check=True)
+            res = await admin.place(SYMBOL, "sell", "0.0100", "49000", id="ue-1", account="ue")
+            assert res.ok, res  # (while the gateway is down: crosses ud-1)
+            await until(lambda: cluster.output().count("started gateway") >= 2, 60, "restart")
+            await until(lambda: _healthy(url), 60, "the gateway is back")
+        async with UserWs(url) as ws:
+            resumed = await _logged_in(ws, maker, since=_positions(ack, before))
+            await until(lambda: any(m["type"] == "fill" for m in ws.user()), 60, "the fill")
+            await until(lambda: any(m.get("why") == "trade" for m in ws.user()), 60, "balances")
+            after = ws.user()
+        assert resumed["resumed"] is True
+        assert [m["seq"] for m in after] == list(range(1, len(after) + 1))
+        assert not set(map(_where, before)) & set(map(_where, after))  # nothing twice
+        assert {(m["type"], m.get("status")) for m in after} >= {
+            ("order", "traded"), ("fill", None), ("balance", None)}
+        fill = next(m for m in after if m["type"] == "fill")
+        assert (fill["id"], fill["price"], fill["qty"], fill["side"]) == (
+            "ud-1", "49000.00", "0.0100", "buy")
 
     asyncio.run(run())
 

@@ -142,3 +142,11 @@ def test_other_messages_are_left_to_the_public_parser_and_since_is_normalised() 
         assert parse_user(raw) is None
     req = parse_user(json.dumps({"op": "subscribe", "channel": "user", "since": {"e01": 4}}))
     assert req is not None and req.since == {"e1": 4}
+
+
+def test_a_replayed_fill_takes_its_price_from_a_trade_replayed_before_it() -> None:
+    feed = UserFeed()
+    feed.orders(ORD, [("7-0", _new("a1", "alice"))], 0, live=False)
+    feed.events(E, [("12-0", _trade("4", "x", "a1"))], 0, live=False)
+    (_, fill), = feed.balances(B, [("20-0", _fill("alice", "a1", "4", "maker"))], 0, live=False)
+    assert (fill["price"], fill["qty"], fill["side"]) == ("50000.00", "0.2000", "buy")
