@@ -133,6 +133,8 @@ class UserHub:
             self._push(conn, sub, msg, body)
         elif sub.held is not None:  # (a resume replays: live messages wait for its end)
             sub.held.append((body, msg))
+            if len(sub.held) > conn.outbox.limit:  # as bounded as its queue
+                self.fell_behind(conn)
 
     def _push(self, conn: Conn, sub: UserSub, msg: dict[str, Any], body: str) -> bool:
         if not conn.outbox:  # everything queued before went to the socket
