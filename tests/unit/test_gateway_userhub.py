@@ -160,3 +160,40 @@ def test_cancel_on_disconnect_cancels_when_the_keys_last_such_connection_drops()
         assert ("all", None, "alice") not in rest.sdk.calls[n:]
 
     asyncio.run(run())
+
+
+class FakeRedis:
+    """XRANGE over in-memory streams (exclusive ``(`` starts, as Redis); each call first lets
+    ``during`` run once (live entries arriving while a replay reads)."""
+
+    def __init__(self, streams: dict[str, list[tuple[str, dict[str, str]]]]) -> None:
+        self.streams = streams
+        self.during: Any = None
+
+    async def xrange(self, key: str, min: str, max: str, count: int) -> list[Any]:  # noqa: A002
+        if self.during is not None:
+            self.during, during = None, self.during
+            during()
+        lo, hi = int(min.lstrip("(").split("-")[0]), int(max.split("-")[0])
+        return [e for e in self.streams.get(key, []) if lo < int(e[0].split("-")[0]) <= hi
+                ][:count]  # fmt: skip
+
+
+def test_a_resume_replays_the_accounts_entries_then_goes_live_without_repeats() -> None:
+    async def run() -> None:
+        hub, _ = _hub()
+        key = "shardex:balances:0"
+        hub.pos = {key: "8-0"}
+        hub.r = fake = FakeRedis({key: [_balance(3), _balance(4, "bob"), _balance(8)]})
+        fake.during = lambda: hub.entries(key, [_balance(9)])  # (live, during the replay)
+        conn = _conn()
+        await hub.handle(conn, _login(ALICE))
+        await hub.handle(conn, json.dumps({"op": "subscribe", "channel": "user",
+                                           "since": {"b0": 2, "e7": 1}}))  # fmt: skip
+        frames = _frames(conn)[1:]
+        ack = next(m for m in frames if m["type"] == "subscribed")
+        assert ack["resumed"] is False and ack["replayed"] == 2  # (e7: no such stream here)
+        got = [(m["seq"], m["src_seq"]) for m in frames if m["type"] == "balance"]
+        assert got == [(1, 3), (2, 8), (3, 9)]  # replayed, then the live one: no repeat
+
+    asyncio.run(run())
