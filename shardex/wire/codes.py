@@ -201,6 +201,8 @@ ADMIN_REQUIRED = _code(130, "admin_required", IDENTITY, "a gateway REST route fo
 NO_ACCOUNT_TIER = _code(131, "no_account_tier", NODE, "a gateway REST route that needs the "
                         "account tier (balances, open orders, fills, transfers) on a cluster "
                         "without account shards", **_F)
+LOGIN_REQUIRED = _code(135, "login_required", IDENTITY, "a WebSocket user-channel request before "
+                       "a login (or a browser session) of an API key", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)
