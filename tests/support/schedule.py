@@ -22,18 +22,20 @@ from collections.abc import Mapping, Sequence
 # proportions matter; a file not listed counts DEFAULT_S per test. The simulator's two big
 # files scaled from their CPU alone (35 s and 14 s) like the others.
 MEASURED_S: dict[str, float] = {
-    "test_accounts_attack.py": 111, "test_bridge.py": 80, "test_bridge_kills.py": 50, "test_engine_compiled.py": 75,
+    "test_accounts_attack.py": 111, "test_bridge.py": 80, "test_engine_compiled.py": 75,
+    "test_bridge_kills.py": 50, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
     "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
     "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 53,
     "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
-    "test_cluster.py": 39, "test_loadgen.py": 28, "test_loadgen_failover.py": 15, "test_bridge_account_failover.py": 44,
+    "test_cluster.py": 39, "test_loadgen.py": 28, "test_bridge_account_failover.py": 44,
     "test_datadir.py": 44, "test_accounts_money.py": 42, "test_journal_tools.py": 29,
     "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
     "test_identity.py": 24, "test_accounts_edges.py": 35, "test_accounts_props.py": 29,
     "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
-    "test_accounts_wire.py": 8, "test_accounts_kills.py": 11, "test_cli_funds.py": 20, "test_journal.py": 16,
+    "test_accounts_wire.py": 8, "test_accounts_kills.py": 11, "test_cli_funds.py": 20,
+    "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 1,
     "test_mm.py": 18,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
