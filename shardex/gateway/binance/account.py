@@ -84,7 +84,7 @@ class AccountRoutes:
         except UnicodeDecodeError:
             raise BinanceError(-1100, "Illegal characters found in the request body.") from None
         query = request.raw_path.partition("?")[2]
-        self.rest._reload(request.headers.get("X-MBX-APIKEY"))
+        self.rest.auth._reload(request.headers.get("X-MBX-APIKEY"))
         key, params = self.verifier.check(request.headers, request.method, query, body, _now())
         rec = self.rest.records[key.key_id]
         asked = params.get("account")
@@ -98,7 +98,7 @@ class AccountRoutes:
         return rec, asked, params
 
     def _client(self, rec: ApiKeyRecord) -> AsyncClient:
-        return self.rest._client(rec)
+        return self.rest.client_for(rec)
 
     async def place(self, request: web.Request) -> Any:
         rec, account, p = await self._signed(request)
