@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import test_utils, web  # (its TestClient/TestServer: an in-process app)
+from aiohttp import WSMsgType, test_utils, web  # (its TestClient/TestServer: an in-process app)
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.gateway import binance
@@ -22,9 +22,10 @@ class _Books:
 
     def __init__(self) -> None:
         self.seq, self.bids, self.asks = 3, [("100.00", "1.0000", 1)], [("101.00", "2.0000", 1)]
+        self.shard = 0
 
     async def read(self, symbol: str, depth: int) -> dict[str, Any]:
-        return {"symbol": symbol, "shard": 0, "seq": self.seq, "bids": self.bids[:depth],
+        return {"symbol": symbol, "shard": self.shard, "seq": self.seq, "bids": self.bids[:depth],
                 "asks": self.asks[:depth]}  # fmt: skip
 
 
@@ -114,5 +115,29 @@ def test_trades_translate_and_the_public_routes_answer_binances_shapes():
             resp = await http.get("/api/v3/depth?symbol=BTCUSD&limit=x")
             assert (await resp.json())["code"] == -1104
             assert await (await http.get("/api/v3/ping")).json() == {}
+
+    asyncio.run(run())
+
+
+def test_a_pair_that_moves_to_another_seq_space_disconnects_its_depth_clients():
+    """A move restarts the seqs (another engine shard): a diff there could have a ``u`` below
+    the client's book and be ignored silently; the client is disconnected instead, reconnects
+    and fetches a fresh depth."""
+
+    async def run() -> None:
+        books = _Books()
+        app, hub = _app(books)
+        async with test_utils.TestClient(test_utils.TestServer(app)) as http:
+            depth = await http.ws_connect("/ws/btcusd@depth")
+            trades = await http.ws_connect("/ws/btcusd@trade")
+            await http.get("/api/v3/depth?symbol=BTCUSD")
+            books.shard, books.seq = 1, 2
+            await hub.refresh("BTC-USD")
+            msg = await depth.receive(timeout=5)
+            assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            snap = await (await http.get("/api/v3/depth?symbol=BTCUSD")).json()
+            assert snap["lastUpdateId"] == 2  # the new seq space's
+            assert not trades.closed  # (trades have their own ids: unaffected)
+            await trades.close()
 
     asyncio.run(run())

@@ -239,4 +239,4 @@ class Streams:
     @staticmethod
     def _close_later(conn: Conn) -> None:
         """Disconnect a client (it reconnects and fetches a fresh depth, as after any drop)."""
-        asyncio.get_running_loop().create_task(conn._close())
+        asyncio.ensure_future(conn._close())
