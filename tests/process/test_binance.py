@@ -91,6 +91,10 @@ def test_python_binance_places_sees_cancels_and_trades_between_two_keys(cluster:
     assert sell["fills"][0]["price"] == "31000.00000000"
     assert a.get_order(symbol="BTCUSD", origClientOrderId=buy["clientOrderId"])["status"] == (
         "FILLED")
+    fills = wait_until(lambda: a.get_my_trades(symbol="BTCUSD"), 30, "alice's fill")
+    assert (fills[-1]["price"], fills[-1]["qty"], fills[-1]["isBuyer"]) == (
+        "31000.00000000", "0.20000000", True)
+    assert fills[-1]["isMaker"] is True and Decimal(fills[-1]["commission"]) > 0
     trades = a.get_recent_trades(symbol="BTCUSD")
     assert trades[-1]["price"] == "31000.00000000" and trades[-1]["isBuyerMaker"] is True
     mine = {x["asset"]: Decimal(x["free"]) for x in a.get_account()["balances"]}

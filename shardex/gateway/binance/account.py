@@ -17,10 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
+from shardex.accounts.ledger import account_shard_for
 from shardex.client import AsyncClient
 from shardex.gateway.apikeys import ApiKeyRecord
 from shardex.gateway.binance.auth import BinanceVerifier
 from shardex.gateway.binance.errors import (
+    BAD_PARAM,
+    DISCONNECTED,
     NO_SUCH_ORDER,
     REJECTED_MBX_KEY,
     BinanceError,
@@ -29,7 +32,13 @@ from shardex.gateway.binance.errors import (
     order_error,
 )
 from shardex.gateway.binance.market import pair_of, route
-from shardex.gateway.binance.orders import Memo, new_order, open_order_json, order_json
+from shardex.gateway.binance.orders import (
+    Memo,
+    new_order,
+    open_order_json,
+    order_json,
+    trade_json,
+)
 from shardex.gateway.binance.symbols import SymbolMap, amount, order_id
 from shardex.gateway.rest import Rest
 from shardex.gateway.signing import ApiKey
@@ -74,6 +83,7 @@ class AccountRoutes:
         r.add_get("/api/v3/openOrders", route(self.open_orders))
         r.add_delete("/api/v3/openOrders", route(self.cancel_all))
         r.add_get("/api/v3/account", route(self.account))
+        r.add_get("/api/v3/myTrades", route(self.my_trades))
 
     async def _signed(self, request: web.Request) -> Signed:
         raw = await request.content.read(MAX_BODY + 1)
@@ -199,3 +209,20 @@ class AccountRoutes:
                 "balances": [{"asset": a, "free": amount(free), "locked": amount(held)}
                              for a, (free, held) in sorted(balances.items())],
                 "permissions": ["SPOT"], "uid": order_id(account)}  # fmt: skip
+
+    async def my_trades(self, request: web.Request) -> Any:
+        """The account's fills of ``symbol`` (newest ``limit``, oldest first), with their fees:
+        the account shard's fill events (gwrest's ``FillReader``)."""
+        rec, account, p = await self._signed(request)
+        pair = pair_of(self.names, p.get("symbol"))
+        raw = p.get("limit", "500")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4):
+            raise BinanceError(BAD_PARAM, "Illegal characters found in parameter 'limit'.")
+        c = self._client(rec)
+        await c.topology()
+        if self.rest.fills is None or not c.accounts:
+            raise BinanceError(DISCONNECTED, "No fills here: the cluster has no account tier "
+                               "or the gateway reads no Redis.")  # fmt: skip
+        rows, _ = await self.rest.fills.page(account_shard_for(account, c.accounts), account,
+                                             pair.symbol, max(1, min(1000, int(raw))), None)
+        return [trade_json(pair, f) for f in reversed(rows)]

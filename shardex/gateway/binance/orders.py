@@ -176,3 +176,17 @@ def open_order_json(pair: Pair, o: Mapping[str, Any], placed: Placed | None,
     status = {"state": "live", "id": o["id"], "side": o["side"], "price": o["price"],
               "qty": open_qty, "filled": max(orig - open_qty, Decimal(0))}  # fmt: skip
     return order_json(pair, status, placed, now)
+
+
+def trade_json(pair: Pair, fill: Mapping[str, Any]) -> dict[str, Any]:
+    """One fill (``shardex.gateway.fills.shaped``) as Binance's ``myTrades`` entry."""
+    n = places(pair.market)
+    price, qty = Decimal(fill.get("price") or 0), Decimal(fill.get("qty") or 0)
+    fee = Decimal(fill.get("fee") or 0)
+    return {"symbol": pair.name, "id": fill.get("trade_id"),
+            "orderId": order_id(str(fill.get("id") or "")), "orderListId": -1,
+            "price": fmt(price, n), "qty": fmt(qty, n), "quoteQty": fmt(price * qty, n),
+            "commission": fmt(fee, max(n, -int(fee.as_tuple().exponent))),
+            "commissionAsset": fill.get("fee_asset") or pair.quote, "time": fill.get("ts"),
+            "isBuyer": fill.get("side") == "buy", "isMaker": fill.get("role") == "maker",
+            "isBestMatch": True}  # fmt: skip
