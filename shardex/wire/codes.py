@@ -195,6 +195,12 @@ STALE_REQUEST = _code(127, "stale_request", IDENTITY, "a signed gateway request 
                       "is outside the receive window (check the clock)", **_F)
 REPLAYED = _code(128, "replayed", IDENTITY, "a signed gateway request already received (the "
                  "same signature within the receive window)", **_F)
+# 145–149: the gateway's browser sessions (docs/web.md)
+BAD_CSRF = _code(145, "bad_csrf", IDENTITY, "a request with a session cookie that changes state "
+                 "without the session's CSRF token in X-SHARDEX-CSRF, or with another one", **_F)
+NO_SESSION = _code(146, "no_session", IDENTITY, "the session cookie is unknown, expired or of a "
+                   "revoked API key (sessions live in the gateway's memory: a restart ends "
+                   "them): log in again", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)

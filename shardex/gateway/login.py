@@ -1,0 +1,140 @@
+"""The web page's login: a signed ``POST /v1/session`` makes a browser session, and a
+middleware lets that session stand for the API key on the private routes.
+
+``POST /v1/session`` is verified exactly like a signed REST request (``signing``: the same
+headers, receive window and replay guard), so the secret the user types stays in the page,
+which signs with WebCrypto. The answer sets the session cookie (HttpOnly, SameSite=Strict,
+Secure over https) and carries the CSRF token; ``GET /v1/session`` gives the token again to a
+page reloaded with its cookie; ``DELETE /v1/session`` logs out.
+
+The middleware sets ``request["shardex_key"]`` (the ``ApiKeyRecord``) for a request with a
+live session cookie and its CSRF token in ``X-SHARDEX-CSRF`` -- and for a WebSocket upgrade of
+the same origin (a browser cannot add headers to one; SameSite=Strict and the Origin check
+keep other sites out). The private routes take that instead of a signature. A session cookie
+on a request that changes state without the token is refused (``bad_csrf``, 403); a dead
+session with the token (or changing state) is refused (``no_session``, 401), so the page knows
+to log in again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from shardex.gateway.apikeys import ApiKeyRecord
+from shardex.gateway.rest import MAX_BODY, Rest, _json, _refuse
+from shardex.gateway.sessions import Session, SessionStore, csrf_ok
+from shardex.gateway.signing import KEY_HEADER, SignatureError
+from shardex.wire.codes import BAD_CSRF, BAD_MESSAGE, NO_SESSION
+
+COOKIE = "shardex_session"
+CSRF_HEADER = "X-SHARDEX-CSRF"
+SESSION_KEY = "shardex_key"  # what the private routes read (the contract between handlers)
+LOGIN_PATH = "/v1/session"
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(request: web.Request) -> bool:
+    """A browser's WebSocket upgrade names the page's origin; it must be this gateway's
+    (no Origin: not a browser, which is not who a cookie could be borrowed from)."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+class Login:
+    """The session routes and the middleware, around ``rest``'s API keys and verifier."""
+
+    def __init__(self, rest: Rest, store: SessionStore | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 token: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:  # fmt: skip
+        self.rest = rest
+        self.store = store or SessionStore()
+        self.clock, self.token = clock, token
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post(LOGIN_PATH, self.login)
+        app.router.add_get(LOGIN_PATH, self.whoami)
+        app.router.add_delete(LOGIN_PATH, self.logout)
+        app.middlewares.append(self.middleware)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        got = self.verdict(request)
+        if isinstance(got, web.Response):
+            return got
+        if got is not None:
+            request[SESSION_KEY] = got
+        return await handler(request)
+
+    def verdict(self, request: web.Request) -> ApiKeyRecord | web.Response | None:
+        """The key a session stands for, a refusal, or None (no session: go on unsigned)."""
+        cookie = request.cookies.get(COOKIE)
+        if not cookie or (request.path == LOGIN_PATH and request.method != "DELETE"):
+            return None
+        sent = request.headers.get(CSRF_HEADER)
+        sess = self.store.get(cookie, self.clock())
+        rec = self.rest.records.get(sess.key_id) if sess is not None else None
+        if rec is None:
+            if sess is not None:  # (its API key is gone)
+                self.store.drop(cookie)
+            if sent is not None or request.method not in SAFE:
+                return _refuse(NO_SESSION, "no such session (expired, or logged out): log in "
+                               "again", 401)  # fmt: skip
+            return None
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            if same_origin(request):
+                return rec
+            return _refuse(BAD_CSRF, "a WebSocket with the session cookie from another "
+                           "origin", 403)  # fmt: skip
+        if sent is None and request.method in SAFE:
+            return None
+        if not csrf_ok(sess, sent):  # type: ignore[arg-type]
+            return _refuse(BAD_CSRF, f"{CSRF_HEADER} is missing or not this session's", 403)
+        return rec
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return _refuse(BAD_MESSAGE, f"body larger than {MAX_BODY} bytes", 413)
+        self.rest._reload(request.headers.get(KEY_HEADER))
+        try:
+            key = self.rest.verifier.check(request.headers, request.method, request.path_qs,
+                                           body, int(time.time() * 1000))  # fmt: skip
+        except SignatureError as exc:
+            return _refuse(exc.code, str(exc), 401)
+        rec = self.rest.records[key.key_id]
+        cookie, csrf = self.token(), self.token()
+        old = request.cookies.get(COOKIE)
+        if old:
+            self.store.drop(old)
+        sess = self.store.create(key.key_id, cookie, csrf, self.clock())
+        resp = _json(self.info(rec, sess))
+        resp.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="Strict",
+                        secure=request.secure, max_age=int(self.store.max_age))  # fmt: skip
+        return resp
+
+    async def whoami(self, request: web.Request) -> web.StreamResponse:
+        """The session of this cookie (and its CSRF token, for a reloaded page)."""
+        cookie = request.cookies.get(COOKIE)
+        sess = self.store.get(cookie, self.clock()) if cookie else None
+        rec = self.rest.records.get(sess.key_id) if sess is not None else None
+        if sess is None or rec is None:
+            return _refuse(NO_SESSION, "not logged in", 401)
+        return _json(self.info(rec, sess))
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        """Forget the session (the middleware checked its CSRF token); no session: done too."""
+        cookie = request.cookies.get(COOKIE)
+        dropped = self.store.drop(cookie) if cookie else False
+        resp = _json({"ok": True, "ended": dropped})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    def info(self, rec: ApiKeyRecord, sess: Session) -> dict[str, Any]:
+        return {"key_id": rec.key.key_id, "role": rec.key.role,
+                "accounts": sorted(rec.key.accounts), "csrf": sess.csrf,
+                "expires_in": int(self.store.remaining(sess, self.clock()))}  # fmt: skip
