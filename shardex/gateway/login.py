@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,9 @@ COOKIE = "shardex_session"
 CSRF_HEADER = "X-SHARDEX-CSRF"
 SESSION_KEY = "shardex_key"  # what the private routes read (the contract between handlers)
 LOGIN_PATH = "/v1/session"
+# the key is a plain string on purpose (the REST and WebSocket handlers read it by name), which
+# aiohttp would warn about on every request
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"shardex\.gateway\.login")
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -52,7 +56,7 @@ class Login:
                  clock: Callable[[], float] = time.monotonic,
                  token: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:  # fmt: skip
         self.rest = rest
-        self.store = store or SessionStore()
+        self.store = store if store is not None else SessionStore()
         self.clock, self.token = clock, token
 
     def install(self, app: web.Application) -> None:
