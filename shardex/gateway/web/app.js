@@ -161,9 +161,11 @@ function connect() {
     S.lastMsg = Date.now();
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
-    if (msg.channel === "book") onBook(msg);
-    else if (msg.channel === "trades") onTrade(msg);
-    else if (msg.channel === "ticker") onTicker(msg);
+    // data messages: a book's snapshot/update, a trade or a ticker (which carry no type);
+    // acks and "subscribed" name a channel too, and are not data
+    if (msg.channel === "book" && (msg.type === "snapshot" || msg.type === "update")) onBook(msg);
+    else if (msg.channel === "trades" && msg.type === undefined) onTrade(msg);
+    else if (msg.channel === "ticker" && msg.type === undefined) onTicker(msg);
     else if (msg.type === "heartbeat") S.clockSkew = msg.ts - Date.now();
     else if (msg.type === "resync_required") onResyncRequired(msg);
     else if (["order", "fill", "balance"].includes(msg.type)) later("private", 100, refreshPrivate);
@@ -255,8 +257,9 @@ function drawChart(candles) {
   ctx.fillStyle = "#8a939e";
   ctx.font = "12px system-ui";
   if (!candles.length) { ctx.fillText("no trades yet", 10, 20); return; }
-  const lo = Math.min(...candles.map((c) => +c.low)), hi = Math.max(...candles.map((c) => +c.high));
-  const pad = 24, span = hi - lo || 1, step = (w - 60) / Math.max(candles.length, 30);
+  let lo = Math.min(...candles.map((c) => +c.low)), hi = Math.max(...candles.map((c) => +c.high));
+  if (hi === lo) { const d = Math.abs(hi) / 1000 || 1; lo -= d; hi += d; } // flat: centred
+  const pad = 24, span = hi - lo, step = (w - 60) / Math.max(candles.length, 30);
   const y = (v) => pad + (h - 2 * pad) * (1 - (v - lo) / span);
   candles.forEach((c, i) => {
     const x = 4 + i * step + step / 2, up = cmpDec(c.close, c.open) >= 0;
