@@ -72,6 +72,10 @@ MEASURED_S: dict[str, float] = {
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders
     # sim 5.5 s CPU (8 seeds) in 17 s of wall
     "test_review_rules_expiry.py": 1, "test_review_heartbeat.py": 0.5, "test_sim_timed.py": 8,
+    # the web page (2026-12-07 17:40, load ~8): the session unit tests 1.3 s of pytest (3.9 s
+    # CPU with start-up); the browser tier (CI-only) 63 s wall, ~21 s CPU with its cluster and
+    # two Chromiums, most of it waiting for the killed gateway's restart
+    "test_gateway_sessions.py": 1.5, "test_web_page.py": 63,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
