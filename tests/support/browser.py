@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -62,11 +62,24 @@ class Browser:
     def until(self, pred: Callable[[Any], Any], what: str, timeout: float = 30) -> Any:
         """Wait (bounded) for ``pred(driver)`` to be truthy; on timeout a screenshot, then fail."""
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(pred)
+            # (the page re-renders its tables: an element found a moment ago may be gone)
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(pred)
         except TimeoutException:
             path = self.shot("timeout")
             raise AssertionError(f"{self.name}: {what} within {timeout} s (see {path}; "
                                  f"message: {self.text('message')!r})") from None
+
+    def click(self, css: str) -> bool:
+        """Click the first element ``css`` finds; False if there is none (or it was re-rendered
+        in between: the caller's wait tries again)."""
+        try:
+            found = self.driver.find_elements("css selector", css)
+            if found:
+                found[0].click()
+            return bool(found)
+        except StaleElementReferenceException:
+            return False
 
     def text(self, element_id: str) -> str:
         try:
