@@ -82,9 +82,8 @@ class Login:
         sent = request.headers.get(CSRF_HEADER)
         sess = self.store.get(cookie, self.clock())
         rec = self.rest.records.get(sess.key_id) if sess is not None else None
-        if rec is None:
-            if sess is not None:  # (its API key is gone)
-                self.store.drop(cookie)
+        if sess is None or rec is None:
+            self.store.drop(cookie)  # (a session whose API key is gone goes too)
             if sent is not None or request.method not in SAFE:
                 return _refuse(NO_SESSION, "no such session (expired, or logged out): log in "
                                "again", 401)  # fmt: skip
@@ -96,7 +95,7 @@ class Login:
                            "origin", 403)  # fmt: skip
         if sent is None and request.method in SAFE:
             return None
-        if not csrf_ok(sess, sent):  # type: ignore[arg-type]
+        if not csrf_ok(sess, sent):
             return _refuse(BAD_CSRF, f"{CSRF_HEADER} is missing or not this session's", 403)
         return rec
 

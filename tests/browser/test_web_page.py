@@ -1,11 +1,11 @@
 """The web page in a real browser: a real cluster (one engine shard, one account shard, the
 bridge, the candles worker, a gateway) and two headless Chromium sessions with their own
 cookies, one per API key. Log in (the page signs the login with WebCrypto), place an order and
-see it rest in the ladder, cross it from the other session, see the trade on both tapes and the
-ladder shrink, the private panels (open orders, fills, balances) agree with the cluster, cancel
-from the open orders; then the gateway is killed: the page reconnects, resyncs its book and
-asks to log in again (sessions are the gateway's memory). Screenshots of each step go to
-``$SHARDEX_ARTIFACTS/browser`` (else the test's tmp directory); docs/web.md."""
+see it rest in the ladder, cross it from the other session, see the trade on both tapes and on
+the chart and the ladder shrink, the private panels (open orders, fills, balances) agree with
+the cluster, cancel from the open orders; then the gateway is killed: the page reconnects,
+resyncs its book and asks to log in again (sessions are the gateway's memory). Screenshots of
+each step go to ``$SHARDEX_ARTIFACTS/browser`` (else the test's tmp directory); docs/web.md."""
 
 from __future__ import annotations
 
@@ -143,6 +143,9 @@ def test_place_rest_in_the_ladder_cross_from_another_session_and_see_the_trade(w
         assert "✓" in _cell(b, "#book-state")
         prices = [td.text for td in b.driver.find_elements("css selector", "#tape td:nth-child(2)")]
         assert prices == [PRICE], prices  # the one trade, no row made of a control message
+        # the chart: the candles worker's candle of the trade, through GET /v1/candles
+        b.until(lambda d, b=b: _el(b, "#chart").get_attribute("data-candles") == "1",
+                "the trade's candle on the chart")
         b.shot("traded")
 
 

@@ -254,6 +254,7 @@ function drawChart(candles) {
   const cv = $("chart"), ctx = cv.getContext("2d");
   const w = cv.width = cv.clientWidth || 640, h = cv.height = cv.clientHeight || 300;
   ctx.clearRect(0, 0, w, h);
+  cv.dataset.candles = candles.length; // (what is drawn, for a test to read)
   ctx.fillStyle = "#8a939e";
   ctx.font = "12px system-ui";
   if (!candles.length) { ctx.fillText("no trades yet", 10, 20); return; }
