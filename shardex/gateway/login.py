@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
@@ -43,10 +44,17 @@ SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def same_origin(request: web.Request) -> bool:
-    """A browser's WebSocket upgrade names the page's origin; it must be this gateway's
-    (no Origin: not a browser, which is not who a cookie could be borrowed from)."""
+    """A browser's WebSocket upgrade names the page's origin; its host and port must be this
+    gateway's (the scheme may differ behind a TLS proxy). No Origin: not a browser, which is
+    not who a cookie could be borrowed from."""
     origin = request.headers.get(hdrs.ORIGIN)
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
+def over_https(request: web.Request) -> bool:
+    """The page was served over https, here or by a TLS proxy in front (a client that lies
+    about it only makes its own cookie https-only)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 class Login:
@@ -117,7 +125,7 @@ class Login:
         sess = self.store.create(key.key_id, cookie, csrf, self.clock())
         resp = _json(self.info(rec, sess))
         resp.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="Strict",
-                        secure=request.secure, max_age=int(self.store.max_age))  # fmt: skip
+                        secure=over_https(request), max_age=int(self.store.max_age))  # fmt: skip
         return resp
 
     async def whoami(self, request: web.Request) -> web.StreamResponse:

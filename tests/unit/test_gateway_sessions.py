@@ -197,6 +197,13 @@ def test_a_websocket_upgrade_with_the_cookie_is_the_session_only_from_the_same_o
         own = f"http://{client.host}:{client.port}"
         ok = await client.get("/probe", headers={**up, "Origin": own})
         assert (await ok.json())["key"] == "ak1"
+        proxied = await client.get("/probe", headers={**up, "Origin": own.replace("http", "https")})
+        assert (await proxied.json())["key"] == "ak1"  # (TLS ended by a proxy in front)
+        other_port = await client.get("/probe", headers={**up, "Origin": own + "1"})
+        assert await _code(other_port) == (403, BAD_CSRF)
+        behind = await client.post("/v1/session", data=b"{}", headers={
+            **_signed(), "X-Forwarded-Proto": "https"})  # fmt: skip
+        assert behind.cookies[COOKIE]["secure"]
 
     _run(test)
 
