@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
 const S = {
   markets: [], symbol: null, csrf: null, who: null, ws: null, backoff: 500, lastMsg: 0,
-  clockSkew: 0, wsSession: null, book: null, tradeSeq: {}, trades: [], timers: {}, loggedOut: false,
+  clockSkew: 0, wsSession: null, book: null, tradeSeq: {}, timers: {},
 };
 const TAPE_ROWS = 60;
 const LADDER_ROWS = 15;
@@ -118,8 +118,6 @@ function drawLadder(bids, asks) {
 function onTrade(msg) {
   if (msg.symbol !== S.symbol) return;
   S.tradeSeq[msg.symbol] = msg.seq;
-  S.trades.unshift(msg);
-  S.trades.length = Math.min(S.trades.length, TAPE_ROWS);
   const tr = document.createElement("tr");
   tr.className = `trade ${msg.side || ""}`;
   tr.dataset.tradeId = msg.trade_id;
@@ -317,6 +315,8 @@ function loggedOut(why) {
   $("who").hidden = $("logout").hidden = true;
   for (const id of ["orders", "fills", "balances"]) $(id).replaceChildren();
   if (why) say(why, true);
+  // a WebSocket opened with the session stays logged in to the user channel: open a new one
+  if (S.ws && S.wsSession) { S.backoff = 100; S.ws.close(); }
 }
 
 async function logout() {
