@@ -415,8 +415,8 @@ async function place(ev) {
                   id: `web-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}` };
   if (type === "limit") order.price = $("price").value.trim();
   const got = await api("POST", "/v1/order", order);
-  const b = got.body;
-  if (got.ok) say(`${side} ${order.qty} @ ${order.price || "market"}: ${(b.events || []).map((e) => e.ev).join(", ") || "sent"} (id ${b.id})`);
+  const b = got.body; // (with an account tier an accepted order has no events yet: held, forwarded)
+  if (got.ok) say(`${side} ${order.qty} @ ${order.price || "market"}: ${(b.events || []).map((e) => e.ev).join(", ") || "accepted"} (id ${b.id})`);
   else say(`order refused: ${b.error?.name || b.name || got.status} ${b.error?.message || b.message || ""}`, true);
   refreshPrivate();
 }
