@@ -60,6 +60,7 @@ class Conn:
         self.wake = asyncio.Event()
         self._close = close
         self.closed = False
+        self.behind: list[Callable[[], None]] = []  # told when the queue is dropped (user channel)
 
     def push(self, frame: str, channel: str) -> bool:
         """Queue one shared frame; on falling behind, the resync notices (or the close)."""
@@ -83,6 +84,8 @@ class Conn:
 
     def fell_behind(self) -> None:
         """Everything queued was dropped: each subscription is told how to resync."""
+        for hook in self.behind:
+            hook()
         for sub in self.subs.values():
             sub.live = sub.channel != "book"  # trades/ticker keep flowing after the notice
             m.RESYNCS.labels(sub.channel, "slow").inc()
@@ -114,6 +117,7 @@ class Hub:
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
         self.cluster_ok = False
+        self.user: Any = None  # the private user channel (``userhub.UserHub``), when served
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -307,6 +311,9 @@ class Hub:
             if key not in self.pos:
                 top = await self.r.xrevrange(key, "+", "-", count=1)
                 self.pos[key] = top[0][0] if top else "0-0"
+        for key in await self.user.keys() if self.user is not None else ():
+            if key not in self.pos:  # the account shards' orders and balances streams
+                self.pos[key] = await self.user.start(key)
 
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""
@@ -318,10 +325,13 @@ class Hub:
             n += len(entries)
             if key.startswith(TRADES_PREFIX):
                 self.trades(key.removeprefix(TRADES_PREFIX), entries)
-            else:
+                continue
+            if key.startswith(EVENTS_PREFIX):
                 for _, f in entries:
                     if f.get("ev") != "rejected" and "symbol" in f:
                         self.mark(f["symbol"])
+            if self.user is not None:
+                self.user.entries(key, entries)
         return n
 
     def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:

@@ -28,14 +28,13 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 
 from shardex.gateway.apikeys import ApiKeyRecord
-from shardex.gateway.rest import MAX_BODY, Rest, _json, _refuse
+from shardex.gateway.rest import Rest
+from shardex.gateway.rest_common import SESSION_KEY, Refusal, refuse, reply
 from shardex.gateway.sessions import Session, SessionStore, csrf_ok
-from shardex.gateway.signing import KEY_HEADER, SignatureError
-from shardex.wire.codes import BAD_CSRF, BAD_MESSAGE, NO_SESSION
+from shardex.wire.codes import BAD_CSRF, NO_SESSION
 
 COOKIE = "shardex_session"
 CSRF_HEADER = "X-SHARDEX-CSRF"
-SESSION_KEY = "shardex_key"  # what the private routes read (the contract between handlers)
 LOGIN_PATH = "/v1/session"
 # the key is a plain string on purpose (the REST and WebSocket handlers read it by name), which
 # aiohttp would warn about on every request
@@ -93,37 +92,32 @@ class Login:
         if sess is None or rec is None:
             self.store.drop(cookie)  # (a session whose API key is gone goes too)
             if sent is not None or request.method not in SAFE:
-                return _refuse(NO_SESSION, "no such session (expired, or logged out): log in "
-                               "again", 401)  # fmt: skip
+                return refuse(NO_SESSION, "no such session (expired, or logged out): log in "
+                              "again", 401)  # fmt: skip
             return None
         if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
             if same_origin(request):
                 return rec
-            return _refuse(BAD_CSRF, "a WebSocket with the session cookie from another "
-                           "origin", 403)  # fmt: skip
+            return refuse(BAD_CSRF, "a WebSocket with the session cookie from another "
+                          "origin", 403)  # fmt: skip
         if sent is None and request.method in SAFE:
             return None
         if not csrf_ok(sess, sent):
-            return _refuse(BAD_CSRF, f"{CSRF_HEADER} is missing or not this session's", 403)
+            return refuse(BAD_CSRF, f"{CSRF_HEADER} is missing or not this session's", 403)
         return rec
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return _refuse(BAD_MESSAGE, f"body larger than {MAX_BODY} bytes", 413)
-        self.rest._reload(request.headers.get(KEY_HEADER))
+        """A signed login (checked as any signed REST request: window, replay) → a session."""
         try:
-            key = self.rest.verifier.check(request.headers, request.method, request.path_qs,
-                                           body, int(time.time() * 1000))  # fmt: skip
-        except SignatureError as exc:
-            return _refuse(exc.code, str(exc), 401)
-        rec = self.rest.records[key.key_id]
+            rec, _ = await self.rest.auth.check(request)
+        except Refusal as exc:
+            return exc.response()
         cookie, csrf = self.token(), self.token()
         old = request.cookies.get(COOKIE)
         if old:
             self.store.drop(old)
-        sess = self.store.create(key.key_id, cookie, csrf, self.clock())
-        resp = _json(self.info(rec, sess))
+        sess = self.store.create(rec.key.key_id, cookie, csrf, self.clock())
+        resp = reply(self.info(rec, sess))
         resp.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="Strict",
                         secure=over_https(request), max_age=int(self.store.max_age))  # fmt: skip
         return resp
@@ -134,14 +128,14 @@ class Login:
         sess = self.store.get(cookie, self.clock()) if cookie else None
         rec = self.rest.records.get(sess.key_id) if sess is not None else None
         if sess is None or rec is None:
-            return _refuse(NO_SESSION, "not logged in", 401)
-        return _json(self.info(rec, sess))
+            return refuse(NO_SESSION, "not logged in", 401)
+        return reply(self.info(rec, sess))
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         """Forget the session (the middleware checked its CSRF token); no session: done too."""
         cookie = request.cookies.get(COOKIE)
         dropped = self.store.drop(cookie) if cookie else False
-        resp = _json({"ok": True, "ended": dropped})
+        resp = reply({"ok": True, "ended": dropped})
         resp.del_cookie(COOKIE, path="/")
         return resp
 

@@ -27,3 +27,8 @@ HTTP = Counter("shardex_gateway_http_requests_total", "HTTP requests", ["route",
 UP = Gauge("shardex_gateway_redis_up", "1 when the last Redis read succeeded")
 HTTP_SECONDS = Histogram("shardex_gateway_http_seconds", "HTTP request handling time, by route",
                          ["route"], buckets=LATENCY_BUCKETS)  # fmt: skip
+USER_DROPPED = Gauge("shardex_gateway_user_dropped",
+                     "User-channel entries given up on (an engine event whose order's owner was "
+                     "never read within the hold time, or the hold was full)")  # fmt: skip
+USER_COD = Counter("shardex_gateway_cancel_on_disconnect_total",
+                   "Cancel-alls run because a key's last cancel-on-disconnect connection closed")

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from shardex.candles.core import INTERVALS
 from shardex.client.market_data import MarketData, MarketDataError
-from shardex.gateway.rest import _json, _refuse
+from shardex.gateway.rest_common import refuse, reply
 from shardex.wire.codes import BAD_MESSAGE, GATEWAY_UNAVAILABLE, UNKNOWN_SYMBOL
 
 FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
@@ -69,30 +69,30 @@ class Page:
         q = request.query
         symbol, interval = q.get("symbol", ""), q.get("interval", "1m")
         if symbol not in self.markets:
-            return _refuse(UNKNOWN_SYMBOL, "unknown symbol", 400)
+            return refuse(UNKNOWN_SYMBOL, "unknown symbol", 400)
         if interval not in INTERVALS:
-            return _refuse(BAD_MESSAGE, f"interval must be one of {', '.join(INTERVALS)}", 400)
+            return refuse(BAD_MESSAGE, f"interval must be one of {', '.join(INTERVALS)}", 400)
         raw = q.get("limit", "200")
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_CANDLES):
-            return _refuse(BAD_MESSAGE, f"limit must be 1..{MAX_CANDLES}", 400)
+            return refuse(BAD_MESSAGE, f"limit must be 1..{MAX_CANDLES}", 400)
         got = await self._read(self.md.candles, symbol, interval, int(raw))
         if isinstance(got, web.Response):
             return got
-        return _json({"symbol": symbol, "interval": interval,
+        return reply({"symbol": symbol, "interval": interval,
                       "candles": [c.to_json() for c in got]})  # fmt: skip
 
     async def ticker(self, request: web.Request) -> web.Response:
         """``?symbol=S``: that pair's 24 h ticker; no symbol: every pair's."""
         symbol = request.query.get("symbol")
         if symbol is not None and symbol not in self.markets:
-            return _refuse(UNKNOWN_SYMBOL, "unknown symbol", 400)
+            return refuse(UNKNOWN_SYMBOL, "unknown symbol", 400)
         out = []
         for s in [symbol] if symbol else sorted(self.markets):
             got = await self._read(self.md.ticker, s)
             if isinstance(got, web.Response):
                 return got
             out.append(got.to_json())
-        return _json(out[0] if symbol else {"tickers": out})
+        return reply(out[0] if symbol else {"tickers": out})
 
     @staticmethod
     async def _read(fn: Any, *args: Any) -> Any:
@@ -100,6 +100,6 @@ class Page:
         try:
             return await asyncio.to_thread(fn, *args)
         except MarketDataError as exc:
-            return _refuse(BAD_MESSAGE, str(exc), 400)
+            return refuse(BAD_MESSAGE, str(exc), 400)
         except (redis.exceptions.RedisError, OSError, ValueError, json.JSONDecodeError) as exc:
-            return _refuse(GATEWAY_UNAVAILABLE, f"candles cannot be read now: {exc}"[:200], 503)
+            return refuse(GATEWAY_UNAVAILABLE, f"candles cannot be read now: {exc}"[:200], 503)

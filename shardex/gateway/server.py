@@ -34,6 +34,7 @@ from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
 from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
+from shardex.gateway.userhub import UserHub
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
 
@@ -132,6 +133,9 @@ class Gateway:
                 request.transport.abort()
 
         conn = Conn(Outbox(self.cfg.queue), close)
+        user = self.hub.user
+        if user is not None and request.get("shardex_key") is not None:
+            user.login_session(conn, request["shardex_key"])  # a browser session's key
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
@@ -142,6 +146,8 @@ class Gateway:
                     await self.handle(conn, msg.data)
         finally:
             writer.cancel()
+            if user is not None:
+                user.drop(conn)
             self.hub.drop(conn)
             self.hub.conns.discard(conn)
             m.CONNECTIONS.set(len(self.hub.conns))
@@ -162,6 +168,8 @@ class Gateway:
 
     async def handle(self, conn: Conn, raw: str | bytes) -> None:
         """One client message: act on it or answer a JSON error; never raises."""
+        if self.hub.user is not None and await self.hub.user.handle(conn, raw):
+            return  # (a login or the user channel's)
         try:
             req = parse(raw, self.cfg.markets)
         except Refused as exc:
@@ -211,6 +219,8 @@ class Gateway:
         while True:
             await asyncio.sleep(TICK)
             self.hub.heartbeat()
+            if self.hub.user is not None:
+                self.hub.user.tick()
             depths = [len(c.outbox) for c in self.hub.conns]
             m.QUEUE_DEPTH.set(sum(depths))
             m.QUEUE_MAX.set(max(depths, default=0))
@@ -265,8 +275,13 @@ async def serve(cfg: GatewayConfig) -> None:
     async def shards() -> int:
         return int((await client.topology()).get("shards") or 0)
 
+    async def accounts() -> int:
+        await client.topology()
+        return client.accounts
+
     hub = Hub(r, read_book, cfg.markets, cfg.depth, shards)
-    rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets)
+    rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets, redis=r)
+    hub.user = UserHub(r, rest, accounts, hub.pos)
     gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets), rest)
     runner = web.AppRunner(gw.app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -281,6 +296,7 @@ async def serve(cfg: GatewayConfig) -> None:
     await stop.wait()
     for t in tasks:
         t.cancel()
+    hub.user.close()
     await runner.cleanup()
     await rest.close()
     await client.close()

@@ -195,6 +195,14 @@ STALE_REQUEST = _code(127, "stale_request", IDENTITY, "a signed gateway request 
                       "is outside the receive window (check the clock)", **_F)
 REPLAYED = _code(128, "replayed", IDENTITY, "a signed gateway request already received (the "
                  "same signature within the receive window)", **_F)
+# 130–134: the gateway's private REST API
+ADMIN_REQUIRED = _code(130, "admin_required", IDENTITY, "a gateway REST route for admin API "
+                       "keys only (deposit, withdraw) asked with another key", **_F)
+NO_ACCOUNT_TIER = _code(131, "no_account_tier", NODE, "a gateway REST route that needs the "
+                        "account tier (balances, open orders, fills, transfers) on a cluster "
+                        "without account shards", **_F)
+LOGIN_REQUIRED = _code(135, "login_required", IDENTITY, "a WebSocket user-channel request before "
+                       "a login (or a browser session) of an API key", **_F)
 # 145–149: the gateway's browser sessions (docs/web.md)
 BAD_CSRF = _code(145, "bad_csrf", IDENTITY, "a request with a session cookie that changes state "
                  "without the session's CSRF token in X-SHARDEX-CSRF, or with another one", **_F)

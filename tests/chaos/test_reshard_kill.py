@@ -1,7 +1,8 @@
 """kill -9 at every step of a reshard (real processes): the mover dies right after a step, and
 the shard that step depends on is killed -9 with it (the source after the map records the move
 and after its hand-off, the target after its adoption); the supervisor restarts the shard from
-its journal, ``reshard`` is run again and finishes: every resting order is on exactly one shard,
+its journal (or the router, which learns the half-done map again from the shards' HELLOs),
+``reshard`` is run again and finishes: every resting order is on exactly one shard,
 a further run plans nothing."""
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.timeout(240)
 RESTING = 3  # per pair
 # (the step's progress line, the reshard's shard count, whose shard is killed with the mover)
 KILLS = (("records the move", 1, "source"), ("hand-off journaled", 2, "source"),
-         ("adopted by shard", 1, "target"))  # fmt: skip
+         ("adopted by shard", 1, "target"),
+         ("hand-off journaled", 2, "router"))  # (it rebuilds the map from the shards' HELLOs)
 
 
 class Died(Exception):
@@ -67,6 +69,24 @@ def _shows_moving(cluster: Cluster, symbol: str) -> None:
     pytest.fail(f"the router's map never showed {symbol} moving: {lines}")
 
 
+def _kill_router(cluster: Cluster) -> None:
+    """kill -9 of the router; back once the supervisor started another that answers with every
+    shard (the map it routes by comes from their HELLOs)."""
+    old = cluster.child_pid("router")
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if cluster.child_pid("router") != old:
+                with cluster.client(timeout=5) as c:
+                    if all(s.get("seq") is not None for s in c.status()):
+                        return
+        except Exception:  # noqa: BLE001 - (not up yet: ask again)
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"the router never came back\n{cluster.output()[-3000:]}")
+
+
 async def _reshard(cluster: Cluster, n: int, die_at: str | None = None) -> list[str]:
     lines: list[str] = []
 
@@ -94,11 +114,14 @@ def test_kill_9_of_the_mover_and_a_shard_at_every_step_then_run_again() -> None:
             lines = asyncio.run(_reshard(cluster, n, die_at=step))
             move = next(line for line in lines if line.startswith("[1/"))
             src, dst = map(int, re.search(r"shard (\d+) -> shard (\d+)", move).groups())
-            shard = src if victim == "source" else dst
             _shows_moving(cluster, move.split("] ")[1].split(":")[0])
-            old = _pid(cluster, shard)
-            os.kill(old, signal.SIGKILL)
-            _restarted(cluster, shard, old)
+            if victim == "router":
+                _kill_router(cluster)
+            else:
+                shard = src if victim == "source" else dst
+                old = _pid(cluster, shard)
+                os.kill(old, signal.SIGKILL)
+                _restarted(cluster, shard, old)
             done = asyncio.run(_reshard(cluster, n))
             assert "(in progress: finishing it)" in done[1], (step, done)  # (resumed first)
             assert any(f"resharded to {n} shard(s)" in line for line in done), done
@@ -110,5 +133,6 @@ def test_kill_9_of_the_mover_and_a_shard_at_every_step_then_run_again() -> None:
                 where = {i: syms.get(s, 0) for i, syms in held.items() if syms.get(s)}
                 assert where == {default_owner(s, n): RESTING}, (step, s, held)
         assert "Traceback" not in cluster.output()
+        assert re.search(r"router \(pid \d+\) DIED with signal 9", cluster.output())
     finally:
         cluster.stop()

@@ -4,109 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import urllib.request
 
 import pytest
 
-from shardex.engine.codes import EV_TRADE
 from shardex.wire.protocol import shard_for
 from tests.support.bridge import BridgeProc, assert_exact, wait_until
+from tests.support.bridge_load import Load, check_exactly_once, wait_for_streams
 from tests.support.cluster import Cluster
 from tests.support.redis import RedisServer
-
-SYMBOLS = ("BTC-USD", "ETH-USD")  # on different shards when N = 2
-assert shard_for(SYMBOLS[0], 2) != shard_for(SYMBOLS[1], 2)
-
-
-class Load:
-    """Crossing orders on both symbols from a client; remembers every trade it was told of."""
-
-    def __init__(
-        self, cluster: Cluster, rounds: int, per_round: int = 200, pause: float = 0.0
-    ) -> None:
-        self.cluster = cluster
-        self.pause = pause
-        self.rounds = rounds
-        self.per_round = per_round
-        self.trades: dict[str, dict[int, tuple]] = {s: {} for s in SYMBOLS}
-        self.errors: list[str] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        n = 0
-        try:
-            with self.cluster.client(account="load", timeout=5) as c:
-                for _ in range(self.rounds):
-                    cmds = []
-                    for k in range(self.per_round):
-                        n += 1
-                        sym = SYMBOLS[k % 2]
-                        side = "buy" if (n // 2) % 2 else "sell"
-                        cmds.append(
-                            c.codec.command(
-                                c.order(sym, side, "1", "100", id=f"L{n}", account=f"a{n % 3}")
-                            )
-                        )
-                    time.sleep(self.pause)
-                    for err, evs in c.submit_raw(cmds, batch=50, window=4):
-                        if err is not None:
-                            self.errors.append(err)
-                        for e in evs:
-                            if e[0] == EV_TRADE:
-                                self.trades[e[2]][e[1]] = e
-        except Exception as exc:
-            self.errors.append(repr(exc))
-        finally:
-            self.done.set()
-
-    def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.run)
-        t.start()
-        return t
-
-    @property
-    def total(self) -> int:
-        return sum(len(t) for t in self.trades.values())
-
-
-def wait_for_streams(r, load: Load, cluster: Cluster, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    want = {s: len(load.trades[s]) for s in SYMBOLS}
-    while time.monotonic() < deadline:
-        have = {s: r.xlen(f"shardex:trades:{s}") for s in SYMBOLS}
-        if have == want:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"streams never reached {want}: have {have}\n{cluster.output()[-3000:]}")
-
-
-def check_exactly_once(r, load: Load, cluster: Cluster) -> None:
-    assert load.total > 0
-    assert "Traceback" not in cluster.output()
-    with cluster.client() as c:
-        status = {s["shard"]: s["seq"] for s in c.status()}
-    for sym in SYMBOLS:
-        entries = r.xrange(f"shardex:trades:{sym}")
-        seqs = [int(e[0].split("-")[0]) for e in entries]
-        assert seqs == sorted(load.trades[sym]), f"{sym}: stream seqs differ from client trades"
-        for entry_id, f in entries:
-            seq = int(entry_id.split("-")[0])
-            ev = load.trades[sym][seq]
-            assert (f["taker"], f["maker"], int(f["trade_id"]), int(f["seq"])) == (
-                ev[5],
-                ev[6],
-                ev[8],
-                seq,
-            )
-            assert f["price"] == "100.00" or f["price"] == "100.000"
-        trade_ids = [int(f["trade_id"]) for _, f in entries]
-        assert trade_ids == list(range(1, len(trade_ids) + 1))  # none lost, none twice
-    # every event of every shard, contiguous from 1 to the shard's seq
-    for shard, seq in status.items():
-        ids = [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{shard}")]
-        assert ids == list(range(1, seq + 1)), f"shard {shard} events stream has holes/dups"
 
 
 @pytest.fixture
@@ -156,40 +63,6 @@ def test_trades_reach_redis_exactly_once_in_order(bridged):
         .splitlines()
     )
     assert len(out) == 3 and '"price": "100.00"' in out[0]
-
-
-def test_kill9_bridge_mid_load_still_exactly_once(bridged):
-    cluster, server = bridged
-    load = Load(cluster, rounds=40, pause=0.05)
-    t = load.start()
-    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
-    os.kill(cluster.child_pid("bridge"), signal.SIGKILL)
-    t.join(120)
-    assert not load.errors
-    r = server.client()
-    wait_for_streams(r, load, cluster)
-    check_exactly_once(r, load, cluster)
-    assert "bridge (pid" in cluster.output() and "DIED with signal 9" in cluster.output()
-
-
-def test_redis_down_for_seconds_then_back_still_exactly_once(bridged):
-    cluster, server = bridged
-    load = Load(cluster, rounds=50, pause=0.1)  # ~5 s of load
-    t = load.start()
-    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
-    server.stop()
-    # the engines keep matching meanwhile; the bridge finds Redis gone and retries
-    traded = load.total
-    wait_until(lambda: "Redis unavailable" in cluster.output(), 30, "the bridge's retries")
-    wait_until(lambda: load.total > traded or load.done.is_set(), 30, "matching without Redis")
-    server.start()  # same directory: the AOF brings the data back
-    t.join(120)
-    assert not load.errors
-    r = server.client()
-    wait_for_streams(r, load, cluster)
-    check_exactly_once(r, load, cluster)
-    out = cluster.output()
-    assert "Redis unavailable" in out and "Redis is back" in out
 
 
 def test_tiny_pub_hwm_drops_are_repaired(redis_server: RedisServer):
@@ -252,40 +125,6 @@ def test_up_with_embedded_redis_bridges_by_default():
         assert users.password("bridge") not in cluster.output()
     finally:
         cluster.stop()
-
-
-def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
-    """A shard dies mid-load: its journal regenerates what it had published, the bridge repairs
-    from the restarted shard (ring empty → journal), and Redis ends with no hole and no copy."""
-    cluster, server = bridged
-    load = Load(cluster, rounds=40, pause=0.05)
-    t = load.start()
-    wait_until(lambda: load.total >= 100 or load.done.is_set(), 30, "the load under way")
-    os.kill(cluster.shard_pid(shard_for("ETH-USD", 2)), signal.SIGKILL)
-    t.join(120)
-    r = server.client()
-    # orders in flight when the shard died time out or are refused; every trade a client was
-    # told about must be in Redis, exactly once, and the events streams must have no holes
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with cluster.client() as c:
-            status = {s["shard"]: s.get("seq") for s in c.status()}
-        if all(
-            seq is not None and r.xlen(f"shardex:events:{shard}") == seq
-            for shard, seq in status.items()
-        ):
-            break
-        time.sleep(0.3)
-    for shard, seq in status.items():
-        ids = [int(e[0].split("-")[0]) for e in r.xrange(f"shardex:events:{shard}")]
-        assert ids == list(range(1, seq + 1)), f"shard {shard}: holes or copies"
-    for sym in SYMBOLS:
-        seqs = {int(e[0].split("-")[0]) for e in r.xrange(f"shardex:trades:{sym}")}
-        assert set(load.trades[sym]) <= seqs
-        trade_ids = [int(f["trade_id"]) for _, f in r.xrange(f"shardex:trades:{sym}")]
-        assert trade_ids == list(range(1, len(trade_ids) + 1))
-    assert "DIED with signal 9" in cluster.output()
-    assert "Traceback" not in cluster.output()
 
 
 # -- the bridge against a stand-in shard (real sockets, real protocol, real Redis) ----------------

@@ -110,7 +110,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(workdir) -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"), accounts=1,
+    c = Cluster(1, redis="embedded", data_dir=str(workdir / "data"), accounts=1, gateways=1,
                 without=())  # up's default (also the candles worker and the history writer)
     try:
         yield c
@@ -172,17 +172,22 @@ def _consumer(out: str) -> None:
     assert "booked 1 0.1000 @ 30000.50" in out, out
 
 
+def _rest(out: str) -> None:
+    assert out.split() == ["200", "alice"], out  # a signed request the gateway accepted
+
+
 OUTPUT_CHECKS: dict[str, list[Callable[[str], None]]] = {
     "README.md": [_intro],
     "using.md": [_sdk],
     "identity.md": [_identity],
     "streams.md": [_consumer],
+    "gateway-rest.md": [_rest],
 }
 
 
 def test_python_blocks_run_as_pasted(cluster, workdir):
     # the Identity page's example uses the key its `shardex keys add` line creates
-    add = run_cli(["keys", "add", "--account", "alice"], workdir, env_for(cluster))
+    add = run_cli(["keys", "add", "--account", "alice", "--api"], workdir, env_for(cluster))
     assert add.returncode == 0, add.stderr.decode()
     outputs: dict[str, list[str]] = {}
     examples = blocks("python")
@@ -190,7 +195,7 @@ def test_python_blocks_run_as_pasted(cluster, workdir):
     for b in examples:
         code = b.body.replace("tcp://127.0.0.1:5555", cluster.endpoint).replace(
             "port=5559", f"port={cluster.layout.redis_port}"
-        )
+        ).replace("127.0.0.1:5641", f"127.0.0.1:{cluster.layout.gateway_port(0)}")
         proc = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,

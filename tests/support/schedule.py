@@ -22,18 +22,20 @@ from collections.abc import Mapping, Sequence
 # proportions matter; a file not listed counts DEFAULT_S per test. The simulator's two big
 # files scaled from their CPU alone (35 s and 14 s) like the others.
 MEASURED_S: dict[str, float] = {
-    "test_accounts_attack.py": 111, "test_bridge.py": 130, "test_engine_compiled.py": 75,
+    "test_accounts_attack.py": 111, "test_bridge.py": 80, "test_engine_compiled.py": 75,
+    "test_bridge_kills.py": 50, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
     "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
     "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 53,
     "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
-    "test_cluster.py": 39, "test_loadgen.py": 43, "test_bridge_account_failover.py": 44,
+    "test_cluster.py": 39, "test_loadgen.py": 28, "test_bridge_account_failover.py": 44,
     "test_datadir.py": 44, "test_accounts_money.py": 42, "test_journal_tools.py": 29,
     "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
     "test_identity.py": 24, "test_accounts_edges.py": 35, "test_accounts_props.py": 29,
     "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
-    "test_accounts_wire.py": 19, "test_cli_funds.py": 20, "test_journal.py": 16,
+    "test_accounts_wire.py": 8, "test_accounts_kills.py": 11, "test_cli_funds.py": 20,
+    "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 1,
     "test_mm.py": 18,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
@@ -67,6 +69,12 @@ MEASURED_S: dict[str, float] = {
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
     "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
+    # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
+    "test_rest_api.py": 7, "test_gateway_rest.py": 27,
+    # the user channel (2026-12-07, load ~9): 21-30 s wall (14 s CPU with its cluster's
+    # processes, a gateway restart and pytest's start); the unit files 0.1 s and 0.2 s of tests
+    "test_gateway_user.py": 28, "test_gateway_userfeed.py": 0.2, "test_gateway_userhub.py": 0.3,
     # stop orders (14:52, load ~13): CPU 7.3 s, 2.8 s, 2.5 s (redis-server included), x2
     "test_stops.py": 15, "test_inproc_stops.py": 6, "test_stops_streams.py": 5,
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders

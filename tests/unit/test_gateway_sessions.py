@@ -46,7 +46,7 @@ class FakeClient:
         self.placed.append((symbol, side, qty, price, kw["account"]))
         cmd = {"id": kw.get("id")}
         return type("Res", (), {"ok": True, "code": 0, "command": cmd, "events": [],
-                                "error": None})()  # fmt: skip
+                                "error": None, "fate": None})()  # fmt: skip
 
     async def close(self) -> None:
         pass
@@ -62,8 +62,8 @@ class Clock:
 
 def _app(clock: Clock) -> tuple[web.Application, Rest]:
     rest = Rest("tcp://127.0.0.1:1", None, {"BTC-USD": None}, client=FakeClient)
-    rest.records = {"ak1": ApiKeyRecord(KEY, "/keys/alice.key")}
-    rest.verifier.keys = {"ak1": KEY}
+    rest.auth.records = {"ak1": ApiKeyRecord(KEY, "/keys/alice.key")}
+    rest.auth.verifier.keys = {"ak1": KEY}
     app = web.Application()
     rest.routes(app)
     Login(rest, SessionStore(idle=60, max_age=600), clock=clock).install(app)

@@ -28,6 +28,7 @@ from shardex.client.listing import definition as listing_definition
 from shardex.client.market_admin import market_rule_result, pair_rules
 from shardex.client.results import (
     DEFAULT_RETRY,
+    UNKNOWN,
     CancelAll,
     Fate,
     Result,
@@ -37,7 +38,7 @@ from shardex.client.results import (
 )
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
-from shardex.engine.codes import OP_LIST, OP_MARKET_RULE, Command
+from shardex.engine.codes import OP_LIST, OP_MARKET_RULE, OP_NEW, Command
 from shardex.wire.market_rules import changes_from_json
 from shardex.wire.protocol import (
     OP_AUDIT,
@@ -250,6 +251,15 @@ class AsyncClient(AsyncIO):
         cmd = (OP_ORDER, symbol, self._acct(account), id)
         raw = await self._read(symbol.encode(), cmd, self.shard_of(symbol))
         return self.order_status_map(raw)
+
+    async def fate(self, symbol: str, id: str, *, account: str | None = None) -> Fate:  # noqa: A002
+        """The fate of new order ``id`` whose answer never came (a timeout, a lost
+        connection): ``("executed" | "not executed" | "unknown", status)``, asked the way a
+        timed-out ``place`` asks (the account shard first with the account tier on)."""
+        await self._ready(markets=True)
+        probe = (OP_NEW, symbol, id, self._acct(account))  # (what a fate query reads of it)
+        fates, _ = await self._ask_fates([probe], [0], 1, 1)
+        return fates.get(0, (UNKNOWN, None))
 
     async def book(self, symbol: str, depth: int = 10) -> dict[str, Any]:
         """L2 depth: {'bids': [(price, qty, orders)...], 'asks': [...]} with Decimals."""

@@ -1,0 +1,144 @@
+"""The private REST API as a trader uses it: a real ``shardex up`` cluster with the account
+tier, Redis and a gateway; API keys made with ``shardex keys add --api``; every request signed
+as docs/gateway-rest.md says (tests/support/rest.py, HMAC with the stdlib). An admin deposit,
+a signed amend, a trade and the balances after it, the fill with its fee, cancel-all, open
+orders, a timed-out order's fate, another account's order id refused, a replay refused and the
+dead-man switch firing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shardex.wire.codes import ADMIN_REQUIRED, NOT_ALLOWED, REPLAYED
+from tests.support.cluster import Cluster
+from tests.support.rest import signed
+from tests.support.wait import wait_until
+
+SYMBOL = "BTC-USD"
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[tuple[str, Cluster]]:
+    c = Cluster(1, redis="embedded", accounts=1, gateways=1)
+    try:
+        url = f"http://127.0.0.1:{c.layout.gateway_port(0)}"
+        wait_until(lambda: _healthy(url), 60, "the gateway is up")
+        yield url, c
+    finally:
+        c.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _api_key(cluster: Cluster, *args: str) -> dict[str, Any]:
+    """``shardex keys add ... --api``: the API key record it wrote."""
+    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", *args, "--api",
+                           "--data-dir", cluster.data_dir],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(open(proc.stdout.split("API key:")[1].split()[0]).read())
+
+
+def _order(side: str, qty: str, price: str, oid: str) -> dict[str, str]:
+    return {"symbol": SYMBOL, "side": side, "qty": qty, "price": price, "id": oid}
+
+
+def test_a_trader_funds_amends_trades_reads_fills_and_cancels_over_signed_rest(gw) -> None:
+    url, cluster = gw
+    admin = _api_key(cluster, "--role", "admin", "--name", "rest-admin")
+    alice, bob = _api_key(cluster, "--account", "ga"), _api_key(cluster, "--account", "gb")
+    status, body = signed(url, alice, "POST", "/v1/deposit",
+                          {"account": "ga", "asset": "USD", "amount": "1000"})
+    assert (status, body["code"]) == (403, ADMIN_REQUIRED)
+    for acct, asset, amount in (("ga", "USD", "100000"), ("gb", "BTC", "10")):
+        status, body = signed(url, admin, "POST", "/v1/deposit",
+                              {"account": acct, "asset": asset, "amount": amount})
+        assert status == 200 and body["events"][0]["ev"] == "balance", body
+    # with the account tier an order's answer is "held and forwarded" (ok, no events): what
+    # happens next is read back (the order's state, open orders, balances)
+    status, body = signed(url, alice, "POST", "/v1/order", _order("buy", "0.0100", "30000", "g1"))
+    assert status == 200 and body["ok"], body
+    g1 = f"/v1/order?symbol={SYMBOL}&id=g1"
+    wait_until(lambda: signed(url, alice, "GET", g1)[1]["state"] == "live", 30, "g1 rests")
+    status, body = signed(url, alice, "PUT", "/v1/order",
+                          {"symbol": SYMBOL, "id": "g1", "price": "30001"})
+    assert status == 200 and body["ok"], body
+
+    def mine() -> list[dict[str, Any]]:
+        return signed(url, alice, "GET", "/v1/openOrders")[1]["orders"]
+
+    wait_until(lambda: [Decimal(o["price"]) for o in mine()] == [30001], 30, "g1 amended")
+    (o,) = mine()
+    assert (o["id"], Decimal(o["open"]), Decimal(o["filled"])) == ("g1", Decimal("0.01"), 0)
+    status, body = signed(url, bob, "POST", "/v1/order", _order("sell", "0.0100", "30001", "s1"))
+    assert status == 200 and body["ok"], body
+
+    def btc() -> Decimal:
+        return Decimal(signed(url, alice, "GET", "/v1/balances")[1]["balances"]
+                       .get("BTC", {"free": "0"})["free"])  # fmt: skip
+
+    wait_until(lambda: btc() == Decimal("0.01"), 30, "alice's BTC after the trade")
+    wait_until(lambda: mine() == [], 30, "g1 filled: no open order left")
+
+    def fill() -> dict[str, Any] | None:
+        rows = signed(url, alice, "GET", f"/v1/fills?symbol={SYMBOL}&limit=10")[1]["fills"]
+        return rows[0] if rows else None
+
+    wait_until(lambda: fill() is not None, 30, "alice's fill in the balances stream")
+    f = fill()
+    assert f is not None
+    assert (f["id"], f["side"], f["role"], Decimal(f["price"]), Decimal(f["qty"])) == (
+        "g1", "buy", "maker", Decimal(30001), Decimal("0.01"))
+    notional = Decimal("300.01")
+    assert f["fee_asset"] and notional * f["fee_bps"] / 10000 <= Decimal(f["fee"]) < Decimal(1)
+    status, body = signed(url, alice, "GET", f"/v1/order?symbol={SYMBOL}&id=g1&fate=1")
+    assert (status, body["fate"]) == (200, "executed"), body
+    assert signed(url, alice, "GET", f"/v1/order?symbol={SYMBOL}&id=g404&fate=1")[1]["fate"] == (
+        "not executed")
+    for i in range(2):
+        assert signed(url, alice, "POST", "/v1/order",
+                      _order("buy", "0.0100", "20000", f"g{i + 2}"))[0] == 200
+    wait_until(lambda: len(mine()) == 2, 30, "g2 and g3 rest")
+    status, body = signed(url, alice, "DELETE", f"/v1/orders?symbol={SYMBOL}")
+    assert (status, sorted(c["id"] for c in body["cancelled"])) == (200, ["g2", "g3"]), body
+    wait_until(lambda: mine() == [], 30, "no open order after cancel-all")
+
+
+def test_another_accounts_order_and_a_replay_are_refused_and_the_dead_man_fires(gw) -> None:
+    url, cluster = gw
+    admin = _api_key(cluster, "--role", "admin", "--name", "rest-admin2")
+    carol, dave = _api_key(cluster, "--account", "gc"), _api_key(cluster, "--account", "gd")
+    for acct in ("gc", "gd"):
+        assert signed(url, admin, "POST", "/v1/deposit",
+                      {"account": acct, "asset": "USD", "amount": "100000"})[0] == 200
+    assert signed(url, dave, "POST", "/v1/order", _order("buy", "0.0100", "20000", "d1"))[0] == 200
+    path = f"/v1/order?symbol={SYMBOL}&id=d1&account=gd"
+    wait_until(lambda: signed(url, dave, "GET", path)[1]["state"] == "live", 30, "d1 rests")
+    status, body = signed(url, carol, "DELETE", path)
+    assert (status, body["code"]) == (403, NOT_ALLOWED)
+    status, body = signed(url, carol, "DELETE", f"/v1/order?symbol={SYMBOL}&id=d1")
+    assert status == 400 and not body["ok"]  # (carol has no order d1: dave's stays)
+    assert signed(url, dave, "GET", path)[1]["state"] == "live"
+    ts = int(time.time() * 1000)
+    assert signed(url, carol, "GET", "/v1/balances", ts=ts)[0] == 200
+    status, body = signed(url, carol, "GET", "/v1/balances", ts=ts)
+    assert (status, body["code"]) == (401, REPLAYED)
+    status, body = signed(url, dave, "POST", "/v1/cancelAfter", {"seconds": 1, "symbol": SYMBOL})
+    assert status == 200 and body["ok"], body
+    wait_until(lambda: signed(url, dave, "GET", path)[1]["state"] == "cancelled", 30,
+               "the dead-man switch cancels dave's order")  # fmt: skip
