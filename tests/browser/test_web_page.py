@@ -129,6 +129,8 @@ def test_place_rest_in_the_ladder_cross_from_another_session_and_see_the_trade(w
     wa, wb, url = world["wa"], world["wb"], world["url"]
     _open_and_login(wa, url, world["keys"]["wa"])
     wa.shot("logged-in")
+    # the WebSocket opened again with the cookie: the user channel takes the session's key
+    wa.until(lambda d: _el(wa, "#who").get_attribute("data-user") == "live", "the user channel")
     _order(wa, "buy", PRICE, QTY)
     wa.until(lambda d: _bid(wa) == QTY, f"the bid {QTY} @ {PRICE} in the ladder")
     assert "✓" in _cell(wa, "#book-state")  # every book message's checksum matched

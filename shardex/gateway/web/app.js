@@ -166,11 +166,13 @@ function connect() {
     else if (msg.channel === "ticker" && msg.type === undefined) onTicker(msg);
     else if (msg.type === "heartbeat") S.clockSkew = msg.ts - Date.now();
     else if (msg.type === "resync_required") onResyncRequired(msg);
+    else if (msg.type === "subscribed" && msg.channel === "user") $("who").dataset.user = "live";
     else if (["order", "fill", "balance"].includes(msg.type)) later("private", 100, refreshPrivate);
   };
   ws.onclose = () => {
     if (S.ws !== ws) return;
     setConn(false);
+    delete $("who").dataset.user;
     if (S.book) S.book.synced = false;
     const wait = S.backoff * (0.75 + Math.random() / 2);
     S.backoff = Math.min(S.backoff * 2, 10000);
