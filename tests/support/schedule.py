@@ -80,11 +80,11 @@ MEASURED_S: dict[str, float] = {
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders
     # sim 5.5 s CPU (8 seeds) in 17 s of wall
     "test_review_rules_expiry.py": 1, "test_review_heartbeat.py": 0.5, "test_sim_timed.py": 8,
-    # the web page (2026-12-07 17:40, load ~8): the session unit tests 1.3 s of pytest (3.9 s
-    # CPU with start-up); the browser tier (CI-only) 63 s wall, ~21 s CPU with its cluster and
-    # two Chromiums, most of it waiting for the killed gateway's restart
-    # (test_gateway.py's browser-session test adds ~1 s in its module's cluster: 36 -> 37)
-    "test_gateway_sessions.py": 1.5, "test_web_page.py": 63,
+    # the web page (2026-12-07 18:00, load ~8): the session unit tests 1.3 s of pytest (3.9 s
+    # CPU with start-up); the browser tier (CI-only) 42 s of pytest, 49 s wall, 20.5 s CPU
+    # with its cluster and two Chromiums (a third of it waiting for the killed gateway);
+    # test_gateway.py's browser-session test adds ~1 s in its module's cluster: 36 -> 37
+    "test_gateway_sessions.py": 1.5, "test_web_page.py": 42,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
