@@ -171,7 +171,8 @@ def _cluster_logs(request) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-TIERS = ("unit", "process", "chaos")  # tests/<tier>/: docs/testing.md says what goes where
+# tests/<tier>/: docs/testing.md says what goes where
+TIERS = ("unit", "process", "chaos", "browser")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,7 +8,8 @@
 #     workers (default: see below), each test file's tests spread over them. Arguments replace
 #     that selection and go to pytest: `bash tests/run.sh tests/chaos` runs the chaos tier
 #     (processes killed, stopped, starved of disk, failed over: minutes more, so .ci/run runs
-#     it after this command, not every session's loop), `bash tests/run.sh tests` everything,
+#     it after this command, not every session's loop), `bash tests/run.sh tests/browser` the
+#     web page in headless Chromium (installs Debian's chromium), `bash tests/run.sh tests` everything,
 #     `-n 0` serially.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,13 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # the history tests run a private PostgreSQL server (tests/support/postgres.py: initdb, pg_ctl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
     || need+=(postgresql)
+# the browser tier (tests/browser: the web page in a real browser, docs/web.md) drives Debian's
+# chromium with its chromium-driver: installed only when that tier is asked for
+case " $* " in
+    *tests/browser*|*" tests "*|*" tests/ "*)
+        command -v chromium >/dev/null 2>&1 || need+=(chromium)
+        command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) ;;
+esac
 if [ ${#need[@]} -gt 0 ]; then
     # apt's own lines (Get:, Unpacking, Setting up) are the progress of this phase, which can
     # take minutes: shown, not hidden (-q drops only the redrawn progress bar, unreadable in CI)

@@ -30,8 +30,10 @@ from shardex.gateway import binance
 from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH
 from shardex.gateway.hub import Conn, Hub, Sub, encode
+from shardex.gateway.login import Login
 from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
+from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
 from shardex.gateway.userhub import UserHub
 from shardex.redisauth import mask_url, resolve_url
@@ -79,6 +81,9 @@ class Gateway:
             rest.routes(self.app)
         binance.mount(self.app, hub, cfg.markets, rest, ticker_reader.ticker, cfg.queue)
         self.app.middlewares.append(self.errors)
+        if rest is not None:  # the web page's sessions stand for an API key (docs/web.md)
+            Login(rest).install(self.app)
+        Page(ticker_reader, cfg.markets).install(self.app)
 
     @web.middleware
     async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:

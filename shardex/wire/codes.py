@@ -203,6 +203,12 @@ NO_ACCOUNT_TIER = _code(131, "no_account_tier", NODE, "a gateway REST route that
                         "without account shards", **_F)
 LOGIN_REQUIRED = _code(135, "login_required", IDENTITY, "a WebSocket user-channel request before "
                        "a login (or a browser session) of an API key", **_F)
+# 145–149: the gateway's browser sessions (docs/web.md)
+BAD_CSRF = _code(145, "bad_csrf", IDENTITY, "a request with a session cookie that changes state "
+                 "without the session's CSRF token in X-SHARDEX-CSRF, or with another one", **_F)
+NO_SESSION = _code(146, "no_session", IDENTITY, "the session cookie is unknown, expired or of a "
+                   "revoked API key (sessions live in the gateway's memory: a restart ends "
+                   "them): log in again", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)

@@ -353,3 +353,39 @@ def _signed_sig(rec: dict[str, Any], body: bytes) -> str:
     stamp = str(int(time.time() * 1000))
     return hmac.new(rec["secret"].encode(), (stamp + "POST/v1/order").encode() + body,
                     hashlib.sha256).hexdigest()  # fmt: skip
+
+
+def test_a_browser_session_stands_for_its_api_key_in_the_real_gateway(cluster: Cluster) -> None:
+    """The web page's wiring (docs/web.md): the page at /, a signed login making the session
+    cookie, an order placed with cookie + CSRF token and no signature, a missing token refused,
+    logout; and the public candles read (the browser tier drives the page itself)."""
+    url = _url(cluster)
+    wait_until(lambda: _healthy(url), 60, "the gateway is up")
+    status, page = _get_req(urllib.request.Request(url + "/"))
+    assert status == 200 and b"/web/app.js" in page
+    assert _get(f"{url}/v1/candles?symbol={SYMBOL}&interval=1m")[0] == 200
+    rec = _api_key(cluster, "sa")
+    stamp = str(int(time.time() * 1000))
+    mac = hmac.new(rec["secret"].encode(), (stamp + "POST/v1/session{}").encode(),
+                   hashlib.sha256).hexdigest()  # fmt: skip
+    login = urllib.request.Request(url + "/v1/session", data=b"{}", method="POST", headers={
+        "X-SHARDEX-KEY": rec["key_id"], "X-SHARDEX-TIMESTAMP": stamp, "X-SHARDEX-SIGNATURE": mac})
+    with urllib.request.urlopen(login, timeout=10) as resp:
+        cookie = resp.headers["Set-Cookie"]
+        csrf = json.loads(resp.read())["csrf"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    jar = {"Cookie": cookie.split(";")[0], "Content-Type": "application/json"}
+    order = json.dumps({"symbol": SYMBOL, "side": "buy", "qty": "0.0100", "price": "20000",
+                        "id": "web-s1"}).encode()  # fmt: skip
+    refused = urllib.request.Request(url + "/v1/order", data=order, method="POST", headers=jar)
+    status, body = _get_req(refused)
+    assert (status, json.loads(body)["code"]) == (403, 145)  # bad_csrf
+    placed = urllib.request.Request(url + "/v1/order", data=order, method="POST",
+                                    headers={**jar, "X-SHARDEX-CSRF": csrf})  # fmt: skip
+    status, body = _get_req(placed)
+    assert status == 200 and json.loads(body)["events"][0]["ev"] == "accepted", body
+    out = urllib.request.Request(url + "/v1/session", method="DELETE",
+                                 headers={**jar, "X-SHARDEX-CSRF": csrf})  # fmt: skip
+    assert _get_req(out)[0] == 200
+    status, body = _get_req(placed)
+    assert (status, json.loads(body)["code"]) == (401, 146)  # no_session: logged out

@@ -68,7 +68,7 @@ MEASURED_S: dict[str, float] = {
     "test_listing.py": 0.5, "test_inproc_listing.py": 4, "test_listing_live.py": 30,
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
-    "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
     # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
     # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
     "test_rest_api.py": 7, "test_gateway_rest.py": 27,
@@ -83,6 +83,11 @@ MEASURED_S: dict[str, float] = {
     # the Binance subset (2026-12-07, load ~7): 14-20 s wall, 12.4 s CPU with its cluster's
     # processes; the unit files 0.6 s each in pytest (2.8 and 2.6 s CPU with start-up)
     "test_binance.py": 18, "test_binance_core.py": 0.6, "test_binance_app.py": 0.6,
+    # the web page (2026-12-07 18:00, load ~8): the session unit tests 1.3 s of pytest (3.9 s
+    # CPU with start-up); the browser tier (CI-only) 42 s of pytest, 49 s wall, 20.5 s CPU
+    # with its cluster and two Chromiums (a third of it waiting for the killed gateway);
+    # test_gateway.py's browser-session test adds ~1 s in its module's cluster: 36 -> 37
+    "test_gateway_sessions.py": 1.5, "test_web_page.py": 42,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -80,11 +80,18 @@ def test_no_test_file_imports_another():
             if isinstance(node, ast.ImportFrom):
                 mod = node.module or ""
                 names = {a.name for a in node.names}
-                if mod.split(".")[-1].startswith("test_") or (
+                if _test_module(mod) or (
                     mod in ("conftest", "tests.conftest") and names - {"require", "STRICT_ENV"}
                 ):
                     offenders.append(f"{path.name}:{node.lineno} from {mod} import {names}")
             elif isinstance(node, ast.Import):
                 offenders += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
-                              if a.name.split(".")[-1].startswith("test_")]  # fmt: skip
+                              if _test_module(a.name)]  # fmt: skip
     assert not offenders, offenders
+
+
+def _test_module(mod: str) -> bool:
+    """A test file of this suite (``test_x``, ``tests.unit.test_x``), not a library's module
+    that happens to be named so (``aiohttp.test_utils``: its in-process test server)."""
+    parts = mod.split(".")
+    return parts[-1].startswith("test_") and (len(parts) == 1 or parts[0] == "tests")

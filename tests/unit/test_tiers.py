@@ -1,6 +1,6 @@
-"""The suite's three tiers: every test file lives in ``tests/unit``, ``tests/process`` or
-``tests/chaos``, and a ``tests/unit`` file starts no process, so ``pytest tests/unit`` stays
-a quick run that needs no free ports, no Redis and no cluster.
+"""The suite's tiers: every test file lives in ``tests/unit``, ``tests/process``,
+``tests/chaos`` or ``tests/browser``, and a ``tests/unit`` file starts no process, so
+``pytest tests/unit`` stays a quick run that needs no free ports, no Redis and no cluster.
 
 "Starts no process" is read from the source, not guessed from the name: a unit file imports
 no module that runs programs (``subprocess``, ``multiprocessing``, ...), no helper of
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-TIERS = ("unit", "process", "chaos")
+TIERS = ("unit", "process", "chaos", "browser")
 # Standard modules whose import means the file can start programs.
 PROCESS_MODULES = {"subprocess", "multiprocessing", "pty", "asyncio.subprocess", "pexpect"}
 OS_STARTERS = ("fork", "forkpty", "system", "popen", "exec", "spawn", "posix_spawn")
