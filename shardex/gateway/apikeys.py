@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from shardex.gateway.signing import ApiKey
 
 API_DIR = "api"
+KEY_ID = re.compile(r"ak[0-9a-f]{16}")  # what ``create`` makes: nothing else names a file
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,31 @@ def read(path: str | Path) -> dict[str, object]:
         return json.load(fh)
 
 
+def _record(path: Path) -> ApiKeyRecord | None:
+    """The API key at ``path``, None if it is unreadable or broken (skipped, not fatal)."""
+    try:
+        rec = read(path)
+        key = ApiKey(str(rec["key_id"]), str(rec["secret"]).encode("ascii"), str(rec["role"]),
+                     frozenset(str(a) for a in rec["accounts"]))  # type: ignore[attr-defined]
+        return ApiKeyRecord(key, str(rec["key_file"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def load(keys_dir: str | Path) -> dict[str, ApiKeyRecord]:
-    """Every readable API key of the store (a broken record is skipped, not fatal)."""
+    """Every readable API key of the store."""
     out: dict[str, ApiKeyRecord] = {}
     for path in sorted((Path(keys_dir) / API_DIR).glob("*.json")):
-        try:
-            rec = read(path)
-            key = ApiKey(str(rec["key_id"]), str(rec["secret"]).encode("ascii"), str(rec["role"]),
-                         frozenset(str(a) for a in rec["accounts"]))  # type: ignore[attr-defined]
-            out[key.key_id] = ApiKeyRecord(key, str(rec["key_file"]))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
+        rec = _record(path)
+        if rec is not None:
+            out[rec.key.key_id] = rec
     return out
+
+
+def load_one(keys_dir: str | Path, key_id: str) -> ApiKeyRecord | None:
+    """The API key ``key_id`` if the store has it (a key added since the last ``load``): one
+    file read, and only for an id of the shape ``create`` makes (no path from a request)."""
+    if not KEY_ID.fullmatch(key_id):
+        return None
+    rec = _record(Path(keys_dir) / API_DIR / f"{key_id}.json")
+    return rec if rec is not None and rec.key.key_id == key_id else None

@@ -23,7 +23,7 @@ from aiohttp import web
 from shardex.amounts import plain
 from shardex.client import ShardexError
 from shardex.gateway import metrics as m
-from shardex.gateway.apikeys import ApiKeyRecord, load
+from shardex.gateway.apikeys import ApiKeyRecord, load, load_one
 from shardex.gateway.messages import error
 from shardex.gateway.signing import SignatureError, Verifier
 from shardex.wire.codes import (
@@ -39,7 +39,6 @@ from shardex.wire.codes import (
 )
 
 MAX_BODY = 4096
-RELOAD_EVERY = 1.0  # seconds: an unknown key id reloads the API keys at most this often
 SESSION_KEY = "shardex_key"  # request[SESSION_KEY]: the ApiKeyRecord a session middleware set
 DECIMAL = re.compile(r"[0-9]{1,30}(\.[0-9]{1,30})?")
 NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # symbols, ids, accounts, assets as the REST takes them
@@ -121,17 +120,16 @@ class Auth:
         self.records: dict[str, ApiKeyRecord] = load(keys_dir) if keys_dir else {}
         self.verifier = Verifier({k: r.key for k, r in self.records.items()})
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
-        self._loaded = time.monotonic()
 
     def _reload(self, key_id: str | None) -> None:
-        """A key id not known yet: the API keys again (keys added while the gateway runs)."""
-        if not self.keys_dir or key_id in self.records:
+        """A key id not known yet: its record, if the store has it now (a key added while
+        the gateway runs is known at its first request; an unknown id costs one failed open)."""
+        if not self.keys_dir or not key_id or key_id in self.records:
             return
-        if time.monotonic() - self._loaded < RELOAD_EVERY:
-            return
-        self._loaded = time.monotonic()
-        self.records = load(self.keys_dir)
-        self.verifier.keys = {k: r.key for k, r in self.records.items()}
+        rec = load_one(self.keys_dir, key_id)
+        if rec is not None:
+            self.records[key_id] = rec
+            self.verifier.keys[key_id] = rec.key
 
     async def check(self, request: web.Request) -> tuple[ApiKeyRecord, bytes]:
         """The request's key and body: a session's key when a session middleware set one
