@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import make_server
 
 from prometheus_client import REGISTRY, make_wsgi_app
@@ -71,15 +74,17 @@ class Health:
         except Exception as exc:  # noqa: BLE001 - any failure of a probe means "not healthy"
             return Verdict(False, "probe_failed", f"{type(exc).__name__}: {exc}")
 
-    def answer(self) -> tuple[int, bytes]:
-        """The HTTP status and JSON body of ``GET /healthz``."""
+    def answer(self, live: bool = False) -> tuple[int, bytes]:
+        """The HTTP status and JSON body of ``GET /healthz``; ``live`` (``?live=1``, the
+        liveness probe): 200 whatever the verdict, as long as the process answers (a router
+        whose shards are away must not be restarted for it), the verdict in the body."""
         v = self.verdict()
         body: dict[str, Any] = {"status": "ok" if v.ok else "unavailable", "role": self.role,
                                 "state": v.state, "pid": os.getpid()}  # fmt: skip
         if v.reason:
             body["reason"] = v.reason
         body.update(v.detail)
-        return (200 if v.ok else 503), json.dumps(body, sort_keys=True).encode()
+        return (200 if v.ok or live else 503), json.dumps(body, sort_keys=True).encode()
 
 
 HEALTH = Health()  # the process's (as prometheus's REGISTRY is): one exporter per process
@@ -88,12 +93,14 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def app(health: Health, metrics: WSGIApp) -> WSGIApp:
-    """``/healthz`` answered by ``health`` (GET or HEAD), every other path by ``metrics``."""
+    """``/healthz`` answered by ``health`` (GET or HEAD; ``?live=1``: see ``Health.answer``),
+    every other path by ``metrics``."""
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
             return metrics(environ, start_response)
-        code, body = health.answer()
+        live = "live" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        code, body = health.answer(live)
         phrase = "200 OK" if code == 200 else "503 Service Unavailable"
         start_response(phrase, [("Content-Type", "application/json"),
                                 ("Content-Length", str(len(body))),
@@ -182,3 +189,30 @@ def gauge_probe(read: Callable[[], float | None], state: str, reason: str) -> Pr
 def registry_gauge(name: str) -> Callable[[], float | None]:
     """A reader of the process's registered gauge ``name`` (None: not registered)."""
     return lambda: REGISTRY.get_sample_value(name)
+
+
+def check(port: int, timeout: float = 3.0) -> tuple[int, str]:
+    """``GET /healthz`` of the exporter on 127.0.0.1:``port``: (HTTP status, body); status 0
+    when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def main() -> int:
+    """The image's HEALTHCHECK: 0 when ``SHARDEX_HEALTH_PORT``'s exporter answers 200 (or no
+    port is given: nothing to ask), else 1."""
+    port = os.environ.get("SHARDEX_HEALTH_PORT")
+    if not port:
+        return 0
+    code, body = check(int(port))
+    print(code or "no answer", body)
+    return 0 if code == 200 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - the image's HEALTHCHECK
+    raise SystemExit(main())

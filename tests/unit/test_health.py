@@ -140,3 +140,15 @@ def test_head_gets_the_status_without_a_body():
     seen: list[str] = []
     out = app(_health("mm", serving), lambda e, s: [])(environ, lambda st, hd: seen.append(st))
     assert seen[0].startswith("200") and b"".join(out) == b""
+
+
+def test_the_liveness_probe_passes_while_the_process_answers_whatever_its_verdict():
+    environ: dict[str, Any] = {"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET",
+                               "QUERY_STRING": "live=1"}  # fmt: skip
+    setup_testing_defaults(environ)
+    seen: list[str] = []
+    h = _health("router", lambda: Verdict(False, "no_shards", "no hello from shard 0"))
+    body = b"".join(app(h, lambda e, s: [])(environ, lambda st, hd: seen.append(st)))
+    assert seen[0].startswith("200")  # not restarted for its shards' absence
+    assert json.loads(body)["state"] == "no_shards"  # the verdict still said
+    assert _get(h)[0].startswith("503")  # readiness: not ready
