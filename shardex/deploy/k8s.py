@@ -118,10 +118,11 @@ def _engine_links(spec: Spec) -> str:
 # -- pieces of a pod ----------------------------------------------------------------------------
 
 
-def _labels(component: str, shard: int | None = None) -> dict[str, str]:
+def _labels(component: str, index: int | None = None) -> dict[str, str]:
+    """A component's labels; ``index``: which shard (or router) of its kind."""
     out = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
-    if shard is not None:
-        out["shardex.io/shard"] = str(shard)
+    if index is not None:
+        out["shardex.io/index"] = str(index)
     return out
 
 
