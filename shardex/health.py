@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -110,6 +111,10 @@ def app(health: Health, metrics: WSGIApp) -> WSGIApp:
     return wsgi
 
 
+class _Server6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 _bound: dict[int, Any] = {}  # port → server bound by this process
 _lock = threading.Lock()
 
@@ -125,7 +130,8 @@ def start(port: int | None, addr: str | None = None) -> bool:
         if port in _bound:
             return False
         host = addr or os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1")
-        httpd = make_server(host, port, app(HEALTH, make_wsgi_app(REGISTRY)), ThreadingWSGIServer,
+        server = _Server6 if ":" in host else ThreadingWSGIServer  # (an IPv6 address: "::")
+        httpd = make_server(host, port, app(HEALTH, make_wsgi_app(REGISTRY)), server,
                             handler_class=_SilentHandler)  # fmt: skip
         threading.Thread(target=httpd.serve_forever, daemon=True, name="exporter").start()
         _bound[port] = httpd
