@@ -25,6 +25,7 @@ from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 from tests.support.metrics import scrape
 from tests.support.ports import free_layout
+from tests.support.wait import wait_until
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "shardex.json"
 
@@ -260,9 +261,16 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
         ports = [p for kind in KINDS if kind.scrape and not kind.optional
                  for p in kind.scrape(cluster.layout, 1)]  # fmt: skip
         assert len(ports) >= 7, ports  # router, 2 engines, account shard, bridge, candles, ...
-        verdicts = {p: _healthz(p) for p in ports}
-        assert all(code == 200 and doc["status"] == "ok" for code, doc in verdicts.values()), \
-            verdicts  # fmt: skip
+        verdicts: dict[int, tuple[int, dict]] = {}
+
+        def all_ok() -> bool:  # (a loaded box may delay a heartbeat hello: wait, bounded)
+            verdicts.update({p: _healthz(p) for p in ports})
+            return all(code == 200 and doc["status"] == "ok" for code, doc in verdicts.values())
+
+        try:
+            wait_until(all_ok, timeout=30, interval=0.5)
+        except TimeoutError:
+            pytest.fail(f"not every exporter's /healthz is 200 ok: {verdicts}")
     finally:
         for p in (load, prom):
             if p is not None:
