@@ -9,12 +9,11 @@ custom collector turns them into metric families when Prometheus scrapes.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,8 +21,9 @@ from prometheus_client.core import (
     InfoMetricFamily,
 )
 
-from shardex import __version__
+from shardex import __version__, health
 from shardex.engine.codes import REJECT_NAMES
+from shardex.health import HEALTH, Probe, serving
 from shardex.kinds.files import prometheus_config  # noqa: F401 - generated from the kinds
 from shardex.move_metrics import MoveStats
 from shardex.wire.codes import MOVING
@@ -171,13 +171,13 @@ class InfoCollector:
         yield fam
 
 
-def serve(port: int | None, role: str, **extra: str) -> None:
-    """Start this process's exporter (a daemon thread) unless ``port`` is falsy.
+def serve(port: int | None, role: str, probe: Probe = serving, **extra: str) -> None:
+    """Start this process's exporter (a daemon thread) unless ``port`` is falsy, with
+    ``GET /healthz`` answered by ``probe`` (``shardex.health``; default: 200 once serving).
 
     Binds ``SHARDEX_METRICS_HOST`` (default 127.0.0.1; set 0.0.0.0 for a remote Prometheus).
+    A port this process bound already (a standby's, which now leads) is kept.
     """
     REGISTRY.register(InfoCollector(role, extra))
-    if port:
-        start_http_server(port, addr=os.environ.get("SHARDEX_METRICS_HOST", "127.0.0.1"))
-
-
+    HEALTH.set(role, probe)
+    health.start(port)

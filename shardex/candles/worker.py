@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
+from shardex import health
 from shardex.candles.core import ANOMALIES, Anomaly, PairCandles
 from shardex.candles.store import DEFAULT_KEEP, TRADES_PREFIX, CandleStore, trades_key
 from shardex.clock import REAL, Clock
@@ -231,8 +232,10 @@ def connect(cfg: CandlesConfig) -> Any:
 
 def run_worker(cfg: CandlesConfig, clock: Clock = REAL) -> None:
     """Run until SIGTERM/SIGINT. Redis errors: pause (growing to 5 s), reload, go on."""
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
+    health.HEALTH.set("candles-worker", health.gauge_probe(
+        health.registry_gauge("shardex_candles_redis_up"), "redis_down",
+        "the worker's last Redis call failed (or none has succeeded yet)"))
+    health.start(cfg.metrics_port, addr="0.0.0.0")  # (all interfaces, as it always bound)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     worker = CandleWorker(cfg, connect(cfg), clock)

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "first, from Redis."),
     "candles-worker": ("candles", "candles_worker", "Keep every pair's candles in Redis, from "
                        "its trades stream, exactly once."),
+    "deploy": ("deploy", "deploy", "Deploy a cluster beyond one box: Kubernetes manifests "
+               "and the keys they mount."),
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),

@@ -29,6 +29,7 @@ from shardex.cli.options import (
     resolve_routers,
     resolve_shards,
 )
+from shardex.health import start_early
 from shardex.journal import JournalError
 from shardex.kinds import ACCOUNTS
 from shardex.layout import LINK_REPLICAS, Layout
@@ -152,6 +153,7 @@ def accounts(**options: Any) -> None:
             idle_off()
             return
         cfg, rep = planned
+        start_early("accounts", cfg.metrics_port)
         if rep is None:
             run_accounts(cfg)
         else:

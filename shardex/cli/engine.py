@@ -26,6 +26,7 @@ from shardex.cli.options import (
     resolve_shard_index,
     resolve_shards,
 )
+from shardex.health import start_early
 from shardex.journal import JournalError
 from shardex.kinds import ENGINE
 from shardex.node.replica import replica_dir
@@ -127,6 +128,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
 def engine(**options: Any) -> None:
     """Run one engine shard: the single writer of the pairs that hash to it."""
     cfg, rep = engine_config(**options)
+    start_early("engine", cfg.metrics_port)
     try:
         if rep is None:
             run_shard(cfg)

@@ -53,9 +53,10 @@ def prometheus_config(
 ) -> str:
     """A prometheus.yml scraping every exporter of a ``shardex up`` layout: one job per kind
     with a metrics port (``replicas`` 2: both replicas of every engine and account shard;
-    only the leader exports a shard's metrics, a standby's port answers nothing until it
-    leads). A kind with no process in the layout (no account shard) gets no job, nor does an
-    optional kind (the market maker) unless named in ``optional``."""
+    only the leader exports a shard's metrics; a standby's port answers its ``/healthz``
+    and its process's own series until it leads). A kind with no process in the layout (no
+    account shard) gets no job, nor does an optional kind (the market maker) unless named in
+    ``optional``."""
     out = [
         "# Scrapes every exporter of `shardex up` (see `shardex up --prometheus-config`).",
         "global:",

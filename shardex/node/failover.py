@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shardex.auth import KeyStore
+from shardex.health import HEALTH, standby_probe
 from shardex.journal import OS_DISK, Disk, Journal
 from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
 from shardex.node.failstop import JournalFailStop
@@ -87,6 +88,7 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
                       getattr(cfg, "ring_size", 1 << 20), direct=cfg.direct,
                       keys_dir=cfg.keys_dir, machine=machine, reserve=reserve,
                       **snapshot_cadence(cfg))  # fmt: skip
+    HEALTH.set("engine" if role == "shard" else role, standby_probe(standby))
     log.info("%s starts as standby at seq %d (epoch %d)", node, engine.seq, journal.read_epoch())
     try:
         promoted = standby.run(stop)

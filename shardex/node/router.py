@@ -24,6 +24,7 @@ import zmq
 from prometheus_client import REGISTRY
 
 from shardex.auth import KeyStore, ZapHandler
+from shardex.health import router_probe
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
 from shardex.net.recv import requests
@@ -179,7 +180,7 @@ class RouterNode:
         )
         if not self.net.in_process:  # (process-wide: not for a node sharing its process)
             REGISTRY.register(self.router)
-            serve(cfg.metrics_port, "router")
+            serve(cfg.metrics_port, "router", router_probe(self.router))
             tune_gc()
         self.last_expire = self.last_reload = self.started = self.mono()
 

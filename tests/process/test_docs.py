@@ -51,7 +51,8 @@ LANGS = {"python", "sh", "text", "toml", "yaml", "json"}
 # shell lines run as written against the test cluster: read-only, and they end by themselves
 RUNNABLE = {"status", "book", "journal", "balance", "orders", "audit", "placement"}
 # heads of shell lines that are not shardex's (installers, other tools, continuation lines)
-OTHER_TOOLS = {"pip", "bash", "honcho", "prometheus", "docker", "redis-server", "cat", "-v"}
+OTHER_TOOLS = {"pip", "bash", "honcho", "prometheus", "docker", "kubectl", "redis-server", "cat",
+               "-v"}  # fmt: skip
 
 
 @dataclass(frozen=True)

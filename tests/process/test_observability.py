@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -17,14 +18,25 @@ from pathlib import Path
 import pytest
 from conftest import require
 
+from shardex.kinds import KINDS
 from shardex.layout import Layout
 from shardex.metrics import LATENCY_BUCKETS, Hist, prometheus_config
 from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 from tests.support.metrics import scrape
 from tests.support.ports import free_layout
+from tests.support.wait import wait_until
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "shardex.json"
+
+
+def _healthz(port: int) -> tuple[int, dict]:
+    """``GET /healthz`` of the exporter on ``port``: its status and JSON body."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def loadgen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -244,6 +256,21 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
         targets = json.loads(urllib.request.urlopen(base + "targets", timeout=10).read())
         health = {t["scrapeUrl"]: t["health"] for t in targets["data"]["activeTargets"]}
         assert health and all(h == "up" for h in health.values()), health
+        # every exporter Prometheus scrapes answers /healthz next to /metrics (the probes of
+        # docs/deploy.md): 200 once it serves (a router once it heard from every shard)
+        ports = [p for kind in KINDS if kind.scrape and not kind.optional
+                 for p in kind.scrape(cluster.layout, 1)]  # fmt: skip
+        assert len(ports) >= 7, ports  # router, 2 engines, account shard, bridge, candles, ...
+        verdicts: dict[int, tuple[int, dict]] = {}
+
+        def all_ok() -> bool:  # (a loaded box may delay a heartbeat hello: wait, bounded)
+            verdicts.update({p: _healthz(p) for p in ports})
+            return all(code == 200 and doc["status"] == "ok" for code, doc in verdicts.values())
+
+        try:
+            wait_until(all_ok, timeout=30, interval=0.5)
+        except TimeoutError:
+            pytest.fail(f"not every exporter's /healthz is 200 ok: {verdicts}")
     finally:
         for p in (load, prom):
             if p is not None:

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from shardex.accounts.assets import AssetTable
 from shardex.auth import AuthError, KeyFile, KeyStore
+from shardex.health import gauge_probe, registry_gauge
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
 from shardex.net.roles import event_sub
@@ -208,7 +209,9 @@ def run_bridge(cfg: BridgeConfig) -> None:
     """The ``shardex bridge`` process: metrics, signals, and the loop until SIGTERM/SIGINT."""
     import uvloop
 
-    serve(cfg.metrics_port, "bridge")
+    serve(cfg.metrics_port, "bridge", gauge_probe(
+        registry_gauge("shardex_bridge_redis_up"), "redis_down",
+        "the bridge's last Redis call failed (or none has succeeded yet)"))
     log.info("bridge starting (pid %d)", os.getpid())
     try:
         uvloop.run(_main(cfg))

@@ -1,0 +1,140 @@
+"""``shardex deploy``: what a cluster beyond one box needs, generated (docs/deploy.md):
+``k8s`` writes Kubernetes manifests from the process descriptions, ``keys`` makes the folder
+the keys Secret is created from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shardex.config import load_markets
+from shardex.deploy.k8s import SECRET, Spec
+from shardex.deploy.keys import secret_dir
+from shardex.deploy.render import render, write
+from shardex.engine.markets import MarketError
+from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, MAX_SHARDS
+
+
+@click.group()
+def deploy() -> None:
+    """Deploy a cluster beyond one box: Kubernetes manifests and the keys they mount."""
+
+
+@deploy.command("k8s")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    default=1,
+    show_default=True,
+    help="Engine shards N (a StatefulSet each).",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, MAX_SHARDS),
+    default=1,
+    show_default=True,
+    help="Account shards M (a StatefulSet each; 0: the account tier is off).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="Pods per engine and account shard: 2 = a leader and a hot standby under "
+    "the lease, never on the same node.",
+)
+@click.option(
+    "--routers",
+    type=click.IntRange(1, MAX_ROUTERS),
+    default=1,
+    show_default=True,
+    help="Routers R (a Deployment of one pod each; every shard serves all).",
+)
+@click.option(
+    "--gateways",
+    type=click.IntRange(0, MAX_GATEWAYS),
+    default=1,
+    show_default=True,
+    help="Gateway pods G (one Deployment behind one Service).",
+)
+@click.option(
+    "--image",
+    default=Spec().image,
+    show_default=True,
+    help="The container image (built from the Dockerfile).",
+)
+@click.option(
+    "--storage",
+    default=Spec().storage,
+    show_default=True,
+    help="Size of each journal's volume claim.",
+)
+@click.option(
+    "--markets",
+    "markets_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A markets file for the ConfigMap [the built-in markets].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Write one YAML file per component into this folder [stdout].",
+)
+def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, image: str,
+        storage: str, markets_file: str | None, out: str | None) -> None:  # fmt: skip
+    """Write Kubernetes manifests for a cluster: a StatefulSet per engine and account shard
+    (both replicas as pods, anti-affine), headless Services, journal volume claims, routers,
+    bridge and gateways as Deployments, the markets ConfigMap, disruption budgets, probes on
+    /healthz and Prometheus scrape annotations. The keys Secret they mount is made by
+    `shardex deploy keys` (never written here)."""
+    text = ""
+    if markets_file:
+        try:
+            load_markets(markets_file)
+        except MarketError as exc:
+            raise click.UsageError(str(exc)) from None
+        text = Path(markets_file).read_text()
+    spec = Spec(shards, accounts, replicas, routers, gateways, image, text, storage)
+    files = render(spec, markets_file)
+    if out is None:
+        click.echo("".join(files.values()), nl=False)
+        return
+    for path in write(out, files):
+        click.echo(f"wrote {path}")
+
+
+@deploy.command("keys")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    default=1,
+    show_default=True,
+    help="Engine shards N (one process key each).",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, MAX_SHARDS),
+    default=1,
+    show_default=True,
+    help="Account shards M (one process key each).",
+)
+@click.option(
+    "--keys-dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The operator's key store (created if missing; keeps the admin key).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The folder to make the Secret from (no admin key in it).",
+)
+def keys(shards: int, accounts: int, keys_dir: str, out: str) -> None:
+    """Issue every process key a cluster of N engine and M account shards uses, and copy what
+    the pods need (never the admin key) into OUT, for
+    `kubectl create secret generic shardex-keys --from-file=OUT`."""
+    names = secret_dir(keys_dir, out, shards, accounts)
+    click.echo(f"{len(names)} files in {out}; now: kubectl create secret generic {SECRET} "
+               f"--from-file={out}")  # fmt: skip
