@@ -64,6 +64,8 @@ MEASURED_S: dict[str, float] = {
     # listing a pair at runtime (2026-12-07, box shared): pytest wall (CPU with start-up)
     # 0.4 s (2.8), 3.5 s (3.1), 30 s (13, its `shardex up`, redis-server and a bridge restart)
     "test_listing.py": 0.5, "test_inproc_listing.py": 4, "test_listing_live.py": 30,
+    # (venue, 17:40, load ~8: the live one now with its candles worker 11 s wall; 0.1 s)
+    "test_candles_listings.py": 0.2,
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
     "test_gateway.py": 36, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
