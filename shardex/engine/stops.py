@@ -307,7 +307,7 @@ def touch(
             REJ_UNTRIGGERED,
             out,
         )
-    _cancel_pending(eng, book, p, "user", out)
+    cancel_pending(eng, book, p, "user", out)
     return None
 
 
@@ -322,12 +322,13 @@ def drop_pending(eng: EngineState, book: Book, account: str | None, reason: str,
     mine = sorted((p for p in tb.orders.values() if account is None or p.account == account),
                   key=_arrival)  # fmt: skip
     for p in mine:
-        _cancel_pending(eng, book, p, reason, out)
+        cancel_pending(eng, book, p, reason, out)
 
 
-def _cancel_pending(
+def cancel_pending(
     eng: EngineState, book: Book, p: Pending, reason: str, out: list[Event]
 ) -> None:
+    """Cancel pending order ``p`` (a user's cancel, a cancel-all, a delisting, its expiry)."""
     del book.stops.orders[p.id]
     eng.seq = seq = eng.seq + 1
     out.append((EV_CANCELLED, seq, book.symbol, p.id, reason, p.qty))

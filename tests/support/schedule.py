@@ -60,7 +60,10 @@ MEASURED_S: dict[str, float] = {
     # expiring orders (2026-12-07, load ~16): CPU with start-up 5.8, 2.4, 2.2, 2.5 s; the live
     # one 7.2 s CPU (its `shardex up` twice) in 20 s of wall, mostly waiting for a restart
     "test_expiry_engine.py": 6, "test_expiry_wire.py": 1, "test_expiry_shard.py": 1,
-    "test_inproc_expiry.py": 1.5, "test_expiry_live.py": 20,
+    "test_inproc_expiry.py": 3, "test_expiry_live.py": 20,
+    # gtd/day stop orders (venue, 17:50, load ~8): 0.2 s wall (the in-process account-tier
+    # test added above: 1.3 s wall, 2.9 s CPU with start-up)
+    "test_expiry_stops.py": 0.3,
     # listing a pair at runtime (2026-12-07, box shared): pytest wall (CPU with start-up)
     # 0.4 s (2.8), 3.5 s (3.1), 30 s (13, its `shardex up`, redis-server and a bridge restart)
     "test_listing.py": 0.5, "test_inproc_listing.py": 4, "test_listing_live.py": 30,
