@@ -54,6 +54,7 @@ from shardex.engine.codes import (
     REJ_DUPLICATE_ID,
     REJ_INVALID,
     REJ_MALFORMED,
+    REJ_ORDER_TOO_SMALL,
     REJ_OUT_OF_RANGE,
     REJ_UNTRIGGERED,
     REJ_WOULD_TRIGGER,
@@ -250,6 +251,8 @@ def _base_refusal(eng: EngineState, base: tuple, book: Book) -> tuple[str, int] 
     order a stop stands for."""
     if _plain_refusal(base, book) is not None:
         return eng._why_new_invalid(base)
+    if base[7] < book.market.min_qty_lots:  # (the markets file's minimum)
+        return f"qty below the pair's min order size {book.market.min_qty}", REJ_ORDER_TOO_SMALL
     oid = base[2]
     if oid in book.orders or oid in book.finished or (book.stops and oid in book.stops.orders):
         return (

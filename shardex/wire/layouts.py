@@ -57,10 +57,11 @@ MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
 # (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)
 ADOPTED_FROM, ADOPTED_SEQ, ADOPTED_TRADE_ID, ADOPTED_ORDERS = 3, 4, 5, 6
 # a pair's rules (``shardex.engine.admin``): (OP_MARKET_RULE, symbol, changes) and
-# (EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)
+# (EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional, min_qty)
 RULE_CHANGES = 2
 MARKET_STATE, MARKET_BAND, MARKET_MAX_QTY, MARKET_MAX_NOTIONAL = 3, 4, 5, 6
-MARKET_WIDTH = 7
+MARKET_MIN_QTY = 7
+MARKET_WIDTH = 8
 # a listing (``shardex.engine.listing``): (OP_LIST, symbol, definition) and
 # (EV_LISTED, seq, symbol, tick, lot, max_price, max_qty)
 LIST_DEFINITION = 2

@@ -228,7 +228,7 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
     if kind == EV_LISTED:  # (a new pair: learnt, so its events that follow are kept)
         return learn_listed(ev, markets)
-    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional)
+    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
                 and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip
     if not _bounded(ev[EV_ID]):

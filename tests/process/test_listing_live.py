@@ -57,9 +57,11 @@ def test_market_add_then_trade_through_the_sdk(tmp_path, redis_server: RedisServ
             c.market_rules()  # (this client learns the table before the listing)
             assert NEW not in c.markets
             said = cli("market", "add", NEW, "--base", "AAPL", "--quote", "USD", "--tick", "0.01",
-                       "--lot", "0.001", "--max-price", "100000", "--fee", "1,3")  # fmt: skip
+                       "--lot", "0.001", "--max-price", "100000", "--fee", "1,3",
+                       "--min-qty", "0.5")  # fmt: skip
             assert re.fullmatch(rf"{NEW}: listed, tick 0.01, lot 0.001, max price 100000, max "
-                                r"qty 1000000000 \(seq \d+\)\n", said), said  # fmt: skip
+                                r"qty 1000000000, min qty 0.500 \(seq \d+\)\n",
+                                said), said  # fmt: skip
             assert "unit_conflict" in cli("market", "add", "FOO-USD", "--tick", "0.0000001",
                                           "--lot", "0.001", code=1)  # fmt: skip
             assert c.deposit(bo, "AAPL", "5", ref="d-bo").ok
