@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_LISTED, AE_NAMES
+from shardex.accounts.codes import (
+    AE_BALANCE,
+    AE_FEES,
+    AE_FILL,
+    AE_LISTED,
+    AE_NAMES,
+    AE_RESTRICTED,
+)
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_ADOPTED,
@@ -304,6 +311,8 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
             return False
         _, _, asset, total = ev
         return type(asset) is str and asset in assets.units and type(total) is int
+    if kind == AE_RESTRICTED:  # (account, restricted): written to the balances stream too
+        return len(ev) == 4 and _bounded(ev[2]) and type(ev[3]) is bool
     if kind == AE_LISTED:  # (a new pair's assets: learnt, so their balances are kept)
         return learn_account_listed(ev, assets)
     if kind == AE_FILL:
