@@ -51,9 +51,12 @@ from shardex.engine.book import Book, Order, unlink_order
 from shardex.engine.codes import (
     DAY,
     EV_CANCELLED,
+    FOK,
     GTC,
     GTD,
+    IOC,
     LIMIT,
+    MARKET,
     MAX_ID_LEN,
     REJ_EXPIRED,
     REJ_INVALID,
@@ -62,13 +65,15 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import BASE, Pending, cancel_pending, drop_pending, place
+from shardex.engine.stops import BASE, CAPPED, Pending, cancel_pending, drop_pending, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
 OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
 CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
-OPTION_KEYS = frozenset(("expire", "trigger"))  # (trigger: ``shardex.engine.stops``)
+# (trigger, capped: ``shardex.engine.stops``; a client may not send capped to an account shard)
+OPTION_KEYS = frozenset(("expire", "trigger", CAPPED))
+CLIENT_OPTION_KEYS = OPTION_KEYS - {CAPPED}
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
 MAX_AFTER = DAY_MS  # the longest dead-man switch
 COMPACT_MIN = 1024  # index entries below which stale ones are never swept out (``compact``)
@@ -224,11 +229,35 @@ def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
         if "expire" in opts or tif in (GTD, DAY):
             return place_timed_stop(eng, cmd, opts, out)
         return place(eng, cmd, out, eng._new)
+    if CAPPED in opts:
+        return new_capped(eng, cmd, opts, out)
     if type(tif) is int and tif in (GTD, DAY):
         return new_timed(eng, cmd[:11], opts.get("expire"), out)
     if "expire" in opts:
         return eng._reject(cmd[1], cmd[2], "expire needs tif gtd", REJ_INVALID, out)
     return eng._new(cmd[:11], out)
+
+
+def new_capped(eng: Any, cmd: tuple, opts: dict, out: list[Event]) -> None:
+    """A market order its account shard capped at the price its budget pays for: a limit ioc
+    or fok at that cap, ``{"capped": 1}``. The pair's rules judge it as the market order it is
+    (no price band, its notional at the reference price: ``admin``), then it matches as the
+    limit (so it never pays more than its budget). Anything else marked capped: ``invalid``."""
+    symbol, oid = cmd[1], cmd[2]
+    if len(opts) != 1 or opts[CAPPED] != 1 or cmd[5] != LIMIT or cmd[8] not in (IOC, FOK):
+        return eng._reject(symbol, oid, "capped: a limit ioc or fok order only (capped 1)",
+                           REJ_INVALID, out)  # fmt: skip
+    book = eng.book(symbol) if type(symbol) is str else None
+    gate = book.gate if book is not None else None
+    if gate is None:
+        return eng._new(cmd[:11], out)
+    if type(cmd[7]) is int and (refused := gate.refuses_new(book, MARKET, None, cmd[7])):
+        return eng._reject(symbol, oid, *refused, out)
+    book.gate = None  # (checked just above as a market order's: not again as a limit's)
+    try:
+        return eng._new(cmd[:11], out)
+    finally:
+        book.gate = gate
 
 
 def new_other(eng: Any, cmd: tuple, out: list[Event]) -> None:

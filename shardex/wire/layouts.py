@@ -88,6 +88,9 @@ FEES_ASSET, FEES_TOTAL = 2, 3
 # (AE_FILL, seq, account, symbol, id, ref, role, bps, fee, asset)
 FILL_ACCOUNT, FILL_SYMBOL, FILL_ID, FILL_REF = 2, 3, 4, 5
 FILL_ROLE, FILL_BPS, FILL_FEE, FILL_ASSET = 6, 7, 8, 9
+# (AE_RESTRICTED, seq, account, restricted)
+RESTRICTED_ACCOUNT, RESTRICTED_FLAG = 2, 3
+RESTRICTED_WIDTH = 4
 # (AE_REJECTED, seq, account, ref, reason, code) / (AE_REPEATED, seq, account, ref)
 AREJ_ACCOUNT, AREJ_REF, AREJ_REASON, AREJ_CODE = 2, 3, 4, 5
 # (AE_FORWARD, seq, eshard, prev, cmd)

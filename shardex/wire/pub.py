@@ -60,6 +60,9 @@ from shardex.wire.layouts import (
     PUB_TS,
     REJECTED_CODE,
     REJECTED_REASON,
+    RESTRICTED_ACCOUNT,
+    RESTRICTED_FLAG,
+    RESTRICTED_WIDTH,
     TRADE_WIDTH,
     TRIGGERED_AT,
     TRIGGERED_LAST,
@@ -312,7 +315,8 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
         _, _, asset, total = ev
         return type(asset) is str and asset in assets.units and type(total) is int
     if kind == AE_RESTRICTED:  # (account, restricted): written to the balances stream too
-        return len(ev) == 4 and _bounded(ev[2]) and type(ev[3]) is bool
+        return (len(ev) == RESTRICTED_WIDTH and _bounded(ev[RESTRICTED_ACCOUNT])
+                and type(ev[RESTRICTED_FLAG]) is bool)  # fmt: skip
     if kind == AE_LISTED:  # (a new pair's assets: learnt, so their balances are kept)
         return learn_account_listed(ev, assets)
     if kind == AE_FILL:
