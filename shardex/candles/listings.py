@@ -15,19 +15,11 @@ import threading
 from typing import Any
 
 from shardex.client import Client, ShardexError
+from shardex.wire.listed import shard_tables
 
 log = logging.getLogger("shardex.candles")
 EVERY = 5.0  # seconds between two looks at the shards' market tables
 TIMEOUT = 2.0  # seconds a look may wait for the router
-
-
-def shard_tables(topology: Any) -> list[Any]:
-    """Each engine shard's market table (wire form) in a ``Client.topology()`` answer; []
-    when it has none (pure: a malformed answer gives nothing)."""
-    shards = topology.get("topology") if isinstance(topology, dict) else None
-    if not isinstance(shards, list):
-        return []
-    return [t.get("markets") for t in shards if isinstance(t, dict)]
 
 
 class ListingWatcher(threading.Thread):

@@ -294,8 +294,9 @@ class Hub:
         await self.discover()
 
     async def discover(self) -> None:
-        """The events stream of every engine shard the cluster has (asked again every few
-        seconds: a cluster that grows is followed)."""
+        """The events stream of every engine shard the cluster has, and the trades stream of
+        every pair (asked again every few seconds: a cluster that grows, or lists a pair at
+        runtime, is followed; ``shard_count`` learns the pairs into ``markets``)."""
         try:
             n = await self.shard_count() if self.shard_count else 0
             self.cluster_ok = True
@@ -307,6 +308,10 @@ class Hub:
             if key not in self.pos:
                 top = await self.r.xrevrange(key, "+", "-", count=1)
                 self.pos[key] = top[0][0] if top else "0-0"
+        for symbol in self.markets:  # a pair listed at runtime: its trades stream from its start
+            if TRADES_PREFIX + symbol not in self.pos:
+                self.pos[TRADES_PREFIX + symbol] = "0-0"
+                self.trade_seq[symbol] = None
 
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""

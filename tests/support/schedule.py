@@ -67,6 +67,7 @@ MEASURED_S: dict[str, float] = {
     # minimum order size (venue, 17:55): 0.2 s wall
     "test_min_qty.py": 0.3,
     "test_market_buy_band.py": 0.2,  # (venue: market buys through the tier on a banded pair)
+    "test_gateway_listed.py": 0.3,  # (venue: the gateway learns a pair listed at runtime)
     # (venue: test_accounts_stream.py's first test restricts and unrestricts one account more)
     # listing a pair at runtime (2026-12-07, box shared): pytest wall (CPU with start-up)
     # 0.4 s (2.8), 3.5 s (3.1), 30 s (13, its `shardex up`, redis-server and a bridge restart)

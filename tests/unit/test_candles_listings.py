@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from shardex.candles.listings import shard_tables
 from shardex.candles.worker import CandlesConfig, CandleWorker
 from shardex.engine import DEFAULT_MARKETS
+from shardex.wire.listed import shard_tables
 from shardex.wire.protocol import markets_to_wire
 
 NEW = ["0.01", "0.001", "100000", "1000000000"]
