@@ -32,7 +32,7 @@ class ListingWatcher(threading.Thread):
         self.key = key
         self._lock = threading.Lock()
         self._tables: list[Any] | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def take(self) -> list[Any] | None:
         with self._lock:
@@ -40,12 +40,12 @@ class ListingWatcher(threading.Thread):
         return tables
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         client = Client(self.endpoint, key=self.key, timeout=TIMEOUT, retry=False)
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 try:
                     tables = shard_tables(client.topology())
                 except (ShardexError, OSError) as exc:
@@ -53,6 +53,6 @@ class ListingWatcher(threading.Thread):
                 else:
                     with self._lock:
                         self._tables = tables
-                self._stop.wait(EVERY)
+                self._halt.wait(EVERY)
         finally:
             client.close()

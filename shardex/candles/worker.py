@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from shardex.accounts.assets import AssetTable
 from shardex.candles.core import ANOMALIES, Anomaly, PairCandles
+from shardex.candles.listings import TIMEOUT as LISTINGS_TIMEOUT
 from shardex.candles.listings import ListingWatcher
 from shardex.candles.store import DEFAULT_KEEP, TRADES_PREFIX, CandleStore, trades_key
 from shardex.clock import REAL, Clock
@@ -271,8 +272,9 @@ def run_worker(cfg: CandlesConfig, clock: Clock = REAL) -> None:
     try:
         _loop(worker, stop)
     finally:
-        if watcher is not None:
+        if watcher is not None:  # (its sockets closed before the interpreter's exit)
             watcher.stop()
+            watcher.join(LISTINGS_TIMEOUT + 1)
 
 
 def _loop(worker: CandleWorker, stop: list[int]) -> None:
