@@ -304,14 +304,14 @@ class Hub:
             self.cluster_ok = False
             log.warning("shard count: %s", exc)
             return
-        for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
-            if key not in self.pos:
-                top = await self.r.xrevrange(key, "+", "-", count=1)
-                self.pos[key] = top[0][0] if top else "0-0"
         for symbol in self.markets:  # a pair listed at runtime: its trades stream from its start
             if TRADES_PREFIX + symbol not in self.pos:
                 self.pos[TRADES_PREFIX + symbol] = "0-0"
                 self.trade_seq[symbol] = None
+        for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
+            if key not in self.pos:
+                top = await self.r.xrevrange(key, "+", "-", count=1)
+                self.pos[key] = top[0][0] if top else "0-0"
 
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""
