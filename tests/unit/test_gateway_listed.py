@@ -9,6 +9,7 @@ import asyncio
 import json
 
 from shardex.accounts.assets import AssetTable
+from shardex.client.market_data import MarketData
 from shardex.engine import DEFAULT_MARKETS
 from shardex.gateway.hub import Hub
 from shardex.gateway.messages import parse
@@ -41,7 +42,7 @@ def test_a_listed_pair_joins_the_streams_the_requests_and_the_market_list() -> N
 
     hub = Hub(_Redis(), _no_book, markets, shards=shards)
     cfg = GatewayConfig("127.0.0.1", 1, "redis://unused", "tcp://unused", markets)
-    gw = Gateway(cfg, hub, None)  # type: ignore[arg-type]
+    gw = Gateway(cfg, hub, MarketData(r=_Redis(), markets=markets))
     asyncio.run(hub.start_positions())
     assert set(hub.pos) == {"shardex:trades:BTC-USD", "shardex:events:0"}
     assert [m["symbol"] for m in json.loads(gw.markets_frame)["markets"]] == ["BTC-USD"]
