@@ -1,6 +1,6 @@
 """The gateway learns a pair listed at runtime: its periodic look at the cluster's shards
 (``Hub.discover``, whose shard count also learns the shards' market tables into the one table
-the gateway shares) starts reading the pair's trades stream from its start, a WebSocket
+the gateway shares) starts reading the pair's trades stream (from its top), a WebSocket
 request may name it, and the market list (REST and the ``markets`` op) shows it."""
 
 from __future__ import annotations
