@@ -14,12 +14,22 @@ import logging
 import threading
 from typing import Any
 
+from shardex.accounts.assets import AssetTable
 from shardex.client import Client, ShardexError
-from shardex.wire.listed import shard_tables
+from shardex.engine import Market
+from shardex.wire.listed import learn_tables, shard_tables
 
 log = logging.getLogger("shardex.candles")
 EVERY = 5.0  # seconds between two looks at the shards' market tables
 TIMEOUT = 2.0  # seconds a look may wait for the router
+
+
+def learn_pairs(markets: dict[str, Market], tables: list[Any]) -> list[str]:
+    """Add to ``markets`` the pairs the shards' tables name and it lacks; the symbols added
+    (a known pair is never changed: ``learn_tables``)."""
+    before = set(markets)
+    learn_tables(markets, AssetTable(markets), tables)
+    return sorted(set(markets) - before)
 
 
 class ListingWatcher(threading.Thread):

@@ -25,16 +25,14 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from shardex.accounts.assets import AssetTable
 from shardex.candles.core import ANOMALIES, Anomaly, PairCandles
 from shardex.candles.listings import TIMEOUT as LISTINGS_TIMEOUT
-from shardex.candles.listings import ListingWatcher
+from shardex.candles.listings import ListingWatcher, learn_pairs
 from shardex.candles.store import DEFAULT_KEEP, TRADES_PREFIX, CandleStore, trades_key
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
 from shardex.metrics import LATENCY_BUCKETS
 from shardex.redisauth import mask_url, resolve_url
-from shardex.wire.listed import learn_tables
 
 log = logging.getLogger("shardex.candles")
 LOG_EVERY = 5.0  # seconds between two log lines of one (pair, anomaly kind)
@@ -117,9 +115,7 @@ class CandleWorker:
     def learn(self, tables: list[Any]) -> list[str]:
         """Add the pairs the engine shards' market tables (wire form) name and this worker
         lacks (a pair listed at runtime); the symbols added. A known pair is never changed."""
-        before = set(self.markets)
-        learn_tables(self.markets, AssetTable(self.markets), tables)
-        added = sorted(set(self.markets) - before)
+        added = learn_pairs(self.markets, tables)
         for symbol in added:
             self._export(symbol)
             log.info("%s: listed at runtime, its candles are kept from now on", symbol)
