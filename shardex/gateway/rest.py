@@ -61,11 +61,13 @@ class Rest:
         return web.Response(text=self.openapi, content_type="application/json")
 
     def client_for(self, rec: ApiKeyRecord) -> Any:
-        """The key's ``AsyncClient`` (made on first use, kept: one ZeroMQ identity per key)."""
+        """The key's ``AsyncClient`` (made on first use, kept: one ZeroMQ identity per key).
+        It learns the markets from the cluster, as any SDK client not given a table: so it
+        asks again for a pair listed since (a copy of the gateway's table would not)."""
         c = self.clients.get(rec.key.key_id)
         if c is None:
             c = self.clients[rec.key.key_id] = self.make_client(
-                self.endpoint, key=rec.key_file, markets=dict(self.markets), timeout=5.0)
+                self.endpoint, key=rec.key_file, timeout=5.0)
         return c
 
     def route(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -142,3 +142,20 @@ def test_another_accounts_order_and_a_replay_are_refused_and_the_dead_man_fires(
     assert status == 200 and body["ok"], body
     wait_until(lambda: signed(url, dave, "GET", path)[1]["state"] == "cancelled", 30,
                "the dead-man switch cancels dave's order")  # fmt: skip
+
+
+def test_a_key_that_traded_before_a_listing_trades_the_new_pair(gw) -> None:
+    """Regression: each API key's SDK client was made with a copy of the gateway's markets
+    table, so a key used before ``shardex market add`` was refused the new pair (its client
+    never asked the cluster). The key's client now learns the cluster's table itself."""
+    url, cluster = gw
+    admin = _api_key(cluster, "--role", "admin", "--name", "rest-admin3")
+    erin = _api_key(cluster, "--account", "ge")
+    assert signed(url, admin, "POST", "/v1/deposit",
+                  {"account": "ge", "asset": "USD", "amount": "1000"})[0] == 200
+    assert signed(url, erin, "POST", "/v1/order", _order("buy", "0.0100", "100", "e1"))[0] == 200
+    with cluster.client(timeout=10) as c:
+        assert c.list_market("NEWR-USD", {"tick": "0.01", "lot": "0.01"})["ok"]
+    order = {"symbol": "NEWR-USD", "side": "buy", "qty": "1", "price": "2", "id": "e2"}
+    status, body = signed(url, erin, "POST", "/v1/order", order)
+    assert status == 200 and body["ok"], body
