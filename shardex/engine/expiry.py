@@ -249,7 +249,7 @@ def new_capped(eng: Any, cmd: tuple, opts: dict, out: list[Event]) -> None:
                            REJ_INVALID, out)  # fmt: skip
     book = eng.book(symbol) if type(symbol) is str else None
     gate = book.gate if book is not None else None
-    if gate is None:
+    if gate is None or book is None:
         return eng._new(cmd[:11], out)
     if type(cmd[7]) is int and (refused := gate.refuses_new(book, MARKET, None, cmd[7])):
         return eng._reject(symbol, oid, *refused, out)
@@ -306,8 +306,9 @@ def place_timed_stop(eng: Any, cmd: tuple, opts: dict, out: list[Event]) -> None
     time: the sweep cancels it pending or, triggered, its resting remainder."""
     symbol, oid = cmd[1], cmd[2]
     expire, refused = _expire_of(eng, cmd[8], opts.get("expire"))
-    if refused is not None:
-        return eng._reject(symbol, oid, *refused, out)
+    if refused is not None or expire is None:
+        return eng._reject(symbol, oid, *(refused or ("an expire time is required",
+                                                      REJ_INVALID)), out)  # fmt: skip
     if BASE.get(cmd[5]) != LIMIT:
         return eng._reject(symbol, oid, "gtd and day stop orders must be stop-limit or "
                            "take-profit-limit", REJ_INVALID, out)  # fmt: skip
