@@ -35,6 +35,7 @@ from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
 from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
+from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
@@ -139,7 +140,8 @@ class Gateway:
         conn = Conn(Outbox(self.cfg.queue), close)
         user = self.hub.user
         if user is not None and request.get("shardex_key") is not None:
-            user.login_session(conn, request["shardex_key"])  # a browser session's key
+            user.login_session(conn, request["shardex_key"],  # a browser session's key
+                               request.get(SESSION_ALIVE))  # fmt: skip
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
