@@ -31,6 +31,7 @@ def gateway_config(**o: Any) -> GatewayConfig:
         keys_dir=keys,
         depth=o["depth"],
         queue=o["queue"],
+        layout=layout,
     )
 
 

@@ -134,6 +134,7 @@ class UserHub:
         for conn, session in list(self.sessions.items()):
             if session.alive is not None and not session.alive():
                 self.drop(conn)
+                m.SESSIONS_ENDED.inc()
                 conn.control(error(SESSION_ENDED, "the browser session of this connection "
                                    "ended (logged out or expired): log in again"))  # fmt: skip
 
