@@ -7,10 +7,9 @@ them through an account shard, whose row has that latency) and the engine's own 
 command p50/p99, commands/s, backlog, the bridge's lag behind it, resting orders, and the
 leader epoch with the failovers seen (a replicated shard's epoch grows by one per new
 leader). Per account shard: the router's latency to it, commands/s, orders holding funds,
-its bridge lag. Rates and
-percentiles are over the window between the oldest and newest snapshot kept (``WINDOW_S``), the
-way Prometheus' ``rate`` and ``histogram_quantile`` compute them, so the page and a Grafana
-panel agree. Latencies here are measurements, not money: floats in milliseconds.
+its bridge lag. Rates and percentiles are over the window between the oldest and newest
+snapshot kept (``WINDOW_S``), the way Prometheus' ``rate`` and ``histogram_quantile`` compute
+them, so the page and a Grafana panel agree. Latencies here are measurements, not money: floats in milliseconds.
 """
 
 from __future__ import annotations
