@@ -217,17 +217,18 @@ def test_the_operator_page_shows_each_shards_numbers_and_a_latency_plot_opens(wo
         ops.until(lambda d: _cell(ops, "#conn") == "live", "the operator numbers")
         n = iter(range(10**6))
 
-        def flowing(_: Any) -> bool:
-            """One more order and its cancel (through the account shard to the engine), then
-            are the numbers shown for each shard?"""
-            with c.client() as admin:
+        with c.client() as admin:
+
+            def flowing(_: Any) -> bool:
+                """One more order and its cancel (through the account shard to the engine),
+                then: are the numbers shown for each shard?"""
                 oid = f"ops-{next(n)}"
                 assert admin.place(SYMBOL, "buy", "0.0010", "1000.00", id=oid, account="wa").ok
                 admin.cancel(SYMBOL, oid, account="wa")
-            return (_numbers(ops, "engines", ("ep50", "ep99", "cps", "backlog"))
-                    and _numbers(ops, "accounts", ("p50", "p99", "cps")))  # fmt: skip
+                return (_numbers(ops, "engines", ("ep50", "ep99", "cps", "backlog"))
+                        and _numbers(ops, "accounts", ("p50", "p99", "cps")))  # fmt: skip
 
-        ops.until(flowing, "latency and throughput for every shard", timeout=60)
+            ops.until(flowing, "latency and throughput for every shard", timeout=60)
         ops.until(lambda d: int(_el(ops, "#history").get_attribute("data-points")) > 2, "chart")
         ops.shot("ops")
         # (the plot of a fixed histogram: a real run's would leave its orders in the book
