@@ -77,7 +77,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_MOVED: "iisiii",
     EV_ADOPTED: "iisiiii",
     EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
-    EV_MARKET: "iissiii",
+    EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)

@@ -140,6 +140,8 @@ ACCOUNT_RESTRICTED = _code(30, "account_restricted", IDENTITY, "the account is r
 UNIT_CONFLICT = _code(31, "unit_conflict", LEDGER, "a pair listed at runtime would need a finer "
                       "unit than an existing asset's (its lot, or tick × lot, is not a whole "
                       "number of that asset's units): nothing was listed", **_F)
+ORDER_TOO_SMALL = _code(32, "order_too_small", MATCHING, "the order's qty is below the pair's "
+                        "minimum order size", **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "
