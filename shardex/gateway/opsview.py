@@ -9,7 +9,8 @@ leader epoch with the failovers seen (a replicated shard's epoch grows by one pe
 leader). Per account shard: the router's latency to it, commands/s, orders holding funds,
 its bridge lag. Rates and percentiles are over the window between the oldest and newest
 snapshot kept (``WINDOW_S``), the way Prometheus' ``rate`` and ``histogram_quantile`` compute
-them, so the page and a Grafana panel agree. Latencies here are measurements, not money: floats in milliseconds.
+them, so the page and a Grafana panel agree. Latencies here are measurements, not money:
+floats in milliseconds.
 """
 
 from __future__ import annotations
