@@ -11,7 +11,7 @@ from shardex.cli.base import checked_layout, markets, process_keys_dir
 from shardex.gateway.server import GatewayConfig, run_gateway
 from shardex.kinds import GATEWAY
 from shardex.kinds.gateway import redis_url_for_gateway
-from shardex.layout import MAX_GATEWAYS
+from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS
 from shardex.node.honcho import honcho_index
 
 
@@ -19,7 +19,9 @@ def gateway_config(**o: Any) -> GatewayConfig:
     """The gateway's config from its options: the layout's port, router(s) and Redis (as user
     ``reader`` when the cluster has keys; its own ``reader`` key for the engines' books)."""
     keys = process_keys_dir("gateway", o["data_dir"], o["keys_dir"], o["insecure"])
-    layout = checked_layout(o["host"], o["base_port"])
+    # (as many routers as the endpoint names: the operator page reads each one's exporter)
+    routers = min(len(o["endpoint"].split(",")), MAX_ROUTERS) if o["endpoint"] else 1
+    layout = checked_layout(o["host"], o["base_port"], routers=routers)
     key: Any = KeyStore(keys).process_key("gateway", "reader") if keys else False
     return GatewayConfig(
         host=o["bind"] or o["host"],
@@ -31,6 +33,7 @@ def gateway_config(**o: Any) -> GatewayConfig:
         keys_dir=keys,
         depth=o["depth"],
         queue=o["queue"],
+        layout=layout,
     )
 
 

@@ -17,6 +17,7 @@ from shardex.cli.options import (
     key_option,
 )
 from shardex.endpoints import connection_error, explain
+from shardex.tools.latplot import plot
 from shardex.tools.loadgen import LoadConfig, LoadError, format_progress, format_report, run
 from shardex.tools.workload import DEFAULT_MIX_TEXT
 
@@ -108,6 +109,13 @@ from shardex.tools.workload import DEFAULT_MIX_TEXT
     default=None,
     help="Also write the JSON report to this file.",
 )
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also draw the run's latency percentile curve (HDR style: p50..p99.99 on a log "
+    "scale) to this SVG file.",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option(
     "--risk",
@@ -146,7 +154,17 @@ def loadgen(**o: Any) -> None:
         raise click.ClickException(explain(msg, found) if connection_error(msg) else msg) from None
     if not o["quiet"]:
         click.echo("", err=True)
+    if o["plot"]:
+        _plot(rep, o["plot"])
     _report(rep, o["out"], o["as_json"], o["max_error_rate"])
+
+
+def _plot(rep: Any, path: str) -> None:
+    """Write the run's latency curve (``--plot``) before the report decides the exit code."""
+    how = f"{rep.config.get('rate'):g}/s offered" if rep.config.get("rate") else "closed loop"
+    title = f"shardex loadgen: {rep.acked:,} commands in {rep.seconds:.1f} s ({how})"
+    with open(path, "w") as fh:
+        fh.write(plot(rep.hist, title))
 
 
 def _config(endpoint: str, o: dict[str, Any]) -> LoadConfig:

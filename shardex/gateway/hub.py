@@ -70,6 +70,7 @@ class Conn:
             m.BYTES.labels(channel).inc(len(frame))
             self.wake.set()
             return True
+        m.DROPPED.inc(self.outbox.take_dropped())
         if verdict == BEHIND:
             self.fell_behind()
         elif verdict == CLOSE and not self.closed:

@@ -22,6 +22,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from aiohttp import hdrs, web
 
 from shardex.gateway.apikeys import ApiKeyRecord
 from shardex.gateway.rest import Rest
-from shardex.gateway.rest_common import SESSION_KEY, Refusal, refuse, reply
+from shardex.gateway.rest_common import SESSION_ALIVE, SESSION_KEY, Refusal, refuse, reply
 from shardex.gateway.sessions import Session, SessionStore, csrf_ok
 from shardex.wire.codes import BAD_CSRF, NO_SESSION
 
@@ -79,7 +80,15 @@ class Login:
             return got
         if got is not None:
             request[SESSION_KEY] = got
+            # (a WebSocket outlives its upgrade: it asks whether its session still lives)
+            request[SESSION_ALIVE] = partial(self.alive, request.cookies.get(COOKIE, ""))
         return await handler(request)
+
+    def alive(self, cookie: str) -> bool:
+        """The session of ``cookie`` still lives (not logged out, not expired, its API key
+        not revoked); asking does not extend it."""
+        sess = self.store.alive(cookie, self.clock())
+        return sess is not None and sess.key_id in self.rest.records
 
     def verdict(self, request: web.Request) -> ApiKeyRecord | web.Response | None:
         """The key a session stands for, a refusal, or None (no session: go on unsigned)."""

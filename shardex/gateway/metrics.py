@@ -32,3 +32,33 @@ USER_DROPPED = Gauge("shardex_gateway_user_dropped",
                      "never read within the hold time, or the hold was full)")  # fmt: skip
 USER_COD = Counter("shardex_gateway_cancel_on_disconnect_total",
                    "Cancel-alls run because a key's last cancel-on-disconnect connection closed")
+DROPPED = Counter("shardex_gateway_frames_dropped_total",
+                  "Frames queued to a client and dropped unsent because it fell behind (frames "
+                  "out = frames_total - this)")  # fmt: skip
+BINANCE_CONNECTIONS = Gauge("shardex_gateway_binance_connections",
+                            "Open Binance-compatible WebSocket connections (/ws, /stream)")
+SESSIONS = Gauge("shardex_gateway_sessions", "Live browser sessions of the web page")
+SESSIONS_ENDED = Counter("shardex_gateway_session_ends_total",
+                         "User-channel WebSockets stopped because their browser session ended")
+OPS_SCRAPES = Counter("shardex_gateway_ops_scrapes_total",
+                      "The operator page's reads of the cluster's exporters, by outcome",
+                      ["outcome"])  # fmt: skip
+
+CHANNELS = ("book", "trades", "ticker", "user", "heartbeat", "binance")
+
+
+def init_labels() -> None:
+    """Every known label set at 0 from the start, so a dashboard's rate() of a gateway that
+    has had no client yet is 0, not "no data" (Prometheus's advice: initialise metrics)."""
+    for ch in CHANNELS:
+        FRAMES.labels(ch)
+        BYTES.labels(ch)
+        for why in ("slow", "client"):
+            RESYNCS.labels(ch, why)
+    for ch in ("book", "trades", "ticker", "user"):
+        SUBSCRIPTIONS.labels(ch)
+    for outcome in ("ok", "failed"):
+        OPS_SCRAPES.labels(outcome)
+
+
+init_labels()

@@ -31,6 +31,7 @@ class Outbox:
     frames: deque[str] = field(default_factory=deque)
     strikes: deque[float] = field(default_factory=deque)
     closing: bool = False
+    dropped: int = 0  # frames queued, then dropped unsent, since the count was last taken
 
     def offer(self, frame: str, now: float) -> str:
         """Queue ``frame``: ``OK``; else the queue is dropped and it is ``BEHIND`` (the
@@ -40,6 +41,7 @@ class Outbox:
         if len(self.frames) < self.limit:
             self.frames.append(frame)
             return OK
+        self.dropped += len(self.frames)
         self.frames.clear()
         while self.strikes and now - self.strikes[0] > self.window:
             self.strikes.popleft()
@@ -54,6 +56,11 @@ class Outbox:
         emptied, or the client asked for it; bounded by what a client can ask."""
         if not self.closing:
             self.frames.append(frame)
+
+    def take_dropped(self) -> int:
+        """The frames dropped since the last call (for the metrics), and start again."""
+        n, self.dropped = self.dropped, 0
+        return n
 
     def take(self) -> str | None:
         return self.frames.popleft() if self.frames else None

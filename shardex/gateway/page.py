@@ -21,7 +21,8 @@ from shardex.client.market_data import MarketData, MarketDataError
 from shardex.gateway.rest_common import refuse, reply
 from shardex.wire.codes import BAD_MESSAGE, GATEWAY_UNAVAILABLE, UNKNOWN_SYMBOL
 
-FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
+         "ops.html": "text/html", "ops.js": "text/javascript", "ops.css": "text/css"}
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -48,6 +49,7 @@ class Page:
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
+        app.router.add_get("/ops", self.ops)  # the operator page (its numbers: ``ops``)
         app.router.add_get("/web/{name}", self.asset)
         app.router.add_get("/v1/candles", self.candles)
         app.router.add_get("/v1/ticker", self.ticker)
@@ -57,6 +59,9 @@ class Page:
 
     async def index(self, request: web.Request) -> web.Response:  # noqa: ARG002
         return self._file("index.html")
+
+    async def ops(self, request: web.Request) -> web.Response:  # noqa: ARG002
+        return self._file("ops.html")
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

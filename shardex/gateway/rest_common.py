@@ -39,6 +39,7 @@ from shardex.wire.codes import (
 )
 
 MAX_BODY = 4096
+SESSION_ALIVE = "shardex_session_alive"  # request[SESSION_ALIVE]: () -> bool, that session lives
 SESSION_KEY = "shardex_key"  # request[SESSION_KEY]: the ApiKeyRecord a session middleware set
 DECIMAL = re.compile(r"[0-9]{1,30}(\.[0-9]{1,30})?")
 NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # symbols, ids, accounts, assets as the REST takes them

@@ -33,10 +33,13 @@ from shardex.gateway.book import DEFAULT_DEPTH
 from shardex.gateway.hub import Conn, Hub, Sub, encode
 from shardex.gateway.login import Login
 from shardex.gateway.messages import Refused, error, parse
+from shardex.gateway.ops import Fetcher, Ops, OpsScraper, Target, targets
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
 from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
+from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
+from shardex.layout import Layout
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
 from shardex.wire.listed import learn_tables, shard_tables
@@ -58,6 +61,7 @@ class GatewayConfig:
     keys_dir: str | None = None
     depth: int = DEFAULT_DEPTH
     queue: int = QUEUE_FRAMES
+    layout: Layout | None = None  # the cluster's ports (the operator page scrapes its exporters)
 
 
 def market_list(markets: Mapping[str, Market]) -> list[dict[str, str]]:
@@ -70,7 +74,7 @@ class Gateway:
     """The aiohttp app and the background tasks around one ``Hub``."""
 
     def __init__(self, cfg: GatewayConfig, hub: Hub, ticker_reader: MarketData,
-                 rest: Rest | None = None) -> None:  # fmt: skip
+                 rest: Rest | None = None, ops: Ops | None = None) -> None:  # fmt: skip
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
         self.app = web.Application()
@@ -83,9 +87,12 @@ class Gateway:
             rest.routes(self.app)
         binance.mount(self.app, hub, cfg.markets, rest, ticker_reader.ticker, cfg.queue)
         self.app.middlewares.append(self.errors)
-        if rest is not None:  # the web page's sessions stand for an API key (docs/web.md)
-            Login(rest).install(self.app)
+        self.login = Login(rest) if rest is not None else None
+        if self.login is not None:  # the web page's sessions stand for an API key (docs/web.md)
+            self.login.install(self.app)
         Page(ticker_reader, cfg.markets).install(self.app)
+        if ops is not None:  # the operator page's numbers (docs/ops.md)
+            ops.install(self.app)
 
     @web.middleware
     async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -149,7 +156,8 @@ class Gateway:
         conn = Conn(Outbox(self.cfg.queue), close)
         user = self.hub.user
         if user is not None and request.get("shardex_key") is not None:
-            user.login_session(conn, request["shardex_key"])  # a browser session's key
+            user.login_session(conn, request["shardex_key"],  # a browser session's key
+                               request.get(SESSION_ALIVE))  # fmt: skip
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
@@ -238,6 +246,9 @@ class Gateway:
             depths = [len(c.outbox) for c in self.hub.conns]
             m.QUEUE_DEPTH.set(sum(depths))
             m.QUEUE_MAX.set(max(depths, default=0))
+            if self.login is not None:
+                self.login.store.expire(self.login.clock())
+                m.SESSIONS.set(len(self.login.store))
             for (channel, symbol), conns in list(self.hub.subs.items()):
                 if channel == "ticker" and conns:
                     await self.ticker(symbol)
@@ -300,7 +311,8 @@ async def serve(cfg: GatewayConfig) -> None:
     hub = Hub(r, read_book, cfg.markets, cfg.depth, shards)
     rest = Rest(cfg.endpoint, cfg.keys_dir, cfg.markets, redis=r)
     hub.user = UserHub(r, rest, accounts, hub.pos)
-    gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets), rest)
+    gw = Gateway(cfg, hub, MarketData(r=sync_r, markets=cfg.markets), rest,
+                 _ops(cfg, client, rest))  # fmt: skip
     runner = web.AppRunner(gw.app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, reuse_address=True).start()
@@ -320,6 +332,21 @@ async def serve(cfg: GatewayConfig) -> None:
     await client.close()
     await r.aclose()
     sync_r.close()
+
+
+def _ops(cfg: GatewayConfig, client: AsyncClient, rest: Rest) -> Ops | None:
+    """The operator numbers from the layout's exporters (None without a layout); open to
+    anyone only on a cluster without keys."""
+    layout = cfg.layout
+    if layout is None:
+        return None
+
+    async def find() -> list[Target]:
+        info = await client.topology()
+        return targets(layout, int(info.get("shards") or 0), client.accounts)
+
+    fetcher = Fetcher()
+    return Ops(OpsScraper(find, fetcher), rest.auth if cfg.keys_dir else None, fetcher)
 
 
 def run_gateway(cfg: GatewayConfig) -> None:

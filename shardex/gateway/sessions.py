@@ -71,6 +71,12 @@ class SessionStore:
         self.sessions.move_to_end(d)
         return sess
 
+    def alive(self, cookie: str, now: float) -> Session | None:
+        """The live session of ``cookie`` without extending it (a WebSocket that merely stays
+        open is not a use: the session expires as it would without it)."""
+        sess = self.sessions.get(_digest(cookie))
+        return None if sess is None or self._dead(sess, now) else sess
+
     def drop(self, cookie: str) -> bool:
         """Log out: the session is gone (True if there was one)."""
         return self.sessions.pop(_digest(cookie), None) is not None

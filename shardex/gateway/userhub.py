@@ -33,7 +33,13 @@ from shardex.gateway.userfeed import (
     long,
     short,
 )
-from shardex.wire.codes import GATEWAY_UNAVAILABLE, LOGIN_REQUIRED, NOT_ALLOWED, SLOW_CLIENT
+from shardex.wire.codes import (
+    GATEWAY_UNAVAILABLE,
+    LOGIN_REQUIRED,
+    NOT_ALLOWED,
+    SESSION_ENDED,
+    SLOW_CLIENT,
+)
 
 log = logging.getLogger("shardex.gateway")
 PREFILL = 20_000  # orders entries read back per account shard at start (owners of older orders)
@@ -62,6 +68,7 @@ class Session:
     rec: ApiKeyRecord
     cod: bool = False
     sub: UserSub | None = None
+    alive: Callable[[], bool] | None = None  # a browser session's: does it still live?
 
 
 class UserHub:
@@ -114,9 +121,22 @@ class UserHub:
         self.deliver(out)
 
     def tick(self) -> None:
-        """Once a second: held entries past their time (a fill without its trade's price)."""
+        """Once a second: held entries past their time (a fill without its trade's price),
+        and the connections whose browser session ended."""
         self.deliver(self.feed.expire(time.monotonic()))
         m.USER_DROPPED.set(self.feed.dropped)
+        self.end_sessions()
+
+    def end_sessions(self) -> None:
+        """A connection logged in by a browser session that was logged out or expired since
+        (or whose key was revoked) is told ``session_ended`` and stops: the cookie the
+        upgrade carried no longer stands for the key, so neither does the socket."""
+        for conn, session in list(self.sessions.items()):
+            if session.alive is not None and not session.alive():
+                self.drop(conn)
+                m.SESSIONS_ENDED.inc()
+                conn.control(error(SESSION_ENDED, "the browser session of this connection "
+                                   "ended (logged out or expired): log in again"))  # fmt: skip
 
     def deliver(self, out: list[tuple[str, dict[str, Any]]]) -> None:
         for account, msg in out:
@@ -160,9 +180,11 @@ class UserHub:
 
     # -- the connection's messages ----------------------------------------------------------------
 
-    def login_session(self, conn: Conn, rec: ApiKeyRecord) -> None:
-        """A browser session's key (set on the upgrade request): logged in already."""
-        self.sessions[conn] = Session(rec)
+    def login_session(self, conn: Conn, rec: ApiKeyRecord,
+                      alive: Callable[[], bool] | None = None) -> None:  # fmt: skip
+        """A browser session's key (set on the upgrade request): logged in already, for as
+        long as ``alive()`` says the session lives (``end_sessions``)."""
+        self.sessions[conn] = Session(rec, alive=alive)
         conn.behind.append(lambda: self.fell_behind(conn))
 
     async def handle(self, conn: Conn, raw: str | bytes) -> bool:

@@ -211,6 +211,13 @@ BAD_CSRF = _code(145, "bad_csrf", IDENTITY, "a request with a session cookie tha
 NO_SESSION = _code(146, "no_session", IDENTITY, "the session cookie is unknown, expired or of a "
                    "revoked API key (sessions live in the gateway's memory: a restart ends "
                    "them): log in again", **_F)
+# 147–149: the gateway's operations (docs/ops.md)
+SESSION_ENDED = _code(147, "session_ended", IDENTITY, "a WebSocket logged in to the user channel "
+                      "by a browser session that has since been logged out or expired (or whose "
+                      "API key was revoked): its user subscription stopped; log in again", **_F)
+OPERATOR_REQUIRED = _code(148, "operator_required", IDENTITY, "the operator page's numbers "
+                          "(GET /v1/ops) asked with a trader key: they are for admin and reader "
+                          "API keys (a session of one, or a signed request)", **_F)
 # -- 200–299: client-local (made by the SDK) -----------------------------------------------------
 TIMEOUT = _code(200, "timeout", CLIENT, "no reply within the client's timeout: it may have run; "
                 "data: after (seconds)", retryable=True, uncertain=True)

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
+from shardex.tools.latplot import plot
 from tests.support.browser import Browser, artifacts_dir, missing
 from tests.support.cluster import Cluster
 from tests.support.wait import wait_until
@@ -45,9 +47,11 @@ def _status(url: str) -> int:
         return 0
 
 
-def _api_key(cluster: Cluster, account: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", "--account",
-                           account, "--api", "--data-dir", cluster.data_dir],
+def _api_key(cluster: Cluster, account: str, *how: str) -> dict[str, Any]:
+    """An API key for ``account`` (or, with ``how`` = ("--role", "reader"...), of that role)."""
+    args = how or ("--account", account)
+    proc = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", *args, "--api",
+                           "--data-dir", cluster.data_dir],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(Path(proc.stdout.split("API key:")[1].split()[0]).read_text())
@@ -80,7 +84,8 @@ def world(shots: Path) -> Iterator[dict[str, Any]]:
         keys = {"wa": _api_key(c, "wa"), "wb": _api_key(c, "wb")}
         for name in keys:
             opened.append(Browser(shots, name))
-        yield {"cluster": c, "url": url, "keys": keys, "wa": opened[0], "wb": opened[1]}
+        yield {"cluster": c, "url": url, "keys": keys, "wa": opened[0], "wb": opened[1],
+               "shots": shots}
     finally:
         for b in opened:
             b.close()
@@ -187,6 +192,57 @@ def test_the_private_panels_agree_with_the_cluster_and_cancel_works(world) -> No
     wa.until(lambda d: _el(wa, "#orders tr[data-id]") is None, "the order gone from the panel")
     wa.until(lambda d: _bid(wa) is None, "the bid gone from the ladder")
     wa.shot("cancelled")
+
+
+def _numbers(b: Browser, table: str, cells: tuple[str, ...]) -> bool:
+    """Every row of the operator page's ``table`` shows a number in each of ``cells``."""
+    rows = b.driver.find_elements("css selector", f"#{table} tr[data-shard]")
+    for tr in rows:
+        for cls in cells:
+            text = tr.find_element("css selector", f"td.{cls}").text
+            if not text.replace(".", "", 1).isdigit():
+                return False
+    return bool(rows)
+
+
+def test_the_operator_page_shows_each_shards_numbers_and_a_latency_plot_opens(world) -> None:
+    """An operator (a reader API key) logs in on the trading page, follows its link to /ops
+    and sees, while orders flow, latency and throughput for every engine and account shard;
+    then a ``loadgen --plot`` picture opens in the browser (screenshots of both)."""
+    c, url = world["cluster"], world["url"]
+    ops = Browser(world["shots"], "ops")
+    try:
+        _open_and_login(ops, url, _api_key(c, "", "--role", "reader", "--name", "web-ops"))
+        ops.driver.find_element("id", "ops-link").click()
+        ops.until(lambda d: _cell(ops, "#conn") == "live", "the operator numbers")
+        n = iter(range(10**6))
+
+        with c.client() as admin:
+
+            def flowing(_: Any) -> bool:
+                """One more order and its cancel (through the account shard to the engine),
+                then: are the numbers shown for each shard?"""
+                oid = f"ops-{next(n)}"
+                assert admin.place(SYMBOL, "buy", "0.0010", "1000.00", id=oid, account="wa").ok
+                admin.cancel(SYMBOL, oid, account="wa")
+                return (_numbers(ops, "engines", ("ep50", "ep99", "cps", "backlog"))
+                        and _numbers(ops, "accounts", ("p50", "p99", "cps")))  # fmt: skip
+
+            ops.until(flowing, "latency and throughput for every shard", timeout=60)
+        ops.until(lambda d: int(_el(ops, "#history").get_attribute("data-points")) > 2, "chart")
+        ops.shot("ops")
+        # (the plot of a fixed histogram: a real run's would leave its orders in the book
+        # the other tests read; `loadgen --plot` itself runs in test_observability.py)
+        hist = HdrHistogram(1, 60_000_000, 3)
+        for us in range(200, 20_000, 7):
+            hist.record_value(us if us % 1000 else us * 5)  # (a tail of slow ones)
+        svg = world["shots"] / "loadgen-plot.svg"
+        svg.write_text(plot(hist, "loadgen --plot: a fixed histogram"))
+        ops.driver.get(svg.as_uri())
+        ops.until(lambda d: _el(ops, "polyline") is not None, "the plot in the browser")
+        ops.shot("loadgen-plot")
+    finally:
+        ops.close()
 
 
 def test_a_gateway_restart_reconnects_resyncs_the_book_and_asks_to_log_in_again(world) -> None:

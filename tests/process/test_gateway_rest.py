@@ -159,3 +159,33 @@ def test_a_key_that_traded_before_a_listing_trades_the_new_pair(gw) -> None:
     order = {"symbol": "NEWR-USD", "side": "buy", "qty": "1", "price": "2", "id": "e2"}
     status, body = signed(url, erin, "POST", "/v1/order", order)
     assert status == 200 and body["ok"], body
+
+
+def test_the_operator_numbers_come_from_the_clusters_own_exporters(gw) -> None:
+    """``GET /v1/ops`` (the operator page's numbers, docs/ops.md) on the real cluster: every
+    exporter of the layout read, and the traffic sent after the first read shows as
+    latency and throughput per shard (who may read them: tests/unit/test_gateway_ops.py)."""
+    url, cluster = gw
+    reader = _api_key(cluster, "--role", "reader", "--name", "ops-reader")
+    status, first = signed(url, reader, "GET", "/v1/ops")
+    assert status == 200, first
+    assert [s["shard"] for s in first["shards"]] == ["0"] and first["shards"][0]["up"]
+    assert [a["shard"] for a in first["accounts"]] == ["0"]
+    assert {s["name"] for s in first["sources"]} == {"router 0", "engine 0", "account 0", "bridge"}
+    assert all(s["ok"] for s in first["sources"]), first["sources"]
+    with cluster.client() as admin:  # orders through the account shard to the engine
+        assert admin.deposit("go", "USD", "1000", ref="ops-go").ok
+        for i in range(5):
+            assert admin.place(SYMBOL, "buy", "0.0010", str(20000 + i), id=f"ops{i}",
+                               account="go").ok  # fmt: skip
+
+    def shown() -> dict[str, Any] | None:
+        got = signed(url, reader, "GET", "/v1/ops")[1]
+        eng, acc = got["shards"][0], got["accounts"][0]
+        seen = (eng["engine_p99_ms"], eng["commands_per_s"], acc["p50_ms"], acc["p99_ms"],
+                acc["commands_per_s"])  # fmt: skip
+        return got if all(v is not None and v > 0 for v in seen) else None
+
+    got = wait_until(shown, 30, "the orders' latency and throughput on the operator numbers",
+                     interval=0.5)
+    assert got["totals"]["commands_per_s"] > 0 and got["shards"][0]["backlog"] is not None

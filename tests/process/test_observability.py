@@ -48,7 +48,7 @@ def loadgen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-def test_loadgen_counts_match_shard_status_and_exporters():
+def test_loadgen_counts_match_shard_status_and_exporters(tmp_path):
     cluster = Cluster(2)
     try:
         proc = loadgen(
@@ -60,11 +60,17 @@ def test_loadgen_counts_match_shard_status_and_exporters():
             "3",
             "--json",
             "--quiet",
+            "--plot",
+            str(tmp_path / "run.svg"),
             *cluster.key_args(),
         )
         assert proc.returncode == 0, proc.stderr.decode()
         rep = json.loads(proc.stdout)
         assert rep["sent"] == rep["acked"] == 6000 and rep["timeouts"] == 0
+        # --plot: the run's latency curve, its legend the report's own percentiles
+        svg = (tmp_path / "run.svg").read_text()
+        assert "<polyline" in svg and "6,000 commands" in svg
+        assert f"p99: {rep['latency_us']['p99'] / 1000:.3f} ms" in svg
         assert rep["trades"] > 0 and rep["accepted"] > 0
         with cluster.client() as c:
             status = c.status()

@@ -81,7 +81,7 @@ MEASURED_S: dict[str, float] = {
     "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
     # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
     # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
-    "test_rest_api.py": 7, "test_gateway_rest.py": 27,
+    "test_rest_api.py": 7, "test_gateway_rest.py": 31,
     # the user channel (2026-12-07, load ~9): 21-30 s wall (14 s CPU with its cluster's
     # processes, a gateway restart and pytest's start); the unit files 0.1 s and 0.2 s of tests
     "test_gateway_user.py": 28, "test_gateway_userfeed.py": 0.2, "test_gateway_userhub.py": 0.3,
@@ -97,7 +97,13 @@ MEASURED_S: dict[str, float] = {
     # CPU with start-up); the browser tier (CI-only) 42 s of pytest, 49 s wall, 20.5 s CPU
     # with its cluster and two Chromiums (a third of it waiting for the killed gateway);
     # test_gateway.py's browser-session test adds ~1 s in its module's cluster: 36 -> 37
-    "test_gateway_sessions.py": 1.5, "test_web_page.py": 42,
+    "test_gateway_sessions.py": 1.5, "test_web_page.py": 55,
+    # metrics and pictures (2026-12-07 18:30, load ~15): the unit files' tests 0.1 s, 0.1 s and
+    # 0.02 s of pytest (4.3, 3.4 and 2.9 s CPU with start-up); the operator numbers' live test
+    # adds 4.2 s wall to test_gateway_rest.py's module cluster (a reader key, six orders): 27 -> 31
+    # the browser tier's operator-page test: 19.5 s wall at load 15 (a third Chromium, a
+    # reader key, orders until every shard shows numbers): 42 -> 55
+    "test_gateway_session_end.py": 0.2, "test_gateway_ops.py": 0.2, "test_latplot.py": 0.1,
     # deploy (2026-12-07 17:50, load ~5): CPU 5.7 s (schema validation, 14 tests), 0.2 s,
     # and 4.5 s in 7.4 s of wall (a router, two replicas, a redis-server, one failover)
     "test_deploy.py": 7, "test_health.py": 0.3, "test_health_replicas.py": 10,

@@ -152,6 +152,9 @@ def test_every_child_gets_the_config_its_layout_says(tmp_path: Path, replicas: i
             assert (gw.port, gw.endpoint, gw.redis_url) == \
                 (lay.gateway_port(index), lay.frontends, plan.redis)  # fmt: skip
             assert gw.key is False and gw.keys_dir is None  # the plan is insecure: said
+            # the operator page reads every router's exporter (as many as the endpoint names)
+            assert gw.layout is not None and gw.layout.base_port == lay.base_port
+            assert gw.layout.routers == lay.routers
         elif kind.name == "candles-worker":
             got = candles_config(**params)
             assert (got.redis_url, got.metrics_port) == (plan.redis, lay.candles_metrics_port)

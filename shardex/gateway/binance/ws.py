@@ -59,6 +59,7 @@ class BinanceSockets:
 
         client = Client(Conn(Outbox(self.queue), close), combined)
         m.CONNECTS.inc()
+        m.BINANCE_CONNECTIONS.inc()
         writer = asyncio.get_running_loop().create_task(self.write(ws, client.conn))
         try:
             names = [n for n in raw.split("/") if n] if raw else []
@@ -70,6 +71,7 @@ class BinanceSockets:
         finally:
             writer.cancel()
             self.streams.drop(client)
+            m.BINANCE_CONNECTIONS.dec()
         return ws
 
     @staticmethod

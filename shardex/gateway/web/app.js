@@ -168,6 +168,9 @@ function connect() {
     else if (msg.type === "resync_required") onResyncRequired(msg);
     else if (msg.type === "subscribed" && msg.channel === "user") $("who").dataset.user = "live";
     else if (["order", "fill", "balance"].includes(msg.type)) later("private", 100, refreshPrivate);
+    else if (msg.type === "error" && msg.name === "session_ended" && S.who) {
+      loggedOut("the session ended (logged out elsewhere, or expired): log in again");
+    }
   };
   ws.onclose = () => {
     if (S.ws !== ws) return;
