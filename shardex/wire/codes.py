@@ -123,9 +123,6 @@ UNTRIGGERED = _code(19, "untriggered", MATCHING, "an amend of a stop or take-pro
 EXPIRED = _code(20, "expired", MATCHING, "a good-till-date order whose expire time is not after "
                 "the shard's exchange time: it would expire at once, so it is not accepted",
                 **_F)
-# 40-49: perpetual-futures markets (``shardex.engine.perps``, docs/perps.md)
-NOT_PERP = _code(40, "not_perp", MATCHING, "an index price for a pair that is not a perpetual "
-                 "(kind perp) market", **_F)
 # markets at runtime (``shardex.engine.admin``): a pair's state and limits, an account's
 MARKET_HALTED = _code(25, "market_halted", MATCHING, "the pair is halted: new orders, amends "
                       "and cancels are refused until an admin resumes it", **_F)
@@ -143,6 +140,9 @@ ACCOUNT_RESTRICTED = _code(30, "account_restricted", IDENTITY, "the account is r
 UNIT_CONFLICT = _code(31, "unit_conflict", LEDGER, "a pair listed at runtime would need a finer "
                       "unit than an existing asset's (its lot, or tick × lot, is not a whole "
                       "number of that asset's units): nothing was listed", **_F)
+# 40-49: perpetual-futures markets (``shardex.engine.perps``, docs/perps.md)
+NOT_PERP = _code(40, "not_perp", MATCHING, "an index price for a pair that is not a perpetual "
+                 "(kind perp) market", **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "
