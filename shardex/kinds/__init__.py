@@ -29,8 +29,9 @@ BY_NAME = {kind.name: kind for kind in KINDS}
 
 
 # the kinds ``shardex up --without`` may leave out: consumers of the streams that nothing else in
-# the cluster waits for (a lab, a test or a box that keeps candles or history elsewhere)
-OPTIONAL = ("candles-worker", "history-writer")
+# the cluster waits for (a lab, a test or a box that keeps candles or history elsewhere), and
+# the price feed (a test that sends index prices itself; another feed run elsewhere)
+OPTIONAL = ("candles-worker", "history-writer", "feed")
 
 
 def spawns(plan: Plan) -> list[tuple[Kind, Spawn]]:
