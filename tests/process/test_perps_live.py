@@ -74,14 +74,14 @@ def test_the_feed_moves_index_and_mark_and_a_restart_replays_them(files) -> None
         assert refused.value.code == "not_allowed"
     finally:
         cluster.stop()
-    indexes = _journal_indexes(data, markets)
-    assert len(indexes) >= 2 and all(e["symbol"] == PERP for e in indexes)
     # the same cluster again, without its feed: the recovered engine's index and mark are the
-    # journal's last ones, and replaying the journal again gives the same marks
+    # journal's last ones, and a replay of the journal computes the marks the live engine did
     again = Cluster(1, "--markets", str(markets), data_dir=str(data))
     try:
         after = _perp(again)
     finally:
         again.stop()
+    indexes = _journal_indexes(data, markets)
+    assert len(indexes) >= 2 and all(e["symbol"] == PERP for e in indexes)
+    assert (first["index"], first["mark"]) in [(e["index"], e["mark"]) for e in indexes]
     assert (after["index"], after["mark"]) == (indexes[-1]["index"], indexes[-1]["mark"])
-    assert _journal_indexes(data, markets) == indexes
