@@ -43,6 +43,9 @@ from shardex.engine.codes import (
 KINDS = ("spot", "perp")
 PERP_KEYS = frozenset(("settle", "initial_margin", "maintenance_margin", "funding_interval_s",
                        "funding_cap", "oracle_staleness_ms"))  # fmt: skip
+# defaults of a perp's keys (dYdX v4's BTC-USD fractions; Hyperliquid's hourly 4 % cap)
+DEFAULT_INITIAL, DEFAULT_MAINTENANCE = Decimal("0.05"), Decimal("0.03")
+DEFAULT_INTERVAL_S, DEFAULT_CAP, DEFAULT_STALENESS_MS = 3600, Decimal("0.04"), 10_000
 EMA_MS = 150_000  # Hyperliquid's 150 s
 EMA_SCALE = 1_000_000  # the average is kept in millionths of a tick
 _ASSET_RE = re.compile(r"[A-Z0-9]{1,12}")
@@ -61,11 +64,11 @@ class Perp:
     (exchange time) is stale."""
 
     settle: str
-    initial_margin: Decimal = Decimal("0.05")
-    maintenance_margin: Decimal = Decimal("0.03")
-    funding_interval_s: int = 3600
-    funding_cap: Decimal = Decimal("0.04")
-    oracle_staleness_ms: int = 10_000
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    funding_interval_s: int
+    funding_cap: Decimal
+    oracle_staleness_ms: int
 
     def to_wire(self) -> dict[str, Any]:
         """Plain strings and ints (msgpack/JSON): what ``shardex market list`` shows."""
@@ -105,16 +108,16 @@ def perp_from_spec(symbol: str, spec: Mapping[str, Any]) -> Perp:
     if type(settle) is not str or not _ASSET_RE.fullmatch(settle) or settle != quote:
         raise ValueError(f"settle must be the quote asset {quote or '(none: BASE-QUOTE)'}, "
                          f"got {str(settle)[:20]!r}")  # fmt: skip
-    initial = _fraction(spec, "initial_margin", Perp.initial_margin)
-    maintenance = _fraction(spec, "maintenance_margin", Perp.maintenance_margin)
+    initial = _fraction(spec, "initial_margin", DEFAULT_INITIAL)
+    maintenance = _fraction(spec, "maintenance_margin", DEFAULT_MAINTENANCE)
     if not maintenance < initial:
         raise ValueError(f"maintenance_margin {maintenance} must be below initial_margin "
                          f"{initial}")  # fmt: skip
     return Perp(
         settle, initial, maintenance,
-        _whole(spec, "funding_interval_s", Perp.funding_interval_s, 60, 86_400),
-        _fraction(spec, "funding_cap", Perp.funding_cap),
-        _whole(spec, "oracle_staleness_ms", Perp.oracle_staleness_ms, 100, 3_600_000),
+        _whole(spec, "funding_interval_s", DEFAULT_INTERVAL_S, 60, 86_400),
+        _fraction(spec, "funding_cap", DEFAULT_CAP),
+        _whole(spec, "oracle_staleness_ms", DEFAULT_STALENESS_MS, 100, 3_600_000),
     )  # fmt: skip
 
 
