@@ -10,6 +10,7 @@ File format::
     lot = "1"
     max_price = "100000"   # optional, default 1000000
     max_qty = "1000000"    # optional, default 1000000000
+    min_qty = "10"         # optional, default 0 (one lot): smaller new orders are refused
 
 and, optionally, the fee schedule of the account tier (``shardex.accounts.fees``)::
 

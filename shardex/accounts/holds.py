@@ -100,7 +100,7 @@ class Holds(Ledger):
             mine[(symbol, oid)] = o
         self._bal(out, account, asset, "hold", oid)
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
-        o.opened = self._forward(symbol, stop_forward(fwd, stop), out)
+        o.opened = self._forward(symbol, stop_forward(fwd, stop, fwd_type != otype), out)
         return None
 
     def _amend(self, cmd: Any, out: list[tuple]) -> None:

@@ -25,8 +25,8 @@ from shardex.engine.codes import (
     TAKE_PROFIT,
     TAKE_PROFIT_LIMIT,
 )
-from shardex.engine.expiry import OPTION_KEYS as OPT_KEYS
-from shardex.engine.stops import BASE
+from shardex.engine.expiry import CLIENT_OPTION_KEYS as OPT_KEYS
+from shardex.engine.stops import BASE, CAPPED
 from shardex.wire.layouts import NEW_OPTS, NEW_TYPE
 
 A_NEW_WIDTH = 12  # (A_NEW, the engine's 10 fields after the op, budget)
@@ -59,12 +59,16 @@ def split_stop(cmd: tuple) -> tuple[tuple | None, Any]:
     return (*cmd[:NEW_TYPE], base, *cmd[NEW_TYPE + 1 : A_NEW_WIDTH]), (otype, dict(opts))
 
 
-def stop_forward(fwd: tuple, stop: Stop | None) -> tuple:
+def stop_forward(fwd: tuple, stop: Stop | None, capped: bool = False) -> tuple:
     """The engine command of a held order: ``fwd`` (a plain OP_NEW) itself, or for a stop its
-    type back (the limit kind when the account tier capped a market buy) and its options."""
+    type back (the limit kind when the account tier capped a market buy) and its options;
+    ``capped`` (a market buy sent on as a limit at its budget's price) adds ``{"capped": 1}``:
+    the engine judges it by the pair's rules as the market order it is."""
     if stop is None:
-        return fwd
+        return (*fwd, None, {CAPPED: 1}) if capped else fwd
     otype, opts = stop
+    if capped:
+        opts = {**opts, CAPPED: 1}
     if otype is None:  # a plain order's options (a gtd order's expire), as the client sent them
         return (*fwd, None, opts)
     if fwd[NEW_TYPE] == LIMIT:

@@ -27,6 +27,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shardex import health
 from shardex.candles.core import ANOMALIES, Anomaly, PairCandles
+from shardex.candles.listings import TIMEOUT as LISTINGS_TIMEOUT
+from shardex.candles.listings import ListingWatcher, learn_pairs
 from shardex.candles.store import DEFAULT_KEEP, TRADES_PREFIX, CandleStore, trades_key
 from shardex.clock import REAL, Clock
 from shardex.engine import Market
@@ -82,31 +84,49 @@ class CandlesConfig:
     block_ms: int = 1000
     metrics_port: int | None = None
     keys_dir: str | None = None  # the password of a URL naming a user comes from here
+    endpoint: str | None = None  # the router: pairs listed at runtime (None: the file's only)
+    key: Any = None  # the CURVE key to ask it with (``Client(key=...)``; False: insecure)
 
 
 class CandleWorker:
-    """Every pair of ``markets``: its state, read, apply, commit (``step``)."""
+    """Every pair of ``markets``: its state, read, apply, commit (``step``). Pairs listed at
+    runtime join through ``learn`` (the engine shards' market tables)."""
 
     def __init__(self, cfg: CandlesConfig, r: Any, clock: Clock = REAL) -> None:
         self.cfg = cfg
         self.r = r
         self.clock = clock
+        self.markets: dict[str, Market] = dict(cfg.markets)
+        self.tables: Any = None  # () -> the shards' newest market tables, or None (no news)
         self.store = CandleStore(r, cfg.keep)
         self.pairs: dict[str, PairCandles] = {}
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._lag_at = 0.0
         self.stalled: dict[str, float] = {}  # symbol → when its stored state was unreadable
         self.sleep = time.sleep  # (when every pair is stalled: no XREAD to block in)
-        for symbol in cfg.markets:  # every series exported from the start (0), not on first use
-            for kind in ANOMALIES:
-                ANOMALY.labels(symbol, kind)
-            STALLED.labels(symbol).set(0)
+        for symbol in self.markets:  # every series exported from the start (0), not on first use
+            self._export(symbol)
+
+    @staticmethod
+    def _export(symbol: str) -> None:
+        for kind in ANOMALIES:
+            ANOMALY.labels(symbol, kind)
+        STALLED.labels(symbol).set(0)
+
+    def learn(self, tables: list[Any]) -> list[str]:
+        """Add the pairs the engine shards' market tables (wire form) name and this worker
+        lacks (a pair listed at runtime); the symbols added. A known pair is never changed."""
+        added = learn_pairs(self.markets, tables)
+        for symbol in added:
+            self._export(symbol)
+            log.info("%s: listed at runtime, its candles are kept from now on", symbol)
+        return added
 
     def pair(self, symbol: str) -> PairCandles:
         """The pair's state, loaded from Redis when not in memory."""
         pc = self.pairs.get(symbol)
         if pc is None:
-            market = self.cfg.markets[symbol]
+            market = self.markets[symbol]
             pc = PairCandles(market, self.store.position(market))
             newest = self.store.newest(market)
             if newest and not pc.position.trade_id:  # folding the stream in again: twice
@@ -120,7 +140,10 @@ class CandleWorker:
         """Each pair's stream key → its position, leaving out a pair whose stored state is
         unreadable (``STALLED``, looked at again every ``STALL_RETRY`` seconds)."""
         out = {}
-        for s in self.cfg.markets:
+        news = self.tables() if self.tables is not None else None
+        if news:
+            self.learn(news)
+        for s in self.markets:
             since = self.stalled.get(s)
             if since is not None and self.clock.monotonic() - since < STALL_RETRY:
                 continue
@@ -204,7 +227,7 @@ class CandleWorker:
     def measure_lag(self) -> None:
         """Set the lag gauges from each stream's newest entry (one pipelined round trip)."""
         self._lag_at = self.clock.monotonic()
-        symbols = list(self.cfg.markets)
+        symbols = list(self.markets)
         pipe = self.r.pipeline(transaction=False)
         for s in symbols:
             pipe.xrevrange(trades_key(s), "+", "-", count=1)
@@ -240,6 +263,21 @@ def run_worker(cfg: CandlesConfig, clock: Clock = REAL) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     worker = CandleWorker(cfg, connect(cfg), clock)
     log.info("candles worker: %d pairs from %s", len(cfg.markets), mask_url(cfg.redis_url))
+    watcher = None
+    if cfg.endpoint:
+        watcher = ListingWatcher(cfg.endpoint, cfg.key)
+        worker.tables = watcher.take
+        watcher.start()
+    try:
+        _loop(worker, stop)
+    finally:
+        if watcher is not None:  # (its sockets closed before the interpreter's exit)
+            watcher.stop()
+            watcher.join(LISTINGS_TIMEOUT + 1)
+
+
+def _loop(worker: CandleWorker, stop: list[int]) -> None:
+    """Step until ``stop``; Redis errors pause (growing to 5 s) and reload."""
     pause = 0.2
     while not stop:
         try:

@@ -38,8 +38,8 @@ def _change(symbol: str, what: str, kw: dict[str, Any], **changes: Any) -> None:
         return
     cancelled = f", {res['cancelled']} orders cancelled" if res.get("cancelled") else ""
     click.echo(f"{symbol}: {res['state']}, band {_band(res['band_bps'])}, max qty "
-               f"{_limit(res['max_qty'])}, max notional {_limit(res['max_notional'])} (seq "
-               f"{res['seq']}){cancelled}")  # fmt: skip
+               f"{_limit(res['max_qty'])}, max notional {_limit(res['max_notional'])}, min qty "
+               f"{_limit(res['min_qty'])} (seq {res['seq']}){cancelled}")  # fmt: skip
 
 
 def _band(bps: int) -> str:
@@ -66,9 +66,9 @@ def market() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @key_option
 def list_(**kw: Any) -> None:
-    """Show every pair's state (open, halted, cancel_only, delisted), price band and maximum
-    order size, with its engine shard, and its kind (spot, or perp with its margin and funding
-    parameters, index and mark price)."""
+    """Show every pair's state (open, halted, cancel_only, delisted), price band, maximum and
+    minimum order size, with its engine shard, and its kind (spot, or perp with its margin and
+    funding parameters, index and mark price)."""
     as_json = kw.pop("as_json")
     try:
         with _connect(kw) as c:
@@ -79,11 +79,11 @@ def list_(**kw: Any) -> None:
         click.echo(json.dumps(rules))
         return
     click.echo(f"{'pair':<10} {'shard':>5} {'state':<12} {'band':>10} {'max qty':>14} "
-               f"{'max notional':>14}  kind")  # fmt: skip
+               f"{'max notional':>14} {'min qty':>12}  kind")  # fmt: skip
     for symbol, r in rules.items():
         click.echo(f"{symbol:<10} {r['shard']:>5} {r['state']:<12} {_band(r['band_bps']):>10} "
-                   f"{_limit(r['max_qty']):>14} {_limit(r['max_notional']):>14}  "
-                   f"{_kind(r)}")  # fmt: skip
+                   f"{_limit(r['max_qty']):>14} {_limit(r['max_notional']):>14} "
+                   f"{_limit(r['min_qty']):>12}  {_kind(r)}")  # fmt: skip
 
 
 def _kind(r: dict[str, Any]) -> str:
@@ -154,6 +154,16 @@ def set_max(symbol: str, qty: str | None, notional: str | None, **kw: Any) -> No
     if qty is None and notional is None:
         raise click.UsageError("give --qty and/or --notional")
     _change(symbol, "set-max", kw, max_qty=qty, max_notional=notional)
+
+
+@market.command(name="set-min")
+@click.argument("symbol")
+@click.argument("qty")
+@_options
+def set_min(symbol: str, qty: str, **kw: Any) -> None:
+    """Refuse SYMBOL's new orders below QTY (base asset, on the lot grid; order_too_small);
+    0 lifts the minimum."""
+    _change(symbol, "set-min", kw, min_qty=qty)
 
 
 market.add_command(add)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import redis
 
+from shardex.auth import KeyStore
 from shardex.candles.core import INTERVALS
 from shardex.candles.fmt import CandleView, text
 from shardex.candles.ticker import Ticker
@@ -25,7 +26,8 @@ from shardex.redisauth import RedisAuthError
 
 def candles_config(**o: Any) -> CandlesConfig:
     """The worker's config from its options: the layout's Redis (as user ``candles`` when
-    the cluster has keys) and metrics port unless given."""
+    the cluster has keys) and metrics port unless given; the router (asked for pairs listed
+    at runtime) with its own ``reader`` key."""
     keys = process_keys_dir("candles-worker", o["data_dir"], o["keys_dir"], o["insecure"])
     layout = checked_layout(o["host"], o["base_port"])
     metrics = o["metrics_port"]
@@ -36,6 +38,8 @@ def candles_config(**o: Any) -> CandlesConfig:
         keep=o["keep"],
         metrics_port=layout.candles_metrics_port if metrics is None else metrics,
         keys_dir=keys,
+        endpoint=o["endpoint"] or layout.frontends,
+        key=KeyStore(keys).process_key("candles-worker", "reader") if keys else False,
     )
 
 

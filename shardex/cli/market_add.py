@@ -76,6 +76,8 @@ def _spec(symbol: str, kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--lot", help="Quantity grid, a decimal string (e.g. 0.001).")
 @click.option("--max-price", help="Largest price (default 1000000).")
 @click.option("--max-qty", help="Largest quantity of one order (default 1000000000).")
+@click.option("--min-qty", help="Smallest quantity of one new order (default: one lot); set "
+              "right after the listing as the pair's rule (`shardex market set-min`).")
 @click.option("--fee", help="MAKER,TAKER basis points of the notional (default 2,5).")
 @click.option(
     "--file",
@@ -118,7 +120,12 @@ def add(symbol: str, **kw: Any) -> None:  # fmt: skip
         raise click.UsageError("--data-dir and --redis record a pin: give --shard too")
     if data_dir and redis_url:
         raise click.UsageError("--data-dir and --redis: give one placement store, not both")
+    min_qty = kw.pop("min_qty")
     spec = _spec(symbol, kw)
+    if "min_qty" in spec:  # (a markets-file table's: not part of the listing's definition)
+        if min_qty is not None:
+            raise click.UsageError("give --min-qty or the file's min_qty, not both")
+        min_qty = spec.pop("min_qty")
     found = find(kw["endpoint"], kw["host"], kw["base_port"])
 
     async def run() -> dict[str, Any]:
@@ -126,7 +133,14 @@ def add(symbol: str, **kw: Any) -> None:  # fmt: skip
                                key=client_key(kw["key_file"])) as c:  # fmt: skip
             if shard is not None:
                 await pin_new_pair(c, symbol, shard, _store(data_dir, redis_url))
-            return await c.list_market(symbol, spec, fee, shard)
+            res = await c.list_market(symbol, spec, fee, shard)
+            if res.get("ok") and min_qty is not None:  # (journaled right after the listing)
+                rule = await c.set_market(symbol, min_qty=min_qty)
+                if not rule.get("ok"):
+                    why = f"listed, but its min qty was refused: {rule['rejected']}"
+                    return {**rule, "rejected": why}
+                res = {**res, "min_qty": rule["min_qty"]}
+            return res
 
     try:
         res = asyncio.run(run())
@@ -143,5 +157,7 @@ def add(symbol: str, **kw: Any) -> None:  # fmt: skip
     if as_json:
         click.echo(json.dumps(res))
         return
+    least = f", min qty {res['min_qty']}" if "min_qty" in res else ""
     click.echo(f"{symbol}: listed, tick {res['tick']}, lot {res['lot']}, max price "
-               f"{res['max_price']}, max qty {res['max_qty']} (seq {res['seq']})")  # fmt: skip
+               f"{res['max_price']}, max qty {res['max_qty']}{least} "
+               f"(seq {res['seq']})")  # fmt: skip

@@ -21,9 +21,10 @@ import redis
 
 from shardex.candles.core import INTERVALS
 from shardex.candles.fmt import CandleView
-from shardex.candles.store import read_candles, read_window
+from shardex.candles.store import position_key, read_candles, read_window, trades_key
 from shardex.candles.ticker import Ticker, fill, ticker, window
 from shardex.endpoints import find_redis
+from shardex.engine.listing import SYMBOL_RE
 from shardex.redisauth import REDIS_FILE, RedisUsers, resolve_url
 
 MAX_LIMIT = 10_080  # candles per request (a stored interval's default retention)
@@ -64,8 +65,13 @@ class MarketData:
         self.markets = markets
 
     def _check(self, symbol: str) -> None:
-        if self.markets is not None and symbol not in self.markets:
-            raise MarketDataError(f"unknown symbol {symbol!r}")
+        """A symbol of the table, or one Redis has trades or candles of (a pair listed at
+        runtime is in no markets file); else ``unknown symbol``."""
+        if self.markets is None or symbol in self.markets:
+            return
+        if SYMBOL_RE.fullmatch(symbol) and self.r.exists(position_key(symbol), trades_key(symbol)):
+            return
+        raise MarketDataError(f"unknown symbol {symbol!r}")
 
     def candles(
         self,

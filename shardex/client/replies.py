@@ -78,7 +78,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_MOVED: "iisiii",
     EV_ADOPTED: "iisiiii",
     EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
-    EV_MARKET: "iissiii",
+    EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
     EV_INDEX: "iisii",  # ..., index, mark (ticks)
 }

@@ -18,7 +18,9 @@ States (what a venue does; Binance's TRADING/HALT/BREAK, Coinbase's cancel_only/
 
 Limits (0 lifts one): ``band_bps``: a limit price further than ``band_bps``/10000 of the
 reference price from it is refused (``price_band``); ``max_qty`` (lots) and ``max_notional``
-(price ticks × lots) bound one order (``order_too_large``). The reference price is
+(price ticks × lots) bound one order (``order_too_large``); ``min_qty`` (lots) is the smallest
+new order (``order_too_small``; an amend only shrinks an order already accepted, so it is not
+held to it, like a partial fill). The reference price is
 ``reference_price``: the pair's last trade price (no trade yet: no band). It is the one hook an
 index price feed replaces.
 
@@ -42,6 +44,7 @@ from shardex.engine.codes import (
     REJ_MALFORMED,
     REJ_MARKET_HALTED,
     REJ_ORDER_TOO_LARGE,
+    REJ_ORDER_TOO_SMALL,
     REJ_PRICE_BAND,
     REJ_UNKNOWN_SYMBOL,
     STATE_CANCELLED,
@@ -51,7 +54,7 @@ from shardex.engine.stops import drop_pending
 
 OPEN, HALTED, CANCEL_ONLY, DELISTED = 0, 1, 2, 3
 STATES = ("open", "halted", "cancel_only", "delisted")
-LIMIT_KEYS = ("band_bps", "max_qty", "max_notional")
+LIMIT_KEYS = ("band_bps", "max_qty", "max_notional", "min_qty")
 RULE_KEYS = frozenset(("state", *LIMIT_KEYS))
 MAX_BAND_BPS = 1_000_000  # 10000 %: anything above is a typo
 _MAX_LIMIT = 1 << 62
@@ -70,19 +73,20 @@ Refusal = tuple[str, int]
 class Rules:
     """One pair's state and limits (see the module docstring); plain ints."""
 
-    __slots__ = ("state", "band_bps", "max_qty", "max_notional")
+    __slots__ = ("state", "band_bps", "max_qty", "max_notional", "min_qty")
 
-    def __init__(
-        self, state: int = OPEN, band_bps: int = 0, max_qty: int = 0, max_notional: int = 0
-    ) -> None:
+    def __init__(self, state: int = OPEN, band_bps: int = 0, max_qty: int = 0,
+                 max_notional: int = 0, min_qty: int = 0) -> None:  # fmt: skip
         self.state = state
         self.band_bps = band_bps
         self.max_qty = max_qty
         self.max_notional = max_notional
+        self.min_qty = min_qty
 
     def plain(self) -> bool:
         """Open with no limit: the book needs no gate."""
-        return not (self.state or self.band_bps or self.max_qty or self.max_notional)
+        return not (self.state or self.band_bps or self.max_qty or self.max_notional
+                    or self.min_qty)  # fmt: skip
 
     def refuses_new(self, book: Any, otype: int, price: Any, qty: int) -> Refusal | None:
         """``new_refusal`` as a method: for the modules this one imports (``stops``), which
@@ -99,6 +103,7 @@ class Rules:
             "band_bps": self.band_bps,
             "max_qty": self.max_qty,
             "max_notional": self.max_notional,
+            "min_qty": self.min_qty,
         }
 
 
@@ -120,6 +125,10 @@ def new_refusal(book: Any, gate: Rules, otype: int, price: Any, qty: int) -> Ref
     if gate.state:
         reason, code = _STATE_REFUSALS[gate.state]
         return reason.format(symbol), code
+    if qty < gate.min_qty:  # (a new order only: see the module docstring)
+        m = book.market
+        return f"qty {m.qty_str(qty)} below the pair's min order size {m.qty_str(gate.min_qty)}", \
+            REJ_ORDER_TOO_SMALL  # fmt: skip
     return _limits(book, gate, price if otype == LIMIT else None, qty)
 
 
@@ -172,7 +181,7 @@ def parse_changes(changes: Any, rules: Rules) -> Rules | Refusal:
     unknown = [k for k in changes if k not in RULE_KEYS]
     if unknown:
         return f"market rule: unknown keys {sorted(map(str, unknown))[:4]}", REJ_INVALID
-    new = Rules(rules.state, rules.band_bps, rules.max_qty, rules.max_notional)
+    new = Rules(rules.state, rules.band_bps, rules.max_qty, rules.max_notional, rules.min_qty)
     if "state" in changes:
         state = changes["state"]
         if state not in STATES:
@@ -210,9 +219,8 @@ def set_rules(eng: EngineState, cmd: Any, out: list[Event]) -> Refusal | None:
     assert isinstance(new, Rules)
     book.gate = None if new.plain() else new
     eng.seq = seq = eng.seq + 1
-    out.append(
-        (EV_MARKET, seq, symbol, STATES[new.state], new.band_bps, new.max_qty, new.max_notional)
-    )
+    out.append((EV_MARKET, seq, symbol, STATES[new.state], new.band_bps, new.max_qty,
+                new.max_notional, new.min_qty))  # fmt: skip
     if new.state == DELISTED:
         _cancel_all(eng, book, out)
     return None
@@ -244,16 +252,17 @@ def rules_snapshot(book: Any) -> list[int] | None:
     gate = book.gate
     if gate is None:
         return None
-    return [gate.state, gate.band_bps, gate.max_qty, gate.max_notional]
+    return [gate.state, gate.band_bps, gate.max_qty, gate.max_notional, gate.min_qty]
 
 
 def restore_rules(book: Any, state: Any) -> None:
-    """Install ``rules_snapshot``'s list on a restored book; ValueError when it does not fit."""
+    """Install ``rules_snapshot``'s list on a restored book (4 long: a state from before
+    ``min_qty``); ValueError when it does not fit."""
     if state is None:
         return
     if (
         not isinstance(state, (list, tuple))
-        or len(state) != 4
+        or len(state) not in (4, 5)
         or any(type(v) is not int or v < 0 for v in state)
         or state[0] >= len(STATES)
     ):

@@ -42,7 +42,7 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
   with the state the hand-off at ``from seq`` of ``from shard`` took
 * ``(EV_TRIGGERED, seq, symbol, id, last, trigger)`` — a pending stop / take-profit order's
   trigger was reached at last trade price ``last``: its matching events follow
-* ``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)`` — the pair's state
+* ``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional, min_qty)`` — the pair's state
   (``open|halted|cancel_only|delisted``) and limits from here on (0: no limit); a delisting's
   cancels (reason ``delist``) follow it
 
@@ -54,7 +54,8 @@ Move commands (an admin's, journaled like any other; ``shardex.engine.moves``):
 Market rules (an admin's, journaled; ``shardex.engine.admin``):
 
 * ``(OP_MARKET_RULE, symbol, changes)`` — ``changes`` a map of ``state`` (name),
-  ``band_bps``, ``max_qty`` (lots), ``max_notional`` (ticks × lots); 0 lifts a limit
+  ``band_bps``, ``max_qty`` (lots), ``max_notional`` (ticks × lots), ``min_qty`` (lots); 0
+  lifts a limit
 * ``(OP_LIST, symbol, [tick, lot, max_price, max_qty])`` — list a new pair (decimal strings;
   ``shardex.engine.listing``); its event ``(EV_LISTED, seq, symbol, tick, lot, max_price,
   max_qty)``
@@ -137,6 +138,7 @@ REJ_CANCEL_ONLY: int = wire_codes.CANCEL_ONLY
 REJ_DELISTED: int = wire_codes.DELISTED
 REJ_PRICE_BAND: int = wire_codes.PRICE_BAND
 REJ_ORDER_TOO_LARGE: int = wire_codes.ORDER_TOO_LARGE
+REJ_ORDER_TOO_SMALL: int = wire_codes.ORDER_TOO_SMALL
 REJ_ACCOUNT_RESTRICTED: int = wire_codes.ACCOUNT_RESTRICTED
 REJ_UNIT_CONFLICT: int = wire_codes.UNIT_CONFLICT  # (a listing, refused by the account tier)
 # a good-till-date order whose expire time has already passed (``shardex.engine.expiry``)

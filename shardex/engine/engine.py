@@ -197,7 +197,7 @@ class Engine(EngineState):
             or (side, otype, tif, post_only, stp) not in _VALID_NEW
             or not 0 < len(oid) <= MAX_ID_LEN
             or not 0 < len(account) <= MAX_ID_LEN
-            or not 0 < qty <= book.market.max_qty_lots
+            or not book.market.min_qty_lots <= qty <= book.market.max_qty_lots
             or (
                 type(price) is not int or not 0 < price <= book.market.max_price_ticks
                 if otype == LIMIT

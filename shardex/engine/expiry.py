@@ -12,6 +12,9 @@ journal marks a batch's time at the ``OP_TIME`` and the sweep's events come afte
   after the engine's exchange time is refused ``expired``: it would expire at once.
 * **day**: rests like gtc until the end of the UTC day (00:00:00.000 of the next day) of the
   exchange time at which it was accepted. It needs no option (11 fields suffice).
+* A **stop-limit or take-profit-limit** order may be gtd or day too: it waits in the trigger
+  book as a gtc one and its expire time is indexed from acceptance, so a pending order expires
+  like a resting one, and once triggered its resting remainder (same accept seq) keeps it.
 
 Expired orders are cancelled with the ordinary ``cancelled`` event, reason ``expired``, so
 every consumer (account-tier settlement releasing holds, the bridge, history, the SDK's fates)
@@ -48,9 +51,12 @@ from shardex.engine.book import Book, Order, unlink_order
 from shardex.engine.codes import (
     DAY,
     EV_CANCELLED,
+    FOK,
     GTC,
     GTD,
+    IOC,
     LIMIT,
+    MARKET,
     MAX_ID_LEN,
     REJ_EXPIRED,
     REJ_INVALID,
@@ -59,13 +65,15 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.stops import BASE, drop_pending, place
+from shardex.engine.stops import BASE, CAPPED, Pending, cancel_pending, drop_pending, place
 
 DAY_MS = 86_400_000
 MAX_EXPIRE = (1 << 63) - 1
 OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
 CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
-OPTION_KEYS = frozenset(("expire", "trigger"))  # (trigger: ``shardex.engine.stops``)
+# (trigger, capped: ``shardex.engine.stops``; a client may not send capped to an account shard)
+OPTION_KEYS = frozenset(("expire", "trigger", CAPPED))
+CLIENT_OPTION_KEYS = OPTION_KEYS - {CAPPED}
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
 MAX_AFTER = DAY_MS  # the longest dead-man switch
 COMPACT_MIN = 1024  # index entries below which stale ones are never swept out (``compact``)
@@ -170,28 +178,33 @@ class Expiries:
         pair = self.by_pair.get(book.symbol)
         if not pair:
             return []
-        out = []
-        for oid, (expire, seq) in sorted(pair.items()):
-            order = book.orders.get(oid)
-            if order is not None and order.seq == seq:
-                out.append([oid, expire])
-        return out
+        books = {book.symbol: book}
+        return [[oid, expire] for oid, (expire, seq) in sorted(pair.items())
+                if _live(books, book.symbol, oid, seq) is not None]  # fmt: skip
 
     def restore_pair(self, book: Book, entries: Any) -> None:
-        """Index a restored pair's expiring orders (``pair_state``'s list); ValueError when an
-        entry is not ``[live order id, int]``."""
+        """Index a restored pair's expiring orders (``pair_state``'s list: resting or pending,
+        so the pending ones are restored first); ValueError when an entry is not ``[live or
+        pending order id, int]``."""
         self.by_pair.pop(book.symbol, None)
         for entry in entries or ():
             oid, expire = entry
-            order = book.orders.get(oid) if type(oid) is str else None
+            order: Order | Pending | None = None
+            if type(oid) is str:
+                order = book.orders.get(oid) or (book.stops.orders.get(oid) if book.stops else None)
             if order is None or type(expire) is not int:
                 raise ValueError(f"expire entry {entry!r} names no live order")
             self.add(expire, order.seq, book.symbol, oid)
 
 
-def _live(books: dict[str, Book], symbol: str, oid: str, seq: int) -> Order | None:
+def _live(books: dict[str, Book], symbol: str, oid: str, seq: int) -> Order | Pending | None:
+    """The live order, or pending stop order, ``oid`` of ``symbol`` accepted at ``seq``."""
     book = books.get(symbol)
-    order = book.orders.get(oid) if book is not None else None
+    if book is None:
+        return None
+    order: Order | Pending | None = book.orders.get(oid)
+    if order is None and book.stops is not None:
+        order = book.stops.orders.get(oid)
     return order if order is not None and order.seq == seq else None
 
 
@@ -200,8 +213,7 @@ def _live(books: dict[str, Book], symbol: str, oid: str, seq: int) -> Order | No
 
 def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
     """A 13-field new order: its options checked, then placed: a stop or take-profit order
-    (``stops.place``), a timed one, or a plain one. A pending order cannot also expire yet (a
-    stop's expiry would need the trigger book swept by time too): refused ``invalid``."""
+    (``stops.place``; gtd or day: ``place_timed_stop``), a timed one, or a plain one."""
     budget, opts = cmd[11], cmd[12]
     if budget is not None:
         return eng._reject(cmd[1], cmd[2], "budget is for the account tier", REJ_INVALID, out)
@@ -215,14 +227,37 @@ def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
     tif = cmd[8]
     if "trigger" in opts or cmd[5] in BASE:
         if "expire" in opts or tif in (GTD, DAY):
-            return eng._reject(cmd[1], cmd[2], "a stop or take-profit order cannot be gtd or "
-                               "day", REJ_INVALID, out)  # fmt: skip
+            return place_timed_stop(eng, cmd, opts, out)
         return place(eng, cmd, out, eng._new)
+    if CAPPED in opts:
+        return new_capped(eng, cmd, opts, out)
     if type(tif) is int and tif in (GTD, DAY):
         return new_timed(eng, cmd[:11], opts.get("expire"), out)
     if "expire" in opts:
         return eng._reject(cmd[1], cmd[2], "expire needs tif gtd", REJ_INVALID, out)
     return eng._new(cmd[:11], out)
+
+
+def new_capped(eng: Any, cmd: tuple, opts: dict, out: list[Event]) -> None:
+    """A market order its account shard capped at the price its budget pays for: a limit ioc
+    or fok at that cap, ``{"capped": 1}``. The pair's rules judge it as the market order it is
+    (no price band, its notional at the reference price: ``admin``), then it matches as the
+    limit (so it never pays more than its budget). Anything else marked capped: ``invalid``."""
+    symbol, oid = cmd[1], cmd[2]
+    if len(opts) != 1 or opts[CAPPED] != 1 or cmd[5] != LIMIT or cmd[8] not in (IOC, FOK):
+        return eng._reject(symbol, oid, "capped: a limit ioc or fok order only (capped 1)",
+                           REJ_INVALID, out)  # fmt: skip
+    book = eng.book(symbol) if type(symbol) is str else None
+    gate = book.gate if book is not None else None
+    if gate is None:
+        return eng._new(cmd[:11], out)
+    if type(cmd[7]) is int and (refused := gate.refuses_new(book, MARKET, None, cmd[7])):
+        return eng._reject(symbol, oid, *refused, out)
+    book.gate = None  # (checked just above as a market order's: not again as a limit's)
+    try:
+        return eng._new(cmd[:11], out)
+    finally:
+        book.gate = gate
 
 
 def new_other(eng: Any, cmd: tuple, out: list[Event]) -> None:
@@ -233,37 +268,65 @@ def new_other(eng: Any, cmd: tuple, out: list[Event]) -> None:
     return eng._reject(cmd[1], cmd[2], *eng._why_new_invalid(cmd), out)
 
 
-def new_timed(eng: Any, cmd: tuple, expire: Any, out: list[Event]) -> None:
-    """A gtd or day order: placed as gtc, and indexed by its expire time if it rests."""
-    symbol, oid, tif = cmd[1], cmd[2], cmd[8]
+def _expire_of(eng: Any, tif: Any, expire: Any) -> tuple[int, None] | tuple[None, tuple]:
+    """A gtd or day order's expire time, or why it has none ``(reason, code)``."""
     if tif == GTD:
         if expire is None:
-            return eng._reject(symbol, oid, "tif gtd needs an expire time", REJ_INVALID, out)
+            return None, ("tif gtd needs an expire time", REJ_INVALID)
         if type(expire) is not int or not 0 < expire <= MAX_EXPIRE:
-            return eng._reject(symbol, oid, "expire must be ms since the epoch (an int > 0)",
-                               REJ_MALFORMED, out)  # fmt: skip
+            return None, ("expire must be ms since the epoch (an int > 0)", REJ_MALFORMED)
         if expire <= eng.ts:
-            return eng._reject(symbol, oid, f"expire {expire} is not after exchange time "
-                               f"{eng.ts}", REJ_EXPIRED, out)  # fmt: skip
-    elif expire is not None:
-        return eng._reject(symbol, oid, "tif day takes no expire time", REJ_INVALID, out)
-    else:
-        expire = day_end(eng.ts)
+            return None, (f"expire {expire} is not after exchange time {eng.ts}", REJ_EXPIRED)
+        return expire, None
+    if tif != DAY:
+        return None, ("expire needs tif gtd", REJ_INVALID)
+    if expire is not None:
+        return None, ("tif day takes no expire time", REJ_INVALID)
+    return day_end(eng.ts), None
+
+
+def new_timed(eng: Any, cmd: tuple, expire: Any, out: list[Event]) -> None:
+    """A gtd or day order: placed as gtc, and indexed by its expire time if it rests."""
+    symbol, oid = cmd[1], cmd[2]
+    expire, refused = _expire_of(eng, cmd[8], expire)
+    if refused is not None:
+        return eng._reject(symbol, oid, *refused, out)
     if type(cmd[5]) is int and cmd[5] != LIMIT:
         return eng._reject(symbol, oid, "gtd and day orders must be limit orders",
                            REJ_INVALID, out)  # fmt: skip
     accept = eng.seq + 1
     eng._new(cmd[:8] + (GTC,) + cmd[9:11], out)
+    _index(eng, symbol, oid, accept, expire)
+    return None
+
+
+def place_timed_stop(eng: Any, cmd: tuple, opts: dict, out: list[Event]) -> None:
+    """A gtd or day stop-limit / take-profit-limit: its expire time judged as a plain gtd or
+    day order's, then placed as a gtc one (``stops.place``) and, once pending, indexed by that
+    time: the sweep cancels it pending or, triggered, its resting remainder."""
+    symbol, oid = cmd[1], cmd[2]
+    expire, refused = _expire_of(eng, cmd[8], opts.get("expire"))
+    if refused is not None:
+        return eng._reject(symbol, oid, *refused, out)
+    if BASE.get(cmd[5]) != LIMIT:
+        return eng._reject(symbol, oid, "gtd and day stop orders must be stop-limit or "
+                           "take-profit-limit", REJ_INVALID, out)  # fmt: skip
+    accept = eng.seq + 1
+    rest = {k: v for k, v in opts.items() if k != "expire"}
+    place(eng, (*cmd[:8], GTC, *cmd[9:12], rest), out, eng._new)
+    _index(eng, symbol, oid, accept, expire)
+    return None
+
+
+def _index(eng: Any, symbol: Any, oid: Any, accept: int, expire: int) -> None:
+    """Index ``oid``'s expire time if it was just accepted (resting or pending) at ``accept``."""
     if type(symbol) is not str or type(oid) is not str:
-        return None  # (rejected by ``_new``: nothing rests, nothing to index)
-    book = eng.books.get(symbol)
-    order = book.orders.get(oid) if book is not None else None
-    if order is not None and order.seq == accept:
+        return  # (rejected: nothing rests, nothing to index)
+    if _live(eng.books, symbol, oid, accept) is not None:
         index: Expiries = eng.expiry
         index.add(expire, accept, symbol, oid)
         if len(index.heap) >= index.compact_at:
             index.compact(eng.books)
-    return None
 
 
 # -- cancelling ------------------------------------------------------------------------------
@@ -291,8 +354,10 @@ def expire_due(eng: Any, cmd: Any, out: list[Event]) -> None:
         expire, seq, symbol, oid = heappop(heap)
         index._forget(symbol, oid, expire, seq)
         order = _live(books, symbol, oid, seq)
-        if order is not None:
+        if isinstance(order, Order):
             _cancel(eng, books[symbol], order, EXPIRED, out)
+        elif order is not None:  # a pending stop order
+            cancel_pending(eng, books[symbol], order, EXPIRED, out)
     sheap, switches = index.sheap, index.switches
     while sheap and sheap[0][0] <= upto:
         deadline, symbol, account = heappop(sheap)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from shardex.engine.codes import REJ_INVALID, REJ_OFF_GRID, REJ_OUT_OF_RANGE
+from shardex.engine.codes import REJ_INVALID, REJ_OFF_GRID, REJ_ORDER_TOO_SMALL, REJ_OUT_OF_RANGE
 from shardex.engine.perps import KINDS, PERP_KEYS, Perp, perp_from_spec
 
 
@@ -29,16 +29,20 @@ class Refusal(NamedTuple):
 
 @dataclass(frozen=True)
 class Market:
-    """One tradable pair. ``tick``/``lot`` are the grids; ``max_price``/``max_qty`` bound inputs."""
+    """One tradable pair. ``tick``/``lot`` are the grids; ``max_price``/``max_qty`` bound inputs;
+    ``min_qty`` (a markets file's, 0: one lot) is the smallest new order (``order_too_small``;
+    not part of the wire definition: the runtime rule ``min_qty`` is, ``engine.admin``)."""
 
     symbol: str
     tick: Decimal
     lot: Decimal
     max_price: Decimal
     max_qty: Decimal
+    min_qty: Decimal = Decimal(0)
     # Derived integer bounds, computed once so the hot path compares ints only.
     max_price_ticks: int = field(init=False)
     max_qty_lots: int = field(init=False)
+    min_qty_lots: int = field(init=False)  # at least 1
     # a perpetual-futures market's risk parameters (``shardex.engine.perps``); None: spot
     perp: Perp | None = None
 
@@ -49,8 +53,13 @@ class Market:
                 raise MarketError(f"market {self.symbol}: {name} must be a positive decimal")
         if self.max_price % self.tick or self.max_qty % self.lot:
             raise MarketError(f"market {self.symbol}: max_price/max_qty must lie on tick/lot grid")
+        low = self.min_qty
+        if not isinstance(low, Decimal) or not low.is_finite() or not 0 <= low <= self.max_qty \
+                or low % self.lot:  # fmt: skip
+            raise MarketError(f"market {self.symbol}: min_qty must be 0..max_qty on the lot grid")
         object.__setattr__(self, "max_price_ticks", int(self.max_price / self.tick))
         object.__setattr__(self, "max_qty_lots", int(self.max_qty / self.lot))
+        object.__setattr__(self, "min_qty_lots", max(1, int(low / self.lot)))
 
     def price_str(self, ticks: int) -> str:
         """Ticks → decimal string with the market's tick precision (e.g. 3000050 → '30000.50')."""
@@ -59,6 +68,14 @@ class Market:
     def qty_str(self, lots: int) -> str:
         """Lots → decimal string with the market's lot precision (e.g. 2500 → '0.2500')."""
         return str(lots * self.lot)
+
+    def qty_refusal(self, lots: int) -> Refusal:
+        """Why ``lots`` (outside ``min_qty_lots..max_qty_lots``) is refused as a new order's."""
+        if lots <= 0:
+            return Refusal("qty must be > 0", REJ_OUT_OF_RANGE)
+        if lots > self.max_qty_lots:
+            return Refusal(f"qty above max {self.max_qty}", REJ_OUT_OF_RANGE)
+        return Refusal(f"qty below the pair's min order size {self.min_qty}", REJ_ORDER_TOO_SMALL)
 
     def to_ticks(self, value: Decimal) -> int | Refusal:
         """Decimal price → ticks, or a ``Refusal`` when it is out of range or off the grid."""
@@ -105,12 +122,12 @@ DEFAULT_MARKETS: dict[str, Market] = {
 }
 
 
-MARKET_KEYS = frozenset(("tick", "lot", "max_price", "max_qty", "kind"))
+MARKET_KEYS = frozenset(("tick", "lot", "max_price", "max_qty", "min_qty", "kind"))
 
 
 def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
-    """``{symbol: {tick, lot[, max_price, max_qty, kind, perp keys]}}`` (decimal strings or
-    numbers) → Markets.
+    """``{symbol: {tick, lot[, max_price, max_qty, min_qty, kind, perp keys]}}`` (decimal
+    strings or numbers) → Markets.
 
     Pure (no I/O): the parsed ``[markets]`` table of a TOML file (``shardex.config`` reads the
     file), or the same shape from anywhere else. ``where`` prefixes every error (e.g. "markets
@@ -135,6 +152,7 @@ def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
                 raise MarketError(f"{where}: markets.{symbol} needs tick and lot")
             values["max_price"] = Decimal(str(spec.get("max_price", "1000000")))
             values["max_qty"] = Decimal(str(spec.get("max_qty", "1000000000")))
+            values["min_qty"] = Decimal(str(spec.get("min_qty", "0")))
         except InvalidOperation as exc:
             raise MarketError(f"{where}: markets.{symbol}: bad decimal") from exc
         try:

@@ -469,8 +469,8 @@ class EngineState:
         market = book.market
         if type(qty) is not int:
             return "qty must be an integer number of lots", REJ_MALFORMED
-        if not 0 < qty <= market.max_qty_lots:
-            return _range_reason("qty", qty, market), REJ_OUT_OF_RANGE
+        if not market.min_qty_lots <= qty <= market.max_qty_lots:
+            return market.qty_refusal(qty)
         if otype == LIMIT:
             if type(price) is not int:
                 code = REJ_INVALID if price is None else REJ_MALFORMED

@@ -54,6 +54,7 @@ from shardex.engine.codes import (
     REJ_DUPLICATE_ID,
     REJ_INVALID,
     REJ_MALFORMED,
+    REJ_ORDER_TOO_SMALL,
     REJ_OUT_OF_RANGE,
     REJ_UNTRIGGERED,
     REJ_WOULD_TRIGGER,
@@ -70,7 +71,10 @@ from shardex.engine.codes import (
 )
 
 EngineState = Any  # an ``Engine`` (typed loosely: this module must not import engine.py)
-OPT_KEYS = frozenset(("trigger",))  # the option keys this engine knows; others are invalid
+# the option keys this engine knows; others are invalid. ``capped``: a market order its account
+# shard sent on as a limit at the price its budget pays for (``expiry.new_capped``)
+CAPPED = "capped"
+OPT_KEYS = frozenset(("trigger", CAPPED))
 NO_LIMIT = 1 << 62  # limit key of a market order (as in engine.py): crosses every level
 # the order type a triggered type becomes
 BASE = {STOP_MARKET: MARKET, STOP_LIMIT: LIMIT, TAKE_PROFIT: MARKET, TAKE_PROFIT_LIMIT: LIMIT}
@@ -199,6 +203,8 @@ def option_refusal(cmd: Any, book: Book) -> tuple[str, int] | None:
         return f"trigger out of range (1..{book.market.max_price_ticks} ticks)", REJ_OUT_OF_RANGE
     if cmd[9] is True:
         return "post_only is not allowed on a stop or take-profit order", REJ_INVALID
+    if CAPPED in opts and (opts[CAPPED] != 1 or BASE[otype] != LIMIT or cmd[8] not in (IOC, FOK)):
+        return "capped: a stop-limit or take-profit-limit, ioc or fok (capped 1)", REJ_INVALID
     return None
 
 
@@ -221,7 +227,10 @@ def place(eng: EngineState, cmd: Any, out: list[Event], new: Callable[..., None]
     refused = _base_refusal(eng, base, book)
     _, _, _, account, side, _, price, qty, tif, _, stp = base
     if refused is None and book.gate is not None:  # (the pair's state and limits: ``admin``)
-        refused = book.gate.refuses_new(book, BASE[otype], price, qty)
+        if CAPPED in cmd[12]:  # (a market stop buy capped by its budget: checked as a market)
+            refused = book.gate.refuses_new(book, MARKET, None, qty)
+        else:
+            refused = book.gate.refuses_new(book, BASE[otype], price, qty)
     if refused is not None:
         return eng._reject(symbol, oid, *refused, out)
     trigger = cmd[12]["trigger"]
@@ -250,6 +259,8 @@ def _base_refusal(eng: EngineState, base: tuple, book: Book) -> tuple[str, int] 
     order a stop stands for."""
     if _plain_refusal(base, book) is not None:
         return eng._why_new_invalid(base)
+    if base[7] < book.market.min_qty_lots:  # (the markets file's minimum)
+        return f"qty below the pair's min order size {book.market.min_qty}", REJ_ORDER_TOO_SMALL
     oid = base[2]
     if oid in book.orders or oid in book.finished or (book.stops and oid in book.stops.orders):
         return (
@@ -307,7 +318,7 @@ def touch(
             REJ_UNTRIGGERED,
             out,
         )
-    _cancel_pending(eng, book, p, "user", out)
+    cancel_pending(eng, book, p, "user", out)
     return None
 
 
@@ -322,12 +333,13 @@ def drop_pending(eng: EngineState, book: Book, account: str | None, reason: str,
     mine = sorted((p for p in tb.orders.values() if account is None or p.account == account),
                   key=_arrival)  # fmt: skip
     for p in mine:
-        _cancel_pending(eng, book, p, reason, out)
+        cancel_pending(eng, book, p, reason, out)
 
 
-def _cancel_pending(
+def cancel_pending(
     eng: EngineState, book: Book, p: Pending, reason: str, out: list[Event]
 ) -> None:
+    """Cancel pending order ``p`` (a user's cancel, a cancel-all, a delisting, its expiry)."""
     del book.stops.orders[p.id]
     eng.seq = seq = eng.seq + 1
     out.append((EV_CANCELLED, seq, book.symbol, p.id, reason, p.qty))

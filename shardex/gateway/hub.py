@@ -298,8 +298,10 @@ class Hub:
         await self.discover()
 
     async def discover(self) -> None:
-        """The events stream of every engine shard the cluster has (asked again every few
-        seconds: a cluster that grows is followed)."""
+        """The events stream of every engine shard the cluster has, and the trades stream of
+        every pair (asked again every few seconds: a cluster that grows, or lists a pair at
+        runtime, is followed; ``shard_count`` learns the pairs into ``markets``; nobody can
+        have subscribed to a pair before it was learnt, so its stream is read from its top)."""
         try:
             n = await self.shard_count() if self.shard_count else 0
             self.cluster_ok = True
@@ -307,6 +309,12 @@ class Hub:
             self.cluster_ok = False
             log.warning("shard count: %s", exc)
             return
+        for symbol in self.markets:  # a pair listed at runtime: from its stream's top, as above
+            key = TRADES_PREFIX + symbol
+            if key not in self.pos:
+                top = await self.r.xrevrange(key, "+", "-", count=1)
+                self.pos[key] = top[0][0] if top else "0-0"
+                self.trade_seq[symbol] = int(top[0][0].split("-")[0]) if top else None
         for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
             if key not in self.pos:
                 top = await self.r.xrevrange(key, "+", "-", count=1)

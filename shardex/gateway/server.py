@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -22,6 +22,7 @@ import uvloop
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shardex.accounts.assets import AssetTable
 from shardex.aio import within
 from shardex.client import AsyncClient
 from shardex.client.market_data import MarketData
@@ -38,6 +39,7 @@ from shardex.gateway.rest import Rest
 from shardex.gateway.userhub import UserHub
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
+from shardex.wire.listed import learn_tables, shard_tables
 
 log = logging.getLogger("shardex.gateway")
 MAX_SUBS = 100  # subscriptions per connection
@@ -70,7 +72,7 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig, hub: Hub, ticker_reader: MarketData,
                  rest: Rest | None = None) -> None:  # fmt: skip
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
-        self.markets_frame = encode({"type": "markets", "markets": market_list(cfg.markets)})
+        self._frame: tuple[int, str] = (-1, "")
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -115,6 +117,14 @@ class Gateway:
         resp = web.Response(body=generate_latest())
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp
+
+    @property
+    def markets_frame(self) -> str:
+        """The market list frame, made again once a pair listed at runtime joined the table."""
+        if self._frame[0] != len(self.cfg.markets):
+            listed = market_list(self.cfg.markets)
+            self._frame = (len(listed), encode({"type": "markets", "markets": listed}))
+        return self._frame[1]
 
     async def rest_markets(self, request: web.Request) -> web.Response:  # noqa: ARG002
         return web.Response(text=self.markets_frame, content_type="application/json")
@@ -271,13 +281,17 @@ async def serve(cfg: GatewayConfig) -> None:
     r = aredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3,
                               socket_timeout=15)  # fmt: skip
     sync_r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
-    client = AsyncClient(cfg.endpoint, key=cfg.key, markets=dict(cfg.markets), timeout=5.0)
+    markets = dict(cfg.markets)  # one table: the pairs listed at runtime join it (``shards``)
+    cfg = replace(cfg, markets=markets)
+    client = AsyncClient(cfg.endpoint, key=cfg.key, markets=markets, timeout=5.0)
 
     async def read_book(symbol: str, depth: int) -> dict[str, Any]:
         return await client.book(symbol, depth)
 
     async def shards() -> int:
-        return int((await client.topology()).get("shards") or 0)
+        info = await client.topology()
+        learn_tables(markets, AssetTable(markets), shard_tables(info))
+        return int(info.get("shards") or 0)
 
     async def accounts() -> int:
         await client.topology()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from shardex.candles.store import DEFAULT_KEEP, MIN_KEEP
-from shardex.kinds.common import BASE_PORT, CLUSTER_DATA_DIR, HOST, MARKETS, SECURITY, metrics_port
+from shardex.kinds.common import (
+    BASE_PORT,
+    CLUSTER_DATA_DIR,
+    ENDPOINT,
+    HOST,
+    MARKETS,
+    SECURITY,
+    metrics_port,
+)
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
 from shardex.redisauth import user_url
@@ -13,6 +21,7 @@ from shardex.redisauth import user_url
 OPTIONS = (
     HOST,
     BASE_PORT,
+    ENDPOINT,
     Opt(
         "--redis-url",
         envvar="SHARDEX_REDIS_URL",
@@ -56,8 +65,8 @@ def children(plan: Plan) -> list[Spawn]:
         url = redis_url_for_candles(lay.redis_url, plan.keys_dir)
     else:
         url = plan.redis
-    values = {"redis_url": url, "metrics_port": lay.candles_metrics_port, **plan.markets,
-              **plan.security}  # fmt: skip
+    values = {"redis_url": url, "metrics_port": lay.candles_metrics_port,
+              "endpoint": lay.frontends, **plan.markets, **plan.security}  # fmt: skip
     return [Spawn("candles-worker", values)]
 
 

@@ -140,6 +140,8 @@ ACCOUNT_RESTRICTED = _code(30, "account_restricted", IDENTITY, "the account is r
 UNIT_CONFLICT = _code(31, "unit_conflict", LEDGER, "a pair listed at runtime would need a finer "
                       "unit than an existing asset's (its lot, or tick × lot, is not a whole "
                       "number of that asset's units): nothing was listed", **_F)
+ORDER_TOO_SMALL = _code(32, "order_too_small", MATCHING, "the order's qty is below the pair's "
+                        "minimum order size", **_F)
 # 40-49: perpetual-futures markets (``shardex.engine.perps``, docs/perps.md)
 NOT_PERP = _code(40, "not_perp", MATCHING, "an index price for a pair that is not a perpetual "
                  "(kind perp) market", **_F)

@@ -57,10 +57,11 @@ MOVED_TO, MOVED_TRADE_ID, MOVED_ORDERS = 3, 4, 5
 # (EV_ADOPTED, seq, symbol, from shard, from seq, trade_id, orders)
 ADOPTED_FROM, ADOPTED_SEQ, ADOPTED_TRADE_ID, ADOPTED_ORDERS = 3, 4, 5, 6
 # a pair's rules (``shardex.engine.admin``): (OP_MARKET_RULE, symbol, changes) and
-# (EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)
+# (EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional, min_qty)
 RULE_CHANGES = 2
 MARKET_STATE, MARKET_BAND, MARKET_MAX_QTY, MARKET_MAX_NOTIONAL = 3, 4, 5, 6
-MARKET_WIDTH = 7
+MARKET_MIN_QTY = 7
+MARKET_WIDTH = 8
 # a listing (``shardex.engine.listing``): (OP_LIST, symbol, definition) and
 # (EV_LISTED, seq, symbol, tick, lot, max_price, max_qty)
 LIST_DEFINITION = 2
@@ -92,6 +93,9 @@ FEES_ASSET, FEES_TOTAL = 2, 3
 # (AE_FILL, seq, account, symbol, id, ref, role, bps, fee, asset)
 FILL_ACCOUNT, FILL_SYMBOL, FILL_ID, FILL_REF = 2, 3, 4, 5
 FILL_ROLE, FILL_BPS, FILL_FEE, FILL_ASSET = 6, 7, 8, 9
+# (AE_RESTRICTED, seq, account, restricted)
+RESTRICTED_ACCOUNT, RESTRICTED_FLAG = 2, 3
+RESTRICTED_WIDTH = 4
 # (AE_REJECTED, seq, account, ref, reason, code) / (AE_REPEATED, seq, account, ref)
 AREJ_ACCOUNT, AREJ_REF, AREJ_REASON, AREJ_CODE = 2, 3, 4, 5
 # (AE_FORWARD, seq, eshard, prev, cmd)

@@ -68,6 +68,15 @@ def learn_account_listed(ev: tuple, assets: AssetTable) -> bool:
     return True
 
 
+def shard_tables(topology: Any) -> list[Any]:
+    """Each engine shard's market table (wire form) in a ``Client.topology()`` answer; []
+    when it has none (a malformed answer gives nothing)."""
+    shards = topology.get("topology") if isinstance(topology, dict) else None
+    if not isinstance(shards, list):
+        return []
+    return [t.get("markets") for t in shards if isinstance(t, dict)]
+
+
 def learn_tables(markets: Mapping[str, Market], assets: AssetTable, tables: list[Any]) -> None:
     """Add the pairs that the engine shards' market tables (``markets_to_wire`` form, from
     their HELLOs) name and ``markets`` lacks, and their new assets' units (as ``AssetTable``

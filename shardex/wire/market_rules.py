@@ -1,8 +1,8 @@
 """A pair's rules at the edge: decimal strings in and out, integers inside (``engine.admin``).
 
-The engine keeps ``max_qty`` in lots and ``max_notional`` in price ticks × lots; people and the
-streams see the base asset's quantity and the quote asset's amount as exact decimal strings
-("0" for no limit). Pure (no I/O).
+The engine keeps ``max_qty`` and ``min_qty`` in lots and ``max_notional`` in price ticks × lots;
+people and the streams see the base asset's quantity and the quote asset's amount as exact
+decimal strings ("0" for no limit). Pure (no I/O).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from shardex.wire.layouts import (
     MARKET_BAND,
     MARKET_MAX_NOTIONAL,
     MARKET_MAX_QTY,
+    MARKET_MIN_QTY,
     MARKET_STATE,
 )
 
@@ -36,7 +37,8 @@ def notional_str(market: Market | None, units: int) -> str:
 
 
 def market_event_json(ev: tuple, market: Market | None, seq: int) -> dict[str, Any]:
-    """``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional)`` → its JSON form."""
+    """``(EV_MARKET, seq, symbol, state, band_bps, max_qty, max_notional, min_qty)`` → its
+    JSON form."""
     return {
         "ev": "market",
         "symbol": ev[2],
@@ -44,6 +46,7 @@ def market_event_json(ev: tuple, market: Market | None, seq: int) -> dict[str, A
         "band_bps": ev[MARKET_BAND],
         "max_qty": qty_str(market, ev[MARKET_MAX_QTY]),
         "max_notional": notional_str(market, ev[MARKET_MAX_NOTIONAL]),
+        "min_qty": qty_str(market, ev[MARKET_MIN_QTY]),
         "seq": seq,
     }
 
@@ -55,6 +58,7 @@ def rules_json(market: Market | None, rules: Mapping[str, Any]) -> dict[str, Any
         "band_bps": rules.get("band_bps", 0),
         "max_qty": qty_str(market, rules.get("max_qty", 0)),
         "max_notional": notional_str(market, rules.get("max_notional", 0)),
+        "min_qty": qty_str(market, rules.get("min_qty", 0)),
     }
 
 
@@ -72,10 +76,11 @@ def _units(market: Market, key: str, d: Decimal) -> int:
     """A limit in the engine's units (lots; ticks x lots, rounded down); ValueError for one
     the decimal context cannot divide, off the lot grid, or positive but below one unit
     (it would become 0: no limit at all)."""
-    unit = market.lot if key == "max_qty" else market.tick * market.lot
+    lots = key in ("max_qty", "min_qty")
+    unit = market.lot if lots else market.tick * market.lot
     try:
-        if key == "max_qty" and d % unit:
-            raise ValueError(f"max_qty {d} is not on the lot grid {market.lot}")
+        if lots and d % unit:
+            raise ValueError(f"{key} {d} is not on the lot grid {market.lot}")
         units = int(d / unit)
     except ArithmeticError:  # (decimal's InvalidOperation, Overflow: far out of range)
         raise ValueError(f"{key} {d:.6} is out of range") from None
@@ -85,10 +90,10 @@ def _units(market: Market, key: str, d: Decimal) -> int:
 
 
 def changes_from_json(market: Market, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``{state?, band_bps?, max_qty?, max_notional?}`` with decimal strings → the changes map
-    of ``OP_MARKET_RULE`` (ints); ValueError naming the field when one cannot be used. A
-    ``max_qty`` must lie on the lot grid; a ``max_notional`` is rounded down to ticks × lots
-    (a limit is never raised by rounding)."""
+    """``{state?, band_bps?, max_qty?, max_notional?, min_qty?}`` with decimal strings → the
+    changes map of ``OP_MARKET_RULE`` (ints); ValueError naming the field when one cannot be
+    used. A ``max_qty`` or ``min_qty`` must lie on the lot grid; a ``max_notional`` is rounded
+    down to ticks × lots (a limit is never raised by rounding)."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if value is None:
@@ -101,7 +106,7 @@ def changes_from_json(market: Market, obj: Mapping[str, Any]) -> dict[str, Any]:
             if type(value) is not int or not 0 <= value <= MAX_BAND_BPS:
                 raise ValueError(f"band_bps must be an int 0..{MAX_BAND_BPS}, got {value!r:.40}")
             out["band_bps"] = value
-        elif key in ("max_qty", "max_notional"):
+        elif key in ("max_qty", "max_notional", "min_qty"):
             out[key] = _units(market, key, _decimal(value, key))
         else:
             raise ValueError(f"unknown rule {key!r:.40}")

@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_LISTED, AE_NAMES
+from shardex.accounts.codes import (
+    AE_BALANCE,
+    AE_FEES,
+    AE_FILL,
+    AE_LISTED,
+    AE_NAMES,
+    AE_RESTRICTED,
+)
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_ADOPTED,
@@ -55,6 +62,9 @@ from shardex.wire.layouts import (
     PUB_TS,
     REJECTED_CODE,
     REJECTED_REASON,
+    RESTRICTED_ACCOUNT,
+    RESTRICTED_FLAG,
+    RESTRICTED_WIDTH,
     TRADE_WIDTH,
     TRIGGERED_AT,
     TRIGGERED_LAST,
@@ -232,7 +242,7 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return learn_listed(ev, markets)
     if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
         return check_index_event(ev, markets)
-    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional)
+    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
                 and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip
     if not _bounded(ev[EV_ID]):
@@ -308,6 +318,9 @@ def check_account_event(ev: Any, assets: AssetTable) -> bool:
             return False
         _, _, asset, total = ev
         return type(asset) is str and asset in assets.units and type(total) is int
+    if kind == AE_RESTRICTED:  # (account, restricted): written to the balances stream too
+        return (len(ev) == RESTRICTED_WIDTH and _bounded(ev[RESTRICTED_ACCOUNT])
+                and type(ev[RESTRICTED_FLAG]) is bool)  # fmt: skip
     if kind == AE_LISTED:  # (a new pair's assets: learnt, so their balances are kept)
         return learn_account_listed(ev, assets)
     if kind == AE_FILL:

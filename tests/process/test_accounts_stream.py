@@ -1,4 +1,5 @@
-"""Balance changes → Redis: ``shardex:balances:<j>`` through the bridge.
+"""Balance changes (and an admin's restrictions of accounts) → Redis: ``shardex:balances:<j>``
+through the bridge.
 
 Real ``shardex up --accounts`` clusters (CURVE keys), a real redis-server, the real bridge. What
 the stream must hold is read back from each account shard itself (its direct port re-sends any
@@ -116,10 +117,14 @@ def test_balances_stream_exactly_once_also_across_a_bridge_kill(redis_server: Re
         r = redis_server.client()
         with cluster.client() as c:
             _flow(c, "a", 6)
+            assert c.restrict("buyer-a-0", True)["restricted"] is True
+            assert c.restrict("buyer-a-0", False)["restricted"] is False
             _converged(cluster, r, 2)
             stream = _stream(r, 0) + _stream(r, 1)
             kinds = {f["ev"] for _, f in stream}
-            assert kinds == {"balance", "fees", "fill"}
+            assert kinds == {"balance", "fees", "fill", "restricted"}
+            said = [f["restricted"] for _, f in stream if f["ev"] == "restricted"]
+            assert said == ["true", "false"], stream
             whys = {f["why"] for _, f in stream if f["ev"] == "balance"}
             assert {"deposit", "hold", "trade", "release"} <= whys
             # a deposit's entry carries the exact amount and its ref

@@ -1,8 +1,8 @@
 """Markets and accounts at runtime on a real cluster (``shardex up --shards 1 --accounts 2``,
 real processes and sockets) through the admin CLI: ``shardex market halt|resume|set-band|
-set-max|list|delist`` and ``shardex account restrict|unrestrict``, with what each says, their
-usage errors, the pair's state in ``shardex status``, and ``shardex audit`` clean after a
-delisting released every hold."""
+set-max|set-min|list|delist`` and ``shardex account restrict|unrestrict``, with what each
+says, their usage errors, the pair's state in ``shardex status``, and ``shardex audit`` clean
+after a delisting released every hold."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def test_market_and_account_admin_cli(tmp_path) -> None:
             assert c.place(P, "sell", "0.5", "100", account=bo, id="s1").ok
             _wait(lambda: c.order_status(P, "s1", account=bo)["state"] == "live", "s1 resting")
             said = cli("market", "halt", P)
-            assert re.fullmatch(rf"{P}: halted, band none, max qty none, max notional none "
-                                r"\(seq \d+\)\n", said), said  # fmt: skip
+            assert re.fullmatch(rf"{P}: halted, band none, max qty none, max notional none, "
+                                r"min qty none \(seq \d+\)\n", said), said  # fmt: skip
             assert re.search(rf"{P} +0 +halted ", cli("market", "list"))
             assert f"{P} (halted)" in cli("status")
             assert "market_halted" in str(c.cancel(P, "s1", account=bo).code)
@@ -50,6 +50,12 @@ def test_market_and_account_admin_cli(tmp_path) -> None:
             assert "not on the lot grid" in cli("market", "set-max", P, "--qty", "0.00001",
                                                 code=2)  # fmt: skip
             assert "give --qty and/or --notional" in cli("market", "set-max", P, code=2)
+            # a minimum order size (refused through the tier: tests/unit/test_inproc_markets.py)
+            assert "min qty 0.0100 (seq" in cli("market", "set-min", P, "0.01")
+            assert re.search(rf"{P} +0 +open .* 0\.0100\n", cli("market", "list")), cli(
+                "market", "list")
+            assert "not on the lot grid" in cli("market", "set-min", P, "0.00001", code=2)
+            assert "min qty none" in cli("market", "set-min", P, "0")
             assert "add --yes" in cli("market", "delist", P, code=2)
             assert "unknown symbol" in cli("market", "halt", "NOPE-USD", code=2)
 

@@ -11,7 +11,7 @@ import urllib.request
 import zmq
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_RESTRICTED
 from shardex.auth import KeyFile, client_socket
 from shardex.config import load_markets
 from shardex.timemarks import check_runs, ts_at
@@ -68,8 +68,8 @@ def _ask(cluster: Cluster, j: int, cmd: tuple, direct: str | None = None) -> dic
 
 def _expected(cluster: Cluster, j: int, direct: str | None = None
               ) -> list[tuple[str, dict[str, str]]]:  # fmt: skip
-    """Account shard j's balance, fee and fill events, as the stream entries they must
-    become."""
+    """Account shard j's balance, fee, fill and restriction events, as the stream entries they
+    must become."""
     seq = _ask(cluster, j, (OP_STATUS,), direct)["seq"]
     out: list[tuple[str, dict[str, str]]] = []
     first = 1
@@ -93,6 +93,10 @@ def _expected(cluster: Cluster, j: int, direct: str | None = None
                 f = {"ev": "fill", "account": account, "symbol": symbol, "id": oid, "ref": ref,
                      "role": role, "fee_bps": str(bps), "fee": fmt(asset, fee),
                      "fee_asset": asset}  # fmt: skip
+            elif ev[0] == AE_RESTRICTED:
+                _, s, account, restricted = ev
+                f = {"ev": "restricted", "account": account,
+                     "restricted": "true" if restricted else "false"}  # fmt: skip
             else:
                 continue
             ts = ts_at(check_runs(res.get("ts")) or [], s)  # (the re-send's time marks)

@@ -216,10 +216,24 @@ timed_new_cmd = st.builds(
     st.sampled_from(TIMES),
 )
 
+# a stop order as gtd or day: the limit kinds expire pending or triggered; the market kinds
+# (now and then) are refused
+timed_stop_cmd = st.builds(
+    lambda stop, otype, tif, expire: (
+        stop[:5] + (otype, stop[6] or 100, stop[7], tif) + stop[9:12]
+        + ({**stop[12], "expire": expire} if tif == GTD else stop[12],)
+    ),
+    stop_cmd,
+    st.sampled_from((STOP_LIMIT, STOP_LIMIT, TAKE_PROFIT_LIMIT, TAKE_PROFIT_LIMIT, STOP_MARKET)),
+    st.sampled_from((GTD, GTD, DAY)),
+    st.sampled_from(TIMES),
+)
+
 # (with stop orders too: a cancel-all and a dead-man switch take the pending ones as well)
 timed_commands = st.lists(
-    st.one_of(new_cmd, new_cmd, timed_new_cmd, timed_new_cmd, stop_cmd, cancel_cmd, amend_cmd,
-              time_cmd, time_cmd, expire_cmd, expire_cmd, cancel_all_cmd),
+    st.one_of(new_cmd, new_cmd, timed_new_cmd, timed_new_cmd, stop_cmd, timed_stop_cmd,
+              timed_stop_cmd, cancel_cmd, amend_cmd, time_cmd, time_cmd, expire_cmd, expire_cmd,
+              cancel_all_cmd),
     min_size=20,
     max_size=100,
 )

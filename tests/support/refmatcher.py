@@ -16,7 +16,9 @@ Stop and take-profit orders (13-field news with a ``trigger`` option) wait in a 
 list per symbol; after every command, while some pending order's trigger is reached by the
 symbol's last trade price, the one to fire is chosen from scratch (up-firing orders by lowest
 trigger, down-firing by highest, each then by arrival; of the two, the earlier arrival) and run
-as the order it stands for.
+as the order it stands for. A gtd or day stop-limit / take-profit-limit expires pending at its
+time (swept with the resting orders, by (expire, accept seq, symbol, id)) and, once triggered,
+rests with that expire time.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from shardex.engine.codes import (
     STP_CANCEL_MAKER,
     STP_CANCEL_TAKER,
     TAKE_PROFIT,
+    TAKE_PROFIT_LIMIT,
 )
 
 KEEP = 32  # trades reported per order (the engine's RECENT_TRADES)
@@ -90,6 +93,8 @@ class RefPending:
     stp: int
     trigger: int
     arrival: int
+    expire: int | None = None  # gtd/day stop-limit: expires pending (or resting, triggered)
+    accepted: int = 0  # seq of its accepted event
 
     @property
     def up(self) -> bool:
@@ -249,8 +254,15 @@ class RefEngine:
             upto = min(cmd[1], self.ts)
             due = [(o.expire, o.accepted, s, o.id, o) for s, orders in self.orders.items()
                    for o in orders if o.expire is not None and o.expire <= upto]  # fmt: skip
-            for *_, o in sorted(due, key=lambda d: d[:4]):
-                self._remove(d_symbol(self.orders, o), o, "expired")
+            due += [(p.expire, p.accepted, s, p.id, p) for s, ps in self.pending.items()
+                    for p in ps if p.expire is not None and p.expire <= upto]  # fmt: skip
+            for *_, s, _, o in sorted(due, key=lambda d: d[:4]):
+                if isinstance(o, RefPending):
+                    self.pending[s].remove(o)
+                    self._ev(EV_CANCELLED, s, o.id, "expired", o.qty)
+                    self._finish(s, o.id, o.account, "cancelled", 0, [], "expired")
+                else:
+                    self._remove(s, o, "expired")
             fired = sorted((d, s, a) for (s, a), d in self.switches.items() if d <= upto)
             for _, s, a in fired:
                 del self.switches[(s, a)]
@@ -304,15 +316,18 @@ class RefEngine:
             self.pending[symbol].remove(p)
             self._ev(EV_TRIGGERED, symbol, p.id, last, p.trigger)
             limit = None if p.otype in (STOP_MARKET, TAKE_PROFIT) else p.price
-            self._run(symbol, p.id, p.account, p.side, limit, p.price, p.qty, p.tif, False, p.stp)
+            self._run(symbol, p.id, p.account, p.side, limit, p.price, p.qty, p.tif, False, p.stp,
+                      p.expire, p.accepted)
 
-    def _new_stop(self, cmd: tuple) -> None:
+    def _new_stop(self, cmd: tuple, expire: int | None) -> None:
         _, symbol, oid, account, side, otype, price, qty, tif, _, stp, _, opts = cmd
-        p = RefPending(oid, account, side, otype, price, qty, tif, stp, opts["trigger"], self.seq)
+        p = RefPending(oid, account, side, otype, price, qty, tif, stp, opts["trigger"], self.seq,
+                       expire)  # fmt: skip
         if p.reached(self.last.get(symbol, 0)):
             self._ev(EV_REJECTED, symbol, oid, None, REJ_WOULD_TRIGGER)
             return
         self._ev(EV_ACCEPTED, symbol, oid)
+        p.accepted = self.seq
         self.pending[symbol].append(p)
 
     def _run(self, symbol, oid, account, side, limit, price, qty, tif, post_only, stp,
@@ -355,12 +370,16 @@ class RefEngine:
                 return
             if tif == DAY:
                 expire = (self.ts // 86_400_000 + 1) * 86_400_000
+            if "trigger" in opts and tif in (GTD, DAY) and cmd[5] not in (STOP_LIMIT,
+                                                                          TAKE_PROFIT_LIMIT):
+                self._ev(EV_REJECTED, symbol, oid, None, REJ_INVALID)  # (limit kinds only)
+                return
             taken = self._live(symbol, oid) or self._pending(symbol, oid)
             if taken is not None or (symbol, oid) in self.fates:
                 self._ev(EV_REJECTED, symbol, oid, None, REJ_DUPLICATE_ID)
                 return
             if "trigger" in opts:
-                return self._new_stop(cmd)
+                return self._new_stop(cmd, expire)
             _, _, _, _, side, otype, price, qty, tif, post_only, stp = cmd[:11]
             limit = None if otype == MARKET else price
             if post_only and self._best(symbol, side, limit) is not None:

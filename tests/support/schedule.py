@@ -62,10 +62,20 @@ MEASURED_S: dict[str, float] = {
     # expiring orders (2026-12-07, load ~16): CPU with start-up 5.8, 2.4, 2.2, 2.5 s; the live
     # one 7.2 s CPU (its `shardex up` twice) in 20 s of wall, mostly waiting for a restart
     "test_expiry_engine.py": 6, "test_expiry_wire.py": 1, "test_expiry_shard.py": 1,
-    "test_inproc_expiry.py": 1.5, "test_expiry_live.py": 20,
+    "test_inproc_expiry.py": 3, "test_expiry_live.py": 20,
+    # gtd/day stop orders (venue, 17:50, load ~8): 0.2 s wall (the in-process account-tier
+    # test added above: 1.3 s wall, 2.9 s CPU with start-up)
+    "test_expiry_stops.py": 0.3,
+    # minimum order size (venue, 17:55): 0.2 s wall
+    "test_min_qty.py": 0.3,
+    "test_market_buy_band.py": 0.2,  # (venue: market buys through the tier on a banded pair)
+    "test_gateway_listed.py": 0.3,  # (venue: the gateway learns a pair listed at runtime)
+    # (venue: test_accounts_stream.py's first test restricts and unrestricts one account more)
     # listing a pair at runtime (2026-12-07, box shared): pytest wall (CPU with start-up)
     # 0.4 s (2.8), 3.5 s (3.1), 30 s (13, its `shardex up`, redis-server and a bridge restart)
     "test_listing.py": 0.5, "test_inproc_listing.py": 4, "test_listing_live.py": 30,
+    # (venue, 17:40, load ~8: the live one now with its candles worker 11 s wall; 0.1 s)
+    "test_candles_listings.py": 0.2,
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
     "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,

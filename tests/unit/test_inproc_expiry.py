@@ -144,3 +144,39 @@ def test_a_live_sessions_heartbeat_keeps_its_orders_and_a_clean_exit_disarms() -
             assert not cluster.engines[0].core.engine.expiry.switches
 
     asyncio.run(main())
+
+
+def test_gtd_stop_orders_release_their_holds_when_they_expire_pending_or_triggered() -> None:
+    """A gtd stop-limit buy holds like a limit buy while pending; exchange time passing its
+    expire time cancels it (``expired``) and its hold comes back. Another one, triggered and
+    resting, keeps its expire time and is released the same way."""
+    clock = VirtualClock()
+    cluster = InProcCluster(plan(1, 2), clock=clock)
+    a, b, t = "st-alice", "st-bob", "st-taker"
+
+    async def main() -> None:
+        async with cluster, cluster.client(timeout=5) as c:
+            assert (await c.deposit(a, "USD", "1000", ref="st-da")).ok
+            assert (await c.deposit(b, "BTC", "1", ref="st-db")).ok
+            assert (await c.deposit(t, "USD", "1000", ref="st-dt")).ok
+            expire = wall_ms(clock) + 60_000
+            for oid, trigger, price in (("st-1", "110", "120"), ("st-2", "101", "105")):
+                placed = await c.place("BTC-USD", "buy", "1", price, account=a, id=oid,
+                                       type="stop_limit", trigger=trigger, expire=expire)
+                assert placed.ok, placed
+                await cluster.until(_state(c, "BTC-USD", oid, a, "pending"), what=oid)
+            held = D("120.06") + D("105.0525")  # qty x price + the 5 bps taker fee each
+            await cluster.until(_usd(c, a, (D(1000) - held, held)), what="two holds")
+            assert (await c.place("BTC-USD", "sell", "0.1", "101", account=b, id="st-s")).ok
+            assert (await c.place("BTC-USD", "buy", "0.1", "101", account=t, id="st-b")).ok
+            await cluster.until(_state(c, "BTC-USD", "st-2", a, "live"), what="st-2 fired")
+            clock.advance(60)  # the expire time: one pending, one resting, both go
+            for oid in ("st-1", "st-2"):
+                await cluster.until(_state(c, "BTC-USD", oid, a, "cancelled"), what=oid)
+                status = await c.order_status("BTC-USD", oid, account=a)
+                assert status["reason"] == "expired", status
+            await cluster.until(_usd(c, a, (D("1000.00"), D(0))), what="holds released")
+            lines, ok = audit_report(await c.audit())
+            assert ok, lines
+
+    asyncio.run(main())

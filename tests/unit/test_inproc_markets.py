@@ -94,6 +94,10 @@ async def _trade_halt_resume(cl: InProcCluster, c: AsyncClient) -> None:
     assert await _refused(cl, x1) == "price_band"
     x2 = await c.place(P, "buy", "3", "1000", account=AL, id="x2")
     assert await _refused(cl, x2) == "order_too_large"
+    assert (await c.set_market(P, min_qty="0.01"))["min_qty"] == "0.0100"
+    x3 = await c.place(P, "buy", "0.005", "1000", account=AL, id="x3")
+    assert await _refused(cl, x3) == "order_too_small"
+    assert (await c.set_market(P, min_qty="0"))["min_qty"] == "0"
     assert (await c.set_market(Q, band_bps=250))["ok"]
 
 
@@ -189,7 +193,7 @@ def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
                 "market_halted")
             book = standby.leader.core.engine.books[P]
             assert book.gate.to_wire() == {"state": "halted", "band_bps": 300, "max_qty": 0,
-                                           "max_notional": 0} and book.last == 10000
+                                           "max_notional": 0, "min_qty": 0} and book.last == 10000
             assert (await c.set_market(P, state="open"))["ok"]
             b3 = await c.place(P, "buy", "0.1", "90", id="b3", account="bo")
             assert b3.code == "price_band", b3  # (3 % around the last trade at 100)

@@ -68,7 +68,7 @@ def test_an_open_pair_without_limits_has_no_gate() -> None:
     e = _traded()
     out = e.apply_many([_rule(band_bps=100), _rule(band_bps=0)])
     assert [ev[0] for ev in out] == [EV_MARKET, EV_MARKET]
-    assert out[1][3:] == ("open", 0, 0, 0) and e.books[P].gate is None
+    assert out[1][3:] == ("open", 0, 0, 0, 0) and e.books[P].gate is None
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_rules_and_last_price_survive_a_snapshot_and_a_replay() -> None:
     restored = Engine.restore(e.snapshot(), DEFAULT_MARKETS)
     book = restored.books[P]
     assert book.gate.to_wire() == {"state": "cancel_only", "band_bps": 50, "max_qty": 9,
-                                   "max_notional": 0} and book.last == 100000
+                                   "max_notional": 0, "min_qty": 0} and book.last == 100000
     after = [_new("y", BUY, 99000, 1)]
     assert restored.apply_many(after) == e.apply_many(after)
     with pytest.raises(ValueError, match="bad rules"):
@@ -188,8 +188,8 @@ def test_the_market_event_at_the_edge() -> None:
     assert check_event(ev, DEFAULT_MARKETS)
     assert event_to_json(ev, DEFAULT_MARKETS) == {
         "ev": "market", "symbol": P, "state": "halted", "band_bps": 0, "max_qty": "2.5000",
-        "max_notional": "100.000000", "seq": ev[1]}  # fmt: skip
-    assert not check_event((EV_MARKET, 1, P, "open", "x", 0, 0), DEFAULT_MARKETS)
+        "max_notional": "100.000000", "min_qty": "0", "seq": ev[1]}  # fmt: skip
+    assert not check_event((EV_MARKET, 1, P, "open", "x", 0, 0, 0), DEFAULT_MARKETS)
     m = DEFAULT_MARKETS[P]
     assert changes_from_json(m, {"max_qty": "2.5", "max_notional": "100.0000009",
                                  "state": "halted", "band_bps": 3}) == {

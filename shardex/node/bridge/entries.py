@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shardex.accounts.assets import AssetTable
-from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_FORWARD
+from shardex.accounts.codes import AE_BALANCE, AE_FEES, AE_FILL, AE_FORWARD, AE_RESTRICTED
 from shardex.engine import Market
 from shardex.engine.codes import EV_TRADE, OP_NEW
 from shardex.wire.account_events import account_event_to_json
@@ -29,7 +29,9 @@ from shardex.wire.layouts import (
 )
 from shardex.wire.protocol import command_to_json, event_to_json
 
-BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL)  # the account shard events written to Redis
+# the account shard events written to its balances stream (an admin's restrict / unrestrict
+# of an account too: what a consumer of the account's history needs to see)
+BALANCE_KINDS = (AE_BALANCE, AE_FEES, AE_FILL, AE_RESTRICTED)
 NEW_ORDER_WIDTH = 11  # (OP_NEW, symbol, id, account, side, type, price, qty, tif, post_only, stp)
 _NEW_WIDTHS = (NEW_ORDER_WIDTH, NEW_OPTS + 1)  # plain, with options (a trigger, an expire)
 FORMAT_CACHE = 200_000  # cached decimal strings before the cache starts over
@@ -77,7 +79,8 @@ class EntryFormatter:
         return (f"{seq}-0", ["ev", "trade", "symbol", symbol, *tail], symbol, tail)
 
     def balance_item(self, ev: tuple, shard: int, ts: int = 0) -> tuple:
-        """An ``AE_BALANCE``/``AE_FEES``/``AE_FILL`` event → (stream id, fields): its public
+        """An ``AE_BALANCE``/``AE_FEES``/``AE_FILL``/``AE_RESTRICTED`` event → (stream id,
+        fields): its public
         JSON form (``account_event_to_json``, what ``shardex replay`` prints) with its exchange
         time ``ts``, plus its shard."""
         fields = _flat(account_event_to_json(ev, self.assets, self.markets, ts), shard)
@@ -124,7 +127,8 @@ def _flat(obj: dict, shard: int) -> list[str]:
     out = []
     for k, v in obj.items():
         out.append(k)
-        out.append(v if isinstance(v, str) else str(v))
+        out.append(v if isinstance(v, str) else ("true" if v else "false") if isinstance(v, bool)
+                   else str(v))  # fmt: skip
     out.append("shard")
     out.append(str(shard))
     return out
