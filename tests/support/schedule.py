@@ -105,6 +105,7 @@ MEASURED_S: dict[str, float] = {
     # cluster starts (feed on, then a restart without it) and one journal replay, counted
     # as 25 (its CPU against the others' at load ~8); the unit files 0.1 s each in pytest
     "test_perps_live.py": 25, "test_perps.py": 0.3, "test_feed.py": 0.5,
+    "test_inproc_perps.py": 0.2,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
