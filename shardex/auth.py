@@ -36,8 +36,10 @@ from typing import Any
 
 log = logging.getLogger("shardex.auth")
 
-ROLES = ("trader", "reader", "admin", "shard", "bridge", "accounts")
-CLIENT_ROLES = frozenset(("trader", "reader", "admin", "bridge"))  # router front, shard direct
+# ``feed``: a price feed's key (``shardex feed``): it may send index prices, nothing else
+ROLES = ("trader", "reader", "admin", "shard", "bridge", "accounts", "feed")
+# (router front, shard direct)
+CLIENT_ROLES = frozenset(("trader", "reader", "admin", "bridge", "feed"))
 EVENT_ROLES = frozenset(("bridge", "reader", "admin"))  # shard PUB subscribers
 # router back: engine shards, and account shards (``accounts-J`` process keys)
 SHARD_ROLES = frozenset(("shard", "accounts"))

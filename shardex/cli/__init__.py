@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deposit": ("money", "deposit", "Deposit AMOUNT of ASSET for ACCOUNT (admin key)."),
     "engine": ("engine", "engine", "Run one engine shard: the single writer of the pairs "
                "that hash to it."),
+    "feed": ("feed", "feed", "Send index prices of every perp market to its engine shard "
+             "(a feed key)."),
     "fee-group": ("fees", "fee_group", "Put ACCOUNT in fee GROUP, a tier name of the fee "
                   "schedule (\"\" for none), admin key; journaled on the account's shard, it "
                   "applies to the orders placed after it."),

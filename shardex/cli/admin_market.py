@@ -67,7 +67,8 @@ def market() -> None:
 @key_option
 def list_(**kw: Any) -> None:
     """Show every pair's state (open, halted, cancel_only, delisted), price band, maximum and
-    minimum order size, with its engine shard."""
+    minimum order size, with its engine shard, and its kind (spot, or perp with its margin and
+    funding parameters, index and mark price)."""
     as_json = kw.pop("as_json")
     try:
         with _connect(kw) as c:
@@ -78,11 +79,21 @@ def list_(**kw: Any) -> None:
         click.echo(json.dumps(rules))
         return
     click.echo(f"{'pair':<10} {'shard':>5} {'state':<12} {'band':>10} {'max qty':>14} "
-               f"{'max notional':>14} {'min qty':>12}")  # fmt: skip
+               f"{'max notional':>14} {'min qty':>12}  kind")  # fmt: skip
     for symbol, r in rules.items():
         click.echo(f"{symbol:<10} {r['shard']:>5} {r['state']:<12} {_band(r['band_bps']):>10} "
                    f"{_limit(r['max_qty']):>14} {_limit(r['max_notional']):>14} "
-                   f"{_limit(r['min_qty']):>12}")  # fmt: skip
+                   f"{_limit(r['min_qty']):>12}  {_kind(r)}")  # fmt: skip
+
+
+def _kind(r: dict[str, Any]) -> str:
+    """``spot``, or a perp pair's parameters, index and mark (docs/perps.md)."""
+    if r.get("kind") != "perp":
+        return "spot"
+    price = (f"index {r['index']} mark {r['mark']}" if "index" in r else "no index yet")
+    return (f"perp settle {r['settle']} im {r['initial_margin']} mm {r['maintenance_margin']} "
+            f"funding {r['funding_cap']}/{r['funding_interval_s']}s oracle "
+            f"{r['oracle_staleness_ms']}ms: {price}{' (stale)' if r.get('stale') else ''}")
 
 
 @market.command()

@@ -46,11 +46,12 @@ def keys_init(data_dir: str, keys_dir: str | None) -> None:
 )
 @click.option(
     "--role",
-    type=click.Choice(["trader", "reader", "admin", "bridge"]),
+    type=click.Choice(["trader", "reader", "admin", "bridge", "feed"]),
     default="trader",
     show_default=True,
     help="trader: orders for its accounts + reads; reader: market data and status only; "
-    "admin: everything, any account; bridge: the event stream.",
+    "admin: everything, any account; bridge: the event stream; feed: perp index prices "
+    "(shardex feed) and nothing else.",
 )
 @click.option("--name", default=None, help="Key name [the account; ROLE-xxxx for others].")
 @click.option(

@@ -140,7 +140,8 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     multiple=True,
     type=click.Choice(OPTIONAL),
     help="Leave out an optional process (repeatable): the candles worker or the history "
-    "writer. The streams are still written in full; a worker started later catches up.",
+    "writer (the streams are still written in full; a worker started later catches up), or "
+    "the price feed of the perp markets.",
 )
 def up(
     shards: str,

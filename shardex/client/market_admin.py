@@ -59,6 +59,8 @@ def pair_rules(markets: dict[str, Market], replies: list[dict[str, Any]]) -> dic
     a shard that could not answer adds nothing (its pairs show as unknown)."""
     out: dict[str, Any] = {}
     for shard, reply in enumerate(replies):
+        perps = reply.get("perps") or {}  # (a perp pair's definition, index and mark)
         for symbol, rules in (reply.get("rules") or {}).items():
-            out[symbol] = {**rules_json(markets.get(symbol), rules), "shard": shard}
+            out[symbol] = {**rules_json(markets.get(symbol), rules), "shard": shard,
+                           **perps.get(symbol, {"kind": "spot"})}  # fmt: skip
     return dict(sorted(out.items()))

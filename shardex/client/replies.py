@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_INDEX,
     EV_LISTED,
     EV_MARKET,
     EV_MOVED,
@@ -79,6 +80,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
     EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
+    EV_INDEX: "iisii",  # ..., index, mark (ticks)
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 

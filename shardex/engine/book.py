@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - the default install has no mypy
 
 from shardex.engine.codes import STATE_CANCELLED, STATE_FILLED
 from shardex.engine.markets import Market
+from shardex.engine.perps import Oracle, load_oracle
 
 
 @mypyc_attr(native_class=False)  # mypyc compiles no subclass of a builtin exception
@@ -147,6 +148,7 @@ class Book:
         "last",
         "gate",
         "stops",
+        "oracle",
     )
 
     def __init__(self, symbol: str, market: Market) -> None:
@@ -175,6 +177,9 @@ class Book:
         # its pending stop / take-profit orders (a ``shardex.engine.stops.TriggerBook``, None
         # until the first; part of the pair's state: ``stops.save``)
         self.stops: Any = None
+        # a perp pair's index and mark (a ``shardex.engine.perps.Oracle``; None: a spot pair,
+        # or no index yet; part of the pair's state)
+        self.oracle: Oracle | None = None
 
     @property
     def prev(self) -> dict[str, Finished]:
@@ -261,6 +266,8 @@ class Book:
         state: dict[str, Any] = {"trade_id": self.trade_id, "bids": sides[0], "asks": sides[1]}
         if self.last:  # (left out before the first trade: older readers never see it)
             state["last"] = self.last
+        if self.oracle is not None:  # (a perp pair's index and mark)
+            state["oracle"] = self.oracle.save()
         return state
 
     def restore(self, state: Mapping[str, Any], since: int = 0) -> None:
@@ -279,6 +286,7 @@ class Book:
         if type(last) is not int or last < 0:
             raise ValueError(f"book {self.symbol}: bad last price {last!r}")
         self.last = last
+        self.oracle = load_oracle(state.get("oracle"))
         market = self.market
         max_price = getattr(market, "max_price_ticks", None)
         max_qty = getattr(market, "max_qty_lots", None)

@@ -59,6 +59,11 @@ Market rules (an admin's, journaled; ``shardex.engine.admin``):
 * ``(OP_LIST, symbol, [tick, lot, max_price, max_qty])`` — list a new pair (decimal strings;
   ``shardex.engine.listing``); its event ``(EV_LISTED, seq, symbol, tick, lot, max_price,
   max_qty)``
+
+Perp index prices (a ``feed`` key's, journaled; ``shardex.engine.perps``):
+
+* ``(OP_INDEX, symbol, index)`` — the index price in ticks; its event ``(EV_INDEX, seq,
+  symbol, index, mark)``: the index and the mark recomputed from it, in ticks
 """
 
 from typing import Any
@@ -73,6 +78,7 @@ OP_HANDOFF, OP_ADOPT = 5, 6
 # markets at runtime (an admin's, journaled; ``shardex.engine.admin``): a pair's state and limits
 OP_MARKET_RULE = 21
 OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
+OP_INDEX = 60  # a perp pair's index price, from a ``feed`` key (``shardex.engine.perps``)
 # expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
 # leader's journaled sweep of the orders whose expire time the exchange time has reached
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
@@ -89,6 +95,7 @@ EV_MOVED, EV_ADOPTED = 5, 6
 EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters matching now
 EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
+EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
@@ -139,6 +146,8 @@ REJ_EXPIRED: int = wire_codes.EXPIRED
 # stop and take-profit orders (``shardex.engine.stops``)
 REJ_WOULD_TRIGGER: int = wire_codes.WOULD_TRIGGER
 REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
+# an index price for a pair that is not a perpetual market (``shardex.engine.perps``)
+REJ_NOT_PERP: int = wire_codes.NOT_PERP
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
 # ``unused_N``; batch and client codes start at 100)
 REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(wire_codes.last_command_code() + 1)

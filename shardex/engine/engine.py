@@ -1,21 +1,20 @@
 """The single-writer matching engine: many books, one sequence number, commands in, events out.
 
-Pure on purpose: no sockets, no clock, no files, no randomness. Given the same commands it emits
-the same events byte for byte, which is what makes journaling, replay, recovery and moving a pair
-to another shard possible.
+Pure on purpose (no sockets, clock, files or randomness): the same commands give the same
+events byte for byte, which makes journaling, replay, recovery and moving a pair possible.
 
-Commands and events are plain tuples of ints and strings (see ``shardex.engine.codes`` for the
-layouts). Tuples rather than objects because the engine handles hundreds of thousands of commands
-per second in CPython and every attribute lookup or allocation on the hot path shows up in the
-profile. The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
+Commands and events are plain tuples of ints and strings (layouts: ``shardex.engine.codes``):
+tuples, not objects, because the engine handles hundreds of thousands of commands per second
+in CPython, where every attribute lookup or allocation on the hot path shows in the profile.
+The edge (``shardex.wire.protocol``) turns them into JSON/msgpack with decimal strings.
 
-Every client command produces at least one event (but a cancel-all with nothing open, and
-like the leader's ``OP_TIME``, its ``OP_EXPIRE`` with nothing due). Every invalid command
-produces exactly one ``rejected`` event with a precise reason and a stable ``REJ_*`` code, and
-changes nothing. No input raises out of ``apply``.
+Every client command produces at least one event (but a cancel-all with nothing open, and like
+the leader's ``OP_TIME``, its ``OP_EXPIRE`` with nothing due). Every invalid command produces
+exactly one ``rejected`` event with a precise reason and a stable ``REJ_*`` code, and changes
+nothing. No input raises out of ``apply``. (Perp index prices: ``perps.py``.)
 
-The command path only (queries, snapshots, recent results: ``EngineState``, ``state.py``;
-a pair's rules: ``admin.py``). ``_match``, ``Engine._new`` and ``Engine._amend`` stay over the
+The command path only (queries, snapshots, recent results: ``EngineState``, ``state.py``; a
+pair's rules: ``admin.py``). ``_match``, ``Engine._new`` and ``Engine._amend`` stay over the
 60-line limit on purpose (``tests/unit/test_sizes.py`` names them): cut under it, the engine
 took 6.5-7.1% more time per command (``bench/engine.py --against``, 2026-12-07).
 """
@@ -76,6 +75,7 @@ from shardex.engine.expiry import cancel_all, expire_due, new_other
 from shardex.engine.listing import list_pair
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
+from shardex.engine.perps import PERP_OPS
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
     TRADE_SCAN,
     EngineState,
@@ -102,7 +102,8 @@ _VALID_NEW = frozenset(
     if not (otype == MARKET and (tif == GTC or post_only)) and not (post_only and tif != GTC)
 )
 _SIDE_NAMES = ("bid", "ask")
-_ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules, OP_LIST: list_pair}
+_ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules, OP_LIST: list_pair,
+          **PERP_OPS}  # (a perp pair's index price: ``shardex.engine.perps``)
 
 
 class Engine(EngineState):

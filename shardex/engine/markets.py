@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from shardex.engine.codes import REJ_INVALID, REJ_OFF_GRID, REJ_ORDER_TOO_SMALL, REJ_OUT_OF_RANGE
+from shardex.engine.perps import KINDS, PERP_KEYS, Perp, perp_from_spec
 
 
 class MarketError(ValueError):
@@ -42,6 +43,8 @@ class Market:
     max_price_ticks: int = field(init=False)
     max_qty_lots: int = field(init=False)
     min_qty_lots: int = field(init=False)  # at least 1
+    # a perpetual-futures market's risk parameters (``shardex.engine.perps``); None: spot
+    perp: Perp | None = None
 
     def __post_init__(self) -> None:
         for name in ("tick", "lot", "max_price", "max_qty"):
@@ -119,16 +122,17 @@ DEFAULT_MARKETS: dict[str, Market] = {
 }
 
 
-MARKET_KEYS = frozenset(("tick", "lot", "max_price", "max_qty", "min_qty"))
+MARKET_KEYS = frozenset(("tick", "lot", "max_price", "max_qty", "min_qty", "kind"))
 
 
 def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
-    """``{symbol: {tick, lot[, max_price, max_qty, min_qty]}}`` (decimal strings or numbers) →
-    Markets.
+    """``{symbol: {tick, lot[, max_price, max_qty, min_qty, kind, perp keys]}}`` (decimal
+    strings or numbers) → Markets.
 
     Pure (no I/O): the parsed ``[markets]`` table of a TOML file (``shardex.config`` reads the
     file), or the same shape from anywhere else. ``where`` prefixes every error (e.g. "markets
-    file m.toml").
+    file m.toml"). ``kind`` is ``spot`` (the default) or ``perp`` (then the ``PERP_KEYS`` of
+    ``shardex.engine.perps`` apply, and only then).
     """
     if not isinstance(table, Mapping) or not table:
         raise MarketError(f"{where}: expected one or more [markets.SYMBOL] tables")
@@ -136,7 +140,10 @@ def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
     for symbol, spec in table.items():
         if not isinstance(spec, Mapping):
             raise MarketError(f"{where}: markets.{symbol} must be a table")
-        unknown = set(spec) - MARKET_KEYS
+        kind = spec.get("kind", "spot")
+        if kind not in KINDS:
+            raise MarketError(f"{where}: markets.{symbol}: kind must be one of {list(KINDS)}")
+        unknown = set(spec) - MARKET_KEYS - (PERP_KEYS if kind == "perp" else frozenset())
         if unknown:
             raise MarketError(f"{where}: markets.{symbol}: unknown keys {sorted(unknown)}")
         try:
@@ -148,5 +155,9 @@ def markets_from_table(table: Any, where: str = "markets") -> dict[str, Market]:
             values["min_qty"] = Decimal(str(spec.get("min_qty", "0")))
         except InvalidOperation as exc:
             raise MarketError(f"{where}: markets.{symbol}: bad decimal") from exc
-        out[symbol] = Market(symbol, **values)
+        try:
+            perp = perp_from_spec(str(symbol), spec) if kind == "perp" else None
+        except ValueError as exc:
+            raise MarketError(f"{where}: markets.{symbol}: {exc}") from None
+        out[symbol] = Market(symbol, **values, perp=perp)
     return out

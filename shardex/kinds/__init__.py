@@ -13,6 +13,7 @@ from shardex.kinds.accounts import ACCOUNTS
 from shardex.kinds.bridge import BRIDGE
 from shardex.kinds.candles import CANDLES
 from shardex.kinds.engine import ENGINE
+from shardex.kinds.feed import FEED
 from shardex.kinds.gateway import GATEWAY
 from shardex.kinds.history import HISTORY
 from shardex.kinds.mm import MM
@@ -21,15 +22,16 @@ from shardex.kinds.router import ROUTER
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 
 # in start order: what a process connects to starts before it (it would retry anyway);
-# the market maker last: a client of all the rest
+# the feed and the market maker last: clients of all the rest
 KINDS: tuple[Kind, ...] = (REDIS, ROUTER, ENGINE, ACCOUNTS, BRIDGE, CANDLES, HISTORY, GATEWAY,
-                          MM)  # fmt: skip
+                          FEED, MM)  # fmt: skip
 BY_NAME = {kind.name: kind for kind in KINDS}
 
 
 # the kinds ``shardex up --without`` may leave out: consumers of the streams that nothing else in
-# the cluster waits for (a lab, a test or a box that keeps candles or history elsewhere)
-OPTIONAL = ("candles-worker", "history-writer")
+# the cluster waits for (a lab, a test or a box that keeps candles or history elsewhere), and
+# the price feed (a test that sends index prices itself; another feed run elsewhere)
+OPTIONAL = ("candles-worker", "history-writer", "feed")
 
 
 def spawns(plan: Plan) -> list[tuple[Kind, Spawn]]:
@@ -43,6 +45,6 @@ def cluster_ports(plan: Plan) -> list[int]:
     return [port for kind in KINDS if kind.name not in plan.without for port in kind.ports(plan)]
 
 
-__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "GATEWAY", "HISTORY", "KINDS",
-           "MM", "OPTIONAL", "REDIS", "ROUTER", "Kind", "Opt", "Plan", "Spawn", "cluster_ports",
-           "spawns"]  # fmt: skip
+__all__ = ["ACCOUNTS", "BRIDGE", "BY_NAME", "CANDLES", "ENGINE", "FEED", "GATEWAY", "HISTORY",
+           "KINDS", "MM", "OPTIONAL", "REDIS", "ROUTER", "Kind", "Opt", "Plan", "Spawn",
+           "cluster_ports", "spawns"]  # fmt: skip

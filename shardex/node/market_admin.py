@@ -3,12 +3,13 @@ the mover's commands (``shardex.node.moves``), one dispatch for both (no I/O).
 
 ``(OP_MARKET_RULE, symbol, changes)`` and a listing ``(OP_LIST, symbol, definition)``
 (``shardex.engine.listing``) are refused with ``not_allowed`` for a key that is not an
-admin's (in insecure mode there are no keys), with ``wrong_shard`` (``data.shard``: the owner)
-on a shard that does not own the pair, and ``moving`` for a pair handed off; otherwise it is
-applied and journaled like any command, and answers its events (``EV_MARKET``, then a
-delisting's cancels) or the engine's ``rejected`` event. With the account tier the engine is a
-``SettledEngine``: a delisting's cancels are settled to the account shards like any cancel, so
-every hold is released there.
+admin's, and a perp pair's index ``(OP_INDEX, symbol, ticks)`` for a key that is not a
+``feed`` key's (in insecure mode there are no keys); with ``wrong_shard`` (``data.shard``:
+the owner) on a shard that does not own the pair, and ``moving`` for a pair handed off;
+otherwise each is applied and journaled like any command, and answers its events
+(``EV_MARKET``, then a delisting's cancels; ``EV_INDEX``) or the engine's ``rejected``
+event. With the account tier the engine is a ``SettledEngine``: a delisting's cancels are
+settled to the account shards like any cancel, so every hold is released there.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.engine.admin import rules_of
-from shardex.engine.codes import OP_LIST, OP_MARKET_RULE, Event
+from shardex.engine.codes import OP_INDEX, OP_LIST, OP_MARKET_RULE, Event
+from shardex.engine.perps import perp_read
 from shardex.node.moves import MOVE_OPS, move_write, moved_refusal
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
 from shardex.wire.errors import read_error
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL
 
-ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE, OP_LIST}
+ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE, OP_LIST, OP_INDEX}
 
 
 def is_admin_write(cmd: Any) -> bool:
@@ -36,10 +38,13 @@ def is_admin_write(cmd: Any) -> bool:
 def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     """Run one admin write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
     op = cmd[CMD_OP]
-    if op != OP_MARKET_RULE and op != OP_LIST:
+    if op != OP_MARKET_RULE and op != OP_LIST and op != OP_INDEX:
         return move_write(core, cmd, out)
     key = core.key
-    if key is not None and key.role != "admin":
+    if op == OP_INDEX:  # (a perp pair's index price: ``feed`` keys only, not even the admin's)
+        if key is not None and key.role != "feed":
+            return read_error(NOT_ALLOWED, "index prices: feed keys only")
+    elif key is not None and key.role != "admin":
         return read_error(NOT_ALLOWED, "market rules and listings: admin keys only")
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) != 3:
@@ -64,3 +69,13 @@ def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
 def pair_rules(engine: Any, owned: Any) -> dict[str, dict[str, Any]]:
     """Each pair ``owned(symbol)`` says this shard serves → its rules (``Rules.to_wire``)."""
     return {s: rules_of(engine.books.get(s)).to_wire() for s in sorted(engine.markets) if owned(s)}
+
+
+def pair_perps(engine: Any, owned: Any) -> dict[str, dict[str, Any]]:
+    """Each perp pair this shard serves → its definition, index and mark (``perp_read``)."""
+    out = {}
+    for s in sorted(engine.markets):
+        perp = perp_read(engine, s) if owned(s) else None
+        if perp is not None:
+            out[s] = perp
+    return out

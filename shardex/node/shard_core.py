@@ -27,7 +27,7 @@ from shardex.journal import Journal, JournalError
 from shardex.metrics import ShardStats
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.expiry_sweep import next_expiry, sweep
-from shardex.node.market_admin import admin_write, is_admin_write, pair_rules
+from shardex.node.market_admin import admin_write, is_admin_write, pair_perps, pair_rules
 from shardex.node.moves import moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
@@ -444,7 +444,8 @@ class ShardCore:
 
     def markets_read(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         return {"markets": markets_to_wire(self.markets),
-                "rules": pair_rules(self.engine, lambda s: self.owner(s) == self.index)}
+                "rules": pair_rules(self.engine, lambda s: self.owner(s) == self.index),
+                "perps": pair_perps(self.engine, lambda s: self.owner(s) == self.index)}
 
     def status(self, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
         eng = self.engine

@@ -142,6 +142,9 @@ UNIT_CONFLICT = _code(31, "unit_conflict", LEDGER, "a pair listed at runtime wou
                       "number of that asset's units): nothing was listed", **_F)
 ORDER_TOO_SMALL = _code(32, "order_too_small", MATCHING, "the order's qty is below the pair's "
                         "minimum order size", **_F)
+# 40-49: perpetual-futures markets (``shardex.engine.perps``, docs/perps.md)
+NOT_PERP = _code(40, "not_perp", MATCHING, "an index price for a pair that is not a perpetual "
+                 "(kind perp) market", **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "

@@ -67,6 +67,11 @@ MARKET_WIDTH = 8
 LIST_DEFINITION = 2
 LISTED_DEFINITION = 3
 LISTED_WIDTH = 7
+# a perp pair's index (``shardex.engine.perps``): (OP_INDEX, symbol, index) and
+# (EV_INDEX, seq, symbol, index, mark)
+INDEX_PRICE = 2
+INDEX_EV_PRICE, INDEX_EV_MARK = 3, 4
+INDEX_WIDTH = 5
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

@@ -32,6 +32,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_INDEX,
     EV_LISTED,
     EV_MARKET,
     EV_MOVED,
@@ -42,6 +43,7 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+from shardex.wire.index_event import check_index_event
 from shardex.wire.layouts import (
     AE_KIND,
     AE_SEQ,
@@ -238,6 +240,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
     if kind == EV_LISTED:  # (a new pair: learnt, so its events that follow are kept)
         return learn_listed(ev, markets)
+    if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
+        return check_index_event(ev, markets)
     if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
                 and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip

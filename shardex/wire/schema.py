@@ -21,6 +21,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_INDEX,
     EV_LISTED,
     EV_MARKET,
     EV_MOVED,
@@ -50,6 +51,7 @@ from shardex.engine.codes import (
 )
 from shardex.engine.markets import Market
 from shardex.engine.stops import BASE as _TRIGGERED_BASE
+from shardex.wire.index_event import index_event_json
 from shardex.wire.layouts import (
     ADOPTED_FROM,
     ADOPTED_ORDERS,
@@ -405,6 +407,8 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return market_event_json(ev, markets.get(symbol), seq)
     if kind == EV_TRIGGERED:
         return _triggered_json(ev, markets[symbol])
+    if kind == EV_INDEX:
+        return index_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 
 

@@ -107,6 +107,11 @@ MEASURED_S: dict[str, float] = {
     # deploy (2026-12-07 17:50, load ~5): CPU 5.7 s (schema validation, 14 tests), 0.2 s,
     # and 4.5 s in 7.4 s of wall (a router, two replicas, a redis-server, one failover)
     "test_deploy.py": 7, "test_health.py": 0.3, "test_health_replicas.py": 10,
+    # perps (2026-12-07 18:35, load ~18): the live file 41 s of pytest, 11 s CPU with its two
+    # cluster starts (feed on, then a restart without it) and one journal replay, counted
+    # as 25 (its CPU against the others' at load ~8); the unit files 0.1 s each in pytest
+    "test_perps_live.py": 25, "test_perps.py": 0.3, "test_feed.py": 0.5,
+    "test_inproc_perps.py": 0.2,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -31,6 +31,9 @@ OFF_PATH = {
     "streams the bridge wrote); the simulator checks those streams, not the worker",
     "history": "the history writer is a database client process of its own (it reads the "
     "streams); the simulator checks the streams, not the writer",
+    "feed": "the price feed is a client process of its own (index prices on the wall clock, "
+    "from its sources); the simulator checks the engines' journaled index commands, not the "
+    "feed",
     "client/market_data.py": "a reader of candles in Redis for the user: its default end is "
     "the user's own wall clock, never a node's",
     "gateway": "the gateway is a process of its own serving people and bots (heartbeats, slow "

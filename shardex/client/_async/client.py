@@ -26,6 +26,7 @@ from shardex.client.errors import (
 from shardex.client.listing import account_result, fee_of, listing_result
 from shardex.client.listing import definition as listing_definition
 from shardex.client.market_admin import market_rule_result, pair_rules
+from shardex.client.perps import index_command, index_result
 from shardex.client.results import (
     DEFAULT_RETRY,
     UNKNOWN,
@@ -431,6 +432,18 @@ class AsyncClient(AsyncIO):
         cmd = (OP_MARKET_RULE, symbol, changes_from_json(market, changes))
         reply = await self._request(self._router, symbol.encode(), cmd, f"market {symbol}")
         return market_rule_result(*reply, symbol, market)
+
+    async def set_index(self, symbol: str, price: Any) -> dict[str, Any]:
+        """Send perp pair ``symbol``'s index price (a decimal string, rounded to the nearest
+        tick; a ``feed`` key only, journaled on its engine shard): ``{"ok": True, symbol,
+        index, mark, seq}`` or ``{"ok": False, "rejected", "code"}`` (docs/perps.md)."""
+        await self._ready(markets=True)
+        market = self.markets.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r:.40}")
+        reply = await self._request(self._router, symbol.encode(), index_command(market, price),
+                                    f"index {symbol}")  # fmt: skip
+        return index_result(*reply, symbol, market)
 
     async def market_rules(self) -> dict[str, Any]:
         """Every pair's state and limits, by the engine shard that serves it: ``{symbol:
