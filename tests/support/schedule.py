@@ -91,6 +91,9 @@ MEASURED_S: dict[str, float] = {
     # deploy (2026-12-07 17:50, load ~5): CPU 5.7 s (schema validation, 14 tests), 0.2 s,
     # and 4.5 s in 7.4 s of wall (a router, two replicas, a redis-server, one failover)
     "test_deploy.py": 7, "test_health.py": 0.3, "test_health_replicas.py": 10,
+    # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
+    # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
+    "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -10,7 +10,9 @@ import os
 
 import pytest
 
+from shardex import endpoints
 from shardex.engine.markets import DEFAULT_MARKETS
+from shardex.layout import Layout
 from shardex.node.router import Router, RouterConfig
 from shardex.node.scaler import Scaler
 from shardex.node.shard_core import ShardCore
@@ -28,6 +30,7 @@ from shardex.scalectl import (
     trusted,
     write,
 )
+from shardex.tools.scale import not_supervised, supervisor_of
 from shardex.wire.protocol import OP_HELLO, packb
 
 PAIRS = sorted(DEFAULT_MARKETS)
@@ -151,3 +154,15 @@ def test_a_shard_takes_a_map_of_another_count_only_without_the_account_tier() ->
         tier.set_placement(PlacementMap(2, 3))
     with pytest.raises(ValueError):
         ShardCore(2, 3, DEFAULT_MARKETS).set_placement(PlacementMap(9, 2))  # index 2 of 2
+
+
+def test_reshard_finds_the_shardex_up_that_runs_the_router_or_none(tmp_path) -> None:
+    lay = Layout("127.0.0.1", 63500, 2)
+    assert supervisor_of(tmp_path, lay.frontend) is None  # no endpoints file: not shardex up
+    endpoints.write(tmp_path, endpoints.record(lay, pid=os.getpid(), now=0.0))
+    sup = supervisor_of(tmp_path, lay.frontend)
+    assert sup is not None and (sup.pid, sup.shards, sup.bridge) == (os.getpid(), 2, False)
+    assert supervisor_of(tmp_path, "tcp://127.0.0.1:1") is None  # another cluster's router
+    endpoints.mark_stopped(tmp_path, os.getpid())
+    assert supervisor_of(tmp_path, lay.frontend) is None  # stopped
+    assert "not started by shardex up" in not_supervised(3, 1)
