@@ -57,7 +57,8 @@ async def reshard(
         store = DirStore(sup.data_dir)
     pmap, symbols = await current(client, store)
     running = sup.shards if sup is not None else pmap.shards
-    if n > pmap.shards and not client.accounts:
+    # (a map already over n with fewer processes: a grow stopped before the supervisor's step)
+    if not client.accounts and (n > pmap.shards or sup is not None and running < n):
         if sup is None:
             raise ReshardError(scale.not_supervised(n, pmap.shards))
         if dry_run:
@@ -69,11 +70,15 @@ async def reshard(
     p = plan(pmap, symbols, n)
     for line in describe(p):
         say(line)
+    shrinking = sup is not None and n < running and not client.accounts
     if dry_run:
+        if shrinking:
+            say(f"then would stop engine shard processes {n}..{running - 1}")
         return p
     if p.moves:
         await _moves(client, p, store, say)
-    if sup is not None and n < running and not client.accounts:
+    if shrinking:
+        assert sup is not None
         pmap, symbols = await current(client, store)
         await scale.shrink(client, sup, pmap, symbols, n, say)
     return p
