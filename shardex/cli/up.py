@@ -175,8 +175,7 @@ def up(
     DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
     process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
     """
-    n = _shard_count(shards, data_dir, ephemeral)
-    layout = _layout(n, host, base_port, routers, accounts, gateways)
+    layout = _layout(shards, host, base_port, routers, accounts, gateways, data_dir, ephemeral)
     table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
     fee_schedule(markets_file, table)  # (and on a bad [fees] table in it)
     idle = idle_shards_warning(table, layout.shards)
@@ -230,9 +229,12 @@ def _log_level() -> str:
 
 
 def _layout(
-    n: int, host: str, base_port: int, routers: int, accounts: int, gateways: int = 1
-) -> Layout:
-    """The cluster's layout; one usage line when its ports do not fit."""
+    shards: str, host: str, base_port: int, routers: int, accounts: int, gateways: int,
+    data_dir: str, ephemeral: bool,
+) -> Layout:  # fmt: skip
+    """The cluster's layout (``--shards`` by ``_shard_count``); one usage line when its ports
+    do not fit."""
+    n = _shard_count(shards, data_dir, ephemeral)
     try:
         return Layout(host, base_port, n, routers, accounts, gateways)
     except ValueError as exc:

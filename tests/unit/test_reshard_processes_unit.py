@@ -11,6 +11,7 @@ import os
 import pytest
 
 from shardex import endpoints
+from shardex.cli.up import _shard_count
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.layout import Layout
 from shardex.node.router import Router, RouterConfig
@@ -166,3 +167,12 @@ def test_reshard_finds_the_shardex_up_that_runs_the_router_or_none(tmp_path) -> 
     endpoints.mark_stopped(tmp_path, os.getpid())
     assert supervisor_of(tmp_path, lay.frontend) is None  # stopped
     assert "not started by shardex up" in not_supervised(3, 1)
+
+
+def test_a_plain_shardex_up_starts_the_count_its_data_dir_last_ran(tmp_path) -> None:
+    auto = _shard_count("auto", str(tmp_path / "none"), False)
+    assert auto == _shard_count("auto", str(tmp_path), False)  # nothing recorded: the cores
+    write(tmp_path / "shards.json", {"shards": 3})  # what shardex up / reshard record
+    assert _shard_count("auto", str(tmp_path), False) == 3
+    assert _shard_count("2", str(tmp_path), False) == 2  # given: as given (checked at start)
+    assert _shard_count("auto", str(tmp_path), True) == auto  # --ephemeral: no data dir
