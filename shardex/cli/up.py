@@ -45,7 +45,8 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
 @click.option(
     "--shards",
     default="auto",
-    help="Number of engine shards 1..100, or 'auto' [default: auto = usable cores].",
+    help="Number of engine shards 1..100, or 'auto' [default: auto = the count the data dir "
+    "last ran (DATA_DIR/shards.json), else the usable cores].",
 )
 @host_option
 @base_port_option
