@@ -63,7 +63,22 @@ def _gone(pids: list[int], timeout: float = 30.0) -> bool:
 
 def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> None:
     data = tempfile.mkdtemp(prefix="shardex-scale-")
-    cluster = Cluster(1, data_dir=data)
+    try:
+        before = _grow_and_shrink(Cluster(1, data_dir=data))
+        restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
+        try:
+            assert "refusing" not in restarted.output()
+            assert _resting(restarted) == {**before, "BTC-USD": [1]}
+            assert json.loads((Path(data) / "shards.json").read_text()) == {"shards": 1}
+        finally:
+            restarted.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
+    """1 -> 3 -> 1 shard processes with resting orders; the orders before (then stopped)."""
+    data = cluster.data_dir
     try:
         with cluster.client(account="rest") as c:
             for s in PAIRS:
@@ -99,13 +114,6 @@ def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> Non
             assert {c.book(s)["shard"] for s in PAIRS} == {0}
             assert c.cancel("BTC-USD", "R0-BTC-USD", account="rest").ok  # moved back, still live
         assert _resting(cluster) == {**before, "BTC-USD": [1]}
+        return before
     finally:
         cluster.stop()
-    restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
-    try:
-        assert "refusing" not in restarted.output()
-        assert _resting(restarted) == {**before, "BTC-USD": [1]}
-        assert json.loads((Path(data) / "shards.json").read_text()) == {"shards": 1}
-    finally:
-        restarted.stop()
-        shutil.rmtree(data, ignore_errors=True)
