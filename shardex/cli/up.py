@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import click
 
@@ -31,10 +32,12 @@ from shardex.cli.options import (
     markets_option,
     up_shards,
 )
+from shardex.datadir import DataDirError, recorded_shards
 from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.node.scaler import Scaler
 from shardex.node.supervisor import Supervisor, build_children, port_free
 
 
@@ -42,7 +45,8 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
 @click.option(
     "--shards",
     default="auto",
-    help="Number of engine shards 1..100, or 'auto' [default: auto = usable cores].",
+    help="Number of engine shards 1..100, or 'auto' [default: auto = the count the data dir "
+    "last ran (DATA_DIR/shards.json), else the usable cores].",
 )
 @host_option
 @base_port_option
@@ -173,7 +177,7 @@ def up(
     DATA_DIR/keys (clients and the CLI find DATA_DIR/keys/admin.key by themselves); every
     process authenticates with them. --ephemeral keeps its keys in a temp dir for the run.
     """
-    layout = _layout(up_shards(shards), host, base_port, routers, accounts, gateways)
+    layout = _layout(shards, host, base_port, routers, accounts, gateways, data_dir, ephemeral)
     table = markets(markets_file)  # fail fast on a bad markets file, before starting anything
     fee_schedule(markets_file, table)  # (and on a bad [fees] table in it)
     idle = idle_shards_warning(table, layout.shards)
@@ -205,15 +209,34 @@ def up(
     sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
 
 
+def _shard_count(value: str, data_dir: str, ephemeral: bool) -> int:
+    """``--shards``; with 'auto' over a data dir that records a count (its first start, or
+    ``shardex reshard`` since), that count: the cluster comes back as it ran."""
+    if value != "auto" or ephemeral:
+        return up_shards(value)
+    try:
+        recorded = recorded_shards(data_dir) if os.path.isdir(data_dir) else None
+    except DataDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    if recorded is None:
+        return up_shards(value)
+    click.echo(f"starting {recorded} engine shard(s), the count recorded in {data_dir} "
+               "(give --shards to change it)")  # fmt: skip
+    return recorded
+
+
 def _log_level() -> str:
     """The level the children log at: the one this process was started with."""
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 def _layout(
-    n: int, host: str, base_port: int, routers: int, accounts: int, gateways: int = 1
-) -> Layout:
-    """The cluster's layout; one usage line when its ports do not fit."""
+    shards: str, host: str, base_port: int, routers: int, accounts: int, gateways: int,
+    data_dir: str, ephemeral: bool,
+) -> Layout:  # fmt: skip
+    """The cluster's layout (``--shards`` by ``_shard_count``); one usage line when its ports
+    do not fit."""
+    n = _shard_count(shards, data_dir, ephemeral)
     try:
         return Layout(host, base_port, n, routers, accounts, gateways)
     except ValueError as exc:
@@ -251,11 +274,19 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     """Start the children, say where everything is once they are up, supervise until a
     signal; then forget the endpoints file and a temporary key store."""
     p = plan
-    children = build_children(p.layout, p.markets_file, p.max_backlog, p.pin, p.log_level,
-                              p.data_dir, p.fsync, p.redis, p.pub_hwm, keys, p.replicas, p.mm,
-                              p.without)
-    sup = Supervisor(children)
+    def children_for(n: int) -> list:
+        return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
+                              p.log_level, p.data_dir, p.fsync, p.redis, p.pub_hwm, keys,
+                              p.replicas, p.mm, p.without)  # fmt: skip
+
+    sup = Supervisor(children_for(p.layout.shards))
     shown = None if p.redis is None else redis
+
+    def resized(n: int) -> None:
+        _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
+
+    sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
+                      _scale_refusal(p)).tick  # fmt: skip
 
     def ready() -> None:
         print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
@@ -268,6 +299,18 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
             endpoints.mark_stopped(data_dir, os.getpid())
         if temp_keys:
             shutil.rmtree(keys or "", ignore_errors=True)
+
+
+def _scale_refusal(plan: Plan) -> str | None:
+    """Why ``shardex reshard`` cannot change this cluster's engine shard processes, or None."""
+    if plan.data_dir is None:
+        return "an --ephemeral cluster has no journals to move pairs through"
+    if plan.layout.accounts:
+        return ("with the account tier the shard process count changes with a restart (each "
+                "account shard's forward chains are per engine shard)")  # fmt: skip
+    if plan.replicas > 1:
+        return "--replicas 2: the shard process count changes with a restart"
+    return None
 
 
 def _record_endpoints(

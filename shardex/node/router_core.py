@@ -20,6 +20,7 @@ from shardex.engine.codes import MAX_ID_LEN
 from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_hello import HelloChecks
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
+from shardex.node.router_resize import resizable, resize
 from shardex.node.sojourn import INTERVAL_S, TARGET_S, Codel, ServiceRate
 from shardex.placement.core import PlacementMap, initial
 from shardex.recovery import describe
@@ -512,8 +513,14 @@ class Router(HelloChecks, RouterReports):
         except ValueError as exc:
             log.warning("ignoring shard %d's placement map: %s", slot, exc)
             return False
-        if new.version <= self.placement.version or new.shards != self.shards:
+        if new.version <= self.placement.version:
             return False
+        if new.shards != self.shards:
+            if not resizable(self):
+                return False
+            log.warning("engine shards: %d -> %d (placement map v%d)", self.shards, new.shards,
+                        new.version)  # fmt: skip
+            resize(self, new.shards)
         log.info("placement map v%d (from shard %d; was v%d)", new.version, slot,
                  self.placement.version)  # fmt: skip
         self.placement = new

@@ -48,7 +48,7 @@ class HelloChecks:
                           i, n, self.accounts)  # fmt: skip
                 return None
             j, i, role = i, self.shards + i, "accounts"
-        elif op != OP_HELLO or n != self.shards or not 0 <= i < self.shards:
+        elif op != OP_HELLO or not self._engine_slot_ok(i, n, info):
             log.error(
                 "shard hello with shards=%s index=%s does not match this router "
                 "(%d shards): ignoring it",
@@ -58,6 +58,24 @@ class HelloChecks:
             )
             return None
         return i, j, role, info
+
+    def learn_placement(self, wire: Any, slot: int) -> bool:
+        """(``Router``'s: takes a newer map, resizing the engine slots to its count.)"""
+        raise NotImplementedError
+
+    def _engine_slot_ok(self, i: int, n: int, info: dict[str, Any]) -> bool:
+        """Whether engine shard ``i`` of ``n`` (as it was started) names a slot. With the
+        account tier the count is fixed: ``n`` must be this router's. Without it the slots
+        follow the newest placement map (``router_resize``): a shard started before a count
+        change still says its old ``n``, and a new shard's HELLO carries the map that adds
+        its slot."""
+        if self.accounts:
+            return n == self.shards and 0 <= i < self.shards
+        if not 0 <= i < n:
+            return False
+        if i >= self.shards and "placement" in info:
+            self.learn_placement(info["placement"], i)
+        return i < self.shards
 
     def _hello_epoch_ok(self, i: int, epoch: Any, info: dict[str, Any]) -> bool:
         """False (logged) for a malformed epoch or one older than slot ``i``'s leader's."""

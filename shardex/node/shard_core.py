@@ -133,12 +133,17 @@ class ShardCore:
         }
 
     def set_placement(self, placement: PlacementMap) -> None:
-        """Route by ``placement`` from now on (an older version than the one held is ignored)."""
-        if placement.shards != self.shards:
+        """Route by ``placement`` from now on (an older version than the one held is ignored).
+        Without the account tier a newer map may change the shard count (``shardex reshard``
+        starting or stopping shard processes); with it the count is fixed."""
+        count = placement.shards != self.shards
+        if count and (self.accounts or not self.index < placement.shards):
             raise ValueError(f"placement map of {placement.shards} shards, not {self.shards}")
         if placement.version >= self.placement.version:
             self.placement = placement
             self._owner.clear()
+            if count:
+                self.shards = placement.shards
 
     @property
     def markets(self) -> Mapping[str, Market]:

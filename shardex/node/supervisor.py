@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -170,6 +170,9 @@ class Supervisor:
         self.children = children
         self.grace = grace
         self.stopping = False
+        # called once per loop turn (``shardex.node.scaler``: reshard's requests); may change
+        # ``children``
+        self.tick: Callable[[], None] | None = None
 
     def run(self, on_ready=None) -> int:
         def stop(signum, frame):  # noqa: ARG001
@@ -182,6 +185,8 @@ class Supervisor:
         if on_ready is not None and not self.stopping:
             on_ready()
         while not self.stopping:
+            if self.tick is not None:
+                self.tick()
             now = time.monotonic()
             for c in self.children:
                 if c.proc is None:
@@ -216,6 +221,10 @@ class Supervisor:
         self._stop([c for c in self.children if c not in first])
         log.info("all stopped")
         return 0
+
+    def stop_children(self, children: list[Child]) -> None:
+        """Stop ``children`` now (as at shutdown), the rest running on."""
+        self._stop(children)
 
     def _stop(self, children: list[Child]) -> None:
         """SIGTERM to ``children`` (the last started first), then wait for each within its

@@ -7,10 +7,11 @@ records as in progress is finished first, every step of a move is decided from w
 say now, and pairs already where they belong are not touched. One move at a time keeps each
 pair's pause short and the rest of the cluster serving.
 
-Why it does not start or stop shard processes: the routers, the bridge and the account shards
-are started for a fixed engine shard count (router slots, event subscriptions, forward chains),
-so a process count change is a restart (``shardex up --shards R``, which keeps every book where
-its journal is); ``reshard`` spreads the pairs over N of the R running processes, live.
+Shard processes: on a cluster ``shardex up`` supervises (``sup``) and without the account
+tier, growing past the running count first starts the new shard processes and shrinking stops
+the emptied ones after the moves (``shardex.tools.scale``). Elsewhere (honcho, systemd, the
+account tier, whose forward chains are per engine shard) the process count changes with a
+restart, and ``reshard`` spreads the pairs over N of the R running processes.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 
 from shardex.client import AsyncClient
 from shardex.placement.core import PlacementMap
-from shardex.placement.reshard import ReshardPlan, describe, plan
-from shardex.placement.store import Store
+from shardex.placement.reshard import ReshardError, ReshardPlan, describe, plan
+from shardex.placement.scale import grown
+from shardex.placement.store import DirStore, Store
+from shardex.tools import scale
 from shardex.tools.move_map import newest
 from shardex.tools.mover import MoveError, move_pair
 
@@ -45,16 +48,44 @@ async def current(client: AsyncClient, store: Store | None) -> tuple[PlacementMa
 
 async def reshard(
     client: AsyncClient, n: int, say: Say = print, store: Store | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, sup: scale.Supervised | None = None,
 ) -> ReshardPlan:  # fmt: skip
     """Place every pair at its default over ``n`` shards, one live move at a time, saying each
-    step; the plan it carried out (``dry_run``: only said)."""
+    step; with ``sup`` (the ``shardex up`` running the cluster) start or stop shard processes
+    to run ``n`` of them. The plan it carried out (``dry_run``: only said)."""
+    if sup is not None and store is None:
+        store = DirStore(sup.data_dir)
     pmap, symbols = await current(client, store)
+    running = sup.shards if sup is not None else pmap.shards
+    # (a map already over n with fewer processes: a grow stopped before the supervisor's step)
+    if not client.accounts and (n > pmap.shards or sup is not None and running < n):
+        if sup is None:
+            raise ReshardError(scale.not_supervised(n, pmap.shards))
+        if dry_run:
+            say(f"would start engine shard processes {running}..{n - 1}, then:")
+            pmap = grown(pmap, symbols, n)
+        else:
+            await scale.grow(client, sup, pmap, symbols, n, say)
+            pmap, symbols = await current(client, store)
     p = plan(pmap, symbols, n)
     for line in describe(p):
         say(line)
-    if dry_run or not p.moves:
+    shrinking = sup is not None and n < running and not client.accounts
+    if dry_run:
+        if shrinking:
+            say(f"then would stop engine shard processes {n}..{running - 1}")
         return p
+    if p.moves:
+        await _moves(client, p, store, say)
+    if shrinking:
+        assert sup is not None
+        pmap, symbols = await current(client, store)
+        await scale.shrink(client, sup, pmap, symbols, n, say)
+    return p
+
+
+async def _moves(client: AsyncClient, p: ReshardPlan, store: Store | None, say: Say) -> None:
+    """The plan's moves, one at a time, with a progress line each."""
     t0 = time.perf_counter()
     total = len(p.moves)
     for k, m in enumerate(p.moves, 1):
@@ -62,9 +93,8 @@ async def reshard(
         await move_pair(client, m.symbol, m.target, say=lambda line: say(f"    {line}"),
                         store=store, shards=p.processes)  # fmt: skip
     idle = ", ".join(map(str, p.emptied)) or "none"
-    say(f"resharded to {n} shard(s): {total} move(s) in {time.perf_counter() - t0:.1f} s; "
+    say(f"resharded to {p.shards} shard(s): {total} move(s) in {time.perf_counter() - t0:.1f} s; "
         f"shards holding no pair: {idle}")
-    return p
 
 
 def after_plan(p: ReshardPlan) -> dict[str, Any]:

@@ -26,6 +26,7 @@ OFF_PATH = {
     "nodes from the same parsed configs (shardex.inproc)",
     "tools": "loadgen, replay and the other tools drive a cluster of real processes",
     "node/supervisor.py": "``shardex up``'s supervisor starts and waits for child processes",
+    "node/scaler.py": "``shardex up``'s supervisor paces its look at reshard's request file",
     "clock.py": "the seam itself: REAL is the time module's functions",
     "candles": "the candles worker is a Redis client process of its own (it reads the trades "
     "streams the bridge wrote); the simulator checks those streams, not the worker",

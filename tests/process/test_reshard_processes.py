@@ -1,0 +1,119 @@
+"""``shardex reshard --shards N`` starts and stops engine shard processes of a cluster ``shardex
+up`` runs (real processes): 1 -> 3 starts two shard processes and spreads the pairs, 3 -> 1 moves
+them back and stops the two; every resting order stays on exactly one shard throughout, and a
+restart of ``shardex up`` comes back with 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from shardex.placement import default_owner
+from tests.support.cluster import ROOT, Cluster
+
+pytestmark = pytest.mark.timeout(240)
+
+PAIRS = ("ADA-USD", "BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD")
+
+
+def _reshard(cluster: Cluster, n: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SHARDEX_KEY": str(cluster.key)}
+    return subprocess.run([sys.executable, "-m", "shardex.cli", "reshard", "--shards", str(n),
+                           "--data-dir", cluster.data_dir, "--endpoint", cluster.endpoint],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env=env)  # fmt: skip
+
+
+def _resting(cluster: Cluster) -> dict[str, list[int]]:
+    """Each pair's resting order count per shard that holds any (one entry: one owner)."""
+    out: dict[str, list[int]] = {}
+    with cluster.client() as c:
+        for st in c.status():
+            for symbol, count in st.get("symbols", {}).items():
+                if count:
+                    out.setdefault(symbol, []).append(count)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _gone(pids: list[int], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> None:
+    data = tempfile.mkdtemp(prefix="shardex-scale-")
+    try:
+        before = _grow_and_shrink(Cluster(1, data_dir=data))
+        restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
+        try:
+            assert "refusing" not in restarted.output()
+            assert _resting(restarted) == {**before, "BTC-USD": [1]}
+            assert json.loads((Path(data) / "shards.json").read_text()) == {"shards": 1}
+        finally:
+            restarted.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
+    """1 -> 3 -> 1 shard processes with resting orders; the orders before (then stopped)."""
+    data = cluster.data_dir
+    try:
+        with cluster.client(account="rest") as c:
+            for s in PAIRS:
+                for k in range(2):
+                    assert c.place(s, "buy", "1", str(50 + k), id=f"R{k}-{s}").ok
+        before = _resting(cluster)
+        assert before == {s: [2] for s in PAIRS}
+
+        grow = _reshard(cluster, 3)
+        assert grow.returncode == 0, grow.stdout + grow.stderr
+        assert "asked shardex up" in grow.stdout and "the router serves 3 engine shard(s)" in \
+            grow.stdout, grow.stdout  # fmt: skip
+        with cluster.client() as c:
+            topo = c.topology()
+            assert topo["shards"] == 3 and all(t.get("pid") for t in topo["topology"])
+            extra = [t["pid"] for t in topo["topology"][1:]]
+            assert {s: c.book(s)["shard"] for s in PAIRS} == {s: default_owner(s, 3)
+                                                              for s in PAIRS}  # fmt: skip
+        assert {default_owner(s, 3) for s in PAIRS} == {0, 1, 2}  # (the pairs do spread)
+        assert _resting(cluster) == before  # each order on exactly one shard
+        rec = json.loads((Path(data) / "endpoints.json").read_text())
+        assert len(rec["shards"]) == 3
+
+        again = _reshard(cluster, 3)  # safe to re-run: nothing to start, nothing to move
+        assert again.returncode == 0 and ": 0 move(s)" in again.stdout, again.stdout
+
+        shrink = _reshard(cluster, 1)
+        assert shrink.returncode == 0, shrink.stdout + shrink.stderr
+        assert _gone(extra), "the emptied shard processes were not stopped"
+        with cluster.client() as c:
+            topo = c.topology()
+            assert topo["shards"] == 1 and topo["placement"]["shards"] == 1
+            assert {c.book(s)["shard"] for s in PAIRS} == {0}
+            assert c.cancel("BTC-USD", "R0-BTC-USD", account="rest").ok  # moved back, still live
+        assert _resting(cluster) == {**before, "BTC-USD": [1]}
+        return before
+    finally:
+        cluster.stop()
