@@ -244,7 +244,7 @@ class EtcdLeaseStore:
         if kv is None:
             return None, -2
         out = self.c.call("lease/timetolive", {"ID": kv.get("lease", "0")})
-        ttl = int(out.get("TTL", -1))
+        ttl = int(out.get("TTL", 0))  # (JSON leaves a 0 out; -1: expired)
         return self._holder(kv), (-1 if ttl < 0 else max(0, ttl * 1000 - 500))
 
     def isr(self) -> list[str]:
