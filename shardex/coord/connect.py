@@ -59,7 +59,7 @@ def check_access(client: Any) -> str | None:
     commands), or None: usable, or the store merely unreachable now (the loops retry that)."""
     if isinstance(client, EtcdClient):
         try:
-            client.get("shardex/lease/access-check")
+            client.get("shardex:lease:access-check")
         except EtcdUnavailable:
             return None  # not up (yet): the standby keeps trying
         return None

@@ -6,15 +6,15 @@ synchronous client: the lease renews from a thread of its own; the asyncio clien
 a loop there, and the gRPC ``etcd3`` is unmaintained and pins an old protobuf). ``etcd3gw``
 talks to one member; ``EtcdClient`` tries the next member of the URL when one does not answer.
 
-Keys of lease NAME (prefix ``shardex/lease/NAME``):
+Keys of lease NAME (prefix ``shardex:lease:NAME``, as in Redis):
 
 - ``P``            ``"<base>|<node>|<endpoint>"``, attached to an etcd lease (TTL, keep-alive).
                    Its epoch is ``base + create_revision``: the revision of the transaction
                    that took it, so epochs come from etcd's own ordering and strictly increase.
-- ``P/isr``        the in-sync set ``"node,node"``.
-- ``P/base``       the epoch base (absent: 0). Raised only when a taker's journal has seen an
+- ``P:isr``        the in-sync set ``"node,node"``.
+- ``P:base``       the epoch base (absent: 0). Raised only when a taker's journal has seen an
                    epoch above etcd's revision (a wiped etcd): epochs never go backwards.
-- ``P/starts/ID``  ``"<base>|<seq>"`` written by the taking transaction: epoch -> start seq.
+- ``P:starts:ID``  ``"<base>|<seq>"`` written by the taking transaction: epoch -> start seq.
 
 Each step is ONE transaction that compares what it relies on: taking compares that the holder
 key is absent and that the in-sync set and the base are unchanged since read; renewing keeps
@@ -47,7 +47,7 @@ from shardex.placement.store import check_step, decode_map, encode_map
 
 SCHEME = "etcd"
 TIMEOUT_S = 0.5  # per member and request: a slow etcd must not stall a renewal for long
-PLACEMENT_KEY = "shardex/placement"
+PLACEMENT_KEY = "shardex:placement"
 
 
 class EtcdUnavailable(Exception):
@@ -157,9 +157,9 @@ class EtcdLeaseStore:
 
     def __init__(self, client: EtcdClient, name: str) -> None:
         self.c = client
-        self.key = f"shardex/lease/{name}"
-        self.isr_key, self.base_key = self.key + "/isr", self.key + "/base"
-        self.starts_prefix = self.key + "/starts/"
+        self.key = f"shardex:lease:{name}"
+        self.isr_key, self.base_key = self.key + ":isr", self.key + ":base"
+        self.starts_prefix = self.key + ":starts:"
 
     def effective_ttl_ms(self, ttl_ms: int) -> int:
         """etcd counts whole seconds: the ttl rounded up to one."""
