@@ -189,16 +189,8 @@ def up(
     idle = idle_shards_warning(table, layout.shards)
     if idle:  # (said first: also when the start fails below)
         click.echo(idle, err=True)
-    if replicas > 1:
-        _check_replicas(layout, (no_bridge and not coord) or ephemeral)
-        check_durability(durability, accounts)
-    elif durability != "both":
-        raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
-                               "per shard replies after its own fsync)")  # fmt: skip
-    _check_coord(coord, replicas)
-    if mm and not accounts:
-        raise click.UsageError("--mm needs the account tier (--accounts >= 1): the market "
-                               "maker funds its own accounts")  # fmt: skip
+    _check_roles(layout, replicas, durability, accounts, coord, mm,
+                 no_redis_or_journal=(no_bridge and not coord) or ephemeral)  # fmt: skip
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
@@ -229,6 +221,21 @@ def _layout(
         return Layout(host, base_port, n, routers, accounts, gateways)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _check_roles(layout: Layout, replicas: int, durability: str, accounts: int,
+                 coord: str | None, mm: bool, no_redis_or_journal: bool) -> None:  # fmt: skip
+    """What the replicas, the durability rule, the leases' store and the market maker need."""
+    if replicas > 1:
+        _check_replicas(layout, no_redis_or_journal)
+        check_durability(durability, accounts)
+    elif durability != "both":
+        raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
+                               "per shard replies after its own fsync)")  # fmt: skip
+    _check_coord(coord, replicas)
+    if mm and not accounts:
+        raise click.UsageError("--mm needs the account tier (--accounts >= 1): the market "
+                               "maker funds its own accounts")  # fmt: skip
 
 
 def _check_coord(coord: str | None, replicas: int) -> None:
