@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import zmq
 
 from shardex.auth import KeyFile, client_socket
 from shardex.client import Client
 from shardex.coord.connect import connect
+from shardex.coord.etcd import EtcdUnavailable
 from shardex.engine import Engine
 from shardex.engine.codes import OP_NEW
 from shardex.engine.markets import DEFAULT_MARKETS
@@ -86,7 +88,10 @@ class Pair:
         lease = self.lease()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            h = lease.holder()
+            try:
+                h = lease.holder()
+            except (EtcdUnavailable, redis.exceptions.ConnectionError):
+                h = None  # (the store is down or electing its own leader: ask again)
             if h is not None and h.node != not_node:
                 return h.node
             time.sleep(0.05)
