@@ -1,11 +1,9 @@
-"""The leader lease of one replicated shard, in Redis.
-
-Keys, for shard I:
-
-- ``shardex:lease:I``         ``"<epoch>|<node>|<replication endpoint>"``, ``PX`` ttl: the leader
-- ``shardex:lease:I:epoch``   the epoch counter (INCR; never below a node's journaled epoch)
-- ``shardex:lease:I:isr``     the in-sync set, ``"node,node"``: who may take an expired lease
-- ``shardex:lease:I:starts``  hash epoch → the seq its leader started from (divergence checks)
+"""The leader lease of one replicated shard: the timing and the safety argument. The store
+(Redis by default, etcd for an ``etcd://`` URL) is behind ``shardex.coord`` (``coord.base``:
+the atomic steps every store provides; ``coord.redisstore`` lists the Redis keys,
+``coord.etcd`` the etcd ones). The argument below is written for Redis; for etcd read "the
+etcd leader" for "Redis", whose lease expiries only ever move later (keep-alive, leader
+change), and whose TTL counts whole seconds (``effective_ttl_ms``).
 
 Why a lease and not just "the process is up": a primary that is paused (SIGSTOP, a long GC, a
 VM freeze) and resumes must not act as leader once someone else could have taken over.
@@ -61,89 +59,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from shardex.clock import REAL, Clock
+from shardex.coord.base import Holder, parse_holder
+from shardex.coord.connect import check_access, connect, lease_store
+
+__all__ = ["Connect", "Holder", "Lease", "LeaseLost", "check_access", "connect", "parse_holder"]
 
 LEASE_USER = "lease"  # the Redis ACL user of the lease (``shardex.redisauth``): lease keys only
 log = logging.getLogger("shardex.lease")
 
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'held'} end
-local isr = redis.call('GET', KEYS[3])
-if isr and isr ~= '' then
-  local ok = false
-  for m in string.gmatch(isr, '[^,]+') do if m == ARGV[1] then ok = true end end
-  if not ok then return {0, 'not in the in-sync set (' .. isr .. ')'} end
-end
-local e = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[4])
-if e <= floor then e = floor + 1; redis.call('SET', KEYS[2], e) end
-redis.call('SET', KEYS[1], e .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
-redis.call('SET', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[4], e, ARGV[5])
-return {e, 'ok'}
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_SET_ISR = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-# Where a lease gets its Redis client: ``connect`` (a real Redis) unless a caller injects
-# another factory of the same shape (the simulator's store: ``shardex.sim.store``).
+# Where a lease gets its store's client: ``connect`` (a real Redis, or etcd for an
+# ``etcd://`` URL: ``shardex.coord``) unless a caller injects another factory of the same
+# shape (the simulator's store: ``shardex.sim.store``).
 Connect = Callable[[str, str | None], Any]
-
-
-def connect(url: str, keys_dir: str | None = None) -> Any:
-    """The lease's Redis client, with short timeouts (a slow Redis must not stall the loop).
-
-    In a secure cluster the URL names the ``lease`` user without a password
-    (``redis://lease@HOST:PORT/0``, what ``shardex up`` passes) and the password comes from
-    ``keys_dir/redis.json``, so it is never on a command line; a URL with a password, or an
-    insecure cluster's URL without a user, is used as given. Raises ``RedisAuthError`` when the
-    URL names a user whose password cannot be found."""
-    import redis
-
-    from shardex.redisauth import resolve_url
-
-    return redis.Redis.from_url(
-        resolve_url(url, keys_dir), socket_timeout=0.25, socket_connect_timeout=0.25
-    )
-
-
-def check_access(r: Any) -> str | None:
-    """Why this client can never use the lease (wrong credentials, a user without the lease
-    commands), or None: usable, or Redis merely unreachable now (the loops retry that)."""
-    import redis
-
-    try:
-        r.get("shardex:lease:access-check")
-    except redis.exceptions.AuthenticationError as exc:
-        return f"Redis refused the credentials ({exc})"
-    except redis.exceptions.ConnectionError:
-        return None  # not up (yet): the standby keeps trying
-    except redis.exceptions.ResponseError as exc:  # NOAUTH, NOPERM
-        return f"Redis refused the lease's commands ({exc})"
-    return None
 
 
 TTL_MS = 800  # the key's expiry: the part of a failover that safety needs (see above)
@@ -158,25 +88,6 @@ class LeaseLost(Exception):
     """Redis says someone else holds (or nobody holds) the lease we thought was ours."""
 
 
-@dataclass(frozen=True)
-class Holder:
-    epoch: int
-    node: str
-    endpoint: str
-
-
-def parse_holder(value: Any) -> Holder | None:
-    """A lease value → its holder (None for a missing or garbled value)."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    parts = str(value).split("|", 2)
-    if len(parts) != 3 or not parts[0].isdigit():
-        return None
-    return Holder(int(parts[0]), parts[1], parts[2])
-
-
 class Lease:
     """One node's view of shard ``shard``'s lease: acquire, renew, record the in-sync set.
 
@@ -188,7 +99,7 @@ class Lease:
 
     def __init__(
         self,
-        redis_client: Any,
+        client: Any,
         shard: int,
         node: str,
         endpoint: str,
@@ -205,7 +116,7 @@ class Lease:
             raise ValueError("node ids and endpoints may not contain '|' or ','")
         if not 0 < renew_ms * 3 <= ttl_ms:
             raise ValueError("renew at least three times per ttl")
-        self.r = redis_client
+        self.r = client  # the store's client (Redis, its simulated twin, or ``EtcdClient``)
         self.clock = clock
         self.thread = thread
         self.shard = shard
@@ -213,46 +124,35 @@ class Lease:
         self.label = f"shard {shard}" if name is None else self.name
         self.node = node
         self.endpoint = endpoint
-        self.ttl_ms = ttl_ms
         self.renew_s = renew_ms / 1000
         self.margin = margin
-        base = f"shardex:lease:{self.name}"
-        self.keys = (base, base + ":epoch", base + ":isr", base + ":starts")
+        self.store = lease_store(client, self.name)
+        self.keys = getattr(self.store, "keys", ())  # (Redis: the lease's keys)
+        self.ttl_ms = self.store.effective_ttl_ms(ttl_ms)
         self.epoch = 0
-        self.value: str | None = None
+        # what we present to the store as holder (its fencing token; None: not holding)
+        self.value: Any = None
         self.deadline = 0.0
         self.last_renew = 0.0
         self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
         self._stop_renewer: threading.Event | None = None
-        self._acquire = redis_client.register_script(_ACQUIRE)
-        self._renew = redis_client.register_script(_RENEW)
-        self._set_isr = redis_client.register_script(_SET_ISR)
-        self._release = redis_client.register_script(_RELEASE)
 
     # -- reading -------------------------------------------------------------------------------
 
     def holder(self) -> Holder | None:
-        return parse_holder(self.r.get(self.keys[0]))
+        return self.store.holder()
 
     def holder_ttl(self) -> tuple[Holder | None, int]:
-        """The holder and the milliseconds left before Redis expires its lease (one round
-        trip; -1/-2 when there is no ttl/no key). A standby uses it to look again just after
-        the lease can have expired instead of on a fixed period (failover time)."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.keys[0])
-        pipe.pttl(self.keys[0])
-        value, pttl = pipe.execute()
-        return parse_holder(value), int(pttl)
+        """The holder and the milliseconds left before the store expires its lease (one round
+        trip in Redis; -1/-2 when there is no ttl/no key). A standby uses it to look again
+        just after the lease can have expired instead of on a fixed period (failover time)."""
+        return self.store.holder_ttl()
 
     def isr(self) -> list[str]:
-        raw = self.r.get(self.keys[2])
-        if isinstance(raw, bytes):
-            raw = raw.decode()
-        return [m for m in (raw or "").split(",") if m]
+        return self.store.isr()
 
     def starts(self) -> dict[int, int]:
-        raw = self.r.hgetall(self.keys[3])
-        return {int(k): int(v) for k, v in raw.items()}
+        return self.store.starts()
 
     # -- leading -------------------------------------------------------------------------------
 
@@ -261,15 +161,11 @@ class Lease:
 
         Returns (epoch, "ok") with a new epoch > ``floor``, or (0, why not)."""
         t0 = self.clock.monotonic()
-        epoch, why = self._acquire(
-            keys=list(self.keys), args=[self.node, self.endpoint, self.ttl_ms, floor, start_seq]
-        )
-        if isinstance(why, bytes):
-            why = why.decode()
-        epoch = int(epoch)
+        epoch, why, token = self.store.acquire(self.node, self.endpoint, self.ttl_ms, floor,
+                                               start_seq)  # fmt: skip
         if epoch:
             self.epoch = epoch
-            self.value = f"{epoch}|{self.node}|{self.endpoint}"
+            self.value = token
             self._granted(t0)
         return epoch, why
 
@@ -293,7 +189,7 @@ class Lease:
         t0 = self.clock.monotonic()
         self.last_renew = t0
         try:
-            ok = self._renew(keys=[self.keys[0]], args=[self.value, self.ttl_ms])
+            ok = self.store.renew(self.value, self.ttl_ms)
         except Exception:  # redis down or slow: keep the old deadline, try again next time
             return False
         if not ok:
@@ -359,8 +255,7 @@ class Lease:
         if self.value is None:
             raise LeaseLost("no lease held")
         try:
-            keys = [self.keys[0], self.keys[2]]
-            ok = self._set_isr(keys=keys, args=[self.value, ",".join(members)])
+            ok = self.store.set_isr(self.value, members)
         except Exception:
             return False
         if not ok:
@@ -377,6 +272,6 @@ class Lease:
             return
         value, self.value, self.deadline = self.value, None, 0.0
         try:
-            self._release(keys=[self.keys[0]], args=[value])
+            self.store.release(value)
         except Exception:
             pass

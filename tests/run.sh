@@ -17,6 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# the coordination contract tests run against a real 3-member etcd cluster (tests/support/etcd.py)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 # the history tests run a private PostgreSQL server (tests/support/postgres.py: initdb, pg_ctl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
     || need+=(postgresql)

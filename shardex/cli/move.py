@@ -11,9 +11,9 @@ from shardex.cli.base import client_key
 from shardex.cli.connect import find
 from shardex.cli.options import client_options, key_option
 from shardex.client import AsyncClient, ShardexError
+from shardex.coord.connect import connect, placement_store
 from shardex.endpoints import connection_error, explain
-from shardex.lease import connect
-from shardex.placement.store import DirStore, RedisStore, Store, StoreError
+from shardex.placement.store import DirStore, Store, StoreError
 from shardex.tools.mover import MoveError, move_pair
 
 
@@ -25,8 +25,9 @@ from shardex.tools.mover import MoveError, move_pair
               help="The cluster's data dir: record the move in its placement map "
                    "(placement.json), so a restart keeps the pair where it went.")  # fmt: skip
 @click.option("--redis", "redis_url", default=None, metavar="URL",
-              help="Record the move in the placement map kept in this Redis (next to the "
-                   "leases of a replicated cluster) instead of a data dir.")  # fmt: skip
+              help="Record the move in the placement map kept in this Redis, or etcd for "
+                   "etcd://h:p,h:p (next to the leases of a replicated cluster), instead of a "
+                   "data dir.")  # fmt: skip
 @client_options
 @key_option
 def move(pair: str, target: int, data_dir: str | None, redis_url: str | None,
@@ -67,5 +68,5 @@ def _store(data_dir: str | None, redis_url: str | None) -> Store | None:
     if data_dir:
         return DirStore(data_dir)
     if redis_url:
-        return RedisStore(connect(redis_url))
+        return placement_store(connect(redis_url))  # (etcd:// -> the map in etcd)
     return None

@@ -32,6 +32,8 @@ from shardex.cli.options import (
     markets_option,
     up_shards,
 )
+from shardex.coord.connect import is_etcd
+from shardex.coord.etcd import parse_url
 from shardex.datadir import DataDirError, recorded_shards
 from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import OPTIONAL, Plan, cluster_ports
@@ -125,6 +127,14 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
 )
 @durability_option
 @click.option(
+    "--coord",
+    default=None,
+    metavar="URL",
+    envvar="SHARDEX_COORD",
+    help="With --replicas 2: keep the leases in this store instead of the cluster's Redis: "
+    "etcd://HOST:PORT,HOST:PORT (an etcd cluster, docs/coordination.md) or a Redis URL.",
+)
+@click.option(
     "--mm",
     is_flag=True,
     help="Also run the market maker (shardex mm with its defaults: quotes every pair from "
@@ -170,6 +180,7 @@ def up(
     mm: bool = False,
     gateways: int = 1,
     without: tuple[str, ...] = (),
+    coord: str | None = None,
 ) -> None:
     """Start a local cluster (router + N shards), print endpoints, run until Ctrl-C.
 
@@ -183,19 +194,12 @@ def up(
     idle = idle_shards_warning(table, layout.shards)
     if idle:  # (said first: also when the start fails below)
         click.echo(idle, err=True)
-    if replicas > 1:
-        _check_replicas(layout, no_bridge or ephemeral)
-        check_durability(durability, accounts)
-    elif durability != "both":
-        raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
-                               "per shard replies after its own fsync)")  # fmt: skip
-    if mm and not accounts:
-        raise click.UsageError("--mm needs the account tier (--accounts >= 1): the market "
-                               "maker funds its own accounts")  # fmt: skip
+    _check_roles(layout, replicas, durability, accounts, coord, mm,
+                 no_redis_or_journal=(no_bridge and not coord) or ephemeral)  # fmt: skip
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability, mm, frozenset(without))  # fmt: skip
+                None, replicas, durability, mm, frozenset(without), coord)  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
@@ -243,6 +247,34 @@ def _layout(
         raise click.UsageError(str(exc)) from None
 
 
+def _check_roles(layout: Layout, replicas: int, durability: str, accounts: int,
+                 coord: str | None, mm: bool, no_redis_or_journal: bool) -> None:  # fmt: skip
+    """What the replicas, the durability rule, the leases' store and the market maker need."""
+    if replicas > 1:
+        _check_replicas(layout, no_redis_or_journal)
+        check_durability(durability, accounts)
+    elif durability != "both":
+        raise click.UsageError(f"--durability {durability} needs --replicas 2 (one process "
+                               "per shard replies after its own fsync)")  # fmt: skip
+    _check_coord(coord, replicas)
+    if mm and not accounts:
+        raise click.UsageError("--mm needs the account tier (--accounts >= 1): the market "
+                               "maker funds its own accounts")  # fmt: skip
+
+
+def _check_coord(coord: str | None, replicas: int) -> None:
+    """``--coord``: only with replicas (it holds their leases), and a URL we can use."""
+    if not coord:
+        return
+    if replicas < 2:
+        raise click.UsageError("--coord keeps the replicas' leases: it needs --replicas 2")
+    if is_etcd(coord):
+        try:
+            parse_url(coord)
+        except ValueError as exc:
+            raise click.UsageError(f"--coord: {exc}") from None
+
+
 def _check_replicas(layout: Layout, no_redis_or_journal: bool) -> None:
     """What ``--replicas 2`` needs: Redis (the lease), journals, and room for its ports."""
     if no_redis_or_journal:
@@ -277,7 +309,7 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     def children_for(n: int) -> list:
         return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
                               p.log_level, p.data_dir, p.fsync, p.redis, p.pub_hwm, keys,
-                              p.replicas, p.mm, p.without)  # fmt: skip
+                              p.replicas, p.mm, p.without, p.coord)  # fmt: skip
 
     sup = Supervisor(children_for(p.layout.shards))
     shown = None if p.redis is None else redis

@@ -104,7 +104,8 @@ def replica_options(journal: str, lease: str) -> tuple[Opt, ...]:
             help=f"With --role auto: which replica this is (journal DATA_DIR/{journal} for 0, "
             f"DATA_DIR/{journal}.r1 for 1; its own direct/pub/metrics ports [layout]).",
         ),
-        Opt("--redis-url", help="With --role auto: the Redis of the lease."),
+        Opt("--redis-url", help="With --role auto: the store of the lease: a Redis URL, or "
+            "etcd://HOST:PORT,HOST:PORT for an etcd cluster (docs/coordination.md)."),
         DURABILITY,
         Opt(
             "--repl", callback=endpoint_cb,

@@ -103,6 +103,9 @@ class Plan:
     mm: bool = False  # ``shardex up --mm``: also the market maker (``shardex.kinds.mm``)
     # ``shardex up --without NAME``: optional kinds left out (``shardex.kinds.OPTIONAL``)
     without: frozenset[str] = frozenset()
+    # ``shardex up --coord URL``: the replicas' leases in this store (``etcd://h:p,h:p``)
+    # instead of the cluster's Redis (``shardex.coord``)
+    coord: str | None = None
 
     @property
     def security(self) -> dict[str, Any]:
@@ -113,7 +116,11 @@ class Plan:
     def lease_url(self) -> str | None:
         """The Redis of the replicas' leases (the embedded one as user ``lease``, whose
         password the shards read from the keys dir, never from a command line)."""
-        if self.replicas < 2 or self.redis is None:
+        if self.replicas < 2:
+            return None
+        if self.coord:
+            return self.coord
+        if self.redis is None:
             return None
         if self.redis != "embedded":
             return self.redis

@@ -70,6 +70,8 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
         r = redis(redis_url, cfg.keys_dir)
     except RedisAuthError as exc:
         raise SystemExit(f"the lease's Redis: {exc}") from None
+    except ValueError as exc:  # (a malformed URL: etcd://host:port,... or redis://...)
+        raise SystemExit(f"the lease's store: {exc}") from None
     why = check_access(r)
     if why is not None:  # wrong credentials never heal by waiting: say so and stop
         hint = " (a secure cluster's is redis://lease@HOST:PORT/0)" if cfg.keys_dir else ""

@@ -145,6 +145,7 @@ def build_children(
     replicas: int = 1,
     mm: bool = False,
     without: frozenset[str] = frozenset(),
+    coord: str | None = None,
 ) -> list[Child]:
     """The processes of a cluster, in start order, as the process descriptions
     (``shardex.kinds``) make them. ``redis``: "embedded" (start one), a URL (use it), or None
@@ -152,11 +153,12 @@ def build_children(
     None: an ``--insecure`` cluster (said to every child). ``replicas`` 2: each engine and
     account shard runs as two ``--role auto`` processes (``engine.I`` and ``engine.I.r1``)
     whose lease lives in that Redis; 1: one process each. ``mm``: also the market maker;
-    ``without``: optional kinds left out (``shardex.kinds.OPTIONAL``)."""
-    if replicas > 1 and (redis is None or data_dir is None):
-        raise ValueError("--replicas 2 needs Redis (for the lease) and a data dir")
+    ``without``: optional kinds left out (``shardex.kinds.OPTIONAL``); ``coord``: the leases'
+    store when not that Redis (``etcd://h:p,h:p``)."""
+    if replicas > 1 and ((redis is None and not coord) or data_dir is None):
+        raise ValueError("--replicas 2 needs Redis or --coord (for the lease) and a data dir")
     plan = Plan(layout, markets_file, max_backlog, pin, log_level, data_dir, fsync, redis,
-                pub_hwm, keys_dir, replicas, mm=mm, without=without)  # fmt: skip
+                pub_hwm, keys_dir, replicas, mm=mm, without=without, coord=coord)  # fmt: skip
     exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
     return [
         Child(spawn.name, spawn.argv or [*exe, *kind.argv(spawn.values)], drop=spawn.drop,

@@ -54,18 +54,18 @@ class Store(Protocol):
     def compare_and_set(self, old_version: int | None, new: PlacementMap) -> bool: ...
 
 
-def _decode(raw: str | bytes, where: str) -> PlacementMap:
+def decode_map(raw: str | bytes, where: str) -> PlacementMap:
     try:
         return PlacementMap.from_wire(json.loads(raw))
     except (ValueError, TypeError) as exc:
         raise StoreError(f"{where}: not a placement map ({exc})") from None
 
 
-def _encode(new: PlacementMap) -> str:
+def encode_map(new: PlacementMap) -> str:
     return json.dumps(new.to_wire(), sort_keys=True)
 
 
-def _check_step(old_version: int | None, new: PlacementMap) -> None:
+def check_step(old_version: int | None, new: PlacementMap) -> None:
     if old_version is not None and new.version <= old_version:
         raise ValueError(f"placement: version {new.version} does not follow {old_version}")
 
@@ -81,12 +81,12 @@ class RedisStore:
 
     def load(self) -> PlacementMap | None:
         raw = self.r.get(self.key)
-        return None if raw is None else _decode(raw, f"redis key {self.key}")
+        return None if raw is None else decode_map(raw, f"redis key {self.key}")
 
     def compare_and_set(self, old_version: int | None, new: PlacementMap) -> bool:
-        _check_step(old_version, new)
+        check_step(old_version, new)
         base = -1 if old_version is None else old_version
-        ok, _ = self._cas(keys=[self.key], args=[base, _encode(new)])
+        ok, _ = self._cas(keys=[self.key], args=[base, encode_map(new)])
         return bool(ok)
 
 
@@ -104,17 +104,17 @@ class DirStore:
             return None
         except OSError as exc:
             raise StoreError(f"{self.path}: unreadable ({exc})") from None
-        return _decode(raw, str(self.path))
+        return decode_map(raw, str(self.path))
 
     def compare_and_set(self, old_version: int | None, new: PlacementMap) -> bool:
-        _check_step(old_version, new)
+        check_step(old_version, new)
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / LOCK_NAME, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             cur = self.load()
             if (None if cur is None else cur.version) != old_version:
                 return False
-            self._write(_encode(new).encode() + b"\n")
+            self._write(encode_map(new).encode() + b"\n")
         return True
 
     def _write(self, body: bytes) -> None:

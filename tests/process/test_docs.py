@@ -52,7 +52,7 @@ LANGS = {"python", "sh", "text", "toml", "yaml", "json"}
 RUNNABLE = {"status", "book", "journal", "balance", "orders", "audit", "placement"}
 # heads of shell lines that are not shardex's (installers, other tools, continuation lines)
 OTHER_TOOLS = {"pip", "bash", "honcho", "prometheus", "docker", "kubectl", "redis-server", "cat",
-               "-v"}  # fmt: skip
+               "etcd", "-v"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,12 @@ MEASURED_S: dict[str, float] = {
     # measured alone the same day, the box shared (each its own PostgreSQL server / cluster)
     "test_history_db.py": 14, "test_history_cluster.py": 18,
     "test_placement_up.py": 14,
+    # the coordination contract over redis-server and a 3-member etcd (2026-12-07, load ~23):
+    # 9 s of pytest wall, 4.9 s CPU with start-up, both servers and the etcd members included
+    "test_coord_contract.py": 10,
+    # which store a URL selects (0.9 s, 3.4 s CPU with start-up); the chaos tier's failover on
+    # etcd: 3 tests, 62 s wall at load ~17 (two replicas, a router and 3 etcd members each)
+    "test_coord_select.py": 1, "test_failover_etcd.py": 62,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
