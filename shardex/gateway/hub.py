@@ -130,8 +130,10 @@ class Hub:
     def remove(self, conn: Conn, channel: str, symbol: str) -> bool:
         sub = conn.subs.pop((channel, symbol), None)
         self.subs.get((channel, symbol), set()).discard(conn)
-        if channel == "book" and not self.subs.get((channel, symbol)):
-            # nobody follows it: its feed would go stale; the next subscriber reads afresh
+        if (channel == "book" and sub is not None and symbol not in self.first
+                and not self.subs.get((channel, symbol))):
+            # its last subscriber left: the feed would go stale; the next one reads afresh
+            # (not while a first read is in flight: its subscribers wait for that feed)
             self.feeds.pop(symbol, None)
             self.snap.pop(symbol, None)
         self._count()
