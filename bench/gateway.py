@@ -139,6 +139,17 @@ class Cluster:
         except OSError:
             return False
 
+    def wait_idle(self, timeout: float) -> None:
+        """Until the gateway counts no connection (a busy one may answer slowly meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not self.health().get("connections"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+
     def api_key(self) -> dict[str, Any]:
         """A trader key for account ``bench`` with its REST API key (``shardex keys add``)."""
         out = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", "--account",
@@ -360,9 +371,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             procs = min(args.procs, n)
             say(f"[{i}/{len(args.clients)}] {n} WebSocket clients in {procs} process(es)")
             rep["fleets"].append(fleet_run(c, n, args))
-            deadline = time.monotonic() + 60  # the gateway sees them go before the next N
-            while c.health().get("connections") and time.monotonic() < deadline:
-                time.sleep(0.2)
+            say(f"  {json.dumps(rep['fleets'][-1])}")
+            c.wait_idle(120)  # the gateway sees them go before the next N
         say("REST orders against the SDK's over ZeroMQ")
         rep["rest_vs_sdk"] = uvloop.run(rest_vs_sdk(c, args))
     finally:
