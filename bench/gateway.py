@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rest-rounds", type=int, default=2, help="REST/SDK rounds, alternated [2]")
     ap.add_argument("--rest-concurrency", type=int, default=8, help="requests in flight [8]")
     ap.add_argument("--base-port", type=int, help="the cluster's base port [a free one]")
+    ap.add_argument("--tree", type=Path, default=ROOT,
+                    help="run the cluster from this checkout (a before/after) [this one]")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap.parse_args(argv)
 
@@ -101,16 +103,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Cluster:
     """``shardex up`` with one gateway, in a session of its own (dies with the bench)."""
 
-    def __init__(self, base: int) -> None:
-        self.base = base
+    def __init__(self, base: int, tree: Path = ROOT) -> None:
+        self.base, self.tree = base, tree
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         self.dir = Path(tempfile.mkdtemp(prefix="gwbench-"))
         self.log = open(self.dir / "up.log", "w+b")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "shardex.cli", "up",
                 "--shards", "1", "--accounts", "0", "--gateways", "1", "--no-pin",
                 "--base-port", str(base), "--data-dir", str(self.dir / "data"),
                 "--without", "history-writer", "--without", "candles-worker"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     start_new_session=True, preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=tree,
+                                     env=env, start_new_session=True,
+                                     preexec_fn=die_with_parent)  # fmt: skip
         self.url = f"http://127.0.0.1:{base + GATEWAY_OFFSET}"
         self.keys = self.dir / "data" / "keys"
         deadline = time.monotonic() + 120
@@ -347,13 +351,13 @@ async def rest_vs_sdk(c: Cluster, args: argparse.Namespace) -> dict[str, Any]:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def start(base_port: int | None, where: str) -> Cluster:
+def start(base_port: int | None, where: str, tree: Path) -> Cluster:
     """The cluster, on ``base_port`` or a free range (another one if a port was taken)."""
     for attempt in range(3):
         base = base_port or free_base(420)
         say(f"cluster on base port {base} ({where})")
         try:
-            return Cluster(base)
+            return Cluster(base, tree)
         except SystemExit as exc:
             if base_port or attempt == 2 or "in use" not in str(exc):
                 raise
@@ -362,9 +366,10 @@ def start(base_port: int | None, where: str) -> Cluster:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rep: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "machine": machine(), "config": {k: v for k, v in vars(args).items()
+                           "machine": machine(), "config": {k: str(v) if k == "tree" else v
+                                                            for k, v in vars(args).items()
                                                             if k != "json"}}  # fmt: skip
-    c = start(args.base_port, rep["machine"])
+    c = start(args.base_port, rep["machine"], args.tree)
     try:
         rep["fleets"] = []
         for i, n in enumerate(args.clients, 1):

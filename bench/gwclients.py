@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 import uvloop
 from hdrh.histogram import HdrHistogram
+from reaper import die_with_parent
 
 CONNECT_CHUNK = 50  # connections opened at once
 
@@ -208,5 +209,6 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any) -> None:
 
 
 def worker(url: str, n: int, symbols: list[str], pipe: Any) -> None:
-    """A client process's entry point (``multiprocessing``)."""
+    """A client process's entry point (``multiprocessing``); it dies with the bench."""
+    die_with_parent()
     uvloop.run(_main(url, n, symbols, pipe))
