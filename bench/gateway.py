@@ -120,13 +120,15 @@ class Cluster:
         deadline = time.monotonic() + 120
         while not self.healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                out = self.output()
                 self.stop()
-                raise SystemExit(f"the cluster did not come up:\n{self.output()[-3000:]}")
+                raise SystemExit(f"the cluster did not come up:\n{out[-3000:]}")
             time.sleep(0.2)
         pids = re.findall(r"started gateway \(pid (\d+)\)", self.output())
         if not pids:
+            out = self.output()
             self.stop()
-            raise SystemExit("no gateway pid in shardex up's output")
+            raise SystemExit(f"no gateway pid in shardex up's output:\n{out[-3000:]}")
         self.gateway_pid = int(pids[-1])
 
     def output(self) -> str:
