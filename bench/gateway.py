@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -165,11 +166,15 @@ class Cluster:
         assert path, out.stdout
         return json.loads(Path(path.group(1)).read_text())
 
+    def redis(self) -> redis.Redis:
+        """The cluster's Redis as its read-only user ``reader``."""
+        users = json.loads((self.keys / "redis.json").read_text())["users"]["reader"]
+        return redis.Redis(port=self.base + REDIS_OFFSET, username="reader",
+                           password=users["password"], decode_responses=True)  # fmt: skip
+
     def trade_tops(self, symbols: list[str]) -> dict[str, int]:
         """Each pair's last trade seq in its stream (what every client must get)."""
-        users = json.loads((self.keys / "redis.json").read_text())["users"]["reader"]
-        r = redis.Redis(port=self.base + REDIS_OFFSET, username="reader",
-                        password=users["password"], decode_responses=True)
+        r = self.redis()
         try:
             tops = {}
             for s in symbols:
@@ -220,6 +225,34 @@ def loadgen(c: Cluster, rate: float, seconds: float, pairs: int) -> dict[str, An
     return json.loads(out.stdout)
 
 
+class StreamWatch(threading.Thread):
+    """The baseline in the same run: commit → Redis, each trade read from its stream as it
+    comes (XREAD, as the gateway does), against this process's clock. What the gateway adds
+    is commit → frame minus this (the bridge's part is in both)."""
+
+    def __init__(self, c: Cluster, symbols: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.r, self.hist, self.done = c.redis(), HdrHistogram(1, 600_000_000, 2), False
+        self.pos = {f"shardex:trades:{s}": "$" for s in symbols}
+
+    def run(self) -> None:
+        while not self.done:
+            for key, entries in self.r.xread(self.pos, count=1000, block=200) or ():
+                now = int(time.time() * 1e6)
+                self.pos[key] = entries[-1][0]
+                for _, f in entries:
+                    if f.get("ts", "").isdigit():
+                        self.hist.record_value(max(1, now - int(f["ts"]) * 1000))
+
+    def stop(self) -> dict[str, float]:
+        self.done = True
+        self.join(10)
+        self.r.close()
+        return {"p50": self.hist.get_value_at_percentile(50) / 1000,
+                "p99": self.hist.get_value_at_percentile(99) / 1000,
+                "max": self.hist.get_max_value() / 1000}  # fmt: skip
+
+
 def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One client count: connect, load, drain, collect."""
     symbols = SYMBOLS[: args.pairs]
@@ -242,6 +275,8 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0 = proc_cpu(c.gateway_pid)
         t0 = time.perf_counter()
+        watch = StreamWatch(c, symbols)
+        watch.start()
         for pipe in pipes:
             pipe.send("start")
         load = loadgen(c, args.rate, args.seconds, args.pairs)
@@ -249,6 +284,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         for pipe in pipes:
             pipe.send(tops)
         reps = [pipe.recv() for pipe in pipes if pipe.poll(120)]
+        load["redis_ms"] = watch.stop()
         cpu1, wall = proc_cpu(c.gateway_pid), time.perf_counter() - t0
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
@@ -281,6 +317,7 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "gateway_cpu_s": round(cpu, 2), "span_s": round(span, 2), "wall_s": round(wall, 2),
             "gateway_rss_kib_per_client": round(rss_per_client / 1024, 1),
             "client_cpu_pct": [round(100 * r["cpu"] / max(r["wall"], 1e-9)) for r in reps],
+            "commit_to_redis_ms": load["redis_ms"],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
             **tot}  # fmt: skip
@@ -390,14 +427,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(rep: dict[str, Any]) -> None:
     print(f"{rep['date']}, {rep['machine']}; load {rep['config']['rate']:g} orders/s on "
           f"{rep['config']['pairs']} pair(s)\n")
-    print("| clients | frames/s | commit → frame p50 / p99 / max ms | gateway CPU ms / 1k frames "
-          "| gateway RSS KiB / client | client CPU % (per process) | silent gaps | resyncs "
-          "| CRC checks |")
-    print("| ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    print("| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis p50 / p99 ms "
+          "| gateway CPU ms / 1k frames | gateway RSS KiB / client | client CPU % (per process) "
+          "| silent gaps | resyncs | CRC checks |")
+    print("| ---: | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |")
     for f in rep["fleets"]:
-        lat = f["latency_ms"]
+        lat, rd = f["latency_ms"], f["commit_to_redis_ms"]
         print(f"| {f['clients']:,} | {f['frames_per_s']:,} | {lat['p50']:g} / {lat['p99']:g} / "
-              f"{lat['max']:g} | {f['gateway_cpu_ms_per_1k_frames']:g} | "
+              f"{lat['max']:g} | {rd['p50']:g} / {rd['p99']:g} | "
+              f"{f['gateway_cpu_ms_per_1k_frames']:g} | "
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")

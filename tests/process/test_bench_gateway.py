@@ -32,7 +32,8 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
     assert fleet["silent_gaps"] == 0 and fleet["bad_checksums"] == 0
     assert fleet["trades"] > 0 and fleet["frames"] >= fleet["trades"] + fleet["books"]
     assert fleet["checked"] > 0  # the full books' CRC32 checks ran
-    lat = fleet["latency_ms"]
+    lat, rd = fleet["latency_ms"], fleet["commit_to_redis_ms"]
+    assert 0 < rd["p50"] <= rd["p99"] <= rd["max"]  # the same run's baseline, from Redis
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert len(fleet["client_cpu_pct"]) == 2 and fleet["gateway_cpu_s"] >= 0
     for path in ("rest", "sdk"):
@@ -42,7 +43,7 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
 
     gateway.print_table(rep)
     table = capsys.readouterr().out
-    assert "| clients | frames/s | commit → frame p50 / p99 / max ms |" in table
+    assert "| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis" in table
     assert "| 4 | " in table and "| rest | 1 | " in table and "| sdk | 1 | " in table
 
 
