@@ -6,7 +6,8 @@ stream's own order, so it is the same across gateway restarts and gateways). A t
 one trades frame. Any other event of a pair with book subscribers marks its book dirty; one
 task per such pair reads the engine's book (``OP_BOOK``, atomic at a seq) and publishes the
 ``BookFeed``'s delta. Every message is encoded once and the same string is queued to every
-subscriber (``Conn.push``). Heartbeats (1 s, with a counter) and tickers (1 s) too.
+subscriber (``Conn.offer``; counted once per fan-out). Heartbeats (1 s, with a counter) and
+tickers (1 s) too.
 """
 
 from __future__ import annotations
