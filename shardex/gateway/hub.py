@@ -6,7 +6,8 @@ stream's own order, so it is the same across gateway restarts and gateways). A t
 one trades frame. Any other event of a pair with book subscribers marks its book dirty; one
 task per such pair reads the engine's book (``OP_BOOK``, atomic at a seq) and publishes the
 ``BookFeed``'s delta. Every message is encoded once and the same string is queued to every
-subscriber (``Conn.push``). Heartbeats (1 s, with a counter) and tickers (1 s) too.
+subscriber (``Conn.offer``; counted once per fan-out). Heartbeats (1 s, with a counter) and
+tickers (1 s) too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Sub:
 class Conn:
     """One WebSocket client: its subscriptions and its bounded queue (``Outbox``)."""
 
+    counted = True  # its frames count as frames out (a subclass that translates: False)
+
     def __init__(self, outbox: Outbox, close: Callable[[], Awaitable[None]]) -> None:
         self.outbox = outbox
         self.subs: dict[tuple[str, str], Sub] = {}
@@ -63,11 +66,19 @@ class Conn:
         self.behind: list[Callable[[], None]] = []  # told when the queue is dropped (user channel)
 
     def push(self, frame: str, channel: str) -> bool:
-        """Queue one shared frame; on falling behind, the resync notices (or the close)."""
-        verdict = self.outbox.offer(frame, time.monotonic())
+        """Queue one shared frame, counted; on falling behind, the resync notices (or the
+        close)."""
+        if not self.offer(frame, time.monotonic()):
+            return False
+        m.FRAMES.labels(channel).inc()
+        m.BYTES.labels(channel).inc(len(frame))
+        return True
+
+    def offer(self, frame: str, now: float) -> bool:
+        """``push`` without the metrics: a fan-out counts its frames once (``Hub.publish``;
+        a labelled counter per frame per client was most of the gateway's CPU)."""
+        verdict = self.outbox.offer(frame, now)
         if verdict == OK:
-            m.FRAMES.labels(channel).inc()
-            m.BYTES.labels(channel).inc(len(frame))
             self.wake.set()
             return True
         m.DROPPED.inc(self.outbox.take_dropped())
@@ -131,8 +142,10 @@ class Hub:
     def remove(self, conn: Conn, channel: str, symbol: str) -> bool:
         sub = conn.subs.pop((channel, symbol), None)
         self.subs.get((channel, symbol), set()).discard(conn)
-        if channel == "book" and not self.subs.get((channel, symbol)):
-            # nobody follows it: its feed would go stale; the next subscriber reads afresh
+        if (channel == "book" and sub is not None and symbol not in self.first
+                and not self.subs.get((channel, symbol))):
+            # its last subscriber left: the feed would go stale; the next one reads afresh
+            # (not while a first read is in flight: its subscribers wait for that feed)
             self.feeds.pop(symbol, None)
             self.snap.pop(symbol, None)
         self._count()
@@ -218,6 +231,7 @@ class Hub:
     # -- publishing -----------------------------------------------------------------------------
 
     def publish(self, channel: str, symbol: str, frame: str, seq: int | None = None) -> None:
+        now, sent = time.monotonic(), 0
         for conn in list(self.subs.get((channel, symbol), ())):
             sub = conn.subs.get((channel, symbol))
             if sub is None:
@@ -226,8 +240,11 @@ class Hub:
                 if channel == "trades" and seq is not None:
                     sub.held.append((seq, frame))
                 continue
-            if conn.push(frame, channel) and seq is not None:
-                sub.last = seq
+            if conn.offer(frame, now):
+                sent += conn.counted
+                if seq is not None:
+                    sub.last = seq
+        count(channel, frame, sent)
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""
@@ -355,8 +372,15 @@ class Hub:
         self.beats += 1
         frame = encode({"type": "heartbeat", "counter": self.beats,
                         "ts": int(time.time() * 1000)})  # fmt: skip
-        for conn in list(self.conns):
-            conn.push(frame, "heartbeat")
+        now = time.monotonic()
+        count("heartbeat", frame, sum(conn.offer(frame, now) for conn in list(self.conns)))
+
+
+def count(channel: str, frame: str, sent: int) -> None:
+    """``sent`` copies of ``frame`` queued: the frames and bytes out, counted once."""
+    if sent:
+        m.FRAMES.labels(channel).inc(sent)
+        m.BYTES.labels(channel).inc(sent * len(frame))
 
 
 def trade_msg(symbol: str, seq: int, prev: int | None, f: Mapping[str, str]) -> dict[str, Any]:

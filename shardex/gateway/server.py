@@ -39,6 +39,7 @@ from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
 from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
+from shardex.gateway.wsframe import FrameCache, drain_into
 from shardex.layout import Layout
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
@@ -77,6 +78,7 @@ class Gateway:
                  rest: Rest | None = None, ops: Ops | None = None) -> None:  # fmt: skip
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
+        self.frames = FrameCache()  # every client's frames, built once
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -161,7 +163,7 @@ class Gateway:
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
-        writer = asyncio.get_running_loop().create_task(self.write(ws, conn))
+        writer = asyncio.get_running_loop().create_task(self.write(ws, conn, request))
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -175,16 +177,18 @@ class Gateway:
             m.CONNECTIONS.set(len(self.hub.conns))
         return ws
 
-    async def write(self, ws: web.WebSocketResponse, conn: Conn) -> None:
-        """Send the connection's queue in order; the only writer of this socket."""
+    async def write(self, ws: web.WebSocketResponse, conn: Conn, request: web.Request) -> None:
+        """Send the connection's queue in order, many frames per write (``wsframe``); the
+        only writer of its frames. While the kernel buffer is full the transport pauses and
+        this waits (as ``send_str`` does): the queue fills and the client falls behind."""
+        transport, protocol = request.transport, request.protocol
         try:
-            while not ws.closed:
-                frame = conn.outbox.take()
-                if frame is None:
+            while not ws.closed and transport is not None and not transport.is_closing():
+                if not drain_into(conn.outbox, self.frames, transport):
                     conn.wake.clear()
                     await conn.wake.wait()
-                    continue
-                await ws.send_str(frame)
+                elif protocol.writing_paused:
+                    await protocol._drain_helper()  # (aiohttp's own writer waits the same way)
         except (ConnectionError, RuntimeError):
             pass
 

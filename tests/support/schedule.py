@@ -37,7 +37,7 @@ MEASURED_S: dict[str, float] = {
     "test_accounts_wire.py": 8, "test_accounts_kills.py": 11, "test_cli_funds.py": 20,
     "test_journal.py": 16,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
-    "test_bench_paths.py": 27, "test_link_resend.py": 1,
+    "test_bench_paths.py": 27, "test_link_resend.py": 1, "test_bench_gateway.py": 47,
     "test_mm.py": 18,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
     # exchange time (2026-12-07, load ~14): ~2.3 s CPU each with interpreter start-up
     "test_exchange_time.py": 6, "test_time_streams.py": 4,

@@ -250,3 +250,39 @@ def test_subscribers_arriving_together_share_one_first_read_of_the_book():
         assert {json.loads(c.outbox.frames[0])["seq"] for c in conns} == {1}
 
     asyncio.run(run())
+
+
+def test_subscribers_arriving_together_via_the_server_path_all_get_the_snapshot():
+    """Regression: the server's subscribe first drops the connection's old subscription
+    (``hub.remove``); with no subscriber added yet that dropped the book's feed while its first
+    read was in flight, and every client subscribing to a cold book at once got
+    ``gateway_unavailable`` instead of a snapshot (seen by bench/gateway.py's fleets)."""
+
+    async def run() -> None:
+        books = _Books()
+
+        reading, answer = asyncio.Event(), asyncio.Event()
+
+        async def slow_read(symbol: str, depth: int) -> dict:
+            reading.set()
+            await answer.wait()
+            return await books.read(symbol, depth)
+
+        hub = Hub(None, slow_read, {"X-Y": None})  # type: ignore[dict-item]
+        conns = [_conn() for _ in range(3)]
+
+        async def subscribe(c: Conn) -> None:
+            hub.remove(c, "book", "X-Y")  # as GatewayServer.subscribe does first
+            await hub.subscribe_book(c, "X-Y")
+
+        first = asyncio.ensure_future(subscribe(conns[0]))
+        await reading.wait()  # the others come while the first read is in flight
+        later = [asyncio.ensure_future(subscribe(c)) for c in conns[1:]]
+        await asyncio.sleep(0)
+        answer.set()
+        await asyncio.gather(first, *later)
+        firsts = [json.loads(c.outbox.frames[0]) for c in conns]
+        assert [(f["type"], f.get("seq")) for f in firsts] == [("snapshot", 1)] * 3
+        assert all(("book", "X-Y") in c.subs for c in conns)
+
+    asyncio.run(run())

@@ -68,7 +68,13 @@ class Tap(Conn):
         super().__init__(Outbox(), noop)
         self.on_frame = on_frame
 
+    counted = False  # (what it makes of a frame is counted where that is sent)
+
     def push(self, frame: str, channel: str) -> bool:  # noqa: ARG002 - one channel per tap
+        self.on_frame(frame)
+        return True
+
+    def offer(self, frame: str, now: float) -> bool:  # noqa: ARG002 - (the hub's fan-out)
         self.on_frame(frame)
         return True
 

@@ -1,0 +1,53 @@
+"""``bench/gateway.py`` runs end to end with tiny sizes: a real ``shardex up`` with its gateway,
+real WebSocket client processes checking every seq chain, a real ``shardex loadgen``, signed
+REST orders and the SDK's. What is checked is the report's shape and that no client saw a
+silent gap or a wrong checksum, never how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gateway  # noqa: E402
+
+from tests.support.bench import bench_env  # noqa: E402
+
+
+def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsys) -> None:
+    r = subprocess.run(
+        [sys.executable, "bench/gateway.py", "--clients", "4", "--procs", "2", "--seconds", "1",
+         "--rate", "200", "--rest-seconds", "0.5", "--rest-rounds", "1",
+         "--rest-concurrency", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=bench_env(),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    (fleet,) = rep["fleets"]
+    assert fleet["clients"] == 4 and fleet["reached"] == 4  # every client got the last trade
+    assert fleet["silent_gaps"] == 0 and fleet["bad_checksums"] == 0
+    assert fleet["trades"] > 0 and fleet["frames"] >= fleet["trades"] + fleet["books"]
+    assert fleet["checked"] > 0  # the full books' CRC32 checks ran
+    lat, rd = fleet["latency_ms"], fleet["commit_to_redis_ms"]
+    assert 0 < rd["p50"] <= rd["p99"] <= rd["max"]  # the same run's baseline, from Redis
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert len(fleet["client_cpu_pct"]) == 2 and fleet["gateway_cpu_s"] >= 0
+    for path in ("rest", "sdk"):
+        (rnd,) = rep["rest_vs_sdk"][path]
+        assert rnd["errors"] == 0 and rnd["orders_per_s"] > 0 and rnd["p50_us"] > 0
+    assert "[1/1] 4 WebSocket clients in 2 process(es)" in r.stderr  # progress on stderr
+
+    gateway.print_table(rep)
+    table = capsys.readouterr().out
+    assert "| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis" in table
+    assert "| 4 | " in table and "| rest | 1 | " in table and "| sdk | 1 | " in table
+
+
+def test_the_gateway_bench_rejects_bad_client_counts() -> None:
+    r = subprocess.run([sys.executable, "bench/gateway.py", "--clients", "10,x"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode != 0 and "--clients" in r.stderr
