@@ -37,6 +37,7 @@ from shardex.coord.etcd import parse_url
 from shardex.datadir import DataDirError, recorded_shards
 from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import OPTIONAL, Plan, cluster_ports
+from shardex.kinds.feed import has_perps
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
 from shardex.node.scaler import Scaler
@@ -205,8 +206,8 @@ def up(
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
     if prometheus_config:
         with open(prometheus_config, "w") as fh:
-            fh.write(render_prometheus(layout, replicas=replicas,
-                                       optional=("mm",) if mm else ()))  # fmt: skip
+            asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
+            fh.write(render_prometheus(layout, replicas=replicas, optional=asked))
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once

@@ -89,4 +89,5 @@ FEED = Kind(
     ports=ports,
     scrape=scrape,
     procfile="shardex feed",
+    optional=True,  # (started, and scraped, only when a perp market exists: ``has_perps``)
 )

@@ -52,7 +52,7 @@ def test_market_and_account_admin_cli(tmp_path) -> None:
             assert "give --qty and/or --notional" in cli("market", "set-max", P, code=2)
             # a minimum order size (refused through the tier: tests/unit/test_inproc_markets.py)
             assert "min qty 0.0100 (seq" in cli("market", "set-min", P, "0.01")
-            assert re.search(rf"{P} +0 +open .* 0\.0100\n", cli("market", "list")), cli(
+            assert re.search(rf"{P} +0 +open .* 0\.0100 +spot\n", cli("market", "list")), cli(
                 "market", "list")
             assert "not on the lot grid" in cli("market", "set-min", P, "0.00001", code=2)
             assert "min qty none" in cli("market", "set-min", P, "0")
