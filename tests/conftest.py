@@ -172,7 +172,7 @@ def _cluster_logs(request) -> Iterator[None]:
 
 
 # tests/<tier>/: docs/testing.md says what goes where
-TIERS = ("unit", "process", "chaos", "browser")
+TIERS = ("unit", "process", "chaos", "browser", "bench")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

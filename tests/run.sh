@@ -8,7 +8,8 @@
 #     workers (default: see below), each test file's tests spread over them. Arguments replace
 #     that selection and go to pytest: `bash tests/run.sh tests/chaos` runs the chaos tier
 #     (processes killed, stopped, starved of disk, failed over: minutes more, so .ci/run runs
-#     it after this command, not every session's loop), `bash tests/run.sh tests/browser` the
+#     it after this command, not every session's loop; `tests/bench` the benches at tiny
+#     sizes, likewise), `bash tests/run.sh tests/browser` the
 #     web page in headless Chromium (installs Debian's chromium), `bash tests/run.sh tests` everything,
 #     `-n 0` serially.
 set -euo pipefail

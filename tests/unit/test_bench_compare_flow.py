@@ -1,6 +1,6 @@
 """``bench/compare.py``'s whole flow, every phase, with stand-ins for what it starts.
 
-The real-process smoke (``tests/process/test_bench_smoke.py``) runs one phase against real
+The real-process smoke (``tests/bench/test_bench_smoke.py``) runs one phase against real
 clusters of a real worktree; the three phases' bookkeeping (rounds alternating ref/current, each
 metric once per round and side, the echo measured with the latency phase, the overload rate
 given or derived from the saturation phase, per-role CPU per order, the ratios, the report's

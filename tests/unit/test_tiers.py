@@ -1,6 +1,7 @@
 """The suite's tiers: every test file lives in ``tests/unit``, ``tests/process``,
-``tests/chaos`` or ``tests/browser``, and a ``tests/unit`` file starts no process, so
-``pytest tests/unit`` stays a quick run that needs no free ports, no Redis and no cluster.
+``tests/chaos``, ``tests/browser`` or ``tests/bench``, and a ``tests/unit`` file starts no
+process, so ``pytest tests/unit`` stays a quick run that needs no free ports, no Redis and no
+cluster.
 
 "Starts no process" is read from the source, not guessed from the name: a unit file imports
 no module that runs programs (``subprocess``, ``multiprocessing``, ...), no helper of
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-TIERS = ("unit", "process", "chaos", "browser")
+TIERS = ("unit", "process", "chaos", "browser", "bench")
 # Standard modules whose import means the file can start programs.
 PROCESS_MODULES = {"subprocess", "multiprocessing", "pty", "asyncio.subprocess", "pexpect"}
 OS_STARTERS = ("fork", "forkpty", "system", "popen", "exec", "spawn", "posix_spawn")
@@ -103,7 +104,7 @@ def test_every_test_file_lives_in_one_tier() -> None:
         for p in TESTS.rglob("test_*.py")
         if p.parent.parent != TESTS or p.parent.name not in TIERS
     ]
-    assert misplaced == [], f"outside tests/unit, tests/process, tests/chaos: {misplaced}"
+    assert misplaced == [], f"outside the tiers {TIERS}: {misplaced}"
     assert all(any((TESTS / tier).glob("test_*.py")) for tier in TIERS)
 
 
