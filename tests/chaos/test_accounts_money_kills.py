@@ -9,29 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal as D
-from typing import Any
 
 import pytest
 
 from shardex.accounts.core import account_shard_for
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.wire.protocol import shard_for
-
-
-def _wait(pred, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except Exception as exc:  # noqa: BLE001 - a process still starting: ask again
-            last = exc
-        if last is True:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+from tests.support.accounts import _wait
 
 
 def _metric(port: int, name: str, what: str | None = None) -> float:
