@@ -69,6 +69,13 @@ ENDPOINT = Opt(
     "the router of DATA_DIR/endpoints.json (written by shardex up; DATA_DIR: $SHARDEX_DATA_DIR "
     "or ./data), else tcp://127.0.0.1:5555].",
 )
+# A cluster client's layout (the market maker, the feed): no default of their own, so the
+# data dir's endpoints.json decides when neither is given (``ENDPOINT``'s help says the order).
+CLIENT_HOST = Opt("--host", envvar="SHARDEX_HOST",
+                  help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1].")
+CLIENT_BASE_PORT = Opt("--base-port", type=int, envvar="SHARDEX_BASE_PORT",
+                       help="Base port of the cluster's layout [DATA_DIR/endpoints.json's, else "
+                       "5555].")  # fmt: skip
 DURABILITY = Opt(
     "--durability",
     type=click.Choice(["local", "replicated", "both"]),

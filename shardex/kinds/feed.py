@@ -10,7 +10,15 @@ from __future__ import annotations
 import click
 
 from shardex.config import load_markets
-from shardex.kinds.common import CLUSTER_DATA_DIR, ENDPOINT, MARKETS, SECURITY, metrics_port
+from shardex.kinds.common import (
+    CLIENT_BASE_PORT,
+    CLIENT_HOST,
+    CLUSTER_DATA_DIR,
+    ENDPOINT,
+    MARKETS,
+    SECURITY,
+    metrics_port,
+)
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
 
@@ -18,10 +26,8 @@ FEED_METRICS_OFFSET = 8  # base+8: the feed's exporter
 
 OPTIONS = (
     ENDPOINT,
-    Opt("--host", envvar="SHARDEX_HOST",
-        help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1]."),
-    Opt("--base-port", type=int, envvar="SHARDEX_BASE_PORT",
-        help="Base port of the cluster's layout [DATA_DIR/endpoints.json's, else 5555]."),
+    CLIENT_HOST,
+    CLIENT_BASE_PORT,
     Opt("--key", "key_file", type=click.Path(dir_okay=False),
         help="A feed key file [the cluster's feed process key: KEYS_DIR/feed.key, issued on "
         "first use]; 'none' for an --insecure cluster."),

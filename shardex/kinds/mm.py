@@ -15,7 +15,7 @@ import os
 import click
 
 from shardex.auth import ADMIN_KEY_FILE
-from shardex.kinds.common import ENDPOINT, metrics_port
+from shardex.kinds.common import CLIENT_BASE_PORT, CLIENT_HOST, ENDPOINT, metrics_port
 from shardex.kinds.spec import Kind, Opt, Plan, Spawn
 from shardex.layout import Layout
 
@@ -26,10 +26,8 @@ OPTIONS = (
         "as shardex up does, off under honcho (SHARDEX_MM=on in .env turns it on), on when "
         "run by hand."),
     ENDPOINT,
-    Opt("--host", envvar="SHARDEX_HOST",
-        help="Host of the default layout [DATA_DIR/endpoints.json's, else 127.0.0.1]."),
-    Opt("--base-port", type=int, envvar="SHARDEX_BASE_PORT",
-        help="Base port of the cluster's layout [DATA_DIR/endpoints.json's, else 5555]."),
+    CLIENT_HOST,
+    CLIENT_BASE_PORT,
     Opt("--key", "key_file", type=click.Path(dir_okay=False),
         help="An admin key file (the bot deposits to fund its accounts) [$SHARDEX_KEY, else "
         "DATA_DIR/keys/admin.key]; 'none' for an --insecure cluster."),
