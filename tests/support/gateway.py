@@ -9,7 +9,7 @@ import asyncio
 import json
 import zlib
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -80,25 +80,26 @@ class LocalBook:
         return True
 
 
-class WsClient:
-    """One WebSocket connection reading in a task: book messages into ``books``, everything
-    else into ``other`` (trades, heartbeats, acks, errors)."""
+class WsConn:
+    """One connection to the gateway's ``/v1/ws`` whose messages a task reads (``_read``,
+    each subclass its own way); ``async with`` opens and closes it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.books: dict[str, LocalBook] = {}
-        self.other: list[dict[str, Any]] = []
         self.session: aiohttp.ClientSession | None = None
         self.ws: Any = None
         self.task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> WsClient:
+    async def __aenter__(self) -> Self:
         self.session = aiohttp.ClientSession()
         self.ws = await self.session.ws_connect(self.url + "/v1/ws", max_msg_size=0)
         self.task = asyncio.get_running_loop().create_task(self._read())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         if self.task:
             self.task.cancel()
         await self.ws.close()
@@ -107,6 +108,19 @@ class WsClient:
 
     async def send(self, obj: Any) -> None:
         await self.ws.send_str(obj if isinstance(obj, str) else json.dumps(obj))
+
+    async def _read(self) -> None:
+        raise NotImplementedError
+
+
+class WsClient(WsConn):
+    """Book messages into ``books``, everything else into ``other`` (trades, heartbeats,
+    acks, errors)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.books: dict[str, LocalBook] = {}
+        self.other: list[dict[str, Any]] = []
 
     async def book(self, symbol: str, drop_deltas: int = 0) -> LocalBook:
         self.books[symbol] = LocalBook(symbol, drop_deltas)

@@ -4,7 +4,6 @@ WebSocket login signed with the stdlib's HMAC-SHA256, and a ``user`` channel rea
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -16,6 +15,8 @@ import urllib.request
 from typing import Any
 
 import aiohttp
+
+from tests.support.gateway import WsConn
 
 
 def api_key(data_dir: str, account: str) -> dict[str, Any]:
@@ -54,34 +55,12 @@ def login(rec: dict[str, Any], cod: bool = False, sig: str | None = None) -> dic
             "cancel_on_disconnect": cod}  # fmt: skip
 
 
-class UserWs:
-    """One WebSocket connection reading everything it gets into ``got`` (in a task)."""
+class UserWs(WsConn):
+    """Everything the connection gets but heartbeats, into ``got``."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        super().__init__(url)
         self.got: list[dict[str, Any]] = []
-        self.session: aiohttp.ClientSession | None = None
-        self.ws: Any = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> UserWs:
-        self.session = aiohttp.ClientSession()
-        self.ws = await self.session.ws_connect(self.url + "/v1/ws", max_msg_size=0)
-        self.task = asyncio.get_running_loop().create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self.task:
-            self.task.cancel()
-        await self.ws.close()
-        assert self.session is not None
-        await self.session.close()
-
-    async def send(self, obj: Any) -> None:
-        await self.ws.send_str(json.dumps(obj))
 
     async def _read(self) -> None:
         async for msg in self.ws:
