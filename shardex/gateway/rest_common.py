@@ -114,7 +114,8 @@ def cluster_error(exc: ShardexError) -> web.Response:
 
 
 class Auth:
-    """The API keys (reloaded when an unknown key id shows up) and the signature check."""
+    """The API keys (an unknown key id reads its own record: ``_reload``) and the signature
+    check."""
 
     def __init__(self, keys_dir: str | None, now_ms: Callable[[], int] | None = None) -> None:
         self.keys_dir = keys_dir
