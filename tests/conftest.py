@@ -52,6 +52,8 @@ from tests.support.cluster import (  # noqa: F401 - re-exported
 from tests.support.ports import free_layout, listening, wait_listening  # noqa: F401
 from tests.support.redis import RedisServer, redis_server_binary  # noqa: F401
 from tests.support.schedule import file_order
+from tests.support.shared_gateway import FIXTURE as SHARED_GATEWAY
+from tests.support.shared_gateway import SharedGateway, release, shared
 
 os.environ["SHARDEX_KEY"] = "none"  # no implicit key in tests (children inherit it too)
 
@@ -187,6 +189,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     rank = {name: k for k, name in enumerate(file_order(list(counts.items()), workers))}
     items.sort(key=lambda item: rank[item.path.name])  # (a stable sort)
+
+
+@pytest.fixture
+def gateway_cluster() -> SharedGateway:
+    """The cluster + gateway the gateway's private-API modules share (tests/support/
+    shared_gateway.py): started on first use, stopped when the next test needs it no more.
+    A module using it keeps to its own accounts and tidies them on its way out."""
+    return shared()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a test's (and its module's) fixtures are torn down: stop the shared gateway
+    cluster unless the next test asks for it too (idle, it would spend CPU to the end)."""
+    yield
+    if SHARED_GATEWAY in getattr(item, "fixturenames", ()) and (
+        nextitem is None or SHARED_GATEWAY not in getattr(nextitem, "fixturenames", ())
+    ):
+        release()
 
 
 @pytest.fixture

@@ -23,16 +23,22 @@ from binance.exceptions import BinanceAPIException
 from shardex.client import AsyncClient
 from tests.support.binance import api_key, async_client, sync_client
 from tests.support.cluster import Cluster
+from tests.support.shared_gateway import SharedGateway, tidy
 from tests.support.wait import wait_until
 
+# the accounts this module trades under (the cluster is shared: tests/support/shared_gateway.py)
+ACCOUNTS = ("bn-a", "bn-b", "bn-m0", "bn-m1", "bn-m2")
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", gateways=1, accounts=1)
-    try:
-        yield c
-    finally:
-        c.stop()
+
+@pytest.fixture(scope="module", autouse=True)
+def _tidy() -> Iterator[None]:
+    yield
+    tidy(ACCOUNTS)
+
+
+@pytest.fixture
+def cluster(gateway_cluster: SharedGateway) -> Cluster:
+    return gateway_cluster.cluster
 
 
 def _url(cluster: Cluster) -> str:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -21,28 +20,26 @@ import pytest
 from shardex.wire.codes import ADMIN_REQUIRED, NOT_ALLOWED, REPLAYED
 from tests.support.cluster import Cluster
 from tests.support.rest import signed
+from tests.support.shared_gateway import SharedGateway, tidy
 from tests.support.wait import wait_until
 
 SYMBOL = "BTC-USD"
 
 
-@pytest.fixture(scope="module")
-def gw() -> Iterator[tuple[str, Cluster]]:
-    c = Cluster(1, redis="embedded", accounts=1, gateways=1)
-    try:
-        url = f"http://127.0.0.1:{c.layout.gateway_port(0)}"
-        wait_until(lambda: _healthy(url), 60, "the gateway is up")
-        yield url, c
-    finally:
-        c.stop()
+# the accounts this module trades under (the cluster is shared: tests/support/shared_gateway.py)
+ACCOUNTS = ("ga", "gb", "gc", "gd", "ge", "go")
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+@pytest.fixture(scope="module", autouse=True)
+def _tidy() -> Iterator[None]:
+    yield
+    tidy(ACCOUNTS)
+
+
+@pytest.fixture
+def gw(gateway_cluster: SharedGateway) -> tuple[str, Cluster]:
+    """The shared cluster's gateway URL and the cluster."""
+    return gateway_cluster.url, gateway_cluster.cluster
 
 
 def _api_key(cluster: Cluster, *args: str) -> dict[str, Any]:

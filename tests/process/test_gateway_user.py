@@ -21,17 +21,24 @@ from shardex.wire.codes import LOGIN_REQUIRED, UNAUTHORIZED
 from tests.support.cluster import Cluster
 from tests.support.gateway import until
 from tests.support.gateway_user import UserWs, api_key, login, signed
+from tests.support.shared_gateway import SharedGateway, tidy
 
 SYMBOL = "BTC-USD"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster(1, redis="embedded", gateways=1, accounts=1)
-    try:
-        yield c
-    finally:
-        c.stop()
+# the accounts this module trades under (the cluster is shared: tests/support/shared_gateway.py)
+ACCOUNTS = ("ua", "ub", "uc", "ud", "ue")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tidy() -> Iterator[None]:
+    yield
+    tidy(ACCOUNTS)
+
+
+@pytest.fixture
+def cluster(gateway_cluster: SharedGateway) -> Cluster:
+    return gateway_cluster.cluster
 
 
 def _order(oid: str, side: str, price: str = "50000") -> bytes:
@@ -143,7 +150,7 @@ def _positions(ack: dict, got: list[dict]) -> dict[str, int]:
 
 
 def test_a_client_resumes_after_a_gateway_restart_with_what_happened_meanwhile(
-    cluster: Cluster,
+    cluster: Cluster, gateway_cluster: SharedGateway
 ) -> None:
     url = f"http://127.0.0.1:{cluster.layout.gateway_port(0)}"
     maker = api_key(cluster.data_dir, "ud")
@@ -160,10 +167,11 @@ def test_a_client_resumes_after_a_gateway_restart_with_what_happened_meanwhile(
                 await until(lambda: any(m.get("status") == "accepted" for m in ws.user()), 60,
                             "the order rests")  # fmt: skip
                 before = ws.user()
+            starts = gateway_cluster.gateway_starts()
             subprocess.run(["kill", "-9", str(cluster.child_pid("gateway"))], check=True)
             res = await admin.place(SYMBOL, "sell", "0.0100", "49000", id="ue-1", account="ue")
             assert res.ok, res  # (while the gateway is down: crosses ud-1)
-            await until(lambda: cluster.output().count("started gateway") >= 2, 60, "restart")
+            await until(lambda: gateway_cluster.gateway_starts() > starts, 60, "restart")
             await until(lambda: _healthy(url), 60, "the gateway is back")
         async with UserWs(url) as ws:
             resumed = await _logged_in(ws, maker, since=_positions(ack, before))

@@ -125,6 +125,12 @@ MEASURED_S: dict[str, float] = {
 }  # fmt: skip
 DEFAULT_S = 0.5
 
+# Files that share one cluster per pytest process (tests/support/shared_gateway.py): dealt to
+# the same slice one after another, so one worker starts that cluster once for all of them.
+TOGETHER: tuple[tuple[str, ...], ...] = (
+    ("test_gateway_rest.py", "test_gateway_user.py", "test_binance.py"),
+)
+
 
 def slice_sizes(total: int, workers: int) -> list[int]:
     """How many tests each worker's first slice holds, as ``worksteal`` deals them out."""
@@ -136,18 +142,25 @@ def slice_sizes(total: int, workers: int) -> list[int]:
 
 
 def file_order(
-    files: Sequence[tuple[str, int]], workers: int, seconds: Mapping[str, float] = MEASURED_S
+    files: Sequence[tuple[str, int]],
+    workers: int,
+    seconds: Mapping[str, float] = MEASURED_S,
+    together: Sequence[Sequence[str]] = TOGETHER,
 ) -> list[str]:
     """``files`` (name, number of tests, in collection order) in the order to run them, so
     that each of ``workers`` slices holds about the same measured seconds, longest first.
 
     Longest file first, each file goes to the slice with the least work that still has room
     for all its tests (if none has, to the one with the most room: it then spills into the
-    next slice). One worker (no xdist): simply the longest first."""
+    next slice). One worker (no xdist): simply the longest first. The files of a group of
+    ``together`` count as one file (their seconds and tests summed) and stay adjacent."""
     weight = {name: seconds.get(name, DEFAULT_S * count) for name, count in files}
+    files, members = _grouped(files, together)
+    for name, parts in members.items():
+        weight[name] = sum(weight[p] for p in parts)
     ranked = sorted(files, key=lambda f: -weight[f[0]])  # (stable: ties keep their order)
     if workers <= 1:
-        return [name for name, _ in ranked]
+        return [m for name, _ in ranked for m in members.get(name, (name,))]
     room = slice_sizes(sum(count for _, count in files), workers)
     load = [0.0] * workers
     slices: list[list[str]] = [[] for _ in range(workers)]
@@ -160,4 +173,26 @@ def file_order(
         slices[k].append(name)
         room[k] -= count
         load[k] += weight[name]
-    return [name for part in slices for name in part]
+    return [m for part in slices for name in part for m in members.get(name, (name,))]
+
+
+def _grouped(
+    files: Sequence[tuple[str, int]], together: Sequence[Sequence[str]]
+) -> tuple[list[tuple[str, int]], dict[str, tuple[str, ...]]]:
+    """``files`` with each group of ``together`` (the members present) as one entry, named
+    after its first member present; and each such entry's members, in the group's order."""
+    counts = dict(files)
+    members: dict[str, tuple[str, ...]] = {}
+    lead: dict[str, str] = {}
+    for group in together:
+        present = tuple(name for name in group if name in counts)
+        if len(present) > 1:
+            members[present[0]] = present
+            lead.update({name: present[0] for name in present})
+    out = []
+    for name, count in files:
+        if name in members:
+            out.append((name, sum(counts[m] for m in members[name])))
+        elif name not in lead:
+            out.append((name, count))
+    return out, members

@@ -71,3 +71,33 @@ def test_measured_names_are_test_files_of_the_suite():
     tests = Path(__file__).resolve().parents[1]
     on_disk = {p.name for p in tests.glob("*/test_*.py")}
     assert set(MEASURED_S) <= on_disk, set(MEASURED_S) - on_disk
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_files_that_share_a_cluster_stay_together_in_one_slice(workers):
+    """A group of ``together`` (one shared cluster per worker) is dealt as one file: its
+    members adjacent, in the group's order, within one worker's slice."""
+    files = [(f"f{k}.py", 1 + k % 5) for k in range(30)]
+    files[7:7] = [("b.py", 3), ("x.py", 2)]
+    files.append(("a.py", 2))
+    seconds = {"a.py": 40.0, "b.py": 30.0, "x.py": 45.0, "f3.py": 50.0}
+    counts = dict(files)
+    order = file_order(files, workers, seconds, together=[("a.py", "b.py", "gone.py")])
+    assert sorted(order) == sorted(counts)
+    at = order.index("a.py")
+    assert order[at + 1] == "b.py"  # adjacent, in the group's order
+    slices = _slices(order, counts, workers)
+    holders = [k for k, tests in enumerate(slices) if {"a.py", "b.py"} & set(tests)]
+    assert len(holders) == 1  # one worker runs both (and starts their cluster once)
+    assert all(slices[holders[0]].count(n) == counts[n] for n in ("a.py", "b.py"))
+    if workers == 1:  # their summed 70 s rank them first, before f3.py's 50 and x.py's 45
+        assert order[:4] == ["a.py", "b.py", "f3.py", "x.py"]
+
+
+def test_the_groups_name_files_of_the_suite():
+    from pathlib import Path
+
+    from tests.support.schedule import TOGETHER
+
+    on_disk = {p.name for p in Path(__file__).resolve().parents[1].glob("*/test_*.py")}
+    assert {name for group in TOGETHER for name in group} <= on_disk
