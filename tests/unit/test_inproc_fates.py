@@ -4,7 +4,7 @@ as a SIGSTOPped process, a long GC pause or a wedged disk would be) answers afte
 timeout. Every path: the engine shard alone (the fate is unknown while it cannot answer, and a
 retry with the same id is refused as a duplicate), and writes through the account shard
 (``Retry`` asks it first, a timed-out amend stays unknown while it cannot answer).
-tests/process/test_accounts_edges.py keeps ``shardex loadgen`` against a real SIGSTOP."""
+tests/chaos/test_accounts_stops.py keeps ``shardex loadgen`` against a real SIGSTOP."""
 
 from __future__ import annotations
 
