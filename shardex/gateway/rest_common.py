@@ -114,7 +114,7 @@ def cluster_error(exc: ShardexError) -> web.Response:
 
 
 class Auth:
-    """The API keys (an unknown key id reads its own record: ``_reload``) and the signature
+    """The API keys (an unknown key id reads its own record: ``learn``) and the signature
     check."""
 
     def __init__(self, keys_dir: str | None, now_ms: Callable[[], int] | None = None) -> None:
@@ -123,9 +123,11 @@ class Auth:
         self.verifier = Verifier({k: r.key for k, r in self.records.items()})
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
 
-    def _reload(self, key_id: str | None) -> None:
+    def learn(self, key_id: str | None) -> None:
         """A key id not known yet: its record, if the store has it now (a key added while
-        the gateway runs is known at its first request; an unknown id costs one failed open)."""
+        the gateway runs is known at its first request; an unknown id costs one failed open).
+        Public: every door that checks a key (REST, the WebSocket login, the Binance subset)
+        calls it before its own check."""
         if not self.keys_dir or not key_id or key_id in self.records:
             return
         rec = load_one(self.keys_dir, key_id)
@@ -142,7 +144,7 @@ class Auth:
         session = request.get(SESSION_KEY)
         if isinstance(session, ApiKeyRecord):
             return session, body
-        self._reload(request.headers.get("X-SHARDEX-KEY"))
+        self.learn(request.headers.get("X-SHARDEX-KEY"))
         try:
             # the request target as sent, as the client signed it (percent-encoding kept)
             key = self.verifier.check(request.headers, request.method, request.raw_path, body,

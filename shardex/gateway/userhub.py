@@ -210,7 +210,7 @@ class UserHub:
         return True
 
     async def login(self, conn: Conn, req: UserRequest) -> None:
-        self.rest.auth._reload(req.key)  # (a key added while the gateway runs)
+        self.rest.auth.learn(req.key)  # (a key added while the gateway runs)
         try:
             key = verify_login(self.rest.auth.verifier, req, int(time.time() * 1000))
         except LoginRefused as exc:

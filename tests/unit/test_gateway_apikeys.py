@@ -21,7 +21,7 @@ def test_keys_added_one_after_another_are_known_at_once(tmp_path: Path) -> None:
     auth = Auth(str(tmp_path))
     for account in ("a", "b", "c"):
         key_id = _key(tmp_path, account)
-        auth._reload(key_id)
+        auth.learn(key_id)
         assert key_id in auth.records and key_id in auth.verifier.keys
         assert auth.records[key_id].key.accounts == frozenset({account})
 
@@ -32,5 +32,5 @@ def test_an_unknown_or_hostile_key_id_reads_nothing(tmp_path: Path) -> None:
     for bad in ("ak" + "0" * 16, "../outside", "ak../../x", "", "AK" + "0" * 16, "ak" * 40):
         assert load_one(tmp_path, bad) is None
     auth = Auth(str(tmp_path))
-    auth._reload("../outside")
+    auth.learn("../outside")
     assert len(auth.records) == 1

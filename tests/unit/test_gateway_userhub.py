@@ -42,7 +42,7 @@ class FakeRest:
         self.sdk = FakeSdk()
         self.auth = self  # (Rest keeps the keys and the check in its ``auth``)
 
-    def _reload(self, key_id: str | None) -> None:
+    def learn(self, key_id: str | None) -> None:
         pass
 
     def client_for(self, rec: ApiKeyRecord) -> FakeSdk:

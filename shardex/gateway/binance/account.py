@@ -94,7 +94,7 @@ class AccountRoutes:
         except UnicodeDecodeError:
             raise BinanceError(-1100, "Illegal characters found in the request body.") from None
         query = request.raw_path.partition("?")[2]
-        self.rest.auth._reload(request.headers.get("X-MBX-APIKEY"))
+        self.rest.auth.learn(request.headers.get("X-MBX-APIKEY"))
         key, params = self.verifier.check(request.headers, request.method, query, body, _now())
         rec = self.rest.records[key.key_id]
         asked = params.get("account")
