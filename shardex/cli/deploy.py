@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
+from shardex.cli.options import layout_options
 from shardex.config import load_markets
 from shardex.deploy.k8s import SECRET, Spec
 from shardex.deploy.keys import secret_dir
 from shardex.deploy.render import render, write
 from shardex.engine.markets import MarketError
-from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, MAX_SHARDS
 
 
 @click.group()
@@ -22,41 +22,14 @@ def deploy() -> None:
 
 
 @deploy.command("k8s")
-@click.option(
-    "--shards",
-    type=click.IntRange(1, MAX_SHARDS),
-    default=1,
-    show_default=True,
-    help="Engine shards N (a StatefulSet each).",
-)
-@click.option(
-    "--accounts",
-    type=click.IntRange(0, MAX_SHARDS),
-    default=1,
-    show_default=True,
-    help="Account shards M (a StatefulSet each; 0: the account tier is off).",
-)
-@click.option(
-    "--replicas",
-    type=click.IntRange(1, 2),
-    default=2,
-    show_default=True,
-    help="Pods per engine and account shard: 2 = a leader and a hot standby under "
+@layout_options(
+    {"replicas": 2},
+    shards="Engine shards N (a StatefulSet each).",
+    accounts="Account shards M (a StatefulSet each; 0: the account tier is off).",
+    replicas="Pods per engine and account shard: 2 = a leader and a hot standby under "
     "the lease, never on the same node.",
-)
-@click.option(
-    "--routers",
-    type=click.IntRange(1, MAX_ROUTERS),
-    default=1,
-    show_default=True,
-    help="Routers R (a Deployment of one pod each; every shard serves all).",
-)
-@click.option(
-    "--gateways",
-    type=click.IntRange(0, MAX_GATEWAYS),
-    default=1,
-    show_default=True,
-    help="Gateway pods G (one Deployment behind one Service).",
+    routers="Routers R (a Deployment of one pod each; every shard serves all).",
+    gateways="Gateway pods G (one Deployment behind one Service).",
 )
 @click.option(
     "--image",
@@ -105,19 +78,9 @@ def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, 
 
 
 @deploy.command("keys")
-@click.option(
-    "--shards",
-    type=click.IntRange(1, MAX_SHARDS),
-    default=1,
-    show_default=True,
-    help="Engine shards N (one process key each).",
-)
-@click.option(
-    "--accounts",
-    type=click.IntRange(0, MAX_SHARDS),
-    default=1,
-    show_default=True,
-    help="Account shards M (one process key each).",
+@layout_options(
+    shards="Engine shards N (one process key each).",
+    accounts="Account shards M (one process key each).",
 )
 @click.option(
     "--keys-dir",

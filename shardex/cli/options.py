@@ -10,7 +10,7 @@ import click
 
 from shardex.cli.base import UsageLineError
 from shardex.kinds import common
-from shardex.layout import DEFAULT_BASE_PORT, MAX_ROUTERS, MAX_SHARDS
+from shardex.layout import DEFAULT_BASE_PORT, MAX_GATEWAYS, MAX_ROUTERS, MAX_SHARDS
 from shardex.node.honcho import honcho_concurrency, honcho_index
 
 markets_option = common.MARKETS.decorator()
@@ -74,6 +74,41 @@ def client_options(f: Any) -> Any:
     for option in (timeout, client_base_port_option, client_host_option, endpoint_option):
         f = option(f)
     return f
+
+
+# The layout's counts as options of the commands that take them as numbers (``shardex up``,
+# ``shardex deploy k8s|keys``): their ranges here once, their help each command's own (what
+# a count means differs: processes on this box, pods, process keys). In the layout's order.
+LAYOUT_RANGES: dict[str, tuple[int, int]] = {
+    "shards": (1, MAX_SHARDS),
+    "accounts": (0, MAX_SHARDS),
+    "replicas": (1, 2),
+    "routers": (1, MAX_ROUTERS),
+    "gateways": (0, MAX_GATEWAYS),
+}
+
+
+def layout_option(name: str, help: str, default: int = 1, **kw: Any) -> Any:  # noqa: A002
+    """``--NAME``: one of the layout's counts, in its range, ``default`` shown in --help."""
+    low, high = LAYOUT_RANGES[name]
+    return click.option(f"--{name}", type=click.IntRange(low, high), default=default,
+                        show_default=True, help=help, **kw)  # fmt: skip
+
+
+def layout_options(defaults: dict[str, int] | None = None, **helps: str) -> Any:
+    """The layout counts named in ``helps`` (name: that command's help), in the layout's
+    order, each with its default (``defaults``, else 1): one decorator for a command's group."""
+    chosen = [name for name in LAYOUT_RANGES if name in helps]
+    unknown = set(helps) - set(chosen)
+    if unknown:
+        raise ValueError(f"not layout counts: {sorted(unknown)}")
+
+    def apply(f: Any) -> Any:
+        for name in reversed(chosen):
+            f = layout_option(name, helps[name], (defaults or {}).get(name, 1))(f)
+        return f
+
+    return apply
 
 
 def resolve_shards(value: str) -> int:

@@ -29,6 +29,8 @@ from shardex.cli.options import (
     durability_option,
     fsync_option,
     host_option,
+    layout_option,
+    layout_options,
     markets_option,
     up_shards,
 )
@@ -39,7 +41,7 @@ from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.feed import has_perps
 from shardex.kinds.files import prometheus_config as render_prometheus
-from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.layout import Layout, idle_shards_warning
 from shardex.node.scaler import Scaler
 from shardex.node.supervisor import Supervisor, build_children, port_free
 
@@ -62,14 +64,11 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     help="Per-shard load-shedding threshold (messages).",
 )
 @click.option("--no-pin", is_flag=True, help="Do not pin shards to CPUs.")
-@click.option(
-    "--routers",
-    type=click.IntRange(1, MAX_ROUTERS),
-    default=1,
-    show_default=True,
-    envvar="SHARDEX_ROUTERS",
-    help="Router processes in front of the same shards (clients spread over them: give them "
+@layout_option(
+    "routers",
+    "Router processes in front of the same shards (clients spread over them: give them "
     "every router's endpoint, comma-separated, as printed).",
+    envvar="SHARDEX_ROUTERS",
 )
 @click.option(
     "--data-dir",
@@ -108,20 +107,10 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     envvar="SHARDEX_INSECURE",
     help="No authentication (no CURVE keys, no Redis users): a lab only, said loudly.",
 )
-@click.option(
-    "--accounts",
-    type=click.IntRange(0, 100),
-    default=1,
-    show_default=True,
-    help="Account shards M: balances, holds before matching, settlement after (deposit "
+@layout_options(
+    accounts="Account shards M: balances, holds before matching, settlement after (deposit "
     "before trading: shardex deposit). 0: the tier is off, orders are unfunded.",
-)
-@click.option(
-    "--replicas",
-    type=click.IntRange(1, 2),
-    default=1,
-    show_default=True,
-    help="Processes per shard: 2 = a primary and a hot standby with their own journals "
+    replicas="Processes per shard: 2 = a primary and a hot standby with their own journals "
     "(DATA_DIR/shard-I and DATA_DIR/shard-I.r1; DATA_DIR/accounts-J and accounts-J.r1) and a "
     "Redis lease each (needs Redis), for engine and account shards; 1: one process "
     "per shard.",
@@ -142,12 +131,9 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "accounts it funds itself, so the books are live; needs --accounts >= 1). Off by default: "
     "it trades with money it deposits (docs/marketmaker.md).",
 )
-@click.option(
-    "--gateways",
-    type=click.IntRange(0, MAX_GATEWAYS),
-    default=1,
-    show_default=True,
-    help="Gateways (shardex gateway: HTTP + WebSocket market data) on base+86.. (they need "
+@layout_option(
+    "gateways",
+    "Gateways (shardex gateway: HTTP + WebSocket market data) on base+86.. (they need "
     "Redis: none with --no-bridge).",
 )
 @click.option(

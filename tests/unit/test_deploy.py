@@ -20,9 +20,12 @@ from shardex.auth import ADMIN_KEY_FILE, KeyStore
 from shardex.cli import COMMANDS, main
 from shardex.cli.accounts import accounts_config
 from shardex.cli.bridge import bridge_config
+from shardex.cli.deploy import deploy
 from shardex.cli.engine import engine_config
 from shardex.cli.gateway import gateway_config
+from shardex.cli.options import LAYOUT_RANGES, layout_options
 from shardex.cli.router import router_config
+from shardex.cli.up import up
 from shardex.deploy import k8s
 from shardex.deploy.k8s import Spec, manifests
 from shardex.deploy.keys import process_keys, secret_dir
@@ -272,3 +275,20 @@ def test_the_image_runs_every_kind_as_shardex_as_a_user_with_data_and_keys_as_vo
     assert used - exposed == {5656, 5756, 5856, 5956, 6656}  # engine shard 1's: shard 0's + 1
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ignored[ignored.index("*")] == "*" and "!shardex/" in ignored
+
+
+def test_up_and_deploy_take_the_layout_counts_in_the_same_ranges():
+    """``shardex up`` and ``shardex deploy k8s|keys`` share one definition of the layout's
+    counts (``shardex.cli.options.layout_options``): the same option, the same range."""
+    commands = {"up": up, **deploy.commands}
+    seen = set()
+    for name, command in commands.items():
+        for param in command.params:
+            count = param.name if param.name in LAYOUT_RANGES else None
+            if count and isinstance(param.type, click.IntRange):
+                assert (param.type.min, param.type.max) == LAYOUT_RANGES[count], (name, count)
+                seen.add((name, count))
+    assert {("k8s", c) for c in LAYOUT_RANGES} | {("keys", "shards"), ("keys", "accounts")} <= seen
+    assert {("up", c) for c in ("accounts", "replicas", "routers", "gateways")} <= seen
+    with pytest.raises(ValueError, match="not layout counts"):
+        layout_options(shard="a typo")
