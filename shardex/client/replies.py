@@ -18,14 +18,8 @@ from shardex.client.errors import (
 from shardex.client.results import _is_int
 from shardex.engine import Market
 from shardex.engine.codes import (
-    EV_ACCEPTED,
-    EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
-    EV_INDEX,
-    EV_LISTED,
-    EV_MARKET,
-    EV_MOVED,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -36,6 +30,7 @@ from shardex.engine.codes import (
     Command,
 )
 from shardex.wire.errors import result_error
+from shardex.wire.event_shapes import EVENT_SHAPES, fits_shape, known_kind
 from shardex.wire.layouts import (
     CMD_ID,
     CMD_OP,
@@ -68,33 +63,13 @@ class _Malformed(Exception):
     """Internal: a reply value that does not have the shape the protocol promises."""
 
 
-# Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1).
-_EVENT_SHAPES: dict[int, str] = {
-    EV_ACCEPTED: "iiss",
-    EV_TRADE: "iisiissdi",
-    EV_CANCELLED: "iisssi",
-    EV_REJECTED: "iisssi",  # ..., reason, code (any int: a newer shard may know more codes)
-    EV_AMENDED: "iissii",
-    EV_MOVED: "iisiii",
-    EV_ADOPTED: "iisiiii",
-    EV_TRIGGERED: "iissii",  # ..., id, last trade price, trigger
-    EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
-    EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
-    EV_INDEX: "iisii",  # ..., index, mark (ticks)
-}
+# the events' shapes: one description, shared with the bridge (``shardex.wire.event_shapes``)
+_EVENT_SHAPES = EVENT_SHAPES
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 
 
 def _item(seq: Any, i: int) -> Any:
     return seq[i] if len(seq) > i else None
-
-
-def _check(value: Any, kind: str) -> bool:
-    if kind == "i":
-        return _is_int(value)
-    if kind == "s":
-        return type(value) is str
-    return type(value) is int and value in (0, 1)
 
 
 class Replies:
@@ -155,10 +130,9 @@ class Replies:
         if not isinstance(ev, tuple | list) or not ev:
             raise _Malformed("event is not an array")
         kind = ev[EV_KIND]
-        shape = _EVENT_SHAPES.get(kind) if type(kind) is int else None
-        if shape is None:
+        if not known_kind(ev):
             raise _Malformed(f"unknown event kind {str(kind)[:20]!r}")
-        if len(ev) != len(shape) or not all(map(_check, ev, shape)):
+        if not fits_shape(ev):
             raise _Malformed(f"bad fields in a kind {kind} event")
         if kind in _NEEDS_MARKET and ev[EV_SYMBOL] not in self.markets:
             raise _Malformed(

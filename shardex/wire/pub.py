@@ -28,46 +28,29 @@ from shardex.accounts.codes import (
     AE_RESTRICTED,
 )
 from shardex.engine.codes import (
-    EV_ACCEPTED,
-    EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
     EV_INDEX,
     EV_LISTED,
-    EV_MARKET,
-    EV_MOVED,
-    EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
     Event,
 )
 from shardex.engine.markets import Market
 from shardex.wire.envelope import VERSION, packb, unpackb, version_error
+from shardex.wire.event_shapes import EVENT_SHAPES, fits_shape
 from shardex.wire.index_event import check_index_event
 from shardex.wire.layouts import (
     AE_KIND,
     AE_SEQ,
-    AMENDED_PRICE,
-    AMENDED_QTY,
-    CANCELLED_QTY,
-    CANCELLED_REASON,
-    EV_ID,
     EV_KIND,
     EV_SEQ,
     EV_SYMBOL,
-    MARKET_BAND,
-    MARKET_STATE,
-    MARKET_WIDTH,
     PUB_EPOCH,
     PUB_TS,
-    REJECTED_CODE,
-    REJECTED_REASON,
     RESTRICTED_ACCOUNT,
     RESTRICTED_FLAG,
     RESTRICTED_WIDTH,
-    TRADE_WIDTH,
-    TRIGGERED_AT,
-    TRIGGERED_LAST,
 )
 from shardex.wire.listed import learn_account_listed, learn_listed
 
@@ -76,7 +59,7 @@ MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~3
 MAX_EPOCH = 1 << 63
 MAX_TS = (1 << 63) - 1  # (``timemarks.MAX_TS``: the wire cannot import the node's module)
 
-_TRADE_TYPES = (int, int, str, int, int, str, str, int, int)
+_TRADE_TYPES = tuple(str if c == "s" else int for c in EVENT_SHAPES[EV_TRADE])
 
 
 class Malformed(ValueError):
@@ -205,65 +188,29 @@ def _bounded(value: Any) -> bool:
     return type(value) is str and len(value) <= MAX_STR
 
 
-def _check_trade(ev: tuple, markets: Mapping[str, Market]) -> bool:
-    if len(ev) != TRADE_WIDTH:
-        return False
-    _, _, symbol, price, qty, taker, maker, side, trade_id = ev
-    return (
-        symbol in markets
-        and type(price) is int
-        and type(qty) is int
-        and _bounded(taker)
-        and _bounded(maker)
-        and type(side) is int
-        and 0 <= side <= 1
-        and type(trade_id) is int
-    )
+# kinds whose prices or sizes are formatted with their pair's market (the others: as they are)
+_NEEDS_MARKET = frozenset((EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED))
 
 
 def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
     """True if ``ev`` is an engine event tuple the bridge can format and write.
 
-    Checks exactly what formatting relies on: types (``bool`` is not an ``int`` here), a seq that
-    fits a stream ID, a known symbol where prices/sizes need its market, bounded strings.
+    Its kind's shape first (``shardex.wire.event_shapes``: the description the SDK checks
+    too; ``bool`` is not an ``int`` there), then what formatting relies on beyond it: a seq
+    that fits a stream ID, bounded strings, a known symbol where prices/sizes need its market.
     """
-    if type(ev) is not tuple or len(ev) < 4:
+    if type(ev) is not tuple or not fits_shape(ev):
         return False
-    kind, seq, symbol = ev[EV_KIND], ev[EV_SEQ], ev[EV_SYMBOL]
-    if type(seq) is not int or not 0 < seq <= MAX_SEQ or type(kind) is not int:
+    kind, seq = ev[EV_KIND], ev[EV_SEQ]
+    if not 0 < seq <= MAX_SEQ or not all(len(v) <= MAX_STR for v in ev if type(v) is str):
         return False
-    if not _bounded(symbol):
-        return False
-    if kind == EV_TRADE:
-        return _check_trade(ev, markets)
-    if kind in (EV_MOVED, EV_ADOPTED):  # (kind, seq, symbol, int, ...): all ints after symbol
-        return len(ev) == 6 + (kind == EV_ADOPTED) and all(type(v) is int for v in ev[3:])
+    if kind in _NEEDS_MARKET:
+        return ev[EV_SYMBOL] in markets
     if kind == EV_LISTED:  # (a new pair: learnt, so its events that follow are kept)
         return learn_listed(ev, markets)
     if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
         return check_index_event(ev, markets)
-    if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
-        return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
-                and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip
-    if not _bounded(ev[EV_ID]):
-        return False
-    if kind == EV_ACCEPTED:
-        return True
-    if len(ev) < 6:  # (every other kind: (kind, seq, symbol, id, x, y))
-        return False
-    if kind == EV_REJECTED:
-        # (..., reason, code): any int code formats (an unknown one as "invalid")
-        return _bounded(ev[REJECTED_REASON]) and type(ev[REJECTED_CODE]) is int
-    if kind == EV_CANCELLED:
-        return (
-            symbol in markets and _bounded(ev[CANCELLED_REASON]) and type(ev[CANCELLED_QTY]) is int
-        )
-    if kind == EV_AMENDED:
-        return symbol in markets and type(ev[AMENDED_QTY]) is int and type(ev[AMENDED_PRICE]) is int
-    if kind == EV_TRIGGERED:
-        last, at = ev[TRIGGERED_LAST], ev[TRIGGERED_AT]
-        return symbol in markets and type(last) is int and type(at) is int
-    return False
+    return True
 
 
 def check_events(events: Any, markets: Mapping[str, Market]) -> tuple[list[tuple], int]:
