@@ -52,6 +52,7 @@ from tests.support.cluster import (  # noqa: F401 - re-exported
 from tests.support.ports import free_layout, listening, wait_listening  # noqa: F401
 from tests.support.redis import RedisServer, redis_server_binary  # noqa: F401
 from tests.support.schedule import file_order
+from tests.support.scramble import rewrite_error_texts
 from tests.support.shared_gateway import FIXTURE as SHARED_GATEWAY
 from tests.support.shared_gateway import SharedGateway, release, shared
 
@@ -189,6 +190,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     rank = {name: k for k, name in enumerate(file_order(list(counts.items()), workers))}
     items.sort(key=lambda item: rank[item.path.name])  # (a stable sort)
+
+
+@pytest.fixture
+def scramble(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every error text made during the test rewritten to nonsense (tests/support/scramble.py);
+    the original texts, in order."""
+    return rewrite_error_texts(monkeypatch)
 
 
 @pytest.fixture

@@ -4,17 +4,13 @@ Every error text is rewritten to nonsense at the point an error is made (``Error
 constructor: a node's error as the client decodes it, and the client's own timeout,
 unreachable and malformed-reply errors), and the decisions of the SDK (``Retry``, fates,
 topology refresh, ``Result.code``), of loadgen's fate tracker and of the bridge (follow the
-leader of a ``not_leader`` epoch) stay the same. The last test does it with a real cluster: a
-retrying client gets its order through a shard's kill -9 and restart exactly once.
+leader of a ``not_leader`` epoch) stay the same. With a real cluster (a retrying client gets
+its order through a shard's kill -9 and restart exactly once): tests/chaos/test_codes_restart.py.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from collections.abc import Callable, Iterator
-from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +23,6 @@ from shardex.client import (
     ClientCore,
     RequestTimeout,
     Result,
-    Retry,
     ShardexError,
     retryable,
     stale_topology,
@@ -58,12 +53,11 @@ from shardex.wire.protocol import (
     recovering_error,
     too_many_reads_error,
 )
-from tests.support.cluster import Cluster
+from tests.support.scramble import NONSENSE
 from tests.support.standin import StandIn
 
 SYMBOL = "BTC-USD"
 NEW = (OP_NEW, SYMBOL, "o-1", "acct1", 0, 0, 100, 1, 0, False, 0)
-NONSENSE = "lorem ipsum"
 
 
 def _wire(err: ErrorText) -> ErrorText:
@@ -119,20 +113,6 @@ def _decisions(err: Any) -> tuple:
         core.fate_of(NEW, err, None)[0], why_unknown(core.fate_of(NEW, err, None)[1]),
         ClientCore.topology_stale([(err, [])], {}, [0]),
     )  # fmt: skip
-
-
-@pytest.fixture
-def scramble(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Rewrite the text of every error made from now on (codes and data untouched)."""
-    originals: list[str] = []
-    new = ErrorText.__new__
-
-    def nonsense(cls: type, code: int, text: str, data: Any = None) -> ErrorText:
-        originals.append(text)
-        return new(cls, code, f"{NONSENSE} {len(originals)}", data)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ErrorText, "__new__", staticmethod(nonsense))
-    yield originals
 
 
 def test_decisions_do_not_change_when_every_text_is_rewritten(scramble: list[str]) -> None:
@@ -192,31 +172,6 @@ def test_a_text_that_reads_like_another_error_does_not_fool_anyone() -> None:
     for text in ("timeout after 1s", "not leader (epoch 9): x", "cannot reach tcp://h:1"):
         assert not uncertain(text) and not retryable(text) and not stale_topology(text)
         assert not_leader_epoch(text) is None
-
-
-def test_a_retrying_client_gets_through_a_shard_restart_once_with_rewritten_texts(
-    cluster1: Cluster, scramble: list[str]
-) -> None:
-    """kill -9 the shard, then place with ``Retry``: the router's answers (unavailable while
-    the shard is down) and the client's own (timeouts) all carry nonsense texts; the order
-    still goes through once the supervisor restarted the shard, and ran exactly once."""
-    pid = cluster1.shard_pid(0)
-    retry = Retry(deadline=60.0, backoff=0.05, max_backoff=0.3)
-    with cluster1.client(account="k", timeout=1.0, retry=retry) as c:
-        c.markets_source = "given"
-        os.kill(pid, signal.SIGKILL)
-        made = len(scramble)
-        r = c.place(SYMBOL, "buy", "1", "100", id="through-restart")
-        assert r.ok and r.attempts >= 2, (r, cluster1.output()[-3000:])
-        assert len(scramble) > made  # it did hear rewritten errors on the way
-        deadline = time.monotonic() + 10
-        while (st := c.order_status(SYMBOL, "through-restart"))["state"] != "live":
-            assert time.monotonic() < deadline, st
-            time.sleep(0.05)
-        assert st["qty"] == Decimal("1")
-        again = c.place(SYMBOL, "buy", "1", "100", id="through-restart")
-        assert again.code == "duplicate_id"  # it ran once: the id is taken
-    assert cluster1.shard_pid(0) != pid
 
 
 def test_exceptions_carry_the_code_of_the_error_behind_them() -> None:
