@@ -1,12 +1,13 @@
 """The bridge under kills and outages: kill -9 of the bridge or of a shard mid-load, Redis down
-for seconds; Redis still ends with every trade a client was told of, exactly once, and every
-shard's events stream contiguous."""
+for seconds, the bridge SIGSTOPped behind a PUB HWM of 1; Redis still ends with every trade a
+client was told of, exactly once, and every shard's events stream contiguous."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -92,3 +93,38 @@ def test_kill9_shard_mid_load_redis_still_exact_and_contiguous(bridged):
         assert trade_ids == list(range(1, len(trade_ids) + 1))
     assert "DIED with signal 9" in cluster.output()
     assert "Traceback" not in cluster.output()
+
+
+def test_tiny_pub_hwm_drops_are_repaired(redis_server: RedisServer):
+    """Moved from tests/process/test_bridge.py: it SIGSTOPs the bridge (and sends 20,000
+    orders); the repair path's fast-suite wiring is test_bridge.py's stand-in shard tests."""
+    cluster = Cluster(2, "--pub-hwm", "1", redis=redis_server.url)
+    try:
+        load = Load(cluster, rounds=40, per_round=500)
+        # The bridge is stopped while the load runs, so its socket buffers fill and the shards'
+        # PUB (HWM 1) must drop: without this a fast bridge kept up and nothing was dropped.
+        bridge = cluster.child_pid("bridge")
+        os.kill(bridge, signal.SIGSTOP)
+        try:
+            load.run()
+        finally:
+            os.kill(bridge, signal.SIGCONT)
+        assert not load.errors
+        r = redis_server.client()
+        wait_for_streams(r, load, cluster)
+        check_exactly_once(r, load, cluster)
+        metrics = (
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{cluster.layout.bridge_metrics_port}/metrics", timeout=5
+            )
+            .read()
+            .decode()
+        )
+        repaired = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("shardex_bridge_repaired_events_total{")
+        )
+        assert repaired > 0, "the tiny HWM was supposed to force drops and repairs"
+    finally:
+        cluster.stop()
