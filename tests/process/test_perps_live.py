@@ -4,6 +4,8 @@ a feed key may send an index, and a restart replays the same marks (docs/perps.m
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from shardex.client import ShardexError
-from tests.support.cli import invoke_cli
-from tests.support.cluster import Cluster
+from tests.support.cluster import ROOT, Cluster
 
 PERP = "BTCPERP-USD"
 MARKETS = f"""
@@ -50,11 +51,11 @@ def _wait_for(cluster: Cluster, done, what: str, timeout: float = 60.0) -> dict:
 
 
 def _journal_indexes(data: Path, markets: Path) -> list[dict]:
-    # (in this process: the command's own path, without an interpreter start;
-    # tests/process/test_replay_cli.py runs ``shardex replay`` as a process)
-    done = invoke_cli("replay", "--journal", str(data / "shard-0"), "--markets", str(markets))
-    assert done.returncode == 0, done.stderr
-    out = done.stdout.decode()
+    out = subprocess.run(
+        [sys.executable, "-m", "shardex.cli", "replay", "--journal", str(data / "shard-0"),
+         "--markets", str(markets)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=True,
+    ).stdout  # fmt: skip
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return [e for e in events if e.get("ev") == "index"]
 
