@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from shardex.placement import default_owner
-from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -25,18 +24,12 @@ pytestmark = pytest.mark.timeout(240)
 PAIRS = ("ADA-USD", "BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD")
 
 
-def _reshard(cluster: Cluster, n: int, real: bool = False) -> subprocess.CompletedProcess:
-    """``shardex reshard --shards N`` as the operator runs it: a process when ``real`` (the
-    entry point, once), else the same command in this process (no interpreter start)."""
-    args = ["reshard", "--shards", str(n), "--data-dir", cluster.data_dir,
-            "--endpoint", cluster.endpoint]  # fmt: skip
-    if not real:
-        done = invoke_cli(*args, env={"SHARDEX_KEY": str(cluster.key)})
-        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
-                                           done.stderr.decode())  # fmt: skip
+def _reshard(cluster: Cluster, n: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "SHARDEX_KEY": str(cluster.key)}
-    return subprocess.run([sys.executable, "-m", "shardex.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "shardex.cli", "reshard", "--shards", str(n),
+                           "--data-dir", cluster.data_dir, "--endpoint", cluster.endpoint],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env=env)  # fmt: skip
 
 
 def _resting(cluster: Cluster) -> dict[str, list[int]]:
@@ -94,7 +87,7 @@ def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
         before = _resting(cluster)
         assert before == {s: [2] for s in PAIRS}
 
-        grow = _reshard(cluster, 3, real=True)
+        grow = _reshard(cluster, 3)
         assert grow.returncode == 0, grow.stdout + grow.stderr
         assert "asked shardex up" in grow.stdout and "the router serves 3 engine shard(s)" in \
             grow.stdout, grow.stdout  # fmt: skip
