@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--after", type=float, default=3.0, help="seconds of load after the heal")
     ap.add_argument("--rate", type=float, default=100.0, help="probe orders/s (tracked by id)")
     ap.add_argument("--loadgen-rate", type=float, default=200.0,
-                    help="shardex loadgen orders/s from the client host besides (0: none)")
+                    help="shardex loadgen orders/s from the client host too (0: none)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, journals)")
     args = ap.parse_args()

@@ -224,7 +224,8 @@ class Rehearsal:
             self.fleet.shardex("loadgen", "h4", [
                 "loadgen", "--endpoint", self.front, "--rate", str(plan.loadgen_rate),
                 "--duration", str(total), "--risk", "on", "--fund", "--key", "none",
-                "--fate-wait", "20", "--quiet", "--out", str(self.work / "loadgen.json")])
+                "--fate-wait", "20", "--quiet", "--out", str(self.work / "loadgen.json"),
+            ])  # fmt: skip
         time.sleep(plan.before)  # (the load runs meanwhile: a phase, not a synchronisation)
         old = self.holder()
         t_cut = time.monotonic()
@@ -238,8 +239,8 @@ class Rehearsal:
         code = wait("the deposed leader steps down", lambda: deposed.poll() is not None
                     or self._following(), 30)  # fmt: skip
         exit_code = deposed.poll()
-        if exit_code is not None:  # (it exits once the store says the lease is gone: restart
-            self.start_engine(0)   #  it, as an orchestrator would)
+        if exit_code is not None:  # it exits once the store says the lease is gone:
+            self.start_engine(0)  # restarted, as an orchestrator would
         time.sleep(plan.after)
         self.fleet.stop(["orders", "fence", "served"])
         if plan.loadgen_rate:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 PREFIX = "10.38"  # the addresses this rehearsal may use (10.38.0.0/16)
 
