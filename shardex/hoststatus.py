@@ -95,8 +95,11 @@ def fetch(url: str, timeout: float) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def ask(topo: Topology, timeout: float, get: Fetch = fetch, clock: Clock = REAL) -> list[Row]:
-    """Every process of ``topo``, one after another (a dead host costs ``timeout``)."""
+def ask(topo: Topology, timeout: float, get: Fetch | None = None, clock: Clock = REAL
+        ) -> list[Row]:  # fmt: skip
+    """Every process of ``topo``, one after another (a dead host costs ``timeout``);
+    ``get``: how to ask (default ``fetch``, looked up at the call)."""
+    get = get or fetch
     rows = []
     for name, url in topo.processes.items():
         t0 = clock.time()
