@@ -281,6 +281,7 @@ class Rehearsal:
         acked = orders["acked"]
         after = [at for oid, at in acked.items() if orders["sent"][oid] > t_cut]
         ok_late = [a for s, a, err, _ in fence["answers"] if err is None and s > t_cut]
+        led = sum(err is None and s < t_cut for s, _, err, _ in fence["answers"])
         new = [a for s, a, err, node in served["answers"]
                if err is None and s > t_cut and node == leader["node"]]  # fmt: skip
         return {
@@ -293,7 +294,7 @@ class Rehearsal:
             # fencing: the cut-off leader's last answer as leader, from its own host
             "deposed_last_leader_answer_s": round(max(ok_late) - t_cut, 3) if ok_late else None,
             "deposed_answered_after_takeover": sum(a >= moved for a in ok_late),
-            "fence_answers": len(fence["answers"]),
+            "fence_answers": len(fence["answers"]), "fence_led_before_cut": led,
             **self.stream(leader["seq"]),
         }  # fmt: skip
 
