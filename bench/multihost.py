@@ -39,6 +39,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="probe orders/s (tracked by id)")
     ap.add_argument("--loadgen-rate", type=float, default=200.0,
                     help="shardex loadgen orders/s from the client host too (0: none)")  # fmt: skip
+    ap.add_argument("--coord", choices=["redis", "etcd"], default="redis",
+                    help="where the leases live: the Redis on h1, or a 3-member etcd with a "
+                    "member on each of h1, h2, h3 (the cut host's member goes with it)")
+    ap.add_argument("--no-pre-vote", action="store_true",
+                    help="with --coord etcd: run etcd without --pre-vote (3.4's default)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, journals)")
     args = ap.parse_args()
@@ -50,7 +55,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="shardex-multihost-"))
     reh = None
     try:
-        reh = Rehearsal(work)
+        reh = Rehearsal(work, args.coord, pre_vote=not args.no_pre_vote)
         reh.start()
         out = reh.run(Plan(args.before, args.cut, args.after, args.rate, args.loadgen_rate))
     except KeyboardInterrupt:

@@ -4,11 +4,13 @@ off (a partition) and healed. ``bench/multihost.py`` prints its numbers; the cha
 ``tests/chaos/test_multihost.py`` runs a small one and asserts on them.
 
 Placement (``PLACES``): h1 runs Redis (the lease store and the event streams), the router and
-the bridge; h2 runs engine shard 0's replica 0 and account shard 0's replica 1; h3 runs engine
-replica 1 and account replica 0; h4 is the client host (the order probe, ``shardex loadgen``,
-``shardex audit``). Engine replica 0 and account replica 0 are started first, so the engine
-shard leads on h2 and the account shard on h3: cutting h2 off fails the engine shard over to h3
-and takes the account shard's standby away from its leader at the same time.
+the bridge (with ``coord="etcd"`` the leases are in a 3-member etcd, a member on each of h1,
+h2 and h3, and Redis keeps the streams); h2 runs engine shard 0's replica 0 and account
+shard 0's replica 1; h3 runs engine replica 1 and account replica 0; h4 is the client host
+(the order probe, ``shardex loadgen``, ``shardex audit``). Engine replica 0 and account
+replica 0 are started first, so the engine shard leads on h2 and the account shard on h3:
+cutting h2 off fails the engine shard over to h3 and takes the account shard's standby away
+from its leader at the same time.
 
 Every namespace has its own network stack, so the ports (``PORTS``) are the same on every
 host and cannot collide with anything else on the box.
@@ -32,6 +34,7 @@ import redis
 from shardex.client import Client
 from shardex.engine.codes import OP_NEW
 from shardex.journal import read_commands
+from shardex.lease import Lease, connect
 from shardex.node.replica import replica_dir
 from shardex.wire.protocol import OP_FORWARD
 from tests.support.netns import Fleet, Hosts
@@ -39,7 +42,8 @@ from tests.support.netns import Fleet, Hosts
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = ["h1", "h2", "h3", "h4"]
 PORTS = {"front": 34000, "back": 34001, "router_metrics": 34002, "bridge_metrics": 34003,
-         "redis": 34004, "e_direct": 34100, "e_pub": 34101, "e_repl": 34102, "e_link": 34103,
+         "redis": 34004, "etcd_client": 34010, "etcd_peer": 34011, "e_direct": 34100,
+         "e_pub": 34101, "e_repl": 34102, "e_link": 34103,
          "e_metrics": 34104, "a_direct": 34200, "a_pub": 34201, "a_repl": 34202,
          "a_metrics": 34204}  # fmt: skip
 # process name → host
@@ -86,8 +90,15 @@ def wait(what: str, check: Callable[[], Any], timeout: float = 30.0, every: floa
 class Rehearsal:
     """Hosts, the cluster on them and the measurements; ``close`` always cleans up."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, coord: str = "redis", pre_vote: bool = True) -> None:
+        """``coord``: where the leases live: ``redis`` (the one Redis on h1) or ``etcd`` (a
+        3-member etcd cluster, one member on each of h1, h2 and h3). ``pre_vote``: etcd's
+        ``--pre-vote`` (3.4's default is off: a member cut off campaigns at ever higher
+        terms and, healed, deposes the healthy etcd leader: a second in which no lease
+        renews, every shard leader on every host fenced)."""
         self.work = work
+        self.coord = coord
+        self.pre_vote = pre_vote
         self.hosts = Hosts(HOSTS)
         self.a = self.hosts.addr
         env = {**os.environ, "PYTHONPATH": str(ROOT), "SHARDEX_METRICS_HOST": "0.0.0.0"}
@@ -96,6 +107,9 @@ class Rehearsal:
         self.front = f"tcp://{self.a['h1']}:{PORTS['front']}"
         self.back = f"tcp://{self.a['h1']}:{PORTS['back']}"
         self.redis_url = f"redis://{self.a['h1']}:{PORTS['redis']}/0"
+        self.etcd_hosts = ["h1", "h2", "h3"]
+        self.lease_url = self.redis_url if coord == "redis" else "etcd://" + ",".join(
+            f"{self.a[h]}:{PORTS['etcd_client']}" for h in self.etcd_hosts)  # fmt: skip
 
     # -- starting --------------------------------------------------------------------------
 
@@ -113,7 +127,7 @@ class Rehearsal:
         name = f"engine.r{r}"
         self.fleet.shardex(name, PLACES[name], [
             "engine", "--shard", "0", "--shards", "1", "--accounts", "1", "--role", "auto",
-            "--replica", str(r), "--redis-url", self.redis_url, "--router", self.back,
+            "--replica", str(r), "--redis-url", self.lease_url, "--router", self.back,
             "--direct", self.at(name, "e_direct"), "--pub", self.at(name, "e_pub"),
             "--repl", self.at(name, "e_repl"), "--account-link", self.at(name, "e_link"),
             "--data-dir", self.data(PLACES[name]), "--metrics-port", str(PORTS["e_metrics"]),
@@ -124,7 +138,7 @@ class Rehearsal:
         links = "+".join(self.at(f"engine.r{k}", "e_link") for k in (0, 1))
         self.fleet.shardex(name, PLACES[name], [
             "accounts", "--shard", "0", "--shards", "1", "--engines", "1", "--role", "auto",
-            "--replica", str(r), "--redis-url", self.redis_url, "--router", self.back,
+            "--replica", str(r), "--redis-url", self.lease_url, "--router", self.back,
             "--engine-links", links, "--direct", self.at(name, "a_direct"),
             "--pub", self.at(name, "a_pub"), "--repl", self.at(name, "a_repl"),
             "--data-dir", self.data(PLACES[name]), "--metrics-port", str(PORTS["a_metrics"]),
@@ -138,6 +152,8 @@ class Rehearsal:
                                          str(PORTS["redis"]), "--save", "", "--appendonly",
                                          "no", "--protected-mode", "no"])  # fmt: skip
         wait("Redis up", lambda: redis.Redis.from_url(self.redis_url).ping())
+        if self.coord == "etcd":
+            self.start_etcd()
         self.fleet.shardex("router", "h1", [
             "router", "--shards", "1", "--accounts", "1", "--frontend", self.front,
             "--backend", self.back, "--metrics-port", str(PORTS["router_metrics"]),
@@ -156,6 +172,24 @@ class Rehearsal:
             for asset, amount in (("USD", "1000000000"), ("BTC", "1000000")):
                 assert c.deposit("bench", asset, amount, ref=f"fund-{asset}").ok
         self.write_topology()
+
+    def start_etcd(self) -> None:
+        """One etcd member per host of ``etcd_hosts`` (heartbeat 50 ms, election 500 ms: a
+        1 s minimum lease, as the tests' etcd), and wait until it answers."""
+        peers = ",".join(f"{h}=http://{self.a[h]}:{PORTS['etcd_peer']}" for h in self.etcd_hosts)
+        for h in self.etcd_hosts:
+            client = f"http://{self.a[h]}:{PORTS['etcd_client']}"
+            peer = f"http://{self.a[h]}:{PORTS['etcd_peer']}"
+            self.fleet.start(f"etcd.{h}", h, [
+                "etcd", "--name", h, "--data-dir", str(Path(self.data(h)) / "etcd"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", peers, "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"multihost-{os.getpid()}",
+                "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error",
+                f"--pre-vote={str(self.pre_vote).lower()}",
+            ])  # fmt: skip
+        wait("etcd answers", lambda: self.holder() or True, 60, 0.5)
 
     def write_topology(self) -> Path:
         """The file ``shardex status --hosts`` reads: the router and every process's
@@ -190,9 +224,10 @@ class Rehearsal:
         wait("both account replicas in sync",
              lambda: len(self.accounts().get("isr", [])) == 2, timeout)  # fmt: skip
 
-    def holder(self, name: str = "0") -> str | None:
-        raw = redis.Redis.from_url(self.redis_url, socket_timeout=1).get(f"shardex:lease:{name}")
-        return None if raw is None else raw.decode()
+    def holder(self) -> str | None:
+        """The node holding engine shard 0's lease, read from the lease store."""
+        h = Lease(connect(self.lease_url), 0, "rehearsal", "none").holder()
+        return None if h is None else h.node
 
     def status_text(self) -> str:
         """``shardex status --hosts topology.json`` run from the client host."""
@@ -250,15 +285,29 @@ class Rehearsal:
             wait("loadgen ends", lambda: self.fleet.procs["loadgen"].poll() is not None, 120)
         numbers = self.measure(json.loads(orders.read_text()), json.loads(fence.read_text()),
                                json.loads(served.read_text()), t_cut, moved)  # fmt: skip
-        numbers.update({"first_leader": first["node"], "deposed_exit": exit_code,
+        numbers.update({"coord": self.coord, "first_leader": first["node"],
+                        "deposed_exit": exit_code,
                         "heal_to_deposed_down_s": round(stepped_s, 2),
                         "heal_to_both_tiers_in_sync_s": round(rejoin_s, 2)})  # fmt: skip
+        # leaders on hosts never cut off that still hit their lease deadline (the store
+        # could not renew: e.g. etcd without pre-vote deposing its own leader at the heal)
+        numbers["uncut_leaders_fenced"] = sum(
+            self.fleet.log_text(n).count("is past its lease deadline")
+            for n, h in PLACES.items() if h != plan.victim and n.startswith(("engine", "accounts")))
         if plan.loadgen_rate:
-            lg = json.loads((self.work / "loadgen.json").read_text())
-            numbers["loadgen"] = {k: lg.get(k) for k in ("sent", "acked", "held", "timeouts",
-                                                         "fates", "error_codes")}  # fmt: skip
+            numbers["loadgen"] = self.loadgen_report()
         numbers["audit"] = self.audit()
         return Outcome(numbers, self.status_text())
+
+    def loadgen_report(self) -> dict[str, Any]:
+        """loadgen's report's counts, or its last log line when it wrote none (it failed)."""
+        path = self.work / "loadgen.json"
+        if not path.exists():
+            lines = self.fleet.log_text("loadgen").strip().splitlines()
+            return {"failed": lines[-1] if lines else "no output"}
+        lg = json.loads(path.read_text())
+        return {k: lg.get(k) for k in ("sent", "acked", "held", "timeouts", "fates",
+                                       "error_codes")}  # fmt: skip
 
     def _following(self) -> bool:
         """Whether the deposed replica answers as a standby now (it stayed up)."""
