@@ -10,7 +10,8 @@ or doubled, the bridge's stream whole, the audit clean after the heal, the depos
 back in the in-sync set, and ``shardex status --hosts`` reading every process on every host.
 
 CI only (chaos tier). Needs root (``ip netns``, ``tc``) and redis-server; skipped with the
-reason otherwise. Namespaces, the bridge and every process are removed at the end.
+reason otherwise. Run with the leases in Redis and in a 3-member etcd (one member on each of
+h1-h3). Namespaces, the bridge and every process are removed at the end.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from tests.support.multihost import Plan, Rehearsal
 from tests.support.netns import netns_unavailable
 
 
-@pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory) -> Any:
+@pytest.fixture(scope="module", params=["redis", "etcd"])
+def rehearsal(request, tmp_path_factory) -> Any:
+    """The cluster with its leases in the Redis on h1, or in a 3-member etcd (a member on
+    h1, h2, h3: the cut takes one member away, possibly etcd's leader)."""
     why = netns_unavailable() or (None if shutil.which("redis-server") else "needs redis-server")
+    if request.param == "etcd" and why is None and not shutil.which("etcd"):
+        why = "needs etcd (Debian: etcd-server)"
     require(why is None, why or "")
     work = tmp_path_factory.mktemp("multihost")
     try:
-        reh = Rehearsal(work)
+        reh = Rehearsal(work, request.param)
     except (subprocess.CalledProcessError, OSError) as exc:  # e.g. no CAP_NET_ADMIN
         err = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")
         require(False, f"cannot create network namespaces here: {err or exc}")
@@ -56,6 +61,8 @@ def test_a_partitioned_leaders_host_fails_over_without_split_brain_or_loss(rehea
     assert n["acked"] > 0 and n["lost"] == 0 and n["duplicated"] == 0, n
     assert n["stream_gaps"] == 0 and n["stream_duplicates"] == 0, n
     assert n["audit"]["exit"] == 0, n["audit"]
+    # the leaders on hosts never cut off kept leading (etcd runs with --pre-vote)
+    assert n["uncut_leaders_fenced"] == 0, n
     # status across hosts: every process answered its health endpoint, on its own host
     text = out.status_text
     for name in ("router", "bridge", "engine.r0", "engine.r1", "accounts.r0", "accounts.r1"):
