@@ -12,7 +12,7 @@ expires leases early, which no node can detect: run NTP (chrony) slewing on ever
 How the store's time is read: Redis ``TIME`` (microseconds; the ``lease`` user may run it);
 etcd has no time in its responses (the header holds revisions and the raft term only), so
 the ``Date`` header of its HTTP gateway's ``/version`` answer is used: whole seconds, so the
-check allows one second more there.
+check allows half a second more there.
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ def skewed(offset: float, uncertainty: float, bound_ms: float = SKEW_WARN_MS) ->
 
 
 def store_time(client: Any, timeout: float = 1.0) -> tuple[float, float]:
-    """The store's wall clock now (seconds) and its resolution (seconds)."""
+    """The store's wall clock now and how far off that reading may be (seconds)."""
     if isinstance(client, EtcdClient):
         host, port = client.members[client.current]
         url = f"http://{host}:{port}/version"
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http only
-            return parsedate_to_datetime(resp.headers["Date"]).timestamp(), 1.0
+            # (whole seconds, truncated: the true time is within the half second either
+            # side of the second's middle)
+            return parsedate_to_datetime(resp.headers["Date"]).timestamp() + 0.5, 0.5
     sec, usec = client.time()
     return sec + usec / 1e6, 0.0
 

@@ -63,6 +63,11 @@ def test_a_partitioned_leaders_host_fails_over_without_split_brain_or_loss(rehea
     assert n["audit"]["exit"] == 0, n["audit"]
     # the leaders on hosts never cut off kept leading (etcd runs with --pre-vote)
     assert n["uncut_leaders_fenced"] == 0, n
+    # every replica compared its clock with the lease store's at start, across hosts (Redis
+    # TIME, etcd's HTTP Date), and found it in sync (one box: one clock)
+    for name in ("engine.r0", "engine.r1", "accounts.r0", "accounts.r1"):
+        log = rehearsal.fleet.log_text(name)
+        assert "could not compare" not in log and "CLOCK:" not in log, name
     # status across hosts: every process answered its health endpoint, on its own host
     text = out.status_text
     for name in ("router", "bridge", "engine.r0", "engine.r1", "accounts.r0", "accounts.r1"):

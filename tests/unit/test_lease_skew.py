@@ -8,11 +8,15 @@ node's wall clock with the store's (``shardex.coord.skew``)."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from shardex.clock import VirtualClock
-from shardex.coord.skew import SKEW_WARN_MS, check_store_clock, offset_ms, skewed
+from shardex.coord.etcd import EtcdClient
+from shardex.coord.skew import SKEW_WARN_MS, check_store_clock, offset_ms, skewed, store_time
 from shardex.lease import Lease, LeaseLost
 from shardex.sim.skew import NodeClock
 from shardex.sim.store import SimStore
@@ -86,3 +90,29 @@ def test_a_node_warns_at_start_when_its_clock_is_off_the_stores(caplog):
     assert "wall clock is +2000 ms off the lease store's" in caplog.text
     assert check_store_clock(_TimeStore(None), clock) is None  # (down: no check, no failure)
     assert "could not compare" in caplog.text
+
+
+class _Version(BaseHTTPRequestHandler):
+    """etcd's ``/version`` as far as the check reads it: the HTTP ``Date`` header."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)  # (adds Date: now, whole seconds)
+        self.end_headers()
+        self.wfile.write(b'{"etcdserver":"3.4.23"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_etcds_time_is_its_http_date_give_or_take_half_a_second():
+    server = HTTPServer(("127.0.0.1", 0), _Version)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = time.time()
+        at, unc = store_time(EtcdClient([("127.0.0.1", server.server_address[1])]))
+        after = time.time()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert unc == 0.5 and int(before) + 0.5 <= at <= int(after) + 0.5
