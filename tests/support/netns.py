@@ -13,6 +13,7 @@ port, not a refused connection); ``heal`` removes it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import shutil
@@ -134,7 +135,7 @@ class Fleet:
             log = self.files[name] = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen([*self.hosts.prefix(host), *argv], stdout=log,
                                 stderr=subprocess.STDOUT, cwd=self.cwd, env=self.env,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
         self.procs[name] = proc
         return proc
 
@@ -160,6 +161,13 @@ class Fleet:
         if names is None:
             for f in self.files.values():
                 f.close()
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: the kernel sends SIGTERM to the child when its parent exits, however
+    (``PR_SET_PDEATHSIG``; kept across ``ip netns exec``'s exec): a rehearsal killed with
+    SIGKILL leaves no cluster running. (Its namespaces stay: ``ip netns list | grep sxm``.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
