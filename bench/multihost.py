@@ -8,11 +8,12 @@ Every process is started only with explicit endpoints (``tcp://10.38.X.K:PORT``)
 name; nothing is shared between hosts but the network (each host has its own data dir).
 Namespaces, veths, the bridge and every process are removed at the end, also on Ctrl-C.
 
-Failover time: the cut → the first acknowledgment of a probe order sent after the cut (it can
-only come from the new leader). Lost: probe orders acknowledged ("held and forwarded" by the
-account shard) that are not in the engine leader's journal at the end; duplicated: order ids
-journaled more than once. Fencing: the last time the cut-off leader answered a status
+Engine failover: the cut → the first answer, through the router, to a status question asked
+after the cut, from the new leader. Lost: probe orders acknowledged ("held and forwarded" by
+the account shard) that are not in the engine leader's journal at the end; duplicated: order
+ids journaled more than once. Fencing: the last time the cut-off leader answered a status
 question as leader, asked from its own host (it must stop before the standby takes over).
+Every number: docs/multihost.md.
 """
 
 from __future__ import annotations
