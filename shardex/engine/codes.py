@@ -64,6 +64,14 @@ Perp index prices (a ``feed`` key's, journaled; ``shardex.engine.perps``):
 
 * ``(OP_INDEX, symbol, index)`` — the index price in ticks; its event ``(EV_INDEX, seq,
   symbol, index, mark)``: the index and the mark recomputed from it, in ticks
+
+Perp positions and margin (``shardex.engine.positions``):
+
+* ``(OP_MARGIN, symbol, account, amount)`` — an admin's: ``amount`` (signed, notional units
+  of tick × lot) into or out of the account's collateral on the pair; its event
+  ``(EV_MARGIN, seq, symbol, account, amount, collateral)``
+* ``(EV_POSITION, seq, symbol, account, size, cost, realized)`` — after a command's trades on
+  a perp pair, once per account they moved: signed lots, cost basis and realized PnL (units)
 """
 
 from typing import Any
@@ -79,6 +87,7 @@ OP_HANDOFF, OP_ADOPT = 5, 6
 OP_MARKET_RULE = 21
 OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
 OP_INDEX = 60  # a perp pair's index price, from a ``feed`` key (``shardex.engine.perps``)
+OP_MARGIN = 61  # collateral into / out of a perp pair's margin (``shardex.engine.positions``)
 # expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
 # leader's journaled sweep of the orders whose expire time the exchange time has reached
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
@@ -96,6 +105,7 @@ EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters 
 EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps``)
+EV_POSITION, EV_MARGIN = 21, 22  # a perp position / margin changed (``engine.positions``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
@@ -148,6 +158,10 @@ REJ_WOULD_TRIGGER: int = wire_codes.WOULD_TRIGGER
 REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
 # an index price for a pair that is not a perpetual market (``shardex.engine.perps``)
 REJ_NOT_PERP: int = wire_codes.NOT_PERP
+# perp positions and margin (``shardex.engine.positions``)
+REJ_INSUFFICIENT_MARGIN: int = wire_codes.INSUFFICIENT_MARGIN
+REJ_REDUCE_ONLY: int = wire_codes.REDUCE_ONLY_REJECTED
+REJ_NO_MARK: int = wire_codes.NO_MARK
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
 # ``unused_N``; batch and client codes start at 100)
 REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(wire_codes.last_command_code() + 1)
