@@ -160,7 +160,7 @@ REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
 REJ_NOT_PERP: int = wire_codes.NOT_PERP
 # perp positions and margin (``shardex.engine.positions``)
 REJ_INSUFFICIENT_MARGIN: int = wire_codes.INSUFFICIENT_MARGIN
-REJ_REDUCE_ONLY: int = wire_codes.REDUCE_ONLY_REJECTED
+REJ_REDUCE_ONLY_REJECTED: int = wire_codes.REDUCE_ONLY_REJECTED
 REJ_NO_MARK: int = wire_codes.NO_MARK
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
 # ``unused_N``; batch and client codes start at 100)

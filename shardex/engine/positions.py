@@ -45,7 +45,7 @@ from shardex.engine.codes import (
     REJ_NO_MARK,
     REJ_NOT_PERP,
     REJ_OUT_OF_RANGE,
-    REJ_REDUCE_ONLY,
+    REJ_REDUCE_ONLY_REJECTED,
     Event,
 )
 
@@ -270,7 +270,7 @@ def reduce_only_qty(book: Any, account: str, side: int, qty: int) -> int | Refus
     size = row[SIZE] if row is not None else 0
     if size == 0 or (size > 0) == (side == BUY):
         return (f"reduce-only order would open or grow a position on {book.symbol}",
-                REJ_REDUCE_ONLY)  # fmt: skip
+                REJ_REDUCE_ONLY_REJECTED)  # fmt: skip
     return min(qty, abs(size))
 
 

@@ -23,8 +23,10 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -83,6 +85,7 @@ from shardex.wire.layouts import (
 )
 from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
+from shardex.wire.position_event import position_event_json
 
 _NEW_FIELDS = {
     "op",
@@ -409,6 +412,8 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return _triggered_json(ev, markets[symbol])
     if kind == EV_INDEX:
         return index_event_json(ev, markets)
+    if kind in (EV_POSITION, EV_MARGIN):
+        return position_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 
 
