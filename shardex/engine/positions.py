@@ -20,7 +20,7 @@ mark (every trade is ``+q`` and ``−q`` at one price).
 Equity at the mark ``m`` is ``collateral + realized + size × m − cost`` (unrealized PnL is the
 last two terms). An order that may open is checked against initial margin at the worst price
 it can fill (``margin_refusal``); reduce-only orders only shrink a position
-(``reduce_only_qty``). Events: ``(EV_POSITION, seq, symbol, account, size, cost, realized)``
+(``reduce_only_refusal``). Events: ``(EV_POSITION, seq, symbol, account, size, cost, realized)``
 once per account a command's trades changed, ``(EV_MARGIN, seq, symbol, account, amount,
 collateral)`` per margin move.
 """
@@ -224,8 +224,9 @@ def perp_new(eng: Any, book: Any, cmd: tuple, out: list[Event]) -> None:
 
 def reduce_only_new(eng: Any, cmd: tuple, out: list[Event]) -> None:
     """A new order with ``{"reduce_only": 1}``: an ioc or fok order on a perp pair that only
-    shrinks the account's position: its qty cut to the position, no margin needed (it frees
-    margin); refused if it would open or grow one."""
+    shrinks the account's position, so it needs no margin (it frees some); refused if it
+    would open, grow or flip one. (Refused, not cut to the position: the account tier holds
+    and settles the qty the order was sent with.)"""
     _, symbol, oid, account, side, otype, price, qty, tif = cmd[:9]
     opts = cmd[12]
     if len(opts) != 1 or opts[REDUCE_ONLY] != 1 or tif not in (IOC, FOK):
@@ -237,13 +238,13 @@ def reduce_only_new(eng: Any, cmd: tuple, out: list[Event]) -> None:
                            "market", REJ_NOT_PERP, out)  # fmt: skip
     if type(side) is not int or type(qty) is not int or qty <= 0:
         return eng._reject(symbol, oid, *eng._why_new_invalid(cmd[:11]), out)
-    cut = reduce_only_qty(book, account, side, qty)
-    if type(cut) is tuple:
-        return eng._reject(symbol, oid, cut[0], cut[1], out)
+    refused = reduce_only_refusal(book, account, side, qty)
+    if refused is not None:
+        return eng._reject(symbol, oid, refused[0], refused[1], out)
     pos: Positions = book.positions
     pos.armed = False
     try:
-        eng._new(cmd[:7] + (cut,) + cmd[8:11], out)
+        eng._new(cmd[:11], out)
     finally:
         pos.armed = True
     return None
@@ -263,15 +264,18 @@ def amend_refusal(book: Any, order: Any, qty: int, price: Any) -> Refusal | None
     return None
 
 
-def reduce_only_qty(book: Any, account: str, side: int, qty: int) -> int | Refusal:
-    """A reduce-only order's qty: at most the position it reduces (reduced to it), or why it
-    is refused (no position, or the order's side would grow it)."""
-    row = book.positions.accounts.get(account) if book.positions is not None else None
+def reduce_only_refusal(book: Any, account: str, side: int, qty: int) -> Refusal | None:
+    """Why a reduce-only order is refused: no position, its side would grow the position, or
+    its qty is more than the position (it would flip it); None: it only reduces."""
+    row = book.positions.accounts.get(account)
     size = row[SIZE] if row is not None else 0
     if size == 0 or (size > 0) == (side == BUY):
         return (f"reduce-only order would open or grow a position on {book.symbol}",
                 REJ_REDUCE_ONLY_REJECTED)  # fmt: skip
-    return min(qty, abs(size))
+    if qty > abs(size):
+        return (f"reduce-only order of {book.market.qty_str(qty)} is more than the position "
+                f"{book.market.qty_str(abs(size))}", REJ_REDUCE_ONLY_REJECTED)  # fmt: skip
+    return None
 
 
 def set_margin(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
