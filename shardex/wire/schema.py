@@ -101,6 +101,7 @@ _NEW_FIELDS = {
     "stp",
     "expire",
     "trigger",  # stop / take-profit types only: the trigger price (``shardex.engine.stops``)
+    "reduce_only",  # true: a perp pair's ioc/fok order that only shrinks a position
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
@@ -246,6 +247,11 @@ def _with_options(cmd: Command, obj: dict[str, Any], trigger: int | None) -> Com
         if type(expire) is not int:
             raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
         opts["expire"] = expire
+    reduce_only = obj.get("reduce_only", False)
+    if type(reduce_only) is not bool:
+        raise _Bad("reduce_only must be a boolean")
+    if reduce_only:  # (``shardex.engine.positions``)
+        opts["reduce_only"] = 1
     return (*cmd, None, opts) if opts else cmd
 
 
@@ -317,6 +323,8 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["stp"] = STPS[stp]
         if len(cmd) > NEW_OPTS and "expire" in cmd[NEW_OPTS]:
             obj["expire"] = cmd[NEW_OPTS]["expire"]
+        if len(cmd) > NEW_OPTS and cmd[NEW_OPTS].get("reduce_only"):
+            obj["reduce_only"] = True
         trigger = cmd[NEW_OPTS].get("trigger") if len(cmd) > NEW_OPTS else None
         if trigger is not None:
             obj["trigger"] = m.price_str(trigger)
