@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
     EV_MARGIN,
@@ -86,6 +87,7 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_INDEX: "iisii",  # ..., index, mark (ticks)
     EV_POSITION: "iissnnn",  # ..., account, size, cost, realized
     EV_MARGIN: "iissni",  # ..., account, amount, collateral
+    EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 

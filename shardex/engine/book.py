@@ -274,7 +274,7 @@ class Book:
             state["last"] = self.last
         if self.oracle is not None:  # (a perp pair's index and mark)
             state["oracle"] = self.oracle.save()
-        if self.positions is not None and self.positions.accounts:
+        if self.positions is not None and (self.positions.accounts or self.positions.due):
             state["positions"] = self.positions.save()
         return state
 

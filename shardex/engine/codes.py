@@ -72,6 +72,10 @@ Perp positions and margin (``shardex.engine.positions``):
   ``(EV_MARGIN, seq, symbol, account, amount, collateral)``
 * ``(EV_POSITION, seq, symbol, account, size, cost, realized)`` — after a command's trades on
   a perp pair, once per account they moved: signed lots, cost basis and realized PnL (units)
+* ``(OP_FUNDING, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when a perp pair's
+  funding payment time is <= ``ts``; its event per paying pair ``(EV_FUNDING, seq, symbol,
+  per_lot, cumulative, remainder)`` (millionths of a unit per lot; units). Never accepted from
+  a client.
 """
 
 from typing import Any
@@ -88,6 +92,7 @@ OP_MARKET_RULE = 21
 OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
 OP_INDEX = 60  # a perp pair's index price, from a ``feed`` key (``shardex.engine.perps``)
 OP_MARGIN = 61  # collateral into / out of a perp pair's margin (``shardex.engine.positions``)
+OP_FUNDING = 63  # the leader's: due perp pairs pay funding (``shardex.engine.funding``)
 # expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
 # leader's journaled sweep of the orders whose expire time the exchange time has reached
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
@@ -106,6 +111,7 @@ EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps``)
 EV_POSITION, EV_MARGIN = 21, 22  # a perp position / margin changed (``engine.positions``)
+EV_FUNDING = 23  # a perp pair paid funding (``shardex.engine.funding``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")

@@ -50,7 +50,6 @@ from shardex.engine.codes import (
     OP_EXPIRE,
     OP_HANDOFF,
     OP_LIST,
-    OP_MARGIN,
     OP_MARKET_RULE,
     OP_NEW,
     OP_REJECT,
@@ -78,7 +77,7 @@ from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
 from shardex.engine.perps import PERP_OPS
 from shardex.engine.positions import amend_refusal as margin_amend
-from shardex.engine.positions import on_match, perp_new, set_margin
+from shardex.engine.positions import on_match, perp_new
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
     TRADE_SCAN,
     EngineState,
@@ -106,7 +105,7 @@ _VALID_NEW = frozenset(
 )
 _SIDE_NAMES = ("bid", "ask")
 _ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules, OP_LIST: list_pair,
-          OP_MARGIN: set_margin, **PERP_OPS}  # (perps: ``engine.perps``, ``engine.positions``)
+          **PERP_OPS}  # (perp pairs: ``engine.perps``, ``engine.positions``, ``engine.funding``)
 
 
 class Engine(EngineState):

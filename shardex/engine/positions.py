@@ -1,14 +1,15 @@
 """Positions and margin of one perp pair, kept by the pair's engine (its single writer: nothing
 crosses shards on the hot path). Pure: no sockets, no clock, no I/O; part of the compiled build.
 
-Per account of a perp pair, four integers (``Positions.accounts[account]``):
+Per account of a perp pair, five integers (``Positions.accounts[account]``):
 
 * ``size``: signed lots (long > 0, short < 0);
 * ``cost``: the open position's cost basis, signed ``Σ qty × price`` in notional units (one
   unit = one tick × one lot of the settle asset), so the entry price is the rational
   ``cost / size`` ticks and nothing is rounded while a position only grows;
 * ``realized``: PnL realized by reducing fills, notional units;
-* ``collateral``: margin moved in (``OP_MARGIN``), notional units.
+* ``collateral``: margin moved in (``OP_MARGIN``), notional units;
+* ``funding``: funding received (> 0) or paid (< 0), notional units (``engine.funding``).
 
 A fill of signed ``q`` lots at ``price`` that grows the position adds ``q × price`` to the
 cost. One that reduces it by ``k`` lots moves the closed share of the cost,
@@ -17,9 +18,9 @@ opens the rest at ``price``. The integer the floor leaves stays in the basis, so
 account ``realized − cost == −Σ q × price`` exactly, and the pair's PnL sums to zero at any
 mark (every trade is ``+q`` and ``−q`` at one price).
 
-Equity at the mark ``m`` is ``collateral + realized + size × m − cost`` (unrealized PnL is the
-last two terms). An order that may open is checked against initial margin at the worst price
-it can fill (``margin_refusal``); reduce-only orders only shrink a position
+Equity at the mark ``m`` is ``collateral + realized + funding + size × m − cost`` (unrealized
+PnL is the last two terms). An order that may open is checked against initial margin at the
+worst price it can fill (``margin_refusal``); reduce-only orders only shrink a position
 (``reduce_only_refusal``). Events: ``(EV_POSITION, seq, symbol, account, size, cost, realized)``
 once per account a command's trades changed, ``(EV_MARGIN, seq, symbol, account, amount,
 collateral)`` per margin move.
@@ -49,7 +50,8 @@ from shardex.engine.codes import (
     Event,
 )
 
-SIZE, COST, REALIZED, COLLATERAL = 0, 1, 2, 3  # (an account's row)
+SIZE, COST, REALIZED, COLLATERAL, FUNDING = 0, 1, 2, 3, 4  # (an account's row)
+WIDTH = 5
 MAX_MARGIN = 1 << 62  # one margin move's bound (notional units)
 Refusal = tuple[str, int]
 REDUCE_ONLY = "reduce_only"  # a new order's option: 1
@@ -58,34 +60,50 @@ _TR_PRICE, _TR_QTY, _TR_MAKER, _TR_SIDE = 3, 4, 6, 7
 
 
 class Positions:
-    """One perp pair's accounts (``account → [size, cost, realized, collateral]``), and the
-    switch that sends its new orders through the margin check once (``armed``)."""
+    """One perp pair's accounts (``account → [size, cost, realized, collateral, funding]``),
+    its funding state (``shardex.engine.funding``: premium samples since the last payment,
+    the cumulative funding index, the next payment's exchange time, the rounding remainder
+    kept by the venue) and the switch that sends its new orders through the margin check once
+    (``armed``)."""
 
-    __slots__ = ("accounts", "armed")
+    __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder")
 
     def __init__(self) -> None:
         self.accounts: dict[str, list[int]] = {}
         self.armed = True
+        self.premium = 0  # Σ (mark − index) ticks over the samples since the last payment
+        self.samples = 0
+        self.cumulative = 0  # Σ funding per lot paid by longs, millionths of a unit
+        self.due = 0  # exchange time (ms) of the next payment; 0: no index yet
+        self.remainder = 0  # units the rounding of payments kept (always >= 0)
 
     def row(self, account: str) -> list[int]:
         row = self.accounts.get(account)
         if row is None:
-            row = self.accounts[account] = [0, 0, 0, 0]
+            row = self.accounts[account] = [0] * WIDTH
         return row
 
-    def save(self) -> list[list[Any]]:
+    def save(self) -> dict[str, Any]:
         """Plain data, sorted by account (a snapshot and a move are byte-identical)."""
-        return [[a, *r] for a, r in sorted(self.accounts.items()) if any(r)]
+        return {"rows": [[a, *r] for a, r in sorted(self.accounts.items()) if any(r)],
+                "funding": [self.premium, self.samples, self.cumulative, self.due,
+                            self.remainder]}  # fmt: skip
 
     def load(self, state: Any) -> None:
-        """``save``'s list back; ValueError when it does not fit."""
+        """``save``'s map back; ValueError when it does not fit."""
         self.accounts = {}
-        for entry in state or ():
-            if (not isinstance(entry, (list, tuple)) or len(entry) != 5
+        if not state:
+            return
+        for entry in state["rows"]:
+            if (not isinstance(entry, (list, tuple)) or len(entry) != WIDTH + 1
                     or type(entry[0]) is not str or any(type(v) is not int for v in entry[1:])
-                    or entry[4] < 0 or (entry[1] == 0) != (entry[2] == 0)):
+                    or entry[1 + COLLATERAL] < 0 or (entry[1] == 0) != (entry[2] == 0)):
                 raise ValueError(f"bad position {entry!r:.80}")  # fmt: skip
-            self.accounts[entry[0]] = [entry[1], entry[2], entry[3], entry[4]]
+            self.accounts[entry[0]] = list(entry[1:])
+        funding = state["funding"]
+        if len(funding) != 5 or any(type(v) is not int for v in funding) or funding[4] < 0:
+            raise ValueError(f"bad funding state {funding!r:.80}")
+        self.premium, self.samples, self.cumulative, self.due, self.remainder = funding
 
 
 def fill(row: list[int], q: int, price: int) -> None:
@@ -107,8 +125,8 @@ def fill(row: list[int], q: int, price: int) -> None:
 
 
 def equity(row: list[int], mark: int) -> int:
-    """Collateral + realized + unrealized PnL at ``mark`` (notional units)."""
-    return row[COLLATERAL] + row[REALIZED] + row[SIZE] * mark - row[COST]
+    """Collateral + realized PnL + funding + unrealized PnL at ``mark`` (notional units)."""
+    return row[COLLATERAL] + row[REALIZED] + row[FUNDING] + row[SIZE] * mark - row[COST]
 
 
 def on_match(eng: Any, book: Any, out: list[Event], trades: int, account: str,
@@ -323,7 +341,8 @@ def position_read(book: Any, account: str) -> dict[str, Any] | None:
     out = {"symbol": book.symbol, "size": m.qty_str(size), "cost": str(cost * unit),
            "entry": m.price_str(round(Fraction(cost, size))) if size else None,
            "realized": str(row[REALIZED] * unit),
-           "collateral": str(row[COLLATERAL] * unit)}  # fmt: skip
+           "collateral": str(row[COLLATERAL] * unit),
+           "funding": str(row[FUNDING] * unit)}  # fmt: skip
     if o is not None:
         perp = m.perp
         out["mark"] = m.price_str(o.mark)

@@ -80,6 +80,9 @@ POSITION_ACCOUNT, POSITION_SIZE, POSITION_COST, POSITION_REALIZED = 3, 4, 5, 6
 POSITION_WIDTH = 7
 MARGIN_EV_ACCOUNT, MARGIN_EV_AMOUNT, MARGIN_EV_COLLATERAL = 3, 4, 5
 MARGIN_WIDTH = 6
+# (EV_FUNDING, seq, symbol, per_lot, cumulative, remainder) (``shardex.engine.funding``)
+FUNDING_EV_PER_LOT, FUNDING_EV_CUMULATIVE, FUNDING_EV_REMAINDER = 3, 4, 5
+FUNDING_WIDTH = 6
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

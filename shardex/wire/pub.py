@@ -32,6 +32,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
     EV_MARGIN,
@@ -245,7 +246,7 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return learn_listed(ev, markets)
     if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
         return check_index_event(ev, markets)
-    if kind in (EV_POSITION, EV_MARGIN):  # (a perp pair's: ``position_event``)
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):  # (a perp pair's: ``position_event``)
         return check_position_event(ev, markets)
     if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])

@@ -21,6 +21,7 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
     EV_MARGIN,
@@ -420,7 +421,7 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return _triggered_json(ev, markets[symbol])
     if kind == EV_INDEX:
         return index_event_json(ev, markets)
-    if kind in (EV_POSITION, EV_MARGIN):
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):
         return position_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 

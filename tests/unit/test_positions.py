@@ -35,7 +35,7 @@ from shardex.engine.codes import (
 )
 from shardex.engine.engine import Engine
 from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
-from shardex.engine.positions import COLLATERAL, COST, REALIZED, SIZE, equity, fill
+from shardex.engine.positions import COLLATERAL, COST, REALIZED, SIZE, WIDTH, equity, fill
 from shardex.wire.layouts import (
     POSITION_ACCOUNT,
     POSITION_COST,
@@ -84,7 +84,7 @@ def test_core_matches_a_reference_model(trades: list, mark: int) -> None:
     """Random trades (buyer, seller, lots, price): sizes sum to zero, each account's
     ``realized − cost`` is its cash flow ``−Σ q × price`` exactly, the entry price is the
     reference's average (a rational), and the PnL of all accounts sums to zero at any mark."""
-    rows = {a: [0, 0, 0, 0] for a in ACCOUNTS}
+    rows = {a: [0] * WIDTH for a in ACCOUNTS}
     cash = dict.fromkeys(ACCOUNTS, 0)
     lots = dict.fromkeys(ACCOUNTS, 0)
     entry: dict[str, Fraction] = dict.fromkeys(ACCOUNTS, Fraction(0))  # reference average
@@ -113,7 +113,7 @@ def test_core_matches_a_reference_model(trades: list, mark: int) -> None:
 
 
 def test_fill_realizes_exactly_on_close_and_flip() -> None:
-    row = [0, 0, 0, 0]
+    row = [0] * WIDTH
     fill(row, 3, 100)  # long 3 @ 100
     fill(row, 2, 103)  # long 5, cost 506 (entry 101.2)
     fill(row, -2, 110)  # close 2: basis 506 * 2 // 5 = 202 out, realized 220 - 202
