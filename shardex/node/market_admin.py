@@ -9,9 +9,8 @@ not an admin's, and a perp pair's index ``(OP_INDEX, symbol, ticks)`` for a key 
 the owner) on a shard that does not own the pair, and ``moving`` for a pair handed off;
 otherwise each is applied and journaled like any command, and answers its events
 (``EV_MARKET``, then a delisting's cancels; ``EV_INDEX``; ``EV_MARGIN``) or the engine's
-``rejected``
-event. With the account tier the engine is a ``SettledEngine``: a delisting's cancels are
-settled to the account shards like any cancel, so every hold is released there.
+``rejected`` event. With the account tier the engine is a ``SettledEngine``: a delisting's
+cancels are settled to the account shards like any cancel, so every hold is released there.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ fills = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(fills, st.integers(1, 2000))
 def test_core_matches_a_reference_model(trades: list, mark: int) -> None:
     """Random trades (buyer, seller, lots, price): sizes sum to zero, each account's
