@@ -3,7 +3,8 @@ for each (pure: no sockets, no clock, no I/O; part of the compiled engine build)
 
 A perp market is a market of kind ``perp`` in the markets file (``Perp``: its settle asset,
 margin fractions, funding interval and cap, oracle staleness limit). Its book matches like a
-spot pair's; positions, margin and funding are not here yet (docs/perps.md).
+spot pair's; its positions and margin live in ``shardex.engine.positions``, its funding in
+``shardex.engine.funding`` (docs/perps.md).
 
 ``(OP_INDEX, symbol, index)`` -- an index price in ticks, sent by a ``feed`` key and journaled
 like any command -- sets the pair's index and recomputes its mark, deterministically, from the
