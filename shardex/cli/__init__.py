@@ -57,6 +57,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "book, ticker, market list."),
     "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
                 "history database."),
+    "funding": ("positions", "funding", "Show perp pair SYMBOL's funding: the cumulative "
+                "funding index per lot, the next payment's exchange time, the samples so far "
+                "and the rounding remainder kept."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "
                        "balance changes from Redis to the history database, exactly once."),
     "journal": ("replay", "journal", "Look at a shard's journal directory."),

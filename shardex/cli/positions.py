@@ -57,3 +57,23 @@ def margin(account, symbol, amount, endpoint, host, base_port, timeout, key_file
     if not res["ok"]:
         raise click.ClickException(f"margin rejected ({res['code']}): {res['rejected']}")
     click.echo(f"{account} {symbol}: collateral {res['collateral']} (seq {res['seq']})")
+
+
+@click.command()
+@click.argument("symbol")
+@client_options
+@key_option
+def funding(symbol, endpoint, host, base_port, timeout, key_file) -> None:
+    """Show perp pair SYMBOL's funding: the cumulative funding index per lot, the next
+    payment's exchange time, the samples so far and the rounding remainder kept."""
+    try:
+        with _client(endpoint, host, base_port, timeout, key_file) as c:
+            pair = c.market_rules().get(symbol)
+    except ShardexError as exc:
+        _fail(exc)
+    paid = pair.get("funding") if isinstance(pair, dict) else None
+    if not isinstance(paid, dict):
+        raise click.ClickException(f"{symbol}: not a perp pair with a book here (no funding)")
+    click.echo(f"{symbol}: cumulative {paid['cumulative']} per lot, next payment at "
+               f"{paid['next_ms']} ms, {paid['samples']} samples, remainder "
+               f"{paid['remainder']}")  # fmt: skip
