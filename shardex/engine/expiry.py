@@ -65,7 +65,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
-from shardex.engine.positions import REDUCE_ONLY, reduce_only_new
+from shardex.engine.positions import REDUCE_ONLY, STOPS_REFUSED, is_perp, reduce_only_new
 from shardex.engine.stops import BASE, CAPPED, Pending, cancel_pending, drop_pending, place
 
 DAY_MS = 86_400_000
@@ -229,6 +229,8 @@ def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
     if REDUCE_ONLY in opts:  # (a perp pair's: ``shardex.engine.positions``)
         return reduce_only_new(eng, cmd, out)
     if "trigger" in opts or cmd[5] in BASE:
+        if type(cmd[1]) is str and is_perp(eng, cmd[1]):
+            return eng._reject(cmd[1], cmd[2], STOPS_REFUSED, REJ_INVALID, out)
         if "expire" in opts or tif in (GTD, DAY):
             return place_timed_stop(eng, cmd, opts, out)
         return place(eng, cmd, out, eng._new)

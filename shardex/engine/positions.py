@@ -55,6 +55,8 @@ WIDTH = 5
 MAX_MARGIN = 1 << 62  # one margin move's bound (notional units)
 Refusal = tuple[str, int]
 REDUCE_ONLY = "reduce_only"  # a new order's option: 1
+# (a triggered order enters matching without ``Engine._new``: no margin check there yet)
+STOPS_REFUSED = "stop and take-profit orders are not margined on perp pairs yet"
 # (a trade event's fields: the engine's own layout, ``codes``)
 _TR_PRICE, _TR_QTY, _TR_MAKER, _TR_SIDE = 3, 4, 6, 7
 
@@ -64,9 +66,15 @@ class Positions:
     its funding state (``shardex.engine.funding``: premium samples since the last payment,
     the cumulative funding index, the next payment's exchange time, the rounding remainder
     kept by the venue) and the switch that sends its new orders through the margin check once
-    (``armed``)."""
+    (``armed``).
 
-    __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder")
+    ``open`` indexes each account's resting order ids (``open_orders``), so a margin check
+    walks the account's orders, not the book's. It is derived: not in the state, built from
+    the book on first use (``indexed``), given each order that rests after a check, and
+    cleaned of finished ids as it is read (a superset of the live ones: the same answer)."""
+
+    __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder",
+                 "open", "indexed")
 
     def __init__(self) -> None:
         self.accounts: dict[str, list[int]] = {}
@@ -76,6 +84,8 @@ class Positions:
         self.cumulative = 0  # Σ funding per lot paid by longs, millionths of a unit
         self.due = 0  # exchange time (ms) of the next payment; 0: no index yet
         self.remainder = 0  # units the rounding of payments kept (always >= 0)
+        self.open: dict[str, set[str]] = {}
+        self.indexed = False
 
     def row(self, account: str) -> list[int]:
         row = self.accounts.get(account)
@@ -178,15 +188,43 @@ def requirement(book: Any, account: str, mark: int, extra: tuple[int, int, int] 
     row = book.positions.accounts.get(account)
     notional = abs(row[SIZE]) * mark if row is not None else 0
     loss = 0
-    orders = [(o.side, o.qty, o.price) for o in book.orders.values()
-              if o.account == account and o.id != skip]
+    orders = [(o.side, o.qty, o.price) for o in open_orders(book, account) if o.id != skip]
     if extra is not None:
         orders.append(extra)
     for side, qty, price in orders:
-        notional += qty * max(price, mark)
-        loss += qty * max(price - mark if side == BUY else mark - price, 0)
+        if price > mark:  # (above the mark: counted at its price; a buy loses the gap)
+            notional += qty * price
+            if side == BUY:
+                loss += qty * (price - mark)
+        else:  # (at or below: counted at the mark; a sell loses the gap)
+            notional += qty * mark
+            if side != BUY:
+                loss += qty * (mark - price)
     num, den = _ratio(book.market.perp.initial_margin)
     return -(-notional * num // den) + loss
+
+
+def open_orders(book: Any, account: str) -> list[Any]:
+    """``account``'s live orders on this perp pair, through ``Positions.open`` (any order:
+    the sums over them do not depend on it)."""
+    pos: Positions = book.positions
+    orders = book.orders
+    if not pos.indexed:
+        pos.open = {}
+        for o in orders.values():
+            pos.open.setdefault(o.account, set()).add(o.id)
+        pos.indexed = True
+    ids = pos.open.get(account)
+    if not ids:
+        return []
+    live = []
+    for oid in list(ids):
+        o = orders.get(oid)
+        if o is None or o.account != account:
+            ids.discard(oid)
+        else:
+            live.append(o)
+    return live
 
 
 def worst_price(book: Any, side: int, otype: int, price: Any, qty: int) -> int:
@@ -224,6 +262,12 @@ def margin_refusal(book: Any, account: str, side: int, otype: int, price: Any,
     return None
 
 
+def is_perp(eng: Any, symbol: str) -> bool:
+    """True for a perp pair of ``eng``'s markets."""
+    market = eng.markets.get(symbol)
+    return market is not None and market.perp is not None
+
+
 def perp_new(eng: Any, book: Any, cmd: tuple, out: list[Event]) -> None:
     """A plain new order on a perp pair (``Engine._new``'s, its shape checked): margin first,
     then placed as any order (the check disarmed for that one call)."""
@@ -237,6 +281,8 @@ def perp_new(eng: Any, book: Any, cmd: tuple, out: list[Event]) -> None:
         eng._new(cmd, out)
     finally:
         pos.armed = True
+    if oid in book.orders:  # (it rests: the account's index has it)
+        pos.open.setdefault(account, set()).add(oid)
     return None
 
 

@@ -27,10 +27,12 @@ from shardex.engine.codes import (
     OP_NEW,
     OP_TIME,
     REJ_INSUFFICIENT_MARGIN,
+    REJ_INVALID,
     REJ_NO_MARK,
     REJ_NOT_PERP,
     REJ_REDUCE_ONLY_REJECTED,
     SELL,
+    STOP_MARKET,
     STP_NONE,
 )
 from shardex.engine.engine import Engine
@@ -184,6 +186,19 @@ def test_no_mark_no_opening_orders_and_spot_is_untouched() -> None:
     spot = (OP_NEW, "BTC-USD", "s", "a", BUY, LIMIT, 100, 1, GTC, False, STP_NONE)
     assert _reject_code(eng.apply_many([spot])) is None  # (no margin on a spot pair)
     assert _reject_code(eng.apply_many([(OP_MARGIN, "BTC-USD", "a", 5)])) == REJ_NOT_PERP
+
+
+def test_stop_orders_are_refused_on_perp_pairs() -> None:
+    """A triggered order enters matching without the margin check: refused until it has one
+    (``invalid``), while a spot pair still takes it."""
+    eng = Engine(_markets())
+    eng.apply_many(_funded("a"))
+    stop = (OP_NEW, PERP, "st", "a", SELL, STOP_MARKET, None, 10, IOC, False, STP_NONE, None,
+            {"trigger": MARK - 100})  # fmt: skip
+    assert _reject_code(eng.apply_many([stop])) == REJ_INVALID
+    spot = (OP_NEW, "BTC-USD", "st", "a", SELL, STOP_MARKET, None, 10, IOC, False, STP_NONE,
+            None, {"trigger": 100})  # fmt: skip
+    assert _reject_code(eng.apply_many([spot])) is None
 
 
 def test_margin_withdrawal_keeps_initial_margin() -> None:
