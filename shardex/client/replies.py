@@ -15,17 +15,20 @@ from shardex.client.errors import (
     _kept,
     _malformed,
 )
-from shardex.client.results import _is_int
+from shardex.client.results import _MAX_INT, _is_int
 from shardex.engine import Market
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -68,7 +71,8 @@ class _Malformed(Exception):
     """Internal: a reply value that does not have the shape the protocol promises."""
 
 
-# Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1).
+# Event tuple layouts (see engine/codes.py): "i" non-negative int64, "s" str, "d" side (0/1),
+# "n" a signed int64 (a position's size, cost and PnL; a margin move).
 _EVENT_SHAPES: dict[int, str] = {
     EV_ACCEPTED: "iiss",
     EV_TRADE: "iisiissdi",
@@ -81,6 +85,9 @@ _EVENT_SHAPES: dict[int, str] = {
     EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
     EV_INDEX: "iisii",  # ..., index, mark (ticks)
+    EV_POSITION: "iissnnn",  # ..., account, size, cost, realized
+    EV_MARGIN: "iissni",  # ..., account, amount, collateral
+    EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
 }
 _NEEDS_MARKET = (EV_TRADE, EV_CANCELLED, EV_AMENDED, EV_TRIGGERED)
 
@@ -94,6 +101,8 @@ def _check(value: Any, kind: str) -> bool:
         return _is_int(value)
     if kind == "s":
         return type(value) is str
+    if kind == "n":
+        return type(value) is int and -_MAX_INT < value < _MAX_INT
     return type(value) is int and value in (0, 1)
 
 

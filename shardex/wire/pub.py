@@ -32,10 +32,13 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -70,6 +73,7 @@ from shardex.wire.layouts import (
     TRIGGERED_LAST,
 )
 from shardex.wire.listed import learn_account_listed, learn_listed
+from shardex.wire.position_event import check_position_event
 
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -242,6 +246,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return learn_listed(ev, markets)
     if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
         return check_index_event(ev, markets)
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):  # (a perp pair's: ``position_event``)
+        return check_position_event(ev, markets)
     if kind == EV_MARKET:  # (kind, seq, symbol, state, band, max qty, max notional, min qty)
         return (len(ev) == MARKET_WIDTH and _bounded(ev[MARKET_STATE])
                 and all(type(v) is int for v in ev[MARKET_BAND:]))  # fmt: skip

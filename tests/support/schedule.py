@@ -119,6 +119,10 @@ MEASURED_S: dict[str, float] = {
     # as 25 (its CPU against the others' at load ~8); the unit files 0.1 s each in pytest
     "test_perps_live.py": 25, "test_perps.py": 0.3, "test_feed.py": 0.5,
     "test_inproc_perps.py": 0.2,
+    # perp positions, margin and funding (2026-12-07 20:40, load ~12): 1.9 s, 1.1 s and 0.2 s
+    # of pytest (the first two mostly hypothesis: 60 examples each); 3.0, 2.7 and 2.5 s CPU
+    # with start-up
+    "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
     # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
     # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
     "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
