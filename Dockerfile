@@ -43,9 +43,9 @@ WORKDIR /data
 # journals, snapshots and Redis's AOF; the cluster's keys (a Secret, never in the image)
 VOLUME ["/data", "/keys"]
 # the default layout's ports (shardex/layout.py): router 5555-5557, bridge metrics 5558,
-# Redis 5559, gateway 5641, engine shard 0 5655/5755/5855/5955 (+i per shard), account shard 0
+# Redis 5559, candles 5560, history writer 5562, feed 5563, gateway 5641, engine shard 0 5655/5755/5855/5955 (+i per shard), account shard 0
 # 6055/6155/6255, replication 6655 (engine) and 7255 (accounts)
-EXPOSE 5555 5556 5557 5558 5559 5641 5655 5755 5855 5955 6055 6155 6255 6655 7255
+EXPOSE 5555 5556 5557 5558 5559 5560 5562 5563 5641 5655 5755 5855 5955 6055 6155 6255 6655 7255
 # GET /healthz of the process's exporter: give its port as SHARDEX_HEALTH_PORT (unset: healthy)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "shardex.health"]

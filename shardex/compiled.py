@@ -33,7 +33,8 @@ from pathlib import Path
 # here is compiled, loaded and checked byte for byte by tests/process/test_engine_compiled.py.
 PACKAGES: dict[str, tuple[str, ...]] = {
     "engine": ("codes.py", "markets.py", "book.py", "moves.py", "admin.py", "expiry.py",
-               "listing.py", "stops.py", "state.py", "engine.py", "perps.py"),
+               "listing.py", "stops.py", "state.py", "engine.py", "perps.py", "positions.py",
+               "funding.py"),
     "accounts": (),
 }
 MODES = ("auto", "interpreted", "compiled")

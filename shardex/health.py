@@ -30,6 +30,8 @@ from wsgiref.simple_server import make_server
 from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
+from shardex.clock import REAL, Clock
+
 PATH = "/healthz"
 HELLO_FRESH_S = 3.0  # a slot whose last hello is older is down (as shardex_router_shard_up)
 
@@ -61,9 +63,10 @@ class Health:
     """The process's current probe; ``set`` swaps it as the process changes phase. Read from
     the HTTP server's threads: the probe is one reference, replaced whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = REAL) -> None:
         self.role = ""
         self.probe: Probe = lambda: STARTING
+        self.clock = clock  # (its wall clock goes in every answer: ``shardex.hoststatus``)
 
     def set(self, role: str, probe: Probe) -> None:
         self.role, self.probe = role, probe
@@ -81,7 +84,8 @@ class Health:
         whose shards are away must not be restarted for it), the verdict in the body."""
         v = self.verdict()
         body: dict[str, Any] = {"status": "ok" if v.ok else "unavailable", "role": self.role,
-                                "state": v.state, "pid": os.getpid()}  # fmt: skip
+                                "state": v.state, "pid": os.getpid(),
+                                "time_ms": int(self.clock.time() * 1000)}  # fmt: skip
         if v.reason:
             body["reason"] = v.reason
         body.update(v.detail)

@@ -161,12 +161,14 @@ CONSUMER_COMMANDS = (
 # ``shardex:lease:I`` (EXISTS/SET/PTTL/PEXPIRE/DEL), the epoch counter ``…:epoch`` (INCR/SET),
 # the in-sync set ``…:isr`` (SET) and the epoch starts ``…:starts`` (HSET/HGETALL); GET reads
 # any lease key. So the lease user cannot DEL an epoch counter (epochs would be reused), turn a
-# key into another type, or expire the in-sync set; no stream command at all.
+# key into another type, or expire the in-sync set; no stream command at all. TIME: a replica
+# compares its wall clock with Redis's when it starts (``shardex.coord.skew``).
 LEASE_COMMANDS = (
     "+evalsha",
     "+script|load",
     "+get",
     "+ping",
+    "+time",
     "+select",
     LEASE_KEY_PATTERN,
     _selector("+exists", "+set", "+pttl", "+pexpire", "+del", "~shardex:lease:*[0-9]"),

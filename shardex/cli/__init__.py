@@ -57,6 +57,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "book, ticker, market list."),
     "history": ("history", "history", "Show ACCOUNT's order, fill or balance history from the "
                 "history database."),
+    "funding": ("positions", "funding", "Show perp pair SYMBOL's funding: the cumulative "
+                "funding index per lot, the next payment's exchange time, the samples so far "
+                "and the rounding remainder kept."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "
                        "balance changes from Redis to the history database, exactly once."),
     "journal": ("replay", "journal", "Look at a shard's journal directory."),
@@ -64,6 +67,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "in DATA_DIR/keys)."),
     "loadgen": ("loadgen", "loadgen", "Drive the cluster with orders and report throughput "
                 "and latency percentiles."),
+    "margin": ("positions", "margin", "Move AMOUNT of SYMBOL's settle asset into ACCOUNT's "
+               "margin on perp pair SYMBOL (admin key; a negative AMOUNT takes it out while the "
+               "equity left covers the initial margin)."),
     "market": ("admin_market", "market", "Markets at runtime (admin key): list each pair's "
                "state, add (list) a new pair, halt, resume, cancel-only, delist, price bands "
                "and maximum order size; journaled, no restart."),
@@ -76,6 +82,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "held amount and asset, amends in flight."),
     "placement": ("placement", "placement", "Show the placement map: which engine shard "
                   "owns each pair, the map's version, pinned pairs and any move in progress."),
+    "positions": ("positions", "positions", "Show ACCOUNT's perp positions: size, entry and "
+                  "mark price, unrealized and realized PnL, collateral, equity and the initial "
+                  "and maintenance margin at the mark."),
     "redis": ("redis", "redis_cmd", "Run the embedded Redis-compatible server on the "
               "layout's port (base+4)."),
     "reshard": ("reshard", "reshard", "Spread the pairs over N engine shards of a running "

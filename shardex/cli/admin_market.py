@@ -91,9 +91,12 @@ def _kind(r: dict[str, Any]) -> str:
     if r.get("kind") != "perp":
         return "spot"
     price = (f"index {r['index']} mark {r['mark']}" if "index" in r else "no index yet")
+    paid = r.get("funding")  # (the cumulative funding index per lot: ``engine.funding``)
+    paid_s = f", funding index {paid['cumulative']}" if isinstance(paid, dict) else ""
     return (f"perp settle {r['settle']} im {r['initial_margin']} mm {r['maintenance_margin']} "
             f"funding {r['funding_cap']}/{r['funding_interval_s']}s oracle "
-            f"{r['oracle_staleness_ms']}ms: {price}{' (stale)' if r.get('stale') else ''}")
+            f"{r['oracle_staleness_ms']}ms: {price}{' (stale)' if r.get('stale') else ''}"
+            f"{paid_s}")
 
 
 @market.command()

@@ -50,17 +50,25 @@ def deploy() -> None:
     help="A markets file for the ConfigMap [the built-in markets].",
 )
 @click.option(
+    "--history",
+    is_flag=True,
+    help="Add the history writer (with the account tier), writing to PostgreSQL at the URL "
+    "in the Secret shardex-history-db (key url).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
     help="Write one YAML file per component into this folder [stdout].",
 )
 def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, image: str,
-        storage: str, markets_file: str | None, out: str | None) -> None:  # fmt: skip
+        storage: str, markets_file: str | None, history: bool,
+        out: str | None) -> None:  # fmt: skip
     """Write Kubernetes manifests for a cluster: a StatefulSet per engine and account shard
     (both replicas as pods, anti-affine), headless Services, journal volume claims, routers,
-    bridge and gateways as Deployments, the markets ConfigMap, disruption budgets, probes on
-    /healthz and Prometheus scrape annotations. The keys Secret they mount is made by
-    `shardex deploy keys` (never written here)."""
+    bridge, gateways and the candles worker as Deployments (the price feed when the markets
+    file has a perp market, the history writer with --history), the markets ConfigMap,
+    disruption budgets, NetworkPolicies, probes on /healthz and Prometheus scrape annotations.
+    The keys Secret they mount is made by `shardex deploy keys` (never written here)."""
     text = ""
     if markets_file:
         try:
@@ -68,7 +76,9 @@ def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, 
         except MarketError as exc:
             raise click.UsageError(str(exc)) from None
         text = Path(markets_file).read_text()
-    spec = Spec(shards, accounts, replicas, routers, gateways, image, text, storage)
+    if history and not accounts:
+        raise click.UsageError("--history needs the account tier (--accounts 1 or more)")
+    spec = Spec(shards, accounts, replicas, routers, gateways, image, text, storage, history)
     files = render(spec, markets_file)
     if out is None:
         click.echo("".join(files.values()), nl=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from shardex import hoststatus
 from shardex.cli.base import INSECURE_WARNING
 from shardex.cli.connect import client as _client
 from shardex.cli.connect import fail as _fail
@@ -84,6 +85,10 @@ def _down(entry: dict[str, Any]) -> str:
 @click.command()
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--hosts", "hosts_file", type=click.Path(dir_okay=False), default=None,
+              help="A cluster over several hosts: a JSON file naming every process's health "
+              "URL (and the router): each is asked, with its host's clock offset, before the "
+              "router's view (docs/deploy.md).")  # fmt: skip
 @key_option
 def status(
     endpoint: str | None,
@@ -91,10 +96,18 @@ def status(
     base_port: int | None,
     timeout: float,
     as_json: bool,
+    hosts_file: str | None,
     key_file: str | None,
 ) -> None:
     """Show every shard's status: seq, resting orders, backlog, uptime; and every account
     shard's: seq, accounts, open orders, link gaps, anomalies, journal."""
+    processes = None
+    if hosts_file is not None:
+        topo_file = _hosts(hosts_file)
+        endpoint = endpoint or topo_file.router
+        processes = hoststatus.ask(topo_file, timeout)
+        if not as_json:
+            click.echo("\n".join(hoststatus.lines(processes)))
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             topo = c.topology()
@@ -103,11 +116,16 @@ def status(
             secure = c.key is not None  # a keyless client got in: the cluster is insecure
             placement = router_placement(topo)  # (the map the router routes by)
             pairs = pairs_by_shard(c.markets, topo["shards"], placement.owner)
-    except ShardexError as exc:
+    except (ShardexError, click.ClickException) as exc:
+        if processes is not None and as_json:  # (the hosts' answers are still worth having)
+            click.echo(json.dumps({"processes": hoststatus.as_json(processes), "error": str(exc)}))
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({"router": topo, "shards": shards, "accounts": accounts,
-                               "secure": secure, "pairs": pairs}, default=str))  # fmt: skip
+        out = {"router": topo, "shards": shards, "accounts": accounts, "secure": secure,
+               "pairs": pairs}  # fmt: skip
+        if processes is not None:
+            out["processes"] = hoststatus.as_json(processes)
+        click.echo(json.dumps(out, default=str))
         return
     if not secure:
         click.echo(INSECURE_WARNING)
@@ -117,6 +135,14 @@ def status(
     )
     _engine_rows(shards, pairs)
     _account_rows(accounts)
+
+
+def _hosts(path: str) -> hoststatus.Topology:
+    """``--hosts FILE`` read, or one line saying why not."""
+    try:
+        return hoststatus.load(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _engine_rows(shards: list[dict[str, Any]], pairs: list[list[str]]) -> None:

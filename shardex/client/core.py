@@ -194,11 +194,14 @@ class ClientCore(Replies, FateDecisions, Topology):
         account: str | None = None,
         expire: int | datetime | None = None,
         trigger: Decimal | str | int | None = None,
+        reduce_only: bool = False,
     ) -> dict[str, Any]:
         """Build a ``new`` command dict (does not send it); type defaults from ``price``.
         ``expire`` (ms since the Unix epoch, UTC, or an aware datetime) makes it tif ``gtd``
         unless ``tif`` says otherwise. ``trigger``: the trigger price of a ``stop_market``,
-        ``stop_limit``, ``take_profit`` or ``take_profit_limit`` type (docs/orders.md)."""
+        ``stop_limit``, ``take_profit`` or ``take_profit_limit`` type (docs/orders.md).
+        ``reduce_only``: a perp pair's ioc/fok order that only shrinks a position
+        (docs/perps.md)."""
         cmd: dict[str, Any] = {
             "op": "new",
             "symbol": symbol,
@@ -221,6 +224,8 @@ class ClientCore(Replies, FateDecisions, Topology):
             cmd.setdefault("tif", "gtd")
         if trigger is not None:
             cmd["trigger"] = _money(trigger, "trigger")
+        if reduce_only:
+            cmd["reduce_only"] = True
         return cmd
 
     def _cancel_all_cmds(self, symbol: str | None, account: str | None,

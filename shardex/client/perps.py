@@ -1,5 +1,6 @@
-"""The SDK's side of perp index prices (pure): a price → the engine's ``OP_INDEX`` command,
-and the engine shard's answer → one map (``AsyncClient.set_index``; docs/perps.md)."""
+"""The SDK's side of perp index prices and margin (pure): a price → the engine's ``OP_INDEX``
+command, an amount → ``OP_MARGIN``, and the engine shards' answers → plain maps
+(``AsyncClient.set_index``, ``set_margin``, ``positions``; docs/perps.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from typing import Any
 
 from shardex.client.errors import MALFORMED_PREFIX, _bad_reply
 from shardex.client.market_admin import admin_events
-from shardex.engine.codes import EV_INDEX, EV_REJECTED, OP_INDEX, Command, reject_name
+from shardex.engine.codes import (
+    EV_INDEX,
+    EV_MARGIN,
+    EV_REJECTED,
+    OP_INDEX,
+    OP_MARGIN,
+    Command,
+    reject_name,
+)
 from shardex.engine.markets import Market
 from shardex.wire.index_event import index_event_json
 from shardex.wire.layouts import EV_KIND, REJECTED_CODE, REJECTED_REASON
+from shardex.wire.position_event import position_event_json
 
 
 def index_ticks(market: Market, price: Any) -> int:
@@ -49,3 +59,53 @@ def index_result(error: Any, results: Any, symbol: str, market: Market) -> dict[
     del out["ev"]
     out["ok"] = True
     return out
+
+
+def margin_units(market: Market, amount: Any) -> int:
+    """A margin move (a signed decimal string of the settle asset, never a float) → notional
+    units of the pair (tick × lot); ValueError when it is not a whole number of them."""
+    if isinstance(amount, float) or not isinstance(amount, str | Decimal):
+        raise ValueError(f"margin amount must be a decimal string, got {type(amount).__name__}")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise ValueError(f"margin amount {str(amount)[:20]!r} is not a decimal") from None
+    unit = market.tick * market.lot
+    if not value.is_finite() or not value or value % unit:
+        raise ValueError(f"margin amount must be a nonzero multiple of {unit}, got "
+                         f"{str(amount)[:20]}")  # fmt: skip
+    return int(value / unit)
+
+
+def margin_command(market: Market, account: str, amount: Any) -> Command:
+    """``(OP_MARGIN, symbol, account, units)`` for ``amount`` (``margin_units``)."""
+    return (OP_MARGIN, market.symbol, account, margin_units(market, amount))
+
+
+def margin_result(error: Any, results: Any, symbol: str, market: Market) -> dict[str, Any]:
+    """The reply to ``OP_MARGIN`` → ``{"ok": True, symbol, account, amount, collateral, seq}``
+    or ``{"ok": False, "rejected", "code"}`` (``ShardexError``: the request was refused, e.g.
+    ``not_allowed`` for a key that is not an admin's)."""
+    what = f"margin {symbol}"
+    (ev, *_) = admin_events(what, error, results)
+    if ev[EV_KIND] == EV_REJECTED:
+        return {"ok": False, "rejected": ev[REJECTED_REASON],
+                "code": reject_name(ev[REJECTED_CODE])}  # fmt: skip
+    if ev[EV_KIND] != EV_MARGIN:
+        raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: unexpected event {ev!r:.100}")
+    out = position_event_json(ev, {symbol: market})
+    del out["ev"]
+    out["ok"] = True
+    return out
+
+
+def positions_merged(replies: list[Any]) -> list[dict[str, Any]]:
+    """Every engine shard's ``OP_POSITIONS`` answer → one list by symbol (a shard that could
+    not answer has none; a refusal raises)."""
+    found: list[dict[str, Any]] = []
+    for raw in replies:
+        if isinstance(raw, dict) and "error" in raw:
+            raise _bad_reply(f"positions: {raw['error']!r:.100}")
+        if isinstance(raw, dict):
+            found.extend(p for p in raw.get("positions") or () if isinstance(p, dict))
+    return sorted(found, key=lambda p: str(p.get("symbol")))

@@ -16,7 +16,10 @@ every process binds ``0.0.0.0`` and announces a stable DNS name. Ports are the d
 - the bridge is a Deployment of one pod, the gateways a Deployment of G pods behind one
   Service, the embedded Redis a StatefulSet of one pod (the leases and the streams);
 - the markets file is a ConfigMap; the keys a Secret made by the operator (``shardex deploy
-  keys``: never in the manifests), copied by an init container into each pod's own folder.
+  keys``: never in the manifests), copied by an init container into each pod's own folder;
+- the workers around the streams (candles, the history writer, the price feed) and the
+  NetworkPolicies are in ``shardex.deploy.workers`` and ``shardex.deploy.netpol``;
+  ``shardex.deploy.bundle`` puts every object together.
 
 Pure: a ``Spec`` in, dicts out (``shardex.deploy.render`` writes them as YAML).
 """
@@ -69,6 +72,7 @@ class Spec:
     image: str = f"shardex:{__version__}"
     markets: str = ""  # the markets file's text (the ConfigMap; "": ``default_markets``)
     storage: str = "10Gi"  # each journal's volume claim
+    history: bool = False  # a history writer, its PostgreSQL URL from a Secret (``workers``)
 
     @property
     def layout(self) -> Layout:
@@ -405,16 +409,3 @@ def markets(spec: Spec) -> list[dict[str, Any]]:
     return [{"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": _meta(name("markets"), _labels("config")),
              "data": {"markets.toml": spec.markets or default_markets()}}]  # fmt: skip
-
-
-def manifests(spec: Spec) -> dict[str, list[dict[str, Any]]]:
-    """Every object, by the file it goes in (in apply order: config, Redis, routers, shards,
-    bridge, gateways)."""
-    out = {"markets.yaml": markets(spec), "redis.yaml": redis(spec)}
-    out |= {f"router-{j}.yaml": router(spec, j) for j in range(spec.routers)}
-    out |= {f"engine-{i}.yaml": engine_shard(spec, i) for i in range(spec.shards)}
-    out |= {f"accounts-{j}.yaml": account_shard(spec, j) for j in range(spec.accounts)}
-    out["bridge.yaml"] = bridge(spec)
-    if spec.gateways:
-        out["gateway.yaml"] = gateways(spec)
-    return out

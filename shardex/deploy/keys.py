@@ -22,7 +22,8 @@ def process_keys(shards: int, accounts: int) -> list[tuple[str, str, int | None]
     ``accounts`` account shards uses (as each process would issue it on first start)."""
     out: list[tuple[str, str, int | None]] = [(f"shard-{i}", "shard", i) for i in range(shards)]
     out += [(f"accounts-{j}", "accounts", j) for j in range(accounts)]
-    return out + [("bridge", "bridge", None), ("gateway", "reader", None)]
+    return out + [("bridge", "bridge", None), ("gateway", "reader", None),
+                  ("candles-worker", "reader", None), ("feed", "feed", None)]
 
 
 def issue_all(keys_dir: str | Path, shards: int, accounts: int) -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shardex.deploy.k8s import Spec, manifests
+from shardex.deploy.bundle import manifests
+from shardex.deploy.k8s import Spec
 from shardex.deploy.yamltext import dump_all
 
 
@@ -19,6 +20,8 @@ def command_line(spec: Spec, markets: str | None = None) -> str:
         line += f" --image {spec.image}"
     if spec.storage != Spec().storage:
         line += f" --storage {spec.storage}"
+    if spec.history:
+        line += " --history"
     return line + (f" --markets {markets}" if markets else "")  # fmt: skip
 
 

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - the default install has no mypy
 from shardex.engine.codes import STATE_CANCELLED, STATE_FILLED
 from shardex.engine.markets import Market
 from shardex.engine.perps import Oracle, load_oracle
+from shardex.engine.positions import Positions
 
 
 @mypyc_attr(native_class=False)  # mypyc compiles no subclass of a builtin exception
@@ -149,6 +150,7 @@ class Book:
         "gate",
         "stops",
         "oracle",
+        "positions",
     )
 
     def __init__(self, symbol: str, market: Market) -> None:
@@ -180,6 +182,10 @@ class Book:
         # a perp pair's index and mark (a ``shardex.engine.perps.Oracle``; None: a spot pair,
         # or no index yet; part of the pair's state)
         self.oracle: Oracle | None = None
+        # a perp pair's positions and margin (``shardex.engine.positions``; None: a spot pair;
+        # part of the pair's state)
+        self.positions: Positions | None = (
+            None if getattr(market, "perp", None) is None else Positions())
 
     @property
     def prev(self) -> dict[str, Finished]:
@@ -268,6 +274,8 @@ class Book:
             state["last"] = self.last
         if self.oracle is not None:  # (a perp pair's index and mark)
             state["oracle"] = self.oracle.save()
+        if self.positions is not None and (self.positions.accounts or self.positions.due):
+            state["positions"] = self.positions.save()
         return state
 
     def restore(self, state: Mapping[str, Any], since: int = 0) -> None:
@@ -287,6 +295,8 @@ class Book:
             raise ValueError(f"book {self.symbol}: bad last price {last!r}")
         self.last = last
         self.oracle = load_oracle(state.get("oracle"))
+        if self.positions is not None:
+            self.positions.load(state.get("positions"))
         market = self.market
         max_price = getattr(market, "max_price_ticks", None)
         max_qty = getattr(market, "max_qty_lots", None)

@@ -64,6 +64,18 @@ Perp index prices (a ``feed`` key's, journaled; ``shardex.engine.perps``):
 
 * ``(OP_INDEX, symbol, index)`` — the index price in ticks; its event ``(EV_INDEX, seq,
   symbol, index, mark)``: the index and the mark recomputed from it, in ticks
+
+Perp positions and margin (``shardex.engine.positions``):
+
+* ``(OP_MARGIN, symbol, account, amount)`` — an admin's: ``amount`` (signed, notional units
+  of tick × lot) into or out of the account's collateral on the pair; its event
+  ``(EV_MARGIN, seq, symbol, account, amount, collateral)``
+* ``(EV_POSITION, seq, symbol, account, size, cost, realized)`` — after a command's trades on
+  a perp pair, once per account they moved: signed lots, cost basis and realized PnL (units)
+* ``(OP_FUNDING, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when a perp pair's
+  funding payment time is <= ``ts``; its event per paying pair ``(EV_FUNDING, seq, symbol,
+  per_lot, cumulative, remainder)`` (millionths of a unit per lot; units). Never accepted from
+  a client.
 """
 
 from typing import Any
@@ -79,6 +91,8 @@ OP_HANDOFF, OP_ADOPT = 5, 6
 OP_MARKET_RULE = 21
 OP_LIST = 22  # a new pair, listed at runtime (``shardex.engine.listing``)
 OP_INDEX = 60  # a perp pair's index price, from a ``feed`` key (``shardex.engine.perps``)
+OP_MARGIN = 61  # collateral into / out of a perp pair's margin (``shardex.engine.positions``)
+OP_FUNDING = 63  # the leader's: due perp pairs pay funding (``shardex.engine.funding``)
 # expiring orders and cancel-all (``shardex.engine.expiry``): a client's cancel-all, and the
 # leader's journaled sweep of the orders whose expire time the exchange time has reached
 OP_CANCEL_ALL, OP_EXPIRE = 17, 18
@@ -96,6 +110,8 @@ EV_TRIGGERED = 7  # a stop / take-profit order's trigger was reached: it enters 
 EV_MARKET = 10  # a pair's state or limits changed (``shardex.engine.admin``)
 EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps``)
+EV_POSITION, EV_MARGIN = 21, 22  # a perp position / margin changed (``engine.positions``)
+EV_FUNDING = 23  # a perp pair paid funding (``shardex.engine.funding``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")
@@ -148,6 +164,10 @@ REJ_WOULD_TRIGGER: int = wire_codes.WOULD_TRIGGER
 REJ_UNTRIGGERED: int = wire_codes.UNTRIGGERED
 # an index price for a pair that is not a perpetual market (``shardex.engine.perps``)
 REJ_NOT_PERP: int = wire_codes.NOT_PERP
+# perp positions and margin (``shardex.engine.positions``)
+REJ_INSUFFICIENT_MARGIN: int = wire_codes.INSUFFICIENT_MARGIN
+REJ_REDUCE_ONLY_REJECTED: int = wire_codes.REDUCE_ONLY_REJECTED
+REJ_NO_MARK: int = wire_codes.NO_MARK
 # names indexed by code: the per-command codes (0..the highest, a number no row has is
 # ``unused_N``; batch and client codes start at 100)
 REJECT_NAMES: tuple[str, ...] = wire_codes.names_below(wire_codes.last_command_code() + 1)

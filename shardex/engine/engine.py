@@ -76,6 +76,8 @@ from shardex.engine.listing import list_pair
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
 from shardex.engine.perps import PERP_OPS
+from shardex.engine.positions import amend_refusal as margin_amend
+from shardex.engine.positions import on_match, perp_new
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths
     TRADE_SCAN,
     EngineState,
@@ -103,7 +105,7 @@ _VALID_NEW = frozenset(
 )
 _SIDE_NAMES = ("bid", "ask")
 _ADMIN = {OP_HANDOFF: handoff, OP_ADOPT: adopt, OP_MARKET_RULE: set_rules, OP_LIST: list_pair,
-          **PERP_OPS}  # (a perp pair's index price: ``shardex.engine.perps``)
+          **PERP_OPS}  # (perp pairs: ``engine.perps``, ``engine.positions``, ``engine.funding``)
 
 
 class Engine(EngineState):
@@ -208,15 +210,15 @@ class Engine(EngineState):
         market = book.market
         if book.gate is not None and (refused := new_refusal(book, book.gate, otype, price, qty)):
             return self._reject(symbol, oid, refused[0], refused[1], out)  # (a pair's rules)
+        if book.positions is not None and book.positions.armed:  # (a perp pair: margin first)
+            return perp_new(self, book, cmd, out)
         limit_key = _NO_LIMIT if otype else (price if side == BUY else -price)
         if oid in book.orders:
-            return self._reject(
-                symbol, oid, "duplicate id: a live order has it", REJ_DUPLICATE_ID, out
-            )
+            return self._reject(symbol, oid, "duplicate id: a live order has it",
+                                REJ_DUPLICATE_ID, out)  # fmt: skip
         if oid in book.finished:
-            return self._reject(
-                symbol, oid, f"duplicate id {oid} (recently finished)", REJ_DUPLICATE_ID, out
-            )
+            return self._reject(symbol, oid, f"duplicate id {oid} (recently finished)",
+                                REJ_DUPLICATE_ID, out)  # fmt: skip
         if book.stops and oid in book.stops.orders:
             reason = "duplicate id: a pending order has it"
             return self._reject(symbol, oid, reason, REJ_DUPLICATE_ID, out)
@@ -226,14 +228,9 @@ class Engine(EngineState):
             key = _top(opp)
             if key is not None and key <= limit_key:
                 best = opp.levels[key].price
-                return self._reject(
-                    symbol,
-                    oid,
-                    f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
-                    f"{market.price_str(best)}",
-                    REJ_POST_ONLY_CROSS,
-                    out,
-                )
+                return self._reject(symbol, oid, "post_only order would cross best "
+                                    f"{_SIDE_NAMES[side ^ 1]} {market.price_str(best)}",
+                                    REJ_POST_ONLY_CROSS, out)  # fmt: skip
         seq = self.seq + 1
         out.append((EV_ACCEPTED, seq, symbol, oid))
         self.seq = seq
@@ -346,6 +343,8 @@ class Engine(EngineState):
             refused := amend_refusal(book, book.gate, qty, order.price, price)
         ):
             return self._reject(symbol, oid, refused[0], refused[1], out)
+        if book.positions is not None and (refused := margin_amend(book, order, qty, price)):
+            return self._reject(symbol, oid, refused[0], refused[1], out)
         side = order.side
         if price is None or price == order.price:
             # Same price: only the open quantity shrinks, so time priority is kept.
@@ -363,14 +362,10 @@ class Engine(EngineState):
         if order.post_only:
             key = _top(opp)
             if key is not None and key <= limit_key:
-                return self._reject(
-                    symbol,
-                    oid,
-                    f"post_only order would cross best {_SIDE_NAMES[side ^ 1]} "
-                    f"{market.price_str(opp.levels[key].price)}",
-                    REJ_POST_ONLY_CROSS,
-                    out,
-                )
+                best = opp.levels[key].price
+                return self._reject(symbol, oid, "post_only order would cross best "
+                                    f"{_SIDE_NAMES[side ^ 1]} {market.price_str(best)}",
+                                    REJ_POST_ONLY_CROSS, out)  # fmt: skip
         _unlink(book, order)
         self.seq = seq = self.seq + 1
         out.append((EV_AMENDED, seq, symbol, oid, qty, price))
@@ -557,6 +552,8 @@ def _match(
         book.last = traded_at
         if book.stops is not None:  # (its triggers are checked once the command is done)
             eng.touched = book
+        if book.positions is not None:  # (a perp pair: both sides' positions move)
+            on_match(eng, book, out, trade_id - first_id, account, side)
     return qty
 
 

@@ -65,6 +65,7 @@ from shardex.engine.codes import (
     STATE_CANCELLED,
     Event,
 )
+from shardex.engine.positions import REDUCE_ONLY, STOPS_REFUSED, is_perp, reduce_only_new
 from shardex.engine.stops import BASE, CAPPED, Pending, cancel_pending, drop_pending, place
 
 DAY_MS = 86_400_000
@@ -72,7 +73,7 @@ MAX_EXPIRE = (1 << 63) - 1
 OPTS_WIDTH = 13  # (OP_NEW, ..., stp, budget|None, opts)
 CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.layouts``' name
 # (trigger, capped: ``shardex.engine.stops``; a client may not send capped to an account shard)
-OPTION_KEYS = frozenset(("expire", "trigger", CAPPED))
+OPTION_KEYS = frozenset(("expire", "trigger", CAPPED, REDUCE_ONLY))
 CLIENT_OPTION_KEYS = OPTION_KEYS - {CAPPED}
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
 MAX_AFTER = DAY_MS  # the longest dead-man switch
@@ -225,7 +226,11 @@ def new_with_opts(eng: Any, cmd: tuple, out: list[Event]) -> None:
         return eng._reject(cmd[1], cmd[2], f"unknown option {unknown[0][:MAX_ID_LEN]!r}",
                            REJ_INVALID, out)  # fmt: skip
     tif = cmd[8]
+    if REDUCE_ONLY in opts:  # (a perp pair's: ``shardex.engine.positions``)
+        return reduce_only_new(eng, cmd, out)
     if "trigger" in opts or cmd[5] in BASE:
+        if type(cmd[1]) is str and is_perp(eng, cmd[1]):
+            return eng._reject(cmd[1], cmd[2], STOPS_REFUSED, REJ_INVALID, out)
         if "expire" in opts or tif in (GTD, DAY):
             return place_timed_stop(eng, cmd, opts, out)
         return place(eng, cmd, out, eng._new)

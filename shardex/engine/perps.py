@@ -3,7 +3,8 @@ for each (pure: no sockets, no clock, no I/O; part of the compiled engine build)
 
 A perp market is a market of kind ``perp`` in the markets file (``Perp``: its settle asset,
 margin fractions, funding interval and cap, oracle staleness limit). Its book matches like a
-spot pair's; positions, margin and funding are not here yet (docs/perps.md).
+spot pair's; its positions and margin live in ``shardex.engine.positions``, its funding in
+``shardex.engine.funding`` (docs/perps.md).
 
 ``(OP_INDEX, symbol, index)`` -- an index price in ticks, sent by a ``feed`` key and journaled
 like any command -- sets the pair's index and recomputes its mark, deterministically, from the
@@ -33,12 +34,16 @@ from typing import Any
 
 from shardex.engine.codes import (
     EV_INDEX,
+    OP_FUNDING,
     OP_INDEX,
+    OP_MARGIN,
     REJ_MALFORMED,
     REJ_NOT_PERP,
     REJ_OUT_OF_RANGE,
     Event,
 )
+from shardex.engine.funding import funding_read, pay_funding, sample
+from shardex.engine.positions import set_margin
 
 KINDS = ("spot", "perp")
 PERP_KEYS = frozenset(("settle", "initial_margin", "maintenance_margin", "funding_interval_s",
@@ -195,6 +200,8 @@ def set_index(eng: EngineState, cmd: Any, out: list[Event]) -> Refusal | None:
     if o is None:
         o = book.oracle = Oracle()
     next_mark(o, index, eng.ts, book.best(0), book.best(1), book.last)
+    if book.positions is not None:  # (a premium sample for funding: ``engine.funding``)
+        sample(book.positions, o.mark - o.index, eng.ts, market.perp.funding_interval_s * 1000)
     eng.seq = seq = eng.seq + 1
     out.append((EV_INDEX, seq, symbol, o.index, o.mark))
     return None
@@ -213,8 +220,10 @@ def perp_read(eng: EngineState, symbol: str) -> dict[str, Any] | None:
         out["index"], out["mark"] = market.price_str(o.index), market.price_str(o.mark)
         out["index_ts"] = o.ts
     out["stale"] = o is None or o.stale(eng.ts, market.perp.oracle_staleness_ms)
+    if book is not None:  # (cumulative funding index, next payment: ``engine.funding``)
+        out["funding"] = funding_read(book)
     return out
 
 
-# the engine's dispatch of this module's commands (``Engine.apply``'s admin table)
-PERP_OPS = {OP_INDEX: set_index}
+# the engine's dispatch of perp pairs' commands (``Engine.apply``'s admin table)
+PERP_OPS = {OP_INDEX: set_index, OP_MARGIN: set_margin, OP_FUNDING: pay_funding}

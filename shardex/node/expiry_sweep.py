@@ -1,4 +1,5 @@
-"""The engine shard leader's half of expiring orders: when to journal ``(OP_EXPIRE, ts)``.
+"""The engine shard leader's half of expiring orders: when to journal ``(OP_EXPIRE, ts)``
+(and, the same way, a perp pair's funding payment ``(OP_FUNDING, ts)``: ``engine.funding``).
 
 The pure engine (``shardex.engine.expiry``) cancels expired orders only when it applies an
 ``OP_EXPIRE``; the leader journals one right after a batch's ``OP_TIME`` whenever the engine's
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardex.engine.codes import OP_EXPIRE, Event
+from shardex.engine.codes import OP_EXPIRE, OP_FUNDING, Event
 
 
 def next_expiry(engine: Any) -> int | None:
@@ -30,11 +31,26 @@ def next_expiry(engine: Any) -> int | None:
 
 
 def sweep(engine: Any, journal: Any, ts: int, out: list[Event]) -> None:
-    """Journal and apply ``(OP_EXPIRE, ts)`` when an order's expire time is <= ``ts``."""
+    """Journal and apply ``(OP_EXPIRE, ts)`` when an order's expire time is <= ``ts``, then
+    ``(OP_FUNDING, ts)`` when a perp pair's funding payment time is (``engine.funding``)."""
     first = next_expiry(engine)
-    if first is None or first > ts:
-        return
-    cmd = (OP_EXPIRE, ts)
+    if first is not None and first <= ts:
+        _journaled(engine, journal, (OP_EXPIRE, ts), out)
+    if funding_due(engine, ts):
+        _journaled(engine, journal, (OP_FUNDING, ts), out)
+
+
+def funding_due(engine: Any, ts: int) -> bool:
+    """True when a perp pair's funding payment time is <= ``ts`` (a walk of the books: a
+    shard serves a few dozen pairs, and spot pairs cost one attribute each)."""
+    for book in engine.books.values():
+        pos = book.positions
+        if pos is not None and pos.due and pos.due <= ts:
+            return True
+    return False
+
+
+def _journaled(engine: Any, journal: Any, cmd: tuple, out: list[Event]) -> None:
     seq = engine.seq
     engine.apply(cmd, out)
     journal.add(seq, cmd)

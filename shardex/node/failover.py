@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shardex.auth import KeyStore
+from shardex.coord.skew import check_store_clock
 from shardex.health import HEALTH, standby_probe
 from shardex.journal import OS_DISK, Disk, Journal
 from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
@@ -76,6 +77,7 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     if why is not None:  # wrong credentials never heal by waiting: say so and stop
         hint = " (a secure cluster's is redis://lease@HOST:PORT/0)" if cfg.keys_dir else ""
         raise SystemExit(f"the lease's Redis {mask_url(redis_url)}: {why}{hint}")
+    check_store_clock(r)  # (a warning when this host's wall clock is off the store's)
     key = None
     if cfg.keys_dir:
         key = KeyStore(cfg.keys_dir).process_key(f"{role}-{cfg.index}", role, cfg.index)

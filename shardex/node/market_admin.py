@@ -1,15 +1,16 @@
 """An engine shard's side of the admin's writes: a pair's rules (``shardex.engine.admin``) and
 the mover's commands (``shardex.node.moves``), one dispatch for both (no I/O).
 
-``(OP_MARKET_RULE, symbol, changes)`` and a listing ``(OP_LIST, symbol, definition)``
-(``shardex.engine.listing``) are refused with ``not_allowed`` for a key that is not an
-admin's, and a perp pair's index ``(OP_INDEX, symbol, ticks)`` for a key that is not a
+``(OP_MARKET_RULE, symbol, changes)``, a listing ``(OP_LIST, symbol, definition)``
+(``shardex.engine.listing``) and a perp pair's margin move ``(OP_MARGIN, symbol, account,
+amount)`` (``shardex.engine.positions``) are refused with ``not_allowed`` for a key that is
+not an admin's, and a perp pair's index ``(OP_INDEX, symbol, ticks)`` for a key that is not a
 ``feed`` key's (in insecure mode there are no keys); with ``wrong_shard`` (``data.shard``:
 the owner) on a shard that does not own the pair, and ``moving`` for a pair handed off;
 otherwise each is applied and journaled like any command, and answers its events
-(``EV_MARKET``, then a delisting's cancels; ``EV_INDEX``) or the engine's ``rejected``
-event. With the account tier the engine is a ``SettledEngine``: a delisting's cancels are
-settled to the account shards like any cancel, so every hold is released there.
+(``EV_MARKET``, then a delisting's cancels; ``EV_INDEX``; ``EV_MARGIN``) or the engine's
+``rejected`` event. With the account tier the engine is a ``SettledEngine``: a delisting's
+cancels are settled to the account shards like any cancel, so every hold is released there.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.engine.admin import rules_of
-from shardex.engine.codes import OP_INDEX, OP_LIST, OP_MARKET_RULE, Event
+from shardex.engine.codes import OP_INDEX, OP_LIST, OP_MARGIN, OP_MARKET_RULE, Event
 from shardex.engine.perps import perp_read
 from shardex.node.moves import MOVE_OPS, move_write, moved_refusal
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED, WRONG_SHARD
 from shardex.wire.errors import read_error
 from shardex.wire.layouts import CMD_OP, CMD_SYMBOL
 
-ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE, OP_LIST, OP_INDEX}
+ADMIN_OPS = MOVE_OPS | {OP_MARKET_RULE, OP_LIST, OP_INDEX, OP_MARGIN}
+_WIDTH = {OP_MARKET_RULE: 3, OP_LIST: 3, OP_INDEX: 3, OP_MARGIN: 4}  # (each op's fields)
 
 
 def is_admin_write(cmd: Any) -> bool:
@@ -38,7 +40,7 @@ def is_admin_write(cmd: Any) -> bool:
 def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     """Run one admin write on ``core`` (a ``ShardCore``): its events, or a refusal map."""
     op = cmd[CMD_OP]
-    if op != OP_MARKET_RULE and op != OP_LIST and op != OP_INDEX:
+    if op not in _WIDTH:
         return move_write(core, cmd, out)
     key = core.key
     if op == OP_INDEX:  # (a perp pair's index price: ``feed`` keys only, not even the admin's)
@@ -47,7 +49,7 @@ def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
     elif key is not None and key.role != "admin":
         return read_error(NOT_ALLOWED, "market rules and listings: admin keys only")
     symbol = cmd[CMD_SYMBOL]
-    if type(symbol) is not str or len(cmd) != 3:
+    if type(symbol) is not str or len(cmd) != _WIDTH[op]:
         return read_error(MALFORMED, "market rule: expected (op, symbol, changes)")
     # a listing goes to the shard the placement map gives the new symbol
     if (op == OP_LIST or symbol in core.markets) and core.owner(symbol) != core.index:

@@ -30,6 +30,7 @@ from shardex.node.expiry_sweep import next_expiry, sweep
 from shardex.node.market_admin import admin_write, is_admin_write, pair_perps, pair_rules
 from shardex.node.moves import moved_refusal, pair_read
 from shardex.node.nulljournal import NullJournal
+from shardex.node.positions_read import positions_read
 from shardex.node.ring import JOURNAL_READ_BUDGET, EventRing
 from shardex.placement.core import PlacementMap, initial
 from shardex.timemarks import TIME_MARKS_PRUNE, TimeMarks, stamp, wall_ms
@@ -48,6 +49,7 @@ from shardex.wire.protocol import (
     OP_ORDER,
     OP_PAIR,
     OP_PLACE,
+    OP_POSITIONS,
     OP_STATUS,
     edge_command,
     encode_reply,
@@ -130,6 +132,7 @@ class ShardCore:
             OP_ORDER: self.order,
             OP_MARKETS: self.markets_read,
             OP_PAIR: lambda cmd, info: pair_read(self, cmd, info),
+            OP_POSITIONS: lambda cmd, info: positions_read(self, cmd, info),
         }
 
     def set_placement(self, placement: PlacementMap) -> None:

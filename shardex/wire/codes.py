@@ -145,6 +145,14 @@ ORDER_TOO_SMALL = _code(32, "order_too_small", MATCHING, "the order's qty is bel
 # 40-49: perpetual-futures markets (``shardex.engine.perps``, docs/perps.md)
 NOT_PERP = _code(40, "not_perp", MATCHING, "an index price for a pair that is not a perpetual "
                  "(kind perp) market", **_F)
+INSUFFICIENT_MARGIN = _code(41, "insufficient_margin", MATCHING, "a perp order's initial "
+                            "margin at the worst price it can fill (or a margin withdrawal) is "
+                            "more than the account's equity on the pair covers", **_F)
+REDUCE_ONLY_REJECTED = _code(42, "reduce_only_rejected", MATCHING, "a reduce-only order would "
+                             "open or grow a position (none, or its side is the position's)",
+                             **_F)
+NO_MARK = _code(43, "no_mark", MATCHING, "a perp pair has no mark price yet (no index): an "
+                "order that may open a position cannot be margined", **_F)
 # -- 100–199: batch-level errors of a cluster process (nothing of the request ran, unless
 # the row says uncertain) ------------------------------------------------------------------
 MALFORMED_REQUEST = _code(100, "malformed_request", EDGE, "the request's frames or payload "

@@ -5,7 +5,9 @@ descriptions had drifted apart (the bridge let an event with extra fields or a n
 quantity through that the SDK called malformed); an event kind added here is known to both.
 
 Each shape is a string, one letter per field of the tuple (``shardex.engine.codes``): ``i``
-an int in 0 <= v < 2**63 (never a bool), ``s`` a str, ``d`` a side (the int 0 or 1). What a
+an int in 0 <= v < 2**63 (never a bool), ``n`` a signed int, -2**63 < v < 2**63 (a position's
+size, cost and PnL; a margin move; a funding payment), ``s`` a str, ``d`` a side (the int 0 or
+1). What a
 reader checks beyond the shape is its own: the bridge bounds strings and needs a known market
 to format prices; the SDK needs the pair in its market table. Pure.
 """
@@ -19,10 +21,13 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -43,12 +48,16 @@ EVENT_SHAPES: dict[int, str] = {
     EV_MARKET: "iissiiii",  # ..., state, band_bps, max_qty, max_notional, min_qty
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
     EV_INDEX: "iisii",  # ..., index, mark (ticks)
+    EV_POSITION: "iissnnn",  # ..., account, size, cost, realized
+    EV_MARGIN: "iissni",  # ..., account, amount, collateral
+    EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
 }
 
 # per kind: the exact field types (one C-level comparison with ``tuple(map(type, ev))``) and
-# the positions of the ints to range-check, and of the side
+# the positions of the ints to range-check (unsigned, signed), and of the side
 _TYPES = {k: tuple(str if c == "s" else int for c in s) for k, s in EVENT_SHAPES.items()}
 _INTS = {k: tuple(i for i, c in enumerate(s) if c == "i") for k, s in EVENT_SHAPES.items()}
+_SIGNED = {k: tuple(i for i, c in enumerate(s) if c == "n") for k, s in EVENT_SHAPES.items()}
 _SIDES = {k: tuple(i for i, c in enumerate(s) if c == "d") for k, s in EVENT_SHAPES.items()}
 
 
@@ -67,6 +76,8 @@ def fits_shape(ev: Any) -> bool:
     kind = ev[EV_KIND]
     if tuple(map(type, ev)) != _TYPES[kind]:
         return False
-    return all(0 <= ev[i] < MAX_INT for i in _INTS[kind]) and all(
-        ev[i] in (0, 1) for i in _SIDES[kind]
+    return (
+        all(0 <= ev[i] < MAX_INT for i in _INTS[kind])
+        and all(-MAX_INT < ev[i] < MAX_INT for i in _SIGNED[kind])
+        and all(ev[i] in (0, 1) for i in _SIDES[kind])
     )

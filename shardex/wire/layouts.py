@@ -72,6 +72,17 @@ LISTED_WIDTH = 7
 INDEX_PRICE = 2
 INDEX_EV_PRICE, INDEX_EV_MARK = 3, 4
 INDEX_WIDTH = 5
+# perp positions and margin (``shardex.engine.positions``): (OP_MARGIN, symbol, account,
+# amount), (EV_POSITION, seq, symbol, account, size, cost, realized) and (EV_MARGIN, seq,
+# symbol, account, amount, collateral)
+MARGIN_ACCOUNT, MARGIN_AMOUNT = 2, 3
+POSITION_ACCOUNT, POSITION_SIZE, POSITION_COST, POSITION_REALIZED = 3, 4, 5, 6
+POSITION_WIDTH = 7
+MARGIN_EV_ACCOUNT, MARGIN_EV_AMOUNT, MARGIN_EV_COLLATERAL = 3, 4, 5
+MARGIN_WIDTH = 6
+# (EV_FUNDING, seq, symbol, per_lot, cumulative, remainder) (``shardex.engine.funding``)
+FUNDING_EV_PER_LOT, FUNDING_EV_CUMULATIVE, FUNDING_EV_REMAINDER = 3, 4, 5
+FUNDING_WIDTH = 6
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

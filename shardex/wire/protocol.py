@@ -124,6 +124,7 @@ OP_MARKETS = 14  # (OP_MARKETS,): the shard's market table, as ``markets_to_wire
 OP_PAIR = 15  # (OP_PAIR, symbol): a pair's move records on an engine shard (``node.moves``)
 OP_PLACE = 16  # (OP_PLACE, map): an engine shard routes by this newer placement map (admin)
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
+OP_POSITIONS = 62  # (OP_POSITIONS, account): its perp positions here (``node.positions_read``)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
 # Reply size budgets per request (reads share them; an OP_EVENTS read stops adding events past
 # what is left, always returning at least one). Small enough that a peer which never reads cannot

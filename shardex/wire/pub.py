@@ -30,8 +30,11 @@ from shardex.accounts.codes import (
 from shardex.engine.codes import (
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
+    EV_POSITION,
     EV_TRADE,
     EV_TRIGGERED,
     Event,
@@ -53,6 +56,7 @@ from shardex.wire.layouts import (
     RESTRICTED_WIDTH,
 )
 from shardex.wire.listed import learn_account_listed, learn_listed
+from shardex.wire.position_event import check_position_event
 
 MAX_SEQ = (1 << 63) - 1  # stream IDs are 64-bit; anything above is not a seq
 MAX_STR = 1024  # chars of any string field of an event (the engine's are ≤ ~300)
@@ -210,6 +214,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return learn_listed(ev, markets)
     if kind == EV_INDEX:  # (kind, seq, symbol, index, mark)
         return check_index_event(ev, markets)
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):  # (a perp pair's: ``position_event``)
+        return check_position_event(ev, markets)
     return True
 
 

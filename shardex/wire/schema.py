@@ -21,10 +21,13 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -83,6 +86,7 @@ from shardex.wire.layouts import (
 )
 from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
+from shardex.wire.position_event import position_event_json
 
 _NEW_FIELDS = {
     "op",
@@ -98,6 +102,7 @@ _NEW_FIELDS = {
     "stp",
     "expire",
     "trigger",  # stop / take-profit types only: the trigger price (``shardex.engine.stops``)
+    "reduce_only",  # true: a perp pair's ioc/fok order that only shrinks a position
 }
 _CANCEL_FIELDS = {"op", "symbol", "id", "account"}
 _AMEND_FIELDS = {"op", "symbol", "id", "account", "qty", "price"}
@@ -243,6 +248,11 @@ def _with_options(cmd: Command, obj: dict[str, Any], trigger: int | None) -> Com
         if type(expire) is not int:
             raise _Bad("expire must be an integer (ms since the Unix epoch, UTC)")
         opts["expire"] = expire
+    reduce_only = obj.get("reduce_only", False)
+    if type(reduce_only) is not bool:
+        raise _Bad("reduce_only must be a boolean")
+    if reduce_only:  # (``shardex.engine.positions``)
+        opts["reduce_only"] = 1
     return (*cmd, None, opts) if opts else cmd
 
 
@@ -314,6 +324,8 @@ def command_to_json(cmd: Command, markets: Mapping[str, Market]) -> dict[str, An
             obj["stp"] = STPS[stp]
         if len(cmd) > NEW_OPTS and "expire" in cmd[NEW_OPTS]:
             obj["expire"] = cmd[NEW_OPTS]["expire"]
+        if len(cmd) > NEW_OPTS and cmd[NEW_OPTS].get("reduce_only"):
+            obj["reduce_only"] = True
         trigger = cmd[NEW_OPTS].get("trigger") if len(cmd) > NEW_OPTS else None
         if trigger is not None:
             obj["trigger"] = m.price_str(trigger)
@@ -409,6 +421,8 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return _triggered_json(ev, markets[symbol])
     if kind == EV_INDEX:
         return index_event_json(ev, markets)
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):
+        return position_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 
 

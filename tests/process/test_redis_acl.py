@@ -516,3 +516,15 @@ def test_bridge_and_tail_over_tls_with_rediss_urls(tmp_path):
         bridge.stop()
         fake.stop()
         server.stop()
+
+
+def test_the_lease_user_may_read_the_stores_clock(acl_redis):
+    """A replica compares its wall clock with the lease store's when it starts
+    (``shardex.coord.skew``), as the lease user. Regression: TIME was NOPERM for it, so a
+    secure cluster never checked (the check said only "could not compare")."""
+    from shardex.coord.skew import check_store_clock
+    from shardex.lease import connect as lease_connect
+
+    client = lease_connect(acl_redis.users.url(acl_redis.url, "lease"))
+    offset = check_store_clock(client)
+    assert offset is not None and abs(offset) < 1000  # (one box: one clock)

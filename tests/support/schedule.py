@@ -119,6 +119,10 @@ MEASURED_S: dict[str, float] = {
     # as 25 (its CPU against the others' at load ~8); the unit files 0.1 s each in pytest
     "test_perps_live.py": 25, "test_perps.py": 0.3, "test_feed.py": 0.5,
     "test_inproc_perps.py": 0.2,
+    # perp positions, margin and funding (2026-12-07 20:40, load ~12): 1.9 s, 1.1 s and 0.2 s
+    # of pytest (the first two mostly hypothesis: 60 examples each); 3.0, 2.7 and 2.5 s CPU
+    # with start-up
+    "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
     # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
     # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
     "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
@@ -131,6 +135,11 @@ MEASURED_S: dict[str, float] = {
     "test_cluster_kills.py": 8, "test_accounts_stops.py": 10, "test_codes_restart.py": 5,
     "test_journal_kills.py": 5,
     "test_event_shapes.py": 0.2,
+    # hosts and clocks (2026-12-07 20:30, load ~12): the unit files 0.4 s and 1.8 s of pytest
+    # (2.1 and 3.5 s CPU with start-up); the chaos tier's multi-host rehearsal (CI only), on
+    # Redis and on etcd: 75 s of pytest, 44 s CPU with its four namespaces' processes;
+    # test_redis_acl.py's lease TIME test adds 0.1 s to its module's Redis: 39 stays 39
+    "test_hoststatus.py": 0.4, "test_lease_skew.py": 1.8, "test_multihost.py": 75,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -27,10 +27,12 @@ from shardex.cli.options import LAYOUT_RANGES, layout_options
 from shardex.cli.router import router_config
 from shardex.cli.up import up
 from shardex.deploy import k8s
-from shardex.deploy.k8s import Spec, manifests
+from shardex.deploy.bundle import manifests
+from shardex.deploy.k8s import Spec
 from shardex.deploy.keys import process_keys, secret_dir
 from shardex.deploy.render import render
 from shardex.deploy.yamltext import dump_all
+from shardex.kinds.spec import port_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "k8s"
@@ -38,10 +40,15 @@ EXAMPLE_SPEC = Spec(shards=2, accounts=1, replicas=2, routers=1, gateways=2)
 # the oldest Kubernetes the manifests are for (the pod-index label: 1.28) and the newest
 # schemas the validator ships
 K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
+PERP_MARKETS = '[markets.BTCPERP-USD]\nkind = "perp"\ntick = "0.1"\nlot = "0.001"\n'
+# every optional object: the history writer and (a perp market) the price feed
+FULL_SPEC = Spec(shards=2, accounts=1, replicas=2, routers=1, gateways=1, markets=PERP_MARKETS,
+                 history=True)  # fmt: skip
 SPECS = (
     EXAMPLE_SPEC,
     Spec(shards=1, accounts=0, replicas=1, routers=1, gateways=0),
     Spec(shards=3, accounts=2, replicas=2, routers=2, gateways=1),
+    FULL_SPEC,
 )
 
 
@@ -172,7 +179,7 @@ CONFIGS = {"engine": engine_config, "accounts": accounts_config, "bridge": bridg
 def test_every_container_runs_a_command_its_process_accepts(tmp_path):
     """Each container's command line, as its pod runs it, parses and makes a config (the
     replicas' advertised names are their pods' DNS names)."""
-    spec = EXAMPLE_SPEC
+    spec = FULL_SPEC
     keys = tmp_path / "keys"
     secret_dir(tmp_path / "store", keys, spec.shards, spec.accounts)
     mfile = tmp_path / "markets.toml"
@@ -197,7 +204,48 @@ def test_every_container_runs_a_command_its_process_accepts(tmp_path):
                 assert rep.repl_at.startswith(f"tcp://{host}:")
                 direct = cfg.extra.get("direct") or cfg.extra.get("direct_ep") or ""
                 assert host in json.dumps(cfg.extra), (kind, cfg.extra, direct)
-    assert seen == {"redis", "router", "engine", "accounts", "bridge", "gateway"}
+    assert seen == {"redis", "router", "engine", "accounts", "bridge", "gateway",
+                    "candles-worker", "history-writer", "feed"}  # fmt: skip
+
+
+def test_workers_come_with_what_asks_for_them_and_the_database_url_from_a_secret():
+    """Candles always; the feed only with a perp market; the history writer only when asked
+    and with the account tier, its PostgreSQL URL (a password) never in the manifests."""
+    assert {"candles.yaml"} <= set(manifests(EXAMPLE_SPEC))
+    assert not {"feed.yaml", "history.yaml"} & set(manifests(EXAMPLE_SPEC))
+    assert {"candles.yaml", "feed.yaml", "history.yaml"} <= set(manifests(FULL_SPEC))
+    no_tier = Spec(accounts=0, history=True)
+    assert "history.yaml" not in manifests(no_tier)
+    (dep,) = manifests(FULL_SPEC)["history.yaml"]
+    box = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in box["env"]}
+    ref = env["SHARDEX_HISTORY_DB"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "shardex-history-db", "key": "url"}
+    assert "--history-db" not in box["args"] and "postgresql" not in json.dumps(dep)
+    for fname in ("candles.yaml", "feed.yaml", "history.yaml"):
+        (dep,) = manifests(FULL_SPEC)[fname]
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    res = CliRunner().invoke(main, ["deploy", "k8s", "--accounts", "0", "--history"])
+    assert res.exit_code == 2 and "needs the account tier" in res.output
+
+
+def test_network_policies_deny_by_default_and_open_the_client_doors_and_exporters():
+    pols = {p["metadata"]["name"]: p["spec"] for p in manifests(FULL_SPEC)["policies.yaml"]}
+    everyone = {"matchLabels": {"app.kubernetes.io/name": "shardex"}}
+    assert all(p["podSelector"] == everyone for p in pols.values())
+    assert pols["shardex-default-deny"]["ingress"] == []
+    assert pols["shardex-internal"]["ingress"] == [{"from": [{"podSelector": everyone}]}]
+    lay = FULL_SPEC.layout
+    doors = {p["port"] for p in pols["shardex-client-doors"]["ingress"][0]["ports"]}
+    assert doors == {lay.base_port, lay.gateway_port(0)}  # router clients, gateway HTTP
+    metrics = {p["port"] for p in pols["shardex-metrics"]["ingress"][0]["ports"]}
+    for workload, _box in _pods(FULL_SPEC):  # every scraped port is open to Prometheus
+        ann = workload["spec"]["template"]["metadata"].get("annotations")
+        if ann:
+            port = int(ann["prometheus.io/port"])
+            assert port in metrics or port in doors, workload["metadata"]["name"]
+    # (a shard's replication, link and direct ports: only from the cluster's own pods)
+    assert not {port_of(lay.repl(0, 0)), port_of(lay.account_link(0))} & (metrics | doors)
 
 
 def test_deploy_keys_issues_every_process_key_and_leaves_the_admin_key_out(tmp_path):

@@ -1,7 +1,8 @@
 """The bridge (``shardex.wire.pub.check_event``) and the SDK (``ClientCore.event``) read one
 description of the engine events' shapes (``shardex.wire.event_shapes``), so they agree on
 every event: a well-formed one of each kind is accepted by both, and each near miss (a field
-more or less, a negative or boolean int, a side of 2, bytes for a string) refused by both.
+more or less, a negative or boolean int, a signed one past int64, a side of 2, bytes for a
+string) refused by both.
 
 Regression: the bridge checked the shapes by hand and let an event with extra fields, or a
 negative quantity, price or code, through to the streams, while the SDK refused the same event
@@ -19,10 +20,13 @@ from shardex.engine.codes import (
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_FUNDING,
     EV_INDEX,
     EV_LISTED,
+    EV_MARGIN,
     EV_MARKET,
     EV_MOVED,
+    EV_POSITION,
     EV_REJECTED,
     EV_TRADE,
     EV_TRIGGERED,
@@ -44,6 +48,9 @@ GOOD: dict[int, tuple] = {
     EV_MARKET: (EV_MARKET, 9, P, "open", 0, 0, 0, 0),
     EV_LISTED: (EV_LISTED, 10, "NEWX-USD", "0.01", "0.001", "1000", "1000"),
     EV_INDEX: (EV_INDEX, 11, P, 5_000_000, 5_000_100),
+    EV_POSITION: (EV_POSITION, 12, P, "alice", -5, -250_000, 10),
+    EV_MARGIN: (EV_MARGIN, 13, P, "alice", -100, 5_000),
+    EV_FUNDING: (EV_FUNDING, 14, P, -3, 12, 1),
 }
 
 
@@ -56,6 +63,8 @@ def _near_misses(ev: tuple) -> list[tuple]:
             continue  # (the kind: another kind is another event)
         if letter == "s":
             wrong: list[Any] = [value.encode(), 1]
+        elif letter == "n":  # (signed: -1 is a size; out of int64 either way is not)
+            wrong = [True, str(value), 1 << 63, -(1 << 63)]
         else:
             wrong = [-1, True, str(value), 1 << 63] + ([2] if letter == "d" else [])
         out += [(*ev[:i], w, *ev[i + 1 :]) for w in wrong]

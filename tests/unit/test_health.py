@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
-from shardex.clock import VirtualClock
+from shardex.clock import VIRTUAL_EPOCH, VirtualClock
 from shardex.health import (
     STARTING,
     Health,
@@ -41,7 +41,7 @@ def _get(health: Health, path: str = "/healthz") -> tuple[str, dict[str, str], b
 
 
 def _health(role: str, probe: Any) -> Health:
-    h = Health()
+    h = Health(VirtualClock())  # (its wall clock starts at VIRTUAL_EPOCH)
     h.set(role, probe)
     return h
 
@@ -118,7 +118,8 @@ def test_a_standby_serves_and_says_whom_it_follows():
     status, _, body = _get(h)
     assert status.startswith("200")
     assert json.loads(body) | {"pid": 0} == {"status": "ok", "role": "engine", "pid": 0,
-                                            "state": "standby", "following": None}  # fmt: skip
+                                            "state": "standby", "following": None,
+                                            "time_ms": int(VIRTUAL_EPOCH * 1000)}  # fmt: skip
     standby.leader = SimpleNamespace(node="shard-0.r1")
     assert json.loads(_get(h)[2])["following"] == "shard-0.r1"
 

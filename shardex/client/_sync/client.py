@@ -27,7 +27,13 @@ from shardex.client.errors import (
 from shardex.client.listing import account_result, fee_of, listing_result
 from shardex.client.listing import definition as listing_definition
 from shardex.client.market_admin import market_rule_result, pair_rules
-from shardex.client.perps import index_command, index_result
+from shardex.client.perps import (
+    index_command,
+    index_result,
+    margin_command,
+    margin_result,
+    positions_merged,
+)
 from shardex.client.results import (
     DEFAULT_RETRY,
     UNKNOWN,
@@ -52,6 +58,7 @@ from shardex.wire.protocol import (
     OP_LIST_PAIR,
     OP_MARKETS,
     OP_ORDER,
+    OP_POSITIONS,
     OP_RESTRICT,
     OP_STATUS,
     OP_WITHDRAW,
@@ -445,6 +452,27 @@ class Client(SyncIO):
         reply = self._request(self._router, symbol.encode(), index_command(market, price),
                                     f"index {symbol}")  # fmt: skip
         return index_result(*reply, symbol, market)
+
+    def set_margin(self, account: str, symbol: str, amount: Any) -> dict[str, Any]:
+        """Move ``amount`` (a signed decimal string of the settle asset) into (> 0) or out of
+        ``account``'s margin on perp pair ``symbol`` (an admin key; journaled on the pair's
+        engine shard): ``{"ok": True, ..., collateral, seq}`` or ``{"ok": False, "rejected",
+        "code"}`` (docs/perps.md)."""
+        self._ready(markets=True)
+        market = self.markets.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r:.40}")
+        cmd = margin_command(market, account, amount)
+        reply = self._request(self._router, symbol.encode(), cmd, f"margin {symbol}")
+        return margin_result(*reply, symbol, market)
+
+    def positions(self, account: str | None = None) -> list[dict[str, Any]]:
+        """``account``'s perp positions from every engine shard, by symbol: size, entry, cost,
+        realized and unrealized PnL, collateral, equity, margins (decimal strings)."""
+        self._ready(markets=True)
+        cmd = (OP_POSITIONS, self._acct(account))
+        return positions_merged([self._read(f"#{i}".encode(), cmd, i)
+                                 for i in range(self.shards or 0)])  # fmt: skip
 
     def market_rules(self) -> dict[str, Any]:
         """Every pair's state and limits, by the engine shard that serves it: ``{symbol:
