@@ -6,12 +6,13 @@ Grow (N above the running count R), before the moves:
      stored in the data dir and sent to the running shards (their HELLOs carry it to the
      routers, which add slots R..N-1: ``node.router_resize``);
   2. the supervisor is asked for N shards (``shardex.scalectl``) and starts R..N-1;
-  3. wait until every router serves N registered shards; the bridge is restarted so it
-     subscribes to the new shards' events.
+  3. wait until every router serves N registered shards. The bridge needs no restart: it
+     asks the router for the shard count every second and follows the new shards from what
+     Redis holds for them (``shardex.node.bridge.follow``).
 Shrink (N below R), after the moves emptied shards N..R-1:
   1. the map over N (``placement.scale.shrunk``: refused while a pair is still there), stored
      and sent to shards 0..N-1 (the routers drop slots N..);
-  2. the supervisor stops shards N..R-1; the bridge is restarted.
+  2. the supervisor stops shards N..R-1; the bridge lets each go once its events are written.
 
 Every step is decided from what the data dir, the map and the router say now, so a reshard
 killed at any point is run again and goes on (a map already grown is not grown again, a
@@ -91,8 +92,6 @@ async def grow(
         say(f"  placement v{m.version}: {m.shards} shards, every pair pinned where it is")
     await request(sup, {"op": "shards", "shards": n}, say)
     await registered(client, n, say)
-    if sup.bridge:
-        await request(sup, {"op": "restart", "name": "bridge"}, say)
 
 
 async def shrink(
@@ -107,8 +106,6 @@ async def shrink(
         say(f"  placement v{m.version}: {m.shards} shard(s)")
     await request(sup, {"op": "shards", "shards": n}, say)
     await registered(client, n, say)
-    if sup.bridge:
-        await request(sup, {"op": "restart", "name": "bridge"}, say)
 
 
 async def request(sup: Supervised, body: dict[str, Any], say: Say) -> dict[str, Any]:
