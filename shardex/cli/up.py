@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import click
@@ -319,7 +320,7 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
         _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
 
     sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
-                      _scale_refusal(p)).tick  # fmt: skip
+                      _scale_refusal(p), _relink(p)).tick  # fmt: skip
 
     def ready() -> None:
         print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
@@ -338,12 +339,18 @@ def _scale_refusal(plan: Plan) -> str | None:
     """Why ``shardex reshard`` cannot change this cluster's engine shard processes, or None."""
     if plan.data_dir is None:
         return "an --ephemeral cluster has no journals to move pairs through"
-    if plan.layout.accounts:
-        return ("with the account tier the shard process count changes with a restart (each "
-                "account shard's forward chains are per engine shard)")  # fmt: skip
     if plan.replicas > 1:
         return "--replicas 2: the shard process count changes with a restart"
     return None
+
+
+def _relink(plan: Plan) -> Callable[[str], bool] | None:
+    """With the account tier, the children a grow restarts: the account shards open one
+    forward link per engine shard at start, and the routers keep the account shards' slots
+    after the engine shards' (``shardex.node.scaler``); None without it."""
+    if not plan.layout.accounts:
+        return None
+    return lambda name: name.startswith(("accounts.", "router"))
 
 
 def _record_endpoints(
