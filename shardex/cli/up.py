@@ -205,14 +205,19 @@ def up(
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
+    prometheus = None
     if prometheus_config:
-        with open(prometheus_config, "w") as fh:
-            asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
-            fh.write(render_prometheus(layout, replicas=replicas, optional=asked))
+        asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
+
+        def prometheus(lay: Layout, path: str = prometheus_config) -> None:
+            with open(path, "w") as fh:
+                fh.write(render_prometheus(lay, replicas=replicas, optional=asked))
+
+        prometheus(layout)
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
-    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
+    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url, prometheus))
 
 
 def _shard_count(value: str, data_dir: str, ephemeral: bool) -> int:
@@ -304,9 +309,11 @@ def _check_free(plan: Plan, data_dir: str, ephemeral: bool) -> None:
         )
 
 
-def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str) -> int:
+def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str,
+         prometheus: Callable[[Layout], None] | None = None) -> int:  # fmt: skip
     """Start the children, say where everything is once they are up, supervise until a
-    signal; then forget the endpoints file and a temporary key store."""
+    signal; then forget the endpoints file and a temporary key store. ``prometheus``: writes
+    ``--prometheus-config`` for a layout (again when ``shardex reshard`` changes N)."""
     p = plan
     def children_for(n: int) -> list:
         return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
@@ -318,6 +325,12 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
 
     def resized(n: int) -> None:
         _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
+        if prometheus is not None:  # (Prometheus reads it again on SIGHUP or /-/reload)
+            try:
+                prometheus(replace(p.layout, shards=n))
+            except OSError as exc:
+                click.echo(f"WARNING: cannot rewrite the Prometheus config for {n} shards: "
+                           f"{exc}", err=True)  # fmt: skip
 
     sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
                       _scale_refusal(p), _relink(p)).tick  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,9 @@ def _gone(pids: list[int], timeout: float = 30.0) -> bool:
 def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> None:
     data = tempfile.mkdtemp(prefix="shardex-scale-")
     try:
-        before = _grow_and_shrink(Cluster(1, data_dir=data, redis="embedded"))
+        prom = Path(data) / "prometheus.yml"
+        before = _grow_and_shrink(Cluster(1, "--prometheus-config", str(prom), data_dir=data,
+                                          redis="embedded"), prom)  # fmt: skip
         restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
         try:
             assert "refusing" not in restarted.output()
@@ -102,10 +105,17 @@ def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> Non
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
+def _engine_targets(prom: Path) -> int:
+    """How many engine shard exporters the Prometheus config ``shardex up`` wrote scrapes."""
+    job = prom.read_text().split("job_name: shardex-engine", 1)[1].split("job_name:", 1)[0]
+    return len(re.findall(r"'[^']+:\d+'", job))
+
+
+def _grow_and_shrink(cluster: Cluster, prom: Path) -> dict[str, list[int]]:
     """1 -> 3 -> 1 shard processes with resting orders; the orders before (then stopped)."""
     data = cluster.data_dir
     try:
+        assert _engine_targets(prom) == 1
         with cluster.client(account="rest") as c:
             for s in PAIRS:
                 for k in range(2):
@@ -129,6 +139,7 @@ def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
         assert _resting(cluster) == before  # each order on exactly one shard
         rec = json.loads((Path(data) / "endpoints.json").read_text())
         assert len(rec["shards"]) == 3
+        assert _engine_targets(prom) == 3  # (rewritten for the new shards)
         assert cluster.child_pid("bridge") == bridge  # followed live, not restarted
         for i in (1, 2):  # the new shards' adoptions reach their streams
             moved_in = {s for s in DEFAULT_MARKETS if default_owner(s, 3) == i}
@@ -141,6 +152,7 @@ def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
         shrink = _reshard(cluster, 1)
         assert shrink.returncode == 0, shrink.stdout + shrink.stderr
         assert _gone(extra), "the emptied shard processes were not stopped"
+        assert _engine_targets(prom) == 1
         with cluster.client() as c:
             topo = c.topology()
             assert topo["shards"] == 1 and topo["placement"]["shards"] == 1

@@ -119,12 +119,15 @@ MEASURED_S: dict[str, float] = {
     # as 25 (its CPU against the others' at load ~8); the unit files 0.1 s each in pytest
     "test_perps_live.py": 25, "test_perps.py": 0.3, "test_feed.py": 0.5,
     "test_inproc_perps.py": 0.2,
-    # reshard starting and stopping shard processes (2026-12-07 20:25, load ~9): 51 s of
-    # pytest, 15.3 s CPU (two shardex up starts, now with the embedded Redis and the bridge
+    # reshard starting and stopping shard processes (2026-12-07 20:45, load ~10): 51-58 s of
+    # pytest, 15 s CPU (two shardex up starts, now with the embedded Redis and the bridge
     # that follows the new shards live, three reshard runs); its unit tests 0.3 s; the
     # bridge's shard count follower and watches 0.7 s
     "test_reshard_processes.py": 51, "test_reshard_processes_unit.py": 0.3,
     "test_bridge_follow.py": 0.7,
+    # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
+    # (one shardex up start, a grow restarting the account shard and router, an audit)
+    "test_reshard_accounts.py": 32,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
