@@ -96,13 +96,18 @@ def test_grow_with_the_account_tier_under_load_keeps_orders_and_holds() -> None:
             # nothing acknowledged was lost: each rests, or (forwarded to the old shard in the
             # moments between its hand-off and the account shard's new map) was refused
             # ``moving`` and its hold released; the load's holds are exactly its live orders'
-            states = {o: c.order_status(s, o, account="ld")["state"]
-                      for s, o in [*load.acked, *load.unsure]}  # fmt: skip
-            acked = [states[o] for _, o in load.acked]
+            # (read again until they agree: a forward in flight lands, a refusal settles back)
+            seen: dict[str, str] = {}
+
+            def settled() -> bool:
+                seen.update({o: c.order_status(s, o, account="ld")["state"]
+                             for s, o in [*load.acked, *load.unsure]})  # fmt: skip
+                live = 1 + sum(1 for v in seen.values() if v == "live")  # (+ L-first)
+                return c.balance("ld")["USD"][1] == hold * live
+
+            _until(settled, lambda: f"held {c.balance('ld')['USD'][1]}, {seen} x {hold}")
+            acked = [seen[o] for _, o in load.acked]
             assert set(acked) <= {"live", "unknown"} and acked.count("live") > 5, acked
-            live = 1 + sum(1 for v in states.values() if v == "live")  # (+ L-first)
-            _until(lambda: c.balance("ld")["USD"][1] == hold * live,
-                   lambda: f"held {c.balance('ld')['USD'][1]}, {live} live x {hold}")
             for s in MOVED:  # a new order of a moved pair goes to shard 1 through the tier
                 assert c.place(s, "buy", "1", "40", id=f"N-{s}").ok
                 assert c.cancel(s, f"R-{s}").ok  # the moved resting order's hold is released
