@@ -70,6 +70,14 @@ async def reshard(
         else:
             await scale.grow(client, sup, pmap, symbols, n, say)
             pmap, symbols = await current(client, store)
+    elif sup is not None and not dry_run:
+        # (a grow killed after its request: the supervisor started the shards, which may still
+        # be recovering; the moves wait for them as the grow would have. The router serves
+        # the map's count: below the processes' after a shrink killed before its stop.)
+        serving = min(running, pmap.shards)
+        await scale.registered(client, serving, say)
+        if client.accounts:
+            await scale.relinked(client, serving, set(), say)
     p = plan(pmap, symbols, n)
     for line in describe(p):
         say(line)

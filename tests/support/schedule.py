@@ -62,6 +62,9 @@ MEASURED_S: dict[str, float] = {
     # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
     "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
     "test_reshard_kill.py": 12,
+    # reshard killed between the map and the supervisor's answer (chaos tier, 2026-12-07
+    # 21:00, load ~12): 55 s of pytest, 13 s CPU (one cluster, five reshard runs)
+    "test_reshard_scale_kill.py": 55,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
