@@ -140,6 +140,8 @@ async def _hand_off(client: AsyncClient, symbol: str, source: int,
     journaled; a read that overtook the hand-off shows no state and costs nothing."""
     handoff = ask(client, source, (OP_HANDOFF, symbol, target))
     read = ask(client, source, (OP_PAIR, symbol, PACKED))
+    res: Any
+    view: Any
     res, view = await asyncio.gather(handoff, read, return_exceptions=True)
     if isinstance(res, BaseException):
         raise res

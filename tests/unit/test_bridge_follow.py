@@ -11,6 +11,7 @@ import zmq.asyncio
 from shardex.node.bridge.follow import added, retirable
 from shardex.node.bridge.links import Watches
 from shardex.node.bridge.tracker import ShardTracker
+from shardex.wire.layouts import EV_SEQ
 
 
 def test_new_shards_are_the_ones_past_the_followed_count() -> None:
@@ -28,7 +29,7 @@ def test_a_dropped_shard_is_let_go_only_once_its_events_are_written() -> None:
     assert not retirable(tr)  # received, not written
     tr.verified = True  # (its first status answer agreed with Redis)
     batch = tr.take(10)
-    assert [ev[1] for ev in batch] == [11, 12]
+    assert [ev[EV_SEQ] for ev in batch] == [11, 12]
     assert not retirable(tr)  # taken by the writer, not yet written
     tr.written(12, 1.0)
     assert retirable(tr)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -146,8 +147,8 @@ class Bridge:
         st.link = ShardLink(self.ctx, t["direct"], self.alerts.reply_malformed, self.key)
         st.peers[t["direct"]] = (st.label, f"{st.name}'s direct port")
         watch = self.watches.watch(st.link.sock, st.peers)
-        own = [asyncio.ensure_future(c) for c in (st.link.read(), self.poller.run(st),
-                                                  self.pump.run(st))]  # fmt: skip
+        own: list[asyncio.Future] = [asyncio.ensure_future(c) for c in (
+            st.link.read(), self.poller.run(st), self.pump.run(st))]  # fmt: skip
         if watch is not None:
             own.append(watch)
         self.owned[st.label] = own
@@ -163,7 +164,7 @@ class Bridge:
                 return
             for i in added(len(self.shards), endpoints):
                 st = self._state("events", i, endpoints[i])
-                await self.store.until_redis(lambda st=st: self.store.sync_one(st))
+                await self.store.until_redis(partial(self.store.sync_one, st))
                 self.shards.append(st)
                 self.leaders.endpoints["events"].append(endpoints[i])
                 self.tasks += self._link(st, endpoints[i])
