@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import click
@@ -204,14 +205,19 @@ def up(
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
+    prometheus = None
     if prometheus_config:
-        with open(prometheus_config, "w") as fh:
-            asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
-            fh.write(render_prometheus(layout, replicas=replicas, optional=asked))
+        asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
+
+        def prometheus(lay: Layout, path: str = prometheus_config) -> None:
+            with open(path, "w") as fh:
+                fh.write(render_prometheus(lay, replicas=replicas, optional=asked))
+
+        prometheus(layout)
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
-    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
+    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url, prometheus))
 
 
 def _shard_count(value: str, data_dir: str, ephemeral: bool) -> int:
@@ -303,9 +309,11 @@ def _check_free(plan: Plan, data_dir: str, ephemeral: bool) -> None:
         )
 
 
-def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str) -> int:
+def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str,
+         prometheus: Callable[[Layout], None] | None = None) -> int:  # fmt: skip
     """Start the children, say where everything is once they are up, supervise until a
-    signal; then forget the endpoints file and a temporary key store."""
+    signal; then forget the endpoints file and a temporary key store. ``prometheus``: writes
+    ``--prometheus-config`` for a layout (again when ``shardex reshard`` changes N)."""
     p = plan
     def children_for(n: int) -> list:
         return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
@@ -317,9 +325,15 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
 
     def resized(n: int) -> None:
         _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
+        if prometheus is not None:  # (Prometheus reads it again on SIGHUP or /-/reload)
+            try:
+                prometheus(replace(p.layout, shards=n))
+            except OSError as exc:
+                click.echo(f"WARNING: cannot rewrite the Prometheus config for {n} shards: "
+                           f"{exc}", err=True)  # fmt: skip
 
     sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
-                      _scale_refusal(p)).tick  # fmt: skip
+                      _scale_refusal(p), _relink(p)).tick  # fmt: skip
 
     def ready() -> None:
         print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
@@ -338,12 +352,18 @@ def _scale_refusal(plan: Plan) -> str | None:
     """Why ``shardex reshard`` cannot change this cluster's engine shard processes, or None."""
     if plan.data_dir is None:
         return "an --ephemeral cluster has no journals to move pairs through"
-    if plan.layout.accounts:
-        return ("with the account tier the shard process count changes with a restart (each "
-                "account shard's forward chains are per engine shard)")  # fmt: skip
     if plan.replicas > 1:
         return "--replicas 2: the shard process count changes with a restart"
     return None
+
+
+def _relink(plan: Plan) -> Callable[[str], bool] | None:
+    """With the account tier, the children a grow restarts: the account shards open one
+    forward link per engine shard at start, and the routers keep the account shards' slots
+    after the engine shards' (``shardex.node.scaler``); None without it."""
+    if not plan.layout.accounts:
+        return None
+    return lambda name: name.startswith(("accounts.", "router"))
 
 
 def _record_endpoints(

@@ -154,6 +154,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self.handler.new_batch()
         # (the map it starts with goes to the journal before its first write, if newer)
         self.handler.place_due = due(machine, cfg.placement or initial(cfg.engines))
+        self.handler.engine_links = cfg.engines  # (the live maps it may take: account_routing)
         self.machine = machine
         self.published = machine.seq  # events up to here are journaled (and were published)
         self.out: list[tuple] = []

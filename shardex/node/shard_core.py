@@ -137,10 +137,10 @@ class ShardCore:
 
     def set_placement(self, placement: PlacementMap) -> None:
         """Route by ``placement`` from now on (an older version than the one held is ignored).
-        Without the account tier a newer map may change the shard count (``shardex reshard``
-        starting or stopping shard processes); with it the count is fixed."""
+        A newer map may change the shard count (``shardex reshard`` starting or stopping shard
+        processes; with the account tier the map is journaled: ``journal_place``)."""
         count = placement.shards != self.shards
-        if count and (self.accounts or not self.index < placement.shards):
+        if count and not self.index < placement.shards:
             raise ValueError(f"placement map of {placement.shards} shards, not {self.shards}")
         if placement.version >= self.placement.version:
             self.placement = placement

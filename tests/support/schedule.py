@@ -62,6 +62,9 @@ MEASURED_S: dict[str, float] = {
     # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
     "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
     "test_reshard_kill.py": 12,
+    # reshard killed between the map and the supervisor's answer (chaos tier, 2026-12-07
+    # 21:00, load ~12): 55 s of pytest, 13 s CPU (one cluster, five reshard runs)
+    "test_reshard_scale_kill.py": 55,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
@@ -123,14 +126,20 @@ MEASURED_S: dict[str, float] = {
     # of pytest (the first two mostly hypothesis: 60 examples each); 3.0, 2.7 and 2.5 s CPU
     # with start-up
     "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
-    # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
-    # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
-    "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
     # hosts and clocks (2026-12-07 20:30, load ~12): the unit files 0.4 s and 1.8 s of pytest
     # (2.1 and 3.5 s CPU with start-up); the chaos tier's multi-host rehearsal (CI only), on
     # Redis and on etcd: 75 s of pytest, 44 s CPU with its four namespaces' processes;
     # test_redis_acl.py's lease TIME test adds 0.1 s to its module's Redis: 39 stays 39
     "test_hoststatus.py": 0.4, "test_lease_skew.py": 1.8, "test_multihost.py": 75,
+    # reshard starting and stopping shard processes (2026-12-07 20:45, load ~10): 51-58 s of
+    # pytest, 15 s CPU (two shardex up starts, now with the embedded Redis and the bridge
+    # that follows the new shards live, three reshard runs); its unit tests 0.3 s; the
+    # bridge's shard count follower and watches 0.7 s
+    "test_reshard_processes.py": 51, "test_reshard_processes_unit.py": 0.3,
+    "test_bridge_follow.py": 0.7,
+    # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
+    # (one shardex up start, a grow restarting the account shard and router, an audit)
+    "test_reshard_accounts.py": 32,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
