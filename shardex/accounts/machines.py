@@ -134,6 +134,10 @@ class SettledEngine:
         self.outgoing: list[tuple[int, tuple]] = []  # (account shard, settlement) to send
         self.anomalies = 0  # events the feed could not place (an order it never saw): ALERT
         self.refusals = 0  # forwards refused before the engine (settled, but ALERT: config)
+        # the forward being applied when its caller already found it of the wire's shape
+        # (``edge_command`` passed it unchanged: the same object), so ``refusal`` does not check
+        # it again; None on replay, where the check runs (same verdict: it is pure)
+        self.vetted: Any = None
         # the journaled map forwards are checked against (``accounts.routing``; None: owner_of)
         self.placement: Any = None
 
@@ -186,7 +190,7 @@ class SettledEngine:
         a command not of the wire's shape, not a new/amend, naming an account that account
         shard ``j`` does not own (``--accounts`` differs between the tiers), or a symbol of
         another engine shard (``--shards``/``--engines`` differ)."""
-        checked = edge_command(inner)
+        checked = inner if inner is self.vetted else edge_command(inner)
         op = checked[CMD_OP]
         if op == OP_REJECT:
             code = int(checked[REJECT_CODE]) if len(checked) > REJECT_CODE else 0
