@@ -45,8 +45,9 @@ def frames(n: int, batch: int, first: int) -> list[tuple[bytes, bytes]]:
         cmds = []
         for k in range(f, min(n, f + batch)):
             side = "buy" if (k // batch + k) % 2 else "sell"
-            obj = {"op": "new", "symbol": "BTC-USD", "id": f"o{first + k}", "account": account,
-                   "side": side, "type": "limit", "price": str(100 + k % 3), "qty": "0.01"}  # fmt: skip
+            obj = {"op": "new", "symbol": "BTC-USD", "id": f"o{first + k}",
+                   "account": account, "side": side, "type": "limit",
+                   "price": str(100 + k % 3), "qty": "0.01"}  # fmt: skip
             cmds.append(command_from_json(obj, DEFAULT_MARKETS))
         out.append((f"@{account}".encode(), encode_request(cmds)))
     return out

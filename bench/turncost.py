@@ -55,7 +55,8 @@ NET = Transport("zmq-shared", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_p
 CLIENT = r"""
 import sys, time
 from shardex.client import Client
-ep, key, n, window, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ep, key = sys.argv[1], sys.argv[2]
+n, window, batch = (int(a) for a in sys.argv[3:6])
 with Client(ep, key=key, timeout=10) as c:
     for a in ("a1", "a2"):
         for asset, amt in (("USD", "100000000"), ("BTC", "100000")):
@@ -236,7 +237,8 @@ def main() -> None:
         nodes, admin = build(base, Path(d))
         client = subprocess.Popen(
             [sys.executable, "-c", CLIENT, f"tcp://127.0.0.1:{base}", admin,
-             str(args.orders), str(args.window), str(args.batch)], stdout=subprocess.PIPE, text=True,
+             str(args.orders), str(args.window), str(args.batch)],
+            stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         prof = None
         if args.profile:  # one per node: each node's calls apart
@@ -250,7 +252,8 @@ def main() -> None:
             for _, node in nodes:
                 node.close()
     n = args.orders
-    how = f"{args.batch} per frame, " + ("one at a time" if args.window == 1 else f"{args.window} in flight")
+    how = "one at a time" if args.window == 1 else f"{args.window} in flight"
+    how = f"{args.batch} per frame, {how}"
     print(f"{time.strftime('%Y-%m-%d %H:%M')} {n} orders {how}; load {os.getloadavg()}")
     for name in res["cpu"]:
         print(f"  {name:<9} {res['cpu'][name] * 1e6 / n:8.1f} µs/order  "

@@ -416,18 +416,19 @@ class AccountMachine:
         return self.core.seq
 
     def apply(self, cmd: Any, out: list[tuple]) -> None:
-        if is_time_command(cmd):
-            ts = cmd[TIME_TS]
-            if type(ts) is int and ts > self.ts:
-                self.ts = ts
-                self.core.now_ms = ts  # (the 30-day volume of fee tiers counts by this day)
-                self.times.mark(self.core.seq + 1, ts)
-                if len(self.times) > TIME_MARKS_PRUNE:
-                    self.times.prune(self.events.first)
-            return
-        if is_place(cmd):
-            apply_place(self, cmd)  # (no event, no seq: where later forwards go)
-            return
+        if type(cmd) is tuple and len(cmd) == 2:  # (the two 2-field commands; an order: wider)
+            if is_time_command(cmd):
+                ts = cmd[TIME_TS]
+                if type(ts) is int and ts > self.ts:
+                    self.ts = ts
+                    self.core.now_ms = ts  # (the 30-day volume of fee tiers counts by this day)
+                    self.times.mark(self.core.seq + 1, ts)
+                    if len(self.times) > TIME_MARKS_PRUNE:
+                        self.times.prune(self.events.first)
+                return
+            if is_place(cmd):
+                apply_place(self, cmd)  # (no event, no seq: where later forwards go)
+                return
         start = len(out)
         self.core.apply(cmd, out)
         new = out[start:]
