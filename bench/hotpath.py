@@ -17,7 +17,6 @@ warm-up cancel out); ``--no-time`` leaves out the per-turn clock reads. Run it i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import pstats
@@ -26,11 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shardex.clock import VirtualClock
 from shardex.engine import DEFAULT_MARKETS
+from shardex.engine.codes import EV_REJECTED
 from shardex.inproc import InProcCluster
 from shardex.kinds import Plan
 from shardex.layout import Layout
-from shardex.wire.protocol import command_from_json, decode_reply, encode_request
+from shardex.net import mem_transport
+from shardex.wire.protocol import OP_DEPOSIT, command_from_json, decode_reply, encode_request
 
 ACCOUNTS = ("a1", "a2")
 WARM = 200  # orders before the measured ones (tables, caches, the first batch's stamp)
@@ -82,61 +84,85 @@ class Timed:
                 self.cpu += time.thread_time() - t
 
 
-async def send_all(cluster: InProcCluster, todo: list[tuple[bytes, bytes]], window: int) -> int:
-    """Send every frame, ``window`` in flight; the number of refused orders in the replies."""
-    sock = cluster.net.Context().socket(cluster.net.DEALER)
-    sock.connect(cluster.endpoint)
-    refused = sent = got = 0
-    try:
+class Driver:
+    """The cluster's nodes turned in order, round after round, on a virtual clock that moves
+    ``STEP`` per round (so no run depends on the box's speed: the same rounds, the same
+    batches), and one raw client socket."""
+
+    STEP = 0.0002  # virtual seconds per round
+
+    def __init__(self, cluster: InProcCluster, clock: VirtualClock) -> None:
+        self.cluster, self.clock = cluster, clock
+        self.sock = cluster.net.Context().socket(cluster.net.DEALER)
+        self.sock.connect(cluster.endpoint)
+        self.req = 0
+
+    def round(self) -> None:
+        for node in self.cluster.nodes:
+            node.turn()
+        self.clock.advance(self.STEP)
+
+    def reply(self, rounds: int = 100_000) -> tuple[Any, Any]:
+        for _ in range(rounds):
+            if self.sock.poll(0):
+                return decode_reply(self.sock.recv_multipart()[-1])
+            self.round()
+        raise SystemExit("no reply")
+
+    def send_all(self, todo: list[tuple[bytes, bytes]], window: int) -> int:
+        """Send every frame, ``window`` in flight; the number of refused orders."""
+        refused = sent = got = 0
         while got < len(todo):
             while sent < len(todo) and sent - got < window:
                 key, payload = todo[sent]
-                sock.send_multipart([key, str(sent).encode(), payload])
+                self.req += 1
+                self.sock.send_multipart([key, str(self.req).encode(), payload])
                 sent += 1
-            _, payload = await cluster.until(
-                lambda: sock.poll(0) and sock.recv_multipart(), timeout=60, what="a reply"
-            )
-            error, results = decode_reply(payload)
+            error, results = self.reply()
             if error is not None:
                 raise SystemExit(f"batch refused: {error}")
-            refused += sum(1 for r in results if r and r[0][0] == 3)  # (EV_REJECTED)
+            refused += sum(1 for r in results if r and r[0][0] == EV_REJECTED)
             got += 1
-    finally:
-        sock.close(0)
-    return refused
+        return refused
 
-
-async def fund(cluster: InProcCluster) -> None:
-    async with cluster.client() as c:
+    def fund(self) -> None:
         for a in ACCOUNTS:
             for asset, amount in (("USD", "100000000"), ("BTC", "100000")):
-                assert (await c.deposit(a, asset, amount)).ok
+                cmd = (OP_DEPOSIT, a, asset, amount, f"fund-{a}-{asset}")
+                self.sock.send_multipart([f"@{a}".encode(), b"fund", encode_request([cmd])])
+                error, results = self.reply()
+                assert error is None and results[0].get("ok"), (error, results)
 
 
 def run(args: argparse.Namespace, data: Path) -> tuple[list[Timed], int]:
     plan = Plan(layout=Layout(base_port=20000, shards=1, accounts=1), pin=False, redis=None,
                 data_dir=str(data))  # fmt: skip
-
-    async def main() -> tuple[list[Timed], int]:
-        async with InProcCluster(plan) as cluster:
-            named = [("router", n) for n in cluster.routers]
-            named += [("engine", n) for n in cluster.engines]
-            named += [("accounts", n) for n in cluster.accounts]
-            timed = [Timed(name, n, args.profile, not args.no_time) for name, n in named]
-            await fund(cluster)
-            await send_all(cluster, frames(WARM, args.batch, 0), args.window)
-            todo = frames(args.orders, args.batch, WARM)
-            gc.collect()
-            gc.disable()  # (as the nodes run: ``runtime.tune_gc``)
-            for t in timed:
-                t.on = True
-            refused = await send_all(cluster, todo, args.window)
-            for t in timed:
-                t.on = False
-            gc.enable()
-            return timed, refused
-
-    return asyncio.run(main())
+    clock = VirtualClock()
+    cluster = InProcCluster(plan, net=mem_transport(clock=clock))
+    named = [("router", n) for n in cluster.routers]
+    named += [("engine", n) for n in cluster.engines]
+    named += [("accounts", n) for n in cluster.accounts]
+    for _, n in named:
+        n.start()
+    timed = [Timed(name, n, args.profile, not args.no_time) for name, n in named]
+    drive = Driver(cluster, clock)
+    try:
+        drive.fund()
+        drive.send_all(frames(WARM, args.batch, 0), args.window)
+        todo = frames(args.orders, args.batch, WARM)
+        gc.collect()
+        gc.disable()  # (as the nodes run: ``runtime.tune_gc``)
+        for t in timed:
+            t.on = True
+        refused = drive.send_all(todo, args.window)
+        for t in timed:
+            t.on = False
+        gc.enable()
+    finally:
+        drive.sock.close(0)
+        for _, n in named:
+            n.close()
+    return timed, refused
 
 
 def main() -> None:

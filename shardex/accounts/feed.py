@@ -94,6 +94,9 @@ class SettlementFeed:
                             del live[key]
                 msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid,
                        maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                if self.shards == 1:  # (both sides' shard: no hashing, no de-duplication)
+                    out.append(self._put(0, msg))
+                    continue
                 for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[_ACCOUNT]))):
                     out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
