@@ -54,13 +54,8 @@ class Holds(Ledger):
             return self._reject(account, oid, *refused, out)
         pair = self.table.pairs[symbol]
         if (account, symbol, oid) in self.orders:
-            return self._reject(
-                account,
-                oid,
-                f"duplicate id {oid}: an open order of {account} has it",
-                REJ_DUPLICATE_ID,
-                out,
-            )
+            why = f"duplicate id {oid}: an open order of {account} has it"
+            return self._reject(account, oid, why, REJ_DUPLICATE_ID, out)
         refused = _new_refusal(pair, side, otype, price, qty, tif, post_only, budget)
         if refused:
             return self._reject(account, oid, *refused, out)
