@@ -36,8 +36,14 @@ class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 
     def _settle(self, cmd: Any, out: list[tuple]) -> None:
-        eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
-        if not all(type(x) is int and x >= 0 for x in (eshard, eseq, prev)) or eseq <= prev:
+        if type(cmd) is tuple and len(cmd) > S_PREV:  # (the link's shape: no ``_f`` calls)
+            eshard, eseq, prev = cmd[S_ESHARD], cmd[S_ESEQ], cmd[S_PREV]
+        else:
+            eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
+        if not (
+            type(eshard) is int and eshard >= 0 and type(eseq) is int and type(prev) is int
+            and prev >= 0 and eseq > prev
+        ):  # fmt: skip
             return self._anomaly(
                 eshard, eseq, "settlement without a valid (eshard, eseq, prev)", out
             )
