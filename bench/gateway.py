@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--procs", type=int, default=2, help="client processes [2]")
     ap.add_argument("--rate", type=float, default=5000, help="orders/s offered [5000]")
     ap.add_argument("--seconds", type=float, default=10, help="seconds of load per N [10]")
+    ap.add_argument("--batch", action="store_true",
+                    help="clients take each step's trades in one message (docs/gateway.md)")
     ap.add_argument("--pairs", type=int, default=2, choices=range(1, len(SYMBOLS) + 1),
                     help="pairs loaded and subscribed [2]")
     ap.add_argument("--rest-seconds", type=float, default=5, help="per REST/SDK round [5]")
@@ -263,7 +265,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         mine, theirs = mp.Pipe()
         share = n // procs + (1 if k < n % procs else 0)
         p = mp.Process(target=worker, args=(c.url.replace("http", "ws") + "/v1/ws", share,
-                                            symbols, theirs), daemon=True)  # fmt: skip
+                                            symbols, theirs, args.batch), daemon=True)  # fmt: skip
         p.start()
         pipes.append(mine)
         workers.append(p)
