@@ -10,7 +10,8 @@ subscribed to ``trades`` and ``book`` of the loaded pairs; then ``shardex loadge
   trade reaching every client);
 * commit → frame latency p50/p99/max: a trade's ``ts`` (the engine's exchange time) against
   the client's clock when it reads the frame (same box);
-* gateway CPU per 1,000 frames (``/proc``, over the same span) and RSS per client (the
+* gateway CPU per 1,000 frames and per 1,000 trades delivered (``--batch`` puts several
+  trades in a frame) (``/proc``, over the same span) and RSS per client (the
   gateway's RSS with the N clients subscribed minus before they connected, over N);
 * the clients' own CPU (% of one core per client process: near 100 % means the client side,
   not the gateway, set the pace);
@@ -316,6 +317,8 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
                            "p99": hist.get_value_at_percentile(99) / 1000,
                            "max": hist.get_max_value() / 1000},
             "gateway_cpu_ms_per_1k_frames": round(1000 * cpu / max(frames / 1000, 1e-9), 2),
+            "gateway_cpu_ms_per_1k_trades": round(1000 * cpu / max(tot["trades"] / 1000, 1e-9),
+                                                  2),  # (a batch carries several)
             "gateway_cpu_s": round(cpu, 2), "span_s": round(span, 2), "wall_s": round(wall, 2),
             "gateway_rss_kib_per_client": round(rss_per_client / 1024, 1),
             "client_cpu_pct": [round(100 * r["cpu"] / max(r["wall"], 1e-9)) for r in reps],
@@ -430,14 +433,15 @@ def print_table(rep: dict[str, Any]) -> None:
     print(f"{rep['date']}, {rep['machine']}; load {rep['config']['rate']:g} orders/s on "
           f"{rep['config']['pairs']} pair(s)\n")
     print("| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis p50 / p99 ms "
-          "| gateway CPU ms / 1k frames | gateway RSS KiB / client | client CPU % (per process) "
-          "| silent gaps | resyncs | CRC checks |")
-    print("| ---: | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+          "| gateway CPU ms / 1k frames | gateway CPU ms / 1k trades | gateway RSS KiB / client "
+          "| client CPU % (per process) | silent gaps | resyncs | CRC checks |")
+    print("| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
     for f in rep["fleets"]:
         lat, rd = f["latency_ms"], f["commit_to_redis_ms"]
         print(f"| {f['clients']:,} | {f['frames_per_s']:,} | {lat['p50']:g} / {lat['p99']:g} / "
               f"{lat['max']:g} | {rd['p50']:g} / {rd['p99']:g} | "
               f"{f['gateway_cpu_ms_per_1k_frames']:g} | "
+              f"{f.get('gateway_cpu_ms_per_1k_trades', 0):g} | "
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")
