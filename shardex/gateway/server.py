@@ -40,7 +40,7 @@ from shardex.gateway.rest import Rest
 from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
 from shardex.gateway.wsframe import FrameCache
-from shardex.gateway.wswriter import Writer
+from shardex.gateway.wswriter import Flusher, Writer
 from shardex.layout import Layout
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
@@ -80,6 +80,7 @@ class Gateway:
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
         self.frames = FrameCache()  # every client's frames, built once
+        self.flusher = Flusher()  # every kicked connection written once per step
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -164,7 +165,7 @@ class Gateway:
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
-        out = Writer(ws, conn, request, self.frames)
+        out = Writer(ws, conn, request, self.frames, self.flusher)
         conn.kick = out.kick  # type: ignore[method-assign] # (a step's flush writes at once)
         writer = asyncio.get_running_loop().create_task(out.run())
         try:

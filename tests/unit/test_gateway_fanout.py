@@ -15,7 +15,7 @@ from shardex.gateway.hub import Conn, Hub
 from shardex.gateway.messages import Refused, parse
 from shardex.gateway.outbox import BEHIND, OK, Outbox
 from shardex.gateway.wsframe import FrameCache, drain_into, text_frame
-from shardex.gateway.wswriter import Writer
+from shardex.gateway.wswriter import Flusher, Writer
 from shardex.wire.codes import BAD_MESSAGE
 
 SYMBOL = "X-Y"
@@ -201,17 +201,22 @@ class _Ws:
     closed = False
 
 
-def test_a_kick_writes_at_once_and_a_paused_socket_waits_in_its_task() -> None:
+def test_kicks_are_written_once_per_step_and_a_paused_socket_waits_in_its_task() -> None:
     async def run() -> None:
         req, conn = _Request(), _conn()
-        w = Writer(_Ws(), conn, req, FrameCache())
+        flusher = Flusher()
+        w = Writer(_Ws(), conn, req, FrameCache(), flusher)
         conn.kick = w.kick  # type: ignore[method-assign]
         task = asyncio.create_task(w.run())
         await asyncio.sleep(0)  # (the task waits for something to write)
         conn.offer('{"n":1}', 0.0)
-        assert req.transport.writes == [text_frame(b'{"n":1}')]  # no task switch needed
-        req.protocol.writing_paused = True
         conn.offer('{"n":2}', 0.0)
+        assert req.transport.writes == [] and list(flusher.ready) == [w]
+        flusher.flush()  # (what call_soon runs after the step)
+        assert req.transport.writes == [text_frame(b'{"n":1}') + text_frame(b'{"n":2}')]
+        req.protocol.writing_paused = True
+        conn.offer('{"n":3}', 0.0)
+        flusher.flush()
         assert len(req.transport.writes) == 1 and len(conn.outbox) == 1
         for _ in range(3):
             await asyncio.sleep(0)
@@ -220,7 +225,7 @@ def test_a_kick_writes_at_once_and_a_paused_socket_waits_in_its_task() -> None:
         deadline = asyncio.get_running_loop().time() + 5
         while len(req.transport.writes) < 2 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0)
-        assert req.transport.writes[1] == text_frame(b'{"n":2}') and not conn.outbox
+        assert req.transport.writes[1] == text_frame(b'{"n":3}') and not conn.outbox
         task.cancel()
 
     asyncio.run(run())
