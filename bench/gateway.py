@@ -286,7 +286,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         tops = c.trade_tops(symbols)
         for pipe in pipes:
             pipe.send(tops)
-        reps = [pipe.recv() for pipe in pipes if pipe.poll(120)]
+        reps = [pipe.recv() for pipe in pipes if pipe.poll(300)]  # (a backlog drains first)
         load["redis_ms"] = watch.stop()
         cpu1, wall = proc_cpu(c.gateway_pid), time.perf_counter() - t0
         if len(reps) != procs:

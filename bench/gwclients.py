@@ -53,6 +53,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.hist = HdrHistogram(1, 600_000_000, 2)  # µs
+        self.lat: dict[int, int] = {}  # commit → frame ms → trades (into ``hist`` at the end)
         self.frames = self.bytes = self.trades = self.books = self.beats = 0
         self.silent_gaps = self.resyncs = self.bad_checksums = self.checked = 0
         self.last_frame = 0.0
@@ -78,11 +79,12 @@ class Watcher:
             if not self.trade_free[sym] and prev != self.trade_last[sym]:
                 st.silent_gaps += 1
             self.trade_last[sym], self.trade_free[sym] = seq, False
-            if measuring:
-                now = int(time.time() * 1e6)
+            if measuring:  # (counted per ms, the ts's resolution: a histogram record per
+                now, lat = int(time.time() * 1000), st.lat  # trade cost the clients most)
                 for t in obj["trades"] if kind == "batch" else (obj,):
                     if t.get("ts"):
-                        st.hist.record_value(max(1, now - t["ts"] * 1000))
+                        ms = now - t["ts"]
+                        lat[ms] = lat.get(ms, 0) + 1
                         st.trades += 1
             return None
         if ch == "book" and kind in ("snapshot", "update"):
@@ -203,6 +205,8 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) ->
         await _until(lambda: fleet.reached(tops) == n, 60)
         fleet.measuring = False
         st = fleet.st
+        for ms, count in st.lat.items():
+            st.hist.record_value(max(1, ms * 1000), count)
         pipe.send({"frames": st.frames, "bytes": st.bytes, "trades": st.trades,
                    "books": st.books, "heartbeats": st.beats, "silent_gaps": st.silent_gaps,
                    "resyncs": st.resyncs, "bad_checksums": st.bad_checksums,
