@@ -82,8 +82,8 @@ class Conn:
         return False
 
     def kick(self) -> None:
-        """Something was queued: the writer sends it (the server's writer replaces this with
-        a direct write when the socket takes it: no task switch per client per step)."""
+        """Something was queued: the writer sends it (the server's ``wswriter.Writer``
+        replaces this: every kicked connection written once after the step, no task switch)."""
         self.wake.set()
 
     def queue(self, frame: Chunk | str, now: float) -> bool:
