@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,8 +93,9 @@ class Conn:
         if verdict == OK:
             return True
         m.DROPPED.inc(self.outbox.take_dropped())
+        lost = self.outbox.take_lost()
         if verdict == BEHIND:
-            self.fell_behind()
+            self.fell_behind(lost)
         elif verdict == CLOSE and not self.closed:
             self.closed = True
             m.SLOW_CLOSES.inc()
@@ -105,10 +106,13 @@ class Conn:
         self.outbox.control(encode(msg))
         self.kick()
 
-    def fell_behind(self) -> None:
-        """Everything queued was dropped: each subscription is told how to resync."""
+    def fell_behind(self, lost: Sequence[Sized] = ()) -> None:
+        """Everything queued was dropped: each subscription is told how to resync, from the
+        last seq it was *sent* (the first dropped message's ``prev_seq``, when one was)."""
         for hook in self.behind:
             hook()
+        for key, prev in first_prevs(lost, set(self.subs)).items():
+            self.subs[key].last = prev
         for sub in self.subs.values():
             sub.live = sub.channel != "book"  # trades/ticker keep flowing after the notice
             m.RESYNCS.labels(sub.channel, "slow").inc()
@@ -426,6 +430,24 @@ class Hub:
         now = time.monotonic()
         sent = sum(conn.offer(frame, now) for conn in list(self.conns))
         count("heartbeat", sent, sent * len(frame))
+
+
+def first_prevs(lost: Sequence[Sized], keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """For each (channel, symbol) of ``keys`` with a message in ``lost`` (queue entries: a
+    message or a chunk), the ``prev_seq`` of its first one: the last seq the client got."""
+    out: dict[tuple[str, str], Any] = {}
+    for item in lost:
+        for frame in [item] if isinstance(item, str) else item.frames:  # type: ignore[attr-defined]
+            if len(out) == len(keys):
+                return out
+            try:
+                msg = json.loads(frame)
+            except ValueError:
+                continue
+            key = (msg.get("channel"), msg.get("symbol")) if isinstance(msg, dict) else None
+            if key in keys and key not in out and "prev_seq" in msg:
+                out[key] = msg["prev_seq"]  # type: ignore[index]
+    return out
 
 
 def count(channel: str, sent: int, bytes_out: int) -> None:

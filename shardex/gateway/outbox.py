@@ -34,6 +34,7 @@ class Outbox:
     strikes: deque[float] = field(default_factory=deque)
     closing: bool = False
     dropped: int = 0  # frames queued, then dropped unsent, since the count was last taken
+    lost: list[Sized] = field(default_factory=list)  # what the last drop dropped (take_lost)
     count: int = 0  # frames queued (a chunk counts its messages)
 
     def offer(self, frame: Sized, now: float) -> str:
@@ -49,6 +50,7 @@ class Outbox:
             self.count += n
             return OK
         self.dropped += self.count
+        self.lost = list(self.frames)
         self.frames.clear()
         self.count = 0
         while self.strikes and now - self.strikes[0] > self.window:
@@ -65,6 +67,11 @@ class Outbox:
         if not self.closing:
             self.frames.append(frame)
             self.count += 1
+
+    def take_lost(self) -> list[Sized]:
+        """The entries the last drop dropped (what the client was never sent), once."""
+        lost, self.lost = self.lost, []
+        return lost
 
     def take_dropped(self) -> int:
         """The frames dropped since the last call (for the metrics), and start again."""

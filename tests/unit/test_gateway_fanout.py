@@ -229,3 +229,30 @@ def test_kicks_are_written_once_per_step_and_a_paused_socket_waits_in_its_task()
         task.cancel()
 
     asyncio.run(run())
+
+
+def test_a_slow_trades_client_is_told_the_last_seq_it_was_sent_not_the_last_one_dropped() -> None:
+    """Regression: ``resync_required``'s ``last_seq`` was the last trade *queued*, though the
+    queue holding it was just dropped: a client resuming from it (as the docs say) lost every
+    dropped trade without a sign."""
+
+    async def run() -> None:
+        r = _Redis()
+        hub = _hub(r)
+        slow = _conn(limit=2)
+        await hub.subscribe_trades(slow, SYMBOL, None)
+        slow.outbox.take()  # (the "subscribed" answer)
+        sent = []
+        for seq in (11, 12, 13, 14):  # one trade per step; only 11 reaches the socket
+            r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(seq, seq)])])
+            await hub.step()
+            if seq == 11:
+                sent.append(json.loads(slow.outbox.messages()[0]))
+                slow.outbox.take()
+        (notice,) = [m for m in _msgs(slow) if m.get("type") == "resync_required"]
+        assert sent[0]["seq"] == 11 and notice["last_seq"] == 11  # resume from 11: 12, 13, 14
+        r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(15, 15)])])
+        await hub.step()
+        assert slow.subs[("trades", SYMBOL)].last == 15
+
+    asyncio.run(run())
