@@ -58,6 +58,8 @@ MEASURED_S: dict[str, float] = {
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
+    # the gateway's fan-out per step (2026-12-07, load ~6): 0.7 s wall, 0.8 s CPU
+    "test_gateway_fanout.py": 1,
     # reshard, alone on the shared box (load 6-12): wall (CPU) 28 s (14.3, its cluster and
     # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
     "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
@@ -88,7 +90,8 @@ MEASURED_S: dict[str, float] = {
     "test_candles_listings.py": 0.2,
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
-    "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    # (+2.6 s wall, ~1 s CPU: the batched trades test on the module's cluster, 21:00, load ~12)
+    "test_gateway.py": 40, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
     # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
     # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
     "test_rest_api.py": 7, "test_gateway_rest.py": 31,
