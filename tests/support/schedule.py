@@ -143,9 +143,6 @@ MEASURED_S: dict[str, float] = {
     # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
     # (one shardex up start, a grow restarting the account shard and router, an audit)
     "test_reshard_accounts.py": 32,
-    # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
-    # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
-    "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
     # the forward checked once (2026-12-07 20:45, load ~4): 0.05 s of pytest (2.3 s CPU with
     # start-up)
     "test_forward_vetted.py": 0.1,
