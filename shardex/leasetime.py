@@ -71,6 +71,9 @@ class RenewStats:
     failed: int = 0  # the store could not be asked (deadline kept, not extended)
     max_lateness: float = 0.0
     max_gap: float = 0.0
+    # the longest time since the last successful renew at any renew's send, failed ones too:
+    # a renew sent more than ``ttl`` after the last good one finds the lease gone
+    max_silence: float = 0.0
     max_round_trip: float = 0.0
     last_ok: float | None = None  # send time of the last successful renew (or the acquire)
 
@@ -87,10 +90,12 @@ class RenewStats:
         rtt = max(0.0, replied - sent)
         self.max_round_trip = max(self.max_round_trip, rtt)
         _keep(self.round_trips, rtt)
+        gap = None if self.last_ok is None else sent - self.last_ok
+        if gap is not None:
+            self.max_silence = max(self.max_silence, gap)
         if not ok:
             self.failed += 1
             return None
-        gap = None if self.last_ok is None else sent - self.last_ok
         if gap is not None:
             self.max_gap = max(self.max_gap, gap)
         self.last_ok = sent
@@ -106,7 +111,7 @@ class RenewStats:
             f"round trip p50 {percentile(self.round_trips, 0.5) * ms:.1f} p99 "
             f"{percentile(self.round_trips, 0.99) * ms:.1f} max "
             f"{self.max_round_trip * ms:.1f} ms; longest gap between renews "
-            f"{self.max_gap * ms:.1f} ms"
+            f"{self.max_gap * ms:.1f} ms (failed ones too: {self.max_silence * ms:.1f} ms)"
         )
 
 

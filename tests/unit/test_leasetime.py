@@ -46,11 +46,14 @@ def test_lateness_and_the_longest_gap_between_successful_renews():
     assert s.renewed(10.57, 10.60, 10.61, ok=True) == pytest.approx(0.45)  # since 10.15
     assert (s.renews, s.failed) == (3, 1)
     assert s.max_lateness == pytest.approx(0.12) and s.max_gap == pytest.approx(0.45)
+    assert s.max_silence == pytest.approx(0.45)
+    assert s.renewed(11.5, 11.5, 11.5, ok=False) is None  # the one that found it gone
+    assert s.max_silence == pytest.approx(0.9) and s.max_gap == pytest.approx(0.45)
     assert s.max_round_trip == pytest.approx(0.01)
-    assert s.renewed(11.0, 10.9, 10.9, ok=True) is not None  # early: lateness 0, not negative
+    assert s.renewed(10.7, 10.6, 10.6, ok=True) is not None  # early: lateness 0, not negative
     assert min(s.lateness) == 0.0
     line = s.summary()
-    assert "4 renews (1 failed)" in line and "max 120.0 ms" in line and "renews 450.0 ms" in line
+    assert "5 renews (2 failed)" in line and "max 120.0 ms" in line and "renews 450.0 ms" in line
 
 
 def test_samples_are_bounded_and_percentiles_are_nearest_rank():
