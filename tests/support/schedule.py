@@ -127,6 +127,8 @@ MEASURED_S: dict[str, float] = {
     # Redis and on etcd: 75 s of pytest, 44 s CPU with its four namespaces' processes;
     # test_redis_acl.py's lease TIME test adds 0.1 s to its module's Redis: 39 stays 39
     "test_hoststatus.py": 0.4, "test_lease_skew.py": 1.8, "test_multihost.py": 75,
+    # the lease ttl option and renewal accounting: pure parts and click, no process
+    "test_leasetime.py": 0.5,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

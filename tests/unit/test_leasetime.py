@@ -117,6 +117,7 @@ def test_up_passes_lease_ms_and_durability_to_its_children(tmp_path, monkeypatch
 
     monkeypatch.setattr(up_cli, "Supervisor", Supervisor)
     monkeypatch.setattr(up_cli, "ensure_build", lambda say: None)
+    monkeypatch.setattr(up_cli, "_check_free", lambda *a: None)  # (nothing is bound here)
     result = CliRunner().invoke(up_cli.up, [
         "--shards", "1", "--replicas", "2", "--accounts", "1", "--insecure", "--no-pin",
         "--base-port", "40200", "--data-dir", str(tmp_path / "d"), "--durability",
