@@ -481,7 +481,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             load = OpenLoop(endpoint, args.rate, f"r{rnd}", route)
             time.sleep(args.before)
-            leader = status(endpoint, tier)
+            # (the leader, both in sync: after a false failover in the load, once it healed)
+            leader = wait_full_isr(endpoint, tier=tier)
             pttl = rds.pttl(lease_key) / 1000  # (one loopback round trip before)
             t_kill = time.monotonic()
             os.kill(leader["pid"], signal.SIGKILL)
