@@ -52,6 +52,8 @@ backwards because each node's journal keeps the highest epoch it saw and passes 
 
 Cost of the short ttl: a leader whose loop or Redis round trips stall for more than
 ``ttl·(1-m) - renew`` (~610 ms) loses its lease and hands over (a failover, not a fault).
+``--lease-ms`` chooses the ttl (``shardex.leasetime``: the renew period follows, and each
+lease measures how late its renewals run, which says whether a shorter ttl is safe here).
 """
 
 from __future__ import annotations
