@@ -502,6 +502,7 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=1, help="processes per shard (2: a standby)")
     p.add_argument("--lease-ms", type=int, default=None, help="with --replicas 2: the lease ttl")
     p.add_argument("--no-pin", action="store_true", help="shardex up --no-pin")
+    p.add_argument("--coord", default=None, help="shardex up --coord URL: the leases' store")
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
@@ -516,6 +517,7 @@ def main() -> None:
 
     extra = ["--insecure"] if args.insecure else []
     extra += ["--replicas", str(args.replicas)] + (["--no-pin"] if args.no_pin else [])
+    extra += ["--coord", args.coord] if args.coord else []
     if args.lease_ms is not None:
         extra += ["--lease-ms", str(args.lease_ms)]
     cluster = BenchCluster(args.shards, not args.no_bridge, extra, args.accounts)
