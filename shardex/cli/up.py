@@ -30,6 +30,7 @@ from shardex.cli.options import (
     durability_option,
     fsync_option,
     host_option,
+    lease_ms_option,
     markets_option,
     up_shards,
 )
@@ -41,8 +42,9 @@ from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.feed import has_perps
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import MAX_GATEWAYS, MAX_ROUTERS, Layout, idle_shards_warning
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.node.scaler import Scaler
-from shardex.node.supervisor import Supervisor, build_children, port_free
+from shardex.node.supervisor import Supervisor, children_of, port_free
 
 
 @click.command()
@@ -128,6 +130,7 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "per shard.",
 )
 @durability_option
+@lease_ms_option
 @click.option(
     "--coord",
     default=None,
@@ -179,6 +182,7 @@ def up(
     accounts: int = 0,
     replicas: int = 1,
     durability: str = "both",
+    lease_ms: int = DEFAULT_LEASE_MS,
     mm: bool = False,
     gateways: int = 1,
     without: tuple[str, ...] = (),
@@ -201,7 +205,8 @@ def up(
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability, mm, frozenset(without), coord)  # fmt: skip
+                None, replicas, durability, mm, frozenset(without), coord,
+                lease_ms)  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
@@ -316,9 +321,7 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
     ``--prometheus-config`` for a layout (again when ``shardex reshard`` changes N)."""
     p = plan
     def children_for(n: int) -> list:
-        return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
-                              p.log_level, p.data_dir, p.fsync, p.redis, p.pub_hwm, keys,
-                              p.replicas, p.mm, p.without, p.coord)  # fmt: skip
+        return children_of(replace(p, layout=replace(p.layout, shards=n), keys_dir=keys))
 
     sup = Supervisor(children_for(p.layout.shards))
     shown = None if p.redis is None else redis
