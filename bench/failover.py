@@ -430,7 +430,11 @@ def main() -> None:
                     help="kill the leader every this many seconds under one continuous load, "
                     "without waiting for the in-sync set (repeated kills); reports each "
                     "failover and each restarted node's recovery and time to in-sync")  # fmt: skip
+    ap.add_argument("--lease-ms", type=int, default=None,
+                    help="the replicas' lease ttl (shardex up --lease-ms) [its default]")
     args = ap.parse_args()
+    if args.lease_ms is not None:  # (``shardex up`` and its replicas read it from there)
+        os.environ["SHARDEX_LEASE_MS"] = str(args.lease_ms)
     tier = args.tier
     if args.cost:
         cost(args)
@@ -477,7 +481,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             load = OpenLoop(endpoint, args.rate, f"r{rnd}", route)
             time.sleep(args.before)
-            leader = status(endpoint, tier)
+            # (the leader, both in sync: after a false failover in the load, once it healed)
+            leader = wait_full_isr(endpoint, tier=tier)
             pttl = rds.pttl(lease_key) / 1000  # (one loopback round trip before)
             t_kill = time.monotonic()
             os.kill(leader["pid"], signal.SIGKILL)

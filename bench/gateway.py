@@ -1,16 +1,19 @@
 """The gateway measured: market data to N WebSocket clients under load, REST against the SDK.
 
-A real ``shardex up`` cluster with one gateway (engine path, ``--accounts 0``, secure: the
-gateway reads with its own keys). For each client count N (``--clients``, default 100, 1,000,
-5,000): ``--procs`` client processes (``bench/gwclients.py``) open N connections in all, each
-subscribed to ``trades`` and ``book`` of the loaded pairs; then ``shardex loadgen`` offers
-``--rate`` orders/s (open loop, default 5,000) for ``--seconds``. Reported per N:
+A real ``shardex up`` cluster with one gateway (``--gateways G``: G of them, the client
+processes spread over them; engine path, ``--accounts 0``, secure: the gateway reads with its
+own keys; its CPU and RSS are the gateways' together). For each client count N (``--clients``,
+default 100, 1,000, 5,000): ``--procs`` client processes (``bench/gwclients.py``) open N
+connections in all, each subscribed to ``trades`` and ``book`` of the loaded pairs; then
+``shardex loadgen`` offers ``--rate`` orders/s (open loop, default 5,000) for ``--seconds``.
+Reported per N:
 
 * frames/s delivered (every text frame the clients read, from the load's start to the last
   trade reaching every client);
 * commit → frame latency p50/p99/max: a trade's ``ts`` (the engine's exchange time) against
   the client's clock when it reads the frame (same box);
-* gateway CPU per 1,000 frames (``/proc``, over the same span) and RSS per client (the
+* gateway CPU per 1,000 frames and per 1,000 trades delivered (``--batch`` puts several
+  trades in a frame) (``/proc``, over the same span) and RSS per client (the
   gateway's RSS with the N clients subscribed minus before they connected, over N);
 * the clients' own CPU (% of one core per client process: near 100 % means the client side,
   not the gateway, set the pace);
@@ -86,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--procs", type=int, default=2, help="client processes [2]")
     ap.add_argument("--rate", type=float, default=5000, help="orders/s offered [5000]")
     ap.add_argument("--seconds", type=float, default=10, help="seconds of load per N [10]")
+    ap.add_argument("--gateways", type=int, default=1, choices=range(1, 9),
+                    help="gateway processes; client processes spread over them [1]")
+    ap.add_argument("--batch", action="store_true",
+                    help="clients take each step's trades in one message (docs/gateway.md)")
     ap.add_argument("--pairs", type=int, default=2, choices=range(1, len(SYMBOLS) + 1),
                     help="pairs loaded and subscribed [2]")
     ap.add_argument("--rest-seconds", type=float, default=5, help="per REST/SDK round [5]")
@@ -102,21 +109,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Cluster:
-    """``shardex up`` with one gateway, in a session of its own (dies with the bench)."""
+    """``shardex up`` with ``gateways`` gateways, in a session of its own (dies with the
+    bench)."""
 
-    def __init__(self, base: int, tree: Path = ROOT) -> None:
+    def __init__(self, base: int, tree: Path = ROOT, gateways: int = 1) -> None:
         self.base, self.tree = base, tree
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.dir = Path(tempfile.mkdtemp(prefix="gwbench-"))
         self.log = open(self.dir / "up.log", "w+b")  # noqa: SIM115 - closed in stop()
         argv = [sys.executable, "-m", "shardex.cli", "up",
-                "--shards", "1", "--accounts", "0", "--gateways", "1", "--no-pin",
+                "--shards", "1", "--accounts", "0", "--gateways", str(gateways), "--no-pin",
                 "--base-port", str(base), "--data-dir", str(self.dir / "data"),
                 "--without", "history-writer", "--without", "candles-worker"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=tree,
                                      env=env, start_new_session=True,
                                      preexec_fn=die_with_parent)  # fmt: skip
-        self.url = f"http://127.0.0.1:{base + GATEWAY_OFFSET}"
+        self.urls = [f"http://127.0.0.1:{base + GATEWAY_OFFSET + g}" for g in range(gateways)]
+        self.url = self.urls[0]
         self.keys = self.dir / "data" / "keys"
         deadline = time.monotonic() + 120
         while not self.healthy():
@@ -125,24 +134,24 @@ class Cluster:
                 self.stop()
                 raise SystemExit(f"the cluster did not come up:\n{out[-3000:]}")
             time.sleep(0.2)
-        pids = re.findall(r"started gateway \(pid (\d+)\)", self.output())
-        if not pids:
+        pids = re.findall(r"started gateway(?:\.\d+)? \(pid (\d+)\)", self.output())
+        if len(pids) < gateways:
             out = self.output()
             self.stop()
             raise SystemExit(f"no gateway pid in shardex up's output:\n{out[-3000:]}")
-        self.gateway_pid = int(pids[-1])
+        self.gateway_pids = [int(p) for p in pids[-gateways:]]
 
     def output(self) -> str:
         self.log.flush()
         return (self.dir / "up.log").read_text(errors="replace")
 
-    def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/healthz", timeout=5) as resp:
+    def health(self, url: str | None = None) -> dict[str, Any]:
+        with urllib.request.urlopen((url or self.url) + "/healthz", timeout=5) as resp:
             return json.loads(resp.read())
 
     def healthy(self) -> bool:
         try:
-            return self.health().get("status") == "ok"
+            return all(self.health(u).get("status") == "ok" for u in self.urls)
         except OSError:
             return False
 
@@ -151,7 +160,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if not self.health().get("connections"):
+                if not any(self.health(u).get("connections") for u in self.urls):
                     return
             except OSError:
                 pass
@@ -196,18 +205,23 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def proc_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far, together."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def proc_rss(pids: list[int]) -> int:
+    """Resident set size of ``pids`` in bytes, together."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 # -- market data to N clients --------------------------------------------------------------------
@@ -257,13 +271,14 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One client count: connect, load, drain, collect."""
     symbols = SYMBOLS[: args.pairs]
     procs = max(1, min(args.procs, n))
-    rss0 = proc_rss(c.gateway_pid)
+    rss0 = proc_rss(c.gateway_pids)
     pipes, workers = [], []
     for k in range(procs):
         mine, theirs = mp.Pipe()
         share = n // procs + (1 if k < n % procs else 0)
-        p = mp.Process(target=worker, args=(c.url.replace("http", "ws") + "/v1/ws", share,
-                                            symbols, theirs), daemon=True)  # fmt: skip
+        url = c.urls[k % len(c.urls)]  # (client processes spread over the gateways)
+        p = mp.Process(target=worker, args=(url.replace("http", "ws") + "/v1/ws", share,
+                                            symbols, theirs, args.batch), daemon=True)  # fmt: skip
         p.start()
         pipes.append(mine)
         workers.append(p)
@@ -271,9 +286,9 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         for pipe in pipes:
             if not pipe.poll(300) or not pipe.recv()["ready"]:
                 raise SystemExit(f"{n} clients did not all connect and sync")
-        rss1 = proc_rss(c.gateway_pid)
+        rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
-        cpu0 = proc_cpu(c.gateway_pid)
+        cpu0 = proc_cpu(c.gateway_pids)
         t0 = time.perf_counter()
         watch = StreamWatch(c, symbols)
         watch.start()
@@ -283,9 +298,9 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         tops = c.trade_tops(symbols)
         for pipe in pipes:
             pipe.send(tops)
-        reps = [pipe.recv() for pipe in pipes if pipe.poll(120)]
+        reps = [pipe.recv() for pipe in pipes if pipe.poll(300)]  # (a backlog drains first)
         load["redis_ms"] = watch.stop()
-        cpu1, wall = proc_cpu(c.gateway_pid), time.perf_counter() - t0
+        cpu1, wall = proc_cpu(c.gateway_pids), time.perf_counter() - t0
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
         for pipe in pipes:
@@ -314,6 +329,8 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
                            "p99": hist.get_value_at_percentile(99) / 1000,
                            "max": hist.get_max_value() / 1000},
             "gateway_cpu_ms_per_1k_frames": round(1000 * cpu / max(frames / 1000, 1e-9), 2),
+            "gateway_cpu_ms_per_1k_trades": round(1000 * cpu / max(tot["trades"] / 1000, 1e-9),
+                                                  2),  # (a batch carries several)
             "gateway_cpu_s": round(cpu, 2), "span_s": round(span, 2), "wall_s": round(wall, 2),
             "gateway_rss_kib_per_client": round(rss_per_client / 1024, 1),
             "client_cpu_pct": [round(100 * r["cpu"] / max(r["wall"], 1e-9)) for r in reps],
@@ -390,13 +407,13 @@ async def rest_vs_sdk(c: Cluster, args: argparse.Namespace) -> dict[str, Any]:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def start(base_port: int | None, where: str, tree: Path) -> Cluster:
+def start(base_port: int | None, where: str, tree: Path, gateways: int = 1) -> Cluster:
     """The cluster, on ``base_port`` or a free range (another one if a port was taken)."""
     for attempt in range(3):
         base = base_port or free_base(420)
         say(f"cluster on base port {base} ({where})")
         try:
-            return Cluster(base, tree)
+            return Cluster(base, tree, gateways)
         except SystemExit as exc:
             if base_port or attempt == 2 or "in use" not in str(exc):
                 raise
@@ -408,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "machine": machine(), "config": {k: str(v) if k == "tree" else v
                                                             for k, v in vars(args).items()
                                                             if k != "json"}}  # fmt: skip
-    c = start(args.base_port, rep["machine"], args.tree)
+    c = start(args.base_port, rep["machine"], args.tree, args.gateways)
     try:
         rep["fleets"] = []
         for i, n in enumerate(args.clients, 1):
@@ -428,14 +445,15 @@ def print_table(rep: dict[str, Any]) -> None:
     print(f"{rep['date']}, {rep['machine']}; load {rep['config']['rate']:g} orders/s on "
           f"{rep['config']['pairs']} pair(s)\n")
     print("| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis p50 / p99 ms "
-          "| gateway CPU ms / 1k frames | gateway RSS KiB / client | client CPU % (per process) "
-          "| silent gaps | resyncs | CRC checks |")
-    print("| ---: | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+          "| gateway CPU ms / 1k frames | gateway CPU ms / 1k trades | gateway RSS KiB / client "
+          "| client CPU % (per process) | silent gaps | resyncs | CRC checks |")
+    print("| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
     for f in rep["fleets"]:
         lat, rd = f["latency_ms"], f["commit_to_redis_ms"]
         print(f"| {f['clients']:,} | {f['frames_per_s']:,} | {lat['p50']:g} / {lat['p99']:g} / "
               f"{lat['max']:g} | {rd['p50']:g} / {rd['p99']:g} | "
               f"{f['gateway_cpu_ms_per_1k_frames']:g} | "
+              f"{f.get('gateway_cpu_ms_per_1k_trades', 0):g} | "
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")

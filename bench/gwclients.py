@@ -8,6 +8,9 @@ the trades chain restarts). A break that was not announced is a **silent gap** (
 must-be-zero number). The first connection of each process also keeps the whole book and
 checks every message's CRC32 (docs/gateway.md), which is too costly to do on all of them.
 
+With ``batch`` the trades subscriptions ask for a step's trades in one message (docs/gateway.md):
+the chain is checked per message, the latency recorded for every trade in it.
+
 Latency is commit → frame: the trade's ``ts`` (the engine's exchange time, ms) against this
 process's wall clock when the frame is read (same box, same clock). The process reports its
 own CPU so the bench can say whether the client side was the bottleneck.
@@ -50,6 +53,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.hist = HdrHistogram(1, 600_000_000, 2)  # µs
+        self.lat: dict[int, int] = {}  # commit → frame ms → trades (into ``hist`` at the end)
         self.frames = self.bytes = self.trades = self.books = self.beats = 0
         self.silent_gaps = self.resyncs = self.bad_checksums = self.checked = 0
         self.last_frame = 0.0
@@ -70,14 +74,18 @@ class Watcher:
     def on(self, obj: dict[str, Any], st: Stats, measuring: bool) -> str | None:
         """Check one message; the symbol to resync when the book must be asked again."""
         ch, kind, sym = obj.get("channel"), obj.get("type"), obj.get("symbol", "")
-        if ch == "trades" and kind is None:
+        if ch == "trades" and kind in (None, "batch"):
             prev, seq = obj["prev_seq"], obj["seq"]
             if not self.trade_free[sym] and prev != self.trade_last[sym]:
                 st.silent_gaps += 1
             self.trade_last[sym], self.trade_free[sym] = seq, False
-            if measuring and obj.get("ts"):
-                st.hist.record_value(max(1, int(time.time() * 1e6) - obj["ts"] * 1000))
-                st.trades += 1
+            if measuring:  # (counted per ms, the ts's resolution: a histogram record per
+                now, lat = int(time.time() * 1000), st.lat  # trade cost the clients most)
+                for t in obj["trades"] if kind == "batch" else (obj,):
+                    if t.get("ts"):
+                        ms = now - t["ts"]
+                        lat[ms] = lat.get(ms, 0) + 1
+                        st.trades += 1
             return None
         if ch == "book" and kind in ("snapshot", "update"):
             st.books += measuring
@@ -127,8 +135,8 @@ class Watcher:
 class Fleet:
     """This process's connections and their shared counters."""
 
-    def __init__(self, url: str, n: int, symbols: list[str]) -> None:
-        self.url, self.n, self.symbols = url, n, symbols
+    def __init__(self, url: str, n: int, symbols: list[str], batch: bool = False) -> None:
+        self.url, self.n, self.symbols, self.batch = url, n, symbols, batch
         self.st = Stats()
         self.measuring = False
         self.watchers = [Watcher(symbols, i == 0) for i in range(n)]
@@ -142,8 +150,9 @@ class Fleet:
             for w, ws in zip(chunk, socks, strict=True):
                 w.ws = ws
                 for sym in self.symbols:
-                    await ws.send_str(orjson.dumps({"op": "subscribe", "channel": "trades",
-                                                    "symbol": sym}).decode())
+                    trades = {"op": "subscribe", "channel": "trades", "symbol": sym}
+                    await ws.send_str(orjson.dumps({**trades, **({"batch": True} if self.batch
+                                                                 else {})}).decode())
                     await ws.send_str(orjson.dumps({"op": "subscribe", "channel": "book",
                                                     "symbol": sym}).decode())
                 tasks.append(asyncio.create_task(self.read(w)))
@@ -181,8 +190,8 @@ async def _until(pred: Any, timeout: float) -> bool:
     return True
 
 
-async def _main(url: str, n: int, symbols: list[str], pipe: Any) -> None:
-    fleet = Fleet(url, n, symbols)
+async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) -> None:
+    fleet = Fleet(url, n, symbols, batch)
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         tasks = await fleet.connect(session)
@@ -196,6 +205,8 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any) -> None:
         await _until(lambda: fleet.reached(tops) == n, 60)
         fleet.measuring = False
         st = fleet.st
+        for ms, count in st.lat.items():
+            st.hist.record_value(max(1, ms * 1000), count)
         pipe.send({"frames": st.frames, "bytes": st.bytes, "trades": st.trades,
                    "books": st.books, "heartbeats": st.beats, "silent_gaps": st.silent_gaps,
                    "resyncs": st.resyncs, "bad_checksums": st.bad_checksums,
@@ -208,7 +219,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any) -> None:
         await asyncio.gather(*(w.ws.close() for w in fleet.watchers), return_exceptions=True)
 
 
-def worker(url: str, n: int, symbols: list[str], pipe: Any) -> None:
+def worker(url: str, n: int, symbols: list[str], pipe: Any, batch: bool = False) -> None:
     """A client process's entry point (``multiprocessing``); it dies with the bench."""
     die_with_parent()
-    uvloop.run(_main(url, n, symbols, pipe))
+    uvloop.run(_main(url, n, symbols, pipe, batch))

@@ -170,6 +170,7 @@ class BenchCluster:
         except ProcessLookupError:
             pass
         self.proc.wait(5)
+        self.final = self.output()  # (with the leases' renewal summaries, logged at stop)
         self.log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -498,6 +499,10 @@ def main() -> None:
         default=None,
         help="the router's --max-queue-ms (shedding by time queued; 0: off) [its default]",
     )
+    p.add_argument("--replicas", type=int, default=1, help="processes per shard (2: a standby)")
+    p.add_argument("--lease-ms", type=int, default=None, help="with --replicas 2: the lease ttl")
+    p.add_argument("--no-pin", action="store_true", help="shardex up --no-pin")
+    p.add_argument("--coord", default=None, help="shardex up --coord URL: the leases' store")
     p.add_argument("--pause", type=float, default=3.0, help="idle seconds between levels")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
@@ -510,9 +515,12 @@ def main() -> None:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    cluster = BenchCluster(
-        args.shards, not args.no_bridge, ["--insecure"] if args.insecure else [], args.accounts
-    )
+    extra = ["--insecure"] if args.insecure else []
+    extra += ["--replicas", str(args.replicas)] + (["--no-pin"] if args.no_pin else [])
+    extra += ["--coord", args.coord] if args.coord else []
+    if args.lease_ms is not None:
+        extra += ["--lease-ms", str(args.lease_ms)]
+    cluster = BenchCluster(args.shards, not args.no_bridge, extra, args.accounts)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load": f"load average at start {os.getloadavg()[0]:.2f}",
@@ -549,10 +557,23 @@ def main() -> None:
         report["verdict"] = verdict(rows)
     finally:
         cluster.stop()
+    if args.replicas > 1:
+        report["lease"] = lease_report(getattr(cluster, "final", ""), args.shards, args.accounts)
     if args.json:
         print(json.dumps(report))
     else:
         print_table(report)
+
+
+def lease_report(log: str, shards: int, accounts: int) -> dict[str, Any]:
+    """With replicas: false failovers (a leader that lost its lease: nobody was killed) and
+    each lease's renewal summary (lateness, round trip, longest gap: logged at stop)."""
+    failovers = len(re.findall(r"FAILOVER ", log))
+    return {
+        "lost_lease": len(re.findall(r"lost the lease", log)),
+        "false_failovers": max(0, failovers - shards - accounts),  # (the first elections)
+        "renewals": re.findall(r"lease (\S+(?: \d+)?) renewals: ([^\n]*)", log),
+    }
 
 
 def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -610,6 +631,12 @@ def print_table(rep: dict[str, Any]) -> None:
             print(f"{'':>7} router at the end: {r['router_at_end']}")
         if r["errors_by_reason"]:
             print(f"{'':>7} errors: {r['errors_by_reason']}")
+    lease = rep.get("lease")
+    if lease:
+        print(f"leases: {lease['false_failovers']} false failover(s), {lease['lost_lease']} "
+              "lost lease(s)")
+        for name, line in lease["renewals"]:
+            print(f"  lease {name}: {line}")
     for line in rep["restarts"]:
         print(f"  ! {line}")
     for what, ok in rep["verdict"].items():

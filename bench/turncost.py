@@ -49,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scaling import free_base  # noqa: E402
 
 # the real sockets, but nodes that share a process (no metrics port, GC, signals, pinning)
+NAMES = ("router", "engine", "accounts")
 NET = Transport("zmq-shared", zmq.Context, zmq.Poller, zmq.asyncio.Context, in_process=True)
 
 CLIENT = r"""
 import sys, time
 from shardex.client import Client
-ep, key, n, window = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ep, key = sys.argv[1], sys.argv[2]
+n, window, batch = (int(a) for a in sys.argv[3:6])
 with Client(ep, key=key, timeout=10) as c:
     for a in ("a1", "a2"):
         for asset, amt in (("USD", "100000000"), ("BTC", "100000")):
@@ -64,12 +66,12 @@ with Client(ep, key=key, timeout=10) as c:
     print("go", flush=True)
     # crossing limit orders: half trade (settlements), half rest
     cmds = [c.order("BTC-USD", "buy" if k % 2 else "sell", "0.01", str(100 + k % 3),
-                    account=f"a{1 + k % 2}", id=f"o{k}") for k in range(n)]
-    if window == 1:  # one at a time: each waits for its reply
+                    account=f"a{1 + (k // batch) % 2}", id=f"o{k}") for k in range(n)]
+    if window == 1 and batch == 1:  # one at a time: each waits for its reply
         for cmd in cmds:
             assert c.submit_many([cmd], batch=1, window=1)[0].ok
-    else:  # one order per frame, ``window`` frames in flight: the nodes batch
-        assert all(r.ok for r in c.submit_many(cmds, batch=1, window=window))
+    else:  # ``batch`` orders per frame, ``window`` frames in flight: the nodes batch
+        assert all(r.ok for r in c.submit_many(cmds, batch=batch, window=window))
     print("done", flush=True)
 """
 
@@ -201,7 +203,7 @@ def drive(
                 continue
             last[name] = now
             if measuring and prof is not None:
-                prof.enable()
+                prof[name].enable()
             if sampler is not None:
                 sampler.on = measuring
             t = time.thread_time()
@@ -210,7 +212,7 @@ def drive(
             if sampler is not None:
                 sampler.on = False
             if measuring and prof is not None:
-                prof.disable()
+                prof[name].disable()
             turns[name] += 1
     return {"cpu": cpu, "turns": turns, "io": io_threads_cpu() - io0}
 
@@ -221,8 +223,11 @@ def main() -> None:
     )
     p.add_argument("--orders", type=int, default=2000)
     p.add_argument("--window", type=int, default=1, help="orders in flight (1: one at a time)")
+    p.add_argument("--batch", type=int, default=1, help="orders per frame (100: closed-100)")
     p.add_argument("--base-port", type=int, default=None, help="[a free one, free_base]")
-    p.add_argument("--profile", action="store_true", help="cProfile of the measured turns")
+    p.add_argument("--profile", action="store_true", help="cProfile of each node's measured turns")
+    p.add_argument("--top", type=int, default=30, help="functions printed per node (--profile)")
+    p.add_argument("--dump", default=None, help="with --profile: write DUMP.<node> stats files")
     p.add_argument(
         "--sample", action="store_true", help="CPU-weighted samples of the driving thread"
     )
@@ -232,9 +237,12 @@ def main() -> None:
         nodes, admin = build(base, Path(d))
         client = subprocess.Popen(
             [sys.executable, "-c", CLIENT, f"tcp://127.0.0.1:{base}", admin,
-             str(args.orders), str(args.window)], stdout=subprocess.PIPE, text=True,
+             str(args.orders), str(args.window), str(args.batch)],
+            stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        prof = cProfile.Profile(time.thread_time) if args.profile else None
+        prof = None
+        if args.profile:  # one per node: each node's calls apart
+            prof = {name: cProfile.Profile(time.thread_time) for name in NAMES}
         sampler = Sampler() if args.sample else None
         try:
             res = drive(nodes, client, prof, sampler)
@@ -245,15 +253,19 @@ def main() -> None:
                 node.close()
     n = args.orders
     how = "one at a time" if args.window == 1 else f"{args.window} in flight"
+    how = f"{args.batch} per frame, {how}"
     print(f"{time.strftime('%Y-%m-%d %H:%M')} {n} orders {how}; load {os.getloadavg()}")
     for name in res["cpu"]:
         print(f"  {name:<9} {res['cpu'][name] * 1e6 / n:8.1f} µs/order  "
               f"{res['turns'][name] / n:5.2f} turns/order")  # fmt: skip
     print(f"  io threads {res['io'] * 1e6 / n:7.1f} µs/order (all nodes)")
     if prof is not None:
-        st = pstats.Stats(prof).sort_stats("tottime")
-        st.print_stats(45)
-        st.print_callers("enum.py|error.py:46")
+        for name, one in prof.items():
+            st = pstats.Stats(one)
+            print(f"== {name}: {st.total_calls / n:.1f} Python+C calls per order")  # type: ignore[attr-defined]
+            st.sort_stats("tottime").print_stats(args.top)
+            if args.dump:
+                one.dump_stats(f"{args.dump}.{name}")
     if sampler is not None:
         sampler.report(n)
 

@@ -505,9 +505,9 @@ def _mismatch(root: Path, shards: int, recorded: int, known: Collection[str]) ->
         "The account shards keep one forward chain per engine shard: replayed under another "
         "N they would be re-sent to shards that do not hold them. To proceed, start with the "
         f"shard count it was written with (--shards {recorded}; Procfile: -c engine="
-        f"{recorded}), or use another --data-dir. Changing the shard count with the account "
-        "tier is not supported yet (without it, the placement map keeps every pair where its "
-        "journal is)."
+        f"{recorded}), or use another --data-dir. With the account tier the count grows on the "
+        "running cluster: shardex reshard --shards N under shardex up (without it any N "
+        "starts: the placement map keeps every pair where its journal is)."
     )
 
 

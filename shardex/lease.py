@@ -52,6 +52,8 @@ backwards because each node's journal keeps the highest epoch it saw and passes 
 
 Cost of the short ttl: a leader whose loop or Redis round trips stall for more than
 ``ttl·(1-m) - renew`` (~610 ms) loses its lease and hands over (a failover, not a fault).
+``--lease-ms`` chooses the ttl (``shardex.leasetime``: the renew period follows, and each
+lease measures how late its renewals run, which says whether a shorter ttl is safe here).
 """
 
 from __future__ import annotations
@@ -61,11 +63,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Gauge, Histogram
+
 from shardex.clock import REAL, Clock
 from shardex.coord.base import Holder, parse_holder
 from shardex.coord.connect import check_access, connect, lease_store
+from shardex.leasetime import DEFAULT_LEASE_MS, LeaseTiming, RenewStats
 
-__all__ = ["Connect", "Holder", "Lease", "LeaseLost", "check_access", "connect", "parse_holder"]
+__all__ = [
+    "Connect", "Holder", "Lease", "LeaseLost", "LeaseTiming", "check_access", "connect",
+    "parse_holder",
+]
 
 LEASE_USER = "lease"  # the Redis ACL user of the lease (``shardex.redisauth``): lease keys only
 log = logging.getLogger("shardex.lease")
@@ -76,12 +84,23 @@ log = logging.getLogger("shardex.lease")
 Connect = Callable[[str, str | None], Any]
 
 
-TTL_MS = 800  # the key's expiry: the part of a failover that safety needs (see above)
-RENEW_MS = 150  # renew period: ~5 renews per ttl, so 3 slow or lost ones are survived
+TTL_MS = DEFAULT_LEASE_MS  # the expiry (``--lease-ms``): the part of a failover safety needs
+RENEW_MS = LeaseTiming.of(TTL_MS).renew_ms  # 150: ~5 renews per ttl, 3 slow or lost survived
 MARGIN = 0.05  # the leader stops this fraction of the ttl before Redis can expire the key
 # The renewer thread renews only while the shard loop has ticked within this long: a loop busy
 # for a while (a gap-repair replay from the journal) keeps its lease; a wedged one loses it.
 LOOP_STALL_S = 3.0
+
+
+# How late the leader's renewals run (the renewer thread's wake-up lateness: GIL holds,
+# scheduling, GC pauses of its process) and the longest gap between successful ones: what says
+# whether a shorter ``--lease-ms`` is safe on this box (docs/failover.md).
+RENEW_LATENESS = Histogram(
+    "shardex_lease_renew_lateness_seconds", "Lease renew sent minus when it was due",
+    ["lease"], buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)  # fmt: skip
+RENEW_GAP_MAX = Gauge("shardex_lease_renew_gap_max_seconds",
+                      "Longest gap between successful lease renews (sends)", ["lease"])
 
 
 class LeaseLost(Exception):
@@ -135,6 +154,7 @@ class Lease:
         self.deadline = 0.0
         self.last_renew = 0.0
         self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
+        self.stats = RenewStats()  # how late the renewals ran (``renew``'s ``planned``)
         self._stop_renewer: threading.Event | None = None
 
     # -- reading -------------------------------------------------------------------------------
@@ -172,6 +192,8 @@ class Lease:
     def _granted(self, t0: float) -> None:
         self.deadline = t0 + self.ttl_ms / 1000 * (1 - self.margin)
         self.last_renew = t0
+        if self.stats.last_ok is None:
+            self.stats.granted(t0)
 
     def valid(self, now: float | None = None) -> bool:
         """Whether we may still act as leader (monotonic clock, local deadline)."""
@@ -181,9 +203,10 @@ class Lease:
     def due(self, now: float) -> bool:
         return self.value is not None and now - self.last_renew >= self.renew_s
 
-    def renew(self) -> bool:
+    def renew(self, planned: float | None = None) -> bool:
         """Compare-and-refresh. True: renewed; False: Redis could not be asked (the deadline
-        stays where it was). Raises LeaseLost when Redis says the lease is not ours."""
+        stays where it was). Raises LeaseLost when Redis says the lease is not ours.
+        ``planned``: when this renew was due (its lateness goes into ``stats``)."""
         if self.value is None:
             raise LeaseLost("no lease held")
         t0 = self.clock.monotonic()
@@ -191,6 +214,10 @@ class Lease:
         try:
             ok = self.store.renew(self.value, self.ttl_ms)
         except Exception:  # redis down or slow: keep the old deadline, try again next time
+            ok = None
+        if planned is not None:
+            self._account(planned, t0, ok is not False)
+        if ok is None:
             return False
         if not ok:
             self.value = None
@@ -198,6 +225,13 @@ class Lease:
             raise LeaseLost(f"lease of {self.label} epoch {self.epoch} is no longer ours")
         self._granted(t0)
         return True
+
+    def _account(self, planned: float, sent: float, ok: bool) -> None:
+        """Record one renew's lateness and, once it succeeded, the gap it closed."""
+        gap = self.stats.renewed(planned, sent, self.clock.monotonic(), ok)
+        RENEW_LATENESS.labels(self.name).observe(max(0.0, sent - planned))
+        if gap is not None and gap >= self.stats.max_gap:
+            RENEW_GAP_MAX.labels(self.name).set(gap)
 
     # -- the renewer thread (the leader) -------------------------------------------------------
 
@@ -214,7 +248,8 @@ class Lease:
 
         def run() -> None:
             stalled = False
-            while not stop.wait(max(0.0, self.last_renew + self.renew_s - mono())):
+            planned = self.last_renew + self.renew_s
+            while not stop.wait(max(0.0, planned - mono())):
                 if self.value is None:
                     return
                 if mono() - loop_beat() > stall_s:
@@ -224,13 +259,16 @@ class Lease:
                                   stall_s)  # fmt: skip
                     stalled = True
                     self.last_renew = mono()  # (look again a period later)
+                    planned = self.last_renew + self.renew_s
                     continue
                 stalled = False
                 try:
-                    self.renew()
+                    self.renew(planned)
                 except LeaseLost as exc:
                     self.lost = exc
+                    log.warning("lease %s renewals: %s", self.label, self.stats.summary())
                     return
+                planned = self.last_renew + self.renew_s
 
         threading.Thread(target=run, name=f"lease-{self.name}", daemon=True).start()
 
@@ -247,7 +285,7 @@ class Lease:
         if self.thread:
             self.check()
         elif self.due(now):
-            self.renew()
+            self.renew(self.last_renew + self.renew_s)
 
     def set_isr(self, members: list[str]) -> bool:
         """Record the in-sync set (only while holding the lease). False if Redis could not be
@@ -270,6 +308,8 @@ class Lease:
             self._stop_renewer.set()
         if self.value is None:
             return
+        if self.stats.renews:
+            log.info("lease %s renewals: %s", self.label, self.stats.summary())
         value, self.value, self.deadline = self.value, None, 0.0
         try:
             self.store.release(value)

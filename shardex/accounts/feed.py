@@ -15,7 +15,7 @@ make it unnecessary (see docs/accounts.md, "changes asked of files I do not own"
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
@@ -44,6 +44,7 @@ from shardex.wire.layouts import (
 
 _ACCOUNT, _OPEN = 0, 1  # a live order's record: [account, open lots]
 _AFTER_PREV = S_PREV + 1
+_SHARD_0 = (0,)  # (``SettlementFeed._sides`` with one account shard)
 
 
 class SettlementFeed:
@@ -94,7 +95,7 @@ class SettlementFeed:
                             del live[key]
                 msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid,
                        maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
-                for j in dict.fromkeys((self._shard(t_acct), self._shard(maker[_ACCOUNT]))):
+                for j in self._sides(t_acct, maker[_ACCOUNT]):
                     out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
                 _, seq, symbol, oid, reason, qty = ev
@@ -120,6 +121,13 @@ class SettlementFeed:
 
     def _shard(self, account: str) -> int:
         return account_shard_for(account, self.shards)
+
+    def _sides(self, taker: str, maker: str) -> Iterable[int]:
+        """The account shards a trade settles with: each side's, once (one account shard:
+        shard 0, without hashing either account)."""
+        if self.shards == 1:
+            return _SHARD_0
+        return dict.fromkeys((self._shard(taker), self._shard(maker)))
 
     def _put(self, j: int, msg: tuple) -> tuple[int, tuple]:
         prev = self.outbox.put(j, msg[S_ESEQ])

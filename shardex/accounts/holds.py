@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.accounts.assets import Pair
+from shardex.accounts.codes import AE_BALANCE
 from shardex.accounts.ledger import (
     _BPS,
     AVAIL,
@@ -15,7 +16,6 @@ from shardex.accounts.ledger import (
     Ledger,
     _ceil_div,
     _f,
-    _ident,
     _q,
     account_shard_for,
     required,
@@ -53,13 +53,8 @@ class Holds(Ledger):
             return self._reject(account, oid, *refused, out)
         pair = self.table.pairs[symbol]
         if (account, symbol, oid) in self.orders:
-            return self._reject(
-                account,
-                oid,
-                f"duplicate id {oid}: an open order of {account} has it",
-                REJ_DUPLICATE_ID,
-                out,
-            )
+            why = f"duplicate id {oid}: an open order of {account} has it"
+            return self._reject(account, oid, why, REJ_DUPLICATE_ID, out)
         refused = _new_refusal(pair, side, otype, price, qty, tif, post_only, budget)
         if refused:
             return self._reject(account, oid, *refused, out)
@@ -88,7 +83,8 @@ class Holds(Ledger):
         avail = cell[AVAIL] if cell else 0
         if need > avail:
             return self._insufficient(account, oid, asset, avail, need, out)
-        cell = self._cell(account, asset)
+        if cell is None:  # (need is 0: made, as ``_cell`` would)
+            cell = self._cell(account, asset)
         cell[AVAIL] -= need
         cell[HELD] += need
         o.held = need
@@ -98,9 +94,12 @@ class Holds(Ledger):
             self.open_by[account] = {(symbol, oid): o}
         else:
             mine[(symbol, oid)] = o
-        self._bal(out, account, asset, "hold", oid)
+        self.seq += 1  # (``_bal``, inline: the cell is at hand)
+        out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
-        o.opened = self._forward(symbol, stop_forward(fwd, stop, fwd_type != otype), out)
+        if stop is not None or fwd_type != otype:
+            fwd = stop_forward(fwd, stop, fwd_type != otype)
+        o.opened = self._forward(symbol, fwd, out)
         return None
 
     def _amend(self, cmd: Any, out: list[tuple]) -> None:
@@ -165,9 +164,12 @@ class Holds(Ledger):
     def _order_gate(self, symbol: object, oid: object, account: object) -> tuple[str, int] | None:
         if type(symbol) is not str or symbol not in self.table.pairs:
             return f"unknown symbol {_q(symbol, 40)}", REJ_UNKNOWN_SYMBOL
-        if not _ident(oid) or not _ident(account):
+        if not (
+            type(oid) is str and 0 < len(oid) <= MAX_ID_LEN  # (``_ident``, inline: per order)
+            and type(account) is str and 0 < len(account) <= MAX_ID_LEN
+        ):  # fmt: skip
             return f"id and account must be strings of 1..{MAX_ID_LEN} chars", REJ_MALFORMED
-        if not self.owns(account):
+        if self.shards != 1 and not self.owns(account):  # (one account shard owns them all)
             return (
                 f"account {account} belongs to account shard "
                 f"{account_shard_for(account, self.shards)}",
@@ -200,10 +202,10 @@ def _new_refusal(
 ) -> tuple[str, int] | None:
     """Why a new order's terms are not valid (reason, code), or None; in the order ``_new``
     checks them (a market buy's budget is then checked against the price grid there)."""
-    for what, value in (("side", side), ("type", otype)):
-        if type(value) is not int or value not in (0, 1):
-            code = REJ_INVALID if type(value) is int else REJ_MALFORMED
-            return f"unknown {what} {_q(value, 20)}", code
+    if type(side) is not int or side not in (0, 1):  # (spelled out twice: once per order)
+        return f"unknown side {_q(side, 20)}", REJ_INVALID if type(side) is int else REJ_MALFORMED
+    if type(otype) is not int or otype not in (0, 1):
+        return f"unknown type {_q(otype, 20)}", REJ_INVALID if type(otype) is int else REJ_MALFORMED
     if type(qty) is not int:
         return "qty must be an integer number of lots", REJ_MALFORMED
     if not 0 < qty <= pair.max_qty_lots:

@@ -9,7 +9,11 @@ regenerated from the journal) forwards each order exactly where the live shard d
 
 * A map applies when the machine holds none journaled yet, or when it is newer (a higher
   version) than the one it holds; an older or equal one changes nothing (a re-run mover, a
-  second start with the same stored map). A map of another engine shard count never applies.
+  second start with the same stored map). A newer map may be over another engine shard count
+  (``shardex reshard`` growing the engine tier: the grown map pins every pair where it is);
+  the holder's count (``engines``) follows the map it routes by. The node refuses a live map
+  over more engine shards than it has links to before anything is journaled
+  (``node.account_routing``), so every map a journal holds was routed by.
 * ``A_PLACE`` emits no event and takes no seq (it is journaled at the seq of the command it
   precedes, as ``OP_TIME`` is): the balance events and the forward chains are untouched.
 * Until the first ``A_PLACE`` the machine routes by the configured map (what journals written
@@ -62,13 +66,13 @@ def newer(machine: Any, pmap: PlacementMap) -> bool:
 
 
 def taken(holder: Any, cmd: tuple) -> PlacementMap | None:
-    """The map of ``(op, map)`` if it applies to ``holder`` (its ``placement`` and
-    ``engines``: newer, for that engine shard count), now held by it; else None. Never raises
-    on input."""
-    pmap = parse(cmd[1], holder.engines)
+    """The map of ``(op, map)`` if it applies to ``holder`` (newer than its ``placement``),
+    now held by it, its ``engines`` the map's count; else None. Never raises on input."""
+    pmap = parse(cmd[1], None)
     if pmap is None or not newer(holder, pmap):
         return None
     holder.placement = pmap
+    holder.engines = pmap.shards
     return pmap
 
 
@@ -94,15 +98,17 @@ def routing_state(machine: Any) -> dict[str, Any] | None:
 
 def restored(holder: Any, state: Mapping[str, Any]) -> PlacementMap | None:
     """Install a snapshot's map (``routing_state``) on ``holder`` and return it (None: the
-    snapshot has none); ValueError for one that does not parse or is for another engine
-    shard count."""
+    snapshot has none); ``holder.engines`` becomes its count (the routing the journal after
+    the snapshot was written under, until a newer map in it); ValueError for one that does
+    not parse."""
     wire = state.get("placement")
     if wire is None:
         return None
-    pmap = parse(wire, holder.engines)
+    pmap = parse(wire, None)
     if pmap is None:
         raise ValueError("snapshot: its placement map is unusable here")
     holder.placement = pmap
+    holder.engines = pmap.shards
     return pmap
 
 

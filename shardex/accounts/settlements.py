@@ -8,6 +8,7 @@ from typing import Any
 
 from shardex.accounts.assets import Pair
 from shardex.accounts.codes import (
+    AE_BALANCE,
     AE_GAP,
     S_CANCELLED,
     S_REJECTED,
@@ -35,8 +36,14 @@ class Settlements(Ledger):
     """The settlements of ``AccountCore``: checked in order per engine shard, then applied."""
 
     def _settle(self, cmd: Any, out: list[tuple]) -> None:
-        eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
-        if not all(type(x) is int and x >= 0 for x in (eshard, eseq, prev)) or eseq <= prev:
+        if type(cmd) is tuple and len(cmd) > S_PREV:  # (the link's shape: no ``_f`` calls)
+            eshard, eseq, prev = cmd[S_ESHARD], cmd[S_ESEQ], cmd[S_PREV]
+        else:
+            eshard, eseq, prev = _f(cmd, S_ESHARD), _f(cmd, S_ESEQ), _f(cmd, S_PREV)
+        if not (
+            type(eshard) is int and eshard >= 0 and type(eseq) is int and type(prev) is int
+            and prev >= 0 and eseq > prev
+        ):  # fmt: skip
             return self._anomaly(
                 eshard, eseq, "settlement without a valid (eshard, eseq, prev)", out
             )
@@ -116,28 +123,34 @@ class Settlements(Ledger):
         still cost (``required``)."""
         o.rem -= qty
         fee = self._charge(acct, oid, o, maker, pair, notional, ref, out)
+        quote_asset, base_asset = pair.quote, pair.base
+        flow = self.flow  # (``_flow`` and ``_bal``, inline: twice per side of every trade)
         if o.side == BUY:
             pay = notional + fee
             left = required(o, pair) if o.rem else 0
             release = o.held - pay - left  # >= 0: see ``required``
-            q = self._cell(acct, pair.quote)
+            q = self._cell(acct, quote_asset)
             q[HELD] -= pay + release
             q[AVAIL] += release
             o.held = left
-            self._cell(acct, pair.base)[AVAIL] += base
-            self._flow(pair.quote, -notional)
-            self._flow(pair.base, base)
+            b = self._cell(acct, base_asset)
+            b[AVAIL] += base
+            flow[quote_asset] = flow.get(quote_asset, 0) - notional
+            flow[base_asset] = flow.get(base_asset, 0) + base
         else:
-            b = self._cell(acct, pair.base)
+            b = self._cell(acct, base_asset)
             b[HELD] -= base
             o.held -= base
-            self._cell(acct, pair.quote)[AVAIL] += notional - fee
-            self._flow(pair.quote, notional)
-            self._flow(pair.base, -base)
+            q = self._cell(acct, quote_asset)
+            q[AVAIL] += notional - fee
+            flow[quote_asset] = flow.get(quote_asset, 0) + notional
+            flow[base_asset] = flow.get(base_asset, 0) - base
         if not o.rem:
-            self._close(acct, oid, o, pair, out, ref)
-        self._bal(out, acct, pair.quote, "trade", ref)
-        self._bal(out, acct, pair.base, "trade", ref)
+            self._close(acct, oid, o, pair, out, ref)  # (its release moves the same cells)
+        seq = self.seq
+        out.append((AE_BALANCE, seq + 1, acct, quote_asset, q[AVAIL], q[HELD], "trade", ref))
+        out.append((AE_BALANCE, seq + 2, acct, base_asset, b[AVAIL], b[HELD], "trade", ref))
+        self.seq = seq + 2
 
     def _ended(self, cmd: Any, out: list[tuple]) -> str | None:
         if len(cmd) != 9:

@@ -33,6 +33,7 @@ from shardex.health import start_early
 from shardex.journal import JournalError
 from shardex.kinds import ACCOUNTS
 from shardex.layout import LINK_REPLICAS, Layout
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.node.accounts import AccountsConfig, run_accounts, run_replicated_accounts
 from shardex.node.honcho import honcho_index
 from shardex.node.replica import replica_dir
@@ -122,6 +123,7 @@ def accounts_config(**o: Any) -> tuple[AccountsConfig, Replication | None] | Non
     if not auto:
         return cfg, None
     cfg.journal_dir = replica_dir(data_dir, j, r, "accounts")
+    cfg.lease_ms = o.get("lease_ms", DEFAULT_LEASE_MS)
     repl = o.get("repl") or layout.account_repl(j, r)
     return cfg, Replication(r, o["redis_url"], repl, advertised(repl, advertise, "--repl"))
 

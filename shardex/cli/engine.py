@@ -29,6 +29,7 @@ from shardex.cli.options import (
 from shardex.health import start_early
 from shardex.journal import JournalError
 from shardex.kinds import ENGINE
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.node.replica import replica_dir
 from shardex.node.shard import ShardConfig, run_replicated, run_shard
 from shardex.recovery import snapshot_every_default, snapshot_interval_default
@@ -119,6 +120,7 @@ def engine_config(**o: Any) -> tuple[ShardConfig, Replication | None]:
     if not auto:
         return cfg, None
     cfg.journal_dir = replica_dir(data_dir, i, r)
+    cfg.lease_ms = o.get("lease_ms", DEFAULT_LEASE_MS)
     repl = o.get("repl") or layout.repl(i, r)
     return cfg, Replication(r, o["redis_url"], repl, advertised(repl, o.get("advertise"), "--repl"))
 

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import click
@@ -31,6 +32,7 @@ from shardex.cli.options import (
     host_option,
     layout_option,
     layout_options,
+    lease_ms_option,
     markets_option,
     up_shards,
 )
@@ -42,8 +44,9 @@ from shardex.kinds import OPTIONAL, Plan, cluster_ports
 from shardex.kinds.feed import has_perps
 from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import Layout, idle_shards_warning
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.node.scaler import Scaler
-from shardex.node.supervisor import Supervisor, build_children, port_free
+from shardex.node.supervisor import Supervisor, children_of, port_free
 
 
 @click.command()
@@ -116,6 +119,7 @@ from shardex.node.supervisor import Supervisor, build_children, port_free
     "per shard.",
 )
 @durability_option
+@lease_ms_option
 @click.option(
     "--coord",
     default=None,
@@ -164,6 +168,7 @@ def up(
     accounts: int = 0,
     replicas: int = 1,
     durability: str = "both",
+    lease_ms: int = DEFAULT_LEASE_MS,
     mm: bool = False,
     gateways: int = 1,
     without: tuple[str, ...] = (),
@@ -186,18 +191,24 @@ def up(
     redis = None if no_bridge else (redis_url or "embedded")
     plan = Plan(layout, markets_file, max_backlog, not no_pin, _log_level(),
                 None if ephemeral else os.path.abspath(data_dir), fsync, redis, pub_hwm,
-                None, replicas, durability, mm, frozenset(without), coord)  # fmt: skip
+                None, replicas, durability, mm, frozenset(without), coord,
+                lease_ms)  # fmt: skip
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
+    prometheus = None
     if prometheus_config:
-        with open(prometheus_config, "w") as fh:
-            asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
-            fh.write(render_prometheus(layout, replicas=replicas, optional=asked))
+        asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
+
+        def prometheus(lay: Layout, path: str = prometheus_config) -> None:
+            with open(path, "w") as fh:
+                fh.write(render_prometheus(lay, replicas=replicas, optional=asked))
+
+        prometheus(layout)
         click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
-    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url))
+    sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url, prometheus))
 
 
 def _shard_count(value: str, data_dir: str, ephemeral: bool) -> int:
@@ -289,23 +300,29 @@ def _check_free(plan: Plan, data_dir: str, ephemeral: bool) -> None:
         )
 
 
-def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str) -> int:
+def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str,
+         prometheus: Callable[[Layout], None] | None = None) -> int:  # fmt: skip
     """Start the children, say where everything is once they are up, supervise until a
-    signal; then forget the endpoints file and a temporary key store."""
+    signal; then forget the endpoints file and a temporary key store. ``prometheus``: writes
+    ``--prometheus-config`` for a layout (again when ``shardex reshard`` changes N)."""
     p = plan
     def children_for(n: int) -> list:
-        return build_children(replace(p.layout, shards=n), p.markets_file, p.max_backlog, p.pin,
-                              p.log_level, p.data_dir, p.fsync, p.redis, p.pub_hwm, keys,
-                              p.replicas, p.mm, p.without, p.coord)  # fmt: skip
+        return children_of(replace(p, layout=replace(p.layout, shards=n), keys_dir=keys))
 
     sup = Supervisor(children_for(p.layout.shards))
     shown = None if p.redis is None else redis
 
     def resized(n: int) -> None:
         _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
+        if prometheus is not None:  # (Prometheus reads it again on SIGHUP or /-/reload)
+            try:
+                prometheus(replace(p.layout, shards=n))
+            except OSError as exc:
+                click.echo(f"WARNING: cannot rewrite the Prometheus config for {n} shards: "
+                           f"{exc}", err=True)  # fmt: skip
 
     sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
-                      _scale_refusal(p)).tick  # fmt: skip
+                      _scale_refusal(p), _relink(p)).tick  # fmt: skip
 
     def ready() -> None:
         print_endpoints(p.layout, shown, keys, temp_keys, p.replicas, p.without)
@@ -324,12 +341,18 @@ def _scale_refusal(plan: Plan) -> str | None:
     """Why ``shardex reshard`` cannot change this cluster's engine shard processes, or None."""
     if plan.data_dir is None:
         return "an --ephemeral cluster has no journals to move pairs through"
-    if plan.layout.accounts:
-        return ("with the account tier the shard process count changes with a restart (each "
-                "account shard's forward chains are per engine shard)")  # fmt: skip
     if plan.replicas > 1:
         return "--replicas 2: the shard process count changes with a restart"
     return None
+
+
+def _relink(plan: Plan) -> Callable[[str], bool] | None:
+    """With the account tier, the children a grow restarts: the account shards open one
+    forward link per engine shard at start, and the routers keep the account shards' slots
+    after the engine shards' (``shardex.node.scaler``); None without it."""
+    if not plan.layout.accounts:
+        return None
+    return lambda name: name.startswith(("accounts.", "router"))
 
 
 def _record_endpoints(

@@ -5,9 +5,10 @@ One asyncio task reads every engine shard's events stream and every pair's trade
 stream's own order, so it is the same across gateway restarts and gateways). A trade becomes
 one trades frame. Any other event of a pair with book subscribers marks its book dirty; one
 task per such pair reads the engine's book (``OP_BOOK``, atomic at a seq) and publishes the
-``BookFeed``'s delta. Every message is encoded once and the same string is queued to every
-subscriber (``Conn.offer``; counted once per fan-out). Heartbeats (1 s, with a counter) and
-tickers (1 s) too.
+``BookFeed``'s delta. Every message is encoded once; a step's messages of a channel are
+sealed into one ``fanout.Chunk`` and the same chunk is queued to every subscriber
+(``Hub.flush``: one queue entry and one wake-up per subscriber per step, not per message;
+counted once per fan-out). Heartbeats (1 s, with a counter) and tickers (1 s) too.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
 from shardex.engine import Market
 from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
+from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
@@ -34,22 +36,19 @@ REPLAY_PAGE = 500
 DISCOVER_EVERY = 5.0  # seconds between looks for new engine shards' events streams
 
 
-def encode(msg: Mapping[str, Any]) -> str:
-    """The one encoding of a message (compact JSON; every subscriber gets these bytes)."""
-    return json.dumps(msg, separators=(",", ":"))
-
-
 @dataclass
 class Sub:
     """One subscription of one connection: ``live`` False while a book waits for its
     resync (or a trades replay runs: live frames wait in ``held``); ``last``: the seq of the
-    last message sent on it."""
+    last message sent on it; ``batch``: a trades subscription taking a step's trades in one
+    message."""
 
     channel: str
     symbol: str
     live: bool = True
     last: int | None = None
     held: list[tuple[int, str]] = field(default_factory=list)
+    batch: bool = False
 
 
 class Conn:
@@ -77,13 +76,26 @@ class Conn:
     def offer(self, frame: str, now: float) -> bool:
         """``push`` without the metrics: a fan-out counts its frames once (``Hub.publish``;
         a labelled counter per frame per client was most of the gateway's CPU)."""
+        if self.queue(frame, now):
+            self.kick()
+            return True
+        return False
+
+    def kick(self) -> None:
+        """Something was queued: the writer sends it (the server's ``wswriter.Writer``
+        replaces this: every kicked connection written once after the step, no task switch)."""
+        self.wake.set()
+
+    def queue(self, frame: Chunk | str, now: float) -> bool:
+        """Queue a message or a step's chunk, without waking the writer (``Hub.flush`` kicks
+        each connection once when the step's chunks are all queued)."""
         verdict = self.outbox.offer(frame, now)
         if verdict == OK:
-            self.wake.set()
             return True
         m.DROPPED.inc(self.outbox.take_dropped())
+        lost = self.outbox.take_lost()
         if verdict == BEHIND:
-            self.fell_behind()
+            self.fell_behind(lost)
         elif verdict == CLOSE and not self.closed:
             self.closed = True
             m.SLOW_CLOSES.inc()
@@ -92,12 +104,15 @@ class Conn:
 
     def control(self, msg: Mapping[str, Any]) -> None:
         self.outbox.control(encode(msg))
-        self.wake.set()
+        self.kick()
 
-    def fell_behind(self) -> None:
-        """Everything queued was dropped: each subscription is told how to resync."""
+    def fell_behind(self, lost: Sequence[Sized] = ()) -> None:
+        """Everything queued was dropped: each subscription is told how to resync, from the
+        last seq it was *sent* (the first dropped message's ``prev_seq``, when one was)."""
         for hook in self.behind:
             hook()
+        for key, prev in first_prevs(lost, set(self.subs)).items():
+            self.subs[key].last = prev
         for sub in self.subs.values():
             sub.live = sub.channel != "book"  # trades/ticker keep flowing after the notice
             m.RESYNCS.labels(sub.channel, "slow").inc()
@@ -125,6 +140,7 @@ class Hub:
         self.first: dict[str, asyncio.Future[None]] = {}  # a book's first read, in flight
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
+        self.step_batch = StepBatch()  # published, not yet queued (``flush``)
         self.beats = 0
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
@@ -184,24 +200,28 @@ class Hub:
         self.add(conn, Sub("book", symbol, last=feed.seq))  # same step as the snapshot: no gap
         conn.push(frame, "book")
 
-    async def subscribe_trades(self, conn: Conn, symbol: str, since: int | None) -> None:
+    async def subscribe_trades(self, conn: Conn, symbol: str, since: int | None,
+                               batch: bool = False) -> None:  # fmt: skip
         """Live trades from now (the ack says the seq they continue), or from ``since``
         (exclusive): a replay from the stream, then live, with no gap and no overlap."""
         top = self.trade_seq.get(symbol)
         if since is None:
-            self.add(conn, Sub("trades", symbol, last=top))
+            self.add(conn, Sub("trades", symbol, last=top, batch=batch))
             conn.control({"type": "subscribed", "channel": "trades", "symbol": symbol,
                           "seq": top})  # fmt: skip
             return
-        sub = Sub("trades", symbol, live=False, last=since)
+        sub = Sub("trades", symbol, live=False, last=since, batch=batch)
         self.add(conn, sub)
         resumed, sent = await self.replay(conn, symbol, sub, since)
         conn.control({"type": "subscribed", "channel": "trades", "symbol": symbol,
                       "from_seq": since, "resumed": resumed, "replayed": sent})  # fmt: skip
-        for seq, frame in sub.held:
-            if sub.last is None or seq > sub.last:
+        held = [(seq, f) for seq, f in sub.held if sub.last is None or seq > sub.last]
+        if held and sub.batch:
+            conn.push(encode(batch_msg(symbol, [json.loads(f) for _, f in held])), "trades")
+        else:
+            for _, frame in held:
                 conn.push(frame, "trades")
-                sub.last = seq
+        sub.last = held[-1][0] if held else sub.last
         sub.held.clear()
         sub.live = True
 
@@ -219,10 +239,16 @@ class Hub:
             page = [e for e in page if e[0] != start]
             if not page:
                 break
+            msgs = []
             for entry_id, fields in page:
                 seq = int(entry_id.split("-")[0])
-                conn.push(encode(trade_msg(symbol, seq, sub.last, fields)), "trades")
+                msgs.append(trade_msg(symbol, seq, sub.last, fields))
                 sub.last, sent = seq, sent + 1
+            if sub.batch:
+                conn.push(encode(batch_msg(symbol, msgs)), "trades")
+            else:
+                for msg in msgs:
+                    conn.push(encode(msg), "trades")
             start = page[-1][0]
         # more than REPLAY_MAX behind: the trades after the replay's last are not all sent (the
         # next one's prev_seq shows where): said, not silent
@@ -230,21 +256,48 @@ class Hub:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, channel: str, symbol: str, frame: str, seq: int | None = None) -> None:
-        now, sent = time.monotonic(), 0
-        for conn in list(self.subs.get((channel, symbol), ())):
-            sub = conn.subs.get((channel, symbol))
+    def publish(self, channel: str, symbol: str, frame: str, seq: int | None = None,
+                trade: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Publish one message: O(1) whoever subscribes; queued to the subscribers by the
+        step's ``flush`` (every caller flushes before it next awaits: a subscriber joining
+        meanwhile could otherwise get a message older than its snapshot)."""
+        self.step_batch.add((channel, symbol), frame, seq, trade)
+
+    def flush(self) -> None:
+        """Queue each (channel, symbol)'s chunk of this step to its live subscribers (one
+        entry each), then kick every connection that got something, once."""
+        if not self.step_batch:
+            return
+        now, kicked = time.monotonic(), set()
+        for key, chunk, trades in self.step_batch.seal():
+            self._fan_out(key, chunk, trades, now, kicked)
+        for conn in kicked:
+            conn.kick()
+
+    def _fan_out(self, key: tuple[str, str], chunk: Chunk, trades: list[dict[str, Any]],
+                 now: float, kicked: set[Conn]) -> None:  # fmt: skip
+        """One chunk to every subscriber of ``key``: a batch subscriber gets the step's
+        trades as one message; a trades replay in progress holds them for its end."""
+        channel, symbol = key
+        batch, sent, bytes_out = None, 0, 0
+        for conn in list(self.subs.get(key, ())):
+            sub = conn.subs.get(key)
             if sub is None:
                 continue
             if not sub.live:
-                if channel == "trades" and seq is not None:
-                    sub.held.append((seq, frame))
+                if channel == "trades":
+                    pairs = zip(chunk.seqs, chunk.frames, strict=True)
+                    sub.held.extend((s, f) for s, f in pairs if s is not None)
                 continue
-            if conn.offer(frame, now):
-                sent += conn.counted
-                if seq is not None:
-                    sub.last = seq
-        count(channel, frame, sent)
+            piece = chunk
+            if sub.batch and trades:
+                piece = batch = batch or batch_chunk(symbol, trades)
+            if conn.queue(piece, now):
+                kicked.add(conn)
+                if conn.counted:
+                    sent, bytes_out = sent + len(piece), bytes_out + piece.size
+                sub.last = piece.last if piece.last is not None else sub.last
+        count(channel, sent, bytes_out)
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""
@@ -272,6 +325,7 @@ class Hub:
         if msg["type"] == "snapshot":
             self.snap[symbol] = (feed.seq, frame)
         self.publish("book", symbol, frame, feed.seq)
+        self.flush()
 
     def mark(self, symbol: str) -> None:
         """A book event of ``symbol``: read its book again (one read in flight per pair)."""
@@ -358,14 +412,15 @@ class Hub:
                         self.mark(f["symbol"])
             if self.user is not None:
                 self.user.entries(key, entries)
+        self.flush()  # one fan-out per step
         return n
 
     def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:
         for entry_id, fields in entries:
             seq = int(entry_id.split("-")[0])
-            frame = encode(trade_msg(symbol, seq, self.trade_seq.get(symbol), fields))
+            msg = trade_msg(symbol, seq, self.trade_seq.get(symbol), fields)
             self.trade_seq[symbol] = seq
-            self.publish("trades", symbol, frame, seq)
+            self.publish("trades", symbol, encode(msg), seq, msg)
 
     def heartbeat(self) -> None:
         """One heartbeat to every connection: its counter tells a client one was missed."""
@@ -373,14 +428,33 @@ class Hub:
         frame = encode({"type": "heartbeat", "counter": self.beats,
                         "ts": int(time.time() * 1000)})  # fmt: skip
         now = time.monotonic()
-        count("heartbeat", frame, sum(conn.offer(frame, now) for conn in list(self.conns)))
+        sent = sum(conn.offer(frame, now) for conn in list(self.conns))
+        count("heartbeat", sent, sent * len(frame))
 
 
-def count(channel: str, frame: str, sent: int) -> None:
-    """``sent`` copies of ``frame`` queued: the frames and bytes out, counted once."""
+def first_prevs(lost: Sequence[Sized], keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """For each (channel, symbol) of ``keys`` with a message in ``lost`` (queue entries: a
+    message or a chunk), the ``prev_seq`` of its first one: the last seq the client got."""
+    out: dict[tuple[str, str], Any] = {}
+    for item in lost:
+        for frame in [item] if isinstance(item, str) else item.frames:  # type: ignore[attr-defined]
+            if len(out) == len(keys):
+                return out
+            try:
+                msg = json.loads(frame)
+            except ValueError:
+                continue
+            key = (msg.get("channel"), msg.get("symbol")) if isinstance(msg, dict) else None
+            if key in keys and key not in out and "prev_seq" in msg:
+                out[key] = msg["prev_seq"]  # type: ignore[index]
+    return out
+
+
+def count(channel: str, sent: int, bytes_out: int) -> None:
+    """``sent`` frames of ``bytes_out`` bytes queued: the frames and bytes out, counted once."""
     if sent:
         m.FRAMES.labels(channel).inc(sent)
-        m.BYTES.labels(channel).inc(sent * len(frame))
+        m.BYTES.labels(channel).inc(bytes_out)
 
 
 def trade_msg(symbol: str, seq: int, prev: int | None, f: Mapping[str, str]) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 stable code (pure: never raises on input).
 
 ``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker",
-"symbol": "BTC-USD", "from_seq": 123, "id": <echoed>}``; ``{"op": "markets"}``;
+"symbol": "BTC-USD", "from_seq": 123, "batch": true, "id": <echoed>}``; ``{"op": "markets"}``;
 ``{"op": "ping"}``. ``resync`` is ``subscribe`` again: a fresh book snapshot, or trades from
-``from_seq`` (exclusive).
+``from_seq`` (exclusive). ``batch`` (trades only): each step's trades in one message.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Request:
     symbol: str | None = None
     from_seq: int | None = None
     id: Any = None
+    batch: bool = False
 
 
 class Refused(ValueError):
@@ -88,4 +89,9 @@ def parse(raw: str | bytes, symbols: Container[str]) -> Request:
         raise Refused(BAD_MESSAGE, "from_seq must be an integer >= 0", rid)
     if since is not None and channel != "trades":
         raise Refused(BAD_MESSAGE, "from_seq is for the trades channel", rid)
-    return Request(op, channel, symbol, since, rid)
+    batch = obj.get("batch", False)
+    if type(batch) is not bool:
+        raise Refused(BAD_MESSAGE, "batch must be true or false", rid)
+    if batch and channel != "trades":
+        raise Refused(BAD_MESSAGE, "batch is for the trades channel", rid)
+    return Request(op, channel, symbol, since, rid, batch)

@@ -39,7 +39,8 @@ from shardex.gateway.page import Page
 from shardex.gateway.rest import Rest
 from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
-from shardex.gateway.wsframe import FrameCache, drain_into
+from shardex.gateway.wsframe import FrameCache
+from shardex.gateway.wswriter import Flusher, Writer
 from shardex.layout import Layout
 from shardex.redisauth import mask_url, resolve_url
 from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
@@ -79,6 +80,7 @@ class Gateway:
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
         self.frames = FrameCache()  # every client's frames, built once
+        self.flusher = Flusher()  # every kicked connection written once per step
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -163,7 +165,9 @@ class Gateway:
         self.hub.conns.add(conn)
         m.CONNECTS.inc()
         m.CONNECTIONS.set(len(self.hub.conns))
-        writer = asyncio.get_running_loop().create_task(self.write(ws, conn, request))
+        out = Writer(ws, conn, request, self.frames, self.flusher)
+        conn.kick = out.kick  # type: ignore[method-assign] # (a step's flush writes at once)
+        writer = asyncio.get_running_loop().create_task(out.run())
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -176,21 +180,6 @@ class Gateway:
             self.hub.conns.discard(conn)
             m.CONNECTIONS.set(len(self.hub.conns))
         return ws
-
-    async def write(self, ws: web.WebSocketResponse, conn: Conn, request: web.Request) -> None:
-        """Send the connection's queue in order, many frames per write (``wsframe``); the
-        only writer of its frames. While the kernel buffer is full the transport pauses and
-        this waits (as ``send_str`` does): the queue fills and the client falls behind."""
-        transport, protocol = request.transport, request.protocol
-        try:
-            while not ws.closed and transport is not None and not transport.is_closing():
-                if not drain_into(conn.outbox, self.frames, transport):
-                    conn.wake.clear()
-                    await conn.wake.wait()
-                elif protocol.writing_paused:
-                    await protocol._drain_helper()  # (aiohttp's own writer waits the same way)
-        except (ConnectionError, RuntimeError):
-            pass
 
     async def handle(self, conn: Conn, raw: str | bytes) -> None:
         """One client message: act on it or answer a JSON error; never raises."""
@@ -217,7 +206,8 @@ class Gateway:
             conn.control(error(TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_SUBS} subscriptions", req.id))
         else:
             try:
-                await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack)
+                await self.subscribe(conn, req.channel or "", req.symbol or "", req.from_seq, ack,
+                                     req.batch)  # fmt: skip
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("subscribe %s %s: %s", req.channel, req.symbol, exc)
                 self.hub.remove(conn, req.channel or "", req.symbol or "")  # (a half replay)
@@ -225,7 +215,7 @@ class Gateway:
                                    req.id))  # fmt: skip
 
     async def subscribe(self, conn: Conn, channel: str, symbol: str, since: int | None,
-                        ack: dict[str, Any]) -> None:  # fmt: skip
+                        ack: dict[str, Any], batch: bool = False) -> None:  # fmt: skip
         """Subscribe (again: a resync): a book gets the current snapshot, trades resume
         from ``since`` or start live, a ticker starts with the next second's."""
         conn.control(ack)
@@ -236,7 +226,7 @@ class Gateway:
         if channel == "book":
             await self.hub.subscribe_book(conn, symbol)
         elif channel == "trades":
-            await self.hub.subscribe_trades(conn, symbol, since)
+            await self.hub.subscribe_trades(conn, symbol, since, batch)
         else:
             self.hub.add(conn, Sub("ticker", symbol))
 
@@ -268,6 +258,7 @@ class Gateway:
         msg = {"channel": "ticker", **t.to_json(), "bid": best["bids"], "ask": best["asks"],
                "seq": top.get("seq")}  # fmt: skip
         self.hub.publish("ticker", symbol, encode(msg))
+        self.hub.flush()
 
     async def streams(self) -> None:
         """The hub's XREAD loop; Redis errors: a pause (growing to 5 s), then on."""

@@ -49,13 +49,19 @@ class FrameCache:
 
 
 def drain_into(outbox: Outbox, cache: FrameCache, transport: Any) -> int:
-    """Write up to ``WRITE_MAX`` queued frames in one ``transport.write``; the count."""
-    parts = []
-    while len(parts) < WRITE_MAX:
+    """Write about ``WRITE_MAX`` queued frames in one ``transport.write`` (a step's chunk
+    goes whole: its bytes are built once, for every subscriber); the count."""
+    parts, n = [], 0
+    while n < WRITE_MAX:
         msg = outbox.take()
         if msg is None:
             break
-        parts.append(cache.wire(msg))
+        if isinstance(msg, str):
+            parts.append(cache.wire(msg))
+            n += 1
+        else:
+            parts.append(msg.wire)  # type: ignore[attr-defined]
+            n += len(msg)
     if parts:
-        transport.write(b"".join(parts))
-    return len(parts)
+        transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    return n

@@ -86,7 +86,8 @@ def _values(plan: Plan, j: int, r: int | None) -> dict[str, Any]:
     }
     if r is not None:
         values.update(role="auto", replica=r, redis_url=plan.lease_url,
-                      repl=lay.account_repl(j, r), durability=plan.durability)  # fmt: skip
+                      repl=lay.account_repl(j, r), durability=plan.durability,
+                      lease_ms=plan.lease_ms)  # fmt: skip
     if plan.data_dir:
         values.update(data_dir=plan.data_dir, fsync=plan.fsync)
     return values

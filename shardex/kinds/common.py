@@ -7,6 +7,7 @@ import click
 from shardex.kinds.checks import endpoint_cb
 from shardex.kinds.spec import Opt
 from shardex.layout import DEFAULT_BASE_PORT
+from shardex.leasetime import DEFAULT_LEASE_MS, MAX_LEASE_MS, MIN_LEASE_MS
 
 MARKETS = Opt(
     "--markets",
@@ -87,6 +88,16 @@ DURABILITY = Opt(
     "once the in-sync standby has the batch durably, the leader's own fsync after (survives "
     "the loss of one machine); both: after both (docs/durability.md).",
 )
+LEASE_MS = Opt(
+    "--lease-ms",
+    type=click.IntRange(MIN_LEASE_MS, MAX_LEASE_MS),
+    default=DEFAULT_LEASE_MS,
+    show_default=True,
+    envvar="SHARDEX_LEASE_MS",
+    help="With replicas: the leader lease's ttl (renewed every ttl*3/16). Shorter: a faster "
+    "failover after a crash, but a leader whose renewals stall longer than ttl*0.95 - "
+    "renew hands over although alive (docs/failover.md, \"Choosing the lease ttl\").",
+)
 CLUSTER_DATA_DIR = Opt(
     "--data-dir",
     envvar="SHARDEX_DATA_DIR",
@@ -114,6 +125,7 @@ def replica_options(journal: str, lease: str) -> tuple[Opt, ...]:
         Opt("--redis-url", help="With --role auto: the store of the lease: a Redis URL, or "
             "etcd://HOST:PORT,HOST:PORT for an etcd cluster (docs/coordination.md)."),
         DURABILITY,
+        LEASE_MS,
         Opt(
             "--repl", callback=endpoint_cb,
             help="With --role auto: bind endpoint for replication when leading [layout]; the "

@@ -123,7 +123,7 @@ def _values(plan: Plan, i: int, r: int | None) -> dict[str, Any]:
     }
     if r is not None:
         values.update(role="auto", replica=r, redis_url=plan.lease_url, repl=lay.repl(i, r),
-                      durability=plan.durability)  # fmt: skip
+                      durability=plan.durability, lease_ms=plan.lease_ms)  # fmt: skip
     if plan.data_dir:
         values.update(data_dir=plan.data_dir, fsync=plan.fsync)
     if plan.pub_hwm:

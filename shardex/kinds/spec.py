@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from shardex.layout import Layout
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.redisauth import user_url
 
 
@@ -106,6 +107,7 @@ class Plan:
     # ``shardex up --coord URL``: the replicas' leases in this store (``etcd://h:p,h:p``)
     # instead of the cluster's Redis (``shardex.coord``)
     coord: str | None = None
+    lease_ms: int = DEFAULT_LEASE_MS  # with replicas: the leases' ttl (``--lease-ms``)
 
     @property
     def security(self) -> dict[str, Any]:

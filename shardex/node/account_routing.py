@@ -29,9 +29,14 @@ def place_write(h: Any, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
     pmap = parse(wire, None)
     if pmap is None:
         return read_error(MALFORMED, "place: expected (op, placement map)")
-    if machine.engines is not None and pmap.shards != machine.engines:
+    # (the engine shards this process has links to, opened at its start: a map over more
+    # waits for the restart that links them; without the node's count, the map it routes by)
+    links = getattr(h, "engine_links", None)
+    if links is None:
+        links = h.place_due.shards if h.place_due is not None else machine.engines
+    if links is not None and pmap.shards != links:
         return read_error(INVALID, f"place: a map of {pmap.shards} engine shards, not "
-                          f"{machine.engines}")  # fmt: skip
+                          f"{links}")  # fmt: skip
     if newer(machine, pmap):
         h.journal_apply(place_command(pmap), out)
     return {"placement": machine.placement.version}

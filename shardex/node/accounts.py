@@ -42,6 +42,7 @@ from shardex.datadir import check_routing
 from shardex.engine import Market
 from shardex.journal import Journal, JournalUnavailable
 from shardex.layout import LINK_REPLICAS
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.metrics import serve
 from shardex.net import ZMQ, Transport
 from shardex.net.recv import messages, requests
@@ -89,6 +90,7 @@ class AccountsConfig:
     journal_dir: str | None = None
     fsync: str = "batch"
     durability: str = "both"  # a replicated leader's release rule (``leader.DURABILITY``)
+    lease_ms: int = DEFAULT_LEASE_MS  # a replica's lease ttl (``--lease-ms``, ``leasetime``)
     snapshot_every: int = field(default_factory=snapshot_every_default)
     snapshot_interval: float = field(default_factory=snapshot_interval_default)
     metrics_port: int | None = None
@@ -154,6 +156,7 @@ class AccountNode(ForwardLink, SequencedNode):
         self.handler.new_batch()
         # (the map it starts with goes to the journal before its first write, if newer)
         self.handler.place_due = due(machine, cfg.placement or initial(cfg.engines))
+        self.handler.engine_links = cfg.engines  # (the live maps it may take: account_routing)
         self.machine = machine
         self.published = machine.seq  # events up to here are journaled (and were published)
         self.out: list[tuple] = []

@@ -15,7 +15,7 @@ from shardex.auth import KeyStore
 from shardex.coord.skew import check_store_clock
 from shardex.health import HEALTH, standby_probe
 from shardex.journal import OS_DISK, Disk, Journal
-from shardex.lease import Connect, Lease, LeaseLost, check_access, connect
+from shardex.lease import Connect, Lease, LeaseLost, LeaseTiming, check_access, connect
 from shardex.node.failstop import JournalFailStop
 from shardex.node.leader import Replicator
 from shardex.node.rejoin import cut_before_recovery, snapshot_cadence
@@ -81,7 +81,8 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     key = None
     if cfg.keys_dir:
         key = KeyStore(cfg.keys_dir).process_key(f"{role}-{cfg.index}", role, cfg.index)
-    lease = Lease(r, cfg.index, node, repl_advertised,
+    timing = LeaseTiming.of(cfg.lease_ms)
+    lease = Lease(r, cfg.index, node, repl_advertised, timing.ttl_ms, timing.renew_ms,
                   name=None if role == "shard" else f"{role}-{cfg.index}")  # fmt: skip
     journal, engine = recover_replica(cfg, machine, check, lease=lease)
     stop = StopFlag.install()

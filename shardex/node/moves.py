@@ -139,9 +139,9 @@ def place(core: Any, cmd: tuple) -> dict[str, Any]:
         new = PlacementMap.from_wire(cmd[1] if len(cmd) == 2 else None)
     except (ValueError, TypeError) as exc:
         return read_error(MALFORMED, f"place: {exc}"[:200])
-    if new.shards != core.shards and (core.accounts or not core.index < new.shards):
-        # (without the account tier the count follows the map: shardex reshard starts and
-        # stops shard processes; with it the forward chains fix it)
+    if new.shards != core.shards and not core.index < new.shards:
+        # (the count follows the map: shardex reshard starts and stops shard processes; with
+        # the account tier the map is journaled, so a replay judges forwards by the same one)
         return read_error(INVALID, f"place: a map of {new.shards} shards, not {core.shards}")
     before = core.placement.version
     core.set_placement(new)

@@ -65,12 +65,15 @@ class HelloChecks:
 
     def _engine_slot_ok(self, i: int, n: int, info: dict[str, Any]) -> bool:
         """Whether engine shard ``i`` of ``n`` (as it was started) names a slot. With the
-        account tier the count is fixed: ``n`` must be this router's. Without it the slots
-        follow the newest placement map (``router_resize``): a shard started before a count
-        change still says its old ``n``, and a new shard's HELLO carries the map that adds
-        its slot."""
+        account tier the count is fixed: ``n``, or the count of the map the shard routes by (a
+        shard started before ``shardex reshard`` grew the tier, which restarts the routers),
+        must be this router's. Without it the slots follow the newest placement map
+        (``router_resize``): a shard started before a count change still says its old ``n``,
+        and a new shard's HELLO carries the map that adds its slot."""
         if self.accounts:
-            return n == self.shards and 0 <= i < self.shards
+            placed = info.get("placement")
+            mapped = isinstance(placed, dict) and placed.get("shards") == self.shards
+            return (n == self.shards or mapped) and 0 <= i < self.shards
         if not 0 <= i < n:
             return False
         if i >= self.shards and "placement" in info:

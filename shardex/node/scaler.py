@@ -51,17 +51,20 @@ class Scaler:
     def __init__(
         self, sup: Supervisor, data_dir: str | Path, shards: int,
         children_for: Callable[[int], list[Child]], on_resized: Callable[[int], None],
-        refusal: str | None = None,
+        refusal: str | None = None, relink: Callable[[str], bool] | None = None,
     ) -> None:  # fmt: skip
         """``children_for(n)``: the cluster's children for ``n`` engine shards (in start
         order); ``on_resized(n)``: called once ``n`` shards run (the endpoints file);
-        ``refusal``: why this cluster cannot change its count (None: it can)."""
+        ``refusal``: why this cluster cannot change its count (None: it can); ``relink``:
+        the children (by name) restarted on a grow, and whose presence refuses a shrink (with
+        the account tier: see ``_resize``)."""
         self.sup = sup
         self.root = Path(data_dir)
         self.shards = shards
         self.children_for = children_for
         self.on_resized = on_resized
         self.refusal = refusal
+        self.relink = relink
         self._next = 0.0
         self._seen: tuple[int, int, int] | None = None
         self._answered: set[str] = set()
@@ -135,8 +138,13 @@ class Scaler:
         if not found:
             raise ControlError("no_child", f"this cluster runs no {name}")
         log.info("restarting %s (asked by shardex reshard)", name)
-        self.sup.stop_children(found)
-        for c in found:
+        self._restart_all(found)
+
+    def _restart_all(self, children: list[Child]) -> None:
+        """Stop ``children`` (SIGTERM: each snapshots on the way out); the supervisor's loop
+        starts each again at once, with its current command line."""
+        self.sup.stop_children(children)
+        for c in children:
             c.proc, c.next_start = None, 0.0
 
     def _resize(self, n: int) -> None:
@@ -151,6 +159,12 @@ class Scaler:
             have = "none" if stored is None else f"one over {stored.shards} shard(s)"
             raise ControlError("placement", f"the data dir's placement map is {have}, not over "
                                f"{n}: shardex reshard writes it before asking")  # fmt: skip
+        relinked = [c for c in self.sup.children if self.relink is not None and
+                    self.relink(c.name)] if n != self.shards else []  # fmt: skip
+        if relinked and n < self.shards:
+            raise ControlError("unsupported", "with the account tier the engine shard "
+                               "processes are not stopped (their forward chains would end with "
+                               "forwards in flight): emptied shards stay up, idle")  # fmt: skip
         new = self.children_for(n)
         wanted = {c.name for c in new}
         gone = [c for c in self.sup.children if c.name not in wanted]
@@ -171,6 +185,10 @@ class Scaler:
                 c.start()
         self.sup.children = merged
         self.shards = n
+        if relinked:  # (their links are opened at start: restarted with the new count)
+            log.info("restarting %s: they link to %d engine shards now",
+                     ", ".join(c.name for c in relinked), n)  # fmt: skip
+            self._restart_all(relinked)
         self.on_resized(n)
 
 

@@ -26,6 +26,7 @@ from shardex.datadir import check_routing
 from shardex.engine import Engine, Market, implementation
 from shardex.engine.codes import Event
 from shardex.journal import Journal, JournalUnavailable
+from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.metrics import ShardCollector, serve
 from shardex.net import ZMQ, Transport
 from shardex.net.recv import messages, requests
@@ -93,6 +94,7 @@ class ShardConfig:
     journal_dir: str | None = None  # None: in-memory only (state lost on crash)
     fsync: str = "batch"  # always | batch | none
     durability: str = "both"  # a replicated leader's release rule (``leader.DURABILITY``)
+    lease_ms: int = DEFAULT_LEASE_MS  # a replica's lease ttl (``--lease-ms``, ``leasetime``)
     # journaled commands between snapshots, and seconds between snapshots when something
     # changed: together they bound a restart's replay (``shardex.recovery``)
     snapshot_every: int = field(default_factory=snapshot_every_default)

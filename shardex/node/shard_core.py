@@ -137,10 +137,10 @@ class ShardCore:
 
     def set_placement(self, placement: PlacementMap) -> None:
         """Route by ``placement`` from now on (an older version than the one held is ignored).
-        Without the account tier a newer map may change the shard count (``shardex reshard``
-        starting or stopping shard processes); with it the count is fixed."""
+        A newer map may change the shard count (``shardex reshard`` starting or stopping shard
+        processes; with the account tier the map is journaled: ``journal_place``)."""
         count = placement.shards != self.shards
-        if count and (self.accounts or not self.index < placement.shards):
+        if count and not self.index < placement.shards:
             raise ValueError(f"placement map of {placement.shards} shards, not {self.shards}")
         if placement.version >= self.placement.version:
             self.placement = placement
@@ -303,7 +303,8 @@ class ShardCore:
         judges the command (shape, account of shard ``j``, symbol of this shard): one it
         refuses is rejected and settled back to ``j`` (the hold is released there), with an
         ALERT here since only a misconfigured cluster or a bug sends such a forward."""
-        if edge_command(cmd)[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
+        checked = edge_command(cmd)
+        if checked[0] == OP_REJECT and len(packb(cmd)) > MAX_FORWARD_BYTES:
             # journal a bounded stand-in (still refused and settled), never megabytes
             cmd = tuple(_at(cmd, i) if type(_at(cmd, i)) in (int, str) else None
                         for i in range(4))  # fmt: skip
@@ -313,11 +314,14 @@ class ShardCore:
             self.stamp(out)
         engine = self.engine
         before = engine.seq
-        refusals = getattr(engine, "refusals", 0)
+        refusals = engine.refusals
         start = len(out)
+        # of the wire's shape (passed unchanged): the engine's refusal need not check it again
+        engine.vetted = cmd if checked is cmd else None
         engine.apply(rec, out)
+        engine.vetted = None
         self.journal.add(before, rec)
-        if getattr(engine, "refusals", 0) != refusals:
+        if engine.refusals != refusals:
             self.internal_errors += 1
             reason = out[-1][4] if len(out) > start else "?"
             log.error("ALERT account shard %d forwarded a command this shard refuses (%s): "

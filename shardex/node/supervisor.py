@@ -155,11 +155,17 @@ def build_children(
     whose lease lives in that Redis; 1: one process each. ``mm``: also the market maker;
     ``without``: optional kinds left out (``shardex.kinds.OPTIONAL``); ``coord``: the leases'
     store when not that Redis (``etcd://h:p,h:p``)."""
-    if replicas > 1 and ((redis is None and not coord) or data_dir is None):
+    return children_of(Plan(layout, markets_file, max_backlog, pin, log_level, data_dir, fsync,
+                            redis, pub_hwm, keys_dir, replicas, mm=mm, without=without,
+                            coord=coord))  # fmt: skip
+
+
+def children_of(plan: Plan) -> list[Child]:
+    """The processes of ``plan``'s cluster, in start order: every choice of the plan
+    (``--durability``, ``--lease-ms`` too) reaches the children."""
+    if plan.replicas > 1 and ((plan.redis is None and not plan.coord) or plan.data_dir is None):
         raise ValueError("--replicas 2 needs Redis or --coord (for the lease) and a data dir")
-    plan = Plan(layout, markets_file, max_backlog, pin, log_level, data_dir, fsync, redis,
-                pub_hwm, keys_dir, replicas, mm=mm, without=without, coord=coord)  # fmt: skip
-    exe = [sys.executable, "-m", "shardex.cli", "--log-level", log_level]
+    exe = [sys.executable, "-m", "shardex.cli", "--log-level", plan.log_level]
     return [
         Child(spawn.name, spawn.argv or [*exe, *kind.argv(spawn.values)], drop=spawn.drop,
               first=spawn.stop_first)  # fmt: skip

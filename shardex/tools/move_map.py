@@ -11,6 +11,8 @@ leases, or the data dir), and to the shards, which take only a newer map than th
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from shardex.placement.core import PlacementMap
@@ -62,10 +64,10 @@ class MapPublisher:
     async def apply(self, seen: PlacementMap | None, change: Any, first: int = 0,
                     accounts: int = 0) -> PlacementMap | None:  # fmt: skip
         """``change(map) -> map`` over the newest map known (the store's, or ``seen``: the
-        shards' newest), stored and sent to account shards ``0..accounts-1``, then to every
-        engine shard (shard ``first`` first: its HELLO is the one routers learn the map from
-        soonest); the map now in force. Account shards first: once routers send the pair's
-        cancels to the new shard, its new orders and amends go there too."""
+        shards' newest), stored and sent to account shards ``0..accounts-1`` (together), then
+        to every engine shard (together, shard ``first`` first: its HELLO is the one routers
+        learn the map from soonest); the map now in force. Account shards first: once routers
+        send the pair's cancels to the new shard, its new orders and amends go there too."""
         new = None
         for _ in range(_RACES):
             stored = self.store.load() if self.store is not None else None
@@ -81,8 +83,16 @@ class MapPublisher:
         else:
             raise RuntimeError("the placement store changed under the mover 5 times")
         if new is not None:
-            for j in range(accounts):
-                await ask_account(self.client, j, (OP_PLACE, new.to_wire()))
-            for i in sorted(range(self.shards), key=lambda i: i != first):
-                await ask(self.client, i, (OP_PLACE, new.to_wire()))
+            wire = (OP_PLACE, new.to_wire())
+            await _all(ask_account(self.client, j, wire) for j in range(accounts))
+            order = sorted(range(self.shards), key=lambda i: i != first)
+            await _all(ask(self.client, i, wire) for i in order)
         return new
+
+
+async def _all(asks: Iterable[Awaitable[Any]]) -> None:
+    """Await ``asks`` together (one round trip for all, not one each: the publish is inside
+    the moved pair's pause); the first ``MoveError`` once every one has answered."""
+    for res in await asyncio.gather(*asks, return_exceptions=True):
+        if isinstance(res, BaseException):
+            raise res

@@ -20,6 +20,7 @@ continues where the cluster stands:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,26 +105,23 @@ async def move_pair(
             seen = m
             say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
         t1 = time.perf_counter()
-        ev = _event(await ask(client, step.shard, (OP_HANDOFF, symbol, target)), EV_MOVED)
+        ev, state = await _hand_off(client, symbol, step.shard, target)
         done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
         say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
             f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]}; "
             f"{_ms(t1)})")
-        step = Step(ADOPT, target, step.shard, ev[EV_SEQ])
+        step = Step(ADOPT, target, step.shard, ev[EV_SEQ], state)
     if step.kind == ADOPT:
         t1 = time.perf_counter()
-        # the state as one compressed blob, passed on as it came (``shardex.wire.movestate``)
-        source = await ask(client, step.source, (OP_PAIR, symbol, PACKED))
-        if source.get("at") != step.at or source.get("where") != "moved":
-            raise MoveError(f"{symbol}: shard {step.source} changed under the mover: {source}")
-        state = source.get("state_packed")
-        if state is None:  # (a shard from before the blob: the state as a map)
-            state = (await ask(client, step.source, (OP_PAIR, symbol, True))).get("state")
+        state = step.state if isinstance(step.state, bytes) else None
+        if state is None:
+            state = await _read_state(client, symbol, step)
+        read = _ms(t1)
         res = await _adopt(client, target, (OP_ADOPT, symbol, step.source, step.at), state)
         if res:
             ev = _event(res, EV_ADOPTED)
             say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
-                f"{step.source}'s hand-off at seq {step.at}; {_ms(t1)})")
+                f"{step.source}'s hand-off at seq {step.at}, read in {read}; {_ms(t1)})")
     t1 = time.perf_counter()
     m = await maps.apply(seen, lambda b: finished(b, symbol, target), first=target,
                          accounts=client.accounts)  # fmt: skip
@@ -131,6 +129,39 @@ async def move_pair(
     say(f"{symbol}: shard {target} owns it; {where} ({_ms(t1)})")
     done["seconds"] = round(time.perf_counter() - t0, 4)
     return done
+
+
+async def _hand_off(client: AsyncClient, symbol: str, source: int,
+                    target: int) -> tuple[tuple, bytes | None]:  # fmt: skip
+    """The hand-off on ``source``, with the read of the state it takes sent right behind it:
+    its ``EV_MOVED`` event and the state's blob (None when the read did not show it: asked
+    again by ``_read_state``). The shard answers a read only once the writes before it are
+    durable, so the state comes back in the hand-off's round trip, never before it is
+    journaled; a read that overtook the hand-off shows no state and costs nothing."""
+    handoff = ask(client, source, (OP_HANDOFF, symbol, target))
+    read = ask(client, source, (OP_PAIR, symbol, PACKED))
+    res: Any
+    view: Any
+    res, view = await asyncio.gather(handoff, read, return_exceptions=True)
+    if isinstance(res, BaseException):
+        raise res
+    ev = _event(res, EV_MOVED)
+    ok = isinstance(view, dict) and view.get("where") == "moved" and view.get("at") == ev[EV_SEQ]
+    state = view.get("state_packed") if ok and isinstance(view, dict) else None
+    return ev, state if isinstance(state, bytes) else None
+
+
+async def _read_state(client: AsyncClient, symbol: str, step: Step) -> Any:
+    """The state of the hand-off ``step`` names, read back from its source (which keeps it):
+    one blob, passed on as it came (``shardex.wire.movestate``); a map from a shard that
+    predates the blob."""
+    source = await ask(client, step.source, (OP_PAIR, symbol, PACKED))
+    if source.get("at") != step.at or source.get("where") != "moved":
+        raise MoveError(f"{symbol}: shard {step.source} changed under the mover: {source}")
+    state = source.get("state_packed")
+    if state is None:  # (a shard from before the blob: the state as a map)
+        state = (await ask(client, step.source, (OP_PAIR, symbol, True))).get("state")
+    return state
 
 
 async def _adopt(client: AsyncClient, target: int, head: tuple, state: Any) -> Any:

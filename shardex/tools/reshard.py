@@ -7,11 +7,12 @@ records as in progress is finished first, every step of a move is decided from w
 say now, and pairs already where they belong are not touched. One move at a time keeps each
 pair's pause short and the rest of the cluster serving.
 
-Shard processes: on a cluster ``shardex up`` supervises (``sup``) and without the account
-tier, growing past the running count first starts the new shard processes and shrinking stops
-the emptied ones after the moves (``shardex.tools.scale``). Elsewhere (honcho, systemd, the
-account tier, whose forward chains are per engine shard) the process count changes with a
-restart, and ``reshard`` spreads the pairs over N of the R running processes.
+Shard processes: on a cluster ``shardex up`` supervises (``sup``), growing past the running
+count first starts the new shard processes (with the account tier the supervisor also restarts
+the account shards and routers, which link to the engine shards at start) and, without the
+account tier, shrinking stops the emptied ones after the moves (``shardex.tools.scale``).
+Elsewhere (honcho, systemd) the process count changes with a restart, and ``reshard`` spreads
+the pairs over N of the R running processes; with the account tier emptied shards stay up.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ async def reshard(
         store = DirStore(sup.data_dir)
     pmap, symbols = await current(client, store)
     running = sup.shards if sup is not None else pmap.shards
-    # (a map already over n with fewer processes: a grow stopped before the supervisor's step)
-    if not client.accounts and (n > pmap.shards or sup is not None and running < n):
+    # (a map already over n with fewer processes: a grow stopped before the supervisor's step;
+    # with the account tier only under shardex up, which restarts what links to the shards)
+    grow = n > pmap.shards or sup is not None and running < n
+    if grow and (sup is not None or not client.accounts):
         if sup is None:
             raise ReshardError(scale.not_supervised(n, pmap.shards))
         if dry_run:
@@ -67,6 +70,14 @@ async def reshard(
         else:
             await scale.grow(client, sup, pmap, symbols, n, say)
             pmap, symbols = await current(client, store)
+    elif sup is not None and not dry_run:
+        # (a grow killed after its request: the supervisor started the shards, which may still
+        # be recovering; the moves wait for them as the grow would have. The router serves
+        # the map's count: below the processes' after a shrink killed before its stop.)
+        serving = min(running, pmap.shards)
+        await scale.registered(client, serving, say)
+        if client.accounts:
+            await scale.relinked(client, serving, set(), say)
     p = plan(pmap, symbols, n)
     for line in describe(p):
         say(line)

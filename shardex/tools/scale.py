@@ -6,12 +6,16 @@ Grow (N above the running count R), before the moves:
      stored in the data dir and sent to the running shards (their HELLOs carry it to the
      routers, which add slots R..N-1: ``node.router_resize``);
   2. the supervisor is asked for N shards (``shardex.scalectl``) and starts R..N-1;
-  3. wait until every router serves N registered shards; the bridge is restarted so it
-     subscribes to the new shards' events.
+  3. wait until every router serves N registered shards (with the account tier the
+     supervisor restarts the account shards, which open one forward link per engine shard at
+     start, and the routers, which keep the account shards' slots after the engine shards':
+     wait until each account shard links to all N). The bridge needs no restart: it
+     asks the router for the shard count every second and follows the new shards from what
+     Redis holds for them (``shardex.node.bridge.follow``).
 Shrink (N below R), after the moves emptied shards N..R-1:
   1. the map over N (``placement.scale.shrunk``: refused while a pair is still there), stored
      and sent to shards 0..N-1 (the routers drop slots N..);
-  2. the supervisor stops shards N..R-1; the bridge is restarted.
+  2. the supervisor stops shards N..R-1; the bridge lets each go once its events are written.
 
 Every step is decided from what the data dir, the map and the router say now, so a reshard
 killed at any point is run again and goes on (a map already grown is not grown again, a
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shardex import endpoints
-from shardex.client import AsyncClient
+from shardex.client import AsyncClient, ShardexError
 from shardex.placement.core import PlacementMap
 from shardex.placement.scale import grown, shrunk
 from shardex.placement.store import DirStore
@@ -89,10 +93,11 @@ async def grow(
     m = await pub.apply(pmap, lambda b: grown(b, symbols, n))
     if m is not None:
         say(f"  placement v{m.version}: {m.shards} shards, every pair pinned where it is")
+    before = await _account_pids(client) if client.accounts else set()
     await request(sup, {"op": "shards", "shards": n}, say)
     await registered(client, n, say)
-    if sup.bridge:
-        await request(sup, {"op": "restart", "name": "bridge"}, say)
+    if client.accounts:
+        await relinked(client, n, before, say)
 
 
 async def shrink(
@@ -107,8 +112,6 @@ async def shrink(
         say(f"  placement v{m.version}: {m.shards} shard(s)")
     await request(sup, {"op": "shards", "shards": n}, say)
     await registered(client, n, say)
-    if sup.bridge:
-        await request(sup, {"op": "restart", "name": "bridge"}, say)
 
 
 async def request(sup: Supervised, body: dict[str, Any], say: Say) -> dict[str, Any]:
@@ -149,7 +152,11 @@ async def registered(client: AsyncClient, n: int, say: Say) -> None:
     deadline = time.monotonic() + REGISTER_S
     last = None
     while time.monotonic() < deadline:
-        info = await client.topology()
+        try:
+            info = await client.topology()
+        except ShardexError:  # (a router restarting: with the account tier, a grow does)
+            await asyncio.sleep(0.2)
+            continue
         slots = info.get("topology", []) if isinstance(info, dict) else []
         up = sum(1 for t in slots if t.get("pid"))
         if info.get("shards") == n and up == n:
@@ -160,3 +167,31 @@ async def registered(client: AsyncClient, n: int, say: Say) -> None:
             say(f"  waiting: the router serves {up} of {info.get('shards')} shard slot(s)")
         await asyncio.sleep(0.2)
     raise MoveError(f"the router did not serve {n} engine shards within {REGISTER_S:.0f} s")
+
+
+async def _account_pids(client: AsyncClient) -> set[int]:
+    """The pids of the account shard processes the router knows now."""
+    info = await client.topology()
+    return {t["pid"] for t in info.get("account_topology") or () if t.get("pid")}
+
+
+async def relinked(client: AsyncClient, n: int, before: set[int], say: Say) -> None:
+    """With the account tier: wait until every account shard runs a process started by the
+    grow (a pid not in ``before``: the supervisor restarts them with links to ``n`` engine
+    shards) that has heard from each of the ``n`` on its link."""
+    deadline = time.monotonic() + REGISTER_S
+    while time.monotonic() < deadline:
+        try:
+            info = await client.topology()
+            pids = [t.get("pid") for t in info.get("account_topology") or ()]
+            if pids and all(p and p not in before for p in pids):
+                linked = [list(st.get("engines_linked", ())) for st in
+                          await client.account_status()]  # fmt: skip
+                if len(linked) == len(pids) and all(x == list(range(n)) for x in linked):
+                    say(f"  every account shard links to the {n} engine shard(s)")
+                    return
+        except ShardexError:  # (a router or an account shard restarting)
+            pass
+        await asyncio.sleep(0.2)
+    raise MoveError(f"the account shards did not link to {n} engine shards within "
+                    f"{REGISTER_S:.0f} s")  # fmt: skip

@@ -23,7 +23,7 @@ CONTRACT = {
     18: "would_trigger", 19: "untriggered", 20: "expired",
     25: "market_halted", 26: "cancel_only", 27: "delisted", 28: "price_band",
     29: "order_too_large", 30: "account_restricted", 31: "unit_conflict", 32: "order_too_small",
-    40: "not_perp",
+    40: "not_perp", 41: "insufficient_margin", 42: "reduce_only_rejected", 43: "no_mark",
 }  # fmt: skip
 
 
@@ -77,7 +77,7 @@ def test_table_is_consistent() -> None:
     # dense up to 20; the numbers after it are allocated in ranges (20-24: expiring orders,
     # 25-34: markets at runtime, 40-49: perpetual-futures markets)
     assert [n for n in codes.TABLE if n < 21] == list(range(21))
-    assert [n for n in codes.TABLE if 21 <= n < codes.EVENT_MAX] == [*range(25, 33), 40]
+    assert [n for n in codes.TABLE if 21 <= n < codes.EVENT_MAX] == [*range(25, 33), *range(40, 44)]
     assert {row.band for row in codes.TABLE.values()} == set(codes.BANDS)
 
 

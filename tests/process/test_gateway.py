@@ -279,6 +279,41 @@ def test_a_restarted_gateway_loses_no_trade_for_a_client_that_resumes(cluster: C
     asyncio.run(run())
 
 
+def test_a_batch_trades_client_gets_the_same_trades_and_chain_in_fewer_messages(
+    cluster: Cluster,
+) -> None:
+    """``"batch": true`` (docs/gateway.md#batched-trades) through the real gateway: the trades
+    a plain subscriber gets one by one arrive in batch messages whose prev_seq/seq chain is
+    the same chain."""
+    url = _url(cluster)
+
+    async def run() -> None:
+        await until(lambda: _healthy(url), 60, "the gateway is up")
+        async with (AsyncClient(cluster.endpoint, key=str(cluster.key), timeout=10) as c,
+                    WsClient(url) as plain, WsClient(url) as batched):  # fmt: skip
+            await plain.send({"op": "subscribe", "channel": "trades", "symbol": SYMBOL})
+            await batched.send({"op": "subscribe", "channel": "trades", "symbol": SYMBOL,
+                                "batch": True})  # fmt: skip
+            await until(lambda: plain.of_type("subscribed") and batched.of_type("subscribed"),
+                        30, "subscribed")  # fmt: skip
+            start = batched.of_type("subscribed")[0]["seq"]
+            for k in range(6):
+                await c.place(SYMBOL, "sell", "0.0010", "45000", id=f"bs{k}", account="m")
+                await c.place(SYMBOL, "buy", "0.0010", "45000", id=f"bb{k}", account="t")
+
+            def flat() -> list[dict[str, Any]]:
+                return [t for b in batched.of_type("batch") for t in b["trades"]]
+
+            await until(lambda: len(plain.trades()) >= 6 and len(flat()) >= 6, 30, "trades")
+            singles, batches = plain.trades(), batched.of_type("batch")
+        assert [t["seq"] for t in flat()] == [t["seq"] for t in singles]
+        assert [t["trade_id"] for t in flat()] == [t["trade_id"] for t in singles]
+        assert [b["prev_seq"] for b in batches] == [start] + [b["seq"] for b in batches[:-1]]
+        assert all(b["seq"] == b["trades"][-1]["seq"] for b in batches)
+
+    asyncio.run(run())
+
+
 def _api_key(cluster: Cluster, account: str) -> dict[str, Any]:
     """``shardex keys add --account A --api``: the API key record it wrote."""
     proc = subprocess.run([sys.executable, "-m", "shardex.cli", "keys", "add", "--account",

@@ -1,12 +1,15 @@
 """``shardex reshard --shards N`` starts and stops engine shard processes of a cluster ``shardex
 up`` runs (real processes): 1 -> 3 starts two shard processes and spreads the pairs, 3 -> 1 moves
 them back and stops the two; every resting order stays on exactly one shard throughout, and a
-restart of ``shardex up`` comes back with 1."""
+restart of ``shardex up`` comes back with 1. The bridge (embedded Redis) follows the new shards
+live, without a restart: their adoptions reach their event streams, and shard 0's stream stays
+contiguous."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,8 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
+from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
+from shardex.redisauth import RedisUsers
 from tests.support.cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -43,6 +49,27 @@ def _resting(cluster: Cluster) -> dict[str, list[int]]:
     return out
 
 
+def _redis(cluster: Cluster) -> redis.Redis:
+    assert cluster.keys_dir is not None
+    url = RedisUsers.ensure(cluster.keys_dir).url(cluster.layout.redis_url, "reader")
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def _adopted(r: redis.Redis, shard: int) -> set[str]:
+    """The pairs shard ``shard``'s events stream shows adopted."""
+    return {f["symbol"] for _, f in r.xrange(f"shardex:events:{shard}")
+            if f.get("ev") == "adopted"}  # fmt: skip
+
+
+def _wait(check, what, timeout: float = 60.0) -> None:
+    """Until ``check()``, at most ``timeout`` s; ``what``: text, or a function giving it."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        text = what if isinstance(what, str) else what()
+        assert time.monotonic() < deadline, f"timed out waiting for {text}"
+        time.sleep(0.2)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -64,7 +91,9 @@ def _gone(pids: list[int], timeout: float = 30.0) -> bool:
 def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> None:
     data = tempfile.mkdtemp(prefix="shardex-scale-")
     try:
-        before = _grow_and_shrink(Cluster(1, data_dir=data))
+        prom = Path(data) / "prometheus.yml"
+        before = _grow_and_shrink(Cluster(1, "--prometheus-config", str(prom), data_dir=data,
+                                          redis="embedded"), prom)  # fmt: skip
         restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
         try:
             assert "refusing" not in restarted.output()
@@ -76,16 +105,25 @@ def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> Non
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
+def _engine_targets(prom: Path) -> int:
+    """How many engine shard exporters the Prometheus config ``shardex up`` wrote scrapes."""
+    job = prom.read_text().split("job_name: shardex-engine", 1)[1].split("job_name:", 1)[0]
+    return len(re.findall(r"'[^']+:\d+'", job))
+
+
+def _grow_and_shrink(cluster: Cluster, prom: Path) -> dict[str, list[int]]:
     """1 -> 3 -> 1 shard processes with resting orders; the orders before (then stopped)."""
     data = cluster.data_dir
     try:
+        assert _engine_targets(prom) == 1
         with cluster.client(account="rest") as c:
             for s in PAIRS:
                 for k in range(2):
                     assert c.place(s, "buy", "1", str(50 + k), id=f"R{k}-{s}").ok
         before = _resting(cluster)
         assert before == {s: [2] for s in PAIRS}
+        bridge = cluster.child_pid("bridge")
+        r = _redis(cluster)
 
         grow = _reshard(cluster, 3)
         assert grow.returncode == 0, grow.stdout + grow.stderr
@@ -101,6 +139,12 @@ def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
         assert _resting(cluster) == before  # each order on exactly one shard
         rec = json.loads((Path(data) / "endpoints.json").read_text())
         assert len(rec["shards"]) == 3
+        assert _engine_targets(prom) == 3  # (rewritten for the new shards)
+        assert cluster.child_pid("bridge") == bridge  # followed live, not restarted
+        for i in (1, 2):  # the new shards' adoptions reach their streams
+            moved_in = {s for s in DEFAULT_MARKETS if default_owner(s, 3) == i}
+            _wait(lambda i=i, m=moved_in: _adopted(r, i) == m,
+                  lambda i=i, m=moved_in: f"shard {i}'s adoptions {m}: {_adopted(r, i)}")
 
         again = _reshard(cluster, 3)  # safe to re-run: nothing to start, nothing to move
         assert again.returncode == 0 and ": 0 move(s)" in again.stdout, again.stdout
@@ -108,12 +152,19 @@ def _grow_and_shrink(cluster: Cluster) -> dict[str, list[int]]:
         shrink = _reshard(cluster, 1)
         assert shrink.returncode == 0, shrink.stdout + shrink.stderr
         assert _gone(extra), "the emptied shard processes were not stopped"
+        assert _engine_targets(prom) == 1
         with cluster.client() as c:
             topo = c.topology()
             assert topo["shards"] == 1 and topo["placement"]["shards"] == 1
             assert {c.book(s)["shard"] for s in PAIRS} == {0}
             assert c.cancel("BTC-USD", "R0-BTC-USD", account="rest").ok  # moved back, still live
         assert _resting(cluster) == {**before, "BTC-USD": [1]}
+        back = {s for s in DEFAULT_MARKETS if default_owner(s, 3) != 0}
+        _wait(lambda: back <= _adopted(r, 0), "shard 0's adoptions back")
+        _wait(lambda: "let go of shard 1" in cluster.output(), "the bridge letting shard 1 go")
+        assert cluster.child_pid("bridge") == bridge
+        seqs = [int(f["seq"]) for _, f in r.xrange("shardex:events:0")]
+        assert seqs == list(range(1, len(seqs) + 1))  # no hole, no copy
         return before
     finally:
         cluster.stop()

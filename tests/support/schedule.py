@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 # proportions matter; a file not listed counts DEFAULT_S per test. The simulator's two big
 # files scaled from their CPU alone (35 s and 14 s) like the others.
 MEASURED_S: dict[str, float] = {
+    # the lease ttl option and renewal accounting (2026-12-07 21:10, load ~13): 0.3 s of
+    # pytest, 3.2 s CPU with start-up (pure parts and click, no process)
+    "test_leasetime.py": 0.5,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
@@ -58,10 +61,15 @@ MEASURED_S: dict[str, float] = {
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
+    # the gateway's fan-out per step (2026-12-07, load ~6): 0.7 s wall, 0.8 s CPU
+    "test_gateway_fanout.py": 1,
     # reshard, alone on the shared box (load 6-12): wall (CPU) 28 s (14.3, its cluster and
     # redis-server included), 15 s (3.8), 5 s (2.6: interpreter start-up mostly), 18 s (7.8)
     "test_reshard_live.py": 20, "test_inproc_reshard.py": 4, "test_reshard_plan.py": 0.5,
     "test_reshard_kill.py": 12,
+    # reshard killed between the map and the supervisor's answer (chaos tier, 2026-12-07
+    # 21:00, load ~12): 55 s of pytest, 13 s CPU (one cluster, five reshard runs)
+    "test_reshard_scale_kill.py": 55,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
@@ -85,7 +93,8 @@ MEASURED_S: dict[str, float] = {
     "test_candles_listings.py": 0.2,
     # the gateway, alone at load ~10: 38 s wall (15 s CPU with its cluster's processes and
     # pytest's start) and 0.9 s for both unit files (their tests ~0.8 s of CPU)
-    "test_gateway.py": 37, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
+    # (+2.6 s wall, ~1 s CPU: the batched trades test on the module's cluster, 21:00, load ~12)
+    "test_gateway.py": 40, "test_gateway_core.py": 0.8, "test_gateway_signing.py": 0.2,
     # the private REST API (17:42, load ~5): the unit file 7.4 s wall (7.2 s CPU with
     # start-up; its fuzz 200 requests), the live file 27 s wall (15 s CPU with its cluster)
     "test_rest_api.py": 7, "test_gateway_rest.py": 17,
@@ -123,9 +132,6 @@ MEASURED_S: dict[str, float] = {
     # of pytest (the first two mostly hypothesis: 60 examples each); 3.0, 2.7 and 2.5 s CPU
     # with start-up
     "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
-    # reshard starting and stopping shard processes (2026-12-07 18:30, load ~8): 33 s of
-    # pytest, 11.8 s CPU (two shardex up starts, three reshard runs); its unit tests 0.3 s
-    "test_reshard_processes.py": 33, "test_reshard_processes_unit.py": 0.3,
     # trim (2026-12-07 20:10-20:50, load 9-15): CPU before -> after, back to back, scaled into
     # the rows above: the three gateway files sharing one cluster 28.4 -> 15.6 s (x 0.55);
     # test_cluster 16.0 -> 12.6, test_accounts_edges 9.9 -> 7.1, test_bridge 26.8 -> 19.3,
@@ -140,6 +146,18 @@ MEASURED_S: dict[str, float] = {
     # Redis and on etcd: 75 s of pytest, 44 s CPU with its four namespaces' processes;
     # test_redis_acl.py's lease TIME test adds 0.1 s to its module's Redis: 39 stays 39
     "test_hoststatus.py": 0.4, "test_lease_skew.py": 1.8, "test_multihost.py": 75,
+    # reshard starting and stopping shard processes (2026-12-07 20:45, load ~10): 51-58 s of
+    # pytest, 15 s CPU (two shardex up starts, now with the embedded Redis and the bridge
+    # that follows the new shards live, three reshard runs); its unit tests 0.3 s; the
+    # bridge's shard count follower and watches 0.7 s
+    "test_reshard_processes.py": 51, "test_reshard_processes_unit.py": 0.3,
+    "test_bridge_follow.py": 0.7,
+    # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
+    # (one shardex up start, a grow restarting the account shard and router, an audit)
+    "test_reshard_accounts.py": 32,
+    # the forward checked once (2026-12-07 20:45, load ~4): 0.05 s of pytest (2.3 s CPU with
+    # start-up)
+    "test_forward_vetted.py": 0.1,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

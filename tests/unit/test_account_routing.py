@@ -40,7 +40,7 @@ def _forwarded_to(m: AccountMachine, oid: str) -> int:
     return fwd[FWD_ESHARD]
 
 
-def test_a_newer_map_re_routes_and_older_equal_or_foreign_ones_change_nothing() -> None:
+def test_a_newer_map_re_routes_and_older_or_equal_ones_change_nothing() -> None:
     m = _factory().new(DEFAULT_MARKETS)
     assert m.placement is None and _forwarded_to(m, "a") == HOME
     seq = m.seq
@@ -48,11 +48,18 @@ def test_a_newer_map_re_routes_and_older_equal_or_foreign_ones_change_nothing() 
     m.apply(place_command(MOVED), out)
     assert (out, m.seq, m.placement.version) == ([], seq, 2)  # no event, no seq
     assert _forwarded_to(m, "b") == 1 - HOME
-    for stale in (BASE, MOVED, initial(3).with_pin(P, 2).with_pin(P, 2).with_pin(P, 2)):
-        m.apply(place_command(stale), out)  # older, the same, another engine count
+    for stale in (BASE, MOVED):
+        m.apply(place_command(stale), out)  # older, the same
     m.apply((A_PLACE, {"version": "x"}), out)  # malformed: ignored, never raises
     m.apply((A_PLACE, None), out)
     assert (out, m.placement.version, _forwarded_to(m, "c")) == ([], 2, 1 - HOME)
+    assert m.engines == 2
+    # a newer map over more engine shards (shardex reshard grew the engine tier; the node
+    # takes one only with links to them: ``test_a_map_over_more_engine_shards...``): its
+    # count is the machine's from then on, journaled like any map, so a replay routes the same
+    grown = MOVED.with_shards(3).with_pin(P, 2)
+    m.apply(place_command(grown), out)
+    assert (out, m.engines, _forwarded_to(m, "e")) == ([], 3, 2)
 
 
 def test_snapshots_carry_the_map_and_the_start_map_is_due_only_when_newer() -> None:
@@ -94,6 +101,22 @@ def test_the_movers_place_is_journaled_once_and_bad_ones_are_refused() -> None:
     assert place_write(trader, (OP_PLACE, MOVED.to_wire()), out)["error"][0] == NOT_ALLOWED
     assert trader.machine.placement is None
     assert out == []  # (an account shard's place emits no event)
+
+
+def test_a_map_over_more_engine_shards_waits_for_links_to_them() -> None:
+    """The node opens one forward link per engine shard at start: a live map over more engine
+    shards than it has links to is refused before anything is journaled (the restart that a
+    grow makes links them, and takes it); one over as many as it links to is journaled."""
+    grown = MOVED.with_shards(3).with_pin(P, 2)
+    h = _handler()
+    h.engine_links = 2  # (what ``AccountNode`` sets: its links, made at start)
+    out: list[tuple] = []
+    assert place_write_of(h, (OP_PLACE, grown.to_wire()), out)["error"][0] == INVALID
+    assert h.machine.placement is None and h.commands == 0
+    h.engine_links = 3  # (restarted with links to three)
+    assert place_write_of(h, (OP_PLACE, grown.to_wire()), out) == {"placement": grown.version}
+    back = _factory().restore(h.machine.snapshot(), DEFAULT_MARKETS)  # (configured: 2)
+    assert (back.engines, back.placement) == (3, grown)
 
 
 def place_write_of(h: AccountHandler, cmd: tuple, out: list[tuple]) -> dict:

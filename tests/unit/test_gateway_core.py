@@ -163,7 +163,7 @@ def test_one_encoding_goes_to_every_subscriber_and_deltas_continue_each_snapshot
         await hub.subscribe_book(b, "X-Y")  # joins after the delta: the snapshot at seq 5
         books.seq, books.asks = 9, []
         await hub.refresh("X-Y")
-        fa, fb = list(a.outbox.frames), list(b.outbox.frames)
+        fa, fb = a.outbox.messages(), b.outbox.messages()
         assert fa[-1] is fb[-1]  # the same str object: encoded once
         snap_b, delta = json.loads(fb[0]), json.loads(fb[1])
         assert (snap_b["type"], snap_b["seq"], delta["prev_seq"]) == ("snapshot", 5, 5)
@@ -182,16 +182,17 @@ def test_a_full_queue_turns_book_deltas_off_until_the_client_resyncs():
         for k in range(2, 6):
             books.seq, books.bids = k, [("100.00", f"{k}.0", 1)]
             await hub.refresh("X-Y")
-        notices = [json.loads(f) for f in slow.outbox.frames]
+        notices = [json.loads(f) for f in slow.outbox.messages()]
         assert notices[0]["type"] == "resync_required" and notices[0]["code"] == 123
         assert all(n["type"] == "resync_required" for n in notices)  # no deltas after it
-        assert [json.loads(f)["seq"] for f in fine.outbox.frames] == [1, 2, 3, 4, 5]
-        slow.outbox.frames.clear()
+        assert [json.loads(f)["seq"] for f in fine.outbox.messages()] == [1, 2, 3, 4, 5]
+        while slow.outbox.take() is not None:
+            pass
         hub.resync(slow, "X-Y")
-        assert json.loads(slow.outbox.frames[-1])["seq"] == 5  # a snapshot, deltas from it
+        assert json.loads(slow.outbox.messages()[-1])["seq"] == 5  # a snapshot, deltas from it
         books.seq, books.bids = 6, []
         await hub.refresh("X-Y")
-        assert json.loads(slow.outbox.frames[-1])["prev_seq"] == 5
+        assert json.loads(slow.outbox.messages()[-1])["prev_seq"] == 5
 
     asyncio.run(run())
 
@@ -209,7 +210,7 @@ def test_a_book_nobody_follows_is_read_afresh_for_its_next_subscriber():
         books.seq, books.bids = 7, [("99.00", "4.0", 1)]
         hub.mark("X-Y")  # an event while nobody follows the book
         await hub.subscribe_book(later, "X-Y")
-        snap = json.loads(later.outbox.frames[0])
+        snap = json.loads(later.outbox.messages()[0])
         assert (snap["seq"], snap["bids"]) == (7, [["99.00", "4.0"]])
 
     asyncio.run(run())
@@ -223,7 +224,7 @@ def test_a_book_that_cannot_be_read_is_an_error_not_an_empty_snapshot():
         hub = Hub(None, down, {"X-Y": None})  # type: ignore[dict-item]
         conn = _conn()
         await hub.subscribe_book(conn, "X-Y")
-        (msg,) = [json.loads(f) for f in conn.outbox.frames]
+        (msg,) = [json.loads(f) for f in conn.outbox.messages()]
         assert (msg["type"], msg["name"]) == ("error", "gateway_unavailable")
         assert not conn.subs and "X-Y" not in hub.feeds
 
@@ -247,7 +248,7 @@ def test_subscribers_arriving_together_share_one_first_read_of_the_book():
         conns = [_conn() for _ in range(50)]
         await asyncio.gather(*(hub.subscribe_book(c, "X-Y") for c in conns))
         assert len(reads) == 1
-        assert {json.loads(c.outbox.frames[0])["seq"] for c in conns} == {1}
+        assert {json.loads(c.outbox.messages()[0])["seq"] for c in conns} == {1}
 
     asyncio.run(run())
 
@@ -281,7 +282,7 @@ def test_subscribers_arriving_together_via_the_server_path_all_get_the_snapshot(
         await asyncio.sleep(0)
         answer.set()
         await asyncio.gather(first, *later)
-        firsts = [json.loads(c.outbox.frames[0]) for c in conns]
+        firsts = [json.loads(c.outbox.messages()[0]) for c in conns]
         assert [(f["type"], f.get("seq")) for f in firsts] == [("snapshot", 1)] * 3
         assert all(("book", "X-Y") in c.subs for c in conns)
 

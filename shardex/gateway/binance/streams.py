@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shardex.gateway.binance.symbols import SymbolMap, fmt, places
+from shardex.gateway.fanout import Chunk
 from shardex.gateway.hub import Conn, Hub, Sub, encode
 from shardex.gateway.outbox import Outbox
 
@@ -77,6 +78,14 @@ class Tap(Conn):
     def offer(self, frame: str, now: float) -> bool:  # noqa: ARG002 - (the hub's fan-out)
         self.on_frame(frame)
         return True
+
+    def queue(self, frame: Chunk | str, now: float) -> bool:  # noqa: ARG002 - (a step's chunk)
+        for one in [frame] if isinstance(frame, str) else frame.frames:
+            self.on_frame(one)
+        return True
+
+    def kick(self) -> None:  # (nothing queued: translated at once)
+        return None
 
     def control(self, msg: Any) -> None:  # (acks and errors of the hub: not for clients)
         return None

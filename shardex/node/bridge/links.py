@@ -220,7 +220,7 @@ class Watches:
     def __init__(self, key: KeyFile | None, alert: Callable[..., None]) -> None:
         self.key = key
         self.alert = alert
-        self.items: list[Handshakes] = []
+        self.items: dict[asyncio.Future, Handshakes] = {}  # a watch's task → its monitor
 
     def watch(
         self, sock: zmq.asyncio.Socket, peers: Mapping[str, tuple[int | str, str]]
@@ -229,17 +229,23 @@ class Watches:
         if self.key is None:
             return None
         w = Handshakes(sock, peers, self.alert)
-        self.items.append(w)
-        return asyncio.ensure_future(w.run())
+        task = asyncio.ensure_future(w.run())
+        self.items[task] = w
+        return task
 
     async def drop(self, task: asyncio.Future | None) -> None:
-        """Stop the watch last started (``task``), e.g. on a short-lived socket."""
+        """Stop the watch of ``task``, e.g. on a short-lived socket: that one, whichever was
+        started last (two topology requests at once, from the leader follower and the shard
+        count follower, each dropped the other's monitor, or a shard link's: that watch died
+        and took the bridge down with it)."""
         if task is None:
             return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        self.items.pop().close()
+        w = self.items.pop(task, None)
+        if w is not None:
+            w.close()
 
     def close(self) -> None:
-        for w in self.items:
+        for w in self.items.values():
             w.close()

@@ -142,12 +142,16 @@ class RedisWriter:
 
     async def sync_last(self) -> None:
         """Every shard's tracker resumes from what Redis holds (start-up, after an outage)."""
-        now = self.mono()
         for s in (*self.shards, *self.accounts):
-            last = await self.last_written(s)
-            s.tracker.resume(last, now)
-            self._top[self.stream_key(s)] = last
-            LAST.labels(s.label).set(s.tracker.last)
+            await self.sync_one(s)
+
+    async def sync_one(self, s: ShardState) -> None:
+        """Shard ``s``'s tracker resumes from what Redis holds for it (also a shard the bridge
+        follows from a reshard on: ``shardex.node.bridge.follow``)."""
+        last = await self.last_written(s)
+        s.tracker.resume(last, self.mono())
+        self._top[self.stream_key(s)] = last
+        LAST.labels(s.label).set(s.tracker.last)
 
     # -- writes -----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -26,6 +27,7 @@ from shardex.net import ZMQ, Transport
 from shardex.net.roles import event_sub
 from shardex.node.bridge.config import BridgeConfig
 from shardex.node.bridge.entries import EntryFormatter
+from shardex.node.bridge.follow import FOLLOW_S, added, retirable
 from shardex.node.bridge.links import ShardLink, ShardState, Watches
 from shardex.node.bridge.metrics import Alerts
 from shardex.node.bridge.pump import ShardPump
@@ -69,6 +71,8 @@ class Bridge:
                               clock)  # fmt: skip
         self.shards: list[ShardState] = []
         self.accounts: list[ShardState] = []  # their balance changes go to shardex:balances:<j>
+        self.tasks: list[asyncio.Future] = []  # what ``_supervise`` watches (shards added too)
+        self.owned: dict[str, list[asyncio.Future]] = {}  # a shard's label → its own tasks
 
     async def topology(self) -> tuple[Endpoints, Endpoints]:
         """(engine shards, account shards) as the router sees them (``fetch_topology``); the
@@ -99,11 +103,8 @@ class Bridge:
         tasks = self._connect("events", self.shards, endpoints)
         if self.accounts:
             tasks += self._connect("balances", self.accounts, account_endpoints)
-        for st in (*self.shards, *self.accounts):
-            assert st.link is not None
-            tasks.append(asyncio.ensure_future(st.link.read()))
-            tasks.append(asyncio.ensure_future(self.poller.run(st)))
-            tasks.append(asyncio.ensure_future(self.pump.run(st)))
+        tasks.append(asyncio.ensure_future(self._follow_count()))
+        self.tasks = tasks
         try:
             await self._supervise(tasks)
         finally:
@@ -111,38 +112,87 @@ class Bridge:
 
     def _states(self, kind: str, endpoints: Endpoints) -> list[ShardState]:
         """A fresh state per shard of ``kind``, at its registered leader epoch (0: none)."""
+        return [self._state(kind, i, ep) for i, ep in enumerate(endpoints)]
+
+    def _state(self, kind: str, i: int, ep: dict[str, Any]) -> ShardState:
         cfg = self.cfg
-        states = []
-        for i, ep in enumerate(endpoints):
-            tracker = ShardTracker(i, max_pending=cfg.max_pending, hole_wait=cfg.hole_wait,
-                                   stall_after=cfg.stall_after)  # fmt: skip
-            st = ShardState(i, tracker, repair_timeout=cfg.repair_timeout, kind=kind,
-                            created=self.clock.monotonic())  # fmt: skip
-            st.epoch = ep.get("epoch", 0)
-            Alerts.register(st.label)
-            states.append(st)
-        return states
+        tracker = ShardTracker(i, max_pending=cfg.max_pending, hole_wait=cfg.hole_wait,
+                               stall_after=cfg.stall_after)  # fmt: skip
+        st = ShardState(i, tracker, repair_timeout=cfg.repair_timeout, kind=kind,
+                        created=self.clock.monotonic())  # fmt: skip
+        st.epoch = ep.get("epoch", 0)
+        Alerts.register(st.label)
+        return st
 
     def _connect(
         self, kind: str, states: list[ShardState], endpoints: Endpoints
     ) -> list[asyncio.Future]:
-        """The SUB of ``kind`` on every PUB and a link per shard; their watches and reader."""
-        cfg = self.cfg
-        sub = event_sub(self.ctx, zmq, cfg.sub_hwm, self.key)
+        """The SUB of ``kind`` on every PUB and a link per shard; their watches and tasks."""
+        sub = event_sub(self.ctx, zmq, self.cfg.sub_hwm, self.key)
         self.leaders.subs[kind] = sub
-        pubs = self.leaders.pub_peers[kind]
-        pubs.update({t["pub"]: (st.label, f"{st.name}'s PUB")
-                     for st, t in zip(states, endpoints, strict=True)})  # fmt: skip
-        watches = [self.watches.watch(sub, pubs)]
+        watch = self.watches.watch(sub, self.leaders.pub_peers[kind])
+        tasks = [] if watch is None else [watch]
         for st, t in zip(states, endpoints, strict=True):
-            sub.connect(t["pub"])
-            st.link = ShardLink(self.ctx, t["direct"], self.alerts.reply_malformed, self.key)
-            st.peers[t["direct"]] = (st.label, f"{st.name}'s direct port")
-            watches.append(self.watches.watch(st.link.sock, st.peers))
+            tasks += self._link(st, t)
         self._say_up(kind, states)
-        tasks = [w for w in watches if w is not None]
         tasks.append(asyncio.ensure_future(self._reader(sub, kind, states)))
         return tasks
+
+    def _link(self, st: ShardState, t: dict[str, Any]) -> list[asyncio.Future]:
+        """Shard ``st``'s PUB on its tier's SUB, its link (DEALER) and watch, and its tasks:
+        the link's reader, the status poller and the writer (kept in ``owned`` by label, so
+        a shard the bridge lets go stops its own)."""
+        self.leaders.pub_peers[st.kind][t["pub"]] = (st.label, f"{st.name}'s PUB")
+        self.leaders.subs[st.kind].connect(t["pub"])
+        st.link = ShardLink(self.ctx, t["direct"], self.alerts.reply_malformed, self.key)
+        st.peers[t["direct"]] = (st.label, f"{st.name}'s direct port")
+        watch = self.watches.watch(st.link.sock, st.peers)
+        own: list[asyncio.Future] = [asyncio.ensure_future(c) for c in (
+            st.link.read(), self.poller.run(st), self.pump.run(st))]  # fmt: skip
+        if watch is not None:
+            own.append(watch)
+        self.owned[st.label] = own
+        return own
+
+    async def _follow_count(self) -> None:
+        """Forever: the engine shards the router lists now (``shardex.node.bridge.follow``):
+        new ones followed from what Redis holds for them, dropped ones let go once written."""
+        while self.running:
+            await asyncio.sleep(FOLLOW_S)
+            endpoints, _ = await self.topology()
+            if not self.running or not endpoints:
+                return
+            for i in added(len(self.shards), endpoints):
+                st = self._state("events", i, endpoints[i])
+                await self.store.until_redis(partial(self.store.sync_one, st))
+                self.shards.append(st)
+                self.leaders.endpoints["events"].append(endpoints[i])
+                self.tasks += self._link(st, endpoints[i])
+                log.info("following shard %d (resuming at seq %d): the router lists it now",
+                         i, st.tracker.last)  # fmt: skip
+            while len(self.shards) > len(endpoints) and retirable(self.shards[-1].tracker):
+                await self._let_go(self.shards[-1])
+
+    async def _let_go(self, st: ShardState) -> None:
+        """Stop following shard ``st`` (the last one): the router no longer lists it and
+        everything it sent is written."""
+        own = self.owned.pop(st.label, [])
+        self.tasks[:] = [t for t in self.tasks if t not in own]  # (before: not a failure)
+        self.shards.pop()
+        for t in own:
+            await self.watches.drop(t)  # (a watch's monitor closed too; the rest cancelled)
+        eps = self.leaders.endpoints["events"]
+        if len(eps) > st.index:
+            pub = eps[st.index]["pub"]
+            del eps[st.index:]
+            try:
+                self.leaders.subs["events"].disconnect(pub)
+            except zmq.ZMQError:
+                pass
+        if st.link is not None:
+            st.link.close()
+        log.info("let go of shard %d: the router no longer lists it and its events are written "
+                 "up to seq %d", st.index, st.tracker.last)  # fmt: skip
 
     def _say_up(self, kind: str, states: list[ShardState]) -> None:
         seqs = [s.tracker.last for s in states]
@@ -182,9 +232,13 @@ class Bridge:
     async def _reader(self, sub: zmq.asyncio.Socket, kind: str, states: list[ShardState]) -> None:
         """One tier's PUBs → its trackers. A message of an epoch older than the newest seen for
         its shard (a deposed leader's) is dropped and counted; the leader re-sends its events."""
-        decode = self._decoder(kind, len(states))
+        n = len(states)
+        decode = self._decoder(kind, n)
         while True:
             frames = await sub.recv_multipart()
+            if len(states) != n:  # (the bridge follows more or fewer shards now: ``follow``)
+                n = len(states)
+                decode = self._decoder(kind, n)
             try:
                 if len(frames) != 2:
                     raise Malformed(f"{len(frames)} frames, expected [topic, payload]")

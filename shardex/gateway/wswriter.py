@@ -1,0 +1,90 @@
+"""One WebSocket connection's writer: its queue (``Outbox``) to its socket, in order.
+
+The hub's ``flush`` queues a step's chunks to every subscriber, then ``kick``s each once; any
+other message queued (an answer, a heartbeat, the user channel's) kicks too. A kick marks the
+connection ready in the ``Flusher``, which writes every ready connection once, right after the
+step (``call_soon``): when the socket takes bytes (the transport is not paused) what is queued
+goes out in as few writes as ``drain_into`` makes, with no task switch; only a connection
+whose kernel buffer is full waits, in its own task, for the transport to drain (as
+``send_str`` does), while its queue fills and it falls behind (``Outbox``). So a step costs
+one write per ready connection, not a task wake-up per connection per message
+(docs/gateway.md#measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shardex.gateway.hub import Conn
+from shardex.gateway.wsframe import FrameCache, drain_into
+
+
+class Flusher:
+    """The connections kicked since the last flush, written once each, in one callback."""
+
+    def __init__(self) -> None:
+        self.ready: dict[Writer, None] = {}  # (in kick order)
+        self.scheduled = False
+
+    def mark(self, writer: Writer) -> None:
+        self.ready[writer] = None
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        ready, self.ready = self.ready, {}
+        for writer in ready:
+            writer.write_now()
+
+
+class Writer:
+    """The only writer of one connection's frames."""
+
+    def __init__(self, ws: Any, conn: Conn, request: Any, cache: FrameCache,
+                 flusher: Flusher) -> None:  # fmt: skip
+        self.ws, self.conn, self.cache, self.flusher = ws, conn, cache, flusher
+        self.transport, self.protocol = request.transport, request.protocol
+        self.draining = False  # the task waits for the transport to take bytes again
+
+    def open(self) -> bool:
+        return not self.ws.closed and self.transport is not None and not self.transport.is_closing()
+
+    def pump(self) -> None:
+        """Write what is queued while the transport takes it."""
+        while not self.protocol.writing_paused and self.open():
+            if not drain_into(self.conn.outbox, self.cache, self.transport):
+                return
+
+    def kick(self) -> None:
+        """Something was queued: written with the step's other connections."""
+        self.flusher.mark(self)
+
+    def write_now(self) -> None:
+        """Written now if the socket takes it, else by the task once it drained."""
+        if self.draining or not self.open():
+            self.conn.wake.set()
+            return
+        self.pump()
+        if self.conn.outbox:
+            self.conn.wake.set()
+
+    async def run(self) -> None:
+        """Wait for frames (or for a paused transport to drain) and write them."""
+        conn = self.conn
+        try:
+            while self.open():
+                self.pump()
+                if conn.outbox and self.protocol.writing_paused:
+                    self.draining = True
+                    try:
+                        await self.protocol._drain_helper()  # (aiohttp's own writer waits so)
+                    finally:
+                        self.draining = False
+                    continue
+                conn.wake.clear()
+                await conn.wake.wait()
+        except (ConnectionError, RuntimeError):
+            pass
