@@ -148,6 +148,22 @@ from shardex.node.supervisor import Supervisor, children_of, port_free
     "writer (the streams are still written in full; a worker started later catches up), or "
     "the price feed of the perp markets.",
 )
+def _prometheus_writer(plan: Plan, path: str | None) -> Callable[[Layout], None] | None:
+    """With ``--prometheus-config``: write the scrape config for the plan's layout now, and
+    return the writer (a reshard that changes the shard count writes it again)."""
+    if not path:
+        return None
+    asked = (("mm",) if plan.mm else ()) + (("feed",) if has_perps(plan) else ())
+
+    def prometheus(lay: Layout) -> None:
+        with open(path, "w") as fh:
+            fh.write(render_prometheus(lay, replicas=plan.replicas, optional=asked))
+
+    prometheus(plan.layout)
+    click.echo(f"wrote {path} (prometheus --config.file={path})")
+    return prometheus
+
+
 def up(
     shards: str,
     host: str,
@@ -196,16 +212,7 @@ def up(
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
-    prometheus = None
-    if prometheus_config:
-        asked = (("mm",) if mm else ()) + (("feed",) if has_perps(plan) else ())
-
-        def prometheus(lay: Layout, path: str = prometheus_config) -> None:
-            with open(path, "w") as fh:
-                fh.write(render_prometheus(lay, replicas=replicas, optional=asked))
-
-        prometheus(layout)
-        click.echo(f"wrote {prometheus_config} (prometheus --config.file={prometheus_config})")
+    prometheus = _prometheus_writer(plan, prometheus_config)
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
     sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url, prometheus))
