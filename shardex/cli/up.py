@@ -49,6 +49,22 @@ from shardex.node.scaler import Scaler
 from shardex.node.supervisor import Supervisor, children_of, port_free
 
 
+def _prometheus_writer(plan: Plan, path: str | None) -> Callable[[Layout], None] | None:
+    """With ``--prometheus-config``: write the scrape config for the plan's layout now, and
+    return the writer (a reshard that changes the shard count writes it again)."""
+    if not path:
+        return None
+    asked = (("mm",) if plan.mm else ()) + (("feed",) if has_perps(plan) else ())
+
+    def prometheus(lay: Layout) -> None:
+        with open(path, "w") as fh:
+            fh.write(render_prometheus(lay, replicas=plan.replicas, optional=asked))
+
+    prometheus(plan.layout)
+    click.echo(f"wrote {path} (prometheus --config.file={path})")
+    return prometheus
+
+
 @click.command()
 @click.option(
     "--shards",
@@ -148,22 +164,6 @@ from shardex.node.supervisor import Supervisor, children_of, port_free
     "writer (the streams are still written in full; a worker started later catches up), or "
     "the price feed of the perp markets.",
 )
-def _prometheus_writer(plan: Plan, path: str | None) -> Callable[[Layout], None] | None:
-    """With ``--prometheus-config``: write the scrape config for the plan's layout now, and
-    return the writer (a reshard that changes the shard count writes it again)."""
-    if not path:
-        return None
-    asked = (("mm",) if plan.mm else ()) + (("feed",) if has_perps(plan) else ())
-
-    def prometheus(lay: Layout) -> None:
-        with open(path, "w") as fh:
-            fh.write(render_prometheus(lay, replicas=plan.replicas, optional=asked))
-
-    prometheus(plan.layout)
-    click.echo(f"wrote {path} (prometheus --config.file={path})")
-    return prometheus
-
-
 def up(
     shards: str,
     host: str,
