@@ -119,6 +119,8 @@ def status(
     except (ShardexError, click.ClickException) as exc:
         if processes is not None and as_json:  # (the hosts' answers are still worth having)
             click.echo(json.dumps({"processes": hoststatus.as_json(processes), "error": str(exc)}))
+        if isinstance(exc, click.ClickException):
+            raise  # (a usage error keeps its own exit code and message)
         _fail(exc)
     if as_json:
         out = {"router": topo, "shards": shards, "accounts": accounts, "secure": secure,

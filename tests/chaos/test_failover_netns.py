@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,27 +31,13 @@ from shardex.node.replica import replica_dir
 from tests.support.cluster import LOG_DIR, ROOT
 from tests.support.cluster import TEST_LOGS as _TEST_LOGS
 from tests.support.failover import Load, _journal_ids, _place_until_ok, _replayed_seq
+from tests.support.netns import ip, netns_unavailable
 from tests.support.ports import free_layout
 from tests.support.redis import RedisServer
 from tests.support.wait import wait_until
 
 SYMBOL = "BTC-USD"
 REPL, DIRECT, PUB = 6155, 5655, 5755  # the same in both namespaces: each has its own stack
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _netns_unavailable() -> str | None:
-    """Why this test cannot run here (None: it can)."""
-    if not sys.platform.startswith("linux"):
-        return "network namespaces are Linux only"
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (ip netns add)"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (the ip command)"
-    return None
 
 
 class Hosts:
@@ -73,22 +58,22 @@ class Hosts:
         self.addr = {"a": f"{net}.2", "b": f"{net}.3"}
         self.created: list[tuple[str, str]] = []  # (kind, name), deleted in reverse
         try:
-            _ip("link", "add", self.bridge, "type", "bridge")
+            ip("link", "add", self.bridge, "type", "bridge")
             self.created.append(("link", self.bridge))
-            _ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
+            ip("link", "set", self.bridge, "up")
             for k in "ab":
-                _ip("netns", "add", self.ns[k])
+                ip("netns", "add", self.ns[k])
                 self.created.append(("netns", self.ns[k]))
                 peer = f"sxp{tag}{k}"
-                _ip("link", "add", self.veth[k], "type", "veth", "peer", "name", peer)
+                ip("link", "add", self.veth[k], "type", "veth", "peer", "name", peer)
                 self.created.append(("link", self.veth[k]))
-                _ip("link", "set", peer, "netns", self.ns[k])
-                _ip("link", "set", self.veth[k], "master", self.bridge)
-                _ip("link", "set", self.veth[k], "up")
-                _ip("-n", self.ns[k], "addr", "add", f"{self.addr[k]}/24", "dev", peer)
-                _ip("-n", self.ns[k], "link", "set", peer, "up")
-                _ip("-n", self.ns[k], "link", "set", "lo", "up")
+                ip("link", "set", peer, "netns", self.ns[k])
+                ip("link", "set", self.veth[k], "master", self.bridge)
+                ip("link", "set", self.veth[k], "up")
+                ip("-n", self.ns[k], "addr", "add", f"{self.addr[k]}/24", "dev", peer)
+                ip("-n", self.ns[k], "link", "set", peer, "up")
+                ip("-n", self.ns[k], "link", "set", "lo", "up")
         except BaseException:
             self.delete()
             raise
@@ -202,7 +187,7 @@ class NetnsPair:
 
 @pytest.fixture
 def netns_pair(tmp_path) -> Any:
-    why = _netns_unavailable()
+    why = netns_unavailable()
     require(why is None, why or "")
     try:
         hosts = Hosts()

@@ -90,6 +90,7 @@ def test_trades_translate_and_the_public_routes_answer_binances_shapes():
             hub.trades("BTC-USD", [("20-0", {"trade_id": "3", "price": "100.00",
                                              "qty": "0.5000", "taker_side": "sell",
                                              "ts": "1700000000002"})])  # fmt: skip
+            hub.flush()  # (the end of the hub's step: its fan-out)
             t = await _next(ws)
             assert (t["e"], t["s"], t["t"], t["p"], t["q"], t["m"]) == (
                 "trade", "BTCUSD", 3, "100.00000000", "0.50000000", True)
