@@ -283,6 +283,19 @@ def balances_duplicates(redis_port: int) -> int:
     return len(seqs) - len(set(seqs))
 
 
+def accepted_ids(redis_port: int) -> set[str]:
+    """The order ids of every ``accepted`` event in shard 0's events stream: where an acked
+    order is found once the journal's older segments are gone (``Journal._retain`` removes
+    the segments before the oldest kept snapshot, and a replica snapshots as it runs)."""
+    import redis
+
+    out: set[str] = set()
+    for _, fields in redis.Redis(port=redis_port).xrange("shardex:events:0"):
+        if fields.get(b"ev") == b"accepted" and b"id" in fields:
+            out.add(fields[b"id"].decode())
+    return out
+
+
 def stream_check(redis_port: int, last_seq: int) -> tuple[int, int, int]:
     """The bridge's Redis stream of shard 0, once it has caught up to ``last_seq``:
     (entries, gaps, duplicates) against the contiguous seq history 1..last_seq."""
@@ -516,10 +529,15 @@ def main() -> None:
                       f"{len(load.acked)} acked, {load.errors} errors", flush=True)  # fmt: skip
         leader = status(endpoint)  # (engine shard 0: where every acked order must be)
         path = replica_dir(data, 0, int(leader["node"].rsplit(".r", 1)[1]))
-        ids = Counter(_order_id(cmd) for _, cmd in read_commands(path))
+        records = list(read_commands(path))
+        ids = Counter(_order_id(cmd) for _, cmd in records)
         ids.pop(None, None)
         balance_dups = balances_duplicates(layout.redis_port) if tier == "accounts" else 0
-        lost = len(acked_all - set(ids))
+        missing = acked_all - set(ids)
+        pruned = records[0][0] if records else 0  # (the seq before the oldest record on disk)
+        if pruned and missing:  # older segments removed after snapshots: ask the stream
+            missing -= accepted_ids(layout.redis_port)
+        lost = len(missing)
         dup = sum(1 for n in ids.values() if n > 1)
         entries, gaps, sdups = stream_check(layout.redis_port, leader["seq"])
 
@@ -536,7 +554,7 @@ def main() -> None:
             "acked": len(acked_all), "lost": lost, "duplicated": dup,
             "extra_epochs": extra_epochs, "stream_entries": entries, "stream_gaps": gaps,
             "stream_duplicates": sdups, "last_seq": leader["seq"], "tier": tier,
-            "balances_stream_duplicates": balance_dups,
+            "balances_stream_duplicates": balance_dups, "journal_from_seq": pruned,
         }  # fmt: skip
         if args.json:
             print(json.dumps(result))
@@ -551,6 +569,9 @@ def main() -> None:
             print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup}; stream of "
                   f"{entries} entries to seq {leader['seq']}: {gaps} gaps, {sdups} duplicates; "
                   f"failovers that took more than one epoch: {extra_epochs}"
+                  + (f"; the journal on disk starts after seq {pruned} (older segments "
+                     f"removed after snapshots): orders before it were found in the events "
+                     f"stream, duplicates counted from it on" if pruned else "")
                   + (f"; balances stream duplicates: {balance_dups}" if tier == "accounts"
                      else ""))  # fmt: skip
     finally:
