@@ -12,12 +12,17 @@ from tests.support.ports import region
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def bench_env() -> dict[str, str]:
+def bench_env(tmpdir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """The benches' ports from this xdist worker's own range, below the ephemeral range: a
     bench left to pick among 20000-60000 once bound a port an outgoing connection held
-    (``Address already in use``: the router of ``test_scaling_runs_two_routers`` died)."""
+    (``Address already in use``: the router of ``test_scaling_runs_two_routers`` died).
+    ``tmpdir``: the bench's temp files (and a compare's worktree) there, so a test can tell
+    its own worktree from another test's running at the same time."""
     lo, hi = region()
-    return {**os.environ, "SHARDEX_BENCH_PORTS": f"{lo}-{hi}"}
+    env = {**os.environ, "SHARDEX_BENCH_PORTS": f"{lo}-{hi}"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return env
 
 
 def worktrees() -> set[str]:
