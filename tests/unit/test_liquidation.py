@@ -1,0 +1,214 @@
+"""Liquidations and the insurance fund (pure): the breach test and bankruptcy price against
+exact rationals on random rows, then the engine's take-over on an index -- a surplus to the
+fund, a deficit the fund pays, a deficit an empty fund cannot pay, a book too thin to close --
+with conservation, replay and snapshots (``shardex.engine.liquidation``, docs/perps.md)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardex.engine.codes import (
+    BUY,
+    EV_CANCELLED,
+    EV_LIQUIDATION,
+    EV_MARGIN,
+    EV_TRADE,
+    GTC,
+    LIMIT,
+    OP_INDEX,
+    OP_MARGIN,
+    OP_NEW,
+    OP_TIME,
+    SELL,
+    STP_NONE,
+)
+from shardex.engine.engine import Engine
+from shardex.engine.liquidation import bankruptcy, breaching, maintenance
+from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
+from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, equity
+
+PERP = "BTCPERP-USD"
+SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
+        "maintenance_margin": "0.05"}  # fmt: skip
+MM = Fraction(1, 20)
+OPEN = 300_000  # ticks: where the long opens
+LOTS = 10
+# (EV_LIQUIDATION's fields)
+L_ACCOUNT, L_CLOSED, L_LIMIT, L_NOTIONAL, L_SETTLED, L_UNCOVERED, L_FUND = 3, 4, 5, 6, 7, 8, 9
+_TR_PRICE, _TR_QTY, _TR_TAKER = 3, 4, 5
+
+# -- the pure core: exact rationals as the reference ---------------------------------------
+
+rows = st.tuples(st.integers(-10**6, 10**6).filter(bool), st.integers(1, 10**6),
+                 st.integers(-10**9, 10**9), st.integers(-10**9, 10**9),
+                 st.integers(-10**6, 10**6))  # fmt: skip
+
+
+def _row(size: int, entry: int, collateral: int, realized: int, funding: int) -> list[int]:
+    return [size, size * entry, realized, collateral, funding]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(rows, min_size=1, max_size=8), st.integers(1, 10**7))
+def test_breaching_is_exactly_the_accounts_below_maintenance(spec: list, mark: int) -> None:
+    """Every account returned has equity < MM × |size| × mark (as a rational), and every
+    account with a position not returned has equity >= it."""
+    accounts = {f"a{i}": _row(*s) for i, s in enumerate(spec)}
+    accounts["flat"] = [0, 0, 5, 7, 0]
+    got = set(breaching(accounts, mark, 1, 20))
+    for name, row in accounts.items():
+        below = row[SIZE] != 0 and equity(row, mark) < MM * abs(row[SIZE]) * mark
+        assert (name in got) == below, (name, row)
+    assert maintenance(-3, 7, 1, 20) == 2  # (1.05 rounded up: against the account)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows)
+def test_bankruptcy_price_is_the_last_tick_of_nonpositive_equity(spec: tuple) -> None:
+    """Equity at the bankruptcy price is <= 0; one tick better for the account (up for a long,
+    down for a short) it is > 0; and it is within one tick of the exact rational root."""
+    row = _row(*spec)
+    p = bankruptcy(row)
+    better = p + 1 if row[SIZE] > 0 else p - 1
+    assert equity(row, p) <= 0 < equity(row, better)
+    root = Fraction(row[COST] - row[COLLATERAL] - row[REALIZED] - row[FUNDING], row[SIZE])
+    assert abs(root - p) < 1
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+def _markets() -> dict:
+    return {**DEFAULT_MARKETS, **markets_from_table({PERP: SPEC})}
+
+
+def _order(oid: str, account: str, side: int, price: int, qty: int) -> tuple:
+    return (OP_NEW, PERP, oid, account, side, LIMIT, price, qty, GTC, False, STP_NONE)
+
+
+def _opened(long: str, collateral: int, n: int = 0) -> list[tuple]:
+    """``long`` (``collateral`` units) buys ``LOTS`` at ``OPEN`` from the well-funded short."""
+    return [(OP_MARGIN, PERP, long, collateral), (OP_INDEX, PERP, OPEN),
+            _order(f"s{n}", "short", SELL, OPEN, LOTS), _order(f"b{n}", long, BUY, OPEN, LOTS)]
+
+
+def _start() -> list[tuple]:
+    return [(OP_TIME, 1_000), (OP_INDEX, PERP, OPEN), (OP_MARGIN, PERP, "short", 10**9),
+            (OP_MARGIN, PERP, "mm", 10**9)]  # fmt: skip
+
+
+def _liquidations(events: list) -> list[tuple]:
+    return [ev for ev in events if ev[0] == EV_LIQUIDATION]
+
+
+def _check_conservation(eng: Engine, events: list) -> None:
+    """Σ equity + remainder = Σ collateral at the mark; Σ collateral + fund = Σ margin in."""
+    book = eng.books[PERP]
+    pos, mark = book.positions, book.oracle.mark
+    rows = pos.accounts.values()
+    collateral = sum(r[COLLATERAL] for r in rows)
+    assert sum(equity(r, mark) for r in rows) + pos.remainder == collateral
+    assert collateral + pos.fund == sum(ev[4] for ev in events if ev[0] == EV_MARGIN)
+    assert sum(r[SIZE] for r in rows) == 0
+
+
+def _check_take_over(ev: tuple, events: list, before: list[int]) -> None:
+    """The liquidation event against its own trades: closed lots, notional, and the settled
+    amount = the account's equity left once flat (a reference from the fills alone)."""
+    oid = next(e[_TR_TAKER] for e in events if e[0] == EV_TRADE and e[_TR_TAKER].startswith(
+        "liq:") and e[1] < ev[1])  # fmt: skip
+    fills = [e for e in events if e[0] == EV_TRADE and e[_TR_TAKER] == oid]
+    assert sum(e[_TR_QTY] for e in fills) == abs(ev[L_CLOSED])
+    assert sum(e[_TR_QTY] * e[_TR_PRICE] for e in fills) == ev[L_NOTIONAL]
+    assert all(e[_TR_PRICE] >= ev[L_LIMIT] for e in fills)  # (a long: sells no lower)
+    left = before[COLLATERAL] + before[REALIZED] + before[FUNDING] + ev[L_NOTIONAL] - before[COST]
+    assert ev[L_SETTLED] - ev[L_UNCOVERED] == left  # (a surplus: nothing uncovered)
+
+
+def test_a_drop_liquidates_the_long_and_the_fund_takes_the_surplus() -> None:
+    eng = Engine(_markets())
+    events = eng.apply_many([*_start(), *_opened("long", 400_000)])
+    events += eng.apply_many([_order("m1", "mm", BUY, 270_000, 5),
+                              _order("m2", "mm", BUY, 265_000, 5),
+                              _order("rest", "long", SELL, 310_000, 1)])  # fmt: skip
+    before = list(eng.books[PERP].positions.accounts["long"])
+    assert not _liquidations(eng.apply_many([(OP_INDEX, PERP, 290_000)]))  # (above: nothing)
+    step = eng.apply_many([(OP_INDEX, PERP, 270_000)])
+    events += step
+    (ev,) = _liquidations(step)
+    assert ev[L_ACCOUNT] == "long" and ev[L_CLOSED] == LOTS and ev[L_SETTLED] > 0
+    assert any(e[0] == EV_CANCELLED and e[3] == "rest" and e[4] == "liquidation" for e in step)
+    _check_take_over(ev, step, before)
+    pos = eng.books[PERP].positions
+    assert pos.fund == ev[L_FUND] == ev[L_SETTLED] and pos.accounts["long"][SIZE] == 0
+    assert equity(pos.accounts["long"], eng.books[PERP].oracle.mark) == 0
+    assert pos.accounts["short"][SIZE] == -LOTS  # (the winner is untouched)
+    _check_conservation(eng, events)
+
+
+def _crash(eng: Engine, events: list, n: int) -> tuple:
+    """A long whose bankruptcy price falls between ticks opens; the only bid sits at that
+    price and the index crashes far below: filled at the bankruptcy price, a deficit."""
+    events += eng.apply_many([(OP_INDEX, PERP, OPEN), *_opened(f"l{n}", 400_003, n)])
+    row = eng.books[PERP].positions.accounts[f"l{n}"]
+    before, limit = list(row), bankruptcy(row)
+    events += eng.apply_many([_order(f"c{n}", "mm", BUY, limit, LOTS)])
+    step = eng.apply_many([(OP_INDEX, PERP, 200_000)])
+    events += step
+    (ev,) = _liquidations(step)
+    assert ev[L_CLOSED] == LOTS and ev[L_LIMIT] == limit and ev[L_SETTLED] <= 0
+    _check_take_over(ev, step, before)
+    return ev
+
+
+def test_a_flash_crash_deficit_is_paid_by_the_fund_or_recorded_when_it_is_empty() -> None:
+    eng = Engine(_markets())
+    events = eng.apply_many([*_start(), *_opened("long", 400_000),
+                             _order("m1", "mm", BUY, 270_000, LOTS),
+                             (OP_INDEX, PERP, 270_000)])  # fmt: skip
+    fund = eng.books[PERP].positions.fund
+    assert fund > 0
+    paid = _crash(eng, events, 1)
+    assert paid[L_SETTLED] < 0 and paid[L_UNCOVERED] == 0 and paid[L_FUND] == fund + paid[
+        L_SETTLED]  # fmt: skip
+    _check_conservation(eng, events)
+    # an empty fund: the deficit is recorded, not paid (ADL is not built)
+    empty = Engine(_markets())
+    events = empty.apply_many(_start())
+    ev = _crash(empty, events, 2)
+    pos = empty.books[PERP].positions
+    assert ev[L_SETTLED] == 0 and ev[L_UNCOVERED] > 0 and pos.uncovered == ev[L_UNCOVERED]
+    assert equity(pos.accounts["l2"], 1) == -ev[L_UNCOVERED] and pos.fund == 0
+    _check_conservation(empty, events)
+
+
+def test_a_book_too_thin_leaves_the_rest_open_for_the_next_index() -> None:
+    eng = Engine(_markets())
+    events = eng.apply_many([*_start(), *_opened("long", 400_000),
+                             _order("m1", "mm", BUY, 270_000, 4)])  # fmt: skip
+    step = eng.apply_many([(OP_INDEX, PERP, 270_000)])
+    (ev,) = _liquidations(step)
+    assert ev[L_CLOSED] == 4 and ev[L_SETTLED] == ev[L_UNCOVERED] == 0
+    assert eng.books[PERP].positions.accounts["long"][SIZE] == LOTS - 4
+    step2 = eng.apply_many([_order("m2", "mm", BUY, 255_000, 6), (OP_INDEX, PERP, 250_000)])
+    (ev2,) = _liquidations(step2)
+    assert ev2[L_CLOSED] == 6 and eng.books[PERP].positions.accounts["long"][SIZE] == 0
+    _check_conservation(eng, events + step + step2)
+
+
+def test_liquidations_replay_and_restore_byte_identically() -> None:
+    cmds = [*_start(), *_opened("long", 400_000), _order("m1", "mm", BUY, 270_000, LOTS),
+            (OP_INDEX, PERP, 270_000), (OP_INDEX, PERP, OPEN), *_opened("l1", 400_003, 1),
+            _order("c1", "mm", BUY, 259_999, LOTS), (OP_INDEX, PERP, 200_000)]  # fmt: skip
+    eng = Engine(_markets())
+    events = eng.apply_many(cmds)
+    assert len(_liquidations(events)) == 2
+    assert Engine(_markets()).apply_many(cmds) == events
+    restored = Engine.restore(eng.snapshot(), _markets())
+    assert restored.snapshot() == eng.snapshot()
+    assert restored.books[PERP].positions.fund == eng.books[PERP].positions.fund > 0
+    more = [(OP_INDEX, PERP, OPEN), *_opened("l3", 400_000, 3), (OP_INDEX, PERP, 100_000)]
+    assert restored.apply_many(more) == eng.apply_many(more)
