@@ -23,6 +23,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_FUNDING,
     EV_INDEX,
+    EV_LIQUIDATION,
     EV_LISTED,
     EV_MARGIN,
     EV_MARKET,
@@ -51,6 +52,8 @@ EVENT_SHAPES: dict[int, str] = {
     EV_POSITION: "iissnnn",  # ..., account, size, cost, realized
     EV_MARGIN: "iissni",  # ..., account, amount, collateral
     EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
+    # ..., account, closed, bankruptcy, notional, settled, uncovered, fund
+    EV_LIQUIDATION: "iissniinii",
 }
 
 # per kind: the exact field types (one C-level comparison with ``tuple(map(type, ev))``) and

@@ -29,6 +29,18 @@ from shardex.engine.engine import Engine
 from shardex.engine.liquidation import bankruptcy, breaching, maintenance
 from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
 from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, equity
+from shardex.wire.layouts import LIQ_ACCOUNT as L_ACCOUNT
+from shardex.wire.layouts import LIQ_BANKRUPTCY as L_LIMIT
+from shardex.wire.layouts import LIQ_CLOSED as L_CLOSED
+from shardex.wire.layouts import LIQ_FUND as L_FUND
+from shardex.wire.layouts import LIQ_NOTIONAL as L_NOTIONAL
+from shardex.wire.layouts import LIQ_SETTLED as L_SETTLED
+from shardex.wire.layouts import LIQ_UNCOVERED as L_UNCOVERED
+from shardex.wire.layouts import TRADE_PRICE as _TR_PRICE
+from shardex.wire.layouts import TRADE_QTY as _TR_QTY
+from shardex.wire.layouts import TRADE_TAKER as _TR_TAKER
+from shardex.wire.pub import check_event
+from shardex.wire.schema import event_to_json
 
 PERP = "BTCPERP-USD"
 SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
@@ -36,9 +48,6 @@ SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
 MM = Fraction(1, 20)
 OPEN = 300_000  # ticks: where the long opens
 LOTS = 10
-# (EV_LIQUIDATION's fields)
-L_ACCOUNT, L_CLOSED, L_LIMIT, L_NOTIONAL, L_SETTLED, L_UNCOVERED, L_FUND = 3, 4, 5, 6, 7, 8, 9
-_TR_PRICE, _TR_QTY, _TR_TAKER = 3, 4, 5
 
 # -- the pure core: exact rationals as the reference ---------------------------------------
 
@@ -212,3 +221,18 @@ def test_liquidations_replay_and_restore_byte_identically() -> None:
     assert restored.books[PERP].positions.fund == eng.books[PERP].positions.fund > 0
     more = [(OP_INDEX, PERP, OPEN), *_opened("l3", 400_000, 3), (OP_INDEX, PERP, 100_000)]
     assert restored.apply_many(more) == eng.apply_many(more)
+
+
+def test_liquidation_events_pass_the_bridge_check_and_format_as_decimals() -> None:
+    eng = Engine(_markets())
+    events = eng.apply_many([*_start(), *_opened("long", 400_000),
+                             _order("m1", "mm", BUY, 270_000, LOTS),
+                             (OP_INDEX, PERP, 270_000)])  # fmt: skip
+    (ev,) = _liquidations(events)
+    markets = _markets()
+    assert check_event(ev, markets)
+    doc = event_to_json(ev, markets)
+    assert doc["ev"] == "liquidation" and doc["account"] == "long" and doc["closed"] == "0.010"
+    assert doc["bankruptcy"] == markets[PERP].price_str(ev[L_LIMIT])
+    assert doc["fund"] == str(ev[L_FUND] * markets[PERP].tick * markets[PERP].lot)
+    assert not check_event((*ev[:L_ACCOUNT], "", *ev[L_ACCOUNT + 1:]), markets)
