@@ -295,3 +295,26 @@ def test_random_sessions_conserve_replay_and_leave_no_breach_the_book_could_clos
         assert set(breaching(pos.accounts, mark, 1, 20)) <= taken
     assert Engine(markets).apply_many(cmds) == events
     assert Engine.restore(eng.snapshot(), markets).snapshot() == eng.snapshot()
+
+
+def test_a_winner_liquidated_later_keeps_a_readable_negative_collateral() -> None:
+    """An account that realized a profit, then lost most of it on a larger position, is
+    liquidated with a surplus bigger than its collateral: the fund takes all its equity, so
+    its collateral goes below zero (its realized PnL stays as traded). Its next margin move's
+    event must still pass the bridge's check, and its snapshot must load."""
+    eng, markets = Engine(_markets()), _markets()
+    events = eng.apply_many([*_start(), *_opened("w", 400_000),
+                             (OP_INDEX, PERP, 330_000),
+                             _order("x1", "mm", BUY, 330_000, LOTS),
+                             _order("x2", "w", SELL, 330_000, LOTS),  # (+300,000 realized)
+                             _order("y1", "short", SELL, 330_000, 20),
+                             _order("y2", "w", BUY, 330_000, 20),
+                             _order("z1", "mm", BUY, 320_000, 20),
+                             (OP_INDEX, PERP, 300_000)])  # fmt: skip
+    (ev,) = _liquidations(events)
+    row = eng.books[PERP].positions.accounts["w"]
+    assert ev[L_SETTLED] > 0 and row[SIZE] == 0 and row[REALIZED] > 0 > row[COLLATERAL]
+    step = eng.apply_many([(OP_MARGIN, PERP, "w", 1_000)])
+    assert step[-1][0] == EV_MARGIN and check_event(step[-1], markets)
+    assert Engine.restore(eng.snapshot(), markets).snapshot() == eng.snapshot()
+    _check_conservation(eng, events + step)
