@@ -32,7 +32,7 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 * ``(EV_ACCEPTED, seq, symbol, id)``
 * ``(EV_TRADE, seq, symbol, price, qty, taker_id, maker_id, taker_side, trade_id)``
 * ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason
-  ``user|ioc|fok|stp|delist|expired|cancel_all|deadman``, qty = open lots removed
+  ``user|ioc|fok|stp|delist|expired|cancel_all|deadman|liquidation``, qty = open lots removed
 * ``(EV_REJECTED, seq, symbol, id, reason, code)`` — ``reason`` is for humans and may change
   wording; ``code`` (a ``REJ_*`` int, public name ``REJECT_NAMES[code]``) is the stable part
 * ``(EV_AMENDED, seq, symbol, id, qty, price)`` — the order's new open qty and price

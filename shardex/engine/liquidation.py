@@ -13,7 +13,9 @@ account (up for a long, down for a short) it is > 0 (``tests/unit/test_liquidati
 proves both on random rows).
 
 **Take-over.** Every index (``OP_INDEX``) moves the mark; in the same command the engine
-takes over each breaching position, accounts in name order: it cancels the account's live
+takes over each breaching position, accounts in name order, then those the take-overs' fills
+put below maintenance (a maker whose resting order filled away from the mark), each account
+at most once per index: it cancels the account's live
 and pending orders on the pair (reason ``liquidation``), then sends an IOC reduce-only limit
 order for the whole position (at most the pair's max qty) at the bankruptcy price (clamped to
 1..max price) into the pair's own matching, the account as the taker, id ``liq:<seq>``.
@@ -49,13 +51,12 @@ from shardex.engine.codes import (
     STP_NONE,
     Event,
 )
-from shardex.engine.expiry import _cancel_mine
+from shardex.engine.expiry import LIQUIDATION, _cancel_mine
 from shardex.engine.perps import PERP_OPS as _PERP_OPS
 from shardex.engine.perps import set_index
 from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, Positions, equity
 
 Refusal = tuple[str, int]
-REASON = "liquidation"  # the cancel reason of a liquidated account's orders
 # (a trade event's fields: the engine's own layout, ``codes``)
 _TR_PRICE, _TR_QTY, _TR_TAKER = 3, 4, 5
 
@@ -103,7 +104,7 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
     row = pos.accounts[account]
     size = row[SIZE]
     limit = max(1, min(bankruptcy(row), market.max_price_ticks))
-    _cancel_mine(eng, book, account, REASON, out)
+    _cancel_mine(eng, book, account, LIQUIDATION, out)
     oid = f"liq:{eng.seq + 1}"
     qty = min(abs(size), market.max_qty_lots)
     cmd = (OP_NEW, book.symbol, oid, account, SELL if size > 0 else BUY, LIMIT, limit, qty, IOC,
@@ -128,7 +129,8 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
 
 def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     """``(OP_INDEX, symbol, index)``: the new index and mark (``perps.set_index``), then every
-    position below maintenance at that mark taken over."""
+    position below maintenance at that mark taken over, then any that those take-overs'
+    fills put below it (a cascade), each account at most once per index."""
     refused = set_index(eng, cmd, out)
     if refused is not None:
         return refused
@@ -137,9 +139,15 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     if pos is None or not pos.accounts:
         return None
     num, den = book.market.perp.maintenance_margin.as_integer_ratio()
-    for account in breaching(pos.accounts, book.oracle.mark, int(num), int(den)):
-        take_over(eng, book, account, out)
-    return None
+    done: set[str] = set()
+    while True:  # (a maker a take-over filled may breach now: each account once per index)
+        todo = [a for a in breaching(pos.accounts, book.oracle.mark, int(num), int(den))
+                if a not in done]  # fmt: skip
+        if not todo:
+            return None
+        for account in todo:
+            done.add(account)
+            take_over(eng, book, account, out)
 
 
 # the engine's dispatch of perp pairs' commands (``Engine.apply``'s admin table)
