@@ -32,7 +32,7 @@ Events (tuples; index 0 kind, index 1 seq, index 2 symbol):
 * ``(EV_ACCEPTED, seq, symbol, id)``
 * ``(EV_TRADE, seq, symbol, price, qty, taker_id, maker_id, taker_side, trade_id)``
 * ``(EV_CANCELLED, seq, symbol, id, reason, qty)`` — reason
-  ``user|ioc|fok|stp|delist|expired|cancel_all|deadman``, qty = open lots removed
+  ``user|ioc|fok|stp|delist|expired|cancel_all|deadman|liquidation``, qty = open lots removed
 * ``(EV_REJECTED, seq, symbol, id, reason, code)`` — ``reason`` is for humans and may change
   wording; ``code`` (a ``REJ_*`` int, public name ``REJECT_NAMES[code]``) is the stable part
 * ``(EV_AMENDED, seq, symbol, id, qty, price)`` — the order's new open qty and price
@@ -72,6 +72,8 @@ Perp positions and margin (``shardex.engine.positions``):
   ``(EV_MARGIN, seq, symbol, account, amount, collateral)``
 * ``(EV_POSITION, seq, symbol, account, size, cost, realized)`` — after a command's trades on
   a perp pair, once per account they moved: signed lots, cost basis and realized PnL (units)
+* ``(EV_LIQUIDATION, seq, symbol, account, closed, bankruptcy, notional, settled, uncovered,
+  fund)`` — after an index, per account taken over (``shardex.engine.liquidation``)
 * ``(OP_FUNDING, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when a perp pair's
   funding payment time is <= ``ts``; its event per paying pair ``(EV_FUNDING, seq, symbol,
   per_lot, cumulative, remainder)`` (millionths of a unit per lot; units). Never accepted from
@@ -112,6 +114,7 @@ EV_LISTED = 11  # a new pair listed (``shardex.engine.listing``)
 EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps``)
 EV_POSITION, EV_MARGIN = 21, 22  # a perp position / margin changed (``engine.positions``)
 EV_FUNDING = 23  # a perp pair paid funding (``shardex.engine.funding``)
+EV_LIQUIDATION = 24  # a position taken over at the mark (``shardex.engine.liquidation``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")

@@ -72,10 +72,10 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.expiry import cancel_all, expire_due, new_other
+from shardex.engine.liquidation import PERP_OPS
 from shardex.engine.listing import list_pair
 from shardex.engine.markets import Market
 from shardex.engine.moves import adopt, handoff
-from shardex.engine.perps import PERP_OPS
 from shardex.engine.positions import amend_refusal as margin_amend
 from shardex.engine.positions import on_match, perp_new
 from shardex.engine.state import (  # noqa: F401 - TRADE_SCAN, EventSource, order_trades: old paths

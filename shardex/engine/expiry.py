@@ -76,6 +76,9 @@ CANCEL_ALL_AFTER = 4  # (OP_CANCEL_ALL, symbol, ref, account, after): ``wire.lay
 OPTION_KEYS = frozenset(("expire", "trigger", CAPPED, REDUCE_ONLY))
 CLIENT_OPTION_KEYS = OPTION_KEYS - {CAPPED}
 EXPIRED, CANCEL_ALL, DEADMAN = "expired", "cancel_all", "deadman"  # cancelled events' reasons
+LIQUIDATION = "liquidation"  # (a liquidated account's orders: ``engine.liquidation``)
+# (the reasons above, which a snapshot's recent results may hold: ``state``)
+OWN_REASONS = (EXPIRED, CANCEL_ALL, DEADMAN, LIQUIDATION)
 MAX_AFTER = DAY_MS  # the longest dead-man switch
 COMPACT_MIN = 1024  # index entries below which stale ones are never swept out (``compact``)
 

@@ -225,5 +225,6 @@ def perp_read(eng: EngineState, symbol: str) -> dict[str, Any] | None:
     return out
 
 
-# the engine's dispatch of perp pairs' commands (``Engine.apply``'s admin table)
+# perp pairs' commands (``Engine.apply``'s admin table takes ``engine.liquidation``'s, where
+# an index also liquidates)
 PERP_OPS = {OP_INDEX: set_index, OP_MARGIN: set_margin, OP_FUNDING: pay_funding}

@@ -74,7 +74,7 @@ class Positions:
     cleaned of finished ids as it is read (a superset of the live ones: the same answer)."""
 
     __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder",
-                 "open", "indexed")
+                 "open", "indexed", "fund", "uncovered")
 
     def __init__(self) -> None:
         self.accounts: dict[str, list[int]] = {}
@@ -86,6 +86,8 @@ class Positions:
         self.remainder = 0  # units the rounding of payments kept (always >= 0)
         self.open: dict[str, set[str]] = {}
         self.indexed = False
+        self.fund = 0  # the insurance fund, units (``engine.liquidation``; always >= 0)
+        self.uncovered = 0  # Σ deficits the fund could not pay, units (ADL: not built)
 
     def row(self, account: str) -> list[int]:
         row = self.accounts.get(account)
@@ -94,26 +96,35 @@ class Positions:
         return row
 
     def save(self) -> dict[str, Any]:
-        """Plain data, sorted by account (a snapshot and a move are byte-identical)."""
-        return {"rows": [[a, *r] for a, r in sorted(self.accounts.items()) if any(r)],
-                "funding": [self.premium, self.samples, self.cumulative, self.due,
-                            self.remainder]}  # fmt: skip
+        """Plain data, sorted by account (a snapshot and a move are byte-identical); the
+        insurance fund only once it has been used (older snapshots stay as they were)."""
+        state = {"rows": [[a, *r] for a, r in sorted(self.accounts.items()) if any(r)],
+                 "funding": [self.premium, self.samples, self.cumulative, self.due,
+                             self.remainder]}  # fmt: skip
+        if self.fund or self.uncovered:
+            state["insurance"] = [self.fund, self.uncovered]
+        return state
 
     def load(self, state: Any) -> None:
         """``save``'s map back; ValueError when it does not fit."""
         self.accounts = {}
+        self.fund = self.uncovered = 0
         if not state:
             return
-        for entry in state["rows"]:
+        for entry in state["rows"]:  # (a liquidated account's collateral may be < 0)
             if (not isinstance(entry, (list, tuple)) or len(entry) != WIDTH + 1
                     or type(entry[0]) is not str or any(type(v) is not int for v in entry[1:])
-                    or entry[1 + COLLATERAL] < 0 or (entry[1] == 0) != (entry[2] == 0)):
+                    or (entry[1] == 0) != (entry[2] == 0)):
                 raise ValueError(f"bad position {entry!r:.80}")  # fmt: skip
             self.accounts[entry[0]] = list(entry[1:])
         funding = state["funding"]
         if len(funding) != 5 or any(type(v) is not int for v in funding) or funding[4] < 0:
             raise ValueError(f"bad funding state {funding!r:.80}")
         self.premium, self.samples, self.cumulative, self.due, self.remainder = funding
+        insurance = state.get("insurance", [0, 0])
+        if (len(insurance) != 2 or any(type(v) is not int or v < 0 for v in insurance)):
+            raise ValueError(f"bad insurance state {insurance!r:.80}")
+        self.fund, self.uncovered = insurance
 
 
 def fill(row: list[int], q: int, price: int) -> None:

@@ -34,7 +34,7 @@ from shardex.engine.codes import (
     STATE_UNKNOWN,
     Event,
 )
-from shardex.engine.expiry import CANCEL_ALL, DEADMAN, EXPIRED, Expiries, new_with_opts
+from shardex.engine.expiry import OWN_REASONS, Expiries, new_with_opts
 from shardex.engine.listing import (
     adopt_definition,
     listed_snapshot,
@@ -52,7 +52,7 @@ TRADE_SCAN = 1 << 17
 _CHUNK = 4096
 # ``events(first, last)``: the events of seqs first..last in order, or None when not at hand.
 EventSource = Callable[[int, int], "list[Event] | None"]
-_CANCEL_REASONS = ("user", "ioc", "fok", "stp", "delist", EXPIRED, CANCEL_ALL, DEADMAN)
+_CANCEL_REASONS = ("user", "ioc", "fok", "stp", "delist", *OWN_REASONS)
 
 
 class EngineState:

@@ -23,6 +23,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_FUNDING,
     EV_INDEX,
+    EV_LIQUIDATION,
     EV_LISTED,
     EV_MARGIN,
     EV_MARKET,
@@ -49,8 +50,10 @@ EVENT_SHAPES: dict[int, str] = {
     EV_LISTED: "iisssss",  # ..., tick, lot, max_price, max_qty (decimal strings)
     EV_INDEX: "iisii",  # ..., index, mark (ticks)
     EV_POSITION: "iissnnn",  # ..., account, size, cost, realized
-    EV_MARGIN: "iissni",  # ..., account, amount, collateral
+    EV_MARGIN: "iissnn",  # ..., account, amount, collateral (< 0: after a liquidation)
     EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
+    # ..., account, closed, bankruptcy, notional, settled, uncovered, fund
+    EV_LIQUIDATION: "iissniinii",
 }
 
 # per kind: the exact field types (one C-level comparison with ``tuple(map(type, ev))``) and

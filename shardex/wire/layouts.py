@@ -83,6 +83,11 @@ MARGIN_WIDTH = 6
 # (EV_FUNDING, seq, symbol, per_lot, cumulative, remainder) (``shardex.engine.funding``)
 FUNDING_EV_PER_LOT, FUNDING_EV_CUMULATIVE, FUNDING_EV_REMAINDER = 3, 4, 5
 FUNDING_WIDTH = 6
+# (EV_LIQUIDATION, seq, symbol, account, closed, bankruptcy, notional, settled, uncovered,
+# fund) (``shardex.engine.liquidation``)
+LIQ_ACCOUNT, LIQ_CLOSED, LIQ_BANKRUPTCY, LIQ_NOTIONAL = 3, 4, 5, 6
+LIQ_SETTLED, LIQ_UNCOVERED, LIQ_FUND = 7, 8, 9
+LIQ_WIDTH = 10
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

@@ -32,6 +32,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_FUNDING,
     EV_INDEX,
+    EV_LIQUIDATION,
     EV_LISTED,
     EV_MARGIN,
     EV_POSITION,
@@ -55,6 +56,7 @@ from shardex.wire.layouts import (
     RESTRICTED_FLAG,
     RESTRICTED_WIDTH,
 )
+from shardex.wire.liquidation_event import check_liquidation_event
 from shardex.wire.listed import learn_account_listed, learn_listed
 from shardex.wire.position_event import check_position_event
 
@@ -216,6 +218,8 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return check_index_event(ev, markets)
     if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):  # (a perp pair's: ``position_event``)
         return check_position_event(ev, markets)
+    if kind == EV_LIQUIDATION:
+        return check_liquidation_event(ev, markets)
     return True
 
 

@@ -23,6 +23,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_FUNDING,
     EV_INDEX,
+    EV_LIQUIDATION,
     EV_LISTED,
     EV_MARGIN,
     EV_MARKET,
@@ -84,9 +85,9 @@ from shardex.wire.layouts import (
     TRIGGERED_AT,
     TRIGGERED_LAST,
 )
+from shardex.wire.liquidation_event import perp_event_json
 from shardex.wire.listed import listed_json
 from shardex.wire.market_rules import market_event_json
-from shardex.wire.position_event import position_event_json
 
 _NEW_FIELDS = {
     "op",
@@ -421,8 +422,8 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return _triggered_json(ev, markets[symbol])
     if kind == EV_INDEX:
         return index_event_json(ev, markets)
-    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):
-        return position_event_json(ev, markets)
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING, EV_LIQUIDATION):
+        return perp_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 
 

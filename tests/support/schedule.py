@@ -131,6 +131,9 @@ MEASURED_S: dict[str, float] = {
     # perp positions, margin and funding (2026-12-07 20:40, load ~12): 1.9 s, 1.1 s and 0.2 s
     # of pytest (the first two mostly hypothesis: 60 examples each); 3.0, 2.7 and 2.5 s CPU
     # with start-up
+    # liquidations and the insurance fund (2026-12-07 21:58, load ~5): 3.2 s of pytest,
+    # 4.1 s CPU with start-up (pure: engine and hypothesis, no process)
+    "test_liquidation.py": 3.2,
     "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
     # trim (2026-12-07 20:10-20:50, load 9-15): CPU before -> after, back to back, scaled into
     # the rows above: the three gateway files sharing one cluster 28.4 -> 15.6 s (x 0.55);

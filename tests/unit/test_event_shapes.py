@@ -22,6 +22,7 @@ from shardex.engine.codes import (
     EV_CANCELLED,
     EV_FUNDING,
     EV_INDEX,
+    EV_LIQUIDATION,
     EV_LISTED,
     EV_MARGIN,
     EV_MARKET,
@@ -51,6 +52,7 @@ GOOD: dict[int, tuple] = {
     EV_POSITION: (EV_POSITION, 12, P, "alice", -5, -250_000, 10),
     EV_MARGIN: (EV_MARGIN, 13, P, "alice", -100, 5_000),
     EV_FUNDING: (EV_FUNDING, 14, P, -3, 12, 1),
+    EV_LIQUIDATION: (EV_LIQUIDATION, 15, P, "alice", 5, 4_000_000, 20_000_000, -7, 2, 0),
 }
 
 
