@@ -109,12 +109,19 @@ def test_zap_replication_domain_admits_only_its_shards_key(tmp_path: Path) -> No
     assert domain_allows("shards", shard0) and not domain_allows("clients", shard0)  # type: ignore[arg-type]
 
 
-def _dealer(ctx: Any, endpoint: str, key: KeyFile | None, ident: bytes) -> Any:
+def _dealer(ctx: Any, endpoint: str, key: KeyFile | None, ident: bytes,
+            monitors: dict[Any, Any] | None = None) -> Any:  # fmt: skip
+    """A DEALER to ``endpoint`` (CURVE with ``key``); with ``monitors``, its socket monitor is
+    made BEFORE it connects and kept there: a keyless client's handshake fails at once on a
+    mechanism mismatch and is not tried again, so a monitor made after the connect can miss
+    the only refusal there is."""
     d = ctx.socket(zmq.DEALER)
     d.setsockopt(zmq.LINGER, 0)
     d.setsockopt(zmq.IDENTITY, ident)
     if key is not None:
         client_socket(d, key)
+    if monitors is not None:
+        monitors[d] = d.get_monitor_socket()
     d.connect(endpoint)
     return d
 
@@ -158,9 +165,10 @@ def test_only_shard_keys_get_the_replication_stream(secure_pair: Pair) -> None:
     line = "refused a CURVE connection on replication-0"
     logged = pair.output("r" + leader[-1]).count(line)
     ctx = zmq.Context()
-    socks = {n: _dealer(ctx, endpoint, k, standby.encode()) for n, k in attackers.items()}
     # each attacker's own socket monitor: the witness that its connection reached the leader
-    monitors = {n: s.get_monitor_socket() for n, s in socks.items()}
+    made: dict[Any, Any] = {}
+    socks = {n: _dealer(ctx, endpoint, k, standby.encode(), made) for n, k in attackers.items()}
+    monitors = {n: made[s] for n, s in socks.items()}
     refused_at: dict[str, int] = {}
     try:
         cmd = (OP_NEW, SYMBOL, "forged", "acct1", 0, 0, 10_000, 1, 0, False, 0)
