@@ -4,6 +4,7 @@ command, an amount → ``OP_MARGIN``, and the engine shards' answers → plain m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -44,21 +45,29 @@ def index_command(market: Market, price: Any) -> Command:
     return (OP_INDEX, market.symbol, index_ticks(market, price))
 
 
-def index_result(error: Any, results: Any, symbol: str, market: Market) -> dict[str, Any]:
-    """The reply to ``OP_INDEX`` → ``{"ok": True, symbol, index, mark, seq}`` (decimal
-    strings) or ``{"ok": False, "rejected", "code"}``; ``ShardexError`` for a refusal of the
-    request (``not_allowed``: not a feed key) or a reply this client cannot read."""
-    what = f"index {symbol}"
+def _one_event(what: str, error: Any, results: Any, kind: int,
+               to_json: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """An admin command's one event: its JSON with ``ok`` (``to_json``) when it is of
+    ``kind``, ``{"ok": False, "rejected", "code"}`` when rejected; ``ShardexError`` for a
+    refused request or any other event."""
     (ev, *_) = admin_events(what, error, results)
     if ev[EV_KIND] == EV_REJECTED:
         return {"ok": False, "rejected": ev[REJECTED_REASON],
                 "code": reject_name(ev[REJECTED_CODE])}  # fmt: skip
-    if ev[EV_KIND] != EV_INDEX:
+    if ev[EV_KIND] != kind:
         raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: unexpected event {ev!r:.100}")
-    out = index_event_json(ev, {symbol: market})
+    out = to_json(ev)
     del out["ev"]
     out["ok"] = True
     return out
+
+
+def index_result(error: Any, results: Any, symbol: str, market: Market) -> dict[str, Any]:
+    """The reply to ``OP_INDEX`` → ``{"ok": True, symbol, index, mark, seq}`` (decimal
+    strings) or ``{"ok": False, "rejected", "code"}``; ``ShardexError`` for a refusal of the
+    request (``not_allowed``: not a feed key) or a reply this client cannot read."""
+    return _one_event(f"index {symbol}", error, results, EV_INDEX,
+                      lambda ev: index_event_json(ev, {symbol: market}))
 
 
 def margin_units(market: Market, amount: Any) -> int:
@@ -86,17 +95,8 @@ def margin_result(error: Any, results: Any, symbol: str, market: Market) -> dict
     """The reply to ``OP_MARGIN`` → ``{"ok": True, symbol, account, amount, collateral, seq}``
     or ``{"ok": False, "rejected", "code"}`` (``ShardexError``: the request was refused, e.g.
     ``not_allowed`` for a key that is not an admin's)."""
-    what = f"margin {symbol}"
-    (ev, *_) = admin_events(what, error, results)
-    if ev[EV_KIND] == EV_REJECTED:
-        return {"ok": False, "rejected": ev[REJECTED_REASON],
-                "code": reject_name(ev[REJECTED_CODE])}  # fmt: skip
-    if ev[EV_KIND] != EV_MARGIN:
-        raise _bad_reply(f"{what}: {MALFORMED_PREFIX}: unexpected event {ev!r:.100}")
-    out = position_event_json(ev, {symbol: market})
-    del out["ev"]
-    out["ok"] = True
-    return out
+    return _one_event(f"margin {symbol}", error, results, EV_MARGIN,
+                      lambda ev: position_event_json(ev, {symbol: market}))
 
 
 def positions_merged(replies: list[Any]) -> list[dict[str, Any]]:
