@@ -45,6 +45,10 @@ def main() -> int:
                     "member on each of h1, h2, h3 (the cut host's member goes with it)")
     ap.add_argument("--no-pre-vote", action="store_true",
                     help="with --coord etcd: run etcd without --pre-vote (3.4's default)")
+    ap.add_argument("--etcd-leader", default="h1", choices=["h1", "h2", "h3", "any"],
+                    help="with --coord etcd: move etcd's own leader to this host before the cut "
+                    "(any: leave it where etcd's election put it; on h2 the cut takes it away, "
+                    "and every lease waits out etcd's election)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, journals)")
     args = ap.parse_args()
@@ -58,7 +62,9 @@ def main() -> int:
     try:
         reh = Rehearsal(work, args.coord, pre_vote=not args.no_pre_vote)
         reh.start()
-        out = reh.run(Plan(args.before, args.cut, args.after, args.rate, args.loadgen_rate))
+        leader = None if args.etcd_leader == "any" else args.etcd_leader
+        out = reh.run(Plan(args.before, args.cut, args.after, args.rate, args.loadgen_rate,
+                           etcd_leader=leader))
     except KeyboardInterrupt:
         print("interrupted: cleaning up", file=sys.stderr)
         return 130

@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from shardex.client import Client
+from shardex.coord.etcd import EtcdClient
 from shardex.engine.codes import OP_NEW
 from shardex.journal import read_commands
 from shardex.lease import Lease, connect
@@ -62,6 +63,10 @@ class Plan:
     rate: float = 100.0  # probe orders/s (each one tracked by id)
     loadgen_rate: float = 0.0  # extra ``shardex loadgen`` orders/s from h4 (0: none)
     victim: str = "h2"  # the host cut off
+    # with the leases in etcd: etcd's own leader is moved to this host before the cut (None:
+    # left where the election put it, so the cut may take etcd's leader away too, and every
+    # lease then waits out etcd's election: a fenced leader on an uncut host is expected)
+    etcd_leader: str | None = "h1"
 
 
 @dataclass
@@ -224,6 +229,27 @@ class Rehearsal:
         wait("both account replicas in sync",
              lambda: len(self.accounts().get("isr", [])) == 2, timeout)  # fmt: skip
 
+    def etcd_leader(self) -> str | None:
+        """The host whose etcd member leads etcd now (None: no leader, or not etcd)."""
+        if self.coord != "etcd":
+            return None
+        ids = {}
+        for h in self.etcd_hosts:
+            st = EtcdClient([(self.a[h], PORTS["etcd_client"])]).call("maintenance/status", {})
+            ids[st["header"]["member_id"]] = h
+        return ids.get(st.get("leader"))
+
+    def move_etcd_leader(self, to: str) -> None:
+        """Hand etcd's leadership to ``to``'s member (asked of the current leader) and wait
+        until it holds: the cut then tests our leases, not etcd's own election."""
+        now = wait("etcd has a leader", self.etcd_leader, 30)
+        if now == to:
+            return
+        target = EtcdClient([(self.a[to], PORTS["etcd_client"])]).call("maintenance/status", {})
+        EtcdClient([(self.a[now], PORTS["etcd_client"])]).call(
+            "maintenance/transfer-leadership", {"targetID": target["header"]["member_id"]})
+        wait(f"etcd's leader moves to {to}", lambda: self.etcd_leader() == to, 30)
+
     def holder(self) -> str | None:
         """The node holding engine shard 0's lease, read from the lease store."""
         h = Lease(connect(self.lease_url), 0, "rehearsal", "none").holder()
@@ -261,7 +287,10 @@ class Rehearsal:
                 "--duration", str(total), "--risk", "on", "--fund", "--key", "none",
                 "--fate-wait", "20", "--quiet", "--out", str(self.work / "loadgen.json"),
             ])  # fmt: skip
+        if plan.etcd_leader and self.coord == "etcd":
+            self.move_etcd_leader(plan.etcd_leader)
         time.sleep(plan.before)  # (the load runs meanwhile: a phase, not a synchronisation)
+        etcd_leader = self.etcd_leader()
         old = self.holder()
         t_cut = time.monotonic()
         self.hosts.partition(plan.victim)
@@ -286,6 +315,7 @@ class Rehearsal:
         numbers = self.measure(json.loads(orders.read_text()), json.loads(fence.read_text()),
                                json.loads(served.read_text()), t_cut, moved)  # fmt: skip
         numbers.update({"coord": self.coord, "first_leader": first["node"],
+                        "etcd_leader_at_cut": etcd_leader,
                         "deposed_exit": exit_code,
                         "heal_to_deposed_down_s": round(stepped_s, 2),
                         "heal_to_both_tiers_in_sync_s": round(rejoin_s, 2)})  # fmt: skip
