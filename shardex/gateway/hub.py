@@ -27,6 +27,7 @@ from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.gateway.perpfeed import LOOKBACK, PERP_CHANNELS, PerpFeed
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
 log = logging.getLogger("shardex.gateway")
@@ -146,6 +147,7 @@ class Hub:
         self.redis_ok = False
         self.cluster_ok = False
         self.user: Any = None  # the private user channel (``userhub.UserHub``), when served
+        self.perp = PerpFeed()  # the perp pairs' mark, funding and liquidations channels
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class Hub:
             self.remove(conn, channel, symbol)
 
     def _count(self) -> None:
-        for ch in ("book", "trades", "ticker"):
+        for ch in ("book", "trades", "ticker", *PERP_CHANNELS):
             m.SUBSCRIPTIONS.labels(ch).set(
                 sum(len(c) for (k, _), c in self.subs.items() if k == ch))
 
@@ -224,6 +226,14 @@ class Hub:
         sub.last = held[-1][0] if held else sub.last
         sub.held.clear()
         sub.live = True
+
+    def subscribe_perp(self, conn: Conn, channel: str, symbol: str) -> None:
+        """A perp channel, live from now: the answer says the seq the chain continues from
+        and carries the last message (the current mark, the last funding or liquidation)."""
+        seq, last = self.perp.last.get((channel, symbol)), self.perp.latest.get((channel, symbol))
+        self.add(conn, Sub(channel, symbol, last=seq))
+        conn.control({"type": "subscribed", "channel": channel, "symbol": symbol,
+                      "seq": seq, "last": last})  # fmt: skip
 
     async def replay(self, conn: Conn, symbol: str, sub: Sub, since: int) -> tuple[bool, int]:
         """Send the stream's trades after ``since``; resumed False when ``since`` is not in
@@ -388,9 +398,10 @@ class Hub:
                 self.pos[key] = top[0][0] if top else "0-0"
                 self.trade_seq[symbol] = int(top[0][0].split("-")[0]) if top else None
         for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
-            if key not in self.pos:
-                top = await self.r.xrevrange(key, "+", "-", count=1)
+            if key not in self.pos:  # (its tail: the perp channels' last seqs)
+                top = await self.r.xrevrange(key, "+", "-", count=LOOKBACK)
                 self.pos[key] = top[0][0] if top else "0-0"
+                self.perp.seed(top)
         for key in await self.user.keys() if self.user is not None else ():
             if key not in self.pos:  # the account shards' orders and balances streams
                 self.pos[key] = await self.user.start(key)
@@ -410,6 +421,8 @@ class Hub:
                 for _, f in entries:
                     if f.get("ev") != "rejected" and "symbol" in f:
                         self.mark(f["symbol"])
+                for channel, symbol, msg in self.perp.entries(entries):
+                    self.publish(channel, symbol, encode(msg), msg["seq"])
             if self.user is not None:
                 self.user.entries(key, entries)
         self.flush()  # one fan-out per step

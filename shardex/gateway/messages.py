@@ -1,7 +1,8 @@
 """What a WebSocket client may send the gateway, read into a ``Request`` or a JSON error with a
 stable code (pure: never raises on input).
 
-``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker",
+``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker" (or a perp
+pair's "mark"|"funding"|"liquidations"),
 "symbol": "BTC-USD", "from_seq": 123, "batch": true, "id": <echoed>}``; ``{"op": "markets"}``;
 ``{"op": "ping"}``. ``resync`` is ``subscribe`` again: a fresh book snapshot, or trades from
 ``from_seq`` (exclusive). ``batch`` (trades only): each step's trades in one message.
@@ -14,10 +15,11 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+from shardex.gateway.perpfeed import PERP_CHANNELS
 from shardex.wire.codes import BAD_MESSAGE, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL, name_of
 
 MAX_MESSAGE = 4096  # bytes of one client message
-CHANNELS = ("book", "trades", "ticker")
+CHANNELS = ("book", "trades", "ticker", *PERP_CHANNELS)
 SUB_OPS = ("subscribe", "unsubscribe", "resync")
 OPS = (*SUB_OPS, "markets", "ping")
 MAX_SEQ = 2**63 - 1
