@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import require
 
+from shardex.engine import DEFAULT_MARKETS
 from shardex.kinds import KINDS
 from shardex.layout import Layout
 from shardex.metrics import LATENCY_BUCKETS, Hist, prometheus_config
@@ -189,9 +190,21 @@ def _prometheus_or_skip() -> str:
     return exe
 
 
+def _markets_with_a_perp(path: Path) -> Path:
+    """The built-in markets plus a perp pair (the dashboard's perp row needs one; ``shardex
+    up`` then starts the index feed too)."""
+    spot = [f'[markets.{s}]\ntick = "{m.tick}"\nlot = "{m.lot}"\nmax_price = "{m.max_price}"\n'
+            f'max_qty = "{m.max_qty}"\n' for s, m in DEFAULT_MARKETS.items()]  # fmt: skip
+    perp = '[markets.BTCPERP-USD]\nkind = "perp"\ntick = "0.1"\nlot = "0.001"\n'
+    path.write_text("\n".join([*spot, perp]))
+    return path
+
+
 def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path):
     exe = _prometheus_or_skip()
-    cluster = Cluster(2, redis="embedded", accounts=1, gateways=1, without=())  # as `shardex up`
+    markets = _markets_with_a_perp(tmp_path / "markets.toml")
+    cluster = Cluster(2, "--markets", str(markets), redis="embedded", accounts=1, gateways=1,
+                      without=())  # as `shardex up`, with a perp pair  # fmt: skip
     prom = None
     load = None
     try:
