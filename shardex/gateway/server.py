@@ -68,9 +68,11 @@ class GatewayConfig:
 
 
 def market_list(markets: Mapping[str, Market]) -> list[dict[str, str]]:
-    """The market list (REST and the ``markets`` op): each pair's grid and bounds as strings."""
+    """The market list (REST and the ``markets`` op): each pair's grid and bounds as strings;
+    a perp pair says ``"kind": "perp"`` (its mark and funding channels exist)."""
     return [{"symbol": s, "tick": str(mk.tick), "lot": str(mk.lot), "max_price": str(mk.max_price),
-             "max_qty": str(mk.max_qty)} for s, mk in sorted(markets.items())]  # fmt: skip
+             "max_qty": str(mk.max_qty), **({"kind": "perp"} if mk.perp is not None else {})}
+            for s, mk in sorted(markets.items())]  # fmt: skip
 
 
 class Gateway:
