@@ -107,8 +107,10 @@ def _pair_values(book: Any, now: int) -> list[float | None]:
     index = mark = rate = age = None
     if o is not None and o.index:
         index, mark, age = float(o.index * m.tick), float(o.mark * m.tick), (now - o.ts) / 1000
-        if pos.samples:
+        try:  # (the engine thread may pay funding meanwhile: its samples back to 0)
             rate = float(Fraction(per_lot(pos, o.index, m.perp.funding_cap), SCALE * o.index))
+        except ZeroDivisionError:  # no sample in this interval yet: no rate to show
+            rate = None
     cumulative = float(Decimal(pos.cumulative) * m.tick / SCALE)
     return [oi, index, mark, rate, cumulative, float(pos.fund * unit),
             float(pos.uncovered * unit), age]  # fmt: skip

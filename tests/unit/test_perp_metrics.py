@@ -11,6 +11,7 @@ from shardex.engine.codes import (
     BUY,
     GTC,
     LIMIT,
+    OP_FUNDING,
     OP_INDEX,
     OP_MARGIN,
     OP_NEW,
@@ -71,3 +72,7 @@ def test_the_perp_gauges_follow_the_engine_state_and_liquidations_are_counted() 
     assert pos.fund > 0 and got["shardex_perp_insurance_fund"] == fund
     assert got["shardex_perp_open_interest_lots"] == 10  # (mm bought what the long sold)
     assert got["shardex_perp_mark"] == eng.books[PERP].oracle.mark / 10
+    # the payment time (the index stale by then: frozen, nothing paid): no sample since
+    eng.apply_many([(OP_TIME, 3_600_000), (OP_FUNDING, 3_600_000)])
+    got = _values(eng, counts)
+    assert "shardex_perp_funding_rate" not in got and got["shardex_perp_index_age_seconds"] > 10
