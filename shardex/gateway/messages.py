@@ -2,10 +2,10 @@
 stable code (pure: never raises on input).
 
 ``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker" (or a perp
-pair's "mark"|"funding"|"liquidations"),
-"symbol": "BTC-USD", "from_seq": 123, "batch": true, "id": <echoed>}``; ``{"op": "markets"}``;
-``{"op": "ping"}``. ``resync`` is ``subscribe`` again: a fresh book snapshot, or trades from
-``from_seq`` (exclusive). ``batch`` (trades only): each step's trades in one message.
+pair's "mark"|"funding"|"liquidations"), "symbol": "BTC-USD", "from_seq": 123, "batch": true,
+"id": <echoed>}``; ``{"op": "markets"}``; ``{"op": "ping"}``. ``resync`` is ``subscribe``
+again: a fresh book snapshot, or trades (or a perp channel's messages) from ``from_seq``
+(exclusive). ``batch`` (trades only): each step's trades in one message.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def parse(raw: str | bytes, symbols: Container[str]) -> Request:
         raise Refused(UNKNOWN_SYMBOL, "unknown symbol", rid)
     if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
         raise Refused(BAD_MESSAGE, "from_seq must be an integer >= 0", rid)
-    if since is not None and channel != "trades":
-        raise Refused(BAD_MESSAGE, "from_seq is for the trades channel", rid)
+    if since is not None and channel not in ("trades", *PERP_CHANNELS):
+        raise Refused(BAD_MESSAGE, "from_seq is for the trades and the perp channels", rid)
     batch = obj.get("batch", False)
     if type(batch) is not bool:
         raise Refused(BAD_MESSAGE, "batch must be true or false", rid)

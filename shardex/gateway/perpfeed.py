@@ -57,16 +57,28 @@ def message(channel: str, seq: int, prev: int | None, f: Mapping[str, str]) -> d
     return msg
 
 
+def entry_message(channel: str, symbol: str, seq: int, prev: int | None,
+                  f: Mapping[str, str]) -> dict[str, Any] | None:  # fmt: skip
+    """An events-stream entry's message on (``channel``, ``symbol``); None if it is not one
+    of theirs (a resume replays the pair's events stream through this)."""
+    if CHANNEL_OF.get(f.get("ev", "")) != channel or f.get("symbol") != symbol:
+        return None
+    return message(channel, seq, prev, f)
+
+
 class PerpFeed:
-    """The last seq and the last message of each (channel, symbol)."""
+    """The last seq and the last message of each (channel, symbol), and the events stream
+    each perp pair's events were last read from (where a resume replays them)."""
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, str], int] = {}
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.stream: dict[str, str] = {}
 
-    def entries(self, entries: Iterable[Entry]) -> list[tuple[str, str, dict[str, Any]]]:
-        """New events-stream entries, oldest first → (channel, symbol, message) of the perp
-        events among them (every other event: nothing)."""
+    def entries(self, stream: str, entries: Iterable[Entry]
+                ) -> list[tuple[str, str, dict[str, Any]]]:  # fmt: skip
+        """New entries of events stream ``stream``, oldest first → (channel, symbol,
+        message) of the perp events among them (every other event: nothing)."""
         out = []
         for eid, f in entries:
             channel, symbol = CHANNEL_OF.get(f.get("ev", "")), f.get("symbol")
@@ -74,11 +86,11 @@ class PerpFeed:
                 continue
             key, seq = (channel, symbol), _seq(eid)
             msg = message(channel, seq, self.last.get(key), f)
-            self.last[key], self.latest[key] = seq, msg
+            self.last[key], self.latest[key], self.stream[symbol] = seq, msg, stream
             out.append((channel, symbol, msg))
         return out
 
-    def seed(self, newest_first: Iterable[Entry]) -> None:
+    def seed(self, stream: str, newest_first: Iterable[Entry]) -> None:
         """An events stream's tail, newest first (``XREVRANGE``): each chain's last seq and
         message, for the chains this gateway has not seen yet (the live entries come after)."""
         found: dict[tuple[str, str], list[Entry]] = {}
@@ -93,3 +105,4 @@ class PerpFeed:
             (eid, f), prev = two[0], _seq(two[1][0]) if len(two) > 1 else None
             self.last[key] = _seq(eid)
             self.latest[key] = message(key[0], _seq(eid), prev, f)
+            self.stream.setdefault(key[1], stream)

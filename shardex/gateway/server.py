@@ -234,7 +234,7 @@ class Gateway:
         elif channel == "trades":
             await self.hub.subscribe_trades(conn, symbol, since, batch)
         elif channel in PERP_CHANNELS:
-            self.hub.subscribe_perp(conn, channel, symbol)
+            await self.hub.subscribe_perp(conn, channel, symbol, since)
         else:
             self.hub.add(conn, Sub("ticker", symbol))
 

@@ -59,6 +59,10 @@ class _Redis:
     async def xread(self, pos: dict[str, str], count: int, block: int) -> list[Any]:
         return self.answers.pop(0) if self.answers else []
 
+    async def xrange(self, key: str, min: str, max: str, count: int) -> list:  # noqa: A002
+        lo = int(min.split("-")[0])
+        return [e for e in self.stream if int(e[0].split("-")[0]) >= lo][:count]
+
 
 def _hub(r: _Redis) -> Hub:
     async def no_book(symbol: str, depth: int) -> dict[str, Any]:
@@ -93,9 +97,9 @@ def test_index_funding_and_liquidations_are_chained_public_messages() -> None:
         hub = _hub(r)
         await hub.start_positions()  # a (re)started gateway: the chain from the stream's tail
         mark, funding, liq = _conn(), _conn(), _conn()
-        hub.subscribe_perp(mark, "mark", PERP)
-        hub.subscribe_perp(funding, "funding", PERP)
-        hub.subscribe_perp(liq, "liquidations", PERP)
+        await hub.subscribe_perp(mark, "mark", PERP)
+        await hub.subscribe_perp(funding, "funding", PERP)
+        await hub.subscribe_perp(liq, "liquidations", PERP)
         (sub,) = _msgs(mark)
         assert (sub["type"], sub["seq"]) == ("subscribed", 7)
         assert sub["last"]["prev_seq"] == 3 and sub["last"]["mark"] == "30001.1"
@@ -144,7 +148,7 @@ def test_a_slow_perp_subscriber_is_told_its_last_seq_and_gets_the_mark_again() -
         hub = _hub(r)
         await hub.start_positions()
         slow = Conn(Outbox(limit=2), _conn()._close)
-        hub.subscribe_perp(slow, "mark", PERP)
+        await hub.subscribe_perp(slow, "mark", PERP)
         slow.outbox.take()
         for seq in range(20, 26):
             r.answers.append([(EVENTS, [_index(seq, 300_000 + seq, 300_000 + seq)])])
@@ -153,9 +157,38 @@ def test_a_slow_perp_subscriber_is_told_its_last_seq_and_gets_the_mark_again() -
         assert notices and notices[0]["channel"] == "mark" and notices[0]["code"] == 123
         while slow.outbox.take() is not None:
             pass
-        hub.subscribe_perp(slow, "mark", PERP)  # the resync: the current mark, then on
+        await hub.subscribe_perp(slow, "mark", PERP)  # the resync: the current mark, then on
         (again,) = _msgs(slow)
         assert again["seq"] == 25 and again["last"]["index"] == "30002.5"
+
+    asyncio.run(run())
+
+
+def test_a_resume_from_seq_replays_the_pairs_events_stream_then_goes_live() -> None:
+    async def run() -> None:
+        liq = lambda seq, who: _entry(  # noqa: E731
+            (EV_LIQUIDATION, seq, PERP, who, 10, 260_000, 2_700_000, 1, 0, seq)
+        )
+        stream = [liq(3, "a"), _index(4, 300_000, 300_000), liq(6, "b"),
+                  _entry((EV_INDEX, 7, "BTC-USD", 1, 1)), liq(9, "c")]  # fmt: skip
+        r = _Redis(stream)
+        hub = _hub(r)
+        await hub.start_positions()
+        back, lost = _conn(), _conn()
+        await hub.subscribe_perp(back, "liquidations", PERP, since=3)
+        await hub.subscribe_perp(lost, "liquidations", PERP, since=5)  # not a liquidation's
+        r.answers.append([(EVENTS, [liq(12, "d")])])
+        await hub.step()
+        got = _msgs(back)
+        assert [(m["seq"], m["prev_seq"]) for m in got if "type" not in m] == [
+            (6, 3),
+            (9, 6),
+            (12, 9),
+        ]  # replayed, then live: no gap, no repeat
+        (ack,) = [m for m in got if m.get("type") == "subscribed"]
+        assert (ack["resumed"], ack["replayed"], ack["from_seq"]) == (True, 2, 3)
+        (ack,) = [m for m in _msgs(lost) if m.get("type") == "subscribed"]
+        assert ack["resumed"] is False  # (the client is told it may have missed some)
 
     asyncio.run(run())
 
