@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from shardex.engine import Market
@@ -27,6 +28,7 @@ from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
 from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.gateway.perpfeed import LOOKBACK, PERP_CHANNELS, PerpFeed, entry_message
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
 log = logging.getLogger("shardex.gateway")
@@ -146,6 +148,7 @@ class Hub:
         self.redis_ok = False
         self.cluster_ok = False
         self.user: Any = None  # the private user channel (``userhub.UserHub``), when served
+        self.perp = PerpFeed()  # the perp pairs' mark, funding and liquidations channels
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -172,7 +175,7 @@ class Hub:
             self.remove(conn, channel, symbol)
 
     def _count(self) -> None:
-        for ch in ("book", "trades", "ticker"):
+        for ch in ("book", "trades", "ticker", *PERP_CHANNELS):
             m.SUBSCRIPTIONS.labels(ch).set(
                 sum(len(c) for (k, _), c in self.subs.items() if k == ch))
 
@@ -212,47 +215,80 @@ class Hub:
             return
         sub = Sub("trades", symbol, live=False, last=since, batch=batch)
         self.add(conn, sub)
-        resumed, sent = await self.replay(conn, symbol, sub, since)
+        resumed, sent = await self.replay(
+            conn, TRADES_PREFIX + symbol, sub, since,
+            lambda seq, prev, f: trade_msg(symbol, seq, prev, f))  # fmt: skip
         conn.control({"type": "subscribed", "channel": "trades", "symbol": symbol,
                       "from_seq": since, "resumed": resumed, "replayed": sent})  # fmt: skip
+        self.go_live(conn, sub)
+
+    def go_live(self, conn: Conn, sub: Sub) -> None:
+        """After a replay: the live messages held meanwhile that it did not send, then live."""
         held = [(seq, f) for seq, f in sub.held if sub.last is None or seq > sub.last]
         if held and sub.batch:
-            conn.push(encode(batch_msg(symbol, [json.loads(f) for _, f in held])), "trades")
+            conn.push(encode(batch_msg(sub.symbol, [json.loads(f) for _, f in held])), "trades")
         else:
             for _, frame in held:
-                conn.push(frame, "trades")
+                conn.push(frame, sub.channel)
         sub.last = held[-1][0] if held else sub.last
         sub.held.clear()
         sub.live = True
 
-    async def replay(self, conn: Conn, symbol: str, sub: Sub, since: int) -> tuple[bool, int]:
-        """Send the stream's trades after ``since``; resumed False when ``since`` is not in
-        the stream (trimmed, or never a trade's seq): the client knows there may be a gap."""
-        key, start, resumed, sent = TRADES_PREFIX + symbol, f"{since}-0", False, 0
+    async def subscribe_perp(self, conn: Conn, channel: str, symbol: str,
+                             since: int | None = None) -> None:  # fmt: skip
+        """A perp channel, live from now: the answer says the seq the chain continues from
+        and carries the last message (the current mark, the last funding or liquidation); or
+        from ``since`` (exclusive), replayed from the pair's events stream, then live."""
+        seq, last = self.perp.last.get((channel, symbol)), self.perp.latest.get((channel, symbol))
+        if since is None:
+            self.add(conn, Sub(channel, symbol, last=seq))
+            conn.control({"type": "subscribed", "channel": channel, "symbol": symbol,
+                          "seq": seq, "last": last})  # fmt: skip
+            return
+        sub = Sub(channel, symbol, live=False, last=since)
+        self.add(conn, sub)
+        key = self.perp.stream.get(symbol)  # (none known: nothing to replay from, said)
+        resumed, sent = (False, 0) if key is None else await self.replay(
+            conn, key, sub, since, partial(entry_message, channel, symbol))
+        conn.control({"type": "subscribed", "channel": channel, "symbol": symbol,
+                      "from_seq": since, "resumed": resumed, "replayed": sent})  # fmt: skip
+        self.go_live(conn, sub)
+
+    async def replay(self, conn: Conn, key: str, sub: Sub, since: int,
+                     build: Callable[[int, int | None, Mapping[str, str]], dict[str, Any] | None],
+                     ) -> tuple[bool, int]:  # fmt: skip
+        """Send the messages ``build`` makes of stream ``key``'s entries after ``since`` (None:
+        not one of this subscription's); resumed False when ``since`` is not such an entry of
+        the stream (trimmed, or never one): the client knows there may be a gap."""
+        start, resumed, sent, scanned = f"{since}-0", False, 0, 0
         first = True
-        while sent < REPLAY_MAX:
+        while scanned < REPLAY_MAX:
             page = await self.r.xrange(key, min=start, max="+", count=REPLAY_PAGE)
             if first:
-                resumed = bool(page) and page[0][0] == f"{since}-0"
+                resumed = bool(page) and page[0][0] == start and build(
+                    since, None, page[0][1]) is not None  # fmt: skip
                 sub.last = since if resumed else None  # the first one's prev_seq: unknown
                 first = False
             page = [e for e in page if e[0] != start]
             if not page:
                 break
+            scanned += len(page)
             msgs = []
             for entry_id, fields in page:
                 seq = int(entry_id.split("-")[0])
-                msgs.append(trade_msg(symbol, seq, sub.last, fields))
-                sub.last, sent = seq, sent + 1
-            if sub.batch:
-                conn.push(encode(batch_msg(symbol, msgs)), "trades")
+                msg = build(seq, sub.last, fields)
+                if msg is not None:
+                    msgs.append(msg)
+                    sub.last, sent = seq, sent + 1
+            if sub.batch and msgs:
+                conn.push(encode(batch_msg(sub.symbol, msgs)), "trades")
             else:
                 for msg in msgs:
-                    conn.push(encode(msg), "trades")
+                    conn.push(encode(msg), sub.channel)
             start = page[-1][0]
-        # more than REPLAY_MAX behind: the trades after the replay's last are not all sent (the
-        # next one's prev_seq shows where): said, not silent
-        return resumed and sent < REPLAY_MAX, sent
+        # more than REPLAY_MAX entries behind: the messages after the replay's last are not all
+        # sent (the next one's prev_seq shows where): said, not silent
+        return resumed and scanned < REPLAY_MAX, sent
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -285,7 +321,7 @@ class Hub:
             if sub is None:
                 continue
             if not sub.live:
-                if channel == "trades":
+                if channel == "trades" or channel in PERP_CHANNELS:
                     pairs = zip(chunk.seqs, chunk.frames, strict=True)
                     sub.held.extend((s, f) for s, f in pairs if s is not None)
                 continue
@@ -388,9 +424,10 @@ class Hub:
                 self.pos[key] = top[0][0] if top else "0-0"
                 self.trade_seq[symbol] = int(top[0][0].split("-")[0]) if top else None
         for key in (f"{EVENTS_PREFIX}{i}" for i in range(n)):
-            if key not in self.pos:
-                top = await self.r.xrevrange(key, "+", "-", count=1)
+            if key not in self.pos:  # (its tail: the perp channels' last seqs)
+                top = await self.r.xrevrange(key, "+", "-", count=LOOKBACK)
                 self.pos[key] = top[0][0] if top else "0-0"
+                self.perp.seed(key, top)
         for key in await self.user.keys() if self.user is not None else ():
             if key not in self.pos:  # the account shards' orders and balances streams
                 self.pos[key] = await self.user.start(key)
@@ -410,6 +447,8 @@ class Hub:
                 for _, f in entries:
                     if f.get("ev") != "rejected" and "symbol" in f:
                         self.mark(f["symbol"])
+                for channel, symbol, msg in self.perp.entries(key, entries):
+                    self.publish(channel, symbol, encode(msg), msg["seq"])
             if self.user is not None:
                 self.user.entries(key, entries)
         self.flush()  # one fan-out per step

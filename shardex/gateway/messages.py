@@ -1,10 +1,11 @@
 """What a WebSocket client may send the gateway, read into a ``Request`` or a JSON error with a
 stable code (pure: never raises on input).
 
-``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker",
-"symbol": "BTC-USD", "from_seq": 123, "batch": true, "id": <echoed>}``; ``{"op": "markets"}``;
-``{"op": "ping"}``. ``resync`` is ``subscribe`` again: a fresh book snapshot, or trades from
-``from_seq`` (exclusive). ``batch`` (trades only): each step's trades in one message.
+``{"op": "subscribe"|"unsubscribe"|"resync", "channel": "book"|"trades"|"ticker" (or a perp
+pair's "mark"|"funding"|"liquidations"), "symbol": "BTC-USD", "from_seq": 123, "batch": true,
+"id": <echoed>}``; ``{"op": "markets"}``; ``{"op": "ping"}``. ``resync`` is ``subscribe``
+again: a fresh book snapshot, or trades (or a perp channel's messages) from ``from_seq``
+(exclusive). ``batch`` (trades only): each step's trades in one message.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+from shardex.gateway.perpfeed import PERP_CHANNELS
 from shardex.wire.codes import BAD_MESSAGE, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL, name_of
 
 MAX_MESSAGE = 4096  # bytes of one client message
-CHANNELS = ("book", "trades", "ticker")
+CHANNELS = ("book", "trades", "ticker", *PERP_CHANNELS)
 SUB_OPS = ("subscribe", "unsubscribe", "resync")
 OPS = (*SUB_OPS, "markets", "ping")
 MAX_SEQ = 2**63 - 1
@@ -87,8 +89,8 @@ def parse(raw: str | bytes, symbols: Container[str]) -> Request:
         raise Refused(UNKNOWN_SYMBOL, "unknown symbol", rid)
     if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
         raise Refused(BAD_MESSAGE, "from_seq must be an integer >= 0", rid)
-    if since is not None and channel != "trades":
-        raise Refused(BAD_MESSAGE, "from_seq is for the trades channel", rid)
+    if since is not None and channel not in ("trades", *PERP_CHANNELS):
+        raise Refused(BAD_MESSAGE, "from_seq is for the trades and the perp channels", rid)
     batch = obj.get("batch", False)
     if type(batch) is not bool:
         raise Refused(BAD_MESSAGE, "batch must be true or false", rid)

@@ -96,6 +96,8 @@ PATHS: dict[str, dict[str, Any]] = {
                                   "type": "string"})])},
     "/v1/balances": {"get": _op("balances", "The account's balances",
                                 _ok("balances", "#/components/schemas/Balances"), [ACCOUNT])},
+    "/v1/positions": {"get": _op("positions", "The account's perp positions",
+                                 _ok("positions", "#/components/schemas/Positions"), [ACCOUNT])},
     "/v1/cancelAfter": {"post": _op(
         "cancel_after", "Dead-man switch: cancel the orders unless called again in time",
         _ok("armed (0: disarmed)", ALL),
@@ -144,6 +146,9 @@ COMPONENTS: dict[str, Any] = {
             "type": "object", "additionalProperties": _obj(
                 {"free": {"type": "string"}, "held": {"type": "string"}}, ("free", "held"))}},
             ("balances",)),
+        "Positions": _obj({"account": {"type": "string"}, "positions": {
+            "type": "array", "items": {"type": "object", "additionalProperties": True}}},
+            ("positions",)),
     },
     "responses": {"Error": {"description": "refused: a JSON error with a stable code (400 bad "
                                            "input, 401 signature, 403 not allowed, 503 the cluster "

@@ -31,6 +31,7 @@ HANDLERS: dict[str, Handler] = {
     "status": rest_orders.status, "cancel_all": rest_orders.cancel_all,
     "open_orders": rest_orders.open_orders, "cancel_after": rest_orders.cancel_after,
     "balances": rest_account.balances, "fills": rest_account.fills,
+    "positions": rest_account.positions,
     "deposit": rest_account.deposit, "withdraw": rest_account.withdraw,
 }  # fmt: skip
 

@@ -32,6 +32,14 @@ async def balances(call: Call) -> web.Response:
     return reply({"account": account, "balances": out})
 
 
+async def positions(call: Call) -> web.Response:
+    """``GET /v1/positions``: the account's perp positions, one per pair (every engine shard's
+    read, ``AsyncClient.positions``): size, entry, cost, PnL, collateral, funding and, once the
+    pair has a mark, the margins at it. Decimal strings as the engine shard wrote them."""
+    account = call.account(call.params("account").get("account"))
+    return reply({"account": account, "positions": await call.client.positions(account)})
+
+
 async def fills(call: Call) -> web.Response:
     """``GET /v1/fills[?symbol=S&limit=N&after=CURSOR]``: the account's fills, newest first,
     with their fees (``shardex.gateway.fills`` says where they come from and why)."""

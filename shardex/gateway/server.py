@@ -36,6 +36,7 @@ from shardex.gateway.messages import Refused, error, parse
 from shardex.gateway.ops import Fetcher, Ops, OpsScraper, Target, targets
 from shardex.gateway.outbox import QUEUE_FRAMES, Outbox
 from shardex.gateway.page import Page
+from shardex.gateway.perpfeed import PERP_CHANNELS
 from shardex.gateway.rest import Rest
 from shardex.gateway.rest_common import SESSION_ALIVE
 from shardex.gateway.userhub import UserHub
@@ -43,7 +44,7 @@ from shardex.gateway.wsframe import FrameCache
 from shardex.gateway.wswriter import Flusher, Writer
 from shardex.layout import Layout
 from shardex.redisauth import mask_url, resolve_url
-from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS
+from shardex.wire.codes import GATEWAY_UNAVAILABLE, NOT_FOUND, NOT_PERP, TOO_MANY_SUBSCRIPTIONS
 from shardex.wire.listed import learn_tables, shard_tables
 
 log = logging.getLogger("shardex.gateway")
@@ -67,9 +68,11 @@ class GatewayConfig:
 
 
 def market_list(markets: Mapping[str, Market]) -> list[dict[str, str]]:
-    """The market list (REST and the ``markets`` op): each pair's grid and bounds as strings."""
+    """The market list (REST and the ``markets`` op): each pair's grid and bounds as strings;
+    a perp pair says ``"kind": "perp"`` (its mark and funding channels exist)."""
     return [{"symbol": s, "tick": str(mk.tick), "lot": str(mk.lot), "max_price": str(mk.max_price),
-             "max_qty": str(mk.max_qty)} for s, mk in sorted(markets.items())]  # fmt: skip
+             "max_qty": str(mk.max_qty), **({"kind": "perp"} if mk.perp is not None else {})}
+            for s, mk in sorted(markets.items())]  # fmt: skip
 
 
 class Gateway:
@@ -202,6 +205,9 @@ class Gateway:
         elif req.op == "unsubscribe":
             self.hub.remove(conn, req.channel or "", req.symbol or "")
             conn.control(ack)
+        elif req.channel in PERP_CHANNELS and getattr(self.cfg.markets[req.symbol or ""], "perp",
+                                                      None) is None:  # fmt: skip
+            conn.control(error(NOT_PERP, "mark, funding and liquidations are perp pairs'", req.id))
         elif (req.channel, req.symbol) not in conn.subs and len(conn.subs) >= MAX_SUBS:
             conn.control(error(TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_SUBS} subscriptions", req.id))
         else:
@@ -227,6 +233,8 @@ class Gateway:
             await self.hub.subscribe_book(conn, symbol)
         elif channel == "trades":
             await self.hub.subscribe_trades(conn, symbol, since, batch)
+        elif channel in PERP_CHANNELS:
+            await self.hub.subscribe_perp(conn, channel, symbol, since)
         else:
             self.hub.add(conn, Sub("ticker", symbol))
 

@@ -10,6 +10,8 @@ gateway however many users follow them:
 - ``shardex:events:<i>`` (engine shard i): ``accepted``, ``cancelled`` (with its reason:
   ``expired``, ``deadman``...), ``amended``, ``triggered``, ``rejected`` and each trade's two
   sides as order messages of their owners; trades also fill the price cache of the fills.
+- the same events streams' perp ``position``, ``margin`` and ``liquidation`` events name
+  their account: each is that account's message as it is (no join).
 - ``shardex:balances:<j>``: ``balance`` entries (free and held of one asset) and ``fill``
   entries (joined with their trade's price, size and the order's side).
 
@@ -36,6 +38,9 @@ HOLD_MAX = 10_000  # entries held waiting for their owner or their trade
 HOLD_SECONDS = 30.0  # held this long at most; then sent without the missing part, or dropped
 ORDER_EVENTS = ("accepted", "cancelled", "amended", "triggered", "rejected")
 ORDER_FIELDS = ("reason", "qty", "price", "code", "last", "trigger")
+# a perp pair's events that name their account: a message of that account as it is
+ACCOUNT_EVENTS = {"position": ("size", "cost", "realized"), "margin": ("amount", "collateral"),
+                  "liquidation": ("closed", "bankruptcy", "notional", "settled", "uncovered")}
 Message = tuple[str, dict[str, Any]]
 Entry = tuple[str, Mapping[str, str]]
 
@@ -142,6 +147,8 @@ class UserFeed:
         ev, symbol, oid = f.get("ev"), f.get("symbol", ""), f.get("id", "")
         if ev == "trade":
             return self._trade(src, eid, f, now, live)
+        if ev in ACCOUNT_EVENTS:
+            return _account_event(src, eid, f, self.wanted)
         if ev not in ORDER_EVENTS and ev != "traded":
             return []
         owner = self.owners.get((symbol, oid))
@@ -226,6 +233,17 @@ class UserFeed:
             out.extend(self._fill(src, eid, f, now, live=False))
         self.dropped += len(self.waiting_owner.expired(now))
         return out
+
+
+def _account_event(src: str, eid: str, f: Mapping[str, str],
+                   wanted: Callable[[str], bool]) -> list[Message]:  # fmt: skip
+    """A perp event of one account (its position, margin, liquidation): its message."""
+    account, ev = f.get("account", ""), f.get("ev", "")
+    if not account or not wanted(account):
+        return []
+    body = {k: f.get(k) for k in ACCOUNT_EVENTS[ev]}
+    return [(account, {"type": ev, "account": account, "symbol": f.get("symbol"), **body,
+                       **_where(src, eid, f)})]  # fmt: skip
 
 
 def _side(role: str | None, taker_side: str | None) -> str | None:

@@ -43,7 +43,7 @@ from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.node.settle_link import SettlementLink
 from shardex.node.shard_core import ShardCore, check_ownership, core_for
-from shardex.node.shard_metrics import ShardNodeCollector
+from shardex.node.shard_metrics import ShardNodeCollector, count_liquidations
 from shardex.placement.core import PlacementMap
 from shardex.recovery import recover_visibly, snapshot_every_default, snapshot_interval_default
 from shardex.timemarks import runs_of
@@ -151,6 +151,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.stats.seq = self.core.engine.seq
         self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
+        self.liquidations: dict[str, int] = {}  # perp take-overs by pair (``shard_metrics``)
         self.last_resting = -math.inf  # (never: due at the first turn, whatever the clock)
         self.out: list[Event] = []
         self.replies: Replies = []
@@ -489,6 +490,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         if events:  # (a replicated leader stamps its epoch: the bridge drops a deposed one's;
             core = self.core  # each message its events' exchange time: a batch is one run)
             core.ring.extend(events)
+            count_liquidations(self.liquidations, events)
             epoch = self.replica.epoch if self.replica is not None else None
             for ts, run in runs_of(events, core.times, core.engine.ts):
                 _publish(self.pub, core.index, run, epoch, ts)

@@ -1,14 +1,45 @@
 """Prometheus: an engine shard loop's own counters (what ``metrics.ShardStats`` does not
-cover: outboxes, journal up, malformed messages, replication, the account link)."""
+cover: outboxes, journal up, malformed messages, replication, the account link) and its perp
+pairs' gauges (``perp_families``).
+
+The perp numbers are read from the engine's state at scrape time (the prometheus thread):
+open interest, index and mark, the funding rate the current interval pays so far, the
+cumulative funding index, the insurance fund and its uncovered deficits, and the index's age.
+The engine keeps them as exact integers; a gauge is a float, so what Prometheus shows is
+rounded (observability, never accounting: the money is in the journal and ``shardex
+positions``). Liquidations are counted here as the node publishes their events
+(``count_liquidations``): the engine's state has no count of them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from shardex.engine.codes import EV_LIQUIDATION
+from shardex.engine.funding import SCALE, per_lot
+from shardex.engine.positions import SIZE
 from shardex.node.leader import replica_families
 from shardex.node.outbox import outbox_families
+
+_KIND = itemgetter(0)
+_GAUGES = (  # (name, help) of the per-pair gauges, in ``_pair_values``'s order
+    ("shardex_perp_open_interest_lots", "Open interest of a perp pair (lots, longs = shorts)"),
+    ("shardex_perp_index", "A perp pair's last index price (float of the exact ticks)"),
+    ("shardex_perp_mark", "A perp pair's mark price (float of the exact ticks)"),
+    ("shardex_perp_funding_rate", "The funding rate the current interval pays so far: the "
+     "average premium, capped, a fraction of the index (> 0: longs pay)"),
+    ("shardex_perp_funding_cumulative", "Cumulative funding paid by longs per 1 unit of the "
+     "base since the pair began (settle asset; the last payment is its last step)"),
+    ("shardex_perp_insurance_fund", "A perp pair's insurance fund (settle asset)"),
+    ("shardex_perp_uncovered", "Deficits the insurance fund could not pay (settle asset)"),
+    ("shardex_perp_index_age_seconds", "Exchange time since the pair's last index"),
+)  # fmt: skip
 
 
 class ShardNodeCollector:
@@ -44,6 +75,7 @@ class ShardNodeCollector:
         )
         fam.add_metric(lab, node.core.internal_errors)
         yield fam
+        yield from perp_families(node.core.engine, lab[0], node.liquidations)
         if node.replica is not None:  # a replicated leader
             yield from replica_families(node.replica, node.refused, lab)
         if node.cfg.accounts:
@@ -55,3 +87,50 @@ class ShardNodeCollector:
             for what, n in node.link_counts.items():
                 fam.add_metric([*lab, what], n)
             yield fam
+
+
+def count_liquidations(counts: dict[str, int], events: list[Any]) -> None:
+    """Add a batch's ``EV_LIQUIDATION`` events to ``counts`` (symbol → take-overs). One scan
+    in C (``in map``) for a batch without any: the hot path pays next to nothing."""
+    if EV_LIQUIDATION in map(_KIND, events):
+        for ev in events:
+            if ev[0] == EV_LIQUIDATION:
+                counts[ev[2]] = counts.get(ev[2], 0) + 1
+
+
+def _pair_values(book: Any, now: int) -> list[float | None]:
+    """One perp book's gauges (None: not known yet, e.g. before its first index)."""
+    m, pos, o = book.market, book.positions, book.oracle
+    unit = m.tick * m.lot
+    rows = list(pos.accounts.values())  # (one C-level copy: the engine thread may add rows)
+    oi = sum(r[SIZE] for r in rows if r[SIZE] > 0)
+    index = mark = rate = age = None
+    if o is not None and o.index:
+        index, mark, age = float(o.index * m.tick), float(o.mark * m.tick), (now - o.ts) / 1000
+        try:  # (the engine thread may pay funding meanwhile: its samples back to 0)
+            rate = float(Fraction(per_lot(pos, o.index, m.perp.funding_cap), SCALE * o.index))
+        except ZeroDivisionError:  # no sample in this interval yet: no rate to show
+            rate = None
+    cumulative = float(Decimal(pos.cumulative) * m.tick / SCALE)
+    return [oi, index, mark, rate, cumulative, float(pos.fund * unit),
+            float(pos.uncovered * unit), age]  # fmt: skip
+
+
+def perp_families(engine: Any, shard: str, liquidations: dict[str, int]) -> Iterator[Any]:
+    """The perp pairs' gauges (labels shard, symbol) and their liquidations counter."""
+    books = [b for _, b in sorted(list(engine.books.items())) if b.positions is not None]
+    if not books:
+        return
+    values = [(b.symbol, _pair_values(b, engine.ts)) for b in books]
+    for i, (name, doc) in enumerate(_GAUGES):
+        fam = GaugeMetricFamily(name, doc, labels=["shard", "symbol"])
+        for symbol, vals in values:
+            if vals[i] is not None:
+                fam.add_metric([shard, symbol], vals[i])
+        yield fam
+    fam = CounterMetricFamily(
+        "shardex_perp_liquidations", "Positions taken over by the engine (since this process "
+        "started)", labels=["shard", "symbol"])  # fmt: skip
+    for symbol, _ in values:
+        fam.add_metric([shard, symbol], liquidations.get(symbol, 0))
+    yield fam

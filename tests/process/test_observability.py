@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,16 +14,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from conftest import require
 
+from shardex.engine import DEFAULT_MARKETS
 from shardex.kinds import KINDS
 from shardex.layout import Layout
 from shardex.metrics import LATENCY_BUCKETS, Hist, prometheus_config
 from tests.support.cli import invoke_cli
 from tests.support.cluster import ROOT, Cluster
+from tests.support.gateway import WsClient, until
 from tests.support.metrics import scrape
 from tests.support.ports import free_layout
 from tests.support.wait import wait_until
@@ -189,9 +193,35 @@ def _prometheus_or_skip() -> str:
     return exe
 
 
+def _markets_with_a_perp(path: Path) -> Path:
+    """The built-in markets plus a perp pair (the dashboard's perp row needs one; ``shardex
+    up`` then starts the index feed too)."""
+    spot = [f'[markets.{s}]\ntick = "{m.tick}"\nlot = "{m.lot}"\nmax_price = "{m.max_price}"\n'
+            f'max_qty = "{m.max_qty}"\n' for s, m in DEFAULT_MARKETS.items()]  # fmt: skip
+    perp = '[markets.BTCPERP-USD]\nkind = "perp"\ntick = "0.1"\nlot = "0.001"\n'
+    path.write_text("\n".join([*spot, perp]))
+    return path
+
+
+async def _perp_marks(url: str) -> None:
+    """The perp pair's ``mark`` channel on the gateway (the feed's index, through the bridge's
+    events stream): two messages, chained by seq (docs/gateway.md#perp-channels)."""
+    async with WsClient(url) as ws:
+        await ws.send({"op": "subscribe", "channel": "mark", "symbol": "BTCPERP-USD"})
+
+        def marks() -> list:
+            return [m for m in ws.other if m.get("channel") == "mark" and "type" not in m]
+
+        await until(lambda: len(marks()) >= 2, 20, "two mark messages")
+        a, b = marks()[:2]
+        assert b["prev_seq"] == a["seq"] and Decimal(b["mark"]) > 0 and "account" not in b
+
+
 def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path):
     exe = _prometheus_or_skip()
-    cluster = Cluster(2, redis="embedded", accounts=1, gateways=1, without=())  # as `shardex up`
+    markets = _markets_with_a_perp(tmp_path / "markets.toml")
+    cluster = Cluster(2, "--markets", str(markets), redis="embedded", accounts=1, gateways=1,
+                      without=())  # as `shardex up`, with a perp pair  # fmt: skip
     prom = None
     load = None
     try:
@@ -277,6 +307,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_prometheus(tmp_path
             wait_until(all_ok, timeout=30, interval=0.5)
         except TimeoutError:
             pytest.fail(f"not every exporter's /healthz is 200 ok: {verdicts}")
+        asyncio.run(_perp_marks(f"http://127.0.0.1:{cluster.layout.gateway_port(0)}"))
     finally:
         for p in (load, prom):
             if p is not None:

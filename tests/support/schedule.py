@@ -101,6 +101,11 @@ MEASURED_S: dict[str, float] = {
     # the user channel (2026-12-07, load ~9): 21-30 s wall (14 s CPU with its cluster's
     # processes, a gateway restart and pytest's start); the unit files 0.1 s and 0.2 s of tests
     "test_gateway_user.py": 15, "test_gateway_userfeed.py": 0.2, "test_gateway_userhub.py": 0.3,
+    # the perp channels, user messages, positions route, and the perp metrics (2026-12-07
+    # 23:10, load ~5): 0.1 s and 0.16 s of tests, about 1 s wall each with pytest's start
+    "test_gateway_perps.py": 0.2, "test_perp_metrics.py": 0.2,
+    # bench/perps.py at a tiny size, twice (23:15, load ~8): 2.1 s wall, ~1.5 s CPU
+    "test_bench_perps.py": 2.5,
     # stop orders (14:52, load ~13): CPU 7.3 s, 2.8 s, 2.5 s (redis-server included), x2
     "test_stops.py": 15, "test_inproc_stops.py": 6, "test_stops_streams.py": 5,
     # the review's (2026-12-07, load ~15): CPU with start-up 2.0 s, 1.8 s; the timed-orders

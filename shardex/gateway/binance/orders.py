@@ -27,6 +27,14 @@ from shardex.gateway.binance.errors import (
 from shardex.gateway.binance.symbols import Pair, decimal, fmt, order_id, places
 
 MEMO_MAX = 100_000
+CANCELED_BY_CLIENT = ("user", "deadman", "cancel_all", "admin")  # the account's (or admin's)
+# Cancelled by the venue, not by the account: Binance calls those ``EXPIRED`` (its ORDER
+# STATUS enum: "canceled ... by the exchange, e.g. orders canceled during liquidation";
+# its futures user data stream says ``X: EXPIRED`` with expiry reason 5, "expired when the
+# account was liquidated"). A liquidation's cancel of the account's resting orders on the
+# perp pair is one (reason ``liquidation``), so is a delisting and a good-till-date expiry.
+EXPIRED_BY_EXCHANGE = {"liquidation": "EXPIRED", "delist": "EXPIRED", "expired": "EXPIRED",
+                       "ioc": "EXPIRED", "fok": "EXPIRED"}  # fmt: skip
 TIFS = {"GTC": "gtc", "IOC": "ioc", "FOK": "fok"}
 STPS = {"NONE": "none", "EXPIRE_TAKER": "cancel_taker", "EXPIRE_MAKER": "cancel_maker",
         "EXPIRE_BOTH": "cancel_both"}  # fmt: skip
@@ -127,11 +135,11 @@ def _state(status: Mapping[str, Any], placed: Placed | None) -> str:
         return "FILLED"
     if state == "cancelled":
         reason = status.get("reason", "")
-        if reason in ("user", "deadman", "cancel_all", "admin"):
+        if reason in CANCELED_BY_CLIENT:
             return "CANCELED"
         if reason.startswith("stp") or reason.startswith("self"):
             return "EXPIRED_IN_MATCH"
-        return "EXPIRED"
+        return EXPIRED_BY_EXCHANGE.get(reason, "EXPIRED")
     return "NEW" if placed else "EXPIRED"
 
 

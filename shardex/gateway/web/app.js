@@ -8,7 +8,7 @@
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
 const S = {
-  markets: [], symbol: null, csrf: null, who: null, ws: null, backoff: 500, lastMsg: 0,
+  markets: [], perp: {}, symbol: null, csrf: null, who: null, ws: null, backoff: 500, lastMsg: 0,
   clockSkew: 0, wsSession: null, book: null, tradeSeq: {}, timers: {},
 };
 const TAPE_ROWS = 60;
@@ -131,6 +131,18 @@ function onTrade(msg) {
   if (S.who) later("private", 300, refreshPrivate);
 }
 
+// a perp pair's mark and index (the "mark" channel) and its last funding payment ("funding")
+function onPerp(msg) {
+  if (msg.symbol !== S.symbol) return;
+  if (msg.channel === "mark") S.perp.mark = `mark ${msg.mark}  index ${msg.index}`;
+  else S.perp.funding = `funding ${msg.per_lot} per lot (cumulative ${msg.cumulative})`;
+  $("perp").textContent = [S.perp.mark, S.perp.funding].filter(Boolean).join("  ");
+}
+
+function isPerp(symbol) {
+  return S.markets.some((m) => m.symbol === symbol && m.kind === "perp");
+}
+
 function onTicker(msg) {
   if (msg.symbol !== S.symbol) return;
   const pct = msg.change_percent == null ? "" : ` (${msg.change_percent}%)`;
@@ -164,6 +176,10 @@ function connect() {
     if (msg.channel === "book" && (msg.type === "snapshot" || msg.type === "update")) onBook(msg);
     else if (msg.channel === "trades" && msg.type === undefined) onTrade(msg);
     else if (msg.channel === "ticker" && msg.type === undefined) onTicker(msg);
+    else if (["mark", "funding"].includes(msg.channel) && msg.type === undefined) onPerp(msg);
+    else if (["mark", "funding"].includes(msg.channel) && msg.type === "subscribed" && msg.last) {
+      onPerp(msg.last);
+    }
     else if (msg.type === "heartbeat") S.clockSkew = msg.ts - Date.now();
     else if (msg.type === "resync_required") onResyncRequired(msg);
     else if (msg.type === "subscribed" && msg.channel === "user") $("who").dataset.user = "live";
@@ -200,6 +216,9 @@ function subscribeMarket() {
   send({ op: "subscribe", channel: "trades", symbol: S.symbol,
          ...(since != null ? { from_seq: since } : {}) });
   send({ op: "subscribe", channel: "ticker", symbol: S.symbol });
+  if (isPerp(S.symbol)) {
+    for (const channel of ["mark", "funding"]) send({ op: "subscribe", channel, symbol: S.symbol });
+  }
 }
 
 function setConn(up) {
@@ -230,7 +249,8 @@ async function loadMarkets() {
 function selectMarket(symbol) {
   if (!symbol) return;
   if (S.symbol && S.symbol !== symbol) {
-    for (const channel of ["book", "trades", "ticker"]) {
+    const perp = isPerp(S.symbol) ? ["mark", "funding"] : [];
+    for (const channel of ["book", "trades", "ticker", ...perp]) {
       send({ op: "unsubscribe", channel, symbol: S.symbol });
     }
   }
@@ -238,6 +258,9 @@ function selectMarket(symbol) {
   $("market").value = symbol;
   $("tape").replaceChildren();
   $("ticker").textContent = "";
+  S.perp = {};
+  $("perp").textContent = "";
+  $("perp").hidden = !isPerp(symbol);
   subscribeMarket();
   loadCandles();
   if (S.who) refreshPrivate();
