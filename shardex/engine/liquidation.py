@@ -30,8 +30,15 @@ uncovered, fund)`` per take-over: signed lots closed, the limit (ticks), Σ qty 
 fills (the average is ``notional / |closed|``), equity moved to the fund (> 0) or paid by it
 (< 0), the part of the deficit left unpaid, and the fund's balance after.
 
-**Conservation** per pair, at any mark: Σ equity + funding remainder = Σ collateral, and
-Σ collateral + fund = Σ margin moved in (``EV_MARGIN`` amounts).
+**A stale oracle** freezes take-overs: the scan runs inside an index command, so what is
+stale is the index before it. When that one is older than ``oracle_staleness_ms`` at the
+command's exchange time (the feed has just come back from a gap), the new index only
+re-anchors the mark; each breaching position adds one to ``Positions.frozen`` instead. The
+next fresh index (two fresh prices in a row) liquidates as usual (``fresh_before``).
+
+**Conservation** per pair, at any mark: Σ equity + fund = Σ margin moved in (``EV_MARGIN``
+amounts), and Σ collateral + Σ funding + fund = the same (funding's rounding remainder is in
+the fund, ``engine.funding``).
 """
 
 from __future__ import annotations
@@ -127,10 +134,21 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
                 settled, uncovered, pos.fund))  # fmt: skip
 
 
+def fresh_before(eng: Any, symbol: Any) -> bool:
+    """The pair's last index, before the one being applied, is within ``oracle_staleness_ms``
+    of the exchange time: the feed was live up to this index (no index yet: not fresh)."""
+    book = eng.books.get(symbol) if type(symbol) is str else None
+    o = book.oracle if book is not None else None
+    return o is not None and not o.stale(eng.ts, book.market.perp.oracle_staleness_ms)
+
+
 def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     """``(OP_INDEX, symbol, index)``: the new index and mark (``perps.set_index``), then every
     position below maintenance at that mark taken over, then any that those take-overs'
-    fills put below it (a cascade), each account at most once per index."""
+    fills put below it (a cascade), each account at most once per index. An index that ends
+    a gap in the feed (the one before it was stale at this exchange time) only re-anchors
+    the mark: its breaching positions are counted in ``frozen``, not taken over."""
+    live = len(cmd) == 3 and fresh_before(eng, cmd[1])
     refused = set_index(eng, cmd, out)
     if refused is not None:
         return refused
@@ -139,6 +157,9 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     if pos is None or not pos.accounts:
         return None
     num, den = book.market.perp.maintenance_margin.as_integer_ratio()
+    if not live:
+        pos.frozen += len(breaching(pos.accounts, book.oracle.mark, int(num), int(den)))
+        return None
     done: set[str] = set()
     while True:  # (a maker a take-over filled may breach now: each account once per index)
         todo = [a for a in breaching(pos.accounts, book.oracle.mark, int(num), int(den))

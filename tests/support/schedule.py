@@ -161,6 +161,9 @@ MEASURED_S: dict[str, float] = {
     # the forward checked once (2026-12-07 20:45, load ~4): 0.05 s of pytest (2.3 s CPU with
     # start-up)
     "test_forward_vetted.py": 0.1,
+    # the perp risk rules past a plain take-over: a stale oracle, partial liquidation, ADL
+    # (2026-12-07 23:40, load ~8): pure engine, no process
+    "test_perp_risk.py": 0.3,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

@@ -13,21 +13,15 @@ from hypothesis import strategies as st
 from shardex.engine.codes import (
     BUY,
     EV_CANCELLED,
-    EV_LIQUIDATION,
     EV_MARGIN,
     EV_TRADE,
-    GTC,
-    LIMIT,
     OP_INDEX,
     OP_MARGIN,
-    OP_NEW,
     OP_TIME,
     SELL,
-    STP_NONE,
 )
 from shardex.engine.engine import Engine
 from shardex.engine.liquidation import bankruptcy, breaching, maintenance
-from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
 from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, equity
 from shardex.wire.layouts import LIQ_ACCOUNT as L_ACCOUNT
 from shardex.wire.layouts import LIQ_BANKRUPTCY as L_LIMIT
@@ -41,13 +35,15 @@ from shardex.wire.layouts import TRADE_QTY as _TR_QTY
 from shardex.wire.layouts import TRADE_TAKER as _TR_TAKER
 from shardex.wire.pub import check_event
 from shardex.wire.schema import event_to_json
+from tests.support.perps import LOTS, OPEN, PERP
+from tests.support.perps import check_conservation as _check_conservation
+from tests.support.perps import liquidations as _liquidations
+from tests.support.perps import markets as _markets
+from tests.support.perps import opened as _opened
+from tests.support.perps import order as _order
+from tests.support.perps import start as _start
 
-PERP = "BTCPERP-USD"
-SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
-        "maintenance_margin": "0.05"}  # fmt: skip
 MM = Fraction(1, 20)
-OPEN = 300_000  # ticks: where the long opens
-LOTS = 10
 
 # -- the pure core: exact rationals as the reference ---------------------------------------
 
@@ -88,40 +84,6 @@ def test_bankruptcy_price_is_the_last_tick_of_nonpositive_equity(spec: tuple) ->
 
 
 # -- the engine ------------------------------------------------------------------------------
-
-
-def _markets() -> dict:
-    return {**DEFAULT_MARKETS, **markets_from_table({PERP: SPEC})}
-
-
-def _order(oid: str, account: str, side: int, price: int, qty: int) -> tuple:
-    return (OP_NEW, PERP, oid, account, side, LIMIT, price, qty, GTC, False, STP_NONE)
-
-
-def _opened(long: str, collateral: int, n: int = 0) -> list[tuple]:
-    """``long`` (``collateral`` units) buys ``LOTS`` at ``OPEN`` from the well-funded short."""
-    return [(OP_MARGIN, PERP, long, collateral), (OP_INDEX, PERP, OPEN),
-            _order(f"s{n}", "short", SELL, OPEN, LOTS), _order(f"b{n}", long, BUY, OPEN, LOTS)]
-
-
-def _start() -> list[tuple]:
-    return [(OP_TIME, 1_000), (OP_INDEX, PERP, OPEN), (OP_MARGIN, PERP, "short", 10**9),
-            (OP_MARGIN, PERP, "mm", 10**9)]  # fmt: skip
-
-
-def _liquidations(events: list) -> list[tuple]:
-    return [ev for ev in events if ev[0] == EV_LIQUIDATION]
-
-
-def _check_conservation(eng: Engine, events: list) -> None:
-    """Σ equity + remainder = Σ collateral at the mark; Σ collateral + fund = Σ margin in."""
-    book = eng.books[PERP]
-    pos, mark = book.positions, book.oracle.mark
-    rows = pos.accounts.values()
-    collateral = sum(r[COLLATERAL] for r in rows)
-    assert sum(equity(r, mark) for r in rows) + pos.remainder == collateral
-    assert collateral + pos.fund == sum(ev[4] for ev in events if ev[0] == EV_MARGIN)
-    assert sum(r[SIZE] for r in rows) == 0
 
 
 def _check_take_over(ev: tuple, events: list, before: list[int]) -> None:
