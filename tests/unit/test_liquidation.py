@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shardex.engine.codes import (
     BUY,
+    EV_ADL,
     EV_CANCELLED,
     EV_MARGIN,
     EV_TRADE,
@@ -137,7 +138,7 @@ def _crash(eng: Engine, events: list, n: int) -> tuple:
     return ev
 
 
-def test_a_flash_crash_deficit_is_paid_by_the_fund_or_recorded_when_it_is_empty() -> None:
+def test_a_flash_crash_deficit_is_paid_by_the_fund_or_deleveraged_when_it_is_empty() -> None:
     eng = Engine(_markets())
     events = eng.apply_many([*_start(), *_opened("long", 400_000),
                              _order("m1", "mm", BUY, 270_000, LOTS),
@@ -148,13 +149,26 @@ def test_a_flash_crash_deficit_is_paid_by_the_fund_or_recorded_when_it_is_empty(
     assert paid[L_SETTLED] < 0 and paid[L_UNCOVERED] == 0 and paid[L_FUND] == fund + paid[
         L_SETTLED]  # fmt: skip
     _check_conservation(eng, events)
-    # an empty fund: the deficit is recorded, not paid (ADL is not built)
+    # an empty fund cannot pay the rounding: the limit is rounded toward the account (one
+    # tick up), the bid at the floor does not fill, and the bankrupt long is deleveraged
+    # against the short at that limit: no deficit (regression: it was left unpaid, the
+    # account's equity negative and ``uncovered`` > 0)
     empty = Engine(_markets())
     events = empty.apply_many(_start())
-    ev = _crash(empty, events, 2)
+    events += empty.apply_many([(OP_INDEX, PERP, OPEN), *_opened("l2", 400_003, 2)])
+    row = empty.books[PERP].positions.accounts["l2"]
+    limit = bankruptcy(row) + 1
+    events += empty.apply_many([_order("c2", "mm", BUY, limit - 1, LOTS)])
+    step = empty.apply_many([(OP_INDEX, PERP, 200_000)])
+    events += step
+    (ev,) = _liquidations(step)
+    (adl,) = [e for e in step if e[0] == EV_ADL]
+    assert adl[3:] == ("short", "l2", -LOTS, limit)
+    assert ev[L_CLOSED] == LOTS and ev[L_LIMIT] == limit and ev[L_NOTIONAL] == LOTS * limit
+    assert ev[L_SETTLED] >= 0 and ev[L_UNCOVERED] == 0
     pos = empty.books[PERP].positions
-    assert ev[L_SETTLED] == 0 and ev[L_UNCOVERED] > 0 and pos.uncovered == ev[L_UNCOVERED]
-    assert equity(pos.accounts["l2"], 1) == -ev[L_UNCOVERED] and pos.fund == 0
+    assert pos.uncovered == 0 and equity(pos.accounts["l2"], 1) == 0
+    assert pos.accounts["short"][SIZE] == 0 and "c2" in empty.books[PERP].orders
     _check_conservation(empty, events)
 
 
@@ -276,7 +290,8 @@ def test_a_winner_liquidated_later_keeps_a_readable_negative_collateral() -> Non
                              _order("y1", "short", SELL, 330_000, 20),
                              _order("y2", "w", BUY, 330_000, 20),
                              _order("z1", "mm", BUY, 320_000, 20),
-                             (OP_INDEX, PERP, 300_000)])  # fmt: skip
+                             (OP_INDEX, PERP, 280_000)])  # fmt: skip
+    # (a mark below its bankruptcy price, 295,000: taken over whole, not partly)
     (ev,) = _liquidations(events)
     row = eng.books[PERP].positions.accounts["w"]
     assert ev[L_SETTLED] > 0 and row[SIZE] == 0 and row[REALIZED] > 0 > row[COLLATERAL]
