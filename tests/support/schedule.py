@@ -166,6 +166,9 @@ MEASURED_S: dict[str, float] = {
     # reference model (2026-12-07 23:20, load ~10): 0.3 s and 1.8 s of pytest, pure engine
     # and hypothesis (35 examples), no process
     "test_perp_risk.py": 0.3, "test_perp_props.py": 1.8,
+    # kill -9 of a perp shard mid-liquidation, the chaos tier (2026-12-07 23:45, load ~10):
+    # 2 tests, 36 s of pytest (a `shardex up` each, 2,000 accounts set up, a restart)
+    "test_perp_kills.py": 36,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
