@@ -79,5 +79,5 @@ def funding(symbol, endpoint, host, base_port, timeout, key_file) -> None:
                f"{paid['next_ms']} ms, {paid['samples']} samples, remainder "
                f"{paid['remainder']}")  # fmt: skip
     if "fund" in paid:  # (a shard older than the fund in this read shows none)
-        click.echo(f"{symbol}: insurance fund {paid['fund']}, {paid['frozen']} take-overs "
-                   "held back by a stale oracle")  # fmt: skip
+        click.echo(f"{symbol}: insurance fund {paid['fund']}, take-overs held back by a "
+                   f"stale oracle: {paid['frozen']}")  # fmt: skip

@@ -32,19 +32,10 @@ from shardex.engine.liquidation import breaching
 from shardex.engine.positions import equity
 from shardex.journal import read_commands
 from tests.support.cluster import Cluster
+from tests.support.perps import PERP, markets_toml
 
 pytestmark = pytest.mark.timeout(300)
 
-PERP = "BTCPERP-USD"
-MARKETS = f"""
-[markets.{PERP}]
-kind = "perp"
-tick = "0.1"
-lot = "0.001"
-initial_margin = "0.1"
-maintenance_margin = "0.05"
-oracle_staleness_ms = 3600000
-"""
 LONGS = 2_000  # (their take-overs: ~0.1 s of engine time in one command, interpreted)
 FILLED = 1_000  # longs the market maker's bids can take; the rest are deleveraged
 
@@ -113,7 +104,7 @@ def _replay(data: Path, markets: dict) -> tuple[Engine, list]:
 @pytest.mark.parametrize("moment", ["mid-command", "acknowledged"])
 def test_kill9_mid_liquidation_loses_nothing(tmp_path: Path, moment: str) -> None:
     markets_file = tmp_path / "markets.toml"
-    markets_file.write_text(MARKETS)
+    markets_file.write_text(markets_toml(oracle_staleness_ms=3_600_000))
     markets = load_markets(str(markets_file))
     data = tmp_path / "data"
     cluster = Cluster(1, "--markets", str(markets_file), data_dir=str(data))

@@ -4,6 +4,8 @@ identities checked against the journaled margin moves (docs/perps.md)."""
 
 from __future__ import annotations
 
+import json
+
 from shardex.engine.codes import (
     BUY,
     EV_LIQUIDATION,
@@ -31,6 +33,13 @@ LOTS = 10
 def markets(**extra: object) -> dict:
     """The default spot pairs and the perp pair (``extra``: keys of its spec changed)."""
     return {**DEFAULT_MARKETS, **markets_from_table({PERP: {**SPEC, **extra}})}
+
+
+def markets_toml(**extra: object) -> str:
+    """The perp pair as a markets file entry (strings quoted, whole numbers bare)."""
+    spec = {**SPEC, **extra}
+    lines = [f"{k} = {v if type(v) is int else json.dumps(str(v))}" for k, v in spec.items()]
+    return "\n".join([f"[markets.{PERP}]", *lines, ""])
 
 
 def order(oid: str, account: str, side: int, price: int, qty: int, tif: int = GTC) -> tuple:

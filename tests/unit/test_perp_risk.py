@@ -8,6 +8,9 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+from click.testing import CliRunner
+
+from shardex.cli import positions as cli_positions
 from shardex.engine.codes import (
     BUY,
     EV_ADL,
@@ -249,3 +252,31 @@ def test_a_flash_crash_of_one_feed_source_among_three_liquidates_nobody() -> Non
     alone = Engine(mkts)
     crashed = alone.apply_many([*base, (OP_TIME, 5_000), (OP_INDEX, PERP, 200_000)])
     assert [ev[3] for ev in liquidations(crashed)] == ["long"]
+
+
+def test_shardex_funding_shows_the_fund_and_the_frozen_take_overs(monkeypatch) -> None:
+    """``shardex funding SYMBOL`` prints the pair's read: after a feed gap's frozen index
+    and a surplus taken by the fund, the fund and the frozen count as the engine has them."""
+    eng = Engine(markets())
+    eng.apply_many([*start(), *opened("long", 400_000), order("m1", "mm", BUY, 270_000, LOTS),
+                    (OP_TIME, 20_000), (OP_INDEX, PERP, 270_000),
+                    (OP_TIME, 21_000), (OP_INDEX, PERP, 270_000)])  # fmt: skip
+    pair = perp_read(eng, PERP)
+
+    class Fake:
+        def __enter__(self) -> Fake:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def market_rules(self) -> dict:
+            return {PERP: pair}
+
+    monkeypatch.setattr(cli_positions, "_client", lambda *a: Fake())
+    got = CliRunner().invoke(cli_positions.funding, [PERP])
+    assert got.exit_code == 0, got.output
+    fund = eng.books[PERP].positions.fund * markets()[PERP].tick * markets()[PERP].lot
+    assert fund > 0
+    assert f"{PERP}: insurance fund {fund}, take-overs held back by a stale oracle: 1" in \
+        got.output  # fmt: skip
