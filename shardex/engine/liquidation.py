@@ -21,9 +21,10 @@ cancels the account's live and pending orders on the pair (reason ``liquidation`
 1. **Partial** (``partial_lots``): a position of more than ``WHOLE_LOTS`` lots with equity
    > 0 at the mark sends an IOC reduce-only order for just the lots whose close brings the
    rest back to the **initial** margin at the mark, limited to half its equity per lot from
-   the mark (the fills may cost that much and the rest still holds initial margin). Initial,
-   not maintenance: an account left at maintenance would be taken over again at the next
-   tick. If the account is no longer below maintenance after it, the take-over ends there.
+   the mark (the fills may cost that much and the rest still holds initial margin), at most
+   the pair's max qty. Initial, not maintenance: an account left at maintenance would be
+   taken over again at the next tick. If the account is no longer below maintenance after
+   it, the take-over ends there.
 2. **Whole**: else an IOC reduce-only order for the rest (at most the pair's max qty) at
    the bankruptcy price (``limit_price``: rounded against the account while the fund can pay
    what that rounding loses, under one unit a lot; toward it otherwise, so nothing is ever
@@ -186,7 +187,7 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
     perp = market.perp
     mm = _ratio(perp.maintenance_margin)
     lots, limit = partial_lots(row, mark, _ratio(perp.initial_margin))
-    limit = max(1, min(limit, market.max_price_ticks))
+    lots, limit = min(lots, market.max_qty_lots), max(1, min(limit, market.max_price_ticks))
     notional = _ioc(eng, book, account, limit, lots, out) if lots else 0
     if row[SIZE] and (not lots or equity(row, mark) < maintenance(row[SIZE], mark, *mm)):
         limit = max(1, min(limit_price(row, pos.fund), market.max_price_ticks))

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from shardex.cli import positions as cli_positions
 from shardex.engine.codes import (
     BUY,
+    EV_ACCEPTED,
     EV_ADL,
     EV_POSITION,
+    EV_REJECTED,
     EV_TRADE,
     OP_INDEX,
     OP_MARGIN,
@@ -134,6 +136,28 @@ def test_a_partial_the_book_cannot_fill_falls_back_to_the_whole_position() -> No
     assert ev[4] == BIG and eng.books[PERP].positions.accounts["long"][SIZE] == 0
     taker_ids = {e[5] for e in step if e[0] == EV_TRADE}
     assert len(taker_ids) == 1 and ev[6] == BIG * 260_000 and ev[7] > 0
+    check_conservation(eng, events)
+
+
+def test_a_partial_larger_than_the_pairs_max_qty_is_cut_to_it() -> None:
+    """The partial would close 72 lots; the pair takes at most 50 in one order: the partial
+    order is 50 lots (regression: it was sent as 72 and refused ``out_of_range``), and here
+    its fills, better than its limit, are enough to end the take-over."""
+    mkts = markets(max_qty="0.05")
+    eng = Engine(mkts)
+    opening = [*start(), (OP_MARGIN, PERP, "long", 4_200_000), (OP_INDEX, PERP, OPEN)]
+    for k in range(2):  # (50 lots an order)
+        opening += [order(f"s{k}", "short", SELL, OPEN, 50), order(f"b{k}", "long", BUY, OPEN, 50)]
+    bids = [order(f"m{k}", "mm", BUY, 269_000 - 1_000 * k, 40) for k in range(8)]
+    events = eng.apply_many([*opening, *bids])
+    assert eng.books[PERP].positions.accounts["long"][SIZE] == BIG
+    step = eng.apply_many([(OP_INDEX, PERP, 270_000)])
+    events += step
+    assert not [e for e in step if e[0] == EV_REJECTED]
+    (ev,) = liquidations(step)
+    orders = [e for e in step if e[0] == EV_ACCEPTED and e[3].startswith("liq:")]
+    assert len(orders) == 1 and ev[4] == 50  # (its fills beat the limit: 50 were enough)
+    assert not breaching(eng.books[PERP].positions.accounts, 270_000, 1, 20)
     check_conservation(eng, events)
 
 
