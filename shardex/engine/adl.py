@@ -17,7 +17,8 @@ with ``pnl = size × mark − cost`` (unrealized), ``equity`` at the mark and th
 ``|size| × mark``, the score is ``pnl / |cost| × notional / equity`` for a profit and
 ``pnl / |cost| / (notional / equity)`` for a loss (the most profitable, most leveraged
 first); accounts with equity <= 0 come last; ties by account name. Exact rationals, so the
-order is deterministic and replay reproduces it.
+order is deterministic and replay reproduces it. Like Binance's ADL queue, a side is ranked
+once per index command (at the mark, when it is first needed) and consumed from its head.
 
 **What.** Each deleveraged account closes ``min(rest, |its size|)`` lots at the price: one
 ``(EV_ADL, seq, symbol, account, bankrupt, closed, price)`` (signed lots of ``account``'s
@@ -56,24 +57,33 @@ def ranking(pos: Positions, sign: int, mark: int) -> list[str]:
     return [name for _, name in found]
 
 
-def deleverage(eng: Any, book: Any, account: str, price: int, out: list[Event]) -> tuple[int, int]:
+def deleverage(eng: Any, book: Any, account: str, price: int, out: list[Event],
+               queues: dict[int, list[str]]) -> tuple[int, int]:  # fmt: skip
     """Close the rest of ``account``'s position against the opposite side at ``price``
     ticks (see the module docstring); returns (lots closed, Σ qty × price) for its
-    ``EV_LIQUIDATION``."""
+    ``EV_LIQUIDATION``. ``queues``: each side's ADL queue of this index command, head last
+    (ranked once, at its first use; an account flat or on the other side by its turn is
+    skipped; ranked again if it runs out), so a cascade costs one ranking, not one each."""
     pos: Positions = book.positions
     row = pos.accounts[account]
-    size = row[SIZE]
-    sign = 1 if size > 0 else -1
-    mark = book.oracle.mark
+    sign = 1 if row[SIZE] > 0 else -1
+    queue = queues.get(-sign)
     lots = notional = 0
-    for other in ranking(pos, -sign, mark):
-        rest = abs(row[SIZE])
-        if not rest:
-            break
-        crow = pos.accounts[other]
-        q = min(rest, abs(crow[SIZE]))
+    while row[SIZE]:
+        if not queue:
+            queue = queues[-sign] = ranking(pos, -sign, book.oracle.mark)[::-1]
+            if not queue:  # (cannot happen: a pair's sizes sum to zero)
+                break
+        crow = pos.accounts[queue[-1]]
+        if crow[SIZE] * sign >= 0:  # (flat, or on this side now)
+            queue.pop()
+            continue
+        other = queue[-1]
+        q = min(abs(row[SIZE]), abs(crow[SIZE]))
         fill(row, -sign * q, price)
         fill(crow, sign * q, price)
+        if not crow[SIZE]:
+            queue.pop()
         lots, notional = lots + q, notional + q * price
         eng.seq = seq = eng.seq + 1
         out.append((EV_ADL, seq, book.symbol, other, account, -sign * q, price))

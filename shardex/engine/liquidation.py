@@ -31,7 +31,8 @@ cancels the account's live and pending orders on the pair (reason ``liquidation`
    left unpaid), clamped to 1..max price. Orders are ``liq:<seq>``, the account the taker.
 3. **ADL** (``shardex.engine.adl``): what the book left open, when the account's equity at
    the mark is <= 0 (bankrupt: the fund holds no positions and cannot carry it), is closed
-   against the opposite positions at that limit, most profitable × leveraged first. A
+   against the opposite positions at that limit, most profitable × leveraged first (each
+   side ranked once per index command: Binance's ADL queue). A
    position the book could not close while still solvent at the mark stays open and is
    taken over again at the next index.
 
@@ -174,7 +175,8 @@ def _ioc(eng: Any, book: Any, account: str, limit: int, qty: int, out: list[Even
     return notional
 
 
-def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
+def take_over(eng: Any, book: Any, account: str, out: list[Event],
+              queues: dict[int, list[str]]) -> None:  # fmt: skip
     """Take ``account``'s position over (see the module docstring): cancel its orders; a
     partial close back to initial margin when that is enough; else the whole position at no
     worse than its bankruptcy price; what the book cannot close, deleveraged when bankrupt at
@@ -194,7 +196,7 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event]) -> None:
         notional += _ioc(eng, book, account, limit, min(abs(row[SIZE]), market.max_qty_lots),
                          out)  # fmt: skip
         if row[SIZE] and equity(row, mark) <= 0:  # (bankrupt, the book too thin: ADL)
-            notional += deleverage(eng, book, account, limit, out)[1]
+            notional += deleverage(eng, book, account, limit, out, queues)[1]
     settled = uncovered = 0
     if row[SIZE] == 0:
         settled, uncovered = settle(pos, row)
@@ -236,6 +238,7 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
         pos.frozen += len(breaching(pos.accounts, book.oracle.mark, num, den))
         return None
     done: set[str] = set()
+    queues: dict[int, list[str]] = {}  # (each side's ADL queue: ``adl.deleverage``)
     while True:  # (a maker a take-over filled may breach now: each account once per index)
         todo = [a for a in breaching(pos.accounts, book.oracle.mark, num, den)
                 if a not in done]  # fmt: skip
@@ -243,7 +246,7 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
             return None
         for account in todo:
             done.add(account)
-            take_over(eng, book, account, out)
+            take_over(eng, book, account, out, queues)
 
 
 # the engine's dispatch of perp pairs' commands (``Engine.apply``'s admin table)

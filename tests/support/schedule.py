@@ -169,6 +169,8 @@ MEASURED_S: dict[str, float] = {
     # kill -9 of a perp shard mid-liquidation, the chaos tier (2026-12-07 23:45, load ~10):
     # 2 tests, 36 s of pytest (a `shardex up` each, 2,000 accounts set up, a restart)
     "test_perp_kills.py": 36,
+    # bench/liquidation.py at 40 and 20 longs (2026-12-07 23:40, load ~7): 0.1 s of pytest
+    "test_bench_liquidation.py": 0.1,
 }  # fmt: skip
 DEFAULT_S = 0.5
 
