@@ -65,7 +65,8 @@ def margin(account, symbol, amount, endpoint, host, base_port, timeout, key_file
 @key_option
 def funding(symbol, endpoint, host, base_port, timeout, key_file) -> None:
     """Show perp pair SYMBOL's funding: the cumulative funding index per lot, the next
-    payment's exchange time, the samples so far and the rounding remainder kept."""
+    payment's exchange time, the samples so far and the rounding remainder kept; then its
+    insurance fund and the take-overs a stale oracle held back."""
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
             pair = c.market_rules().get(symbol)
@@ -77,3 +78,6 @@ def funding(symbol, endpoint, host, base_port, timeout, key_file) -> None:
     click.echo(f"{symbol}: cumulative {paid['cumulative']} per lot, next payment at "
                f"{paid['next_ms']} ms, {paid['samples']} samples, remainder "
                f"{paid['remainder']}")  # fmt: skip
+    if "fund" in paid:  # (a shard older than the fund in this read shows none)
+        click.echo(f"{symbol}: insurance fund {paid['fund']}, take-overs held back by a "
+                   f"stale oracle: {paid['frozen']}")  # fmt: skip

@@ -74,6 +74,9 @@ Perp positions and margin (``shardex.engine.positions``):
   a perp pair, once per account they moved: signed lots, cost basis and realized PnL (units)
 * ``(EV_LIQUIDATION, seq, symbol, account, closed, bankruptcy, notional, settled, uncovered,
   fund)`` — after an index, per account taken over (``shardex.engine.liquidation``)
+* ``(EV_ADL, seq, symbol, account, bankrupt, closed, price)`` — in a take-over, per position
+  auto-deleveraged against the bankrupt account's: signed lots of ``account``'s position
+  closed at ``price`` ticks (``shardex.engine.adl``)
 * ``(OP_FUNDING, ts)`` — journaled by the leader after a batch's ``OP_TIME`` when a perp pair's
   funding payment time is <= ``ts``; its event per paying pair ``(EV_FUNDING, seq, symbol,
   per_lot, cumulative, remainder)`` (millionths of a unit per lot; units). Never accepted from
@@ -115,6 +118,7 @@ EV_INDEX = 20  # a perp pair's new index and mark price (``shardex.engine.perps`
 EV_POSITION, EV_MARGIN = 21, 22  # a perp position / margin changed (``engine.positions``)
 EV_FUNDING = 23  # a perp pair paid funding (``shardex.engine.funding``)
 EV_LIQUIDATION = 24  # a position taken over at the mark (``shardex.engine.liquidation``)
+EV_ADL = 25  # a position auto-deleveraged against a bankrupt one (``shardex.engine.adl``)
 
 SIDES = ("buy", "sell")
 TYPES = ("limit", "market", "stop_market", "stop_limit", "take_profit", "take_profit_limit")

@@ -13,9 +13,10 @@ after a batch's ``OP_TIME`` when a pair's payment time has come (``shardex.node
 .expiry_sweep``, like the expiry sweep): so replay, a standby and a recovery pay the very same
 amounts at the same seqs. Each position pays or receives ``size × per-lot`` millionths of a
 unit, rounded to whole units **against the account**: a payer pays the ceiling, a receiver gets
-the floor. What the rounding keeps (never negative, less than one unit per position) goes to
-the pair's ``remainder``, where the insurance fund will find it; so the payments and the
-remainder sum to zero exactly. An oracle stale at payment time (older than
+the floor. What the rounding keeps (never negative, less than one unit per position) goes into
+the pair's insurance fund (``Positions.fund``), and ``remainder`` counts it; so the payments
+and the remainder sum to zero exactly, and Σ equity + fund stays Σ margin moved in. An
+oracle stale at payment time (older than
 ``oracle_staleness_ms``) or an interval without samples pays nothing: funding freezes. One
 ``(EV_FUNDING, seq, symbol, per_lot, cumulative, remainder)`` per payment.
 """
@@ -87,7 +88,9 @@ def pay_funding(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
         if live and pos.samples:
             rate = per_lot(pos, o.index, perp.funding_cap)
             pos.cumulative += rate
-            pos.remainder += settle(pos, rate)
+            kept = settle(pos, rate)
+            pos.remainder += kept
+            pos.fund += kept
             eng.seq = seq = eng.seq + 1
             out.append((EV_FUNDING, seq, book.symbol, rate, pos.cumulative, pos.remainder))
         pos.premium = pos.samples = 0
@@ -96,11 +99,13 @@ def pay_funding(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
 
 
 def funding_read(book: Any) -> dict[str, Any] | None:
-    """A perp pair's funding state for the shard's market read (None: a spot pair)."""
+    """A perp pair's funding state for the shard's market read (None: a spot pair), with its
+    insurance fund (units) and the take-overs a stale oracle held back (``frozen``)."""
     pos = book.positions if book is not None else None
     if pos is None:
         return None
     m = book.market
     unit = m.tick * m.lot
     return {"cumulative": format(pos.cumulative * unit / SCALE, "f"), "next_ms": pos.due,
-            "samples": pos.samples, "remainder": str(pos.remainder * unit)}  # fmt: skip
+            "samples": pos.samples, "remainder": str(pos.remainder * unit),
+            "fund": str(pos.fund * unit), "frozen": pos.frozen}  # fmt: skip

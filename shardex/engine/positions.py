@@ -74,7 +74,7 @@ class Positions:
     cleaned of finished ids as it is read (a superset of the live ones: the same answer)."""
 
     __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder",
-                 "open", "indexed", "fund", "uncovered")
+                 "open", "indexed", "fund", "uncovered", "frozen")
 
     def __init__(self) -> None:
         self.accounts: dict[str, list[int]] = {}
@@ -87,7 +87,8 @@ class Positions:
         self.open: dict[str, set[str]] = {}
         self.indexed = False
         self.fund = 0  # the insurance fund, units (``engine.liquidation``; always >= 0)
-        self.uncovered = 0  # Σ deficits the fund could not pay, units (ADL: not built)
+        self.uncovered = 0  # Σ deficits the fund could not pay, units (0 with ADL: a guard)
+        self.frozen = 0  # take-overs a stale oracle held back (``engine.liquidation``)
 
     def row(self, account: str) -> list[int]:
         row = self.accounts.get(account)
@@ -101,14 +102,14 @@ class Positions:
         state = {"rows": [[a, *r] for a, r in sorted(self.accounts.items()) if any(r)],
                  "funding": [self.premium, self.samples, self.cumulative, self.due,
                              self.remainder]}  # fmt: skip
-        if self.fund or self.uncovered:
-            state["insurance"] = [self.fund, self.uncovered]
+        if self.fund or self.uncovered or self.frozen:
+            state["insurance"] = [self.fund, self.uncovered, self.frozen]
         return state
 
     def load(self, state: Any) -> None:
         """``save``'s map back; ValueError when it does not fit."""
         self.accounts = {}
-        self.fund = self.uncovered = 0
+        self.fund = self.uncovered = self.frozen = 0
         if not state:
             return
         for entry in state["rows"]:  # (a liquidated account's collateral may be < 0)
@@ -121,10 +122,10 @@ class Positions:
         if len(funding) != 5 or any(type(v) is not int for v in funding) or funding[4] < 0:
             raise ValueError(f"bad funding state {funding!r:.80}")
         self.premium, self.samples, self.cumulative, self.due, self.remainder = funding
-        insurance = state.get("insurance", [0, 0])
-        if (len(insurance) != 2 or any(type(v) is not int or v < 0 for v in insurance)):
+        insurance = state.get("insurance", [0, 0, 0])  # (older snapshots: no frozen count)
+        if (len(insurance) not in (2, 3) or any(type(v) is not int or v < 0 for v in insurance)):
             raise ValueError(f"bad insurance state {insurance!r:.80}")
-        self.fund, self.uncovered = insurance
+        self.fund, self.uncovered, self.frozen = (*insurance, 0)[:3]
 
 
 def fill(row: list[int], q: int, price: int) -> None:

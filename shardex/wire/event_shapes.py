@@ -18,6 +18,7 @@ from typing import Any
 
 from shardex.engine.codes import (
     EV_ACCEPTED,
+    EV_ADL,
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
@@ -54,6 +55,7 @@ EVENT_SHAPES: dict[int, str] = {
     EV_FUNDING: "iisnni",  # ..., per lot, cumulative, remainder
     # ..., account, closed, bankruptcy, notional, settled, uncovered, fund
     EV_LIQUIDATION: "iissniinii",
+    EV_ADL: "iisssni",  # ..., account, bankrupt account, closed (signed lots), price
 }
 
 # per kind: the exact field types (one C-level comparison with ``tuple(map(type, ev))``) and

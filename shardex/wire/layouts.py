@@ -88,6 +88,9 @@ FUNDING_WIDTH = 6
 LIQ_ACCOUNT, LIQ_CLOSED, LIQ_BANKRUPTCY, LIQ_NOTIONAL = 3, 4, 5, 6
 LIQ_SETTLED, LIQ_UNCOVERED, LIQ_FUND = 7, 8, 9
 LIQ_WIDTH = 10
+# (EV_ADL, seq, symbol, account, bankrupt, closed, price) (``shardex.engine.adl``)
+ADL_ACCOUNT, ADL_BANKRUPT, ADL_CLOSED, ADL_PRICE = 3, 4, 5, 6
+ADL_WIDTH = 7
 
 # -- account tier commands (``shardex.accounts.codes``) ----------------------------------------
 # (A_DEPOSIT | A_WITHDRAW, account, asset, amount, ref); the client's (OP_DEPOSIT | OP_WITHDRAW,

@@ -28,6 +28,7 @@ from shardex.accounts.codes import (
     AE_RESTRICTED,
 )
 from shardex.engine.codes import (
+    EV_ADL,
     EV_AMENDED,
     EV_CANCELLED,
     EV_FUNDING,
@@ -218,7 +219,7 @@ def check_event(ev: Any, markets: Mapping[str, Market]) -> bool:
         return check_index_event(ev, markets)
     if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING):  # (a perp pair's: ``position_event``)
         return check_position_event(ev, markets)
-    if kind == EV_LIQUIDATION:
+    if kind in (EV_LIQUIDATION, EV_ADL):
         return check_liquidation_event(ev, markets)
     return True
 

@@ -18,6 +18,7 @@ from typing import Any
 from shardex.amounts import parse_decimal
 from shardex.engine.codes import (
     EV_ACCEPTED,
+    EV_ADL,
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
@@ -422,7 +423,7 @@ def _event_json(ev: Event, markets: Mapping[str, Market]) -> dict[str, Any]:
         return _triggered_json(ev, markets[symbol])
     if kind == EV_INDEX:
         return index_event_json(ev, markets)
-    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING, EV_LIQUIDATION):
+    if kind in (EV_POSITION, EV_MARGIN, EV_FUNDING, EV_LIQUIDATION, EV_ADL):
         return perp_event_json(ev, markets)
     raise ValueError(f"unknown event kind {kind!r}")
 

@@ -166,6 +166,16 @@ MEASURED_S: dict[str, float] = {
     # the forward checked once (2026-12-07 20:45, load ~4): 0.05 s of pytest (2.3 s CPU with
     # start-up)
     "test_forward_vetted.py": 0.1,
+    # the perp risk rules past a plain take-over (a stale oracle, partial liquidation, ADL,
+    # a cascade, one feed source's flash crash) and the perp property tests against a
+    # reference model (2026-12-07 23:20, load ~10): 0.3 s and 1.8 s of pytest, pure engine
+    # and hypothesis (35 examples), no process
+    "test_perp_risk.py": 0.3, "test_perp_props.py": 1.8,
+    # kill -9 of a perp shard mid-liquidation, the chaos tier (2026-12-07 23:45, load ~10):
+    # 2 tests, 36 s of pytest (a `shardex up` each, 2,000 accounts set up, a restart)
+    "test_perp_kills.py": 36,
+    # bench/liquidation.py at 40 and 20 longs (2026-12-07 23:40, load ~7): 0.1 s of pytest
+    "test_bench_liquidation.py": 0.1,
 }  # fmt: skip
 DEFAULT_S = 0.5
 

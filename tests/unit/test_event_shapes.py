@@ -17,6 +17,7 @@ import pytest
 from shardex.client import ClientCore, _Malformed
 from shardex.engine.codes import (
     EV_ACCEPTED,
+    EV_ADL,
     EV_ADOPTED,
     EV_AMENDED,
     EV_CANCELLED,
@@ -53,6 +54,7 @@ GOOD: dict[int, tuple] = {
     EV_MARGIN: (EV_MARGIN, 13, P, "alice", -100, 5_000),
     EV_FUNDING: (EV_FUNDING, 14, P, -3, 12, 1),
     EV_LIQUIDATION: (EV_LIQUIDATION, 15, P, "alice", 5, 4_000_000, 20_000_000, -7, 2, 0),
+    EV_ADL: (EV_ADL, 16, P, "bob", "alice", -5, 4_000_000),
 }
 
 

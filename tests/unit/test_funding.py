@@ -1,6 +1,7 @@
 """Funding of perp pairs (pure, and the leader's sweep that journals it): premium samples, the
-capped per-lot payment, payments and the rounding remainder summing to zero exactly, a stale
-oracle freezing it, and replay (``shardex.engine.funding``, docs/perps.md)."""
+capped per-lot payment, payments and the rounding remainder (into the insurance fund) summing
+to zero exactly, a stale oracle freezing it, and replay (``shardex.engine.funding``,
+docs/perps.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from shardex.engine.codes import (
 from shardex.engine.engine import Engine
 from shardex.engine.funding import SCALE, per_lot, sample, settle
 from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
-from shardex.engine.positions import FUNDING, SIZE, WIDTH, Positions
+from shardex.engine.positions import FUNDING, SIZE, WIDTH, Positions, equity
 from shardex.node.expiry_sweep import sweep
 from shardex.wire.pub import check_event
 from shardex.wire.schema import event_to_json
@@ -92,6 +93,20 @@ def test_longs_pay_shorts_the_capped_average_premium() -> None:
     # replay: the same payment at the same seq
     assert Engine(_markets()).apply_many([*cmds, (OP_FUNDING, HOUR)]) == \
         Engine(_markets()).apply_many(cmds) + out  # fmt: skip
+
+
+def test_the_rounding_remainder_goes_to_the_insurance_fund() -> None:
+    """Regression: the remainder was kept apart from the fund, so Σ equity + fund fell short
+    of Σ margin moved in by it. Now it is in the fund, and the identity holds exactly."""
+    eng = Engine(_markets())
+    cmds = _open(long_qty=997)
+    for t in range(5_000, HOUR, 5_000):
+        cmds += [(OP_TIME, t), (OP_INDEX, PERP, INDEX)]
+    eng.apply_many([*cmds, (OP_TIME, HOUR), (OP_FUNDING, HOUR)])
+    pos, mark = eng.books[PERP].positions, eng.books[PERP].oracle.mark
+    assert pos.fund == pos.remainder > 0
+    assert sum(equity(r, mark) for r in pos.accounts.values()) + pos.fund == 3 * 10**10
+    assert Engine.restore(eng.snapshot(), _markets()).books[PERP].positions.fund == pos.fund
 
 
 def test_a_stale_oracle_or_no_sample_freezes_funding() -> None:

@@ -12,22 +12,17 @@ from hypothesis import strategies as st
 
 from shardex.engine.codes import (
     BUY,
+    EV_ADL,
     EV_CANCELLED,
-    EV_LIQUIDATION,
     EV_MARGIN,
     EV_TRADE,
-    GTC,
-    LIMIT,
     OP_INDEX,
     OP_MARGIN,
-    OP_NEW,
     OP_TIME,
     SELL,
-    STP_NONE,
 )
 from shardex.engine.engine import Engine
 from shardex.engine.liquidation import bankruptcy, breaching, maintenance
-from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
 from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, equity
 from shardex.wire.layouts import LIQ_ACCOUNT as L_ACCOUNT
 from shardex.wire.layouts import LIQ_BANKRUPTCY as L_LIMIT
@@ -41,13 +36,15 @@ from shardex.wire.layouts import TRADE_QTY as _TR_QTY
 from shardex.wire.layouts import TRADE_TAKER as _TR_TAKER
 from shardex.wire.pub import check_event
 from shardex.wire.schema import event_to_json
+from tests.support.perps import LOTS, OPEN, PERP
+from tests.support.perps import check_conservation as _check_conservation
+from tests.support.perps import liquidations as _liquidations
+from tests.support.perps import markets as _markets
+from tests.support.perps import opened as _opened
+from tests.support.perps import order as _order
+from tests.support.perps import start as _start
 
-PERP = "BTCPERP-USD"
-SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
-        "maintenance_margin": "0.05"}  # fmt: skip
 MM = Fraction(1, 20)
-OPEN = 300_000  # ticks: where the long opens
-LOTS = 10
 
 # -- the pure core: exact rationals as the reference ---------------------------------------
 
@@ -88,40 +85,6 @@ def test_bankruptcy_price_is_the_last_tick_of_nonpositive_equity(spec: tuple) ->
 
 
 # -- the engine ------------------------------------------------------------------------------
-
-
-def _markets() -> dict:
-    return {**DEFAULT_MARKETS, **markets_from_table({PERP: SPEC})}
-
-
-def _order(oid: str, account: str, side: int, price: int, qty: int) -> tuple:
-    return (OP_NEW, PERP, oid, account, side, LIMIT, price, qty, GTC, False, STP_NONE)
-
-
-def _opened(long: str, collateral: int, n: int = 0) -> list[tuple]:
-    """``long`` (``collateral`` units) buys ``LOTS`` at ``OPEN`` from the well-funded short."""
-    return [(OP_MARGIN, PERP, long, collateral), (OP_INDEX, PERP, OPEN),
-            _order(f"s{n}", "short", SELL, OPEN, LOTS), _order(f"b{n}", long, BUY, OPEN, LOTS)]
-
-
-def _start() -> list[tuple]:
-    return [(OP_TIME, 1_000), (OP_INDEX, PERP, OPEN), (OP_MARGIN, PERP, "short", 10**9),
-            (OP_MARGIN, PERP, "mm", 10**9)]  # fmt: skip
-
-
-def _liquidations(events: list) -> list[tuple]:
-    return [ev for ev in events if ev[0] == EV_LIQUIDATION]
-
-
-def _check_conservation(eng: Engine, events: list) -> None:
-    """Σ equity + remainder = Σ collateral at the mark; Σ collateral + fund = Σ margin in."""
-    book = eng.books[PERP]
-    pos, mark = book.positions, book.oracle.mark
-    rows = pos.accounts.values()
-    collateral = sum(r[COLLATERAL] for r in rows)
-    assert sum(equity(r, mark) for r in rows) + pos.remainder == collateral
-    assert collateral + pos.fund == sum(ev[4] for ev in events if ev[0] == EV_MARGIN)
-    assert sum(r[SIZE] for r in rows) == 0
 
 
 def _check_take_over(ev: tuple, events: list, before: list[int]) -> None:
@@ -175,7 +138,7 @@ def _crash(eng: Engine, events: list, n: int) -> tuple:
     return ev
 
 
-def test_a_flash_crash_deficit_is_paid_by_the_fund_or_recorded_when_it_is_empty() -> None:
+def test_a_flash_crash_deficit_is_paid_by_the_fund_or_deleveraged_when_it_is_empty() -> None:
     eng = Engine(_markets())
     events = eng.apply_many([*_start(), *_opened("long", 400_000),
                              _order("m1", "mm", BUY, 270_000, LOTS),
@@ -186,13 +149,26 @@ def test_a_flash_crash_deficit_is_paid_by_the_fund_or_recorded_when_it_is_empty(
     assert paid[L_SETTLED] < 0 and paid[L_UNCOVERED] == 0 and paid[L_FUND] == fund + paid[
         L_SETTLED]  # fmt: skip
     _check_conservation(eng, events)
-    # an empty fund: the deficit is recorded, not paid (ADL is not built)
+    # an empty fund cannot pay the rounding: the limit is rounded toward the account (one
+    # tick up), the bid at the floor does not fill, and the bankrupt long is deleveraged
+    # against the short at that limit: no deficit (regression: it was left unpaid, the
+    # account's equity negative and ``uncovered`` > 0)
     empty = Engine(_markets())
     events = empty.apply_many(_start())
-    ev = _crash(empty, events, 2)
+    events += empty.apply_many([(OP_INDEX, PERP, OPEN), *_opened("l2", 400_003, 2)])
+    row = empty.books[PERP].positions.accounts["l2"]
+    limit = bankruptcy(row) + 1
+    events += empty.apply_many([_order("c2", "mm", BUY, limit - 1, LOTS)])
+    step = empty.apply_many([(OP_INDEX, PERP, 200_000)])
+    events += step
+    (ev,) = _liquidations(step)
+    (adl,) = [e for e in step if e[0] == EV_ADL]
+    assert adl[3:] == ("short", "l2", -LOTS, limit)
+    assert ev[L_CLOSED] == LOTS and ev[L_LIMIT] == limit and ev[L_NOTIONAL] == LOTS * limit
+    assert ev[L_SETTLED] >= 0 and ev[L_UNCOVERED] == 0
     pos = empty.books[PERP].positions
-    assert ev[L_SETTLED] == 0 and ev[L_UNCOVERED] > 0 and pos.uncovered == ev[L_UNCOVERED]
-    assert equity(pos.accounts["l2"], 1) == -ev[L_UNCOVERED] and pos.fund == 0
+    assert pos.uncovered == 0 and equity(pos.accounts["l2"], 1) == 0
+    assert pos.accounts["short"][SIZE] == 0 and "c2" in empty.books[PERP].orders
     _check_conservation(empty, events)
 
 
@@ -314,7 +290,8 @@ def test_a_winner_liquidated_later_keeps_a_readable_negative_collateral() -> Non
                              _order("y1", "short", SELL, 330_000, 20),
                              _order("y2", "w", BUY, 330_000, 20),
                              _order("z1", "mm", BUY, 320_000, 20),
-                             (OP_INDEX, PERP, 300_000)])  # fmt: skip
+                             (OP_INDEX, PERP, 280_000)])  # fmt: skip
+    # (a mark below its bankruptcy price, 295,000: taken over whole, not partly)
     (ev,) = _liquidations(events)
     row = eng.books[PERP].positions.accounts["w"]
     assert ev[L_SETTLED] > 0 and row[SIZE] == 0 and row[REALIZED] > 0 > row[COLLATERAL]
