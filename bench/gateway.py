@@ -218,6 +218,13 @@ def proc_cpu(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def run_delay(pids: list[int]) -> float:
+    """Seconds ``pids`` were runnable but waited for a core, so far, together (the
+    scheduler's ``/proc/PID/schedstat``): on a shared box, the share of a process's latency
+    that is the box's, not its own work."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
+
+
 def proc_rss(pids: list[int]) -> int:
     """Resident set size of ``pids`` in bytes, together."""
     total = 0
@@ -294,6 +301,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
+        wait0 = run_delay(c.gateway_pids)
         t0 = time.perf_counter()
         watch = StreamWatch(c, symbols)
         watch.start()
@@ -309,6 +317,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         roles = {k.split()[0]: round(100 * v / wall) for k, v in
                  sorted(per_role(roles0, snapshot(c.proc.pid)).items()) if v > 0.01 * wall}
         load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
+        load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
         load["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
@@ -345,6 +354,8 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "client_cpu_pct": [round(100 * r["cpu"] / max(r["wall"], 1e-9)) for r in reps],
             "commit_to_redis_ms": load["redis_ms"],
             "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
+            "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
+            "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
             **tot}  # fmt: skip

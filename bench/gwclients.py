@@ -227,6 +227,12 @@ class Fleet:
                        for s, top in tops.items()) for w in self.watchers)  # fmt: skip
 
 
+def run_delay() -> float:
+    """Seconds this process was runnable but waited for a core (``/proc/self/schedstat``)."""
+    with open("/proc/self/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 async def _until(pred: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -247,7 +253,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool,
         await asyncio.to_thread(pipe.recv)  # start
         fleet.st = Stats()
         fleet.measuring = True
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, w0 = time.perf_counter(), time.process_time(), run_delay()
         tops = await asyncio.to_thread(pipe.recv)  # stop: the last trade seq of every pair
         await _until(lambda: fleet.reached(tops) == n, 60)
         fleet.measuring = False
@@ -259,6 +265,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool,
                    "resyncs": st.resyncs, "bad_checksums": st.bad_checksums,
                    "checked": st.checked, "reached": fleet.reached(tops), "clients": n,
                    "wall": max(st.last_frame - t0, 1e-9), "cpu": time.process_time() - c0,
+                   "wait": run_delay() - w0,
                    "hist": st.hist.encode()})  # fmt: skip
         await asyncio.to_thread(pipe.recv)  # close
         for t in tasks:
