@@ -225,6 +225,35 @@ def run_delay(pids: list[int]) -> float:
     return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
 
 
+def gateway_metrics(urls: list[str]) -> dict[str, float]:
+    """The gateways' write counters and trade-written histogram buckets, summed."""
+    out: dict[str, float] = {}
+    for url in urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_written")):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def written(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """Write rounds and writes per second, and the gateway's own hop: a step's oldest trade,
+    exchange time → written to every subscriber (p50/p99 as the histogram bucket's bound, ms)."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
+                     if k.startswith("shardex_gateway_trade_written_seconds_bucket"))  # fmt: skip
+    total = buckets[-1][1] if buckets else 0
+
+    def pct(q: float) -> float | None:
+        hit = next((le for le, n in buckets if n >= q * total), None) if total else None
+        return None if hit is None else round(hit * 1000, 1)
+
+    return {"rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
+            "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall),
+            "trade_written_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": total}}  # fmt: skip
+
+
 def proc_rss(pids: list[int]) -> int:
     """Resident set size of ``pids`` in bytes, together."""
     total = 0
@@ -301,7 +330,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
-        wait0 = run_delay(c.gateway_pids)
+        wait0, gm0 = run_delay(c.gateway_pids), gateway_metrics(c.urls)
         t0 = time.perf_counter()
         watch = StreamWatch(c, symbols)
         watch.start()
@@ -318,6 +347,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
                  sorted(per_role(roles0, snapshot(c.proc.pid)).items()) if v > 0.01 * wall}
         load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
         load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
+        load["gateway_writes"] = written(gm0, gateway_metrics(c.urls), wall)
         load["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
@@ -355,6 +385,7 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "commit_to_redis_ms": load["redis_ms"],
             "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
             "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
+            "gateway_writes": load.get("gateway_writes"),
             "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},

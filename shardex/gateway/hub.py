@@ -33,6 +33,7 @@ log = logging.getLogger("shardex.gateway")
 EVENTS_PREFIX, TRADES_PREFIX = "shardex:events:", "shardex:trades:"
 REPLAY_MAX = 10_000  # trades a resume may replay; older: resumed false (a gap, said)
 REPLAY_PAGE = 500
+STAMPS_MAX = 1000  # trade times kept for the written-latency histogram, until a write round
 DISCOVER_EVERY = 5.0  # seconds between looks for new engine shards' events streams
 
 
@@ -141,6 +142,7 @@ class Hub:
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
         self.step_batch = StepBatch()  # published, not yet queued (``flush``)
+        self.stamps: list[int] = []  # each step's oldest trade ts per pair, until written
         self.beats = 0
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
@@ -298,6 +300,8 @@ class Hub:
                     sent, bytes_out = sent + len(piece), bytes_out + piece.size
                 sub.last = piece.last if piece.last is not None else sub.last
         count(channel, sent, bytes_out)
+        if sent and trades and trades[0].get("ts") and len(self.stamps) < STAMPS_MAX:
+            self.stamps.append(trades[0]["ts"])  # (the writer's round observes it written)
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""

@@ -80,7 +80,7 @@ class Gateway:
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
         self.frames = FrameCache()  # every client's frames, built once
-        self.flusher = Flusher()  # every kicked connection written once per step
+        self.flusher = Flusher(stamps=hub.stamps)  # every kicked connection written once
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)

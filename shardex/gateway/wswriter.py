@@ -14,8 +14,10 @@ per connection per message, nor a write per step (docs/gateway.md#measured).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from shardex.gateway import metrics as m
 from shardex.gateway.hub import Conn
 from shardex.gateway.wsframe import FrameCache, drain_into
 
@@ -31,10 +33,11 @@ class Flusher:
     ``1 / window`` per client per second, whatever the rate, for at most ``window`` of
     latency. ``window`` 0: written right after the step (``call_soon``)."""
 
-    def __init__(self, window: float = WINDOW) -> None:
+    def __init__(self, window: float = WINDOW, stamps: list[int] | None = None) -> None:
         self.ready: dict[Writer, None] = {}  # (in kick order)
         self.scheduled = False
         self.window = window
+        self.stamps = stamps if stamps is not None else []  # the hub's (``Hub.stamps``)
 
     def mark(self, writer: Writer) -> None:
         self.ready[writer] = None
@@ -51,6 +54,13 @@ class Flusher:
         ready, self.ready = self.ready, {}
         for writer in ready:
             writer.write_now()
+        m.WRITES.inc(len(ready))
+        m.WRITE_ROUNDS.inc()
+        if self.stamps:  # the trades written in this round: exchange time → written
+            now = time.time()
+            for ts in self.stamps:
+                m.TRADE_WRITTEN.observe(max(0.0, now - ts / 1000))
+            self.stamps.clear()
 
 
 class Writer:
