@@ -32,10 +32,13 @@ class Chunk(list[str]):  # noqa: FURB189 - a list: ``len`` (taken per subscriber
     """Messages of one channel from one step (the list of their encoded texts): the same
     object for every subscriber."""
 
-    def __init__(self, frames: list[str], seqs: list[int | None]) -> None:
+    def __init__(self, frames: list[str], seqs: list[int | None], weight: int = 0) -> None:
         super().__init__(frames)
         self.seqs = seqs
         self.last = seqs[-1] if seqs else None  # what a subscriber has after it, if said
+        # what it counts for in a client's bounded queue: its messages, or a batch's trades
+        # (a batch of 50 trades is as far behind as 50 single messages)
+        self.weight = weight or len(frames)
 
     __hash__ = object.__hash__  # (an object: two chunks alike are still two)
 
@@ -98,4 +101,4 @@ class StepBatch:
 
 def batch_chunk(symbol: str, trades: Sequence[Mapping[str, Any]]) -> Chunk:
     """A one-message chunk: the step's trades of ``symbol`` as one ``batch`` message."""
-    return Chunk([encode(batch_msg(symbol, trades))], [trades[-1]["seq"]])
+    return Chunk([encode(batch_msg(symbol, trades))], [trades[-1]["seq"]], len(trades))

@@ -129,6 +129,31 @@ def test_a_batch_resume_replays_in_batches_then_goes_live_with_no_gap_and_no_rep
     asyncio.run(run())
 
 
+def test_a_batch_subscriber_falls_behind_after_its_queues_worth_of_trades_not_of_batches() -> None:
+    """Regression: a batch counted as one frame in the client's queue, whatever the trades in
+    it: a batch client that did not read was let queue 1,000 steps of trades (minutes at a
+    few steps a second) before it was told to resync, where a client taking one message
+    per trade was told after 1,000 trades."""
+
+    async def run() -> None:
+        r = _Redis()
+        hub, conn = _hub(r), _conn(limit=10)
+        await hub.subscribe_trades(conn, SYMBOL, None, batch=True)
+        conn.outbox.take()  # (the ack, as if written)
+        seq = 10
+        for step in range(3):  # three steps of four trades: 12 trades queued, unread
+            entries = [_trade(seq + k + 1, seq + k + 1) for k in range(4)]
+            seq += 4
+            r.answers.append([(f"shardex:trades:{SYMBOL}", entries)])
+            await hub.step()
+            if step < 2:
+                assert len(conn.outbox) == 4 * (step + 1)  # a batch counts as its trades
+        (notice,) = [m for m in _msgs(conn) if m.get("type") == "resync_required"]
+        assert notice["channel"] == "trades" and notice["last_seq"] == 10
+
+    asyncio.run(run())
+
+
 def test_an_empty_queue_takes_a_chunk_larger_than_its_limit_a_full_one_falls_behind() -> None:
     big = Chunk([f'{{"seq":{k}}}' for k in range(5)], list(range(5)))
     box = Outbox(limit=3)
