@@ -26,7 +26,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
-from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox, weight
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
 log = logging.getLogger("shardex.gateway")
@@ -87,10 +87,18 @@ class Conn:
         replaces this: every kicked connection written once after the step, no task switch)."""
         self.wake.set()
 
+    def spill(self) -> None:
+        """Its queue is about to overflow: write what its socket takes now (the server's
+        ``Writer`` replaces this), so that falling behind means the client does not read,
+        not that the gateway's next write round has not come yet."""
+
     def queue(self, frame: Chunk | str, now: float) -> bool:
         """Queue a message or a step's chunk, without waking the writer (``Hub.flush`` kicks
         each connection once when the step's chunks are all queued)."""
-        verdict = self.outbox.offer(frame, now)
+        box = self.outbox
+        if box.count and box.count + weight(frame) > box.limit:
+            self.spill()
+        verdict = box.offer(frame, now)
         if verdict == OK:
             return True
         m.DROPPED.inc(self.outbox.take_dropped())

@@ -167,6 +167,7 @@ class Gateway:
         m.CONNECTIONS.set(len(self.hub.conns))
         out = Writer(ws, conn, request, self.frames, self.flusher)
         conn.kick = out.kick  # type: ignore[method-assign] # (a step's flush writes at once)
+        conn.spill = out.spill  # type: ignore[method-assign]
         writer = asyncio.get_running_loop().create_task(out.run())
         try:
             async for msg in ws:

@@ -85,6 +85,12 @@ class Writer:
         """Something was queued: written with the step's other connections."""
         self.flusher.mark(self)
 
+    def spill(self) -> None:
+        """The queue is about to overflow before the round: written now, if the socket takes
+        it (``Conn.spill``)."""
+        if not self.draining and self.open():
+            self.pump()
+
     def write_now(self) -> None:
         """Written now if the socket takes it, else by the task once it drained."""
         if self.draining or not self.open():

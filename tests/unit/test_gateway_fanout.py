@@ -306,6 +306,31 @@ def _sample(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+def test_a_queue_full_before_its_write_round_is_written_not_dropped_unless_the_socket_is_full(
+) -> None:  # fmt: skip
+    """Regression: with writes in rounds, a client's queue filled between two rounds (a
+    gateway short of CPU at 5,000 clients wrote a round a second) and every client was told
+    to resync though its socket took bytes; only a socket that takes none means the client
+    does not read."""
+
+    async def run() -> None:
+        flusher = Flusher(window=30.0)
+        for paused in (False, True):
+            req, conn = _Request(), _conn(limit=5)
+            w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+            conn.kick, conn.spill = w.kick, w.spill  # type: ignore[method-assign]
+            req.protocol.writing_paused = paused
+            for k in range(4):
+                conn.offer(f'{{"n":{k}}}', 0.0)
+            assert conn.offer(Chunk(['{"a":1}', '{"b":2}'], [None, None]), 0.0) is not paused
+            if paused:  # (fallen behind: its queue dropped)
+                assert req.transport.writes == [] and len(conn.outbox) == 0
+            else:  # (the four written before the round; the chunk queued for it)
+                assert len(req.transport.writes) == 1 and len(conn.outbox) == 2
+
+    asyncio.run(run())
+
+
 def test_without_a_window_a_step_is_written_at_the_end_of_its_turn() -> None:
     async def run() -> None:
         flusher, (req, conn) = Flusher(window=0), (_Request(), _conn())
