@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from gwclients import worker  # noqa: E402
+from proccpu import per_role, snapshot  # noqa: E402
 from reaper import die_with_parent  # noqa: E402
 from scaling import free_base, machine, say  # noqa: E402
 
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="gateway processes; client processes spread over them [1]")
     ap.add_argument("--batch", action="store_true",
                     help="clients take each step's trades in one message (docs/gateway.md)")
+    ap.add_argument("--reader", choices=("raw", "aiohttp"), default="raw",
+                    help="the clients' WebSocket reader: raw frames (bench/gwraw.py) or aiohttp's "
+                         "client [raw]")
     ap.add_argument("--pairs", type=int, default=2, choices=range(1, len(SYMBOLS) + 1),
                     help="pairs loaded and subscribed [2]")
     ap.add_argument("--rest-seconds", type=float, default=5, help="per REST/SDK round [5]")
@@ -214,6 +218,42 @@ def proc_cpu(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def run_delay(pids: list[int]) -> float:
+    """Seconds ``pids`` were runnable but waited for a core, so far, together (the
+    scheduler's ``/proc/PID/schedstat``): on a shared box, the share of a process's latency
+    that is the box's, not its own work."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
+
+
+def gateway_metrics(urls: list[str]) -> dict[str, float]:
+    """The gateways' write counters and trade-written histogram buckets, summed."""
+    out: dict[str, float] = {}
+    for url in urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_written")):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def written(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """Write rounds and writes per second, and the gateway's own hop: a step's oldest trade,
+    exchange time → written to every subscriber (p50/p99 as the histogram bucket's bound, ms)."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
+                     if k.startswith("shardex_gateway_trade_written_seconds_bucket"))  # fmt: skip
+    total = buckets[-1][1] if buckets else 0
+
+    def pct(q: float) -> float | None:
+        hit = next((le for le, n in buckets if n >= q * total), None) if total else None
+        return None if hit is None else round(hit * 1000, 1)
+
+    return {"rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
+            "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall),
+            "trade_written_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": total}}  # fmt: skip
+
+
 def proc_rss(pids: list[int]) -> int:
     """Resident set size of ``pids`` in bytes, together."""
     total = 0
@@ -278,7 +318,8 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         share = n // procs + (1 if k < n % procs else 0)
         url = c.urls[k % len(c.urls)]  # (client processes spread over the gateways)
         p = mp.Process(target=worker, args=(url.replace("http", "ws") + "/v1/ws", share,
-                                            symbols, theirs, args.batch), daemon=True)  # fmt: skip
+                                            symbols, theirs, args.batch, args.reader),
+                       daemon=True)  # fmt: skip
         p.start()
         pipes.append(mine)
         workers.append(p)
@@ -288,7 +329,8 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"{n} clients did not all connect and sync")
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
-        cpu0 = proc_cpu(c.gateway_pids)
+        cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
+        wait0, gm0 = run_delay(c.gateway_pids), gateway_metrics(c.urls)
         t0 = time.perf_counter()
         watch = StreamWatch(c, symbols)
         watch.start()
@@ -301,6 +343,12 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         reps = [pipe.recv() for pipe in pipes if pipe.poll(300)]  # (a backlog drains first)
         load["redis_ms"] = watch.stop()
         cpu1, wall = proc_cpu(c.gateway_pids), time.perf_counter() - t0
+        roles = {k.split()[0]: round(100 * v / wall) for k, v in
+                 sorted(per_role(roles0, snapshot(c.proc.pid)).items()) if v > 0.01 * wall}
+        load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
+        load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
+        load["gateway_writes"] = written(gm0, gateway_metrics(c.urls), wall)
+        load["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
         for pipe in pipes:
@@ -335,6 +383,10 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "gateway_rss_kib_per_client": round(rss_per_client / 1024, 1),
             "client_cpu_pct": [round(100 * r["cpu"] / max(r["wall"], 1e-9)) for r in reps],
             "commit_to_redis_ms": load["redis_ms"],
+            "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
+            "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
+            "gateway_writes": load.get("gateway_writes"),
+            "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
             **tot}  # fmt: skip

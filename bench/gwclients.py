@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections import Counter
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import orjson
 import uvloop
+from gwraw import open_raw, quick
 from hdrh.histogram import HdrHistogram
 from reaper import die_with_parent
 
@@ -75,30 +78,14 @@ class Watcher:
         """Check one message; the symbol to resync when the book must be asked again."""
         ch, kind, sym = obj.get("channel"), obj.get("type"), obj.get("symbol", "")
         if ch == "trades" and kind in (None, "batch"):
-            prev, seq = obj["prev_seq"], obj["seq"]
-            if not self.trade_free[sym] and prev != self.trade_last[sym]:
-                st.silent_gaps += 1
-            self.trade_last[sym], self.trade_free[sym] = seq, False
-            if measuring:  # (counted per ms, the ts's resolution: a histogram record per
-                now, lat = int(time.time() * 1000), st.lat  # trade cost the clients most)
-                for t in obj["trades"] if kind == "batch" else (obj,):
-                    if t.get("ts"):
-                        ms = now - t["ts"]
-                        lat[ms] = lat.get(ms, 0) + 1
-                        st.trades += 1
+            trades = obj["trades"] if kind == "batch" else (obj,)
+            tss = Counter(t["ts"] for t in trades if t.get("ts"))
+            self.trade(sym, obj["prev_seq"], obj["seq"], tss, st, measuring)
             return None
         if ch == "book" and kind in ("snapshot", "update"):
-            st.books += measuring
-            if kind == "snapshot":
-                self.waiting[sym] = False
-            elif self.waiting[sym]:
-                return None  # (deltas before the snapshot asked for)
-            elif obj["prev_seq"] != self.book_last[sym]:
-                st.silent_gaps += 1
-                self.waiting[sym] = True
+            if self.book(sym, kind, obj["prev_seq"], obj["seq"], st, measuring):
                 return sym
-            self.book_last[sym] = obj["seq"]
-            return self._check(sym, obj, kind, st)
+            return None if self.waiting[sym] else self._check(sym, obj, kind, st)
         if kind == "subscribed" and ch == "trades":
             self.trade_last[sym], self.trade_free[sym] = obj.get("seq"), obj.get("seq") is None
         elif kind == "resync_required":
@@ -111,6 +98,36 @@ class Watcher:
         elif kind == "heartbeat":
             st.beats += measuring
         return None
+
+    def trade(self, sym: str, prev: int | None, seq: int, tss: Mapping[int, int], st: Stats,
+              measuring: bool) -> None:  # fmt: skip
+        """A trades message (one trade, or a batch of them; ``tss``: their exchange times,
+        each with how many trades have it): its chain link checked, each trade's commit →
+        frame latency counted."""
+        if not self.trade_free[sym] and prev != self.trade_last[sym]:
+            st.silent_gaps += 1
+        self.trade_last[sym], self.trade_free[sym] = seq, False
+        if measuring:  # (counted per ms, the ts's resolution: a histogram record per trade
+            now, lat = int(time.time() * 1000), st.lat  # cost the clients most)
+            for ts, k in tss.items():
+                ms = now - ts
+                lat[ms] = lat.get(ms, 0) + k
+                st.trades += k
+
+    def book(self, sym: str, kind: str, prev: int | None, seq: int, st: Stats,
+             measuring: bool) -> bool:  # fmt: skip
+        """A book snapshot or delta's chain link; True when the book must be asked again."""
+        st.books += measuring
+        if kind == "snapshot":
+            self.waiting[sym] = False
+        elif self.waiting[sym]:
+            return False  # (deltas before the snapshot asked for)
+        elif prev != self.book_last[sym]:
+            st.silent_gaps += 1
+            self.waiting[sym] = True
+            return True
+        self.book_last[sym] = seq
+        return False
 
     def _check(self, sym: str, obj: dict[str, Any], kind: str, st: Stats) -> str | None:
         if not self.full:
@@ -132,45 +149,74 @@ class Watcher:
         return None
 
 
+def resync(symbol: str) -> str:
+    return orjson.dumps({"op": "resync", "channel": "book", "symbol": symbol}).decode()
+
+
 class Fleet:
     """This process's connections and their shared counters."""
 
-    def __init__(self, url: str, n: int, symbols: list[str], batch: bool = False) -> None:
-        self.url, self.n, self.symbols, self.batch = url, n, symbols, batch
+    def __init__(self, url: str, n: int, symbols: list[str], batch: bool = False,
+                 reader: str = "raw") -> None:  # fmt: skip
+        self.url, self.n, self.symbols, self.batch, self.reader = url, n, symbols, batch, reader
         self.st = Stats()
         self.measuring = False
         self.watchers = [Watcher(symbols, i == 0) for i in range(n)]
 
+    def subscriptions(self) -> list[str]:
+        """What every connection sends first: trades (batched if asked) and book per pair."""
+        out = []
+        for sym in self.symbols:
+            trades = {"op": "subscribe", "channel": "trades", "symbol": sym}
+            out.append(orjson.dumps({**trades, **({"batch": True} if self.batch else {})}).decode())
+            out.append(orjson.dumps({"op": "subscribe", "channel": "book", "symbol": sym}).decode())
+        return out
+
     async def connect(self, session: aiohttp.ClientSession) -> list[asyncio.Task[None]]:
-        tasks = []
+        tasks, subs = [], self.subscriptions()
         for lo in range(0, self.n, CONNECT_CHUNK):
             chunk = self.watchers[lo:lo + CONNECT_CHUNK]
+            if self.reader == "raw":
+                conns = await asyncio.gather(*(open_raw(self, w, self.url) for w in chunk))
+                for w, conn in zip(chunk, conns, strict=True):
+                    w.ws = conn
+                    for text in subs:
+                        conn.send_str(text)
+                continue
             socks = await asyncio.gather(*(session.ws_connect(self.url, max_msg_size=0,
                                                               autoping=True) for _ in chunk))
             for w, ws in zip(chunk, socks, strict=True):
                 w.ws = ws
-                for sym in self.symbols:
-                    trades = {"op": "subscribe", "channel": "trades", "symbol": sym}
-                    await ws.send_str(orjson.dumps({**trades, **({"batch": True} if self.batch
-                                                                 else {})}).decode())
-                    await ws.send_str(orjson.dumps({"op": "subscribe", "channel": "book",
-                                                    "symbol": sym}).decode())
+                for text in subs:
+                    await ws.send_str(text)
                 tasks.append(asyncio.create_task(self.read(w)))
         return tasks
+
+    def count(self, st: Stats, size: int) -> None:
+        if self.measuring:
+            st.frames += 1
+            st.bytes += size
+            st.last_frame = time.perf_counter()
+
+    def text(self, conn: Any, payload: bytearray) -> None:
+        """One text message read by a raw connection (``gwraw``): checked in place."""
+        st, w = self.st, conn.w  # (``st`` replaced at ``start``)
+        self.count(st, len(payload))
+        done, ask = quick(w, payload, st, self.measuring)
+        if not done:
+            ask = w.on(orjson.loads(payload), st, self.measuring)
+        if ask is not None:
+            conn.send_str(resync(ask))
 
     async def read(self, w: Watcher) -> None:
         async for msg in w.ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             st = self.st  # (replaced at ``start``)
-            if self.measuring:
-                st.frames += 1
-                st.bytes += len(msg.data)
-                st.last_frame = time.perf_counter()
+            self.count(st, len(msg.data))
             ask = w.on(orjson.loads(msg.data), st, self.measuring)
             if ask is not None:
-                await w.ws.send_str(orjson.dumps({"op": "resync", "channel": "book",
-                                                  "symbol": ask}).decode())
+                await w.ws.send_str(resync(ask))
 
     def synced(self) -> bool:
         return all(not any(w.waiting.values()) for w in self.watchers)
@@ -179,6 +225,12 @@ class Fleet:
         """Connections that have every pair's last trade (or were told they fell behind)."""
         return sum(all(w.trade_free[s] or (w.trade_last[s] or 0) >= top
                        for s, top in tops.items()) for w in self.watchers)  # fmt: skip
+
+
+def run_delay() -> float:
+    """Seconds this process was runnable but waited for a core (``/proc/self/schedstat``)."""
+    with open("/proc/self/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
 
 
 async def _until(pred: Any, timeout: float) -> bool:
@@ -190,8 +242,9 @@ async def _until(pred: Any, timeout: float) -> bool:
     return True
 
 
-async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) -> None:
-    fleet = Fleet(url, n, symbols, batch)
+async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool,
+                reader: str) -> None:  # fmt: skip
+    fleet = Fleet(url, n, symbols, batch, reader)
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         tasks = await fleet.connect(session)
@@ -200,7 +253,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) ->
         await asyncio.to_thread(pipe.recv)  # start
         fleet.st = Stats()
         fleet.measuring = True
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, w0 = time.perf_counter(), time.process_time(), run_delay()
         tops = await asyncio.to_thread(pipe.recv)  # stop: the last trade seq of every pair
         await _until(lambda: fleet.reached(tops) == n, 60)
         fleet.measuring = False
@@ -212,6 +265,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) ->
                    "resyncs": st.resyncs, "bad_checksums": st.bad_checksums,
                    "checked": st.checked, "reached": fleet.reached(tops), "clients": n,
                    "wall": max(st.last_frame - t0, 1e-9), "cpu": time.process_time() - c0,
+                   "wait": run_delay() - w0,
                    "hist": st.hist.encode()})  # fmt: skip
         await asyncio.to_thread(pipe.recv)  # close
         for t in tasks:
@@ -219,7 +273,9 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool) ->
         await asyncio.gather(*(w.ws.close() for w in fleet.watchers), return_exceptions=True)
 
 
-def worker(url: str, n: int, symbols: list[str], pipe: Any, batch: bool = False) -> None:
-    """A client process's entry point (``multiprocessing``); it dies with the bench."""
+def worker(url: str, n: int, symbols: list[str], pipe: Any, batch: bool = False,
+           reader: str = "raw") -> None:  # fmt: skip
+    """A client process's entry point (``multiprocessing``); it dies with the bench.
+    ``reader``: ``raw`` (``gwraw``) or ``aiohttp`` (the library's client, as before)."""
     die_with_parent()
-    uvloop.run(_main(url, n, symbols, pipe, batch))
+    uvloop.run(_main(url, n, symbols, pipe, batch, reader))

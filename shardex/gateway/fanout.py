@@ -28,30 +28,36 @@ Key = tuple[str, str]  # (channel, symbol)
 TRADE_FIELDS = ("seq", "trade_id", "price", "qty", "side", "ts")  # a batched trade's fields
 
 
-@dataclass(eq=False)
-class Chunk:
-    """Messages of one channel from one step: the same object for every subscriber."""
+class Chunk(list[str]):  # noqa: FURB189 - a list: ``len`` (taken per subscriber) costs no call
+    """Messages of one channel from one step (the list of their encoded texts): the same
+    object for every subscriber."""
 
-    frames: list[str]
-    seqs: list[int | None]
+    def __init__(self, frames: list[str], seqs: list[int | None], weight: int = 0) -> None:
+        super().__init__(frames)
+        self.seqs = seqs
+        self.last = seqs[-1] if seqs else None  # what a subscriber has after it, if said
+        # what it counts for in a client's bounded queue: its messages, or a batch's trades
+        # (a batch of 50 trades is as far behind as 50 single messages)
+        self.weight = weight or len(frames)
 
-    def __len__(self) -> int:
-        return len(self.frames)
+    __hash__ = object.__hash__  # (an object: two chunks alike are still two)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
     @property
-    def last(self) -> int | None:
-        """The seq of its last message (what a subscriber has after it), if it has one."""
-        return self.seqs[-1] if self.seqs else None
+    def frames(self) -> list[str]:
+        return self
 
     @cached_property
     def size(self) -> int:
         """The messages' bytes (the metrics' bytes out per subscriber)."""
-        return sum(map(len, self.frames))
+        return sum(map(len, self))
 
     @cached_property
     def wire(self) -> bytes:
         """Every message's WebSocket frame, concatenated: built once, on first use."""
-        return b"".join(text_frame(f.encode()) for f in self.frames)
+        return b"".join(text_frame(f.encode()) for f in self)
 
 
 def encode(msg: Mapping[str, Any]) -> str:
@@ -95,4 +101,4 @@ class StepBatch:
 
 def batch_chunk(symbol: str, trades: Sequence[Mapping[str, Any]]) -> Chunk:
     """A one-message chunk: the step's trades of ``symbol`` as one ``batch`` message."""
-    return Chunk([encode(batch_msg(symbol, trades))], [trades[-1]["seq"]])
+    return Chunk([encode(batch_msg(symbol, trades))], [trades[-1]["seq"]], len(trades))

@@ -27,7 +27,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
-from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox, weight
 from shardex.gateway.perpfeed import LOOKBACK, PERP_CHANNELS, PerpFeed, entry_message
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
@@ -35,6 +35,7 @@ log = logging.getLogger("shardex.gateway")
 EVENTS_PREFIX, TRADES_PREFIX = "shardex:events:", "shardex:trades:"
 REPLAY_MAX = 10_000  # trades a resume may replay; older: resumed false (a gap, said)
 REPLAY_PAGE = 500
+STAMPS_MAX = 1000  # trade times kept for the written-latency histogram, until a write round
 DISCOVER_EVERY = 5.0  # seconds between looks for new engine shards' events streams
 
 
@@ -88,10 +89,18 @@ class Conn:
         replaces this: every kicked connection written once after the step, no task switch)."""
         self.wake.set()
 
+    def spill(self) -> None:
+        """Its queue is about to overflow: write what its socket takes now (the server's
+        ``Writer`` replaces this), so that falling behind means the client does not read,
+        not that the gateway's next write round has not come yet."""
+
     def queue(self, frame: Chunk | str, now: float) -> bool:
         """Queue a message or a step's chunk, without waking the writer (``Hub.flush`` kicks
         each connection once when the step's chunks are all queued)."""
-        verdict = self.outbox.offer(frame, now)
+        box = self.outbox
+        if box.count and box.count + weight(frame) > box.limit:
+            self.spill()
+        verdict = box.offer(frame, now)
         if verdict == OK:
             return True
         m.DROPPED.inc(self.outbox.take_dropped())
@@ -143,6 +152,7 @@ class Hub:
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
         self.step_batch = StepBatch()  # published, not yet queued (``flush``)
+        self.stamps: list[int] = []  # each step's oldest trade ts per pair, until written
         self.beats = 0
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
@@ -334,6 +344,8 @@ class Hub:
                     sent, bytes_out = sent + len(piece), bytes_out + piece.size
                 sub.last = piece.last if piece.last is not None else sub.last
         count(channel, sent, bytes_out)
+        if sent and trades and trades[0].get("ts") and len(self.stamps) < STAMPS_MAX:
+            self.stamps.append(trades[0]["ts"])  # (the writer's round observes it written)
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""

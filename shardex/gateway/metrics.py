@@ -40,6 +40,14 @@ BINANCE_CONNECTIONS = Gauge("shardex_gateway_binance_connections",
 SESSIONS = Gauge("shardex_gateway_sessions", "Live browser sessions of the web page")
 SESSIONS_ENDED = Counter("shardex_gateway_session_ends_total",
                          "User-channel WebSockets stopped because their browser session ended")
+WRITES = Counter("shardex_gateway_writes_total",
+                 "Connections written in a write round (one socket write each, at most)")
+WRITE_ROUNDS = Counter("shardex_gateway_write_rounds_total",
+                       "Write rounds: every connection kicked within the window written once")
+TRADE_WRITTEN = Histogram("shardex_gateway_trade_written_seconds",
+                          "A step's oldest trade: its exchange time to its write round's end "
+                          "(every subscriber written), one sample per pair per step",
+                          buckets=LATENCY_BUCKETS)  # fmt: skip
 OPS_SCRAPES = Counter("shardex_gateway_ops_scrapes_total",
                       "The operator page's reads of the cluster's exporters, by outcome",
                       ["outcome"])  # fmt: skip

@@ -3,11 +3,13 @@ given, nothing is sent from here).
 
 Frames are shared, already encoded messages (one encoding per message, whoever receives it);
 the queue holds references: a message (``str``) or a step's chunk of a channel's messages
-(``fanout.Chunk``, counted as as many frames as it holds). A client whose queue is full has
-*fallen behind*: everything queued is dropped, its subscriptions are told ``resync_required``
-(the book ones stop getting deltas until the client resyncs; a trades one says the last seq it
-got, to resume from), and a strike is counted. A client with ``MAX_STRIKES`` strikes within
-``STRIKE_WINDOW`` seconds is closed: it keeps falling behind. Nobody else waits for a slow client.
+(``fanout.Chunk``, counted as as many frames as it holds; a batch as its trades: the bound
+is on how far behind a client is, not on how its messages are cut). A client whose queue is
+full has *fallen behind*: everything queued is dropped, its subscriptions are told
+``resync_required`` (the book ones stop getting deltas until the client resyncs; a trades one
+says the last seq it got, to resume from), and a strike is counted. A client with
+``MAX_STRIKES`` strikes within ``STRIKE_WINDOW`` seconds is closed: it keeps falling behind.
+Nobody else waits for a slow client.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ class Outbox:
     count: int = 0  # frames queued (a chunk counts its messages)
 
     def offer(self, frame: Sized, now: float) -> str:
-        """Queue ``frame`` (a message, or a chunk of ``len(frame)`` messages): ``OK``; else
+        """Queue ``frame`` (a message, or a chunk weighing ``weight(frame)``): ``OK``; else
         the queue is dropped and it is ``BEHIND`` (the caller queues the resync notices) or
         ``CLOSE`` (strikes used up). An empty queue takes any chunk (one step's messages can
         outnumber ``limit``: that is not the client falling behind)."""
         if self.closing:
             return CLOSE
-        n = 1 if isinstance(frame, str) else len(frame)
+        n = weight(frame)
         if not self.count or self.count + n <= self.limit:
             self.frames.append(frame)
             self.count += n
@@ -83,7 +85,7 @@ class Outbox:
         if not self.frames:
             return None
         item = self.frames.popleft()
-        self.count -= 1 if isinstance(item, str) else len(item)
+        self.count -= weight(item)
         return item
 
     def messages(self) -> list[str]:
@@ -95,3 +97,9 @@ class Outbox:
 
     def __len__(self) -> int:
         return self.count
+
+
+def weight(item: Sized) -> int:
+    """What a queue entry counts for: a message 1, a chunk its ``weight`` (its messages, or
+    the trades of a batch: ``fanout.Chunk``)."""
+    return 1 if isinstance(item, str) else item.weight  # type: ignore[attr-defined]

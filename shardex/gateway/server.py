@@ -83,7 +83,7 @@ class Gateway:
         self.cfg, self.hub, self.md = cfg, hub, ticker_reader
         self._frame: tuple[int, str] = (-1, "")
         self.frames = FrameCache()  # every client's frames, built once
-        self.flusher = Flusher()  # every kicked connection written once per step
+        self.flusher = Flusher(stamps=hub.stamps)  # every kicked connection written once
         self.app = web.Application()
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -170,6 +170,7 @@ class Gateway:
         m.CONNECTIONS.set(len(self.hub.conns))
         out = Writer(ws, conn, request, self.frames, self.flusher)
         conn.kick = out.kick  # type: ignore[method-assign] # (a step's flush writes at once)
+        conn.spill = out.spill  # type: ignore[method-assign]
         writer = asyncio.get_running_loop().create_task(out.run())
         try:
             async for msg in ws:

@@ -2,42 +2,65 @@
 
 The hub's ``flush`` queues a step's chunks to every subscriber, then ``kick``s each once; any
 other message queued (an answer, a heartbeat, the user channel's) kicks too. A kick marks the
-connection ready in the ``Flusher``, which writes every ready connection once, right after the
-step (``call_soon``): when the socket takes bytes (the transport is not paused) what is queued
-goes out in as few writes as ``drain_into`` makes, with no task switch; only a connection
-whose kernel buffer is full waits, in its own task, for the transport to drain (as
-``send_str`` does), while its queue fills and it falls behind (``Outbox``). So a step costs
-one write per ready connection, not a task wake-up per connection per message
-(docs/gateway.md#measured).
+connection ready in the ``Flusher``, which writes every ready connection once, a short window
+after the first kick (the steps meanwhile join the same write): when the socket takes bytes
+(the transport is not paused) what is queued goes out in as few writes as ``drain_into``
+makes, with no task switch; only a connection whose kernel buffer is full waits, in its own
+task, for the transport to drain (as ``send_str`` does), while its queue fills and it falls
+behind (``Outbox``). So a window costs one write per ready connection, not a task wake-up
+per connection per message, nor a write per step (docs/gateway.md#measured).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from shardex.gateway import metrics as m
 from shardex.gateway.hub import Conn
 from shardex.gateway.wsframe import FrameCache, drain_into
 
+WINDOW = 0.01  # seconds from a connection's first kick to its write (what comes meanwhile joins)
+
 
 class Flusher:
-    """The connections kicked since the last flush, written once each, in one callback."""
+    """The connections kicked since the last flush, written once each, in one callback,
+    ``window`` seconds after the first kick: a step's trades and the book deltas read right
+    after it (each pair's read is its own step, a few ms later) go out in one write per
+    connection instead of one each. Writes, each a syscall per client, were most of the
+    gateway's CPU at 1,000 clients (docs/gateway.md#measured); the window bounds them to
+    ``1 / window`` per client per second, whatever the rate, for at most ``window`` of
+    latency. ``window`` 0: written right after the step (``call_soon``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = WINDOW, stamps: list[int] | None = None) -> None:
         self.ready: dict[Writer, None] = {}  # (in kick order)
         self.scheduled = False
+        self.window = window
+        self.stamps = stamps if stamps is not None else []  # the hub's (``Hub.stamps``)
 
     def mark(self, writer: Writer) -> None:
         self.ready[writer] = None
         if not self.scheduled:
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = asyncio.get_running_loop()
+            if self.window > 0:
+                loop.call_later(self.window, self.flush)
+            else:
+                loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
         ready, self.ready = self.ready, {}
         for writer in ready:
             writer.write_now()
+        m.WRITES.inc(len(ready))
+        m.WRITE_ROUNDS.inc()
+        if self.stamps:  # the trades written in this round: exchange time → written
+            now = time.time()
+            for ts in self.stamps:
+                m.TRADE_WRITTEN.observe(max(0.0, now - ts / 1000))
+            self.stamps.clear()
 
 
 class Writer:
@@ -61,6 +84,12 @@ class Writer:
     def kick(self) -> None:
         """Something was queued: written with the step's other connections."""
         self.flusher.mark(self)
+
+    def spill(self) -> None:
+        """The queue is about to overflow before the round: written now, if the socket takes
+        it (``Conn.spill``)."""
+        if not self.draining and self.open():
+            self.pump()
 
     def write_now(self) -> None:
         """Written now if the socket takes it, else by the task once it drained."""

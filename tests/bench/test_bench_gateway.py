@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import gateway  # noqa: E402
+import gwraw  # noqa: E402
+from gwclients import Stats, Watcher  # noqa: E402
 
+from shardex.gateway.fanout import batch_msg, encode  # noqa: E402
+from shardex.gateway.wsframe import text_frame  # noqa: E402
 from tests.support.bench import bench_env  # noqa: E402
 
 
@@ -32,6 +36,8 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
     assert fleet["silent_gaps"] == 0 and fleet["bad_checksums"] == 0
     assert fleet["trades"] > 0 and fleet["frames"] >= fleet["trades"] + fleet["books"]
     assert fleet["checked"] > 0  # the full books' CRC32 checks ran
+    assert fleet["gateway_writes"]["rounds_per_s"] > 0 and "gateway" in fleet["cluster_cpu_pct"]
+    assert fleet["gateway_wait_pct"] >= 0 and len(fleet["client_wait_pct"]) == 2
     lat, rd = fleet["latency_ms"], fleet["commit_to_redis_ms"]
     assert 0 < rd["p50"] <= rd["p99"] <= rd["max"]  # the same run's baseline, from Redis
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
@@ -51,3 +57,21 @@ def test_the_gateway_bench_rejects_bad_client_counts() -> None:
     r = subprocess.run([sys.executable, "bench/gateway.py", "--clients", "10,x"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode != 0 and "--clients" in r.stderr
+
+
+def test_the_raw_reader_splits_frames_and_checks_a_batch_from_its_head() -> None:
+    trades = [{"seq": s, "prev_seq": p, "trade_id": s, "price": "1.00", "qty": "2", "side": "buy",
+               "ts": 1_000 + s // 2} for p, s in ((4, 5), (5, 6), (6, 7))]  # fmt: skip
+    batch = encode(batch_msg("X-Y", trades)).encode()
+    big = b'{"type":"pad","x":"' + b"z" * 300 + b'"}'  # (a 126-length header)
+    wire = text_frame(batch) + text_frame(big) + text_frame(b"{}")
+    got, used = gwraw.frames(bytearray(wire[:-1]))  # the last frame not whole yet
+    assert [bytes(p) for _, p in got] == [batch, big] and used == len(wire) - 4
+    w, st = Watcher(["X-Y"], full_book=False), Stats()
+    w.trade_last["X-Y"], w.trade_free["X-Y"] = 4, False
+    assert gwraw.quick(w, bytearray(batch), st, True) == (True, None)
+    assert (st.trades, st.silent_gaps, w.trade_last["X-Y"]) == (3, 0, 7)
+    assert sorted(st.lat.values()) == [1, 2]  # two trades at one ts, one at another
+    assert gwraw.quick(w, bytearray(batch), st, True) == (True, None)  # 7 again after 7
+    assert st.silent_gaps == 1
+    assert gwraw.quick(w, bytearray(b'{"type":"heartbeat"}'), st, True) == (False, None)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shardex.gateway.fanout import Chunk, batch_msg
 from shardex.gateway.hub import Conn, Hub
@@ -128,6 +129,31 @@ def test_a_batch_resume_replays_in_batches_then_goes_live_with_no_gap_and_no_rep
     asyncio.run(run())
 
 
+def test_a_batch_subscriber_falls_behind_after_its_queues_worth_of_trades_not_of_batches() -> None:
+    """Regression: a batch counted as one frame in the client's queue, whatever the trades in
+    it: a batch client that did not read was let queue 1,000 steps of trades (minutes at a
+    few steps a second) before it was told to resync, where a client taking one message
+    per trade was told after 1,000 trades."""
+
+    async def run() -> None:
+        r = _Redis()
+        hub, conn = _hub(r), _conn(limit=10)
+        await hub.subscribe_trades(conn, SYMBOL, None, batch=True)
+        conn.outbox.take()  # (the ack, as if written)
+        seq = 10
+        for step in range(3):  # three steps of four trades: 12 trades queued, unread
+            entries = [_trade(seq + k + 1, seq + k + 1) for k in range(4)]
+            seq += 4
+            r.answers.append([(f"shardex:trades:{SYMBOL}", entries)])
+            await hub.step()
+            if step < 2:
+                assert len(conn.outbox) == 4 * (step + 1)  # a batch counts as its trades
+        (notice,) = [m for m in _msgs(conn) if m.get("type") == "resync_required"]
+        assert notice["channel"] == "trades" and notice["last_seq"] == 10
+
+    asyncio.run(run())
+
+
 def test_an_empty_queue_takes_a_chunk_larger_than_its_limit_a_full_one_falls_behind() -> None:
     big = Chunk([f'{{"seq":{k}}}' for k in range(5)], list(range(5)))
     box = Outbox(limit=3)
@@ -227,6 +253,92 @@ def test_kicks_are_written_once_per_step_and_a_paused_socket_waits_in_its_task()
             await asyncio.sleep(0)
         assert req.transport.writes[1] == text_frame(b'{"n":3}') and not conn.outbox
         task.cancel()
+
+    asyncio.run(run())
+
+
+def test_steps_within_the_write_window_go_out_in_one_write_per_connection() -> None:
+    """Regression: every step (a trades read, each pair's book read right after it) was its
+    own write per connection, a syscall per client each: at 1,000 clients the writes were
+    most of the gateway's CPU. Kicks within the window now share one write."""
+
+    async def run() -> None:
+        flusher = Flusher(window=30.0)  # (flushed by hand below: no waiting on a clock)
+        pairs = [(_Request(), _conn()) for _ in range(3)]
+        for req, conn in pairs:
+            w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+            conn.kick = w.kick  # type: ignore[method-assign]
+        for step in range(3):  # three steps, each in its own turn of the loop
+            for _, conn in pairs:
+                conn.offer(f'{{"step":{step}}}', 0.0)
+            await asyncio.sleep(0)
+        assert all(req.transport.writes == [] for req, _ in pairs)  # (still in the window)
+        flusher.flush()  # (what the window's timer runs)
+        want = b"".join(text_frame(f'{{"step":{k}}}'.encode()) for k in range(3))
+        assert all(req.transport.writes == [want] for req, _ in pairs)
+
+    asyncio.run(run())
+
+
+def test_a_write_round_counts_its_writes_and_each_steps_trade_written_latency() -> None:
+    async def run() -> None:
+        r, conn = _Redis(), _conn()
+        hub = _hub(r)
+        flusher = Flusher(window=30.0, stamps=hub.stamps)
+        req = _Request()
+        w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+        conn.kick = w.kick  # type: ignore[method-assign]
+        await hub.subscribe_trades(conn, SYMBOL, None)
+        r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(11, 1), _trade(12, 2)])])
+        before = _sample("shardex_gateway_trade_written_seconds_count")
+        rounds = _sample("shardex_gateway_write_rounds_total")
+        await hub.step()
+        assert hub.stamps == [1_700_000_000_011]  # (the step's oldest trade, one per pair)
+        flusher.flush()
+        assert hub.stamps == [] and len(req.transport.writes) == 1
+        assert _sample("shardex_gateway_trade_written_seconds_count") == before + 1
+        assert _sample("shardex_gateway_write_rounds_total") == rounds + 1
+
+    asyncio.run(run())
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_a_queue_full_before_its_write_round_is_written_not_dropped_unless_the_socket_is_full(
+) -> None:  # fmt: skip
+    """Regression: with writes in rounds, a client's queue filled between two rounds (a
+    gateway short of CPU at 5,000 clients wrote a round a second) and every client was told
+    to resync though its socket took bytes; only a socket that takes none means the client
+    does not read."""
+
+    async def run() -> None:
+        flusher = Flusher(window=30.0)
+        for paused in (False, True):
+            req, conn = _Request(), _conn(limit=5)
+            w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+            conn.kick, conn.spill = w.kick, w.spill  # type: ignore[method-assign]
+            req.protocol.writing_paused = paused
+            for k in range(4):
+                conn.offer(f'{{"n":{k}}}', 0.0)
+            assert conn.offer(Chunk(['{"a":1}', '{"b":2}'], [None, None]), 0.0) is not paused
+            if paused:  # (fallen behind: its queue dropped)
+                assert req.transport.writes == [] and len(conn.outbox) == 0
+            else:  # (the four written before the round; the chunk queued for it)
+                assert len(req.transport.writes) == 1 and len(conn.outbox) == 2
+
+    asyncio.run(run())
+
+
+def test_without_a_window_a_step_is_written_at_the_end_of_its_turn() -> None:
+    async def run() -> None:
+        flusher, (req, conn) = Flusher(window=0), (_Request(), _conn())
+        w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+        conn.kick = w.kick  # type: ignore[method-assign]
+        conn.offer('{"n":1}', 0.0)
+        await asyncio.sleep(0)
+        assert req.transport.writes == [text_frame(b'{"n":1}')]
 
     asyncio.run(run())
 
