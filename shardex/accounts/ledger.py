@@ -133,8 +133,11 @@ def required(o: HeldOrder, pair: Pair) -> int:
     Buy: ``cap × rem`` of quote plus the fee still chargeable if all of it fills at the cap as
     taker: ``ceil((fee_num + cap·rem·bps_taker) / 10000) - fee_charged``. This never grows with
     a fill (a fill moves notional at a price <= cap and a rate <= taker's out of the bound), so
-    a hold once taken always covers the order. Sell: ``rem`` lots of base.
+    a hold once taken always covers the order. Sell: ``rem`` lots of base. A perp pair's order:
+    nothing (its engine shard's margin check is the gate).
     """
+    if pair.perp:
+        return 0
     if o.side == BUY:
         rc = o.cap * o.rem * pair.quote_per_tick_lot
         return rc + _ceil_div(o.fee_num + rc * o.taker_bps, _BPS) - o.fee_charged
@@ -195,6 +198,8 @@ class Ledger:
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}
         self.flow: dict[str, int] = {}  # net inflow by trades (Σ over all shards is 0)
+        self.margin: dict[tuple[str, str], int] = {}  # perp margin moved (``accounts.margin``)
+        self.margin_moves: dict[int, tuple[str, str, int]] = {}  # (forward seq → in flight)
         # transfer ref → (op, account, asset, amount), oldest first; at most ``ref_window``
         # (state: in snapshots, so a replay evicts exactly what the live run evicted)
         self.refs: OrderedDict[str, tuple] = OrderedDict()
@@ -202,9 +207,7 @@ class Ledger:
         self.inbox = Inbox()  # settlements: last engine seq applied per engine shard
         self.outbox = Outbox()  # forwards: last own seq sent per engine shard
         # counters (metrics; not part of snapshots)
-        self.duplicates = 0
-        self.gaps = 0
-        self.anomalies = 0
+        self.duplicates = self.gaps = self.anomalies = 0
 
     def owns(self, account: object) -> TypeGuard[str]:
         if type(account) is not str:

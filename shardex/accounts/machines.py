@@ -41,8 +41,10 @@ from shardex.engine.codes import (
     OP_ADOPT,
     OP_AMEND,
     OP_HANDOFF,
+    OP_MARGIN,
     OP_NEW,
     OP_REJECT,
+    REJ_MALFORMED,
     REJ_MOVING,
     REJ_UNKNOWN_OP,
     REJ_WRONG_SHARD,
@@ -61,6 +63,7 @@ from shardex.wire.layouts import (
     FWD_ESHARD,
     FWD_PREV,
     FWD_RECORD_WIDTH,
+    MARGIN_ACCOUNT,
     REJECT_CODE,
     REJECT_REASON,
     TIME_TS,
@@ -190,6 +193,9 @@ class SettledEngine:
         a command not of the wire's shape, not a new/amend, naming an account that account
         shard ``j`` does not own (``--accounts`` differs between the tiers), or a symbol of
         another engine shard (``--shards``/``--engines`` differ)."""
+        if type(inner) is tuple and len(inner) == 4 and inner[CMD_OP] == OP_MARGIN:
+            return self._margin_refusal(j, inner)  # (not a client's shape: the wire's check
+            # does not know it; the engine checks its fields)
         checked = inner if inner is self.vetted else edge_command(inner)
         op = checked[CMD_OP]
         if op == OP_REJECT:
@@ -197,7 +203,19 @@ class SettledEngine:
             return str(checked[REJECT_REASON]), code
         if op not in (OP_NEW, OP_AMEND):
             return f"op {op} is not forwarded by account shards", REJ_UNKNOWN_OP
-        account, symbol = checked[CMD_ACCOUNT], checked[CMD_SYMBOL]
+        return self._owner_refusal(j, checked[CMD_ACCOUNT], checked[CMD_SYMBOL])
+
+    def _margin_refusal(self, j: int, inner: tuple) -> tuple[str, int] | None:
+        """A forwarded ``(OP_MARGIN, symbol, account, units)``: refused as any forward is
+        for an account of another account shard or a pair of another engine shard."""
+        symbol, account = inner[CMD_SYMBOL], inner[MARGIN_ACCOUNT]
+        if type(symbol) is not str or len(symbol) > MAX_SYMBOL_LEN:
+            return "margin: bad symbol", REJ_MALFORMED
+        return self._owner_refusal(j, account, symbol)
+
+    def _owner_refusal(self, j: int, account: Any, symbol: Any) -> tuple[str, int] | None:
+        """Why a forward naming ``account`` and ``symbol`` is not account shard ``j``'s to
+        send here (``refusal``), or None."""
         if type(account) is not str or account_shard_for(account, self.feed.shards) != j:
             shown = account if type(account) is str else "?"
             return (
