@@ -12,9 +12,24 @@ from typing import Any
 
 import pytest
 
+from shardex.accounts.codes import S_TRADE
+from shardex.accounts.feed import SettlementFeed
+from shardex.accounts.ledger import account_shard_for
 from shardex.client import AsyncClient, audit_report
 from shardex.client.perps import margin_command
 from shardex.clock import VirtualClock
+from shardex.engine.codes import (
+    BUY,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_INDEX,
+    EV_TRADE,
+    GTC,
+    LIMIT,
+    OP_INDEX,
+    OP_NEW,
+    SELL,
+)
 from shardex.inproc import InProcCluster
 from shardex.net import mem_transport
 from shardex.sim.crash import Lifecycle
@@ -195,3 +210,20 @@ def test_the_audit_names_a_perp_pair_whose_collateral_is_not_the_margin_moved() 
     skewed = {**totals, "collateral": 4, "pnl": 3}
     lines, ok = audit_report([shard, {"engine": 0, "pairs": {PERP: skewed}}])
     assert not ok and any("VIOLATION (pnl 3)" in x for x in lines), lines
+
+
+def test_the_settlement_feed_settles_the_maker_of_a_liquidation_order() -> None:
+    """A liquidation's order is the engine's own (no forward named it): its trade settles the
+    maker only, with taker account ``""``, and its unfilled rest settles nothing. Before, the
+    feed raised on the order's accept, and every settlement of that index was lost."""
+    feed = SettlementFeed(0, 2)
+    j = account_shard_for("maker", 2)
+    new = (OP_NEW, PERP, "bid", "maker", BUY, LIMIT, 280000, 2000, GTC, False, 0)
+    assert feed.route(new, [(EV_ACCEPTED, 1, PERP, "bid")], cause=7, origin=j) == []
+    index = (OP_INDEX, PERP, 281000)
+    events = [(EV_INDEX, 2, PERP, 281000, 281000), (EV_ACCEPTED, 3, PERP, "liq:3"),
+              (EV_TRADE, 4, PERP, 280000, 1000, "liq:3", "bid", SELL, 1),
+              (EV_CANCELLED, 5, PERP, "liq:3", "ioc", 500)]  # fmt: skip
+    trade = (S_TRADE, 0, 4, 0, PERP, 280000, 1000, "", "liq:3", "maker", "bid", SELL, 1)
+    assert feed.route(index, events) == [(j, trade)]
+    assert feed.live == {(PERP, "bid"): ["maker", 1000]}
