@@ -21,6 +21,8 @@ from shardex.accounts.codes import (
     AE_FILL,
     AE_FORWARD,
     AE_REJECTED,
+    AE_REPEATED,
+    REJ_DUPLICATE_REF,
     REJ_INSUFFICIENT_FUNDS,
 )
 from shardex.accounts.fees import DAY_MS, FeeSchedule, Volumes, rebate
@@ -299,6 +301,22 @@ class Ledger:
         cell = self.balances[account][asset]
         self.seq += 1
         out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], why, ref))
+
+    def _seen_ref(self, ref: str, transfer: tuple, out: list[tuple]) -> bool:
+        """A transfer or margin move whose ``ref`` is in the dedup window: the same one again
+        is acknowledged (``AE_REPEATED``), another one refused (``duplicate_ref``); True when
+        so answered (nothing else to do), False for a new ref."""
+        seen = self.refs.get(ref)
+        if seen is None:
+            return False
+        account = transfer[1]
+        if seen == transfer:
+            self.seq += 1
+            out.append((AE_REPEATED, self.seq, account, ref))
+        else:
+            self._reject(account, ref, f"ref {ref} was used by another transfer",
+                         REJ_DUPLICATE_REF, out)  # fmt: skip
+        return True
 
     def _insufficient(
         self, account: str, ref: str, asset: str, avail: int, need: int, out: list[tuple]

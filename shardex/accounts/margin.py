@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.accounts.assets import MAX_UNITS
-from shardex.accounts.codes import AE_REPEATED, REJ_DUPLICATE_REF
 from shardex.accounts.ledger import AVAIL, Ledger, _f, _ident, _q, account_shard_for
 from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
@@ -55,14 +54,8 @@ class Margins(Ledger):
         refused = self._margin_refusal(account, symbol, amount, ref)
         if refused:
             return self._reject(account, ref, *refused, out)
-        seen = self.refs.get(ref)
-        if seen is not None:
-            if seen == (op, account, symbol, amount):
-                self.seq += 1
-                out.append((AE_REPEATED, self.seq, account, ref))
-                return None
-            return self._reject(account, ref, f"ref {ref} was used by another transfer",
-                                REJ_DUPLICATE_REF, out)  # fmt: skip
+        if self._seen_ref(ref, (op, account, symbol, amount), out):
+            return None
         pair = self.table.pairs[symbol]
         asset = pair.quote
         if amount > 0:

@@ -7,8 +7,6 @@ from typing import Any
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_DEPOSIT,
-    AE_REPEATED,
-    REJ_DUPLICATE_REF,
     REJ_UNKNOWN_ASSET,
 )
 from shardex.accounts.ledger import AVAIL, Ledger, _f, _ident, _q, account_shard_for
@@ -38,15 +36,8 @@ class Transfers(Ledger):
         if refused:
             return self._reject(account, ref, *refused, out)
         what = "deposit" if op == A_DEPOSIT else "withdraw"
-        seen = self.refs.get(ref)
-        if seen is not None:
-            if seen == (op, account, asset, amount):
-                self.seq += 1
-                out.append((AE_REPEATED, self.seq, account, ref))
-                return None
-            return self._reject(
-                account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
-            )
+        if self._seen_ref(ref, (op, account, asset, amount), out):
+            return None
         cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:

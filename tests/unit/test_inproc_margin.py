@@ -55,6 +55,13 @@ async def _collateral(c: AsyncClient, who: str) -> D:
     return D(rows[0]["collateral"]) if rows else D(0)
 
 
+async def _funded(c: AsyncClient, *accounts: str) -> None:
+    """10,000 USD deposited to each of ``accounts``, and the pair's index at 30,000."""
+    for who in accounts:
+        assert (await c.deposit(who, "USD", "10000", ref=f"d-{who}")).ok
+    await c.set_index(PERP, "30000")
+
+
 def _core(cl: InProcCluster) -> Any:
     return cl.accounts[0].handler.core
 
@@ -77,9 +84,7 @@ async def _settled(cl: InProcCluster, c: AsyncClient, who: str, usd: str, collat
 def test_margin_in_trade_and_out_with_realized_pnl(tmp_path: Path) -> None:
     async def body(cl: InProcCluster) -> None:
         async with cl.client(timeout=5) as c:
-            for who in ("alice", "bob", "carol"):
-                assert (await c.deposit(who, "USD", "10000", ref=f"d-{who}")).ok
-            await c.set_index(PERP, "30000")
+            await _funded(c, "alice", "bob", "carol")
             too_much = await c.set_margin("alice", PERP, "10000.01")
             assert too_much["code"] == "insufficient_funds"
             moved = await c.set_margin("alice", PERP, "5000", ref="m-a")
@@ -126,9 +131,7 @@ def test_margin_in_trade_and_out_with_realized_pnl(tmp_path: Path) -> None:
 def test_a_liquidation_settles_its_makers_on_the_account_tier(tmp_path: Path) -> None:
     async def body(cl: InProcCluster) -> None:
         async with cl.client(timeout=5) as c:
-            for who in ("long", "short", "maker"):
-                assert (await c.deposit(who, "USD", "10000", ref=f"d-{who}")).ok
-            await c.set_index(PERP, "30000")
+            await _funded(c, "long", "short", "maker")
             for who, amount in (("long", "3100"), ("short", "5000"), ("maker", "5000")):
                 assert (await c.set_margin(who, PERP, amount))["ok"]
                 await _settled(cl, c, who, str(D(10000) - D(amount)) + ".0000", amount)
