@@ -38,8 +38,9 @@ engine shard → account shard link, 0 for the first):
 Events (index 0 kind, index 1 the account shard's seq):
 
 * ``(AE_BALANCE, seq, account, asset, available, held, why, ref)`` — one per (account, asset) a
-  command changed, with the values after it; ``why`` is ``deposit|withdraw|hold|release|trade``
-  and ``ref`` the transfer ref, order id or ``"t<trade_id>"``
+  command changed, with the values after it; ``why`` is
+  ``deposit|withdraw|hold|release|trade|margin`` and ``ref`` the transfer ref, order id,
+  ``"t<trade_id>"`` or, for a margin move the engine shard answered, ``"m<forward seq>"``
 * ``(AE_FEES, seq, asset, total)`` — the shard's fee ledger (net of rebates: it may be
   negative on a shard whose makers were paid rebates the takers' shards collected) after a
   fill moved it
