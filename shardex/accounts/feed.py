@@ -86,7 +86,22 @@ class SettlementFeed:
                 if account is not None:  # (else the engine's own order: a liquidation's)
                     live[(ev[EV_SYMBOL], ev[EV_ID])] = [account, cmd[NEW_QTY]]
             elif kind == EV_TRADE:
-                self._trade(ev, account, out)
+                _, seq, symbol, price, qty, tid, mid, tside, trade_id = ev
+                taker = live.get((symbol, tid))
+                maker = live[(symbol, mid)]
+                t_acct = taker[_ACCOUNT] if taker else account
+                for key, rec in (((symbol, tid), taker), ((symbol, mid), maker)):
+                    if rec is not None:
+                        rec[_OPEN] -= qty
+                        if not rec[_OPEN]:
+                            del live[key]
+                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct or "", tid,
+                       maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                if t_acct is None:  # (a liquidation's order: no account shard holds it)
+                    out.append(self._put(self._shard(maker[_ACCOUNT]), msg))  # (its maker's)
+                    continue
+                for j in self._sides(t_acct, maker[_ACCOUNT]):
+                    out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
                 _, seq, symbol, oid, reason, qty = ev
                 rec = live.pop((symbol, oid), None)
@@ -95,51 +110,33 @@ class SettlementFeed:
                 owner = rec[_ACCOUNT]  # type: ignore[index]  # (KeyError-like: an anomaly)
                 msg = (S_CANCELLED, self.eshard, seq, 0, symbol, owner, oid, reason, qty)
                 out.append(self._put(self._shard(owner), msg))
-            elif kind == EV_AMENDED:
-                _, seq, symbol, oid, qty, price = ev
-                rec = live[(symbol, oid)]
-                rec[_OPEN] = qty
-                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
-                out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
-            elif kind == EV_MARGIN and origin is not None:
-                _, seq, symbol, m_acct, units, _collateral = ev
-                msg = (S_MARGIN, self.eshard, seq, 0, symbol, m_acct, units, cause)
-                out.append(self._put(origin, msg))
-            elif kind == EV_REJECTED and cause is not None:
-                _, seq, symbol, oid, _reason, code = ev
-                named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
-                if origin is None and not named:
-                    continue  # (no origin and no account: nobody to settle with)
-                j = origin if origin is not None else self._shard(account)  # type: ignore[arg-type]
-                msg = (S_REJECTED, self.eshard, seq, 0, symbol, account if named else "", oid,
-                       op if type(op) is int else -1, code, cause)  # fmt: skip
-                out.append(self._put(j, msg))
+            elif kind in (EV_AMENDED, EV_MARGIN, EV_REJECTED):
+                self._answer(ev, op, account, cause, origin, out)
         return out
 
-    def _trade(self, ev: tuple, account: str | None, out: list[tuple[int, tuple]]) -> None:
-        """One trade's settlement, to each side's account shard. A taker the feed never saw
-        and no forward named is the engine's own order (a liquidation's): no account shard
-        holds it, so only its maker is settled (taker account ``""``)."""
-        _, seq, symbol, price, qty, tid, mid, tside, trade_id = ev
-        live = self.live
-        taker = live.get((symbol, tid))
-        maker = live[(symbol, mid)]
-        t_acct = taker[_ACCOUNT] if taker else account
-        if taker is not None:
-            self._taken(live, (symbol, tid), taker, qty)
-        self._taken(live, (symbol, mid), maker, qty)
-        m_acct = maker[_ACCOUNT]
-        msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct or "", tid, m_acct, mid,
-               tside, trade_id)  # fmt: skip
-        for j in self._sides(t_acct, m_acct) if t_acct is not None else (self._shard(m_acct),):
+    def _answer(self, ev: tuple, op: Any, account: Any, cause: int | None,
+                origin: int | None, out: list[tuple[int, tuple]]) -> None:  # fmt: skip
+        """An amend's, a margin move's or a refusal's settlement (``route``), if any."""
+        kind = ev[EV_KIND]
+        if kind == EV_AMENDED:
+            _, seq, symbol, oid, qty, price = ev
+            rec = self.live[(symbol, oid)]
+            rec[_OPEN] = qty
+            msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
+            out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
+        elif kind == EV_MARGIN and origin is not None:
+            _, seq, symbol, m_acct, units, _collateral = ev
+            msg = (S_MARGIN, self.eshard, seq, 0, symbol, m_acct, units, cause)
+            out.append(self._put(origin, msg))
+        elif kind == EV_REJECTED and cause is not None:
+            _, seq, symbol, oid, _reason, code = ev
+            named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
+            if origin is None and not named:
+                return  # (no origin and no account: nobody to settle with)
+            j = origin if origin is not None else self._shard(account)
+            msg = (S_REJECTED, self.eshard, seq, 0, symbol, account if named else "", oid,
+                   op if type(op) is int else -1, code, cause)  # fmt: skip
             out.append(self._put(j, msg))
-
-    @staticmethod
-    def _taken(live: dict, key: tuple[str, str], rec: list, qty: int) -> None:
-        """``qty`` of the live order ``key`` filled (gone once none is open)."""
-        rec[_OPEN] -= qty
-        if not rec[_OPEN]:
-            del live[key]
 
     def _shard(self, account: str) -> int:
         return account_shard_for(account, self.shards)
