@@ -1,0 +1,61 @@
+"""The account shard's half of perp margin moves (``shardex.accounts.margin``), pure: random
+deposits and moves in and out, each answered by its engine shard in any order (moved or
+refused), keep every balance >= 0 and the shard's books balanced at every step, and once all
+are answered the margin recorded is exactly what the engine confirmed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardex.accounts import AccountCore
+from shardex.accounts.codes import A_DEPOSIT, A_MARGIN, AE_FORWARD, S_MARGIN, S_REJECTED
+from shardex.engine import DEFAULT_MARKETS, Market
+from shardex.engine.codes import OP_MARGIN, REJ_INSUFFICIENT_MARGIN
+from shardex.engine.perps import perp_from_spec
+
+PERP = "BTCPERP-USD"
+MARKETS = {**DEFAULT_MARKETS, PERP: Market(PERP, Decimal("0.1"), Decimal("0.001"),
+                                           Decimal("1000000"), Decimal("1000"),
+                                           perp=perp_from_spec(PERP, {}))}  # fmt: skip
+
+step = st.one_of(
+    st.tuples(st.just("deposit"), st.integers(1, 5)),
+    st.tuples(st.just("move"), st.integers(-5, 5).filter(bool)),
+    st.tuples(st.just("answer"), st.integers(0, 7), st.booleans()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(step, max_size=40))
+def test_margin_moves_answered_in_any_order_keep_the_books_balanced(steps) -> None:
+    core = AccountCore(MARKETS)
+    unit = core.table.pairs[PERP].quote_per_tick_lot  # (units of USD per tick × lot)
+    flying: list[tuple[int, int]] = []  # (forward seq, engine units)
+    confirmed = eseq = 0
+    for refs, s in enumerate(steps):
+        out: list[tuple] = []
+        if s[0] == "deposit":
+            core.apply((A_DEPOSIT, "alice", "USD", s[1] * 1000 * unit, f"d{refs}"), out)
+        elif s[0] == "move":
+            core.apply((A_MARGIN, "alice", PERP, s[1] * 100 * unit, f"m{refs}"), out)
+            flying += [(ev[1], ev[4][3]) for ev in out if ev[0] == AE_FORWARD]
+            assert all(ev[4][0] == OP_MARGIN for ev in out if ev[0] == AE_FORWARD)
+        elif flying:
+            cause, units = flying.pop(s[1] % len(flying))
+            eseq += 1
+            if s[2]:  # the engine moved it
+                msg = (S_MARGIN, 0, eseq, eseq - 1, PERP, "alice", units, cause)
+                confirmed += units
+            else:
+                msg = (S_REJECTED, 0, eseq, eseq - 1, PERP, "", "alice", OP_MARGIN,
+                       REJ_INSUFFICIENT_MARGIN, cause)  # fmt: skip
+            core.apply(msg, out)
+        core.check_integrity()  # (balances >= 0; balances + in margin == deposits)
+        assert core.anomalies == 0
+    assert len(core.margin_moves) == len(flying)
+    in_flight_in = sum(u for _, u in flying if u > 0)
+    assert sum(core.margin.values()) == confirmed * unit
+    assert core.in_margin().get("USD", 0) == (confirmed + in_flight_in) * unit
