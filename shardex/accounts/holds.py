@@ -60,7 +60,9 @@ class Holds(Ledger):
             return self._reject(account, oid, *refused, out)
         fee = self.rates(account, symbol)  # the account's tier now: fixed for the order
         fwd_type, cap = otype, price
-        if otype != LIMIT and side == BUY and not pair.perp:
+        if otype != LIMIT and side == BUY and pair.perp:
+            cap = pair.max_price_ticks  # (a perp market buy: its fills are the margin's to judge)
+        elif otype != LIMIT and side == BUY:
             cap = _budget_cap(pair, qty, budget, fee.taker_bps)
             if cap < 1:
                 return self._reject(

@@ -108,6 +108,16 @@ def test_margin_in_trade_and_out_with_realized_pnl(tmp_path: Path) -> None:
                 return a["size"] == "0.000" and D(a["realized"]) == 50
 
             await cl.until(closed, what="alice closed at a 50 USD profit")
+            # a perp market buy needs no budget: bob (short 1) buys back half from carol
+            assert (await c.place(PERP, "sell", "0.5", "30100", account="carol")).ok
+            back = await c.place(PERP, "buy", "0.5", None, account="bob", tif="ioc",
+                                 reduce_only=True)  # fmt: skip
+            assert back.ok, back
+
+            async def halved() -> bool:
+                return (await c.positions("bob"))[0]["size"] == "-0.500"
+
+            await cl.until(halved, what="bob bought back half")
             assert await c.balance("alice") == {"USD": (D(5000), D(0))}  # no BTCPERP anywhere
             assert not _core(cl).open_by  # the fills closed the orders at the tier too
             # out: the engine decides, the tier credits; realized PnL may leave
