@@ -59,10 +59,8 @@ class Holds(Ledger):
         if refused:
             return self._reject(account, oid, *refused, out)
         fee = self.rates(account, symbol)  # the account's tier now: fixed for the order
-        fwd_type, cap = otype, price
-        if otype != LIMIT and side == BUY and pair.perp:
-            cap = pair.max_price_ticks  # (a perp market buy: its fills are the margin's to judge)
-        elif otype != LIMIT and side == BUY:
+        fwd_type, cap = otype, pair.max_price_ticks if pair.perp and price is None else price
+        if otype != LIMIT and side == BUY and not pair.perp:
             cap = _budget_cap(pair, qty, budget, fee.taker_bps)
             if cap < 1:
                 return self._reject(
@@ -79,7 +77,8 @@ class Holds(Ledger):
         o = HeldOrder(
             symbol, side, price, cap or 0, qty, 0, 0, 0, fee.maker_bps, fee.taker_bps, 0, 0
         )
-        if not pair.perp:  # (a perp order holds nothing: the engine's margin check gates it)
+        if not pair.perp:  # (a perp order holds nothing, needs no budget, caps at the max
+            # price: the engine's margin check gates it, its fills are the margin's to judge)
             need = required(o, pair)
             asset = pair.quote if side == BUY else pair.base
             cell = self._found(account, asset)
@@ -92,8 +91,7 @@ class Holds(Ledger):
             cell[HELD] += need
             o.held = need
             self.seq += 1  # (``_bal``, inline: the cell is at hand)
-            out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold",
-                        oid))  # fmt: skip
+            out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
         self.orders[(account, symbol, oid)] = o
         mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
         if mine is None:
