@@ -40,8 +40,6 @@ from shardex.engine.codes import (
 )
 from shardex.wire.layouts import XFER_ACCOUNT, XFER_REF
 
-Move = tuple[str, str, int]  # (account, symbol, amount units of the settle asset, signed)
-
 
 class Margins(Ledger):
     """The ``margin`` command of ``AccountCore`` and the settlements that answer it."""
@@ -58,16 +56,14 @@ class Margins(Ledger):
             return None
         pair = self.table.pairs[symbol]
         asset = pair.quote
-        if amount > 0:
+        if amount > 0:  # (in: taken now; out: credited when the engine shard answers)
             cell = self._found(account, asset)
             avail = cell[AVAIL] if cell else 0
             if amount > avail:
                 return self._insufficient(account, ref, asset, avail, amount, out)
             cell[AVAIL] -= amount  # type: ignore[index]  # (amount > 0: the cell exists)
-            self._remember(ref, (op, account, symbol, amount))
             self._bal(out, account, asset, "margin", ref)
-        else:
-            self._remember(ref, (op, account, symbol, amount))
+        self._remember(ref, (op, account, symbol, amount))
         units = amount // pair.quote_per_tick_lot
         seq = self._forward(symbol, (OP_MARGIN, symbol, account, units), out)
         self.margin_moves[seq] = (account, symbol, amount)
