@@ -118,6 +118,7 @@ class SettlementFeed:
                 origin: int | None, out: list[tuple[int, tuple]]) -> None:  # fmt: skip
         """An amend's, a margin move's or a refusal's settlement (``route``), if any."""
         kind = ev[EV_KIND]
+        msg: tuple
         if kind == EV_AMENDED:
             _, seq, symbol, oid, qty, price = ev
             rec = self.live[(symbol, oid)]

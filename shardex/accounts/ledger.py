@@ -318,6 +318,14 @@ class Ledger:
                          REJ_DUPLICATE_REF, out)  # fmt: skip
         return True
 
+    def _remember(self, ref: str, transfer: tuple) -> None:
+        """Keep ``ref`` in the dedup window, evicting the oldest refs beyond ``ref_window``
+        (count-based: the core has no clock). An evicted ref, sent again, is a new transfer."""
+        refs = self.refs
+        refs[ref] = transfer
+        while len(refs) > self.ref_window:
+            refs.popitem(last=False)
+
     def _insufficient(
         self, account: str, ref: str, asset: str, avail: int, need: int, out: list[tuple]
     ) -> None:

@@ -85,11 +85,3 @@ class Transfers(Ledger):
             what = "deposit" if op == A_DEPOSIT else "withdraw"
             return f"{what} amount must be > 0", REJ_OUT_OF_RANGE
         return None
-
-    def _remember(self, ref: str, transfer: tuple) -> None:
-        """Keep ``ref`` in the dedup window, evicting the oldest refs beyond ``ref_window``
-        (count-based: the core has no clock). An evicted ref, sent again, is a new transfer."""
-        refs = self.refs
-        refs[ref] = transfer
-        while len(refs) > self.ref_window:
-            refs.popitem(last=False)
