@@ -72,5 +72,14 @@ def test_kill9_of_either_side_mid_margin_move_lands_each_move_once(tmp_path: Pat
             _wait(_landed(c, "6500", "3500"), "the move out credited once")
             lines, ok = audit_report(c.audit())
             assert ok, lines
+            audit = invoke_cli("audit", "--base-port", str(cl.layout.base_port), "--key",
+                               str(cl.key))  # fmt: skip
+            assert audit.returncode == 0, audit.stdout + audit.stderr
+            out = audit.stdout.decode()
+            assert "audit: ok (1 account shards)" in out, out
+            (pair,) = [line for line in out.splitlines() if line.startswith(PERP)]
+            assert pair.split() == [PERP, "collateral", "35000000", "fund", "0", "uncovered",
+                                    "0", "margin", "moved", "35000000", "units", "of", "tick",
+                                    "x", "lot", "ok"], pair  # fmt: skip
     finally:
         cl.stop()

@@ -457,9 +457,8 @@ class Client(SyncIO):
 
     def set_margin(self, account: str, symbol: str, amount: Any, *,
                          ref: str | None = None) -> dict[str, Any]:  # fmt: skip
-        """Move ``amount`` (a signed decimal string of the settle asset) into (> 0) or out of
-        ``account``'s margin on perp pair ``symbol``: with the account tier through its account
-        shard (``ref``: a retry is a no-op), else an admin's on the engine shard (docs/perps.md)."""
+        """``amount`` (a signed decimal string) of the settle asset into or out of ``account``'s
+        margin on perp pair ``symbol``, through its account shard if any (docs/perps.md)."""
         self._ready(markets=True)
         market = self.markets.get(symbol)
         if market is None:
@@ -536,12 +535,13 @@ class Client(SyncIO):
         """Account shards' books and engine shards' perp pair totals for ``audit_report``."""
         self._need_accounts()
         out = self._each_account_shard(OP_AUDIT)
+        margined = any(a.get("margin_pairs") for a in out)  # (else an engine's error is moot)
         for i in range(self.shards or 0):
             try:
                 raw = {**self._read(f"#{i}".encode(), (OP_POSITIONS,), i), "engine": i}
             except ShardexError as exc:
                 raw = {"engine": i, "error": str(exc), "code": exc.code}
-            out += [raw] if raw.get("pairs") or "error" in raw else []
+            out += [raw] if raw.get("pairs") or ("error" in raw and margined) else []
         return out
 
     def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
