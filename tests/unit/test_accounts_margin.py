@@ -12,8 +12,21 @@ from hypothesis import strategies as st
 
 from shardex.accounts import AccountCore
 from shardex.accounts.codes import A_DEPOSIT, A_MARGIN, AE_FORWARD, S_MARGIN, S_REJECTED
-from shardex.engine import DEFAULT_MARKETS, Market
-from shardex.engine.codes import OP_MARGIN, REJ_INSUFFICIENT_MARGIN
+from shardex.engine import DEFAULT_MARKETS, Engine, Market
+from shardex.engine.codes import (
+    BUY,
+    EV_MARGIN,
+    EV_REJECTED,
+    GTC,
+    LIMIT,
+    OP_INDEX,
+    OP_MARGIN,
+    OP_NEW,
+    OP_TIME,
+    REJ_INSUFFICIENT_MARGIN,
+    SELL,
+    STP_NONE,
+)
 from shardex.engine.perps import perp_from_spec
 
 PERP = "BTCPERP-USD"
@@ -59,3 +72,22 @@ def test_margin_moves_answered_in_any_order_keep_the_books_balanced(steps) -> No
     in_flight_in = sum(u for _, u in flying if u > 0)
     assert sum(core.margin.values()) == confirmed * unit
     assert core.in_margin().get("USD", 0) == (confirmed + in_flight_in) * unit
+
+
+def test_what_may_leave_a_pair_is_settled_money_not_unrealized_profit() -> None:
+    """The engine's rule for a move out (``positions.margin_free``): at most min(collateral +
+    realized + funding, equity at the mark) less the initial margin at the mark. A long in
+    profit at the mark may not take the unrealized profit out; a short at a loss keeps it
+    covered."""
+    eng = Engine(MARKETS)
+    new = [(OP_NEW, PERP, oid, who, side, LIMIT, 300_000, 1000, GTC, False, STP_NONE)
+           for oid, who, side in (("s", "b", SELL), ("x", "a", BUY))]  # fmt: skip
+    eng.apply_many([(OP_TIME, 1_000), (OP_INDEX, PERP, 300_000), (OP_MARGIN, PERP, "a", 10**9),
+                    (OP_MARGIN, PERP, "b", 10**9), *new, (OP_INDEX, PERP, 310_000)])  # fmt: skip
+    assert eng.books[PERP].oracle.mark == 310_000
+    initial = 1000 * 310_000 * 5 // 100  # (0.05 of 1 BTC at the mark, units of tick × lot)
+    for who, free in (("a", 10**9 - initial), ("b", 10**9 - 10**7 - initial)):
+        refused = eng.apply_many([(OP_MARGIN, PERP, who, -free - 1)])
+        assert refused[-1][0] == EV_REJECTED and refused[-1][5] == REJ_INSUFFICIENT_MARGIN
+        moved = eng.apply_many([(OP_MARGIN, PERP, who, -free)])
+        assert moved[-1][0] == EV_MARGIN and moved[-1][5] == 10**9 - free
