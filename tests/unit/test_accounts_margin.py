@@ -13,20 +13,8 @@ from hypothesis import strategies as st
 from shardex.accounts import AccountCore
 from shardex.accounts.codes import A_DEPOSIT, A_MARGIN, AE_FORWARD, S_MARGIN, S_REJECTED
 from shardex.engine import DEFAULT_MARKETS, Engine, Market
-from shardex.engine.codes import (
-    BUY,
-    EV_MARGIN,
-    EV_REJECTED,
-    GTC,
-    LIMIT,
-    OP_INDEX,
-    OP_MARGIN,
-    OP_NEW,
-    OP_TIME,
-    REJ_INSUFFICIENT_MARGIN,
-    SELL,
-    STP_NONE,
-)
+from shardex.engine import codes as ec
+from shardex.engine.codes import OP_MARGIN, REJ_INSUFFICIENT_MARGIN
 from shardex.engine.perps import perp_from_spec
 
 PERP = "BTCPERP-USD"
@@ -80,14 +68,15 @@ def test_what_may_leave_a_pair_is_settled_money_not_unrealized_profit() -> None:
     profit at the mark may not take the unrealized profit out; a short at a loss keeps it
     covered."""
     eng = Engine(MARKETS)
-    new = [(OP_NEW, PERP, oid, who, side, LIMIT, 300_000, 1000, GTC, False, STP_NONE)
-           for oid, who, side in (("s", "b", SELL), ("x", "a", BUY))]  # fmt: skip
-    eng.apply_many([(OP_TIME, 1_000), (OP_INDEX, PERP, 300_000), (OP_MARGIN, PERP, "a", 10**9),
-                    (OP_MARGIN, PERP, "b", 10**9), *new, (OP_INDEX, PERP, 310_000)])  # fmt: skip
+    new = [(ec.OP_NEW, PERP, oid, who, side, ec.LIMIT, 300_000, 1000, ec.GTC, False, ec.STP_NONE)
+           for oid, who, side in (("s", "b", ec.SELL), ("x", "a", ec.BUY))]  # fmt: skip
+    funded = [(OP_MARGIN, PERP, who, 10**9) for who in "ab"]
+    eng.apply_many([(ec.OP_TIME, 1_000), (ec.OP_INDEX, PERP, 300_000), *funded, *new,
+                    (ec.OP_INDEX, PERP, 310_000)])  # fmt: skip
     assert eng.books[PERP].oracle.mark == 310_000
     initial = 1000 * 310_000 * 5 // 100  # (0.05 of 1 BTC at the mark, units of tick × lot)
     for who, free in (("a", 10**9 - initial), ("b", 10**9 - 10**7 - initial)):
         refused = eng.apply_many([(OP_MARGIN, PERP, who, -free - 1)])
-        assert refused[-1][0] == EV_REJECTED and refused[-1][5] == REJ_INSUFFICIENT_MARGIN
+        assert refused[-1][0] == ec.EV_REJECTED and refused[-1][5] == REJ_INSUFFICIENT_MARGIN
         moved = eng.apply_many([(OP_MARGIN, PERP, who, -free)])
-        assert moved[-1][0] == EV_MARGIN and moved[-1][5] == 10**9 - free
+        assert moved[-1][0] == ec.EV_MARGIN and moved[-1][5] == 10**9 - free
