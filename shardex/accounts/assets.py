@@ -70,6 +70,9 @@ class Pair:
     max_price_ticks: int
     max_qty_lots: int
     fee: Fee
+    # a perp pair (``market.perp``): its orders hold nothing here and its fills move no
+    # balances (the engine's margin check is the gate; collateral moves by ``accounts.margin``)
+    perp: bool = False
 
 
 class AssetTable:
@@ -124,6 +127,7 @@ class AssetTable:
                 market.max_price_ticks,
                 market.max_qty_lots,
                 Fee(*fee),
+                market.perp is not None,
             )
 
     def fmt(self, asset: str, units: int) -> str:

@@ -13,6 +13,9 @@ Client commands (from the router; amounts are integer units of the asset, see ``
   name of the fee schedule; ``""``: none), see ``shardex.accounts.fees``.
 * ``(A_RESTRICT, account, restricted)`` — (admin) restrict (True) or unrestrict an account:
   a restricted one's new orders, amends and withdrawals are refused (``account_restricted``)
+* ``(A_MARGIN, account, symbol, amount, ref)`` — move ``amount`` units of perp pair ``symbol``'s
+  settle asset from available into its margin (> 0) or back (< 0), forwarded to the pair's
+  engine shard as ``OP_MARGIN`` (``shardex.accounts.margin``); ``ref`` as a transfer's
 * ``(A_PLACE, map)`` — (admin, the mover) forward each pair's orders by this placement map from
   now on if it is newer; no event, no seq (``shardex.accounts.routing``).
 
@@ -28,12 +31,16 @@ engine shard → account shard link, 0 for the first):
   refused a forwarded ``new`` (the order never lived) or ``amend`` (the order is unchanged);
   ``cause`` is the account shard's seq of that forward (its ``AE_FORWARD`` seq)
 * ``(S_AMENDED, eshard, eseq, prev, symbol, account, id, qty, price)``
+* ``(S_MARGIN, eshard, eseq, prev, symbol, account, units, cause)`` — the engine moved
+  ``units`` (notional units of the pair, signed) into or out of the account's margin for the
+  forward with seq ``cause``; a refused one comes back as ``S_REJECTED`` with op ``OP_MARGIN``
 
 Events (index 0 kind, index 1 the account shard's seq):
 
 * ``(AE_BALANCE, seq, account, asset, available, held, why, ref)`` — one per (account, asset) a
-  command changed, with the values after it; ``why`` is ``deposit|withdraw|hold|release|trade``
-  and ``ref`` the transfer ref, order id or ``"t<trade_id>"``
+  command changed, with the values after it; ``why`` is
+  ``deposit|withdraw|hold|release|trade|margin`` and ``ref`` the transfer ref, order id,
+  ``"t<trade_id>"`` or, for a margin move the engine shard answered, ``"m<forward seq>"``
 * ``(AE_FEES, seq, asset, total)`` — the shard's fee ledger (net of rebates: it may be
   negative on a shard whose makers were paid rebates the takers' shards collected) after a
   fill moved it
@@ -62,6 +69,8 @@ A_PLACE = 6
 A_RESTRICT = 8  # (A_RESTRICT, account, restricted): an admin's (``shardex.accounts.restrict``)
 A_LIST = 9  # (A_LIST, symbol, definition, [maker, taker]): an admin's (``accounts.listing``)
 S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED = 10, 11, 12, 13
+S_MARGIN = 14  # (S_MARGIN, eshard, eseq, prev, symbol, account, units, cause)
+A_MARGIN = 16  # (A_MARGIN, account, symbol, amount, ref): ``shardex.accounts.margin``
 AE_BALANCE, AE_FEES, AE_REJECTED, AE_REPEATED, AE_FORWARD, AE_GAP, AE_ANOMALY = range(7)
 AE_FILL, AE_FEE_GROUP = 7, 8
 AE_RESTRICTED = 9  # (AE_RESTRICTED, seq, account, restricted)

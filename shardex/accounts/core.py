@@ -33,11 +33,13 @@ from shardex.accounts.codes import (
     A_DEPOSIT,
     A_FEE_GROUP,
     A_LIST,
+    A_MARGIN,
     A_NEW,
     A_RESTRICT,
     A_WITHDRAW,
     S_AMENDED,
     S_CANCELLED,
+    S_MARGIN,
     S_REJECTED,
     S_TRADE,
 )
@@ -60,6 +62,7 @@ from shardex.accounts.ledger import (  # noqa: F401 - the moved names stay impor
 )
 from shardex.accounts.link import Inbox, Outbox
 from shardex.accounts.listing import Listings
+from shardex.accounts.margin import Margins
 from shardex.accounts.restrict import Restrictions
 from shardex.accounts.settlements import Settlements
 from shardex.accounts.tiers import FeeTiers
@@ -76,7 +79,7 @@ from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 _RESTRICTED = (A_NEW, A_AMEND, A_WITHDRAW)  # what a restricted account may not do
 
 
-class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listings):
+class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listings, Margins):
     """Account shard ``shard`` of ``shards``. Not thread-safe by design: one writer calls it.
 
     The state and its helpers are ``Ledger``'s; each concern is a mixin of its own module:
@@ -92,7 +95,7 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
         except Exception:
             return self._reject("", "", "malformed command", REJ_MALFORMED, out)
         try:
-            if op in (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED):
+            if op in (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED, S_MARGIN):
                 return self._settle(cmd, out)
             if self.restricted and op in _RESTRICTED and self._refused_restricted(op, cmd, out):
                 return None
@@ -108,6 +111,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
                 return self._restrict(cmd, out)
             if op == A_LIST:
                 return self._list(cmd, out)
+            if op == A_MARGIN:
+                return self._margin(cmd, out)
             return self._reject(
                 _f(cmd, CMD_ACCOUNT), "", f"unknown op {_q(op, 20)}", REJ_UNKNOWN_OP, out
             )
@@ -146,6 +151,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
             "flow": sorted(self.flow.items()),
+            "margin": [[a, s, v] for (a, s), v in sorted(self.margin.items())],
+            "margin_moves": [[seq, *m] for seq, m in sorted(self.margin_moves.items())],
             "refs": [[ref, *v] for ref, v in self.refs.items()],  # oldest first
             "ref_window": self.ref_window,
             "inbox": sorted(self.inbox.last.items()),
@@ -196,6 +203,10 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
                     target[asset] = int(amount)
             for ref, op, acct, asset, amount in state["refs"]:
                 core._remember(ref, (op, acct, asset, amount))  # (an older, larger set: trimmed)
+            for acct, symbol, amount in state.get("margin", ()):  # (older snapshots: none)
+                core.margin[(acct, symbol)] = int(amount)
+            for seq, acct, symbol, amount in state.get("margin_moves", ()):
+                core.margin_moves[int(seq)] = (acct, symbol, int(amount))
             core.groups = {str(a): str(g) for a, g in state.get("groups", ())}
             core.restricted = {str(a) for a in state.get("restricted", ())}
             core.volumes.restore(state.get("volumes", ()))
@@ -235,7 +246,9 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
         * every order's hold == ``required`` (what its open remainder can still cost) and each
           account's held == Σ of its open orders' holds, per asset;
         * ``open_by`` indexes exactly each account's open orders;
-        * per asset: Σ(available + held) + fees == deposits - withdrawals + net trade inflow
+        * margin records and moves are of this shard's accounts on perp pairs;
+        * per asset: Σ(available + held) + fees + in margin (``Margins.in_margin``) ==
+          deposits - withdrawals + net trade inflow
           (the inflows of all account shards sum to 0, so across shards it is the issue's
           identity Σ(available + held) + fees == deposits - withdrawals).
         """
@@ -274,15 +287,22 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
                         f"{acct} {asset}: held {h}, open orders hold {held.get((acct, asset), 0)}"
                     )
                 totals[asset] = totals.get(asset, 0) + avail + h
+        self._check_margin()
+        self._check_totals(totals)
+
+    def _check_totals(self, totals: dict[str, int]) -> None:
+        """Per asset: the fee ledger's collected and rebates >= 0, and balances (``totals``) +
+        fees + in margin == deposits - withdrawals + net trade inflow (IntegrityError)."""
+        margined = self.in_margin()
         for asset in self.table.units:
             # The ledger is net of rebates: negative on a shard whose makers were paid rebates
             # that other shards' takers paid for; what it collected (fees + rebates) is not.
             paid = self.rebates.get(asset, 0)
             if paid < 0 or self.fees.get(asset, 0) + paid < 0:
                 raise IntegrityError(f"fee ledger {asset}: collected or rebates negative")
-            have = totals.get(asset, 0) + self.fees.get(asset, 0)
+            have = totals.get(asset, 0) + self.fees.get(asset, 0) + margined.get(asset, 0)
             if have != self._total(asset):
                 raise IntegrityError(
-                    f"{asset}: balances + fees {have} != deposits - withdrawals"
+                    f"{asset}: balances + fees + margin {have} != deposits - withdrawals"
                     f" + inflow {self._total(asset)}"
                 )

@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_REJECTED, S_TRADE
+from shardex.accounts.codes import S_AMENDED, S_CANCELLED, S_MARGIN, S_REJECTED, S_TRADE
 from shardex.accounts.core import account_shard_for
 from shardex.accounts.link import Outbox
 from shardex.engine.codes import (
     EV_ACCEPTED,
     EV_AMENDED,
     EV_CANCELLED,
+    EV_MARGIN,
     EV_REJECTED,
     EV_TRADE,
     MAX_ID_LEN,
@@ -82,7 +83,8 @@ class SettlementFeed:
         for ev in events:
             kind = ev[EV_KIND]
             if kind == EV_ACCEPTED:
-                live[(ev[EV_SYMBOL], ev[EV_ID])] = [account, cmd[NEW_QTY]]
+                if account is not None:  # (else the engine's own order: a liquidation's)
+                    live[(ev[EV_SYMBOL], ev[EV_ID])] = [account, cmd[NEW_QTY]]
             elif kind == EV_TRADE:
                 _, seq, symbol, price, qty, tid, mid, tside, trade_id = ev
                 taker = live.get((symbol, tid))
@@ -93,31 +95,49 @@ class SettlementFeed:
                         rec[_OPEN] -= qty
                         if not rec[_OPEN]:
                             del live[key]
-                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct, tid,
+                msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct or "", tid,
                        maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                if t_acct is None:  # (a liquidation's order: no account shard holds it)
+                    out.append(self._put(self._shard(maker[_ACCOUNT]), msg))  # (its maker's)
+                    continue
                 for j in self._sides(t_acct, maker[_ACCOUNT]):
                     out.append(self._put(j, msg))
             elif kind == EV_CANCELLED:
                 _, seq, symbol, oid, reason, qty = ev
-                owner, _ = live.pop((symbol, oid))
+                rec = live.pop((symbol, oid), None)
+                if rec is None and account is None:
+                    continue  # (a liquidation order's unfilled rest: nobody holds it)
+                owner = rec[_ACCOUNT]  # type: ignore[index]  # (KeyError-like: an anomaly)
                 msg = (S_CANCELLED, self.eshard, seq, 0, symbol, owner, oid, reason, qty)
                 out.append(self._put(self._shard(owner), msg))
-            elif kind == EV_AMENDED:
-                _, seq, symbol, oid, qty, price = ev
-                rec = live[(symbol, oid)]
-                rec[_OPEN] = qty
-                msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
-                out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
-            elif kind == EV_REJECTED and cause is not None:
-                _, seq, symbol, oid, _reason, code = ev
-                named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
-                if origin is None and not named:
-                    continue  # (no origin and no account: nobody to settle with)
-                j = origin if origin is not None else self._shard(account)  # type: ignore[arg-type]
-                msg = (S_REJECTED, self.eshard, seq, 0, symbol, account if named else "", oid,
-                       op if type(op) is int else -1, code, cause)  # fmt: skip
-                out.append(self._put(j, msg))
+            elif kind in (EV_AMENDED, EV_MARGIN, EV_REJECTED):
+                self._answer(ev, op, account, cause, origin, out)
         return out
+
+    def _answer(self, ev: tuple, op: Any, account: Any, cause: int | None,
+                origin: int | None, out: list[tuple[int, tuple]]) -> None:  # fmt: skip
+        """An amend's, a margin move's or a refusal's settlement (``route``), if any."""
+        kind = ev[EV_KIND]
+        msg: tuple
+        if kind == EV_AMENDED:
+            _, seq, symbol, oid, qty, price = ev
+            rec = self.live[(symbol, oid)]
+            rec[_OPEN] = qty
+            msg = (S_AMENDED, self.eshard, seq, 0, symbol, rec[_ACCOUNT], oid, qty, price)
+            out.append(self._put(self._shard(rec[_ACCOUNT]), msg))
+        elif kind == EV_MARGIN and origin is not None:
+            _, seq, symbol, m_acct, units, _collateral = ev
+            msg = (S_MARGIN, self.eshard, seq, 0, symbol, m_acct, units, cause)
+            out.append(self._put(origin, msg))
+        elif kind == EV_REJECTED and cause is not None:
+            _, seq, symbol, oid, _reason, code = ev
+            named = type(account) is str and 0 < len(account) <= MAX_ID_LEN
+            if origin is None and not named:
+                return  # (no origin and no account: nobody to settle with)
+            j = origin if origin is not None else self._shard(account)
+            msg = (S_REJECTED, self.eshard, seq, 0, symbol, account if named else "", oid,
+                   op if type(op) is int else -1, code, cause)  # fmt: skip
+            out.append(self._put(j, msg))
 
     def _shard(self, account: str) -> int:
         return account_shard_for(account, self.shards)

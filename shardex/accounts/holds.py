@@ -59,8 +59,8 @@ class Holds(Ledger):
         if refused:
             return self._reject(account, oid, *refused, out)
         fee = self.rates(account, symbol)  # the account's tier now: fixed for the order
-        fwd_type, cap = otype, price
-        if otype != LIMIT and side == BUY:
+        fwd_type, cap = otype, pair.max_price_ticks if pair.perp and price is None else price
+        if otype != LIMIT and side == BUY and not pair.perp:
             cap = _budget_cap(pair, qty, budget, fee.taker_bps)
             if cap < 1:
                 return self._reject(
@@ -77,25 +77,27 @@ class Holds(Ledger):
         o = HeldOrder(
             symbol, side, price, cap or 0, qty, 0, 0, 0, fee.maker_bps, fee.taker_bps, 0, 0
         )
-        need = required(o, pair)
-        asset = pair.quote if side == BUY else pair.base
-        cell = self._found(account, asset)
-        avail = cell[AVAIL] if cell else 0
-        if need > avail:
-            return self._insufficient(account, oid, asset, avail, need, out)
-        if cell is None:  # (need is 0: made, as ``_cell`` would)
-            cell = self._cell(account, asset)
-        cell[AVAIL] -= need
-        cell[HELD] += need
-        o.held = need
+        if not pair.perp:  # (a perp order holds nothing, needs no budget, caps at the max
+            # price: the engine's margin check gates it, its fills are the margin's to judge)
+            need = required(o, pair)
+            asset = pair.quote if side == BUY else pair.base
+            cell = self._found(account, asset)
+            avail = cell[AVAIL] if cell else 0
+            if need > avail:
+                return self._insufficient(account, oid, asset, avail, need, out)
+            if cell is None:  # (need is 0: made, as ``_cell`` would)
+                cell = self._cell(account, asset)
+            cell[AVAIL] -= need
+            cell[HELD] += need
+            o.held = need
+            self.seq += 1  # (``_bal``, inline: the cell is at hand)
+            out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
         self.orders[(account, symbol, oid)] = o
         mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
         if mine is None:
             self.open_by[account] = {(symbol, oid): o}
         else:
             mine[(symbol, oid)] = o
-        self.seq += 1  # (``_bal``, inline: the cell is at hand)
-        out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         if stop is not None or fwd_type != otype:
             fwd = stop_forward(fwd, stop, fwd_type != otype)
@@ -142,7 +144,9 @@ class Holds(Ledger):
                 return self._reject(
                     account, oid, "a market order has no price to amend", REJ_INVALID, out
                 )
-        if o.side == BUY and price is not None and price > o.cap:
+        if o.side == BUY and price is not None and price > o.cap and pair.perp:
+            o.cap = price  # (a perp order holds nothing)
+        elif o.side == BUY and price is not None and price > o.cap:
             # Raising a buy's price raises what it can cost: hold the difference first.
             old = o.held
             cap = o.cap
@@ -222,7 +226,7 @@ def _new_refusal(
         return "market order must not have a price", REJ_INVALID
     if tif not in (IOC, FOK) or type(tif) is not int or post_only is not False:
         return "market order needs tif ioc or fok and no post_only", REJ_INVALID
-    if side == BUY:
+    if side == BUY and not pair.perp:  # (a perp market order needs margin, not a budget)
         if type(budget) is not int or budget <= 0:
             return f"a market buy needs a budget (units of {pair.quote}) > 0", REJ_INVALID
     elif budget is not None:

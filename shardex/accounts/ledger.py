@@ -21,6 +21,8 @@ from shardex.accounts.codes import (
     AE_FILL,
     AE_FORWARD,
     AE_REJECTED,
+    AE_REPEATED,
+    REJ_DUPLICATE_REF,
     REJ_INSUFFICIENT_FUNDS,
 )
 from shardex.accounts.fees import DAY_MS, FeeSchedule, Volumes, rebate
@@ -133,8 +135,11 @@ def required(o: HeldOrder, pair: Pair) -> int:
     Buy: ``cap × rem`` of quote plus the fee still chargeable if all of it fills at the cap as
     taker: ``ceil((fee_num + cap·rem·bps_taker) / 10000) - fee_charged``. This never grows with
     a fill (a fill moves notional at a price <= cap and a rate <= taker's out of the bound), so
-    a hold once taken always covers the order. Sell: ``rem`` lots of base.
+    a hold once taken always covers the order. Sell: ``rem`` lots of base. A perp pair's order:
+    nothing (its engine shard's margin check is the gate).
     """
+    if pair.perp:
+        return 0
     if o.side == BUY:
         rc = o.cap * o.rem * pair.quote_per_tick_lot
         return rc + _ceil_div(o.fee_num + rc * o.taker_bps, _BPS) - o.fee_charged
@@ -195,6 +200,8 @@ class Ledger:
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}
         self.flow: dict[str, int] = {}  # net inflow by trades (Σ over all shards is 0)
+        self.margin: dict[tuple[str, str], int] = {}  # perp margin moved (``accounts.margin``)
+        self.margin_moves: dict[int, tuple[str, str, int]] = {}  # (forward seq → in flight)
         # transfer ref → (op, account, asset, amount), oldest first; at most ``ref_window``
         # (state: in snapshots, so a replay evicts exactly what the live run evicted)
         self.refs: OrderedDict[str, tuple] = OrderedDict()
@@ -202,9 +209,7 @@ class Ledger:
         self.inbox = Inbox()  # settlements: last engine seq applied per engine shard
         self.outbox = Outbox()  # forwards: last own seq sent per engine shard
         # counters (metrics; not part of snapshots)
-        self.duplicates = 0
-        self.gaps = 0
-        self.anomalies = 0
+        self.duplicates = self.gaps = self.anomalies = 0
 
     def owns(self, account: object) -> TypeGuard[str]:
         if type(account) is not str:
@@ -296,6 +301,30 @@ class Ledger:
         cell = self.balances[account][asset]
         self.seq += 1
         out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], why, ref))
+
+    def _seen_ref(self, ref: str, transfer: tuple, out: list[tuple]) -> bool:
+        """A transfer or margin move whose ``ref`` is in the dedup window: the same one again
+        is acknowledged (``AE_REPEATED``), another one refused (``duplicate_ref``); True when
+        so answered (nothing else to do), False for a new ref."""
+        seen = self.refs.get(ref)
+        if seen is None:
+            return False
+        account = transfer[1]
+        if seen == transfer:
+            self.seq += 1
+            out.append((AE_REPEATED, self.seq, account, ref))
+        else:
+            self._reject(account, ref, f"ref {ref} was used by another transfer",
+                         REJ_DUPLICATE_REF, out)  # fmt: skip
+        return True
+
+    def _remember(self, ref: str, transfer: tuple) -> None:
+        """Keep ``ref`` in the dedup window, evicting the oldest refs beyond ``ref_window``
+        (count-based: the core has no clock). An evicted ref, sent again, is a new transfer."""
+        refs = self.refs
+        refs[ref] = transfer
+        while len(refs) > self.ref_window:
+            refs.popitem(last=False)
 
     def _insufficient(
         self, account: str, ref: str, asset: str, avail: int, need: int, out: list[tuple]

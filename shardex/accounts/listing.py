@@ -82,7 +82,7 @@ def extend(
     base, quote = symbol.split("-")
     pair = Pair(symbol, base, quote, int(market.lot / units[base]),
                 int(market.tick * market.lot / units[quote]), market.max_price_ticks,
-                market.max_qty_lots, fee)  # fmt: skip
+                market.max_qty_lots, fee, market.perp is not None)  # fmt: skip
     tiers = [Tier(t.name, {**t.rates, symbol: fee}, t.asset, t.min_volume)
              for t in schedule.tiers]  # fmt: skip
     try:

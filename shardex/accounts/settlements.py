@@ -11,6 +11,7 @@ from shardex.accounts.codes import (
     AE_BALANCE,
     AE_GAP,
     S_CANCELLED,
+    S_MARGIN,
     S_REJECTED,
     S_TRADE,
 )
@@ -27,6 +28,7 @@ from shardex.accounts.link import APPLY, DUPLICATE
 from shardex.engine.codes import (
     BUY,
     OP_AMEND,
+    OP_MARGIN,
     SELL,
 )
 from shardex.wire.layouts import S_ESEQ, S_ESHARD, S_KIND, S_PREV
@@ -66,6 +68,8 @@ class Settlements(Ledger):
             why = self._ended(cmd, out)
         elif op == S_REJECTED:
             why = self._refused(cmd, out)
+        elif op == S_MARGIN:
+            why = self._margin_done(cmd, out)  # (``Margins``)
         else:
             why = self._amended(cmd, out)
         if why:
@@ -93,7 +97,7 @@ class Settlements(Ledger):
             (t_acct, t_id, t_side, False),
             (m_acct, m_id, t_side ^ 1, True),
         ):
-            if not self.owns(acct):
+            if not acct or not self.owns(acct):  # ("": a liquidation's order, not held here)
                 continue
             o = self.orders.get((acct, symbol, oid)) if type(oid) is str else None
             if o is None:
@@ -106,6 +110,10 @@ class Settlements(Ledger):
             sides.append((acct, oid, o, maker))
         if not sides:
             return f"trade {_q(trade_id, 20)}: neither side belongs to this shard"
+        if pair.perp:  # (no spot money moves: the position is the engine's, ``_perp_fill``)
+            for acct, oid, o, _ in sides:
+                self._perp_fill(acct, oid, o, pair, qty, out)
+            return None
         ref = f"t{trade_id}"
         notional = price * qty * pair.quote_per_tick_lot
         base = qty * pair.base_per_lot
@@ -152,6 +160,14 @@ class Settlements(Ledger):
         out.append((AE_BALANCE, seq + 2, acct, base_asset, b[AVAIL], b[HELD], "trade", ref))
         self.seq = seq + 2
 
+    def _perp_fill(self, acct: str, oid: str, o: HeldOrder, pair: Pair, qty: int,
+                   out: list[tuple]) -> None:  # fmt: skip
+        """One side of a perp pair's trade: the order's open qty only (it holds nothing; no
+        fee is charged on perp fills yet, docs/perps.md)."""
+        o.rem -= qty
+        if not o.rem:
+            self._close(acct, oid, o, pair, out, oid)
+
     def _ended(self, cmd: Any, out: list[tuple]) -> str | None:
         if len(cmd) != 9:
             return "cancelled: expected 9 fields"
@@ -173,6 +189,8 @@ class Settlements(Ledger):
         if len(cmd) != 10:
             return "rejected: expected 10 fields"
         _, _, _, _, symbol, account, oid, op, code, cause = cmd
+        if op == OP_MARGIN and type(cause) is int:  # (a margin move: ``Margins``)
+            return None if self._margin_refused(cause, out) else f"margin {cause} not in flight"
         found = self._settled_order(symbol, account, oid)
         if not isinstance(found, str) and type(cause) is int and cause == found[0].opened:
             # The forward that placed the order was refused: it never lived, whatever ``op``
@@ -250,6 +268,8 @@ class Settlements(Ledger):
         is in flight); release the slack, or take a shortfall from available if it can."""
         if not o.pending and o.side == BUY and o.price is not None:
             o.cap = o.price
+        if pair.perp:  # (it holds nothing)
+            return None
         need = required(o, pair)
         asset = pair.quote if o.side == BUY else pair.base
         cell = self._cell(account, asset)

@@ -7,8 +7,6 @@ from typing import Any
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
     A_DEPOSIT,
-    AE_REPEATED,
-    REJ_DUPLICATE_REF,
     REJ_UNKNOWN_ASSET,
 )
 from shardex.accounts.ledger import AVAIL, Ledger, _f, _ident, _q, account_shard_for
@@ -38,15 +36,8 @@ class Transfers(Ledger):
         if refused:
             return self._reject(account, ref, *refused, out)
         what = "deposit" if op == A_DEPOSIT else "withdraw"
-        seen = self.refs.get(ref)
-        if seen is not None:
-            if seen == (op, account, asset, amount):
-                self.seq += 1
-                out.append((AE_REPEATED, self.seq, account, ref))
-                return None
-            return self._reject(
-                account, ref, f"ref {ref} was used by another transfer", REJ_DUPLICATE_REF, out
-            )
+        if self._seen_ref(ref, (op, account, asset, amount), out):
+            return None
         cell = self._found(account, asset)
         avail = cell[AVAIL] if cell else 0
         if op == A_DEPOSIT:
@@ -94,11 +85,3 @@ class Transfers(Ledger):
             what = "deposit" if op == A_DEPOSIT else "withdraw"
             return f"{what} amount must be > 0", REJ_OUT_OF_RANGE
         return None
-
-    def _remember(self, ref: str, transfer: tuple) -> None:
-        """Keep ``ref`` in the dedup window, evicting the oldest refs beyond ``ref_window``
-        (count-based: the core has no clock). An evicted ref, sent again, is a new transfer."""
-        refs = self.refs
-        refs[ref] = transfer
-        while len(refs) > self.ref_window:
-            refs.popitem(last=False)

@@ -46,17 +46,24 @@ def positions(account, endpoint, host, base_port, timeout, as_json, key_file) ->
 @click.argument("amount")
 @client_options
 @key_option
-def margin(account, symbol, amount, endpoint, host, base_port, timeout, key_file) -> None:
-    """Move AMOUNT of SYMBOL's settle asset into ACCOUNT's margin on perp pair SYMBOL (admin
-    key; a negative AMOUNT takes it out while the equity left covers the initial margin)."""
+@click.option("--ref", default=None, help="Idempotency ref (account tier): a retry is a no-op.")
+def margin(account, symbol, amount, endpoint, host, base_port, timeout, key_file, ref) -> None:
+    """Move AMOUNT of SYMBOL's settle asset from ACCOUNT's free balance into its margin on
+    perp pair SYMBOL; a negative AMOUNT takes it out (as much as the engine shard frees:
+    settled money, realized PnL included, less the initial margin). With the account tier the
+    account's own key or an admin's; without it an admin's, straight into the margin."""
     try:
         with _client(endpoint, host, base_port, timeout, key_file) as c:
-            res = c.set_margin(account, symbol, amount)
+            res = c.set_margin(account, symbol, amount, ref=ref)
     except (ShardexError, ValueError) as exc:
         _fail(exc)
     if not res["ok"]:
         raise click.ClickException(f"margin rejected ({res['code']}): {res['rejected']}")
-    click.echo(f"{account} {symbol}: collateral {res['collateral']} (seq {res['seq']})")
+    if "collateral" in res:  # (no account tier: the engine shard's answer)
+        click.echo(f"{account} {symbol}: collateral {res['collateral']} (seq {res['seq']})")
+    else:
+        click.echo(f"{account} {symbol}: {res['amount']} {res['asset']} forwarded; "
+                   f"available {res['available']}, held {res['held']}")  # fmt: skip
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """The SDK's side of perp index prices and margin (pure): a price → the engine's ``OP_INDEX``
 command, an amount → ``OP_MARGIN``, and the engine shards' answers → plain maps
-(``AsyncClient.set_index``, ``set_margin``, ``positions``; docs/perps.md)."""
+(``AsyncClient.set_index``, ``set_margin``, ``positions``; docs/perps.md). With the account
+tier a margin move goes to the account's shard instead (``tier_margin_command``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from shardex.client.errors import MALFORMED_PREFIX, _bad_reply
+from shardex.client.errors import MALFORMED_PREFIX, _bad_reply, _failed
 from shardex.client.market_admin import admin_events
 from shardex.engine.codes import (
     EV_INDEX,
@@ -97,6 +98,28 @@ def margin_result(error: Any, results: Any, symbol: str, market: Market) -> dict
     ``not_allowed`` for a key that is not an admin's)."""
     return _one_event(f"margin {symbol}", error, results, EV_MARGIN,
                       lambda ev: position_event_json(ev, {symbol: market}))
+
+
+def tier_margin_command(market: Market, account: str, amount: Any, ref: str) -> Command:
+    """With the account tier: ``(OP_MARGIN, symbol, account, amount, ref)`` for the account
+    shard, ``amount`` a signed decimal string of the settle asset (``margin_units`` checks
+    it is a whole number of the pair's units)."""
+    margin_units(market, amount)
+    return (OP_MARGIN, market.symbol, account, str(amount), ref)
+
+
+def tier_margin_result(error: Any, results: Any, symbol: str) -> dict[str, Any]:
+    """An account shard's answer to a margin move → ``{"ok": True, symbol, account, asset,
+    amount, available, held, forwarded}`` or ``{"ok": False, "rejected", "code"}``
+    (``ShardexError``: the request was refused)."""
+    if error is not None:
+        raise _failed(f"margin {symbol}", error)
+    res = results[0] if isinstance(results, tuple | list) and len(results) == 1 else None
+    if not isinstance(res, dict):
+        raise _bad_reply(f"margin {symbol}: {MALFORMED_PREFIX}: expected a map")
+    if "rejected" in res:
+        return {"ok": False, "rejected": str(res["rejected"]), "code": res.get("code")}
+    return {**res, "ok": True}
 
 
 def positions_merged(replies: list[Any]) -> list[dict[str, Any]]:

@@ -354,10 +354,24 @@ def reduce_only_refusal(book: Any, account: str, side: int, qty: int) -> Refusal
     return None
 
 
+def margin_free(book: Any, account: str, row: list[int]) -> int:
+    """What may leave the account's margin on this pair (notional units, may be < 0): its
+    settled money (collateral + realized PnL + funding: profits may leave, not only what was
+    moved in) or its equity at the mark if lower (an unrealized loss stays covered; an
+    unrealized profit is not money yet), minus the initial margin of its position and resting
+    orders at the mark (``requirement``). With a position and no mark yet: nothing."""
+    o = book.oracle
+    if o is None and row[SIZE]:
+        return 0
+    mark = o.mark if o is not None else 0
+    cash = row[COLLATERAL] + row[REALIZED] + row[FUNDING]
+    return min(cash, equity(row, mark)) - requirement(book, account, mark, None)
+
+
 def set_margin(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     """Apply ``(OP_MARGIN, symbol, account, amount)``: ``amount`` notional units (signed) in or
-    out of the account's collateral on a perp pair. Out only while the collateral stays >= 0
-    and the equity left covers ``requirement`` at the mark. Appends ``EV_MARGIN``."""
+    out of the account's collateral on a perp pair. Out at most ``margin_free`` (the collateral
+    may go below zero when realized PnL or funding leave). Appends ``EV_MARGIN``."""
     if len(cmd) != 4 or type(cmd[2]) is not str or not 0 < len(cmd[2]) <= 64:
         return "margin: expected (op, symbol, account, amount units)", REJ_MALFORMED
     symbol, account, amount = cmd[1], cmd[2], cmd[3]
@@ -370,15 +384,10 @@ def set_margin(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
     if book is None:
         return eng.no_book(symbol)
     row = book.positions.row(account)
-    if amount < 0:
-        o = book.oracle
-        mark = o.mark if o is not None else 0
-        if row[COLLATERAL] + amount < 0 or (
-                equity(row, mark) + amount < requirement(book, account, mark, None)
-                or (row[SIZE] and o is None)):  # fmt: skip
-            if not any(row):
-                del book.positions.accounts[account]
-            return f"margin: {account} cannot take that out of {symbol}", REJ_INSUFFICIENT_MARGIN
+    if amount < 0 and -amount > margin_free(book, account, row):
+        if not any(row):
+            del book.positions.accounts[account]
+        return f"margin: {account} cannot take that out of {symbol}", REJ_INSUFFICIENT_MARGIN
     row[COLLATERAL] += amount
     eng.seq = seq = eng.seq + 1
     out.append((EV_MARGIN, seq, symbol, account, amount, row[COLLATERAL]))
@@ -417,3 +426,17 @@ def positions_of(books: Mapping[str, Any], account: str) -> list[dict[str, Any]]
     """Every position ``account`` has on these pairs (the shard's read)."""
     found = (position_read(b, account) for _, b in sorted(books.items()))
     return [p for p in found if p is not None]
+
+
+def pair_violations(t: dict[str, int], moved: int | None) -> list[str]:
+    """What breaks one perp pair's exact identities (docs/perps.md), given its totals and
+    the margin moved in − out (None: not known, e.g. moves in flight): size == 0, pnl == 0,
+    funding + remainder == 0 (the funding remainder is in the fund), and what the pair holds,
+    Σ collateral + Σ funding + fund (= Σ equity + fund), == the margin moved."""
+    bad = [f"{k} {v}" for k, v in (("size", t["size"]), ("pnl", t["pnl"]),
+           ("funding+remainder", t["funding"] + t["remainder"])) if v]  # fmt: skip
+    held = t["collateral"] + t["funding"] + t["fund"]
+    if moved is not None and held != moved:
+        bad.append(f"collateral+funding+fund {held} != margin moved {moved} (difference "
+                   f"{held - moved}: money {'appeared' if held > moved else 'disappeared'})")
+    return bad

@@ -24,9 +24,7 @@ from shardex.accounts.codes import (
     REJ_UNKNOWN_ASSET,
     reject_name,
 )
-from shardex.accounts.machines import (
-    AccountMachine,
-)
+from shardex.accounts.machines import AccountMachine
 from shardex.accounts.orders import account_orders, held_rows
 from shardex.accounts.routing import place_command
 from shardex.amounts import parse_decimal
@@ -476,6 +474,7 @@ class AccountHandler:
             "open_orders": len(core.orders),
             "anomalies": core.anomalies,
             "integrity": integrity,
+            **core.margin_audit(),  # (perp margin: ``accounts.margin``)
         }
 
     @staticmethod

@@ -7,7 +7,9 @@ amount)`` (``shardex.engine.positions``) are refused with ``not_allowed`` for a 
 not an admin's, and a perp pair's index ``(OP_INDEX, symbol, ticks)`` for a key that is not a
 ``feed`` key's (in insecure mode there are no keys); with ``wrong_shard`` (``data.shard``:
 the owner) on a shard that does not own the pair, and ``moving`` for a pair handed off;
-otherwise each is applied and journaled like any command, and answers its events
+an ``OP_MARGIN`` with ``not_allowed`` when the account tier is on (margin then moves through
+the account shard, ``shardex.accounts.margin``); otherwise each is applied and journaled like
+any command, and answers its events
 (``EV_MARKET``, then a delisting's cancels; ``EV_INDEX``; ``EV_MARGIN``) or the engine's
 ``rejected`` event. With the account tier the engine is a ``SettledEngine``: a delisting's
 cancels are settled to the account shards like any cancel, so every hold is released there.
@@ -48,6 +50,11 @@ def admin_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
             return read_error(NOT_ALLOWED, "index prices: feed keys only")
     elif key is not None and key.role != "admin":
         return read_error(NOT_ALLOWED, "market rules and listings: admin keys only")
+    if op == OP_MARGIN and getattr(core.engine, "feed", None) is not None:
+        # (with the account tier the money comes from an account's balance: its shard moves
+        # it, ``shardex.accounts.margin``; a direct one would make money it cannot see)
+        return read_error(NOT_ALLOWED, "margin moves go through the account shard when the "
+                          "account tier is on")  # fmt: skip
     symbol = cmd[CMD_SYMBOL]
     if type(symbol) is not str or len(cmd) != _WIDTH[op]:
         return read_error(MALFORMED, "market rule: expected (op, symbol, changes)")

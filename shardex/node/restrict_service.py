@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.accounts.codes import A_RESTRICT, AE_REJECTED, AE_RESTRICTED
-from shardex.engine.codes import REJ_MALFORMED, REJ_NOT_ALLOWED
+from shardex.engine.codes import OP_MARGIN, REJ_MALFORMED, REJ_NOT_ALLOWED
+from shardex.node.account_margin import margin_move
 from shardex.node.fee_service import fee_group
 from shardex.node.listing_service import LISTING_ADMIN
 from shardex.wire.layouts import AE_KIND, AREJ_CODE, AREJ_REASON
@@ -35,4 +36,10 @@ def restrict(h: Any, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
 
 # the admin's writes on an account shard, by op (``AccountHandler``'s dispatch): one account's
 # fee group or restriction, and a pair's listing (``listing_service``)
-ACCOUNT_ADMIN = {OP_FEE_GROUP: fee_group, OP_RESTRICT: restrict, **LISTING_ADMIN}
+# (and a perp margin move: the account's own key's or an admin's, ``account_margin``)
+ACCOUNT_ADMIN = {
+    OP_FEE_GROUP: fee_group,
+    OP_RESTRICT: restrict,
+    **LISTING_ADMIN,
+    OP_MARGIN: margin_move,
+}

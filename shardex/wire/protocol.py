@@ -124,7 +124,8 @@ OP_MARKETS = 14  # (OP_MARKETS,): the shard's market table, as ``markets_to_wire
 OP_PAIR = 15  # (OP_PAIR, symbol): a pair's move records on an engine shard (``node.moves``)
 OP_PLACE = 16  # (OP_PLACE, map): an engine shard routes by this newer placement map (admin)
 OP_HELLO = 20  # shard → router registration: (OP_HELLO, info map)
-OP_POSITIONS = 62  # (OP_POSITIONS, account): its perp positions here (``node.positions_read``)
+OP_POSITIONS = 62  # (OP_POSITIONS, account): its perp positions here (``node.positions_read``);
+# (OP_POSITIONS,): every perp pair's totals here, for the audit (admin and reader keys)
 MAX_FRAME = 1 << 20  # bytes; larger payloads are rejected before decoding
 # Reply size budgets per request (reads share them; an OP_EVENTS read stops adding events past
 # what is left, always returning at least one). Small enough that a peer which never reads cannot
@@ -404,6 +405,8 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 #   (OP_FEES, account) read → the account's fee group, tier, 30-day volume and rates per market
 #   (OP_FEE_GROUP, account, group) admin keys only: put the account in a fee group ("": none)
 #   (OP_RESTRICT, account, restricted) admin keys only: (un)restrict the account
+#   (OP_MARGIN, symbol, account, signed amount decimal str, ref) the account's key or an
+#     admin's: a perp pair's margin in/out (``shardex.accounts.margin``) → a map
 # A new/amend's result is ``[]`` when its hold was taken and it was forwarded to its engine
 # shard, else one EV_REJECTED event (reason like ``insufficient USD: available 10.00, needed
 # 30.01``, code ``insufficient_funds``); a transfer's result is a map (``ok`` or ``rejected``).

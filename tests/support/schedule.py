@@ -140,6 +140,11 @@ MEASURED_S: dict[str, float] = {
     # 4.1 s CPU with start-up (pure: engine and hypothesis, no process)
     "test_liquidation.py": 3.2,
     "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
+    # perp margin through the account tier (2026-12-07 23:10, load ~10): 0.2 s of pytest for
+    # three in-process clusters (one on virtual time, with three crashes)
+    "test_inproc_margin.py": 0.3, "test_accounts_margin.py": 0.4,
+    # ... and kill -9 of each side mid-move on a real cluster (chaos): 11.4 s of pytest
+    "test_margin_kill.py": 12,
     # trim (2026-12-07 20:10-20:50, load 9-15): CPU before -> after, back to back, scaled into
     # the rows above: the three gateway files sharing one cluster 28.4 -> 15.6 s (x 0.55);
     # test_cluster 16.0 -> 12.6, test_accounts_edges 9.9 -> 7.1, test_bridge 26.8 -> 19.3,

@@ -41,7 +41,8 @@ from shardex.engine.codes import (
 from shardex.engine.engine import Engine
 from shardex.engine.funding import SCALE
 from shardex.engine.liquidation import breaching
-from shardex.engine.positions import COLLATERAL, SIZE, equity
+from shardex.engine.positions import COLLATERAL, SIZE, equity, pair_violations
+from shardex.node.positions_read import pair_totals
 from shardex.wire.pub import check_event
 from tests.support.perps import OPEN, PERP, markets, order
 
@@ -74,7 +75,7 @@ class Model:
     def __init__(self) -> None:
         self.size: dict[str, int] = {}
         self.cash: dict[str, int] = {}
-        self.fund = self.remainder = 0
+        self.fund = self.remainder = self.moved = 0
         self.owner: dict[str, str] = {}  # order id → account
         self.surplus: set[str] = set()  # accounts a liquidation took a surplus from
 
@@ -109,6 +110,7 @@ class Model:
                 self._move(ev[4], ev[5], ev[6])
             elif kind == EV_MARGIN:
                 self.cash[ev[3]] = self.cash.get(ev[3], 0) + ev[4]
+                self.moved += ev[4]
             elif kind == EV_FUNDING:
                 self._pay(ev[3], ev[5])
 
@@ -203,6 +205,9 @@ def _check(eng: Engine, model: Model, cmd: tuple, out: list, live: bool) -> None
         return
     pos, mark = book.positions, book.oracle.mark
     assert pos.fund == model.fund >= 0 and pos.uncovered == 0
+    # what `shardex audit` checks of the pair: its zero sums, and that what it holds (collateral,
+    # funding, the fund) is exactly the margin moved in - out
+    assert pair_violations(pair_totals(pos), model.moved) == [], (pair_totals(pos), model.moved)
     for account, row in pos.accounts.items():
         size = model.size.get(account, 0)
         assert row[SIZE] == size, (account, row, size)

@@ -32,6 +32,8 @@ from shardex.client.perps import (
     margin_command,
     margin_result,
     positions_merged,
+    tier_margin_command,
+    tier_margin_result,
 )
 from shardex.client.results import (
     DEFAULT_RETRY,
@@ -452,15 +454,18 @@ class AsyncClient(AsyncIO):
                                     f"index {symbol}")  # fmt: skip
         return index_result(*reply, symbol, market)
 
-    async def set_margin(self, account: str, symbol: str, amount: Any) -> dict[str, Any]:
-        """Move ``amount`` (a signed decimal string of the settle asset) into (> 0) or out of
-        ``account``'s margin on perp pair ``symbol`` (an admin key; journaled on the pair's
-        engine shard): ``{"ok": True, ..., collateral, seq}`` or ``{"ok": False, "rejected",
-        "code"}`` (docs/perps.md)."""
+    async def set_margin(self, account: str, symbol: str, amount: Any, *,
+                         ref: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """``amount`` (a signed decimal string) of the settle asset into or out of ``account``'s
+        margin on perp pair ``symbol``, through its account shard if any (docs/perps.md)."""
         await self._ready(markets=True)
         market = self.markets.get(symbol)
         if market is None:
             raise ValueError(f"unknown symbol {symbol!r:.40}")
+        if self.accounts:
+            cmd = tier_margin_command(market, account, amount, ref or self.new_id())
+            reply = await self._request(self._router, account_route(account), cmd, "margin")
+            return tier_margin_result(*reply, symbol)
         cmd = margin_command(market, account, amount)
         reply = await self._request(self._router, symbol.encode(), cmd, f"margin {symbol}")
         return margin_result(*reply, symbol, market)
@@ -526,10 +531,17 @@ class AsyncClient(AsyncIO):
         return raw
 
     async def audit(self) -> list[dict[str, Any]]:
-        """Every account shard's books (integer units) for ``audit_report``; a shard that
-        cannot answer is an ``{"shard": j, "error": ...}`` entry."""
+        """Account shards' books and engine shards' perp pair totals for ``audit_report``."""
         await self._need_accounts()
-        return await self._each_account_shard(OP_AUDIT)
+        out = await self._each_account_shard(OP_AUDIT)
+        margined = any(a.get("margin_pairs") for a in out)  # (else an engine's error is moot)
+        for i in range(self.shards or 0):
+            try:
+                raw = {**await self._read(f"#{i}".encode(), (OP_POSITIONS,), i), "engine": i}
+            except ShardexError as exc:
+                raw = {"engine": i, "error": str(exc), "code": exc.code}
+            out += [raw] if raw.get("pairs") or ("error" in raw and margined) else []
+        return out
 
     async def open_orders(self, account: str | None = None) -> list[dict[str, Any]]:
         """``account``'s open orders and what each holds: ``{symbol, id, side, price, open,
