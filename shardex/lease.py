@@ -156,6 +156,10 @@ class Lease:
         self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
         self.stats = RenewStats()  # how late the renewals ran (``renew``'s ``planned``)
         self._stop_renewer: threading.Event | None = None
+        # what the renewer thread asks for the loop's last tick (``start_renewer``): rebound
+        # when the leader's loop takes over from the promotion that started the thread
+        self._beat: Callable[[], float] = self.clock.monotonic
+        self._first = False  # the next renew is the first since an acquire (logged)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -186,6 +190,7 @@ class Lease:
         if epoch:
             self.epoch = epoch
             self.value = token
+            self._first = True
             self._granted(t0)
         return epoch, why
 
@@ -230,6 +235,11 @@ class Lease:
         """Record one renew's lateness and, once it succeeded, the gap it closed."""
         gap = self.stats.renewed(planned, sent, self.clock.monotonic(), ok)
         RENEW_LATENESS.labels(self.name).observe(max(0.0, sent - planned))
+        if self._first:  # (a new leader's first renew: late when the promotion starved it)
+            self._first = False
+            late_ms = max(0.0, sent - planned) * 1000
+            log.info("lease %s epoch %d: first renew after taking it %.1f ms late",
+                     self.label, self.epoch, late_ms)  # fmt: skip
         if gap is not None and gap >= self.stats.max_gap:
             RENEW_GAP_MAX.labels(self.name).set(gap)
 
