@@ -252,7 +252,16 @@ class Lease:
         ``stall_s`` without one the thread stops renewing, so a wedged leader still hands
         over. The safety argument is unchanged (the deadline is computed the same way and the
         loop checks it before every release); Redis saying the lease is someone else's is
-        kept in ``lost`` and raised in the loop by ``check``."""
+        kept in ``lost`` and raised in the loop by ``check``.
+
+        A promoted standby starts it the moment it takes the lease (``loop_beat``: the take,
+        so a promotion wedged for ``stall_s`` still hands over), before its promotion work
+        (journal, sockets, HELLO), which once delayed a new leader's first renew by 0.5–1.4 s;
+        the leader's loop then calls this again with its own beat, which only rebinds it
+        (one thread per lease, its cadence unbroken)."""
+        self._beat = loop_beat
+        if self._stop_renewer is not None and not self._stop_renewer.is_set():
+            return  # (already renewing since the take: the loop's beat from now on)
         stop = self._stop_renewer = threading.Event()
         mono = self.clock.monotonic
 
@@ -261,8 +270,8 @@ class Lease:
             planned = self.last_renew + self.renew_s
             while not stop.wait(max(0.0, planned - mono())):
                 if self.value is None:
-                    return
-                if mono() - loop_beat() > stall_s:
+                    break
+                if mono() - self._beat() > stall_s:
                     if not stalled:
                         log.error("ALERT %s: the loop has not ticked for %.1f s: no "
                                   "more lease renewals (a standby takes over)", self.label,
@@ -277,8 +286,9 @@ class Lease:
                 except LeaseLost as exc:
                     self.lost = exc
                     log.warning("lease %s renewals: %s", self.label, self.stats.summary())
-                    return
+                    break
                 planned = self.last_renew + self.renew_s
+            stop.set()  # (ended: a later ``start_renewer`` starts a thread again)
 
         threading.Thread(target=run, name=f"lease-{self.name}", daemon=True).start()
 
