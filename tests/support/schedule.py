@@ -28,8 +28,9 @@ MEASURED_S: dict[str, float] = {
     # a promoted standby renews from the take (2026-12-07 23:10): 0.8 s of pytest (threads
     # renewing every 56 ms, a simulated store)
     "test_lease_promotion.py": 0.8,
-    # a request of orders held with the machine's rings filled once (2026-12-07 23:20): 0.2 s
-    "test_account_order_batch.py": 0.3,
+    # a request of orders (and a link read of settlements) with the machine's rings filled
+    # once (2026-12-07 23:30): 2.1 s with an in-process cluster
+    "test_account_order_batch.py": 2.2,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,

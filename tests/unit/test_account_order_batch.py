@@ -18,10 +18,13 @@ import pytest
 from shardex.accounts.machines import AccountMachineFactory
 from shardex.config import load_markets
 from shardex.engine.codes import OP_NEW
+from shardex.inproc import InProcCluster
 from shardex.journal import Journal
 from shardex.node.account_service import AccountHandler
 from shardex.node.order_service import order
 from shardex.wire.protocol import OP_DEPOSIT, command_from_json, encode_request
+from tests.support.inproc import plan
+from tests.support.inproc import run as run_on
 
 MARKETS = load_markets(None)
 ACCOUNTS = ("alice", "bob", "carol")
@@ -102,3 +105,35 @@ def test_a_frame_held_at_once_is_what_one_by_one_gave(
     assert batched[1] == single[1]  # events (holds, forwards, refusals), in order
     assert batched[2] == single[2]  # the state (balances, orders, rings' forwards)
     assert batched[3] == single[3]  # the journal on disk
+
+
+def test_the_rings_of_a_live_account_shard_are_its_journals_replayed_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A cluster in one process (journal on): frames of crossing orders (held a request at a
+    time) and the engine shard's settlements (applied a link read at a time, the rings filled
+    after the read); then the account shard's journal replayed one command at a time through
+    the machine gives the same events ring, forward rings and state as the live shard's."""
+
+    async def body(cl: InProcCluster) -> None:
+        async with cl.client(timeout=5) as c:
+            for account, asset in (("alice", "USD"), ("bob", "BTC")):
+                assert (await c.deposit(account, asset, "100000", ref=f"f-{account}")).ok
+            for f in range(8):
+                account, side = ("alice", "buy") if f % 2 else ("bob", "sell")
+                frame = [c.order("BTC-USD", side, "0.01", str(100 + k % 3), account=account)
+                         for k in range(20)]  # fmt: skip
+                assert all(r.ok for r in await c.submit_many(frame))
+            node = cl.accounts[0]
+            await cl.until(lambda: node.counts["settlements"] >= 40, what="settlements")
+        node.journal.commit()
+        live = node.machine
+        again = node.journal.recover().engine
+        assert live.core.seq == again.core.seq > 200
+        assert list(live.events.tail(10_000)) == list(again.events.tail(10_000))
+        assert {e: list(r) for e, r in live.rings.items()} == {
+            e: list(r) for e, r in again.rings.items()
+        }
+        assert live.snapshot() == again.snapshot()
+
+    run_on(plan(1, 1, data_dir=str(tmp_path)), body)
