@@ -31,11 +31,13 @@ from shardex.wire.layouts import (
 )
 from shardex.wire.protocol import edge_command, options_refusal, quote
 
+_EXTRAS = (NEW_BUDGET + 1, NEW_OPTS + 1)  # the widths of a new order with a budget, options
+
 
 def order(h: Any, cmd: tuple, out: list[tuple]) -> list[tuple]:
     """A new (+ a budget, + options) or amend → hold and forward: ``[]``, or one refusal."""
     budget = opts = None
-    if cmd[CMD_OP] == OP_NEW and len(cmd) in (NEW_BUDGET + 1, NEW_OPTS + 1):
+    if cmd[CMD_OP] == OP_NEW and len(cmd) in _EXTRAS:
         raw, opts = cmd[NEW_BUDGET], cmd[NEW_OPTS] if len(cmd) > NEW_OPTS else None
         cmd = cmd[:NEW_WIDTH]  # (a trigger)
         if opts is not None and (why := options_refusal(opts)):
@@ -52,16 +54,15 @@ def order(h: Any, cmd: tuple, out: list[tuple]) -> list[tuple]:
     if cmd[CMD_OP] == OP_REJECT:
         code = cmd[REJECT_CODE] if len(cmd) > REJECT_CODE else REJ_MALFORMED
         return [h._rej(cmd, cmd[REJECT_REASON], code)]
-    op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
-    if h.key is not None and not h.key.may_act_for(account):
+    if h.key is not None and not h.key.may_act_for(account := cmd[CMD_ACCOUNT]):
         return [h._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
     fields = cmd[CMD_SYMBOL:]
-    acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
+    acmd = (A_NEW, *fields, budget) if cmd[CMD_OP] == OP_NEW else (A_AMEND, *fields)
     acmd = acmd if opts is None else (*acmd, opts)
     start = h.journal_apply(acmd, out)
     for ev in out[start:]:
         if ev[AE_KIND] == AE_REJECTED:
             h.rejected += 1
             _, seq, _, _, reason, code = ev
-            return [(EV_REJECTED, seq, symbol, oid, reason, code)]
+            return [(EV_REJECTED, seq, fields[0], fields[1], reason, code)]
     return []
