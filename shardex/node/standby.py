@@ -457,7 +457,8 @@ class Standby:
             if epoch:  # (``_look`` records it)
                 self.took_at = t0
                 if self.lease.thread:  # renew from now on, not after the promotion's work
-                    self.lease.start_renewer(lambda: t0)
+                    taken = self.lease.last_renew  # (the take, on the lease's clock)
+                    self.lease.start_renewer(lambda: taken)
                 log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
                             self.lease.label, epoch, self.engine.seq)  # fmt: skip
                 return None

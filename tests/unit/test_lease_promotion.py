@@ -102,3 +102,15 @@ def test_a_renewer_that_ended_is_started_again(taken: Lease) -> None:
     before = taken.stats.renews
     assert _until(lambda: taken.stats.renews > before)
     assert len(_renewers(taken.name)) == 1
+
+
+def test_a_promotion_wedged_past_the_stall_bound_stops_renewing(
+    taken: Lease, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until the leader's loop rebinds it, the renewer's beat is the take: a promotion that
+    never reaches its loop (3 s on the lease's clock) stops the renewals, so the other
+    replica takes over, as a wedged loop does."""
+    assert _until(lambda: taken.stats.renews >= 1)
+    with caplog.at_level(logging.ERROR, logger="shardex.lease"):
+        taken.clock.advance(3.5)  # type: ignore[attr-defined]
+        assert _until(lambda: "has not ticked" in caplog.text), "a wedged promotion renews"
