@@ -264,6 +264,20 @@ def failover_lines(log_path: str, tier: str = "engine") -> dict[int, tuple[str, 
     return out
 
 
+FIRST_RENEW_LINE = re.compile(
+    rb"lease (shard \d+|accounts-\d+) epoch (\d+): first renew after taking it ([\d.]+) ms late"
+)
+
+
+def first_renew_late(log_path: str, tier: str = "engine") -> dict[int, float]:
+    """How late each new leader's first lease renew ran (ms, by epoch), from its log line:
+    a renewer that starts only after the promotion's set-up runs late by that set-up."""
+    label = b"accounts-0" if tier == "accounts" else b"shard 0"
+    return {int(m.group(2)): float(m.group(3))
+            for m in FIRST_RENEW_LINE.finditer(Path(log_path).read_bytes())
+            if m.group(1) == label}  # fmt: skip
+
+
 def _order_id(cmd: Any) -> str | None:
     """The id of a new order in an engine shard's journal: a client's ``OP_NEW``, or one
     forwarded by an account shard (``OP_FORWARD`` wrapping it)."""
@@ -478,6 +492,7 @@ def main() -> None:
     # per round: (ttl left at the kill, expiry → lease taken, taken → HELLO, HELLO → first ack)
     phases: list[tuple[float, float, float, float]] = []
     extra_epochs = 0
+    firsts: list[float] = []  # each new leader's first renew: how late it ran (ms)
     acked_all: set[str] = set()
     try:
         endpoint = layout.frontend
@@ -511,13 +526,16 @@ def main() -> None:
                 extra_epochs += 1
             log.flush()
             fo = failover_lines(log_path, tier).get(leader["epoch"] + 1)
-            phase = ""
+            first = first_renew_late(log_path, tier).get(leader["epoch"] + 1)
+            if first is not None:
+                firsts.append(first)
+            phase = "" if first is None else f" [first renew {first:.0f} ms late]"
             if fo is not None and after:
                 _, took, hello = fo
                 expiry = t_kill + pttl
                 p = (pttl, took - expiry, hello - took, min(after)[0] - hello)
                 phases.append(p)
-                phase = " [ttl left {:.0f}, expiry→taken {:.0f}, taken→hello {:.0f}, " \
+                phase += " [ttl left {:.0f}, expiry→taken {:.0f}, taken→hello {:.0f}, " \
                         "hello→ack {:.0f} ms]".format(*(x * 1000 for x in p))  # fmt: skip
                 late = Counter(e for t, e in load.failed if hello <= t <= min(after)[0])
                 if late:  # (why the first requests the new leader could take still failed)
@@ -555,6 +573,8 @@ def main() -> None:
             "extra_epochs": extra_epochs, "stream_entries": entries, "stream_gaps": gaps,
             "stream_duplicates": sdups, "last_seq": leader["seq"], "tier": tier,
             "balances_stream_duplicates": balance_dups, "journal_from_seq": pruned,
+            "first_renew_late_ms": {"p50": round(pct(firsts, 50), 1) if firsts else None,
+                                    "max": max(firsts) if firsts else None, "n": len(firsts)},
         }  # fmt: skip
         if args.json:
             print(json.dumps(result))
@@ -565,7 +585,8 @@ def main() -> None:
                 f"at {args.rate:.0f} orders/s: p50 {result['failover_p50_ms']} ms, p99 "
                 f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms"
             )
-            print(f"phases, p50 ms: {result['phases_p50_ms']}")
+            print(f"phases, p50 ms: {result['phases_p50_ms']}; new leaders' first lease "
+                  f"renew late, ms: {result['first_renew_late_ms']}")
             print(f"acked {len(acked_all)}, lost {lost}, duplicated {dup}; stream of "
                   f"{entries} entries to seq {leader['seq']}: {gaps} gaps, {sdups} duplicates; "
                   f"failovers that took more than one epoch: {extra_epochs}"

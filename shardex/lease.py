@@ -156,6 +156,10 @@ class Lease:
         self.lost: LeaseLost | None = None  # set by the renewer thread, raised by ``check``
         self.stats = RenewStats()  # how late the renewals ran (``renew``'s ``planned``)
         self._stop_renewer: threading.Event | None = None
+        # what the renewer thread asks for the loop's last tick (``start_renewer``): rebound
+        # when the leader's loop takes over from the promotion that started the thread
+        self._beat: Callable[[], float] = self.clock.monotonic
+        self._first = False  # the next renew is the first since an acquire (logged)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -186,6 +190,7 @@ class Lease:
         if epoch:
             self.epoch = epoch
             self.value = token
+            self._first = True
             self._granted(t0)
         return epoch, why
 
@@ -230,6 +235,11 @@ class Lease:
         """Record one renew's lateness and, once it succeeded, the gap it closed."""
         gap = self.stats.renewed(planned, sent, self.clock.monotonic(), ok)
         RENEW_LATENESS.labels(self.name).observe(max(0.0, sent - planned))
+        if self._first:  # (a new leader's first renew: late when the promotion starved it)
+            self._first = False
+            late_ms = max(0.0, sent - planned) * 1000
+            log.info("lease %s epoch %d: first renew after taking it %.1f ms late",
+                     self.label, self.epoch, late_ms)  # fmt: skip
         if gap is not None and gap >= self.stats.max_gap:
             RENEW_GAP_MAX.labels(self.name).set(gap)
 
@@ -242,7 +252,16 @@ class Lease:
         ``stall_s`` without one the thread stops renewing, so a wedged leader still hands
         over. The safety argument is unchanged (the deadline is computed the same way and the
         loop checks it before every release); Redis saying the lease is someone else's is
-        kept in ``lost`` and raised in the loop by ``check``."""
+        kept in ``lost`` and raised in the loop by ``check``.
+
+        A promoted standby starts it the moment it takes the lease (``loop_beat``: the take,
+        so a promotion wedged for ``stall_s`` still hands over), before its promotion work
+        (journal, sockets, HELLO), which once delayed a new leader's first renew by 0.5–1.4 s;
+        the leader's loop then calls this again with its own beat, which only rebinds it
+        (one thread per lease, its cadence unbroken)."""
+        self._beat = loop_beat
+        if self._stop_renewer is not None and not self._stop_renewer.is_set():
+            return  # (already renewing since the take: the loop's beat from now on)
         stop = self._stop_renewer = threading.Event()
         mono = self.clock.monotonic
 
@@ -251,8 +270,8 @@ class Lease:
             planned = self.last_renew + self.renew_s
             while not stop.wait(max(0.0, planned - mono())):
                 if self.value is None:
-                    return
-                if mono() - loop_beat() > stall_s:
+                    break
+                if mono() - self._beat() > stall_s:
                     if not stalled:
                         log.error("ALERT %s: the loop has not ticked for %.1f s: no "
                                   "more lease renewals (a standby takes over)", self.label,
@@ -267,8 +286,9 @@ class Lease:
                 except LeaseLost as exc:
                     self.lost = exc
                     log.warning("lease %s renewals: %s", self.label, self.stats.summary())
-                    return
+                    break
                 planned = self.last_renew + self.renew_s
+            stop.set()  # (ended: a later ``start_renewer`` starts a thread again)
 
         threading.Thread(target=run, name=f"lease-{self.name}", daemon=True).start()
 

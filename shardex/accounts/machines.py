@@ -445,6 +445,12 @@ class AccountMachine:
                 return
         start = len(out)
         self.core.apply(cmd, out)
+        self.absorb(out, start)
+
+    def absorb(self, out: list[tuple], start: int) -> None:
+        """Take the events the core appended to ``out`` from ``start`` into the event ring
+        and each forward into its engine shard's ring: after each command (``apply``), or
+        once after a batch of orders the core applied in one call (``apply_batch``)."""
         new = out[start:]
         self.events.extend(new)
         for ev in new:

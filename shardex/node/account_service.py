@@ -14,9 +14,7 @@ from typing import Any
 from shardex.accounts import implementation
 from shardex.accounts.assets import MAX_UNITS
 from shardex.accounts.codes import (
-    A_AMEND,
     A_DEPOSIT,
-    A_NEW,
     A_WITHDRAW,
     AE_BALANCE,
     AE_REJECTED,
@@ -37,7 +35,6 @@ from shardex.engine.codes import (
     EV_REJECTED,
     OP_AMEND,
     OP_NEW,
-    OP_REJECT,
     REJ_MALFORMED,
     REJ_NOT_ALLOWED,
     REJ_OFF_GRID,
@@ -49,6 +46,7 @@ from shardex.node.account_routing import place_write
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.fee_service import fee_read
 from shardex.node.nulljournal import NullJournal
+from shardex.node.order_service import order
 from shardex.node.restrict_service import ACCOUNT_ADMIN
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.timemarks import stamp
@@ -61,17 +59,11 @@ from shardex.wire.layouts import (
     AUDIT_OFFSET,
     BALANCE_AVAILABLE,
     BALANCE_HELD,
-    CMD_ACCOUNT,
     CMD_ID,
     CMD_OP,
     CMD_SYMBOL,
-    NEW_BUDGET,
-    NEW_OPTS,
-    NEW_WIDTH,
     ORDER_SYMBOL,
     READ_ACCOUNT,
-    REJECT_CODE,
-    REJECT_REASON,
     XFER_ACCOUNT,
 )
 from shardex.wire.protocol import (
@@ -87,13 +79,11 @@ from shardex.wire.protocol import (
     OP_STATUS,
     OP_WITHDRAW,
     decode_request,
-    edge_command,
     encode_reply,
     halted_error,
     internal_error,
     internal_op_refusal,
     journal_error,
-    options_refusal,
     quote,
     too_many_reads_error,
 )
@@ -151,18 +141,25 @@ class AccountHandler:
         self.wall: Callable[[], int] | None = None
         self.stamp_due = False
         self.place_due: Any = None  # a map to journal before the next write (``routing.due``)
+        # what applies a journaled command: the machine, or the core itself while a request
+        # of orders only is held (``_orders``: the machine takes their events once, after it)
+        self.applier: Any = machine
 
     def journal_apply(self, cmd: tuple, out: list[tuple]) -> int:
         """Journal and apply one core command; returns where its events start in ``out``."""
         if self.stamp_due:
             self.stamp_due = False
             stamp(self.machine, self.journal, self.wall)  # type: ignore[arg-type]
-        if self.place_due is not None:
+        if self.place_due is not None:  # (journaled first; applied by the machine: no event)
             due, self.place_due = self.place_due, None
-            self.journal_apply(place_command(due), out)
+            place = place_command(due)
+            self.journal.add(self.machine.seq, place)
+            self.machine.apply(place, out)
+            self.commands += 1
         start = len(out)
-        self.journal.add(self.machine.seq, cmd)
-        self.machine.apply(cmd, out)
+        applier = self.applier
+        self.journal.add(applier.seq, cmd)
+        applier.apply(cmd, out)
         self.commands += 1
         return start
 
@@ -204,12 +201,14 @@ class AccountHandler:
         self.key = key
         reads = (OP_STATUS, OP_BALANCE, OP_AUDIT, OP_ORDER, OP_FEES)
         ops = [c[CMD_OP] if type(c) is tuple and c else None for c in cmds]  # (``_op``, inline)
-        n_reads = n_audits = 0
+        n_reads = n_audits = n_other = 0
         for op, c in zip(ops, cmds, strict=True):
             if op in reads:
                 n_reads += 1
                 # (an order listing scans every order of the shard, as an audit does)
                 n_audits += op == OP_AUDIT or (op == OP_ORDER and len(c) == 2)
+            elif op != OP_NEW and op != OP_AMEND:
+                n_other += 1
         if n_reads > MAX_READS or n_audits > 1:
             # refused before any work: 200,000 audits in a 400 KB frame made a 36 MB reply
             # and a 5.5 s stall of the shard (an audit walks every account and order)
@@ -222,11 +221,12 @@ class AccountHandler:
             # nothing of the request is journaled or held: the client knows it did not run
             self.shed += len(cmds)
             return _OVERLOADED
+        if not n_reads and not n_other:
+            return encode_reply(self._orders(cmds, out))
         results = []
-        order = self.order
         for op, cmd in zip(ops, cmds, strict=True):
             if op in (OP_NEW, OP_AMEND):  # (first: most of a busy shard's commands)
-                results.append(order(cmd, out))
+                results.append(order(self, cmd, out))
             elif op == OP_STATUS:
                 results.append(self.status())
             elif op == OP_BALANCE:
@@ -250,6 +250,19 @@ class AccountHandler:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def _orders(self, cmds: list[Any], out: list[tuple]) -> list[list[tuple]]:
+        """A request of new orders and amends only: each held as ``order`` holds it, applied
+        by the core itself; the machine takes their events into its event and forward rings
+        once, after the last (``AccountMachine.absorb``), not once per order. Same journal,
+        events and replies as one command at a time, at ~3 fewer calls per order."""
+        first = len(out)
+        self.applier = self.core
+        try:
+            return [order(self, cmd, out) for cmd in cmds]
+        finally:  # (even after a bug's exception: what the core emitted is in the rings)
+            self.applier = self.machine
+            self.machine.absorb(out, first)
+
     def _rej(self, cmd: Any, reason: str, code: int) -> tuple:
         self.rejected += 1
         sym = _at(cmd, CMD_SYMBOL)
@@ -262,39 +275,6 @@ class AccountHandler:
             reason,
             code,
         )
-
-    def order(self, cmd: tuple, out: list[tuple]) -> list[tuple]:
-        """A new (+ a budget, + options) or amend → hold and forward: ``[]``, or one refusal."""
-        budget = opts = None
-        if cmd[CMD_OP] == OP_NEW and len(cmd) in (NEW_BUDGET + 1, NEW_OPTS + 1):
-            raw, opts, cmd = cmd[NEW_BUDGET], _at(cmd, NEW_OPTS), cmd[:NEW_WIDTH]  # (a trigger)
-            if opts is not None and (why := options_refusal(opts)):
-                return [self._rej(cmd, why, REJ_MALFORMED)]
-            pair = self.table.pairs.get(cmd[CMD_SYMBOL]) if type(cmd[CMD_SYMBOL]) is str else None
-            if raw is not None:
-                amount = _decimal(raw)
-                budget = self.table.to_units(pair.quote, amount) if pair and amount else None
-                if budget is None:
-                    return [self._rej(cmd, f"budget {quote(raw)} is not an amount", REJ_OFF_GRID)]
-                if budget > MAX_UNITS:  # (it would not even fit the journal's 64-bit ints)
-                    return [self._rej(cmd, f"budget {raw:.40} is out of range", REJ_OUT_OF_RANGE)]
-        cmd = edge_command(cmd)
-        if cmd[CMD_OP] == OP_REJECT:
-            code = cmd[REJECT_CODE] if len(cmd) > REJECT_CODE else REJ_MALFORMED
-            return [self._rej(cmd, cmd[REJECT_REASON], code)]
-        op, symbol, oid, account = cmd[: CMD_ACCOUNT + 1]
-        if self.key is not None and not self.key.may_act_for(account):
-            return [self._rej(cmd, f"account {account} not allowed for this key", REJ_NOT_ALLOWED)]
-        fields = cmd[CMD_SYMBOL:]
-        acmd = (A_NEW, *fields, budget) if op == OP_NEW else (A_AMEND, *fields)
-        acmd = acmd if opts is None else (*acmd, opts)
-        start = self.journal_apply(acmd, out)
-        for ev in out[start:]:
-            if ev[AE_KIND] == AE_REJECTED:
-                self.rejected += 1
-                _, seq, _, _, reason, code = ev
-                return [(EV_REJECTED, seq, symbol, oid, reason, code)]
-        return []
 
     def transfer(self, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
         """Deposit/withdraw (admin keys only): a map, ``{"ok": True, ...balance}`` or

@@ -281,7 +281,17 @@ class AccountNode(ForwardLink, SequencedNode):
         self.flush()  # (the commit is retried first; held replies then leave)
 
     def read_links(self) -> None:
-        self.from_engines()
+        """The engine shards' links. Their settlements are applied by the core itself and
+        the machine takes their events into its rings once, after the read (as a request of
+        orders: ``AccountHandler._orders``), not once per settlement."""
+        handler, out = self.handler, self.out
+        first = len(out)
+        handler.applier = handler.core
+        try:
+            self.from_engines()
+        finally:
+            handler.applier = self.machine
+            self.machine.absorb(out, first)
 
     def after_links(self) -> None:
         self.sync_all(self.mono())  # (after reading the links: a current have)

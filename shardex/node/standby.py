@@ -456,6 +456,9 @@ class Standby:
             epoch, why = self.lease.try_acquire(self.journal.read_epoch(), self.engine.seq)
             if epoch:  # (``_look`` records it)
                 self.took_at = t0
+                if self.lease.thread:  # renew from now on, not after the promotion's work
+                    taken = self.lease.last_renew  # (the take, on the lease's clock)
+                    self.lease.start_renewer(lambda: taken)
                 log.warning("%s took the lease of %s: epoch %d from seq %d", self.node,
                             self.lease.label, epoch, self.engine.seq)  # fmt: skip
                 return None

@@ -25,6 +25,12 @@ MEASURED_S: dict[str, float] = {
     # the lease ttl option and renewal accounting (2026-12-07 21:10, load ~13): 0.3 s of
     # pytest, 3.2 s CPU with start-up (pure parts and click, no process)
     "test_leasetime.py": 0.5,
+    # a promoted standby renews from the take (2026-12-07 23:10): 0.8 s of pytest (threads
+    # renewing every 56 ms, a simulated store)
+    "test_lease_promotion.py": 0.8,
+    # a request of orders (and a link read of settlements) with the machine's rings filled
+    # once (2026-12-07 23:30): 2.1 s with an in-process cluster
+    "test_account_order_batch.py": 2.2,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
