@@ -155,6 +155,9 @@ MEASURED_S: dict[str, float] = {
     # bridge's shard count follower and watches 0.7 s
     "test_reshard_processes.py": 51, "test_reshard_processes_unit.py": 0.3,
     "test_bridge_follow.py": 0.7,
+    # the Prometheus config's rewrite and reload against a stand-in HTTP server (2026-12-07
+    # 23:05, load ~6): 0.6 s; test_reshard_processes.py runs a real Prometheus too (+~2 s)
+    "test_prometheus_reload.py": 0.6,
     # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
     # (one shardex up start, a grow restarting the account shard and router, an audit)
     "test_reshard_accounts.py": 32,
