@@ -70,6 +70,9 @@ MEASURED_S: dict[str, float] = {
     # reshard killed between the map and the supervisor's answer (chaos tier, 2026-12-07
     # 21:00, load ~12): 55 s of pytest, 13 s CPU (one cluster, five reshard runs)
     "test_reshard_scale_kill.py": 55,
+    # the supervisor (shardex up) killed -9 at four steps of a reshard, restarted each time
+    # (chaos tier, 2026-12-07 23:10, load ~11): 42 s of pytest (five shardex up starts)
+    "test_reshard_supervisor_kill.py": 42,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)

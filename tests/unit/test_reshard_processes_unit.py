@@ -120,6 +120,26 @@ def test_the_supervisor_answers_every_request_and_refuses_without_changing_anyth
     assert read_state(tmp_path) == {"id": "a7"}
 
 
+def test_a_request_a_killed_supervisor_left_unanswered_is_not_carried_out_by_the_next(
+    tmp_path,
+) -> None:
+    """``shardex up`` killed -9 after ``reshard`` wrote its request and before it answered: the
+    restarted supervisor (started with its own count) answers it ``stale`` and changes no
+    process; a new request is carried out."""
+    DirStore(tmp_path).compare_and_set(None, initial(2))
+    write(tmp_path / REQUEST_FILE, {"format": 1, "id": "old1", "op": "shards", "shards": 2})
+    children = [Child("router", ["true"])]
+    started: list[int] = []
+    sc = Scaler(Supervisor(children), tmp_path, 1, lambda n: started.append(n) or children,
+                lambda n: None)  # fmt: skip
+    sc.tick()
+    assert started == [] and sc.shards == 1
+    assert {k: read_state(tmp_path)[k] for k in ("id", "state", "code")} == {
+        "id": "old1", "state": "failed", "code": "stale"}  # fmt: skip
+    assert _ask(sc, tmp_path, {"id": "new1", "op": "shards", "shards": 2})["state"] == "done"
+    assert started == [2] and sc.shards == 2
+
+
 def _hello(shard: int, shards: int, placement: PlacementMap, pid: int) -> list[bytes]:
     info = {"shard": shard, "shards": shards, "pid": pid, "placement": placement.to_wire()}
     return [f"shard-{shard}".encode(), b"", b"HELLO", packb((OP_HELLO, info))]
