@@ -73,6 +73,9 @@ MEASURED_S: dict[str, float] = {
     # the supervisor (shardex up) killed -9 at four steps of a reshard, restarted each time
     # (chaos tier, 2026-12-07 23:10, load ~11): 42 s of pytest (five shardex up starts)
     "test_reshard_supervisor_kill.py": 42,
+    # reshard on shardex up --replicas 2, 2 -> 1 -> 2, then a failover of the shard the pairs
+    # moved to (chaos tier, 2026-12-07 23:20, load ~8): 12-26 s of pytest
+    "test_reshard_replicas.py": 20,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)

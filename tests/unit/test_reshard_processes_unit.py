@@ -5,6 +5,7 @@ core taking a map of another count (in-process: no process is started)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -20,6 +21,7 @@ from shardex.node.shard_core import ShardCore
 from shardex.node.supervisor import Child, Supervisor
 from shardex.placement import default_owner, initial
 from shardex.placement.core import PlacementMap
+from shardex.placement.reshard import ReshardError
 from shardex.placement.scale import ScaleError, grown, shrunk
 from shardex.placement.store import DirStore
 from shardex.scalectl import (
@@ -31,6 +33,7 @@ from shardex.scalectl import (
     trusted,
     write,
 )
+from shardex.tools.reshard import reshard
 from shardex.tools.scale import not_supervised, supervisor_of
 from shardex.wire.protocol import OP_HELLO, packb
 
@@ -190,6 +193,12 @@ def test_reshard_finds_the_shardex_up_that_runs_the_router_or_none(tmp_path) -> 
     endpoints.mark_stopped(tmp_path, os.getpid())
     assert supervisor_of(tmp_path, lay.frontend) is None  # stopped
     assert "not started by shardex up" in not_supervised(3, 1)
+    endpoints.write(tmp_path, endpoints.record(lay, replicas=2, pid=os.getpid(), now=0.0))
+    replicated = supervisor_of(tmp_path, lay.frontend)
+    assert replicated is not None and replicated.replicas == 2
+    # it cannot start shard processes live: a grow past them is refused before anything changes
+    with pytest.raises(ReshardError, match="--replicas 2, whose process count changes only"):
+        asyncio.run(reshard(None, 3, sup=replicated))  # type: ignore[arg-type]  # (never used)
 
 
 def test_a_plain_shardex_up_starts_the_count_its_data_dir_last_ran(tmp_path) -> None:
