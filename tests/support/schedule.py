@@ -76,6 +76,8 @@ MEASURED_S: dict[str, float] = {
     # reshard on shardex up --replicas 2, 2 -> 1 -> 2, then a failover of the shard the pairs
     # moved to (chaos tier, 2026-12-07 23:20, load ~8): 12-26 s of pytest
     "test_reshard_replicas.py": 20,
+    # bench/reshard.py --changing at 60 orders, 3 moves (bench tier, 2026-12-07 23:48): 9 s
+    "test_bench_reshard.py": 9,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
