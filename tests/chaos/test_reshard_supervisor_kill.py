@@ -32,7 +32,7 @@ import pytest
 from shardex.datadir import recorded_shards
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, alive, resting_by_shard
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -55,20 +55,10 @@ def _run(cluster: Cluster, n: int) -> subprocess.CompletedProcess:
                           timeout=200, env=_env(cluster))  # fmt: skip
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
-
-
 def _kill_supervisor_at(cluster: Cluster, n: int, marker: str, with_reshard: bool) -> str:
     """Run ``reshard --shards n``; when it prints ``marker`` kill -9 ``shardex up`` (and the
     reshard first when ``with_reshard``); wait until every child of ``up`` is gone. Returns
     the reshard's output (it fails: its supervisor died)."""
-    children = [int(p) for p in re.findall(r"started \S+ \(pid (\d+)\)", cluster.output())]
     proc = subprocess.Popen(_argv(cluster, n), cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=_env(cluster))  # fmt: skip
     seen: list[str] = []
@@ -86,23 +76,36 @@ def _kill_supervisor_at(cluster: Cluster, n: int, marker: str, with_reshard: boo
     assert marker in out, out
     if not with_reshard:  # it notices and says to run it again, promptly
         assert proc.returncode == 1 and "run it again" in out, out
+    # every child it ever started, also those it started during this step (read now: it is
+    # dead, its log complete), and anything else running on the data dir
     deadline = time.monotonic() + 90  # (each shard snapshots on its way out)
-    while any(_alive(p) for p in children):
-        assert time.monotonic() < deadline, [p for p in children if _alive(p)]
+    while left := _on_data_dir(cluster):
+        assert time.monotonic() < deadline, left
         time.sleep(0.2)
     cluster.stop()
     return out
 
 
+def _on_data_dir(cluster: Cluster) -> list[int]:
+    """The processes of the killed ``shardex up`` still running: its children by its log, and
+    any process whose command line names the data dir (a shard still writing its snapshot
+    would share its journal with the next cluster's)."""
+    pids = {int(p) for p in re.findall(r"started \S+ \(pid (\d+)\)", cluster.output())}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cluster.data_dir.encode() in cmdline:
+                pids.add(int(entry.name))
+    return sorted(p for p in pids if p != os.getpid() and alive(p))
+
+
 def _holders(cluster: Cluster) -> dict[str, list[int]]:
     """Each pair's shards holding resting orders (one entry: one owner)."""
-    out: dict[str, list[int]] = {}
     with cluster.client(timeout=10) as c:
-        for st in c.status():
-            for symbol, count in st.get("symbols", {}).items():
-                if count:
-                    out.setdefault(symbol, []).append(st["shard"])
-    return out
+        return {s: sorted(held) for s, held in resting_by_shard(c).items()}
 
 
 def test_kill_9_of_the_supervisor_at_each_reshard_step_then_restart_and_run_again() -> None:

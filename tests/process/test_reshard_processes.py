@@ -29,7 +29,7 @@ from conftest import require
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
 from shardex.redisauth import RedisUsers
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, alive, resting_by_shard
 from tests.support.ports import free_layout
 
 pytestmark = pytest.mark.timeout(240)
@@ -47,13 +47,8 @@ def _reshard(cluster: Cluster, n: int) -> subprocess.CompletedProcess:
 
 def _resting(cluster: Cluster) -> dict[str, list[int]]:
     """Each pair's resting order count per shard that holds any (one entry: one owner)."""
-    out: dict[str, list[int]] = {}
     with cluster.client() as c:
-        for st in c.status():
-            for symbol, count in st.get("symbols", {}).items():
-                if count:
-                    out.setdefault(symbol, []).append(count)
-    return out
+        return {s: list(held.values()) for s, held in resting_by_shard(c).items()}
 
 
 def _redis(cluster: Cluster) -> redis.Redis:
@@ -77,19 +72,10 @@ def _wait(check, what, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
-
-
 def _gone(pids: list[int], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.1)
     return False
