@@ -4,7 +4,9 @@ Starts a real ``shardex up --shards 2 --insecure --no-bridge --accounts 0`` on `
 rests ``--orders`` orders on ``--symbol``, then moves the pair back and forth ``--moves`` times
 while a prober sends the pair a cancel of an order that does not exist, as fast as it is
 answered. The pause of one move: from the first probe answered ``moving`` to the first probe
-answered by the pair's new shard (``not_live``) after it. Also prints the mover's own time
+answered by the pair's new shard (``not_live``) after it. With ``--changing`` the prober
+instead places and cancels an order on the pair, turn about, so the book changes during every
+move. Also prints the mover's own time
 (first look to the map published) and checks every resting order is still there after the last
 move.
 
@@ -42,19 +44,34 @@ SAY = print if os.environ.get("VERBOSE") else (lambda line: None)
 
 
 class Prober:
-    """Cancels of a missing order on the pair, one after another: when each answer changed."""
+    """Cancels of a missing order on the pair, one after another: when each answer changed.
+    ``changing``: instead, an order placed far from the market and cancelled again, turn about,
+    so the book changes all the time (a pre-copy never equals the hand-off's state)."""
 
-    def __init__(self, endpoint: str, symbol: str) -> None:
-        self.endpoint, self.symbol = endpoint, symbol
+    def __init__(self, endpoint: str, symbol: str, changing: bool = False) -> None:
+        self.endpoint, self.symbol, self.changing = endpoint, symbol, changing
         self.answers: list[tuple[float, str]] = []  # (time, code) when the code changed
         self.stop = threading.Event()
+        self.resting: set[str] = set()  # (``changing``) its orders placed and not yet cancelled
 
     def run(self) -> None:
         with Client(self.endpoint, timeout=5.0, retry=False) as c:
             last = None
+            k = 0
             while not self.stop.is_set():
+                k += 1
                 try:
-                    code = c.cancel(self.symbol, "no-such-order", account="probe").code
+                    if self.changing and k % 2:
+                        r = c.place(self.symbol, "sell", "1", "99999", id=f"probe{k // 2}",
+                                    account="probe")  # fmt: skip
+                        if r.ok:
+                            self.resting.add(f"probe{k // 2}")
+                    else:
+                        oid = f"probe{k // 2 - 1}" if self.changing else "no-such-order"
+                        r = c.cancel(self.symbol, oid, account="probe")
+                        if r.ok:
+                            self.resting.discard(oid)
+                    code = r.code
                 except ShardexError as exc:
                     code = f"error:{exc.error.code if exc.error else '?'}"
                 if code != last:
@@ -143,6 +160,8 @@ def main() -> None:
     ap.add_argument("--moves", type=int, default=5, help="moves, alternating between shards")
     ap.add_argument("--symbol", default="BTC-USD")
     ap.add_argument("--base-port", type=int, default=61500)
+    ap.add_argument("--changing", action="store_true", help="the prober places and cancels "
+                    "an order on the pair (the book changes during every move)")  # fmt: skip
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shardex-reshard-"))
     proc = start(a.base_port, tmp / "data", tmp / "up.log")
@@ -150,7 +169,7 @@ def main() -> None:
     try:
         wait_up(endpoint)
         rest(endpoint, a.symbol, a.orders)
-        prober = Prober(endpoint, a.symbol)
+        prober = Prober(endpoint, a.symbol, a.changing)
         thread = threading.Thread(target=prober.run)
         thread.start()
         time.sleep(0.5)
@@ -159,9 +178,12 @@ def main() -> None:
         prober.stop.set()
         thread.join(10)
         with Client(endpoint, timeout=10.0) as c:
+            for oid in prober.resting:  # (a probe whose cancel was answered ``moving``)
+                assert c.cancel(a.symbol, oid, account="probe").ok, oid
             st = {s["shard"]: s["symbols"].get(a.symbol, 0) for s in c.status()}
         pauses = [p * 1000 for p in prober.pauses()]
-        print(f"{a.symbol}: {a.orders} resting orders, {a.moves} moves "
+        print(f"{a.symbol}: {a.orders} resting orders, {a.moves} moves"
+              f"{' (the book changing)' if a.changing else ''} "
               f"({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC)")  # fmt: skip
         print(f"pause ms (first moving -> first answer from the new shard), {len(pauses)} "
               f"seen: p50 {pct(pauses, 0.5):.1f}  p99 {pct(pauses, 0.99):.1f}  "

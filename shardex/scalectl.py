@@ -17,7 +17,8 @@ cluster anyway, so the supervisor needs no key of its own and opens no port. It 
 request file owned by its own user and writable by nobody else (``trusted``), written
 atomically (a reader never sees half a request). An ``id`` it has answered is not acted on
 again, so a request left in place after a supervisor restart is not replayed blindly: the
-answer file names the id it answered.
+answer file names the id it answered; a request a killed supervisor left unanswered is
+answered ``failed`` with code ``stale`` by the next one, never carried out.
 """
 
 from __future__ import annotations

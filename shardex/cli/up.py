@@ -16,6 +16,7 @@ import click
 
 from shardex import endpoints
 from shardex.auth import AuthError, KeyStore
+from shardex.cli import prometheus as prom
 from shardex.cli.banner import print_endpoints
 from shardex.cli.base import (
     INSECURE_WARNING,
@@ -41,28 +42,10 @@ from shardex.coord.etcd import parse_url
 from shardex.datadir import DataDirError, recorded_shards
 from shardex.engine.build import ensure as ensure_build
 from shardex.kinds import OPTIONAL, Plan, cluster_ports
-from shardex.kinds.feed import has_perps
-from shardex.kinds.files import prometheus_config as render_prometheus
 from shardex.layout import Layout, idle_shards_warning
 from shardex.leasetime import DEFAULT_LEASE_MS
 from shardex.node.scaler import Scaler
 from shardex.node.supervisor import Supervisor, children_of, port_free
-
-
-def _prometheus_writer(plan: Plan, path: str | None) -> Callable[[Layout], None] | None:
-    """With ``--prometheus-config``: write the scrape config for the plan's layout now, and
-    return the writer (a reshard that changes the shard count writes it again)."""
-    if not path:
-        return None
-    asked = (("mm",) if plan.mm else ()) + (("feed",) if has_perps(plan) else ())
-
-    def prometheus(lay: Layout) -> None:
-        with open(path, "w") as fh:
-            fh.write(render_prometheus(lay, replicas=plan.replicas, optional=asked))
-
-    prometheus(plan.layout)
-    click.echo(f"wrote {path} (prometheus --config.file={path})")
-    return prometheus
 
 
 @click.command()
@@ -112,7 +95,15 @@ def _prometheus_writer(plan: Plan, path: str | None) -> Callable[[Layout], None]
     "--prometheus-config",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also write a prometheus.yml scraping this cluster's exporters to this path.",
+    help="Also write a prometheus.yml scraping this cluster's exporters to this path "
+    "(rewritten when shardex reshard changes the engine shard processes).",
+)
+@click.option(
+    "--prometheus-reload",
+    default=None,
+    metavar="URL",
+    help="With --prometheus-config: POST URL/-/reload after each rewrite, so this Prometheus "
+    "scrapes the new shards at once (it must run with --web.enable-lifecycle).",
 )
 @click.option(
     "--keys-dir",
@@ -179,6 +170,7 @@ def up(
     no_bridge: bool,
     pub_hwm: int | None,
     prometheus_config: str | None,
+    prometheus_reload: str | None,
     keys_dir: str | None,
     insecure: bool,
     accounts: int = 0,
@@ -212,10 +204,24 @@ def up(
     _check_free(plan, data_dir, ephemeral)
     if not ephemeral:
         check_data_dir(data_dir, layout.shards, table, accounts=accounts)
-    prometheus = _prometheus_writer(plan, prometheus_config)
+    prometheus = _prometheus(plan, prometheus_config, prometheus_reload)
     keys, temp_keys = _up_keys(data_dir, keys_dir, ephemeral, insecure)
     ensure_build(lambda line: click.echo(line, err=True))  # the compiled cores, once
     sys.exit(_run(plan, keys, temp_keys, data_dir, redis_url or layout.redis_url, prometheus))
+
+
+def _prometheus(plan: Plan, path: str | None, reload: str | None) -> prom.PrometheusConfig | None:
+    """``--prometheus-config`` written for the plan's layout now (``shardex.cli.prometheus``)."""
+    try:
+        cfg = prom.for_plan(plan, path, reload, lambda line: click.echo(line, err=True))
+    except prom.ReloadURLError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"--prometheus-config {path}: {exc}") from None
+    if cfg is not None:
+        click.echo(f"wrote {path} (prometheus --config.file={path}"
+                   f"{' --web.enable-lifecycle' if reload else ''})")  # fmt: skip
+    return cfg
 
 
 def _shard_count(value: str, data_dir: str, ephemeral: bool) -> int:
@@ -308,10 +314,10 @@ def _check_free(plan: Plan, data_dir: str, ephemeral: bool) -> None:
 
 
 def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: str,
-         prometheus: Callable[[Layout], None] | None = None) -> int:  # fmt: skip
+         prometheus: prom.PrometheusConfig | None = None) -> int:  # fmt: skip
     """Start the children, say where everything is once they are up, supervise until a
     signal; then forget the endpoints file and a temporary key store. ``prometheus``: writes
-    ``--prometheus-config`` for a layout (again when ``shardex reshard`` changes N)."""
+    ``--prometheus-config`` again (and reloads Prometheus) when ``shardex reshard`` changes N."""
     p = plan
     def children_for(n: int) -> list:
         return children_of(replace(p, layout=replace(p.layout, shards=n), keys_dir=keys))
@@ -321,12 +327,8 @@ def _run(plan: Plan, keys: str | None, temp_keys: bool, data_dir: str, redis: st
 
     def resized(n: int) -> None:
         _record_endpoints(data_dir, replace(p.layout, shards=n), p.replicas, shown, keys)
-        if prometheus is not None:  # (Prometheus reads it again on SIGHUP or /-/reload)
-            try:
-                prometheus(replace(p.layout, shards=n))
-            except OSError as exc:
-                click.echo(f"WARNING: cannot rewrite the Prometheus config for {n} shards: "
-                           f"{exc}", err=True)  # fmt: skip
+        if prometheus is not None:
+            prometheus.rewrite(replace(p.layout, shards=n))
 
     sup.tick = Scaler(sup, data_dir, p.layout.shards, children_for, resized,
                       _scale_refusal(p), _relink(p)).tick  # fmt: skip

@@ -10,7 +10,8 @@ next ``shardex up`` and every restarted child agree), the missing shards start, 
 other child's command line is brought to N (a router or shard restarted later starts with the
 count the cluster runs; the running ones learn it from the map). The answer goes to the state
 file with the request's id; a request it cannot carry out is answered ``failed`` with a stable
-code and changes nothing.
+code and changes nothing, and so is a request found unanswered when the supervisor starts
+(``stale``: written for a supervisor killed before it answered).
 
 Why the supervisor and not ``reshard`` starts the processes: the children must be the
 supervisor's, so that it restarts them when they die and stops them with the cluster.
@@ -73,6 +74,28 @@ class Scaler:
             self._answered.add(str(json.loads(state.read_text()).get("id")))
         except (OSError, ValueError, AttributeError):
             pass
+        self._refuse_stale()
+
+    def _refuse_stale(self) -> None:
+        """Answer ``failed``/``stale`` a request left unanswered by an earlier supervisor (it
+        was killed before it answered): its ``reshard`` waited for that supervisor's pid and
+        has given up, and this one was started with a count of its own, so acting on the
+        request would change the processes with nobody asking. Running ``reshard`` again
+        asks anew."""
+        rid = _loose_id(self._read(self.root / REQUEST_FILE) or b"")
+        if rid and rid not in self._answered:
+            self._answered.add(rid)
+            log.warning("scale request %s was left by a supervisor that stopped before "
+                        "answering it: not acted on (run shardex reshard again)", rid)  # fmt: skip
+            self._answer(rid, "failed", "stale", "the supervisor it was written for stopped "
+                         "before answering it: run shardex reshard again")  # fmt: skip
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
 
     def tick(self) -> None:
         """Look at the request file (at most every ``POLL_S``); act on a new request."""
@@ -89,11 +112,9 @@ class Scaler:
         if seen == self._seen:
             return
         self._seen = seen
-        try:
-            text = path.read_bytes()
-        except OSError:
-            return
-        self._handle(text, trusted(path, st))
+        text = self._read(path)
+        if text is not None:
+            self._handle(text, trusted(path, st))
 
     def _handle(self, text: bytes, is_trusted: bool) -> None:
         """Parse, check and carry out one request; write its answer."""

@@ -55,6 +55,7 @@ class Supervised:
     pid: int
     shards: int  # engine shard processes it runs
     bridge: bool  # whether it runs a bridge
+    replicas: int = 1  # processes per shard (2: it cannot change the shard count live)
 
 
 def supervisor_of(data_dir: str | Path | None, endpoint: str) -> Supervised | None:
@@ -70,8 +71,10 @@ def supervisor_of(data_dir: str | Path | None, endpoint: str) -> Supervised | No
     routers = set(str(rec.get("router", "")).split(","))
     if not set(endpoint.split(",")) & routers or type(rec.get("pid")) is not int:
         return None
+    replicas = rec.get("replicas")
     return Supervised(root, rec["pid"], len(rec.get("shards") or ()),
-                      rec.get("bridge_metrics") is not None)  # fmt: skip
+                      rec.get("bridge_metrics") is not None,
+                      replicas if type(replicas) is int and replicas > 0 else 1)  # fmt: skip
 
 
 def not_supervised(n: int, running: int) -> str:
@@ -80,6 +83,14 @@ def not_supervised(n: int, running: int) -> str:
             "started by shardex up (no running cluster in the data dir's endpoints.json for "
             "this router: give --data-dir): start or stop shard processes yourself (under "
             f"honcho: restart with -c engine={n}), then reshard")  # fmt: skip
+
+
+def fixed_count(n: int, sup: Supervised) -> str:
+    """The refusal when N needs other shard processes and ``sup`` runs replicated shards."""
+    return (f"--shards {n}: shardex up runs {sup.shards} engine shard(s) with --replicas "
+            f"{sup.replicas}, whose process count changes only with a restart: stop it, start "
+            f"shardex up --shards {n} --replicas {sup.replicas} (every book stays where it "
+            "is), then reshard")  # fmt: skip
 
 
 async def grow(

@@ -18,7 +18,7 @@ import pytest
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, resting_by_shard
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -56,13 +56,8 @@ def _killed_after(cluster: Cluster, n: int, marker: str) -> str:
 
 
 def _resting(cluster: Cluster) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
     with cluster.client() as c:
-        for st in c.status():
-            for symbol, count in st.get("symbols", {}).items():
-                if count:
-                    out.setdefault(symbol, []).append(count)
-    return out
+        return {s: list(held.values()) for s, held in resting_by_shard(c).items()}
 
 
 def test_reshard_killed_between_the_map_and_the_supervisors_answer_is_run_again() -> None:

@@ -3,27 +3,34 @@ up`` runs (real processes): 1 -> 3 starts two shard processes and spreads the pa
 them back and stops the two; every resting order stays on exactly one shard throughout, and a
 restart of ``shardex up`` comes back with 1. The bridge (embedded Redis) follows the new shards
 live, without a restart: their adoptions reach their event streams, and shard 0's stream stays
-contiguous."""
+contiguous. A real Prometheus (``--prometheus-reload``) scrapes the new shards after the grow and
+lets them go after the shrink."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+from conftest import require
 
 from shardex.engine import DEFAULT_MARKETS
 from shardex.placement import default_owner
 from shardex.redisauth import RedisUsers
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, alive, resting_by_shard
+from tests.support.ports import free_layout
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,13 +47,8 @@ def _reshard(cluster: Cluster, n: int) -> subprocess.CompletedProcess:
 
 def _resting(cluster: Cluster) -> dict[str, list[int]]:
     """Each pair's resting order count per shard that holds any (one entry: one owner)."""
-    out: dict[str, list[int]] = {}
     with cluster.client() as c:
-        for st in c.status():
-            for symbol, count in st.get("symbols", {}).items():
-                if count:
-                    out.setdefault(symbol, []).append(count)
-    return out
+        return {s: list(held.values()) for s, held in resting_by_shard(c).items()}
 
 
 def _redis(cluster: Cluster) -> redis.Redis:
@@ -70,19 +72,10 @@ def _wait(check, what, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
-
-
 def _gone(pids: list[int], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.1)
     return False
@@ -92,8 +85,11 @@ def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> Non
     data = tempfile.mkdtemp(prefix="shardex-scale-")
     try:
         prom = Path(data) / "prometheus.yml"
-        before = _grow_and_shrink(Cluster(1, "--prometheus-config", str(prom), data_dir=data,
-                                          redis="embedded"), prom)  # fmt: skip
+        url = f"http://127.0.0.1:{free_layout(1).base_port}"
+        cluster = Cluster(1, "--prometheus-config", str(prom), "--prometheus-reload", url,
+                          data_dir=data, redis="embedded")  # fmt: skip
+        with _prometheus(prom, url, Path(data) / "tsdb") as scraped:
+            before = _grow_and_shrink(cluster, prom, scraped)
         restarted = Cluster(1, data_dir=data)  # the data dir's count and map agree: it starts
         try:
             assert "refusing" not in restarted.output()
@@ -105,13 +101,48 @@ def test_reshard_starts_and_stops_shard_processes_and_keeps_every_order() -> Non
         shutil.rmtree(data, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _prometheus(cfg: Path, url: str, tsdb: Path):
+    """A real Prometheus reading ``cfg`` (lifecycle API on) at ``url``, ready; yields a function
+    giving the engine shard ports among its active targets."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is not installed: .ci/run must install it")
+        require(False, "prometheus not installed (apt-get install prometheus)")
+    proc = subprocess.Popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={tsdb}",
+                             f"--web.listen-address={url.split('//')[1]}",
+                             "--web.enable-lifecycle"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+    def engine_ports() -> set[int]:
+        body = json.loads(urllib.request.urlopen(url + "/api/v1/targets", timeout=10).read())
+        return {int(t["scrapeUrl"].split(":")[2].split("/")[0])
+                for t in body["data"]["activeTargets"]
+                if t["labels"].get("job") == "shardex-engine"}  # fmt: skip
+
+    def ready() -> bool:
+        try:
+            return bool(engine_ports())
+        except OSError:
+            return False
+
+    try:
+        _wait(ready, "prometheus to serve its targets")
+        yield engine_ports
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def _engine_targets(prom: Path) -> int:
     """How many engine shard exporters the Prometheus config ``shardex up`` wrote scrapes."""
     job = prom.read_text().split("job_name: shardex-engine", 1)[1].split("job_name:", 1)[0]
     return len(re.findall(r"'[^']+:\d+'", job))
 
 
-def _grow_and_shrink(cluster: Cluster, prom: Path) -> dict[str, list[int]]:
+def _grow_and_shrink(cluster: Cluster, prom: Path,
+                     scraped: Callable[[], set[int]]) -> dict[str, list[int]]:  # fmt: skip
     """1 -> 3 -> 1 shard processes with resting orders; the orders before (then stopped)."""
     data = cluster.data_dir
     try:
@@ -140,6 +171,8 @@ def _grow_and_shrink(cluster: Cluster, prom: Path) -> dict[str, list[int]]:
         rec = json.loads((Path(data) / "endpoints.json").read_text())
         assert len(rec["shards"]) == 3
         assert _engine_targets(prom) == 3  # (rewritten for the new shards)
+        three = {cluster.layout.shard_metrics_port(i) for i in range(3)}
+        _wait(lambda: scraped() == three, lambda: f"prometheus's targets {scraped()}: {three}")
         assert cluster.child_pid("bridge") == bridge  # followed live, not restarted
         for i in (1, 2):  # the new shards' adoptions reach their streams
             moved_in = {s for s in DEFAULT_MARKETS if default_owner(s, 3) == i}
@@ -153,6 +186,8 @@ def _grow_and_shrink(cluster: Cluster, prom: Path) -> dict[str, list[int]]:
         assert shrink.returncode == 0, shrink.stdout + shrink.stderr
         assert _gone(extra), "the emptied shard processes were not stopped"
         assert _engine_targets(prom) == 1
+        one = {cluster.layout.shard_metrics_port(0)}
+        _wait(lambda: scraped() == one, lambda: f"prometheus's targets {scraped()}: {one}")
         with cluster.client() as c:
             topo = c.topology()
             assert topo["shards"] == 1 and topo["placement"]["shards"] == 1

@@ -43,6 +43,27 @@ def _accounts_linked(c: Client, info: dict) -> bool:
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def resting_by_shard(client: Client) -> dict[str, dict[int, int]]:
+    """Each pair's resting order count on each engine shard holding any (one key: one owner),
+    from every shard's status."""
+    out: dict[str, dict[int, int]] = {}
+    for st in client.status():
+        for symbol, count in st.get("symbols", {}).items():
+            if count:
+                out.setdefault(symbol, {})[st["shard"]] = count
+    return out
+
+
 class ClusterExited(RuntimeError):
     """``shardex up`` ended while the test waited for it (the message: its output's tail)."""
 

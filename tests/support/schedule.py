@@ -76,6 +76,14 @@ MEASURED_S: dict[str, float] = {
     # reshard killed between the map and the supervisor's answer (chaos tier, 2026-12-07
     # 21:00, load ~12): 55 s of pytest, 13 s CPU (one cluster, five reshard runs)
     "test_reshard_scale_kill.py": 55,
+    # the supervisor (shardex up) killed -9 at four steps of a reshard, restarted each time
+    # (chaos tier, 2026-12-07 23:10, load ~11): 42 s of pytest (five shardex up starts)
+    "test_reshard_supervisor_kill.py": 42,
+    # reshard on shardex up --replicas 2, 2 -> 1 -> 2, then a failover of the shard the pairs
+    # moved to (chaos tier, 2026-12-07 23:20, load ~8): 12-26 s of pytest
+    "test_reshard_replicas.py": 20,
+    # bench/reshard.py --changing at 60 orders, 3 moves (bench tier, 2026-12-07 23:48): 9 s
+    "test_bench_reshard.py": 9,
     # (the files added 2026-12-07 afternoon: their quiet-box seconds x2, the scale of the rest)
     # markets at runtime, alone on the shared box: wall (CPU with interpreter start-up)
     # 15 s (5.9, its `shardex up` included), 4.1 s (3.5), 1.4 s (2.2)
@@ -171,6 +179,9 @@ MEASURED_S: dict[str, float] = {
     # bridge's shard count follower and watches 0.7 s
     "test_reshard_processes.py": 51, "test_reshard_processes_unit.py": 0.3,
     "test_bridge_follow.py": 0.7,
+    # the Prometheus config's rewrite and reload against a stand-in HTTP server (2026-12-07
+    # 23:05, load ~6): 0.6 s; test_reshard_processes.py runs a real Prometheus too (+~2 s)
+    "test_prometheus_reload.py": 0.6,
     # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
     # (one shardex up start, a grow restarting the account shard and router, an audit)
     "test_reshard_accounts.py": 32,

@@ -5,6 +5,7 @@ core taking a map of another count (in-process: no process is started)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -20,6 +21,7 @@ from shardex.node.shard_core import ShardCore
 from shardex.node.supervisor import Child, Supervisor
 from shardex.placement import default_owner, initial
 from shardex.placement.core import PlacementMap
+from shardex.placement.reshard import ReshardError
 from shardex.placement.scale import ScaleError, grown, shrunk
 from shardex.placement.store import DirStore
 from shardex.scalectl import (
@@ -31,6 +33,7 @@ from shardex.scalectl import (
     trusted,
     write,
 )
+from shardex.tools.reshard import reshard
 from shardex.tools.scale import not_supervised, supervisor_of
 from shardex.wire.protocol import OP_HELLO, packb
 
@@ -120,6 +123,26 @@ def test_the_supervisor_answers_every_request_and_refuses_without_changing_anyth
     assert read_state(tmp_path) == {"id": "a7"}
 
 
+def test_a_request_a_killed_supervisor_left_unanswered_is_not_carried_out_by_the_next(
+    tmp_path,
+) -> None:
+    """``shardex up`` killed -9 after ``reshard`` wrote its request and before it answered: the
+    restarted supervisor (started with its own count) answers it ``stale`` and changes no
+    process; a new request is carried out."""
+    DirStore(tmp_path).compare_and_set(None, initial(2))
+    write(tmp_path / REQUEST_FILE, {"format": 1, "id": "old1", "op": "shards", "shards": 2})
+    children = [Child("router", ["true"])]
+    started: list[int] = []
+    sc = Scaler(Supervisor(children), tmp_path, 1, lambda n: started.append(n) or children,
+                lambda n: None)  # fmt: skip
+    sc.tick()
+    assert started == [] and sc.shards == 1
+    assert {k: read_state(tmp_path)[k] for k in ("id", "state", "code")} == {
+        "id": "old1", "state": "failed", "code": "stale"}  # fmt: skip
+    assert _ask(sc, tmp_path, {"id": "new1", "op": "shards", "shards": 2})["state"] == "done"
+    assert started == [2] and sc.shards == 2
+
+
 def _hello(shard: int, shards: int, placement: PlacementMap, pid: int) -> list[bytes]:
     info = {"shard": shard, "shards": shards, "pid": pid, "placement": placement.to_wire()}
     return [f"shard-{shard}".encode(), b"", b"HELLO", packb((OP_HELLO, info))]
@@ -170,6 +193,12 @@ def test_reshard_finds_the_shardex_up_that_runs_the_router_or_none(tmp_path) -> 
     endpoints.mark_stopped(tmp_path, os.getpid())
     assert supervisor_of(tmp_path, lay.frontend) is None  # stopped
     assert "not started by shardex up" in not_supervised(3, 1)
+    endpoints.write(tmp_path, endpoints.record(lay, replicas=2, pid=os.getpid(), now=0.0))
+    replicated = supervisor_of(tmp_path, lay.frontend)
+    assert replicated is not None and replicated.replicas == 2
+    # it cannot start shard processes live: a grow past them is refused before anything changes
+    with pytest.raises(ReshardError, match="--replicas 2, whose process count changes only"):
+        asyncio.run(reshard(None, 3, sup=replicated))  # type: ignore[arg-type]  # (never used)
 
 
 def test_a_plain_shardex_up_starts_the_count_its_data_dir_last_ran(tmp_path) -> None:
