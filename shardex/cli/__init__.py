@@ -24,9 +24,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "accounts": ("accounts", "accounts", "Run account shard J of M: balances and holds of "
                  "the accounts with crc32 % M == J."),
     "audit": ("money", "audit", "Check conservation on a live cluster: per asset, over every "
-              "account shard, balances + fees == deposits - withdrawals, and each shard's own "
-              "integrity; then order by order, that every live order in every book is covered "
-              "by its hold and every hold by a live order."),
+              "account shard, balances + fees (+ perp margin) == deposits - withdrawals, and "
+              "each shard's own integrity; per perp pair, collateral + funding + insurance fund "
+              "== the margin moved; then order by order, that every live order in every book "
+              "is covered by its hold and every hold by a live order."),
     "balance": ("money", "balance", "Show ACCOUNT's balances per asset (available, held by "
                 "open orders)."),
     "book": ("market", "book", "Show SYMBOL's order book (L2: price, quantity, orders per "
@@ -59,7 +60,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "history database."),
     "funding": ("positions", "funding", "Show perp pair SYMBOL's funding: the cumulative "
                 "funding index per lot, the next payment's exchange time, the samples so far "
-                "and the rounding remainder kept."),
+                "and the rounding remainder kept; then its insurance fund and the take-overs a "
+                "stale oracle held back."),
     "history-writer": ("history", "history_writer", "Write the cluster's orders, fills and "
                        "balance changes from Redis to the history database, exactly once."),
     "journal": ("replay", "journal", "Look at a shard's journal directory."),
@@ -67,9 +69,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "in DATA_DIR/keys)."),
     "loadgen": ("loadgen", "loadgen", "Drive the cluster with orders and report throughput "
                 "and latency percentiles."),
-    "margin": ("positions", "margin", "Move AMOUNT of SYMBOL's settle asset into ACCOUNT's "
-               "margin on perp pair SYMBOL (admin key; a negative AMOUNT takes it out while the "
-               "equity left covers the initial margin)."),
+    "margin": ("positions", "margin", "Move AMOUNT of SYMBOL's settle asset from ACCOUNT's "
+               "free balance into its margin on perp pair SYMBOL; a negative AMOUNT takes it "
+               "out (as much as the engine shard frees: settled money, realized PnL included, "
+               "less the initial margin). With the account tier the account's own key or an "
+               "admin's; without it an admin's, straight into the margin."),
     "market": ("admin_market", "market", "Markets at runtime (admin key): list each pair's "
                "state, add (list) a new pair, halt, resume, cancel-only, delist, price bands "
                "and maximum order size; journaled, no restart."),

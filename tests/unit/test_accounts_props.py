@@ -413,7 +413,9 @@ def test_money_is_conserved_under_random_interleavings() -> None:
     assert len(_SEEN) >= 20, _SEEN
     assert crossed * 4 >= len(_SEEN), f"a cross step crossed in {crossed} of {len(_SEEN)}"
     assert traded * 4 >= len(_SEEN), f"only {traded} of {len(_SEEN)} examples settled a trade"
-    assert sum(_REBATED) * 10 >= len(_REBATED), f"rebates paid in {sum(_REBATED)} examples"
+    # (rebates: 3 to 34 of 40 examples over runs of the same code, as hypothesis's generation
+    # goes; a floor of 1 in 10 failed in CI at 3. Some example must pay one.)
+    assert sum(_REBATED) >= 1, f"rebates paid in {sum(_REBATED)} of {len(_REBATED)} examples"
 
 
 @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
