@@ -100,6 +100,11 @@ class AssetTable:
             grains.setdefault(base, []).append(market.lot)
             grains.setdefault(quote, []).append(market.tick * market.lot)
         self.units: dict[str, Decimal] = {a: _decimal_gcd(g) for a, g in grains.items()}
+        # a perp pair's base (``BTCPERP``) only names its lots: a position is the engine's,
+        # there is nothing of it to hold, deposit or withdraw (unless a spot pair trades it)
+        spot = {a for s, m in markets.items() if m.perp is None for a in split[s]}
+        self.perp_bases: frozenset[str] = frozenset(
+            split[s][0] for s, m in markets.items() if m.perp is not None) - spot  # fmt: skip
         self.pairs: dict[str, Pair] = {}
         for symbol, market in markets.items():
             base, quote = split[symbol]

@@ -34,6 +34,7 @@ from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
     EV_REJECTED,
     OP_AMEND,
+    OP_MARGIN,
     OP_NEW,
     REJ_MALFORMED,
     REJ_NOT_ALLOWED,
@@ -177,8 +178,9 @@ class AccountHandler:
             return self._internal_error(exc)
 
     def _to_full(self, cmd: Any) -> bool:
-        """Whether ``cmd`` is a new or amend for a symbol of a backed-up engine shard."""
-        if _op(cmd) not in (OP_NEW, OP_AMEND):
+        """Whether ``cmd`` is a new order, amend or margin move (both forwarded the same way)
+        for a symbol of a backed-up engine shard."""
+        if _op(cmd) not in (OP_NEW, OP_AMEND, OP_MARGIN):
             return False
         symbol = _at(cmd, CMD_SYMBOL)
         return (
