@@ -151,7 +151,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.stats.seq = self.core.engine.seq
         self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        self.liquidations: dict[str, int] = {}  # perp take-overs by pair (``shard_metrics``)
+        # perp take-overs and deleveraged lots by pair (``shard_metrics``)
+        self.liquidations: dict[str, list[int]] = {}
         self.last_resting = -math.inf  # (never: due at the first turn, whatever the clock)
         self.out: list[Event] = []
         self.replies: Replies = []
