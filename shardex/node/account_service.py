@@ -43,6 +43,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError
+from shardex.node.account_margin import margin_of
 from shardex.node.account_routing import place_write
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.fee_service import fee_read
@@ -373,6 +374,7 @@ class AccountHandler:
             },  # fmt: skip
             "orders": self.core.open_count(account),
             "seq": self.core.seq,
+            "margin": margin_of(self.core, account),
         }
 
     def held(self, cmd: tuple) -> dict[str, Any]:
