@@ -109,6 +109,7 @@ def _wait_for(c: Any, account: str, symbol: str, amount: Decimal, before: dict[s
             return f"still in flight after {timeout:g} s (see shardex positions {account})"
         time.sleep(WAIT_POLL_S)
 
+
 @click.command()
 @click.argument("symbol")
 @client_options

@@ -151,8 +151,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.stats.seq = self.core.engine.seq
         self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        # perp take-overs and deleveraged lots by pair (``shard_metrics``)
-        self.liquidations: dict[str, list[int]] = {}
+        self.liquidations: dict[str, list[int]] = {}  # perp take-overs, ADL lots (by pair)
         self.last_resting = -math.inf  # (never: due at the first turn, whatever the clock)
         self.out: list[Event] = []
         self.replies: Replies = []
