@@ -100,11 +100,6 @@ class AssetTable:
             grains.setdefault(base, []).append(market.lot)
             grains.setdefault(quote, []).append(market.tick * market.lot)
         self.units: dict[str, Decimal] = {a: _decimal_gcd(g) for a, g in grains.items()}
-        # a perp pair's base (``BTCPERP``) only names its lots: a position is the engine's,
-        # there is nothing of it to hold, deposit or withdraw (unless a spot pair trades it)
-        spot = {a for s, m in markets.items() if m.perp is None for a in split[s]}
-        self.perp_bases: frozenset[str] = frozenset(
-            split[s][0] for s, m in markets.items() if m.perp is not None) - spot  # fmt: skip
         self.pairs: dict[str, Pair] = {}
         for symbol, market in markets.items():
             base, quote = split[symbol]
@@ -134,6 +129,15 @@ class AssetTable:
                 Fee(*fee),
                 market.perp is not None,
             )
+
+    def perp_base(self, asset: str) -> bool:
+        """Whether ``asset`` is only a perp pair's base (``BTCPERP``): it names the pair's lots,
+        a position is the engine's, and there is nothing of it to hold, deposit or withdraw
+        (unless a spot pair trades it). From the pairs each time: a pair listed at runtime
+        counts at once (a deposit's check, off the order path)."""
+        pairs = self.pairs.values()
+        return any(p.perp and p.base == asset for p in pairs) and not any(
+            not p.perp and asset in (p.base, p.quote) for p in pairs)  # fmt: skip
 
     def fmt(self, asset: str, units: int) -> str:
         """Units → a decimal string for humans: exact, trailing zeros cut, at least 2 decimals

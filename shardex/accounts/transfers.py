@@ -79,7 +79,7 @@ class Transfers(Ledger):
             )
         if type(asset) is not str or asset not in self.table.units:
             return f"unknown asset {_q(asset, 40)}", REJ_UNKNOWN_ASSET
-        if asset in self.table.perp_bases:
+        if self.table.perp_base(asset):
             return (f"{asset} is a perp pair's base, not an asset: a position lives on its "
                     "engine shard; move the settle asset into margin instead",
                     REJ_UNKNOWN_ASSET)  # fmt: skip
