@@ -130,6 +130,15 @@ class AssetTable:
                 market.perp is not None,
             )
 
+    def perp_base(self, asset: str) -> bool:
+        """Whether ``asset`` is only a perp pair's base (``BTCPERP``): it names the pair's lots,
+        a position is the engine's, and there is nothing of it to hold, deposit or withdraw
+        (unless a spot pair trades it). From the pairs each time: a pair listed at runtime
+        counts at once (a deposit's check, off the order path)."""
+        pairs = self.pairs.values()
+        return any(p.perp and p.base == asset for p in pairs) and not any(
+            not p.perp and asset in (p.base, p.quote) for p in pairs)  # fmt: skip
+
     def fmt(self, asset: str, units: int) -> str:
         """Units → a decimal string for humans: exact, trailing zeros cut, at least 2 decimals
         (``10000000`` USD units → ``"10.00"``; ``30007500`` → ``"30.0075"``)."""

@@ -76,7 +76,7 @@ from shardex.engine.codes import (
 from shardex.engine.markets import Market
 from shardex.wire.layouts import CMD_ACCOUNT, CMD_OP
 
-_RESTRICTED = (A_NEW, A_AMEND, A_WITHDRAW)  # what a restricted account may not do
+_RESTRICTED = (A_NEW, A_AMEND, A_WITHDRAW, A_MARGIN)  # what a restricted account may not do
 
 
 class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listings, Margins):

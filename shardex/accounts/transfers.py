@@ -79,6 +79,10 @@ class Transfers(Ledger):
             )
         if type(asset) is not str or asset not in self.table.units:
             return f"unknown asset {_q(asset, 40)}", REJ_UNKNOWN_ASSET
+        if self.table.perp_base(asset):
+            return (f"{asset} is a perp pair's base, not an asset: a position lives on its "
+                    "engine shard; move the settle asset into margin instead",
+                    REJ_UNKNOWN_ASSET)  # fmt: skip
         if type(amount) is not int:
             return "amount must be an integer number of units", REJ_MALFORMED
         if amount <= 0:

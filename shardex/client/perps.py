@@ -5,7 +5,7 @@ tier a margin move goes to the account's shard instead (``tier_margin_command``)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -132,3 +132,17 @@ def positions_merged(replies: list[Any]) -> list[dict[str, Any]]:
         if isinstance(raw, dict):
             found.extend(p for p in raw.get("positions") or () if isinstance(p, dict))
     return sorted(found, key=lambda p: str(p.get("symbol")))
+
+
+def margin_outcome(before: Mapping[str, Any], after: Mapping[str, Any], symbol: str,
+                   amount: Decimal) -> str | None:  # fmt: skip
+    """A margin move's fate from two reads of the account shard's ``margin_moves`` (before
+    it was sent, and now): None while a move of the account on ``symbol`` is still in flight;
+    then ``"moved"`` when the net the engine confirmed changed by ``amount``, else
+    ``"refused"`` (the engine shard refused it: nothing moved). Assumes no other move of the
+    account on the pair at the same time (its amount would count too)."""
+    now = after.get(symbol) or {"moved": "0", "pending": 0}
+    if now["pending"]:
+        return None
+    was = Decimal((before.get(symbol) or {}).get("moved", "0"))
+    return "moved" if Decimal(now["moved"]) - was == amount else "refused"

@@ -1,9 +1,10 @@
 """The public perp channels' pure core: engine events-stream entries in, channel messages out.
 
 A perp pair's engine shard journals an ``index`` event per index (the new index and mark), a
-``funding`` event per payment and a ``liquidation`` event per take-over; the bridge writes
-each to the shard's events stream with its seq as the entry id. The gateway's one XREAD loop
-already reads those streams (for the book), so these three channels cost no extra read:
+``funding`` event per payment, a ``liquidation`` event per take-over and an ``adl`` event per
+position deleveraged against a bankrupt one; the bridge writes each to the shard's events
+stream with its seq as the entry id. The gateway's one XREAD loop already reads those streams
+(for the book), so these four channels cost no extra read:
 
 - ``mark``: ``index`` and ``mark`` of each index event;
 - ``funding``: ``per_lot``, ``cumulative`` (the pair's cumulative index) and ``remainder``;
@@ -11,6 +12,10 @@ already reads those streams (for the book), so these three channels cost no extr
   it: the liquidation order's ``side`` and ``qty``, its limit (the ``bankruptcy`` price), the
   ``notional`` it filled and the pair's insurance ``fund`` after. Never the account, nor what
   its equity paid into the fund (``settled``, ``uncovered``): those are the account's own.
+- ``adl``: each auto-deleveraging, as public as a liquidation: the bankrupt position's
+  closing ``side`` (as on ``liquidations``: a long is sold), the ``qty`` and the ``price``
+  (the take-over's limit). Neither account: who was deleveraged is theirs to know (the
+  ``user`` channel tells both).
 
 Each message has ``seq`` (the event's, = its entry's) and ``prev_seq`` (the seq of the
 previous message of the same channel and pair in the stream), so a client sees a gap as the
@@ -26,10 +31,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # events-stream ``ev`` → channel, and each channel's fields copied from the entry as stored
-CHANNEL_OF = {"index": "mark", "funding": "funding", "liquidation": "liquidations"}
+CHANNEL_OF = {"index": "mark", "funding": "funding", "liquidation": "liquidations",
+              "adl": "adl"}  # fmt: skip
 PERP_CHANNELS = tuple(CHANNEL_OF.values())
 FIELDS = {"mark": ("index", "mark"), "funding": ("per_lot", "cumulative", "remainder"),
-          "liquidations": ("bankruptcy", "notional", "fund")}  # fmt: skip
+          "liquidations": ("bankruptcy", "notional", "fund"), "adl": ("price",)}  # fmt: skip
 LOOKBACK = 2000  # events-stream entries read back at start (the chains' previous seqs)
 
 Entry = tuple[str, Mapping[str, str]]
@@ -47,9 +53,10 @@ def message(channel: str, seq: int, prev: int | None, f: Mapping[str, str]) -> d
     """One entry's message on ``channel`` (decimal strings as the bridge stored them)."""
     msg: dict[str, Any] = {"channel": channel, "symbol": f.get("symbol"), "seq": seq,
                            "prev_seq": prev}  # fmt: skip
-    if channel == "liquidations":  # (closed is signed: > 0 a long was closed, by a sell)
-        closed = f.get("closed", "")
-        msg["side"] = "buy" if closed.startswith("-") else "sell"
+    if channel in ("liquidations", "adl"):  # (closed is signed: > 0 a long was closed, by a
+        closed = f.get("closed", "")  # sell; an adl's is the deleveraged side's: the other way)
+        short = closed.startswith("-") != (channel == "adl")
+        msg["side"] = "buy" if short else "sell"
         msg["qty"] = closed.removeprefix("-")
     for k in FIELDS[channel]:
         msg[k] = f.get(k)

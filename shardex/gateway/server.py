@@ -208,7 +208,8 @@ class Gateway:
             conn.control(ack)
         elif req.channel in PERP_CHANNELS and getattr(self.cfg.markets[req.symbol or ""], "perp",
                                                       None) is None:  # fmt: skip
-            conn.control(error(NOT_PERP, "mark, funding and liquidations are perp pairs'", req.id))
+            conn.control(error(NOT_PERP, "mark, funding, liquidations and adl are perp "
+                               "pairs'", req.id))  # fmt: skip
         elif (req.channel, req.symbol) not in conn.subs and len(conn.subs) >= MAX_SUBS:
             conn.control(error(TOO_MANY_SUBSCRIPTIONS, f"at most {MAX_SUBS} subscriptions", req.id))
         else:

@@ -11,7 +11,9 @@ gateway however many users follow them:
   ``expired``, ``deadman``...), ``amended``, ``triggered``, ``rejected`` and each trade's two
   sides as order messages of their owners; trades also fill the price cache of the fills.
 - the same events streams' perp ``position``, ``margin`` and ``liquidation`` events name
-  their account: each is that account's message as it is (no join).
+  their account: each is that account's message as it is (no join). An ``adl`` event names
+  two: a message to each (``role`` ``deleveraged`` or ``bankrupt``, its own signed lots
+  ``closed``), neither naming the other account.
 - ``shardex:balances:<j>``: ``balance`` entries (free and held of one asset) and ``fill``
   entries (joined with their trade's price, size and the order's side).
 
@@ -149,6 +151,8 @@ class UserFeed:
             return self._trade(src, eid, f, now, live)
         if ev in ACCOUNT_EVENTS:
             return _account_event(src, eid, f, self.wanted)
+        if ev == "adl":
+            return _adl_event(src, eid, f, self.wanted)
         if ev not in ORDER_EVENTS and ev != "traded":
             return []
         owner = self.owners.get((symbol, oid))
@@ -244,6 +248,23 @@ def _account_event(src: str, eid: str, f: Mapping[str, str],
     body = {k: f.get(k) for k in ACCOUNT_EVENTS[ev]}
     return [(account, {"type": ev, "account": account, "symbol": f.get("symbol"), **body,
                        **_where(src, eid, f)})]  # fmt: skip
+
+
+def _adl_event(src: str, eid: str, f: Mapping[str, str],
+               wanted: Callable[[str], bool]) -> list[Message]:  # fmt: skip
+    """An auto-deleveraging: one message to each of its accounts that someone follows. The
+    event's ``closed`` is the deleveraged account's (signed: < 0 a short bought back); the
+    bankrupt account closed the opposite."""
+    closed = f.get("closed", "")
+    negated = closed.removeprefix("-") if closed.startswith("-") else f"-{closed}"
+    out: list[Message] = []
+    for role, account, lots in (("deleveraged", f.get("account", ""), closed),
+                                ("bankrupt", f.get("bankrupt", ""), negated)):  # fmt: skip
+        if account and wanted(account):
+            out.append((account, {"type": "adl", "account": account, "role": role,
+                                  "symbol": f.get("symbol"), "closed": lots,
+                                  "price": f.get("price"), **_where(src, eid, f)}))  # fmt: skip
+    return out
 
 
 def _side(role: str | None, taker_side: str | None) -> str | None:

@@ -35,6 +35,24 @@ def signed_units(table: Any, asset: str, raw: str) -> int | None:
     return None if units is None else (-units if negative else units)
 
 
+def margin_of(core: Any, account: str) -> dict[str, dict[str, Any]]:
+    """``account``'s perp margin as this shard sees it, for its balance read: per pair the
+    net amount the engine confirmed moved in − out (``moved``, the settle asset) and how many
+    of its moves are still in flight (``pending``: forwarded, not yet answered). A client
+    waiting for a move (``shardex margin --wait``) polls this until ``pending`` is 0."""
+    table, out, margin = core.table, {}, core.margin
+    for symbol, pair in table.pairs.items() if margin else ():  # (spot only: nothing to do)
+        moved = margin.get((account, symbol), 0) if pair.perp else 0
+        if moved:
+            out[symbol] = {"moved": table.fixed(pair.quote, moved), "pending": 0}
+    for acct, symbol, _ in core.margin_moves.values() if core.margin_moves else ():
+        if acct == account:
+            row = out.setdefault(symbol, {"moved": table.fixed(table.pairs[symbol].quote, 0),
+                                          "pending": 0})  # fmt: skip
+            row["pending"] += 1
+    return out
+
+
 def margin_move(h: Any, cmd: tuple, out: list[tuple]) -> dict[str, Any]:
     """``(OP_MARGIN, symbol, account, amount, ref)`` (the account's trader key, or an admin
     key): ``{"ok": True, account, symbol, asset, amount, available, held, forwarded}`` or

@@ -34,6 +34,7 @@ from shardex.engine.book import IntegrityError
 from shardex.engine.codes import (
     EV_REJECTED,
     OP_AMEND,
+    OP_MARGIN,
     OP_NEW,
     REJ_MALFORMED,
     REJ_NOT_ALLOWED,
@@ -42,6 +43,7 @@ from shardex.engine.codes import (
     REJ_UNKNOWN_OP,
 )
 from shardex.journal import Journal, JournalError
+from shardex.node.account_margin import margin_of
 from shardex.node.account_routing import place_write
 from shardex.node.admission import UNKNOWN_KEY_REPLY, admit
 from shardex.node.fee_service import fee_read
@@ -177,8 +179,9 @@ class AccountHandler:
             return self._internal_error(exc)
 
     def _to_full(self, cmd: Any) -> bool:
-        """Whether ``cmd`` is a new or amend for a symbol of a backed-up engine shard."""
-        if _op(cmd) not in (OP_NEW, OP_AMEND):
+        """Whether ``cmd`` is a new order, amend or margin move (both forwarded the same way)
+        for a symbol of a backed-up engine shard."""
+        if _op(cmd) not in (OP_NEW, OP_AMEND, OP_MARGIN):
             return False
         symbol = _at(cmd, CMD_SYMBOL)
         return (
@@ -371,6 +374,7 @@ class AccountHandler:
             },  # fmt: skip
             "orders": self.core.open_count(account),
             "seq": self.core.seq,
+            "margin": margin_of(self.core, account),
         }
 
     def held(self, cmd: tuple) -> dict[str, Any]:

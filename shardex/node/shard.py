@@ -151,7 +151,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         self.stats.seq = self.core.engine.seq
         self.init_loop_state(self.core.engine.seq)
         self.malformed = 0
-        self.liquidations: dict[str, int] = {}  # perp take-overs by pair (``shard_metrics``)
+        self.liquidations: dict[str, list[int]] = {}  # perp take-overs, ADL lots (by pair)
         self.last_resting = -math.inf  # (never: due at the first turn, whatever the clock)
         self.out: list[Event] = []
         self.replies: Replies = []

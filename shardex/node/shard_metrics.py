@@ -7,8 +7,10 @@ open interest, index and mark, the funding rate the current interval pays so far
 cumulative funding index, the insurance fund and its uncovered deficits, and the index's age.
 The engine keeps them as exact integers; a gauge is a float, so what Prometheus shows is
 rounded (observability, never accounting: the money is in the journal and ``shardex
-positions``). Liquidations are counted here as the node publishes their events
-(``count_liquidations``): the engine's state has no count of them.
+positions``). Liquidations and deleveraged lots are counted here as the node publishes their
+events (``count_liquidations``): the engine's state has no count of them. The take-overs a
+stale oracle held back (``frozen``) are in the pair's state, so their counter is the pair's
+since it began (a restart or a standby shows the same number).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shardex.engine.codes import EV_LIQUIDATION
+from shardex.engine.codes import EV_ADL, EV_LIQUIDATION
 from shardex.engine.funding import SCALE, per_lot
 from shardex.engine.positions import SIZE
 from shardex.node.leader import replica_families
 from shardex.node.outbox import outbox_families
+from shardex.wire.layouts import ADL_CLOSED
 
 _KIND = itemgetter(0)
 _GAUGES = (  # (name, help) of the per-pair gauges, in ``_pair_values``'s order
@@ -39,6 +42,12 @@ _GAUGES = (  # (name, help) of the per-pair gauges, in ``_pair_values``'s order
     ("shardex_perp_insurance_fund", "A perp pair's insurance fund (settle asset)"),
     ("shardex_perp_uncovered", "Deficits the insurance fund could not pay (settle asset)"),
     ("shardex_perp_index_age_seconds", "Exchange time since the pair's last index"),
+)  # fmt: skip
+_COUNTED = (  # (name, help) of the counters ``count_liquidations`` keeps, in its order
+    ("shardex_perp_liquidations", "Positions taken over by the engine (since this process "
+     "started)"),
+    ("shardex_perp_deleveraged_lots", "Lots of opposite positions auto-deleveraged against "
+     "bankrupt ones (since this process started)"),
 )  # fmt: skip
 
 
@@ -89,13 +98,17 @@ class ShardNodeCollector:
             yield fam
 
 
-def count_liquidations(counts: dict[str, int], events: list[Any]) -> None:
-    """Add a batch's ``EV_LIQUIDATION`` events to ``counts`` (symbol → take-overs). One scan
-    in C (``in map``) for a batch without any: the hot path pays next to nothing."""
+def count_liquidations(counts: dict[str, list[int]], events: list[Any]) -> None:
+    """Add a batch's ``EV_LIQUIDATION`` and ``EV_ADL`` events to ``counts`` (symbol →
+    [take-overs, deleveraged lots]). An ``EV_ADL`` always comes inside a take-over, so a batch
+    without ``EV_LIQUIDATION`` has none: one scan in C (``in map``) for it, and the hot path
+    pays next to nothing."""
     if EV_LIQUIDATION in map(_KIND, events):
         for ev in events:
             if ev[0] == EV_LIQUIDATION:
-                counts[ev[2]] = counts.get(ev[2], 0) + 1
+                counts.setdefault(ev[2], [0, 0])[0] += 1
+            elif ev[0] == EV_ADL:
+                counts.setdefault(ev[2], [0, 0])[1] += abs(ev[ADL_CLOSED])
 
 
 def _pair_values(book: Any, now: int) -> list[float | None]:
@@ -116,8 +129,10 @@ def _pair_values(book: Any, now: int) -> list[float | None]:
             float(pos.uncovered * unit), age]  # fmt: skip
 
 
-def perp_families(engine: Any, shard: str, liquidations: dict[str, int]) -> Iterator[Any]:
-    """The perp pairs' gauges (labels shard, symbol) and their liquidations counter."""
+def perp_families(engine: Any, shard: str,
+                  liquidations: dict[str, list[int]]) -> Iterator[Any]:  # fmt: skip
+    """The perp pairs' gauges (labels shard, symbol) and their counters: liquidations and
+    deleveraged lots (``count_liquidations``), take-overs a stale oracle held back."""
     books = [b for _, b in sorted(list(engine.books.items())) if b.positions is not None]
     if not books:
         return
@@ -128,9 +143,14 @@ def perp_families(engine: Any, shard: str, liquidations: dict[str, int]) -> Iter
             if vals[i] is not None:
                 fam.add_metric([shard, symbol], vals[i])
         yield fam
+    for i, (name, doc) in enumerate(_COUNTED):
+        fam = CounterMetricFamily(name, doc, labels=["shard", "symbol"])
+        for symbol, _ in values:
+            fam.add_metric([shard, symbol], liquidations.get(symbol, (0, 0))[i])
+        yield fam
     fam = CounterMetricFamily(
-        "shardex_perp_liquidations", "Positions taken over by the engine (since this process "
-        "started)", labels=["shard", "symbol"])  # fmt: skip
-    for symbol, _ in values:
-        fam.add_metric([shard, symbol], liquidations.get(symbol, 0))
+        "shardex_perp_frozen_takeovers", "Take-overs a stale oracle held back (the pair's "
+        "state: since the pair began)", labels=["shard", "symbol"])  # fmt: skip
+    for b in books:
+        fam.add_metric([shard, b.symbol], b.positions.frozen)
     yield fam

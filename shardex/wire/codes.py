@@ -135,7 +135,8 @@ PRICE_BAND = _code(28, "price_band", MATCHING, "a limit price further from the p
 ORDER_TOO_LARGE = _code(29, "order_too_large", MATCHING, "the order's qty or notional is above "
                         "the pair's maximum order size", **_F)
 ACCOUNT_RESTRICTED = _code(30, "account_restricted", IDENTITY, "the account is restricted by an "
-                           "admin: no new orders, amends or withdrawals (cancels still run)",
+                           "admin: no new orders, amends, withdrawals or margin moves out "
+                           "(cancels still run)",
                            **_F)
 UNIT_CONFLICT = _code(31, "unit_conflict", LEDGER, "a pair listed at runtime would need a finer "
                       "unit than an existing asset's (its lot, or tick × lot, is not a whole "

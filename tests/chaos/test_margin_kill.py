@@ -81,5 +81,19 @@ def test_kill9_of_either_side_mid_margin_move_lands_each_move_once(tmp_path: Pat
             assert pair.split() == [PERP, "collateral", "35000000", "fund", "0", "uncovered",
                                     "0", "margin", "moved", "35000000", "units", "of", "tick",
                                     "x", "lot", "ok"], pair  # fmt: skip
+            _wait_says_moved_or_refused(cl)
     finally:
         cl.stop()
+
+
+def _wait_says_moved_or_refused(cl: Cluster) -> None:
+    """``shardex margin --wait`` polls the account shard until the engine has answered and
+    says which: a move out beyond what may leave is refused (exit 1), a move in is moved;
+    ``shardex positions`` shows the pair's insurance fund."""
+    port = ("--base-port", str(cl.layout.base_port), "--key", str(cl.key))
+    refused = invoke_cli("margin", "alice", PERP, "-100000", "--wait", *port)
+    assert refused.returncode == 1 and b"refused the move" in refused.stderr, refused.stderr
+    moved = invoke_cli("margin", "alice", PERP, "100", "--wait", *port)
+    assert moved.returncode == 0 and moved.stdout.decode().endswith(": moved\n"), moved.stdout
+    shown = invoke_cli("positions", "alice", *port).stdout.decode().splitlines()
+    assert shown[0].split()[-1] == "fund" and D(shown[1].split()[-1]) == 0, shown

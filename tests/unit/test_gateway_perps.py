@@ -17,7 +17,14 @@ from aiohttp import web
 
 from shardex.client.market_data import MarketData
 from shardex.engine import DEFAULT_MARKETS
-from shardex.engine.codes import EV_FUNDING, EV_INDEX, EV_LIQUIDATION, EV_MARGIN, EV_POSITION
+from shardex.engine.codes import (
+    EV_ADL,
+    EV_FUNDING,
+    EV_INDEX,
+    EV_LIQUIDATION,
+    EV_MARGIN,
+    EV_POSITION,
+)
 from shardex.engine.markets import markets_from_table
 from shardex.gateway.apikeys import ApiKeyRecord
 from shardex.gateway.binance.orders import order_json
@@ -284,3 +291,48 @@ def test_binance_reports_orders_a_liquidation_cancelled_as_expired_by_the_exchan
            for why in ("liquidation", "user", "cancel_all", "stp", "ioc")}  # fmt: skip
     assert got == {"liquidation": "EXPIRED", "user": "CANCELED", "cancel_all": "CANCELED",
                    "stp": "EXPIRED_IN_MATCH", "ioc": "EXPIRED"}  # fmt: skip
+
+
+def test_deleveraging_is_a_public_adl_channel_without_accounts() -> None:
+    """Each ``EV_ADL`` is one ``adl`` message: the bankrupt position's closing ``side`` (as
+    on ``liquidations``: a long is sold), the ``qty`` deleveraged and the ``price``, chained
+    by seq; never either account."""
+
+    async def run() -> None:
+        r = _Redis([])
+        hub = _hub(r)
+        await hub.start_positions()
+        conn = _conn()
+        await hub.subscribe_perp(conn, "adl", PERP)
+        r.answers.append([(EVENTS, [
+            _entry((EV_ADL, 20, PERP, "s3", "alice", -10, 260_000)),
+            _entry((EV_ADL, 21, PERP, "l1", "bob", 5, 310_000)),
+            _entry((EV_LIQUIDATION, 22, PERP, "alice", 10, 260_000, 2_600_000, 0, 0, 0)),
+        ])])  # fmt: skip
+        await hub.step()
+        a, b = _msgs(conn)[1:]
+        assert (a["channel"], a["seq"], a["prev_seq"], a["side"], a["qty"], a["price"]) == (
+            "adl", 20, None, "sell", "0.010", "26000.0")  # fmt: skip
+        assert (b["seq"], b["prev_seq"], b["side"], b["qty"], b["price"]) == (
+            21, 20, "buy", "0.005", "31000.0")  # fmt: skip
+        assert all(n not in json.dumps(x) for n in ("alice", "bob", "s3", "l1") for x in (a, b))
+
+    asyncio.run(run())
+
+
+def test_the_user_channel_tells_both_accounts_of_a_deleveraging_without_the_other() -> None:
+    """An ``EV_ADL`` is a message to each of its two accounts: the deleveraged one
+    (``role`` ``deleveraged``, its own signed lots closed) and the bankrupt one (``bankrupt``,
+    the opposite lots), each without the other account's name."""
+    feed = UserFeed(lambda a: a in ("s3", "alice"))
+    entries = [_entry((EV_ADL, 20, PERP, "s3", "alice", -10, 260_000)),
+               _entry((EV_ADL, 21, PERP, "l1", "bob", 5, 310_000))]  # fmt: skip
+    for live in (True, False):
+        out = feed.events(EVENTS, entries, 0.0, live=live)
+        assert [
+            (a, m["type"], m["role"], m["closed"], m["price"], m["src_seq"]) for a, m in out
+        ] == [
+            ("s3", "adl", "deleveraged", "-0.010", "26000.0", 20),
+            ("alice", "adl", "bankrupt", "0.010", "26000.0", 20),
+        ]
+        assert "alice" not in json.dumps(out[0][1]) and "s3" not in json.dumps(out[1][1])

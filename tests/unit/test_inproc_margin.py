@@ -16,7 +16,7 @@ from shardex.accounts.codes import S_TRADE
 from shardex.accounts.feed import SettlementFeed
 from shardex.accounts.ledger import account_shard_for
 from shardex.client import AsyncClient, audit_report
-from shardex.client.perps import margin_command
+from shardex.client.perps import margin_command, margin_outcome
 from shardex.clock import VirtualClock
 from shardex.engine.codes import (
     BUY,
@@ -246,3 +246,37 @@ def test_the_settlement_feed_settles_the_maker_of_a_liquidation_order() -> None:
     trade = (S_TRADE, 0, 4, 0, PERP, 280000, 1000, "", "liq:3", "maker", "bid", SELL, 1)
     assert feed.route(index, events) == [(j, trade)]
     assert feed.live == {(PERP, "bid"): ["maker", 1000]}
+
+
+def test_the_account_shard_tells_a_move_the_engine_refused_from_one_it_moved(tmp_path) -> None:
+    """``margin_moves`` (the account shard's balance read) counts an account's moves in
+    flight per pair and the net the engine confirmed, so a client can wait for a move's fate
+    (``shardex margin --wait``, ``margin_outcome``): a move out beyond what may leave is
+    refused, one within it moved."""
+
+    async def body(cl: InProcCluster) -> None:
+        async with cl.client(timeout=5) as c:
+            await _funded(c, "alice")
+            before = await c.margin_moves("alice")
+            assert before == {}
+            assert (await c.set_margin("alice", PERP, "5000"))["ok"]
+            await _settled(cl, c, "alice", "5000.0000", "5000")
+            after = await c.margin_moves("alice")
+            assert list(after) == [PERP] and after[PERP]["pending"] == 0
+            assert D(after[PERP]["moved"]) == 5000
+            assert margin_outcome(before, after, PERP, D(5000)) == "moved"
+            assert (await c.set_margin("alice", PERP, "-6000"))["ok"]  # (forwarded: in flight)
+            flying = {PERP: {**after[PERP], "pending": 1}}  # (as read before the answer)
+            assert margin_outcome(after, flying, PERP, D(-6000)) is None
+
+            async def answered() -> bool:
+                return (await c.margin_moves("alice"))[PERP]["pending"] == 0
+
+            await cl.until(answered, what="the engine answered the move out")
+            now = await c.margin_moves("alice")
+            assert margin_outcome(after, now, PERP, D(-6000)) == "refused"
+            assert (await c.set_margin("alice", PERP, "-1000"))["ok"]
+            await _settled(cl, c, "alice", "6000.0000", "4000")
+            assert margin_outcome(now, await c.margin_moves("alice"), PERP, D(-1000)) == "moved"
+
+    run(plan(1, accounts=1, markets_file=_markets(tmp_path)), body)

@@ -391,42 +391,41 @@ class Client(SyncIO):
         error, results = self._request(self._router, account_route(account), cmd, what)
         return transfer_result(command, error, results)
 
+    def _account_map(self, account: str, cmd: Command, what: str) -> dict[str, Any]:
+        """``cmd`` to ``account``'s shard; its answer, a map (``ShardexError`` otherwise)."""
+        self._need_accounts()
+        reply = self._request(self._router, account_route(account), cmd, "")
+        raw = self.read_result(*reply, f"{what} of {account}")
+        if not isinstance(raw, dict) or "error" in raw:
+            raise _failed(what, raw.get("error") if isinstance(raw, dict) else raw)
+        return raw
+
     def balance(self, account: str | None = None) -> dict[str, tuple[Decimal, Decimal]]:
         """``{asset: (available, held)}`` as Decimals (a trader key reads its own only)."""
-        self._need_accounts()
         account = self._acct(account)
-        reply = self._request(self._router, account_route(account), (OP_BALANCE, account), "")
-        raw = self.read_result(*reply, f"balance of {account}")
-        if "error" in raw:
-            raise _failed("balance", raw["error"])
+        raw = self._account_map(account, (OP_BALANCE, account), "balance")
         try:
             return {a: (Decimal(v[0]), Decimal(v[1])) for a, v in raw["balances"].items()}
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
             raise _bad_reply(f"balance: {MALFORMED_PREFIX}") from None
 
+    def margin_moves(self, account: str | None = None) -> dict[str, dict[str, Any]]:
+        """``{symbol: {"moved": net in − out the engine confirmed (decimal string), "pending":
+        moves still in flight}}`` of ``account``'s perp margin, as its account shard sees it."""
+        raw = self._account_map(acct := self._acct(account), (OP_BALANCE, acct), "balance")
+        return raw.get("margin", {})  # (an older account shard: none)
+
     def fees(self, account: str | None = None) -> dict[str, Any]:
         """``account``'s fees as its account shard charges them now: ``{group, tier, volume:
         {asset: 30-day volume}, rates: {symbol: {maker_bps, taker_bps}}, tiers: [...]}`` (a
         negative ``maker_bps`` is a rebate; a trader key reads its own only)."""
-        self._need_accounts()
-        account = self._acct(account)
-        reply = self._request(self._router, account_route(account), (OP_FEES, account), "")
-        raw = self.read_result(*reply, f"fees of {account}")
-        if not isinstance(raw, dict) or "error" in raw:
-            raise _failed("fees", raw.get("error") if isinstance(raw, dict) else raw)
-        return raw
+        return self._account_map(acct := self._acct(account), (OP_FEES, acct), "fees")
 
     def set_fee_group(self, account: str, group: str) -> dict[str, Any]:
         """Put ``account`` in fee ``group`` (a tier name of the schedule; ``""``: none), admin
         key: ``{"ok": True, account, group, tier}`` or ``{"rejected": reason, "code": name}``.
         Journaled on the account's shard; orders placed after it get the new rates."""
-        self._need_accounts()
-        cmd = (OP_FEE_GROUP, account, group)
-        reply = self._request(self._router, account_route(account), cmd, "fee_group")
-        raw = self.read_result(*reply, f"fee group of {account}")
-        if not isinstance(raw, dict) or "error" in raw:
-            raise _failed("fee_group", raw.get("error") if isinstance(raw, dict) else raw)
-        return raw
+        return self._account_map(account, (OP_FEE_GROUP, account, group), "fee_group")
 
     def set_market(self, symbol: str, **changes: Any) -> dict[str, Any]:
         """Change pair ``symbol``'s state or limits (admin key; journaled on its engine shard):
