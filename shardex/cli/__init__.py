@@ -87,8 +87,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "placement": ("placement", "placement", "Show the placement map: which engine shard "
                   "owns each pair, the map's version, pinned pairs and any move in progress."),
     "positions": ("positions", "positions", "Show ACCOUNT's perp positions: size, entry and "
-                  "mark price, unrealized and realized PnL, collateral, equity and the initial "
-                  "and maintenance margin at the mark."),
+                  "mark price, unrealized and realized PnL, collateral, equity, the initial and "
+                  "maintenance margin at the mark, and the pair's insurance fund."),
     "redis": ("redis", "redis_cmd", "Run the embedded Redis-compatible server on the "
               "layout's port (base+4)."),
     "reshard": ("reshard", "reshard", "Spread the pairs over N engine shards of a running "

@@ -103,8 +103,8 @@ def audit(endpoint, host, base_port, timeout, key_file) -> None:
     """Check conservation on a live cluster: per asset, over every account shard,
     balances + fees (+ perp margin) == deposits - withdrawals, and each shard's own
     integrity; per perp pair, collateral + funding + insurance fund == the margin moved;
-    then order by order, that every live order in every book is covered by its hold and every hold by
-    a live order. Exit 1 on a violation, a settlement anomaly, or a shard that cannot
+    then order by order, that every live order in every book is covered by its hold and
+    every hold by a live order. Exit 1 on a violation, a settlement anomaly, or a shard that cannot
     answer."""
 
     try:
