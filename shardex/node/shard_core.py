@@ -74,6 +74,10 @@ class ShardCore:
     event (see ``protocol.edge_command``); reads never change state.
     """
 
+    # with the account tier (the node sets it): (commands, may park) → whether to park the
+    # request, nothing run (``node.parked``: a cancel read before its order's forward)
+    park_check: Callable[[Any, bool], bool] | None = None
+
     def __init__(
         self,
         index: int,
@@ -125,9 +129,6 @@ class ShardCore:
         # with the account tier: the map it started with, journaled at its first write when
         # newer than the one its journal holds (the forward check's, ``accounts.routing``)
         self.place_due: PlacementMap | None = None
-        # with the account tier: (commands, may park) → whether to park the request (nothing
-        # runs; ``node.parked``: a cancel read before its order's forward); None: never
-        self.park_check: Callable[[Any, bool], bool] | None = None
         self._reads: dict[int, Callable[[tuple, dict[str, Any]], dict[str, Any]]] = {
             OP_BOOK: self.book,
             OP_EVENTS: self.events,
