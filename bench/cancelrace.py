@@ -1,9 +1,9 @@
 """How often a cancel sent after its order's "ok" is refused as unknown, under CPU starvation.
 
-``python bench/cancelrace.py [REF]`` starts ``shardex up`` (insecure, 1 engine shard, 1 account
-shard, journal on, no bridge) of a worktree of REF (default ``main``) and of this tree, pins
-every thread of both clusters to one core (``--cpu``, default 0) with ``--hogs`` busy processes
-on that core too, and then, in interleaved rounds (REF, current, REF, current…), places
+``python bench/cancelrace.py [REF]`` starts ``shardex up`` (insecure unless ``--secure``, 1
+engine shard, 1 account shard, journal on, no bridge) of a worktree of REF (default ``main``)
+and of this tree, pins every thread of both clusters to one core (``--cpu``, default 0) with
+``--hogs`` busy processes on that core too, and then, in interleaved rounds (REF, current, REF, current…), places
 ``--orders`` resting orders through the account tier (``submit_many``, batch 100, window 8,
 as docs/using.md's example) and cancels every one of them right after the replies. A cancel
 refused ``not_live`` is the race: the engine shard read the cancel (router connection) before
@@ -55,16 +55,17 @@ def pin_tree(root: int, cpu: int) -> int:
     return n
 
 
-def one_round(c: Client, orders: int, k: int) -> tuple[int, int, int]:
+def one_round(c: Client, orders: int, batch: int, k: int) -> tuple[int, int, int]:
     """``orders`` resting buys, then a cancel of each placed one: (placed, cancels, refused
     ``not_live``)."""
     cmds = [c.order("BTC-USD", "buy", "0.001", f"{1000 + i}.00", id=f"cr-{k}-{i}")
             for i in range(orders)]  # fmt: skip
-    results = c.submit_many(cmds, batch=100, window=8)
+    results = c.submit_many(cmds, batch=batch, window=8)
     placed = [cmd for cmd, r in zip(cmds, results, strict=True) if r.ok]
+    newest_first = reversed(placed)  # (the cancels of the newest forwards go first)
     cancels = [{"op": "cancel", "symbol": "BTC-USD", "id": cmd["id"], "account": "alice"}
-               for cmd in placed]  # fmt: skip
-    results = c.submit_many(cancels, batch=100, window=8)
+               for cmd in newest_first]  # fmt: skip
+    results = c.submit_many(cancels, batch=batch, window=8)
     refused = sum(1 for r in results if not r.ok and r.code == "not_live")
     return len(placed), len(cancels), refused
 
@@ -83,10 +84,12 @@ def measure(args: argparse.Namespace) -> dict[str, list[int]]:
         hogs: list[mp.Process] = []
         try:
             for side, tree in sides.items():
-                cs[side] = TreeCluster(tree, 1, extra=["--accounts", "1"]).start()
+                cs[side] = TreeCluster(tree, 1, secure=args.secure,
+                                       extra=["--accounts", "1"]).start()  # fmt: skip
             clients = {}
             for side, cl in cs.items():
-                clients[side] = Client(cl.endpoints[0], key=False, account="alice", timeout=30)
+                key = cl.key if args.secure else False
+                clients[side] = Client(cl.endpoints[0], key=key, account="alice", timeout=30)
                 assert clients[side].deposit("alice", "USD", "100000000", ref="cancelrace").ok
                 assert cl.proc is not None
                 say(f"{side}: {pin_tree(cl.proc.pid, args.cpu)} threads on cpu {args.cpu}")
@@ -96,7 +99,7 @@ def measure(args: argparse.Namespace) -> dict[str, list[int]]:
                 hogs[-1].start()
             for k in range(args.rounds):
                 for side, c in clients.items():
-                    for i, v in enumerate(one_round(c, args.orders, k)):
+                    for i, v in enumerate(one_round(c, args.orders, args.batch, k)):
                         res[side][i] += v
             for c in clients.values():
                 c.close()
@@ -113,7 +116,9 @@ def main() -> None:
     ap.add_argument("ref", nargs="?", default="main", help="the commit to compare with")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--orders", type=int, default=300, help="orders (and cancels) per round")
+    ap.add_argument("--batch", type=int, default=100, help="commands per frame (window 8)")
     ap.add_argument("--hogs", type=int, default=2, help="busy processes on the cluster's core")
+    ap.add_argument("--secure", action="store_true", help="CURVE on every link (as up)")
     ap.add_argument("--cpu", type=int, default=0, help="the core the clusters are pinned to")
     args = ap.parse_args()
     res = measure(args)
