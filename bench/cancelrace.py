@@ -3,12 +3,13 @@
 ``python bench/cancelrace.py [REF]`` starts ``shardex up`` (insecure unless ``--secure``, 1
 engine shard, 1 account shard, journal on, no bridge) of a worktree of REF (default ``main``)
 and of this tree, pins every thread of both clusters to one core (``--cpu``, default 0) with
-``--hogs`` busy processes on that core too, and then, in interleaved rounds (REF, current, REF, current…), places
-``--orders`` resting orders through the account tier (``submit_many``, batch 100, window 8,
-as docs/using.md's example) and cancels every one of them right after the replies. A cancel
-refused ``not_live`` is the race: the engine shard read the cancel (router connection) before
-the order's forward (account link connection), though the forward was sent before the "ok".
-It prints refusals / cancels per side, and ``uptime``. The client runs on the other cores.
+``--hogs`` busy processes on that core too, and then, in interleaved rounds (REF, current,
+REF, current…), places ``--orders`` resting orders through the account tier (``submit_many``,
+``--batch`` per frame, window 8, as docs/using.md's example) and cancels every one of them
+(newest first) right after the replies. A cancel refused ``not_live`` is the race: the engine
+shard read the cancel (router connection) before the order's forward (account link
+connection), though the forward was sent before the "ok". It prints placed, cancels and
+refusals per side, and ``uptime``. The client runs on the other cores.
 """
 
 from __future__ import annotations
