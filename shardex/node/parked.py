@@ -157,8 +157,10 @@ class ParkedCancels:
         parked = self.parked = Parked(self.cfg.accounts, self.link_counts)
         core = self.core
 
+        def owns(symbol: str) -> bool:
+            return symbol in core.markets and core.owner(symbol) == core.index
+
         def park_check(cmds: Any, park: bool) -> bool:
-            owns = lambda s: s in core.markets and core.owner(s) == core.index  # noqa: E731
             return parked.check(parked.unknown_owners(core.engine, owns, cmds), park)
 
         core.park_check = park_check

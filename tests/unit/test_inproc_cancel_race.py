@@ -40,8 +40,8 @@ class HoldLink:
         return self.held and peer is self.target
 
 
-def _cancel_after_ok(held_forward: bool):
-    async def body(cl: InProcCluster) -> tuple[Any, Any, int, int, bool]:
+def _cancel_after_ok(held_forward: bool, release: bool = True):
+    async def body(cl: InProcCluster) -> tuple[Any, Any, int, dict[str, int], bool]:
         engine = cl.engines[0]
         hub = cl.net.hub  # type: ignore[attr-defined]
         hold = HoldLink(engine.alink)
@@ -55,8 +55,9 @@ def _cancel_after_ok(held_forward: bool):
             # the cancel reaches the engine shard before the forward: answered, or parked
             await cl.until(lambda: task.done() or engine.link_counts.get("parked", 0) > 0,
                            what="the cancel read")  # fmt: skip
-            hold.held = False
-            hub.release(0.0)
+            if release:
+                hold.held = False
+                hub.release(0.0)
             result = await task
             forwards = engine.link_counts["forwards"]
             status = await c.order_status("BTC-USD", "r-1", account="alice")
@@ -65,7 +66,7 @@ def _cancel_after_ok(held_forward: bool):
                 return await c.balance("alice") == {"USD": (D("1000"), D(0))}
 
             freed = result.ok and await cl.until(released, what="the hold released")
-            return result, status, forwards, engine.link_counts.get("parked", 0), freed
+            return result, status, forwards, dict(engine.link_counts), freed
 
     return run(plan(1, 1), body)
 
@@ -73,19 +74,28 @@ def _cancel_after_ok(held_forward: bool):
 def test_a_cancel_read_before_its_forward_waits_for_it_and_cancels():
     """Failed on main (before the engine shard parked such cancels): the cancel was refused
     (``not_live``) and the order stayed on the book, its funds held."""
-    result, status, forwards, parked, freed = _cancel_after_ok(held_forward=True)
+    result, status, forwards, counts, freed = _cancel_after_ok(held_forward=True)
     assert result.ok, (result.code, result.reason)
     assert [(e["ev"], e["id"]) for e in result.events] == [("cancelled", "r-1")]
     assert status["state"] == "cancelled"
     assert forwards == 1  # the forward was applied before the parked cancel ran
-    assert parked == 1
+    assert counts["parked"] == 1 and counts["park_late"] == counts["unfound"] == 0
     assert freed  # the hold released
 
 
+def test_a_parked_cancel_runs_at_its_deadline_when_the_link_says_nothing():
+    """The forward and the MARK's answer never arrive (an account shard cut off): after
+    ``PARK_DEADLINE_S`` the cancel runs as before, refused as unknown, and is counted."""
+    result, status, forwards, counts, _ = _cancel_after_ok(held_forward=True, release=False)
+    assert result.code == "not_live" and status["state"] == "unknown"
+    assert forwards == 0
+    assert counts["parked"] == counts["park_late"] == counts["unfound"] == 1
+
+
 def test_a_cancel_that_finds_its_order_is_not_parked():
-    result, status, forwards, parked, _ = _cancel_after_ok(held_forward=False)
+    result, status, forwards, counts, _ = _cancel_after_ok(held_forward=False)
     assert result.ok and status["state"] == "cancelled"
-    assert forwards == 1 and parked == 0
+    assert forwards == 1 and counts["parked"] == 0
 
 
 def _parked(limit: int = 3) -> tuple[Parked, dict[str, int]]:
