@@ -120,6 +120,8 @@ class SettlementLink:
             self.malformed += 1
             return
         self.parked.answered(j, *body)
+        if body[1] > self.core.engine.inbox.last.get(j, 0):
+            self.tier_link.end.owed.add(j)  # (forwards it sent that we lack: HAVE, it re-sends)
 
     def _held_verdict(self, j: int, seq: int, prev: int) -> int:
         """A forward's verdict while the journal cannot write: one that would apply is a gap
