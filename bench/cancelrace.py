@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from compare import Worktree, check_imports, current_label  # noqa: E402
+from compare import ref_and_current  # noqa: E402
 from proccpu import descendants  # noqa: E402
 from scaling import TreeCluster, say  # noqa: E402
 
@@ -76,11 +76,7 @@ def measure(args: argparse.Namespace) -> dict[str, list[int]]:
     res = {"ref": [0, 0, 0], "current": [0, 0, 0]}
     others = sorted(os.sched_getaffinity(0) - {args.cpu}) or [args.cpu]
     os.sched_setaffinity(0, set(others))  # (the client off the starved core)
-    with Worktree(args.ref) as wt:
-        sides = {"ref": wt.path, "current": ROOT}
-        for tree in sides.values():
-            check_imports(tree)
-        say(f"A = {args.ref} ({wt.short}), B = {current_label()}; load {os.getloadavg()}")
+    with ref_and_current(args.ref) as sides:
         cs: dict[str, TreeCluster] = {}
         hogs: list[mp.Process] = []
         try:
