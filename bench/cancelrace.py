@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from compare import ref_and_current  # noqa: E402
-from proccpu import descendants  # noqa: E402
+from proccpu import _role, descendants  # noqa: E402
 from scaling import TreeCluster, say  # noqa: E402
 
 from shardex.client import Client  # noqa: E402
@@ -39,20 +39,31 @@ def _hog(cpu: int, until: float) -> None:
         sum(range(10_000))
 
 
-def pin_tree(root: int, cpu: int) -> int:
-    """Every thread of every process under ``root`` onto ``cpu``; how many threads."""
+def pin_tree(root: int, cpu: int, rest: set[int], only: str | None) -> int:
+    """Every thread of every process under ``root`` onto ``cpu`` (``only``: of the processes of
+    that role, the others onto ``rest``); how many threads on ``cpu``."""
     n = 0
     for pid in descendants(root):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
+        if only is not None and _role(pid) != only:
+            _pin_threads(pid, rest)
             continue
-        for tid in tids:
-            try:
-                os.sched_setaffinity(tid, {cpu})
-                n += 1
-            except OSError:
-                pass
+        n += _pin_threads(pid, {cpu})
+    return n
+
+
+def _pin_threads(pid: int, cpus: set[int]) -> int:
+    """Every thread of ``pid`` onto ``cpus``; how many."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return 0
+    n = 0
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+            n += 1
+        except OSError:
+            pass
     return n
 
 
@@ -89,7 +100,8 @@ def measure(args: argparse.Namespace) -> dict[str, list[int]]:
                 clients[side] = Client(cl.endpoints[0], key=key, account="alice", timeout=30)
                 assert clients[side].deposit("alice", "USD", "100000000", ref="cancelrace").ok
                 assert cl.proc is not None
-                say(f"{side}: {pin_tree(cl.proc.pid, args.cpu)} threads on cpu {args.cpu}")
+                n = pin_tree(cl.proc.pid, args.cpu, set(others), args.only)
+                say(f"{side}: {n} threads on cpu {args.cpu}")
             until = time.time() + 3600
             for _ in range(args.hogs):
                 hogs.append(mp.Process(target=_hog, args=(args.cpu, until), daemon=True))
@@ -116,6 +128,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="commands per frame (window 8)")
     ap.add_argument("--hogs", type=int, default=2, help="busy processes on the cluster's core")
     ap.add_argument("--secure", action="store_true", help="CURVE on every link (as up)")
+    ap.add_argument("--only", help="pin only this role's processes (e.g. engine) to --cpu")
     ap.add_argument("--cpu", type=int, default=0, help="the core the clusters are pinned to")
     args = ap.parse_args()
     res = measure(args)

@@ -40,7 +40,10 @@ from shardex.wire.link import encode_link
 from shardex.wire.protocol import LINK_MARK
 
 MAX_PARKED = 10_000  # requests parked at once; past it a cancel runs (and is refused) at once
-PARK_DEADLINE_S = 1.0  # a parked request runs after this long even without the MARK's answer
+# A parked request runs after this long even without the MARK's answer, or when the forwards it
+# names do not arrive: long enough for the link to repair a dropped forward (re-sent at the
+# latest on the second SYNC after it, ~2 s: docs/account-link.md), short of a client's timeout.
+PARK_DEADLINE_S = 2.5
 
 
 class Parked:

@@ -46,6 +46,7 @@ def _cancel_after_ok(held_forward: bool, release: bool = True):
         hub = cl.net.hub  # type: ignore[attr-defined]
         hold = HoldLink(engine.alink)
         hub.shaper = hold
+        engine.parked.wait = 0.3  # (the deadline: ``PARK_DEADLINE_S`` is for real links)
         async with cl.client(timeout=5) as c:
             assert (await c.deposit("alice", "USD", "1000", ref="race-a")).ok
             hold.held = held_forward
@@ -85,7 +86,7 @@ def test_a_cancel_read_before_its_forward_waits_for_it_and_cancels():
 
 def test_a_parked_cancel_runs_at_its_deadline_when_the_link_says_nothing():
     """The forward and the MARK's answer never arrive (an account shard cut off): after
-    ``PARK_DEADLINE_S`` the cancel runs as before, refused as unknown, and is counted."""
+    its deadline the cancel runs as before, refused as unknown, and is counted."""
     result, status, forwards, counts, _ = _cancel_after_ok(held_forward=True, release=False)
     assert result.code == "not_live" and status["state"] == "unknown"
     assert forwards == 0
