@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,18 @@ def current_label() -> str:
         ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "shardex"], capture_output=True
     ).returncode
     return f"current ({head}{' + uncommitted' if dirty else ''})"
+
+
+@contextmanager
+def ref_and_current(ref: str) -> Iterator[dict[str, Path]]:
+    """``{"ref": a worktree of ref, "current": this tree}``, each checked to be what its own
+    processes import (``check_imports``), said with the load; the worktree removed after."""
+    with Worktree(ref) as wt:
+        sides = {"ref": wt.path, "current": ROOT}
+        for tree in sides.values():
+            check_imports(tree)
+        say(f"A = {ref} ({wt.short}), B = {current_label()}; load {os.getloadavg()}")
+        yield sides
 
 
 # ---------------------------------------------------------------------------------------------

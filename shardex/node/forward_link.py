@@ -15,8 +15,8 @@ from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import ForwardRepair
 from shardex.net.recv import messages
 from shardex.node.link_port import LinkPort
-from shardex.wire.link import decode_link
-from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
+from shardex.wire.link import decode_link, encode_link
+from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_MARK, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.accounts")
@@ -80,6 +80,9 @@ class ForwardLink:
                     self.counts["malformed"] += 1
                     continue
                 self.linked.add(i)
+                if kind == LINK_MARK:
+                    self.mark(i, body)
+                    continue
                 if kind == LINK_HAVE:
                     if type(body) is int and not self.diverged(i, body):
                         self.confirmed(i, end.reported(i, body))
@@ -94,6 +97,19 @@ class ForwardLink:
                 applied, duplicates, _ = end.receive(i, body, check, self._settle)
                 self.counts["settlements"] += applied
                 self.counts["duplicates"] += duplicates
+
+    def mark(self, i: int, token: Any) -> None:
+        """Engine shard ``i`` parked a cancel for an order it does not know and MARKs: answer
+        at once on the link, with the last forward put on it. Every forward whose order's
+        "ok" left before this MARK was read went on this link before the answer (forwards
+        leave before their replies, ``AccountNode._release``), and the link keeps order: once
+        engine shard ``i`` reads the answer it has read them (``node.parked``)."""
+        if type(token) is not int:
+            self.counts["malformed"] += 1
+            return
+        sent = self.tier_link.end.gates[i].sent
+        if not self._transmit(i, [LINK_MARK, encode_link(self.cfg.index, (token, sent))]):
+            self.counts["unsent"] += 1
 
     def _settle(self, i: int, msg: tuple) -> None:
         self.handler.journal_apply(msg, self.out)

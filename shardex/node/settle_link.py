@@ -17,7 +17,7 @@ from shardex.net.recv import messages_user
 from shardex.node.link_port import LinkPort
 from shardex.wire.layouts import LINK_CMD, LINK_PREV, LINK_SEQ
 from shardex.wire.link import decode_link
-from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_SETTLE, LINK_SYNC
+from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_MARK, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
 log = logging.getLogger("shardex.shard")
@@ -44,6 +44,7 @@ class SettlementLink:
     out: list[Any]
     reported: Callable[[Any], bool]  # whether this turn's poll reported a socket
     flush: Any  # the node's group commit (a forward burst past ``publish_every`` flushes)
+    parked: Any  # the node's parked cancels (``node.parked.Parked``; None without accounts)
 
     def init_link(self, every: float, limit: int = MAX_RESEND) -> None:
         """The link's state: each account shard's SYNCs re-send its settlements at most every
@@ -95,6 +96,9 @@ class SettlementLink:
                 if type(body) is int and body >= 0:
                     end.reported(j, body)  # answered after this wake-up's group commit
                 continue
+            if kind == LINK_MARK:  # the answer to our MARK (``node.parked``)
+                self._marked(j, body)
+                continue
             if kind != LINK_FWD or type(body) is not tuple:
                 self.malformed += 1
                 continue
@@ -108,6 +112,16 @@ class SettlementLink:
                 self.malformed += 1
             if len(self.out) >= self.cfg.publish_every:
                 self.flush()
+
+    def _marked(self, j: int, body: Any) -> None:
+        """Account shard ``j`` answered our MARK: ``(token, last forward seq it sent us)``."""
+        if (self.parked is None or type(body) is not tuple or len(body) != 2
+                or not all(type(v) is int for v in body)):  # fmt: skip
+            self.malformed += 1
+            return
+        self.parked.answered(j, *body)
+        if body[1] > self.core.engine.inbox.last.get(j, 0):
+            self.tier_link.end.owed.add(j)  # (forwards it sent that we lack: HAVE, it re-sends)
 
     def _held_verdict(self, j: int, seq: int, prev: int) -> int:
         """A forward's verdict while the journal cannot write: one that would apply is a gap

@@ -38,6 +38,7 @@ from shardex.node.leader import Replicator
 from shardex.node.moves import rehello
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
+from shardex.node.parked import ParkedCancels
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
 from shardex.node.sequenced import SequencedNode
@@ -115,7 +116,7 @@ class ShardConfig:
     placement: PlacementMap | None = None  # pair → shard (None: no pins); HELLOs carry it
 
 
-class ShardNode(SettlementLink, JournalHold, SequencedNode):
+class ShardNode(SettlementLink, ParkedCancels, JournalHold, SequencedNode):
     """The shard process: recover, then loop drain → dispatch → flush (journal, reply, publish).
 
     The loop never blocks on anything downstream: PUB drops rather than waits (the bridge
@@ -166,6 +167,7 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         # before the standby had its batch would be money the next leader never moved.
         self.repl_settle: deque[tuple[int, list[tuple[int, tuple]]]] = deque()
         self._sockets(net)
+        self.init_parked()  # (``ParkedCancels``: with the account tier)
         if self.replica is not None:
             self.poller.register(self.replica.sock, net.POLLIN)
         self.hello_info = {
@@ -314,7 +316,9 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
             self.from_accounts()  # sent after its order's "ok" must find it here
 
     def read_requests(self, now: float) -> None:
+        self.run_parked(now)  # (``ParkedCancels``: before what came after them)
         self.dispatch(self.drain(), now)
+        self.send_marks()
 
     def fence_sockets(self) -> list[tuple[Any, bool]]:
         return [(sock, type(self.box[sock]) is RouterLink) for sock in self.sockets]
@@ -346,7 +350,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                 pending.append((sock, frames, user))  # (secure: the key id of the connection)
         return pending
 
-    def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float) -> None:
+    def dispatch(self, pending: list[tuple[Any, list[bytes], str | None]], now: float,
+                 park: bool = True) -> None:  # fmt: skip
         stats = self.stats
         core = self.core
         stats.backlog = len(pending)
@@ -387,7 +392,10 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
                 replies.append((box, [*head, self.overloaded]))
             else:
                 budget = MAX_ROUTED_REPLY_BYTES if routed else MAX_EVENTS_REPLY_BYTES
-                reply = core.handle(frames[-1], out, info, budget, user)
+                reply = core.handle(frames[-1], out, info, budget, user, park)
+                if reply is None:  # (``node.parked``: its order's forward is not read yet)
+                    self.park((sock, frames, user), now)
+                    continue
                 replies.append((box, [*head, reply]))
             if len(out) >= publish_every:
                 self.flush()
@@ -500,6 +508,8 @@ class ShardNode(SettlementLink, JournalHold, SequencedNode):
         core, stats = self.core, self.stats
         if self.held is None and core.expire_due(self.out):  # (an idle shard's expiries)
             self.flush()
+        if self.run_parked(now):  # (past their deadline, on a quiet shard)
+            self.flush()
         stats.seq = core.engine.seq
         if now - self.last_resting >= 1.0:
             stats.resting = core.engine.resting()
@@ -585,16 +595,6 @@ def run_replicated(cfg: ShardConfig, replica: int, redis_url: str, repl_endpoint
 
 
 # Names other modules and tests import from here (they moved to their own modules).
-__all__ = [
-    "JOURNAL_READ_BUDGET",
-    "NullJournal",
-    "RouterLink",
-    "ShardConfig",
-    "ShardCore",
-    "ShardNode",
-    "check_ownership",
-    "not_leader_reply",
-    "outbox_families",
-    "run_replicated",
-    "run_shard",
-]
+__all__ = ["JOURNAL_READ_BUDGET", "NullJournal", "RouterLink", "ShardConfig", "ShardCore",
+           "ShardNode", "check_ownership", "not_leader_reply", "outbox_families",
+           "run_replicated", "run_shard"]  # fmt: skip

@@ -74,6 +74,10 @@ class ShardCore:
     event (see ``protocol.edge_command``); reads never change state.
     """
 
+    # with the account tier (the node sets it): (commands, may park) → whether to park the
+    # request, nothing run (``node.parked``: a cancel read before its order's forward)
+    park_check: Callable[[Any, bool], bool] | None = None
+
     def __init__(
         self,
         index: int,
@@ -172,11 +176,14 @@ class ShardCore:
         self._owner.pop(symbol, None)
 
     def handle(self, payload: bytes, out: list[Event], info: dict[str, Any],
-               budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None) -> bytes:  # fmt: skip
+               budget: int = MAX_EVENTS_REPLY_BYTES, user: str | None = None,
+               park: bool = True) -> bytes | None:  # fmt: skip
         """One request payload → reply bytes; the commands' events are appended to ``out``.
 
         ``budget`` bounds the bytes this request's reads may return, all reads together.
         ``user`` is the authenticated key id of the connection (never a client-written field).
+        None: nothing ran, the node parks the request (``park_check``, ``node.parked``: a
+        cancel for an order not known yet); ``park`` False runs it whatever it cancels.
         """
         self.budget = budget
         key, cmds, refused = admit(self.registry, payload, user)
@@ -190,6 +197,8 @@ class ShardCore:
             for cmd in cmds:
                 if self._read_op(cmd) is None:
                     return encode_reply(None, journal_error(self.journal_down))
+        elif self.park_check is not None and self.park_check(cmds, park):
+            return None
         stats = self.stats
         perf = self._perf
         t0 = perf()

@@ -90,7 +90,8 @@ class ShardNodeCollector:
         if node.cfg.accounts:
             fam = CounterMetricFamily(
                 "shardex_shard_account_link",
-                "Account link: forwards applied/duplicate/gap, settlements sent/re-sent/unsent",
+                "Account link: forwards applied/duplicate/gap, settlements sent/re-sent/unsent, "
+                "cancels parked/park_late/park_full/unfound (node.parked)",
                 labels=["shard", "what"],
             )
             for what, n in node.link_counts.items():

@@ -417,9 +417,12 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 #   j → i: [LINK_SYNC, msgpack (j, last engine seq j applied from i)]    every second + on gap
 #   i → j: [LINK_SETTLE, msgpack (i, [settlement, ...])]   layouts in shardex.accounts.codes
 #   i → j: [LINK_HAVE, msgpack (i, last forward seq i applied from j)]   answer to a SYNC
+#   i → j: [LINK_MARK, msgpack (i, token)]   a cancel for an order i does not know is parked
+#   j → i: [LINK_MARK, msgpack (j, (token, last forward seq j put on the link to i))]   at once
 # A SYNC makes i re-send its settlements for j after the given seq (from a bounded ring); a
 # HAVE makes j re-send its forwards after the given seq. Both sides skip duplicates and refuse
 # gaps by (seq, prev) (``shardex.accounts.link``), so every message is applied exactly once.
+# A MARK's answer follows on j's link every forward j sent before it (``shardex.node.parked``).
 # ---------------------------------------------------------------------------------------------
 
 OP_DEPOSIT = 30
@@ -439,6 +442,7 @@ LINK_FWD = b"FWD"
 LINK_SYNC = b"SYNC"
 LINK_SETTLE = b"SETTLE"
 LINK_HAVE = b"HAVE"
+LINK_MARK = b"MARK"
 
 
 # Commands that only shardex creates, never a client: an edge reject (the SDK answers its own

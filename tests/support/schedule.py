@@ -31,6 +31,10 @@ MEASURED_S: dict[str, float] = {
     # a request of orders (and a link read of settlements) with the machine's rings filled
     # once (2026-12-07 23:30): 2.1 s with an in-process cluster
     "test_account_order_batch.py": 2.2,
+    # a cancel read before its order's forward, parked until the link's MARK answer
+    # (2026-12-08 00:12): 0.8 s of pytest, three in-process clusters (one waits out a 0.3 s
+    # parking deadline) and the pure queue
+    "test_inproc_cancel_race.py": 1.0,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
