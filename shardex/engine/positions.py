@@ -212,18 +212,25 @@ def requirement(book: Any, account: str, mark: int, extra: tuple[int, int, int] 
     row = book.positions.accounts.get(account)
     notional = abs(row[SIZE]) * mark if row is not None else 0
     loss = 0
-    orders = [(o.side, o.qty, o.price) for o in open_orders(book, account) if o.id != skip]
-    if extra is not None:
-        orders.append(extra)
-    for side, qty, price in orders:
+    for o in open_orders(book, account):  # (one pass over the orders: no list of tuples)
+        if o.id == skip:
+            continue
+        qty, price = o.qty, o.price
         if price > mark:  # (above the mark: counted at its price; a buy loses the gap)
             notional += qty * price
-            if side == BUY:
+            if o.side == BUY:
                 loss += qty * (price - mark)
         else:  # (at or below: counted at the mark; a sell loses the gap)
             notional += qty * mark
-            if side != BUY:
+            if o.side != BUY:
                 loss += qty * (mark - price)
+    if extra is not None:
+        side, qty, price = extra
+        notional += qty * max(price, mark)
+        if side == BUY and price > mark:
+            loss += qty * (price - mark)
+        elif side != BUY and price <= mark:
+            loss += qty * (mark - price)
     num, den = _ratio(book.market.perp.initial_margin)
     return -(-notional * num // den) + loss
 
