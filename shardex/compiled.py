@@ -34,7 +34,7 @@ from pathlib import Path
 PACKAGES: dict[str, tuple[str, ...]] = {
     "engine": ("codes.py", "markets.py", "book.py", "moves.py", "admin.py", "expiry.py",
                "listing.py", "stops.py", "state.py", "engine.py", "perps.py", "positions.py",
-               "funding.py", "adl.py", "liquidation.py"),
+               "funding.py", "adl.py", "liqindex.py", "liquidation.py"),
     "accounts": (),
 }
 MODES = ("auto", "interpreted", "compiled")

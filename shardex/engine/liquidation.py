@@ -3,7 +3,11 @@ I/O; part of the compiled build).
 
 **Who breaches.** At the mark ``m`` an account with a position breaches when its equity
 (``positions.equity``) is below its maintenance margin, ``ceil(maintenance_margin × |size| ×
-m)`` notional units (rounded up: against the account), integers throughout (``breaching``).
+m)`` notional units (rounded up: against the account), integers throughout (``breaching``,
+the full scan). A tick finds them through the pair's liquidation index (``below``,
+``shardex.engine.liqindex``: positions keyed by the exact mark at which each breaches), so it
+costs the rows changed since the last tick and the breaching ones, not every position; the
+answer, and so the take-overs' order, is the scan's.
 
 **Bankruptcy price.** The price ``p`` at which the account's equity ``e0 + size × p − cost``
 (``e0`` = collateral + realized + funding) is exactly zero is the rational ``x = (cost − e0) /
@@ -68,9 +72,11 @@ from shardex.engine.adl import deleverage
 from shardex.engine.codes import (
     BUY,
     EV_LIQUIDATION,
+    EV_POSITION,
     EV_TRADE,
     IOC,
     LIMIT,
+    OP_FUNDING,
     OP_INDEX,
     OP_NEW,
     SELL,
@@ -78,6 +84,8 @@ from shardex.engine.codes import (
     Event,
 )
 from shardex.engine.expiry import LIQUIDATION, _cancel_mine
+from shardex.engine.funding import due_pairs, pay_funding
+from shardex.engine.liqindex import LiqIndex
 from shardex.engine.perps import PERP_OPS as _PERP_OPS
 from shardex.engine.perps import set_index
 from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, Positions, equity
@@ -98,6 +106,27 @@ def breaching(accounts: Mapping[str, list[int]], mark: int, num: int, den: int) 
     """The accounts with a position whose equity at ``mark`` is below maintenance, by name."""
     return sorted(a for a, row in accounts.items() if row[SIZE]
                   and equity(row, mark) < maintenance(row[SIZE], mark, num, den))  # fmt: skip
+
+
+def below(pos: Positions, mark: int, num: int, den: int) -> list[str]:
+    """``breaching``'s answer through the pair's liquidation index (``engine.liqindex``),
+    built or brought up to date first: the accounts whose key the mark crossed, checked
+    exactly again, by name. Costs O((changed rows + breaching) · log n), not O(n)."""
+    idx = pos.liq
+    if idx is None or idx.num != num or idx.den != den:
+        idx = pos.liq = LiqIndex(pos.accounts, num, den)
+    elif pos.dirty:
+        idx.rekey(pos.accounts, pos.dirty)
+    pos.dirty = set()
+    accounts = pos.accounts
+    found = []
+    for a in idx.candidates(mark):
+        row = accounts.get(a)
+        if row is not None and row[SIZE]:
+            if equity(row, mark) < maintenance(row[SIZE], mark, num, den):
+                found.append(a)
+    found.sort()
+    return found
 
 
 def bankruptcy(row: list[int]) -> int:
@@ -185,6 +214,7 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event],
     market, mark = book.market, book.oracle.mark
     row = pos.accounts[account]
     size = row[SIZE]
+    start = len(out)
     _cancel_mine(eng, book, account, LIQUIDATION, out)
     perp = market.perp
     mm = _ratio(perp.maintenance_margin)
@@ -200,6 +230,10 @@ def take_over(eng: Any, book: Any, account: str, out: list[Event],
     settled = uncovered = 0
     if row[SIZE] == 0:
         settled, uncovered = settle(pos, row)
+    pos.touch(account)
+    for ev in out[start:]:  # (the rows deleveraging moved: the liquidation index re-keys them)
+        if ev[0] == EV_POSITION:
+            pos.touch(ev[3])
     eng.seq = seq = eng.seq + 1
     out.append((EV_LIQUIDATION, seq, book.symbol, account, size - row[SIZE], limit, notional,
                 settled, uncovered, pos.fund))  # fmt: skip
@@ -235,13 +269,12 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
         return None
     num, den = _ratio(book.market.perp.maintenance_margin)
     if not live:
-        pos.frozen += len(breaching(pos.accounts, book.oracle.mark, num, den))
+        pos.frozen += len(below(pos, book.oracle.mark, num, den))
         return None
     done: set[str] = set()
     queues: dict[int, list[str]] = {}  # (each side's ADL queue: ``adl.deleverage``)
     while True:  # (a maker a take-over filled may breach now: each account once per index)
-        todo = [a for a in breaching(pos.accounts, book.oracle.mark, num, den)
-                if a not in done]  # fmt: skip
+        todo = [a for a in below(pos, book.oracle.mark, num, den) if a not in done]
         if not todo:
             return None
         for account in todo:
@@ -249,5 +282,14 @@ def index_and_liquidate(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
             take_over(eng, book, account, out, queues)
 
 
+def funding_and_rekey(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
+    """``(OP_FUNDING, ts)`` (``funding.pay_funding``): a payment moves every row of the pairs
+    it pays, so their liquidation indexes are dropped, rebuilt at their next tick."""
+    if len(cmd) == 2 and type(cmd[1]) is int:
+        for book in due_pairs(eng, cmd[1]):
+            book.positions.liq = None
+    return pay_funding(eng, cmd, out)
+
+
 # the engine's dispatch of perp pairs' commands (``Engine.apply``'s admin table)
-PERP_OPS = {**_PERP_OPS, OP_INDEX: index_and_liquidate}
+PERP_OPS = {**_PERP_OPS, OP_INDEX: index_and_liquidate, OP_FUNDING: funding_and_rekey}

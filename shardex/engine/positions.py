@@ -71,10 +71,14 @@ class Positions:
     ``open`` indexes each account's resting order ids (``open_orders``), so a margin check
     walks the account's orders, not the book's. It is derived: not in the state, built from
     the book on first use (``indexed``), given each order that rests after a check, and
-    cleaned of finished ids as it is read (a superset of the live ones: the same answer)."""
+    cleaned of finished ids as it is read (a superset of the live ones: the same answer).
+
+    ``liq`` is the pair's liquidation index (``shardex.engine.liqindex``; None: built at the
+    next index tick), derived like ``open``: whatever changes a row adds its account to
+    ``dirty`` (``touch``), and the next tick re-keys those."""
 
     __slots__ = ("accounts", "armed", "premium", "samples", "cumulative", "due", "remainder",
-                 "open", "indexed", "fund", "uncovered", "frozen")
+                 "open", "indexed", "fund", "uncovered", "frozen", "liq", "dirty")
 
     def __init__(self) -> None:
         self.accounts: dict[str, list[int]] = {}
@@ -89,6 +93,12 @@ class Positions:
         self.fund = 0  # the insurance fund, units (``engine.liquidation``; always >= 0)
         self.uncovered = 0  # Σ deficits the fund could not pay, units (0 with ADL: a guard)
         self.frozen = 0  # take-overs a stale oracle held back (``engine.liquidation``)
+        self.liq: Any = None  # (``liqindex.LiqIndex``: derived, never saved)
+        self.dirty: set[str] = set()
+
+    def touch(self, account: str) -> None:
+        """``account``'s row changed: the liquidation index re-keys it at the next tick."""
+        self.dirty.add(account)
 
     def row(self, account: str) -> list[int]:
         row = self.accounts.get(account)
@@ -110,6 +120,7 @@ class Positions:
         """``save``'s map back; ValueError when it does not fit."""
         self.accounts = {}
         self.fund = self.uncovered = self.frozen = 0
+        self.liq, self.dirty = None, set()
         if not state:
             return
         for entry in state["rows"]:  # (a liquidated account's collateral may be < 0)
@@ -179,6 +190,7 @@ def on_match(eng: Any, book: Any, out: list[Event], trades: int, account: str,
             fill(row, signed, ev[_TR_PRICE])
     symbol = book.symbol
     for who, row in touched.items():
+        pos.touch(who)
         eng.seq = seq = eng.seq + 1
         out.append((EV_POSITION, seq, symbol, who, row[SIZE], row[COST], row[REALIZED]))
 
@@ -200,18 +212,25 @@ def requirement(book: Any, account: str, mark: int, extra: tuple[int, int, int] 
     row = book.positions.accounts.get(account)
     notional = abs(row[SIZE]) * mark if row is not None else 0
     loss = 0
-    orders = [(o.side, o.qty, o.price) for o in open_orders(book, account) if o.id != skip]
-    if extra is not None:
-        orders.append(extra)
-    for side, qty, price in orders:
+    for o in open_orders(book, account):  # (one pass over the orders: no list of tuples)
+        if o.id == skip:
+            continue
+        qty, price = o.qty, o.price
         if price > mark:  # (above the mark: counted at its price; a buy loses the gap)
             notional += qty * price
-            if side == BUY:
+            if o.side == BUY:
                 loss += qty * (price - mark)
         else:  # (at or below: counted at the mark; a sell loses the gap)
             notional += qty * mark
-            if side != BUY:
+            if o.side != BUY:
                 loss += qty * (mark - price)
+    if extra is not None:
+        side, qty, price = extra
+        notional += qty * max(price, mark)
+        if side == BUY and price > mark:
+            loss += qty * (price - mark)
+        elif side != BUY and price <= mark:
+            loss += qty * (mark - price)
     num, den = _ratio(book.market.perp.initial_margin)
     return -(-notional * num // den) + loss
 
@@ -389,6 +408,7 @@ def set_margin(eng: Any, cmd: Any, out: list[Event]) -> Refusal | None:
             del book.positions.accounts[account]
         return f"margin: {account} cannot take that out of {symbol}", REJ_INSUFFICIENT_MARGIN
     row[COLLATERAL] += amount
+    book.positions.touch(account)
     eng.seq = seq = eng.seq + 1
     out.append((EV_MARGIN, seq, symbol, account, amount, row[COLLATERAL]))
     return None

@@ -157,6 +157,10 @@ MEASURED_S: dict[str, float] = {
     # liquidations and the insurance fund (2026-12-07 21:58, load ~5): 3.2 s of pytest,
     # 4.1 s CPU with start-up (pure: engine and hypothesis, no process)
     "test_liquidation.py": 3.2,
+    # the liquidation index against the full scan (2026-12-08 00:08, load ~6): 1.4 s of pytest
+    "test_liqindex.py": 1.5,
+    # the margin requirement against its definition (2026-12-08 00:27, load ~8): 0.3-0.9 s
+    "test_perp_requirement.py": 1,
     "test_positions.py": 2, "test_funding.py": 1.2, "test_inproc_positions.py": 0.3,
     # perp margin through the account tier (2026-12-07 23:10, load ~10): 0.2 s of pytest for
     # three in-process clusters (one on virtual time, with three crashes)
