@@ -31,6 +31,9 @@ MEASURED_S: dict[str, float] = {
     # a request of orders (and a link read of settlements) with the machine's rings filled
     # once (2026-12-07 23:30): 2.1 s with an in-process cluster
     "test_account_order_batch.py": 2.2,
+    # bench/overload.py's CPU per order from /proc (2026-12-08 00:05): 0.4 s of pytest (50 ms
+    # of it burnt on purpose)
+    "test_bench_overload_cpu.py": 0.4,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,
