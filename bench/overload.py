@@ -330,6 +330,7 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
     conn = 0
     time.sleep(0.3)  # connections up
     clock = time.perf_counter
+    cpu0 = time.process_time()  # (this generator's own CPU: is it what limits the level?)
     t0 = clock()
     end = t0 + seconds
     next_i = 0
@@ -407,6 +408,7 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
                     c["timeouts"] += n
     seconds_run = clock() - t0
     c["send_seconds"] = min(seconds, seconds_run)
+    c["gen_cpu_s"] = time.process_time() - cpu0
     for s in socks:
         s.close(0)
     ctx.term()
@@ -451,7 +453,7 @@ def open_level(endpoint: str, rate: float, args: argparse.Namespace) -> dict[str
         for k, v in d.pop("errors_by_reason").items():
             total["errors_by_reason"][k] = total["errors_by_reason"].get(k, 0) + v
         for k, v in d.items():
-            agg = k in ("seconds", "send_seconds")
+            agg = k in ("seconds", "send_seconds")  # (gen_cpu_s: summed over generators)
             total[k] = max(total.get(k, 0), v) if agg else total.get(k, 0) + v
     sent = total["sent"] or 1
     secs = total["seconds"] or 1
@@ -473,6 +475,9 @@ def open_level(endpoint: str, rate: float, args: argparse.Namespace) -> dict[str
         "wire_p50_ms": _ms(wire, 50),  # acked, from the real send (no generator lag)
         "wire_p99_ms": _ms(wire, 99),
         "lag_p99_ms": _ms(lag, 99),  # the generators' own: real send − intended
+        # the generators' CPU per sent order (µs) and their share of a core each
+        "gen_cpu_us_per_order": round(total["gen_cpu_s"] * 1e6 / sent),
+        "gen_core_share": round(total["gen_cpu_s"] / (args.procs * secs), 2),
         "seconds": round(secs, 1),
     }
 
@@ -668,7 +673,9 @@ def print_table(rep: dict[str, Any]) -> None:
         )
         if r.get("wire_p99_ms") is not None:
             print(f"{'':>7} from the real send: p50 {r['wire_p50_ms']} ms, p99 {r['wire_p99_ms']} "
-                  f"ms; generators' lag p99 {r['lag_p99_ms']} ms")  # fmt: skip
+                  f"ms; generators' lag p99 {r['lag_p99_ms']} ms, CPU "
+                  f"{r['gen_cpu_us_per_order']} µs/order sent, {r['gen_core_share']} of a core "
+                  "each")  # fmt: skip
         if r.get("cpu_us_per_order"):
             print(f"{'':>7} CPU µs per acked order: {r['cpu_us_per_order']}")
         if r.get("router_rejected"):
