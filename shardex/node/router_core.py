@@ -244,7 +244,7 @@ class Router(HelloChecks, RouterReports):
         if (
             late  # (counted in ``codel[shard].shed`` too)
             or self.shard_inflight[shard] >= cfg.max_inflight
-            or self.shard_inflight[shard] - self.skipped[shard] >= self.caps[shard]
+            or self._capped(shard, client)
             or self.shard_bytes[shard] + size > cfg.max_inflight_bytes
             or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
         ):
@@ -271,6 +271,13 @@ class Router(HelloChecks, RouterReports):
         self.batch_bytes[shard] += size
         if shard not in self.ready:
             self.ready.append(shard)
+
+    def _capped(self, shard: int, client: bytes) -> bool:
+        """Whether ``shard`` holds its rate-derived cap (``rate_cap``) of requests it will
+        answer, for a client with requests in flight: one that waits for each answer (a lone
+        trader, a status read) still gets through a queue another client filled."""
+        queued = self.shard_inflight[shard] - self.skipped[shard]
+        return queued >= self.caps[shard] and client in self.client_inflight
 
     def _front_late(self, client: bytes, now: float) -> bool:
         """Shedding by the wait in the router's own client socket: read late (``now`` minus

@@ -70,10 +70,11 @@ def rate_cap(rate: float, queue_s: float, floor: int, ceiling: int) -> int:
     slow or descheduled shard still takes a client's pipelined requests), at most ``ceiling``
     (the count cap). ``ceiling`` until a rate is measured, or with ``queue_s`` 0 (off).
 
-    Unlike ``Codel`` it needs no standing queue and spares no client: it is a count cap whose
-    count follows the shard's speed, always on, so a queue in front of a shard holds at most
-    ~``queue_s`` of work (at 8,000 requests/s, 400 instead of the count cap's 1,000: 50 ms
-    instead of 125; at 4,000/s the floor of 250, 62 ms instead of 250)."""
+    Unlike ``Codel`` it needs no standing queue: it is a count cap whose count follows the
+    shard's speed, always on (like ``Codel``, the router spares a client with nothing in
+    flight), so a queue in front of a shard holds ~``queue_s`` of work (at 8,000 requests/s,
+    400 instead of the count cap's 1,000: 50 ms instead of 125; at 4,000/s the floor of 250,
+    62 ms instead of 250)."""
     if rate <= 0 or queue_s <= 0:
         return ceiling
     return min(ceiling, max(floor, int(rate * queue_s)))

@@ -188,6 +188,10 @@ def test_router_by_default_holds_a_shards_queue_to_its_rate_times_the_cap_wait()
     assert r.shard_inflight[0] <= r.caps[0] + 10  # (+ what came before the last re-derive)
     assert errors.count(None) > 1900 and r.codel[0].shed == 0
     assert all(e.startswith(ERR_OVERLOADED) for e in errors if e is not None)
+    # a client with nothing in flight (a lone trader, a status read) still gets through
+    assert r.shard_inflight[0] >= r.caps[0] and _admit(r, 8, 2.0) is not None
+    shard, reply = r.from_client(_order(b"lone", b"x"), 2.0)
+    assert reply is None and shard == 0
     # with the default floor the same shard may hold min_inflight (a client's pipeline)
     r = Router(1, RouterConfig(1, "", ""))
     _serve(r, 0.0, 2.0, 0.0005, 10)
