@@ -16,7 +16,11 @@ Per level it reports offered/s (really sent), acked/s (replies without a batch e
 of orders answered ``overloaded``, the share that got no reply within ``--timeout`` (timeouts),
 p50/p99 of the acked orders only (an ``overloaded`` answer is fast and must not flatter the
 tail), and the RSS growth of every process (router, each shard, bridge, redis) sampled from
-/proc every 0.5 s during the level (end − start, and peak − start).
+/proc every 0.5 s during the level (end − start, and peak − start), and each process's CPU
+(user + system) per acked order. The generators share the cores with the cluster: a starved
+generator sends late, and its lag counts in the latency from the intended time, so each level
+also reports the acked orders' latency from the frame's real send (``wire_p50_ms``,
+``wire_p99_ms``: the cluster's part) and the generators' own lag (``lag_p99_ms``).
 
 Where the wait happens: per level the router's own view is scraped from its metrics
 (``shardex_router_ack_seconds``: forward to reply, i.e. the router → shard queue plus the
@@ -74,6 +78,7 @@ from shardex.wire.protocol import ERR_OVERLOADED, decode_reply, encode_request  
 
 HIST_MAX_US = 120_000_000
 _REQ = struct.Struct("<Q")
+SEND_BURST = 64  # open loop: frames sent between two reads of the replies
 MB = 1 << 20
 
 
@@ -220,6 +225,15 @@ def router_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
             "router_at_end": gauges}  # fmt: skip
 
 
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (/proc/PID/stat), None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -237,6 +251,7 @@ class RssSampler:
         self.pids = pids
         self.every = every
         self.first = {n: rss(p) for n, p in pids.items()}
+        self.cpu0 = {n: cpu_s(p) for n, p in pids.items()}
         self.last = dict(self.first)
         self.peak = dict(self.first)
         self._stop = threading.Event()
@@ -259,13 +274,15 @@ class RssSampler:
         self._thread.join()
         self.sample()
         out = {}
-        for name in self.pids:
+        for name, pid in self.pids.items():
             f, last, peak = self.first[name], self.last[name], self.peak[name]
+            c0, c1 = self.cpu0[name], cpu_s(pid)
             out[name] = {
                 "start_mb": None if f is None else round(f / MB, 1),
                 "growth_mb": None if f is None or last is None else round((last - f) / MB, 1),
                 "peak_growth_mb": None if f is None or peak is None else round((peak - f) / MB, 1),
                 "gone": last is None,  # the process died during the level
+                "cpu_s": None if c0 is None or c1 is None else round(c1 - c0, 2),
             }
         return out
 
@@ -301,13 +318,19 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
         socks.append(s)
     fds = [s.getsockopt(zmq.FD) for s in socks]
     hist = HdrHistogram(1, HIST_MAX_US, 3)
-    inflight: dict[bytes, tuple[int, float, list[float]]] = {}  # req → (n, first stamp, stamps)
+    # from the frame's real send instead of each order's intended time: the cluster's part of
+    # the latency, without this generator's own lag (``lag``: real send − intended, per order)
+    wire = HdrHistogram(1, HIST_MAX_US, 3)
+    lag = HdrHistogram(1, HIST_MAX_US, 3)
+    # req → (n, first stamp, stamps, real send time)
+    inflight: dict[bytes, tuple[int, float, list[float], float]] = {}
     c = {"sent": 0, "acked": 0, "overloaded": 0, "timeouts": 0, "errors": 0, "late": 0}
     errors: dict[str, int] = {}
     reqn = 0
     conn = 0
     time.sleep(0.3)  # connections up
     clock = time.perf_counter
+    cpu0 = time.process_time()  # (this generator's own CPU: is it what limits the level?)
     t0 = clock()
     end = t0 + seconds
     next_i = 0
@@ -318,13 +341,14 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
         if entry is None:
             c["late"] += 1  # a reply after we counted its timeout
             return
-        n, _, stamps = entry
+        n, _, stamps, sent_at = entry
         error, _results = decode_reply(frames[-1])
         if error is None:
             now = clock()
             c["acked"] += n
             for t in stamps:
                 hist.record_value(max(1, int((now - t) * 1e6)))
+            wire.record_value(max(1, int((now - sent_at) * 1e6)), n)
         elif error.startswith(ERR_OVERLOADED):
             c["overloaded"] += n
         else:
@@ -336,7 +360,9 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
         now = clock()
         sending = now < end
         if sending:
-            due = int((now - t0) * rate) + 1
+            # at most SEND_BURST frames before the replies are read again: a generator that
+            # fell behind must not leave replies waiting in its sockets for a whole catch-up
+            due = min(int((now - t0) * rate) + 1, next_i + SEND_BURST * batch)
             while next_i < due:
                 groups: dict[str, tuple[list[tuple], list[float]]] = {}
                 count = 0
@@ -352,7 +378,10 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
                     req = _REQ.pack(reqn)
                     socks[conn].send_multipart([symbol.encode(), req, encode_request(cmds)])
                     conn = (conn + 1) % len(socks)
-                    inflight[req] = (len(cmds), stamps[0], stamps)
+                    sent_at = clock()
+                    for t in stamps:
+                        lag.record_value(max(1, int((sent_at - t) * 1e6)))
+                    inflight[req] = (len(cmds), stamps[0], stamps, sent_at)
                     c["sent"] += len(cmds)
         elif not inflight:
             break
@@ -373,16 +402,18 @@ def _open_loop(a: dict[str, Any], index: int) -> dict[str, Any]:
         # expire (10×/s): no reply within ``timeout`` of the intended send time
         if now - last_expire >= 0.1:
             last_expire = now
-            for req, (n, first, _) in list(inflight.items()):
+            for req, (n, first, _, _) in list(inflight.items()):
                 if now - first > timeout:
                     del inflight[req]
                     c["timeouts"] += n
     seconds_run = clock() - t0
     c["send_seconds"] = min(seconds, seconds_run)
+    c["gen_cpu_s"] = time.process_time() - cpu0
     for s in socks:
         s.close(0)
     ctx.term()
-    return {**c, "errors_by_reason": errors, "seconds": seconds_run, "hist": hist.encode()}
+    return {**c, "errors_by_reason": errors, "seconds": seconds_run, "hist": hist.encode(),
+            "wire": wire.encode(), "lag": lag.encode()}  # fmt: skip
 
 
 def _ms(hist: HdrHistogram, pct: float) -> float | None:
@@ -413,14 +444,16 @@ def open_level(endpoint: str, rate: float, args: argparse.Namespace) -> dict[str
     bad = [v for k, v in got if k != "ok"]
     if bad:
         raise SystemExit(f"generator failed: {bad[0]}")
-    hist = HdrHistogram(1, HIST_MAX_US, 3)
+    hist, wire, lag = (HdrHistogram(1, HIST_MAX_US, 3) for _ in range(3))
     total: dict[str, Any] = {"errors_by_reason": {}}
     for _, d in got:
         hist.add(HdrHistogram.decode(d.pop("hist")))
+        wire.add(HdrHistogram.decode(d.pop("wire")))
+        lag.add(HdrHistogram.decode(d.pop("lag")))
         for k, v in d.pop("errors_by_reason").items():
             total["errors_by_reason"][k] = total["errors_by_reason"].get(k, 0) + v
         for k, v in d.items():
-            agg = k in ("seconds", "send_seconds")
+            agg = k in ("seconds", "send_seconds")  # (gen_cpu_s: summed over generators)
             total[k] = max(total.get(k, 0), v) if agg else total.get(k, 0) + v
     sent = total["sent"] or 1
     secs = total["seconds"] or 1
@@ -439,6 +472,12 @@ def open_level(endpoint: str, rate: float, args: argparse.Namespace) -> dict[str
         "errors_by_reason": total["errors_by_reason"],
         "p50_ms": _ms(hist, 50),
         "p99_ms": _ms(hist, 99),
+        "wire_p50_ms": _ms(wire, 50),  # acked, from the real send (no generator lag)
+        "wire_p99_ms": _ms(wire, 99),
+        "lag_p99_ms": _ms(lag, 99),  # the generators' own: real send − intended
+        # the generators' CPU per sent order (µs) and their share of a core each
+        "gen_cpu_us_per_order": round(total["gen_cpu_s"] * 1e6 / sent),
+        "gen_core_share": round(total["gen_cpu_s"] / (args.procs * secs), 2),
         "seconds": round(secs, 1),
     }
 
@@ -499,6 +538,13 @@ def main() -> None:
         default=None,
         help="the router's --max-queue-ms (shedding by time queued; 0: off) [its default]",
     )
+    p.add_argument(
+        "--queue-cap-ms",
+        type=float,
+        default=None,
+        help="the router's --queue-cap-ms (in-flight cap from the measured rate; 0: off; the "
+        "2026-12-08 rounds used 50) [its default: off]",
+    )
     p.add_argument("--replicas", type=int, default=1, help="processes per shard (2: a standby)")
     p.add_argument("--lease-ms", type=int, default=None, help="with --replicas 2: the lease ttl")
     p.add_argument("--no-pin", action="store_true", help="shardex up --no-pin")
@@ -510,6 +556,8 @@ def main() -> None:
     levels = [float(x) for x in args.levels.split(",")]
     if args.max_queue_ms is not None:  # (the router reads it from its environment)
         os.environ["SHARDEX_MAX_QUEUE_MS"] = str(args.max_queue_ms)
+    if args.queue_cap_ms is not None:
+        os.environ["SHARDEX_QUEUE_CAP_MS"] = str(args.queue_cap_ms)
     share_priority()  # (this driver's session: its open-loop generators)
 
     def say(msg: str) -> None:
@@ -550,6 +598,7 @@ def main() -> None:
             row.update(router_delta(before, router_view(cluster.layout.router_metrics_port)))
             row["level"] = mult
             row["rss"] = sampler.stop()
+            row["cpu_us_per_order"] = cpu_per_order(row["rss"], row["acked"])
             row["restarts"] = len(cluster.restarts())
             rows.append(row)
         report["levels"] = rows
@@ -563,6 +612,12 @@ def main() -> None:
         print(json.dumps(report))
     else:
         print_table(report)
+
+
+def cpu_per_order(procs: dict[str, dict[str, Any]], acked: int) -> dict[str, float | None]:
+    """Each process's CPU over the level (user + system) per acked order, in µs."""
+    return {n: None if v.get("cpu_s") is None or not acked else round(v["cpu_s"] * 1e6 / acked)
+            for n, v in procs.items()}  # fmt: skip
 
 
 def lease_report(log: str, shards: int, accounts: int) -> dict[str, Any]:
@@ -625,6 +680,13 @@ def print_table(rep: dict[str, Any]) -> None:
             f"{r['overloaded_pct']:>8.2f} {r['timeouts_pct']:>8.3f} {err:>6.2f} "
             f"{p50:>8} {p99:>9} {rp99:>8}  {mem}"
         )
+        if r.get("wire_p99_ms") is not None:
+            print(f"{'':>7} from the real send: p50 {r['wire_p50_ms']} ms, p99 {r['wire_p99_ms']} "
+                  f"ms; generators' lag p99 {r['lag_p99_ms']} ms, CPU "
+                  f"{r['gen_cpu_us_per_order']} µs/order sent, {r['gen_core_share']} of a core "
+                  "each")  # fmt: skip
+        if r.get("cpu_us_per_order"):
+            print(f"{'':>7} CPU µs per acked order: {r['cpu_us_per_order']}")
         if r.get("router_rejected"):
             print(f"{'':>7} router rejects: {r['router_rejected']}")
         if r.get("router_at_end"):

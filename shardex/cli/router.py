@@ -29,6 +29,7 @@ def router_config(
     insecure: bool,
     accounts: str = "auto",
     max_queue_ms: float = 0.0,
+    queue_cap_ms: float = 0.0,
 ) -> RouterConfig:
     """The router's config from its options: the layout's ports unless given (router j of
     R: its own), N and M resolved (``auto`` under honcho), the data dir's N checked."""
@@ -50,6 +51,7 @@ def router_config(
         max_inflight=max_inflight,
         client_max_inflight=client_max_inflight,
         shed_limit=max_queue_ms / 1000,
+        queue_cap_s=queue_cap_ms / 1000,
         keys_dir=keys,
         accounts=m,
     )

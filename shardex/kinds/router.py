@@ -50,6 +50,17 @@ OPTIONS = (
         "gets 'overloaded' at once (CoDel-style, docs/overload.md; 0: off; 20 where the "
         "cluster has its cores to itself).",
     ),
+    Opt(
+        "--queue-cap-ms",
+        type=click.FloatRange(0),
+        envvar="SHARDEX_QUEUE_CAP_MS",
+        default=0.0,
+        show_default=True,
+        help="Cap each shard's unanswered requests at what it serves in this long at its "
+        "measured rate (at least 250, at most --max-inflight; a client with nothing in flight "
+        "is never refused): a shorter queue, a lower p99 of accepted orders at overload, a "
+        "little less goodput (docs/overload.md; 0: off, the count cap alone; 50 measured).",
+    ),
     CLUSTER_DATA_DIR,
     Opt(
         "--index",

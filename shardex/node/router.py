@@ -44,7 +44,11 @@ from shardex.node.runtime import tune_gc
 from shardex.wire.protocol import BATCH, encode_batch
 from shardex.wire.transport import StopFlag, send_frames
 
-READ_LIMIT = 10_000  # client requests read per wake-up before the shards' replies again
+# Client requests read per wake-up before the shards' replies are read again: a turn of
+# ~256 × 30–40 µs (CURVE, admission, a shed reply) keeps a reply's wait in the backend socket
+# to ~10 ms; 10,000 held replies for a whole turn, up to a second at 3× overload on a loaded box
+# (docs/overload.md: the router's forward→reply p99, with the rate-derived in-flight cap).
+READ_LIMIT = 256
 
 # the core's names stay importable from here
 __all__ = ["RECOVERING_TTL_S", "Router", "RouterConfig", "RouterNode", "run_router"]

@@ -21,7 +21,7 @@ from shardex.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Hist
 from shardex.node.router_hello import HelloChecks
 from shardex.node.router_report import RECOVERING_TTL_S, RouterReports, _slot_name
 from shardex.node.router_resize import resizable, resize
-from shardex.node.sojourn import INTERVAL_S, TARGET_S, Codel, ServiceRate
+from shardex.node.sojourn import INTERVAL_S, TARGET_S, Codel, ServiceRate, rate_cap
 from shardex.placement.core import PlacementMap, initial
 from shardex.recovery import describe
 from shardex.wire import codes
@@ -64,6 +64,10 @@ class RouterConfig:
     # Load shedding: past these, a request gets an immediate ``overloaded`` instead of a queue
     # (a short queue in front of each shard is what keeps the p99 of accepted orders bounded).
     max_inflight: int = 1_000  # requests forwarded to one shard and not yet answered
+    # ... and fewer while the shard is measured slower: what it serves in ``queue_cap_s`` at
+    # its measured rate, at least ``min_inflight`` (``sojourn.rate_cap``; 0: the count alone)
+    queue_cap_s: float = 0.0  # (off unless asked: --queue-cap-ms; QUEUE_CAP_S measured)
+    min_inflight: int = 250
     max_inflight_bytes: int = 8 << 20  # their payload bytes
     # requests of one client connection not yet answered: a quarter of a shard's queue, so one
     # client alone cannot fill it and starve the others
@@ -176,6 +180,9 @@ class Router(HelloChecks, RouterReports):
         self.codel = [Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
                       for _ in range(slots)]  # fmt: skip
         self.rates = [ServiceRate(cfg.shed_interval) for _ in range(slots)]
+        # per shard: its in-flight cap at its measured rate (``rate_cap``; the count cap
+        # until measured), re-derived when it answers
+        self.caps = [cfg.max_inflight] * slots
         self.served = [0.0] * slots  # per shard: forward time of the newest request answered
         self.skipped = [0] * slots  # per shard: requests it will never answer (``expire``)
         # the router's own queue: its client socket, invisible to the loop. What it holds
@@ -237,6 +244,7 @@ class Router(HelloChecks, RouterReports):
         if (
             late  # (counted in ``codel[shard].shed`` too)
             or self.shard_inflight[shard] >= cfg.max_inflight
+            or self._capped(shard, client)
             or self.shard_bytes[shard] + size > cfg.max_inflight_bytes
             or self.client_inflight.get(client, 0) >= cfg.client_max_inflight
         ):
@@ -263,6 +271,13 @@ class Router(HelloChecks, RouterReports):
         self.batch_bytes[shard] += size
         if shard not in self.ready:
             self.ready.append(shard)
+
+    def _capped(self, shard: int, client: bytes) -> bool:
+        """Whether ``shard`` holds its rate-derived cap (``rate_cap``) of requests it will
+        answer, for a client with requests in flight: one that waits for each answer (a lone
+        trader, a status read) still gets through a queue another client filled."""
+        queued = self.shard_inflight[shard] - self.skipped[shard]
+        return queued >= self.caps[shard] and client in self.client_inflight
 
     def _front_late(self, client: bytes, now: float) -> bool:
         """Shedding by the wait in the router's own client socket: read late (``now`` minus
@@ -371,7 +386,11 @@ class Router(HelloChecks, RouterReports):
                 answered += 1
             out.append([items[i], items[i + 1], items[i + 2]])
         if answered:
-            self.rates[shard].answered(answered, now, self.shard_inflight[shard] > 0)
+            rate = self.rates[shard]
+            rate.answered(answered, now, self.shard_inflight[shard] > 0)
+            cfg = self.cfg
+            self.caps[shard] = rate_cap(rate.rate, cfg.queue_cap_s, cfg.min_inflight,
+                                        cfg.max_inflight)  # fmt: skip
         return out
 
     def reply_dropped(self, gone: bool) -> None:

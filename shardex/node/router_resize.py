@@ -61,6 +61,7 @@ def _grow(r: Any, old: int, n: int) -> None:
     r.codel.extend(Codel(cfg.shed_target, cfg.shed_interval, cfg.shed_limit)
                    for _ in range(more))  # fmt: skip
     r.rates.extend(ServiceRate(cfg.shed_interval) for _ in range(more))
+    r.caps.extend([cfg.max_inflight] * more)  # (no rate measured yet: the count cap)
     r.ack_time.extend(Hist(LATENCY_BUCKETS) for _ in range(more))
     r.batches.extend([] for _ in range(more))
 
@@ -68,8 +69,8 @@ def _grow(r: Any, old: int, n: int) -> None:
 def _shrink(r: Any, n: int) -> None:
     for key, entry in [(k, e) for k, e in r.inflight.items() if e[0] >= n]:
         r._forget(key, entry)
-    for name in (*_ZEROS, "served", "codel", "rates", "ack_time", "batches", "identities",
-                 "route_ids"):  # fmt: skip
+    for name in (*_ZEROS, "served", "codel", "rates", "caps", "ack_time", "batches",
+                 "identities", "route_ids"):  # fmt: skip
         del getattr(r, name)[n:]
     for name in _PER_SLOT_DICTS:
         d = getattr(r, name)

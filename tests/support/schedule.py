@@ -35,6 +35,9 @@ MEASURED_S: dict[str, float] = {
     # (2026-12-08 00:12): 0.8 s of pytest, three in-process clusters (one waits out a 0.3 s
     # parking deadline) and the pure queue
     "test_inproc_cancel_race.py": 1.0,
+    # bench/overload.py's CPU per order from /proc (2026-12-08 00:05): 0.4 s of pytest (50 ms
+    # of it burnt on purpose)
+    "test_bench_overload_cpu.py": 0.4,
     "test_accounts_attack.py": 111, "test_bridge.py": 58, "test_engine_compiled.py": 75,
     "test_bridge_kills.py": 72, "test_loadgen_failover.py": 15,
     "test_chaos.py": 103, "test_cli.py": 49, "test_hostile.py": 39,

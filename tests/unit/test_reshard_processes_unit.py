@@ -148,6 +148,13 @@ def _hello(shard: int, shards: int, placement: PlacementMap, pid: int) -> list[b
     return [f"shard-{shard}".encode(), b"", b"HELLO", packb((OP_HELLO, info))]
 
 
+# the router's per-slot lists (``router_resize``): each one's length is the slot count
+_PER_SLOT = (
+    "forwarded", "shard_inflight", "shard_bytes", "skipped", "batch_bytes", "served", "codel",
+    "rates", "caps", "ack_time", "batches", "identities", "route_ids",
+)  # fmt: skip
+
+
 def test_the_router_slots_follow_the_newest_map_and_a_stopped_shard_stays_out() -> None:
     r = Router(1, RouterConfig(1, "", ""))
     r.from_shard(_hello(0, 1, PlacementMap(1, 1), 10), 0.0)
@@ -157,10 +164,14 @@ def test_the_router_slots_follow_the_newest_map_and_a_stopped_shard_stays_out() 
     r.from_shard(_hello(1, 3, v2, 11), 0.2)
     r.from_shard(_hello(0, 1, PlacementMap(1, 1), 10), 0.3)  # started with 1: still serves
     assert {t.get("pid") for t in r.info(0.4)["topology"]} == {10, 11, 12}
+    assert all(len(getattr(r, name)) == 3 for name in _PER_SLOT)  # every list grew ...
+    req = [b"c", b"#2", b"r1", b"(the router never decodes a payload)"]
+    assert r.from_client(req, 0.45) == (2, None)  # ... so a new slot's request is admitted
     assert all(r.shard_index_for(s.encode()) == 0 for s in PAIRS)  # pinned where they are
     v3 = PlacementMap(v2.version + 1, 1)
     r.from_shard(_hello(0, 1, v3, 10), 0.5)  # the shrunk map
     assert r.shards == 1 and len(r.info(0.6)["topology"]) == 1
+    assert all(len(getattr(r, name)) == 1 for name in _PER_SLOT)
     r.from_shard(_hello(2, 3, v2, 12), 0.7)  # a late HELLO of a stopped shard: ignored
     assert r.shards == 1 and r.shard_index_for(b"#2") is None
     fixed = Router(1, RouterConfig(1, "", "", accounts=1))  # account tier: the count is fixed
