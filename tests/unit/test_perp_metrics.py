@@ -12,28 +12,18 @@ from shardex.engine.codes import (
     BUY,
     EV_ADL,
     EV_LIQUIDATION,
-    GTC,
-    LIMIT,
     OP_FUNDING,
     OP_INDEX,
     OP_MARGIN,
-    OP_NEW,
     OP_TIME,
     SELL,
-    STP_NONE,
 )
 from shardex.engine.engine import Engine
-from shardex.engine.markets import DEFAULT_MARKETS, markets_from_table
+from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.node.shard_metrics import count_liquidations, perp_families
+from tests.support.perps import PERP, markets, order
 
-PERP = "BTCPERP-USD"
-SPEC = {"kind": "perp", "tick": "0.1", "lot": "0.001", "initial_margin": "0.1",
-        "maintenance_margin": "0.05"}  # fmt: skip
-MARKETS = {**DEFAULT_MARKETS, **markets_from_table({PERP: SPEC})}
-
-
-def _order(oid: str, account: str, side: int, price: int, qty: int) -> tuple:
-    return (OP_NEW, PERP, oid, account, side, LIMIT, price, qty, GTC, False, STP_NONE)
+MARKETS = markets()
 
 
 def _values(eng: Engine, liquidations: dict[str, list[int]]) -> dict[str, float]:
@@ -54,8 +44,8 @@ def test_the_perp_gauges_follow_the_engine_state_and_liquidations_are_counted() 
         (OP_TIME, 1_000), (OP_INDEX, PERP, 300_000),
         (OP_MARGIN, PERP, "short", 10**9), (OP_MARGIN, PERP, "mm", 10**9),
         (OP_MARGIN, PERP, "long", 400_000),
-        _order("s", "short", SELL, 300_000, 10), _order("b", "long", BUY, 300_000, 10),
-        _order("m", "mm", BUY, 270_000, 10), (OP_TIME, 4_000), (OP_INDEX, PERP, 301_000),
+        order("s", "short", SELL, 300_000, 10), order("b", "long", BUY, 300_000, 10),
+        order("m", "mm", BUY, 270_000, 10), (OP_TIME, 4_000), (OP_INDEX, PERP, 301_000),
     ])  # fmt: skip
     count_liquidations(counts, events)
     got = _values(eng, counts)
@@ -86,8 +76,8 @@ def _opened(collateral: int) -> list[tuple]:
     return [(OP_TIME, 1_000), (OP_INDEX, PERP, 300_000),
             (OP_MARGIN, PERP, "short", 10**9), (OP_MARGIN, PERP, "mm", 10**9),
             (OP_MARGIN, PERP, "long", collateral),
-            _order("s", "short", SELL, 300_000, 10), _order("b", "long", BUY, 300_000, 10),
-            _order("m", "mm", BUY, 270_000, 10)]  # fmt: skip
+            order("s", "short", SELL, 300_000, 10), order("b", "long", BUY, 300_000, 10),
+            order("m", "mm", BUY, 270_000, 10)]  # fmt: skip
 
 
 def test_deleveraged_lots_and_frozen_take_overs_are_counted_per_pair() -> None:
