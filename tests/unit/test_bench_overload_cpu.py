@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from overload import cpu_per_order, cpu_s  # noqa: E402
+from overload import cpu_per_order  # noqa: E402
+from overload_probes import cpu_s  # noqa: E402
 
 
 def test_cpu_of_a_live_process_grows_and_a_gone_one_is_none() -> None:

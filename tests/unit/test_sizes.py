@@ -72,3 +72,13 @@ def test_every_allowed_entry_still_exists() -> None:
                 long_functions.add(f"{rel}:{name}")
     assert long_modules >= LONG_MODULES
     assert long_functions >= LONG_FUNCTIONS
+
+
+def test_no_bench_script_over_600_lines() -> None:
+    """The bench scripts are read by users to trust the numbers: the module limit holds for
+    them too (their long functions are a known debt: the report builders and the open-loop
+    generators, not yet split)."""
+    bench = PACKAGE.parent / "bench"
+    long = [f"{p.name}: {p.read_text().count(chr(10))} lines" for p in sorted(bench.glob("*.py"))
+            if p.read_text().count("\n") > MAX_MODULE_LINES]  # fmt: skip
+    assert long == []
