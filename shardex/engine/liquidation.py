@@ -102,10 +102,16 @@ def maintenance(size: int, mark: int, num: int, den: int) -> int:
     return -(-abs(size) * mark * num // den)
 
 
+def breaches(row: list[int], mark: int, num: int, den: int) -> bool:
+    """Whether the row holds a position whose equity at ``mark`` is below maintenance."""
+    size = row[SIZE]
+    return size != 0 and equity(row, mark) < maintenance(size, mark, num, den)
+
+
 def breaching(accounts: Mapping[str, list[int]], mark: int, num: int, den: int) -> list[str]:
-    """The accounts with a position whose equity at ``mark`` is below maintenance, by name."""
-    return sorted(a for a, row in accounts.items() if row[SIZE]
-                  and equity(row, mark) < maintenance(row[SIZE], mark, num, den))  # fmt: skip
+    """The accounts that ``breaches`` at ``mark``, by name (the full scan: ``below``'s
+    reference)."""
+    return sorted(a for a, row in accounts.items() if breaches(row, mark, num, den))
 
 
 def below(pos: Positions, mark: int, num: int, den: int) -> list[str]:
@@ -122,9 +128,8 @@ def below(pos: Positions, mark: int, num: int, den: int) -> list[str]:
     found = []
     for a in idx.candidates(mark):
         row = accounts.get(a)
-        if row is not None and row[SIZE]:
-            if equity(row, mark) < maintenance(row[SIZE], mark, num, den):
-                found.append(a)
+        if row is not None and breaches(row, mark, num, den):
+            found.append(a)
     found.sort()
     return found
 

@@ -448,6 +448,18 @@ def positions_of(books: Mapping[str, Any], account: str) -> list[dict[str, Any]]
     return [p for p in found if p is not None]
 
 
+def pair_totals(pos: Positions) -> dict[str, int]:
+    """One perp pair's sums over its accounts (units of tick × lot) for ``shardex audit``:
+    ``collateral``, ``size`` (lots), ``pnl`` (Σ realized − cost: the cash flow of every fill,
+    zero-sum), ``funding``, and the pair's ``fund``, ``remainder`` and ``uncovered``; the
+    identities they keep are ``pair_violations``'."""
+    rows = pos.accounts.values()
+    return {"collateral": sum(r[COLLATERAL] for r in rows), "size": sum(r[SIZE] for r in rows),
+            "pnl": sum(r[REALIZED] - r[COST] for r in rows),
+            "funding": sum(r[FUNDING] for r in rows), "fund": pos.fund,
+            "remainder": pos.remainder, "uncovered": pos.uncovered}  # fmt: skip
+
+
 def pair_violations(t: dict[str, int], moved: int | None) -> list[str]:
     """What breaks one perp pair's exact identities (docs/perps.md), given its totals and
     the margin moved in − out (None: not known, e.g. moves in flight): size == 0, pnl == 0,

@@ -8,23 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardex.engine.positions import COLLATERAL, COST, FUNDING, REALIZED, SIZE, positions_of
+from shardex.engine.positions import pair_totals, positions_of
 from shardex.wire.codes import MALFORMED, NOT_ALLOWED
 from shardex.wire.errors import read_error
 
 _MAX_ACCOUNT = 64
-
-
-def pair_totals(pos: Any) -> dict[str, int]:
-    """One perp pair's sums over its accounts (units of tick × lot) for ``shardex audit``:
-    ``collateral``, ``size`` (lots), ``pnl`` (Σ realized − cost: the cash flow of every fill,
-    zero-sum), ``funding``, and the pair's ``fund``, ``remainder`` and ``uncovered``; the
-    identities they keep are ``shardex.engine.positions.pair_violations``'."""
-    rows = pos.accounts.values()
-    return {"collateral": sum(r[COLLATERAL] for r in rows), "size": sum(r[SIZE] for r in rows),
-            "pnl": sum(r[REALIZED] - r[COST] for r in rows),
-            "funding": sum(r[FUNDING] for r in rows), "fund": pos.fund,
-            "remainder": pos.remainder, "uncovered": pos.uncovered}  # fmt: skip
 
 
 def positions_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,7 @@ from shardex.engine.codes import (
 from shardex.engine.engine import Engine
 from shardex.engine.funding import SCALE
 from shardex.engine.liquidation import breaching
-from shardex.engine.positions import COLLATERAL, SIZE, equity, pair_violations
-from shardex.node.positions_read import pair_totals
+from shardex.engine.positions import COLLATERAL, SIZE, equity, pair_totals, pair_violations
 from shardex.wire.pub import check_event
 from tests.support.perps import OPEN, PERP, markets, order
 
