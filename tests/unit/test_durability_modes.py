@@ -6,17 +6,14 @@ batch, the leader's own sync after; ``both`` after both. ~3 CPU s for the three 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from shardex.client import Retry
 from shardex.inproc import InProcCluster
-from shardex.net import mem_transport
 from shardex.sim.disk import SimDisk
-from shardex.sim.store import SimStore
-from tests.support.inproc import plan
+from tests.support.inproc import plan, run_virtual
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,9 +30,7 @@ def _releases(mode: str, alone: bool = False) -> list[dict[str, Any]]:
     its leader released: its seq, whether the leader's journal had writes not synced, what the
     standby had acked (the leader's view) and applied, the in-sync set's size and the seq the
     leader had synced. ``alone``: the standby is frozen first (dropped from the set)."""
-    disk, store = SimDisk(), SimStore()
-    net = mem_transport()
-    net.disk = disk
+    disk = SimDisk()
     p = plan(1, 0, redis="redis://sim/0", replicas=2, data_dir="/sim/data", durability=mode)
 
     async def body(cluster: InProcCluster) -> list[dict[str, Any]]:
@@ -67,11 +62,7 @@ def _releases(mode: str, alone: bool = False) -> list[dict[str, Any]]:
         assert old.exited is None and node.replica.epoch == 1, (old.exited, node.replica.epoch)
         return seen
 
-    async def main() -> list[dict[str, Any]]:
-        async with InProcCluster(p, net=net, store=store) as cluster:
-            return await body(cluster)
-
-    seen = asyncio.run(main())
+    seen = run_virtual(p, body, disk=disk)
     assert len(seen) >= 20, seen  # (every order's batch was released through the rule)
     return seen
 

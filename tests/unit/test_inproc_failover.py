@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from shardex.client import Retry
+from shardex.clock import VirtualClock
 from shardex.inproc import InProcCluster
 from shardex.sim.store import SimStore
-from tests.support.inproc import plan
+from tests.support.inproc import plan, run_virtual
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,7 +45,7 @@ async def _in_sync(cluster: InProcCluster) -> Any:
 
 
 def test_leader_killed_standby_leads_nothing_acked_lost(tmp_path: Path) -> None:
-    store = SimStore()
+    store = _virtual()
 
     async def body(cluster: InProcCluster) -> dict[str, Any]:
         old = await _in_sync(cluster)
@@ -75,13 +76,22 @@ def test_leader_killed_standby_leads_nothing_acked_lost(tmp_path: Path) -> None:
 
 
 def _run(p: Any, store: SimStore, body: Any) -> Any:
-    """``body(cluster)`` on the cluster of ``p`` with ``store`` as its Redis."""
+    """``body(cluster)`` on the cluster of ``p`` with ``store`` as its Redis: on the
+    simulator's virtual loop when ``store`` runs on a ``VirtualClock`` (``_virtual``;
+    ``tests.support.inproc.run_virtual`` says why), else on the real clock."""
+    if isinstance(store.clock, VirtualClock):
+        return run_virtual(p, body, store)
 
     async def main() -> Any:
         async with InProcCluster(p, store=store) as cluster:
             return await body(cluster)
 
     return asyncio.run(main())
+
+
+def _virtual(**kw: Any) -> SimStore:
+    """A store on a new ``VirtualClock``: ``_run`` then runs its cluster in virtual time."""
+    return SimStore(VirtualClock(), **kw)
 
 
 def _stream_seqs(store: SimStore) -> list[int]:
@@ -102,7 +112,7 @@ def test_replicated_tiers_trade_through_an_engine_failover(tmp_path: Path) -> No
 
     from shardex.client import audit_report
 
-    store = SimStore()
+    store = _virtual()
 
     async def body(cluster: InProcCluster) -> Any:
         await cluster.until(lambda: len(cluster.leaders()) == 2, what="two leaders")
@@ -168,13 +178,12 @@ def test_store_failover_losing_the_isr_shrink_loses_acked_orders(tmp_path: Path)
     (same schedule, no store failover): the standby may not lead (the shard waits, safe)."""
     outcomes = {}
     for failover in (False, True):
-        store = SimStore(lag=None)  # the replica syncs only when the test says
+        store = _virtual(lag=None)  # the replica syncs only when the test says
 
-        async def main(store: SimStore = store, failover: bool = failover) -> dict[str, Any]:
-            async with InProcCluster(_replicated(tmp_path / str(failover)), store=store) as c:
-                return await _isr_shrunk_then_leader_killed(c, store, failover)
+        async def body(c: InProcCluster, store: SimStore = store, failover: bool = failover) -> Any:
+            return await _isr_shrunk_then_leader_killed(c, store, failover)
 
-        outcomes[failover] = asyncio.run(main())
+        outcomes[failover] = _run(_replicated(tmp_path / str(failover)), store, body)
     safe, lost = outcomes[False], outcomes[True]
     assert not safe["led"], "a standby outside the in-sync set took the lease"
     assert lost["led"] and lost["standby_seq"] < lost["seq"]
@@ -228,7 +237,7 @@ def test_deposed_leader_exits_at_its_next_renewal(tmp_path: Path) -> None:
     and a client's orders go through it."""
     from shardex.node.replication import EXIT_LEASE_LOST
 
-    store = SimStore()
+    store = _virtual()
 
     async def body(cluster: InProcCluster) -> tuple[Any, Any]:
         old = await _in_sync(cluster)
@@ -251,7 +260,7 @@ def test_store_outage_longer_than_the_ttl(tmp_path: Path) -> None:
     stop, in one process): the leader's renewals fail, it stops answering at its deadline
     (fenced: never past it), and once the store is back its lease has expired there: one
     replica leads afterwards, with every order acked before the outage."""
-    store = SimStore()
+    store = _virtual()
 
     async def body(cluster: InProcCluster) -> dict[str, Any]:
         old = await _in_sync(cluster)

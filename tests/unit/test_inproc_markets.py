@@ -7,7 +7,6 @@ and a replicated engine shard's standby that takes over runs by the rules its le
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from pathlib import Path
@@ -17,12 +16,13 @@ import pytest
 
 from shardex.accounts.core import account_shard_for
 from shardex.client import AsyncClient, Retry, audit_report
+from shardex.clock import VirtualClock
 from shardex.engine.codes import EV_REJECTED, OP_MARKET_RULE, reject_name
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner
 from shardex.sim.store import SimStore
 from shardex.wire.codes import WRONG_SHARD
-from tests.support.inproc import plan, run
+from tests.support.inproc import plan, run, run_virtual
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,7 +80,8 @@ async def _trade_halt_resume(cl: InProcCluster, c: AsyncClient) -> None:
     res = await c.set_market(P, state="halted")
     assert res["ok"] and res["state"] == "halted", res
     assert await _refused(cl, await c.place(P, "buy", "0.1", "990", account=AL, id="h1")) == (
-        "market_halted")
+        "market_halted"
+    )
     assert _code(await c.cancel(P, "s1", account=BO)) == "market_halted"
     await cl.until(_balance(c, AL, "USD", (D("99499.75"), D(0))), what="h1's hold released")
     assert (await c.set_market(P, state="open"))["state"] == "open"
@@ -88,7 +89,8 @@ async def _trade_halt_resume(cl: InProcCluster, c: AsyncClient) -> None:
     await cl.until(_live(c, "b2", AL), what="b2 resting after the resume")
     assert (await c.set_market(P, state="cancel_only"))["ok"]
     assert await _refused(cl, await c.place(P, "buy", "0.1", "990", account=AL, id="c1")) == (
-        "cancel_only")
+        "cancel_only"
+    )
     assert (await c.set_market(P, state="open", band_bps=100, max_qty="2"))["max_qty"] == "2.0000"
     x1 = await c.place(P, "buy", "0.1", "1010.01", account=AL, id="x1")
     assert await _refused(cl, x1) == "price_band"
@@ -104,7 +106,8 @@ async def _trade_halt_resume(cl: InProcCluster, c: AsyncClient) -> None:
 async def _restrict(cl: InProcCluster, c: AsyncClient) -> None:
     assert (await c.restrict(AL))["restricted"] is True
     assert _code(await c.place(P, "buy", "0.1", "995", account=AL, id="r1")) == (
-        "account_restricted")
+        "account_restricted"
+    )
     withdrawal = await c.withdraw(AL, "USD", "1", ref="w-al")
     assert not withdrawal.ok and withdrawal.code == "account_restricted", withdrawal
     assert (await c.cancel(P, "b2", account=AL)).ok  # cancels still run
@@ -159,7 +162,8 @@ def test_markets_and_accounts_at_runtime(tmp_path: Path) -> None:
             d2 = await c.place(P, "sell", "0.1", "1000", account=BO, id="d2")
             assert await _refused(cl, d2) == "delisted"
             assert _code(await c.place(Q, "buy", "0.1", "1000", account=AL, id="q1")) == (
-                "account_restricted")
+                "account_restricted"
+            )
             lines, ok = audit_report(await c.audit())
             assert ok, lines
             return await c.market_rules()
@@ -175,7 +179,7 @@ def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
     band and a halt set on the leader are journaled to the standby; the leader is killed, the
     standby leads with the same rules (a new order refused ``market_halted``), and the rules'
     ``market`` events are in the stream once, in seq order."""
-    store = SimStore()
+    store = SimStore(VirtualClock())
     p = plan(1, 0, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
 
     async def body(cl: InProcCluster) -> list[str]:
@@ -190,10 +194,20 @@ def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
             cl.freeze(old)  # killed: no more turns, no more lease renewals
             await cl.until(lambda: standby.leader is not None, what="the standby to lead")
             assert (await c.place(P, "buy", "0.1", "99", id="b2", account="bo")).code == (
-                "market_halted")
+                "market_halted"
+            )
             book = standby.leader.core.engine.books[P]
-            assert book.gate.to_wire() == {"state": "halted", "band_bps": 300, "max_qty": 0,
-                                           "max_notional": 0, "min_qty": 0} and book.last == 10000
+            assert (
+                book.gate.to_wire()
+                == {
+                    "state": "halted",
+                    "band_bps": 300,
+                    "max_qty": 0,
+                    "max_notional": 0,
+                    "min_qty": 0,
+                }
+                and book.last == 10000
+            )
             assert (await c.set_market(P, state="open"))["ok"]
             b3 = await c.place(P, "buy", "0.1", "90", id="b3", account="bo")
             assert b3.code == "price_band", b3  # (3 % around the last trade at 100)
@@ -204,11 +218,7 @@ def test_a_standby_that_takes_over_keeps_the_rules(tmp_path: Path) -> None:
         assert seqs == list(range(1, seq + 1))
         return [f[b"state"].decode() for _, f in entries if f.get(b"ev") == b"market"]
 
-    async def main() -> list[str]:
-        async with InProcCluster(p, store=store) as cl:
-            return await body(cl)
-
-    assert asyncio.run(main()) == ["open", "halted", "open"]
+    assert run_virtual(p, body, store) == ["open", "halted", "open"]
 
 
 def _stream_top(store: SimStore) -> int:

@@ -5,7 +5,6 @@ safe to re-run, and both shards recovering the move from their journals after a 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,10 @@ from shardex.engine import DEFAULT_MARKETS
 from shardex.engine.codes import OP_HANDOFF, OP_NEW, REJ_MOVING
 from shardex.inproc import InProcCluster
 from shardex.placement import default_owner, placed
-from shardex.sim.store import SimStore
 from shardex.tools.mover import ADOPT, HANDOFF, PUBLISH, MoveError, Step, ask, move_pair, plan
 from shardex.wire.protocol import OP_PAIR
 from tests.support.inproc import plan as cluster_plan
-from tests.support.inproc import run
+from tests.support.inproc import run, run_virtual
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -166,9 +164,5 @@ def test_replicated_shards_move_through_their_journals_and_keep_the_pair_after_a
             src = await ask(c, SRC, (OP_PAIR, P))
             assert (dst["where"], dst["orders"], src["where"]) == ("here", 6, "moved")
 
-    async def main() -> None:
-        p = cluster_plan(2, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
-        async with InProcCluster(p, store=SimStore()) as cluster:
-            await body(cluster)
-
-    asyncio.run(main())
+    p = cluster_plan(2, redis="redis://sim/0", replicas=2, data_dir=str(tmp_path))
+    run_virtual(p, body)
