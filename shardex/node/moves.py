@@ -16,7 +16,9 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   the placement map the shard routes by and its seq.
 
 Both writes are refused with ``not_allowed`` for a key that is not an admin's (in insecure mode
-there are no keys); a hand-off to the shard itself is ``invalid`` (nothing is journaled).
+there are no keys); a hand-off to the shard itself, or to a shard outside the placement map the
+shard routes by, is ``invalid`` (nothing is journaled: a hand-off to a shard that does not run
+would leave the pair ``moving`` for good).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
         to = cmd[HANDOFF_TO]
         if to == core.index:
             return read_error(INVALID, f"handoff of {symbol} to shard {to}: that is this shard")
+        pmap = core.placement  # (the mover records the move in a map over the target before
+        if type(to) is not int or not 0 <= to < pmap.shards:  # the hand-off: a grow is in it)
+            last = pmap.shards - 1
+            return read_error(INVALID, f"handoff of {symbol} to shard {str(to)[:16]}: the "
+                              f"placement map v{pmap.version} has shards 0..{last}")  # fmt: skip
         moved = engine.moved.get(symbol)
         if moved is not None and moved[0] == to:
             stats.step("handoff", "repeat")

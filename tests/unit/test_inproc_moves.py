@@ -88,6 +88,25 @@ def test_a_pair_moves_with_its_book_and_each_step_may_be_re_run(tmp_path: Path) 
     assert placed(scan(tmp_path, DEFAULT_MARKETS))[P] == DST
 
 
+def test_a_hand_off_to_a_shard_the_map_does_not_have_is_refused(tmp_path: Path) -> None:
+    """A hand-off names its target; one outside the placement map's shards (a typo, a
+    mutated command) was journaled: the pair then answered ``moving`` to "shard 10" of a
+    2-shard cluster, forever. Now ``invalid``, nothing journaled, the pair keeps trading."""
+
+    async def body(cluster: InProcCluster) -> None:
+        await _place_book(cluster)
+        async with cluster.client(account="al") as c:
+            for to in (10, 2, -1, "1"):
+                with pytest.raises(MoveError, match="invalid|shard"):
+                    await ask(c, SRC, (OP_HANDOFF, P, to))
+            here = await ask(c, SRC, (OP_PAIR, P))
+            assert here["where"] == "here", here
+            r = await c.place(P, "buy", "1", "99", id="after")
+            assert r.ok, r
+
+    run(cluster_plan(2, data_dir=str(tmp_path)), body)
+
+
 def test_the_plan_follows_what_the_shards_say() -> None:
     here = {"where": "here"}
     away = {"where": "elsewhere"}
