@@ -111,6 +111,7 @@ class GroupCommit(SegmentWriter):
         ``preallocate``: zeros kept ahead of the last record (None: as constructed)."""
         if self._thread is not None:
             return self._signal_r
+        self.hold_dir()  # (before the node serves: a second process on the directory stops here)
         if preallocate is not None:
             self.preallocate = max(0, preallocate)
         self._signal_r, self._signal_w = os.pipe()

@@ -10,6 +10,7 @@ from pathlib import Path
 from shardex.engine import Engine, Market
 from shardex.engine.codes import Command, Event
 from shardex.journal.commit import GroupCommit
+from shardex.journal.dirlock import release
 from shardex.journal.disk import (
     EPOCH_FILE,
     OS_DISK,
@@ -107,6 +108,8 @@ class Journal(GroupCommit):
         self._stop_writer()
         if self._thread is None:
             self._close_segment()
+        release(self._lock)
+        self._lock = None
 
     def abandon(self) -> None:
         """Let go of the segment as a killed process does: its descriptor closed where it

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from time import perf_counter
 
+from shardex.journal.dirlock import hold
 from shardex.journal.disk import OS_DISK, Disk, JournalUnavailable, _reason, _seg_name, listed
 from shardex.journal.records import MAX_RECORD
 
@@ -52,6 +53,7 @@ class SegmentWriter:
         self.dir = Path(directory)
         self.disk = disk  # every file operation of this journal (``shardex.journal.disk``)
         disk.makedirs(self.dir)
+        self._lock: str | None = None  # the directory's lock, from the first write (``dirlock``)
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self._fd: int | None = None  # current segment, O_APPEND, unbuffered (see commit)
@@ -75,6 +77,14 @@ class SegmentWriter:
         self._unsynced: list[bytes] = []
         self._unsynced_at = 0  # where the first of them starts in the current segment
         self._resync = False  # a sync failed: write them again before anything else
+
+    def hold_dir(self) -> None:
+        """Become the directory's one writing process (``shardex.journal.dirlock``;
+        ``JournalInUse`` if another has it). At the first segment opened for writing, or when
+        a node starts the writer thread: a journal only read (recovery, tools, tests) never
+        takes it, so reading a live shard's directory stays possible."""
+        if self._lock is None:
+            self._lock = hold(self.dir, self.disk)
 
     def segments(self) -> list[Path]:
         return listed(self.disk, self.dir, "journal-", ".log")
@@ -235,6 +245,7 @@ class SegmentWriter:
         again later.
         """
         self._close_segment()
+        self.hold_dir()
         path = self.dir / _seg_name(first_seq)
         disk = self.disk
         fd = disk.open(path, os.O_WRONLY | os.O_CREAT, 0o644)

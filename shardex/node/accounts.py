@@ -54,6 +54,7 @@ from shardex.node.forward_link import ForwardLink
 from shardex.node.leader import Replicator
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import DirectPort, RouterLink
+from shardex.node.replication import open_journal
 from shardex.node.runtime import exit_now, tune_gc
 from shardex.node.sequenced import SequencedNode
 from shardex.placement.core import PlacementMap, initial
@@ -192,8 +193,7 @@ class AccountNode(ForwardLink, SequencedNode):
             log.warning("account shard %d has no journal: balances are lost if it dies", cfg.index)
             return factory.new(cfg.markets), NullJournal()
         check_routing(cfg.journal_dir, n, f"account shard {cfg.index}")
-        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
-        journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory, disk=disk)
+        journal = open_journal(cfg.journal_dir, cfg.markets, cfg.fsync, factory, self.zmq.disk)
         perf = self.clock.perf_counter
         t, cpu = perf(), time.process_time()
         rec = recover_visibly(

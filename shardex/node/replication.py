@@ -128,12 +128,16 @@ def _cannot_hold(s: Any, endpoint: str, exc: Exception) -> None:
 
 def open_journal(journal_dir: str, markets: Any, fsync: str, machine: Any = None,
                  disk: Disk = OS_DISK) -> Journal:  # fmt: skip
-    """A replica's journal: of the plain engine, or of ``machine`` (the account tier's
-    ``SettledEngineFactory``), on ``disk`` (the node's transport's: a SimDisk in the
-    simulator)."""
+    """A node's journal, held for writing by this process (``Journal.hold_dir``: a second
+    process on the directory stops here, before it reads or repairs anything): of the plain
+    engine, or of ``machine`` (the account tier's factories), on ``disk`` (the node's
+    transport's: a SimDisk in the simulator)."""
     if machine is None:
-        return Journal(journal_dir, markets, fsync=fsync, disk=disk)
-    return Journal(journal_dir, markets, fsync=fsync, machine=machine, disk=disk)
+        journal = Journal(journal_dir, markets, fsync=fsync, disk=disk)
+    else:
+        journal = Journal(journal_dir, markets, fsync=fsync, machine=machine, disk=disk)
+    journal.hold_dir()
+    return journal
 
 
 def replica_dir(data_dir: str, index: int, replica: int, role: str = "shard") -> str:

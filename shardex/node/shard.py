@@ -39,6 +39,7 @@ from shardex.node.moves import rehello
 from shardex.node.nulljournal import NullJournal
 from shardex.node.outbox import ReplyOutbox, RouterLink, outbox_families
 from shardex.node.parked import ParkedCancels
+from shardex.node.replication import open_journal
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.node.runtime import exit_now, pin_to_cpu, tune_gc
 from shardex.node.sequenced import SequencedNode
@@ -188,21 +189,20 @@ class ShardNode(SettlementLink, ParkedCancels, JournalHold, SequencedNode):
             log.warning("shard %d has no journal: its state is lost if the process dies", cfg.index)
             return (factory.new(cfg.markets) if factory else None), NullJournal()
         check_routing(cfg.journal_dir, cfg.shards, f"engine shard {cfg.index}")
-        disk = self.zmq.disk  # (the transport's: a SimDisk in the simulator)
-        if factory is not None:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, machine=factory,
-                              disk=disk)  # fmt: skip
-        else:
-            journal = Journal(cfg.journal_dir, cfg.markets, fsync=cfg.fsync, disk=disk)
+        journal = open_journal(cfg.journal_dir, cfg.markets, cfg.fsync, factory, self.zmq.disk)
         perf = self.clock.perf_counter
         t, cpu = perf(), time.process_time()
-        rec = recover_visibly(
-            journal.recover, f"shard {cfg.index}", self.ctx, cfg.router, f"shard-{cfg.index}",
-            self.key, {"shard": cfg.index, "shards": cfg.shards,
-                                          "pid": os.getpid()}, clock=self.clock,
-        )  # fmt: skip
-        engine = rec.engine
-        check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir, cfg.placement)
+        try:
+            rec = recover_visibly(
+                journal.recover, f"shard {cfg.index}", self.ctx, cfg.router,
+                f"shard-{cfg.index}", self.key, {"shard": cfg.index, "shards": cfg.shards,
+                                                 "pid": os.getpid()}, clock=self.clock,
+            )  # fmt: skip
+            engine = rec.engine
+            check_ownership(engine, cfg.index, cfg.shards, cfg.journal_dir, cfg.placement)
+        except BaseException:
+            journal.close()  # (lets go of the directory: a refusal inside one process)
+            raise
         log.info(
             "recovered shard %d from %s: snapshot seq %s + %d journaled commands in %.2fs "
             "(%.2fs CPU) → seq %d, %d resting orders",

@@ -84,6 +84,9 @@ def test_two_shards_to_one_is_refused_and_two_again_keeps_every_book(tmp_path):
     cluster = Cluster(2, data_dir=str(data))
     try:
         before = rest_orders(cluster, ["BTC-USD", "ETH-USD", "SOL-USD"])
+        # a second engine on a running shard's directory (a copied unit file, a typo in
+        # --shard): refused before it reads or repairs the journal the first one writes
+        refused(engine(data, 0, 2), "shard-0 is in use by another process (pid")
     finally:
         cluster.stop()
     # honcho's Procfile with 1 shard on the same ./data: the supervisor refuses, naming the

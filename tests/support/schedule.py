@@ -52,7 +52,7 @@ MEASURED_S: dict[str, float] = {
     "test_failover_clients.py": 29, "test_durable_pipeline.py": 27,
     "test_accounts_tools.py": 26, "test_journal_enospc.py": 24, "test_docs.py": 23,
     "test_accounts_wire.py": 8, "test_accounts_kills.py": 11, "test_cli_funds.py": 20,
-    "test_journal.py": 11,
+    "test_journal.py": 11, "test_journal_dirlock.py": 1,
     "test_orders_audit.py": 21, "test_sim_seeds.py": 80, "test_sim_ha.py": 30,
     "test_bench_paths.py": 27, "test_link_resend.py": 1, "test_bench_gateway.py": 47,
     "test_mm.py": 18,  # measured alone at load 10-13 (12:33): 10 s of CPU with its clusters
