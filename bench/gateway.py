@@ -42,6 +42,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -231,27 +232,46 @@ def gateway_metrics(urls: list[str]) -> dict[str, float]:
     for url in urls:
         with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
             for line in resp.read().decode().splitlines():
-                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_written")):
+                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_",
+                                    "shardex_gateway_read_written")):  # fmt: skip
                     name, _, value = line.rpartition(" ")
                     out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
+HOPS = {"trade_read_ms": "trade_read", "read_written_ms": "read_written",
+        "trade_written_ms": "trade_written"}  # the gateway's hop histograms (docs/gateway.md)
+
+
 def written(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
-    """Write rounds and writes per second, and the gateway's own hop: a step's oldest trade,
-    exchange time → written to every subscriber (p50/p99 as the histogram bucket's bound, ms)."""
+    """Write rounds and writes per second, and the hops the gateway measures, one sample per
+    pair per step (p50/p99 as the histogram bucket's upper bound, ms): a trade's exchange time
+    → its Redis read (the bridge's hop, then the read), read → written to every subscriber
+    (the gateway's own), exchange time → written (both)."""
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
-                     if k.startswith("shardex_gateway_trade_written_seconds_bucket"))  # fmt: skip
-    total = buckets[-1][1] if buckets else 0
+    out: dict[str, Any] = {
+        "rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
+        "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall)}
+    for name, hist in HOPS.items():
+        buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
+                         if k.startswith(f"shardex_gateway_{hist}_seconds_bucket"))  # fmt: skip
+        total = buckets[-1][1] if buckets else 0
 
-    def pct(q: float) -> float | None:
-        hit = next((le for le, n in buckets if n >= q * total), None) if total else None
-        return None if hit is None else round(hit * 1000, 1)
+        def pct(q: float, buckets: list[tuple[float, float]] = buckets,
+                total: float = total) -> float | None:  # fmt: skip
+            hit = next((le for le, n in buckets if n >= q * total), None) if total else None
+            return None if hit is None else round(hit * 1000, 1)
 
-    return {"rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
-            "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall),
-            "trade_written_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": total}}  # fmt: skip
+        out[name] = {"p50": pct(0.5), "p99": pct(0.99), "samples": total}
+    return out
+
+
+def box_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole box, all cores, so far; wall seconds) from /proc/stat:
+    what every process used, ours and the other work on the box."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]  # idle + iowait
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
 def proc_rss(pids: list[int]) -> int:
@@ -268,6 +288,8 @@ def proc_rss(pids: list[int]) -> int:
 
 
 def loadgen(c: Cluster, rate: float, seconds: float, pairs: int) -> dict[str, Any]:
+    """``shardex loadgen`` for ``seconds``: its JSON report, and its own CPU seconds."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint",
             f"tcp://127.0.0.1:{c.base}", "--key", str(c.keys / "admin.key"), "--rate",
             str(rate), "--duration", str(seconds), "--symbols", str(pairs), "--json",
@@ -276,7 +298,9 @@ def loadgen(c: Cluster, rate: float, seconds: float, pairs: int) -> dict[str, An
                          timeout=seconds + 120)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"loadgen failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # (the one child reaped meanwhile)
+    return {**json.loads(out.stdout), "cpu_s": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime
+            - cpu0.ru_stime}  # fmt: skip
 
 
 class StreamWatch(threading.Thread):
@@ -330,8 +354,8 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
-        wait0, gm0 = run_delay(c.gateway_pids), gateway_metrics(c.urls)
-        t0 = time.perf_counter()
+        wait0, gm0, box0 = run_delay(c.gateway_pids), gateway_metrics(c.urls), box_busy()
+        t0, avg0 = time.perf_counter(), float(Path("/proc/loadavg").read_text().split()[0])
         watch = StreamWatch(c, symbols)
         watch.start()
         for pipe in pipes:
@@ -348,7 +372,10 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
         load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
         load["gateway_writes"] = written(gm0, gateway_metrics(c.urls), wall)
-        load["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        load["loadavg"] = [avg0] + [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        box1 = box_busy()
+        load["box_busy_pct"] = round(100 * (box1[0] - box0[0]) / (box1[1] - box0[1]))
+        roles["loadgen"] = round(100 * load.pop("cpu_s") / wall)
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
         for pipe in pipes:
@@ -385,11 +412,31 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "commit_to_redis_ms": load["redis_ms"],
             "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
             "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
-            "gateway_writes": load.get("gateway_writes"),
+            "gateway_writes": load.get("gateway_writes"), "box_busy_pct": load.get("box_busy_pct"),
+            "hops_ms": hops(hist, load),
             "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
             **tot}  # fmt: skip
+
+
+def hops(hist: HdrHistogram, load: dict[str, Any]) -> dict[str, Any]:
+    """commit → frame cut into its hops, p50 and p99 of each (ms): commit → Redis (the bridge,
+    read by the bench's own reader), exchange time → the gateway's read, the gateway's read →
+    written to every subscriber, and written → read by the client (commit → frame minus
+    exchange time → written, percentile by percentile: an estimate, the two are different
+    samples)."""
+    gw = load.get("gateway_writes") or {}
+    frame = {q: hist.get_value_at_percentile(p) / 1000 for q, p in (("p50", 50), ("p99", 99))}
+    done = gw.get("trade_written_ms") or {}
+    client = {q: None if done.get(q) is None else round(max(0.0, frame[q] - done[q]), 1)
+              for q in frame}  # fmt: skip
+    pick = ("p50", "p99")
+    return {"commit_redis": {q: (load.get("redis_ms") or {}).get(q) for q in pick},
+            "commit_gateway_read": {q: (gw.get("trade_read_ms") or {}).get(q) for q in pick},
+            "gateway_read_written": {q: (gw.get("read_written_ms") or {}).get(q) for q in pick},
+            "commit_written": {q: done.get(q) for q in pick},
+            "written_client_read": client, "commit_frame": frame}  # fmt: skip
 
 
 # -- REST against the SDK ------------------------------------------------------------------------
@@ -509,6 +556,21 @@ def print_table(rep: dict[str, Any]) -> None:
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")
+    print("\nWhere commit → frame went (p50 / p99 ms; the gateway's hops are histogram bucket "
+          "bounds) and who used the CPU (% of one core over the run):\n")
+    print("| clients | commit → Redis | commit → gateway read | read → written | commit → "
+          "written | written → client (diff.) | commit → frame | load avg | CPU by process "
+          "| box busy (% of 200) |")
+    print("| ---: | --- | --- | --- | --- | --- | --- | --- | --- | ---: |")
+    for f in rep["fleets"]:
+        h = f["hops_ms"]
+        cols = " | ".join(f"{h[k]['p50']} / {h[k]['p99']}" for k in (
+            "commit_redis", "commit_gateway_read", "gateway_read_written", "commit_written",
+            "written_client_read", "commit_frame"))  # fmt: skip
+        cpu = ", ".join(f"{k} {v}" for k, v in f["cluster_cpu_pct"].items())
+        cpu += ", clients " + " + ".join(map(str, f["client_cpu_pct"]))
+        print(f"| {f['clients']:,} | {cols} | {f['loadavg'][0]:g} → {f['loadavg'][1]:g} | {cpu} | "
+              f"{f['box_busy_pct']} |")
     print("\n| path | round | orders/s | p50 µs | p99 µs | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, rounds in rep["rest_vs_sdk"].items():

@@ -152,7 +152,9 @@ class Hub:
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
         self.step_batch = StepBatch()  # published, not yet queued (``flush``)
-        self.stamps: list[int] = []  # each step's oldest trade ts per pair, until written
+        # each step's oldest trade per pair, (exchange time ms, read at: epoch s), until written
+        self.stamps: list[tuple[int, float]] = []
+        self.read_at = 0.0  # the wall time the last step's Redis read answered
         self.beats = 0
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
@@ -345,7 +347,8 @@ class Hub:
                 sub.last = piece.last if piece.last is not None else sub.last
         count(channel, sent, bytes_out)
         if sent and trades and trades[0].get("ts") and len(self.stamps) < STAMPS_MAX:
-            self.stamps.append(trades[0]["ts"])  # (the writer's round observes it written)
+            # (the writer's round observes it written)
+            self.stamps.append((trades[0]["ts"], self.read_at))
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""
@@ -447,7 +450,7 @@ class Hub:
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""
         resp = await self.r.xread(dict(self.pos), count=1000, block=block_ms)
-        self.redis_ok = True
+        self.redis_ok, self.read_at = True, time.time()
         n = 0
         for key, entries in resp or ():
             self.pos[key] = entries[-1][0]
@@ -467,6 +470,9 @@ class Hub:
         return n
 
     def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+        ts = _int(entries[0][1].get("ts")) if entries else None
+        if ts:  # the step's oldest trade: exchange time → read here (the bridge's hop in it)
+            m.TRADE_READ.observe(max(0.0, self.read_at - ts / 1000))
         for entry_id, fields in entries:
             seq = int(entry_id.split("-")[0])
             msg = trade_msg(symbol, seq, self.trade_seq.get(symbol), fields)

@@ -280,7 +280,7 @@ def test_steps_within_the_write_window_go_out_in_one_write_per_connection() -> N
     asyncio.run(run())
 
 
-def test_a_write_round_counts_its_writes_and_each_steps_trade_written_latency() -> None:
+def test_a_write_round_counts_its_writes_and_each_steps_read_and_written_hops() -> None:
     async def run() -> None:
         r, conn = _Redis(), _conn()
         hub = _hub(r)
@@ -290,13 +290,16 @@ def test_a_write_round_counts_its_writes_and_each_steps_trade_written_latency() 
         conn.kick = w.kick  # type: ignore[method-assign]
         await hub.subscribe_trades(conn, SYMBOL, None)
         r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(11, 1), _trade(12, 2)])])
-        before = _sample("shardex_gateway_trade_written_seconds_count")
+        hops = ("trade_read", "trade_written", "read_written")
+        before = {h: _sample(f"shardex_gateway_{h}_seconds_count") for h in hops}
         rounds = _sample("shardex_gateway_write_rounds_total")
         await hub.step()
-        assert hub.stamps == [1_700_000_000_011]  # (the step's oldest trade, one per pair)
+        # (the step's oldest trade, one per pair: its exchange time, and when it was read)
+        assert hub.stamps == [(1_700_000_000_011, hub.read_at)] and hub.read_at > 0
+        assert _sample("shardex_gateway_trade_read_seconds_count") == before["trade_read"] + 1
         flusher.flush()
         assert hub.stamps == [] and len(req.transport.writes) == 1
-        assert _sample("shardex_gateway_trade_written_seconds_count") == before + 1
+        assert all(_sample(f"shardex_gateway_{h}_seconds_count") == before[h] + 1 for h in hops)
         assert _sample("shardex_gateway_write_rounds_total") == rounds + 1
 
     asyncio.run(run())
