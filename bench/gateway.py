@@ -63,6 +63,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from gwclients import worker  # noqa: E402
+from gwmeasure import (  # noqa: E402
+    box_busy,
+    gateway_metrics,
+    hops,
+    print_hops,
+    proc_cpu,
+    proc_rss,
+    run_delay,
+    written,
+)
 from proccpu import per_role, snapshot  # noqa: E402
 from reaper import die_with_parent  # noqa: E402
 from scaling import free_base, machine, say  # noqa: E402
@@ -210,80 +220,6 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def proc_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` so far, together."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def run_delay(pids: list[int]) -> float:
-    """Seconds ``pids`` were runnable but waited for a core, so far, together (the
-    scheduler's ``/proc/PID/schedstat``): on a shared box, the share of a process's latency
-    that is the box's, not its own work."""
-    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
-
-
-def gateway_metrics(urls: list[str]) -> dict[str, float]:
-    """The gateways' write counters and trade-written histogram buckets, summed."""
-    out: dict[str, float] = {}
-    for url in urls:
-        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_",
-                                    "shardex_gateway_read_written")):  # fmt: skip
-                    name, _, value = line.rpartition(" ")
-                    out[name] = out.get(name, 0.0) + float(value)
-    return out
-
-
-HOPS = {"trade_read_ms": "trade_read", "read_written_ms": "read_written",
-        "trade_written_ms": "trade_written"}  # the gateway's hop histograms (docs/gateway.md)
-
-
-def written(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
-    """Write rounds and writes per second, and the hops the gateway measures, one sample per
-    pair per step (p50/p99 as the histogram bucket's upper bound, ms): a trade's exchange time
-    → its Redis read (the bridge's hop, then the read), read → written to every subscriber
-    (the gateway's own), exchange time → written (both)."""
-    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    out: dict[str, Any] = {
-        "rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
-        "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall)}
-    for name, hist in HOPS.items():
-        buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
-                         if k.startswith(f"shardex_gateway_{hist}_seconds_bucket"))  # fmt: skip
-        total = buckets[-1][1] if buckets else 0
-
-        def pct(q: float, buckets: list[tuple[float, float]] = buckets,
-                total: float = total) -> float | None:  # fmt: skip
-            hit = next((le for le, n in buckets if n >= q * total), None) if total else None
-            return None if hit is None else round(hit * 1000, 1)
-
-        out[name] = {"p50": pct(0.5), "p99": pct(0.99), "samples": total}
-    return out
-
-
-def box_busy() -> tuple[float, float]:
-    """(busy CPU seconds of the whole box, all cores, so far; wall seconds) from /proc/stat:
-    what every process used, ours and the other work on the box."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = f[3] + f[4]  # idle + iowait
-    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
-
-
-def proc_rss(pids: list[int]) -> int:
-    """Resident set size of ``pids`` in bytes, together."""
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 # -- market data to N clients --------------------------------------------------------------------
 
 
@@ -354,6 +290,7 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
+        sys0 = proc_cpu(c.gateway_pids, kernel=True)
         wait0, gm0, box0 = run_delay(c.gateway_pids), gateway_metrics(c.urls), box_busy()
         t0, avg0 = time.perf_counter(), float(Path("/proc/loadavg").read_text().split()[0])
         watch = StreamWatch(c, symbols)
@@ -371,6 +308,8 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
                  sorted(per_role(roles0, snapshot(c.proc.pid)).items()) if v > 0.01 * wall}
         load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
         load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
+        load["gateway_sys_share"] = round((proc_cpu(c.gateway_pids, kernel=True) - sys0)
+                                          / max(cpu1 - cpu0, 1e-9), 2)  # fmt: skip
         load["gateway_writes"] = written(gm0, gateway_metrics(c.urls), wall)
         load["loadavg"] = [avg0] + [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
         box1 = box_busy()
@@ -412,31 +351,14 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "commit_to_redis_ms": load["redis_ms"],
             "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
             "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
+            "gateway_sys_share": load.get("gateway_sys_share"),  # (of its CPU, in the kernel)
+            "client_sys_share": [round(r.get("sys", 0) / max(r["cpu"], 1e-9), 2) for r in reps],
             "gateway_writes": load.get("gateway_writes"), "box_busy_pct": load.get("box_busy_pct"),
             "hops_ms": hops(hist, load),
             "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
             **tot}  # fmt: skip
-
-
-def hops(hist: HdrHistogram, load: dict[str, Any]) -> dict[str, Any]:
-    """commit → frame cut into its hops, p50 and p99 of each (ms): commit → Redis (the bridge,
-    read by the bench's own reader), exchange time → the gateway's read, the gateway's read →
-    written to every subscriber, and written → read by the client (commit → frame minus
-    exchange time → written, percentile by percentile: an estimate, the two are different
-    samples)."""
-    gw = load.get("gateway_writes") or {}
-    frame = {q: hist.get_value_at_percentile(p) / 1000 for q, p in (("p50", 50), ("p99", 99))}
-    done = gw.get("trade_written_ms") or {}
-    client = {q: None if done.get(q) is None else round(max(0.0, frame[q] - done[q]), 1)
-              for q in frame}  # fmt: skip
-    pick = ("p50", "p99")
-    return {"commit_redis": {q: (load.get("redis_ms") or {}).get(q) for q in pick},
-            "commit_gateway_read": {q: (gw.get("trade_read_ms") or {}).get(q) for q in pick},
-            "gateway_read_written": {q: (gw.get("read_written_ms") or {}).get(q) for q in pick},
-            "commit_written": {q: done.get(q) for q in pick},
-            "written_client_read": client, "commit_frame": frame}  # fmt: skip
 
 
 # -- REST against the SDK ------------------------------------------------------------------------
@@ -556,21 +478,7 @@ def print_table(rep: dict[str, Any]) -> None:
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")
-    print("\nWhere commit → frame went (p50 / p99 ms; the gateway's hops are histogram bucket "
-          "bounds) and who used the CPU (% of one core over the run):\n")
-    print("| clients | commit → Redis | commit → gateway read | read → written | commit → "
-          "written | written → client (diff.) | commit → frame | load avg | CPU by process "
-          "| box busy (% of 200) |")
-    print("| ---: | --- | --- | --- | --- | --- | --- | --- | --- | ---: |")
-    for f in rep["fleets"]:
-        h = f["hops_ms"]
-        cols = " | ".join(f"{h[k]['p50']} / {h[k]['p99']}" for k in (
-            "commit_redis", "commit_gateway_read", "gateway_read_written", "commit_written",
-            "written_client_read", "commit_frame"))  # fmt: skip
-        cpu = ", ".join(f"{k} {v}" for k, v in f["cluster_cpu_pct"].items())
-        cpu += ", clients " + " + ".join(map(str, f["client_cpu_pct"]))
-        print(f"| {f['clients']:,} | {cols} | {f['loadavg'][0]:g} → {f['loadavg'][1]:g} | {cpu} | "
-              f"{f['box_busy_pct']} |")
+    print_hops(rep)
     print("\n| path | round | orders/s | p50 µs | p99 µs | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, rounds in rep["rest_vs_sdk"].items():
