@@ -27,7 +27,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
-from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox, weight
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
 from shardex.gateway.perpfeed import LOOKBACK, PERP_CHANNELS, PerpFeed, entry_message
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
@@ -97,8 +97,14 @@ class Conn:
     def queue(self, frame: Chunk | str, now: float) -> bool:
         """Queue a message or a step's chunk, without waking the writer (``Hub.flush`` kicks
         each connection once when the step's chunks are all queued)."""
-        box = self.outbox
-        if box.count and box.count + weight(frame) > box.limit:
+        box, count = self.outbox, self.outbox.count
+        n = 1 if frame.__class__ is str else frame.weight  # type: ignore[union-attr]
+        if not count or count + n <= box.limit:  # (``Outbox.offer``'s common case, inline: this
+            if not box.closing:  # runs per subscriber per step, the fan-out's inner loop)
+                box.frames.append(frame)
+                box.count = count + n
+                return True
+        else:  # about to overflow: what the socket takes first (the round may not have come)
             self.spill()
         verdict = box.offer(frame, now)
         if verdict == OK:

@@ -19,7 +19,7 @@ from typing import Any
 
 from shardex.gateway import metrics as m
 from shardex.gateway.hub import Conn
-from shardex.gateway.wsframe import FrameCache, drain_into
+from shardex.gateway.wsframe import FrameCache, drain_into, write_all
 
 WINDOW = 0.01  # seconds from a connection's first kick to its write (what comes meanwhile joins)
 
@@ -98,6 +98,9 @@ class Writer:
         if self.draining or not self.open():
             self.conn.wake.set()
             return
+        if not self.protocol.writing_paused and write_all(self.conn.outbox, self.cache,
+                                                          self.transport):  # fmt: skip
+            return  # (the round's common case: everything queued, one write)
         self.pump()
         if self.conn.outbox:
             self.conn.wake.set()
