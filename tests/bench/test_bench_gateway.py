@@ -47,7 +47,7 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
                          "commit_written", "written_client_read", "commit_frame"}  # fmt: skip
     assert all(hops[k]["p50"] is not None for k in hops)
     assert hops["commit_frame"]["p99"] == lat["p99"] and "loadgen" in fleet["cluster_cpu_pct"]
-    assert 0 <= fleet["gateway_sys_share"] <= 1 and 0 < fleet["box_busy_pct"]
+    assert 0 <= fleet["gateway_sys_share"] <= 1 and fleet["box_busy_pct"] > 0
     for path in ("rest", "sdk"):
         (rnd,) = rep["rest_vs_sdk"][path]
         assert rnd["errors"] == 0 and rnd["orders_per_s"] > 0 and rnd["p50_us"] > 0
