@@ -42,6 +42,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from gwclients import worker  # noqa: E402
+from gwmeasure import (  # noqa: E402
+    box_busy,
+    gateway_metrics,
+    hops,
+    print_hops,
+    proc_cpu,
+    proc_rss,
+    run_delay,
+    written,
+)
 from proccpu import per_role, snapshot  # noqa: E402
 from reaper import die_with_parent  # noqa: E402
 from scaling import free_base, machine, say  # noqa: E402
@@ -209,65 +220,12 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def proc_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` so far, together."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def run_delay(pids: list[int]) -> float:
-    """Seconds ``pids`` were runnable but waited for a core, so far, together (the
-    scheduler's ``/proc/PID/schedstat``): on a shared box, the share of a process's latency
-    that is the box's, not its own work."""
-    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
-
-
-def gateway_metrics(urls: list[str]) -> dict[str, float]:
-    """The gateways' write counters and trade-written histogram buckets, summed."""
-    out: dict[str, float] = {}
-    for url in urls:
-        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(("shardex_gateway_write", "shardex_gateway_trade_written")):
-                    name, _, value = line.rpartition(" ")
-                    out[name] = out.get(name, 0.0) + float(value)
-    return out
-
-
-def written(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
-    """Write rounds and writes per second, and the gateway's own hop: a step's oldest trade,
-    exchange time → written to every subscriber (p50/p99 as the histogram bucket's bound, ms)."""
-    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    buckets = sorted((float(re.search(r'le="([^"]+)"', k)[1]), v) for k, v in delta.items()
-                     if k.startswith("shardex_gateway_trade_written_seconds_bucket"))  # fmt: skip
-    total = buckets[-1][1] if buckets else 0
-
-    def pct(q: float) -> float | None:
-        hit = next((le for le, n in buckets if n >= q * total), None) if total else None
-        return None if hit is None else round(hit * 1000, 1)
-
-    return {"rounds_per_s": round(delta.get("shardex_gateway_write_rounds_total", 0) / wall),
-            "writes_per_s": round(delta.get("shardex_gateway_writes_total", 0) / wall),
-            "trade_written_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": total}}  # fmt: skip
-
-
-def proc_rss(pids: list[int]) -> int:
-    """Resident set size of ``pids`` in bytes, together."""
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 # -- market data to N clients --------------------------------------------------------------------
 
 
 def loadgen(c: Cluster, rate: float, seconds: float, pairs: int) -> dict[str, Any]:
+    """``shardex loadgen`` for ``seconds``: its JSON report, and its own CPU seconds."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = [sys.executable, "-m", "shardex.cli", "loadgen", "--endpoint",
             f"tcp://127.0.0.1:{c.base}", "--key", str(c.keys / "admin.key"), "--rate",
             str(rate), "--duration", str(seconds), "--symbols", str(pairs), "--json",
@@ -276,7 +234,9 @@ def loadgen(c: Cluster, rate: float, seconds: float, pairs: int) -> dict[str, An
                          timeout=seconds + 120)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"loadgen failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # (the one child reaped meanwhile)
+    return {**json.loads(out.stdout), "cpu_s": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime
+            - cpu0.ru_stime}  # fmt: skip
 
 
 class StreamWatch(threading.Thread):
@@ -330,8 +290,9 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
         rss1 = proc_rss(c.gateway_pids)
         say(f"  {n} clients connected and synced; load {args.rate:g}/s for {args.seconds:g} s")
         cpu0, roles0 = proc_cpu(c.gateway_pids), snapshot(c.proc.pid)
-        wait0, gm0 = run_delay(c.gateway_pids), gateway_metrics(c.urls)
-        t0 = time.perf_counter()
+        sys0 = proc_cpu(c.gateway_pids, kernel=True)
+        wait0, gm0, box0 = run_delay(c.gateway_pids), gateway_metrics(c.urls), box_busy()
+        t0, avg0 = time.perf_counter(), float(Path("/proc/loadavg").read_text().split()[0])
         watch = StreamWatch(c, symbols)
         watch.start()
         for pipe in pipes:
@@ -347,8 +308,13 @@ def fleet_run(c: Cluster, n: int, args: argparse.Namespace) -> dict[str, Any]:
                  sorted(per_role(roles0, snapshot(c.proc.pid)).items()) if v > 0.01 * wall}
         load["cluster_cpu_pct"] = roles  # (% of one core, per process kind, over the run)
         load["gateway_wait_pct"] = round(100 * (run_delay(c.gateway_pids) - wait0) / wall)
+        load["gateway_sys_share"] = round((proc_cpu(c.gateway_pids, kernel=True) - sys0)
+                                          / max(cpu1 - cpu0, 1e-9), 2)  # fmt: skip
         load["gateway_writes"] = written(gm0, gateway_metrics(c.urls), wall)
-        load["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        load["loadavg"] = [avg0] + [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        box1 = box_busy()
+        load["box_busy_pct"] = round(100 * (box1[0] - box0[0]) / (box1[1] - box0[1]))
+        roles["loadgen"] = round(100 * load.pop("cpu_s") / wall)
         if len(reps) != procs:
             raise SystemExit("a client process did not report")
         for pipe in pipes:
@@ -385,7 +351,10 @@ def summarize(n: int, reps: list[dict[str, Any]], load: dict[str, Any], cpu: flo
             "commit_to_redis_ms": load["redis_ms"],
             "cluster_cpu_pct": load.get("cluster_cpu_pct", {}), "loadavg": load.get("loadavg"),
             "gateway_wait_pct": load.get("gateway_wait_pct"),  # (runnable, no core: % of wall)
-            "gateway_writes": load.get("gateway_writes"),
+            "gateway_sys_share": load.get("gateway_sys_share"),  # (of its CPU, in the kernel)
+            "client_sys_share": [round(r.get("sys", 0) / max(r["cpu"], 1e-9), 2) for r in reps],
+            "gateway_writes": load.get("gateway_writes"), "box_busy_pct": load.get("box_busy_pct"),
+            "hops_ms": hops(hist, load),
             "client_wait_pct": [round(100 * r["wait"] / max(r["wall"], 1e-9)) for r in reps],
             "load": {k: load.get(k) for k in ("sent", "acked", "acked_per_s", "p50_us",
                                               "p99_us") if k in load},
@@ -509,6 +478,7 @@ def print_table(rep: dict[str, Any]) -> None:
               f"{f['gateway_rss_kib_per_client']:g} | "
               f"{' / '.join(map(str, f['client_cpu_pct']))} | {f['silent_gaps']} | "
               f"{f['resyncs']} | {f['checked']:,} |")
+    print_hops(rep)
     print("\n| path | round | orders/s | p50 µs | p99 µs | errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, rounds in rep["rest_vs_sdk"].items():

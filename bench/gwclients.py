@@ -23,6 +23,7 @@ has that trade or was told it fell behind; then the report) → ``close``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import zlib
 from collections import Counter
@@ -254,6 +255,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool,
         fleet.st = Stats()
         fleet.measuring = True
         t0, c0, w0 = time.perf_counter(), time.process_time(), run_delay()
+        s0 = os.times().system  # (the kernel's share: the socket reads)
         tops = await asyncio.to_thread(pipe.recv)  # stop: the last trade seq of every pair
         await _until(lambda: fleet.reached(tops) == n, 60)
         fleet.measuring = False
@@ -265,7 +267,7 @@ async def _main(url: str, n: int, symbols: list[str], pipe: Any, batch: bool,
                    "resyncs": st.resyncs, "bad_checksums": st.bad_checksums,
                    "checked": st.checked, "reached": fleet.reached(tops), "clients": n,
                    "wall": max(st.last_frame - t0, 1e-9), "cpu": time.process_time() - c0,
-                   "wait": run_delay() - w0,
+                   "wait": run_delay() - w0, "sys": os.times().system - s0,
                    "hist": st.hist.encode()})  # fmt: skip
         await asyncio.to_thread(pipe.recv)  # close
         for t in tasks:

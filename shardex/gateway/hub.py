@@ -27,7 +27,7 @@ from shardex.gateway import metrics as m
 from shardex.gateway.book import DEFAULT_DEPTH, BookFeed
 from shardex.gateway.fanout import Chunk, StepBatch, batch_chunk, batch_msg, encode
 from shardex.gateway.messages import error
-from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox, weight
+from shardex.gateway.outbox import BEHIND, CLOSE, OK, Outbox
 from shardex.gateway.perpfeed import LOOKBACK, PERP_CHANNELS, PerpFeed, entry_message
 from shardex.wire.codes import GATEWAY_UNAVAILABLE
 
@@ -97,8 +97,14 @@ class Conn:
     def queue(self, frame: Chunk | str, now: float) -> bool:
         """Queue a message or a step's chunk, without waking the writer (``Hub.flush`` kicks
         each connection once when the step's chunks are all queued)."""
-        box = self.outbox
-        if box.count and box.count + weight(frame) > box.limit:
+        box, count = self.outbox, self.outbox.count
+        n = 1 if frame.__class__ is str else frame.weight  # type: ignore[union-attr]
+        if not count or count + n <= box.limit:  # (``Outbox.offer``'s common case, inline: this
+            if not box.closing:  # runs per subscriber per step, the fan-out's inner loop)
+                box.frames.append(frame)
+                box.count = count + n
+                return True
+        else:  # about to overflow: what the socket takes first (the round may not have come)
             self.spill()
         verdict = box.offer(frame, now)
         if verdict == OK:
@@ -152,7 +158,9 @@ class Hub:
         self.pos: dict[str, str] = {}  # stream key → last id read
         self.trade_seq: dict[str, int | None] = {}
         self.step_batch = StepBatch()  # published, not yet queued (``flush``)
-        self.stamps: list[int] = []  # each step's oldest trade ts per pair, until written
+        # each step's oldest trade per pair, (exchange time ms, read at: epoch s), until written
+        self.stamps: list[tuple[int, float]] = []
+        self.read_at = 0.0  # the wall time the last step's Redis read answered
         self.beats = 0
         self.conns: set[Conn] = set()  # every connection (heartbeats reach them all)
         self.redis_ok = False
@@ -345,7 +353,8 @@ class Hub:
                 sub.last = piece.last if piece.last is not None else sub.last
         count(channel, sent, bytes_out)
         if sent and trades and trades[0].get("ts") and len(self.stamps) < STAMPS_MAX:
-            self.stamps.append(trades[0]["ts"])  # (the writer's round observes it written)
+            # (the writer's round observes it written)
+            self.stamps.append((trades[0]["ts"], self.read_at))
 
     async def refresh(self, symbol: str) -> None:
         """Read the engine's book of ``symbol`` and publish what changed."""
@@ -447,7 +456,7 @@ class Hub:
     async def step(self, block_ms: int = 1000) -> int:
         """One XREAD over every stream; the entries handled."""
         resp = await self.r.xread(dict(self.pos), count=1000, block=block_ms)
-        self.redis_ok = True
+        self.redis_ok, self.read_at = True, time.time()
         n = 0
         for key, entries in resp or ():
             self.pos[key] = entries[-1][0]
@@ -467,6 +476,9 @@ class Hub:
         return n
 
     def trades(self, symbol: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+        ts = _int(entries[0][1].get("ts")) if entries else None
+        if ts:  # the step's oldest trade: exchange time → read here (the bridge's hop in it)
+            m.TRADE_READ.observe(max(0.0, self.read_at - ts / 1000))
         for entry_id, fields in entries:
             seq = int(entry_id.split("-")[0])
             msg = trade_msg(symbol, seq, self.trade_seq.get(symbol), fields)

@@ -65,3 +65,18 @@ def drain_into(outbox: Outbox, cache: FrameCache, transport: Any) -> int:
     if parts:
         transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
     return n
+
+
+def write_all(outbox: Outbox, cache: FrameCache, transport: Any) -> bool:
+    """Everything queued in one ``transport.write`` when it is at most ``WRITE_MAX`` frames
+    (a write round's common case; each chunk's bytes are the same object for every
+    subscriber, only the join is the client's): True; else False and nothing taken
+    (``drain_into`` writes it in pieces)."""
+    if not outbox.count or outbox.count > WRITE_MAX:
+        return False
+    parts = [m.wire if m.__class__ is not str else cache.wire(m)  # type: ignore[attr-defined]
+             for m in outbox.frames]  # fmt: skip
+    outbox.frames.clear()
+    outbox.count = 0
+    transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    return True

@@ -19,7 +19,7 @@ from typing import Any
 
 from shardex.gateway import metrics as m
 from shardex.gateway.hub import Conn
-from shardex.gateway.wsframe import FrameCache, drain_into
+from shardex.gateway.wsframe import FrameCache, drain_into, write_all
 
 WINDOW = 0.01  # seconds from a connection's first kick to its write (what comes meanwhile joins)
 
@@ -33,7 +33,8 @@ class Flusher:
     ``1 / window`` per client per second, whatever the rate, for at most ``window`` of
     latency. ``window`` 0: written right after the step (``call_soon``)."""
 
-    def __init__(self, window: float = WINDOW, stamps: list[int] | None = None) -> None:
+    def __init__(self, window: float = WINDOW, stamps: list[tuple[int, float]] | None = None
+                 ) -> None:  # fmt: skip
         self.ready: dict[Writer, None] = {}  # (in kick order)
         self.scheduled = False
         self.window = window
@@ -56,10 +57,11 @@ class Flusher:
             writer.write_now()
         m.WRITES.inc(len(ready))
         m.WRITE_ROUNDS.inc()
-        if self.stamps:  # the trades written in this round: exchange time → written
+        if self.stamps:  # this round's trades: exchange time → written, and read → written
             now = time.time()
-            for ts in self.stamps:
+            for ts, read_at in self.stamps:
                 m.TRADE_WRITTEN.observe(max(0.0, now - ts / 1000))
+                m.STEP_WRITTEN.observe(max(0.0, now - read_at))
             self.stamps.clear()
 
 
@@ -96,6 +98,9 @@ class Writer:
         if self.draining or not self.open():
             self.conn.wake.set()
             return
+        if not self.protocol.writing_paused and write_all(self.conn.outbox, self.cache,
+                                                          self.transport):  # fmt: skip
+            return  # (the round's common case: everything queued, one write)
         self.pump()
         if self.conn.outbox:
             self.conn.wake.set()

@@ -42,6 +42,12 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
     assert 0 < rd["p50"] <= rd["p99"] <= rd["max"]  # the same run's baseline, from Redis
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert len(fleet["client_cpu_pct"]) == 2 and fleet["gateway_cpu_s"] >= 0
+    hops = fleet["hops_ms"]  # commit → frame cut into its hops, each measured in the run
+    assert set(hops) == {"commit_redis", "commit_gateway_read", "gateway_read_written",
+                         "commit_written", "written_client_read", "commit_frame"}  # fmt: skip
+    assert all(hops[k]["p50"] is not None for k in hops)
+    assert hops["commit_frame"]["p99"] == lat["p99"] and "loadgen" in fleet["cluster_cpu_pct"]
+    assert 0 <= fleet["gateway_sys_share"] <= 1 and fleet["box_busy_pct"] > 0
     for path in ("rest", "sdk"):
         (rnd,) = rep["rest_vs_sdk"][path]
         assert rnd["errors"] == 0 and rnd["orders_per_s"] > 0 and rnd["p50_us"] > 0
@@ -51,6 +57,7 @@ def test_the_gateway_bench_reports_frames_latency_and_rest_against_the_sdk(capsy
     table = capsys.readouterr().out
     assert "| clients | frames/s | commit → frame p50 / p99 / max ms | commit → Redis" in table
     assert "| 4 | " in table and "| rest | 1 | " in table and "| sdk | 1 | " in table
+    assert "| clients | commit → Redis | commit → gateway read | read → written |" in table
 
 
 def test_the_gateway_bench_rejects_bad_client_counts() -> None:

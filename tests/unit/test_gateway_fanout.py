@@ -5,6 +5,7 @@ step with the seq chain intact, and the writer writes at once when the socket ta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -280,7 +281,7 @@ def test_steps_within_the_write_window_go_out_in_one_write_per_connection() -> N
     asyncio.run(run())
 
 
-def test_a_write_round_counts_its_writes_and_each_steps_trade_written_latency() -> None:
+def test_a_write_round_counts_its_writes_and_each_steps_read_and_written_hops() -> None:
     async def run() -> None:
         r, conn = _Redis(), _conn()
         hub = _hub(r)
@@ -290,13 +291,16 @@ def test_a_write_round_counts_its_writes_and_each_steps_trade_written_latency() 
         conn.kick = w.kick  # type: ignore[method-assign]
         await hub.subscribe_trades(conn, SYMBOL, None)
         r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(11, 1), _trade(12, 2)])])
-        before = _sample("shardex_gateway_trade_written_seconds_count")
+        hops = ("trade_read", "trade_written", "read_written")
+        before = {h: _sample(f"shardex_gateway_{h}_seconds_count") for h in hops}
         rounds = _sample("shardex_gateway_write_rounds_total")
         await hub.step()
-        assert hub.stamps == [1_700_000_000_011]  # (the step's oldest trade, one per pair)
+        # (the step's oldest trade, one per pair: its exchange time, and when it was read)
+        assert hub.stamps == [(1_700_000_000_011, hub.read_at)] and hub.read_at > 0
+        assert _sample("shardex_gateway_trade_read_seconds_count") == before["trade_read"] + 1
         flusher.flush()
         assert hub.stamps == [] and len(req.transport.writes) == 1
-        assert _sample("shardex_gateway_trade_written_seconds_count") == before + 1
+        assert all(_sample(f"shardex_gateway_{h}_seconds_count") == before[h] + 1 for h in hops)
         assert _sample("shardex_gateway_write_rounds_total") == rounds + 1
 
     asyncio.run(run())
@@ -366,5 +370,62 @@ def test_a_slow_trades_client_is_told_the_last_seq_it_was_sent_not_the_last_one_
         r.answers.append([(f"shardex:trades:{SYMBOL}", [_trade(15, 15)])])
         await hub.step()
         assert slow.subs[("trades", SYMBOL)].last == 15
+
+    asyncio.run(run())
+
+
+def _frames(data: bytes) -> list[dict[str, Any]]:
+    """The JSON messages in a run of the server's unmasked text frames (short ones)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n = data[pos + 1] & 0x7F
+        off = pos + 2
+        if n == 126:
+            n, off = int.from_bytes(data[off:off + 2]), off + 2
+        out.append(json.loads(data[off:off + n]))
+        pos = off + n
+    return out
+
+
+def test_a_write_round_sends_each_clients_queue_in_one_write_with_the_chains_intact() -> None:
+    """The round's common case (``wsframe.write_all``, and ``Conn.queue``'s inline offer):
+    a fleet of batch and single-trade subscribers over several steps and rounds gets every
+    trade once, in order, each chain link continuing the last; a queue past ``WRITE_MAX``
+    goes out in pieces; a client whose socket takes nothing is told to resync, with the last
+    seq it was sent, and is closed when it keeps falling behind."""
+
+    async def run() -> None:
+        r, hub, flusher = _Redis(), _hub(_Redis()), Flusher(window=30.0)
+        hub.r = r
+        fleet = []
+        for k in range(6):  # a big queue for the ones that get a whole step per message
+            req, conn = _Request(), _conn(limit=3 if k == 5 else 1000)
+            w = Writer(_Ws(), conn, req, FrameCache(), flusher)
+            conn.kick, conn.spill = w.kick, w.spill  # type: ignore[method-assign]
+            await hub.subscribe_trades(conn, SYMBOL, None, batch=k % 2 == 0)
+            fleet.append((req, conn))
+        fleet[5][0].protocol.writing_paused = True  # (a client that does not read)
+        seq, closes = 10, _sample("shardex_gateway_slow_closes_total")
+        for rnd in range(4):
+            for _ in range(2):  # two steps per round; the third round's second one is big
+                n = 300 if rnd == 2 else 3
+                r.answers.append([(f"shardex:trades:{SYMBOL}",
+                                   [_trade(seq + i, seq + i) for i in range(1, n + 1)])])
+                seq += n
+                await hub.step()
+            flusher.flush()
+        for req, conn in fleet[:5]:
+            got = [m for data in req.transport.writes for m in _frames(data)]
+            trades = [m for m in got if m.get("channel") == "trades" and "prev_seq" in m]
+            seqs = [t["seq"] for m in trades for t in m.get("trades", [m])]
+            assert seqs == list(range(11, seq + 1))  # every trade once, in order
+            assert all(b["prev_seq"] == a["seq"] for a, b in itertools.pairwise(trades))
+            assert not conn.outbox and not any(m.get("type") == "resync_required" for m in got)
+        assert len(fleet[1][0].transport.writes) > 4  # (single trades: past WRITE_MAX, pieces)
+        slow_req, slow = fleet[5]
+        assert slow_req.transport.writes == [] and slow.closed  # told thrice, then closed
+        notices = [json.loads(f) for f in slow.outbox.messages()] if slow.outbox.frames else []
+        assert all(m["type"] == "resync_required" for m in notices)
+        assert _sample("shardex_gateway_slow_closes_total") == closes + 1
 
     asyncio.run(run())
