@@ -26,6 +26,14 @@ from typing import Any
 
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
 from shardex.engine.listing import SYMBOL_RE
+from shardex.node.precopy import (
+    DELTA,
+    PRECOPY,
+    source_delta,
+    source_read,
+    target_expand,
+    target_stage,
+)
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
@@ -69,6 +77,8 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
         stats.step("adopt", "repeat")
         return []  # adopted already
     elif len(cmd) > MOVE_STATE and type(cmd[MOVE_STATE]) is bytes:  # (the mover's blob)
+        if len(cmd) == MOVE_STATE + 2 and cmd[-1] == PRECOPY:  # (a pre-copy: kept, not applied)
+            return target_stage(core, cmd)
         if len(cmd) == PIECE_LEN:  # one piece of a blob too large for one request
             cmd = _piece(core, cmd)
             if type(cmd) is not tuple:
@@ -77,9 +87,16 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
             cmd = (*cmd[:MOVE_STATE], unpack_state(cmd[MOVE_STATE]), *cmd[MOVE_STATE + 1:])
         except ValueError as exc:
             return read_error(MALFORMED, f"adopt: {exc}")
+        if isinstance(cmd[MOVE_STATE], dict) and PRECOPY in cmd[MOVE_STATE]:
+            cmd = target_expand(core, cmd)  # (the changes since a pre-copy: the whole state)
+            if type(cmd) is not tuple:
+                return cmd
     start = len(out)
     seq = engine.seq
-    engine.apply(cmd, out)
+    try:
+        engine.apply(cmd, out)
+    finally:  # (a book built ahead serves this adoption only, applied or refused)
+        engine.prebuilt.pop(symbol, None)
     core.journal.add(seq, cmd)
     core.forget_owner(symbol)
     _count(core, cmd, out[start:])
@@ -166,7 +183,7 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     key = core.key
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
-    symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3) else None
+    symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3, 4) else None
     if type(symbol) is not str or not (symbol in core.markets or SYMBOL_RE.fullmatch(symbol)):
         # (a pair listed at runtime is known on its shard only: elsewhere it is a symbol)
         return read_error(MALFORMED, "pair: expected (op, symbol[, with state])")
@@ -179,8 +196,12 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
             out["state"] = engine.handed.get(symbol)
         elif len(cmd) == 3 and cmd[2] == PACKED and symbol in engine.handed:  # (compressed)
             out["state_packed"] = pack_state(engine.handed[symbol])
+        elif len(cmd) == 4 and cmd[2] == DELTA and symbol in engine.handed:
+            source_delta(core, symbol, cmd[3], out)  # (against a pre-copy: ``node.precopy``)
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
+        if out["where"] == "here" and len(cmd) == 3 and cmd[2] == PRECOPY:
+            source_read(core, symbol, out)
     if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)
         src, at = engine.adopted[symbol]
         out.update(source=src, source_at=at)
