@@ -32,6 +32,8 @@ since) and the mover then sends the whole state. Both memories are ``ShardCore.s
 
 from __future__ import annotations
 
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from shardex.engine.moves import apply_levels, prebuild
@@ -46,21 +48,20 @@ SOURCE, TARGET = "precopy-source", "precopy-target"  # (keys of ``ShardCore.stag
 _KEEP = 4  # pre-copies a shard keeps at once, per side (a mover that went away)
 
 Levels = dict[tuple[int, int], tuple]
+_PRICE = itemgetter(2)  # (an order entry's price: ``Book.snapshot``)
 
 
 def levels_of(bids: Any, asks: Any) -> Levels:
     """``Book.snapshot``'s order lists grouped by ``(side, price)``, each level's queue in
-    order (the lists are sorted by price, best first, then by time)."""
-    out: dict[tuple[int, int], list] = {}
+    order (the lists are sorted by price, best first, then by time: a level's entries are
+    consecutive); ValueError for lists where they are not."""
+    out: Levels = {}
     for side, orders in ((0, bids), (1, asks)):
-        for entry in orders:
-            key = (side, entry[2])
-            level = out.get(key)
-            if level is None:
-                out[key] = [entry]
-            else:
-                level.append(entry)
-    return {k: tuple(v) for k, v in out.items()}
+        for price, entries in groupby(orders, _PRICE):
+            if (side, price) in out:
+                raise ValueError(f"the orders at price {price!r} are not consecutive")
+            out[(side, price)] = tuple(entries)
+    return out
 
 
 def changed_levels(before: Levels, after: Levels) -> list[tuple[int, int, tuple]]:
