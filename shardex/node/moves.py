@@ -7,7 +7,10 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   (``data.shard``: the target). Sent again after it ran, it changes nothing and answers the
   same ``moved`` event: every step of a move may be re-run.
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
-  after it ran, it changes nothing and answers ``[]``.
+  after it ran, it changes nothing and answers ``[]``. The state may be the changes since a
+  pre-copy, and ``(OP_ADOPT, symbol, from, S, blob, "precopy")`` is the pre-copy itself, kept
+  and not journaled (``shardex.node.precopy``, as are the reads ``(OP_PAIR, symbol,
+  "precopy")`` and ``(OP_PAIR, symbol, "delta", S)``).
 * ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled (with
   the account tier it is, for the check of forwards: ``ShardCore.journal_place``).
 * ``(OP_PAIR, symbol[, True])``, a read: where the pair stands here (``where``: ``here``,

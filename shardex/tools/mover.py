@@ -5,9 +5,13 @@ from what this process remembers, so a mover killed at any point is simply run a
 continues where the cluster stands:
 
 1. **hand-off**: the pair's owner (the shard whose ``where`` is ``here``) journals
-   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable).
+   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable). Just before
+   it, the pair's resting orders are copied ahead to the target (``shardex.node.precopy``:
+   not journaled, the pair trades on), so the hand-off's read carries only the price levels
+   changed since.
 2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
-   from the source, which keeps it).
+   from the source, which keeps it; the target rebuilds it from its copy and the changed
+   levels, or, refusing them without a copy, is sent it whole).
 3. **publish**: the placement map pins the pair to the target (a newer version: in the
    placement store if one is given, on every account shard, which journals it and forwards
    the pair's new orders and amends there from then on, and on every engine shard, whose
