@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,11 +26,22 @@ from shardex.engine.codes import (
     OP_HANDOFF,
     OP_NEW,
     SELL,
+    STOP_LIMIT,
 )
 from shardex.engine.engine import Engine
 from shardex.engine.moves import apply_levels, prebuild
 from shardex.inproc import InProcCluster
-from shardex.node.precopy import DELTA, PRECOPY, changed_levels, joined, levels_of
+from shardex.node.precopy import (
+    DELTA,
+    PRECOPY,
+    changed_levels,
+    joined,
+    levels_of,
+    source_delta,
+    source_read,
+    target_expand,
+    target_stage,
+)
 from shardex.placement import default_owner
 from shardex.tools.mover import MoveError, ask, move_pair
 from shardex.wire.envelope import packb
@@ -190,3 +202,38 @@ def test_the_mover_copies_ahead_and_a_target_without_the_copy_gets_the_whole_sta
     run(cluster_plan(2, data_dir=str(tmp_path)), body)
     assert any("copied ahead" in line for line in lines), lines
     assert any("sending the whole state" in line for line in lines), lines
+
+
+def test_the_live_adoption_with_the_book_built_ahead_equals_the_replays_adoption() -> None:
+    """The whole engine, not only the resting orders: the target that adopted with the book
+    built ahead (and the changed levels) snapshots exactly as one that adopted the journaled
+    state from scratch (its replay), with stop orders and recent results in the state."""
+    rng = random.Random(7)
+    src = Engine(DEFAULT_MARKETS)
+    _churn(src, rng, 400, "a")
+    for k, (side, trigger) in enumerate(((BUY, 130), (SELL, 70))):
+        src.apply((OP_NEW, P, f"stop{k}", "st", side, STOP_LIMIT, trigger, 1, GTC, False, 0,
+                   None, {"trigger": trigger}), [])  # fmt: skip
+    source = SimpleNamespace(engine=src, staged={})
+    live, replay = Engine(DEFAULT_MARKETS), Engine(DEFAULT_MARKETS)
+    target = SimpleNamespace(engine=live, staged={})
+    view: dict = {}
+    source_read(source, P, view)
+    at = view["precopy_at"]
+    assert target_stage(target, (OP_ADOPT, P, SRC, at, view["precopy_packed"], PRECOPY)) == {
+        "precopied": at
+    }
+    _churn(src, rng, 12, "b")
+    (moved,) = src.apply_many([(OP_HANDOFF, P, 1)])
+    out: dict = {}
+    source_delta(source, P, at, out)
+    cmd = target_expand(target, (OP_ADOPT, P, SRC, moved[1], unpack_state(out["state_delta"])))
+    assert type(cmd) is tuple and live.prebuilt
+    # what the target journals: the hand-off's state, byte for byte as without a pre-copy
+    assert packb(cmd[4]) == packb(src.handed[P])
+    assert live.apply_many([cmd])[0][0] == EV_ADOPTED
+    assert replay.apply_many([(OP_ADOPT, P, SRC, moved[1], src.handed[P])])[0][0] == EV_ADOPTED
+    assert not live.prebuilt and live.books[P].stops and live.books[P].stops.orders
+    assert live.snapshot() == replay.snapshot()
+    more = [(OP_NEW, P, "c1", "cx", BUY, LIMIT, 125, 9, GTC, False, 0)]  # sweeps, triggers
+    assert live.apply_many(more) == replay.apply_many(more)
