@@ -186,6 +186,10 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     key = core.key
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
+    if key is not None and key.role != "admin" and PRECOPY in cmd[2:3]:
+        # (a copy replaces the mover's: a reader must not make the shard snapshot, or the
+        # mover's delta fall back to the whole state)
+        return read_error(NOT_ALLOWED, "pair: pre-copies are the mover's (admin keys only)")
     symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3, 4) else None
     if type(symbol) is not str or not (symbol in core.markets or SYMBOL_RE.fullmatch(symbol)):
         # (a pair listed at runtime is known on its shard only: elsewhere it is a symbol)

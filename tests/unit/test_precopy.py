@@ -31,6 +31,7 @@ from shardex.engine.codes import (
 from shardex.engine.engine import Engine
 from shardex.engine.moves import apply_levels, prebuild
 from shardex.inproc import InProcCluster
+from shardex.node.moves import pair_read
 from shardex.node.precopy import (
     DELTA,
     PRECOPY,
@@ -44,6 +45,7 @@ from shardex.node.precopy import (
 )
 from shardex.placement import default_owner
 from shardex.tools.mover import MoveError, ask, move_pair
+from shardex.wire.codes import NOT_ALLOWED
 from shardex.wire.envelope import packb
 from shardex.wire.movestate import unpack_state
 from shardex.wire.protocol import OP_PAIR
@@ -237,3 +239,11 @@ def test_the_live_adoption_with_the_book_built_ahead_equals_the_replays_adoption
     assert live.snapshot() == replay.snapshot()
     more = [(OP_NEW, P, "c1", "cx", BUY, LIMIT, 125, 9, GTC, False, 0)]  # sweeps, triggers
     assert live.apply_many(more) == replay.apply_many(more)
+
+
+def test_a_pre_copy_is_the_movers_alone() -> None:
+    """A reader key may ask where a pair stands, not make its shard copy the book (a copy
+    replaces the mover's, whose delta would then fall back to the whole state)."""
+    core = SimpleNamespace(key=SimpleNamespace(role="reader"), staged={})
+    refused = pair_read(core, (OP_PAIR, P, PRECOPY), {})
+    assert refused["error"][0] == NOT_ALLOWED and core.staged == {}, refused
