@@ -5,7 +5,8 @@ The mover (``shardex.tools.mover``), before the hand-off:
 
 1. reads ``(OP_PAIR, symbol, PRECOPY)`` from the source: the pair's resting orders now (seq
    ``S``), as ``precopy_packed`` (a ``shardex.wire.movestate`` blob of ``{"bids", "asks"}``)
-   and ``precopy_at``: ``S``. The source keeps them, grouped by price level, in memory;
+   and ``precopy_at``: ``S`` (admin keys only). The source keeps them, grouped by price
+   level, in memory;
 2. sends them to the target as ``(OP_ADOPT, symbol, from, S, blob, PRECOPY)``: the target
    builds a book holding just those orders (``engine.moves.prebuild``) and keeps it in memory,
    answering ``{"precopied": S}``. Nothing is journaled on either side, nothing changes hands:
