@@ -247,3 +247,18 @@ def test_a_pre_copy_is_the_movers_alone() -> None:
     core = SimpleNamespace(key=SimpleNamespace(role="reader"), staged={})
     refused = pair_read(core, (OP_PAIR, P, PRECOPY), {})
     assert refused["error"][0] == NOT_ALLOWED and core.staged == {}, refused
+
+
+def test_a_copy_most_of_whose_orders_changed_since_is_sent_whole() -> None:
+    eng = Engine(DEFAULT_MARKETS)
+    for k in range(20):
+        eng.apply((OP_NEW, P, f"o{k}", "al", BUY, LIMIT, 90 + k % 4, 1, GTC, False, 0), [])
+    source = SimpleNamespace(engine=eng, staged={})
+    view: dict = {}
+    source_read(source, P, view)
+    for k in range(11):  # (11 of 20 gone: the changed levels hold them all)
+        eng.apply((OP_CANCEL, P, f"o{k}", "al"), [])
+    eng.apply_many([(OP_HANDOFF, P, 1)])
+    out: dict = {}
+    source_delta(source, P, view["precopy_at"], out)
+    assert "state_delta" not in out and unpack_state(out["state_packed"])["bids"]
