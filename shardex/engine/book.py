@@ -286,6 +286,12 @@ class Book:
         """
         if self.orders or self.sides[0].levels or self.sides[1].levels:
             raise ValueError(f"book {self.symbol}: restore needs an empty book")
+        self.restore_head(state)
+        self.restore_orders(state["bids"], state["asks"], since)
+
+    def restore_head(self, state: Mapping[str, Any]) -> None:
+        """``restore``'s part without the resting orders: trade-id counter, last price, a perp
+        pair's oracle and positions (a pre-copied book gets its orders ahead of these)."""
         trade_id = state["trade_id"]
         if type(trade_id) is not int or trade_id < 0:
             raise ValueError(f"book {self.symbol}: bad trade_id {trade_id!r}")
@@ -297,10 +303,14 @@ class Book:
         self.oracle = load_oracle(state.get("oracle"))
         if self.positions is not None:
             self.positions.load(state.get("positions"))
+
+    def restore_orders(self, bids: Any, asks: Any, since: int = 0) -> None:
+        """Rest ``snapshot``'s order entries of each side, checked, at the back of their
+        levels (so in the given order); ValueError for an entry that is not one."""
         market = self.market
         max_price = getattr(market, "max_price_ticks", None)
         max_qty = getattr(market, "max_qty_lots", None)
-        for side, orders in ((0, state["bids"]), (1, state["asks"])):
+        for side, orders in ((0, bids), (1, asks)):
             for entry in orders:
                 oid, account, price, qty, stp, post_only = entry[:6]
                 if (

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from shardex.engine.book import Book
 from shardex.engine.codes import (
     EV_ADOPTED,
     EV_MOVED,
@@ -99,6 +100,54 @@ def adopt(eng: EngineState, cmd: Any, out: list[Event]) -> tuple[str, int] | Non
     eng.handed.pop(symbol, None)
     out.append((EV_ADOPTED, seq, symbol, source, since, book.trade_id, len(book.orders)))
     return None
+
+
+def pair_book(eng: EngineState, symbol: str, market: Any, state: Mapping[str, Any],
+              since: int) -> Any:  # fmt: skip
+    """``restore_pair``'s book of ``symbol`` with ``state`` restored (ValueError and the like
+    when unusable). An adoption (``since`` < 0) takes the book built ahead of it
+    (``eng.prebuilt``, the shard's pre-copy with the hand-off's changed levels applied:
+    ``apply_levels``) when it holds as many resting orders as the state: then only the state's
+    other parts are read, the resting orders' ~10k checked inserts are left out of the pause.
+    A replay has no such book and builds the same one from the journaled state."""
+    book = eng.prebuilt.pop(symbol, None) if since < 0 else None
+    if book is not None and book.market is market and len(book.orders) == _resting(state):
+        book.restore_head(state)
+        return book
+    book = Book(symbol, market)
+    book.restore(state, eng.seq if since < 0 else since)
+    return book
+
+
+def _resting(state: Mapping[str, Any]) -> int:
+    try:
+        return len(state["bids"]) + len(state["asks"])
+    except (KeyError, TypeError):
+        return -1
+
+
+def prebuild(market: Any, symbol: str, bids: Any, asks: Any) -> Any:
+    """A book of ``symbol`` holding only these resting orders (``snapshot``'s entries, checked
+    as a restore checks them): the start of a pre-copied adoption (``pair_book``)."""
+    book = Book(symbol, market)
+    book.restore_orders(bids, asks)
+    return book
+
+
+def apply_levels(book: Any, levels: Any) -> None:
+    """Replace whole price levels of ``book``: each ``(side, price, entries)`` drops the level's
+    resting orders and rests ``entries`` there in order (none: the level is gone). The
+    level's place in the side is its price, its queue the entries' order, so a book built
+    from an older snapshot with every level that changed since replaced this way rests
+    exactly the orders of the newer snapshot, in its priority."""
+    for side, price, _ in levels:  # (all dropped first: an order may have changed level)
+        level = book.sides[side].levels.pop(-price if side == 0 else price, None)
+        if level is not None:
+            for o in level.orders:
+                if o.qty:
+                    del book.orders[o.id]
+    for side, _, entries in levels:
+        book.restore_orders(entries if side == 0 else (), entries if side == 1 else ())
 
 
 def moves_snapshot(eng: EngineState) -> dict[str, Any] | None:

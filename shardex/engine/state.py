@@ -42,7 +42,7 @@ from shardex.engine.listing import (
     restore_listed,
 )
 from shardex.engine.markets import Market
-from shardex.engine.moves import moves_snapshot, restore_moves
+from shardex.engine.moves import moves_snapshot, pair_book, restore_moves
 from shardex.engine.stops import NEW_FIELDS, check, load, save
 from shardex.engine.stops import status as pending_status
 
@@ -99,6 +99,7 @@ class EngineState:
         self.moved: dict[str, tuple[int, int]] = {}
         self.handed: dict[str, Any] = {}
         self.adopted: dict[str, tuple[int, int]] = {}
+        self.prebuilt: dict[str, Book] = {}  # (transient: ``moves.pair_book``)
         # the book of a pair with a trigger book (``shardex.engine.stops``) that traded in the
         # command being applied: its triggers are checked when the command is done (then None)
         self.touched: Any = None
@@ -343,9 +344,8 @@ class EngineState:
         old = self.books.get(symbol)
         if old is not None and old.orders:
             raise ValueError(f"pair {symbol} already has live orders here")
-        book = Book(symbol, market)
-        try:
-            book.restore(state, self.seq if _since < 0 else _since)
+        try:  # (an adoption's book may have been built ahead: ``moves.pair_book``)
+            book = pair_book(self, symbol, market, state, _since)
             restore_rules(book, state.get("rules"))
             finished = [(e, book) for e in _finished_entries(book, state)] if _recent else []
             load(book, state, self.seq if _since < 0 else -1)

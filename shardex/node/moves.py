@@ -7,7 +7,10 @@ The mover (``shardex move``) sends an engine shard, as an admin:
   (``data.shard``: the target). Sent again after it ran, it changes nothing and answers the
   same ``moved`` event: every step of a move may be re-run.
 * ``(OP_ADOPT, symbol, from, from_seq, state)`` to the target: journaled and applied; sent again
-  after it ran, it changes nothing and answers ``[]``.
+  after it ran, it changes nothing and answers ``[]``. The state may be the changes since a
+  pre-copy, and ``(OP_ADOPT, symbol, from, S, blob, "precopy")`` is the pre-copy itself, kept
+  and not journaled (``shardex.node.precopy``, as are the reads ``(OP_PAIR, symbol,
+  "precopy")`` and ``(OP_PAIR, symbol, "delta", S)``).
 * ``(OP_PLACE, map)``: the newer placement map (the mover's last step), not journaled (with
   the account tier it is, for the check of forwards: ``ShardCore.journal_place``).
 * ``(OP_PAIR, symbol[, True])``, a read: where the pair stands here (``where``: ``here``,
@@ -28,6 +31,14 @@ from typing import Any
 
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF, Event
 from shardex.engine.listing import SYMBOL_RE
+from shardex.node.precopy import (
+    DELTA,
+    PRECOPY,
+    source_delta,
+    source_read,
+    target_expand,
+    target_stage,
+)
 from shardex.placement.core import PlacementMap
 from shardex.wire.codes import INVALID, MALFORMED, MOVING, NOT_ALLOWED
 from shardex.wire.errors import read_error
@@ -76,6 +87,8 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
         stats.step("adopt", "repeat")
         return []  # adopted already
     elif len(cmd) > MOVE_STATE and type(cmd[MOVE_STATE]) is bytes:  # (the mover's blob)
+        if len(cmd) == MOVE_STATE + 2 and cmd[-1] == PRECOPY:  # (a pre-copy: kept, not applied)
+            return target_stage(core, cmd)
         if len(cmd) == PIECE_LEN:  # one piece of a blob too large for one request
             cmd = _piece(core, cmd)
             if type(cmd) is not tuple:
@@ -84,9 +97,16 @@ def move_write(core: Any, cmd: tuple, out: list[Event]) -> Any:
             cmd = (*cmd[:MOVE_STATE], unpack_state(cmd[MOVE_STATE]), *cmd[MOVE_STATE + 1:])
         except ValueError as exc:
             return read_error(MALFORMED, f"adopt: {exc}")
+        if isinstance(cmd[MOVE_STATE], dict) and PRECOPY in cmd[MOVE_STATE]:
+            cmd = target_expand(core, cmd)  # (the changes since a pre-copy: the whole state)
+            if type(cmd) is not tuple:
+                return cmd
     start = len(out)
     seq = engine.seq
-    engine.apply(cmd, out)
+    try:
+        engine.apply(cmd, out)
+    finally:  # (a book built ahead serves this adoption only, applied or refused)
+        engine.prebuilt.pop(symbol, None)
     core.journal.add(seq, cmd)
     core.forget_owner(symbol)
     _count(core, cmd, out[start:])
@@ -173,7 +193,11 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
     key = core.key
     if key is not None and key.role not in ("admin", "reader"):
         return read_error(NOT_ALLOWED, "pair: not allowed for this key")
-    symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3) else None
+    if key is not None and key.role != "admin" and PRECOPY in cmd[2:3]:
+        # (a copy replaces the mover's: a reader must not make the shard snapshot, or the
+        # mover's delta fall back to the whole state)
+        return read_error(NOT_ALLOWED, "pair: pre-copies are the mover's (admin keys only)")
+    symbol = cmd[CMD_SYMBOL] if len(cmd) in (2, 3, 4) else None
     if type(symbol) is not str or not (symbol in core.markets or SYMBOL_RE.fullmatch(symbol)):
         # (a pair listed at runtime is known on its shard only: elsewhere it is a symbol)
         return read_error(MALFORMED, "pair: expected (op, symbol[, with state])")
@@ -186,8 +210,12 @@ def pair_read(core: Any, cmd: tuple, info: dict[str, Any]) -> dict[str, Any]:
             out["state"] = engine.handed.get(symbol)
         elif len(cmd) == 3 and cmd[2] == PACKED and symbol in engine.handed:  # (compressed)
             out["state_packed"] = pack_state(engine.handed[symbol])
+        elif len(cmd) == 4 and cmd[2] == DELTA and symbol in engine.handed:
+            source_delta(core, symbol, cmd[3], out)  # (against a pre-copy: ``node.precopy``)
     else:
         out["where"] = "here" if core.owner(symbol) == core.index else "elsewhere"
+        if out["where"] == "here" and len(cmd) == 3 and cmd[2] == PRECOPY:
+            source_read(core, symbol, out)
     if symbol in engine.adopted:  # (a pair moved here: from where, and the hand-off's seq)
         src, at = engine.adopted[symbol]
         out.update(source=src, source_at=at)

@@ -5,9 +5,13 @@ from what this process remembers, so a mover killed at any point is simply run a
 continues where the cluster stands:
 
 1. **hand-off**: the pair's owner (the shard whose ``where`` is ``here``) journals
-   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable).
+   ``OP_HANDOFF``; from then on it answers the pair with ``moving`` (retryable). Just before
+   it, the pair's resting orders are copied ahead to the target (``shardex.node.precopy``:
+   not journaled, the pair trades on), so the hand-off's read carries only the price levels
+   changed since.
 2. **adoption**: the target journals ``OP_ADOPT`` with the state the hand-off took (read back
-   from the source, which keeps it).
+   from the source, which keeps it; the target rebuilds it from its copy and the changed
+   levels, or, refusing them without a copy, is sent it whole).
 3. **publish**: the placement map pins the pair to the target (a newer version: in the
    placement store if one is given, on every account shard, which journals it and forwards
    the pair's new orders and amends there from then on, and on every engine shard, whose
@@ -28,6 +32,7 @@ from typing import Any
 
 from shardex.client import AsyncClient
 from shardex.engine.codes import EV_ADOPTED, EV_MOVED, OP_ADOPT, OP_HANDOFF
+from shardex.node.precopy import DELTA, PRECOPY
 from shardex.placement.store import Store
 from shardex.tools.move_map import MapPublisher, begun, finished, newest
 from shardex.tools.shard_ask import MoveError, ask
@@ -104,8 +109,9 @@ async def move_pair(
         if m is not None:
             seen = m
             say(f"{symbol}: placement v{m.version} records the move {step.shard} -> {target}")
+        pre = await _precopy(client, symbol, step.shard, target, say)
         t1 = time.perf_counter()
-        ev, state = await _hand_off(client, symbol, step.shard, target)
+        ev, state = await _hand_off(client, symbol, step.shard, target, pre)
         done.update(source=step.shard, handoff_seq=ev[EV_SEQ])
         say(f"{symbol}: hand-off journaled by shard {step.shard} at seq {ev[EV_SEQ]} "
             f"({ev[MOVED_ORDERS]} resting orders, last trade id {ev[MOVED_TRADE_ID]}; "
@@ -113,11 +119,19 @@ async def move_pair(
         step = Step(ADOPT, target, step.shard, ev[EV_SEQ], state)
     if step.kind == ADOPT:
         t1 = time.perf_counter()
-        state = step.state if isinstance(step.state, bytes) else None
+        state = step.state if isinstance(step.state, bytes | tuple) else None
         if state is None:
             state = await _read_state(client, symbol, step)
         read = _ms(t1)
-        res = await _adopt(client, target, (OP_ADOPT, symbol, step.source, step.at), state)
+        head = (OP_ADOPT, symbol, step.source, step.at)
+        try:
+            res = await _adopt(client, target, head, state)
+        except MoveError as exc:
+            if not (isinstance(state, tuple) and state[0] == DELTA):
+                raise
+            say(f"{symbol}: shard {target} refused the changes since the pre-copy ({exc}); "
+                "sending the whole state")  # fmt: skip
+            res = await _adopt(client, target, head, await _read_state(client, symbol, step))
         if res:
             ev = _event(res, EV_ADOPTED)
             say(f"{symbol}: adopted by shard {target} at seq {ev[EV_SEQ]} (the state of shard "
@@ -131,15 +145,37 @@ async def move_pair(
     return done
 
 
-async def _hand_off(client: AsyncClient, symbol: str, source: int,
-                    target: int) -> tuple[tuple, bytes | None]:  # fmt: skip
+async def _precopy(client: AsyncClient, symbol: str, source: int, target: int,
+                   say: Say) -> int | None:  # fmt: skip
+    """The pair's resting orders copied ahead to ``target`` while it trades on at ``source``
+    (``shardex.node.precopy``): the source's seq of the copy, or None when there is none
+    (an empty book, a copy larger than one request, a shard that predates pre-copies)."""
+    t1 = time.perf_counter()
+    try:
+        view = await ask(client, source, (OP_PAIR, symbol, PRECOPY))
+        blob, at = view.get("precopy_packed"), view.get("precopy_at")
+        if not isinstance(blob, bytes) or type(at) is not int or len(blob) > CHUNK:
+            return None
+        await ask(client, target, (OP_ADOPT, symbol, source, at, blob, PRECOPY))
+    except MoveError as exc:
+        say(f"{symbol}: no pre-copy ({exc})")
+        return None
+    say(f"{symbol}: resting orders at seq {at} copied ahead to shard {target} "
+        f"({len(blob)} bytes; {_ms(t1)})")  # fmt: skip
+    return at
+
+
+async def _hand_off(client: AsyncClient, symbol: str, source: int, target: int,
+                    pre: int | None) -> tuple[tuple, Any]:  # fmt: skip
     """The hand-off on ``source``, with the read of the state it takes sent right behind it:
     its ``EV_MOVED`` event and the state's blob (None when the read did not show it: asked
-    again by ``_read_state``). The shard answers a read only once the writes before it are
-    durable, so the state comes back in the hand-off's round trip, never before it is
+    again by ``_read_state``); after a pre-copy at ``pre``, ``(DELTA, blob)`` when the source
+    sent only the levels changed since. The shard answers a read only once the writes before
+    it are durable, so the state comes back in the hand-off's round trip, never before it is
     journaled; a read that overtook the hand-off shows no state and costs nothing."""
     handoff = ask(client, source, (OP_HANDOFF, symbol, target))
-    read = ask(client, source, (OP_PAIR, symbol, PACKED))
+    asked = (OP_PAIR, symbol, PACKED) if pre is None else (OP_PAIR, symbol, DELTA, pre)
+    read = ask(client, source, asked)
     res: Any
     view: Any
     res, view = await asyncio.gather(handoff, read, return_exceptions=True)
@@ -147,7 +183,11 @@ async def _hand_off(client: AsyncClient, symbol: str, source: int,
         raise res
     ev = _event(res, EV_MOVED)
     ok = isinstance(view, dict) and view.get("where") == "moved" and view.get("at") == ev[EV_SEQ]
-    state = view.get("state_packed") if ok and isinstance(view, dict) else None
+    if not ok or not isinstance(view, dict):
+        return ev, None
+    if isinstance(view.get("state_delta"), bytes):
+        return ev, (DELTA, view["state_delta"])
+    state = view.get("state_packed")
     return ev, state if isinstance(state, bytes) else None
 
 
@@ -166,7 +206,10 @@ async def _read_state(client: AsyncClient, symbol: str, step: Step) -> Any:
 
 async def _adopt(client: AsyncClient, target: int, head: tuple, state: Any) -> Any:
     """The adoption on ``target``: one request, or the blob in pieces when it is larger than
-    one (``shardex.wire.movestate``); the answer of the last."""
+    one (``shardex.wire.movestate``); the answer of the last. ``(DELTA, blob)``: the changes
+    since a pre-copy, the blob sent the same way."""
+    if isinstance(state, tuple) and state[0] == DELTA:
+        state = state[1]
     if not isinstance(state, bytes) or len(state) <= CHUNK:
         return await ask(client, target, (*head, state))
     res = None

@@ -16,9 +16,10 @@ A blob over ``CHUNK`` bytes travels to the target in pieces: ``(OP_ADOPT, symbol
 piece, offset, total)``, in order; the target keeps them (not journaled: a target restarted
 mid-way is sent them again from offset 0) and adopts when the last arrives.
 
-Only the mover's two messages carry the blob: the source's ``OP_PAIR`` answer (asked with
-``PACKED``) and the target's ``OP_ADOPT``. The target journals the adoption with the decoded
-state, so the journal, replay and standbys see the same command as before.
+Only the mover's messages carry a blob: the source's ``OP_PAIR`` answer (asked with
+``PACKED``) and the target's ``OP_ADOPT``, and a pre-copy's (``shardex.node.precopy``). The
+target journals the adoption with the decoded state, so the journal, replay and standbys see
+the same command as before.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """kill -9 at every step of a reshard (real processes): the mover dies right after a step, and
 the shard that step depends on is killed -9 with it (the source after the map records the move
-and after its hand-off, the target after its adoption); the supervisor restarts the shard from
-its journal (or the router, which learns the half-done map again from the shards' HELLOs),
-``reshard`` is run again and finishes: every resting order is on exactly one shard,
-a further run plans nothing."""
+and after its hand-off, the target after its adoption and after the pre-copy of the book); the
+supervisor restarts the shard from its journal (or the router, which learns the half-done map
+again from the shards' HELLOs), ``reshard`` is run again and finishes: every resting order is
+on exactly one shard, a further run plans nothing."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ RESTING = 3  # per pair
 # (the step's progress line, the reshard's shard count, whose shard is killed with the mover)
 KILLS = (("records the move", 1, "source"), ("hand-off journaled", 2, "source"),
          ("adopted by shard", 1, "target"),
-         ("hand-off journaled", 2, "router"))  # (it rebuilds the map from the shards' HELLOs)
+         ("hand-off journaled", 2, "router"),  # (it rebuilds the map from the shards' HELLOs)
+         ("copied ahead", 1, "target"))  # (the pre-copy is lost: the re-run copies again)
 
 
 class Died(Exception):

@@ -74,6 +74,9 @@ MEASURED_S: dict[str, float] = {
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
     "test_inproc_moves_accounts.py": 1,
+    # a move's pre-copy (2026-12-08 02:05, load ~4): 0.4 s of pytest compiled, 2.6 s
+    # interpreted (two in-process clusters, one restarted, and the pure book surgery)
+    "test_precopy.py": 1,
     # the gateway's fan-out per step (2026-12-07, load ~6): 0.7 s wall, 0.8 s CPU
     "test_gateway_fanout.py": 1,
     # reshard, alone on the shared box (load 6-12): wall (CPU) 28 s (14.3, its cluster and

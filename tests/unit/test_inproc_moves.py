@@ -58,10 +58,11 @@ def test_a_pair_moves_with_its_book_and_each_step_may_be_re_run(tmp_path: Path) 
 
     run(cluster_plan(2, data_dir=str(tmp_path)), body)
     steps = [line.split(": ", 1)[1].split()[0] for line in lines]
-    assert steps == ["placement", "hand-off", "adopted", "shard", "shard"], lines
+    assert steps == ["placement", "resting", "hand-off", "adopted", "shard", "shard"], lines
+    assert "copied ahead" in lines[1], lines  # (the pre-copy: ``shardex.node.precopy``)
     begun_v = int(lines[0].split("placement v")[1].split()[0])
-    assert f"placement v{begun_v + 1} pins it to shard {DST}" in lines[3], lines
-    assert lines[4].split(" (")[0] == lines[3].split(" (")[0]  # (a re-run: the same map)
+    assert f"placement v{begun_v + 1} pins it to shard {DST}" in lines[4], lines
+    assert lines[5].split(" (")[0] == lines[4].split(" (")[0]  # (a re-run: the same map)
 
     async def after_restart(cluster: InProcCluster) -> None:
         async with cluster.client(account="al", shard_endpoints=None) as c:
