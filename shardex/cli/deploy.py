@@ -23,12 +23,13 @@ def deploy() -> None:
 
 @deploy.command("k8s")
 @layout_options(
-    {"replicas": 2},
+    {"replicas": 2, "routers": 2},
     shards="Engine shards N (a StatefulSet each).",
     accounts="Account shards M (a StatefulSet each; 0: the account tier is off).",
     replicas="Pods per engine and account shard: 2 = a leader and a hot standby under "
     "the lease, never on the same node.",
-    routers="Routers R (a Deployment of one pod each; every shard serves all).",
+    routers="Routers R (a Deployment of one pod each, spread over nodes where possible; "
+    "every shard serves all).",
     gateways="Gateway pods G (one Deployment behind one Service).",
 )
 @click.option(
@@ -42,6 +43,20 @@ def deploy() -> None:
     default=Spec().storage,
     show_default=True,
     help="Size of each journal's volume claim.",
+)
+@click.option(
+    "--coord",
+    type=click.Choice(["etcd", "redis"]),
+    default=Spec().coord,
+    show_default=True,
+    help="Where the replicas' leases live: a 3-member etcd StatefulSet (one node may be "
+    "lost), or the one Redis pod (its node lost: every leader fenced).",
+)
+@click.option(
+    "--etcd-image",
+    default=Spec().etcd_image,
+    show_default=True,
+    help="The etcd members' image (with --coord etcd).",
 )
 @click.option(
     "--markets",
@@ -61,10 +76,11 @@ def deploy() -> None:
     help="Write one YAML file per component into this folder [stdout].",
 )
 def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, image: str,
-        storage: str, markets_file: str | None, history: bool,
+        storage: str, coord: str, etcd_image: str, markets_file: str | None, history: bool,
         out: str | None) -> None:  # fmt: skip
     """Write Kubernetes manifests for a cluster: a StatefulSet per engine and account shard
-    (both replicas as pods, anti-affine), headless Services, journal volume claims, routers,
+    (both replicas as pods, anti-affine), headless Services, journal volume claims, a
+    3-member etcd for the leases (--coord etcd), routers,
     bridge, gateways and the candles worker as Deployments (the price feed when the markets
     file has a perp market, the history writer with --history), the markets ConfigMap,
     disruption budgets, NetworkPolicies, probes on /healthz and Prometheus scrape annotations.
@@ -78,7 +94,8 @@ def k8s(shards: int, accounts: int, replicas: int, routers: int, gateways: int, 
         text = Path(markets_file).read_text()
     if history and not accounts:
         raise click.UsageError("--history needs the account tier (--accounts 1 or more)")
-    spec = Spec(shards, accounts, replicas, routers, gateways, image, text, storage, history)
+    spec = Spec(shards, accounts, replicas, routers, gateways, image, text, storage, history,
+                coord=coord, etcd_image=etcd_image)  # fmt: skip
     files = render(spec, markets_file)
     if out is None:
         click.echo("".join(files.values()), nl=False)

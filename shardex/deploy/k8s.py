@@ -12,11 +12,14 @@ every process binds ``0.0.0.0`` and announces a stable DNS name. Ports are the d
   pod anti-affinity so the two replicas of a shard never share a node;
 - router j is a Deployment of one pod with two Services: ``shardex-router-j-shards`` (the port
   shards connect to, published before the router is ready: it is ready only once every shard
-  said hello) and ``shardex-router-j`` (the client port, ready routers only);
+  said hello) and ``shardex-router-j`` (the client port, ready routers only); the routers
+  prefer nodes without another router;
 - the bridge is a Deployment of one pod, the gateways a Deployment of G pods behind one
-  Service, the embedded Redis a StatefulSet of one pod (the leases and the streams);
+  Service, the embedded Redis a StatefulSet of one pod (the streams; the leases too with
+  ``coord="redis"``, else a 3-member etcd: ``shardex.deploy.ha``);
 - the markets file is a ConfigMap; the keys a Secret made by the operator (``shardex deploy
-  keys``: never in the manifests), copied by an init container into each pod's own folder;
+  keys``: never in the manifests), of which each pod is given only the files its process needs
+  (``shardex.deploy.keys.pod_keys``), copied by an init container into its own folder;
 - the workers around the streams (candles, the history writer, the price feed) and the
   NetworkPolicies are in ``shardex.deploy.workers`` and ``shardex.deploy.netpol``;
   ``shardex.deploy.bundle`` puts every object together.
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardex import __version__
+from shardex.deploy.keys import pod_keys
 from shardex.engine.markets import DEFAULT_MARKETS
 from shardex.kinds import ACCOUNTS, BRIDGE, ENGINE, GATEWAY, REDIS, ROUTER, Kind
 from shardex.kinds.spec import port_of
@@ -47,6 +51,8 @@ MARKETS = f"{MARKETS_DIR}/markets.toml"
 ANY = "0.0.0.0"
 REPLICA_ENV = "SHARDEX_REPLICA"  # the pod's ordinal in its StatefulSet = its replica
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
+ETCD_MEMBERS, ETCD_CLIENT_PORT = 3, 2379  # shardex.deploy.ha: one member may be lost
+ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
 
 
 def default_markets() -> str:
@@ -67,12 +73,15 @@ class Spec:
     shards: int = 1
     accounts: int = 1
     replicas: int = 2
-    routers: int = 1
+    routers: int = 2  # one router's node lost: clients reconnect to the other
     gateways: int = 1
     image: str = f"shardex:{__version__}"
     markets: str = ""  # the markets file's text (the ConfigMap; "": ``default_markets``)
     storage: str = "10Gi"  # each journal's volume claim
     history: bool = False  # a history writer, its PostgreSQL URL from a Secret (``workers``)
+    coord: str = "etcd"  # where the leases live: "etcd" (3 members) or "redis" (the one pod)
+    etcd_image: str = ETCD_IMAGE
+    etcd_storage: str = "2Gi"  # each member's volume claim (the quota is 2 GiB)
 
     @property
     def layout(self) -> Layout:
@@ -97,6 +106,25 @@ def tcp(host: str, port: int) -> str:
 
 def _redis_url(spec: Spec) -> str:
     return f"redis://{name('redis')}:{spec.layout.redis_port}/0"
+
+
+def lease_in_redis(spec: Spec) -> bool:
+    """Whether the shards hold leases (two replicas) and keep them in the Redis pod."""
+    return spec.replicas > 1 and spec.coord == "redis"
+
+
+def etcd_peer(k: int) -> str:
+    """etcd member ``k``'s stable DNS name (its StatefulSet's headless Service)."""
+    return f"{name('etcd')}-{k}.{name('etcd')}"
+
+
+def coord_url(spec: Spec) -> str:
+    """Every replica's ``--redis-url`` (the lease's store): the etcd members, or the Redis's
+    ``lease`` user (its password from the keys)."""
+    if spec.coord == "etcd":
+        return "etcd://" + ",".join(f"{etcd_peer(k)}:{ETCD_CLIENT_PORT}"
+                                    for k in range(ETCD_MEMBERS))  # fmt: skip
+    return user_url(_redis_url(spec), "lease")
 
 
 def _router_backends(spec: Spec) -> str:
@@ -200,10 +228,36 @@ def _keys_init(spec: Spec) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def spread(labels: dict[str, str], required: bool) -> dict[str, Any]:
+    """A pod anti-affinity to the pods of ``labels`` per node: required, or preferred (the
+    scheduler still places the pod when every node has one)."""
+    term = {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
+    if required:
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": term}]}}  # fmt: skip
+
+
+def _secret_volume(spec: Spec, labels: dict[str, str]) -> dict[str, Any]:
+    """The keys Secret, only the files this pod's process needs (``pod_keys``)."""
+    index = labels.get("shardex.io/index")
+    files = pod_keys(labels["app.kubernetes.io/component"],
+                     None if index is None else int(index), lease_in_redis(spec))  # fmt: skip
+    return {
+        "name": "secret",
+        "secret": {
+            "secretName": SECRET,
+            "defaultMode": 0o440,
+            "items": [{"key": f, "path": f} for f in files],
+        },
+    }
+
+
 def _pod(spec: Spec, labels: dict[str, str], container: dict[str, Any],
-         metrics: int | None, spread: bool = False, grace: int = 30) -> dict[str, Any]:  # fmt: skip
+         metrics: int | None, affinity: dict[str, Any] | None = None,
+         grace: int = 30) -> dict[str, Any]:  # fmt: skip
     """A pod template: the keys init container, the volumes, Prometheus's scrape annotations
-    (``metrics``), and with ``spread`` a required anti-affinity to its siblings (``labels``)."""
+    (``metrics``), and ``affinity`` (``spread``)."""
     meta: dict[str, Any] = {"labels": labels}
     if metrics is not None:
         meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics),
@@ -215,16 +269,14 @@ def _pod(spec: Spec, labels: dict[str, str], container: dict[str, Any],
         "initContainers": [_keys_init(spec)],
         "containers": [container],
         "volumes": [
-            {"name": "secret", "secret": {"secretName": SECRET, "defaultMode": 0o440}},
+            _secret_volume(spec, labels),
             {"name": "keys", "emptyDir": {"medium": "Memory"}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "markets", "configMap": {"name": name("markets")}},
         ],
     }  # fmt: skip
-    if spread:
-        pod["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
-        ]}}  # fmt: skip
+    if affinity:
+        pod["affinity"] = affinity
     return {"metadata": meta, "spec": pod}
 
 
@@ -286,12 +338,12 @@ def _deployment(obj_name: str, labels: dict[str, str], replicas: int, pod: dict[
 
 def _replica_values(spec: Spec, host: str, repl_port: int) -> dict[str, Any]:
     """What a shard's process is told about its place: the name it is reached at (its pod's
-    DNS name); with two replicas ``--role auto``, its ordinal and the lease's Redis."""
+    DNS name); with two replicas ``--role auto``, its ordinal and the lease's store."""
     out: dict[str, Any] = {"advertise": f"$(POD_NAME).{host}", "data_dir": DATA,
                            "fsync": "batch", "markets_file": MARKETS, "keys_dir": KEYS}  # fmt: skip
     if spec.replicas > 1:
         out.update(role="auto", replica=f"$({REPLICA_ENV})", durability="both",
-                   redis_url=user_url(_redis_url(spec), "lease"), repl=bind(repl_port))  # fmt: skip
+                   redis_url=coord_url(spec), repl=bind(repl_port))  # fmt: skip
     return out
 
 
@@ -314,7 +366,7 @@ def engine_shard(spec: Spec, i: int) -> list[dict[str, Any]]:
         values["account_link"] = bind(ports["account-link"])
     labels = _labels("engine", i)
     box = _container(spec, ENGINE, values, ports, ports["metrics"], cpu="1", memory="1Gi")
-    pod = _pod(spec, labels, box, ports["metrics"], spread=True, grace=60)
+    pod = _pod(spec, labels, box, ports["metrics"], spread(labels, True), grace=60)
     return [
         _service(obj, labels, ports, headless=True, early=True),
         _stateful(obj, labels, spec.replicas, pod, _claim(spec)),
@@ -338,7 +390,7 @@ def account_shard(spec: Spec, j: int) -> list[dict[str, Any]]:
     }  # fmt: skip
     labels = _labels("accounts", j)
     box = _container(spec, ACCOUNTS, values, ports, ports["metrics"], cpu="500m", memory="512Mi")
-    pod = _pod(spec, labels, box, ports["metrics"], spread=True, grace=60)
+    pod = _pod(spec, labels, box, ports["metrics"], spread(labels, True), grace=60)
     return [
         _service(obj, labels, ports, headless=True, early=True),
         _stateful(obj, labels, spec.replicas, pod, _claim(spec)),
@@ -357,10 +409,11 @@ def router(spec: Spec, j: int) -> list[dict[str, Any]]:
     labels = _labels("router", j)
     ports = {"clients": front, "shards": back, "metrics": metrics}
     box = _container(spec, ROUTER, values, ports, metrics, cpu="500m")
+    pod = _pod(spec, labels, box, metrics, spread(_labels("router"), required=False))
     return [
         _service(obj, labels, {"clients": front}),
         _service(f"{obj}-shards", labels, {"shards": back}, early=True),
-        _deployment(obj, labels, 1, _pod(spec, labels, box, metrics), recreate=True),
+        _deployment(obj, labels, 1, pod, recreate=True),
     ]
 
 
@@ -394,8 +447,8 @@ def gateways(spec: Spec) -> list[dict[str, Any]]:
 
 
 def redis(spec: Spec) -> list[dict[str, Any]]:
-    """The embedded Redis (``shardex redis``): the leases and the streams, one pod with its
-    AOF on a claim. A single point: docs/deploy.md."""
+    """The embedded Redis (``shardex redis``): the streams (and the leases with
+    ``coord="redis"``), one pod with its AOF on a claim. A single point: docs/deploy.md."""
     obj, port = name("redis"), spec.layout.redis_port
     values = {"host": ANY, "base_port": spec.layout.base_port, "data_dir": DATA,
               "keys_dir": KEYS}  # fmt: skip

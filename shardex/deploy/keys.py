@@ -22,8 +22,12 @@ def process_keys(shards: int, accounts: int) -> list[tuple[str, str, int | None]
     ``accounts`` account shards uses (as each process would issue it on first start)."""
     out: list[tuple[str, str, int | None]] = [(f"shard-{i}", "shard", i) for i in range(shards)]
     out += [(f"accounts-{j}", "accounts", j) for j in range(accounts)]
-    return out + [("bridge", "bridge", None), ("gateway", "reader", None),
-                  ("candles-worker", "reader", None), ("feed", "feed", None)]
+    return out + [
+        ("bridge", "bridge", None),
+        ("gateway", "reader", None),
+        ("candles-worker", "reader", None),
+        ("feed", "feed", None),
+    ]
 
 
 def issue_all(keys_dir: str | Path, shards: int, accounts: int) -> list[str]:
@@ -38,6 +42,29 @@ def issue_all(keys_dir: str | Path, shards: int, accounts: int) -> list[str]:
         names.append(f"{name}.key")
     RedisUsers.ensure(keys_dir)
     return names
+
+
+# Who needs which file (docs/deploy.md "Keys across hosts"): a pod gets only these of the
+# Secret, so a pod taken over does not hand out every process's key and every Redis password.
+CURVE = (SERVER_KEY_FILE, REGISTRY_FILE)  # every process that speaks CURVE
+OWN_KEY = {"engine": "shard-{i}.key", "accounts": "accounts-{i}.key", "bridge": "bridge.key",
+           "gateway": "gateway.key", "candles": "candles-worker.key",
+           "feed": "feed.key"}  # fmt: skip
+# Redis clients (and the server, which makes its users from the file); the shards only while
+# their lease is in Redis. The file holds every user's password (one file, one format).
+REDIS_USERS = frozenset({"redis", "bridge", "gateway", "candles", "history"})
+NO_CURVE = frozenset({"redis", "history"})  # they speak only to Redis
+
+
+def pod_keys(component: str, index: int | None, lease_in_redis: bool) -> list[str]:
+    """The files of the keys Secret a pod of ``component`` (shard or router ``index``) is given:
+    the table of docs/deploy.md "Keys across hosts", never the admin key."""
+    out = [] if component in NO_CURVE else list(CURVE)
+    if component in OWN_KEY:
+        out.append(OWN_KEY[component].format(i=index))
+    if component in REDIS_USERS or (lease_in_redis and component in ("engine", "accounts")):
+        out.append(REDIS_FILE)
+    return out
 
 
 def secret_dir(keys_dir: str | Path, out: str | Path, shards: int, accounts: int) -> list[str]:

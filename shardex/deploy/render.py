@@ -20,6 +20,10 @@ def command_line(spec: Spec, markets: str | None = None) -> str:
         line += f" --image {spec.image}"
     if spec.storage != Spec().storage:
         line += f" --storage {spec.storage}"
+    if spec.coord != Spec().coord:
+        line += f" --coord {spec.coord}"
+    if spec.etcd_image != Spec().etcd_image:
+        line += f" --etcd-image {spec.etcd_image}"
     if spec.history:
         line += " --history"
     return line + (f" --markets {markets}" if markets else "")  # fmt: skip

@@ -36,14 +36,15 @@ from shardex.kinds.spec import port_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "k8s"
-EXAMPLE_SPEC = Spec(shards=2, accounts=1, replicas=2, routers=1, gateways=2)
+EXAMPLE_SPEC = Spec(shards=2, accounts=1, replicas=2, routers=2, gateways=2)
 # the oldest Kubernetes the manifests are for (the pod-index label: 1.28) and the newest
 # schemas the validator ships
 K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 PERP_MARKETS = '[markets.BTCPERP-USD]\nkind = "perp"\ntick = "0.1"\nlot = "0.001"\n'
 # every optional object: the history writer and (a perp market) the price feed
+# (and the leases in the Redis pod, the other coordination)
 FULL_SPEC = Spec(shards=2, accounts=1, replicas=2, routers=1, gateways=1, markets=PERP_MARKETS,
-                 history=True)  # fmt: skip
+                 history=True, coord="redis")  # fmt: skip
 SPECS = (
     EXAMPLE_SPEC,
     Spec(shards=1, accounts=0, replicas=1, routers=1, gateways=0),
@@ -57,16 +58,18 @@ def _docs(spec: Spec) -> list[dict[str, Any]]:
 
 
 def _pods(spec: Spec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(workload, its container) for every StatefulSet and Deployment."""
+    """(workload, its container) for every StatefulSet and Deployment of a shardex process
+    (not etcd's)."""
     return [(d, d["spec"]["template"]["spec"]["containers"][0]) for d in _docs(spec)
-            if d["kind"] in ("StatefulSet", "Deployment")]  # fmt: skip
+            if d["kind"] in ("StatefulSet", "Deployment")
+            and d["metadata"]["name"] != k8s.name("etcd")]  # fmt: skip
 
 
 def test_the_committed_example_is_what_the_generator_writes():
     files = render(EXAMPLE_SPEC)
     assert sorted(p.name for p in EXAMPLE.glob("*.yaml")) == sorted(files), (
         "deploy/k8s is stale: python -m shardex.cli deploy k8s --shards 2 --accounts 1 "
-        "--replicas 2 --routers 1 --gateways 2 --out deploy/k8s"
+        "--replicas 2 --routers 2 --gateways 2 --out deploy/k8s"
     )
     for name, text in files.items():
         assert (EXAMPLE / name).read_text() == text, f"deploy/k8s/{name} is stale"
@@ -126,6 +129,121 @@ def test_each_shard_is_a_statefulset_whose_replicas_never_share_a_node(spec: Spe
         pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget"
                    and d["metadata"]["name"] == name)  # fmt: skip
         assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": labels}}
+
+
+def _named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def _selects(selector: dict[str, Any], docs: list[dict[str, Any]]) -> set[str]:
+    """Names of the workloads whose pods ``selector`` (a matchLabels selector) picks."""
+    want = selector["matchLabels"].items()
+    return {d["metadata"]["name"] for d in docs if d["kind"] in ("StatefulSet", "Deployment")
+            and want <= _labels(d).items()}  # fmt: skip
+
+
+def _flag(args: list[str], flag: str) -> str:
+    """The value of ``--flag=value`` in an etcd command line."""
+    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+    return value
+
+
+def test_the_leases_live_in_three_etcd_members_on_three_nodes():
+    """By default every replica's lease is in a 3-member etcd whose members resolve through
+    its headless Service, never share a node, drain one at a time and compact."""
+    docs = _docs(EXAMPLE_SPEC)
+    obj = k8s.name("etcd")
+    sts, svc = _named(docs, "StatefulSet", obj), _named(docs, "Service", obj)
+    pdb = _named(docs, "PodDisruptionBudget", obj)
+    members = sts["spec"]["replicas"]
+    assert members == 3 and sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
+    # a StatefulSet pod is NAME-K, resolvable as NAME-K.SERVICE: the names the URL and the
+    # initial cluster use are exactly those
+    peers = [f"{obj}-{k}.{svc['metadata']['name']}" for k in range(members)]
+    url = "etcd://" + ",".join(f"{p}:2379" for p in peers)
+    shards = [b for _, b in _pods(EXAMPLE_SPEC) if b["name"] in ("engine", "accounts")]
+    assert len(shards) == 3
+    assert all(b["args"][b["args"].index("--redis-url") + 1] == url for b in shards)
+    box = sts["spec"]["template"]["spec"]["containers"][0]
+    initial = _flag(box["args"], "--initial-cluster")
+    assert initial == ",".join(f"{obj}-{k}=http://{p}:2380" for k, p in enumerate(peers))
+    assert _flag(box["args"], "--initial-advertise-peer-urls") == (
+        f"http://$(POD_NAME).{obj}:2380")  # fmt: skip
+    assert _flag(box["args"], "--auto-compaction-retention") and int(
+        _flag(box["args"], "--quota-backend-bytes")) > 0  # fmt: skip
+    assert box["volumeMounts"][0]["mountPath"] in _flag(box["args"], "--data-dir")
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    (rule,) = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]  # fmt: skip
+    assert rule["topologyKey"] == "kubernetes.io/hostname"
+    for selector in (rule["labelSelector"], pdb["spec"]["selector"],
+                     {"matchLabels": svc["spec"]["selector"]}):  # fmt: skip
+        assert _selects(selector, docs) == {obj}  # etcd's pods, and nothing else
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_the_leases_in_redis_or_none_without_replicas_need_no_etcd():
+    assert "etcd.yaml" not in manifests(FULL_SPEC)  # --coord redis
+    lease = f"redis://lease@{k8s.name('redis')}:{FULL_SPEC.layout.redis_port}/0"
+    engines = [box for _, box in _pods(FULL_SPEC) if box["name"] == "engine"]
+    assert engines and all(b["args"][b["args"].index("--redis-url") + 1] == lease
+                           for b in engines)  # fmt: skip
+    assert "etcd.yaml" not in manifests(SPECS[1])  # one replica: no lease at all
+    res = CliRunner().invoke(main, ["deploy", "k8s", "--coord", "zookeeper"])
+    assert res.exit_code == 2 and "--coord" in res.output
+
+
+def test_two_routers_by_default_spread_over_nodes_and_drained_one_at_a_time():
+    res = CliRunner().invoke(main, ["deploy", "k8s"])
+    assert res.exit_code == 0, res.output
+    docs = list(yaml.safe_load_all(res.output))
+    routers = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
+               and d["metadata"]["name"].startswith(k8s.name("router"))}  # fmt: skip
+    assert routers == {k8s.name("router", 0), k8s.name("router", 1)}
+    pdb = _named(docs, "PodDisruptionBudget", k8s.name("router"))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert _selects(pdb["spec"]["selector"], docs) == routers
+    for obj in routers:
+        (pref,) = _named(docs, "Deployment", obj)["spec"]["template"]["spec"]["affinity"][
+            "podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]  # fmt: skip
+        term = pref["podAffinityTerm"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert _selects(term["labelSelector"], docs) == routers
+
+
+# docs/deploy.md "Keys across hosts": the files of the Secret each component is given
+CURVE = {"server.key", "registry.json"}
+DOCUMENTED_KEYS = {
+    "engine": CURVE | {"shard-{i}.key"}, "accounts": CURVE | {"accounts-{i}.key"},
+    "router": CURVE, "bridge": CURVE | {"bridge.key", "redis.json"},
+    "gateway": CURVE | {"gateway.key", "redis.json"},
+    "candles": CURVE | {"candles-worker.key", "redis.json"}, "feed": CURVE | {"feed.key"},
+    "history": {"redis.json"}, "redis": {"redis.json"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", (EXAMPLE_SPEC, FULL_SPEC), ids=("etcd", "redis"))
+def test_each_pod_is_given_only_the_keys_its_process_needs(spec: Spec, tmp_path):
+    """Not the whole Secret: a pod taken over gives away its own keys only. The shards need
+    the Redis passwords only while their lease is in Redis; every file named is in the Secret
+    ``shardex deploy keys`` makes (else the pod would not start)."""
+    made = set(secret_dir(tmp_path / "store", tmp_path / "out", spec.shards, spec.accounts))
+    seen = set()
+    for workload, _box in _pods(spec):
+        labels = _labels(workload)
+        component = labels["app.kubernetes.io/component"]
+        want = {f.format(i=labels.get("shardex.io/index")) for f in DOCUMENTED_KEYS[component]}
+        if component in ("engine", "accounts") and spec.coord == "redis":
+            want.add("redis.json")
+        (vol,) = [v for v in workload["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "secret"]  # fmt: skip
+        items = vol["secret"]["items"]
+        assert {i["key"] for i in items} == want, workload["metadata"]["name"]
+        assert all(i["path"] == i["key"] for i in items) and want <= made
+        seen.add(component)
+    assert seen == set(DOCUMENTED_KEYS) - ({"feed", "history"} if spec is EXAMPLE_SPEC else set())
 
 
 def test_probes_ask_healthz_on_the_port_prometheus_scrapes():
