@@ -4,13 +4,15 @@
 - The shards' leases live in a 3-member etcd (``coord="etcd"``, the default): a StatefulSet
   ``shardex-etcd`` whose members are never on one node (required anti-affinity), each with its
   own volume claim, at most one down by a drain (a PodDisruptionBudget), named by a headless
-  Service published before the members are ready (they must find each other to become ready).
+  Service published before the members are ready, all started at once (``Parallel``): a
+  member is ready only once a quorum formed, so one at a time would never start the second.
   The member names are fixed (``shardex-etcd-K.shardex-etcd``), so ``--initial-cluster`` is
   written out here and every replica's ``--redis-url`` is ``etcd://`` those names. One member
   lost keeps a quorum; the single Redis pod (``--coord redis``) was a box whose loss fenced
   every leader, and Kubernetes does not replace a StatefulSet pod on a lost node by itself.
 - The routers: ``--routers 2`` by default, spread over nodes where the scheduler can
-  (preferred anti-affinity: a small cluster still schedules both), one down at a time by a drain.
+  (``shardex.deploy.k8s.router``'s preferred anti-affinity: a small cluster still schedules
+  both), and here their budget: one down at a time by a drain, whichever index.
 
 Pure, like ``shardex.deploy.k8s``: a ``Spec`` in, dicts out.
 """

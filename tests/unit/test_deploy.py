@@ -191,6 +191,9 @@ def test_the_leases_in_redis_or_none_without_replicas_need_no_etcd():
     assert engines and all(b["args"][b["args"].index("--redis-url") + 1] == lease
                            for b in engines)  # fmt: skip
     assert "etcd.yaml" not in manifests(SPECS[1])  # one replica: no lease at all
+    assert "--coord redis" in render(FULL_SPEC)["redis.yaml"].splitlines()[0]
+    res = CliRunner().invoke(main, ["deploy", "k8s", "--coord", "redis"])
+    assert res.exit_code == 0 and "etcd" not in res.output and "lease@" in res.output
     res = CliRunner().invoke(main, ["deploy", "k8s", "--coord", "zookeeper"])
     assert res.exit_code == 2 and "--coord" in res.output
 
