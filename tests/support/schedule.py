@@ -70,6 +70,9 @@ MEASURED_S: dict[str, float] = {
     # which store a URL selects (0.9 s, 3.4 s CPU with start-up); the chaos tier's failover on
     # etcd: 3 tests, 62 s wall at load ~17 (two replicas, a router and 3 etcd members each)
     "test_coord_select.py": 1, "test_failover_etcd.py": 62,
+    # the Kubernetes manifests' etcd members run for real (2026-12-08 02:34, load ~0.8):
+    # 2.4 s of pytest, 1.8 s CPU with start-up and the three members
+    "test_deploy_etcd.py": 2.4,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
