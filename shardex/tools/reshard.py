@@ -11,11 +11,10 @@ Shard processes: on a cluster ``shardex up`` supervises (``sup``), growing past 
 count first starts the new shard processes (with the account tier the supervisor also restarts
 the account shards and routers, which link to the engine shards at start) and shrinking stops
 the emptied ones after the moves (with the account tier once they settled with every account
-shard, then restarting the account shards and routers: ``shardex.tools.scale``). Elsewhere
-(honcho, systemd), and under ``shardex up --replicas 2`` (a leader and a standby per shard,
-which the supervisor does not start or stop live), the process count changes with a restart,
-and ``reshard`` spreads the pairs over N of the R running processes, emptied shards staying
-up, idle.
+shard, then restarting the account shards and routers: ``shardex.tools.scale``); with
+``--replicas 2`` the supervisor starts and stops both processes of a shard. Elsewhere (honcho,
+systemd) the process count changes with a restart, and ``reshard`` spreads the pairs over N
+of the R running processes, emptied shards staying up, idle.
 """
 
 from __future__ import annotations
@@ -59,10 +58,6 @@ async def reshard(
     to run ``n`` of them. The plan it carried out (``dry_run``: only said)."""
     if sup is not None and store is None:
         store = DirStore(sup.data_dir)
-    if sup is not None and sup.replicas > 1:  # (its processes stay: see the module docstring)
-        if n > sup.shards:
-            raise ReshardError(scale.fixed_count(n, sup))
-        sup = None
     pmap, symbols = await current(client, store)
     running = sup.shards if sup is not None else pmap.shards
     # (a map already over n with fewer processes: a grow stopped before the supervisor's step;

@@ -55,7 +55,7 @@ class Supervised:
     pid: int
     shards: int  # engine shard processes it runs
     bridge: bool  # whether it runs a bridge
-    replicas: int = 1  # processes per shard (2: it cannot change the shard count live)
+    replicas: int = 1  # processes per shard (2: a leader and a standby, both started/stopped)
 
 
 def supervisor_of(data_dir: str | Path | None, endpoint: str) -> Supervised | None:
@@ -83,14 +83,6 @@ def not_supervised(n: int, running: int) -> str:
             "started by shardex up (no running cluster in the data dir's endpoints.json for "
             "this router: give --data-dir): start or stop shard processes yourself (under "
             f"honcho: restart with -c engine={n}), then reshard")  # fmt: skip
-
-
-def fixed_count(n: int, sup: Supervised) -> str:
-    """The refusal when N needs other shard processes and ``sup`` runs replicated shards."""
-    return (f"--shards {n}: shardex up runs {sup.shards} engine shard(s) with --replicas "
-            f"{sup.replicas}, whose process count changes only with a restart: stop it, start "
-            f"shardex up --shards {n} --replicas {sup.replicas} (every book stays where it "
-            "is), then reshard")  # fmt: skip
 
 
 async def grow(
