@@ -2,7 +2,9 @@
 process to two (real processes, ``shardex up``): the supervisor starts shard 1 and restarts the
 account shard and the router (they link to the engine shards at start), the account shard
 routes the moved pairs' new orders to shard 1, the moved resting orders keep their holds, and
-under a little load during the grow nothing is lost and ``shardex audit`` is clean."""
+under a little load during the grow nothing is lost and ``shardex audit`` is clean. Then
+``--shards 1`` shrinks it back: shard 1 settles with the account shard (a fill on it just
+before), then stops; nothing acknowledged is lost and the audit is clean again."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 
 from shardex.client import ShardexError
 from shardex.placement import default_owner
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, alive
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -44,8 +46,9 @@ def _until(check, what, timeout: float = 30.0) -> None:
 class Load:
     """Resting buys on ``PAIRS``, one after another until stopped: the ids acknowledged."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, prefix: str) -> None:
         self.cluster = cluster
+        self.prefix = prefix  # (ids differ between loads: a repeated id is refused)
         self.acked: list[tuple[str, str]] = []
         self.unsure: list[tuple[str, str]] = []  # (refused or unanswered: asked afterwards)
         self.stop = threading.Event()
@@ -54,7 +57,7 @@ class Load:
         with self.cluster.client(account="ld", timeout=3.0) as c:
             k = 0
             while not self.stop.is_set():
-                s, oid = PAIRS[k % len(PAIRS)], f"L{k}"
+                s, oid = PAIRS[k % len(PAIRS)], f"{self.prefix}{k}"
                 k += 1
                 try:
                     ok = c.place(s, "buy", "1", "10", id=oid).ok
@@ -62,6 +65,18 @@ class Load:
                     ok = False
                 (self.acked if ok else self.unsure).append((s, oid))
                 self.stop.wait(0.05)
+
+
+def _under_load(cluster: Cluster, data: str, n: int) -> tuple[subprocess.CompletedProcess, Load]:
+    """``reshard --shards n`` with the ``Load`` running across it."""
+    load = Load(cluster, f"L{n}-")
+    thread = threading.Thread(target=load.run)
+    thread.start()
+    try:
+        return _cli(cluster, "reshard", "--shards", str(n), "--data-dir", data), load
+    finally:
+        load.stop.set()
+        thread.join(30)
 
 
 def test_grow_with_the_account_tier_under_load_keeps_orders_and_holds() -> None:
@@ -77,14 +92,7 @@ def test_grow_with_the_account_tier_under_load_keeps_orders_and_holds() -> None:
             assert c.place("BTC-USD", "buy", "1", "10", id="L-first", account="ld").ok
             hold = c.balance("ld")["USD"][1]  # (what one of the load's orders holds)
             assert hold > 0
-        load = Load(cluster)
-        thread = threading.Thread(target=load.run)
-        thread.start()
-        try:
-            grow = _cli(cluster, "reshard", "--shards", "2", "--data-dir", data)
-        finally:
-            load.stop.set()
-            thread.join(30)
+        grow, load = _under_load(cluster, data, 2)
         assert grow.returncode == 0, grow.stdout + grow.stderr
         assert "every account shard links to the 2 engine shard(s)" in grow.stdout, grow.stdout
         # the load ran across the reshard (how many orders fit in it depends on the box: in CI
@@ -134,18 +142,11 @@ def _shrink_back(cluster: Cluster, data: str) -> None:
             assert c.deposit("sel", base, "5", ref=f"d-sel-{base}").ok
             assert c.place(s, "sell", "1", "40", id=f"F-{s}").ok
         pid1 = c.topology()["topology"][1]["pid"]
-    load = Load(cluster)
-    thread = threading.Thread(target=load.run)
-    thread.start()
-    try:
-        shrink = _cli(cluster, "reshard", "--shards", "1", "--data-dir", data)
-    finally:
-        load.stop.set()
-        thread.join(30)
+    shrink, load = _under_load(cluster, data, 1)
     assert shrink.returncode == 0, shrink.stdout + shrink.stderr
     assert "engine shard(s) 1..1 settled with every account shard" in shrink.stdout, shrink.stdout
     assert "every account shard links to the 1 engine shard(s)" in shrink.stdout, shrink.stdout
-    _until(lambda: not _alive(pid1), lambda: f"shard 1 (pid {pid1}) still runs")
+    _until(lambda: not alive(pid1), lambda: f"shard 1 (pid {pid1}) still runs")
     with cluster.client(timeout=10, account="ld") as c:
         topo = c.topology()
         assert topo["shards"] == 1 and {c.book(s)["shard"] for s in PAIRS} == {0}
@@ -163,10 +164,3 @@ def _shrink_back(cluster: Cluster, data: str) -> None:
     audit = _cli(cluster, "audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
