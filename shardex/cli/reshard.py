@@ -25,8 +25,8 @@ from shardex.tools.scale import supervisor_of
 
 @click.command()
 @click.option("--shards", "n", type=click.IntRange(1, MAX_SHARDS), required=True, metavar="N",
-              help="Place the pairs on engine shards 0..N-1; under shardex up (without the "
-                   "account tier) start or stop shard processes to run N of them.")
+              help="Place the pairs on engine shards 0..N-1; under shardex up start or stop "
+                   "shard processes to run N of them.")
 @click.option("--dry-run", is_flag=True, help="Show the plan (the moves, then each shard's "
               "pairs) and change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
@@ -47,9 +47,10 @@ def reshard(n: int, dry_run: bool, as_json: bool, data_dir: str | None, redis_ur
 
     Each pair goes to its rendezvous default over N shards: growing N moves only the pairs
     that go to a new shard, shrinking empties shards N and up. On a cluster started by
-    shardex up (without the account tier) growing first starts shard processes up to N and
-    shrinking stops the emptied ones after the moves; elsewhere N is at most the running
-    count and emptied shards stay up, idle. The pairs move one at a time (shardex move: a
+    shardex up growing first starts shard processes up to N and
+    shrinking stops the emptied ones after the moves (with the account tier once they settled
+    with every account shard); elsewhere N is at most the running count and emptied shards
+    stay up, idle. The pairs move one at a time (shardex move: a
     short `moving` window per pair, resting orders keep their ids and holds), with one
     progress line per step. Safe to re-run after any failure: a move the placement map records
     as in progress is finished first, pairs already in place are skipped.

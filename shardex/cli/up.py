@@ -350,8 +350,6 @@ def _scale_refusal(plan: Plan) -> str | None:
     """Why ``shardex reshard`` cannot change this cluster's engine shard processes, or None."""
     if plan.data_dir is None:
         return "an --ephemeral cluster has no journals to move pairs through"
-    if plan.replicas > 1:
-        return "--replicas 2: the shard process count changes with a restart"
     return None
 
 

@@ -57,8 +57,9 @@ class Scaler:
         """``children_for(n)``: the cluster's children for ``n`` engine shards (in start
         order); ``on_resized(n)``: called once ``n`` shards run (the endpoints file);
         ``refusal``: why this cluster cannot change its count (None: it can); ``relink``:
-        the children (by name) restarted on a grow, and whose presence refuses a shrink (with
-        the account tier: see ``_resize``)."""
+        the children (by name) restarted when the count changes (with the account tier: the
+        account shards and routers; on a shrink ``reshard`` has waited until the emptied
+        shards settled with every account shard before asking)."""
         self.sup = sup
         self.root = Path(data_dir)
         self.shards = shards
@@ -182,10 +183,6 @@ class Scaler:
                                f"{n}: shardex reshard writes it before asking")  # fmt: skip
         relinked = [c for c in self.sup.children if self.relink is not None and
                     self.relink(c.name)] if n != self.shards else []  # fmt: skip
-        if relinked and n < self.shards:
-            raise ControlError("unsupported", "with the account tier the engine shard "
-                               "processes are not stopped (their forward chains would end with "
-                               "forwards in flight): emptied shards stay up, idle")  # fmt: skip
         new = self.children_for(n)
         wanted = {c.name for c in new}
         gone = [c for c in self.sup.children if c.name not in wanted]

@@ -481,8 +481,19 @@ class ShardCore:
             "commands": self.commands,
             "journal": "unavailable: " + self.journal_down if self.journal_down else "ok",
             "engine": implementation(),  # "compiled" (mypyc build) or "interpreted"
+            **_link_status(eng),
             **info,
         }
+
+
+def _link_status(eng: Any) -> dict[str, Any]:
+    """With the account tier: the last forward applied from each account shard and the last
+    settlement put on each account shard's link, so ``shardex reshard`` can see that an
+    emptied shard has settled everything before it is stopped ({} without the tier)."""
+    feed = getattr(eng, "feed", None)
+    if feed is None:
+        return {}
+    return {"link_in": dict(eng.inbox.last), "link_out": dict(feed.outbox.last)}
 
 
 _NOT_VIA_ACCOUNTS = (

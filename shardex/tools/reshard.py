@@ -9,12 +9,12 @@ pair's pause short and the rest of the cluster serving.
 
 Shard processes: on a cluster ``shardex up`` supervises (``sup``), growing past the running
 count first starts the new shard processes (with the account tier the supervisor also restarts
-the account shards and routers, which link to the engine shards at start) and, without the
-account tier, shrinking stops the emptied ones after the moves (``shardex.tools.scale``).
-Elsewhere (honcho, systemd), and under ``shardex up --replicas 2`` (a leader and a standby per
-shard, which the supervisor does not start or stop live), the process count changes with a
-restart, and ``reshard`` spreads the pairs over N of the R running processes, emptied shards
-staying up, idle; so do they with the account tier.
+the account shards and routers, which link to the engine shards at start) and shrinking stops
+the emptied ones after the moves (with the account tier once they settled with every account
+shard, then restarting the account shards and routers: ``shardex.tools.scale``); with
+``--replicas 2`` the supervisor starts and stops both processes of a shard. Elsewhere (honcho,
+systemd) the process count changes with a restart, and ``reshard`` spreads the pairs over N
+of the R running processes, emptied shards staying up, idle.
 """
 
 from __future__ import annotations
@@ -58,10 +58,6 @@ async def reshard(
     to run ``n`` of them. The plan it carried out (``dry_run``: only said)."""
     if sup is not None and store is None:
         store = DirStore(sup.data_dir)
-    if sup is not None and sup.replicas > 1:  # (its processes stay: see the module docstring)
-        if n > sup.shards:
-            raise ReshardError(scale.fixed_count(n, sup))
-        sup = None
     pmap, symbols = await current(client, store)
     running = sup.shards if sup is not None else pmap.shards
     # (a map already over n with fewer processes: a grow stopped before the supervisor's step;
@@ -80,14 +76,16 @@ async def reshard(
         # (a grow killed after its request: the supervisor started the shards, which may still
         # be recovering; the moves wait for them as the grow would have. The router serves
         # the map's count: below the processes' after a shrink killed before its stop.)
-        serving = min(running, pmap.shards)
+        # (with the account tier the routers' and account shards' count is the processes':
+        # they are restarted with it)
+        serving = running if client.accounts else min(running, pmap.shards)
         await scale.registered(client, serving, say)
         if client.accounts:
             await scale.relinked(client, serving, set(), say)
     p = plan(pmap, symbols, n)
     for line in describe(p):
         say(line)
-    shrinking = sup is not None and n < running and not client.accounts
+    shrinking = sup is not None and n < running
     if dry_run:
         if shrinking:
             say(f"then would stop engine shard processes {n}..{running - 1}")

@@ -55,7 +55,7 @@ class Supervised:
     pid: int
     shards: int  # engine shard processes it runs
     bridge: bool  # whether it runs a bridge
-    replicas: int = 1  # processes per shard (2: it cannot change the shard count live)
+    replicas: int = 1  # processes per shard (2: a leader and a standby, both started/stopped)
 
 
 def supervisor_of(data_dir: str | Path | None, endpoint: str) -> Supervised | None:
@@ -83,14 +83,6 @@ def not_supervised(n: int, running: int) -> str:
             "started by shardex up (no running cluster in the data dir's endpoints.json for "
             "this router: give --data-dir): start or stop shard processes yourself (under "
             f"honcho: restart with -c engine={n}), then reshard")  # fmt: skip
-
-
-def fixed_count(n: int, sup: Supervised) -> str:
-    """The refusal when N needs other shard processes and ``sup`` runs replicated shards."""
-    return (f"--shards {n}: shardex up runs {sup.shards} engine shard(s) with --replicas "
-            f"{sup.replicas}, whose process count changes only with a restart: stop it, start "
-            f"shardex up --shards {n} --replicas {sup.replicas} (every book stays where it "
-            "is), then reshard")  # fmt: skip
 
 
 async def grow(
@@ -121,8 +113,65 @@ async def shrink(
     m = await pub.apply(pmap, lambda b: shrunk(b, symbols, n))
     if m is not None:
         say(f"  placement v{m.version}: {m.shards} shard(s)")
+    before: set[int] = set()
+    if client.accounts:
+        await drained(client, n, sup.shards, say)
+        before = await _account_pids(client)
     await request(sup, {"op": "shards", "shards": n}, say)
     await registered(client, n, say)
+    if client.accounts:
+        await relinked(client, n, before, say)
+
+
+def unsettled(engines: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> list[str]:
+    """What still flows between the account shards and the ``engines`` about to stop (pure):
+    a forward an account shard sent that the engine shard has not applied, or a settlement
+    the engine shard put on the link that the account shard has not applied ([] : drained).
+    A status that failed or lacks the link counts as not drained."""
+    left = []
+    for eng in engines:
+        i, fin, fout = eng.get("shard"), eng.get("link_in"), eng.get("link_out")
+        if not isinstance(fin, dict) or not isinstance(fout, dict):
+            left.append(f"engine shard {i}: no link status ({eng.get('error', 'none')})")
+            continue
+        for a, acc in enumerate(accounts):
+            sent = _last(acc.get("outbox"), i)
+            applied = _last(fin, a)
+            if sent != applied:
+                left.append(f"forwards a{a}->e{i}: {applied} of {sent} applied")
+            owed, got = _last(fout, a), _last(acc.get("inbox"), i)
+            if owed != got:
+                left.append(f"settlements e{i}->a{a}: {got} of {owed} applied")
+    return left
+
+
+def _last(d: Any, key: int) -> int | None:
+    """``d[key]`` of a link's last-seq map, whose keys may come back as strings; 0 when absent
+    (nothing sent yet), None when ``d`` is no map."""
+    if not isinstance(d, dict):
+        return None
+    v = d.get(key, d.get(str(key), 0))
+    return v if type(v) is int else None
+
+
+async def drained(client: AsyncClient, n: int, running: int, say: Say) -> None:
+    """With the account tier, before shards n..running-1 stop: wait until each settled with
+    every account shard (every forward applied, every settlement applied), so a fill on an
+    emptied shard before its pairs moved is never lost with its process."""
+    deadline = time.monotonic() + REGISTER_S
+    left: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            engines = [st for st in await client.status() if st.get("shard", -1) >= n]
+            left = unsettled(engines, await client.account_status())
+        except ShardexError as exc:
+            left = [str(exc)]
+        if not left and len(engines) == running - n:
+            say(f"  engine shard(s) {n}..{running - 1} settled with every account shard")
+            return
+        await asyncio.sleep(0.2)
+    raise MoveError(f"engine shards {n}.. did not settle with the account shards within "
+                    f"{REGISTER_S:.0f} s: {'; '.join(left[:4])}")  # fmt: skip
 
 
 async def request(sup: Supervised, body: dict[str, Any], say: Say) -> dict[str, Any]:

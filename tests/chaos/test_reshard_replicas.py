@@ -3,10 +3,10 @@ move through the journals like any other command, so the standby of the shard a 
 holds the same book as its leader, and a failover of that shard (kill -9 of its leader) keeps
 the pair: same book, its resting orders cancel and fill there.
 
-The supervisor does not start or stop replicated shard processes live, so ``reshard`` spreads
-the pairs over N of the running ones: 2 shards, ``--shards 1`` (every pair to shard 0, shard 1
-stays up, idle; it used to store a map over one shard, then fail on the supervisor's refusal
-with shard 1 still running, unrouted), then ``--shards 2``."""
+The supervisor starts and stops replicated shard processes live: 2 shards, ``--shards 1``
+(every pair to shard 0, then both processes of shard 1 stop and its lease is released, nothing
+takes it over), then ``--shards 2`` (both processes of shard 1 start again, its standby joins
+the in-sync set)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from shardex import endpoints
 from shardex.client import Client
 from shardex.engine import DEFAULT_MARKETS, Engine
 from shardex.journal.records import read_commands
+from shardex.lease import connect
 from shardex.placement import default_owner
-from tests.support.cluster import ROOT, Cluster
+from shardex.redisauth import user_url
+from tests.support.cluster import ROOT, Cluster, alive
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,6 +61,16 @@ def _replayed(path: Path) -> Engine:
     return engine
 
 
+def _lease(cluster: Cluster, shard: int) -> str | None:
+    """Shard ``shard``'s lease record in the cluster's Redis (None: nobody holds it)."""
+    url = endpoints.read(cluster.data_dir)["redis"]
+    r = connect(user_url(url, "lease"), str(cluster.keys_dir))
+    try:
+        return r.get(f"shardex:lease:{shard}")
+    finally:
+        r.close()
+
+
 def _journal_dirs(data: str, shard: int, leader_node: str) -> tuple[Path, Path]:
     """(the leader's, the standby's) journal dirs of ``shard`` (replica r0: shard-I, r1:
     shard-I.r1)."""
@@ -81,18 +94,31 @@ def test_reshard_with_replicated_shards_keeps_standbys_in_sync_and_survives_a_fa
     try:
         with cluster.client(timeout=10) as c:
             _wait(lambda: _in_sync(c), "both shards' standbys in sync")
+        pids = [cluster.child_pid("engine.1"), cluster.child_pid("engine.1.r1")]
         one = _reshard(cluster, 1)
         assert one.returncode == 0, one.stdout + one.stderr
-        assert "shards holding no pair: 1" in one.stdout and "asked shardex up" not in one.stdout
+        assert "asked shardex up (pid" in one.stdout and "shards=1" in one.stdout, one.stdout
+        _wait(lambda: not any(alive(p) for p in pids), f"shard 1's processes {pids} to stop")
+        _wait(lambda: _lease(cluster, 1) is None, "shard 1's lease to be released")
         with cluster.client(account="rest", timeout=10) as c:
-            assert c.topology()["shards"] == 2  # shard 1 still runs, idle, still routed
+            assert c.topology()["shards"] == 1 and len(c.status()) == 1
             assert {c.book(s)["shard"] for s in DEFAULT_MARKETS} == {0}
+        status = subprocess.run([sys.executable, "-m", "shardex.cli", "status", "--endpoint",
+                                 cluster.endpoint, *cluster.key_args()], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0 and ": 1 shard(s)," in status.stdout, status.stdout
+        assert "shard-1." not in status.stdout and "shard-0.r1" in status.stdout, status.stdout
+        assert _lease(cluster, 0) is not None
+        with cluster.client(account="rest", timeout=10) as c:
             for s in DEFAULT_MARKETS:
                 for k in range(RESTING):
                     assert c.place(s, "buy", "1", str(50 + k), id=f"R{k}-{s}").ok
                 assert c.place(s, "sell", "1", "53", id=f"S-{s}").ok  # fills R3: a trade id
+        time.sleep(1.0)  # (a lease ttl and more: still nothing takes shard 1 over)
+        assert _lease(cluster, 1) is None
         two = _reshard(cluster, 2)
         assert two.returncode == 0, two.stdout + two.stderr
+        assert cluster.child_pid("engine.1.r1") not in pids
         moved = sorted(s for s in DEFAULT_MARKETS if default_owner(s, 2) == 1)
         assert moved
         with cluster.client(account="rest", timeout=10) as c:

@@ -5,7 +5,6 @@ core taking a map of another count (in-process: no process is started)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 
@@ -21,7 +20,6 @@ from shardex.node.shard_core import ShardCore
 from shardex.node.supervisor import Child, Supervisor
 from shardex.placement import default_owner, initial
 from shardex.placement.core import PlacementMap
-from shardex.placement.reshard import ReshardError
 from shardex.placement.scale import ScaleError, grown, shrunk
 from shardex.placement.store import DirStore
 from shardex.scalectl import (
@@ -33,8 +31,7 @@ from shardex.scalectl import (
     trusted,
     write,
 )
-from shardex.tools.reshard import reshard
-from shardex.tools.scale import not_supervised, supervisor_of
+from shardex.tools.scale import not_supervised, supervisor_of, unsettled
 from shardex.wire.protocol import OP_HELLO, packb
 
 PAIRS = sorted(DEFAULT_MARKETS)
@@ -207,9 +204,6 @@ def test_reshard_finds_the_shardex_up_that_runs_the_router_or_none(tmp_path) -> 
     endpoints.write(tmp_path, endpoints.record(lay, replicas=2, pid=os.getpid(), now=0.0))
     replicated = supervisor_of(tmp_path, lay.frontend)
     assert replicated is not None and replicated.replicas == 2
-    # it cannot start shard processes live: a grow past them is refused before anything changes
-    with pytest.raises(ReshardError, match="--replicas 2, whose process count changes only"):
-        asyncio.run(reshard(None, 3, sup=replicated))  # type: ignore[arg-type]  # (never used)
 
 
 def test_a_plain_shardex_up_starts_the_count_its_data_dir_last_ran(tmp_path) -> None:
@@ -219,3 +213,66 @@ def test_a_plain_shardex_up_starts_the_count_its_data_dir_last_ran(tmp_path) -> 
     assert _shard_count("auto", str(tmp_path), False) == 3
     assert _shard_count("2", str(tmp_path), False) == 2  # given: as given (checked at start)
     assert _shard_count("auto", str(tmp_path), True) == auto  # --ephemeral: no data dir
+
+
+def test_a_shrink_with_the_account_tier_stops_the_emptied_shard_and_relinks(tmp_path) -> None:
+    def children_for(n: int) -> list[Child]:
+        names = ["router", *(f"engine.{i}" for i in range(n)), "accounts.0"]
+        return [Child(name, ["sleep", "30"]) for name in names]
+
+    sup = Supervisor(children_for(2))
+    for c in sup.children:
+        c.start()
+    sized: list[int] = []
+    relink = lambda name: name.startswith(("accounts.", "router"))  # noqa: E731 (as up's)
+    sc = Scaler(sup, tmp_path, 2, children_for, sized.append, None, relink)
+    try:
+        DirStore(tmp_path).compare_and_set(None, initial(1))
+        done = _ask(sc, tmp_path, {"id": "s1", "op": "shards", "shards": 1})
+        assert (done["state"], done["shards"], sized) == ("done", 1, [1]), done
+        by = {c.name: c for c in sup.children}
+        assert sorted(by) == ["accounts.0", "engine.0", "router"]
+        assert by["engine.0"].proc is not None and by["engine.0"].proc.poll() is None
+        assert by["accounts.0"].proc is None and by["router"].proc is None  # (restarted next)
+        assert json.loads((tmp_path / "shards.json").read_text()) == {"shards": 1}
+    finally:
+        sup.shutdown()
+
+
+def test_unsettled_names_what_still_flows_to_a_shard_about_to_stop() -> None:
+    acc = {"outbox": {1: 7}, "inbox": {1: 5}}
+    eng = {"shard": 1, "link_in": {0: 6}, "link_out": {0: 5}}
+    assert unsettled([eng], [acc]) == ["forwards a0->e1: 6 of 7 applied"]
+    assert unsettled([{**eng, "link_in": {"0": 7}}], [acc]) == []  # (keys as strings too)
+    assert unsettled([{**eng, "link_in": {0: 7}, "link_out": {0: 6}}], [acc]) == [
+        "settlements e1->a0: 5 of 6 applied"]  # fmt: skip
+    idle = {"shard": 1, "link_in": {}, "link_out": {}}
+    assert unsettled([idle], [{"outbox": {}, "inbox": {}}]) == []  # (a link never used)
+    down = unsettled([{"shard": 1, "error": "timeout"}], [acc])
+    assert down == ["engine shard 1: no link status (timeout)"]
+
+
+def test_with_replicas_a_grow_starts_and_a_shrink_stops_both_processes_of_a_shard(
+    tmp_path,
+) -> None:
+    def children_for(n: int) -> list[Child]:
+        names = ["router", *(f"engine.{i}{r}" for i in range(n) for r in ("", ".r1"))]
+        return [Child(name, ["sleep", "30"]) for name in names]
+
+    sup = Supervisor(children_for(1))
+    for c in sup.children:
+        c.start()
+    sc = Scaler(sup, tmp_path, 1, children_for, lambda n: None)
+    try:
+        DirStore(tmp_path).compare_and_set(None, initial(2))
+        assert _ask(sc, tmp_path, {"id": "g1", "op": "shards", "shards": 2})["state"] == "done"
+        started = {c.name: c.proc for c in sup.children}
+        assert sorted(started) == ["engine.0", "engine.0.r1", "engine.1", "engine.1.r1", "router"]
+        assert all(p is not None and p.poll() is None for p in started.values())
+        v = initial(2).version  # (the moves emptied shard 1: a map over 1 follows)
+        assert DirStore(tmp_path).compare_and_set(v, PlacementMap(v + 1, 1))
+        assert _ask(sc, tmp_path, {"id": "s1", "op": "shards", "shards": 1})["state"] == "done"
+        assert sorted(c.name for c in sup.children) == ["engine.0", "engine.0.r1", "router"]
+        assert started["engine.1"].poll() is not None and started["engine.1.r1"].poll() is not None
+    finally:
+        sup.shutdown()
