@@ -201,7 +201,7 @@ MEASURED_S: dict[str, float] = {
     "test_prometheus_reload.py": 0.6,
     # reshard with the account tier (2026-12-07 20:35, load ~10): 32 s of pytest, 10.6 s CPU
     # (one shardex up start, a grow restarting the account shard and router, an audit)
-    "test_reshard_accounts.py": 32,
+    "test_reshard_accounts.py": 40,
     # the forward checked once (2026-12-07 20:45, load ~4): 0.05 s of pytest (2.3 s CPU with
     # start-up)
     "test_forward_vetted.py": 0.1,
