@@ -347,3 +347,59 @@ def test_a_standby_holds_the_ports_it_will_bind_as_leader(tmp_path: Path) -> Non
             s.close(0)
     finally:
         ctx.term()
+
+
+class _LeaderLease:
+    """What ``leader.Replicator`` needs of its lease: held at epoch 8, no renewer thread."""
+
+    node, shard, epoch, label, thread = "accounts-0.r0", 0, 8, "accounts-0", False
+
+    def __init__(self) -> None:
+        from shardex.clock import REAL
+
+        self.clock = REAL
+        self.isr: list[str] = []
+
+    def set_isr(self, members: list[str]) -> bool:
+        self.isr = list(members)
+        return True
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_standby_ahead_of_the_leader_counts_for_nothing(tmp_path: Path) -> None:
+    """Regression (found on etcd: a killed leader restarted and took its lease back, its
+    standby held one record more): a standby that said SUB at a seq above the leader's was
+    told to start over (DIV), but the leader had already recorded that seq as the standby's
+    acked and sent position. Once the leader's own records reached that seq the standby
+    looked caught up: it joined the in-sync set and its "ack" released a batch it never had
+    (it had cut that tail), so a failover to it would lose an acknowledged order. An ahead
+    standby now counts for nothing until it says SUB again from what it keeps."""
+    from shardex.journal import Journal
+    from shardex.node.leader import Replicator
+
+    ctx = zmq.Context()
+    journal = Journal(str(tmp_path / "accounts-0"), DEFAULT_MARKETS, fsync="none")
+    lease = _LeaderLease()
+    rep = Replicator(ctx, zmq, f"tcp://127.0.0.1:{_free_port()}", lease,  # type: ignore[arg-type]
+                     journal, 116, role="accounts")  # fmt: skip
+    nodes = {"accounts-0.r1"}
+    try:
+        now = time.monotonic()
+        rep._on_sub(b"r1", ("accounts-0.r1", 4, 117), nodes, now)  # ahead: told to start over
+        cmd = (OP_NEW, "BTC-USD", "o1", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        rep.ship(116, [cmd], 117)  # our own record 116 -> 117, a different one than its
+        for _ in range(3):
+            rep._maintain_isr(now)
+        assert rep.isr == ["accounts-0.r0"], "the ahead standby joined the in-sync set"
+        assert rep.hw() == 117  # (alone in the set: our own commit releases)
+        assert rep.peers["accounts-0.r1"].acked < 117
+        rep._on_sub(b"r1", ("accounts-0.r1", 4, 116), nodes, now)  # cut back: it streams on
+        assert rep.peers["accounts-0.r1"].sent == 116 and not rep.peers["accounts-0.r1"].waiting
+    finally:
+        rep.sock.close(0)
+        ctx.term()
