@@ -295,6 +295,45 @@ def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
         standby.close()
 
 
+def test_a_restarted_node_leaves_its_former_lease_to_its_standby_once_it_expires(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """Regression (found on etcd: kill -9 of an account leader and etcd's leader at once): the
+    restarted node saw its former self's lease still held past ``START_GRACE_S`` after its
+    start (etcd's ttl is whole seconds, its expiries are checked every 500 ms and an election
+    of etcd's own extends them), so when the lease went the grace was over: it took the lease
+    back, its live in-sync standby cut its tail. The grace now runs again from the moment the
+    node sees its own former lease gone."""
+    import redis
+
+    from shardex.journal import Journal
+    from shardex.lease import Lease
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S, Standby
+
+    r = redis.Redis(port=redis_server.port)
+    old = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                name="accounts-0")  # fmt: skip
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
+    mine = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                 name="accounts-0")  # fmt: skip
+    d = str(tmp_path / "accounts-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        standby._check_lease()  # our former self still holds it: nothing to follow
+        assert standby.leader is None and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
+        standby.started -= START_GRACE_S  # (the grace since the start is over meanwhile)
+        r.delete("shardex:lease:accounts-0")  # it expires
+        assert standby._check_lease() == CHECK_LEASE_S, "it took its former lease back"
+        assert mine.holder() is None  # left to accounts-0.r1
+        standby.own_gone_at -= START_GRACE_S  # type: ignore[operator]  # (nobody took it)
+        assert standby._check_lease() is None
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
+    finally:
+        standby.close()
+
+
 def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
     """``shardex up --replicas 2 --prometheus-config``: every replica's exporter port (the
     leader's answers; a standby's answers once it leads), for engine and account shards."""
