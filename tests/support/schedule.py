@@ -70,6 +70,9 @@ MEASURED_S: dict[str, float] = {
     # which store a URL selects (0.9 s, 3.4 s CPU with start-up); the chaos tier's failover on
     # etcd: 3 tests, 62 s wall at load ~17 (two replicas, a router and 3 etcd members each)
     "test_coord_select.py": 1, "test_failover_etcd.py": 62,
+    # a whole ``shardex up --coord etcd://`` cluster (2 tests, 2026-12-08 02:40, load ~4):
+    # 17-19 s of pytest wall, each test a cluster with two engine and two account replicas
+    "test_failover_etcd_accounts.py": 19,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
