@@ -11,6 +11,8 @@ leaving a free lease to its live in-sync standby (real redis-server).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +261,32 @@ def test_account_replica_ports_do_not_collide() -> None:
                 assert port in extra or port in layout.ports()
 
 
+@contextmanager
+def _restarted_account_node(port: int, tmp: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """Account shard 0's former leader ``accounts-0.r0`` (epoch 1, in-sync set r0 and r1, its
+    lease still in Redis at ``port``) restarted as a standby: (redis client, its lease, the
+    ``Standby``), closed on the way out."""
+    import redis
+
+    from shardex.journal import Journal
+    from shardex.lease import Lease
+    from shardex.node.replica import Standby
+
+    r = redis.Redis(port=port)
+    old, mine = (Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                       name="accounts-0") for _ in range(2))  # fmt: skip
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
+    assert r.exists("shardex:lease:accounts-0")  # an account shard's own lease key
+    d = str(tmp / "accounts-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        yield r, mine, standby
+    finally:
+        standby.close()
+
+
 def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
     redis_server: Any, tmp_path: Path
 ) -> None:
@@ -267,32 +295,15 @@ def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
     — a second failover for nothing (seen with account shards: the killed node led again at
     the next epoch). A node that has just started and never followed anyone now leaves a free
     lease to the other in-sync member for ``START_GRACE_S``, then takes it if nobody did."""
-    import redis
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S
 
-    from shardex.journal import Journal
-    from shardex.lease import Lease
-    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S, Standby
-
-    r = redis.Redis(port=redis_server.port)
-    old = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                name="accounts-0")  # fmt: skip
-    assert old.try_acquire(0, 0)[0] == 1
-    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
-    assert r.exists("shardex:lease:accounts-0")  # an account shard's own lease key
-    r.delete("shardex:lease:accounts-0")  # the leader died; its lease is gone
-    mine = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                 name="accounts-0")  # fmt: skip
-    d = str(tmp_path / "accounts-0")
-    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
-    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
-    try:
+    with _restarted_account_node(redis_server.port, tmp_path) as (r, mine, standby):
+        r.delete("shardex:lease:accounts-0")  # the leader died before; its lease is gone
         assert standby._check_lease() == CHECK_LEASE_S  # left to accounts-0.r1
         assert mine.holder() is None
         standby.started -= START_GRACE_S  # (nobody took it within the grace)
         assert standby._check_lease() is None
-        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
-    finally:
-        standby.close()
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"
 
 
 def test_a_restarted_node_leaves_its_former_lease_to_its_standby_once_it_expires(
@@ -304,34 +315,18 @@ def test_a_restarted_node_leaves_its_former_lease_to_its_standby_once_it_expires
     of etcd's own extends them), so when the lease went the grace was over: it took the lease
     back, its live in-sync standby cut its tail. The grace now runs again from the moment the
     node sees its own former lease gone."""
-    import redis
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S
 
-    from shardex.journal import Journal
-    from shardex.lease import Lease
-    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S, Standby
-
-    r = redis.Redis(port=redis_server.port)
-    old = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                name="accounts-0")  # fmt: skip
-    assert old.try_acquire(0, 0)[0] == 1
-    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
-    mine = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                 name="accounts-0")  # fmt: skip
-    d = str(tmp_path / "accounts-0")
-    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
-    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
-    try:
+    with _restarted_account_node(redis_server.port, tmp_path) as (r, mine, standby):
         standby._check_lease()  # our former self still holds it: nothing to follow
-        assert standby.leader is None and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
+        assert standby.leader is None and mine.holder().node == "accounts-0.r0"
         standby.started -= START_GRACE_S  # (the grace since the start is over meanwhile)
         r.delete("shardex:lease:accounts-0")  # it expires
         assert standby._check_lease() == CHECK_LEASE_S, "it took its former lease back"
         assert mine.holder() is None  # left to accounts-0.r1
-        standby.own_gone_at -= START_GRACE_S  # type: ignore[operator]  # (nobody took it)
+        standby.own_gone_at -= START_GRACE_S  # (nobody took it)
         assert standby._check_lease() is None
-        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
-    finally:
-        standby.close()
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"
 
 
 def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
