@@ -44,7 +44,8 @@ MEASURED_S: dict[str, float] = {
     "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
     "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 47,
     "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
-    "test_cluster.py": 31, "test_loadgen.py": 28, "test_bridge_account_failover.py": 44,
+    # (test_bridge_account_failover.py: 44, and 12 s for its ``[etcd]`` run added 2026-12-08)
+    "test_cluster.py": 31, "test_loadgen.py": 28, "test_bridge_account_failover.py": 56,
     "test_datadir.py": 44, "test_accounts_money.py": 22, "test_journal_tools.py": 29,
     "test_accounts_money_kills.py": 20,
     "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
