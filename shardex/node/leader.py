@@ -264,6 +264,12 @@ class Replicator:
         if seq > self.committed:
             log.error("standby %s is ahead (seq %d > %d): it must start over", node, seq,
                       self.committed)  # fmt: skip
+            # Its tail is a history we never shipped (a deposed leader's unacked batches): what
+            # it holds counts as acked or sent for nothing (else, once our own records reach
+            # its seq, it would look caught up, join the in-sync set and release a batch it
+            # never had) until it has cut that tail and says SUB again.
+            peer.sent = peer.acked = 0
+            peer.waiting = now
             self._send(peer, DIV, self.committed)
             return
         peer.sent = peer.acked = seq

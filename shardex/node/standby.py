@@ -9,11 +9,7 @@ import os
 import time
 from typing import Any
 
-from shardex.auth import (
-    KeyFile,
-    KeyStore,
-    ZapHandler,
-)
+from shardex.auth import KeyFile, KeyStore, ZapHandler
 from shardex.journal import Journal, JournalError, JournalUnavailable
 from shardex.lease import Holder, Lease
 from shardex.net import ZMQ, Transport
@@ -140,6 +136,7 @@ class Standby:
         self.next_check = 0.0  # when ``turn`` looks at the lease again
         self.poller: Any = None
         self.deferred = False  # logged once: a free lease left to the live standby
+        self.own_gone_at: float | None = float("-inf")  # None: our former self's lease is held
         # The events of what it applies, as the leader keeps them (same seqs): handed to the
         # ring of the leader it becomes, so the bridge's repair of the old leader's last
         # unpublished events is served from memory. (A journal replay of that range stalled
@@ -430,22 +427,23 @@ class Standby:
                 pass  # full or gone: that client times out
 
     def _check_lease(self) -> float | None:
-        """Look at the lease: take it if it is free and we may (None: we lead now), else
-        follow its holder. Returns when to look again: the holder's remaining ttl plus a hair
-        when that is sooner than ``CHECK_LEASE_S`` (so a dead leader's lease is taken within
-        a few ms of its expiry in Redis, not up to a period later)."""
+        """Take the lease if it is free and we may (None: we lead now), else follow its holder.
+        Returns when to look again: the holder's remaining ttl plus a hair if sooner than
+        ``CHECK_LEASE_S`` (a dead leader's lease is taken within ms of its expiry in Redis)."""
         holder, pttl = self.lease.holder_ttl()
         if holder is None:
+            now = self.clock.monotonic()
+            self.own_gone_at = now if self.own_gone_at is None else self.own_gone_at
             if (
                 self.leader is None
-                and self.clock.monotonic() - self.started < START_GRACE_S
+                and now - max(self.started, self.own_gone_at) < START_GRACE_S
                 and any(m != self.node for m in self.lease.isr())
             ):
-                # Just (re)started and never followed anyone: a leader killed and restarted
-                # at once (the supervisor) found the lease free before its live standby's
-                # expiry check took it, and won it back: safe, but a second failover for
-                # nothing, served from a cold process. Leave a free lease to the other
-                # in-sync member for one ttl; if nobody takes it (it is down too), take it.
+                # Just (re)started, never followed anyone: a leader killed and restarted at
+                # once found the lease free before its live standby did, and won it back: a
+                # second failover for nothing, from a cold process. Leave it to the other
+                # in-sync member for a grace from our start, or from when our former self's
+                # lease (seen held: etcd's outlives the grace) was gone; then take it.
                 if not self.deferred:
                     self.deferred = True
                     log.info("%s: the lease is free; leaving it to %s for %.1f s (just "
@@ -464,6 +462,8 @@ class Standby:
                 return None
             log.info("%s may not lead: %s", self.node, why)
             return CHECK_LEASE_S
+        if holder.node == self.node and self.leader is None:
+            self.own_gone_at = None  # our former self's (a restart): the grace runs once it goes
         if holder.node != self.node and holder != self.leader:
             if holder.epoch > self.journal.read_epoch():
                 # Checked again here, not only at start: a deposed leader restarted at once

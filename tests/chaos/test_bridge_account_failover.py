@@ -475,22 +475,37 @@ def _metrics(port: int) -> dict[str, float]:
     return out
 
 
-def test_kill9_account_leader_twice_the_bridge_follows_there_and_back() -> None:
+@pytest.mark.parametrize("store", ["redis", "etcd"])
+def test_kill9_account_leader_twice_the_bridge_follows_there_and_back(
+    store: str, tmp_path: Path
+) -> None:
     """``shardex up --replicas 2 --accounts 1`` (secure, embedded Redis, the real bridge) under
     funded load: kill -9 the account shard's leader, wait for the killed replica to rejoin,
     kill -9 the new leader (so the bridge moves r0 → r1 → r0, back to endpoints it left).
     The one bridge process follows both moves; the balances stream ends exactly the account
     shard's balance and fee events, in seq order, each once; the tiers agree and
-    ``shardex audit`` passes; nothing was lost for Redis and nothing malformed was read."""
+    ``shardex audit`` passes; nothing was lost for Redis and nothing malformed was read.
+    ``[etcd]``: the leases (and so the epochs the bridge fences with) in a 3-member etcd
+    (``--coord``), the streams still in the embedded Redis."""
+    from tests.support.etcd import etcd_cluster
+    from tests.support.failover_accounts import AccountsPair
+
+    if store == "redis":
+        _bridge_follows_there_and_back(AccountsPair())
+        return
+    with etcd_cluster(tmp_path / "etcd") as etcd:
+        _bridge_follows_there_and_back(AccountsPair(coord=etcd.url))
+
+
+def _bridge_follows_there_and_back(apair: Any) -> None:
+    """The scenario above on a started ``AccountsPair`` (stopped on the way out)."""
     from tests.support.failover_accounts import (
-        AccountsPair,
         FundedLoad,
         _check_consistent,
         _fund,
         _wait_account_leader,
     )
 
-    apair = AccountsPair()
     try:
         with apair.admin() as c:
             _fund(c)

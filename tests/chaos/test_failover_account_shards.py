@@ -11,6 +11,8 @@ leaving a free lease to its live in-sync standby (real redis-server).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +261,32 @@ def test_account_replica_ports_do_not_collide() -> None:
                 assert port in extra or port in layout.ports()
 
 
+@contextmanager
+def _restarted_account_node(port: int, tmp: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """Account shard 0's former leader ``accounts-0.r0`` (epoch 1, in-sync set r0 and r1, its
+    lease still in Redis at ``port``) restarted as a standby: (redis client, its lease, the
+    ``Standby``), closed on the way out."""
+    import redis
+
+    from shardex.journal import Journal
+    from shardex.lease import Lease
+    from shardex.node.replica import Standby
+
+    r = redis.Redis(port=port)
+    old, mine = (Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
+                       name="accounts-0") for _ in range(2))  # fmt: skip
+    assert old.try_acquire(0, 0)[0] == 1
+    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
+    assert r.exists("shardex:lease:accounts-0")  # an account shard's own lease key
+    d = str(tmp / "accounts-0")
+    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
+    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
+    try:
+        yield r, mine, standby
+    finally:
+        standby.close()
+
+
 def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
     redis_server: Any, tmp_path: Path
 ) -> None:
@@ -267,32 +295,38 @@ def test_a_restarted_node_leaves_a_free_lease_to_its_live_standby(
     — a second failover for nothing (seen with account shards: the killed node led again at
     the next epoch). A node that has just started and never followed anyone now leaves a free
     lease to the other in-sync member for ``START_GRACE_S``, then takes it if nobody did."""
-    import redis
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S
 
-    from shardex.journal import Journal
-    from shardex.lease import Lease
-    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S, Standby
-
-    r = redis.Redis(port=redis_server.port)
-    old = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                name="accounts-0")  # fmt: skip
-    assert old.try_acquire(0, 0)[0] == 1
-    assert old.set_isr(["accounts-0.r0", "accounts-0.r1"])
-    assert r.exists("shardex:lease:accounts-0")  # an account shard's own lease key
-    r.delete("shardex:lease:accounts-0")  # the leader died; its lease is gone
-    mine = Lease(r, 0, "accounts-0.r0", "tcp://127.0.0.1:9", ttl_ms=300, renew_ms=100,
-                 name="accounts-0")  # fmt: skip
-    d = str(tmp_path / "accounts-0")
-    journal = Journal(d, DEFAULT_MARKETS, fsync="none")
-    standby = Standby(mine, d, DEFAULT_MARKETS, "none", journal, journal.recover().engine)
-    try:
+    with _restarted_account_node(redis_server.port, tmp_path) as (r, mine, standby):
+        r.delete("shardex:lease:accounts-0")  # the leader died before; its lease is gone
         assert standby._check_lease() == CHECK_LEASE_S  # left to accounts-0.r1
         assert mine.holder() is None
         standby.started -= START_GRACE_S  # (nobody took it within the grace)
         assert standby._check_lease() is None
-        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"  # type: ignore[union-attr]
-    finally:
-        standby.close()
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"
+
+
+def test_a_restarted_node_leaves_its_former_lease_to_its_standby_once_it_expires(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """Regression (found on etcd: kill -9 of an account leader and etcd's leader at once): the
+    restarted node saw its former self's lease still held past ``START_GRACE_S`` after its
+    start (etcd's ttl is whole seconds, its expiries are checked every 500 ms and an election
+    of etcd's own extends them), so when the lease went the grace was over: it took the lease
+    back, its live in-sync standby cut its tail. The grace now runs again from the moment the
+    node sees its own former lease gone."""
+    from shardex.node.replica import CHECK_LEASE_S, START_GRACE_S
+
+    with _restarted_account_node(redis_server.port, tmp_path) as (r, mine, standby):
+        standby._check_lease()  # our former self still holds it: nothing to follow
+        assert standby.leader is None and mine.holder().node == "accounts-0.r0"
+        standby.started -= START_GRACE_S  # (the grace since the start is over meanwhile)
+        r.delete("shardex:lease:accounts-0")  # it expires
+        assert standby._check_lease() == CHECK_LEASE_S, "it took its former lease back"
+        assert mine.holder() is None  # left to accounts-0.r1
+        standby.own_gone_at -= START_GRACE_S  # (nobody took it)
+        assert standby._check_lease() is None
+        assert mine.epoch == 2 and mine.holder().node == "accounts-0.r0"
 
 
 def test_prometheus_config_scrapes_both_replicas_of_each_shard() -> None:
@@ -346,4 +380,60 @@ def test_a_standby_holds_the_ports_it_will_bind_as_leader(tmp_path: Path) -> Non
             s.bind(ep)
             s.close(0)
     finally:
+        ctx.term()
+
+
+class _LeaderLease:
+    """What ``leader.Replicator`` needs of its lease: held at epoch 8, no renewer thread."""
+
+    node, shard, epoch, label, thread = "accounts-0.r0", 0, 8, "accounts-0", False
+
+    def __init__(self) -> None:
+        from shardex.clock import REAL
+
+        self.clock = REAL
+        self.isr: list[str] = []
+
+    def set_isr(self, members: list[str]) -> bool:
+        self.isr = list(members)
+        return True
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_standby_ahead_of_the_leader_counts_for_nothing(tmp_path: Path) -> None:
+    """Regression (found on etcd: a killed leader restarted and took its lease back, its
+    standby held one record more): a standby that said SUB at a seq above the leader's was
+    told to start over (DIV), but the leader had already recorded that seq as the standby's
+    acked and sent position. Once the leader's own records reached that seq the standby
+    looked caught up: it joined the in-sync set and its "ack" released a batch it never had
+    (it had cut that tail), so a failover to it would lose an acknowledged order. An ahead
+    standby now counts for nothing until it says SUB again from what it keeps."""
+    from shardex.journal import Journal
+    from shardex.node.leader import Replicator
+
+    ctx = zmq.Context()
+    journal = Journal(str(tmp_path / "accounts-0"), DEFAULT_MARKETS, fsync="none")
+    lease = _LeaderLease()
+    rep = Replicator(ctx, zmq, f"tcp://127.0.0.1:{_free_port()}", lease,  # type: ignore[arg-type]
+                     journal, 116, role="accounts")  # fmt: skip
+    nodes = {"accounts-0.r1"}
+    try:
+        now = time.monotonic()
+        rep._on_sub(b"r1", ("accounts-0.r1", 4, 117), nodes, now)  # ahead: told to start over
+        cmd = (OP_NEW, "BTC-USD", "o1", "acct1", 0, 0, 10_000, 1, 0, False, 0)
+        rep.ship(116, [cmd], 117)  # our own record 116 -> 117, a different one than its
+        for _ in range(3):
+            rep._maintain_isr(now)
+        assert rep.isr == ["accounts-0.r0"], "the ahead standby joined the in-sync set"
+        assert rep.hw() == 117  # (alone in the set: our own commit releases)
+        assert rep.peers["accounts-0.r1"].acked < 117
+        rep._on_sub(b"r1", ("accounts-0.r1", 4, 116), nodes, now)  # cut back: it streams on
+        assert rep.peers["accounts-0.r1"].sent == 116 and not rep.peers["accounts-0.r1"].waiting
+    finally:
+        rep.sock.close(0)
         ctx.term()

@@ -45,7 +45,7 @@ from tests.support.failover_accounts import (
     _check_consistent,
     _engine_history,
     _fund,
-    _wait_account_leader,
+    account_leader_fails_over,
 )
 from tests.support.ports import free_port, listening
 from tests.support.wait import wait_until
@@ -121,43 +121,9 @@ def test_sigstop_engine_leader_its_settlements_never_applied(apair: AccountsPair
 @pytest.mark.parametrize("how", ["kill9", "sigstop"])
 def test_account_shard_leader_fails_over_under_funded_load(apair: AccountsPair,
                                                            how: str) -> None:  # fmt: skip
-    """The account shard runs as two replicas too: kill -9 (or SIGSTOP
-    past its lease) of its leader under funded load; the standby, which journaled and applied
-    every batch before any of its forwards, replies or balance events left, takes the lease
-    and goes on from the same seq. Nothing acknowledged is lost, no order is forwarded twice,
-    the settlements applied are exactly the engine's, the audit passes and the balances
-    stream is exact (the bridge follows the new leader)."""
-    with apair.admin() as c:
-        _fund(c)
-    first = _wait_account_leader(apair, -1, isr=2)  # (its standby may still be joining)
-    assert first.get("role") == "primary", first
-    load = FundedLoad(apair, how[0])
-    try:
-        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
-        before = len(load.acked)
-        if how == "kill9":
-            os.kill(first["pid"], signal.SIGKILL)
-            second = _wait_account_leader(apair, first["pid"])
-        else:
-            os.kill(first["pid"], signal.SIGSTOP)
-            try:
-                second = _wait_account_leader(apair, first["pid"])
-                during = len(load.acked)  # the new leader acknowledges while the old sleeps
-                wait_until(lambda: len(load.acked) >= during + 10, 30, "orders acked meanwhile")
-            finally:
-                os.kill(first["pid"], signal.SIGCONT)  # past its deadline: fenced, exits
-        # funded orders go on against the new leader
-        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after it")
-    finally:
-        load.stop()
-    assert before, "no order was acknowledged before the failover"
-    assert second["epoch"] > first["epoch"] and second["node"] != first["node"]
-    assert len(load.acked) > before, "no order was acknowledged after the failover"
-    _check_consistent(apair, load.acked)
-    if how == "sigstop":
-        assert "lost the lease" in apair.output()  # the deposed leader said so and exited
-    # the failed replica comes back (the supervisor), catches up and rejoins the in-sync set
-    _wait_account_leader(apair, first["pid"], isr=2)
+    """The account shard's own pair: ``account_leader_fails_over`` (its leases in Redis here,
+    in etcd in tests/chaos/test_failover_etcd_accounts.py)."""
+    account_leader_fails_over(apair, how)
 
 
 # -- the release rule on one process (a stand-in replicator; no timing) -------------------------

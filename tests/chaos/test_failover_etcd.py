@@ -14,24 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.etcd import EtcdCluster, etcd_binary
+from tests.support.etcd import EtcdCluster, etcd_fixture  # noqa: F401 - the ``etcd`` fixture
 from tests.support.failover import (
     Pair,
     kill9_primary_under_load_loses_nothing_acked,
     sigstop_primary_is_fenced_after_resume,
 )
-
-
-@pytest.fixture
-def etcd(tmp_path) -> Iterator[EtcdCluster]:
-    if etcd_binary() is None:
-        pytest.skip("etcd is not installed (tests/run.sh installs etcd-server)")
-    (tmp_path / "etcd").mkdir()
-    cluster = EtcdCluster(tmp_path / "etcd")
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ dir of its own; heartbeat 50 ms / election 500 ms, so etcd's minimum lease TTL i
 the election timeout, rounded up) and a lost etcd leader is replaced within about a second.
 ``kill(i)``/``start(i)`` take one member away and back (a member lost); ``leader()`` is the
 index of etcd's own leader (to take IT away: a leader change of etcd itself).
+
+Tests get one through ``etcd_cluster`` (a context manager) or the ``etcd`` fixture (import
+``etcd_fixture`` into the test module): skipped without etcd, stopped always, also when it
+failed to start.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from shardex.coord.etcd import EtcdClient, EtcdUnavailable
 from tests.support.ports import free_port
@@ -43,9 +51,13 @@ class EtcdCluster:
         self.url = "etcd://" + ",".join(f"127.0.0.1:{p}" for p in self.client_ports)
         self.procs: list[subprocess.Popen | None] = [None] * members
         self.token = f"shardex-test-{os.getpid()}-{self.client_ports[0]}"
-        for i in range(members):
-            self.start(i, state="new")
-        self.wait_healthy()
+        try:
+            for i in range(members):
+                self.start(i, state="new")
+            self.wait_healthy()
+        except BaseException:
+            self.stop()  # a cluster that failed to form leaves no member running
+            raise
 
     def argv(self, i: int, state: str) -> list[str]:
         pairs = zip(self.names, self.peer_ports, strict=True)
@@ -117,3 +129,24 @@ class EtcdCluster:
                     proc.kill()
                     proc.wait(5)
             self.procs[i] = None
+
+
+@contextmanager
+def etcd_cluster(directory: str | Path, members: int = 3) -> Iterator[EtcdCluster]:
+    """An ``EtcdCluster`` in ``directory`` (made if missing), stopped on the way out; skips the
+    test when etcd is not installed."""
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed (tests/run.sh installs etcd-server)")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    cluster = EtcdCluster(directory, members)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(name="etcd")
+def etcd_fixture(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster on loopback for one test (``etcd``: import ``etcd_fixture``)."""
+    with etcd_cluster(tmp_path / "etcd") as cluster:
+        yield cluster

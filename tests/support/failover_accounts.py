@@ -4,6 +4,8 @@ that both tiers converge on one history after a failover.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -35,12 +37,14 @@ SETTLEMENTS = (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED)
 
 
 class AccountsPair(Cluster):
-    """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge)."""
+    """``shardex up --shards 1 --replicas 2 --accounts 1`` (secure, embedded Redis + bridge);
+    ``coord``: ``--coord URL``, every lease in that store (an etcd cluster) instead of Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, coord: str | None = None) -> None:
         # (tests.support.ports.free_layout keeps the replicas' ports free and below the
         # kernel's ephemeral range: a promoted standby binds its ports only then)
-        super().__init__(1, "--replicas", "2", accounts=1, redis="embedded")
+        extra = ("--coord", coord) if coord else ()
+        super().__init__(1, "--replicas", "2", *extra, accounts=1, redis="embedded")
         try:
             self.wait_isr(2)
         except BaseException:
@@ -249,3 +253,43 @@ def _stream_converged(cluster: AccountsPair, timeout: float = 20.0) -> None:
 def _account_leader(cluster: AccountsPair) -> dict[str, Any]:
     with cluster.admin() as c:
         return cluster.account_status(c)
+
+
+def account_leader_fails_over(apair: AccountsPair, how: str) -> dict[str, Any]:
+    """The account shard runs as two replicas too: kill -9 (or SIGSTOP
+    past its lease) of its leader under funded load; the standby, which journaled and applied
+    every batch before any of its forwards, replies or balance events left, takes the lease
+    and goes on from the same seq. Nothing acknowledged is lost, no order is forwarded twice,
+    the settlements applied are exactly the engine's, the audit passes and the balances
+    stream is exact (the bridge follows the new leader). Returns the new leader's status."""
+    with apair.admin() as c:
+        _fund(c)
+    first = _wait_account_leader(apair, -1, isr=2)  # (its standby may still be joining)
+    assert first.get("role") == "primary", first
+    load = FundedLoad(apair, how[0])
+    try:
+        wait_until(lambda: len(load.acked) >= 20, 30, "funded orders acknowledged")
+        before = len(load.acked)
+        if how == "kill9":
+            os.kill(first["pid"], signal.SIGKILL)
+            second = _wait_account_leader(apair, first["pid"])
+        else:
+            os.kill(first["pid"], signal.SIGSTOP)
+            try:
+                second = _wait_account_leader(apair, first["pid"])
+                during = len(load.acked)  # the new leader acknowledges while the old sleeps
+                wait_until(lambda: len(load.acked) >= during + 10, 30, "orders acked meanwhile")
+            finally:
+                os.kill(first["pid"], signal.SIGCONT)  # past its deadline: fenced, exits
+        # funded orders go on against the new leader
+        wait_until(lambda: len(load.acked) >= before + 20, 30, "orders acked after it")
+    finally:
+        load.stop()
+    assert before, "no order was acknowledged before the failover"
+    assert second["epoch"] > first["epoch"] and second["node"] != first["node"]
+    assert len(load.acked) > before, "no order was acknowledged after the failover"
+    _check_consistent(apair, load.acked)
+    if how == "sigstop":
+        assert "lost the lease" in apair.output()  # the deposed leader said so and exited
+    # the failed replica comes back (the supervisor), catches up and rejoins the in-sync set
+    return _wait_account_leader(apair, first["pid"], isr=2)

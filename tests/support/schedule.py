@@ -44,7 +44,8 @@ MEASURED_S: dict[str, float] = {
     "test_bench_smoke.py": 51, "test_accounts_core.py": 27, "test_diskfull.py": 76,
     "test_fuzz.py": 47, "test_client_decoders.py": 42, "test_observability.py": 47,
     "test_failover.py": 58, "test_engine_props.py": 58, "test_failover_accounts.py": 54,
-    "test_cluster.py": 31, "test_loadgen.py": 28, "test_bridge_account_failover.py": 44,
+    # (test_bridge_account_failover.py: 44, and 12 s for its ``[etcd]`` run added 2026-12-08)
+    "test_cluster.py": 31, "test_loadgen.py": 28, "test_bridge_account_failover.py": 56,
     "test_datadir.py": 44, "test_accounts_money.py": 22, "test_journal_tools.py": 29,
     "test_accounts_money_kills.py": 20,
     "test_failover_secure.py": 40, "test_shardcount.py": 40, "test_redis_acl.py": 39,
@@ -73,6 +74,9 @@ MEASURED_S: dict[str, float] = {
     # the Kubernetes manifests' etcd members run for real (2026-12-08 02:34, load ~0.8):
     # 2.4 s of pytest, 1.8 s CPU with start-up and the three members
     "test_deploy_etcd.py": 2.4,
+    # a whole ``shardex up --coord etcd://`` cluster (2 tests, 2026-12-08 02:40, load ~4):
+    # 17-19 s of pytest wall, each test a cluster with two engine and two account replicas
+    "test_failover_etcd_accounts.py": 19,
     # fee tiers, alone on the shared box: wall (CPU) 22 s (6.4), 0.8 s (2), 1.2 s (1.8)
     "test_fees_live.py": 9, "test_fee_tiers.py": 1, "test_inproc_fees.py": 1.2,
     "test_move_live.py": 20,
