@@ -23,7 +23,7 @@ from shardex.client import Retry, audit_report
 from shardex.inproc import InProcCluster
 from shardex.wire.link import decode_link, encode_link
 from shardex.wire.protocol import LINK_FWD, LINK_SETTLE, packb
-from tests.support.inproc import plan, run_virtual
+from tests.support.inproc import Hold, plan, run_virtual
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,25 +50,6 @@ def test_link_payloads_carry_the_epoch_and_read_the_older_two_tuple_as_epoch_zer
     for bad in (packb((1,)), packb((1, 2, 3, 4)), packb(5)):
         with pytest.raises((ValueError, TypeError)):
             decode_link(bad)
-
-
-class HoldFrom:
-    """A shaper (``MemHub.shaper``) that keeps every message sent by ``sender`` (the old
-    leader's account-link socket) in the air while ``held``: sent before its pause, read
-    after it, as a pause between the deadline check and the send makes them."""
-
-    def __init__(self, sender: Any) -> None:
-        self.sender = sender
-        self.held = True
-
-    def now(self) -> float:
-        return 0.0
-
-    def due(self, sender: Any, peer: Any) -> float:  # noqa: ARG002 - the shaper's signature
-        return 0.0
-
-    def blocked(self, sender: Any, peer: Any) -> bool:  # noqa: ARG002
-        return self.held and sender is self.sender
 
 
 # (the frozen leader's role) → its link socket, the kind it sends late; the receiver's link
@@ -98,7 +79,10 @@ def _late_messages(role: str) -> Any:
             assert (await c.deposit("bob", "BTC", "2", ref="d2")).ok
             await cluster.until(lambda: 0 in _accounts(cluster).leader.linked, what="link up")
             hub = cluster.net.hub  # type: ignore[attr-defined]
-            hold = hub.shaper = HoldFrom(socket_of(old.leader))
+            # sent before its pause, read after it, as a pause between its deadline check and
+            # its send makes them
+            sock = socket_of(old.leader)
+            hold = hub.shaper = Hold(lambda sender, _: sender is sock, held=True)
             assert (await c.place(SYMBOL, "sell", "1", "100", account="bob", id="s1")).ok
             assert (await c.place(SYMBOL, "buy", "1", "100", account="alice", id="b1")).ok
             held = await cluster.until(lambda: _held(hub, kind, 2 if role == "accounts" else 1),
