@@ -287,3 +287,39 @@ class LinkEndpoint:
         """The peers owed our report now (each once, in peer order)."""
         owed, self.owed = self.owed, set()
         return sorted(owed)
+
+
+class EpochFence:
+    """The receiver's check of the sender's token (its lease epoch) on every link message: a
+    leader paused between its lease-deadline check and its send (GC, SIGSTOP, a preempted
+    thread) must not have its late messages applied once a newer leader of the same shard has
+    been heard from. ``high``: the highest epoch seen per sender shard; a message with a lower
+    one is refused, a higher one replaces it (0: a sender without replicas, or of an older
+    version). Refusing loses nothing: the link is sequenced, and what the current leader has
+    is re-sent on its next report. Not journaled (docs/account-link.md: the window left)."""
+
+    __slots__ = ("high", "logged")
+
+    def __init__(self) -> None:
+        self.high: dict[int, int] = {}
+        self.logged: set[tuple[int, int]] = set()  # (sender, epoch) refusals already logged
+
+    def admit(self, sender: int, epoch: int) -> bool:
+        """Whether a message of ``sender`` at ``epoch`` may be applied (one lookup and a
+        compare when the epoch is the one seen last, as it is on every message but a
+        leader change's)."""
+        high = self.high.get(sender, 0)
+        if epoch == high:
+            return True
+        if epoch > high:
+            self.high[sender] = epoch
+            return True
+        return False
+
+    def first_refusal(self, sender: int, epoch: int) -> bool:
+        """Whether this refusal of ``sender``'s ``epoch`` is its first (logged once per epoch)."""
+        key = (sender, epoch)
+        if key in self.logged:
+            return False
+        self.logged.add(key)
+        return True

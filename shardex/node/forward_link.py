@@ -15,7 +15,7 @@ from shardex.accounts.link import FORWARD, SETTLEMENT, LinkEndpoint
 from shardex.accounts.machines import ForwardRepair
 from shardex.net.recv import messages
 from shardex.node.link_port import LinkPort
-from shardex.wire.link import decode_link, encode_link
+from shardex.wire.link import decode_link
 from shardex.wire.protocol import LINK_FWD, LINK_HAVE, LINK_MARK, LINK_SETTLE, LINK_SYNC
 from shardex.wire.transport import send_frames
 
@@ -35,6 +35,7 @@ class ForwardLink:
     engines: list[Any]
     linked: set[int]
     tier_link: LinkPort
+    replica: Any  # a replicated leader's ``Replicator`` (its ``epoch``), else None
     counts: dict[str, int]
     out: list[tuple]
     reported: Callable[[Any], bool]  # whether this turn's poll reported a socket
@@ -49,7 +50,8 @@ class ForwardLink:
                            incoming=SETTLEMENT, in_sender=1, unacked=True)  # fmt: skip
         self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_FWD, LINK_SYNC),
                                   self.counts, ForwardRepair, limit,
-                                  ("engine shard", "forwards"))  # fmt: skip
+                                  ("engine shard", "forwards"),
+                                  lambda: self.replica.epoch if self.replica else 0)  # fmt: skip
 
     @property
     def haves(self) -> dict[int, int]:
@@ -67,17 +69,22 @@ class ForwardLink:
         return self.tier_link.end.unacked
 
     def from_engines(self) -> None:
+        """Settlements, HAVEs and MARKs from each engine shard's DEALER, bounded per wake-up;
+        a deposed leader's (an epoch below the highest seen from that shard) are dropped."""
         end = self.tier_link.end
+        admit = self.tier_link.admit
         check = self.machine.core.inbox.check
         for i, sock in enumerate(self.engines):
             for frames in messages(sock, 1_000, self.reported(sock)):
                 try:
                     kind, payload = frames
-                    sender, body = decode_link(payload)
-                    if sender != i:
+                    sender, body, epoch = decode_link(payload)
+                    if sender != i or type(epoch) is not int:
                         raise ValueError
                 except Exception:
                     self.counts["malformed"] += 1
+                    continue
+                if not admit(i, epoch):
                     continue
                 self.linked.add(i)
                 if kind == LINK_MARK:
@@ -108,7 +115,7 @@ class ForwardLink:
             self.counts["malformed"] += 1
             return
         sent = self.tier_link.end.gates[i].sent
-        if not self._transmit(i, [LINK_MARK, encode_link(self.cfg.index, (token, sent))]):
+        if not self._transmit(i, [LINK_MARK, self.tier_link.payload((token, sent))]):
             self.counts["unsent"] += 1
 
     def _settle(self, i: int, msg: tuple) -> None:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shardex.accounts.link import LinkEndpoint
+from shardex.accounts.link import EpochFence, LinkEndpoint
 from shardex.journal import Journal, JournalError
 from shardex.node.ring import JOURNAL_READ_BUDGET
 from shardex.wire.link import encode_link
@@ -42,10 +42,15 @@ class LinkPort:
         repair: Callable[[int, Callable[[int], Any]], Any],
         limit: int,
         names: tuple[str, str],
+        epoch: Callable[[], int] = lambda: 0,
     ) -> None:
         """``kinds``: (data, report); ``names``: how logs name a peer and its messages
-        (``("account shard", "settlements")``)."""
+        (``("account shard", "settlements")``); ``epoch``: our lease epoch, stamped on every
+        message (0: not replicated). ``fence`` judges the peers' epochs (``admit``)."""
         self.end = end
+        self.epoch = epoch
+        self.fence = EpochFence()
+        counts["stale_epoch"] = 0
         self.index = index
         self.transmit = transmit
         self.data, self.report_kind = kinds
@@ -59,14 +64,31 @@ class LinkPort:
         the forwards or settlements counted, how well the link batches); dropped and counted
         ``unsent`` when it cannot leave (peer unknown, not connected, pipe full): its next
         report repairs."""
-        if self.transmit(peer, [self.data, encode_link(self.index, msgs)]):
+        if self.transmit(peer, [self.data, self.payload(msgs)]):
             self.counts["messages"] += 1
         else:
             self.counts["unsent"] += len(msgs)
 
     def report(self, peer: int, have: int) -> bool:
         """Tell ``peer`` the last of its messages we applied (``have``); False: not sent."""
-        return self.transmit(peer, [self.report_kind, encode_link(self.index, have)])
+        return self.transmit(peer, [self.report_kind, self.payload(have)])
+
+    def payload(self, body: Any) -> bytes:
+        """A link message's payload from us: our shard, ``body`` and our epoch."""
+        return encode_link(self.index, body, self.epoch())
+
+    def admit(self, peer: int, epoch: int) -> bool:
+        """Whether ``peer``'s message at ``epoch`` may be read (``EpochFence``); one of a
+        deposed leader of ``peer`` is dropped, counted ``stale_epoch`` and logged once per
+        epoch."""
+        if self.fence.admit(peer, epoch):
+            return True
+        self.counts["stale_epoch"] += 1
+        if self.fence.first_refusal(peer, epoch):
+            log.warning("refused link messages of %s %d at epoch %d: a newer leader of it "
+                        "(epoch %d) was heard from", self.peer_name, peer, epoch,
+                        self.fence.high[peer])  # fmt: skip
+        return False
 
     def answer(self, now: float, released: int | None, ring: Ring, journal: Any) -> None:
         """After the group commit: re-send what each report read since the last answer calls

@@ -36,7 +36,6 @@ from typing import Any
 
 from shardex.accounts.ledger import account_shard_for
 from shardex.engine.codes import OP_CANCEL, STATE_UNKNOWN
-from shardex.wire.link import encode_link
 from shardex.wire.protocol import LINK_MARK
 
 MAX_PARKED = 10_000  # requests parked at once; past it a cancel runs (and is refused) at once
@@ -191,7 +190,7 @@ class ParkedCancels:
         if parked is None or not parked.ask:
             return
         token, peers = parked.take_ask()
-        payload = encode_link(self.cfg.index, token)
+        payload = self.tier_link.payload(token)  # (stamped with our epoch)
         for j in peers:
             if not self.tier_link.transmit(j, [LINK_MARK, payload]):
                 self.link_counts["unsent"] += 1

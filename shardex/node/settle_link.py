@@ -38,6 +38,7 @@ class SettlementLink:
     alink: Any
     account_peers: dict[int, bytes]
     tier_link: LinkPort
+    replica: Any  # a replicated leader's ``Replicator`` (its ``epoch``), else None
     repl_settle: Any
     link_counts: dict[str, int]
     malformed: int
@@ -57,7 +58,8 @@ class SettlementLink:
                            width=3, answers=True)  # fmt: skip
         self.tier_link = LinkPort(end, cfg.index, self._transmit, (LINK_SETTLE, LINK_HAVE),
                                   self.link_counts, SettlementRepair, limit,
-                                  ("account shard", "settlements"))  # fmt: skip
+                                  ("account shard", "settlements"),
+                                  lambda: self.replica.epoch if self.replica else 0)  # fmt: skip
 
     @property
     def syncs(self) -> dict[int, int]:
@@ -77,20 +79,21 @@ class SettlementLink:
         end = self.tier_link.end
         verdict = self.core.engine.forward_verdict
         counts = self.link_counts
+        admit = self.tier_link.admit
         # (with the sender's key: ``_sender_ok``)
         for frames, user in messages_user(sock, 10_000, self.reported(sock)):
             try:
                 if len(frames) != 3:
                     raise ValueError("frame count")
                 ident, kind, payload = frames
-                j, body = decode_link(payload)
-                if type(j) is not int or not 0 <= j < self.cfg.accounts:
+                j, body, epoch = decode_link(payload)
+                if type(j) is not int or not 0 <= j < self.cfg.accounts or type(epoch) is not int:
                     raise ValueError(f"account shard {j!r}")
             except Exception:
                 self.malformed += 1
                 continue
-            if not self._sender_ok(j, ident, user):
-                continue
+            if not self._sender_ok(j, ident, user) or not admit(j, epoch):
+                continue  # (a deposed leader's: nor is its routing id where settlements go)
             self.account_peers[j] = ident
             if kind == LINK_SYNC:
                 if type(body) is int and body >= 0:

@@ -77,7 +77,7 @@ def _settlements(inbox: Iterable[tuple[Any, list[bytes]]]) -> tuple[int | None, 
         if len(frames) != 2 or frames[0] != LINK_SETTLE:
             continue
         try:
-            sender, body = decode_link(frames[1])
+            sender, body, _ = decode_link(frames[1])
         except Exception:  # noqa: BLE001, S112 - malformed: the node counts it, we skip it
             continue
         if type(sender) is int:
@@ -111,7 +111,7 @@ class ReportWatch:
         if len(msg) != 2 or msg[0] != LINK_SYNC or sock.kind != zmq.DEALER:
             return
         try:
-            _, have = decode_link(msg[1])
+            _, have, _ = decode_link(msg[1])
         except Exception:  # noqa: BLE001 - not a SYNC we can read: the engine shard judges it
             return
         if type(have) is not int:

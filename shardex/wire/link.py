@@ -4,9 +4,12 @@ account link).
 
 - HELLO: a node's registration with each router, ``(OP_HELLO, info map)``, sent every second
   on ``["", "HELLO", hello]`` and once on ``["", NOT_LEADER, hello]`` by a fenced leader.
-- Link messages of the engine ⇄ account link: ``[kind, (sender shard, body)]`` with kind
-  ``LINK_FWD`` / ``LINK_SYNC`` (account → engine shard) or ``LINK_SETTLE`` / ``LINK_HAVE``
-  (engine → account shard).
+- Link messages of the engine ⇄ account link: ``[kind, (sender shard, body, epoch)]`` with
+  kind ``LINK_FWD`` / ``LINK_SYNC`` (account → engine shard), ``LINK_SETTLE`` / ``LINK_HAVE``
+  (engine → account shard) or ``LINK_MARK`` (both ways). ``epoch``: the sending leader's lease
+  epoch, so the receiver can refuse a deposed leader's late messages (``accounts.link_fence``);
+  at epoch 0 (no replicas) the message is the older ``(sender shard, body)``, which decodes
+  as epoch 0 (what mixing versions means: docs/account-link.md).
 """
 
 from __future__ import annotations
@@ -22,14 +25,19 @@ def encode_hello(info: dict[str, Any]) -> bytes:
     return packb((OP_HELLO, info))
 
 
-def encode_link(sender: int, body: Any) -> bytes:
-    """One link message's payload: the sender's shard index and the body (a list of
-    forwards or settlements, or one seq for SYNC / HAVE)."""
-    return packb((sender, body))
+def encode_link(sender: int, body: Any, epoch: int = 0) -> bytes:
+    """One link message's payload: the sender's shard index, the body (a list of forwards
+    or settlements, or one seq for SYNC / HAVE) and the sender's lease epoch (0: not
+    replicated, sent as the older 2-tuple that every version reads)."""
+    return packb((sender, body, epoch) if epoch else (sender, body))
 
 
-def decode_link(payload: bytes) -> tuple[Any, Any]:
-    """``(sender, body)`` of a link message's payload; raises on anything else (the caller
-    counts it malformed). The sender and the body are not checked here."""
-    sender, body = unpackb(payload)
-    return sender, body
+def decode_link(payload: bytes) -> tuple[Any, Any, Any]:
+    """``(sender, body, epoch)`` of a link message's payload (a 2-tuple, from an unreplicated
+    sender or an older version: epoch 0); raises on anything else (the caller counts it
+    malformed). The sender, the body and the epoch are not checked here."""
+    msg = unpackb(payload)
+    if len(msg) == 2:
+        return msg[0], msg[1], 0
+    sender, body, epoch = msg
+    return sender, body, epoch

@@ -423,6 +423,9 @@ def decode_batch(data: bytes, width: int) -> list[bytes] | None:
 # HAVE makes j re-send its forwards after the given seq. Both sides skip duplicates and refuse
 # gaps by (seq, prev) (``shardex.accounts.link``), so every message is applied exactly once.
 # A MARK's answer follows on j's link every forward j sent before it (``shardex.node.parked``).
+# A replicated leader appends its lease epoch to every payload, ``(j, body, epoch)`` (``wire.link``;
+# the 2-tuple is epoch 0); the receiver drops one below the highest epoch it has seen from that
+# shard (``accounts.link.EpochFence``, docs/account-link.md).
 # ---------------------------------------------------------------------------------------------
 
 OP_DEPOSIT = 30

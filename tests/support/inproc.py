@@ -67,3 +67,23 @@ def run_virtual(p: Plan, body: Callable[[InProcCluster], Awaitable[Any]], store:
             return await body(cluster)
 
     return loop_run(main(), clock)
+
+
+class Hold:
+    """A ``MemHub.shaper`` (the in-memory transport's air) that keeps the messages
+    ``holds(sender socket, receiving socket)`` picks in the air while ``held``, everything
+    else landing at once; ``hub.release(0.0)`` lands the held ones once ``held`` is False. A
+    test uses it to make an order of arrival happen on purpose (a message read late)."""
+
+    def __init__(self, holds: Callable[[Any, Any], bool], held: bool = False) -> None:
+        self.holds = holds
+        self.held = held
+
+    def now(self) -> float:
+        return 0.0
+
+    def due(self, sender: Any, peer: Any) -> float:  # noqa: ARG002 - the shaper's signature
+        return 0.0
+
+    def blocked(self, sender: Any, peer: Any) -> bool:
+        return self.held and self.holds(sender, peer)

@@ -35,6 +35,9 @@ MEASURED_S: dict[str, float] = {
     # (2026-12-08 00:12): 0.8 s of pytest, three in-process clusters (one waits out a 0.3 s
     # parking deadline) and the pure queue
     "test_inproc_cancel_race.py": 1.0,
+    # a deposed leader's late link messages refused by their epoch (2026-12-08 03:07, load
+    # ~8): 1.2 s of pytest, two replicated in-process clusters in virtual time
+    "test_inproc_link_epoch.py": 1.3,
     # bench/overload.py's CPU per order from /proc (2026-12-08 00:05): 0.4 s of pytest (50 ms
     # of it burnt on purpose)
     "test_bench_overload_cpu.py": 0.4,

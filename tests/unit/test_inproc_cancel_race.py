@@ -17,34 +17,16 @@ import pytest
 
 from shardex.inproc import InProcCluster
 from shardex.node.parked import Parked
-from tests.support.inproc import plan, run
+from tests.support.inproc import Hold, plan, run
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class HoldLink:
-    """A shaper that keeps every message toward ``target`` (the engine shard's account-link
-    socket) in the air while ``held``; everything else lands at once."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.held = False
-
-    def now(self) -> float:
-        return 0.0
-
-    def due(self, sender: Any, peer: Any) -> float:  # noqa: ARG002 - the shaper's signature
-        return 0.0
-
-    def blocked(self, sender: Any, peer: Any) -> bool:  # noqa: ARG002
-        return self.held and peer is self.target
 
 
 def _cancel_after_ok(held_forward: bool, release: bool = True):
     async def body(cl: InProcCluster) -> tuple[Any, Any, int, dict[str, int], bool]:
         engine = cl.engines[0]
         hub = cl.net.hub  # type: ignore[attr-defined]
-        hold = HoldLink(engine.alink)
+        hold = Hold(lambda _, peer: peer is engine.alink)  # the link toward the engine shard
         hub.shaper = hold
         engine.parked.wait = 0.3  # (the deadline: ``PARK_DEADLINE_S`` is for real links)
         async with cl.client(timeout=5) as c:
