@@ -47,7 +47,7 @@ from tests.support.failover_accounts import (
     _fund,
     account_leader_fails_over,
 )
-from tests.support.ports import free_port, listening
+from tests.support.ports import free_layout, free_port, listening
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -344,12 +344,12 @@ def test_accounts_replicas_2_connects_to_both_replicas_links(tmp_path: Path, mon
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(accounts_mod, "run_accounts", lambda cfg: seen.setdefault("cfg", cfg))
+    layout = free_layout(2, accounts=1)  # (its metrics port is bound: 20000 once was taken)
     result = CliRunner().invoke(main, [
         "accounts", "--shard", "0", "--shards", "1", "--engines", "2", "--insecure",
-        "--replicas", "2", "--base-port", "20000",
+        "--replicas", "2", "--base-port", str(layout.base_port),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    layout = Layout("127.0.0.1", 20000, 2, accounts=1)
     assert seen["cfg"].engine_links == [
         f"{layout.account_link(i)}+{layout.replica_account_link(i, 1)}" for i in range(2)
     ]
