@@ -15,7 +15,17 @@ from shardex.auth import KeyStore
 from shardex.coord.skew import check_store_clock
 from shardex.health import HEALTH, standby_probe
 from shardex.journal import OS_DISK, Disk, Journal
-from shardex.lease import Connect, Lease, LeaseLost, LeaseTiming, check_access, connect
+from shardex.lease import (
+    LOOP_STALL_S,
+    MARGIN,
+    Connect,
+    Lease,
+    LeaseLost,
+    LeaseTiming,
+    check_access,
+    connect,
+)
+from shardex.leasekeeper import KeeperHandle, keeper_mode
 from shardex.node.failstop import JournalFailStop
 from shardex.node.leader import Replicator
 from shardex.node.rejoin import cut_before_recovery, snapshot_cadence
@@ -84,6 +94,14 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     timing = LeaseTiming.of(cfg.lease_ms)
     lease = Lease(r, cfg.index, node, repl_advertised, timing.ttl_ms, timing.renew_ms,
                   name=None if role == "shard" else f"{role}-{cfg.index}")  # fmt: skip
+    try:
+        keeper = keeper_mode()  # (``SHARDEX_LEASE_KEEPER``)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if redis is connect and keeper == "process":  # (a store injected for tests: the thread)
+        lease.use_keeper(KeeperHandle(redis_url, cfg.keys_dir, lease.name, lease.label,
+                                      lease.ttl_ms, timing.renew_ms, MARGIN,
+                                      LOOP_STALL_S))  # fmt: skip
     journal, engine = recover_replica(cfg, machine, check, lease=lease)
     stop = StopFlag.install()
     # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
