@@ -312,7 +312,7 @@ class Lease:
         token (the thread then ends); False with no keeper or one not yet connected."""
         if self.keeper is None or self.value is None or not self.keeper.ready():
             return False
-        self._kept = self.keeper.take(self.value, self.last_renew, self._beat())
+        self._kept = self.keeper.take(self.value, self.last_renew, self._beat(), self.epoch)
         if self._kept:
             log.info("lease %s: renewed by its keeper process (pid %d) from now on",
                      self.label, self.keeper.proc.pid)  # fmt: skip

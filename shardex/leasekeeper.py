@@ -100,17 +100,19 @@ class KeeperCore:
     stall_s: float
     label: str
     token: Any = None
+    epoch: int = 0
     gen: float = 0.0
     planned: float = 0.0
     stalled: bool = False
     stats: RenewStats = field(default_factory=RenewStats)
 
-    def take(self, gen: float, token: Any, sent: float) -> None:
+    def take(self, gen: float, token: Any, sent: float, epoch: int = 0) -> None:
         """Renew ``token`` from now on; ``sent``: the send time of its last renew/acquire."""
         self.slots.put(VALID, 0.0)
         self.slots.put(GEN, gen)  # (after VALID: see the module docstring)
         self.slots.put(STATE, RENEWING)
         self.token, self.gen, self.planned, self.stalled = token, gen, sent + self.renew_s, False
+        self.epoch = epoch
         self.stats = RenewStats()
         self.stats.granted(sent)
 
@@ -152,6 +154,9 @@ class KeeperCore:
             self.token = None
             return "lost"
         self.slots.put(VALID, deadline_after(sent, self.ttl_ms, self.margin))
+        if self.stats.renews == 1:  # (as the thread logs it: a new leader's first renew)
+            log.info("lease %s epoch %d: first renew after taking it %.1f ms late", self.label,
+                     self.epoch, max(0.0, sent - planned) * 1000)  # fmt: skip
         return "renewed"
 
 
@@ -204,11 +209,11 @@ class KeeperHandle:
         except (OSError, ValueError):  # (dead keeper: the leader notices via ``alive``)
             return False
 
-    def take(self, token: Any, sent: float, beat: float) -> bool:
+    def take(self, token: Any, sent: float, beat: float, epoch: int = 0) -> bool:
         """Hand the keeper the lease's ``token`` (last renewed/acquired at ``sent``)."""
         self.gen += 1
         self.beat(beat)
-        return self._send({"gen": self.gen, "token": token, "sent": sent})
+        return self._send({"gen": self.gen, "token": token, "sent": sent, "epoch": epoch})
 
     def stop(self, wait_s: float = 1.0) -> None:
         """Stop renewing; wait up to ``wait_s`` for the keeper to say so (it logs its renewals'
@@ -262,7 +267,7 @@ def _command(core: KeeperCore, line: bytes) -> None:
     if msg.get("stop"):
         core.stop()
     else:
-        core.take(msg["gen"], msg["token"], msg["sent"])
+        core.take(msg["gen"], msg["token"], msg["sent"], msg.get("epoch", 0))
 
 
 def main(argv: list[str]) -> int:
