@@ -172,7 +172,28 @@ def _child_setup() -> None:
         pass
 
 
-class KeeperHandle:
+class KeeperView:
+    """What the leader reads and writes in the shared page (``KeeperHandle``; a test's
+    in-process keeper shares it): its heartbeat out, the keeper's deadline and verdict in."""
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+        self.gen = 0.0  # the generation of the token last handed over
+
+    def beat(self, now: float) -> None:
+        self.slots.put(BEAT, now)
+
+    def valid_until(self) -> float:
+        """The keeper's deadline for the current token (0.0: none yet)."""
+        if self.slots.get(GEN) != self.gen:  # (read first: see the module docstring)
+            return 0.0
+        return self.slots.get(VALID)
+
+    def lost(self) -> bool:
+        return self.slots.get(GEN) == self.gen and self.slots.get(STATE) == LOST
+
+
+class KeeperHandle(KeeperView):
     """The leader's handle on its keeper process: the shared page and the keeper's stdin."""
 
     def __init__(self, url: str, keys_dir: str | None, name: str, label: str, ttl_ms: int,
@@ -180,7 +201,7 @@ class KeeperHandle:
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryFile(dir=shm) as f:  # (unlinked: nothing left after a kill)
             f.truncate(SIZE)
-            self.slots = Slots(f.fileno())
+            super().__init__(Slots(f.fileno()))
             cfg = {"url": url, "keys_dir": keys_dir, "name": name, "label": label,
                    "ttl_ms": ttl_ms, "renew_ms": renew_ms, "margin": margin,
                    "stall_s": stall_s, "fd": f.fileno()}  # fmt: skip
@@ -188,7 +209,6 @@ class KeeperHandle:
                 [sys.executable, "-m", "shardex.leasekeeper", json.dumps(cfg)],
                 stdin=subprocess.PIPE, pass_fds=(f.fileno(),), preexec_fn=_child_setup,
             )  # fmt: skip
-        self.gen = 0.0
 
     def ready(self) -> bool:
         """Connected and waiting for a token (or renewing one)."""
@@ -196,9 +216,6 @@ class KeeperHandle:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def beat(self, now: float) -> None:
-        self.slots.put(BEAT, now)
 
     def _send(self, msg: dict[str, Any]) -> bool:
         try:
@@ -223,15 +240,6 @@ class KeeperHandle:
         end = time.monotonic() + wait_s
         while self.alive() and self.slots.get(STATE) == RENEWING and time.monotonic() < end:
             time.sleep(0.005)
-
-    def valid_until(self) -> float:
-        """The keeper's deadline for the current token (0.0: none yet)."""
-        if self.slots.get(GEN) != self.gen:  # (read first: see the module docstring)
-            return 0.0
-        return self.slots.get(VALID)
-
-    def lost(self) -> bool:
-        return self.slots.get(GEN) == self.gen and self.slots.get(STATE) == LOST
 
     def close(self) -> None:
         if self.proc.stdin is not None:
