@@ -277,6 +277,9 @@ class Lease:
             return  # (its keeper process renews: the loop's ticks reach it through ``tick``)
         if self._stop_renewer is not None and not self._stop_renewer.is_set():
             return  # (already renewing since the take: the loop's beat from now on)
+        if self._hand_to_keeper():
+            return  # (a connected keeper takes it at once: a thread's wake-up, late in a
+            # busy promotion, would set the keeper's first renew)
         stop = self._stop_renewer = threading.Event()
         mono = self.clock.monotonic
 
