@@ -33,6 +33,9 @@ Safety argument (why the old leader has stopped before anyone can take over):
    because Redis is slow or down leaves the deadline where it was: stalls, never extends).
    Renewals run in a thread of their own (``start_renewer``) so that a busy shard loop does
    not lose the lease; that changes who sends the renew, not how the deadline is computed.
+   The same holds for a keeper process (``shardex.leasekeeper``, opt-in): it computes each
+   renew's deadline by the same rule and the leader takes the later of its own and the
+   keeper's, each one earned by a renew's send time.
    (In the simulator there is no thread: the node's own turn renews, ``tick``; same rule.)
 5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
    a write is acked only once every in-sync standby has it (high watermark), the promoted
