@@ -25,6 +25,7 @@ import redis
 
 from shardex.lease import Lease, connect
 from tests.support.redis import RedisServer
+from tests.support.wait import wait_until
 
 BOUND_S = 30.0
 KEY = "shardex:lease:0"
@@ -55,16 +56,6 @@ class Holder:
             if cond(msg):
                 return msg
         raise AssertionError("the holder never said it")
-
-
-def _until(cond: Callable[[], bool]) -> bool:
-    """Whether ``cond`` became true within ``BOUND_S`` (each call may act: called until)."""
-    end = time.monotonic() + BOUND_S
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _gone(pid: int) -> bool:
@@ -101,8 +92,8 @@ def test_kill_of_the_holder_takes_its_keeper(redis_url: str, holder: tuple[Holde
     r = redis.Redis.from_url(redis_url)
     h.proc.kill()
     h.proc.wait()
-    assert _until(lambda: _gone(keeper)), "the keeper outlived its leader"
-    assert _until(lambda: r.get(KEY) is None), "the lease is still renewed"
+    wait_until(lambda: _gone(keeper), BOUND_S, "the keeper outlived its leader")
+    wait_until(lambda: r.get(KEY) is None, BOUND_S, "the lease is still renewed")
 
 
 def test_stopped_holder_loses_the_lease_and_resumes_fenced(
@@ -112,7 +103,7 @@ def test_stopped_holder_loses_the_lease_and_resumes_fenced(
     other = Lease(connect(redis_url), 0, "other", "tcp://127.0.0.1:2", 400, 75, thread=False)
     os.kill(h.proc.pid, signal.SIGSTOP)
     try:
-        assert _until(lambda: other.try_acquire(0, 0)[0] > 0), "the lease never came free"
+        wait_until(lambda: other.try_acquire(0, 0)[0] > 0, BOUND_S, "the lease never came free")
     finally:
         os.kill(h.proc.pid, signal.SIGCONT)
     resumed = h.expect(lambda m: "resumed" in m)

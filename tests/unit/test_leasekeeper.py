@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,18 +35,10 @@ from shardex.leasekeeper import (
     keeper_mode,
 )
 from shardex.sim.store import SimStore
+from tests.support.wait import wait_until
 
 TTL_MS, RENEW_MS, STALL_S = 300, 56, 0.5
 BOUND_S = 20.0  # how long a waited-for event may take (polled; never reached)
-
-
-def _until(cond: Callable[[], bool]) -> bool:
-    end = time.monotonic() + BOUND_S
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 class TwinKeeper(KeeperView):
@@ -163,7 +154,7 @@ def _hand_over(w: SimpleNamespace) -> TwinKeeper:
     twin = TwinKeeper(w.core)
     w.lease.use_keeper(twin)  # type: ignore[arg-type]
     w.lease.start_renewer(w.clock.monotonic, STALL_S)
-    assert _until(lambda: w.lease._kept), "the thread never handed over"
+    wait_until(lambda: w.lease._kept, BOUND_S, "the thread never handed over")
     assert w.core.token == w.lease.value
     return twin
 
@@ -211,7 +202,7 @@ def test_dead_keeper_hands_back_to_the_thread(world: SimpleNamespace) -> None:
     w.clock.advance(RENEW_MS / 1000)
     w.lease.tick(w.clock.monotonic())
     assert w.lease.keeper is None and not w.lease._kept
-    assert _until(lambda: any(t.name == "lease-0" for t in threading.enumerate()))
+    wait_until(lambda: any(t.name == "lease-0" for t in threading.enumerate()), BOUND_S)
     renews = w.lease.stats.renews
-    assert _until(lambda: w.lease.stats.renews > renews), "the thread does not renew"
+    wait_until(lambda: w.lease.stats.renews > renews, BOUND_S, "the thread does not renew")
     w.lease.release()
