@@ -33,6 +33,9 @@ Safety argument (why the old leader has stopped before anyone can take over):
    because Redis is slow or down leaves the deadline where it was: stalls, never extends).
    Renewals run in a thread of their own (``start_renewer``) so that a busy shard loop does
    not lose the lease; that changes who sends the renew, not how the deadline is computed.
+   The same holds for a keeper process (``shardex.leasekeeper``, opt-in): it computes each
+   renew's deadline by the same rule and the leader takes the later of its own and the
+   keeper's, each one earned by a renew's send time.
    (In the simulator there is no thread: the node's own turn renews, ``tick``; same rule.)
 5. Independently of clocks, a deposed leader can never *ack a write* the new leader lacks:
    a write is acked only once every in-sync standby has it (high watermark), the promoted
@@ -68,6 +71,7 @@ from prometheus_client import Gauge, Histogram
 from shardex.clock import REAL, Clock
 from shardex.coord.base import Holder, parse_holder
 from shardex.coord.connect import check_access, connect, lease_store
+from shardex.leasekeeper import KeeperHandle, deadline_after
 from shardex.leasetime import DEFAULT_LEASE_MS, LeaseTiming, RenewStats
 
 __all__ = [
@@ -160,6 +164,16 @@ class Lease:
         # when the leader's loop takes over from the promotion that started the thread
         self._beat: Callable[[], float] = self.clock.monotonic
         self._first = False  # the next renew is the first since an acquire (logged)
+        # a keeper process that renews instead of the thread (``use_keeper``,
+        # ``shardex.leasekeeper``); ``_kept``: it renews the current token
+        self.keeper: KeeperHandle | None = None
+        self._kept = False
+        self._keeper_looked = 0.0
+
+    def use_keeper(self, keeper: KeeperHandle) -> None:
+        """Renew through ``keeper`` (a process: no GIL shared with the loop) once it is
+        connected; until then, and if it dies, the renewer thread renews (``start_renewer``)."""
+        self.keeper = keeper
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -195,7 +209,7 @@ class Lease:
         return epoch, why
 
     def _granted(self, t0: float) -> None:
-        self.deadline = t0 + self.ttl_ms / 1000 * (1 - self.margin)
+        self.deadline = deadline_after(t0, self.ttl_ms, self.margin)
         self.last_renew = t0
         if self.stats.last_ok is None:
             self.stats.granted(t0)
@@ -203,6 +217,8 @@ class Lease:
     def valid(self, now: float | None = None) -> bool:
         """Whether we may still act as leader (monotonic clock, local deadline)."""
         t = self.clock.monotonic() if now is None else now
+        if self._kept and self.keeper is not None:  # (the keeper's deadline, if later)
+            self.deadline = max(self.deadline, self.keeper.valid_until())
         return self.value is not None and t < self.deadline
 
     def due(self, now: float) -> bool:
@@ -260,8 +276,13 @@ class Lease:
         the leader's loop then calls this again with its own beat, which only rebinds it
         (one thread per lease, its cadence unbroken)."""
         self._beat = loop_beat
+        if self._kept:
+            return  # (its keeper process renews: the loop's ticks reach it through ``tick``)
         if self._stop_renewer is not None and not self._stop_renewer.is_set():
             return  # (already renewing since the take: the loop's beat from now on)
+        if self._hand_to_keeper():
+            return  # (a connected keeper takes it at once: a thread's wake-up, late in a
+            # busy promotion, would set the keeper's first renew)
         stop = self._stop_renewer = threading.Event()
         mono = self.clock.monotonic
 
@@ -269,7 +290,7 @@ class Lease:
             stalled = False
             planned = self.last_renew + self.renew_s
             while not stop.wait(max(0.0, planned - mono())):
-                if self.value is None:
+                if self.value is None or self._hand_to_keeper():
                     break
                 if mono() - self._beat() > stall_s:
                     if not stalled:
@@ -292,8 +313,40 @@ class Lease:
 
         threading.Thread(target=run, name=f"lease-{self.name}", daemon=True).start()
 
+    def _hand_to_keeper(self) -> bool:
+        """The renewer thread's hand-off: True once the keeper process renews the current
+        token (the thread then ends); False with no keeper or one not yet connected."""
+        if self.keeper is None or self.value is None or not self.keeper.ready():
+            return False
+        self._kept = self.keeper.take(self.value, self.last_renew, self._beat(), self.epoch)
+        if self._kept:
+            log.info("lease %s: renewed by its keeper process (pid %d) from now on",
+                     self.label, self.keeper.proc.pid)  # fmt: skip
+        return self._kept
+
+    def _watch_keeper(self, now: float) -> None:
+        """With a keeper renewing: pass it the loop's heartbeat, raise what it learned, and
+        once a renew period, see that it lives (a dead one: the thread renews again)."""
+        keeper = self.keeper
+        if keeper is None or not self._kept:
+            return
+        keeper.beat(now)
+        if keeper.lost():
+            self.value, self.deadline, self._kept = None, 0.0, False
+            self.lost = LeaseLost(f"lease of {self.label} epoch {self.epoch} is no longer ours")
+        elif now - self._keeper_looked >= self.renew_s:
+            self._keeper_looked = now
+            if not keeper.alive():
+                log.error("ALERT lease %s: its keeper process died (exit %s): renewing from "
+                          "the leader's thread again", self.label,
+                          keeper.proc.returncode)  # fmt: skip
+                self.valid(now)  # (keep the keeper's last deadline)
+                self.keeper, self._kept = None, False
+                self.start_renewer(self._beat)
+
     def check(self) -> None:
-        """Raise what the renewer thread learned: Redis says the lease is not ours."""
+        """Raise what the renewer thread (or keeper) learned: Redis says the lease is not
+        ours."""
         if self.lost is not None:
             raise self.lost
 
@@ -303,6 +356,7 @@ class Lease:
         period has passed (raises LeaseLost when Redis says the lease is not ours). The
         deadline is computed the same way either way (``renew``)."""
         if self.thread:
+            self._watch_keeper(now)
             self.check()
         elif self.due(now):
             self.renew(self.last_renew + self.renew_s)
@@ -326,6 +380,9 @@ class Lease:
         """Give the lease up now (clean shutdown: the standby need not wait for the expiry)."""
         if self._stop_renewer is not None:
             self._stop_renewer.set()
+        if self.keeper is not None and self._kept:
+            self.keeper.stop()  # (its renews of a released token would fail anyway)
+            self._kept = False
         if self.value is None:
             return
         if self.stats.renews:

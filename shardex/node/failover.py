@@ -15,7 +15,17 @@ from shardex.auth import KeyStore
 from shardex.coord.skew import check_store_clock
 from shardex.health import HEALTH, standby_probe
 from shardex.journal import OS_DISK, Disk, Journal
-from shardex.lease import Connect, Lease, LeaseLost, LeaseTiming, check_access, connect
+from shardex.lease import (
+    LOOP_STALL_S,
+    MARGIN,
+    Connect,
+    Lease,
+    LeaseLost,
+    LeaseTiming,
+    check_access,
+    connect,
+)
+from shardex.leasekeeper import KeeperHandle, keeper_mode
 from shardex.node.failstop import JournalFailStop
 from shardex.node.leader import Replicator
 from shardex.node.rejoin import cut_before_recovery, snapshot_cadence
@@ -84,6 +94,8 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     timing = LeaseTiming.of(cfg.lease_ms)
     lease = Lease(r, cfg.index, node, repl_advertised, timing.ttl_ms, timing.renew_ms,
                   name=None if role == "shard" else f"{role}-{cfg.index}")  # fmt: skip
+    if redis is connect:  # (a store injected for tests: the thread renews)
+        _keeper(lease, redis_url, cfg.keys_dir, timing)
     journal, engine = recover_replica(cfg, machine, check, lease=lease)
     stop = StopFlag.install()
     # The leader runs with the cyclic GC off (``tune_gc``); so does the standby, for the same
@@ -104,6 +116,19 @@ def stand_by(cfg: Any, role: str, replica: int, redis_url: str, repl_advertised:
     if gc_off:  # the books built while following: frozen now (O(1)), so the ``gc.collect`` of
         gc.freeze()  # the leader's set-up scans nothing big (it cost 20–60 ms of the failover)
     return promotion(standby, stop)
+
+
+def _keeper(lease: Lease, redis_url: str, keys_dir: str | None, timing: LeaseTiming) -> None:
+    """With ``SHARDEX_LEASE_KEEPER=process``: a keeper process renews the lease once this
+    replica leads (``shardex.leasekeeper``), started now so that it is connected by then."""
+    try:
+        mode = keeper_mode()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if mode == "process":
+        lease.use_keeper(KeeperHandle(redis_url, keys_dir, lease.name, lease.label,
+                                      lease.ttl_ms, timing.renew_ms, MARGIN,
+                                      LOOP_STALL_S))  # fmt: skip
 
 
 def recover_replica(cfg: Any, machine: Any = None, check: Callable[[Any], None] | None = None,

@@ -28,6 +28,11 @@ MEASURED_S: dict[str, float] = {
     # a promoted standby renews from the take (2026-12-07 23:10): 0.8 s of pytest (threads
     # renewing every 56 ms, a simulated store)
     "test_lease_promotion.py": 0.8,
+    # the lease keeper's decisions in-process (2026-12-08 02:50, load ~12): 2.1 s of pytest
+    # (a simulated store, threads handing over every 56 ms); its processes, the chaos tier:
+    # 9 s (three holders, each with a keeper process, and a Redis)
+    "test_leasekeeper.py": 2.1,
+    "test_lease_keeper.py": 9.0,
     # a request of orders (and a link read of settlements) with the machine's rings filled
     # once (2026-12-07 23:30): 2.1 s with an in-process cluster
     "test_account_order_batch.py": 2.2,

@@ -48,6 +48,14 @@ PENDING: set[str] = set()
 
 # (module, function, what) → why it may read the time itself.
 ALLOWED = {
+    ("leasekeeper.py", "KeeperHandle.stop", "time.monotonic"):
+        "a leader's bounded wait at release for its keeper process to stop: only with "
+        "SHARDEX_LEASE_KEEPER=process, which a simulated lease (thread=False) never uses",
+    ("leasekeeper.py", "KeeperHandle.stop", "time.sleep"):
+        "the same wait's poll: a real keeper process only",
+    ("leasekeeper.py", "main", "time.monotonic"):
+        "the keeper process's own loop (a process of its own, never on the simulator's path; "
+        "its decisions, KeeperCore, take the time as an argument)",
     ("node/sequenced.py", "SequencedNode.turn", "time.sleep"):
         "a fenced leader's back-off between turns in its own process (``not "
         "zmq.in_process``); a node sharing its process (the in-memory scheduler) never sleeps",
