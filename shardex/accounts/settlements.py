@@ -136,8 +136,9 @@ class Settlements(Ledger):
         fee = self._charge(acct, oid, o, maker, pair, notional, ref, out)
         quote_asset, base_asset = pair.quote, pair.base
         flow = self.flow  # (``_flow``, ``_bal`` and ``_cell``, inline: per side of a trade)
-        # (the account has cells: its order's hold made its held asset's at least)
-        cells = self.balances[acct]
+        cells = self.balances.get(acct)  # (its order's hold made one at least)
+        if cells is None:
+            cells = self.balances[acct] = {}
         if o.side == BUY:  # (a cell it makes is made in ``_cell``'s order: quote, then base)
             q = cells.get(quote_asset) or cells.setdefault(quote_asset, [0, 0])
             b = cells.get(base_asset) or cells.setdefault(base_asset, [0, 0])
