@@ -155,9 +155,12 @@ class SettledEngine:
     def seq(self) -> int:
         return self.engine.seq
 
-    def forward_verdict(self, j: int, seq: int, prev: int) -> int:
-        """``link.APPLY`` / ``DUPLICATE`` / ``GAP`` for a forward, without applying it."""
-        return self.inbox.check(j, seq, prev)
+    @property
+    def forward_verdict(self) -> Callable[[int, int, int], int]:
+        """``link.APPLY`` / ``DUPLICATE`` / ``GAP`` for a forward ``(j, seq, prev)``, without
+        applying it: the inbox's own check (the node reads it once per wake-up, so there is no
+        wrapper call per forward)."""
+        return self.inbox.check
 
     def apply(self, cmd: Any, out: list[tuple]) -> None:
         start = len(out)
