@@ -11,7 +11,10 @@ CPU µs per order and Python + C calls per order (the call counts do not depend 
 For instruction counts, run it under ``valgrind --tool=cachegrind`` with ``PYTHONHASHSEED=0``
 at two ``--orders`` and take the difference over the orders between them (setup, import and
 warm-up cancel out); ``--no-time`` leaves out the per-turn clock reads. Run it in two trees
-(``PYTHONPATH=TREE python bench/hotpath.py``) for a same-box A/B.
+(``PYTHONPATH=TREE python bench/hotpath.py``) for a same-box A/B. One node's instructions alone:
+``--only NODE`` calls that node's measured turns through ``operator.call`` (a C function nothing
+else on the path calls), so ``valgrind --tool=callgrind --collect-atstart=no
+--toggle-collect=_operator_call`` counts that node's turns and nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import operator
 import pstats
 import tempfile
 import time
@@ -58,8 +62,8 @@ def frames(n: int, batch: int, first: int) -> list[tuple[bytes, bytes]]:
 class Timed:
     """A node whose ``turn`` is timed (and profiled) while ``on``."""
 
-    def __init__(self, name: str, node: Any, profile: bool, clock: bool) -> None:
-        self.name, self.node, self.clock = name, node, clock
+    def __init__(self, name: str, node: Any, profile: bool, clock: bool, only: bool) -> None:
+        self.name, self.node, self.clock, self.only = name, node, clock, only
         self.prof = cProfile.Profile(time.thread_time) if profile else None
         self.cpu = 0.0
         self.turns = 0
@@ -76,7 +80,7 @@ class Timed:
         if prof is not None:
             prof.enable()
         try:
-            return self.inner()
+            return operator.call(self.inner) if self.only else self.inner()
         finally:
             if prof is not None:
                 prof.disable()
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace, data: Path) -> tuple[list[Timed], int]:
     named += [("accounts", n) for n in cluster.accounts]
     for _, n in named:
         n.start()
-    timed = [Timed(name, n, args.profile, not args.no_time) for name, n in named]
+    timed = [Timed(name, n, args.profile, not args.no_time, name == args.only) for name, n in named]
     drive = Driver(cluster, clock)
     try:
         drive.fund()
@@ -176,6 +180,12 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25, help="functions printed per node (--profile)")
     p.add_argument("--dump", default=None, help="with --profile: write DUMP.<node> stats")
     p.add_argument("--no-time", action="store_true", help="no clock reads (for cachegrind)")
+    p.add_argument(
+        "--only",
+        choices=("router", "engine", "accounts"),
+        default=None,
+        help="that node's turns through operator.call (callgrind --toggle-collect)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="hotpath-") as d:
         timed, refused = run(args, Path(d))

@@ -95,6 +95,8 @@ class AccountCore(Transfers, Holds, Settlements, FeeTiers, Restrictions, Listing
         except Exception:
             return self._reject("", "", "malformed command", REJ_MALFORMED, out)
         try:
+            if op == A_NEW and not self.restricted:  # (most commands: the first test)
+                return self._new(cmd, out)
             if op in (S_TRADE, S_CANCELLED, S_REJECTED, S_AMENDED, S_MARGIN):
                 return self._settle(cmd, out)
             if self.restricted and op in _RESTRICTED and self._refused_restricted(op, cmd, out):

@@ -95,6 +95,12 @@ class SettlementFeed:
                         rec[_OPEN] -= qty
                         if not rec[_OPEN]:
                             del live[key]
+                if t_acct is not None and self.shards == 1:  # (``_sides``, ``_put``, inline)
+                    prev = self.outbox.put(0, seq)
+                    msg = (S_TRADE, self.eshard, seq, prev, symbol, price, qty, t_acct or "",
+                           tid, maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
+                    out.append((0, msg))
+                    continue
                 msg = (S_TRADE, self.eshard, seq, 0, symbol, price, qty, t_acct or "", tid,
                        maker[_ACCOUNT], mid, tside, trade_id)  # fmt: skip
                 if t_acct is None:  # (a liquidation's order: no account shard holds it)

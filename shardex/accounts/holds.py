@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardex.accounts.assets import Pair
-from shardex.accounts.codes import AE_BALANCE
+from shardex.accounts.codes import AE_BALANCE, AE_FORWARD
 from shardex.accounts.ledger import (
     _BPS,
     AVAIL,
@@ -20,7 +20,7 @@ from shardex.accounts.ledger import (
     account_shard_for,
     required,
 )
-from shardex.accounts.triggers import split_stop, stop_forward
+from shardex.accounts.triggers import A_NEW_WIDTH, split_stop, stop_forward
 from shardex.engine.codes import (
     BUY,
     FOK,
@@ -44,44 +44,46 @@ class Holds(Ledger):
     """The ``new`` and ``amend`` commands of ``AccountCore``."""
 
     def _new(self, cmd: Any, out: list[tuple]) -> None:
-        plain, stop = split_stop(cmd)  # (a stop / take-profit is held as the order it becomes)
-        if plain is None:
-            return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), *stop, out)
+        if len(cmd) == A_NEW_WIDTH:  # (inline: ``split_stop``, ``rates``, ``_found``, ``_forward``)
+            plain, stop = cmd, None
+        else:  # (a stop / take-profit is held as the order it becomes)
+            plain, stop = split_stop(cmd)
+            if plain is None:
+                return self._reject(_f(cmd, CMD_ACCOUNT), _f(cmd, CMD_ID), *stop, out)
         _, symbol, oid, account, side, otype, price, qty, tif, post_only, stp, budget = plain
-        refused = self._order_gate(symbol, oid, account)
-        if refused:
-            return self._reject(account, oid, *refused, out)
-        pair = self.table.pairs[symbol]
+        pair = self.table.pairs.get(symbol) if type(symbol) is str else None
+        if pair is None or self.shards != 1 or not (  # (``_order_gate``'s pass, inline)
+            type(oid) is str and 0 < len(oid) <= MAX_ID_LEN
+            and type(account) is str and 0 < len(account) <= MAX_ID_LEN
+        ):  # fmt: skip
+            refused = self._order_gate(symbol, oid, account)  # (why, or a pass with shards)
+            if refused:
+                return self._reject(account, oid, *refused, out)
+            pair = self.table.pairs[symbol]
         if (account, symbol, oid) in self.orders:
             why = f"duplicate id {oid}: an open order of {account} has it"
             return self._reject(account, oid, why, REJ_DUPLICATE_ID, out)
         refused = _new_refusal(pair, side, otype, price, qty, tif, post_only, budget)
         if refused:
             return self._reject(account, oid, *refused, out)
-        fee = self.rates(account, symbol)  # the account's tier now: fixed for the order
+        tiers = self.schedule.tiers  # (the account's tier now: fixed for the order)
+        fee = tiers[0].rates[symbol] if len(tiers) == 1 else self.rates(account, symbol)
         fwd_type, cap = otype, pair.max_price_ticks if pair.perp and price is None else price
         if otype != LIMIT and side == BUY and not pair.perp:
-            cap = _budget_cap(pair, qty, budget, fee.taker_bps)
-            if cap < 1:
-                return self._reject(
-                    account,
-                    oid,
-                    f"budget {self.table.fmt(pair.quote, budget)}"
-                    f" {pair.quote} cannot pay for qty at any price",
-                    REJ_OUT_OF_RANGE,
-                    out,
-                )
-            # The engine has no budget orders: a market buy goes on as an IOC/FOK limit at
-            # the highest price its budget pays for all of qty, so it cannot overspend.
-            fwd_type, price = LIMIT, cap
+            price = cap = self._budget_price(account, oid, pair, qty, budget, fee, out)
+            if cap is None:
+                return None
+            fwd_type = LIMIT
         o = HeldOrder(
             symbol, side, price, cap or 0, qty, 0, 0, 0, fee.maker_bps, fee.taker_bps, 0, 0
         )
+        seq = self.seq
         if not pair.perp:  # (a perp order holds nothing, needs no budget, caps at the max
             # price: the engine's margin check gates it, its fills are the margin's to judge)
             need = required(o, pair)
             asset = pair.quote if side == BUY else pair.base
-            cell = self._found(account, asset)
+            cells = self.balances.get(account)
+            cell = None if cells is None else cells.get(asset)
             avail = cell[AVAIL] if cell else 0
             if need > avail:
                 return self._insufficient(account, oid, asset, avail, need, out)
@@ -90,19 +92,31 @@ class Holds(Ledger):
             cell[AVAIL] -= need
             cell[HELD] += need
             o.held = need
-            self.seq += 1  # (``_bal``, inline: the cell is at hand)
-            out.append((AE_BALANCE, self.seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
+            seq += 1
+            out.append((AE_BALANCE, seq, account, asset, cell[AVAIL], cell[HELD], "hold", oid))
         self.orders[(account, symbol, oid)] = o
-        mine = self.open_by.get(account)  # (``Ledger.open_by``, inline: once per order)
-        if mine is None:
-            self.open_by[account] = {(symbol, oid): o}
-        else:
-            mine[(symbol, oid)] = o
+        self.open_by.setdefault(account, {})[(symbol, oid)] = o
         fwd = (OP_NEW, symbol, oid, account, side, fwd_type, price, qty, tif, post_only, stp)
         if stop is not None or fwd_type != otype:
             fwd = stop_forward(fwd, stop, fwd_type != otype)
-        o.opened = self._forward(symbol, fwd, out)
+        eshard = self.engine_for(symbol)
+        self.seq = o.opened = seq = seq + 1
+        out.append((AE_FORWARD, seq, eshard, self.outbox.put(eshard, seq), fwd))
         return None
+
+    def _budget_price(
+        self, account: str, oid: str, pair: Pair, qty: int, budget: int, fee: Any, out: list
+    ) -> int | None:
+        """The price a market buy goes on at, or None when it was refused (its budget pays for
+        qty at no price of the grid). The engine has no budget orders: a market buy goes on as
+        an IOC/FOK limit at the highest price its budget pays for all of qty, so it cannot
+        overspend."""
+        cap = _budget_cap(pair, qty, budget, fee.taker_bps)
+        if cap < 1:
+            why = f"budget {self.table.fmt(pair.quote, budget)} {pair.quote} cannot pay for qty"
+            self._reject(account, oid, f"{why} at any price", REJ_OUT_OF_RANGE, out)
+            return None
+        return cap
 
     def _amend(self, cmd: Any, out: list[tuple]) -> None:
         if len(cmd) != 6:

@@ -248,7 +248,7 @@ class Ledger:
         quote = pair.quote
         if bps >= 0:
             o.fee_num += notional * bps
-            charged = _ceil_div(o.fee_num, _BPS)
+            charged = -(-o.fee_num // _BPS)  # (``_ceil_div``, inline: per side of a trade)
             fee = charged - o.fee_charged
             o.fee_charged = charged
         else:

@@ -16,6 +16,7 @@ from shardex.accounts.codes import (
     S_TRADE,
 )
 from shardex.accounts.ledger import (
+    _BPS,
     AVAIL,
     HELD,
     HeldOrder,
@@ -97,7 +98,9 @@ class Settlements(Ledger):
             (t_acct, t_id, t_side, False),
             (m_acct, m_id, t_side ^ 1, True),
         ):
-            if not acct or not self.owns(acct):  # ("": a liquidation's order, not held here)
+            if not acct or not (  # ("": a liquidation's order, not held here)
+                type(acct) is str if self.shards == 1 else self.owns(acct)  # (``owns``, inline)
+            ):
                 continue
             o = self.orders.get((acct, symbol, oid)) if type(oid) is str else None
             if o is None:
@@ -132,24 +135,31 @@ class Settlements(Ledger):
         o.rem -= qty
         fee = self._charge(acct, oid, o, maker, pair, notional, ref, out)
         quote_asset, base_asset = pair.quote, pair.base
-        flow = self.flow  # (``_flow`` and ``_bal``, inline: twice per side of every trade)
-        if o.side == BUY:
+        flow = self.flow  # (``_flow``, ``_bal`` and ``_cell``, inline: per side of a trade)
+        cells = self.balances.get(acct)  # (its order's hold made one at least)
+        if cells is None:
+            cells = self.balances[acct] = {}
+        if o.side == BUY:  # (a cell it makes is made in ``_cell``'s order: quote, then base)
+            q = cells.get(quote_asset) or cells.setdefault(quote_asset, [0, 0])
+            b = cells.get(base_asset) or cells.setdefault(base_asset, [0, 0])
             pay = notional + fee
-            left = required(o, pair) if o.rem else 0
+            if o.rem:  # (``required`` of a spot buy, inline: per buy side of a trade)
+                rc = o.cap * o.rem * pair.quote_per_tick_lot
+                left = rc - (-(o.fee_num + rc * o.taker_bps) // _BPS) - o.fee_charged
+            else:
+                left = 0
             release = o.held - pay - left  # >= 0: see ``required``
-            q = self._cell(acct, quote_asset)
             q[HELD] -= pay + release
             q[AVAIL] += release
             o.held = left
-            b = self._cell(acct, base_asset)
             b[AVAIL] += base
             flow[quote_asset] = flow.get(quote_asset, 0) - notional
             flow[base_asset] = flow.get(base_asset, 0) + base
         else:
-            b = self._cell(acct, base_asset)
+            b = cells.get(base_asset) or cells.setdefault(base_asset, [0, 0])
+            q = cells.get(quote_asset) or cells.setdefault(quote_asset, [0, 0])
             b[HELD] -= base
             o.held -= base
-            q = self._cell(acct, quote_asset)
             q[AVAIL] += notional - fee
             flow[quote_asset] = flow.get(quote_asset, 0) + notional
             flow[base_asset] = flow.get(base_asset, 0) - base

@@ -59,10 +59,17 @@ def order(h: Any, cmd: tuple, out: list[tuple]) -> list[tuple]:
     fields = cmd[CMD_SYMBOL:]
     acmd = (A_NEW, *fields, budget) if cmd[CMD_OP] == OP_NEW else (A_AMEND, *fields)
     acmd = acmd if opts is None else (*acmd, opts)
-    start = h.journal_apply(acmd, out)
-    for ev in out[start:]:
-        if ev[AE_KIND] == AE_REJECTED:
-            h.rejected += 1
-            _, seq, _, _, reason, code = ev
-            return [(EV_REJECTED, seq, fields[0], fields[1], reason, code)]
+    if h.stamp_due or h.place_due is not None:
+        start = h.journal_apply(acmd, out)
+    else:  # (``journal_apply`` with nothing due before it, inline: once per order)
+        start = len(out)
+        applier = h.applier
+        h.journal.add(applier.seq, acmd)
+        applier.apply(acmd, out)
+        h.commands += 1
+    ev = out[-1] if len(out) > start else None  # (a refusal is the one event; a hold ends
+    if ev is not None and ev[AE_KIND] == AE_REJECTED:  # with its forward: no scan of them)
+        h.rejected += 1
+        _, seq, _, _, reason, code = ev
+        return [(EV_REJECTED, seq, fields[0], fields[1], reason, code)]
     return []

@@ -322,13 +322,16 @@ class ShardCore:
         if self.stamp_due:
             self.stamp(out)
         engine = self.engine
-        before = engine.seq
+        before = engine.engine.seq  # (``SettledEngine.seq``, without the property's call)
         refusals = engine.refusals
         start = len(out)
         # of the wire's shape (passed unchanged): the engine's refusal need not check it again
         engine.vetted = cmd if checked is cmd else None
-        engine.apply(rec, out)
-        engine.vetted = None
+        engine.linked = rec  # (the caller found the link's verdict APPLY: not asked again)
+        try:
+            engine.apply(rec, out)
+        finally:
+            engine.vetted = engine.linked = None
         self.journal.add(before, rec)
         if engine.refusals != refusals:
             self.internal_errors += 1

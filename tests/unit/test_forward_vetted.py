@@ -85,3 +85,28 @@ def test_account_ownership_is_the_hash_of_the_account(shards):
     ledger = Ledger.__new__(Ledger)
     ledger.shard, ledger.shards = 0, shards
     assert not ledger.owns(b"acct-1") and not ledger.owns(None)  # only a string is an account
+
+
+def test_a_forward_asks_the_link_once_and_a_replay_still_refuses_a_duplicate(monkeypatch):
+    """The node's link already found the forward's verdict APPLY (``forward_verdict``), so the
+    engine shard's machine does not ask its inbox again for that very record; a replay (no node
+    in front) and any other record still ask, so a duplicate is never applied twice."""
+    asked: list[tuple] = []
+    check = machines.Inbox.check
+
+    def counting(self, sender: int, seq: int, prev: int) -> int:
+        asked.append((sender, seq, prev))
+        return check(self, sender, seq, prev)
+
+    monkeypatch.setattr(machines.Inbox, "check", counting)
+    core, engine = _core()
+    out: list[tuple] = []
+    core.forward(0, 1, 0, _order("o1"), out)
+    assert asked == [] and engine.linked is None  # (nothing carried to the next command)
+    engine.apply((OP_FORWARD, 0, 1, 0, _order("o1")), out)  # the same forward again
+    assert asked == [(0, 1, 0)] and [ev[0] for ev in out] == [EV_ACCEPTED]  # skipped
+    fresh = SettledEngine(Engine(DEFAULT_MARKETS), 0, 1)
+    replayed: list[tuple] = []
+    for _ in range(2):  # a journal that holds it twice replays it once
+        fresh.apply((OP_FORWARD, 0, 1, 0, _order("o1")), replayed)
+    assert replayed == out[:1] and fresh.outgoing == engine.outgoing
