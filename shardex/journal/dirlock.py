@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from shardex.journal.disk import JournalError, OsDisk
 
 LOCK_NAME = "LOCK"
+
+# A process killed -9 lets go of its files only when its last thread has exited: its main
+# thread may already show as a zombie while a thread in the middle of an fsync still holds the
+# lock (CI saw it). A successor started at once waits that long rather than refuse.
+WAIT_S = 5.0
 
 _HELD: dict[str, list[int]] = {}  # real path -> [fd, holders in this process]
 
@@ -32,9 +38,10 @@ class JournalInUse(JournalError):
     ``JournalError``: the node commands print it as their one-line refusal)."""
 
 
-def hold(directory: str | Path, disk: object) -> str | None:
-    """Take the directory's lock for this process (``JournalInUse`` if another process has
-    it): the key ``release`` takes, or None on a disk that is not the operating system's."""
+def hold(directory: str | Path, disk: object, wait_s: float | None = None) -> str | None:
+    """Take the directory's lock for this process (``JournalInUse`` if another process still
+    has it after ``wait_s``): the key ``release`` takes, or None on a disk that is not the
+    operating system's."""
     if not isinstance(disk, OsDisk):
         return None
     key = os.path.realpath(directory)
@@ -43,9 +50,7 @@ def hold(directory: str | Path, disk: object) -> str | None:
         held[1] += 1
         return key
     fd = os.open(os.path.join(key, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _locked(fd, WAIT_S if wait_s is None else wait_s):
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
         raise JournalInUse(
@@ -57,6 +62,19 @@ def hold(directory: str | Path, disk: object) -> str | None:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[key] = [fd, 1]
     return key
+
+
+def _locked(fd: int, wait_s: float) -> bool:
+    """``flock(fd)`` exclusively, trying again for up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def release(key: str | None) -> None:

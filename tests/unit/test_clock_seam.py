@@ -48,6 +48,11 @@ PENDING: set[str] = set()
 
 # (module, function, what) → why it may read the time itself.
 ALLOWED = {
+    ("journal/dirlock.py", "_locked", "time.monotonic"):
+        "a real directory's lock held by another OS process (a killed one's last thread still "
+        "exiting): the simulator's disk locks nothing, so its path never gets here",
+    ("journal/dirlock.py", "_locked", "time.sleep"):
+        "the same bounded wait's poll (every 50 ms, at most WAIT_S = 5 s)",
     ("leasekeeper.py", "KeeperHandle.stop", "time.monotonic"):
         "a leader's bounded wait at release for its keeper process to stop: only with "
         "SHARDEX_LEASE_KEEPER=process, which a simulated lease (thread=False) never uses",
