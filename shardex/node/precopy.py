@@ -27,8 +27,9 @@ and its ``restore_pair`` of the resting orders.
 Stale or missing pre-copies fall back to the whole state: the source answers ``state_packed``
 when it holds no pre-copy at ``S`` (restarted) or when more than half the orders changed; the
 target refuses a delta it holds no pre-copy for (``invalid``: restarted, or another pre-copy
-since) and the mover then sends the whole state. Both memories are ``ShardCore.staged``'s
-(keys ``(SOURCE, symbol)`` and ``(TARGET, symbol)``), bounded like the pieces of an adoption.
+since) and the mover then sends the whole state. Both memories are ``ShardCore.precopies``
+(keys ``(SOURCE, symbol)`` and ``(TARGET, symbol)``), bounded per side like the pieces of an
+adoption (which keep their own dict, so a piece never evicts a pre-copy nor the reverse).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from shardex.wire.movestate import pack_state, unpack_state
 
 PRECOPY = "precopy"  # ``(OP_PAIR, symbol, PRECOPY)`` and ``(OP_ADOPT, ..., blob, PRECOPY)``
 DELTA = "delta"  # ``(OP_PAIR, symbol, DELTA, S)``: the hand-off's state against pre-copy S
-SOURCE, TARGET = "precopy-source", "precopy-target"  # (keys of ``ShardCore.staged``)
+SOURCE, TARGET = "precopy-source", "precopy-target"  # (keys of ``ShardCore.precopies``)
 _KEEP = 4  # pre-copies a shard keeps at once, per side (a mover that went away)
 
 Levels = dict[tuple[int, int], tuple]
@@ -81,13 +82,14 @@ def joined(levels: Levels) -> tuple[list, list]:
 
 
 def _keep(core: Any, key: tuple[str, str], value: Any) -> None:
-    """Keep ``value`` under ``key`` in ``core.staged``, dropping the oldest of its side beyond
-    ``_KEEP``."""
-    core.staged.pop(key, None)
-    mine = [k for k in core.staged if type(k) is tuple and k[0] == key[0]]
+    """Keep ``value`` under ``key`` in ``core.precopies``, dropping the oldest of its side
+    beyond ``_KEEP``."""
+    kept = core.precopies
+    kept.pop(key, None)
+    mine = [k for k in kept if k[0] == key[0]]
     for old in mine[: max(0, len(mine) - _KEEP + 1)]:
-        core.staged.pop(old, None)
-    core.staged[key] = value
+        kept.pop(old, None)
+    kept[key] = value
 
 
 def source_read(core: Any, symbol: str, out: dict[str, Any]) -> None:
@@ -108,7 +110,7 @@ def source_delta(core: Any, symbol: str, at: Any, out: dict[str, Any]) -> None:
     pre-copy at ``at``, or the whole state (``state_packed``) when none is held or most
     orders changed."""
     state = core.engine.handed[symbol]
-    held = core.staged.get((SOURCE, symbol))
+    held = core.precopies.get((SOURCE, symbol))
     if held is not None and held[0] == at and type(at) is int:
         after = levels_of(state["bids"], state["asks"])
         levels = changed_levels(held[1], after)
@@ -143,11 +145,11 @@ def target_expand(core: Any, cmd: tuple) -> Any:
     (``engine.prebuilt``); a refusal when no pre-copy of that hand-off's source and seq is
     held (the mover then sends the whole state)."""
     symbol, delta = cmd[CMD_SYMBOL], cmd[MOVE_STATE]
-    held = core.staged.get((TARGET, symbol))
+    held = core.precopies.get((TARGET, symbol))
     if held is None or (held[0], held[1]) != (cmd[ADOPT_FROM], delta.get(PRECOPY)):
         return read_error(INVALID, f"adopt: no pre-copy of {symbol} at {delta.get(PRECOPY)} "
                           "here; send the whole state")  # fmt: skip
-    del core.staged[(TARGET, symbol)]  # (it serves this adoption only: the book changes now)
+    del core.precopies[(TARGET, symbol)]  # (it serves this adoption only: the book changes now)
     _, _, levels, book = held
     try:
         changes = [(side, price, tuple(q)) for side, price, q in delta["levels"]]

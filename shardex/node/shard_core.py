@@ -106,10 +106,10 @@ class ShardCore:
         # the node before it serves (``set_placement``); its version travels in refusals.
         self.placement: PlacementMap = initial(shards)
         self.on_placement: Callable[[], None] | None = None  # (the node: HELLO the new map, table)
-        self.commands = 0
+        self.commands = self.internal_errors = 0
         self.budget = MAX_EVENTS_REPLY_BYTES  # bytes the current request's reads may still use
-        self.internal_errors = 0
         self.staged: dict[str, Any] = {}  # adoptions arriving in pieces (``node.moves``)
+        self.precopies: dict[tuple[str, str], Any] = {}  # pair moves' pre-copies (``precopy``)
         # Set while the journal cannot write: writes are refused with this reason, reads served.
         self.journal_down: str | None = None
         # With a registry every request carries its connection's key id and may act only for

@@ -7,7 +7,7 @@ account link).
 - Link messages of the engine ⇄ account link: ``[kind, (sender shard, body, epoch)]`` with
   kind ``LINK_FWD`` / ``LINK_SYNC`` (account → engine shard), ``LINK_SETTLE`` / ``LINK_HAVE``
   (engine → account shard) or ``LINK_MARK`` (both ways). ``epoch``: the sending leader's lease
-  epoch, so the receiver can refuse a deposed leader's late messages (``accounts.link_fence``);
+  epoch, so the receiver can refuse a deposed leader's late messages (``accounts.link.EpochFence``);
   at epoch 0 (no replicas) the message is the older ``(sender shard, body)``, which decodes
   as epoch 0 (what mixing versions means: docs/account-link.md).
 """

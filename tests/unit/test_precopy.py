@@ -195,7 +195,7 @@ def test_the_mover_copies_ahead_and_a_target_without_the_copy_gets_the_whole_sta
             def lose_copy(line: str) -> None:
                 lines.append(line)
                 if "copied ahead" in line:
-                    [n.core.staged.clear() for n in cluster.engines if n.core.index == SRC]
+                    [n.core.precopies.clear() for n in cluster.engines if n.core.index == SRC]
 
             back = await move_pair(c, P, SRC, say=lose_copy, shards=2)
             assert back["source"] == DST
@@ -216,9 +216,9 @@ def test_the_live_adoption_with_the_book_built_ahead_equals_the_replays_adoption
     for k, (side, trigger) in enumerate(((BUY, 130), (SELL, 70))):
         src.apply((OP_NEW, P, f"stop{k}", "st", side, STOP_LIMIT, trigger, 1, GTC, False, 0,
                    None, {"trigger": trigger}), [])  # fmt: skip
-    source = SimpleNamespace(engine=src, staged={})
+    source = SimpleNamespace(engine=src, precopies={})
     live, replay = Engine(DEFAULT_MARKETS), Engine(DEFAULT_MARKETS)
-    target = SimpleNamespace(engine=live, staged={})
+    target = SimpleNamespace(engine=live, precopies={})
     view: dict = {}
     source_read(source, P, view)
     at = view["precopy_at"]
@@ -244,16 +244,16 @@ def test_the_live_adoption_with_the_book_built_ahead_equals_the_replays_adoption
 def test_a_pre_copy_is_the_movers_alone() -> None:
     """A reader key may ask where a pair stands, not make its shard copy the book (a copy
     replaces the mover's, whose delta would then fall back to the whole state)."""
-    core = SimpleNamespace(key=SimpleNamespace(role="reader"), staged={})
+    core = SimpleNamespace(key=SimpleNamespace(role="reader"), precopies={})
     refused = pair_read(core, (OP_PAIR, P, PRECOPY), {})
-    assert refused["error"][0] == NOT_ALLOWED and core.staged == {}, refused
+    assert refused["error"][0] == NOT_ALLOWED and core.precopies == {}, refused
 
 
 def test_a_copy_most_of_whose_orders_changed_since_is_sent_whole() -> None:
     eng = Engine(DEFAULT_MARKETS)
     for k in range(20):
         eng.apply((OP_NEW, P, f"o{k}", "al", BUY, LIMIT, 90 + k % 4, 1, GTC, False, 0), [])
-    source = SimpleNamespace(engine=eng, staged={})
+    source = SimpleNamespace(engine=eng, precopies={})
     view: dict = {}
     source_read(source, P, view)
     for k in range(11):  # (11 of 20 gone: the changed levels hold them all)
